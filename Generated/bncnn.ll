@@ -1894,51 +1894,51 @@ conv2.g93:                                        ; preds = %conv2.j158.end, %co
 conv2.g93.end:                                    ; preds = %conv2.j158.end
   ret void
 
-conv2.j94:                                        ; preds = %conv2.c95.end, %conv2.g93
-  %conv2.j9466 = phi i64 [ 0, %conv2.g93 ], [ %j94.next, %conv2.c95.end ]
-  br label %conv2.c95
+conv2.j94:                                        ; preds = %conv2.iy95.end, %conv2.g93
+  %conv2.j9466 = phi i64 [ 0, %conv2.g93 ], [ %j94.next, %conv2.iy95.end ]
+  br label %conv2.iy95
 
-conv2.j94.end:                                    ; preds = %conv2.c95.end
+conv2.j94.end:                                    ; preds = %conv2.iy95.end
   br label %conv2.j98
 
-conv2.c95:                                        ; preds = %conv2.iy96.end, %conv2.j94
-  %conv2.c9567 = phi i64 [ 0, %conv2.j94 ], [ %c95.next, %conv2.iy96.end ]
-  br label %conv2.iy96
+conv2.iy95:                                       ; preds = %conv2.c96.end, %conv2.j94
+  %conv2.iy9567 = phi i64 [ 0, %conv2.j94 ], [ %iy95.next, %conv2.c96.end ]
+  br label %conv2.c96
 
-conv2.c95.end:                                    ; preds = %conv2.iy96.end
+conv2.iy95.end:                                   ; preds = %conv2.c96.end
   %j94.next = add nsw i64 %conv2.j9466, 1
   %235 = icmp slt i64 %j94.next, 1
   br i1 %235, label %conv2.j94, label %conv2.j94.end
 
-conv2.iy96:                                       ; preds = %conv2.ix97.end, %conv2.c95
-  %conv2.iy9668 = phi i64 [ 0, %conv2.c95 ], [ %iy96.next, %conv2.ix97.end ]
+conv2.c96:                                        ; preds = %conv2.ix97.end, %conv2.iy95
+  %conv2.c9668 = phi i64 [ 0, %conv2.iy95 ], [ %c96.next, %conv2.ix97.end ]
   br label %conv2.ix97
 
-conv2.iy96.end:                                   ; preds = %conv2.ix97.end
-  %c95.next = add nsw i64 %conv2.c9567, 1
-  %236 = icmp slt i64 %c95.next, 32
-  br i1 %236, label %conv2.c95, label %conv2.c95.end
+conv2.c96.end:                                    ; preds = %conv2.ix97.end
+  %iy95.next = add nsw i64 %conv2.iy9567, 1
+  %236 = icmp slt i64 %iy95.next, 14
+  br i1 %236, label %conv2.iy95, label %conv2.iy95.end
 
-conv2.ix97:                                       ; preds = %conv2.ix97, %conv2.iy96
-  %conv2.ix9769 = phi i64 [ 0, %conv2.iy96 ], [ %ix97.next, %conv2.ix97 ]
+conv2.ix97:                                       ; preds = %conv2.ix97, %conv2.c96
+  %conv2.ix9769 = phi i64 [ 0, %conv2.c96 ], [ %ix97.next, %conv2.ix97 ]
   %237 = add nsw i64 %conv2.g9365, %conv2.j9466
   %238 = mul nsw i64 %237, 6272
   %239 = add nsw i64 1605632, %238
-  %240 = mul nsw i64 %conv2.c9567, 196
+  %240 = mul nsw i64 %conv2.c9668, 196
   %241 = add nsw i64 %239, %240
-  %242 = mul nsw i64 %conv2.iy9668, 14
+  %242 = mul nsw i64 %conv2.iy9567, 14
   %243 = add nsw i64 %241, %242
   %244 = add nsw i64 %243, %conv2.ix9769
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %244
   %245 = load float, ptr %arena70, align 4
   %246 = mul nsw i64 %conv2.j9466, 8192
-  %247 = add nsw i64 %conv2.iy9668, 1
+  %247 = add nsw i64 %conv2.iy9567, 1
   %248 = mul nsw i64 %247, 512
   %249 = add nsw i64 %246, %248
   %250 = add nsw i64 %conv2.ix9769, 1
   %251 = mul nsw i64 %250, 32
   %252 = add nsw i64 %249, %251
-  %253 = add nsw i64 %252, %conv2.c9567
+  %253 = add nsw i64 %252, %conv2.c9668
   %254 = add nsw i64 2842624, %253
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %254
   store float %245, ptr %arena71, align 4
@@ -1947,9 +1947,9 @@ conv2.ix97:                                       ; preds = %conv2.ix97, %conv2.
   br i1 %255, label %conv2.ix97, label %conv2.ix97.end
 
 conv2.ix97.end:                                   ; preds = %conv2.ix97
-  %iy96.next = add nsw i64 %conv2.iy9668, 1
-  %256 = icmp slt i64 %iy96.next, 14
-  br i1 %256, label %conv2.iy96, label %conv2.iy96.end
+  %c96.next = add nsw i64 %conv2.c9668, 1
+  %256 = icmp slt i64 %c96.next, 32
+  br i1 %256, label %conv2.c96, label %conv2.c96.end
 
 conv2.j98:                                        ; preds = %conv2.ty99.end, %conv2.j94.end
   %conv2.j9872 = phi i64 [ 0, %conv2.j94.end ], [ %j98.next, %conv2.ty99.end ]
@@ -3085,49 +3085,97 @@ conv2.cv145.end:                                  ; preds = %conv2.cv145
   %1113 = icmp slt i64 %tx144.next, 7
   br i1 %1113, label %conv2.tx144, label %conv2.tx144.end
 
-conv2.j158:                                       ; preds = %conv2.c159.end, %conv2.j142.end
-  %conv2.j158177 = phi i64 [ 0, %conv2.j142.end ], [ %j158.next, %conv2.c159.end ]
-  br label %conv2.c159
+conv2.j158:                                       ; preds = %conv2.c162.end, %conv2.j142.end
+  %conv2.j158177 = phi i64 [ 0, %conv2.j142.end ], [ %j158.next, %conv2.c162.end ]
+  br label %conv2.qb159
 
-conv2.j158.end:                                   ; preds = %conv2.c159.end
+conv2.j158.end:                                   ; preds = %conv2.c162.end
   %g93.next = add nsw i64 %conv2.g9365, 1
   %1114 = icmp slt i64 %g93.next, 64
   br i1 %1114, label %conv2.g93, label %conv2.g93.end
 
-conv2.c159:                                       ; preds = %conv2.q160.end, %conv2.j158
-  %conv2.c159178 = phi i64 [ 0, %conv2.j158 ], [ %c159.next, %conv2.q160.end ]
-  br label %conv2.q160
+conv2.qb159:                                      ; preds = %conv2.c160.end, %conv2.j158
+  %conv2.qb159178 = phi i64 [ 0, %conv2.j158 ], [ %qb159.next, %conv2.c160.end ]
+  br label %conv2.c160
 
-conv2.c159.end:                                   ; preds = %conv2.q160.end
-  %j158.next = add nsw i64 %conv2.j158177, 1
-  %1115 = icmp slt i64 %j158.next, 1
-  br i1 %1115, label %conv2.j158, label %conv2.j158.end
+conv2.qb159.end:                                  ; preds = %conv2.c160.end
+  br label %conv2.c162
 
-conv2.q160:                                       ; preds = %conv2.q160, %conv2.c159
-  %conv2.q160179 = phi i64 [ 0, %conv2.c159 ], [ %q160.next, %conv2.q160 ]
+conv2.c160:                                       ; preds = %conv2.q161.end, %conv2.qb159
+  %conv2.c160179 = phi i64 [ 0, %conv2.qb159 ], [ %c160.next, %conv2.q161.end ]
+  br label %conv2.q161
+
+conv2.c160.end:                                   ; preds = %conv2.q161.end
+  %qb159.next = add nsw i64 %conv2.qb159178, 1
+  %1115 = icmp slt i64 %qb159.next, 3
+  br i1 %1115, label %conv2.qb159, label %conv2.qb159.end
+
+conv2.q161:                                       ; preds = %conv2.q161, %conv2.c160
+  %conv2.q161180 = phi i64 [ 0, %conv2.c160 ], [ %q161.next, %conv2.q161 ]
   %1116 = mul nsw i64 %conv2.j158177, 196
-  %1117 = add nsw i64 %1116, %conv2.q160179
-  %1118 = mul nsw i64 %1117, 64
-  %1119 = add nsw i64 2926080, %1118
-  %1120 = add nsw i64 %1119, %conv2.c159178
-  %arena180 = getelementptr inbounds float, ptr %arena, i64 %1120
-  %1121 = load float, ptr %arena180, align 4
-  %1122 = add nsw i64 %conv2.g9365, %conv2.j158177
-  %1123 = mul nsw i64 %1122, 12544
-  %1124 = mul nsw i64 %conv2.c159178, 196
-  %1125 = add nsw i64 %1123, %1124
-  %1126 = add nsw i64 %1125, %conv2.q160179
-  %1127 = add nsw i64 2007040, %1126
-  %arena181 = getelementptr inbounds float, ptr %arena, i64 %1127
-  store float %1121, ptr %arena181, align 4
-  %q160.next = add nsw i64 %conv2.q160179, 1
-  %1128 = icmp slt i64 %q160.next, 196
-  br i1 %1128, label %conv2.q160, label %conv2.q160.end
+  %1117 = mul nsw i64 %conv2.qb159178, 64
+  %1118 = add nsw i64 %conv2.q161180, %1117
+  %1119 = add nsw i64 %1116, %1118
+  %1120 = mul nsw i64 %1119, 64
+  %1121 = add nsw i64 2926080, %1120
+  %1122 = add nsw i64 %1121, %conv2.c160179
+  %arena181 = getelementptr inbounds float, ptr %arena, i64 %1122
+  %1123 = load float, ptr %arena181, align 4
+  %1124 = add nsw i64 %conv2.g9365, %conv2.j158177
+  %1125 = mul nsw i64 %1124, 12544
+  %1126 = mul nsw i64 %conv2.c160179, 196
+  %1127 = add nsw i64 %1125, %1126
+  %1128 = mul nsw i64 %conv2.qb159178, 64
+  %1129 = add nsw i64 %conv2.q161180, %1128
+  %1130 = add nsw i64 %1127, %1129
+  %1131 = add nsw i64 2007040, %1130
+  %arena182 = getelementptr inbounds float, ptr %arena, i64 %1131
+  store float %1123, ptr %arena182, align 4
+  %q161.next = add nsw i64 %conv2.q161180, 1
+  %1132 = icmp slt i64 %q161.next, 64
+  br i1 %1132, label %conv2.q161, label %conv2.q161.end
 
-conv2.q160.end:                                   ; preds = %conv2.q160
-  %c159.next = add nsw i64 %conv2.c159178, 1
-  %1129 = icmp slt i64 %c159.next, 64
-  br i1 %1129, label %conv2.c159, label %conv2.c159.end
+conv2.q161.end:                                   ; preds = %conv2.q161
+  %c160.next = add nsw i64 %conv2.c160179, 1
+  %1133 = icmp slt i64 %c160.next, 64
+  br i1 %1133, label %conv2.c160, label %conv2.c160.end
+
+conv2.c162:                                       ; preds = %conv2.q163.end, %conv2.qb159.end
+  %conv2.c162183 = phi i64 [ 0, %conv2.qb159.end ], [ %c162.next, %conv2.q163.end ]
+  br label %conv2.q163
+
+conv2.c162.end:                                   ; preds = %conv2.q163.end
+  %j158.next = add nsw i64 %conv2.j158177, 1
+  %1134 = icmp slt i64 %j158.next, 1
+  br i1 %1134, label %conv2.j158, label %conv2.j158.end
+
+conv2.q163:                                       ; preds = %conv2.q163, %conv2.c162
+  %conv2.q163184 = phi i64 [ 0, %conv2.c162 ], [ %q163.next, %conv2.q163 ]
+  %1135 = mul nsw i64 %conv2.j158177, 196
+  %1136 = add nsw i64 %conv2.q163184, 192
+  %1137 = add nsw i64 %1135, %1136
+  %1138 = mul nsw i64 %1137, 64
+  %1139 = add nsw i64 2926080, %1138
+  %1140 = add nsw i64 %1139, %conv2.c162183
+  %arena185 = getelementptr inbounds float, ptr %arena, i64 %1140
+  %1141 = load float, ptr %arena185, align 4
+  %1142 = add nsw i64 %conv2.g9365, %conv2.j158177
+  %1143 = mul nsw i64 %1142, 12544
+  %1144 = mul nsw i64 %conv2.c162183, 196
+  %1145 = add nsw i64 %1143, %1144
+  %1146 = add nsw i64 %conv2.q163184, 192
+  %1147 = add nsw i64 %1145, %1146
+  %1148 = add nsw i64 2007040, %1147
+  %arena186 = getelementptr inbounds float, ptr %arena, i64 %1148
+  store float %1141, ptr %arena186, align 4
+  %q163.next = add nsw i64 %conv2.q163184, 1
+  %1149 = icmp slt i64 %q163.next, 4
+  br i1 %1149, label %conv2.q163, label %conv2.q163.end
+
+conv2.q163.end:                                   ; preds = %conv2.q163
+  %c162.next = add nsw i64 %conv2.c162183, 1
+  %1150 = icmp slt i64 %c162.next, 64
+  br i1 %1150, label %conv2.c162, label %conv2.c162.end
 }
 
 ; Function Attrs: noinline
@@ -3628,449 +3676,449 @@ conv2.k140.end:                                   ; preds = %conv2.k140
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k5.bn2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %bn2.scale164 = alloca float, align 4
-  %bn2.var163 = alloca float, align 4
-  %bn2.squares166 = alloca float, align 4
+  %bn2.scale167 = alloca float, align 4
+  %bn2.var166 = alloca float, align 4
+  %bn2.squares169 = alloca float, align 4
+  %bn2.sum193 = alloca float, align 4
+  %bn2.sum192 = alloca float, align 4
+  %bn2.sum191 = alloca float, align 4
   %bn2.sum190 = alloca float, align 4
   %bn2.sum189 = alloca float, align 4
   %bn2.sum188 = alloca float, align 4
   %bn2.sum187 = alloca float, align 4
-  %bn2.sum186 = alloca float, align 4
-  %bn2.sum185 = alloca float, align 4
-  %bn2.sum184 = alloca float, align 4
-  %bn2.tail180 = alloca float, align 4
-  %bn2.acc179 = alloca <8 x float>, align 32
-  %bn2.mean162 = alloca float, align 4
-  %bn2.sum165 = alloca float, align 4
+  %bn2.tail183 = alloca float, align 4
+  %bn2.acc182 = alloca <8 x float>, align 32
+  %bn2.mean165 = alloca float, align 4
+  %bn2.sum168 = alloca float, align 4
+  %bn2.sum181 = alloca float, align 4
+  %bn2.sum180 = alloca float, align 4
+  %bn2.sum179 = alloca float, align 4
   %bn2.sum178 = alloca float, align 4
   %bn2.sum177 = alloca float, align 4
   %bn2.sum176 = alloca float, align 4
   %bn2.sum175 = alloca float, align 4
-  %bn2.sum174 = alloca float, align 4
-  %bn2.sum173 = alloca float, align 4
-  %bn2.sum172 = alloca float, align 4
-  %bn2.tail168 = alloca float, align 4
-  %bn2.acc167 = alloca <8 x float>, align 32
-  br label %bn2.c161
+  %bn2.tail171 = alloca float, align 4
+  %bn2.acc170 = alloca <8 x float>, align 32
+  br label %bn2.c164
 
-bn2.c161:                                         ; preds = %bn2.n191.end, %entry
-  %bn2.c1611 = phi i64 [ 0, %entry ], [ %c161.next, %bn2.n191.end ]
-  store <8 x float> zeroinitializer, ptr %bn2.acc167, align 32
-  store float 0.000000e+00, ptr %bn2.tail168, align 4
-  br label %bn2.n169
+bn2.c164:                                         ; preds = %bn2.n194.end, %entry
+  %bn2.c1641 = phi i64 [ 0, %entry ], [ %c164.next, %bn2.n194.end ]
+  store <8 x float> zeroinitializer, ptr %bn2.acc170, align 32
+  store float 0.000000e+00, ptr %bn2.tail171, align 4
+  br label %bn2.n172
 
-bn2.c161.end:                                     ; preds = %bn2.n191.end
+bn2.c164.end:                                     ; preds = %bn2.n194.end
   ret void
 
-bn2.n169:                                         ; preds = %bn2.i171.end, %bn2.c161
-  %bn2.n1692 = phi i64 [ 0, %bn2.c161 ], [ %n169.next, %bn2.i171.end ]
-  br label %bn2.v170
+bn2.n172:                                         ; preds = %bn2.i174.end, %bn2.c164
+  %bn2.n1722 = phi i64 [ 0, %bn2.c164 ], [ %n172.next, %bn2.i174.end ]
+  br label %bn2.v173
 
-bn2.n169.end:                                     ; preds = %bn2.i171.end
-  %acc1677 = load <8 x float>, ptr %bn2.acc167, align 32
+bn2.n172.end:                                     ; preds = %bn2.i174.end
+  %acc1707 = load <8 x float>, ptr %bn2.acc170, align 32
   %arena8 = getelementptr inbounds float, ptr %arena, i64 2809984
-  store <8 x float> %acc1677, ptr %arena8, align 4
+  store <8 x float> %acc1707, ptr %arena8, align 4
   %arena9 = getelementptr inbounds float, ptr %arena, i64 2809984
   %0 = load float, ptr %arena9, align 4
   %arena10 = getelementptr inbounds float, ptr %arena, i64 2809985
   %1 = load float, ptr %arena10, align 4
   %2 = fadd float %0, %1
-  store float %2, ptr %bn2.sum172, align 4
-  %sum172 = load float, ptr %bn2.sum172, align 4
+  store float %2, ptr %bn2.sum175, align 4
+  %sum175 = load float, ptr %bn2.sum175, align 4
   %arena11 = getelementptr inbounds float, ptr %arena, i64 2809986
   %3 = load float, ptr %arena11, align 4
-  %4 = fadd float %sum172, %3
-  store float %4, ptr %bn2.sum173, align 4
-  %sum173 = load float, ptr %bn2.sum173, align 4
+  %4 = fadd float %sum175, %3
+  store float %4, ptr %bn2.sum176, align 4
+  %sum176 = load float, ptr %bn2.sum176, align 4
   %arena12 = getelementptr inbounds float, ptr %arena, i64 2809987
   %5 = load float, ptr %arena12, align 4
-  %6 = fadd float %sum173, %5
-  store float %6, ptr %bn2.sum174, align 4
-  %sum174 = load float, ptr %bn2.sum174, align 4
+  %6 = fadd float %sum176, %5
+  store float %6, ptr %bn2.sum177, align 4
+  %sum177 = load float, ptr %bn2.sum177, align 4
   %arena13 = getelementptr inbounds float, ptr %arena, i64 2809988
   %7 = load float, ptr %arena13, align 4
-  %8 = fadd float %sum174, %7
-  store float %8, ptr %bn2.sum175, align 4
-  %sum175 = load float, ptr %bn2.sum175, align 4
+  %8 = fadd float %sum177, %7
+  store float %8, ptr %bn2.sum178, align 4
+  %sum178 = load float, ptr %bn2.sum178, align 4
   %arena14 = getelementptr inbounds float, ptr %arena, i64 2809989
   %9 = load float, ptr %arena14, align 4
-  %10 = fadd float %sum175, %9
-  store float %10, ptr %bn2.sum176, align 4
-  %sum176 = load float, ptr %bn2.sum176, align 4
+  %10 = fadd float %sum178, %9
+  store float %10, ptr %bn2.sum179, align 4
+  %sum179 = load float, ptr %bn2.sum179, align 4
   %arena15 = getelementptr inbounds float, ptr %arena, i64 2809990
   %11 = load float, ptr %arena15, align 4
-  %12 = fadd float %sum176, %11
-  store float %12, ptr %bn2.sum177, align 4
-  %sum177 = load float, ptr %bn2.sum177, align 4
+  %12 = fadd float %sum179, %11
+  store float %12, ptr %bn2.sum180, align 4
+  %sum180 = load float, ptr %bn2.sum180, align 4
   %arena16 = getelementptr inbounds float, ptr %arena, i64 2809991
   %13 = load float, ptr %arena16, align 4
-  %14 = fadd float %sum177, %13
-  store float %14, ptr %bn2.sum178, align 4
-  %sum178 = load float, ptr %bn2.sum178, align 4
-  %tail16817 = load float, ptr %bn2.tail168, align 4
-  %15 = fadd float %sum178, %tail16817
-  store float %15, ptr %bn2.sum165, align 4
-  %sum165 = load float, ptr %bn2.sum165, align 4
-  %16 = fdiv float %sum165, 1.254400e+04
-  store float %16, ptr %bn2.mean162, align 4
-  store <8 x float> zeroinitializer, ptr %bn2.acc179, align 32
-  store float 0.000000e+00, ptr %bn2.tail180, align 4
-  br label %bn2.n181
+  %14 = fadd float %sum180, %13
+  store float %14, ptr %bn2.sum181, align 4
+  %sum181 = load float, ptr %bn2.sum181, align 4
+  %tail17117 = load float, ptr %bn2.tail171, align 4
+  %15 = fadd float %sum181, %tail17117
+  store float %15, ptr %bn2.sum168, align 4
+  %sum168 = load float, ptr %bn2.sum168, align 4
+  %16 = fdiv float %sum168, 1.254400e+04
+  store float %16, ptr %bn2.mean165, align 4
+  store <8 x float> zeroinitializer, ptr %bn2.acc182, align 32
+  store float 0.000000e+00, ptr %bn2.tail183, align 4
+  br label %bn2.n184
 
-bn2.v170:                                         ; preds = %bn2.v170, %bn2.n169
-  %bn2.v1703 = phi i64 [ 0, %bn2.n169 ], [ %v170.next, %bn2.v170 ]
-  %acc167 = load <8 x float>, ptr %bn2.acc167, align 32
-  %17 = mul nsw i64 %bn2.n1692, 64
-  %18 = add nsw i64 %17, %bn2.c1611
+bn2.v173:                                         ; preds = %bn2.v173, %bn2.n172
+  %bn2.v1733 = phi i64 [ 0, %bn2.n172 ], [ %v173.next, %bn2.v173 ]
+  %acc170 = load <8 x float>, ptr %bn2.acc170, align 32
+  %17 = mul nsw i64 %bn2.n1722, 64
+  %18 = add nsw i64 %17, %bn2.c1641
   %19 = mul nsw i64 %18, 196
-  %20 = mul nsw i64 %bn2.v1703, 8
+  %20 = mul nsw i64 %bn2.v1733, 8
   %21 = add nsw i64 %19, %20
   %22 = add nsw i64 2007040, %21
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %22
   %23 = load <8 x float>, ptr %arena4, align 4
-  %24 = fadd <8 x float> %acc167, %23
-  store <8 x float> %24, ptr %bn2.acc167, align 32
-  %v170.next = add nsw i64 %bn2.v1703, 1
-  %25 = icmp slt i64 %v170.next, 24
-  br i1 %25, label %bn2.v170, label %bn2.v170.end
+  %24 = fadd <8 x float> %acc170, %23
+  store <8 x float> %24, ptr %bn2.acc170, align 32
+  %v173.next = add nsw i64 %bn2.v1733, 1
+  %25 = icmp slt i64 %v173.next, 24
+  br i1 %25, label %bn2.v173, label %bn2.v173.end
 
-bn2.v170.end:                                     ; preds = %bn2.v170
-  br label %bn2.i171
+bn2.v173.end:                                     ; preds = %bn2.v173
+  br label %bn2.i174
 
-bn2.i171:                                         ; preds = %bn2.i171, %bn2.v170.end
-  %bn2.i1715 = phi i64 [ 0, %bn2.v170.end ], [ %i171.next, %bn2.i171 ]
-  %tail168 = load float, ptr %bn2.tail168, align 4
-  %26 = mul nsw i64 %bn2.n1692, 64
-  %27 = add nsw i64 %26, %bn2.c1611
+bn2.i174:                                         ; preds = %bn2.i174, %bn2.v173.end
+  %bn2.i1745 = phi i64 [ 0, %bn2.v173.end ], [ %i174.next, %bn2.i174 ]
+  %tail171 = load float, ptr %bn2.tail171, align 4
+  %26 = mul nsw i64 %bn2.n1722, 64
+  %27 = add nsw i64 %26, %bn2.c1641
   %28 = mul nsw i64 %27, 196
   %29 = add nsw i64 %28, 192
-  %30 = add nsw i64 %29, %bn2.i1715
+  %30 = add nsw i64 %29, %bn2.i1745
   %31 = add nsw i64 2007040, %30
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %31
   %32 = load float, ptr %arena6, align 4
-  %33 = fadd float %tail168, %32
-  store float %33, ptr %bn2.tail168, align 4
-  %i171.next = add nsw i64 %bn2.i1715, 1
-  %34 = icmp slt i64 %i171.next, 4
-  br i1 %34, label %bn2.i171, label %bn2.i171.end
+  %33 = fadd float %tail171, %32
+  store float %33, ptr %bn2.tail171, align 4
+  %i174.next = add nsw i64 %bn2.i1745, 1
+  %34 = icmp slt i64 %i174.next, 4
+  br i1 %34, label %bn2.i174, label %bn2.i174.end
 
-bn2.i171.end:                                     ; preds = %bn2.i171
-  %n169.next = add nsw i64 %bn2.n1692, 1
-  %35 = icmp slt i64 %n169.next, 64
-  br i1 %35, label %bn2.n169, label %bn2.n169.end
+bn2.i174.end:                                     ; preds = %bn2.i174
+  %n172.next = add nsw i64 %bn2.n1722, 1
+  %35 = icmp slt i64 %n172.next, 64
+  br i1 %35, label %bn2.n172, label %bn2.n172.end
 
-bn2.n181:                                         ; preds = %bn2.i183.end, %bn2.n169.end
-  %bn2.n18118 = phi i64 [ 0, %bn2.n169.end ], [ %n181.next, %bn2.i183.end ]
-  br label %bn2.v182
+bn2.n184:                                         ; preds = %bn2.i186.end, %bn2.n172.end
+  %bn2.n18418 = phi i64 [ 0, %bn2.n172.end ], [ %n184.next, %bn2.i186.end ]
+  br label %bn2.v185
 
-bn2.n181.end:                                     ; preds = %bn2.i183.end
-  %acc17928 = load <8 x float>, ptr %bn2.acc179, align 32
+bn2.n184.end:                                     ; preds = %bn2.i186.end
+  %acc18228 = load <8 x float>, ptr %bn2.acc182, align 32
   %arena29 = getelementptr inbounds float, ptr %arena, i64 2809984
-  store <8 x float> %acc17928, ptr %arena29, align 4
+  store <8 x float> %acc18228, ptr %arena29, align 4
   %arena30 = getelementptr inbounds float, ptr %arena, i64 2809984
   %36 = load float, ptr %arena30, align 4
   %arena31 = getelementptr inbounds float, ptr %arena, i64 2809985
   %37 = load float, ptr %arena31, align 4
   %38 = fadd float %36, %37
-  store float %38, ptr %bn2.sum184, align 4
-  %sum184 = load float, ptr %bn2.sum184, align 4
+  store float %38, ptr %bn2.sum187, align 4
+  %sum187 = load float, ptr %bn2.sum187, align 4
   %arena32 = getelementptr inbounds float, ptr %arena, i64 2809986
   %39 = load float, ptr %arena32, align 4
-  %40 = fadd float %sum184, %39
-  store float %40, ptr %bn2.sum185, align 4
-  %sum185 = load float, ptr %bn2.sum185, align 4
+  %40 = fadd float %sum187, %39
+  store float %40, ptr %bn2.sum188, align 4
+  %sum188 = load float, ptr %bn2.sum188, align 4
   %arena33 = getelementptr inbounds float, ptr %arena, i64 2809987
   %41 = load float, ptr %arena33, align 4
-  %42 = fadd float %sum185, %41
-  store float %42, ptr %bn2.sum186, align 4
-  %sum186 = load float, ptr %bn2.sum186, align 4
+  %42 = fadd float %sum188, %41
+  store float %42, ptr %bn2.sum189, align 4
+  %sum189 = load float, ptr %bn2.sum189, align 4
   %arena34 = getelementptr inbounds float, ptr %arena, i64 2809988
   %43 = load float, ptr %arena34, align 4
-  %44 = fadd float %sum186, %43
-  store float %44, ptr %bn2.sum187, align 4
-  %sum187 = load float, ptr %bn2.sum187, align 4
+  %44 = fadd float %sum189, %43
+  store float %44, ptr %bn2.sum190, align 4
+  %sum190 = load float, ptr %bn2.sum190, align 4
   %arena35 = getelementptr inbounds float, ptr %arena, i64 2809989
   %45 = load float, ptr %arena35, align 4
-  %46 = fadd float %sum187, %45
-  store float %46, ptr %bn2.sum188, align 4
-  %sum188 = load float, ptr %bn2.sum188, align 4
+  %46 = fadd float %sum190, %45
+  store float %46, ptr %bn2.sum191, align 4
+  %sum191 = load float, ptr %bn2.sum191, align 4
   %arena36 = getelementptr inbounds float, ptr %arena, i64 2809990
   %47 = load float, ptr %arena36, align 4
-  %48 = fadd float %sum188, %47
-  store float %48, ptr %bn2.sum189, align 4
-  %sum189 = load float, ptr %bn2.sum189, align 4
+  %48 = fadd float %sum191, %47
+  store float %48, ptr %bn2.sum192, align 4
+  %sum192 = load float, ptr %bn2.sum192, align 4
   %arena37 = getelementptr inbounds float, ptr %arena, i64 2809991
   %49 = load float, ptr %arena37, align 4
-  %50 = fadd float %sum189, %49
-  store float %50, ptr %bn2.sum190, align 4
-  %sum190 = load float, ptr %bn2.sum190, align 4
-  %tail18038 = load float, ptr %bn2.tail180, align 4
-  %51 = fadd float %sum190, %tail18038
-  store float %51, ptr %bn2.squares166, align 4
-  %squares166 = load float, ptr %bn2.squares166, align 4
-  %52 = fdiv float %squares166, 1.254400e+04
-  store float %52, ptr %bn2.var163, align 4
-  %mean16239 = load float, ptr %bn2.mean162, align 4
-  %53 = add nsw i64 2809856, %bn2.c1611
+  %50 = fadd float %sum192, %49
+  store float %50, ptr %bn2.sum193, align 4
+  %sum193 = load float, ptr %bn2.sum193, align 4
+  %tail18338 = load float, ptr %bn2.tail183, align 4
+  %51 = fadd float %sum193, %tail18338
+  store float %51, ptr %bn2.squares169, align 4
+  %squares169 = load float, ptr %bn2.squares169, align 4
+  %52 = fdiv float %squares169, 1.254400e+04
+  store float %52, ptr %bn2.var166, align 4
+  %mean16539 = load float, ptr %bn2.mean165, align 4
+  %53 = add nsw i64 2809856, %bn2.c1641
   %arena40 = getelementptr inbounds float, ptr %arena, i64 %53
-  store float %mean16239, ptr %arena40, align 4
-  %var163 = load float, ptr %bn2.var163, align 4
-  %54 = add nsw i64 2809920, %bn2.c1611
+  store float %mean16539, ptr %arena40, align 4
+  %var166 = load float, ptr %bn2.var166, align 4
+  %54 = add nsw i64 2809920, %bn2.c1641
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %54
-  store float %var163, ptr %arena41, align 4
-  %55 = add nsw i64 18784, %bn2.c1611
+  store float %var166, ptr %arena41, align 4
+  %55 = add nsw i64 18784, %bn2.c1641
   %params42 = getelementptr inbounds float, ptr %params, i64 %55
   %56 = load float, ptr %params42, align 4
-  %var16343 = load float, ptr %bn2.var163, align 4
-  %57 = fadd float %var16343, 0x3EE4F8B580000000
+  %var16643 = load float, ptr %bn2.var166, align 4
+  %57 = fadd float %var16643, 0x3EE4F8B580000000
   %58 = call float @llvm.sqrt.f32(float %57)
   %59 = fdiv float 1.000000e+00, %58
   %60 = fmul float %56, %59
-  store float %60, ptr %bn2.scale164, align 4
-  br label %bn2.n191
+  store float %60, ptr %bn2.scale167, align 4
+  br label %bn2.n194
 
-bn2.v182:                                         ; preds = %bn2.v182, %bn2.n181
-  %bn2.v18219 = phi i64 [ 0, %bn2.n181 ], [ %v182.next, %bn2.v182 ]
-  %acc179 = load <8 x float>, ptr %bn2.acc179, align 32
-  %61 = mul nsw i64 %bn2.n18118, 64
-  %62 = add nsw i64 %61, %bn2.c1611
+bn2.v185:                                         ; preds = %bn2.v185, %bn2.n184
+  %bn2.v18519 = phi i64 [ 0, %bn2.n184 ], [ %v185.next, %bn2.v185 ]
+  %acc182 = load <8 x float>, ptr %bn2.acc182, align 32
+  %61 = mul nsw i64 %bn2.n18418, 64
+  %62 = add nsw i64 %61, %bn2.c1641
   %63 = mul nsw i64 %62, 196
-  %64 = mul nsw i64 %bn2.v18219, 8
+  %64 = mul nsw i64 %bn2.v18519, 8
   %65 = add nsw i64 %63, %64
   %66 = add nsw i64 2007040, %65
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %66
   %67 = load <8 x float>, ptr %arena20, align 4
-  %mean162 = load float, ptr %bn2.mean162, align 4
-  %68 = insertelement <8 x float> undef, float %mean162, i32 0
+  %mean165 = load float, ptr %bn2.mean165, align 4
+  %68 = insertelement <8 x float> undef, float %mean165, i32 0
   %69 = shufflevector <8 x float> %68, <8 x float> undef, <8 x i32> zeroinitializer
   %70 = fsub <8 x float> %67, %69
-  %71 = mul nsw i64 %bn2.n18118, 64
-  %72 = add nsw i64 %71, %bn2.c1611
+  %71 = mul nsw i64 %bn2.n18418, 64
+  %72 = add nsw i64 %71, %bn2.c1641
   %73 = mul nsw i64 %72, 196
-  %74 = mul nsw i64 %bn2.v18219, 8
+  %74 = mul nsw i64 %bn2.v18519, 8
   %75 = add nsw i64 %73, %74
   %76 = add nsw i64 2007040, %75
   %arena21 = getelementptr inbounds float, ptr %arena, i64 %76
   %77 = load <8 x float>, ptr %arena21, align 4
-  %mean16222 = load float, ptr %bn2.mean162, align 4
-  %78 = insertelement <8 x float> undef, float %mean16222, i32 0
+  %mean16522 = load float, ptr %bn2.mean165, align 4
+  %78 = insertelement <8 x float> undef, float %mean16522, i32 0
   %79 = shufflevector <8 x float> %78, <8 x float> undef, <8 x i32> zeroinitializer
   %80 = fsub <8 x float> %77, %79
   %81 = fmul <8 x float> %70, %80
-  %82 = fadd <8 x float> %acc179, %81
-  store <8 x float> %82, ptr %bn2.acc179, align 32
-  %v182.next = add nsw i64 %bn2.v18219, 1
-  %83 = icmp slt i64 %v182.next, 24
-  br i1 %83, label %bn2.v182, label %bn2.v182.end
+  %82 = fadd <8 x float> %acc182, %81
+  store <8 x float> %82, ptr %bn2.acc182, align 32
+  %v185.next = add nsw i64 %bn2.v18519, 1
+  %83 = icmp slt i64 %v185.next, 24
+  br i1 %83, label %bn2.v185, label %bn2.v185.end
 
-bn2.v182.end:                                     ; preds = %bn2.v182
-  br label %bn2.i183
+bn2.v185.end:                                     ; preds = %bn2.v185
+  br label %bn2.i186
 
-bn2.i183:                                         ; preds = %bn2.i183, %bn2.v182.end
-  %bn2.i18323 = phi i64 [ 0, %bn2.v182.end ], [ %i183.next, %bn2.i183 ]
-  %tail180 = load float, ptr %bn2.tail180, align 4
-  %84 = mul nsw i64 %bn2.n18118, 64
-  %85 = add nsw i64 %84, %bn2.c1611
+bn2.i186:                                         ; preds = %bn2.i186, %bn2.v185.end
+  %bn2.i18623 = phi i64 [ 0, %bn2.v185.end ], [ %i186.next, %bn2.i186 ]
+  %tail183 = load float, ptr %bn2.tail183, align 4
+  %84 = mul nsw i64 %bn2.n18418, 64
+  %85 = add nsw i64 %84, %bn2.c1641
   %86 = mul nsw i64 %85, 196
   %87 = add nsw i64 %86, 192
-  %88 = add nsw i64 %87, %bn2.i18323
+  %88 = add nsw i64 %87, %bn2.i18623
   %89 = add nsw i64 2007040, %88
   %arena24 = getelementptr inbounds float, ptr %arena, i64 %89
   %90 = load float, ptr %arena24, align 4
-  %mean16225 = load float, ptr %bn2.mean162, align 4
-  %91 = fsub float %90, %mean16225
-  %92 = mul nsw i64 %bn2.n18118, 64
-  %93 = add nsw i64 %92, %bn2.c1611
+  %mean16525 = load float, ptr %bn2.mean165, align 4
+  %91 = fsub float %90, %mean16525
+  %92 = mul nsw i64 %bn2.n18418, 64
+  %93 = add nsw i64 %92, %bn2.c1641
   %94 = mul nsw i64 %93, 196
   %95 = add nsw i64 %94, 192
-  %96 = add nsw i64 %95, %bn2.i18323
+  %96 = add nsw i64 %95, %bn2.i18623
   %97 = add nsw i64 2007040, %96
   %arena26 = getelementptr inbounds float, ptr %arena, i64 %97
   %98 = load float, ptr %arena26, align 4
-  %mean16227 = load float, ptr %bn2.mean162, align 4
-  %99 = fsub float %98, %mean16227
+  %mean16527 = load float, ptr %bn2.mean165, align 4
+  %99 = fsub float %98, %mean16527
   %100 = fmul float %91, %99
-  %101 = fadd float %tail180, %100
-  store float %101, ptr %bn2.tail180, align 4
-  %i183.next = add nsw i64 %bn2.i18323, 1
-  %102 = icmp slt i64 %i183.next, 4
-  br i1 %102, label %bn2.i183, label %bn2.i183.end
+  %101 = fadd float %tail183, %100
+  store float %101, ptr %bn2.tail183, align 4
+  %i186.next = add nsw i64 %bn2.i18623, 1
+  %102 = icmp slt i64 %i186.next, 4
+  br i1 %102, label %bn2.i186, label %bn2.i186.end
 
-bn2.i183.end:                                     ; preds = %bn2.i183
-  %n181.next = add nsw i64 %bn2.n18118, 1
-  %103 = icmp slt i64 %n181.next, 64
-  br i1 %103, label %bn2.n181, label %bn2.n181.end
+bn2.i186.end:                                     ; preds = %bn2.i186
+  %n184.next = add nsw i64 %bn2.n18418, 1
+  %103 = icmp slt i64 %n184.next, 64
+  br i1 %103, label %bn2.n184, label %bn2.n184.end
 
-bn2.n191:                                         ; preds = %bn2.i192.end, %bn2.n181.end
-  %bn2.n19144 = phi i64 [ 0, %bn2.n181.end ], [ %n191.next, %bn2.i192.end ]
-  br label %bn2.i192
+bn2.n194:                                         ; preds = %bn2.i195.end, %bn2.n184.end
+  %bn2.n19444 = phi i64 [ 0, %bn2.n184.end ], [ %n194.next, %bn2.i195.end ]
+  br label %bn2.i195
 
-bn2.n191.end:                                     ; preds = %bn2.i192.end
-  %c161.next = add nsw i64 %bn2.c1611, 1
-  %104 = icmp slt i64 %c161.next, 64
-  br i1 %104, label %bn2.c161, label %bn2.c161.end
+bn2.n194.end:                                     ; preds = %bn2.i195.end
+  %c164.next = add nsw i64 %bn2.c1641, 1
+  %104 = icmp slt i64 %c164.next, 64
+  br i1 %104, label %bn2.c164, label %bn2.c164.end
 
-bn2.i192:                                         ; preds = %bn2.i192, %bn2.n191
-  %bn2.i19245 = phi i64 [ 0, %bn2.n191 ], [ %i192.next, %bn2.i192 ]
-  %105 = mul nsw i64 %bn2.n19144, 64
-  %106 = add nsw i64 %105, %bn2.c1611
+bn2.i195:                                         ; preds = %bn2.i195, %bn2.n194
+  %bn2.i19545 = phi i64 [ 0, %bn2.n194 ], [ %i195.next, %bn2.i195 ]
+  %105 = mul nsw i64 %bn2.n19444, 64
+  %106 = add nsw i64 %105, %bn2.c1641
   %107 = mul nsw i64 %106, 196
-  %108 = add nsw i64 %107, %bn2.i19245
+  %108 = add nsw i64 %107, %bn2.i19545
   %109 = add nsw i64 2007040, %108
   %arena46 = getelementptr inbounds float, ptr %arena, i64 %109
   %110 = load float, ptr %arena46, align 4
-  %mean16247 = load float, ptr %bn2.mean162, align 4
-  %111 = fsub float %110, %mean16247
-  %scale164 = load float, ptr %bn2.scale164, align 4
-  %112 = fmul float %111, %scale164
-  %113 = add nsw i64 18848, %bn2.c1611
+  %mean16547 = load float, ptr %bn2.mean165, align 4
+  %111 = fsub float %110, %mean16547
+  %scale167 = load float, ptr %bn2.scale167, align 4
+  %112 = fmul float %111, %scale167
+  %113 = add nsw i64 18848, %bn2.c1641
   %params48 = getelementptr inbounds float, ptr %params, i64 %113
   %114 = load float, ptr %params48, align 4
   %115 = fadd float %112, %114
-  %116 = mul nsw i64 %bn2.n19144, 64
-  %117 = add nsw i64 %116, %bn2.c1611
+  %116 = mul nsw i64 %bn2.n19444, 64
+  %117 = add nsw i64 %116, %bn2.c1641
   %118 = mul nsw i64 %117, 196
-  %119 = add nsw i64 %118, %bn2.i19245
+  %119 = add nsw i64 %118, %bn2.i19545
   %120 = add nsw i64 4816960, %119
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %120
   store float %115, ptr %arena49, align 4
-  %i192.next = add nsw i64 %bn2.i19245, 1
-  %121 = icmp slt i64 %i192.next, 196
-  br i1 %121, label %bn2.i192, label %bn2.i192.end
+  %i195.next = add nsw i64 %bn2.i19545, 1
+  %121 = icmp slt i64 %i195.next, 196
+  br i1 %121, label %bn2.i195, label %bn2.i195.end
 
-bn2.i192.end:                                     ; preds = %bn2.i192
-  %n191.next = add nsw i64 %bn2.n19144, 1
-  %122 = icmp slt i64 %n191.next, 64
-  br i1 %122, label %bn2.n191, label %bn2.n191.end
+bn2.i195.end:                                     ; preds = %bn2.i195
+  %n194.next = add nsw i64 %bn2.n19444, 1
+  %122 = icmp slt i64 %n194.next, 64
+  br i1 %122, label %bn2.n194, label %bn2.n194.end
 }
 
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k6.relu2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %relu2.i193
+  br label %relu2.i196
 
-relu2.i193:                                       ; preds = %relu2.i193, %entry
-  %relu2.i1931 = phi i64 [ 0, %entry ], [ %i193.next, %relu2.i193 ]
-  %0 = add nsw i64 4816960, %relu2.i1931
+relu2.i196:                                       ; preds = %relu2.i196, %entry
+  %relu2.i1961 = phi i64 [ 0, %entry ], [ %i196.next, %relu2.i196 ]
+  %0 = add nsw i64 4816960, %relu2.i1961
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   %1 = load float, ptr %arena2, align 4
   %2 = fcmp ogt float %1, 0.000000e+00
-  %3 = add nsw i64 4816960, %relu2.i1931
+  %3 = add nsw i64 4816960, %relu2.i1961
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %3
   %4 = load float, ptr %arena3, align 4
   %5 = select i1 %2, float %4, float 0.000000e+00
-  %6 = add nsw i64 5619776, %relu2.i1931
+  %6 = add nsw i64 5619776, %relu2.i1961
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   store float %5, ptr %arena4, align 4
-  %i193.next = add nsw i64 %relu2.i1931, 1
-  %7 = icmp slt i64 %i193.next, 802816
-  br i1 %7, label %relu2.i193, label %relu2.i193.end
+  %i196.next = add nsw i64 %relu2.i1961, 1
+  %7 = icmp slt i64 %i196.next, 802816
+  br i1 %7, label %relu2.i196, label %relu2.i196.end
 
-relu2.i193.end:                                   ; preds = %relu2.i193
+relu2.i196.end:                                   ; preds = %relu2.i196
   ret void
 }
 
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k7.pool2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %pool2.acc197 = alloca float, align 4
-  br label %pool2.q194
+  %pool2.acc200 = alloca float, align 4
+  br label %pool2.q197
 
-pool2.q194:                                       ; preds = %pool2.py195.end, %entry
-  %pool2.q1941 = phi i64 [ 0, %entry ], [ %q194.next, %pool2.py195.end ]
-  br label %pool2.py195
+pool2.q197:                                       ; preds = %pool2.py198.end, %entry
+  %pool2.q1971 = phi i64 [ 0, %entry ], [ %q197.next, %pool2.py198.end ]
+  br label %pool2.py198
 
-pool2.q194.end:                                   ; preds = %pool2.py195.end
+pool2.q197.end:                                   ; preds = %pool2.py198.end
   ret void
 
-pool2.py195:                                      ; preds = %pool2.px196.end, %pool2.q194
-  %pool2.py1952 = phi i64 [ 0, %pool2.q194 ], [ %py195.next, %pool2.px196.end ]
-  br label %pool2.px196
+pool2.py198:                                      ; preds = %pool2.px199.end, %pool2.q197
+  %pool2.py1982 = phi i64 [ 0, %pool2.q197 ], [ %py198.next, %pool2.px199.end ]
+  br label %pool2.px199
 
-pool2.py195.end:                                  ; preds = %pool2.px196.end
-  %q194.next = add nsw i64 %pool2.q1941, 1
-  %0 = icmp slt i64 %q194.next, 4096
-  br i1 %0, label %pool2.q194, label %pool2.q194.end
+pool2.py198.end:                                  ; preds = %pool2.px199.end
+  %q197.next = add nsw i64 %pool2.q1971, 1
+  %0 = icmp slt i64 %q197.next, 4096
+  br i1 %0, label %pool2.q197, label %pool2.q197.end
 
-pool2.px196:                                      ; preds = %pool2.px196, %pool2.py195
-  %pool2.px1963 = phi i64 [ 0, %pool2.py195 ], [ %px196.next, %pool2.px196 ]
-  %1 = mul nsw i64 %pool2.q1941, 196
-  %2 = mul nsw i64 %pool2.py1952, 28
+pool2.px199:                                      ; preds = %pool2.px199, %pool2.py198
+  %pool2.px1993 = phi i64 [ 0, %pool2.py198 ], [ %px199.next, %pool2.px199 ]
+  %1 = mul nsw i64 %pool2.q1971, 196
+  %2 = mul nsw i64 %pool2.py1982, 28
   %3 = add nsw i64 %1, %2
-  %4 = mul nsw i64 %pool2.px1963, 2
+  %4 = mul nsw i64 %pool2.px1993, 2
   %5 = add nsw i64 %3, %4
   %6 = add nsw i64 5619776, %5
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   %7 = load float, ptr %arena4, align 4
-  store float %7, ptr %pool2.acc197, align 4
-  %acc197 = load float, ptr %pool2.acc197, align 4
-  %8 = mul nsw i64 %pool2.q1941, 196
-  %9 = mul nsw i64 %pool2.py1952, 28
+  store float %7, ptr %pool2.acc200, align 4
+  %acc200 = load float, ptr %pool2.acc200, align 4
+  %8 = mul nsw i64 %pool2.q1971, 196
+  %9 = mul nsw i64 %pool2.py1982, 28
   %10 = add nsw i64 %8, %9
-  %11 = mul nsw i64 %pool2.px1963, 2
+  %11 = mul nsw i64 %pool2.px1993, 2
   %12 = add nsw i64 %10, %11
   %13 = add nsw i64 5619776, %12
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %13
   %14 = load float, ptr %arena5, align 4
-  %15 = fcmp ogt float %14, %acc197
-  %16 = select i1 %15, float %14, float %acc197
-  store float %16, ptr %pool2.acc197, align 4
-  %acc1976 = load float, ptr %pool2.acc197, align 4
-  %17 = mul nsw i64 %pool2.q1941, 196
-  %18 = mul nsw i64 %pool2.py1952, 28
+  %15 = fcmp ogt float %14, %acc200
+  %16 = select i1 %15, float %14, float %acc200
+  store float %16, ptr %pool2.acc200, align 4
+  %acc2006 = load float, ptr %pool2.acc200, align 4
+  %17 = mul nsw i64 %pool2.q1971, 196
+  %18 = mul nsw i64 %pool2.py1982, 28
   %19 = add nsw i64 %17, %18
-  %20 = mul nsw i64 %pool2.px1963, 2
+  %20 = mul nsw i64 %pool2.px1993, 2
   %21 = add nsw i64 %19, %20
   %22 = add nsw i64 5619776, %21
   %23 = add nsw i64 %22, 1
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %23
   %24 = load float, ptr %arena7, align 4
-  %25 = fcmp ogt float %24, %acc1976
-  %26 = select i1 %25, float %24, float %acc1976
-  store float %26, ptr %pool2.acc197, align 4
-  %acc1978 = load float, ptr %pool2.acc197, align 4
-  %27 = mul nsw i64 %pool2.q1941, 196
-  %28 = mul nsw i64 %pool2.py1952, 28
+  %25 = fcmp ogt float %24, %acc2006
+  %26 = select i1 %25, float %24, float %acc2006
+  store float %26, ptr %pool2.acc200, align 4
+  %acc2008 = load float, ptr %pool2.acc200, align 4
+  %27 = mul nsw i64 %pool2.q1971, 196
+  %28 = mul nsw i64 %pool2.py1982, 28
   %29 = add nsw i64 %27, %28
-  %30 = mul nsw i64 %pool2.px1963, 2
+  %30 = mul nsw i64 %pool2.px1993, 2
   %31 = add nsw i64 %29, %30
   %32 = add nsw i64 5619776, %31
   %33 = add nsw i64 %32, 14
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %33
   %34 = load float, ptr %arena9, align 4
-  %35 = fcmp ogt float %34, %acc1978
-  %36 = select i1 %35, float %34, float %acc1978
-  store float %36, ptr %pool2.acc197, align 4
-  %acc19710 = load float, ptr %pool2.acc197, align 4
-  %37 = mul nsw i64 %pool2.q1941, 196
-  %38 = mul nsw i64 %pool2.py1952, 28
+  %35 = fcmp ogt float %34, %acc2008
+  %36 = select i1 %35, float %34, float %acc2008
+  store float %36, ptr %pool2.acc200, align 4
+  %acc20010 = load float, ptr %pool2.acc200, align 4
+  %37 = mul nsw i64 %pool2.q1971, 196
+  %38 = mul nsw i64 %pool2.py1982, 28
   %39 = add nsw i64 %37, %38
-  %40 = mul nsw i64 %pool2.px1963, 2
+  %40 = mul nsw i64 %pool2.px1993, 2
   %41 = add nsw i64 %39, %40
   %42 = add nsw i64 5619776, %41
   %43 = add nsw i64 %42, 14
   %44 = add nsw i64 %43, 1
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %44
   %45 = load float, ptr %arena11, align 4
-  %46 = fcmp ogt float %45, %acc19710
-  %47 = select i1 %46, float %45, float %acc19710
-  store float %47, ptr %pool2.acc197, align 4
-  %acc19712 = load float, ptr %pool2.acc197, align 4
-  %48 = mul nsw i64 %pool2.q1941, 49
+  %46 = fcmp ogt float %45, %acc20010
+  %47 = select i1 %46, float %45, float %acc20010
+  store float %47, ptr %pool2.acc200, align 4
+  %acc20012 = load float, ptr %pool2.acc200, align 4
+  %48 = mul nsw i64 %pool2.q1971, 49
   %49 = add nsw i64 2809984, %48
-  %50 = mul nsw i64 %pool2.py1952, 7
+  %50 = mul nsw i64 %pool2.py1982, 7
   %51 = add nsw i64 %49, %50
-  %52 = add nsw i64 %51, %pool2.px1963
+  %52 = add nsw i64 %51, %pool2.px1993
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %52
-  store float %acc19712, ptr %arena13, align 4
-  %px196.next = add nsw i64 %pool2.px1963, 1
-  %53 = icmp slt i64 %px196.next, 7
-  br i1 %53, label %pool2.px196, label %pool2.px196.end
+  store float %acc20012, ptr %arena13, align 4
+  %px199.next = add nsw i64 %pool2.px1993, 1
+  %53 = icmp slt i64 %px199.next, 7
+  br i1 %53, label %pool2.px199, label %pool2.px199.end
 
-pool2.px196.end:                                  ; preds = %pool2.px196
-  %py195.next = add nsw i64 %pool2.py1952, 1
-  %54 = icmp slt i64 %py195.next, 7
-  br i1 %54, label %pool2.py195, label %pool2.py195.end
+pool2.px199.end:                                  ; preds = %pool2.px199
+  %py198.next = add nsw i64 %pool2.py1982, 1
+  %54 = icmp slt i64 %py198.next, 7
+  br i1 %54, label %pool2.py198, label %pool2.py198.end
 }
 
 ; Function Attrs: noinline
@@ -4082,549 +4130,549 @@ entry:
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k9.fc1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %fc1.n198
+  br label %fc1.n201
 
-fc1.n198:                                         ; preds = %fc1.k199.end, %entry
-  %fc1.n1981 = phi i64 [ 0, %entry ], [ %n198.next, %fc1.k199.end ]
-  br label %fc1.k199
+fc1.n201:                                         ; preds = %fc1.k202.end, %entry
+  %fc1.n2011 = phi i64 [ 0, %entry ], [ %n201.next, %fc1.k202.end ]
+  br label %fc1.k202
 
-fc1.n198.end:                                     ; preds = %fc1.k199.end
-  call void @bncnn_train_b64.k9.fc1.gemm210(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  br label %fc1.n211
+fc1.n201.end:                                     ; preds = %fc1.k202.end
+  call void @bncnn_train_b64.k9.fc1.gemm213(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  br label %fc1.n214
 
-fc1.k199:                                         ; preds = %fc1.k199, %fc1.n198
-  %fc1.k1992 = phi i64 [ 0, %fc1.n198 ], [ %k199.next, %fc1.k199 ]
-  %0 = mul nsw i64 %fc1.n1981, 3136
+fc1.k202:                                         ; preds = %fc1.k202, %fc1.n201
+  %fc1.k2022 = phi i64 [ 0, %fc1.n201 ], [ %k202.next, %fc1.k202 ]
+  %0 = mul nsw i64 %fc1.n2011, 3136
   %1 = add nsw i64 2809984, %0
-  %2 = add nsw i64 %1, %fc1.k1992
+  %2 = add nsw i64 %1, %fc1.k2022
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena3, align 4
-  %4 = mul nsw i64 %fc1.k1992, 64
+  %4 = mul nsw i64 %fc1.k2022, 64
   %5 = add nsw i64 4816960, %4
-  %6 = add nsw i64 %5, %fc1.n1981
+  %6 = add nsw i64 %5, %fc1.n2011
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   store float %3, ptr %arena4, align 4
-  %k199.next = add nsw i64 %fc1.k1992, 1
-  %7 = icmp slt i64 %k199.next, 3136
-  br i1 %7, label %fc1.k199, label %fc1.k199.end
+  %k202.next = add nsw i64 %fc1.k2022, 1
+  %7 = icmp slt i64 %k202.next, 3136
+  br i1 %7, label %fc1.k202, label %fc1.k202.end
 
-fc1.k199.end:                                     ; preds = %fc1.k199
-  %n198.next = add nsw i64 %fc1.n1981, 1
-  %8 = icmp slt i64 %n198.next, 64
-  br i1 %8, label %fc1.n198, label %fc1.n198.end
+fc1.k202.end:                                     ; preds = %fc1.k202
+  %n201.next = add nsw i64 %fc1.n2011, 1
+  %8 = icmp slt i64 %n201.next, 64
+  br i1 %8, label %fc1.n201, label %fc1.n201.end
 
-fc1.n211:                                         ; preds = %fc1.u212.end, %fc1.n198.end
-  %fc1.n2115 = phi i64 [ 0, %fc1.n198.end ], [ %n211.next, %fc1.u212.end ]
-  br label %fc1.u212
+fc1.n214:                                         ; preds = %fc1.u215.end, %fc1.n201.end
+  %fc1.n2145 = phi i64 [ 0, %fc1.n201.end ], [ %n214.next, %fc1.u215.end ]
+  br label %fc1.u215
 
-fc1.n211.end:                                     ; preds = %fc1.u212.end
+fc1.n214.end:                                     ; preds = %fc1.u215.end
   ret void
 
-fc1.u212:                                         ; preds = %fc1.u212, %fc1.n211
-  %fc1.u2126 = phi i64 [ 0, %fc1.n211 ], [ %u212.next, %fc1.u212 ]
-  %9 = mul nsw i64 %fc1.u2126, 64
+fc1.u215:                                         ; preds = %fc1.u215, %fc1.n214
+  %fc1.u2156 = phi i64 [ 0, %fc1.n214 ], [ %u215.next, %fc1.u215 ]
+  %9 = mul nsw i64 %fc1.u2156, 64
   %10 = add nsw i64 5017664, %9
-  %11 = add nsw i64 %10, %fc1.n2115
+  %11 = add nsw i64 %10, %fc1.n2145
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %11
   %12 = load float, ptr %arena7, align 4
-  %13 = mul nsw i64 %fc1.n2115, 128
+  %13 = mul nsw i64 %fc1.n2145, 128
   %14 = add nsw i64 3010688, %13
-  %15 = add nsw i64 %14, %fc1.u2126
+  %15 = add nsw i64 %14, %fc1.u2156
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %15
   store float %12, ptr %arena8, align 4
-  %u212.next = add nsw i64 %fc1.u2126, 1
-  %16 = icmp slt i64 %u212.next, 128
-  br i1 %16, label %fc1.u212, label %fc1.u212.end
+  %u215.next = add nsw i64 %fc1.u2156, 1
+  %16 = icmp slt i64 %u215.next, 128
+  br i1 %16, label %fc1.u215, label %fc1.u215.end
 
-fc1.u212.end:                                     ; preds = %fc1.u212
-  %n211.next = add nsw i64 %fc1.n2115, 1
-  %17 = icmp slt i64 %n211.next, 64
-  br i1 %17, label %fc1.n211, label %fc1.n211.end
+fc1.u215.end:                                     ; preds = %fc1.u215
+  %n214.next = add nsw i64 %fc1.n2145, 1
+  %17 = icmp slt i64 %n214.next, 64
+  br i1 %17, label %fc1.n214, label %fc1.n214.end
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_train_b64.k9.fc1.gemm210(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @bncnn_train_b64.k9.fc1.gemm213(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
+  %fc1.t211_a3 = alloca <8 x float>, align 32
+  %fc1.t211_a2 = alloca <8 x float>, align 32
+  %fc1.t211_a1 = alloca <8 x float>, align 32
+  %fc1.t211_a0 = alloca <8 x float>, align 32
+  %fc1.t211_b1 = alloca <8 x float>, align 32
+  %fc1.t211_b0 = alloca <8 x float>, align 32
+  %fc1.t211_c3_1 = alloca <8 x float>, align 32
+  %fc1.t211_c3_0 = alloca <8 x float>, align 32
+  %fc1.t211_c2_1 = alloca <8 x float>, align 32
+  %fc1.t211_c2_0 = alloca <8 x float>, align 32
+  %fc1.t211_c1_1 = alloca <8 x float>, align 32
+  %fc1.t211_c1_0 = alloca <8 x float>, align 32
+  %fc1.t211_c0_1 = alloca <8 x float>, align 32
+  %fc1.t211_c0_0 = alloca <8 x float>, align 32
   %fc1.t208_a3 = alloca <8 x float>, align 32
   %fc1.t208_a2 = alloca <8 x float>, align 32
   %fc1.t208_a1 = alloca <8 x float>, align 32
   %fc1.t208_a0 = alloca <8 x float>, align 32
+  %fc1.t208_b2 = alloca <8 x float>, align 32
   %fc1.t208_b1 = alloca <8 x float>, align 32
   %fc1.t208_b0 = alloca <8 x float>, align 32
+  %fc1.t208_c3_2 = alloca <8 x float>, align 32
   %fc1.t208_c3_1 = alloca <8 x float>, align 32
   %fc1.t208_c3_0 = alloca <8 x float>, align 32
+  %fc1.t208_c2_2 = alloca <8 x float>, align 32
   %fc1.t208_c2_1 = alloca <8 x float>, align 32
   %fc1.t208_c2_0 = alloca <8 x float>, align 32
+  %fc1.t208_c1_2 = alloca <8 x float>, align 32
   %fc1.t208_c1_1 = alloca <8 x float>, align 32
   %fc1.t208_c1_0 = alloca <8 x float>, align 32
+  %fc1.t208_c0_2 = alloca <8 x float>, align 32
   %fc1.t208_c0_1 = alloca <8 x float>, align 32
   %fc1.t208_c0_0 = alloca <8 x float>, align 32
-  %fc1.t205_a3 = alloca <8 x float>, align 32
-  %fc1.t205_a2 = alloca <8 x float>, align 32
-  %fc1.t205_a1 = alloca <8 x float>, align 32
-  %fc1.t205_a0 = alloca <8 x float>, align 32
-  %fc1.t205_b2 = alloca <8 x float>, align 32
-  %fc1.t205_b1 = alloca <8 x float>, align 32
-  %fc1.t205_b0 = alloca <8 x float>, align 32
-  %fc1.t205_c3_2 = alloca <8 x float>, align 32
-  %fc1.t205_c3_1 = alloca <8 x float>, align 32
-  %fc1.t205_c3_0 = alloca <8 x float>, align 32
-  %fc1.t205_c2_2 = alloca <8 x float>, align 32
-  %fc1.t205_c2_1 = alloca <8 x float>, align 32
-  %fc1.t205_c2_0 = alloca <8 x float>, align 32
-  %fc1.t205_c1_2 = alloca <8 x float>, align 32
-  %fc1.t205_c1_1 = alloca <8 x float>, align 32
-  %fc1.t205_c1_0 = alloca <8 x float>, align 32
-  %fc1.t205_c0_2 = alloca <8 x float>, align 32
-  %fc1.t205_c0_1 = alloca <8 x float>, align 32
-  %fc1.t205_c0_0 = alloca <8 x float>, align 32
-  br label %fc1.r200
+  br label %fc1.r203
 
-fc1.r200:                                         ; preds = %fc1.i201.end, %entry
-  %fc1.r2001 = phi i64 [ 0, %entry ], [ %r200.next, %fc1.i201.end ]
-  br label %fc1.i201
+fc1.r203:                                         ; preds = %fc1.i204.end, %entry
+  %fc1.r2031 = phi i64 [ 0, %entry ], [ %r203.next, %fc1.i204.end ]
+  br label %fc1.i204
 
-fc1.r200.end:                                     ; preds = %fc1.i201.end
-  br label %fc1.kp202
+fc1.r203.end:                                     ; preds = %fc1.i204.end
+  br label %fc1.kp205
 
-fc1.i201:                                         ; preds = %fc1.i201, %fc1.r200
-  %fc1.i2012 = phi i64 [ 0, %fc1.r200 ], [ %i201.next, %fc1.i201 ]
-  %0 = mul nsw i64 %fc1.r2001, 64
+fc1.i204:                                         ; preds = %fc1.i204, %fc1.r203
+  %fc1.i2042 = phi i64 [ 0, %fc1.r203 ], [ %i204.next, %fc1.i204 ]
+  %0 = mul nsw i64 %fc1.r2031, 64
   %1 = add nsw i64 5017664, %0
-  %2 = add nsw i64 %1, %fc1.i2012
+  %2 = add nsw i64 %1, %fc1.i2042
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   store float 0.000000e+00, ptr %arena3, align 4
-  %i201.next = add nsw i64 %fc1.i2012, 1
-  %3 = icmp slt i64 %i201.next, 64
-  br i1 %3, label %fc1.i201, label %fc1.i201.end
+  %i204.next = add nsw i64 %fc1.i2042, 1
+  %3 = icmp slt i64 %i204.next, 64
+  br i1 %3, label %fc1.i204, label %fc1.i204.end
 
-fc1.i201.end:                                     ; preds = %fc1.i201
-  %r200.next = add nsw i64 %fc1.r2001, 1
-  %4 = icmp slt i64 %r200.next, 128
-  br i1 %4, label %fc1.r200, label %fc1.r200.end
+fc1.i204.end:                                     ; preds = %fc1.i204
+  %r203.next = add nsw i64 %fc1.r2031, 1
+  %4 = icmp slt i64 %r203.next, 128
+  br i1 %4, label %fc1.r203, label %fc1.r203.end
 
-fc1.kp202:                                        ; preds = %fc1.mb207.end, %fc1.r200.end
-  %fc1.kp2024 = phi i64 [ 0, %fc1.r200.end ], [ %kp202.next, %fc1.mb207.end ]
-  br label %fc1.nb203
+fc1.kp205:                                        ; preds = %fc1.mb210.end, %fc1.r203.end
+  %fc1.kp2054 = phi i64 [ 0, %fc1.r203.end ], [ %kp205.next, %fc1.mb210.end ]
+  br label %fc1.nb206
 
-fc1.kp202.end:                                    ; preds = %fc1.mb207.end
+fc1.kp205.end:                                    ; preds = %fc1.mb210.end
   ret void
 
-fc1.nb203:                                        ; preds = %fc1.mb204.end, %fc1.kp202
-  %fc1.nb2035 = phi i64 [ 0, %fc1.kp202 ], [ %nb203.next, %fc1.mb204.end ]
-  br label %fc1.mb204
-
-fc1.nb203.end:                                    ; preds = %fc1.mb204.end
+fc1.nb206:                                        ; preds = %fc1.mb207.end, %fc1.kp205
+  %fc1.nb2065 = phi i64 [ 0, %fc1.kp205 ], [ %nb206.next, %fc1.mb207.end ]
   br label %fc1.mb207
 
-fc1.mb204:                                        ; preds = %fc1.k206.end, %fc1.nb203
-  %fc1.mb2046 = phi i64 [ 0, %fc1.nb203 ], [ %mb204.next, %fc1.k206.end ]
-  %5 = mul nsw i64 %fc1.mb2046, 4
+fc1.nb206.end:                                    ; preds = %fc1.mb207.end
+  br label %fc1.mb210
+
+fc1.mb207:                                        ; preds = %fc1.k209.end, %fc1.nb206
+  %fc1.mb2076 = phi i64 [ 0, %fc1.nb206 ], [ %mb207.next, %fc1.k209.end ]
+  %5 = mul nsw i64 %fc1.mb2076, 4
   %6 = mul nsw i64 %5, 64
   %7 = add nsw i64 5017664, %6
-  %8 = mul nsw i64 %fc1.nb2035, 24
+  %8 = mul nsw i64 %fc1.nb2065, 24
   %9 = add nsw i64 %7, %8
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %9
   %10 = load <8 x float>, ptr %arena7, align 4
-  store <8 x float> %10, ptr %fc1.t205_c0_0, align 32
-  %11 = mul nsw i64 %fc1.mb2046, 4
+  store <8 x float> %10, ptr %fc1.t208_c0_0, align 32
+  %11 = mul nsw i64 %fc1.mb2076, 4
   %12 = mul nsw i64 %11, 64
   %13 = add nsw i64 5017664, %12
-  %14 = mul nsw i64 %fc1.nb2035, 24
+  %14 = mul nsw i64 %fc1.nb2065, 24
   %15 = add nsw i64 %13, %14
   %16 = add nsw i64 %15, 8
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %16
   %17 = load <8 x float>, ptr %arena8, align 4
-  store <8 x float> %17, ptr %fc1.t205_c0_1, align 32
-  %18 = mul nsw i64 %fc1.mb2046, 4
+  store <8 x float> %17, ptr %fc1.t208_c0_1, align 32
+  %18 = mul nsw i64 %fc1.mb2076, 4
   %19 = mul nsw i64 %18, 64
   %20 = add nsw i64 5017664, %19
-  %21 = mul nsw i64 %fc1.nb2035, 24
+  %21 = mul nsw i64 %fc1.nb2065, 24
   %22 = add nsw i64 %20, %21
   %23 = add nsw i64 %22, 16
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %23
   %24 = load <8 x float>, ptr %arena9, align 4
-  store <8 x float> %24, ptr %fc1.t205_c0_2, align 32
-  %25 = mul nsw i64 %fc1.mb2046, 4
+  store <8 x float> %24, ptr %fc1.t208_c0_2, align 32
+  %25 = mul nsw i64 %fc1.mb2076, 4
   %26 = add nsw i64 %25, 1
   %27 = mul nsw i64 %26, 64
   %28 = add nsw i64 5017664, %27
-  %29 = mul nsw i64 %fc1.nb2035, 24
+  %29 = mul nsw i64 %fc1.nb2065, 24
   %30 = add nsw i64 %28, %29
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = load <8 x float>, ptr %arena10, align 4
-  store <8 x float> %31, ptr %fc1.t205_c1_0, align 32
-  %32 = mul nsw i64 %fc1.mb2046, 4
+  store <8 x float> %31, ptr %fc1.t208_c1_0, align 32
+  %32 = mul nsw i64 %fc1.mb2076, 4
   %33 = add nsw i64 %32, 1
   %34 = mul nsw i64 %33, 64
   %35 = add nsw i64 5017664, %34
-  %36 = mul nsw i64 %fc1.nb2035, 24
+  %36 = mul nsw i64 %fc1.nb2065, 24
   %37 = add nsw i64 %35, %36
   %38 = add nsw i64 %37, 8
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %38
   %39 = load <8 x float>, ptr %arena11, align 4
-  store <8 x float> %39, ptr %fc1.t205_c1_1, align 32
-  %40 = mul nsw i64 %fc1.mb2046, 4
+  store <8 x float> %39, ptr %fc1.t208_c1_1, align 32
+  %40 = mul nsw i64 %fc1.mb2076, 4
   %41 = add nsw i64 %40, 1
   %42 = mul nsw i64 %41, 64
   %43 = add nsw i64 5017664, %42
-  %44 = mul nsw i64 %fc1.nb2035, 24
+  %44 = mul nsw i64 %fc1.nb2065, 24
   %45 = add nsw i64 %43, %44
   %46 = add nsw i64 %45, 16
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %46
   %47 = load <8 x float>, ptr %arena12, align 4
-  store <8 x float> %47, ptr %fc1.t205_c1_2, align 32
-  %48 = mul nsw i64 %fc1.mb2046, 4
+  store <8 x float> %47, ptr %fc1.t208_c1_2, align 32
+  %48 = mul nsw i64 %fc1.mb2076, 4
   %49 = add nsw i64 %48, 2
   %50 = mul nsw i64 %49, 64
   %51 = add nsw i64 5017664, %50
-  %52 = mul nsw i64 %fc1.nb2035, 24
+  %52 = mul nsw i64 %fc1.nb2065, 24
   %53 = add nsw i64 %51, %52
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %53
   %54 = load <8 x float>, ptr %arena13, align 4
-  store <8 x float> %54, ptr %fc1.t205_c2_0, align 32
-  %55 = mul nsw i64 %fc1.mb2046, 4
+  store <8 x float> %54, ptr %fc1.t208_c2_0, align 32
+  %55 = mul nsw i64 %fc1.mb2076, 4
   %56 = add nsw i64 %55, 2
   %57 = mul nsw i64 %56, 64
   %58 = add nsw i64 5017664, %57
-  %59 = mul nsw i64 %fc1.nb2035, 24
+  %59 = mul nsw i64 %fc1.nb2065, 24
   %60 = add nsw i64 %58, %59
   %61 = add nsw i64 %60, 8
   %arena14 = getelementptr inbounds float, ptr %arena, i64 %61
   %62 = load <8 x float>, ptr %arena14, align 4
-  store <8 x float> %62, ptr %fc1.t205_c2_1, align 32
-  %63 = mul nsw i64 %fc1.mb2046, 4
+  store <8 x float> %62, ptr %fc1.t208_c2_1, align 32
+  %63 = mul nsw i64 %fc1.mb2076, 4
   %64 = add nsw i64 %63, 2
   %65 = mul nsw i64 %64, 64
   %66 = add nsw i64 5017664, %65
-  %67 = mul nsw i64 %fc1.nb2035, 24
+  %67 = mul nsw i64 %fc1.nb2065, 24
   %68 = add nsw i64 %66, %67
   %69 = add nsw i64 %68, 16
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %69
   %70 = load <8 x float>, ptr %arena15, align 4
-  store <8 x float> %70, ptr %fc1.t205_c2_2, align 32
-  %71 = mul nsw i64 %fc1.mb2046, 4
+  store <8 x float> %70, ptr %fc1.t208_c2_2, align 32
+  %71 = mul nsw i64 %fc1.mb2076, 4
   %72 = add nsw i64 %71, 3
   %73 = mul nsw i64 %72, 64
   %74 = add nsw i64 5017664, %73
-  %75 = mul nsw i64 %fc1.nb2035, 24
+  %75 = mul nsw i64 %fc1.nb2065, 24
   %76 = add nsw i64 %74, %75
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %76
   %77 = load <8 x float>, ptr %arena16, align 4
-  store <8 x float> %77, ptr %fc1.t205_c3_0, align 32
-  %78 = mul nsw i64 %fc1.mb2046, 4
+  store <8 x float> %77, ptr %fc1.t208_c3_0, align 32
+  %78 = mul nsw i64 %fc1.mb2076, 4
   %79 = add nsw i64 %78, 3
   %80 = mul nsw i64 %79, 64
   %81 = add nsw i64 5017664, %80
-  %82 = mul nsw i64 %fc1.nb2035, 24
+  %82 = mul nsw i64 %fc1.nb2065, 24
   %83 = add nsw i64 %81, %82
   %84 = add nsw i64 %83, 8
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %84
   %85 = load <8 x float>, ptr %arena17, align 4
-  store <8 x float> %85, ptr %fc1.t205_c3_1, align 32
-  %86 = mul nsw i64 %fc1.mb2046, 4
+  store <8 x float> %85, ptr %fc1.t208_c3_1, align 32
+  %86 = mul nsw i64 %fc1.mb2076, 4
   %87 = add nsw i64 %86, 3
   %88 = mul nsw i64 %87, 64
   %89 = add nsw i64 5017664, %88
-  %90 = mul nsw i64 %fc1.nb2035, 24
+  %90 = mul nsw i64 %fc1.nb2065, 24
   %91 = add nsw i64 %89, %90
   %92 = add nsw i64 %91, 16
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %92
   %93 = load <8 x float>, ptr %arena18, align 4
-  store <8 x float> %93, ptr %fc1.t205_c3_2, align 32
-  br label %fc1.k206
+  store <8 x float> %93, ptr %fc1.t208_c3_2, align 32
+  br label %fc1.k209
 
-fc1.mb204.end:                                    ; preds = %fc1.k206.end
-  %nb203.next = add nsw i64 %fc1.nb2035, 1
-  %94 = icmp slt i64 %nb203.next, 2
-  br i1 %94, label %fc1.nb203, label %fc1.nb203.end
+fc1.mb207.end:                                    ; preds = %fc1.k209.end
+  %nb206.next = add nsw i64 %fc1.nb2065, 1
+  %94 = icmp slt i64 %nb206.next, 2
+  br i1 %94, label %fc1.nb206, label %fc1.nb206.end
 
-fc1.k206:                                         ; preds = %fc1.k206, %fc1.mb204
-  %fc1.k20619 = phi i64 [ 0, %fc1.mb204 ], [ %k206.next, %fc1.k206 ]
-  %95 = mul nsw i64 %fc1.kp2024, 784
-  %96 = add nsw i64 %fc1.k20619, %95
+fc1.k209:                                         ; preds = %fc1.k209, %fc1.mb207
+  %fc1.k20919 = phi i64 [ 0, %fc1.mb207 ], [ %k209.next, %fc1.k209 ]
+  %95 = mul nsw i64 %fc1.kp2054, 784
+  %96 = add nsw i64 %fc1.k20919, %95
   %97 = mul nsw i64 %96, 64
   %98 = add nsw i64 4816960, %97
-  %99 = mul nsw i64 %fc1.nb2035, 24
+  %99 = mul nsw i64 %fc1.nb2065, 24
   %100 = add nsw i64 %98, %99
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %100
   %101 = load <8 x float>, ptr %arena20, align 4
-  store <8 x float> %101, ptr %fc1.t205_b0, align 32
-  %102 = mul nsw i64 %fc1.kp2024, 784
-  %103 = add nsw i64 %fc1.k20619, %102
+  store <8 x float> %101, ptr %fc1.t208_b0, align 32
+  %102 = mul nsw i64 %fc1.kp2054, 784
+  %103 = add nsw i64 %fc1.k20919, %102
   %104 = mul nsw i64 %103, 64
   %105 = add nsw i64 4816960, %104
-  %106 = mul nsw i64 %fc1.nb2035, 24
+  %106 = mul nsw i64 %fc1.nb2065, 24
   %107 = add nsw i64 %105, %106
   %108 = add nsw i64 %107, 8
   %arena21 = getelementptr inbounds float, ptr %arena, i64 %108
   %109 = load <8 x float>, ptr %arena21, align 4
-  store <8 x float> %109, ptr %fc1.t205_b1, align 32
-  %110 = mul nsw i64 %fc1.kp2024, 784
-  %111 = add nsw i64 %fc1.k20619, %110
+  store <8 x float> %109, ptr %fc1.t208_b1, align 32
+  %110 = mul nsw i64 %fc1.kp2054, 784
+  %111 = add nsw i64 %fc1.k20919, %110
   %112 = mul nsw i64 %111, 64
   %113 = add nsw i64 4816960, %112
-  %114 = mul nsw i64 %fc1.nb2035, 24
+  %114 = mul nsw i64 %fc1.nb2065, 24
   %115 = add nsw i64 %113, %114
   %116 = add nsw i64 %115, 16
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %116
   %117 = load <8 x float>, ptr %arena22, align 4
-  store <8 x float> %117, ptr %fc1.t205_b2, align 32
-  %118 = mul nsw i64 %fc1.mb2046, 4
+  store <8 x float> %117, ptr %fc1.t208_b2, align 32
+  %118 = mul nsw i64 %fc1.mb2076, 4
   %119 = mul nsw i64 %118, 3136
   %120 = add nsw i64 18912, %119
-  %121 = mul nsw i64 %fc1.kp2024, 784
-  %122 = add nsw i64 %fc1.k20619, %121
+  %121 = mul nsw i64 %fc1.kp2054, 784
+  %122 = add nsw i64 %fc1.k20919, %121
   %123 = add nsw i64 %120, %122
   %params23 = getelementptr inbounds float, ptr %params, i64 %123
   %124 = load float, ptr %params23, align 4
   %125 = insertelement <8 x float> undef, float %124, i32 0
   %126 = shufflevector <8 x float> %125, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %126, ptr %fc1.t205_a0, align 32
-  %t205_a0 = load <8 x float>, ptr %fc1.t205_a0, align 32
-  %t205_b0 = load <8 x float>, ptr %fc1.t205_b0, align 32
-  %t205_c0_0 = load <8 x float>, ptr %fc1.t205_c0_0, align 32
-  %127 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t205_a0, <8 x float> %t205_b0, <8 x float> %t205_c0_0)
-  store <8 x float> %127, ptr %fc1.t205_c0_0, align 32
-  %t205_a024 = load <8 x float>, ptr %fc1.t205_a0, align 32
-  %t205_b1 = load <8 x float>, ptr %fc1.t205_b1, align 32
-  %t205_c0_1 = load <8 x float>, ptr %fc1.t205_c0_1, align 32
-  %128 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t205_a024, <8 x float> %t205_b1, <8 x float> %t205_c0_1)
-  store <8 x float> %128, ptr %fc1.t205_c0_1, align 32
-  %t205_a025 = load <8 x float>, ptr %fc1.t205_a0, align 32
-  %t205_b2 = load <8 x float>, ptr %fc1.t205_b2, align 32
-  %t205_c0_2 = load <8 x float>, ptr %fc1.t205_c0_2, align 32
-  %129 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t205_a025, <8 x float> %t205_b2, <8 x float> %t205_c0_2)
-  store <8 x float> %129, ptr %fc1.t205_c0_2, align 32
-  %130 = mul nsw i64 %fc1.mb2046, 4
+  store <8 x float> %126, ptr %fc1.t208_a0, align 32
+  %t208_a0 = load <8 x float>, ptr %fc1.t208_a0, align 32
+  %t208_b0 = load <8 x float>, ptr %fc1.t208_b0, align 32
+  %t208_c0_0 = load <8 x float>, ptr %fc1.t208_c0_0, align 32
+  %127 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t208_a0, <8 x float> %t208_b0, <8 x float> %t208_c0_0)
+  store <8 x float> %127, ptr %fc1.t208_c0_0, align 32
+  %t208_a024 = load <8 x float>, ptr %fc1.t208_a0, align 32
+  %t208_b1 = load <8 x float>, ptr %fc1.t208_b1, align 32
+  %t208_c0_1 = load <8 x float>, ptr %fc1.t208_c0_1, align 32
+  %128 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t208_a024, <8 x float> %t208_b1, <8 x float> %t208_c0_1)
+  store <8 x float> %128, ptr %fc1.t208_c0_1, align 32
+  %t208_a025 = load <8 x float>, ptr %fc1.t208_a0, align 32
+  %t208_b2 = load <8 x float>, ptr %fc1.t208_b2, align 32
+  %t208_c0_2 = load <8 x float>, ptr %fc1.t208_c0_2, align 32
+  %129 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t208_a025, <8 x float> %t208_b2, <8 x float> %t208_c0_2)
+  store <8 x float> %129, ptr %fc1.t208_c0_2, align 32
+  %130 = mul nsw i64 %fc1.mb2076, 4
   %131 = add nsw i64 %130, 1
   %132 = mul nsw i64 %131, 3136
   %133 = add nsw i64 18912, %132
-  %134 = mul nsw i64 %fc1.kp2024, 784
-  %135 = add nsw i64 %fc1.k20619, %134
+  %134 = mul nsw i64 %fc1.kp2054, 784
+  %135 = add nsw i64 %fc1.k20919, %134
   %136 = add nsw i64 %133, %135
   %params26 = getelementptr inbounds float, ptr %params, i64 %136
   %137 = load float, ptr %params26, align 4
   %138 = insertelement <8 x float> undef, float %137, i32 0
   %139 = shufflevector <8 x float> %138, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %139, ptr %fc1.t205_a1, align 32
-  %t205_a1 = load <8 x float>, ptr %fc1.t205_a1, align 32
-  %t205_b027 = load <8 x float>, ptr %fc1.t205_b0, align 32
-  %t205_c1_0 = load <8 x float>, ptr %fc1.t205_c1_0, align 32
-  %140 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t205_a1, <8 x float> %t205_b027, <8 x float> %t205_c1_0)
-  store <8 x float> %140, ptr %fc1.t205_c1_0, align 32
-  %t205_a128 = load <8 x float>, ptr %fc1.t205_a1, align 32
-  %t205_b129 = load <8 x float>, ptr %fc1.t205_b1, align 32
-  %t205_c1_1 = load <8 x float>, ptr %fc1.t205_c1_1, align 32
-  %141 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t205_a128, <8 x float> %t205_b129, <8 x float> %t205_c1_1)
-  store <8 x float> %141, ptr %fc1.t205_c1_1, align 32
-  %t205_a130 = load <8 x float>, ptr %fc1.t205_a1, align 32
-  %t205_b231 = load <8 x float>, ptr %fc1.t205_b2, align 32
-  %t205_c1_2 = load <8 x float>, ptr %fc1.t205_c1_2, align 32
-  %142 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t205_a130, <8 x float> %t205_b231, <8 x float> %t205_c1_2)
-  store <8 x float> %142, ptr %fc1.t205_c1_2, align 32
-  %143 = mul nsw i64 %fc1.mb2046, 4
+  store <8 x float> %139, ptr %fc1.t208_a1, align 32
+  %t208_a1 = load <8 x float>, ptr %fc1.t208_a1, align 32
+  %t208_b027 = load <8 x float>, ptr %fc1.t208_b0, align 32
+  %t208_c1_0 = load <8 x float>, ptr %fc1.t208_c1_0, align 32
+  %140 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t208_a1, <8 x float> %t208_b027, <8 x float> %t208_c1_0)
+  store <8 x float> %140, ptr %fc1.t208_c1_0, align 32
+  %t208_a128 = load <8 x float>, ptr %fc1.t208_a1, align 32
+  %t208_b129 = load <8 x float>, ptr %fc1.t208_b1, align 32
+  %t208_c1_1 = load <8 x float>, ptr %fc1.t208_c1_1, align 32
+  %141 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t208_a128, <8 x float> %t208_b129, <8 x float> %t208_c1_1)
+  store <8 x float> %141, ptr %fc1.t208_c1_1, align 32
+  %t208_a130 = load <8 x float>, ptr %fc1.t208_a1, align 32
+  %t208_b231 = load <8 x float>, ptr %fc1.t208_b2, align 32
+  %t208_c1_2 = load <8 x float>, ptr %fc1.t208_c1_2, align 32
+  %142 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t208_a130, <8 x float> %t208_b231, <8 x float> %t208_c1_2)
+  store <8 x float> %142, ptr %fc1.t208_c1_2, align 32
+  %143 = mul nsw i64 %fc1.mb2076, 4
   %144 = add nsw i64 %143, 2
   %145 = mul nsw i64 %144, 3136
   %146 = add nsw i64 18912, %145
-  %147 = mul nsw i64 %fc1.kp2024, 784
-  %148 = add nsw i64 %fc1.k20619, %147
+  %147 = mul nsw i64 %fc1.kp2054, 784
+  %148 = add nsw i64 %fc1.k20919, %147
   %149 = add nsw i64 %146, %148
   %params32 = getelementptr inbounds float, ptr %params, i64 %149
   %150 = load float, ptr %params32, align 4
   %151 = insertelement <8 x float> undef, float %150, i32 0
   %152 = shufflevector <8 x float> %151, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %152, ptr %fc1.t205_a2, align 32
-  %t205_a2 = load <8 x float>, ptr %fc1.t205_a2, align 32
-  %t205_b033 = load <8 x float>, ptr %fc1.t205_b0, align 32
-  %t205_c2_0 = load <8 x float>, ptr %fc1.t205_c2_0, align 32
-  %153 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t205_a2, <8 x float> %t205_b033, <8 x float> %t205_c2_0)
-  store <8 x float> %153, ptr %fc1.t205_c2_0, align 32
-  %t205_a234 = load <8 x float>, ptr %fc1.t205_a2, align 32
-  %t205_b135 = load <8 x float>, ptr %fc1.t205_b1, align 32
-  %t205_c2_1 = load <8 x float>, ptr %fc1.t205_c2_1, align 32
-  %154 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t205_a234, <8 x float> %t205_b135, <8 x float> %t205_c2_1)
-  store <8 x float> %154, ptr %fc1.t205_c2_1, align 32
-  %t205_a236 = load <8 x float>, ptr %fc1.t205_a2, align 32
-  %t205_b237 = load <8 x float>, ptr %fc1.t205_b2, align 32
-  %t205_c2_2 = load <8 x float>, ptr %fc1.t205_c2_2, align 32
-  %155 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t205_a236, <8 x float> %t205_b237, <8 x float> %t205_c2_2)
-  store <8 x float> %155, ptr %fc1.t205_c2_2, align 32
-  %156 = mul nsw i64 %fc1.mb2046, 4
+  store <8 x float> %152, ptr %fc1.t208_a2, align 32
+  %t208_a2 = load <8 x float>, ptr %fc1.t208_a2, align 32
+  %t208_b033 = load <8 x float>, ptr %fc1.t208_b0, align 32
+  %t208_c2_0 = load <8 x float>, ptr %fc1.t208_c2_0, align 32
+  %153 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t208_a2, <8 x float> %t208_b033, <8 x float> %t208_c2_0)
+  store <8 x float> %153, ptr %fc1.t208_c2_0, align 32
+  %t208_a234 = load <8 x float>, ptr %fc1.t208_a2, align 32
+  %t208_b135 = load <8 x float>, ptr %fc1.t208_b1, align 32
+  %t208_c2_1 = load <8 x float>, ptr %fc1.t208_c2_1, align 32
+  %154 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t208_a234, <8 x float> %t208_b135, <8 x float> %t208_c2_1)
+  store <8 x float> %154, ptr %fc1.t208_c2_1, align 32
+  %t208_a236 = load <8 x float>, ptr %fc1.t208_a2, align 32
+  %t208_b237 = load <8 x float>, ptr %fc1.t208_b2, align 32
+  %t208_c2_2 = load <8 x float>, ptr %fc1.t208_c2_2, align 32
+  %155 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t208_a236, <8 x float> %t208_b237, <8 x float> %t208_c2_2)
+  store <8 x float> %155, ptr %fc1.t208_c2_2, align 32
+  %156 = mul nsw i64 %fc1.mb2076, 4
   %157 = add nsw i64 %156, 3
   %158 = mul nsw i64 %157, 3136
   %159 = add nsw i64 18912, %158
-  %160 = mul nsw i64 %fc1.kp2024, 784
-  %161 = add nsw i64 %fc1.k20619, %160
+  %160 = mul nsw i64 %fc1.kp2054, 784
+  %161 = add nsw i64 %fc1.k20919, %160
   %162 = add nsw i64 %159, %161
   %params38 = getelementptr inbounds float, ptr %params, i64 %162
   %163 = load float, ptr %params38, align 4
   %164 = insertelement <8 x float> undef, float %163, i32 0
   %165 = shufflevector <8 x float> %164, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %165, ptr %fc1.t205_a3, align 32
-  %t205_a3 = load <8 x float>, ptr %fc1.t205_a3, align 32
-  %t205_b039 = load <8 x float>, ptr %fc1.t205_b0, align 32
-  %t205_c3_0 = load <8 x float>, ptr %fc1.t205_c3_0, align 32
-  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t205_a3, <8 x float> %t205_b039, <8 x float> %t205_c3_0)
-  store <8 x float> %166, ptr %fc1.t205_c3_0, align 32
-  %t205_a340 = load <8 x float>, ptr %fc1.t205_a3, align 32
-  %t205_b141 = load <8 x float>, ptr %fc1.t205_b1, align 32
-  %t205_c3_1 = load <8 x float>, ptr %fc1.t205_c3_1, align 32
-  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t205_a340, <8 x float> %t205_b141, <8 x float> %t205_c3_1)
-  store <8 x float> %167, ptr %fc1.t205_c3_1, align 32
-  %t205_a342 = load <8 x float>, ptr %fc1.t205_a3, align 32
-  %t205_b243 = load <8 x float>, ptr %fc1.t205_b2, align 32
-  %t205_c3_2 = load <8 x float>, ptr %fc1.t205_c3_2, align 32
-  %168 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t205_a342, <8 x float> %t205_b243, <8 x float> %t205_c3_2)
-  store <8 x float> %168, ptr %fc1.t205_c3_2, align 32
-  %k206.next = add nsw i64 %fc1.k20619, 1
-  %169 = icmp slt i64 %k206.next, 784
-  br i1 %169, label %fc1.k206, label %fc1.k206.end
+  store <8 x float> %165, ptr %fc1.t208_a3, align 32
+  %t208_a3 = load <8 x float>, ptr %fc1.t208_a3, align 32
+  %t208_b039 = load <8 x float>, ptr %fc1.t208_b0, align 32
+  %t208_c3_0 = load <8 x float>, ptr %fc1.t208_c3_0, align 32
+  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t208_a3, <8 x float> %t208_b039, <8 x float> %t208_c3_0)
+  store <8 x float> %166, ptr %fc1.t208_c3_0, align 32
+  %t208_a340 = load <8 x float>, ptr %fc1.t208_a3, align 32
+  %t208_b141 = load <8 x float>, ptr %fc1.t208_b1, align 32
+  %t208_c3_1 = load <8 x float>, ptr %fc1.t208_c3_1, align 32
+  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t208_a340, <8 x float> %t208_b141, <8 x float> %t208_c3_1)
+  store <8 x float> %167, ptr %fc1.t208_c3_1, align 32
+  %t208_a342 = load <8 x float>, ptr %fc1.t208_a3, align 32
+  %t208_b243 = load <8 x float>, ptr %fc1.t208_b2, align 32
+  %t208_c3_2 = load <8 x float>, ptr %fc1.t208_c3_2, align 32
+  %168 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t208_a342, <8 x float> %t208_b243, <8 x float> %t208_c3_2)
+  store <8 x float> %168, ptr %fc1.t208_c3_2, align 32
+  %k209.next = add nsw i64 %fc1.k20919, 1
+  %169 = icmp slt i64 %k209.next, 784
+  br i1 %169, label %fc1.k209, label %fc1.k209.end
 
-fc1.k206.end:                                     ; preds = %fc1.k206
-  %t205_c0_044 = load <8 x float>, ptr %fc1.t205_c0_0, align 32
-  %170 = mul nsw i64 %fc1.mb2046, 4
+fc1.k209.end:                                     ; preds = %fc1.k209
+  %t208_c0_044 = load <8 x float>, ptr %fc1.t208_c0_0, align 32
+  %170 = mul nsw i64 %fc1.mb2076, 4
   %171 = mul nsw i64 %170, 64
   %172 = add nsw i64 5017664, %171
-  %173 = mul nsw i64 %fc1.nb2035, 24
+  %173 = mul nsw i64 %fc1.nb2065, 24
   %174 = add nsw i64 %172, %173
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %174
-  store <8 x float> %t205_c0_044, ptr %arena45, align 4
-  %t205_c0_146 = load <8 x float>, ptr %fc1.t205_c0_1, align 32
-  %175 = mul nsw i64 %fc1.mb2046, 4
+  store <8 x float> %t208_c0_044, ptr %arena45, align 4
+  %t208_c0_146 = load <8 x float>, ptr %fc1.t208_c0_1, align 32
+  %175 = mul nsw i64 %fc1.mb2076, 4
   %176 = mul nsw i64 %175, 64
   %177 = add nsw i64 5017664, %176
-  %178 = mul nsw i64 %fc1.nb2035, 24
+  %178 = mul nsw i64 %fc1.nb2065, 24
   %179 = add nsw i64 %177, %178
   %180 = add nsw i64 %179, 8
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %180
-  store <8 x float> %t205_c0_146, ptr %arena47, align 4
-  %t205_c0_248 = load <8 x float>, ptr %fc1.t205_c0_2, align 32
-  %181 = mul nsw i64 %fc1.mb2046, 4
+  store <8 x float> %t208_c0_146, ptr %arena47, align 4
+  %t208_c0_248 = load <8 x float>, ptr %fc1.t208_c0_2, align 32
+  %181 = mul nsw i64 %fc1.mb2076, 4
   %182 = mul nsw i64 %181, 64
   %183 = add nsw i64 5017664, %182
-  %184 = mul nsw i64 %fc1.nb2035, 24
+  %184 = mul nsw i64 %fc1.nb2065, 24
   %185 = add nsw i64 %183, %184
   %186 = add nsw i64 %185, 16
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %186
-  store <8 x float> %t205_c0_248, ptr %arena49, align 4
-  %t205_c1_050 = load <8 x float>, ptr %fc1.t205_c1_0, align 32
-  %187 = mul nsw i64 %fc1.mb2046, 4
+  store <8 x float> %t208_c0_248, ptr %arena49, align 4
+  %t208_c1_050 = load <8 x float>, ptr %fc1.t208_c1_0, align 32
+  %187 = mul nsw i64 %fc1.mb2076, 4
   %188 = add nsw i64 %187, 1
   %189 = mul nsw i64 %188, 64
   %190 = add nsw i64 5017664, %189
-  %191 = mul nsw i64 %fc1.nb2035, 24
+  %191 = mul nsw i64 %fc1.nb2065, 24
   %192 = add nsw i64 %190, %191
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %192
-  store <8 x float> %t205_c1_050, ptr %arena51, align 4
-  %t205_c1_152 = load <8 x float>, ptr %fc1.t205_c1_1, align 32
-  %193 = mul nsw i64 %fc1.mb2046, 4
+  store <8 x float> %t208_c1_050, ptr %arena51, align 4
+  %t208_c1_152 = load <8 x float>, ptr %fc1.t208_c1_1, align 32
+  %193 = mul nsw i64 %fc1.mb2076, 4
   %194 = add nsw i64 %193, 1
   %195 = mul nsw i64 %194, 64
   %196 = add nsw i64 5017664, %195
-  %197 = mul nsw i64 %fc1.nb2035, 24
+  %197 = mul nsw i64 %fc1.nb2065, 24
   %198 = add nsw i64 %196, %197
   %199 = add nsw i64 %198, 8
   %arena53 = getelementptr inbounds float, ptr %arena, i64 %199
-  store <8 x float> %t205_c1_152, ptr %arena53, align 4
-  %t205_c1_254 = load <8 x float>, ptr %fc1.t205_c1_2, align 32
-  %200 = mul nsw i64 %fc1.mb2046, 4
+  store <8 x float> %t208_c1_152, ptr %arena53, align 4
+  %t208_c1_254 = load <8 x float>, ptr %fc1.t208_c1_2, align 32
+  %200 = mul nsw i64 %fc1.mb2076, 4
   %201 = add nsw i64 %200, 1
   %202 = mul nsw i64 %201, 64
   %203 = add nsw i64 5017664, %202
-  %204 = mul nsw i64 %fc1.nb2035, 24
+  %204 = mul nsw i64 %fc1.nb2065, 24
   %205 = add nsw i64 %203, %204
   %206 = add nsw i64 %205, 16
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %206
-  store <8 x float> %t205_c1_254, ptr %arena55, align 4
-  %t205_c2_056 = load <8 x float>, ptr %fc1.t205_c2_0, align 32
-  %207 = mul nsw i64 %fc1.mb2046, 4
+  store <8 x float> %t208_c1_254, ptr %arena55, align 4
+  %t208_c2_056 = load <8 x float>, ptr %fc1.t208_c2_0, align 32
+  %207 = mul nsw i64 %fc1.mb2076, 4
   %208 = add nsw i64 %207, 2
   %209 = mul nsw i64 %208, 64
   %210 = add nsw i64 5017664, %209
-  %211 = mul nsw i64 %fc1.nb2035, 24
+  %211 = mul nsw i64 %fc1.nb2065, 24
   %212 = add nsw i64 %210, %211
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %212
-  store <8 x float> %t205_c2_056, ptr %arena57, align 4
-  %t205_c2_158 = load <8 x float>, ptr %fc1.t205_c2_1, align 32
-  %213 = mul nsw i64 %fc1.mb2046, 4
+  store <8 x float> %t208_c2_056, ptr %arena57, align 4
+  %t208_c2_158 = load <8 x float>, ptr %fc1.t208_c2_1, align 32
+  %213 = mul nsw i64 %fc1.mb2076, 4
   %214 = add nsw i64 %213, 2
   %215 = mul nsw i64 %214, 64
   %216 = add nsw i64 5017664, %215
-  %217 = mul nsw i64 %fc1.nb2035, 24
+  %217 = mul nsw i64 %fc1.nb2065, 24
   %218 = add nsw i64 %216, %217
   %219 = add nsw i64 %218, 8
   %arena59 = getelementptr inbounds float, ptr %arena, i64 %219
-  store <8 x float> %t205_c2_158, ptr %arena59, align 4
-  %t205_c2_260 = load <8 x float>, ptr %fc1.t205_c2_2, align 32
-  %220 = mul nsw i64 %fc1.mb2046, 4
+  store <8 x float> %t208_c2_158, ptr %arena59, align 4
+  %t208_c2_260 = load <8 x float>, ptr %fc1.t208_c2_2, align 32
+  %220 = mul nsw i64 %fc1.mb2076, 4
   %221 = add nsw i64 %220, 2
   %222 = mul nsw i64 %221, 64
   %223 = add nsw i64 5017664, %222
-  %224 = mul nsw i64 %fc1.nb2035, 24
+  %224 = mul nsw i64 %fc1.nb2065, 24
   %225 = add nsw i64 %223, %224
   %226 = add nsw i64 %225, 16
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %226
-  store <8 x float> %t205_c2_260, ptr %arena61, align 4
-  %t205_c3_062 = load <8 x float>, ptr %fc1.t205_c3_0, align 32
-  %227 = mul nsw i64 %fc1.mb2046, 4
+  store <8 x float> %t208_c2_260, ptr %arena61, align 4
+  %t208_c3_062 = load <8 x float>, ptr %fc1.t208_c3_0, align 32
+  %227 = mul nsw i64 %fc1.mb2076, 4
   %228 = add nsw i64 %227, 3
   %229 = mul nsw i64 %228, 64
   %230 = add nsw i64 5017664, %229
-  %231 = mul nsw i64 %fc1.nb2035, 24
+  %231 = mul nsw i64 %fc1.nb2065, 24
   %232 = add nsw i64 %230, %231
   %arena63 = getelementptr inbounds float, ptr %arena, i64 %232
-  store <8 x float> %t205_c3_062, ptr %arena63, align 4
-  %t205_c3_164 = load <8 x float>, ptr %fc1.t205_c3_1, align 32
-  %233 = mul nsw i64 %fc1.mb2046, 4
+  store <8 x float> %t208_c3_062, ptr %arena63, align 4
+  %t208_c3_164 = load <8 x float>, ptr %fc1.t208_c3_1, align 32
+  %233 = mul nsw i64 %fc1.mb2076, 4
   %234 = add nsw i64 %233, 3
   %235 = mul nsw i64 %234, 64
   %236 = add nsw i64 5017664, %235
-  %237 = mul nsw i64 %fc1.nb2035, 24
+  %237 = mul nsw i64 %fc1.nb2065, 24
   %238 = add nsw i64 %236, %237
   %239 = add nsw i64 %238, 8
   %arena65 = getelementptr inbounds float, ptr %arena, i64 %239
-  store <8 x float> %t205_c3_164, ptr %arena65, align 4
-  %t205_c3_266 = load <8 x float>, ptr %fc1.t205_c3_2, align 32
-  %240 = mul nsw i64 %fc1.mb2046, 4
+  store <8 x float> %t208_c3_164, ptr %arena65, align 4
+  %t208_c3_266 = load <8 x float>, ptr %fc1.t208_c3_2, align 32
+  %240 = mul nsw i64 %fc1.mb2076, 4
   %241 = add nsw i64 %240, 3
   %242 = mul nsw i64 %241, 64
   %243 = add nsw i64 5017664, %242
-  %244 = mul nsw i64 %fc1.nb2035, 24
+  %244 = mul nsw i64 %fc1.nb2065, 24
   %245 = add nsw i64 %243, %244
   %246 = add nsw i64 %245, 16
   %arena67 = getelementptr inbounds float, ptr %arena, i64 %246
-  store <8 x float> %t205_c3_266, ptr %arena67, align 4
-  %mb204.next = add nsw i64 %fc1.mb2046, 1
-  %247 = icmp slt i64 %mb204.next, 32
-  br i1 %247, label %fc1.mb204, label %fc1.mb204.end
+  store <8 x float> %t208_c3_266, ptr %arena67, align 4
+  %mb207.next = add nsw i64 %fc1.mb2076, 1
+  %247 = icmp slt i64 %mb207.next, 32
+  br i1 %247, label %fc1.mb207, label %fc1.mb207.end
 
-fc1.mb207:                                        ; preds = %fc1.k209.end, %fc1.nb203.end
-  %fc1.mb20768 = phi i64 [ 0, %fc1.nb203.end ], [ %mb207.next, %fc1.k209.end ]
-  %248 = mul nsw i64 %fc1.mb20768, 4
+fc1.mb210:                                        ; preds = %fc1.k212.end, %fc1.nb206.end
+  %fc1.mb21068 = phi i64 [ 0, %fc1.nb206.end ], [ %mb210.next, %fc1.k212.end ]
+  %248 = mul nsw i64 %fc1.mb21068, 4
   %249 = mul nsw i64 %248, 64
   %250 = add nsw i64 5017664, %249
   %251 = add nsw i64 %250, 48
   %arena69 = getelementptr inbounds float, ptr %arena, i64 %251
   %252 = load <8 x float>, ptr %arena69, align 4
-  store <8 x float> %252, ptr %fc1.t208_c0_0, align 32
-  %253 = mul nsw i64 %fc1.mb20768, 4
+  store <8 x float> %252, ptr %fc1.t211_c0_0, align 32
+  %253 = mul nsw i64 %fc1.mb21068, 4
   %254 = mul nsw i64 %253, 64
   %255 = add nsw i64 5017664, %254
   %256 = add nsw i64 %255, 48
   %257 = add nsw i64 %256, 8
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %257
   %258 = load <8 x float>, ptr %arena70, align 4
-  store <8 x float> %258, ptr %fc1.t208_c0_1, align 32
-  %259 = mul nsw i64 %fc1.mb20768, 4
+  store <8 x float> %258, ptr %fc1.t211_c0_1, align 32
+  %259 = mul nsw i64 %fc1.mb21068, 4
   %260 = add nsw i64 %259, 1
   %261 = mul nsw i64 %260, 64
   %262 = add nsw i64 5017664, %261
   %263 = add nsw i64 %262, 48
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %263
   %264 = load <8 x float>, ptr %arena71, align 4
-  store <8 x float> %264, ptr %fc1.t208_c1_0, align 32
-  %265 = mul nsw i64 %fc1.mb20768, 4
+  store <8 x float> %264, ptr %fc1.t211_c1_0, align 32
+  %265 = mul nsw i64 %fc1.mb21068, 4
   %266 = add nsw i64 %265, 1
   %267 = mul nsw i64 %266, 64
   %268 = add nsw i64 5017664, %267
@@ -4632,16 +4680,16 @@ fc1.mb207:                                        ; preds = %fc1.k209.end, %fc1.
   %270 = add nsw i64 %269, 8
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %270
   %271 = load <8 x float>, ptr %arena72, align 4
-  store <8 x float> %271, ptr %fc1.t208_c1_1, align 32
-  %272 = mul nsw i64 %fc1.mb20768, 4
+  store <8 x float> %271, ptr %fc1.t211_c1_1, align 32
+  %272 = mul nsw i64 %fc1.mb21068, 4
   %273 = add nsw i64 %272, 2
   %274 = mul nsw i64 %273, 64
   %275 = add nsw i64 5017664, %274
   %276 = add nsw i64 %275, 48
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %276
   %277 = load <8 x float>, ptr %arena73, align 4
-  store <8 x float> %277, ptr %fc1.t208_c2_0, align 32
-  %278 = mul nsw i64 %fc1.mb20768, 4
+  store <8 x float> %277, ptr %fc1.t211_c2_0, align 32
+  %278 = mul nsw i64 %fc1.mb21068, 4
   %279 = add nsw i64 %278, 2
   %280 = mul nsw i64 %279, 64
   %281 = add nsw i64 5017664, %280
@@ -4649,16 +4697,16 @@ fc1.mb207:                                        ; preds = %fc1.k209.end, %fc1.
   %283 = add nsw i64 %282, 8
   %arena74 = getelementptr inbounds float, ptr %arena, i64 %283
   %284 = load <8 x float>, ptr %arena74, align 4
-  store <8 x float> %284, ptr %fc1.t208_c2_1, align 32
-  %285 = mul nsw i64 %fc1.mb20768, 4
+  store <8 x float> %284, ptr %fc1.t211_c2_1, align 32
+  %285 = mul nsw i64 %fc1.mb21068, 4
   %286 = add nsw i64 %285, 3
   %287 = mul nsw i64 %286, 64
   %288 = add nsw i64 5017664, %287
   %289 = add nsw i64 %288, 48
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %289
   %290 = load <8 x float>, ptr %arena75, align 4
-  store <8 x float> %290, ptr %fc1.t208_c3_0, align 32
-  %291 = mul nsw i64 %fc1.mb20768, 4
+  store <8 x float> %290, ptr %fc1.t211_c3_0, align 32
+  %291 = mul nsw i64 %fc1.mb21068, 4
   %292 = add nsw i64 %291, 3
   %293 = mul nsw i64 %292, 64
   %294 = add nsw i64 5017664, %293
@@ -4666,462 +4714,462 @@ fc1.mb207:                                        ; preds = %fc1.k209.end, %fc1.
   %296 = add nsw i64 %295, 8
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %296
   %297 = load <8 x float>, ptr %arena76, align 4
-  store <8 x float> %297, ptr %fc1.t208_c3_1, align 32
-  br label %fc1.k209
+  store <8 x float> %297, ptr %fc1.t211_c3_1, align 32
+  br label %fc1.k212
 
-fc1.mb207.end:                                    ; preds = %fc1.k209.end
-  %kp202.next = add nsw i64 %fc1.kp2024, 1
-  %298 = icmp slt i64 %kp202.next, 4
-  br i1 %298, label %fc1.kp202, label %fc1.kp202.end
+fc1.mb210.end:                                    ; preds = %fc1.k212.end
+  %kp205.next = add nsw i64 %fc1.kp2054, 1
+  %298 = icmp slt i64 %kp205.next, 4
+  br i1 %298, label %fc1.kp205, label %fc1.kp205.end
 
-fc1.k209:                                         ; preds = %fc1.k209, %fc1.mb207
-  %fc1.k20977 = phi i64 [ 0, %fc1.mb207 ], [ %k209.next, %fc1.k209 ]
-  %299 = mul nsw i64 %fc1.kp2024, 784
-  %300 = add nsw i64 %fc1.k20977, %299
+fc1.k212:                                         ; preds = %fc1.k212, %fc1.mb210
+  %fc1.k21277 = phi i64 [ 0, %fc1.mb210 ], [ %k212.next, %fc1.k212 ]
+  %299 = mul nsw i64 %fc1.kp2054, 784
+  %300 = add nsw i64 %fc1.k21277, %299
   %301 = mul nsw i64 %300, 64
   %302 = add nsw i64 4816960, %301
   %303 = add nsw i64 %302, 48
   %arena78 = getelementptr inbounds float, ptr %arena, i64 %303
   %304 = load <8 x float>, ptr %arena78, align 4
-  store <8 x float> %304, ptr %fc1.t208_b0, align 32
-  %305 = mul nsw i64 %fc1.kp2024, 784
-  %306 = add nsw i64 %fc1.k20977, %305
+  store <8 x float> %304, ptr %fc1.t211_b0, align 32
+  %305 = mul nsw i64 %fc1.kp2054, 784
+  %306 = add nsw i64 %fc1.k21277, %305
   %307 = mul nsw i64 %306, 64
   %308 = add nsw i64 4816960, %307
   %309 = add nsw i64 %308, 48
   %310 = add nsw i64 %309, 8
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %310
   %311 = load <8 x float>, ptr %arena79, align 4
-  store <8 x float> %311, ptr %fc1.t208_b1, align 32
-  %312 = mul nsw i64 %fc1.mb20768, 4
+  store <8 x float> %311, ptr %fc1.t211_b1, align 32
+  %312 = mul nsw i64 %fc1.mb21068, 4
   %313 = mul nsw i64 %312, 3136
   %314 = add nsw i64 18912, %313
-  %315 = mul nsw i64 %fc1.kp2024, 784
-  %316 = add nsw i64 %fc1.k20977, %315
+  %315 = mul nsw i64 %fc1.kp2054, 784
+  %316 = add nsw i64 %fc1.k21277, %315
   %317 = add nsw i64 %314, %316
   %params80 = getelementptr inbounds float, ptr %params, i64 %317
   %318 = load float, ptr %params80, align 4
   %319 = insertelement <8 x float> undef, float %318, i32 0
   %320 = shufflevector <8 x float> %319, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %320, ptr %fc1.t208_a0, align 32
-  %t208_a0 = load <8 x float>, ptr %fc1.t208_a0, align 32
-  %t208_b0 = load <8 x float>, ptr %fc1.t208_b0, align 32
-  %t208_c0_0 = load <8 x float>, ptr %fc1.t208_c0_0, align 32
-  %321 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t208_a0, <8 x float> %t208_b0, <8 x float> %t208_c0_0)
-  store <8 x float> %321, ptr %fc1.t208_c0_0, align 32
-  %t208_a081 = load <8 x float>, ptr %fc1.t208_a0, align 32
-  %t208_b1 = load <8 x float>, ptr %fc1.t208_b1, align 32
-  %t208_c0_1 = load <8 x float>, ptr %fc1.t208_c0_1, align 32
-  %322 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t208_a081, <8 x float> %t208_b1, <8 x float> %t208_c0_1)
-  store <8 x float> %322, ptr %fc1.t208_c0_1, align 32
-  %323 = mul nsw i64 %fc1.mb20768, 4
+  store <8 x float> %320, ptr %fc1.t211_a0, align 32
+  %t211_a0 = load <8 x float>, ptr %fc1.t211_a0, align 32
+  %t211_b0 = load <8 x float>, ptr %fc1.t211_b0, align 32
+  %t211_c0_0 = load <8 x float>, ptr %fc1.t211_c0_0, align 32
+  %321 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t211_a0, <8 x float> %t211_b0, <8 x float> %t211_c0_0)
+  store <8 x float> %321, ptr %fc1.t211_c0_0, align 32
+  %t211_a081 = load <8 x float>, ptr %fc1.t211_a0, align 32
+  %t211_b1 = load <8 x float>, ptr %fc1.t211_b1, align 32
+  %t211_c0_1 = load <8 x float>, ptr %fc1.t211_c0_1, align 32
+  %322 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t211_a081, <8 x float> %t211_b1, <8 x float> %t211_c0_1)
+  store <8 x float> %322, ptr %fc1.t211_c0_1, align 32
+  %323 = mul nsw i64 %fc1.mb21068, 4
   %324 = add nsw i64 %323, 1
   %325 = mul nsw i64 %324, 3136
   %326 = add nsw i64 18912, %325
-  %327 = mul nsw i64 %fc1.kp2024, 784
-  %328 = add nsw i64 %fc1.k20977, %327
+  %327 = mul nsw i64 %fc1.kp2054, 784
+  %328 = add nsw i64 %fc1.k21277, %327
   %329 = add nsw i64 %326, %328
   %params82 = getelementptr inbounds float, ptr %params, i64 %329
   %330 = load float, ptr %params82, align 4
   %331 = insertelement <8 x float> undef, float %330, i32 0
   %332 = shufflevector <8 x float> %331, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %332, ptr %fc1.t208_a1, align 32
-  %t208_a1 = load <8 x float>, ptr %fc1.t208_a1, align 32
-  %t208_b083 = load <8 x float>, ptr %fc1.t208_b0, align 32
-  %t208_c1_0 = load <8 x float>, ptr %fc1.t208_c1_0, align 32
-  %333 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t208_a1, <8 x float> %t208_b083, <8 x float> %t208_c1_0)
-  store <8 x float> %333, ptr %fc1.t208_c1_0, align 32
-  %t208_a184 = load <8 x float>, ptr %fc1.t208_a1, align 32
-  %t208_b185 = load <8 x float>, ptr %fc1.t208_b1, align 32
-  %t208_c1_1 = load <8 x float>, ptr %fc1.t208_c1_1, align 32
-  %334 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t208_a184, <8 x float> %t208_b185, <8 x float> %t208_c1_1)
-  store <8 x float> %334, ptr %fc1.t208_c1_1, align 32
-  %335 = mul nsw i64 %fc1.mb20768, 4
+  store <8 x float> %332, ptr %fc1.t211_a1, align 32
+  %t211_a1 = load <8 x float>, ptr %fc1.t211_a1, align 32
+  %t211_b083 = load <8 x float>, ptr %fc1.t211_b0, align 32
+  %t211_c1_0 = load <8 x float>, ptr %fc1.t211_c1_0, align 32
+  %333 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t211_a1, <8 x float> %t211_b083, <8 x float> %t211_c1_0)
+  store <8 x float> %333, ptr %fc1.t211_c1_0, align 32
+  %t211_a184 = load <8 x float>, ptr %fc1.t211_a1, align 32
+  %t211_b185 = load <8 x float>, ptr %fc1.t211_b1, align 32
+  %t211_c1_1 = load <8 x float>, ptr %fc1.t211_c1_1, align 32
+  %334 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t211_a184, <8 x float> %t211_b185, <8 x float> %t211_c1_1)
+  store <8 x float> %334, ptr %fc1.t211_c1_1, align 32
+  %335 = mul nsw i64 %fc1.mb21068, 4
   %336 = add nsw i64 %335, 2
   %337 = mul nsw i64 %336, 3136
   %338 = add nsw i64 18912, %337
-  %339 = mul nsw i64 %fc1.kp2024, 784
-  %340 = add nsw i64 %fc1.k20977, %339
+  %339 = mul nsw i64 %fc1.kp2054, 784
+  %340 = add nsw i64 %fc1.k21277, %339
   %341 = add nsw i64 %338, %340
   %params86 = getelementptr inbounds float, ptr %params, i64 %341
   %342 = load float, ptr %params86, align 4
   %343 = insertelement <8 x float> undef, float %342, i32 0
   %344 = shufflevector <8 x float> %343, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %344, ptr %fc1.t208_a2, align 32
-  %t208_a2 = load <8 x float>, ptr %fc1.t208_a2, align 32
-  %t208_b087 = load <8 x float>, ptr %fc1.t208_b0, align 32
-  %t208_c2_0 = load <8 x float>, ptr %fc1.t208_c2_0, align 32
-  %345 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t208_a2, <8 x float> %t208_b087, <8 x float> %t208_c2_0)
-  store <8 x float> %345, ptr %fc1.t208_c2_0, align 32
-  %t208_a288 = load <8 x float>, ptr %fc1.t208_a2, align 32
-  %t208_b189 = load <8 x float>, ptr %fc1.t208_b1, align 32
-  %t208_c2_1 = load <8 x float>, ptr %fc1.t208_c2_1, align 32
-  %346 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t208_a288, <8 x float> %t208_b189, <8 x float> %t208_c2_1)
-  store <8 x float> %346, ptr %fc1.t208_c2_1, align 32
-  %347 = mul nsw i64 %fc1.mb20768, 4
+  store <8 x float> %344, ptr %fc1.t211_a2, align 32
+  %t211_a2 = load <8 x float>, ptr %fc1.t211_a2, align 32
+  %t211_b087 = load <8 x float>, ptr %fc1.t211_b0, align 32
+  %t211_c2_0 = load <8 x float>, ptr %fc1.t211_c2_0, align 32
+  %345 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t211_a2, <8 x float> %t211_b087, <8 x float> %t211_c2_0)
+  store <8 x float> %345, ptr %fc1.t211_c2_0, align 32
+  %t211_a288 = load <8 x float>, ptr %fc1.t211_a2, align 32
+  %t211_b189 = load <8 x float>, ptr %fc1.t211_b1, align 32
+  %t211_c2_1 = load <8 x float>, ptr %fc1.t211_c2_1, align 32
+  %346 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t211_a288, <8 x float> %t211_b189, <8 x float> %t211_c2_1)
+  store <8 x float> %346, ptr %fc1.t211_c2_1, align 32
+  %347 = mul nsw i64 %fc1.mb21068, 4
   %348 = add nsw i64 %347, 3
   %349 = mul nsw i64 %348, 3136
   %350 = add nsw i64 18912, %349
-  %351 = mul nsw i64 %fc1.kp2024, 784
-  %352 = add nsw i64 %fc1.k20977, %351
+  %351 = mul nsw i64 %fc1.kp2054, 784
+  %352 = add nsw i64 %fc1.k21277, %351
   %353 = add nsw i64 %350, %352
   %params90 = getelementptr inbounds float, ptr %params, i64 %353
   %354 = load float, ptr %params90, align 4
   %355 = insertelement <8 x float> undef, float %354, i32 0
   %356 = shufflevector <8 x float> %355, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %356, ptr %fc1.t208_a3, align 32
-  %t208_a3 = load <8 x float>, ptr %fc1.t208_a3, align 32
-  %t208_b091 = load <8 x float>, ptr %fc1.t208_b0, align 32
-  %t208_c3_0 = load <8 x float>, ptr %fc1.t208_c3_0, align 32
-  %357 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t208_a3, <8 x float> %t208_b091, <8 x float> %t208_c3_0)
-  store <8 x float> %357, ptr %fc1.t208_c3_0, align 32
-  %t208_a392 = load <8 x float>, ptr %fc1.t208_a3, align 32
-  %t208_b193 = load <8 x float>, ptr %fc1.t208_b1, align 32
-  %t208_c3_1 = load <8 x float>, ptr %fc1.t208_c3_1, align 32
-  %358 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t208_a392, <8 x float> %t208_b193, <8 x float> %t208_c3_1)
-  store <8 x float> %358, ptr %fc1.t208_c3_1, align 32
-  %k209.next = add nsw i64 %fc1.k20977, 1
-  %359 = icmp slt i64 %k209.next, 784
-  br i1 %359, label %fc1.k209, label %fc1.k209.end
+  store <8 x float> %356, ptr %fc1.t211_a3, align 32
+  %t211_a3 = load <8 x float>, ptr %fc1.t211_a3, align 32
+  %t211_b091 = load <8 x float>, ptr %fc1.t211_b0, align 32
+  %t211_c3_0 = load <8 x float>, ptr %fc1.t211_c3_0, align 32
+  %357 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t211_a3, <8 x float> %t211_b091, <8 x float> %t211_c3_0)
+  store <8 x float> %357, ptr %fc1.t211_c3_0, align 32
+  %t211_a392 = load <8 x float>, ptr %fc1.t211_a3, align 32
+  %t211_b193 = load <8 x float>, ptr %fc1.t211_b1, align 32
+  %t211_c3_1 = load <8 x float>, ptr %fc1.t211_c3_1, align 32
+  %358 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t211_a392, <8 x float> %t211_b193, <8 x float> %t211_c3_1)
+  store <8 x float> %358, ptr %fc1.t211_c3_1, align 32
+  %k212.next = add nsw i64 %fc1.k21277, 1
+  %359 = icmp slt i64 %k212.next, 784
+  br i1 %359, label %fc1.k212, label %fc1.k212.end
 
-fc1.k209.end:                                     ; preds = %fc1.k209
-  %t208_c0_094 = load <8 x float>, ptr %fc1.t208_c0_0, align 32
-  %360 = mul nsw i64 %fc1.mb20768, 4
+fc1.k212.end:                                     ; preds = %fc1.k212
+  %t211_c0_094 = load <8 x float>, ptr %fc1.t211_c0_0, align 32
+  %360 = mul nsw i64 %fc1.mb21068, 4
   %361 = mul nsw i64 %360, 64
   %362 = add nsw i64 5017664, %361
   %363 = add nsw i64 %362, 48
   %arena95 = getelementptr inbounds float, ptr %arena, i64 %363
-  store <8 x float> %t208_c0_094, ptr %arena95, align 4
-  %t208_c0_196 = load <8 x float>, ptr %fc1.t208_c0_1, align 32
-  %364 = mul nsw i64 %fc1.mb20768, 4
+  store <8 x float> %t211_c0_094, ptr %arena95, align 4
+  %t211_c0_196 = load <8 x float>, ptr %fc1.t211_c0_1, align 32
+  %364 = mul nsw i64 %fc1.mb21068, 4
   %365 = mul nsw i64 %364, 64
   %366 = add nsw i64 5017664, %365
   %367 = add nsw i64 %366, 48
   %368 = add nsw i64 %367, 8
   %arena97 = getelementptr inbounds float, ptr %arena, i64 %368
-  store <8 x float> %t208_c0_196, ptr %arena97, align 4
-  %t208_c1_098 = load <8 x float>, ptr %fc1.t208_c1_0, align 32
-  %369 = mul nsw i64 %fc1.mb20768, 4
+  store <8 x float> %t211_c0_196, ptr %arena97, align 4
+  %t211_c1_098 = load <8 x float>, ptr %fc1.t211_c1_0, align 32
+  %369 = mul nsw i64 %fc1.mb21068, 4
   %370 = add nsw i64 %369, 1
   %371 = mul nsw i64 %370, 64
   %372 = add nsw i64 5017664, %371
   %373 = add nsw i64 %372, 48
   %arena99 = getelementptr inbounds float, ptr %arena, i64 %373
-  store <8 x float> %t208_c1_098, ptr %arena99, align 4
-  %t208_c1_1100 = load <8 x float>, ptr %fc1.t208_c1_1, align 32
-  %374 = mul nsw i64 %fc1.mb20768, 4
+  store <8 x float> %t211_c1_098, ptr %arena99, align 4
+  %t211_c1_1100 = load <8 x float>, ptr %fc1.t211_c1_1, align 32
+  %374 = mul nsw i64 %fc1.mb21068, 4
   %375 = add nsw i64 %374, 1
   %376 = mul nsw i64 %375, 64
   %377 = add nsw i64 5017664, %376
   %378 = add nsw i64 %377, 48
   %379 = add nsw i64 %378, 8
   %arena101 = getelementptr inbounds float, ptr %arena, i64 %379
-  store <8 x float> %t208_c1_1100, ptr %arena101, align 4
-  %t208_c2_0102 = load <8 x float>, ptr %fc1.t208_c2_0, align 32
-  %380 = mul nsw i64 %fc1.mb20768, 4
+  store <8 x float> %t211_c1_1100, ptr %arena101, align 4
+  %t211_c2_0102 = load <8 x float>, ptr %fc1.t211_c2_0, align 32
+  %380 = mul nsw i64 %fc1.mb21068, 4
   %381 = add nsw i64 %380, 2
   %382 = mul nsw i64 %381, 64
   %383 = add nsw i64 5017664, %382
   %384 = add nsw i64 %383, 48
   %arena103 = getelementptr inbounds float, ptr %arena, i64 %384
-  store <8 x float> %t208_c2_0102, ptr %arena103, align 4
-  %t208_c2_1104 = load <8 x float>, ptr %fc1.t208_c2_1, align 32
-  %385 = mul nsw i64 %fc1.mb20768, 4
+  store <8 x float> %t211_c2_0102, ptr %arena103, align 4
+  %t211_c2_1104 = load <8 x float>, ptr %fc1.t211_c2_1, align 32
+  %385 = mul nsw i64 %fc1.mb21068, 4
   %386 = add nsw i64 %385, 2
   %387 = mul nsw i64 %386, 64
   %388 = add nsw i64 5017664, %387
   %389 = add nsw i64 %388, 48
   %390 = add nsw i64 %389, 8
   %arena105 = getelementptr inbounds float, ptr %arena, i64 %390
-  store <8 x float> %t208_c2_1104, ptr %arena105, align 4
-  %t208_c3_0106 = load <8 x float>, ptr %fc1.t208_c3_0, align 32
-  %391 = mul nsw i64 %fc1.mb20768, 4
+  store <8 x float> %t211_c2_1104, ptr %arena105, align 4
+  %t211_c3_0106 = load <8 x float>, ptr %fc1.t211_c3_0, align 32
+  %391 = mul nsw i64 %fc1.mb21068, 4
   %392 = add nsw i64 %391, 3
   %393 = mul nsw i64 %392, 64
   %394 = add nsw i64 5017664, %393
   %395 = add nsw i64 %394, 48
   %arena107 = getelementptr inbounds float, ptr %arena, i64 %395
-  store <8 x float> %t208_c3_0106, ptr %arena107, align 4
-  %t208_c3_1108 = load <8 x float>, ptr %fc1.t208_c3_1, align 32
-  %396 = mul nsw i64 %fc1.mb20768, 4
+  store <8 x float> %t211_c3_0106, ptr %arena107, align 4
+  %t211_c3_1108 = load <8 x float>, ptr %fc1.t211_c3_1, align 32
+  %396 = mul nsw i64 %fc1.mb21068, 4
   %397 = add nsw i64 %396, 3
   %398 = mul nsw i64 %397, 64
   %399 = add nsw i64 5017664, %398
   %400 = add nsw i64 %399, 48
   %401 = add nsw i64 %400, 8
   %arena109 = getelementptr inbounds float, ptr %arena, i64 %401
-  store <8 x float> %t208_c3_1108, ptr %arena109, align 4
-  %mb207.next = add nsw i64 %fc1.mb20768, 1
-  %402 = icmp slt i64 %mb207.next, 32
-  br i1 %402, label %fc1.mb207, label %fc1.mb207.end
+  store <8 x float> %t211_c3_1108, ptr %arena109, align 4
+  %mb210.next = add nsw i64 %fc1.mb21068, 1
+  %402 = icmp slt i64 %mb210.next, 32
+  br i1 %402, label %fc1.mb210, label %fc1.mb210.end
 }
 
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k10.bn3(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %bn3.scale216 = alloca float, align 4
-  %bn3.var215 = alloca float, align 4
-  %bn3.squares218 = alloca float, align 4
+  %bn3.scale219 = alloca float, align 4
+  %bn3.var218 = alloca float, align 4
+  %bn3.squares221 = alloca float, align 4
+  %bn3.sum243 = alloca float, align 4
+  %bn3.sum242 = alloca float, align 4
+  %bn3.sum241 = alloca float, align 4
   %bn3.sum240 = alloca float, align 4
   %bn3.sum239 = alloca float, align 4
   %bn3.sum238 = alloca float, align 4
   %bn3.sum237 = alloca float, align 4
-  %bn3.sum236 = alloca float, align 4
-  %bn3.sum235 = alloca float, align 4
-  %bn3.sum234 = alloca float, align 4
-  %bn3.tail231 = alloca float, align 4
-  %bn3.acc230 = alloca <8 x float>, align 32
-  %bn3.mean214 = alloca float, align 4
-  %bn3.sum217 = alloca float, align 4
+  %bn3.tail234 = alloca float, align 4
+  %bn3.acc233 = alloca <8 x float>, align 32
+  %bn3.mean217 = alloca float, align 4
+  %bn3.sum220 = alloca float, align 4
+  %bn3.sum232 = alloca float, align 4
+  %bn3.sum231 = alloca float, align 4
+  %bn3.sum230 = alloca float, align 4
   %bn3.sum229 = alloca float, align 4
   %bn3.sum228 = alloca float, align 4
   %bn3.sum227 = alloca float, align 4
   %bn3.sum226 = alloca float, align 4
-  %bn3.sum225 = alloca float, align 4
-  %bn3.sum224 = alloca float, align 4
-  %bn3.sum223 = alloca float, align 4
-  %bn3.tail220 = alloca float, align 4
-  %bn3.acc219 = alloca <8 x float>, align 32
-  br label %bn3.c213
+  %bn3.tail223 = alloca float, align 4
+  %bn3.acc222 = alloca <8 x float>, align 32
+  br label %bn3.c216
 
-bn3.c213:                                         ; preds = %bn3.n241.end, %entry
-  %bn3.c2131 = phi i64 [ 0, %entry ], [ %c213.next, %bn3.n241.end ]
-  store <8 x float> zeroinitializer, ptr %bn3.acc219, align 32
-  store float 0.000000e+00, ptr %bn3.tail220, align 4
-  br label %bn3.n221
+bn3.c216:                                         ; preds = %bn3.n244.end, %entry
+  %bn3.c2161 = phi i64 [ 0, %entry ], [ %c216.next, %bn3.n244.end ]
+  store <8 x float> zeroinitializer, ptr %bn3.acc222, align 32
+  store float 0.000000e+00, ptr %bn3.tail223, align 4
+  br label %bn3.n224
 
-bn3.c213.end:                                     ; preds = %bn3.n241.end
+bn3.c216.end:                                     ; preds = %bn3.n244.end
   ret void
 
-bn3.n221:                                         ; preds = %bn3.i222.end, %bn3.c213
-  %bn3.n2212 = phi i64 [ 0, %bn3.c213 ], [ %n221.next, %bn3.i222.end ]
-  br label %bn3.i222
+bn3.n224:                                         ; preds = %bn3.i225.end, %bn3.c216
+  %bn3.n2242 = phi i64 [ 0, %bn3.c216 ], [ %n224.next, %bn3.i225.end ]
+  br label %bn3.i225
 
-bn3.n221.end:                                     ; preds = %bn3.i222.end
-  %acc219 = load <8 x float>, ptr %bn3.acc219, align 32
+bn3.n224.end:                                     ; preds = %bn3.i225.end
+  %acc222 = load <8 x float>, ptr %bn3.acc222, align 32
   %arena5 = getelementptr inbounds float, ptr %arena, i64 3027328
-  store <8 x float> %acc219, ptr %arena5, align 4
+  store <8 x float> %acc222, ptr %arena5, align 4
   %arena6 = getelementptr inbounds float, ptr %arena, i64 3027328
   %0 = load float, ptr %arena6, align 4
   %arena7 = getelementptr inbounds float, ptr %arena, i64 3027329
   %1 = load float, ptr %arena7, align 4
   %2 = fadd float %0, %1
-  store float %2, ptr %bn3.sum223, align 4
-  %sum223 = load float, ptr %bn3.sum223, align 4
+  store float %2, ptr %bn3.sum226, align 4
+  %sum226 = load float, ptr %bn3.sum226, align 4
   %arena8 = getelementptr inbounds float, ptr %arena, i64 3027330
   %3 = load float, ptr %arena8, align 4
-  %4 = fadd float %sum223, %3
-  store float %4, ptr %bn3.sum224, align 4
-  %sum224 = load float, ptr %bn3.sum224, align 4
+  %4 = fadd float %sum226, %3
+  store float %4, ptr %bn3.sum227, align 4
+  %sum227 = load float, ptr %bn3.sum227, align 4
   %arena9 = getelementptr inbounds float, ptr %arena, i64 3027331
   %5 = load float, ptr %arena9, align 4
-  %6 = fadd float %sum224, %5
-  store float %6, ptr %bn3.sum225, align 4
-  %sum225 = load float, ptr %bn3.sum225, align 4
+  %6 = fadd float %sum227, %5
+  store float %6, ptr %bn3.sum228, align 4
+  %sum228 = load float, ptr %bn3.sum228, align 4
   %arena10 = getelementptr inbounds float, ptr %arena, i64 3027332
   %7 = load float, ptr %arena10, align 4
-  %8 = fadd float %sum225, %7
-  store float %8, ptr %bn3.sum226, align 4
-  %sum226 = load float, ptr %bn3.sum226, align 4
+  %8 = fadd float %sum228, %7
+  store float %8, ptr %bn3.sum229, align 4
+  %sum229 = load float, ptr %bn3.sum229, align 4
   %arena11 = getelementptr inbounds float, ptr %arena, i64 3027333
   %9 = load float, ptr %arena11, align 4
-  %10 = fadd float %sum226, %9
-  store float %10, ptr %bn3.sum227, align 4
-  %sum227 = load float, ptr %bn3.sum227, align 4
+  %10 = fadd float %sum229, %9
+  store float %10, ptr %bn3.sum230, align 4
+  %sum230 = load float, ptr %bn3.sum230, align 4
   %arena12 = getelementptr inbounds float, ptr %arena, i64 3027334
   %11 = load float, ptr %arena12, align 4
-  %12 = fadd float %sum227, %11
-  store float %12, ptr %bn3.sum228, align 4
-  %sum228 = load float, ptr %bn3.sum228, align 4
+  %12 = fadd float %sum230, %11
+  store float %12, ptr %bn3.sum231, align 4
+  %sum231 = load float, ptr %bn3.sum231, align 4
   %arena13 = getelementptr inbounds float, ptr %arena, i64 3027335
   %13 = load float, ptr %arena13, align 4
-  %14 = fadd float %sum228, %13
-  store float %14, ptr %bn3.sum229, align 4
-  %sum229 = load float, ptr %bn3.sum229, align 4
-  %tail22014 = load float, ptr %bn3.tail220, align 4
-  %15 = fadd float %sum229, %tail22014
-  store float %15, ptr %bn3.sum217, align 4
-  %sum217 = load float, ptr %bn3.sum217, align 4
-  %16 = fdiv float %sum217, 6.400000e+01
-  store float %16, ptr %bn3.mean214, align 4
-  store <8 x float> zeroinitializer, ptr %bn3.acc230, align 32
-  store float 0.000000e+00, ptr %bn3.tail231, align 4
-  br label %bn3.n232
+  %14 = fadd float %sum231, %13
+  store float %14, ptr %bn3.sum232, align 4
+  %sum232 = load float, ptr %bn3.sum232, align 4
+  %tail22314 = load float, ptr %bn3.tail223, align 4
+  %15 = fadd float %sum232, %tail22314
+  store float %15, ptr %bn3.sum220, align 4
+  %sum220 = load float, ptr %bn3.sum220, align 4
+  %16 = fdiv float %sum220, 6.400000e+01
+  store float %16, ptr %bn3.mean217, align 4
+  store <8 x float> zeroinitializer, ptr %bn3.acc233, align 32
+  store float 0.000000e+00, ptr %bn3.tail234, align 4
+  br label %bn3.n235
 
-bn3.i222:                                         ; preds = %bn3.i222, %bn3.n221
-  %bn3.i2223 = phi i64 [ 0, %bn3.n221 ], [ %i222.next, %bn3.i222 ]
-  %tail220 = load float, ptr %bn3.tail220, align 4
-  %17 = mul nsw i64 %bn3.n2212, 128
-  %18 = add nsw i64 %17, %bn3.c2131
-  %19 = add nsw i64 %18, %bn3.i2223
+bn3.i225:                                         ; preds = %bn3.i225, %bn3.n224
+  %bn3.i2253 = phi i64 [ 0, %bn3.n224 ], [ %i225.next, %bn3.i225 ]
+  %tail223 = load float, ptr %bn3.tail223, align 4
+  %17 = mul nsw i64 %bn3.n2242, 128
+  %18 = add nsw i64 %17, %bn3.c2161
+  %19 = add nsw i64 %18, %bn3.i2253
   %20 = add nsw i64 3010688, %19
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %20
   %21 = load float, ptr %arena4, align 4
-  %22 = fadd float %tail220, %21
-  store float %22, ptr %bn3.tail220, align 4
-  %i222.next = add nsw i64 %bn3.i2223, 1
-  %23 = icmp slt i64 %i222.next, 1
-  br i1 %23, label %bn3.i222, label %bn3.i222.end
+  %22 = fadd float %tail223, %21
+  store float %22, ptr %bn3.tail223, align 4
+  %i225.next = add nsw i64 %bn3.i2253, 1
+  %23 = icmp slt i64 %i225.next, 1
+  br i1 %23, label %bn3.i225, label %bn3.i225.end
 
-bn3.i222.end:                                     ; preds = %bn3.i222
-  %n221.next = add nsw i64 %bn3.n2212, 1
-  %24 = icmp slt i64 %n221.next, 64
-  br i1 %24, label %bn3.n221, label %bn3.n221.end
+bn3.i225.end:                                     ; preds = %bn3.i225
+  %n224.next = add nsw i64 %bn3.n2242, 1
+  %24 = icmp slt i64 %n224.next, 64
+  br i1 %24, label %bn3.n224, label %bn3.n224.end
 
-bn3.n232:                                         ; preds = %bn3.i233.end, %bn3.n221.end
-  %bn3.n23215 = phi i64 [ 0, %bn3.n221.end ], [ %n232.next, %bn3.i233.end ]
-  br label %bn3.i233
+bn3.n235:                                         ; preds = %bn3.i236.end, %bn3.n224.end
+  %bn3.n23515 = phi i64 [ 0, %bn3.n224.end ], [ %n235.next, %bn3.i236.end ]
+  br label %bn3.i236
 
-bn3.n232.end:                                     ; preds = %bn3.i233.end
-  %acc230 = load <8 x float>, ptr %bn3.acc230, align 32
+bn3.n235.end:                                     ; preds = %bn3.i236.end
+  %acc233 = load <8 x float>, ptr %bn3.acc233, align 32
   %arena20 = getelementptr inbounds float, ptr %arena, i64 3027328
-  store <8 x float> %acc230, ptr %arena20, align 4
+  store <8 x float> %acc233, ptr %arena20, align 4
   %arena21 = getelementptr inbounds float, ptr %arena, i64 3027328
   %25 = load float, ptr %arena21, align 4
   %arena22 = getelementptr inbounds float, ptr %arena, i64 3027329
   %26 = load float, ptr %arena22, align 4
   %27 = fadd float %25, %26
-  store float %27, ptr %bn3.sum234, align 4
-  %sum234 = load float, ptr %bn3.sum234, align 4
+  store float %27, ptr %bn3.sum237, align 4
+  %sum237 = load float, ptr %bn3.sum237, align 4
   %arena23 = getelementptr inbounds float, ptr %arena, i64 3027330
   %28 = load float, ptr %arena23, align 4
-  %29 = fadd float %sum234, %28
-  store float %29, ptr %bn3.sum235, align 4
-  %sum235 = load float, ptr %bn3.sum235, align 4
+  %29 = fadd float %sum237, %28
+  store float %29, ptr %bn3.sum238, align 4
+  %sum238 = load float, ptr %bn3.sum238, align 4
   %arena24 = getelementptr inbounds float, ptr %arena, i64 3027331
   %30 = load float, ptr %arena24, align 4
-  %31 = fadd float %sum235, %30
-  store float %31, ptr %bn3.sum236, align 4
-  %sum236 = load float, ptr %bn3.sum236, align 4
+  %31 = fadd float %sum238, %30
+  store float %31, ptr %bn3.sum239, align 4
+  %sum239 = load float, ptr %bn3.sum239, align 4
   %arena25 = getelementptr inbounds float, ptr %arena, i64 3027332
   %32 = load float, ptr %arena25, align 4
-  %33 = fadd float %sum236, %32
-  store float %33, ptr %bn3.sum237, align 4
-  %sum237 = load float, ptr %bn3.sum237, align 4
+  %33 = fadd float %sum239, %32
+  store float %33, ptr %bn3.sum240, align 4
+  %sum240 = load float, ptr %bn3.sum240, align 4
   %arena26 = getelementptr inbounds float, ptr %arena, i64 3027333
   %34 = load float, ptr %arena26, align 4
-  %35 = fadd float %sum237, %34
-  store float %35, ptr %bn3.sum238, align 4
-  %sum238 = load float, ptr %bn3.sum238, align 4
+  %35 = fadd float %sum240, %34
+  store float %35, ptr %bn3.sum241, align 4
+  %sum241 = load float, ptr %bn3.sum241, align 4
   %arena27 = getelementptr inbounds float, ptr %arena, i64 3027334
   %36 = load float, ptr %arena27, align 4
-  %37 = fadd float %sum238, %36
-  store float %37, ptr %bn3.sum239, align 4
-  %sum239 = load float, ptr %bn3.sum239, align 4
+  %37 = fadd float %sum241, %36
+  store float %37, ptr %bn3.sum242, align 4
+  %sum242 = load float, ptr %bn3.sum242, align 4
   %arena28 = getelementptr inbounds float, ptr %arena, i64 3027335
   %38 = load float, ptr %arena28, align 4
-  %39 = fadd float %sum239, %38
-  store float %39, ptr %bn3.sum240, align 4
-  %sum240 = load float, ptr %bn3.sum240, align 4
-  %tail23129 = load float, ptr %bn3.tail231, align 4
-  %40 = fadd float %sum240, %tail23129
-  store float %40, ptr %bn3.squares218, align 4
-  %squares218 = load float, ptr %bn3.squares218, align 4
-  %41 = fdiv float %squares218, 6.400000e+01
-  store float %41, ptr %bn3.var215, align 4
-  %mean21430 = load float, ptr %bn3.mean214, align 4
-  %42 = add nsw i64 3027072, %bn3.c2131
+  %39 = fadd float %sum242, %38
+  store float %39, ptr %bn3.sum243, align 4
+  %sum243 = load float, ptr %bn3.sum243, align 4
+  %tail23429 = load float, ptr %bn3.tail234, align 4
+  %40 = fadd float %sum243, %tail23429
+  store float %40, ptr %bn3.squares221, align 4
+  %squares221 = load float, ptr %bn3.squares221, align 4
+  %41 = fdiv float %squares221, 6.400000e+01
+  store float %41, ptr %bn3.var218, align 4
+  %mean21730 = load float, ptr %bn3.mean217, align 4
+  %42 = add nsw i64 3027072, %bn3.c2161
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %42
-  store float %mean21430, ptr %arena31, align 4
-  %var215 = load float, ptr %bn3.var215, align 4
-  %43 = add nsw i64 3027200, %bn3.c2131
+  store float %mean21730, ptr %arena31, align 4
+  %var218 = load float, ptr %bn3.var218, align 4
+  %43 = add nsw i64 3027200, %bn3.c2161
   %arena32 = getelementptr inbounds float, ptr %arena, i64 %43
-  store float %var215, ptr %arena32, align 4
-  %44 = add nsw i64 420320, %bn3.c2131
+  store float %var218, ptr %arena32, align 4
+  %44 = add nsw i64 420320, %bn3.c2161
   %params33 = getelementptr inbounds float, ptr %params, i64 %44
   %45 = load float, ptr %params33, align 4
-  %var21534 = load float, ptr %bn3.var215, align 4
-  %46 = fadd float %var21534, 0x3EE4F8B580000000
+  %var21834 = load float, ptr %bn3.var218, align 4
+  %46 = fadd float %var21834, 0x3EE4F8B580000000
   %47 = call float @llvm.sqrt.f32(float %46)
   %48 = fdiv float 1.000000e+00, %47
   %49 = fmul float %45, %48
-  store float %49, ptr %bn3.scale216, align 4
-  br label %bn3.n241
+  store float %49, ptr %bn3.scale219, align 4
+  br label %bn3.n244
 
-bn3.i233:                                         ; preds = %bn3.i233, %bn3.n232
-  %bn3.i23316 = phi i64 [ 0, %bn3.n232 ], [ %i233.next, %bn3.i233 ]
-  %tail231 = load float, ptr %bn3.tail231, align 4
-  %50 = mul nsw i64 %bn3.n23215, 128
-  %51 = add nsw i64 %50, %bn3.c2131
-  %52 = add nsw i64 %51, %bn3.i23316
+bn3.i236:                                         ; preds = %bn3.i236, %bn3.n235
+  %bn3.i23616 = phi i64 [ 0, %bn3.n235 ], [ %i236.next, %bn3.i236 ]
+  %tail234 = load float, ptr %bn3.tail234, align 4
+  %50 = mul nsw i64 %bn3.n23515, 128
+  %51 = add nsw i64 %50, %bn3.c2161
+  %52 = add nsw i64 %51, %bn3.i23616
   %53 = add nsw i64 3010688, %52
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %53
   %54 = load float, ptr %arena17, align 4
-  %mean214 = load float, ptr %bn3.mean214, align 4
-  %55 = fsub float %54, %mean214
-  %56 = mul nsw i64 %bn3.n23215, 128
-  %57 = add nsw i64 %56, %bn3.c2131
-  %58 = add nsw i64 %57, %bn3.i23316
+  %mean217 = load float, ptr %bn3.mean217, align 4
+  %55 = fsub float %54, %mean217
+  %56 = mul nsw i64 %bn3.n23515, 128
+  %57 = add nsw i64 %56, %bn3.c2161
+  %58 = add nsw i64 %57, %bn3.i23616
   %59 = add nsw i64 3010688, %58
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %59
   %60 = load float, ptr %arena18, align 4
-  %mean21419 = load float, ptr %bn3.mean214, align 4
-  %61 = fsub float %60, %mean21419
+  %mean21719 = load float, ptr %bn3.mean217, align 4
+  %61 = fsub float %60, %mean21719
   %62 = fmul float %55, %61
-  %63 = fadd float %tail231, %62
-  store float %63, ptr %bn3.tail231, align 4
-  %i233.next = add nsw i64 %bn3.i23316, 1
-  %64 = icmp slt i64 %i233.next, 1
-  br i1 %64, label %bn3.i233, label %bn3.i233.end
+  %63 = fadd float %tail234, %62
+  store float %63, ptr %bn3.tail234, align 4
+  %i236.next = add nsw i64 %bn3.i23616, 1
+  %64 = icmp slt i64 %i236.next, 1
+  br i1 %64, label %bn3.i236, label %bn3.i236.end
 
-bn3.i233.end:                                     ; preds = %bn3.i233
-  %n232.next = add nsw i64 %bn3.n23215, 1
-  %65 = icmp slt i64 %n232.next, 64
-  br i1 %65, label %bn3.n232, label %bn3.n232.end
+bn3.i236.end:                                     ; preds = %bn3.i236
+  %n235.next = add nsw i64 %bn3.n23515, 1
+  %65 = icmp slt i64 %n235.next, 64
+  br i1 %65, label %bn3.n235, label %bn3.n235.end
 
-bn3.n241:                                         ; preds = %bn3.n241, %bn3.n232.end
-  %bn3.n24135 = phi i64 [ 0, %bn3.n232.end ], [ %n241.next, %bn3.n241 ]
-  %66 = mul nsw i64 %bn3.n24135, 128
-  %67 = add nsw i64 %66, %bn3.c2131
+bn3.n244:                                         ; preds = %bn3.n244, %bn3.n235.end
+  %bn3.n24435 = phi i64 [ 0, %bn3.n235.end ], [ %n244.next, %bn3.n244 ]
+  %66 = mul nsw i64 %bn3.n24435, 128
+  %67 = add nsw i64 %66, %bn3.c2161
   %68 = add nsw i64 3010688, %67
   %arena36 = getelementptr inbounds float, ptr %arena, i64 %68
   %69 = load float, ptr %arena36, align 4
-  %mean21437 = load float, ptr %bn3.mean214, align 4
-  %70 = fsub float %69, %mean21437
-  %scale216 = load float, ptr %bn3.scale216, align 4
-  %71 = fmul float %70, %scale216
-  %72 = add nsw i64 420448, %bn3.c2131
+  %mean21737 = load float, ptr %bn3.mean217, align 4
+  %70 = fsub float %69, %mean21737
+  %scale219 = load float, ptr %bn3.scale219, align 4
+  %71 = fmul float %70, %scale219
+  %72 = add nsw i64 420448, %bn3.c2161
   %params38 = getelementptr inbounds float, ptr %params, i64 %72
   %73 = load float, ptr %params38, align 4
   %74 = fadd float %71, %73
-  %75 = mul nsw i64 %bn3.n24135, 128
-  %76 = add nsw i64 %75, %bn3.c2131
+  %75 = mul nsw i64 %bn3.n24435, 128
+  %76 = add nsw i64 %75, %bn3.c2161
   %77 = add nsw i64 3018880, %76
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %77
   store float %74, ptr %arena39, align 4
-  %n241.next = add nsw i64 %bn3.n24135, 1
-  %78 = icmp slt i64 %n241.next, 64
-  br i1 %78, label %bn3.n241, label %bn3.n241.end
+  %n244.next = add nsw i64 %bn3.n24435, 1
+  %78 = icmp slt i64 %n244.next, 64
+  br i1 %78, label %bn3.n244, label %bn3.n244.end
 
-bn3.n241.end:                                     ; preds = %bn3.n241
-  %c213.next = add nsw i64 %bn3.c2131, 1
-  %79 = icmp slt i64 %c213.next, 128
-  br i1 %79, label %bn3.c213, label %bn3.c213.end
+bn3.n244.end:                                     ; preds = %bn3.n244
+  %c216.next = add nsw i64 %bn3.c2161, 1
+  %79 = icmp slt i64 %c216.next, 128
+  br i1 %79, label %bn3.c216, label %bn3.c216.end
 }
 
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k11.relu3(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %relu3.i242
+  br label %relu3.i245
 
-relu3.i242:                                       ; preds = %relu3.i242, %entry
-  %relu3.i2421 = phi i64 [ 0, %entry ], [ %i242.next, %relu3.i242 ]
-  %0 = add nsw i64 3018880, %relu3.i2421
+relu3.i245:                                       ; preds = %relu3.i245, %entry
+  %relu3.i2451 = phi i64 [ 0, %entry ], [ %i245.next, %relu3.i245 ]
+  %0 = add nsw i64 3018880, %relu3.i2451
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   %1 = load float, ptr %arena2, align 4
   %2 = fcmp ogt float %1, 0.000000e+00
-  %3 = add nsw i64 3018880, %relu3.i2421
+  %3 = add nsw i64 3018880, %relu3.i2451
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %3
   %4 = load float, ptr %arena3, align 4
   %5 = select i1 %2, float %4, float 0.000000e+00
-  %6 = add nsw i64 3027328, %relu3.i2421
+  %6 = add nsw i64 3027328, %relu3.i2451
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   store float %5, ptr %arena4, align 4
-  %i242.next = add nsw i64 %relu3.i2421, 1
-  %7 = icmp slt i64 %i242.next, 8192
-  br i1 %7, label %relu3.i242, label %relu3.i242.end
+  %i245.next = add nsw i64 %relu3.i2451, 1
+  %7 = icmp slt i64 %i245.next, 8192
+  br i1 %7, label %relu3.i245, label %relu3.i245.end
 
-relu3.i242.end:                                   ; preds = %relu3.i242
+relu3.i245.end:                                   ; preds = %relu3.i245
   ret void
 }
 
@@ -5132,39 +5180,39 @@ entry:
   %params2 = getelementptr inbounds float, ptr %params, i64 420576
   %arena3 = getelementptr inbounds float, ptr %arena, i64 3018880
   call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena1, i32 128, ptr %params2, i32 128, float 0.000000e+00, ptr %arena3, i32 10)
-  br label %fc2.n243
+  br label %fc2.n246
 
-fc2.n243:                                         ; preds = %fc2.u244.end, %entry
-  %fc2.n2434 = phi i64 [ 0, %entry ], [ %n243.next, %fc2.u244.end ]
-  br label %fc2.u244
+fc2.n246:                                         ; preds = %fc2.u247.end, %entry
+  %fc2.n2464 = phi i64 [ 0, %entry ], [ %n246.next, %fc2.u247.end ]
+  br label %fc2.u247
 
-fc2.n243.end:                                     ; preds = %fc2.u244.end
+fc2.n246.end:                                     ; preds = %fc2.u247.end
   ret void
 
-fc2.u244:                                         ; preds = %fc2.u244, %fc2.n243
-  %fc2.u2445 = phi i64 [ 0, %fc2.n243 ], [ %u244.next, %fc2.u244 ]
-  %0 = mul nsw i64 %fc2.n2434, 10
+fc2.u247:                                         ; preds = %fc2.u247, %fc2.n246
+  %fc2.u2475 = phi i64 [ 0, %fc2.n246 ], [ %u247.next, %fc2.u247 ]
+  %0 = mul nsw i64 %fc2.n2464, 10
   %1 = add nsw i64 3018880, %0
-  %2 = add nsw i64 %1, %fc2.u2445
+  %2 = add nsw i64 %1, %fc2.u2475
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena6, align 4
-  %4 = add nsw i64 421856, %fc2.u2445
+  %4 = add nsw i64 421856, %fc2.u2475
   %params7 = getelementptr inbounds float, ptr %params, i64 %4
   %5 = load float, ptr %params7, align 4
   %6 = fadd float %3, %5
-  %7 = mul nsw i64 %fc2.n2434, 10
+  %7 = mul nsw i64 %fc2.n2464, 10
   %8 = add nsw i64 3018880, %7
-  %9 = add nsw i64 %8, %fc2.u2445
+  %9 = add nsw i64 %8, %fc2.u2475
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %9
   store float %6, ptr %arena8, align 4
-  %u244.next = add nsw i64 %fc2.u2445, 1
-  %10 = icmp slt i64 %u244.next, 10
-  br i1 %10, label %fc2.u244, label %fc2.u244.end
+  %u247.next = add nsw i64 %fc2.u2475, 1
+  %10 = icmp slt i64 %u247.next, 10
+  br i1 %10, label %fc2.u247, label %fc2.u247.end
 
-fc2.u244.end:                                     ; preds = %fc2.u244
-  %n243.next = add nsw i64 %fc2.n2434, 1
-  %11 = icmp slt i64 %n243.next, 64
-  br i1 %11, label %fc2.n243, label %fc2.n243.end
+fc2.u247.end:                                     ; preds = %fc2.u247
+  %n246.next = add nsw i64 %fc2.n2464, 1
+  %11 = icmp slt i64 %n246.next, 64
+  br i1 %11, label %fc2.n246, label %fc2.n246.end
 }
 
 declare void @cblas_sgemm(i32, i32, i32, i32, i32, i32, float, ptr, i32, ptr, i32, float, ptr, i32)
@@ -5172,57 +5220,57 @@ declare void @cblas_sgemm(i32, i32, i32, i32, i32, i32, float, ptr, i32, ptr, i3
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k13.loss(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %loss.s248 = alloca float, align 4
-  %loss.m247 = alloca float, align 4
-  %loss.total245 = alloca float, align 4
-  store float 0.000000e+00, ptr %loss.total245, align 4
-  br label %loss.n246
+  %loss.s251 = alloca float, align 4
+  %loss.m250 = alloca float, align 4
+  %loss.total248 = alloca float, align 4
+  store float 0.000000e+00, ptr %loss.total248, align 4
+  br label %loss.n249
 
-loss.n246:                                        ; preds = %loss.k250.end, %entry
-  %loss.n2461 = phi i64 [ 0, %entry ], [ %n246.next, %loss.k250.end ]
-  %0 = mul nsw i64 %loss.n2461, 10
+loss.n249:                                        ; preds = %loss.k253.end, %entry
+  %loss.n2491 = phi i64 [ 0, %entry ], [ %n249.next, %loss.k253.end ]
+  %0 = mul nsw i64 %loss.n2491, 10
   %1 = add nsw i64 3018880, %0
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %1
   %2 = load float, ptr %arena2, align 4
-  store float %2, ptr %loss.m247, align 4
-  br label %loss.k249
+  store float %2, ptr %loss.m250, align 4
+  br label %loss.k252
 
-loss.n246.end:                                    ; preds = %loss.k250.end
-  %total24512 = load float, ptr %loss.total245, align 4
-  %3 = fdiv float %total24512, 6.400000e+01
+loss.n249.end:                                    ; preds = %loss.k253.end
+  %total24812 = load float, ptr %loss.total248, align 4
+  %3 = fdiv float %total24812, 6.400000e+01
   %arena13 = getelementptr inbounds float, ptr %arena, i64 3019520
   store float %3, ptr %arena13, align 4
   ret void
 
-loss.k249:                                        ; preds = %loss.k249, %loss.n246
-  %loss.k2493 = phi i64 [ 0, %loss.n246 ], [ %k249.next, %loss.k249 ]
-  %m247 = load float, ptr %loss.m247, align 4
-  %4 = mul nsw i64 %loss.n2461, 10
+loss.k252:                                        ; preds = %loss.k252, %loss.n249
+  %loss.k2523 = phi i64 [ 0, %loss.n249 ], [ %k252.next, %loss.k252 ]
+  %m250 = load float, ptr %loss.m250, align 4
+  %4 = mul nsw i64 %loss.n2491, 10
   %5 = add nsw i64 3018880, %4
-  %6 = add nsw i64 %5, %loss.k2493
+  %6 = add nsw i64 %5, %loss.k2523
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   %7 = load float, ptr %arena4, align 4
-  %8 = fcmp ogt float %7, %m247
-  %9 = select i1 %8, float %7, float %m247
-  store float %9, ptr %loss.m247, align 4
-  %k249.next = add nsw i64 %loss.k2493, 1
-  %10 = icmp slt i64 %k249.next, 10
-  br i1 %10, label %loss.k249, label %loss.k249.end
+  %8 = fcmp ogt float %7, %m250
+  %9 = select i1 %8, float %7, float %m250
+  store float %9, ptr %loss.m250, align 4
+  %k252.next = add nsw i64 %loss.k2523, 1
+  %10 = icmp slt i64 %k252.next, 10
+  br i1 %10, label %loss.k252, label %loss.k252.end
 
-loss.k249.end:                                    ; preds = %loss.k249
-  store float 0.000000e+00, ptr %loss.s248, align 4
-  br label %loss.k250
+loss.k252.end:                                    ; preds = %loss.k252
+  store float 0.000000e+00, ptr %loss.s251, align 4
+  br label %loss.k253
 
-loss.k250:                                        ; preds = %loss.k250, %loss.k249.end
-  %loss.k2505 = phi i64 [ 0, %loss.k249.end ], [ %k250.next, %loss.k250 ]
-  %s248 = load float, ptr %loss.s248, align 4
-  %11 = mul nsw i64 %loss.n2461, 10
+loss.k253:                                        ; preds = %loss.k253, %loss.k252.end
+  %loss.k2535 = phi i64 [ 0, %loss.k252.end ], [ %k253.next, %loss.k253 ]
+  %s251 = load float, ptr %loss.s251, align 4
+  %11 = mul nsw i64 %loss.n2491, 10
   %12 = add nsw i64 3018880, %11
-  %13 = add nsw i64 %12, %loss.k2505
+  %13 = add nsw i64 %12, %loss.k2535
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %13
   %14 = load float, ptr %arena6, align 4
-  %m2477 = load float, ptr %loss.m247, align 4
-  %15 = fsub float %14, %m2477
+  %m2507 = load float, ptr %loss.m250, align 4
+  %15 = fsub float %14, %m2507
   %16 = fcmp ogt float 0xC055A926E0000000, %15
   %17 = select i1 %16, float 0xC055A926E0000000, float %15
   %18 = fcmp ogt float %17, 0x40562E4300000000
@@ -5260,32 +5308,32 @@ loss.k250:                                        ; preds = %loss.k250, %loss.k2
   %50 = select i1 %49, float 0x7FF0000000000000, float %48
   %51 = fcmp uno float %15, %15
   %52 = select i1 %51, float %15, float %50
-  %53 = fadd float %s248, %52
-  store float %53, ptr %loss.s248, align 4
-  %k250.next = add nsw i64 %loss.k2505, 1
-  %54 = icmp slt i64 %k250.next, 10
-  br i1 %54, label %loss.k250, label %loss.k250.end
+  %53 = fadd float %s251, %52
+  store float %53, ptr %loss.s251, align 4
+  %k253.next = add nsw i64 %loss.k2535, 1
+  %54 = icmp slt i64 %k253.next, 10
+  br i1 %54, label %loss.k253, label %loss.k253.end
 
-loss.k250.end:                                    ; preds = %loss.k250
-  %total245 = load float, ptr %loss.total245, align 4
-  %m2478 = load float, ptr %loss.m247, align 4
-  %s2489 = load float, ptr %loss.s248, align 4
-  %55 = call float @llvm.log.f32(float %s2489)
-  %56 = fadd float %m2478, %55
-  %57 = mul nsw i64 %loss.n2461, 10
+loss.k253.end:                                    ; preds = %loss.k253
+  %total248 = load float, ptr %loss.total248, align 4
+  %m2508 = load float, ptr %loss.m250, align 4
+  %s2519 = load float, ptr %loss.s251, align 4
+  %55 = call float @llvm.log.f32(float %s2519)
+  %56 = fadd float %m2508, %55
+  %57 = mul nsw i64 %loss.n2491, 10
   %58 = add nsw i64 3018880, %57
-  %labels10 = getelementptr inbounds i32, ptr %labels, i64 %loss.n2461
+  %labels10 = getelementptr inbounds i32, ptr %labels, i64 %loss.n2491
   %label = load i32, ptr %labels10, align 4
   %59 = sext i32 %label to i64
   %60 = add nsw i64 %58, %59
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %60
   %61 = load float, ptr %arena11, align 4
   %62 = fsub float %56, %61
-  %63 = fadd float %total245, %62
-  store float %63, ptr %loss.total245, align 4
-  %n246.next = add nsw i64 %loss.n2461, 1
-  %64 = icmp slt i64 %n246.next, 64
-  br i1 %64, label %loss.n246, label %loss.n246.end
+  %63 = fadd float %total248, %62
+  store float %63, ptr %loss.total248, align 4
+  %n249.next = add nsw i64 %loss.n2491, 1
+  %64 = icmp slt i64 %n249.next, 64
+  br i1 %64, label %loss.n249, label %loss.n249.end
 }
 
 ; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
@@ -5297,51 +5345,51 @@ declare float @llvm.log.f32(float) #2
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k14.fc2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %fc2_grad.s253 = alloca float, align 4
-  %fc2_grad.m252 = alloca float, align 4
-  br label %fc2_grad.n251
+  %fc2_grad.s256 = alloca float, align 4
+  %fc2_grad.m255 = alloca float, align 4
+  br label %fc2_grad.n254
 
-fc2_grad.n251:                                    ; preds = %fc2_grad.k256.end, %entry
-  %fc2_grad.n2511 = phi i64 [ 0, %entry ], [ %n251.next, %fc2_grad.k256.end ]
-  %0 = mul nsw i64 %fc2_grad.n2511, 10
+fc2_grad.n254:                                    ; preds = %fc2_grad.k259.end, %entry
+  %fc2_grad.n2541 = phi i64 [ 0, %entry ], [ %n254.next, %fc2_grad.k259.end ]
+  %0 = mul nsw i64 %fc2_grad.n2541, 10
   %1 = add nsw i64 3018880, %0
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %1
   %2 = load float, ptr %arena2, align 4
-  store float %2, ptr %fc2_grad.m252, align 4
-  br label %fc2_grad.k254
+  store float %2, ptr %fc2_grad.m255, align 4
+  br label %fc2_grad.k257
 
-fc2_grad.n251.end:                                ; preds = %fc2_grad.k256.end
+fc2_grad.n254.end:                                ; preds = %fc2_grad.k259.end
   ret void
 
-fc2_grad.k254:                                    ; preds = %fc2_grad.k254, %fc2_grad.n251
-  %fc2_grad.k2543 = phi i64 [ 0, %fc2_grad.n251 ], [ %k254.next, %fc2_grad.k254 ]
-  %m252 = load float, ptr %fc2_grad.m252, align 4
-  %3 = mul nsw i64 %fc2_grad.n2511, 10
+fc2_grad.k257:                                    ; preds = %fc2_grad.k257, %fc2_grad.n254
+  %fc2_grad.k2573 = phi i64 [ 0, %fc2_grad.n254 ], [ %k257.next, %fc2_grad.k257 ]
+  %m255 = load float, ptr %fc2_grad.m255, align 4
+  %3 = mul nsw i64 %fc2_grad.n2541, 10
   %4 = add nsw i64 3018880, %3
-  %5 = add nsw i64 %4, %fc2_grad.k2543
+  %5 = add nsw i64 %4, %fc2_grad.k2573
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
   %6 = load float, ptr %arena4, align 4
-  %7 = fcmp ogt float %6, %m252
-  %8 = select i1 %7, float %6, float %m252
-  store float %8, ptr %fc2_grad.m252, align 4
-  %k254.next = add nsw i64 %fc2_grad.k2543, 1
-  %9 = icmp slt i64 %k254.next, 10
-  br i1 %9, label %fc2_grad.k254, label %fc2_grad.k254.end
+  %7 = fcmp ogt float %6, %m255
+  %8 = select i1 %7, float %6, float %m255
+  store float %8, ptr %fc2_grad.m255, align 4
+  %k257.next = add nsw i64 %fc2_grad.k2573, 1
+  %9 = icmp slt i64 %k257.next, 10
+  br i1 %9, label %fc2_grad.k257, label %fc2_grad.k257.end
 
-fc2_grad.k254.end:                                ; preds = %fc2_grad.k254
-  store float 0.000000e+00, ptr %fc2_grad.s253, align 4
-  br label %fc2_grad.k255
+fc2_grad.k257.end:                                ; preds = %fc2_grad.k257
+  store float 0.000000e+00, ptr %fc2_grad.s256, align 4
+  br label %fc2_grad.k258
 
-fc2_grad.k255:                                    ; preds = %fc2_grad.k255, %fc2_grad.k254.end
-  %fc2_grad.k2555 = phi i64 [ 0, %fc2_grad.k254.end ], [ %k255.next, %fc2_grad.k255 ]
-  %s253 = load float, ptr %fc2_grad.s253, align 4
-  %10 = mul nsw i64 %fc2_grad.n2511, 10
+fc2_grad.k258:                                    ; preds = %fc2_grad.k258, %fc2_grad.k257.end
+  %fc2_grad.k2585 = phi i64 [ 0, %fc2_grad.k257.end ], [ %k258.next, %fc2_grad.k258 ]
+  %s256 = load float, ptr %fc2_grad.s256, align 4
+  %10 = mul nsw i64 %fc2_grad.n2541, 10
   %11 = add nsw i64 3018880, %10
-  %12 = add nsw i64 %11, %fc2_grad.k2555
+  %12 = add nsw i64 %11, %fc2_grad.k2585
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %12
   %13 = load float, ptr %arena6, align 4
-  %m2527 = load float, ptr %fc2_grad.m252, align 4
-  %14 = fsub float %13, %m2527
+  %m2557 = load float, ptr %fc2_grad.m255, align 4
+  %14 = fsub float %13, %m2557
   %15 = fcmp ogt float 0xC055A926E0000000, %14
   %16 = select i1 %15, float 0xC055A926E0000000, float %14
   %17 = fcmp ogt float %16, 0x40562E4300000000
@@ -5379,28 +5427,28 @@ fc2_grad.k255:                                    ; preds = %fc2_grad.k255, %fc2
   %49 = select i1 %48, float 0x7FF0000000000000, float %47
   %50 = fcmp uno float %14, %14
   %51 = select i1 %50, float %14, float %49
-  %52 = fadd float %s253, %51
-  store float %52, ptr %fc2_grad.s253, align 4
-  %k255.next = add nsw i64 %fc2_grad.k2555, 1
-  %53 = icmp slt i64 %k255.next, 10
-  br i1 %53, label %fc2_grad.k255, label %fc2_grad.k255.end
+  %52 = fadd float %s256, %51
+  store float %52, ptr %fc2_grad.s256, align 4
+  %k258.next = add nsw i64 %fc2_grad.k2585, 1
+  %53 = icmp slt i64 %k258.next, 10
+  br i1 %53, label %fc2_grad.k258, label %fc2_grad.k258.end
 
-fc2_grad.k255.end:                                ; preds = %fc2_grad.k255
-  br label %fc2_grad.k256
+fc2_grad.k258.end:                                ; preds = %fc2_grad.k258
+  br label %fc2_grad.k259
 
-fc2_grad.k256:                                    ; preds = %fc2_grad.k256, %fc2_grad.k255.end
-  %fc2_grad.k2568 = phi i64 [ 0, %fc2_grad.k255.end ], [ %k256.next, %fc2_grad.k256 ]
-  %labels9 = getelementptr inbounds i32, ptr %labels, i64 %fc2_grad.n2511
+fc2_grad.k259:                                    ; preds = %fc2_grad.k259, %fc2_grad.k258.end
+  %fc2_grad.k2598 = phi i64 [ 0, %fc2_grad.k258.end ], [ %k259.next, %fc2_grad.k259 ]
+  %labels9 = getelementptr inbounds i32, ptr %labels, i64 %fc2_grad.n2541
   %label = load i32, ptr %labels9, align 4
   %54 = sext i32 %label to i64
-  %55 = icmp eq i64 %fc2_grad.k2568, %54
-  %56 = mul nsw i64 %fc2_grad.n2511, 10
+  %55 = icmp eq i64 %fc2_grad.k2598, %54
+  %56 = mul nsw i64 %fc2_grad.n2541, 10
   %57 = add nsw i64 3018880, %56
-  %58 = add nsw i64 %57, %fc2_grad.k2568
+  %58 = add nsw i64 %57, %fc2_grad.k2598
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %58
   %59 = load float, ptr %arena10, align 4
-  %m25211 = load float, ptr %fc2_grad.m252, align 4
-  %60 = fsub float %59, %m25211
+  %m25511 = load float, ptr %fc2_grad.m255, align 4
+  %60 = fsub float %59, %m25511
   %61 = fcmp ogt float 0xC055A926E0000000, %60
   %62 = select i1 %61, float 0xC055A926E0000000, float %60
   %63 = fcmp ogt float %62, 0x40562E4300000000
@@ -5438,16 +5486,16 @@ fc2_grad.k256:                                    ; preds = %fc2_grad.k256, %fc2
   %95 = select i1 %94, float 0x7FF0000000000000, float %93
   %96 = fcmp uno float %60, %60
   %97 = select i1 %96, float %60, float %95
-  %s25312 = load float, ptr %fc2_grad.s253, align 4
-  %98 = fdiv float %97, %s25312
+  %s25612 = load float, ptr %fc2_grad.s256, align 4
+  %98 = fdiv float %97, %s25612
   %99 = fsub float %98, 1.000000e+00
-  %100 = mul nsw i64 %fc2_grad.n2511, 10
+  %100 = mul nsw i64 %fc2_grad.n2541, 10
   %101 = add nsw i64 3018880, %100
-  %102 = add nsw i64 %101, %fc2_grad.k2568
+  %102 = add nsw i64 %101, %fc2_grad.k2598
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %102
   %103 = load float, ptr %arena13, align 4
-  %m25214 = load float, ptr %fc2_grad.m252, align 4
-  %104 = fsub float %103, %m25214
+  %m25514 = load float, ptr %fc2_grad.m255, align 4
+  %104 = fsub float %103, %m25514
   %105 = fcmp ogt float 0xC055A926E0000000, %104
   %106 = select i1 %105, float 0xC055A926E0000000, float %104
   %107 = fcmp ogt float %106, 0x40562E4300000000
@@ -5485,23 +5533,23 @@ fc2_grad.k256:                                    ; preds = %fc2_grad.k256, %fc2
   %139 = select i1 %138, float 0x7FF0000000000000, float %137
   %140 = fcmp uno float %104, %104
   %141 = select i1 %140, float %104, float %139
-  %s25315 = load float, ptr %fc2_grad.s253, align 4
-  %142 = fdiv float %141, %s25315
+  %s25615 = load float, ptr %fc2_grad.s256, align 4
+  %142 = fdiv float %141, %s25615
   %143 = select i1 %55, float %99, float %142
   %144 = fdiv float %143, 6.400000e+01
-  %145 = mul nsw i64 %fc2_grad.n2511, 10
+  %145 = mul nsw i64 %fc2_grad.n2541, 10
   %146 = add nsw i64 3019536, %145
-  %147 = add nsw i64 %146, %fc2_grad.k2568
+  %147 = add nsw i64 %146, %fc2_grad.k2598
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %147
   store float %144, ptr %arena16, align 4
-  %k256.next = add nsw i64 %fc2_grad.k2568, 1
-  %148 = icmp slt i64 %k256.next, 10
-  br i1 %148, label %fc2_grad.k256, label %fc2_grad.k256.end
+  %k259.next = add nsw i64 %fc2_grad.k2598, 1
+  %148 = icmp slt i64 %k259.next, 10
+  br i1 %148, label %fc2_grad.k259, label %fc2_grad.k259.end
 
-fc2_grad.k256.end:                                ; preds = %fc2_grad.k256
-  %n251.next = add nsw i64 %fc2_grad.n2511, 1
-  %149 = icmp slt i64 %n251.next, 64
-  br i1 %149, label %fc2_grad.n251, label %fc2_grad.n251.end
+fc2_grad.k259.end:                                ; preds = %fc2_grad.k259
+  %n254.next = add nsw i64 %fc2_grad.n2541, 1
+  %149 = icmp slt i64 %n254.next, 64
+  br i1 %149, label %fc2_grad.n254, label %fc2_grad.n254.end
 }
 
 ; Function Attrs: noinline
@@ -5517,39 +5565,39 @@ entry:
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k16.fc2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %fc2_bias_grad.acc258 = alloca float, align 4
-  br label %fc2_bias_grad.u257
+  %fc2_bias_grad.acc261 = alloca float, align 4
+  br label %fc2_bias_grad.u260
 
-fc2_bias_grad.u257:                               ; preds = %fc2_bias_grad.n259.end, %entry
-  %fc2_bias_grad.u2571 = phi i64 [ 0, %entry ], [ %u257.next, %fc2_bias_grad.n259.end ]
-  store float 0.000000e+00, ptr %fc2_bias_grad.acc258, align 4
-  br label %fc2_bias_grad.n259
+fc2_bias_grad.u260:                               ; preds = %fc2_bias_grad.n262.end, %entry
+  %fc2_bias_grad.u2601 = phi i64 [ 0, %entry ], [ %u260.next, %fc2_bias_grad.n262.end ]
+  store float 0.000000e+00, ptr %fc2_bias_grad.acc261, align 4
+  br label %fc2_bias_grad.n262
 
-fc2_bias_grad.u257.end:                           ; preds = %fc2_bias_grad.n259.end
+fc2_bias_grad.u260.end:                           ; preds = %fc2_bias_grad.n262.end
   ret void
 
-fc2_bias_grad.n259:                               ; preds = %fc2_bias_grad.n259, %fc2_bias_grad.u257
-  %fc2_bias_grad.n2592 = phi i64 [ 0, %fc2_bias_grad.u257 ], [ %n259.next, %fc2_bias_grad.n259 ]
-  %acc258 = load float, ptr %fc2_bias_grad.acc258, align 4
-  %0 = mul nsw i64 %fc2_bias_grad.n2592, 10
+fc2_bias_grad.n262:                               ; preds = %fc2_bias_grad.n262, %fc2_bias_grad.u260
+  %fc2_bias_grad.n2622 = phi i64 [ 0, %fc2_bias_grad.u260 ], [ %n262.next, %fc2_bias_grad.n262 ]
+  %acc261 = load float, ptr %fc2_bias_grad.acc261, align 4
+  %0 = mul nsw i64 %fc2_bias_grad.n2622, 10
   %1 = add nsw i64 3019536, %0
-  %2 = add nsw i64 %1, %fc2_bias_grad.u2571
+  %2 = add nsw i64 %1, %fc2_bias_grad.u2601
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena3, align 4
-  %4 = fadd float %acc258, %3
-  store float %4, ptr %fc2_bias_grad.acc258, align 4
-  %n259.next = add nsw i64 %fc2_bias_grad.n2592, 1
-  %5 = icmp slt i64 %n259.next, 64
-  br i1 %5, label %fc2_bias_grad.n259, label %fc2_bias_grad.n259.end
+  %4 = fadd float %acc261, %3
+  store float %4, ptr %fc2_bias_grad.acc261, align 4
+  %n262.next = add nsw i64 %fc2_bias_grad.n2622, 1
+  %5 = icmp slt i64 %n262.next, 64
+  br i1 %5, label %fc2_bias_grad.n262, label %fc2_bias_grad.n262.end
 
-fc2_bias_grad.n259.end:                           ; preds = %fc2_bias_grad.n259
-  %acc2584 = load float, ptr %fc2_bias_grad.acc258, align 4
-  %6 = add nsw i64 421856, %fc2_bias_grad.u2571
+fc2_bias_grad.n262.end:                           ; preds = %fc2_bias_grad.n262
+  %acc2614 = load float, ptr %fc2_bias_grad.acc261, align 4
+  %6 = add nsw i64 421856, %fc2_bias_grad.u2601
   %grads5 = getelementptr inbounds float, ptr %grads, i64 %6
-  store float %acc2584, ptr %grads5, align 4
-  %u257.next = add nsw i64 %fc2_bias_grad.u2571, 1
-  %7 = icmp slt i64 %u257.next, 10
-  br i1 %7, label %fc2_bias_grad.u257, label %fc2_bias_grad.u257.end
+  store float %acc2614, ptr %grads5, align 4
+  %u260.next = add nsw i64 %fc2_bias_grad.u2601, 1
+  %7 = icmp slt i64 %u260.next, 10
+  br i1 %7, label %fc2_bias_grad.u260, label %fc2_bias_grad.u260.end
 }
 
 ; Function Attrs: noinline
@@ -5565,1346 +5613,1346 @@ entry:
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k18.bn3_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %bn3_grad.i260
+  br label %bn3_grad.i263
 
-bn3_grad.i260:                                    ; preds = %bn3_grad.i260, %entry
-  %bn3_grad.i2601 = phi i64 [ 0, %entry ], [ %i260.next, %bn3_grad.i260 ]
-  %0 = add nsw i64 3027328, %bn3_grad.i2601
+bn3_grad.i263:                                    ; preds = %bn3_grad.i263, %entry
+  %bn3_grad.i2631 = phi i64 [ 0, %entry ], [ %i263.next, %bn3_grad.i263 ]
+  %0 = add nsw i64 3027328, %bn3_grad.i2631
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   %1 = load float, ptr %arena2, align 4
   %2 = fcmp ogt float %1, 0.000000e+00
-  %3 = add nsw i64 3035520, %bn3_grad.i2601
+  %3 = add nsw i64 3035520, %bn3_grad.i2631
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %3
   %4 = load float, ptr %arena3, align 4
   %5 = select i1 %2, float %4, float 0.000000e+00
-  %6 = add nsw i64 3043712, %bn3_grad.i2601
+  %6 = add nsw i64 3043712, %bn3_grad.i2631
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   store float %5, ptr %arena4, align 4
-  %i260.next = add nsw i64 %bn3_grad.i2601, 1
-  %7 = icmp slt i64 %i260.next, 8192
-  br i1 %7, label %bn3_grad.i260, label %bn3_grad.i260.end
+  %i263.next = add nsw i64 %bn3_grad.i2631, 1
+  %7 = icmp slt i64 %i263.next, 8192
+  br i1 %7, label %bn3_grad.i263, label %bn3_grad.i263.end
 
-bn3_grad.i260.end:                                ; preds = %bn3_grad.i260
+bn3_grad.i263.end:                                ; preds = %bn3_grad.i263
   ret void
 }
 
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k19.bn3_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %bn3_weight_grad.sum_x262 = alloca float, align 4
+  %bn3_weight_grad.sum_x265 = alloca float, align 4
+  %bn3_weight_grad.sum278 = alloca float, align 4
+  %bn3_weight_grad.sum277 = alloca float, align 4
+  %bn3_weight_grad.sum276 = alloca float, align 4
   %bn3_weight_grad.sum275 = alloca float, align 4
   %bn3_weight_grad.sum274 = alloca float, align 4
   %bn3_weight_grad.sum273 = alloca float, align 4
   %bn3_weight_grad.sum272 = alloca float, align 4
-  %bn3_weight_grad.sum271 = alloca float, align 4
-  %bn3_weight_grad.sum270 = alloca float, align 4
-  %bn3_weight_grad.sum269 = alloca float, align 4
-  %bn3_weight_grad.tail266 = alloca float, align 4
-  %bn3_weight_grad.acc265 = alloca <8 x float>, align 32
-  %bn3_weight_grad.mean264 = alloca float, align 4
-  %bn3_weight_grad.invstd263 = alloca float, align 4
-  br label %bn3_weight_grad.c261
+  %bn3_weight_grad.tail269 = alloca float, align 4
+  %bn3_weight_grad.acc268 = alloca <8 x float>, align 32
+  %bn3_weight_grad.mean267 = alloca float, align 4
+  %bn3_weight_grad.invstd266 = alloca float, align 4
+  br label %bn3_weight_grad.c264
 
-bn3_weight_grad.c261:                             ; preds = %bn3_weight_grad.n267.end, %entry
-  %bn3_weight_grad.c2611 = phi i64 [ 0, %entry ], [ %c261.next, %bn3_weight_grad.n267.end ]
-  %0 = add nsw i64 3027200, %bn3_weight_grad.c2611
+bn3_weight_grad.c264:                             ; preds = %bn3_weight_grad.n270.end, %entry
+  %bn3_weight_grad.c2641 = phi i64 [ 0, %entry ], [ %c264.next, %bn3_weight_grad.n270.end ]
+  %0 = add nsw i64 3027200, %bn3_weight_grad.c2641
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   %1 = load float, ptr %arena2, align 4
   %2 = fadd float %1, 0x3EE4F8B580000000
   %3 = call float @llvm.sqrt.f32(float %2)
   %4 = fdiv float 1.000000e+00, %3
-  store float %4, ptr %bn3_weight_grad.invstd263, align 4
-  %5 = add nsw i64 3027072, %bn3_weight_grad.c2611
+  store float %4, ptr %bn3_weight_grad.invstd266, align 4
+  %5 = add nsw i64 3027072, %bn3_weight_grad.c2641
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %5
   %6 = load float, ptr %arena3, align 4
-  store float %6, ptr %bn3_weight_grad.mean264, align 4
-  store <8 x float> zeroinitializer, ptr %bn3_weight_grad.acc265, align 32
-  store float 0.000000e+00, ptr %bn3_weight_grad.tail266, align 4
-  br label %bn3_weight_grad.n267
+  store float %6, ptr %bn3_weight_grad.mean267, align 4
+  store <8 x float> zeroinitializer, ptr %bn3_weight_grad.acc268, align 32
+  store float 0.000000e+00, ptr %bn3_weight_grad.tail269, align 4
+  br label %bn3_weight_grad.n270
 
-bn3_weight_grad.c261.end:                         ; preds = %bn3_weight_grad.n267.end
+bn3_weight_grad.c264.end:                         ; preds = %bn3_weight_grad.n270.end
   ret void
 
-bn3_weight_grad.n267:                             ; preds = %bn3_weight_grad.i268.end, %bn3_weight_grad.c261
-  %bn3_weight_grad.n2674 = phi i64 [ 0, %bn3_weight_grad.c261 ], [ %n267.next, %bn3_weight_grad.i268.end ]
-  br label %bn3_weight_grad.i268
+bn3_weight_grad.n270:                             ; preds = %bn3_weight_grad.i271.end, %bn3_weight_grad.c264
+  %bn3_weight_grad.n2704 = phi i64 [ 0, %bn3_weight_grad.c264 ], [ %n270.next, %bn3_weight_grad.i271.end ]
+  br label %bn3_weight_grad.i271
 
-bn3_weight_grad.n267.end:                         ; preds = %bn3_weight_grad.i268.end
-  %acc265 = load <8 x float>, ptr %bn3_weight_grad.acc265, align 32
+bn3_weight_grad.n270.end:                         ; preds = %bn3_weight_grad.i271.end
+  %acc268 = load <8 x float>, ptr %bn3_weight_grad.acc268, align 32
   %arena8 = getelementptr inbounds float, ptr %arena, i64 3019536
-  store <8 x float> %acc265, ptr %arena8, align 4
+  store <8 x float> %acc268, ptr %arena8, align 4
   %arena9 = getelementptr inbounds float, ptr %arena, i64 3019536
   %7 = load float, ptr %arena9, align 4
   %arena10 = getelementptr inbounds float, ptr %arena, i64 3019537
   %8 = load float, ptr %arena10, align 4
   %9 = fadd float %7, %8
-  store float %9, ptr %bn3_weight_grad.sum269, align 4
-  %sum269 = load float, ptr %bn3_weight_grad.sum269, align 4
+  store float %9, ptr %bn3_weight_grad.sum272, align 4
+  %sum272 = load float, ptr %bn3_weight_grad.sum272, align 4
   %arena11 = getelementptr inbounds float, ptr %arena, i64 3019538
   %10 = load float, ptr %arena11, align 4
-  %11 = fadd float %sum269, %10
-  store float %11, ptr %bn3_weight_grad.sum270, align 4
-  %sum270 = load float, ptr %bn3_weight_grad.sum270, align 4
+  %11 = fadd float %sum272, %10
+  store float %11, ptr %bn3_weight_grad.sum273, align 4
+  %sum273 = load float, ptr %bn3_weight_grad.sum273, align 4
   %arena12 = getelementptr inbounds float, ptr %arena, i64 3019539
   %12 = load float, ptr %arena12, align 4
-  %13 = fadd float %sum270, %12
-  store float %13, ptr %bn3_weight_grad.sum271, align 4
-  %sum271 = load float, ptr %bn3_weight_grad.sum271, align 4
+  %13 = fadd float %sum273, %12
+  store float %13, ptr %bn3_weight_grad.sum274, align 4
+  %sum274 = load float, ptr %bn3_weight_grad.sum274, align 4
   %arena13 = getelementptr inbounds float, ptr %arena, i64 3019540
   %14 = load float, ptr %arena13, align 4
-  %15 = fadd float %sum271, %14
-  store float %15, ptr %bn3_weight_grad.sum272, align 4
-  %sum272 = load float, ptr %bn3_weight_grad.sum272, align 4
+  %15 = fadd float %sum274, %14
+  store float %15, ptr %bn3_weight_grad.sum275, align 4
+  %sum275 = load float, ptr %bn3_weight_grad.sum275, align 4
   %arena14 = getelementptr inbounds float, ptr %arena, i64 3019541
   %16 = load float, ptr %arena14, align 4
-  %17 = fadd float %sum272, %16
-  store float %17, ptr %bn3_weight_grad.sum273, align 4
-  %sum273 = load float, ptr %bn3_weight_grad.sum273, align 4
+  %17 = fadd float %sum275, %16
+  store float %17, ptr %bn3_weight_grad.sum276, align 4
+  %sum276 = load float, ptr %bn3_weight_grad.sum276, align 4
   %arena15 = getelementptr inbounds float, ptr %arena, i64 3019542
   %18 = load float, ptr %arena15, align 4
-  %19 = fadd float %sum273, %18
-  store float %19, ptr %bn3_weight_grad.sum274, align 4
-  %sum274 = load float, ptr %bn3_weight_grad.sum274, align 4
+  %19 = fadd float %sum276, %18
+  store float %19, ptr %bn3_weight_grad.sum277, align 4
+  %sum277 = load float, ptr %bn3_weight_grad.sum277, align 4
   %arena16 = getelementptr inbounds float, ptr %arena, i64 3019543
   %20 = load float, ptr %arena16, align 4
-  %21 = fadd float %sum274, %20
-  store float %21, ptr %bn3_weight_grad.sum275, align 4
-  %sum275 = load float, ptr %bn3_weight_grad.sum275, align 4
-  %tail26617 = load float, ptr %bn3_weight_grad.tail266, align 4
-  %22 = fadd float %sum275, %tail26617
-  store float %22, ptr %bn3_weight_grad.sum_x262, align 4
-  %sum_x262 = load float, ptr %bn3_weight_grad.sum_x262, align 4
-  %23 = add nsw i64 420320, %bn3_weight_grad.c2611
+  %21 = fadd float %sum277, %20
+  store float %21, ptr %bn3_weight_grad.sum278, align 4
+  %sum278 = load float, ptr %bn3_weight_grad.sum278, align 4
+  %tail26917 = load float, ptr %bn3_weight_grad.tail269, align 4
+  %22 = fadd float %sum278, %tail26917
+  store float %22, ptr %bn3_weight_grad.sum_x265, align 4
+  %sum_x265 = load float, ptr %bn3_weight_grad.sum_x265, align 4
+  %23 = add nsw i64 420320, %bn3_weight_grad.c2641
   %grads18 = getelementptr inbounds float, ptr %grads, i64 %23
-  store float %sum_x262, ptr %grads18, align 4
-  %c261.next = add nsw i64 %bn3_weight_grad.c2611, 1
-  %24 = icmp slt i64 %c261.next, 128
-  br i1 %24, label %bn3_weight_grad.c261, label %bn3_weight_grad.c261.end
+  store float %sum_x265, ptr %grads18, align 4
+  %c264.next = add nsw i64 %bn3_weight_grad.c2641, 1
+  %24 = icmp slt i64 %c264.next, 128
+  br i1 %24, label %bn3_weight_grad.c264, label %bn3_weight_grad.c264.end
 
-bn3_weight_grad.i268:                             ; preds = %bn3_weight_grad.i268, %bn3_weight_grad.n267
-  %bn3_weight_grad.i2685 = phi i64 [ 0, %bn3_weight_grad.n267 ], [ %i268.next, %bn3_weight_grad.i268 ]
-  %tail266 = load float, ptr %bn3_weight_grad.tail266, align 4
-  %25 = mul nsw i64 %bn3_weight_grad.n2674, 128
-  %26 = add nsw i64 %25, %bn3_weight_grad.c2611
-  %27 = add nsw i64 %26, %bn3_weight_grad.i2685
+bn3_weight_grad.i271:                             ; preds = %bn3_weight_grad.i271, %bn3_weight_grad.n270
+  %bn3_weight_grad.i2715 = phi i64 [ 0, %bn3_weight_grad.n270 ], [ %i271.next, %bn3_weight_grad.i271 ]
+  %tail269 = load float, ptr %bn3_weight_grad.tail269, align 4
+  %25 = mul nsw i64 %bn3_weight_grad.n2704, 128
+  %26 = add nsw i64 %25, %bn3_weight_grad.c2641
+  %27 = add nsw i64 %26, %bn3_weight_grad.i2715
   %28 = add nsw i64 3043712, %27
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %28
   %29 = load float, ptr %arena6, align 4
-  %30 = mul nsw i64 %bn3_weight_grad.n2674, 128
-  %31 = add nsw i64 %30, %bn3_weight_grad.c2611
-  %32 = add nsw i64 %31, %bn3_weight_grad.i2685
+  %30 = mul nsw i64 %bn3_weight_grad.n2704, 128
+  %31 = add nsw i64 %30, %bn3_weight_grad.c2641
+  %32 = add nsw i64 %31, %bn3_weight_grad.i2715
   %33 = add nsw i64 3010688, %32
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %33
   %34 = load float, ptr %arena7, align 4
-  %mean264 = load float, ptr %bn3_weight_grad.mean264, align 4
-  %35 = fsub float %34, %mean264
-  %invstd263 = load float, ptr %bn3_weight_grad.invstd263, align 4
-  %36 = fmul float %35, %invstd263
+  %mean267 = load float, ptr %bn3_weight_grad.mean267, align 4
+  %35 = fsub float %34, %mean267
+  %invstd266 = load float, ptr %bn3_weight_grad.invstd266, align 4
+  %36 = fmul float %35, %invstd266
   %37 = fmul float %29, %36
-  %38 = fadd float %tail266, %37
-  store float %38, ptr %bn3_weight_grad.tail266, align 4
-  %i268.next = add nsw i64 %bn3_weight_grad.i2685, 1
-  %39 = icmp slt i64 %i268.next, 1
-  br i1 %39, label %bn3_weight_grad.i268, label %bn3_weight_grad.i268.end
+  %38 = fadd float %tail269, %37
+  store float %38, ptr %bn3_weight_grad.tail269, align 4
+  %i271.next = add nsw i64 %bn3_weight_grad.i2715, 1
+  %39 = icmp slt i64 %i271.next, 1
+  br i1 %39, label %bn3_weight_grad.i271, label %bn3_weight_grad.i271.end
 
-bn3_weight_grad.i268.end:                         ; preds = %bn3_weight_grad.i268
-  %n267.next = add nsw i64 %bn3_weight_grad.n2674, 1
-  %40 = icmp slt i64 %n267.next, 64
-  br i1 %40, label %bn3_weight_grad.n267, label %bn3_weight_grad.n267.end
+bn3_weight_grad.i271.end:                         ; preds = %bn3_weight_grad.i271
+  %n270.next = add nsw i64 %bn3_weight_grad.n2704, 1
+  %40 = icmp slt i64 %n270.next, 64
+  br i1 %40, label %bn3_weight_grad.n270, label %bn3_weight_grad.n270.end
 }
 
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k20.bn3_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %bn3_bias_grad.sum277 = alloca float, align 4
+  %bn3_bias_grad.sum280 = alloca float, align 4
+  %bn3_bias_grad.sum291 = alloca float, align 4
+  %bn3_bias_grad.sum290 = alloca float, align 4
+  %bn3_bias_grad.sum289 = alloca float, align 4
   %bn3_bias_grad.sum288 = alloca float, align 4
   %bn3_bias_grad.sum287 = alloca float, align 4
   %bn3_bias_grad.sum286 = alloca float, align 4
   %bn3_bias_grad.sum285 = alloca float, align 4
-  %bn3_bias_grad.sum284 = alloca float, align 4
-  %bn3_bias_grad.sum283 = alloca float, align 4
-  %bn3_bias_grad.sum282 = alloca float, align 4
-  %bn3_bias_grad.tail279 = alloca float, align 4
-  %bn3_bias_grad.acc278 = alloca <8 x float>, align 32
-  br label %bn3_bias_grad.c276
+  %bn3_bias_grad.tail282 = alloca float, align 4
+  %bn3_bias_grad.acc281 = alloca <8 x float>, align 32
+  br label %bn3_bias_grad.c279
 
-bn3_bias_grad.c276:                               ; preds = %bn3_bias_grad.n280.end, %entry
-  %bn3_bias_grad.c2761 = phi i64 [ 0, %entry ], [ %c276.next, %bn3_bias_grad.n280.end ]
-  store <8 x float> zeroinitializer, ptr %bn3_bias_grad.acc278, align 32
-  store float 0.000000e+00, ptr %bn3_bias_grad.tail279, align 4
-  br label %bn3_bias_grad.n280
+bn3_bias_grad.c279:                               ; preds = %bn3_bias_grad.n283.end, %entry
+  %bn3_bias_grad.c2791 = phi i64 [ 0, %entry ], [ %c279.next, %bn3_bias_grad.n283.end ]
+  store <8 x float> zeroinitializer, ptr %bn3_bias_grad.acc281, align 32
+  store float 0.000000e+00, ptr %bn3_bias_grad.tail282, align 4
+  br label %bn3_bias_grad.n283
 
-bn3_bias_grad.c276.end:                           ; preds = %bn3_bias_grad.n280.end
+bn3_bias_grad.c279.end:                           ; preds = %bn3_bias_grad.n283.end
   ret void
 
-bn3_bias_grad.n280:                               ; preds = %bn3_bias_grad.i281.end, %bn3_bias_grad.c276
-  %bn3_bias_grad.n2802 = phi i64 [ 0, %bn3_bias_grad.c276 ], [ %n280.next, %bn3_bias_grad.i281.end ]
-  br label %bn3_bias_grad.i281
+bn3_bias_grad.n283:                               ; preds = %bn3_bias_grad.i284.end, %bn3_bias_grad.c279
+  %bn3_bias_grad.n2832 = phi i64 [ 0, %bn3_bias_grad.c279 ], [ %n283.next, %bn3_bias_grad.i284.end ]
+  br label %bn3_bias_grad.i284
 
-bn3_bias_grad.n280.end:                           ; preds = %bn3_bias_grad.i281.end
-  %acc278 = load <8 x float>, ptr %bn3_bias_grad.acc278, align 32
+bn3_bias_grad.n283.end:                           ; preds = %bn3_bias_grad.i284.end
+  %acc281 = load <8 x float>, ptr %bn3_bias_grad.acc281, align 32
   %arena5 = getelementptr inbounds float, ptr %arena, i64 3019536
-  store <8 x float> %acc278, ptr %arena5, align 4
+  store <8 x float> %acc281, ptr %arena5, align 4
   %arena6 = getelementptr inbounds float, ptr %arena, i64 3019536
   %0 = load float, ptr %arena6, align 4
   %arena7 = getelementptr inbounds float, ptr %arena, i64 3019537
   %1 = load float, ptr %arena7, align 4
   %2 = fadd float %0, %1
-  store float %2, ptr %bn3_bias_grad.sum282, align 4
-  %sum282 = load float, ptr %bn3_bias_grad.sum282, align 4
+  store float %2, ptr %bn3_bias_grad.sum285, align 4
+  %sum285 = load float, ptr %bn3_bias_grad.sum285, align 4
   %arena8 = getelementptr inbounds float, ptr %arena, i64 3019538
   %3 = load float, ptr %arena8, align 4
-  %4 = fadd float %sum282, %3
-  store float %4, ptr %bn3_bias_grad.sum283, align 4
-  %sum283 = load float, ptr %bn3_bias_grad.sum283, align 4
+  %4 = fadd float %sum285, %3
+  store float %4, ptr %bn3_bias_grad.sum286, align 4
+  %sum286 = load float, ptr %bn3_bias_grad.sum286, align 4
   %arena9 = getelementptr inbounds float, ptr %arena, i64 3019539
   %5 = load float, ptr %arena9, align 4
-  %6 = fadd float %sum283, %5
-  store float %6, ptr %bn3_bias_grad.sum284, align 4
-  %sum284 = load float, ptr %bn3_bias_grad.sum284, align 4
+  %6 = fadd float %sum286, %5
+  store float %6, ptr %bn3_bias_grad.sum287, align 4
+  %sum287 = load float, ptr %bn3_bias_grad.sum287, align 4
   %arena10 = getelementptr inbounds float, ptr %arena, i64 3019540
   %7 = load float, ptr %arena10, align 4
-  %8 = fadd float %sum284, %7
-  store float %8, ptr %bn3_bias_grad.sum285, align 4
-  %sum285 = load float, ptr %bn3_bias_grad.sum285, align 4
+  %8 = fadd float %sum287, %7
+  store float %8, ptr %bn3_bias_grad.sum288, align 4
+  %sum288 = load float, ptr %bn3_bias_grad.sum288, align 4
   %arena11 = getelementptr inbounds float, ptr %arena, i64 3019541
   %9 = load float, ptr %arena11, align 4
-  %10 = fadd float %sum285, %9
-  store float %10, ptr %bn3_bias_grad.sum286, align 4
-  %sum286 = load float, ptr %bn3_bias_grad.sum286, align 4
+  %10 = fadd float %sum288, %9
+  store float %10, ptr %bn3_bias_grad.sum289, align 4
+  %sum289 = load float, ptr %bn3_bias_grad.sum289, align 4
   %arena12 = getelementptr inbounds float, ptr %arena, i64 3019542
   %11 = load float, ptr %arena12, align 4
-  %12 = fadd float %sum286, %11
-  store float %12, ptr %bn3_bias_grad.sum287, align 4
-  %sum287 = load float, ptr %bn3_bias_grad.sum287, align 4
+  %12 = fadd float %sum289, %11
+  store float %12, ptr %bn3_bias_grad.sum290, align 4
+  %sum290 = load float, ptr %bn3_bias_grad.sum290, align 4
   %arena13 = getelementptr inbounds float, ptr %arena, i64 3019543
   %13 = load float, ptr %arena13, align 4
-  %14 = fadd float %sum287, %13
-  store float %14, ptr %bn3_bias_grad.sum288, align 4
-  %sum288 = load float, ptr %bn3_bias_grad.sum288, align 4
-  %tail27914 = load float, ptr %bn3_bias_grad.tail279, align 4
-  %15 = fadd float %sum288, %tail27914
-  store float %15, ptr %bn3_bias_grad.sum277, align 4
-  %sum277 = load float, ptr %bn3_bias_grad.sum277, align 4
-  %16 = add nsw i64 420448, %bn3_bias_grad.c2761
+  %14 = fadd float %sum290, %13
+  store float %14, ptr %bn3_bias_grad.sum291, align 4
+  %sum291 = load float, ptr %bn3_bias_grad.sum291, align 4
+  %tail28214 = load float, ptr %bn3_bias_grad.tail282, align 4
+  %15 = fadd float %sum291, %tail28214
+  store float %15, ptr %bn3_bias_grad.sum280, align 4
+  %sum280 = load float, ptr %bn3_bias_grad.sum280, align 4
+  %16 = add nsw i64 420448, %bn3_bias_grad.c2791
   %grads15 = getelementptr inbounds float, ptr %grads, i64 %16
-  store float %sum277, ptr %grads15, align 4
-  %c276.next = add nsw i64 %bn3_bias_grad.c2761, 1
-  %17 = icmp slt i64 %c276.next, 128
-  br i1 %17, label %bn3_bias_grad.c276, label %bn3_bias_grad.c276.end
+  store float %sum280, ptr %grads15, align 4
+  %c279.next = add nsw i64 %bn3_bias_grad.c2791, 1
+  %17 = icmp slt i64 %c279.next, 128
+  br i1 %17, label %bn3_bias_grad.c279, label %bn3_bias_grad.c279.end
 
-bn3_bias_grad.i281:                               ; preds = %bn3_bias_grad.i281, %bn3_bias_grad.n280
-  %bn3_bias_grad.i2813 = phi i64 [ 0, %bn3_bias_grad.n280 ], [ %i281.next, %bn3_bias_grad.i281 ]
-  %tail279 = load float, ptr %bn3_bias_grad.tail279, align 4
-  %18 = mul nsw i64 %bn3_bias_grad.n2802, 128
-  %19 = add nsw i64 %18, %bn3_bias_grad.c2761
-  %20 = add nsw i64 %19, %bn3_bias_grad.i2813
+bn3_bias_grad.i284:                               ; preds = %bn3_bias_grad.i284, %bn3_bias_grad.n283
+  %bn3_bias_grad.i2843 = phi i64 [ 0, %bn3_bias_grad.n283 ], [ %i284.next, %bn3_bias_grad.i284 ]
+  %tail282 = load float, ptr %bn3_bias_grad.tail282, align 4
+  %18 = mul nsw i64 %bn3_bias_grad.n2832, 128
+  %19 = add nsw i64 %18, %bn3_bias_grad.c2791
+  %20 = add nsw i64 %19, %bn3_bias_grad.i2843
   %21 = add nsw i64 3043712, %20
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %21
   %22 = load float, ptr %arena4, align 4
-  %23 = fadd float %tail279, %22
-  store float %23, ptr %bn3_bias_grad.tail279, align 4
-  %i281.next = add nsw i64 %bn3_bias_grad.i2813, 1
-  %24 = icmp slt i64 %i281.next, 1
-  br i1 %24, label %bn3_bias_grad.i281, label %bn3_bias_grad.i281.end
+  %23 = fadd float %tail282, %22
+  store float %23, ptr %bn3_bias_grad.tail282, align 4
+  %i284.next = add nsw i64 %bn3_bias_grad.i2843, 1
+  %24 = icmp slt i64 %i284.next, 1
+  br i1 %24, label %bn3_bias_grad.i284, label %bn3_bias_grad.i284.end
 
-bn3_bias_grad.i281.end:                           ; preds = %bn3_bias_grad.i281
-  %n280.next = add nsw i64 %bn3_bias_grad.n2802, 1
-  %25 = icmp slt i64 %n280.next, 64
-  br i1 %25, label %bn3_bias_grad.n280, label %bn3_bias_grad.n280.end
+bn3_bias_grad.i284.end:                           ; preds = %bn3_bias_grad.i284
+  %n283.next = add nsw i64 %bn3_bias_grad.n2832, 1
+  %25 = icmp slt i64 %n283.next, 64
+  br i1 %25, label %bn3_bias_grad.n283, label %bn3_bias_grad.n283.end
 }
 
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k21.fc1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %fc1_grad.mean_dy_x295 = alloca float, align 4
-  %fc1_grad.mean_dy294 = alloca float, align 4
-  %fc1_grad.scale293 = alloca float, align 4
-  %fc1_grad.sum_x291 = alloca float, align 4
-  %fc1_grad.sum290 = alloca float, align 4
-  %fc1_grad.invstd292 = alloca float, align 4
-  br label %fc1_grad.c289
+  %fc1_grad.mean_dy_x298 = alloca float, align 4
+  %fc1_grad.mean_dy297 = alloca float, align 4
+  %fc1_grad.scale296 = alloca float, align 4
+  %fc1_grad.sum_x294 = alloca float, align 4
+  %fc1_grad.sum293 = alloca float, align 4
+  %fc1_grad.invstd295 = alloca float, align 4
+  br label %fc1_grad.c292
 
-fc1_grad.c289:                                    ; preds = %fc1_grad.n296.end, %entry
-  %fc1_grad.c2891 = phi i64 [ 0, %entry ], [ %c289.next, %fc1_grad.n296.end ]
-  %0 = add nsw i64 3027200, %fc1_grad.c2891
+fc1_grad.c292:                                    ; preds = %fc1_grad.n299.end, %entry
+  %fc1_grad.c2921 = phi i64 [ 0, %entry ], [ %c292.next, %fc1_grad.n299.end ]
+  %0 = add nsw i64 3027200, %fc1_grad.c2921
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   %1 = load float, ptr %arena2, align 4
   %2 = fadd float %1, 0x3EE4F8B580000000
   %3 = call float @llvm.sqrt.f32(float %2)
   %4 = fdiv float 1.000000e+00, %3
-  store float %4, ptr %fc1_grad.invstd292, align 4
-  %5 = add nsw i64 420448, %fc1_grad.c2891
+  store float %4, ptr %fc1_grad.invstd295, align 4
+  %5 = add nsw i64 420448, %fc1_grad.c2921
   %grads3 = getelementptr inbounds float, ptr %grads, i64 %5
   %6 = load float, ptr %grads3, align 4
-  store float %6, ptr %fc1_grad.sum290, align 4
-  %7 = add nsw i64 420320, %fc1_grad.c2891
+  store float %6, ptr %fc1_grad.sum293, align 4
+  %7 = add nsw i64 420320, %fc1_grad.c2921
   %grads4 = getelementptr inbounds float, ptr %grads, i64 %7
   %8 = load float, ptr %grads4, align 4
-  store float %8, ptr %fc1_grad.sum_x291, align 4
-  %9 = add nsw i64 420320, %fc1_grad.c2891
+  store float %8, ptr %fc1_grad.sum_x294, align 4
+  %9 = add nsw i64 420320, %fc1_grad.c2921
   %params5 = getelementptr inbounds float, ptr %params, i64 %9
   %10 = load float, ptr %params5, align 4
-  %invstd292 = load float, ptr %fc1_grad.invstd292, align 4
-  %11 = fmul float %10, %invstd292
-  store float %11, ptr %fc1_grad.scale293, align 4
-  %sum290 = load float, ptr %fc1_grad.sum290, align 4
-  %12 = fdiv float %sum290, 6.400000e+01
-  store float %12, ptr %fc1_grad.mean_dy294, align 4
-  %sum_x291 = load float, ptr %fc1_grad.sum_x291, align 4
-  %13 = fdiv float %sum_x291, 6.400000e+01
-  store float %13, ptr %fc1_grad.mean_dy_x295, align 4
-  br label %fc1_grad.n296
+  %invstd295 = load float, ptr %fc1_grad.invstd295, align 4
+  %11 = fmul float %10, %invstd295
+  store float %11, ptr %fc1_grad.scale296, align 4
+  %sum293 = load float, ptr %fc1_grad.sum293, align 4
+  %12 = fdiv float %sum293, 6.400000e+01
+  store float %12, ptr %fc1_grad.mean_dy297, align 4
+  %sum_x294 = load float, ptr %fc1_grad.sum_x294, align 4
+  %13 = fdiv float %sum_x294, 6.400000e+01
+  store float %13, ptr %fc1_grad.mean_dy_x298, align 4
+  br label %fc1_grad.n299
 
-fc1_grad.c289.end:                                ; preds = %fc1_grad.n296.end
+fc1_grad.c292.end:                                ; preds = %fc1_grad.n299.end
   ret void
 
-fc1_grad.n296:                                    ; preds = %fc1_grad.n296, %fc1_grad.c289
-  %fc1_grad.n2966 = phi i64 [ 0, %fc1_grad.c289 ], [ %n296.next, %fc1_grad.n296 ]
-  %scale293 = load float, ptr %fc1_grad.scale293, align 4
-  %14 = mul nsw i64 %fc1_grad.n2966, 128
-  %15 = add nsw i64 %14, %fc1_grad.c2891
+fc1_grad.n299:                                    ; preds = %fc1_grad.n299, %fc1_grad.c292
+  %fc1_grad.n2996 = phi i64 [ 0, %fc1_grad.c292 ], [ %n299.next, %fc1_grad.n299 ]
+  %scale296 = load float, ptr %fc1_grad.scale296, align 4
+  %14 = mul nsw i64 %fc1_grad.n2996, 128
+  %15 = add nsw i64 %14, %fc1_grad.c2921
   %16 = add nsw i64 3043712, %15
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %16
   %17 = load float, ptr %arena7, align 4
-  %mean_dy294 = load float, ptr %fc1_grad.mean_dy294, align 4
-  %18 = fsub float %17, %mean_dy294
-  %19 = mul nsw i64 %fc1_grad.n2966, 128
-  %20 = add nsw i64 %19, %fc1_grad.c2891
+  %mean_dy297 = load float, ptr %fc1_grad.mean_dy297, align 4
+  %18 = fsub float %17, %mean_dy297
+  %19 = mul nsw i64 %fc1_grad.n2996, 128
+  %20 = add nsw i64 %19, %fc1_grad.c2921
   %21 = add nsw i64 3010688, %20
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %21
   %22 = load float, ptr %arena8, align 4
-  %23 = add nsw i64 3027072, %fc1_grad.c2891
+  %23 = add nsw i64 3027072, %fc1_grad.c2921
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %23
   %24 = load float, ptr %arena9, align 4
   %25 = fsub float %22, %24
-  %invstd29210 = load float, ptr %fc1_grad.invstd292, align 4
-  %26 = fmul float %25, %invstd29210
-  %mean_dy_x295 = load float, ptr %fc1_grad.mean_dy_x295, align 4
-  %27 = fmul float %26, %mean_dy_x295
+  %invstd29510 = load float, ptr %fc1_grad.invstd295, align 4
+  %26 = fmul float %25, %invstd29510
+  %mean_dy_x298 = load float, ptr %fc1_grad.mean_dy_x298, align 4
+  %27 = fmul float %26, %mean_dy_x298
   %28 = fsub float %18, %27
-  %29 = fmul float %scale293, %28
-  %30 = mul nsw i64 %fc1_grad.n2966, 128
-  %31 = add nsw i64 %30, %fc1_grad.c2891
+  %29 = fmul float %scale296, %28
+  %30 = mul nsw i64 %fc1_grad.n2996, 128
+  %31 = add nsw i64 %30, %fc1_grad.c2921
   %32 = add nsw i64 3027328, %31
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %32
   store float %29, ptr %arena11, align 4
-  %n296.next = add nsw i64 %fc1_grad.n2966, 1
-  %33 = icmp slt i64 %n296.next, 64
-  br i1 %33, label %fc1_grad.n296, label %fc1_grad.n296.end
+  %n299.next = add nsw i64 %fc1_grad.n2996, 1
+  %33 = icmp slt i64 %n299.next, 64
+  br i1 %33, label %fc1_grad.n299, label %fc1_grad.n299.end
 
-fc1_grad.n296.end:                                ; preds = %fc1_grad.n296
-  %c289.next = add nsw i64 %fc1_grad.c2891, 1
-  %34 = icmp slt i64 %c289.next, 128
-  br i1 %34, label %fc1_grad.c289, label %fc1_grad.c289.end
+fc1_grad.n299.end:                                ; preds = %fc1_grad.n299
+  %c292.next = add nsw i64 %fc1_grad.c2921, 1
+  %34 = icmp slt i64 %c292.next, 128
+  br i1 %34, label %fc1_grad.c292, label %fc1_grad.c292.end
 }
 
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k22.fc1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  call void @bncnn_train_b64.k22.fc1_weight_grad.gemm304(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @bncnn_train_b64.k22.fc1_weight_grad.gemm307(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_train_b64.k22.fc1_weight_grad.gemm304(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @bncnn_train_b64.k22.fc1_weight_grad.gemm307(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
+  %fc1_weight_grad.t305_a3 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t305_a2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t305_a1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t305_a0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t305_b1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t305_b0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t305_c3_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t305_c3_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t305_c2_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t305_c2_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t305_c1_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t305_c1_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t305_c0_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t305_c0_0 = alloca <8 x float>, align 32
   %fc1_weight_grad.t302_a3 = alloca <8 x float>, align 32
   %fc1_weight_grad.t302_a2 = alloca <8 x float>, align 32
   %fc1_weight_grad.t302_a1 = alloca <8 x float>, align 32
   %fc1_weight_grad.t302_a0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t302_b2 = alloca <8 x float>, align 32
   %fc1_weight_grad.t302_b1 = alloca <8 x float>, align 32
   %fc1_weight_grad.t302_b0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t302_c3_2 = alloca <8 x float>, align 32
   %fc1_weight_grad.t302_c3_1 = alloca <8 x float>, align 32
   %fc1_weight_grad.t302_c3_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t302_c2_2 = alloca <8 x float>, align 32
   %fc1_weight_grad.t302_c2_1 = alloca <8 x float>, align 32
   %fc1_weight_grad.t302_c2_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t302_c1_2 = alloca <8 x float>, align 32
   %fc1_weight_grad.t302_c1_1 = alloca <8 x float>, align 32
   %fc1_weight_grad.t302_c1_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t302_c0_2 = alloca <8 x float>, align 32
   %fc1_weight_grad.t302_c0_1 = alloca <8 x float>, align 32
   %fc1_weight_grad.t302_c0_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t299_a3 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t299_a2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t299_a1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t299_a0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t299_b2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t299_b1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t299_b0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t299_c3_2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t299_c3_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t299_c3_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t299_c2_2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t299_c2_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t299_c2_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t299_c1_2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t299_c1_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t299_c1_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t299_c0_2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t299_c0_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t299_c0_0 = alloca <8 x float>, align 32
-  br label %fc1_weight_grad.nb297
+  br label %fc1_weight_grad.nb300
 
-fc1_weight_grad.nb297:                            ; preds = %fc1_weight_grad.mb298.end, %entry
-  %fc1_weight_grad.nb2971 = phi i64 [ 0, %entry ], [ %nb297.next, %fc1_weight_grad.mb298.end ]
-  br label %fc1_weight_grad.mb298
-
-fc1_weight_grad.nb297.end:                        ; preds = %fc1_weight_grad.mb298.end
+fc1_weight_grad.nb300:                            ; preds = %fc1_weight_grad.mb301.end, %entry
+  %fc1_weight_grad.nb3001 = phi i64 [ 0, %entry ], [ %nb300.next, %fc1_weight_grad.mb301.end ]
   br label %fc1_weight_grad.mb301
 
-fc1_weight_grad.mb298:                            ; preds = %fc1_weight_grad.k300.end, %fc1_weight_grad.nb297
-  %fc1_weight_grad.mb2982 = phi i64 [ 0, %fc1_weight_grad.nb297 ], [ %mb298.next, %fc1_weight_grad.k300.end ]
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t299_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t299_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t299_c0_2, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t299_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t299_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t299_c1_2, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t299_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t299_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t299_c2_2, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t299_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t299_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t299_c3_2, align 32
-  br label %fc1_weight_grad.k300
+fc1_weight_grad.nb300.end:                        ; preds = %fc1_weight_grad.mb301.end
+  br label %fc1_weight_grad.mb304
 
-fc1_weight_grad.mb298.end:                        ; preds = %fc1_weight_grad.k300.end
-  %nb297.next = add nsw i64 %fc1_weight_grad.nb2971, 1
-  %0 = icmp slt i64 %nb297.next, 130
-  br i1 %0, label %fc1_weight_grad.nb297, label %fc1_weight_grad.nb297.end
+fc1_weight_grad.mb301:                            ; preds = %fc1_weight_grad.k303.end, %fc1_weight_grad.nb300
+  %fc1_weight_grad.mb3012 = phi i64 [ 0, %fc1_weight_grad.nb300 ], [ %mb301.next, %fc1_weight_grad.k303.end ]
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t302_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t302_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t302_c0_2, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t302_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t302_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t302_c1_2, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t302_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t302_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t302_c2_2, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t302_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t302_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t302_c3_2, align 32
+  br label %fc1_weight_grad.k303
 
-fc1_weight_grad.k300:                             ; preds = %fc1_weight_grad.k300, %fc1_weight_grad.mb298
-  %fc1_weight_grad.k3003 = phi i64 [ 0, %fc1_weight_grad.mb298 ], [ %k300.next, %fc1_weight_grad.k300 ]
-  %1 = mul nsw i64 %fc1_weight_grad.k3003, 3136
+fc1_weight_grad.mb301.end:                        ; preds = %fc1_weight_grad.k303.end
+  %nb300.next = add nsw i64 %fc1_weight_grad.nb3001, 1
+  %0 = icmp slt i64 %nb300.next, 130
+  br i1 %0, label %fc1_weight_grad.nb300, label %fc1_weight_grad.nb300.end
+
+fc1_weight_grad.k303:                             ; preds = %fc1_weight_grad.k303, %fc1_weight_grad.mb301
+  %fc1_weight_grad.k3033 = phi i64 [ 0, %fc1_weight_grad.mb301 ], [ %k303.next, %fc1_weight_grad.k303 ]
+  %1 = mul nsw i64 %fc1_weight_grad.k3033, 3136
   %2 = add nsw i64 2809984, %1
-  %3 = mul nsw i64 %fc1_weight_grad.nb2971, 24
+  %3 = mul nsw i64 %fc1_weight_grad.nb3001, 24
   %4 = add nsw i64 %2, %3
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %4
   %5 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %5, ptr %fc1_weight_grad.t299_b0, align 32
-  %6 = mul nsw i64 %fc1_weight_grad.k3003, 3136
+  store <8 x float> %5, ptr %fc1_weight_grad.t302_b0, align 32
+  %6 = mul nsw i64 %fc1_weight_grad.k3033, 3136
   %7 = add nsw i64 2809984, %6
-  %8 = mul nsw i64 %fc1_weight_grad.nb2971, 24
+  %8 = mul nsw i64 %fc1_weight_grad.nb3001, 24
   %9 = add nsw i64 %7, %8
   %10 = add nsw i64 %9, 8
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %10
   %11 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %11, ptr %fc1_weight_grad.t299_b1, align 32
-  %12 = mul nsw i64 %fc1_weight_grad.k3003, 3136
+  store <8 x float> %11, ptr %fc1_weight_grad.t302_b1, align 32
+  %12 = mul nsw i64 %fc1_weight_grad.k3033, 3136
   %13 = add nsw i64 2809984, %12
-  %14 = mul nsw i64 %fc1_weight_grad.nb2971, 24
+  %14 = mul nsw i64 %fc1_weight_grad.nb3001, 24
   %15 = add nsw i64 %13, %14
   %16 = add nsw i64 %15, 16
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %16
   %17 = load <8 x float>, ptr %arena6, align 4
-  store <8 x float> %17, ptr %fc1_weight_grad.t299_b2, align 32
-  %18 = mul nsw i64 %fc1_weight_grad.mb2982, 4
+  store <8 x float> %17, ptr %fc1_weight_grad.t302_b2, align 32
+  %18 = mul nsw i64 %fc1_weight_grad.mb3012, 4
   %19 = add nsw i64 3027328, %18
-  %20 = mul nsw i64 %fc1_weight_grad.k3003, 128
+  %20 = mul nsw i64 %fc1_weight_grad.k3033, 128
   %21 = add nsw i64 %19, %20
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %21
   %22 = load float, ptr %arena7, align 4
   %23 = insertelement <8 x float> undef, float %22, i32 0
   %24 = shufflevector <8 x float> %23, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %24, ptr %fc1_weight_grad.t299_a0, align 32
-  %t299_a0 = load <8 x float>, ptr %fc1_weight_grad.t299_a0, align 32
-  %t299_b0 = load <8 x float>, ptr %fc1_weight_grad.t299_b0, align 32
-  %t299_c0_0 = load <8 x float>, ptr %fc1_weight_grad.t299_c0_0, align 32
-  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t299_a0, <8 x float> %t299_b0, <8 x float> %t299_c0_0)
-  store <8 x float> %25, ptr %fc1_weight_grad.t299_c0_0, align 32
-  %t299_a08 = load <8 x float>, ptr %fc1_weight_grad.t299_a0, align 32
-  %t299_b1 = load <8 x float>, ptr %fc1_weight_grad.t299_b1, align 32
-  %t299_c0_1 = load <8 x float>, ptr %fc1_weight_grad.t299_c0_1, align 32
-  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t299_a08, <8 x float> %t299_b1, <8 x float> %t299_c0_1)
-  store <8 x float> %26, ptr %fc1_weight_grad.t299_c0_1, align 32
-  %t299_a09 = load <8 x float>, ptr %fc1_weight_grad.t299_a0, align 32
-  %t299_b2 = load <8 x float>, ptr %fc1_weight_grad.t299_b2, align 32
-  %t299_c0_2 = load <8 x float>, ptr %fc1_weight_grad.t299_c0_2, align 32
-  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t299_a09, <8 x float> %t299_b2, <8 x float> %t299_c0_2)
-  store <8 x float> %27, ptr %fc1_weight_grad.t299_c0_2, align 32
-  %28 = mul nsw i64 %fc1_weight_grad.mb2982, 4
+  store <8 x float> %24, ptr %fc1_weight_grad.t302_a0, align 32
+  %t302_a0 = load <8 x float>, ptr %fc1_weight_grad.t302_a0, align 32
+  %t302_b0 = load <8 x float>, ptr %fc1_weight_grad.t302_b0, align 32
+  %t302_c0_0 = load <8 x float>, ptr %fc1_weight_grad.t302_c0_0, align 32
+  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t302_a0, <8 x float> %t302_b0, <8 x float> %t302_c0_0)
+  store <8 x float> %25, ptr %fc1_weight_grad.t302_c0_0, align 32
+  %t302_a08 = load <8 x float>, ptr %fc1_weight_grad.t302_a0, align 32
+  %t302_b1 = load <8 x float>, ptr %fc1_weight_grad.t302_b1, align 32
+  %t302_c0_1 = load <8 x float>, ptr %fc1_weight_grad.t302_c0_1, align 32
+  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t302_a08, <8 x float> %t302_b1, <8 x float> %t302_c0_1)
+  store <8 x float> %26, ptr %fc1_weight_grad.t302_c0_1, align 32
+  %t302_a09 = load <8 x float>, ptr %fc1_weight_grad.t302_a0, align 32
+  %t302_b2 = load <8 x float>, ptr %fc1_weight_grad.t302_b2, align 32
+  %t302_c0_2 = load <8 x float>, ptr %fc1_weight_grad.t302_c0_2, align 32
+  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t302_a09, <8 x float> %t302_b2, <8 x float> %t302_c0_2)
+  store <8 x float> %27, ptr %fc1_weight_grad.t302_c0_2, align 32
+  %28 = mul nsw i64 %fc1_weight_grad.mb3012, 4
   %29 = add nsw i64 %28, 1
   %30 = add nsw i64 3027328, %29
-  %31 = mul nsw i64 %fc1_weight_grad.k3003, 128
+  %31 = mul nsw i64 %fc1_weight_grad.k3033, 128
   %32 = add nsw i64 %30, %31
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %32
   %33 = load float, ptr %arena10, align 4
   %34 = insertelement <8 x float> undef, float %33, i32 0
   %35 = shufflevector <8 x float> %34, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %35, ptr %fc1_weight_grad.t299_a1, align 32
-  %t299_a1 = load <8 x float>, ptr %fc1_weight_grad.t299_a1, align 32
-  %t299_b011 = load <8 x float>, ptr %fc1_weight_grad.t299_b0, align 32
-  %t299_c1_0 = load <8 x float>, ptr %fc1_weight_grad.t299_c1_0, align 32
-  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t299_a1, <8 x float> %t299_b011, <8 x float> %t299_c1_0)
-  store <8 x float> %36, ptr %fc1_weight_grad.t299_c1_0, align 32
-  %t299_a112 = load <8 x float>, ptr %fc1_weight_grad.t299_a1, align 32
-  %t299_b113 = load <8 x float>, ptr %fc1_weight_grad.t299_b1, align 32
-  %t299_c1_1 = load <8 x float>, ptr %fc1_weight_grad.t299_c1_1, align 32
-  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t299_a112, <8 x float> %t299_b113, <8 x float> %t299_c1_1)
-  store <8 x float> %37, ptr %fc1_weight_grad.t299_c1_1, align 32
-  %t299_a114 = load <8 x float>, ptr %fc1_weight_grad.t299_a1, align 32
-  %t299_b215 = load <8 x float>, ptr %fc1_weight_grad.t299_b2, align 32
-  %t299_c1_2 = load <8 x float>, ptr %fc1_weight_grad.t299_c1_2, align 32
-  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t299_a114, <8 x float> %t299_b215, <8 x float> %t299_c1_2)
-  store <8 x float> %38, ptr %fc1_weight_grad.t299_c1_2, align 32
-  %39 = mul nsw i64 %fc1_weight_grad.mb2982, 4
+  store <8 x float> %35, ptr %fc1_weight_grad.t302_a1, align 32
+  %t302_a1 = load <8 x float>, ptr %fc1_weight_grad.t302_a1, align 32
+  %t302_b011 = load <8 x float>, ptr %fc1_weight_grad.t302_b0, align 32
+  %t302_c1_0 = load <8 x float>, ptr %fc1_weight_grad.t302_c1_0, align 32
+  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t302_a1, <8 x float> %t302_b011, <8 x float> %t302_c1_0)
+  store <8 x float> %36, ptr %fc1_weight_grad.t302_c1_0, align 32
+  %t302_a112 = load <8 x float>, ptr %fc1_weight_grad.t302_a1, align 32
+  %t302_b113 = load <8 x float>, ptr %fc1_weight_grad.t302_b1, align 32
+  %t302_c1_1 = load <8 x float>, ptr %fc1_weight_grad.t302_c1_1, align 32
+  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t302_a112, <8 x float> %t302_b113, <8 x float> %t302_c1_1)
+  store <8 x float> %37, ptr %fc1_weight_grad.t302_c1_1, align 32
+  %t302_a114 = load <8 x float>, ptr %fc1_weight_grad.t302_a1, align 32
+  %t302_b215 = load <8 x float>, ptr %fc1_weight_grad.t302_b2, align 32
+  %t302_c1_2 = load <8 x float>, ptr %fc1_weight_grad.t302_c1_2, align 32
+  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t302_a114, <8 x float> %t302_b215, <8 x float> %t302_c1_2)
+  store <8 x float> %38, ptr %fc1_weight_grad.t302_c1_2, align 32
+  %39 = mul nsw i64 %fc1_weight_grad.mb3012, 4
   %40 = add nsw i64 %39, 2
   %41 = add nsw i64 3027328, %40
-  %42 = mul nsw i64 %fc1_weight_grad.k3003, 128
+  %42 = mul nsw i64 %fc1_weight_grad.k3033, 128
   %43 = add nsw i64 %41, %42
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %43
   %44 = load float, ptr %arena16, align 4
   %45 = insertelement <8 x float> undef, float %44, i32 0
   %46 = shufflevector <8 x float> %45, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %46, ptr %fc1_weight_grad.t299_a2, align 32
-  %t299_a2 = load <8 x float>, ptr %fc1_weight_grad.t299_a2, align 32
-  %t299_b017 = load <8 x float>, ptr %fc1_weight_grad.t299_b0, align 32
-  %t299_c2_0 = load <8 x float>, ptr %fc1_weight_grad.t299_c2_0, align 32
-  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t299_a2, <8 x float> %t299_b017, <8 x float> %t299_c2_0)
-  store <8 x float> %47, ptr %fc1_weight_grad.t299_c2_0, align 32
-  %t299_a218 = load <8 x float>, ptr %fc1_weight_grad.t299_a2, align 32
-  %t299_b119 = load <8 x float>, ptr %fc1_weight_grad.t299_b1, align 32
-  %t299_c2_1 = load <8 x float>, ptr %fc1_weight_grad.t299_c2_1, align 32
-  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t299_a218, <8 x float> %t299_b119, <8 x float> %t299_c2_1)
-  store <8 x float> %48, ptr %fc1_weight_grad.t299_c2_1, align 32
-  %t299_a220 = load <8 x float>, ptr %fc1_weight_grad.t299_a2, align 32
-  %t299_b221 = load <8 x float>, ptr %fc1_weight_grad.t299_b2, align 32
-  %t299_c2_2 = load <8 x float>, ptr %fc1_weight_grad.t299_c2_2, align 32
-  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t299_a220, <8 x float> %t299_b221, <8 x float> %t299_c2_2)
-  store <8 x float> %49, ptr %fc1_weight_grad.t299_c2_2, align 32
-  %50 = mul nsw i64 %fc1_weight_grad.mb2982, 4
+  store <8 x float> %46, ptr %fc1_weight_grad.t302_a2, align 32
+  %t302_a2 = load <8 x float>, ptr %fc1_weight_grad.t302_a2, align 32
+  %t302_b017 = load <8 x float>, ptr %fc1_weight_grad.t302_b0, align 32
+  %t302_c2_0 = load <8 x float>, ptr %fc1_weight_grad.t302_c2_0, align 32
+  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t302_a2, <8 x float> %t302_b017, <8 x float> %t302_c2_0)
+  store <8 x float> %47, ptr %fc1_weight_grad.t302_c2_0, align 32
+  %t302_a218 = load <8 x float>, ptr %fc1_weight_grad.t302_a2, align 32
+  %t302_b119 = load <8 x float>, ptr %fc1_weight_grad.t302_b1, align 32
+  %t302_c2_1 = load <8 x float>, ptr %fc1_weight_grad.t302_c2_1, align 32
+  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t302_a218, <8 x float> %t302_b119, <8 x float> %t302_c2_1)
+  store <8 x float> %48, ptr %fc1_weight_grad.t302_c2_1, align 32
+  %t302_a220 = load <8 x float>, ptr %fc1_weight_grad.t302_a2, align 32
+  %t302_b221 = load <8 x float>, ptr %fc1_weight_grad.t302_b2, align 32
+  %t302_c2_2 = load <8 x float>, ptr %fc1_weight_grad.t302_c2_2, align 32
+  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t302_a220, <8 x float> %t302_b221, <8 x float> %t302_c2_2)
+  store <8 x float> %49, ptr %fc1_weight_grad.t302_c2_2, align 32
+  %50 = mul nsw i64 %fc1_weight_grad.mb3012, 4
   %51 = add nsw i64 %50, 3
   %52 = add nsw i64 3027328, %51
-  %53 = mul nsw i64 %fc1_weight_grad.k3003, 128
+  %53 = mul nsw i64 %fc1_weight_grad.k3033, 128
   %54 = add nsw i64 %52, %53
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %54
   %55 = load float, ptr %arena22, align 4
   %56 = insertelement <8 x float> undef, float %55, i32 0
   %57 = shufflevector <8 x float> %56, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %57, ptr %fc1_weight_grad.t299_a3, align 32
-  %t299_a3 = load <8 x float>, ptr %fc1_weight_grad.t299_a3, align 32
-  %t299_b023 = load <8 x float>, ptr %fc1_weight_grad.t299_b0, align 32
-  %t299_c3_0 = load <8 x float>, ptr %fc1_weight_grad.t299_c3_0, align 32
-  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t299_a3, <8 x float> %t299_b023, <8 x float> %t299_c3_0)
-  store <8 x float> %58, ptr %fc1_weight_grad.t299_c3_0, align 32
-  %t299_a324 = load <8 x float>, ptr %fc1_weight_grad.t299_a3, align 32
-  %t299_b125 = load <8 x float>, ptr %fc1_weight_grad.t299_b1, align 32
-  %t299_c3_1 = load <8 x float>, ptr %fc1_weight_grad.t299_c3_1, align 32
-  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t299_a324, <8 x float> %t299_b125, <8 x float> %t299_c3_1)
-  store <8 x float> %59, ptr %fc1_weight_grad.t299_c3_1, align 32
-  %t299_a326 = load <8 x float>, ptr %fc1_weight_grad.t299_a3, align 32
-  %t299_b227 = load <8 x float>, ptr %fc1_weight_grad.t299_b2, align 32
-  %t299_c3_2 = load <8 x float>, ptr %fc1_weight_grad.t299_c3_2, align 32
-  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t299_a326, <8 x float> %t299_b227, <8 x float> %t299_c3_2)
-  store <8 x float> %60, ptr %fc1_weight_grad.t299_c3_2, align 32
-  %k300.next = add nsw i64 %fc1_weight_grad.k3003, 1
-  %61 = icmp slt i64 %k300.next, 64
-  br i1 %61, label %fc1_weight_grad.k300, label %fc1_weight_grad.k300.end
+  store <8 x float> %57, ptr %fc1_weight_grad.t302_a3, align 32
+  %t302_a3 = load <8 x float>, ptr %fc1_weight_grad.t302_a3, align 32
+  %t302_b023 = load <8 x float>, ptr %fc1_weight_grad.t302_b0, align 32
+  %t302_c3_0 = load <8 x float>, ptr %fc1_weight_grad.t302_c3_0, align 32
+  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t302_a3, <8 x float> %t302_b023, <8 x float> %t302_c3_0)
+  store <8 x float> %58, ptr %fc1_weight_grad.t302_c3_0, align 32
+  %t302_a324 = load <8 x float>, ptr %fc1_weight_grad.t302_a3, align 32
+  %t302_b125 = load <8 x float>, ptr %fc1_weight_grad.t302_b1, align 32
+  %t302_c3_1 = load <8 x float>, ptr %fc1_weight_grad.t302_c3_1, align 32
+  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t302_a324, <8 x float> %t302_b125, <8 x float> %t302_c3_1)
+  store <8 x float> %59, ptr %fc1_weight_grad.t302_c3_1, align 32
+  %t302_a326 = load <8 x float>, ptr %fc1_weight_grad.t302_a3, align 32
+  %t302_b227 = load <8 x float>, ptr %fc1_weight_grad.t302_b2, align 32
+  %t302_c3_2 = load <8 x float>, ptr %fc1_weight_grad.t302_c3_2, align 32
+  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t302_a326, <8 x float> %t302_b227, <8 x float> %t302_c3_2)
+  store <8 x float> %60, ptr %fc1_weight_grad.t302_c3_2, align 32
+  %k303.next = add nsw i64 %fc1_weight_grad.k3033, 1
+  %61 = icmp slt i64 %k303.next, 64
+  br i1 %61, label %fc1_weight_grad.k303, label %fc1_weight_grad.k303.end
 
-fc1_weight_grad.k300.end:                         ; preds = %fc1_weight_grad.k300
-  %t299_c0_028 = load <8 x float>, ptr %fc1_weight_grad.t299_c0_0, align 32
-  %62 = mul nsw i64 %fc1_weight_grad.mb2982, 4
+fc1_weight_grad.k303.end:                         ; preds = %fc1_weight_grad.k303
+  %t302_c0_028 = load <8 x float>, ptr %fc1_weight_grad.t302_c0_0, align 32
+  %62 = mul nsw i64 %fc1_weight_grad.mb3012, 4
   %63 = mul nsw i64 %62, 3136
   %64 = add nsw i64 18912, %63
-  %65 = mul nsw i64 %fc1_weight_grad.nb2971, 24
+  %65 = mul nsw i64 %fc1_weight_grad.nb3001, 24
   %66 = add nsw i64 %64, %65
   %grads29 = getelementptr inbounds float, ptr %grads, i64 %66
-  store <8 x float> %t299_c0_028, ptr %grads29, align 4
-  %t299_c0_130 = load <8 x float>, ptr %fc1_weight_grad.t299_c0_1, align 32
-  %67 = mul nsw i64 %fc1_weight_grad.mb2982, 4
+  store <8 x float> %t302_c0_028, ptr %grads29, align 4
+  %t302_c0_130 = load <8 x float>, ptr %fc1_weight_grad.t302_c0_1, align 32
+  %67 = mul nsw i64 %fc1_weight_grad.mb3012, 4
   %68 = mul nsw i64 %67, 3136
   %69 = add nsw i64 18912, %68
-  %70 = mul nsw i64 %fc1_weight_grad.nb2971, 24
+  %70 = mul nsw i64 %fc1_weight_grad.nb3001, 24
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %71, 8
   %grads31 = getelementptr inbounds float, ptr %grads, i64 %72
-  store <8 x float> %t299_c0_130, ptr %grads31, align 4
-  %t299_c0_232 = load <8 x float>, ptr %fc1_weight_grad.t299_c0_2, align 32
-  %73 = mul nsw i64 %fc1_weight_grad.mb2982, 4
+  store <8 x float> %t302_c0_130, ptr %grads31, align 4
+  %t302_c0_232 = load <8 x float>, ptr %fc1_weight_grad.t302_c0_2, align 32
+  %73 = mul nsw i64 %fc1_weight_grad.mb3012, 4
   %74 = mul nsw i64 %73, 3136
   %75 = add nsw i64 18912, %74
-  %76 = mul nsw i64 %fc1_weight_grad.nb2971, 24
+  %76 = mul nsw i64 %fc1_weight_grad.nb3001, 24
   %77 = add nsw i64 %75, %76
   %78 = add nsw i64 %77, 16
   %grads33 = getelementptr inbounds float, ptr %grads, i64 %78
-  store <8 x float> %t299_c0_232, ptr %grads33, align 4
-  %t299_c1_034 = load <8 x float>, ptr %fc1_weight_grad.t299_c1_0, align 32
-  %79 = mul nsw i64 %fc1_weight_grad.mb2982, 4
+  store <8 x float> %t302_c0_232, ptr %grads33, align 4
+  %t302_c1_034 = load <8 x float>, ptr %fc1_weight_grad.t302_c1_0, align 32
+  %79 = mul nsw i64 %fc1_weight_grad.mb3012, 4
   %80 = add nsw i64 %79, 1
   %81 = mul nsw i64 %80, 3136
   %82 = add nsw i64 18912, %81
-  %83 = mul nsw i64 %fc1_weight_grad.nb2971, 24
+  %83 = mul nsw i64 %fc1_weight_grad.nb3001, 24
   %84 = add nsw i64 %82, %83
   %grads35 = getelementptr inbounds float, ptr %grads, i64 %84
-  store <8 x float> %t299_c1_034, ptr %grads35, align 4
-  %t299_c1_136 = load <8 x float>, ptr %fc1_weight_grad.t299_c1_1, align 32
-  %85 = mul nsw i64 %fc1_weight_grad.mb2982, 4
+  store <8 x float> %t302_c1_034, ptr %grads35, align 4
+  %t302_c1_136 = load <8 x float>, ptr %fc1_weight_grad.t302_c1_1, align 32
+  %85 = mul nsw i64 %fc1_weight_grad.mb3012, 4
   %86 = add nsw i64 %85, 1
   %87 = mul nsw i64 %86, 3136
   %88 = add nsw i64 18912, %87
-  %89 = mul nsw i64 %fc1_weight_grad.nb2971, 24
+  %89 = mul nsw i64 %fc1_weight_grad.nb3001, 24
   %90 = add nsw i64 %88, %89
   %91 = add nsw i64 %90, 8
   %grads37 = getelementptr inbounds float, ptr %grads, i64 %91
-  store <8 x float> %t299_c1_136, ptr %grads37, align 4
-  %t299_c1_238 = load <8 x float>, ptr %fc1_weight_grad.t299_c1_2, align 32
-  %92 = mul nsw i64 %fc1_weight_grad.mb2982, 4
+  store <8 x float> %t302_c1_136, ptr %grads37, align 4
+  %t302_c1_238 = load <8 x float>, ptr %fc1_weight_grad.t302_c1_2, align 32
+  %92 = mul nsw i64 %fc1_weight_grad.mb3012, 4
   %93 = add nsw i64 %92, 1
   %94 = mul nsw i64 %93, 3136
   %95 = add nsw i64 18912, %94
-  %96 = mul nsw i64 %fc1_weight_grad.nb2971, 24
+  %96 = mul nsw i64 %fc1_weight_grad.nb3001, 24
   %97 = add nsw i64 %95, %96
   %98 = add nsw i64 %97, 16
   %grads39 = getelementptr inbounds float, ptr %grads, i64 %98
-  store <8 x float> %t299_c1_238, ptr %grads39, align 4
-  %t299_c2_040 = load <8 x float>, ptr %fc1_weight_grad.t299_c2_0, align 32
-  %99 = mul nsw i64 %fc1_weight_grad.mb2982, 4
+  store <8 x float> %t302_c1_238, ptr %grads39, align 4
+  %t302_c2_040 = load <8 x float>, ptr %fc1_weight_grad.t302_c2_0, align 32
+  %99 = mul nsw i64 %fc1_weight_grad.mb3012, 4
   %100 = add nsw i64 %99, 2
   %101 = mul nsw i64 %100, 3136
   %102 = add nsw i64 18912, %101
-  %103 = mul nsw i64 %fc1_weight_grad.nb2971, 24
+  %103 = mul nsw i64 %fc1_weight_grad.nb3001, 24
   %104 = add nsw i64 %102, %103
   %grads41 = getelementptr inbounds float, ptr %grads, i64 %104
-  store <8 x float> %t299_c2_040, ptr %grads41, align 4
-  %t299_c2_142 = load <8 x float>, ptr %fc1_weight_grad.t299_c2_1, align 32
-  %105 = mul nsw i64 %fc1_weight_grad.mb2982, 4
+  store <8 x float> %t302_c2_040, ptr %grads41, align 4
+  %t302_c2_142 = load <8 x float>, ptr %fc1_weight_grad.t302_c2_1, align 32
+  %105 = mul nsw i64 %fc1_weight_grad.mb3012, 4
   %106 = add nsw i64 %105, 2
   %107 = mul nsw i64 %106, 3136
   %108 = add nsw i64 18912, %107
-  %109 = mul nsw i64 %fc1_weight_grad.nb2971, 24
+  %109 = mul nsw i64 %fc1_weight_grad.nb3001, 24
   %110 = add nsw i64 %108, %109
   %111 = add nsw i64 %110, 8
   %grads43 = getelementptr inbounds float, ptr %grads, i64 %111
-  store <8 x float> %t299_c2_142, ptr %grads43, align 4
-  %t299_c2_244 = load <8 x float>, ptr %fc1_weight_grad.t299_c2_2, align 32
-  %112 = mul nsw i64 %fc1_weight_grad.mb2982, 4
+  store <8 x float> %t302_c2_142, ptr %grads43, align 4
+  %t302_c2_244 = load <8 x float>, ptr %fc1_weight_grad.t302_c2_2, align 32
+  %112 = mul nsw i64 %fc1_weight_grad.mb3012, 4
   %113 = add nsw i64 %112, 2
   %114 = mul nsw i64 %113, 3136
   %115 = add nsw i64 18912, %114
-  %116 = mul nsw i64 %fc1_weight_grad.nb2971, 24
+  %116 = mul nsw i64 %fc1_weight_grad.nb3001, 24
   %117 = add nsw i64 %115, %116
   %118 = add nsw i64 %117, 16
   %grads45 = getelementptr inbounds float, ptr %grads, i64 %118
-  store <8 x float> %t299_c2_244, ptr %grads45, align 4
-  %t299_c3_046 = load <8 x float>, ptr %fc1_weight_grad.t299_c3_0, align 32
-  %119 = mul nsw i64 %fc1_weight_grad.mb2982, 4
+  store <8 x float> %t302_c2_244, ptr %grads45, align 4
+  %t302_c3_046 = load <8 x float>, ptr %fc1_weight_grad.t302_c3_0, align 32
+  %119 = mul nsw i64 %fc1_weight_grad.mb3012, 4
   %120 = add nsw i64 %119, 3
   %121 = mul nsw i64 %120, 3136
   %122 = add nsw i64 18912, %121
-  %123 = mul nsw i64 %fc1_weight_grad.nb2971, 24
+  %123 = mul nsw i64 %fc1_weight_grad.nb3001, 24
   %124 = add nsw i64 %122, %123
   %grads47 = getelementptr inbounds float, ptr %grads, i64 %124
-  store <8 x float> %t299_c3_046, ptr %grads47, align 4
-  %t299_c3_148 = load <8 x float>, ptr %fc1_weight_grad.t299_c3_1, align 32
-  %125 = mul nsw i64 %fc1_weight_grad.mb2982, 4
+  store <8 x float> %t302_c3_046, ptr %grads47, align 4
+  %t302_c3_148 = load <8 x float>, ptr %fc1_weight_grad.t302_c3_1, align 32
+  %125 = mul nsw i64 %fc1_weight_grad.mb3012, 4
   %126 = add nsw i64 %125, 3
   %127 = mul nsw i64 %126, 3136
   %128 = add nsw i64 18912, %127
-  %129 = mul nsw i64 %fc1_weight_grad.nb2971, 24
+  %129 = mul nsw i64 %fc1_weight_grad.nb3001, 24
   %130 = add nsw i64 %128, %129
   %131 = add nsw i64 %130, 8
   %grads49 = getelementptr inbounds float, ptr %grads, i64 %131
-  store <8 x float> %t299_c3_148, ptr %grads49, align 4
-  %t299_c3_250 = load <8 x float>, ptr %fc1_weight_grad.t299_c3_2, align 32
-  %132 = mul nsw i64 %fc1_weight_grad.mb2982, 4
+  store <8 x float> %t302_c3_148, ptr %grads49, align 4
+  %t302_c3_250 = load <8 x float>, ptr %fc1_weight_grad.t302_c3_2, align 32
+  %132 = mul nsw i64 %fc1_weight_grad.mb3012, 4
   %133 = add nsw i64 %132, 3
   %134 = mul nsw i64 %133, 3136
   %135 = add nsw i64 18912, %134
-  %136 = mul nsw i64 %fc1_weight_grad.nb2971, 24
+  %136 = mul nsw i64 %fc1_weight_grad.nb3001, 24
   %137 = add nsw i64 %135, %136
   %138 = add nsw i64 %137, 16
   %grads51 = getelementptr inbounds float, ptr %grads, i64 %138
-  store <8 x float> %t299_c3_250, ptr %grads51, align 4
-  %mb298.next = add nsw i64 %fc1_weight_grad.mb2982, 1
-  %139 = icmp slt i64 %mb298.next, 32
-  br i1 %139, label %fc1_weight_grad.mb298, label %fc1_weight_grad.mb298.end
+  store <8 x float> %t302_c3_250, ptr %grads51, align 4
+  %mb301.next = add nsw i64 %fc1_weight_grad.mb3012, 1
+  %139 = icmp slt i64 %mb301.next, 32
+  br i1 %139, label %fc1_weight_grad.mb301, label %fc1_weight_grad.mb301.end
 
-fc1_weight_grad.mb301:                            ; preds = %fc1_weight_grad.k303.end, %fc1_weight_grad.nb297.end
-  %fc1_weight_grad.mb30152 = phi i64 [ 0, %fc1_weight_grad.nb297.end ], [ %mb301.next, %fc1_weight_grad.k303.end ]
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t302_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t302_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t302_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t302_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t302_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t302_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t302_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t302_c3_1, align 32
-  br label %fc1_weight_grad.k303
+fc1_weight_grad.mb304:                            ; preds = %fc1_weight_grad.k306.end, %fc1_weight_grad.nb300.end
+  %fc1_weight_grad.mb30452 = phi i64 [ 0, %fc1_weight_grad.nb300.end ], [ %mb304.next, %fc1_weight_grad.k306.end ]
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t305_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t305_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t305_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t305_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t305_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t305_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t305_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t305_c3_1, align 32
+  br label %fc1_weight_grad.k306
 
-fc1_weight_grad.mb301.end:                        ; preds = %fc1_weight_grad.k303.end
+fc1_weight_grad.mb304.end:                        ; preds = %fc1_weight_grad.k306.end
   ret void
 
-fc1_weight_grad.k303:                             ; preds = %fc1_weight_grad.k303, %fc1_weight_grad.mb301
-  %fc1_weight_grad.k30353 = phi i64 [ 0, %fc1_weight_grad.mb301 ], [ %k303.next, %fc1_weight_grad.k303 ]
-  %140 = mul nsw i64 %fc1_weight_grad.k30353, 3136
+fc1_weight_grad.k306:                             ; preds = %fc1_weight_grad.k306, %fc1_weight_grad.mb304
+  %fc1_weight_grad.k30653 = phi i64 [ 0, %fc1_weight_grad.mb304 ], [ %k306.next, %fc1_weight_grad.k306 ]
+  %140 = mul nsw i64 %fc1_weight_grad.k30653, 3136
   %141 = add nsw i64 2809984, %140
   %142 = add nsw i64 %141, 3120
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %142
   %143 = load <8 x float>, ptr %arena54, align 4
-  store <8 x float> %143, ptr %fc1_weight_grad.t302_b0, align 32
-  %144 = mul nsw i64 %fc1_weight_grad.k30353, 3136
+  store <8 x float> %143, ptr %fc1_weight_grad.t305_b0, align 32
+  %144 = mul nsw i64 %fc1_weight_grad.k30653, 3136
   %145 = add nsw i64 2809984, %144
   %146 = add nsw i64 %145, 3120
   %147 = add nsw i64 %146, 8
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %147
   %148 = load <8 x float>, ptr %arena55, align 4
-  store <8 x float> %148, ptr %fc1_weight_grad.t302_b1, align 32
-  %149 = mul nsw i64 %fc1_weight_grad.mb30152, 4
+  store <8 x float> %148, ptr %fc1_weight_grad.t305_b1, align 32
+  %149 = mul nsw i64 %fc1_weight_grad.mb30452, 4
   %150 = add nsw i64 3027328, %149
-  %151 = mul nsw i64 %fc1_weight_grad.k30353, 128
+  %151 = mul nsw i64 %fc1_weight_grad.k30653, 128
   %152 = add nsw i64 %150, %151
   %arena56 = getelementptr inbounds float, ptr %arena, i64 %152
   %153 = load float, ptr %arena56, align 4
   %154 = insertelement <8 x float> undef, float %153, i32 0
   %155 = shufflevector <8 x float> %154, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %155, ptr %fc1_weight_grad.t302_a0, align 32
-  %t302_a0 = load <8 x float>, ptr %fc1_weight_grad.t302_a0, align 32
-  %t302_b0 = load <8 x float>, ptr %fc1_weight_grad.t302_b0, align 32
-  %t302_c0_0 = load <8 x float>, ptr %fc1_weight_grad.t302_c0_0, align 32
-  %156 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t302_a0, <8 x float> %t302_b0, <8 x float> %t302_c0_0)
-  store <8 x float> %156, ptr %fc1_weight_grad.t302_c0_0, align 32
-  %t302_a057 = load <8 x float>, ptr %fc1_weight_grad.t302_a0, align 32
-  %t302_b1 = load <8 x float>, ptr %fc1_weight_grad.t302_b1, align 32
-  %t302_c0_1 = load <8 x float>, ptr %fc1_weight_grad.t302_c0_1, align 32
-  %157 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t302_a057, <8 x float> %t302_b1, <8 x float> %t302_c0_1)
-  store <8 x float> %157, ptr %fc1_weight_grad.t302_c0_1, align 32
-  %158 = mul nsw i64 %fc1_weight_grad.mb30152, 4
+  store <8 x float> %155, ptr %fc1_weight_grad.t305_a0, align 32
+  %t305_a0 = load <8 x float>, ptr %fc1_weight_grad.t305_a0, align 32
+  %t305_b0 = load <8 x float>, ptr %fc1_weight_grad.t305_b0, align 32
+  %t305_c0_0 = load <8 x float>, ptr %fc1_weight_grad.t305_c0_0, align 32
+  %156 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t305_a0, <8 x float> %t305_b0, <8 x float> %t305_c0_0)
+  store <8 x float> %156, ptr %fc1_weight_grad.t305_c0_0, align 32
+  %t305_a057 = load <8 x float>, ptr %fc1_weight_grad.t305_a0, align 32
+  %t305_b1 = load <8 x float>, ptr %fc1_weight_grad.t305_b1, align 32
+  %t305_c0_1 = load <8 x float>, ptr %fc1_weight_grad.t305_c0_1, align 32
+  %157 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t305_a057, <8 x float> %t305_b1, <8 x float> %t305_c0_1)
+  store <8 x float> %157, ptr %fc1_weight_grad.t305_c0_1, align 32
+  %158 = mul nsw i64 %fc1_weight_grad.mb30452, 4
   %159 = add nsw i64 %158, 1
   %160 = add nsw i64 3027328, %159
-  %161 = mul nsw i64 %fc1_weight_grad.k30353, 128
+  %161 = mul nsw i64 %fc1_weight_grad.k30653, 128
   %162 = add nsw i64 %160, %161
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %162
   %163 = load float, ptr %arena58, align 4
   %164 = insertelement <8 x float> undef, float %163, i32 0
   %165 = shufflevector <8 x float> %164, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %165, ptr %fc1_weight_grad.t302_a1, align 32
-  %t302_a1 = load <8 x float>, ptr %fc1_weight_grad.t302_a1, align 32
-  %t302_b059 = load <8 x float>, ptr %fc1_weight_grad.t302_b0, align 32
-  %t302_c1_0 = load <8 x float>, ptr %fc1_weight_grad.t302_c1_0, align 32
-  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t302_a1, <8 x float> %t302_b059, <8 x float> %t302_c1_0)
-  store <8 x float> %166, ptr %fc1_weight_grad.t302_c1_0, align 32
-  %t302_a160 = load <8 x float>, ptr %fc1_weight_grad.t302_a1, align 32
-  %t302_b161 = load <8 x float>, ptr %fc1_weight_grad.t302_b1, align 32
-  %t302_c1_1 = load <8 x float>, ptr %fc1_weight_grad.t302_c1_1, align 32
-  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t302_a160, <8 x float> %t302_b161, <8 x float> %t302_c1_1)
-  store <8 x float> %167, ptr %fc1_weight_grad.t302_c1_1, align 32
-  %168 = mul nsw i64 %fc1_weight_grad.mb30152, 4
+  store <8 x float> %165, ptr %fc1_weight_grad.t305_a1, align 32
+  %t305_a1 = load <8 x float>, ptr %fc1_weight_grad.t305_a1, align 32
+  %t305_b059 = load <8 x float>, ptr %fc1_weight_grad.t305_b0, align 32
+  %t305_c1_0 = load <8 x float>, ptr %fc1_weight_grad.t305_c1_0, align 32
+  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t305_a1, <8 x float> %t305_b059, <8 x float> %t305_c1_0)
+  store <8 x float> %166, ptr %fc1_weight_grad.t305_c1_0, align 32
+  %t305_a160 = load <8 x float>, ptr %fc1_weight_grad.t305_a1, align 32
+  %t305_b161 = load <8 x float>, ptr %fc1_weight_grad.t305_b1, align 32
+  %t305_c1_1 = load <8 x float>, ptr %fc1_weight_grad.t305_c1_1, align 32
+  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t305_a160, <8 x float> %t305_b161, <8 x float> %t305_c1_1)
+  store <8 x float> %167, ptr %fc1_weight_grad.t305_c1_1, align 32
+  %168 = mul nsw i64 %fc1_weight_grad.mb30452, 4
   %169 = add nsw i64 %168, 2
   %170 = add nsw i64 3027328, %169
-  %171 = mul nsw i64 %fc1_weight_grad.k30353, 128
+  %171 = mul nsw i64 %fc1_weight_grad.k30653, 128
   %172 = add nsw i64 %170, %171
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %172
   %173 = load float, ptr %arena62, align 4
   %174 = insertelement <8 x float> undef, float %173, i32 0
   %175 = shufflevector <8 x float> %174, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %175, ptr %fc1_weight_grad.t302_a2, align 32
-  %t302_a2 = load <8 x float>, ptr %fc1_weight_grad.t302_a2, align 32
-  %t302_b063 = load <8 x float>, ptr %fc1_weight_grad.t302_b0, align 32
-  %t302_c2_0 = load <8 x float>, ptr %fc1_weight_grad.t302_c2_0, align 32
-  %176 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t302_a2, <8 x float> %t302_b063, <8 x float> %t302_c2_0)
-  store <8 x float> %176, ptr %fc1_weight_grad.t302_c2_0, align 32
-  %t302_a264 = load <8 x float>, ptr %fc1_weight_grad.t302_a2, align 32
-  %t302_b165 = load <8 x float>, ptr %fc1_weight_grad.t302_b1, align 32
-  %t302_c2_1 = load <8 x float>, ptr %fc1_weight_grad.t302_c2_1, align 32
-  %177 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t302_a264, <8 x float> %t302_b165, <8 x float> %t302_c2_1)
-  store <8 x float> %177, ptr %fc1_weight_grad.t302_c2_1, align 32
-  %178 = mul nsw i64 %fc1_weight_grad.mb30152, 4
+  store <8 x float> %175, ptr %fc1_weight_grad.t305_a2, align 32
+  %t305_a2 = load <8 x float>, ptr %fc1_weight_grad.t305_a2, align 32
+  %t305_b063 = load <8 x float>, ptr %fc1_weight_grad.t305_b0, align 32
+  %t305_c2_0 = load <8 x float>, ptr %fc1_weight_grad.t305_c2_0, align 32
+  %176 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t305_a2, <8 x float> %t305_b063, <8 x float> %t305_c2_0)
+  store <8 x float> %176, ptr %fc1_weight_grad.t305_c2_0, align 32
+  %t305_a264 = load <8 x float>, ptr %fc1_weight_grad.t305_a2, align 32
+  %t305_b165 = load <8 x float>, ptr %fc1_weight_grad.t305_b1, align 32
+  %t305_c2_1 = load <8 x float>, ptr %fc1_weight_grad.t305_c2_1, align 32
+  %177 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t305_a264, <8 x float> %t305_b165, <8 x float> %t305_c2_1)
+  store <8 x float> %177, ptr %fc1_weight_grad.t305_c2_1, align 32
+  %178 = mul nsw i64 %fc1_weight_grad.mb30452, 4
   %179 = add nsw i64 %178, 3
   %180 = add nsw i64 3027328, %179
-  %181 = mul nsw i64 %fc1_weight_grad.k30353, 128
+  %181 = mul nsw i64 %fc1_weight_grad.k30653, 128
   %182 = add nsw i64 %180, %181
   %arena66 = getelementptr inbounds float, ptr %arena, i64 %182
   %183 = load float, ptr %arena66, align 4
   %184 = insertelement <8 x float> undef, float %183, i32 0
   %185 = shufflevector <8 x float> %184, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %185, ptr %fc1_weight_grad.t302_a3, align 32
-  %t302_a3 = load <8 x float>, ptr %fc1_weight_grad.t302_a3, align 32
-  %t302_b067 = load <8 x float>, ptr %fc1_weight_grad.t302_b0, align 32
-  %t302_c3_0 = load <8 x float>, ptr %fc1_weight_grad.t302_c3_0, align 32
-  %186 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t302_a3, <8 x float> %t302_b067, <8 x float> %t302_c3_0)
-  store <8 x float> %186, ptr %fc1_weight_grad.t302_c3_0, align 32
-  %t302_a368 = load <8 x float>, ptr %fc1_weight_grad.t302_a3, align 32
-  %t302_b169 = load <8 x float>, ptr %fc1_weight_grad.t302_b1, align 32
-  %t302_c3_1 = load <8 x float>, ptr %fc1_weight_grad.t302_c3_1, align 32
-  %187 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t302_a368, <8 x float> %t302_b169, <8 x float> %t302_c3_1)
-  store <8 x float> %187, ptr %fc1_weight_grad.t302_c3_1, align 32
-  %k303.next = add nsw i64 %fc1_weight_grad.k30353, 1
-  %188 = icmp slt i64 %k303.next, 64
-  br i1 %188, label %fc1_weight_grad.k303, label %fc1_weight_grad.k303.end
+  store <8 x float> %185, ptr %fc1_weight_grad.t305_a3, align 32
+  %t305_a3 = load <8 x float>, ptr %fc1_weight_grad.t305_a3, align 32
+  %t305_b067 = load <8 x float>, ptr %fc1_weight_grad.t305_b0, align 32
+  %t305_c3_0 = load <8 x float>, ptr %fc1_weight_grad.t305_c3_0, align 32
+  %186 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t305_a3, <8 x float> %t305_b067, <8 x float> %t305_c3_0)
+  store <8 x float> %186, ptr %fc1_weight_grad.t305_c3_0, align 32
+  %t305_a368 = load <8 x float>, ptr %fc1_weight_grad.t305_a3, align 32
+  %t305_b169 = load <8 x float>, ptr %fc1_weight_grad.t305_b1, align 32
+  %t305_c3_1 = load <8 x float>, ptr %fc1_weight_grad.t305_c3_1, align 32
+  %187 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t305_a368, <8 x float> %t305_b169, <8 x float> %t305_c3_1)
+  store <8 x float> %187, ptr %fc1_weight_grad.t305_c3_1, align 32
+  %k306.next = add nsw i64 %fc1_weight_grad.k30653, 1
+  %188 = icmp slt i64 %k306.next, 64
+  br i1 %188, label %fc1_weight_grad.k306, label %fc1_weight_grad.k306.end
 
-fc1_weight_grad.k303.end:                         ; preds = %fc1_weight_grad.k303
-  %t302_c0_070 = load <8 x float>, ptr %fc1_weight_grad.t302_c0_0, align 32
-  %189 = mul nsw i64 %fc1_weight_grad.mb30152, 4
+fc1_weight_grad.k306.end:                         ; preds = %fc1_weight_grad.k306
+  %t305_c0_070 = load <8 x float>, ptr %fc1_weight_grad.t305_c0_0, align 32
+  %189 = mul nsw i64 %fc1_weight_grad.mb30452, 4
   %190 = mul nsw i64 %189, 3136
   %191 = add nsw i64 18912, %190
   %192 = add nsw i64 %191, 3120
   %grads71 = getelementptr inbounds float, ptr %grads, i64 %192
-  store <8 x float> %t302_c0_070, ptr %grads71, align 4
-  %t302_c0_172 = load <8 x float>, ptr %fc1_weight_grad.t302_c0_1, align 32
-  %193 = mul nsw i64 %fc1_weight_grad.mb30152, 4
+  store <8 x float> %t305_c0_070, ptr %grads71, align 4
+  %t305_c0_172 = load <8 x float>, ptr %fc1_weight_grad.t305_c0_1, align 32
+  %193 = mul nsw i64 %fc1_weight_grad.mb30452, 4
   %194 = mul nsw i64 %193, 3136
   %195 = add nsw i64 18912, %194
   %196 = add nsw i64 %195, 3120
   %197 = add nsw i64 %196, 8
   %grads73 = getelementptr inbounds float, ptr %grads, i64 %197
-  store <8 x float> %t302_c0_172, ptr %grads73, align 4
-  %t302_c1_074 = load <8 x float>, ptr %fc1_weight_grad.t302_c1_0, align 32
-  %198 = mul nsw i64 %fc1_weight_grad.mb30152, 4
+  store <8 x float> %t305_c0_172, ptr %grads73, align 4
+  %t305_c1_074 = load <8 x float>, ptr %fc1_weight_grad.t305_c1_0, align 32
+  %198 = mul nsw i64 %fc1_weight_grad.mb30452, 4
   %199 = add nsw i64 %198, 1
   %200 = mul nsw i64 %199, 3136
   %201 = add nsw i64 18912, %200
   %202 = add nsw i64 %201, 3120
   %grads75 = getelementptr inbounds float, ptr %grads, i64 %202
-  store <8 x float> %t302_c1_074, ptr %grads75, align 4
-  %t302_c1_176 = load <8 x float>, ptr %fc1_weight_grad.t302_c1_1, align 32
-  %203 = mul nsw i64 %fc1_weight_grad.mb30152, 4
+  store <8 x float> %t305_c1_074, ptr %grads75, align 4
+  %t305_c1_176 = load <8 x float>, ptr %fc1_weight_grad.t305_c1_1, align 32
+  %203 = mul nsw i64 %fc1_weight_grad.mb30452, 4
   %204 = add nsw i64 %203, 1
   %205 = mul nsw i64 %204, 3136
   %206 = add nsw i64 18912, %205
   %207 = add nsw i64 %206, 3120
   %208 = add nsw i64 %207, 8
   %grads77 = getelementptr inbounds float, ptr %grads, i64 %208
-  store <8 x float> %t302_c1_176, ptr %grads77, align 4
-  %t302_c2_078 = load <8 x float>, ptr %fc1_weight_grad.t302_c2_0, align 32
-  %209 = mul nsw i64 %fc1_weight_grad.mb30152, 4
+  store <8 x float> %t305_c1_176, ptr %grads77, align 4
+  %t305_c2_078 = load <8 x float>, ptr %fc1_weight_grad.t305_c2_0, align 32
+  %209 = mul nsw i64 %fc1_weight_grad.mb30452, 4
   %210 = add nsw i64 %209, 2
   %211 = mul nsw i64 %210, 3136
   %212 = add nsw i64 18912, %211
   %213 = add nsw i64 %212, 3120
   %grads79 = getelementptr inbounds float, ptr %grads, i64 %213
-  store <8 x float> %t302_c2_078, ptr %grads79, align 4
-  %t302_c2_180 = load <8 x float>, ptr %fc1_weight_grad.t302_c2_1, align 32
-  %214 = mul nsw i64 %fc1_weight_grad.mb30152, 4
+  store <8 x float> %t305_c2_078, ptr %grads79, align 4
+  %t305_c2_180 = load <8 x float>, ptr %fc1_weight_grad.t305_c2_1, align 32
+  %214 = mul nsw i64 %fc1_weight_grad.mb30452, 4
   %215 = add nsw i64 %214, 2
   %216 = mul nsw i64 %215, 3136
   %217 = add nsw i64 18912, %216
   %218 = add nsw i64 %217, 3120
   %219 = add nsw i64 %218, 8
   %grads81 = getelementptr inbounds float, ptr %grads, i64 %219
-  store <8 x float> %t302_c2_180, ptr %grads81, align 4
-  %t302_c3_082 = load <8 x float>, ptr %fc1_weight_grad.t302_c3_0, align 32
-  %220 = mul nsw i64 %fc1_weight_grad.mb30152, 4
+  store <8 x float> %t305_c2_180, ptr %grads81, align 4
+  %t305_c3_082 = load <8 x float>, ptr %fc1_weight_grad.t305_c3_0, align 32
+  %220 = mul nsw i64 %fc1_weight_grad.mb30452, 4
   %221 = add nsw i64 %220, 3
   %222 = mul nsw i64 %221, 3136
   %223 = add nsw i64 18912, %222
   %224 = add nsw i64 %223, 3120
   %grads83 = getelementptr inbounds float, ptr %grads, i64 %224
-  store <8 x float> %t302_c3_082, ptr %grads83, align 4
-  %t302_c3_184 = load <8 x float>, ptr %fc1_weight_grad.t302_c3_1, align 32
-  %225 = mul nsw i64 %fc1_weight_grad.mb30152, 4
+  store <8 x float> %t305_c3_082, ptr %grads83, align 4
+  %t305_c3_184 = load <8 x float>, ptr %fc1_weight_grad.t305_c3_1, align 32
+  %225 = mul nsw i64 %fc1_weight_grad.mb30452, 4
   %226 = add nsw i64 %225, 3
   %227 = mul nsw i64 %226, 3136
   %228 = add nsw i64 18912, %227
   %229 = add nsw i64 %228, 3120
   %230 = add nsw i64 %229, 8
   %grads85 = getelementptr inbounds float, ptr %grads, i64 %230
-  store <8 x float> %t302_c3_184, ptr %grads85, align 4
-  %mb301.next = add nsw i64 %fc1_weight_grad.mb30152, 1
-  %231 = icmp slt i64 %mb301.next, 32
-  br i1 %231, label %fc1_weight_grad.mb301, label %fc1_weight_grad.mb301.end
+  store <8 x float> %t305_c3_184, ptr %grads85, align 4
+  %mb304.next = add nsw i64 %fc1_weight_grad.mb30452, 1
+  %231 = icmp slt i64 %mb304.next, 32
+  br i1 %231, label %fc1_weight_grad.mb304, label %fc1_weight_grad.mb304.end
 }
 
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k23.flat_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  call void @bncnn_train_b64.k23.flat_grad.gemm312(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @bncnn_train_b64.k23.flat_grad.gemm315(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_train_b64.k23.flat_grad.gemm312(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @bncnn_train_b64.k23.flat_grad.gemm315(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
+  %flat_grad.t313_a3 = alloca <8 x float>, align 32
+  %flat_grad.t313_a2 = alloca <8 x float>, align 32
+  %flat_grad.t313_a1 = alloca <8 x float>, align 32
+  %flat_grad.t313_a0 = alloca <8 x float>, align 32
+  %flat_grad.t313_b1 = alloca <8 x float>, align 32
+  %flat_grad.t313_b0 = alloca <8 x float>, align 32
+  %flat_grad.t313_c3_1 = alloca <8 x float>, align 32
+  %flat_grad.t313_c3_0 = alloca <8 x float>, align 32
+  %flat_grad.t313_c2_1 = alloca <8 x float>, align 32
+  %flat_grad.t313_c2_0 = alloca <8 x float>, align 32
+  %flat_grad.t313_c1_1 = alloca <8 x float>, align 32
+  %flat_grad.t313_c1_0 = alloca <8 x float>, align 32
+  %flat_grad.t313_c0_1 = alloca <8 x float>, align 32
+  %flat_grad.t313_c0_0 = alloca <8 x float>, align 32
   %flat_grad.t310_a3 = alloca <8 x float>, align 32
   %flat_grad.t310_a2 = alloca <8 x float>, align 32
   %flat_grad.t310_a1 = alloca <8 x float>, align 32
   %flat_grad.t310_a0 = alloca <8 x float>, align 32
+  %flat_grad.t310_b2 = alloca <8 x float>, align 32
   %flat_grad.t310_b1 = alloca <8 x float>, align 32
   %flat_grad.t310_b0 = alloca <8 x float>, align 32
+  %flat_grad.t310_c3_2 = alloca <8 x float>, align 32
   %flat_grad.t310_c3_1 = alloca <8 x float>, align 32
   %flat_grad.t310_c3_0 = alloca <8 x float>, align 32
+  %flat_grad.t310_c2_2 = alloca <8 x float>, align 32
   %flat_grad.t310_c2_1 = alloca <8 x float>, align 32
   %flat_grad.t310_c2_0 = alloca <8 x float>, align 32
+  %flat_grad.t310_c1_2 = alloca <8 x float>, align 32
   %flat_grad.t310_c1_1 = alloca <8 x float>, align 32
   %flat_grad.t310_c1_0 = alloca <8 x float>, align 32
+  %flat_grad.t310_c0_2 = alloca <8 x float>, align 32
   %flat_grad.t310_c0_1 = alloca <8 x float>, align 32
   %flat_grad.t310_c0_0 = alloca <8 x float>, align 32
-  %flat_grad.t307_a3 = alloca <8 x float>, align 32
-  %flat_grad.t307_a2 = alloca <8 x float>, align 32
-  %flat_grad.t307_a1 = alloca <8 x float>, align 32
-  %flat_grad.t307_a0 = alloca <8 x float>, align 32
-  %flat_grad.t307_b2 = alloca <8 x float>, align 32
-  %flat_grad.t307_b1 = alloca <8 x float>, align 32
-  %flat_grad.t307_b0 = alloca <8 x float>, align 32
-  %flat_grad.t307_c3_2 = alloca <8 x float>, align 32
-  %flat_grad.t307_c3_1 = alloca <8 x float>, align 32
-  %flat_grad.t307_c3_0 = alloca <8 x float>, align 32
-  %flat_grad.t307_c2_2 = alloca <8 x float>, align 32
-  %flat_grad.t307_c2_1 = alloca <8 x float>, align 32
-  %flat_grad.t307_c2_0 = alloca <8 x float>, align 32
-  %flat_grad.t307_c1_2 = alloca <8 x float>, align 32
-  %flat_grad.t307_c1_1 = alloca <8 x float>, align 32
-  %flat_grad.t307_c1_0 = alloca <8 x float>, align 32
-  %flat_grad.t307_c0_2 = alloca <8 x float>, align 32
-  %flat_grad.t307_c0_1 = alloca <8 x float>, align 32
-  %flat_grad.t307_c0_0 = alloca <8 x float>, align 32
-  br label %flat_grad.nb305
+  br label %flat_grad.nb308
 
-flat_grad.nb305:                                  ; preds = %flat_grad.mb306.end, %entry
-  %flat_grad.nb3051 = phi i64 [ 0, %entry ], [ %nb305.next, %flat_grad.mb306.end ]
-  br label %flat_grad.mb306
-
-flat_grad.nb305.end:                              ; preds = %flat_grad.mb306.end
+flat_grad.nb308:                                  ; preds = %flat_grad.mb309.end, %entry
+  %flat_grad.nb3081 = phi i64 [ 0, %entry ], [ %nb308.next, %flat_grad.mb309.end ]
   br label %flat_grad.mb309
 
-flat_grad.mb306:                                  ; preds = %flat_grad.k308.end, %flat_grad.nb305
-  %flat_grad.mb3062 = phi i64 [ 0, %flat_grad.nb305 ], [ %mb306.next, %flat_grad.k308.end ]
-  store <8 x float> zeroinitializer, ptr %flat_grad.t307_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t307_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t307_c0_2, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t307_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t307_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t307_c1_2, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t307_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t307_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t307_c2_2, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t307_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t307_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t307_c3_2, align 32
-  br label %flat_grad.k308
+flat_grad.nb308.end:                              ; preds = %flat_grad.mb309.end
+  br label %flat_grad.mb312
 
-flat_grad.mb306.end:                              ; preds = %flat_grad.k308.end
-  %nb305.next = add nsw i64 %flat_grad.nb3051, 1
-  %0 = icmp slt i64 %nb305.next, 130
-  br i1 %0, label %flat_grad.nb305, label %flat_grad.nb305.end
+flat_grad.mb309:                                  ; preds = %flat_grad.k311.end, %flat_grad.nb308
+  %flat_grad.mb3092 = phi i64 [ 0, %flat_grad.nb308 ], [ %mb309.next, %flat_grad.k311.end ]
+  store <8 x float> zeroinitializer, ptr %flat_grad.t310_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t310_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t310_c0_2, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t310_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t310_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t310_c1_2, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t310_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t310_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t310_c2_2, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t310_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t310_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t310_c3_2, align 32
+  br label %flat_grad.k311
 
-flat_grad.k308:                                   ; preds = %flat_grad.k308, %flat_grad.mb306
-  %flat_grad.k3083 = phi i64 [ 0, %flat_grad.mb306 ], [ %k308.next, %flat_grad.k308 ]
-  %1 = mul nsw i64 %flat_grad.k3083, 3136
+flat_grad.mb309.end:                              ; preds = %flat_grad.k311.end
+  %nb308.next = add nsw i64 %flat_grad.nb3081, 1
+  %0 = icmp slt i64 %nb308.next, 130
+  br i1 %0, label %flat_grad.nb308, label %flat_grad.nb308.end
+
+flat_grad.k311:                                   ; preds = %flat_grad.k311, %flat_grad.mb309
+  %flat_grad.k3113 = phi i64 [ 0, %flat_grad.mb309 ], [ %k311.next, %flat_grad.k311 ]
+  %1 = mul nsw i64 %flat_grad.k3113, 3136
   %2 = add nsw i64 18912, %1
-  %3 = mul nsw i64 %flat_grad.nb3051, 24
+  %3 = mul nsw i64 %flat_grad.nb3081, 24
   %4 = add nsw i64 %2, %3
   %params4 = getelementptr inbounds float, ptr %params, i64 %4
   %5 = load <8 x float>, ptr %params4, align 4
-  store <8 x float> %5, ptr %flat_grad.t307_b0, align 32
-  %6 = mul nsw i64 %flat_grad.k3083, 3136
+  store <8 x float> %5, ptr %flat_grad.t310_b0, align 32
+  %6 = mul nsw i64 %flat_grad.k3113, 3136
   %7 = add nsw i64 18912, %6
-  %8 = mul nsw i64 %flat_grad.nb3051, 24
+  %8 = mul nsw i64 %flat_grad.nb3081, 24
   %9 = add nsw i64 %7, %8
   %10 = add nsw i64 %9, 8
   %params5 = getelementptr inbounds float, ptr %params, i64 %10
   %11 = load <8 x float>, ptr %params5, align 4
-  store <8 x float> %11, ptr %flat_grad.t307_b1, align 32
-  %12 = mul nsw i64 %flat_grad.k3083, 3136
+  store <8 x float> %11, ptr %flat_grad.t310_b1, align 32
+  %12 = mul nsw i64 %flat_grad.k3113, 3136
   %13 = add nsw i64 18912, %12
-  %14 = mul nsw i64 %flat_grad.nb3051, 24
+  %14 = mul nsw i64 %flat_grad.nb3081, 24
   %15 = add nsw i64 %13, %14
   %16 = add nsw i64 %15, 16
   %params6 = getelementptr inbounds float, ptr %params, i64 %16
   %17 = load <8 x float>, ptr %params6, align 4
-  store <8 x float> %17, ptr %flat_grad.t307_b2, align 32
-  %18 = mul nsw i64 %flat_grad.mb3062, 4
+  store <8 x float> %17, ptr %flat_grad.t310_b2, align 32
+  %18 = mul nsw i64 %flat_grad.mb3092, 4
   %19 = mul nsw i64 %18, 128
   %20 = add nsw i64 3027328, %19
-  %21 = add nsw i64 %20, %flat_grad.k3083
+  %21 = add nsw i64 %20, %flat_grad.k3113
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %21
   %22 = load float, ptr %arena7, align 4
   %23 = insertelement <8 x float> undef, float %22, i32 0
   %24 = shufflevector <8 x float> %23, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %24, ptr %flat_grad.t307_a0, align 32
-  %t307_a0 = load <8 x float>, ptr %flat_grad.t307_a0, align 32
-  %t307_b0 = load <8 x float>, ptr %flat_grad.t307_b0, align 32
-  %t307_c0_0 = load <8 x float>, ptr %flat_grad.t307_c0_0, align 32
-  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t307_a0, <8 x float> %t307_b0, <8 x float> %t307_c0_0)
-  store <8 x float> %25, ptr %flat_grad.t307_c0_0, align 32
-  %t307_a08 = load <8 x float>, ptr %flat_grad.t307_a0, align 32
-  %t307_b1 = load <8 x float>, ptr %flat_grad.t307_b1, align 32
-  %t307_c0_1 = load <8 x float>, ptr %flat_grad.t307_c0_1, align 32
-  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t307_a08, <8 x float> %t307_b1, <8 x float> %t307_c0_1)
-  store <8 x float> %26, ptr %flat_grad.t307_c0_1, align 32
-  %t307_a09 = load <8 x float>, ptr %flat_grad.t307_a0, align 32
-  %t307_b2 = load <8 x float>, ptr %flat_grad.t307_b2, align 32
-  %t307_c0_2 = load <8 x float>, ptr %flat_grad.t307_c0_2, align 32
-  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t307_a09, <8 x float> %t307_b2, <8 x float> %t307_c0_2)
-  store <8 x float> %27, ptr %flat_grad.t307_c0_2, align 32
-  %28 = mul nsw i64 %flat_grad.mb3062, 4
+  store <8 x float> %24, ptr %flat_grad.t310_a0, align 32
+  %t310_a0 = load <8 x float>, ptr %flat_grad.t310_a0, align 32
+  %t310_b0 = load <8 x float>, ptr %flat_grad.t310_b0, align 32
+  %t310_c0_0 = load <8 x float>, ptr %flat_grad.t310_c0_0, align 32
+  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t310_a0, <8 x float> %t310_b0, <8 x float> %t310_c0_0)
+  store <8 x float> %25, ptr %flat_grad.t310_c0_0, align 32
+  %t310_a08 = load <8 x float>, ptr %flat_grad.t310_a0, align 32
+  %t310_b1 = load <8 x float>, ptr %flat_grad.t310_b1, align 32
+  %t310_c0_1 = load <8 x float>, ptr %flat_grad.t310_c0_1, align 32
+  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t310_a08, <8 x float> %t310_b1, <8 x float> %t310_c0_1)
+  store <8 x float> %26, ptr %flat_grad.t310_c0_1, align 32
+  %t310_a09 = load <8 x float>, ptr %flat_grad.t310_a0, align 32
+  %t310_b2 = load <8 x float>, ptr %flat_grad.t310_b2, align 32
+  %t310_c0_2 = load <8 x float>, ptr %flat_grad.t310_c0_2, align 32
+  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t310_a09, <8 x float> %t310_b2, <8 x float> %t310_c0_2)
+  store <8 x float> %27, ptr %flat_grad.t310_c0_2, align 32
+  %28 = mul nsw i64 %flat_grad.mb3092, 4
   %29 = add nsw i64 %28, 1
   %30 = mul nsw i64 %29, 128
   %31 = add nsw i64 3027328, %30
-  %32 = add nsw i64 %31, %flat_grad.k3083
+  %32 = add nsw i64 %31, %flat_grad.k3113
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %32
   %33 = load float, ptr %arena10, align 4
   %34 = insertelement <8 x float> undef, float %33, i32 0
   %35 = shufflevector <8 x float> %34, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %35, ptr %flat_grad.t307_a1, align 32
-  %t307_a1 = load <8 x float>, ptr %flat_grad.t307_a1, align 32
-  %t307_b011 = load <8 x float>, ptr %flat_grad.t307_b0, align 32
-  %t307_c1_0 = load <8 x float>, ptr %flat_grad.t307_c1_0, align 32
-  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t307_a1, <8 x float> %t307_b011, <8 x float> %t307_c1_0)
-  store <8 x float> %36, ptr %flat_grad.t307_c1_0, align 32
-  %t307_a112 = load <8 x float>, ptr %flat_grad.t307_a1, align 32
-  %t307_b113 = load <8 x float>, ptr %flat_grad.t307_b1, align 32
-  %t307_c1_1 = load <8 x float>, ptr %flat_grad.t307_c1_1, align 32
-  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t307_a112, <8 x float> %t307_b113, <8 x float> %t307_c1_1)
-  store <8 x float> %37, ptr %flat_grad.t307_c1_1, align 32
-  %t307_a114 = load <8 x float>, ptr %flat_grad.t307_a1, align 32
-  %t307_b215 = load <8 x float>, ptr %flat_grad.t307_b2, align 32
-  %t307_c1_2 = load <8 x float>, ptr %flat_grad.t307_c1_2, align 32
-  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t307_a114, <8 x float> %t307_b215, <8 x float> %t307_c1_2)
-  store <8 x float> %38, ptr %flat_grad.t307_c1_2, align 32
-  %39 = mul nsw i64 %flat_grad.mb3062, 4
+  store <8 x float> %35, ptr %flat_grad.t310_a1, align 32
+  %t310_a1 = load <8 x float>, ptr %flat_grad.t310_a1, align 32
+  %t310_b011 = load <8 x float>, ptr %flat_grad.t310_b0, align 32
+  %t310_c1_0 = load <8 x float>, ptr %flat_grad.t310_c1_0, align 32
+  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t310_a1, <8 x float> %t310_b011, <8 x float> %t310_c1_0)
+  store <8 x float> %36, ptr %flat_grad.t310_c1_0, align 32
+  %t310_a112 = load <8 x float>, ptr %flat_grad.t310_a1, align 32
+  %t310_b113 = load <8 x float>, ptr %flat_grad.t310_b1, align 32
+  %t310_c1_1 = load <8 x float>, ptr %flat_grad.t310_c1_1, align 32
+  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t310_a112, <8 x float> %t310_b113, <8 x float> %t310_c1_1)
+  store <8 x float> %37, ptr %flat_grad.t310_c1_1, align 32
+  %t310_a114 = load <8 x float>, ptr %flat_grad.t310_a1, align 32
+  %t310_b215 = load <8 x float>, ptr %flat_grad.t310_b2, align 32
+  %t310_c1_2 = load <8 x float>, ptr %flat_grad.t310_c1_2, align 32
+  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t310_a114, <8 x float> %t310_b215, <8 x float> %t310_c1_2)
+  store <8 x float> %38, ptr %flat_grad.t310_c1_2, align 32
+  %39 = mul nsw i64 %flat_grad.mb3092, 4
   %40 = add nsw i64 %39, 2
   %41 = mul nsw i64 %40, 128
   %42 = add nsw i64 3027328, %41
-  %43 = add nsw i64 %42, %flat_grad.k3083
+  %43 = add nsw i64 %42, %flat_grad.k3113
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %43
   %44 = load float, ptr %arena16, align 4
   %45 = insertelement <8 x float> undef, float %44, i32 0
   %46 = shufflevector <8 x float> %45, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %46, ptr %flat_grad.t307_a2, align 32
-  %t307_a2 = load <8 x float>, ptr %flat_grad.t307_a2, align 32
-  %t307_b017 = load <8 x float>, ptr %flat_grad.t307_b0, align 32
-  %t307_c2_0 = load <8 x float>, ptr %flat_grad.t307_c2_0, align 32
-  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t307_a2, <8 x float> %t307_b017, <8 x float> %t307_c2_0)
-  store <8 x float> %47, ptr %flat_grad.t307_c2_0, align 32
-  %t307_a218 = load <8 x float>, ptr %flat_grad.t307_a2, align 32
-  %t307_b119 = load <8 x float>, ptr %flat_grad.t307_b1, align 32
-  %t307_c2_1 = load <8 x float>, ptr %flat_grad.t307_c2_1, align 32
-  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t307_a218, <8 x float> %t307_b119, <8 x float> %t307_c2_1)
-  store <8 x float> %48, ptr %flat_grad.t307_c2_1, align 32
-  %t307_a220 = load <8 x float>, ptr %flat_grad.t307_a2, align 32
-  %t307_b221 = load <8 x float>, ptr %flat_grad.t307_b2, align 32
-  %t307_c2_2 = load <8 x float>, ptr %flat_grad.t307_c2_2, align 32
-  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t307_a220, <8 x float> %t307_b221, <8 x float> %t307_c2_2)
-  store <8 x float> %49, ptr %flat_grad.t307_c2_2, align 32
-  %50 = mul nsw i64 %flat_grad.mb3062, 4
+  store <8 x float> %46, ptr %flat_grad.t310_a2, align 32
+  %t310_a2 = load <8 x float>, ptr %flat_grad.t310_a2, align 32
+  %t310_b017 = load <8 x float>, ptr %flat_grad.t310_b0, align 32
+  %t310_c2_0 = load <8 x float>, ptr %flat_grad.t310_c2_0, align 32
+  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t310_a2, <8 x float> %t310_b017, <8 x float> %t310_c2_0)
+  store <8 x float> %47, ptr %flat_grad.t310_c2_0, align 32
+  %t310_a218 = load <8 x float>, ptr %flat_grad.t310_a2, align 32
+  %t310_b119 = load <8 x float>, ptr %flat_grad.t310_b1, align 32
+  %t310_c2_1 = load <8 x float>, ptr %flat_grad.t310_c2_1, align 32
+  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t310_a218, <8 x float> %t310_b119, <8 x float> %t310_c2_1)
+  store <8 x float> %48, ptr %flat_grad.t310_c2_1, align 32
+  %t310_a220 = load <8 x float>, ptr %flat_grad.t310_a2, align 32
+  %t310_b221 = load <8 x float>, ptr %flat_grad.t310_b2, align 32
+  %t310_c2_2 = load <8 x float>, ptr %flat_grad.t310_c2_2, align 32
+  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t310_a220, <8 x float> %t310_b221, <8 x float> %t310_c2_2)
+  store <8 x float> %49, ptr %flat_grad.t310_c2_2, align 32
+  %50 = mul nsw i64 %flat_grad.mb3092, 4
   %51 = add nsw i64 %50, 3
   %52 = mul nsw i64 %51, 128
   %53 = add nsw i64 3027328, %52
-  %54 = add nsw i64 %53, %flat_grad.k3083
+  %54 = add nsw i64 %53, %flat_grad.k3113
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %54
   %55 = load float, ptr %arena22, align 4
   %56 = insertelement <8 x float> undef, float %55, i32 0
   %57 = shufflevector <8 x float> %56, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %57, ptr %flat_grad.t307_a3, align 32
-  %t307_a3 = load <8 x float>, ptr %flat_grad.t307_a3, align 32
-  %t307_b023 = load <8 x float>, ptr %flat_grad.t307_b0, align 32
-  %t307_c3_0 = load <8 x float>, ptr %flat_grad.t307_c3_0, align 32
-  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t307_a3, <8 x float> %t307_b023, <8 x float> %t307_c3_0)
-  store <8 x float> %58, ptr %flat_grad.t307_c3_0, align 32
-  %t307_a324 = load <8 x float>, ptr %flat_grad.t307_a3, align 32
-  %t307_b125 = load <8 x float>, ptr %flat_grad.t307_b1, align 32
-  %t307_c3_1 = load <8 x float>, ptr %flat_grad.t307_c3_1, align 32
-  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t307_a324, <8 x float> %t307_b125, <8 x float> %t307_c3_1)
-  store <8 x float> %59, ptr %flat_grad.t307_c3_1, align 32
-  %t307_a326 = load <8 x float>, ptr %flat_grad.t307_a3, align 32
-  %t307_b227 = load <8 x float>, ptr %flat_grad.t307_b2, align 32
-  %t307_c3_2 = load <8 x float>, ptr %flat_grad.t307_c3_2, align 32
-  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t307_a326, <8 x float> %t307_b227, <8 x float> %t307_c3_2)
-  store <8 x float> %60, ptr %flat_grad.t307_c3_2, align 32
-  %k308.next = add nsw i64 %flat_grad.k3083, 1
-  %61 = icmp slt i64 %k308.next, 128
-  br i1 %61, label %flat_grad.k308, label %flat_grad.k308.end
+  store <8 x float> %57, ptr %flat_grad.t310_a3, align 32
+  %t310_a3 = load <8 x float>, ptr %flat_grad.t310_a3, align 32
+  %t310_b023 = load <8 x float>, ptr %flat_grad.t310_b0, align 32
+  %t310_c3_0 = load <8 x float>, ptr %flat_grad.t310_c3_0, align 32
+  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t310_a3, <8 x float> %t310_b023, <8 x float> %t310_c3_0)
+  store <8 x float> %58, ptr %flat_grad.t310_c3_0, align 32
+  %t310_a324 = load <8 x float>, ptr %flat_grad.t310_a3, align 32
+  %t310_b125 = load <8 x float>, ptr %flat_grad.t310_b1, align 32
+  %t310_c3_1 = load <8 x float>, ptr %flat_grad.t310_c3_1, align 32
+  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t310_a324, <8 x float> %t310_b125, <8 x float> %t310_c3_1)
+  store <8 x float> %59, ptr %flat_grad.t310_c3_1, align 32
+  %t310_a326 = load <8 x float>, ptr %flat_grad.t310_a3, align 32
+  %t310_b227 = load <8 x float>, ptr %flat_grad.t310_b2, align 32
+  %t310_c3_2 = load <8 x float>, ptr %flat_grad.t310_c3_2, align 32
+  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t310_a326, <8 x float> %t310_b227, <8 x float> %t310_c3_2)
+  store <8 x float> %60, ptr %flat_grad.t310_c3_2, align 32
+  %k311.next = add nsw i64 %flat_grad.k3113, 1
+  %61 = icmp slt i64 %k311.next, 128
+  br i1 %61, label %flat_grad.k311, label %flat_grad.k311.end
 
-flat_grad.k308.end:                               ; preds = %flat_grad.k308
-  %t307_c0_028 = load <8 x float>, ptr %flat_grad.t307_c0_0, align 32
-  %62 = mul nsw i64 %flat_grad.mb3062, 4
+flat_grad.k311.end:                               ; preds = %flat_grad.k311
+  %t310_c0_028 = load <8 x float>, ptr %flat_grad.t310_c0_0, align 32
+  %62 = mul nsw i64 %flat_grad.mb3092, 4
   %63 = mul nsw i64 %62, 3136
   %64 = add nsw i64 4816960, %63
-  %65 = mul nsw i64 %flat_grad.nb3051, 24
+  %65 = mul nsw i64 %flat_grad.nb3081, 24
   %66 = add nsw i64 %64, %65
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %66
-  store <8 x float> %t307_c0_028, ptr %arena29, align 4
-  %t307_c0_130 = load <8 x float>, ptr %flat_grad.t307_c0_1, align 32
-  %67 = mul nsw i64 %flat_grad.mb3062, 4
+  store <8 x float> %t310_c0_028, ptr %arena29, align 4
+  %t310_c0_130 = load <8 x float>, ptr %flat_grad.t310_c0_1, align 32
+  %67 = mul nsw i64 %flat_grad.mb3092, 4
   %68 = mul nsw i64 %67, 3136
   %69 = add nsw i64 4816960, %68
-  %70 = mul nsw i64 %flat_grad.nb3051, 24
+  %70 = mul nsw i64 %flat_grad.nb3081, 24
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %71, 8
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %72
-  store <8 x float> %t307_c0_130, ptr %arena31, align 4
-  %t307_c0_232 = load <8 x float>, ptr %flat_grad.t307_c0_2, align 32
-  %73 = mul nsw i64 %flat_grad.mb3062, 4
+  store <8 x float> %t310_c0_130, ptr %arena31, align 4
+  %t310_c0_232 = load <8 x float>, ptr %flat_grad.t310_c0_2, align 32
+  %73 = mul nsw i64 %flat_grad.mb3092, 4
   %74 = mul nsw i64 %73, 3136
   %75 = add nsw i64 4816960, %74
-  %76 = mul nsw i64 %flat_grad.nb3051, 24
+  %76 = mul nsw i64 %flat_grad.nb3081, 24
   %77 = add nsw i64 %75, %76
   %78 = add nsw i64 %77, 16
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %78
-  store <8 x float> %t307_c0_232, ptr %arena33, align 4
-  %t307_c1_034 = load <8 x float>, ptr %flat_grad.t307_c1_0, align 32
-  %79 = mul nsw i64 %flat_grad.mb3062, 4
+  store <8 x float> %t310_c0_232, ptr %arena33, align 4
+  %t310_c1_034 = load <8 x float>, ptr %flat_grad.t310_c1_0, align 32
+  %79 = mul nsw i64 %flat_grad.mb3092, 4
   %80 = add nsw i64 %79, 1
   %81 = mul nsw i64 %80, 3136
   %82 = add nsw i64 4816960, %81
-  %83 = mul nsw i64 %flat_grad.nb3051, 24
+  %83 = mul nsw i64 %flat_grad.nb3081, 24
   %84 = add nsw i64 %82, %83
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %84
-  store <8 x float> %t307_c1_034, ptr %arena35, align 4
-  %t307_c1_136 = load <8 x float>, ptr %flat_grad.t307_c1_1, align 32
-  %85 = mul nsw i64 %flat_grad.mb3062, 4
+  store <8 x float> %t310_c1_034, ptr %arena35, align 4
+  %t310_c1_136 = load <8 x float>, ptr %flat_grad.t310_c1_1, align 32
+  %85 = mul nsw i64 %flat_grad.mb3092, 4
   %86 = add nsw i64 %85, 1
   %87 = mul nsw i64 %86, 3136
   %88 = add nsw i64 4816960, %87
-  %89 = mul nsw i64 %flat_grad.nb3051, 24
+  %89 = mul nsw i64 %flat_grad.nb3081, 24
   %90 = add nsw i64 %88, %89
   %91 = add nsw i64 %90, 8
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %91
-  store <8 x float> %t307_c1_136, ptr %arena37, align 4
-  %t307_c1_238 = load <8 x float>, ptr %flat_grad.t307_c1_2, align 32
-  %92 = mul nsw i64 %flat_grad.mb3062, 4
+  store <8 x float> %t310_c1_136, ptr %arena37, align 4
+  %t310_c1_238 = load <8 x float>, ptr %flat_grad.t310_c1_2, align 32
+  %92 = mul nsw i64 %flat_grad.mb3092, 4
   %93 = add nsw i64 %92, 1
   %94 = mul nsw i64 %93, 3136
   %95 = add nsw i64 4816960, %94
-  %96 = mul nsw i64 %flat_grad.nb3051, 24
+  %96 = mul nsw i64 %flat_grad.nb3081, 24
   %97 = add nsw i64 %95, %96
   %98 = add nsw i64 %97, 16
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %98
-  store <8 x float> %t307_c1_238, ptr %arena39, align 4
-  %t307_c2_040 = load <8 x float>, ptr %flat_grad.t307_c2_0, align 32
-  %99 = mul nsw i64 %flat_grad.mb3062, 4
+  store <8 x float> %t310_c1_238, ptr %arena39, align 4
+  %t310_c2_040 = load <8 x float>, ptr %flat_grad.t310_c2_0, align 32
+  %99 = mul nsw i64 %flat_grad.mb3092, 4
   %100 = add nsw i64 %99, 2
   %101 = mul nsw i64 %100, 3136
   %102 = add nsw i64 4816960, %101
-  %103 = mul nsw i64 %flat_grad.nb3051, 24
+  %103 = mul nsw i64 %flat_grad.nb3081, 24
   %104 = add nsw i64 %102, %103
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %104
-  store <8 x float> %t307_c2_040, ptr %arena41, align 4
-  %t307_c2_142 = load <8 x float>, ptr %flat_grad.t307_c2_1, align 32
-  %105 = mul nsw i64 %flat_grad.mb3062, 4
+  store <8 x float> %t310_c2_040, ptr %arena41, align 4
+  %t310_c2_142 = load <8 x float>, ptr %flat_grad.t310_c2_1, align 32
+  %105 = mul nsw i64 %flat_grad.mb3092, 4
   %106 = add nsw i64 %105, 2
   %107 = mul nsw i64 %106, 3136
   %108 = add nsw i64 4816960, %107
-  %109 = mul nsw i64 %flat_grad.nb3051, 24
+  %109 = mul nsw i64 %flat_grad.nb3081, 24
   %110 = add nsw i64 %108, %109
   %111 = add nsw i64 %110, 8
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %111
-  store <8 x float> %t307_c2_142, ptr %arena43, align 4
-  %t307_c2_244 = load <8 x float>, ptr %flat_grad.t307_c2_2, align 32
-  %112 = mul nsw i64 %flat_grad.mb3062, 4
+  store <8 x float> %t310_c2_142, ptr %arena43, align 4
+  %t310_c2_244 = load <8 x float>, ptr %flat_grad.t310_c2_2, align 32
+  %112 = mul nsw i64 %flat_grad.mb3092, 4
   %113 = add nsw i64 %112, 2
   %114 = mul nsw i64 %113, 3136
   %115 = add nsw i64 4816960, %114
-  %116 = mul nsw i64 %flat_grad.nb3051, 24
+  %116 = mul nsw i64 %flat_grad.nb3081, 24
   %117 = add nsw i64 %115, %116
   %118 = add nsw i64 %117, 16
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %118
-  store <8 x float> %t307_c2_244, ptr %arena45, align 4
-  %t307_c3_046 = load <8 x float>, ptr %flat_grad.t307_c3_0, align 32
-  %119 = mul nsw i64 %flat_grad.mb3062, 4
+  store <8 x float> %t310_c2_244, ptr %arena45, align 4
+  %t310_c3_046 = load <8 x float>, ptr %flat_grad.t310_c3_0, align 32
+  %119 = mul nsw i64 %flat_grad.mb3092, 4
   %120 = add nsw i64 %119, 3
   %121 = mul nsw i64 %120, 3136
   %122 = add nsw i64 4816960, %121
-  %123 = mul nsw i64 %flat_grad.nb3051, 24
+  %123 = mul nsw i64 %flat_grad.nb3081, 24
   %124 = add nsw i64 %122, %123
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %124
-  store <8 x float> %t307_c3_046, ptr %arena47, align 4
-  %t307_c3_148 = load <8 x float>, ptr %flat_grad.t307_c3_1, align 32
-  %125 = mul nsw i64 %flat_grad.mb3062, 4
+  store <8 x float> %t310_c3_046, ptr %arena47, align 4
+  %t310_c3_148 = load <8 x float>, ptr %flat_grad.t310_c3_1, align 32
+  %125 = mul nsw i64 %flat_grad.mb3092, 4
   %126 = add nsw i64 %125, 3
   %127 = mul nsw i64 %126, 3136
   %128 = add nsw i64 4816960, %127
-  %129 = mul nsw i64 %flat_grad.nb3051, 24
+  %129 = mul nsw i64 %flat_grad.nb3081, 24
   %130 = add nsw i64 %128, %129
   %131 = add nsw i64 %130, 8
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %131
-  store <8 x float> %t307_c3_148, ptr %arena49, align 4
-  %t307_c3_250 = load <8 x float>, ptr %flat_grad.t307_c3_2, align 32
-  %132 = mul nsw i64 %flat_grad.mb3062, 4
+  store <8 x float> %t310_c3_148, ptr %arena49, align 4
+  %t310_c3_250 = load <8 x float>, ptr %flat_grad.t310_c3_2, align 32
+  %132 = mul nsw i64 %flat_grad.mb3092, 4
   %133 = add nsw i64 %132, 3
   %134 = mul nsw i64 %133, 3136
   %135 = add nsw i64 4816960, %134
-  %136 = mul nsw i64 %flat_grad.nb3051, 24
+  %136 = mul nsw i64 %flat_grad.nb3081, 24
   %137 = add nsw i64 %135, %136
   %138 = add nsw i64 %137, 16
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %138
-  store <8 x float> %t307_c3_250, ptr %arena51, align 4
-  %mb306.next = add nsw i64 %flat_grad.mb3062, 1
-  %139 = icmp slt i64 %mb306.next, 16
-  br i1 %139, label %flat_grad.mb306, label %flat_grad.mb306.end
+  store <8 x float> %t310_c3_250, ptr %arena51, align 4
+  %mb309.next = add nsw i64 %flat_grad.mb3092, 1
+  %139 = icmp slt i64 %mb309.next, 16
+  br i1 %139, label %flat_grad.mb309, label %flat_grad.mb309.end
 
-flat_grad.mb309:                                  ; preds = %flat_grad.k311.end, %flat_grad.nb305.end
-  %flat_grad.mb30952 = phi i64 [ 0, %flat_grad.nb305.end ], [ %mb309.next, %flat_grad.k311.end ]
-  store <8 x float> zeroinitializer, ptr %flat_grad.t310_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t310_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t310_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t310_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t310_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t310_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t310_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t310_c3_1, align 32
-  br label %flat_grad.k311
+flat_grad.mb312:                                  ; preds = %flat_grad.k314.end, %flat_grad.nb308.end
+  %flat_grad.mb31252 = phi i64 [ 0, %flat_grad.nb308.end ], [ %mb312.next, %flat_grad.k314.end ]
+  store <8 x float> zeroinitializer, ptr %flat_grad.t313_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t313_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t313_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t313_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t313_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t313_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t313_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t313_c3_1, align 32
+  br label %flat_grad.k314
 
-flat_grad.mb309.end:                              ; preds = %flat_grad.k311.end
+flat_grad.mb312.end:                              ; preds = %flat_grad.k314.end
   ret void
 
-flat_grad.k311:                                   ; preds = %flat_grad.k311, %flat_grad.mb309
-  %flat_grad.k31153 = phi i64 [ 0, %flat_grad.mb309 ], [ %k311.next, %flat_grad.k311 ]
-  %140 = mul nsw i64 %flat_grad.k31153, 3136
+flat_grad.k314:                                   ; preds = %flat_grad.k314, %flat_grad.mb312
+  %flat_grad.k31453 = phi i64 [ 0, %flat_grad.mb312 ], [ %k314.next, %flat_grad.k314 ]
+  %140 = mul nsw i64 %flat_grad.k31453, 3136
   %141 = add nsw i64 18912, %140
   %142 = add nsw i64 %141, 3120
   %params54 = getelementptr inbounds float, ptr %params, i64 %142
   %143 = load <8 x float>, ptr %params54, align 4
-  store <8 x float> %143, ptr %flat_grad.t310_b0, align 32
-  %144 = mul nsw i64 %flat_grad.k31153, 3136
+  store <8 x float> %143, ptr %flat_grad.t313_b0, align 32
+  %144 = mul nsw i64 %flat_grad.k31453, 3136
   %145 = add nsw i64 18912, %144
   %146 = add nsw i64 %145, 3120
   %147 = add nsw i64 %146, 8
   %params55 = getelementptr inbounds float, ptr %params, i64 %147
   %148 = load <8 x float>, ptr %params55, align 4
-  store <8 x float> %148, ptr %flat_grad.t310_b1, align 32
-  %149 = mul nsw i64 %flat_grad.mb30952, 4
+  store <8 x float> %148, ptr %flat_grad.t313_b1, align 32
+  %149 = mul nsw i64 %flat_grad.mb31252, 4
   %150 = mul nsw i64 %149, 128
   %151 = add nsw i64 3027328, %150
-  %152 = add nsw i64 %151, %flat_grad.k31153
+  %152 = add nsw i64 %151, %flat_grad.k31453
   %arena56 = getelementptr inbounds float, ptr %arena, i64 %152
   %153 = load float, ptr %arena56, align 4
   %154 = insertelement <8 x float> undef, float %153, i32 0
   %155 = shufflevector <8 x float> %154, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %155, ptr %flat_grad.t310_a0, align 32
-  %t310_a0 = load <8 x float>, ptr %flat_grad.t310_a0, align 32
-  %t310_b0 = load <8 x float>, ptr %flat_grad.t310_b0, align 32
-  %t310_c0_0 = load <8 x float>, ptr %flat_grad.t310_c0_0, align 32
-  %156 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t310_a0, <8 x float> %t310_b0, <8 x float> %t310_c0_0)
-  store <8 x float> %156, ptr %flat_grad.t310_c0_0, align 32
-  %t310_a057 = load <8 x float>, ptr %flat_grad.t310_a0, align 32
-  %t310_b1 = load <8 x float>, ptr %flat_grad.t310_b1, align 32
-  %t310_c0_1 = load <8 x float>, ptr %flat_grad.t310_c0_1, align 32
-  %157 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t310_a057, <8 x float> %t310_b1, <8 x float> %t310_c0_1)
-  store <8 x float> %157, ptr %flat_grad.t310_c0_1, align 32
-  %158 = mul nsw i64 %flat_grad.mb30952, 4
+  store <8 x float> %155, ptr %flat_grad.t313_a0, align 32
+  %t313_a0 = load <8 x float>, ptr %flat_grad.t313_a0, align 32
+  %t313_b0 = load <8 x float>, ptr %flat_grad.t313_b0, align 32
+  %t313_c0_0 = load <8 x float>, ptr %flat_grad.t313_c0_0, align 32
+  %156 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t313_a0, <8 x float> %t313_b0, <8 x float> %t313_c0_0)
+  store <8 x float> %156, ptr %flat_grad.t313_c0_0, align 32
+  %t313_a057 = load <8 x float>, ptr %flat_grad.t313_a0, align 32
+  %t313_b1 = load <8 x float>, ptr %flat_grad.t313_b1, align 32
+  %t313_c0_1 = load <8 x float>, ptr %flat_grad.t313_c0_1, align 32
+  %157 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t313_a057, <8 x float> %t313_b1, <8 x float> %t313_c0_1)
+  store <8 x float> %157, ptr %flat_grad.t313_c0_1, align 32
+  %158 = mul nsw i64 %flat_grad.mb31252, 4
   %159 = add nsw i64 %158, 1
   %160 = mul nsw i64 %159, 128
   %161 = add nsw i64 3027328, %160
-  %162 = add nsw i64 %161, %flat_grad.k31153
+  %162 = add nsw i64 %161, %flat_grad.k31453
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %162
   %163 = load float, ptr %arena58, align 4
   %164 = insertelement <8 x float> undef, float %163, i32 0
   %165 = shufflevector <8 x float> %164, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %165, ptr %flat_grad.t310_a1, align 32
-  %t310_a1 = load <8 x float>, ptr %flat_grad.t310_a1, align 32
-  %t310_b059 = load <8 x float>, ptr %flat_grad.t310_b0, align 32
-  %t310_c1_0 = load <8 x float>, ptr %flat_grad.t310_c1_0, align 32
-  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t310_a1, <8 x float> %t310_b059, <8 x float> %t310_c1_0)
-  store <8 x float> %166, ptr %flat_grad.t310_c1_0, align 32
-  %t310_a160 = load <8 x float>, ptr %flat_grad.t310_a1, align 32
-  %t310_b161 = load <8 x float>, ptr %flat_grad.t310_b1, align 32
-  %t310_c1_1 = load <8 x float>, ptr %flat_grad.t310_c1_1, align 32
-  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t310_a160, <8 x float> %t310_b161, <8 x float> %t310_c1_1)
-  store <8 x float> %167, ptr %flat_grad.t310_c1_1, align 32
-  %168 = mul nsw i64 %flat_grad.mb30952, 4
+  store <8 x float> %165, ptr %flat_grad.t313_a1, align 32
+  %t313_a1 = load <8 x float>, ptr %flat_grad.t313_a1, align 32
+  %t313_b059 = load <8 x float>, ptr %flat_grad.t313_b0, align 32
+  %t313_c1_0 = load <8 x float>, ptr %flat_grad.t313_c1_0, align 32
+  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t313_a1, <8 x float> %t313_b059, <8 x float> %t313_c1_0)
+  store <8 x float> %166, ptr %flat_grad.t313_c1_0, align 32
+  %t313_a160 = load <8 x float>, ptr %flat_grad.t313_a1, align 32
+  %t313_b161 = load <8 x float>, ptr %flat_grad.t313_b1, align 32
+  %t313_c1_1 = load <8 x float>, ptr %flat_grad.t313_c1_1, align 32
+  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t313_a160, <8 x float> %t313_b161, <8 x float> %t313_c1_1)
+  store <8 x float> %167, ptr %flat_grad.t313_c1_1, align 32
+  %168 = mul nsw i64 %flat_grad.mb31252, 4
   %169 = add nsw i64 %168, 2
   %170 = mul nsw i64 %169, 128
   %171 = add nsw i64 3027328, %170
-  %172 = add nsw i64 %171, %flat_grad.k31153
+  %172 = add nsw i64 %171, %flat_grad.k31453
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %172
   %173 = load float, ptr %arena62, align 4
   %174 = insertelement <8 x float> undef, float %173, i32 0
   %175 = shufflevector <8 x float> %174, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %175, ptr %flat_grad.t310_a2, align 32
-  %t310_a2 = load <8 x float>, ptr %flat_grad.t310_a2, align 32
-  %t310_b063 = load <8 x float>, ptr %flat_grad.t310_b0, align 32
-  %t310_c2_0 = load <8 x float>, ptr %flat_grad.t310_c2_0, align 32
-  %176 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t310_a2, <8 x float> %t310_b063, <8 x float> %t310_c2_0)
-  store <8 x float> %176, ptr %flat_grad.t310_c2_0, align 32
-  %t310_a264 = load <8 x float>, ptr %flat_grad.t310_a2, align 32
-  %t310_b165 = load <8 x float>, ptr %flat_grad.t310_b1, align 32
-  %t310_c2_1 = load <8 x float>, ptr %flat_grad.t310_c2_1, align 32
-  %177 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t310_a264, <8 x float> %t310_b165, <8 x float> %t310_c2_1)
-  store <8 x float> %177, ptr %flat_grad.t310_c2_1, align 32
-  %178 = mul nsw i64 %flat_grad.mb30952, 4
+  store <8 x float> %175, ptr %flat_grad.t313_a2, align 32
+  %t313_a2 = load <8 x float>, ptr %flat_grad.t313_a2, align 32
+  %t313_b063 = load <8 x float>, ptr %flat_grad.t313_b0, align 32
+  %t313_c2_0 = load <8 x float>, ptr %flat_grad.t313_c2_0, align 32
+  %176 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t313_a2, <8 x float> %t313_b063, <8 x float> %t313_c2_0)
+  store <8 x float> %176, ptr %flat_grad.t313_c2_0, align 32
+  %t313_a264 = load <8 x float>, ptr %flat_grad.t313_a2, align 32
+  %t313_b165 = load <8 x float>, ptr %flat_grad.t313_b1, align 32
+  %t313_c2_1 = load <8 x float>, ptr %flat_grad.t313_c2_1, align 32
+  %177 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t313_a264, <8 x float> %t313_b165, <8 x float> %t313_c2_1)
+  store <8 x float> %177, ptr %flat_grad.t313_c2_1, align 32
+  %178 = mul nsw i64 %flat_grad.mb31252, 4
   %179 = add nsw i64 %178, 3
   %180 = mul nsw i64 %179, 128
   %181 = add nsw i64 3027328, %180
-  %182 = add nsw i64 %181, %flat_grad.k31153
+  %182 = add nsw i64 %181, %flat_grad.k31453
   %arena66 = getelementptr inbounds float, ptr %arena, i64 %182
   %183 = load float, ptr %arena66, align 4
   %184 = insertelement <8 x float> undef, float %183, i32 0
   %185 = shufflevector <8 x float> %184, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %185, ptr %flat_grad.t310_a3, align 32
-  %t310_a3 = load <8 x float>, ptr %flat_grad.t310_a3, align 32
-  %t310_b067 = load <8 x float>, ptr %flat_grad.t310_b0, align 32
-  %t310_c3_0 = load <8 x float>, ptr %flat_grad.t310_c3_0, align 32
-  %186 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t310_a3, <8 x float> %t310_b067, <8 x float> %t310_c3_0)
-  store <8 x float> %186, ptr %flat_grad.t310_c3_0, align 32
-  %t310_a368 = load <8 x float>, ptr %flat_grad.t310_a3, align 32
-  %t310_b169 = load <8 x float>, ptr %flat_grad.t310_b1, align 32
-  %t310_c3_1 = load <8 x float>, ptr %flat_grad.t310_c3_1, align 32
-  %187 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t310_a368, <8 x float> %t310_b169, <8 x float> %t310_c3_1)
-  store <8 x float> %187, ptr %flat_grad.t310_c3_1, align 32
-  %k311.next = add nsw i64 %flat_grad.k31153, 1
-  %188 = icmp slt i64 %k311.next, 128
-  br i1 %188, label %flat_grad.k311, label %flat_grad.k311.end
+  store <8 x float> %185, ptr %flat_grad.t313_a3, align 32
+  %t313_a3 = load <8 x float>, ptr %flat_grad.t313_a3, align 32
+  %t313_b067 = load <8 x float>, ptr %flat_grad.t313_b0, align 32
+  %t313_c3_0 = load <8 x float>, ptr %flat_grad.t313_c3_0, align 32
+  %186 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t313_a3, <8 x float> %t313_b067, <8 x float> %t313_c3_0)
+  store <8 x float> %186, ptr %flat_grad.t313_c3_0, align 32
+  %t313_a368 = load <8 x float>, ptr %flat_grad.t313_a3, align 32
+  %t313_b169 = load <8 x float>, ptr %flat_grad.t313_b1, align 32
+  %t313_c3_1 = load <8 x float>, ptr %flat_grad.t313_c3_1, align 32
+  %187 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t313_a368, <8 x float> %t313_b169, <8 x float> %t313_c3_1)
+  store <8 x float> %187, ptr %flat_grad.t313_c3_1, align 32
+  %k314.next = add nsw i64 %flat_grad.k31453, 1
+  %188 = icmp slt i64 %k314.next, 128
+  br i1 %188, label %flat_grad.k314, label %flat_grad.k314.end
 
-flat_grad.k311.end:                               ; preds = %flat_grad.k311
-  %t310_c0_070 = load <8 x float>, ptr %flat_grad.t310_c0_0, align 32
-  %189 = mul nsw i64 %flat_grad.mb30952, 4
+flat_grad.k314.end:                               ; preds = %flat_grad.k314
+  %t313_c0_070 = load <8 x float>, ptr %flat_grad.t313_c0_0, align 32
+  %189 = mul nsw i64 %flat_grad.mb31252, 4
   %190 = mul nsw i64 %189, 3136
   %191 = add nsw i64 4816960, %190
   %192 = add nsw i64 %191, 3120
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %192
-  store <8 x float> %t310_c0_070, ptr %arena71, align 4
-  %t310_c0_172 = load <8 x float>, ptr %flat_grad.t310_c0_1, align 32
-  %193 = mul nsw i64 %flat_grad.mb30952, 4
+  store <8 x float> %t313_c0_070, ptr %arena71, align 4
+  %t313_c0_172 = load <8 x float>, ptr %flat_grad.t313_c0_1, align 32
+  %193 = mul nsw i64 %flat_grad.mb31252, 4
   %194 = mul nsw i64 %193, 3136
   %195 = add nsw i64 4816960, %194
   %196 = add nsw i64 %195, 3120
   %197 = add nsw i64 %196, 8
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %197
-  store <8 x float> %t310_c0_172, ptr %arena73, align 4
-  %t310_c1_074 = load <8 x float>, ptr %flat_grad.t310_c1_0, align 32
-  %198 = mul nsw i64 %flat_grad.mb30952, 4
+  store <8 x float> %t313_c0_172, ptr %arena73, align 4
+  %t313_c1_074 = load <8 x float>, ptr %flat_grad.t313_c1_0, align 32
+  %198 = mul nsw i64 %flat_grad.mb31252, 4
   %199 = add nsw i64 %198, 1
   %200 = mul nsw i64 %199, 3136
   %201 = add nsw i64 4816960, %200
   %202 = add nsw i64 %201, 3120
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %202
-  store <8 x float> %t310_c1_074, ptr %arena75, align 4
-  %t310_c1_176 = load <8 x float>, ptr %flat_grad.t310_c1_1, align 32
-  %203 = mul nsw i64 %flat_grad.mb30952, 4
+  store <8 x float> %t313_c1_074, ptr %arena75, align 4
+  %t313_c1_176 = load <8 x float>, ptr %flat_grad.t313_c1_1, align 32
+  %203 = mul nsw i64 %flat_grad.mb31252, 4
   %204 = add nsw i64 %203, 1
   %205 = mul nsw i64 %204, 3136
   %206 = add nsw i64 4816960, %205
   %207 = add nsw i64 %206, 3120
   %208 = add nsw i64 %207, 8
   %arena77 = getelementptr inbounds float, ptr %arena, i64 %208
-  store <8 x float> %t310_c1_176, ptr %arena77, align 4
-  %t310_c2_078 = load <8 x float>, ptr %flat_grad.t310_c2_0, align 32
-  %209 = mul nsw i64 %flat_grad.mb30952, 4
+  store <8 x float> %t313_c1_176, ptr %arena77, align 4
+  %t313_c2_078 = load <8 x float>, ptr %flat_grad.t313_c2_0, align 32
+  %209 = mul nsw i64 %flat_grad.mb31252, 4
   %210 = add nsw i64 %209, 2
   %211 = mul nsw i64 %210, 3136
   %212 = add nsw i64 4816960, %211
   %213 = add nsw i64 %212, 3120
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %213
-  store <8 x float> %t310_c2_078, ptr %arena79, align 4
-  %t310_c2_180 = load <8 x float>, ptr %flat_grad.t310_c2_1, align 32
-  %214 = mul nsw i64 %flat_grad.mb30952, 4
+  store <8 x float> %t313_c2_078, ptr %arena79, align 4
+  %t313_c2_180 = load <8 x float>, ptr %flat_grad.t313_c2_1, align 32
+  %214 = mul nsw i64 %flat_grad.mb31252, 4
   %215 = add nsw i64 %214, 2
   %216 = mul nsw i64 %215, 3136
   %217 = add nsw i64 4816960, %216
   %218 = add nsw i64 %217, 3120
   %219 = add nsw i64 %218, 8
   %arena81 = getelementptr inbounds float, ptr %arena, i64 %219
-  store <8 x float> %t310_c2_180, ptr %arena81, align 4
-  %t310_c3_082 = load <8 x float>, ptr %flat_grad.t310_c3_0, align 32
-  %220 = mul nsw i64 %flat_grad.mb30952, 4
+  store <8 x float> %t313_c2_180, ptr %arena81, align 4
+  %t313_c3_082 = load <8 x float>, ptr %flat_grad.t313_c3_0, align 32
+  %220 = mul nsw i64 %flat_grad.mb31252, 4
   %221 = add nsw i64 %220, 3
   %222 = mul nsw i64 %221, 3136
   %223 = add nsw i64 4816960, %222
   %224 = add nsw i64 %223, 3120
   %arena83 = getelementptr inbounds float, ptr %arena, i64 %224
-  store <8 x float> %t310_c3_082, ptr %arena83, align 4
-  %t310_c3_184 = load <8 x float>, ptr %flat_grad.t310_c3_1, align 32
-  %225 = mul nsw i64 %flat_grad.mb30952, 4
+  store <8 x float> %t313_c3_082, ptr %arena83, align 4
+  %t313_c3_184 = load <8 x float>, ptr %flat_grad.t313_c3_1, align 32
+  %225 = mul nsw i64 %flat_grad.mb31252, 4
   %226 = add nsw i64 %225, 3
   %227 = mul nsw i64 %226, 3136
   %228 = add nsw i64 4816960, %227
   %229 = add nsw i64 %228, 3120
   %230 = add nsw i64 %229, 8
   %arena85 = getelementptr inbounds float, ptr %arena, i64 %230
-  store <8 x float> %t310_c3_184, ptr %arena85, align 4
-  %mb309.next = add nsw i64 %flat_grad.mb30952, 1
-  %231 = icmp slt i64 %mb309.next, 16
-  br i1 %231, label %flat_grad.mb309, label %flat_grad.mb309.end
+  store <8 x float> %t313_c3_184, ptr %arena85, align 4
+  %mb312.next = add nsw i64 %flat_grad.mb31252, 1
+  %231 = icmp slt i64 %mb312.next, 16
+  br i1 %231, label %flat_grad.mb312, label %flat_grad.mb312.end
 }
 
 ; Function Attrs: noinline
@@ -6916,674 +6964,677 @@ entry:
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k25.relu2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %relu2_grad.bi318 = alloca float, align 4
-  %relu2_grad.best317 = alloca float, align 4
-  br label %relu2_grad.i313
+  %relu2_grad.bi321 = alloca float, align 4
+  %relu2_grad.best320 = alloca float, align 4
+  br label %relu2_grad.i316
 
-relu2_grad.i313:                                  ; preds = %relu2_grad.i313, %entry
-  %relu2_grad.i3131 = phi i64 [ 0, %entry ], [ %i313.next, %relu2_grad.i313 ]
-  %0 = add nsw i64 6422592, %relu2_grad.i3131
+relu2_grad.i316:                                  ; preds = %relu2_grad.i316, %entry
+  %relu2_grad.i3161 = phi i64 [ 0, %entry ], [ %i316.next, %relu2_grad.i316 ]
+  %0 = add nsw i64 6422592, %relu2_grad.i3161
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   store float 0.000000e+00, ptr %arena2, align 4
-  %i313.next = add nsw i64 %relu2_grad.i3131, 1
-  %1 = icmp slt i64 %i313.next, 802816
-  br i1 %1, label %relu2_grad.i313, label %relu2_grad.i313.end
+  %i316.next = add nsw i64 %relu2_grad.i3161, 1
+  %1 = icmp slt i64 %i316.next, 802816
+  br i1 %1, label %relu2_grad.i316, label %relu2_grad.i316.end
 
-relu2_grad.i313.end:                              ; preds = %relu2_grad.i313
-  br label %relu2_grad.q314
+relu2_grad.i316.end:                              ; preds = %relu2_grad.i316
+  br label %relu2_grad.q317
 
-relu2_grad.q314:                                  ; preds = %relu2_grad.py315.end, %relu2_grad.i313.end
-  %relu2_grad.q3143 = phi i64 [ 0, %relu2_grad.i313.end ], [ %q314.next, %relu2_grad.py315.end ]
-  br label %relu2_grad.py315
+relu2_grad.q317:                                  ; preds = %relu2_grad.py318.end, %relu2_grad.i316.end
+  %relu2_grad.q3173 = phi i64 [ 0, %relu2_grad.i316.end ], [ %q317.next, %relu2_grad.py318.end ]
+  br label %relu2_grad.py318
 
-relu2_grad.q314.end:                              ; preds = %relu2_grad.py315.end
+relu2_grad.q317.end:                              ; preds = %relu2_grad.py318.end
   ret void
 
-relu2_grad.py315:                                 ; preds = %relu2_grad.px316.end, %relu2_grad.q314
-  %relu2_grad.py3154 = phi i64 [ 0, %relu2_grad.q314 ], [ %py315.next, %relu2_grad.px316.end ]
-  br label %relu2_grad.px316
+relu2_grad.py318:                                 ; preds = %relu2_grad.px319.end, %relu2_grad.q317
+  %relu2_grad.py3184 = phi i64 [ 0, %relu2_grad.q317 ], [ %py318.next, %relu2_grad.px319.end ]
+  br label %relu2_grad.px319
 
-relu2_grad.py315.end:                             ; preds = %relu2_grad.px316.end
-  %q314.next = add nsw i64 %relu2_grad.q3143, 1
-  %2 = icmp slt i64 %q314.next, 4096
-  br i1 %2, label %relu2_grad.q314, label %relu2_grad.q314.end
+relu2_grad.py318.end:                             ; preds = %relu2_grad.px319.end
+  %q317.next = add nsw i64 %relu2_grad.q3173, 1
+  %2 = icmp slt i64 %q317.next, 4096
+  br i1 %2, label %relu2_grad.q317, label %relu2_grad.q317.end
 
-relu2_grad.px316:                                 ; preds = %relu2_grad.px316, %relu2_grad.py315
-  %relu2_grad.px3165 = phi i64 [ 0, %relu2_grad.py315 ], [ %px316.next, %relu2_grad.px316 ]
-  %3 = mul nsw i64 %relu2_grad.q3143, 196
-  %4 = mul nsw i64 %relu2_grad.py3154, 28
+relu2_grad.px319:                                 ; preds = %relu2_grad.px319, %relu2_grad.py318
+  %relu2_grad.px3195 = phi i64 [ 0, %relu2_grad.py318 ], [ %px319.next, %relu2_grad.px319 ]
+  %3 = mul nsw i64 %relu2_grad.q3173, 196
+  %4 = mul nsw i64 %relu2_grad.py3184, 28
   %5 = add nsw i64 %3, %4
-  %6 = mul nsw i64 %relu2_grad.px3165, 2
+  %6 = mul nsw i64 %relu2_grad.px3195, 2
   %7 = add nsw i64 %5, %6
   %8 = add nsw i64 5619776, %7
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %8
   %9 = load float, ptr %arena6, align 4
-  store float %9, ptr %relu2_grad.best317, align 4
-  %10 = mul nsw i64 %relu2_grad.q3143, 196
-  %11 = mul nsw i64 %relu2_grad.py3154, 28
+  store float %9, ptr %relu2_grad.best320, align 4
+  %10 = mul nsw i64 %relu2_grad.q3173, 196
+  %11 = mul nsw i64 %relu2_grad.py3184, 28
   %12 = add nsw i64 %10, %11
-  %13 = mul nsw i64 %relu2_grad.px3165, 2
+  %13 = mul nsw i64 %relu2_grad.px3195, 2
   %14 = add nsw i64 %12, %13
   %15 = sitofp i64 %14 to float
-  store float %15, ptr %relu2_grad.bi318, align 4
-  %16 = mul nsw i64 %relu2_grad.q3143, 196
-  %17 = mul nsw i64 %relu2_grad.py3154, 28
+  store float %15, ptr %relu2_grad.bi321, align 4
+  %16 = mul nsw i64 %relu2_grad.q3173, 196
+  %17 = mul nsw i64 %relu2_grad.py3184, 28
   %18 = add nsw i64 %16, %17
-  %19 = mul nsw i64 %relu2_grad.px3165, 2
+  %19 = mul nsw i64 %relu2_grad.px3195, 2
   %20 = add nsw i64 %18, %19
   %21 = add nsw i64 5619776, %20
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %21
   %22 = load float, ptr %arena7, align 4
-  %best317 = load float, ptr %relu2_grad.best317, align 4
-  %23 = fcmp ogt float %22, %best317
-  %24 = mul nsw i64 %relu2_grad.q3143, 196
-  %25 = mul nsw i64 %relu2_grad.py3154, 28
+  %best320 = load float, ptr %relu2_grad.best320, align 4
+  %23 = fcmp ogt float %22, %best320
+  %24 = mul nsw i64 %relu2_grad.q3173, 196
+  %25 = mul nsw i64 %relu2_grad.py3184, 28
   %26 = add nsw i64 %24, %25
-  %27 = mul nsw i64 %relu2_grad.px3165, 2
+  %27 = mul nsw i64 %relu2_grad.px3195, 2
   %28 = add nsw i64 %26, %27
   %29 = sitofp i64 %28 to float
-  %bi318 = load float, ptr %relu2_grad.bi318, align 4
-  %30 = select i1 %23, float %29, float %bi318
-  store float %30, ptr %relu2_grad.bi318, align 4
-  %31 = mul nsw i64 %relu2_grad.q3143, 196
-  %32 = mul nsw i64 %relu2_grad.py3154, 28
+  %bi321 = load float, ptr %relu2_grad.bi321, align 4
+  %30 = select i1 %23, float %29, float %bi321
+  store float %30, ptr %relu2_grad.bi321, align 4
+  %31 = mul nsw i64 %relu2_grad.q3173, 196
+  %32 = mul nsw i64 %relu2_grad.py3184, 28
   %33 = add nsw i64 %31, %32
-  %34 = mul nsw i64 %relu2_grad.px3165, 2
+  %34 = mul nsw i64 %relu2_grad.px3195, 2
   %35 = add nsw i64 %33, %34
   %36 = add nsw i64 5619776, %35
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %36
   %37 = load float, ptr %arena8, align 4
-  %best3179 = load float, ptr %relu2_grad.best317, align 4
-  %38 = fcmp ogt float %37, %best3179
-  %39 = mul nsw i64 %relu2_grad.q3143, 196
-  %40 = mul nsw i64 %relu2_grad.py3154, 28
+  %best3209 = load float, ptr %relu2_grad.best320, align 4
+  %38 = fcmp ogt float %37, %best3209
+  %39 = mul nsw i64 %relu2_grad.q3173, 196
+  %40 = mul nsw i64 %relu2_grad.py3184, 28
   %41 = add nsw i64 %39, %40
-  %42 = mul nsw i64 %relu2_grad.px3165, 2
+  %42 = mul nsw i64 %relu2_grad.px3195, 2
   %43 = add nsw i64 %41, %42
   %44 = add nsw i64 5619776, %43
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %44
   %45 = load float, ptr %arena10, align 4
-  %best31711 = load float, ptr %relu2_grad.best317, align 4
-  %46 = select i1 %38, float %45, float %best31711
-  store float %46, ptr %relu2_grad.best317, align 4
-  %47 = mul nsw i64 %relu2_grad.q3143, 196
-  %48 = mul nsw i64 %relu2_grad.py3154, 28
+  %best32011 = load float, ptr %relu2_grad.best320, align 4
+  %46 = select i1 %38, float %45, float %best32011
+  store float %46, ptr %relu2_grad.best320, align 4
+  %47 = mul nsw i64 %relu2_grad.q3173, 196
+  %48 = mul nsw i64 %relu2_grad.py3184, 28
   %49 = add nsw i64 %47, %48
-  %50 = mul nsw i64 %relu2_grad.px3165, 2
+  %50 = mul nsw i64 %relu2_grad.px3195, 2
   %51 = add nsw i64 %49, %50
   %52 = add nsw i64 %51, 1
   %53 = add nsw i64 5619776, %52
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %53
   %54 = load float, ptr %arena12, align 4
-  %best31713 = load float, ptr %relu2_grad.best317, align 4
-  %55 = fcmp ogt float %54, %best31713
-  %56 = mul nsw i64 %relu2_grad.q3143, 196
-  %57 = mul nsw i64 %relu2_grad.py3154, 28
+  %best32013 = load float, ptr %relu2_grad.best320, align 4
+  %55 = fcmp ogt float %54, %best32013
+  %56 = mul nsw i64 %relu2_grad.q3173, 196
+  %57 = mul nsw i64 %relu2_grad.py3184, 28
   %58 = add nsw i64 %56, %57
-  %59 = mul nsw i64 %relu2_grad.px3165, 2
+  %59 = mul nsw i64 %relu2_grad.px3195, 2
   %60 = add nsw i64 %58, %59
   %61 = add nsw i64 %60, 1
   %62 = sitofp i64 %61 to float
-  %bi31814 = load float, ptr %relu2_grad.bi318, align 4
-  %63 = select i1 %55, float %62, float %bi31814
-  store float %63, ptr %relu2_grad.bi318, align 4
-  %64 = mul nsw i64 %relu2_grad.q3143, 196
-  %65 = mul nsw i64 %relu2_grad.py3154, 28
+  %bi32114 = load float, ptr %relu2_grad.bi321, align 4
+  %63 = select i1 %55, float %62, float %bi32114
+  store float %63, ptr %relu2_grad.bi321, align 4
+  %64 = mul nsw i64 %relu2_grad.q3173, 196
+  %65 = mul nsw i64 %relu2_grad.py3184, 28
   %66 = add nsw i64 %64, %65
-  %67 = mul nsw i64 %relu2_grad.px3165, 2
+  %67 = mul nsw i64 %relu2_grad.px3195, 2
   %68 = add nsw i64 %66, %67
   %69 = add nsw i64 %68, 1
   %70 = add nsw i64 5619776, %69
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %70
   %71 = load float, ptr %arena15, align 4
-  %best31716 = load float, ptr %relu2_grad.best317, align 4
-  %72 = fcmp ogt float %71, %best31716
-  %73 = mul nsw i64 %relu2_grad.q3143, 196
-  %74 = mul nsw i64 %relu2_grad.py3154, 28
+  %best32016 = load float, ptr %relu2_grad.best320, align 4
+  %72 = fcmp ogt float %71, %best32016
+  %73 = mul nsw i64 %relu2_grad.q3173, 196
+  %74 = mul nsw i64 %relu2_grad.py3184, 28
   %75 = add nsw i64 %73, %74
-  %76 = mul nsw i64 %relu2_grad.px3165, 2
+  %76 = mul nsw i64 %relu2_grad.px3195, 2
   %77 = add nsw i64 %75, %76
   %78 = add nsw i64 %77, 1
   %79 = add nsw i64 5619776, %78
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %79
   %80 = load float, ptr %arena17, align 4
-  %best31718 = load float, ptr %relu2_grad.best317, align 4
-  %81 = select i1 %72, float %80, float %best31718
-  store float %81, ptr %relu2_grad.best317, align 4
-  %82 = mul nsw i64 %relu2_grad.q3143, 196
-  %83 = mul nsw i64 %relu2_grad.py3154, 28
+  %best32018 = load float, ptr %relu2_grad.best320, align 4
+  %81 = select i1 %72, float %80, float %best32018
+  store float %81, ptr %relu2_grad.best320, align 4
+  %82 = mul nsw i64 %relu2_grad.q3173, 196
+  %83 = mul nsw i64 %relu2_grad.py3184, 28
   %84 = add nsw i64 %82, %83
-  %85 = mul nsw i64 %relu2_grad.px3165, 2
+  %85 = mul nsw i64 %relu2_grad.px3195, 2
   %86 = add nsw i64 %84, %85
   %87 = add nsw i64 %86, 14
   %88 = add nsw i64 5619776, %87
   %arena19 = getelementptr inbounds float, ptr %arena, i64 %88
   %89 = load float, ptr %arena19, align 4
-  %best31720 = load float, ptr %relu2_grad.best317, align 4
-  %90 = fcmp ogt float %89, %best31720
-  %91 = mul nsw i64 %relu2_grad.q3143, 196
-  %92 = mul nsw i64 %relu2_grad.py3154, 28
+  %best32020 = load float, ptr %relu2_grad.best320, align 4
+  %90 = fcmp ogt float %89, %best32020
+  %91 = mul nsw i64 %relu2_grad.q3173, 196
+  %92 = mul nsw i64 %relu2_grad.py3184, 28
   %93 = add nsw i64 %91, %92
-  %94 = mul nsw i64 %relu2_grad.px3165, 2
+  %94 = mul nsw i64 %relu2_grad.px3195, 2
   %95 = add nsw i64 %93, %94
   %96 = add nsw i64 %95, 14
   %97 = sitofp i64 %96 to float
-  %bi31821 = load float, ptr %relu2_grad.bi318, align 4
-  %98 = select i1 %90, float %97, float %bi31821
-  store float %98, ptr %relu2_grad.bi318, align 4
-  %99 = mul nsw i64 %relu2_grad.q3143, 196
-  %100 = mul nsw i64 %relu2_grad.py3154, 28
+  %bi32121 = load float, ptr %relu2_grad.bi321, align 4
+  %98 = select i1 %90, float %97, float %bi32121
+  store float %98, ptr %relu2_grad.bi321, align 4
+  %99 = mul nsw i64 %relu2_grad.q3173, 196
+  %100 = mul nsw i64 %relu2_grad.py3184, 28
   %101 = add nsw i64 %99, %100
-  %102 = mul nsw i64 %relu2_grad.px3165, 2
+  %102 = mul nsw i64 %relu2_grad.px3195, 2
   %103 = add nsw i64 %101, %102
   %104 = add nsw i64 %103, 14
   %105 = add nsw i64 5619776, %104
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %105
   %106 = load float, ptr %arena22, align 4
-  %best31723 = load float, ptr %relu2_grad.best317, align 4
-  %107 = fcmp ogt float %106, %best31723
-  %108 = mul nsw i64 %relu2_grad.q3143, 196
-  %109 = mul nsw i64 %relu2_grad.py3154, 28
+  %best32023 = load float, ptr %relu2_grad.best320, align 4
+  %107 = fcmp ogt float %106, %best32023
+  %108 = mul nsw i64 %relu2_grad.q3173, 196
+  %109 = mul nsw i64 %relu2_grad.py3184, 28
   %110 = add nsw i64 %108, %109
-  %111 = mul nsw i64 %relu2_grad.px3165, 2
+  %111 = mul nsw i64 %relu2_grad.px3195, 2
   %112 = add nsw i64 %110, %111
   %113 = add nsw i64 %112, 14
   %114 = add nsw i64 5619776, %113
   %arena24 = getelementptr inbounds float, ptr %arena, i64 %114
   %115 = load float, ptr %arena24, align 4
-  %best31725 = load float, ptr %relu2_grad.best317, align 4
-  %116 = select i1 %107, float %115, float %best31725
-  store float %116, ptr %relu2_grad.best317, align 4
-  %117 = mul nsw i64 %relu2_grad.q3143, 196
-  %118 = mul nsw i64 %relu2_grad.py3154, 28
+  %best32025 = load float, ptr %relu2_grad.best320, align 4
+  %116 = select i1 %107, float %115, float %best32025
+  store float %116, ptr %relu2_grad.best320, align 4
+  %117 = mul nsw i64 %relu2_grad.q3173, 196
+  %118 = mul nsw i64 %relu2_grad.py3184, 28
   %119 = add nsw i64 %117, %118
-  %120 = mul nsw i64 %relu2_grad.px3165, 2
+  %120 = mul nsw i64 %relu2_grad.px3195, 2
   %121 = add nsw i64 %119, %120
   %122 = add nsw i64 %121, 14
   %123 = add nsw i64 %122, 1
   %124 = add nsw i64 5619776, %123
   %arena26 = getelementptr inbounds float, ptr %arena, i64 %124
   %125 = load float, ptr %arena26, align 4
-  %best31727 = load float, ptr %relu2_grad.best317, align 4
-  %126 = fcmp ogt float %125, %best31727
-  %127 = mul nsw i64 %relu2_grad.q3143, 196
-  %128 = mul nsw i64 %relu2_grad.py3154, 28
+  %best32027 = load float, ptr %relu2_grad.best320, align 4
+  %126 = fcmp ogt float %125, %best32027
+  %127 = mul nsw i64 %relu2_grad.q3173, 196
+  %128 = mul nsw i64 %relu2_grad.py3184, 28
   %129 = add nsw i64 %127, %128
-  %130 = mul nsw i64 %relu2_grad.px3165, 2
+  %130 = mul nsw i64 %relu2_grad.px3195, 2
   %131 = add nsw i64 %129, %130
   %132 = add nsw i64 %131, 14
   %133 = add nsw i64 %132, 1
   %134 = sitofp i64 %133 to float
-  %bi31828 = load float, ptr %relu2_grad.bi318, align 4
-  %135 = select i1 %126, float %134, float %bi31828
-  store float %135, ptr %relu2_grad.bi318, align 4
-  %136 = mul nsw i64 %relu2_grad.q3143, 196
-  %137 = mul nsw i64 %relu2_grad.py3154, 28
+  %bi32128 = load float, ptr %relu2_grad.bi321, align 4
+  %135 = select i1 %126, float %134, float %bi32128
+  store float %135, ptr %relu2_grad.bi321, align 4
+  %136 = mul nsw i64 %relu2_grad.q3173, 196
+  %137 = mul nsw i64 %relu2_grad.py3184, 28
   %138 = add nsw i64 %136, %137
-  %139 = mul nsw i64 %relu2_grad.px3165, 2
+  %139 = mul nsw i64 %relu2_grad.px3195, 2
   %140 = add nsw i64 %138, %139
   %141 = add nsw i64 %140, 14
   %142 = add nsw i64 %141, 1
   %143 = add nsw i64 5619776, %142
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %143
   %144 = load float, ptr %arena29, align 4
-  %best31730 = load float, ptr %relu2_grad.best317, align 4
-  %145 = fcmp ogt float %144, %best31730
-  %146 = mul nsw i64 %relu2_grad.q3143, 196
-  %147 = mul nsw i64 %relu2_grad.py3154, 28
+  %best32030 = load float, ptr %relu2_grad.best320, align 4
+  %145 = fcmp ogt float %144, %best32030
+  %146 = mul nsw i64 %relu2_grad.q3173, 196
+  %147 = mul nsw i64 %relu2_grad.py3184, 28
   %148 = add nsw i64 %146, %147
-  %149 = mul nsw i64 %relu2_grad.px3165, 2
+  %149 = mul nsw i64 %relu2_grad.px3195, 2
   %150 = add nsw i64 %148, %149
   %151 = add nsw i64 %150, 14
   %152 = add nsw i64 %151, 1
   %153 = add nsw i64 5619776, %152
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %153
   %154 = load float, ptr %arena31, align 4
-  %best31732 = load float, ptr %relu2_grad.best317, align 4
-  %155 = select i1 %145, float %154, float %best31732
-  store float %155, ptr %relu2_grad.best317, align 4
-  %bi31833 = load float, ptr %relu2_grad.bi318, align 4
-  %156 = fptosi float %bi31833 to i64
+  %best32032 = load float, ptr %relu2_grad.best320, align 4
+  %155 = select i1 %145, float %154, float %best32032
+  store float %155, ptr %relu2_grad.best320, align 4
+  %bi32133 = load float, ptr %relu2_grad.bi321, align 4
+  %156 = fptosi float %bi32133 to i64
   %157 = add nsw i64 6422592, %156
   %arena34 = getelementptr inbounds float, ptr %arena, i64 %157
   %158 = load float, ptr %arena34, align 4
-  %159 = mul nsw i64 %relu2_grad.q3143, 49
+  %159 = mul nsw i64 %relu2_grad.q3173, 49
   %160 = add nsw i64 4816960, %159
-  %161 = mul nsw i64 %relu2_grad.py3154, 7
+  %161 = mul nsw i64 %relu2_grad.py3184, 7
   %162 = add nsw i64 %160, %161
-  %163 = add nsw i64 %162, %relu2_grad.px3165
+  %163 = add nsw i64 %162, %relu2_grad.px3195
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %163
   %164 = load float, ptr %arena35, align 4
   %165 = fadd float %158, %164
   store float %165, ptr %arena34, align 4
-  %px316.next = add nsw i64 %relu2_grad.px3165, 1
-  %166 = icmp slt i64 %px316.next, 7
-  br i1 %166, label %relu2_grad.px316, label %relu2_grad.px316.end
+  %px319.next = add nsw i64 %relu2_grad.px3195, 1
+  %166 = icmp slt i64 %px319.next, 7
+  br i1 %166, label %relu2_grad.px319, label %relu2_grad.px319.end
 
-relu2_grad.px316.end:                             ; preds = %relu2_grad.px316
-  %py315.next = add nsw i64 %relu2_grad.py3154, 1
-  %167 = icmp slt i64 %py315.next, 7
-  br i1 %167, label %relu2_grad.py315, label %relu2_grad.py315.end
+relu2_grad.px319.end:                             ; preds = %relu2_grad.px319
+  %py318.next = add nsw i64 %relu2_grad.py3184, 1
+  %167 = icmp slt i64 %py318.next, 7
+  br i1 %167, label %relu2_grad.py318, label %relu2_grad.py318.end
 }
 
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k26.bn2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %bn2_grad.i319
+  br label %bn2_grad.i322
 
-bn2_grad.i319:                                    ; preds = %bn2_grad.i319, %entry
-  %bn2_grad.i3191 = phi i64 [ 0, %entry ], [ %i319.next, %bn2_grad.i319 ]
-  %0 = add nsw i64 5619776, %bn2_grad.i3191
+bn2_grad.i322:                                    ; preds = %bn2_grad.i322, %entry
+  %bn2_grad.i3221 = phi i64 [ 0, %entry ], [ %i322.next, %bn2_grad.i322 ]
+  %0 = add nsw i64 5619776, %bn2_grad.i3221
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   %1 = load float, ptr %arena2, align 4
   %2 = fcmp ogt float %1, 0.000000e+00
-  %3 = add nsw i64 6422592, %bn2_grad.i3191
+  %3 = add nsw i64 6422592, %bn2_grad.i3221
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %3
   %4 = load float, ptr %arena3, align 4
   %5 = select i1 %2, float %4, float 0.000000e+00
-  %6 = add nsw i64 4816960, %bn2_grad.i3191
+  %6 = add nsw i64 4816960, %bn2_grad.i3221
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   store float %5, ptr %arena4, align 4
-  %i319.next = add nsw i64 %bn2_grad.i3191, 1
-  %7 = icmp slt i64 %i319.next, 802816
-  br i1 %7, label %bn2_grad.i319, label %bn2_grad.i319.end
+  %i322.next = add nsw i64 %bn2_grad.i3221, 1
+  %7 = icmp slt i64 %i322.next, 802816
+  br i1 %7, label %bn2_grad.i322, label %bn2_grad.i322.end
 
-bn2_grad.i319.end:                                ; preds = %bn2_grad.i319
+bn2_grad.i322.end:                                ; preds = %bn2_grad.i322
   ret void
 }
 
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k27.bn2_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %bn2_weight_grad.sum_x321 = alloca float, align 4
+  %bn2_weight_grad.sum_x324 = alloca float, align 4
+  %bn2_weight_grad.sum338 = alloca float, align 4
+  %bn2_weight_grad.sum337 = alloca float, align 4
+  %bn2_weight_grad.sum336 = alloca float, align 4
   %bn2_weight_grad.sum335 = alloca float, align 4
   %bn2_weight_grad.sum334 = alloca float, align 4
   %bn2_weight_grad.sum333 = alloca float, align 4
   %bn2_weight_grad.sum332 = alloca float, align 4
-  %bn2_weight_grad.sum331 = alloca float, align 4
-  %bn2_weight_grad.sum330 = alloca float, align 4
-  %bn2_weight_grad.sum329 = alloca float, align 4
-  %bn2_weight_grad.tail325 = alloca float, align 4
-  %bn2_weight_grad.acc324 = alloca <8 x float>, align 32
-  %bn2_weight_grad.mean323 = alloca float, align 4
-  %bn2_weight_grad.invstd322 = alloca float, align 4
-  br label %bn2_weight_grad.c320
+  %bn2_weight_grad.tail328 = alloca float, align 4
+  %bn2_weight_grad.acc327 = alloca <8 x float>, align 32
+  %bn2_weight_grad.mean326 = alloca float, align 4
+  %bn2_weight_grad.invstd325 = alloca float, align 4
+  br label %bn2_weight_grad.c323
 
-bn2_weight_grad.c320:                             ; preds = %bn2_weight_grad.n326.end, %entry
-  %bn2_weight_grad.c3201 = phi i64 [ 0, %entry ], [ %c320.next, %bn2_weight_grad.n326.end ]
-  %0 = add nsw i64 2809920, %bn2_weight_grad.c3201
+bn2_weight_grad.c323:                             ; preds = %bn2_weight_grad.n329.end, %entry
+  %bn2_weight_grad.c3231 = phi i64 [ 0, %entry ], [ %c323.next, %bn2_weight_grad.n329.end ]
+  %0 = add nsw i64 2809920, %bn2_weight_grad.c3231
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   %1 = load float, ptr %arena2, align 4
   %2 = fadd float %1, 0x3EE4F8B580000000
   %3 = call float @llvm.sqrt.f32(float %2)
   %4 = fdiv float 1.000000e+00, %3
-  store float %4, ptr %bn2_weight_grad.invstd322, align 4
-  %5 = add nsw i64 2809856, %bn2_weight_grad.c3201
+  store float %4, ptr %bn2_weight_grad.invstd325, align 4
+  %5 = add nsw i64 2809856, %bn2_weight_grad.c3231
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %5
   %6 = load float, ptr %arena3, align 4
-  store float %6, ptr %bn2_weight_grad.mean323, align 4
-  store <8 x float> zeroinitializer, ptr %bn2_weight_grad.acc324, align 32
-  store float 0.000000e+00, ptr %bn2_weight_grad.tail325, align 4
-  br label %bn2_weight_grad.n326
+  store float %6, ptr %bn2_weight_grad.mean326, align 4
+  store <8 x float> zeroinitializer, ptr %bn2_weight_grad.acc327, align 32
+  store float 0.000000e+00, ptr %bn2_weight_grad.tail328, align 4
+  br label %bn2_weight_grad.n329
 
-bn2_weight_grad.c320.end:                         ; preds = %bn2_weight_grad.n326.end
+bn2_weight_grad.c323.end:                         ; preds = %bn2_weight_grad.n329.end
   ret void
 
-bn2_weight_grad.n326:                             ; preds = %bn2_weight_grad.i328.end, %bn2_weight_grad.c320
-  %bn2_weight_grad.n3264 = phi i64 [ 0, %bn2_weight_grad.c320 ], [ %n326.next, %bn2_weight_grad.i328.end ]
-  br label %bn2_weight_grad.v327
+bn2_weight_grad.n329:                             ; preds = %bn2_weight_grad.i331.end, %bn2_weight_grad.c323
+  %bn2_weight_grad.n3294 = phi i64 [ 0, %bn2_weight_grad.c323 ], [ %n329.next, %bn2_weight_grad.i331.end ]
+  br label %bn2_weight_grad.v330
 
-bn2_weight_grad.n326.end:                         ; preds = %bn2_weight_grad.i328.end
-  %acc32413 = load <8 x float>, ptr %bn2_weight_grad.acc324, align 32
+bn2_weight_grad.n329.end:                         ; preds = %bn2_weight_grad.i331.end
+  %acc32713 = load <8 x float>, ptr %bn2_weight_grad.acc327, align 32
   %arena14 = getelementptr inbounds float, ptr %arena, i64 2809984
-  store <8 x float> %acc32413, ptr %arena14, align 4
+  store <8 x float> %acc32713, ptr %arena14, align 4
   %arena15 = getelementptr inbounds float, ptr %arena, i64 2809984
   %7 = load float, ptr %arena15, align 4
   %arena16 = getelementptr inbounds float, ptr %arena, i64 2809985
   %8 = load float, ptr %arena16, align 4
   %9 = fadd float %7, %8
-  store float %9, ptr %bn2_weight_grad.sum329, align 4
-  %sum329 = load float, ptr %bn2_weight_grad.sum329, align 4
+  store float %9, ptr %bn2_weight_grad.sum332, align 4
+  %sum332 = load float, ptr %bn2_weight_grad.sum332, align 4
   %arena17 = getelementptr inbounds float, ptr %arena, i64 2809986
   %10 = load float, ptr %arena17, align 4
-  %11 = fadd float %sum329, %10
-  store float %11, ptr %bn2_weight_grad.sum330, align 4
-  %sum330 = load float, ptr %bn2_weight_grad.sum330, align 4
+  %11 = fadd float %sum332, %10
+  store float %11, ptr %bn2_weight_grad.sum333, align 4
+  %sum333 = load float, ptr %bn2_weight_grad.sum333, align 4
   %arena18 = getelementptr inbounds float, ptr %arena, i64 2809987
   %12 = load float, ptr %arena18, align 4
-  %13 = fadd float %sum330, %12
-  store float %13, ptr %bn2_weight_grad.sum331, align 4
-  %sum331 = load float, ptr %bn2_weight_grad.sum331, align 4
+  %13 = fadd float %sum333, %12
+  store float %13, ptr %bn2_weight_grad.sum334, align 4
+  %sum334 = load float, ptr %bn2_weight_grad.sum334, align 4
   %arena19 = getelementptr inbounds float, ptr %arena, i64 2809988
   %14 = load float, ptr %arena19, align 4
-  %15 = fadd float %sum331, %14
-  store float %15, ptr %bn2_weight_grad.sum332, align 4
-  %sum332 = load float, ptr %bn2_weight_grad.sum332, align 4
+  %15 = fadd float %sum334, %14
+  store float %15, ptr %bn2_weight_grad.sum335, align 4
+  %sum335 = load float, ptr %bn2_weight_grad.sum335, align 4
   %arena20 = getelementptr inbounds float, ptr %arena, i64 2809989
   %16 = load float, ptr %arena20, align 4
-  %17 = fadd float %sum332, %16
-  store float %17, ptr %bn2_weight_grad.sum333, align 4
-  %sum333 = load float, ptr %bn2_weight_grad.sum333, align 4
+  %17 = fadd float %sum335, %16
+  store float %17, ptr %bn2_weight_grad.sum336, align 4
+  %sum336 = load float, ptr %bn2_weight_grad.sum336, align 4
   %arena21 = getelementptr inbounds float, ptr %arena, i64 2809990
   %18 = load float, ptr %arena21, align 4
-  %19 = fadd float %sum333, %18
-  store float %19, ptr %bn2_weight_grad.sum334, align 4
-  %sum334 = load float, ptr %bn2_weight_grad.sum334, align 4
+  %19 = fadd float %sum336, %18
+  store float %19, ptr %bn2_weight_grad.sum337, align 4
+  %sum337 = load float, ptr %bn2_weight_grad.sum337, align 4
   %arena22 = getelementptr inbounds float, ptr %arena, i64 2809991
   %20 = load float, ptr %arena22, align 4
-  %21 = fadd float %sum334, %20
-  store float %21, ptr %bn2_weight_grad.sum335, align 4
-  %sum335 = load float, ptr %bn2_weight_grad.sum335, align 4
-  %tail32523 = load float, ptr %bn2_weight_grad.tail325, align 4
-  %22 = fadd float %sum335, %tail32523
-  store float %22, ptr %bn2_weight_grad.sum_x321, align 4
-  %sum_x321 = load float, ptr %bn2_weight_grad.sum_x321, align 4
-  %23 = add nsw i64 18784, %bn2_weight_grad.c3201
+  %21 = fadd float %sum337, %20
+  store float %21, ptr %bn2_weight_grad.sum338, align 4
+  %sum338 = load float, ptr %bn2_weight_grad.sum338, align 4
+  %tail32823 = load float, ptr %bn2_weight_grad.tail328, align 4
+  %22 = fadd float %sum338, %tail32823
+  store float %22, ptr %bn2_weight_grad.sum_x324, align 4
+  %sum_x324 = load float, ptr %bn2_weight_grad.sum_x324, align 4
+  %23 = add nsw i64 18784, %bn2_weight_grad.c3231
   %grads24 = getelementptr inbounds float, ptr %grads, i64 %23
-  store float %sum_x321, ptr %grads24, align 4
-  %c320.next = add nsw i64 %bn2_weight_grad.c3201, 1
-  %24 = icmp slt i64 %c320.next, 64
-  br i1 %24, label %bn2_weight_grad.c320, label %bn2_weight_grad.c320.end
+  store float %sum_x324, ptr %grads24, align 4
+  %c323.next = add nsw i64 %bn2_weight_grad.c3231, 1
+  %24 = icmp slt i64 %c323.next, 64
+  br i1 %24, label %bn2_weight_grad.c323, label %bn2_weight_grad.c323.end
 
-bn2_weight_grad.v327:                             ; preds = %bn2_weight_grad.v327, %bn2_weight_grad.n326
-  %bn2_weight_grad.v3275 = phi i64 [ 0, %bn2_weight_grad.n326 ], [ %v327.next, %bn2_weight_grad.v327 ]
-  %acc324 = load <8 x float>, ptr %bn2_weight_grad.acc324, align 32
-  %25 = mul nsw i64 %bn2_weight_grad.n3264, 64
-  %26 = add nsw i64 %25, %bn2_weight_grad.c3201
+bn2_weight_grad.v330:                             ; preds = %bn2_weight_grad.v330, %bn2_weight_grad.n329
+  %bn2_weight_grad.v3305 = phi i64 [ 0, %bn2_weight_grad.n329 ], [ %v330.next, %bn2_weight_grad.v330 ]
+  %acc327 = load <8 x float>, ptr %bn2_weight_grad.acc327, align 32
+  %25 = mul nsw i64 %bn2_weight_grad.n3294, 64
+  %26 = add nsw i64 %25, %bn2_weight_grad.c3231
   %27 = mul nsw i64 %26, 196
-  %28 = mul nsw i64 %bn2_weight_grad.v3275, 8
+  %28 = mul nsw i64 %bn2_weight_grad.v3305, 8
   %29 = add nsw i64 %27, %28
   %30 = add nsw i64 4816960, %29
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = load <8 x float>, ptr %arena6, align 4
-  %32 = mul nsw i64 %bn2_weight_grad.n3264, 64
-  %33 = add nsw i64 %32, %bn2_weight_grad.c3201
+  %32 = mul nsw i64 %bn2_weight_grad.n3294, 64
+  %33 = add nsw i64 %32, %bn2_weight_grad.c3231
   %34 = mul nsw i64 %33, 196
-  %35 = mul nsw i64 %bn2_weight_grad.v3275, 8
+  %35 = mul nsw i64 %bn2_weight_grad.v3305, 8
   %36 = add nsw i64 %34, %35
   %37 = add nsw i64 2007040, %36
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %37
   %38 = load <8 x float>, ptr %arena7, align 4
-  %mean323 = load float, ptr %bn2_weight_grad.mean323, align 4
-  %39 = insertelement <8 x float> undef, float %mean323, i32 0
+  %mean326 = load float, ptr %bn2_weight_grad.mean326, align 4
+  %39 = insertelement <8 x float> undef, float %mean326, i32 0
   %40 = shufflevector <8 x float> %39, <8 x float> undef, <8 x i32> zeroinitializer
   %41 = fsub <8 x float> %38, %40
-  %invstd322 = load float, ptr %bn2_weight_grad.invstd322, align 4
-  %42 = insertelement <8 x float> undef, float %invstd322, i32 0
+  %invstd325 = load float, ptr %bn2_weight_grad.invstd325, align 4
+  %42 = insertelement <8 x float> undef, float %invstd325, i32 0
   %43 = shufflevector <8 x float> %42, <8 x float> undef, <8 x i32> zeroinitializer
   %44 = fmul <8 x float> %41, %43
   %45 = fmul <8 x float> %31, %44
-  %46 = fadd <8 x float> %acc324, %45
-  store <8 x float> %46, ptr %bn2_weight_grad.acc324, align 32
-  %v327.next = add nsw i64 %bn2_weight_grad.v3275, 1
-  %47 = icmp slt i64 %v327.next, 24
-  br i1 %47, label %bn2_weight_grad.v327, label %bn2_weight_grad.v327.end
+  %46 = fadd <8 x float> %acc327, %45
+  store <8 x float> %46, ptr %bn2_weight_grad.acc327, align 32
+  %v330.next = add nsw i64 %bn2_weight_grad.v3305, 1
+  %47 = icmp slt i64 %v330.next, 24
+  br i1 %47, label %bn2_weight_grad.v330, label %bn2_weight_grad.v330.end
 
-bn2_weight_grad.v327.end:                         ; preds = %bn2_weight_grad.v327
-  br label %bn2_weight_grad.i328
+bn2_weight_grad.v330.end:                         ; preds = %bn2_weight_grad.v330
+  br label %bn2_weight_grad.i331
 
-bn2_weight_grad.i328:                             ; preds = %bn2_weight_grad.i328, %bn2_weight_grad.v327.end
-  %bn2_weight_grad.i3288 = phi i64 [ 0, %bn2_weight_grad.v327.end ], [ %i328.next, %bn2_weight_grad.i328 ]
-  %tail325 = load float, ptr %bn2_weight_grad.tail325, align 4
-  %48 = mul nsw i64 %bn2_weight_grad.n3264, 64
-  %49 = add nsw i64 %48, %bn2_weight_grad.c3201
+bn2_weight_grad.i331:                             ; preds = %bn2_weight_grad.i331, %bn2_weight_grad.v330.end
+  %bn2_weight_grad.i3318 = phi i64 [ 0, %bn2_weight_grad.v330.end ], [ %i331.next, %bn2_weight_grad.i331 ]
+  %tail328 = load float, ptr %bn2_weight_grad.tail328, align 4
+  %48 = mul nsw i64 %bn2_weight_grad.n3294, 64
+  %49 = add nsw i64 %48, %bn2_weight_grad.c3231
   %50 = mul nsw i64 %49, 196
   %51 = add nsw i64 %50, 192
-  %52 = add nsw i64 %51, %bn2_weight_grad.i3288
+  %52 = add nsw i64 %51, %bn2_weight_grad.i3318
   %53 = add nsw i64 4816960, %52
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %53
   %54 = load float, ptr %arena9, align 4
-  %55 = mul nsw i64 %bn2_weight_grad.n3264, 64
-  %56 = add nsw i64 %55, %bn2_weight_grad.c3201
+  %55 = mul nsw i64 %bn2_weight_grad.n3294, 64
+  %56 = add nsw i64 %55, %bn2_weight_grad.c3231
   %57 = mul nsw i64 %56, 196
   %58 = add nsw i64 %57, 192
-  %59 = add nsw i64 %58, %bn2_weight_grad.i3288
+  %59 = add nsw i64 %58, %bn2_weight_grad.i3318
   %60 = add nsw i64 2007040, %59
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %60
   %61 = load float, ptr %arena10, align 4
-  %mean32311 = load float, ptr %bn2_weight_grad.mean323, align 4
-  %62 = fsub float %61, %mean32311
-  %invstd32212 = load float, ptr %bn2_weight_grad.invstd322, align 4
-  %63 = fmul float %62, %invstd32212
+  %mean32611 = load float, ptr %bn2_weight_grad.mean326, align 4
+  %62 = fsub float %61, %mean32611
+  %invstd32512 = load float, ptr %bn2_weight_grad.invstd325, align 4
+  %63 = fmul float %62, %invstd32512
   %64 = fmul float %54, %63
-  %65 = fadd float %tail325, %64
-  store float %65, ptr %bn2_weight_grad.tail325, align 4
-  %i328.next = add nsw i64 %bn2_weight_grad.i3288, 1
-  %66 = icmp slt i64 %i328.next, 4
-  br i1 %66, label %bn2_weight_grad.i328, label %bn2_weight_grad.i328.end
+  %65 = fadd float %tail328, %64
+  store float %65, ptr %bn2_weight_grad.tail328, align 4
+  %i331.next = add nsw i64 %bn2_weight_grad.i3318, 1
+  %66 = icmp slt i64 %i331.next, 4
+  br i1 %66, label %bn2_weight_grad.i331, label %bn2_weight_grad.i331.end
 
-bn2_weight_grad.i328.end:                         ; preds = %bn2_weight_grad.i328
-  %n326.next = add nsw i64 %bn2_weight_grad.n3264, 1
-  %67 = icmp slt i64 %n326.next, 64
-  br i1 %67, label %bn2_weight_grad.n326, label %bn2_weight_grad.n326.end
+bn2_weight_grad.i331.end:                         ; preds = %bn2_weight_grad.i331
+  %n329.next = add nsw i64 %bn2_weight_grad.n3294, 1
+  %67 = icmp slt i64 %n329.next, 64
+  br i1 %67, label %bn2_weight_grad.n329, label %bn2_weight_grad.n329.end
 }
 
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k28.bn2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %bn2_bias_grad.sum337 = alloca float, align 4
+  %bn2_bias_grad.sum340 = alloca float, align 4
+  %bn2_bias_grad.sum352 = alloca float, align 4
+  %bn2_bias_grad.sum351 = alloca float, align 4
+  %bn2_bias_grad.sum350 = alloca float, align 4
   %bn2_bias_grad.sum349 = alloca float, align 4
   %bn2_bias_grad.sum348 = alloca float, align 4
   %bn2_bias_grad.sum347 = alloca float, align 4
   %bn2_bias_grad.sum346 = alloca float, align 4
-  %bn2_bias_grad.sum345 = alloca float, align 4
-  %bn2_bias_grad.sum344 = alloca float, align 4
-  %bn2_bias_grad.sum343 = alloca float, align 4
-  %bn2_bias_grad.tail339 = alloca float, align 4
-  %bn2_bias_grad.acc338 = alloca <8 x float>, align 32
-  br label %bn2_bias_grad.c336
+  %bn2_bias_grad.tail342 = alloca float, align 4
+  %bn2_bias_grad.acc341 = alloca <8 x float>, align 32
+  br label %bn2_bias_grad.c339
 
-bn2_bias_grad.c336:                               ; preds = %bn2_bias_grad.n340.end, %entry
-  %bn2_bias_grad.c3361 = phi i64 [ 0, %entry ], [ %c336.next, %bn2_bias_grad.n340.end ]
-  store <8 x float> zeroinitializer, ptr %bn2_bias_grad.acc338, align 32
-  store float 0.000000e+00, ptr %bn2_bias_grad.tail339, align 4
-  br label %bn2_bias_grad.n340
+bn2_bias_grad.c339:                               ; preds = %bn2_bias_grad.n343.end, %entry
+  %bn2_bias_grad.c3391 = phi i64 [ 0, %entry ], [ %c339.next, %bn2_bias_grad.n343.end ]
+  store <8 x float> zeroinitializer, ptr %bn2_bias_grad.acc341, align 32
+  store float 0.000000e+00, ptr %bn2_bias_grad.tail342, align 4
+  br label %bn2_bias_grad.n343
 
-bn2_bias_grad.c336.end:                           ; preds = %bn2_bias_grad.n340.end
+bn2_bias_grad.c339.end:                           ; preds = %bn2_bias_grad.n343.end
   ret void
 
-bn2_bias_grad.n340:                               ; preds = %bn2_bias_grad.i342.end, %bn2_bias_grad.c336
-  %bn2_bias_grad.n3402 = phi i64 [ 0, %bn2_bias_grad.c336 ], [ %n340.next, %bn2_bias_grad.i342.end ]
-  br label %bn2_bias_grad.v341
+bn2_bias_grad.n343:                               ; preds = %bn2_bias_grad.i345.end, %bn2_bias_grad.c339
+  %bn2_bias_grad.n3432 = phi i64 [ 0, %bn2_bias_grad.c339 ], [ %n343.next, %bn2_bias_grad.i345.end ]
+  br label %bn2_bias_grad.v344
 
-bn2_bias_grad.n340.end:                           ; preds = %bn2_bias_grad.i342.end
-  %acc3387 = load <8 x float>, ptr %bn2_bias_grad.acc338, align 32
+bn2_bias_grad.n343.end:                           ; preds = %bn2_bias_grad.i345.end
+  %acc3417 = load <8 x float>, ptr %bn2_bias_grad.acc341, align 32
   %arena8 = getelementptr inbounds float, ptr %arena, i64 2809984
-  store <8 x float> %acc3387, ptr %arena8, align 4
+  store <8 x float> %acc3417, ptr %arena8, align 4
   %arena9 = getelementptr inbounds float, ptr %arena, i64 2809984
   %0 = load float, ptr %arena9, align 4
   %arena10 = getelementptr inbounds float, ptr %arena, i64 2809985
   %1 = load float, ptr %arena10, align 4
   %2 = fadd float %0, %1
-  store float %2, ptr %bn2_bias_grad.sum343, align 4
-  %sum343 = load float, ptr %bn2_bias_grad.sum343, align 4
+  store float %2, ptr %bn2_bias_grad.sum346, align 4
+  %sum346 = load float, ptr %bn2_bias_grad.sum346, align 4
   %arena11 = getelementptr inbounds float, ptr %arena, i64 2809986
   %3 = load float, ptr %arena11, align 4
-  %4 = fadd float %sum343, %3
-  store float %4, ptr %bn2_bias_grad.sum344, align 4
-  %sum344 = load float, ptr %bn2_bias_grad.sum344, align 4
+  %4 = fadd float %sum346, %3
+  store float %4, ptr %bn2_bias_grad.sum347, align 4
+  %sum347 = load float, ptr %bn2_bias_grad.sum347, align 4
   %arena12 = getelementptr inbounds float, ptr %arena, i64 2809987
   %5 = load float, ptr %arena12, align 4
-  %6 = fadd float %sum344, %5
-  store float %6, ptr %bn2_bias_grad.sum345, align 4
-  %sum345 = load float, ptr %bn2_bias_grad.sum345, align 4
+  %6 = fadd float %sum347, %5
+  store float %6, ptr %bn2_bias_grad.sum348, align 4
+  %sum348 = load float, ptr %bn2_bias_grad.sum348, align 4
   %arena13 = getelementptr inbounds float, ptr %arena, i64 2809988
   %7 = load float, ptr %arena13, align 4
-  %8 = fadd float %sum345, %7
-  store float %8, ptr %bn2_bias_grad.sum346, align 4
-  %sum346 = load float, ptr %bn2_bias_grad.sum346, align 4
+  %8 = fadd float %sum348, %7
+  store float %8, ptr %bn2_bias_grad.sum349, align 4
+  %sum349 = load float, ptr %bn2_bias_grad.sum349, align 4
   %arena14 = getelementptr inbounds float, ptr %arena, i64 2809989
   %9 = load float, ptr %arena14, align 4
-  %10 = fadd float %sum346, %9
-  store float %10, ptr %bn2_bias_grad.sum347, align 4
-  %sum347 = load float, ptr %bn2_bias_grad.sum347, align 4
+  %10 = fadd float %sum349, %9
+  store float %10, ptr %bn2_bias_grad.sum350, align 4
+  %sum350 = load float, ptr %bn2_bias_grad.sum350, align 4
   %arena15 = getelementptr inbounds float, ptr %arena, i64 2809990
   %11 = load float, ptr %arena15, align 4
-  %12 = fadd float %sum347, %11
-  store float %12, ptr %bn2_bias_grad.sum348, align 4
-  %sum348 = load float, ptr %bn2_bias_grad.sum348, align 4
+  %12 = fadd float %sum350, %11
+  store float %12, ptr %bn2_bias_grad.sum351, align 4
+  %sum351 = load float, ptr %bn2_bias_grad.sum351, align 4
   %arena16 = getelementptr inbounds float, ptr %arena, i64 2809991
   %13 = load float, ptr %arena16, align 4
-  %14 = fadd float %sum348, %13
-  store float %14, ptr %bn2_bias_grad.sum349, align 4
-  %sum349 = load float, ptr %bn2_bias_grad.sum349, align 4
-  %tail33917 = load float, ptr %bn2_bias_grad.tail339, align 4
-  %15 = fadd float %sum349, %tail33917
-  store float %15, ptr %bn2_bias_grad.sum337, align 4
-  %sum337 = load float, ptr %bn2_bias_grad.sum337, align 4
-  %16 = add nsw i64 18848, %bn2_bias_grad.c3361
+  %14 = fadd float %sum351, %13
+  store float %14, ptr %bn2_bias_grad.sum352, align 4
+  %sum352 = load float, ptr %bn2_bias_grad.sum352, align 4
+  %tail34217 = load float, ptr %bn2_bias_grad.tail342, align 4
+  %15 = fadd float %sum352, %tail34217
+  store float %15, ptr %bn2_bias_grad.sum340, align 4
+  %sum340 = load float, ptr %bn2_bias_grad.sum340, align 4
+  %16 = add nsw i64 18848, %bn2_bias_grad.c3391
   %grads18 = getelementptr inbounds float, ptr %grads, i64 %16
-  store float %sum337, ptr %grads18, align 4
-  %c336.next = add nsw i64 %bn2_bias_grad.c3361, 1
-  %17 = icmp slt i64 %c336.next, 64
-  br i1 %17, label %bn2_bias_grad.c336, label %bn2_bias_grad.c336.end
+  store float %sum340, ptr %grads18, align 4
+  %c339.next = add nsw i64 %bn2_bias_grad.c3391, 1
+  %17 = icmp slt i64 %c339.next, 64
+  br i1 %17, label %bn2_bias_grad.c339, label %bn2_bias_grad.c339.end
 
-bn2_bias_grad.v341:                               ; preds = %bn2_bias_grad.v341, %bn2_bias_grad.n340
-  %bn2_bias_grad.v3413 = phi i64 [ 0, %bn2_bias_grad.n340 ], [ %v341.next, %bn2_bias_grad.v341 ]
-  %acc338 = load <8 x float>, ptr %bn2_bias_grad.acc338, align 32
-  %18 = mul nsw i64 %bn2_bias_grad.n3402, 64
-  %19 = add nsw i64 %18, %bn2_bias_grad.c3361
+bn2_bias_grad.v344:                               ; preds = %bn2_bias_grad.v344, %bn2_bias_grad.n343
+  %bn2_bias_grad.v3443 = phi i64 [ 0, %bn2_bias_grad.n343 ], [ %v344.next, %bn2_bias_grad.v344 ]
+  %acc341 = load <8 x float>, ptr %bn2_bias_grad.acc341, align 32
+  %18 = mul nsw i64 %bn2_bias_grad.n3432, 64
+  %19 = add nsw i64 %18, %bn2_bias_grad.c3391
   %20 = mul nsw i64 %19, 196
-  %21 = mul nsw i64 %bn2_bias_grad.v3413, 8
+  %21 = mul nsw i64 %bn2_bias_grad.v3443, 8
   %22 = add nsw i64 %20, %21
   %23 = add nsw i64 4816960, %22
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %23
   %24 = load <8 x float>, ptr %arena4, align 4
-  %25 = fadd <8 x float> %acc338, %24
-  store <8 x float> %25, ptr %bn2_bias_grad.acc338, align 32
-  %v341.next = add nsw i64 %bn2_bias_grad.v3413, 1
-  %26 = icmp slt i64 %v341.next, 24
-  br i1 %26, label %bn2_bias_grad.v341, label %bn2_bias_grad.v341.end
+  %25 = fadd <8 x float> %acc341, %24
+  store <8 x float> %25, ptr %bn2_bias_grad.acc341, align 32
+  %v344.next = add nsw i64 %bn2_bias_grad.v3443, 1
+  %26 = icmp slt i64 %v344.next, 24
+  br i1 %26, label %bn2_bias_grad.v344, label %bn2_bias_grad.v344.end
 
-bn2_bias_grad.v341.end:                           ; preds = %bn2_bias_grad.v341
-  br label %bn2_bias_grad.i342
+bn2_bias_grad.v344.end:                           ; preds = %bn2_bias_grad.v344
+  br label %bn2_bias_grad.i345
 
-bn2_bias_grad.i342:                               ; preds = %bn2_bias_grad.i342, %bn2_bias_grad.v341.end
-  %bn2_bias_grad.i3425 = phi i64 [ 0, %bn2_bias_grad.v341.end ], [ %i342.next, %bn2_bias_grad.i342 ]
-  %tail339 = load float, ptr %bn2_bias_grad.tail339, align 4
-  %27 = mul nsw i64 %bn2_bias_grad.n3402, 64
-  %28 = add nsw i64 %27, %bn2_bias_grad.c3361
+bn2_bias_grad.i345:                               ; preds = %bn2_bias_grad.i345, %bn2_bias_grad.v344.end
+  %bn2_bias_grad.i3455 = phi i64 [ 0, %bn2_bias_grad.v344.end ], [ %i345.next, %bn2_bias_grad.i345 ]
+  %tail342 = load float, ptr %bn2_bias_grad.tail342, align 4
+  %27 = mul nsw i64 %bn2_bias_grad.n3432, 64
+  %28 = add nsw i64 %27, %bn2_bias_grad.c3391
   %29 = mul nsw i64 %28, 196
   %30 = add nsw i64 %29, 192
-  %31 = add nsw i64 %30, %bn2_bias_grad.i3425
+  %31 = add nsw i64 %30, %bn2_bias_grad.i3455
   %32 = add nsw i64 4816960, %31
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %32
   %33 = load float, ptr %arena6, align 4
-  %34 = fadd float %tail339, %33
-  store float %34, ptr %bn2_bias_grad.tail339, align 4
-  %i342.next = add nsw i64 %bn2_bias_grad.i3425, 1
-  %35 = icmp slt i64 %i342.next, 4
-  br i1 %35, label %bn2_bias_grad.i342, label %bn2_bias_grad.i342.end
+  %34 = fadd float %tail342, %33
+  store float %34, ptr %bn2_bias_grad.tail342, align 4
+  %i345.next = add nsw i64 %bn2_bias_grad.i3455, 1
+  %35 = icmp slt i64 %i345.next, 4
+  br i1 %35, label %bn2_bias_grad.i345, label %bn2_bias_grad.i345.end
 
-bn2_bias_grad.i342.end:                           ; preds = %bn2_bias_grad.i342
-  %n340.next = add nsw i64 %bn2_bias_grad.n3402, 1
-  %36 = icmp slt i64 %n340.next, 64
-  br i1 %36, label %bn2_bias_grad.n340, label %bn2_bias_grad.n340.end
+bn2_bias_grad.i345.end:                           ; preds = %bn2_bias_grad.i345
+  %n343.next = add nsw i64 %bn2_bias_grad.n3432, 1
+  %36 = icmp slt i64 %n343.next, 64
+  br i1 %36, label %bn2_bias_grad.n343, label %bn2_bias_grad.n343.end
 }
 
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k29.conv2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %conv2_grad.mean_dy_x356 = alloca float, align 4
-  %conv2_grad.mean_dy355 = alloca float, align 4
-  %conv2_grad.scale354 = alloca float, align 4
-  %conv2_grad.sum_x352 = alloca float, align 4
-  %conv2_grad.sum351 = alloca float, align 4
-  %conv2_grad.invstd353 = alloca float, align 4
-  br label %conv2_grad.c350
+  %conv2_grad.mean_dy_x359 = alloca float, align 4
+  %conv2_grad.mean_dy358 = alloca float, align 4
+  %conv2_grad.scale357 = alloca float, align 4
+  %conv2_grad.sum_x355 = alloca float, align 4
+  %conv2_grad.sum354 = alloca float, align 4
+  %conv2_grad.invstd356 = alloca float, align 4
+  br label %conv2_grad.c353
 
-conv2_grad.c350:                                  ; preds = %conv2_grad.n357.end, %entry
-  %conv2_grad.c3501 = phi i64 [ 0, %entry ], [ %c350.next, %conv2_grad.n357.end ]
-  %0 = add nsw i64 2809920, %conv2_grad.c3501
+conv2_grad.c353:                                  ; preds = %conv2_grad.n360.end, %entry
+  %conv2_grad.c3531 = phi i64 [ 0, %entry ], [ %c353.next, %conv2_grad.n360.end ]
+  %0 = add nsw i64 2809920, %conv2_grad.c3531
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   %1 = load float, ptr %arena2, align 4
   %2 = fadd float %1, 0x3EE4F8B580000000
   %3 = call float @llvm.sqrt.f32(float %2)
   %4 = fdiv float 1.000000e+00, %3
-  store float %4, ptr %conv2_grad.invstd353, align 4
-  %5 = add nsw i64 18848, %conv2_grad.c3501
+  store float %4, ptr %conv2_grad.invstd356, align 4
+  %5 = add nsw i64 18848, %conv2_grad.c3531
   %grads3 = getelementptr inbounds float, ptr %grads, i64 %5
   %6 = load float, ptr %grads3, align 4
-  store float %6, ptr %conv2_grad.sum351, align 4
-  %7 = add nsw i64 18784, %conv2_grad.c3501
+  store float %6, ptr %conv2_grad.sum354, align 4
+  %7 = add nsw i64 18784, %conv2_grad.c3531
   %grads4 = getelementptr inbounds float, ptr %grads, i64 %7
   %8 = load float, ptr %grads4, align 4
-  store float %8, ptr %conv2_grad.sum_x352, align 4
-  %9 = add nsw i64 18784, %conv2_grad.c3501
+  store float %8, ptr %conv2_grad.sum_x355, align 4
+  %9 = add nsw i64 18784, %conv2_grad.c3531
   %params5 = getelementptr inbounds float, ptr %params, i64 %9
   %10 = load float, ptr %params5, align 4
-  %invstd353 = load float, ptr %conv2_grad.invstd353, align 4
-  %11 = fmul float %10, %invstd353
-  store float %11, ptr %conv2_grad.scale354, align 4
-  %sum351 = load float, ptr %conv2_grad.sum351, align 4
-  %12 = fdiv float %sum351, 1.254400e+04
-  store float %12, ptr %conv2_grad.mean_dy355, align 4
-  %sum_x352 = load float, ptr %conv2_grad.sum_x352, align 4
-  %13 = fdiv float %sum_x352, 1.254400e+04
-  store float %13, ptr %conv2_grad.mean_dy_x356, align 4
-  br label %conv2_grad.n357
+  %invstd356 = load float, ptr %conv2_grad.invstd356, align 4
+  %11 = fmul float %10, %invstd356
+  store float %11, ptr %conv2_grad.scale357, align 4
+  %sum354 = load float, ptr %conv2_grad.sum354, align 4
+  %12 = fdiv float %sum354, 1.254400e+04
+  store float %12, ptr %conv2_grad.mean_dy358, align 4
+  %sum_x355 = load float, ptr %conv2_grad.sum_x355, align 4
+  %13 = fdiv float %sum_x355, 1.254400e+04
+  store float %13, ptr %conv2_grad.mean_dy_x359, align 4
+  br label %conv2_grad.n360
 
-conv2_grad.c350.end:                              ; preds = %conv2_grad.n357.end
+conv2_grad.c353.end:                              ; preds = %conv2_grad.n360.end
   ret void
 
-conv2_grad.n357:                                  ; preds = %conv2_grad.i358.end, %conv2_grad.c350
-  %conv2_grad.n3576 = phi i64 [ 0, %conv2_grad.c350 ], [ %n357.next, %conv2_grad.i358.end ]
-  br label %conv2_grad.i358
+conv2_grad.n360:                                  ; preds = %conv2_grad.i361.end, %conv2_grad.c353
+  %conv2_grad.n3606 = phi i64 [ 0, %conv2_grad.c353 ], [ %n360.next, %conv2_grad.i361.end ]
+  br label %conv2_grad.i361
 
-conv2_grad.n357.end:                              ; preds = %conv2_grad.i358.end
-  %c350.next = add nsw i64 %conv2_grad.c3501, 1
-  %14 = icmp slt i64 %c350.next, 64
-  br i1 %14, label %conv2_grad.c350, label %conv2_grad.c350.end
+conv2_grad.n360.end:                              ; preds = %conv2_grad.i361.end
+  %c353.next = add nsw i64 %conv2_grad.c3531, 1
+  %14 = icmp slt i64 %c353.next, 64
+  br i1 %14, label %conv2_grad.c353, label %conv2_grad.c353.end
 
-conv2_grad.i358:                                  ; preds = %conv2_grad.i358, %conv2_grad.n357
-  %conv2_grad.i3587 = phi i64 [ 0, %conv2_grad.n357 ], [ %i358.next, %conv2_grad.i358 ]
-  %scale354 = load float, ptr %conv2_grad.scale354, align 4
-  %15 = mul nsw i64 %conv2_grad.n3576, 64
-  %16 = add nsw i64 %15, %conv2_grad.c3501
+conv2_grad.i361:                                  ; preds = %conv2_grad.i361, %conv2_grad.n360
+  %conv2_grad.i3617 = phi i64 [ 0, %conv2_grad.n360 ], [ %i361.next, %conv2_grad.i361 ]
+  %scale357 = load float, ptr %conv2_grad.scale357, align 4
+  %15 = mul nsw i64 %conv2_grad.n3606, 64
+  %16 = add nsw i64 %15, %conv2_grad.c3531
   %17 = mul nsw i64 %16, 196
-  %18 = add nsw i64 %17, %conv2_grad.i3587
+  %18 = add nsw i64 %17, %conv2_grad.i3617
   %19 = add nsw i64 4816960, %18
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %19
   %20 = load float, ptr %arena8, align 4
-  %mean_dy355 = load float, ptr %conv2_grad.mean_dy355, align 4
-  %21 = fsub float %20, %mean_dy355
-  %22 = mul nsw i64 %conv2_grad.n3576, 64
-  %23 = add nsw i64 %22, %conv2_grad.c3501
+  %mean_dy358 = load float, ptr %conv2_grad.mean_dy358, align 4
+  %21 = fsub float %20, %mean_dy358
+  %22 = mul nsw i64 %conv2_grad.n3606, 64
+  %23 = add nsw i64 %22, %conv2_grad.c3531
   %24 = mul nsw i64 %23, 196
-  %25 = add nsw i64 %24, %conv2_grad.i3587
+  %25 = add nsw i64 %24, %conv2_grad.i3617
   %26 = add nsw i64 2007040, %25
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %26
   %27 = load float, ptr %arena9, align 4
-  %28 = add nsw i64 2809856, %conv2_grad.c3501
+  %28 = add nsw i64 2809856, %conv2_grad.c3531
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %28
   %29 = load float, ptr %arena10, align 4
   %30 = fsub float %27, %29
-  %invstd35311 = load float, ptr %conv2_grad.invstd353, align 4
-  %31 = fmul float %30, %invstd35311
-  %mean_dy_x356 = load float, ptr %conv2_grad.mean_dy_x356, align 4
-  %32 = fmul float %31, %mean_dy_x356
+  %invstd35611 = load float, ptr %conv2_grad.invstd356, align 4
+  %31 = fmul float %30, %invstd35611
+  %mean_dy_x359 = load float, ptr %conv2_grad.mean_dy_x359, align 4
+  %32 = fmul float %31, %mean_dy_x359
   %33 = fsub float %21, %32
-  %34 = fmul float %scale354, %33
-  %35 = mul nsw i64 %conv2_grad.n3576, 64
-  %36 = add nsw i64 %35, %conv2_grad.c3501
+  %34 = fmul float %scale357, %33
+  %35 = mul nsw i64 %conv2_grad.n3606, 64
+  %36 = add nsw i64 %35, %conv2_grad.c3531
   %37 = mul nsw i64 %36, 196
-  %38 = add nsw i64 %37, %conv2_grad.i3587
+  %38 = add nsw i64 %37, %conv2_grad.i3617
   %39 = add nsw i64 5619776, %38
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %39
   store float %34, ptr %arena12, align 4
-  %i358.next = add nsw i64 %conv2_grad.i3587, 1
-  %40 = icmp slt i64 %i358.next, 196
-  br i1 %40, label %conv2_grad.i358, label %conv2_grad.i358.end
+  %i361.next = add nsw i64 %conv2_grad.i3617, 1
+  %40 = icmp slt i64 %i361.next, 196
+  br i1 %40, label %conv2_grad.i361, label %conv2_grad.i361.end
 
-conv2_grad.i358.end:                              ; preds = %conv2_grad.i358
-  %n357.next = add nsw i64 %conv2_grad.n3576, 1
-  %41 = icmp slt i64 %n357.next, 64
-  br i1 %41, label %conv2_grad.n357, label %conv2_grad.n357.end
+conv2_grad.i361.end:                              ; preds = %conv2_grad.i361
+  %n360.next = add nsw i64 %conv2_grad.n3606, 1
+  %41 = icmp slt i64 %n360.next, 64
+  br i1 %41, label %conv2_grad.n360, label %conv2_grad.n360.end
 }
 
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k30.conv2_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
+  %conv2_weight_grad.w461 = alloca float, align 4
+  %conv2_weight_grad.w460 = alloca float, align 4
+  %conv2_weight_grad.w459 = alloca float, align 4
   %conv2_weight_grad.w458 = alloca float, align 4
   %conv2_weight_grad.w457 = alloca float, align 4
   %conv2_weight_grad.w456 = alloca float, align 4
@@ -7602,9 +7653,9 @@ entry:
   %conv2_weight_grad.w443 = alloca float, align 4
   %conv2_weight_grad.w442 = alloca float, align 4
   %conv2_weight_grad.w441 = alloca float, align 4
-  %conv2_weight_grad.w440 = alloca float, align 4
-  %conv2_weight_grad.w439 = alloca float, align 4
-  %conv2_weight_grad.w438 = alloca float, align 4
+  %conv2_weight_grad.w437 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w436 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w435 = alloca <8 x float>, align 32
   %conv2_weight_grad.w434 = alloca <8 x float>, align 32
   %conv2_weight_grad.w433 = alloca <8 x float>, align 32
   %conv2_weight_grad.w432 = alloca <8 x float>, align 32
@@ -7626,9 +7677,9 @@ entry:
   %conv2_weight_grad.w416 = alloca <8 x float>, align 32
   %conv2_weight_grad.w415 = alloca <8 x float>, align 32
   %conv2_weight_grad.w414 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w413 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w412 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w411 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w405 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w404 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w403 = alloca <8 x float>, align 32
   %conv2_weight_grad.w402 = alloca <8 x float>, align 32
   %conv2_weight_grad.w401 = alloca <8 x float>, align 32
   %conv2_weight_grad.w400 = alloca <8 x float>, align 32
@@ -7658,1747 +7709,1747 @@ entry:
   %conv2_weight_grad.w376 = alloca <8 x float>, align 32
   %conv2_weight_grad.w375 = alloca <8 x float>, align 32
   %conv2_weight_grad.w374 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w373 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w372 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w371 = alloca <8 x float>, align 32
-  br label %conv2_weight_grad.i359
+  br label %conv2_weight_grad.i362
 
-conv2_weight_grad.i359:                           ; preds = %conv2_weight_grad.i359, %entry
-  %conv2_weight_grad.i3591 = phi i64 [ 0, %entry ], [ %i359.next, %conv2_weight_grad.i359 ]
-  %0 = add nsw i64 2103040, %conv2_weight_grad.i3591
+conv2_weight_grad.i362:                           ; preds = %conv2_weight_grad.i362, %entry
+  %conv2_weight_grad.i3621 = phi i64 [ 0, %entry ], [ %i362.next, %conv2_weight_grad.i362 ]
+  %0 = add nsw i64 2103040, %conv2_weight_grad.i3621
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   store float 0.000000e+00, ptr %arena2, align 4
-  %i359.next = add nsw i64 %conv2_weight_grad.i3591, 1
-  %1 = icmp slt i64 %i359.next, 32768
-  br i1 %1, label %conv2_weight_grad.i359, label %conv2_weight_grad.i359.end
+  %i362.next = add nsw i64 %conv2_weight_grad.i3621, 1
+  %1 = icmp slt i64 %i362.next, 32768
+  br i1 %1, label %conv2_weight_grad.i362, label %conv2_weight_grad.i362.end
 
-conv2_weight_grad.i359.end:                       ; preds = %conv2_weight_grad.i359
-  br label %conv2_weight_grad.i360
+conv2_weight_grad.i362.end:                       ; preds = %conv2_weight_grad.i362
+  br label %conv2_weight_grad.i363
 
-conv2_weight_grad.i360:                           ; preds = %conv2_weight_grad.i360, %conv2_weight_grad.i359.end
-  %conv2_weight_grad.i3603 = phi i64 [ 0, %conv2_weight_grad.i359.end ], [ %i360.next, %conv2_weight_grad.i360 ]
-  %2 = add nsw i64 2007040, %conv2_weight_grad.i3603
+conv2_weight_grad.i363:                           ; preds = %conv2_weight_grad.i363, %conv2_weight_grad.i362.end
+  %conv2_weight_grad.i3633 = phi i64 [ 0, %conv2_weight_grad.i362.end ], [ %i363.next, %conv2_weight_grad.i363 ]
+  %2 = add nsw i64 2007040, %conv2_weight_grad.i3633
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %2
   store float 0.000000e+00, ptr %arena4, align 4
-  %i360.next = add nsw i64 %conv2_weight_grad.i3603, 1
-  %3 = icmp slt i64 %i360.next, 8192
-  br i1 %3, label %conv2_weight_grad.i360, label %conv2_weight_grad.i360.end
+  %i363.next = add nsw i64 %conv2_weight_grad.i3633, 1
+  %3 = icmp slt i64 %i363.next, 8192
+  br i1 %3, label %conv2_weight_grad.i363, label %conv2_weight_grad.i363.end
 
-conv2_weight_grad.i360.end:                       ; preds = %conv2_weight_grad.i360
-  br label %conv2_weight_grad.i361
+conv2_weight_grad.i363.end:                       ; preds = %conv2_weight_grad.i363
+  br label %conv2_weight_grad.i364
 
-conv2_weight_grad.i361:                           ; preds = %conv2_weight_grad.i361, %conv2_weight_grad.i360.end
-  %conv2_weight_grad.i3615 = phi i64 [ 0, %conv2_weight_grad.i360.end ], [ %i361.next, %conv2_weight_grad.i361 ]
-  %4 = add nsw i64 2040320, %conv2_weight_grad.i3615
+conv2_weight_grad.i364:                           ; preds = %conv2_weight_grad.i364, %conv2_weight_grad.i363.end
+  %conv2_weight_grad.i3645 = phi i64 [ 0, %conv2_weight_grad.i363.end ], [ %i364.next, %conv2_weight_grad.i364 ]
+  %4 = add nsw i64 2040320, %conv2_weight_grad.i3645
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %4
   store float 0.000000e+00, ptr %arena6, align 4
-  %i361.next = add nsw i64 %conv2_weight_grad.i3615, 1
-  %5 = icmp slt i64 %i361.next, 12544
-  br i1 %5, label %conv2_weight_grad.i361, label %conv2_weight_grad.i361.end
+  %i364.next = add nsw i64 %conv2_weight_grad.i3645, 1
+  %5 = icmp slt i64 %i364.next, 12544
+  br i1 %5, label %conv2_weight_grad.i364, label %conv2_weight_grad.i364.end
 
-conv2_weight_grad.i361.end:                       ; preds = %conv2_weight_grad.i361
-  br label %conv2_weight_grad.g362
+conv2_weight_grad.i364.end:                       ; preds = %conv2_weight_grad.i364
+  br label %conv2_weight_grad.g365
 
-conv2_weight_grad.g362:                           ; preds = %conv2_weight_grad.xi435.end, %conv2_weight_grad.i361.end
-  %conv2_weight_grad.g3627 = phi i64 [ 0, %conv2_weight_grad.i361.end ], [ %g362.next, %conv2_weight_grad.xi435.end ]
-  br label %conv2_weight_grad.j363
+conv2_weight_grad.g365:                           ; preds = %conv2_weight_grad.xi438.end, %conv2_weight_grad.i364.end
+  %conv2_weight_grad.g3657 = phi i64 [ 0, %conv2_weight_grad.i364.end ], [ %g365.next, %conv2_weight_grad.xi438.end ]
+  br label %conv2_weight_grad.j366
 
-conv2_weight_grad.g362.end:                       ; preds = %conv2_weight_grad.xi435.end
-  br label %conv2_weight_grad.f436
+conv2_weight_grad.g365.end:                       ; preds = %conv2_weight_grad.xi438.end
+  br label %conv2_weight_grad.f439
 
-conv2_weight_grad.j363:                           ; preds = %conv2_weight_grad.c364.end, %conv2_weight_grad.g362
-  %conv2_weight_grad.j3638 = phi i64 [ 0, %conv2_weight_grad.g362 ], [ %j363.next, %conv2_weight_grad.c364.end ]
-  br label %conv2_weight_grad.c364
+conv2_weight_grad.j366:                           ; preds = %conv2_weight_grad.iy367.end, %conv2_weight_grad.g365
+  %conv2_weight_grad.j3668 = phi i64 [ 0, %conv2_weight_grad.g365 ], [ %j366.next, %conv2_weight_grad.iy367.end ]
+  br label %conv2_weight_grad.iy367
 
-conv2_weight_grad.j363.end:                       ; preds = %conv2_weight_grad.c364.end
-  br label %conv2_weight_grad.j367
+conv2_weight_grad.j366.end:                       ; preds = %conv2_weight_grad.iy367.end
+  br label %conv2_weight_grad.j370
 
-conv2_weight_grad.c364:                           ; preds = %conv2_weight_grad.iy365.end, %conv2_weight_grad.j363
-  %conv2_weight_grad.c3649 = phi i64 [ 0, %conv2_weight_grad.j363 ], [ %c364.next, %conv2_weight_grad.iy365.end ]
-  br label %conv2_weight_grad.iy365
+conv2_weight_grad.iy367:                          ; preds = %conv2_weight_grad.c368.end, %conv2_weight_grad.j366
+  %conv2_weight_grad.iy3679 = phi i64 [ 0, %conv2_weight_grad.j366 ], [ %iy367.next, %conv2_weight_grad.c368.end ]
+  br label %conv2_weight_grad.c368
 
-conv2_weight_grad.c364.end:                       ; preds = %conv2_weight_grad.iy365.end
-  %j363.next = add nsw i64 %conv2_weight_grad.j3638, 1
-  %6 = icmp slt i64 %j363.next, 1
-  br i1 %6, label %conv2_weight_grad.j363, label %conv2_weight_grad.j363.end
+conv2_weight_grad.iy367.end:                      ; preds = %conv2_weight_grad.c368.end
+  %j366.next = add nsw i64 %conv2_weight_grad.j3668, 1
+  %6 = icmp slt i64 %j366.next, 1
+  br i1 %6, label %conv2_weight_grad.j366, label %conv2_weight_grad.j366.end
 
-conv2_weight_grad.iy365:                          ; preds = %conv2_weight_grad.ix366.end, %conv2_weight_grad.c364
-  %conv2_weight_grad.iy36510 = phi i64 [ 0, %conv2_weight_grad.c364 ], [ %iy365.next, %conv2_weight_grad.ix366.end ]
-  br label %conv2_weight_grad.ix366
+conv2_weight_grad.c368:                           ; preds = %conv2_weight_grad.ix369.end, %conv2_weight_grad.iy367
+  %conv2_weight_grad.c36810 = phi i64 [ 0, %conv2_weight_grad.iy367 ], [ %c368.next, %conv2_weight_grad.ix369.end ]
+  br label %conv2_weight_grad.ix369
 
-conv2_weight_grad.iy365.end:                      ; preds = %conv2_weight_grad.ix366.end
-  %c364.next = add nsw i64 %conv2_weight_grad.c3649, 1
-  %7 = icmp slt i64 %c364.next, 32
-  br i1 %7, label %conv2_weight_grad.c364, label %conv2_weight_grad.c364.end
+conv2_weight_grad.c368.end:                       ; preds = %conv2_weight_grad.ix369.end
+  %iy367.next = add nsw i64 %conv2_weight_grad.iy3679, 1
+  %7 = icmp slt i64 %iy367.next, 14
+  br i1 %7, label %conv2_weight_grad.iy367, label %conv2_weight_grad.iy367.end
 
-conv2_weight_grad.ix366:                          ; preds = %conv2_weight_grad.ix366, %conv2_weight_grad.iy365
-  %conv2_weight_grad.ix36611 = phi i64 [ 0, %conv2_weight_grad.iy365 ], [ %ix366.next, %conv2_weight_grad.ix366 ]
-  %8 = add nsw i64 %conv2_weight_grad.g3627, %conv2_weight_grad.j3638
+conv2_weight_grad.ix369:                          ; preds = %conv2_weight_grad.ix369, %conv2_weight_grad.c368
+  %conv2_weight_grad.ix36911 = phi i64 [ 0, %conv2_weight_grad.c368 ], [ %ix369.next, %conv2_weight_grad.ix369 ]
+  %8 = add nsw i64 %conv2_weight_grad.g3657, %conv2_weight_grad.j3668
   %9 = mul nsw i64 %8, 6272
   %10 = add nsw i64 1605632, %9
-  %11 = mul nsw i64 %conv2_weight_grad.c3649, 196
+  %11 = mul nsw i64 %conv2_weight_grad.c36810, 196
   %12 = add nsw i64 %10, %11
-  %13 = mul nsw i64 %conv2_weight_grad.iy36510, 14
+  %13 = mul nsw i64 %conv2_weight_grad.iy3679, 14
   %14 = add nsw i64 %12, %13
-  %15 = add nsw i64 %14, %conv2_weight_grad.ix36611
+  %15 = add nsw i64 %14, %conv2_weight_grad.ix36911
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %15
   %16 = load float, ptr %arena12, align 4
-  %17 = mul nsw i64 %conv2_weight_grad.j3638, 8192
-  %18 = add nsw i64 %conv2_weight_grad.iy36510, 1
+  %17 = mul nsw i64 %conv2_weight_grad.j3668, 8192
+  %18 = add nsw i64 %conv2_weight_grad.iy3679, 1
   %19 = mul nsw i64 %18, 512
   %20 = add nsw i64 %17, %19
-  %21 = add nsw i64 %conv2_weight_grad.ix36611, 1
+  %21 = add nsw i64 %conv2_weight_grad.ix36911, 1
   %22 = mul nsw i64 %21, 32
   %23 = add nsw i64 %20, %22
-  %24 = add nsw i64 %23, %conv2_weight_grad.c3649
+  %24 = add nsw i64 %23, %conv2_weight_grad.c36810
   %25 = add nsw i64 2007040, %24
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %25
   store float %16, ptr %arena13, align 4
-  %ix366.next = add nsw i64 %conv2_weight_grad.ix36611, 1
-  %26 = icmp slt i64 %ix366.next, 14
-  br i1 %26, label %conv2_weight_grad.ix366, label %conv2_weight_grad.ix366.end
+  %ix369.next = add nsw i64 %conv2_weight_grad.ix36911, 1
+  %26 = icmp slt i64 %ix369.next, 14
+  br i1 %26, label %conv2_weight_grad.ix369, label %conv2_weight_grad.ix369.end
 
-conv2_weight_grad.ix366.end:                      ; preds = %conv2_weight_grad.ix366
-  %iy365.next = add nsw i64 %conv2_weight_grad.iy36510, 1
-  %27 = icmp slt i64 %iy365.next, 14
-  br i1 %27, label %conv2_weight_grad.iy365, label %conv2_weight_grad.iy365.end
+conv2_weight_grad.ix369.end:                      ; preds = %conv2_weight_grad.ix369
+  %c368.next = add nsw i64 %conv2_weight_grad.c36810, 1
+  %27 = icmp slt i64 %c368.next, 32
+  br i1 %27, label %conv2_weight_grad.c368, label %conv2_weight_grad.c368.end
 
-conv2_weight_grad.j367:                           ; preds = %conv2_weight_grad.ty368.end, %conv2_weight_grad.j363.end
-  %conv2_weight_grad.j36714 = phi i64 [ 0, %conv2_weight_grad.j363.end ], [ %j367.next, %conv2_weight_grad.ty368.end ]
-  br label %conv2_weight_grad.ty368
+conv2_weight_grad.j370:                           ; preds = %conv2_weight_grad.ty371.end, %conv2_weight_grad.j366.end
+  %conv2_weight_grad.j37014 = phi i64 [ 0, %conv2_weight_grad.j366.end ], [ %j370.next, %conv2_weight_grad.ty371.end ]
+  br label %conv2_weight_grad.ty371
 
-conv2_weight_grad.j367.end:                       ; preds = %conv2_weight_grad.ty368.end
-  br label %conv2_weight_grad.j403
+conv2_weight_grad.j370.end:                       ; preds = %conv2_weight_grad.ty371.end
+  br label %conv2_weight_grad.j406
 
-conv2_weight_grad.ty368:                          ; preds = %conv2_weight_grad.tx369.end, %conv2_weight_grad.j367
-  %conv2_weight_grad.ty36815 = phi i64 [ 0, %conv2_weight_grad.j367 ], [ %ty368.next, %conv2_weight_grad.tx369.end ]
-  br label %conv2_weight_grad.tx369
+conv2_weight_grad.ty371:                          ; preds = %conv2_weight_grad.tx372.end, %conv2_weight_grad.j370
+  %conv2_weight_grad.ty37115 = phi i64 [ 0, %conv2_weight_grad.j370 ], [ %ty371.next, %conv2_weight_grad.tx372.end ]
+  br label %conv2_weight_grad.tx372
 
-conv2_weight_grad.ty368.end:                      ; preds = %conv2_weight_grad.tx369.end
-  %j367.next = add nsw i64 %conv2_weight_grad.j36714, 1
-  %28 = icmp slt i64 %j367.next, 1
-  br i1 %28, label %conv2_weight_grad.j367, label %conv2_weight_grad.j367.end
+conv2_weight_grad.ty371.end:                      ; preds = %conv2_weight_grad.tx372.end
+  %j370.next = add nsw i64 %conv2_weight_grad.j37014, 1
+  %28 = icmp slt i64 %j370.next, 1
+  br i1 %28, label %conv2_weight_grad.j370, label %conv2_weight_grad.j370.end
 
-conv2_weight_grad.tx369:                          ; preds = %conv2_weight_grad.cv370.end, %conv2_weight_grad.ty368
-  %conv2_weight_grad.tx36916 = phi i64 [ 0, %conv2_weight_grad.ty368 ], [ %tx369.next, %conv2_weight_grad.cv370.end ]
-  br label %conv2_weight_grad.cv370
+conv2_weight_grad.tx372:                          ; preds = %conv2_weight_grad.cv373.end, %conv2_weight_grad.ty371
+  %conv2_weight_grad.tx37216 = phi i64 [ 0, %conv2_weight_grad.ty371 ], [ %tx372.next, %conv2_weight_grad.cv373.end ]
+  br label %conv2_weight_grad.cv373
 
-conv2_weight_grad.tx369.end:                      ; preds = %conv2_weight_grad.cv370.end
-  %ty368.next = add nsw i64 %conv2_weight_grad.ty36815, 1
-  %29 = icmp slt i64 %ty368.next, 7
-  br i1 %29, label %conv2_weight_grad.ty368, label %conv2_weight_grad.ty368.end
+conv2_weight_grad.tx372.end:                      ; preds = %conv2_weight_grad.cv373.end
+  %ty371.next = add nsw i64 %conv2_weight_grad.ty37115, 1
+  %29 = icmp slt i64 %ty371.next, 7
+  br i1 %29, label %conv2_weight_grad.ty371, label %conv2_weight_grad.ty371.end
 
-conv2_weight_grad.cv370:                          ; preds = %conv2_weight_grad.cv370, %conv2_weight_grad.tx369
-  %conv2_weight_grad.cv37017 = phi i64 [ 0, %conv2_weight_grad.tx369 ], [ %cv370.next, %conv2_weight_grad.cv370 ]
-  %30 = mul nsw i64 %conv2_weight_grad.j36714, 8192
-  %31 = mul nsw i64 %conv2_weight_grad.ty36815, 2
+conv2_weight_grad.cv373:                          ; preds = %conv2_weight_grad.cv373, %conv2_weight_grad.tx372
+  %conv2_weight_grad.cv37317 = phi i64 [ 0, %conv2_weight_grad.tx372 ], [ %cv373.next, %conv2_weight_grad.cv373 ]
+  %30 = mul nsw i64 %conv2_weight_grad.j37014, 8192
+  %31 = mul nsw i64 %conv2_weight_grad.ty37115, 2
   %32 = mul nsw i64 %31, 512
   %33 = add nsw i64 %30, %32
-  %34 = mul nsw i64 %conv2_weight_grad.tx36916, 2
+  %34 = mul nsw i64 %conv2_weight_grad.tx37216, 2
   %35 = mul nsw i64 %34, 32
   %36 = add nsw i64 %33, %35
-  %37 = mul nsw i64 %conv2_weight_grad.cv37017, 8
+  %37 = mul nsw i64 %conv2_weight_grad.cv37317, 8
   %38 = add nsw i64 %36, %37
   %39 = add nsw i64 2007040, %38
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %39
   %40 = load <8 x float>, ptr %arena18, align 4
-  %41 = mul nsw i64 %conv2_weight_grad.j36714, 8192
-  %42 = mul nsw i64 %conv2_weight_grad.ty36815, 2
+  %41 = mul nsw i64 %conv2_weight_grad.j37014, 8192
+  %42 = mul nsw i64 %conv2_weight_grad.ty37115, 2
   %43 = add nsw i64 %42, 2
   %44 = mul nsw i64 %43, 512
   %45 = add nsw i64 %41, %44
-  %46 = mul nsw i64 %conv2_weight_grad.tx36916, 2
+  %46 = mul nsw i64 %conv2_weight_grad.tx37216, 2
   %47 = mul nsw i64 %46, 32
   %48 = add nsw i64 %45, %47
-  %49 = mul nsw i64 %conv2_weight_grad.cv37017, 8
+  %49 = mul nsw i64 %conv2_weight_grad.cv37317, 8
   %50 = add nsw i64 %48, %49
   %51 = add nsw i64 2007040, %50
   %arena19 = getelementptr inbounds float, ptr %arena, i64 %51
   %52 = load <8 x float>, ptr %arena19, align 4
   %53 = fsub <8 x float> %40, %52
-  store <8 x float> %53, ptr %conv2_weight_grad.w371, align 32
-  %54 = mul nsw i64 %conv2_weight_grad.j36714, 8192
-  %55 = mul nsw i64 %conv2_weight_grad.ty36815, 2
+  store <8 x float> %53, ptr %conv2_weight_grad.w374, align 32
+  %54 = mul nsw i64 %conv2_weight_grad.j37014, 8192
+  %55 = mul nsw i64 %conv2_weight_grad.ty37115, 2
   %56 = add nsw i64 %55, 1
   %57 = mul nsw i64 %56, 512
   %58 = add nsw i64 %54, %57
-  %59 = mul nsw i64 %conv2_weight_grad.tx36916, 2
+  %59 = mul nsw i64 %conv2_weight_grad.tx37216, 2
   %60 = mul nsw i64 %59, 32
   %61 = add nsw i64 %58, %60
-  %62 = mul nsw i64 %conv2_weight_grad.cv37017, 8
+  %62 = mul nsw i64 %conv2_weight_grad.cv37317, 8
   %63 = add nsw i64 %61, %62
   %64 = add nsw i64 2007040, %63
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %64
   %65 = load <8 x float>, ptr %arena20, align 4
-  %66 = mul nsw i64 %conv2_weight_grad.j36714, 8192
-  %67 = mul nsw i64 %conv2_weight_grad.ty36815, 2
+  %66 = mul nsw i64 %conv2_weight_grad.j37014, 8192
+  %67 = mul nsw i64 %conv2_weight_grad.ty37115, 2
   %68 = add nsw i64 %67, 2
   %69 = mul nsw i64 %68, 512
   %70 = add nsw i64 %66, %69
-  %71 = mul nsw i64 %conv2_weight_grad.tx36916, 2
+  %71 = mul nsw i64 %conv2_weight_grad.tx37216, 2
   %72 = mul nsw i64 %71, 32
   %73 = add nsw i64 %70, %72
-  %74 = mul nsw i64 %conv2_weight_grad.cv37017, 8
+  %74 = mul nsw i64 %conv2_weight_grad.cv37317, 8
   %75 = add nsw i64 %73, %74
   %76 = add nsw i64 2007040, %75
   %arena21 = getelementptr inbounds float, ptr %arena, i64 %76
   %77 = load <8 x float>, ptr %arena21, align 4
   %78 = fadd <8 x float> %65, %77
-  store <8 x float> %78, ptr %conv2_weight_grad.w372, align 32
-  %79 = mul nsw i64 %conv2_weight_grad.j36714, 8192
-  %80 = mul nsw i64 %conv2_weight_grad.ty36815, 2
+  store <8 x float> %78, ptr %conv2_weight_grad.w375, align 32
+  %79 = mul nsw i64 %conv2_weight_grad.j37014, 8192
+  %80 = mul nsw i64 %conv2_weight_grad.ty37115, 2
   %81 = add nsw i64 %80, 2
   %82 = mul nsw i64 %81, 512
   %83 = add nsw i64 %79, %82
-  %84 = mul nsw i64 %conv2_weight_grad.tx36916, 2
+  %84 = mul nsw i64 %conv2_weight_grad.tx37216, 2
   %85 = mul nsw i64 %84, 32
   %86 = add nsw i64 %83, %85
-  %87 = mul nsw i64 %conv2_weight_grad.cv37017, 8
+  %87 = mul nsw i64 %conv2_weight_grad.cv37317, 8
   %88 = add nsw i64 %86, %87
   %89 = add nsw i64 2007040, %88
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %89
   %90 = load <8 x float>, ptr %arena22, align 4
-  %91 = mul nsw i64 %conv2_weight_grad.j36714, 8192
-  %92 = mul nsw i64 %conv2_weight_grad.ty36815, 2
+  %91 = mul nsw i64 %conv2_weight_grad.j37014, 8192
+  %92 = mul nsw i64 %conv2_weight_grad.ty37115, 2
   %93 = add nsw i64 %92, 1
   %94 = mul nsw i64 %93, 512
   %95 = add nsw i64 %91, %94
-  %96 = mul nsw i64 %conv2_weight_grad.tx36916, 2
+  %96 = mul nsw i64 %conv2_weight_grad.tx37216, 2
   %97 = mul nsw i64 %96, 32
   %98 = add nsw i64 %95, %97
-  %99 = mul nsw i64 %conv2_weight_grad.cv37017, 8
+  %99 = mul nsw i64 %conv2_weight_grad.cv37317, 8
   %100 = add nsw i64 %98, %99
   %101 = add nsw i64 2007040, %100
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %101
   %102 = load <8 x float>, ptr %arena23, align 4
   %103 = fsub <8 x float> %90, %102
-  store <8 x float> %103, ptr %conv2_weight_grad.w373, align 32
-  %104 = mul nsw i64 %conv2_weight_grad.j36714, 8192
-  %105 = mul nsw i64 %conv2_weight_grad.ty36815, 2
+  store <8 x float> %103, ptr %conv2_weight_grad.w376, align 32
+  %104 = mul nsw i64 %conv2_weight_grad.j37014, 8192
+  %105 = mul nsw i64 %conv2_weight_grad.ty37115, 2
   %106 = add nsw i64 %105, 1
   %107 = mul nsw i64 %106, 512
   %108 = add nsw i64 %104, %107
-  %109 = mul nsw i64 %conv2_weight_grad.tx36916, 2
+  %109 = mul nsw i64 %conv2_weight_grad.tx37216, 2
   %110 = mul nsw i64 %109, 32
   %111 = add nsw i64 %108, %110
-  %112 = mul nsw i64 %conv2_weight_grad.cv37017, 8
+  %112 = mul nsw i64 %conv2_weight_grad.cv37317, 8
   %113 = add nsw i64 %111, %112
   %114 = add nsw i64 2007040, %113
   %arena24 = getelementptr inbounds float, ptr %arena, i64 %114
   %115 = load <8 x float>, ptr %arena24, align 4
-  %116 = mul nsw i64 %conv2_weight_grad.j36714, 8192
-  %117 = mul nsw i64 %conv2_weight_grad.ty36815, 2
+  %116 = mul nsw i64 %conv2_weight_grad.j37014, 8192
+  %117 = mul nsw i64 %conv2_weight_grad.ty37115, 2
   %118 = add nsw i64 %117, 3
   %119 = mul nsw i64 %118, 512
   %120 = add nsw i64 %116, %119
-  %121 = mul nsw i64 %conv2_weight_grad.tx36916, 2
+  %121 = mul nsw i64 %conv2_weight_grad.tx37216, 2
   %122 = mul nsw i64 %121, 32
   %123 = add nsw i64 %120, %122
-  %124 = mul nsw i64 %conv2_weight_grad.cv37017, 8
+  %124 = mul nsw i64 %conv2_weight_grad.cv37317, 8
   %125 = add nsw i64 %123, %124
   %126 = add nsw i64 2007040, %125
   %arena25 = getelementptr inbounds float, ptr %arena, i64 %126
   %127 = load <8 x float>, ptr %arena25, align 4
   %128 = fsub <8 x float> %115, %127
-  store <8 x float> %128, ptr %conv2_weight_grad.w374, align 32
-  %129 = mul nsw i64 %conv2_weight_grad.j36714, 8192
-  %130 = mul nsw i64 %conv2_weight_grad.ty36815, 2
+  store <8 x float> %128, ptr %conv2_weight_grad.w377, align 32
+  %129 = mul nsw i64 %conv2_weight_grad.j37014, 8192
+  %130 = mul nsw i64 %conv2_weight_grad.ty37115, 2
   %131 = mul nsw i64 %130, 512
   %132 = add nsw i64 %129, %131
-  %133 = mul nsw i64 %conv2_weight_grad.tx36916, 2
+  %133 = mul nsw i64 %conv2_weight_grad.tx37216, 2
   %134 = add nsw i64 %133, 1
   %135 = mul nsw i64 %134, 32
   %136 = add nsw i64 %132, %135
-  %137 = mul nsw i64 %conv2_weight_grad.cv37017, 8
+  %137 = mul nsw i64 %conv2_weight_grad.cv37317, 8
   %138 = add nsw i64 %136, %137
   %139 = add nsw i64 2007040, %138
   %arena26 = getelementptr inbounds float, ptr %arena, i64 %139
   %140 = load <8 x float>, ptr %arena26, align 4
-  %141 = mul nsw i64 %conv2_weight_grad.j36714, 8192
-  %142 = mul nsw i64 %conv2_weight_grad.ty36815, 2
+  %141 = mul nsw i64 %conv2_weight_grad.j37014, 8192
+  %142 = mul nsw i64 %conv2_weight_grad.ty37115, 2
   %143 = add nsw i64 %142, 2
   %144 = mul nsw i64 %143, 512
   %145 = add nsw i64 %141, %144
-  %146 = mul nsw i64 %conv2_weight_grad.tx36916, 2
+  %146 = mul nsw i64 %conv2_weight_grad.tx37216, 2
   %147 = add nsw i64 %146, 1
   %148 = mul nsw i64 %147, 32
   %149 = add nsw i64 %145, %148
-  %150 = mul nsw i64 %conv2_weight_grad.cv37017, 8
+  %150 = mul nsw i64 %conv2_weight_grad.cv37317, 8
   %151 = add nsw i64 %149, %150
   %152 = add nsw i64 2007040, %151
   %arena27 = getelementptr inbounds float, ptr %arena, i64 %152
   %153 = load <8 x float>, ptr %arena27, align 4
   %154 = fsub <8 x float> %140, %153
-  store <8 x float> %154, ptr %conv2_weight_grad.w375, align 32
-  %155 = mul nsw i64 %conv2_weight_grad.j36714, 8192
-  %156 = mul nsw i64 %conv2_weight_grad.ty36815, 2
+  store <8 x float> %154, ptr %conv2_weight_grad.w378, align 32
+  %155 = mul nsw i64 %conv2_weight_grad.j37014, 8192
+  %156 = mul nsw i64 %conv2_weight_grad.ty37115, 2
   %157 = add nsw i64 %156, 1
   %158 = mul nsw i64 %157, 512
   %159 = add nsw i64 %155, %158
-  %160 = mul nsw i64 %conv2_weight_grad.tx36916, 2
+  %160 = mul nsw i64 %conv2_weight_grad.tx37216, 2
   %161 = add nsw i64 %160, 1
   %162 = mul nsw i64 %161, 32
   %163 = add nsw i64 %159, %162
-  %164 = mul nsw i64 %conv2_weight_grad.cv37017, 8
+  %164 = mul nsw i64 %conv2_weight_grad.cv37317, 8
   %165 = add nsw i64 %163, %164
   %166 = add nsw i64 2007040, %165
   %arena28 = getelementptr inbounds float, ptr %arena, i64 %166
   %167 = load <8 x float>, ptr %arena28, align 4
-  %168 = mul nsw i64 %conv2_weight_grad.j36714, 8192
-  %169 = mul nsw i64 %conv2_weight_grad.ty36815, 2
+  %168 = mul nsw i64 %conv2_weight_grad.j37014, 8192
+  %169 = mul nsw i64 %conv2_weight_grad.ty37115, 2
   %170 = add nsw i64 %169, 2
   %171 = mul nsw i64 %170, 512
   %172 = add nsw i64 %168, %171
-  %173 = mul nsw i64 %conv2_weight_grad.tx36916, 2
+  %173 = mul nsw i64 %conv2_weight_grad.tx37216, 2
   %174 = add nsw i64 %173, 1
   %175 = mul nsw i64 %174, 32
   %176 = add nsw i64 %172, %175
-  %177 = mul nsw i64 %conv2_weight_grad.cv37017, 8
+  %177 = mul nsw i64 %conv2_weight_grad.cv37317, 8
   %178 = add nsw i64 %176, %177
   %179 = add nsw i64 2007040, %178
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %179
   %180 = load <8 x float>, ptr %arena29, align 4
   %181 = fadd <8 x float> %167, %180
-  store <8 x float> %181, ptr %conv2_weight_grad.w376, align 32
-  %182 = mul nsw i64 %conv2_weight_grad.j36714, 8192
-  %183 = mul nsw i64 %conv2_weight_grad.ty36815, 2
+  store <8 x float> %181, ptr %conv2_weight_grad.w379, align 32
+  %182 = mul nsw i64 %conv2_weight_grad.j37014, 8192
+  %183 = mul nsw i64 %conv2_weight_grad.ty37115, 2
   %184 = add nsw i64 %183, 2
   %185 = mul nsw i64 %184, 512
   %186 = add nsw i64 %182, %185
-  %187 = mul nsw i64 %conv2_weight_grad.tx36916, 2
+  %187 = mul nsw i64 %conv2_weight_grad.tx37216, 2
   %188 = add nsw i64 %187, 1
   %189 = mul nsw i64 %188, 32
   %190 = add nsw i64 %186, %189
-  %191 = mul nsw i64 %conv2_weight_grad.cv37017, 8
+  %191 = mul nsw i64 %conv2_weight_grad.cv37317, 8
   %192 = add nsw i64 %190, %191
   %193 = add nsw i64 2007040, %192
   %arena30 = getelementptr inbounds float, ptr %arena, i64 %193
   %194 = load <8 x float>, ptr %arena30, align 4
-  %195 = mul nsw i64 %conv2_weight_grad.j36714, 8192
-  %196 = mul nsw i64 %conv2_weight_grad.ty36815, 2
+  %195 = mul nsw i64 %conv2_weight_grad.j37014, 8192
+  %196 = mul nsw i64 %conv2_weight_grad.ty37115, 2
   %197 = add nsw i64 %196, 1
   %198 = mul nsw i64 %197, 512
   %199 = add nsw i64 %195, %198
-  %200 = mul nsw i64 %conv2_weight_grad.tx36916, 2
+  %200 = mul nsw i64 %conv2_weight_grad.tx37216, 2
   %201 = add nsw i64 %200, 1
   %202 = mul nsw i64 %201, 32
   %203 = add nsw i64 %199, %202
-  %204 = mul nsw i64 %conv2_weight_grad.cv37017, 8
+  %204 = mul nsw i64 %conv2_weight_grad.cv37317, 8
   %205 = add nsw i64 %203, %204
   %206 = add nsw i64 2007040, %205
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %206
   %207 = load <8 x float>, ptr %arena31, align 4
   %208 = fsub <8 x float> %194, %207
-  store <8 x float> %208, ptr %conv2_weight_grad.w377, align 32
-  %209 = mul nsw i64 %conv2_weight_grad.j36714, 8192
-  %210 = mul nsw i64 %conv2_weight_grad.ty36815, 2
+  store <8 x float> %208, ptr %conv2_weight_grad.w380, align 32
+  %209 = mul nsw i64 %conv2_weight_grad.j37014, 8192
+  %210 = mul nsw i64 %conv2_weight_grad.ty37115, 2
   %211 = add nsw i64 %210, 1
   %212 = mul nsw i64 %211, 512
   %213 = add nsw i64 %209, %212
-  %214 = mul nsw i64 %conv2_weight_grad.tx36916, 2
+  %214 = mul nsw i64 %conv2_weight_grad.tx37216, 2
   %215 = add nsw i64 %214, 1
   %216 = mul nsw i64 %215, 32
   %217 = add nsw i64 %213, %216
-  %218 = mul nsw i64 %conv2_weight_grad.cv37017, 8
+  %218 = mul nsw i64 %conv2_weight_grad.cv37317, 8
   %219 = add nsw i64 %217, %218
   %220 = add nsw i64 2007040, %219
   %arena32 = getelementptr inbounds float, ptr %arena, i64 %220
   %221 = load <8 x float>, ptr %arena32, align 4
-  %222 = mul nsw i64 %conv2_weight_grad.j36714, 8192
-  %223 = mul nsw i64 %conv2_weight_grad.ty36815, 2
+  %222 = mul nsw i64 %conv2_weight_grad.j37014, 8192
+  %223 = mul nsw i64 %conv2_weight_grad.ty37115, 2
   %224 = add nsw i64 %223, 3
   %225 = mul nsw i64 %224, 512
   %226 = add nsw i64 %222, %225
-  %227 = mul nsw i64 %conv2_weight_grad.tx36916, 2
+  %227 = mul nsw i64 %conv2_weight_grad.tx37216, 2
   %228 = add nsw i64 %227, 1
   %229 = mul nsw i64 %228, 32
   %230 = add nsw i64 %226, %229
-  %231 = mul nsw i64 %conv2_weight_grad.cv37017, 8
+  %231 = mul nsw i64 %conv2_weight_grad.cv37317, 8
   %232 = add nsw i64 %230, %231
   %233 = add nsw i64 2007040, %232
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %233
   %234 = load <8 x float>, ptr %arena33, align 4
   %235 = fsub <8 x float> %221, %234
-  store <8 x float> %235, ptr %conv2_weight_grad.w378, align 32
-  %236 = mul nsw i64 %conv2_weight_grad.j36714, 8192
-  %237 = mul nsw i64 %conv2_weight_grad.ty36815, 2
+  store <8 x float> %235, ptr %conv2_weight_grad.w381, align 32
+  %236 = mul nsw i64 %conv2_weight_grad.j37014, 8192
+  %237 = mul nsw i64 %conv2_weight_grad.ty37115, 2
   %238 = mul nsw i64 %237, 512
   %239 = add nsw i64 %236, %238
-  %240 = mul nsw i64 %conv2_weight_grad.tx36916, 2
+  %240 = mul nsw i64 %conv2_weight_grad.tx37216, 2
   %241 = add nsw i64 %240, 2
   %242 = mul nsw i64 %241, 32
   %243 = add nsw i64 %239, %242
-  %244 = mul nsw i64 %conv2_weight_grad.cv37017, 8
+  %244 = mul nsw i64 %conv2_weight_grad.cv37317, 8
   %245 = add nsw i64 %243, %244
   %246 = add nsw i64 2007040, %245
   %arena34 = getelementptr inbounds float, ptr %arena, i64 %246
   %247 = load <8 x float>, ptr %arena34, align 4
-  %248 = mul nsw i64 %conv2_weight_grad.j36714, 8192
-  %249 = mul nsw i64 %conv2_weight_grad.ty36815, 2
+  %248 = mul nsw i64 %conv2_weight_grad.j37014, 8192
+  %249 = mul nsw i64 %conv2_weight_grad.ty37115, 2
   %250 = add nsw i64 %249, 2
   %251 = mul nsw i64 %250, 512
   %252 = add nsw i64 %248, %251
-  %253 = mul nsw i64 %conv2_weight_grad.tx36916, 2
+  %253 = mul nsw i64 %conv2_weight_grad.tx37216, 2
   %254 = add nsw i64 %253, 2
   %255 = mul nsw i64 %254, 32
   %256 = add nsw i64 %252, %255
-  %257 = mul nsw i64 %conv2_weight_grad.cv37017, 8
+  %257 = mul nsw i64 %conv2_weight_grad.cv37317, 8
   %258 = add nsw i64 %256, %257
   %259 = add nsw i64 2007040, %258
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %259
   %260 = load <8 x float>, ptr %arena35, align 4
   %261 = fsub <8 x float> %247, %260
-  store <8 x float> %261, ptr %conv2_weight_grad.w379, align 32
-  %262 = mul nsw i64 %conv2_weight_grad.j36714, 8192
-  %263 = mul nsw i64 %conv2_weight_grad.ty36815, 2
+  store <8 x float> %261, ptr %conv2_weight_grad.w382, align 32
+  %262 = mul nsw i64 %conv2_weight_grad.j37014, 8192
+  %263 = mul nsw i64 %conv2_weight_grad.ty37115, 2
   %264 = add nsw i64 %263, 1
   %265 = mul nsw i64 %264, 512
   %266 = add nsw i64 %262, %265
-  %267 = mul nsw i64 %conv2_weight_grad.tx36916, 2
+  %267 = mul nsw i64 %conv2_weight_grad.tx37216, 2
   %268 = add nsw i64 %267, 2
   %269 = mul nsw i64 %268, 32
   %270 = add nsw i64 %266, %269
-  %271 = mul nsw i64 %conv2_weight_grad.cv37017, 8
+  %271 = mul nsw i64 %conv2_weight_grad.cv37317, 8
   %272 = add nsw i64 %270, %271
   %273 = add nsw i64 2007040, %272
   %arena36 = getelementptr inbounds float, ptr %arena, i64 %273
   %274 = load <8 x float>, ptr %arena36, align 4
-  %275 = mul nsw i64 %conv2_weight_grad.j36714, 8192
-  %276 = mul nsw i64 %conv2_weight_grad.ty36815, 2
+  %275 = mul nsw i64 %conv2_weight_grad.j37014, 8192
+  %276 = mul nsw i64 %conv2_weight_grad.ty37115, 2
   %277 = add nsw i64 %276, 2
   %278 = mul nsw i64 %277, 512
   %279 = add nsw i64 %275, %278
-  %280 = mul nsw i64 %conv2_weight_grad.tx36916, 2
+  %280 = mul nsw i64 %conv2_weight_grad.tx37216, 2
   %281 = add nsw i64 %280, 2
   %282 = mul nsw i64 %281, 32
   %283 = add nsw i64 %279, %282
-  %284 = mul nsw i64 %conv2_weight_grad.cv37017, 8
+  %284 = mul nsw i64 %conv2_weight_grad.cv37317, 8
   %285 = add nsw i64 %283, %284
   %286 = add nsw i64 2007040, %285
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %286
   %287 = load <8 x float>, ptr %arena37, align 4
   %288 = fadd <8 x float> %274, %287
-  store <8 x float> %288, ptr %conv2_weight_grad.w380, align 32
-  %289 = mul nsw i64 %conv2_weight_grad.j36714, 8192
-  %290 = mul nsw i64 %conv2_weight_grad.ty36815, 2
+  store <8 x float> %288, ptr %conv2_weight_grad.w383, align 32
+  %289 = mul nsw i64 %conv2_weight_grad.j37014, 8192
+  %290 = mul nsw i64 %conv2_weight_grad.ty37115, 2
   %291 = add nsw i64 %290, 2
   %292 = mul nsw i64 %291, 512
   %293 = add nsw i64 %289, %292
-  %294 = mul nsw i64 %conv2_weight_grad.tx36916, 2
+  %294 = mul nsw i64 %conv2_weight_grad.tx37216, 2
   %295 = add nsw i64 %294, 2
   %296 = mul nsw i64 %295, 32
   %297 = add nsw i64 %293, %296
-  %298 = mul nsw i64 %conv2_weight_grad.cv37017, 8
+  %298 = mul nsw i64 %conv2_weight_grad.cv37317, 8
   %299 = add nsw i64 %297, %298
   %300 = add nsw i64 2007040, %299
   %arena38 = getelementptr inbounds float, ptr %arena, i64 %300
   %301 = load <8 x float>, ptr %arena38, align 4
-  %302 = mul nsw i64 %conv2_weight_grad.j36714, 8192
-  %303 = mul nsw i64 %conv2_weight_grad.ty36815, 2
+  %302 = mul nsw i64 %conv2_weight_grad.j37014, 8192
+  %303 = mul nsw i64 %conv2_weight_grad.ty37115, 2
   %304 = add nsw i64 %303, 1
   %305 = mul nsw i64 %304, 512
   %306 = add nsw i64 %302, %305
-  %307 = mul nsw i64 %conv2_weight_grad.tx36916, 2
+  %307 = mul nsw i64 %conv2_weight_grad.tx37216, 2
   %308 = add nsw i64 %307, 2
   %309 = mul nsw i64 %308, 32
   %310 = add nsw i64 %306, %309
-  %311 = mul nsw i64 %conv2_weight_grad.cv37017, 8
+  %311 = mul nsw i64 %conv2_weight_grad.cv37317, 8
   %312 = add nsw i64 %310, %311
   %313 = add nsw i64 2007040, %312
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %313
   %314 = load <8 x float>, ptr %arena39, align 4
   %315 = fsub <8 x float> %301, %314
-  store <8 x float> %315, ptr %conv2_weight_grad.w381, align 32
-  %316 = mul nsw i64 %conv2_weight_grad.j36714, 8192
-  %317 = mul nsw i64 %conv2_weight_grad.ty36815, 2
+  store <8 x float> %315, ptr %conv2_weight_grad.w384, align 32
+  %316 = mul nsw i64 %conv2_weight_grad.j37014, 8192
+  %317 = mul nsw i64 %conv2_weight_grad.ty37115, 2
   %318 = add nsw i64 %317, 1
   %319 = mul nsw i64 %318, 512
   %320 = add nsw i64 %316, %319
-  %321 = mul nsw i64 %conv2_weight_grad.tx36916, 2
+  %321 = mul nsw i64 %conv2_weight_grad.tx37216, 2
   %322 = add nsw i64 %321, 2
   %323 = mul nsw i64 %322, 32
   %324 = add nsw i64 %320, %323
-  %325 = mul nsw i64 %conv2_weight_grad.cv37017, 8
+  %325 = mul nsw i64 %conv2_weight_grad.cv37317, 8
   %326 = add nsw i64 %324, %325
   %327 = add nsw i64 2007040, %326
   %arena40 = getelementptr inbounds float, ptr %arena, i64 %327
   %328 = load <8 x float>, ptr %arena40, align 4
-  %329 = mul nsw i64 %conv2_weight_grad.j36714, 8192
-  %330 = mul nsw i64 %conv2_weight_grad.ty36815, 2
+  %329 = mul nsw i64 %conv2_weight_grad.j37014, 8192
+  %330 = mul nsw i64 %conv2_weight_grad.ty37115, 2
   %331 = add nsw i64 %330, 3
   %332 = mul nsw i64 %331, 512
   %333 = add nsw i64 %329, %332
-  %334 = mul nsw i64 %conv2_weight_grad.tx36916, 2
+  %334 = mul nsw i64 %conv2_weight_grad.tx37216, 2
   %335 = add nsw i64 %334, 2
   %336 = mul nsw i64 %335, 32
   %337 = add nsw i64 %333, %336
-  %338 = mul nsw i64 %conv2_weight_grad.cv37017, 8
+  %338 = mul nsw i64 %conv2_weight_grad.cv37317, 8
   %339 = add nsw i64 %337, %338
   %340 = add nsw i64 2007040, %339
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %340
   %341 = load <8 x float>, ptr %arena41, align 4
   %342 = fsub <8 x float> %328, %341
-  store <8 x float> %342, ptr %conv2_weight_grad.w382, align 32
-  %343 = mul nsw i64 %conv2_weight_grad.j36714, 8192
-  %344 = mul nsw i64 %conv2_weight_grad.ty36815, 2
+  store <8 x float> %342, ptr %conv2_weight_grad.w385, align 32
+  %343 = mul nsw i64 %conv2_weight_grad.j37014, 8192
+  %344 = mul nsw i64 %conv2_weight_grad.ty37115, 2
   %345 = mul nsw i64 %344, 512
   %346 = add nsw i64 %343, %345
-  %347 = mul nsw i64 %conv2_weight_grad.tx36916, 2
+  %347 = mul nsw i64 %conv2_weight_grad.tx37216, 2
   %348 = add nsw i64 %347, 3
   %349 = mul nsw i64 %348, 32
   %350 = add nsw i64 %346, %349
-  %351 = mul nsw i64 %conv2_weight_grad.cv37017, 8
+  %351 = mul nsw i64 %conv2_weight_grad.cv37317, 8
   %352 = add nsw i64 %350, %351
   %353 = add nsw i64 2007040, %352
   %arena42 = getelementptr inbounds float, ptr %arena, i64 %353
   %354 = load <8 x float>, ptr %arena42, align 4
-  %355 = mul nsw i64 %conv2_weight_grad.j36714, 8192
-  %356 = mul nsw i64 %conv2_weight_grad.ty36815, 2
+  %355 = mul nsw i64 %conv2_weight_grad.j37014, 8192
+  %356 = mul nsw i64 %conv2_weight_grad.ty37115, 2
   %357 = add nsw i64 %356, 2
   %358 = mul nsw i64 %357, 512
   %359 = add nsw i64 %355, %358
-  %360 = mul nsw i64 %conv2_weight_grad.tx36916, 2
+  %360 = mul nsw i64 %conv2_weight_grad.tx37216, 2
   %361 = add nsw i64 %360, 3
   %362 = mul nsw i64 %361, 32
   %363 = add nsw i64 %359, %362
-  %364 = mul nsw i64 %conv2_weight_grad.cv37017, 8
+  %364 = mul nsw i64 %conv2_weight_grad.cv37317, 8
   %365 = add nsw i64 %363, %364
   %366 = add nsw i64 2007040, %365
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %366
   %367 = load <8 x float>, ptr %arena43, align 4
   %368 = fsub <8 x float> %354, %367
-  store <8 x float> %368, ptr %conv2_weight_grad.w383, align 32
-  %369 = mul nsw i64 %conv2_weight_grad.j36714, 8192
-  %370 = mul nsw i64 %conv2_weight_grad.ty36815, 2
+  store <8 x float> %368, ptr %conv2_weight_grad.w386, align 32
+  %369 = mul nsw i64 %conv2_weight_grad.j37014, 8192
+  %370 = mul nsw i64 %conv2_weight_grad.ty37115, 2
   %371 = add nsw i64 %370, 1
   %372 = mul nsw i64 %371, 512
   %373 = add nsw i64 %369, %372
-  %374 = mul nsw i64 %conv2_weight_grad.tx36916, 2
+  %374 = mul nsw i64 %conv2_weight_grad.tx37216, 2
   %375 = add nsw i64 %374, 3
   %376 = mul nsw i64 %375, 32
   %377 = add nsw i64 %373, %376
-  %378 = mul nsw i64 %conv2_weight_grad.cv37017, 8
+  %378 = mul nsw i64 %conv2_weight_grad.cv37317, 8
   %379 = add nsw i64 %377, %378
   %380 = add nsw i64 2007040, %379
   %arena44 = getelementptr inbounds float, ptr %arena, i64 %380
   %381 = load <8 x float>, ptr %arena44, align 4
-  %382 = mul nsw i64 %conv2_weight_grad.j36714, 8192
-  %383 = mul nsw i64 %conv2_weight_grad.ty36815, 2
+  %382 = mul nsw i64 %conv2_weight_grad.j37014, 8192
+  %383 = mul nsw i64 %conv2_weight_grad.ty37115, 2
   %384 = add nsw i64 %383, 2
   %385 = mul nsw i64 %384, 512
   %386 = add nsw i64 %382, %385
-  %387 = mul nsw i64 %conv2_weight_grad.tx36916, 2
+  %387 = mul nsw i64 %conv2_weight_grad.tx37216, 2
   %388 = add nsw i64 %387, 3
   %389 = mul nsw i64 %388, 32
   %390 = add nsw i64 %386, %389
-  %391 = mul nsw i64 %conv2_weight_grad.cv37017, 8
+  %391 = mul nsw i64 %conv2_weight_grad.cv37317, 8
   %392 = add nsw i64 %390, %391
   %393 = add nsw i64 2007040, %392
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %393
   %394 = load <8 x float>, ptr %arena45, align 4
   %395 = fadd <8 x float> %381, %394
-  store <8 x float> %395, ptr %conv2_weight_grad.w384, align 32
-  %396 = mul nsw i64 %conv2_weight_grad.j36714, 8192
-  %397 = mul nsw i64 %conv2_weight_grad.ty36815, 2
+  store <8 x float> %395, ptr %conv2_weight_grad.w387, align 32
+  %396 = mul nsw i64 %conv2_weight_grad.j37014, 8192
+  %397 = mul nsw i64 %conv2_weight_grad.ty37115, 2
   %398 = add nsw i64 %397, 2
   %399 = mul nsw i64 %398, 512
   %400 = add nsw i64 %396, %399
-  %401 = mul nsw i64 %conv2_weight_grad.tx36916, 2
+  %401 = mul nsw i64 %conv2_weight_grad.tx37216, 2
   %402 = add nsw i64 %401, 3
   %403 = mul nsw i64 %402, 32
   %404 = add nsw i64 %400, %403
-  %405 = mul nsw i64 %conv2_weight_grad.cv37017, 8
+  %405 = mul nsw i64 %conv2_weight_grad.cv37317, 8
   %406 = add nsw i64 %404, %405
   %407 = add nsw i64 2007040, %406
   %arena46 = getelementptr inbounds float, ptr %arena, i64 %407
   %408 = load <8 x float>, ptr %arena46, align 4
-  %409 = mul nsw i64 %conv2_weight_grad.j36714, 8192
-  %410 = mul nsw i64 %conv2_weight_grad.ty36815, 2
+  %409 = mul nsw i64 %conv2_weight_grad.j37014, 8192
+  %410 = mul nsw i64 %conv2_weight_grad.ty37115, 2
   %411 = add nsw i64 %410, 1
   %412 = mul nsw i64 %411, 512
   %413 = add nsw i64 %409, %412
-  %414 = mul nsw i64 %conv2_weight_grad.tx36916, 2
+  %414 = mul nsw i64 %conv2_weight_grad.tx37216, 2
   %415 = add nsw i64 %414, 3
   %416 = mul nsw i64 %415, 32
   %417 = add nsw i64 %413, %416
-  %418 = mul nsw i64 %conv2_weight_grad.cv37017, 8
+  %418 = mul nsw i64 %conv2_weight_grad.cv37317, 8
   %419 = add nsw i64 %417, %418
   %420 = add nsw i64 2007040, %419
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %420
   %421 = load <8 x float>, ptr %arena47, align 4
   %422 = fsub <8 x float> %408, %421
-  store <8 x float> %422, ptr %conv2_weight_grad.w385, align 32
-  %423 = mul nsw i64 %conv2_weight_grad.j36714, 8192
-  %424 = mul nsw i64 %conv2_weight_grad.ty36815, 2
+  store <8 x float> %422, ptr %conv2_weight_grad.w388, align 32
+  %423 = mul nsw i64 %conv2_weight_grad.j37014, 8192
+  %424 = mul nsw i64 %conv2_weight_grad.ty37115, 2
   %425 = add nsw i64 %424, 1
   %426 = mul nsw i64 %425, 512
   %427 = add nsw i64 %423, %426
-  %428 = mul nsw i64 %conv2_weight_grad.tx36916, 2
+  %428 = mul nsw i64 %conv2_weight_grad.tx37216, 2
   %429 = add nsw i64 %428, 3
   %430 = mul nsw i64 %429, 32
   %431 = add nsw i64 %427, %430
-  %432 = mul nsw i64 %conv2_weight_grad.cv37017, 8
+  %432 = mul nsw i64 %conv2_weight_grad.cv37317, 8
   %433 = add nsw i64 %431, %432
   %434 = add nsw i64 2007040, %433
   %arena48 = getelementptr inbounds float, ptr %arena, i64 %434
   %435 = load <8 x float>, ptr %arena48, align 4
-  %436 = mul nsw i64 %conv2_weight_grad.j36714, 8192
-  %437 = mul nsw i64 %conv2_weight_grad.ty36815, 2
+  %436 = mul nsw i64 %conv2_weight_grad.j37014, 8192
+  %437 = mul nsw i64 %conv2_weight_grad.ty37115, 2
   %438 = add nsw i64 %437, 3
   %439 = mul nsw i64 %438, 512
   %440 = add nsw i64 %436, %439
-  %441 = mul nsw i64 %conv2_weight_grad.tx36916, 2
+  %441 = mul nsw i64 %conv2_weight_grad.tx37216, 2
   %442 = add nsw i64 %441, 3
   %443 = mul nsw i64 %442, 32
   %444 = add nsw i64 %440, %443
-  %445 = mul nsw i64 %conv2_weight_grad.cv37017, 8
+  %445 = mul nsw i64 %conv2_weight_grad.cv37317, 8
   %446 = add nsw i64 %444, %445
   %447 = add nsw i64 2007040, %446
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %447
   %448 = load <8 x float>, ptr %arena49, align 4
   %449 = fsub <8 x float> %435, %448
-  store <8 x float> %449, ptr %conv2_weight_grad.w386, align 32
-  %w371 = load <8 x float>, ptr %conv2_weight_grad.w371, align 32
-  %w379 = load <8 x float>, ptr %conv2_weight_grad.w379, align 32
-  %450 = fsub <8 x float> %w371, %w379
-  store <8 x float> %450, ptr %conv2_weight_grad.w387, align 32
-  %w375 = load <8 x float>, ptr %conv2_weight_grad.w375, align 32
-  %w37950 = load <8 x float>, ptr %conv2_weight_grad.w379, align 32
-  %451 = fadd <8 x float> %w375, %w37950
-  store <8 x float> %451, ptr %conv2_weight_grad.w388, align 32
-  %w37951 = load <8 x float>, ptr %conv2_weight_grad.w379, align 32
-  %w37552 = load <8 x float>, ptr %conv2_weight_grad.w375, align 32
-  %452 = fsub <8 x float> %w37951, %w37552
-  store <8 x float> %452, ptr %conv2_weight_grad.w389, align 32
-  %w37553 = load <8 x float>, ptr %conv2_weight_grad.w375, align 32
-  %w383 = load <8 x float>, ptr %conv2_weight_grad.w383, align 32
-  %453 = fsub <8 x float> %w37553, %w383
-  store <8 x float> %453, ptr %conv2_weight_grad.w390, align 32
-  %w372 = load <8 x float>, ptr %conv2_weight_grad.w372, align 32
-  %w380 = load <8 x float>, ptr %conv2_weight_grad.w380, align 32
-  %454 = fsub <8 x float> %w372, %w380
-  store <8 x float> %454, ptr %conv2_weight_grad.w391, align 32
-  %w376 = load <8 x float>, ptr %conv2_weight_grad.w376, align 32
-  %w38054 = load <8 x float>, ptr %conv2_weight_grad.w380, align 32
-  %455 = fadd <8 x float> %w376, %w38054
-  store <8 x float> %455, ptr %conv2_weight_grad.w392, align 32
-  %w38055 = load <8 x float>, ptr %conv2_weight_grad.w380, align 32
-  %w37656 = load <8 x float>, ptr %conv2_weight_grad.w376, align 32
-  %456 = fsub <8 x float> %w38055, %w37656
-  store <8 x float> %456, ptr %conv2_weight_grad.w393, align 32
-  %w37657 = load <8 x float>, ptr %conv2_weight_grad.w376, align 32
-  %w384 = load <8 x float>, ptr %conv2_weight_grad.w384, align 32
-  %457 = fsub <8 x float> %w37657, %w384
-  store <8 x float> %457, ptr %conv2_weight_grad.w394, align 32
-  %w373 = load <8 x float>, ptr %conv2_weight_grad.w373, align 32
-  %w381 = load <8 x float>, ptr %conv2_weight_grad.w381, align 32
-  %458 = fsub <8 x float> %w373, %w381
-  store <8 x float> %458, ptr %conv2_weight_grad.w395, align 32
-  %w377 = load <8 x float>, ptr %conv2_weight_grad.w377, align 32
-  %w38158 = load <8 x float>, ptr %conv2_weight_grad.w381, align 32
-  %459 = fadd <8 x float> %w377, %w38158
-  store <8 x float> %459, ptr %conv2_weight_grad.w396, align 32
-  %w38159 = load <8 x float>, ptr %conv2_weight_grad.w381, align 32
-  %w37760 = load <8 x float>, ptr %conv2_weight_grad.w377, align 32
-  %460 = fsub <8 x float> %w38159, %w37760
-  store <8 x float> %460, ptr %conv2_weight_grad.w397, align 32
-  %w37761 = load <8 x float>, ptr %conv2_weight_grad.w377, align 32
-  %w385 = load <8 x float>, ptr %conv2_weight_grad.w385, align 32
-  %461 = fsub <8 x float> %w37761, %w385
-  store <8 x float> %461, ptr %conv2_weight_grad.w398, align 32
+  store <8 x float> %449, ptr %conv2_weight_grad.w389, align 32
   %w374 = load <8 x float>, ptr %conv2_weight_grad.w374, align 32
   %w382 = load <8 x float>, ptr %conv2_weight_grad.w382, align 32
-  %462 = fsub <8 x float> %w374, %w382
-  store <8 x float> %462, ptr %conv2_weight_grad.w399, align 32
+  %450 = fsub <8 x float> %w374, %w382
+  store <8 x float> %450, ptr %conv2_weight_grad.w390, align 32
   %w378 = load <8 x float>, ptr %conv2_weight_grad.w378, align 32
-  %w38262 = load <8 x float>, ptr %conv2_weight_grad.w382, align 32
-  %463 = fadd <8 x float> %w378, %w38262
-  store <8 x float> %463, ptr %conv2_weight_grad.w400, align 32
-  %w38263 = load <8 x float>, ptr %conv2_weight_grad.w382, align 32
-  %w37864 = load <8 x float>, ptr %conv2_weight_grad.w378, align 32
-  %464 = fsub <8 x float> %w38263, %w37864
-  store <8 x float> %464, ptr %conv2_weight_grad.w401, align 32
-  %w37865 = load <8 x float>, ptr %conv2_weight_grad.w378, align 32
+  %w38250 = load <8 x float>, ptr %conv2_weight_grad.w382, align 32
+  %451 = fadd <8 x float> %w378, %w38250
+  store <8 x float> %451, ptr %conv2_weight_grad.w391, align 32
+  %w38251 = load <8 x float>, ptr %conv2_weight_grad.w382, align 32
+  %w37852 = load <8 x float>, ptr %conv2_weight_grad.w378, align 32
+  %452 = fsub <8 x float> %w38251, %w37852
+  store <8 x float> %452, ptr %conv2_weight_grad.w392, align 32
+  %w37853 = load <8 x float>, ptr %conv2_weight_grad.w378, align 32
   %w386 = load <8 x float>, ptr %conv2_weight_grad.w386, align 32
-  %465 = fsub <8 x float> %w37865, %w386
-  store <8 x float> %465, ptr %conv2_weight_grad.w402, align 32
+  %453 = fsub <8 x float> %w37853, %w386
+  store <8 x float> %453, ptr %conv2_weight_grad.w393, align 32
+  %w375 = load <8 x float>, ptr %conv2_weight_grad.w375, align 32
+  %w383 = load <8 x float>, ptr %conv2_weight_grad.w383, align 32
+  %454 = fsub <8 x float> %w375, %w383
+  store <8 x float> %454, ptr %conv2_weight_grad.w394, align 32
+  %w379 = load <8 x float>, ptr %conv2_weight_grad.w379, align 32
+  %w38354 = load <8 x float>, ptr %conv2_weight_grad.w383, align 32
+  %455 = fadd <8 x float> %w379, %w38354
+  store <8 x float> %455, ptr %conv2_weight_grad.w395, align 32
+  %w38355 = load <8 x float>, ptr %conv2_weight_grad.w383, align 32
+  %w37956 = load <8 x float>, ptr %conv2_weight_grad.w379, align 32
+  %456 = fsub <8 x float> %w38355, %w37956
+  store <8 x float> %456, ptr %conv2_weight_grad.w396, align 32
+  %w37957 = load <8 x float>, ptr %conv2_weight_grad.w379, align 32
   %w387 = load <8 x float>, ptr %conv2_weight_grad.w387, align 32
-  %466 = mul nsw i64 %conv2_weight_grad.j36714, 49
-  %467 = mul nsw i64 %conv2_weight_grad.ty36815, 7
+  %457 = fsub <8 x float> %w37957, %w387
+  store <8 x float> %457, ptr %conv2_weight_grad.w397, align 32
+  %w376 = load <8 x float>, ptr %conv2_weight_grad.w376, align 32
+  %w384 = load <8 x float>, ptr %conv2_weight_grad.w384, align 32
+  %458 = fsub <8 x float> %w376, %w384
+  store <8 x float> %458, ptr %conv2_weight_grad.w398, align 32
+  %w380 = load <8 x float>, ptr %conv2_weight_grad.w380, align 32
+  %w38458 = load <8 x float>, ptr %conv2_weight_grad.w384, align 32
+  %459 = fadd <8 x float> %w380, %w38458
+  store <8 x float> %459, ptr %conv2_weight_grad.w399, align 32
+  %w38459 = load <8 x float>, ptr %conv2_weight_grad.w384, align 32
+  %w38060 = load <8 x float>, ptr %conv2_weight_grad.w380, align 32
+  %460 = fsub <8 x float> %w38459, %w38060
+  store <8 x float> %460, ptr %conv2_weight_grad.w400, align 32
+  %w38061 = load <8 x float>, ptr %conv2_weight_grad.w380, align 32
+  %w388 = load <8 x float>, ptr %conv2_weight_grad.w388, align 32
+  %461 = fsub <8 x float> %w38061, %w388
+  store <8 x float> %461, ptr %conv2_weight_grad.w401, align 32
+  %w377 = load <8 x float>, ptr %conv2_weight_grad.w377, align 32
+  %w385 = load <8 x float>, ptr %conv2_weight_grad.w385, align 32
+  %462 = fsub <8 x float> %w377, %w385
+  store <8 x float> %462, ptr %conv2_weight_grad.w402, align 32
+  %w381 = load <8 x float>, ptr %conv2_weight_grad.w381, align 32
+  %w38562 = load <8 x float>, ptr %conv2_weight_grad.w385, align 32
+  %463 = fadd <8 x float> %w381, %w38562
+  store <8 x float> %463, ptr %conv2_weight_grad.w403, align 32
+  %w38563 = load <8 x float>, ptr %conv2_weight_grad.w385, align 32
+  %w38164 = load <8 x float>, ptr %conv2_weight_grad.w381, align 32
+  %464 = fsub <8 x float> %w38563, %w38164
+  store <8 x float> %464, ptr %conv2_weight_grad.w404, align 32
+  %w38165 = load <8 x float>, ptr %conv2_weight_grad.w381, align 32
+  %w389 = load <8 x float>, ptr %conv2_weight_grad.w389, align 32
+  %465 = fsub <8 x float> %w38165, %w389
+  store <8 x float> %465, ptr %conv2_weight_grad.w405, align 32
+  %w390 = load <8 x float>, ptr %conv2_weight_grad.w390, align 32
+  %466 = mul nsw i64 %conv2_weight_grad.j37014, 49
+  %467 = mul nsw i64 %conv2_weight_grad.ty37115, 7
   %468 = add nsw i64 %466, %467
-  %469 = add nsw i64 %468, %conv2_weight_grad.tx36916
+  %469 = add nsw i64 %468, %conv2_weight_grad.tx37216
   %470 = mul nsw i64 %469, 32
   %471 = add nsw i64 2015232, %470
-  %472 = mul nsw i64 %conv2_weight_grad.cv37017, 8
+  %472 = mul nsw i64 %conv2_weight_grad.cv37317, 8
   %473 = add nsw i64 %471, %472
   %arena66 = getelementptr inbounds float, ptr %arena, i64 %473
-  store <8 x float> %w387, ptr %arena66, align 4
-  %w388 = load <8 x float>, ptr %conv2_weight_grad.w388, align 32
-  %474 = mul nsw i64 %conv2_weight_grad.j36714, 49
-  %475 = mul nsw i64 %conv2_weight_grad.ty36815, 7
+  store <8 x float> %w390, ptr %arena66, align 4
+  %w391 = load <8 x float>, ptr %conv2_weight_grad.w391, align 32
+  %474 = mul nsw i64 %conv2_weight_grad.j37014, 49
+  %475 = mul nsw i64 %conv2_weight_grad.ty37115, 7
   %476 = add nsw i64 %474, %475
-  %477 = add nsw i64 %476, %conv2_weight_grad.tx36916
+  %477 = add nsw i64 %476, %conv2_weight_grad.tx37216
   %478 = mul nsw i64 %477, 32
   %479 = add nsw i64 2016800, %478
-  %480 = mul nsw i64 %conv2_weight_grad.cv37017, 8
+  %480 = mul nsw i64 %conv2_weight_grad.cv37317, 8
   %481 = add nsw i64 %479, %480
   %arena67 = getelementptr inbounds float, ptr %arena, i64 %481
-  store <8 x float> %w388, ptr %arena67, align 4
-  %w389 = load <8 x float>, ptr %conv2_weight_grad.w389, align 32
-  %482 = mul nsw i64 %conv2_weight_grad.j36714, 49
-  %483 = mul nsw i64 %conv2_weight_grad.ty36815, 7
+  store <8 x float> %w391, ptr %arena67, align 4
+  %w392 = load <8 x float>, ptr %conv2_weight_grad.w392, align 32
+  %482 = mul nsw i64 %conv2_weight_grad.j37014, 49
+  %483 = mul nsw i64 %conv2_weight_grad.ty37115, 7
   %484 = add nsw i64 %482, %483
-  %485 = add nsw i64 %484, %conv2_weight_grad.tx36916
+  %485 = add nsw i64 %484, %conv2_weight_grad.tx37216
   %486 = mul nsw i64 %485, 32
   %487 = add nsw i64 2018368, %486
-  %488 = mul nsw i64 %conv2_weight_grad.cv37017, 8
+  %488 = mul nsw i64 %conv2_weight_grad.cv37317, 8
   %489 = add nsw i64 %487, %488
   %arena68 = getelementptr inbounds float, ptr %arena, i64 %489
-  store <8 x float> %w389, ptr %arena68, align 4
-  %w390 = load <8 x float>, ptr %conv2_weight_grad.w390, align 32
-  %490 = mul nsw i64 %conv2_weight_grad.j36714, 49
-  %491 = mul nsw i64 %conv2_weight_grad.ty36815, 7
+  store <8 x float> %w392, ptr %arena68, align 4
+  %w393 = load <8 x float>, ptr %conv2_weight_grad.w393, align 32
+  %490 = mul nsw i64 %conv2_weight_grad.j37014, 49
+  %491 = mul nsw i64 %conv2_weight_grad.ty37115, 7
   %492 = add nsw i64 %490, %491
-  %493 = add nsw i64 %492, %conv2_weight_grad.tx36916
+  %493 = add nsw i64 %492, %conv2_weight_grad.tx37216
   %494 = mul nsw i64 %493, 32
   %495 = add nsw i64 2019936, %494
-  %496 = mul nsw i64 %conv2_weight_grad.cv37017, 8
+  %496 = mul nsw i64 %conv2_weight_grad.cv37317, 8
   %497 = add nsw i64 %495, %496
   %arena69 = getelementptr inbounds float, ptr %arena, i64 %497
-  store <8 x float> %w390, ptr %arena69, align 4
-  %w391 = load <8 x float>, ptr %conv2_weight_grad.w391, align 32
-  %498 = mul nsw i64 %conv2_weight_grad.j36714, 49
-  %499 = mul nsw i64 %conv2_weight_grad.ty36815, 7
+  store <8 x float> %w393, ptr %arena69, align 4
+  %w394 = load <8 x float>, ptr %conv2_weight_grad.w394, align 32
+  %498 = mul nsw i64 %conv2_weight_grad.j37014, 49
+  %499 = mul nsw i64 %conv2_weight_grad.ty37115, 7
   %500 = add nsw i64 %498, %499
-  %501 = add nsw i64 %500, %conv2_weight_grad.tx36916
+  %501 = add nsw i64 %500, %conv2_weight_grad.tx37216
   %502 = mul nsw i64 %501, 32
   %503 = add nsw i64 2021504, %502
-  %504 = mul nsw i64 %conv2_weight_grad.cv37017, 8
+  %504 = mul nsw i64 %conv2_weight_grad.cv37317, 8
   %505 = add nsw i64 %503, %504
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %505
-  store <8 x float> %w391, ptr %arena70, align 4
-  %w392 = load <8 x float>, ptr %conv2_weight_grad.w392, align 32
-  %506 = mul nsw i64 %conv2_weight_grad.j36714, 49
-  %507 = mul nsw i64 %conv2_weight_grad.ty36815, 7
+  store <8 x float> %w394, ptr %arena70, align 4
+  %w395 = load <8 x float>, ptr %conv2_weight_grad.w395, align 32
+  %506 = mul nsw i64 %conv2_weight_grad.j37014, 49
+  %507 = mul nsw i64 %conv2_weight_grad.ty37115, 7
   %508 = add nsw i64 %506, %507
-  %509 = add nsw i64 %508, %conv2_weight_grad.tx36916
+  %509 = add nsw i64 %508, %conv2_weight_grad.tx37216
   %510 = mul nsw i64 %509, 32
   %511 = add nsw i64 2023072, %510
-  %512 = mul nsw i64 %conv2_weight_grad.cv37017, 8
+  %512 = mul nsw i64 %conv2_weight_grad.cv37317, 8
   %513 = add nsw i64 %511, %512
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %513
-  store <8 x float> %w392, ptr %arena71, align 4
-  %w393 = load <8 x float>, ptr %conv2_weight_grad.w393, align 32
-  %514 = mul nsw i64 %conv2_weight_grad.j36714, 49
-  %515 = mul nsw i64 %conv2_weight_grad.ty36815, 7
+  store <8 x float> %w395, ptr %arena71, align 4
+  %w396 = load <8 x float>, ptr %conv2_weight_grad.w396, align 32
+  %514 = mul nsw i64 %conv2_weight_grad.j37014, 49
+  %515 = mul nsw i64 %conv2_weight_grad.ty37115, 7
   %516 = add nsw i64 %514, %515
-  %517 = add nsw i64 %516, %conv2_weight_grad.tx36916
+  %517 = add nsw i64 %516, %conv2_weight_grad.tx37216
   %518 = mul nsw i64 %517, 32
   %519 = add nsw i64 2024640, %518
-  %520 = mul nsw i64 %conv2_weight_grad.cv37017, 8
+  %520 = mul nsw i64 %conv2_weight_grad.cv37317, 8
   %521 = add nsw i64 %519, %520
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %521
-  store <8 x float> %w393, ptr %arena72, align 4
-  %w394 = load <8 x float>, ptr %conv2_weight_grad.w394, align 32
-  %522 = mul nsw i64 %conv2_weight_grad.j36714, 49
-  %523 = mul nsw i64 %conv2_weight_grad.ty36815, 7
+  store <8 x float> %w396, ptr %arena72, align 4
+  %w397 = load <8 x float>, ptr %conv2_weight_grad.w397, align 32
+  %522 = mul nsw i64 %conv2_weight_grad.j37014, 49
+  %523 = mul nsw i64 %conv2_weight_grad.ty37115, 7
   %524 = add nsw i64 %522, %523
-  %525 = add nsw i64 %524, %conv2_weight_grad.tx36916
+  %525 = add nsw i64 %524, %conv2_weight_grad.tx37216
   %526 = mul nsw i64 %525, 32
   %527 = add nsw i64 2026208, %526
-  %528 = mul nsw i64 %conv2_weight_grad.cv37017, 8
+  %528 = mul nsw i64 %conv2_weight_grad.cv37317, 8
   %529 = add nsw i64 %527, %528
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %529
-  store <8 x float> %w394, ptr %arena73, align 4
-  %w395 = load <8 x float>, ptr %conv2_weight_grad.w395, align 32
-  %530 = mul nsw i64 %conv2_weight_grad.j36714, 49
-  %531 = mul nsw i64 %conv2_weight_grad.ty36815, 7
+  store <8 x float> %w397, ptr %arena73, align 4
+  %w398 = load <8 x float>, ptr %conv2_weight_grad.w398, align 32
+  %530 = mul nsw i64 %conv2_weight_grad.j37014, 49
+  %531 = mul nsw i64 %conv2_weight_grad.ty37115, 7
   %532 = add nsw i64 %530, %531
-  %533 = add nsw i64 %532, %conv2_weight_grad.tx36916
+  %533 = add nsw i64 %532, %conv2_weight_grad.tx37216
   %534 = mul nsw i64 %533, 32
   %535 = add nsw i64 2027776, %534
-  %536 = mul nsw i64 %conv2_weight_grad.cv37017, 8
+  %536 = mul nsw i64 %conv2_weight_grad.cv37317, 8
   %537 = add nsw i64 %535, %536
   %arena74 = getelementptr inbounds float, ptr %arena, i64 %537
-  store <8 x float> %w395, ptr %arena74, align 4
-  %w396 = load <8 x float>, ptr %conv2_weight_grad.w396, align 32
-  %538 = mul nsw i64 %conv2_weight_grad.j36714, 49
-  %539 = mul nsw i64 %conv2_weight_grad.ty36815, 7
+  store <8 x float> %w398, ptr %arena74, align 4
+  %w399 = load <8 x float>, ptr %conv2_weight_grad.w399, align 32
+  %538 = mul nsw i64 %conv2_weight_grad.j37014, 49
+  %539 = mul nsw i64 %conv2_weight_grad.ty37115, 7
   %540 = add nsw i64 %538, %539
-  %541 = add nsw i64 %540, %conv2_weight_grad.tx36916
+  %541 = add nsw i64 %540, %conv2_weight_grad.tx37216
   %542 = mul nsw i64 %541, 32
   %543 = add nsw i64 2029344, %542
-  %544 = mul nsw i64 %conv2_weight_grad.cv37017, 8
+  %544 = mul nsw i64 %conv2_weight_grad.cv37317, 8
   %545 = add nsw i64 %543, %544
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %545
-  store <8 x float> %w396, ptr %arena75, align 4
-  %w397 = load <8 x float>, ptr %conv2_weight_grad.w397, align 32
-  %546 = mul nsw i64 %conv2_weight_grad.j36714, 49
-  %547 = mul nsw i64 %conv2_weight_grad.ty36815, 7
+  store <8 x float> %w399, ptr %arena75, align 4
+  %w400 = load <8 x float>, ptr %conv2_weight_grad.w400, align 32
+  %546 = mul nsw i64 %conv2_weight_grad.j37014, 49
+  %547 = mul nsw i64 %conv2_weight_grad.ty37115, 7
   %548 = add nsw i64 %546, %547
-  %549 = add nsw i64 %548, %conv2_weight_grad.tx36916
+  %549 = add nsw i64 %548, %conv2_weight_grad.tx37216
   %550 = mul nsw i64 %549, 32
   %551 = add nsw i64 2030912, %550
-  %552 = mul nsw i64 %conv2_weight_grad.cv37017, 8
+  %552 = mul nsw i64 %conv2_weight_grad.cv37317, 8
   %553 = add nsw i64 %551, %552
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %553
-  store <8 x float> %w397, ptr %arena76, align 4
-  %w398 = load <8 x float>, ptr %conv2_weight_grad.w398, align 32
-  %554 = mul nsw i64 %conv2_weight_grad.j36714, 49
-  %555 = mul nsw i64 %conv2_weight_grad.ty36815, 7
+  store <8 x float> %w400, ptr %arena76, align 4
+  %w401 = load <8 x float>, ptr %conv2_weight_grad.w401, align 32
+  %554 = mul nsw i64 %conv2_weight_grad.j37014, 49
+  %555 = mul nsw i64 %conv2_weight_grad.ty37115, 7
   %556 = add nsw i64 %554, %555
-  %557 = add nsw i64 %556, %conv2_weight_grad.tx36916
+  %557 = add nsw i64 %556, %conv2_weight_grad.tx37216
   %558 = mul nsw i64 %557, 32
   %559 = add nsw i64 2032480, %558
-  %560 = mul nsw i64 %conv2_weight_grad.cv37017, 8
+  %560 = mul nsw i64 %conv2_weight_grad.cv37317, 8
   %561 = add nsw i64 %559, %560
   %arena77 = getelementptr inbounds float, ptr %arena, i64 %561
-  store <8 x float> %w398, ptr %arena77, align 4
-  %w399 = load <8 x float>, ptr %conv2_weight_grad.w399, align 32
-  %562 = mul nsw i64 %conv2_weight_grad.j36714, 49
-  %563 = mul nsw i64 %conv2_weight_grad.ty36815, 7
+  store <8 x float> %w401, ptr %arena77, align 4
+  %w402 = load <8 x float>, ptr %conv2_weight_grad.w402, align 32
+  %562 = mul nsw i64 %conv2_weight_grad.j37014, 49
+  %563 = mul nsw i64 %conv2_weight_grad.ty37115, 7
   %564 = add nsw i64 %562, %563
-  %565 = add nsw i64 %564, %conv2_weight_grad.tx36916
+  %565 = add nsw i64 %564, %conv2_weight_grad.tx37216
   %566 = mul nsw i64 %565, 32
   %567 = add nsw i64 2034048, %566
-  %568 = mul nsw i64 %conv2_weight_grad.cv37017, 8
+  %568 = mul nsw i64 %conv2_weight_grad.cv37317, 8
   %569 = add nsw i64 %567, %568
   %arena78 = getelementptr inbounds float, ptr %arena, i64 %569
-  store <8 x float> %w399, ptr %arena78, align 4
-  %w400 = load <8 x float>, ptr %conv2_weight_grad.w400, align 32
-  %570 = mul nsw i64 %conv2_weight_grad.j36714, 49
-  %571 = mul nsw i64 %conv2_weight_grad.ty36815, 7
+  store <8 x float> %w402, ptr %arena78, align 4
+  %w403 = load <8 x float>, ptr %conv2_weight_grad.w403, align 32
+  %570 = mul nsw i64 %conv2_weight_grad.j37014, 49
+  %571 = mul nsw i64 %conv2_weight_grad.ty37115, 7
   %572 = add nsw i64 %570, %571
-  %573 = add nsw i64 %572, %conv2_weight_grad.tx36916
+  %573 = add nsw i64 %572, %conv2_weight_grad.tx37216
   %574 = mul nsw i64 %573, 32
   %575 = add nsw i64 2035616, %574
-  %576 = mul nsw i64 %conv2_weight_grad.cv37017, 8
+  %576 = mul nsw i64 %conv2_weight_grad.cv37317, 8
   %577 = add nsw i64 %575, %576
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %577
-  store <8 x float> %w400, ptr %arena79, align 4
-  %w401 = load <8 x float>, ptr %conv2_weight_grad.w401, align 32
-  %578 = mul nsw i64 %conv2_weight_grad.j36714, 49
-  %579 = mul nsw i64 %conv2_weight_grad.ty36815, 7
+  store <8 x float> %w403, ptr %arena79, align 4
+  %w404 = load <8 x float>, ptr %conv2_weight_grad.w404, align 32
+  %578 = mul nsw i64 %conv2_weight_grad.j37014, 49
+  %579 = mul nsw i64 %conv2_weight_grad.ty37115, 7
   %580 = add nsw i64 %578, %579
-  %581 = add nsw i64 %580, %conv2_weight_grad.tx36916
+  %581 = add nsw i64 %580, %conv2_weight_grad.tx37216
   %582 = mul nsw i64 %581, 32
   %583 = add nsw i64 2037184, %582
-  %584 = mul nsw i64 %conv2_weight_grad.cv37017, 8
+  %584 = mul nsw i64 %conv2_weight_grad.cv37317, 8
   %585 = add nsw i64 %583, %584
   %arena80 = getelementptr inbounds float, ptr %arena, i64 %585
-  store <8 x float> %w401, ptr %arena80, align 4
-  %w402 = load <8 x float>, ptr %conv2_weight_grad.w402, align 32
-  %586 = mul nsw i64 %conv2_weight_grad.j36714, 49
-  %587 = mul nsw i64 %conv2_weight_grad.ty36815, 7
+  store <8 x float> %w404, ptr %arena80, align 4
+  %w405 = load <8 x float>, ptr %conv2_weight_grad.w405, align 32
+  %586 = mul nsw i64 %conv2_weight_grad.j37014, 49
+  %587 = mul nsw i64 %conv2_weight_grad.ty37115, 7
   %588 = add nsw i64 %586, %587
-  %589 = add nsw i64 %588, %conv2_weight_grad.tx36916
+  %589 = add nsw i64 %588, %conv2_weight_grad.tx37216
   %590 = mul nsw i64 %589, 32
   %591 = add nsw i64 2038752, %590
-  %592 = mul nsw i64 %conv2_weight_grad.cv37017, 8
+  %592 = mul nsw i64 %conv2_weight_grad.cv37317, 8
   %593 = add nsw i64 %591, %592
   %arena81 = getelementptr inbounds float, ptr %arena, i64 %593
-  store <8 x float> %w402, ptr %arena81, align 4
-  %cv370.next = add nsw i64 %conv2_weight_grad.cv37017, 1
-  %594 = icmp slt i64 %cv370.next, 4
-  br i1 %594, label %conv2_weight_grad.cv370, label %conv2_weight_grad.cv370.end
+  store <8 x float> %w405, ptr %arena81, align 4
+  %cv373.next = add nsw i64 %conv2_weight_grad.cv37317, 1
+  %594 = icmp slt i64 %cv373.next, 4
+  br i1 %594, label %conv2_weight_grad.cv373, label %conv2_weight_grad.cv373.end
 
-conv2_weight_grad.cv370.end:                      ; preds = %conv2_weight_grad.cv370
-  %tx369.next = add nsw i64 %conv2_weight_grad.tx36916, 1
-  %595 = icmp slt i64 %tx369.next, 7
-  br i1 %595, label %conv2_weight_grad.tx369, label %conv2_weight_grad.tx369.end
+conv2_weight_grad.cv373.end:                      ; preds = %conv2_weight_grad.cv373
+  %tx372.next = add nsw i64 %conv2_weight_grad.tx37216, 1
+  %595 = icmp slt i64 %tx372.next, 7
+  br i1 %595, label %conv2_weight_grad.tx372, label %conv2_weight_grad.tx372.end
 
-conv2_weight_grad.j403:                           ; preds = %conv2_weight_grad.c404.end, %conv2_weight_grad.j367.end
-  %conv2_weight_grad.j40382 = phi i64 [ 0, %conv2_weight_grad.j367.end ], [ %j403.next, %conv2_weight_grad.c404.end ]
-  br label %conv2_weight_grad.c404
+conv2_weight_grad.j406:                           ; preds = %conv2_weight_grad.iy407.end, %conv2_weight_grad.j370.end
+  %conv2_weight_grad.j40682 = phi i64 [ 0, %conv2_weight_grad.j370.end ], [ %j406.next, %conv2_weight_grad.iy407.end ]
+  br label %conv2_weight_grad.iy407
 
-conv2_weight_grad.j403.end:                       ; preds = %conv2_weight_grad.c404.end
-  br label %conv2_weight_grad.j407
+conv2_weight_grad.j406.end:                       ; preds = %conv2_weight_grad.iy407.end
+  br label %conv2_weight_grad.j410
 
-conv2_weight_grad.c404:                           ; preds = %conv2_weight_grad.iy405.end, %conv2_weight_grad.j403
-  %conv2_weight_grad.c40483 = phi i64 [ 0, %conv2_weight_grad.j403 ], [ %c404.next, %conv2_weight_grad.iy405.end ]
-  br label %conv2_weight_grad.iy405
+conv2_weight_grad.iy407:                          ; preds = %conv2_weight_grad.c408.end, %conv2_weight_grad.j406
+  %conv2_weight_grad.iy40783 = phi i64 [ 0, %conv2_weight_grad.j406 ], [ %iy407.next, %conv2_weight_grad.c408.end ]
+  br label %conv2_weight_grad.c408
 
-conv2_weight_grad.c404.end:                       ; preds = %conv2_weight_grad.iy405.end
-  %j403.next = add nsw i64 %conv2_weight_grad.j40382, 1
-  %596 = icmp slt i64 %j403.next, 1
-  br i1 %596, label %conv2_weight_grad.j403, label %conv2_weight_grad.j403.end
+conv2_weight_grad.iy407.end:                      ; preds = %conv2_weight_grad.c408.end
+  %j406.next = add nsw i64 %conv2_weight_grad.j40682, 1
+  %596 = icmp slt i64 %j406.next, 1
+  br i1 %596, label %conv2_weight_grad.j406, label %conv2_weight_grad.j406.end
 
-conv2_weight_grad.iy405:                          ; preds = %conv2_weight_grad.ix406.end, %conv2_weight_grad.c404
-  %conv2_weight_grad.iy40584 = phi i64 [ 0, %conv2_weight_grad.c404 ], [ %iy405.next, %conv2_weight_grad.ix406.end ]
-  br label %conv2_weight_grad.ix406
+conv2_weight_grad.c408:                           ; preds = %conv2_weight_grad.ix409.end, %conv2_weight_grad.iy407
+  %conv2_weight_grad.c40884 = phi i64 [ 0, %conv2_weight_grad.iy407 ], [ %c408.next, %conv2_weight_grad.ix409.end ]
+  br label %conv2_weight_grad.ix409
 
-conv2_weight_grad.iy405.end:                      ; preds = %conv2_weight_grad.ix406.end
-  %c404.next = add nsw i64 %conv2_weight_grad.c40483, 1
-  %597 = icmp slt i64 %c404.next, 64
-  br i1 %597, label %conv2_weight_grad.c404, label %conv2_weight_grad.c404.end
+conv2_weight_grad.c408.end:                       ; preds = %conv2_weight_grad.ix409.end
+  %iy407.next = add nsw i64 %conv2_weight_grad.iy40783, 1
+  %597 = icmp slt i64 %iy407.next, 14
+  br i1 %597, label %conv2_weight_grad.iy407, label %conv2_weight_grad.iy407.end
 
-conv2_weight_grad.ix406:                          ; preds = %conv2_weight_grad.ix406, %conv2_weight_grad.iy405
-  %conv2_weight_grad.ix40685 = phi i64 [ 0, %conv2_weight_grad.iy405 ], [ %ix406.next, %conv2_weight_grad.ix406 ]
-  %598 = add nsw i64 %conv2_weight_grad.g3627, %conv2_weight_grad.j40382
+conv2_weight_grad.ix409:                          ; preds = %conv2_weight_grad.ix409, %conv2_weight_grad.c408
+  %conv2_weight_grad.ix40985 = phi i64 [ 0, %conv2_weight_grad.c408 ], [ %ix409.next, %conv2_weight_grad.ix409 ]
+  %598 = add nsw i64 %conv2_weight_grad.g3657, %conv2_weight_grad.j40682
   %599 = mul nsw i64 %598, 12544
   %600 = add nsw i64 5619776, %599
-  %601 = mul nsw i64 %conv2_weight_grad.c40483, 196
+  %601 = mul nsw i64 %conv2_weight_grad.c40884, 196
   %602 = add nsw i64 %600, %601
-  %603 = mul nsw i64 %conv2_weight_grad.iy40584, 14
+  %603 = mul nsw i64 %conv2_weight_grad.iy40783, 14
   %604 = add nsw i64 %602, %603
-  %605 = add nsw i64 %604, %conv2_weight_grad.ix40685
+  %605 = add nsw i64 %604, %conv2_weight_grad.ix40985
   %arena86 = getelementptr inbounds float, ptr %arena, i64 %605
   %606 = load float, ptr %arena86, align 4
-  %607 = mul nsw i64 %conv2_weight_grad.j40382, 12544
-  %608 = mul nsw i64 %conv2_weight_grad.iy40584, 896
+  %607 = mul nsw i64 %conv2_weight_grad.j40682, 12544
+  %608 = mul nsw i64 %conv2_weight_grad.iy40783, 896
   %609 = add nsw i64 %607, %608
-  %610 = mul nsw i64 %conv2_weight_grad.ix40685, 64
+  %610 = mul nsw i64 %conv2_weight_grad.ix40985, 64
   %611 = add nsw i64 %609, %610
-  %612 = add nsw i64 %611, %conv2_weight_grad.c40483
+  %612 = add nsw i64 %611, %conv2_weight_grad.c40884
   %613 = add nsw i64 2040320, %612
   %arena87 = getelementptr inbounds float, ptr %arena, i64 %613
   store float %606, ptr %arena87, align 4
-  %ix406.next = add nsw i64 %conv2_weight_grad.ix40685, 1
-  %614 = icmp slt i64 %ix406.next, 14
-  br i1 %614, label %conv2_weight_grad.ix406, label %conv2_weight_grad.ix406.end
+  %ix409.next = add nsw i64 %conv2_weight_grad.ix40985, 1
+  %614 = icmp slt i64 %ix409.next, 14
+  br i1 %614, label %conv2_weight_grad.ix409, label %conv2_weight_grad.ix409.end
 
-conv2_weight_grad.ix406.end:                      ; preds = %conv2_weight_grad.ix406
-  %iy405.next = add nsw i64 %conv2_weight_grad.iy40584, 1
-  %615 = icmp slt i64 %iy405.next, 14
-  br i1 %615, label %conv2_weight_grad.iy405, label %conv2_weight_grad.iy405.end
+conv2_weight_grad.ix409.end:                      ; preds = %conv2_weight_grad.ix409
+  %c408.next = add nsw i64 %conv2_weight_grad.c40884, 1
+  %615 = icmp slt i64 %c408.next, 64
+  br i1 %615, label %conv2_weight_grad.c408, label %conv2_weight_grad.c408.end
 
-conv2_weight_grad.j407:                           ; preds = %conv2_weight_grad.ty408.end, %conv2_weight_grad.j403.end
-  %conv2_weight_grad.j40788 = phi i64 [ 0, %conv2_weight_grad.j403.end ], [ %j407.next, %conv2_weight_grad.ty408.end ]
-  br label %conv2_weight_grad.ty408
+conv2_weight_grad.j410:                           ; preds = %conv2_weight_grad.ty411.end, %conv2_weight_grad.j406.end
+  %conv2_weight_grad.j41088 = phi i64 [ 0, %conv2_weight_grad.j406.end ], [ %j410.next, %conv2_weight_grad.ty411.end ]
+  br label %conv2_weight_grad.ty411
 
-conv2_weight_grad.j407.end:                       ; preds = %conv2_weight_grad.ty408.end
-  br label %conv2_weight_grad.xi435
+conv2_weight_grad.j410.end:                       ; preds = %conv2_weight_grad.ty411.end
+  br label %conv2_weight_grad.xi438
 
-conv2_weight_grad.ty408:                          ; preds = %conv2_weight_grad.tx409.end, %conv2_weight_grad.j407
-  %conv2_weight_grad.ty40889 = phi i64 [ 0, %conv2_weight_grad.j407 ], [ %ty408.next, %conv2_weight_grad.tx409.end ]
-  br label %conv2_weight_grad.tx409
+conv2_weight_grad.ty411:                          ; preds = %conv2_weight_grad.tx412.end, %conv2_weight_grad.j410
+  %conv2_weight_grad.ty41189 = phi i64 [ 0, %conv2_weight_grad.j410 ], [ %ty411.next, %conv2_weight_grad.tx412.end ]
+  br label %conv2_weight_grad.tx412
 
-conv2_weight_grad.ty408.end:                      ; preds = %conv2_weight_grad.tx409.end
-  %j407.next = add nsw i64 %conv2_weight_grad.j40788, 1
-  %616 = icmp slt i64 %j407.next, 1
-  br i1 %616, label %conv2_weight_grad.j407, label %conv2_weight_grad.j407.end
+conv2_weight_grad.ty411.end:                      ; preds = %conv2_weight_grad.tx412.end
+  %j410.next = add nsw i64 %conv2_weight_grad.j41088, 1
+  %616 = icmp slt i64 %j410.next, 1
+  br i1 %616, label %conv2_weight_grad.j410, label %conv2_weight_grad.j410.end
 
-conv2_weight_grad.tx409:                          ; preds = %conv2_weight_grad.cv410.end, %conv2_weight_grad.ty408
-  %conv2_weight_grad.tx40990 = phi i64 [ 0, %conv2_weight_grad.ty408 ], [ %tx409.next, %conv2_weight_grad.cv410.end ]
-  br label %conv2_weight_grad.cv410
+conv2_weight_grad.tx412:                          ; preds = %conv2_weight_grad.cv413.end, %conv2_weight_grad.ty411
+  %conv2_weight_grad.tx41290 = phi i64 [ 0, %conv2_weight_grad.ty411 ], [ %tx412.next, %conv2_weight_grad.cv413.end ]
+  br label %conv2_weight_grad.cv413
 
-conv2_weight_grad.tx409.end:                      ; preds = %conv2_weight_grad.cv410.end
-  %ty408.next = add nsw i64 %conv2_weight_grad.ty40889, 1
-  %617 = icmp slt i64 %ty408.next, 7
-  br i1 %617, label %conv2_weight_grad.ty408, label %conv2_weight_grad.ty408.end
+conv2_weight_grad.tx412.end:                      ; preds = %conv2_weight_grad.cv413.end
+  %ty411.next = add nsw i64 %conv2_weight_grad.ty41189, 1
+  %617 = icmp slt i64 %ty411.next, 7
+  br i1 %617, label %conv2_weight_grad.ty411, label %conv2_weight_grad.ty411.end
 
-conv2_weight_grad.cv410:                          ; preds = %conv2_weight_grad.cv410, %conv2_weight_grad.tx409
-  %conv2_weight_grad.cv41091 = phi i64 [ 0, %conv2_weight_grad.tx409 ], [ %cv410.next, %conv2_weight_grad.cv410 ]
-  %618 = mul nsw i64 %conv2_weight_grad.j40788, 12544
-  %619 = mul nsw i64 %conv2_weight_grad.ty40889, 2
+conv2_weight_grad.cv413:                          ; preds = %conv2_weight_grad.cv413, %conv2_weight_grad.tx412
+  %conv2_weight_grad.cv41391 = phi i64 [ 0, %conv2_weight_grad.tx412 ], [ %cv413.next, %conv2_weight_grad.cv413 ]
+  %618 = mul nsw i64 %conv2_weight_grad.j41088, 12544
+  %619 = mul nsw i64 %conv2_weight_grad.ty41189, 2
   %620 = mul nsw i64 %619, 896
   %621 = add nsw i64 %618, %620
-  %622 = mul nsw i64 %conv2_weight_grad.tx40990, 2
+  %622 = mul nsw i64 %conv2_weight_grad.tx41290, 2
   %623 = mul nsw i64 %622, 64
   %624 = add nsw i64 %621, %623
-  %625 = mul nsw i64 %conv2_weight_grad.cv41091, 8
+  %625 = mul nsw i64 %conv2_weight_grad.cv41391, 8
   %626 = add nsw i64 %624, %625
   %627 = add nsw i64 2040320, %626
   %arena92 = getelementptr inbounds float, ptr %arena, i64 %627
   %628 = load <8 x float>, ptr %arena92, align 4
-  store <8 x float> %628, ptr %conv2_weight_grad.w411, align 32
-  %629 = mul nsw i64 %conv2_weight_grad.j40788, 12544
-  %630 = mul nsw i64 %conv2_weight_grad.ty40889, 2
+  store <8 x float> %628, ptr %conv2_weight_grad.w414, align 32
+  %629 = mul nsw i64 %conv2_weight_grad.j41088, 12544
+  %630 = mul nsw i64 %conv2_weight_grad.ty41189, 2
   %631 = mul nsw i64 %630, 896
   %632 = add nsw i64 %629, %631
-  %633 = mul nsw i64 %conv2_weight_grad.tx40990, 2
+  %633 = mul nsw i64 %conv2_weight_grad.tx41290, 2
   %634 = mul nsw i64 %633, 64
   %635 = add nsw i64 %632, %634
-  %636 = mul nsw i64 %conv2_weight_grad.cv41091, 8
+  %636 = mul nsw i64 %conv2_weight_grad.cv41391, 8
   %637 = add nsw i64 %635, %636
   %638 = add nsw i64 2040320, %637
   %arena93 = getelementptr inbounds float, ptr %arena, i64 %638
   %639 = load <8 x float>, ptr %arena93, align 4
-  %640 = mul nsw i64 %conv2_weight_grad.j40788, 12544
-  %641 = mul nsw i64 %conv2_weight_grad.ty40889, 2
+  %640 = mul nsw i64 %conv2_weight_grad.j41088, 12544
+  %641 = mul nsw i64 %conv2_weight_grad.ty41189, 2
   %642 = add nsw i64 %641, 1
   %643 = mul nsw i64 %642, 896
   %644 = add nsw i64 %640, %643
-  %645 = mul nsw i64 %conv2_weight_grad.tx40990, 2
+  %645 = mul nsw i64 %conv2_weight_grad.tx41290, 2
   %646 = mul nsw i64 %645, 64
   %647 = add nsw i64 %644, %646
-  %648 = mul nsw i64 %conv2_weight_grad.cv41091, 8
+  %648 = mul nsw i64 %conv2_weight_grad.cv41391, 8
   %649 = add nsw i64 %647, %648
   %650 = add nsw i64 2040320, %649
   %arena94 = getelementptr inbounds float, ptr %arena, i64 %650
   %651 = load <8 x float>, ptr %arena94, align 4
   %652 = fadd <8 x float> %639, %651
-  store <8 x float> %652, ptr %conv2_weight_grad.w412, align 32
-  %653 = mul nsw i64 %conv2_weight_grad.j40788, 12544
-  %654 = mul nsw i64 %conv2_weight_grad.ty40889, 2
+  store <8 x float> %652, ptr %conv2_weight_grad.w415, align 32
+  %653 = mul nsw i64 %conv2_weight_grad.j41088, 12544
+  %654 = mul nsw i64 %conv2_weight_grad.ty41189, 2
   %655 = mul nsw i64 %654, 896
   %656 = add nsw i64 %653, %655
-  %657 = mul nsw i64 %conv2_weight_grad.tx40990, 2
+  %657 = mul nsw i64 %conv2_weight_grad.tx41290, 2
   %658 = mul nsw i64 %657, 64
   %659 = add nsw i64 %656, %658
-  %660 = mul nsw i64 %conv2_weight_grad.cv41091, 8
+  %660 = mul nsw i64 %conv2_weight_grad.cv41391, 8
   %661 = add nsw i64 %659, %660
   %662 = add nsw i64 2040320, %661
   %arena95 = getelementptr inbounds float, ptr %arena, i64 %662
   %663 = load <8 x float>, ptr %arena95, align 4
-  %664 = mul nsw i64 %conv2_weight_grad.j40788, 12544
-  %665 = mul nsw i64 %conv2_weight_grad.ty40889, 2
+  %664 = mul nsw i64 %conv2_weight_grad.j41088, 12544
+  %665 = mul nsw i64 %conv2_weight_grad.ty41189, 2
   %666 = add nsw i64 %665, 1
   %667 = mul nsw i64 %666, 896
   %668 = add nsw i64 %664, %667
-  %669 = mul nsw i64 %conv2_weight_grad.tx40990, 2
+  %669 = mul nsw i64 %conv2_weight_grad.tx41290, 2
   %670 = mul nsw i64 %669, 64
   %671 = add nsw i64 %668, %670
-  %672 = mul nsw i64 %conv2_weight_grad.cv41091, 8
+  %672 = mul nsw i64 %conv2_weight_grad.cv41391, 8
   %673 = add nsw i64 %671, %672
   %674 = add nsw i64 2040320, %673
   %arena96 = getelementptr inbounds float, ptr %arena, i64 %674
   %675 = load <8 x float>, ptr %arena96, align 4
   %676 = fsub <8 x float> %663, %675
-  store <8 x float> %676, ptr %conv2_weight_grad.w413, align 32
-  %677 = mul nsw i64 %conv2_weight_grad.j40788, 12544
-  %678 = mul nsw i64 %conv2_weight_grad.ty40889, 2
+  store <8 x float> %676, ptr %conv2_weight_grad.w416, align 32
+  %677 = mul nsw i64 %conv2_weight_grad.j41088, 12544
+  %678 = mul nsw i64 %conv2_weight_grad.ty41189, 2
   %679 = add nsw i64 %678, 1
   %680 = mul nsw i64 %679, 896
   %681 = add nsw i64 %677, %680
-  %682 = mul nsw i64 %conv2_weight_grad.tx40990, 2
+  %682 = mul nsw i64 %conv2_weight_grad.tx41290, 2
   %683 = mul nsw i64 %682, 64
   %684 = add nsw i64 %681, %683
-  %685 = mul nsw i64 %conv2_weight_grad.cv41091, 8
+  %685 = mul nsw i64 %conv2_weight_grad.cv41391, 8
   %686 = add nsw i64 %684, %685
   %687 = add nsw i64 2040320, %686
   %arena97 = getelementptr inbounds float, ptr %arena, i64 %687
   %688 = load <8 x float>, ptr %arena97, align 4
   %689 = fmul <8 x float> %688, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
-  store <8 x float> %689, ptr %conv2_weight_grad.w414, align 32
-  %690 = mul nsw i64 %conv2_weight_grad.j40788, 12544
-  %691 = mul nsw i64 %conv2_weight_grad.ty40889, 2
+  store <8 x float> %689, ptr %conv2_weight_grad.w417, align 32
+  %690 = mul nsw i64 %conv2_weight_grad.j41088, 12544
+  %691 = mul nsw i64 %conv2_weight_grad.ty41189, 2
   %692 = mul nsw i64 %691, 896
   %693 = add nsw i64 %690, %692
-  %694 = mul nsw i64 %conv2_weight_grad.tx40990, 2
+  %694 = mul nsw i64 %conv2_weight_grad.tx41290, 2
   %695 = add nsw i64 %694, 1
   %696 = mul nsw i64 %695, 64
   %697 = add nsw i64 %693, %696
-  %698 = mul nsw i64 %conv2_weight_grad.cv41091, 8
+  %698 = mul nsw i64 %conv2_weight_grad.cv41391, 8
   %699 = add nsw i64 %697, %698
   %700 = add nsw i64 2040320, %699
   %arena98 = getelementptr inbounds float, ptr %arena, i64 %700
   %701 = load <8 x float>, ptr %arena98, align 4
-  store <8 x float> %701, ptr %conv2_weight_grad.w415, align 32
-  %702 = mul nsw i64 %conv2_weight_grad.j40788, 12544
-  %703 = mul nsw i64 %conv2_weight_grad.ty40889, 2
+  store <8 x float> %701, ptr %conv2_weight_grad.w418, align 32
+  %702 = mul nsw i64 %conv2_weight_grad.j41088, 12544
+  %703 = mul nsw i64 %conv2_weight_grad.ty41189, 2
   %704 = mul nsw i64 %703, 896
   %705 = add nsw i64 %702, %704
-  %706 = mul nsw i64 %conv2_weight_grad.tx40990, 2
+  %706 = mul nsw i64 %conv2_weight_grad.tx41290, 2
   %707 = add nsw i64 %706, 1
   %708 = mul nsw i64 %707, 64
   %709 = add nsw i64 %705, %708
-  %710 = mul nsw i64 %conv2_weight_grad.cv41091, 8
+  %710 = mul nsw i64 %conv2_weight_grad.cv41391, 8
   %711 = add nsw i64 %709, %710
   %712 = add nsw i64 2040320, %711
   %arena99 = getelementptr inbounds float, ptr %arena, i64 %712
   %713 = load <8 x float>, ptr %arena99, align 4
-  %714 = mul nsw i64 %conv2_weight_grad.j40788, 12544
-  %715 = mul nsw i64 %conv2_weight_grad.ty40889, 2
+  %714 = mul nsw i64 %conv2_weight_grad.j41088, 12544
+  %715 = mul nsw i64 %conv2_weight_grad.ty41189, 2
   %716 = add nsw i64 %715, 1
   %717 = mul nsw i64 %716, 896
   %718 = add nsw i64 %714, %717
-  %719 = mul nsw i64 %conv2_weight_grad.tx40990, 2
+  %719 = mul nsw i64 %conv2_weight_grad.tx41290, 2
   %720 = add nsw i64 %719, 1
   %721 = mul nsw i64 %720, 64
   %722 = add nsw i64 %718, %721
-  %723 = mul nsw i64 %conv2_weight_grad.cv41091, 8
+  %723 = mul nsw i64 %conv2_weight_grad.cv41391, 8
   %724 = add nsw i64 %722, %723
   %725 = add nsw i64 2040320, %724
   %arena100 = getelementptr inbounds float, ptr %arena, i64 %725
   %726 = load <8 x float>, ptr %arena100, align 4
   %727 = fadd <8 x float> %713, %726
-  store <8 x float> %727, ptr %conv2_weight_grad.w416, align 32
-  %728 = mul nsw i64 %conv2_weight_grad.j40788, 12544
-  %729 = mul nsw i64 %conv2_weight_grad.ty40889, 2
+  store <8 x float> %727, ptr %conv2_weight_grad.w419, align 32
+  %728 = mul nsw i64 %conv2_weight_grad.j41088, 12544
+  %729 = mul nsw i64 %conv2_weight_grad.ty41189, 2
   %730 = mul nsw i64 %729, 896
   %731 = add nsw i64 %728, %730
-  %732 = mul nsw i64 %conv2_weight_grad.tx40990, 2
+  %732 = mul nsw i64 %conv2_weight_grad.tx41290, 2
   %733 = add nsw i64 %732, 1
   %734 = mul nsw i64 %733, 64
   %735 = add nsw i64 %731, %734
-  %736 = mul nsw i64 %conv2_weight_grad.cv41091, 8
+  %736 = mul nsw i64 %conv2_weight_grad.cv41391, 8
   %737 = add nsw i64 %735, %736
   %738 = add nsw i64 2040320, %737
   %arena101 = getelementptr inbounds float, ptr %arena, i64 %738
   %739 = load <8 x float>, ptr %arena101, align 4
-  %740 = mul nsw i64 %conv2_weight_grad.j40788, 12544
-  %741 = mul nsw i64 %conv2_weight_grad.ty40889, 2
+  %740 = mul nsw i64 %conv2_weight_grad.j41088, 12544
+  %741 = mul nsw i64 %conv2_weight_grad.ty41189, 2
   %742 = add nsw i64 %741, 1
   %743 = mul nsw i64 %742, 896
   %744 = add nsw i64 %740, %743
-  %745 = mul nsw i64 %conv2_weight_grad.tx40990, 2
+  %745 = mul nsw i64 %conv2_weight_grad.tx41290, 2
   %746 = add nsw i64 %745, 1
   %747 = mul nsw i64 %746, 64
   %748 = add nsw i64 %744, %747
-  %749 = mul nsw i64 %conv2_weight_grad.cv41091, 8
+  %749 = mul nsw i64 %conv2_weight_grad.cv41391, 8
   %750 = add nsw i64 %748, %749
   %751 = add nsw i64 2040320, %750
   %arena102 = getelementptr inbounds float, ptr %arena, i64 %751
   %752 = load <8 x float>, ptr %arena102, align 4
   %753 = fsub <8 x float> %739, %752
-  store <8 x float> %753, ptr %conv2_weight_grad.w417, align 32
-  %754 = mul nsw i64 %conv2_weight_grad.j40788, 12544
-  %755 = mul nsw i64 %conv2_weight_grad.ty40889, 2
+  store <8 x float> %753, ptr %conv2_weight_grad.w420, align 32
+  %754 = mul nsw i64 %conv2_weight_grad.j41088, 12544
+  %755 = mul nsw i64 %conv2_weight_grad.ty41189, 2
   %756 = add nsw i64 %755, 1
   %757 = mul nsw i64 %756, 896
   %758 = add nsw i64 %754, %757
-  %759 = mul nsw i64 %conv2_weight_grad.tx40990, 2
+  %759 = mul nsw i64 %conv2_weight_grad.tx41290, 2
   %760 = add nsw i64 %759, 1
   %761 = mul nsw i64 %760, 64
   %762 = add nsw i64 %758, %761
-  %763 = mul nsw i64 %conv2_weight_grad.cv41091, 8
+  %763 = mul nsw i64 %conv2_weight_grad.cv41391, 8
   %764 = add nsw i64 %762, %763
   %765 = add nsw i64 2040320, %764
   %arena103 = getelementptr inbounds float, ptr %arena, i64 %765
   %766 = load <8 x float>, ptr %arena103, align 4
   %767 = fmul <8 x float> %766, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
-  store <8 x float> %767, ptr %conv2_weight_grad.w418, align 32
-  %w411 = load <8 x float>, ptr %conv2_weight_grad.w411, align 32
-  store <8 x float> %w411, ptr %conv2_weight_grad.w419, align 32
-  %w411104 = load <8 x float>, ptr %conv2_weight_grad.w411, align 32
-  %w415 = load <8 x float>, ptr %conv2_weight_grad.w415, align 32
-  %768 = fadd <8 x float> %w411104, %w415
-  store <8 x float> %768, ptr %conv2_weight_grad.w420, align 32
-  %w411105 = load <8 x float>, ptr %conv2_weight_grad.w411, align 32
-  %w415106 = load <8 x float>, ptr %conv2_weight_grad.w415, align 32
-  %769 = fsub <8 x float> %w411105, %w415106
-  store <8 x float> %769, ptr %conv2_weight_grad.w421, align 32
-  %w415107 = load <8 x float>, ptr %conv2_weight_grad.w415, align 32
-  %770 = fmul <8 x float> %w415107, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
-  store <8 x float> %770, ptr %conv2_weight_grad.w422, align 32
-  %w412 = load <8 x float>, ptr %conv2_weight_grad.w412, align 32
-  store <8 x float> %w412, ptr %conv2_weight_grad.w423, align 32
-  %w412108 = load <8 x float>, ptr %conv2_weight_grad.w412, align 32
-  %w416 = load <8 x float>, ptr %conv2_weight_grad.w416, align 32
-  %771 = fadd <8 x float> %w412108, %w416
-  store <8 x float> %771, ptr %conv2_weight_grad.w424, align 32
-  %w412109 = load <8 x float>, ptr %conv2_weight_grad.w412, align 32
-  %w416110 = load <8 x float>, ptr %conv2_weight_grad.w416, align 32
-  %772 = fsub <8 x float> %w412109, %w416110
-  store <8 x float> %772, ptr %conv2_weight_grad.w425, align 32
-  %w416111 = load <8 x float>, ptr %conv2_weight_grad.w416, align 32
-  %773 = fmul <8 x float> %w416111, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
-  store <8 x float> %773, ptr %conv2_weight_grad.w426, align 32
-  %w413 = load <8 x float>, ptr %conv2_weight_grad.w413, align 32
-  store <8 x float> %w413, ptr %conv2_weight_grad.w427, align 32
-  %w413112 = load <8 x float>, ptr %conv2_weight_grad.w413, align 32
-  %w417 = load <8 x float>, ptr %conv2_weight_grad.w417, align 32
-  %774 = fadd <8 x float> %w413112, %w417
-  store <8 x float> %774, ptr %conv2_weight_grad.w428, align 32
-  %w413113 = load <8 x float>, ptr %conv2_weight_grad.w413, align 32
-  %w417114 = load <8 x float>, ptr %conv2_weight_grad.w417, align 32
-  %775 = fsub <8 x float> %w413113, %w417114
-  store <8 x float> %775, ptr %conv2_weight_grad.w429, align 32
-  %w417115 = load <8 x float>, ptr %conv2_weight_grad.w417, align 32
-  %776 = fmul <8 x float> %w417115, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
-  store <8 x float> %776, ptr %conv2_weight_grad.w430, align 32
+  store <8 x float> %767, ptr %conv2_weight_grad.w421, align 32
   %w414 = load <8 x float>, ptr %conv2_weight_grad.w414, align 32
-  store <8 x float> %w414, ptr %conv2_weight_grad.w431, align 32
-  %w414116 = load <8 x float>, ptr %conv2_weight_grad.w414, align 32
+  store <8 x float> %w414, ptr %conv2_weight_grad.w422, align 32
+  %w414104 = load <8 x float>, ptr %conv2_weight_grad.w414, align 32
   %w418 = load <8 x float>, ptr %conv2_weight_grad.w418, align 32
-  %777 = fadd <8 x float> %w414116, %w418
-  store <8 x float> %777, ptr %conv2_weight_grad.w432, align 32
-  %w414117 = load <8 x float>, ptr %conv2_weight_grad.w414, align 32
-  %w418118 = load <8 x float>, ptr %conv2_weight_grad.w418, align 32
-  %778 = fsub <8 x float> %w414117, %w418118
-  store <8 x float> %778, ptr %conv2_weight_grad.w433, align 32
-  %w418119 = load <8 x float>, ptr %conv2_weight_grad.w418, align 32
-  %779 = fmul <8 x float> %w418119, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
-  store <8 x float> %779, ptr %conv2_weight_grad.w434, align 32
+  %768 = fadd <8 x float> %w414104, %w418
+  store <8 x float> %768, ptr %conv2_weight_grad.w423, align 32
+  %w414105 = load <8 x float>, ptr %conv2_weight_grad.w414, align 32
+  %w418106 = load <8 x float>, ptr %conv2_weight_grad.w418, align 32
+  %769 = fsub <8 x float> %w414105, %w418106
+  store <8 x float> %769, ptr %conv2_weight_grad.w424, align 32
+  %w418107 = load <8 x float>, ptr %conv2_weight_grad.w418, align 32
+  %770 = fmul <8 x float> %w418107, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
+  store <8 x float> %770, ptr %conv2_weight_grad.w425, align 32
+  %w415 = load <8 x float>, ptr %conv2_weight_grad.w415, align 32
+  store <8 x float> %w415, ptr %conv2_weight_grad.w426, align 32
+  %w415108 = load <8 x float>, ptr %conv2_weight_grad.w415, align 32
   %w419 = load <8 x float>, ptr %conv2_weight_grad.w419, align 32
-  %780 = mul nsw i64 %conv2_weight_grad.j40788, 49
-  %781 = mul nsw i64 %conv2_weight_grad.ty40889, 7
+  %771 = fadd <8 x float> %w415108, %w419
+  store <8 x float> %771, ptr %conv2_weight_grad.w427, align 32
+  %w415109 = load <8 x float>, ptr %conv2_weight_grad.w415, align 32
+  %w419110 = load <8 x float>, ptr %conv2_weight_grad.w419, align 32
+  %772 = fsub <8 x float> %w415109, %w419110
+  store <8 x float> %772, ptr %conv2_weight_grad.w428, align 32
+  %w419111 = load <8 x float>, ptr %conv2_weight_grad.w419, align 32
+  %773 = fmul <8 x float> %w419111, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
+  store <8 x float> %773, ptr %conv2_weight_grad.w429, align 32
+  %w416 = load <8 x float>, ptr %conv2_weight_grad.w416, align 32
+  store <8 x float> %w416, ptr %conv2_weight_grad.w430, align 32
+  %w416112 = load <8 x float>, ptr %conv2_weight_grad.w416, align 32
+  %w420 = load <8 x float>, ptr %conv2_weight_grad.w420, align 32
+  %774 = fadd <8 x float> %w416112, %w420
+  store <8 x float> %774, ptr %conv2_weight_grad.w431, align 32
+  %w416113 = load <8 x float>, ptr %conv2_weight_grad.w416, align 32
+  %w420114 = load <8 x float>, ptr %conv2_weight_grad.w420, align 32
+  %775 = fsub <8 x float> %w416113, %w420114
+  store <8 x float> %775, ptr %conv2_weight_grad.w432, align 32
+  %w420115 = load <8 x float>, ptr %conv2_weight_grad.w420, align 32
+  %776 = fmul <8 x float> %w420115, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
+  store <8 x float> %776, ptr %conv2_weight_grad.w433, align 32
+  %w417 = load <8 x float>, ptr %conv2_weight_grad.w417, align 32
+  store <8 x float> %w417, ptr %conv2_weight_grad.w434, align 32
+  %w417116 = load <8 x float>, ptr %conv2_weight_grad.w417, align 32
+  %w421 = load <8 x float>, ptr %conv2_weight_grad.w421, align 32
+  %777 = fadd <8 x float> %w417116, %w421
+  store <8 x float> %777, ptr %conv2_weight_grad.w435, align 32
+  %w417117 = load <8 x float>, ptr %conv2_weight_grad.w417, align 32
+  %w421118 = load <8 x float>, ptr %conv2_weight_grad.w421, align 32
+  %778 = fsub <8 x float> %w417117, %w421118
+  store <8 x float> %778, ptr %conv2_weight_grad.w436, align 32
+  %w421119 = load <8 x float>, ptr %conv2_weight_grad.w421, align 32
+  %779 = fmul <8 x float> %w421119, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
+  store <8 x float> %779, ptr %conv2_weight_grad.w437, align 32
+  %w422 = load <8 x float>, ptr %conv2_weight_grad.w422, align 32
+  %780 = mul nsw i64 %conv2_weight_grad.j41088, 49
+  %781 = mul nsw i64 %conv2_weight_grad.ty41189, 7
   %782 = add nsw i64 %780, %781
-  %783 = add nsw i64 %782, %conv2_weight_grad.tx40990
+  %783 = add nsw i64 %782, %conv2_weight_grad.tx41290
   %784 = mul nsw i64 %783, 64
   %785 = add nsw i64 2052864, %784
-  %786 = mul nsw i64 %conv2_weight_grad.cv41091, 8
+  %786 = mul nsw i64 %conv2_weight_grad.cv41391, 8
   %787 = add nsw i64 %785, %786
   %arena120 = getelementptr inbounds float, ptr %arena, i64 %787
-  store <8 x float> %w419, ptr %arena120, align 4
-  %w420 = load <8 x float>, ptr %conv2_weight_grad.w420, align 32
-  %788 = mul nsw i64 %conv2_weight_grad.j40788, 49
-  %789 = mul nsw i64 %conv2_weight_grad.ty40889, 7
+  store <8 x float> %w422, ptr %arena120, align 4
+  %w423 = load <8 x float>, ptr %conv2_weight_grad.w423, align 32
+  %788 = mul nsw i64 %conv2_weight_grad.j41088, 49
+  %789 = mul nsw i64 %conv2_weight_grad.ty41189, 7
   %790 = add nsw i64 %788, %789
-  %791 = add nsw i64 %790, %conv2_weight_grad.tx40990
+  %791 = add nsw i64 %790, %conv2_weight_grad.tx41290
   %792 = mul nsw i64 %791, 64
   %793 = add nsw i64 2056000, %792
-  %794 = mul nsw i64 %conv2_weight_grad.cv41091, 8
+  %794 = mul nsw i64 %conv2_weight_grad.cv41391, 8
   %795 = add nsw i64 %793, %794
   %arena121 = getelementptr inbounds float, ptr %arena, i64 %795
-  store <8 x float> %w420, ptr %arena121, align 4
-  %w421 = load <8 x float>, ptr %conv2_weight_grad.w421, align 32
-  %796 = mul nsw i64 %conv2_weight_grad.j40788, 49
-  %797 = mul nsw i64 %conv2_weight_grad.ty40889, 7
+  store <8 x float> %w423, ptr %arena121, align 4
+  %w424 = load <8 x float>, ptr %conv2_weight_grad.w424, align 32
+  %796 = mul nsw i64 %conv2_weight_grad.j41088, 49
+  %797 = mul nsw i64 %conv2_weight_grad.ty41189, 7
   %798 = add nsw i64 %796, %797
-  %799 = add nsw i64 %798, %conv2_weight_grad.tx40990
+  %799 = add nsw i64 %798, %conv2_weight_grad.tx41290
   %800 = mul nsw i64 %799, 64
   %801 = add nsw i64 2059136, %800
-  %802 = mul nsw i64 %conv2_weight_grad.cv41091, 8
+  %802 = mul nsw i64 %conv2_weight_grad.cv41391, 8
   %803 = add nsw i64 %801, %802
   %arena122 = getelementptr inbounds float, ptr %arena, i64 %803
-  store <8 x float> %w421, ptr %arena122, align 4
-  %w422 = load <8 x float>, ptr %conv2_weight_grad.w422, align 32
-  %804 = mul nsw i64 %conv2_weight_grad.j40788, 49
-  %805 = mul nsw i64 %conv2_weight_grad.ty40889, 7
+  store <8 x float> %w424, ptr %arena122, align 4
+  %w425 = load <8 x float>, ptr %conv2_weight_grad.w425, align 32
+  %804 = mul nsw i64 %conv2_weight_grad.j41088, 49
+  %805 = mul nsw i64 %conv2_weight_grad.ty41189, 7
   %806 = add nsw i64 %804, %805
-  %807 = add nsw i64 %806, %conv2_weight_grad.tx40990
+  %807 = add nsw i64 %806, %conv2_weight_grad.tx41290
   %808 = mul nsw i64 %807, 64
   %809 = add nsw i64 2062272, %808
-  %810 = mul nsw i64 %conv2_weight_grad.cv41091, 8
+  %810 = mul nsw i64 %conv2_weight_grad.cv41391, 8
   %811 = add nsw i64 %809, %810
   %arena123 = getelementptr inbounds float, ptr %arena, i64 %811
-  store <8 x float> %w422, ptr %arena123, align 4
-  %w423 = load <8 x float>, ptr %conv2_weight_grad.w423, align 32
-  %812 = mul nsw i64 %conv2_weight_grad.j40788, 49
-  %813 = mul nsw i64 %conv2_weight_grad.ty40889, 7
+  store <8 x float> %w425, ptr %arena123, align 4
+  %w426 = load <8 x float>, ptr %conv2_weight_grad.w426, align 32
+  %812 = mul nsw i64 %conv2_weight_grad.j41088, 49
+  %813 = mul nsw i64 %conv2_weight_grad.ty41189, 7
   %814 = add nsw i64 %812, %813
-  %815 = add nsw i64 %814, %conv2_weight_grad.tx40990
+  %815 = add nsw i64 %814, %conv2_weight_grad.tx41290
   %816 = mul nsw i64 %815, 64
   %817 = add nsw i64 2065408, %816
-  %818 = mul nsw i64 %conv2_weight_grad.cv41091, 8
+  %818 = mul nsw i64 %conv2_weight_grad.cv41391, 8
   %819 = add nsw i64 %817, %818
   %arena124 = getelementptr inbounds float, ptr %arena, i64 %819
-  store <8 x float> %w423, ptr %arena124, align 4
-  %w424 = load <8 x float>, ptr %conv2_weight_grad.w424, align 32
-  %820 = mul nsw i64 %conv2_weight_grad.j40788, 49
-  %821 = mul nsw i64 %conv2_weight_grad.ty40889, 7
+  store <8 x float> %w426, ptr %arena124, align 4
+  %w427 = load <8 x float>, ptr %conv2_weight_grad.w427, align 32
+  %820 = mul nsw i64 %conv2_weight_grad.j41088, 49
+  %821 = mul nsw i64 %conv2_weight_grad.ty41189, 7
   %822 = add nsw i64 %820, %821
-  %823 = add nsw i64 %822, %conv2_weight_grad.tx40990
+  %823 = add nsw i64 %822, %conv2_weight_grad.tx41290
   %824 = mul nsw i64 %823, 64
   %825 = add nsw i64 2068544, %824
-  %826 = mul nsw i64 %conv2_weight_grad.cv41091, 8
+  %826 = mul nsw i64 %conv2_weight_grad.cv41391, 8
   %827 = add nsw i64 %825, %826
   %arena125 = getelementptr inbounds float, ptr %arena, i64 %827
-  store <8 x float> %w424, ptr %arena125, align 4
-  %w425 = load <8 x float>, ptr %conv2_weight_grad.w425, align 32
-  %828 = mul nsw i64 %conv2_weight_grad.j40788, 49
-  %829 = mul nsw i64 %conv2_weight_grad.ty40889, 7
+  store <8 x float> %w427, ptr %arena125, align 4
+  %w428 = load <8 x float>, ptr %conv2_weight_grad.w428, align 32
+  %828 = mul nsw i64 %conv2_weight_grad.j41088, 49
+  %829 = mul nsw i64 %conv2_weight_grad.ty41189, 7
   %830 = add nsw i64 %828, %829
-  %831 = add nsw i64 %830, %conv2_weight_grad.tx40990
+  %831 = add nsw i64 %830, %conv2_weight_grad.tx41290
   %832 = mul nsw i64 %831, 64
   %833 = add nsw i64 2071680, %832
-  %834 = mul nsw i64 %conv2_weight_grad.cv41091, 8
+  %834 = mul nsw i64 %conv2_weight_grad.cv41391, 8
   %835 = add nsw i64 %833, %834
   %arena126 = getelementptr inbounds float, ptr %arena, i64 %835
-  store <8 x float> %w425, ptr %arena126, align 4
-  %w426 = load <8 x float>, ptr %conv2_weight_grad.w426, align 32
-  %836 = mul nsw i64 %conv2_weight_grad.j40788, 49
-  %837 = mul nsw i64 %conv2_weight_grad.ty40889, 7
+  store <8 x float> %w428, ptr %arena126, align 4
+  %w429 = load <8 x float>, ptr %conv2_weight_grad.w429, align 32
+  %836 = mul nsw i64 %conv2_weight_grad.j41088, 49
+  %837 = mul nsw i64 %conv2_weight_grad.ty41189, 7
   %838 = add nsw i64 %836, %837
-  %839 = add nsw i64 %838, %conv2_weight_grad.tx40990
+  %839 = add nsw i64 %838, %conv2_weight_grad.tx41290
   %840 = mul nsw i64 %839, 64
   %841 = add nsw i64 2074816, %840
-  %842 = mul nsw i64 %conv2_weight_grad.cv41091, 8
+  %842 = mul nsw i64 %conv2_weight_grad.cv41391, 8
   %843 = add nsw i64 %841, %842
   %arena127 = getelementptr inbounds float, ptr %arena, i64 %843
-  store <8 x float> %w426, ptr %arena127, align 4
-  %w427 = load <8 x float>, ptr %conv2_weight_grad.w427, align 32
-  %844 = mul nsw i64 %conv2_weight_grad.j40788, 49
-  %845 = mul nsw i64 %conv2_weight_grad.ty40889, 7
+  store <8 x float> %w429, ptr %arena127, align 4
+  %w430 = load <8 x float>, ptr %conv2_weight_grad.w430, align 32
+  %844 = mul nsw i64 %conv2_weight_grad.j41088, 49
+  %845 = mul nsw i64 %conv2_weight_grad.ty41189, 7
   %846 = add nsw i64 %844, %845
-  %847 = add nsw i64 %846, %conv2_weight_grad.tx40990
+  %847 = add nsw i64 %846, %conv2_weight_grad.tx41290
   %848 = mul nsw i64 %847, 64
   %849 = add nsw i64 2077952, %848
-  %850 = mul nsw i64 %conv2_weight_grad.cv41091, 8
+  %850 = mul nsw i64 %conv2_weight_grad.cv41391, 8
   %851 = add nsw i64 %849, %850
   %arena128 = getelementptr inbounds float, ptr %arena, i64 %851
-  store <8 x float> %w427, ptr %arena128, align 4
-  %w428 = load <8 x float>, ptr %conv2_weight_grad.w428, align 32
-  %852 = mul nsw i64 %conv2_weight_grad.j40788, 49
-  %853 = mul nsw i64 %conv2_weight_grad.ty40889, 7
+  store <8 x float> %w430, ptr %arena128, align 4
+  %w431 = load <8 x float>, ptr %conv2_weight_grad.w431, align 32
+  %852 = mul nsw i64 %conv2_weight_grad.j41088, 49
+  %853 = mul nsw i64 %conv2_weight_grad.ty41189, 7
   %854 = add nsw i64 %852, %853
-  %855 = add nsw i64 %854, %conv2_weight_grad.tx40990
+  %855 = add nsw i64 %854, %conv2_weight_grad.tx41290
   %856 = mul nsw i64 %855, 64
   %857 = add nsw i64 2081088, %856
-  %858 = mul nsw i64 %conv2_weight_grad.cv41091, 8
+  %858 = mul nsw i64 %conv2_weight_grad.cv41391, 8
   %859 = add nsw i64 %857, %858
   %arena129 = getelementptr inbounds float, ptr %arena, i64 %859
-  store <8 x float> %w428, ptr %arena129, align 4
-  %w429 = load <8 x float>, ptr %conv2_weight_grad.w429, align 32
-  %860 = mul nsw i64 %conv2_weight_grad.j40788, 49
-  %861 = mul nsw i64 %conv2_weight_grad.ty40889, 7
+  store <8 x float> %w431, ptr %arena129, align 4
+  %w432 = load <8 x float>, ptr %conv2_weight_grad.w432, align 32
+  %860 = mul nsw i64 %conv2_weight_grad.j41088, 49
+  %861 = mul nsw i64 %conv2_weight_grad.ty41189, 7
   %862 = add nsw i64 %860, %861
-  %863 = add nsw i64 %862, %conv2_weight_grad.tx40990
+  %863 = add nsw i64 %862, %conv2_weight_grad.tx41290
   %864 = mul nsw i64 %863, 64
   %865 = add nsw i64 2084224, %864
-  %866 = mul nsw i64 %conv2_weight_grad.cv41091, 8
+  %866 = mul nsw i64 %conv2_weight_grad.cv41391, 8
   %867 = add nsw i64 %865, %866
   %arena130 = getelementptr inbounds float, ptr %arena, i64 %867
-  store <8 x float> %w429, ptr %arena130, align 4
-  %w430 = load <8 x float>, ptr %conv2_weight_grad.w430, align 32
-  %868 = mul nsw i64 %conv2_weight_grad.j40788, 49
-  %869 = mul nsw i64 %conv2_weight_grad.ty40889, 7
+  store <8 x float> %w432, ptr %arena130, align 4
+  %w433 = load <8 x float>, ptr %conv2_weight_grad.w433, align 32
+  %868 = mul nsw i64 %conv2_weight_grad.j41088, 49
+  %869 = mul nsw i64 %conv2_weight_grad.ty41189, 7
   %870 = add nsw i64 %868, %869
-  %871 = add nsw i64 %870, %conv2_weight_grad.tx40990
+  %871 = add nsw i64 %870, %conv2_weight_grad.tx41290
   %872 = mul nsw i64 %871, 64
   %873 = add nsw i64 2087360, %872
-  %874 = mul nsw i64 %conv2_weight_grad.cv41091, 8
+  %874 = mul nsw i64 %conv2_weight_grad.cv41391, 8
   %875 = add nsw i64 %873, %874
   %arena131 = getelementptr inbounds float, ptr %arena, i64 %875
-  store <8 x float> %w430, ptr %arena131, align 4
-  %w431 = load <8 x float>, ptr %conv2_weight_grad.w431, align 32
-  %876 = mul nsw i64 %conv2_weight_grad.j40788, 49
-  %877 = mul nsw i64 %conv2_weight_grad.ty40889, 7
+  store <8 x float> %w433, ptr %arena131, align 4
+  %w434 = load <8 x float>, ptr %conv2_weight_grad.w434, align 32
+  %876 = mul nsw i64 %conv2_weight_grad.j41088, 49
+  %877 = mul nsw i64 %conv2_weight_grad.ty41189, 7
   %878 = add nsw i64 %876, %877
-  %879 = add nsw i64 %878, %conv2_weight_grad.tx40990
+  %879 = add nsw i64 %878, %conv2_weight_grad.tx41290
   %880 = mul nsw i64 %879, 64
   %881 = add nsw i64 2090496, %880
-  %882 = mul nsw i64 %conv2_weight_grad.cv41091, 8
+  %882 = mul nsw i64 %conv2_weight_grad.cv41391, 8
   %883 = add nsw i64 %881, %882
   %arena132 = getelementptr inbounds float, ptr %arena, i64 %883
-  store <8 x float> %w431, ptr %arena132, align 4
-  %w432 = load <8 x float>, ptr %conv2_weight_grad.w432, align 32
-  %884 = mul nsw i64 %conv2_weight_grad.j40788, 49
-  %885 = mul nsw i64 %conv2_weight_grad.ty40889, 7
+  store <8 x float> %w434, ptr %arena132, align 4
+  %w435 = load <8 x float>, ptr %conv2_weight_grad.w435, align 32
+  %884 = mul nsw i64 %conv2_weight_grad.j41088, 49
+  %885 = mul nsw i64 %conv2_weight_grad.ty41189, 7
   %886 = add nsw i64 %884, %885
-  %887 = add nsw i64 %886, %conv2_weight_grad.tx40990
+  %887 = add nsw i64 %886, %conv2_weight_grad.tx41290
   %888 = mul nsw i64 %887, 64
   %889 = add nsw i64 2093632, %888
-  %890 = mul nsw i64 %conv2_weight_grad.cv41091, 8
+  %890 = mul nsw i64 %conv2_weight_grad.cv41391, 8
   %891 = add nsw i64 %889, %890
   %arena133 = getelementptr inbounds float, ptr %arena, i64 %891
-  store <8 x float> %w432, ptr %arena133, align 4
-  %w433 = load <8 x float>, ptr %conv2_weight_grad.w433, align 32
-  %892 = mul nsw i64 %conv2_weight_grad.j40788, 49
-  %893 = mul nsw i64 %conv2_weight_grad.ty40889, 7
+  store <8 x float> %w435, ptr %arena133, align 4
+  %w436 = load <8 x float>, ptr %conv2_weight_grad.w436, align 32
+  %892 = mul nsw i64 %conv2_weight_grad.j41088, 49
+  %893 = mul nsw i64 %conv2_weight_grad.ty41189, 7
   %894 = add nsw i64 %892, %893
-  %895 = add nsw i64 %894, %conv2_weight_grad.tx40990
+  %895 = add nsw i64 %894, %conv2_weight_grad.tx41290
   %896 = mul nsw i64 %895, 64
   %897 = add nsw i64 2096768, %896
-  %898 = mul nsw i64 %conv2_weight_grad.cv41091, 8
+  %898 = mul nsw i64 %conv2_weight_grad.cv41391, 8
   %899 = add nsw i64 %897, %898
   %arena134 = getelementptr inbounds float, ptr %arena, i64 %899
-  store <8 x float> %w433, ptr %arena134, align 4
-  %w434 = load <8 x float>, ptr %conv2_weight_grad.w434, align 32
-  %900 = mul nsw i64 %conv2_weight_grad.j40788, 49
-  %901 = mul nsw i64 %conv2_weight_grad.ty40889, 7
+  store <8 x float> %w436, ptr %arena134, align 4
+  %w437 = load <8 x float>, ptr %conv2_weight_grad.w437, align 32
+  %900 = mul nsw i64 %conv2_weight_grad.j41088, 49
+  %901 = mul nsw i64 %conv2_weight_grad.ty41189, 7
   %902 = add nsw i64 %900, %901
-  %903 = add nsw i64 %902, %conv2_weight_grad.tx40990
+  %903 = add nsw i64 %902, %conv2_weight_grad.tx41290
   %904 = mul nsw i64 %903, 64
   %905 = add nsw i64 2099904, %904
-  %906 = mul nsw i64 %conv2_weight_grad.cv41091, 8
+  %906 = mul nsw i64 %conv2_weight_grad.cv41391, 8
   %907 = add nsw i64 %905, %906
   %arena135 = getelementptr inbounds float, ptr %arena, i64 %907
-  store <8 x float> %w434, ptr %arena135, align 4
-  %cv410.next = add nsw i64 %conv2_weight_grad.cv41091, 1
-  %908 = icmp slt i64 %cv410.next, 8
-  br i1 %908, label %conv2_weight_grad.cv410, label %conv2_weight_grad.cv410.end
+  store <8 x float> %w437, ptr %arena135, align 4
+  %cv413.next = add nsw i64 %conv2_weight_grad.cv41391, 1
+  %908 = icmp slt i64 %cv413.next, 8
+  br i1 %908, label %conv2_weight_grad.cv413, label %conv2_weight_grad.cv413.end
 
-conv2_weight_grad.cv410.end:                      ; preds = %conv2_weight_grad.cv410
-  %tx409.next = add nsw i64 %conv2_weight_grad.tx40990, 1
-  %909 = icmp slt i64 %tx409.next, 7
-  br i1 %909, label %conv2_weight_grad.tx409, label %conv2_weight_grad.tx409.end
+conv2_weight_grad.cv413.end:                      ; preds = %conv2_weight_grad.cv413
+  %tx412.next = add nsw i64 %conv2_weight_grad.tx41290, 1
+  %909 = icmp slt i64 %tx412.next, 7
+  br i1 %909, label %conv2_weight_grad.tx412, label %conv2_weight_grad.tx412.end
 
-conv2_weight_grad.xi435:                          ; preds = %conv2_weight_grad.xi435, %conv2_weight_grad.j407.end
-  %conv2_weight_grad.xi435136 = phi i64 [ 0, %conv2_weight_grad.j407.end ], [ %xi435.next, %conv2_weight_grad.xi435 ]
-  %910 = mul nsw i64 %conv2_weight_grad.xi435136, 1568
+conv2_weight_grad.xi438:                          ; preds = %conv2_weight_grad.xi438, %conv2_weight_grad.j410.end
+  %conv2_weight_grad.xi438136 = phi i64 [ 0, %conv2_weight_grad.j410.end ], [ %xi438.next, %conv2_weight_grad.xi438 ]
+  %910 = mul nsw i64 %conv2_weight_grad.xi438136, 1568
   %911 = add nsw i64 2015232, %910
   %arena137 = getelementptr inbounds float, ptr %arena, i64 %911
-  %912 = mul nsw i64 %conv2_weight_grad.xi435136, 3136
+  %912 = mul nsw i64 %conv2_weight_grad.xi438136, 3136
   %913 = add nsw i64 2052864, %912
   %arena138 = getelementptr inbounds float, ptr %arena, i64 %913
-  %914 = mul nsw i64 %conv2_weight_grad.xi435136, 2048
+  %914 = mul nsw i64 %conv2_weight_grad.xi438136, 2048
   %915 = add nsw i64 2103040, %914
   %arena139 = getelementptr inbounds float, ptr %arena, i64 %915
   call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 32, i32 64, i32 49, float 1.000000e+00, ptr %arena137, i32 32, ptr %arena138, i32 64, float 1.000000e+00, ptr %arena139, i32 64)
-  %xi435.next = add nsw i64 %conv2_weight_grad.xi435136, 1
-  %916 = icmp slt i64 %xi435.next, 16
-  br i1 %916, label %conv2_weight_grad.xi435, label %conv2_weight_grad.xi435.end
+  %xi438.next = add nsw i64 %conv2_weight_grad.xi438136, 1
+  %916 = icmp slt i64 %xi438.next, 16
+  br i1 %916, label %conv2_weight_grad.xi438, label %conv2_weight_grad.xi438.end
 
-conv2_weight_grad.xi435.end:                      ; preds = %conv2_weight_grad.xi435
-  %g362.next = add nsw i64 %conv2_weight_grad.g3627, 1
-  %917 = icmp slt i64 %g362.next, 64
-  br i1 %917, label %conv2_weight_grad.g362, label %conv2_weight_grad.g362.end
+conv2_weight_grad.xi438.end:                      ; preds = %conv2_weight_grad.xi438
+  %g365.next = add nsw i64 %conv2_weight_grad.g3657, 1
+  %917 = icmp slt i64 %g365.next, 64
+  br i1 %917, label %conv2_weight_grad.g365, label %conv2_weight_grad.g365.end
 
-conv2_weight_grad.f436:                           ; preds = %conv2_weight_grad.c437.end, %conv2_weight_grad.g362.end
-  %conv2_weight_grad.f436140 = phi i64 [ 0, %conv2_weight_grad.g362.end ], [ %f436.next, %conv2_weight_grad.c437.end ]
-  br label %conv2_weight_grad.c437
+conv2_weight_grad.f439:                           ; preds = %conv2_weight_grad.c440.end, %conv2_weight_grad.g365.end
+  %conv2_weight_grad.f439140 = phi i64 [ 0, %conv2_weight_grad.g365.end ], [ %f439.next, %conv2_weight_grad.c440.end ]
+  br label %conv2_weight_grad.c440
 
-conv2_weight_grad.f436.end:                       ; preds = %conv2_weight_grad.c437.end
+conv2_weight_grad.f439.end:                       ; preds = %conv2_weight_grad.c440.end
   ret void
 
-conv2_weight_grad.c437:                           ; preds = %conv2_weight_grad.c437, %conv2_weight_grad.f436
-  %conv2_weight_grad.c437141 = phi i64 [ 0, %conv2_weight_grad.f436 ], [ %c437.next, %conv2_weight_grad.c437 ]
-  %918 = mul nsw i64 %conv2_weight_grad.c437141, 64
+conv2_weight_grad.c440:                           ; preds = %conv2_weight_grad.c440, %conv2_weight_grad.f439
+  %conv2_weight_grad.c440141 = phi i64 [ 0, %conv2_weight_grad.f439 ], [ %c440.next, %conv2_weight_grad.c440 ]
+  %918 = mul nsw i64 %conv2_weight_grad.c440141, 64
   %919 = add nsw i64 2103040, %918
-  %920 = add nsw i64 %919, %conv2_weight_grad.f436140
+  %920 = add nsw i64 %919, %conv2_weight_grad.f439140
   %arena142 = getelementptr inbounds float, ptr %arena, i64 %920
   %921 = load float, ptr %arena142, align 4
   %922 = fmul float %921, 1.000000e+00
-  %923 = mul nsw i64 %conv2_weight_grad.c437141, 64
+  %923 = mul nsw i64 %conv2_weight_grad.c440141, 64
   %924 = add nsw i64 2111232, %923
-  %925 = add nsw i64 %924, %conv2_weight_grad.f436140
+  %925 = add nsw i64 %924, %conv2_weight_grad.f439140
   %arena143 = getelementptr inbounds float, ptr %arena, i64 %925
   %926 = load float, ptr %arena143, align 4
   %927 = fmul float %926, 5.000000e-01
   %928 = fadd float %922, %927
-  %929 = mul nsw i64 %conv2_weight_grad.c437141, 64
+  %929 = mul nsw i64 %conv2_weight_grad.c440141, 64
   %930 = add nsw i64 2119424, %929
-  %931 = add nsw i64 %930, %conv2_weight_grad.f436140
+  %931 = add nsw i64 %930, %conv2_weight_grad.f439140
   %arena144 = getelementptr inbounds float, ptr %arena, i64 %931
   %932 = load float, ptr %arena144, align 4
   %933 = fmul float %932, 5.000000e-01
   %934 = fadd float %928, %933
-  store float %934, ptr %conv2_weight_grad.w438, align 4
-  %935 = mul nsw i64 %conv2_weight_grad.c437141, 64
+  store float %934, ptr %conv2_weight_grad.w441, align 4
+  %935 = mul nsw i64 %conv2_weight_grad.c440141, 64
   %936 = add nsw i64 2111232, %935
-  %937 = add nsw i64 %936, %conv2_weight_grad.f436140
+  %937 = add nsw i64 %936, %conv2_weight_grad.f439140
   %arena145 = getelementptr inbounds float, ptr %arena, i64 %937
   %938 = load float, ptr %arena145, align 4
-  %939 = mul nsw i64 %conv2_weight_grad.c437141, 64
+  %939 = mul nsw i64 %conv2_weight_grad.c440141, 64
   %940 = add nsw i64 2119424, %939
-  %941 = add nsw i64 %940, %conv2_weight_grad.f436140
+  %941 = add nsw i64 %940, %conv2_weight_grad.f439140
   %arena146 = getelementptr inbounds float, ptr %arena, i64 %941
   %942 = load float, ptr %arena146, align 4
   %943 = fsub float %938, %942
   %944 = fmul float %943, 5.000000e-01
-  store float %944, ptr %conv2_weight_grad.w439, align 4
-  %945 = mul nsw i64 %conv2_weight_grad.c437141, 64
+  store float %944, ptr %conv2_weight_grad.w442, align 4
+  %945 = mul nsw i64 %conv2_weight_grad.c440141, 64
   %946 = add nsw i64 2111232, %945
-  %947 = add nsw i64 %946, %conv2_weight_grad.f436140
+  %947 = add nsw i64 %946, %conv2_weight_grad.f439140
   %arena147 = getelementptr inbounds float, ptr %arena, i64 %947
   %948 = load float, ptr %arena147, align 4
   %949 = fmul float %948, 5.000000e-01
-  %950 = mul nsw i64 %conv2_weight_grad.c437141, 64
+  %950 = mul nsw i64 %conv2_weight_grad.c440141, 64
   %951 = add nsw i64 2119424, %950
-  %952 = add nsw i64 %951, %conv2_weight_grad.f436140
+  %952 = add nsw i64 %951, %conv2_weight_grad.f439140
   %arena148 = getelementptr inbounds float, ptr %arena, i64 %952
   %953 = load float, ptr %arena148, align 4
   %954 = fmul float %953, 5.000000e-01
   %955 = fadd float %949, %954
-  %956 = mul nsw i64 %conv2_weight_grad.c437141, 64
+  %956 = mul nsw i64 %conv2_weight_grad.c440141, 64
   %957 = add nsw i64 2127616, %956
-  %958 = add nsw i64 %957, %conv2_weight_grad.f436140
+  %958 = add nsw i64 %957, %conv2_weight_grad.f439140
   %arena149 = getelementptr inbounds float, ptr %arena, i64 %958
   %959 = load float, ptr %arena149, align 4
   %960 = fmul float %959, 1.000000e+00
   %961 = fadd float %955, %960
-  store float %961, ptr %conv2_weight_grad.w440, align 4
-  %962 = mul nsw i64 %conv2_weight_grad.c437141, 64
+  store float %961, ptr %conv2_weight_grad.w443, align 4
+  %962 = mul nsw i64 %conv2_weight_grad.c440141, 64
   %963 = add nsw i64 2105088, %962
-  %964 = add nsw i64 %963, %conv2_weight_grad.f436140
+  %964 = add nsw i64 %963, %conv2_weight_grad.f439140
   %arena150 = getelementptr inbounds float, ptr %arena, i64 %964
   %965 = load float, ptr %arena150, align 4
   %966 = fmul float %965, 1.000000e+00
-  %967 = mul nsw i64 %conv2_weight_grad.c437141, 64
+  %967 = mul nsw i64 %conv2_weight_grad.c440141, 64
   %968 = add nsw i64 2113280, %967
-  %969 = add nsw i64 %968, %conv2_weight_grad.f436140
+  %969 = add nsw i64 %968, %conv2_weight_grad.f439140
   %arena151 = getelementptr inbounds float, ptr %arena, i64 %969
   %970 = load float, ptr %arena151, align 4
   %971 = fmul float %970, 5.000000e-01
   %972 = fadd float %966, %971
-  %973 = mul nsw i64 %conv2_weight_grad.c437141, 64
+  %973 = mul nsw i64 %conv2_weight_grad.c440141, 64
   %974 = add nsw i64 2121472, %973
-  %975 = add nsw i64 %974, %conv2_weight_grad.f436140
+  %975 = add nsw i64 %974, %conv2_weight_grad.f439140
   %arena152 = getelementptr inbounds float, ptr %arena, i64 %975
   %976 = load float, ptr %arena152, align 4
   %977 = fmul float %976, 5.000000e-01
   %978 = fadd float %972, %977
-  store float %978, ptr %conv2_weight_grad.w441, align 4
-  %979 = mul nsw i64 %conv2_weight_grad.c437141, 64
+  store float %978, ptr %conv2_weight_grad.w444, align 4
+  %979 = mul nsw i64 %conv2_weight_grad.c440141, 64
   %980 = add nsw i64 2113280, %979
-  %981 = add nsw i64 %980, %conv2_weight_grad.f436140
+  %981 = add nsw i64 %980, %conv2_weight_grad.f439140
   %arena153 = getelementptr inbounds float, ptr %arena, i64 %981
   %982 = load float, ptr %arena153, align 4
-  %983 = mul nsw i64 %conv2_weight_grad.c437141, 64
+  %983 = mul nsw i64 %conv2_weight_grad.c440141, 64
   %984 = add nsw i64 2121472, %983
-  %985 = add nsw i64 %984, %conv2_weight_grad.f436140
+  %985 = add nsw i64 %984, %conv2_weight_grad.f439140
   %arena154 = getelementptr inbounds float, ptr %arena, i64 %985
   %986 = load float, ptr %arena154, align 4
   %987 = fsub float %982, %986
   %988 = fmul float %987, 5.000000e-01
-  store float %988, ptr %conv2_weight_grad.w442, align 4
-  %989 = mul nsw i64 %conv2_weight_grad.c437141, 64
+  store float %988, ptr %conv2_weight_grad.w445, align 4
+  %989 = mul nsw i64 %conv2_weight_grad.c440141, 64
   %990 = add nsw i64 2113280, %989
-  %991 = add nsw i64 %990, %conv2_weight_grad.f436140
+  %991 = add nsw i64 %990, %conv2_weight_grad.f439140
   %arena155 = getelementptr inbounds float, ptr %arena, i64 %991
   %992 = load float, ptr %arena155, align 4
   %993 = fmul float %992, 5.000000e-01
-  %994 = mul nsw i64 %conv2_weight_grad.c437141, 64
+  %994 = mul nsw i64 %conv2_weight_grad.c440141, 64
   %995 = add nsw i64 2121472, %994
-  %996 = add nsw i64 %995, %conv2_weight_grad.f436140
+  %996 = add nsw i64 %995, %conv2_weight_grad.f439140
   %arena156 = getelementptr inbounds float, ptr %arena, i64 %996
   %997 = load float, ptr %arena156, align 4
   %998 = fmul float %997, 5.000000e-01
   %999 = fadd float %993, %998
-  %1000 = mul nsw i64 %conv2_weight_grad.c437141, 64
+  %1000 = mul nsw i64 %conv2_weight_grad.c440141, 64
   %1001 = add nsw i64 2129664, %1000
-  %1002 = add nsw i64 %1001, %conv2_weight_grad.f436140
+  %1002 = add nsw i64 %1001, %conv2_weight_grad.f439140
   %arena157 = getelementptr inbounds float, ptr %arena, i64 %1002
   %1003 = load float, ptr %arena157, align 4
   %1004 = fmul float %1003, 1.000000e+00
   %1005 = fadd float %999, %1004
-  store float %1005, ptr %conv2_weight_grad.w443, align 4
-  %1006 = mul nsw i64 %conv2_weight_grad.c437141, 64
+  store float %1005, ptr %conv2_weight_grad.w446, align 4
+  %1006 = mul nsw i64 %conv2_weight_grad.c440141, 64
   %1007 = add nsw i64 2107136, %1006
-  %1008 = add nsw i64 %1007, %conv2_weight_grad.f436140
+  %1008 = add nsw i64 %1007, %conv2_weight_grad.f439140
   %arena158 = getelementptr inbounds float, ptr %arena, i64 %1008
   %1009 = load float, ptr %arena158, align 4
   %1010 = fmul float %1009, 1.000000e+00
-  %1011 = mul nsw i64 %conv2_weight_grad.c437141, 64
+  %1011 = mul nsw i64 %conv2_weight_grad.c440141, 64
   %1012 = add nsw i64 2115328, %1011
-  %1013 = add nsw i64 %1012, %conv2_weight_grad.f436140
+  %1013 = add nsw i64 %1012, %conv2_weight_grad.f439140
   %arena159 = getelementptr inbounds float, ptr %arena, i64 %1013
   %1014 = load float, ptr %arena159, align 4
   %1015 = fmul float %1014, 5.000000e-01
   %1016 = fadd float %1010, %1015
-  %1017 = mul nsw i64 %conv2_weight_grad.c437141, 64
+  %1017 = mul nsw i64 %conv2_weight_grad.c440141, 64
   %1018 = add nsw i64 2123520, %1017
-  %1019 = add nsw i64 %1018, %conv2_weight_grad.f436140
+  %1019 = add nsw i64 %1018, %conv2_weight_grad.f439140
   %arena160 = getelementptr inbounds float, ptr %arena, i64 %1019
   %1020 = load float, ptr %arena160, align 4
   %1021 = fmul float %1020, 5.000000e-01
   %1022 = fadd float %1016, %1021
-  store float %1022, ptr %conv2_weight_grad.w444, align 4
-  %1023 = mul nsw i64 %conv2_weight_grad.c437141, 64
+  store float %1022, ptr %conv2_weight_grad.w447, align 4
+  %1023 = mul nsw i64 %conv2_weight_grad.c440141, 64
   %1024 = add nsw i64 2115328, %1023
-  %1025 = add nsw i64 %1024, %conv2_weight_grad.f436140
+  %1025 = add nsw i64 %1024, %conv2_weight_grad.f439140
   %arena161 = getelementptr inbounds float, ptr %arena, i64 %1025
   %1026 = load float, ptr %arena161, align 4
-  %1027 = mul nsw i64 %conv2_weight_grad.c437141, 64
+  %1027 = mul nsw i64 %conv2_weight_grad.c440141, 64
   %1028 = add nsw i64 2123520, %1027
-  %1029 = add nsw i64 %1028, %conv2_weight_grad.f436140
+  %1029 = add nsw i64 %1028, %conv2_weight_grad.f439140
   %arena162 = getelementptr inbounds float, ptr %arena, i64 %1029
   %1030 = load float, ptr %arena162, align 4
   %1031 = fsub float %1026, %1030
   %1032 = fmul float %1031, 5.000000e-01
-  store float %1032, ptr %conv2_weight_grad.w445, align 4
-  %1033 = mul nsw i64 %conv2_weight_grad.c437141, 64
+  store float %1032, ptr %conv2_weight_grad.w448, align 4
+  %1033 = mul nsw i64 %conv2_weight_grad.c440141, 64
   %1034 = add nsw i64 2115328, %1033
-  %1035 = add nsw i64 %1034, %conv2_weight_grad.f436140
+  %1035 = add nsw i64 %1034, %conv2_weight_grad.f439140
   %arena163 = getelementptr inbounds float, ptr %arena, i64 %1035
   %1036 = load float, ptr %arena163, align 4
   %1037 = fmul float %1036, 5.000000e-01
-  %1038 = mul nsw i64 %conv2_weight_grad.c437141, 64
+  %1038 = mul nsw i64 %conv2_weight_grad.c440141, 64
   %1039 = add nsw i64 2123520, %1038
-  %1040 = add nsw i64 %1039, %conv2_weight_grad.f436140
+  %1040 = add nsw i64 %1039, %conv2_weight_grad.f439140
   %arena164 = getelementptr inbounds float, ptr %arena, i64 %1040
   %1041 = load float, ptr %arena164, align 4
   %1042 = fmul float %1041, 5.000000e-01
   %1043 = fadd float %1037, %1042
-  %1044 = mul nsw i64 %conv2_weight_grad.c437141, 64
+  %1044 = mul nsw i64 %conv2_weight_grad.c440141, 64
   %1045 = add nsw i64 2131712, %1044
-  %1046 = add nsw i64 %1045, %conv2_weight_grad.f436140
+  %1046 = add nsw i64 %1045, %conv2_weight_grad.f439140
   %arena165 = getelementptr inbounds float, ptr %arena, i64 %1046
   %1047 = load float, ptr %arena165, align 4
   %1048 = fmul float %1047, 1.000000e+00
   %1049 = fadd float %1043, %1048
-  store float %1049, ptr %conv2_weight_grad.w446, align 4
-  %1050 = mul nsw i64 %conv2_weight_grad.c437141, 64
+  store float %1049, ptr %conv2_weight_grad.w449, align 4
+  %1050 = mul nsw i64 %conv2_weight_grad.c440141, 64
   %1051 = add nsw i64 2109184, %1050
-  %1052 = add nsw i64 %1051, %conv2_weight_grad.f436140
+  %1052 = add nsw i64 %1051, %conv2_weight_grad.f439140
   %arena166 = getelementptr inbounds float, ptr %arena, i64 %1052
   %1053 = load float, ptr %arena166, align 4
   %1054 = fmul float %1053, 1.000000e+00
-  %1055 = mul nsw i64 %conv2_weight_grad.c437141, 64
+  %1055 = mul nsw i64 %conv2_weight_grad.c440141, 64
   %1056 = add nsw i64 2117376, %1055
-  %1057 = add nsw i64 %1056, %conv2_weight_grad.f436140
+  %1057 = add nsw i64 %1056, %conv2_weight_grad.f439140
   %arena167 = getelementptr inbounds float, ptr %arena, i64 %1057
   %1058 = load float, ptr %arena167, align 4
   %1059 = fmul float %1058, 5.000000e-01
   %1060 = fadd float %1054, %1059
-  %1061 = mul nsw i64 %conv2_weight_grad.c437141, 64
+  %1061 = mul nsw i64 %conv2_weight_grad.c440141, 64
   %1062 = add nsw i64 2125568, %1061
-  %1063 = add nsw i64 %1062, %conv2_weight_grad.f436140
+  %1063 = add nsw i64 %1062, %conv2_weight_grad.f439140
   %arena168 = getelementptr inbounds float, ptr %arena, i64 %1063
   %1064 = load float, ptr %arena168, align 4
   %1065 = fmul float %1064, 5.000000e-01
   %1066 = fadd float %1060, %1065
-  store float %1066, ptr %conv2_weight_grad.w447, align 4
-  %1067 = mul nsw i64 %conv2_weight_grad.c437141, 64
+  store float %1066, ptr %conv2_weight_grad.w450, align 4
+  %1067 = mul nsw i64 %conv2_weight_grad.c440141, 64
   %1068 = add nsw i64 2117376, %1067
-  %1069 = add nsw i64 %1068, %conv2_weight_grad.f436140
+  %1069 = add nsw i64 %1068, %conv2_weight_grad.f439140
   %arena169 = getelementptr inbounds float, ptr %arena, i64 %1069
   %1070 = load float, ptr %arena169, align 4
-  %1071 = mul nsw i64 %conv2_weight_grad.c437141, 64
+  %1071 = mul nsw i64 %conv2_weight_grad.c440141, 64
   %1072 = add nsw i64 2125568, %1071
-  %1073 = add nsw i64 %1072, %conv2_weight_grad.f436140
+  %1073 = add nsw i64 %1072, %conv2_weight_grad.f439140
   %arena170 = getelementptr inbounds float, ptr %arena, i64 %1073
   %1074 = load float, ptr %arena170, align 4
   %1075 = fsub float %1070, %1074
   %1076 = fmul float %1075, 5.000000e-01
-  store float %1076, ptr %conv2_weight_grad.w448, align 4
-  %1077 = mul nsw i64 %conv2_weight_grad.c437141, 64
+  store float %1076, ptr %conv2_weight_grad.w451, align 4
+  %1077 = mul nsw i64 %conv2_weight_grad.c440141, 64
   %1078 = add nsw i64 2117376, %1077
-  %1079 = add nsw i64 %1078, %conv2_weight_grad.f436140
+  %1079 = add nsw i64 %1078, %conv2_weight_grad.f439140
   %arena171 = getelementptr inbounds float, ptr %arena, i64 %1079
   %1080 = load float, ptr %arena171, align 4
   %1081 = fmul float %1080, 5.000000e-01
-  %1082 = mul nsw i64 %conv2_weight_grad.c437141, 64
+  %1082 = mul nsw i64 %conv2_weight_grad.c440141, 64
   %1083 = add nsw i64 2125568, %1082
-  %1084 = add nsw i64 %1083, %conv2_weight_grad.f436140
+  %1084 = add nsw i64 %1083, %conv2_weight_grad.f439140
   %arena172 = getelementptr inbounds float, ptr %arena, i64 %1084
   %1085 = load float, ptr %arena172, align 4
   %1086 = fmul float %1085, 5.000000e-01
   %1087 = fadd float %1081, %1086
-  %1088 = mul nsw i64 %conv2_weight_grad.c437141, 64
+  %1088 = mul nsw i64 %conv2_weight_grad.c440141, 64
   %1089 = add nsw i64 2133760, %1088
-  %1090 = add nsw i64 %1089, %conv2_weight_grad.f436140
+  %1090 = add nsw i64 %1089, %conv2_weight_grad.f439140
   %arena173 = getelementptr inbounds float, ptr %arena, i64 %1090
   %1091 = load float, ptr %arena173, align 4
   %1092 = fmul float %1091, 1.000000e+00
   %1093 = fadd float %1087, %1092
-  store float %1093, ptr %conv2_weight_grad.w449, align 4
-  %w438 = load float, ptr %conv2_weight_grad.w438, align 4
-  %1094 = fmul float %w438, 1.000000e+00
+  store float %1093, ptr %conv2_weight_grad.w452, align 4
   %w441 = load float, ptr %conv2_weight_grad.w441, align 4
-  %1095 = fmul float %w441, 5.000000e-01
-  %1096 = fadd float %1094, %1095
+  %1094 = fmul float %w441, 1.000000e+00
   %w444 = load float, ptr %conv2_weight_grad.w444, align 4
-  %1097 = fmul float %w444, 5.000000e-01
-  %1098 = fadd float %1096, %1097
-  store float %1098, ptr %conv2_weight_grad.w450, align 4
-  %w441174 = load float, ptr %conv2_weight_grad.w441, align 4
-  %w444175 = load float, ptr %conv2_weight_grad.w444, align 4
-  %1099 = fsub float %w441174, %w444175
-  %1100 = fmul float %1099, 5.000000e-01
-  store float %1100, ptr %conv2_weight_grad.w451, align 4
-  %w441176 = load float, ptr %conv2_weight_grad.w441, align 4
-  %1101 = fmul float %w441176, 5.000000e-01
-  %w444177 = load float, ptr %conv2_weight_grad.w444, align 4
-  %1102 = fmul float %w444177, 5.000000e-01
-  %1103 = fadd float %1101, %1102
+  %1095 = fmul float %w444, 5.000000e-01
+  %1096 = fadd float %1094, %1095
   %w447 = load float, ptr %conv2_weight_grad.w447, align 4
-  %1104 = fmul float %w447, 1.000000e+00
-  %1105 = fadd float %1103, %1104
-  store float %1105, ptr %conv2_weight_grad.w452, align 4
-  %w439 = load float, ptr %conv2_weight_grad.w439, align 4
-  %1106 = fmul float %w439, 1.000000e+00
-  %w442 = load float, ptr %conv2_weight_grad.w442, align 4
-  %1107 = fmul float %w442, 5.000000e-01
-  %1108 = fadd float %1106, %1107
-  %w445 = load float, ptr %conv2_weight_grad.w445, align 4
-  %1109 = fmul float %w445, 5.000000e-01
-  %1110 = fadd float %1108, %1109
-  store float %1110, ptr %conv2_weight_grad.w453, align 4
-  %w442178 = load float, ptr %conv2_weight_grad.w442, align 4
-  %w445179 = load float, ptr %conv2_weight_grad.w445, align 4
-  %1111 = fsub float %w442178, %w445179
-  %1112 = fmul float %1111, 5.000000e-01
-  store float %1112, ptr %conv2_weight_grad.w454, align 4
-  %w442180 = load float, ptr %conv2_weight_grad.w442, align 4
-  %1113 = fmul float %w442180, 5.000000e-01
-  %w445181 = load float, ptr %conv2_weight_grad.w445, align 4
-  %1114 = fmul float %w445181, 5.000000e-01
-  %1115 = fadd float %1113, %1114
-  %w448 = load float, ptr %conv2_weight_grad.w448, align 4
-  %1116 = fmul float %w448, 1.000000e+00
-  %1117 = fadd float %1115, %1116
-  store float %1117, ptr %conv2_weight_grad.w455, align 4
-  %w440 = load float, ptr %conv2_weight_grad.w440, align 4
-  %1118 = fmul float %w440, 1.000000e+00
-  %w443 = load float, ptr %conv2_weight_grad.w443, align 4
-  %1119 = fmul float %w443, 5.000000e-01
-  %1120 = fadd float %1118, %1119
-  %w446 = load float, ptr %conv2_weight_grad.w446, align 4
-  %1121 = fmul float %w446, 5.000000e-01
-  %1122 = fadd float %1120, %1121
-  store float %1122, ptr %conv2_weight_grad.w456, align 4
-  %w443182 = load float, ptr %conv2_weight_grad.w443, align 4
-  %w446183 = load float, ptr %conv2_weight_grad.w446, align 4
-  %1123 = fsub float %w443182, %w446183
-  %1124 = fmul float %1123, 5.000000e-01
-  store float %1124, ptr %conv2_weight_grad.w457, align 4
-  %w443184 = load float, ptr %conv2_weight_grad.w443, align 4
-  %1125 = fmul float %w443184, 5.000000e-01
-  %w446185 = load float, ptr %conv2_weight_grad.w446, align 4
-  %1126 = fmul float %w446185, 5.000000e-01
-  %1127 = fadd float %1125, %1126
-  %w449 = load float, ptr %conv2_weight_grad.w449, align 4
-  %1128 = fmul float %w449, 1.000000e+00
-  %1129 = fadd float %1127, %1128
-  store float %1129, ptr %conv2_weight_grad.w458, align 4
+  %1097 = fmul float %w447, 5.000000e-01
+  %1098 = fadd float %1096, %1097
+  store float %1098, ptr %conv2_weight_grad.w453, align 4
+  %w444174 = load float, ptr %conv2_weight_grad.w444, align 4
+  %w447175 = load float, ptr %conv2_weight_grad.w447, align 4
+  %1099 = fsub float %w444174, %w447175
+  %1100 = fmul float %1099, 5.000000e-01
+  store float %1100, ptr %conv2_weight_grad.w454, align 4
+  %w444176 = load float, ptr %conv2_weight_grad.w444, align 4
+  %1101 = fmul float %w444176, 5.000000e-01
+  %w447177 = load float, ptr %conv2_weight_grad.w447, align 4
+  %1102 = fmul float %w447177, 5.000000e-01
+  %1103 = fadd float %1101, %1102
   %w450 = load float, ptr %conv2_weight_grad.w450, align 4
-  %1130 = mul nsw i64 %conv2_weight_grad.f436140, 32
-  %1131 = add nsw i64 %1130, %conv2_weight_grad.c437141
+  %1104 = fmul float %w450, 1.000000e+00
+  %1105 = fadd float %1103, %1104
+  store float %1105, ptr %conv2_weight_grad.w455, align 4
+  %w442 = load float, ptr %conv2_weight_grad.w442, align 4
+  %1106 = fmul float %w442, 1.000000e+00
+  %w445 = load float, ptr %conv2_weight_grad.w445, align 4
+  %1107 = fmul float %w445, 5.000000e-01
+  %1108 = fadd float %1106, %1107
+  %w448 = load float, ptr %conv2_weight_grad.w448, align 4
+  %1109 = fmul float %w448, 5.000000e-01
+  %1110 = fadd float %1108, %1109
+  store float %1110, ptr %conv2_weight_grad.w456, align 4
+  %w445178 = load float, ptr %conv2_weight_grad.w445, align 4
+  %w448179 = load float, ptr %conv2_weight_grad.w448, align 4
+  %1111 = fsub float %w445178, %w448179
+  %1112 = fmul float %1111, 5.000000e-01
+  store float %1112, ptr %conv2_weight_grad.w457, align 4
+  %w445180 = load float, ptr %conv2_weight_grad.w445, align 4
+  %1113 = fmul float %w445180, 5.000000e-01
+  %w448181 = load float, ptr %conv2_weight_grad.w448, align 4
+  %1114 = fmul float %w448181, 5.000000e-01
+  %1115 = fadd float %1113, %1114
+  %w451 = load float, ptr %conv2_weight_grad.w451, align 4
+  %1116 = fmul float %w451, 1.000000e+00
+  %1117 = fadd float %1115, %1116
+  store float %1117, ptr %conv2_weight_grad.w458, align 4
+  %w443 = load float, ptr %conv2_weight_grad.w443, align 4
+  %1118 = fmul float %w443, 1.000000e+00
+  %w446 = load float, ptr %conv2_weight_grad.w446, align 4
+  %1119 = fmul float %w446, 5.000000e-01
+  %1120 = fadd float %1118, %1119
+  %w449 = load float, ptr %conv2_weight_grad.w449, align 4
+  %1121 = fmul float %w449, 5.000000e-01
+  %1122 = fadd float %1120, %1121
+  store float %1122, ptr %conv2_weight_grad.w459, align 4
+  %w446182 = load float, ptr %conv2_weight_grad.w446, align 4
+  %w449183 = load float, ptr %conv2_weight_grad.w449, align 4
+  %1123 = fsub float %w446182, %w449183
+  %1124 = fmul float %1123, 5.000000e-01
+  store float %1124, ptr %conv2_weight_grad.w460, align 4
+  %w446184 = load float, ptr %conv2_weight_grad.w446, align 4
+  %1125 = fmul float %w446184, 5.000000e-01
+  %w449185 = load float, ptr %conv2_weight_grad.w449, align 4
+  %1126 = fmul float %w449185, 5.000000e-01
+  %1127 = fadd float %1125, %1126
+  %w452 = load float, ptr %conv2_weight_grad.w452, align 4
+  %1128 = fmul float %w452, 1.000000e+00
+  %1129 = fadd float %1127, %1128
+  store float %1129, ptr %conv2_weight_grad.w461, align 4
+  %w453 = load float, ptr %conv2_weight_grad.w453, align 4
+  %1130 = mul nsw i64 %conv2_weight_grad.f439140, 32
+  %1131 = add nsw i64 %1130, %conv2_weight_grad.c440141
   %1132 = mul nsw i64 %1131, 9
   %1133 = add nsw i64 352, %1132
   %grads186 = getelementptr inbounds float, ptr %grads, i64 %1133
-  store float %w450, ptr %grads186, align 4
-  %w451 = load float, ptr %conv2_weight_grad.w451, align 4
-  %1134 = mul nsw i64 %conv2_weight_grad.f436140, 32
-  %1135 = add nsw i64 %1134, %conv2_weight_grad.c437141
+  store float %w453, ptr %grads186, align 4
+  %w454 = load float, ptr %conv2_weight_grad.w454, align 4
+  %1134 = mul nsw i64 %conv2_weight_grad.f439140, 32
+  %1135 = add nsw i64 %1134, %conv2_weight_grad.c440141
   %1136 = mul nsw i64 %1135, 9
   %1137 = add nsw i64 352, %1136
   %1138 = add nsw i64 %1137, 1
   %grads187 = getelementptr inbounds float, ptr %grads, i64 %1138
-  store float %w451, ptr %grads187, align 4
-  %w452 = load float, ptr %conv2_weight_grad.w452, align 4
-  %1139 = mul nsw i64 %conv2_weight_grad.f436140, 32
-  %1140 = add nsw i64 %1139, %conv2_weight_grad.c437141
+  store float %w454, ptr %grads187, align 4
+  %w455 = load float, ptr %conv2_weight_grad.w455, align 4
+  %1139 = mul nsw i64 %conv2_weight_grad.f439140, 32
+  %1140 = add nsw i64 %1139, %conv2_weight_grad.c440141
   %1141 = mul nsw i64 %1140, 9
   %1142 = add nsw i64 352, %1141
   %1143 = add nsw i64 %1142, 2
   %grads188 = getelementptr inbounds float, ptr %grads, i64 %1143
-  store float %w452, ptr %grads188, align 4
-  %w453 = load float, ptr %conv2_weight_grad.w453, align 4
-  %1144 = mul nsw i64 %conv2_weight_grad.f436140, 32
-  %1145 = add nsw i64 %1144, %conv2_weight_grad.c437141
+  store float %w455, ptr %grads188, align 4
+  %w456 = load float, ptr %conv2_weight_grad.w456, align 4
+  %1144 = mul nsw i64 %conv2_weight_grad.f439140, 32
+  %1145 = add nsw i64 %1144, %conv2_weight_grad.c440141
   %1146 = mul nsw i64 %1145, 9
   %1147 = add nsw i64 352, %1146
   %1148 = add nsw i64 %1147, 3
   %grads189 = getelementptr inbounds float, ptr %grads, i64 %1148
-  store float %w453, ptr %grads189, align 4
-  %w454 = load float, ptr %conv2_weight_grad.w454, align 4
-  %1149 = mul nsw i64 %conv2_weight_grad.f436140, 32
-  %1150 = add nsw i64 %1149, %conv2_weight_grad.c437141
+  store float %w456, ptr %grads189, align 4
+  %w457 = load float, ptr %conv2_weight_grad.w457, align 4
+  %1149 = mul nsw i64 %conv2_weight_grad.f439140, 32
+  %1150 = add nsw i64 %1149, %conv2_weight_grad.c440141
   %1151 = mul nsw i64 %1150, 9
   %1152 = add nsw i64 352, %1151
   %1153 = add nsw i64 %1152, 4
   %grads190 = getelementptr inbounds float, ptr %grads, i64 %1153
-  store float %w454, ptr %grads190, align 4
-  %w455 = load float, ptr %conv2_weight_grad.w455, align 4
-  %1154 = mul nsw i64 %conv2_weight_grad.f436140, 32
-  %1155 = add nsw i64 %1154, %conv2_weight_grad.c437141
+  store float %w457, ptr %grads190, align 4
+  %w458 = load float, ptr %conv2_weight_grad.w458, align 4
+  %1154 = mul nsw i64 %conv2_weight_grad.f439140, 32
+  %1155 = add nsw i64 %1154, %conv2_weight_grad.c440141
   %1156 = mul nsw i64 %1155, 9
   %1157 = add nsw i64 352, %1156
   %1158 = add nsw i64 %1157, 5
   %grads191 = getelementptr inbounds float, ptr %grads, i64 %1158
-  store float %w455, ptr %grads191, align 4
-  %w456 = load float, ptr %conv2_weight_grad.w456, align 4
-  %1159 = mul nsw i64 %conv2_weight_grad.f436140, 32
-  %1160 = add nsw i64 %1159, %conv2_weight_grad.c437141
+  store float %w458, ptr %grads191, align 4
+  %w459 = load float, ptr %conv2_weight_grad.w459, align 4
+  %1159 = mul nsw i64 %conv2_weight_grad.f439140, 32
+  %1160 = add nsw i64 %1159, %conv2_weight_grad.c440141
   %1161 = mul nsw i64 %1160, 9
   %1162 = add nsw i64 352, %1161
   %1163 = add nsw i64 %1162, 6
   %grads192 = getelementptr inbounds float, ptr %grads, i64 %1163
-  store float %w456, ptr %grads192, align 4
-  %w457 = load float, ptr %conv2_weight_grad.w457, align 4
-  %1164 = mul nsw i64 %conv2_weight_grad.f436140, 32
-  %1165 = add nsw i64 %1164, %conv2_weight_grad.c437141
+  store float %w459, ptr %grads192, align 4
+  %w460 = load float, ptr %conv2_weight_grad.w460, align 4
+  %1164 = mul nsw i64 %conv2_weight_grad.f439140, 32
+  %1165 = add nsw i64 %1164, %conv2_weight_grad.c440141
   %1166 = mul nsw i64 %1165, 9
   %1167 = add nsw i64 352, %1166
   %1168 = add nsw i64 %1167, 7
   %grads193 = getelementptr inbounds float, ptr %grads, i64 %1168
-  store float %w457, ptr %grads193, align 4
-  %w458 = load float, ptr %conv2_weight_grad.w458, align 4
-  %1169 = mul nsw i64 %conv2_weight_grad.f436140, 32
-  %1170 = add nsw i64 %1169, %conv2_weight_grad.c437141
+  store float %w460, ptr %grads193, align 4
+  %w461 = load float, ptr %conv2_weight_grad.w461, align 4
+  %1169 = mul nsw i64 %conv2_weight_grad.f439140, 32
+  %1170 = add nsw i64 %1169, %conv2_weight_grad.c440141
   %1171 = mul nsw i64 %1170, 9
   %1172 = add nsw i64 352, %1171
   %1173 = add nsw i64 %1172, 8
   %grads194 = getelementptr inbounds float, ptr %grads, i64 %1173
-  store float %w458, ptr %grads194, align 4
-  %c437.next = add nsw i64 %conv2_weight_grad.c437141, 1
-  %1174 = icmp slt i64 %c437.next, 32
-  br i1 %1174, label %conv2_weight_grad.c437, label %conv2_weight_grad.c437.end, !llvm.loop !3
+  store float %w461, ptr %grads194, align 4
+  %c440.next = add nsw i64 %conv2_weight_grad.c440141, 1
+  %1174 = icmp slt i64 %c440.next, 32
+  br i1 %1174, label %conv2_weight_grad.c440, label %conv2_weight_grad.c440.end, !llvm.loop !3
 
-conv2_weight_grad.c437.end:                       ; preds = %conv2_weight_grad.c437
-  %f436.next = add nsw i64 %conv2_weight_grad.f436140, 1
-  %1175 = icmp slt i64 %f436.next, 64
-  br i1 %1175, label %conv2_weight_grad.f436, label %conv2_weight_grad.f436.end, !llvm.loop !4
+conv2_weight_grad.c440.end:                       ; preds = %conv2_weight_grad.c440
+  %f439.next = add nsw i64 %conv2_weight_grad.f439140, 1
+  %1175 = icmp slt i64 %f439.next, 64
+  br i1 %1175, label %conv2_weight_grad.f439, label %conv2_weight_grad.f439.end, !llvm.loop !4
 }
 
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k31.pool1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
+  %pool1_grad.w557 = alloca <8 x float>, align 32
+  %pool1_grad.w556 = alloca <8 x float>, align 32
+  %pool1_grad.w555 = alloca <8 x float>, align 32
   %pool1_grad.w554 = alloca <8 x float>, align 32
   %pool1_grad.w553 = alloca <8 x float>, align 32
   %pool1_grad.w552 = alloca <8 x float>, align 32
@@ -9408,9 +9459,9 @@ entry:
   %pool1_grad.w548 = alloca <8 x float>, align 32
   %pool1_grad.w547 = alloca <8 x float>, align 32
   %pool1_grad.w546 = alloca <8 x float>, align 32
-  %pool1_grad.w545 = alloca <8 x float>, align 32
-  %pool1_grad.w544 = alloca <8 x float>, align 32
-  %pool1_grad.w543 = alloca <8 x float>, align 32
+  %pool1_grad.w533 = alloca <8 x float>, align 32
+  %pool1_grad.w532 = alloca <8 x float>, align 32
+  %pool1_grad.w531 = alloca <8 x float>, align 32
   %pool1_grad.w530 = alloca <8 x float>, align 32
   %pool1_grad.w529 = alloca <8 x float>, align 32
   %pool1_grad.w528 = alloca <8 x float>, align 32
@@ -9440,9 +9491,9 @@ entry:
   %pool1_grad.w504 = alloca <8 x float>, align 32
   %pool1_grad.w503 = alloca <8 x float>, align 32
   %pool1_grad.w502 = alloca <8 x float>, align 32
-  %pool1_grad.w501 = alloca <8 x float>, align 32
-  %pool1_grad.w500 = alloca <8 x float>, align 32
-  %pool1_grad.w499 = alloca <8 x float>, align 32
+  %pool1_grad.w491 = alloca float, align 4
+  %pool1_grad.w490 = alloca float, align 4
+  %pool1_grad.w489 = alloca float, align 4
   %pool1_grad.w488 = alloca float, align 4
   %pool1_grad.w487 = alloca float, align 4
   %pool1_grad.w486 = alloca float, align 4
@@ -9468,45 +9519,42 @@ entry:
   %pool1_grad.w466 = alloca float, align 4
   %pool1_grad.w465 = alloca float, align 4
   %pool1_grad.w464 = alloca float, align 4
-  %pool1_grad.w463 = alloca float, align 4
-  %pool1_grad.w462 = alloca float, align 4
-  %pool1_grad.w461 = alloca float, align 4
-  br label %pool1_grad.ci459
+  br label %pool1_grad.ci462
 
-pool1_grad.ci459:                                 ; preds = %pool1_grad.co460.end, %entry
-  %pool1_grad.ci4591 = phi i64 [ 0, %entry ], [ %ci459.next, %pool1_grad.co460.end ]
-  br label %pool1_grad.co460
+pool1_grad.ci462:                                 ; preds = %pool1_grad.co463.end, %entry
+  %pool1_grad.ci4621 = phi i64 [ 0, %entry ], [ %ci462.next, %pool1_grad.co463.end ]
+  br label %pool1_grad.co463
 
-pool1_grad.ci459.end:                             ; preds = %pool1_grad.co460.end
-  br label %pool1_grad.i489
+pool1_grad.ci462.end:                             ; preds = %pool1_grad.co463.end
+  br label %pool1_grad.i492
 
-pool1_grad.co460:                                 ; preds = %pool1_grad.co460, %pool1_grad.ci459
-  %pool1_grad.co4602 = phi i64 [ 0, %pool1_grad.ci459 ], [ %co460.next, %pool1_grad.co460 ]
-  %0 = mul nsw i64 %pool1_grad.ci4591, 32
-  %1 = add nsw i64 %0, %pool1_grad.co4602
+pool1_grad.co463:                                 ; preds = %pool1_grad.co463, %pool1_grad.ci462
+  %pool1_grad.co4632 = phi i64 [ 0, %pool1_grad.ci462 ], [ %co463.next, %pool1_grad.co463 ]
+  %0 = mul nsw i64 %pool1_grad.ci4621, 32
+  %1 = add nsw i64 %0, %pool1_grad.co4632
   %2 = mul nsw i64 %1, 9
   %3 = add nsw i64 352, %2
   %4 = add nsw i64 %3, 8
   %params3 = getelementptr inbounds float, ptr %params, i64 %4
   %5 = load float, ptr %params3, align 4
-  store float %5, ptr %pool1_grad.w461, align 4
-  %6 = mul nsw i64 %pool1_grad.ci4591, 32
-  %7 = add nsw i64 %6, %pool1_grad.co4602
+  store float %5, ptr %pool1_grad.w464, align 4
+  %6 = mul nsw i64 %pool1_grad.ci4621, 32
+  %7 = add nsw i64 %6, %pool1_grad.co4632
   %8 = mul nsw i64 %7, 9
   %9 = add nsw i64 352, %8
   %10 = add nsw i64 %9, 8
   %params4 = getelementptr inbounds float, ptr %params, i64 %10
   %11 = load float, ptr %params4, align 4
-  %12 = mul nsw i64 %pool1_grad.ci4591, 32
-  %13 = add nsw i64 %12, %pool1_grad.co4602
+  %12 = mul nsw i64 %pool1_grad.ci4621, 32
+  %13 = add nsw i64 %12, %pool1_grad.co4632
   %14 = mul nsw i64 %13, 9
   %15 = add nsw i64 352, %14
   %16 = add nsw i64 %15, 5
   %params5 = getelementptr inbounds float, ptr %params, i64 %16
   %17 = load float, ptr %params5, align 4
   %18 = fadd float %11, %17
-  %19 = mul nsw i64 %pool1_grad.ci4591, 32
-  %20 = add nsw i64 %19, %pool1_grad.co4602
+  %19 = mul nsw i64 %pool1_grad.ci4621, 32
+  %20 = add nsw i64 %19, %pool1_grad.co4632
   %21 = mul nsw i64 %20, 9
   %22 = add nsw i64 352, %21
   %23 = add nsw i64 %22, 2
@@ -9514,24 +9562,24 @@ pool1_grad.co460:                                 ; preds = %pool1_grad.co460, %
   %24 = load float, ptr %params6, align 4
   %25 = fadd float %18, %24
   %26 = fmul float %25, 5.000000e-01
-  store float %26, ptr %pool1_grad.w462, align 4
-  %27 = mul nsw i64 %pool1_grad.ci4591, 32
-  %28 = add nsw i64 %27, %pool1_grad.co4602
+  store float %26, ptr %pool1_grad.w465, align 4
+  %27 = mul nsw i64 %pool1_grad.ci4621, 32
+  %28 = add nsw i64 %27, %pool1_grad.co4632
   %29 = mul nsw i64 %28, 9
   %30 = add nsw i64 352, %29
   %31 = add nsw i64 %30, 8
   %params7 = getelementptr inbounds float, ptr %params, i64 %31
   %32 = load float, ptr %params7, align 4
-  %33 = mul nsw i64 %pool1_grad.ci4591, 32
-  %34 = add nsw i64 %33, %pool1_grad.co4602
+  %33 = mul nsw i64 %pool1_grad.ci4621, 32
+  %34 = add nsw i64 %33, %pool1_grad.co4632
   %35 = mul nsw i64 %34, 9
   %36 = add nsw i64 352, %35
   %37 = add nsw i64 %36, 2
   %params8 = getelementptr inbounds float, ptr %params, i64 %37
   %38 = load float, ptr %params8, align 4
   %39 = fadd float %32, %38
-  %40 = mul nsw i64 %pool1_grad.ci4591, 32
-  %41 = add nsw i64 %40, %pool1_grad.co4602
+  %40 = mul nsw i64 %pool1_grad.ci4621, 32
+  %41 = add nsw i64 %40, %pool1_grad.co4632
   %42 = mul nsw i64 %41, 9
   %43 = add nsw i64 352, %42
   %44 = add nsw i64 %43, 5
@@ -9539,40 +9587,40 @@ pool1_grad.co460:                                 ; preds = %pool1_grad.co460, %
   %45 = load float, ptr %params9, align 4
   %46 = fsub float %39, %45
   %47 = fmul float %46, 5.000000e-01
-  store float %47, ptr %pool1_grad.w463, align 4
-  %48 = mul nsw i64 %pool1_grad.ci4591, 32
-  %49 = add nsw i64 %48, %pool1_grad.co4602
+  store float %47, ptr %pool1_grad.w466, align 4
+  %48 = mul nsw i64 %pool1_grad.ci4621, 32
+  %49 = add nsw i64 %48, %pool1_grad.co4632
   %50 = mul nsw i64 %49, 9
   %51 = add nsw i64 352, %50
   %52 = add nsw i64 %51, 2
   %params10 = getelementptr inbounds float, ptr %params, i64 %52
   %53 = load float, ptr %params10, align 4
-  store float %53, ptr %pool1_grad.w464, align 4
-  %54 = mul nsw i64 %pool1_grad.ci4591, 32
-  %55 = add nsw i64 %54, %pool1_grad.co4602
+  store float %53, ptr %pool1_grad.w467, align 4
+  %54 = mul nsw i64 %pool1_grad.ci4621, 32
+  %55 = add nsw i64 %54, %pool1_grad.co4632
   %56 = mul nsw i64 %55, 9
   %57 = add nsw i64 352, %56
   %58 = add nsw i64 %57, 7
   %params11 = getelementptr inbounds float, ptr %params, i64 %58
   %59 = load float, ptr %params11, align 4
-  store float %59, ptr %pool1_grad.w465, align 4
-  %60 = mul nsw i64 %pool1_grad.ci4591, 32
-  %61 = add nsw i64 %60, %pool1_grad.co4602
+  store float %59, ptr %pool1_grad.w468, align 4
+  %60 = mul nsw i64 %pool1_grad.ci4621, 32
+  %61 = add nsw i64 %60, %pool1_grad.co4632
   %62 = mul nsw i64 %61, 9
   %63 = add nsw i64 352, %62
   %64 = add nsw i64 %63, 7
   %params12 = getelementptr inbounds float, ptr %params, i64 %64
   %65 = load float, ptr %params12, align 4
-  %66 = mul nsw i64 %pool1_grad.ci4591, 32
-  %67 = add nsw i64 %66, %pool1_grad.co4602
+  %66 = mul nsw i64 %pool1_grad.ci4621, 32
+  %67 = add nsw i64 %66, %pool1_grad.co4632
   %68 = mul nsw i64 %67, 9
   %69 = add nsw i64 352, %68
   %70 = add nsw i64 %69, 4
   %params13 = getelementptr inbounds float, ptr %params, i64 %70
   %71 = load float, ptr %params13, align 4
   %72 = fadd float %65, %71
-  %73 = mul nsw i64 %pool1_grad.ci4591, 32
-  %74 = add nsw i64 %73, %pool1_grad.co4602
+  %73 = mul nsw i64 %pool1_grad.ci4621, 32
+  %74 = add nsw i64 %73, %pool1_grad.co4632
   %75 = mul nsw i64 %74, 9
   %76 = add nsw i64 352, %75
   %77 = add nsw i64 %76, 1
@@ -9580,24 +9628,24 @@ pool1_grad.co460:                                 ; preds = %pool1_grad.co460, %
   %78 = load float, ptr %params14, align 4
   %79 = fadd float %72, %78
   %80 = fmul float %79, 5.000000e-01
-  store float %80, ptr %pool1_grad.w466, align 4
-  %81 = mul nsw i64 %pool1_grad.ci4591, 32
-  %82 = add nsw i64 %81, %pool1_grad.co4602
+  store float %80, ptr %pool1_grad.w469, align 4
+  %81 = mul nsw i64 %pool1_grad.ci4621, 32
+  %82 = add nsw i64 %81, %pool1_grad.co4632
   %83 = mul nsw i64 %82, 9
   %84 = add nsw i64 352, %83
   %85 = add nsw i64 %84, 7
   %params15 = getelementptr inbounds float, ptr %params, i64 %85
   %86 = load float, ptr %params15, align 4
-  %87 = mul nsw i64 %pool1_grad.ci4591, 32
-  %88 = add nsw i64 %87, %pool1_grad.co4602
+  %87 = mul nsw i64 %pool1_grad.ci4621, 32
+  %88 = add nsw i64 %87, %pool1_grad.co4632
   %89 = mul nsw i64 %88, 9
   %90 = add nsw i64 352, %89
   %91 = add nsw i64 %90, 1
   %params16 = getelementptr inbounds float, ptr %params, i64 %91
   %92 = load float, ptr %params16, align 4
   %93 = fadd float %86, %92
-  %94 = mul nsw i64 %pool1_grad.ci4591, 32
-  %95 = add nsw i64 %94, %pool1_grad.co4602
+  %94 = mul nsw i64 %pool1_grad.ci4621, 32
+  %95 = add nsw i64 %94, %pool1_grad.co4632
   %96 = mul nsw i64 %95, 9
   %97 = add nsw i64 352, %96
   %98 = add nsw i64 %97, 4
@@ -9605,63 +9653,63 @@ pool1_grad.co460:                                 ; preds = %pool1_grad.co460, %
   %99 = load float, ptr %params17, align 4
   %100 = fsub float %93, %99
   %101 = fmul float %100, 5.000000e-01
-  store float %101, ptr %pool1_grad.w467, align 4
-  %102 = mul nsw i64 %pool1_grad.ci4591, 32
-  %103 = add nsw i64 %102, %pool1_grad.co4602
+  store float %101, ptr %pool1_grad.w470, align 4
+  %102 = mul nsw i64 %pool1_grad.ci4621, 32
+  %103 = add nsw i64 %102, %pool1_grad.co4632
   %104 = mul nsw i64 %103, 9
   %105 = add nsw i64 352, %104
   %106 = add nsw i64 %105, 1
   %params18 = getelementptr inbounds float, ptr %params, i64 %106
   %107 = load float, ptr %params18, align 4
-  store float %107, ptr %pool1_grad.w468, align 4
-  %108 = mul nsw i64 %pool1_grad.ci4591, 32
-  %109 = add nsw i64 %108, %pool1_grad.co4602
+  store float %107, ptr %pool1_grad.w471, align 4
+  %108 = mul nsw i64 %pool1_grad.ci4621, 32
+  %109 = add nsw i64 %108, %pool1_grad.co4632
   %110 = mul nsw i64 %109, 9
   %111 = add nsw i64 352, %110
   %112 = add nsw i64 %111, 6
   %params19 = getelementptr inbounds float, ptr %params, i64 %112
   %113 = load float, ptr %params19, align 4
-  store float %113, ptr %pool1_grad.w469, align 4
-  %114 = mul nsw i64 %pool1_grad.ci4591, 32
-  %115 = add nsw i64 %114, %pool1_grad.co4602
+  store float %113, ptr %pool1_grad.w472, align 4
+  %114 = mul nsw i64 %pool1_grad.ci4621, 32
+  %115 = add nsw i64 %114, %pool1_grad.co4632
   %116 = mul nsw i64 %115, 9
   %117 = add nsw i64 352, %116
   %118 = add nsw i64 %117, 6
   %params20 = getelementptr inbounds float, ptr %params, i64 %118
   %119 = load float, ptr %params20, align 4
-  %120 = mul nsw i64 %pool1_grad.ci4591, 32
-  %121 = add nsw i64 %120, %pool1_grad.co4602
+  %120 = mul nsw i64 %pool1_grad.ci4621, 32
+  %121 = add nsw i64 %120, %pool1_grad.co4632
   %122 = mul nsw i64 %121, 9
   %123 = add nsw i64 352, %122
   %124 = add nsw i64 %123, 3
   %params21 = getelementptr inbounds float, ptr %params, i64 %124
   %125 = load float, ptr %params21, align 4
   %126 = fadd float %119, %125
-  %127 = mul nsw i64 %pool1_grad.ci4591, 32
-  %128 = add nsw i64 %127, %pool1_grad.co4602
+  %127 = mul nsw i64 %pool1_grad.ci4621, 32
+  %128 = add nsw i64 %127, %pool1_grad.co4632
   %129 = mul nsw i64 %128, 9
   %130 = add nsw i64 352, %129
   %params22 = getelementptr inbounds float, ptr %params, i64 %130
   %131 = load float, ptr %params22, align 4
   %132 = fadd float %126, %131
   %133 = fmul float %132, 5.000000e-01
-  store float %133, ptr %pool1_grad.w470, align 4
-  %134 = mul nsw i64 %pool1_grad.ci4591, 32
-  %135 = add nsw i64 %134, %pool1_grad.co4602
+  store float %133, ptr %pool1_grad.w473, align 4
+  %134 = mul nsw i64 %pool1_grad.ci4621, 32
+  %135 = add nsw i64 %134, %pool1_grad.co4632
   %136 = mul nsw i64 %135, 9
   %137 = add nsw i64 352, %136
   %138 = add nsw i64 %137, 6
   %params23 = getelementptr inbounds float, ptr %params, i64 %138
   %139 = load float, ptr %params23, align 4
-  %140 = mul nsw i64 %pool1_grad.ci4591, 32
-  %141 = add nsw i64 %140, %pool1_grad.co4602
+  %140 = mul nsw i64 %pool1_grad.ci4621, 32
+  %141 = add nsw i64 %140, %pool1_grad.co4632
   %142 = mul nsw i64 %141, 9
   %143 = add nsw i64 352, %142
   %params24 = getelementptr inbounds float, ptr %params, i64 %143
   %144 = load float, ptr %params24, align 4
   %145 = fadd float %139, %144
-  %146 = mul nsw i64 %pool1_grad.ci4591, 32
-  %147 = add nsw i64 %146, %pool1_grad.co4602
+  %146 = mul nsw i64 %pool1_grad.ci4621, 32
+  %147 = add nsw i64 %146, %pool1_grad.co4632
   %148 = mul nsw i64 %147, 9
   %149 = add nsw i64 352, %148
   %150 = add nsw i64 %149, 3
@@ -9669,3635 +9717,3683 @@ pool1_grad.co460:                                 ; preds = %pool1_grad.co460, %
   %151 = load float, ptr %params25, align 4
   %152 = fsub float %145, %151
   %153 = fmul float %152, 5.000000e-01
-  store float %153, ptr %pool1_grad.w471, align 4
-  %154 = mul nsw i64 %pool1_grad.ci4591, 32
-  %155 = add nsw i64 %154, %pool1_grad.co4602
+  store float %153, ptr %pool1_grad.w474, align 4
+  %154 = mul nsw i64 %pool1_grad.ci4621, 32
+  %155 = add nsw i64 %154, %pool1_grad.co4632
   %156 = mul nsw i64 %155, 9
   %157 = add nsw i64 352, %156
   %params26 = getelementptr inbounds float, ptr %params, i64 %157
   %158 = load float, ptr %params26, align 4
-  store float %158, ptr %pool1_grad.w472, align 4
-  %w461 = load float, ptr %pool1_grad.w461, align 4
-  store float %w461, ptr %pool1_grad.w473, align 4
-  %w46127 = load float, ptr %pool1_grad.w461, align 4
-  %w465 = load float, ptr %pool1_grad.w465, align 4
-  %159 = fadd float %w46127, %w465
-  %w469 = load float, ptr %pool1_grad.w469, align 4
-  %160 = fadd float %159, %w469
-  %161 = fmul float %160, 5.000000e-01
-  store float %161, ptr %pool1_grad.w474, align 4
-  %w46128 = load float, ptr %pool1_grad.w461, align 4
-  %w46929 = load float, ptr %pool1_grad.w469, align 4
-  %162 = fadd float %w46128, %w46929
-  %w46530 = load float, ptr %pool1_grad.w465, align 4
-  %163 = fsub float %162, %w46530
-  %164 = fmul float %163, 5.000000e-01
-  store float %164, ptr %pool1_grad.w475, align 4
-  %w46931 = load float, ptr %pool1_grad.w469, align 4
-  store float %w46931, ptr %pool1_grad.w476, align 4
-  %w462 = load float, ptr %pool1_grad.w462, align 4
-  store float %w462, ptr %pool1_grad.w477, align 4
-  %w46232 = load float, ptr %pool1_grad.w462, align 4
-  %w466 = load float, ptr %pool1_grad.w466, align 4
-  %165 = fadd float %w46232, %w466
-  %w470 = load float, ptr %pool1_grad.w470, align 4
-  %166 = fadd float %165, %w470
-  %167 = fmul float %166, 5.000000e-01
-  store float %167, ptr %pool1_grad.w478, align 4
-  %w46233 = load float, ptr %pool1_grad.w462, align 4
-  %w47034 = load float, ptr %pool1_grad.w470, align 4
-  %168 = fadd float %w46233, %w47034
-  %w46635 = load float, ptr %pool1_grad.w466, align 4
-  %169 = fsub float %168, %w46635
-  %170 = fmul float %169, 5.000000e-01
-  store float %170, ptr %pool1_grad.w479, align 4
-  %w47036 = load float, ptr %pool1_grad.w470, align 4
-  store float %w47036, ptr %pool1_grad.w480, align 4
-  %w463 = load float, ptr %pool1_grad.w463, align 4
-  store float %w463, ptr %pool1_grad.w481, align 4
-  %w46337 = load float, ptr %pool1_grad.w463, align 4
-  %w467 = load float, ptr %pool1_grad.w467, align 4
-  %171 = fadd float %w46337, %w467
-  %w471 = load float, ptr %pool1_grad.w471, align 4
-  %172 = fadd float %171, %w471
-  %173 = fmul float %172, 5.000000e-01
-  store float %173, ptr %pool1_grad.w482, align 4
-  %w46338 = load float, ptr %pool1_grad.w463, align 4
-  %w47139 = load float, ptr %pool1_grad.w471, align 4
-  %174 = fadd float %w46338, %w47139
-  %w46740 = load float, ptr %pool1_grad.w467, align 4
-  %175 = fsub float %174, %w46740
-  %176 = fmul float %175, 5.000000e-01
-  store float %176, ptr %pool1_grad.w483, align 4
-  %w47141 = load float, ptr %pool1_grad.w471, align 4
-  store float %w47141, ptr %pool1_grad.w484, align 4
+  store float %158, ptr %pool1_grad.w475, align 4
   %w464 = load float, ptr %pool1_grad.w464, align 4
-  store float %w464, ptr %pool1_grad.w485, align 4
-  %w46442 = load float, ptr %pool1_grad.w464, align 4
+  store float %w464, ptr %pool1_grad.w476, align 4
+  %w46427 = load float, ptr %pool1_grad.w464, align 4
   %w468 = load float, ptr %pool1_grad.w468, align 4
-  %177 = fadd float %w46442, %w468
+  %159 = fadd float %w46427, %w468
   %w472 = load float, ptr %pool1_grad.w472, align 4
-  %178 = fadd float %177, %w472
-  %179 = fmul float %178, 5.000000e-01
-  store float %179, ptr %pool1_grad.w486, align 4
-  %w46443 = load float, ptr %pool1_grad.w464, align 4
-  %w47244 = load float, ptr %pool1_grad.w472, align 4
-  %180 = fadd float %w46443, %w47244
-  %w46845 = load float, ptr %pool1_grad.w468, align 4
-  %181 = fsub float %180, %w46845
-  %182 = fmul float %181, 5.000000e-01
-  store float %182, ptr %pool1_grad.w487, align 4
-  %w47246 = load float, ptr %pool1_grad.w472, align 4
-  store float %w47246, ptr %pool1_grad.w488, align 4
+  %160 = fadd float %159, %w472
+  %161 = fmul float %160, 5.000000e-01
+  store float %161, ptr %pool1_grad.w477, align 4
+  %w46428 = load float, ptr %pool1_grad.w464, align 4
+  %w47229 = load float, ptr %pool1_grad.w472, align 4
+  %162 = fadd float %w46428, %w47229
+  %w46830 = load float, ptr %pool1_grad.w468, align 4
+  %163 = fsub float %162, %w46830
+  %164 = fmul float %163, 5.000000e-01
+  store float %164, ptr %pool1_grad.w478, align 4
+  %w47231 = load float, ptr %pool1_grad.w472, align 4
+  store float %w47231, ptr %pool1_grad.w479, align 4
+  %w465 = load float, ptr %pool1_grad.w465, align 4
+  store float %w465, ptr %pool1_grad.w480, align 4
+  %w46532 = load float, ptr %pool1_grad.w465, align 4
+  %w469 = load float, ptr %pool1_grad.w469, align 4
+  %165 = fadd float %w46532, %w469
   %w473 = load float, ptr %pool1_grad.w473, align 4
-  %183 = mul nsw i64 %pool1_grad.ci4591, 32
-  %184 = add nsw i64 2408448, %183
-  %185 = add nsw i64 %184, %pool1_grad.co4602
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %185
-  store float %w473, ptr %arena47, align 4
+  %166 = fadd float %165, %w473
+  %167 = fmul float %166, 5.000000e-01
+  store float %167, ptr %pool1_grad.w481, align 4
+  %w46533 = load float, ptr %pool1_grad.w465, align 4
+  %w47334 = load float, ptr %pool1_grad.w473, align 4
+  %168 = fadd float %w46533, %w47334
+  %w46935 = load float, ptr %pool1_grad.w469, align 4
+  %169 = fsub float %168, %w46935
+  %170 = fmul float %169, 5.000000e-01
+  store float %170, ptr %pool1_grad.w482, align 4
+  %w47336 = load float, ptr %pool1_grad.w473, align 4
+  store float %w47336, ptr %pool1_grad.w483, align 4
+  %w466 = load float, ptr %pool1_grad.w466, align 4
+  store float %w466, ptr %pool1_grad.w484, align 4
+  %w46637 = load float, ptr %pool1_grad.w466, align 4
+  %w470 = load float, ptr %pool1_grad.w470, align 4
+  %171 = fadd float %w46637, %w470
   %w474 = load float, ptr %pool1_grad.w474, align 4
-  %186 = mul nsw i64 %pool1_grad.ci4591, 32
-  %187 = add nsw i64 2410496, %186
-  %188 = add nsw i64 %187, %pool1_grad.co4602
-  %arena48 = getelementptr inbounds float, ptr %arena, i64 %188
-  store float %w474, ptr %arena48, align 4
+  %172 = fadd float %171, %w474
+  %173 = fmul float %172, 5.000000e-01
+  store float %173, ptr %pool1_grad.w485, align 4
+  %w46638 = load float, ptr %pool1_grad.w466, align 4
+  %w47439 = load float, ptr %pool1_grad.w474, align 4
+  %174 = fadd float %w46638, %w47439
+  %w47040 = load float, ptr %pool1_grad.w470, align 4
+  %175 = fsub float %174, %w47040
+  %176 = fmul float %175, 5.000000e-01
+  store float %176, ptr %pool1_grad.w486, align 4
+  %w47441 = load float, ptr %pool1_grad.w474, align 4
+  store float %w47441, ptr %pool1_grad.w487, align 4
+  %w467 = load float, ptr %pool1_grad.w467, align 4
+  store float %w467, ptr %pool1_grad.w488, align 4
+  %w46742 = load float, ptr %pool1_grad.w467, align 4
+  %w471 = load float, ptr %pool1_grad.w471, align 4
+  %177 = fadd float %w46742, %w471
   %w475 = load float, ptr %pool1_grad.w475, align 4
-  %189 = mul nsw i64 %pool1_grad.ci4591, 32
-  %190 = add nsw i64 2412544, %189
-  %191 = add nsw i64 %190, %pool1_grad.co4602
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %191
-  store float %w475, ptr %arena49, align 4
+  %178 = fadd float %177, %w475
+  %179 = fmul float %178, 5.000000e-01
+  store float %179, ptr %pool1_grad.w489, align 4
+  %w46743 = load float, ptr %pool1_grad.w467, align 4
+  %w47544 = load float, ptr %pool1_grad.w475, align 4
+  %180 = fadd float %w46743, %w47544
+  %w47145 = load float, ptr %pool1_grad.w471, align 4
+  %181 = fsub float %180, %w47145
+  %182 = fmul float %181, 5.000000e-01
+  store float %182, ptr %pool1_grad.w490, align 4
+  %w47546 = load float, ptr %pool1_grad.w475, align 4
+  store float %w47546, ptr %pool1_grad.w491, align 4
   %w476 = load float, ptr %pool1_grad.w476, align 4
-  %192 = mul nsw i64 %pool1_grad.ci4591, 32
-  %193 = add nsw i64 2414592, %192
-  %194 = add nsw i64 %193, %pool1_grad.co4602
-  %arena50 = getelementptr inbounds float, ptr %arena, i64 %194
-  store float %w476, ptr %arena50, align 4
+  %183 = mul nsw i64 %pool1_grad.ci4621, 32
+  %184 = add nsw i64 2408448, %183
+  %185 = add nsw i64 %184, %pool1_grad.co4632
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %185
+  store float %w476, ptr %arena47, align 4
   %w477 = load float, ptr %pool1_grad.w477, align 4
-  %195 = mul nsw i64 %pool1_grad.ci4591, 32
-  %196 = add nsw i64 2416640, %195
-  %197 = add nsw i64 %196, %pool1_grad.co4602
-  %arena51 = getelementptr inbounds float, ptr %arena, i64 %197
-  store float %w477, ptr %arena51, align 4
+  %186 = mul nsw i64 %pool1_grad.ci4621, 32
+  %187 = add nsw i64 2410496, %186
+  %188 = add nsw i64 %187, %pool1_grad.co4632
+  %arena48 = getelementptr inbounds float, ptr %arena, i64 %188
+  store float %w477, ptr %arena48, align 4
   %w478 = load float, ptr %pool1_grad.w478, align 4
-  %198 = mul nsw i64 %pool1_grad.ci4591, 32
-  %199 = add nsw i64 2418688, %198
-  %200 = add nsw i64 %199, %pool1_grad.co4602
-  %arena52 = getelementptr inbounds float, ptr %arena, i64 %200
-  store float %w478, ptr %arena52, align 4
+  %189 = mul nsw i64 %pool1_grad.ci4621, 32
+  %190 = add nsw i64 2412544, %189
+  %191 = add nsw i64 %190, %pool1_grad.co4632
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %191
+  store float %w478, ptr %arena49, align 4
   %w479 = load float, ptr %pool1_grad.w479, align 4
-  %201 = mul nsw i64 %pool1_grad.ci4591, 32
-  %202 = add nsw i64 2420736, %201
-  %203 = add nsw i64 %202, %pool1_grad.co4602
-  %arena53 = getelementptr inbounds float, ptr %arena, i64 %203
-  store float %w479, ptr %arena53, align 4
+  %192 = mul nsw i64 %pool1_grad.ci4621, 32
+  %193 = add nsw i64 2414592, %192
+  %194 = add nsw i64 %193, %pool1_grad.co4632
+  %arena50 = getelementptr inbounds float, ptr %arena, i64 %194
+  store float %w479, ptr %arena50, align 4
   %w480 = load float, ptr %pool1_grad.w480, align 4
-  %204 = mul nsw i64 %pool1_grad.ci4591, 32
-  %205 = add nsw i64 2422784, %204
-  %206 = add nsw i64 %205, %pool1_grad.co4602
-  %arena54 = getelementptr inbounds float, ptr %arena, i64 %206
-  store float %w480, ptr %arena54, align 4
+  %195 = mul nsw i64 %pool1_grad.ci4621, 32
+  %196 = add nsw i64 2416640, %195
+  %197 = add nsw i64 %196, %pool1_grad.co4632
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %197
+  store float %w480, ptr %arena51, align 4
   %w481 = load float, ptr %pool1_grad.w481, align 4
-  %207 = mul nsw i64 %pool1_grad.ci4591, 32
-  %208 = add nsw i64 2424832, %207
-  %209 = add nsw i64 %208, %pool1_grad.co4602
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %209
-  store float %w481, ptr %arena55, align 4
+  %198 = mul nsw i64 %pool1_grad.ci4621, 32
+  %199 = add nsw i64 2418688, %198
+  %200 = add nsw i64 %199, %pool1_grad.co4632
+  %arena52 = getelementptr inbounds float, ptr %arena, i64 %200
+  store float %w481, ptr %arena52, align 4
   %w482 = load float, ptr %pool1_grad.w482, align 4
-  %210 = mul nsw i64 %pool1_grad.ci4591, 32
-  %211 = add nsw i64 2426880, %210
-  %212 = add nsw i64 %211, %pool1_grad.co4602
-  %arena56 = getelementptr inbounds float, ptr %arena, i64 %212
-  store float %w482, ptr %arena56, align 4
+  %201 = mul nsw i64 %pool1_grad.ci4621, 32
+  %202 = add nsw i64 2420736, %201
+  %203 = add nsw i64 %202, %pool1_grad.co4632
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %203
+  store float %w482, ptr %arena53, align 4
   %w483 = load float, ptr %pool1_grad.w483, align 4
-  %213 = mul nsw i64 %pool1_grad.ci4591, 32
-  %214 = add nsw i64 2428928, %213
-  %215 = add nsw i64 %214, %pool1_grad.co4602
-  %arena57 = getelementptr inbounds float, ptr %arena, i64 %215
-  store float %w483, ptr %arena57, align 4
+  %204 = mul nsw i64 %pool1_grad.ci4621, 32
+  %205 = add nsw i64 2422784, %204
+  %206 = add nsw i64 %205, %pool1_grad.co4632
+  %arena54 = getelementptr inbounds float, ptr %arena, i64 %206
+  store float %w483, ptr %arena54, align 4
   %w484 = load float, ptr %pool1_grad.w484, align 4
-  %216 = mul nsw i64 %pool1_grad.ci4591, 32
-  %217 = add nsw i64 2430976, %216
-  %218 = add nsw i64 %217, %pool1_grad.co4602
-  %arena58 = getelementptr inbounds float, ptr %arena, i64 %218
-  store float %w484, ptr %arena58, align 4
+  %207 = mul nsw i64 %pool1_grad.ci4621, 32
+  %208 = add nsw i64 2424832, %207
+  %209 = add nsw i64 %208, %pool1_grad.co4632
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %209
+  store float %w484, ptr %arena55, align 4
   %w485 = load float, ptr %pool1_grad.w485, align 4
-  %219 = mul nsw i64 %pool1_grad.ci4591, 32
-  %220 = add nsw i64 2433024, %219
-  %221 = add nsw i64 %220, %pool1_grad.co4602
-  %arena59 = getelementptr inbounds float, ptr %arena, i64 %221
-  store float %w485, ptr %arena59, align 4
+  %210 = mul nsw i64 %pool1_grad.ci4621, 32
+  %211 = add nsw i64 2426880, %210
+  %212 = add nsw i64 %211, %pool1_grad.co4632
+  %arena56 = getelementptr inbounds float, ptr %arena, i64 %212
+  store float %w485, ptr %arena56, align 4
   %w486 = load float, ptr %pool1_grad.w486, align 4
-  %222 = mul nsw i64 %pool1_grad.ci4591, 32
-  %223 = add nsw i64 2435072, %222
-  %224 = add nsw i64 %223, %pool1_grad.co4602
-  %arena60 = getelementptr inbounds float, ptr %arena, i64 %224
-  store float %w486, ptr %arena60, align 4
+  %213 = mul nsw i64 %pool1_grad.ci4621, 32
+  %214 = add nsw i64 2428928, %213
+  %215 = add nsw i64 %214, %pool1_grad.co4632
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %215
+  store float %w486, ptr %arena57, align 4
   %w487 = load float, ptr %pool1_grad.w487, align 4
-  %225 = mul nsw i64 %pool1_grad.ci4591, 32
-  %226 = add nsw i64 2437120, %225
-  %227 = add nsw i64 %226, %pool1_grad.co4602
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %227
-  store float %w487, ptr %arena61, align 4
+  %216 = mul nsw i64 %pool1_grad.ci4621, 32
+  %217 = add nsw i64 2430976, %216
+  %218 = add nsw i64 %217, %pool1_grad.co4632
+  %arena58 = getelementptr inbounds float, ptr %arena, i64 %218
+  store float %w487, ptr %arena58, align 4
   %w488 = load float, ptr %pool1_grad.w488, align 4
-  %228 = mul nsw i64 %pool1_grad.ci4591, 32
+  %219 = mul nsw i64 %pool1_grad.ci4621, 32
+  %220 = add nsw i64 2433024, %219
+  %221 = add nsw i64 %220, %pool1_grad.co4632
+  %arena59 = getelementptr inbounds float, ptr %arena, i64 %221
+  store float %w488, ptr %arena59, align 4
+  %w489 = load float, ptr %pool1_grad.w489, align 4
+  %222 = mul nsw i64 %pool1_grad.ci4621, 32
+  %223 = add nsw i64 2435072, %222
+  %224 = add nsw i64 %223, %pool1_grad.co4632
+  %arena60 = getelementptr inbounds float, ptr %arena, i64 %224
+  store float %w489, ptr %arena60, align 4
+  %w490 = load float, ptr %pool1_grad.w490, align 4
+  %225 = mul nsw i64 %pool1_grad.ci4621, 32
+  %226 = add nsw i64 2437120, %225
+  %227 = add nsw i64 %226, %pool1_grad.co4632
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %227
+  store float %w490, ptr %arena61, align 4
+  %w491 = load float, ptr %pool1_grad.w491, align 4
+  %228 = mul nsw i64 %pool1_grad.ci4621, 32
   %229 = add nsw i64 2439168, %228
-  %230 = add nsw i64 %229, %pool1_grad.co4602
+  %230 = add nsw i64 %229, %pool1_grad.co4632
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %230
-  store float %w488, ptr %arena62, align 4
-  %co460.next = add nsw i64 %pool1_grad.co4602, 1
-  %231 = icmp slt i64 %co460.next, 32
-  br i1 %231, label %pool1_grad.co460, label %pool1_grad.co460.end, !llvm.loop !5
+  store float %w491, ptr %arena62, align 4
+  %co463.next = add nsw i64 %pool1_grad.co4632, 1
+  %231 = icmp slt i64 %co463.next, 32
+  br i1 %231, label %pool1_grad.co463, label %pool1_grad.co463.end, !llvm.loop !5
 
-pool1_grad.co460.end:                             ; preds = %pool1_grad.co460
-  %ci459.next = add nsw i64 %pool1_grad.ci4591, 1
-  %232 = icmp slt i64 %ci459.next, 64
-  br i1 %232, label %pool1_grad.ci459, label %pool1_grad.ci459.end, !llvm.loop !6
+pool1_grad.co463.end:                             ; preds = %pool1_grad.co463
+  %ci462.next = add nsw i64 %pool1_grad.ci4621, 1
+  %232 = icmp slt i64 %ci462.next, 64
+  br i1 %232, label %pool1_grad.ci462, label %pool1_grad.ci462.end, !llvm.loop !6
 
-pool1_grad.i489:                                  ; preds = %pool1_grad.i489, %pool1_grad.ci459.end
-  %pool1_grad.i48963 = phi i64 [ 0, %pool1_grad.ci459.end ], [ %i489.next, %pool1_grad.i489 ]
-  %233 = add nsw i64 2441216, %pool1_grad.i48963
+pool1_grad.i492:                                  ; preds = %pool1_grad.i492, %pool1_grad.ci462.end
+  %pool1_grad.i49263 = phi i64 [ 0, %pool1_grad.ci462.end ], [ %i492.next, %pool1_grad.i492 ]
+  %233 = add nsw i64 2441216, %pool1_grad.i49263
   %arena64 = getelementptr inbounds float, ptr %arena, i64 %233
   store float 0.000000e+00, ptr %arena64, align 4
-  %i489.next = add nsw i64 %pool1_grad.i48963, 1
-  %234 = icmp slt i64 %i489.next, 16384
-  br i1 %234, label %pool1_grad.i489, label %pool1_grad.i489.end
+  %i492.next = add nsw i64 %pool1_grad.i49263, 1
+  %234 = icmp slt i64 %i492.next, 16384
+  br i1 %234, label %pool1_grad.i492, label %pool1_grad.i492.end
 
-pool1_grad.i489.end:                              ; preds = %pool1_grad.i489
-  br label %pool1_grad.g490
+pool1_grad.i492.end:                              ; preds = %pool1_grad.i492
+  br label %pool1_grad.g493
 
-pool1_grad.g490:                                  ; preds = %pool1_grad.j555.end, %pool1_grad.i489.end
-  %pool1_grad.g49065 = phi i64 [ 0, %pool1_grad.i489.end ], [ %g490.next, %pool1_grad.j555.end ]
-  br label %pool1_grad.j491
+pool1_grad.g493:                                  ; preds = %pool1_grad.j558.end, %pool1_grad.i492.end
+  %pool1_grad.g49365 = phi i64 [ 0, %pool1_grad.i492.end ], [ %g493.next, %pool1_grad.j558.end ]
+  br label %pool1_grad.j494
 
-pool1_grad.g490.end:                              ; preds = %pool1_grad.j555.end
+pool1_grad.g493.end:                              ; preds = %pool1_grad.j558.end
   ret void
 
-pool1_grad.j491:                                  ; preds = %pool1_grad.c492.end, %pool1_grad.g490
-  %pool1_grad.j49166 = phi i64 [ 0, %pool1_grad.g490 ], [ %j491.next, %pool1_grad.c492.end ]
-  br label %pool1_grad.c492
+pool1_grad.j494:                                  ; preds = %pool1_grad.iy495.end, %pool1_grad.g493
+  %pool1_grad.j49466 = phi i64 [ 0, %pool1_grad.g493 ], [ %j494.next, %pool1_grad.iy495.end ]
+  br label %pool1_grad.iy495
 
-pool1_grad.j491.end:                              ; preds = %pool1_grad.c492.end
-  br label %pool1_grad.j495
+pool1_grad.j494.end:                              ; preds = %pool1_grad.iy495.end
+  br label %pool1_grad.j498
 
-pool1_grad.c492:                                  ; preds = %pool1_grad.iy493.end, %pool1_grad.j491
-  %pool1_grad.c49267 = phi i64 [ 0, %pool1_grad.j491 ], [ %c492.next, %pool1_grad.iy493.end ]
-  br label %pool1_grad.iy493
+pool1_grad.iy495:                                 ; preds = %pool1_grad.c496.end, %pool1_grad.j494
+  %pool1_grad.iy49567 = phi i64 [ 0, %pool1_grad.j494 ], [ %iy495.next, %pool1_grad.c496.end ]
+  br label %pool1_grad.c496
 
-pool1_grad.c492.end:                              ; preds = %pool1_grad.iy493.end
-  %j491.next = add nsw i64 %pool1_grad.j49166, 1
-  %235 = icmp slt i64 %j491.next, 1
-  br i1 %235, label %pool1_grad.j491, label %pool1_grad.j491.end
+pool1_grad.iy495.end:                             ; preds = %pool1_grad.c496.end
+  %j494.next = add nsw i64 %pool1_grad.j49466, 1
+  %235 = icmp slt i64 %j494.next, 1
+  br i1 %235, label %pool1_grad.j494, label %pool1_grad.j494.end
 
-pool1_grad.iy493:                                 ; preds = %pool1_grad.ix494.end, %pool1_grad.c492
-  %pool1_grad.iy49368 = phi i64 [ 0, %pool1_grad.c492 ], [ %iy493.next, %pool1_grad.ix494.end ]
-  br label %pool1_grad.ix494
+pool1_grad.c496:                                  ; preds = %pool1_grad.ix497.end, %pool1_grad.iy495
+  %pool1_grad.c49668 = phi i64 [ 0, %pool1_grad.iy495 ], [ %c496.next, %pool1_grad.ix497.end ]
+  br label %pool1_grad.ix497
 
-pool1_grad.iy493.end:                             ; preds = %pool1_grad.ix494.end
-  %c492.next = add nsw i64 %pool1_grad.c49267, 1
-  %236 = icmp slt i64 %c492.next, 64
-  br i1 %236, label %pool1_grad.c492, label %pool1_grad.c492.end
+pool1_grad.c496.end:                              ; preds = %pool1_grad.ix497.end
+  %iy495.next = add nsw i64 %pool1_grad.iy49567, 1
+  %236 = icmp slt i64 %iy495.next, 14
+  br i1 %236, label %pool1_grad.iy495, label %pool1_grad.iy495.end
 
-pool1_grad.ix494:                                 ; preds = %pool1_grad.ix494, %pool1_grad.iy493
-  %pool1_grad.ix49469 = phi i64 [ 0, %pool1_grad.iy493 ], [ %ix494.next, %pool1_grad.ix494 ]
-  %237 = add nsw i64 %pool1_grad.g49065, %pool1_grad.j49166
+pool1_grad.ix497:                                 ; preds = %pool1_grad.ix497, %pool1_grad.c496
+  %pool1_grad.ix49769 = phi i64 [ 0, %pool1_grad.c496 ], [ %ix497.next, %pool1_grad.ix497 ]
+  %237 = add nsw i64 %pool1_grad.g49365, %pool1_grad.j49466
   %238 = mul nsw i64 %237, 12544
   %239 = add nsw i64 5619776, %238
-  %240 = mul nsw i64 %pool1_grad.c49267, 196
+  %240 = mul nsw i64 %pool1_grad.c49668, 196
   %241 = add nsw i64 %239, %240
-  %242 = mul nsw i64 %pool1_grad.iy49368, 14
+  %242 = mul nsw i64 %pool1_grad.iy49567, 14
   %243 = add nsw i64 %241, %242
-  %244 = add nsw i64 %243, %pool1_grad.ix49469
+  %244 = add nsw i64 %243, %pool1_grad.ix49769
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %244
   %245 = load float, ptr %arena70, align 4
-  %246 = mul nsw i64 %pool1_grad.j49166, 16384
-  %247 = add nsw i64 %pool1_grad.iy49368, 1
+  %246 = mul nsw i64 %pool1_grad.j49466, 16384
+  %247 = add nsw i64 %pool1_grad.iy49567, 1
   %248 = mul nsw i64 %247, 1024
   %249 = add nsw i64 %246, %248
-  %250 = add nsw i64 %pool1_grad.ix49469, 1
+  %250 = add nsw i64 %pool1_grad.ix49769, 1
   %251 = mul nsw i64 %250, 64
   %252 = add nsw i64 %249, %251
-  %253 = add nsw i64 %252, %pool1_grad.c49267
+  %253 = add nsw i64 %252, %pool1_grad.c49668
   %254 = add nsw i64 2441216, %253
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %254
   store float %245, ptr %arena71, align 4
-  %ix494.next = add nsw i64 %pool1_grad.ix49469, 1
-  %255 = icmp slt i64 %ix494.next, 14
-  br i1 %255, label %pool1_grad.ix494, label %pool1_grad.ix494.end
+  %ix497.next = add nsw i64 %pool1_grad.ix49769, 1
+  %255 = icmp slt i64 %ix497.next, 14
+  br i1 %255, label %pool1_grad.ix497, label %pool1_grad.ix497.end
 
-pool1_grad.ix494.end:                             ; preds = %pool1_grad.ix494
-  %iy493.next = add nsw i64 %pool1_grad.iy49368, 1
-  %256 = icmp slt i64 %iy493.next, 14
-  br i1 %256, label %pool1_grad.iy493, label %pool1_grad.iy493.end
+pool1_grad.ix497.end:                             ; preds = %pool1_grad.ix497
+  %c496.next = add nsw i64 %pool1_grad.c49668, 1
+  %256 = icmp slt i64 %c496.next, 64
+  br i1 %256, label %pool1_grad.c496, label %pool1_grad.c496.end
 
-pool1_grad.j495:                                  ; preds = %pool1_grad.ty496.end, %pool1_grad.j491.end
-  %pool1_grad.j49572 = phi i64 [ 0, %pool1_grad.j491.end ], [ %j495.next, %pool1_grad.ty496.end ]
-  br label %pool1_grad.ty496
+pool1_grad.j498:                                  ; preds = %pool1_grad.ty499.end, %pool1_grad.j494.end
+  %pool1_grad.j49872 = phi i64 [ 0, %pool1_grad.j494.end ], [ %j498.next, %pool1_grad.ty499.end ]
+  br label %pool1_grad.ty499
 
-pool1_grad.j495.end:                              ; preds = %pool1_grad.ty496.end
-  br label %pool1_grad.xi531
+pool1_grad.j498.end:                              ; preds = %pool1_grad.ty499.end
+  br label %pool1_grad.xi534
 
-pool1_grad.ty496:                                 ; preds = %pool1_grad.tx497.end, %pool1_grad.j495
-  %pool1_grad.ty49673 = phi i64 [ 0, %pool1_grad.j495 ], [ %ty496.next, %pool1_grad.tx497.end ]
-  br label %pool1_grad.tx497
+pool1_grad.ty499:                                 ; preds = %pool1_grad.tx500.end, %pool1_grad.j498
+  %pool1_grad.ty49973 = phi i64 [ 0, %pool1_grad.j498 ], [ %ty499.next, %pool1_grad.tx500.end ]
+  br label %pool1_grad.tx500
 
-pool1_grad.ty496.end:                             ; preds = %pool1_grad.tx497.end
-  %j495.next = add nsw i64 %pool1_grad.j49572, 1
-  %257 = icmp slt i64 %j495.next, 1
-  br i1 %257, label %pool1_grad.j495, label %pool1_grad.j495.end
+pool1_grad.ty499.end:                             ; preds = %pool1_grad.tx500.end
+  %j498.next = add nsw i64 %pool1_grad.j49872, 1
+  %257 = icmp slt i64 %j498.next, 1
+  br i1 %257, label %pool1_grad.j498, label %pool1_grad.j498.end
 
-pool1_grad.tx497:                                 ; preds = %pool1_grad.cv498.end, %pool1_grad.ty496
-  %pool1_grad.tx49774 = phi i64 [ 0, %pool1_grad.ty496 ], [ %tx497.next, %pool1_grad.cv498.end ]
-  br label %pool1_grad.cv498
+pool1_grad.tx500:                                 ; preds = %pool1_grad.cv501.end, %pool1_grad.ty499
+  %pool1_grad.tx50074 = phi i64 [ 0, %pool1_grad.ty499 ], [ %tx500.next, %pool1_grad.cv501.end ]
+  br label %pool1_grad.cv501
 
-pool1_grad.tx497.end:                             ; preds = %pool1_grad.cv498.end
-  %ty496.next = add nsw i64 %pool1_grad.ty49673, 1
-  %258 = icmp slt i64 %ty496.next, 7
-  br i1 %258, label %pool1_grad.ty496, label %pool1_grad.ty496.end
+pool1_grad.tx500.end:                             ; preds = %pool1_grad.cv501.end
+  %ty499.next = add nsw i64 %pool1_grad.ty49973, 1
+  %258 = icmp slt i64 %ty499.next, 7
+  br i1 %258, label %pool1_grad.ty499, label %pool1_grad.ty499.end
 
-pool1_grad.cv498:                                 ; preds = %pool1_grad.cv498, %pool1_grad.tx497
-  %pool1_grad.cv49875 = phi i64 [ 0, %pool1_grad.tx497 ], [ %cv498.next, %pool1_grad.cv498 ]
-  %259 = mul nsw i64 %pool1_grad.j49572, 16384
-  %260 = mul nsw i64 %pool1_grad.ty49673, 2
+pool1_grad.cv501:                                 ; preds = %pool1_grad.cv501, %pool1_grad.tx500
+  %pool1_grad.cv50175 = phi i64 [ 0, %pool1_grad.tx500 ], [ %cv501.next, %pool1_grad.cv501 ]
+  %259 = mul nsw i64 %pool1_grad.j49872, 16384
+  %260 = mul nsw i64 %pool1_grad.ty49973, 2
   %261 = mul nsw i64 %260, 1024
   %262 = add nsw i64 %259, %261
-  %263 = mul nsw i64 %pool1_grad.tx49774, 2
+  %263 = mul nsw i64 %pool1_grad.tx50074, 2
   %264 = mul nsw i64 %263, 64
   %265 = add nsw i64 %262, %264
-  %266 = mul nsw i64 %pool1_grad.cv49875, 8
+  %266 = mul nsw i64 %pool1_grad.cv50175, 8
   %267 = add nsw i64 %265, %266
   %268 = add nsw i64 2441216, %267
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %268
   %269 = load <8 x float>, ptr %arena76, align 4
-  %270 = mul nsw i64 %pool1_grad.j49572, 16384
-  %271 = mul nsw i64 %pool1_grad.ty49673, 2
+  %270 = mul nsw i64 %pool1_grad.j49872, 16384
+  %271 = mul nsw i64 %pool1_grad.ty49973, 2
   %272 = add nsw i64 %271, 2
   %273 = mul nsw i64 %272, 1024
   %274 = add nsw i64 %270, %273
-  %275 = mul nsw i64 %pool1_grad.tx49774, 2
+  %275 = mul nsw i64 %pool1_grad.tx50074, 2
   %276 = mul nsw i64 %275, 64
   %277 = add nsw i64 %274, %276
-  %278 = mul nsw i64 %pool1_grad.cv49875, 8
+  %278 = mul nsw i64 %pool1_grad.cv50175, 8
   %279 = add nsw i64 %277, %278
   %280 = add nsw i64 2441216, %279
   %arena77 = getelementptr inbounds float, ptr %arena, i64 %280
   %281 = load <8 x float>, ptr %arena77, align 4
   %282 = fsub <8 x float> %269, %281
-  store <8 x float> %282, ptr %pool1_grad.w499, align 32
-  %283 = mul nsw i64 %pool1_grad.j49572, 16384
-  %284 = mul nsw i64 %pool1_grad.ty49673, 2
+  store <8 x float> %282, ptr %pool1_grad.w502, align 32
+  %283 = mul nsw i64 %pool1_grad.j49872, 16384
+  %284 = mul nsw i64 %pool1_grad.ty49973, 2
   %285 = add nsw i64 %284, 1
   %286 = mul nsw i64 %285, 1024
   %287 = add nsw i64 %283, %286
-  %288 = mul nsw i64 %pool1_grad.tx49774, 2
+  %288 = mul nsw i64 %pool1_grad.tx50074, 2
   %289 = mul nsw i64 %288, 64
   %290 = add nsw i64 %287, %289
-  %291 = mul nsw i64 %pool1_grad.cv49875, 8
+  %291 = mul nsw i64 %pool1_grad.cv50175, 8
   %292 = add nsw i64 %290, %291
   %293 = add nsw i64 2441216, %292
   %arena78 = getelementptr inbounds float, ptr %arena, i64 %293
   %294 = load <8 x float>, ptr %arena78, align 4
-  %295 = mul nsw i64 %pool1_grad.j49572, 16384
-  %296 = mul nsw i64 %pool1_grad.ty49673, 2
+  %295 = mul nsw i64 %pool1_grad.j49872, 16384
+  %296 = mul nsw i64 %pool1_grad.ty49973, 2
   %297 = add nsw i64 %296, 2
   %298 = mul nsw i64 %297, 1024
   %299 = add nsw i64 %295, %298
-  %300 = mul nsw i64 %pool1_grad.tx49774, 2
+  %300 = mul nsw i64 %pool1_grad.tx50074, 2
   %301 = mul nsw i64 %300, 64
   %302 = add nsw i64 %299, %301
-  %303 = mul nsw i64 %pool1_grad.cv49875, 8
+  %303 = mul nsw i64 %pool1_grad.cv50175, 8
   %304 = add nsw i64 %302, %303
   %305 = add nsw i64 2441216, %304
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %305
   %306 = load <8 x float>, ptr %arena79, align 4
   %307 = fadd <8 x float> %294, %306
-  store <8 x float> %307, ptr %pool1_grad.w500, align 32
-  %308 = mul nsw i64 %pool1_grad.j49572, 16384
-  %309 = mul nsw i64 %pool1_grad.ty49673, 2
+  store <8 x float> %307, ptr %pool1_grad.w503, align 32
+  %308 = mul nsw i64 %pool1_grad.j49872, 16384
+  %309 = mul nsw i64 %pool1_grad.ty49973, 2
   %310 = add nsw i64 %309, 2
   %311 = mul nsw i64 %310, 1024
   %312 = add nsw i64 %308, %311
-  %313 = mul nsw i64 %pool1_grad.tx49774, 2
+  %313 = mul nsw i64 %pool1_grad.tx50074, 2
   %314 = mul nsw i64 %313, 64
   %315 = add nsw i64 %312, %314
-  %316 = mul nsw i64 %pool1_grad.cv49875, 8
+  %316 = mul nsw i64 %pool1_grad.cv50175, 8
   %317 = add nsw i64 %315, %316
   %318 = add nsw i64 2441216, %317
   %arena80 = getelementptr inbounds float, ptr %arena, i64 %318
   %319 = load <8 x float>, ptr %arena80, align 4
-  %320 = mul nsw i64 %pool1_grad.j49572, 16384
-  %321 = mul nsw i64 %pool1_grad.ty49673, 2
+  %320 = mul nsw i64 %pool1_grad.j49872, 16384
+  %321 = mul nsw i64 %pool1_grad.ty49973, 2
   %322 = add nsw i64 %321, 1
   %323 = mul nsw i64 %322, 1024
   %324 = add nsw i64 %320, %323
-  %325 = mul nsw i64 %pool1_grad.tx49774, 2
+  %325 = mul nsw i64 %pool1_grad.tx50074, 2
   %326 = mul nsw i64 %325, 64
   %327 = add nsw i64 %324, %326
-  %328 = mul nsw i64 %pool1_grad.cv49875, 8
+  %328 = mul nsw i64 %pool1_grad.cv50175, 8
   %329 = add nsw i64 %327, %328
   %330 = add nsw i64 2441216, %329
   %arena81 = getelementptr inbounds float, ptr %arena, i64 %330
   %331 = load <8 x float>, ptr %arena81, align 4
   %332 = fsub <8 x float> %319, %331
-  store <8 x float> %332, ptr %pool1_grad.w501, align 32
-  %333 = mul nsw i64 %pool1_grad.j49572, 16384
-  %334 = mul nsw i64 %pool1_grad.ty49673, 2
+  store <8 x float> %332, ptr %pool1_grad.w504, align 32
+  %333 = mul nsw i64 %pool1_grad.j49872, 16384
+  %334 = mul nsw i64 %pool1_grad.ty49973, 2
   %335 = add nsw i64 %334, 1
   %336 = mul nsw i64 %335, 1024
   %337 = add nsw i64 %333, %336
-  %338 = mul nsw i64 %pool1_grad.tx49774, 2
+  %338 = mul nsw i64 %pool1_grad.tx50074, 2
   %339 = mul nsw i64 %338, 64
   %340 = add nsw i64 %337, %339
-  %341 = mul nsw i64 %pool1_grad.cv49875, 8
+  %341 = mul nsw i64 %pool1_grad.cv50175, 8
   %342 = add nsw i64 %340, %341
   %343 = add nsw i64 2441216, %342
   %arena82 = getelementptr inbounds float, ptr %arena, i64 %343
   %344 = load <8 x float>, ptr %arena82, align 4
-  %345 = mul nsw i64 %pool1_grad.j49572, 16384
-  %346 = mul nsw i64 %pool1_grad.ty49673, 2
+  %345 = mul nsw i64 %pool1_grad.j49872, 16384
+  %346 = mul nsw i64 %pool1_grad.ty49973, 2
   %347 = add nsw i64 %346, 3
   %348 = mul nsw i64 %347, 1024
   %349 = add nsw i64 %345, %348
-  %350 = mul nsw i64 %pool1_grad.tx49774, 2
+  %350 = mul nsw i64 %pool1_grad.tx50074, 2
   %351 = mul nsw i64 %350, 64
   %352 = add nsw i64 %349, %351
-  %353 = mul nsw i64 %pool1_grad.cv49875, 8
+  %353 = mul nsw i64 %pool1_grad.cv50175, 8
   %354 = add nsw i64 %352, %353
   %355 = add nsw i64 2441216, %354
   %arena83 = getelementptr inbounds float, ptr %arena, i64 %355
   %356 = load <8 x float>, ptr %arena83, align 4
   %357 = fsub <8 x float> %344, %356
-  store <8 x float> %357, ptr %pool1_grad.w502, align 32
-  %358 = mul nsw i64 %pool1_grad.j49572, 16384
-  %359 = mul nsw i64 %pool1_grad.ty49673, 2
+  store <8 x float> %357, ptr %pool1_grad.w505, align 32
+  %358 = mul nsw i64 %pool1_grad.j49872, 16384
+  %359 = mul nsw i64 %pool1_grad.ty49973, 2
   %360 = mul nsw i64 %359, 1024
   %361 = add nsw i64 %358, %360
-  %362 = mul nsw i64 %pool1_grad.tx49774, 2
+  %362 = mul nsw i64 %pool1_grad.tx50074, 2
   %363 = add nsw i64 %362, 1
   %364 = mul nsw i64 %363, 64
   %365 = add nsw i64 %361, %364
-  %366 = mul nsw i64 %pool1_grad.cv49875, 8
+  %366 = mul nsw i64 %pool1_grad.cv50175, 8
   %367 = add nsw i64 %365, %366
   %368 = add nsw i64 2441216, %367
   %arena84 = getelementptr inbounds float, ptr %arena, i64 %368
   %369 = load <8 x float>, ptr %arena84, align 4
-  %370 = mul nsw i64 %pool1_grad.j49572, 16384
-  %371 = mul nsw i64 %pool1_grad.ty49673, 2
+  %370 = mul nsw i64 %pool1_grad.j49872, 16384
+  %371 = mul nsw i64 %pool1_grad.ty49973, 2
   %372 = add nsw i64 %371, 2
   %373 = mul nsw i64 %372, 1024
   %374 = add nsw i64 %370, %373
-  %375 = mul nsw i64 %pool1_grad.tx49774, 2
+  %375 = mul nsw i64 %pool1_grad.tx50074, 2
   %376 = add nsw i64 %375, 1
   %377 = mul nsw i64 %376, 64
   %378 = add nsw i64 %374, %377
-  %379 = mul nsw i64 %pool1_grad.cv49875, 8
+  %379 = mul nsw i64 %pool1_grad.cv50175, 8
   %380 = add nsw i64 %378, %379
   %381 = add nsw i64 2441216, %380
   %arena85 = getelementptr inbounds float, ptr %arena, i64 %381
   %382 = load <8 x float>, ptr %arena85, align 4
   %383 = fsub <8 x float> %369, %382
-  store <8 x float> %383, ptr %pool1_grad.w503, align 32
-  %384 = mul nsw i64 %pool1_grad.j49572, 16384
-  %385 = mul nsw i64 %pool1_grad.ty49673, 2
+  store <8 x float> %383, ptr %pool1_grad.w506, align 32
+  %384 = mul nsw i64 %pool1_grad.j49872, 16384
+  %385 = mul nsw i64 %pool1_grad.ty49973, 2
   %386 = add nsw i64 %385, 1
   %387 = mul nsw i64 %386, 1024
   %388 = add nsw i64 %384, %387
-  %389 = mul nsw i64 %pool1_grad.tx49774, 2
+  %389 = mul nsw i64 %pool1_grad.tx50074, 2
   %390 = add nsw i64 %389, 1
   %391 = mul nsw i64 %390, 64
   %392 = add nsw i64 %388, %391
-  %393 = mul nsw i64 %pool1_grad.cv49875, 8
+  %393 = mul nsw i64 %pool1_grad.cv50175, 8
   %394 = add nsw i64 %392, %393
   %395 = add nsw i64 2441216, %394
   %arena86 = getelementptr inbounds float, ptr %arena, i64 %395
   %396 = load <8 x float>, ptr %arena86, align 4
-  %397 = mul nsw i64 %pool1_grad.j49572, 16384
-  %398 = mul nsw i64 %pool1_grad.ty49673, 2
+  %397 = mul nsw i64 %pool1_grad.j49872, 16384
+  %398 = mul nsw i64 %pool1_grad.ty49973, 2
   %399 = add nsw i64 %398, 2
   %400 = mul nsw i64 %399, 1024
   %401 = add nsw i64 %397, %400
-  %402 = mul nsw i64 %pool1_grad.tx49774, 2
+  %402 = mul nsw i64 %pool1_grad.tx50074, 2
   %403 = add nsw i64 %402, 1
   %404 = mul nsw i64 %403, 64
   %405 = add nsw i64 %401, %404
-  %406 = mul nsw i64 %pool1_grad.cv49875, 8
+  %406 = mul nsw i64 %pool1_grad.cv50175, 8
   %407 = add nsw i64 %405, %406
   %408 = add nsw i64 2441216, %407
   %arena87 = getelementptr inbounds float, ptr %arena, i64 %408
   %409 = load <8 x float>, ptr %arena87, align 4
   %410 = fadd <8 x float> %396, %409
-  store <8 x float> %410, ptr %pool1_grad.w504, align 32
-  %411 = mul nsw i64 %pool1_grad.j49572, 16384
-  %412 = mul nsw i64 %pool1_grad.ty49673, 2
+  store <8 x float> %410, ptr %pool1_grad.w507, align 32
+  %411 = mul nsw i64 %pool1_grad.j49872, 16384
+  %412 = mul nsw i64 %pool1_grad.ty49973, 2
   %413 = add nsw i64 %412, 2
   %414 = mul nsw i64 %413, 1024
   %415 = add nsw i64 %411, %414
-  %416 = mul nsw i64 %pool1_grad.tx49774, 2
+  %416 = mul nsw i64 %pool1_grad.tx50074, 2
   %417 = add nsw i64 %416, 1
   %418 = mul nsw i64 %417, 64
   %419 = add nsw i64 %415, %418
-  %420 = mul nsw i64 %pool1_grad.cv49875, 8
+  %420 = mul nsw i64 %pool1_grad.cv50175, 8
   %421 = add nsw i64 %419, %420
   %422 = add nsw i64 2441216, %421
   %arena88 = getelementptr inbounds float, ptr %arena, i64 %422
   %423 = load <8 x float>, ptr %arena88, align 4
-  %424 = mul nsw i64 %pool1_grad.j49572, 16384
-  %425 = mul nsw i64 %pool1_grad.ty49673, 2
+  %424 = mul nsw i64 %pool1_grad.j49872, 16384
+  %425 = mul nsw i64 %pool1_grad.ty49973, 2
   %426 = add nsw i64 %425, 1
   %427 = mul nsw i64 %426, 1024
   %428 = add nsw i64 %424, %427
-  %429 = mul nsw i64 %pool1_grad.tx49774, 2
+  %429 = mul nsw i64 %pool1_grad.tx50074, 2
   %430 = add nsw i64 %429, 1
   %431 = mul nsw i64 %430, 64
   %432 = add nsw i64 %428, %431
-  %433 = mul nsw i64 %pool1_grad.cv49875, 8
+  %433 = mul nsw i64 %pool1_grad.cv50175, 8
   %434 = add nsw i64 %432, %433
   %435 = add nsw i64 2441216, %434
   %arena89 = getelementptr inbounds float, ptr %arena, i64 %435
   %436 = load <8 x float>, ptr %arena89, align 4
   %437 = fsub <8 x float> %423, %436
-  store <8 x float> %437, ptr %pool1_grad.w505, align 32
-  %438 = mul nsw i64 %pool1_grad.j49572, 16384
-  %439 = mul nsw i64 %pool1_grad.ty49673, 2
+  store <8 x float> %437, ptr %pool1_grad.w508, align 32
+  %438 = mul nsw i64 %pool1_grad.j49872, 16384
+  %439 = mul nsw i64 %pool1_grad.ty49973, 2
   %440 = add nsw i64 %439, 1
   %441 = mul nsw i64 %440, 1024
   %442 = add nsw i64 %438, %441
-  %443 = mul nsw i64 %pool1_grad.tx49774, 2
+  %443 = mul nsw i64 %pool1_grad.tx50074, 2
   %444 = add nsw i64 %443, 1
   %445 = mul nsw i64 %444, 64
   %446 = add nsw i64 %442, %445
-  %447 = mul nsw i64 %pool1_grad.cv49875, 8
+  %447 = mul nsw i64 %pool1_grad.cv50175, 8
   %448 = add nsw i64 %446, %447
   %449 = add nsw i64 2441216, %448
   %arena90 = getelementptr inbounds float, ptr %arena, i64 %449
   %450 = load <8 x float>, ptr %arena90, align 4
-  %451 = mul nsw i64 %pool1_grad.j49572, 16384
-  %452 = mul nsw i64 %pool1_grad.ty49673, 2
+  %451 = mul nsw i64 %pool1_grad.j49872, 16384
+  %452 = mul nsw i64 %pool1_grad.ty49973, 2
   %453 = add nsw i64 %452, 3
   %454 = mul nsw i64 %453, 1024
   %455 = add nsw i64 %451, %454
-  %456 = mul nsw i64 %pool1_grad.tx49774, 2
+  %456 = mul nsw i64 %pool1_grad.tx50074, 2
   %457 = add nsw i64 %456, 1
   %458 = mul nsw i64 %457, 64
   %459 = add nsw i64 %455, %458
-  %460 = mul nsw i64 %pool1_grad.cv49875, 8
+  %460 = mul nsw i64 %pool1_grad.cv50175, 8
   %461 = add nsw i64 %459, %460
   %462 = add nsw i64 2441216, %461
   %arena91 = getelementptr inbounds float, ptr %arena, i64 %462
   %463 = load <8 x float>, ptr %arena91, align 4
   %464 = fsub <8 x float> %450, %463
-  store <8 x float> %464, ptr %pool1_grad.w506, align 32
-  %465 = mul nsw i64 %pool1_grad.j49572, 16384
-  %466 = mul nsw i64 %pool1_grad.ty49673, 2
+  store <8 x float> %464, ptr %pool1_grad.w509, align 32
+  %465 = mul nsw i64 %pool1_grad.j49872, 16384
+  %466 = mul nsw i64 %pool1_grad.ty49973, 2
   %467 = mul nsw i64 %466, 1024
   %468 = add nsw i64 %465, %467
-  %469 = mul nsw i64 %pool1_grad.tx49774, 2
+  %469 = mul nsw i64 %pool1_grad.tx50074, 2
   %470 = add nsw i64 %469, 2
   %471 = mul nsw i64 %470, 64
   %472 = add nsw i64 %468, %471
-  %473 = mul nsw i64 %pool1_grad.cv49875, 8
+  %473 = mul nsw i64 %pool1_grad.cv50175, 8
   %474 = add nsw i64 %472, %473
   %475 = add nsw i64 2441216, %474
   %arena92 = getelementptr inbounds float, ptr %arena, i64 %475
   %476 = load <8 x float>, ptr %arena92, align 4
-  %477 = mul nsw i64 %pool1_grad.j49572, 16384
-  %478 = mul nsw i64 %pool1_grad.ty49673, 2
+  %477 = mul nsw i64 %pool1_grad.j49872, 16384
+  %478 = mul nsw i64 %pool1_grad.ty49973, 2
   %479 = add nsw i64 %478, 2
   %480 = mul nsw i64 %479, 1024
   %481 = add nsw i64 %477, %480
-  %482 = mul nsw i64 %pool1_grad.tx49774, 2
+  %482 = mul nsw i64 %pool1_grad.tx50074, 2
   %483 = add nsw i64 %482, 2
   %484 = mul nsw i64 %483, 64
   %485 = add nsw i64 %481, %484
-  %486 = mul nsw i64 %pool1_grad.cv49875, 8
+  %486 = mul nsw i64 %pool1_grad.cv50175, 8
   %487 = add nsw i64 %485, %486
   %488 = add nsw i64 2441216, %487
   %arena93 = getelementptr inbounds float, ptr %arena, i64 %488
   %489 = load <8 x float>, ptr %arena93, align 4
   %490 = fsub <8 x float> %476, %489
-  store <8 x float> %490, ptr %pool1_grad.w507, align 32
-  %491 = mul nsw i64 %pool1_grad.j49572, 16384
-  %492 = mul nsw i64 %pool1_grad.ty49673, 2
+  store <8 x float> %490, ptr %pool1_grad.w510, align 32
+  %491 = mul nsw i64 %pool1_grad.j49872, 16384
+  %492 = mul nsw i64 %pool1_grad.ty49973, 2
   %493 = add nsw i64 %492, 1
   %494 = mul nsw i64 %493, 1024
   %495 = add nsw i64 %491, %494
-  %496 = mul nsw i64 %pool1_grad.tx49774, 2
+  %496 = mul nsw i64 %pool1_grad.tx50074, 2
   %497 = add nsw i64 %496, 2
   %498 = mul nsw i64 %497, 64
   %499 = add nsw i64 %495, %498
-  %500 = mul nsw i64 %pool1_grad.cv49875, 8
+  %500 = mul nsw i64 %pool1_grad.cv50175, 8
   %501 = add nsw i64 %499, %500
   %502 = add nsw i64 2441216, %501
   %arena94 = getelementptr inbounds float, ptr %arena, i64 %502
   %503 = load <8 x float>, ptr %arena94, align 4
-  %504 = mul nsw i64 %pool1_grad.j49572, 16384
-  %505 = mul nsw i64 %pool1_grad.ty49673, 2
+  %504 = mul nsw i64 %pool1_grad.j49872, 16384
+  %505 = mul nsw i64 %pool1_grad.ty49973, 2
   %506 = add nsw i64 %505, 2
   %507 = mul nsw i64 %506, 1024
   %508 = add nsw i64 %504, %507
-  %509 = mul nsw i64 %pool1_grad.tx49774, 2
+  %509 = mul nsw i64 %pool1_grad.tx50074, 2
   %510 = add nsw i64 %509, 2
   %511 = mul nsw i64 %510, 64
   %512 = add nsw i64 %508, %511
-  %513 = mul nsw i64 %pool1_grad.cv49875, 8
+  %513 = mul nsw i64 %pool1_grad.cv50175, 8
   %514 = add nsw i64 %512, %513
   %515 = add nsw i64 2441216, %514
   %arena95 = getelementptr inbounds float, ptr %arena, i64 %515
   %516 = load <8 x float>, ptr %arena95, align 4
   %517 = fadd <8 x float> %503, %516
-  store <8 x float> %517, ptr %pool1_grad.w508, align 32
-  %518 = mul nsw i64 %pool1_grad.j49572, 16384
-  %519 = mul nsw i64 %pool1_grad.ty49673, 2
+  store <8 x float> %517, ptr %pool1_grad.w511, align 32
+  %518 = mul nsw i64 %pool1_grad.j49872, 16384
+  %519 = mul nsw i64 %pool1_grad.ty49973, 2
   %520 = add nsw i64 %519, 2
   %521 = mul nsw i64 %520, 1024
   %522 = add nsw i64 %518, %521
-  %523 = mul nsw i64 %pool1_grad.tx49774, 2
+  %523 = mul nsw i64 %pool1_grad.tx50074, 2
   %524 = add nsw i64 %523, 2
   %525 = mul nsw i64 %524, 64
   %526 = add nsw i64 %522, %525
-  %527 = mul nsw i64 %pool1_grad.cv49875, 8
+  %527 = mul nsw i64 %pool1_grad.cv50175, 8
   %528 = add nsw i64 %526, %527
   %529 = add nsw i64 2441216, %528
   %arena96 = getelementptr inbounds float, ptr %arena, i64 %529
   %530 = load <8 x float>, ptr %arena96, align 4
-  %531 = mul nsw i64 %pool1_grad.j49572, 16384
-  %532 = mul nsw i64 %pool1_grad.ty49673, 2
+  %531 = mul nsw i64 %pool1_grad.j49872, 16384
+  %532 = mul nsw i64 %pool1_grad.ty49973, 2
   %533 = add nsw i64 %532, 1
   %534 = mul nsw i64 %533, 1024
   %535 = add nsw i64 %531, %534
-  %536 = mul nsw i64 %pool1_grad.tx49774, 2
+  %536 = mul nsw i64 %pool1_grad.tx50074, 2
   %537 = add nsw i64 %536, 2
   %538 = mul nsw i64 %537, 64
   %539 = add nsw i64 %535, %538
-  %540 = mul nsw i64 %pool1_grad.cv49875, 8
+  %540 = mul nsw i64 %pool1_grad.cv50175, 8
   %541 = add nsw i64 %539, %540
   %542 = add nsw i64 2441216, %541
   %arena97 = getelementptr inbounds float, ptr %arena, i64 %542
   %543 = load <8 x float>, ptr %arena97, align 4
   %544 = fsub <8 x float> %530, %543
-  store <8 x float> %544, ptr %pool1_grad.w509, align 32
-  %545 = mul nsw i64 %pool1_grad.j49572, 16384
-  %546 = mul nsw i64 %pool1_grad.ty49673, 2
+  store <8 x float> %544, ptr %pool1_grad.w512, align 32
+  %545 = mul nsw i64 %pool1_grad.j49872, 16384
+  %546 = mul nsw i64 %pool1_grad.ty49973, 2
   %547 = add nsw i64 %546, 1
   %548 = mul nsw i64 %547, 1024
   %549 = add nsw i64 %545, %548
-  %550 = mul nsw i64 %pool1_grad.tx49774, 2
+  %550 = mul nsw i64 %pool1_grad.tx50074, 2
   %551 = add nsw i64 %550, 2
   %552 = mul nsw i64 %551, 64
   %553 = add nsw i64 %549, %552
-  %554 = mul nsw i64 %pool1_grad.cv49875, 8
+  %554 = mul nsw i64 %pool1_grad.cv50175, 8
   %555 = add nsw i64 %553, %554
   %556 = add nsw i64 2441216, %555
   %arena98 = getelementptr inbounds float, ptr %arena, i64 %556
   %557 = load <8 x float>, ptr %arena98, align 4
-  %558 = mul nsw i64 %pool1_grad.j49572, 16384
-  %559 = mul nsw i64 %pool1_grad.ty49673, 2
+  %558 = mul nsw i64 %pool1_grad.j49872, 16384
+  %559 = mul nsw i64 %pool1_grad.ty49973, 2
   %560 = add nsw i64 %559, 3
   %561 = mul nsw i64 %560, 1024
   %562 = add nsw i64 %558, %561
-  %563 = mul nsw i64 %pool1_grad.tx49774, 2
+  %563 = mul nsw i64 %pool1_grad.tx50074, 2
   %564 = add nsw i64 %563, 2
   %565 = mul nsw i64 %564, 64
   %566 = add nsw i64 %562, %565
-  %567 = mul nsw i64 %pool1_grad.cv49875, 8
+  %567 = mul nsw i64 %pool1_grad.cv50175, 8
   %568 = add nsw i64 %566, %567
   %569 = add nsw i64 2441216, %568
   %arena99 = getelementptr inbounds float, ptr %arena, i64 %569
   %570 = load <8 x float>, ptr %arena99, align 4
   %571 = fsub <8 x float> %557, %570
-  store <8 x float> %571, ptr %pool1_grad.w510, align 32
-  %572 = mul nsw i64 %pool1_grad.j49572, 16384
-  %573 = mul nsw i64 %pool1_grad.ty49673, 2
+  store <8 x float> %571, ptr %pool1_grad.w513, align 32
+  %572 = mul nsw i64 %pool1_grad.j49872, 16384
+  %573 = mul nsw i64 %pool1_grad.ty49973, 2
   %574 = mul nsw i64 %573, 1024
   %575 = add nsw i64 %572, %574
-  %576 = mul nsw i64 %pool1_grad.tx49774, 2
+  %576 = mul nsw i64 %pool1_grad.tx50074, 2
   %577 = add nsw i64 %576, 3
   %578 = mul nsw i64 %577, 64
   %579 = add nsw i64 %575, %578
-  %580 = mul nsw i64 %pool1_grad.cv49875, 8
+  %580 = mul nsw i64 %pool1_grad.cv50175, 8
   %581 = add nsw i64 %579, %580
   %582 = add nsw i64 2441216, %581
   %arena100 = getelementptr inbounds float, ptr %arena, i64 %582
   %583 = load <8 x float>, ptr %arena100, align 4
-  %584 = mul nsw i64 %pool1_grad.j49572, 16384
-  %585 = mul nsw i64 %pool1_grad.ty49673, 2
+  %584 = mul nsw i64 %pool1_grad.j49872, 16384
+  %585 = mul nsw i64 %pool1_grad.ty49973, 2
   %586 = add nsw i64 %585, 2
   %587 = mul nsw i64 %586, 1024
   %588 = add nsw i64 %584, %587
-  %589 = mul nsw i64 %pool1_grad.tx49774, 2
+  %589 = mul nsw i64 %pool1_grad.tx50074, 2
   %590 = add nsw i64 %589, 3
   %591 = mul nsw i64 %590, 64
   %592 = add nsw i64 %588, %591
-  %593 = mul nsw i64 %pool1_grad.cv49875, 8
+  %593 = mul nsw i64 %pool1_grad.cv50175, 8
   %594 = add nsw i64 %592, %593
   %595 = add nsw i64 2441216, %594
   %arena101 = getelementptr inbounds float, ptr %arena, i64 %595
   %596 = load <8 x float>, ptr %arena101, align 4
   %597 = fsub <8 x float> %583, %596
-  store <8 x float> %597, ptr %pool1_grad.w511, align 32
-  %598 = mul nsw i64 %pool1_grad.j49572, 16384
-  %599 = mul nsw i64 %pool1_grad.ty49673, 2
+  store <8 x float> %597, ptr %pool1_grad.w514, align 32
+  %598 = mul nsw i64 %pool1_grad.j49872, 16384
+  %599 = mul nsw i64 %pool1_grad.ty49973, 2
   %600 = add nsw i64 %599, 1
   %601 = mul nsw i64 %600, 1024
   %602 = add nsw i64 %598, %601
-  %603 = mul nsw i64 %pool1_grad.tx49774, 2
+  %603 = mul nsw i64 %pool1_grad.tx50074, 2
   %604 = add nsw i64 %603, 3
   %605 = mul nsw i64 %604, 64
   %606 = add nsw i64 %602, %605
-  %607 = mul nsw i64 %pool1_grad.cv49875, 8
+  %607 = mul nsw i64 %pool1_grad.cv50175, 8
   %608 = add nsw i64 %606, %607
   %609 = add nsw i64 2441216, %608
   %arena102 = getelementptr inbounds float, ptr %arena, i64 %609
   %610 = load <8 x float>, ptr %arena102, align 4
-  %611 = mul nsw i64 %pool1_grad.j49572, 16384
-  %612 = mul nsw i64 %pool1_grad.ty49673, 2
+  %611 = mul nsw i64 %pool1_grad.j49872, 16384
+  %612 = mul nsw i64 %pool1_grad.ty49973, 2
   %613 = add nsw i64 %612, 2
   %614 = mul nsw i64 %613, 1024
   %615 = add nsw i64 %611, %614
-  %616 = mul nsw i64 %pool1_grad.tx49774, 2
+  %616 = mul nsw i64 %pool1_grad.tx50074, 2
   %617 = add nsw i64 %616, 3
   %618 = mul nsw i64 %617, 64
   %619 = add nsw i64 %615, %618
-  %620 = mul nsw i64 %pool1_grad.cv49875, 8
+  %620 = mul nsw i64 %pool1_grad.cv50175, 8
   %621 = add nsw i64 %619, %620
   %622 = add nsw i64 2441216, %621
   %arena103 = getelementptr inbounds float, ptr %arena, i64 %622
   %623 = load <8 x float>, ptr %arena103, align 4
   %624 = fadd <8 x float> %610, %623
-  store <8 x float> %624, ptr %pool1_grad.w512, align 32
-  %625 = mul nsw i64 %pool1_grad.j49572, 16384
-  %626 = mul nsw i64 %pool1_grad.ty49673, 2
+  store <8 x float> %624, ptr %pool1_grad.w515, align 32
+  %625 = mul nsw i64 %pool1_grad.j49872, 16384
+  %626 = mul nsw i64 %pool1_grad.ty49973, 2
   %627 = add nsw i64 %626, 2
   %628 = mul nsw i64 %627, 1024
   %629 = add nsw i64 %625, %628
-  %630 = mul nsw i64 %pool1_grad.tx49774, 2
+  %630 = mul nsw i64 %pool1_grad.tx50074, 2
   %631 = add nsw i64 %630, 3
   %632 = mul nsw i64 %631, 64
   %633 = add nsw i64 %629, %632
-  %634 = mul nsw i64 %pool1_grad.cv49875, 8
+  %634 = mul nsw i64 %pool1_grad.cv50175, 8
   %635 = add nsw i64 %633, %634
   %636 = add nsw i64 2441216, %635
   %arena104 = getelementptr inbounds float, ptr %arena, i64 %636
   %637 = load <8 x float>, ptr %arena104, align 4
-  %638 = mul nsw i64 %pool1_grad.j49572, 16384
-  %639 = mul nsw i64 %pool1_grad.ty49673, 2
+  %638 = mul nsw i64 %pool1_grad.j49872, 16384
+  %639 = mul nsw i64 %pool1_grad.ty49973, 2
   %640 = add nsw i64 %639, 1
   %641 = mul nsw i64 %640, 1024
   %642 = add nsw i64 %638, %641
-  %643 = mul nsw i64 %pool1_grad.tx49774, 2
+  %643 = mul nsw i64 %pool1_grad.tx50074, 2
   %644 = add nsw i64 %643, 3
   %645 = mul nsw i64 %644, 64
   %646 = add nsw i64 %642, %645
-  %647 = mul nsw i64 %pool1_grad.cv49875, 8
+  %647 = mul nsw i64 %pool1_grad.cv50175, 8
   %648 = add nsw i64 %646, %647
   %649 = add nsw i64 2441216, %648
   %arena105 = getelementptr inbounds float, ptr %arena, i64 %649
   %650 = load <8 x float>, ptr %arena105, align 4
   %651 = fsub <8 x float> %637, %650
-  store <8 x float> %651, ptr %pool1_grad.w513, align 32
-  %652 = mul nsw i64 %pool1_grad.j49572, 16384
-  %653 = mul nsw i64 %pool1_grad.ty49673, 2
+  store <8 x float> %651, ptr %pool1_grad.w516, align 32
+  %652 = mul nsw i64 %pool1_grad.j49872, 16384
+  %653 = mul nsw i64 %pool1_grad.ty49973, 2
   %654 = add nsw i64 %653, 1
   %655 = mul nsw i64 %654, 1024
   %656 = add nsw i64 %652, %655
-  %657 = mul nsw i64 %pool1_grad.tx49774, 2
+  %657 = mul nsw i64 %pool1_grad.tx50074, 2
   %658 = add nsw i64 %657, 3
   %659 = mul nsw i64 %658, 64
   %660 = add nsw i64 %656, %659
-  %661 = mul nsw i64 %pool1_grad.cv49875, 8
+  %661 = mul nsw i64 %pool1_grad.cv50175, 8
   %662 = add nsw i64 %660, %661
   %663 = add nsw i64 2441216, %662
   %arena106 = getelementptr inbounds float, ptr %arena, i64 %663
   %664 = load <8 x float>, ptr %arena106, align 4
-  %665 = mul nsw i64 %pool1_grad.j49572, 16384
-  %666 = mul nsw i64 %pool1_grad.ty49673, 2
+  %665 = mul nsw i64 %pool1_grad.j49872, 16384
+  %666 = mul nsw i64 %pool1_grad.ty49973, 2
   %667 = add nsw i64 %666, 3
   %668 = mul nsw i64 %667, 1024
   %669 = add nsw i64 %665, %668
-  %670 = mul nsw i64 %pool1_grad.tx49774, 2
+  %670 = mul nsw i64 %pool1_grad.tx50074, 2
   %671 = add nsw i64 %670, 3
   %672 = mul nsw i64 %671, 64
   %673 = add nsw i64 %669, %672
-  %674 = mul nsw i64 %pool1_grad.cv49875, 8
+  %674 = mul nsw i64 %pool1_grad.cv50175, 8
   %675 = add nsw i64 %673, %674
   %676 = add nsw i64 2441216, %675
   %arena107 = getelementptr inbounds float, ptr %arena, i64 %676
   %677 = load <8 x float>, ptr %arena107, align 4
   %678 = fsub <8 x float> %664, %677
-  store <8 x float> %678, ptr %pool1_grad.w514, align 32
-  %w499 = load <8 x float>, ptr %pool1_grad.w499, align 32
-  %w507 = load <8 x float>, ptr %pool1_grad.w507, align 32
-  %679 = fsub <8 x float> %w499, %w507
-  store <8 x float> %679, ptr %pool1_grad.w515, align 32
-  %w503 = load <8 x float>, ptr %pool1_grad.w503, align 32
-  %w507108 = load <8 x float>, ptr %pool1_grad.w507, align 32
-  %680 = fadd <8 x float> %w503, %w507108
-  store <8 x float> %680, ptr %pool1_grad.w516, align 32
-  %w507109 = load <8 x float>, ptr %pool1_grad.w507, align 32
-  %w503110 = load <8 x float>, ptr %pool1_grad.w503, align 32
-  %681 = fsub <8 x float> %w507109, %w503110
-  store <8 x float> %681, ptr %pool1_grad.w517, align 32
-  %w503111 = load <8 x float>, ptr %pool1_grad.w503, align 32
-  %w511 = load <8 x float>, ptr %pool1_grad.w511, align 32
-  %682 = fsub <8 x float> %w503111, %w511
-  store <8 x float> %682, ptr %pool1_grad.w518, align 32
-  %w500 = load <8 x float>, ptr %pool1_grad.w500, align 32
-  %w508 = load <8 x float>, ptr %pool1_grad.w508, align 32
-  %683 = fsub <8 x float> %w500, %w508
-  store <8 x float> %683, ptr %pool1_grad.w519, align 32
-  %w504 = load <8 x float>, ptr %pool1_grad.w504, align 32
-  %w508112 = load <8 x float>, ptr %pool1_grad.w508, align 32
-  %684 = fadd <8 x float> %w504, %w508112
-  store <8 x float> %684, ptr %pool1_grad.w520, align 32
-  %w508113 = load <8 x float>, ptr %pool1_grad.w508, align 32
-  %w504114 = load <8 x float>, ptr %pool1_grad.w504, align 32
-  %685 = fsub <8 x float> %w508113, %w504114
-  store <8 x float> %685, ptr %pool1_grad.w521, align 32
-  %w504115 = load <8 x float>, ptr %pool1_grad.w504, align 32
-  %w512 = load <8 x float>, ptr %pool1_grad.w512, align 32
-  %686 = fsub <8 x float> %w504115, %w512
-  store <8 x float> %686, ptr %pool1_grad.w522, align 32
-  %w501 = load <8 x float>, ptr %pool1_grad.w501, align 32
-  %w509 = load <8 x float>, ptr %pool1_grad.w509, align 32
-  %687 = fsub <8 x float> %w501, %w509
-  store <8 x float> %687, ptr %pool1_grad.w523, align 32
-  %w505 = load <8 x float>, ptr %pool1_grad.w505, align 32
-  %w509116 = load <8 x float>, ptr %pool1_grad.w509, align 32
-  %688 = fadd <8 x float> %w505, %w509116
-  store <8 x float> %688, ptr %pool1_grad.w524, align 32
-  %w509117 = load <8 x float>, ptr %pool1_grad.w509, align 32
-  %w505118 = load <8 x float>, ptr %pool1_grad.w505, align 32
-  %689 = fsub <8 x float> %w509117, %w505118
-  store <8 x float> %689, ptr %pool1_grad.w525, align 32
-  %w505119 = load <8 x float>, ptr %pool1_grad.w505, align 32
-  %w513 = load <8 x float>, ptr %pool1_grad.w513, align 32
-  %690 = fsub <8 x float> %w505119, %w513
-  store <8 x float> %690, ptr %pool1_grad.w526, align 32
+  store <8 x float> %678, ptr %pool1_grad.w517, align 32
   %w502 = load <8 x float>, ptr %pool1_grad.w502, align 32
   %w510 = load <8 x float>, ptr %pool1_grad.w510, align 32
-  %691 = fsub <8 x float> %w502, %w510
-  store <8 x float> %691, ptr %pool1_grad.w527, align 32
+  %679 = fsub <8 x float> %w502, %w510
+  store <8 x float> %679, ptr %pool1_grad.w518, align 32
   %w506 = load <8 x float>, ptr %pool1_grad.w506, align 32
-  %w510120 = load <8 x float>, ptr %pool1_grad.w510, align 32
-  %692 = fadd <8 x float> %w506, %w510120
-  store <8 x float> %692, ptr %pool1_grad.w528, align 32
-  %w510121 = load <8 x float>, ptr %pool1_grad.w510, align 32
-  %w506122 = load <8 x float>, ptr %pool1_grad.w506, align 32
-  %693 = fsub <8 x float> %w510121, %w506122
-  store <8 x float> %693, ptr %pool1_grad.w529, align 32
-  %w506123 = load <8 x float>, ptr %pool1_grad.w506, align 32
+  %w510108 = load <8 x float>, ptr %pool1_grad.w510, align 32
+  %680 = fadd <8 x float> %w506, %w510108
+  store <8 x float> %680, ptr %pool1_grad.w519, align 32
+  %w510109 = load <8 x float>, ptr %pool1_grad.w510, align 32
+  %w506110 = load <8 x float>, ptr %pool1_grad.w506, align 32
+  %681 = fsub <8 x float> %w510109, %w506110
+  store <8 x float> %681, ptr %pool1_grad.w520, align 32
+  %w506111 = load <8 x float>, ptr %pool1_grad.w506, align 32
   %w514 = load <8 x float>, ptr %pool1_grad.w514, align 32
-  %694 = fsub <8 x float> %w506123, %w514
-  store <8 x float> %694, ptr %pool1_grad.w530, align 32
+  %682 = fsub <8 x float> %w506111, %w514
+  store <8 x float> %682, ptr %pool1_grad.w521, align 32
+  %w503 = load <8 x float>, ptr %pool1_grad.w503, align 32
+  %w511 = load <8 x float>, ptr %pool1_grad.w511, align 32
+  %683 = fsub <8 x float> %w503, %w511
+  store <8 x float> %683, ptr %pool1_grad.w522, align 32
+  %w507 = load <8 x float>, ptr %pool1_grad.w507, align 32
+  %w511112 = load <8 x float>, ptr %pool1_grad.w511, align 32
+  %684 = fadd <8 x float> %w507, %w511112
+  store <8 x float> %684, ptr %pool1_grad.w523, align 32
+  %w511113 = load <8 x float>, ptr %pool1_grad.w511, align 32
+  %w507114 = load <8 x float>, ptr %pool1_grad.w507, align 32
+  %685 = fsub <8 x float> %w511113, %w507114
+  store <8 x float> %685, ptr %pool1_grad.w524, align 32
+  %w507115 = load <8 x float>, ptr %pool1_grad.w507, align 32
   %w515 = load <8 x float>, ptr %pool1_grad.w515, align 32
-  %695 = mul nsw i64 %pool1_grad.j49572, 49
-  %696 = mul nsw i64 %pool1_grad.ty49673, 7
+  %686 = fsub <8 x float> %w507115, %w515
+  store <8 x float> %686, ptr %pool1_grad.w525, align 32
+  %w504 = load <8 x float>, ptr %pool1_grad.w504, align 32
+  %w512 = load <8 x float>, ptr %pool1_grad.w512, align 32
+  %687 = fsub <8 x float> %w504, %w512
+  store <8 x float> %687, ptr %pool1_grad.w526, align 32
+  %w508 = load <8 x float>, ptr %pool1_grad.w508, align 32
+  %w512116 = load <8 x float>, ptr %pool1_grad.w512, align 32
+  %688 = fadd <8 x float> %w508, %w512116
+  store <8 x float> %688, ptr %pool1_grad.w527, align 32
+  %w512117 = load <8 x float>, ptr %pool1_grad.w512, align 32
+  %w508118 = load <8 x float>, ptr %pool1_grad.w508, align 32
+  %689 = fsub <8 x float> %w512117, %w508118
+  store <8 x float> %689, ptr %pool1_grad.w528, align 32
+  %w508119 = load <8 x float>, ptr %pool1_grad.w508, align 32
+  %w516 = load <8 x float>, ptr %pool1_grad.w516, align 32
+  %690 = fsub <8 x float> %w508119, %w516
+  store <8 x float> %690, ptr %pool1_grad.w529, align 32
+  %w505 = load <8 x float>, ptr %pool1_grad.w505, align 32
+  %w513 = load <8 x float>, ptr %pool1_grad.w513, align 32
+  %691 = fsub <8 x float> %w505, %w513
+  store <8 x float> %691, ptr %pool1_grad.w530, align 32
+  %w509 = load <8 x float>, ptr %pool1_grad.w509, align 32
+  %w513120 = load <8 x float>, ptr %pool1_grad.w513, align 32
+  %692 = fadd <8 x float> %w509, %w513120
+  store <8 x float> %692, ptr %pool1_grad.w531, align 32
+  %w513121 = load <8 x float>, ptr %pool1_grad.w513, align 32
+  %w509122 = load <8 x float>, ptr %pool1_grad.w509, align 32
+  %693 = fsub <8 x float> %w513121, %w509122
+  store <8 x float> %693, ptr %pool1_grad.w532, align 32
+  %w509123 = load <8 x float>, ptr %pool1_grad.w509, align 32
+  %w517 = load <8 x float>, ptr %pool1_grad.w517, align 32
+  %694 = fsub <8 x float> %w509123, %w517
+  store <8 x float> %694, ptr %pool1_grad.w533, align 32
+  %w518 = load <8 x float>, ptr %pool1_grad.w518, align 32
+  %695 = mul nsw i64 %pool1_grad.j49872, 49
+  %696 = mul nsw i64 %pool1_grad.ty49973, 7
   %697 = add nsw i64 %695, %696
-  %698 = add nsw i64 %697, %pool1_grad.tx49774
+  %698 = add nsw i64 %697, %pool1_grad.tx50074
   %699 = mul nsw i64 %698, 64
   %700 = add nsw i64 2457600, %699
-  %701 = mul nsw i64 %pool1_grad.cv49875, 8
+  %701 = mul nsw i64 %pool1_grad.cv50175, 8
   %702 = add nsw i64 %700, %701
   %arena124 = getelementptr inbounds float, ptr %arena, i64 %702
-  store <8 x float> %w515, ptr %arena124, align 4
-  %w516 = load <8 x float>, ptr %pool1_grad.w516, align 32
-  %703 = mul nsw i64 %pool1_grad.j49572, 49
-  %704 = mul nsw i64 %pool1_grad.ty49673, 7
+  store <8 x float> %w518, ptr %arena124, align 4
+  %w519 = load <8 x float>, ptr %pool1_grad.w519, align 32
+  %703 = mul nsw i64 %pool1_grad.j49872, 49
+  %704 = mul nsw i64 %pool1_grad.ty49973, 7
   %705 = add nsw i64 %703, %704
-  %706 = add nsw i64 %705, %pool1_grad.tx49774
+  %706 = add nsw i64 %705, %pool1_grad.tx50074
   %707 = mul nsw i64 %706, 64
   %708 = add nsw i64 2460736, %707
-  %709 = mul nsw i64 %pool1_grad.cv49875, 8
+  %709 = mul nsw i64 %pool1_grad.cv50175, 8
   %710 = add nsw i64 %708, %709
   %arena125 = getelementptr inbounds float, ptr %arena, i64 %710
-  store <8 x float> %w516, ptr %arena125, align 4
-  %w517 = load <8 x float>, ptr %pool1_grad.w517, align 32
-  %711 = mul nsw i64 %pool1_grad.j49572, 49
-  %712 = mul nsw i64 %pool1_grad.ty49673, 7
+  store <8 x float> %w519, ptr %arena125, align 4
+  %w520 = load <8 x float>, ptr %pool1_grad.w520, align 32
+  %711 = mul nsw i64 %pool1_grad.j49872, 49
+  %712 = mul nsw i64 %pool1_grad.ty49973, 7
   %713 = add nsw i64 %711, %712
-  %714 = add nsw i64 %713, %pool1_grad.tx49774
+  %714 = add nsw i64 %713, %pool1_grad.tx50074
   %715 = mul nsw i64 %714, 64
   %716 = add nsw i64 2463872, %715
-  %717 = mul nsw i64 %pool1_grad.cv49875, 8
+  %717 = mul nsw i64 %pool1_grad.cv50175, 8
   %718 = add nsw i64 %716, %717
   %arena126 = getelementptr inbounds float, ptr %arena, i64 %718
-  store <8 x float> %w517, ptr %arena126, align 4
-  %w518 = load <8 x float>, ptr %pool1_grad.w518, align 32
-  %719 = mul nsw i64 %pool1_grad.j49572, 49
-  %720 = mul nsw i64 %pool1_grad.ty49673, 7
+  store <8 x float> %w520, ptr %arena126, align 4
+  %w521 = load <8 x float>, ptr %pool1_grad.w521, align 32
+  %719 = mul nsw i64 %pool1_grad.j49872, 49
+  %720 = mul nsw i64 %pool1_grad.ty49973, 7
   %721 = add nsw i64 %719, %720
-  %722 = add nsw i64 %721, %pool1_grad.tx49774
+  %722 = add nsw i64 %721, %pool1_grad.tx50074
   %723 = mul nsw i64 %722, 64
   %724 = add nsw i64 2467008, %723
-  %725 = mul nsw i64 %pool1_grad.cv49875, 8
+  %725 = mul nsw i64 %pool1_grad.cv50175, 8
   %726 = add nsw i64 %724, %725
   %arena127 = getelementptr inbounds float, ptr %arena, i64 %726
-  store <8 x float> %w518, ptr %arena127, align 4
-  %w519 = load <8 x float>, ptr %pool1_grad.w519, align 32
-  %727 = mul nsw i64 %pool1_grad.j49572, 49
-  %728 = mul nsw i64 %pool1_grad.ty49673, 7
+  store <8 x float> %w521, ptr %arena127, align 4
+  %w522 = load <8 x float>, ptr %pool1_grad.w522, align 32
+  %727 = mul nsw i64 %pool1_grad.j49872, 49
+  %728 = mul nsw i64 %pool1_grad.ty49973, 7
   %729 = add nsw i64 %727, %728
-  %730 = add nsw i64 %729, %pool1_grad.tx49774
+  %730 = add nsw i64 %729, %pool1_grad.tx50074
   %731 = mul nsw i64 %730, 64
   %732 = add nsw i64 2470144, %731
-  %733 = mul nsw i64 %pool1_grad.cv49875, 8
+  %733 = mul nsw i64 %pool1_grad.cv50175, 8
   %734 = add nsw i64 %732, %733
   %arena128 = getelementptr inbounds float, ptr %arena, i64 %734
-  store <8 x float> %w519, ptr %arena128, align 4
-  %w520 = load <8 x float>, ptr %pool1_grad.w520, align 32
-  %735 = mul nsw i64 %pool1_grad.j49572, 49
-  %736 = mul nsw i64 %pool1_grad.ty49673, 7
+  store <8 x float> %w522, ptr %arena128, align 4
+  %w523 = load <8 x float>, ptr %pool1_grad.w523, align 32
+  %735 = mul nsw i64 %pool1_grad.j49872, 49
+  %736 = mul nsw i64 %pool1_grad.ty49973, 7
   %737 = add nsw i64 %735, %736
-  %738 = add nsw i64 %737, %pool1_grad.tx49774
+  %738 = add nsw i64 %737, %pool1_grad.tx50074
   %739 = mul nsw i64 %738, 64
   %740 = add nsw i64 2473280, %739
-  %741 = mul nsw i64 %pool1_grad.cv49875, 8
+  %741 = mul nsw i64 %pool1_grad.cv50175, 8
   %742 = add nsw i64 %740, %741
   %arena129 = getelementptr inbounds float, ptr %arena, i64 %742
-  store <8 x float> %w520, ptr %arena129, align 4
-  %w521 = load <8 x float>, ptr %pool1_grad.w521, align 32
-  %743 = mul nsw i64 %pool1_grad.j49572, 49
-  %744 = mul nsw i64 %pool1_grad.ty49673, 7
+  store <8 x float> %w523, ptr %arena129, align 4
+  %w524 = load <8 x float>, ptr %pool1_grad.w524, align 32
+  %743 = mul nsw i64 %pool1_grad.j49872, 49
+  %744 = mul nsw i64 %pool1_grad.ty49973, 7
   %745 = add nsw i64 %743, %744
-  %746 = add nsw i64 %745, %pool1_grad.tx49774
+  %746 = add nsw i64 %745, %pool1_grad.tx50074
   %747 = mul nsw i64 %746, 64
   %748 = add nsw i64 2476416, %747
-  %749 = mul nsw i64 %pool1_grad.cv49875, 8
+  %749 = mul nsw i64 %pool1_grad.cv50175, 8
   %750 = add nsw i64 %748, %749
   %arena130 = getelementptr inbounds float, ptr %arena, i64 %750
-  store <8 x float> %w521, ptr %arena130, align 4
-  %w522 = load <8 x float>, ptr %pool1_grad.w522, align 32
-  %751 = mul nsw i64 %pool1_grad.j49572, 49
-  %752 = mul nsw i64 %pool1_grad.ty49673, 7
+  store <8 x float> %w524, ptr %arena130, align 4
+  %w525 = load <8 x float>, ptr %pool1_grad.w525, align 32
+  %751 = mul nsw i64 %pool1_grad.j49872, 49
+  %752 = mul nsw i64 %pool1_grad.ty49973, 7
   %753 = add nsw i64 %751, %752
-  %754 = add nsw i64 %753, %pool1_grad.tx49774
+  %754 = add nsw i64 %753, %pool1_grad.tx50074
   %755 = mul nsw i64 %754, 64
   %756 = add nsw i64 2479552, %755
-  %757 = mul nsw i64 %pool1_grad.cv49875, 8
+  %757 = mul nsw i64 %pool1_grad.cv50175, 8
   %758 = add nsw i64 %756, %757
   %arena131 = getelementptr inbounds float, ptr %arena, i64 %758
-  store <8 x float> %w522, ptr %arena131, align 4
-  %w523 = load <8 x float>, ptr %pool1_grad.w523, align 32
-  %759 = mul nsw i64 %pool1_grad.j49572, 49
-  %760 = mul nsw i64 %pool1_grad.ty49673, 7
+  store <8 x float> %w525, ptr %arena131, align 4
+  %w526 = load <8 x float>, ptr %pool1_grad.w526, align 32
+  %759 = mul nsw i64 %pool1_grad.j49872, 49
+  %760 = mul nsw i64 %pool1_grad.ty49973, 7
   %761 = add nsw i64 %759, %760
-  %762 = add nsw i64 %761, %pool1_grad.tx49774
+  %762 = add nsw i64 %761, %pool1_grad.tx50074
   %763 = mul nsw i64 %762, 64
   %764 = add nsw i64 2482688, %763
-  %765 = mul nsw i64 %pool1_grad.cv49875, 8
+  %765 = mul nsw i64 %pool1_grad.cv50175, 8
   %766 = add nsw i64 %764, %765
   %arena132 = getelementptr inbounds float, ptr %arena, i64 %766
-  store <8 x float> %w523, ptr %arena132, align 4
-  %w524 = load <8 x float>, ptr %pool1_grad.w524, align 32
-  %767 = mul nsw i64 %pool1_grad.j49572, 49
-  %768 = mul nsw i64 %pool1_grad.ty49673, 7
+  store <8 x float> %w526, ptr %arena132, align 4
+  %w527 = load <8 x float>, ptr %pool1_grad.w527, align 32
+  %767 = mul nsw i64 %pool1_grad.j49872, 49
+  %768 = mul nsw i64 %pool1_grad.ty49973, 7
   %769 = add nsw i64 %767, %768
-  %770 = add nsw i64 %769, %pool1_grad.tx49774
+  %770 = add nsw i64 %769, %pool1_grad.tx50074
   %771 = mul nsw i64 %770, 64
   %772 = add nsw i64 2485824, %771
-  %773 = mul nsw i64 %pool1_grad.cv49875, 8
+  %773 = mul nsw i64 %pool1_grad.cv50175, 8
   %774 = add nsw i64 %772, %773
   %arena133 = getelementptr inbounds float, ptr %arena, i64 %774
-  store <8 x float> %w524, ptr %arena133, align 4
-  %w525 = load <8 x float>, ptr %pool1_grad.w525, align 32
-  %775 = mul nsw i64 %pool1_grad.j49572, 49
-  %776 = mul nsw i64 %pool1_grad.ty49673, 7
+  store <8 x float> %w527, ptr %arena133, align 4
+  %w528 = load <8 x float>, ptr %pool1_grad.w528, align 32
+  %775 = mul nsw i64 %pool1_grad.j49872, 49
+  %776 = mul nsw i64 %pool1_grad.ty49973, 7
   %777 = add nsw i64 %775, %776
-  %778 = add nsw i64 %777, %pool1_grad.tx49774
+  %778 = add nsw i64 %777, %pool1_grad.tx50074
   %779 = mul nsw i64 %778, 64
   %780 = add nsw i64 2488960, %779
-  %781 = mul nsw i64 %pool1_grad.cv49875, 8
+  %781 = mul nsw i64 %pool1_grad.cv50175, 8
   %782 = add nsw i64 %780, %781
   %arena134 = getelementptr inbounds float, ptr %arena, i64 %782
-  store <8 x float> %w525, ptr %arena134, align 4
-  %w526 = load <8 x float>, ptr %pool1_grad.w526, align 32
-  %783 = mul nsw i64 %pool1_grad.j49572, 49
-  %784 = mul nsw i64 %pool1_grad.ty49673, 7
+  store <8 x float> %w528, ptr %arena134, align 4
+  %w529 = load <8 x float>, ptr %pool1_grad.w529, align 32
+  %783 = mul nsw i64 %pool1_grad.j49872, 49
+  %784 = mul nsw i64 %pool1_grad.ty49973, 7
   %785 = add nsw i64 %783, %784
-  %786 = add nsw i64 %785, %pool1_grad.tx49774
+  %786 = add nsw i64 %785, %pool1_grad.tx50074
   %787 = mul nsw i64 %786, 64
   %788 = add nsw i64 2492096, %787
-  %789 = mul nsw i64 %pool1_grad.cv49875, 8
+  %789 = mul nsw i64 %pool1_grad.cv50175, 8
   %790 = add nsw i64 %788, %789
   %arena135 = getelementptr inbounds float, ptr %arena, i64 %790
-  store <8 x float> %w526, ptr %arena135, align 4
-  %w527 = load <8 x float>, ptr %pool1_grad.w527, align 32
-  %791 = mul nsw i64 %pool1_grad.j49572, 49
-  %792 = mul nsw i64 %pool1_grad.ty49673, 7
+  store <8 x float> %w529, ptr %arena135, align 4
+  %w530 = load <8 x float>, ptr %pool1_grad.w530, align 32
+  %791 = mul nsw i64 %pool1_grad.j49872, 49
+  %792 = mul nsw i64 %pool1_grad.ty49973, 7
   %793 = add nsw i64 %791, %792
-  %794 = add nsw i64 %793, %pool1_grad.tx49774
+  %794 = add nsw i64 %793, %pool1_grad.tx50074
   %795 = mul nsw i64 %794, 64
   %796 = add nsw i64 2495232, %795
-  %797 = mul nsw i64 %pool1_grad.cv49875, 8
+  %797 = mul nsw i64 %pool1_grad.cv50175, 8
   %798 = add nsw i64 %796, %797
   %arena136 = getelementptr inbounds float, ptr %arena, i64 %798
-  store <8 x float> %w527, ptr %arena136, align 4
-  %w528 = load <8 x float>, ptr %pool1_grad.w528, align 32
-  %799 = mul nsw i64 %pool1_grad.j49572, 49
-  %800 = mul nsw i64 %pool1_grad.ty49673, 7
+  store <8 x float> %w530, ptr %arena136, align 4
+  %w531 = load <8 x float>, ptr %pool1_grad.w531, align 32
+  %799 = mul nsw i64 %pool1_grad.j49872, 49
+  %800 = mul nsw i64 %pool1_grad.ty49973, 7
   %801 = add nsw i64 %799, %800
-  %802 = add nsw i64 %801, %pool1_grad.tx49774
+  %802 = add nsw i64 %801, %pool1_grad.tx50074
   %803 = mul nsw i64 %802, 64
   %804 = add nsw i64 2498368, %803
-  %805 = mul nsw i64 %pool1_grad.cv49875, 8
+  %805 = mul nsw i64 %pool1_grad.cv50175, 8
   %806 = add nsw i64 %804, %805
   %arena137 = getelementptr inbounds float, ptr %arena, i64 %806
-  store <8 x float> %w528, ptr %arena137, align 4
-  %w529 = load <8 x float>, ptr %pool1_grad.w529, align 32
-  %807 = mul nsw i64 %pool1_grad.j49572, 49
-  %808 = mul nsw i64 %pool1_grad.ty49673, 7
+  store <8 x float> %w531, ptr %arena137, align 4
+  %w532 = load <8 x float>, ptr %pool1_grad.w532, align 32
+  %807 = mul nsw i64 %pool1_grad.j49872, 49
+  %808 = mul nsw i64 %pool1_grad.ty49973, 7
   %809 = add nsw i64 %807, %808
-  %810 = add nsw i64 %809, %pool1_grad.tx49774
+  %810 = add nsw i64 %809, %pool1_grad.tx50074
   %811 = mul nsw i64 %810, 64
   %812 = add nsw i64 2501504, %811
-  %813 = mul nsw i64 %pool1_grad.cv49875, 8
+  %813 = mul nsw i64 %pool1_grad.cv50175, 8
   %814 = add nsw i64 %812, %813
   %arena138 = getelementptr inbounds float, ptr %arena, i64 %814
-  store <8 x float> %w529, ptr %arena138, align 4
-  %w530 = load <8 x float>, ptr %pool1_grad.w530, align 32
-  %815 = mul nsw i64 %pool1_grad.j49572, 49
-  %816 = mul nsw i64 %pool1_grad.ty49673, 7
+  store <8 x float> %w532, ptr %arena138, align 4
+  %w533 = load <8 x float>, ptr %pool1_grad.w533, align 32
+  %815 = mul nsw i64 %pool1_grad.j49872, 49
+  %816 = mul nsw i64 %pool1_grad.ty49973, 7
   %817 = add nsw i64 %815, %816
-  %818 = add nsw i64 %817, %pool1_grad.tx49774
+  %818 = add nsw i64 %817, %pool1_grad.tx50074
   %819 = mul nsw i64 %818, 64
   %820 = add nsw i64 2504640, %819
-  %821 = mul nsw i64 %pool1_grad.cv49875, 8
+  %821 = mul nsw i64 %pool1_grad.cv50175, 8
   %822 = add nsw i64 %820, %821
   %arena139 = getelementptr inbounds float, ptr %arena, i64 %822
-  store <8 x float> %w530, ptr %arena139, align 4
-  %cv498.next = add nsw i64 %pool1_grad.cv49875, 1
-  %823 = icmp slt i64 %cv498.next, 8
-  br i1 %823, label %pool1_grad.cv498, label %pool1_grad.cv498.end
+  store <8 x float> %w533, ptr %arena139, align 4
+  %cv501.next = add nsw i64 %pool1_grad.cv50175, 1
+  %823 = icmp slt i64 %cv501.next, 8
+  br i1 %823, label %pool1_grad.cv501, label %pool1_grad.cv501.end
 
-pool1_grad.cv498.end:                             ; preds = %pool1_grad.cv498
-  %tx497.next = add nsw i64 %pool1_grad.tx49774, 1
-  %824 = icmp slt i64 %tx497.next, 7
-  br i1 %824, label %pool1_grad.tx497, label %pool1_grad.tx497.end
+pool1_grad.cv501.end:                             ; preds = %pool1_grad.cv501
+  %tx500.next = add nsw i64 %pool1_grad.tx50074, 1
+  %824 = icmp slt i64 %tx500.next, 7
+  br i1 %824, label %pool1_grad.tx500, label %pool1_grad.tx500.end
 
-pool1_grad.xi531:                                 ; preds = %pool1_grad.xi531, %pool1_grad.j495.end
-  %pool1_grad.xi531140 = phi i64 [ 0, %pool1_grad.j495.end ], [ %xi531.next, %pool1_grad.xi531 ]
-  call void @bncnn_train_b64.k31.pool1_grad.gemm538(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %pool1_grad.xi531140)
-  %xi531.next = add nsw i64 %pool1_grad.xi531140, 1
-  %825 = icmp slt i64 %xi531.next, 16
-  br i1 %825, label %pool1_grad.xi531, label %pool1_grad.xi531.end
+pool1_grad.xi534:                                 ; preds = %pool1_grad.xi534, %pool1_grad.j498.end
+  %pool1_grad.xi534140 = phi i64 [ 0, %pool1_grad.j498.end ], [ %xi534.next, %pool1_grad.xi534 ]
+  call void @bncnn_train_b64.k31.pool1_grad.gemm541(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %pool1_grad.xi534140)
+  %xi534.next = add nsw i64 %pool1_grad.xi534140, 1
+  %825 = icmp slt i64 %xi534.next, 16
+  br i1 %825, label %pool1_grad.xi534, label %pool1_grad.xi534.end
 
-pool1_grad.xi531.end:                             ; preds = %pool1_grad.xi531
-  br label %pool1_grad.j539
+pool1_grad.xi534.end:                             ; preds = %pool1_grad.xi534
+  br label %pool1_grad.j542
 
-pool1_grad.j539:                                  ; preds = %pool1_grad.ty540.end, %pool1_grad.xi531.end
-  %pool1_grad.j539141 = phi i64 [ 0, %pool1_grad.xi531.end ], [ %j539.next, %pool1_grad.ty540.end ]
-  br label %pool1_grad.ty540
+pool1_grad.j542:                                  ; preds = %pool1_grad.ty543.end, %pool1_grad.xi534.end
+  %pool1_grad.j542141 = phi i64 [ 0, %pool1_grad.xi534.end ], [ %j542.next, %pool1_grad.ty543.end ]
+  br label %pool1_grad.ty543
 
-pool1_grad.j539.end:                              ; preds = %pool1_grad.ty540.end
-  br label %pool1_grad.j555
+pool1_grad.j542.end:                              ; preds = %pool1_grad.ty543.end
+  br label %pool1_grad.j558
 
-pool1_grad.ty540:                                 ; preds = %pool1_grad.tx541.end, %pool1_grad.j539
-  %pool1_grad.ty540142 = phi i64 [ 0, %pool1_grad.j539 ], [ %ty540.next, %pool1_grad.tx541.end ]
-  br label %pool1_grad.tx541
+pool1_grad.ty543:                                 ; preds = %pool1_grad.tx544.end, %pool1_grad.j542
+  %pool1_grad.ty543142 = phi i64 [ 0, %pool1_grad.j542 ], [ %ty543.next, %pool1_grad.tx544.end ]
+  br label %pool1_grad.tx544
 
-pool1_grad.ty540.end:                             ; preds = %pool1_grad.tx541.end
-  %j539.next = add nsw i64 %pool1_grad.j539141, 1
-  %826 = icmp slt i64 %j539.next, 1
-  br i1 %826, label %pool1_grad.j539, label %pool1_grad.j539.end
+pool1_grad.ty543.end:                             ; preds = %pool1_grad.tx544.end
+  %j542.next = add nsw i64 %pool1_grad.j542141, 1
+  %826 = icmp slt i64 %j542.next, 1
+  br i1 %826, label %pool1_grad.j542, label %pool1_grad.j542.end
 
-pool1_grad.tx541:                                 ; preds = %pool1_grad.cv542.end, %pool1_grad.ty540
-  %pool1_grad.tx541143 = phi i64 [ 0, %pool1_grad.ty540 ], [ %tx541.next, %pool1_grad.cv542.end ]
-  br label %pool1_grad.cv542
+pool1_grad.tx544:                                 ; preds = %pool1_grad.cv545.end, %pool1_grad.ty543
+  %pool1_grad.tx544143 = phi i64 [ 0, %pool1_grad.ty543 ], [ %tx544.next, %pool1_grad.cv545.end ]
+  br label %pool1_grad.cv545
 
-pool1_grad.tx541.end:                             ; preds = %pool1_grad.cv542.end
-  %ty540.next = add nsw i64 %pool1_grad.ty540142, 1
-  %827 = icmp slt i64 %ty540.next, 7
-  br i1 %827, label %pool1_grad.ty540, label %pool1_grad.ty540.end
+pool1_grad.tx544.end:                             ; preds = %pool1_grad.cv545.end
+  %ty543.next = add nsw i64 %pool1_grad.ty543142, 1
+  %827 = icmp slt i64 %ty543.next, 7
+  br i1 %827, label %pool1_grad.ty543, label %pool1_grad.ty543.end
 
-pool1_grad.cv542:                                 ; preds = %pool1_grad.cv542, %pool1_grad.tx541
-  %pool1_grad.cv542144 = phi i64 [ 0, %pool1_grad.tx541 ], [ %cv542.next, %pool1_grad.cv542 ]
-  %828 = mul nsw i64 %pool1_grad.j539141, 49
-  %829 = mul nsw i64 %pool1_grad.ty540142, 7
+pool1_grad.cv545:                                 ; preds = %pool1_grad.cv545, %pool1_grad.tx544
+  %pool1_grad.cv545144 = phi i64 [ 0, %pool1_grad.tx544 ], [ %cv545.next, %pool1_grad.cv545 ]
+  %828 = mul nsw i64 %pool1_grad.j542141, 49
+  %829 = mul nsw i64 %pool1_grad.ty543142, 7
   %830 = add nsw i64 %828, %829
-  %831 = add nsw i64 %830, %pool1_grad.tx541143
+  %831 = add nsw i64 %830, %pool1_grad.tx544143
   %832 = mul nsw i64 %831, 32
   %833 = add nsw i64 2507776, %832
-  %834 = mul nsw i64 %pool1_grad.cv542144, 8
+  %834 = mul nsw i64 %pool1_grad.cv545144, 8
   %835 = add nsw i64 %833, %834
   %arena145 = getelementptr inbounds float, ptr %arena, i64 %835
   %836 = load <8 x float>, ptr %arena145, align 4
-  %837 = mul nsw i64 %pool1_grad.j539141, 49
-  %838 = mul nsw i64 %pool1_grad.ty540142, 7
+  %837 = mul nsw i64 %pool1_grad.j542141, 49
+  %838 = mul nsw i64 %pool1_grad.ty543142, 7
   %839 = add nsw i64 %837, %838
-  %840 = add nsw i64 %839, %pool1_grad.tx541143
+  %840 = add nsw i64 %839, %pool1_grad.tx544143
   %841 = mul nsw i64 %840, 32
   %842 = add nsw i64 2514048, %841
-  %843 = mul nsw i64 %pool1_grad.cv542144, 8
+  %843 = mul nsw i64 %pool1_grad.cv545144, 8
   %844 = add nsw i64 %842, %843
   %arena146 = getelementptr inbounds float, ptr %arena, i64 %844
   %845 = load <8 x float>, ptr %arena146, align 4
   %846 = fadd <8 x float> %836, %845
-  %847 = mul nsw i64 %pool1_grad.j539141, 49
-  %848 = mul nsw i64 %pool1_grad.ty540142, 7
+  %847 = mul nsw i64 %pool1_grad.j542141, 49
+  %848 = mul nsw i64 %pool1_grad.ty543142, 7
   %849 = add nsw i64 %847, %848
-  %850 = add nsw i64 %849, %pool1_grad.tx541143
+  %850 = add nsw i64 %849, %pool1_grad.tx544143
   %851 = mul nsw i64 %850, 32
   %852 = add nsw i64 2520320, %851
-  %853 = mul nsw i64 %pool1_grad.cv542144, 8
+  %853 = mul nsw i64 %pool1_grad.cv545144, 8
   %854 = add nsw i64 %852, %853
   %arena147 = getelementptr inbounds float, ptr %arena, i64 %854
   %855 = load <8 x float>, ptr %arena147, align 4
   %856 = fadd <8 x float> %846, %855
-  store <8 x float> %856, ptr %pool1_grad.w543, align 32
-  %857 = mul nsw i64 %pool1_grad.j539141, 49
-  %858 = mul nsw i64 %pool1_grad.ty540142, 7
+  store <8 x float> %856, ptr %pool1_grad.w546, align 32
+  %857 = mul nsw i64 %pool1_grad.j542141, 49
+  %858 = mul nsw i64 %pool1_grad.ty543142, 7
   %859 = add nsw i64 %857, %858
-  %860 = add nsw i64 %859, %pool1_grad.tx541143
+  %860 = add nsw i64 %859, %pool1_grad.tx544143
   %861 = mul nsw i64 %860, 32
   %862 = add nsw i64 2514048, %861
-  %863 = mul nsw i64 %pool1_grad.cv542144, 8
+  %863 = mul nsw i64 %pool1_grad.cv545144, 8
   %864 = add nsw i64 %862, %863
   %arena148 = getelementptr inbounds float, ptr %arena, i64 %864
   %865 = load <8 x float>, ptr %arena148, align 4
-  %866 = mul nsw i64 %pool1_grad.j539141, 49
-  %867 = mul nsw i64 %pool1_grad.ty540142, 7
+  %866 = mul nsw i64 %pool1_grad.j542141, 49
+  %867 = mul nsw i64 %pool1_grad.ty543142, 7
   %868 = add nsw i64 %866, %867
-  %869 = add nsw i64 %868, %pool1_grad.tx541143
+  %869 = add nsw i64 %868, %pool1_grad.tx544143
   %870 = mul nsw i64 %869, 32
   %871 = add nsw i64 2520320, %870
-  %872 = mul nsw i64 %pool1_grad.cv542144, 8
+  %872 = mul nsw i64 %pool1_grad.cv545144, 8
   %873 = add nsw i64 %871, %872
   %arena149 = getelementptr inbounds float, ptr %arena, i64 %873
   %874 = load <8 x float>, ptr %arena149, align 4
   %875 = fsub <8 x float> %865, %874
-  %876 = mul nsw i64 %pool1_grad.j539141, 49
-  %877 = mul nsw i64 %pool1_grad.ty540142, 7
+  %876 = mul nsw i64 %pool1_grad.j542141, 49
+  %877 = mul nsw i64 %pool1_grad.ty543142, 7
   %878 = add nsw i64 %876, %877
-  %879 = add nsw i64 %878, %pool1_grad.tx541143
+  %879 = add nsw i64 %878, %pool1_grad.tx544143
   %880 = mul nsw i64 %879, 32
   %881 = add nsw i64 2526592, %880
-  %882 = mul nsw i64 %pool1_grad.cv542144, 8
+  %882 = mul nsw i64 %pool1_grad.cv545144, 8
   %883 = add nsw i64 %881, %882
   %arena150 = getelementptr inbounds float, ptr %arena, i64 %883
   %884 = load <8 x float>, ptr %arena150, align 4
   %885 = fsub <8 x float> %875, %884
-  store <8 x float> %885, ptr %pool1_grad.w544, align 32
-  %886 = mul nsw i64 %pool1_grad.j539141, 49
-  %887 = mul nsw i64 %pool1_grad.ty540142, 7
+  store <8 x float> %885, ptr %pool1_grad.w547, align 32
+  %886 = mul nsw i64 %pool1_grad.j542141, 49
+  %887 = mul nsw i64 %pool1_grad.ty543142, 7
   %888 = add nsw i64 %886, %887
-  %889 = add nsw i64 %888, %pool1_grad.tx541143
+  %889 = add nsw i64 %888, %pool1_grad.tx544143
   %890 = mul nsw i64 %889, 32
   %891 = add nsw i64 2509344, %890
-  %892 = mul nsw i64 %pool1_grad.cv542144, 8
+  %892 = mul nsw i64 %pool1_grad.cv545144, 8
   %893 = add nsw i64 %891, %892
   %arena151 = getelementptr inbounds float, ptr %arena, i64 %893
   %894 = load <8 x float>, ptr %arena151, align 4
-  %895 = mul nsw i64 %pool1_grad.j539141, 49
-  %896 = mul nsw i64 %pool1_grad.ty540142, 7
+  %895 = mul nsw i64 %pool1_grad.j542141, 49
+  %896 = mul nsw i64 %pool1_grad.ty543142, 7
   %897 = add nsw i64 %895, %896
-  %898 = add nsw i64 %897, %pool1_grad.tx541143
+  %898 = add nsw i64 %897, %pool1_grad.tx544143
   %899 = mul nsw i64 %898, 32
   %900 = add nsw i64 2515616, %899
-  %901 = mul nsw i64 %pool1_grad.cv542144, 8
+  %901 = mul nsw i64 %pool1_grad.cv545144, 8
   %902 = add nsw i64 %900, %901
   %arena152 = getelementptr inbounds float, ptr %arena, i64 %902
   %903 = load <8 x float>, ptr %arena152, align 4
   %904 = fadd <8 x float> %894, %903
-  %905 = mul nsw i64 %pool1_grad.j539141, 49
-  %906 = mul nsw i64 %pool1_grad.ty540142, 7
+  %905 = mul nsw i64 %pool1_grad.j542141, 49
+  %906 = mul nsw i64 %pool1_grad.ty543142, 7
   %907 = add nsw i64 %905, %906
-  %908 = add nsw i64 %907, %pool1_grad.tx541143
+  %908 = add nsw i64 %907, %pool1_grad.tx544143
   %909 = mul nsw i64 %908, 32
   %910 = add nsw i64 2521888, %909
-  %911 = mul nsw i64 %pool1_grad.cv542144, 8
+  %911 = mul nsw i64 %pool1_grad.cv545144, 8
   %912 = add nsw i64 %910, %911
   %arena153 = getelementptr inbounds float, ptr %arena, i64 %912
   %913 = load <8 x float>, ptr %arena153, align 4
   %914 = fadd <8 x float> %904, %913
-  store <8 x float> %914, ptr %pool1_grad.w545, align 32
-  %915 = mul nsw i64 %pool1_grad.j539141, 49
-  %916 = mul nsw i64 %pool1_grad.ty540142, 7
+  store <8 x float> %914, ptr %pool1_grad.w548, align 32
+  %915 = mul nsw i64 %pool1_grad.j542141, 49
+  %916 = mul nsw i64 %pool1_grad.ty543142, 7
   %917 = add nsw i64 %915, %916
-  %918 = add nsw i64 %917, %pool1_grad.tx541143
+  %918 = add nsw i64 %917, %pool1_grad.tx544143
   %919 = mul nsw i64 %918, 32
   %920 = add nsw i64 2515616, %919
-  %921 = mul nsw i64 %pool1_grad.cv542144, 8
+  %921 = mul nsw i64 %pool1_grad.cv545144, 8
   %922 = add nsw i64 %920, %921
   %arena154 = getelementptr inbounds float, ptr %arena, i64 %922
   %923 = load <8 x float>, ptr %arena154, align 4
-  %924 = mul nsw i64 %pool1_grad.j539141, 49
-  %925 = mul nsw i64 %pool1_grad.ty540142, 7
+  %924 = mul nsw i64 %pool1_grad.j542141, 49
+  %925 = mul nsw i64 %pool1_grad.ty543142, 7
   %926 = add nsw i64 %924, %925
-  %927 = add nsw i64 %926, %pool1_grad.tx541143
+  %927 = add nsw i64 %926, %pool1_grad.tx544143
   %928 = mul nsw i64 %927, 32
   %929 = add nsw i64 2521888, %928
-  %930 = mul nsw i64 %pool1_grad.cv542144, 8
+  %930 = mul nsw i64 %pool1_grad.cv545144, 8
   %931 = add nsw i64 %929, %930
   %arena155 = getelementptr inbounds float, ptr %arena, i64 %931
   %932 = load <8 x float>, ptr %arena155, align 4
   %933 = fsub <8 x float> %923, %932
-  %934 = mul nsw i64 %pool1_grad.j539141, 49
-  %935 = mul nsw i64 %pool1_grad.ty540142, 7
+  %934 = mul nsw i64 %pool1_grad.j542141, 49
+  %935 = mul nsw i64 %pool1_grad.ty543142, 7
   %936 = add nsw i64 %934, %935
-  %937 = add nsw i64 %936, %pool1_grad.tx541143
+  %937 = add nsw i64 %936, %pool1_grad.tx544143
   %938 = mul nsw i64 %937, 32
   %939 = add nsw i64 2528160, %938
-  %940 = mul nsw i64 %pool1_grad.cv542144, 8
+  %940 = mul nsw i64 %pool1_grad.cv545144, 8
   %941 = add nsw i64 %939, %940
   %arena156 = getelementptr inbounds float, ptr %arena, i64 %941
   %942 = load <8 x float>, ptr %arena156, align 4
   %943 = fsub <8 x float> %933, %942
-  store <8 x float> %943, ptr %pool1_grad.w546, align 32
-  %944 = mul nsw i64 %pool1_grad.j539141, 49
-  %945 = mul nsw i64 %pool1_grad.ty540142, 7
+  store <8 x float> %943, ptr %pool1_grad.w549, align 32
+  %944 = mul nsw i64 %pool1_grad.j542141, 49
+  %945 = mul nsw i64 %pool1_grad.ty543142, 7
   %946 = add nsw i64 %944, %945
-  %947 = add nsw i64 %946, %pool1_grad.tx541143
+  %947 = add nsw i64 %946, %pool1_grad.tx544143
   %948 = mul nsw i64 %947, 32
   %949 = add nsw i64 2510912, %948
-  %950 = mul nsw i64 %pool1_grad.cv542144, 8
+  %950 = mul nsw i64 %pool1_grad.cv545144, 8
   %951 = add nsw i64 %949, %950
   %arena157 = getelementptr inbounds float, ptr %arena, i64 %951
   %952 = load <8 x float>, ptr %arena157, align 4
-  %953 = mul nsw i64 %pool1_grad.j539141, 49
-  %954 = mul nsw i64 %pool1_grad.ty540142, 7
+  %953 = mul nsw i64 %pool1_grad.j542141, 49
+  %954 = mul nsw i64 %pool1_grad.ty543142, 7
   %955 = add nsw i64 %953, %954
-  %956 = add nsw i64 %955, %pool1_grad.tx541143
+  %956 = add nsw i64 %955, %pool1_grad.tx544143
   %957 = mul nsw i64 %956, 32
   %958 = add nsw i64 2517184, %957
-  %959 = mul nsw i64 %pool1_grad.cv542144, 8
+  %959 = mul nsw i64 %pool1_grad.cv545144, 8
   %960 = add nsw i64 %958, %959
   %arena158 = getelementptr inbounds float, ptr %arena, i64 %960
   %961 = load <8 x float>, ptr %arena158, align 4
   %962 = fadd <8 x float> %952, %961
-  %963 = mul nsw i64 %pool1_grad.j539141, 49
-  %964 = mul nsw i64 %pool1_grad.ty540142, 7
+  %963 = mul nsw i64 %pool1_grad.j542141, 49
+  %964 = mul nsw i64 %pool1_grad.ty543142, 7
   %965 = add nsw i64 %963, %964
-  %966 = add nsw i64 %965, %pool1_grad.tx541143
+  %966 = add nsw i64 %965, %pool1_grad.tx544143
   %967 = mul nsw i64 %966, 32
   %968 = add nsw i64 2523456, %967
-  %969 = mul nsw i64 %pool1_grad.cv542144, 8
+  %969 = mul nsw i64 %pool1_grad.cv545144, 8
   %970 = add nsw i64 %968, %969
   %arena159 = getelementptr inbounds float, ptr %arena, i64 %970
   %971 = load <8 x float>, ptr %arena159, align 4
   %972 = fadd <8 x float> %962, %971
-  store <8 x float> %972, ptr %pool1_grad.w547, align 32
-  %973 = mul nsw i64 %pool1_grad.j539141, 49
-  %974 = mul nsw i64 %pool1_grad.ty540142, 7
+  store <8 x float> %972, ptr %pool1_grad.w550, align 32
+  %973 = mul nsw i64 %pool1_grad.j542141, 49
+  %974 = mul nsw i64 %pool1_grad.ty543142, 7
   %975 = add nsw i64 %973, %974
-  %976 = add nsw i64 %975, %pool1_grad.tx541143
+  %976 = add nsw i64 %975, %pool1_grad.tx544143
   %977 = mul nsw i64 %976, 32
   %978 = add nsw i64 2517184, %977
-  %979 = mul nsw i64 %pool1_grad.cv542144, 8
+  %979 = mul nsw i64 %pool1_grad.cv545144, 8
   %980 = add nsw i64 %978, %979
   %arena160 = getelementptr inbounds float, ptr %arena, i64 %980
   %981 = load <8 x float>, ptr %arena160, align 4
-  %982 = mul nsw i64 %pool1_grad.j539141, 49
-  %983 = mul nsw i64 %pool1_grad.ty540142, 7
+  %982 = mul nsw i64 %pool1_grad.j542141, 49
+  %983 = mul nsw i64 %pool1_grad.ty543142, 7
   %984 = add nsw i64 %982, %983
-  %985 = add nsw i64 %984, %pool1_grad.tx541143
+  %985 = add nsw i64 %984, %pool1_grad.tx544143
   %986 = mul nsw i64 %985, 32
   %987 = add nsw i64 2523456, %986
-  %988 = mul nsw i64 %pool1_grad.cv542144, 8
+  %988 = mul nsw i64 %pool1_grad.cv545144, 8
   %989 = add nsw i64 %987, %988
   %arena161 = getelementptr inbounds float, ptr %arena, i64 %989
   %990 = load <8 x float>, ptr %arena161, align 4
   %991 = fsub <8 x float> %981, %990
-  %992 = mul nsw i64 %pool1_grad.j539141, 49
-  %993 = mul nsw i64 %pool1_grad.ty540142, 7
+  %992 = mul nsw i64 %pool1_grad.j542141, 49
+  %993 = mul nsw i64 %pool1_grad.ty543142, 7
   %994 = add nsw i64 %992, %993
-  %995 = add nsw i64 %994, %pool1_grad.tx541143
+  %995 = add nsw i64 %994, %pool1_grad.tx544143
   %996 = mul nsw i64 %995, 32
   %997 = add nsw i64 2529728, %996
-  %998 = mul nsw i64 %pool1_grad.cv542144, 8
+  %998 = mul nsw i64 %pool1_grad.cv545144, 8
   %999 = add nsw i64 %997, %998
   %arena162 = getelementptr inbounds float, ptr %arena, i64 %999
   %1000 = load <8 x float>, ptr %arena162, align 4
   %1001 = fsub <8 x float> %991, %1000
-  store <8 x float> %1001, ptr %pool1_grad.w548, align 32
-  %1002 = mul nsw i64 %pool1_grad.j539141, 49
-  %1003 = mul nsw i64 %pool1_grad.ty540142, 7
+  store <8 x float> %1001, ptr %pool1_grad.w551, align 32
+  %1002 = mul nsw i64 %pool1_grad.j542141, 49
+  %1003 = mul nsw i64 %pool1_grad.ty543142, 7
   %1004 = add nsw i64 %1002, %1003
-  %1005 = add nsw i64 %1004, %pool1_grad.tx541143
+  %1005 = add nsw i64 %1004, %pool1_grad.tx544143
   %1006 = mul nsw i64 %1005, 32
   %1007 = add nsw i64 2512480, %1006
-  %1008 = mul nsw i64 %pool1_grad.cv542144, 8
+  %1008 = mul nsw i64 %pool1_grad.cv545144, 8
   %1009 = add nsw i64 %1007, %1008
   %arena163 = getelementptr inbounds float, ptr %arena, i64 %1009
   %1010 = load <8 x float>, ptr %arena163, align 4
-  %1011 = mul nsw i64 %pool1_grad.j539141, 49
-  %1012 = mul nsw i64 %pool1_grad.ty540142, 7
+  %1011 = mul nsw i64 %pool1_grad.j542141, 49
+  %1012 = mul nsw i64 %pool1_grad.ty543142, 7
   %1013 = add nsw i64 %1011, %1012
-  %1014 = add nsw i64 %1013, %pool1_grad.tx541143
+  %1014 = add nsw i64 %1013, %pool1_grad.tx544143
   %1015 = mul nsw i64 %1014, 32
   %1016 = add nsw i64 2518752, %1015
-  %1017 = mul nsw i64 %pool1_grad.cv542144, 8
+  %1017 = mul nsw i64 %pool1_grad.cv545144, 8
   %1018 = add nsw i64 %1016, %1017
   %arena164 = getelementptr inbounds float, ptr %arena, i64 %1018
   %1019 = load <8 x float>, ptr %arena164, align 4
   %1020 = fadd <8 x float> %1010, %1019
-  %1021 = mul nsw i64 %pool1_grad.j539141, 49
-  %1022 = mul nsw i64 %pool1_grad.ty540142, 7
+  %1021 = mul nsw i64 %pool1_grad.j542141, 49
+  %1022 = mul nsw i64 %pool1_grad.ty543142, 7
   %1023 = add nsw i64 %1021, %1022
-  %1024 = add nsw i64 %1023, %pool1_grad.tx541143
+  %1024 = add nsw i64 %1023, %pool1_grad.tx544143
   %1025 = mul nsw i64 %1024, 32
   %1026 = add nsw i64 2525024, %1025
-  %1027 = mul nsw i64 %pool1_grad.cv542144, 8
+  %1027 = mul nsw i64 %pool1_grad.cv545144, 8
   %1028 = add nsw i64 %1026, %1027
   %arena165 = getelementptr inbounds float, ptr %arena, i64 %1028
   %1029 = load <8 x float>, ptr %arena165, align 4
   %1030 = fadd <8 x float> %1020, %1029
-  store <8 x float> %1030, ptr %pool1_grad.w549, align 32
-  %1031 = mul nsw i64 %pool1_grad.j539141, 49
-  %1032 = mul nsw i64 %pool1_grad.ty540142, 7
+  store <8 x float> %1030, ptr %pool1_grad.w552, align 32
+  %1031 = mul nsw i64 %pool1_grad.j542141, 49
+  %1032 = mul nsw i64 %pool1_grad.ty543142, 7
   %1033 = add nsw i64 %1031, %1032
-  %1034 = add nsw i64 %1033, %pool1_grad.tx541143
+  %1034 = add nsw i64 %1033, %pool1_grad.tx544143
   %1035 = mul nsw i64 %1034, 32
   %1036 = add nsw i64 2518752, %1035
-  %1037 = mul nsw i64 %pool1_grad.cv542144, 8
+  %1037 = mul nsw i64 %pool1_grad.cv545144, 8
   %1038 = add nsw i64 %1036, %1037
   %arena166 = getelementptr inbounds float, ptr %arena, i64 %1038
   %1039 = load <8 x float>, ptr %arena166, align 4
-  %1040 = mul nsw i64 %pool1_grad.j539141, 49
-  %1041 = mul nsw i64 %pool1_grad.ty540142, 7
+  %1040 = mul nsw i64 %pool1_grad.j542141, 49
+  %1041 = mul nsw i64 %pool1_grad.ty543142, 7
   %1042 = add nsw i64 %1040, %1041
-  %1043 = add nsw i64 %1042, %pool1_grad.tx541143
+  %1043 = add nsw i64 %1042, %pool1_grad.tx544143
   %1044 = mul nsw i64 %1043, 32
   %1045 = add nsw i64 2525024, %1044
-  %1046 = mul nsw i64 %pool1_grad.cv542144, 8
+  %1046 = mul nsw i64 %pool1_grad.cv545144, 8
   %1047 = add nsw i64 %1045, %1046
   %arena167 = getelementptr inbounds float, ptr %arena, i64 %1047
   %1048 = load <8 x float>, ptr %arena167, align 4
   %1049 = fsub <8 x float> %1039, %1048
-  %1050 = mul nsw i64 %pool1_grad.j539141, 49
-  %1051 = mul nsw i64 %pool1_grad.ty540142, 7
+  %1050 = mul nsw i64 %pool1_grad.j542141, 49
+  %1051 = mul nsw i64 %pool1_grad.ty543142, 7
   %1052 = add nsw i64 %1050, %1051
-  %1053 = add nsw i64 %1052, %pool1_grad.tx541143
+  %1053 = add nsw i64 %1052, %pool1_grad.tx544143
   %1054 = mul nsw i64 %1053, 32
   %1055 = add nsw i64 2531296, %1054
-  %1056 = mul nsw i64 %pool1_grad.cv542144, 8
+  %1056 = mul nsw i64 %pool1_grad.cv545144, 8
   %1057 = add nsw i64 %1055, %1056
   %arena168 = getelementptr inbounds float, ptr %arena, i64 %1057
   %1058 = load <8 x float>, ptr %arena168, align 4
   %1059 = fsub <8 x float> %1049, %1058
-  store <8 x float> %1059, ptr %pool1_grad.w550, align 32
-  %w543 = load <8 x float>, ptr %pool1_grad.w543, align 32
-  %w545 = load <8 x float>, ptr %pool1_grad.w545, align 32
-  %1060 = fadd <8 x float> %w543, %w545
-  %w547 = load <8 x float>, ptr %pool1_grad.w547, align 32
-  %1061 = fadd <8 x float> %1060, %w547
-  store <8 x float> %1061, ptr %pool1_grad.w551, align 32
-  %w545169 = load <8 x float>, ptr %pool1_grad.w545, align 32
-  %w547170 = load <8 x float>, ptr %pool1_grad.w547, align 32
-  %1062 = fsub <8 x float> %w545169, %w547170
-  %w549 = load <8 x float>, ptr %pool1_grad.w549, align 32
-  %1063 = fsub <8 x float> %1062, %w549
-  store <8 x float> %1063, ptr %pool1_grad.w552, align 32
-  %w544 = load <8 x float>, ptr %pool1_grad.w544, align 32
+  store <8 x float> %1059, ptr %pool1_grad.w553, align 32
   %w546 = load <8 x float>, ptr %pool1_grad.w546, align 32
-  %1064 = fadd <8 x float> %w544, %w546
   %w548 = load <8 x float>, ptr %pool1_grad.w548, align 32
-  %1065 = fadd <8 x float> %1064, %w548
-  store <8 x float> %1065, ptr %pool1_grad.w553, align 32
-  %w546171 = load <8 x float>, ptr %pool1_grad.w546, align 32
-  %w548172 = load <8 x float>, ptr %pool1_grad.w548, align 32
-  %1066 = fsub <8 x float> %w546171, %w548172
+  %1060 = fadd <8 x float> %w546, %w548
   %w550 = load <8 x float>, ptr %pool1_grad.w550, align 32
-  %1067 = fsub <8 x float> %1066, %w550
-  store <8 x float> %1067, ptr %pool1_grad.w554, align 32
+  %1061 = fadd <8 x float> %1060, %w550
+  store <8 x float> %1061, ptr %pool1_grad.w554, align 32
+  %w548169 = load <8 x float>, ptr %pool1_grad.w548, align 32
+  %w550170 = load <8 x float>, ptr %pool1_grad.w550, align 32
+  %1062 = fsub <8 x float> %w548169, %w550170
+  %w552 = load <8 x float>, ptr %pool1_grad.w552, align 32
+  %1063 = fsub <8 x float> %1062, %w552
+  store <8 x float> %1063, ptr %pool1_grad.w555, align 32
+  %w547 = load <8 x float>, ptr %pool1_grad.w547, align 32
+  %w549 = load <8 x float>, ptr %pool1_grad.w549, align 32
+  %1064 = fadd <8 x float> %w547, %w549
   %w551 = load <8 x float>, ptr %pool1_grad.w551, align 32
-  %1068 = mul nsw i64 %pool1_grad.j539141, 14
-  %1069 = mul nsw i64 %pool1_grad.ty540142, 2
+  %1065 = fadd <8 x float> %1064, %w551
+  store <8 x float> %1065, ptr %pool1_grad.w556, align 32
+  %w549171 = load <8 x float>, ptr %pool1_grad.w549, align 32
+  %w551172 = load <8 x float>, ptr %pool1_grad.w551, align 32
+  %1066 = fsub <8 x float> %w549171, %w551172
+  %w553 = load <8 x float>, ptr %pool1_grad.w553, align 32
+  %1067 = fsub <8 x float> %1066, %w553
+  store <8 x float> %1067, ptr %pool1_grad.w557, align 32
+  %w554 = load <8 x float>, ptr %pool1_grad.w554, align 32
+  %1068 = mul nsw i64 %pool1_grad.j542141, 14
+  %1069 = mul nsw i64 %pool1_grad.ty543142, 2
   %1070 = add nsw i64 %1068, %1069
   %1071 = mul nsw i64 %1070, 14
-  %1072 = mul nsw i64 %pool1_grad.tx541143, 2
+  %1072 = mul nsw i64 %pool1_grad.tx544143, 2
   %1073 = add nsw i64 %1071, %1072
   %1074 = mul nsw i64 %1073, 32
   %1075 = add nsw i64 2532864, %1074
-  %1076 = mul nsw i64 %pool1_grad.cv542144, 8
+  %1076 = mul nsw i64 %pool1_grad.cv545144, 8
   %1077 = add nsw i64 %1075, %1076
   %arena173 = getelementptr inbounds float, ptr %arena, i64 %1077
-  store <8 x float> %w551, ptr %arena173, align 4
-  %w552 = load <8 x float>, ptr %pool1_grad.w552, align 32
-  %1078 = mul nsw i64 %pool1_grad.j539141, 14
-  %1079 = mul nsw i64 %pool1_grad.ty540142, 2
+  store <8 x float> %w554, ptr %arena173, align 4
+  %w555 = load <8 x float>, ptr %pool1_grad.w555, align 32
+  %1078 = mul nsw i64 %pool1_grad.j542141, 14
+  %1079 = mul nsw i64 %pool1_grad.ty543142, 2
   %1080 = add nsw i64 %1078, %1079
   %1081 = mul nsw i64 %1080, 14
-  %1082 = mul nsw i64 %pool1_grad.tx541143, 2
+  %1082 = mul nsw i64 %pool1_grad.tx544143, 2
   %1083 = add nsw i64 %1081, %1082
   %1084 = add nsw i64 %1083, 1
   %1085 = mul nsw i64 %1084, 32
   %1086 = add nsw i64 2532864, %1085
-  %1087 = mul nsw i64 %pool1_grad.cv542144, 8
+  %1087 = mul nsw i64 %pool1_grad.cv545144, 8
   %1088 = add nsw i64 %1086, %1087
   %arena174 = getelementptr inbounds float, ptr %arena, i64 %1088
-  store <8 x float> %w552, ptr %arena174, align 4
-  %w553 = load <8 x float>, ptr %pool1_grad.w553, align 32
-  %1089 = mul nsw i64 %pool1_grad.j539141, 14
-  %1090 = mul nsw i64 %pool1_grad.ty540142, 2
+  store <8 x float> %w555, ptr %arena174, align 4
+  %w556 = load <8 x float>, ptr %pool1_grad.w556, align 32
+  %1089 = mul nsw i64 %pool1_grad.j542141, 14
+  %1090 = mul nsw i64 %pool1_grad.ty543142, 2
   %1091 = add nsw i64 %1089, %1090
   %1092 = add nsw i64 %1091, 1
   %1093 = mul nsw i64 %1092, 14
-  %1094 = mul nsw i64 %pool1_grad.tx541143, 2
+  %1094 = mul nsw i64 %pool1_grad.tx544143, 2
   %1095 = add nsw i64 %1093, %1094
   %1096 = mul nsw i64 %1095, 32
   %1097 = add nsw i64 2532864, %1096
-  %1098 = mul nsw i64 %pool1_grad.cv542144, 8
+  %1098 = mul nsw i64 %pool1_grad.cv545144, 8
   %1099 = add nsw i64 %1097, %1098
   %arena175 = getelementptr inbounds float, ptr %arena, i64 %1099
-  store <8 x float> %w553, ptr %arena175, align 4
-  %w554 = load <8 x float>, ptr %pool1_grad.w554, align 32
-  %1100 = mul nsw i64 %pool1_grad.j539141, 14
-  %1101 = mul nsw i64 %pool1_grad.ty540142, 2
+  store <8 x float> %w556, ptr %arena175, align 4
+  %w557 = load <8 x float>, ptr %pool1_grad.w557, align 32
+  %1100 = mul nsw i64 %pool1_grad.j542141, 14
+  %1101 = mul nsw i64 %pool1_grad.ty543142, 2
   %1102 = add nsw i64 %1100, %1101
   %1103 = add nsw i64 %1102, 1
   %1104 = mul nsw i64 %1103, 14
-  %1105 = mul nsw i64 %pool1_grad.tx541143, 2
+  %1105 = mul nsw i64 %pool1_grad.tx544143, 2
   %1106 = add nsw i64 %1104, %1105
   %1107 = add nsw i64 %1106, 1
   %1108 = mul nsw i64 %1107, 32
   %1109 = add nsw i64 2532864, %1108
-  %1110 = mul nsw i64 %pool1_grad.cv542144, 8
+  %1110 = mul nsw i64 %pool1_grad.cv545144, 8
   %1111 = add nsw i64 %1109, %1110
   %arena176 = getelementptr inbounds float, ptr %arena, i64 %1111
-  store <8 x float> %w554, ptr %arena176, align 4
-  %cv542.next = add nsw i64 %pool1_grad.cv542144, 1
-  %1112 = icmp slt i64 %cv542.next, 4
-  br i1 %1112, label %pool1_grad.cv542, label %pool1_grad.cv542.end
+  store <8 x float> %w557, ptr %arena176, align 4
+  %cv545.next = add nsw i64 %pool1_grad.cv545144, 1
+  %1112 = icmp slt i64 %cv545.next, 4
+  br i1 %1112, label %pool1_grad.cv545, label %pool1_grad.cv545.end
 
-pool1_grad.cv542.end:                             ; preds = %pool1_grad.cv542
-  %tx541.next = add nsw i64 %pool1_grad.tx541143, 1
-  %1113 = icmp slt i64 %tx541.next, 7
-  br i1 %1113, label %pool1_grad.tx541, label %pool1_grad.tx541.end
+pool1_grad.cv545.end:                             ; preds = %pool1_grad.cv545
+  %tx544.next = add nsw i64 %pool1_grad.tx544143, 1
+  %1113 = icmp slt i64 %tx544.next, 7
+  br i1 %1113, label %pool1_grad.tx544, label %pool1_grad.tx544.end
 
-pool1_grad.j555:                                  ; preds = %pool1_grad.c556.end, %pool1_grad.j539.end
-  %pool1_grad.j555177 = phi i64 [ 0, %pool1_grad.j539.end ], [ %j555.next, %pool1_grad.c556.end ]
-  br label %pool1_grad.c556
+pool1_grad.j558:                                  ; preds = %pool1_grad.c562.end, %pool1_grad.j542.end
+  %pool1_grad.j558177 = phi i64 [ 0, %pool1_grad.j542.end ], [ %j558.next, %pool1_grad.c562.end ]
+  br label %pool1_grad.qb559
 
-pool1_grad.j555.end:                              ; preds = %pool1_grad.c556.end
-  %g490.next = add nsw i64 %pool1_grad.g49065, 1
-  %1114 = icmp slt i64 %g490.next, 64
-  br i1 %1114, label %pool1_grad.g490, label %pool1_grad.g490.end
+pool1_grad.j558.end:                              ; preds = %pool1_grad.c562.end
+  %g493.next = add nsw i64 %pool1_grad.g49365, 1
+  %1114 = icmp slt i64 %g493.next, 64
+  br i1 %1114, label %pool1_grad.g493, label %pool1_grad.g493.end
 
-pool1_grad.c556:                                  ; preds = %pool1_grad.q557.end, %pool1_grad.j555
-  %pool1_grad.c556178 = phi i64 [ 0, %pool1_grad.j555 ], [ %c556.next, %pool1_grad.q557.end ]
-  br label %pool1_grad.q557
+pool1_grad.qb559:                                 ; preds = %pool1_grad.c560.end, %pool1_grad.j558
+  %pool1_grad.qb559178 = phi i64 [ 0, %pool1_grad.j558 ], [ %qb559.next, %pool1_grad.c560.end ]
+  br label %pool1_grad.c560
 
-pool1_grad.c556.end:                              ; preds = %pool1_grad.q557.end
-  %j555.next = add nsw i64 %pool1_grad.j555177, 1
-  %1115 = icmp slt i64 %j555.next, 1
-  br i1 %1115, label %pool1_grad.j555, label %pool1_grad.j555.end
+pool1_grad.qb559.end:                             ; preds = %pool1_grad.c560.end
+  br label %pool1_grad.c562
 
-pool1_grad.q557:                                  ; preds = %pool1_grad.q557, %pool1_grad.c556
-  %pool1_grad.q557179 = phi i64 [ 0, %pool1_grad.c556 ], [ %q557.next, %pool1_grad.q557 ]
-  %1116 = mul nsw i64 %pool1_grad.j555177, 196
-  %1117 = add nsw i64 %1116, %pool1_grad.q557179
-  %1118 = mul nsw i64 %1117, 32
-  %1119 = add nsw i64 2532864, %1118
-  %1120 = add nsw i64 %1119, %pool1_grad.c556178
-  %arena180 = getelementptr inbounds float, ptr %arena, i64 %1120
-  %1121 = load float, ptr %arena180, align 4
-  %1122 = add nsw i64 %pool1_grad.g49065, %pool1_grad.j555177
-  %1123 = mul nsw i64 %1122, 6272
-  %1124 = add nsw i64 2007040, %1123
-  %1125 = mul nsw i64 %pool1_grad.c556178, 196
-  %1126 = add nsw i64 %1124, %1125
-  %1127 = add nsw i64 %1126, %pool1_grad.q557179
-  %arena181 = getelementptr inbounds float, ptr %arena, i64 %1127
-  store float %1121, ptr %arena181, align 4
-  %q557.next = add nsw i64 %pool1_grad.q557179, 1
-  %1128 = icmp slt i64 %q557.next, 196
-  br i1 %1128, label %pool1_grad.q557, label %pool1_grad.q557.end
+pool1_grad.c560:                                  ; preds = %pool1_grad.q561.end, %pool1_grad.qb559
+  %pool1_grad.c560179 = phi i64 [ 0, %pool1_grad.qb559 ], [ %c560.next, %pool1_grad.q561.end ]
+  br label %pool1_grad.q561
 
-pool1_grad.q557.end:                              ; preds = %pool1_grad.q557
-  %c556.next = add nsw i64 %pool1_grad.c556178, 1
-  %1129 = icmp slt i64 %c556.next, 32
-  br i1 %1129, label %pool1_grad.c556, label %pool1_grad.c556.end
+pool1_grad.c560.end:                              ; preds = %pool1_grad.q561.end
+  %qb559.next = add nsw i64 %pool1_grad.qb559178, 1
+  %1115 = icmp slt i64 %qb559.next, 3
+  br i1 %1115, label %pool1_grad.qb559, label %pool1_grad.qb559.end
+
+pool1_grad.q561:                                  ; preds = %pool1_grad.q561, %pool1_grad.c560
+  %pool1_grad.q561180 = phi i64 [ 0, %pool1_grad.c560 ], [ %q561.next, %pool1_grad.q561 ]
+  %1116 = mul nsw i64 %pool1_grad.j558177, 196
+  %1117 = mul nsw i64 %pool1_grad.qb559178, 64
+  %1118 = add nsw i64 %pool1_grad.q561180, %1117
+  %1119 = add nsw i64 %1116, %1118
+  %1120 = mul nsw i64 %1119, 32
+  %1121 = add nsw i64 2532864, %1120
+  %1122 = add nsw i64 %1121, %pool1_grad.c560179
+  %arena181 = getelementptr inbounds float, ptr %arena, i64 %1122
+  %1123 = load float, ptr %arena181, align 4
+  %1124 = add nsw i64 %pool1_grad.g49365, %pool1_grad.j558177
+  %1125 = mul nsw i64 %1124, 6272
+  %1126 = add nsw i64 2007040, %1125
+  %1127 = mul nsw i64 %pool1_grad.c560179, 196
+  %1128 = add nsw i64 %1126, %1127
+  %1129 = mul nsw i64 %pool1_grad.qb559178, 64
+  %1130 = add nsw i64 %pool1_grad.q561180, %1129
+  %1131 = add nsw i64 %1128, %1130
+  %arena182 = getelementptr inbounds float, ptr %arena, i64 %1131
+  store float %1123, ptr %arena182, align 4
+  %q561.next = add nsw i64 %pool1_grad.q561180, 1
+  %1132 = icmp slt i64 %q561.next, 64
+  br i1 %1132, label %pool1_grad.q561, label %pool1_grad.q561.end
+
+pool1_grad.q561.end:                              ; preds = %pool1_grad.q561
+  %c560.next = add nsw i64 %pool1_grad.c560179, 1
+  %1133 = icmp slt i64 %c560.next, 32
+  br i1 %1133, label %pool1_grad.c560, label %pool1_grad.c560.end
+
+pool1_grad.c562:                                  ; preds = %pool1_grad.q563.end, %pool1_grad.qb559.end
+  %pool1_grad.c562183 = phi i64 [ 0, %pool1_grad.qb559.end ], [ %c562.next, %pool1_grad.q563.end ]
+  br label %pool1_grad.q563
+
+pool1_grad.c562.end:                              ; preds = %pool1_grad.q563.end
+  %j558.next = add nsw i64 %pool1_grad.j558177, 1
+  %1134 = icmp slt i64 %j558.next, 1
+  br i1 %1134, label %pool1_grad.j558, label %pool1_grad.j558.end
+
+pool1_grad.q563:                                  ; preds = %pool1_grad.q563, %pool1_grad.c562
+  %pool1_grad.q563184 = phi i64 [ 0, %pool1_grad.c562 ], [ %q563.next, %pool1_grad.q563 ]
+  %1135 = mul nsw i64 %pool1_grad.j558177, 196
+  %1136 = add nsw i64 %pool1_grad.q563184, 192
+  %1137 = add nsw i64 %1135, %1136
+  %1138 = mul nsw i64 %1137, 32
+  %1139 = add nsw i64 2532864, %1138
+  %1140 = add nsw i64 %1139, %pool1_grad.c562183
+  %arena185 = getelementptr inbounds float, ptr %arena, i64 %1140
+  %1141 = load float, ptr %arena185, align 4
+  %1142 = add nsw i64 %pool1_grad.g49365, %pool1_grad.j558177
+  %1143 = mul nsw i64 %1142, 6272
+  %1144 = add nsw i64 2007040, %1143
+  %1145 = mul nsw i64 %pool1_grad.c562183, 196
+  %1146 = add nsw i64 %1144, %1145
+  %1147 = add nsw i64 %pool1_grad.q563184, 192
+  %1148 = add nsw i64 %1146, %1147
+  %arena186 = getelementptr inbounds float, ptr %arena, i64 %1148
+  store float %1141, ptr %arena186, align 4
+  %q563.next = add nsw i64 %pool1_grad.q563184, 1
+  %1149 = icmp slt i64 %q563.next, 4
+  br i1 %1149, label %pool1_grad.q563, label %pool1_grad.q563.end
+
+pool1_grad.q563.end:                              ; preds = %pool1_grad.q563
+  %c562.next = add nsw i64 %pool1_grad.c562183, 1
+  %1150 = icmp slt i64 %c562.next, 32
+  br i1 %1150, label %pool1_grad.c562, label %pool1_grad.c562.end
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_train_b64.k31.pool1_grad.gemm538(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+define internal void @bncnn_train_b64.k31.pool1_grad.gemm541(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
 entry:
-  %pool1_grad.t536_a3 = alloca <8 x float>, align 32
-  %pool1_grad.t536_a2 = alloca <8 x float>, align 32
-  %pool1_grad.t536_a1 = alloca <8 x float>, align 32
-  %pool1_grad.t536_a0 = alloca <8 x float>, align 32
-  %pool1_grad.t536_b1 = alloca <8 x float>, align 32
-  %pool1_grad.t536_b0 = alloca <8 x float>, align 32
-  %pool1_grad.t536_c3_1 = alloca <8 x float>, align 32
-  %pool1_grad.t536_c3_0 = alloca <8 x float>, align 32
-  %pool1_grad.t536_c2_1 = alloca <8 x float>, align 32
-  %pool1_grad.t536_c2_0 = alloca <8 x float>, align 32
-  %pool1_grad.t536_c1_1 = alloca <8 x float>, align 32
-  %pool1_grad.t536_c1_0 = alloca <8 x float>, align 32
-  %pool1_grad.t536_c0_1 = alloca <8 x float>, align 32
-  %pool1_grad.t536_c0_0 = alloca <8 x float>, align 32
-  %pool1_grad.t534_a4 = alloca <8 x float>, align 32
-  %pool1_grad.t534_a3 = alloca <8 x float>, align 32
-  %pool1_grad.t534_a2 = alloca <8 x float>, align 32
-  %pool1_grad.t534_a1 = alloca <8 x float>, align 32
-  %pool1_grad.t534_a0 = alloca <8 x float>, align 32
-  %pool1_grad.t534_b1 = alloca <8 x float>, align 32
-  %pool1_grad.t534_b0 = alloca <8 x float>, align 32
-  %pool1_grad.t534_c4_1 = alloca <8 x float>, align 32
-  %pool1_grad.t534_c4_0 = alloca <8 x float>, align 32
-  %pool1_grad.t534_c3_1 = alloca <8 x float>, align 32
-  %pool1_grad.t534_c3_0 = alloca <8 x float>, align 32
-  %pool1_grad.t534_c2_1 = alloca <8 x float>, align 32
-  %pool1_grad.t534_c2_0 = alloca <8 x float>, align 32
-  %pool1_grad.t534_c1_1 = alloca <8 x float>, align 32
-  %pool1_grad.t534_c1_0 = alloca <8 x float>, align 32
-  %pool1_grad.t534_c0_1 = alloca <8 x float>, align 32
-  %pool1_grad.t534_c0_0 = alloca <8 x float>, align 32
-  br label %pool1_grad.nb532
+  %pool1_grad.t539_a3 = alloca <8 x float>, align 32
+  %pool1_grad.t539_a2 = alloca <8 x float>, align 32
+  %pool1_grad.t539_a1 = alloca <8 x float>, align 32
+  %pool1_grad.t539_a0 = alloca <8 x float>, align 32
+  %pool1_grad.t539_b1 = alloca <8 x float>, align 32
+  %pool1_grad.t539_b0 = alloca <8 x float>, align 32
+  %pool1_grad.t539_c3_1 = alloca <8 x float>, align 32
+  %pool1_grad.t539_c3_0 = alloca <8 x float>, align 32
+  %pool1_grad.t539_c2_1 = alloca <8 x float>, align 32
+  %pool1_grad.t539_c2_0 = alloca <8 x float>, align 32
+  %pool1_grad.t539_c1_1 = alloca <8 x float>, align 32
+  %pool1_grad.t539_c1_0 = alloca <8 x float>, align 32
+  %pool1_grad.t539_c0_1 = alloca <8 x float>, align 32
+  %pool1_grad.t539_c0_0 = alloca <8 x float>, align 32
+  %pool1_grad.t537_a4 = alloca <8 x float>, align 32
+  %pool1_grad.t537_a3 = alloca <8 x float>, align 32
+  %pool1_grad.t537_a2 = alloca <8 x float>, align 32
+  %pool1_grad.t537_a1 = alloca <8 x float>, align 32
+  %pool1_grad.t537_a0 = alloca <8 x float>, align 32
+  %pool1_grad.t537_b1 = alloca <8 x float>, align 32
+  %pool1_grad.t537_b0 = alloca <8 x float>, align 32
+  %pool1_grad.t537_c4_1 = alloca <8 x float>, align 32
+  %pool1_grad.t537_c4_0 = alloca <8 x float>, align 32
+  %pool1_grad.t537_c3_1 = alloca <8 x float>, align 32
+  %pool1_grad.t537_c3_0 = alloca <8 x float>, align 32
+  %pool1_grad.t537_c2_1 = alloca <8 x float>, align 32
+  %pool1_grad.t537_c2_0 = alloca <8 x float>, align 32
+  %pool1_grad.t537_c1_1 = alloca <8 x float>, align 32
+  %pool1_grad.t537_c1_0 = alloca <8 x float>, align 32
+  %pool1_grad.t537_c0_1 = alloca <8 x float>, align 32
+  %pool1_grad.t537_c0_0 = alloca <8 x float>, align 32
+  br label %pool1_grad.nb535
 
-pool1_grad.nb532:                                 ; preds = %pool1_grad.k537.end, %entry
-  %pool1_grad.nb5321 = phi i64 [ 0, %entry ], [ %nb532.next, %pool1_grad.k537.end ]
-  br label %pool1_grad.mb533
+pool1_grad.nb535:                                 ; preds = %pool1_grad.k540.end, %entry
+  %pool1_grad.nb5351 = phi i64 [ 0, %entry ], [ %nb535.next, %pool1_grad.k540.end ]
+  br label %pool1_grad.mb536
 
-pool1_grad.nb532.end:                             ; preds = %pool1_grad.k537.end
+pool1_grad.nb535.end:                             ; preds = %pool1_grad.k540.end
   ret void
 
-pool1_grad.mb533:                                 ; preds = %pool1_grad.k535.end, %pool1_grad.nb532
-  %pool1_grad.mb5332 = phi i64 [ 0, %pool1_grad.nb532 ], [ %mb533.next, %pool1_grad.k535.end ]
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t534_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t534_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t534_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t534_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t534_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t534_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t534_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t534_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t534_c4_0, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t534_c4_1, align 32
-  br label %pool1_grad.k535
+pool1_grad.mb536:                                 ; preds = %pool1_grad.k538.end, %pool1_grad.nb535
+  %pool1_grad.mb5362 = phi i64 [ 0, %pool1_grad.nb535 ], [ %mb536.next, %pool1_grad.k538.end ]
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t537_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t537_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t537_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t537_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t537_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t537_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t537_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t537_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t537_c4_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t537_c4_1, align 32
+  br label %pool1_grad.k538
 
-pool1_grad.mb533.end:                             ; preds = %pool1_grad.k535.end
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t536_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t536_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t536_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t536_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t536_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t536_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t536_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t536_c3_1, align 32
-  br label %pool1_grad.k537
+pool1_grad.mb536.end:                             ; preds = %pool1_grad.k538.end
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t539_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t539_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t539_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t539_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t539_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t539_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t539_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t539_c3_1, align 32
+  br label %pool1_grad.k540
 
-pool1_grad.k535:                                  ; preds = %pool1_grad.k535, %pool1_grad.mb533
-  %pool1_grad.k5353 = phi i64 [ 0, %pool1_grad.mb533 ], [ %k535.next, %pool1_grad.k535 ]
+pool1_grad.k538:                                  ; preds = %pool1_grad.k538, %pool1_grad.mb536
+  %pool1_grad.k5383 = phi i64 [ 0, %pool1_grad.mb536 ], [ %k538.next, %pool1_grad.k538 ]
   %1 = mul nsw i64 %0, 2048
   %2 = add nsw i64 2408448, %1
-  %3 = mul nsw i64 %pool1_grad.k5353, 32
+  %3 = mul nsw i64 %pool1_grad.k5383, 32
   %4 = add nsw i64 %2, %3
-  %5 = mul nsw i64 %pool1_grad.nb5321, 16
+  %5 = mul nsw i64 %pool1_grad.nb5351, 16
   %6 = add nsw i64 %4, %5
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   %7 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %7, ptr %pool1_grad.t534_b0, align 32
+  store <8 x float> %7, ptr %pool1_grad.t537_b0, align 32
   %8 = mul nsw i64 %0, 2048
   %9 = add nsw i64 2408448, %8
-  %10 = mul nsw i64 %pool1_grad.k5353, 32
+  %10 = mul nsw i64 %pool1_grad.k5383, 32
   %11 = add nsw i64 %9, %10
-  %12 = mul nsw i64 %pool1_grad.nb5321, 16
+  %12 = mul nsw i64 %pool1_grad.nb5351, 16
   %13 = add nsw i64 %11, %12
   %14 = add nsw i64 %13, 8
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %14
   %15 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %15, ptr %pool1_grad.t534_b1, align 32
+  store <8 x float> %15, ptr %pool1_grad.t537_b1, align 32
   %16 = mul nsw i64 %0, 3136
   %17 = add nsw i64 2457600, %16
-  %18 = mul nsw i64 %pool1_grad.mb5332, 5
+  %18 = mul nsw i64 %pool1_grad.mb5362, 5
   %19 = mul nsw i64 %18, 64
   %20 = add nsw i64 %17, %19
-  %21 = add nsw i64 %20, %pool1_grad.k5353
+  %21 = add nsw i64 %20, %pool1_grad.k5383
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %21
   %22 = load float, ptr %arena6, align 4
   %23 = insertelement <8 x float> undef, float %22, i32 0
   %24 = shufflevector <8 x float> %23, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %24, ptr %pool1_grad.t534_a0, align 32
-  %t534_a0 = load <8 x float>, ptr %pool1_grad.t534_a0, align 32
-  %t534_b0 = load <8 x float>, ptr %pool1_grad.t534_b0, align 32
-  %t534_c0_0 = load <8 x float>, ptr %pool1_grad.t534_c0_0, align 32
-  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t534_a0, <8 x float> %t534_b0, <8 x float> %t534_c0_0)
-  store <8 x float> %25, ptr %pool1_grad.t534_c0_0, align 32
-  %t534_a07 = load <8 x float>, ptr %pool1_grad.t534_a0, align 32
-  %t534_b1 = load <8 x float>, ptr %pool1_grad.t534_b1, align 32
-  %t534_c0_1 = load <8 x float>, ptr %pool1_grad.t534_c0_1, align 32
-  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t534_a07, <8 x float> %t534_b1, <8 x float> %t534_c0_1)
-  store <8 x float> %26, ptr %pool1_grad.t534_c0_1, align 32
+  store <8 x float> %24, ptr %pool1_grad.t537_a0, align 32
+  %t537_a0 = load <8 x float>, ptr %pool1_grad.t537_a0, align 32
+  %t537_b0 = load <8 x float>, ptr %pool1_grad.t537_b0, align 32
+  %t537_c0_0 = load <8 x float>, ptr %pool1_grad.t537_c0_0, align 32
+  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t537_a0, <8 x float> %t537_b0, <8 x float> %t537_c0_0)
+  store <8 x float> %25, ptr %pool1_grad.t537_c0_0, align 32
+  %t537_a07 = load <8 x float>, ptr %pool1_grad.t537_a0, align 32
+  %t537_b1 = load <8 x float>, ptr %pool1_grad.t537_b1, align 32
+  %t537_c0_1 = load <8 x float>, ptr %pool1_grad.t537_c0_1, align 32
+  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t537_a07, <8 x float> %t537_b1, <8 x float> %t537_c0_1)
+  store <8 x float> %26, ptr %pool1_grad.t537_c0_1, align 32
   %27 = mul nsw i64 %0, 3136
   %28 = add nsw i64 2457600, %27
-  %29 = mul nsw i64 %pool1_grad.mb5332, 5
+  %29 = mul nsw i64 %pool1_grad.mb5362, 5
   %30 = add nsw i64 %29, 1
   %31 = mul nsw i64 %30, 64
   %32 = add nsw i64 %28, %31
-  %33 = add nsw i64 %32, %pool1_grad.k5353
+  %33 = add nsw i64 %32, %pool1_grad.k5383
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %33
   %34 = load float, ptr %arena8, align 4
   %35 = insertelement <8 x float> undef, float %34, i32 0
   %36 = shufflevector <8 x float> %35, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %36, ptr %pool1_grad.t534_a1, align 32
-  %t534_a1 = load <8 x float>, ptr %pool1_grad.t534_a1, align 32
-  %t534_b09 = load <8 x float>, ptr %pool1_grad.t534_b0, align 32
-  %t534_c1_0 = load <8 x float>, ptr %pool1_grad.t534_c1_0, align 32
-  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t534_a1, <8 x float> %t534_b09, <8 x float> %t534_c1_0)
-  store <8 x float> %37, ptr %pool1_grad.t534_c1_0, align 32
-  %t534_a110 = load <8 x float>, ptr %pool1_grad.t534_a1, align 32
-  %t534_b111 = load <8 x float>, ptr %pool1_grad.t534_b1, align 32
-  %t534_c1_1 = load <8 x float>, ptr %pool1_grad.t534_c1_1, align 32
-  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t534_a110, <8 x float> %t534_b111, <8 x float> %t534_c1_1)
-  store <8 x float> %38, ptr %pool1_grad.t534_c1_1, align 32
+  store <8 x float> %36, ptr %pool1_grad.t537_a1, align 32
+  %t537_a1 = load <8 x float>, ptr %pool1_grad.t537_a1, align 32
+  %t537_b09 = load <8 x float>, ptr %pool1_grad.t537_b0, align 32
+  %t537_c1_0 = load <8 x float>, ptr %pool1_grad.t537_c1_0, align 32
+  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t537_a1, <8 x float> %t537_b09, <8 x float> %t537_c1_0)
+  store <8 x float> %37, ptr %pool1_grad.t537_c1_0, align 32
+  %t537_a110 = load <8 x float>, ptr %pool1_grad.t537_a1, align 32
+  %t537_b111 = load <8 x float>, ptr %pool1_grad.t537_b1, align 32
+  %t537_c1_1 = load <8 x float>, ptr %pool1_grad.t537_c1_1, align 32
+  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t537_a110, <8 x float> %t537_b111, <8 x float> %t537_c1_1)
+  store <8 x float> %38, ptr %pool1_grad.t537_c1_1, align 32
   %39 = mul nsw i64 %0, 3136
   %40 = add nsw i64 2457600, %39
-  %41 = mul nsw i64 %pool1_grad.mb5332, 5
+  %41 = mul nsw i64 %pool1_grad.mb5362, 5
   %42 = add nsw i64 %41, 2
   %43 = mul nsw i64 %42, 64
   %44 = add nsw i64 %40, %43
-  %45 = add nsw i64 %44, %pool1_grad.k5353
+  %45 = add nsw i64 %44, %pool1_grad.k5383
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %45
   %46 = load float, ptr %arena12, align 4
   %47 = insertelement <8 x float> undef, float %46, i32 0
   %48 = shufflevector <8 x float> %47, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %48, ptr %pool1_grad.t534_a2, align 32
-  %t534_a2 = load <8 x float>, ptr %pool1_grad.t534_a2, align 32
-  %t534_b013 = load <8 x float>, ptr %pool1_grad.t534_b0, align 32
-  %t534_c2_0 = load <8 x float>, ptr %pool1_grad.t534_c2_0, align 32
-  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t534_a2, <8 x float> %t534_b013, <8 x float> %t534_c2_0)
-  store <8 x float> %49, ptr %pool1_grad.t534_c2_0, align 32
-  %t534_a214 = load <8 x float>, ptr %pool1_grad.t534_a2, align 32
-  %t534_b115 = load <8 x float>, ptr %pool1_grad.t534_b1, align 32
-  %t534_c2_1 = load <8 x float>, ptr %pool1_grad.t534_c2_1, align 32
-  %50 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t534_a214, <8 x float> %t534_b115, <8 x float> %t534_c2_1)
-  store <8 x float> %50, ptr %pool1_grad.t534_c2_1, align 32
+  store <8 x float> %48, ptr %pool1_grad.t537_a2, align 32
+  %t537_a2 = load <8 x float>, ptr %pool1_grad.t537_a2, align 32
+  %t537_b013 = load <8 x float>, ptr %pool1_grad.t537_b0, align 32
+  %t537_c2_0 = load <8 x float>, ptr %pool1_grad.t537_c2_0, align 32
+  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t537_a2, <8 x float> %t537_b013, <8 x float> %t537_c2_0)
+  store <8 x float> %49, ptr %pool1_grad.t537_c2_0, align 32
+  %t537_a214 = load <8 x float>, ptr %pool1_grad.t537_a2, align 32
+  %t537_b115 = load <8 x float>, ptr %pool1_grad.t537_b1, align 32
+  %t537_c2_1 = load <8 x float>, ptr %pool1_grad.t537_c2_1, align 32
+  %50 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t537_a214, <8 x float> %t537_b115, <8 x float> %t537_c2_1)
+  store <8 x float> %50, ptr %pool1_grad.t537_c2_1, align 32
   %51 = mul nsw i64 %0, 3136
   %52 = add nsw i64 2457600, %51
-  %53 = mul nsw i64 %pool1_grad.mb5332, 5
+  %53 = mul nsw i64 %pool1_grad.mb5362, 5
   %54 = add nsw i64 %53, 3
   %55 = mul nsw i64 %54, 64
   %56 = add nsw i64 %52, %55
-  %57 = add nsw i64 %56, %pool1_grad.k5353
+  %57 = add nsw i64 %56, %pool1_grad.k5383
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %57
   %58 = load float, ptr %arena16, align 4
   %59 = insertelement <8 x float> undef, float %58, i32 0
   %60 = shufflevector <8 x float> %59, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %60, ptr %pool1_grad.t534_a3, align 32
-  %t534_a3 = load <8 x float>, ptr %pool1_grad.t534_a3, align 32
-  %t534_b017 = load <8 x float>, ptr %pool1_grad.t534_b0, align 32
-  %t534_c3_0 = load <8 x float>, ptr %pool1_grad.t534_c3_0, align 32
-  %61 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t534_a3, <8 x float> %t534_b017, <8 x float> %t534_c3_0)
-  store <8 x float> %61, ptr %pool1_grad.t534_c3_0, align 32
-  %t534_a318 = load <8 x float>, ptr %pool1_grad.t534_a3, align 32
-  %t534_b119 = load <8 x float>, ptr %pool1_grad.t534_b1, align 32
-  %t534_c3_1 = load <8 x float>, ptr %pool1_grad.t534_c3_1, align 32
-  %62 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t534_a318, <8 x float> %t534_b119, <8 x float> %t534_c3_1)
-  store <8 x float> %62, ptr %pool1_grad.t534_c3_1, align 32
+  store <8 x float> %60, ptr %pool1_grad.t537_a3, align 32
+  %t537_a3 = load <8 x float>, ptr %pool1_grad.t537_a3, align 32
+  %t537_b017 = load <8 x float>, ptr %pool1_grad.t537_b0, align 32
+  %t537_c3_0 = load <8 x float>, ptr %pool1_grad.t537_c3_0, align 32
+  %61 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t537_a3, <8 x float> %t537_b017, <8 x float> %t537_c3_0)
+  store <8 x float> %61, ptr %pool1_grad.t537_c3_0, align 32
+  %t537_a318 = load <8 x float>, ptr %pool1_grad.t537_a3, align 32
+  %t537_b119 = load <8 x float>, ptr %pool1_grad.t537_b1, align 32
+  %t537_c3_1 = load <8 x float>, ptr %pool1_grad.t537_c3_1, align 32
+  %62 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t537_a318, <8 x float> %t537_b119, <8 x float> %t537_c3_1)
+  store <8 x float> %62, ptr %pool1_grad.t537_c3_1, align 32
   %63 = mul nsw i64 %0, 3136
   %64 = add nsw i64 2457600, %63
-  %65 = mul nsw i64 %pool1_grad.mb5332, 5
+  %65 = mul nsw i64 %pool1_grad.mb5362, 5
   %66 = add nsw i64 %65, 4
   %67 = mul nsw i64 %66, 64
   %68 = add nsw i64 %64, %67
-  %69 = add nsw i64 %68, %pool1_grad.k5353
+  %69 = add nsw i64 %68, %pool1_grad.k5383
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %69
   %70 = load float, ptr %arena20, align 4
   %71 = insertelement <8 x float> undef, float %70, i32 0
   %72 = shufflevector <8 x float> %71, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %72, ptr %pool1_grad.t534_a4, align 32
-  %t534_a4 = load <8 x float>, ptr %pool1_grad.t534_a4, align 32
-  %t534_b021 = load <8 x float>, ptr %pool1_grad.t534_b0, align 32
-  %t534_c4_0 = load <8 x float>, ptr %pool1_grad.t534_c4_0, align 32
-  %73 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t534_a4, <8 x float> %t534_b021, <8 x float> %t534_c4_0)
-  store <8 x float> %73, ptr %pool1_grad.t534_c4_0, align 32
-  %t534_a422 = load <8 x float>, ptr %pool1_grad.t534_a4, align 32
-  %t534_b123 = load <8 x float>, ptr %pool1_grad.t534_b1, align 32
-  %t534_c4_1 = load <8 x float>, ptr %pool1_grad.t534_c4_1, align 32
-  %74 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t534_a422, <8 x float> %t534_b123, <8 x float> %t534_c4_1)
-  store <8 x float> %74, ptr %pool1_grad.t534_c4_1, align 32
-  %k535.next = add nsw i64 %pool1_grad.k5353, 1
-  %75 = icmp slt i64 %k535.next, 64
-  br i1 %75, label %pool1_grad.k535, label %pool1_grad.k535.end
+  store <8 x float> %72, ptr %pool1_grad.t537_a4, align 32
+  %t537_a4 = load <8 x float>, ptr %pool1_grad.t537_a4, align 32
+  %t537_b021 = load <8 x float>, ptr %pool1_grad.t537_b0, align 32
+  %t537_c4_0 = load <8 x float>, ptr %pool1_grad.t537_c4_0, align 32
+  %73 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t537_a4, <8 x float> %t537_b021, <8 x float> %t537_c4_0)
+  store <8 x float> %73, ptr %pool1_grad.t537_c4_0, align 32
+  %t537_a422 = load <8 x float>, ptr %pool1_grad.t537_a4, align 32
+  %t537_b123 = load <8 x float>, ptr %pool1_grad.t537_b1, align 32
+  %t537_c4_1 = load <8 x float>, ptr %pool1_grad.t537_c4_1, align 32
+  %74 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t537_a422, <8 x float> %t537_b123, <8 x float> %t537_c4_1)
+  store <8 x float> %74, ptr %pool1_grad.t537_c4_1, align 32
+  %k538.next = add nsw i64 %pool1_grad.k5383, 1
+  %75 = icmp slt i64 %k538.next, 64
+  br i1 %75, label %pool1_grad.k538, label %pool1_grad.k538.end
 
-pool1_grad.k535.end:                              ; preds = %pool1_grad.k535
-  %t534_c0_024 = load <8 x float>, ptr %pool1_grad.t534_c0_0, align 32
+pool1_grad.k538.end:                              ; preds = %pool1_grad.k538
+  %t537_c0_024 = load <8 x float>, ptr %pool1_grad.t537_c0_0, align 32
   %76 = mul nsw i64 %0, 1568
   %77 = add nsw i64 2507776, %76
-  %78 = mul nsw i64 %pool1_grad.mb5332, 5
+  %78 = mul nsw i64 %pool1_grad.mb5362, 5
   %79 = mul nsw i64 %78, 32
   %80 = add nsw i64 %77, %79
-  %81 = mul nsw i64 %pool1_grad.nb5321, 16
+  %81 = mul nsw i64 %pool1_grad.nb5351, 16
   %82 = add nsw i64 %80, %81
   %arena25 = getelementptr inbounds float, ptr %arena, i64 %82
-  store <8 x float> %t534_c0_024, ptr %arena25, align 4
-  %t534_c0_126 = load <8 x float>, ptr %pool1_grad.t534_c0_1, align 32
+  store <8 x float> %t537_c0_024, ptr %arena25, align 4
+  %t537_c0_126 = load <8 x float>, ptr %pool1_grad.t537_c0_1, align 32
   %83 = mul nsw i64 %0, 1568
   %84 = add nsw i64 2507776, %83
-  %85 = mul nsw i64 %pool1_grad.mb5332, 5
+  %85 = mul nsw i64 %pool1_grad.mb5362, 5
   %86 = mul nsw i64 %85, 32
   %87 = add nsw i64 %84, %86
-  %88 = mul nsw i64 %pool1_grad.nb5321, 16
+  %88 = mul nsw i64 %pool1_grad.nb5351, 16
   %89 = add nsw i64 %87, %88
   %90 = add nsw i64 %89, 8
   %arena27 = getelementptr inbounds float, ptr %arena, i64 %90
-  store <8 x float> %t534_c0_126, ptr %arena27, align 4
-  %t534_c1_028 = load <8 x float>, ptr %pool1_grad.t534_c1_0, align 32
+  store <8 x float> %t537_c0_126, ptr %arena27, align 4
+  %t537_c1_028 = load <8 x float>, ptr %pool1_grad.t537_c1_0, align 32
   %91 = mul nsw i64 %0, 1568
   %92 = add nsw i64 2507776, %91
-  %93 = mul nsw i64 %pool1_grad.mb5332, 5
+  %93 = mul nsw i64 %pool1_grad.mb5362, 5
   %94 = add nsw i64 %93, 1
   %95 = mul nsw i64 %94, 32
   %96 = add nsw i64 %92, %95
-  %97 = mul nsw i64 %pool1_grad.nb5321, 16
+  %97 = mul nsw i64 %pool1_grad.nb5351, 16
   %98 = add nsw i64 %96, %97
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %98
-  store <8 x float> %t534_c1_028, ptr %arena29, align 4
-  %t534_c1_130 = load <8 x float>, ptr %pool1_grad.t534_c1_1, align 32
+  store <8 x float> %t537_c1_028, ptr %arena29, align 4
+  %t537_c1_130 = load <8 x float>, ptr %pool1_grad.t537_c1_1, align 32
   %99 = mul nsw i64 %0, 1568
   %100 = add nsw i64 2507776, %99
-  %101 = mul nsw i64 %pool1_grad.mb5332, 5
+  %101 = mul nsw i64 %pool1_grad.mb5362, 5
   %102 = add nsw i64 %101, 1
   %103 = mul nsw i64 %102, 32
   %104 = add nsw i64 %100, %103
-  %105 = mul nsw i64 %pool1_grad.nb5321, 16
+  %105 = mul nsw i64 %pool1_grad.nb5351, 16
   %106 = add nsw i64 %104, %105
   %107 = add nsw i64 %106, 8
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %107
-  store <8 x float> %t534_c1_130, ptr %arena31, align 4
-  %t534_c2_032 = load <8 x float>, ptr %pool1_grad.t534_c2_0, align 32
+  store <8 x float> %t537_c1_130, ptr %arena31, align 4
+  %t537_c2_032 = load <8 x float>, ptr %pool1_grad.t537_c2_0, align 32
   %108 = mul nsw i64 %0, 1568
   %109 = add nsw i64 2507776, %108
-  %110 = mul nsw i64 %pool1_grad.mb5332, 5
+  %110 = mul nsw i64 %pool1_grad.mb5362, 5
   %111 = add nsw i64 %110, 2
   %112 = mul nsw i64 %111, 32
   %113 = add nsw i64 %109, %112
-  %114 = mul nsw i64 %pool1_grad.nb5321, 16
+  %114 = mul nsw i64 %pool1_grad.nb5351, 16
   %115 = add nsw i64 %113, %114
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %115
-  store <8 x float> %t534_c2_032, ptr %arena33, align 4
-  %t534_c2_134 = load <8 x float>, ptr %pool1_grad.t534_c2_1, align 32
+  store <8 x float> %t537_c2_032, ptr %arena33, align 4
+  %t537_c2_134 = load <8 x float>, ptr %pool1_grad.t537_c2_1, align 32
   %116 = mul nsw i64 %0, 1568
   %117 = add nsw i64 2507776, %116
-  %118 = mul nsw i64 %pool1_grad.mb5332, 5
+  %118 = mul nsw i64 %pool1_grad.mb5362, 5
   %119 = add nsw i64 %118, 2
   %120 = mul nsw i64 %119, 32
   %121 = add nsw i64 %117, %120
-  %122 = mul nsw i64 %pool1_grad.nb5321, 16
+  %122 = mul nsw i64 %pool1_grad.nb5351, 16
   %123 = add nsw i64 %121, %122
   %124 = add nsw i64 %123, 8
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %124
-  store <8 x float> %t534_c2_134, ptr %arena35, align 4
-  %t534_c3_036 = load <8 x float>, ptr %pool1_grad.t534_c3_0, align 32
+  store <8 x float> %t537_c2_134, ptr %arena35, align 4
+  %t537_c3_036 = load <8 x float>, ptr %pool1_grad.t537_c3_0, align 32
   %125 = mul nsw i64 %0, 1568
   %126 = add nsw i64 2507776, %125
-  %127 = mul nsw i64 %pool1_grad.mb5332, 5
+  %127 = mul nsw i64 %pool1_grad.mb5362, 5
   %128 = add nsw i64 %127, 3
   %129 = mul nsw i64 %128, 32
   %130 = add nsw i64 %126, %129
-  %131 = mul nsw i64 %pool1_grad.nb5321, 16
+  %131 = mul nsw i64 %pool1_grad.nb5351, 16
   %132 = add nsw i64 %130, %131
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %132
-  store <8 x float> %t534_c3_036, ptr %arena37, align 4
-  %t534_c3_138 = load <8 x float>, ptr %pool1_grad.t534_c3_1, align 32
+  store <8 x float> %t537_c3_036, ptr %arena37, align 4
+  %t537_c3_138 = load <8 x float>, ptr %pool1_grad.t537_c3_1, align 32
   %133 = mul nsw i64 %0, 1568
   %134 = add nsw i64 2507776, %133
-  %135 = mul nsw i64 %pool1_grad.mb5332, 5
+  %135 = mul nsw i64 %pool1_grad.mb5362, 5
   %136 = add nsw i64 %135, 3
   %137 = mul nsw i64 %136, 32
   %138 = add nsw i64 %134, %137
-  %139 = mul nsw i64 %pool1_grad.nb5321, 16
+  %139 = mul nsw i64 %pool1_grad.nb5351, 16
   %140 = add nsw i64 %138, %139
   %141 = add nsw i64 %140, 8
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %141
-  store <8 x float> %t534_c3_138, ptr %arena39, align 4
-  %t534_c4_040 = load <8 x float>, ptr %pool1_grad.t534_c4_0, align 32
+  store <8 x float> %t537_c3_138, ptr %arena39, align 4
+  %t537_c4_040 = load <8 x float>, ptr %pool1_grad.t537_c4_0, align 32
   %142 = mul nsw i64 %0, 1568
   %143 = add nsw i64 2507776, %142
-  %144 = mul nsw i64 %pool1_grad.mb5332, 5
+  %144 = mul nsw i64 %pool1_grad.mb5362, 5
   %145 = add nsw i64 %144, 4
   %146 = mul nsw i64 %145, 32
   %147 = add nsw i64 %143, %146
-  %148 = mul nsw i64 %pool1_grad.nb5321, 16
+  %148 = mul nsw i64 %pool1_grad.nb5351, 16
   %149 = add nsw i64 %147, %148
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %149
-  store <8 x float> %t534_c4_040, ptr %arena41, align 4
-  %t534_c4_142 = load <8 x float>, ptr %pool1_grad.t534_c4_1, align 32
+  store <8 x float> %t537_c4_040, ptr %arena41, align 4
+  %t537_c4_142 = load <8 x float>, ptr %pool1_grad.t537_c4_1, align 32
   %150 = mul nsw i64 %0, 1568
   %151 = add nsw i64 2507776, %150
-  %152 = mul nsw i64 %pool1_grad.mb5332, 5
+  %152 = mul nsw i64 %pool1_grad.mb5362, 5
   %153 = add nsw i64 %152, 4
   %154 = mul nsw i64 %153, 32
   %155 = add nsw i64 %151, %154
-  %156 = mul nsw i64 %pool1_grad.nb5321, 16
+  %156 = mul nsw i64 %pool1_grad.nb5351, 16
   %157 = add nsw i64 %155, %156
   %158 = add nsw i64 %157, 8
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %158
-  store <8 x float> %t534_c4_142, ptr %arena43, align 4
-  %mb533.next = add nsw i64 %pool1_grad.mb5332, 1
-  %159 = icmp slt i64 %mb533.next, 9
-  br i1 %159, label %pool1_grad.mb533, label %pool1_grad.mb533.end
+  store <8 x float> %t537_c4_142, ptr %arena43, align 4
+  %mb536.next = add nsw i64 %pool1_grad.mb5362, 1
+  %159 = icmp slt i64 %mb536.next, 9
+  br i1 %159, label %pool1_grad.mb536, label %pool1_grad.mb536.end
 
-pool1_grad.k537:                                  ; preds = %pool1_grad.k537, %pool1_grad.mb533.end
-  %pool1_grad.k53744 = phi i64 [ 0, %pool1_grad.mb533.end ], [ %k537.next, %pool1_grad.k537 ]
+pool1_grad.k540:                                  ; preds = %pool1_grad.k540, %pool1_grad.mb536.end
+  %pool1_grad.k54044 = phi i64 [ 0, %pool1_grad.mb536.end ], [ %k540.next, %pool1_grad.k540 ]
   %160 = mul nsw i64 %0, 2048
   %161 = add nsw i64 2408448, %160
-  %162 = mul nsw i64 %pool1_grad.k53744, 32
+  %162 = mul nsw i64 %pool1_grad.k54044, 32
   %163 = add nsw i64 %161, %162
-  %164 = mul nsw i64 %pool1_grad.nb5321, 16
+  %164 = mul nsw i64 %pool1_grad.nb5351, 16
   %165 = add nsw i64 %163, %164
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %165
   %166 = load <8 x float>, ptr %arena45, align 4
-  store <8 x float> %166, ptr %pool1_grad.t536_b0, align 32
+  store <8 x float> %166, ptr %pool1_grad.t539_b0, align 32
   %167 = mul nsw i64 %0, 2048
   %168 = add nsw i64 2408448, %167
-  %169 = mul nsw i64 %pool1_grad.k53744, 32
+  %169 = mul nsw i64 %pool1_grad.k54044, 32
   %170 = add nsw i64 %168, %169
-  %171 = mul nsw i64 %pool1_grad.nb5321, 16
+  %171 = mul nsw i64 %pool1_grad.nb5351, 16
   %172 = add nsw i64 %170, %171
   %173 = add nsw i64 %172, 8
   %arena46 = getelementptr inbounds float, ptr %arena, i64 %173
   %174 = load <8 x float>, ptr %arena46, align 4
-  store <8 x float> %174, ptr %pool1_grad.t536_b1, align 32
+  store <8 x float> %174, ptr %pool1_grad.t539_b1, align 32
   %175 = mul nsw i64 %0, 3136
   %176 = add nsw i64 2457600, %175
   %177 = add nsw i64 %176, 2880
-  %178 = add nsw i64 %177, %pool1_grad.k53744
+  %178 = add nsw i64 %177, %pool1_grad.k54044
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %178
   %179 = load float, ptr %arena47, align 4
   %180 = insertelement <8 x float> undef, float %179, i32 0
   %181 = shufflevector <8 x float> %180, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %181, ptr %pool1_grad.t536_a0, align 32
-  %t536_a0 = load <8 x float>, ptr %pool1_grad.t536_a0, align 32
-  %t536_b0 = load <8 x float>, ptr %pool1_grad.t536_b0, align 32
-  %t536_c0_0 = load <8 x float>, ptr %pool1_grad.t536_c0_0, align 32
-  %182 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t536_a0, <8 x float> %t536_b0, <8 x float> %t536_c0_0)
-  store <8 x float> %182, ptr %pool1_grad.t536_c0_0, align 32
-  %t536_a048 = load <8 x float>, ptr %pool1_grad.t536_a0, align 32
-  %t536_b1 = load <8 x float>, ptr %pool1_grad.t536_b1, align 32
-  %t536_c0_1 = load <8 x float>, ptr %pool1_grad.t536_c0_1, align 32
-  %183 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t536_a048, <8 x float> %t536_b1, <8 x float> %t536_c0_1)
-  store <8 x float> %183, ptr %pool1_grad.t536_c0_1, align 32
+  store <8 x float> %181, ptr %pool1_grad.t539_a0, align 32
+  %t539_a0 = load <8 x float>, ptr %pool1_grad.t539_a0, align 32
+  %t539_b0 = load <8 x float>, ptr %pool1_grad.t539_b0, align 32
+  %t539_c0_0 = load <8 x float>, ptr %pool1_grad.t539_c0_0, align 32
+  %182 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t539_a0, <8 x float> %t539_b0, <8 x float> %t539_c0_0)
+  store <8 x float> %182, ptr %pool1_grad.t539_c0_0, align 32
+  %t539_a048 = load <8 x float>, ptr %pool1_grad.t539_a0, align 32
+  %t539_b1 = load <8 x float>, ptr %pool1_grad.t539_b1, align 32
+  %t539_c0_1 = load <8 x float>, ptr %pool1_grad.t539_c0_1, align 32
+  %183 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t539_a048, <8 x float> %t539_b1, <8 x float> %t539_c0_1)
+  store <8 x float> %183, ptr %pool1_grad.t539_c0_1, align 32
   %184 = mul nsw i64 %0, 3136
   %185 = add nsw i64 2457600, %184
   %186 = add nsw i64 %185, 2944
-  %187 = add nsw i64 %186, %pool1_grad.k53744
+  %187 = add nsw i64 %186, %pool1_grad.k54044
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %187
   %188 = load float, ptr %arena49, align 4
   %189 = insertelement <8 x float> undef, float %188, i32 0
   %190 = shufflevector <8 x float> %189, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %190, ptr %pool1_grad.t536_a1, align 32
-  %t536_a1 = load <8 x float>, ptr %pool1_grad.t536_a1, align 32
-  %t536_b050 = load <8 x float>, ptr %pool1_grad.t536_b0, align 32
-  %t536_c1_0 = load <8 x float>, ptr %pool1_grad.t536_c1_0, align 32
-  %191 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t536_a1, <8 x float> %t536_b050, <8 x float> %t536_c1_0)
-  store <8 x float> %191, ptr %pool1_grad.t536_c1_0, align 32
-  %t536_a151 = load <8 x float>, ptr %pool1_grad.t536_a1, align 32
-  %t536_b152 = load <8 x float>, ptr %pool1_grad.t536_b1, align 32
-  %t536_c1_1 = load <8 x float>, ptr %pool1_grad.t536_c1_1, align 32
-  %192 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t536_a151, <8 x float> %t536_b152, <8 x float> %t536_c1_1)
-  store <8 x float> %192, ptr %pool1_grad.t536_c1_1, align 32
+  store <8 x float> %190, ptr %pool1_grad.t539_a1, align 32
+  %t539_a1 = load <8 x float>, ptr %pool1_grad.t539_a1, align 32
+  %t539_b050 = load <8 x float>, ptr %pool1_grad.t539_b0, align 32
+  %t539_c1_0 = load <8 x float>, ptr %pool1_grad.t539_c1_0, align 32
+  %191 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t539_a1, <8 x float> %t539_b050, <8 x float> %t539_c1_0)
+  store <8 x float> %191, ptr %pool1_grad.t539_c1_0, align 32
+  %t539_a151 = load <8 x float>, ptr %pool1_grad.t539_a1, align 32
+  %t539_b152 = load <8 x float>, ptr %pool1_grad.t539_b1, align 32
+  %t539_c1_1 = load <8 x float>, ptr %pool1_grad.t539_c1_1, align 32
+  %192 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t539_a151, <8 x float> %t539_b152, <8 x float> %t539_c1_1)
+  store <8 x float> %192, ptr %pool1_grad.t539_c1_1, align 32
   %193 = mul nsw i64 %0, 3136
   %194 = add nsw i64 2457600, %193
   %195 = add nsw i64 %194, 3008
-  %196 = add nsw i64 %195, %pool1_grad.k53744
+  %196 = add nsw i64 %195, %pool1_grad.k54044
   %arena53 = getelementptr inbounds float, ptr %arena, i64 %196
   %197 = load float, ptr %arena53, align 4
   %198 = insertelement <8 x float> undef, float %197, i32 0
   %199 = shufflevector <8 x float> %198, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %199, ptr %pool1_grad.t536_a2, align 32
-  %t536_a2 = load <8 x float>, ptr %pool1_grad.t536_a2, align 32
-  %t536_b054 = load <8 x float>, ptr %pool1_grad.t536_b0, align 32
-  %t536_c2_0 = load <8 x float>, ptr %pool1_grad.t536_c2_0, align 32
-  %200 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t536_a2, <8 x float> %t536_b054, <8 x float> %t536_c2_0)
-  store <8 x float> %200, ptr %pool1_grad.t536_c2_0, align 32
-  %t536_a255 = load <8 x float>, ptr %pool1_grad.t536_a2, align 32
-  %t536_b156 = load <8 x float>, ptr %pool1_grad.t536_b1, align 32
-  %t536_c2_1 = load <8 x float>, ptr %pool1_grad.t536_c2_1, align 32
-  %201 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t536_a255, <8 x float> %t536_b156, <8 x float> %t536_c2_1)
-  store <8 x float> %201, ptr %pool1_grad.t536_c2_1, align 32
+  store <8 x float> %199, ptr %pool1_grad.t539_a2, align 32
+  %t539_a2 = load <8 x float>, ptr %pool1_grad.t539_a2, align 32
+  %t539_b054 = load <8 x float>, ptr %pool1_grad.t539_b0, align 32
+  %t539_c2_0 = load <8 x float>, ptr %pool1_grad.t539_c2_0, align 32
+  %200 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t539_a2, <8 x float> %t539_b054, <8 x float> %t539_c2_0)
+  store <8 x float> %200, ptr %pool1_grad.t539_c2_0, align 32
+  %t539_a255 = load <8 x float>, ptr %pool1_grad.t539_a2, align 32
+  %t539_b156 = load <8 x float>, ptr %pool1_grad.t539_b1, align 32
+  %t539_c2_1 = load <8 x float>, ptr %pool1_grad.t539_c2_1, align 32
+  %201 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t539_a255, <8 x float> %t539_b156, <8 x float> %t539_c2_1)
+  store <8 x float> %201, ptr %pool1_grad.t539_c2_1, align 32
   %202 = mul nsw i64 %0, 3136
   %203 = add nsw i64 2457600, %202
   %204 = add nsw i64 %203, 3072
-  %205 = add nsw i64 %204, %pool1_grad.k53744
+  %205 = add nsw i64 %204, %pool1_grad.k54044
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %205
   %206 = load float, ptr %arena57, align 4
   %207 = insertelement <8 x float> undef, float %206, i32 0
   %208 = shufflevector <8 x float> %207, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %208, ptr %pool1_grad.t536_a3, align 32
-  %t536_a3 = load <8 x float>, ptr %pool1_grad.t536_a3, align 32
-  %t536_b058 = load <8 x float>, ptr %pool1_grad.t536_b0, align 32
-  %t536_c3_0 = load <8 x float>, ptr %pool1_grad.t536_c3_0, align 32
-  %209 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t536_a3, <8 x float> %t536_b058, <8 x float> %t536_c3_0)
-  store <8 x float> %209, ptr %pool1_grad.t536_c3_0, align 32
-  %t536_a359 = load <8 x float>, ptr %pool1_grad.t536_a3, align 32
-  %t536_b160 = load <8 x float>, ptr %pool1_grad.t536_b1, align 32
-  %t536_c3_1 = load <8 x float>, ptr %pool1_grad.t536_c3_1, align 32
-  %210 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t536_a359, <8 x float> %t536_b160, <8 x float> %t536_c3_1)
-  store <8 x float> %210, ptr %pool1_grad.t536_c3_1, align 32
-  %k537.next = add nsw i64 %pool1_grad.k53744, 1
-  %211 = icmp slt i64 %k537.next, 64
-  br i1 %211, label %pool1_grad.k537, label %pool1_grad.k537.end
+  store <8 x float> %208, ptr %pool1_grad.t539_a3, align 32
+  %t539_a3 = load <8 x float>, ptr %pool1_grad.t539_a3, align 32
+  %t539_b058 = load <8 x float>, ptr %pool1_grad.t539_b0, align 32
+  %t539_c3_0 = load <8 x float>, ptr %pool1_grad.t539_c3_0, align 32
+  %209 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t539_a3, <8 x float> %t539_b058, <8 x float> %t539_c3_0)
+  store <8 x float> %209, ptr %pool1_grad.t539_c3_0, align 32
+  %t539_a359 = load <8 x float>, ptr %pool1_grad.t539_a3, align 32
+  %t539_b160 = load <8 x float>, ptr %pool1_grad.t539_b1, align 32
+  %t539_c3_1 = load <8 x float>, ptr %pool1_grad.t539_c3_1, align 32
+  %210 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t539_a359, <8 x float> %t539_b160, <8 x float> %t539_c3_1)
+  store <8 x float> %210, ptr %pool1_grad.t539_c3_1, align 32
+  %k540.next = add nsw i64 %pool1_grad.k54044, 1
+  %211 = icmp slt i64 %k540.next, 64
+  br i1 %211, label %pool1_grad.k540, label %pool1_grad.k540.end
 
-pool1_grad.k537.end:                              ; preds = %pool1_grad.k537
-  %t536_c0_061 = load <8 x float>, ptr %pool1_grad.t536_c0_0, align 32
+pool1_grad.k540.end:                              ; preds = %pool1_grad.k540
+  %t539_c0_061 = load <8 x float>, ptr %pool1_grad.t539_c0_0, align 32
   %212 = mul nsw i64 %0, 1568
   %213 = add nsw i64 2507776, %212
   %214 = add nsw i64 %213, 1440
-  %215 = mul nsw i64 %pool1_grad.nb5321, 16
+  %215 = mul nsw i64 %pool1_grad.nb5351, 16
   %216 = add nsw i64 %214, %215
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %216
-  store <8 x float> %t536_c0_061, ptr %arena62, align 4
-  %t536_c0_163 = load <8 x float>, ptr %pool1_grad.t536_c0_1, align 32
+  store <8 x float> %t539_c0_061, ptr %arena62, align 4
+  %t539_c0_163 = load <8 x float>, ptr %pool1_grad.t539_c0_1, align 32
   %217 = mul nsw i64 %0, 1568
   %218 = add nsw i64 2507776, %217
   %219 = add nsw i64 %218, 1440
-  %220 = mul nsw i64 %pool1_grad.nb5321, 16
+  %220 = mul nsw i64 %pool1_grad.nb5351, 16
   %221 = add nsw i64 %219, %220
   %222 = add nsw i64 %221, 8
   %arena64 = getelementptr inbounds float, ptr %arena, i64 %222
-  store <8 x float> %t536_c0_163, ptr %arena64, align 4
-  %t536_c1_065 = load <8 x float>, ptr %pool1_grad.t536_c1_0, align 32
+  store <8 x float> %t539_c0_163, ptr %arena64, align 4
+  %t539_c1_065 = load <8 x float>, ptr %pool1_grad.t539_c1_0, align 32
   %223 = mul nsw i64 %0, 1568
   %224 = add nsw i64 2507776, %223
   %225 = add nsw i64 %224, 1472
-  %226 = mul nsw i64 %pool1_grad.nb5321, 16
+  %226 = mul nsw i64 %pool1_grad.nb5351, 16
   %227 = add nsw i64 %225, %226
   %arena66 = getelementptr inbounds float, ptr %arena, i64 %227
-  store <8 x float> %t536_c1_065, ptr %arena66, align 4
-  %t536_c1_167 = load <8 x float>, ptr %pool1_grad.t536_c1_1, align 32
+  store <8 x float> %t539_c1_065, ptr %arena66, align 4
+  %t539_c1_167 = load <8 x float>, ptr %pool1_grad.t539_c1_1, align 32
   %228 = mul nsw i64 %0, 1568
   %229 = add nsw i64 2507776, %228
   %230 = add nsw i64 %229, 1472
-  %231 = mul nsw i64 %pool1_grad.nb5321, 16
+  %231 = mul nsw i64 %pool1_grad.nb5351, 16
   %232 = add nsw i64 %230, %231
   %233 = add nsw i64 %232, 8
   %arena68 = getelementptr inbounds float, ptr %arena, i64 %233
-  store <8 x float> %t536_c1_167, ptr %arena68, align 4
-  %t536_c2_069 = load <8 x float>, ptr %pool1_grad.t536_c2_0, align 32
+  store <8 x float> %t539_c1_167, ptr %arena68, align 4
+  %t539_c2_069 = load <8 x float>, ptr %pool1_grad.t539_c2_0, align 32
   %234 = mul nsw i64 %0, 1568
   %235 = add nsw i64 2507776, %234
   %236 = add nsw i64 %235, 1504
-  %237 = mul nsw i64 %pool1_grad.nb5321, 16
+  %237 = mul nsw i64 %pool1_grad.nb5351, 16
   %238 = add nsw i64 %236, %237
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %238
-  store <8 x float> %t536_c2_069, ptr %arena70, align 4
-  %t536_c2_171 = load <8 x float>, ptr %pool1_grad.t536_c2_1, align 32
+  store <8 x float> %t539_c2_069, ptr %arena70, align 4
+  %t539_c2_171 = load <8 x float>, ptr %pool1_grad.t539_c2_1, align 32
   %239 = mul nsw i64 %0, 1568
   %240 = add nsw i64 2507776, %239
   %241 = add nsw i64 %240, 1504
-  %242 = mul nsw i64 %pool1_grad.nb5321, 16
+  %242 = mul nsw i64 %pool1_grad.nb5351, 16
   %243 = add nsw i64 %241, %242
   %244 = add nsw i64 %243, 8
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %244
-  store <8 x float> %t536_c2_171, ptr %arena72, align 4
-  %t536_c3_073 = load <8 x float>, ptr %pool1_grad.t536_c3_0, align 32
+  store <8 x float> %t539_c2_171, ptr %arena72, align 4
+  %t539_c3_073 = load <8 x float>, ptr %pool1_grad.t539_c3_0, align 32
   %245 = mul nsw i64 %0, 1568
   %246 = add nsw i64 2507776, %245
   %247 = add nsw i64 %246, 1536
-  %248 = mul nsw i64 %pool1_grad.nb5321, 16
+  %248 = mul nsw i64 %pool1_grad.nb5351, 16
   %249 = add nsw i64 %247, %248
   %arena74 = getelementptr inbounds float, ptr %arena, i64 %249
-  store <8 x float> %t536_c3_073, ptr %arena74, align 4
-  %t536_c3_175 = load <8 x float>, ptr %pool1_grad.t536_c3_1, align 32
+  store <8 x float> %t539_c3_073, ptr %arena74, align 4
+  %t539_c3_175 = load <8 x float>, ptr %pool1_grad.t539_c3_1, align 32
   %250 = mul nsw i64 %0, 1568
   %251 = add nsw i64 2507776, %250
   %252 = add nsw i64 %251, 1536
-  %253 = mul nsw i64 %pool1_grad.nb5321, 16
+  %253 = mul nsw i64 %pool1_grad.nb5351, 16
   %254 = add nsw i64 %252, %253
   %255 = add nsw i64 %254, 8
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %255
-  store <8 x float> %t536_c3_175, ptr %arena76, align 4
-  %nb532.next = add nsw i64 %pool1_grad.nb5321, 1
-  %256 = icmp slt i64 %nb532.next, 2
-  br i1 %256, label %pool1_grad.nb532, label %pool1_grad.nb532.end
+  store <8 x float> %t539_c3_175, ptr %arena76, align 4
+  %nb535.next = add nsw i64 %pool1_grad.nb5351, 1
+  %256 = icmp slt i64 %nb535.next, 2
+  br i1 %256, label %pool1_grad.nb535, label %pool1_grad.nb535.end
 }
 
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k32.relu1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %relu1_grad.bi563 = alloca float, align 4
-  %relu1_grad.best562 = alloca float, align 4
-  br label %relu1_grad.i558
+  %relu1_grad.bi569 = alloca float, align 4
+  %relu1_grad.best568 = alloca float, align 4
+  br label %relu1_grad.i564
 
-relu1_grad.i558:                                  ; preds = %relu1_grad.i558, %entry
-  %relu1_grad.i5581 = phi i64 [ 0, %entry ], [ %i558.next, %relu1_grad.i558 ]
-  %0 = add nsw i64 4816960, %relu1_grad.i5581
+relu1_grad.i564:                                  ; preds = %relu1_grad.i564, %entry
+  %relu1_grad.i5641 = phi i64 [ 0, %entry ], [ %i564.next, %relu1_grad.i564 ]
+  %0 = add nsw i64 4816960, %relu1_grad.i5641
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   store float 0.000000e+00, ptr %arena2, align 4
-  %i558.next = add nsw i64 %relu1_grad.i5581, 1
-  %1 = icmp slt i64 %i558.next, 1605632
-  br i1 %1, label %relu1_grad.i558, label %relu1_grad.i558.end
+  %i564.next = add nsw i64 %relu1_grad.i5641, 1
+  %1 = icmp slt i64 %i564.next, 1605632
+  br i1 %1, label %relu1_grad.i564, label %relu1_grad.i564.end
 
-relu1_grad.i558.end:                              ; preds = %relu1_grad.i558
-  br label %relu1_grad.q559
+relu1_grad.i564.end:                              ; preds = %relu1_grad.i564
+  br label %relu1_grad.q565
 
-relu1_grad.q559:                                  ; preds = %relu1_grad.py560.end, %relu1_grad.i558.end
-  %relu1_grad.q5593 = phi i64 [ 0, %relu1_grad.i558.end ], [ %q559.next, %relu1_grad.py560.end ]
-  br label %relu1_grad.py560
+relu1_grad.q565:                                  ; preds = %relu1_grad.py566.end, %relu1_grad.i564.end
+  %relu1_grad.q5653 = phi i64 [ 0, %relu1_grad.i564.end ], [ %q565.next, %relu1_grad.py566.end ]
+  br label %relu1_grad.py566
 
-relu1_grad.q559.end:                              ; preds = %relu1_grad.py560.end
+relu1_grad.q565.end:                              ; preds = %relu1_grad.py566.end
   ret void
 
-relu1_grad.py560:                                 ; preds = %relu1_grad.px561.end, %relu1_grad.q559
-  %relu1_grad.py5604 = phi i64 [ 0, %relu1_grad.q559 ], [ %py560.next, %relu1_grad.px561.end ]
-  br label %relu1_grad.px561
+relu1_grad.py566:                                 ; preds = %relu1_grad.px567.end, %relu1_grad.q565
+  %relu1_grad.py5664 = phi i64 [ 0, %relu1_grad.q565 ], [ %py566.next, %relu1_grad.px567.end ]
+  br label %relu1_grad.px567
 
-relu1_grad.py560.end:                             ; preds = %relu1_grad.px561.end
-  %q559.next = add nsw i64 %relu1_grad.q5593, 1
-  %2 = icmp slt i64 %q559.next, 2048
-  br i1 %2, label %relu1_grad.q559, label %relu1_grad.q559.end
+relu1_grad.py566.end:                             ; preds = %relu1_grad.px567.end
+  %q565.next = add nsw i64 %relu1_grad.q5653, 1
+  %2 = icmp slt i64 %q565.next, 2048
+  br i1 %2, label %relu1_grad.q565, label %relu1_grad.q565.end
 
-relu1_grad.px561:                                 ; preds = %relu1_grad.px561, %relu1_grad.py560
-  %relu1_grad.px5615 = phi i64 [ 0, %relu1_grad.py560 ], [ %px561.next, %relu1_grad.px561 ]
-  %3 = mul nsw i64 %relu1_grad.q5593, 784
-  %4 = mul nsw i64 %relu1_grad.py5604, 56
+relu1_grad.px567:                                 ; preds = %relu1_grad.px567, %relu1_grad.py566
+  %relu1_grad.px5675 = phi i64 [ 0, %relu1_grad.py566 ], [ %px567.next, %relu1_grad.px567 ]
+  %3 = mul nsw i64 %relu1_grad.q5653, 784
+  %4 = mul nsw i64 %relu1_grad.py5664, 56
   %5 = add nsw i64 %3, %4
-  %6 = mul nsw i64 %relu1_grad.px5615, 2
+  %6 = mul nsw i64 %relu1_grad.px5675, 2
   %7 = add nsw i64 %5, %6
   %8 = add nsw i64 3211328, %7
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %8
   %9 = load float, ptr %arena6, align 4
-  store float %9, ptr %relu1_grad.best562, align 4
-  %10 = mul nsw i64 %relu1_grad.q5593, 784
-  %11 = mul nsw i64 %relu1_grad.py5604, 56
+  store float %9, ptr %relu1_grad.best568, align 4
+  %10 = mul nsw i64 %relu1_grad.q5653, 784
+  %11 = mul nsw i64 %relu1_grad.py5664, 56
   %12 = add nsw i64 %10, %11
-  %13 = mul nsw i64 %relu1_grad.px5615, 2
+  %13 = mul nsw i64 %relu1_grad.px5675, 2
   %14 = add nsw i64 %12, %13
   %15 = sitofp i64 %14 to float
-  store float %15, ptr %relu1_grad.bi563, align 4
-  %16 = mul nsw i64 %relu1_grad.q5593, 784
-  %17 = mul nsw i64 %relu1_grad.py5604, 56
+  store float %15, ptr %relu1_grad.bi569, align 4
+  %16 = mul nsw i64 %relu1_grad.q5653, 784
+  %17 = mul nsw i64 %relu1_grad.py5664, 56
   %18 = add nsw i64 %16, %17
-  %19 = mul nsw i64 %relu1_grad.px5615, 2
+  %19 = mul nsw i64 %relu1_grad.px5675, 2
   %20 = add nsw i64 %18, %19
   %21 = add nsw i64 3211328, %20
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %21
   %22 = load float, ptr %arena7, align 4
-  %best562 = load float, ptr %relu1_grad.best562, align 4
-  %23 = fcmp ogt float %22, %best562
-  %24 = mul nsw i64 %relu1_grad.q5593, 784
-  %25 = mul nsw i64 %relu1_grad.py5604, 56
+  %best568 = load float, ptr %relu1_grad.best568, align 4
+  %23 = fcmp ogt float %22, %best568
+  %24 = mul nsw i64 %relu1_grad.q5653, 784
+  %25 = mul nsw i64 %relu1_grad.py5664, 56
   %26 = add nsw i64 %24, %25
-  %27 = mul nsw i64 %relu1_grad.px5615, 2
+  %27 = mul nsw i64 %relu1_grad.px5675, 2
   %28 = add nsw i64 %26, %27
   %29 = sitofp i64 %28 to float
-  %bi563 = load float, ptr %relu1_grad.bi563, align 4
-  %30 = select i1 %23, float %29, float %bi563
-  store float %30, ptr %relu1_grad.bi563, align 4
-  %31 = mul nsw i64 %relu1_grad.q5593, 784
-  %32 = mul nsw i64 %relu1_grad.py5604, 56
+  %bi569 = load float, ptr %relu1_grad.bi569, align 4
+  %30 = select i1 %23, float %29, float %bi569
+  store float %30, ptr %relu1_grad.bi569, align 4
+  %31 = mul nsw i64 %relu1_grad.q5653, 784
+  %32 = mul nsw i64 %relu1_grad.py5664, 56
   %33 = add nsw i64 %31, %32
-  %34 = mul nsw i64 %relu1_grad.px5615, 2
+  %34 = mul nsw i64 %relu1_grad.px5675, 2
   %35 = add nsw i64 %33, %34
   %36 = add nsw i64 3211328, %35
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %36
   %37 = load float, ptr %arena8, align 4
-  %best5629 = load float, ptr %relu1_grad.best562, align 4
-  %38 = fcmp ogt float %37, %best5629
-  %39 = mul nsw i64 %relu1_grad.q5593, 784
-  %40 = mul nsw i64 %relu1_grad.py5604, 56
+  %best5689 = load float, ptr %relu1_grad.best568, align 4
+  %38 = fcmp ogt float %37, %best5689
+  %39 = mul nsw i64 %relu1_grad.q5653, 784
+  %40 = mul nsw i64 %relu1_grad.py5664, 56
   %41 = add nsw i64 %39, %40
-  %42 = mul nsw i64 %relu1_grad.px5615, 2
+  %42 = mul nsw i64 %relu1_grad.px5675, 2
   %43 = add nsw i64 %41, %42
   %44 = add nsw i64 3211328, %43
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %44
   %45 = load float, ptr %arena10, align 4
-  %best56211 = load float, ptr %relu1_grad.best562, align 4
-  %46 = select i1 %38, float %45, float %best56211
-  store float %46, ptr %relu1_grad.best562, align 4
-  %47 = mul nsw i64 %relu1_grad.q5593, 784
-  %48 = mul nsw i64 %relu1_grad.py5604, 56
+  %best56811 = load float, ptr %relu1_grad.best568, align 4
+  %46 = select i1 %38, float %45, float %best56811
+  store float %46, ptr %relu1_grad.best568, align 4
+  %47 = mul nsw i64 %relu1_grad.q5653, 784
+  %48 = mul nsw i64 %relu1_grad.py5664, 56
   %49 = add nsw i64 %47, %48
-  %50 = mul nsw i64 %relu1_grad.px5615, 2
+  %50 = mul nsw i64 %relu1_grad.px5675, 2
   %51 = add nsw i64 %49, %50
   %52 = add nsw i64 %51, 1
   %53 = add nsw i64 3211328, %52
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %53
   %54 = load float, ptr %arena12, align 4
-  %best56213 = load float, ptr %relu1_grad.best562, align 4
-  %55 = fcmp ogt float %54, %best56213
-  %56 = mul nsw i64 %relu1_grad.q5593, 784
-  %57 = mul nsw i64 %relu1_grad.py5604, 56
+  %best56813 = load float, ptr %relu1_grad.best568, align 4
+  %55 = fcmp ogt float %54, %best56813
+  %56 = mul nsw i64 %relu1_grad.q5653, 784
+  %57 = mul nsw i64 %relu1_grad.py5664, 56
   %58 = add nsw i64 %56, %57
-  %59 = mul nsw i64 %relu1_grad.px5615, 2
+  %59 = mul nsw i64 %relu1_grad.px5675, 2
   %60 = add nsw i64 %58, %59
   %61 = add nsw i64 %60, 1
   %62 = sitofp i64 %61 to float
-  %bi56314 = load float, ptr %relu1_grad.bi563, align 4
-  %63 = select i1 %55, float %62, float %bi56314
-  store float %63, ptr %relu1_grad.bi563, align 4
-  %64 = mul nsw i64 %relu1_grad.q5593, 784
-  %65 = mul nsw i64 %relu1_grad.py5604, 56
+  %bi56914 = load float, ptr %relu1_grad.bi569, align 4
+  %63 = select i1 %55, float %62, float %bi56914
+  store float %63, ptr %relu1_grad.bi569, align 4
+  %64 = mul nsw i64 %relu1_grad.q5653, 784
+  %65 = mul nsw i64 %relu1_grad.py5664, 56
   %66 = add nsw i64 %64, %65
-  %67 = mul nsw i64 %relu1_grad.px5615, 2
+  %67 = mul nsw i64 %relu1_grad.px5675, 2
   %68 = add nsw i64 %66, %67
   %69 = add nsw i64 %68, 1
   %70 = add nsw i64 3211328, %69
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %70
   %71 = load float, ptr %arena15, align 4
-  %best56216 = load float, ptr %relu1_grad.best562, align 4
-  %72 = fcmp ogt float %71, %best56216
-  %73 = mul nsw i64 %relu1_grad.q5593, 784
-  %74 = mul nsw i64 %relu1_grad.py5604, 56
+  %best56816 = load float, ptr %relu1_grad.best568, align 4
+  %72 = fcmp ogt float %71, %best56816
+  %73 = mul nsw i64 %relu1_grad.q5653, 784
+  %74 = mul nsw i64 %relu1_grad.py5664, 56
   %75 = add nsw i64 %73, %74
-  %76 = mul nsw i64 %relu1_grad.px5615, 2
+  %76 = mul nsw i64 %relu1_grad.px5675, 2
   %77 = add nsw i64 %75, %76
   %78 = add nsw i64 %77, 1
   %79 = add nsw i64 3211328, %78
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %79
   %80 = load float, ptr %arena17, align 4
-  %best56218 = load float, ptr %relu1_grad.best562, align 4
-  %81 = select i1 %72, float %80, float %best56218
-  store float %81, ptr %relu1_grad.best562, align 4
-  %82 = mul nsw i64 %relu1_grad.q5593, 784
-  %83 = mul nsw i64 %relu1_grad.py5604, 56
+  %best56818 = load float, ptr %relu1_grad.best568, align 4
+  %81 = select i1 %72, float %80, float %best56818
+  store float %81, ptr %relu1_grad.best568, align 4
+  %82 = mul nsw i64 %relu1_grad.q5653, 784
+  %83 = mul nsw i64 %relu1_grad.py5664, 56
   %84 = add nsw i64 %82, %83
-  %85 = mul nsw i64 %relu1_grad.px5615, 2
+  %85 = mul nsw i64 %relu1_grad.px5675, 2
   %86 = add nsw i64 %84, %85
   %87 = add nsw i64 %86, 28
   %88 = add nsw i64 3211328, %87
   %arena19 = getelementptr inbounds float, ptr %arena, i64 %88
   %89 = load float, ptr %arena19, align 4
-  %best56220 = load float, ptr %relu1_grad.best562, align 4
-  %90 = fcmp ogt float %89, %best56220
-  %91 = mul nsw i64 %relu1_grad.q5593, 784
-  %92 = mul nsw i64 %relu1_grad.py5604, 56
+  %best56820 = load float, ptr %relu1_grad.best568, align 4
+  %90 = fcmp ogt float %89, %best56820
+  %91 = mul nsw i64 %relu1_grad.q5653, 784
+  %92 = mul nsw i64 %relu1_grad.py5664, 56
   %93 = add nsw i64 %91, %92
-  %94 = mul nsw i64 %relu1_grad.px5615, 2
+  %94 = mul nsw i64 %relu1_grad.px5675, 2
   %95 = add nsw i64 %93, %94
   %96 = add nsw i64 %95, 28
   %97 = sitofp i64 %96 to float
-  %bi56321 = load float, ptr %relu1_grad.bi563, align 4
-  %98 = select i1 %90, float %97, float %bi56321
-  store float %98, ptr %relu1_grad.bi563, align 4
-  %99 = mul nsw i64 %relu1_grad.q5593, 784
-  %100 = mul nsw i64 %relu1_grad.py5604, 56
+  %bi56921 = load float, ptr %relu1_grad.bi569, align 4
+  %98 = select i1 %90, float %97, float %bi56921
+  store float %98, ptr %relu1_grad.bi569, align 4
+  %99 = mul nsw i64 %relu1_grad.q5653, 784
+  %100 = mul nsw i64 %relu1_grad.py5664, 56
   %101 = add nsw i64 %99, %100
-  %102 = mul nsw i64 %relu1_grad.px5615, 2
+  %102 = mul nsw i64 %relu1_grad.px5675, 2
   %103 = add nsw i64 %101, %102
   %104 = add nsw i64 %103, 28
   %105 = add nsw i64 3211328, %104
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %105
   %106 = load float, ptr %arena22, align 4
-  %best56223 = load float, ptr %relu1_grad.best562, align 4
-  %107 = fcmp ogt float %106, %best56223
-  %108 = mul nsw i64 %relu1_grad.q5593, 784
-  %109 = mul nsw i64 %relu1_grad.py5604, 56
+  %best56823 = load float, ptr %relu1_grad.best568, align 4
+  %107 = fcmp ogt float %106, %best56823
+  %108 = mul nsw i64 %relu1_grad.q5653, 784
+  %109 = mul nsw i64 %relu1_grad.py5664, 56
   %110 = add nsw i64 %108, %109
-  %111 = mul nsw i64 %relu1_grad.px5615, 2
+  %111 = mul nsw i64 %relu1_grad.px5675, 2
   %112 = add nsw i64 %110, %111
   %113 = add nsw i64 %112, 28
   %114 = add nsw i64 3211328, %113
   %arena24 = getelementptr inbounds float, ptr %arena, i64 %114
   %115 = load float, ptr %arena24, align 4
-  %best56225 = load float, ptr %relu1_grad.best562, align 4
-  %116 = select i1 %107, float %115, float %best56225
-  store float %116, ptr %relu1_grad.best562, align 4
-  %117 = mul nsw i64 %relu1_grad.q5593, 784
-  %118 = mul nsw i64 %relu1_grad.py5604, 56
+  %best56825 = load float, ptr %relu1_grad.best568, align 4
+  %116 = select i1 %107, float %115, float %best56825
+  store float %116, ptr %relu1_grad.best568, align 4
+  %117 = mul nsw i64 %relu1_grad.q5653, 784
+  %118 = mul nsw i64 %relu1_grad.py5664, 56
   %119 = add nsw i64 %117, %118
-  %120 = mul nsw i64 %relu1_grad.px5615, 2
+  %120 = mul nsw i64 %relu1_grad.px5675, 2
   %121 = add nsw i64 %119, %120
   %122 = add nsw i64 %121, 28
   %123 = add nsw i64 %122, 1
   %124 = add nsw i64 3211328, %123
   %arena26 = getelementptr inbounds float, ptr %arena, i64 %124
   %125 = load float, ptr %arena26, align 4
-  %best56227 = load float, ptr %relu1_grad.best562, align 4
-  %126 = fcmp ogt float %125, %best56227
-  %127 = mul nsw i64 %relu1_grad.q5593, 784
-  %128 = mul nsw i64 %relu1_grad.py5604, 56
+  %best56827 = load float, ptr %relu1_grad.best568, align 4
+  %126 = fcmp ogt float %125, %best56827
+  %127 = mul nsw i64 %relu1_grad.q5653, 784
+  %128 = mul nsw i64 %relu1_grad.py5664, 56
   %129 = add nsw i64 %127, %128
-  %130 = mul nsw i64 %relu1_grad.px5615, 2
+  %130 = mul nsw i64 %relu1_grad.px5675, 2
   %131 = add nsw i64 %129, %130
   %132 = add nsw i64 %131, 28
   %133 = add nsw i64 %132, 1
   %134 = sitofp i64 %133 to float
-  %bi56328 = load float, ptr %relu1_grad.bi563, align 4
-  %135 = select i1 %126, float %134, float %bi56328
-  store float %135, ptr %relu1_grad.bi563, align 4
-  %136 = mul nsw i64 %relu1_grad.q5593, 784
-  %137 = mul nsw i64 %relu1_grad.py5604, 56
+  %bi56928 = load float, ptr %relu1_grad.bi569, align 4
+  %135 = select i1 %126, float %134, float %bi56928
+  store float %135, ptr %relu1_grad.bi569, align 4
+  %136 = mul nsw i64 %relu1_grad.q5653, 784
+  %137 = mul nsw i64 %relu1_grad.py5664, 56
   %138 = add nsw i64 %136, %137
-  %139 = mul nsw i64 %relu1_grad.px5615, 2
+  %139 = mul nsw i64 %relu1_grad.px5675, 2
   %140 = add nsw i64 %138, %139
   %141 = add nsw i64 %140, 28
   %142 = add nsw i64 %141, 1
   %143 = add nsw i64 3211328, %142
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %143
   %144 = load float, ptr %arena29, align 4
-  %best56230 = load float, ptr %relu1_grad.best562, align 4
-  %145 = fcmp ogt float %144, %best56230
-  %146 = mul nsw i64 %relu1_grad.q5593, 784
-  %147 = mul nsw i64 %relu1_grad.py5604, 56
+  %best56830 = load float, ptr %relu1_grad.best568, align 4
+  %145 = fcmp ogt float %144, %best56830
+  %146 = mul nsw i64 %relu1_grad.q5653, 784
+  %147 = mul nsw i64 %relu1_grad.py5664, 56
   %148 = add nsw i64 %146, %147
-  %149 = mul nsw i64 %relu1_grad.px5615, 2
+  %149 = mul nsw i64 %relu1_grad.px5675, 2
   %150 = add nsw i64 %148, %149
   %151 = add nsw i64 %150, 28
   %152 = add nsw i64 %151, 1
   %153 = add nsw i64 3211328, %152
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %153
   %154 = load float, ptr %arena31, align 4
-  %best56232 = load float, ptr %relu1_grad.best562, align 4
-  %155 = select i1 %145, float %154, float %best56232
-  store float %155, ptr %relu1_grad.best562, align 4
-  %bi56333 = load float, ptr %relu1_grad.bi563, align 4
-  %156 = fptosi float %bi56333 to i64
+  %best56832 = load float, ptr %relu1_grad.best568, align 4
+  %155 = select i1 %145, float %154, float %best56832
+  store float %155, ptr %relu1_grad.best568, align 4
+  %bi56933 = load float, ptr %relu1_grad.bi569, align 4
+  %156 = fptosi float %bi56933 to i64
   %157 = add nsw i64 4816960, %156
   %arena34 = getelementptr inbounds float, ptr %arena, i64 %157
   %158 = load float, ptr %arena34, align 4
-  %159 = mul nsw i64 %relu1_grad.q5593, 196
+  %159 = mul nsw i64 %relu1_grad.q5653, 196
   %160 = add nsw i64 2007040, %159
-  %161 = mul nsw i64 %relu1_grad.py5604, 14
+  %161 = mul nsw i64 %relu1_grad.py5664, 14
   %162 = add nsw i64 %160, %161
-  %163 = add nsw i64 %162, %relu1_grad.px5615
+  %163 = add nsw i64 %162, %relu1_grad.px5675
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %163
   %164 = load float, ptr %arena35, align 4
   %165 = fadd float %158, %164
   store float %165, ptr %arena34, align 4
-  %px561.next = add nsw i64 %relu1_grad.px5615, 1
-  %166 = icmp slt i64 %px561.next, 14
-  br i1 %166, label %relu1_grad.px561, label %relu1_grad.px561.end
+  %px567.next = add nsw i64 %relu1_grad.px5675, 1
+  %166 = icmp slt i64 %px567.next, 14
+  br i1 %166, label %relu1_grad.px567, label %relu1_grad.px567.end
 
-relu1_grad.px561.end:                             ; preds = %relu1_grad.px561
-  %py560.next = add nsw i64 %relu1_grad.py5604, 1
-  %167 = icmp slt i64 %py560.next, 14
-  br i1 %167, label %relu1_grad.py560, label %relu1_grad.py560.end
+relu1_grad.px567.end:                             ; preds = %relu1_grad.px567
+  %py566.next = add nsw i64 %relu1_grad.py5664, 1
+  %167 = icmp slt i64 %py566.next, 14
+  br i1 %167, label %relu1_grad.py566, label %relu1_grad.py566.end
 }
 
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k33.bn1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %bn1_grad.i564
+  br label %bn1_grad.i570
 
-bn1_grad.i564:                                    ; preds = %bn1_grad.i564, %entry
-  %bn1_grad.i5641 = phi i64 [ 0, %entry ], [ %i564.next, %bn1_grad.i564 ]
-  %0 = add nsw i64 3211328, %bn1_grad.i5641
+bn1_grad.i570:                                    ; preds = %bn1_grad.i570, %entry
+  %bn1_grad.i5701 = phi i64 [ 0, %entry ], [ %i570.next, %bn1_grad.i570 ]
+  %0 = add nsw i64 3211328, %bn1_grad.i5701
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   %1 = load float, ptr %arena2, align 4
   %2 = fcmp ogt float %1, 0.000000e+00
-  %3 = add nsw i64 4816960, %bn1_grad.i5641
+  %3 = add nsw i64 4816960, %bn1_grad.i5701
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %3
   %4 = load float, ptr %arena3, align 4
   %5 = select i1 %2, float %4, float 0.000000e+00
-  %6 = add nsw i64 6422592, %bn1_grad.i5641
+  %6 = add nsw i64 6422592, %bn1_grad.i5701
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   store float %5, ptr %arena4, align 4
-  %i564.next = add nsw i64 %bn1_grad.i5641, 1
-  %7 = icmp slt i64 %i564.next, 1605632
-  br i1 %7, label %bn1_grad.i564, label %bn1_grad.i564.end
+  %i570.next = add nsw i64 %bn1_grad.i5701, 1
+  %7 = icmp slt i64 %i570.next, 1605632
+  br i1 %7, label %bn1_grad.i570, label %bn1_grad.i570.end
 
-bn1_grad.i564.end:                                ; preds = %bn1_grad.i564
+bn1_grad.i570.end:                                ; preds = %bn1_grad.i570
   ret void
 }
 
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k34.bn1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %bn1_weight_grad.sum_x566 = alloca float, align 4
+  %bn1_weight_grad.sum_x572 = alloca float, align 4
+  %bn1_weight_grad.sum585 = alloca float, align 4
+  %bn1_weight_grad.sum584 = alloca float, align 4
+  %bn1_weight_grad.sum583 = alloca float, align 4
+  %bn1_weight_grad.sum582 = alloca float, align 4
+  %bn1_weight_grad.sum581 = alloca float, align 4
+  %bn1_weight_grad.sum580 = alloca float, align 4
   %bn1_weight_grad.sum579 = alloca float, align 4
-  %bn1_weight_grad.sum578 = alloca float, align 4
-  %bn1_weight_grad.sum577 = alloca float, align 4
-  %bn1_weight_grad.sum576 = alloca float, align 4
-  %bn1_weight_grad.sum575 = alloca float, align 4
-  %bn1_weight_grad.sum574 = alloca float, align 4
-  %bn1_weight_grad.sum573 = alloca float, align 4
-  %bn1_weight_grad.tail570 = alloca float, align 4
-  %bn1_weight_grad.acc569 = alloca <8 x float>, align 32
-  %bn1_weight_grad.mean568 = alloca float, align 4
-  %bn1_weight_grad.invstd567 = alloca float, align 4
-  br label %bn1_weight_grad.c565
+  %bn1_weight_grad.tail576 = alloca float, align 4
+  %bn1_weight_grad.acc575 = alloca <8 x float>, align 32
+  %bn1_weight_grad.mean574 = alloca float, align 4
+  %bn1_weight_grad.invstd573 = alloca float, align 4
+  br label %bn1_weight_grad.c571
 
-bn1_weight_grad.c565:                             ; preds = %bn1_weight_grad.n571.end, %entry
-  %bn1_weight_grad.c5651 = phi i64 [ 0, %entry ], [ %c565.next, %bn1_weight_grad.n571.end ]
-  %0 = add nsw i64 3211296, %bn1_weight_grad.c5651
+bn1_weight_grad.c571:                             ; preds = %bn1_weight_grad.n577.end, %entry
+  %bn1_weight_grad.c5711 = phi i64 [ 0, %entry ], [ %c571.next, %bn1_weight_grad.n577.end ]
+  %0 = add nsw i64 3211296, %bn1_weight_grad.c5711
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   %1 = load float, ptr %arena2, align 4
   %2 = fadd float %1, 0x3EE4F8B580000000
   %3 = call float @llvm.sqrt.f32(float %2)
   %4 = fdiv float 1.000000e+00, %3
-  store float %4, ptr %bn1_weight_grad.invstd567, align 4
-  %5 = add nsw i64 3211264, %bn1_weight_grad.c5651
+  store float %4, ptr %bn1_weight_grad.invstd573, align 4
+  %5 = add nsw i64 3211264, %bn1_weight_grad.c5711
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %5
   %6 = load float, ptr %arena3, align 4
-  store float %6, ptr %bn1_weight_grad.mean568, align 4
-  store <8 x float> zeroinitializer, ptr %bn1_weight_grad.acc569, align 32
-  store float 0.000000e+00, ptr %bn1_weight_grad.tail570, align 4
-  br label %bn1_weight_grad.n571
+  store float %6, ptr %bn1_weight_grad.mean574, align 4
+  store <8 x float> zeroinitializer, ptr %bn1_weight_grad.acc575, align 32
+  store float 0.000000e+00, ptr %bn1_weight_grad.tail576, align 4
+  br label %bn1_weight_grad.n577
 
-bn1_weight_grad.c565.end:                         ; preds = %bn1_weight_grad.n571.end
+bn1_weight_grad.c571.end:                         ; preds = %bn1_weight_grad.n577.end
   ret void
 
-bn1_weight_grad.n571:                             ; preds = %bn1_weight_grad.v572.end, %bn1_weight_grad.c565
-  %bn1_weight_grad.n5714 = phi i64 [ 0, %bn1_weight_grad.c565 ], [ %n571.next, %bn1_weight_grad.v572.end ]
-  br label %bn1_weight_grad.v572
+bn1_weight_grad.n577:                             ; preds = %bn1_weight_grad.v578.end, %bn1_weight_grad.c571
+  %bn1_weight_grad.n5774 = phi i64 [ 0, %bn1_weight_grad.c571 ], [ %n577.next, %bn1_weight_grad.v578.end ]
+  br label %bn1_weight_grad.v578
 
-bn1_weight_grad.n571.end:                         ; preds = %bn1_weight_grad.v572.end
-  %acc5698 = load <8 x float>, ptr %bn1_weight_grad.acc569, align 32
+bn1_weight_grad.n577.end:                         ; preds = %bn1_weight_grad.v578.end
+  %acc5758 = load <8 x float>, ptr %bn1_weight_grad.acc575, align 32
   %arena9 = getelementptr inbounds float, ptr %arena, i64 1605632
-  store <8 x float> %acc5698, ptr %arena9, align 4
+  store <8 x float> %acc5758, ptr %arena9, align 4
   %arena10 = getelementptr inbounds float, ptr %arena, i64 1605632
   %7 = load float, ptr %arena10, align 4
   %arena11 = getelementptr inbounds float, ptr %arena, i64 1605633
   %8 = load float, ptr %arena11, align 4
   %9 = fadd float %7, %8
-  store float %9, ptr %bn1_weight_grad.sum573, align 4
-  %sum573 = load float, ptr %bn1_weight_grad.sum573, align 4
+  store float %9, ptr %bn1_weight_grad.sum579, align 4
+  %sum579 = load float, ptr %bn1_weight_grad.sum579, align 4
   %arena12 = getelementptr inbounds float, ptr %arena, i64 1605634
   %10 = load float, ptr %arena12, align 4
-  %11 = fadd float %sum573, %10
-  store float %11, ptr %bn1_weight_grad.sum574, align 4
-  %sum574 = load float, ptr %bn1_weight_grad.sum574, align 4
+  %11 = fadd float %sum579, %10
+  store float %11, ptr %bn1_weight_grad.sum580, align 4
+  %sum580 = load float, ptr %bn1_weight_grad.sum580, align 4
   %arena13 = getelementptr inbounds float, ptr %arena, i64 1605635
   %12 = load float, ptr %arena13, align 4
-  %13 = fadd float %sum574, %12
-  store float %13, ptr %bn1_weight_grad.sum575, align 4
-  %sum575 = load float, ptr %bn1_weight_grad.sum575, align 4
+  %13 = fadd float %sum580, %12
+  store float %13, ptr %bn1_weight_grad.sum581, align 4
+  %sum581 = load float, ptr %bn1_weight_grad.sum581, align 4
   %arena14 = getelementptr inbounds float, ptr %arena, i64 1605636
   %14 = load float, ptr %arena14, align 4
-  %15 = fadd float %sum575, %14
-  store float %15, ptr %bn1_weight_grad.sum576, align 4
-  %sum576 = load float, ptr %bn1_weight_grad.sum576, align 4
+  %15 = fadd float %sum581, %14
+  store float %15, ptr %bn1_weight_grad.sum582, align 4
+  %sum582 = load float, ptr %bn1_weight_grad.sum582, align 4
   %arena15 = getelementptr inbounds float, ptr %arena, i64 1605637
   %16 = load float, ptr %arena15, align 4
-  %17 = fadd float %sum576, %16
-  store float %17, ptr %bn1_weight_grad.sum577, align 4
-  %sum577 = load float, ptr %bn1_weight_grad.sum577, align 4
+  %17 = fadd float %sum582, %16
+  store float %17, ptr %bn1_weight_grad.sum583, align 4
+  %sum583 = load float, ptr %bn1_weight_grad.sum583, align 4
   %arena16 = getelementptr inbounds float, ptr %arena, i64 1605638
   %18 = load float, ptr %arena16, align 4
-  %19 = fadd float %sum577, %18
-  store float %19, ptr %bn1_weight_grad.sum578, align 4
-  %sum578 = load float, ptr %bn1_weight_grad.sum578, align 4
+  %19 = fadd float %sum583, %18
+  store float %19, ptr %bn1_weight_grad.sum584, align 4
+  %sum584 = load float, ptr %bn1_weight_grad.sum584, align 4
   %arena17 = getelementptr inbounds float, ptr %arena, i64 1605639
   %20 = load float, ptr %arena17, align 4
-  %21 = fadd float %sum578, %20
-  store float %21, ptr %bn1_weight_grad.sum579, align 4
-  %sum579 = load float, ptr %bn1_weight_grad.sum579, align 4
-  %tail570 = load float, ptr %bn1_weight_grad.tail570, align 4
-  %22 = fadd float %sum579, %tail570
-  store float %22, ptr %bn1_weight_grad.sum_x566, align 4
-  %sum_x566 = load float, ptr %bn1_weight_grad.sum_x566, align 4
-  %23 = add nsw i64 288, %bn1_weight_grad.c5651
+  %21 = fadd float %sum584, %20
+  store float %21, ptr %bn1_weight_grad.sum585, align 4
+  %sum585 = load float, ptr %bn1_weight_grad.sum585, align 4
+  %tail576 = load float, ptr %bn1_weight_grad.tail576, align 4
+  %22 = fadd float %sum585, %tail576
+  store float %22, ptr %bn1_weight_grad.sum_x572, align 4
+  %sum_x572 = load float, ptr %bn1_weight_grad.sum_x572, align 4
+  %23 = add nsw i64 288, %bn1_weight_grad.c5711
   %grads18 = getelementptr inbounds float, ptr %grads, i64 %23
-  store float %sum_x566, ptr %grads18, align 4
-  %c565.next = add nsw i64 %bn1_weight_grad.c5651, 1
-  %24 = icmp slt i64 %c565.next, 32
-  br i1 %24, label %bn1_weight_grad.c565, label %bn1_weight_grad.c565.end
+  store float %sum_x572, ptr %grads18, align 4
+  %c571.next = add nsw i64 %bn1_weight_grad.c5711, 1
+  %24 = icmp slt i64 %c571.next, 32
+  br i1 %24, label %bn1_weight_grad.c571, label %bn1_weight_grad.c571.end
 
-bn1_weight_grad.v572:                             ; preds = %bn1_weight_grad.v572, %bn1_weight_grad.n571
-  %bn1_weight_grad.v5725 = phi i64 [ 0, %bn1_weight_grad.n571 ], [ %v572.next, %bn1_weight_grad.v572 ]
-  %acc569 = load <8 x float>, ptr %bn1_weight_grad.acc569, align 32
-  %25 = mul nsw i64 %bn1_weight_grad.n5714, 32
-  %26 = add nsw i64 %25, %bn1_weight_grad.c5651
+bn1_weight_grad.v578:                             ; preds = %bn1_weight_grad.v578, %bn1_weight_grad.n577
+  %bn1_weight_grad.v5785 = phi i64 [ 0, %bn1_weight_grad.n577 ], [ %v578.next, %bn1_weight_grad.v578 ]
+  %acc575 = load <8 x float>, ptr %bn1_weight_grad.acc575, align 32
+  %25 = mul nsw i64 %bn1_weight_grad.n5774, 32
+  %26 = add nsw i64 %25, %bn1_weight_grad.c5711
   %27 = mul nsw i64 %26, 784
-  %28 = mul nsw i64 %bn1_weight_grad.v5725, 8
+  %28 = mul nsw i64 %bn1_weight_grad.v5785, 8
   %29 = add nsw i64 %27, %28
   %30 = add nsw i64 6422592, %29
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = load <8 x float>, ptr %arena6, align 4
-  %32 = mul nsw i64 %bn1_weight_grad.n5714, 32
-  %33 = add nsw i64 %32, %bn1_weight_grad.c5651
+  %32 = mul nsw i64 %bn1_weight_grad.n5774, 32
+  %33 = add nsw i64 %32, %bn1_weight_grad.c5711
   %34 = mul nsw i64 %33, 784
-  %35 = mul nsw i64 %bn1_weight_grad.v5725, 8
+  %35 = mul nsw i64 %bn1_weight_grad.v5785, 8
   %36 = add nsw i64 %34, %35
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %36
   %37 = load <8 x float>, ptr %arena7, align 4
-  %mean568 = load float, ptr %bn1_weight_grad.mean568, align 4
-  %38 = insertelement <8 x float> undef, float %mean568, i32 0
+  %mean574 = load float, ptr %bn1_weight_grad.mean574, align 4
+  %38 = insertelement <8 x float> undef, float %mean574, i32 0
   %39 = shufflevector <8 x float> %38, <8 x float> undef, <8 x i32> zeroinitializer
   %40 = fsub <8 x float> %37, %39
-  %invstd567 = load float, ptr %bn1_weight_grad.invstd567, align 4
-  %41 = insertelement <8 x float> undef, float %invstd567, i32 0
+  %invstd573 = load float, ptr %bn1_weight_grad.invstd573, align 4
+  %41 = insertelement <8 x float> undef, float %invstd573, i32 0
   %42 = shufflevector <8 x float> %41, <8 x float> undef, <8 x i32> zeroinitializer
   %43 = fmul <8 x float> %40, %42
   %44 = fmul <8 x float> %31, %43
-  %45 = fadd <8 x float> %acc569, %44
-  store <8 x float> %45, ptr %bn1_weight_grad.acc569, align 32
-  %v572.next = add nsw i64 %bn1_weight_grad.v5725, 1
-  %46 = icmp slt i64 %v572.next, 98
-  br i1 %46, label %bn1_weight_grad.v572, label %bn1_weight_grad.v572.end
+  %45 = fadd <8 x float> %acc575, %44
+  store <8 x float> %45, ptr %bn1_weight_grad.acc575, align 32
+  %v578.next = add nsw i64 %bn1_weight_grad.v5785, 1
+  %46 = icmp slt i64 %v578.next, 98
+  br i1 %46, label %bn1_weight_grad.v578, label %bn1_weight_grad.v578.end
 
-bn1_weight_grad.v572.end:                         ; preds = %bn1_weight_grad.v572
-  %n571.next = add nsw i64 %bn1_weight_grad.n5714, 1
-  %47 = icmp slt i64 %n571.next, 64
-  br i1 %47, label %bn1_weight_grad.n571, label %bn1_weight_grad.n571.end
+bn1_weight_grad.v578.end:                         ; preds = %bn1_weight_grad.v578
+  %n577.next = add nsw i64 %bn1_weight_grad.n5774, 1
+  %47 = icmp slt i64 %n577.next, 64
+  br i1 %47, label %bn1_weight_grad.n577, label %bn1_weight_grad.n577.end
 }
 
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k35.bn1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %bn1_bias_grad.sum581 = alloca float, align 4
-  %bn1_bias_grad.sum592 = alloca float, align 4
-  %bn1_bias_grad.sum591 = alloca float, align 4
-  %bn1_bias_grad.sum590 = alloca float, align 4
-  %bn1_bias_grad.sum589 = alloca float, align 4
-  %bn1_bias_grad.sum588 = alloca float, align 4
   %bn1_bias_grad.sum587 = alloca float, align 4
-  %bn1_bias_grad.sum586 = alloca float, align 4
-  %bn1_bias_grad.tail583 = alloca float, align 4
-  %bn1_bias_grad.acc582 = alloca <8 x float>, align 32
-  br label %bn1_bias_grad.c580
+  %bn1_bias_grad.sum598 = alloca float, align 4
+  %bn1_bias_grad.sum597 = alloca float, align 4
+  %bn1_bias_grad.sum596 = alloca float, align 4
+  %bn1_bias_grad.sum595 = alloca float, align 4
+  %bn1_bias_grad.sum594 = alloca float, align 4
+  %bn1_bias_grad.sum593 = alloca float, align 4
+  %bn1_bias_grad.sum592 = alloca float, align 4
+  %bn1_bias_grad.tail589 = alloca float, align 4
+  %bn1_bias_grad.acc588 = alloca <8 x float>, align 32
+  br label %bn1_bias_grad.c586
 
-bn1_bias_grad.c580:                               ; preds = %bn1_bias_grad.n584.end, %entry
-  %bn1_bias_grad.c5801 = phi i64 [ 0, %entry ], [ %c580.next, %bn1_bias_grad.n584.end ]
-  store <8 x float> zeroinitializer, ptr %bn1_bias_grad.acc582, align 32
-  store float 0.000000e+00, ptr %bn1_bias_grad.tail583, align 4
-  br label %bn1_bias_grad.n584
+bn1_bias_grad.c586:                               ; preds = %bn1_bias_grad.n590.end, %entry
+  %bn1_bias_grad.c5861 = phi i64 [ 0, %entry ], [ %c586.next, %bn1_bias_grad.n590.end ]
+  store <8 x float> zeroinitializer, ptr %bn1_bias_grad.acc588, align 32
+  store float 0.000000e+00, ptr %bn1_bias_grad.tail589, align 4
+  br label %bn1_bias_grad.n590
 
-bn1_bias_grad.c580.end:                           ; preds = %bn1_bias_grad.n584.end
+bn1_bias_grad.c586.end:                           ; preds = %bn1_bias_grad.n590.end
   ret void
 
-bn1_bias_grad.n584:                               ; preds = %bn1_bias_grad.v585.end, %bn1_bias_grad.c580
-  %bn1_bias_grad.n5842 = phi i64 [ 0, %bn1_bias_grad.c580 ], [ %n584.next, %bn1_bias_grad.v585.end ]
-  br label %bn1_bias_grad.v585
+bn1_bias_grad.n590:                               ; preds = %bn1_bias_grad.v591.end, %bn1_bias_grad.c586
+  %bn1_bias_grad.n5902 = phi i64 [ 0, %bn1_bias_grad.c586 ], [ %n590.next, %bn1_bias_grad.v591.end ]
+  br label %bn1_bias_grad.v591
 
-bn1_bias_grad.n584.end:                           ; preds = %bn1_bias_grad.v585.end
-  %acc5825 = load <8 x float>, ptr %bn1_bias_grad.acc582, align 32
+bn1_bias_grad.n590.end:                           ; preds = %bn1_bias_grad.v591.end
+  %acc5885 = load <8 x float>, ptr %bn1_bias_grad.acc588, align 32
   %arena6 = getelementptr inbounds float, ptr %arena, i64 1605632
-  store <8 x float> %acc5825, ptr %arena6, align 4
+  store <8 x float> %acc5885, ptr %arena6, align 4
   %arena7 = getelementptr inbounds float, ptr %arena, i64 1605632
   %0 = load float, ptr %arena7, align 4
   %arena8 = getelementptr inbounds float, ptr %arena, i64 1605633
   %1 = load float, ptr %arena8, align 4
   %2 = fadd float %0, %1
-  store float %2, ptr %bn1_bias_grad.sum586, align 4
-  %sum586 = load float, ptr %bn1_bias_grad.sum586, align 4
+  store float %2, ptr %bn1_bias_grad.sum592, align 4
+  %sum592 = load float, ptr %bn1_bias_grad.sum592, align 4
   %arena9 = getelementptr inbounds float, ptr %arena, i64 1605634
   %3 = load float, ptr %arena9, align 4
-  %4 = fadd float %sum586, %3
-  store float %4, ptr %bn1_bias_grad.sum587, align 4
-  %sum587 = load float, ptr %bn1_bias_grad.sum587, align 4
+  %4 = fadd float %sum592, %3
+  store float %4, ptr %bn1_bias_grad.sum593, align 4
+  %sum593 = load float, ptr %bn1_bias_grad.sum593, align 4
   %arena10 = getelementptr inbounds float, ptr %arena, i64 1605635
   %5 = load float, ptr %arena10, align 4
-  %6 = fadd float %sum587, %5
-  store float %6, ptr %bn1_bias_grad.sum588, align 4
-  %sum588 = load float, ptr %bn1_bias_grad.sum588, align 4
+  %6 = fadd float %sum593, %5
+  store float %6, ptr %bn1_bias_grad.sum594, align 4
+  %sum594 = load float, ptr %bn1_bias_grad.sum594, align 4
   %arena11 = getelementptr inbounds float, ptr %arena, i64 1605636
   %7 = load float, ptr %arena11, align 4
-  %8 = fadd float %sum588, %7
-  store float %8, ptr %bn1_bias_grad.sum589, align 4
-  %sum589 = load float, ptr %bn1_bias_grad.sum589, align 4
+  %8 = fadd float %sum594, %7
+  store float %8, ptr %bn1_bias_grad.sum595, align 4
+  %sum595 = load float, ptr %bn1_bias_grad.sum595, align 4
   %arena12 = getelementptr inbounds float, ptr %arena, i64 1605637
   %9 = load float, ptr %arena12, align 4
-  %10 = fadd float %sum589, %9
-  store float %10, ptr %bn1_bias_grad.sum590, align 4
-  %sum590 = load float, ptr %bn1_bias_grad.sum590, align 4
+  %10 = fadd float %sum595, %9
+  store float %10, ptr %bn1_bias_grad.sum596, align 4
+  %sum596 = load float, ptr %bn1_bias_grad.sum596, align 4
   %arena13 = getelementptr inbounds float, ptr %arena, i64 1605638
   %11 = load float, ptr %arena13, align 4
-  %12 = fadd float %sum590, %11
-  store float %12, ptr %bn1_bias_grad.sum591, align 4
-  %sum591 = load float, ptr %bn1_bias_grad.sum591, align 4
+  %12 = fadd float %sum596, %11
+  store float %12, ptr %bn1_bias_grad.sum597, align 4
+  %sum597 = load float, ptr %bn1_bias_grad.sum597, align 4
   %arena14 = getelementptr inbounds float, ptr %arena, i64 1605639
   %13 = load float, ptr %arena14, align 4
-  %14 = fadd float %sum591, %13
-  store float %14, ptr %bn1_bias_grad.sum592, align 4
-  %sum592 = load float, ptr %bn1_bias_grad.sum592, align 4
-  %tail583 = load float, ptr %bn1_bias_grad.tail583, align 4
-  %15 = fadd float %sum592, %tail583
-  store float %15, ptr %bn1_bias_grad.sum581, align 4
-  %sum581 = load float, ptr %bn1_bias_grad.sum581, align 4
-  %16 = add nsw i64 320, %bn1_bias_grad.c5801
+  %14 = fadd float %sum597, %13
+  store float %14, ptr %bn1_bias_grad.sum598, align 4
+  %sum598 = load float, ptr %bn1_bias_grad.sum598, align 4
+  %tail589 = load float, ptr %bn1_bias_grad.tail589, align 4
+  %15 = fadd float %sum598, %tail589
+  store float %15, ptr %bn1_bias_grad.sum587, align 4
+  %sum587 = load float, ptr %bn1_bias_grad.sum587, align 4
+  %16 = add nsw i64 320, %bn1_bias_grad.c5861
   %grads15 = getelementptr inbounds float, ptr %grads, i64 %16
-  store float %sum581, ptr %grads15, align 4
-  %c580.next = add nsw i64 %bn1_bias_grad.c5801, 1
-  %17 = icmp slt i64 %c580.next, 32
-  br i1 %17, label %bn1_bias_grad.c580, label %bn1_bias_grad.c580.end
+  store float %sum587, ptr %grads15, align 4
+  %c586.next = add nsw i64 %bn1_bias_grad.c5861, 1
+  %17 = icmp slt i64 %c586.next, 32
+  br i1 %17, label %bn1_bias_grad.c586, label %bn1_bias_grad.c586.end
 
-bn1_bias_grad.v585:                               ; preds = %bn1_bias_grad.v585, %bn1_bias_grad.n584
-  %bn1_bias_grad.v5853 = phi i64 [ 0, %bn1_bias_grad.n584 ], [ %v585.next, %bn1_bias_grad.v585 ]
-  %acc582 = load <8 x float>, ptr %bn1_bias_grad.acc582, align 32
-  %18 = mul nsw i64 %bn1_bias_grad.n5842, 32
-  %19 = add nsw i64 %18, %bn1_bias_grad.c5801
+bn1_bias_grad.v591:                               ; preds = %bn1_bias_grad.v591, %bn1_bias_grad.n590
+  %bn1_bias_grad.v5913 = phi i64 [ 0, %bn1_bias_grad.n590 ], [ %v591.next, %bn1_bias_grad.v591 ]
+  %acc588 = load <8 x float>, ptr %bn1_bias_grad.acc588, align 32
+  %18 = mul nsw i64 %bn1_bias_grad.n5902, 32
+  %19 = add nsw i64 %18, %bn1_bias_grad.c5861
   %20 = mul nsw i64 %19, 784
-  %21 = mul nsw i64 %bn1_bias_grad.v5853, 8
+  %21 = mul nsw i64 %bn1_bias_grad.v5913, 8
   %22 = add nsw i64 %20, %21
   %23 = add nsw i64 6422592, %22
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %23
   %24 = load <8 x float>, ptr %arena4, align 4
-  %25 = fadd <8 x float> %acc582, %24
-  store <8 x float> %25, ptr %bn1_bias_grad.acc582, align 32
-  %v585.next = add nsw i64 %bn1_bias_grad.v5853, 1
-  %26 = icmp slt i64 %v585.next, 98
-  br i1 %26, label %bn1_bias_grad.v585, label %bn1_bias_grad.v585.end
+  %25 = fadd <8 x float> %acc588, %24
+  store <8 x float> %25, ptr %bn1_bias_grad.acc588, align 32
+  %v591.next = add nsw i64 %bn1_bias_grad.v5913, 1
+  %26 = icmp slt i64 %v591.next, 98
+  br i1 %26, label %bn1_bias_grad.v591, label %bn1_bias_grad.v591.end
 
-bn1_bias_grad.v585.end:                           ; preds = %bn1_bias_grad.v585
-  %n584.next = add nsw i64 %bn1_bias_grad.n5842, 1
-  %27 = icmp slt i64 %n584.next, 64
-  br i1 %27, label %bn1_bias_grad.n584, label %bn1_bias_grad.n584.end
+bn1_bias_grad.v591.end:                           ; preds = %bn1_bias_grad.v591
+  %n590.next = add nsw i64 %bn1_bias_grad.n5902, 1
+  %27 = icmp slt i64 %n590.next, 64
+  br i1 %27, label %bn1_bias_grad.n590, label %bn1_bias_grad.n590.end
 }
 
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k36.conv1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %conv1_grad.mean_dy_x599 = alloca float, align 4
-  %conv1_grad.mean_dy598 = alloca float, align 4
-  %conv1_grad.scale597 = alloca float, align 4
-  %conv1_grad.sum_x595 = alloca float, align 4
-  %conv1_grad.sum594 = alloca float, align 4
-  %conv1_grad.invstd596 = alloca float, align 4
-  br label %conv1_grad.c593
+  %conv1_grad.mean_dy_x605 = alloca float, align 4
+  %conv1_grad.mean_dy604 = alloca float, align 4
+  %conv1_grad.scale603 = alloca float, align 4
+  %conv1_grad.sum_x601 = alloca float, align 4
+  %conv1_grad.sum600 = alloca float, align 4
+  %conv1_grad.invstd602 = alloca float, align 4
+  br label %conv1_grad.c599
 
-conv1_grad.c593:                                  ; preds = %conv1_grad.n600.end, %entry
-  %conv1_grad.c5931 = phi i64 [ 0, %entry ], [ %c593.next, %conv1_grad.n600.end ]
-  %0 = add nsw i64 3211296, %conv1_grad.c5931
+conv1_grad.c599:                                  ; preds = %conv1_grad.n606.end, %entry
+  %conv1_grad.c5991 = phi i64 [ 0, %entry ], [ %c599.next, %conv1_grad.n606.end ]
+  %0 = add nsw i64 3211296, %conv1_grad.c5991
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   %1 = load float, ptr %arena2, align 4
   %2 = fadd float %1, 0x3EE4F8B580000000
   %3 = call float @llvm.sqrt.f32(float %2)
   %4 = fdiv float 1.000000e+00, %3
-  store float %4, ptr %conv1_grad.invstd596, align 4
-  %5 = add nsw i64 320, %conv1_grad.c5931
+  store float %4, ptr %conv1_grad.invstd602, align 4
+  %5 = add nsw i64 320, %conv1_grad.c5991
   %grads3 = getelementptr inbounds float, ptr %grads, i64 %5
   %6 = load float, ptr %grads3, align 4
-  store float %6, ptr %conv1_grad.sum594, align 4
-  %7 = add nsw i64 288, %conv1_grad.c5931
+  store float %6, ptr %conv1_grad.sum600, align 4
+  %7 = add nsw i64 288, %conv1_grad.c5991
   %grads4 = getelementptr inbounds float, ptr %grads, i64 %7
   %8 = load float, ptr %grads4, align 4
-  store float %8, ptr %conv1_grad.sum_x595, align 4
-  %9 = add nsw i64 288, %conv1_grad.c5931
+  store float %8, ptr %conv1_grad.sum_x601, align 4
+  %9 = add nsw i64 288, %conv1_grad.c5991
   %params5 = getelementptr inbounds float, ptr %params, i64 %9
   %10 = load float, ptr %params5, align 4
-  %invstd596 = load float, ptr %conv1_grad.invstd596, align 4
-  %11 = fmul float %10, %invstd596
-  store float %11, ptr %conv1_grad.scale597, align 4
-  %sum594 = load float, ptr %conv1_grad.sum594, align 4
-  %12 = fdiv float %sum594, 5.017600e+04
-  store float %12, ptr %conv1_grad.mean_dy598, align 4
-  %sum_x595 = load float, ptr %conv1_grad.sum_x595, align 4
-  %13 = fdiv float %sum_x595, 5.017600e+04
-  store float %13, ptr %conv1_grad.mean_dy_x599, align 4
-  br label %conv1_grad.n600
+  %invstd602 = load float, ptr %conv1_grad.invstd602, align 4
+  %11 = fmul float %10, %invstd602
+  store float %11, ptr %conv1_grad.scale603, align 4
+  %sum600 = load float, ptr %conv1_grad.sum600, align 4
+  %12 = fdiv float %sum600, 5.017600e+04
+  store float %12, ptr %conv1_grad.mean_dy604, align 4
+  %sum_x601 = load float, ptr %conv1_grad.sum_x601, align 4
+  %13 = fdiv float %sum_x601, 5.017600e+04
+  store float %13, ptr %conv1_grad.mean_dy_x605, align 4
+  br label %conv1_grad.n606
 
-conv1_grad.c593.end:                              ; preds = %conv1_grad.n600.end
+conv1_grad.c599.end:                              ; preds = %conv1_grad.n606.end
   ret void
 
-conv1_grad.n600:                                  ; preds = %conv1_grad.i601.end, %conv1_grad.c593
-  %conv1_grad.n6006 = phi i64 [ 0, %conv1_grad.c593 ], [ %n600.next, %conv1_grad.i601.end ]
-  br label %conv1_grad.i601
+conv1_grad.n606:                                  ; preds = %conv1_grad.i607.end, %conv1_grad.c599
+  %conv1_grad.n6066 = phi i64 [ 0, %conv1_grad.c599 ], [ %n606.next, %conv1_grad.i607.end ]
+  br label %conv1_grad.i607
 
-conv1_grad.n600.end:                              ; preds = %conv1_grad.i601.end
-  %c593.next = add nsw i64 %conv1_grad.c5931, 1
-  %14 = icmp slt i64 %c593.next, 32
-  br i1 %14, label %conv1_grad.c593, label %conv1_grad.c593.end
+conv1_grad.n606.end:                              ; preds = %conv1_grad.i607.end
+  %c599.next = add nsw i64 %conv1_grad.c5991, 1
+  %14 = icmp slt i64 %c599.next, 32
+  br i1 %14, label %conv1_grad.c599, label %conv1_grad.c599.end
 
-conv1_grad.i601:                                  ; preds = %conv1_grad.i601, %conv1_grad.n600
-  %conv1_grad.i6017 = phi i64 [ 0, %conv1_grad.n600 ], [ %i601.next, %conv1_grad.i601 ]
-  %scale597 = load float, ptr %conv1_grad.scale597, align 4
-  %15 = mul nsw i64 %conv1_grad.n6006, 32
-  %16 = add nsw i64 %15, %conv1_grad.c5931
+conv1_grad.i607:                                  ; preds = %conv1_grad.i607, %conv1_grad.n606
+  %conv1_grad.i6077 = phi i64 [ 0, %conv1_grad.n606 ], [ %i607.next, %conv1_grad.i607 ]
+  %scale603 = load float, ptr %conv1_grad.scale603, align 4
+  %15 = mul nsw i64 %conv1_grad.n6066, 32
+  %16 = add nsw i64 %15, %conv1_grad.c5991
   %17 = mul nsw i64 %16, 784
-  %18 = add nsw i64 %17, %conv1_grad.i6017
+  %18 = add nsw i64 %17, %conv1_grad.i6077
   %19 = add nsw i64 6422592, %18
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %19
   %20 = load float, ptr %arena8, align 4
-  %mean_dy598 = load float, ptr %conv1_grad.mean_dy598, align 4
-  %21 = fsub float %20, %mean_dy598
-  %22 = mul nsw i64 %conv1_grad.n6006, 32
-  %23 = add nsw i64 %22, %conv1_grad.c5931
+  %mean_dy604 = load float, ptr %conv1_grad.mean_dy604, align 4
+  %21 = fsub float %20, %mean_dy604
+  %22 = mul nsw i64 %conv1_grad.n6066, 32
+  %23 = add nsw i64 %22, %conv1_grad.c5991
   %24 = mul nsw i64 %23, 784
-  %25 = add nsw i64 %24, %conv1_grad.i6017
+  %25 = add nsw i64 %24, %conv1_grad.i6077
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %25
   %26 = load float, ptr %arena9, align 4
-  %27 = add nsw i64 3211264, %conv1_grad.c5931
+  %27 = add nsw i64 3211264, %conv1_grad.c5991
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %27
   %28 = load float, ptr %arena10, align 4
   %29 = fsub float %26, %28
-  %invstd59611 = load float, ptr %conv1_grad.invstd596, align 4
-  %30 = fmul float %29, %invstd59611
-  %mean_dy_x599 = load float, ptr %conv1_grad.mean_dy_x599, align 4
-  %31 = fmul float %30, %mean_dy_x599
+  %invstd60211 = load float, ptr %conv1_grad.invstd602, align 4
+  %30 = fmul float %29, %invstd60211
+  %mean_dy_x605 = load float, ptr %conv1_grad.mean_dy_x605, align 4
+  %31 = fmul float %30, %mean_dy_x605
   %32 = fsub float %21, %31
-  %33 = fmul float %scale597, %32
-  %34 = mul nsw i64 %conv1_grad.n6006, 32
-  %35 = add nsw i64 %34, %conv1_grad.c5931
+  %33 = fmul float %scale603, %32
+  %34 = mul nsw i64 %conv1_grad.n6066, 32
+  %35 = add nsw i64 %34, %conv1_grad.c5991
   %36 = mul nsw i64 %35, 784
-  %37 = add nsw i64 %36, %conv1_grad.i6017
+  %37 = add nsw i64 %36, %conv1_grad.i6077
   %38 = add nsw i64 3211328, %37
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %38
   store float %33, ptr %arena12, align 4
-  %i601.next = add nsw i64 %conv1_grad.i6017, 1
-  %39 = icmp slt i64 %i601.next, 784
-  br i1 %39, label %conv1_grad.i601, label %conv1_grad.i601.end
+  %i607.next = add nsw i64 %conv1_grad.i6077, 1
+  %39 = icmp slt i64 %i607.next, 784
+  br i1 %39, label %conv1_grad.i607, label %conv1_grad.i607.end
 
-conv1_grad.i601.end:                              ; preds = %conv1_grad.i601
-  %n600.next = add nsw i64 %conv1_grad.n6006, 1
-  %40 = icmp slt i64 %n600.next, 64
-  br i1 %40, label %conv1_grad.n600, label %conv1_grad.n600.end
+conv1_grad.i607.end:                              ; preds = %conv1_grad.i607
+  %n606.next = add nsw i64 %conv1_grad.n6066, 1
+  %40 = icmp slt i64 %n606.next, 64
+  br i1 %40, label %conv1_grad.n606, label %conv1_grad.n606.end
 }
 
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k37.conv1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %conv1_weight_grad.i602
+  br label %conv1_weight_grad.i608
 
-conv1_weight_grad.i602:                           ; preds = %conv1_weight_grad.i602, %entry
-  %conv1_weight_grad.i6021 = phi i64 [ 0, %entry ], [ %i602.next, %conv1_weight_grad.i602 ]
-  %0 = add nsw i64 514448, %conv1_weight_grad.i6021
+conv1_weight_grad.i608:                           ; preds = %conv1_weight_grad.i608, %entry
+  %conv1_weight_grad.i6081 = phi i64 [ 0, %entry ], [ %i608.next, %conv1_weight_grad.i608 ]
+  %0 = add nsw i64 514448, %conv1_weight_grad.i6081
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   store float 0.000000e+00, ptr %arena2, align 4
-  %i602.next = add nsw i64 %conv1_weight_grad.i6021, 1
-  %1 = icmp slt i64 %i602.next, 288
-  br i1 %1, label %conv1_weight_grad.i602, label %conv1_weight_grad.i602.end
+  %i608.next = add nsw i64 %conv1_weight_grad.i6081, 1
+  %1 = icmp slt i64 %i608.next, 288
+  br i1 %1, label %conv1_weight_grad.i608, label %conv1_weight_grad.i608.end
 
-conv1_weight_grad.i602.end:                       ; preds = %conv1_weight_grad.i602
-  br label %conv1_weight_grad.g603
+conv1_weight_grad.i608.end:                       ; preds = %conv1_weight_grad.i608
+  br label %conv1_weight_grad.g609
 
-conv1_weight_grad.g603:                           ; preds = %conv1_weight_grad.j618.end, %conv1_weight_grad.i602.end
-  %conv1_weight_grad.g6033 = phi i64 [ 0, %conv1_weight_grad.i602.end ], [ %g603.next, %conv1_weight_grad.j618.end ]
-  br label %conv1_weight_grad.j604
+conv1_weight_grad.g609:                           ; preds = %conv1_weight_grad.j624.end, %conv1_weight_grad.i608.end
+  %conv1_weight_grad.g6093 = phi i64 [ 0, %conv1_weight_grad.i608.end ], [ %g609.next, %conv1_weight_grad.j624.end ]
+  br label %conv1_weight_grad.j610
 
-conv1_weight_grad.g603.end:                       ; preds = %conv1_weight_grad.j618.end
-  br label %conv1_weight_grad.f629
+conv1_weight_grad.g609.end:                       ; preds = %conv1_weight_grad.j624.end
+  br label %conv1_weight_grad.f635
 
-conv1_weight_grad.j604:                           ; preds = %conv1_weight_grad.c605.end, %conv1_weight_grad.g603
-  %conv1_weight_grad.j6044 = phi i64 [ 0, %conv1_weight_grad.g603 ], [ %j604.next, %conv1_weight_grad.c605.end ]
-  br label %conv1_weight_grad.c605
+conv1_weight_grad.j610:                           ; preds = %conv1_weight_grad.c611.end, %conv1_weight_grad.g609
+  %conv1_weight_grad.j6104 = phi i64 [ 0, %conv1_weight_grad.g609 ], [ %j610.next, %conv1_weight_grad.c611.end ]
+  br label %conv1_weight_grad.c611
 
-conv1_weight_grad.j604.end:                       ; preds = %conv1_weight_grad.c605.end
-  br label %conv1_weight_grad.j618
+conv1_weight_grad.j610.end:                       ; preds = %conv1_weight_grad.c611.end
+  br label %conv1_weight_grad.j624
 
-conv1_weight_grad.c605:                           ; preds = %conv1_weight_grad.ky606.end, %conv1_weight_grad.j604
-  %conv1_weight_grad.c6055 = phi i64 [ 0, %conv1_weight_grad.j604 ], [ %c605.next, %conv1_weight_grad.ky606.end ]
-  br label %conv1_weight_grad.ky606
+conv1_weight_grad.c611:                           ; preds = %conv1_weight_grad.ky612.end, %conv1_weight_grad.j610
+  %conv1_weight_grad.c6115 = phi i64 [ 0, %conv1_weight_grad.j610 ], [ %c611.next, %conv1_weight_grad.ky612.end ]
+  br label %conv1_weight_grad.ky612
 
-conv1_weight_grad.c605.end:                       ; preds = %conv1_weight_grad.ky606.end
-  %j604.next = add nsw i64 %conv1_weight_grad.j6044, 1
-  %2 = icmp slt i64 %j604.next, 16
-  br i1 %2, label %conv1_weight_grad.j604, label %conv1_weight_grad.j604.end
+conv1_weight_grad.c611.end:                       ; preds = %conv1_weight_grad.ky612.end
+  %j610.next = add nsw i64 %conv1_weight_grad.j6104, 1
+  %2 = icmp slt i64 %j610.next, 16
+  br i1 %2, label %conv1_weight_grad.j610, label %conv1_weight_grad.j610.end
 
-conv1_weight_grad.ky606:                          ; preds = %conv1_weight_grad.oy614.end, %conv1_weight_grad.c605
-  %conv1_weight_grad.ky6066 = phi i64 [ 0, %conv1_weight_grad.c605 ], [ %ky606.next, %conv1_weight_grad.oy614.end ]
-  br label %conv1_weight_grad.oy607
+conv1_weight_grad.ky612:                          ; preds = %conv1_weight_grad.oy620.end, %conv1_weight_grad.c611
+  %conv1_weight_grad.ky6126 = phi i64 [ 0, %conv1_weight_grad.c611 ], [ %ky612.next, %conv1_weight_grad.oy620.end ]
+  br label %conv1_weight_grad.oy613
 
-conv1_weight_grad.ky606.end:                      ; preds = %conv1_weight_grad.oy614.end
-  %c605.next = add nsw i64 %conv1_weight_grad.c6055, 1
-  %3 = icmp slt i64 %c605.next, 1
-  br i1 %3, label %conv1_weight_grad.c605, label %conv1_weight_grad.c605.end
+conv1_weight_grad.ky612.end:                      ; preds = %conv1_weight_grad.oy620.end
+  %c611.next = add nsw i64 %conv1_weight_grad.c6115, 1
+  %3 = icmp slt i64 %c611.next, 1
+  br i1 %3, label %conv1_weight_grad.c611, label %conv1_weight_grad.c611.end
 
-conv1_weight_grad.oy607:                          ; preds = %conv1_weight_grad.endif18, %conv1_weight_grad.ky606
-  %conv1_weight_grad.oy6077 = phi i64 [ 0, %conv1_weight_grad.ky606 ], [ %oy607.next, %conv1_weight_grad.endif18 ]
-  %4 = add nsw i64 %conv1_weight_grad.oy6077, %conv1_weight_grad.ky6066
+conv1_weight_grad.oy613:                          ; preds = %conv1_weight_grad.endif18, %conv1_weight_grad.ky612
+  %conv1_weight_grad.oy6137 = phi i64 [ 0, %conv1_weight_grad.ky612 ], [ %oy613.next, %conv1_weight_grad.endif18 ]
+  %4 = add nsw i64 %conv1_weight_grad.oy6137, %conv1_weight_grad.ky6126
   %5 = add nsw i64 %4, -1
   %6 = icmp slt i64 -1, %5
-  %7 = add nsw i64 %conv1_weight_grad.oy6077, %conv1_weight_grad.ky6066
+  %7 = add nsw i64 %conv1_weight_grad.oy6137, %conv1_weight_grad.ky6126
   %8 = add nsw i64 %7, -1
   %9 = icmp slt i64 %8, 28
   %10 = and i1 %6, %9
   br i1 %10, label %conv1_weight_grad.then, label %conv1_weight_grad.endif
 
-conv1_weight_grad.oy607.end:                      ; preds = %conv1_weight_grad.endif18
-  br label %conv1_weight_grad.oy611
+conv1_weight_grad.oy613.end:                      ; preds = %conv1_weight_grad.endif18
+  br label %conv1_weight_grad.oy617
 
-conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy607
-  br label %conv1_weight_grad.ox608
+conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy613
+  br label %conv1_weight_grad.ox614
 
-conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox609.end, %conv1_weight_grad.oy607
-  %11 = add nsw i64 %conv1_weight_grad.oy6077, %conv1_weight_grad.ky6066
+conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox615.end, %conv1_weight_grad.oy613
+  %11 = add nsw i64 %conv1_weight_grad.oy6137, %conv1_weight_grad.ky6126
   %12 = add nsw i64 %11, -1
   %13 = icmp slt i64 %12, 0
   br i1 %13, label %conv1_weight_grad.then13, label %conv1_weight_grad.endif14
 
-conv1_weight_grad.ox608:                          ; preds = %conv1_weight_grad.ox608, %conv1_weight_grad.then
-  %conv1_weight_grad.ox6088 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox608.next, %conv1_weight_grad.ox608 ]
-  %14 = mul nsw i64 %conv1_weight_grad.g6033, 16
-  %15 = add nsw i64 %14, %conv1_weight_grad.j6044
+conv1_weight_grad.ox614:                          ; preds = %conv1_weight_grad.ox614, %conv1_weight_grad.then
+  %conv1_weight_grad.ox6148 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox614.next, %conv1_weight_grad.ox614 ]
+  %14 = mul nsw i64 %conv1_weight_grad.g6093, 16
+  %15 = add nsw i64 %14, %conv1_weight_grad.j6104
   %16 = mul nsw i64 %15, 784
-  %17 = mul nsw i64 %conv1_weight_grad.c6055, 784
+  %17 = mul nsw i64 %conv1_weight_grad.c6115, 784
   %18 = add nsw i64 %16, %17
-  %19 = add nsw i64 %conv1_weight_grad.oy6077, %conv1_weight_grad.ky6066
+  %19 = add nsw i64 %conv1_weight_grad.oy6137, %conv1_weight_grad.ky6126
   %20 = add nsw i64 %19, -1
   %21 = mul nsw i64 %20, 28
   %22 = add nsw i64 %18, %21
-  %23 = add nsw i64 %conv1_weight_grad.ox6088, 1
+  %23 = add nsw i64 %conv1_weight_grad.ox6148, 1
   %24 = add nsw i64 %23, -1
   %25 = add nsw i64 %22, %24
   %images9 = getelementptr inbounds float, ptr %images, i64 %25
   %26 = load float, ptr %images9, align 4
-  %27 = mul nsw i64 %conv1_weight_grad.c6055, 3
-  %28 = add nsw i64 %27, %conv1_weight_grad.ky6066
+  %27 = mul nsw i64 %conv1_weight_grad.c6115, 3
+  %28 = add nsw i64 %27, %conv1_weight_grad.ky6126
   %29 = mul nsw i64 %28, 3
   %30 = mul nsw i64 %29, 12560
-  %31 = mul nsw i64 %conv1_weight_grad.j6044, 784
+  %31 = mul nsw i64 %conv1_weight_grad.j6104, 784
   %32 = add nsw i64 %30, %31
-  %33 = mul nsw i64 %conv1_weight_grad.oy6077, 28
-  %34 = add nsw i64 %conv1_weight_grad.ox6088, 1
+  %33 = mul nsw i64 %conv1_weight_grad.oy6137, 28
+  %34 = add nsw i64 %conv1_weight_grad.ox6148, 1
   %35 = add nsw i64 %33, %34
   %36 = add nsw i64 %32, %35
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %36
   store float %26, ptr %arena10, align 4
-  %ox608.next = add nsw i64 %conv1_weight_grad.ox6088, 1
-  %37 = icmp slt i64 %ox608.next, 27
-  br i1 %37, label %conv1_weight_grad.ox608, label %conv1_weight_grad.ox608.end
+  %ox614.next = add nsw i64 %conv1_weight_grad.ox6148, 1
+  %37 = icmp slt i64 %ox614.next, 27
+  br i1 %37, label %conv1_weight_grad.ox614, label %conv1_weight_grad.ox614.end
 
-conv1_weight_grad.ox608.end:                      ; preds = %conv1_weight_grad.ox608
-  br label %conv1_weight_grad.ox609
+conv1_weight_grad.ox614.end:                      ; preds = %conv1_weight_grad.ox614
+  br label %conv1_weight_grad.ox615
 
-conv1_weight_grad.ox609:                          ; preds = %conv1_weight_grad.ox609, %conv1_weight_grad.ox608.end
-  %conv1_weight_grad.ox60911 = phi i64 [ 0, %conv1_weight_grad.ox608.end ], [ %ox609.next, %conv1_weight_grad.ox609 ]
-  %38 = mul nsw i64 %conv1_weight_grad.c6055, 3
-  %39 = add nsw i64 %38, %conv1_weight_grad.ky6066
+conv1_weight_grad.ox615:                          ; preds = %conv1_weight_grad.ox615, %conv1_weight_grad.ox614.end
+  %conv1_weight_grad.ox61511 = phi i64 [ 0, %conv1_weight_grad.ox614.end ], [ %ox615.next, %conv1_weight_grad.ox615 ]
+  %38 = mul nsw i64 %conv1_weight_grad.c6115, 3
+  %39 = add nsw i64 %38, %conv1_weight_grad.ky6126
   %40 = mul nsw i64 %39, 3
   %41 = mul nsw i64 %40, 12560
-  %42 = mul nsw i64 %conv1_weight_grad.j6044, 784
+  %42 = mul nsw i64 %conv1_weight_grad.j6104, 784
   %43 = add nsw i64 %41, %42
-  %44 = mul nsw i64 %conv1_weight_grad.oy6077, 28
-  %45 = add nsw i64 %44, %conv1_weight_grad.ox60911
+  %44 = mul nsw i64 %conv1_weight_grad.oy6137, 28
+  %45 = add nsw i64 %44, %conv1_weight_grad.ox61511
   %46 = add nsw i64 %43, %45
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %46
   store float 0.000000e+00, ptr %arena12, align 4
-  %ox609.next = add nsw i64 %conv1_weight_grad.ox60911, 1
-  %47 = icmp slt i64 %ox609.next, 1
-  br i1 %47, label %conv1_weight_grad.ox609, label %conv1_weight_grad.ox609.end
+  %ox615.next = add nsw i64 %conv1_weight_grad.ox61511, 1
+  %47 = icmp slt i64 %ox615.next, 1
+  br i1 %47, label %conv1_weight_grad.ox615, label %conv1_weight_grad.ox615.end
 
-conv1_weight_grad.ox609.end:                      ; preds = %conv1_weight_grad.ox609
+conv1_weight_grad.ox615.end:                      ; preds = %conv1_weight_grad.ox615
   br label %conv1_weight_grad.endif
 
 conv1_weight_grad.then13:                         ; preds = %conv1_weight_grad.endif
-  br label %conv1_weight_grad.ox610
+  br label %conv1_weight_grad.ox616
 
-conv1_weight_grad.endif14:                        ; preds = %conv1_weight_grad.ox610.end, %conv1_weight_grad.endif
-  %48 = add nsw i64 %conv1_weight_grad.oy6077, %conv1_weight_grad.ky6066
+conv1_weight_grad.endif14:                        ; preds = %conv1_weight_grad.ox616.end, %conv1_weight_grad.endif
+  %48 = add nsw i64 %conv1_weight_grad.oy6137, %conv1_weight_grad.ky6126
   %49 = add nsw i64 %48, -1
   %50 = icmp slt i64 27, %49
   br i1 %50, label %conv1_weight_grad.then17, label %conv1_weight_grad.endif18
 
-conv1_weight_grad.ox610:                          ; preds = %conv1_weight_grad.ox610, %conv1_weight_grad.then13
-  %conv1_weight_grad.ox61015 = phi i64 [ 0, %conv1_weight_grad.then13 ], [ %ox610.next, %conv1_weight_grad.ox610 ]
-  %51 = mul nsw i64 %conv1_weight_grad.c6055, 3
-  %52 = add nsw i64 %51, %conv1_weight_grad.ky6066
+conv1_weight_grad.ox616:                          ; preds = %conv1_weight_grad.ox616, %conv1_weight_grad.then13
+  %conv1_weight_grad.ox61615 = phi i64 [ 0, %conv1_weight_grad.then13 ], [ %ox616.next, %conv1_weight_grad.ox616 ]
+  %51 = mul nsw i64 %conv1_weight_grad.c6115, 3
+  %52 = add nsw i64 %51, %conv1_weight_grad.ky6126
   %53 = mul nsw i64 %52, 3
   %54 = mul nsw i64 %53, 12560
-  %55 = mul nsw i64 %conv1_weight_grad.j6044, 784
+  %55 = mul nsw i64 %conv1_weight_grad.j6104, 784
   %56 = add nsw i64 %54, %55
-  %57 = mul nsw i64 %conv1_weight_grad.oy6077, 28
-  %58 = add nsw i64 %57, %conv1_weight_grad.ox61015
+  %57 = mul nsw i64 %conv1_weight_grad.oy6137, 28
+  %58 = add nsw i64 %57, %conv1_weight_grad.ox61615
   %59 = add nsw i64 %56, %58
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %59
   store float 0.000000e+00, ptr %arena16, align 4
-  %ox610.next = add nsw i64 %conv1_weight_grad.ox61015, 1
-  %60 = icmp slt i64 %ox610.next, 28
-  br i1 %60, label %conv1_weight_grad.ox610, label %conv1_weight_grad.ox610.end
+  %ox616.next = add nsw i64 %conv1_weight_grad.ox61615, 1
+  %60 = icmp slt i64 %ox616.next, 28
+  br i1 %60, label %conv1_weight_grad.ox616, label %conv1_weight_grad.ox616.end
 
-conv1_weight_grad.ox610.end:                      ; preds = %conv1_weight_grad.ox610
+conv1_weight_grad.ox616.end:                      ; preds = %conv1_weight_grad.ox616
   br label %conv1_weight_grad.endif14
 
 conv1_weight_grad.then17:                         ; preds = %conv1_weight_grad.endif14
-  br label %conv1_weight_grad.ox61019
+  br label %conv1_weight_grad.ox61619
 
-conv1_weight_grad.endif18:                        ; preds = %conv1_weight_grad.ox610.end20, %conv1_weight_grad.endif14
-  %oy607.next = add nsw i64 %conv1_weight_grad.oy6077, 1
-  %61 = icmp slt i64 %oy607.next, 28
-  br i1 %61, label %conv1_weight_grad.oy607, label %conv1_weight_grad.oy607.end
+conv1_weight_grad.endif18:                        ; preds = %conv1_weight_grad.ox616.end20, %conv1_weight_grad.endif14
+  %oy613.next = add nsw i64 %conv1_weight_grad.oy6137, 1
+  %61 = icmp slt i64 %oy613.next, 28
+  br i1 %61, label %conv1_weight_grad.oy613, label %conv1_weight_grad.oy613.end
 
-conv1_weight_grad.ox61019:                        ; preds = %conv1_weight_grad.ox61019, %conv1_weight_grad.then17
-  %conv1_weight_grad.ox61021 = phi i64 [ 0, %conv1_weight_grad.then17 ], [ %ox610.next23, %conv1_weight_grad.ox61019 ]
-  %62 = mul nsw i64 %conv1_weight_grad.c6055, 3
-  %63 = add nsw i64 %62, %conv1_weight_grad.ky6066
+conv1_weight_grad.ox61619:                        ; preds = %conv1_weight_grad.ox61619, %conv1_weight_grad.then17
+  %conv1_weight_grad.ox61621 = phi i64 [ 0, %conv1_weight_grad.then17 ], [ %ox616.next23, %conv1_weight_grad.ox61619 ]
+  %62 = mul nsw i64 %conv1_weight_grad.c6115, 3
+  %63 = add nsw i64 %62, %conv1_weight_grad.ky6126
   %64 = mul nsw i64 %63, 3
   %65 = mul nsw i64 %64, 12560
-  %66 = mul nsw i64 %conv1_weight_grad.j6044, 784
+  %66 = mul nsw i64 %conv1_weight_grad.j6104, 784
   %67 = add nsw i64 %65, %66
-  %68 = mul nsw i64 %conv1_weight_grad.oy6077, 28
-  %69 = add nsw i64 %68, %conv1_weight_grad.ox61021
+  %68 = mul nsw i64 %conv1_weight_grad.oy6137, 28
+  %69 = add nsw i64 %68, %conv1_weight_grad.ox61621
   %70 = add nsw i64 %67, %69
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %70
   store float 0.000000e+00, ptr %arena22, align 4
-  %ox610.next23 = add nsw i64 %conv1_weight_grad.ox61021, 1
-  %71 = icmp slt i64 %ox610.next23, 28
-  br i1 %71, label %conv1_weight_grad.ox61019, label %conv1_weight_grad.ox610.end20
+  %ox616.next23 = add nsw i64 %conv1_weight_grad.ox61621, 1
+  %71 = icmp slt i64 %ox616.next23, 28
+  br i1 %71, label %conv1_weight_grad.ox61619, label %conv1_weight_grad.ox616.end20
 
-conv1_weight_grad.ox610.end20:                    ; preds = %conv1_weight_grad.ox61019
+conv1_weight_grad.ox616.end20:                    ; preds = %conv1_weight_grad.ox61619
   br label %conv1_weight_grad.endif18
 
-conv1_weight_grad.oy611:                          ; preds = %conv1_weight_grad.endif35, %conv1_weight_grad.oy607.end
-  %conv1_weight_grad.oy61124 = phi i64 [ 0, %conv1_weight_grad.oy607.end ], [ %oy611.next, %conv1_weight_grad.endif35 ]
-  %72 = add nsw i64 %conv1_weight_grad.oy61124, %conv1_weight_grad.ky6066
+conv1_weight_grad.oy617:                          ; preds = %conv1_weight_grad.endif35, %conv1_weight_grad.oy613.end
+  %conv1_weight_grad.oy61724 = phi i64 [ 0, %conv1_weight_grad.oy613.end ], [ %oy617.next, %conv1_weight_grad.endif35 ]
+  %72 = add nsw i64 %conv1_weight_grad.oy61724, %conv1_weight_grad.ky6126
   %73 = add nsw i64 %72, -1
   %74 = icmp slt i64 -1, %73
-  %75 = add nsw i64 %conv1_weight_grad.oy61124, %conv1_weight_grad.ky6066
+  %75 = add nsw i64 %conv1_weight_grad.oy61724, %conv1_weight_grad.ky6126
   %76 = add nsw i64 %75, -1
   %77 = icmp slt i64 %76, 28
   %78 = and i1 %74, %77
   br i1 %78, label %conv1_weight_grad.then25, label %conv1_weight_grad.endif26
 
-conv1_weight_grad.oy611.end:                      ; preds = %conv1_weight_grad.endif35
-  br label %conv1_weight_grad.oy614
+conv1_weight_grad.oy617.end:                      ; preds = %conv1_weight_grad.endif35
+  br label %conv1_weight_grad.oy620
 
-conv1_weight_grad.then25:                         ; preds = %conv1_weight_grad.oy611
-  br label %conv1_weight_grad.ox612
+conv1_weight_grad.then25:                         ; preds = %conv1_weight_grad.oy617
+  br label %conv1_weight_grad.ox618
 
-conv1_weight_grad.endif26:                        ; preds = %conv1_weight_grad.ox612.end, %conv1_weight_grad.oy611
-  %79 = add nsw i64 %conv1_weight_grad.oy61124, %conv1_weight_grad.ky6066
+conv1_weight_grad.endif26:                        ; preds = %conv1_weight_grad.ox618.end, %conv1_weight_grad.oy617
+  %79 = add nsw i64 %conv1_weight_grad.oy61724, %conv1_weight_grad.ky6126
   %80 = add nsw i64 %79, -1
   %81 = icmp slt i64 %80, 0
   br i1 %81, label %conv1_weight_grad.then30, label %conv1_weight_grad.endif31
 
-conv1_weight_grad.ox612:                          ; preds = %conv1_weight_grad.ox612, %conv1_weight_grad.then25
-  %conv1_weight_grad.ox61227 = phi i64 [ 0, %conv1_weight_grad.then25 ], [ %ox612.next, %conv1_weight_grad.ox612 ]
-  %82 = mul nsw i64 %conv1_weight_grad.g6033, 16
-  %83 = add nsw i64 %82, %conv1_weight_grad.j6044
+conv1_weight_grad.ox618:                          ; preds = %conv1_weight_grad.ox618, %conv1_weight_grad.then25
+  %conv1_weight_grad.ox61827 = phi i64 [ 0, %conv1_weight_grad.then25 ], [ %ox618.next, %conv1_weight_grad.ox618 ]
+  %82 = mul nsw i64 %conv1_weight_grad.g6093, 16
+  %83 = add nsw i64 %82, %conv1_weight_grad.j6104
   %84 = mul nsw i64 %83, 784
-  %85 = mul nsw i64 %conv1_weight_grad.c6055, 784
+  %85 = mul nsw i64 %conv1_weight_grad.c6115, 784
   %86 = add nsw i64 %84, %85
-  %87 = add nsw i64 %conv1_weight_grad.oy61124, %conv1_weight_grad.ky6066
+  %87 = add nsw i64 %conv1_weight_grad.oy61724, %conv1_weight_grad.ky6126
   %88 = add nsw i64 %87, -1
   %89 = mul nsw i64 %88, 28
   %90 = add nsw i64 %86, %89
-  %91 = add nsw i64 %90, %conv1_weight_grad.ox61227
+  %91 = add nsw i64 %90, %conv1_weight_grad.ox61827
   %images28 = getelementptr inbounds float, ptr %images, i64 %91
   %92 = load float, ptr %images28, align 4
-  %93 = mul nsw i64 %conv1_weight_grad.c6055, 3
-  %94 = add nsw i64 %93, %conv1_weight_grad.ky6066
+  %93 = mul nsw i64 %conv1_weight_grad.c6115, 3
+  %94 = add nsw i64 %93, %conv1_weight_grad.ky6126
   %95 = mul nsw i64 %94, 3
   %96 = add nsw i64 %95, 1
   %97 = mul nsw i64 %96, 12560
-  %98 = mul nsw i64 %conv1_weight_grad.j6044, 784
+  %98 = mul nsw i64 %conv1_weight_grad.j6104, 784
   %99 = add nsw i64 %97, %98
-  %100 = mul nsw i64 %conv1_weight_grad.oy61124, 28
-  %101 = add nsw i64 %100, %conv1_weight_grad.ox61227
+  %100 = mul nsw i64 %conv1_weight_grad.oy61724, 28
+  %101 = add nsw i64 %100, %conv1_weight_grad.ox61827
   %102 = add nsw i64 %99, %101
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %102
   store float %92, ptr %arena29, align 4
-  %ox612.next = add nsw i64 %conv1_weight_grad.ox61227, 1
-  %103 = icmp slt i64 %ox612.next, 28
-  br i1 %103, label %conv1_weight_grad.ox612, label %conv1_weight_grad.ox612.end
+  %ox618.next = add nsw i64 %conv1_weight_grad.ox61827, 1
+  %103 = icmp slt i64 %ox618.next, 28
+  br i1 %103, label %conv1_weight_grad.ox618, label %conv1_weight_grad.ox618.end
 
-conv1_weight_grad.ox612.end:                      ; preds = %conv1_weight_grad.ox612
+conv1_weight_grad.ox618.end:                      ; preds = %conv1_weight_grad.ox618
   br label %conv1_weight_grad.endif26
 
 conv1_weight_grad.then30:                         ; preds = %conv1_weight_grad.endif26
-  br label %conv1_weight_grad.ox613
+  br label %conv1_weight_grad.ox619
 
-conv1_weight_grad.endif31:                        ; preds = %conv1_weight_grad.ox613.end, %conv1_weight_grad.endif26
-  %104 = add nsw i64 %conv1_weight_grad.oy61124, %conv1_weight_grad.ky6066
+conv1_weight_grad.endif31:                        ; preds = %conv1_weight_grad.ox619.end, %conv1_weight_grad.endif26
+  %104 = add nsw i64 %conv1_weight_grad.oy61724, %conv1_weight_grad.ky6126
   %105 = add nsw i64 %104, -1
   %106 = icmp slt i64 27, %105
   br i1 %106, label %conv1_weight_grad.then34, label %conv1_weight_grad.endif35
 
-conv1_weight_grad.ox613:                          ; preds = %conv1_weight_grad.ox613, %conv1_weight_grad.then30
-  %conv1_weight_grad.ox61332 = phi i64 [ 0, %conv1_weight_grad.then30 ], [ %ox613.next, %conv1_weight_grad.ox613 ]
-  %107 = mul nsw i64 %conv1_weight_grad.c6055, 3
-  %108 = add nsw i64 %107, %conv1_weight_grad.ky6066
+conv1_weight_grad.ox619:                          ; preds = %conv1_weight_grad.ox619, %conv1_weight_grad.then30
+  %conv1_weight_grad.ox61932 = phi i64 [ 0, %conv1_weight_grad.then30 ], [ %ox619.next, %conv1_weight_grad.ox619 ]
+  %107 = mul nsw i64 %conv1_weight_grad.c6115, 3
+  %108 = add nsw i64 %107, %conv1_weight_grad.ky6126
   %109 = mul nsw i64 %108, 3
   %110 = add nsw i64 %109, 1
   %111 = mul nsw i64 %110, 12560
-  %112 = mul nsw i64 %conv1_weight_grad.j6044, 784
+  %112 = mul nsw i64 %conv1_weight_grad.j6104, 784
   %113 = add nsw i64 %111, %112
-  %114 = mul nsw i64 %conv1_weight_grad.oy61124, 28
-  %115 = add nsw i64 %114, %conv1_weight_grad.ox61332
+  %114 = mul nsw i64 %conv1_weight_grad.oy61724, 28
+  %115 = add nsw i64 %114, %conv1_weight_grad.ox61932
   %116 = add nsw i64 %113, %115
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %116
   store float 0.000000e+00, ptr %arena33, align 4
-  %ox613.next = add nsw i64 %conv1_weight_grad.ox61332, 1
-  %117 = icmp slt i64 %ox613.next, 28
-  br i1 %117, label %conv1_weight_grad.ox613, label %conv1_weight_grad.ox613.end
+  %ox619.next = add nsw i64 %conv1_weight_grad.ox61932, 1
+  %117 = icmp slt i64 %ox619.next, 28
+  br i1 %117, label %conv1_weight_grad.ox619, label %conv1_weight_grad.ox619.end
 
-conv1_weight_grad.ox613.end:                      ; preds = %conv1_weight_grad.ox613
+conv1_weight_grad.ox619.end:                      ; preds = %conv1_weight_grad.ox619
   br label %conv1_weight_grad.endif31
 
 conv1_weight_grad.then34:                         ; preds = %conv1_weight_grad.endif31
-  br label %conv1_weight_grad.ox61336
+  br label %conv1_weight_grad.ox61936
 
-conv1_weight_grad.endif35:                        ; preds = %conv1_weight_grad.ox613.end37, %conv1_weight_grad.endif31
-  %oy611.next = add nsw i64 %conv1_weight_grad.oy61124, 1
-  %118 = icmp slt i64 %oy611.next, 28
-  br i1 %118, label %conv1_weight_grad.oy611, label %conv1_weight_grad.oy611.end
+conv1_weight_grad.endif35:                        ; preds = %conv1_weight_grad.ox619.end37, %conv1_weight_grad.endif31
+  %oy617.next = add nsw i64 %conv1_weight_grad.oy61724, 1
+  %118 = icmp slt i64 %oy617.next, 28
+  br i1 %118, label %conv1_weight_grad.oy617, label %conv1_weight_grad.oy617.end
 
-conv1_weight_grad.ox61336:                        ; preds = %conv1_weight_grad.ox61336, %conv1_weight_grad.then34
-  %conv1_weight_grad.ox61338 = phi i64 [ 0, %conv1_weight_grad.then34 ], [ %ox613.next40, %conv1_weight_grad.ox61336 ]
-  %119 = mul nsw i64 %conv1_weight_grad.c6055, 3
-  %120 = add nsw i64 %119, %conv1_weight_grad.ky6066
+conv1_weight_grad.ox61936:                        ; preds = %conv1_weight_grad.ox61936, %conv1_weight_grad.then34
+  %conv1_weight_grad.ox61938 = phi i64 [ 0, %conv1_weight_grad.then34 ], [ %ox619.next40, %conv1_weight_grad.ox61936 ]
+  %119 = mul nsw i64 %conv1_weight_grad.c6115, 3
+  %120 = add nsw i64 %119, %conv1_weight_grad.ky6126
   %121 = mul nsw i64 %120, 3
   %122 = add nsw i64 %121, 1
   %123 = mul nsw i64 %122, 12560
-  %124 = mul nsw i64 %conv1_weight_grad.j6044, 784
+  %124 = mul nsw i64 %conv1_weight_grad.j6104, 784
   %125 = add nsw i64 %123, %124
-  %126 = mul nsw i64 %conv1_weight_grad.oy61124, 28
-  %127 = add nsw i64 %126, %conv1_weight_grad.ox61338
+  %126 = mul nsw i64 %conv1_weight_grad.oy61724, 28
+  %127 = add nsw i64 %126, %conv1_weight_grad.ox61938
   %128 = add nsw i64 %125, %127
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %128
   store float 0.000000e+00, ptr %arena39, align 4
-  %ox613.next40 = add nsw i64 %conv1_weight_grad.ox61338, 1
-  %129 = icmp slt i64 %ox613.next40, 28
-  br i1 %129, label %conv1_weight_grad.ox61336, label %conv1_weight_grad.ox613.end37
+  %ox619.next40 = add nsw i64 %conv1_weight_grad.ox61938, 1
+  %129 = icmp slt i64 %ox619.next40, 28
+  br i1 %129, label %conv1_weight_grad.ox61936, label %conv1_weight_grad.ox619.end37
 
-conv1_weight_grad.ox613.end37:                    ; preds = %conv1_weight_grad.ox61336
+conv1_weight_grad.ox619.end37:                    ; preds = %conv1_weight_grad.ox61936
   br label %conv1_weight_grad.endif35
 
-conv1_weight_grad.oy614:                          ; preds = %conv1_weight_grad.endif54, %conv1_weight_grad.oy611.end
-  %conv1_weight_grad.oy61441 = phi i64 [ 0, %conv1_weight_grad.oy611.end ], [ %oy614.next, %conv1_weight_grad.endif54 ]
-  %130 = add nsw i64 %conv1_weight_grad.oy61441, %conv1_weight_grad.ky6066
+conv1_weight_grad.oy620:                          ; preds = %conv1_weight_grad.endif54, %conv1_weight_grad.oy617.end
+  %conv1_weight_grad.oy62041 = phi i64 [ 0, %conv1_weight_grad.oy617.end ], [ %oy620.next, %conv1_weight_grad.endif54 ]
+  %130 = add nsw i64 %conv1_weight_grad.oy62041, %conv1_weight_grad.ky6126
   %131 = add nsw i64 %130, -1
   %132 = icmp slt i64 -1, %131
-  %133 = add nsw i64 %conv1_weight_grad.oy61441, %conv1_weight_grad.ky6066
+  %133 = add nsw i64 %conv1_weight_grad.oy62041, %conv1_weight_grad.ky6126
   %134 = add nsw i64 %133, -1
   %135 = icmp slt i64 %134, 28
   %136 = and i1 %132, %135
   br i1 %136, label %conv1_weight_grad.then42, label %conv1_weight_grad.endif43
 
-conv1_weight_grad.oy614.end:                      ; preds = %conv1_weight_grad.endif54
-  %ky606.next = add nsw i64 %conv1_weight_grad.ky6066, 1
-  %137 = icmp slt i64 %ky606.next, 3
-  br i1 %137, label %conv1_weight_grad.ky606, label %conv1_weight_grad.ky606.end
+conv1_weight_grad.oy620.end:                      ; preds = %conv1_weight_grad.endif54
+  %ky612.next = add nsw i64 %conv1_weight_grad.ky6126, 1
+  %137 = icmp slt i64 %ky612.next, 3
+  br i1 %137, label %conv1_weight_grad.ky612, label %conv1_weight_grad.ky612.end
 
-conv1_weight_grad.then42:                         ; preds = %conv1_weight_grad.oy614
-  br label %conv1_weight_grad.ox615
+conv1_weight_grad.then42:                         ; preds = %conv1_weight_grad.oy620
+  br label %conv1_weight_grad.ox621
 
-conv1_weight_grad.endif43:                        ; preds = %conv1_weight_grad.ox616.end, %conv1_weight_grad.oy614
-  %138 = add nsw i64 %conv1_weight_grad.oy61441, %conv1_weight_grad.ky6066
+conv1_weight_grad.endif43:                        ; preds = %conv1_weight_grad.ox622.end, %conv1_weight_grad.oy620
+  %138 = add nsw i64 %conv1_weight_grad.oy62041, %conv1_weight_grad.ky6126
   %139 = add nsw i64 %138, -1
   %140 = icmp slt i64 %139, 0
   br i1 %140, label %conv1_weight_grad.then49, label %conv1_weight_grad.endif50
 
-conv1_weight_grad.ox615:                          ; preds = %conv1_weight_grad.ox615, %conv1_weight_grad.then42
-  %conv1_weight_grad.ox61544 = phi i64 [ 0, %conv1_weight_grad.then42 ], [ %ox615.next, %conv1_weight_grad.ox615 ]
-  %141 = mul nsw i64 %conv1_weight_grad.g6033, 16
-  %142 = add nsw i64 %141, %conv1_weight_grad.j6044
+conv1_weight_grad.ox621:                          ; preds = %conv1_weight_grad.ox621, %conv1_weight_grad.then42
+  %conv1_weight_grad.ox62144 = phi i64 [ 0, %conv1_weight_grad.then42 ], [ %ox621.next, %conv1_weight_grad.ox621 ]
+  %141 = mul nsw i64 %conv1_weight_grad.g6093, 16
+  %142 = add nsw i64 %141, %conv1_weight_grad.j6104
   %143 = mul nsw i64 %142, 784
-  %144 = mul nsw i64 %conv1_weight_grad.c6055, 784
+  %144 = mul nsw i64 %conv1_weight_grad.c6115, 784
   %145 = add nsw i64 %143, %144
-  %146 = add nsw i64 %conv1_weight_grad.oy61441, %conv1_weight_grad.ky6066
+  %146 = add nsw i64 %conv1_weight_grad.oy62041, %conv1_weight_grad.ky6126
   %147 = add nsw i64 %146, -1
   %148 = mul nsw i64 %147, 28
   %149 = add nsw i64 %145, %148
-  %150 = add nsw i64 %conv1_weight_grad.ox61544, 1
+  %150 = add nsw i64 %conv1_weight_grad.ox62144, 1
   %151 = add nsw i64 %149, %150
   %images45 = getelementptr inbounds float, ptr %images, i64 %151
   %152 = load float, ptr %images45, align 4
-  %153 = mul nsw i64 %conv1_weight_grad.c6055, 3
-  %154 = add nsw i64 %153, %conv1_weight_grad.ky6066
+  %153 = mul nsw i64 %conv1_weight_grad.c6115, 3
+  %154 = add nsw i64 %153, %conv1_weight_grad.ky6126
   %155 = mul nsw i64 %154, 3
   %156 = add nsw i64 %155, 2
   %157 = mul nsw i64 %156, 12560
-  %158 = mul nsw i64 %conv1_weight_grad.j6044, 784
+  %158 = mul nsw i64 %conv1_weight_grad.j6104, 784
   %159 = add nsw i64 %157, %158
-  %160 = mul nsw i64 %conv1_weight_grad.oy61441, 28
-  %161 = add nsw i64 %160, %conv1_weight_grad.ox61544
+  %160 = mul nsw i64 %conv1_weight_grad.oy62041, 28
+  %161 = add nsw i64 %160, %conv1_weight_grad.ox62144
   %162 = add nsw i64 %159, %161
   %arena46 = getelementptr inbounds float, ptr %arena, i64 %162
   store float %152, ptr %arena46, align 4
-  %ox615.next = add nsw i64 %conv1_weight_grad.ox61544, 1
-  %163 = icmp slt i64 %ox615.next, 27
-  br i1 %163, label %conv1_weight_grad.ox615, label %conv1_weight_grad.ox615.end
+  %ox621.next = add nsw i64 %conv1_weight_grad.ox62144, 1
+  %163 = icmp slt i64 %ox621.next, 27
+  br i1 %163, label %conv1_weight_grad.ox621, label %conv1_weight_grad.ox621.end
 
-conv1_weight_grad.ox615.end:                      ; preds = %conv1_weight_grad.ox615
-  br label %conv1_weight_grad.ox616
+conv1_weight_grad.ox621.end:                      ; preds = %conv1_weight_grad.ox621
+  br label %conv1_weight_grad.ox622
 
-conv1_weight_grad.ox616:                          ; preds = %conv1_weight_grad.ox616, %conv1_weight_grad.ox615.end
-  %conv1_weight_grad.ox61647 = phi i64 [ 0, %conv1_weight_grad.ox615.end ], [ %ox616.next, %conv1_weight_grad.ox616 ]
-  %164 = mul nsw i64 %conv1_weight_grad.c6055, 3
-  %165 = add nsw i64 %164, %conv1_weight_grad.ky6066
+conv1_weight_grad.ox622:                          ; preds = %conv1_weight_grad.ox622, %conv1_weight_grad.ox621.end
+  %conv1_weight_grad.ox62247 = phi i64 [ 0, %conv1_weight_grad.ox621.end ], [ %ox622.next, %conv1_weight_grad.ox622 ]
+  %164 = mul nsw i64 %conv1_weight_grad.c6115, 3
+  %165 = add nsw i64 %164, %conv1_weight_grad.ky6126
   %166 = mul nsw i64 %165, 3
   %167 = add nsw i64 %166, 2
   %168 = mul nsw i64 %167, 12560
-  %169 = mul nsw i64 %conv1_weight_grad.j6044, 784
+  %169 = mul nsw i64 %conv1_weight_grad.j6104, 784
   %170 = add nsw i64 %168, %169
-  %171 = mul nsw i64 %conv1_weight_grad.oy61441, 28
-  %172 = add nsw i64 %conv1_weight_grad.ox61647, 27
+  %171 = mul nsw i64 %conv1_weight_grad.oy62041, 28
+  %172 = add nsw i64 %conv1_weight_grad.ox62247, 27
   %173 = add nsw i64 %171, %172
   %174 = add nsw i64 %170, %173
   %arena48 = getelementptr inbounds float, ptr %arena, i64 %174
   store float 0.000000e+00, ptr %arena48, align 4
-  %ox616.next = add nsw i64 %conv1_weight_grad.ox61647, 1
-  %175 = icmp slt i64 %ox616.next, 1
-  br i1 %175, label %conv1_weight_grad.ox616, label %conv1_weight_grad.ox616.end
+  %ox622.next = add nsw i64 %conv1_weight_grad.ox62247, 1
+  %175 = icmp slt i64 %ox622.next, 1
+  br i1 %175, label %conv1_weight_grad.ox622, label %conv1_weight_grad.ox622.end
 
-conv1_weight_grad.ox616.end:                      ; preds = %conv1_weight_grad.ox616
+conv1_weight_grad.ox622.end:                      ; preds = %conv1_weight_grad.ox622
   br label %conv1_weight_grad.endif43
 
 conv1_weight_grad.then49:                         ; preds = %conv1_weight_grad.endif43
-  br label %conv1_weight_grad.ox617
+  br label %conv1_weight_grad.ox623
 
-conv1_weight_grad.endif50:                        ; preds = %conv1_weight_grad.ox617.end, %conv1_weight_grad.endif43
-  %176 = add nsw i64 %conv1_weight_grad.oy61441, %conv1_weight_grad.ky6066
+conv1_weight_grad.endif50:                        ; preds = %conv1_weight_grad.ox623.end, %conv1_weight_grad.endif43
+  %176 = add nsw i64 %conv1_weight_grad.oy62041, %conv1_weight_grad.ky6126
   %177 = add nsw i64 %176, -1
   %178 = icmp slt i64 27, %177
   br i1 %178, label %conv1_weight_grad.then53, label %conv1_weight_grad.endif54
 
-conv1_weight_grad.ox617:                          ; preds = %conv1_weight_grad.ox617, %conv1_weight_grad.then49
-  %conv1_weight_grad.ox61751 = phi i64 [ 0, %conv1_weight_grad.then49 ], [ %ox617.next, %conv1_weight_grad.ox617 ]
-  %179 = mul nsw i64 %conv1_weight_grad.c6055, 3
-  %180 = add nsw i64 %179, %conv1_weight_grad.ky6066
+conv1_weight_grad.ox623:                          ; preds = %conv1_weight_grad.ox623, %conv1_weight_grad.then49
+  %conv1_weight_grad.ox62351 = phi i64 [ 0, %conv1_weight_grad.then49 ], [ %ox623.next, %conv1_weight_grad.ox623 ]
+  %179 = mul nsw i64 %conv1_weight_grad.c6115, 3
+  %180 = add nsw i64 %179, %conv1_weight_grad.ky6126
   %181 = mul nsw i64 %180, 3
   %182 = add nsw i64 %181, 2
   %183 = mul nsw i64 %182, 12560
-  %184 = mul nsw i64 %conv1_weight_grad.j6044, 784
+  %184 = mul nsw i64 %conv1_weight_grad.j6104, 784
   %185 = add nsw i64 %183, %184
-  %186 = mul nsw i64 %conv1_weight_grad.oy61441, 28
-  %187 = add nsw i64 %186, %conv1_weight_grad.ox61751
+  %186 = mul nsw i64 %conv1_weight_grad.oy62041, 28
+  %187 = add nsw i64 %186, %conv1_weight_grad.ox62351
   %188 = add nsw i64 %185, %187
   %arena52 = getelementptr inbounds float, ptr %arena, i64 %188
   store float 0.000000e+00, ptr %arena52, align 4
-  %ox617.next = add nsw i64 %conv1_weight_grad.ox61751, 1
-  %189 = icmp slt i64 %ox617.next, 28
-  br i1 %189, label %conv1_weight_grad.ox617, label %conv1_weight_grad.ox617.end
+  %ox623.next = add nsw i64 %conv1_weight_grad.ox62351, 1
+  %189 = icmp slt i64 %ox623.next, 28
+  br i1 %189, label %conv1_weight_grad.ox623, label %conv1_weight_grad.ox623.end
 
-conv1_weight_grad.ox617.end:                      ; preds = %conv1_weight_grad.ox617
+conv1_weight_grad.ox623.end:                      ; preds = %conv1_weight_grad.ox623
   br label %conv1_weight_grad.endif50
 
 conv1_weight_grad.then53:                         ; preds = %conv1_weight_grad.endif50
-  br label %conv1_weight_grad.ox61755
+  br label %conv1_weight_grad.ox62355
 
-conv1_weight_grad.endif54:                        ; preds = %conv1_weight_grad.ox617.end56, %conv1_weight_grad.endif50
-  %oy614.next = add nsw i64 %conv1_weight_grad.oy61441, 1
-  %190 = icmp slt i64 %oy614.next, 28
-  br i1 %190, label %conv1_weight_grad.oy614, label %conv1_weight_grad.oy614.end
+conv1_weight_grad.endif54:                        ; preds = %conv1_weight_grad.ox623.end56, %conv1_weight_grad.endif50
+  %oy620.next = add nsw i64 %conv1_weight_grad.oy62041, 1
+  %190 = icmp slt i64 %oy620.next, 28
+  br i1 %190, label %conv1_weight_grad.oy620, label %conv1_weight_grad.oy620.end
 
-conv1_weight_grad.ox61755:                        ; preds = %conv1_weight_grad.ox61755, %conv1_weight_grad.then53
-  %conv1_weight_grad.ox61757 = phi i64 [ 0, %conv1_weight_grad.then53 ], [ %ox617.next59, %conv1_weight_grad.ox61755 ]
-  %191 = mul nsw i64 %conv1_weight_grad.c6055, 3
-  %192 = add nsw i64 %191, %conv1_weight_grad.ky6066
+conv1_weight_grad.ox62355:                        ; preds = %conv1_weight_grad.ox62355, %conv1_weight_grad.then53
+  %conv1_weight_grad.ox62357 = phi i64 [ 0, %conv1_weight_grad.then53 ], [ %ox623.next59, %conv1_weight_grad.ox62355 ]
+  %191 = mul nsw i64 %conv1_weight_grad.c6115, 3
+  %192 = add nsw i64 %191, %conv1_weight_grad.ky6126
   %193 = mul nsw i64 %192, 3
   %194 = add nsw i64 %193, 2
   %195 = mul nsw i64 %194, 12560
-  %196 = mul nsw i64 %conv1_weight_grad.j6044, 784
+  %196 = mul nsw i64 %conv1_weight_grad.j6104, 784
   %197 = add nsw i64 %195, %196
-  %198 = mul nsw i64 %conv1_weight_grad.oy61441, 28
-  %199 = add nsw i64 %198, %conv1_weight_grad.ox61757
+  %198 = mul nsw i64 %conv1_weight_grad.oy62041, 28
+  %199 = add nsw i64 %198, %conv1_weight_grad.ox62357
   %200 = add nsw i64 %197, %199
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %200
   store float 0.000000e+00, ptr %arena58, align 4
-  %ox617.next59 = add nsw i64 %conv1_weight_grad.ox61757, 1
-  %201 = icmp slt i64 %ox617.next59, 28
-  br i1 %201, label %conv1_weight_grad.ox61755, label %conv1_weight_grad.ox617.end56
+  %ox623.next59 = add nsw i64 %conv1_weight_grad.ox62357, 1
+  %201 = icmp slt i64 %ox623.next59, 28
+  br i1 %201, label %conv1_weight_grad.ox62355, label %conv1_weight_grad.ox623.end56
 
-conv1_weight_grad.ox617.end56:                    ; preds = %conv1_weight_grad.ox61755
+conv1_weight_grad.ox623.end56:                    ; preds = %conv1_weight_grad.ox62355
   br label %conv1_weight_grad.endif54
 
-conv1_weight_grad.j618:                           ; preds = %conv1_weight_grad.i619.end, %conv1_weight_grad.j604.end
-  %conv1_weight_grad.j61860 = phi i64 [ 0, %conv1_weight_grad.j604.end ], [ %j618.next, %conv1_weight_grad.i619.end ]
-  br label %conv1_weight_grad.i619
+conv1_weight_grad.j624:                           ; preds = %conv1_weight_grad.i625.end, %conv1_weight_grad.j610.end
+  %conv1_weight_grad.j62460 = phi i64 [ 0, %conv1_weight_grad.j610.end ], [ %j624.next, %conv1_weight_grad.i625.end ]
+  br label %conv1_weight_grad.i625
 
-conv1_weight_grad.j618.end:                       ; preds = %conv1_weight_grad.i619.end
-  call void @bncnn_train_b64.k37.conv1_weight_grad.gemm628(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  %g603.next = add nsw i64 %conv1_weight_grad.g6033, 1
-  %202 = icmp slt i64 %g603.next, 4
-  br i1 %202, label %conv1_weight_grad.g603, label %conv1_weight_grad.g603.end
+conv1_weight_grad.j624.end:                       ; preds = %conv1_weight_grad.i625.end
+  call void @bncnn_train_b64.k37.conv1_weight_grad.gemm634(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  %g609.next = add nsw i64 %conv1_weight_grad.g6093, 1
+  %202 = icmp slt i64 %g609.next, 4
+  br i1 %202, label %conv1_weight_grad.g609, label %conv1_weight_grad.g609.end
 
-conv1_weight_grad.i619:                           ; preds = %conv1_weight_grad.f620.end, %conv1_weight_grad.j618
-  %conv1_weight_grad.i61961 = phi i64 [ 0, %conv1_weight_grad.j618 ], [ %i619.next, %conv1_weight_grad.f620.end ]
-  br label %conv1_weight_grad.f620
+conv1_weight_grad.i625:                           ; preds = %conv1_weight_grad.f626.end, %conv1_weight_grad.j624
+  %conv1_weight_grad.i62561 = phi i64 [ 0, %conv1_weight_grad.j624 ], [ %i625.next, %conv1_weight_grad.f626.end ]
+  br label %conv1_weight_grad.f626
 
-conv1_weight_grad.i619.end:                       ; preds = %conv1_weight_grad.f620.end
-  %j618.next = add nsw i64 %conv1_weight_grad.j61860, 1
-  %203 = icmp slt i64 %j618.next, 16
-  br i1 %203, label %conv1_weight_grad.j618, label %conv1_weight_grad.j618.end
+conv1_weight_grad.i625.end:                       ; preds = %conv1_weight_grad.f626.end
+  %j624.next = add nsw i64 %conv1_weight_grad.j62460, 1
+  %203 = icmp slt i64 %j624.next, 16
+  br i1 %203, label %conv1_weight_grad.j624, label %conv1_weight_grad.j624.end
 
-conv1_weight_grad.f620:                           ; preds = %conv1_weight_grad.f620, %conv1_weight_grad.i619
-  %conv1_weight_grad.f62062 = phi i64 [ 0, %conv1_weight_grad.i619 ], [ %f620.next, %conv1_weight_grad.f620 ]
-  %204 = mul nsw i64 %conv1_weight_grad.g6033, 16
-  %205 = add nsw i64 %204, %conv1_weight_grad.j61860
+conv1_weight_grad.f626:                           ; preds = %conv1_weight_grad.f626, %conv1_weight_grad.i625
+  %conv1_weight_grad.f62662 = phi i64 [ 0, %conv1_weight_grad.i625 ], [ %f626.next, %conv1_weight_grad.f626 ]
+  %204 = mul nsw i64 %conv1_weight_grad.g6093, 16
+  %205 = add nsw i64 %204, %conv1_weight_grad.j62460
   %206 = mul nsw i64 %205, 25088
   %207 = add nsw i64 3211328, %206
-  %208 = mul nsw i64 %conv1_weight_grad.f62062, 784
+  %208 = mul nsw i64 %conv1_weight_grad.f62662, 784
   %209 = add nsw i64 %207, %208
-  %210 = add nsw i64 %209, %conv1_weight_grad.i61961
+  %210 = add nsw i64 %209, %conv1_weight_grad.i62561
   %arena63 = getelementptr inbounds float, ptr %arena, i64 %210
   %211 = load float, ptr %arena63, align 4
-  %212 = mul nsw i64 %conv1_weight_grad.j61860, 784
-  %213 = add nsw i64 %212, %conv1_weight_grad.i61961
+  %212 = mul nsw i64 %conv1_weight_grad.j62460, 784
+  %213 = add nsw i64 %212, %conv1_weight_grad.i62561
   %214 = mul nsw i64 %213, 32
   %215 = add nsw i64 113040, %214
-  %216 = add nsw i64 %215, %conv1_weight_grad.f62062
+  %216 = add nsw i64 %215, %conv1_weight_grad.f62662
   %arena64 = getelementptr inbounds float, ptr %arena, i64 %216
   store float %211, ptr %arena64, align 4
-  %f620.next = add nsw i64 %conv1_weight_grad.f62062, 1
-  %217 = icmp slt i64 %f620.next, 32
-  br i1 %217, label %conv1_weight_grad.f620, label %conv1_weight_grad.f620.end
+  %f626.next = add nsw i64 %conv1_weight_grad.f62662, 1
+  %217 = icmp slt i64 %f626.next, 32
+  br i1 %217, label %conv1_weight_grad.f626, label %conv1_weight_grad.f626.end
 
-conv1_weight_grad.f620.end:                       ; preds = %conv1_weight_grad.f620
-  %i619.next = add nsw i64 %conv1_weight_grad.i61961, 1
-  %218 = icmp slt i64 %i619.next, 784
-  br i1 %218, label %conv1_weight_grad.i619, label %conv1_weight_grad.i619.end
+conv1_weight_grad.f626.end:                       ; preds = %conv1_weight_grad.f626
+  %i625.next = add nsw i64 %conv1_weight_grad.i62561, 1
+  %218 = icmp slt i64 %i625.next, 784
+  br i1 %218, label %conv1_weight_grad.i625, label %conv1_weight_grad.i625.end
 
-conv1_weight_grad.f629:                           ; preds = %conv1_weight_grad.r630.end, %conv1_weight_grad.g603.end
-  %conv1_weight_grad.f62965 = phi i64 [ 0, %conv1_weight_grad.g603.end ], [ %f629.next, %conv1_weight_grad.r630.end ]
-  br label %conv1_weight_grad.r630
+conv1_weight_grad.f635:                           ; preds = %conv1_weight_grad.r636.end, %conv1_weight_grad.g609.end
+  %conv1_weight_grad.f63565 = phi i64 [ 0, %conv1_weight_grad.g609.end ], [ %f635.next, %conv1_weight_grad.r636.end ]
+  br label %conv1_weight_grad.r636
 
-conv1_weight_grad.f629.end:                       ; preds = %conv1_weight_grad.r630.end
+conv1_weight_grad.f635.end:                       ; preds = %conv1_weight_grad.r636.end
   ret void
 
-conv1_weight_grad.r630:                           ; preds = %conv1_weight_grad.r630, %conv1_weight_grad.f629
-  %conv1_weight_grad.r63066 = phi i64 [ 0, %conv1_weight_grad.f629 ], [ %r630.next, %conv1_weight_grad.r630 ]
-  %219 = mul nsw i64 %conv1_weight_grad.r63066, 32
+conv1_weight_grad.r636:                           ; preds = %conv1_weight_grad.r636, %conv1_weight_grad.f635
+  %conv1_weight_grad.r63666 = phi i64 [ 0, %conv1_weight_grad.f635 ], [ %r636.next, %conv1_weight_grad.r636 ]
+  %219 = mul nsw i64 %conv1_weight_grad.r63666, 32
   %220 = add nsw i64 514448, %219
-  %221 = add nsw i64 %220, %conv1_weight_grad.f62965
+  %221 = add nsw i64 %220, %conv1_weight_grad.f63565
   %arena67 = getelementptr inbounds float, ptr %arena, i64 %221
   %222 = load float, ptr %arena67, align 4
-  %223 = mul nsw i64 %conv1_weight_grad.f62965, 9
-  %224 = add nsw i64 %223, %conv1_weight_grad.r63066
+  %223 = mul nsw i64 %conv1_weight_grad.f63565, 9
+  %224 = add nsw i64 %223, %conv1_weight_grad.r63666
   %grads68 = getelementptr inbounds float, ptr %grads, i64 %224
   store float %222, ptr %grads68, align 4
-  %r630.next = add nsw i64 %conv1_weight_grad.r63066, 1
-  %225 = icmp slt i64 %r630.next, 9
-  br i1 %225, label %conv1_weight_grad.r630, label %conv1_weight_grad.r630.end
+  %r636.next = add nsw i64 %conv1_weight_grad.r63666, 1
+  %225 = icmp slt i64 %r636.next, 9
+  br i1 %225, label %conv1_weight_grad.r636, label %conv1_weight_grad.r636.end
 
-conv1_weight_grad.r630.end:                       ; preds = %conv1_weight_grad.r630
-  %f629.next = add nsw i64 %conv1_weight_grad.f62965, 1
-  %226 = icmp slt i64 %f629.next, 32
-  br i1 %226, label %conv1_weight_grad.f629, label %conv1_weight_grad.f629.end
+conv1_weight_grad.r636.end:                       ; preds = %conv1_weight_grad.r636
+  %f635.next = add nsw i64 %conv1_weight_grad.f63565, 1
+  %226 = icmp slt i64 %f635.next, 32
+  br i1 %226, label %conv1_weight_grad.f635, label %conv1_weight_grad.f635.end
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_train_b64.k37.conv1_weight_grad.gemm628(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @bncnn_train_b64.k37.conv1_weight_grad.gemm634(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %conv1_weight_grad.t626_a3 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t626_a2 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t626_a1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t626_a0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t626_b1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t626_b0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t626_c3_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t626_c3_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t626_c2_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t626_c2_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t626_c1_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t626_c1_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t626_c0_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t626_c0_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t624_a4 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t624_a3 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t624_a2 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t624_a1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t624_a0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t624_b1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t624_b0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t624_c4_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t624_c4_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t624_c3_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t624_c3_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t624_c2_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t624_c2_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t624_c1_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t624_c1_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t624_c0_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t624_c0_0 = alloca <8 x float>, align 32
-  br label %conv1_weight_grad.kp621
+  %conv1_weight_grad.t632_a3 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t632_a2 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t632_a1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t632_a0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t632_b1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t632_b0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t632_c3_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t632_c3_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t632_c2_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t632_c2_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t632_c1_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t632_c1_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t632_c0_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t632_c0_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t630_a4 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t630_a3 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t630_a2 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t630_a1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t630_a0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t630_b1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t630_b0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t630_c4_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t630_c4_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t630_c3_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t630_c3_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t630_c2_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t630_c2_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t630_c1_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t630_c1_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t630_c0_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t630_c0_0 = alloca <8 x float>, align 32
+  br label %conv1_weight_grad.kp627
 
-conv1_weight_grad.kp621:                          ; preds = %conv1_weight_grad.nb622.end, %entry
-  %conv1_weight_grad.kp6211 = phi i64 [ 0, %entry ], [ %kp621.next, %conv1_weight_grad.nb622.end ]
-  br label %conv1_weight_grad.nb622
+conv1_weight_grad.kp627:                          ; preds = %conv1_weight_grad.nb628.end, %entry
+  %conv1_weight_grad.kp6271 = phi i64 [ 0, %entry ], [ %kp627.next, %conv1_weight_grad.nb628.end ]
+  br label %conv1_weight_grad.nb628
 
-conv1_weight_grad.kp621.end:                      ; preds = %conv1_weight_grad.nb622.end
+conv1_weight_grad.kp627.end:                      ; preds = %conv1_weight_grad.nb628.end
   ret void
 
-conv1_weight_grad.nb622:                          ; preds = %conv1_weight_grad.k627.end, %conv1_weight_grad.kp621
-  %conv1_weight_grad.nb6222 = phi i64 [ 0, %conv1_weight_grad.kp621 ], [ %nb622.next, %conv1_weight_grad.k627.end ]
-  br label %conv1_weight_grad.mb623
+conv1_weight_grad.nb628:                          ; preds = %conv1_weight_grad.k633.end, %conv1_weight_grad.kp627
+  %conv1_weight_grad.nb6282 = phi i64 [ 0, %conv1_weight_grad.kp627 ], [ %nb628.next, %conv1_weight_grad.k633.end ]
+  br label %conv1_weight_grad.mb629
 
-conv1_weight_grad.nb622.end:                      ; preds = %conv1_weight_grad.k627.end
-  %kp621.next = add nsw i64 %conv1_weight_grad.kp6211, 1
-  %0 = icmp slt i64 %kp621.next, 7
-  br i1 %0, label %conv1_weight_grad.kp621, label %conv1_weight_grad.kp621.end
+conv1_weight_grad.nb628.end:                      ; preds = %conv1_weight_grad.k633.end
+  %kp627.next = add nsw i64 %conv1_weight_grad.kp6271, 1
+  %0 = icmp slt i64 %kp627.next, 7
+  br i1 %0, label %conv1_weight_grad.kp627, label %conv1_weight_grad.kp627.end
 
-conv1_weight_grad.mb623:                          ; preds = %conv1_weight_grad.k625.end, %conv1_weight_grad.nb622
-  %conv1_weight_grad.mb6233 = phi i64 [ 0, %conv1_weight_grad.nb622 ], [ %mb623.next, %conv1_weight_grad.k625.end ]
-  %1 = mul nsw i64 %conv1_weight_grad.mb6233, 5
+conv1_weight_grad.mb629:                          ; preds = %conv1_weight_grad.k631.end, %conv1_weight_grad.nb628
+  %conv1_weight_grad.mb6293 = phi i64 [ 0, %conv1_weight_grad.nb628 ], [ %mb629.next, %conv1_weight_grad.k631.end ]
+  %1 = mul nsw i64 %conv1_weight_grad.mb6293, 5
   %2 = mul nsw i64 %1, 32
   %3 = add nsw i64 514448, %2
-  %4 = mul nsw i64 %conv1_weight_grad.nb6222, 16
+  %4 = mul nsw i64 %conv1_weight_grad.nb6282, 16
   %5 = add nsw i64 %3, %4
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
   %6 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %6, ptr %conv1_weight_grad.t624_c0_0, align 32
-  %7 = mul nsw i64 %conv1_weight_grad.mb6233, 5
+  store <8 x float> %6, ptr %conv1_weight_grad.t630_c0_0, align 32
+  %7 = mul nsw i64 %conv1_weight_grad.mb6293, 5
   %8 = mul nsw i64 %7, 32
   %9 = add nsw i64 514448, %8
-  %10 = mul nsw i64 %conv1_weight_grad.nb6222, 16
+  %10 = mul nsw i64 %conv1_weight_grad.nb6282, 16
   %11 = add nsw i64 %9, %10
   %12 = add nsw i64 %11, 8
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %12
   %13 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %13, ptr %conv1_weight_grad.t624_c0_1, align 32
-  %14 = mul nsw i64 %conv1_weight_grad.mb6233, 5
+  store <8 x float> %13, ptr %conv1_weight_grad.t630_c0_1, align 32
+  %14 = mul nsw i64 %conv1_weight_grad.mb6293, 5
   %15 = add nsw i64 %14, 1
   %16 = mul nsw i64 %15, 32
   %17 = add nsw i64 514448, %16
-  %18 = mul nsw i64 %conv1_weight_grad.nb6222, 16
+  %18 = mul nsw i64 %conv1_weight_grad.nb6282, 16
   %19 = add nsw i64 %17, %18
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %19
   %20 = load <8 x float>, ptr %arena6, align 4
-  store <8 x float> %20, ptr %conv1_weight_grad.t624_c1_0, align 32
-  %21 = mul nsw i64 %conv1_weight_grad.mb6233, 5
+  store <8 x float> %20, ptr %conv1_weight_grad.t630_c1_0, align 32
+  %21 = mul nsw i64 %conv1_weight_grad.mb6293, 5
   %22 = add nsw i64 %21, 1
   %23 = mul nsw i64 %22, 32
   %24 = add nsw i64 514448, %23
-  %25 = mul nsw i64 %conv1_weight_grad.nb6222, 16
+  %25 = mul nsw i64 %conv1_weight_grad.nb6282, 16
   %26 = add nsw i64 %24, %25
   %27 = add nsw i64 %26, 8
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %27
   %28 = load <8 x float>, ptr %arena7, align 4
-  store <8 x float> %28, ptr %conv1_weight_grad.t624_c1_1, align 32
-  %29 = mul nsw i64 %conv1_weight_grad.mb6233, 5
+  store <8 x float> %28, ptr %conv1_weight_grad.t630_c1_1, align 32
+  %29 = mul nsw i64 %conv1_weight_grad.mb6293, 5
   %30 = add nsw i64 %29, 2
   %31 = mul nsw i64 %30, 32
   %32 = add nsw i64 514448, %31
-  %33 = mul nsw i64 %conv1_weight_grad.nb6222, 16
+  %33 = mul nsw i64 %conv1_weight_grad.nb6282, 16
   %34 = add nsw i64 %32, %33
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %34
   %35 = load <8 x float>, ptr %arena8, align 4
-  store <8 x float> %35, ptr %conv1_weight_grad.t624_c2_0, align 32
-  %36 = mul nsw i64 %conv1_weight_grad.mb6233, 5
+  store <8 x float> %35, ptr %conv1_weight_grad.t630_c2_0, align 32
+  %36 = mul nsw i64 %conv1_weight_grad.mb6293, 5
   %37 = add nsw i64 %36, 2
   %38 = mul nsw i64 %37, 32
   %39 = add nsw i64 514448, %38
-  %40 = mul nsw i64 %conv1_weight_grad.nb6222, 16
+  %40 = mul nsw i64 %conv1_weight_grad.nb6282, 16
   %41 = add nsw i64 %39, %40
   %42 = add nsw i64 %41, 8
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %42
   %43 = load <8 x float>, ptr %arena9, align 4
-  store <8 x float> %43, ptr %conv1_weight_grad.t624_c2_1, align 32
-  %44 = mul nsw i64 %conv1_weight_grad.mb6233, 5
+  store <8 x float> %43, ptr %conv1_weight_grad.t630_c2_1, align 32
+  %44 = mul nsw i64 %conv1_weight_grad.mb6293, 5
   %45 = add nsw i64 %44, 3
   %46 = mul nsw i64 %45, 32
   %47 = add nsw i64 514448, %46
-  %48 = mul nsw i64 %conv1_weight_grad.nb6222, 16
+  %48 = mul nsw i64 %conv1_weight_grad.nb6282, 16
   %49 = add nsw i64 %47, %48
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %49
   %50 = load <8 x float>, ptr %arena10, align 4
-  store <8 x float> %50, ptr %conv1_weight_grad.t624_c3_0, align 32
-  %51 = mul nsw i64 %conv1_weight_grad.mb6233, 5
+  store <8 x float> %50, ptr %conv1_weight_grad.t630_c3_0, align 32
+  %51 = mul nsw i64 %conv1_weight_grad.mb6293, 5
   %52 = add nsw i64 %51, 3
   %53 = mul nsw i64 %52, 32
   %54 = add nsw i64 514448, %53
-  %55 = mul nsw i64 %conv1_weight_grad.nb6222, 16
+  %55 = mul nsw i64 %conv1_weight_grad.nb6282, 16
   %56 = add nsw i64 %54, %55
   %57 = add nsw i64 %56, 8
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %57
   %58 = load <8 x float>, ptr %arena11, align 4
-  store <8 x float> %58, ptr %conv1_weight_grad.t624_c3_1, align 32
-  %59 = mul nsw i64 %conv1_weight_grad.mb6233, 5
+  store <8 x float> %58, ptr %conv1_weight_grad.t630_c3_1, align 32
+  %59 = mul nsw i64 %conv1_weight_grad.mb6293, 5
   %60 = add nsw i64 %59, 4
   %61 = mul nsw i64 %60, 32
   %62 = add nsw i64 514448, %61
-  %63 = mul nsw i64 %conv1_weight_grad.nb6222, 16
+  %63 = mul nsw i64 %conv1_weight_grad.nb6282, 16
   %64 = add nsw i64 %62, %63
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %64
   %65 = load <8 x float>, ptr %arena12, align 4
-  store <8 x float> %65, ptr %conv1_weight_grad.t624_c4_0, align 32
-  %66 = mul nsw i64 %conv1_weight_grad.mb6233, 5
+  store <8 x float> %65, ptr %conv1_weight_grad.t630_c4_0, align 32
+  %66 = mul nsw i64 %conv1_weight_grad.mb6293, 5
   %67 = add nsw i64 %66, 4
   %68 = mul nsw i64 %67, 32
   %69 = add nsw i64 514448, %68
-  %70 = mul nsw i64 %conv1_weight_grad.nb6222, 16
+  %70 = mul nsw i64 %conv1_weight_grad.nb6282, 16
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %71, 8
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %72
   %73 = load <8 x float>, ptr %arena13, align 4
-  store <8 x float> %73, ptr %conv1_weight_grad.t624_c4_1, align 32
-  br label %conv1_weight_grad.k625
+  store <8 x float> %73, ptr %conv1_weight_grad.t630_c4_1, align 32
+  br label %conv1_weight_grad.k631
 
-conv1_weight_grad.mb623.end:                      ; preds = %conv1_weight_grad.k625.end
-  %74 = mul nsw i64 %conv1_weight_grad.nb6222, 16
+conv1_weight_grad.mb629.end:                      ; preds = %conv1_weight_grad.k631.end
+  %74 = mul nsw i64 %conv1_weight_grad.nb6282, 16
   %75 = add nsw i64 514608, %74
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %75
   %76 = load <8 x float>, ptr %arena55, align 4
-  store <8 x float> %76, ptr %conv1_weight_grad.t626_c0_0, align 32
-  %77 = mul nsw i64 %conv1_weight_grad.nb6222, 16
+  store <8 x float> %76, ptr %conv1_weight_grad.t632_c0_0, align 32
+  %77 = mul nsw i64 %conv1_weight_grad.nb6282, 16
   %78 = add nsw i64 514608, %77
   %79 = add nsw i64 %78, 8
   %arena56 = getelementptr inbounds float, ptr %arena, i64 %79
   %80 = load <8 x float>, ptr %arena56, align 4
-  store <8 x float> %80, ptr %conv1_weight_grad.t626_c0_1, align 32
-  %81 = mul nsw i64 %conv1_weight_grad.nb6222, 16
+  store <8 x float> %80, ptr %conv1_weight_grad.t632_c0_1, align 32
+  %81 = mul nsw i64 %conv1_weight_grad.nb6282, 16
   %82 = add nsw i64 514640, %81
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %82
   %83 = load <8 x float>, ptr %arena57, align 4
-  store <8 x float> %83, ptr %conv1_weight_grad.t626_c1_0, align 32
-  %84 = mul nsw i64 %conv1_weight_grad.nb6222, 16
+  store <8 x float> %83, ptr %conv1_weight_grad.t632_c1_0, align 32
+  %84 = mul nsw i64 %conv1_weight_grad.nb6282, 16
   %85 = add nsw i64 514640, %84
   %86 = add nsw i64 %85, 8
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %86
   %87 = load <8 x float>, ptr %arena58, align 4
-  store <8 x float> %87, ptr %conv1_weight_grad.t626_c1_1, align 32
-  %88 = mul nsw i64 %conv1_weight_grad.nb6222, 16
+  store <8 x float> %87, ptr %conv1_weight_grad.t632_c1_1, align 32
+  %88 = mul nsw i64 %conv1_weight_grad.nb6282, 16
   %89 = add nsw i64 514672, %88
   %arena59 = getelementptr inbounds float, ptr %arena, i64 %89
   %90 = load <8 x float>, ptr %arena59, align 4
-  store <8 x float> %90, ptr %conv1_weight_grad.t626_c2_0, align 32
-  %91 = mul nsw i64 %conv1_weight_grad.nb6222, 16
+  store <8 x float> %90, ptr %conv1_weight_grad.t632_c2_0, align 32
+  %91 = mul nsw i64 %conv1_weight_grad.nb6282, 16
   %92 = add nsw i64 514672, %91
   %93 = add nsw i64 %92, 8
   %arena60 = getelementptr inbounds float, ptr %arena, i64 %93
   %94 = load <8 x float>, ptr %arena60, align 4
-  store <8 x float> %94, ptr %conv1_weight_grad.t626_c2_1, align 32
-  %95 = mul nsw i64 %conv1_weight_grad.nb6222, 16
+  store <8 x float> %94, ptr %conv1_weight_grad.t632_c2_1, align 32
+  %95 = mul nsw i64 %conv1_weight_grad.nb6282, 16
   %96 = add nsw i64 514704, %95
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %96
   %97 = load <8 x float>, ptr %arena61, align 4
-  store <8 x float> %97, ptr %conv1_weight_grad.t626_c3_0, align 32
-  %98 = mul nsw i64 %conv1_weight_grad.nb6222, 16
+  store <8 x float> %97, ptr %conv1_weight_grad.t632_c3_0, align 32
+  %98 = mul nsw i64 %conv1_weight_grad.nb6282, 16
   %99 = add nsw i64 514704, %98
   %100 = add nsw i64 %99, 8
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %100
   %101 = load <8 x float>, ptr %arena62, align 4
-  store <8 x float> %101, ptr %conv1_weight_grad.t626_c3_1, align 32
-  br label %conv1_weight_grad.k627
+  store <8 x float> %101, ptr %conv1_weight_grad.t632_c3_1, align 32
+  br label %conv1_weight_grad.k633
 
-conv1_weight_grad.k625:                           ; preds = %conv1_weight_grad.k625, %conv1_weight_grad.mb623
-  %conv1_weight_grad.k62514 = phi i64 [ 0, %conv1_weight_grad.mb623 ], [ %k625.next, %conv1_weight_grad.k625 ]
-  %102 = mul nsw i64 %conv1_weight_grad.kp6211, 1792
-  %103 = add nsw i64 %conv1_weight_grad.k62514, %102
+conv1_weight_grad.k631:                           ; preds = %conv1_weight_grad.k631, %conv1_weight_grad.mb629
+  %conv1_weight_grad.k63114 = phi i64 [ 0, %conv1_weight_grad.mb629 ], [ %k631.next, %conv1_weight_grad.k631 ]
+  %102 = mul nsw i64 %conv1_weight_grad.kp6271, 1792
+  %103 = add nsw i64 %conv1_weight_grad.k63114, %102
   %104 = mul nsw i64 %103, 32
   %105 = add nsw i64 113040, %104
-  %106 = mul nsw i64 %conv1_weight_grad.nb6222, 16
+  %106 = mul nsw i64 %conv1_weight_grad.nb6282, 16
   %107 = add nsw i64 %105, %106
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %107
   %108 = load <8 x float>, ptr %arena15, align 4
-  store <8 x float> %108, ptr %conv1_weight_grad.t624_b0, align 32
-  %109 = mul nsw i64 %conv1_weight_grad.kp6211, 1792
-  %110 = add nsw i64 %conv1_weight_grad.k62514, %109
+  store <8 x float> %108, ptr %conv1_weight_grad.t630_b0, align 32
+  %109 = mul nsw i64 %conv1_weight_grad.kp6271, 1792
+  %110 = add nsw i64 %conv1_weight_grad.k63114, %109
   %111 = mul nsw i64 %110, 32
   %112 = add nsw i64 113040, %111
-  %113 = mul nsw i64 %conv1_weight_grad.nb6222, 16
+  %113 = mul nsw i64 %conv1_weight_grad.nb6282, 16
   %114 = add nsw i64 %112, %113
   %115 = add nsw i64 %114, 8
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %115
   %116 = load <8 x float>, ptr %arena16, align 4
-  store <8 x float> %116, ptr %conv1_weight_grad.t624_b1, align 32
-  %117 = mul nsw i64 %conv1_weight_grad.mb6233, 5
+  store <8 x float> %116, ptr %conv1_weight_grad.t630_b1, align 32
+  %117 = mul nsw i64 %conv1_weight_grad.mb6293, 5
   %118 = mul nsw i64 %117, 12560
-  %119 = mul nsw i64 %conv1_weight_grad.kp6211, 1792
-  %120 = add nsw i64 %conv1_weight_grad.k62514, %119
+  %119 = mul nsw i64 %conv1_weight_grad.kp6271, 1792
+  %120 = add nsw i64 %conv1_weight_grad.k63114, %119
   %121 = add nsw i64 %118, %120
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %121
   %122 = load float, ptr %arena17, align 4
   %123 = insertelement <8 x float> undef, float %122, i32 0
   %124 = shufflevector <8 x float> %123, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %124, ptr %conv1_weight_grad.t624_a0, align 32
-  %t624_a0 = load <8 x float>, ptr %conv1_weight_grad.t624_a0, align 32
-  %t624_b0 = load <8 x float>, ptr %conv1_weight_grad.t624_b0, align 32
-  %t624_c0_0 = load <8 x float>, ptr %conv1_weight_grad.t624_c0_0, align 32
-  %125 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t624_a0, <8 x float> %t624_b0, <8 x float> %t624_c0_0)
-  store <8 x float> %125, ptr %conv1_weight_grad.t624_c0_0, align 32
-  %t624_a018 = load <8 x float>, ptr %conv1_weight_grad.t624_a0, align 32
-  %t624_b1 = load <8 x float>, ptr %conv1_weight_grad.t624_b1, align 32
-  %t624_c0_1 = load <8 x float>, ptr %conv1_weight_grad.t624_c0_1, align 32
-  %126 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t624_a018, <8 x float> %t624_b1, <8 x float> %t624_c0_1)
-  store <8 x float> %126, ptr %conv1_weight_grad.t624_c0_1, align 32
-  %127 = mul nsw i64 %conv1_weight_grad.mb6233, 5
+  store <8 x float> %124, ptr %conv1_weight_grad.t630_a0, align 32
+  %t630_a0 = load <8 x float>, ptr %conv1_weight_grad.t630_a0, align 32
+  %t630_b0 = load <8 x float>, ptr %conv1_weight_grad.t630_b0, align 32
+  %t630_c0_0 = load <8 x float>, ptr %conv1_weight_grad.t630_c0_0, align 32
+  %125 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t630_a0, <8 x float> %t630_b0, <8 x float> %t630_c0_0)
+  store <8 x float> %125, ptr %conv1_weight_grad.t630_c0_0, align 32
+  %t630_a018 = load <8 x float>, ptr %conv1_weight_grad.t630_a0, align 32
+  %t630_b1 = load <8 x float>, ptr %conv1_weight_grad.t630_b1, align 32
+  %t630_c0_1 = load <8 x float>, ptr %conv1_weight_grad.t630_c0_1, align 32
+  %126 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t630_a018, <8 x float> %t630_b1, <8 x float> %t630_c0_1)
+  store <8 x float> %126, ptr %conv1_weight_grad.t630_c0_1, align 32
+  %127 = mul nsw i64 %conv1_weight_grad.mb6293, 5
   %128 = add nsw i64 %127, 1
   %129 = mul nsw i64 %128, 12560
-  %130 = mul nsw i64 %conv1_weight_grad.kp6211, 1792
-  %131 = add nsw i64 %conv1_weight_grad.k62514, %130
+  %130 = mul nsw i64 %conv1_weight_grad.kp6271, 1792
+  %131 = add nsw i64 %conv1_weight_grad.k63114, %130
   %132 = add nsw i64 %129, %131
   %arena19 = getelementptr inbounds float, ptr %arena, i64 %132
   %133 = load float, ptr %arena19, align 4
   %134 = insertelement <8 x float> undef, float %133, i32 0
   %135 = shufflevector <8 x float> %134, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %135, ptr %conv1_weight_grad.t624_a1, align 32
-  %t624_a1 = load <8 x float>, ptr %conv1_weight_grad.t624_a1, align 32
-  %t624_b020 = load <8 x float>, ptr %conv1_weight_grad.t624_b0, align 32
-  %t624_c1_0 = load <8 x float>, ptr %conv1_weight_grad.t624_c1_0, align 32
-  %136 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t624_a1, <8 x float> %t624_b020, <8 x float> %t624_c1_0)
-  store <8 x float> %136, ptr %conv1_weight_grad.t624_c1_0, align 32
-  %t624_a121 = load <8 x float>, ptr %conv1_weight_grad.t624_a1, align 32
-  %t624_b122 = load <8 x float>, ptr %conv1_weight_grad.t624_b1, align 32
-  %t624_c1_1 = load <8 x float>, ptr %conv1_weight_grad.t624_c1_1, align 32
-  %137 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t624_a121, <8 x float> %t624_b122, <8 x float> %t624_c1_1)
-  store <8 x float> %137, ptr %conv1_weight_grad.t624_c1_1, align 32
-  %138 = mul nsw i64 %conv1_weight_grad.mb6233, 5
+  store <8 x float> %135, ptr %conv1_weight_grad.t630_a1, align 32
+  %t630_a1 = load <8 x float>, ptr %conv1_weight_grad.t630_a1, align 32
+  %t630_b020 = load <8 x float>, ptr %conv1_weight_grad.t630_b0, align 32
+  %t630_c1_0 = load <8 x float>, ptr %conv1_weight_grad.t630_c1_0, align 32
+  %136 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t630_a1, <8 x float> %t630_b020, <8 x float> %t630_c1_0)
+  store <8 x float> %136, ptr %conv1_weight_grad.t630_c1_0, align 32
+  %t630_a121 = load <8 x float>, ptr %conv1_weight_grad.t630_a1, align 32
+  %t630_b122 = load <8 x float>, ptr %conv1_weight_grad.t630_b1, align 32
+  %t630_c1_1 = load <8 x float>, ptr %conv1_weight_grad.t630_c1_1, align 32
+  %137 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t630_a121, <8 x float> %t630_b122, <8 x float> %t630_c1_1)
+  store <8 x float> %137, ptr %conv1_weight_grad.t630_c1_1, align 32
+  %138 = mul nsw i64 %conv1_weight_grad.mb6293, 5
   %139 = add nsw i64 %138, 2
   %140 = mul nsw i64 %139, 12560
-  %141 = mul nsw i64 %conv1_weight_grad.kp6211, 1792
-  %142 = add nsw i64 %conv1_weight_grad.k62514, %141
+  %141 = mul nsw i64 %conv1_weight_grad.kp6271, 1792
+  %142 = add nsw i64 %conv1_weight_grad.k63114, %141
   %143 = add nsw i64 %140, %142
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %143
   %144 = load float, ptr %arena23, align 4
   %145 = insertelement <8 x float> undef, float %144, i32 0
   %146 = shufflevector <8 x float> %145, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %146, ptr %conv1_weight_grad.t624_a2, align 32
-  %t624_a2 = load <8 x float>, ptr %conv1_weight_grad.t624_a2, align 32
-  %t624_b024 = load <8 x float>, ptr %conv1_weight_grad.t624_b0, align 32
-  %t624_c2_0 = load <8 x float>, ptr %conv1_weight_grad.t624_c2_0, align 32
-  %147 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t624_a2, <8 x float> %t624_b024, <8 x float> %t624_c2_0)
-  store <8 x float> %147, ptr %conv1_weight_grad.t624_c2_0, align 32
-  %t624_a225 = load <8 x float>, ptr %conv1_weight_grad.t624_a2, align 32
-  %t624_b126 = load <8 x float>, ptr %conv1_weight_grad.t624_b1, align 32
-  %t624_c2_1 = load <8 x float>, ptr %conv1_weight_grad.t624_c2_1, align 32
-  %148 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t624_a225, <8 x float> %t624_b126, <8 x float> %t624_c2_1)
-  store <8 x float> %148, ptr %conv1_weight_grad.t624_c2_1, align 32
-  %149 = mul nsw i64 %conv1_weight_grad.mb6233, 5
+  store <8 x float> %146, ptr %conv1_weight_grad.t630_a2, align 32
+  %t630_a2 = load <8 x float>, ptr %conv1_weight_grad.t630_a2, align 32
+  %t630_b024 = load <8 x float>, ptr %conv1_weight_grad.t630_b0, align 32
+  %t630_c2_0 = load <8 x float>, ptr %conv1_weight_grad.t630_c2_0, align 32
+  %147 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t630_a2, <8 x float> %t630_b024, <8 x float> %t630_c2_0)
+  store <8 x float> %147, ptr %conv1_weight_grad.t630_c2_0, align 32
+  %t630_a225 = load <8 x float>, ptr %conv1_weight_grad.t630_a2, align 32
+  %t630_b126 = load <8 x float>, ptr %conv1_weight_grad.t630_b1, align 32
+  %t630_c2_1 = load <8 x float>, ptr %conv1_weight_grad.t630_c2_1, align 32
+  %148 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t630_a225, <8 x float> %t630_b126, <8 x float> %t630_c2_1)
+  store <8 x float> %148, ptr %conv1_weight_grad.t630_c2_1, align 32
+  %149 = mul nsw i64 %conv1_weight_grad.mb6293, 5
   %150 = add nsw i64 %149, 3
   %151 = mul nsw i64 %150, 12560
-  %152 = mul nsw i64 %conv1_weight_grad.kp6211, 1792
-  %153 = add nsw i64 %conv1_weight_grad.k62514, %152
+  %152 = mul nsw i64 %conv1_weight_grad.kp6271, 1792
+  %153 = add nsw i64 %conv1_weight_grad.k63114, %152
   %154 = add nsw i64 %151, %153
   %arena27 = getelementptr inbounds float, ptr %arena, i64 %154
   %155 = load float, ptr %arena27, align 4
   %156 = insertelement <8 x float> undef, float %155, i32 0
   %157 = shufflevector <8 x float> %156, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %157, ptr %conv1_weight_grad.t624_a3, align 32
-  %t624_a3 = load <8 x float>, ptr %conv1_weight_grad.t624_a3, align 32
-  %t624_b028 = load <8 x float>, ptr %conv1_weight_grad.t624_b0, align 32
-  %t624_c3_0 = load <8 x float>, ptr %conv1_weight_grad.t624_c3_0, align 32
-  %158 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t624_a3, <8 x float> %t624_b028, <8 x float> %t624_c3_0)
-  store <8 x float> %158, ptr %conv1_weight_grad.t624_c3_0, align 32
-  %t624_a329 = load <8 x float>, ptr %conv1_weight_grad.t624_a3, align 32
-  %t624_b130 = load <8 x float>, ptr %conv1_weight_grad.t624_b1, align 32
-  %t624_c3_1 = load <8 x float>, ptr %conv1_weight_grad.t624_c3_1, align 32
-  %159 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t624_a329, <8 x float> %t624_b130, <8 x float> %t624_c3_1)
-  store <8 x float> %159, ptr %conv1_weight_grad.t624_c3_1, align 32
-  %160 = mul nsw i64 %conv1_weight_grad.mb6233, 5
+  store <8 x float> %157, ptr %conv1_weight_grad.t630_a3, align 32
+  %t630_a3 = load <8 x float>, ptr %conv1_weight_grad.t630_a3, align 32
+  %t630_b028 = load <8 x float>, ptr %conv1_weight_grad.t630_b0, align 32
+  %t630_c3_0 = load <8 x float>, ptr %conv1_weight_grad.t630_c3_0, align 32
+  %158 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t630_a3, <8 x float> %t630_b028, <8 x float> %t630_c3_0)
+  store <8 x float> %158, ptr %conv1_weight_grad.t630_c3_0, align 32
+  %t630_a329 = load <8 x float>, ptr %conv1_weight_grad.t630_a3, align 32
+  %t630_b130 = load <8 x float>, ptr %conv1_weight_grad.t630_b1, align 32
+  %t630_c3_1 = load <8 x float>, ptr %conv1_weight_grad.t630_c3_1, align 32
+  %159 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t630_a329, <8 x float> %t630_b130, <8 x float> %t630_c3_1)
+  store <8 x float> %159, ptr %conv1_weight_grad.t630_c3_1, align 32
+  %160 = mul nsw i64 %conv1_weight_grad.mb6293, 5
   %161 = add nsw i64 %160, 4
   %162 = mul nsw i64 %161, 12560
-  %163 = mul nsw i64 %conv1_weight_grad.kp6211, 1792
-  %164 = add nsw i64 %conv1_weight_grad.k62514, %163
+  %163 = mul nsw i64 %conv1_weight_grad.kp6271, 1792
+  %164 = add nsw i64 %conv1_weight_grad.k63114, %163
   %165 = add nsw i64 %162, %164
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %165
   %166 = load float, ptr %arena31, align 4
   %167 = insertelement <8 x float> undef, float %166, i32 0
   %168 = shufflevector <8 x float> %167, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %168, ptr %conv1_weight_grad.t624_a4, align 32
-  %t624_a4 = load <8 x float>, ptr %conv1_weight_grad.t624_a4, align 32
-  %t624_b032 = load <8 x float>, ptr %conv1_weight_grad.t624_b0, align 32
-  %t624_c4_0 = load <8 x float>, ptr %conv1_weight_grad.t624_c4_0, align 32
-  %169 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t624_a4, <8 x float> %t624_b032, <8 x float> %t624_c4_0)
-  store <8 x float> %169, ptr %conv1_weight_grad.t624_c4_0, align 32
-  %t624_a433 = load <8 x float>, ptr %conv1_weight_grad.t624_a4, align 32
-  %t624_b134 = load <8 x float>, ptr %conv1_weight_grad.t624_b1, align 32
-  %t624_c4_1 = load <8 x float>, ptr %conv1_weight_grad.t624_c4_1, align 32
-  %170 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t624_a433, <8 x float> %t624_b134, <8 x float> %t624_c4_1)
-  store <8 x float> %170, ptr %conv1_weight_grad.t624_c4_1, align 32
-  %k625.next = add nsw i64 %conv1_weight_grad.k62514, 1
-  %171 = icmp slt i64 %k625.next, 1792
-  br i1 %171, label %conv1_weight_grad.k625, label %conv1_weight_grad.k625.end
+  store <8 x float> %168, ptr %conv1_weight_grad.t630_a4, align 32
+  %t630_a4 = load <8 x float>, ptr %conv1_weight_grad.t630_a4, align 32
+  %t630_b032 = load <8 x float>, ptr %conv1_weight_grad.t630_b0, align 32
+  %t630_c4_0 = load <8 x float>, ptr %conv1_weight_grad.t630_c4_0, align 32
+  %169 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t630_a4, <8 x float> %t630_b032, <8 x float> %t630_c4_0)
+  store <8 x float> %169, ptr %conv1_weight_grad.t630_c4_0, align 32
+  %t630_a433 = load <8 x float>, ptr %conv1_weight_grad.t630_a4, align 32
+  %t630_b134 = load <8 x float>, ptr %conv1_weight_grad.t630_b1, align 32
+  %t630_c4_1 = load <8 x float>, ptr %conv1_weight_grad.t630_c4_1, align 32
+  %170 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t630_a433, <8 x float> %t630_b134, <8 x float> %t630_c4_1)
+  store <8 x float> %170, ptr %conv1_weight_grad.t630_c4_1, align 32
+  %k631.next = add nsw i64 %conv1_weight_grad.k63114, 1
+  %171 = icmp slt i64 %k631.next, 1792
+  br i1 %171, label %conv1_weight_grad.k631, label %conv1_weight_grad.k631.end
 
-conv1_weight_grad.k625.end:                       ; preds = %conv1_weight_grad.k625
-  %t624_c0_035 = load <8 x float>, ptr %conv1_weight_grad.t624_c0_0, align 32
-  %172 = mul nsw i64 %conv1_weight_grad.mb6233, 5
+conv1_weight_grad.k631.end:                       ; preds = %conv1_weight_grad.k631
+  %t630_c0_035 = load <8 x float>, ptr %conv1_weight_grad.t630_c0_0, align 32
+  %172 = mul nsw i64 %conv1_weight_grad.mb6293, 5
   %173 = mul nsw i64 %172, 32
   %174 = add nsw i64 514448, %173
-  %175 = mul nsw i64 %conv1_weight_grad.nb6222, 16
+  %175 = mul nsw i64 %conv1_weight_grad.nb6282, 16
   %176 = add nsw i64 %174, %175
   %arena36 = getelementptr inbounds float, ptr %arena, i64 %176
-  store <8 x float> %t624_c0_035, ptr %arena36, align 4
-  %t624_c0_137 = load <8 x float>, ptr %conv1_weight_grad.t624_c0_1, align 32
-  %177 = mul nsw i64 %conv1_weight_grad.mb6233, 5
+  store <8 x float> %t630_c0_035, ptr %arena36, align 4
+  %t630_c0_137 = load <8 x float>, ptr %conv1_weight_grad.t630_c0_1, align 32
+  %177 = mul nsw i64 %conv1_weight_grad.mb6293, 5
   %178 = mul nsw i64 %177, 32
   %179 = add nsw i64 514448, %178
-  %180 = mul nsw i64 %conv1_weight_grad.nb6222, 16
+  %180 = mul nsw i64 %conv1_weight_grad.nb6282, 16
   %181 = add nsw i64 %179, %180
   %182 = add nsw i64 %181, 8
   %arena38 = getelementptr inbounds float, ptr %arena, i64 %182
-  store <8 x float> %t624_c0_137, ptr %arena38, align 4
-  %t624_c1_039 = load <8 x float>, ptr %conv1_weight_grad.t624_c1_0, align 32
-  %183 = mul nsw i64 %conv1_weight_grad.mb6233, 5
+  store <8 x float> %t630_c0_137, ptr %arena38, align 4
+  %t630_c1_039 = load <8 x float>, ptr %conv1_weight_grad.t630_c1_0, align 32
+  %183 = mul nsw i64 %conv1_weight_grad.mb6293, 5
   %184 = add nsw i64 %183, 1
   %185 = mul nsw i64 %184, 32
   %186 = add nsw i64 514448, %185
-  %187 = mul nsw i64 %conv1_weight_grad.nb6222, 16
+  %187 = mul nsw i64 %conv1_weight_grad.nb6282, 16
   %188 = add nsw i64 %186, %187
   %arena40 = getelementptr inbounds float, ptr %arena, i64 %188
-  store <8 x float> %t624_c1_039, ptr %arena40, align 4
-  %t624_c1_141 = load <8 x float>, ptr %conv1_weight_grad.t624_c1_1, align 32
-  %189 = mul nsw i64 %conv1_weight_grad.mb6233, 5
+  store <8 x float> %t630_c1_039, ptr %arena40, align 4
+  %t630_c1_141 = load <8 x float>, ptr %conv1_weight_grad.t630_c1_1, align 32
+  %189 = mul nsw i64 %conv1_weight_grad.mb6293, 5
   %190 = add nsw i64 %189, 1
   %191 = mul nsw i64 %190, 32
   %192 = add nsw i64 514448, %191
-  %193 = mul nsw i64 %conv1_weight_grad.nb6222, 16
+  %193 = mul nsw i64 %conv1_weight_grad.nb6282, 16
   %194 = add nsw i64 %192, %193
   %195 = add nsw i64 %194, 8
   %arena42 = getelementptr inbounds float, ptr %arena, i64 %195
-  store <8 x float> %t624_c1_141, ptr %arena42, align 4
-  %t624_c2_043 = load <8 x float>, ptr %conv1_weight_grad.t624_c2_0, align 32
-  %196 = mul nsw i64 %conv1_weight_grad.mb6233, 5
+  store <8 x float> %t630_c1_141, ptr %arena42, align 4
+  %t630_c2_043 = load <8 x float>, ptr %conv1_weight_grad.t630_c2_0, align 32
+  %196 = mul nsw i64 %conv1_weight_grad.mb6293, 5
   %197 = add nsw i64 %196, 2
   %198 = mul nsw i64 %197, 32
   %199 = add nsw i64 514448, %198
-  %200 = mul nsw i64 %conv1_weight_grad.nb6222, 16
+  %200 = mul nsw i64 %conv1_weight_grad.nb6282, 16
   %201 = add nsw i64 %199, %200
   %arena44 = getelementptr inbounds float, ptr %arena, i64 %201
-  store <8 x float> %t624_c2_043, ptr %arena44, align 4
-  %t624_c2_145 = load <8 x float>, ptr %conv1_weight_grad.t624_c2_1, align 32
-  %202 = mul nsw i64 %conv1_weight_grad.mb6233, 5
+  store <8 x float> %t630_c2_043, ptr %arena44, align 4
+  %t630_c2_145 = load <8 x float>, ptr %conv1_weight_grad.t630_c2_1, align 32
+  %202 = mul nsw i64 %conv1_weight_grad.mb6293, 5
   %203 = add nsw i64 %202, 2
   %204 = mul nsw i64 %203, 32
   %205 = add nsw i64 514448, %204
-  %206 = mul nsw i64 %conv1_weight_grad.nb6222, 16
+  %206 = mul nsw i64 %conv1_weight_grad.nb6282, 16
   %207 = add nsw i64 %205, %206
   %208 = add nsw i64 %207, 8
   %arena46 = getelementptr inbounds float, ptr %arena, i64 %208
-  store <8 x float> %t624_c2_145, ptr %arena46, align 4
-  %t624_c3_047 = load <8 x float>, ptr %conv1_weight_grad.t624_c3_0, align 32
-  %209 = mul nsw i64 %conv1_weight_grad.mb6233, 5
+  store <8 x float> %t630_c2_145, ptr %arena46, align 4
+  %t630_c3_047 = load <8 x float>, ptr %conv1_weight_grad.t630_c3_0, align 32
+  %209 = mul nsw i64 %conv1_weight_grad.mb6293, 5
   %210 = add nsw i64 %209, 3
   %211 = mul nsw i64 %210, 32
   %212 = add nsw i64 514448, %211
-  %213 = mul nsw i64 %conv1_weight_grad.nb6222, 16
+  %213 = mul nsw i64 %conv1_weight_grad.nb6282, 16
   %214 = add nsw i64 %212, %213
   %arena48 = getelementptr inbounds float, ptr %arena, i64 %214
-  store <8 x float> %t624_c3_047, ptr %arena48, align 4
-  %t624_c3_149 = load <8 x float>, ptr %conv1_weight_grad.t624_c3_1, align 32
-  %215 = mul nsw i64 %conv1_weight_grad.mb6233, 5
+  store <8 x float> %t630_c3_047, ptr %arena48, align 4
+  %t630_c3_149 = load <8 x float>, ptr %conv1_weight_grad.t630_c3_1, align 32
+  %215 = mul nsw i64 %conv1_weight_grad.mb6293, 5
   %216 = add nsw i64 %215, 3
   %217 = mul nsw i64 %216, 32
   %218 = add nsw i64 514448, %217
-  %219 = mul nsw i64 %conv1_weight_grad.nb6222, 16
+  %219 = mul nsw i64 %conv1_weight_grad.nb6282, 16
   %220 = add nsw i64 %218, %219
   %221 = add nsw i64 %220, 8
   %arena50 = getelementptr inbounds float, ptr %arena, i64 %221
-  store <8 x float> %t624_c3_149, ptr %arena50, align 4
-  %t624_c4_051 = load <8 x float>, ptr %conv1_weight_grad.t624_c4_0, align 32
-  %222 = mul nsw i64 %conv1_weight_grad.mb6233, 5
+  store <8 x float> %t630_c3_149, ptr %arena50, align 4
+  %t630_c4_051 = load <8 x float>, ptr %conv1_weight_grad.t630_c4_0, align 32
+  %222 = mul nsw i64 %conv1_weight_grad.mb6293, 5
   %223 = add nsw i64 %222, 4
   %224 = mul nsw i64 %223, 32
   %225 = add nsw i64 514448, %224
-  %226 = mul nsw i64 %conv1_weight_grad.nb6222, 16
+  %226 = mul nsw i64 %conv1_weight_grad.nb6282, 16
   %227 = add nsw i64 %225, %226
   %arena52 = getelementptr inbounds float, ptr %arena, i64 %227
-  store <8 x float> %t624_c4_051, ptr %arena52, align 4
-  %t624_c4_153 = load <8 x float>, ptr %conv1_weight_grad.t624_c4_1, align 32
-  %228 = mul nsw i64 %conv1_weight_grad.mb6233, 5
+  store <8 x float> %t630_c4_051, ptr %arena52, align 4
+  %t630_c4_153 = load <8 x float>, ptr %conv1_weight_grad.t630_c4_1, align 32
+  %228 = mul nsw i64 %conv1_weight_grad.mb6293, 5
   %229 = add nsw i64 %228, 4
   %230 = mul nsw i64 %229, 32
   %231 = add nsw i64 514448, %230
-  %232 = mul nsw i64 %conv1_weight_grad.nb6222, 16
+  %232 = mul nsw i64 %conv1_weight_grad.nb6282, 16
   %233 = add nsw i64 %231, %232
   %234 = add nsw i64 %233, 8
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %234
-  store <8 x float> %t624_c4_153, ptr %arena54, align 4
-  %mb623.next = add nsw i64 %conv1_weight_grad.mb6233, 1
-  %235 = icmp slt i64 %mb623.next, 1
-  br i1 %235, label %conv1_weight_grad.mb623, label %conv1_weight_grad.mb623.end
+  store <8 x float> %t630_c4_153, ptr %arena54, align 4
+  %mb629.next = add nsw i64 %conv1_weight_grad.mb6293, 1
+  %235 = icmp slt i64 %mb629.next, 1
+  br i1 %235, label %conv1_weight_grad.mb629, label %conv1_weight_grad.mb629.end
 
-conv1_weight_grad.k627:                           ; preds = %conv1_weight_grad.k627, %conv1_weight_grad.mb623.end
-  %conv1_weight_grad.k62763 = phi i64 [ 0, %conv1_weight_grad.mb623.end ], [ %k627.next, %conv1_weight_grad.k627 ]
-  %236 = mul nsw i64 %conv1_weight_grad.kp6211, 1792
-  %237 = add nsw i64 %conv1_weight_grad.k62763, %236
+conv1_weight_grad.k633:                           ; preds = %conv1_weight_grad.k633, %conv1_weight_grad.mb629.end
+  %conv1_weight_grad.k63363 = phi i64 [ 0, %conv1_weight_grad.mb629.end ], [ %k633.next, %conv1_weight_grad.k633 ]
+  %236 = mul nsw i64 %conv1_weight_grad.kp6271, 1792
+  %237 = add nsw i64 %conv1_weight_grad.k63363, %236
   %238 = mul nsw i64 %237, 32
   %239 = add nsw i64 113040, %238
-  %240 = mul nsw i64 %conv1_weight_grad.nb6222, 16
+  %240 = mul nsw i64 %conv1_weight_grad.nb6282, 16
   %241 = add nsw i64 %239, %240
   %arena64 = getelementptr inbounds float, ptr %arena, i64 %241
   %242 = load <8 x float>, ptr %arena64, align 4
-  store <8 x float> %242, ptr %conv1_weight_grad.t626_b0, align 32
-  %243 = mul nsw i64 %conv1_weight_grad.kp6211, 1792
-  %244 = add nsw i64 %conv1_weight_grad.k62763, %243
+  store <8 x float> %242, ptr %conv1_weight_grad.t632_b0, align 32
+  %243 = mul nsw i64 %conv1_weight_grad.kp6271, 1792
+  %244 = add nsw i64 %conv1_weight_grad.k63363, %243
   %245 = mul nsw i64 %244, 32
   %246 = add nsw i64 113040, %245
-  %247 = mul nsw i64 %conv1_weight_grad.nb6222, 16
+  %247 = mul nsw i64 %conv1_weight_grad.nb6282, 16
   %248 = add nsw i64 %246, %247
   %249 = add nsw i64 %248, 8
   %arena65 = getelementptr inbounds float, ptr %arena, i64 %249
   %250 = load <8 x float>, ptr %arena65, align 4
-  store <8 x float> %250, ptr %conv1_weight_grad.t626_b1, align 32
-  %251 = mul nsw i64 %conv1_weight_grad.kp6211, 1792
-  %252 = add nsw i64 %conv1_weight_grad.k62763, %251
+  store <8 x float> %250, ptr %conv1_weight_grad.t632_b1, align 32
+  %251 = mul nsw i64 %conv1_weight_grad.kp6271, 1792
+  %252 = add nsw i64 %conv1_weight_grad.k63363, %251
   %253 = add nsw i64 62800, %252
   %arena66 = getelementptr inbounds float, ptr %arena, i64 %253
   %254 = load float, ptr %arena66, align 4
   %255 = insertelement <8 x float> undef, float %254, i32 0
   %256 = shufflevector <8 x float> %255, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %256, ptr %conv1_weight_grad.t626_a0, align 32
-  %t626_a0 = load <8 x float>, ptr %conv1_weight_grad.t626_a0, align 32
-  %t626_b0 = load <8 x float>, ptr %conv1_weight_grad.t626_b0, align 32
-  %t626_c0_0 = load <8 x float>, ptr %conv1_weight_grad.t626_c0_0, align 32
-  %257 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t626_a0, <8 x float> %t626_b0, <8 x float> %t626_c0_0)
-  store <8 x float> %257, ptr %conv1_weight_grad.t626_c0_0, align 32
-  %t626_a067 = load <8 x float>, ptr %conv1_weight_grad.t626_a0, align 32
-  %t626_b1 = load <8 x float>, ptr %conv1_weight_grad.t626_b1, align 32
-  %t626_c0_1 = load <8 x float>, ptr %conv1_weight_grad.t626_c0_1, align 32
-  %258 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t626_a067, <8 x float> %t626_b1, <8 x float> %t626_c0_1)
-  store <8 x float> %258, ptr %conv1_weight_grad.t626_c0_1, align 32
-  %259 = mul nsw i64 %conv1_weight_grad.kp6211, 1792
-  %260 = add nsw i64 %conv1_weight_grad.k62763, %259
+  store <8 x float> %256, ptr %conv1_weight_grad.t632_a0, align 32
+  %t632_a0 = load <8 x float>, ptr %conv1_weight_grad.t632_a0, align 32
+  %t632_b0 = load <8 x float>, ptr %conv1_weight_grad.t632_b0, align 32
+  %t632_c0_0 = load <8 x float>, ptr %conv1_weight_grad.t632_c0_0, align 32
+  %257 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t632_a0, <8 x float> %t632_b0, <8 x float> %t632_c0_0)
+  store <8 x float> %257, ptr %conv1_weight_grad.t632_c0_0, align 32
+  %t632_a067 = load <8 x float>, ptr %conv1_weight_grad.t632_a0, align 32
+  %t632_b1 = load <8 x float>, ptr %conv1_weight_grad.t632_b1, align 32
+  %t632_c0_1 = load <8 x float>, ptr %conv1_weight_grad.t632_c0_1, align 32
+  %258 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t632_a067, <8 x float> %t632_b1, <8 x float> %t632_c0_1)
+  store <8 x float> %258, ptr %conv1_weight_grad.t632_c0_1, align 32
+  %259 = mul nsw i64 %conv1_weight_grad.kp6271, 1792
+  %260 = add nsw i64 %conv1_weight_grad.k63363, %259
   %261 = add nsw i64 75360, %260
   %arena68 = getelementptr inbounds float, ptr %arena, i64 %261
   %262 = load float, ptr %arena68, align 4
   %263 = insertelement <8 x float> undef, float %262, i32 0
   %264 = shufflevector <8 x float> %263, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %264, ptr %conv1_weight_grad.t626_a1, align 32
-  %t626_a1 = load <8 x float>, ptr %conv1_weight_grad.t626_a1, align 32
-  %t626_b069 = load <8 x float>, ptr %conv1_weight_grad.t626_b0, align 32
-  %t626_c1_0 = load <8 x float>, ptr %conv1_weight_grad.t626_c1_0, align 32
-  %265 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t626_a1, <8 x float> %t626_b069, <8 x float> %t626_c1_0)
-  store <8 x float> %265, ptr %conv1_weight_grad.t626_c1_0, align 32
-  %t626_a170 = load <8 x float>, ptr %conv1_weight_grad.t626_a1, align 32
-  %t626_b171 = load <8 x float>, ptr %conv1_weight_grad.t626_b1, align 32
-  %t626_c1_1 = load <8 x float>, ptr %conv1_weight_grad.t626_c1_1, align 32
-  %266 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t626_a170, <8 x float> %t626_b171, <8 x float> %t626_c1_1)
-  store <8 x float> %266, ptr %conv1_weight_grad.t626_c1_1, align 32
-  %267 = mul nsw i64 %conv1_weight_grad.kp6211, 1792
-  %268 = add nsw i64 %conv1_weight_grad.k62763, %267
+  store <8 x float> %264, ptr %conv1_weight_grad.t632_a1, align 32
+  %t632_a1 = load <8 x float>, ptr %conv1_weight_grad.t632_a1, align 32
+  %t632_b069 = load <8 x float>, ptr %conv1_weight_grad.t632_b0, align 32
+  %t632_c1_0 = load <8 x float>, ptr %conv1_weight_grad.t632_c1_0, align 32
+  %265 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t632_a1, <8 x float> %t632_b069, <8 x float> %t632_c1_0)
+  store <8 x float> %265, ptr %conv1_weight_grad.t632_c1_0, align 32
+  %t632_a170 = load <8 x float>, ptr %conv1_weight_grad.t632_a1, align 32
+  %t632_b171 = load <8 x float>, ptr %conv1_weight_grad.t632_b1, align 32
+  %t632_c1_1 = load <8 x float>, ptr %conv1_weight_grad.t632_c1_1, align 32
+  %266 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t632_a170, <8 x float> %t632_b171, <8 x float> %t632_c1_1)
+  store <8 x float> %266, ptr %conv1_weight_grad.t632_c1_1, align 32
+  %267 = mul nsw i64 %conv1_weight_grad.kp6271, 1792
+  %268 = add nsw i64 %conv1_weight_grad.k63363, %267
   %269 = add nsw i64 87920, %268
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %269
   %270 = load float, ptr %arena72, align 4
   %271 = insertelement <8 x float> undef, float %270, i32 0
   %272 = shufflevector <8 x float> %271, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %272, ptr %conv1_weight_grad.t626_a2, align 32
-  %t626_a2 = load <8 x float>, ptr %conv1_weight_grad.t626_a2, align 32
-  %t626_b073 = load <8 x float>, ptr %conv1_weight_grad.t626_b0, align 32
-  %t626_c2_0 = load <8 x float>, ptr %conv1_weight_grad.t626_c2_0, align 32
-  %273 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t626_a2, <8 x float> %t626_b073, <8 x float> %t626_c2_0)
-  store <8 x float> %273, ptr %conv1_weight_grad.t626_c2_0, align 32
-  %t626_a274 = load <8 x float>, ptr %conv1_weight_grad.t626_a2, align 32
-  %t626_b175 = load <8 x float>, ptr %conv1_weight_grad.t626_b1, align 32
-  %t626_c2_1 = load <8 x float>, ptr %conv1_weight_grad.t626_c2_1, align 32
-  %274 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t626_a274, <8 x float> %t626_b175, <8 x float> %t626_c2_1)
-  store <8 x float> %274, ptr %conv1_weight_grad.t626_c2_1, align 32
-  %275 = mul nsw i64 %conv1_weight_grad.kp6211, 1792
-  %276 = add nsw i64 %conv1_weight_grad.k62763, %275
+  store <8 x float> %272, ptr %conv1_weight_grad.t632_a2, align 32
+  %t632_a2 = load <8 x float>, ptr %conv1_weight_grad.t632_a2, align 32
+  %t632_b073 = load <8 x float>, ptr %conv1_weight_grad.t632_b0, align 32
+  %t632_c2_0 = load <8 x float>, ptr %conv1_weight_grad.t632_c2_0, align 32
+  %273 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t632_a2, <8 x float> %t632_b073, <8 x float> %t632_c2_0)
+  store <8 x float> %273, ptr %conv1_weight_grad.t632_c2_0, align 32
+  %t632_a274 = load <8 x float>, ptr %conv1_weight_grad.t632_a2, align 32
+  %t632_b175 = load <8 x float>, ptr %conv1_weight_grad.t632_b1, align 32
+  %t632_c2_1 = load <8 x float>, ptr %conv1_weight_grad.t632_c2_1, align 32
+  %274 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t632_a274, <8 x float> %t632_b175, <8 x float> %t632_c2_1)
+  store <8 x float> %274, ptr %conv1_weight_grad.t632_c2_1, align 32
+  %275 = mul nsw i64 %conv1_weight_grad.kp6271, 1792
+  %276 = add nsw i64 %conv1_weight_grad.k63363, %275
   %277 = add nsw i64 100480, %276
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %277
   %278 = load float, ptr %arena76, align 4
   %279 = insertelement <8 x float> undef, float %278, i32 0
   %280 = shufflevector <8 x float> %279, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %280, ptr %conv1_weight_grad.t626_a3, align 32
-  %t626_a3 = load <8 x float>, ptr %conv1_weight_grad.t626_a3, align 32
-  %t626_b077 = load <8 x float>, ptr %conv1_weight_grad.t626_b0, align 32
-  %t626_c3_0 = load <8 x float>, ptr %conv1_weight_grad.t626_c3_0, align 32
-  %281 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t626_a3, <8 x float> %t626_b077, <8 x float> %t626_c3_0)
-  store <8 x float> %281, ptr %conv1_weight_grad.t626_c3_0, align 32
-  %t626_a378 = load <8 x float>, ptr %conv1_weight_grad.t626_a3, align 32
-  %t626_b179 = load <8 x float>, ptr %conv1_weight_grad.t626_b1, align 32
-  %t626_c3_1 = load <8 x float>, ptr %conv1_weight_grad.t626_c3_1, align 32
-  %282 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t626_a378, <8 x float> %t626_b179, <8 x float> %t626_c3_1)
-  store <8 x float> %282, ptr %conv1_weight_grad.t626_c3_1, align 32
-  %k627.next = add nsw i64 %conv1_weight_grad.k62763, 1
-  %283 = icmp slt i64 %k627.next, 1792
-  br i1 %283, label %conv1_weight_grad.k627, label %conv1_weight_grad.k627.end
+  store <8 x float> %280, ptr %conv1_weight_grad.t632_a3, align 32
+  %t632_a3 = load <8 x float>, ptr %conv1_weight_grad.t632_a3, align 32
+  %t632_b077 = load <8 x float>, ptr %conv1_weight_grad.t632_b0, align 32
+  %t632_c3_0 = load <8 x float>, ptr %conv1_weight_grad.t632_c3_0, align 32
+  %281 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t632_a3, <8 x float> %t632_b077, <8 x float> %t632_c3_0)
+  store <8 x float> %281, ptr %conv1_weight_grad.t632_c3_0, align 32
+  %t632_a378 = load <8 x float>, ptr %conv1_weight_grad.t632_a3, align 32
+  %t632_b179 = load <8 x float>, ptr %conv1_weight_grad.t632_b1, align 32
+  %t632_c3_1 = load <8 x float>, ptr %conv1_weight_grad.t632_c3_1, align 32
+  %282 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t632_a378, <8 x float> %t632_b179, <8 x float> %t632_c3_1)
+  store <8 x float> %282, ptr %conv1_weight_grad.t632_c3_1, align 32
+  %k633.next = add nsw i64 %conv1_weight_grad.k63363, 1
+  %283 = icmp slt i64 %k633.next, 1792
+  br i1 %283, label %conv1_weight_grad.k633, label %conv1_weight_grad.k633.end
 
-conv1_weight_grad.k627.end:                       ; preds = %conv1_weight_grad.k627
-  %t626_c0_080 = load <8 x float>, ptr %conv1_weight_grad.t626_c0_0, align 32
-  %284 = mul nsw i64 %conv1_weight_grad.nb6222, 16
+conv1_weight_grad.k633.end:                       ; preds = %conv1_weight_grad.k633
+  %t632_c0_080 = load <8 x float>, ptr %conv1_weight_grad.t632_c0_0, align 32
+  %284 = mul nsw i64 %conv1_weight_grad.nb6282, 16
   %285 = add nsw i64 514608, %284
   %arena81 = getelementptr inbounds float, ptr %arena, i64 %285
-  store <8 x float> %t626_c0_080, ptr %arena81, align 4
-  %t626_c0_182 = load <8 x float>, ptr %conv1_weight_grad.t626_c0_1, align 32
-  %286 = mul nsw i64 %conv1_weight_grad.nb6222, 16
+  store <8 x float> %t632_c0_080, ptr %arena81, align 4
+  %t632_c0_182 = load <8 x float>, ptr %conv1_weight_grad.t632_c0_1, align 32
+  %286 = mul nsw i64 %conv1_weight_grad.nb6282, 16
   %287 = add nsw i64 514608, %286
   %288 = add nsw i64 %287, 8
   %arena83 = getelementptr inbounds float, ptr %arena, i64 %288
-  store <8 x float> %t626_c0_182, ptr %arena83, align 4
-  %t626_c1_084 = load <8 x float>, ptr %conv1_weight_grad.t626_c1_0, align 32
-  %289 = mul nsw i64 %conv1_weight_grad.nb6222, 16
+  store <8 x float> %t632_c0_182, ptr %arena83, align 4
+  %t632_c1_084 = load <8 x float>, ptr %conv1_weight_grad.t632_c1_0, align 32
+  %289 = mul nsw i64 %conv1_weight_grad.nb6282, 16
   %290 = add nsw i64 514640, %289
   %arena85 = getelementptr inbounds float, ptr %arena, i64 %290
-  store <8 x float> %t626_c1_084, ptr %arena85, align 4
-  %t626_c1_186 = load <8 x float>, ptr %conv1_weight_grad.t626_c1_1, align 32
-  %291 = mul nsw i64 %conv1_weight_grad.nb6222, 16
+  store <8 x float> %t632_c1_084, ptr %arena85, align 4
+  %t632_c1_186 = load <8 x float>, ptr %conv1_weight_grad.t632_c1_1, align 32
+  %291 = mul nsw i64 %conv1_weight_grad.nb6282, 16
   %292 = add nsw i64 514640, %291
   %293 = add nsw i64 %292, 8
   %arena87 = getelementptr inbounds float, ptr %arena, i64 %293
-  store <8 x float> %t626_c1_186, ptr %arena87, align 4
-  %t626_c2_088 = load <8 x float>, ptr %conv1_weight_grad.t626_c2_0, align 32
-  %294 = mul nsw i64 %conv1_weight_grad.nb6222, 16
+  store <8 x float> %t632_c1_186, ptr %arena87, align 4
+  %t632_c2_088 = load <8 x float>, ptr %conv1_weight_grad.t632_c2_0, align 32
+  %294 = mul nsw i64 %conv1_weight_grad.nb6282, 16
   %295 = add nsw i64 514672, %294
   %arena89 = getelementptr inbounds float, ptr %arena, i64 %295
-  store <8 x float> %t626_c2_088, ptr %arena89, align 4
-  %t626_c2_190 = load <8 x float>, ptr %conv1_weight_grad.t626_c2_1, align 32
-  %296 = mul nsw i64 %conv1_weight_grad.nb6222, 16
+  store <8 x float> %t632_c2_088, ptr %arena89, align 4
+  %t632_c2_190 = load <8 x float>, ptr %conv1_weight_grad.t632_c2_1, align 32
+  %296 = mul nsw i64 %conv1_weight_grad.nb6282, 16
   %297 = add nsw i64 514672, %296
   %298 = add nsw i64 %297, 8
   %arena91 = getelementptr inbounds float, ptr %arena, i64 %298
-  store <8 x float> %t626_c2_190, ptr %arena91, align 4
-  %t626_c3_092 = load <8 x float>, ptr %conv1_weight_grad.t626_c3_0, align 32
-  %299 = mul nsw i64 %conv1_weight_grad.nb6222, 16
+  store <8 x float> %t632_c2_190, ptr %arena91, align 4
+  %t632_c3_092 = load <8 x float>, ptr %conv1_weight_grad.t632_c3_0, align 32
+  %299 = mul nsw i64 %conv1_weight_grad.nb6282, 16
   %300 = add nsw i64 514704, %299
   %arena93 = getelementptr inbounds float, ptr %arena, i64 %300
-  store <8 x float> %t626_c3_092, ptr %arena93, align 4
-  %t626_c3_194 = load <8 x float>, ptr %conv1_weight_grad.t626_c3_1, align 32
-  %301 = mul nsw i64 %conv1_weight_grad.nb6222, 16
+  store <8 x float> %t632_c3_092, ptr %arena93, align 4
+  %t632_c3_194 = load <8 x float>, ptr %conv1_weight_grad.t632_c3_1, align 32
+  %301 = mul nsw i64 %conv1_weight_grad.nb6282, 16
   %302 = add nsw i64 514704, %301
   %303 = add nsw i64 %302, 8
   %arena95 = getelementptr inbounds float, ptr %arena, i64 %303
-  store <8 x float> %t626_c3_194, ptr %arena95, align 4
-  %nb622.next = add nsw i64 %conv1_weight_grad.nb6222, 1
-  %304 = icmp slt i64 %nb622.next, 2
-  br i1 %304, label %conv1_weight_grad.nb622, label %conv1_weight_grad.nb622.end
+  store <8 x float> %t632_c3_194, ptr %arena95, align 4
+  %nb628.next = add nsw i64 %conv1_weight_grad.nb6282, 1
+  %304 = icmp slt i64 %nb628.next, 2
+  br i1 %304, label %conv1_weight_grad.nb628, label %conv1_weight_grad.nb628.end
 }
 
 ; Function Attrs: noinline
@@ -13306,8 +13402,8 @@ entry:
   %adam.v_new = alloca float, align 4
   %adam.m_new = alloca float, align 4
   %adam.g = alloca float, align 4
-  %adam.bc2_sqrt632 = alloca float, align 4
-  %adam.step_size631 = alloca float, align 4
+  %adam.bc2_sqrt638 = alloca float, align 4
+  %adam.step_size637 = alloca float, align 4
   %0 = sitofp i64 %step to float
   %1 = fmul float %0, 0xBFBAF8E8A0000000
   %2 = fcmp ogt float 0xC055A926E0000000, %1
@@ -13349,7 +13445,7 @@ entry:
   %38 = select i1 %37, float %1, float %36
   %39 = fsub float 1.000000e+00, %38
   %40 = fdiv float %lr, %39
-  store float %40, ptr %adam.step_size631, align 4
+  store float %40, ptr %adam.step_size637, align 4
   %41 = sitofp i64 %step to float
   %42 = fmul float %41, 0xBF50645940000000
   %43 = fcmp ogt float 0xC055A926E0000000, %42
@@ -13391,26 +13487,26 @@ entry:
   %79 = select i1 %78, float %42, float %77
   %80 = fsub float 1.000000e+00, %79
   %81 = call float @llvm.sqrt.f32(float %80)
-  store float %81, ptr %adam.bc2_sqrt632, align 4
-  br label %adam.i633
+  store float %81, ptr %adam.bc2_sqrt638, align 4
+  br label %adam.i639
 
-adam.i633:                                        ; preds = %adam.i633, %entry
-  %adam.i6331 = phi i64 [ 0, %entry ], [ %i633.next, %adam.i633 ]
-  %grads2 = getelementptr inbounds float, ptr %grads, i64 %adam.i6331
+adam.i639:                                        ; preds = %adam.i639, %entry
+  %adam.i6391 = phi i64 [ 0, %entry ], [ %i639.next, %adam.i639 ]
+  %grads2 = getelementptr inbounds float, ptr %grads, i64 %adam.i6391
   %82 = load float, ptr %grads2, align 4
-  %params3 = getelementptr inbounds float, ptr %params, i64 %adam.i6331
+  %params3 = getelementptr inbounds float, ptr %params, i64 %adam.i6391
   %83 = load float, ptr %params3, align 4
   %84 = fmul float 0.000000e+00, %83
   %85 = fadd float %82, %84
   store float %85, ptr %adam.g, align 4
-  %m4 = getelementptr inbounds float, ptr %m, i64 %adam.i6331
+  %m4 = getelementptr inbounds float, ptr %m, i64 %adam.i6391
   %86 = load float, ptr %m4, align 4
   %87 = fmul float 0x3FECCCCCC0000000, %86
   %g = load float, ptr %adam.g, align 4
   %88 = fmul float 0x3FB9999A00000000, %g
   %89 = fadd float %87, %88
   store float %89, ptr %adam.m_new, align 4
-  %v5 = getelementptr inbounds float, ptr %v, i64 %adam.i6331
+  %v5 = getelementptr inbounds float, ptr %v, i64 %adam.i6391
   %90 = load float, ptr %v5, align 4
   %91 = fmul float 0x3FEFF7CEE0000000, %90
   %g6 = load float, ptr %adam.g, align 4
@@ -13420,30 +13516,30 @@ adam.i633:                                        ; preds = %adam.i633, %entry
   %94 = fadd float %91, %93
   store float %94, ptr %adam.v_new, align 4
   %m_new = load float, ptr %adam.m_new, align 4
-  %m8 = getelementptr inbounds float, ptr %m, i64 %adam.i6331
+  %m8 = getelementptr inbounds float, ptr %m, i64 %adam.i6391
   store float %m_new, ptr %m8, align 4
   %v_new = load float, ptr %adam.v_new, align 4
-  %v9 = getelementptr inbounds float, ptr %v, i64 %adam.i6331
+  %v9 = getelementptr inbounds float, ptr %v, i64 %adam.i6391
   store float %v_new, ptr %v9, align 4
-  %params10 = getelementptr inbounds float, ptr %params, i64 %adam.i6331
+  %params10 = getelementptr inbounds float, ptr %params, i64 %adam.i6391
   %95 = load float, ptr %params10, align 4
-  %step_size631 = load float, ptr %adam.step_size631, align 4
+  %step_size637 = load float, ptr %adam.step_size637, align 4
   %m_new11 = load float, ptr %adam.m_new, align 4
-  %96 = fmul float %step_size631, %m_new11
+  %96 = fmul float %step_size637, %m_new11
   %v_new12 = load float, ptr %adam.v_new, align 4
   %97 = call float @llvm.sqrt.f32(float %v_new12)
-  %bc2_sqrt632 = load float, ptr %adam.bc2_sqrt632, align 4
-  %98 = fdiv float %97, %bc2_sqrt632
+  %bc2_sqrt638 = load float, ptr %adam.bc2_sqrt638, align 4
+  %98 = fdiv float %97, %bc2_sqrt638
   %99 = fadd float %98, 0x3E45798EE0000000
   %100 = fdiv float %96, %99
   %101 = fsub float %95, %100
-  %params13 = getelementptr inbounds float, ptr %params, i64 %adam.i6331
+  %params13 = getelementptr inbounds float, ptr %params, i64 %adam.i6391
   store float %101, ptr %params13, align 4
-  %i633.next = add nsw i64 %adam.i6331, 1
-  %102 = icmp slt i64 %i633.next, 421866
-  br i1 %102, label %adam.i633, label %adam.i633.end
+  %i639.next = add nsw i64 %adam.i6391, 1
+  %102 = icmp slt i64 %i639.next, 421866
+  br i1 %102, label %adam.i639, label %adam.i639.end
 
-adam.i633.end:                                    ; preds = %adam.i633
+adam.i639.end:                                    ; preds = %adam.i639
   ret void
 }
 
@@ -15286,51 +15382,51 @@ conv2.g86:                                        ; preds = %conv2.part127.done,
 conv2.g86.end:                                    ; preds = %conv2.part127.done
   ret void
 
-conv2.j87:                                        ; preds = %conv2.c88.end, %conv2.g86
-  %conv2.j874 = phi i64 [ 0, %conv2.g86 ], [ %j87.next, %conv2.c88.end ]
-  br label %conv2.c88
+conv2.j87:                                        ; preds = %conv2.iy88.end, %conv2.g86
+  %conv2.j874 = phi i64 [ 0, %conv2.g86 ], [ %j87.next, %conv2.iy88.end ]
+  br label %conv2.iy88
 
-conv2.j87.end:                                    ; preds = %conv2.c88.end
+conv2.j87.end:                                    ; preds = %conv2.iy88.end
   br label %conv2.j91
 
-conv2.c88:                                        ; preds = %conv2.iy89.end, %conv2.j87
-  %conv2.c885 = phi i64 [ 0, %conv2.j87 ], [ %c88.next, %conv2.iy89.end ]
-  br label %conv2.iy89
+conv2.iy88:                                       ; preds = %conv2.c89.end, %conv2.j87
+  %conv2.iy885 = phi i64 [ 0, %conv2.j87 ], [ %iy88.next, %conv2.c89.end ]
+  br label %conv2.c89
 
-conv2.c88.end:                                    ; preds = %conv2.iy89.end
+conv2.iy88.end:                                   ; preds = %conv2.c89.end
   %j87.next = add nsw i64 %conv2.j874, 1
   %2 = icmp slt i64 %j87.next, 1
   br i1 %2, label %conv2.j87, label %conv2.j87.end
 
-conv2.iy89:                                       ; preds = %conv2.ix90.end, %conv2.c88
-  %conv2.iy896 = phi i64 [ 0, %conv2.c88 ], [ %iy89.next, %conv2.ix90.end ]
+conv2.c89:                                        ; preds = %conv2.ix90.end, %conv2.iy88
+  %conv2.c896 = phi i64 [ 0, %conv2.iy88 ], [ %c89.next, %conv2.ix90.end ]
   br label %conv2.ix90
 
-conv2.iy89.end:                                   ; preds = %conv2.ix90.end
-  %c88.next = add nsw i64 %conv2.c885, 1
-  %3 = icmp slt i64 %c88.next, 32
-  br i1 %3, label %conv2.c88, label %conv2.c88.end
+conv2.c89.end:                                    ; preds = %conv2.ix90.end
+  %iy88.next = add nsw i64 %conv2.iy885, 1
+  %3 = icmp slt i64 %iy88.next, 14
+  br i1 %3, label %conv2.iy88, label %conv2.iy88.end
 
-conv2.ix90:                                       ; preds = %conv2.ix90, %conv2.iy89
-  %conv2.ix907 = phi i64 [ 0, %conv2.iy89 ], [ %ix90.next, %conv2.ix90 ]
+conv2.ix90:                                       ; preds = %conv2.ix90, %conv2.c89
+  %conv2.ix907 = phi i64 [ 0, %conv2.c89 ], [ %ix90.next, %conv2.ix90 ]
   %4 = add nsw i64 %conv2.g863, %conv2.j874
   %5 = mul nsw i64 %4, 6272
   %6 = add nsw i64 64, %5
-  %7 = mul nsw i64 %conv2.c885, 196
+  %7 = mul nsw i64 %conv2.c896, 196
   %8 = add nsw i64 %6, %7
-  %9 = mul nsw i64 %conv2.iy896, 14
+  %9 = mul nsw i64 %conv2.iy885, 14
   %10 = add nsw i64 %8, %9
   %11 = add nsw i64 %10, %conv2.ix907
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %11
   %12 = load float, ptr %arena8, align 4
   %13 = mul nsw i64 %conv2.j874, 8192
-  %14 = add nsw i64 %conv2.iy896, 1
+  %14 = add nsw i64 %conv2.iy885, 1
   %15 = mul nsw i64 %14, 512
   %16 = add nsw i64 %13, %15
   %17 = add nsw i64 %conv2.ix907, 1
   %18 = mul nsw i64 %17, 32
   %19 = add nsw i64 %16, %18
-  %20 = add nsw i64 %19, %conv2.c885
+  %20 = add nsw i64 %19, %conv2.c896
   %21 = add nsw i64 835776, %20
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %21
   store float %12, ptr %arena9, align 4
@@ -15339,9 +15435,9 @@ conv2.ix90:                                       ; preds = %conv2.ix90, %conv2.
   br i1 %22, label %conv2.ix90, label %conv2.ix90.end
 
 conv2.ix90.end:                                   ; preds = %conv2.ix90
-  %iy89.next = add nsw i64 %conv2.iy896, 1
-  %23 = icmp slt i64 %iy89.next, 14
-  br i1 %23, label %conv2.iy89, label %conv2.iy89.end
+  %c89.next = add nsw i64 %conv2.c896, 1
+  %23 = icmp slt i64 %c89.next, 32
+  br i1 %23, label %conv2.c89, label %conv2.c89.end
 
 conv2.j91:                                        ; preds = %conv2.ty92.end, %conv2.j87.end
   %conv2.j9110 = phi i64 [ 0, %conv2.j87.end ], [ %j91.next, %conv2.ty92.end ]

@@ -367,10 +367,10 @@ public func bncnn_train_b64(
   }
   for g93 in 0..<64 {
     for j94 in 0..<1 {
-      for c95 in 0..<32 {
-        for iy96 in 0..<14 {
+      for iy95 in 0..<14 {
+        for c96 in 0..<32 {
           for ix97 in 0..<14 {
-            arena[(2842624 +% ((((j94 *% 8192) +% ((iy96 +% 1) *% 512)) +% ((ix97 +% 1) *% 32)) +% c95))] = arena[((((1605632 +% ((g93 +% j94) *% 6272)) +% (c95 *% 196)) +% (iy96 *% 14)) +% ix97)]
+            arena[(2842624 +% ((((j94 *% 8192) +% ((iy95 +% 1) *% 512)) +% ((ix97 +% 1) *% 32)) +% c96))] = arena[((((1605632 +% ((g93 +% j94) *% 6272)) +% (c96 *% 196)) +% (iy95 *% 14)) +% ix97)]
           }
         }
       }
@@ -535,1263 +535,1277 @@ public func bncnn_train_b64(
       }
     }
     for j158 in 0..<1 {
-      for c159 in 0..<64 {
-        for q160 in 0..<196 {
-          arena[(2007040 +% ((((g93 +% j158) *% 12544) +% (c159 *% 196)) +% q160))] = arena[((2926080 +% (((j158 *% 196) +% q160) *% 64)) +% c159)]
+      for qb159 in 0..<3 {
+        for c160 in 0..<64 {
+          for q161 in 0..<64 {
+            arena[(2007040 +% ((((g93 +% j158) *% 12544) +% (c160 *% 196)) +% (q161 +% (qb159 *% 64))))] = arena[((2926080 +% (((j158 *% 196) +% (q161 +% (qb159 *% 64))) *% 64)) +% c160)]
+          }
+        }
+      }
+      for c162 in 0..<64 {
+        for q163 in 0..<4 {
+          arena[(2007040 +% ((((g93 +% j158) *% 12544) +% (c162 *% 196)) +% (q163 +% 192)))] = arena[((2926080 +% (((j158 *% 196) +% (q163 +% 192)) *% 64)) +% c162)]
         }
       }
     }
   }
   // bn2 = batchnorm(conv2)
-  for c161 in 0..<64 {
-    var acc167 = Vector()
-    var tail168: Float = Float(0)
-    for n169 in 0..<64 {
-      for v170 in 0..<24 {
-        acc167 = (acc167 + loadVector(arena, (2007040 +% ((((n169 *% 64) +% c161) *% 196) +% (v170 *% 8)))))
+  for c164 in 0..<64 {
+    var acc170 = Vector()
+    var tail171: Float = Float(0)
+    for n172 in 0..<64 {
+      for v173 in 0..<24 {
+        acc170 = (acc170 + loadVector(arena, (2007040 +% ((((n172 *% 64) +% c164) *% 196) +% (v173 *% 8)))))
       }
-      for i171 in 0..<4 {
-        tail168 = (tail168 + arena[(2007040 +% (((((n169 *% 64) +% c161) *% 196) +% 192) +% i171))])
-      }
-    }
-    storeVector(arena, 2809984, acc167)
-    var sum172: Float = (arena[2809984] + arena[2809985])
-    var sum173: Float = (sum172 + arena[2809986])
-    var sum174: Float = (sum173 + arena[2809987])
-    var sum175: Float = (sum174 + arena[2809988])
-    var sum176: Float = (sum175 + arena[2809989])
-    var sum177: Float = (sum176 + arena[2809990])
-    var sum178: Float = (sum177 + arena[2809991])
-    var sum165: Float = (sum178 + tail168)
-    var mean162: Float = (sum165 / Float(12544))
-    var acc179 = Vector()
-    var tail180: Float = Float(0)
-    for n181 in 0..<64 {
-      for v182 in 0..<24 {
-        acc179 = (acc179 + ((loadVector(arena, (2007040 +% ((((n181 *% 64) +% c161) *% 196) +% (v182 *% 8)))) - Vector(repeating: mean162)) * (loadVector(arena, (2007040 +% ((((n181 *% 64) +% c161) *% 196) +% (v182 *% 8)))) - Vector(repeating: mean162))))
-      }
-      for i183 in 0..<4 {
-        tail180 = (tail180 + ((arena[(2007040 +% (((((n181 *% 64) +% c161) *% 196) +% 192) +% i183))] - mean162) * (arena[(2007040 +% (((((n181 *% 64) +% c161) *% 196) +% 192) +% i183))] - mean162)))
+      for i174 in 0..<4 {
+        tail171 = (tail171 + arena[(2007040 +% (((((n172 *% 64) +% c164) *% 196) +% 192) +% i174))])
       }
     }
-    storeVector(arena, 2809984, acc179)
-    var sum184: Float = (arena[2809984] + arena[2809985])
-    var sum185: Float = (sum184 + arena[2809986])
-    var sum186: Float = (sum185 + arena[2809987])
-    var sum187: Float = (sum186 + arena[2809988])
-    var sum188: Float = (sum187 + arena[2809989])
-    var sum189: Float = (sum188 + arena[2809990])
-    var sum190: Float = (sum189 + arena[2809991])
-    var squares166: Float = (sum190 + tail180)
-    var var163: Float = (squares166 / Float(12544))
-    arena[(2809856 +% c161)] = mean162
-    arena[(2809920 +% c161)] = var163
-    var scale164: Float = (params[(18784 +% c161)] * (Float(1) / sqrtf((var163 + Float(bitPattern: 0x3727c5ac)))))
-    for n191 in 0..<64 {
-      for i192 in 0..<196 {
-        arena[(4816960 +% ((((n191 *% 64) +% c161) *% 196) +% i192))] = (((arena[(2007040 +% ((((n191 *% 64) +% c161) *% 196) +% i192))] - mean162) * scale164) + params[(18848 +% c161)])
+    storeVector(arena, 2809984, acc170)
+    var sum175: Float = (arena[2809984] + arena[2809985])
+    var sum176: Float = (sum175 + arena[2809986])
+    var sum177: Float = (sum176 + arena[2809987])
+    var sum178: Float = (sum177 + arena[2809988])
+    var sum179: Float = (sum178 + arena[2809989])
+    var sum180: Float = (sum179 + arena[2809990])
+    var sum181: Float = (sum180 + arena[2809991])
+    var sum168: Float = (sum181 + tail171)
+    var mean165: Float = (sum168 / Float(12544))
+    var acc182 = Vector()
+    var tail183: Float = Float(0)
+    for n184 in 0..<64 {
+      for v185 in 0..<24 {
+        acc182 = (acc182 + ((loadVector(arena, (2007040 +% ((((n184 *% 64) +% c164) *% 196) +% (v185 *% 8)))) - Vector(repeating: mean165)) * (loadVector(arena, (2007040 +% ((((n184 *% 64) +% c164) *% 196) +% (v185 *% 8)))) - Vector(repeating: mean165))))
+      }
+      for i186 in 0..<4 {
+        tail183 = (tail183 + ((arena[(2007040 +% (((((n184 *% 64) +% c164) *% 196) +% 192) +% i186))] - mean165) * (arena[(2007040 +% (((((n184 *% 64) +% c164) *% 196) +% 192) +% i186))] - mean165)))
+      }
+    }
+    storeVector(arena, 2809984, acc182)
+    var sum187: Float = (arena[2809984] + arena[2809985])
+    var sum188: Float = (sum187 + arena[2809986])
+    var sum189: Float = (sum188 + arena[2809987])
+    var sum190: Float = (sum189 + arena[2809988])
+    var sum191: Float = (sum190 + arena[2809989])
+    var sum192: Float = (sum191 + arena[2809990])
+    var sum193: Float = (sum192 + arena[2809991])
+    var squares169: Float = (sum193 + tail183)
+    var var166: Float = (squares169 / Float(12544))
+    arena[(2809856 +% c164)] = mean165
+    arena[(2809920 +% c164)] = var166
+    var scale167: Float = (params[(18784 +% c164)] * (Float(1) / sqrtf((var166 + Float(bitPattern: 0x3727c5ac)))))
+    for n194 in 0..<64 {
+      for i195 in 0..<196 {
+        arena[(4816960 +% ((((n194 *% 64) +% c164) *% 196) +% i195))] = (((arena[(2007040 +% ((((n194 *% 64) +% c164) *% 196) +% i195))] - mean165) * scale167) + params[(18848 +% c164)])
       }
     }
   }
   // relu2 = relu(bn2)
-  for i193 in 0..<100352 {
-    storeVector(arena, ((i193 *% 8) +% 5619776), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i193 *% 8) +% 4816960)), where: loadVector(arena, ((i193 *% 8) +% 4816960)) .> Vector(repeating: Float(0))))
+  for i196 in 0..<100352 {
+    storeVector(arena, ((i196 *% 8) +% 5619776), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i196 *% 8) +% 4816960)), where: loadVector(arena, ((i196 *% 8) +% 4816960)) .> Vector(repeating: Float(0))))
   }
   // pool2 = maxpool(relu2)
-  for q194 in 0..<4096 {
-    for py195 in 0..<7 {
-      for px196 in 0..<7 {
-        var acc197: Float = arena[(5619776 +% (((q194 *% 196) +% (py195 *% 28)) +% (px196 *% 2)))]
-        acc197 = { let x = acc197, y = arena[(5619776 +% (((q194 *% 196) +% (py195 *% 28)) +% (px196 *% 2)))]; return y > x ? y : x }()
-        acc197 = { let x = acc197, y = arena[((5619776 +% (((q194 *% 196) +% (py195 *% 28)) +% (px196 *% 2))) +% 1)]; return y > x ? y : x }()
-        acc197 = { let x = acc197, y = arena[((5619776 +% (((q194 *% 196) +% (py195 *% 28)) +% (px196 *% 2))) +% 14)]; return y > x ? y : x }()
-        acc197 = { let x = acc197, y = arena[(((5619776 +% (((q194 *% 196) +% (py195 *% 28)) +% (px196 *% 2))) +% 14) +% 1)]; return y > x ? y : x }()
-        arena[(((2809984 +% (q194 *% 49)) +% (py195 *% 7)) +% px196)] = acc197
+  for q197 in 0..<4096 {
+    for py198 in 0..<7 {
+      for px199 in 0..<7 {
+        var acc200: Float = arena[(5619776 +% (((q197 *% 196) +% (py198 *% 28)) +% (px199 *% 2)))]
+        acc200 = { let x = acc200, y = arena[(5619776 +% (((q197 *% 196) +% (py198 *% 28)) +% (px199 *% 2)))]; return y > x ? y : x }()
+        acc200 = { let x = acc200, y = arena[((5619776 +% (((q197 *% 196) +% (py198 *% 28)) +% (px199 *% 2))) +% 1)]; return y > x ? y : x }()
+        acc200 = { let x = acc200, y = arena[((5619776 +% (((q197 *% 196) +% (py198 *% 28)) +% (px199 *% 2))) +% 14)]; return y > x ? y : x }()
+        acc200 = { let x = acc200, y = arena[(((5619776 +% (((q197 *% 196) +% (py198 *% 28)) +% (px199 *% 2))) +% 14) +% 1)]; return y > x ? y : x }()
+        arena[(((2809984 +% (q197 *% 49)) +% (py198 *% 7)) +% px199)] = acc200
       }
     }
   }
   // flat = flatten(pool2)
   // fc1 = dense(flat)
-  for n198 in 0..<64 {
-    for k199 in 0..<3136 {
-      arena[((4816960 +% (k199 *% 64)) +% n198)] = arena[((2809984 +% (n198 *% 3136)) +% k199)]
+  for n201 in 0..<64 {
+    for k202 in 0..<3136 {
+      arena[((4816960 +% (k202 *% 64)) +% n201)] = arena[((2809984 +% (n201 *% 3136)) +% k202)]
     }
   }
-  do {  // gemm210
-    for r200 in 0..<128 {
-      for i201 in 0..<8 {
-        storeVector(arena, ((i201 *% 8) +% (5017664 +% (r200 *% 64))), Vector(repeating: Float(0)))
+  do {  // gemm213
+    for r203 in 0..<128 {
+      for i204 in 0..<8 {
+        storeVector(arena, ((i204 *% 8) +% (5017664 +% (r203 *% 64))), Vector(repeating: Float(0)))
       }
     }
-    for kp202 in 0..<4 {
-      for nb203 in 0..<2 {
-        for mb204 in 0..<32 {
-          var t205_c0_0 = loadVector(arena, ((5017664 +% ((mb204 *% 4) *% 64)) +% (nb203 *% 24)))
-          var t205_c0_1 = loadVector(arena, (((5017664 +% ((mb204 *% 4) *% 64)) +% (nb203 *% 24)) +% 8))
-          var t205_c0_2 = loadVector(arena, (((5017664 +% ((mb204 *% 4) *% 64)) +% (nb203 *% 24)) +% 16))
-          var t205_c1_0 = loadVector(arena, ((5017664 +% (((mb204 *% 4) +% 1) *% 64)) +% (nb203 *% 24)))
-          var t205_c1_1 = loadVector(arena, (((5017664 +% (((mb204 *% 4) +% 1) *% 64)) +% (nb203 *% 24)) +% 8))
-          var t205_c1_2 = loadVector(arena, (((5017664 +% (((mb204 *% 4) +% 1) *% 64)) +% (nb203 *% 24)) +% 16))
-          var t205_c2_0 = loadVector(arena, ((5017664 +% (((mb204 *% 4) +% 2) *% 64)) +% (nb203 *% 24)))
-          var t205_c2_1 = loadVector(arena, (((5017664 +% (((mb204 *% 4) +% 2) *% 64)) +% (nb203 *% 24)) +% 8))
-          var t205_c2_2 = loadVector(arena, (((5017664 +% (((mb204 *% 4) +% 2) *% 64)) +% (nb203 *% 24)) +% 16))
-          var t205_c3_0 = loadVector(arena, ((5017664 +% (((mb204 *% 4) +% 3) *% 64)) +% (nb203 *% 24)))
-          var t205_c3_1 = loadVector(arena, (((5017664 +% (((mb204 *% 4) +% 3) *% 64)) +% (nb203 *% 24)) +% 8))
-          var t205_c3_2 = loadVector(arena, (((5017664 +% (((mb204 *% 4) +% 3) *% 64)) +% (nb203 *% 24)) +% 16))
-          for k206 in 0..<784 {
-            let t205_b0 = loadVector(arena, ((4816960 +% ((k206 +% (kp202 *% 784)) *% 64)) +% (nb203 *% 24)))
-            let t205_b1 = loadVector(arena, (((4816960 +% ((k206 +% (kp202 *% 784)) *% 64)) +% (nb203 *% 24)) +% 8))
-            let t205_b2 = loadVector(arena, (((4816960 +% ((k206 +% (kp202 *% 784)) *% 64)) +% (nb203 *% 24)) +% 16))
-            let t205_a0 = Vector(repeating: params[((18912 +% ((mb204 *% 4) *% 3136)) +% (k206 +% (kp202 *% 784)))])
-            t205_c0_0 = t205_c0_0.addingProduct(t205_a0, t205_b0)
-            t205_c0_1 = t205_c0_1.addingProduct(t205_a0, t205_b1)
-            t205_c0_2 = t205_c0_2.addingProduct(t205_a0, t205_b2)
-            let t205_a1 = Vector(repeating: params[((18912 +% (((mb204 *% 4) +% 1) *% 3136)) +% (k206 +% (kp202 *% 784)))])
-            t205_c1_0 = t205_c1_0.addingProduct(t205_a1, t205_b0)
-            t205_c1_1 = t205_c1_1.addingProduct(t205_a1, t205_b1)
-            t205_c1_2 = t205_c1_2.addingProduct(t205_a1, t205_b2)
-            let t205_a2 = Vector(repeating: params[((18912 +% (((mb204 *% 4) +% 2) *% 3136)) +% (k206 +% (kp202 *% 784)))])
-            t205_c2_0 = t205_c2_0.addingProduct(t205_a2, t205_b0)
-            t205_c2_1 = t205_c2_1.addingProduct(t205_a2, t205_b1)
-            t205_c2_2 = t205_c2_2.addingProduct(t205_a2, t205_b2)
-            let t205_a3 = Vector(repeating: params[((18912 +% (((mb204 *% 4) +% 3) *% 3136)) +% (k206 +% (kp202 *% 784)))])
-            t205_c3_0 = t205_c3_0.addingProduct(t205_a3, t205_b0)
-            t205_c3_1 = t205_c3_1.addingProduct(t205_a3, t205_b1)
-            t205_c3_2 = t205_c3_2.addingProduct(t205_a3, t205_b2)
+    for kp205 in 0..<4 {
+      for nb206 in 0..<2 {
+        for mb207 in 0..<32 {
+          var t208_c0_0 = loadVector(arena, ((5017664 +% ((mb207 *% 4) *% 64)) +% (nb206 *% 24)))
+          var t208_c0_1 = loadVector(arena, (((5017664 +% ((mb207 *% 4) *% 64)) +% (nb206 *% 24)) +% 8))
+          var t208_c0_2 = loadVector(arena, (((5017664 +% ((mb207 *% 4) *% 64)) +% (nb206 *% 24)) +% 16))
+          var t208_c1_0 = loadVector(arena, ((5017664 +% (((mb207 *% 4) +% 1) *% 64)) +% (nb206 *% 24)))
+          var t208_c1_1 = loadVector(arena, (((5017664 +% (((mb207 *% 4) +% 1) *% 64)) +% (nb206 *% 24)) +% 8))
+          var t208_c1_2 = loadVector(arena, (((5017664 +% (((mb207 *% 4) +% 1) *% 64)) +% (nb206 *% 24)) +% 16))
+          var t208_c2_0 = loadVector(arena, ((5017664 +% (((mb207 *% 4) +% 2) *% 64)) +% (nb206 *% 24)))
+          var t208_c2_1 = loadVector(arena, (((5017664 +% (((mb207 *% 4) +% 2) *% 64)) +% (nb206 *% 24)) +% 8))
+          var t208_c2_2 = loadVector(arena, (((5017664 +% (((mb207 *% 4) +% 2) *% 64)) +% (nb206 *% 24)) +% 16))
+          var t208_c3_0 = loadVector(arena, ((5017664 +% (((mb207 *% 4) +% 3) *% 64)) +% (nb206 *% 24)))
+          var t208_c3_1 = loadVector(arena, (((5017664 +% (((mb207 *% 4) +% 3) *% 64)) +% (nb206 *% 24)) +% 8))
+          var t208_c3_2 = loadVector(arena, (((5017664 +% (((mb207 *% 4) +% 3) *% 64)) +% (nb206 *% 24)) +% 16))
+          for k209 in 0..<784 {
+            let t208_b0 = loadVector(arena, ((4816960 +% ((k209 +% (kp205 *% 784)) *% 64)) +% (nb206 *% 24)))
+            let t208_b1 = loadVector(arena, (((4816960 +% ((k209 +% (kp205 *% 784)) *% 64)) +% (nb206 *% 24)) +% 8))
+            let t208_b2 = loadVector(arena, (((4816960 +% ((k209 +% (kp205 *% 784)) *% 64)) +% (nb206 *% 24)) +% 16))
+            let t208_a0 = Vector(repeating: params[((18912 +% ((mb207 *% 4) *% 3136)) +% (k209 +% (kp205 *% 784)))])
+            t208_c0_0 = t208_c0_0.addingProduct(t208_a0, t208_b0)
+            t208_c0_1 = t208_c0_1.addingProduct(t208_a0, t208_b1)
+            t208_c0_2 = t208_c0_2.addingProduct(t208_a0, t208_b2)
+            let t208_a1 = Vector(repeating: params[((18912 +% (((mb207 *% 4) +% 1) *% 3136)) +% (k209 +% (kp205 *% 784)))])
+            t208_c1_0 = t208_c1_0.addingProduct(t208_a1, t208_b0)
+            t208_c1_1 = t208_c1_1.addingProduct(t208_a1, t208_b1)
+            t208_c1_2 = t208_c1_2.addingProduct(t208_a1, t208_b2)
+            let t208_a2 = Vector(repeating: params[((18912 +% (((mb207 *% 4) +% 2) *% 3136)) +% (k209 +% (kp205 *% 784)))])
+            t208_c2_0 = t208_c2_0.addingProduct(t208_a2, t208_b0)
+            t208_c2_1 = t208_c2_1.addingProduct(t208_a2, t208_b1)
+            t208_c2_2 = t208_c2_2.addingProduct(t208_a2, t208_b2)
+            let t208_a3 = Vector(repeating: params[((18912 +% (((mb207 *% 4) +% 3) *% 3136)) +% (k209 +% (kp205 *% 784)))])
+            t208_c3_0 = t208_c3_0.addingProduct(t208_a3, t208_b0)
+            t208_c3_1 = t208_c3_1.addingProduct(t208_a3, t208_b1)
+            t208_c3_2 = t208_c3_2.addingProduct(t208_a3, t208_b2)
           }
-          storeVector(arena, ((5017664 +% ((mb204 *% 4) *% 64)) +% (nb203 *% 24)), t205_c0_0)
-          storeVector(arena, (((5017664 +% ((mb204 *% 4) *% 64)) +% (nb203 *% 24)) +% 8), t205_c0_1)
-          storeVector(arena, (((5017664 +% ((mb204 *% 4) *% 64)) +% (nb203 *% 24)) +% 16), t205_c0_2)
-          storeVector(arena, ((5017664 +% (((mb204 *% 4) +% 1) *% 64)) +% (nb203 *% 24)), t205_c1_0)
-          storeVector(arena, (((5017664 +% (((mb204 *% 4) +% 1) *% 64)) +% (nb203 *% 24)) +% 8), t205_c1_1)
-          storeVector(arena, (((5017664 +% (((mb204 *% 4) +% 1) *% 64)) +% (nb203 *% 24)) +% 16), t205_c1_2)
-          storeVector(arena, ((5017664 +% (((mb204 *% 4) +% 2) *% 64)) +% (nb203 *% 24)), t205_c2_0)
-          storeVector(arena, (((5017664 +% (((mb204 *% 4) +% 2) *% 64)) +% (nb203 *% 24)) +% 8), t205_c2_1)
-          storeVector(arena, (((5017664 +% (((mb204 *% 4) +% 2) *% 64)) +% (nb203 *% 24)) +% 16), t205_c2_2)
-          storeVector(arena, ((5017664 +% (((mb204 *% 4) +% 3) *% 64)) +% (nb203 *% 24)), t205_c3_0)
-          storeVector(arena, (((5017664 +% (((mb204 *% 4) +% 3) *% 64)) +% (nb203 *% 24)) +% 8), t205_c3_1)
-          storeVector(arena, (((5017664 +% (((mb204 *% 4) +% 3) *% 64)) +% (nb203 *% 24)) +% 16), t205_c3_2)
+          storeVector(arena, ((5017664 +% ((mb207 *% 4) *% 64)) +% (nb206 *% 24)), t208_c0_0)
+          storeVector(arena, (((5017664 +% ((mb207 *% 4) *% 64)) +% (nb206 *% 24)) +% 8), t208_c0_1)
+          storeVector(arena, (((5017664 +% ((mb207 *% 4) *% 64)) +% (nb206 *% 24)) +% 16), t208_c0_2)
+          storeVector(arena, ((5017664 +% (((mb207 *% 4) +% 1) *% 64)) +% (nb206 *% 24)), t208_c1_0)
+          storeVector(arena, (((5017664 +% (((mb207 *% 4) +% 1) *% 64)) +% (nb206 *% 24)) +% 8), t208_c1_1)
+          storeVector(arena, (((5017664 +% (((mb207 *% 4) +% 1) *% 64)) +% (nb206 *% 24)) +% 16), t208_c1_2)
+          storeVector(arena, ((5017664 +% (((mb207 *% 4) +% 2) *% 64)) +% (nb206 *% 24)), t208_c2_0)
+          storeVector(arena, (((5017664 +% (((mb207 *% 4) +% 2) *% 64)) +% (nb206 *% 24)) +% 8), t208_c2_1)
+          storeVector(arena, (((5017664 +% (((mb207 *% 4) +% 2) *% 64)) +% (nb206 *% 24)) +% 16), t208_c2_2)
+          storeVector(arena, ((5017664 +% (((mb207 *% 4) +% 3) *% 64)) +% (nb206 *% 24)), t208_c3_0)
+          storeVector(arena, (((5017664 +% (((mb207 *% 4) +% 3) *% 64)) +% (nb206 *% 24)) +% 8), t208_c3_1)
+          storeVector(arena, (((5017664 +% (((mb207 *% 4) +% 3) *% 64)) +% (nb206 *% 24)) +% 16), t208_c3_2)
         }
       }
-      for mb207 in 0..<32 {
-        var t208_c0_0 = loadVector(arena, ((5017664 +% ((mb207 *% 4) *% 64)) +% 48))
-        var t208_c0_1 = loadVector(arena, (((5017664 +% ((mb207 *% 4) *% 64)) +% 48) +% 8))
-        var t208_c1_0 = loadVector(arena, ((5017664 +% (((mb207 *% 4) +% 1) *% 64)) +% 48))
-        var t208_c1_1 = loadVector(arena, (((5017664 +% (((mb207 *% 4) +% 1) *% 64)) +% 48) +% 8))
-        var t208_c2_0 = loadVector(arena, ((5017664 +% (((mb207 *% 4) +% 2) *% 64)) +% 48))
-        var t208_c2_1 = loadVector(arena, (((5017664 +% (((mb207 *% 4) +% 2) *% 64)) +% 48) +% 8))
-        var t208_c3_0 = loadVector(arena, ((5017664 +% (((mb207 *% 4) +% 3) *% 64)) +% 48))
-        var t208_c3_1 = loadVector(arena, (((5017664 +% (((mb207 *% 4) +% 3) *% 64)) +% 48) +% 8))
-        for k209 in 0..<784 {
-          let t208_b0 = loadVector(arena, ((4816960 +% ((k209 +% (kp202 *% 784)) *% 64)) +% 48))
-          let t208_b1 = loadVector(arena, (((4816960 +% ((k209 +% (kp202 *% 784)) *% 64)) +% 48) +% 8))
-          let t208_a0 = Vector(repeating: params[((18912 +% ((mb207 *% 4) *% 3136)) +% (k209 +% (kp202 *% 784)))])
-          t208_c0_0 = t208_c0_0.addingProduct(t208_a0, t208_b0)
-          t208_c0_1 = t208_c0_1.addingProduct(t208_a0, t208_b1)
-          let t208_a1 = Vector(repeating: params[((18912 +% (((mb207 *% 4) +% 1) *% 3136)) +% (k209 +% (kp202 *% 784)))])
-          t208_c1_0 = t208_c1_0.addingProduct(t208_a1, t208_b0)
-          t208_c1_1 = t208_c1_1.addingProduct(t208_a1, t208_b1)
-          let t208_a2 = Vector(repeating: params[((18912 +% (((mb207 *% 4) +% 2) *% 3136)) +% (k209 +% (kp202 *% 784)))])
-          t208_c2_0 = t208_c2_0.addingProduct(t208_a2, t208_b0)
-          t208_c2_1 = t208_c2_1.addingProduct(t208_a2, t208_b1)
-          let t208_a3 = Vector(repeating: params[((18912 +% (((mb207 *% 4) +% 3) *% 3136)) +% (k209 +% (kp202 *% 784)))])
-          t208_c3_0 = t208_c3_0.addingProduct(t208_a3, t208_b0)
-          t208_c3_1 = t208_c3_1.addingProduct(t208_a3, t208_b1)
+      for mb210 in 0..<32 {
+        var t211_c0_0 = loadVector(arena, ((5017664 +% ((mb210 *% 4) *% 64)) +% 48))
+        var t211_c0_1 = loadVector(arena, (((5017664 +% ((mb210 *% 4) *% 64)) +% 48) +% 8))
+        var t211_c1_0 = loadVector(arena, ((5017664 +% (((mb210 *% 4) +% 1) *% 64)) +% 48))
+        var t211_c1_1 = loadVector(arena, (((5017664 +% (((mb210 *% 4) +% 1) *% 64)) +% 48) +% 8))
+        var t211_c2_0 = loadVector(arena, ((5017664 +% (((mb210 *% 4) +% 2) *% 64)) +% 48))
+        var t211_c2_1 = loadVector(arena, (((5017664 +% (((mb210 *% 4) +% 2) *% 64)) +% 48) +% 8))
+        var t211_c3_0 = loadVector(arena, ((5017664 +% (((mb210 *% 4) +% 3) *% 64)) +% 48))
+        var t211_c3_1 = loadVector(arena, (((5017664 +% (((mb210 *% 4) +% 3) *% 64)) +% 48) +% 8))
+        for k212 in 0..<784 {
+          let t211_b0 = loadVector(arena, ((4816960 +% ((k212 +% (kp205 *% 784)) *% 64)) +% 48))
+          let t211_b1 = loadVector(arena, (((4816960 +% ((k212 +% (kp205 *% 784)) *% 64)) +% 48) +% 8))
+          let t211_a0 = Vector(repeating: params[((18912 +% ((mb210 *% 4) *% 3136)) +% (k212 +% (kp205 *% 784)))])
+          t211_c0_0 = t211_c0_0.addingProduct(t211_a0, t211_b0)
+          t211_c0_1 = t211_c0_1.addingProduct(t211_a0, t211_b1)
+          let t211_a1 = Vector(repeating: params[((18912 +% (((mb210 *% 4) +% 1) *% 3136)) +% (k212 +% (kp205 *% 784)))])
+          t211_c1_0 = t211_c1_0.addingProduct(t211_a1, t211_b0)
+          t211_c1_1 = t211_c1_1.addingProduct(t211_a1, t211_b1)
+          let t211_a2 = Vector(repeating: params[((18912 +% (((mb210 *% 4) +% 2) *% 3136)) +% (k212 +% (kp205 *% 784)))])
+          t211_c2_0 = t211_c2_0.addingProduct(t211_a2, t211_b0)
+          t211_c2_1 = t211_c2_1.addingProduct(t211_a2, t211_b1)
+          let t211_a3 = Vector(repeating: params[((18912 +% (((mb210 *% 4) +% 3) *% 3136)) +% (k212 +% (kp205 *% 784)))])
+          t211_c3_0 = t211_c3_0.addingProduct(t211_a3, t211_b0)
+          t211_c3_1 = t211_c3_1.addingProduct(t211_a3, t211_b1)
         }
-        storeVector(arena, ((5017664 +% ((mb207 *% 4) *% 64)) +% 48), t208_c0_0)
-        storeVector(arena, (((5017664 +% ((mb207 *% 4) *% 64)) +% 48) +% 8), t208_c0_1)
-        storeVector(arena, ((5017664 +% (((mb207 *% 4) +% 1) *% 64)) +% 48), t208_c1_0)
-        storeVector(arena, (((5017664 +% (((mb207 *% 4) +% 1) *% 64)) +% 48) +% 8), t208_c1_1)
-        storeVector(arena, ((5017664 +% (((mb207 *% 4) +% 2) *% 64)) +% 48), t208_c2_0)
-        storeVector(arena, (((5017664 +% (((mb207 *% 4) +% 2) *% 64)) +% 48) +% 8), t208_c2_1)
-        storeVector(arena, ((5017664 +% (((mb207 *% 4) +% 3) *% 64)) +% 48), t208_c3_0)
-        storeVector(arena, (((5017664 +% (((mb207 *% 4) +% 3) *% 64)) +% 48) +% 8), t208_c3_1)
+        storeVector(arena, ((5017664 +% ((mb210 *% 4) *% 64)) +% 48), t211_c0_0)
+        storeVector(arena, (((5017664 +% ((mb210 *% 4) *% 64)) +% 48) +% 8), t211_c0_1)
+        storeVector(arena, ((5017664 +% (((mb210 *% 4) +% 1) *% 64)) +% 48), t211_c1_0)
+        storeVector(arena, (((5017664 +% (((mb210 *% 4) +% 1) *% 64)) +% 48) +% 8), t211_c1_1)
+        storeVector(arena, ((5017664 +% (((mb210 *% 4) +% 2) *% 64)) +% 48), t211_c2_0)
+        storeVector(arena, (((5017664 +% (((mb210 *% 4) +% 2) *% 64)) +% 48) +% 8), t211_c2_1)
+        storeVector(arena, ((5017664 +% (((mb210 *% 4) +% 3) *% 64)) +% 48), t211_c3_0)
+        storeVector(arena, (((5017664 +% (((mb210 *% 4) +% 3) *% 64)) +% 48) +% 8), t211_c3_1)
       }
     }
   }
-  for n211 in 0..<64 {
-    for u212 in 0..<128 {
-      arena[((3010688 +% (n211 *% 128)) +% u212)] = arena[((5017664 +% (u212 *% 64)) +% n211)]
+  for n214 in 0..<64 {
+    for u215 in 0..<128 {
+      arena[((3010688 +% (n214 *% 128)) +% u215)] = arena[((5017664 +% (u215 *% 64)) +% n214)]
     }
   }
   // bn3 = batchnorm(fc1)
-  for c213 in 0..<128 {
-    let acc219 = Vector()
-    var tail220: Float = Float(0)
-    for n221 in 0..<64 {
-      for i222 in 0..<1 {
-        tail220 = (tail220 + arena[(3010688 +% (((n221 *% 128) +% c213) +% i222))])
+  for c216 in 0..<128 {
+    let acc222 = Vector()
+    var tail223: Float = Float(0)
+    for n224 in 0..<64 {
+      for i225 in 0..<1 {
+        tail223 = (tail223 + arena[(3010688 +% (((n224 *% 128) +% c216) +% i225))])
       }
     }
-    storeVector(arena, 3027328, acc219)
-    var sum223: Float = (arena[3027328] + arena[3027329])
-    var sum224: Float = (sum223 + arena[3027330])
-    var sum225: Float = (sum224 + arena[3027331])
-    var sum226: Float = (sum225 + arena[3027332])
-    var sum227: Float = (sum226 + arena[3027333])
-    var sum228: Float = (sum227 + arena[3027334])
-    var sum229: Float = (sum228 + arena[3027335])
-    var sum217: Float = (sum229 + tail220)
-    var mean214: Float = (sum217 / Float(64))
-    let acc230 = Vector()
-    var tail231: Float = Float(0)
-    for n232 in 0..<64 {
-      for i233 in 0..<1 {
-        tail231 = (tail231 + ((arena[(3010688 +% (((n232 *% 128) +% c213) +% i233))] - mean214) * (arena[(3010688 +% (((n232 *% 128) +% c213) +% i233))] - mean214)))
+    storeVector(arena, 3027328, acc222)
+    var sum226: Float = (arena[3027328] + arena[3027329])
+    var sum227: Float = (sum226 + arena[3027330])
+    var sum228: Float = (sum227 + arena[3027331])
+    var sum229: Float = (sum228 + arena[3027332])
+    var sum230: Float = (sum229 + arena[3027333])
+    var sum231: Float = (sum230 + arena[3027334])
+    var sum232: Float = (sum231 + arena[3027335])
+    var sum220: Float = (sum232 + tail223)
+    var mean217: Float = (sum220 / Float(64))
+    let acc233 = Vector()
+    var tail234: Float = Float(0)
+    for n235 in 0..<64 {
+      for i236 in 0..<1 {
+        tail234 = (tail234 + ((arena[(3010688 +% (((n235 *% 128) +% c216) +% i236))] - mean217) * (arena[(3010688 +% (((n235 *% 128) +% c216) +% i236))] - mean217)))
       }
     }
-    storeVector(arena, 3027328, acc230)
-    var sum234: Float = (arena[3027328] + arena[3027329])
-    var sum235: Float = (sum234 + arena[3027330])
-    var sum236: Float = (sum235 + arena[3027331])
-    var sum237: Float = (sum236 + arena[3027332])
-    var sum238: Float = (sum237 + arena[3027333])
-    var sum239: Float = (sum238 + arena[3027334])
-    var sum240: Float = (sum239 + arena[3027335])
-    var squares218: Float = (sum240 + tail231)
-    var var215: Float = (squares218 / Float(64))
-    arena[(3027072 +% c213)] = mean214
-    arena[(3027200 +% c213)] = var215
-    var scale216: Float = (params[(420320 +% c213)] * (Float(1) / sqrtf((var215 + Float(bitPattern: 0x3727c5ac)))))
-    for n241 in 0..<64 {
-      arena[(3018880 +% ((n241 *% 128) +% c213))] = (((arena[(3010688 +% ((n241 *% 128) +% c213))] - mean214) * scale216) + params[(420448 +% c213)])
+    storeVector(arena, 3027328, acc233)
+    var sum237: Float = (arena[3027328] + arena[3027329])
+    var sum238: Float = (sum237 + arena[3027330])
+    var sum239: Float = (sum238 + arena[3027331])
+    var sum240: Float = (sum239 + arena[3027332])
+    var sum241: Float = (sum240 + arena[3027333])
+    var sum242: Float = (sum241 + arena[3027334])
+    var sum243: Float = (sum242 + arena[3027335])
+    var squares221: Float = (sum243 + tail234)
+    var var218: Float = (squares221 / Float(64))
+    arena[(3027072 +% c216)] = mean217
+    arena[(3027200 +% c216)] = var218
+    var scale219: Float = (params[(420320 +% c216)] * (Float(1) / sqrtf((var218 + Float(bitPattern: 0x3727c5ac)))))
+    for n244 in 0..<64 {
+      arena[(3018880 +% ((n244 *% 128) +% c216))] = (((arena[(3010688 +% ((n244 *% 128) +% c216))] - mean217) * scale219) + params[(420448 +% c216)])
     }
   }
   // relu3 = relu(bn3)
-  for i242 in 0..<1024 {
-    storeVector(arena, ((i242 *% 8) +% 3027328), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i242 *% 8) +% 3018880)), where: loadVector(arena, ((i242 *% 8) +% 3018880)) .> Vector(repeating: Float(0))))
+  for i245 in 0..<1024 {
+    storeVector(arena, ((i245 *% 8) +% 3027328), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i245 *% 8) +% 3018880)), where: loadVector(arena, ((i245 *% 8) +% 3018880)) .> Vector(repeating: Float(0))))
   }
   // fc2 = dense(relu3)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 3027328, 128, params + 420576, 128, Float(bitPattern: 0x0), arena + 3018880, 10)
-  for n243 in 0..<64 {
-    for u244 in 0..<1 {
-      storeVector(arena, ((u244 *% 8) +% (3018880 +% (n243 *% 10))), (loadVector(arena, ((u244 *% 8) +% (3018880 +% (n243 *% 10)))) + loadVector(params, ((u244 *% 8) +% 421856))))
+  for n246 in 0..<64 {
+    for u247 in 0..<1 {
+      storeVector(arena, ((u247 *% 8) +% (3018880 +% (n246 *% 10))), (loadVector(arena, ((u247 *% 8) +% (3018880 +% (n246 *% 10)))) + loadVector(params, ((u247 *% 8) +% 421856))))
     }
-    for u244 in 0..<1 {
-      storePartial(arena, ((u244 +% 8) +% (3018880 +% (n243 *% 10))), (loadPartial(arena, ((u244 +% 8) +% (3018880 +% (n243 *% 10))), 2) + loadPartial(params, ((u244 +% 8) +% 421856), 2)), 2)
+    for u247 in 0..<1 {
+      storePartial(arena, ((u247 +% 8) +% (3018880 +% (n246 *% 10))), (loadPartial(arena, ((u247 +% 8) +% (3018880 +% (n246 *% 10))), 2) + loadPartial(params, ((u247 +% 8) +% 421856), 2)), 2)
     }
   }
   // loss = cross_entropy(fc2, label)
-  var total245: Float = Float(0)
-  for n246 in 0..<64 {
-    var m247: Float = arena[(3018880 +% (n246 *% 10))]
-    for k249 in 0..<10 {
-      m247 = { let x = m247, y = arena[((3018880 +% (n246 *% 10)) +% k249)]; return y > x ? y : x }()
+  var total248: Float = Float(0)
+  for n249 in 0..<64 {
+    var m250: Float = arena[(3018880 +% (n249 *% 10))]
+    for k252 in 0..<10 {
+      m250 = { let x = m250, y = arena[((3018880 +% (n249 *% 10)) +% k252)]; return y > x ? y : x }()
     }
-    var s248: Float = Float(0)
-    for k250 in 0..<10 {
-      s248 = (s248 + exponential((arena[((3018880 +% (n246 *% 10)) +% k250)] - m247)))
+    var s251: Float = Float(0)
+    for k253 in 0..<10 {
+      s251 = (s251 + exponential((arena[((3018880 +% (n249 *% 10)) +% k253)] - m250)))
     }
-    total245 = (total245 + ((m247 + logf(s248)) - arena[((3018880 +% (n246 *% 10)) +% Int(labels[n246]))]))
+    total248 = (total248 + ((m250 + logf(s251)) - arena[((3018880 +% (n249 *% 10)) +% Int(labels[n249]))]))
   }
-  arena[3019520] = (total245 / Float(64))
+  arena[3019520] = (total248 / Float(64))
   // fc2_grad = cross_entropy_grad(fc2, label)
-  for n251 in 0..<64 {
-    var m252: Float = arena[(3018880 +% (n251 *% 10))]
-    for k254 in 0..<10 {
-      m252 = { let x = m252, y = arena[((3018880 +% (n251 *% 10)) +% k254)]; return y > x ? y : x }()
+  for n254 in 0..<64 {
+    var m255: Float = arena[(3018880 +% (n254 *% 10))]
+    for k257 in 0..<10 {
+      m255 = { let x = m255, y = arena[((3018880 +% (n254 *% 10)) +% k257)]; return y > x ? y : x }()
     }
-    var s253: Float = Float(0)
-    for k255 in 0..<10 {
-      s253 = (s253 + exponential((arena[((3018880 +% (n251 *% 10)) +% k255)] - m252)))
+    var s256: Float = Float(0)
+    for k258 in 0..<10 {
+      s256 = (s256 + exponential((arena[((3018880 +% (n254 *% 10)) +% k258)] - m255)))
     }
-    for k256 in 0..<10 {
-      arena[((3019536 +% (n251 *% 10)) +% k256)] = ((k256 == Int(labels[n251]) ? ((exponential((arena[((3018880 +% (n251 *% 10)) +% k256)] - m252)) / s253) - Float(1)) : (exponential((arena[((3018880 +% (n251 *% 10)) +% k256)] - m252)) / s253)) / Float(64))
+    for k259 in 0..<10 {
+      arena[((3019536 +% (n254 *% 10)) +% k259)] = ((k259 == Int(labels[n254]) ? ((exponential((arena[((3018880 +% (n254 *% 10)) +% k259)] - m255)) / s256) - Float(1)) : (exponential((arena[((3018880 +% (n254 *% 10)) +% k259)] - m255)) / s256)) / Float(64))
     }
   }
   // fc2_weight_grad = dense_grad_weight(fc2_grad, relu3)
   sgemm(101, 112, 111, 10, 128, 64, 1, arena + 3019536, 10, arena + 3027328, 128, Float(bitPattern: 0x0), grads + 420576, 128)
   // fc2_bias_grad = dense_grad_bias(fc2_grad)
-  for u257 in 0..<10 {
-    var acc258: Float = Float(0)
-    for n259 in 0..<64 {
-      acc258 = (acc258 + arena[((3019536 +% (n259 *% 10)) +% u257)])
+  for u260 in 0..<10 {
+    var acc261: Float = Float(0)
+    for n262 in 0..<64 {
+      acc261 = (acc261 + arena[((3019536 +% (n262 *% 10)) +% u260)])
     }
-    grads[(421856 +% u257)] = acc258
+    grads[(421856 +% u260)] = acc261
   }
   // relu3_grad = dense_grad_input(fc2_grad, fc2.weight)
   sgemm(101, 111, 111, 64, 128, 10, 1, arena + 3019536, 10, params + 420576, 128, Float(bitPattern: 0x0), arena + 3035520, 128)
   // bn3_grad = relu_grad(relu3_grad, relu3)
-  for i260 in 0..<1024 {
-    storeVector(arena, ((i260 *% 8) +% 3043712), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i260 *% 8) +% 3035520)), where: loadVector(arena, ((i260 *% 8) +% 3027328)) .> Vector(repeating: Float(0))))
+  for i263 in 0..<1024 {
+    storeVector(arena, ((i263 *% 8) +% 3043712), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i263 *% 8) +% 3035520)), where: loadVector(arena, ((i263 *% 8) +% 3027328)) .> Vector(repeating: Float(0))))
   }
   // bn3_weight_grad = batchnorm_grad_weight(bn3_grad, fc1, bn3.mean, bn3.var)
-  for c261 in 0..<128 {
-    var invstd263: Float = (Float(1) / sqrtf((arena[(3027200 +% c261)] + Float(bitPattern: 0x3727c5ac))))
-    var mean264: Float = arena[(3027072 +% c261)]
-    let acc265 = Vector()
-    var tail266: Float = Float(0)
-    for n267 in 0..<64 {
-      for i268 in 0..<1 {
-        tail266 = (tail266 + (arena[(3043712 +% (((n267 *% 128) +% c261) +% i268))] * ((arena[(3010688 +% (((n267 *% 128) +% c261) +% i268))] - mean264) * invstd263)))
+  for c264 in 0..<128 {
+    var invstd266: Float = (Float(1) / sqrtf((arena[(3027200 +% c264)] + Float(bitPattern: 0x3727c5ac))))
+    var mean267: Float = arena[(3027072 +% c264)]
+    let acc268 = Vector()
+    var tail269: Float = Float(0)
+    for n270 in 0..<64 {
+      for i271 in 0..<1 {
+        tail269 = (tail269 + (arena[(3043712 +% (((n270 *% 128) +% c264) +% i271))] * ((arena[(3010688 +% (((n270 *% 128) +% c264) +% i271))] - mean267) * invstd266)))
       }
     }
-    storeVector(arena, 3019536, acc265)
-    var sum269: Float = (arena[3019536] + arena[3019537])
-    var sum270: Float = (sum269 + arena[3019538])
-    var sum271: Float = (sum270 + arena[3019539])
-    var sum272: Float = (sum271 + arena[3019540])
-    var sum273: Float = (sum272 + arena[3019541])
-    var sum274: Float = (sum273 + arena[3019542])
-    var sum275: Float = (sum274 + arena[3019543])
-    var sum_x262: Float = (sum275 + tail266)
-    grads[(420320 +% c261)] = sum_x262
+    storeVector(arena, 3019536, acc268)
+    var sum272: Float = (arena[3019536] + arena[3019537])
+    var sum273: Float = (sum272 + arena[3019538])
+    var sum274: Float = (sum273 + arena[3019539])
+    var sum275: Float = (sum274 + arena[3019540])
+    var sum276: Float = (sum275 + arena[3019541])
+    var sum277: Float = (sum276 + arena[3019542])
+    var sum278: Float = (sum277 + arena[3019543])
+    var sum_x265: Float = (sum278 + tail269)
+    grads[(420320 +% c264)] = sum_x265
   }
   // bn3_bias_grad = batchnorm_grad_bias(bn3_grad)
-  for c276 in 0..<128 {
-    let acc278 = Vector()
-    var tail279: Float = Float(0)
-    for n280 in 0..<64 {
-      for i281 in 0..<1 {
-        tail279 = (tail279 + arena[(3043712 +% (((n280 *% 128) +% c276) +% i281))])
+  for c279 in 0..<128 {
+    let acc281 = Vector()
+    var tail282: Float = Float(0)
+    for n283 in 0..<64 {
+      for i284 in 0..<1 {
+        tail282 = (tail282 + arena[(3043712 +% (((n283 *% 128) +% c279) +% i284))])
       }
     }
-    storeVector(arena, 3019536, acc278)
-    var sum282: Float = (arena[3019536] + arena[3019537])
-    var sum283: Float = (sum282 + arena[3019538])
-    var sum284: Float = (sum283 + arena[3019539])
-    var sum285: Float = (sum284 + arena[3019540])
-    var sum286: Float = (sum285 + arena[3019541])
-    var sum287: Float = (sum286 + arena[3019542])
-    var sum288: Float = (sum287 + arena[3019543])
-    var sum277: Float = (sum288 + tail279)
-    grads[(420448 +% c276)] = sum277
+    storeVector(arena, 3019536, acc281)
+    var sum285: Float = (arena[3019536] + arena[3019537])
+    var sum286: Float = (sum285 + arena[3019538])
+    var sum287: Float = (sum286 + arena[3019539])
+    var sum288: Float = (sum287 + arena[3019540])
+    var sum289: Float = (sum288 + arena[3019541])
+    var sum290: Float = (sum289 + arena[3019542])
+    var sum291: Float = (sum290 + arena[3019543])
+    var sum280: Float = (sum291 + tail282)
+    grads[(420448 +% c279)] = sum280
   }
   // fc1_grad = batchnorm_grad_input(bn3_grad, fc1, bn3.mean, bn3.var, bn3.weight, bn3_bias_grad, bn3_weight_grad)
-  for c289 in 0..<128 {
-    var invstd292: Float = (Float(1) / sqrtf((arena[(3027200 +% c289)] + Float(bitPattern: 0x3727c5ac))))
-    var sum290: Float = grads[(420448 +% c289)]
-    var sum_x291: Float = grads[(420320 +% c289)]
-    var scale293: Float = (params[(420320 +% c289)] * invstd292)
-    var mean_dy294: Float = (sum290 / Float(64))
-    var mean_dy_x295: Float = (sum_x291 / Float(64))
-    for n296 in 0..<64 {
-      arena[(3027328 +% ((n296 *% 128) +% c289))] = (scale293 * ((arena[(3043712 +% ((n296 *% 128) +% c289))] - mean_dy294) - (((arena[(3010688 +% ((n296 *% 128) +% c289))] - arena[(3027072 +% c289)]) * invstd292) * mean_dy_x295)))
+  for c292 in 0..<128 {
+    var invstd295: Float = (Float(1) / sqrtf((arena[(3027200 +% c292)] + Float(bitPattern: 0x3727c5ac))))
+    var sum293: Float = grads[(420448 +% c292)]
+    var sum_x294: Float = grads[(420320 +% c292)]
+    var scale296: Float = (params[(420320 +% c292)] * invstd295)
+    var mean_dy297: Float = (sum293 / Float(64))
+    var mean_dy_x298: Float = (sum_x294 / Float(64))
+    for n299 in 0..<64 {
+      arena[(3027328 +% ((n299 *% 128) +% c292))] = (scale296 * ((arena[(3043712 +% ((n299 *% 128) +% c292))] - mean_dy297) - (((arena[(3010688 +% ((n299 *% 128) +% c292))] - arena[(3027072 +% c292)]) * invstd295) * mean_dy_x298)))
     }
   }
   // fc1_weight_grad = dense_grad_weight(fc1_grad, flat)
-  do {  // gemm304
-    for nb297 in 0..<130 {
-      for mb298 in 0..<32 {
-        var t299_c0_0 = Vector()
-        var t299_c0_1 = Vector()
-        var t299_c0_2 = Vector()
-        var t299_c1_0 = Vector()
-        var t299_c1_1 = Vector()
-        var t299_c1_2 = Vector()
-        var t299_c2_0 = Vector()
-        var t299_c2_1 = Vector()
-        var t299_c2_2 = Vector()
-        var t299_c3_0 = Vector()
-        var t299_c3_1 = Vector()
-        var t299_c3_2 = Vector()
-        for k300 in 0..<64 {
-          let t299_b0 = loadVector(arena, ((2809984 +% (k300 *% 3136)) +% (nb297 *% 24)))
-          let t299_b1 = loadVector(arena, (((2809984 +% (k300 *% 3136)) +% (nb297 *% 24)) +% 8))
-          let t299_b2 = loadVector(arena, (((2809984 +% (k300 *% 3136)) +% (nb297 *% 24)) +% 16))
-          let t299_a0 = Vector(repeating: arena[((3027328 +% (mb298 *% 4)) +% (k300 *% 128))])
-          t299_c0_0 = t299_c0_0.addingProduct(t299_a0, t299_b0)
-          t299_c0_1 = t299_c0_1.addingProduct(t299_a0, t299_b1)
-          t299_c0_2 = t299_c0_2.addingProduct(t299_a0, t299_b2)
-          let t299_a1 = Vector(repeating: arena[((3027328 +% ((mb298 *% 4) +% 1)) +% (k300 *% 128))])
-          t299_c1_0 = t299_c1_0.addingProduct(t299_a1, t299_b0)
-          t299_c1_1 = t299_c1_1.addingProduct(t299_a1, t299_b1)
-          t299_c1_2 = t299_c1_2.addingProduct(t299_a1, t299_b2)
-          let t299_a2 = Vector(repeating: arena[((3027328 +% ((mb298 *% 4) +% 2)) +% (k300 *% 128))])
-          t299_c2_0 = t299_c2_0.addingProduct(t299_a2, t299_b0)
-          t299_c2_1 = t299_c2_1.addingProduct(t299_a2, t299_b1)
-          t299_c2_2 = t299_c2_2.addingProduct(t299_a2, t299_b2)
-          let t299_a3 = Vector(repeating: arena[((3027328 +% ((mb298 *% 4) +% 3)) +% (k300 *% 128))])
-          t299_c3_0 = t299_c3_0.addingProduct(t299_a3, t299_b0)
-          t299_c3_1 = t299_c3_1.addingProduct(t299_a3, t299_b1)
-          t299_c3_2 = t299_c3_2.addingProduct(t299_a3, t299_b2)
+  do {  // gemm307
+    for nb300 in 0..<130 {
+      for mb301 in 0..<32 {
+        var t302_c0_0 = Vector()
+        var t302_c0_1 = Vector()
+        var t302_c0_2 = Vector()
+        var t302_c1_0 = Vector()
+        var t302_c1_1 = Vector()
+        var t302_c1_2 = Vector()
+        var t302_c2_0 = Vector()
+        var t302_c2_1 = Vector()
+        var t302_c2_2 = Vector()
+        var t302_c3_0 = Vector()
+        var t302_c3_1 = Vector()
+        var t302_c3_2 = Vector()
+        for k303 in 0..<64 {
+          let t302_b0 = loadVector(arena, ((2809984 +% (k303 *% 3136)) +% (nb300 *% 24)))
+          let t302_b1 = loadVector(arena, (((2809984 +% (k303 *% 3136)) +% (nb300 *% 24)) +% 8))
+          let t302_b2 = loadVector(arena, (((2809984 +% (k303 *% 3136)) +% (nb300 *% 24)) +% 16))
+          let t302_a0 = Vector(repeating: arena[((3027328 +% (mb301 *% 4)) +% (k303 *% 128))])
+          t302_c0_0 = t302_c0_0.addingProduct(t302_a0, t302_b0)
+          t302_c0_1 = t302_c0_1.addingProduct(t302_a0, t302_b1)
+          t302_c0_2 = t302_c0_2.addingProduct(t302_a0, t302_b2)
+          let t302_a1 = Vector(repeating: arena[((3027328 +% ((mb301 *% 4) +% 1)) +% (k303 *% 128))])
+          t302_c1_0 = t302_c1_0.addingProduct(t302_a1, t302_b0)
+          t302_c1_1 = t302_c1_1.addingProduct(t302_a1, t302_b1)
+          t302_c1_2 = t302_c1_2.addingProduct(t302_a1, t302_b2)
+          let t302_a2 = Vector(repeating: arena[((3027328 +% ((mb301 *% 4) +% 2)) +% (k303 *% 128))])
+          t302_c2_0 = t302_c2_0.addingProduct(t302_a2, t302_b0)
+          t302_c2_1 = t302_c2_1.addingProduct(t302_a2, t302_b1)
+          t302_c2_2 = t302_c2_2.addingProduct(t302_a2, t302_b2)
+          let t302_a3 = Vector(repeating: arena[((3027328 +% ((mb301 *% 4) +% 3)) +% (k303 *% 128))])
+          t302_c3_0 = t302_c3_0.addingProduct(t302_a3, t302_b0)
+          t302_c3_1 = t302_c3_1.addingProduct(t302_a3, t302_b1)
+          t302_c3_2 = t302_c3_2.addingProduct(t302_a3, t302_b2)
         }
-        storeVector(grads, ((18912 +% ((mb298 *% 4) *% 3136)) +% (nb297 *% 24)), t299_c0_0)
-        storeVector(grads, (((18912 +% ((mb298 *% 4) *% 3136)) +% (nb297 *% 24)) +% 8), t299_c0_1)
-        storeVector(grads, (((18912 +% ((mb298 *% 4) *% 3136)) +% (nb297 *% 24)) +% 16), t299_c0_2)
-        storeVector(grads, ((18912 +% (((mb298 *% 4) +% 1) *% 3136)) +% (nb297 *% 24)), t299_c1_0)
-        storeVector(grads, (((18912 +% (((mb298 *% 4) +% 1) *% 3136)) +% (nb297 *% 24)) +% 8), t299_c1_1)
-        storeVector(grads, (((18912 +% (((mb298 *% 4) +% 1) *% 3136)) +% (nb297 *% 24)) +% 16), t299_c1_2)
-        storeVector(grads, ((18912 +% (((mb298 *% 4) +% 2) *% 3136)) +% (nb297 *% 24)), t299_c2_0)
-        storeVector(grads, (((18912 +% (((mb298 *% 4) +% 2) *% 3136)) +% (nb297 *% 24)) +% 8), t299_c2_1)
-        storeVector(grads, (((18912 +% (((mb298 *% 4) +% 2) *% 3136)) +% (nb297 *% 24)) +% 16), t299_c2_2)
-        storeVector(grads, ((18912 +% (((mb298 *% 4) +% 3) *% 3136)) +% (nb297 *% 24)), t299_c3_0)
-        storeVector(grads, (((18912 +% (((mb298 *% 4) +% 3) *% 3136)) +% (nb297 *% 24)) +% 8), t299_c3_1)
-        storeVector(grads, (((18912 +% (((mb298 *% 4) +% 3) *% 3136)) +% (nb297 *% 24)) +% 16), t299_c3_2)
+        storeVector(grads, ((18912 +% ((mb301 *% 4) *% 3136)) +% (nb300 *% 24)), t302_c0_0)
+        storeVector(grads, (((18912 +% ((mb301 *% 4) *% 3136)) +% (nb300 *% 24)) +% 8), t302_c0_1)
+        storeVector(grads, (((18912 +% ((mb301 *% 4) *% 3136)) +% (nb300 *% 24)) +% 16), t302_c0_2)
+        storeVector(grads, ((18912 +% (((mb301 *% 4) +% 1) *% 3136)) +% (nb300 *% 24)), t302_c1_0)
+        storeVector(grads, (((18912 +% (((mb301 *% 4) +% 1) *% 3136)) +% (nb300 *% 24)) +% 8), t302_c1_1)
+        storeVector(grads, (((18912 +% (((mb301 *% 4) +% 1) *% 3136)) +% (nb300 *% 24)) +% 16), t302_c1_2)
+        storeVector(grads, ((18912 +% (((mb301 *% 4) +% 2) *% 3136)) +% (nb300 *% 24)), t302_c2_0)
+        storeVector(grads, (((18912 +% (((mb301 *% 4) +% 2) *% 3136)) +% (nb300 *% 24)) +% 8), t302_c2_1)
+        storeVector(grads, (((18912 +% (((mb301 *% 4) +% 2) *% 3136)) +% (nb300 *% 24)) +% 16), t302_c2_2)
+        storeVector(grads, ((18912 +% (((mb301 *% 4) +% 3) *% 3136)) +% (nb300 *% 24)), t302_c3_0)
+        storeVector(grads, (((18912 +% (((mb301 *% 4) +% 3) *% 3136)) +% (nb300 *% 24)) +% 8), t302_c3_1)
+        storeVector(grads, (((18912 +% (((mb301 *% 4) +% 3) *% 3136)) +% (nb300 *% 24)) +% 16), t302_c3_2)
       }
     }
-    for mb301 in 0..<32 {
-      var t302_c0_0 = Vector()
-      var t302_c0_1 = Vector()
-      var t302_c1_0 = Vector()
-      var t302_c1_1 = Vector()
-      var t302_c2_0 = Vector()
-      var t302_c2_1 = Vector()
-      var t302_c3_0 = Vector()
-      var t302_c3_1 = Vector()
-      for k303 in 0..<64 {
-        let t302_b0 = loadVector(arena, ((2809984 +% (k303 *% 3136)) +% 3120))
-        let t302_b1 = loadVector(arena, (((2809984 +% (k303 *% 3136)) +% 3120) +% 8))
-        let t302_a0 = Vector(repeating: arena[((3027328 +% (mb301 *% 4)) +% (k303 *% 128))])
-        t302_c0_0 = t302_c0_0.addingProduct(t302_a0, t302_b0)
-        t302_c0_1 = t302_c0_1.addingProduct(t302_a0, t302_b1)
-        let t302_a1 = Vector(repeating: arena[((3027328 +% ((mb301 *% 4) +% 1)) +% (k303 *% 128))])
-        t302_c1_0 = t302_c1_0.addingProduct(t302_a1, t302_b0)
-        t302_c1_1 = t302_c1_1.addingProduct(t302_a1, t302_b1)
-        let t302_a2 = Vector(repeating: arena[((3027328 +% ((mb301 *% 4) +% 2)) +% (k303 *% 128))])
-        t302_c2_0 = t302_c2_0.addingProduct(t302_a2, t302_b0)
-        t302_c2_1 = t302_c2_1.addingProduct(t302_a2, t302_b1)
-        let t302_a3 = Vector(repeating: arena[((3027328 +% ((mb301 *% 4) +% 3)) +% (k303 *% 128))])
-        t302_c3_0 = t302_c3_0.addingProduct(t302_a3, t302_b0)
-        t302_c3_1 = t302_c3_1.addingProduct(t302_a3, t302_b1)
+    for mb304 in 0..<32 {
+      var t305_c0_0 = Vector()
+      var t305_c0_1 = Vector()
+      var t305_c1_0 = Vector()
+      var t305_c1_1 = Vector()
+      var t305_c2_0 = Vector()
+      var t305_c2_1 = Vector()
+      var t305_c3_0 = Vector()
+      var t305_c3_1 = Vector()
+      for k306 in 0..<64 {
+        let t305_b0 = loadVector(arena, ((2809984 +% (k306 *% 3136)) +% 3120))
+        let t305_b1 = loadVector(arena, (((2809984 +% (k306 *% 3136)) +% 3120) +% 8))
+        let t305_a0 = Vector(repeating: arena[((3027328 +% (mb304 *% 4)) +% (k306 *% 128))])
+        t305_c0_0 = t305_c0_0.addingProduct(t305_a0, t305_b0)
+        t305_c0_1 = t305_c0_1.addingProduct(t305_a0, t305_b1)
+        let t305_a1 = Vector(repeating: arena[((3027328 +% ((mb304 *% 4) +% 1)) +% (k306 *% 128))])
+        t305_c1_0 = t305_c1_0.addingProduct(t305_a1, t305_b0)
+        t305_c1_1 = t305_c1_1.addingProduct(t305_a1, t305_b1)
+        let t305_a2 = Vector(repeating: arena[((3027328 +% ((mb304 *% 4) +% 2)) +% (k306 *% 128))])
+        t305_c2_0 = t305_c2_0.addingProduct(t305_a2, t305_b0)
+        t305_c2_1 = t305_c2_1.addingProduct(t305_a2, t305_b1)
+        let t305_a3 = Vector(repeating: arena[((3027328 +% ((mb304 *% 4) +% 3)) +% (k306 *% 128))])
+        t305_c3_0 = t305_c3_0.addingProduct(t305_a3, t305_b0)
+        t305_c3_1 = t305_c3_1.addingProduct(t305_a3, t305_b1)
       }
-      storeVector(grads, ((18912 +% ((mb301 *% 4) *% 3136)) +% 3120), t302_c0_0)
-      storeVector(grads, (((18912 +% ((mb301 *% 4) *% 3136)) +% 3120) +% 8), t302_c0_1)
-      storeVector(grads, ((18912 +% (((mb301 *% 4) +% 1) *% 3136)) +% 3120), t302_c1_0)
-      storeVector(grads, (((18912 +% (((mb301 *% 4) +% 1) *% 3136)) +% 3120) +% 8), t302_c1_1)
-      storeVector(grads, ((18912 +% (((mb301 *% 4) +% 2) *% 3136)) +% 3120), t302_c2_0)
-      storeVector(grads, (((18912 +% (((mb301 *% 4) +% 2) *% 3136)) +% 3120) +% 8), t302_c2_1)
-      storeVector(grads, ((18912 +% (((mb301 *% 4) +% 3) *% 3136)) +% 3120), t302_c3_0)
-      storeVector(grads, (((18912 +% (((mb301 *% 4) +% 3) *% 3136)) +% 3120) +% 8), t302_c3_1)
+      storeVector(grads, ((18912 +% ((mb304 *% 4) *% 3136)) +% 3120), t305_c0_0)
+      storeVector(grads, (((18912 +% ((mb304 *% 4) *% 3136)) +% 3120) +% 8), t305_c0_1)
+      storeVector(grads, ((18912 +% (((mb304 *% 4) +% 1) *% 3136)) +% 3120), t305_c1_0)
+      storeVector(grads, (((18912 +% (((mb304 *% 4) +% 1) *% 3136)) +% 3120) +% 8), t305_c1_1)
+      storeVector(grads, ((18912 +% (((mb304 *% 4) +% 2) *% 3136)) +% 3120), t305_c2_0)
+      storeVector(grads, (((18912 +% (((mb304 *% 4) +% 2) *% 3136)) +% 3120) +% 8), t305_c2_1)
+      storeVector(grads, ((18912 +% (((mb304 *% 4) +% 3) *% 3136)) +% 3120), t305_c3_0)
+      storeVector(grads, (((18912 +% (((mb304 *% 4) +% 3) *% 3136)) +% 3120) +% 8), t305_c3_1)
     }
   }
   // flat_grad = dense_grad_input(fc1_grad, fc1.weight)
-  do {  // gemm312
-    for nb305 in 0..<130 {
-      for mb306 in 0..<16 {
-        var t307_c0_0 = Vector()
-        var t307_c0_1 = Vector()
-        var t307_c0_2 = Vector()
-        var t307_c1_0 = Vector()
-        var t307_c1_1 = Vector()
-        var t307_c1_2 = Vector()
-        var t307_c2_0 = Vector()
-        var t307_c2_1 = Vector()
-        var t307_c2_2 = Vector()
-        var t307_c3_0 = Vector()
-        var t307_c3_1 = Vector()
-        var t307_c3_2 = Vector()
-        for k308 in 0..<128 {
-          let t307_b0 = loadVector(params, ((18912 +% (k308 *% 3136)) +% (nb305 *% 24)))
-          let t307_b1 = loadVector(params, (((18912 +% (k308 *% 3136)) +% (nb305 *% 24)) +% 8))
-          let t307_b2 = loadVector(params, (((18912 +% (k308 *% 3136)) +% (nb305 *% 24)) +% 16))
-          let t307_a0 = Vector(repeating: arena[((3027328 +% ((mb306 *% 4) *% 128)) +% k308)])
-          t307_c0_0 = t307_c0_0.addingProduct(t307_a0, t307_b0)
-          t307_c0_1 = t307_c0_1.addingProduct(t307_a0, t307_b1)
-          t307_c0_2 = t307_c0_2.addingProduct(t307_a0, t307_b2)
-          let t307_a1 = Vector(repeating: arena[((3027328 +% (((mb306 *% 4) +% 1) *% 128)) +% k308)])
-          t307_c1_0 = t307_c1_0.addingProduct(t307_a1, t307_b0)
-          t307_c1_1 = t307_c1_1.addingProduct(t307_a1, t307_b1)
-          t307_c1_2 = t307_c1_2.addingProduct(t307_a1, t307_b2)
-          let t307_a2 = Vector(repeating: arena[((3027328 +% (((mb306 *% 4) +% 2) *% 128)) +% k308)])
-          t307_c2_0 = t307_c2_0.addingProduct(t307_a2, t307_b0)
-          t307_c2_1 = t307_c2_1.addingProduct(t307_a2, t307_b1)
-          t307_c2_2 = t307_c2_2.addingProduct(t307_a2, t307_b2)
-          let t307_a3 = Vector(repeating: arena[((3027328 +% (((mb306 *% 4) +% 3) *% 128)) +% k308)])
-          t307_c3_0 = t307_c3_0.addingProduct(t307_a3, t307_b0)
-          t307_c3_1 = t307_c3_1.addingProduct(t307_a3, t307_b1)
-          t307_c3_2 = t307_c3_2.addingProduct(t307_a3, t307_b2)
+  do {  // gemm315
+    for nb308 in 0..<130 {
+      for mb309 in 0..<16 {
+        var t310_c0_0 = Vector()
+        var t310_c0_1 = Vector()
+        var t310_c0_2 = Vector()
+        var t310_c1_0 = Vector()
+        var t310_c1_1 = Vector()
+        var t310_c1_2 = Vector()
+        var t310_c2_0 = Vector()
+        var t310_c2_1 = Vector()
+        var t310_c2_2 = Vector()
+        var t310_c3_0 = Vector()
+        var t310_c3_1 = Vector()
+        var t310_c3_2 = Vector()
+        for k311 in 0..<128 {
+          let t310_b0 = loadVector(params, ((18912 +% (k311 *% 3136)) +% (nb308 *% 24)))
+          let t310_b1 = loadVector(params, (((18912 +% (k311 *% 3136)) +% (nb308 *% 24)) +% 8))
+          let t310_b2 = loadVector(params, (((18912 +% (k311 *% 3136)) +% (nb308 *% 24)) +% 16))
+          let t310_a0 = Vector(repeating: arena[((3027328 +% ((mb309 *% 4) *% 128)) +% k311)])
+          t310_c0_0 = t310_c0_0.addingProduct(t310_a0, t310_b0)
+          t310_c0_1 = t310_c0_1.addingProduct(t310_a0, t310_b1)
+          t310_c0_2 = t310_c0_2.addingProduct(t310_a0, t310_b2)
+          let t310_a1 = Vector(repeating: arena[((3027328 +% (((mb309 *% 4) +% 1) *% 128)) +% k311)])
+          t310_c1_0 = t310_c1_0.addingProduct(t310_a1, t310_b0)
+          t310_c1_1 = t310_c1_1.addingProduct(t310_a1, t310_b1)
+          t310_c1_2 = t310_c1_2.addingProduct(t310_a1, t310_b2)
+          let t310_a2 = Vector(repeating: arena[((3027328 +% (((mb309 *% 4) +% 2) *% 128)) +% k311)])
+          t310_c2_0 = t310_c2_0.addingProduct(t310_a2, t310_b0)
+          t310_c2_1 = t310_c2_1.addingProduct(t310_a2, t310_b1)
+          t310_c2_2 = t310_c2_2.addingProduct(t310_a2, t310_b2)
+          let t310_a3 = Vector(repeating: arena[((3027328 +% (((mb309 *% 4) +% 3) *% 128)) +% k311)])
+          t310_c3_0 = t310_c3_0.addingProduct(t310_a3, t310_b0)
+          t310_c3_1 = t310_c3_1.addingProduct(t310_a3, t310_b1)
+          t310_c3_2 = t310_c3_2.addingProduct(t310_a3, t310_b2)
         }
-        storeVector(arena, ((4816960 +% ((mb306 *% 4) *% 3136)) +% (nb305 *% 24)), t307_c0_0)
-        storeVector(arena, (((4816960 +% ((mb306 *% 4) *% 3136)) +% (nb305 *% 24)) +% 8), t307_c0_1)
-        storeVector(arena, (((4816960 +% ((mb306 *% 4) *% 3136)) +% (nb305 *% 24)) +% 16), t307_c0_2)
-        storeVector(arena, ((4816960 +% (((mb306 *% 4) +% 1) *% 3136)) +% (nb305 *% 24)), t307_c1_0)
-        storeVector(arena, (((4816960 +% (((mb306 *% 4) +% 1) *% 3136)) +% (nb305 *% 24)) +% 8), t307_c1_1)
-        storeVector(arena, (((4816960 +% (((mb306 *% 4) +% 1) *% 3136)) +% (nb305 *% 24)) +% 16), t307_c1_2)
-        storeVector(arena, ((4816960 +% (((mb306 *% 4) +% 2) *% 3136)) +% (nb305 *% 24)), t307_c2_0)
-        storeVector(arena, (((4816960 +% (((mb306 *% 4) +% 2) *% 3136)) +% (nb305 *% 24)) +% 8), t307_c2_1)
-        storeVector(arena, (((4816960 +% (((mb306 *% 4) +% 2) *% 3136)) +% (nb305 *% 24)) +% 16), t307_c2_2)
-        storeVector(arena, ((4816960 +% (((mb306 *% 4) +% 3) *% 3136)) +% (nb305 *% 24)), t307_c3_0)
-        storeVector(arena, (((4816960 +% (((mb306 *% 4) +% 3) *% 3136)) +% (nb305 *% 24)) +% 8), t307_c3_1)
-        storeVector(arena, (((4816960 +% (((mb306 *% 4) +% 3) *% 3136)) +% (nb305 *% 24)) +% 16), t307_c3_2)
+        storeVector(arena, ((4816960 +% ((mb309 *% 4) *% 3136)) +% (nb308 *% 24)), t310_c0_0)
+        storeVector(arena, (((4816960 +% ((mb309 *% 4) *% 3136)) +% (nb308 *% 24)) +% 8), t310_c0_1)
+        storeVector(arena, (((4816960 +% ((mb309 *% 4) *% 3136)) +% (nb308 *% 24)) +% 16), t310_c0_2)
+        storeVector(arena, ((4816960 +% (((mb309 *% 4) +% 1) *% 3136)) +% (nb308 *% 24)), t310_c1_0)
+        storeVector(arena, (((4816960 +% (((mb309 *% 4) +% 1) *% 3136)) +% (nb308 *% 24)) +% 8), t310_c1_1)
+        storeVector(arena, (((4816960 +% (((mb309 *% 4) +% 1) *% 3136)) +% (nb308 *% 24)) +% 16), t310_c1_2)
+        storeVector(arena, ((4816960 +% (((mb309 *% 4) +% 2) *% 3136)) +% (nb308 *% 24)), t310_c2_0)
+        storeVector(arena, (((4816960 +% (((mb309 *% 4) +% 2) *% 3136)) +% (nb308 *% 24)) +% 8), t310_c2_1)
+        storeVector(arena, (((4816960 +% (((mb309 *% 4) +% 2) *% 3136)) +% (nb308 *% 24)) +% 16), t310_c2_2)
+        storeVector(arena, ((4816960 +% (((mb309 *% 4) +% 3) *% 3136)) +% (nb308 *% 24)), t310_c3_0)
+        storeVector(arena, (((4816960 +% (((mb309 *% 4) +% 3) *% 3136)) +% (nb308 *% 24)) +% 8), t310_c3_1)
+        storeVector(arena, (((4816960 +% (((mb309 *% 4) +% 3) *% 3136)) +% (nb308 *% 24)) +% 16), t310_c3_2)
       }
     }
-    for mb309 in 0..<16 {
-      var t310_c0_0 = Vector()
-      var t310_c0_1 = Vector()
-      var t310_c1_0 = Vector()
-      var t310_c1_1 = Vector()
-      var t310_c2_0 = Vector()
-      var t310_c2_1 = Vector()
-      var t310_c3_0 = Vector()
-      var t310_c3_1 = Vector()
-      for k311 in 0..<128 {
-        let t310_b0 = loadVector(params, ((18912 +% (k311 *% 3136)) +% 3120))
-        let t310_b1 = loadVector(params, (((18912 +% (k311 *% 3136)) +% 3120) +% 8))
-        let t310_a0 = Vector(repeating: arena[((3027328 +% ((mb309 *% 4) *% 128)) +% k311)])
-        t310_c0_0 = t310_c0_0.addingProduct(t310_a0, t310_b0)
-        t310_c0_1 = t310_c0_1.addingProduct(t310_a0, t310_b1)
-        let t310_a1 = Vector(repeating: arena[((3027328 +% (((mb309 *% 4) +% 1) *% 128)) +% k311)])
-        t310_c1_0 = t310_c1_0.addingProduct(t310_a1, t310_b0)
-        t310_c1_1 = t310_c1_1.addingProduct(t310_a1, t310_b1)
-        let t310_a2 = Vector(repeating: arena[((3027328 +% (((mb309 *% 4) +% 2) *% 128)) +% k311)])
-        t310_c2_0 = t310_c2_0.addingProduct(t310_a2, t310_b0)
-        t310_c2_1 = t310_c2_1.addingProduct(t310_a2, t310_b1)
-        let t310_a3 = Vector(repeating: arena[((3027328 +% (((mb309 *% 4) +% 3) *% 128)) +% k311)])
-        t310_c3_0 = t310_c3_0.addingProduct(t310_a3, t310_b0)
-        t310_c3_1 = t310_c3_1.addingProduct(t310_a3, t310_b1)
+    for mb312 in 0..<16 {
+      var t313_c0_0 = Vector()
+      var t313_c0_1 = Vector()
+      var t313_c1_0 = Vector()
+      var t313_c1_1 = Vector()
+      var t313_c2_0 = Vector()
+      var t313_c2_1 = Vector()
+      var t313_c3_0 = Vector()
+      var t313_c3_1 = Vector()
+      for k314 in 0..<128 {
+        let t313_b0 = loadVector(params, ((18912 +% (k314 *% 3136)) +% 3120))
+        let t313_b1 = loadVector(params, (((18912 +% (k314 *% 3136)) +% 3120) +% 8))
+        let t313_a0 = Vector(repeating: arena[((3027328 +% ((mb312 *% 4) *% 128)) +% k314)])
+        t313_c0_0 = t313_c0_0.addingProduct(t313_a0, t313_b0)
+        t313_c0_1 = t313_c0_1.addingProduct(t313_a0, t313_b1)
+        let t313_a1 = Vector(repeating: arena[((3027328 +% (((mb312 *% 4) +% 1) *% 128)) +% k314)])
+        t313_c1_0 = t313_c1_0.addingProduct(t313_a1, t313_b0)
+        t313_c1_1 = t313_c1_1.addingProduct(t313_a1, t313_b1)
+        let t313_a2 = Vector(repeating: arena[((3027328 +% (((mb312 *% 4) +% 2) *% 128)) +% k314)])
+        t313_c2_0 = t313_c2_0.addingProduct(t313_a2, t313_b0)
+        t313_c2_1 = t313_c2_1.addingProduct(t313_a2, t313_b1)
+        let t313_a3 = Vector(repeating: arena[((3027328 +% (((mb312 *% 4) +% 3) *% 128)) +% k314)])
+        t313_c3_0 = t313_c3_0.addingProduct(t313_a3, t313_b0)
+        t313_c3_1 = t313_c3_1.addingProduct(t313_a3, t313_b1)
       }
-      storeVector(arena, ((4816960 +% ((mb309 *% 4) *% 3136)) +% 3120), t310_c0_0)
-      storeVector(arena, (((4816960 +% ((mb309 *% 4) *% 3136)) +% 3120) +% 8), t310_c0_1)
-      storeVector(arena, ((4816960 +% (((mb309 *% 4) +% 1) *% 3136)) +% 3120), t310_c1_0)
-      storeVector(arena, (((4816960 +% (((mb309 *% 4) +% 1) *% 3136)) +% 3120) +% 8), t310_c1_1)
-      storeVector(arena, ((4816960 +% (((mb309 *% 4) +% 2) *% 3136)) +% 3120), t310_c2_0)
-      storeVector(arena, (((4816960 +% (((mb309 *% 4) +% 2) *% 3136)) +% 3120) +% 8), t310_c2_1)
-      storeVector(arena, ((4816960 +% (((mb309 *% 4) +% 3) *% 3136)) +% 3120), t310_c3_0)
-      storeVector(arena, (((4816960 +% (((mb309 *% 4) +% 3) *% 3136)) +% 3120) +% 8), t310_c3_1)
+      storeVector(arena, ((4816960 +% ((mb312 *% 4) *% 3136)) +% 3120), t313_c0_0)
+      storeVector(arena, (((4816960 +% ((mb312 *% 4) *% 3136)) +% 3120) +% 8), t313_c0_1)
+      storeVector(arena, ((4816960 +% (((mb312 *% 4) +% 1) *% 3136)) +% 3120), t313_c1_0)
+      storeVector(arena, (((4816960 +% (((mb312 *% 4) +% 1) *% 3136)) +% 3120) +% 8), t313_c1_1)
+      storeVector(arena, ((4816960 +% (((mb312 *% 4) +% 2) *% 3136)) +% 3120), t313_c2_0)
+      storeVector(arena, (((4816960 +% (((mb312 *% 4) +% 2) *% 3136)) +% 3120) +% 8), t313_c2_1)
+      storeVector(arena, ((4816960 +% (((mb312 *% 4) +% 3) *% 3136)) +% 3120), t313_c3_0)
+      storeVector(arena, (((4816960 +% (((mb312 *% 4) +% 3) *% 3136)) +% 3120) +% 8), t313_c3_1)
     }
   }
   // pool2_grad = flatten_grad(flat_grad, pool2)
   // relu2_grad = maxpool_grad(pool2_grad, relu2)
-  for i313 in 0..<100352 {
-    storeVector(arena, ((i313 *% 8) +% 6422592), Vector(repeating: Float(0)))
+  for i316 in 0..<100352 {
+    storeVector(arena, ((i316 *% 8) +% 6422592), Vector(repeating: Float(0)))
   }
-  for q314 in 0..<4096 {
-    for py315 in 0..<7 {
-      for px316 in 0..<7 {
-        var best317: Float = arena[(5619776 +% (((q314 *% 196) +% (py315 *% 28)) +% (px316 *% 2)))]
-        var bi318: Float = Float((((q314 *% 196) +% (py315 *% 28)) +% (px316 *% 2)))
-        bi318 = (arena[(5619776 +% (((q314 *% 196) +% (py315 *% 28)) +% (px316 *% 2)))] > best317 ? Float((((q314 *% 196) +% (py315 *% 28)) +% (px316 *% 2))) : bi318)
-        best317 = (arena[(5619776 +% (((q314 *% 196) +% (py315 *% 28)) +% (px316 *% 2)))] > best317 ? arena[(5619776 +% (((q314 *% 196) +% (py315 *% 28)) +% (px316 *% 2)))] : best317)
-        bi318 = (arena[(5619776 +% ((((q314 *% 196) +% (py315 *% 28)) +% (px316 *% 2)) +% 1))] > best317 ? Float(((((q314 *% 196) +% (py315 *% 28)) +% (px316 *% 2)) +% 1)) : bi318)
-        best317 = (arena[(5619776 +% ((((q314 *% 196) +% (py315 *% 28)) +% (px316 *% 2)) +% 1))] > best317 ? arena[(5619776 +% ((((q314 *% 196) +% (py315 *% 28)) +% (px316 *% 2)) +% 1))] : best317)
-        bi318 = (arena[(5619776 +% ((((q314 *% 196) +% (py315 *% 28)) +% (px316 *% 2)) +% 14))] > best317 ? Float(((((q314 *% 196) +% (py315 *% 28)) +% (px316 *% 2)) +% 14)) : bi318)
-        best317 = (arena[(5619776 +% ((((q314 *% 196) +% (py315 *% 28)) +% (px316 *% 2)) +% 14))] > best317 ? arena[(5619776 +% ((((q314 *% 196) +% (py315 *% 28)) +% (px316 *% 2)) +% 14))] : best317)
-        bi318 = (arena[(5619776 +% (((((q314 *% 196) +% (py315 *% 28)) +% (px316 *% 2)) +% 14) +% 1))] > best317 ? Float((((((q314 *% 196) +% (py315 *% 28)) +% (px316 *% 2)) +% 14) +% 1)) : bi318)
-        best317 = (arena[(5619776 +% (((((q314 *% 196) +% (py315 *% 28)) +% (px316 *% 2)) +% 14) +% 1))] > best317 ? arena[(5619776 +% (((((q314 *% 196) +% (py315 *% 28)) +% (px316 *% 2)) +% 14) +% 1))] : best317)
-        arena[(6422592 +% Int(bi318))] += arena[(((4816960 +% (q314 *% 49)) +% (py315 *% 7)) +% px316)]
+  for q317 in 0..<4096 {
+    for py318 in 0..<7 {
+      for px319 in 0..<7 {
+        var best320: Float = arena[(5619776 +% (((q317 *% 196) +% (py318 *% 28)) +% (px319 *% 2)))]
+        var bi321: Float = Float((((q317 *% 196) +% (py318 *% 28)) +% (px319 *% 2)))
+        bi321 = (arena[(5619776 +% (((q317 *% 196) +% (py318 *% 28)) +% (px319 *% 2)))] > best320 ? Float((((q317 *% 196) +% (py318 *% 28)) +% (px319 *% 2))) : bi321)
+        best320 = (arena[(5619776 +% (((q317 *% 196) +% (py318 *% 28)) +% (px319 *% 2)))] > best320 ? arena[(5619776 +% (((q317 *% 196) +% (py318 *% 28)) +% (px319 *% 2)))] : best320)
+        bi321 = (arena[(5619776 +% ((((q317 *% 196) +% (py318 *% 28)) +% (px319 *% 2)) +% 1))] > best320 ? Float(((((q317 *% 196) +% (py318 *% 28)) +% (px319 *% 2)) +% 1)) : bi321)
+        best320 = (arena[(5619776 +% ((((q317 *% 196) +% (py318 *% 28)) +% (px319 *% 2)) +% 1))] > best320 ? arena[(5619776 +% ((((q317 *% 196) +% (py318 *% 28)) +% (px319 *% 2)) +% 1))] : best320)
+        bi321 = (arena[(5619776 +% ((((q317 *% 196) +% (py318 *% 28)) +% (px319 *% 2)) +% 14))] > best320 ? Float(((((q317 *% 196) +% (py318 *% 28)) +% (px319 *% 2)) +% 14)) : bi321)
+        best320 = (arena[(5619776 +% ((((q317 *% 196) +% (py318 *% 28)) +% (px319 *% 2)) +% 14))] > best320 ? arena[(5619776 +% ((((q317 *% 196) +% (py318 *% 28)) +% (px319 *% 2)) +% 14))] : best320)
+        bi321 = (arena[(5619776 +% (((((q317 *% 196) +% (py318 *% 28)) +% (px319 *% 2)) +% 14) +% 1))] > best320 ? Float((((((q317 *% 196) +% (py318 *% 28)) +% (px319 *% 2)) +% 14) +% 1)) : bi321)
+        best320 = (arena[(5619776 +% (((((q317 *% 196) +% (py318 *% 28)) +% (px319 *% 2)) +% 14) +% 1))] > best320 ? arena[(5619776 +% (((((q317 *% 196) +% (py318 *% 28)) +% (px319 *% 2)) +% 14) +% 1))] : best320)
+        arena[(6422592 +% Int(bi321))] += arena[(((4816960 +% (q317 *% 49)) +% (py318 *% 7)) +% px319)]
       }
     }
   }
   // bn2_grad = relu_grad(relu2_grad, relu2)
-  for i319 in 0..<100352 {
-    storeVector(arena, ((i319 *% 8) +% 4816960), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i319 *% 8) +% 6422592)), where: loadVector(arena, ((i319 *% 8) +% 5619776)) .> Vector(repeating: Float(0))))
+  for i322 in 0..<100352 {
+    storeVector(arena, ((i322 *% 8) +% 4816960), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i322 *% 8) +% 6422592)), where: loadVector(arena, ((i322 *% 8) +% 5619776)) .> Vector(repeating: Float(0))))
   }
   // bn2_weight_grad = batchnorm_grad_weight(bn2_grad, conv2, bn2.mean, bn2.var)
-  for c320 in 0..<64 {
-    var invstd322: Float = (Float(1) / sqrtf((arena[(2809920 +% c320)] + Float(bitPattern: 0x3727c5ac))))
-    var mean323: Float = arena[(2809856 +% c320)]
-    var acc324 = Vector()
-    var tail325: Float = Float(0)
-    for n326 in 0..<64 {
-      for v327 in 0..<24 {
-        acc324 = (acc324 + (loadVector(arena, (4816960 +% ((((n326 *% 64) +% c320) *% 196) +% (v327 *% 8)))) * ((loadVector(arena, (2007040 +% ((((n326 *% 64) +% c320) *% 196) +% (v327 *% 8)))) - Vector(repeating: mean323)) * Vector(repeating: invstd322))))
+  for c323 in 0..<64 {
+    var invstd325: Float = (Float(1) / sqrtf((arena[(2809920 +% c323)] + Float(bitPattern: 0x3727c5ac))))
+    var mean326: Float = arena[(2809856 +% c323)]
+    var acc327 = Vector()
+    var tail328: Float = Float(0)
+    for n329 in 0..<64 {
+      for v330 in 0..<24 {
+        acc327 = (acc327 + (loadVector(arena, (4816960 +% ((((n329 *% 64) +% c323) *% 196) +% (v330 *% 8)))) * ((loadVector(arena, (2007040 +% ((((n329 *% 64) +% c323) *% 196) +% (v330 *% 8)))) - Vector(repeating: mean326)) * Vector(repeating: invstd325))))
       }
-      for i328 in 0..<4 {
-        tail325 = (tail325 + (arena[(4816960 +% (((((n326 *% 64) +% c320) *% 196) +% 192) +% i328))] * ((arena[(2007040 +% (((((n326 *% 64) +% c320) *% 196) +% 192) +% i328))] - mean323) * invstd322)))
+      for i331 in 0..<4 {
+        tail328 = (tail328 + (arena[(4816960 +% (((((n329 *% 64) +% c323) *% 196) +% 192) +% i331))] * ((arena[(2007040 +% (((((n329 *% 64) +% c323) *% 196) +% 192) +% i331))] - mean326) * invstd325)))
       }
     }
-    storeVector(arena, 2809984, acc324)
-    var sum329: Float = (arena[2809984] + arena[2809985])
-    var sum330: Float = (sum329 + arena[2809986])
-    var sum331: Float = (sum330 + arena[2809987])
-    var sum332: Float = (sum331 + arena[2809988])
-    var sum333: Float = (sum332 + arena[2809989])
-    var sum334: Float = (sum333 + arena[2809990])
-    var sum335: Float = (sum334 + arena[2809991])
-    var sum_x321: Float = (sum335 + tail325)
-    grads[(18784 +% c320)] = sum_x321
+    storeVector(arena, 2809984, acc327)
+    var sum332: Float = (arena[2809984] + arena[2809985])
+    var sum333: Float = (sum332 + arena[2809986])
+    var sum334: Float = (sum333 + arena[2809987])
+    var sum335: Float = (sum334 + arena[2809988])
+    var sum336: Float = (sum335 + arena[2809989])
+    var sum337: Float = (sum336 + arena[2809990])
+    var sum338: Float = (sum337 + arena[2809991])
+    var sum_x324: Float = (sum338 + tail328)
+    grads[(18784 +% c323)] = sum_x324
   }
   // bn2_bias_grad = batchnorm_grad_bias(bn2_grad)
-  for c336 in 0..<64 {
-    var acc338 = Vector()
-    var tail339: Float = Float(0)
-    for n340 in 0..<64 {
-      for v341 in 0..<24 {
-        acc338 = (acc338 + loadVector(arena, (4816960 +% ((((n340 *% 64) +% c336) *% 196) +% (v341 *% 8)))))
+  for c339 in 0..<64 {
+    var acc341 = Vector()
+    var tail342: Float = Float(0)
+    for n343 in 0..<64 {
+      for v344 in 0..<24 {
+        acc341 = (acc341 + loadVector(arena, (4816960 +% ((((n343 *% 64) +% c339) *% 196) +% (v344 *% 8)))))
       }
-      for i342 in 0..<4 {
-        tail339 = (tail339 + arena[(4816960 +% (((((n340 *% 64) +% c336) *% 196) +% 192) +% i342))])
+      for i345 in 0..<4 {
+        tail342 = (tail342 + arena[(4816960 +% (((((n343 *% 64) +% c339) *% 196) +% 192) +% i345))])
       }
     }
-    storeVector(arena, 2809984, acc338)
-    var sum343: Float = (arena[2809984] + arena[2809985])
-    var sum344: Float = (sum343 + arena[2809986])
-    var sum345: Float = (sum344 + arena[2809987])
-    var sum346: Float = (sum345 + arena[2809988])
-    var sum347: Float = (sum346 + arena[2809989])
-    var sum348: Float = (sum347 + arena[2809990])
-    var sum349: Float = (sum348 + arena[2809991])
-    var sum337: Float = (sum349 + tail339)
-    grads[(18848 +% c336)] = sum337
+    storeVector(arena, 2809984, acc341)
+    var sum346: Float = (arena[2809984] + arena[2809985])
+    var sum347: Float = (sum346 + arena[2809986])
+    var sum348: Float = (sum347 + arena[2809987])
+    var sum349: Float = (sum348 + arena[2809988])
+    var sum350: Float = (sum349 + arena[2809989])
+    var sum351: Float = (sum350 + arena[2809990])
+    var sum352: Float = (sum351 + arena[2809991])
+    var sum340: Float = (sum352 + tail342)
+    grads[(18848 +% c339)] = sum340
   }
   // conv2_grad = batchnorm_grad_input(bn2_grad, conv2, bn2.mean, bn2.var, bn2.weight, bn2_bias_grad, bn2_weight_grad)
-  for c350 in 0..<64 {
-    var invstd353: Float = (Float(1) / sqrtf((arena[(2809920 +% c350)] + Float(bitPattern: 0x3727c5ac))))
-    var sum351: Float = grads[(18848 +% c350)]
-    var sum_x352: Float = grads[(18784 +% c350)]
-    var scale354: Float = (params[(18784 +% c350)] * invstd353)
-    var mean_dy355: Float = (sum351 / Float(12544))
-    var mean_dy_x356: Float = (sum_x352 / Float(12544))
-    for n357 in 0..<64 {
-      for i358 in 0..<196 {
-        arena[(5619776 +% ((((n357 *% 64) +% c350) *% 196) +% i358))] = (scale354 * ((arena[(4816960 +% ((((n357 *% 64) +% c350) *% 196) +% i358))] - mean_dy355) - (((arena[(2007040 +% ((((n357 *% 64) +% c350) *% 196) +% i358))] - arena[(2809856 +% c350)]) * invstd353) * mean_dy_x356)))
+  for c353 in 0..<64 {
+    var invstd356: Float = (Float(1) / sqrtf((arena[(2809920 +% c353)] + Float(bitPattern: 0x3727c5ac))))
+    var sum354: Float = grads[(18848 +% c353)]
+    var sum_x355: Float = grads[(18784 +% c353)]
+    var scale357: Float = (params[(18784 +% c353)] * invstd356)
+    var mean_dy358: Float = (sum354 / Float(12544))
+    var mean_dy_x359: Float = (sum_x355 / Float(12544))
+    for n360 in 0..<64 {
+      for i361 in 0..<196 {
+        arena[(5619776 +% ((((n360 *% 64) +% c353) *% 196) +% i361))] = (scale357 * ((arena[(4816960 +% ((((n360 *% 64) +% c353) *% 196) +% i361))] - mean_dy358) - (((arena[(2007040 +% ((((n360 *% 64) +% c353) *% 196) +% i361))] - arena[(2809856 +% c353)]) * invstd356) * mean_dy_x359)))
       }
     }
   }
   // conv2_weight_grad = conv2d_grad_weight(conv2_grad, pool1)
-  for i359 in 0..<4096 {
-    storeVector(arena, ((i359 *% 8) +% 2103040), Vector(repeating: Float(0)))
+  for i362 in 0..<4096 {
+    storeVector(arena, ((i362 *% 8) +% 2103040), Vector(repeating: Float(0)))
   }
-  for i360 in 0..<1024 {
-    storeVector(arena, ((i360 *% 8) +% 2007040), Vector(repeating: Float(0)))
+  for i363 in 0..<1024 {
+    storeVector(arena, ((i363 *% 8) +% 2007040), Vector(repeating: Float(0)))
   }
-  for i361 in 0..<1568 {
-    storeVector(arena, ((i361 *% 8) +% 2040320), Vector(repeating: Float(0)))
+  for i364 in 0..<1568 {
+    storeVector(arena, ((i364 *% 8) +% 2040320), Vector(repeating: Float(0)))
   }
-  for g362 in 0..<64 {
-    for j363 in 0..<1 {
-      for c364 in 0..<32 {
-        for iy365 in 0..<14 {
-          for ix366 in 0..<14 {
-            arena[(2007040 +% ((((j363 *% 8192) +% ((iy365 +% 1) *% 512)) +% ((ix366 +% 1) *% 32)) +% c364))] = arena[((((1605632 +% ((g362 +% j363) *% 6272)) +% (c364 *% 196)) +% (iy365 *% 14)) +% ix366)]
+  for g365 in 0..<64 {
+    for j366 in 0..<1 {
+      for iy367 in 0..<14 {
+        for c368 in 0..<32 {
+          for ix369 in 0..<14 {
+            arena[(2007040 +% ((((j366 *% 8192) +% ((iy367 +% 1) *% 512)) +% ((ix369 +% 1) *% 32)) +% c368))] = arena[((((1605632 +% ((g365 +% j366) *% 6272)) +% (c368 *% 196)) +% (iy367 *% 14)) +% ix369)]
           }
         }
       }
     }
-    for j367 in 0..<1 {
-      for ty368 in 0..<7 {
-        for tx369 in 0..<7 {
-          for cv370 in 0..<4 {
-            let w371 = (loadVector(arena, (2007040 +% ((((j367 *% 8192) +% ((ty368 *% 2) *% 512)) +% ((tx369 *% 2) *% 32)) +% (cv370 *% 8)))) - loadVector(arena, (2007040 +% ((((j367 *% 8192) +% (((ty368 *% 2) +% 2) *% 512)) +% ((tx369 *% 2) *% 32)) +% (cv370 *% 8)))))
-            let w372 = (loadVector(arena, (2007040 +% ((((j367 *% 8192) +% (((ty368 *% 2) +% 1) *% 512)) +% ((tx369 *% 2) *% 32)) +% (cv370 *% 8)))) + loadVector(arena, (2007040 +% ((((j367 *% 8192) +% (((ty368 *% 2) +% 2) *% 512)) +% ((tx369 *% 2) *% 32)) +% (cv370 *% 8)))))
-            let w373 = (loadVector(arena, (2007040 +% ((((j367 *% 8192) +% (((ty368 *% 2) +% 2) *% 512)) +% ((tx369 *% 2) *% 32)) +% (cv370 *% 8)))) - loadVector(arena, (2007040 +% ((((j367 *% 8192) +% (((ty368 *% 2) +% 1) *% 512)) +% ((tx369 *% 2) *% 32)) +% (cv370 *% 8)))))
-            let w374 = (loadVector(arena, (2007040 +% ((((j367 *% 8192) +% (((ty368 *% 2) +% 1) *% 512)) +% ((tx369 *% 2) *% 32)) +% (cv370 *% 8)))) - loadVector(arena, (2007040 +% ((((j367 *% 8192) +% (((ty368 *% 2) +% 3) *% 512)) +% ((tx369 *% 2) *% 32)) +% (cv370 *% 8)))))
-            let w375 = (loadVector(arena, (2007040 +% ((((j367 *% 8192) +% ((ty368 *% 2) *% 512)) +% (((tx369 *% 2) +% 1) *% 32)) +% (cv370 *% 8)))) - loadVector(arena, (2007040 +% ((((j367 *% 8192) +% (((ty368 *% 2) +% 2) *% 512)) +% (((tx369 *% 2) +% 1) *% 32)) +% (cv370 *% 8)))))
-            let w376 = (loadVector(arena, (2007040 +% ((((j367 *% 8192) +% (((ty368 *% 2) +% 1) *% 512)) +% (((tx369 *% 2) +% 1) *% 32)) +% (cv370 *% 8)))) + loadVector(arena, (2007040 +% ((((j367 *% 8192) +% (((ty368 *% 2) +% 2) *% 512)) +% (((tx369 *% 2) +% 1) *% 32)) +% (cv370 *% 8)))))
-            let w377 = (loadVector(arena, (2007040 +% ((((j367 *% 8192) +% (((ty368 *% 2) +% 2) *% 512)) +% (((tx369 *% 2) +% 1) *% 32)) +% (cv370 *% 8)))) - loadVector(arena, (2007040 +% ((((j367 *% 8192) +% (((ty368 *% 2) +% 1) *% 512)) +% (((tx369 *% 2) +% 1) *% 32)) +% (cv370 *% 8)))))
-            let w378 = (loadVector(arena, (2007040 +% ((((j367 *% 8192) +% (((ty368 *% 2) +% 1) *% 512)) +% (((tx369 *% 2) +% 1) *% 32)) +% (cv370 *% 8)))) - loadVector(arena, (2007040 +% ((((j367 *% 8192) +% (((ty368 *% 2) +% 3) *% 512)) +% (((tx369 *% 2) +% 1) *% 32)) +% (cv370 *% 8)))))
-            let w379 = (loadVector(arena, (2007040 +% ((((j367 *% 8192) +% ((ty368 *% 2) *% 512)) +% (((tx369 *% 2) +% 2) *% 32)) +% (cv370 *% 8)))) - loadVector(arena, (2007040 +% ((((j367 *% 8192) +% (((ty368 *% 2) +% 2) *% 512)) +% (((tx369 *% 2) +% 2) *% 32)) +% (cv370 *% 8)))))
-            let w380 = (loadVector(arena, (2007040 +% ((((j367 *% 8192) +% (((ty368 *% 2) +% 1) *% 512)) +% (((tx369 *% 2) +% 2) *% 32)) +% (cv370 *% 8)))) + loadVector(arena, (2007040 +% ((((j367 *% 8192) +% (((ty368 *% 2) +% 2) *% 512)) +% (((tx369 *% 2) +% 2) *% 32)) +% (cv370 *% 8)))))
-            let w381 = (loadVector(arena, (2007040 +% ((((j367 *% 8192) +% (((ty368 *% 2) +% 2) *% 512)) +% (((tx369 *% 2) +% 2) *% 32)) +% (cv370 *% 8)))) - loadVector(arena, (2007040 +% ((((j367 *% 8192) +% (((ty368 *% 2) +% 1) *% 512)) +% (((tx369 *% 2) +% 2) *% 32)) +% (cv370 *% 8)))))
-            let w382 = (loadVector(arena, (2007040 +% ((((j367 *% 8192) +% (((ty368 *% 2) +% 1) *% 512)) +% (((tx369 *% 2) +% 2) *% 32)) +% (cv370 *% 8)))) - loadVector(arena, (2007040 +% ((((j367 *% 8192) +% (((ty368 *% 2) +% 3) *% 512)) +% (((tx369 *% 2) +% 2) *% 32)) +% (cv370 *% 8)))))
-            let w383 = (loadVector(arena, (2007040 +% ((((j367 *% 8192) +% ((ty368 *% 2) *% 512)) +% (((tx369 *% 2) +% 3) *% 32)) +% (cv370 *% 8)))) - loadVector(arena, (2007040 +% ((((j367 *% 8192) +% (((ty368 *% 2) +% 2) *% 512)) +% (((tx369 *% 2) +% 3) *% 32)) +% (cv370 *% 8)))))
-            let w384 = (loadVector(arena, (2007040 +% ((((j367 *% 8192) +% (((ty368 *% 2) +% 1) *% 512)) +% (((tx369 *% 2) +% 3) *% 32)) +% (cv370 *% 8)))) + loadVector(arena, (2007040 +% ((((j367 *% 8192) +% (((ty368 *% 2) +% 2) *% 512)) +% (((tx369 *% 2) +% 3) *% 32)) +% (cv370 *% 8)))))
-            let w385 = (loadVector(arena, (2007040 +% ((((j367 *% 8192) +% (((ty368 *% 2) +% 2) *% 512)) +% (((tx369 *% 2) +% 3) *% 32)) +% (cv370 *% 8)))) - loadVector(arena, (2007040 +% ((((j367 *% 8192) +% (((ty368 *% 2) +% 1) *% 512)) +% (((tx369 *% 2) +% 3) *% 32)) +% (cv370 *% 8)))))
-            let w386 = (loadVector(arena, (2007040 +% ((((j367 *% 8192) +% (((ty368 *% 2) +% 1) *% 512)) +% (((tx369 *% 2) +% 3) *% 32)) +% (cv370 *% 8)))) - loadVector(arena, (2007040 +% ((((j367 *% 8192) +% (((ty368 *% 2) +% 3) *% 512)) +% (((tx369 *% 2) +% 3) *% 32)) +% (cv370 *% 8)))))
-            let w387 = (w371 - w379)
-            let w388 = (w375 + w379)
-            let w389 = (w379 - w375)
-            let w390 = (w375 - w383)
-            let w391 = (w372 - w380)
-            let w392 = (w376 + w380)
-            let w393 = (w380 - w376)
-            let w394 = (w376 - w384)
-            let w395 = (w373 - w381)
-            let w396 = (w377 + w381)
-            let w397 = (w381 - w377)
-            let w398 = (w377 - w385)
-            let w399 = (w374 - w382)
-            let w400 = (w378 + w382)
-            let w401 = (w382 - w378)
-            let w402 = (w378 - w386)
-            storeVector(arena, ((2015232 +% ((((j367 *% 49) +% (ty368 *% 7)) +% tx369) *% 32)) +% (cv370 *% 8)), w387)
-            storeVector(arena, ((2016800 +% ((((j367 *% 49) +% (ty368 *% 7)) +% tx369) *% 32)) +% (cv370 *% 8)), w388)
-            storeVector(arena, ((2018368 +% ((((j367 *% 49) +% (ty368 *% 7)) +% tx369) *% 32)) +% (cv370 *% 8)), w389)
-            storeVector(arena, ((2019936 +% ((((j367 *% 49) +% (ty368 *% 7)) +% tx369) *% 32)) +% (cv370 *% 8)), w390)
-            storeVector(arena, ((2021504 +% ((((j367 *% 49) +% (ty368 *% 7)) +% tx369) *% 32)) +% (cv370 *% 8)), w391)
-            storeVector(arena, ((2023072 +% ((((j367 *% 49) +% (ty368 *% 7)) +% tx369) *% 32)) +% (cv370 *% 8)), w392)
-            storeVector(arena, ((2024640 +% ((((j367 *% 49) +% (ty368 *% 7)) +% tx369) *% 32)) +% (cv370 *% 8)), w393)
-            storeVector(arena, ((2026208 +% ((((j367 *% 49) +% (ty368 *% 7)) +% tx369) *% 32)) +% (cv370 *% 8)), w394)
-            storeVector(arena, ((2027776 +% ((((j367 *% 49) +% (ty368 *% 7)) +% tx369) *% 32)) +% (cv370 *% 8)), w395)
-            storeVector(arena, ((2029344 +% ((((j367 *% 49) +% (ty368 *% 7)) +% tx369) *% 32)) +% (cv370 *% 8)), w396)
-            storeVector(arena, ((2030912 +% ((((j367 *% 49) +% (ty368 *% 7)) +% tx369) *% 32)) +% (cv370 *% 8)), w397)
-            storeVector(arena, ((2032480 +% ((((j367 *% 49) +% (ty368 *% 7)) +% tx369) *% 32)) +% (cv370 *% 8)), w398)
-            storeVector(arena, ((2034048 +% ((((j367 *% 49) +% (ty368 *% 7)) +% tx369) *% 32)) +% (cv370 *% 8)), w399)
-            storeVector(arena, ((2035616 +% ((((j367 *% 49) +% (ty368 *% 7)) +% tx369) *% 32)) +% (cv370 *% 8)), w400)
-            storeVector(arena, ((2037184 +% ((((j367 *% 49) +% (ty368 *% 7)) +% tx369) *% 32)) +% (cv370 *% 8)), w401)
-            storeVector(arena, ((2038752 +% ((((j367 *% 49) +% (ty368 *% 7)) +% tx369) *% 32)) +% (cv370 *% 8)), w402)
+    for j370 in 0..<1 {
+      for ty371 in 0..<7 {
+        for tx372 in 0..<7 {
+          for cv373 in 0..<4 {
+            let w374 = (loadVector(arena, (2007040 +% ((((j370 *% 8192) +% ((ty371 *% 2) *% 512)) +% ((tx372 *% 2) *% 32)) +% (cv373 *% 8)))) - loadVector(arena, (2007040 +% ((((j370 *% 8192) +% (((ty371 *% 2) +% 2) *% 512)) +% ((tx372 *% 2) *% 32)) +% (cv373 *% 8)))))
+            let w375 = (loadVector(arena, (2007040 +% ((((j370 *% 8192) +% (((ty371 *% 2) +% 1) *% 512)) +% ((tx372 *% 2) *% 32)) +% (cv373 *% 8)))) + loadVector(arena, (2007040 +% ((((j370 *% 8192) +% (((ty371 *% 2) +% 2) *% 512)) +% ((tx372 *% 2) *% 32)) +% (cv373 *% 8)))))
+            let w376 = (loadVector(arena, (2007040 +% ((((j370 *% 8192) +% (((ty371 *% 2) +% 2) *% 512)) +% ((tx372 *% 2) *% 32)) +% (cv373 *% 8)))) - loadVector(arena, (2007040 +% ((((j370 *% 8192) +% (((ty371 *% 2) +% 1) *% 512)) +% ((tx372 *% 2) *% 32)) +% (cv373 *% 8)))))
+            let w377 = (loadVector(arena, (2007040 +% ((((j370 *% 8192) +% (((ty371 *% 2) +% 1) *% 512)) +% ((tx372 *% 2) *% 32)) +% (cv373 *% 8)))) - loadVector(arena, (2007040 +% ((((j370 *% 8192) +% (((ty371 *% 2) +% 3) *% 512)) +% ((tx372 *% 2) *% 32)) +% (cv373 *% 8)))))
+            let w378 = (loadVector(arena, (2007040 +% ((((j370 *% 8192) +% ((ty371 *% 2) *% 512)) +% (((tx372 *% 2) +% 1) *% 32)) +% (cv373 *% 8)))) - loadVector(arena, (2007040 +% ((((j370 *% 8192) +% (((ty371 *% 2) +% 2) *% 512)) +% (((tx372 *% 2) +% 1) *% 32)) +% (cv373 *% 8)))))
+            let w379 = (loadVector(arena, (2007040 +% ((((j370 *% 8192) +% (((ty371 *% 2) +% 1) *% 512)) +% (((tx372 *% 2) +% 1) *% 32)) +% (cv373 *% 8)))) + loadVector(arena, (2007040 +% ((((j370 *% 8192) +% (((ty371 *% 2) +% 2) *% 512)) +% (((tx372 *% 2) +% 1) *% 32)) +% (cv373 *% 8)))))
+            let w380 = (loadVector(arena, (2007040 +% ((((j370 *% 8192) +% (((ty371 *% 2) +% 2) *% 512)) +% (((tx372 *% 2) +% 1) *% 32)) +% (cv373 *% 8)))) - loadVector(arena, (2007040 +% ((((j370 *% 8192) +% (((ty371 *% 2) +% 1) *% 512)) +% (((tx372 *% 2) +% 1) *% 32)) +% (cv373 *% 8)))))
+            let w381 = (loadVector(arena, (2007040 +% ((((j370 *% 8192) +% (((ty371 *% 2) +% 1) *% 512)) +% (((tx372 *% 2) +% 1) *% 32)) +% (cv373 *% 8)))) - loadVector(arena, (2007040 +% ((((j370 *% 8192) +% (((ty371 *% 2) +% 3) *% 512)) +% (((tx372 *% 2) +% 1) *% 32)) +% (cv373 *% 8)))))
+            let w382 = (loadVector(arena, (2007040 +% ((((j370 *% 8192) +% ((ty371 *% 2) *% 512)) +% (((tx372 *% 2) +% 2) *% 32)) +% (cv373 *% 8)))) - loadVector(arena, (2007040 +% ((((j370 *% 8192) +% (((ty371 *% 2) +% 2) *% 512)) +% (((tx372 *% 2) +% 2) *% 32)) +% (cv373 *% 8)))))
+            let w383 = (loadVector(arena, (2007040 +% ((((j370 *% 8192) +% (((ty371 *% 2) +% 1) *% 512)) +% (((tx372 *% 2) +% 2) *% 32)) +% (cv373 *% 8)))) + loadVector(arena, (2007040 +% ((((j370 *% 8192) +% (((ty371 *% 2) +% 2) *% 512)) +% (((tx372 *% 2) +% 2) *% 32)) +% (cv373 *% 8)))))
+            let w384 = (loadVector(arena, (2007040 +% ((((j370 *% 8192) +% (((ty371 *% 2) +% 2) *% 512)) +% (((tx372 *% 2) +% 2) *% 32)) +% (cv373 *% 8)))) - loadVector(arena, (2007040 +% ((((j370 *% 8192) +% (((ty371 *% 2) +% 1) *% 512)) +% (((tx372 *% 2) +% 2) *% 32)) +% (cv373 *% 8)))))
+            let w385 = (loadVector(arena, (2007040 +% ((((j370 *% 8192) +% (((ty371 *% 2) +% 1) *% 512)) +% (((tx372 *% 2) +% 2) *% 32)) +% (cv373 *% 8)))) - loadVector(arena, (2007040 +% ((((j370 *% 8192) +% (((ty371 *% 2) +% 3) *% 512)) +% (((tx372 *% 2) +% 2) *% 32)) +% (cv373 *% 8)))))
+            let w386 = (loadVector(arena, (2007040 +% ((((j370 *% 8192) +% ((ty371 *% 2) *% 512)) +% (((tx372 *% 2) +% 3) *% 32)) +% (cv373 *% 8)))) - loadVector(arena, (2007040 +% ((((j370 *% 8192) +% (((ty371 *% 2) +% 2) *% 512)) +% (((tx372 *% 2) +% 3) *% 32)) +% (cv373 *% 8)))))
+            let w387 = (loadVector(arena, (2007040 +% ((((j370 *% 8192) +% (((ty371 *% 2) +% 1) *% 512)) +% (((tx372 *% 2) +% 3) *% 32)) +% (cv373 *% 8)))) + loadVector(arena, (2007040 +% ((((j370 *% 8192) +% (((ty371 *% 2) +% 2) *% 512)) +% (((tx372 *% 2) +% 3) *% 32)) +% (cv373 *% 8)))))
+            let w388 = (loadVector(arena, (2007040 +% ((((j370 *% 8192) +% (((ty371 *% 2) +% 2) *% 512)) +% (((tx372 *% 2) +% 3) *% 32)) +% (cv373 *% 8)))) - loadVector(arena, (2007040 +% ((((j370 *% 8192) +% (((ty371 *% 2) +% 1) *% 512)) +% (((tx372 *% 2) +% 3) *% 32)) +% (cv373 *% 8)))))
+            let w389 = (loadVector(arena, (2007040 +% ((((j370 *% 8192) +% (((ty371 *% 2) +% 1) *% 512)) +% (((tx372 *% 2) +% 3) *% 32)) +% (cv373 *% 8)))) - loadVector(arena, (2007040 +% ((((j370 *% 8192) +% (((ty371 *% 2) +% 3) *% 512)) +% (((tx372 *% 2) +% 3) *% 32)) +% (cv373 *% 8)))))
+            let w390 = (w374 - w382)
+            let w391 = (w378 + w382)
+            let w392 = (w382 - w378)
+            let w393 = (w378 - w386)
+            let w394 = (w375 - w383)
+            let w395 = (w379 + w383)
+            let w396 = (w383 - w379)
+            let w397 = (w379 - w387)
+            let w398 = (w376 - w384)
+            let w399 = (w380 + w384)
+            let w400 = (w384 - w380)
+            let w401 = (w380 - w388)
+            let w402 = (w377 - w385)
+            let w403 = (w381 + w385)
+            let w404 = (w385 - w381)
+            let w405 = (w381 - w389)
+            storeVector(arena, ((2015232 +% ((((j370 *% 49) +% (ty371 *% 7)) +% tx372) *% 32)) +% (cv373 *% 8)), w390)
+            storeVector(arena, ((2016800 +% ((((j370 *% 49) +% (ty371 *% 7)) +% tx372) *% 32)) +% (cv373 *% 8)), w391)
+            storeVector(arena, ((2018368 +% ((((j370 *% 49) +% (ty371 *% 7)) +% tx372) *% 32)) +% (cv373 *% 8)), w392)
+            storeVector(arena, ((2019936 +% ((((j370 *% 49) +% (ty371 *% 7)) +% tx372) *% 32)) +% (cv373 *% 8)), w393)
+            storeVector(arena, ((2021504 +% ((((j370 *% 49) +% (ty371 *% 7)) +% tx372) *% 32)) +% (cv373 *% 8)), w394)
+            storeVector(arena, ((2023072 +% ((((j370 *% 49) +% (ty371 *% 7)) +% tx372) *% 32)) +% (cv373 *% 8)), w395)
+            storeVector(arena, ((2024640 +% ((((j370 *% 49) +% (ty371 *% 7)) +% tx372) *% 32)) +% (cv373 *% 8)), w396)
+            storeVector(arena, ((2026208 +% ((((j370 *% 49) +% (ty371 *% 7)) +% tx372) *% 32)) +% (cv373 *% 8)), w397)
+            storeVector(arena, ((2027776 +% ((((j370 *% 49) +% (ty371 *% 7)) +% tx372) *% 32)) +% (cv373 *% 8)), w398)
+            storeVector(arena, ((2029344 +% ((((j370 *% 49) +% (ty371 *% 7)) +% tx372) *% 32)) +% (cv373 *% 8)), w399)
+            storeVector(arena, ((2030912 +% ((((j370 *% 49) +% (ty371 *% 7)) +% tx372) *% 32)) +% (cv373 *% 8)), w400)
+            storeVector(arena, ((2032480 +% ((((j370 *% 49) +% (ty371 *% 7)) +% tx372) *% 32)) +% (cv373 *% 8)), w401)
+            storeVector(arena, ((2034048 +% ((((j370 *% 49) +% (ty371 *% 7)) +% tx372) *% 32)) +% (cv373 *% 8)), w402)
+            storeVector(arena, ((2035616 +% ((((j370 *% 49) +% (ty371 *% 7)) +% tx372) *% 32)) +% (cv373 *% 8)), w403)
+            storeVector(arena, ((2037184 +% ((((j370 *% 49) +% (ty371 *% 7)) +% tx372) *% 32)) +% (cv373 *% 8)), w404)
+            storeVector(arena, ((2038752 +% ((((j370 *% 49) +% (ty371 *% 7)) +% tx372) *% 32)) +% (cv373 *% 8)), w405)
           }
         }
       }
     }
-    for j403 in 0..<1 {
-      for c404 in 0..<64 {
-        for iy405 in 0..<14 {
-          for ix406 in 0..<14 {
-            arena[(2040320 +% ((((j403 *% 12544) +% (iy405 *% 896)) +% (ix406 *% 64)) +% c404))] = arena[((((5619776 +% ((g362 +% j403) *% 12544)) +% (c404 *% 196)) +% (iy405 *% 14)) +% ix406)]
+    for j406 in 0..<1 {
+      for iy407 in 0..<14 {
+        for c408 in 0..<64 {
+          for ix409 in 0..<14 {
+            arena[(2040320 +% ((((j406 *% 12544) +% (iy407 *% 896)) +% (ix409 *% 64)) +% c408))] = arena[((((5619776 +% ((g365 +% j406) *% 12544)) +% (c408 *% 196)) +% (iy407 *% 14)) +% ix409)]
           }
         }
       }
     }
-    for j407 in 0..<1 {
-      for ty408 in 0..<7 {
-        for tx409 in 0..<7 {
-          for cv410 in 0..<8 {
-            let w411 = loadVector(arena, (2040320 +% ((((j407 *% 12544) +% ((ty408 *% 2) *% 896)) +% ((tx409 *% 2) *% 64)) +% (cv410 *% 8))))
-            let w412 = (loadVector(arena, (2040320 +% ((((j407 *% 12544) +% ((ty408 *% 2) *% 896)) +% ((tx409 *% 2) *% 64)) +% (cv410 *% 8)))) + loadVector(arena, (2040320 +% ((((j407 *% 12544) +% (((ty408 *% 2) +% 1) *% 896)) +% ((tx409 *% 2) *% 64)) +% (cv410 *% 8)))))
-            let w413 = (loadVector(arena, (2040320 +% ((((j407 *% 12544) +% ((ty408 *% 2) *% 896)) +% ((tx409 *% 2) *% 64)) +% (cv410 *% 8)))) - loadVector(arena, (2040320 +% ((((j407 *% 12544) +% (((ty408 *% 2) +% 1) *% 896)) +% ((tx409 *% 2) *% 64)) +% (cv410 *% 8)))))
-            let w414 = (loadVector(arena, (2040320 +% ((((j407 *% 12544) +% (((ty408 *% 2) +% 1) *% 896)) +% ((tx409 *% 2) *% 64)) +% (cv410 *% 8)))) * Vector(repeating: Float(-1)))
-            let w415 = loadVector(arena, (2040320 +% ((((j407 *% 12544) +% ((ty408 *% 2) *% 896)) +% (((tx409 *% 2) +% 1) *% 64)) +% (cv410 *% 8))))
-            let w416 = (loadVector(arena, (2040320 +% ((((j407 *% 12544) +% ((ty408 *% 2) *% 896)) +% (((tx409 *% 2) +% 1) *% 64)) +% (cv410 *% 8)))) + loadVector(arena, (2040320 +% ((((j407 *% 12544) +% (((ty408 *% 2) +% 1) *% 896)) +% (((tx409 *% 2) +% 1) *% 64)) +% (cv410 *% 8)))))
-            let w417 = (loadVector(arena, (2040320 +% ((((j407 *% 12544) +% ((ty408 *% 2) *% 896)) +% (((tx409 *% 2) +% 1) *% 64)) +% (cv410 *% 8)))) - loadVector(arena, (2040320 +% ((((j407 *% 12544) +% (((ty408 *% 2) +% 1) *% 896)) +% (((tx409 *% 2) +% 1) *% 64)) +% (cv410 *% 8)))))
-            let w418 = (loadVector(arena, (2040320 +% ((((j407 *% 12544) +% (((ty408 *% 2) +% 1) *% 896)) +% (((tx409 *% 2) +% 1) *% 64)) +% (cv410 *% 8)))) * Vector(repeating: Float(-1)))
-            let w419 = w411
-            let w420 = (w411 + w415)
-            let w421 = (w411 - w415)
-            let w422 = (w415 * Vector(repeating: Float(-1)))
-            let w423 = w412
-            let w424 = (w412 + w416)
-            let w425 = (w412 - w416)
-            let w426 = (w416 * Vector(repeating: Float(-1)))
-            let w427 = w413
-            let w428 = (w413 + w417)
-            let w429 = (w413 - w417)
-            let w430 = (w417 * Vector(repeating: Float(-1)))
-            let w431 = w414
-            let w432 = (w414 + w418)
-            let w433 = (w414 - w418)
-            let w434 = (w418 * Vector(repeating: Float(-1)))
-            storeVector(arena, ((2052864 +% ((((j407 *% 49) +% (ty408 *% 7)) +% tx409) *% 64)) +% (cv410 *% 8)), w419)
-            storeVector(arena, ((2056000 +% ((((j407 *% 49) +% (ty408 *% 7)) +% tx409) *% 64)) +% (cv410 *% 8)), w420)
-            storeVector(arena, ((2059136 +% ((((j407 *% 49) +% (ty408 *% 7)) +% tx409) *% 64)) +% (cv410 *% 8)), w421)
-            storeVector(arena, ((2062272 +% ((((j407 *% 49) +% (ty408 *% 7)) +% tx409) *% 64)) +% (cv410 *% 8)), w422)
-            storeVector(arena, ((2065408 +% ((((j407 *% 49) +% (ty408 *% 7)) +% tx409) *% 64)) +% (cv410 *% 8)), w423)
-            storeVector(arena, ((2068544 +% ((((j407 *% 49) +% (ty408 *% 7)) +% tx409) *% 64)) +% (cv410 *% 8)), w424)
-            storeVector(arena, ((2071680 +% ((((j407 *% 49) +% (ty408 *% 7)) +% tx409) *% 64)) +% (cv410 *% 8)), w425)
-            storeVector(arena, ((2074816 +% ((((j407 *% 49) +% (ty408 *% 7)) +% tx409) *% 64)) +% (cv410 *% 8)), w426)
-            storeVector(arena, ((2077952 +% ((((j407 *% 49) +% (ty408 *% 7)) +% tx409) *% 64)) +% (cv410 *% 8)), w427)
-            storeVector(arena, ((2081088 +% ((((j407 *% 49) +% (ty408 *% 7)) +% tx409) *% 64)) +% (cv410 *% 8)), w428)
-            storeVector(arena, ((2084224 +% ((((j407 *% 49) +% (ty408 *% 7)) +% tx409) *% 64)) +% (cv410 *% 8)), w429)
-            storeVector(arena, ((2087360 +% ((((j407 *% 49) +% (ty408 *% 7)) +% tx409) *% 64)) +% (cv410 *% 8)), w430)
-            storeVector(arena, ((2090496 +% ((((j407 *% 49) +% (ty408 *% 7)) +% tx409) *% 64)) +% (cv410 *% 8)), w431)
-            storeVector(arena, ((2093632 +% ((((j407 *% 49) +% (ty408 *% 7)) +% tx409) *% 64)) +% (cv410 *% 8)), w432)
-            storeVector(arena, ((2096768 +% ((((j407 *% 49) +% (ty408 *% 7)) +% tx409) *% 64)) +% (cv410 *% 8)), w433)
-            storeVector(arena, ((2099904 +% ((((j407 *% 49) +% (ty408 *% 7)) +% tx409) *% 64)) +% (cv410 *% 8)), w434)
+    for j410 in 0..<1 {
+      for ty411 in 0..<7 {
+        for tx412 in 0..<7 {
+          for cv413 in 0..<8 {
+            let w414 = loadVector(arena, (2040320 +% ((((j410 *% 12544) +% ((ty411 *% 2) *% 896)) +% ((tx412 *% 2) *% 64)) +% (cv413 *% 8))))
+            let w415 = (loadVector(arena, (2040320 +% ((((j410 *% 12544) +% ((ty411 *% 2) *% 896)) +% ((tx412 *% 2) *% 64)) +% (cv413 *% 8)))) + loadVector(arena, (2040320 +% ((((j410 *% 12544) +% (((ty411 *% 2) +% 1) *% 896)) +% ((tx412 *% 2) *% 64)) +% (cv413 *% 8)))))
+            let w416 = (loadVector(arena, (2040320 +% ((((j410 *% 12544) +% ((ty411 *% 2) *% 896)) +% ((tx412 *% 2) *% 64)) +% (cv413 *% 8)))) - loadVector(arena, (2040320 +% ((((j410 *% 12544) +% (((ty411 *% 2) +% 1) *% 896)) +% ((tx412 *% 2) *% 64)) +% (cv413 *% 8)))))
+            let w417 = (loadVector(arena, (2040320 +% ((((j410 *% 12544) +% (((ty411 *% 2) +% 1) *% 896)) +% ((tx412 *% 2) *% 64)) +% (cv413 *% 8)))) * Vector(repeating: Float(-1)))
+            let w418 = loadVector(arena, (2040320 +% ((((j410 *% 12544) +% ((ty411 *% 2) *% 896)) +% (((tx412 *% 2) +% 1) *% 64)) +% (cv413 *% 8))))
+            let w419 = (loadVector(arena, (2040320 +% ((((j410 *% 12544) +% ((ty411 *% 2) *% 896)) +% (((tx412 *% 2) +% 1) *% 64)) +% (cv413 *% 8)))) + loadVector(arena, (2040320 +% ((((j410 *% 12544) +% (((ty411 *% 2) +% 1) *% 896)) +% (((tx412 *% 2) +% 1) *% 64)) +% (cv413 *% 8)))))
+            let w420 = (loadVector(arena, (2040320 +% ((((j410 *% 12544) +% ((ty411 *% 2) *% 896)) +% (((tx412 *% 2) +% 1) *% 64)) +% (cv413 *% 8)))) - loadVector(arena, (2040320 +% ((((j410 *% 12544) +% (((ty411 *% 2) +% 1) *% 896)) +% (((tx412 *% 2) +% 1) *% 64)) +% (cv413 *% 8)))))
+            let w421 = (loadVector(arena, (2040320 +% ((((j410 *% 12544) +% (((ty411 *% 2) +% 1) *% 896)) +% (((tx412 *% 2) +% 1) *% 64)) +% (cv413 *% 8)))) * Vector(repeating: Float(-1)))
+            let w422 = w414
+            let w423 = (w414 + w418)
+            let w424 = (w414 - w418)
+            let w425 = (w418 * Vector(repeating: Float(-1)))
+            let w426 = w415
+            let w427 = (w415 + w419)
+            let w428 = (w415 - w419)
+            let w429 = (w419 * Vector(repeating: Float(-1)))
+            let w430 = w416
+            let w431 = (w416 + w420)
+            let w432 = (w416 - w420)
+            let w433 = (w420 * Vector(repeating: Float(-1)))
+            let w434 = w417
+            let w435 = (w417 + w421)
+            let w436 = (w417 - w421)
+            let w437 = (w421 * Vector(repeating: Float(-1)))
+            storeVector(arena, ((2052864 +% ((((j410 *% 49) +% (ty411 *% 7)) +% tx412) *% 64)) +% (cv413 *% 8)), w422)
+            storeVector(arena, ((2056000 +% ((((j410 *% 49) +% (ty411 *% 7)) +% tx412) *% 64)) +% (cv413 *% 8)), w423)
+            storeVector(arena, ((2059136 +% ((((j410 *% 49) +% (ty411 *% 7)) +% tx412) *% 64)) +% (cv413 *% 8)), w424)
+            storeVector(arena, ((2062272 +% ((((j410 *% 49) +% (ty411 *% 7)) +% tx412) *% 64)) +% (cv413 *% 8)), w425)
+            storeVector(arena, ((2065408 +% ((((j410 *% 49) +% (ty411 *% 7)) +% tx412) *% 64)) +% (cv413 *% 8)), w426)
+            storeVector(arena, ((2068544 +% ((((j410 *% 49) +% (ty411 *% 7)) +% tx412) *% 64)) +% (cv413 *% 8)), w427)
+            storeVector(arena, ((2071680 +% ((((j410 *% 49) +% (ty411 *% 7)) +% tx412) *% 64)) +% (cv413 *% 8)), w428)
+            storeVector(arena, ((2074816 +% ((((j410 *% 49) +% (ty411 *% 7)) +% tx412) *% 64)) +% (cv413 *% 8)), w429)
+            storeVector(arena, ((2077952 +% ((((j410 *% 49) +% (ty411 *% 7)) +% tx412) *% 64)) +% (cv413 *% 8)), w430)
+            storeVector(arena, ((2081088 +% ((((j410 *% 49) +% (ty411 *% 7)) +% tx412) *% 64)) +% (cv413 *% 8)), w431)
+            storeVector(arena, ((2084224 +% ((((j410 *% 49) +% (ty411 *% 7)) +% tx412) *% 64)) +% (cv413 *% 8)), w432)
+            storeVector(arena, ((2087360 +% ((((j410 *% 49) +% (ty411 *% 7)) +% tx412) *% 64)) +% (cv413 *% 8)), w433)
+            storeVector(arena, ((2090496 +% ((((j410 *% 49) +% (ty411 *% 7)) +% tx412) *% 64)) +% (cv413 *% 8)), w434)
+            storeVector(arena, ((2093632 +% ((((j410 *% 49) +% (ty411 *% 7)) +% tx412) *% 64)) +% (cv413 *% 8)), w435)
+            storeVector(arena, ((2096768 +% ((((j410 *% 49) +% (ty411 *% 7)) +% tx412) *% 64)) +% (cv413 *% 8)), w436)
+            storeVector(arena, ((2099904 +% ((((j410 *% 49) +% (ty411 *% 7)) +% tx412) *% 64)) +% (cv413 *% 8)), w437)
           }
         }
       }
     }
-    for xi435 in 0..<16 {
-      sgemm(101, 112, 111, 32, 64, 49, 1, arena + (2015232 +% (xi435 *% 1568)), 32, arena + (2052864 +% (xi435 *% 3136)), 64, Float(bitPattern: 0x3f800000), arena + (2103040 +% (xi435 *% 2048)), 64)
+    for xi438 in 0..<16 {
+      sgemm(101, 112, 111, 32, 64, 49, 1, arena + (2015232 +% (xi438 *% 1568)), 32, arena + (2052864 +% (xi438 *% 3136)), 64, Float(bitPattern: 0x3f800000), arena + (2103040 +% (xi438 *% 2048)), 64)
     }
   }
   do {  // scalar loops
-    for f436 in 0..<64 {
-      for c437 in 0..<32 {
-        var w438: Float = (((arena[((2103040 +% (c437 *% 64)) +% f436)] * Float(1)) + (arena[((2111232 +% (c437 *% 64)) +% f436)] * Float(bitPattern: 0x3f000000))) + (arena[((2119424 +% (c437 *% 64)) +% f436)] * Float(bitPattern: 0x3f000000)))
-        var w439: Float = ((arena[((2111232 +% (c437 *% 64)) +% f436)] - arena[((2119424 +% (c437 *% 64)) +% f436)]) * Float(bitPattern: 0x3f000000))
-        var w440: Float = (((arena[((2111232 +% (c437 *% 64)) +% f436)] * Float(bitPattern: 0x3f000000)) + (arena[((2119424 +% (c437 *% 64)) +% f436)] * Float(bitPattern: 0x3f000000))) + (arena[((2127616 +% (c437 *% 64)) +% f436)] * Float(1)))
-        var w441: Float = (((arena[((2105088 +% (c437 *% 64)) +% f436)] * Float(1)) + (arena[((2113280 +% (c437 *% 64)) +% f436)] * Float(bitPattern: 0x3f000000))) + (arena[((2121472 +% (c437 *% 64)) +% f436)] * Float(bitPattern: 0x3f000000)))
-        var w442: Float = ((arena[((2113280 +% (c437 *% 64)) +% f436)] - arena[((2121472 +% (c437 *% 64)) +% f436)]) * Float(bitPattern: 0x3f000000))
-        var w443: Float = (((arena[((2113280 +% (c437 *% 64)) +% f436)] * Float(bitPattern: 0x3f000000)) + (arena[((2121472 +% (c437 *% 64)) +% f436)] * Float(bitPattern: 0x3f000000))) + (arena[((2129664 +% (c437 *% 64)) +% f436)] * Float(1)))
-        var w444: Float = (((arena[((2107136 +% (c437 *% 64)) +% f436)] * Float(1)) + (arena[((2115328 +% (c437 *% 64)) +% f436)] * Float(bitPattern: 0x3f000000))) + (arena[((2123520 +% (c437 *% 64)) +% f436)] * Float(bitPattern: 0x3f000000)))
-        var w445: Float = ((arena[((2115328 +% (c437 *% 64)) +% f436)] - arena[((2123520 +% (c437 *% 64)) +% f436)]) * Float(bitPattern: 0x3f000000))
-        var w446: Float = (((arena[((2115328 +% (c437 *% 64)) +% f436)] * Float(bitPattern: 0x3f000000)) + (arena[((2123520 +% (c437 *% 64)) +% f436)] * Float(bitPattern: 0x3f000000))) + (arena[((2131712 +% (c437 *% 64)) +% f436)] * Float(1)))
-        var w447: Float = (((arena[((2109184 +% (c437 *% 64)) +% f436)] * Float(1)) + (arena[((2117376 +% (c437 *% 64)) +% f436)] * Float(bitPattern: 0x3f000000))) + (arena[((2125568 +% (c437 *% 64)) +% f436)] * Float(bitPattern: 0x3f000000)))
-        var w448: Float = ((arena[((2117376 +% (c437 *% 64)) +% f436)] - arena[((2125568 +% (c437 *% 64)) +% f436)]) * Float(bitPattern: 0x3f000000))
-        var w449: Float = (((arena[((2117376 +% (c437 *% 64)) +% f436)] * Float(bitPattern: 0x3f000000)) + (arena[((2125568 +% (c437 *% 64)) +% f436)] * Float(bitPattern: 0x3f000000))) + (arena[((2133760 +% (c437 *% 64)) +% f436)] * Float(1)))
-        var w450: Float = (((w438 * Float(1)) + (w441 * Float(bitPattern: 0x3f000000))) + (w444 * Float(bitPattern: 0x3f000000)))
-        var w451: Float = ((w441 - w444) * Float(bitPattern: 0x3f000000))
-        var w452: Float = (((w441 * Float(bitPattern: 0x3f000000)) + (w444 * Float(bitPattern: 0x3f000000))) + (w447 * Float(1)))
-        var w453: Float = (((w439 * Float(1)) + (w442 * Float(bitPattern: 0x3f000000))) + (w445 * Float(bitPattern: 0x3f000000)))
-        var w454: Float = ((w442 - w445) * Float(bitPattern: 0x3f000000))
-        var w455: Float = (((w442 * Float(bitPattern: 0x3f000000)) + (w445 * Float(bitPattern: 0x3f000000))) + (w448 * Float(1)))
-        var w456: Float = (((w440 * Float(1)) + (w443 * Float(bitPattern: 0x3f000000))) + (w446 * Float(bitPattern: 0x3f000000)))
-        var w457: Float = ((w443 - w446) * Float(bitPattern: 0x3f000000))
-        var w458: Float = (((w443 * Float(bitPattern: 0x3f000000)) + (w446 * Float(bitPattern: 0x3f000000))) + (w449 * Float(1)))
-        grads[(352 +% (((f436 *% 32) +% c437) *% 9))] = w450
-        grads[((352 +% (((f436 *% 32) +% c437) *% 9)) +% 1)] = w451
-        grads[((352 +% (((f436 *% 32) +% c437) *% 9)) +% 2)] = w452
-        grads[((352 +% (((f436 *% 32) +% c437) *% 9)) +% 3)] = w453
-        grads[((352 +% (((f436 *% 32) +% c437) *% 9)) +% 4)] = w454
-        grads[((352 +% (((f436 *% 32) +% c437) *% 9)) +% 5)] = w455
-        grads[((352 +% (((f436 *% 32) +% c437) *% 9)) +% 6)] = w456
-        grads[((352 +% (((f436 *% 32) +% c437) *% 9)) +% 7)] = w457
-        grads[((352 +% (((f436 *% 32) +% c437) *% 9)) +% 8)] = w458
+    for f439 in 0..<64 {
+      for c440 in 0..<32 {
+        var w441: Float = (((arena[((2103040 +% (c440 *% 64)) +% f439)] * Float(1)) + (arena[((2111232 +% (c440 *% 64)) +% f439)] * Float(bitPattern: 0x3f000000))) + (arena[((2119424 +% (c440 *% 64)) +% f439)] * Float(bitPattern: 0x3f000000)))
+        var w442: Float = ((arena[((2111232 +% (c440 *% 64)) +% f439)] - arena[((2119424 +% (c440 *% 64)) +% f439)]) * Float(bitPattern: 0x3f000000))
+        var w443: Float = (((arena[((2111232 +% (c440 *% 64)) +% f439)] * Float(bitPattern: 0x3f000000)) + (arena[((2119424 +% (c440 *% 64)) +% f439)] * Float(bitPattern: 0x3f000000))) + (arena[((2127616 +% (c440 *% 64)) +% f439)] * Float(1)))
+        var w444: Float = (((arena[((2105088 +% (c440 *% 64)) +% f439)] * Float(1)) + (arena[((2113280 +% (c440 *% 64)) +% f439)] * Float(bitPattern: 0x3f000000))) + (arena[((2121472 +% (c440 *% 64)) +% f439)] * Float(bitPattern: 0x3f000000)))
+        var w445: Float = ((arena[((2113280 +% (c440 *% 64)) +% f439)] - arena[((2121472 +% (c440 *% 64)) +% f439)]) * Float(bitPattern: 0x3f000000))
+        var w446: Float = (((arena[((2113280 +% (c440 *% 64)) +% f439)] * Float(bitPattern: 0x3f000000)) + (arena[((2121472 +% (c440 *% 64)) +% f439)] * Float(bitPattern: 0x3f000000))) + (arena[((2129664 +% (c440 *% 64)) +% f439)] * Float(1)))
+        var w447: Float = (((arena[((2107136 +% (c440 *% 64)) +% f439)] * Float(1)) + (arena[((2115328 +% (c440 *% 64)) +% f439)] * Float(bitPattern: 0x3f000000))) + (arena[((2123520 +% (c440 *% 64)) +% f439)] * Float(bitPattern: 0x3f000000)))
+        var w448: Float = ((arena[((2115328 +% (c440 *% 64)) +% f439)] - arena[((2123520 +% (c440 *% 64)) +% f439)]) * Float(bitPattern: 0x3f000000))
+        var w449: Float = (((arena[((2115328 +% (c440 *% 64)) +% f439)] * Float(bitPattern: 0x3f000000)) + (arena[((2123520 +% (c440 *% 64)) +% f439)] * Float(bitPattern: 0x3f000000))) + (arena[((2131712 +% (c440 *% 64)) +% f439)] * Float(1)))
+        var w450: Float = (((arena[((2109184 +% (c440 *% 64)) +% f439)] * Float(1)) + (arena[((2117376 +% (c440 *% 64)) +% f439)] * Float(bitPattern: 0x3f000000))) + (arena[((2125568 +% (c440 *% 64)) +% f439)] * Float(bitPattern: 0x3f000000)))
+        var w451: Float = ((arena[((2117376 +% (c440 *% 64)) +% f439)] - arena[((2125568 +% (c440 *% 64)) +% f439)]) * Float(bitPattern: 0x3f000000))
+        var w452: Float = (((arena[((2117376 +% (c440 *% 64)) +% f439)] * Float(bitPattern: 0x3f000000)) + (arena[((2125568 +% (c440 *% 64)) +% f439)] * Float(bitPattern: 0x3f000000))) + (arena[((2133760 +% (c440 *% 64)) +% f439)] * Float(1)))
+        var w453: Float = (((w441 * Float(1)) + (w444 * Float(bitPattern: 0x3f000000))) + (w447 * Float(bitPattern: 0x3f000000)))
+        var w454: Float = ((w444 - w447) * Float(bitPattern: 0x3f000000))
+        var w455: Float = (((w444 * Float(bitPattern: 0x3f000000)) + (w447 * Float(bitPattern: 0x3f000000))) + (w450 * Float(1)))
+        var w456: Float = (((w442 * Float(1)) + (w445 * Float(bitPattern: 0x3f000000))) + (w448 * Float(bitPattern: 0x3f000000)))
+        var w457: Float = ((w445 - w448) * Float(bitPattern: 0x3f000000))
+        var w458: Float = (((w445 * Float(bitPattern: 0x3f000000)) + (w448 * Float(bitPattern: 0x3f000000))) + (w451 * Float(1)))
+        var w459: Float = (((w443 * Float(1)) + (w446 * Float(bitPattern: 0x3f000000))) + (w449 * Float(bitPattern: 0x3f000000)))
+        var w460: Float = ((w446 - w449) * Float(bitPattern: 0x3f000000))
+        var w461: Float = (((w446 * Float(bitPattern: 0x3f000000)) + (w449 * Float(bitPattern: 0x3f000000))) + (w452 * Float(1)))
+        grads[(352 +% (((f439 *% 32) +% c440) *% 9))] = w453
+        grads[((352 +% (((f439 *% 32) +% c440) *% 9)) +% 1)] = w454
+        grads[((352 +% (((f439 *% 32) +% c440) *% 9)) +% 2)] = w455
+        grads[((352 +% (((f439 *% 32) +% c440) *% 9)) +% 3)] = w456
+        grads[((352 +% (((f439 *% 32) +% c440) *% 9)) +% 4)] = w457
+        grads[((352 +% (((f439 *% 32) +% c440) *% 9)) +% 5)] = w458
+        grads[((352 +% (((f439 *% 32) +% c440) *% 9)) +% 6)] = w459
+        grads[((352 +% (((f439 *% 32) +% c440) *% 9)) +% 7)] = w460
+        grads[((352 +% (((f439 *% 32) +% c440) *% 9)) +% 8)] = w461
       }
     }
   }
   // pool1_grad = conv2d_grad_input(conv2_grad, conv2.weight, pool1)
   do {  // scalar loops
-    for ci459 in 0..<64 {
-      for co460 in 0..<32 {
-        var w461: Float = params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 8)]
-        var w462: Float = (((params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 8)] + params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 5)]) + params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 2)]) * Float(bitPattern: 0x3f000000))
-        var w463: Float = (((params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 8)] + params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 2)]) - params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w464: Float = params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 2)]
-        var w465: Float = params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 7)]
-        var w466: Float = (((params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 7)] + params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 4)]) + params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 1)]) * Float(bitPattern: 0x3f000000))
-        var w467: Float = (((params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 7)] + params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 1)]) - params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w468: Float = params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 1)]
-        var w469: Float = params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 6)]
-        var w470: Float = (((params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 6)] + params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 3)]) + params[(352 +% (((ci459 *% 32) +% co460) *% 9))]) * Float(bitPattern: 0x3f000000))
-        var w471: Float = (((params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 6)] + params[(352 +% (((ci459 *% 32) +% co460) *% 9))]) - params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w472: Float = params[(352 +% (((ci459 *% 32) +% co460) *% 9))]
-        var w473: Float = w461
-        var w474: Float = (((w461 + w465) + w469) * Float(bitPattern: 0x3f000000))
-        var w475: Float = (((w461 + w469) - w465) * Float(bitPattern: 0x3f000000))
-        var w476: Float = w469
-        var w477: Float = w462
-        var w478: Float = (((w462 + w466) + w470) * Float(bitPattern: 0x3f000000))
-        var w479: Float = (((w462 + w470) - w466) * Float(bitPattern: 0x3f000000))
-        var w480: Float = w470
-        var w481: Float = w463
-        var w482: Float = (((w463 + w467) + w471) * Float(bitPattern: 0x3f000000))
-        var w483: Float = (((w463 + w471) - w467) * Float(bitPattern: 0x3f000000))
-        var w484: Float = w471
-        var w485: Float = w464
-        var w486: Float = (((w464 + w468) + w472) * Float(bitPattern: 0x3f000000))
-        var w487: Float = (((w464 + w472) - w468) * Float(bitPattern: 0x3f000000))
-        var w488: Float = w472
-        arena[((2408448 +% (ci459 *% 32)) +% co460)] = w473
-        arena[((2410496 +% (ci459 *% 32)) +% co460)] = w474
-        arena[((2412544 +% (ci459 *% 32)) +% co460)] = w475
-        arena[((2414592 +% (ci459 *% 32)) +% co460)] = w476
-        arena[((2416640 +% (ci459 *% 32)) +% co460)] = w477
-        arena[((2418688 +% (ci459 *% 32)) +% co460)] = w478
-        arena[((2420736 +% (ci459 *% 32)) +% co460)] = w479
-        arena[((2422784 +% (ci459 *% 32)) +% co460)] = w480
-        arena[((2424832 +% (ci459 *% 32)) +% co460)] = w481
-        arena[((2426880 +% (ci459 *% 32)) +% co460)] = w482
-        arena[((2428928 +% (ci459 *% 32)) +% co460)] = w483
-        arena[((2430976 +% (ci459 *% 32)) +% co460)] = w484
-        arena[((2433024 +% (ci459 *% 32)) +% co460)] = w485
-        arena[((2435072 +% (ci459 *% 32)) +% co460)] = w486
-        arena[((2437120 +% (ci459 *% 32)) +% co460)] = w487
-        arena[((2439168 +% (ci459 *% 32)) +% co460)] = w488
+    for ci462 in 0..<64 {
+      for co463 in 0..<32 {
+        var w464: Float = params[((352 +% (((ci462 *% 32) +% co463) *% 9)) +% 8)]
+        var w465: Float = (((params[((352 +% (((ci462 *% 32) +% co463) *% 9)) +% 8)] + params[((352 +% (((ci462 *% 32) +% co463) *% 9)) +% 5)]) + params[((352 +% (((ci462 *% 32) +% co463) *% 9)) +% 2)]) * Float(bitPattern: 0x3f000000))
+        var w466: Float = (((params[((352 +% (((ci462 *% 32) +% co463) *% 9)) +% 8)] + params[((352 +% (((ci462 *% 32) +% co463) *% 9)) +% 2)]) - params[((352 +% (((ci462 *% 32) +% co463) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w467: Float = params[((352 +% (((ci462 *% 32) +% co463) *% 9)) +% 2)]
+        var w468: Float = params[((352 +% (((ci462 *% 32) +% co463) *% 9)) +% 7)]
+        var w469: Float = (((params[((352 +% (((ci462 *% 32) +% co463) *% 9)) +% 7)] + params[((352 +% (((ci462 *% 32) +% co463) *% 9)) +% 4)]) + params[((352 +% (((ci462 *% 32) +% co463) *% 9)) +% 1)]) * Float(bitPattern: 0x3f000000))
+        var w470: Float = (((params[((352 +% (((ci462 *% 32) +% co463) *% 9)) +% 7)] + params[((352 +% (((ci462 *% 32) +% co463) *% 9)) +% 1)]) - params[((352 +% (((ci462 *% 32) +% co463) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w471: Float = params[((352 +% (((ci462 *% 32) +% co463) *% 9)) +% 1)]
+        var w472: Float = params[((352 +% (((ci462 *% 32) +% co463) *% 9)) +% 6)]
+        var w473: Float = (((params[((352 +% (((ci462 *% 32) +% co463) *% 9)) +% 6)] + params[((352 +% (((ci462 *% 32) +% co463) *% 9)) +% 3)]) + params[(352 +% (((ci462 *% 32) +% co463) *% 9))]) * Float(bitPattern: 0x3f000000))
+        var w474: Float = (((params[((352 +% (((ci462 *% 32) +% co463) *% 9)) +% 6)] + params[(352 +% (((ci462 *% 32) +% co463) *% 9))]) - params[((352 +% (((ci462 *% 32) +% co463) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w475: Float = params[(352 +% (((ci462 *% 32) +% co463) *% 9))]
+        var w476: Float = w464
+        var w477: Float = (((w464 + w468) + w472) * Float(bitPattern: 0x3f000000))
+        var w478: Float = (((w464 + w472) - w468) * Float(bitPattern: 0x3f000000))
+        var w479: Float = w472
+        var w480: Float = w465
+        var w481: Float = (((w465 + w469) + w473) * Float(bitPattern: 0x3f000000))
+        var w482: Float = (((w465 + w473) - w469) * Float(bitPattern: 0x3f000000))
+        var w483: Float = w473
+        var w484: Float = w466
+        var w485: Float = (((w466 + w470) + w474) * Float(bitPattern: 0x3f000000))
+        var w486: Float = (((w466 + w474) - w470) * Float(bitPattern: 0x3f000000))
+        var w487: Float = w474
+        var w488: Float = w467
+        var w489: Float = (((w467 + w471) + w475) * Float(bitPattern: 0x3f000000))
+        var w490: Float = (((w467 + w475) - w471) * Float(bitPattern: 0x3f000000))
+        var w491: Float = w475
+        arena[((2408448 +% (ci462 *% 32)) +% co463)] = w476
+        arena[((2410496 +% (ci462 *% 32)) +% co463)] = w477
+        arena[((2412544 +% (ci462 *% 32)) +% co463)] = w478
+        arena[((2414592 +% (ci462 *% 32)) +% co463)] = w479
+        arena[((2416640 +% (ci462 *% 32)) +% co463)] = w480
+        arena[((2418688 +% (ci462 *% 32)) +% co463)] = w481
+        arena[((2420736 +% (ci462 *% 32)) +% co463)] = w482
+        arena[((2422784 +% (ci462 *% 32)) +% co463)] = w483
+        arena[((2424832 +% (ci462 *% 32)) +% co463)] = w484
+        arena[((2426880 +% (ci462 *% 32)) +% co463)] = w485
+        arena[((2428928 +% (ci462 *% 32)) +% co463)] = w486
+        arena[((2430976 +% (ci462 *% 32)) +% co463)] = w487
+        arena[((2433024 +% (ci462 *% 32)) +% co463)] = w488
+        arena[((2435072 +% (ci462 *% 32)) +% co463)] = w489
+        arena[((2437120 +% (ci462 *% 32)) +% co463)] = w490
+        arena[((2439168 +% (ci462 *% 32)) +% co463)] = w491
       }
     }
   }
-  for i489 in 0..<2048 {
-    storeVector(arena, ((i489 *% 8) +% 2441216), Vector(repeating: Float(0)))
+  for i492 in 0..<2048 {
+    storeVector(arena, ((i492 *% 8) +% 2441216), Vector(repeating: Float(0)))
   }
-  for g490 in 0..<64 {
-    for j491 in 0..<1 {
-      for c492 in 0..<64 {
-        for iy493 in 0..<14 {
-          for ix494 in 0..<14 {
-            arena[(2441216 +% ((((j491 *% 16384) +% ((iy493 +% 1) *% 1024)) +% ((ix494 +% 1) *% 64)) +% c492))] = arena[((((5619776 +% ((g490 +% j491) *% 12544)) +% (c492 *% 196)) +% (iy493 *% 14)) +% ix494)]
+  for g493 in 0..<64 {
+    for j494 in 0..<1 {
+      for iy495 in 0..<14 {
+        for c496 in 0..<64 {
+          for ix497 in 0..<14 {
+            arena[(2441216 +% ((((j494 *% 16384) +% ((iy495 +% 1) *% 1024)) +% ((ix497 +% 1) *% 64)) +% c496))] = arena[((((5619776 +% ((g493 +% j494) *% 12544)) +% (c496 *% 196)) +% (iy495 *% 14)) +% ix497)]
           }
         }
       }
     }
-    for j495 in 0..<1 {
-      for ty496 in 0..<7 {
-        for tx497 in 0..<7 {
-          for cv498 in 0..<8 {
-            let w499 = (loadVector(arena, (2441216 +% ((((j495 *% 16384) +% ((ty496 *% 2) *% 1024)) +% ((tx497 *% 2) *% 64)) +% (cv498 *% 8)))) - loadVector(arena, (2441216 +% ((((j495 *% 16384) +% (((ty496 *% 2) +% 2) *% 1024)) +% ((tx497 *% 2) *% 64)) +% (cv498 *% 8)))))
-            let w500 = (loadVector(arena, (2441216 +% ((((j495 *% 16384) +% (((ty496 *% 2) +% 1) *% 1024)) +% ((tx497 *% 2) *% 64)) +% (cv498 *% 8)))) + loadVector(arena, (2441216 +% ((((j495 *% 16384) +% (((ty496 *% 2) +% 2) *% 1024)) +% ((tx497 *% 2) *% 64)) +% (cv498 *% 8)))))
-            let w501 = (loadVector(arena, (2441216 +% ((((j495 *% 16384) +% (((ty496 *% 2) +% 2) *% 1024)) +% ((tx497 *% 2) *% 64)) +% (cv498 *% 8)))) - loadVector(arena, (2441216 +% ((((j495 *% 16384) +% (((ty496 *% 2) +% 1) *% 1024)) +% ((tx497 *% 2) *% 64)) +% (cv498 *% 8)))))
-            let w502 = (loadVector(arena, (2441216 +% ((((j495 *% 16384) +% (((ty496 *% 2) +% 1) *% 1024)) +% ((tx497 *% 2) *% 64)) +% (cv498 *% 8)))) - loadVector(arena, (2441216 +% ((((j495 *% 16384) +% (((ty496 *% 2) +% 3) *% 1024)) +% ((tx497 *% 2) *% 64)) +% (cv498 *% 8)))))
-            let w503 = (loadVector(arena, (2441216 +% ((((j495 *% 16384) +% ((ty496 *% 2) *% 1024)) +% (((tx497 *% 2) +% 1) *% 64)) +% (cv498 *% 8)))) - loadVector(arena, (2441216 +% ((((j495 *% 16384) +% (((ty496 *% 2) +% 2) *% 1024)) +% (((tx497 *% 2) +% 1) *% 64)) +% (cv498 *% 8)))))
-            let w504 = (loadVector(arena, (2441216 +% ((((j495 *% 16384) +% (((ty496 *% 2) +% 1) *% 1024)) +% (((tx497 *% 2) +% 1) *% 64)) +% (cv498 *% 8)))) + loadVector(arena, (2441216 +% ((((j495 *% 16384) +% (((ty496 *% 2) +% 2) *% 1024)) +% (((tx497 *% 2) +% 1) *% 64)) +% (cv498 *% 8)))))
-            let w505 = (loadVector(arena, (2441216 +% ((((j495 *% 16384) +% (((ty496 *% 2) +% 2) *% 1024)) +% (((tx497 *% 2) +% 1) *% 64)) +% (cv498 *% 8)))) - loadVector(arena, (2441216 +% ((((j495 *% 16384) +% (((ty496 *% 2) +% 1) *% 1024)) +% (((tx497 *% 2) +% 1) *% 64)) +% (cv498 *% 8)))))
-            let w506 = (loadVector(arena, (2441216 +% ((((j495 *% 16384) +% (((ty496 *% 2) +% 1) *% 1024)) +% (((tx497 *% 2) +% 1) *% 64)) +% (cv498 *% 8)))) - loadVector(arena, (2441216 +% ((((j495 *% 16384) +% (((ty496 *% 2) +% 3) *% 1024)) +% (((tx497 *% 2) +% 1) *% 64)) +% (cv498 *% 8)))))
-            let w507 = (loadVector(arena, (2441216 +% ((((j495 *% 16384) +% ((ty496 *% 2) *% 1024)) +% (((tx497 *% 2) +% 2) *% 64)) +% (cv498 *% 8)))) - loadVector(arena, (2441216 +% ((((j495 *% 16384) +% (((ty496 *% 2) +% 2) *% 1024)) +% (((tx497 *% 2) +% 2) *% 64)) +% (cv498 *% 8)))))
-            let w508 = (loadVector(arena, (2441216 +% ((((j495 *% 16384) +% (((ty496 *% 2) +% 1) *% 1024)) +% (((tx497 *% 2) +% 2) *% 64)) +% (cv498 *% 8)))) + loadVector(arena, (2441216 +% ((((j495 *% 16384) +% (((ty496 *% 2) +% 2) *% 1024)) +% (((tx497 *% 2) +% 2) *% 64)) +% (cv498 *% 8)))))
-            let w509 = (loadVector(arena, (2441216 +% ((((j495 *% 16384) +% (((ty496 *% 2) +% 2) *% 1024)) +% (((tx497 *% 2) +% 2) *% 64)) +% (cv498 *% 8)))) - loadVector(arena, (2441216 +% ((((j495 *% 16384) +% (((ty496 *% 2) +% 1) *% 1024)) +% (((tx497 *% 2) +% 2) *% 64)) +% (cv498 *% 8)))))
-            let w510 = (loadVector(arena, (2441216 +% ((((j495 *% 16384) +% (((ty496 *% 2) +% 1) *% 1024)) +% (((tx497 *% 2) +% 2) *% 64)) +% (cv498 *% 8)))) - loadVector(arena, (2441216 +% ((((j495 *% 16384) +% (((ty496 *% 2) +% 3) *% 1024)) +% (((tx497 *% 2) +% 2) *% 64)) +% (cv498 *% 8)))))
-            let w511 = (loadVector(arena, (2441216 +% ((((j495 *% 16384) +% ((ty496 *% 2) *% 1024)) +% (((tx497 *% 2) +% 3) *% 64)) +% (cv498 *% 8)))) - loadVector(arena, (2441216 +% ((((j495 *% 16384) +% (((ty496 *% 2) +% 2) *% 1024)) +% (((tx497 *% 2) +% 3) *% 64)) +% (cv498 *% 8)))))
-            let w512 = (loadVector(arena, (2441216 +% ((((j495 *% 16384) +% (((ty496 *% 2) +% 1) *% 1024)) +% (((tx497 *% 2) +% 3) *% 64)) +% (cv498 *% 8)))) + loadVector(arena, (2441216 +% ((((j495 *% 16384) +% (((ty496 *% 2) +% 2) *% 1024)) +% (((tx497 *% 2) +% 3) *% 64)) +% (cv498 *% 8)))))
-            let w513 = (loadVector(arena, (2441216 +% ((((j495 *% 16384) +% (((ty496 *% 2) +% 2) *% 1024)) +% (((tx497 *% 2) +% 3) *% 64)) +% (cv498 *% 8)))) - loadVector(arena, (2441216 +% ((((j495 *% 16384) +% (((ty496 *% 2) +% 1) *% 1024)) +% (((tx497 *% 2) +% 3) *% 64)) +% (cv498 *% 8)))))
-            let w514 = (loadVector(arena, (2441216 +% ((((j495 *% 16384) +% (((ty496 *% 2) +% 1) *% 1024)) +% (((tx497 *% 2) +% 3) *% 64)) +% (cv498 *% 8)))) - loadVector(arena, (2441216 +% ((((j495 *% 16384) +% (((ty496 *% 2) +% 3) *% 1024)) +% (((tx497 *% 2) +% 3) *% 64)) +% (cv498 *% 8)))))
-            let w515 = (w499 - w507)
-            let w516 = (w503 + w507)
-            let w517 = (w507 - w503)
-            let w518 = (w503 - w511)
-            let w519 = (w500 - w508)
-            let w520 = (w504 + w508)
-            let w521 = (w508 - w504)
-            let w522 = (w504 - w512)
-            let w523 = (w501 - w509)
-            let w524 = (w505 + w509)
-            let w525 = (w509 - w505)
-            let w526 = (w505 - w513)
-            let w527 = (w502 - w510)
-            let w528 = (w506 + w510)
-            let w529 = (w510 - w506)
-            let w530 = (w506 - w514)
-            storeVector(arena, ((2457600 +% ((((j495 *% 49) +% (ty496 *% 7)) +% tx497) *% 64)) +% (cv498 *% 8)), w515)
-            storeVector(arena, ((2460736 +% ((((j495 *% 49) +% (ty496 *% 7)) +% tx497) *% 64)) +% (cv498 *% 8)), w516)
-            storeVector(arena, ((2463872 +% ((((j495 *% 49) +% (ty496 *% 7)) +% tx497) *% 64)) +% (cv498 *% 8)), w517)
-            storeVector(arena, ((2467008 +% ((((j495 *% 49) +% (ty496 *% 7)) +% tx497) *% 64)) +% (cv498 *% 8)), w518)
-            storeVector(arena, ((2470144 +% ((((j495 *% 49) +% (ty496 *% 7)) +% tx497) *% 64)) +% (cv498 *% 8)), w519)
-            storeVector(arena, ((2473280 +% ((((j495 *% 49) +% (ty496 *% 7)) +% tx497) *% 64)) +% (cv498 *% 8)), w520)
-            storeVector(arena, ((2476416 +% ((((j495 *% 49) +% (ty496 *% 7)) +% tx497) *% 64)) +% (cv498 *% 8)), w521)
-            storeVector(arena, ((2479552 +% ((((j495 *% 49) +% (ty496 *% 7)) +% tx497) *% 64)) +% (cv498 *% 8)), w522)
-            storeVector(arena, ((2482688 +% ((((j495 *% 49) +% (ty496 *% 7)) +% tx497) *% 64)) +% (cv498 *% 8)), w523)
-            storeVector(arena, ((2485824 +% ((((j495 *% 49) +% (ty496 *% 7)) +% tx497) *% 64)) +% (cv498 *% 8)), w524)
-            storeVector(arena, ((2488960 +% ((((j495 *% 49) +% (ty496 *% 7)) +% tx497) *% 64)) +% (cv498 *% 8)), w525)
-            storeVector(arena, ((2492096 +% ((((j495 *% 49) +% (ty496 *% 7)) +% tx497) *% 64)) +% (cv498 *% 8)), w526)
-            storeVector(arena, ((2495232 +% ((((j495 *% 49) +% (ty496 *% 7)) +% tx497) *% 64)) +% (cv498 *% 8)), w527)
-            storeVector(arena, ((2498368 +% ((((j495 *% 49) +% (ty496 *% 7)) +% tx497) *% 64)) +% (cv498 *% 8)), w528)
-            storeVector(arena, ((2501504 +% ((((j495 *% 49) +% (ty496 *% 7)) +% tx497) *% 64)) +% (cv498 *% 8)), w529)
-            storeVector(arena, ((2504640 +% ((((j495 *% 49) +% (ty496 *% 7)) +% tx497) *% 64)) +% (cv498 *% 8)), w530)
+    for j498 in 0..<1 {
+      for ty499 in 0..<7 {
+        for tx500 in 0..<7 {
+          for cv501 in 0..<8 {
+            let w502 = (loadVector(arena, (2441216 +% ((((j498 *% 16384) +% ((ty499 *% 2) *% 1024)) +% ((tx500 *% 2) *% 64)) +% (cv501 *% 8)))) - loadVector(arena, (2441216 +% ((((j498 *% 16384) +% (((ty499 *% 2) +% 2) *% 1024)) +% ((tx500 *% 2) *% 64)) +% (cv501 *% 8)))))
+            let w503 = (loadVector(arena, (2441216 +% ((((j498 *% 16384) +% (((ty499 *% 2) +% 1) *% 1024)) +% ((tx500 *% 2) *% 64)) +% (cv501 *% 8)))) + loadVector(arena, (2441216 +% ((((j498 *% 16384) +% (((ty499 *% 2) +% 2) *% 1024)) +% ((tx500 *% 2) *% 64)) +% (cv501 *% 8)))))
+            let w504 = (loadVector(arena, (2441216 +% ((((j498 *% 16384) +% (((ty499 *% 2) +% 2) *% 1024)) +% ((tx500 *% 2) *% 64)) +% (cv501 *% 8)))) - loadVector(arena, (2441216 +% ((((j498 *% 16384) +% (((ty499 *% 2) +% 1) *% 1024)) +% ((tx500 *% 2) *% 64)) +% (cv501 *% 8)))))
+            let w505 = (loadVector(arena, (2441216 +% ((((j498 *% 16384) +% (((ty499 *% 2) +% 1) *% 1024)) +% ((tx500 *% 2) *% 64)) +% (cv501 *% 8)))) - loadVector(arena, (2441216 +% ((((j498 *% 16384) +% (((ty499 *% 2) +% 3) *% 1024)) +% ((tx500 *% 2) *% 64)) +% (cv501 *% 8)))))
+            let w506 = (loadVector(arena, (2441216 +% ((((j498 *% 16384) +% ((ty499 *% 2) *% 1024)) +% (((tx500 *% 2) +% 1) *% 64)) +% (cv501 *% 8)))) - loadVector(arena, (2441216 +% ((((j498 *% 16384) +% (((ty499 *% 2) +% 2) *% 1024)) +% (((tx500 *% 2) +% 1) *% 64)) +% (cv501 *% 8)))))
+            let w507 = (loadVector(arena, (2441216 +% ((((j498 *% 16384) +% (((ty499 *% 2) +% 1) *% 1024)) +% (((tx500 *% 2) +% 1) *% 64)) +% (cv501 *% 8)))) + loadVector(arena, (2441216 +% ((((j498 *% 16384) +% (((ty499 *% 2) +% 2) *% 1024)) +% (((tx500 *% 2) +% 1) *% 64)) +% (cv501 *% 8)))))
+            let w508 = (loadVector(arena, (2441216 +% ((((j498 *% 16384) +% (((ty499 *% 2) +% 2) *% 1024)) +% (((tx500 *% 2) +% 1) *% 64)) +% (cv501 *% 8)))) - loadVector(arena, (2441216 +% ((((j498 *% 16384) +% (((ty499 *% 2) +% 1) *% 1024)) +% (((tx500 *% 2) +% 1) *% 64)) +% (cv501 *% 8)))))
+            let w509 = (loadVector(arena, (2441216 +% ((((j498 *% 16384) +% (((ty499 *% 2) +% 1) *% 1024)) +% (((tx500 *% 2) +% 1) *% 64)) +% (cv501 *% 8)))) - loadVector(arena, (2441216 +% ((((j498 *% 16384) +% (((ty499 *% 2) +% 3) *% 1024)) +% (((tx500 *% 2) +% 1) *% 64)) +% (cv501 *% 8)))))
+            let w510 = (loadVector(arena, (2441216 +% ((((j498 *% 16384) +% ((ty499 *% 2) *% 1024)) +% (((tx500 *% 2) +% 2) *% 64)) +% (cv501 *% 8)))) - loadVector(arena, (2441216 +% ((((j498 *% 16384) +% (((ty499 *% 2) +% 2) *% 1024)) +% (((tx500 *% 2) +% 2) *% 64)) +% (cv501 *% 8)))))
+            let w511 = (loadVector(arena, (2441216 +% ((((j498 *% 16384) +% (((ty499 *% 2) +% 1) *% 1024)) +% (((tx500 *% 2) +% 2) *% 64)) +% (cv501 *% 8)))) + loadVector(arena, (2441216 +% ((((j498 *% 16384) +% (((ty499 *% 2) +% 2) *% 1024)) +% (((tx500 *% 2) +% 2) *% 64)) +% (cv501 *% 8)))))
+            let w512 = (loadVector(arena, (2441216 +% ((((j498 *% 16384) +% (((ty499 *% 2) +% 2) *% 1024)) +% (((tx500 *% 2) +% 2) *% 64)) +% (cv501 *% 8)))) - loadVector(arena, (2441216 +% ((((j498 *% 16384) +% (((ty499 *% 2) +% 1) *% 1024)) +% (((tx500 *% 2) +% 2) *% 64)) +% (cv501 *% 8)))))
+            let w513 = (loadVector(arena, (2441216 +% ((((j498 *% 16384) +% (((ty499 *% 2) +% 1) *% 1024)) +% (((tx500 *% 2) +% 2) *% 64)) +% (cv501 *% 8)))) - loadVector(arena, (2441216 +% ((((j498 *% 16384) +% (((ty499 *% 2) +% 3) *% 1024)) +% (((tx500 *% 2) +% 2) *% 64)) +% (cv501 *% 8)))))
+            let w514 = (loadVector(arena, (2441216 +% ((((j498 *% 16384) +% ((ty499 *% 2) *% 1024)) +% (((tx500 *% 2) +% 3) *% 64)) +% (cv501 *% 8)))) - loadVector(arena, (2441216 +% ((((j498 *% 16384) +% (((ty499 *% 2) +% 2) *% 1024)) +% (((tx500 *% 2) +% 3) *% 64)) +% (cv501 *% 8)))))
+            let w515 = (loadVector(arena, (2441216 +% ((((j498 *% 16384) +% (((ty499 *% 2) +% 1) *% 1024)) +% (((tx500 *% 2) +% 3) *% 64)) +% (cv501 *% 8)))) + loadVector(arena, (2441216 +% ((((j498 *% 16384) +% (((ty499 *% 2) +% 2) *% 1024)) +% (((tx500 *% 2) +% 3) *% 64)) +% (cv501 *% 8)))))
+            let w516 = (loadVector(arena, (2441216 +% ((((j498 *% 16384) +% (((ty499 *% 2) +% 2) *% 1024)) +% (((tx500 *% 2) +% 3) *% 64)) +% (cv501 *% 8)))) - loadVector(arena, (2441216 +% ((((j498 *% 16384) +% (((ty499 *% 2) +% 1) *% 1024)) +% (((tx500 *% 2) +% 3) *% 64)) +% (cv501 *% 8)))))
+            let w517 = (loadVector(arena, (2441216 +% ((((j498 *% 16384) +% (((ty499 *% 2) +% 1) *% 1024)) +% (((tx500 *% 2) +% 3) *% 64)) +% (cv501 *% 8)))) - loadVector(arena, (2441216 +% ((((j498 *% 16384) +% (((ty499 *% 2) +% 3) *% 1024)) +% (((tx500 *% 2) +% 3) *% 64)) +% (cv501 *% 8)))))
+            let w518 = (w502 - w510)
+            let w519 = (w506 + w510)
+            let w520 = (w510 - w506)
+            let w521 = (w506 - w514)
+            let w522 = (w503 - w511)
+            let w523 = (w507 + w511)
+            let w524 = (w511 - w507)
+            let w525 = (w507 - w515)
+            let w526 = (w504 - w512)
+            let w527 = (w508 + w512)
+            let w528 = (w512 - w508)
+            let w529 = (w508 - w516)
+            let w530 = (w505 - w513)
+            let w531 = (w509 + w513)
+            let w532 = (w513 - w509)
+            let w533 = (w509 - w517)
+            storeVector(arena, ((2457600 +% ((((j498 *% 49) +% (ty499 *% 7)) +% tx500) *% 64)) +% (cv501 *% 8)), w518)
+            storeVector(arena, ((2460736 +% ((((j498 *% 49) +% (ty499 *% 7)) +% tx500) *% 64)) +% (cv501 *% 8)), w519)
+            storeVector(arena, ((2463872 +% ((((j498 *% 49) +% (ty499 *% 7)) +% tx500) *% 64)) +% (cv501 *% 8)), w520)
+            storeVector(arena, ((2467008 +% ((((j498 *% 49) +% (ty499 *% 7)) +% tx500) *% 64)) +% (cv501 *% 8)), w521)
+            storeVector(arena, ((2470144 +% ((((j498 *% 49) +% (ty499 *% 7)) +% tx500) *% 64)) +% (cv501 *% 8)), w522)
+            storeVector(arena, ((2473280 +% ((((j498 *% 49) +% (ty499 *% 7)) +% tx500) *% 64)) +% (cv501 *% 8)), w523)
+            storeVector(arena, ((2476416 +% ((((j498 *% 49) +% (ty499 *% 7)) +% tx500) *% 64)) +% (cv501 *% 8)), w524)
+            storeVector(arena, ((2479552 +% ((((j498 *% 49) +% (ty499 *% 7)) +% tx500) *% 64)) +% (cv501 *% 8)), w525)
+            storeVector(arena, ((2482688 +% ((((j498 *% 49) +% (ty499 *% 7)) +% tx500) *% 64)) +% (cv501 *% 8)), w526)
+            storeVector(arena, ((2485824 +% ((((j498 *% 49) +% (ty499 *% 7)) +% tx500) *% 64)) +% (cv501 *% 8)), w527)
+            storeVector(arena, ((2488960 +% ((((j498 *% 49) +% (ty499 *% 7)) +% tx500) *% 64)) +% (cv501 *% 8)), w528)
+            storeVector(arena, ((2492096 +% ((((j498 *% 49) +% (ty499 *% 7)) +% tx500) *% 64)) +% (cv501 *% 8)), w529)
+            storeVector(arena, ((2495232 +% ((((j498 *% 49) +% (ty499 *% 7)) +% tx500) *% 64)) +% (cv501 *% 8)), w530)
+            storeVector(arena, ((2498368 +% ((((j498 *% 49) +% (ty499 *% 7)) +% tx500) *% 64)) +% (cv501 *% 8)), w531)
+            storeVector(arena, ((2501504 +% ((((j498 *% 49) +% (ty499 *% 7)) +% tx500) *% 64)) +% (cv501 *% 8)), w532)
+            storeVector(arena, ((2504640 +% ((((j498 *% 49) +% (ty499 *% 7)) +% tx500) *% 64)) +% (cv501 *% 8)), w533)
           }
         }
       }
     }
-    for xi531 in 0..<16 {
-      do {  // gemm538
-        for nb532 in 0..<2 {
-          for mb533 in 0..<9 {
-            var t534_c0_0 = Vector()
-            var t534_c0_1 = Vector()
-            var t534_c1_0 = Vector()
-            var t534_c1_1 = Vector()
-            var t534_c2_0 = Vector()
-            var t534_c2_1 = Vector()
-            var t534_c3_0 = Vector()
-            var t534_c3_1 = Vector()
-            var t534_c4_0 = Vector()
-            var t534_c4_1 = Vector()
-            for k535 in 0..<64 {
-              let t534_b0 = loadVector(arena, (((2408448 +% (xi531 *% 2048)) +% (k535 *% 32)) +% (nb532 *% 16)))
-              let t534_b1 = loadVector(arena, ((((2408448 +% (xi531 *% 2048)) +% (k535 *% 32)) +% (nb532 *% 16)) +% 8))
-              let t534_a0 = Vector(repeating: arena[(((2457600 +% (xi531 *% 3136)) +% ((mb533 *% 5) *% 64)) +% k535)])
-              t534_c0_0 = t534_c0_0.addingProduct(t534_a0, t534_b0)
-              t534_c0_1 = t534_c0_1.addingProduct(t534_a0, t534_b1)
-              let t534_a1 = Vector(repeating: arena[(((2457600 +% (xi531 *% 3136)) +% (((mb533 *% 5) +% 1) *% 64)) +% k535)])
-              t534_c1_0 = t534_c1_0.addingProduct(t534_a1, t534_b0)
-              t534_c1_1 = t534_c1_1.addingProduct(t534_a1, t534_b1)
-              let t534_a2 = Vector(repeating: arena[(((2457600 +% (xi531 *% 3136)) +% (((mb533 *% 5) +% 2) *% 64)) +% k535)])
-              t534_c2_0 = t534_c2_0.addingProduct(t534_a2, t534_b0)
-              t534_c2_1 = t534_c2_1.addingProduct(t534_a2, t534_b1)
-              let t534_a3 = Vector(repeating: arena[(((2457600 +% (xi531 *% 3136)) +% (((mb533 *% 5) +% 3) *% 64)) +% k535)])
-              t534_c3_0 = t534_c3_0.addingProduct(t534_a3, t534_b0)
-              t534_c3_1 = t534_c3_1.addingProduct(t534_a3, t534_b1)
-              let t534_a4 = Vector(repeating: arena[(((2457600 +% (xi531 *% 3136)) +% (((mb533 *% 5) +% 4) *% 64)) +% k535)])
-              t534_c4_0 = t534_c4_0.addingProduct(t534_a4, t534_b0)
-              t534_c4_1 = t534_c4_1.addingProduct(t534_a4, t534_b1)
+    for xi534 in 0..<16 {
+      do {  // gemm541
+        for nb535 in 0..<2 {
+          for mb536 in 0..<9 {
+            var t537_c0_0 = Vector()
+            var t537_c0_1 = Vector()
+            var t537_c1_0 = Vector()
+            var t537_c1_1 = Vector()
+            var t537_c2_0 = Vector()
+            var t537_c2_1 = Vector()
+            var t537_c3_0 = Vector()
+            var t537_c3_1 = Vector()
+            var t537_c4_0 = Vector()
+            var t537_c4_1 = Vector()
+            for k538 in 0..<64 {
+              let t537_b0 = loadVector(arena, (((2408448 +% (xi534 *% 2048)) +% (k538 *% 32)) +% (nb535 *% 16)))
+              let t537_b1 = loadVector(arena, ((((2408448 +% (xi534 *% 2048)) +% (k538 *% 32)) +% (nb535 *% 16)) +% 8))
+              let t537_a0 = Vector(repeating: arena[(((2457600 +% (xi534 *% 3136)) +% ((mb536 *% 5) *% 64)) +% k538)])
+              t537_c0_0 = t537_c0_0.addingProduct(t537_a0, t537_b0)
+              t537_c0_1 = t537_c0_1.addingProduct(t537_a0, t537_b1)
+              let t537_a1 = Vector(repeating: arena[(((2457600 +% (xi534 *% 3136)) +% (((mb536 *% 5) +% 1) *% 64)) +% k538)])
+              t537_c1_0 = t537_c1_0.addingProduct(t537_a1, t537_b0)
+              t537_c1_1 = t537_c1_1.addingProduct(t537_a1, t537_b1)
+              let t537_a2 = Vector(repeating: arena[(((2457600 +% (xi534 *% 3136)) +% (((mb536 *% 5) +% 2) *% 64)) +% k538)])
+              t537_c2_0 = t537_c2_0.addingProduct(t537_a2, t537_b0)
+              t537_c2_1 = t537_c2_1.addingProduct(t537_a2, t537_b1)
+              let t537_a3 = Vector(repeating: arena[(((2457600 +% (xi534 *% 3136)) +% (((mb536 *% 5) +% 3) *% 64)) +% k538)])
+              t537_c3_0 = t537_c3_0.addingProduct(t537_a3, t537_b0)
+              t537_c3_1 = t537_c3_1.addingProduct(t537_a3, t537_b1)
+              let t537_a4 = Vector(repeating: arena[(((2457600 +% (xi534 *% 3136)) +% (((mb536 *% 5) +% 4) *% 64)) +% k538)])
+              t537_c4_0 = t537_c4_0.addingProduct(t537_a4, t537_b0)
+              t537_c4_1 = t537_c4_1.addingProduct(t537_a4, t537_b1)
             }
-            storeVector(arena, (((2507776 +% (xi531 *% 1568)) +% ((mb533 *% 5) *% 32)) +% (nb532 *% 16)), t534_c0_0)
-            storeVector(arena, ((((2507776 +% (xi531 *% 1568)) +% ((mb533 *% 5) *% 32)) +% (nb532 *% 16)) +% 8), t534_c0_1)
-            storeVector(arena, (((2507776 +% (xi531 *% 1568)) +% (((mb533 *% 5) +% 1) *% 32)) +% (nb532 *% 16)), t534_c1_0)
-            storeVector(arena, ((((2507776 +% (xi531 *% 1568)) +% (((mb533 *% 5) +% 1) *% 32)) +% (nb532 *% 16)) +% 8), t534_c1_1)
-            storeVector(arena, (((2507776 +% (xi531 *% 1568)) +% (((mb533 *% 5) +% 2) *% 32)) +% (nb532 *% 16)), t534_c2_0)
-            storeVector(arena, ((((2507776 +% (xi531 *% 1568)) +% (((mb533 *% 5) +% 2) *% 32)) +% (nb532 *% 16)) +% 8), t534_c2_1)
-            storeVector(arena, (((2507776 +% (xi531 *% 1568)) +% (((mb533 *% 5) +% 3) *% 32)) +% (nb532 *% 16)), t534_c3_0)
-            storeVector(arena, ((((2507776 +% (xi531 *% 1568)) +% (((mb533 *% 5) +% 3) *% 32)) +% (nb532 *% 16)) +% 8), t534_c3_1)
-            storeVector(arena, (((2507776 +% (xi531 *% 1568)) +% (((mb533 *% 5) +% 4) *% 32)) +% (nb532 *% 16)), t534_c4_0)
-            storeVector(arena, ((((2507776 +% (xi531 *% 1568)) +% (((mb533 *% 5) +% 4) *% 32)) +% (nb532 *% 16)) +% 8), t534_c4_1)
+            storeVector(arena, (((2507776 +% (xi534 *% 1568)) +% ((mb536 *% 5) *% 32)) +% (nb535 *% 16)), t537_c0_0)
+            storeVector(arena, ((((2507776 +% (xi534 *% 1568)) +% ((mb536 *% 5) *% 32)) +% (nb535 *% 16)) +% 8), t537_c0_1)
+            storeVector(arena, (((2507776 +% (xi534 *% 1568)) +% (((mb536 *% 5) +% 1) *% 32)) +% (nb535 *% 16)), t537_c1_0)
+            storeVector(arena, ((((2507776 +% (xi534 *% 1568)) +% (((mb536 *% 5) +% 1) *% 32)) +% (nb535 *% 16)) +% 8), t537_c1_1)
+            storeVector(arena, (((2507776 +% (xi534 *% 1568)) +% (((mb536 *% 5) +% 2) *% 32)) +% (nb535 *% 16)), t537_c2_0)
+            storeVector(arena, ((((2507776 +% (xi534 *% 1568)) +% (((mb536 *% 5) +% 2) *% 32)) +% (nb535 *% 16)) +% 8), t537_c2_1)
+            storeVector(arena, (((2507776 +% (xi534 *% 1568)) +% (((mb536 *% 5) +% 3) *% 32)) +% (nb535 *% 16)), t537_c3_0)
+            storeVector(arena, ((((2507776 +% (xi534 *% 1568)) +% (((mb536 *% 5) +% 3) *% 32)) +% (nb535 *% 16)) +% 8), t537_c3_1)
+            storeVector(arena, (((2507776 +% (xi534 *% 1568)) +% (((mb536 *% 5) +% 4) *% 32)) +% (nb535 *% 16)), t537_c4_0)
+            storeVector(arena, ((((2507776 +% (xi534 *% 1568)) +% (((mb536 *% 5) +% 4) *% 32)) +% (nb535 *% 16)) +% 8), t537_c4_1)
           }
-          var t536_c0_0 = Vector()
-          var t536_c0_1 = Vector()
-          var t536_c1_0 = Vector()
-          var t536_c1_1 = Vector()
-          var t536_c2_0 = Vector()
-          var t536_c2_1 = Vector()
-          var t536_c3_0 = Vector()
-          var t536_c3_1 = Vector()
-          for k537 in 0..<64 {
-            let t536_b0 = loadVector(arena, (((2408448 +% (xi531 *% 2048)) +% (k537 *% 32)) +% (nb532 *% 16)))
-            let t536_b1 = loadVector(arena, ((((2408448 +% (xi531 *% 2048)) +% (k537 *% 32)) +% (nb532 *% 16)) +% 8))
-            let t536_a0 = Vector(repeating: arena[(((2457600 +% (xi531 *% 3136)) +% 2880) +% k537)])
-            t536_c0_0 = t536_c0_0.addingProduct(t536_a0, t536_b0)
-            t536_c0_1 = t536_c0_1.addingProduct(t536_a0, t536_b1)
-            let t536_a1 = Vector(repeating: arena[(((2457600 +% (xi531 *% 3136)) +% 2944) +% k537)])
-            t536_c1_0 = t536_c1_0.addingProduct(t536_a1, t536_b0)
-            t536_c1_1 = t536_c1_1.addingProduct(t536_a1, t536_b1)
-            let t536_a2 = Vector(repeating: arena[(((2457600 +% (xi531 *% 3136)) +% 3008) +% k537)])
-            t536_c2_0 = t536_c2_0.addingProduct(t536_a2, t536_b0)
-            t536_c2_1 = t536_c2_1.addingProduct(t536_a2, t536_b1)
-            let t536_a3 = Vector(repeating: arena[(((2457600 +% (xi531 *% 3136)) +% 3072) +% k537)])
-            t536_c3_0 = t536_c3_0.addingProduct(t536_a3, t536_b0)
-            t536_c3_1 = t536_c3_1.addingProduct(t536_a3, t536_b1)
+          var t539_c0_0 = Vector()
+          var t539_c0_1 = Vector()
+          var t539_c1_0 = Vector()
+          var t539_c1_1 = Vector()
+          var t539_c2_0 = Vector()
+          var t539_c2_1 = Vector()
+          var t539_c3_0 = Vector()
+          var t539_c3_1 = Vector()
+          for k540 in 0..<64 {
+            let t539_b0 = loadVector(arena, (((2408448 +% (xi534 *% 2048)) +% (k540 *% 32)) +% (nb535 *% 16)))
+            let t539_b1 = loadVector(arena, ((((2408448 +% (xi534 *% 2048)) +% (k540 *% 32)) +% (nb535 *% 16)) +% 8))
+            let t539_a0 = Vector(repeating: arena[(((2457600 +% (xi534 *% 3136)) +% 2880) +% k540)])
+            t539_c0_0 = t539_c0_0.addingProduct(t539_a0, t539_b0)
+            t539_c0_1 = t539_c0_1.addingProduct(t539_a0, t539_b1)
+            let t539_a1 = Vector(repeating: arena[(((2457600 +% (xi534 *% 3136)) +% 2944) +% k540)])
+            t539_c1_0 = t539_c1_0.addingProduct(t539_a1, t539_b0)
+            t539_c1_1 = t539_c1_1.addingProduct(t539_a1, t539_b1)
+            let t539_a2 = Vector(repeating: arena[(((2457600 +% (xi534 *% 3136)) +% 3008) +% k540)])
+            t539_c2_0 = t539_c2_0.addingProduct(t539_a2, t539_b0)
+            t539_c2_1 = t539_c2_1.addingProduct(t539_a2, t539_b1)
+            let t539_a3 = Vector(repeating: arena[(((2457600 +% (xi534 *% 3136)) +% 3072) +% k540)])
+            t539_c3_0 = t539_c3_0.addingProduct(t539_a3, t539_b0)
+            t539_c3_1 = t539_c3_1.addingProduct(t539_a3, t539_b1)
           }
-          storeVector(arena, (((2507776 +% (xi531 *% 1568)) +% 1440) +% (nb532 *% 16)), t536_c0_0)
-          storeVector(arena, ((((2507776 +% (xi531 *% 1568)) +% 1440) +% (nb532 *% 16)) +% 8), t536_c0_1)
-          storeVector(arena, (((2507776 +% (xi531 *% 1568)) +% 1472) +% (nb532 *% 16)), t536_c1_0)
-          storeVector(arena, ((((2507776 +% (xi531 *% 1568)) +% 1472) +% (nb532 *% 16)) +% 8), t536_c1_1)
-          storeVector(arena, (((2507776 +% (xi531 *% 1568)) +% 1504) +% (nb532 *% 16)), t536_c2_0)
-          storeVector(arena, ((((2507776 +% (xi531 *% 1568)) +% 1504) +% (nb532 *% 16)) +% 8), t536_c2_1)
-          storeVector(arena, (((2507776 +% (xi531 *% 1568)) +% 1536) +% (nb532 *% 16)), t536_c3_0)
-          storeVector(arena, ((((2507776 +% (xi531 *% 1568)) +% 1536) +% (nb532 *% 16)) +% 8), t536_c3_1)
+          storeVector(arena, (((2507776 +% (xi534 *% 1568)) +% 1440) +% (nb535 *% 16)), t539_c0_0)
+          storeVector(arena, ((((2507776 +% (xi534 *% 1568)) +% 1440) +% (nb535 *% 16)) +% 8), t539_c0_1)
+          storeVector(arena, (((2507776 +% (xi534 *% 1568)) +% 1472) +% (nb535 *% 16)), t539_c1_0)
+          storeVector(arena, ((((2507776 +% (xi534 *% 1568)) +% 1472) +% (nb535 *% 16)) +% 8), t539_c1_1)
+          storeVector(arena, (((2507776 +% (xi534 *% 1568)) +% 1504) +% (nb535 *% 16)), t539_c2_0)
+          storeVector(arena, ((((2507776 +% (xi534 *% 1568)) +% 1504) +% (nb535 *% 16)) +% 8), t539_c2_1)
+          storeVector(arena, (((2507776 +% (xi534 *% 1568)) +% 1536) +% (nb535 *% 16)), t539_c3_0)
+          storeVector(arena, ((((2507776 +% (xi534 *% 1568)) +% 1536) +% (nb535 *% 16)) +% 8), t539_c3_1)
         }
       }
     }
-    for j539 in 0..<1 {
-      for ty540 in 0..<7 {
-        for tx541 in 0..<7 {
-          for cv542 in 0..<4 {
-            let w543 = ((loadVector(arena, ((2507776 +% ((((j539 *% 49) +% (ty540 *% 7)) +% tx541) *% 32)) +% (cv542 *% 8))) + loadVector(arena, ((2514048 +% ((((j539 *% 49) +% (ty540 *% 7)) +% tx541) *% 32)) +% (cv542 *% 8)))) + loadVector(arena, ((2520320 +% ((((j539 *% 49) +% (ty540 *% 7)) +% tx541) *% 32)) +% (cv542 *% 8))))
-            let w544 = ((loadVector(arena, ((2514048 +% ((((j539 *% 49) +% (ty540 *% 7)) +% tx541) *% 32)) +% (cv542 *% 8))) - loadVector(arena, ((2520320 +% ((((j539 *% 49) +% (ty540 *% 7)) +% tx541) *% 32)) +% (cv542 *% 8)))) - loadVector(arena, ((2526592 +% ((((j539 *% 49) +% (ty540 *% 7)) +% tx541) *% 32)) +% (cv542 *% 8))))
-            let w545 = ((loadVector(arena, ((2509344 +% ((((j539 *% 49) +% (ty540 *% 7)) +% tx541) *% 32)) +% (cv542 *% 8))) + loadVector(arena, ((2515616 +% ((((j539 *% 49) +% (ty540 *% 7)) +% tx541) *% 32)) +% (cv542 *% 8)))) + loadVector(arena, ((2521888 +% ((((j539 *% 49) +% (ty540 *% 7)) +% tx541) *% 32)) +% (cv542 *% 8))))
-            let w546 = ((loadVector(arena, ((2515616 +% ((((j539 *% 49) +% (ty540 *% 7)) +% tx541) *% 32)) +% (cv542 *% 8))) - loadVector(arena, ((2521888 +% ((((j539 *% 49) +% (ty540 *% 7)) +% tx541) *% 32)) +% (cv542 *% 8)))) - loadVector(arena, ((2528160 +% ((((j539 *% 49) +% (ty540 *% 7)) +% tx541) *% 32)) +% (cv542 *% 8))))
-            let w547 = ((loadVector(arena, ((2510912 +% ((((j539 *% 49) +% (ty540 *% 7)) +% tx541) *% 32)) +% (cv542 *% 8))) + loadVector(arena, ((2517184 +% ((((j539 *% 49) +% (ty540 *% 7)) +% tx541) *% 32)) +% (cv542 *% 8)))) + loadVector(arena, ((2523456 +% ((((j539 *% 49) +% (ty540 *% 7)) +% tx541) *% 32)) +% (cv542 *% 8))))
-            let w548 = ((loadVector(arena, ((2517184 +% ((((j539 *% 49) +% (ty540 *% 7)) +% tx541) *% 32)) +% (cv542 *% 8))) - loadVector(arena, ((2523456 +% ((((j539 *% 49) +% (ty540 *% 7)) +% tx541) *% 32)) +% (cv542 *% 8)))) - loadVector(arena, ((2529728 +% ((((j539 *% 49) +% (ty540 *% 7)) +% tx541) *% 32)) +% (cv542 *% 8))))
-            let w549 = ((loadVector(arena, ((2512480 +% ((((j539 *% 49) +% (ty540 *% 7)) +% tx541) *% 32)) +% (cv542 *% 8))) + loadVector(arena, ((2518752 +% ((((j539 *% 49) +% (ty540 *% 7)) +% tx541) *% 32)) +% (cv542 *% 8)))) + loadVector(arena, ((2525024 +% ((((j539 *% 49) +% (ty540 *% 7)) +% tx541) *% 32)) +% (cv542 *% 8))))
-            let w550 = ((loadVector(arena, ((2518752 +% ((((j539 *% 49) +% (ty540 *% 7)) +% tx541) *% 32)) +% (cv542 *% 8))) - loadVector(arena, ((2525024 +% ((((j539 *% 49) +% (ty540 *% 7)) +% tx541) *% 32)) +% (cv542 *% 8)))) - loadVector(arena, ((2531296 +% ((((j539 *% 49) +% (ty540 *% 7)) +% tx541) *% 32)) +% (cv542 *% 8))))
-            let w551 = ((w543 + w545) + w547)
-            let w552 = ((w545 - w547) - w549)
-            let w553 = ((w544 + w546) + w548)
-            let w554 = ((w546 - w548) - w550)
-            storeVector(arena, ((2532864 +% (((((j539 *% 14) +% (ty540 *% 2)) *% 14) +% (tx541 *% 2)) *% 32)) +% (cv542 *% 8)), w551)
-            storeVector(arena, ((2532864 +% ((((((j539 *% 14) +% (ty540 *% 2)) *% 14) +% (tx541 *% 2)) +% 1) *% 32)) +% (cv542 *% 8)), w552)
-            storeVector(arena, ((2532864 +% ((((((j539 *% 14) +% (ty540 *% 2)) +% 1) *% 14) +% (tx541 *% 2)) *% 32)) +% (cv542 *% 8)), w553)
-            storeVector(arena, ((2532864 +% (((((((j539 *% 14) +% (ty540 *% 2)) +% 1) *% 14) +% (tx541 *% 2)) +% 1) *% 32)) +% (cv542 *% 8)), w554)
+    for j542 in 0..<1 {
+      for ty543 in 0..<7 {
+        for tx544 in 0..<7 {
+          for cv545 in 0..<4 {
+            let w546 = ((loadVector(arena, ((2507776 +% ((((j542 *% 49) +% (ty543 *% 7)) +% tx544) *% 32)) +% (cv545 *% 8))) + loadVector(arena, ((2514048 +% ((((j542 *% 49) +% (ty543 *% 7)) +% tx544) *% 32)) +% (cv545 *% 8)))) + loadVector(arena, ((2520320 +% ((((j542 *% 49) +% (ty543 *% 7)) +% tx544) *% 32)) +% (cv545 *% 8))))
+            let w547 = ((loadVector(arena, ((2514048 +% ((((j542 *% 49) +% (ty543 *% 7)) +% tx544) *% 32)) +% (cv545 *% 8))) - loadVector(arena, ((2520320 +% ((((j542 *% 49) +% (ty543 *% 7)) +% tx544) *% 32)) +% (cv545 *% 8)))) - loadVector(arena, ((2526592 +% ((((j542 *% 49) +% (ty543 *% 7)) +% tx544) *% 32)) +% (cv545 *% 8))))
+            let w548 = ((loadVector(arena, ((2509344 +% ((((j542 *% 49) +% (ty543 *% 7)) +% tx544) *% 32)) +% (cv545 *% 8))) + loadVector(arena, ((2515616 +% ((((j542 *% 49) +% (ty543 *% 7)) +% tx544) *% 32)) +% (cv545 *% 8)))) + loadVector(arena, ((2521888 +% ((((j542 *% 49) +% (ty543 *% 7)) +% tx544) *% 32)) +% (cv545 *% 8))))
+            let w549 = ((loadVector(arena, ((2515616 +% ((((j542 *% 49) +% (ty543 *% 7)) +% tx544) *% 32)) +% (cv545 *% 8))) - loadVector(arena, ((2521888 +% ((((j542 *% 49) +% (ty543 *% 7)) +% tx544) *% 32)) +% (cv545 *% 8)))) - loadVector(arena, ((2528160 +% ((((j542 *% 49) +% (ty543 *% 7)) +% tx544) *% 32)) +% (cv545 *% 8))))
+            let w550 = ((loadVector(arena, ((2510912 +% ((((j542 *% 49) +% (ty543 *% 7)) +% tx544) *% 32)) +% (cv545 *% 8))) + loadVector(arena, ((2517184 +% ((((j542 *% 49) +% (ty543 *% 7)) +% tx544) *% 32)) +% (cv545 *% 8)))) + loadVector(arena, ((2523456 +% ((((j542 *% 49) +% (ty543 *% 7)) +% tx544) *% 32)) +% (cv545 *% 8))))
+            let w551 = ((loadVector(arena, ((2517184 +% ((((j542 *% 49) +% (ty543 *% 7)) +% tx544) *% 32)) +% (cv545 *% 8))) - loadVector(arena, ((2523456 +% ((((j542 *% 49) +% (ty543 *% 7)) +% tx544) *% 32)) +% (cv545 *% 8)))) - loadVector(arena, ((2529728 +% ((((j542 *% 49) +% (ty543 *% 7)) +% tx544) *% 32)) +% (cv545 *% 8))))
+            let w552 = ((loadVector(arena, ((2512480 +% ((((j542 *% 49) +% (ty543 *% 7)) +% tx544) *% 32)) +% (cv545 *% 8))) + loadVector(arena, ((2518752 +% ((((j542 *% 49) +% (ty543 *% 7)) +% tx544) *% 32)) +% (cv545 *% 8)))) + loadVector(arena, ((2525024 +% ((((j542 *% 49) +% (ty543 *% 7)) +% tx544) *% 32)) +% (cv545 *% 8))))
+            let w553 = ((loadVector(arena, ((2518752 +% ((((j542 *% 49) +% (ty543 *% 7)) +% tx544) *% 32)) +% (cv545 *% 8))) - loadVector(arena, ((2525024 +% ((((j542 *% 49) +% (ty543 *% 7)) +% tx544) *% 32)) +% (cv545 *% 8)))) - loadVector(arena, ((2531296 +% ((((j542 *% 49) +% (ty543 *% 7)) +% tx544) *% 32)) +% (cv545 *% 8))))
+            let w554 = ((w546 + w548) + w550)
+            let w555 = ((w548 - w550) - w552)
+            let w556 = ((w547 + w549) + w551)
+            let w557 = ((w549 - w551) - w553)
+            storeVector(arena, ((2532864 +% (((((j542 *% 14) +% (ty543 *% 2)) *% 14) +% (tx544 *% 2)) *% 32)) +% (cv545 *% 8)), w554)
+            storeVector(arena, ((2532864 +% ((((((j542 *% 14) +% (ty543 *% 2)) *% 14) +% (tx544 *% 2)) +% 1) *% 32)) +% (cv545 *% 8)), w555)
+            storeVector(arena, ((2532864 +% ((((((j542 *% 14) +% (ty543 *% 2)) +% 1) *% 14) +% (tx544 *% 2)) *% 32)) +% (cv545 *% 8)), w556)
+            storeVector(arena, ((2532864 +% (((((((j542 *% 14) +% (ty543 *% 2)) +% 1) *% 14) +% (tx544 *% 2)) +% 1) *% 32)) +% (cv545 *% 8)), w557)
           }
         }
       }
     }
-    for j555 in 0..<1 {
-      for c556 in 0..<32 {
-        for q557 in 0..<196 {
-          arena[(((2007040 +% ((g490 +% j555) *% 6272)) +% (c556 *% 196)) +% q557)] = arena[((2532864 +% (((j555 *% 196) +% q557) *% 32)) +% c556)]
+    for j558 in 0..<1 {
+      for qb559 in 0..<3 {
+        for c560 in 0..<32 {
+          for q561 in 0..<64 {
+            arena[(((2007040 +% ((g493 +% j558) *% 6272)) +% (c560 *% 196)) +% (q561 +% (qb559 *% 64)))] = arena[((2532864 +% (((j558 *% 196) +% (q561 +% (qb559 *% 64))) *% 32)) +% c560)]
+          }
+        }
+      }
+      for c562 in 0..<32 {
+        for q563 in 0..<4 {
+          arena[(((2007040 +% ((g493 +% j558) *% 6272)) +% (c562 *% 196)) +% (q563 +% 192))] = arena[((2532864 +% (((j558 *% 196) +% (q563 +% 192)) *% 32)) +% c562)]
         }
       }
     }
   }
   // relu1_grad = maxpool_grad(pool1_grad, relu1)
-  for i558 in 0..<200704 {
-    storeVector(arena, ((i558 *% 8) +% 4816960), Vector(repeating: Float(0)))
+  for i564 in 0..<200704 {
+    storeVector(arena, ((i564 *% 8) +% 4816960), Vector(repeating: Float(0)))
   }
-  for q559 in 0..<2048 {
-    for py560 in 0..<14 {
-      for px561 in 0..<14 {
-        var best562: Float = arena[(3211328 +% (((q559 *% 784) +% (py560 *% 56)) +% (px561 *% 2)))]
-        var bi563: Float = Float((((q559 *% 784) +% (py560 *% 56)) +% (px561 *% 2)))
-        bi563 = (arena[(3211328 +% (((q559 *% 784) +% (py560 *% 56)) +% (px561 *% 2)))] > best562 ? Float((((q559 *% 784) +% (py560 *% 56)) +% (px561 *% 2))) : bi563)
-        best562 = (arena[(3211328 +% (((q559 *% 784) +% (py560 *% 56)) +% (px561 *% 2)))] > best562 ? arena[(3211328 +% (((q559 *% 784) +% (py560 *% 56)) +% (px561 *% 2)))] : best562)
-        bi563 = (arena[(3211328 +% ((((q559 *% 784) +% (py560 *% 56)) +% (px561 *% 2)) +% 1))] > best562 ? Float(((((q559 *% 784) +% (py560 *% 56)) +% (px561 *% 2)) +% 1)) : bi563)
-        best562 = (arena[(3211328 +% ((((q559 *% 784) +% (py560 *% 56)) +% (px561 *% 2)) +% 1))] > best562 ? arena[(3211328 +% ((((q559 *% 784) +% (py560 *% 56)) +% (px561 *% 2)) +% 1))] : best562)
-        bi563 = (arena[(3211328 +% ((((q559 *% 784) +% (py560 *% 56)) +% (px561 *% 2)) +% 28))] > best562 ? Float(((((q559 *% 784) +% (py560 *% 56)) +% (px561 *% 2)) +% 28)) : bi563)
-        best562 = (arena[(3211328 +% ((((q559 *% 784) +% (py560 *% 56)) +% (px561 *% 2)) +% 28))] > best562 ? arena[(3211328 +% ((((q559 *% 784) +% (py560 *% 56)) +% (px561 *% 2)) +% 28))] : best562)
-        bi563 = (arena[(3211328 +% (((((q559 *% 784) +% (py560 *% 56)) +% (px561 *% 2)) +% 28) +% 1))] > best562 ? Float((((((q559 *% 784) +% (py560 *% 56)) +% (px561 *% 2)) +% 28) +% 1)) : bi563)
-        best562 = (arena[(3211328 +% (((((q559 *% 784) +% (py560 *% 56)) +% (px561 *% 2)) +% 28) +% 1))] > best562 ? arena[(3211328 +% (((((q559 *% 784) +% (py560 *% 56)) +% (px561 *% 2)) +% 28) +% 1))] : best562)
-        arena[(4816960 +% Int(bi563))] += arena[(((2007040 +% (q559 *% 196)) +% (py560 *% 14)) +% px561)]
+  for q565 in 0..<2048 {
+    for py566 in 0..<14 {
+      for px567 in 0..<14 {
+        var best568: Float = arena[(3211328 +% (((q565 *% 784) +% (py566 *% 56)) +% (px567 *% 2)))]
+        var bi569: Float = Float((((q565 *% 784) +% (py566 *% 56)) +% (px567 *% 2)))
+        bi569 = (arena[(3211328 +% (((q565 *% 784) +% (py566 *% 56)) +% (px567 *% 2)))] > best568 ? Float((((q565 *% 784) +% (py566 *% 56)) +% (px567 *% 2))) : bi569)
+        best568 = (arena[(3211328 +% (((q565 *% 784) +% (py566 *% 56)) +% (px567 *% 2)))] > best568 ? arena[(3211328 +% (((q565 *% 784) +% (py566 *% 56)) +% (px567 *% 2)))] : best568)
+        bi569 = (arena[(3211328 +% ((((q565 *% 784) +% (py566 *% 56)) +% (px567 *% 2)) +% 1))] > best568 ? Float(((((q565 *% 784) +% (py566 *% 56)) +% (px567 *% 2)) +% 1)) : bi569)
+        best568 = (arena[(3211328 +% ((((q565 *% 784) +% (py566 *% 56)) +% (px567 *% 2)) +% 1))] > best568 ? arena[(3211328 +% ((((q565 *% 784) +% (py566 *% 56)) +% (px567 *% 2)) +% 1))] : best568)
+        bi569 = (arena[(3211328 +% ((((q565 *% 784) +% (py566 *% 56)) +% (px567 *% 2)) +% 28))] > best568 ? Float(((((q565 *% 784) +% (py566 *% 56)) +% (px567 *% 2)) +% 28)) : bi569)
+        best568 = (arena[(3211328 +% ((((q565 *% 784) +% (py566 *% 56)) +% (px567 *% 2)) +% 28))] > best568 ? arena[(3211328 +% ((((q565 *% 784) +% (py566 *% 56)) +% (px567 *% 2)) +% 28))] : best568)
+        bi569 = (arena[(3211328 +% (((((q565 *% 784) +% (py566 *% 56)) +% (px567 *% 2)) +% 28) +% 1))] > best568 ? Float((((((q565 *% 784) +% (py566 *% 56)) +% (px567 *% 2)) +% 28) +% 1)) : bi569)
+        best568 = (arena[(3211328 +% (((((q565 *% 784) +% (py566 *% 56)) +% (px567 *% 2)) +% 28) +% 1))] > best568 ? arena[(3211328 +% (((((q565 *% 784) +% (py566 *% 56)) +% (px567 *% 2)) +% 28) +% 1))] : best568)
+        arena[(4816960 +% Int(bi569))] += arena[(((2007040 +% (q565 *% 196)) +% (py566 *% 14)) +% px567)]
       }
     }
   }
   // bn1_grad = relu_grad(relu1_grad, relu1)
-  for i564 in 0..<200704 {
-    storeVector(arena, ((i564 *% 8) +% 6422592), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i564 *% 8) +% 4816960)), where: loadVector(arena, ((i564 *% 8) +% 3211328)) .> Vector(repeating: Float(0))))
+  for i570 in 0..<200704 {
+    storeVector(arena, ((i570 *% 8) +% 6422592), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i570 *% 8) +% 4816960)), where: loadVector(arena, ((i570 *% 8) +% 3211328)) .> Vector(repeating: Float(0))))
   }
   // bn1_weight_grad = batchnorm_grad_weight(bn1_grad, conv1, bn1.mean, bn1.var)
-  for c565 in 0..<32 {
-    var invstd567: Float = (Float(1) / sqrtf((arena[(3211296 +% c565)] + Float(bitPattern: 0x3727c5ac))))
-    var mean568: Float = arena[(3211264 +% c565)]
-    var acc569 = Vector()
-    var tail570: Float = Float(0)
-    for n571 in 0..<64 {
-      for v572 in 0..<98 {
-        acc569 = (acc569 + (loadVector(arena, (6422592 +% ((((n571 *% 32) +% c565) *% 784) +% (v572 *% 8)))) * ((loadVector(arena, ((((n571 *% 32) +% c565) *% 784) +% (v572 *% 8))) - Vector(repeating: mean568)) * Vector(repeating: invstd567))))
+  for c571 in 0..<32 {
+    var invstd573: Float = (Float(1) / sqrtf((arena[(3211296 +% c571)] + Float(bitPattern: 0x3727c5ac))))
+    var mean574: Float = arena[(3211264 +% c571)]
+    var acc575 = Vector()
+    var tail576: Float = Float(0)
+    for n577 in 0..<64 {
+      for v578 in 0..<98 {
+        acc575 = (acc575 + (loadVector(arena, (6422592 +% ((((n577 *% 32) +% c571) *% 784) +% (v578 *% 8)))) * ((loadVector(arena, ((((n577 *% 32) +% c571) *% 784) +% (v578 *% 8))) - Vector(repeating: mean574)) * Vector(repeating: invstd573))))
       }
     }
-    storeVector(arena, 1605632, acc569)
-    var sum573: Float = (arena[1605632] + arena[1605633])
-    var sum574: Float = (sum573 + arena[1605634])
-    var sum575: Float = (sum574 + arena[1605635])
-    var sum576: Float = (sum575 + arena[1605636])
-    var sum577: Float = (sum576 + arena[1605637])
-    var sum578: Float = (sum577 + arena[1605638])
-    var sum579: Float = (sum578 + arena[1605639])
-    var sum_x566: Float = (sum579 + tail570)
-    grads[(288 +% c565)] = sum_x566
+    storeVector(arena, 1605632, acc575)
+    var sum579: Float = (arena[1605632] + arena[1605633])
+    var sum580: Float = (sum579 + arena[1605634])
+    var sum581: Float = (sum580 + arena[1605635])
+    var sum582: Float = (sum581 + arena[1605636])
+    var sum583: Float = (sum582 + arena[1605637])
+    var sum584: Float = (sum583 + arena[1605638])
+    var sum585: Float = (sum584 + arena[1605639])
+    var sum_x572: Float = (sum585 + tail576)
+    grads[(288 +% c571)] = sum_x572
   }
   // bn1_bias_grad = batchnorm_grad_bias(bn1_grad)
-  for c580 in 0..<32 {
-    var acc582 = Vector()
-    var tail583: Float = Float(0)
-    for n584 in 0..<64 {
-      for v585 in 0..<98 {
-        acc582 = (acc582 + loadVector(arena, (6422592 +% ((((n584 *% 32) +% c580) *% 784) +% (v585 *% 8)))))
+  for c586 in 0..<32 {
+    var acc588 = Vector()
+    var tail589: Float = Float(0)
+    for n590 in 0..<64 {
+      for v591 in 0..<98 {
+        acc588 = (acc588 + loadVector(arena, (6422592 +% ((((n590 *% 32) +% c586) *% 784) +% (v591 *% 8)))))
       }
     }
-    storeVector(arena, 1605632, acc582)
-    var sum586: Float = (arena[1605632] + arena[1605633])
-    var sum587: Float = (sum586 + arena[1605634])
-    var sum588: Float = (sum587 + arena[1605635])
-    var sum589: Float = (sum588 + arena[1605636])
-    var sum590: Float = (sum589 + arena[1605637])
-    var sum591: Float = (sum590 + arena[1605638])
-    var sum592: Float = (sum591 + arena[1605639])
-    var sum581: Float = (sum592 + tail583)
-    grads[(320 +% c580)] = sum581
+    storeVector(arena, 1605632, acc588)
+    var sum592: Float = (arena[1605632] + arena[1605633])
+    var sum593: Float = (sum592 + arena[1605634])
+    var sum594: Float = (sum593 + arena[1605635])
+    var sum595: Float = (sum594 + arena[1605636])
+    var sum596: Float = (sum595 + arena[1605637])
+    var sum597: Float = (sum596 + arena[1605638])
+    var sum598: Float = (sum597 + arena[1605639])
+    var sum587: Float = (sum598 + tail589)
+    grads[(320 +% c586)] = sum587
   }
   // conv1_grad = batchnorm_grad_input(bn1_grad, conv1, bn1.mean, bn1.var, bn1.weight, bn1_bias_grad, bn1_weight_grad)
-  for c593 in 0..<32 {
-    var invstd596: Float = (Float(1) / sqrtf((arena[(3211296 +% c593)] + Float(bitPattern: 0x3727c5ac))))
-    var sum594: Float = grads[(320 +% c593)]
-    var sum_x595: Float = grads[(288 +% c593)]
-    var scale597: Float = (params[(288 +% c593)] * invstd596)
-    var mean_dy598: Float = (sum594 / Float(50176))
-    var mean_dy_x599: Float = (sum_x595 / Float(50176))
-    for n600 in 0..<64 {
-      for i601 in 0..<784 {
-        arena[(3211328 +% ((((n600 *% 32) +% c593) *% 784) +% i601))] = (scale597 * ((arena[(6422592 +% ((((n600 *% 32) +% c593) *% 784) +% i601))] - mean_dy598) - (((arena[((((n600 *% 32) +% c593) *% 784) +% i601)] - arena[(3211264 +% c593)]) * invstd596) * mean_dy_x599)))
+  for c599 in 0..<32 {
+    var invstd602: Float = (Float(1) / sqrtf((arena[(3211296 +% c599)] + Float(bitPattern: 0x3727c5ac))))
+    var sum600: Float = grads[(320 +% c599)]
+    var sum_x601: Float = grads[(288 +% c599)]
+    var scale603: Float = (params[(288 +% c599)] * invstd602)
+    var mean_dy604: Float = (sum600 / Float(50176))
+    var mean_dy_x605: Float = (sum_x601 / Float(50176))
+    for n606 in 0..<64 {
+      for i607 in 0..<784 {
+        arena[(3211328 +% ((((n606 *% 32) +% c599) *% 784) +% i607))] = (scale603 * ((arena[(6422592 +% ((((n606 *% 32) +% c599) *% 784) +% i607))] - mean_dy604) - (((arena[((((n606 *% 32) +% c599) *% 784) +% i607)] - arena[(3211264 +% c599)]) * invstd602) * mean_dy_x605)))
       }
     }
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  for i602 in 0..<36 {
-    storeVector(arena, ((i602 *% 8) +% 514448), Vector(repeating: Float(0)))
+  for i608 in 0..<36 {
+    storeVector(arena, ((i608 *% 8) +% 514448), Vector(repeating: Float(0)))
   }
-  for g603 in 0..<4 {
-    for j604 in 0..<16 {
-      for c605 in 0..<1 {
-        for ky606 in 0..<3 {
-          for oy607 in 0..<28 {
-            if (-1 < ((oy607 +% ky606) +% -1) && ((oy607 +% ky606) +% -1) < 28) {
-              for ox608 in 0..<27 {
-                arena[((((((c605 *% 3) +% ky606) *% 3) *% 12560) +% (j604 *% 784)) +% ((oy607 *% 28) +% (ox608 +% 1)))] = images[((((((g603 *% 16) +% j604) *% 784) +% (c605 *% 784)) +% (((oy607 +% ky606) +% -1) *% 28)) +% ((ox608 +% 1) +% -1))]
+  for g609 in 0..<4 {
+    for j610 in 0..<16 {
+      for c611 in 0..<1 {
+        for ky612 in 0..<3 {
+          for oy613 in 0..<28 {
+            if (-1 < ((oy613 +% ky612) +% -1) && ((oy613 +% ky612) +% -1) < 28) {
+              for ox614 in 0..<27 {
+                arena[((((((c611 *% 3) +% ky612) *% 3) *% 12560) +% (j610 *% 784)) +% ((oy613 *% 28) +% (ox614 +% 1)))] = images[((((((g609 *% 16) +% j610) *% 784) +% (c611 *% 784)) +% (((oy613 +% ky612) +% -1) *% 28)) +% ((ox614 +% 1) +% -1))]
               }
-              for ox609 in 0..<1 {
-                arena[((((((c605 *% 3) +% ky606) *% 3) *% 12560) +% (j604 *% 784)) +% ((oy607 *% 28) +% ox609))] = Float(0)
-              }
-            }
-            if ((oy607 +% ky606) +% -1) < 0 {
-              for ox610 in 0..<28 {
-                arena[((((((c605 *% 3) +% ky606) *% 3) *% 12560) +% (j604 *% 784)) +% ((oy607 *% 28) +% ox610))] = Float(0)
+              for ox615 in 0..<1 {
+                arena[((((((c611 *% 3) +% ky612) *% 3) *% 12560) +% (j610 *% 784)) +% ((oy613 *% 28) +% ox615))] = Float(0)
               }
             }
-            if 27 < ((oy607 +% ky606) +% -1) {
-              for ox610 in 0..<28 {
-                arena[((((((c605 *% 3) +% ky606) *% 3) *% 12560) +% (j604 *% 784)) +% ((oy607 *% 28) +% ox610))] = Float(0)
+            if ((oy613 +% ky612) +% -1) < 0 {
+              for ox616 in 0..<28 {
+                arena[((((((c611 *% 3) +% ky612) *% 3) *% 12560) +% (j610 *% 784)) +% ((oy613 *% 28) +% ox616))] = Float(0)
               }
             }
-          }
-          for oy611 in 0..<28 {
-            if (-1 < ((oy611 +% ky606) +% -1) && ((oy611 +% ky606) +% -1) < 28) {
-              for ox612 in 0..<28 {
-                arena[(((((((c605 *% 3) +% ky606) *% 3) +% 1) *% 12560) +% (j604 *% 784)) +% ((oy611 *% 28) +% ox612))] = images[((((((g603 *% 16) +% j604) *% 784) +% (c605 *% 784)) +% (((oy611 +% ky606) +% -1) *% 28)) +% ox612)]
-              }
-            }
-            if ((oy611 +% ky606) +% -1) < 0 {
-              for ox613 in 0..<28 {
-                arena[(((((((c605 *% 3) +% ky606) *% 3) +% 1) *% 12560) +% (j604 *% 784)) +% ((oy611 *% 28) +% ox613))] = Float(0)
-              }
-            }
-            if 27 < ((oy611 +% ky606) +% -1) {
-              for ox613 in 0..<28 {
-                arena[(((((((c605 *% 3) +% ky606) *% 3) +% 1) *% 12560) +% (j604 *% 784)) +% ((oy611 *% 28) +% ox613))] = Float(0)
+            if 27 < ((oy613 +% ky612) +% -1) {
+              for ox616 in 0..<28 {
+                arena[((((((c611 *% 3) +% ky612) *% 3) *% 12560) +% (j610 *% 784)) +% ((oy613 *% 28) +% ox616))] = Float(0)
               }
             }
           }
-          for oy614 in 0..<28 {
-            if (-1 < ((oy614 +% ky606) +% -1) && ((oy614 +% ky606) +% -1) < 28) {
-              for ox615 in 0..<27 {
-                arena[(((((((c605 *% 3) +% ky606) *% 3) +% 2) *% 12560) +% (j604 *% 784)) +% ((oy614 *% 28) +% ox615))] = images[((((((g603 *% 16) +% j604) *% 784) +% (c605 *% 784)) +% (((oy614 +% ky606) +% -1) *% 28)) +% (ox615 +% 1))]
-              }
-              for ox616 in 0..<1 {
-                arena[(((((((c605 *% 3) +% ky606) *% 3) +% 2) *% 12560) +% (j604 *% 784)) +% ((oy614 *% 28) +% (ox616 +% 27)))] = Float(0)
+          for oy617 in 0..<28 {
+            if (-1 < ((oy617 +% ky612) +% -1) && ((oy617 +% ky612) +% -1) < 28) {
+              for ox618 in 0..<28 {
+                arena[(((((((c611 *% 3) +% ky612) *% 3) +% 1) *% 12560) +% (j610 *% 784)) +% ((oy617 *% 28) +% ox618))] = images[((((((g609 *% 16) +% j610) *% 784) +% (c611 *% 784)) +% (((oy617 +% ky612) +% -1) *% 28)) +% ox618)]
               }
             }
-            if ((oy614 +% ky606) +% -1) < 0 {
-              for ox617 in 0..<28 {
-                arena[(((((((c605 *% 3) +% ky606) *% 3) +% 2) *% 12560) +% (j604 *% 784)) +% ((oy614 *% 28) +% ox617))] = Float(0)
+            if ((oy617 +% ky612) +% -1) < 0 {
+              for ox619 in 0..<28 {
+                arena[(((((((c611 *% 3) +% ky612) *% 3) +% 1) *% 12560) +% (j610 *% 784)) +% ((oy617 *% 28) +% ox619))] = Float(0)
               }
             }
-            if 27 < ((oy614 +% ky606) +% -1) {
-              for ox617 in 0..<28 {
-                arena[(((((((c605 *% 3) +% ky606) *% 3) +% 2) *% 12560) +% (j604 *% 784)) +% ((oy614 *% 28) +% ox617))] = Float(0)
+            if 27 < ((oy617 +% ky612) +% -1) {
+              for ox619 in 0..<28 {
+                arena[(((((((c611 *% 3) +% ky612) *% 3) +% 1) *% 12560) +% (j610 *% 784)) +% ((oy617 *% 28) +% ox619))] = Float(0)
+              }
+            }
+          }
+          for oy620 in 0..<28 {
+            if (-1 < ((oy620 +% ky612) +% -1) && ((oy620 +% ky612) +% -1) < 28) {
+              for ox621 in 0..<27 {
+                arena[(((((((c611 *% 3) +% ky612) *% 3) +% 2) *% 12560) +% (j610 *% 784)) +% ((oy620 *% 28) +% ox621))] = images[((((((g609 *% 16) +% j610) *% 784) +% (c611 *% 784)) +% (((oy620 +% ky612) +% -1) *% 28)) +% (ox621 +% 1))]
+              }
+              for ox622 in 0..<1 {
+                arena[(((((((c611 *% 3) +% ky612) *% 3) +% 2) *% 12560) +% (j610 *% 784)) +% ((oy620 *% 28) +% (ox622 +% 27)))] = Float(0)
+              }
+            }
+            if ((oy620 +% ky612) +% -1) < 0 {
+              for ox623 in 0..<28 {
+                arena[(((((((c611 *% 3) +% ky612) *% 3) +% 2) *% 12560) +% (j610 *% 784)) +% ((oy620 *% 28) +% ox623))] = Float(0)
+              }
+            }
+            if 27 < ((oy620 +% ky612) +% -1) {
+              for ox623 in 0..<28 {
+                arena[(((((((c611 *% 3) +% ky612) *% 3) +% 2) *% 12560) +% (j610 *% 784)) +% ((oy620 *% 28) +% ox623))] = Float(0)
               }
             }
           }
         }
       }
     }
-    for j618 in 0..<16 {
-      for i619 in 0..<784 {
-        for f620 in 0..<32 {
-          arena[((113040 +% (((j618 *% 784) +% i619) *% 32)) +% f620)] = arena[(((3211328 +% (((g603 *% 16) +% j618) *% 25088)) +% (f620 *% 784)) +% i619)]
+    for j624 in 0..<16 {
+      for i625 in 0..<784 {
+        for f626 in 0..<32 {
+          arena[((113040 +% (((j624 *% 784) +% i625) *% 32)) +% f626)] = arena[(((3211328 +% (((g609 *% 16) +% j624) *% 25088)) +% (f626 *% 784)) +% i625)]
         }
       }
     }
-    do {  // gemm628
-      for kp621 in 0..<7 {
-        for nb622 in 0..<2 {
-          for mb623 in 0..<1 {
-            var t624_c0_0 = loadVector(arena, ((514448 +% ((mb623 *% 5) *% 32)) +% (nb622 *% 16)))
-            var t624_c0_1 = loadVector(arena, (((514448 +% ((mb623 *% 5) *% 32)) +% (nb622 *% 16)) +% 8))
-            var t624_c1_0 = loadVector(arena, ((514448 +% (((mb623 *% 5) +% 1) *% 32)) +% (nb622 *% 16)))
-            var t624_c1_1 = loadVector(arena, (((514448 +% (((mb623 *% 5) +% 1) *% 32)) +% (nb622 *% 16)) +% 8))
-            var t624_c2_0 = loadVector(arena, ((514448 +% (((mb623 *% 5) +% 2) *% 32)) +% (nb622 *% 16)))
-            var t624_c2_1 = loadVector(arena, (((514448 +% (((mb623 *% 5) +% 2) *% 32)) +% (nb622 *% 16)) +% 8))
-            var t624_c3_0 = loadVector(arena, ((514448 +% (((mb623 *% 5) +% 3) *% 32)) +% (nb622 *% 16)))
-            var t624_c3_1 = loadVector(arena, (((514448 +% (((mb623 *% 5) +% 3) *% 32)) +% (nb622 *% 16)) +% 8))
-            var t624_c4_0 = loadVector(arena, ((514448 +% (((mb623 *% 5) +% 4) *% 32)) +% (nb622 *% 16)))
-            var t624_c4_1 = loadVector(arena, (((514448 +% (((mb623 *% 5) +% 4) *% 32)) +% (nb622 *% 16)) +% 8))
-            for k625 in 0..<1792 {
-              let t624_b0 = loadVector(arena, ((113040 +% ((k625 +% (kp621 *% 1792)) *% 32)) +% (nb622 *% 16)))
-              let t624_b1 = loadVector(arena, (((113040 +% ((k625 +% (kp621 *% 1792)) *% 32)) +% (nb622 *% 16)) +% 8))
-              let t624_a0 = Vector(repeating: arena[(((mb623 *% 5) *% 12560) +% (k625 +% (kp621 *% 1792)))])
-              t624_c0_0 = t624_c0_0.addingProduct(t624_a0, t624_b0)
-              t624_c0_1 = t624_c0_1.addingProduct(t624_a0, t624_b1)
-              let t624_a1 = Vector(repeating: arena[((((mb623 *% 5) +% 1) *% 12560) +% (k625 +% (kp621 *% 1792)))])
-              t624_c1_0 = t624_c1_0.addingProduct(t624_a1, t624_b0)
-              t624_c1_1 = t624_c1_1.addingProduct(t624_a1, t624_b1)
-              let t624_a2 = Vector(repeating: arena[((((mb623 *% 5) +% 2) *% 12560) +% (k625 +% (kp621 *% 1792)))])
-              t624_c2_0 = t624_c2_0.addingProduct(t624_a2, t624_b0)
-              t624_c2_1 = t624_c2_1.addingProduct(t624_a2, t624_b1)
-              let t624_a3 = Vector(repeating: arena[((((mb623 *% 5) +% 3) *% 12560) +% (k625 +% (kp621 *% 1792)))])
-              t624_c3_0 = t624_c3_0.addingProduct(t624_a3, t624_b0)
-              t624_c3_1 = t624_c3_1.addingProduct(t624_a3, t624_b1)
-              let t624_a4 = Vector(repeating: arena[((((mb623 *% 5) +% 4) *% 12560) +% (k625 +% (kp621 *% 1792)))])
-              t624_c4_0 = t624_c4_0.addingProduct(t624_a4, t624_b0)
-              t624_c4_1 = t624_c4_1.addingProduct(t624_a4, t624_b1)
+    do {  // gemm634
+      for kp627 in 0..<7 {
+        for nb628 in 0..<2 {
+          for mb629 in 0..<1 {
+            var t630_c0_0 = loadVector(arena, ((514448 +% ((mb629 *% 5) *% 32)) +% (nb628 *% 16)))
+            var t630_c0_1 = loadVector(arena, (((514448 +% ((mb629 *% 5) *% 32)) +% (nb628 *% 16)) +% 8))
+            var t630_c1_0 = loadVector(arena, ((514448 +% (((mb629 *% 5) +% 1) *% 32)) +% (nb628 *% 16)))
+            var t630_c1_1 = loadVector(arena, (((514448 +% (((mb629 *% 5) +% 1) *% 32)) +% (nb628 *% 16)) +% 8))
+            var t630_c2_0 = loadVector(arena, ((514448 +% (((mb629 *% 5) +% 2) *% 32)) +% (nb628 *% 16)))
+            var t630_c2_1 = loadVector(arena, (((514448 +% (((mb629 *% 5) +% 2) *% 32)) +% (nb628 *% 16)) +% 8))
+            var t630_c3_0 = loadVector(arena, ((514448 +% (((mb629 *% 5) +% 3) *% 32)) +% (nb628 *% 16)))
+            var t630_c3_1 = loadVector(arena, (((514448 +% (((mb629 *% 5) +% 3) *% 32)) +% (nb628 *% 16)) +% 8))
+            var t630_c4_0 = loadVector(arena, ((514448 +% (((mb629 *% 5) +% 4) *% 32)) +% (nb628 *% 16)))
+            var t630_c4_1 = loadVector(arena, (((514448 +% (((mb629 *% 5) +% 4) *% 32)) +% (nb628 *% 16)) +% 8))
+            for k631 in 0..<1792 {
+              let t630_b0 = loadVector(arena, ((113040 +% ((k631 +% (kp627 *% 1792)) *% 32)) +% (nb628 *% 16)))
+              let t630_b1 = loadVector(arena, (((113040 +% ((k631 +% (kp627 *% 1792)) *% 32)) +% (nb628 *% 16)) +% 8))
+              let t630_a0 = Vector(repeating: arena[(((mb629 *% 5) *% 12560) +% (k631 +% (kp627 *% 1792)))])
+              t630_c0_0 = t630_c0_0.addingProduct(t630_a0, t630_b0)
+              t630_c0_1 = t630_c0_1.addingProduct(t630_a0, t630_b1)
+              let t630_a1 = Vector(repeating: arena[((((mb629 *% 5) +% 1) *% 12560) +% (k631 +% (kp627 *% 1792)))])
+              t630_c1_0 = t630_c1_0.addingProduct(t630_a1, t630_b0)
+              t630_c1_1 = t630_c1_1.addingProduct(t630_a1, t630_b1)
+              let t630_a2 = Vector(repeating: arena[((((mb629 *% 5) +% 2) *% 12560) +% (k631 +% (kp627 *% 1792)))])
+              t630_c2_0 = t630_c2_0.addingProduct(t630_a2, t630_b0)
+              t630_c2_1 = t630_c2_1.addingProduct(t630_a2, t630_b1)
+              let t630_a3 = Vector(repeating: arena[((((mb629 *% 5) +% 3) *% 12560) +% (k631 +% (kp627 *% 1792)))])
+              t630_c3_0 = t630_c3_0.addingProduct(t630_a3, t630_b0)
+              t630_c3_1 = t630_c3_1.addingProduct(t630_a3, t630_b1)
+              let t630_a4 = Vector(repeating: arena[((((mb629 *% 5) +% 4) *% 12560) +% (k631 +% (kp627 *% 1792)))])
+              t630_c4_0 = t630_c4_0.addingProduct(t630_a4, t630_b0)
+              t630_c4_1 = t630_c4_1.addingProduct(t630_a4, t630_b1)
             }
-            storeVector(arena, ((514448 +% ((mb623 *% 5) *% 32)) +% (nb622 *% 16)), t624_c0_0)
-            storeVector(arena, (((514448 +% ((mb623 *% 5) *% 32)) +% (nb622 *% 16)) +% 8), t624_c0_1)
-            storeVector(arena, ((514448 +% (((mb623 *% 5) +% 1) *% 32)) +% (nb622 *% 16)), t624_c1_0)
-            storeVector(arena, (((514448 +% (((mb623 *% 5) +% 1) *% 32)) +% (nb622 *% 16)) +% 8), t624_c1_1)
-            storeVector(arena, ((514448 +% (((mb623 *% 5) +% 2) *% 32)) +% (nb622 *% 16)), t624_c2_0)
-            storeVector(arena, (((514448 +% (((mb623 *% 5) +% 2) *% 32)) +% (nb622 *% 16)) +% 8), t624_c2_1)
-            storeVector(arena, ((514448 +% (((mb623 *% 5) +% 3) *% 32)) +% (nb622 *% 16)), t624_c3_0)
-            storeVector(arena, (((514448 +% (((mb623 *% 5) +% 3) *% 32)) +% (nb622 *% 16)) +% 8), t624_c3_1)
-            storeVector(arena, ((514448 +% (((mb623 *% 5) +% 4) *% 32)) +% (nb622 *% 16)), t624_c4_0)
-            storeVector(arena, (((514448 +% (((mb623 *% 5) +% 4) *% 32)) +% (nb622 *% 16)) +% 8), t624_c4_1)
+            storeVector(arena, ((514448 +% ((mb629 *% 5) *% 32)) +% (nb628 *% 16)), t630_c0_0)
+            storeVector(arena, (((514448 +% ((mb629 *% 5) *% 32)) +% (nb628 *% 16)) +% 8), t630_c0_1)
+            storeVector(arena, ((514448 +% (((mb629 *% 5) +% 1) *% 32)) +% (nb628 *% 16)), t630_c1_0)
+            storeVector(arena, (((514448 +% (((mb629 *% 5) +% 1) *% 32)) +% (nb628 *% 16)) +% 8), t630_c1_1)
+            storeVector(arena, ((514448 +% (((mb629 *% 5) +% 2) *% 32)) +% (nb628 *% 16)), t630_c2_0)
+            storeVector(arena, (((514448 +% (((mb629 *% 5) +% 2) *% 32)) +% (nb628 *% 16)) +% 8), t630_c2_1)
+            storeVector(arena, ((514448 +% (((mb629 *% 5) +% 3) *% 32)) +% (nb628 *% 16)), t630_c3_0)
+            storeVector(arena, (((514448 +% (((mb629 *% 5) +% 3) *% 32)) +% (nb628 *% 16)) +% 8), t630_c3_1)
+            storeVector(arena, ((514448 +% (((mb629 *% 5) +% 4) *% 32)) +% (nb628 *% 16)), t630_c4_0)
+            storeVector(arena, (((514448 +% (((mb629 *% 5) +% 4) *% 32)) +% (nb628 *% 16)) +% 8), t630_c4_1)
           }
-          var t626_c0_0 = loadVector(arena, (514608 +% (nb622 *% 16)))
-          var t626_c0_1 = loadVector(arena, ((514608 +% (nb622 *% 16)) +% 8))
-          var t626_c1_0 = loadVector(arena, (514640 +% (nb622 *% 16)))
-          var t626_c1_1 = loadVector(arena, ((514640 +% (nb622 *% 16)) +% 8))
-          var t626_c2_0 = loadVector(arena, (514672 +% (nb622 *% 16)))
-          var t626_c2_1 = loadVector(arena, ((514672 +% (nb622 *% 16)) +% 8))
-          var t626_c3_0 = loadVector(arena, (514704 +% (nb622 *% 16)))
-          var t626_c3_1 = loadVector(arena, ((514704 +% (nb622 *% 16)) +% 8))
-          for k627 in 0..<1792 {
-            let t626_b0 = loadVector(arena, ((113040 +% ((k627 +% (kp621 *% 1792)) *% 32)) +% (nb622 *% 16)))
-            let t626_b1 = loadVector(arena, (((113040 +% ((k627 +% (kp621 *% 1792)) *% 32)) +% (nb622 *% 16)) +% 8))
-            let t626_a0 = Vector(repeating: arena[(62800 +% (k627 +% (kp621 *% 1792)))])
-            t626_c0_0 = t626_c0_0.addingProduct(t626_a0, t626_b0)
-            t626_c0_1 = t626_c0_1.addingProduct(t626_a0, t626_b1)
-            let t626_a1 = Vector(repeating: arena[(75360 +% (k627 +% (kp621 *% 1792)))])
-            t626_c1_0 = t626_c1_0.addingProduct(t626_a1, t626_b0)
-            t626_c1_1 = t626_c1_1.addingProduct(t626_a1, t626_b1)
-            let t626_a2 = Vector(repeating: arena[(87920 +% (k627 +% (kp621 *% 1792)))])
-            t626_c2_0 = t626_c2_0.addingProduct(t626_a2, t626_b0)
-            t626_c2_1 = t626_c2_1.addingProduct(t626_a2, t626_b1)
-            let t626_a3 = Vector(repeating: arena[(100480 +% (k627 +% (kp621 *% 1792)))])
-            t626_c3_0 = t626_c3_0.addingProduct(t626_a3, t626_b0)
-            t626_c3_1 = t626_c3_1.addingProduct(t626_a3, t626_b1)
+          var t632_c0_0 = loadVector(arena, (514608 +% (nb628 *% 16)))
+          var t632_c0_1 = loadVector(arena, ((514608 +% (nb628 *% 16)) +% 8))
+          var t632_c1_0 = loadVector(arena, (514640 +% (nb628 *% 16)))
+          var t632_c1_1 = loadVector(arena, ((514640 +% (nb628 *% 16)) +% 8))
+          var t632_c2_0 = loadVector(arena, (514672 +% (nb628 *% 16)))
+          var t632_c2_1 = loadVector(arena, ((514672 +% (nb628 *% 16)) +% 8))
+          var t632_c3_0 = loadVector(arena, (514704 +% (nb628 *% 16)))
+          var t632_c3_1 = loadVector(arena, ((514704 +% (nb628 *% 16)) +% 8))
+          for k633 in 0..<1792 {
+            let t632_b0 = loadVector(arena, ((113040 +% ((k633 +% (kp627 *% 1792)) *% 32)) +% (nb628 *% 16)))
+            let t632_b1 = loadVector(arena, (((113040 +% ((k633 +% (kp627 *% 1792)) *% 32)) +% (nb628 *% 16)) +% 8))
+            let t632_a0 = Vector(repeating: arena[(62800 +% (k633 +% (kp627 *% 1792)))])
+            t632_c0_0 = t632_c0_0.addingProduct(t632_a0, t632_b0)
+            t632_c0_1 = t632_c0_1.addingProduct(t632_a0, t632_b1)
+            let t632_a1 = Vector(repeating: arena[(75360 +% (k633 +% (kp627 *% 1792)))])
+            t632_c1_0 = t632_c1_0.addingProduct(t632_a1, t632_b0)
+            t632_c1_1 = t632_c1_1.addingProduct(t632_a1, t632_b1)
+            let t632_a2 = Vector(repeating: arena[(87920 +% (k633 +% (kp627 *% 1792)))])
+            t632_c2_0 = t632_c2_0.addingProduct(t632_a2, t632_b0)
+            t632_c2_1 = t632_c2_1.addingProduct(t632_a2, t632_b1)
+            let t632_a3 = Vector(repeating: arena[(100480 +% (k633 +% (kp627 *% 1792)))])
+            t632_c3_0 = t632_c3_0.addingProduct(t632_a3, t632_b0)
+            t632_c3_1 = t632_c3_1.addingProduct(t632_a3, t632_b1)
           }
-          storeVector(arena, (514608 +% (nb622 *% 16)), t626_c0_0)
-          storeVector(arena, ((514608 +% (nb622 *% 16)) +% 8), t626_c0_1)
-          storeVector(arena, (514640 +% (nb622 *% 16)), t626_c1_0)
-          storeVector(arena, ((514640 +% (nb622 *% 16)) +% 8), t626_c1_1)
-          storeVector(arena, (514672 +% (nb622 *% 16)), t626_c2_0)
-          storeVector(arena, ((514672 +% (nb622 *% 16)) +% 8), t626_c2_1)
-          storeVector(arena, (514704 +% (nb622 *% 16)), t626_c3_0)
-          storeVector(arena, ((514704 +% (nb622 *% 16)) +% 8), t626_c3_1)
+          storeVector(arena, (514608 +% (nb628 *% 16)), t632_c0_0)
+          storeVector(arena, ((514608 +% (nb628 *% 16)) +% 8), t632_c0_1)
+          storeVector(arena, (514640 +% (nb628 *% 16)), t632_c1_0)
+          storeVector(arena, ((514640 +% (nb628 *% 16)) +% 8), t632_c1_1)
+          storeVector(arena, (514672 +% (nb628 *% 16)), t632_c2_0)
+          storeVector(arena, ((514672 +% (nb628 *% 16)) +% 8), t632_c2_1)
+          storeVector(arena, (514704 +% (nb628 *% 16)), t632_c3_0)
+          storeVector(arena, ((514704 +% (nb628 *% 16)) +% 8), t632_c3_1)
         }
       }
     }
   }
-  for f629 in 0..<32 {
-    for r630 in 0..<9 {
-      grads[((f629 *% 9) +% r630)] = arena[((514448 +% (r630 *% 32)) +% f629)]
+  for f635 in 0..<32 {
+    for r636 in 0..<9 {
+      grads[((f635 *% 9) +% r636)] = arena[((514448 +% (r636 *% 32)) +% f635)]
     }
   }
   // adam = update of 421866 parameters
-  var step_size631: Float = (lr / (Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt632: Float = sqrtf((Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  for i633 in 0..<52733 {
-    let g_v = (loadVector(grads, (i633 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i633 *% 8))))
-    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i633 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, (i633 *% 8))) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-    storeVector(m, (i633 *% 8), m_new_v)
-    storeVector(v, (i633 *% 8), v_new_v)
-    storeVector(params, (i633 *% 8), (loadVector(params, (i633 *% 8)) - ((Vector(repeating: step_size631) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt632)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
+  var step_size637: Float = (lr / (Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt638: Float = sqrtf((Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  for i639 in 0..<52733 {
+    let g_v = (loadVector(grads, (i639 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i639 *% 8))))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i639 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, (i639 *% 8))) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storeVector(m, (i639 *% 8), m_new_v)
+    storeVector(v, (i639 *% 8), v_new_v)
+    storeVector(params, (i639 *% 8), (loadVector(params, (i639 *% 8)) - ((Vector(repeating: step_size637) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt638)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
   }
-  for i633 in 0..<1 {
-    let g_v = (loadPartial(grads, (i633 +% 421864), 2) + (Vector(repeating: Float(0)) * loadPartial(params, (i633 +% 421864), 2)))
-    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadPartial(m, (i633 +% 421864), 2)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadPartial(v, (i633 +% 421864), 2)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-    storePartial(m, (i633 +% 421864), m_new_v, 2)
-    storePartial(v, (i633 +% 421864), v_new_v, 2)
-    storePartial(params, (i633 +% 421864), (loadPartial(params, (i633 +% 421864), 2) - ((Vector(repeating: step_size631) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt632)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))), 2)
+  for i639 in 0..<1 {
+    let g_v = (loadPartial(grads, (i639 +% 421864), 2) + (Vector(repeating: Float(0)) * loadPartial(params, (i639 +% 421864), 2)))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadPartial(m, (i639 +% 421864), 2)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadPartial(v, (i639 +% 421864), 2)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storePartial(m, (i639 +% 421864), m_new_v, 2)
+    storePartial(v, (i639 +% 421864), v_new_v, 2)
+    storePartial(params, (i639 +% 421864), (loadPartial(params, (i639 +% 421864), 2) - ((Vector(repeating: step_size637) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt638)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))), 2)
   }
 }
 
@@ -2044,10 +2058,10 @@ public func bncnn_infer_b64(
   }
   for g86 in 0..<64 {
     for j87 in 0..<1 {
-      for c88 in 0..<32 {
-        for iy89 in 0..<14 {
+      for iy88 in 0..<14 {
+        for c89 in 0..<32 {
           for ix90 in 0..<14 {
-            arena[(835776 +% ((((j87 *% 8192) +% ((iy89 +% 1) *% 512)) +% ((ix90 +% 1) *% 32)) +% c88))] = arena[((((64 +% ((g86 +% j87) *% 6272)) +% (c88 *% 196)) +% (iy89 *% 14)) +% ix90)]
+            arena[(835776 +% ((((j87 *% 8192) +% ((iy88 +% 1) *% 512)) +% ((ix90 +% 1) *% 32)) +% c89))] = arena[((((64 +% ((g86 +% j87) *% 6272)) +% (c89 *% 196)) +% (iy88 *% 14)) +% ix90)]
           }
         }
       }

@@ -1508,57 +1508,57 @@ conv2.i57:                                        ; preds = %conv2.i57, %conv2.c
 conv2.i57.end:                                    ; preds = %conv2.i57
   br label %conv2.g58
 
-conv2.g58:                                        ; preds = %conv2.j139.end, %conv2.i57.end
-  %conv2.g5865 = phi i64 [ 0, %conv2.i57.end ], [ %g58.next, %conv2.j139.end ]
+conv2.g58:                                        ; preds = %conv2.j142.end, %conv2.i57.end
+  %conv2.g5865 = phi i64 [ 0, %conv2.i57.end ], [ %g58.next, %conv2.j142.end ]
   br label %conv2.j59
 
-conv2.g58.end:                                    ; preds = %conv2.j139.end
+conv2.g58.end:                                    ; preds = %conv2.j142.end
   ret void
 
-conv2.j59:                                        ; preds = %conv2.c60.end, %conv2.g58
-  %conv2.j5966 = phi i64 [ 0, %conv2.g58 ], [ %j59.next, %conv2.c60.end ]
-  br label %conv2.c60
+conv2.j59:                                        ; preds = %conv2.iy60.end, %conv2.g58
+  %conv2.j5966 = phi i64 [ 0, %conv2.g58 ], [ %j59.next, %conv2.iy60.end ]
+  br label %conv2.iy60
 
-conv2.j59.end:                                    ; preds = %conv2.c60.end
+conv2.j59.end:                                    ; preds = %conv2.iy60.end
   br label %conv2.j63
 
-conv2.c60:                                        ; preds = %conv2.iy61.end, %conv2.j59
-  %conv2.c6067 = phi i64 [ 0, %conv2.j59 ], [ %c60.next, %conv2.iy61.end ]
-  br label %conv2.iy61
+conv2.iy60:                                       ; preds = %conv2.c61.end, %conv2.j59
+  %conv2.iy6067 = phi i64 [ 0, %conv2.j59 ], [ %iy60.next, %conv2.c61.end ]
+  br label %conv2.c61
 
-conv2.c60.end:                                    ; preds = %conv2.iy61.end
+conv2.iy60.end:                                   ; preds = %conv2.c61.end
   %j59.next = add nsw i64 %conv2.j5966, 1
   %235 = icmp slt i64 %j59.next, 1
   br i1 %235, label %conv2.j59, label %conv2.j59.end
 
-conv2.iy61:                                       ; preds = %conv2.ix62.end, %conv2.c60
-  %conv2.iy6168 = phi i64 [ 0, %conv2.c60 ], [ %iy61.next, %conv2.ix62.end ]
+conv2.c61:                                        ; preds = %conv2.ix62.end, %conv2.iy60
+  %conv2.c6168 = phi i64 [ 0, %conv2.iy60 ], [ %c61.next, %conv2.ix62.end ]
   br label %conv2.ix62
 
-conv2.iy61.end:                                   ; preds = %conv2.ix62.end
-  %c60.next = add nsw i64 %conv2.c6067, 1
-  %236 = icmp slt i64 %c60.next, 32
-  br i1 %236, label %conv2.c60, label %conv2.c60.end
+conv2.c61.end:                                    ; preds = %conv2.ix62.end
+  %iy60.next = add nsw i64 %conv2.iy6067, 1
+  %236 = icmp slt i64 %iy60.next, 28
+  br i1 %236, label %conv2.iy60, label %conv2.iy60.end
 
-conv2.ix62:                                       ; preds = %conv2.ix62, %conv2.iy61
-  %conv2.ix6269 = phi i64 [ 0, %conv2.iy61 ], [ %ix62.next, %conv2.ix62 ]
+conv2.ix62:                                       ; preds = %conv2.ix62, %conv2.c61
+  %conv2.ix6269 = phi i64 [ 0, %conv2.c61 ], [ %ix62.next, %conv2.ix62 ]
   %237 = add nsw i64 %conv2.g5865, %conv2.j5966
   %238 = mul nsw i64 %237, 25088
-  %239 = mul nsw i64 %conv2.c6067, 784
+  %239 = mul nsw i64 %conv2.c6168, 784
   %240 = add nsw i64 %238, %239
-  %241 = mul nsw i64 %conv2.iy6168, 28
+  %241 = mul nsw i64 %conv2.iy6067, 28
   %242 = add nsw i64 %240, %241
   %243 = add nsw i64 %242, %conv2.ix6269
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %243
   %244 = load float, ptr %arena70, align 4
   %245 = mul nsw i64 %conv2.j5966, 28800
-  %246 = add nsw i64 %conv2.iy6168, 1
+  %246 = add nsw i64 %conv2.iy6067, 1
   %247 = mul nsw i64 %246, 960
   %248 = add nsw i64 %245, %247
   %249 = add nsw i64 %conv2.ix6269, 1
   %250 = mul nsw i64 %249, 32
   %251 = add nsw i64 %248, %250
-  %252 = add nsw i64 %251, %conv2.c6067
+  %252 = add nsw i64 %251, %conv2.c6168
   %253 = add nsw i64 3244032, %252
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %253
   store float %244, ptr %arena71, align 4
@@ -1567,9 +1567,9 @@ conv2.ix62:                                       ; preds = %conv2.ix62, %conv2.
   br i1 %254, label %conv2.ix62, label %conv2.ix62.end
 
 conv2.ix62.end:                                   ; preds = %conv2.ix62
-  %iy61.next = add nsw i64 %conv2.iy6168, 1
-  %255 = icmp slt i64 %iy61.next, 28
-  br i1 %255, label %conv2.iy61, label %conv2.iy61.end
+  %c61.next = add nsw i64 %conv2.c6168, 1
+  %255 = icmp slt i64 %c61.next, 32
+  br i1 %255, label %conv2.c61, label %conv2.c61.end
 
 conv2.j63:                                        ; preds = %conv2.ty64.end, %conv2.j59.end
   %conv2.j6372 = phi i64 [ 0, %conv2.j59.end ], [ %j63.next, %conv2.ty64.end ]
@@ -2777,91 +2777,187 @@ conv2.cv111.end:                                  ; preds = %conv2.cv111
   %1147 = icmp slt i64 %tx110.next, 14
   br i1 %1147, label %conv2.tx110, label %conv2.tx110.end
 
-conv2.j136:                                       ; preds = %conv2.c137.end, %conv2.j108.end
-  %conv2.j136192 = phi i64 [ 0, %conv2.j108.end ], [ %j136.next, %conv2.c137.end ]
-  br label %conv2.c137
+conv2.j136:                                       ; preds = %conv2.c140.end, %conv2.j108.end
+  %conv2.j136192 = phi i64 [ 0, %conv2.j108.end ], [ %j136.next, %conv2.c140.end ]
+  br label %conv2.qb137
 
-conv2.j136.end:                                   ; preds = %conv2.c137.end
-  br label %conv2.j139
+conv2.j136.end:                                   ; preds = %conv2.c140.end
+  br label %conv2.j142
 
-conv2.c137:                                       ; preds = %conv2.q138.end, %conv2.j136
-  %conv2.c137193 = phi i64 [ 0, %conv2.j136 ], [ %c137.next, %conv2.q138.end ]
-  br label %conv2.q138
+conv2.qb137:                                      ; preds = %conv2.c138.end, %conv2.j136
+  %conv2.qb137193 = phi i64 [ 0, %conv2.j136 ], [ %qb137.next, %conv2.c138.end ]
+  br label %conv2.c138
 
-conv2.c137.end:                                   ; preds = %conv2.q138.end
-  %j136.next = add nsw i64 %conv2.j136192, 1
-  %1148 = icmp slt i64 %j136.next, 1
-  br i1 %1148, label %conv2.j136, label %conv2.j136.end
-
-conv2.q138:                                       ; preds = %conv2.q138, %conv2.c137
-  %conv2.q138194 = phi i64 [ 0, %conv2.c137 ], [ %q138.next, %conv2.q138 ]
-  %1149 = mul nsw i64 %conv2.j136192, 196
-  %1150 = add nsw i64 %1149, %conv2.q138194
-  %1151 = mul nsw i64 %1150, 64
-  %1152 = add nsw i64 3573888, %1151
-  %1153 = add nsw i64 %1152, %conv2.c137193
-  %arena195 = getelementptr inbounds float, ptr %arena, i64 %1153
-  %1154 = load float, ptr %arena195, align 4
-  %1155 = add nsw i64 %conv2.g5865, %conv2.j136192
-  %1156 = mul nsw i64 %1155, 12544
-  %1157 = mul nsw i64 %conv2.c137193, 196
-  %1158 = add nsw i64 %1156, %1157
-  %1159 = add nsw i64 %1158, %conv2.q138194
-  %1160 = add nsw i64 1605632, %1159
-  %arena196 = getelementptr inbounds float, ptr %arena, i64 %1160
-  store float %1154, ptr %arena196, align 4
-  %q138.next = add nsw i64 %conv2.q138194, 1
-  %1161 = icmp slt i64 %q138.next, 196
-  br i1 %1161, label %conv2.q138, label %conv2.q138.end
-
-conv2.q138.end:                                   ; preds = %conv2.q138
-  %c137.next = add nsw i64 %conv2.c137193, 1
-  %1162 = icmp slt i64 %c137.next, 64
-  br i1 %1162, label %conv2.c137, label %conv2.c137.end
-
-conv2.j139:                                       ; preds = %conv2.c140.end, %conv2.j136.end
-  %conv2.j139197 = phi i64 [ 0, %conv2.j136.end ], [ %j139.next, %conv2.c140.end ]
+conv2.qb137.end:                                  ; preds = %conv2.c138.end
   br label %conv2.c140
 
-conv2.j139.end:                                   ; preds = %conv2.c140.end
-  %g58.next = add nsw i64 %conv2.g5865, 1
-  %1163 = icmp slt i64 %g58.next, 64
-  br i1 %1163, label %conv2.g58, label %conv2.g58.end
+conv2.c138:                                       ; preds = %conv2.q139.end, %conv2.qb137
+  %conv2.c138194 = phi i64 [ 0, %conv2.qb137 ], [ %c138.next, %conv2.q139.end ]
+  br label %conv2.q139
 
-conv2.c140:                                       ; preds = %conv2.q141.end, %conv2.j139
-  %conv2.c140198 = phi i64 [ 0, %conv2.j139 ], [ %c140.next, %conv2.q141.end ]
+conv2.c138.end:                                   ; preds = %conv2.q139.end
+  %qb137.next = add nsw i64 %conv2.qb137193, 1
+  %1148 = icmp slt i64 %qb137.next, 3
+  br i1 %1148, label %conv2.qb137, label %conv2.qb137.end
+
+conv2.q139:                                       ; preds = %conv2.q139, %conv2.c138
+  %conv2.q139195 = phi i64 [ 0, %conv2.c138 ], [ %q139.next, %conv2.q139 ]
+  %1149 = mul nsw i64 %conv2.j136192, 196
+  %1150 = mul nsw i64 %conv2.qb137193, 64
+  %1151 = add nsw i64 %conv2.q139195, %1150
+  %1152 = add nsw i64 %1149, %1151
+  %1153 = mul nsw i64 %1152, 64
+  %1154 = add nsw i64 3573888, %1153
+  %1155 = add nsw i64 %1154, %conv2.c138194
+  %arena196 = getelementptr inbounds float, ptr %arena, i64 %1155
+  %1156 = load float, ptr %arena196, align 4
+  %1157 = add nsw i64 %conv2.g5865, %conv2.j136192
+  %1158 = mul nsw i64 %1157, 12544
+  %1159 = mul nsw i64 %conv2.c138194, 196
+  %1160 = add nsw i64 %1158, %1159
+  %1161 = mul nsw i64 %conv2.qb137193, 64
+  %1162 = add nsw i64 %conv2.q139195, %1161
+  %1163 = add nsw i64 %1160, %1162
+  %1164 = add nsw i64 1605632, %1163
+  %arena197 = getelementptr inbounds float, ptr %arena, i64 %1164
+  store float %1156, ptr %arena197, align 4
+  %q139.next = add nsw i64 %conv2.q139195, 1
+  %1165 = icmp slt i64 %q139.next, 64
+  br i1 %1165, label %conv2.q139, label %conv2.q139.end
+
+conv2.q139.end:                                   ; preds = %conv2.q139
+  %c138.next = add nsw i64 %conv2.c138194, 1
+  %1166 = icmp slt i64 %c138.next, 64
+  br i1 %1166, label %conv2.c138, label %conv2.c138.end
+
+conv2.c140:                                       ; preds = %conv2.q141.end, %conv2.qb137.end
+  %conv2.c140198 = phi i64 [ 0, %conv2.qb137.end ], [ %c140.next, %conv2.q141.end ]
   br label %conv2.q141
 
 conv2.c140.end:                                   ; preds = %conv2.q141.end
-  %j139.next = add nsw i64 %conv2.j139197, 1
-  %1164 = icmp slt i64 %j139.next, 1
-  br i1 %1164, label %conv2.j139, label %conv2.j139.end
+  %j136.next = add nsw i64 %conv2.j136192, 1
+  %1167 = icmp slt i64 %j136.next, 1
+  br i1 %1167, label %conv2.j136, label %conv2.j136.end
 
 conv2.q141:                                       ; preds = %conv2.q141, %conv2.c140
   %conv2.q141199 = phi i64 [ 0, %conv2.c140 ], [ %q141.next, %conv2.q141 ]
-  %1165 = mul nsw i64 %conv2.j139197, 196
-  %1166 = add nsw i64 %1165, %conv2.q141199
-  %1167 = mul nsw i64 %1166, 64
-  %1168 = add nsw i64 3586432, %1167
-  %1169 = add nsw i64 %1168, %conv2.c140198
-  %arena200 = getelementptr inbounds float, ptr %arena, i64 %1169
-  %1170 = load float, ptr %arena200, align 4
-  %1171 = add nsw i64 %conv2.g5865, %conv2.j139197
-  %1172 = mul nsw i64 %1171, 12544
-  %1173 = mul nsw i64 %conv2.c140198, 196
-  %1174 = add nsw i64 %1172, %1173
-  %1175 = add nsw i64 %1174, %conv2.q141199
-  %1176 = add nsw i64 2408448, %1175
-  %arena201 = getelementptr inbounds float, ptr %arena, i64 %1176
-  store float %1170, ptr %arena201, align 4
+  %1168 = mul nsw i64 %conv2.j136192, 196
+  %1169 = add nsw i64 %conv2.q141199, 192
+  %1170 = add nsw i64 %1168, %1169
+  %1171 = mul nsw i64 %1170, 64
+  %1172 = add nsw i64 3573888, %1171
+  %1173 = add nsw i64 %1172, %conv2.c140198
+  %arena200 = getelementptr inbounds float, ptr %arena, i64 %1173
+  %1174 = load float, ptr %arena200, align 4
+  %1175 = add nsw i64 %conv2.g5865, %conv2.j136192
+  %1176 = mul nsw i64 %1175, 12544
+  %1177 = mul nsw i64 %conv2.c140198, 196
+  %1178 = add nsw i64 %1176, %1177
+  %1179 = add nsw i64 %conv2.q141199, 192
+  %1180 = add nsw i64 %1178, %1179
+  %1181 = add nsw i64 1605632, %1180
+  %arena201 = getelementptr inbounds float, ptr %arena, i64 %1181
+  store float %1174, ptr %arena201, align 4
   %q141.next = add nsw i64 %conv2.q141199, 1
-  %1177 = icmp slt i64 %q141.next, 196
-  br i1 %1177, label %conv2.q141, label %conv2.q141.end
+  %1182 = icmp slt i64 %q141.next, 4
+  br i1 %1182, label %conv2.q141, label %conv2.q141.end
 
 conv2.q141.end:                                   ; preds = %conv2.q141
   %c140.next = add nsw i64 %conv2.c140198, 1
-  %1178 = icmp slt i64 %c140.next, 64
-  br i1 %1178, label %conv2.c140, label %conv2.c140.end
+  %1183 = icmp slt i64 %c140.next, 64
+  br i1 %1183, label %conv2.c140, label %conv2.c140.end
+
+conv2.j142:                                       ; preds = %conv2.c146.end, %conv2.j136.end
+  %conv2.j142202 = phi i64 [ 0, %conv2.j136.end ], [ %j142.next, %conv2.c146.end ]
+  br label %conv2.qb143
+
+conv2.j142.end:                                   ; preds = %conv2.c146.end
+  %g58.next = add nsw i64 %conv2.g5865, 1
+  %1184 = icmp slt i64 %g58.next, 64
+  br i1 %1184, label %conv2.g58, label %conv2.g58.end
+
+conv2.qb143:                                      ; preds = %conv2.c144.end, %conv2.j142
+  %conv2.qb143203 = phi i64 [ 0, %conv2.j142 ], [ %qb143.next, %conv2.c144.end ]
+  br label %conv2.c144
+
+conv2.qb143.end:                                  ; preds = %conv2.c144.end
+  br label %conv2.c146
+
+conv2.c144:                                       ; preds = %conv2.q145.end, %conv2.qb143
+  %conv2.c144204 = phi i64 [ 0, %conv2.qb143 ], [ %c144.next, %conv2.q145.end ]
+  br label %conv2.q145
+
+conv2.c144.end:                                   ; preds = %conv2.q145.end
+  %qb143.next = add nsw i64 %conv2.qb143203, 1
+  %1185 = icmp slt i64 %qb143.next, 3
+  br i1 %1185, label %conv2.qb143, label %conv2.qb143.end
+
+conv2.q145:                                       ; preds = %conv2.q145, %conv2.c144
+  %conv2.q145205 = phi i64 [ 0, %conv2.c144 ], [ %q145.next, %conv2.q145 ]
+  %1186 = mul nsw i64 %conv2.j142202, 196
+  %1187 = mul nsw i64 %conv2.qb143203, 64
+  %1188 = add nsw i64 %conv2.q145205, %1187
+  %1189 = add nsw i64 %1186, %1188
+  %1190 = mul nsw i64 %1189, 64
+  %1191 = add nsw i64 3586432, %1190
+  %1192 = add nsw i64 %1191, %conv2.c144204
+  %arena206 = getelementptr inbounds float, ptr %arena, i64 %1192
+  %1193 = load float, ptr %arena206, align 4
+  %1194 = add nsw i64 %conv2.g5865, %conv2.j142202
+  %1195 = mul nsw i64 %1194, 12544
+  %1196 = mul nsw i64 %conv2.c144204, 196
+  %1197 = add nsw i64 %1195, %1196
+  %1198 = mul nsw i64 %conv2.qb143203, 64
+  %1199 = add nsw i64 %conv2.q145205, %1198
+  %1200 = add nsw i64 %1197, %1199
+  %1201 = add nsw i64 2408448, %1200
+  %arena207 = getelementptr inbounds float, ptr %arena, i64 %1201
+  store float %1193, ptr %arena207, align 4
+  %q145.next = add nsw i64 %conv2.q145205, 1
+  %1202 = icmp slt i64 %q145.next, 64
+  br i1 %1202, label %conv2.q145, label %conv2.q145.end
+
+conv2.q145.end:                                   ; preds = %conv2.q145
+  %c144.next = add nsw i64 %conv2.c144204, 1
+  %1203 = icmp slt i64 %c144.next, 64
+  br i1 %1203, label %conv2.c144, label %conv2.c144.end
+
+conv2.c146:                                       ; preds = %conv2.q147.end, %conv2.qb143.end
+  %conv2.c146208 = phi i64 [ 0, %conv2.qb143.end ], [ %c146.next, %conv2.q147.end ]
+  br label %conv2.q147
+
+conv2.c146.end:                                   ; preds = %conv2.q147.end
+  %j142.next = add nsw i64 %conv2.j142202, 1
+  %1204 = icmp slt i64 %j142.next, 1
+  br i1 %1204, label %conv2.j142, label %conv2.j142.end
+
+conv2.q147:                                       ; preds = %conv2.q147, %conv2.c146
+  %conv2.q147209 = phi i64 [ 0, %conv2.c146 ], [ %q147.next, %conv2.q147 ]
+  %1205 = mul nsw i64 %conv2.j142202, 196
+  %1206 = add nsw i64 %conv2.q147209, 192
+  %1207 = add nsw i64 %1205, %1206
+  %1208 = mul nsw i64 %1207, 64
+  %1209 = add nsw i64 3586432, %1208
+  %1210 = add nsw i64 %1209, %conv2.c146208
+  %arena210 = getelementptr inbounds float, ptr %arena, i64 %1210
+  %1211 = load float, ptr %arena210, align 4
+  %1212 = add nsw i64 %conv2.g5865, %conv2.j142202
+  %1213 = mul nsw i64 %1212, 12544
+  %1214 = mul nsw i64 %conv2.c146208, 196
+  %1215 = add nsw i64 %1213, %1214
+  %1216 = add nsw i64 %conv2.q147209, 192
+  %1217 = add nsw i64 %1215, %1216
+  %1218 = add nsw i64 2408448, %1217
+  %arena211 = getelementptr inbounds float, ptr %arena, i64 %1218
+  store float %1211, ptr %arena211, align 4
+  %q147.next = add nsw i64 %conv2.q147209, 1
+  %1219 = icmp slt i64 %q147.next, 4
+  br i1 %1219, label %conv2.q147, label %conv2.q147.end
+
+conv2.q147.end:                                   ; preds = %conv2.q147
+  %c146.next = add nsw i64 %conv2.c146208, 1
+  %1220 = icmp slt i64 %c146.next, 64
+  br i1 %1220, label %conv2.c146, label %conv2.c146.end
 }
 
 ; Function Attrs: noinline
@@ -3436,564 +3532,564 @@ entry:
 ; Function Attrs: noinline
 define internal void @convnet_train_b64.k3.fc1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %fc1.n142
+  br label %fc1.n148
 
-fc1.n142:                                         ; preds = %fc1.k143.end, %entry
-  %fc1.n1421 = phi i64 [ 0, %entry ], [ %n142.next, %fc1.k143.end ]
-  br label %fc1.k143
+fc1.n148:                                         ; preds = %fc1.k149.end, %entry
+  %fc1.n1481 = phi i64 [ 0, %entry ], [ %n148.next, %fc1.k149.end ]
+  br label %fc1.k149
 
-fc1.n142.end:                                     ; preds = %fc1.k143.end
-  call void @convnet_train_b64.k3.fc1.gemm154(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  br label %fc1.n155
+fc1.n148.end:                                     ; preds = %fc1.k149.end
+  call void @convnet_train_b64.k3.fc1.gemm160(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  br label %fc1.n161
 
-fc1.k143:                                         ; preds = %fc1.k143, %fc1.n142
-  %fc1.k1432 = phi i64 [ 0, %fc1.n142 ], [ %k143.next, %fc1.k143 ]
-  %0 = mul nsw i64 %fc1.n1421, 12544
+fc1.k149:                                         ; preds = %fc1.k149, %fc1.n148
+  %fc1.k1492 = phi i64 [ 0, %fc1.n148 ], [ %k149.next, %fc1.k149 ]
+  %0 = mul nsw i64 %fc1.n1481, 12544
   %1 = add nsw i64 1605632, %0
-  %2 = add nsw i64 %1, %fc1.k1432
+  %2 = add nsw i64 %1, %fc1.k1492
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena3, align 4
-  %4 = mul nsw i64 %fc1.k1432, 64
+  %4 = mul nsw i64 %fc1.k1492, 64
   %5 = add nsw i64 3219456, %4
-  %6 = add nsw i64 %5, %fc1.n1421
+  %6 = add nsw i64 %5, %fc1.n1481
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   store float %3, ptr %arena4, align 4
-  %k143.next = add nsw i64 %fc1.k1432, 1
-  %7 = icmp slt i64 %k143.next, 12544
-  br i1 %7, label %fc1.k143, label %fc1.k143.end
+  %k149.next = add nsw i64 %fc1.k1492, 1
+  %7 = icmp slt i64 %k149.next, 12544
+  br i1 %7, label %fc1.k149, label %fc1.k149.end
 
-fc1.k143.end:                                     ; preds = %fc1.k143
-  %n142.next = add nsw i64 %fc1.n1421, 1
-  %8 = icmp slt i64 %n142.next, 64
-  br i1 %8, label %fc1.n142, label %fc1.n142.end
+fc1.k149.end:                                     ; preds = %fc1.k149
+  %n148.next = add nsw i64 %fc1.n1481, 1
+  %8 = icmp slt i64 %n148.next, 64
+  br i1 %8, label %fc1.n148, label %fc1.n148.end
 
-fc1.n155:                                         ; preds = %fc1.u156.end, %fc1.n142.end
-  %fc1.n1555 = phi i64 [ 0, %fc1.n142.end ], [ %n155.next, %fc1.u156.end ]
-  br label %fc1.u156
+fc1.n161:                                         ; preds = %fc1.u162.end, %fc1.n148.end
+  %fc1.n1615 = phi i64 [ 0, %fc1.n148.end ], [ %n161.next, %fc1.u162.end ]
+  br label %fc1.u162
 
-fc1.n155.end:                                     ; preds = %fc1.u156.end
+fc1.n161.end:                                     ; preds = %fc1.u162.end
   ret void
 
-fc1.u156:                                         ; preds = %fc1.u156, %fc1.n155
-  %fc1.u1566 = phi i64 [ 0, %fc1.n155 ], [ %u156.next, %fc1.u156 ]
-  %9 = mul nsw i64 %fc1.u1566, 64
+fc1.u162:                                         ; preds = %fc1.u162, %fc1.n161
+  %fc1.u1626 = phi i64 [ 0, %fc1.n161 ], [ %u162.next, %fc1.u162 ]
+  %9 = mul nsw i64 %fc1.u1626, 64
   %10 = add nsw i64 4022272, %9
-  %11 = add nsw i64 %10, %fc1.n1555
+  %11 = add nsw i64 %10, %fc1.n1615
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %11
   %12 = load float, ptr %arena7, align 4
-  %13 = add nsw i64 1624448, %fc1.u1566
+  %13 = add nsw i64 1624448, %fc1.u1626
   %params8 = getelementptr inbounds float, ptr %params, i64 %13
   %14 = load float, ptr %params8, align 4
   %15 = fadd float %12, %14
   %16 = fcmp ogt float %15, 0.000000e+00
-  %17 = mul nsw i64 %fc1.u1566, 64
+  %17 = mul nsw i64 %fc1.u1626, 64
   %18 = add nsw i64 4022272, %17
-  %19 = add nsw i64 %18, %fc1.n1555
+  %19 = add nsw i64 %18, %fc1.n1615
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %19
   %20 = load float, ptr %arena9, align 4
-  %21 = add nsw i64 1624448, %fc1.u1566
+  %21 = add nsw i64 1624448, %fc1.u1626
   %params10 = getelementptr inbounds float, ptr %params, i64 %21
   %22 = load float, ptr %params10, align 4
   %23 = fadd float %20, %22
   %24 = select i1 %16, float %23, float 0.000000e+00
-  %25 = mul nsw i64 %fc1.n1555, 128
+  %25 = mul nsw i64 %fc1.n1615, 128
   %26 = add nsw i64 3211264, %25
-  %27 = add nsw i64 %26, %fc1.u1566
+  %27 = add nsw i64 %26, %fc1.u1626
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %27
   store float %24, ptr %arena11, align 4
-  %u156.next = add nsw i64 %fc1.u1566, 1
-  %28 = icmp slt i64 %u156.next, 128
-  br i1 %28, label %fc1.u156, label %fc1.u156.end
+  %u162.next = add nsw i64 %fc1.u1626, 1
+  %28 = icmp slt i64 %u162.next, 128
+  br i1 %28, label %fc1.u162, label %fc1.u162.end
 
-fc1.u156.end:                                     ; preds = %fc1.u156
-  %n155.next = add nsw i64 %fc1.n1555, 1
-  %29 = icmp slt i64 %n155.next, 64
-  br i1 %29, label %fc1.n155, label %fc1.n155.end
+fc1.u162.end:                                     ; preds = %fc1.u162
+  %n161.next = add nsw i64 %fc1.n1615, 1
+  %29 = icmp slt i64 %n161.next, 64
+  br i1 %29, label %fc1.n161, label %fc1.n161.end
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_train_b64.k3.fc1.gemm154(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @convnet_train_b64.k3.fc1.gemm160(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %fc1.t152_a3 = alloca <8 x float>, align 32
-  %fc1.t152_a2 = alloca <8 x float>, align 32
-  %fc1.t152_a1 = alloca <8 x float>, align 32
-  %fc1.t152_a0 = alloca <8 x float>, align 32
-  %fc1.t152_b1 = alloca <8 x float>, align 32
-  %fc1.t152_b0 = alloca <8 x float>, align 32
-  %fc1.t152_c3_1 = alloca <8 x float>, align 32
-  %fc1.t152_c3_0 = alloca <8 x float>, align 32
-  %fc1.t152_c2_1 = alloca <8 x float>, align 32
-  %fc1.t152_c2_0 = alloca <8 x float>, align 32
-  %fc1.t152_c1_1 = alloca <8 x float>, align 32
-  %fc1.t152_c1_0 = alloca <8 x float>, align 32
-  %fc1.t152_c0_1 = alloca <8 x float>, align 32
-  %fc1.t152_c0_0 = alloca <8 x float>, align 32
-  %fc1.t149_a3 = alloca <8 x float>, align 32
-  %fc1.t149_a2 = alloca <8 x float>, align 32
-  %fc1.t149_a1 = alloca <8 x float>, align 32
-  %fc1.t149_a0 = alloca <8 x float>, align 32
-  %fc1.t149_b2 = alloca <8 x float>, align 32
-  %fc1.t149_b1 = alloca <8 x float>, align 32
-  %fc1.t149_b0 = alloca <8 x float>, align 32
-  %fc1.t149_c3_2 = alloca <8 x float>, align 32
-  %fc1.t149_c3_1 = alloca <8 x float>, align 32
-  %fc1.t149_c3_0 = alloca <8 x float>, align 32
-  %fc1.t149_c2_2 = alloca <8 x float>, align 32
-  %fc1.t149_c2_1 = alloca <8 x float>, align 32
-  %fc1.t149_c2_0 = alloca <8 x float>, align 32
-  %fc1.t149_c1_2 = alloca <8 x float>, align 32
-  %fc1.t149_c1_1 = alloca <8 x float>, align 32
-  %fc1.t149_c1_0 = alloca <8 x float>, align 32
-  %fc1.t149_c0_2 = alloca <8 x float>, align 32
-  %fc1.t149_c0_1 = alloca <8 x float>, align 32
-  %fc1.t149_c0_0 = alloca <8 x float>, align 32
-  br label %fc1.r144
+  %fc1.t158_a3 = alloca <8 x float>, align 32
+  %fc1.t158_a2 = alloca <8 x float>, align 32
+  %fc1.t158_a1 = alloca <8 x float>, align 32
+  %fc1.t158_a0 = alloca <8 x float>, align 32
+  %fc1.t158_b1 = alloca <8 x float>, align 32
+  %fc1.t158_b0 = alloca <8 x float>, align 32
+  %fc1.t158_c3_1 = alloca <8 x float>, align 32
+  %fc1.t158_c3_0 = alloca <8 x float>, align 32
+  %fc1.t158_c2_1 = alloca <8 x float>, align 32
+  %fc1.t158_c2_0 = alloca <8 x float>, align 32
+  %fc1.t158_c1_1 = alloca <8 x float>, align 32
+  %fc1.t158_c1_0 = alloca <8 x float>, align 32
+  %fc1.t158_c0_1 = alloca <8 x float>, align 32
+  %fc1.t158_c0_0 = alloca <8 x float>, align 32
+  %fc1.t155_a3 = alloca <8 x float>, align 32
+  %fc1.t155_a2 = alloca <8 x float>, align 32
+  %fc1.t155_a1 = alloca <8 x float>, align 32
+  %fc1.t155_a0 = alloca <8 x float>, align 32
+  %fc1.t155_b2 = alloca <8 x float>, align 32
+  %fc1.t155_b1 = alloca <8 x float>, align 32
+  %fc1.t155_b0 = alloca <8 x float>, align 32
+  %fc1.t155_c3_2 = alloca <8 x float>, align 32
+  %fc1.t155_c3_1 = alloca <8 x float>, align 32
+  %fc1.t155_c3_0 = alloca <8 x float>, align 32
+  %fc1.t155_c2_2 = alloca <8 x float>, align 32
+  %fc1.t155_c2_1 = alloca <8 x float>, align 32
+  %fc1.t155_c2_0 = alloca <8 x float>, align 32
+  %fc1.t155_c1_2 = alloca <8 x float>, align 32
+  %fc1.t155_c1_1 = alloca <8 x float>, align 32
+  %fc1.t155_c1_0 = alloca <8 x float>, align 32
+  %fc1.t155_c0_2 = alloca <8 x float>, align 32
+  %fc1.t155_c0_1 = alloca <8 x float>, align 32
+  %fc1.t155_c0_0 = alloca <8 x float>, align 32
+  br label %fc1.r150
 
-fc1.r144:                                         ; preds = %fc1.i145.end, %entry
-  %fc1.r1441 = phi i64 [ 0, %entry ], [ %r144.next, %fc1.i145.end ]
-  br label %fc1.i145
+fc1.r150:                                         ; preds = %fc1.i151.end, %entry
+  %fc1.r1501 = phi i64 [ 0, %entry ], [ %r150.next, %fc1.i151.end ]
+  br label %fc1.i151
 
-fc1.r144.end:                                     ; preds = %fc1.i145.end
-  br label %fc1.kp146
+fc1.r150.end:                                     ; preds = %fc1.i151.end
+  br label %fc1.kp152
 
-fc1.i145:                                         ; preds = %fc1.i145, %fc1.r144
-  %fc1.i1452 = phi i64 [ 0, %fc1.r144 ], [ %i145.next, %fc1.i145 ]
-  %0 = mul nsw i64 %fc1.r1441, 64
+fc1.i151:                                         ; preds = %fc1.i151, %fc1.r150
+  %fc1.i1512 = phi i64 [ 0, %fc1.r150 ], [ %i151.next, %fc1.i151 ]
+  %0 = mul nsw i64 %fc1.r1501, 64
   %1 = add nsw i64 4022272, %0
-  %2 = add nsw i64 %1, %fc1.i1452
+  %2 = add nsw i64 %1, %fc1.i1512
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   store float 0.000000e+00, ptr %arena3, align 4
-  %i145.next = add nsw i64 %fc1.i1452, 1
-  %3 = icmp slt i64 %i145.next, 64
-  br i1 %3, label %fc1.i145, label %fc1.i145.end
+  %i151.next = add nsw i64 %fc1.i1512, 1
+  %3 = icmp slt i64 %i151.next, 64
+  br i1 %3, label %fc1.i151, label %fc1.i151.end
 
-fc1.i145.end:                                     ; preds = %fc1.i145
-  %r144.next = add nsw i64 %fc1.r1441, 1
-  %4 = icmp slt i64 %r144.next, 128
-  br i1 %4, label %fc1.r144, label %fc1.r144.end
+fc1.i151.end:                                     ; preds = %fc1.i151
+  %r150.next = add nsw i64 %fc1.r1501, 1
+  %4 = icmp slt i64 %r150.next, 128
+  br i1 %4, label %fc1.r150, label %fc1.r150.end
 
-fc1.kp146:                                        ; preds = %fc1.mb151.end, %fc1.r144.end
-  %fc1.kp1464 = phi i64 [ 0, %fc1.r144.end ], [ %kp146.next, %fc1.mb151.end ]
-  br label %fc1.nb147
+fc1.kp152:                                        ; preds = %fc1.mb157.end, %fc1.r150.end
+  %fc1.kp1524 = phi i64 [ 0, %fc1.r150.end ], [ %kp152.next, %fc1.mb157.end ]
+  br label %fc1.nb153
 
-fc1.kp146.end:                                    ; preds = %fc1.mb151.end
+fc1.kp152.end:                                    ; preds = %fc1.mb157.end
   ret void
 
-fc1.nb147:                                        ; preds = %fc1.mb148.end, %fc1.kp146
-  %fc1.nb1475 = phi i64 [ 0, %fc1.kp146 ], [ %nb147.next, %fc1.mb148.end ]
-  br label %fc1.mb148
+fc1.nb153:                                        ; preds = %fc1.mb154.end, %fc1.kp152
+  %fc1.nb1535 = phi i64 [ 0, %fc1.kp152 ], [ %nb153.next, %fc1.mb154.end ]
+  br label %fc1.mb154
 
-fc1.nb147.end:                                    ; preds = %fc1.mb148.end
-  br label %fc1.mb151
+fc1.nb153.end:                                    ; preds = %fc1.mb154.end
+  br label %fc1.mb157
 
-fc1.mb148:                                        ; preds = %fc1.k150.end, %fc1.nb147
-  %fc1.mb1486 = phi i64 [ 0, %fc1.nb147 ], [ %mb148.next, %fc1.k150.end ]
-  %5 = mul nsw i64 %fc1.mb1486, 4
+fc1.mb154:                                        ; preds = %fc1.k156.end, %fc1.nb153
+  %fc1.mb1546 = phi i64 [ 0, %fc1.nb153 ], [ %mb154.next, %fc1.k156.end ]
+  %5 = mul nsw i64 %fc1.mb1546, 4
   %6 = mul nsw i64 %5, 64
   %7 = add nsw i64 4022272, %6
-  %8 = mul nsw i64 %fc1.nb1475, 24
+  %8 = mul nsw i64 %fc1.nb1535, 24
   %9 = add nsw i64 %7, %8
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %9
   %10 = load <8 x float>, ptr %arena7, align 4
-  store <8 x float> %10, ptr %fc1.t149_c0_0, align 32
-  %11 = mul nsw i64 %fc1.mb1486, 4
+  store <8 x float> %10, ptr %fc1.t155_c0_0, align 32
+  %11 = mul nsw i64 %fc1.mb1546, 4
   %12 = mul nsw i64 %11, 64
   %13 = add nsw i64 4022272, %12
-  %14 = mul nsw i64 %fc1.nb1475, 24
+  %14 = mul nsw i64 %fc1.nb1535, 24
   %15 = add nsw i64 %13, %14
   %16 = add nsw i64 %15, 8
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %16
   %17 = load <8 x float>, ptr %arena8, align 4
-  store <8 x float> %17, ptr %fc1.t149_c0_1, align 32
-  %18 = mul nsw i64 %fc1.mb1486, 4
+  store <8 x float> %17, ptr %fc1.t155_c0_1, align 32
+  %18 = mul nsw i64 %fc1.mb1546, 4
   %19 = mul nsw i64 %18, 64
   %20 = add nsw i64 4022272, %19
-  %21 = mul nsw i64 %fc1.nb1475, 24
+  %21 = mul nsw i64 %fc1.nb1535, 24
   %22 = add nsw i64 %20, %21
   %23 = add nsw i64 %22, 16
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %23
   %24 = load <8 x float>, ptr %arena9, align 4
-  store <8 x float> %24, ptr %fc1.t149_c0_2, align 32
-  %25 = mul nsw i64 %fc1.mb1486, 4
+  store <8 x float> %24, ptr %fc1.t155_c0_2, align 32
+  %25 = mul nsw i64 %fc1.mb1546, 4
   %26 = add nsw i64 %25, 1
   %27 = mul nsw i64 %26, 64
   %28 = add nsw i64 4022272, %27
-  %29 = mul nsw i64 %fc1.nb1475, 24
+  %29 = mul nsw i64 %fc1.nb1535, 24
   %30 = add nsw i64 %28, %29
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = load <8 x float>, ptr %arena10, align 4
-  store <8 x float> %31, ptr %fc1.t149_c1_0, align 32
-  %32 = mul nsw i64 %fc1.mb1486, 4
+  store <8 x float> %31, ptr %fc1.t155_c1_0, align 32
+  %32 = mul nsw i64 %fc1.mb1546, 4
   %33 = add nsw i64 %32, 1
   %34 = mul nsw i64 %33, 64
   %35 = add nsw i64 4022272, %34
-  %36 = mul nsw i64 %fc1.nb1475, 24
+  %36 = mul nsw i64 %fc1.nb1535, 24
   %37 = add nsw i64 %35, %36
   %38 = add nsw i64 %37, 8
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %38
   %39 = load <8 x float>, ptr %arena11, align 4
-  store <8 x float> %39, ptr %fc1.t149_c1_1, align 32
-  %40 = mul nsw i64 %fc1.mb1486, 4
+  store <8 x float> %39, ptr %fc1.t155_c1_1, align 32
+  %40 = mul nsw i64 %fc1.mb1546, 4
   %41 = add nsw i64 %40, 1
   %42 = mul nsw i64 %41, 64
   %43 = add nsw i64 4022272, %42
-  %44 = mul nsw i64 %fc1.nb1475, 24
+  %44 = mul nsw i64 %fc1.nb1535, 24
   %45 = add nsw i64 %43, %44
   %46 = add nsw i64 %45, 16
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %46
   %47 = load <8 x float>, ptr %arena12, align 4
-  store <8 x float> %47, ptr %fc1.t149_c1_2, align 32
-  %48 = mul nsw i64 %fc1.mb1486, 4
+  store <8 x float> %47, ptr %fc1.t155_c1_2, align 32
+  %48 = mul nsw i64 %fc1.mb1546, 4
   %49 = add nsw i64 %48, 2
   %50 = mul nsw i64 %49, 64
   %51 = add nsw i64 4022272, %50
-  %52 = mul nsw i64 %fc1.nb1475, 24
+  %52 = mul nsw i64 %fc1.nb1535, 24
   %53 = add nsw i64 %51, %52
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %53
   %54 = load <8 x float>, ptr %arena13, align 4
-  store <8 x float> %54, ptr %fc1.t149_c2_0, align 32
-  %55 = mul nsw i64 %fc1.mb1486, 4
+  store <8 x float> %54, ptr %fc1.t155_c2_0, align 32
+  %55 = mul nsw i64 %fc1.mb1546, 4
   %56 = add nsw i64 %55, 2
   %57 = mul nsw i64 %56, 64
   %58 = add nsw i64 4022272, %57
-  %59 = mul nsw i64 %fc1.nb1475, 24
+  %59 = mul nsw i64 %fc1.nb1535, 24
   %60 = add nsw i64 %58, %59
   %61 = add nsw i64 %60, 8
   %arena14 = getelementptr inbounds float, ptr %arena, i64 %61
   %62 = load <8 x float>, ptr %arena14, align 4
-  store <8 x float> %62, ptr %fc1.t149_c2_1, align 32
-  %63 = mul nsw i64 %fc1.mb1486, 4
+  store <8 x float> %62, ptr %fc1.t155_c2_1, align 32
+  %63 = mul nsw i64 %fc1.mb1546, 4
   %64 = add nsw i64 %63, 2
   %65 = mul nsw i64 %64, 64
   %66 = add nsw i64 4022272, %65
-  %67 = mul nsw i64 %fc1.nb1475, 24
+  %67 = mul nsw i64 %fc1.nb1535, 24
   %68 = add nsw i64 %66, %67
   %69 = add nsw i64 %68, 16
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %69
   %70 = load <8 x float>, ptr %arena15, align 4
-  store <8 x float> %70, ptr %fc1.t149_c2_2, align 32
-  %71 = mul nsw i64 %fc1.mb1486, 4
+  store <8 x float> %70, ptr %fc1.t155_c2_2, align 32
+  %71 = mul nsw i64 %fc1.mb1546, 4
   %72 = add nsw i64 %71, 3
   %73 = mul nsw i64 %72, 64
   %74 = add nsw i64 4022272, %73
-  %75 = mul nsw i64 %fc1.nb1475, 24
+  %75 = mul nsw i64 %fc1.nb1535, 24
   %76 = add nsw i64 %74, %75
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %76
   %77 = load <8 x float>, ptr %arena16, align 4
-  store <8 x float> %77, ptr %fc1.t149_c3_0, align 32
-  %78 = mul nsw i64 %fc1.mb1486, 4
+  store <8 x float> %77, ptr %fc1.t155_c3_0, align 32
+  %78 = mul nsw i64 %fc1.mb1546, 4
   %79 = add nsw i64 %78, 3
   %80 = mul nsw i64 %79, 64
   %81 = add nsw i64 4022272, %80
-  %82 = mul nsw i64 %fc1.nb1475, 24
+  %82 = mul nsw i64 %fc1.nb1535, 24
   %83 = add nsw i64 %81, %82
   %84 = add nsw i64 %83, 8
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %84
   %85 = load <8 x float>, ptr %arena17, align 4
-  store <8 x float> %85, ptr %fc1.t149_c3_1, align 32
-  %86 = mul nsw i64 %fc1.mb1486, 4
+  store <8 x float> %85, ptr %fc1.t155_c3_1, align 32
+  %86 = mul nsw i64 %fc1.mb1546, 4
   %87 = add nsw i64 %86, 3
   %88 = mul nsw i64 %87, 64
   %89 = add nsw i64 4022272, %88
-  %90 = mul nsw i64 %fc1.nb1475, 24
+  %90 = mul nsw i64 %fc1.nb1535, 24
   %91 = add nsw i64 %89, %90
   %92 = add nsw i64 %91, 16
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %92
   %93 = load <8 x float>, ptr %arena18, align 4
-  store <8 x float> %93, ptr %fc1.t149_c3_2, align 32
-  br label %fc1.k150
+  store <8 x float> %93, ptr %fc1.t155_c3_2, align 32
+  br label %fc1.k156
 
-fc1.mb148.end:                                    ; preds = %fc1.k150.end
-  %nb147.next = add nsw i64 %fc1.nb1475, 1
-  %94 = icmp slt i64 %nb147.next, 2
-  br i1 %94, label %fc1.nb147, label %fc1.nb147.end
+fc1.mb154.end:                                    ; preds = %fc1.k156.end
+  %nb153.next = add nsw i64 %fc1.nb1535, 1
+  %94 = icmp slt i64 %nb153.next, 2
+  br i1 %94, label %fc1.nb153, label %fc1.nb153.end
 
-fc1.k150:                                         ; preds = %fc1.k150, %fc1.mb148
-  %fc1.k15019 = phi i64 [ 0, %fc1.mb148 ], [ %k150.next, %fc1.k150 ]
-  %95 = mul nsw i64 %fc1.kp1464, 896
-  %96 = add nsw i64 %fc1.k15019, %95
+fc1.k156:                                         ; preds = %fc1.k156, %fc1.mb154
+  %fc1.k15619 = phi i64 [ 0, %fc1.mb154 ], [ %k156.next, %fc1.k156 ]
+  %95 = mul nsw i64 %fc1.kp1524, 896
+  %96 = add nsw i64 %fc1.k15619, %95
   %97 = mul nsw i64 %96, 64
   %98 = add nsw i64 3219456, %97
-  %99 = mul nsw i64 %fc1.nb1475, 24
+  %99 = mul nsw i64 %fc1.nb1535, 24
   %100 = add nsw i64 %98, %99
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %100
   %101 = load <8 x float>, ptr %arena20, align 4
-  store <8 x float> %101, ptr %fc1.t149_b0, align 32
-  %102 = mul nsw i64 %fc1.kp1464, 896
-  %103 = add nsw i64 %fc1.k15019, %102
+  store <8 x float> %101, ptr %fc1.t155_b0, align 32
+  %102 = mul nsw i64 %fc1.kp1524, 896
+  %103 = add nsw i64 %fc1.k15619, %102
   %104 = mul nsw i64 %103, 64
   %105 = add nsw i64 3219456, %104
-  %106 = mul nsw i64 %fc1.nb1475, 24
+  %106 = mul nsw i64 %fc1.nb1535, 24
   %107 = add nsw i64 %105, %106
   %108 = add nsw i64 %107, 8
   %arena21 = getelementptr inbounds float, ptr %arena, i64 %108
   %109 = load <8 x float>, ptr %arena21, align 4
-  store <8 x float> %109, ptr %fc1.t149_b1, align 32
-  %110 = mul nsw i64 %fc1.kp1464, 896
-  %111 = add nsw i64 %fc1.k15019, %110
+  store <8 x float> %109, ptr %fc1.t155_b1, align 32
+  %110 = mul nsw i64 %fc1.kp1524, 896
+  %111 = add nsw i64 %fc1.k15619, %110
   %112 = mul nsw i64 %111, 64
   %113 = add nsw i64 3219456, %112
-  %114 = mul nsw i64 %fc1.nb1475, 24
+  %114 = mul nsw i64 %fc1.nb1535, 24
   %115 = add nsw i64 %113, %114
   %116 = add nsw i64 %115, 16
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %116
   %117 = load <8 x float>, ptr %arena22, align 4
-  store <8 x float> %117, ptr %fc1.t149_b2, align 32
-  %118 = mul nsw i64 %fc1.mb1486, 4
+  store <8 x float> %117, ptr %fc1.t155_b2, align 32
+  %118 = mul nsw i64 %fc1.mb1546, 4
   %119 = mul nsw i64 %118, 12544
   %120 = add nsw i64 18816, %119
-  %121 = mul nsw i64 %fc1.kp1464, 896
-  %122 = add nsw i64 %fc1.k15019, %121
+  %121 = mul nsw i64 %fc1.kp1524, 896
+  %122 = add nsw i64 %fc1.k15619, %121
   %123 = add nsw i64 %120, %122
   %params23 = getelementptr inbounds float, ptr %params, i64 %123
   %124 = load float, ptr %params23, align 4
   %125 = insertelement <8 x float> undef, float %124, i32 0
   %126 = shufflevector <8 x float> %125, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %126, ptr %fc1.t149_a0, align 32
-  %t149_a0 = load <8 x float>, ptr %fc1.t149_a0, align 32
-  %t149_b0 = load <8 x float>, ptr %fc1.t149_b0, align 32
-  %t149_c0_0 = load <8 x float>, ptr %fc1.t149_c0_0, align 32
-  %127 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t149_a0, <8 x float> %t149_b0, <8 x float> %t149_c0_0)
-  store <8 x float> %127, ptr %fc1.t149_c0_0, align 32
-  %t149_a024 = load <8 x float>, ptr %fc1.t149_a0, align 32
-  %t149_b1 = load <8 x float>, ptr %fc1.t149_b1, align 32
-  %t149_c0_1 = load <8 x float>, ptr %fc1.t149_c0_1, align 32
-  %128 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t149_a024, <8 x float> %t149_b1, <8 x float> %t149_c0_1)
-  store <8 x float> %128, ptr %fc1.t149_c0_1, align 32
-  %t149_a025 = load <8 x float>, ptr %fc1.t149_a0, align 32
-  %t149_b2 = load <8 x float>, ptr %fc1.t149_b2, align 32
-  %t149_c0_2 = load <8 x float>, ptr %fc1.t149_c0_2, align 32
-  %129 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t149_a025, <8 x float> %t149_b2, <8 x float> %t149_c0_2)
-  store <8 x float> %129, ptr %fc1.t149_c0_2, align 32
-  %130 = mul nsw i64 %fc1.mb1486, 4
+  store <8 x float> %126, ptr %fc1.t155_a0, align 32
+  %t155_a0 = load <8 x float>, ptr %fc1.t155_a0, align 32
+  %t155_b0 = load <8 x float>, ptr %fc1.t155_b0, align 32
+  %t155_c0_0 = load <8 x float>, ptr %fc1.t155_c0_0, align 32
+  %127 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t155_a0, <8 x float> %t155_b0, <8 x float> %t155_c0_0)
+  store <8 x float> %127, ptr %fc1.t155_c0_0, align 32
+  %t155_a024 = load <8 x float>, ptr %fc1.t155_a0, align 32
+  %t155_b1 = load <8 x float>, ptr %fc1.t155_b1, align 32
+  %t155_c0_1 = load <8 x float>, ptr %fc1.t155_c0_1, align 32
+  %128 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t155_a024, <8 x float> %t155_b1, <8 x float> %t155_c0_1)
+  store <8 x float> %128, ptr %fc1.t155_c0_1, align 32
+  %t155_a025 = load <8 x float>, ptr %fc1.t155_a0, align 32
+  %t155_b2 = load <8 x float>, ptr %fc1.t155_b2, align 32
+  %t155_c0_2 = load <8 x float>, ptr %fc1.t155_c0_2, align 32
+  %129 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t155_a025, <8 x float> %t155_b2, <8 x float> %t155_c0_2)
+  store <8 x float> %129, ptr %fc1.t155_c0_2, align 32
+  %130 = mul nsw i64 %fc1.mb1546, 4
   %131 = add nsw i64 %130, 1
   %132 = mul nsw i64 %131, 12544
   %133 = add nsw i64 18816, %132
-  %134 = mul nsw i64 %fc1.kp1464, 896
-  %135 = add nsw i64 %fc1.k15019, %134
+  %134 = mul nsw i64 %fc1.kp1524, 896
+  %135 = add nsw i64 %fc1.k15619, %134
   %136 = add nsw i64 %133, %135
   %params26 = getelementptr inbounds float, ptr %params, i64 %136
   %137 = load float, ptr %params26, align 4
   %138 = insertelement <8 x float> undef, float %137, i32 0
   %139 = shufflevector <8 x float> %138, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %139, ptr %fc1.t149_a1, align 32
-  %t149_a1 = load <8 x float>, ptr %fc1.t149_a1, align 32
-  %t149_b027 = load <8 x float>, ptr %fc1.t149_b0, align 32
-  %t149_c1_0 = load <8 x float>, ptr %fc1.t149_c1_0, align 32
-  %140 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t149_a1, <8 x float> %t149_b027, <8 x float> %t149_c1_0)
-  store <8 x float> %140, ptr %fc1.t149_c1_0, align 32
-  %t149_a128 = load <8 x float>, ptr %fc1.t149_a1, align 32
-  %t149_b129 = load <8 x float>, ptr %fc1.t149_b1, align 32
-  %t149_c1_1 = load <8 x float>, ptr %fc1.t149_c1_1, align 32
-  %141 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t149_a128, <8 x float> %t149_b129, <8 x float> %t149_c1_1)
-  store <8 x float> %141, ptr %fc1.t149_c1_1, align 32
-  %t149_a130 = load <8 x float>, ptr %fc1.t149_a1, align 32
-  %t149_b231 = load <8 x float>, ptr %fc1.t149_b2, align 32
-  %t149_c1_2 = load <8 x float>, ptr %fc1.t149_c1_2, align 32
-  %142 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t149_a130, <8 x float> %t149_b231, <8 x float> %t149_c1_2)
-  store <8 x float> %142, ptr %fc1.t149_c1_2, align 32
-  %143 = mul nsw i64 %fc1.mb1486, 4
+  store <8 x float> %139, ptr %fc1.t155_a1, align 32
+  %t155_a1 = load <8 x float>, ptr %fc1.t155_a1, align 32
+  %t155_b027 = load <8 x float>, ptr %fc1.t155_b0, align 32
+  %t155_c1_0 = load <8 x float>, ptr %fc1.t155_c1_0, align 32
+  %140 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t155_a1, <8 x float> %t155_b027, <8 x float> %t155_c1_0)
+  store <8 x float> %140, ptr %fc1.t155_c1_0, align 32
+  %t155_a128 = load <8 x float>, ptr %fc1.t155_a1, align 32
+  %t155_b129 = load <8 x float>, ptr %fc1.t155_b1, align 32
+  %t155_c1_1 = load <8 x float>, ptr %fc1.t155_c1_1, align 32
+  %141 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t155_a128, <8 x float> %t155_b129, <8 x float> %t155_c1_1)
+  store <8 x float> %141, ptr %fc1.t155_c1_1, align 32
+  %t155_a130 = load <8 x float>, ptr %fc1.t155_a1, align 32
+  %t155_b231 = load <8 x float>, ptr %fc1.t155_b2, align 32
+  %t155_c1_2 = load <8 x float>, ptr %fc1.t155_c1_2, align 32
+  %142 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t155_a130, <8 x float> %t155_b231, <8 x float> %t155_c1_2)
+  store <8 x float> %142, ptr %fc1.t155_c1_2, align 32
+  %143 = mul nsw i64 %fc1.mb1546, 4
   %144 = add nsw i64 %143, 2
   %145 = mul nsw i64 %144, 12544
   %146 = add nsw i64 18816, %145
-  %147 = mul nsw i64 %fc1.kp1464, 896
-  %148 = add nsw i64 %fc1.k15019, %147
+  %147 = mul nsw i64 %fc1.kp1524, 896
+  %148 = add nsw i64 %fc1.k15619, %147
   %149 = add nsw i64 %146, %148
   %params32 = getelementptr inbounds float, ptr %params, i64 %149
   %150 = load float, ptr %params32, align 4
   %151 = insertelement <8 x float> undef, float %150, i32 0
   %152 = shufflevector <8 x float> %151, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %152, ptr %fc1.t149_a2, align 32
-  %t149_a2 = load <8 x float>, ptr %fc1.t149_a2, align 32
-  %t149_b033 = load <8 x float>, ptr %fc1.t149_b0, align 32
-  %t149_c2_0 = load <8 x float>, ptr %fc1.t149_c2_0, align 32
-  %153 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t149_a2, <8 x float> %t149_b033, <8 x float> %t149_c2_0)
-  store <8 x float> %153, ptr %fc1.t149_c2_0, align 32
-  %t149_a234 = load <8 x float>, ptr %fc1.t149_a2, align 32
-  %t149_b135 = load <8 x float>, ptr %fc1.t149_b1, align 32
-  %t149_c2_1 = load <8 x float>, ptr %fc1.t149_c2_1, align 32
-  %154 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t149_a234, <8 x float> %t149_b135, <8 x float> %t149_c2_1)
-  store <8 x float> %154, ptr %fc1.t149_c2_1, align 32
-  %t149_a236 = load <8 x float>, ptr %fc1.t149_a2, align 32
-  %t149_b237 = load <8 x float>, ptr %fc1.t149_b2, align 32
-  %t149_c2_2 = load <8 x float>, ptr %fc1.t149_c2_2, align 32
-  %155 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t149_a236, <8 x float> %t149_b237, <8 x float> %t149_c2_2)
-  store <8 x float> %155, ptr %fc1.t149_c2_2, align 32
-  %156 = mul nsw i64 %fc1.mb1486, 4
+  store <8 x float> %152, ptr %fc1.t155_a2, align 32
+  %t155_a2 = load <8 x float>, ptr %fc1.t155_a2, align 32
+  %t155_b033 = load <8 x float>, ptr %fc1.t155_b0, align 32
+  %t155_c2_0 = load <8 x float>, ptr %fc1.t155_c2_0, align 32
+  %153 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t155_a2, <8 x float> %t155_b033, <8 x float> %t155_c2_0)
+  store <8 x float> %153, ptr %fc1.t155_c2_0, align 32
+  %t155_a234 = load <8 x float>, ptr %fc1.t155_a2, align 32
+  %t155_b135 = load <8 x float>, ptr %fc1.t155_b1, align 32
+  %t155_c2_1 = load <8 x float>, ptr %fc1.t155_c2_1, align 32
+  %154 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t155_a234, <8 x float> %t155_b135, <8 x float> %t155_c2_1)
+  store <8 x float> %154, ptr %fc1.t155_c2_1, align 32
+  %t155_a236 = load <8 x float>, ptr %fc1.t155_a2, align 32
+  %t155_b237 = load <8 x float>, ptr %fc1.t155_b2, align 32
+  %t155_c2_2 = load <8 x float>, ptr %fc1.t155_c2_2, align 32
+  %155 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t155_a236, <8 x float> %t155_b237, <8 x float> %t155_c2_2)
+  store <8 x float> %155, ptr %fc1.t155_c2_2, align 32
+  %156 = mul nsw i64 %fc1.mb1546, 4
   %157 = add nsw i64 %156, 3
   %158 = mul nsw i64 %157, 12544
   %159 = add nsw i64 18816, %158
-  %160 = mul nsw i64 %fc1.kp1464, 896
-  %161 = add nsw i64 %fc1.k15019, %160
+  %160 = mul nsw i64 %fc1.kp1524, 896
+  %161 = add nsw i64 %fc1.k15619, %160
   %162 = add nsw i64 %159, %161
   %params38 = getelementptr inbounds float, ptr %params, i64 %162
   %163 = load float, ptr %params38, align 4
   %164 = insertelement <8 x float> undef, float %163, i32 0
   %165 = shufflevector <8 x float> %164, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %165, ptr %fc1.t149_a3, align 32
-  %t149_a3 = load <8 x float>, ptr %fc1.t149_a3, align 32
-  %t149_b039 = load <8 x float>, ptr %fc1.t149_b0, align 32
-  %t149_c3_0 = load <8 x float>, ptr %fc1.t149_c3_0, align 32
-  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t149_a3, <8 x float> %t149_b039, <8 x float> %t149_c3_0)
-  store <8 x float> %166, ptr %fc1.t149_c3_0, align 32
-  %t149_a340 = load <8 x float>, ptr %fc1.t149_a3, align 32
-  %t149_b141 = load <8 x float>, ptr %fc1.t149_b1, align 32
-  %t149_c3_1 = load <8 x float>, ptr %fc1.t149_c3_1, align 32
-  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t149_a340, <8 x float> %t149_b141, <8 x float> %t149_c3_1)
-  store <8 x float> %167, ptr %fc1.t149_c3_1, align 32
-  %t149_a342 = load <8 x float>, ptr %fc1.t149_a3, align 32
-  %t149_b243 = load <8 x float>, ptr %fc1.t149_b2, align 32
-  %t149_c3_2 = load <8 x float>, ptr %fc1.t149_c3_2, align 32
-  %168 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t149_a342, <8 x float> %t149_b243, <8 x float> %t149_c3_2)
-  store <8 x float> %168, ptr %fc1.t149_c3_2, align 32
-  %k150.next = add nsw i64 %fc1.k15019, 1
-  %169 = icmp slt i64 %k150.next, 896
-  br i1 %169, label %fc1.k150, label %fc1.k150.end
+  store <8 x float> %165, ptr %fc1.t155_a3, align 32
+  %t155_a3 = load <8 x float>, ptr %fc1.t155_a3, align 32
+  %t155_b039 = load <8 x float>, ptr %fc1.t155_b0, align 32
+  %t155_c3_0 = load <8 x float>, ptr %fc1.t155_c3_0, align 32
+  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t155_a3, <8 x float> %t155_b039, <8 x float> %t155_c3_0)
+  store <8 x float> %166, ptr %fc1.t155_c3_0, align 32
+  %t155_a340 = load <8 x float>, ptr %fc1.t155_a3, align 32
+  %t155_b141 = load <8 x float>, ptr %fc1.t155_b1, align 32
+  %t155_c3_1 = load <8 x float>, ptr %fc1.t155_c3_1, align 32
+  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t155_a340, <8 x float> %t155_b141, <8 x float> %t155_c3_1)
+  store <8 x float> %167, ptr %fc1.t155_c3_1, align 32
+  %t155_a342 = load <8 x float>, ptr %fc1.t155_a3, align 32
+  %t155_b243 = load <8 x float>, ptr %fc1.t155_b2, align 32
+  %t155_c3_2 = load <8 x float>, ptr %fc1.t155_c3_2, align 32
+  %168 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t155_a342, <8 x float> %t155_b243, <8 x float> %t155_c3_2)
+  store <8 x float> %168, ptr %fc1.t155_c3_2, align 32
+  %k156.next = add nsw i64 %fc1.k15619, 1
+  %169 = icmp slt i64 %k156.next, 896
+  br i1 %169, label %fc1.k156, label %fc1.k156.end
 
-fc1.k150.end:                                     ; preds = %fc1.k150
-  %t149_c0_044 = load <8 x float>, ptr %fc1.t149_c0_0, align 32
-  %170 = mul nsw i64 %fc1.mb1486, 4
+fc1.k156.end:                                     ; preds = %fc1.k156
+  %t155_c0_044 = load <8 x float>, ptr %fc1.t155_c0_0, align 32
+  %170 = mul nsw i64 %fc1.mb1546, 4
   %171 = mul nsw i64 %170, 64
   %172 = add nsw i64 4022272, %171
-  %173 = mul nsw i64 %fc1.nb1475, 24
+  %173 = mul nsw i64 %fc1.nb1535, 24
   %174 = add nsw i64 %172, %173
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %174
-  store <8 x float> %t149_c0_044, ptr %arena45, align 4
-  %t149_c0_146 = load <8 x float>, ptr %fc1.t149_c0_1, align 32
-  %175 = mul nsw i64 %fc1.mb1486, 4
+  store <8 x float> %t155_c0_044, ptr %arena45, align 4
+  %t155_c0_146 = load <8 x float>, ptr %fc1.t155_c0_1, align 32
+  %175 = mul nsw i64 %fc1.mb1546, 4
   %176 = mul nsw i64 %175, 64
   %177 = add nsw i64 4022272, %176
-  %178 = mul nsw i64 %fc1.nb1475, 24
+  %178 = mul nsw i64 %fc1.nb1535, 24
   %179 = add nsw i64 %177, %178
   %180 = add nsw i64 %179, 8
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %180
-  store <8 x float> %t149_c0_146, ptr %arena47, align 4
-  %t149_c0_248 = load <8 x float>, ptr %fc1.t149_c0_2, align 32
-  %181 = mul nsw i64 %fc1.mb1486, 4
+  store <8 x float> %t155_c0_146, ptr %arena47, align 4
+  %t155_c0_248 = load <8 x float>, ptr %fc1.t155_c0_2, align 32
+  %181 = mul nsw i64 %fc1.mb1546, 4
   %182 = mul nsw i64 %181, 64
   %183 = add nsw i64 4022272, %182
-  %184 = mul nsw i64 %fc1.nb1475, 24
+  %184 = mul nsw i64 %fc1.nb1535, 24
   %185 = add nsw i64 %183, %184
   %186 = add nsw i64 %185, 16
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %186
-  store <8 x float> %t149_c0_248, ptr %arena49, align 4
-  %t149_c1_050 = load <8 x float>, ptr %fc1.t149_c1_0, align 32
-  %187 = mul nsw i64 %fc1.mb1486, 4
+  store <8 x float> %t155_c0_248, ptr %arena49, align 4
+  %t155_c1_050 = load <8 x float>, ptr %fc1.t155_c1_0, align 32
+  %187 = mul nsw i64 %fc1.mb1546, 4
   %188 = add nsw i64 %187, 1
   %189 = mul nsw i64 %188, 64
   %190 = add nsw i64 4022272, %189
-  %191 = mul nsw i64 %fc1.nb1475, 24
+  %191 = mul nsw i64 %fc1.nb1535, 24
   %192 = add nsw i64 %190, %191
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %192
-  store <8 x float> %t149_c1_050, ptr %arena51, align 4
-  %t149_c1_152 = load <8 x float>, ptr %fc1.t149_c1_1, align 32
-  %193 = mul nsw i64 %fc1.mb1486, 4
+  store <8 x float> %t155_c1_050, ptr %arena51, align 4
+  %t155_c1_152 = load <8 x float>, ptr %fc1.t155_c1_1, align 32
+  %193 = mul nsw i64 %fc1.mb1546, 4
   %194 = add nsw i64 %193, 1
   %195 = mul nsw i64 %194, 64
   %196 = add nsw i64 4022272, %195
-  %197 = mul nsw i64 %fc1.nb1475, 24
+  %197 = mul nsw i64 %fc1.nb1535, 24
   %198 = add nsw i64 %196, %197
   %199 = add nsw i64 %198, 8
   %arena53 = getelementptr inbounds float, ptr %arena, i64 %199
-  store <8 x float> %t149_c1_152, ptr %arena53, align 4
-  %t149_c1_254 = load <8 x float>, ptr %fc1.t149_c1_2, align 32
-  %200 = mul nsw i64 %fc1.mb1486, 4
+  store <8 x float> %t155_c1_152, ptr %arena53, align 4
+  %t155_c1_254 = load <8 x float>, ptr %fc1.t155_c1_2, align 32
+  %200 = mul nsw i64 %fc1.mb1546, 4
   %201 = add nsw i64 %200, 1
   %202 = mul nsw i64 %201, 64
   %203 = add nsw i64 4022272, %202
-  %204 = mul nsw i64 %fc1.nb1475, 24
+  %204 = mul nsw i64 %fc1.nb1535, 24
   %205 = add nsw i64 %203, %204
   %206 = add nsw i64 %205, 16
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %206
-  store <8 x float> %t149_c1_254, ptr %arena55, align 4
-  %t149_c2_056 = load <8 x float>, ptr %fc1.t149_c2_0, align 32
-  %207 = mul nsw i64 %fc1.mb1486, 4
+  store <8 x float> %t155_c1_254, ptr %arena55, align 4
+  %t155_c2_056 = load <8 x float>, ptr %fc1.t155_c2_0, align 32
+  %207 = mul nsw i64 %fc1.mb1546, 4
   %208 = add nsw i64 %207, 2
   %209 = mul nsw i64 %208, 64
   %210 = add nsw i64 4022272, %209
-  %211 = mul nsw i64 %fc1.nb1475, 24
+  %211 = mul nsw i64 %fc1.nb1535, 24
   %212 = add nsw i64 %210, %211
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %212
-  store <8 x float> %t149_c2_056, ptr %arena57, align 4
-  %t149_c2_158 = load <8 x float>, ptr %fc1.t149_c2_1, align 32
-  %213 = mul nsw i64 %fc1.mb1486, 4
+  store <8 x float> %t155_c2_056, ptr %arena57, align 4
+  %t155_c2_158 = load <8 x float>, ptr %fc1.t155_c2_1, align 32
+  %213 = mul nsw i64 %fc1.mb1546, 4
   %214 = add nsw i64 %213, 2
   %215 = mul nsw i64 %214, 64
   %216 = add nsw i64 4022272, %215
-  %217 = mul nsw i64 %fc1.nb1475, 24
+  %217 = mul nsw i64 %fc1.nb1535, 24
   %218 = add nsw i64 %216, %217
   %219 = add nsw i64 %218, 8
   %arena59 = getelementptr inbounds float, ptr %arena, i64 %219
-  store <8 x float> %t149_c2_158, ptr %arena59, align 4
-  %t149_c2_260 = load <8 x float>, ptr %fc1.t149_c2_2, align 32
-  %220 = mul nsw i64 %fc1.mb1486, 4
+  store <8 x float> %t155_c2_158, ptr %arena59, align 4
+  %t155_c2_260 = load <8 x float>, ptr %fc1.t155_c2_2, align 32
+  %220 = mul nsw i64 %fc1.mb1546, 4
   %221 = add nsw i64 %220, 2
   %222 = mul nsw i64 %221, 64
   %223 = add nsw i64 4022272, %222
-  %224 = mul nsw i64 %fc1.nb1475, 24
+  %224 = mul nsw i64 %fc1.nb1535, 24
   %225 = add nsw i64 %223, %224
   %226 = add nsw i64 %225, 16
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %226
-  store <8 x float> %t149_c2_260, ptr %arena61, align 4
-  %t149_c3_062 = load <8 x float>, ptr %fc1.t149_c3_0, align 32
-  %227 = mul nsw i64 %fc1.mb1486, 4
+  store <8 x float> %t155_c2_260, ptr %arena61, align 4
+  %t155_c3_062 = load <8 x float>, ptr %fc1.t155_c3_0, align 32
+  %227 = mul nsw i64 %fc1.mb1546, 4
   %228 = add nsw i64 %227, 3
   %229 = mul nsw i64 %228, 64
   %230 = add nsw i64 4022272, %229
-  %231 = mul nsw i64 %fc1.nb1475, 24
+  %231 = mul nsw i64 %fc1.nb1535, 24
   %232 = add nsw i64 %230, %231
   %arena63 = getelementptr inbounds float, ptr %arena, i64 %232
-  store <8 x float> %t149_c3_062, ptr %arena63, align 4
-  %t149_c3_164 = load <8 x float>, ptr %fc1.t149_c3_1, align 32
-  %233 = mul nsw i64 %fc1.mb1486, 4
+  store <8 x float> %t155_c3_062, ptr %arena63, align 4
+  %t155_c3_164 = load <8 x float>, ptr %fc1.t155_c3_1, align 32
+  %233 = mul nsw i64 %fc1.mb1546, 4
   %234 = add nsw i64 %233, 3
   %235 = mul nsw i64 %234, 64
   %236 = add nsw i64 4022272, %235
-  %237 = mul nsw i64 %fc1.nb1475, 24
+  %237 = mul nsw i64 %fc1.nb1535, 24
   %238 = add nsw i64 %236, %237
   %239 = add nsw i64 %238, 8
   %arena65 = getelementptr inbounds float, ptr %arena, i64 %239
-  store <8 x float> %t149_c3_164, ptr %arena65, align 4
-  %t149_c3_266 = load <8 x float>, ptr %fc1.t149_c3_2, align 32
-  %240 = mul nsw i64 %fc1.mb1486, 4
+  store <8 x float> %t155_c3_164, ptr %arena65, align 4
+  %t155_c3_266 = load <8 x float>, ptr %fc1.t155_c3_2, align 32
+  %240 = mul nsw i64 %fc1.mb1546, 4
   %241 = add nsw i64 %240, 3
   %242 = mul nsw i64 %241, 64
   %243 = add nsw i64 4022272, %242
-  %244 = mul nsw i64 %fc1.nb1475, 24
+  %244 = mul nsw i64 %fc1.nb1535, 24
   %245 = add nsw i64 %243, %244
   %246 = add nsw i64 %245, 16
   %arena67 = getelementptr inbounds float, ptr %arena, i64 %246
-  store <8 x float> %t149_c3_266, ptr %arena67, align 4
-  %mb148.next = add nsw i64 %fc1.mb1486, 1
-  %247 = icmp slt i64 %mb148.next, 32
-  br i1 %247, label %fc1.mb148, label %fc1.mb148.end
+  store <8 x float> %t155_c3_266, ptr %arena67, align 4
+  %mb154.next = add nsw i64 %fc1.mb1546, 1
+  %247 = icmp slt i64 %mb154.next, 32
+  br i1 %247, label %fc1.mb154, label %fc1.mb154.end
 
-fc1.mb151:                                        ; preds = %fc1.k153.end, %fc1.nb147.end
-  %fc1.mb15168 = phi i64 [ 0, %fc1.nb147.end ], [ %mb151.next, %fc1.k153.end ]
-  %248 = mul nsw i64 %fc1.mb15168, 4
+fc1.mb157:                                        ; preds = %fc1.k159.end, %fc1.nb153.end
+  %fc1.mb15768 = phi i64 [ 0, %fc1.nb153.end ], [ %mb157.next, %fc1.k159.end ]
+  %248 = mul nsw i64 %fc1.mb15768, 4
   %249 = mul nsw i64 %248, 64
   %250 = add nsw i64 4022272, %249
   %251 = add nsw i64 %250, 48
   %arena69 = getelementptr inbounds float, ptr %arena, i64 %251
   %252 = load <8 x float>, ptr %arena69, align 4
-  store <8 x float> %252, ptr %fc1.t152_c0_0, align 32
-  %253 = mul nsw i64 %fc1.mb15168, 4
+  store <8 x float> %252, ptr %fc1.t158_c0_0, align 32
+  %253 = mul nsw i64 %fc1.mb15768, 4
   %254 = mul nsw i64 %253, 64
   %255 = add nsw i64 4022272, %254
   %256 = add nsw i64 %255, 48
   %257 = add nsw i64 %256, 8
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %257
   %258 = load <8 x float>, ptr %arena70, align 4
-  store <8 x float> %258, ptr %fc1.t152_c0_1, align 32
-  %259 = mul nsw i64 %fc1.mb15168, 4
+  store <8 x float> %258, ptr %fc1.t158_c0_1, align 32
+  %259 = mul nsw i64 %fc1.mb15768, 4
   %260 = add nsw i64 %259, 1
   %261 = mul nsw i64 %260, 64
   %262 = add nsw i64 4022272, %261
   %263 = add nsw i64 %262, 48
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %263
   %264 = load <8 x float>, ptr %arena71, align 4
-  store <8 x float> %264, ptr %fc1.t152_c1_0, align 32
-  %265 = mul nsw i64 %fc1.mb15168, 4
+  store <8 x float> %264, ptr %fc1.t158_c1_0, align 32
+  %265 = mul nsw i64 %fc1.mb15768, 4
   %266 = add nsw i64 %265, 1
   %267 = mul nsw i64 %266, 64
   %268 = add nsw i64 4022272, %267
@@ -4001,16 +4097,16 @@ fc1.mb151:                                        ; preds = %fc1.k153.end, %fc1.
   %270 = add nsw i64 %269, 8
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %270
   %271 = load <8 x float>, ptr %arena72, align 4
-  store <8 x float> %271, ptr %fc1.t152_c1_1, align 32
-  %272 = mul nsw i64 %fc1.mb15168, 4
+  store <8 x float> %271, ptr %fc1.t158_c1_1, align 32
+  %272 = mul nsw i64 %fc1.mb15768, 4
   %273 = add nsw i64 %272, 2
   %274 = mul nsw i64 %273, 64
   %275 = add nsw i64 4022272, %274
   %276 = add nsw i64 %275, 48
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %276
   %277 = load <8 x float>, ptr %arena73, align 4
-  store <8 x float> %277, ptr %fc1.t152_c2_0, align 32
-  %278 = mul nsw i64 %fc1.mb15168, 4
+  store <8 x float> %277, ptr %fc1.t158_c2_0, align 32
+  %278 = mul nsw i64 %fc1.mb15768, 4
   %279 = add nsw i64 %278, 2
   %280 = mul nsw i64 %279, 64
   %281 = add nsw i64 4022272, %280
@@ -4018,16 +4114,16 @@ fc1.mb151:                                        ; preds = %fc1.k153.end, %fc1.
   %283 = add nsw i64 %282, 8
   %arena74 = getelementptr inbounds float, ptr %arena, i64 %283
   %284 = load <8 x float>, ptr %arena74, align 4
-  store <8 x float> %284, ptr %fc1.t152_c2_1, align 32
-  %285 = mul nsw i64 %fc1.mb15168, 4
+  store <8 x float> %284, ptr %fc1.t158_c2_1, align 32
+  %285 = mul nsw i64 %fc1.mb15768, 4
   %286 = add nsw i64 %285, 3
   %287 = mul nsw i64 %286, 64
   %288 = add nsw i64 4022272, %287
   %289 = add nsw i64 %288, 48
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %289
   %290 = load <8 x float>, ptr %arena75, align 4
-  store <8 x float> %290, ptr %fc1.t152_c3_0, align 32
-  %291 = mul nsw i64 %fc1.mb15168, 4
+  store <8 x float> %290, ptr %fc1.t158_c3_0, align 32
+  %291 = mul nsw i64 %fc1.mb15768, 4
   %292 = add nsw i64 %291, 3
   %293 = mul nsw i64 %292, 64
   %294 = add nsw i64 4022272, %293
@@ -4035,194 +4131,194 @@ fc1.mb151:                                        ; preds = %fc1.k153.end, %fc1.
   %296 = add nsw i64 %295, 8
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %296
   %297 = load <8 x float>, ptr %arena76, align 4
-  store <8 x float> %297, ptr %fc1.t152_c3_1, align 32
-  br label %fc1.k153
+  store <8 x float> %297, ptr %fc1.t158_c3_1, align 32
+  br label %fc1.k159
 
-fc1.mb151.end:                                    ; preds = %fc1.k153.end
-  %kp146.next = add nsw i64 %fc1.kp1464, 1
-  %298 = icmp slt i64 %kp146.next, 14
-  br i1 %298, label %fc1.kp146, label %fc1.kp146.end
+fc1.mb157.end:                                    ; preds = %fc1.k159.end
+  %kp152.next = add nsw i64 %fc1.kp1524, 1
+  %298 = icmp slt i64 %kp152.next, 14
+  br i1 %298, label %fc1.kp152, label %fc1.kp152.end
 
-fc1.k153:                                         ; preds = %fc1.k153, %fc1.mb151
-  %fc1.k15377 = phi i64 [ 0, %fc1.mb151 ], [ %k153.next, %fc1.k153 ]
-  %299 = mul nsw i64 %fc1.kp1464, 896
-  %300 = add nsw i64 %fc1.k15377, %299
+fc1.k159:                                         ; preds = %fc1.k159, %fc1.mb157
+  %fc1.k15977 = phi i64 [ 0, %fc1.mb157 ], [ %k159.next, %fc1.k159 ]
+  %299 = mul nsw i64 %fc1.kp1524, 896
+  %300 = add nsw i64 %fc1.k15977, %299
   %301 = mul nsw i64 %300, 64
   %302 = add nsw i64 3219456, %301
   %303 = add nsw i64 %302, 48
   %arena78 = getelementptr inbounds float, ptr %arena, i64 %303
   %304 = load <8 x float>, ptr %arena78, align 4
-  store <8 x float> %304, ptr %fc1.t152_b0, align 32
-  %305 = mul nsw i64 %fc1.kp1464, 896
-  %306 = add nsw i64 %fc1.k15377, %305
+  store <8 x float> %304, ptr %fc1.t158_b0, align 32
+  %305 = mul nsw i64 %fc1.kp1524, 896
+  %306 = add nsw i64 %fc1.k15977, %305
   %307 = mul nsw i64 %306, 64
   %308 = add nsw i64 3219456, %307
   %309 = add nsw i64 %308, 48
   %310 = add nsw i64 %309, 8
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %310
   %311 = load <8 x float>, ptr %arena79, align 4
-  store <8 x float> %311, ptr %fc1.t152_b1, align 32
-  %312 = mul nsw i64 %fc1.mb15168, 4
+  store <8 x float> %311, ptr %fc1.t158_b1, align 32
+  %312 = mul nsw i64 %fc1.mb15768, 4
   %313 = mul nsw i64 %312, 12544
   %314 = add nsw i64 18816, %313
-  %315 = mul nsw i64 %fc1.kp1464, 896
-  %316 = add nsw i64 %fc1.k15377, %315
+  %315 = mul nsw i64 %fc1.kp1524, 896
+  %316 = add nsw i64 %fc1.k15977, %315
   %317 = add nsw i64 %314, %316
   %params80 = getelementptr inbounds float, ptr %params, i64 %317
   %318 = load float, ptr %params80, align 4
   %319 = insertelement <8 x float> undef, float %318, i32 0
   %320 = shufflevector <8 x float> %319, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %320, ptr %fc1.t152_a0, align 32
-  %t152_a0 = load <8 x float>, ptr %fc1.t152_a0, align 32
-  %t152_b0 = load <8 x float>, ptr %fc1.t152_b0, align 32
-  %t152_c0_0 = load <8 x float>, ptr %fc1.t152_c0_0, align 32
-  %321 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t152_a0, <8 x float> %t152_b0, <8 x float> %t152_c0_0)
-  store <8 x float> %321, ptr %fc1.t152_c0_0, align 32
-  %t152_a081 = load <8 x float>, ptr %fc1.t152_a0, align 32
-  %t152_b1 = load <8 x float>, ptr %fc1.t152_b1, align 32
-  %t152_c0_1 = load <8 x float>, ptr %fc1.t152_c0_1, align 32
-  %322 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t152_a081, <8 x float> %t152_b1, <8 x float> %t152_c0_1)
-  store <8 x float> %322, ptr %fc1.t152_c0_1, align 32
-  %323 = mul nsw i64 %fc1.mb15168, 4
+  store <8 x float> %320, ptr %fc1.t158_a0, align 32
+  %t158_a0 = load <8 x float>, ptr %fc1.t158_a0, align 32
+  %t158_b0 = load <8 x float>, ptr %fc1.t158_b0, align 32
+  %t158_c0_0 = load <8 x float>, ptr %fc1.t158_c0_0, align 32
+  %321 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t158_a0, <8 x float> %t158_b0, <8 x float> %t158_c0_0)
+  store <8 x float> %321, ptr %fc1.t158_c0_0, align 32
+  %t158_a081 = load <8 x float>, ptr %fc1.t158_a0, align 32
+  %t158_b1 = load <8 x float>, ptr %fc1.t158_b1, align 32
+  %t158_c0_1 = load <8 x float>, ptr %fc1.t158_c0_1, align 32
+  %322 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t158_a081, <8 x float> %t158_b1, <8 x float> %t158_c0_1)
+  store <8 x float> %322, ptr %fc1.t158_c0_1, align 32
+  %323 = mul nsw i64 %fc1.mb15768, 4
   %324 = add nsw i64 %323, 1
   %325 = mul nsw i64 %324, 12544
   %326 = add nsw i64 18816, %325
-  %327 = mul nsw i64 %fc1.kp1464, 896
-  %328 = add nsw i64 %fc1.k15377, %327
+  %327 = mul nsw i64 %fc1.kp1524, 896
+  %328 = add nsw i64 %fc1.k15977, %327
   %329 = add nsw i64 %326, %328
   %params82 = getelementptr inbounds float, ptr %params, i64 %329
   %330 = load float, ptr %params82, align 4
   %331 = insertelement <8 x float> undef, float %330, i32 0
   %332 = shufflevector <8 x float> %331, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %332, ptr %fc1.t152_a1, align 32
-  %t152_a1 = load <8 x float>, ptr %fc1.t152_a1, align 32
-  %t152_b083 = load <8 x float>, ptr %fc1.t152_b0, align 32
-  %t152_c1_0 = load <8 x float>, ptr %fc1.t152_c1_0, align 32
-  %333 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t152_a1, <8 x float> %t152_b083, <8 x float> %t152_c1_0)
-  store <8 x float> %333, ptr %fc1.t152_c1_0, align 32
-  %t152_a184 = load <8 x float>, ptr %fc1.t152_a1, align 32
-  %t152_b185 = load <8 x float>, ptr %fc1.t152_b1, align 32
-  %t152_c1_1 = load <8 x float>, ptr %fc1.t152_c1_1, align 32
-  %334 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t152_a184, <8 x float> %t152_b185, <8 x float> %t152_c1_1)
-  store <8 x float> %334, ptr %fc1.t152_c1_1, align 32
-  %335 = mul nsw i64 %fc1.mb15168, 4
+  store <8 x float> %332, ptr %fc1.t158_a1, align 32
+  %t158_a1 = load <8 x float>, ptr %fc1.t158_a1, align 32
+  %t158_b083 = load <8 x float>, ptr %fc1.t158_b0, align 32
+  %t158_c1_0 = load <8 x float>, ptr %fc1.t158_c1_0, align 32
+  %333 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t158_a1, <8 x float> %t158_b083, <8 x float> %t158_c1_0)
+  store <8 x float> %333, ptr %fc1.t158_c1_0, align 32
+  %t158_a184 = load <8 x float>, ptr %fc1.t158_a1, align 32
+  %t158_b185 = load <8 x float>, ptr %fc1.t158_b1, align 32
+  %t158_c1_1 = load <8 x float>, ptr %fc1.t158_c1_1, align 32
+  %334 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t158_a184, <8 x float> %t158_b185, <8 x float> %t158_c1_1)
+  store <8 x float> %334, ptr %fc1.t158_c1_1, align 32
+  %335 = mul nsw i64 %fc1.mb15768, 4
   %336 = add nsw i64 %335, 2
   %337 = mul nsw i64 %336, 12544
   %338 = add nsw i64 18816, %337
-  %339 = mul nsw i64 %fc1.kp1464, 896
-  %340 = add nsw i64 %fc1.k15377, %339
+  %339 = mul nsw i64 %fc1.kp1524, 896
+  %340 = add nsw i64 %fc1.k15977, %339
   %341 = add nsw i64 %338, %340
   %params86 = getelementptr inbounds float, ptr %params, i64 %341
   %342 = load float, ptr %params86, align 4
   %343 = insertelement <8 x float> undef, float %342, i32 0
   %344 = shufflevector <8 x float> %343, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %344, ptr %fc1.t152_a2, align 32
-  %t152_a2 = load <8 x float>, ptr %fc1.t152_a2, align 32
-  %t152_b087 = load <8 x float>, ptr %fc1.t152_b0, align 32
-  %t152_c2_0 = load <8 x float>, ptr %fc1.t152_c2_0, align 32
-  %345 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t152_a2, <8 x float> %t152_b087, <8 x float> %t152_c2_0)
-  store <8 x float> %345, ptr %fc1.t152_c2_0, align 32
-  %t152_a288 = load <8 x float>, ptr %fc1.t152_a2, align 32
-  %t152_b189 = load <8 x float>, ptr %fc1.t152_b1, align 32
-  %t152_c2_1 = load <8 x float>, ptr %fc1.t152_c2_1, align 32
-  %346 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t152_a288, <8 x float> %t152_b189, <8 x float> %t152_c2_1)
-  store <8 x float> %346, ptr %fc1.t152_c2_1, align 32
-  %347 = mul nsw i64 %fc1.mb15168, 4
+  store <8 x float> %344, ptr %fc1.t158_a2, align 32
+  %t158_a2 = load <8 x float>, ptr %fc1.t158_a2, align 32
+  %t158_b087 = load <8 x float>, ptr %fc1.t158_b0, align 32
+  %t158_c2_0 = load <8 x float>, ptr %fc1.t158_c2_0, align 32
+  %345 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t158_a2, <8 x float> %t158_b087, <8 x float> %t158_c2_0)
+  store <8 x float> %345, ptr %fc1.t158_c2_0, align 32
+  %t158_a288 = load <8 x float>, ptr %fc1.t158_a2, align 32
+  %t158_b189 = load <8 x float>, ptr %fc1.t158_b1, align 32
+  %t158_c2_1 = load <8 x float>, ptr %fc1.t158_c2_1, align 32
+  %346 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t158_a288, <8 x float> %t158_b189, <8 x float> %t158_c2_1)
+  store <8 x float> %346, ptr %fc1.t158_c2_1, align 32
+  %347 = mul nsw i64 %fc1.mb15768, 4
   %348 = add nsw i64 %347, 3
   %349 = mul nsw i64 %348, 12544
   %350 = add nsw i64 18816, %349
-  %351 = mul nsw i64 %fc1.kp1464, 896
-  %352 = add nsw i64 %fc1.k15377, %351
+  %351 = mul nsw i64 %fc1.kp1524, 896
+  %352 = add nsw i64 %fc1.k15977, %351
   %353 = add nsw i64 %350, %352
   %params90 = getelementptr inbounds float, ptr %params, i64 %353
   %354 = load float, ptr %params90, align 4
   %355 = insertelement <8 x float> undef, float %354, i32 0
   %356 = shufflevector <8 x float> %355, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %356, ptr %fc1.t152_a3, align 32
-  %t152_a3 = load <8 x float>, ptr %fc1.t152_a3, align 32
-  %t152_b091 = load <8 x float>, ptr %fc1.t152_b0, align 32
-  %t152_c3_0 = load <8 x float>, ptr %fc1.t152_c3_0, align 32
-  %357 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t152_a3, <8 x float> %t152_b091, <8 x float> %t152_c3_0)
-  store <8 x float> %357, ptr %fc1.t152_c3_0, align 32
-  %t152_a392 = load <8 x float>, ptr %fc1.t152_a3, align 32
-  %t152_b193 = load <8 x float>, ptr %fc1.t152_b1, align 32
-  %t152_c3_1 = load <8 x float>, ptr %fc1.t152_c3_1, align 32
-  %358 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t152_a392, <8 x float> %t152_b193, <8 x float> %t152_c3_1)
-  store <8 x float> %358, ptr %fc1.t152_c3_1, align 32
-  %k153.next = add nsw i64 %fc1.k15377, 1
-  %359 = icmp slt i64 %k153.next, 896
-  br i1 %359, label %fc1.k153, label %fc1.k153.end
+  store <8 x float> %356, ptr %fc1.t158_a3, align 32
+  %t158_a3 = load <8 x float>, ptr %fc1.t158_a3, align 32
+  %t158_b091 = load <8 x float>, ptr %fc1.t158_b0, align 32
+  %t158_c3_0 = load <8 x float>, ptr %fc1.t158_c3_0, align 32
+  %357 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t158_a3, <8 x float> %t158_b091, <8 x float> %t158_c3_0)
+  store <8 x float> %357, ptr %fc1.t158_c3_0, align 32
+  %t158_a392 = load <8 x float>, ptr %fc1.t158_a3, align 32
+  %t158_b193 = load <8 x float>, ptr %fc1.t158_b1, align 32
+  %t158_c3_1 = load <8 x float>, ptr %fc1.t158_c3_1, align 32
+  %358 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t158_a392, <8 x float> %t158_b193, <8 x float> %t158_c3_1)
+  store <8 x float> %358, ptr %fc1.t158_c3_1, align 32
+  %k159.next = add nsw i64 %fc1.k15977, 1
+  %359 = icmp slt i64 %k159.next, 896
+  br i1 %359, label %fc1.k159, label %fc1.k159.end
 
-fc1.k153.end:                                     ; preds = %fc1.k153
-  %t152_c0_094 = load <8 x float>, ptr %fc1.t152_c0_0, align 32
-  %360 = mul nsw i64 %fc1.mb15168, 4
+fc1.k159.end:                                     ; preds = %fc1.k159
+  %t158_c0_094 = load <8 x float>, ptr %fc1.t158_c0_0, align 32
+  %360 = mul nsw i64 %fc1.mb15768, 4
   %361 = mul nsw i64 %360, 64
   %362 = add nsw i64 4022272, %361
   %363 = add nsw i64 %362, 48
   %arena95 = getelementptr inbounds float, ptr %arena, i64 %363
-  store <8 x float> %t152_c0_094, ptr %arena95, align 4
-  %t152_c0_196 = load <8 x float>, ptr %fc1.t152_c0_1, align 32
-  %364 = mul nsw i64 %fc1.mb15168, 4
+  store <8 x float> %t158_c0_094, ptr %arena95, align 4
+  %t158_c0_196 = load <8 x float>, ptr %fc1.t158_c0_1, align 32
+  %364 = mul nsw i64 %fc1.mb15768, 4
   %365 = mul nsw i64 %364, 64
   %366 = add nsw i64 4022272, %365
   %367 = add nsw i64 %366, 48
   %368 = add nsw i64 %367, 8
   %arena97 = getelementptr inbounds float, ptr %arena, i64 %368
-  store <8 x float> %t152_c0_196, ptr %arena97, align 4
-  %t152_c1_098 = load <8 x float>, ptr %fc1.t152_c1_0, align 32
-  %369 = mul nsw i64 %fc1.mb15168, 4
+  store <8 x float> %t158_c0_196, ptr %arena97, align 4
+  %t158_c1_098 = load <8 x float>, ptr %fc1.t158_c1_0, align 32
+  %369 = mul nsw i64 %fc1.mb15768, 4
   %370 = add nsw i64 %369, 1
   %371 = mul nsw i64 %370, 64
   %372 = add nsw i64 4022272, %371
   %373 = add nsw i64 %372, 48
   %arena99 = getelementptr inbounds float, ptr %arena, i64 %373
-  store <8 x float> %t152_c1_098, ptr %arena99, align 4
-  %t152_c1_1100 = load <8 x float>, ptr %fc1.t152_c1_1, align 32
-  %374 = mul nsw i64 %fc1.mb15168, 4
+  store <8 x float> %t158_c1_098, ptr %arena99, align 4
+  %t158_c1_1100 = load <8 x float>, ptr %fc1.t158_c1_1, align 32
+  %374 = mul nsw i64 %fc1.mb15768, 4
   %375 = add nsw i64 %374, 1
   %376 = mul nsw i64 %375, 64
   %377 = add nsw i64 4022272, %376
   %378 = add nsw i64 %377, 48
   %379 = add nsw i64 %378, 8
   %arena101 = getelementptr inbounds float, ptr %arena, i64 %379
-  store <8 x float> %t152_c1_1100, ptr %arena101, align 4
-  %t152_c2_0102 = load <8 x float>, ptr %fc1.t152_c2_0, align 32
-  %380 = mul nsw i64 %fc1.mb15168, 4
+  store <8 x float> %t158_c1_1100, ptr %arena101, align 4
+  %t158_c2_0102 = load <8 x float>, ptr %fc1.t158_c2_0, align 32
+  %380 = mul nsw i64 %fc1.mb15768, 4
   %381 = add nsw i64 %380, 2
   %382 = mul nsw i64 %381, 64
   %383 = add nsw i64 4022272, %382
   %384 = add nsw i64 %383, 48
   %arena103 = getelementptr inbounds float, ptr %arena, i64 %384
-  store <8 x float> %t152_c2_0102, ptr %arena103, align 4
-  %t152_c2_1104 = load <8 x float>, ptr %fc1.t152_c2_1, align 32
-  %385 = mul nsw i64 %fc1.mb15168, 4
+  store <8 x float> %t158_c2_0102, ptr %arena103, align 4
+  %t158_c2_1104 = load <8 x float>, ptr %fc1.t158_c2_1, align 32
+  %385 = mul nsw i64 %fc1.mb15768, 4
   %386 = add nsw i64 %385, 2
   %387 = mul nsw i64 %386, 64
   %388 = add nsw i64 4022272, %387
   %389 = add nsw i64 %388, 48
   %390 = add nsw i64 %389, 8
   %arena105 = getelementptr inbounds float, ptr %arena, i64 %390
-  store <8 x float> %t152_c2_1104, ptr %arena105, align 4
-  %t152_c3_0106 = load <8 x float>, ptr %fc1.t152_c3_0, align 32
-  %391 = mul nsw i64 %fc1.mb15168, 4
+  store <8 x float> %t158_c2_1104, ptr %arena105, align 4
+  %t158_c3_0106 = load <8 x float>, ptr %fc1.t158_c3_0, align 32
+  %391 = mul nsw i64 %fc1.mb15768, 4
   %392 = add nsw i64 %391, 3
   %393 = mul nsw i64 %392, 64
   %394 = add nsw i64 4022272, %393
   %395 = add nsw i64 %394, 48
   %arena107 = getelementptr inbounds float, ptr %arena, i64 %395
-  store <8 x float> %t152_c3_0106, ptr %arena107, align 4
-  %t152_c3_1108 = load <8 x float>, ptr %fc1.t152_c3_1, align 32
-  %396 = mul nsw i64 %fc1.mb15168, 4
+  store <8 x float> %t158_c3_0106, ptr %arena107, align 4
+  %t158_c3_1108 = load <8 x float>, ptr %fc1.t158_c3_1, align 32
+  %396 = mul nsw i64 %fc1.mb15768, 4
   %397 = add nsw i64 %396, 3
   %398 = mul nsw i64 %397, 64
   %399 = add nsw i64 4022272, %398
   %400 = add nsw i64 %399, 48
   %401 = add nsw i64 %400, 8
   %arena109 = getelementptr inbounds float, ptr %arena, i64 %401
-  store <8 x float> %t152_c3_1108, ptr %arena109, align 4
-  %mb151.next = add nsw i64 %fc1.mb15168, 1
-  %402 = icmp slt i64 %mb151.next, 32
-  br i1 %402, label %fc1.mb151, label %fc1.mb151.end
+  store <8 x float> %t158_c3_1108, ptr %arena109, align 4
+  %mb157.next = add nsw i64 %fc1.mb15768, 1
+  %402 = icmp slt i64 %mb157.next, 32
+  br i1 %402, label %fc1.mb157, label %fc1.mb157.end
 }
 
 ; Function Attrs: noinline
@@ -4246,11 +4342,11 @@ entry:
   %15 = mul i64 %14, -7723592293110705685
   %16 = lshr i64 %15, 31
   %17 = xor i64 %15, %16
-  br label %drop.i165
+  br label %drop.i171
 
-drop.i165:                                        ; preds = %drop.i165, %entry
-  %drop.i1651 = phi i64 [ 0, %entry ], [ %i165.next, %drop.i165 ]
-  %18 = mul i64 %drop.i1651, -7046029254386353131
+drop.i171:                                        ; preds = %drop.i171, %entry
+  %drop.i1711 = phi i64 [ 0, %entry ], [ %i171.next, %drop.i171 ]
+  %18 = mul i64 %drop.i1711, -7046029254386353131
   %19 = add i64 %17, %18
   %20 = lshr i64 %19, 30
   %21 = xor i64 %19, %20
@@ -4262,19 +4358,19 @@ drop.i165:                                        ; preds = %drop.i165, %entry
   %27 = xor i64 %25, %26
   %28 = lshr i64 %27, 40
   %29 = icmp uge i64 %28, 8388608
-  %30 = add nsw i64 3211264, %drop.i1651
+  %30 = add nsw i64 3211264, %drop.i1711
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = load float, ptr %arena2, align 4
   %32 = fmul float %31, 2.000000e+00
   %33 = select i1 %29, float %32, float 0.000000e+00
-  %34 = add nsw i64 3219456, %drop.i1651
+  %34 = add nsw i64 3219456, %drop.i1711
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %34
   store float %33, ptr %arena3, align 4
-  %i165.next = add nsw i64 %drop.i1651, 1
-  %35 = icmp slt i64 %i165.next, 8192
-  br i1 %35, label %drop.i165, label %drop.i165.end
+  %i171.next = add nsw i64 %drop.i1711, 1
+  %35 = icmp slt i64 %i171.next, 8192
+  br i1 %35, label %drop.i171, label %drop.i171.end
 
-drop.i165.end:                                    ; preds = %drop.i165
+drop.i171.end:                                    ; preds = %drop.i171
   ret void
 }
 
@@ -4285,39 +4381,39 @@ entry:
   %params2 = getelementptr inbounds float, ptr %params, i64 1624576
   %arena3 = getelementptr inbounds float, ptr %arena, i64 3227648
   call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena1, i32 128, ptr %params2, i32 128, float 0.000000e+00, ptr %arena3, i32 10)
-  br label %fc2.n170
+  br label %fc2.n176
 
-fc2.n170:                                         ; preds = %fc2.u171.end, %entry
-  %fc2.n1704 = phi i64 [ 0, %entry ], [ %n170.next, %fc2.u171.end ]
-  br label %fc2.u171
+fc2.n176:                                         ; preds = %fc2.u177.end, %entry
+  %fc2.n1764 = phi i64 [ 0, %entry ], [ %n176.next, %fc2.u177.end ]
+  br label %fc2.u177
 
-fc2.n170.end:                                     ; preds = %fc2.u171.end
+fc2.n176.end:                                     ; preds = %fc2.u177.end
   ret void
 
-fc2.u171:                                         ; preds = %fc2.u171, %fc2.n170
-  %fc2.u1715 = phi i64 [ 0, %fc2.n170 ], [ %u171.next, %fc2.u171 ]
-  %0 = mul nsw i64 %fc2.n1704, 10
+fc2.u177:                                         ; preds = %fc2.u177, %fc2.n176
+  %fc2.u1775 = phi i64 [ 0, %fc2.n176 ], [ %u177.next, %fc2.u177 ]
+  %0 = mul nsw i64 %fc2.n1764, 10
   %1 = add nsw i64 3227648, %0
-  %2 = add nsw i64 %1, %fc2.u1715
+  %2 = add nsw i64 %1, %fc2.u1775
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena6, align 4
-  %4 = add nsw i64 1625856, %fc2.u1715
+  %4 = add nsw i64 1625856, %fc2.u1775
   %params7 = getelementptr inbounds float, ptr %params, i64 %4
   %5 = load float, ptr %params7, align 4
   %6 = fadd float %3, %5
-  %7 = mul nsw i64 %fc2.n1704, 10
+  %7 = mul nsw i64 %fc2.n1764, 10
   %8 = add nsw i64 3227648, %7
-  %9 = add nsw i64 %8, %fc2.u1715
+  %9 = add nsw i64 %8, %fc2.u1775
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %9
   store float %6, ptr %arena8, align 4
-  %u171.next = add nsw i64 %fc2.u1715, 1
-  %10 = icmp slt i64 %u171.next, 10
-  br i1 %10, label %fc2.u171, label %fc2.u171.end
+  %u177.next = add nsw i64 %fc2.u1775, 1
+  %10 = icmp slt i64 %u177.next, 10
+  br i1 %10, label %fc2.u177, label %fc2.u177.end
 
-fc2.u171.end:                                     ; preds = %fc2.u171
-  %n170.next = add nsw i64 %fc2.n1704, 1
-  %11 = icmp slt i64 %n170.next, 64
-  br i1 %11, label %fc2.n170, label %fc2.n170.end
+fc2.u177.end:                                     ; preds = %fc2.u177
+  %n176.next = add nsw i64 %fc2.n1764, 1
+  %11 = icmp slt i64 %n176.next, 64
+  br i1 %11, label %fc2.n176, label %fc2.n176.end
 }
 
 declare void @cblas_sgemm(i32, i32, i32, i32, i32, i32, float, ptr, i32, ptr, i32, float, ptr, i32)
@@ -4325,57 +4421,57 @@ declare void @cblas_sgemm(i32, i32, i32, i32, i32, i32, float, ptr, i32, ptr, i3
 ; Function Attrs: noinline
 define internal void @convnet_train_b64.k6.loss(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %loss.s175 = alloca float, align 4
-  %loss.m174 = alloca float, align 4
-  %loss.total172 = alloca float, align 4
-  store float 0.000000e+00, ptr %loss.total172, align 4
-  br label %loss.n173
+  %loss.s181 = alloca float, align 4
+  %loss.m180 = alloca float, align 4
+  %loss.total178 = alloca float, align 4
+  store float 0.000000e+00, ptr %loss.total178, align 4
+  br label %loss.n179
 
-loss.n173:                                        ; preds = %loss.k177.end, %entry
-  %loss.n1731 = phi i64 [ 0, %entry ], [ %n173.next, %loss.k177.end ]
-  %0 = mul nsw i64 %loss.n1731, 10
+loss.n179:                                        ; preds = %loss.k183.end, %entry
+  %loss.n1791 = phi i64 [ 0, %entry ], [ %n179.next, %loss.k183.end ]
+  %0 = mul nsw i64 %loss.n1791, 10
   %1 = add nsw i64 3227648, %0
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %1
   %2 = load float, ptr %arena2, align 4
-  store float %2, ptr %loss.m174, align 4
-  br label %loss.k176
+  store float %2, ptr %loss.m180, align 4
+  br label %loss.k182
 
-loss.n173.end:                                    ; preds = %loss.k177.end
-  %total17212 = load float, ptr %loss.total172, align 4
-  %3 = fdiv float %total17212, 6.400000e+01
+loss.n179.end:                                    ; preds = %loss.k183.end
+  %total17812 = load float, ptr %loss.total178, align 4
+  %3 = fdiv float %total17812, 6.400000e+01
   %arena13 = getelementptr inbounds float, ptr %arena, i64 3228288
   store float %3, ptr %arena13, align 4
   ret void
 
-loss.k176:                                        ; preds = %loss.k176, %loss.n173
-  %loss.k1763 = phi i64 [ 0, %loss.n173 ], [ %k176.next, %loss.k176 ]
-  %m174 = load float, ptr %loss.m174, align 4
-  %4 = mul nsw i64 %loss.n1731, 10
+loss.k182:                                        ; preds = %loss.k182, %loss.n179
+  %loss.k1823 = phi i64 [ 0, %loss.n179 ], [ %k182.next, %loss.k182 ]
+  %m180 = load float, ptr %loss.m180, align 4
+  %4 = mul nsw i64 %loss.n1791, 10
   %5 = add nsw i64 3227648, %4
-  %6 = add nsw i64 %5, %loss.k1763
+  %6 = add nsw i64 %5, %loss.k1823
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   %7 = load float, ptr %arena4, align 4
-  %8 = fcmp ogt float %7, %m174
-  %9 = select i1 %8, float %7, float %m174
-  store float %9, ptr %loss.m174, align 4
-  %k176.next = add nsw i64 %loss.k1763, 1
-  %10 = icmp slt i64 %k176.next, 10
-  br i1 %10, label %loss.k176, label %loss.k176.end
+  %8 = fcmp ogt float %7, %m180
+  %9 = select i1 %8, float %7, float %m180
+  store float %9, ptr %loss.m180, align 4
+  %k182.next = add nsw i64 %loss.k1823, 1
+  %10 = icmp slt i64 %k182.next, 10
+  br i1 %10, label %loss.k182, label %loss.k182.end
 
-loss.k176.end:                                    ; preds = %loss.k176
-  store float 0.000000e+00, ptr %loss.s175, align 4
-  br label %loss.k177
+loss.k182.end:                                    ; preds = %loss.k182
+  store float 0.000000e+00, ptr %loss.s181, align 4
+  br label %loss.k183
 
-loss.k177:                                        ; preds = %loss.k177, %loss.k176.end
-  %loss.k1775 = phi i64 [ 0, %loss.k176.end ], [ %k177.next, %loss.k177 ]
-  %s175 = load float, ptr %loss.s175, align 4
-  %11 = mul nsw i64 %loss.n1731, 10
+loss.k183:                                        ; preds = %loss.k183, %loss.k182.end
+  %loss.k1835 = phi i64 [ 0, %loss.k182.end ], [ %k183.next, %loss.k183 ]
+  %s181 = load float, ptr %loss.s181, align 4
+  %11 = mul nsw i64 %loss.n1791, 10
   %12 = add nsw i64 3227648, %11
-  %13 = add nsw i64 %12, %loss.k1775
+  %13 = add nsw i64 %12, %loss.k1835
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %13
   %14 = load float, ptr %arena6, align 4
-  %m1747 = load float, ptr %loss.m174, align 4
-  %15 = fsub float %14, %m1747
+  %m1807 = load float, ptr %loss.m180, align 4
+  %15 = fsub float %14, %m1807
   %16 = fcmp ogt float 0xC055A926E0000000, %15
   %17 = select i1 %16, float 0xC055A926E0000000, float %15
   %18 = fcmp ogt float %17, 0x40562E4300000000
@@ -4413,32 +4509,32 @@ loss.k177:                                        ; preds = %loss.k177, %loss.k1
   %50 = select i1 %49, float 0x7FF0000000000000, float %48
   %51 = fcmp uno float %15, %15
   %52 = select i1 %51, float %15, float %50
-  %53 = fadd float %s175, %52
-  store float %53, ptr %loss.s175, align 4
-  %k177.next = add nsw i64 %loss.k1775, 1
-  %54 = icmp slt i64 %k177.next, 10
-  br i1 %54, label %loss.k177, label %loss.k177.end
+  %53 = fadd float %s181, %52
+  store float %53, ptr %loss.s181, align 4
+  %k183.next = add nsw i64 %loss.k1835, 1
+  %54 = icmp slt i64 %k183.next, 10
+  br i1 %54, label %loss.k183, label %loss.k183.end
 
-loss.k177.end:                                    ; preds = %loss.k177
-  %total172 = load float, ptr %loss.total172, align 4
-  %m1748 = load float, ptr %loss.m174, align 4
-  %s1759 = load float, ptr %loss.s175, align 4
-  %55 = call float @llvm.log.f32(float %s1759)
-  %56 = fadd float %m1748, %55
-  %57 = mul nsw i64 %loss.n1731, 10
+loss.k183.end:                                    ; preds = %loss.k183
+  %total178 = load float, ptr %loss.total178, align 4
+  %m1808 = load float, ptr %loss.m180, align 4
+  %s1819 = load float, ptr %loss.s181, align 4
+  %55 = call float @llvm.log.f32(float %s1819)
+  %56 = fadd float %m1808, %55
+  %57 = mul nsw i64 %loss.n1791, 10
   %58 = add nsw i64 3227648, %57
-  %labels10 = getelementptr inbounds i32, ptr %labels, i64 %loss.n1731
+  %labels10 = getelementptr inbounds i32, ptr %labels, i64 %loss.n1791
   %label = load i32, ptr %labels10, align 4
   %59 = sext i32 %label to i64
   %60 = add nsw i64 %58, %59
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %60
   %61 = load float, ptr %arena11, align 4
   %62 = fsub float %56, %61
-  %63 = fadd float %total172, %62
-  store float %63, ptr %loss.total172, align 4
-  %n173.next = add nsw i64 %loss.n1731, 1
-  %64 = icmp slt i64 %n173.next, 64
-  br i1 %64, label %loss.n173, label %loss.n173.end
+  %63 = fadd float %total178, %62
+  store float %63, ptr %loss.total178, align 4
+  %n179.next = add nsw i64 %loss.n1791, 1
+  %64 = icmp slt i64 %n179.next, 64
+  br i1 %64, label %loss.n179, label %loss.n179.end
 }
 
 ; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
@@ -4450,51 +4546,51 @@ declare float @llvm.log.f32(float) #2
 ; Function Attrs: noinline
 define internal void @convnet_train_b64.k7.fc2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %fc2_grad.s180 = alloca float, align 4
-  %fc2_grad.m179 = alloca float, align 4
-  br label %fc2_grad.n178
+  %fc2_grad.s186 = alloca float, align 4
+  %fc2_grad.m185 = alloca float, align 4
+  br label %fc2_grad.n184
 
-fc2_grad.n178:                                    ; preds = %fc2_grad.k183.end, %entry
-  %fc2_grad.n1781 = phi i64 [ 0, %entry ], [ %n178.next, %fc2_grad.k183.end ]
-  %0 = mul nsw i64 %fc2_grad.n1781, 10
+fc2_grad.n184:                                    ; preds = %fc2_grad.k189.end, %entry
+  %fc2_grad.n1841 = phi i64 [ 0, %entry ], [ %n184.next, %fc2_grad.k189.end ]
+  %0 = mul nsw i64 %fc2_grad.n1841, 10
   %1 = add nsw i64 3227648, %0
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %1
   %2 = load float, ptr %arena2, align 4
-  store float %2, ptr %fc2_grad.m179, align 4
-  br label %fc2_grad.k181
+  store float %2, ptr %fc2_grad.m185, align 4
+  br label %fc2_grad.k187
 
-fc2_grad.n178.end:                                ; preds = %fc2_grad.k183.end
+fc2_grad.n184.end:                                ; preds = %fc2_grad.k189.end
   ret void
 
-fc2_grad.k181:                                    ; preds = %fc2_grad.k181, %fc2_grad.n178
-  %fc2_grad.k1813 = phi i64 [ 0, %fc2_grad.n178 ], [ %k181.next, %fc2_grad.k181 ]
-  %m179 = load float, ptr %fc2_grad.m179, align 4
-  %3 = mul nsw i64 %fc2_grad.n1781, 10
+fc2_grad.k187:                                    ; preds = %fc2_grad.k187, %fc2_grad.n184
+  %fc2_grad.k1873 = phi i64 [ 0, %fc2_grad.n184 ], [ %k187.next, %fc2_grad.k187 ]
+  %m185 = load float, ptr %fc2_grad.m185, align 4
+  %3 = mul nsw i64 %fc2_grad.n1841, 10
   %4 = add nsw i64 3227648, %3
-  %5 = add nsw i64 %4, %fc2_grad.k1813
+  %5 = add nsw i64 %4, %fc2_grad.k1873
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
   %6 = load float, ptr %arena4, align 4
-  %7 = fcmp ogt float %6, %m179
-  %8 = select i1 %7, float %6, float %m179
-  store float %8, ptr %fc2_grad.m179, align 4
-  %k181.next = add nsw i64 %fc2_grad.k1813, 1
-  %9 = icmp slt i64 %k181.next, 10
-  br i1 %9, label %fc2_grad.k181, label %fc2_grad.k181.end
+  %7 = fcmp ogt float %6, %m185
+  %8 = select i1 %7, float %6, float %m185
+  store float %8, ptr %fc2_grad.m185, align 4
+  %k187.next = add nsw i64 %fc2_grad.k1873, 1
+  %9 = icmp slt i64 %k187.next, 10
+  br i1 %9, label %fc2_grad.k187, label %fc2_grad.k187.end
 
-fc2_grad.k181.end:                                ; preds = %fc2_grad.k181
-  store float 0.000000e+00, ptr %fc2_grad.s180, align 4
-  br label %fc2_grad.k182
+fc2_grad.k187.end:                                ; preds = %fc2_grad.k187
+  store float 0.000000e+00, ptr %fc2_grad.s186, align 4
+  br label %fc2_grad.k188
 
-fc2_grad.k182:                                    ; preds = %fc2_grad.k182, %fc2_grad.k181.end
-  %fc2_grad.k1825 = phi i64 [ 0, %fc2_grad.k181.end ], [ %k182.next, %fc2_grad.k182 ]
-  %s180 = load float, ptr %fc2_grad.s180, align 4
-  %10 = mul nsw i64 %fc2_grad.n1781, 10
+fc2_grad.k188:                                    ; preds = %fc2_grad.k188, %fc2_grad.k187.end
+  %fc2_grad.k1885 = phi i64 [ 0, %fc2_grad.k187.end ], [ %k188.next, %fc2_grad.k188 ]
+  %s186 = load float, ptr %fc2_grad.s186, align 4
+  %10 = mul nsw i64 %fc2_grad.n1841, 10
   %11 = add nsw i64 3227648, %10
-  %12 = add nsw i64 %11, %fc2_grad.k1825
+  %12 = add nsw i64 %11, %fc2_grad.k1885
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %12
   %13 = load float, ptr %arena6, align 4
-  %m1797 = load float, ptr %fc2_grad.m179, align 4
-  %14 = fsub float %13, %m1797
+  %m1857 = load float, ptr %fc2_grad.m185, align 4
+  %14 = fsub float %13, %m1857
   %15 = fcmp ogt float 0xC055A926E0000000, %14
   %16 = select i1 %15, float 0xC055A926E0000000, float %14
   %17 = fcmp ogt float %16, 0x40562E4300000000
@@ -4532,28 +4628,28 @@ fc2_grad.k182:                                    ; preds = %fc2_grad.k182, %fc2
   %49 = select i1 %48, float 0x7FF0000000000000, float %47
   %50 = fcmp uno float %14, %14
   %51 = select i1 %50, float %14, float %49
-  %52 = fadd float %s180, %51
-  store float %52, ptr %fc2_grad.s180, align 4
-  %k182.next = add nsw i64 %fc2_grad.k1825, 1
-  %53 = icmp slt i64 %k182.next, 10
-  br i1 %53, label %fc2_grad.k182, label %fc2_grad.k182.end
+  %52 = fadd float %s186, %51
+  store float %52, ptr %fc2_grad.s186, align 4
+  %k188.next = add nsw i64 %fc2_grad.k1885, 1
+  %53 = icmp slt i64 %k188.next, 10
+  br i1 %53, label %fc2_grad.k188, label %fc2_grad.k188.end
 
-fc2_grad.k182.end:                                ; preds = %fc2_grad.k182
-  br label %fc2_grad.k183
+fc2_grad.k188.end:                                ; preds = %fc2_grad.k188
+  br label %fc2_grad.k189
 
-fc2_grad.k183:                                    ; preds = %fc2_grad.k183, %fc2_grad.k182.end
-  %fc2_grad.k1838 = phi i64 [ 0, %fc2_grad.k182.end ], [ %k183.next, %fc2_grad.k183 ]
-  %labels9 = getelementptr inbounds i32, ptr %labels, i64 %fc2_grad.n1781
+fc2_grad.k189:                                    ; preds = %fc2_grad.k189, %fc2_grad.k188.end
+  %fc2_grad.k1898 = phi i64 [ 0, %fc2_grad.k188.end ], [ %k189.next, %fc2_grad.k189 ]
+  %labels9 = getelementptr inbounds i32, ptr %labels, i64 %fc2_grad.n1841
   %label = load i32, ptr %labels9, align 4
   %54 = sext i32 %label to i64
-  %55 = icmp eq i64 %fc2_grad.k1838, %54
-  %56 = mul nsw i64 %fc2_grad.n1781, 10
+  %55 = icmp eq i64 %fc2_grad.k1898, %54
+  %56 = mul nsw i64 %fc2_grad.n1841, 10
   %57 = add nsw i64 3227648, %56
-  %58 = add nsw i64 %57, %fc2_grad.k1838
+  %58 = add nsw i64 %57, %fc2_grad.k1898
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %58
   %59 = load float, ptr %arena10, align 4
-  %m17911 = load float, ptr %fc2_grad.m179, align 4
-  %60 = fsub float %59, %m17911
+  %m18511 = load float, ptr %fc2_grad.m185, align 4
+  %60 = fsub float %59, %m18511
   %61 = fcmp ogt float 0xC055A926E0000000, %60
   %62 = select i1 %61, float 0xC055A926E0000000, float %60
   %63 = fcmp ogt float %62, 0x40562E4300000000
@@ -4591,16 +4687,16 @@ fc2_grad.k183:                                    ; preds = %fc2_grad.k183, %fc2
   %95 = select i1 %94, float 0x7FF0000000000000, float %93
   %96 = fcmp uno float %60, %60
   %97 = select i1 %96, float %60, float %95
-  %s18012 = load float, ptr %fc2_grad.s180, align 4
-  %98 = fdiv float %97, %s18012
+  %s18612 = load float, ptr %fc2_grad.s186, align 4
+  %98 = fdiv float %97, %s18612
   %99 = fsub float %98, 1.000000e+00
-  %100 = mul nsw i64 %fc2_grad.n1781, 10
+  %100 = mul nsw i64 %fc2_grad.n1841, 10
   %101 = add nsw i64 3227648, %100
-  %102 = add nsw i64 %101, %fc2_grad.k1838
+  %102 = add nsw i64 %101, %fc2_grad.k1898
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %102
   %103 = load float, ptr %arena13, align 4
-  %m17914 = load float, ptr %fc2_grad.m179, align 4
-  %104 = fsub float %103, %m17914
+  %m18514 = load float, ptr %fc2_grad.m185, align 4
+  %104 = fsub float %103, %m18514
   %105 = fcmp ogt float 0xC055A926E0000000, %104
   %106 = select i1 %105, float 0xC055A926E0000000, float %104
   %107 = fcmp ogt float %106, 0x40562E4300000000
@@ -4638,23 +4734,23 @@ fc2_grad.k183:                                    ; preds = %fc2_grad.k183, %fc2
   %139 = select i1 %138, float 0x7FF0000000000000, float %137
   %140 = fcmp uno float %104, %104
   %141 = select i1 %140, float %104, float %139
-  %s18015 = load float, ptr %fc2_grad.s180, align 4
-  %142 = fdiv float %141, %s18015
+  %s18615 = load float, ptr %fc2_grad.s186, align 4
+  %142 = fdiv float %141, %s18615
   %143 = select i1 %55, float %99, float %142
   %144 = fdiv float %143, 6.400000e+01
-  %145 = mul nsw i64 %fc2_grad.n1781, 10
+  %145 = mul nsw i64 %fc2_grad.n1841, 10
   %146 = add nsw i64 3228304, %145
-  %147 = add nsw i64 %146, %fc2_grad.k1838
+  %147 = add nsw i64 %146, %fc2_grad.k1898
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %147
   store float %144, ptr %arena16, align 4
-  %k183.next = add nsw i64 %fc2_grad.k1838, 1
-  %148 = icmp slt i64 %k183.next, 10
-  br i1 %148, label %fc2_grad.k183, label %fc2_grad.k183.end
+  %k189.next = add nsw i64 %fc2_grad.k1898, 1
+  %148 = icmp slt i64 %k189.next, 10
+  br i1 %148, label %fc2_grad.k189, label %fc2_grad.k189.end
 
-fc2_grad.k183.end:                                ; preds = %fc2_grad.k183
-  %n178.next = add nsw i64 %fc2_grad.n1781, 1
-  %149 = icmp slt i64 %n178.next, 64
-  br i1 %149, label %fc2_grad.n178, label %fc2_grad.n178.end
+fc2_grad.k189.end:                                ; preds = %fc2_grad.k189
+  %n184.next = add nsw i64 %fc2_grad.n1841, 1
+  %149 = icmp slt i64 %n184.next, 64
+  br i1 %149, label %fc2_grad.n184, label %fc2_grad.n184.end
 }
 
 ; Function Attrs: noinline
@@ -4670,39 +4766,39 @@ entry:
 ; Function Attrs: noinline
 define internal void @convnet_train_b64.k9.fc2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %fc2_bias_grad.acc185 = alloca float, align 4
-  br label %fc2_bias_grad.u184
+  %fc2_bias_grad.acc191 = alloca float, align 4
+  br label %fc2_bias_grad.u190
 
-fc2_bias_grad.u184:                               ; preds = %fc2_bias_grad.n186.end, %entry
-  %fc2_bias_grad.u1841 = phi i64 [ 0, %entry ], [ %u184.next, %fc2_bias_grad.n186.end ]
-  store float 0.000000e+00, ptr %fc2_bias_grad.acc185, align 4
-  br label %fc2_bias_grad.n186
+fc2_bias_grad.u190:                               ; preds = %fc2_bias_grad.n192.end, %entry
+  %fc2_bias_grad.u1901 = phi i64 [ 0, %entry ], [ %u190.next, %fc2_bias_grad.n192.end ]
+  store float 0.000000e+00, ptr %fc2_bias_grad.acc191, align 4
+  br label %fc2_bias_grad.n192
 
-fc2_bias_grad.u184.end:                           ; preds = %fc2_bias_grad.n186.end
+fc2_bias_grad.u190.end:                           ; preds = %fc2_bias_grad.n192.end
   ret void
 
-fc2_bias_grad.n186:                               ; preds = %fc2_bias_grad.n186, %fc2_bias_grad.u184
-  %fc2_bias_grad.n1862 = phi i64 [ 0, %fc2_bias_grad.u184 ], [ %n186.next, %fc2_bias_grad.n186 ]
-  %acc185 = load float, ptr %fc2_bias_grad.acc185, align 4
-  %0 = mul nsw i64 %fc2_bias_grad.n1862, 10
+fc2_bias_grad.n192:                               ; preds = %fc2_bias_grad.n192, %fc2_bias_grad.u190
+  %fc2_bias_grad.n1922 = phi i64 [ 0, %fc2_bias_grad.u190 ], [ %n192.next, %fc2_bias_grad.n192 ]
+  %acc191 = load float, ptr %fc2_bias_grad.acc191, align 4
+  %0 = mul nsw i64 %fc2_bias_grad.n1922, 10
   %1 = add nsw i64 3228304, %0
-  %2 = add nsw i64 %1, %fc2_bias_grad.u1841
+  %2 = add nsw i64 %1, %fc2_bias_grad.u1901
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena3, align 4
-  %4 = fadd float %acc185, %3
-  store float %4, ptr %fc2_bias_grad.acc185, align 4
-  %n186.next = add nsw i64 %fc2_bias_grad.n1862, 1
-  %5 = icmp slt i64 %n186.next, 64
-  br i1 %5, label %fc2_bias_grad.n186, label %fc2_bias_grad.n186.end
+  %4 = fadd float %acc191, %3
+  store float %4, ptr %fc2_bias_grad.acc191, align 4
+  %n192.next = add nsw i64 %fc2_bias_grad.n1922, 1
+  %5 = icmp slt i64 %n192.next, 64
+  br i1 %5, label %fc2_bias_grad.n192, label %fc2_bias_grad.n192.end
 
-fc2_bias_grad.n186.end:                           ; preds = %fc2_bias_grad.n186
-  %acc1854 = load float, ptr %fc2_bias_grad.acc185, align 4
-  %6 = add nsw i64 1625856, %fc2_bias_grad.u1841
+fc2_bias_grad.n192.end:                           ; preds = %fc2_bias_grad.n192
+  %acc1914 = load float, ptr %fc2_bias_grad.acc191, align 4
+  %6 = add nsw i64 1625856, %fc2_bias_grad.u1901
   %grads5 = getelementptr inbounds float, ptr %grads, i64 %6
-  store float %acc1854, ptr %grads5, align 4
-  %u184.next = add nsw i64 %fc2_bias_grad.u1841, 1
-  %7 = icmp slt i64 %u184.next, 10
-  br i1 %7, label %fc2_bias_grad.u184, label %fc2_bias_grad.u184.end
+  store float %acc1914, ptr %grads5, align 4
+  %u190.next = add nsw i64 %fc2_bias_grad.u1901, 1
+  %7 = icmp slt i64 %u190.next, 10
+  br i1 %7, label %fc2_bias_grad.u190, label %fc2_bias_grad.u190.end
 }
 
 ; Function Attrs: noinline
@@ -4736,11 +4832,11 @@ entry:
   %15 = mul i64 %14, -7723592293110705685
   %16 = lshr i64 %15, 31
   %17 = xor i64 %15, %16
-  br label %relu3_grad.i195
+  br label %relu3_grad.i201
 
-relu3_grad.i195:                                  ; preds = %relu3_grad.i195, %entry
-  %relu3_grad.i1951 = phi i64 [ 0, %entry ], [ %i195.next, %relu3_grad.i195 ]
-  %18 = mul i64 %relu3_grad.i1951, -7046029254386353131
+relu3_grad.i201:                                  ; preds = %relu3_grad.i201, %entry
+  %relu3_grad.i2011 = phi i64 [ 0, %entry ], [ %i201.next, %relu3_grad.i201 ]
+  %18 = mul i64 %relu3_grad.i2011, -7046029254386353131
   %19 = add i64 %17, %18
   %20 = lshr i64 %19, 30
   %21 = xor i64 %19, %20
@@ -4752,1092 +4848,1092 @@ relu3_grad.i195:                                  ; preds = %relu3_grad.i195, %e
   %27 = xor i64 %25, %26
   %28 = lshr i64 %27, 40
   %29 = icmp uge i64 %28, 8388608
-  %30 = add nsw i64 3228944, %relu3_grad.i1951
+  %30 = add nsw i64 3228944, %relu3_grad.i2011
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = load float, ptr %arena2, align 4
   %32 = fmul float %31, 2.000000e+00
   %33 = select i1 %29, float %32, float 0.000000e+00
-  %34 = add nsw i64 3237136, %relu3_grad.i1951
+  %34 = add nsw i64 3237136, %relu3_grad.i2011
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %34
   store float %33, ptr %arena3, align 4
-  %i195.next = add nsw i64 %relu3_grad.i1951, 1
-  %35 = icmp slt i64 %i195.next, 8192
-  br i1 %35, label %relu3_grad.i195, label %relu3_grad.i195.end
+  %i201.next = add nsw i64 %relu3_grad.i2011, 1
+  %35 = icmp slt i64 %i201.next, 8192
+  br i1 %35, label %relu3_grad.i201, label %relu3_grad.i201.end
 
-relu3_grad.i195.end:                              ; preds = %relu3_grad.i195
+relu3_grad.i201.end:                              ; preds = %relu3_grad.i201
   ret void
 }
 
 ; Function Attrs: noinline
 define internal void @convnet_train_b64.k12.fc1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %fc1_grad.i200
+  br label %fc1_grad.i206
 
-fc1_grad.i200:                                    ; preds = %fc1_grad.i200, %entry
-  %fc1_grad.i2001 = phi i64 [ 0, %entry ], [ %i200.next, %fc1_grad.i200 ]
-  %0 = add nsw i64 3211264, %fc1_grad.i2001
+fc1_grad.i206:                                    ; preds = %fc1_grad.i206, %entry
+  %fc1_grad.i2061 = phi i64 [ 0, %entry ], [ %i206.next, %fc1_grad.i206 ]
+  %0 = add nsw i64 3211264, %fc1_grad.i2061
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   %1 = load float, ptr %arena2, align 4
   %2 = fcmp ogt float %1, 0.000000e+00
-  %3 = add nsw i64 3237136, %fc1_grad.i2001
+  %3 = add nsw i64 3237136, %fc1_grad.i2061
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %3
   %4 = load float, ptr %arena3, align 4
   %5 = select i1 %2, float %4, float 0.000000e+00
-  %6 = add nsw i64 3219456, %fc1_grad.i2001
+  %6 = add nsw i64 3219456, %fc1_grad.i2061
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   store float %5, ptr %arena4, align 4
-  %i200.next = add nsw i64 %fc1_grad.i2001, 1
-  %7 = icmp slt i64 %i200.next, 8192
-  br i1 %7, label %fc1_grad.i200, label %fc1_grad.i200.end
+  %i206.next = add nsw i64 %fc1_grad.i2061, 1
+  %7 = icmp slt i64 %i206.next, 8192
+  br i1 %7, label %fc1_grad.i206, label %fc1_grad.i206.end
 
-fc1_grad.i200.end:                                ; preds = %fc1_grad.i200
+fc1_grad.i206.end:                                ; preds = %fc1_grad.i206
   ret void
 }
 
 ; Function Attrs: noinline
 define internal void @convnet_train_b64.k13.fc1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  call void @convnet_train_b64.k13.fc1_weight_grad.gemm208(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @convnet_train_b64.k13.fc1_weight_grad.gemm214(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_train_b64.k13.fc1_weight_grad.gemm208(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @convnet_train_b64.k13.fc1_weight_grad.gemm214(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %fc1_weight_grad.t206_a3 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t206_a2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t206_a1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t206_a0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t206_b1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t206_b0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t206_c3_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t206_c3_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t206_c2_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t206_c2_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t206_c1_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t206_c1_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t206_c0_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t206_c0_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t203_a3 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t203_a2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t203_a1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t203_a0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t203_b2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t203_b1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t203_b0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t203_c3_2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t203_c3_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t203_c3_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t203_c2_2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t203_c2_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t203_c2_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t203_c1_2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t203_c1_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t203_c1_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t203_c0_2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t203_c0_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t203_c0_0 = alloca <8 x float>, align 32
-  br label %fc1_weight_grad.nb201
+  %fc1_weight_grad.t212_a3 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t212_a2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t212_a1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t212_a0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t212_b1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t212_b0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t212_c3_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t212_c3_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t212_c2_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t212_c2_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t212_c1_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t212_c1_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t212_c0_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t212_c0_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t209_a3 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t209_a2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t209_a1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t209_a0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t209_b2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t209_b1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t209_b0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t209_c3_2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t209_c3_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t209_c3_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t209_c2_2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t209_c2_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t209_c2_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t209_c1_2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t209_c1_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t209_c1_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t209_c0_2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t209_c0_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t209_c0_0 = alloca <8 x float>, align 32
+  br label %fc1_weight_grad.nb207
 
-fc1_weight_grad.nb201:                            ; preds = %fc1_weight_grad.mb202.end, %entry
-  %fc1_weight_grad.nb2011 = phi i64 [ 0, %entry ], [ %nb201.next, %fc1_weight_grad.mb202.end ]
-  br label %fc1_weight_grad.mb202
+fc1_weight_grad.nb207:                            ; preds = %fc1_weight_grad.mb208.end, %entry
+  %fc1_weight_grad.nb2071 = phi i64 [ 0, %entry ], [ %nb207.next, %fc1_weight_grad.mb208.end ]
+  br label %fc1_weight_grad.mb208
 
-fc1_weight_grad.nb201.end:                        ; preds = %fc1_weight_grad.mb202.end
-  br label %fc1_weight_grad.mb205
+fc1_weight_grad.nb207.end:                        ; preds = %fc1_weight_grad.mb208.end
+  br label %fc1_weight_grad.mb211
 
-fc1_weight_grad.mb202:                            ; preds = %fc1_weight_grad.k204.end, %fc1_weight_grad.nb201
-  %fc1_weight_grad.mb2022 = phi i64 [ 0, %fc1_weight_grad.nb201 ], [ %mb202.next, %fc1_weight_grad.k204.end ]
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t203_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t203_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t203_c0_2, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t203_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t203_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t203_c1_2, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t203_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t203_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t203_c2_2, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t203_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t203_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t203_c3_2, align 32
-  br label %fc1_weight_grad.k204
+fc1_weight_grad.mb208:                            ; preds = %fc1_weight_grad.k210.end, %fc1_weight_grad.nb207
+  %fc1_weight_grad.mb2082 = phi i64 [ 0, %fc1_weight_grad.nb207 ], [ %mb208.next, %fc1_weight_grad.k210.end ]
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t209_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t209_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t209_c0_2, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t209_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t209_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t209_c1_2, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t209_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t209_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t209_c2_2, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t209_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t209_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t209_c3_2, align 32
+  br label %fc1_weight_grad.k210
 
-fc1_weight_grad.mb202.end:                        ; preds = %fc1_weight_grad.k204.end
-  %nb201.next = add nsw i64 %fc1_weight_grad.nb2011, 1
-  %0 = icmp slt i64 %nb201.next, 522
-  br i1 %0, label %fc1_weight_grad.nb201, label %fc1_weight_grad.nb201.end
+fc1_weight_grad.mb208.end:                        ; preds = %fc1_weight_grad.k210.end
+  %nb207.next = add nsw i64 %fc1_weight_grad.nb2071, 1
+  %0 = icmp slt i64 %nb207.next, 522
+  br i1 %0, label %fc1_weight_grad.nb207, label %fc1_weight_grad.nb207.end
 
-fc1_weight_grad.k204:                             ; preds = %fc1_weight_grad.k204, %fc1_weight_grad.mb202
-  %fc1_weight_grad.k2043 = phi i64 [ 0, %fc1_weight_grad.mb202 ], [ %k204.next, %fc1_weight_grad.k204 ]
-  %1 = mul nsw i64 %fc1_weight_grad.k2043, 12544
+fc1_weight_grad.k210:                             ; preds = %fc1_weight_grad.k210, %fc1_weight_grad.mb208
+  %fc1_weight_grad.k2103 = phi i64 [ 0, %fc1_weight_grad.mb208 ], [ %k210.next, %fc1_weight_grad.k210 ]
+  %1 = mul nsw i64 %fc1_weight_grad.k2103, 12544
   %2 = add nsw i64 1605632, %1
-  %3 = mul nsw i64 %fc1_weight_grad.nb2011, 24
+  %3 = mul nsw i64 %fc1_weight_grad.nb2071, 24
   %4 = add nsw i64 %2, %3
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %4
   %5 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %5, ptr %fc1_weight_grad.t203_b0, align 32
-  %6 = mul nsw i64 %fc1_weight_grad.k2043, 12544
+  store <8 x float> %5, ptr %fc1_weight_grad.t209_b0, align 32
+  %6 = mul nsw i64 %fc1_weight_grad.k2103, 12544
   %7 = add nsw i64 1605632, %6
-  %8 = mul nsw i64 %fc1_weight_grad.nb2011, 24
+  %8 = mul nsw i64 %fc1_weight_grad.nb2071, 24
   %9 = add nsw i64 %7, %8
   %10 = add nsw i64 %9, 8
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %10
   %11 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %11, ptr %fc1_weight_grad.t203_b1, align 32
-  %12 = mul nsw i64 %fc1_weight_grad.k2043, 12544
+  store <8 x float> %11, ptr %fc1_weight_grad.t209_b1, align 32
+  %12 = mul nsw i64 %fc1_weight_grad.k2103, 12544
   %13 = add nsw i64 1605632, %12
-  %14 = mul nsw i64 %fc1_weight_grad.nb2011, 24
+  %14 = mul nsw i64 %fc1_weight_grad.nb2071, 24
   %15 = add nsw i64 %13, %14
   %16 = add nsw i64 %15, 16
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %16
   %17 = load <8 x float>, ptr %arena6, align 4
-  store <8 x float> %17, ptr %fc1_weight_grad.t203_b2, align 32
-  %18 = mul nsw i64 %fc1_weight_grad.mb2022, 4
+  store <8 x float> %17, ptr %fc1_weight_grad.t209_b2, align 32
+  %18 = mul nsw i64 %fc1_weight_grad.mb2082, 4
   %19 = add nsw i64 3219456, %18
-  %20 = mul nsw i64 %fc1_weight_grad.k2043, 128
+  %20 = mul nsw i64 %fc1_weight_grad.k2103, 128
   %21 = add nsw i64 %19, %20
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %21
   %22 = load float, ptr %arena7, align 4
   %23 = insertelement <8 x float> undef, float %22, i32 0
   %24 = shufflevector <8 x float> %23, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %24, ptr %fc1_weight_grad.t203_a0, align 32
-  %t203_a0 = load <8 x float>, ptr %fc1_weight_grad.t203_a0, align 32
-  %t203_b0 = load <8 x float>, ptr %fc1_weight_grad.t203_b0, align 32
-  %t203_c0_0 = load <8 x float>, ptr %fc1_weight_grad.t203_c0_0, align 32
-  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t203_a0, <8 x float> %t203_b0, <8 x float> %t203_c0_0)
-  store <8 x float> %25, ptr %fc1_weight_grad.t203_c0_0, align 32
-  %t203_a08 = load <8 x float>, ptr %fc1_weight_grad.t203_a0, align 32
-  %t203_b1 = load <8 x float>, ptr %fc1_weight_grad.t203_b1, align 32
-  %t203_c0_1 = load <8 x float>, ptr %fc1_weight_grad.t203_c0_1, align 32
-  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t203_a08, <8 x float> %t203_b1, <8 x float> %t203_c0_1)
-  store <8 x float> %26, ptr %fc1_weight_grad.t203_c0_1, align 32
-  %t203_a09 = load <8 x float>, ptr %fc1_weight_grad.t203_a0, align 32
-  %t203_b2 = load <8 x float>, ptr %fc1_weight_grad.t203_b2, align 32
-  %t203_c0_2 = load <8 x float>, ptr %fc1_weight_grad.t203_c0_2, align 32
-  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t203_a09, <8 x float> %t203_b2, <8 x float> %t203_c0_2)
-  store <8 x float> %27, ptr %fc1_weight_grad.t203_c0_2, align 32
-  %28 = mul nsw i64 %fc1_weight_grad.mb2022, 4
+  store <8 x float> %24, ptr %fc1_weight_grad.t209_a0, align 32
+  %t209_a0 = load <8 x float>, ptr %fc1_weight_grad.t209_a0, align 32
+  %t209_b0 = load <8 x float>, ptr %fc1_weight_grad.t209_b0, align 32
+  %t209_c0_0 = load <8 x float>, ptr %fc1_weight_grad.t209_c0_0, align 32
+  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t209_a0, <8 x float> %t209_b0, <8 x float> %t209_c0_0)
+  store <8 x float> %25, ptr %fc1_weight_grad.t209_c0_0, align 32
+  %t209_a08 = load <8 x float>, ptr %fc1_weight_grad.t209_a0, align 32
+  %t209_b1 = load <8 x float>, ptr %fc1_weight_grad.t209_b1, align 32
+  %t209_c0_1 = load <8 x float>, ptr %fc1_weight_grad.t209_c0_1, align 32
+  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t209_a08, <8 x float> %t209_b1, <8 x float> %t209_c0_1)
+  store <8 x float> %26, ptr %fc1_weight_grad.t209_c0_1, align 32
+  %t209_a09 = load <8 x float>, ptr %fc1_weight_grad.t209_a0, align 32
+  %t209_b2 = load <8 x float>, ptr %fc1_weight_grad.t209_b2, align 32
+  %t209_c0_2 = load <8 x float>, ptr %fc1_weight_grad.t209_c0_2, align 32
+  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t209_a09, <8 x float> %t209_b2, <8 x float> %t209_c0_2)
+  store <8 x float> %27, ptr %fc1_weight_grad.t209_c0_2, align 32
+  %28 = mul nsw i64 %fc1_weight_grad.mb2082, 4
   %29 = add nsw i64 %28, 1
   %30 = add nsw i64 3219456, %29
-  %31 = mul nsw i64 %fc1_weight_grad.k2043, 128
+  %31 = mul nsw i64 %fc1_weight_grad.k2103, 128
   %32 = add nsw i64 %30, %31
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %32
   %33 = load float, ptr %arena10, align 4
   %34 = insertelement <8 x float> undef, float %33, i32 0
   %35 = shufflevector <8 x float> %34, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %35, ptr %fc1_weight_grad.t203_a1, align 32
-  %t203_a1 = load <8 x float>, ptr %fc1_weight_grad.t203_a1, align 32
-  %t203_b011 = load <8 x float>, ptr %fc1_weight_grad.t203_b0, align 32
-  %t203_c1_0 = load <8 x float>, ptr %fc1_weight_grad.t203_c1_0, align 32
-  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t203_a1, <8 x float> %t203_b011, <8 x float> %t203_c1_0)
-  store <8 x float> %36, ptr %fc1_weight_grad.t203_c1_0, align 32
-  %t203_a112 = load <8 x float>, ptr %fc1_weight_grad.t203_a1, align 32
-  %t203_b113 = load <8 x float>, ptr %fc1_weight_grad.t203_b1, align 32
-  %t203_c1_1 = load <8 x float>, ptr %fc1_weight_grad.t203_c1_1, align 32
-  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t203_a112, <8 x float> %t203_b113, <8 x float> %t203_c1_1)
-  store <8 x float> %37, ptr %fc1_weight_grad.t203_c1_1, align 32
-  %t203_a114 = load <8 x float>, ptr %fc1_weight_grad.t203_a1, align 32
-  %t203_b215 = load <8 x float>, ptr %fc1_weight_grad.t203_b2, align 32
-  %t203_c1_2 = load <8 x float>, ptr %fc1_weight_grad.t203_c1_2, align 32
-  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t203_a114, <8 x float> %t203_b215, <8 x float> %t203_c1_2)
-  store <8 x float> %38, ptr %fc1_weight_grad.t203_c1_2, align 32
-  %39 = mul nsw i64 %fc1_weight_grad.mb2022, 4
+  store <8 x float> %35, ptr %fc1_weight_grad.t209_a1, align 32
+  %t209_a1 = load <8 x float>, ptr %fc1_weight_grad.t209_a1, align 32
+  %t209_b011 = load <8 x float>, ptr %fc1_weight_grad.t209_b0, align 32
+  %t209_c1_0 = load <8 x float>, ptr %fc1_weight_grad.t209_c1_0, align 32
+  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t209_a1, <8 x float> %t209_b011, <8 x float> %t209_c1_0)
+  store <8 x float> %36, ptr %fc1_weight_grad.t209_c1_0, align 32
+  %t209_a112 = load <8 x float>, ptr %fc1_weight_grad.t209_a1, align 32
+  %t209_b113 = load <8 x float>, ptr %fc1_weight_grad.t209_b1, align 32
+  %t209_c1_1 = load <8 x float>, ptr %fc1_weight_grad.t209_c1_1, align 32
+  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t209_a112, <8 x float> %t209_b113, <8 x float> %t209_c1_1)
+  store <8 x float> %37, ptr %fc1_weight_grad.t209_c1_1, align 32
+  %t209_a114 = load <8 x float>, ptr %fc1_weight_grad.t209_a1, align 32
+  %t209_b215 = load <8 x float>, ptr %fc1_weight_grad.t209_b2, align 32
+  %t209_c1_2 = load <8 x float>, ptr %fc1_weight_grad.t209_c1_2, align 32
+  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t209_a114, <8 x float> %t209_b215, <8 x float> %t209_c1_2)
+  store <8 x float> %38, ptr %fc1_weight_grad.t209_c1_2, align 32
+  %39 = mul nsw i64 %fc1_weight_grad.mb2082, 4
   %40 = add nsw i64 %39, 2
   %41 = add nsw i64 3219456, %40
-  %42 = mul nsw i64 %fc1_weight_grad.k2043, 128
+  %42 = mul nsw i64 %fc1_weight_grad.k2103, 128
   %43 = add nsw i64 %41, %42
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %43
   %44 = load float, ptr %arena16, align 4
   %45 = insertelement <8 x float> undef, float %44, i32 0
   %46 = shufflevector <8 x float> %45, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %46, ptr %fc1_weight_grad.t203_a2, align 32
-  %t203_a2 = load <8 x float>, ptr %fc1_weight_grad.t203_a2, align 32
-  %t203_b017 = load <8 x float>, ptr %fc1_weight_grad.t203_b0, align 32
-  %t203_c2_0 = load <8 x float>, ptr %fc1_weight_grad.t203_c2_0, align 32
-  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t203_a2, <8 x float> %t203_b017, <8 x float> %t203_c2_0)
-  store <8 x float> %47, ptr %fc1_weight_grad.t203_c2_0, align 32
-  %t203_a218 = load <8 x float>, ptr %fc1_weight_grad.t203_a2, align 32
-  %t203_b119 = load <8 x float>, ptr %fc1_weight_grad.t203_b1, align 32
-  %t203_c2_1 = load <8 x float>, ptr %fc1_weight_grad.t203_c2_1, align 32
-  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t203_a218, <8 x float> %t203_b119, <8 x float> %t203_c2_1)
-  store <8 x float> %48, ptr %fc1_weight_grad.t203_c2_1, align 32
-  %t203_a220 = load <8 x float>, ptr %fc1_weight_grad.t203_a2, align 32
-  %t203_b221 = load <8 x float>, ptr %fc1_weight_grad.t203_b2, align 32
-  %t203_c2_2 = load <8 x float>, ptr %fc1_weight_grad.t203_c2_2, align 32
-  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t203_a220, <8 x float> %t203_b221, <8 x float> %t203_c2_2)
-  store <8 x float> %49, ptr %fc1_weight_grad.t203_c2_2, align 32
-  %50 = mul nsw i64 %fc1_weight_grad.mb2022, 4
+  store <8 x float> %46, ptr %fc1_weight_grad.t209_a2, align 32
+  %t209_a2 = load <8 x float>, ptr %fc1_weight_grad.t209_a2, align 32
+  %t209_b017 = load <8 x float>, ptr %fc1_weight_grad.t209_b0, align 32
+  %t209_c2_0 = load <8 x float>, ptr %fc1_weight_grad.t209_c2_0, align 32
+  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t209_a2, <8 x float> %t209_b017, <8 x float> %t209_c2_0)
+  store <8 x float> %47, ptr %fc1_weight_grad.t209_c2_0, align 32
+  %t209_a218 = load <8 x float>, ptr %fc1_weight_grad.t209_a2, align 32
+  %t209_b119 = load <8 x float>, ptr %fc1_weight_grad.t209_b1, align 32
+  %t209_c2_1 = load <8 x float>, ptr %fc1_weight_grad.t209_c2_1, align 32
+  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t209_a218, <8 x float> %t209_b119, <8 x float> %t209_c2_1)
+  store <8 x float> %48, ptr %fc1_weight_grad.t209_c2_1, align 32
+  %t209_a220 = load <8 x float>, ptr %fc1_weight_grad.t209_a2, align 32
+  %t209_b221 = load <8 x float>, ptr %fc1_weight_grad.t209_b2, align 32
+  %t209_c2_2 = load <8 x float>, ptr %fc1_weight_grad.t209_c2_2, align 32
+  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t209_a220, <8 x float> %t209_b221, <8 x float> %t209_c2_2)
+  store <8 x float> %49, ptr %fc1_weight_grad.t209_c2_2, align 32
+  %50 = mul nsw i64 %fc1_weight_grad.mb2082, 4
   %51 = add nsw i64 %50, 3
   %52 = add nsw i64 3219456, %51
-  %53 = mul nsw i64 %fc1_weight_grad.k2043, 128
+  %53 = mul nsw i64 %fc1_weight_grad.k2103, 128
   %54 = add nsw i64 %52, %53
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %54
   %55 = load float, ptr %arena22, align 4
   %56 = insertelement <8 x float> undef, float %55, i32 0
   %57 = shufflevector <8 x float> %56, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %57, ptr %fc1_weight_grad.t203_a3, align 32
-  %t203_a3 = load <8 x float>, ptr %fc1_weight_grad.t203_a3, align 32
-  %t203_b023 = load <8 x float>, ptr %fc1_weight_grad.t203_b0, align 32
-  %t203_c3_0 = load <8 x float>, ptr %fc1_weight_grad.t203_c3_0, align 32
-  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t203_a3, <8 x float> %t203_b023, <8 x float> %t203_c3_0)
-  store <8 x float> %58, ptr %fc1_weight_grad.t203_c3_0, align 32
-  %t203_a324 = load <8 x float>, ptr %fc1_weight_grad.t203_a3, align 32
-  %t203_b125 = load <8 x float>, ptr %fc1_weight_grad.t203_b1, align 32
-  %t203_c3_1 = load <8 x float>, ptr %fc1_weight_grad.t203_c3_1, align 32
-  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t203_a324, <8 x float> %t203_b125, <8 x float> %t203_c3_1)
-  store <8 x float> %59, ptr %fc1_weight_grad.t203_c3_1, align 32
-  %t203_a326 = load <8 x float>, ptr %fc1_weight_grad.t203_a3, align 32
-  %t203_b227 = load <8 x float>, ptr %fc1_weight_grad.t203_b2, align 32
-  %t203_c3_2 = load <8 x float>, ptr %fc1_weight_grad.t203_c3_2, align 32
-  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t203_a326, <8 x float> %t203_b227, <8 x float> %t203_c3_2)
-  store <8 x float> %60, ptr %fc1_weight_grad.t203_c3_2, align 32
-  %k204.next = add nsw i64 %fc1_weight_grad.k2043, 1
-  %61 = icmp slt i64 %k204.next, 64
-  br i1 %61, label %fc1_weight_grad.k204, label %fc1_weight_grad.k204.end
+  store <8 x float> %57, ptr %fc1_weight_grad.t209_a3, align 32
+  %t209_a3 = load <8 x float>, ptr %fc1_weight_grad.t209_a3, align 32
+  %t209_b023 = load <8 x float>, ptr %fc1_weight_grad.t209_b0, align 32
+  %t209_c3_0 = load <8 x float>, ptr %fc1_weight_grad.t209_c3_0, align 32
+  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t209_a3, <8 x float> %t209_b023, <8 x float> %t209_c3_0)
+  store <8 x float> %58, ptr %fc1_weight_grad.t209_c3_0, align 32
+  %t209_a324 = load <8 x float>, ptr %fc1_weight_grad.t209_a3, align 32
+  %t209_b125 = load <8 x float>, ptr %fc1_weight_grad.t209_b1, align 32
+  %t209_c3_1 = load <8 x float>, ptr %fc1_weight_grad.t209_c3_1, align 32
+  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t209_a324, <8 x float> %t209_b125, <8 x float> %t209_c3_1)
+  store <8 x float> %59, ptr %fc1_weight_grad.t209_c3_1, align 32
+  %t209_a326 = load <8 x float>, ptr %fc1_weight_grad.t209_a3, align 32
+  %t209_b227 = load <8 x float>, ptr %fc1_weight_grad.t209_b2, align 32
+  %t209_c3_2 = load <8 x float>, ptr %fc1_weight_grad.t209_c3_2, align 32
+  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t209_a326, <8 x float> %t209_b227, <8 x float> %t209_c3_2)
+  store <8 x float> %60, ptr %fc1_weight_grad.t209_c3_2, align 32
+  %k210.next = add nsw i64 %fc1_weight_grad.k2103, 1
+  %61 = icmp slt i64 %k210.next, 64
+  br i1 %61, label %fc1_weight_grad.k210, label %fc1_weight_grad.k210.end
 
-fc1_weight_grad.k204.end:                         ; preds = %fc1_weight_grad.k204
-  %t203_c0_028 = load <8 x float>, ptr %fc1_weight_grad.t203_c0_0, align 32
-  %62 = mul nsw i64 %fc1_weight_grad.mb2022, 4
+fc1_weight_grad.k210.end:                         ; preds = %fc1_weight_grad.k210
+  %t209_c0_028 = load <8 x float>, ptr %fc1_weight_grad.t209_c0_0, align 32
+  %62 = mul nsw i64 %fc1_weight_grad.mb2082, 4
   %63 = mul nsw i64 %62, 12544
   %64 = add nsw i64 18816, %63
-  %65 = mul nsw i64 %fc1_weight_grad.nb2011, 24
+  %65 = mul nsw i64 %fc1_weight_grad.nb2071, 24
   %66 = add nsw i64 %64, %65
   %grads29 = getelementptr inbounds float, ptr %grads, i64 %66
-  store <8 x float> %t203_c0_028, ptr %grads29, align 4
-  %t203_c0_130 = load <8 x float>, ptr %fc1_weight_grad.t203_c0_1, align 32
-  %67 = mul nsw i64 %fc1_weight_grad.mb2022, 4
+  store <8 x float> %t209_c0_028, ptr %grads29, align 4
+  %t209_c0_130 = load <8 x float>, ptr %fc1_weight_grad.t209_c0_1, align 32
+  %67 = mul nsw i64 %fc1_weight_grad.mb2082, 4
   %68 = mul nsw i64 %67, 12544
   %69 = add nsw i64 18816, %68
-  %70 = mul nsw i64 %fc1_weight_grad.nb2011, 24
+  %70 = mul nsw i64 %fc1_weight_grad.nb2071, 24
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %71, 8
   %grads31 = getelementptr inbounds float, ptr %grads, i64 %72
-  store <8 x float> %t203_c0_130, ptr %grads31, align 4
-  %t203_c0_232 = load <8 x float>, ptr %fc1_weight_grad.t203_c0_2, align 32
-  %73 = mul nsw i64 %fc1_weight_grad.mb2022, 4
+  store <8 x float> %t209_c0_130, ptr %grads31, align 4
+  %t209_c0_232 = load <8 x float>, ptr %fc1_weight_grad.t209_c0_2, align 32
+  %73 = mul nsw i64 %fc1_weight_grad.mb2082, 4
   %74 = mul nsw i64 %73, 12544
   %75 = add nsw i64 18816, %74
-  %76 = mul nsw i64 %fc1_weight_grad.nb2011, 24
+  %76 = mul nsw i64 %fc1_weight_grad.nb2071, 24
   %77 = add nsw i64 %75, %76
   %78 = add nsw i64 %77, 16
   %grads33 = getelementptr inbounds float, ptr %grads, i64 %78
-  store <8 x float> %t203_c0_232, ptr %grads33, align 4
-  %t203_c1_034 = load <8 x float>, ptr %fc1_weight_grad.t203_c1_0, align 32
-  %79 = mul nsw i64 %fc1_weight_grad.mb2022, 4
+  store <8 x float> %t209_c0_232, ptr %grads33, align 4
+  %t209_c1_034 = load <8 x float>, ptr %fc1_weight_grad.t209_c1_0, align 32
+  %79 = mul nsw i64 %fc1_weight_grad.mb2082, 4
   %80 = add nsw i64 %79, 1
   %81 = mul nsw i64 %80, 12544
   %82 = add nsw i64 18816, %81
-  %83 = mul nsw i64 %fc1_weight_grad.nb2011, 24
+  %83 = mul nsw i64 %fc1_weight_grad.nb2071, 24
   %84 = add nsw i64 %82, %83
   %grads35 = getelementptr inbounds float, ptr %grads, i64 %84
-  store <8 x float> %t203_c1_034, ptr %grads35, align 4
-  %t203_c1_136 = load <8 x float>, ptr %fc1_weight_grad.t203_c1_1, align 32
-  %85 = mul nsw i64 %fc1_weight_grad.mb2022, 4
+  store <8 x float> %t209_c1_034, ptr %grads35, align 4
+  %t209_c1_136 = load <8 x float>, ptr %fc1_weight_grad.t209_c1_1, align 32
+  %85 = mul nsw i64 %fc1_weight_grad.mb2082, 4
   %86 = add nsw i64 %85, 1
   %87 = mul nsw i64 %86, 12544
   %88 = add nsw i64 18816, %87
-  %89 = mul nsw i64 %fc1_weight_grad.nb2011, 24
+  %89 = mul nsw i64 %fc1_weight_grad.nb2071, 24
   %90 = add nsw i64 %88, %89
   %91 = add nsw i64 %90, 8
   %grads37 = getelementptr inbounds float, ptr %grads, i64 %91
-  store <8 x float> %t203_c1_136, ptr %grads37, align 4
-  %t203_c1_238 = load <8 x float>, ptr %fc1_weight_grad.t203_c1_2, align 32
-  %92 = mul nsw i64 %fc1_weight_grad.mb2022, 4
+  store <8 x float> %t209_c1_136, ptr %grads37, align 4
+  %t209_c1_238 = load <8 x float>, ptr %fc1_weight_grad.t209_c1_2, align 32
+  %92 = mul nsw i64 %fc1_weight_grad.mb2082, 4
   %93 = add nsw i64 %92, 1
   %94 = mul nsw i64 %93, 12544
   %95 = add nsw i64 18816, %94
-  %96 = mul nsw i64 %fc1_weight_grad.nb2011, 24
+  %96 = mul nsw i64 %fc1_weight_grad.nb2071, 24
   %97 = add nsw i64 %95, %96
   %98 = add nsw i64 %97, 16
   %grads39 = getelementptr inbounds float, ptr %grads, i64 %98
-  store <8 x float> %t203_c1_238, ptr %grads39, align 4
-  %t203_c2_040 = load <8 x float>, ptr %fc1_weight_grad.t203_c2_0, align 32
-  %99 = mul nsw i64 %fc1_weight_grad.mb2022, 4
+  store <8 x float> %t209_c1_238, ptr %grads39, align 4
+  %t209_c2_040 = load <8 x float>, ptr %fc1_weight_grad.t209_c2_0, align 32
+  %99 = mul nsw i64 %fc1_weight_grad.mb2082, 4
   %100 = add nsw i64 %99, 2
   %101 = mul nsw i64 %100, 12544
   %102 = add nsw i64 18816, %101
-  %103 = mul nsw i64 %fc1_weight_grad.nb2011, 24
+  %103 = mul nsw i64 %fc1_weight_grad.nb2071, 24
   %104 = add nsw i64 %102, %103
   %grads41 = getelementptr inbounds float, ptr %grads, i64 %104
-  store <8 x float> %t203_c2_040, ptr %grads41, align 4
-  %t203_c2_142 = load <8 x float>, ptr %fc1_weight_grad.t203_c2_1, align 32
-  %105 = mul nsw i64 %fc1_weight_grad.mb2022, 4
+  store <8 x float> %t209_c2_040, ptr %grads41, align 4
+  %t209_c2_142 = load <8 x float>, ptr %fc1_weight_grad.t209_c2_1, align 32
+  %105 = mul nsw i64 %fc1_weight_grad.mb2082, 4
   %106 = add nsw i64 %105, 2
   %107 = mul nsw i64 %106, 12544
   %108 = add nsw i64 18816, %107
-  %109 = mul nsw i64 %fc1_weight_grad.nb2011, 24
+  %109 = mul nsw i64 %fc1_weight_grad.nb2071, 24
   %110 = add nsw i64 %108, %109
   %111 = add nsw i64 %110, 8
   %grads43 = getelementptr inbounds float, ptr %grads, i64 %111
-  store <8 x float> %t203_c2_142, ptr %grads43, align 4
-  %t203_c2_244 = load <8 x float>, ptr %fc1_weight_grad.t203_c2_2, align 32
-  %112 = mul nsw i64 %fc1_weight_grad.mb2022, 4
+  store <8 x float> %t209_c2_142, ptr %grads43, align 4
+  %t209_c2_244 = load <8 x float>, ptr %fc1_weight_grad.t209_c2_2, align 32
+  %112 = mul nsw i64 %fc1_weight_grad.mb2082, 4
   %113 = add nsw i64 %112, 2
   %114 = mul nsw i64 %113, 12544
   %115 = add nsw i64 18816, %114
-  %116 = mul nsw i64 %fc1_weight_grad.nb2011, 24
+  %116 = mul nsw i64 %fc1_weight_grad.nb2071, 24
   %117 = add nsw i64 %115, %116
   %118 = add nsw i64 %117, 16
   %grads45 = getelementptr inbounds float, ptr %grads, i64 %118
-  store <8 x float> %t203_c2_244, ptr %grads45, align 4
-  %t203_c3_046 = load <8 x float>, ptr %fc1_weight_grad.t203_c3_0, align 32
-  %119 = mul nsw i64 %fc1_weight_grad.mb2022, 4
+  store <8 x float> %t209_c2_244, ptr %grads45, align 4
+  %t209_c3_046 = load <8 x float>, ptr %fc1_weight_grad.t209_c3_0, align 32
+  %119 = mul nsw i64 %fc1_weight_grad.mb2082, 4
   %120 = add nsw i64 %119, 3
   %121 = mul nsw i64 %120, 12544
   %122 = add nsw i64 18816, %121
-  %123 = mul nsw i64 %fc1_weight_grad.nb2011, 24
+  %123 = mul nsw i64 %fc1_weight_grad.nb2071, 24
   %124 = add nsw i64 %122, %123
   %grads47 = getelementptr inbounds float, ptr %grads, i64 %124
-  store <8 x float> %t203_c3_046, ptr %grads47, align 4
-  %t203_c3_148 = load <8 x float>, ptr %fc1_weight_grad.t203_c3_1, align 32
-  %125 = mul nsw i64 %fc1_weight_grad.mb2022, 4
+  store <8 x float> %t209_c3_046, ptr %grads47, align 4
+  %t209_c3_148 = load <8 x float>, ptr %fc1_weight_grad.t209_c3_1, align 32
+  %125 = mul nsw i64 %fc1_weight_grad.mb2082, 4
   %126 = add nsw i64 %125, 3
   %127 = mul nsw i64 %126, 12544
   %128 = add nsw i64 18816, %127
-  %129 = mul nsw i64 %fc1_weight_grad.nb2011, 24
+  %129 = mul nsw i64 %fc1_weight_grad.nb2071, 24
   %130 = add nsw i64 %128, %129
   %131 = add nsw i64 %130, 8
   %grads49 = getelementptr inbounds float, ptr %grads, i64 %131
-  store <8 x float> %t203_c3_148, ptr %grads49, align 4
-  %t203_c3_250 = load <8 x float>, ptr %fc1_weight_grad.t203_c3_2, align 32
-  %132 = mul nsw i64 %fc1_weight_grad.mb2022, 4
+  store <8 x float> %t209_c3_148, ptr %grads49, align 4
+  %t209_c3_250 = load <8 x float>, ptr %fc1_weight_grad.t209_c3_2, align 32
+  %132 = mul nsw i64 %fc1_weight_grad.mb2082, 4
   %133 = add nsw i64 %132, 3
   %134 = mul nsw i64 %133, 12544
   %135 = add nsw i64 18816, %134
-  %136 = mul nsw i64 %fc1_weight_grad.nb2011, 24
+  %136 = mul nsw i64 %fc1_weight_grad.nb2071, 24
   %137 = add nsw i64 %135, %136
   %138 = add nsw i64 %137, 16
   %grads51 = getelementptr inbounds float, ptr %grads, i64 %138
-  store <8 x float> %t203_c3_250, ptr %grads51, align 4
-  %mb202.next = add nsw i64 %fc1_weight_grad.mb2022, 1
-  %139 = icmp slt i64 %mb202.next, 32
-  br i1 %139, label %fc1_weight_grad.mb202, label %fc1_weight_grad.mb202.end
+  store <8 x float> %t209_c3_250, ptr %grads51, align 4
+  %mb208.next = add nsw i64 %fc1_weight_grad.mb2082, 1
+  %139 = icmp slt i64 %mb208.next, 32
+  br i1 %139, label %fc1_weight_grad.mb208, label %fc1_weight_grad.mb208.end
 
-fc1_weight_grad.mb205:                            ; preds = %fc1_weight_grad.k207.end, %fc1_weight_grad.nb201.end
-  %fc1_weight_grad.mb20552 = phi i64 [ 0, %fc1_weight_grad.nb201.end ], [ %mb205.next, %fc1_weight_grad.k207.end ]
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t206_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t206_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t206_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t206_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t206_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t206_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t206_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t206_c3_1, align 32
-  br label %fc1_weight_grad.k207
+fc1_weight_grad.mb211:                            ; preds = %fc1_weight_grad.k213.end, %fc1_weight_grad.nb207.end
+  %fc1_weight_grad.mb21152 = phi i64 [ 0, %fc1_weight_grad.nb207.end ], [ %mb211.next, %fc1_weight_grad.k213.end ]
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t212_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t212_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t212_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t212_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t212_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t212_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t212_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t212_c3_1, align 32
+  br label %fc1_weight_grad.k213
 
-fc1_weight_grad.mb205.end:                        ; preds = %fc1_weight_grad.k207.end
+fc1_weight_grad.mb211.end:                        ; preds = %fc1_weight_grad.k213.end
   ret void
 
-fc1_weight_grad.k207:                             ; preds = %fc1_weight_grad.k207, %fc1_weight_grad.mb205
-  %fc1_weight_grad.k20753 = phi i64 [ 0, %fc1_weight_grad.mb205 ], [ %k207.next, %fc1_weight_grad.k207 ]
-  %140 = mul nsw i64 %fc1_weight_grad.k20753, 12544
+fc1_weight_grad.k213:                             ; preds = %fc1_weight_grad.k213, %fc1_weight_grad.mb211
+  %fc1_weight_grad.k21353 = phi i64 [ 0, %fc1_weight_grad.mb211 ], [ %k213.next, %fc1_weight_grad.k213 ]
+  %140 = mul nsw i64 %fc1_weight_grad.k21353, 12544
   %141 = add nsw i64 1605632, %140
   %142 = add nsw i64 %141, 12528
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %142
   %143 = load <8 x float>, ptr %arena54, align 4
-  store <8 x float> %143, ptr %fc1_weight_grad.t206_b0, align 32
-  %144 = mul nsw i64 %fc1_weight_grad.k20753, 12544
+  store <8 x float> %143, ptr %fc1_weight_grad.t212_b0, align 32
+  %144 = mul nsw i64 %fc1_weight_grad.k21353, 12544
   %145 = add nsw i64 1605632, %144
   %146 = add nsw i64 %145, 12528
   %147 = add nsw i64 %146, 8
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %147
   %148 = load <8 x float>, ptr %arena55, align 4
-  store <8 x float> %148, ptr %fc1_weight_grad.t206_b1, align 32
-  %149 = mul nsw i64 %fc1_weight_grad.mb20552, 4
+  store <8 x float> %148, ptr %fc1_weight_grad.t212_b1, align 32
+  %149 = mul nsw i64 %fc1_weight_grad.mb21152, 4
   %150 = add nsw i64 3219456, %149
-  %151 = mul nsw i64 %fc1_weight_grad.k20753, 128
+  %151 = mul nsw i64 %fc1_weight_grad.k21353, 128
   %152 = add nsw i64 %150, %151
   %arena56 = getelementptr inbounds float, ptr %arena, i64 %152
   %153 = load float, ptr %arena56, align 4
   %154 = insertelement <8 x float> undef, float %153, i32 0
   %155 = shufflevector <8 x float> %154, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %155, ptr %fc1_weight_grad.t206_a0, align 32
-  %t206_a0 = load <8 x float>, ptr %fc1_weight_grad.t206_a0, align 32
-  %t206_b0 = load <8 x float>, ptr %fc1_weight_grad.t206_b0, align 32
-  %t206_c0_0 = load <8 x float>, ptr %fc1_weight_grad.t206_c0_0, align 32
-  %156 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t206_a0, <8 x float> %t206_b0, <8 x float> %t206_c0_0)
-  store <8 x float> %156, ptr %fc1_weight_grad.t206_c0_0, align 32
-  %t206_a057 = load <8 x float>, ptr %fc1_weight_grad.t206_a0, align 32
-  %t206_b1 = load <8 x float>, ptr %fc1_weight_grad.t206_b1, align 32
-  %t206_c0_1 = load <8 x float>, ptr %fc1_weight_grad.t206_c0_1, align 32
-  %157 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t206_a057, <8 x float> %t206_b1, <8 x float> %t206_c0_1)
-  store <8 x float> %157, ptr %fc1_weight_grad.t206_c0_1, align 32
-  %158 = mul nsw i64 %fc1_weight_grad.mb20552, 4
+  store <8 x float> %155, ptr %fc1_weight_grad.t212_a0, align 32
+  %t212_a0 = load <8 x float>, ptr %fc1_weight_grad.t212_a0, align 32
+  %t212_b0 = load <8 x float>, ptr %fc1_weight_grad.t212_b0, align 32
+  %t212_c0_0 = load <8 x float>, ptr %fc1_weight_grad.t212_c0_0, align 32
+  %156 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t212_a0, <8 x float> %t212_b0, <8 x float> %t212_c0_0)
+  store <8 x float> %156, ptr %fc1_weight_grad.t212_c0_0, align 32
+  %t212_a057 = load <8 x float>, ptr %fc1_weight_grad.t212_a0, align 32
+  %t212_b1 = load <8 x float>, ptr %fc1_weight_grad.t212_b1, align 32
+  %t212_c0_1 = load <8 x float>, ptr %fc1_weight_grad.t212_c0_1, align 32
+  %157 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t212_a057, <8 x float> %t212_b1, <8 x float> %t212_c0_1)
+  store <8 x float> %157, ptr %fc1_weight_grad.t212_c0_1, align 32
+  %158 = mul nsw i64 %fc1_weight_grad.mb21152, 4
   %159 = add nsw i64 %158, 1
   %160 = add nsw i64 3219456, %159
-  %161 = mul nsw i64 %fc1_weight_grad.k20753, 128
+  %161 = mul nsw i64 %fc1_weight_grad.k21353, 128
   %162 = add nsw i64 %160, %161
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %162
   %163 = load float, ptr %arena58, align 4
   %164 = insertelement <8 x float> undef, float %163, i32 0
   %165 = shufflevector <8 x float> %164, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %165, ptr %fc1_weight_grad.t206_a1, align 32
-  %t206_a1 = load <8 x float>, ptr %fc1_weight_grad.t206_a1, align 32
-  %t206_b059 = load <8 x float>, ptr %fc1_weight_grad.t206_b0, align 32
-  %t206_c1_0 = load <8 x float>, ptr %fc1_weight_grad.t206_c1_0, align 32
-  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t206_a1, <8 x float> %t206_b059, <8 x float> %t206_c1_0)
-  store <8 x float> %166, ptr %fc1_weight_grad.t206_c1_0, align 32
-  %t206_a160 = load <8 x float>, ptr %fc1_weight_grad.t206_a1, align 32
-  %t206_b161 = load <8 x float>, ptr %fc1_weight_grad.t206_b1, align 32
-  %t206_c1_1 = load <8 x float>, ptr %fc1_weight_grad.t206_c1_1, align 32
-  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t206_a160, <8 x float> %t206_b161, <8 x float> %t206_c1_1)
-  store <8 x float> %167, ptr %fc1_weight_grad.t206_c1_1, align 32
-  %168 = mul nsw i64 %fc1_weight_grad.mb20552, 4
+  store <8 x float> %165, ptr %fc1_weight_grad.t212_a1, align 32
+  %t212_a1 = load <8 x float>, ptr %fc1_weight_grad.t212_a1, align 32
+  %t212_b059 = load <8 x float>, ptr %fc1_weight_grad.t212_b0, align 32
+  %t212_c1_0 = load <8 x float>, ptr %fc1_weight_grad.t212_c1_0, align 32
+  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t212_a1, <8 x float> %t212_b059, <8 x float> %t212_c1_0)
+  store <8 x float> %166, ptr %fc1_weight_grad.t212_c1_0, align 32
+  %t212_a160 = load <8 x float>, ptr %fc1_weight_grad.t212_a1, align 32
+  %t212_b161 = load <8 x float>, ptr %fc1_weight_grad.t212_b1, align 32
+  %t212_c1_1 = load <8 x float>, ptr %fc1_weight_grad.t212_c1_1, align 32
+  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t212_a160, <8 x float> %t212_b161, <8 x float> %t212_c1_1)
+  store <8 x float> %167, ptr %fc1_weight_grad.t212_c1_1, align 32
+  %168 = mul nsw i64 %fc1_weight_grad.mb21152, 4
   %169 = add nsw i64 %168, 2
   %170 = add nsw i64 3219456, %169
-  %171 = mul nsw i64 %fc1_weight_grad.k20753, 128
+  %171 = mul nsw i64 %fc1_weight_grad.k21353, 128
   %172 = add nsw i64 %170, %171
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %172
   %173 = load float, ptr %arena62, align 4
   %174 = insertelement <8 x float> undef, float %173, i32 0
   %175 = shufflevector <8 x float> %174, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %175, ptr %fc1_weight_grad.t206_a2, align 32
-  %t206_a2 = load <8 x float>, ptr %fc1_weight_grad.t206_a2, align 32
-  %t206_b063 = load <8 x float>, ptr %fc1_weight_grad.t206_b0, align 32
-  %t206_c2_0 = load <8 x float>, ptr %fc1_weight_grad.t206_c2_0, align 32
-  %176 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t206_a2, <8 x float> %t206_b063, <8 x float> %t206_c2_0)
-  store <8 x float> %176, ptr %fc1_weight_grad.t206_c2_0, align 32
-  %t206_a264 = load <8 x float>, ptr %fc1_weight_grad.t206_a2, align 32
-  %t206_b165 = load <8 x float>, ptr %fc1_weight_grad.t206_b1, align 32
-  %t206_c2_1 = load <8 x float>, ptr %fc1_weight_grad.t206_c2_1, align 32
-  %177 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t206_a264, <8 x float> %t206_b165, <8 x float> %t206_c2_1)
-  store <8 x float> %177, ptr %fc1_weight_grad.t206_c2_1, align 32
-  %178 = mul nsw i64 %fc1_weight_grad.mb20552, 4
+  store <8 x float> %175, ptr %fc1_weight_grad.t212_a2, align 32
+  %t212_a2 = load <8 x float>, ptr %fc1_weight_grad.t212_a2, align 32
+  %t212_b063 = load <8 x float>, ptr %fc1_weight_grad.t212_b0, align 32
+  %t212_c2_0 = load <8 x float>, ptr %fc1_weight_grad.t212_c2_0, align 32
+  %176 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t212_a2, <8 x float> %t212_b063, <8 x float> %t212_c2_0)
+  store <8 x float> %176, ptr %fc1_weight_grad.t212_c2_0, align 32
+  %t212_a264 = load <8 x float>, ptr %fc1_weight_grad.t212_a2, align 32
+  %t212_b165 = load <8 x float>, ptr %fc1_weight_grad.t212_b1, align 32
+  %t212_c2_1 = load <8 x float>, ptr %fc1_weight_grad.t212_c2_1, align 32
+  %177 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t212_a264, <8 x float> %t212_b165, <8 x float> %t212_c2_1)
+  store <8 x float> %177, ptr %fc1_weight_grad.t212_c2_1, align 32
+  %178 = mul nsw i64 %fc1_weight_grad.mb21152, 4
   %179 = add nsw i64 %178, 3
   %180 = add nsw i64 3219456, %179
-  %181 = mul nsw i64 %fc1_weight_grad.k20753, 128
+  %181 = mul nsw i64 %fc1_weight_grad.k21353, 128
   %182 = add nsw i64 %180, %181
   %arena66 = getelementptr inbounds float, ptr %arena, i64 %182
   %183 = load float, ptr %arena66, align 4
   %184 = insertelement <8 x float> undef, float %183, i32 0
   %185 = shufflevector <8 x float> %184, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %185, ptr %fc1_weight_grad.t206_a3, align 32
-  %t206_a3 = load <8 x float>, ptr %fc1_weight_grad.t206_a3, align 32
-  %t206_b067 = load <8 x float>, ptr %fc1_weight_grad.t206_b0, align 32
-  %t206_c3_0 = load <8 x float>, ptr %fc1_weight_grad.t206_c3_0, align 32
-  %186 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t206_a3, <8 x float> %t206_b067, <8 x float> %t206_c3_0)
-  store <8 x float> %186, ptr %fc1_weight_grad.t206_c3_0, align 32
-  %t206_a368 = load <8 x float>, ptr %fc1_weight_grad.t206_a3, align 32
-  %t206_b169 = load <8 x float>, ptr %fc1_weight_grad.t206_b1, align 32
-  %t206_c3_1 = load <8 x float>, ptr %fc1_weight_grad.t206_c3_1, align 32
-  %187 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t206_a368, <8 x float> %t206_b169, <8 x float> %t206_c3_1)
-  store <8 x float> %187, ptr %fc1_weight_grad.t206_c3_1, align 32
-  %k207.next = add nsw i64 %fc1_weight_grad.k20753, 1
-  %188 = icmp slt i64 %k207.next, 64
-  br i1 %188, label %fc1_weight_grad.k207, label %fc1_weight_grad.k207.end
+  store <8 x float> %185, ptr %fc1_weight_grad.t212_a3, align 32
+  %t212_a3 = load <8 x float>, ptr %fc1_weight_grad.t212_a3, align 32
+  %t212_b067 = load <8 x float>, ptr %fc1_weight_grad.t212_b0, align 32
+  %t212_c3_0 = load <8 x float>, ptr %fc1_weight_grad.t212_c3_0, align 32
+  %186 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t212_a3, <8 x float> %t212_b067, <8 x float> %t212_c3_0)
+  store <8 x float> %186, ptr %fc1_weight_grad.t212_c3_0, align 32
+  %t212_a368 = load <8 x float>, ptr %fc1_weight_grad.t212_a3, align 32
+  %t212_b169 = load <8 x float>, ptr %fc1_weight_grad.t212_b1, align 32
+  %t212_c3_1 = load <8 x float>, ptr %fc1_weight_grad.t212_c3_1, align 32
+  %187 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t212_a368, <8 x float> %t212_b169, <8 x float> %t212_c3_1)
+  store <8 x float> %187, ptr %fc1_weight_grad.t212_c3_1, align 32
+  %k213.next = add nsw i64 %fc1_weight_grad.k21353, 1
+  %188 = icmp slt i64 %k213.next, 64
+  br i1 %188, label %fc1_weight_grad.k213, label %fc1_weight_grad.k213.end
 
-fc1_weight_grad.k207.end:                         ; preds = %fc1_weight_grad.k207
-  %t206_c0_070 = load <8 x float>, ptr %fc1_weight_grad.t206_c0_0, align 32
-  %189 = mul nsw i64 %fc1_weight_grad.mb20552, 4
+fc1_weight_grad.k213.end:                         ; preds = %fc1_weight_grad.k213
+  %t212_c0_070 = load <8 x float>, ptr %fc1_weight_grad.t212_c0_0, align 32
+  %189 = mul nsw i64 %fc1_weight_grad.mb21152, 4
   %190 = mul nsw i64 %189, 12544
   %191 = add nsw i64 18816, %190
   %192 = add nsw i64 %191, 12528
   %grads71 = getelementptr inbounds float, ptr %grads, i64 %192
-  store <8 x float> %t206_c0_070, ptr %grads71, align 4
-  %t206_c0_172 = load <8 x float>, ptr %fc1_weight_grad.t206_c0_1, align 32
-  %193 = mul nsw i64 %fc1_weight_grad.mb20552, 4
+  store <8 x float> %t212_c0_070, ptr %grads71, align 4
+  %t212_c0_172 = load <8 x float>, ptr %fc1_weight_grad.t212_c0_1, align 32
+  %193 = mul nsw i64 %fc1_weight_grad.mb21152, 4
   %194 = mul nsw i64 %193, 12544
   %195 = add nsw i64 18816, %194
   %196 = add nsw i64 %195, 12528
   %197 = add nsw i64 %196, 8
   %grads73 = getelementptr inbounds float, ptr %grads, i64 %197
-  store <8 x float> %t206_c0_172, ptr %grads73, align 4
-  %t206_c1_074 = load <8 x float>, ptr %fc1_weight_grad.t206_c1_0, align 32
-  %198 = mul nsw i64 %fc1_weight_grad.mb20552, 4
+  store <8 x float> %t212_c0_172, ptr %grads73, align 4
+  %t212_c1_074 = load <8 x float>, ptr %fc1_weight_grad.t212_c1_0, align 32
+  %198 = mul nsw i64 %fc1_weight_grad.mb21152, 4
   %199 = add nsw i64 %198, 1
   %200 = mul nsw i64 %199, 12544
   %201 = add nsw i64 18816, %200
   %202 = add nsw i64 %201, 12528
   %grads75 = getelementptr inbounds float, ptr %grads, i64 %202
-  store <8 x float> %t206_c1_074, ptr %grads75, align 4
-  %t206_c1_176 = load <8 x float>, ptr %fc1_weight_grad.t206_c1_1, align 32
-  %203 = mul nsw i64 %fc1_weight_grad.mb20552, 4
+  store <8 x float> %t212_c1_074, ptr %grads75, align 4
+  %t212_c1_176 = load <8 x float>, ptr %fc1_weight_grad.t212_c1_1, align 32
+  %203 = mul nsw i64 %fc1_weight_grad.mb21152, 4
   %204 = add nsw i64 %203, 1
   %205 = mul nsw i64 %204, 12544
   %206 = add nsw i64 18816, %205
   %207 = add nsw i64 %206, 12528
   %208 = add nsw i64 %207, 8
   %grads77 = getelementptr inbounds float, ptr %grads, i64 %208
-  store <8 x float> %t206_c1_176, ptr %grads77, align 4
-  %t206_c2_078 = load <8 x float>, ptr %fc1_weight_grad.t206_c2_0, align 32
-  %209 = mul nsw i64 %fc1_weight_grad.mb20552, 4
+  store <8 x float> %t212_c1_176, ptr %grads77, align 4
+  %t212_c2_078 = load <8 x float>, ptr %fc1_weight_grad.t212_c2_0, align 32
+  %209 = mul nsw i64 %fc1_weight_grad.mb21152, 4
   %210 = add nsw i64 %209, 2
   %211 = mul nsw i64 %210, 12544
   %212 = add nsw i64 18816, %211
   %213 = add nsw i64 %212, 12528
   %grads79 = getelementptr inbounds float, ptr %grads, i64 %213
-  store <8 x float> %t206_c2_078, ptr %grads79, align 4
-  %t206_c2_180 = load <8 x float>, ptr %fc1_weight_grad.t206_c2_1, align 32
-  %214 = mul nsw i64 %fc1_weight_grad.mb20552, 4
+  store <8 x float> %t212_c2_078, ptr %grads79, align 4
+  %t212_c2_180 = load <8 x float>, ptr %fc1_weight_grad.t212_c2_1, align 32
+  %214 = mul nsw i64 %fc1_weight_grad.mb21152, 4
   %215 = add nsw i64 %214, 2
   %216 = mul nsw i64 %215, 12544
   %217 = add nsw i64 18816, %216
   %218 = add nsw i64 %217, 12528
   %219 = add nsw i64 %218, 8
   %grads81 = getelementptr inbounds float, ptr %grads, i64 %219
-  store <8 x float> %t206_c2_180, ptr %grads81, align 4
-  %t206_c3_082 = load <8 x float>, ptr %fc1_weight_grad.t206_c3_0, align 32
-  %220 = mul nsw i64 %fc1_weight_grad.mb20552, 4
+  store <8 x float> %t212_c2_180, ptr %grads81, align 4
+  %t212_c3_082 = load <8 x float>, ptr %fc1_weight_grad.t212_c3_0, align 32
+  %220 = mul nsw i64 %fc1_weight_grad.mb21152, 4
   %221 = add nsw i64 %220, 3
   %222 = mul nsw i64 %221, 12544
   %223 = add nsw i64 18816, %222
   %224 = add nsw i64 %223, 12528
   %grads83 = getelementptr inbounds float, ptr %grads, i64 %224
-  store <8 x float> %t206_c3_082, ptr %grads83, align 4
-  %t206_c3_184 = load <8 x float>, ptr %fc1_weight_grad.t206_c3_1, align 32
-  %225 = mul nsw i64 %fc1_weight_grad.mb20552, 4
+  store <8 x float> %t212_c3_082, ptr %grads83, align 4
+  %t212_c3_184 = load <8 x float>, ptr %fc1_weight_grad.t212_c3_1, align 32
+  %225 = mul nsw i64 %fc1_weight_grad.mb21152, 4
   %226 = add nsw i64 %225, 3
   %227 = mul nsw i64 %226, 12544
   %228 = add nsw i64 18816, %227
   %229 = add nsw i64 %228, 12528
   %230 = add nsw i64 %229, 8
   %grads85 = getelementptr inbounds float, ptr %grads, i64 %230
-  store <8 x float> %t206_c3_184, ptr %grads85, align 4
-  %mb205.next = add nsw i64 %fc1_weight_grad.mb20552, 1
-  %231 = icmp slt i64 %mb205.next, 32
-  br i1 %231, label %fc1_weight_grad.mb205, label %fc1_weight_grad.mb205.end
+  store <8 x float> %t212_c3_184, ptr %grads85, align 4
+  %mb211.next = add nsw i64 %fc1_weight_grad.mb21152, 1
+  %231 = icmp slt i64 %mb211.next, 32
+  br i1 %231, label %fc1_weight_grad.mb211, label %fc1_weight_grad.mb211.end
 }
 
 ; Function Attrs: noinline
 define internal void @convnet_train_b64.k14.fc1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %fc1_bias_grad.acc210 = alloca float, align 4
-  br label %fc1_bias_grad.u209
+  %fc1_bias_grad.acc216 = alloca float, align 4
+  br label %fc1_bias_grad.u215
 
-fc1_bias_grad.u209:                               ; preds = %fc1_bias_grad.n211.end, %entry
-  %fc1_bias_grad.u2091 = phi i64 [ 0, %entry ], [ %u209.next, %fc1_bias_grad.n211.end ]
-  store float 0.000000e+00, ptr %fc1_bias_grad.acc210, align 4
-  br label %fc1_bias_grad.n211
+fc1_bias_grad.u215:                               ; preds = %fc1_bias_grad.n217.end, %entry
+  %fc1_bias_grad.u2151 = phi i64 [ 0, %entry ], [ %u215.next, %fc1_bias_grad.n217.end ]
+  store float 0.000000e+00, ptr %fc1_bias_grad.acc216, align 4
+  br label %fc1_bias_grad.n217
 
-fc1_bias_grad.u209.end:                           ; preds = %fc1_bias_grad.n211.end
+fc1_bias_grad.u215.end:                           ; preds = %fc1_bias_grad.n217.end
   ret void
 
-fc1_bias_grad.n211:                               ; preds = %fc1_bias_grad.n211, %fc1_bias_grad.u209
-  %fc1_bias_grad.n2112 = phi i64 [ 0, %fc1_bias_grad.u209 ], [ %n211.next, %fc1_bias_grad.n211 ]
-  %acc210 = load float, ptr %fc1_bias_grad.acc210, align 4
-  %0 = mul nsw i64 %fc1_bias_grad.n2112, 128
+fc1_bias_grad.n217:                               ; preds = %fc1_bias_grad.n217, %fc1_bias_grad.u215
+  %fc1_bias_grad.n2172 = phi i64 [ 0, %fc1_bias_grad.u215 ], [ %n217.next, %fc1_bias_grad.n217 ]
+  %acc216 = load float, ptr %fc1_bias_grad.acc216, align 4
+  %0 = mul nsw i64 %fc1_bias_grad.n2172, 128
   %1 = add nsw i64 3219456, %0
-  %2 = add nsw i64 %1, %fc1_bias_grad.u2091
+  %2 = add nsw i64 %1, %fc1_bias_grad.u2151
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena3, align 4
-  %4 = fadd float %acc210, %3
-  store float %4, ptr %fc1_bias_grad.acc210, align 4
-  %n211.next = add nsw i64 %fc1_bias_grad.n2112, 1
-  %5 = icmp slt i64 %n211.next, 64
-  br i1 %5, label %fc1_bias_grad.n211, label %fc1_bias_grad.n211.end
+  %4 = fadd float %acc216, %3
+  store float %4, ptr %fc1_bias_grad.acc216, align 4
+  %n217.next = add nsw i64 %fc1_bias_grad.n2172, 1
+  %5 = icmp slt i64 %n217.next, 64
+  br i1 %5, label %fc1_bias_grad.n217, label %fc1_bias_grad.n217.end
 
-fc1_bias_grad.n211.end:                           ; preds = %fc1_bias_grad.n211
-  %acc2104 = load float, ptr %fc1_bias_grad.acc210, align 4
-  %6 = add nsw i64 1624448, %fc1_bias_grad.u2091
+fc1_bias_grad.n217.end:                           ; preds = %fc1_bias_grad.n217
+  %acc2164 = load float, ptr %fc1_bias_grad.acc216, align 4
+  %6 = add nsw i64 1624448, %fc1_bias_grad.u2151
   %grads5 = getelementptr inbounds float, ptr %grads, i64 %6
-  store float %acc2104, ptr %grads5, align 4
-  %u209.next = add nsw i64 %fc1_bias_grad.u2091, 1
-  %7 = icmp slt i64 %u209.next, 128
-  br i1 %7, label %fc1_bias_grad.u209, label %fc1_bias_grad.u209.end
+  store float %acc2164, ptr %grads5, align 4
+  %u215.next = add nsw i64 %fc1_bias_grad.u2151, 1
+  %7 = icmp slt i64 %u215.next, 128
+  br i1 %7, label %fc1_bias_grad.u215, label %fc1_bias_grad.u215.end
 }
 
 ; Function Attrs: noinline
 define internal void @convnet_train_b64.k15.flat_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  call void @convnet_train_b64.k15.flat_grad.gemm219(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @convnet_train_b64.k15.flat_grad.gemm225(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_train_b64.k15.flat_grad.gemm219(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @convnet_train_b64.k15.flat_grad.gemm225(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %flat_grad.t217_a3 = alloca <8 x float>, align 32
-  %flat_grad.t217_a2 = alloca <8 x float>, align 32
-  %flat_grad.t217_a1 = alloca <8 x float>, align 32
-  %flat_grad.t217_a0 = alloca <8 x float>, align 32
-  %flat_grad.t217_b1 = alloca <8 x float>, align 32
-  %flat_grad.t217_b0 = alloca <8 x float>, align 32
-  %flat_grad.t217_c3_1 = alloca <8 x float>, align 32
-  %flat_grad.t217_c3_0 = alloca <8 x float>, align 32
-  %flat_grad.t217_c2_1 = alloca <8 x float>, align 32
-  %flat_grad.t217_c2_0 = alloca <8 x float>, align 32
-  %flat_grad.t217_c1_1 = alloca <8 x float>, align 32
-  %flat_grad.t217_c1_0 = alloca <8 x float>, align 32
-  %flat_grad.t217_c0_1 = alloca <8 x float>, align 32
-  %flat_grad.t217_c0_0 = alloca <8 x float>, align 32
-  %flat_grad.t214_a3 = alloca <8 x float>, align 32
-  %flat_grad.t214_a2 = alloca <8 x float>, align 32
-  %flat_grad.t214_a1 = alloca <8 x float>, align 32
-  %flat_grad.t214_a0 = alloca <8 x float>, align 32
-  %flat_grad.t214_b2 = alloca <8 x float>, align 32
-  %flat_grad.t214_b1 = alloca <8 x float>, align 32
-  %flat_grad.t214_b0 = alloca <8 x float>, align 32
-  %flat_grad.t214_c3_2 = alloca <8 x float>, align 32
-  %flat_grad.t214_c3_1 = alloca <8 x float>, align 32
-  %flat_grad.t214_c3_0 = alloca <8 x float>, align 32
-  %flat_grad.t214_c2_2 = alloca <8 x float>, align 32
-  %flat_grad.t214_c2_1 = alloca <8 x float>, align 32
-  %flat_grad.t214_c2_0 = alloca <8 x float>, align 32
-  %flat_grad.t214_c1_2 = alloca <8 x float>, align 32
-  %flat_grad.t214_c1_1 = alloca <8 x float>, align 32
-  %flat_grad.t214_c1_0 = alloca <8 x float>, align 32
-  %flat_grad.t214_c0_2 = alloca <8 x float>, align 32
-  %flat_grad.t214_c0_1 = alloca <8 x float>, align 32
-  %flat_grad.t214_c0_0 = alloca <8 x float>, align 32
-  br label %flat_grad.nb212
+  %flat_grad.t223_a3 = alloca <8 x float>, align 32
+  %flat_grad.t223_a2 = alloca <8 x float>, align 32
+  %flat_grad.t223_a1 = alloca <8 x float>, align 32
+  %flat_grad.t223_a0 = alloca <8 x float>, align 32
+  %flat_grad.t223_b1 = alloca <8 x float>, align 32
+  %flat_grad.t223_b0 = alloca <8 x float>, align 32
+  %flat_grad.t223_c3_1 = alloca <8 x float>, align 32
+  %flat_grad.t223_c3_0 = alloca <8 x float>, align 32
+  %flat_grad.t223_c2_1 = alloca <8 x float>, align 32
+  %flat_grad.t223_c2_0 = alloca <8 x float>, align 32
+  %flat_grad.t223_c1_1 = alloca <8 x float>, align 32
+  %flat_grad.t223_c1_0 = alloca <8 x float>, align 32
+  %flat_grad.t223_c0_1 = alloca <8 x float>, align 32
+  %flat_grad.t223_c0_0 = alloca <8 x float>, align 32
+  %flat_grad.t220_a3 = alloca <8 x float>, align 32
+  %flat_grad.t220_a2 = alloca <8 x float>, align 32
+  %flat_grad.t220_a1 = alloca <8 x float>, align 32
+  %flat_grad.t220_a0 = alloca <8 x float>, align 32
+  %flat_grad.t220_b2 = alloca <8 x float>, align 32
+  %flat_grad.t220_b1 = alloca <8 x float>, align 32
+  %flat_grad.t220_b0 = alloca <8 x float>, align 32
+  %flat_grad.t220_c3_2 = alloca <8 x float>, align 32
+  %flat_grad.t220_c3_1 = alloca <8 x float>, align 32
+  %flat_grad.t220_c3_0 = alloca <8 x float>, align 32
+  %flat_grad.t220_c2_2 = alloca <8 x float>, align 32
+  %flat_grad.t220_c2_1 = alloca <8 x float>, align 32
+  %flat_grad.t220_c2_0 = alloca <8 x float>, align 32
+  %flat_grad.t220_c1_2 = alloca <8 x float>, align 32
+  %flat_grad.t220_c1_1 = alloca <8 x float>, align 32
+  %flat_grad.t220_c1_0 = alloca <8 x float>, align 32
+  %flat_grad.t220_c0_2 = alloca <8 x float>, align 32
+  %flat_grad.t220_c0_1 = alloca <8 x float>, align 32
+  %flat_grad.t220_c0_0 = alloca <8 x float>, align 32
+  br label %flat_grad.nb218
 
-flat_grad.nb212:                                  ; preds = %flat_grad.mb213.end, %entry
-  %flat_grad.nb2121 = phi i64 [ 0, %entry ], [ %nb212.next, %flat_grad.mb213.end ]
-  br label %flat_grad.mb213
+flat_grad.nb218:                                  ; preds = %flat_grad.mb219.end, %entry
+  %flat_grad.nb2181 = phi i64 [ 0, %entry ], [ %nb218.next, %flat_grad.mb219.end ]
+  br label %flat_grad.mb219
 
-flat_grad.nb212.end:                              ; preds = %flat_grad.mb213.end
-  br label %flat_grad.mb216
+flat_grad.nb218.end:                              ; preds = %flat_grad.mb219.end
+  br label %flat_grad.mb222
 
-flat_grad.mb213:                                  ; preds = %flat_grad.k215.end, %flat_grad.nb212
-  %flat_grad.mb2132 = phi i64 [ 0, %flat_grad.nb212 ], [ %mb213.next, %flat_grad.k215.end ]
-  store <8 x float> zeroinitializer, ptr %flat_grad.t214_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t214_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t214_c0_2, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t214_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t214_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t214_c1_2, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t214_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t214_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t214_c2_2, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t214_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t214_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t214_c3_2, align 32
-  br label %flat_grad.k215
+flat_grad.mb219:                                  ; preds = %flat_grad.k221.end, %flat_grad.nb218
+  %flat_grad.mb2192 = phi i64 [ 0, %flat_grad.nb218 ], [ %mb219.next, %flat_grad.k221.end ]
+  store <8 x float> zeroinitializer, ptr %flat_grad.t220_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t220_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t220_c0_2, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t220_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t220_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t220_c1_2, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t220_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t220_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t220_c2_2, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t220_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t220_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t220_c3_2, align 32
+  br label %flat_grad.k221
 
-flat_grad.mb213.end:                              ; preds = %flat_grad.k215.end
-  %nb212.next = add nsw i64 %flat_grad.nb2121, 1
-  %0 = icmp slt i64 %nb212.next, 522
-  br i1 %0, label %flat_grad.nb212, label %flat_grad.nb212.end
+flat_grad.mb219.end:                              ; preds = %flat_grad.k221.end
+  %nb218.next = add nsw i64 %flat_grad.nb2181, 1
+  %0 = icmp slt i64 %nb218.next, 522
+  br i1 %0, label %flat_grad.nb218, label %flat_grad.nb218.end
 
-flat_grad.k215:                                   ; preds = %flat_grad.k215, %flat_grad.mb213
-  %flat_grad.k2153 = phi i64 [ 0, %flat_grad.mb213 ], [ %k215.next, %flat_grad.k215 ]
-  %1 = mul nsw i64 %flat_grad.k2153, 12544
+flat_grad.k221:                                   ; preds = %flat_grad.k221, %flat_grad.mb219
+  %flat_grad.k2213 = phi i64 [ 0, %flat_grad.mb219 ], [ %k221.next, %flat_grad.k221 ]
+  %1 = mul nsw i64 %flat_grad.k2213, 12544
   %2 = add nsw i64 18816, %1
-  %3 = mul nsw i64 %flat_grad.nb2121, 24
+  %3 = mul nsw i64 %flat_grad.nb2181, 24
   %4 = add nsw i64 %2, %3
   %params4 = getelementptr inbounds float, ptr %params, i64 %4
   %5 = load <8 x float>, ptr %params4, align 4
-  store <8 x float> %5, ptr %flat_grad.t214_b0, align 32
-  %6 = mul nsw i64 %flat_grad.k2153, 12544
+  store <8 x float> %5, ptr %flat_grad.t220_b0, align 32
+  %6 = mul nsw i64 %flat_grad.k2213, 12544
   %7 = add nsw i64 18816, %6
-  %8 = mul nsw i64 %flat_grad.nb2121, 24
+  %8 = mul nsw i64 %flat_grad.nb2181, 24
   %9 = add nsw i64 %7, %8
   %10 = add nsw i64 %9, 8
   %params5 = getelementptr inbounds float, ptr %params, i64 %10
   %11 = load <8 x float>, ptr %params5, align 4
-  store <8 x float> %11, ptr %flat_grad.t214_b1, align 32
-  %12 = mul nsw i64 %flat_grad.k2153, 12544
+  store <8 x float> %11, ptr %flat_grad.t220_b1, align 32
+  %12 = mul nsw i64 %flat_grad.k2213, 12544
   %13 = add nsw i64 18816, %12
-  %14 = mul nsw i64 %flat_grad.nb2121, 24
+  %14 = mul nsw i64 %flat_grad.nb2181, 24
   %15 = add nsw i64 %13, %14
   %16 = add nsw i64 %15, 16
   %params6 = getelementptr inbounds float, ptr %params, i64 %16
   %17 = load <8 x float>, ptr %params6, align 4
-  store <8 x float> %17, ptr %flat_grad.t214_b2, align 32
-  %18 = mul nsw i64 %flat_grad.mb2132, 4
+  store <8 x float> %17, ptr %flat_grad.t220_b2, align 32
+  %18 = mul nsw i64 %flat_grad.mb2192, 4
   %19 = mul nsw i64 %18, 128
   %20 = add nsw i64 3219456, %19
-  %21 = add nsw i64 %20, %flat_grad.k2153
+  %21 = add nsw i64 %20, %flat_grad.k2213
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %21
   %22 = load float, ptr %arena7, align 4
   %23 = insertelement <8 x float> undef, float %22, i32 0
   %24 = shufflevector <8 x float> %23, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %24, ptr %flat_grad.t214_a0, align 32
-  %t214_a0 = load <8 x float>, ptr %flat_grad.t214_a0, align 32
-  %t214_b0 = load <8 x float>, ptr %flat_grad.t214_b0, align 32
-  %t214_c0_0 = load <8 x float>, ptr %flat_grad.t214_c0_0, align 32
-  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t214_a0, <8 x float> %t214_b0, <8 x float> %t214_c0_0)
-  store <8 x float> %25, ptr %flat_grad.t214_c0_0, align 32
-  %t214_a08 = load <8 x float>, ptr %flat_grad.t214_a0, align 32
-  %t214_b1 = load <8 x float>, ptr %flat_grad.t214_b1, align 32
-  %t214_c0_1 = load <8 x float>, ptr %flat_grad.t214_c0_1, align 32
-  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t214_a08, <8 x float> %t214_b1, <8 x float> %t214_c0_1)
-  store <8 x float> %26, ptr %flat_grad.t214_c0_1, align 32
-  %t214_a09 = load <8 x float>, ptr %flat_grad.t214_a0, align 32
-  %t214_b2 = load <8 x float>, ptr %flat_grad.t214_b2, align 32
-  %t214_c0_2 = load <8 x float>, ptr %flat_grad.t214_c0_2, align 32
-  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t214_a09, <8 x float> %t214_b2, <8 x float> %t214_c0_2)
-  store <8 x float> %27, ptr %flat_grad.t214_c0_2, align 32
-  %28 = mul nsw i64 %flat_grad.mb2132, 4
+  store <8 x float> %24, ptr %flat_grad.t220_a0, align 32
+  %t220_a0 = load <8 x float>, ptr %flat_grad.t220_a0, align 32
+  %t220_b0 = load <8 x float>, ptr %flat_grad.t220_b0, align 32
+  %t220_c0_0 = load <8 x float>, ptr %flat_grad.t220_c0_0, align 32
+  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t220_a0, <8 x float> %t220_b0, <8 x float> %t220_c0_0)
+  store <8 x float> %25, ptr %flat_grad.t220_c0_0, align 32
+  %t220_a08 = load <8 x float>, ptr %flat_grad.t220_a0, align 32
+  %t220_b1 = load <8 x float>, ptr %flat_grad.t220_b1, align 32
+  %t220_c0_1 = load <8 x float>, ptr %flat_grad.t220_c0_1, align 32
+  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t220_a08, <8 x float> %t220_b1, <8 x float> %t220_c0_1)
+  store <8 x float> %26, ptr %flat_grad.t220_c0_1, align 32
+  %t220_a09 = load <8 x float>, ptr %flat_grad.t220_a0, align 32
+  %t220_b2 = load <8 x float>, ptr %flat_grad.t220_b2, align 32
+  %t220_c0_2 = load <8 x float>, ptr %flat_grad.t220_c0_2, align 32
+  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t220_a09, <8 x float> %t220_b2, <8 x float> %t220_c0_2)
+  store <8 x float> %27, ptr %flat_grad.t220_c0_2, align 32
+  %28 = mul nsw i64 %flat_grad.mb2192, 4
   %29 = add nsw i64 %28, 1
   %30 = mul nsw i64 %29, 128
   %31 = add nsw i64 3219456, %30
-  %32 = add nsw i64 %31, %flat_grad.k2153
+  %32 = add nsw i64 %31, %flat_grad.k2213
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %32
   %33 = load float, ptr %arena10, align 4
   %34 = insertelement <8 x float> undef, float %33, i32 0
   %35 = shufflevector <8 x float> %34, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %35, ptr %flat_grad.t214_a1, align 32
-  %t214_a1 = load <8 x float>, ptr %flat_grad.t214_a1, align 32
-  %t214_b011 = load <8 x float>, ptr %flat_grad.t214_b0, align 32
-  %t214_c1_0 = load <8 x float>, ptr %flat_grad.t214_c1_0, align 32
-  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t214_a1, <8 x float> %t214_b011, <8 x float> %t214_c1_0)
-  store <8 x float> %36, ptr %flat_grad.t214_c1_0, align 32
-  %t214_a112 = load <8 x float>, ptr %flat_grad.t214_a1, align 32
-  %t214_b113 = load <8 x float>, ptr %flat_grad.t214_b1, align 32
-  %t214_c1_1 = load <8 x float>, ptr %flat_grad.t214_c1_1, align 32
-  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t214_a112, <8 x float> %t214_b113, <8 x float> %t214_c1_1)
-  store <8 x float> %37, ptr %flat_grad.t214_c1_1, align 32
-  %t214_a114 = load <8 x float>, ptr %flat_grad.t214_a1, align 32
-  %t214_b215 = load <8 x float>, ptr %flat_grad.t214_b2, align 32
-  %t214_c1_2 = load <8 x float>, ptr %flat_grad.t214_c1_2, align 32
-  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t214_a114, <8 x float> %t214_b215, <8 x float> %t214_c1_2)
-  store <8 x float> %38, ptr %flat_grad.t214_c1_2, align 32
-  %39 = mul nsw i64 %flat_grad.mb2132, 4
+  store <8 x float> %35, ptr %flat_grad.t220_a1, align 32
+  %t220_a1 = load <8 x float>, ptr %flat_grad.t220_a1, align 32
+  %t220_b011 = load <8 x float>, ptr %flat_grad.t220_b0, align 32
+  %t220_c1_0 = load <8 x float>, ptr %flat_grad.t220_c1_0, align 32
+  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t220_a1, <8 x float> %t220_b011, <8 x float> %t220_c1_0)
+  store <8 x float> %36, ptr %flat_grad.t220_c1_0, align 32
+  %t220_a112 = load <8 x float>, ptr %flat_grad.t220_a1, align 32
+  %t220_b113 = load <8 x float>, ptr %flat_grad.t220_b1, align 32
+  %t220_c1_1 = load <8 x float>, ptr %flat_grad.t220_c1_1, align 32
+  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t220_a112, <8 x float> %t220_b113, <8 x float> %t220_c1_1)
+  store <8 x float> %37, ptr %flat_grad.t220_c1_1, align 32
+  %t220_a114 = load <8 x float>, ptr %flat_grad.t220_a1, align 32
+  %t220_b215 = load <8 x float>, ptr %flat_grad.t220_b2, align 32
+  %t220_c1_2 = load <8 x float>, ptr %flat_grad.t220_c1_2, align 32
+  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t220_a114, <8 x float> %t220_b215, <8 x float> %t220_c1_2)
+  store <8 x float> %38, ptr %flat_grad.t220_c1_2, align 32
+  %39 = mul nsw i64 %flat_grad.mb2192, 4
   %40 = add nsw i64 %39, 2
   %41 = mul nsw i64 %40, 128
   %42 = add nsw i64 3219456, %41
-  %43 = add nsw i64 %42, %flat_grad.k2153
+  %43 = add nsw i64 %42, %flat_grad.k2213
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %43
   %44 = load float, ptr %arena16, align 4
   %45 = insertelement <8 x float> undef, float %44, i32 0
   %46 = shufflevector <8 x float> %45, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %46, ptr %flat_grad.t214_a2, align 32
-  %t214_a2 = load <8 x float>, ptr %flat_grad.t214_a2, align 32
-  %t214_b017 = load <8 x float>, ptr %flat_grad.t214_b0, align 32
-  %t214_c2_0 = load <8 x float>, ptr %flat_grad.t214_c2_0, align 32
-  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t214_a2, <8 x float> %t214_b017, <8 x float> %t214_c2_0)
-  store <8 x float> %47, ptr %flat_grad.t214_c2_0, align 32
-  %t214_a218 = load <8 x float>, ptr %flat_grad.t214_a2, align 32
-  %t214_b119 = load <8 x float>, ptr %flat_grad.t214_b1, align 32
-  %t214_c2_1 = load <8 x float>, ptr %flat_grad.t214_c2_1, align 32
-  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t214_a218, <8 x float> %t214_b119, <8 x float> %t214_c2_1)
-  store <8 x float> %48, ptr %flat_grad.t214_c2_1, align 32
-  %t214_a220 = load <8 x float>, ptr %flat_grad.t214_a2, align 32
-  %t214_b221 = load <8 x float>, ptr %flat_grad.t214_b2, align 32
-  %t214_c2_2 = load <8 x float>, ptr %flat_grad.t214_c2_2, align 32
-  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t214_a220, <8 x float> %t214_b221, <8 x float> %t214_c2_2)
-  store <8 x float> %49, ptr %flat_grad.t214_c2_2, align 32
-  %50 = mul nsw i64 %flat_grad.mb2132, 4
+  store <8 x float> %46, ptr %flat_grad.t220_a2, align 32
+  %t220_a2 = load <8 x float>, ptr %flat_grad.t220_a2, align 32
+  %t220_b017 = load <8 x float>, ptr %flat_grad.t220_b0, align 32
+  %t220_c2_0 = load <8 x float>, ptr %flat_grad.t220_c2_0, align 32
+  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t220_a2, <8 x float> %t220_b017, <8 x float> %t220_c2_0)
+  store <8 x float> %47, ptr %flat_grad.t220_c2_0, align 32
+  %t220_a218 = load <8 x float>, ptr %flat_grad.t220_a2, align 32
+  %t220_b119 = load <8 x float>, ptr %flat_grad.t220_b1, align 32
+  %t220_c2_1 = load <8 x float>, ptr %flat_grad.t220_c2_1, align 32
+  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t220_a218, <8 x float> %t220_b119, <8 x float> %t220_c2_1)
+  store <8 x float> %48, ptr %flat_grad.t220_c2_1, align 32
+  %t220_a220 = load <8 x float>, ptr %flat_grad.t220_a2, align 32
+  %t220_b221 = load <8 x float>, ptr %flat_grad.t220_b2, align 32
+  %t220_c2_2 = load <8 x float>, ptr %flat_grad.t220_c2_2, align 32
+  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t220_a220, <8 x float> %t220_b221, <8 x float> %t220_c2_2)
+  store <8 x float> %49, ptr %flat_grad.t220_c2_2, align 32
+  %50 = mul nsw i64 %flat_grad.mb2192, 4
   %51 = add nsw i64 %50, 3
   %52 = mul nsw i64 %51, 128
   %53 = add nsw i64 3219456, %52
-  %54 = add nsw i64 %53, %flat_grad.k2153
+  %54 = add nsw i64 %53, %flat_grad.k2213
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %54
   %55 = load float, ptr %arena22, align 4
   %56 = insertelement <8 x float> undef, float %55, i32 0
   %57 = shufflevector <8 x float> %56, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %57, ptr %flat_grad.t214_a3, align 32
-  %t214_a3 = load <8 x float>, ptr %flat_grad.t214_a3, align 32
-  %t214_b023 = load <8 x float>, ptr %flat_grad.t214_b0, align 32
-  %t214_c3_0 = load <8 x float>, ptr %flat_grad.t214_c3_0, align 32
-  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t214_a3, <8 x float> %t214_b023, <8 x float> %t214_c3_0)
-  store <8 x float> %58, ptr %flat_grad.t214_c3_0, align 32
-  %t214_a324 = load <8 x float>, ptr %flat_grad.t214_a3, align 32
-  %t214_b125 = load <8 x float>, ptr %flat_grad.t214_b1, align 32
-  %t214_c3_1 = load <8 x float>, ptr %flat_grad.t214_c3_1, align 32
-  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t214_a324, <8 x float> %t214_b125, <8 x float> %t214_c3_1)
-  store <8 x float> %59, ptr %flat_grad.t214_c3_1, align 32
-  %t214_a326 = load <8 x float>, ptr %flat_grad.t214_a3, align 32
-  %t214_b227 = load <8 x float>, ptr %flat_grad.t214_b2, align 32
-  %t214_c3_2 = load <8 x float>, ptr %flat_grad.t214_c3_2, align 32
-  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t214_a326, <8 x float> %t214_b227, <8 x float> %t214_c3_2)
-  store <8 x float> %60, ptr %flat_grad.t214_c3_2, align 32
-  %k215.next = add nsw i64 %flat_grad.k2153, 1
-  %61 = icmp slt i64 %k215.next, 128
-  br i1 %61, label %flat_grad.k215, label %flat_grad.k215.end
+  store <8 x float> %57, ptr %flat_grad.t220_a3, align 32
+  %t220_a3 = load <8 x float>, ptr %flat_grad.t220_a3, align 32
+  %t220_b023 = load <8 x float>, ptr %flat_grad.t220_b0, align 32
+  %t220_c3_0 = load <8 x float>, ptr %flat_grad.t220_c3_0, align 32
+  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t220_a3, <8 x float> %t220_b023, <8 x float> %t220_c3_0)
+  store <8 x float> %58, ptr %flat_grad.t220_c3_0, align 32
+  %t220_a324 = load <8 x float>, ptr %flat_grad.t220_a3, align 32
+  %t220_b125 = load <8 x float>, ptr %flat_grad.t220_b1, align 32
+  %t220_c3_1 = load <8 x float>, ptr %flat_grad.t220_c3_1, align 32
+  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t220_a324, <8 x float> %t220_b125, <8 x float> %t220_c3_1)
+  store <8 x float> %59, ptr %flat_grad.t220_c3_1, align 32
+  %t220_a326 = load <8 x float>, ptr %flat_grad.t220_a3, align 32
+  %t220_b227 = load <8 x float>, ptr %flat_grad.t220_b2, align 32
+  %t220_c3_2 = load <8 x float>, ptr %flat_grad.t220_c3_2, align 32
+  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t220_a326, <8 x float> %t220_b227, <8 x float> %t220_c3_2)
+  store <8 x float> %60, ptr %flat_grad.t220_c3_2, align 32
+  %k221.next = add nsw i64 %flat_grad.k2213, 1
+  %61 = icmp slt i64 %k221.next, 128
+  br i1 %61, label %flat_grad.k221, label %flat_grad.k221.end
 
-flat_grad.k215.end:                               ; preds = %flat_grad.k215
-  %t214_c0_028 = load <8 x float>, ptr %flat_grad.t214_c0_0, align 32
-  %62 = mul nsw i64 %flat_grad.mb2132, 4
+flat_grad.k221.end:                               ; preds = %flat_grad.k221
+  %t220_c0_028 = load <8 x float>, ptr %flat_grad.t220_c0_0, align 32
+  %62 = mul nsw i64 %flat_grad.mb2192, 4
   %63 = mul nsw i64 %62, 12544
   %64 = add nsw i64 3228304, %63
-  %65 = mul nsw i64 %flat_grad.nb2121, 24
+  %65 = mul nsw i64 %flat_grad.nb2181, 24
   %66 = add nsw i64 %64, %65
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %66
-  store <8 x float> %t214_c0_028, ptr %arena29, align 4
-  %t214_c0_130 = load <8 x float>, ptr %flat_grad.t214_c0_1, align 32
-  %67 = mul nsw i64 %flat_grad.mb2132, 4
+  store <8 x float> %t220_c0_028, ptr %arena29, align 4
+  %t220_c0_130 = load <8 x float>, ptr %flat_grad.t220_c0_1, align 32
+  %67 = mul nsw i64 %flat_grad.mb2192, 4
   %68 = mul nsw i64 %67, 12544
   %69 = add nsw i64 3228304, %68
-  %70 = mul nsw i64 %flat_grad.nb2121, 24
+  %70 = mul nsw i64 %flat_grad.nb2181, 24
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %71, 8
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %72
-  store <8 x float> %t214_c0_130, ptr %arena31, align 4
-  %t214_c0_232 = load <8 x float>, ptr %flat_grad.t214_c0_2, align 32
-  %73 = mul nsw i64 %flat_grad.mb2132, 4
+  store <8 x float> %t220_c0_130, ptr %arena31, align 4
+  %t220_c0_232 = load <8 x float>, ptr %flat_grad.t220_c0_2, align 32
+  %73 = mul nsw i64 %flat_grad.mb2192, 4
   %74 = mul nsw i64 %73, 12544
   %75 = add nsw i64 3228304, %74
-  %76 = mul nsw i64 %flat_grad.nb2121, 24
+  %76 = mul nsw i64 %flat_grad.nb2181, 24
   %77 = add nsw i64 %75, %76
   %78 = add nsw i64 %77, 16
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %78
-  store <8 x float> %t214_c0_232, ptr %arena33, align 4
-  %t214_c1_034 = load <8 x float>, ptr %flat_grad.t214_c1_0, align 32
-  %79 = mul nsw i64 %flat_grad.mb2132, 4
+  store <8 x float> %t220_c0_232, ptr %arena33, align 4
+  %t220_c1_034 = load <8 x float>, ptr %flat_grad.t220_c1_0, align 32
+  %79 = mul nsw i64 %flat_grad.mb2192, 4
   %80 = add nsw i64 %79, 1
   %81 = mul nsw i64 %80, 12544
   %82 = add nsw i64 3228304, %81
-  %83 = mul nsw i64 %flat_grad.nb2121, 24
+  %83 = mul nsw i64 %flat_grad.nb2181, 24
   %84 = add nsw i64 %82, %83
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %84
-  store <8 x float> %t214_c1_034, ptr %arena35, align 4
-  %t214_c1_136 = load <8 x float>, ptr %flat_grad.t214_c1_1, align 32
-  %85 = mul nsw i64 %flat_grad.mb2132, 4
+  store <8 x float> %t220_c1_034, ptr %arena35, align 4
+  %t220_c1_136 = load <8 x float>, ptr %flat_grad.t220_c1_1, align 32
+  %85 = mul nsw i64 %flat_grad.mb2192, 4
   %86 = add nsw i64 %85, 1
   %87 = mul nsw i64 %86, 12544
   %88 = add nsw i64 3228304, %87
-  %89 = mul nsw i64 %flat_grad.nb2121, 24
+  %89 = mul nsw i64 %flat_grad.nb2181, 24
   %90 = add nsw i64 %88, %89
   %91 = add nsw i64 %90, 8
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %91
-  store <8 x float> %t214_c1_136, ptr %arena37, align 4
-  %t214_c1_238 = load <8 x float>, ptr %flat_grad.t214_c1_2, align 32
-  %92 = mul nsw i64 %flat_grad.mb2132, 4
+  store <8 x float> %t220_c1_136, ptr %arena37, align 4
+  %t220_c1_238 = load <8 x float>, ptr %flat_grad.t220_c1_2, align 32
+  %92 = mul nsw i64 %flat_grad.mb2192, 4
   %93 = add nsw i64 %92, 1
   %94 = mul nsw i64 %93, 12544
   %95 = add nsw i64 3228304, %94
-  %96 = mul nsw i64 %flat_grad.nb2121, 24
+  %96 = mul nsw i64 %flat_grad.nb2181, 24
   %97 = add nsw i64 %95, %96
   %98 = add nsw i64 %97, 16
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %98
-  store <8 x float> %t214_c1_238, ptr %arena39, align 4
-  %t214_c2_040 = load <8 x float>, ptr %flat_grad.t214_c2_0, align 32
-  %99 = mul nsw i64 %flat_grad.mb2132, 4
+  store <8 x float> %t220_c1_238, ptr %arena39, align 4
+  %t220_c2_040 = load <8 x float>, ptr %flat_grad.t220_c2_0, align 32
+  %99 = mul nsw i64 %flat_grad.mb2192, 4
   %100 = add nsw i64 %99, 2
   %101 = mul nsw i64 %100, 12544
   %102 = add nsw i64 3228304, %101
-  %103 = mul nsw i64 %flat_grad.nb2121, 24
+  %103 = mul nsw i64 %flat_grad.nb2181, 24
   %104 = add nsw i64 %102, %103
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %104
-  store <8 x float> %t214_c2_040, ptr %arena41, align 4
-  %t214_c2_142 = load <8 x float>, ptr %flat_grad.t214_c2_1, align 32
-  %105 = mul nsw i64 %flat_grad.mb2132, 4
+  store <8 x float> %t220_c2_040, ptr %arena41, align 4
+  %t220_c2_142 = load <8 x float>, ptr %flat_grad.t220_c2_1, align 32
+  %105 = mul nsw i64 %flat_grad.mb2192, 4
   %106 = add nsw i64 %105, 2
   %107 = mul nsw i64 %106, 12544
   %108 = add nsw i64 3228304, %107
-  %109 = mul nsw i64 %flat_grad.nb2121, 24
+  %109 = mul nsw i64 %flat_grad.nb2181, 24
   %110 = add nsw i64 %108, %109
   %111 = add nsw i64 %110, 8
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %111
-  store <8 x float> %t214_c2_142, ptr %arena43, align 4
-  %t214_c2_244 = load <8 x float>, ptr %flat_grad.t214_c2_2, align 32
-  %112 = mul nsw i64 %flat_grad.mb2132, 4
+  store <8 x float> %t220_c2_142, ptr %arena43, align 4
+  %t220_c2_244 = load <8 x float>, ptr %flat_grad.t220_c2_2, align 32
+  %112 = mul nsw i64 %flat_grad.mb2192, 4
   %113 = add nsw i64 %112, 2
   %114 = mul nsw i64 %113, 12544
   %115 = add nsw i64 3228304, %114
-  %116 = mul nsw i64 %flat_grad.nb2121, 24
+  %116 = mul nsw i64 %flat_grad.nb2181, 24
   %117 = add nsw i64 %115, %116
   %118 = add nsw i64 %117, 16
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %118
-  store <8 x float> %t214_c2_244, ptr %arena45, align 4
-  %t214_c3_046 = load <8 x float>, ptr %flat_grad.t214_c3_0, align 32
-  %119 = mul nsw i64 %flat_grad.mb2132, 4
+  store <8 x float> %t220_c2_244, ptr %arena45, align 4
+  %t220_c3_046 = load <8 x float>, ptr %flat_grad.t220_c3_0, align 32
+  %119 = mul nsw i64 %flat_grad.mb2192, 4
   %120 = add nsw i64 %119, 3
   %121 = mul nsw i64 %120, 12544
   %122 = add nsw i64 3228304, %121
-  %123 = mul nsw i64 %flat_grad.nb2121, 24
+  %123 = mul nsw i64 %flat_grad.nb2181, 24
   %124 = add nsw i64 %122, %123
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %124
-  store <8 x float> %t214_c3_046, ptr %arena47, align 4
-  %t214_c3_148 = load <8 x float>, ptr %flat_grad.t214_c3_1, align 32
-  %125 = mul nsw i64 %flat_grad.mb2132, 4
+  store <8 x float> %t220_c3_046, ptr %arena47, align 4
+  %t220_c3_148 = load <8 x float>, ptr %flat_grad.t220_c3_1, align 32
+  %125 = mul nsw i64 %flat_grad.mb2192, 4
   %126 = add nsw i64 %125, 3
   %127 = mul nsw i64 %126, 12544
   %128 = add nsw i64 3228304, %127
-  %129 = mul nsw i64 %flat_grad.nb2121, 24
+  %129 = mul nsw i64 %flat_grad.nb2181, 24
   %130 = add nsw i64 %128, %129
   %131 = add nsw i64 %130, 8
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %131
-  store <8 x float> %t214_c3_148, ptr %arena49, align 4
-  %t214_c3_250 = load <8 x float>, ptr %flat_grad.t214_c3_2, align 32
-  %132 = mul nsw i64 %flat_grad.mb2132, 4
+  store <8 x float> %t220_c3_148, ptr %arena49, align 4
+  %t220_c3_250 = load <8 x float>, ptr %flat_grad.t220_c3_2, align 32
+  %132 = mul nsw i64 %flat_grad.mb2192, 4
   %133 = add nsw i64 %132, 3
   %134 = mul nsw i64 %133, 12544
   %135 = add nsw i64 3228304, %134
-  %136 = mul nsw i64 %flat_grad.nb2121, 24
+  %136 = mul nsw i64 %flat_grad.nb2181, 24
   %137 = add nsw i64 %135, %136
   %138 = add nsw i64 %137, 16
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %138
-  store <8 x float> %t214_c3_250, ptr %arena51, align 4
-  %mb213.next = add nsw i64 %flat_grad.mb2132, 1
-  %139 = icmp slt i64 %mb213.next, 16
-  br i1 %139, label %flat_grad.mb213, label %flat_grad.mb213.end
+  store <8 x float> %t220_c3_250, ptr %arena51, align 4
+  %mb219.next = add nsw i64 %flat_grad.mb2192, 1
+  %139 = icmp slt i64 %mb219.next, 16
+  br i1 %139, label %flat_grad.mb219, label %flat_grad.mb219.end
 
-flat_grad.mb216:                                  ; preds = %flat_grad.k218.end, %flat_grad.nb212.end
-  %flat_grad.mb21652 = phi i64 [ 0, %flat_grad.nb212.end ], [ %mb216.next, %flat_grad.k218.end ]
-  store <8 x float> zeroinitializer, ptr %flat_grad.t217_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t217_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t217_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t217_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t217_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t217_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t217_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t217_c3_1, align 32
-  br label %flat_grad.k218
+flat_grad.mb222:                                  ; preds = %flat_grad.k224.end, %flat_grad.nb218.end
+  %flat_grad.mb22252 = phi i64 [ 0, %flat_grad.nb218.end ], [ %mb222.next, %flat_grad.k224.end ]
+  store <8 x float> zeroinitializer, ptr %flat_grad.t223_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t223_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t223_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t223_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t223_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t223_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t223_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t223_c3_1, align 32
+  br label %flat_grad.k224
 
-flat_grad.mb216.end:                              ; preds = %flat_grad.k218.end
+flat_grad.mb222.end:                              ; preds = %flat_grad.k224.end
   ret void
 
-flat_grad.k218:                                   ; preds = %flat_grad.k218, %flat_grad.mb216
-  %flat_grad.k21853 = phi i64 [ 0, %flat_grad.mb216 ], [ %k218.next, %flat_grad.k218 ]
-  %140 = mul nsw i64 %flat_grad.k21853, 12544
+flat_grad.k224:                                   ; preds = %flat_grad.k224, %flat_grad.mb222
+  %flat_grad.k22453 = phi i64 [ 0, %flat_grad.mb222 ], [ %k224.next, %flat_grad.k224 ]
+  %140 = mul nsw i64 %flat_grad.k22453, 12544
   %141 = add nsw i64 18816, %140
   %142 = add nsw i64 %141, 12528
   %params54 = getelementptr inbounds float, ptr %params, i64 %142
   %143 = load <8 x float>, ptr %params54, align 4
-  store <8 x float> %143, ptr %flat_grad.t217_b0, align 32
-  %144 = mul nsw i64 %flat_grad.k21853, 12544
+  store <8 x float> %143, ptr %flat_grad.t223_b0, align 32
+  %144 = mul nsw i64 %flat_grad.k22453, 12544
   %145 = add nsw i64 18816, %144
   %146 = add nsw i64 %145, 12528
   %147 = add nsw i64 %146, 8
   %params55 = getelementptr inbounds float, ptr %params, i64 %147
   %148 = load <8 x float>, ptr %params55, align 4
-  store <8 x float> %148, ptr %flat_grad.t217_b1, align 32
-  %149 = mul nsw i64 %flat_grad.mb21652, 4
+  store <8 x float> %148, ptr %flat_grad.t223_b1, align 32
+  %149 = mul nsw i64 %flat_grad.mb22252, 4
   %150 = mul nsw i64 %149, 128
   %151 = add nsw i64 3219456, %150
-  %152 = add nsw i64 %151, %flat_grad.k21853
+  %152 = add nsw i64 %151, %flat_grad.k22453
   %arena56 = getelementptr inbounds float, ptr %arena, i64 %152
   %153 = load float, ptr %arena56, align 4
   %154 = insertelement <8 x float> undef, float %153, i32 0
   %155 = shufflevector <8 x float> %154, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %155, ptr %flat_grad.t217_a0, align 32
-  %t217_a0 = load <8 x float>, ptr %flat_grad.t217_a0, align 32
-  %t217_b0 = load <8 x float>, ptr %flat_grad.t217_b0, align 32
-  %t217_c0_0 = load <8 x float>, ptr %flat_grad.t217_c0_0, align 32
-  %156 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a0, <8 x float> %t217_b0, <8 x float> %t217_c0_0)
-  store <8 x float> %156, ptr %flat_grad.t217_c0_0, align 32
-  %t217_a057 = load <8 x float>, ptr %flat_grad.t217_a0, align 32
-  %t217_b1 = load <8 x float>, ptr %flat_grad.t217_b1, align 32
-  %t217_c0_1 = load <8 x float>, ptr %flat_grad.t217_c0_1, align 32
-  %157 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a057, <8 x float> %t217_b1, <8 x float> %t217_c0_1)
-  store <8 x float> %157, ptr %flat_grad.t217_c0_1, align 32
-  %158 = mul nsw i64 %flat_grad.mb21652, 4
+  store <8 x float> %155, ptr %flat_grad.t223_a0, align 32
+  %t223_a0 = load <8 x float>, ptr %flat_grad.t223_a0, align 32
+  %t223_b0 = load <8 x float>, ptr %flat_grad.t223_b0, align 32
+  %t223_c0_0 = load <8 x float>, ptr %flat_grad.t223_c0_0, align 32
+  %156 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t223_a0, <8 x float> %t223_b0, <8 x float> %t223_c0_0)
+  store <8 x float> %156, ptr %flat_grad.t223_c0_0, align 32
+  %t223_a057 = load <8 x float>, ptr %flat_grad.t223_a0, align 32
+  %t223_b1 = load <8 x float>, ptr %flat_grad.t223_b1, align 32
+  %t223_c0_1 = load <8 x float>, ptr %flat_grad.t223_c0_1, align 32
+  %157 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t223_a057, <8 x float> %t223_b1, <8 x float> %t223_c0_1)
+  store <8 x float> %157, ptr %flat_grad.t223_c0_1, align 32
+  %158 = mul nsw i64 %flat_grad.mb22252, 4
   %159 = add nsw i64 %158, 1
   %160 = mul nsw i64 %159, 128
   %161 = add nsw i64 3219456, %160
-  %162 = add nsw i64 %161, %flat_grad.k21853
+  %162 = add nsw i64 %161, %flat_grad.k22453
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %162
   %163 = load float, ptr %arena58, align 4
   %164 = insertelement <8 x float> undef, float %163, i32 0
   %165 = shufflevector <8 x float> %164, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %165, ptr %flat_grad.t217_a1, align 32
-  %t217_a1 = load <8 x float>, ptr %flat_grad.t217_a1, align 32
-  %t217_b059 = load <8 x float>, ptr %flat_grad.t217_b0, align 32
-  %t217_c1_0 = load <8 x float>, ptr %flat_grad.t217_c1_0, align 32
-  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a1, <8 x float> %t217_b059, <8 x float> %t217_c1_0)
-  store <8 x float> %166, ptr %flat_grad.t217_c1_0, align 32
-  %t217_a160 = load <8 x float>, ptr %flat_grad.t217_a1, align 32
-  %t217_b161 = load <8 x float>, ptr %flat_grad.t217_b1, align 32
-  %t217_c1_1 = load <8 x float>, ptr %flat_grad.t217_c1_1, align 32
-  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a160, <8 x float> %t217_b161, <8 x float> %t217_c1_1)
-  store <8 x float> %167, ptr %flat_grad.t217_c1_1, align 32
-  %168 = mul nsw i64 %flat_grad.mb21652, 4
+  store <8 x float> %165, ptr %flat_grad.t223_a1, align 32
+  %t223_a1 = load <8 x float>, ptr %flat_grad.t223_a1, align 32
+  %t223_b059 = load <8 x float>, ptr %flat_grad.t223_b0, align 32
+  %t223_c1_0 = load <8 x float>, ptr %flat_grad.t223_c1_0, align 32
+  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t223_a1, <8 x float> %t223_b059, <8 x float> %t223_c1_0)
+  store <8 x float> %166, ptr %flat_grad.t223_c1_0, align 32
+  %t223_a160 = load <8 x float>, ptr %flat_grad.t223_a1, align 32
+  %t223_b161 = load <8 x float>, ptr %flat_grad.t223_b1, align 32
+  %t223_c1_1 = load <8 x float>, ptr %flat_grad.t223_c1_1, align 32
+  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t223_a160, <8 x float> %t223_b161, <8 x float> %t223_c1_1)
+  store <8 x float> %167, ptr %flat_grad.t223_c1_1, align 32
+  %168 = mul nsw i64 %flat_grad.mb22252, 4
   %169 = add nsw i64 %168, 2
   %170 = mul nsw i64 %169, 128
   %171 = add nsw i64 3219456, %170
-  %172 = add nsw i64 %171, %flat_grad.k21853
+  %172 = add nsw i64 %171, %flat_grad.k22453
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %172
   %173 = load float, ptr %arena62, align 4
   %174 = insertelement <8 x float> undef, float %173, i32 0
   %175 = shufflevector <8 x float> %174, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %175, ptr %flat_grad.t217_a2, align 32
-  %t217_a2 = load <8 x float>, ptr %flat_grad.t217_a2, align 32
-  %t217_b063 = load <8 x float>, ptr %flat_grad.t217_b0, align 32
-  %t217_c2_0 = load <8 x float>, ptr %flat_grad.t217_c2_0, align 32
-  %176 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a2, <8 x float> %t217_b063, <8 x float> %t217_c2_0)
-  store <8 x float> %176, ptr %flat_grad.t217_c2_0, align 32
-  %t217_a264 = load <8 x float>, ptr %flat_grad.t217_a2, align 32
-  %t217_b165 = load <8 x float>, ptr %flat_grad.t217_b1, align 32
-  %t217_c2_1 = load <8 x float>, ptr %flat_grad.t217_c2_1, align 32
-  %177 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a264, <8 x float> %t217_b165, <8 x float> %t217_c2_1)
-  store <8 x float> %177, ptr %flat_grad.t217_c2_1, align 32
-  %178 = mul nsw i64 %flat_grad.mb21652, 4
+  store <8 x float> %175, ptr %flat_grad.t223_a2, align 32
+  %t223_a2 = load <8 x float>, ptr %flat_grad.t223_a2, align 32
+  %t223_b063 = load <8 x float>, ptr %flat_grad.t223_b0, align 32
+  %t223_c2_0 = load <8 x float>, ptr %flat_grad.t223_c2_0, align 32
+  %176 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t223_a2, <8 x float> %t223_b063, <8 x float> %t223_c2_0)
+  store <8 x float> %176, ptr %flat_grad.t223_c2_0, align 32
+  %t223_a264 = load <8 x float>, ptr %flat_grad.t223_a2, align 32
+  %t223_b165 = load <8 x float>, ptr %flat_grad.t223_b1, align 32
+  %t223_c2_1 = load <8 x float>, ptr %flat_grad.t223_c2_1, align 32
+  %177 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t223_a264, <8 x float> %t223_b165, <8 x float> %t223_c2_1)
+  store <8 x float> %177, ptr %flat_grad.t223_c2_1, align 32
+  %178 = mul nsw i64 %flat_grad.mb22252, 4
   %179 = add nsw i64 %178, 3
   %180 = mul nsw i64 %179, 128
   %181 = add nsw i64 3219456, %180
-  %182 = add nsw i64 %181, %flat_grad.k21853
+  %182 = add nsw i64 %181, %flat_grad.k22453
   %arena66 = getelementptr inbounds float, ptr %arena, i64 %182
   %183 = load float, ptr %arena66, align 4
   %184 = insertelement <8 x float> undef, float %183, i32 0
   %185 = shufflevector <8 x float> %184, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %185, ptr %flat_grad.t217_a3, align 32
-  %t217_a3 = load <8 x float>, ptr %flat_grad.t217_a3, align 32
-  %t217_b067 = load <8 x float>, ptr %flat_grad.t217_b0, align 32
-  %t217_c3_0 = load <8 x float>, ptr %flat_grad.t217_c3_0, align 32
-  %186 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a3, <8 x float> %t217_b067, <8 x float> %t217_c3_0)
-  store <8 x float> %186, ptr %flat_grad.t217_c3_0, align 32
-  %t217_a368 = load <8 x float>, ptr %flat_grad.t217_a3, align 32
-  %t217_b169 = load <8 x float>, ptr %flat_grad.t217_b1, align 32
-  %t217_c3_1 = load <8 x float>, ptr %flat_grad.t217_c3_1, align 32
-  %187 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a368, <8 x float> %t217_b169, <8 x float> %t217_c3_1)
-  store <8 x float> %187, ptr %flat_grad.t217_c3_1, align 32
-  %k218.next = add nsw i64 %flat_grad.k21853, 1
-  %188 = icmp slt i64 %k218.next, 128
-  br i1 %188, label %flat_grad.k218, label %flat_grad.k218.end
+  store <8 x float> %185, ptr %flat_grad.t223_a3, align 32
+  %t223_a3 = load <8 x float>, ptr %flat_grad.t223_a3, align 32
+  %t223_b067 = load <8 x float>, ptr %flat_grad.t223_b0, align 32
+  %t223_c3_0 = load <8 x float>, ptr %flat_grad.t223_c3_0, align 32
+  %186 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t223_a3, <8 x float> %t223_b067, <8 x float> %t223_c3_0)
+  store <8 x float> %186, ptr %flat_grad.t223_c3_0, align 32
+  %t223_a368 = load <8 x float>, ptr %flat_grad.t223_a3, align 32
+  %t223_b169 = load <8 x float>, ptr %flat_grad.t223_b1, align 32
+  %t223_c3_1 = load <8 x float>, ptr %flat_grad.t223_c3_1, align 32
+  %187 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t223_a368, <8 x float> %t223_b169, <8 x float> %t223_c3_1)
+  store <8 x float> %187, ptr %flat_grad.t223_c3_1, align 32
+  %k224.next = add nsw i64 %flat_grad.k22453, 1
+  %188 = icmp slt i64 %k224.next, 128
+  br i1 %188, label %flat_grad.k224, label %flat_grad.k224.end
 
-flat_grad.k218.end:                               ; preds = %flat_grad.k218
-  %t217_c0_070 = load <8 x float>, ptr %flat_grad.t217_c0_0, align 32
-  %189 = mul nsw i64 %flat_grad.mb21652, 4
+flat_grad.k224.end:                               ; preds = %flat_grad.k224
+  %t223_c0_070 = load <8 x float>, ptr %flat_grad.t223_c0_0, align 32
+  %189 = mul nsw i64 %flat_grad.mb22252, 4
   %190 = mul nsw i64 %189, 12544
   %191 = add nsw i64 3228304, %190
   %192 = add nsw i64 %191, 12528
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %192
-  store <8 x float> %t217_c0_070, ptr %arena71, align 4
-  %t217_c0_172 = load <8 x float>, ptr %flat_grad.t217_c0_1, align 32
-  %193 = mul nsw i64 %flat_grad.mb21652, 4
+  store <8 x float> %t223_c0_070, ptr %arena71, align 4
+  %t223_c0_172 = load <8 x float>, ptr %flat_grad.t223_c0_1, align 32
+  %193 = mul nsw i64 %flat_grad.mb22252, 4
   %194 = mul nsw i64 %193, 12544
   %195 = add nsw i64 3228304, %194
   %196 = add nsw i64 %195, 12528
   %197 = add nsw i64 %196, 8
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %197
-  store <8 x float> %t217_c0_172, ptr %arena73, align 4
-  %t217_c1_074 = load <8 x float>, ptr %flat_grad.t217_c1_0, align 32
-  %198 = mul nsw i64 %flat_grad.mb21652, 4
+  store <8 x float> %t223_c0_172, ptr %arena73, align 4
+  %t223_c1_074 = load <8 x float>, ptr %flat_grad.t223_c1_0, align 32
+  %198 = mul nsw i64 %flat_grad.mb22252, 4
   %199 = add nsw i64 %198, 1
   %200 = mul nsw i64 %199, 12544
   %201 = add nsw i64 3228304, %200
   %202 = add nsw i64 %201, 12528
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %202
-  store <8 x float> %t217_c1_074, ptr %arena75, align 4
-  %t217_c1_176 = load <8 x float>, ptr %flat_grad.t217_c1_1, align 32
-  %203 = mul nsw i64 %flat_grad.mb21652, 4
+  store <8 x float> %t223_c1_074, ptr %arena75, align 4
+  %t223_c1_176 = load <8 x float>, ptr %flat_grad.t223_c1_1, align 32
+  %203 = mul nsw i64 %flat_grad.mb22252, 4
   %204 = add nsw i64 %203, 1
   %205 = mul nsw i64 %204, 12544
   %206 = add nsw i64 3228304, %205
   %207 = add nsw i64 %206, 12528
   %208 = add nsw i64 %207, 8
   %arena77 = getelementptr inbounds float, ptr %arena, i64 %208
-  store <8 x float> %t217_c1_176, ptr %arena77, align 4
-  %t217_c2_078 = load <8 x float>, ptr %flat_grad.t217_c2_0, align 32
-  %209 = mul nsw i64 %flat_grad.mb21652, 4
+  store <8 x float> %t223_c1_176, ptr %arena77, align 4
+  %t223_c2_078 = load <8 x float>, ptr %flat_grad.t223_c2_0, align 32
+  %209 = mul nsw i64 %flat_grad.mb22252, 4
   %210 = add nsw i64 %209, 2
   %211 = mul nsw i64 %210, 12544
   %212 = add nsw i64 3228304, %211
   %213 = add nsw i64 %212, 12528
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %213
-  store <8 x float> %t217_c2_078, ptr %arena79, align 4
-  %t217_c2_180 = load <8 x float>, ptr %flat_grad.t217_c2_1, align 32
-  %214 = mul nsw i64 %flat_grad.mb21652, 4
+  store <8 x float> %t223_c2_078, ptr %arena79, align 4
+  %t223_c2_180 = load <8 x float>, ptr %flat_grad.t223_c2_1, align 32
+  %214 = mul nsw i64 %flat_grad.mb22252, 4
   %215 = add nsw i64 %214, 2
   %216 = mul nsw i64 %215, 12544
   %217 = add nsw i64 3228304, %216
   %218 = add nsw i64 %217, 12528
   %219 = add nsw i64 %218, 8
   %arena81 = getelementptr inbounds float, ptr %arena, i64 %219
-  store <8 x float> %t217_c2_180, ptr %arena81, align 4
-  %t217_c3_082 = load <8 x float>, ptr %flat_grad.t217_c3_0, align 32
-  %220 = mul nsw i64 %flat_grad.mb21652, 4
+  store <8 x float> %t223_c2_180, ptr %arena81, align 4
+  %t223_c3_082 = load <8 x float>, ptr %flat_grad.t223_c3_0, align 32
+  %220 = mul nsw i64 %flat_grad.mb22252, 4
   %221 = add nsw i64 %220, 3
   %222 = mul nsw i64 %221, 12544
   %223 = add nsw i64 3228304, %222
   %224 = add nsw i64 %223, 12528
   %arena83 = getelementptr inbounds float, ptr %arena, i64 %224
-  store <8 x float> %t217_c3_082, ptr %arena83, align 4
-  %t217_c3_184 = load <8 x float>, ptr %flat_grad.t217_c3_1, align 32
-  %225 = mul nsw i64 %flat_grad.mb21652, 4
+  store <8 x float> %t223_c3_082, ptr %arena83, align 4
+  %t223_c3_184 = load <8 x float>, ptr %flat_grad.t223_c3_1, align 32
+  %225 = mul nsw i64 %flat_grad.mb22252, 4
   %226 = add nsw i64 %225, 3
   %227 = mul nsw i64 %226, 12544
   %228 = add nsw i64 3228304, %227
   %229 = add nsw i64 %228, 12528
   %230 = add nsw i64 %229, 8
   %arena85 = getelementptr inbounds float, ptr %arena, i64 %230
-  store <8 x float> %t217_c3_184, ptr %arena85, align 4
-  %mb216.next = add nsw i64 %flat_grad.mb21652, 1
-  %231 = icmp slt i64 %mb216.next, 16
-  br i1 %231, label %flat_grad.mb216, label %flat_grad.mb216.end
+  store <8 x float> %t223_c3_184, ptr %arena85, align 4
+  %mb222.next = add nsw i64 %flat_grad.mb22252, 1
+  %231 = icmp slt i64 %mb222.next, 16
+  br i1 %231, label %flat_grad.mb222, label %flat_grad.mb222.end
 }
 
 ; Function Attrs: noinline
@@ -5849,47 +5945,47 @@ entry:
 ; Function Attrs: noinline
 define internal void @convnet_train_b64.k17.conv2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %conv2_grad.i220
+  br label %conv2_grad.i226
 
-conv2_grad.i220:                                  ; preds = %conv2_grad.i220, %entry
-  %conv2_grad.i2201 = phi i64 [ 0, %entry ], [ %i220.next, %conv2_grad.i220 ]
-  %0 = add nsw i64 4031120, %conv2_grad.i2201
+conv2_grad.i226:                                  ; preds = %conv2_grad.i226, %entry
+  %conv2_grad.i2261 = phi i64 [ 0, %entry ], [ %i226.next, %conv2_grad.i226 ]
+  %0 = add nsw i64 4031120, %conv2_grad.i2261
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   store float 0.000000e+00, ptr %arena2, align 4
-  %i220.next = add nsw i64 %conv2_grad.i2201, 1
-  %1 = icmp slt i64 %i220.next, 3211264
-  br i1 %1, label %conv2_grad.i220, label %conv2_grad.i220.end
+  %i226.next = add nsw i64 %conv2_grad.i2261, 1
+  %1 = icmp slt i64 %i226.next, 3211264
+  br i1 %1, label %conv2_grad.i226, label %conv2_grad.i226.end
 
-conv2_grad.i220.end:                              ; preds = %conv2_grad.i220
-  br label %conv2_grad.q221
+conv2_grad.i226.end:                              ; preds = %conv2_grad.i226
+  br label %conv2_grad.q227
 
-conv2_grad.q221:                                  ; preds = %conv2_grad.i222.end, %conv2_grad.i220.end
-  %conv2_grad.q2213 = phi i64 [ 0, %conv2_grad.i220.end ], [ %q221.next, %conv2_grad.i222.end ]
-  br label %conv2_grad.i222
+conv2_grad.q227:                                  ; preds = %conv2_grad.i228.end, %conv2_grad.i226.end
+  %conv2_grad.q2273 = phi i64 [ 0, %conv2_grad.i226.end ], [ %q227.next, %conv2_grad.i228.end ]
+  br label %conv2_grad.i228
 
-conv2_grad.q221.end:                              ; preds = %conv2_grad.i222.end
+conv2_grad.q227.end:                              ; preds = %conv2_grad.i228.end
   ret void
 
-conv2_grad.i222:                                  ; preds = %conv2_grad.endif, %conv2_grad.q221
-  %conv2_grad.i2224 = phi i64 [ 0, %conv2_grad.q221 ], [ %i222.next, %conv2_grad.endif ]
-  %2 = mul nsw i64 %conv2_grad.q2213, 196
-  %3 = add nsw i64 %2, %conv2_grad.i2224
+conv2_grad.i228:                                  ; preds = %conv2_grad.endif, %conv2_grad.q227
+  %conv2_grad.i2284 = phi i64 [ 0, %conv2_grad.q227 ], [ %i228.next, %conv2_grad.endif ]
+  %2 = mul nsw i64 %conv2_grad.q2273, 196
+  %3 = add nsw i64 %2, %conv2_grad.i2284
   %4 = add nsw i64 1605632, %3
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %4
   %5 = load float, ptr %arena5, align 4
   %6 = fcmp ogt float %5, 0.000000e+00
   br i1 %6, label %conv2_grad.then, label %conv2_grad.endif
 
-conv2_grad.i222.end:                              ; preds = %conv2_grad.endif
-  %q221.next = add nsw i64 %conv2_grad.q2213, 1
-  %7 = icmp slt i64 %q221.next, 4096
-  br i1 %7, label %conv2_grad.q221, label %conv2_grad.q221.end
+conv2_grad.i228.end:                              ; preds = %conv2_grad.endif
+  %q227.next = add nsw i64 %conv2_grad.q2273, 1
+  %7 = icmp slt i64 %q227.next, 4096
+  br i1 %7, label %conv2_grad.q227, label %conv2_grad.q227.end
 
-conv2_grad.then:                                  ; preds = %conv2_grad.i222
-  %8 = mul nsw i64 %conv2_grad.q2213, 784
+conv2_grad.then:                                  ; preds = %conv2_grad.i228
+  %8 = mul nsw i64 %conv2_grad.q2273, 784
   %9 = add nsw i64 4031120, %8
-  %10 = mul nsw i64 %conv2_grad.q2213, 196
-  %11 = add nsw i64 %10, %conv2_grad.i2224
+  %10 = mul nsw i64 %conv2_grad.q2273, 196
+  %11 = add nsw i64 %10, %conv2_grad.i2284
   %12 = add nsw i64 2408448, %11
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %12
   %13 = load float, ptr %arena6, align 4
@@ -5897,8 +5993,8 @@ conv2_grad.then:                                  ; preds = %conv2_grad.i222
   %15 = add nsw i64 %9, %14
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %15
   %16 = load float, ptr %arena7, align 4
-  %17 = mul nsw i64 %conv2_grad.q2213, 196
-  %18 = add nsw i64 %17, %conv2_grad.i2224
+  %17 = mul nsw i64 %conv2_grad.q2273, 196
+  %18 = add nsw i64 %17, %conv2_grad.i2284
   %19 = add nsw i64 3228304, %18
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %19
   %20 = load float, ptr %arena8, align 4
@@ -5906,15 +6002,21 @@ conv2_grad.then:                                  ; preds = %conv2_grad.i222
   store float %21, ptr %arena7, align 4
   br label %conv2_grad.endif
 
-conv2_grad.endif:                                 ; preds = %conv2_grad.then, %conv2_grad.i222
-  %i222.next = add nsw i64 %conv2_grad.i2224, 1
-  %22 = icmp slt i64 %i222.next, 196
-  br i1 %22, label %conv2_grad.i222, label %conv2_grad.i222.end
+conv2_grad.endif:                                 ; preds = %conv2_grad.then, %conv2_grad.i228
+  %i228.next = add nsw i64 %conv2_grad.i2284, 1
+  %22 = icmp slt i64 %i228.next, 196
+  br i1 %22, label %conv2_grad.i228, label %conv2_grad.i228.end
 }
 
 ; Function Attrs: noinline
 define internal void @convnet_train_b64.k18.conv2_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
+  %conv2_weight_grad.w328 = alloca float, align 4
+  %conv2_weight_grad.w327 = alloca float, align 4
+  %conv2_weight_grad.w326 = alloca float, align 4
+  %conv2_weight_grad.w325 = alloca float, align 4
+  %conv2_weight_grad.w324 = alloca float, align 4
+  %conv2_weight_grad.w323 = alloca float, align 4
   %conv2_weight_grad.w322 = alloca float, align 4
   %conv2_weight_grad.w321 = alloca float, align 4
   %conv2_weight_grad.w320 = alloca float, align 4
@@ -5930,12 +6032,12 @@ entry:
   %conv2_weight_grad.w310 = alloca float, align 4
   %conv2_weight_grad.w309 = alloca float, align 4
   %conv2_weight_grad.w308 = alloca float, align 4
-  %conv2_weight_grad.w307 = alloca float, align 4
-  %conv2_weight_grad.w306 = alloca float, align 4
-  %conv2_weight_grad.w305 = alloca float, align 4
-  %conv2_weight_grad.w304 = alloca float, align 4
-  %conv2_weight_grad.w303 = alloca float, align 4
-  %conv2_weight_grad.w302 = alloca float, align 4
+  %conv2_weight_grad.w304 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w303 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w302 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w301 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w300 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w299 = alloca <8 x float>, align 32
   %conv2_weight_grad.w298 = alloca <8 x float>, align 32
   %conv2_weight_grad.w297 = alloca <8 x float>, align 32
   %conv2_weight_grad.w296 = alloca <8 x float>, align 32
@@ -5954,12 +6056,12 @@ entry:
   %conv2_weight_grad.w283 = alloca <8 x float>, align 32
   %conv2_weight_grad.w282 = alloca <8 x float>, align 32
   %conv2_weight_grad.w281 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w280 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w279 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w278 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w277 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w276 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w275 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w272 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w271 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w270 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w269 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w268 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w267 = alloca <8 x float>, align 32
   %conv2_weight_grad.w266 = alloca <8 x float>, align 32
   %conv2_weight_grad.w265 = alloca <8 x float>, align 32
   %conv2_weight_grad.w264 = alloca <8 x float>, align 32
@@ -5986,1857 +6088,1857 @@ entry:
   %conv2_weight_grad.w243 = alloca <8 x float>, align 32
   %conv2_weight_grad.w242 = alloca <8 x float>, align 32
   %conv2_weight_grad.w241 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w240 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w239 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w238 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w237 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w236 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w235 = alloca <8 x float>, align 32
-  br label %conv2_weight_grad.i223
+  br label %conv2_weight_grad.i229
 
-conv2_weight_grad.i223:                           ; preds = %conv2_weight_grad.i223, %entry
-  %conv2_weight_grad.i2231 = phi i64 [ 0, %entry ], [ %i223.next, %conv2_weight_grad.i223 ]
-  %0 = add nsw i64 1985664, %conv2_weight_grad.i2231
+conv2_weight_grad.i229:                           ; preds = %conv2_weight_grad.i229, %entry
+  %conv2_weight_grad.i2291 = phi i64 [ 0, %entry ], [ %i229.next, %conv2_weight_grad.i229 ]
+  %0 = add nsw i64 1985664, %conv2_weight_grad.i2291
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   store float 0.000000e+00, ptr %arena2, align 4
-  %i223.next = add nsw i64 %conv2_weight_grad.i2231, 1
-  %1 = icmp slt i64 %i223.next, 32768
-  br i1 %1, label %conv2_weight_grad.i223, label %conv2_weight_grad.i223.end
+  %i229.next = add nsw i64 %conv2_weight_grad.i2291, 1
+  %1 = icmp slt i64 %i229.next, 32768
+  br i1 %1, label %conv2_weight_grad.i229, label %conv2_weight_grad.i229.end
 
-conv2_weight_grad.i223.end:                       ; preds = %conv2_weight_grad.i223
-  br label %conv2_weight_grad.i224
+conv2_weight_grad.i229.end:                       ; preds = %conv2_weight_grad.i229
+  br label %conv2_weight_grad.i230
 
-conv2_weight_grad.i224:                           ; preds = %conv2_weight_grad.i224, %conv2_weight_grad.i223.end
-  %conv2_weight_grad.i2243 = phi i64 [ 0, %conv2_weight_grad.i223.end ], [ %i224.next, %conv2_weight_grad.i224 ]
-  %2 = add nsw i64 1605632, %conv2_weight_grad.i2243
+conv2_weight_grad.i230:                           ; preds = %conv2_weight_grad.i230, %conv2_weight_grad.i229.end
+  %conv2_weight_grad.i2303 = phi i64 [ 0, %conv2_weight_grad.i229.end ], [ %i230.next, %conv2_weight_grad.i230 ]
+  %2 = add nsw i64 1605632, %conv2_weight_grad.i2303
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %2
   store float 0.000000e+00, ptr %arena4, align 4
-  %i224.next = add nsw i64 %conv2_weight_grad.i2243, 1
-  %3 = icmp slt i64 %i224.next, 28800
-  br i1 %3, label %conv2_weight_grad.i224, label %conv2_weight_grad.i224.end
+  %i230.next = add nsw i64 %conv2_weight_grad.i2303, 1
+  %3 = icmp slt i64 %i230.next, 28800
+  br i1 %3, label %conv2_weight_grad.i230, label %conv2_weight_grad.i230.end
 
-conv2_weight_grad.i224.end:                       ; preds = %conv2_weight_grad.i224
-  br label %conv2_weight_grad.i225
+conv2_weight_grad.i230.end:                       ; preds = %conv2_weight_grad.i230
+  br label %conv2_weight_grad.i231
 
-conv2_weight_grad.i225:                           ; preds = %conv2_weight_grad.i225, %conv2_weight_grad.i224.end
-  %conv2_weight_grad.i2255 = phi i64 [ 0, %conv2_weight_grad.i224.end ], [ %i225.next, %conv2_weight_grad.i225 ]
-  %4 = add nsw i64 1734784, %conv2_weight_grad.i2255
+conv2_weight_grad.i231:                           ; preds = %conv2_weight_grad.i231, %conv2_weight_grad.i230.end
+  %conv2_weight_grad.i2315 = phi i64 [ 0, %conv2_weight_grad.i230.end ], [ %i231.next, %conv2_weight_grad.i231 ]
+  %4 = add nsw i64 1734784, %conv2_weight_grad.i2315
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %4
   store float 0.000000e+00, ptr %arena6, align 4
-  %i225.next = add nsw i64 %conv2_weight_grad.i2255, 1
-  %5 = icmp slt i64 %i225.next, 50176
-  br i1 %5, label %conv2_weight_grad.i225, label %conv2_weight_grad.i225.end
+  %i231.next = add nsw i64 %conv2_weight_grad.i2315, 1
+  %5 = icmp slt i64 %i231.next, 50176
+  br i1 %5, label %conv2_weight_grad.i231, label %conv2_weight_grad.i231.end
 
-conv2_weight_grad.i225.end:                       ; preds = %conv2_weight_grad.i225
-  br label %conv2_weight_grad.g226
+conv2_weight_grad.i231.end:                       ; preds = %conv2_weight_grad.i231
+  br label %conv2_weight_grad.g232
 
-conv2_weight_grad.g226:                           ; preds = %conv2_weight_grad.xi299.end, %conv2_weight_grad.i225.end
-  %conv2_weight_grad.g2267 = phi i64 [ 0, %conv2_weight_grad.i225.end ], [ %g226.next, %conv2_weight_grad.xi299.end ]
-  br label %conv2_weight_grad.j227
+conv2_weight_grad.g232:                           ; preds = %conv2_weight_grad.xi305.end, %conv2_weight_grad.i231.end
+  %conv2_weight_grad.g2327 = phi i64 [ 0, %conv2_weight_grad.i231.end ], [ %g232.next, %conv2_weight_grad.xi305.end ]
+  br label %conv2_weight_grad.j233
 
-conv2_weight_grad.g226.end:                       ; preds = %conv2_weight_grad.xi299.end
-  br label %conv2_weight_grad.f300
+conv2_weight_grad.g232.end:                       ; preds = %conv2_weight_grad.xi305.end
+  br label %conv2_weight_grad.f306
 
-conv2_weight_grad.j227:                           ; preds = %conv2_weight_grad.c228.end, %conv2_weight_grad.g226
-  %conv2_weight_grad.j2278 = phi i64 [ 0, %conv2_weight_grad.g226 ], [ %j227.next, %conv2_weight_grad.c228.end ]
-  br label %conv2_weight_grad.c228
+conv2_weight_grad.j233:                           ; preds = %conv2_weight_grad.iy234.end, %conv2_weight_grad.g232
+  %conv2_weight_grad.j2338 = phi i64 [ 0, %conv2_weight_grad.g232 ], [ %j233.next, %conv2_weight_grad.iy234.end ]
+  br label %conv2_weight_grad.iy234
 
-conv2_weight_grad.j227.end:                       ; preds = %conv2_weight_grad.c228.end
-  br label %conv2_weight_grad.j231
+conv2_weight_grad.j233.end:                       ; preds = %conv2_weight_grad.iy234.end
+  br label %conv2_weight_grad.j237
 
-conv2_weight_grad.c228:                           ; preds = %conv2_weight_grad.iy229.end, %conv2_weight_grad.j227
-  %conv2_weight_grad.c2289 = phi i64 [ 0, %conv2_weight_grad.j227 ], [ %c228.next, %conv2_weight_grad.iy229.end ]
-  br label %conv2_weight_grad.iy229
+conv2_weight_grad.iy234:                          ; preds = %conv2_weight_grad.c235.end, %conv2_weight_grad.j233
+  %conv2_weight_grad.iy2349 = phi i64 [ 0, %conv2_weight_grad.j233 ], [ %iy234.next, %conv2_weight_grad.c235.end ]
+  br label %conv2_weight_grad.c235
 
-conv2_weight_grad.c228.end:                       ; preds = %conv2_weight_grad.iy229.end
-  %j227.next = add nsw i64 %conv2_weight_grad.j2278, 1
-  %6 = icmp slt i64 %j227.next, 1
-  br i1 %6, label %conv2_weight_grad.j227, label %conv2_weight_grad.j227.end
+conv2_weight_grad.iy234.end:                      ; preds = %conv2_weight_grad.c235.end
+  %j233.next = add nsw i64 %conv2_weight_grad.j2338, 1
+  %6 = icmp slt i64 %j233.next, 1
+  br i1 %6, label %conv2_weight_grad.j233, label %conv2_weight_grad.j233.end
 
-conv2_weight_grad.iy229:                          ; preds = %conv2_weight_grad.ix230.end, %conv2_weight_grad.c228
-  %conv2_weight_grad.iy22910 = phi i64 [ 0, %conv2_weight_grad.c228 ], [ %iy229.next, %conv2_weight_grad.ix230.end ]
-  br label %conv2_weight_grad.ix230
+conv2_weight_grad.c235:                           ; preds = %conv2_weight_grad.ix236.end, %conv2_weight_grad.iy234
+  %conv2_weight_grad.c23510 = phi i64 [ 0, %conv2_weight_grad.iy234 ], [ %c235.next, %conv2_weight_grad.ix236.end ]
+  br label %conv2_weight_grad.ix236
 
-conv2_weight_grad.iy229.end:                      ; preds = %conv2_weight_grad.ix230.end
-  %c228.next = add nsw i64 %conv2_weight_grad.c2289, 1
-  %7 = icmp slt i64 %c228.next, 32
-  br i1 %7, label %conv2_weight_grad.c228, label %conv2_weight_grad.c228.end
+conv2_weight_grad.c235.end:                       ; preds = %conv2_weight_grad.ix236.end
+  %iy234.next = add nsw i64 %conv2_weight_grad.iy2349, 1
+  %7 = icmp slt i64 %iy234.next, 28
+  br i1 %7, label %conv2_weight_grad.iy234, label %conv2_weight_grad.iy234.end
 
-conv2_weight_grad.ix230:                          ; preds = %conv2_weight_grad.ix230, %conv2_weight_grad.iy229
-  %conv2_weight_grad.ix23011 = phi i64 [ 0, %conv2_weight_grad.iy229 ], [ %ix230.next, %conv2_weight_grad.ix230 ]
-  %8 = add nsw i64 %conv2_weight_grad.g2267, %conv2_weight_grad.j2278
+conv2_weight_grad.ix236:                          ; preds = %conv2_weight_grad.ix236, %conv2_weight_grad.c235
+  %conv2_weight_grad.ix23611 = phi i64 [ 0, %conv2_weight_grad.c235 ], [ %ix236.next, %conv2_weight_grad.ix236 ]
+  %8 = add nsw i64 %conv2_weight_grad.g2327, %conv2_weight_grad.j2338
   %9 = mul nsw i64 %8, 25088
-  %10 = mul nsw i64 %conv2_weight_grad.c2289, 784
+  %10 = mul nsw i64 %conv2_weight_grad.c23510, 784
   %11 = add nsw i64 %9, %10
-  %12 = mul nsw i64 %conv2_weight_grad.iy22910, 28
+  %12 = mul nsw i64 %conv2_weight_grad.iy2349, 28
   %13 = add nsw i64 %11, %12
-  %14 = add nsw i64 %13, %conv2_weight_grad.ix23011
+  %14 = add nsw i64 %13, %conv2_weight_grad.ix23611
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %14
   %15 = load float, ptr %arena12, align 4
-  %16 = mul nsw i64 %conv2_weight_grad.j2278, 28800
-  %17 = add nsw i64 %conv2_weight_grad.iy22910, 1
+  %16 = mul nsw i64 %conv2_weight_grad.j2338, 28800
+  %17 = add nsw i64 %conv2_weight_grad.iy2349, 1
   %18 = mul nsw i64 %17, 960
   %19 = add nsw i64 %16, %18
-  %20 = add nsw i64 %conv2_weight_grad.ix23011, 1
+  %20 = add nsw i64 %conv2_weight_grad.ix23611, 1
   %21 = mul nsw i64 %20, 32
   %22 = add nsw i64 %19, %21
-  %23 = add nsw i64 %22, %conv2_weight_grad.c2289
+  %23 = add nsw i64 %22, %conv2_weight_grad.c23510
   %24 = add nsw i64 1605632, %23
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %24
   store float %15, ptr %arena13, align 4
-  %ix230.next = add nsw i64 %conv2_weight_grad.ix23011, 1
-  %25 = icmp slt i64 %ix230.next, 28
-  br i1 %25, label %conv2_weight_grad.ix230, label %conv2_weight_grad.ix230.end
+  %ix236.next = add nsw i64 %conv2_weight_grad.ix23611, 1
+  %25 = icmp slt i64 %ix236.next, 28
+  br i1 %25, label %conv2_weight_grad.ix236, label %conv2_weight_grad.ix236.end
 
-conv2_weight_grad.ix230.end:                      ; preds = %conv2_weight_grad.ix230
-  %iy229.next = add nsw i64 %conv2_weight_grad.iy22910, 1
-  %26 = icmp slt i64 %iy229.next, 28
-  br i1 %26, label %conv2_weight_grad.iy229, label %conv2_weight_grad.iy229.end
+conv2_weight_grad.ix236.end:                      ; preds = %conv2_weight_grad.ix236
+  %c235.next = add nsw i64 %conv2_weight_grad.c23510, 1
+  %26 = icmp slt i64 %c235.next, 32
+  br i1 %26, label %conv2_weight_grad.c235, label %conv2_weight_grad.c235.end
 
-conv2_weight_grad.j231:                           ; preds = %conv2_weight_grad.ty232.end, %conv2_weight_grad.j227.end
-  %conv2_weight_grad.j23114 = phi i64 [ 0, %conv2_weight_grad.j227.end ], [ %j231.next, %conv2_weight_grad.ty232.end ]
-  br label %conv2_weight_grad.ty232
+conv2_weight_grad.j237:                           ; preds = %conv2_weight_grad.ty238.end, %conv2_weight_grad.j233.end
+  %conv2_weight_grad.j23714 = phi i64 [ 0, %conv2_weight_grad.j233.end ], [ %j237.next, %conv2_weight_grad.ty238.end ]
+  br label %conv2_weight_grad.ty238
 
-conv2_weight_grad.j231.end:                       ; preds = %conv2_weight_grad.ty232.end
-  br label %conv2_weight_grad.j267
+conv2_weight_grad.j237.end:                       ; preds = %conv2_weight_grad.ty238.end
+  br label %conv2_weight_grad.j273
 
-conv2_weight_grad.ty232:                          ; preds = %conv2_weight_grad.tx233.end, %conv2_weight_grad.j231
-  %conv2_weight_grad.ty23215 = phi i64 [ 0, %conv2_weight_grad.j231 ], [ %ty232.next, %conv2_weight_grad.tx233.end ]
-  br label %conv2_weight_grad.tx233
+conv2_weight_grad.ty238:                          ; preds = %conv2_weight_grad.tx239.end, %conv2_weight_grad.j237
+  %conv2_weight_grad.ty23815 = phi i64 [ 0, %conv2_weight_grad.j237 ], [ %ty238.next, %conv2_weight_grad.tx239.end ]
+  br label %conv2_weight_grad.tx239
 
-conv2_weight_grad.ty232.end:                      ; preds = %conv2_weight_grad.tx233.end
-  %j231.next = add nsw i64 %conv2_weight_grad.j23114, 1
-  %27 = icmp slt i64 %j231.next, 1
-  br i1 %27, label %conv2_weight_grad.j231, label %conv2_weight_grad.j231.end
+conv2_weight_grad.ty238.end:                      ; preds = %conv2_weight_grad.tx239.end
+  %j237.next = add nsw i64 %conv2_weight_grad.j23714, 1
+  %27 = icmp slt i64 %j237.next, 1
+  br i1 %27, label %conv2_weight_grad.j237, label %conv2_weight_grad.j237.end
 
-conv2_weight_grad.tx233:                          ; preds = %conv2_weight_grad.cv234.end, %conv2_weight_grad.ty232
-  %conv2_weight_grad.tx23316 = phi i64 [ 0, %conv2_weight_grad.ty232 ], [ %tx233.next, %conv2_weight_grad.cv234.end ]
-  br label %conv2_weight_grad.cv234
+conv2_weight_grad.tx239:                          ; preds = %conv2_weight_grad.cv240.end, %conv2_weight_grad.ty238
+  %conv2_weight_grad.tx23916 = phi i64 [ 0, %conv2_weight_grad.ty238 ], [ %tx239.next, %conv2_weight_grad.cv240.end ]
+  br label %conv2_weight_grad.cv240
 
-conv2_weight_grad.tx233.end:                      ; preds = %conv2_weight_grad.cv234.end
-  %ty232.next = add nsw i64 %conv2_weight_grad.ty23215, 1
-  %28 = icmp slt i64 %ty232.next, 14
-  br i1 %28, label %conv2_weight_grad.ty232, label %conv2_weight_grad.ty232.end
+conv2_weight_grad.tx239.end:                      ; preds = %conv2_weight_grad.cv240.end
+  %ty238.next = add nsw i64 %conv2_weight_grad.ty23815, 1
+  %28 = icmp slt i64 %ty238.next, 14
+  br i1 %28, label %conv2_weight_grad.ty238, label %conv2_weight_grad.ty238.end
 
-conv2_weight_grad.cv234:                          ; preds = %conv2_weight_grad.cv234, %conv2_weight_grad.tx233
-  %conv2_weight_grad.cv23417 = phi i64 [ 0, %conv2_weight_grad.tx233 ], [ %cv234.next, %conv2_weight_grad.cv234 ]
-  %29 = mul nsw i64 %conv2_weight_grad.j23114, 28800
-  %30 = mul nsw i64 %conv2_weight_grad.ty23215, 2
+conv2_weight_grad.cv240:                          ; preds = %conv2_weight_grad.cv240, %conv2_weight_grad.tx239
+  %conv2_weight_grad.cv24017 = phi i64 [ 0, %conv2_weight_grad.tx239 ], [ %cv240.next, %conv2_weight_grad.cv240 ]
+  %29 = mul nsw i64 %conv2_weight_grad.j23714, 28800
+  %30 = mul nsw i64 %conv2_weight_grad.ty23815, 2
   %31 = mul nsw i64 %30, 960
   %32 = add nsw i64 %29, %31
-  %33 = mul nsw i64 %conv2_weight_grad.tx23316, 2
+  %33 = mul nsw i64 %conv2_weight_grad.tx23916, 2
   %34 = mul nsw i64 %33, 32
   %35 = add nsw i64 %32, %34
-  %36 = mul nsw i64 %conv2_weight_grad.cv23417, 8
+  %36 = mul nsw i64 %conv2_weight_grad.cv24017, 8
   %37 = add nsw i64 %35, %36
   %38 = add nsw i64 1605632, %37
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %38
   %39 = load <8 x float>, ptr %arena18, align 4
-  %40 = mul nsw i64 %conv2_weight_grad.j23114, 28800
-  %41 = mul nsw i64 %conv2_weight_grad.ty23215, 2
+  %40 = mul nsw i64 %conv2_weight_grad.j23714, 28800
+  %41 = mul nsw i64 %conv2_weight_grad.ty23815, 2
   %42 = add nsw i64 %41, 2
   %43 = mul nsw i64 %42, 960
   %44 = add nsw i64 %40, %43
-  %45 = mul nsw i64 %conv2_weight_grad.tx23316, 2
+  %45 = mul nsw i64 %conv2_weight_grad.tx23916, 2
   %46 = mul nsw i64 %45, 32
   %47 = add nsw i64 %44, %46
-  %48 = mul nsw i64 %conv2_weight_grad.cv23417, 8
+  %48 = mul nsw i64 %conv2_weight_grad.cv24017, 8
   %49 = add nsw i64 %47, %48
   %50 = add nsw i64 1605632, %49
   %arena19 = getelementptr inbounds float, ptr %arena, i64 %50
   %51 = load <8 x float>, ptr %arena19, align 4
   %52 = fsub <8 x float> %39, %51
-  store <8 x float> %52, ptr %conv2_weight_grad.w235, align 32
-  %53 = mul nsw i64 %conv2_weight_grad.j23114, 28800
-  %54 = mul nsw i64 %conv2_weight_grad.ty23215, 2
+  store <8 x float> %52, ptr %conv2_weight_grad.w241, align 32
+  %53 = mul nsw i64 %conv2_weight_grad.j23714, 28800
+  %54 = mul nsw i64 %conv2_weight_grad.ty23815, 2
   %55 = add nsw i64 %54, 1
   %56 = mul nsw i64 %55, 960
   %57 = add nsw i64 %53, %56
-  %58 = mul nsw i64 %conv2_weight_grad.tx23316, 2
+  %58 = mul nsw i64 %conv2_weight_grad.tx23916, 2
   %59 = mul nsw i64 %58, 32
   %60 = add nsw i64 %57, %59
-  %61 = mul nsw i64 %conv2_weight_grad.cv23417, 8
+  %61 = mul nsw i64 %conv2_weight_grad.cv24017, 8
   %62 = add nsw i64 %60, %61
   %63 = add nsw i64 1605632, %62
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %63
   %64 = load <8 x float>, ptr %arena20, align 4
-  %65 = mul nsw i64 %conv2_weight_grad.j23114, 28800
-  %66 = mul nsw i64 %conv2_weight_grad.ty23215, 2
+  %65 = mul nsw i64 %conv2_weight_grad.j23714, 28800
+  %66 = mul nsw i64 %conv2_weight_grad.ty23815, 2
   %67 = add nsw i64 %66, 2
   %68 = mul nsw i64 %67, 960
   %69 = add nsw i64 %65, %68
-  %70 = mul nsw i64 %conv2_weight_grad.tx23316, 2
+  %70 = mul nsw i64 %conv2_weight_grad.tx23916, 2
   %71 = mul nsw i64 %70, 32
   %72 = add nsw i64 %69, %71
-  %73 = mul nsw i64 %conv2_weight_grad.cv23417, 8
+  %73 = mul nsw i64 %conv2_weight_grad.cv24017, 8
   %74 = add nsw i64 %72, %73
   %75 = add nsw i64 1605632, %74
   %arena21 = getelementptr inbounds float, ptr %arena, i64 %75
   %76 = load <8 x float>, ptr %arena21, align 4
   %77 = fadd <8 x float> %64, %76
-  store <8 x float> %77, ptr %conv2_weight_grad.w236, align 32
-  %78 = mul nsw i64 %conv2_weight_grad.j23114, 28800
-  %79 = mul nsw i64 %conv2_weight_grad.ty23215, 2
+  store <8 x float> %77, ptr %conv2_weight_grad.w242, align 32
+  %78 = mul nsw i64 %conv2_weight_grad.j23714, 28800
+  %79 = mul nsw i64 %conv2_weight_grad.ty23815, 2
   %80 = add nsw i64 %79, 2
   %81 = mul nsw i64 %80, 960
   %82 = add nsw i64 %78, %81
-  %83 = mul nsw i64 %conv2_weight_grad.tx23316, 2
+  %83 = mul nsw i64 %conv2_weight_grad.tx23916, 2
   %84 = mul nsw i64 %83, 32
   %85 = add nsw i64 %82, %84
-  %86 = mul nsw i64 %conv2_weight_grad.cv23417, 8
+  %86 = mul nsw i64 %conv2_weight_grad.cv24017, 8
   %87 = add nsw i64 %85, %86
   %88 = add nsw i64 1605632, %87
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %88
   %89 = load <8 x float>, ptr %arena22, align 4
-  %90 = mul nsw i64 %conv2_weight_grad.j23114, 28800
-  %91 = mul nsw i64 %conv2_weight_grad.ty23215, 2
+  %90 = mul nsw i64 %conv2_weight_grad.j23714, 28800
+  %91 = mul nsw i64 %conv2_weight_grad.ty23815, 2
   %92 = add nsw i64 %91, 1
   %93 = mul nsw i64 %92, 960
   %94 = add nsw i64 %90, %93
-  %95 = mul nsw i64 %conv2_weight_grad.tx23316, 2
+  %95 = mul nsw i64 %conv2_weight_grad.tx23916, 2
   %96 = mul nsw i64 %95, 32
   %97 = add nsw i64 %94, %96
-  %98 = mul nsw i64 %conv2_weight_grad.cv23417, 8
+  %98 = mul nsw i64 %conv2_weight_grad.cv24017, 8
   %99 = add nsw i64 %97, %98
   %100 = add nsw i64 1605632, %99
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %100
   %101 = load <8 x float>, ptr %arena23, align 4
   %102 = fsub <8 x float> %89, %101
-  store <8 x float> %102, ptr %conv2_weight_grad.w237, align 32
-  %103 = mul nsw i64 %conv2_weight_grad.j23114, 28800
-  %104 = mul nsw i64 %conv2_weight_grad.ty23215, 2
+  store <8 x float> %102, ptr %conv2_weight_grad.w243, align 32
+  %103 = mul nsw i64 %conv2_weight_grad.j23714, 28800
+  %104 = mul nsw i64 %conv2_weight_grad.ty23815, 2
   %105 = add nsw i64 %104, 1
   %106 = mul nsw i64 %105, 960
   %107 = add nsw i64 %103, %106
-  %108 = mul nsw i64 %conv2_weight_grad.tx23316, 2
+  %108 = mul nsw i64 %conv2_weight_grad.tx23916, 2
   %109 = mul nsw i64 %108, 32
   %110 = add nsw i64 %107, %109
-  %111 = mul nsw i64 %conv2_weight_grad.cv23417, 8
+  %111 = mul nsw i64 %conv2_weight_grad.cv24017, 8
   %112 = add nsw i64 %110, %111
   %113 = add nsw i64 1605632, %112
   %arena24 = getelementptr inbounds float, ptr %arena, i64 %113
   %114 = load <8 x float>, ptr %arena24, align 4
-  %115 = mul nsw i64 %conv2_weight_grad.j23114, 28800
-  %116 = mul nsw i64 %conv2_weight_grad.ty23215, 2
+  %115 = mul nsw i64 %conv2_weight_grad.j23714, 28800
+  %116 = mul nsw i64 %conv2_weight_grad.ty23815, 2
   %117 = add nsw i64 %116, 3
   %118 = mul nsw i64 %117, 960
   %119 = add nsw i64 %115, %118
-  %120 = mul nsw i64 %conv2_weight_grad.tx23316, 2
+  %120 = mul nsw i64 %conv2_weight_grad.tx23916, 2
   %121 = mul nsw i64 %120, 32
   %122 = add nsw i64 %119, %121
-  %123 = mul nsw i64 %conv2_weight_grad.cv23417, 8
+  %123 = mul nsw i64 %conv2_weight_grad.cv24017, 8
   %124 = add nsw i64 %122, %123
   %125 = add nsw i64 1605632, %124
   %arena25 = getelementptr inbounds float, ptr %arena, i64 %125
   %126 = load <8 x float>, ptr %arena25, align 4
   %127 = fsub <8 x float> %114, %126
-  store <8 x float> %127, ptr %conv2_weight_grad.w238, align 32
-  %128 = mul nsw i64 %conv2_weight_grad.j23114, 28800
-  %129 = mul nsw i64 %conv2_weight_grad.ty23215, 2
+  store <8 x float> %127, ptr %conv2_weight_grad.w244, align 32
+  %128 = mul nsw i64 %conv2_weight_grad.j23714, 28800
+  %129 = mul nsw i64 %conv2_weight_grad.ty23815, 2
   %130 = mul nsw i64 %129, 960
   %131 = add nsw i64 %128, %130
-  %132 = mul nsw i64 %conv2_weight_grad.tx23316, 2
+  %132 = mul nsw i64 %conv2_weight_grad.tx23916, 2
   %133 = add nsw i64 %132, 1
   %134 = mul nsw i64 %133, 32
   %135 = add nsw i64 %131, %134
-  %136 = mul nsw i64 %conv2_weight_grad.cv23417, 8
+  %136 = mul nsw i64 %conv2_weight_grad.cv24017, 8
   %137 = add nsw i64 %135, %136
   %138 = add nsw i64 1605632, %137
   %arena26 = getelementptr inbounds float, ptr %arena, i64 %138
   %139 = load <8 x float>, ptr %arena26, align 4
-  %140 = mul nsw i64 %conv2_weight_grad.j23114, 28800
-  %141 = mul nsw i64 %conv2_weight_grad.ty23215, 2
+  %140 = mul nsw i64 %conv2_weight_grad.j23714, 28800
+  %141 = mul nsw i64 %conv2_weight_grad.ty23815, 2
   %142 = add nsw i64 %141, 2
   %143 = mul nsw i64 %142, 960
   %144 = add nsw i64 %140, %143
-  %145 = mul nsw i64 %conv2_weight_grad.tx23316, 2
+  %145 = mul nsw i64 %conv2_weight_grad.tx23916, 2
   %146 = add nsw i64 %145, 1
   %147 = mul nsw i64 %146, 32
   %148 = add nsw i64 %144, %147
-  %149 = mul nsw i64 %conv2_weight_grad.cv23417, 8
+  %149 = mul nsw i64 %conv2_weight_grad.cv24017, 8
   %150 = add nsw i64 %148, %149
   %151 = add nsw i64 1605632, %150
   %arena27 = getelementptr inbounds float, ptr %arena, i64 %151
   %152 = load <8 x float>, ptr %arena27, align 4
   %153 = fsub <8 x float> %139, %152
-  store <8 x float> %153, ptr %conv2_weight_grad.w239, align 32
-  %154 = mul nsw i64 %conv2_weight_grad.j23114, 28800
-  %155 = mul nsw i64 %conv2_weight_grad.ty23215, 2
+  store <8 x float> %153, ptr %conv2_weight_grad.w245, align 32
+  %154 = mul nsw i64 %conv2_weight_grad.j23714, 28800
+  %155 = mul nsw i64 %conv2_weight_grad.ty23815, 2
   %156 = add nsw i64 %155, 1
   %157 = mul nsw i64 %156, 960
   %158 = add nsw i64 %154, %157
-  %159 = mul nsw i64 %conv2_weight_grad.tx23316, 2
+  %159 = mul nsw i64 %conv2_weight_grad.tx23916, 2
   %160 = add nsw i64 %159, 1
   %161 = mul nsw i64 %160, 32
   %162 = add nsw i64 %158, %161
-  %163 = mul nsw i64 %conv2_weight_grad.cv23417, 8
+  %163 = mul nsw i64 %conv2_weight_grad.cv24017, 8
   %164 = add nsw i64 %162, %163
   %165 = add nsw i64 1605632, %164
   %arena28 = getelementptr inbounds float, ptr %arena, i64 %165
   %166 = load <8 x float>, ptr %arena28, align 4
-  %167 = mul nsw i64 %conv2_weight_grad.j23114, 28800
-  %168 = mul nsw i64 %conv2_weight_grad.ty23215, 2
+  %167 = mul nsw i64 %conv2_weight_grad.j23714, 28800
+  %168 = mul nsw i64 %conv2_weight_grad.ty23815, 2
   %169 = add nsw i64 %168, 2
   %170 = mul nsw i64 %169, 960
   %171 = add nsw i64 %167, %170
-  %172 = mul nsw i64 %conv2_weight_grad.tx23316, 2
+  %172 = mul nsw i64 %conv2_weight_grad.tx23916, 2
   %173 = add nsw i64 %172, 1
   %174 = mul nsw i64 %173, 32
   %175 = add nsw i64 %171, %174
-  %176 = mul nsw i64 %conv2_weight_grad.cv23417, 8
+  %176 = mul nsw i64 %conv2_weight_grad.cv24017, 8
   %177 = add nsw i64 %175, %176
   %178 = add nsw i64 1605632, %177
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %178
   %179 = load <8 x float>, ptr %arena29, align 4
   %180 = fadd <8 x float> %166, %179
-  store <8 x float> %180, ptr %conv2_weight_grad.w240, align 32
-  %181 = mul nsw i64 %conv2_weight_grad.j23114, 28800
-  %182 = mul nsw i64 %conv2_weight_grad.ty23215, 2
+  store <8 x float> %180, ptr %conv2_weight_grad.w246, align 32
+  %181 = mul nsw i64 %conv2_weight_grad.j23714, 28800
+  %182 = mul nsw i64 %conv2_weight_grad.ty23815, 2
   %183 = add nsw i64 %182, 2
   %184 = mul nsw i64 %183, 960
   %185 = add nsw i64 %181, %184
-  %186 = mul nsw i64 %conv2_weight_grad.tx23316, 2
+  %186 = mul nsw i64 %conv2_weight_grad.tx23916, 2
   %187 = add nsw i64 %186, 1
   %188 = mul nsw i64 %187, 32
   %189 = add nsw i64 %185, %188
-  %190 = mul nsw i64 %conv2_weight_grad.cv23417, 8
+  %190 = mul nsw i64 %conv2_weight_grad.cv24017, 8
   %191 = add nsw i64 %189, %190
   %192 = add nsw i64 1605632, %191
   %arena30 = getelementptr inbounds float, ptr %arena, i64 %192
   %193 = load <8 x float>, ptr %arena30, align 4
-  %194 = mul nsw i64 %conv2_weight_grad.j23114, 28800
-  %195 = mul nsw i64 %conv2_weight_grad.ty23215, 2
+  %194 = mul nsw i64 %conv2_weight_grad.j23714, 28800
+  %195 = mul nsw i64 %conv2_weight_grad.ty23815, 2
   %196 = add nsw i64 %195, 1
   %197 = mul nsw i64 %196, 960
   %198 = add nsw i64 %194, %197
-  %199 = mul nsw i64 %conv2_weight_grad.tx23316, 2
+  %199 = mul nsw i64 %conv2_weight_grad.tx23916, 2
   %200 = add nsw i64 %199, 1
   %201 = mul nsw i64 %200, 32
   %202 = add nsw i64 %198, %201
-  %203 = mul nsw i64 %conv2_weight_grad.cv23417, 8
+  %203 = mul nsw i64 %conv2_weight_grad.cv24017, 8
   %204 = add nsw i64 %202, %203
   %205 = add nsw i64 1605632, %204
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %205
   %206 = load <8 x float>, ptr %arena31, align 4
   %207 = fsub <8 x float> %193, %206
-  store <8 x float> %207, ptr %conv2_weight_grad.w241, align 32
-  %208 = mul nsw i64 %conv2_weight_grad.j23114, 28800
-  %209 = mul nsw i64 %conv2_weight_grad.ty23215, 2
+  store <8 x float> %207, ptr %conv2_weight_grad.w247, align 32
+  %208 = mul nsw i64 %conv2_weight_grad.j23714, 28800
+  %209 = mul nsw i64 %conv2_weight_grad.ty23815, 2
   %210 = add nsw i64 %209, 1
   %211 = mul nsw i64 %210, 960
   %212 = add nsw i64 %208, %211
-  %213 = mul nsw i64 %conv2_weight_grad.tx23316, 2
+  %213 = mul nsw i64 %conv2_weight_grad.tx23916, 2
   %214 = add nsw i64 %213, 1
   %215 = mul nsw i64 %214, 32
   %216 = add nsw i64 %212, %215
-  %217 = mul nsw i64 %conv2_weight_grad.cv23417, 8
+  %217 = mul nsw i64 %conv2_weight_grad.cv24017, 8
   %218 = add nsw i64 %216, %217
   %219 = add nsw i64 1605632, %218
   %arena32 = getelementptr inbounds float, ptr %arena, i64 %219
   %220 = load <8 x float>, ptr %arena32, align 4
-  %221 = mul nsw i64 %conv2_weight_grad.j23114, 28800
-  %222 = mul nsw i64 %conv2_weight_grad.ty23215, 2
+  %221 = mul nsw i64 %conv2_weight_grad.j23714, 28800
+  %222 = mul nsw i64 %conv2_weight_grad.ty23815, 2
   %223 = add nsw i64 %222, 3
   %224 = mul nsw i64 %223, 960
   %225 = add nsw i64 %221, %224
-  %226 = mul nsw i64 %conv2_weight_grad.tx23316, 2
+  %226 = mul nsw i64 %conv2_weight_grad.tx23916, 2
   %227 = add nsw i64 %226, 1
   %228 = mul nsw i64 %227, 32
   %229 = add nsw i64 %225, %228
-  %230 = mul nsw i64 %conv2_weight_grad.cv23417, 8
+  %230 = mul nsw i64 %conv2_weight_grad.cv24017, 8
   %231 = add nsw i64 %229, %230
   %232 = add nsw i64 1605632, %231
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %232
   %233 = load <8 x float>, ptr %arena33, align 4
   %234 = fsub <8 x float> %220, %233
-  store <8 x float> %234, ptr %conv2_weight_grad.w242, align 32
-  %235 = mul nsw i64 %conv2_weight_grad.j23114, 28800
-  %236 = mul nsw i64 %conv2_weight_grad.ty23215, 2
+  store <8 x float> %234, ptr %conv2_weight_grad.w248, align 32
+  %235 = mul nsw i64 %conv2_weight_grad.j23714, 28800
+  %236 = mul nsw i64 %conv2_weight_grad.ty23815, 2
   %237 = mul nsw i64 %236, 960
   %238 = add nsw i64 %235, %237
-  %239 = mul nsw i64 %conv2_weight_grad.tx23316, 2
+  %239 = mul nsw i64 %conv2_weight_grad.tx23916, 2
   %240 = add nsw i64 %239, 2
   %241 = mul nsw i64 %240, 32
   %242 = add nsw i64 %238, %241
-  %243 = mul nsw i64 %conv2_weight_grad.cv23417, 8
+  %243 = mul nsw i64 %conv2_weight_grad.cv24017, 8
   %244 = add nsw i64 %242, %243
   %245 = add nsw i64 1605632, %244
   %arena34 = getelementptr inbounds float, ptr %arena, i64 %245
   %246 = load <8 x float>, ptr %arena34, align 4
-  %247 = mul nsw i64 %conv2_weight_grad.j23114, 28800
-  %248 = mul nsw i64 %conv2_weight_grad.ty23215, 2
+  %247 = mul nsw i64 %conv2_weight_grad.j23714, 28800
+  %248 = mul nsw i64 %conv2_weight_grad.ty23815, 2
   %249 = add nsw i64 %248, 2
   %250 = mul nsw i64 %249, 960
   %251 = add nsw i64 %247, %250
-  %252 = mul nsw i64 %conv2_weight_grad.tx23316, 2
+  %252 = mul nsw i64 %conv2_weight_grad.tx23916, 2
   %253 = add nsw i64 %252, 2
   %254 = mul nsw i64 %253, 32
   %255 = add nsw i64 %251, %254
-  %256 = mul nsw i64 %conv2_weight_grad.cv23417, 8
+  %256 = mul nsw i64 %conv2_weight_grad.cv24017, 8
   %257 = add nsw i64 %255, %256
   %258 = add nsw i64 1605632, %257
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %258
   %259 = load <8 x float>, ptr %arena35, align 4
   %260 = fsub <8 x float> %246, %259
-  store <8 x float> %260, ptr %conv2_weight_grad.w243, align 32
-  %261 = mul nsw i64 %conv2_weight_grad.j23114, 28800
-  %262 = mul nsw i64 %conv2_weight_grad.ty23215, 2
+  store <8 x float> %260, ptr %conv2_weight_grad.w249, align 32
+  %261 = mul nsw i64 %conv2_weight_grad.j23714, 28800
+  %262 = mul nsw i64 %conv2_weight_grad.ty23815, 2
   %263 = add nsw i64 %262, 1
   %264 = mul nsw i64 %263, 960
   %265 = add nsw i64 %261, %264
-  %266 = mul nsw i64 %conv2_weight_grad.tx23316, 2
+  %266 = mul nsw i64 %conv2_weight_grad.tx23916, 2
   %267 = add nsw i64 %266, 2
   %268 = mul nsw i64 %267, 32
   %269 = add nsw i64 %265, %268
-  %270 = mul nsw i64 %conv2_weight_grad.cv23417, 8
+  %270 = mul nsw i64 %conv2_weight_grad.cv24017, 8
   %271 = add nsw i64 %269, %270
   %272 = add nsw i64 1605632, %271
   %arena36 = getelementptr inbounds float, ptr %arena, i64 %272
   %273 = load <8 x float>, ptr %arena36, align 4
-  %274 = mul nsw i64 %conv2_weight_grad.j23114, 28800
-  %275 = mul nsw i64 %conv2_weight_grad.ty23215, 2
+  %274 = mul nsw i64 %conv2_weight_grad.j23714, 28800
+  %275 = mul nsw i64 %conv2_weight_grad.ty23815, 2
   %276 = add nsw i64 %275, 2
   %277 = mul nsw i64 %276, 960
   %278 = add nsw i64 %274, %277
-  %279 = mul nsw i64 %conv2_weight_grad.tx23316, 2
+  %279 = mul nsw i64 %conv2_weight_grad.tx23916, 2
   %280 = add nsw i64 %279, 2
   %281 = mul nsw i64 %280, 32
   %282 = add nsw i64 %278, %281
-  %283 = mul nsw i64 %conv2_weight_grad.cv23417, 8
+  %283 = mul nsw i64 %conv2_weight_grad.cv24017, 8
   %284 = add nsw i64 %282, %283
   %285 = add nsw i64 1605632, %284
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %285
   %286 = load <8 x float>, ptr %arena37, align 4
   %287 = fadd <8 x float> %273, %286
-  store <8 x float> %287, ptr %conv2_weight_grad.w244, align 32
-  %288 = mul nsw i64 %conv2_weight_grad.j23114, 28800
-  %289 = mul nsw i64 %conv2_weight_grad.ty23215, 2
+  store <8 x float> %287, ptr %conv2_weight_grad.w250, align 32
+  %288 = mul nsw i64 %conv2_weight_grad.j23714, 28800
+  %289 = mul nsw i64 %conv2_weight_grad.ty23815, 2
   %290 = add nsw i64 %289, 2
   %291 = mul nsw i64 %290, 960
   %292 = add nsw i64 %288, %291
-  %293 = mul nsw i64 %conv2_weight_grad.tx23316, 2
+  %293 = mul nsw i64 %conv2_weight_grad.tx23916, 2
   %294 = add nsw i64 %293, 2
   %295 = mul nsw i64 %294, 32
   %296 = add nsw i64 %292, %295
-  %297 = mul nsw i64 %conv2_weight_grad.cv23417, 8
+  %297 = mul nsw i64 %conv2_weight_grad.cv24017, 8
   %298 = add nsw i64 %296, %297
   %299 = add nsw i64 1605632, %298
   %arena38 = getelementptr inbounds float, ptr %arena, i64 %299
   %300 = load <8 x float>, ptr %arena38, align 4
-  %301 = mul nsw i64 %conv2_weight_grad.j23114, 28800
-  %302 = mul nsw i64 %conv2_weight_grad.ty23215, 2
+  %301 = mul nsw i64 %conv2_weight_grad.j23714, 28800
+  %302 = mul nsw i64 %conv2_weight_grad.ty23815, 2
   %303 = add nsw i64 %302, 1
   %304 = mul nsw i64 %303, 960
   %305 = add nsw i64 %301, %304
-  %306 = mul nsw i64 %conv2_weight_grad.tx23316, 2
+  %306 = mul nsw i64 %conv2_weight_grad.tx23916, 2
   %307 = add nsw i64 %306, 2
   %308 = mul nsw i64 %307, 32
   %309 = add nsw i64 %305, %308
-  %310 = mul nsw i64 %conv2_weight_grad.cv23417, 8
+  %310 = mul nsw i64 %conv2_weight_grad.cv24017, 8
   %311 = add nsw i64 %309, %310
   %312 = add nsw i64 1605632, %311
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %312
   %313 = load <8 x float>, ptr %arena39, align 4
   %314 = fsub <8 x float> %300, %313
-  store <8 x float> %314, ptr %conv2_weight_grad.w245, align 32
-  %315 = mul nsw i64 %conv2_weight_grad.j23114, 28800
-  %316 = mul nsw i64 %conv2_weight_grad.ty23215, 2
+  store <8 x float> %314, ptr %conv2_weight_grad.w251, align 32
+  %315 = mul nsw i64 %conv2_weight_grad.j23714, 28800
+  %316 = mul nsw i64 %conv2_weight_grad.ty23815, 2
   %317 = add nsw i64 %316, 1
   %318 = mul nsw i64 %317, 960
   %319 = add nsw i64 %315, %318
-  %320 = mul nsw i64 %conv2_weight_grad.tx23316, 2
+  %320 = mul nsw i64 %conv2_weight_grad.tx23916, 2
   %321 = add nsw i64 %320, 2
   %322 = mul nsw i64 %321, 32
   %323 = add nsw i64 %319, %322
-  %324 = mul nsw i64 %conv2_weight_grad.cv23417, 8
+  %324 = mul nsw i64 %conv2_weight_grad.cv24017, 8
   %325 = add nsw i64 %323, %324
   %326 = add nsw i64 1605632, %325
   %arena40 = getelementptr inbounds float, ptr %arena, i64 %326
   %327 = load <8 x float>, ptr %arena40, align 4
-  %328 = mul nsw i64 %conv2_weight_grad.j23114, 28800
-  %329 = mul nsw i64 %conv2_weight_grad.ty23215, 2
+  %328 = mul nsw i64 %conv2_weight_grad.j23714, 28800
+  %329 = mul nsw i64 %conv2_weight_grad.ty23815, 2
   %330 = add nsw i64 %329, 3
   %331 = mul nsw i64 %330, 960
   %332 = add nsw i64 %328, %331
-  %333 = mul nsw i64 %conv2_weight_grad.tx23316, 2
+  %333 = mul nsw i64 %conv2_weight_grad.tx23916, 2
   %334 = add nsw i64 %333, 2
   %335 = mul nsw i64 %334, 32
   %336 = add nsw i64 %332, %335
-  %337 = mul nsw i64 %conv2_weight_grad.cv23417, 8
+  %337 = mul nsw i64 %conv2_weight_grad.cv24017, 8
   %338 = add nsw i64 %336, %337
   %339 = add nsw i64 1605632, %338
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %339
   %340 = load <8 x float>, ptr %arena41, align 4
   %341 = fsub <8 x float> %327, %340
-  store <8 x float> %341, ptr %conv2_weight_grad.w246, align 32
-  %342 = mul nsw i64 %conv2_weight_grad.j23114, 28800
-  %343 = mul nsw i64 %conv2_weight_grad.ty23215, 2
+  store <8 x float> %341, ptr %conv2_weight_grad.w252, align 32
+  %342 = mul nsw i64 %conv2_weight_grad.j23714, 28800
+  %343 = mul nsw i64 %conv2_weight_grad.ty23815, 2
   %344 = mul nsw i64 %343, 960
   %345 = add nsw i64 %342, %344
-  %346 = mul nsw i64 %conv2_weight_grad.tx23316, 2
+  %346 = mul nsw i64 %conv2_weight_grad.tx23916, 2
   %347 = add nsw i64 %346, 3
   %348 = mul nsw i64 %347, 32
   %349 = add nsw i64 %345, %348
-  %350 = mul nsw i64 %conv2_weight_grad.cv23417, 8
+  %350 = mul nsw i64 %conv2_weight_grad.cv24017, 8
   %351 = add nsw i64 %349, %350
   %352 = add nsw i64 1605632, %351
   %arena42 = getelementptr inbounds float, ptr %arena, i64 %352
   %353 = load <8 x float>, ptr %arena42, align 4
-  %354 = mul nsw i64 %conv2_weight_grad.j23114, 28800
-  %355 = mul nsw i64 %conv2_weight_grad.ty23215, 2
+  %354 = mul nsw i64 %conv2_weight_grad.j23714, 28800
+  %355 = mul nsw i64 %conv2_weight_grad.ty23815, 2
   %356 = add nsw i64 %355, 2
   %357 = mul nsw i64 %356, 960
   %358 = add nsw i64 %354, %357
-  %359 = mul nsw i64 %conv2_weight_grad.tx23316, 2
+  %359 = mul nsw i64 %conv2_weight_grad.tx23916, 2
   %360 = add nsw i64 %359, 3
   %361 = mul nsw i64 %360, 32
   %362 = add nsw i64 %358, %361
-  %363 = mul nsw i64 %conv2_weight_grad.cv23417, 8
+  %363 = mul nsw i64 %conv2_weight_grad.cv24017, 8
   %364 = add nsw i64 %362, %363
   %365 = add nsw i64 1605632, %364
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %365
   %366 = load <8 x float>, ptr %arena43, align 4
   %367 = fsub <8 x float> %353, %366
-  store <8 x float> %367, ptr %conv2_weight_grad.w247, align 32
-  %368 = mul nsw i64 %conv2_weight_grad.j23114, 28800
-  %369 = mul nsw i64 %conv2_weight_grad.ty23215, 2
+  store <8 x float> %367, ptr %conv2_weight_grad.w253, align 32
+  %368 = mul nsw i64 %conv2_weight_grad.j23714, 28800
+  %369 = mul nsw i64 %conv2_weight_grad.ty23815, 2
   %370 = add nsw i64 %369, 1
   %371 = mul nsw i64 %370, 960
   %372 = add nsw i64 %368, %371
-  %373 = mul nsw i64 %conv2_weight_grad.tx23316, 2
+  %373 = mul nsw i64 %conv2_weight_grad.tx23916, 2
   %374 = add nsw i64 %373, 3
   %375 = mul nsw i64 %374, 32
   %376 = add nsw i64 %372, %375
-  %377 = mul nsw i64 %conv2_weight_grad.cv23417, 8
+  %377 = mul nsw i64 %conv2_weight_grad.cv24017, 8
   %378 = add nsw i64 %376, %377
   %379 = add nsw i64 1605632, %378
   %arena44 = getelementptr inbounds float, ptr %arena, i64 %379
   %380 = load <8 x float>, ptr %arena44, align 4
-  %381 = mul nsw i64 %conv2_weight_grad.j23114, 28800
-  %382 = mul nsw i64 %conv2_weight_grad.ty23215, 2
+  %381 = mul nsw i64 %conv2_weight_grad.j23714, 28800
+  %382 = mul nsw i64 %conv2_weight_grad.ty23815, 2
   %383 = add nsw i64 %382, 2
   %384 = mul nsw i64 %383, 960
   %385 = add nsw i64 %381, %384
-  %386 = mul nsw i64 %conv2_weight_grad.tx23316, 2
+  %386 = mul nsw i64 %conv2_weight_grad.tx23916, 2
   %387 = add nsw i64 %386, 3
   %388 = mul nsw i64 %387, 32
   %389 = add nsw i64 %385, %388
-  %390 = mul nsw i64 %conv2_weight_grad.cv23417, 8
+  %390 = mul nsw i64 %conv2_weight_grad.cv24017, 8
   %391 = add nsw i64 %389, %390
   %392 = add nsw i64 1605632, %391
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %392
   %393 = load <8 x float>, ptr %arena45, align 4
   %394 = fadd <8 x float> %380, %393
-  store <8 x float> %394, ptr %conv2_weight_grad.w248, align 32
-  %395 = mul nsw i64 %conv2_weight_grad.j23114, 28800
-  %396 = mul nsw i64 %conv2_weight_grad.ty23215, 2
+  store <8 x float> %394, ptr %conv2_weight_grad.w254, align 32
+  %395 = mul nsw i64 %conv2_weight_grad.j23714, 28800
+  %396 = mul nsw i64 %conv2_weight_grad.ty23815, 2
   %397 = add nsw i64 %396, 2
   %398 = mul nsw i64 %397, 960
   %399 = add nsw i64 %395, %398
-  %400 = mul nsw i64 %conv2_weight_grad.tx23316, 2
+  %400 = mul nsw i64 %conv2_weight_grad.tx23916, 2
   %401 = add nsw i64 %400, 3
   %402 = mul nsw i64 %401, 32
   %403 = add nsw i64 %399, %402
-  %404 = mul nsw i64 %conv2_weight_grad.cv23417, 8
+  %404 = mul nsw i64 %conv2_weight_grad.cv24017, 8
   %405 = add nsw i64 %403, %404
   %406 = add nsw i64 1605632, %405
   %arena46 = getelementptr inbounds float, ptr %arena, i64 %406
   %407 = load <8 x float>, ptr %arena46, align 4
-  %408 = mul nsw i64 %conv2_weight_grad.j23114, 28800
-  %409 = mul nsw i64 %conv2_weight_grad.ty23215, 2
+  %408 = mul nsw i64 %conv2_weight_grad.j23714, 28800
+  %409 = mul nsw i64 %conv2_weight_grad.ty23815, 2
   %410 = add nsw i64 %409, 1
   %411 = mul nsw i64 %410, 960
   %412 = add nsw i64 %408, %411
-  %413 = mul nsw i64 %conv2_weight_grad.tx23316, 2
+  %413 = mul nsw i64 %conv2_weight_grad.tx23916, 2
   %414 = add nsw i64 %413, 3
   %415 = mul nsw i64 %414, 32
   %416 = add nsw i64 %412, %415
-  %417 = mul nsw i64 %conv2_weight_grad.cv23417, 8
+  %417 = mul nsw i64 %conv2_weight_grad.cv24017, 8
   %418 = add nsw i64 %416, %417
   %419 = add nsw i64 1605632, %418
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %419
   %420 = load <8 x float>, ptr %arena47, align 4
   %421 = fsub <8 x float> %407, %420
-  store <8 x float> %421, ptr %conv2_weight_grad.w249, align 32
-  %422 = mul nsw i64 %conv2_weight_grad.j23114, 28800
-  %423 = mul nsw i64 %conv2_weight_grad.ty23215, 2
+  store <8 x float> %421, ptr %conv2_weight_grad.w255, align 32
+  %422 = mul nsw i64 %conv2_weight_grad.j23714, 28800
+  %423 = mul nsw i64 %conv2_weight_grad.ty23815, 2
   %424 = add nsw i64 %423, 1
   %425 = mul nsw i64 %424, 960
   %426 = add nsw i64 %422, %425
-  %427 = mul nsw i64 %conv2_weight_grad.tx23316, 2
+  %427 = mul nsw i64 %conv2_weight_grad.tx23916, 2
   %428 = add nsw i64 %427, 3
   %429 = mul nsw i64 %428, 32
   %430 = add nsw i64 %426, %429
-  %431 = mul nsw i64 %conv2_weight_grad.cv23417, 8
+  %431 = mul nsw i64 %conv2_weight_grad.cv24017, 8
   %432 = add nsw i64 %430, %431
   %433 = add nsw i64 1605632, %432
   %arena48 = getelementptr inbounds float, ptr %arena, i64 %433
   %434 = load <8 x float>, ptr %arena48, align 4
-  %435 = mul nsw i64 %conv2_weight_grad.j23114, 28800
-  %436 = mul nsw i64 %conv2_weight_grad.ty23215, 2
+  %435 = mul nsw i64 %conv2_weight_grad.j23714, 28800
+  %436 = mul nsw i64 %conv2_weight_grad.ty23815, 2
   %437 = add nsw i64 %436, 3
   %438 = mul nsw i64 %437, 960
   %439 = add nsw i64 %435, %438
-  %440 = mul nsw i64 %conv2_weight_grad.tx23316, 2
+  %440 = mul nsw i64 %conv2_weight_grad.tx23916, 2
   %441 = add nsw i64 %440, 3
   %442 = mul nsw i64 %441, 32
   %443 = add nsw i64 %439, %442
-  %444 = mul nsw i64 %conv2_weight_grad.cv23417, 8
+  %444 = mul nsw i64 %conv2_weight_grad.cv24017, 8
   %445 = add nsw i64 %443, %444
   %446 = add nsw i64 1605632, %445
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %446
   %447 = load <8 x float>, ptr %arena49, align 4
   %448 = fsub <8 x float> %434, %447
-  store <8 x float> %448, ptr %conv2_weight_grad.w250, align 32
-  %w235 = load <8 x float>, ptr %conv2_weight_grad.w235, align 32
-  %w243 = load <8 x float>, ptr %conv2_weight_grad.w243, align 32
-  %449 = fsub <8 x float> %w235, %w243
-  store <8 x float> %449, ptr %conv2_weight_grad.w251, align 32
-  %w239 = load <8 x float>, ptr %conv2_weight_grad.w239, align 32
-  %w24350 = load <8 x float>, ptr %conv2_weight_grad.w243, align 32
-  %450 = fadd <8 x float> %w239, %w24350
-  store <8 x float> %450, ptr %conv2_weight_grad.w252, align 32
-  %w24351 = load <8 x float>, ptr %conv2_weight_grad.w243, align 32
-  %w23952 = load <8 x float>, ptr %conv2_weight_grad.w239, align 32
-  %451 = fsub <8 x float> %w24351, %w23952
-  store <8 x float> %451, ptr %conv2_weight_grad.w253, align 32
-  %w23953 = load <8 x float>, ptr %conv2_weight_grad.w239, align 32
-  %w247 = load <8 x float>, ptr %conv2_weight_grad.w247, align 32
-  %452 = fsub <8 x float> %w23953, %w247
-  store <8 x float> %452, ptr %conv2_weight_grad.w254, align 32
-  %w236 = load <8 x float>, ptr %conv2_weight_grad.w236, align 32
-  %w244 = load <8 x float>, ptr %conv2_weight_grad.w244, align 32
-  %453 = fsub <8 x float> %w236, %w244
-  store <8 x float> %453, ptr %conv2_weight_grad.w255, align 32
-  %w240 = load <8 x float>, ptr %conv2_weight_grad.w240, align 32
-  %w24454 = load <8 x float>, ptr %conv2_weight_grad.w244, align 32
-  %454 = fadd <8 x float> %w240, %w24454
-  store <8 x float> %454, ptr %conv2_weight_grad.w256, align 32
-  %w24455 = load <8 x float>, ptr %conv2_weight_grad.w244, align 32
-  %w24056 = load <8 x float>, ptr %conv2_weight_grad.w240, align 32
-  %455 = fsub <8 x float> %w24455, %w24056
-  store <8 x float> %455, ptr %conv2_weight_grad.w257, align 32
-  %w24057 = load <8 x float>, ptr %conv2_weight_grad.w240, align 32
-  %w248 = load <8 x float>, ptr %conv2_weight_grad.w248, align 32
-  %456 = fsub <8 x float> %w24057, %w248
-  store <8 x float> %456, ptr %conv2_weight_grad.w258, align 32
-  %w237 = load <8 x float>, ptr %conv2_weight_grad.w237, align 32
-  %w245 = load <8 x float>, ptr %conv2_weight_grad.w245, align 32
-  %457 = fsub <8 x float> %w237, %w245
-  store <8 x float> %457, ptr %conv2_weight_grad.w259, align 32
+  store <8 x float> %448, ptr %conv2_weight_grad.w256, align 32
   %w241 = load <8 x float>, ptr %conv2_weight_grad.w241, align 32
-  %w24558 = load <8 x float>, ptr %conv2_weight_grad.w245, align 32
-  %458 = fadd <8 x float> %w241, %w24558
-  store <8 x float> %458, ptr %conv2_weight_grad.w260, align 32
-  %w24559 = load <8 x float>, ptr %conv2_weight_grad.w245, align 32
-  %w24160 = load <8 x float>, ptr %conv2_weight_grad.w241, align 32
-  %459 = fsub <8 x float> %w24559, %w24160
-  store <8 x float> %459, ptr %conv2_weight_grad.w261, align 32
-  %w24161 = load <8 x float>, ptr %conv2_weight_grad.w241, align 32
   %w249 = load <8 x float>, ptr %conv2_weight_grad.w249, align 32
-  %460 = fsub <8 x float> %w24161, %w249
-  store <8 x float> %460, ptr %conv2_weight_grad.w262, align 32
-  %w238 = load <8 x float>, ptr %conv2_weight_grad.w238, align 32
-  %w246 = load <8 x float>, ptr %conv2_weight_grad.w246, align 32
-  %461 = fsub <8 x float> %w238, %w246
-  store <8 x float> %461, ptr %conv2_weight_grad.w263, align 32
+  %449 = fsub <8 x float> %w241, %w249
+  store <8 x float> %449, ptr %conv2_weight_grad.w257, align 32
+  %w245 = load <8 x float>, ptr %conv2_weight_grad.w245, align 32
+  %w24950 = load <8 x float>, ptr %conv2_weight_grad.w249, align 32
+  %450 = fadd <8 x float> %w245, %w24950
+  store <8 x float> %450, ptr %conv2_weight_grad.w258, align 32
+  %w24951 = load <8 x float>, ptr %conv2_weight_grad.w249, align 32
+  %w24552 = load <8 x float>, ptr %conv2_weight_grad.w245, align 32
+  %451 = fsub <8 x float> %w24951, %w24552
+  store <8 x float> %451, ptr %conv2_weight_grad.w259, align 32
+  %w24553 = load <8 x float>, ptr %conv2_weight_grad.w245, align 32
+  %w253 = load <8 x float>, ptr %conv2_weight_grad.w253, align 32
+  %452 = fsub <8 x float> %w24553, %w253
+  store <8 x float> %452, ptr %conv2_weight_grad.w260, align 32
   %w242 = load <8 x float>, ptr %conv2_weight_grad.w242, align 32
-  %w24662 = load <8 x float>, ptr %conv2_weight_grad.w246, align 32
-  %462 = fadd <8 x float> %w242, %w24662
-  store <8 x float> %462, ptr %conv2_weight_grad.w264, align 32
-  %w24663 = load <8 x float>, ptr %conv2_weight_grad.w246, align 32
-  %w24264 = load <8 x float>, ptr %conv2_weight_grad.w242, align 32
-  %463 = fsub <8 x float> %w24663, %w24264
-  store <8 x float> %463, ptr %conv2_weight_grad.w265, align 32
-  %w24265 = load <8 x float>, ptr %conv2_weight_grad.w242, align 32
   %w250 = load <8 x float>, ptr %conv2_weight_grad.w250, align 32
-  %464 = fsub <8 x float> %w24265, %w250
-  store <8 x float> %464, ptr %conv2_weight_grad.w266, align 32
+  %453 = fsub <8 x float> %w242, %w250
+  store <8 x float> %453, ptr %conv2_weight_grad.w261, align 32
+  %w246 = load <8 x float>, ptr %conv2_weight_grad.w246, align 32
+  %w25054 = load <8 x float>, ptr %conv2_weight_grad.w250, align 32
+  %454 = fadd <8 x float> %w246, %w25054
+  store <8 x float> %454, ptr %conv2_weight_grad.w262, align 32
+  %w25055 = load <8 x float>, ptr %conv2_weight_grad.w250, align 32
+  %w24656 = load <8 x float>, ptr %conv2_weight_grad.w246, align 32
+  %455 = fsub <8 x float> %w25055, %w24656
+  store <8 x float> %455, ptr %conv2_weight_grad.w263, align 32
+  %w24657 = load <8 x float>, ptr %conv2_weight_grad.w246, align 32
+  %w254 = load <8 x float>, ptr %conv2_weight_grad.w254, align 32
+  %456 = fsub <8 x float> %w24657, %w254
+  store <8 x float> %456, ptr %conv2_weight_grad.w264, align 32
+  %w243 = load <8 x float>, ptr %conv2_weight_grad.w243, align 32
   %w251 = load <8 x float>, ptr %conv2_weight_grad.w251, align 32
-  %465 = mul nsw i64 %conv2_weight_grad.j23114, 196
-  %466 = mul nsw i64 %conv2_weight_grad.ty23215, 14
+  %457 = fsub <8 x float> %w243, %w251
+  store <8 x float> %457, ptr %conv2_weight_grad.w265, align 32
+  %w247 = load <8 x float>, ptr %conv2_weight_grad.w247, align 32
+  %w25158 = load <8 x float>, ptr %conv2_weight_grad.w251, align 32
+  %458 = fadd <8 x float> %w247, %w25158
+  store <8 x float> %458, ptr %conv2_weight_grad.w266, align 32
+  %w25159 = load <8 x float>, ptr %conv2_weight_grad.w251, align 32
+  %w24760 = load <8 x float>, ptr %conv2_weight_grad.w247, align 32
+  %459 = fsub <8 x float> %w25159, %w24760
+  store <8 x float> %459, ptr %conv2_weight_grad.w267, align 32
+  %w24761 = load <8 x float>, ptr %conv2_weight_grad.w247, align 32
+  %w255 = load <8 x float>, ptr %conv2_weight_grad.w255, align 32
+  %460 = fsub <8 x float> %w24761, %w255
+  store <8 x float> %460, ptr %conv2_weight_grad.w268, align 32
+  %w244 = load <8 x float>, ptr %conv2_weight_grad.w244, align 32
+  %w252 = load <8 x float>, ptr %conv2_weight_grad.w252, align 32
+  %461 = fsub <8 x float> %w244, %w252
+  store <8 x float> %461, ptr %conv2_weight_grad.w269, align 32
+  %w248 = load <8 x float>, ptr %conv2_weight_grad.w248, align 32
+  %w25262 = load <8 x float>, ptr %conv2_weight_grad.w252, align 32
+  %462 = fadd <8 x float> %w248, %w25262
+  store <8 x float> %462, ptr %conv2_weight_grad.w270, align 32
+  %w25263 = load <8 x float>, ptr %conv2_weight_grad.w252, align 32
+  %w24864 = load <8 x float>, ptr %conv2_weight_grad.w248, align 32
+  %463 = fsub <8 x float> %w25263, %w24864
+  store <8 x float> %463, ptr %conv2_weight_grad.w271, align 32
+  %w24865 = load <8 x float>, ptr %conv2_weight_grad.w248, align 32
+  %w256 = load <8 x float>, ptr %conv2_weight_grad.w256, align 32
+  %464 = fsub <8 x float> %w24865, %w256
+  store <8 x float> %464, ptr %conv2_weight_grad.w272, align 32
+  %w257 = load <8 x float>, ptr %conv2_weight_grad.w257, align 32
+  %465 = mul nsw i64 %conv2_weight_grad.j23714, 196
+  %466 = mul nsw i64 %conv2_weight_grad.ty23815, 14
   %467 = add nsw i64 %465, %466
-  %468 = add nsw i64 %467, %conv2_weight_grad.tx23316
+  %468 = add nsw i64 %467, %conv2_weight_grad.tx23916
   %469 = mul nsw i64 %468, 32
   %470 = add nsw i64 1634432, %469
-  %471 = mul nsw i64 %conv2_weight_grad.cv23417, 8
+  %471 = mul nsw i64 %conv2_weight_grad.cv24017, 8
   %472 = add nsw i64 %470, %471
   %arena66 = getelementptr inbounds float, ptr %arena, i64 %472
-  store <8 x float> %w251, ptr %arena66, align 4
-  %w252 = load <8 x float>, ptr %conv2_weight_grad.w252, align 32
-  %473 = mul nsw i64 %conv2_weight_grad.j23114, 196
-  %474 = mul nsw i64 %conv2_weight_grad.ty23215, 14
+  store <8 x float> %w257, ptr %arena66, align 4
+  %w258 = load <8 x float>, ptr %conv2_weight_grad.w258, align 32
+  %473 = mul nsw i64 %conv2_weight_grad.j23714, 196
+  %474 = mul nsw i64 %conv2_weight_grad.ty23815, 14
   %475 = add nsw i64 %473, %474
-  %476 = add nsw i64 %475, %conv2_weight_grad.tx23316
+  %476 = add nsw i64 %475, %conv2_weight_grad.tx23916
   %477 = mul nsw i64 %476, 32
   %478 = add nsw i64 1640704, %477
-  %479 = mul nsw i64 %conv2_weight_grad.cv23417, 8
+  %479 = mul nsw i64 %conv2_weight_grad.cv24017, 8
   %480 = add nsw i64 %478, %479
   %arena67 = getelementptr inbounds float, ptr %arena, i64 %480
-  store <8 x float> %w252, ptr %arena67, align 4
-  %w253 = load <8 x float>, ptr %conv2_weight_grad.w253, align 32
-  %481 = mul nsw i64 %conv2_weight_grad.j23114, 196
-  %482 = mul nsw i64 %conv2_weight_grad.ty23215, 14
+  store <8 x float> %w258, ptr %arena67, align 4
+  %w259 = load <8 x float>, ptr %conv2_weight_grad.w259, align 32
+  %481 = mul nsw i64 %conv2_weight_grad.j23714, 196
+  %482 = mul nsw i64 %conv2_weight_grad.ty23815, 14
   %483 = add nsw i64 %481, %482
-  %484 = add nsw i64 %483, %conv2_weight_grad.tx23316
+  %484 = add nsw i64 %483, %conv2_weight_grad.tx23916
   %485 = mul nsw i64 %484, 32
   %486 = add nsw i64 1646976, %485
-  %487 = mul nsw i64 %conv2_weight_grad.cv23417, 8
+  %487 = mul nsw i64 %conv2_weight_grad.cv24017, 8
   %488 = add nsw i64 %486, %487
   %arena68 = getelementptr inbounds float, ptr %arena, i64 %488
-  store <8 x float> %w253, ptr %arena68, align 4
-  %w254 = load <8 x float>, ptr %conv2_weight_grad.w254, align 32
-  %489 = mul nsw i64 %conv2_weight_grad.j23114, 196
-  %490 = mul nsw i64 %conv2_weight_grad.ty23215, 14
+  store <8 x float> %w259, ptr %arena68, align 4
+  %w260 = load <8 x float>, ptr %conv2_weight_grad.w260, align 32
+  %489 = mul nsw i64 %conv2_weight_grad.j23714, 196
+  %490 = mul nsw i64 %conv2_weight_grad.ty23815, 14
   %491 = add nsw i64 %489, %490
-  %492 = add nsw i64 %491, %conv2_weight_grad.tx23316
+  %492 = add nsw i64 %491, %conv2_weight_grad.tx23916
   %493 = mul nsw i64 %492, 32
   %494 = add nsw i64 1653248, %493
-  %495 = mul nsw i64 %conv2_weight_grad.cv23417, 8
+  %495 = mul nsw i64 %conv2_weight_grad.cv24017, 8
   %496 = add nsw i64 %494, %495
   %arena69 = getelementptr inbounds float, ptr %arena, i64 %496
-  store <8 x float> %w254, ptr %arena69, align 4
-  %w255 = load <8 x float>, ptr %conv2_weight_grad.w255, align 32
-  %497 = mul nsw i64 %conv2_weight_grad.j23114, 196
-  %498 = mul nsw i64 %conv2_weight_grad.ty23215, 14
+  store <8 x float> %w260, ptr %arena69, align 4
+  %w261 = load <8 x float>, ptr %conv2_weight_grad.w261, align 32
+  %497 = mul nsw i64 %conv2_weight_grad.j23714, 196
+  %498 = mul nsw i64 %conv2_weight_grad.ty23815, 14
   %499 = add nsw i64 %497, %498
-  %500 = add nsw i64 %499, %conv2_weight_grad.tx23316
+  %500 = add nsw i64 %499, %conv2_weight_grad.tx23916
   %501 = mul nsw i64 %500, 32
   %502 = add nsw i64 1659520, %501
-  %503 = mul nsw i64 %conv2_weight_grad.cv23417, 8
+  %503 = mul nsw i64 %conv2_weight_grad.cv24017, 8
   %504 = add nsw i64 %502, %503
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %504
-  store <8 x float> %w255, ptr %arena70, align 4
-  %w256 = load <8 x float>, ptr %conv2_weight_grad.w256, align 32
-  %505 = mul nsw i64 %conv2_weight_grad.j23114, 196
-  %506 = mul nsw i64 %conv2_weight_grad.ty23215, 14
+  store <8 x float> %w261, ptr %arena70, align 4
+  %w262 = load <8 x float>, ptr %conv2_weight_grad.w262, align 32
+  %505 = mul nsw i64 %conv2_weight_grad.j23714, 196
+  %506 = mul nsw i64 %conv2_weight_grad.ty23815, 14
   %507 = add nsw i64 %505, %506
-  %508 = add nsw i64 %507, %conv2_weight_grad.tx23316
+  %508 = add nsw i64 %507, %conv2_weight_grad.tx23916
   %509 = mul nsw i64 %508, 32
   %510 = add nsw i64 1665792, %509
-  %511 = mul nsw i64 %conv2_weight_grad.cv23417, 8
+  %511 = mul nsw i64 %conv2_weight_grad.cv24017, 8
   %512 = add nsw i64 %510, %511
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %512
-  store <8 x float> %w256, ptr %arena71, align 4
-  %w257 = load <8 x float>, ptr %conv2_weight_grad.w257, align 32
-  %513 = mul nsw i64 %conv2_weight_grad.j23114, 196
-  %514 = mul nsw i64 %conv2_weight_grad.ty23215, 14
+  store <8 x float> %w262, ptr %arena71, align 4
+  %w263 = load <8 x float>, ptr %conv2_weight_grad.w263, align 32
+  %513 = mul nsw i64 %conv2_weight_grad.j23714, 196
+  %514 = mul nsw i64 %conv2_weight_grad.ty23815, 14
   %515 = add nsw i64 %513, %514
-  %516 = add nsw i64 %515, %conv2_weight_grad.tx23316
+  %516 = add nsw i64 %515, %conv2_weight_grad.tx23916
   %517 = mul nsw i64 %516, 32
   %518 = add nsw i64 1672064, %517
-  %519 = mul nsw i64 %conv2_weight_grad.cv23417, 8
+  %519 = mul nsw i64 %conv2_weight_grad.cv24017, 8
   %520 = add nsw i64 %518, %519
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %520
-  store <8 x float> %w257, ptr %arena72, align 4
-  %w258 = load <8 x float>, ptr %conv2_weight_grad.w258, align 32
-  %521 = mul nsw i64 %conv2_weight_grad.j23114, 196
-  %522 = mul nsw i64 %conv2_weight_grad.ty23215, 14
+  store <8 x float> %w263, ptr %arena72, align 4
+  %w264 = load <8 x float>, ptr %conv2_weight_grad.w264, align 32
+  %521 = mul nsw i64 %conv2_weight_grad.j23714, 196
+  %522 = mul nsw i64 %conv2_weight_grad.ty23815, 14
   %523 = add nsw i64 %521, %522
-  %524 = add nsw i64 %523, %conv2_weight_grad.tx23316
+  %524 = add nsw i64 %523, %conv2_weight_grad.tx23916
   %525 = mul nsw i64 %524, 32
   %526 = add nsw i64 1678336, %525
-  %527 = mul nsw i64 %conv2_weight_grad.cv23417, 8
+  %527 = mul nsw i64 %conv2_weight_grad.cv24017, 8
   %528 = add nsw i64 %526, %527
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %528
-  store <8 x float> %w258, ptr %arena73, align 4
-  %w259 = load <8 x float>, ptr %conv2_weight_grad.w259, align 32
-  %529 = mul nsw i64 %conv2_weight_grad.j23114, 196
-  %530 = mul nsw i64 %conv2_weight_grad.ty23215, 14
+  store <8 x float> %w264, ptr %arena73, align 4
+  %w265 = load <8 x float>, ptr %conv2_weight_grad.w265, align 32
+  %529 = mul nsw i64 %conv2_weight_grad.j23714, 196
+  %530 = mul nsw i64 %conv2_weight_grad.ty23815, 14
   %531 = add nsw i64 %529, %530
-  %532 = add nsw i64 %531, %conv2_weight_grad.tx23316
+  %532 = add nsw i64 %531, %conv2_weight_grad.tx23916
   %533 = mul nsw i64 %532, 32
   %534 = add nsw i64 1684608, %533
-  %535 = mul nsw i64 %conv2_weight_grad.cv23417, 8
+  %535 = mul nsw i64 %conv2_weight_grad.cv24017, 8
   %536 = add nsw i64 %534, %535
   %arena74 = getelementptr inbounds float, ptr %arena, i64 %536
-  store <8 x float> %w259, ptr %arena74, align 4
-  %w260 = load <8 x float>, ptr %conv2_weight_grad.w260, align 32
-  %537 = mul nsw i64 %conv2_weight_grad.j23114, 196
-  %538 = mul nsw i64 %conv2_weight_grad.ty23215, 14
+  store <8 x float> %w265, ptr %arena74, align 4
+  %w266 = load <8 x float>, ptr %conv2_weight_grad.w266, align 32
+  %537 = mul nsw i64 %conv2_weight_grad.j23714, 196
+  %538 = mul nsw i64 %conv2_weight_grad.ty23815, 14
   %539 = add nsw i64 %537, %538
-  %540 = add nsw i64 %539, %conv2_weight_grad.tx23316
+  %540 = add nsw i64 %539, %conv2_weight_grad.tx23916
   %541 = mul nsw i64 %540, 32
   %542 = add nsw i64 1690880, %541
-  %543 = mul nsw i64 %conv2_weight_grad.cv23417, 8
+  %543 = mul nsw i64 %conv2_weight_grad.cv24017, 8
   %544 = add nsw i64 %542, %543
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %544
-  store <8 x float> %w260, ptr %arena75, align 4
-  %w261 = load <8 x float>, ptr %conv2_weight_grad.w261, align 32
-  %545 = mul nsw i64 %conv2_weight_grad.j23114, 196
-  %546 = mul nsw i64 %conv2_weight_grad.ty23215, 14
+  store <8 x float> %w266, ptr %arena75, align 4
+  %w267 = load <8 x float>, ptr %conv2_weight_grad.w267, align 32
+  %545 = mul nsw i64 %conv2_weight_grad.j23714, 196
+  %546 = mul nsw i64 %conv2_weight_grad.ty23815, 14
   %547 = add nsw i64 %545, %546
-  %548 = add nsw i64 %547, %conv2_weight_grad.tx23316
+  %548 = add nsw i64 %547, %conv2_weight_grad.tx23916
   %549 = mul nsw i64 %548, 32
   %550 = add nsw i64 1697152, %549
-  %551 = mul nsw i64 %conv2_weight_grad.cv23417, 8
+  %551 = mul nsw i64 %conv2_weight_grad.cv24017, 8
   %552 = add nsw i64 %550, %551
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %552
-  store <8 x float> %w261, ptr %arena76, align 4
-  %w262 = load <8 x float>, ptr %conv2_weight_grad.w262, align 32
-  %553 = mul nsw i64 %conv2_weight_grad.j23114, 196
-  %554 = mul nsw i64 %conv2_weight_grad.ty23215, 14
+  store <8 x float> %w267, ptr %arena76, align 4
+  %w268 = load <8 x float>, ptr %conv2_weight_grad.w268, align 32
+  %553 = mul nsw i64 %conv2_weight_grad.j23714, 196
+  %554 = mul nsw i64 %conv2_weight_grad.ty23815, 14
   %555 = add nsw i64 %553, %554
-  %556 = add nsw i64 %555, %conv2_weight_grad.tx23316
+  %556 = add nsw i64 %555, %conv2_weight_grad.tx23916
   %557 = mul nsw i64 %556, 32
   %558 = add nsw i64 1703424, %557
-  %559 = mul nsw i64 %conv2_weight_grad.cv23417, 8
+  %559 = mul nsw i64 %conv2_weight_grad.cv24017, 8
   %560 = add nsw i64 %558, %559
   %arena77 = getelementptr inbounds float, ptr %arena, i64 %560
-  store <8 x float> %w262, ptr %arena77, align 4
-  %w263 = load <8 x float>, ptr %conv2_weight_grad.w263, align 32
-  %561 = mul nsw i64 %conv2_weight_grad.j23114, 196
-  %562 = mul nsw i64 %conv2_weight_grad.ty23215, 14
+  store <8 x float> %w268, ptr %arena77, align 4
+  %w269 = load <8 x float>, ptr %conv2_weight_grad.w269, align 32
+  %561 = mul nsw i64 %conv2_weight_grad.j23714, 196
+  %562 = mul nsw i64 %conv2_weight_grad.ty23815, 14
   %563 = add nsw i64 %561, %562
-  %564 = add nsw i64 %563, %conv2_weight_grad.tx23316
+  %564 = add nsw i64 %563, %conv2_weight_grad.tx23916
   %565 = mul nsw i64 %564, 32
   %566 = add nsw i64 1709696, %565
-  %567 = mul nsw i64 %conv2_weight_grad.cv23417, 8
+  %567 = mul nsw i64 %conv2_weight_grad.cv24017, 8
   %568 = add nsw i64 %566, %567
   %arena78 = getelementptr inbounds float, ptr %arena, i64 %568
-  store <8 x float> %w263, ptr %arena78, align 4
-  %w264 = load <8 x float>, ptr %conv2_weight_grad.w264, align 32
-  %569 = mul nsw i64 %conv2_weight_grad.j23114, 196
-  %570 = mul nsw i64 %conv2_weight_grad.ty23215, 14
+  store <8 x float> %w269, ptr %arena78, align 4
+  %w270 = load <8 x float>, ptr %conv2_weight_grad.w270, align 32
+  %569 = mul nsw i64 %conv2_weight_grad.j23714, 196
+  %570 = mul nsw i64 %conv2_weight_grad.ty23815, 14
   %571 = add nsw i64 %569, %570
-  %572 = add nsw i64 %571, %conv2_weight_grad.tx23316
+  %572 = add nsw i64 %571, %conv2_weight_grad.tx23916
   %573 = mul nsw i64 %572, 32
   %574 = add nsw i64 1715968, %573
-  %575 = mul nsw i64 %conv2_weight_grad.cv23417, 8
+  %575 = mul nsw i64 %conv2_weight_grad.cv24017, 8
   %576 = add nsw i64 %574, %575
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %576
-  store <8 x float> %w264, ptr %arena79, align 4
-  %w265 = load <8 x float>, ptr %conv2_weight_grad.w265, align 32
-  %577 = mul nsw i64 %conv2_weight_grad.j23114, 196
-  %578 = mul nsw i64 %conv2_weight_grad.ty23215, 14
+  store <8 x float> %w270, ptr %arena79, align 4
+  %w271 = load <8 x float>, ptr %conv2_weight_grad.w271, align 32
+  %577 = mul nsw i64 %conv2_weight_grad.j23714, 196
+  %578 = mul nsw i64 %conv2_weight_grad.ty23815, 14
   %579 = add nsw i64 %577, %578
-  %580 = add nsw i64 %579, %conv2_weight_grad.tx23316
+  %580 = add nsw i64 %579, %conv2_weight_grad.tx23916
   %581 = mul nsw i64 %580, 32
   %582 = add nsw i64 1722240, %581
-  %583 = mul nsw i64 %conv2_weight_grad.cv23417, 8
+  %583 = mul nsw i64 %conv2_weight_grad.cv24017, 8
   %584 = add nsw i64 %582, %583
   %arena80 = getelementptr inbounds float, ptr %arena, i64 %584
-  store <8 x float> %w265, ptr %arena80, align 4
-  %w266 = load <8 x float>, ptr %conv2_weight_grad.w266, align 32
-  %585 = mul nsw i64 %conv2_weight_grad.j23114, 196
-  %586 = mul nsw i64 %conv2_weight_grad.ty23215, 14
+  store <8 x float> %w271, ptr %arena80, align 4
+  %w272 = load <8 x float>, ptr %conv2_weight_grad.w272, align 32
+  %585 = mul nsw i64 %conv2_weight_grad.j23714, 196
+  %586 = mul nsw i64 %conv2_weight_grad.ty23815, 14
   %587 = add nsw i64 %585, %586
-  %588 = add nsw i64 %587, %conv2_weight_grad.tx23316
+  %588 = add nsw i64 %587, %conv2_weight_grad.tx23916
   %589 = mul nsw i64 %588, 32
   %590 = add nsw i64 1728512, %589
-  %591 = mul nsw i64 %conv2_weight_grad.cv23417, 8
+  %591 = mul nsw i64 %conv2_weight_grad.cv24017, 8
   %592 = add nsw i64 %590, %591
   %arena81 = getelementptr inbounds float, ptr %arena, i64 %592
-  store <8 x float> %w266, ptr %arena81, align 4
-  %cv234.next = add nsw i64 %conv2_weight_grad.cv23417, 1
-  %593 = icmp slt i64 %cv234.next, 4
-  br i1 %593, label %conv2_weight_grad.cv234, label %conv2_weight_grad.cv234.end
+  store <8 x float> %w272, ptr %arena81, align 4
+  %cv240.next = add nsw i64 %conv2_weight_grad.cv24017, 1
+  %593 = icmp slt i64 %cv240.next, 4
+  br i1 %593, label %conv2_weight_grad.cv240, label %conv2_weight_grad.cv240.end
 
-conv2_weight_grad.cv234.end:                      ; preds = %conv2_weight_grad.cv234
-  %tx233.next = add nsw i64 %conv2_weight_grad.tx23316, 1
-  %594 = icmp slt i64 %tx233.next, 14
-  br i1 %594, label %conv2_weight_grad.tx233, label %conv2_weight_grad.tx233.end
+conv2_weight_grad.cv240.end:                      ; preds = %conv2_weight_grad.cv240
+  %tx239.next = add nsw i64 %conv2_weight_grad.tx23916, 1
+  %594 = icmp slt i64 %tx239.next, 14
+  br i1 %594, label %conv2_weight_grad.tx239, label %conv2_weight_grad.tx239.end
 
-conv2_weight_grad.j267:                           ; preds = %conv2_weight_grad.c268.end, %conv2_weight_grad.j231.end
-  %conv2_weight_grad.j26782 = phi i64 [ 0, %conv2_weight_grad.j231.end ], [ %j267.next, %conv2_weight_grad.c268.end ]
-  br label %conv2_weight_grad.c268
+conv2_weight_grad.j273:                           ; preds = %conv2_weight_grad.iy274.end, %conv2_weight_grad.j237.end
+  %conv2_weight_grad.j27382 = phi i64 [ 0, %conv2_weight_grad.j237.end ], [ %j273.next, %conv2_weight_grad.iy274.end ]
+  br label %conv2_weight_grad.iy274
 
-conv2_weight_grad.j267.end:                       ; preds = %conv2_weight_grad.c268.end
-  br label %conv2_weight_grad.j271
+conv2_weight_grad.j273.end:                       ; preds = %conv2_weight_grad.iy274.end
+  br label %conv2_weight_grad.j277
 
-conv2_weight_grad.c268:                           ; preds = %conv2_weight_grad.iy269.end, %conv2_weight_grad.j267
-  %conv2_weight_grad.c26883 = phi i64 [ 0, %conv2_weight_grad.j267 ], [ %c268.next, %conv2_weight_grad.iy269.end ]
-  br label %conv2_weight_grad.iy269
+conv2_weight_grad.iy274:                          ; preds = %conv2_weight_grad.c275.end, %conv2_weight_grad.j273
+  %conv2_weight_grad.iy27483 = phi i64 [ 0, %conv2_weight_grad.j273 ], [ %iy274.next, %conv2_weight_grad.c275.end ]
+  br label %conv2_weight_grad.c275
 
-conv2_weight_grad.c268.end:                       ; preds = %conv2_weight_grad.iy269.end
-  %j267.next = add nsw i64 %conv2_weight_grad.j26782, 1
-  %595 = icmp slt i64 %j267.next, 1
-  br i1 %595, label %conv2_weight_grad.j267, label %conv2_weight_grad.j267.end
+conv2_weight_grad.iy274.end:                      ; preds = %conv2_weight_grad.c275.end
+  %j273.next = add nsw i64 %conv2_weight_grad.j27382, 1
+  %595 = icmp slt i64 %j273.next, 1
+  br i1 %595, label %conv2_weight_grad.j273, label %conv2_weight_grad.j273.end
 
-conv2_weight_grad.iy269:                          ; preds = %conv2_weight_grad.ix270.end, %conv2_weight_grad.c268
-  %conv2_weight_grad.iy26984 = phi i64 [ 0, %conv2_weight_grad.c268 ], [ %iy269.next, %conv2_weight_grad.ix270.end ]
-  br label %conv2_weight_grad.ix270
+conv2_weight_grad.c275:                           ; preds = %conv2_weight_grad.ix276.end, %conv2_weight_grad.iy274
+  %conv2_weight_grad.c27584 = phi i64 [ 0, %conv2_weight_grad.iy274 ], [ %c275.next, %conv2_weight_grad.ix276.end ]
+  br label %conv2_weight_grad.ix276
 
-conv2_weight_grad.iy269.end:                      ; preds = %conv2_weight_grad.ix270.end
-  %c268.next = add nsw i64 %conv2_weight_grad.c26883, 1
-  %596 = icmp slt i64 %c268.next, 64
-  br i1 %596, label %conv2_weight_grad.c268, label %conv2_weight_grad.c268.end
+conv2_weight_grad.c275.end:                       ; preds = %conv2_weight_grad.ix276.end
+  %iy274.next = add nsw i64 %conv2_weight_grad.iy27483, 1
+  %596 = icmp slt i64 %iy274.next, 28
+  br i1 %596, label %conv2_weight_grad.iy274, label %conv2_weight_grad.iy274.end
 
-conv2_weight_grad.ix270:                          ; preds = %conv2_weight_grad.ix270, %conv2_weight_grad.iy269
-  %conv2_weight_grad.ix27085 = phi i64 [ 0, %conv2_weight_grad.iy269 ], [ %ix270.next, %conv2_weight_grad.ix270 ]
-  %597 = add nsw i64 %conv2_weight_grad.g2267, %conv2_weight_grad.j26782
+conv2_weight_grad.ix276:                          ; preds = %conv2_weight_grad.ix276, %conv2_weight_grad.c275
+  %conv2_weight_grad.ix27685 = phi i64 [ 0, %conv2_weight_grad.c275 ], [ %ix276.next, %conv2_weight_grad.ix276 ]
+  %597 = add nsw i64 %conv2_weight_grad.g2327, %conv2_weight_grad.j27382
   %598 = mul nsw i64 %597, 50176
   %599 = add nsw i64 4031120, %598
-  %600 = mul nsw i64 %conv2_weight_grad.c26883, 784
+  %600 = mul nsw i64 %conv2_weight_grad.c27584, 784
   %601 = add nsw i64 %599, %600
-  %602 = mul nsw i64 %conv2_weight_grad.iy26984, 28
+  %602 = mul nsw i64 %conv2_weight_grad.iy27483, 28
   %603 = add nsw i64 %601, %602
-  %604 = add nsw i64 %603, %conv2_weight_grad.ix27085
+  %604 = add nsw i64 %603, %conv2_weight_grad.ix27685
   %arena86 = getelementptr inbounds float, ptr %arena, i64 %604
   %605 = load float, ptr %arena86, align 4
-  %606 = mul nsw i64 %conv2_weight_grad.j26782, 50176
-  %607 = mul nsw i64 %conv2_weight_grad.iy26984, 1792
+  %606 = mul nsw i64 %conv2_weight_grad.j27382, 50176
+  %607 = mul nsw i64 %conv2_weight_grad.iy27483, 1792
   %608 = add nsw i64 %606, %607
-  %609 = mul nsw i64 %conv2_weight_grad.ix27085, 64
+  %609 = mul nsw i64 %conv2_weight_grad.ix27685, 64
   %610 = add nsw i64 %608, %609
-  %611 = add nsw i64 %610, %conv2_weight_grad.c26883
+  %611 = add nsw i64 %610, %conv2_weight_grad.c27584
   %612 = add nsw i64 1734784, %611
   %arena87 = getelementptr inbounds float, ptr %arena, i64 %612
   store float %605, ptr %arena87, align 4
-  %ix270.next = add nsw i64 %conv2_weight_grad.ix27085, 1
-  %613 = icmp slt i64 %ix270.next, 28
-  br i1 %613, label %conv2_weight_grad.ix270, label %conv2_weight_grad.ix270.end
+  %ix276.next = add nsw i64 %conv2_weight_grad.ix27685, 1
+  %613 = icmp slt i64 %ix276.next, 28
+  br i1 %613, label %conv2_weight_grad.ix276, label %conv2_weight_grad.ix276.end
 
-conv2_weight_grad.ix270.end:                      ; preds = %conv2_weight_grad.ix270
-  %iy269.next = add nsw i64 %conv2_weight_grad.iy26984, 1
-  %614 = icmp slt i64 %iy269.next, 28
-  br i1 %614, label %conv2_weight_grad.iy269, label %conv2_weight_grad.iy269.end
+conv2_weight_grad.ix276.end:                      ; preds = %conv2_weight_grad.ix276
+  %c275.next = add nsw i64 %conv2_weight_grad.c27584, 1
+  %614 = icmp slt i64 %c275.next, 64
+  br i1 %614, label %conv2_weight_grad.c275, label %conv2_weight_grad.c275.end
 
-conv2_weight_grad.j271:                           ; preds = %conv2_weight_grad.ty272.end, %conv2_weight_grad.j267.end
-  %conv2_weight_grad.j27188 = phi i64 [ 0, %conv2_weight_grad.j267.end ], [ %j271.next, %conv2_weight_grad.ty272.end ]
-  br label %conv2_weight_grad.ty272
+conv2_weight_grad.j277:                           ; preds = %conv2_weight_grad.ty278.end, %conv2_weight_grad.j273.end
+  %conv2_weight_grad.j27788 = phi i64 [ 0, %conv2_weight_grad.j273.end ], [ %j277.next, %conv2_weight_grad.ty278.end ]
+  br label %conv2_weight_grad.ty278
 
-conv2_weight_grad.j271.end:                       ; preds = %conv2_weight_grad.ty272.end
-  br label %conv2_weight_grad.xi299
+conv2_weight_grad.j277.end:                       ; preds = %conv2_weight_grad.ty278.end
+  br label %conv2_weight_grad.xi305
 
-conv2_weight_grad.ty272:                          ; preds = %conv2_weight_grad.tx273.end, %conv2_weight_grad.j271
-  %conv2_weight_grad.ty27289 = phi i64 [ 0, %conv2_weight_grad.j271 ], [ %ty272.next, %conv2_weight_grad.tx273.end ]
-  br label %conv2_weight_grad.tx273
+conv2_weight_grad.ty278:                          ; preds = %conv2_weight_grad.tx279.end, %conv2_weight_grad.j277
+  %conv2_weight_grad.ty27889 = phi i64 [ 0, %conv2_weight_grad.j277 ], [ %ty278.next, %conv2_weight_grad.tx279.end ]
+  br label %conv2_weight_grad.tx279
 
-conv2_weight_grad.ty272.end:                      ; preds = %conv2_weight_grad.tx273.end
-  %j271.next = add nsw i64 %conv2_weight_grad.j27188, 1
-  %615 = icmp slt i64 %j271.next, 1
-  br i1 %615, label %conv2_weight_grad.j271, label %conv2_weight_grad.j271.end
+conv2_weight_grad.ty278.end:                      ; preds = %conv2_weight_grad.tx279.end
+  %j277.next = add nsw i64 %conv2_weight_grad.j27788, 1
+  %615 = icmp slt i64 %j277.next, 1
+  br i1 %615, label %conv2_weight_grad.j277, label %conv2_weight_grad.j277.end
 
-conv2_weight_grad.tx273:                          ; preds = %conv2_weight_grad.cv274.end, %conv2_weight_grad.ty272
-  %conv2_weight_grad.tx27390 = phi i64 [ 0, %conv2_weight_grad.ty272 ], [ %tx273.next, %conv2_weight_grad.cv274.end ]
-  br label %conv2_weight_grad.cv274
+conv2_weight_grad.tx279:                          ; preds = %conv2_weight_grad.cv280.end, %conv2_weight_grad.ty278
+  %conv2_weight_grad.tx27990 = phi i64 [ 0, %conv2_weight_grad.ty278 ], [ %tx279.next, %conv2_weight_grad.cv280.end ]
+  br label %conv2_weight_grad.cv280
 
-conv2_weight_grad.tx273.end:                      ; preds = %conv2_weight_grad.cv274.end
-  %ty272.next = add nsw i64 %conv2_weight_grad.ty27289, 1
-  %616 = icmp slt i64 %ty272.next, 14
-  br i1 %616, label %conv2_weight_grad.ty272, label %conv2_weight_grad.ty272.end
+conv2_weight_grad.tx279.end:                      ; preds = %conv2_weight_grad.cv280.end
+  %ty278.next = add nsw i64 %conv2_weight_grad.ty27889, 1
+  %616 = icmp slt i64 %ty278.next, 14
+  br i1 %616, label %conv2_weight_grad.ty278, label %conv2_weight_grad.ty278.end
 
-conv2_weight_grad.cv274:                          ; preds = %conv2_weight_grad.cv274, %conv2_weight_grad.tx273
-  %conv2_weight_grad.cv27491 = phi i64 [ 0, %conv2_weight_grad.tx273 ], [ %cv274.next, %conv2_weight_grad.cv274 ]
-  %617 = mul nsw i64 %conv2_weight_grad.j27188, 50176
-  %618 = mul nsw i64 %conv2_weight_grad.ty27289, 2
+conv2_weight_grad.cv280:                          ; preds = %conv2_weight_grad.cv280, %conv2_weight_grad.tx279
+  %conv2_weight_grad.cv28091 = phi i64 [ 0, %conv2_weight_grad.tx279 ], [ %cv280.next, %conv2_weight_grad.cv280 ]
+  %617 = mul nsw i64 %conv2_weight_grad.j27788, 50176
+  %618 = mul nsw i64 %conv2_weight_grad.ty27889, 2
   %619 = mul nsw i64 %618, 1792
   %620 = add nsw i64 %617, %619
-  %621 = mul nsw i64 %conv2_weight_grad.tx27390, 2
+  %621 = mul nsw i64 %conv2_weight_grad.tx27990, 2
   %622 = mul nsw i64 %621, 64
   %623 = add nsw i64 %620, %622
-  %624 = mul nsw i64 %conv2_weight_grad.cv27491, 8
+  %624 = mul nsw i64 %conv2_weight_grad.cv28091, 8
   %625 = add nsw i64 %623, %624
   %626 = add nsw i64 1734784, %625
   %arena92 = getelementptr inbounds float, ptr %arena, i64 %626
   %627 = load <8 x float>, ptr %arena92, align 4
-  store <8 x float> %627, ptr %conv2_weight_grad.w275, align 32
-  %628 = mul nsw i64 %conv2_weight_grad.j27188, 50176
-  %629 = mul nsw i64 %conv2_weight_grad.ty27289, 2
+  store <8 x float> %627, ptr %conv2_weight_grad.w281, align 32
+  %628 = mul nsw i64 %conv2_weight_grad.j27788, 50176
+  %629 = mul nsw i64 %conv2_weight_grad.ty27889, 2
   %630 = mul nsw i64 %629, 1792
   %631 = add nsw i64 %628, %630
-  %632 = mul nsw i64 %conv2_weight_grad.tx27390, 2
+  %632 = mul nsw i64 %conv2_weight_grad.tx27990, 2
   %633 = mul nsw i64 %632, 64
   %634 = add nsw i64 %631, %633
-  %635 = mul nsw i64 %conv2_weight_grad.cv27491, 8
+  %635 = mul nsw i64 %conv2_weight_grad.cv28091, 8
   %636 = add nsw i64 %634, %635
   %637 = add nsw i64 1734784, %636
   %arena93 = getelementptr inbounds float, ptr %arena, i64 %637
   %638 = load <8 x float>, ptr %arena93, align 4
-  %639 = mul nsw i64 %conv2_weight_grad.j27188, 50176
-  %640 = mul nsw i64 %conv2_weight_grad.ty27289, 2
+  %639 = mul nsw i64 %conv2_weight_grad.j27788, 50176
+  %640 = mul nsw i64 %conv2_weight_grad.ty27889, 2
   %641 = add nsw i64 %640, 1
   %642 = mul nsw i64 %641, 1792
   %643 = add nsw i64 %639, %642
-  %644 = mul nsw i64 %conv2_weight_grad.tx27390, 2
+  %644 = mul nsw i64 %conv2_weight_grad.tx27990, 2
   %645 = mul nsw i64 %644, 64
   %646 = add nsw i64 %643, %645
-  %647 = mul nsw i64 %conv2_weight_grad.cv27491, 8
+  %647 = mul nsw i64 %conv2_weight_grad.cv28091, 8
   %648 = add nsw i64 %646, %647
   %649 = add nsw i64 1734784, %648
   %arena94 = getelementptr inbounds float, ptr %arena, i64 %649
   %650 = load <8 x float>, ptr %arena94, align 4
   %651 = fadd <8 x float> %638, %650
-  store <8 x float> %651, ptr %conv2_weight_grad.w276, align 32
-  %652 = mul nsw i64 %conv2_weight_grad.j27188, 50176
-  %653 = mul nsw i64 %conv2_weight_grad.ty27289, 2
+  store <8 x float> %651, ptr %conv2_weight_grad.w282, align 32
+  %652 = mul nsw i64 %conv2_weight_grad.j27788, 50176
+  %653 = mul nsw i64 %conv2_weight_grad.ty27889, 2
   %654 = mul nsw i64 %653, 1792
   %655 = add nsw i64 %652, %654
-  %656 = mul nsw i64 %conv2_weight_grad.tx27390, 2
+  %656 = mul nsw i64 %conv2_weight_grad.tx27990, 2
   %657 = mul nsw i64 %656, 64
   %658 = add nsw i64 %655, %657
-  %659 = mul nsw i64 %conv2_weight_grad.cv27491, 8
+  %659 = mul nsw i64 %conv2_weight_grad.cv28091, 8
   %660 = add nsw i64 %658, %659
   %661 = add nsw i64 1734784, %660
   %arena95 = getelementptr inbounds float, ptr %arena, i64 %661
   %662 = load <8 x float>, ptr %arena95, align 4
-  %663 = mul nsw i64 %conv2_weight_grad.j27188, 50176
-  %664 = mul nsw i64 %conv2_weight_grad.ty27289, 2
+  %663 = mul nsw i64 %conv2_weight_grad.j27788, 50176
+  %664 = mul nsw i64 %conv2_weight_grad.ty27889, 2
   %665 = add nsw i64 %664, 1
   %666 = mul nsw i64 %665, 1792
   %667 = add nsw i64 %663, %666
-  %668 = mul nsw i64 %conv2_weight_grad.tx27390, 2
+  %668 = mul nsw i64 %conv2_weight_grad.tx27990, 2
   %669 = mul nsw i64 %668, 64
   %670 = add nsw i64 %667, %669
-  %671 = mul nsw i64 %conv2_weight_grad.cv27491, 8
+  %671 = mul nsw i64 %conv2_weight_grad.cv28091, 8
   %672 = add nsw i64 %670, %671
   %673 = add nsw i64 1734784, %672
   %arena96 = getelementptr inbounds float, ptr %arena, i64 %673
   %674 = load <8 x float>, ptr %arena96, align 4
   %675 = fsub <8 x float> %662, %674
-  store <8 x float> %675, ptr %conv2_weight_grad.w277, align 32
-  %676 = mul nsw i64 %conv2_weight_grad.j27188, 50176
-  %677 = mul nsw i64 %conv2_weight_grad.ty27289, 2
+  store <8 x float> %675, ptr %conv2_weight_grad.w283, align 32
+  %676 = mul nsw i64 %conv2_weight_grad.j27788, 50176
+  %677 = mul nsw i64 %conv2_weight_grad.ty27889, 2
   %678 = add nsw i64 %677, 1
   %679 = mul nsw i64 %678, 1792
   %680 = add nsw i64 %676, %679
-  %681 = mul nsw i64 %conv2_weight_grad.tx27390, 2
+  %681 = mul nsw i64 %conv2_weight_grad.tx27990, 2
   %682 = mul nsw i64 %681, 64
   %683 = add nsw i64 %680, %682
-  %684 = mul nsw i64 %conv2_weight_grad.cv27491, 8
+  %684 = mul nsw i64 %conv2_weight_grad.cv28091, 8
   %685 = add nsw i64 %683, %684
   %686 = add nsw i64 1734784, %685
   %arena97 = getelementptr inbounds float, ptr %arena, i64 %686
   %687 = load <8 x float>, ptr %arena97, align 4
   %688 = fmul <8 x float> %687, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
-  store <8 x float> %688, ptr %conv2_weight_grad.w278, align 32
-  %689 = mul nsw i64 %conv2_weight_grad.j27188, 50176
-  %690 = mul nsw i64 %conv2_weight_grad.ty27289, 2
+  store <8 x float> %688, ptr %conv2_weight_grad.w284, align 32
+  %689 = mul nsw i64 %conv2_weight_grad.j27788, 50176
+  %690 = mul nsw i64 %conv2_weight_grad.ty27889, 2
   %691 = mul nsw i64 %690, 1792
   %692 = add nsw i64 %689, %691
-  %693 = mul nsw i64 %conv2_weight_grad.tx27390, 2
+  %693 = mul nsw i64 %conv2_weight_grad.tx27990, 2
   %694 = add nsw i64 %693, 1
   %695 = mul nsw i64 %694, 64
   %696 = add nsw i64 %692, %695
-  %697 = mul nsw i64 %conv2_weight_grad.cv27491, 8
+  %697 = mul nsw i64 %conv2_weight_grad.cv28091, 8
   %698 = add nsw i64 %696, %697
   %699 = add nsw i64 1734784, %698
   %arena98 = getelementptr inbounds float, ptr %arena, i64 %699
   %700 = load <8 x float>, ptr %arena98, align 4
-  store <8 x float> %700, ptr %conv2_weight_grad.w279, align 32
-  %701 = mul nsw i64 %conv2_weight_grad.j27188, 50176
-  %702 = mul nsw i64 %conv2_weight_grad.ty27289, 2
+  store <8 x float> %700, ptr %conv2_weight_grad.w285, align 32
+  %701 = mul nsw i64 %conv2_weight_grad.j27788, 50176
+  %702 = mul nsw i64 %conv2_weight_grad.ty27889, 2
   %703 = mul nsw i64 %702, 1792
   %704 = add nsw i64 %701, %703
-  %705 = mul nsw i64 %conv2_weight_grad.tx27390, 2
+  %705 = mul nsw i64 %conv2_weight_grad.tx27990, 2
   %706 = add nsw i64 %705, 1
   %707 = mul nsw i64 %706, 64
   %708 = add nsw i64 %704, %707
-  %709 = mul nsw i64 %conv2_weight_grad.cv27491, 8
+  %709 = mul nsw i64 %conv2_weight_grad.cv28091, 8
   %710 = add nsw i64 %708, %709
   %711 = add nsw i64 1734784, %710
   %arena99 = getelementptr inbounds float, ptr %arena, i64 %711
   %712 = load <8 x float>, ptr %arena99, align 4
-  %713 = mul nsw i64 %conv2_weight_grad.j27188, 50176
-  %714 = mul nsw i64 %conv2_weight_grad.ty27289, 2
+  %713 = mul nsw i64 %conv2_weight_grad.j27788, 50176
+  %714 = mul nsw i64 %conv2_weight_grad.ty27889, 2
   %715 = add nsw i64 %714, 1
   %716 = mul nsw i64 %715, 1792
   %717 = add nsw i64 %713, %716
-  %718 = mul nsw i64 %conv2_weight_grad.tx27390, 2
+  %718 = mul nsw i64 %conv2_weight_grad.tx27990, 2
   %719 = add nsw i64 %718, 1
   %720 = mul nsw i64 %719, 64
   %721 = add nsw i64 %717, %720
-  %722 = mul nsw i64 %conv2_weight_grad.cv27491, 8
+  %722 = mul nsw i64 %conv2_weight_grad.cv28091, 8
   %723 = add nsw i64 %721, %722
   %724 = add nsw i64 1734784, %723
   %arena100 = getelementptr inbounds float, ptr %arena, i64 %724
   %725 = load <8 x float>, ptr %arena100, align 4
   %726 = fadd <8 x float> %712, %725
-  store <8 x float> %726, ptr %conv2_weight_grad.w280, align 32
-  %727 = mul nsw i64 %conv2_weight_grad.j27188, 50176
-  %728 = mul nsw i64 %conv2_weight_grad.ty27289, 2
+  store <8 x float> %726, ptr %conv2_weight_grad.w286, align 32
+  %727 = mul nsw i64 %conv2_weight_grad.j27788, 50176
+  %728 = mul nsw i64 %conv2_weight_grad.ty27889, 2
   %729 = mul nsw i64 %728, 1792
   %730 = add nsw i64 %727, %729
-  %731 = mul nsw i64 %conv2_weight_grad.tx27390, 2
+  %731 = mul nsw i64 %conv2_weight_grad.tx27990, 2
   %732 = add nsw i64 %731, 1
   %733 = mul nsw i64 %732, 64
   %734 = add nsw i64 %730, %733
-  %735 = mul nsw i64 %conv2_weight_grad.cv27491, 8
+  %735 = mul nsw i64 %conv2_weight_grad.cv28091, 8
   %736 = add nsw i64 %734, %735
   %737 = add nsw i64 1734784, %736
   %arena101 = getelementptr inbounds float, ptr %arena, i64 %737
   %738 = load <8 x float>, ptr %arena101, align 4
-  %739 = mul nsw i64 %conv2_weight_grad.j27188, 50176
-  %740 = mul nsw i64 %conv2_weight_grad.ty27289, 2
+  %739 = mul nsw i64 %conv2_weight_grad.j27788, 50176
+  %740 = mul nsw i64 %conv2_weight_grad.ty27889, 2
   %741 = add nsw i64 %740, 1
   %742 = mul nsw i64 %741, 1792
   %743 = add nsw i64 %739, %742
-  %744 = mul nsw i64 %conv2_weight_grad.tx27390, 2
+  %744 = mul nsw i64 %conv2_weight_grad.tx27990, 2
   %745 = add nsw i64 %744, 1
   %746 = mul nsw i64 %745, 64
   %747 = add nsw i64 %743, %746
-  %748 = mul nsw i64 %conv2_weight_grad.cv27491, 8
+  %748 = mul nsw i64 %conv2_weight_grad.cv28091, 8
   %749 = add nsw i64 %747, %748
   %750 = add nsw i64 1734784, %749
   %arena102 = getelementptr inbounds float, ptr %arena, i64 %750
   %751 = load <8 x float>, ptr %arena102, align 4
   %752 = fsub <8 x float> %738, %751
-  store <8 x float> %752, ptr %conv2_weight_grad.w281, align 32
-  %753 = mul nsw i64 %conv2_weight_grad.j27188, 50176
-  %754 = mul nsw i64 %conv2_weight_grad.ty27289, 2
+  store <8 x float> %752, ptr %conv2_weight_grad.w287, align 32
+  %753 = mul nsw i64 %conv2_weight_grad.j27788, 50176
+  %754 = mul nsw i64 %conv2_weight_grad.ty27889, 2
   %755 = add nsw i64 %754, 1
   %756 = mul nsw i64 %755, 1792
   %757 = add nsw i64 %753, %756
-  %758 = mul nsw i64 %conv2_weight_grad.tx27390, 2
+  %758 = mul nsw i64 %conv2_weight_grad.tx27990, 2
   %759 = add nsw i64 %758, 1
   %760 = mul nsw i64 %759, 64
   %761 = add nsw i64 %757, %760
-  %762 = mul nsw i64 %conv2_weight_grad.cv27491, 8
+  %762 = mul nsw i64 %conv2_weight_grad.cv28091, 8
   %763 = add nsw i64 %761, %762
   %764 = add nsw i64 1734784, %763
   %arena103 = getelementptr inbounds float, ptr %arena, i64 %764
   %765 = load <8 x float>, ptr %arena103, align 4
   %766 = fmul <8 x float> %765, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
-  store <8 x float> %766, ptr %conv2_weight_grad.w282, align 32
-  %w275 = load <8 x float>, ptr %conv2_weight_grad.w275, align 32
-  store <8 x float> %w275, ptr %conv2_weight_grad.w283, align 32
-  %w275104 = load <8 x float>, ptr %conv2_weight_grad.w275, align 32
-  %w279 = load <8 x float>, ptr %conv2_weight_grad.w279, align 32
-  %767 = fadd <8 x float> %w275104, %w279
-  store <8 x float> %767, ptr %conv2_weight_grad.w284, align 32
-  %w275105 = load <8 x float>, ptr %conv2_weight_grad.w275, align 32
-  %w279106 = load <8 x float>, ptr %conv2_weight_grad.w279, align 32
-  %768 = fsub <8 x float> %w275105, %w279106
-  store <8 x float> %768, ptr %conv2_weight_grad.w285, align 32
-  %w279107 = load <8 x float>, ptr %conv2_weight_grad.w279, align 32
-  %769 = fmul <8 x float> %w279107, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
-  store <8 x float> %769, ptr %conv2_weight_grad.w286, align 32
-  %w276 = load <8 x float>, ptr %conv2_weight_grad.w276, align 32
-  store <8 x float> %w276, ptr %conv2_weight_grad.w287, align 32
-  %w276108 = load <8 x float>, ptr %conv2_weight_grad.w276, align 32
-  %w280 = load <8 x float>, ptr %conv2_weight_grad.w280, align 32
-  %770 = fadd <8 x float> %w276108, %w280
-  store <8 x float> %770, ptr %conv2_weight_grad.w288, align 32
-  %w276109 = load <8 x float>, ptr %conv2_weight_grad.w276, align 32
-  %w280110 = load <8 x float>, ptr %conv2_weight_grad.w280, align 32
-  %771 = fsub <8 x float> %w276109, %w280110
-  store <8 x float> %771, ptr %conv2_weight_grad.w289, align 32
-  %w280111 = load <8 x float>, ptr %conv2_weight_grad.w280, align 32
-  %772 = fmul <8 x float> %w280111, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
-  store <8 x float> %772, ptr %conv2_weight_grad.w290, align 32
-  %w277 = load <8 x float>, ptr %conv2_weight_grad.w277, align 32
-  store <8 x float> %w277, ptr %conv2_weight_grad.w291, align 32
-  %w277112 = load <8 x float>, ptr %conv2_weight_grad.w277, align 32
+  store <8 x float> %766, ptr %conv2_weight_grad.w288, align 32
   %w281 = load <8 x float>, ptr %conv2_weight_grad.w281, align 32
-  %773 = fadd <8 x float> %w277112, %w281
-  store <8 x float> %773, ptr %conv2_weight_grad.w292, align 32
-  %w277113 = load <8 x float>, ptr %conv2_weight_grad.w277, align 32
-  %w281114 = load <8 x float>, ptr %conv2_weight_grad.w281, align 32
-  %774 = fsub <8 x float> %w277113, %w281114
-  store <8 x float> %774, ptr %conv2_weight_grad.w293, align 32
-  %w281115 = load <8 x float>, ptr %conv2_weight_grad.w281, align 32
-  %775 = fmul <8 x float> %w281115, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
-  store <8 x float> %775, ptr %conv2_weight_grad.w294, align 32
-  %w278 = load <8 x float>, ptr %conv2_weight_grad.w278, align 32
-  store <8 x float> %w278, ptr %conv2_weight_grad.w295, align 32
-  %w278116 = load <8 x float>, ptr %conv2_weight_grad.w278, align 32
+  store <8 x float> %w281, ptr %conv2_weight_grad.w289, align 32
+  %w281104 = load <8 x float>, ptr %conv2_weight_grad.w281, align 32
+  %w285 = load <8 x float>, ptr %conv2_weight_grad.w285, align 32
+  %767 = fadd <8 x float> %w281104, %w285
+  store <8 x float> %767, ptr %conv2_weight_grad.w290, align 32
+  %w281105 = load <8 x float>, ptr %conv2_weight_grad.w281, align 32
+  %w285106 = load <8 x float>, ptr %conv2_weight_grad.w285, align 32
+  %768 = fsub <8 x float> %w281105, %w285106
+  store <8 x float> %768, ptr %conv2_weight_grad.w291, align 32
+  %w285107 = load <8 x float>, ptr %conv2_weight_grad.w285, align 32
+  %769 = fmul <8 x float> %w285107, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
+  store <8 x float> %769, ptr %conv2_weight_grad.w292, align 32
   %w282 = load <8 x float>, ptr %conv2_weight_grad.w282, align 32
-  %776 = fadd <8 x float> %w278116, %w282
-  store <8 x float> %776, ptr %conv2_weight_grad.w296, align 32
-  %w278117 = load <8 x float>, ptr %conv2_weight_grad.w278, align 32
-  %w282118 = load <8 x float>, ptr %conv2_weight_grad.w282, align 32
-  %777 = fsub <8 x float> %w278117, %w282118
-  store <8 x float> %777, ptr %conv2_weight_grad.w297, align 32
-  %w282119 = load <8 x float>, ptr %conv2_weight_grad.w282, align 32
-  %778 = fmul <8 x float> %w282119, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
-  store <8 x float> %778, ptr %conv2_weight_grad.w298, align 32
+  store <8 x float> %w282, ptr %conv2_weight_grad.w293, align 32
+  %w282108 = load <8 x float>, ptr %conv2_weight_grad.w282, align 32
+  %w286 = load <8 x float>, ptr %conv2_weight_grad.w286, align 32
+  %770 = fadd <8 x float> %w282108, %w286
+  store <8 x float> %770, ptr %conv2_weight_grad.w294, align 32
+  %w282109 = load <8 x float>, ptr %conv2_weight_grad.w282, align 32
+  %w286110 = load <8 x float>, ptr %conv2_weight_grad.w286, align 32
+  %771 = fsub <8 x float> %w282109, %w286110
+  store <8 x float> %771, ptr %conv2_weight_grad.w295, align 32
+  %w286111 = load <8 x float>, ptr %conv2_weight_grad.w286, align 32
+  %772 = fmul <8 x float> %w286111, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
+  store <8 x float> %772, ptr %conv2_weight_grad.w296, align 32
   %w283 = load <8 x float>, ptr %conv2_weight_grad.w283, align 32
-  %779 = mul nsw i64 %conv2_weight_grad.j27188, 196
-  %780 = mul nsw i64 %conv2_weight_grad.ty27289, 14
+  store <8 x float> %w283, ptr %conv2_weight_grad.w297, align 32
+  %w283112 = load <8 x float>, ptr %conv2_weight_grad.w283, align 32
+  %w287 = load <8 x float>, ptr %conv2_weight_grad.w287, align 32
+  %773 = fadd <8 x float> %w283112, %w287
+  store <8 x float> %773, ptr %conv2_weight_grad.w298, align 32
+  %w283113 = load <8 x float>, ptr %conv2_weight_grad.w283, align 32
+  %w287114 = load <8 x float>, ptr %conv2_weight_grad.w287, align 32
+  %774 = fsub <8 x float> %w283113, %w287114
+  store <8 x float> %774, ptr %conv2_weight_grad.w299, align 32
+  %w287115 = load <8 x float>, ptr %conv2_weight_grad.w287, align 32
+  %775 = fmul <8 x float> %w287115, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
+  store <8 x float> %775, ptr %conv2_weight_grad.w300, align 32
+  %w284 = load <8 x float>, ptr %conv2_weight_grad.w284, align 32
+  store <8 x float> %w284, ptr %conv2_weight_grad.w301, align 32
+  %w284116 = load <8 x float>, ptr %conv2_weight_grad.w284, align 32
+  %w288 = load <8 x float>, ptr %conv2_weight_grad.w288, align 32
+  %776 = fadd <8 x float> %w284116, %w288
+  store <8 x float> %776, ptr %conv2_weight_grad.w302, align 32
+  %w284117 = load <8 x float>, ptr %conv2_weight_grad.w284, align 32
+  %w288118 = load <8 x float>, ptr %conv2_weight_grad.w288, align 32
+  %777 = fsub <8 x float> %w284117, %w288118
+  store <8 x float> %777, ptr %conv2_weight_grad.w303, align 32
+  %w288119 = load <8 x float>, ptr %conv2_weight_grad.w288, align 32
+  %778 = fmul <8 x float> %w288119, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
+  store <8 x float> %778, ptr %conv2_weight_grad.w304, align 32
+  %w289 = load <8 x float>, ptr %conv2_weight_grad.w289, align 32
+  %779 = mul nsw i64 %conv2_weight_grad.j27788, 196
+  %780 = mul nsw i64 %conv2_weight_grad.ty27889, 14
   %781 = add nsw i64 %779, %780
-  %782 = add nsw i64 %781, %conv2_weight_grad.tx27390
+  %782 = add nsw i64 %781, %conv2_weight_grad.tx27990
   %783 = mul nsw i64 %782, 64
   %784 = add nsw i64 1784960, %783
-  %785 = mul nsw i64 %conv2_weight_grad.cv27491, 8
+  %785 = mul nsw i64 %conv2_weight_grad.cv28091, 8
   %786 = add nsw i64 %784, %785
   %arena120 = getelementptr inbounds float, ptr %arena, i64 %786
-  store <8 x float> %w283, ptr %arena120, align 4
-  %w284 = load <8 x float>, ptr %conv2_weight_grad.w284, align 32
-  %787 = mul nsw i64 %conv2_weight_grad.j27188, 196
-  %788 = mul nsw i64 %conv2_weight_grad.ty27289, 14
+  store <8 x float> %w289, ptr %arena120, align 4
+  %w290 = load <8 x float>, ptr %conv2_weight_grad.w290, align 32
+  %787 = mul nsw i64 %conv2_weight_grad.j27788, 196
+  %788 = mul nsw i64 %conv2_weight_grad.ty27889, 14
   %789 = add nsw i64 %787, %788
-  %790 = add nsw i64 %789, %conv2_weight_grad.tx27390
+  %790 = add nsw i64 %789, %conv2_weight_grad.tx27990
   %791 = mul nsw i64 %790, 64
   %792 = add nsw i64 1797504, %791
-  %793 = mul nsw i64 %conv2_weight_grad.cv27491, 8
+  %793 = mul nsw i64 %conv2_weight_grad.cv28091, 8
   %794 = add nsw i64 %792, %793
   %arena121 = getelementptr inbounds float, ptr %arena, i64 %794
-  store <8 x float> %w284, ptr %arena121, align 4
-  %w285 = load <8 x float>, ptr %conv2_weight_grad.w285, align 32
-  %795 = mul nsw i64 %conv2_weight_grad.j27188, 196
-  %796 = mul nsw i64 %conv2_weight_grad.ty27289, 14
+  store <8 x float> %w290, ptr %arena121, align 4
+  %w291 = load <8 x float>, ptr %conv2_weight_grad.w291, align 32
+  %795 = mul nsw i64 %conv2_weight_grad.j27788, 196
+  %796 = mul nsw i64 %conv2_weight_grad.ty27889, 14
   %797 = add nsw i64 %795, %796
-  %798 = add nsw i64 %797, %conv2_weight_grad.tx27390
+  %798 = add nsw i64 %797, %conv2_weight_grad.tx27990
   %799 = mul nsw i64 %798, 64
   %800 = add nsw i64 1810048, %799
-  %801 = mul nsw i64 %conv2_weight_grad.cv27491, 8
+  %801 = mul nsw i64 %conv2_weight_grad.cv28091, 8
   %802 = add nsw i64 %800, %801
   %arena122 = getelementptr inbounds float, ptr %arena, i64 %802
-  store <8 x float> %w285, ptr %arena122, align 4
-  %w286 = load <8 x float>, ptr %conv2_weight_grad.w286, align 32
-  %803 = mul nsw i64 %conv2_weight_grad.j27188, 196
-  %804 = mul nsw i64 %conv2_weight_grad.ty27289, 14
+  store <8 x float> %w291, ptr %arena122, align 4
+  %w292 = load <8 x float>, ptr %conv2_weight_grad.w292, align 32
+  %803 = mul nsw i64 %conv2_weight_grad.j27788, 196
+  %804 = mul nsw i64 %conv2_weight_grad.ty27889, 14
   %805 = add nsw i64 %803, %804
-  %806 = add nsw i64 %805, %conv2_weight_grad.tx27390
+  %806 = add nsw i64 %805, %conv2_weight_grad.tx27990
   %807 = mul nsw i64 %806, 64
   %808 = add nsw i64 1822592, %807
-  %809 = mul nsw i64 %conv2_weight_grad.cv27491, 8
+  %809 = mul nsw i64 %conv2_weight_grad.cv28091, 8
   %810 = add nsw i64 %808, %809
   %arena123 = getelementptr inbounds float, ptr %arena, i64 %810
-  store <8 x float> %w286, ptr %arena123, align 4
-  %w287 = load <8 x float>, ptr %conv2_weight_grad.w287, align 32
-  %811 = mul nsw i64 %conv2_weight_grad.j27188, 196
-  %812 = mul nsw i64 %conv2_weight_grad.ty27289, 14
+  store <8 x float> %w292, ptr %arena123, align 4
+  %w293 = load <8 x float>, ptr %conv2_weight_grad.w293, align 32
+  %811 = mul nsw i64 %conv2_weight_grad.j27788, 196
+  %812 = mul nsw i64 %conv2_weight_grad.ty27889, 14
   %813 = add nsw i64 %811, %812
-  %814 = add nsw i64 %813, %conv2_weight_grad.tx27390
+  %814 = add nsw i64 %813, %conv2_weight_grad.tx27990
   %815 = mul nsw i64 %814, 64
   %816 = add nsw i64 1835136, %815
-  %817 = mul nsw i64 %conv2_weight_grad.cv27491, 8
+  %817 = mul nsw i64 %conv2_weight_grad.cv28091, 8
   %818 = add nsw i64 %816, %817
   %arena124 = getelementptr inbounds float, ptr %arena, i64 %818
-  store <8 x float> %w287, ptr %arena124, align 4
-  %w288 = load <8 x float>, ptr %conv2_weight_grad.w288, align 32
-  %819 = mul nsw i64 %conv2_weight_grad.j27188, 196
-  %820 = mul nsw i64 %conv2_weight_grad.ty27289, 14
+  store <8 x float> %w293, ptr %arena124, align 4
+  %w294 = load <8 x float>, ptr %conv2_weight_grad.w294, align 32
+  %819 = mul nsw i64 %conv2_weight_grad.j27788, 196
+  %820 = mul nsw i64 %conv2_weight_grad.ty27889, 14
   %821 = add nsw i64 %819, %820
-  %822 = add nsw i64 %821, %conv2_weight_grad.tx27390
+  %822 = add nsw i64 %821, %conv2_weight_grad.tx27990
   %823 = mul nsw i64 %822, 64
   %824 = add nsw i64 1847680, %823
-  %825 = mul nsw i64 %conv2_weight_grad.cv27491, 8
+  %825 = mul nsw i64 %conv2_weight_grad.cv28091, 8
   %826 = add nsw i64 %824, %825
   %arena125 = getelementptr inbounds float, ptr %arena, i64 %826
-  store <8 x float> %w288, ptr %arena125, align 4
-  %w289 = load <8 x float>, ptr %conv2_weight_grad.w289, align 32
-  %827 = mul nsw i64 %conv2_weight_grad.j27188, 196
-  %828 = mul nsw i64 %conv2_weight_grad.ty27289, 14
+  store <8 x float> %w294, ptr %arena125, align 4
+  %w295 = load <8 x float>, ptr %conv2_weight_grad.w295, align 32
+  %827 = mul nsw i64 %conv2_weight_grad.j27788, 196
+  %828 = mul nsw i64 %conv2_weight_grad.ty27889, 14
   %829 = add nsw i64 %827, %828
-  %830 = add nsw i64 %829, %conv2_weight_grad.tx27390
+  %830 = add nsw i64 %829, %conv2_weight_grad.tx27990
   %831 = mul nsw i64 %830, 64
   %832 = add nsw i64 1860224, %831
-  %833 = mul nsw i64 %conv2_weight_grad.cv27491, 8
+  %833 = mul nsw i64 %conv2_weight_grad.cv28091, 8
   %834 = add nsw i64 %832, %833
   %arena126 = getelementptr inbounds float, ptr %arena, i64 %834
-  store <8 x float> %w289, ptr %arena126, align 4
-  %w290 = load <8 x float>, ptr %conv2_weight_grad.w290, align 32
-  %835 = mul nsw i64 %conv2_weight_grad.j27188, 196
-  %836 = mul nsw i64 %conv2_weight_grad.ty27289, 14
+  store <8 x float> %w295, ptr %arena126, align 4
+  %w296 = load <8 x float>, ptr %conv2_weight_grad.w296, align 32
+  %835 = mul nsw i64 %conv2_weight_grad.j27788, 196
+  %836 = mul nsw i64 %conv2_weight_grad.ty27889, 14
   %837 = add nsw i64 %835, %836
-  %838 = add nsw i64 %837, %conv2_weight_grad.tx27390
+  %838 = add nsw i64 %837, %conv2_weight_grad.tx27990
   %839 = mul nsw i64 %838, 64
   %840 = add nsw i64 1872768, %839
-  %841 = mul nsw i64 %conv2_weight_grad.cv27491, 8
+  %841 = mul nsw i64 %conv2_weight_grad.cv28091, 8
   %842 = add nsw i64 %840, %841
   %arena127 = getelementptr inbounds float, ptr %arena, i64 %842
-  store <8 x float> %w290, ptr %arena127, align 4
-  %w291 = load <8 x float>, ptr %conv2_weight_grad.w291, align 32
-  %843 = mul nsw i64 %conv2_weight_grad.j27188, 196
-  %844 = mul nsw i64 %conv2_weight_grad.ty27289, 14
+  store <8 x float> %w296, ptr %arena127, align 4
+  %w297 = load <8 x float>, ptr %conv2_weight_grad.w297, align 32
+  %843 = mul nsw i64 %conv2_weight_grad.j27788, 196
+  %844 = mul nsw i64 %conv2_weight_grad.ty27889, 14
   %845 = add nsw i64 %843, %844
-  %846 = add nsw i64 %845, %conv2_weight_grad.tx27390
+  %846 = add nsw i64 %845, %conv2_weight_grad.tx27990
   %847 = mul nsw i64 %846, 64
   %848 = add nsw i64 1885312, %847
-  %849 = mul nsw i64 %conv2_weight_grad.cv27491, 8
+  %849 = mul nsw i64 %conv2_weight_grad.cv28091, 8
   %850 = add nsw i64 %848, %849
   %arena128 = getelementptr inbounds float, ptr %arena, i64 %850
-  store <8 x float> %w291, ptr %arena128, align 4
-  %w292 = load <8 x float>, ptr %conv2_weight_grad.w292, align 32
-  %851 = mul nsw i64 %conv2_weight_grad.j27188, 196
-  %852 = mul nsw i64 %conv2_weight_grad.ty27289, 14
+  store <8 x float> %w297, ptr %arena128, align 4
+  %w298 = load <8 x float>, ptr %conv2_weight_grad.w298, align 32
+  %851 = mul nsw i64 %conv2_weight_grad.j27788, 196
+  %852 = mul nsw i64 %conv2_weight_grad.ty27889, 14
   %853 = add nsw i64 %851, %852
-  %854 = add nsw i64 %853, %conv2_weight_grad.tx27390
+  %854 = add nsw i64 %853, %conv2_weight_grad.tx27990
   %855 = mul nsw i64 %854, 64
   %856 = add nsw i64 1897856, %855
-  %857 = mul nsw i64 %conv2_weight_grad.cv27491, 8
+  %857 = mul nsw i64 %conv2_weight_grad.cv28091, 8
   %858 = add nsw i64 %856, %857
   %arena129 = getelementptr inbounds float, ptr %arena, i64 %858
-  store <8 x float> %w292, ptr %arena129, align 4
-  %w293 = load <8 x float>, ptr %conv2_weight_grad.w293, align 32
-  %859 = mul nsw i64 %conv2_weight_grad.j27188, 196
-  %860 = mul nsw i64 %conv2_weight_grad.ty27289, 14
+  store <8 x float> %w298, ptr %arena129, align 4
+  %w299 = load <8 x float>, ptr %conv2_weight_grad.w299, align 32
+  %859 = mul nsw i64 %conv2_weight_grad.j27788, 196
+  %860 = mul nsw i64 %conv2_weight_grad.ty27889, 14
   %861 = add nsw i64 %859, %860
-  %862 = add nsw i64 %861, %conv2_weight_grad.tx27390
+  %862 = add nsw i64 %861, %conv2_weight_grad.tx27990
   %863 = mul nsw i64 %862, 64
   %864 = add nsw i64 1910400, %863
-  %865 = mul nsw i64 %conv2_weight_grad.cv27491, 8
+  %865 = mul nsw i64 %conv2_weight_grad.cv28091, 8
   %866 = add nsw i64 %864, %865
   %arena130 = getelementptr inbounds float, ptr %arena, i64 %866
-  store <8 x float> %w293, ptr %arena130, align 4
-  %w294 = load <8 x float>, ptr %conv2_weight_grad.w294, align 32
-  %867 = mul nsw i64 %conv2_weight_grad.j27188, 196
-  %868 = mul nsw i64 %conv2_weight_grad.ty27289, 14
+  store <8 x float> %w299, ptr %arena130, align 4
+  %w300 = load <8 x float>, ptr %conv2_weight_grad.w300, align 32
+  %867 = mul nsw i64 %conv2_weight_grad.j27788, 196
+  %868 = mul nsw i64 %conv2_weight_grad.ty27889, 14
   %869 = add nsw i64 %867, %868
-  %870 = add nsw i64 %869, %conv2_weight_grad.tx27390
+  %870 = add nsw i64 %869, %conv2_weight_grad.tx27990
   %871 = mul nsw i64 %870, 64
   %872 = add nsw i64 1922944, %871
-  %873 = mul nsw i64 %conv2_weight_grad.cv27491, 8
+  %873 = mul nsw i64 %conv2_weight_grad.cv28091, 8
   %874 = add nsw i64 %872, %873
   %arena131 = getelementptr inbounds float, ptr %arena, i64 %874
-  store <8 x float> %w294, ptr %arena131, align 4
-  %w295 = load <8 x float>, ptr %conv2_weight_grad.w295, align 32
-  %875 = mul nsw i64 %conv2_weight_grad.j27188, 196
-  %876 = mul nsw i64 %conv2_weight_grad.ty27289, 14
+  store <8 x float> %w300, ptr %arena131, align 4
+  %w301 = load <8 x float>, ptr %conv2_weight_grad.w301, align 32
+  %875 = mul nsw i64 %conv2_weight_grad.j27788, 196
+  %876 = mul nsw i64 %conv2_weight_grad.ty27889, 14
   %877 = add nsw i64 %875, %876
-  %878 = add nsw i64 %877, %conv2_weight_grad.tx27390
+  %878 = add nsw i64 %877, %conv2_weight_grad.tx27990
   %879 = mul nsw i64 %878, 64
   %880 = add nsw i64 1935488, %879
-  %881 = mul nsw i64 %conv2_weight_grad.cv27491, 8
+  %881 = mul nsw i64 %conv2_weight_grad.cv28091, 8
   %882 = add nsw i64 %880, %881
   %arena132 = getelementptr inbounds float, ptr %arena, i64 %882
-  store <8 x float> %w295, ptr %arena132, align 4
-  %w296 = load <8 x float>, ptr %conv2_weight_grad.w296, align 32
-  %883 = mul nsw i64 %conv2_weight_grad.j27188, 196
-  %884 = mul nsw i64 %conv2_weight_grad.ty27289, 14
+  store <8 x float> %w301, ptr %arena132, align 4
+  %w302 = load <8 x float>, ptr %conv2_weight_grad.w302, align 32
+  %883 = mul nsw i64 %conv2_weight_grad.j27788, 196
+  %884 = mul nsw i64 %conv2_weight_grad.ty27889, 14
   %885 = add nsw i64 %883, %884
-  %886 = add nsw i64 %885, %conv2_weight_grad.tx27390
+  %886 = add nsw i64 %885, %conv2_weight_grad.tx27990
   %887 = mul nsw i64 %886, 64
   %888 = add nsw i64 1948032, %887
-  %889 = mul nsw i64 %conv2_weight_grad.cv27491, 8
+  %889 = mul nsw i64 %conv2_weight_grad.cv28091, 8
   %890 = add nsw i64 %888, %889
   %arena133 = getelementptr inbounds float, ptr %arena, i64 %890
-  store <8 x float> %w296, ptr %arena133, align 4
-  %w297 = load <8 x float>, ptr %conv2_weight_grad.w297, align 32
-  %891 = mul nsw i64 %conv2_weight_grad.j27188, 196
-  %892 = mul nsw i64 %conv2_weight_grad.ty27289, 14
+  store <8 x float> %w302, ptr %arena133, align 4
+  %w303 = load <8 x float>, ptr %conv2_weight_grad.w303, align 32
+  %891 = mul nsw i64 %conv2_weight_grad.j27788, 196
+  %892 = mul nsw i64 %conv2_weight_grad.ty27889, 14
   %893 = add nsw i64 %891, %892
-  %894 = add nsw i64 %893, %conv2_weight_grad.tx27390
+  %894 = add nsw i64 %893, %conv2_weight_grad.tx27990
   %895 = mul nsw i64 %894, 64
   %896 = add nsw i64 1960576, %895
-  %897 = mul nsw i64 %conv2_weight_grad.cv27491, 8
+  %897 = mul nsw i64 %conv2_weight_grad.cv28091, 8
   %898 = add nsw i64 %896, %897
   %arena134 = getelementptr inbounds float, ptr %arena, i64 %898
-  store <8 x float> %w297, ptr %arena134, align 4
-  %w298 = load <8 x float>, ptr %conv2_weight_grad.w298, align 32
-  %899 = mul nsw i64 %conv2_weight_grad.j27188, 196
-  %900 = mul nsw i64 %conv2_weight_grad.ty27289, 14
+  store <8 x float> %w303, ptr %arena134, align 4
+  %w304 = load <8 x float>, ptr %conv2_weight_grad.w304, align 32
+  %899 = mul nsw i64 %conv2_weight_grad.j27788, 196
+  %900 = mul nsw i64 %conv2_weight_grad.ty27889, 14
   %901 = add nsw i64 %899, %900
-  %902 = add nsw i64 %901, %conv2_weight_grad.tx27390
+  %902 = add nsw i64 %901, %conv2_weight_grad.tx27990
   %903 = mul nsw i64 %902, 64
   %904 = add nsw i64 1973120, %903
-  %905 = mul nsw i64 %conv2_weight_grad.cv27491, 8
+  %905 = mul nsw i64 %conv2_weight_grad.cv28091, 8
   %906 = add nsw i64 %904, %905
   %arena135 = getelementptr inbounds float, ptr %arena, i64 %906
-  store <8 x float> %w298, ptr %arena135, align 4
-  %cv274.next = add nsw i64 %conv2_weight_grad.cv27491, 1
-  %907 = icmp slt i64 %cv274.next, 8
-  br i1 %907, label %conv2_weight_grad.cv274, label %conv2_weight_grad.cv274.end
+  store <8 x float> %w304, ptr %arena135, align 4
+  %cv280.next = add nsw i64 %conv2_weight_grad.cv28091, 1
+  %907 = icmp slt i64 %cv280.next, 8
+  br i1 %907, label %conv2_weight_grad.cv280, label %conv2_weight_grad.cv280.end
 
-conv2_weight_grad.cv274.end:                      ; preds = %conv2_weight_grad.cv274
-  %tx273.next = add nsw i64 %conv2_weight_grad.tx27390, 1
-  %908 = icmp slt i64 %tx273.next, 14
-  br i1 %908, label %conv2_weight_grad.tx273, label %conv2_weight_grad.tx273.end
+conv2_weight_grad.cv280.end:                      ; preds = %conv2_weight_grad.cv280
+  %tx279.next = add nsw i64 %conv2_weight_grad.tx27990, 1
+  %908 = icmp slt i64 %tx279.next, 14
+  br i1 %908, label %conv2_weight_grad.tx279, label %conv2_weight_grad.tx279.end
 
-conv2_weight_grad.xi299:                          ; preds = %conv2_weight_grad.xi299, %conv2_weight_grad.j271.end
-  %conv2_weight_grad.xi299136 = phi i64 [ 0, %conv2_weight_grad.j271.end ], [ %xi299.next, %conv2_weight_grad.xi299 ]
-  %909 = mul nsw i64 %conv2_weight_grad.xi299136, 6272
+conv2_weight_grad.xi305:                          ; preds = %conv2_weight_grad.xi305, %conv2_weight_grad.j277.end
+  %conv2_weight_grad.xi305136 = phi i64 [ 0, %conv2_weight_grad.j277.end ], [ %xi305.next, %conv2_weight_grad.xi305 ]
+  %909 = mul nsw i64 %conv2_weight_grad.xi305136, 6272
   %910 = add nsw i64 1634432, %909
   %arena137 = getelementptr inbounds float, ptr %arena, i64 %910
-  %911 = mul nsw i64 %conv2_weight_grad.xi299136, 12544
+  %911 = mul nsw i64 %conv2_weight_grad.xi305136, 12544
   %912 = add nsw i64 1784960, %911
   %arena138 = getelementptr inbounds float, ptr %arena, i64 %912
-  %913 = mul nsw i64 %conv2_weight_grad.xi299136, 2048
+  %913 = mul nsw i64 %conv2_weight_grad.xi305136, 2048
   %914 = add nsw i64 1985664, %913
   %arena139 = getelementptr inbounds float, ptr %arena, i64 %914
   call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 32, i32 64, i32 196, float 1.000000e+00, ptr %arena137, i32 32, ptr %arena138, i32 64, float 1.000000e+00, ptr %arena139, i32 64)
-  %xi299.next = add nsw i64 %conv2_weight_grad.xi299136, 1
-  %915 = icmp slt i64 %xi299.next, 16
-  br i1 %915, label %conv2_weight_grad.xi299, label %conv2_weight_grad.xi299.end
+  %xi305.next = add nsw i64 %conv2_weight_grad.xi305136, 1
+  %915 = icmp slt i64 %xi305.next, 16
+  br i1 %915, label %conv2_weight_grad.xi305, label %conv2_weight_grad.xi305.end
 
-conv2_weight_grad.xi299.end:                      ; preds = %conv2_weight_grad.xi299
-  %g226.next = add nsw i64 %conv2_weight_grad.g2267, 1
-  %916 = icmp slt i64 %g226.next, 64
-  br i1 %916, label %conv2_weight_grad.g226, label %conv2_weight_grad.g226.end
+conv2_weight_grad.xi305.end:                      ; preds = %conv2_weight_grad.xi305
+  %g232.next = add nsw i64 %conv2_weight_grad.g2327, 1
+  %916 = icmp slt i64 %g232.next, 64
+  br i1 %916, label %conv2_weight_grad.g232, label %conv2_weight_grad.g232.end
 
-conv2_weight_grad.f300:                           ; preds = %conv2_weight_grad.c301.end, %conv2_weight_grad.g226.end
-  %conv2_weight_grad.f300140 = phi i64 [ 0, %conv2_weight_grad.g226.end ], [ %f300.next, %conv2_weight_grad.c301.end ]
-  br label %conv2_weight_grad.c301
+conv2_weight_grad.f306:                           ; preds = %conv2_weight_grad.c307.end, %conv2_weight_grad.g232.end
+  %conv2_weight_grad.f306140 = phi i64 [ 0, %conv2_weight_grad.g232.end ], [ %f306.next, %conv2_weight_grad.c307.end ]
+  br label %conv2_weight_grad.c307
 
-conv2_weight_grad.f300.end:                       ; preds = %conv2_weight_grad.c301.end
+conv2_weight_grad.f306.end:                       ; preds = %conv2_weight_grad.c307.end
   ret void
 
-conv2_weight_grad.c301:                           ; preds = %conv2_weight_grad.c301, %conv2_weight_grad.f300
-  %conv2_weight_grad.c301141 = phi i64 [ 0, %conv2_weight_grad.f300 ], [ %c301.next, %conv2_weight_grad.c301 ]
-  %917 = mul nsw i64 %conv2_weight_grad.c301141, 64
+conv2_weight_grad.c307:                           ; preds = %conv2_weight_grad.c307, %conv2_weight_grad.f306
+  %conv2_weight_grad.c307141 = phi i64 [ 0, %conv2_weight_grad.f306 ], [ %c307.next, %conv2_weight_grad.c307 ]
+  %917 = mul nsw i64 %conv2_weight_grad.c307141, 64
   %918 = add nsw i64 1985664, %917
-  %919 = add nsw i64 %918, %conv2_weight_grad.f300140
+  %919 = add nsw i64 %918, %conv2_weight_grad.f306140
   %arena142 = getelementptr inbounds float, ptr %arena, i64 %919
   %920 = load float, ptr %arena142, align 4
   %921 = fmul float %920, 1.000000e+00
-  %922 = mul nsw i64 %conv2_weight_grad.c301141, 64
+  %922 = mul nsw i64 %conv2_weight_grad.c307141, 64
   %923 = add nsw i64 1993856, %922
-  %924 = add nsw i64 %923, %conv2_weight_grad.f300140
+  %924 = add nsw i64 %923, %conv2_weight_grad.f306140
   %arena143 = getelementptr inbounds float, ptr %arena, i64 %924
   %925 = load float, ptr %arena143, align 4
   %926 = fmul float %925, 5.000000e-01
   %927 = fadd float %921, %926
-  %928 = mul nsw i64 %conv2_weight_grad.c301141, 64
+  %928 = mul nsw i64 %conv2_weight_grad.c307141, 64
   %929 = add nsw i64 2002048, %928
-  %930 = add nsw i64 %929, %conv2_weight_grad.f300140
+  %930 = add nsw i64 %929, %conv2_weight_grad.f306140
   %arena144 = getelementptr inbounds float, ptr %arena, i64 %930
   %931 = load float, ptr %arena144, align 4
   %932 = fmul float %931, 5.000000e-01
   %933 = fadd float %927, %932
-  store float %933, ptr %conv2_weight_grad.w302, align 4
-  %934 = mul nsw i64 %conv2_weight_grad.c301141, 64
+  store float %933, ptr %conv2_weight_grad.w308, align 4
+  %934 = mul nsw i64 %conv2_weight_grad.c307141, 64
   %935 = add nsw i64 1993856, %934
-  %936 = add nsw i64 %935, %conv2_weight_grad.f300140
+  %936 = add nsw i64 %935, %conv2_weight_grad.f306140
   %arena145 = getelementptr inbounds float, ptr %arena, i64 %936
   %937 = load float, ptr %arena145, align 4
-  %938 = mul nsw i64 %conv2_weight_grad.c301141, 64
+  %938 = mul nsw i64 %conv2_weight_grad.c307141, 64
   %939 = add nsw i64 2002048, %938
-  %940 = add nsw i64 %939, %conv2_weight_grad.f300140
+  %940 = add nsw i64 %939, %conv2_weight_grad.f306140
   %arena146 = getelementptr inbounds float, ptr %arena, i64 %940
   %941 = load float, ptr %arena146, align 4
   %942 = fsub float %937, %941
   %943 = fmul float %942, 5.000000e-01
-  store float %943, ptr %conv2_weight_grad.w303, align 4
-  %944 = mul nsw i64 %conv2_weight_grad.c301141, 64
+  store float %943, ptr %conv2_weight_grad.w309, align 4
+  %944 = mul nsw i64 %conv2_weight_grad.c307141, 64
   %945 = add nsw i64 1993856, %944
-  %946 = add nsw i64 %945, %conv2_weight_grad.f300140
+  %946 = add nsw i64 %945, %conv2_weight_grad.f306140
   %arena147 = getelementptr inbounds float, ptr %arena, i64 %946
   %947 = load float, ptr %arena147, align 4
   %948 = fmul float %947, 5.000000e-01
-  %949 = mul nsw i64 %conv2_weight_grad.c301141, 64
+  %949 = mul nsw i64 %conv2_weight_grad.c307141, 64
   %950 = add nsw i64 2002048, %949
-  %951 = add nsw i64 %950, %conv2_weight_grad.f300140
+  %951 = add nsw i64 %950, %conv2_weight_grad.f306140
   %arena148 = getelementptr inbounds float, ptr %arena, i64 %951
   %952 = load float, ptr %arena148, align 4
   %953 = fmul float %952, 5.000000e-01
   %954 = fadd float %948, %953
-  %955 = mul nsw i64 %conv2_weight_grad.c301141, 64
+  %955 = mul nsw i64 %conv2_weight_grad.c307141, 64
   %956 = add nsw i64 2010240, %955
-  %957 = add nsw i64 %956, %conv2_weight_grad.f300140
+  %957 = add nsw i64 %956, %conv2_weight_grad.f306140
   %arena149 = getelementptr inbounds float, ptr %arena, i64 %957
   %958 = load float, ptr %arena149, align 4
   %959 = fmul float %958, 1.000000e+00
   %960 = fadd float %954, %959
-  store float %960, ptr %conv2_weight_grad.w304, align 4
-  %961 = mul nsw i64 %conv2_weight_grad.c301141, 64
+  store float %960, ptr %conv2_weight_grad.w310, align 4
+  %961 = mul nsw i64 %conv2_weight_grad.c307141, 64
   %962 = add nsw i64 1987712, %961
-  %963 = add nsw i64 %962, %conv2_weight_grad.f300140
+  %963 = add nsw i64 %962, %conv2_weight_grad.f306140
   %arena150 = getelementptr inbounds float, ptr %arena, i64 %963
   %964 = load float, ptr %arena150, align 4
   %965 = fmul float %964, 1.000000e+00
-  %966 = mul nsw i64 %conv2_weight_grad.c301141, 64
+  %966 = mul nsw i64 %conv2_weight_grad.c307141, 64
   %967 = add nsw i64 1995904, %966
-  %968 = add nsw i64 %967, %conv2_weight_grad.f300140
+  %968 = add nsw i64 %967, %conv2_weight_grad.f306140
   %arena151 = getelementptr inbounds float, ptr %arena, i64 %968
   %969 = load float, ptr %arena151, align 4
   %970 = fmul float %969, 5.000000e-01
   %971 = fadd float %965, %970
-  %972 = mul nsw i64 %conv2_weight_grad.c301141, 64
+  %972 = mul nsw i64 %conv2_weight_grad.c307141, 64
   %973 = add nsw i64 2004096, %972
-  %974 = add nsw i64 %973, %conv2_weight_grad.f300140
+  %974 = add nsw i64 %973, %conv2_weight_grad.f306140
   %arena152 = getelementptr inbounds float, ptr %arena, i64 %974
   %975 = load float, ptr %arena152, align 4
   %976 = fmul float %975, 5.000000e-01
   %977 = fadd float %971, %976
-  store float %977, ptr %conv2_weight_grad.w305, align 4
-  %978 = mul nsw i64 %conv2_weight_grad.c301141, 64
+  store float %977, ptr %conv2_weight_grad.w311, align 4
+  %978 = mul nsw i64 %conv2_weight_grad.c307141, 64
   %979 = add nsw i64 1995904, %978
-  %980 = add nsw i64 %979, %conv2_weight_grad.f300140
+  %980 = add nsw i64 %979, %conv2_weight_grad.f306140
   %arena153 = getelementptr inbounds float, ptr %arena, i64 %980
   %981 = load float, ptr %arena153, align 4
-  %982 = mul nsw i64 %conv2_weight_grad.c301141, 64
+  %982 = mul nsw i64 %conv2_weight_grad.c307141, 64
   %983 = add nsw i64 2004096, %982
-  %984 = add nsw i64 %983, %conv2_weight_grad.f300140
+  %984 = add nsw i64 %983, %conv2_weight_grad.f306140
   %arena154 = getelementptr inbounds float, ptr %arena, i64 %984
   %985 = load float, ptr %arena154, align 4
   %986 = fsub float %981, %985
   %987 = fmul float %986, 5.000000e-01
-  store float %987, ptr %conv2_weight_grad.w306, align 4
-  %988 = mul nsw i64 %conv2_weight_grad.c301141, 64
+  store float %987, ptr %conv2_weight_grad.w312, align 4
+  %988 = mul nsw i64 %conv2_weight_grad.c307141, 64
   %989 = add nsw i64 1995904, %988
-  %990 = add nsw i64 %989, %conv2_weight_grad.f300140
+  %990 = add nsw i64 %989, %conv2_weight_grad.f306140
   %arena155 = getelementptr inbounds float, ptr %arena, i64 %990
   %991 = load float, ptr %arena155, align 4
   %992 = fmul float %991, 5.000000e-01
-  %993 = mul nsw i64 %conv2_weight_grad.c301141, 64
+  %993 = mul nsw i64 %conv2_weight_grad.c307141, 64
   %994 = add nsw i64 2004096, %993
-  %995 = add nsw i64 %994, %conv2_weight_grad.f300140
+  %995 = add nsw i64 %994, %conv2_weight_grad.f306140
   %arena156 = getelementptr inbounds float, ptr %arena, i64 %995
   %996 = load float, ptr %arena156, align 4
   %997 = fmul float %996, 5.000000e-01
   %998 = fadd float %992, %997
-  %999 = mul nsw i64 %conv2_weight_grad.c301141, 64
+  %999 = mul nsw i64 %conv2_weight_grad.c307141, 64
   %1000 = add nsw i64 2012288, %999
-  %1001 = add nsw i64 %1000, %conv2_weight_grad.f300140
+  %1001 = add nsw i64 %1000, %conv2_weight_grad.f306140
   %arena157 = getelementptr inbounds float, ptr %arena, i64 %1001
   %1002 = load float, ptr %arena157, align 4
   %1003 = fmul float %1002, 1.000000e+00
   %1004 = fadd float %998, %1003
-  store float %1004, ptr %conv2_weight_grad.w307, align 4
-  %1005 = mul nsw i64 %conv2_weight_grad.c301141, 64
+  store float %1004, ptr %conv2_weight_grad.w313, align 4
+  %1005 = mul nsw i64 %conv2_weight_grad.c307141, 64
   %1006 = add nsw i64 1989760, %1005
-  %1007 = add nsw i64 %1006, %conv2_weight_grad.f300140
+  %1007 = add nsw i64 %1006, %conv2_weight_grad.f306140
   %arena158 = getelementptr inbounds float, ptr %arena, i64 %1007
   %1008 = load float, ptr %arena158, align 4
   %1009 = fmul float %1008, 1.000000e+00
-  %1010 = mul nsw i64 %conv2_weight_grad.c301141, 64
+  %1010 = mul nsw i64 %conv2_weight_grad.c307141, 64
   %1011 = add nsw i64 1997952, %1010
-  %1012 = add nsw i64 %1011, %conv2_weight_grad.f300140
+  %1012 = add nsw i64 %1011, %conv2_weight_grad.f306140
   %arena159 = getelementptr inbounds float, ptr %arena, i64 %1012
   %1013 = load float, ptr %arena159, align 4
   %1014 = fmul float %1013, 5.000000e-01
   %1015 = fadd float %1009, %1014
-  %1016 = mul nsw i64 %conv2_weight_grad.c301141, 64
+  %1016 = mul nsw i64 %conv2_weight_grad.c307141, 64
   %1017 = add nsw i64 2006144, %1016
-  %1018 = add nsw i64 %1017, %conv2_weight_grad.f300140
+  %1018 = add nsw i64 %1017, %conv2_weight_grad.f306140
   %arena160 = getelementptr inbounds float, ptr %arena, i64 %1018
   %1019 = load float, ptr %arena160, align 4
   %1020 = fmul float %1019, 5.000000e-01
   %1021 = fadd float %1015, %1020
-  store float %1021, ptr %conv2_weight_grad.w308, align 4
-  %1022 = mul nsw i64 %conv2_weight_grad.c301141, 64
+  store float %1021, ptr %conv2_weight_grad.w314, align 4
+  %1022 = mul nsw i64 %conv2_weight_grad.c307141, 64
   %1023 = add nsw i64 1997952, %1022
-  %1024 = add nsw i64 %1023, %conv2_weight_grad.f300140
+  %1024 = add nsw i64 %1023, %conv2_weight_grad.f306140
   %arena161 = getelementptr inbounds float, ptr %arena, i64 %1024
   %1025 = load float, ptr %arena161, align 4
-  %1026 = mul nsw i64 %conv2_weight_grad.c301141, 64
+  %1026 = mul nsw i64 %conv2_weight_grad.c307141, 64
   %1027 = add nsw i64 2006144, %1026
-  %1028 = add nsw i64 %1027, %conv2_weight_grad.f300140
+  %1028 = add nsw i64 %1027, %conv2_weight_grad.f306140
   %arena162 = getelementptr inbounds float, ptr %arena, i64 %1028
   %1029 = load float, ptr %arena162, align 4
   %1030 = fsub float %1025, %1029
   %1031 = fmul float %1030, 5.000000e-01
-  store float %1031, ptr %conv2_weight_grad.w309, align 4
-  %1032 = mul nsw i64 %conv2_weight_grad.c301141, 64
+  store float %1031, ptr %conv2_weight_grad.w315, align 4
+  %1032 = mul nsw i64 %conv2_weight_grad.c307141, 64
   %1033 = add nsw i64 1997952, %1032
-  %1034 = add nsw i64 %1033, %conv2_weight_grad.f300140
+  %1034 = add nsw i64 %1033, %conv2_weight_grad.f306140
   %arena163 = getelementptr inbounds float, ptr %arena, i64 %1034
   %1035 = load float, ptr %arena163, align 4
   %1036 = fmul float %1035, 5.000000e-01
-  %1037 = mul nsw i64 %conv2_weight_grad.c301141, 64
+  %1037 = mul nsw i64 %conv2_weight_grad.c307141, 64
   %1038 = add nsw i64 2006144, %1037
-  %1039 = add nsw i64 %1038, %conv2_weight_grad.f300140
+  %1039 = add nsw i64 %1038, %conv2_weight_grad.f306140
   %arena164 = getelementptr inbounds float, ptr %arena, i64 %1039
   %1040 = load float, ptr %arena164, align 4
   %1041 = fmul float %1040, 5.000000e-01
   %1042 = fadd float %1036, %1041
-  %1043 = mul nsw i64 %conv2_weight_grad.c301141, 64
+  %1043 = mul nsw i64 %conv2_weight_grad.c307141, 64
   %1044 = add nsw i64 2014336, %1043
-  %1045 = add nsw i64 %1044, %conv2_weight_grad.f300140
+  %1045 = add nsw i64 %1044, %conv2_weight_grad.f306140
   %arena165 = getelementptr inbounds float, ptr %arena, i64 %1045
   %1046 = load float, ptr %arena165, align 4
   %1047 = fmul float %1046, 1.000000e+00
   %1048 = fadd float %1042, %1047
-  store float %1048, ptr %conv2_weight_grad.w310, align 4
-  %1049 = mul nsw i64 %conv2_weight_grad.c301141, 64
+  store float %1048, ptr %conv2_weight_grad.w316, align 4
+  %1049 = mul nsw i64 %conv2_weight_grad.c307141, 64
   %1050 = add nsw i64 1991808, %1049
-  %1051 = add nsw i64 %1050, %conv2_weight_grad.f300140
+  %1051 = add nsw i64 %1050, %conv2_weight_grad.f306140
   %arena166 = getelementptr inbounds float, ptr %arena, i64 %1051
   %1052 = load float, ptr %arena166, align 4
   %1053 = fmul float %1052, 1.000000e+00
-  %1054 = mul nsw i64 %conv2_weight_grad.c301141, 64
+  %1054 = mul nsw i64 %conv2_weight_grad.c307141, 64
   %1055 = add nsw i64 2000000, %1054
-  %1056 = add nsw i64 %1055, %conv2_weight_grad.f300140
+  %1056 = add nsw i64 %1055, %conv2_weight_grad.f306140
   %arena167 = getelementptr inbounds float, ptr %arena, i64 %1056
   %1057 = load float, ptr %arena167, align 4
   %1058 = fmul float %1057, 5.000000e-01
   %1059 = fadd float %1053, %1058
-  %1060 = mul nsw i64 %conv2_weight_grad.c301141, 64
+  %1060 = mul nsw i64 %conv2_weight_grad.c307141, 64
   %1061 = add nsw i64 2008192, %1060
-  %1062 = add nsw i64 %1061, %conv2_weight_grad.f300140
+  %1062 = add nsw i64 %1061, %conv2_weight_grad.f306140
   %arena168 = getelementptr inbounds float, ptr %arena, i64 %1062
   %1063 = load float, ptr %arena168, align 4
   %1064 = fmul float %1063, 5.000000e-01
   %1065 = fadd float %1059, %1064
-  store float %1065, ptr %conv2_weight_grad.w311, align 4
-  %1066 = mul nsw i64 %conv2_weight_grad.c301141, 64
+  store float %1065, ptr %conv2_weight_grad.w317, align 4
+  %1066 = mul nsw i64 %conv2_weight_grad.c307141, 64
   %1067 = add nsw i64 2000000, %1066
-  %1068 = add nsw i64 %1067, %conv2_weight_grad.f300140
+  %1068 = add nsw i64 %1067, %conv2_weight_grad.f306140
   %arena169 = getelementptr inbounds float, ptr %arena, i64 %1068
   %1069 = load float, ptr %arena169, align 4
-  %1070 = mul nsw i64 %conv2_weight_grad.c301141, 64
+  %1070 = mul nsw i64 %conv2_weight_grad.c307141, 64
   %1071 = add nsw i64 2008192, %1070
-  %1072 = add nsw i64 %1071, %conv2_weight_grad.f300140
+  %1072 = add nsw i64 %1071, %conv2_weight_grad.f306140
   %arena170 = getelementptr inbounds float, ptr %arena, i64 %1072
   %1073 = load float, ptr %arena170, align 4
   %1074 = fsub float %1069, %1073
   %1075 = fmul float %1074, 5.000000e-01
-  store float %1075, ptr %conv2_weight_grad.w312, align 4
-  %1076 = mul nsw i64 %conv2_weight_grad.c301141, 64
+  store float %1075, ptr %conv2_weight_grad.w318, align 4
+  %1076 = mul nsw i64 %conv2_weight_grad.c307141, 64
   %1077 = add nsw i64 2000000, %1076
-  %1078 = add nsw i64 %1077, %conv2_weight_grad.f300140
+  %1078 = add nsw i64 %1077, %conv2_weight_grad.f306140
   %arena171 = getelementptr inbounds float, ptr %arena, i64 %1078
   %1079 = load float, ptr %arena171, align 4
   %1080 = fmul float %1079, 5.000000e-01
-  %1081 = mul nsw i64 %conv2_weight_grad.c301141, 64
+  %1081 = mul nsw i64 %conv2_weight_grad.c307141, 64
   %1082 = add nsw i64 2008192, %1081
-  %1083 = add nsw i64 %1082, %conv2_weight_grad.f300140
+  %1083 = add nsw i64 %1082, %conv2_weight_grad.f306140
   %arena172 = getelementptr inbounds float, ptr %arena, i64 %1083
   %1084 = load float, ptr %arena172, align 4
   %1085 = fmul float %1084, 5.000000e-01
   %1086 = fadd float %1080, %1085
-  %1087 = mul nsw i64 %conv2_weight_grad.c301141, 64
+  %1087 = mul nsw i64 %conv2_weight_grad.c307141, 64
   %1088 = add nsw i64 2016384, %1087
-  %1089 = add nsw i64 %1088, %conv2_weight_grad.f300140
+  %1089 = add nsw i64 %1088, %conv2_weight_grad.f306140
   %arena173 = getelementptr inbounds float, ptr %arena, i64 %1089
   %1090 = load float, ptr %arena173, align 4
   %1091 = fmul float %1090, 1.000000e+00
   %1092 = fadd float %1086, %1091
-  store float %1092, ptr %conv2_weight_grad.w313, align 4
-  %w302 = load float, ptr %conv2_weight_grad.w302, align 4
-  %1093 = fmul float %w302, 1.000000e+00
-  %w305 = load float, ptr %conv2_weight_grad.w305, align 4
-  %1094 = fmul float %w305, 5.000000e-01
-  %1095 = fadd float %1093, %1094
+  store float %1092, ptr %conv2_weight_grad.w319, align 4
   %w308 = load float, ptr %conv2_weight_grad.w308, align 4
-  %1096 = fmul float %w308, 5.000000e-01
-  %1097 = fadd float %1095, %1096
-  store float %1097, ptr %conv2_weight_grad.w314, align 4
-  %w305174 = load float, ptr %conv2_weight_grad.w305, align 4
-  %w308175 = load float, ptr %conv2_weight_grad.w308, align 4
-  %1098 = fsub float %w305174, %w308175
-  %1099 = fmul float %1098, 5.000000e-01
-  store float %1099, ptr %conv2_weight_grad.w315, align 4
-  %w305176 = load float, ptr %conv2_weight_grad.w305, align 4
-  %1100 = fmul float %w305176, 5.000000e-01
-  %w308177 = load float, ptr %conv2_weight_grad.w308, align 4
-  %1101 = fmul float %w308177, 5.000000e-01
-  %1102 = fadd float %1100, %1101
+  %1093 = fmul float %w308, 1.000000e+00
   %w311 = load float, ptr %conv2_weight_grad.w311, align 4
-  %1103 = fmul float %w311, 1.000000e+00
-  %1104 = fadd float %1102, %1103
-  store float %1104, ptr %conv2_weight_grad.w316, align 4
-  %w303 = load float, ptr %conv2_weight_grad.w303, align 4
-  %1105 = fmul float %w303, 1.000000e+00
-  %w306 = load float, ptr %conv2_weight_grad.w306, align 4
-  %1106 = fmul float %w306, 5.000000e-01
-  %1107 = fadd float %1105, %1106
-  %w309 = load float, ptr %conv2_weight_grad.w309, align 4
-  %1108 = fmul float %w309, 5.000000e-01
-  %1109 = fadd float %1107, %1108
-  store float %1109, ptr %conv2_weight_grad.w317, align 4
-  %w306178 = load float, ptr %conv2_weight_grad.w306, align 4
-  %w309179 = load float, ptr %conv2_weight_grad.w309, align 4
-  %1110 = fsub float %w306178, %w309179
-  %1111 = fmul float %1110, 5.000000e-01
-  store float %1111, ptr %conv2_weight_grad.w318, align 4
-  %w306180 = load float, ptr %conv2_weight_grad.w306, align 4
-  %1112 = fmul float %w306180, 5.000000e-01
-  %w309181 = load float, ptr %conv2_weight_grad.w309, align 4
-  %1113 = fmul float %w309181, 5.000000e-01
-  %1114 = fadd float %1112, %1113
-  %w312 = load float, ptr %conv2_weight_grad.w312, align 4
-  %1115 = fmul float %w312, 1.000000e+00
-  %1116 = fadd float %1114, %1115
-  store float %1116, ptr %conv2_weight_grad.w319, align 4
-  %w304 = load float, ptr %conv2_weight_grad.w304, align 4
-  %1117 = fmul float %w304, 1.000000e+00
-  %w307 = load float, ptr %conv2_weight_grad.w307, align 4
-  %1118 = fmul float %w307, 5.000000e-01
-  %1119 = fadd float %1117, %1118
-  %w310 = load float, ptr %conv2_weight_grad.w310, align 4
-  %1120 = fmul float %w310, 5.000000e-01
-  %1121 = fadd float %1119, %1120
-  store float %1121, ptr %conv2_weight_grad.w320, align 4
-  %w307182 = load float, ptr %conv2_weight_grad.w307, align 4
-  %w310183 = load float, ptr %conv2_weight_grad.w310, align 4
-  %1122 = fsub float %w307182, %w310183
-  %1123 = fmul float %1122, 5.000000e-01
-  store float %1123, ptr %conv2_weight_grad.w321, align 4
-  %w307184 = load float, ptr %conv2_weight_grad.w307, align 4
-  %1124 = fmul float %w307184, 5.000000e-01
-  %w310185 = load float, ptr %conv2_weight_grad.w310, align 4
-  %1125 = fmul float %w310185, 5.000000e-01
-  %1126 = fadd float %1124, %1125
-  %w313 = load float, ptr %conv2_weight_grad.w313, align 4
-  %1127 = fmul float %w313, 1.000000e+00
-  %1128 = fadd float %1126, %1127
-  store float %1128, ptr %conv2_weight_grad.w322, align 4
+  %1094 = fmul float %w311, 5.000000e-01
+  %1095 = fadd float %1093, %1094
   %w314 = load float, ptr %conv2_weight_grad.w314, align 4
-  %1129 = mul nsw i64 %conv2_weight_grad.f300140, 32
-  %1130 = add nsw i64 %1129, %conv2_weight_grad.c301141
+  %1096 = fmul float %w314, 5.000000e-01
+  %1097 = fadd float %1095, %1096
+  store float %1097, ptr %conv2_weight_grad.w320, align 4
+  %w311174 = load float, ptr %conv2_weight_grad.w311, align 4
+  %w314175 = load float, ptr %conv2_weight_grad.w314, align 4
+  %1098 = fsub float %w311174, %w314175
+  %1099 = fmul float %1098, 5.000000e-01
+  store float %1099, ptr %conv2_weight_grad.w321, align 4
+  %w311176 = load float, ptr %conv2_weight_grad.w311, align 4
+  %1100 = fmul float %w311176, 5.000000e-01
+  %w314177 = load float, ptr %conv2_weight_grad.w314, align 4
+  %1101 = fmul float %w314177, 5.000000e-01
+  %1102 = fadd float %1100, %1101
+  %w317 = load float, ptr %conv2_weight_grad.w317, align 4
+  %1103 = fmul float %w317, 1.000000e+00
+  %1104 = fadd float %1102, %1103
+  store float %1104, ptr %conv2_weight_grad.w322, align 4
+  %w309 = load float, ptr %conv2_weight_grad.w309, align 4
+  %1105 = fmul float %w309, 1.000000e+00
+  %w312 = load float, ptr %conv2_weight_grad.w312, align 4
+  %1106 = fmul float %w312, 5.000000e-01
+  %1107 = fadd float %1105, %1106
+  %w315 = load float, ptr %conv2_weight_grad.w315, align 4
+  %1108 = fmul float %w315, 5.000000e-01
+  %1109 = fadd float %1107, %1108
+  store float %1109, ptr %conv2_weight_grad.w323, align 4
+  %w312178 = load float, ptr %conv2_weight_grad.w312, align 4
+  %w315179 = load float, ptr %conv2_weight_grad.w315, align 4
+  %1110 = fsub float %w312178, %w315179
+  %1111 = fmul float %1110, 5.000000e-01
+  store float %1111, ptr %conv2_weight_grad.w324, align 4
+  %w312180 = load float, ptr %conv2_weight_grad.w312, align 4
+  %1112 = fmul float %w312180, 5.000000e-01
+  %w315181 = load float, ptr %conv2_weight_grad.w315, align 4
+  %1113 = fmul float %w315181, 5.000000e-01
+  %1114 = fadd float %1112, %1113
+  %w318 = load float, ptr %conv2_weight_grad.w318, align 4
+  %1115 = fmul float %w318, 1.000000e+00
+  %1116 = fadd float %1114, %1115
+  store float %1116, ptr %conv2_weight_grad.w325, align 4
+  %w310 = load float, ptr %conv2_weight_grad.w310, align 4
+  %1117 = fmul float %w310, 1.000000e+00
+  %w313 = load float, ptr %conv2_weight_grad.w313, align 4
+  %1118 = fmul float %w313, 5.000000e-01
+  %1119 = fadd float %1117, %1118
+  %w316 = load float, ptr %conv2_weight_grad.w316, align 4
+  %1120 = fmul float %w316, 5.000000e-01
+  %1121 = fadd float %1119, %1120
+  store float %1121, ptr %conv2_weight_grad.w326, align 4
+  %w313182 = load float, ptr %conv2_weight_grad.w313, align 4
+  %w316183 = load float, ptr %conv2_weight_grad.w316, align 4
+  %1122 = fsub float %w313182, %w316183
+  %1123 = fmul float %1122, 5.000000e-01
+  store float %1123, ptr %conv2_weight_grad.w327, align 4
+  %w313184 = load float, ptr %conv2_weight_grad.w313, align 4
+  %1124 = fmul float %w313184, 5.000000e-01
+  %w316185 = load float, ptr %conv2_weight_grad.w316, align 4
+  %1125 = fmul float %w316185, 5.000000e-01
+  %1126 = fadd float %1124, %1125
+  %w319 = load float, ptr %conv2_weight_grad.w319, align 4
+  %1127 = fmul float %w319, 1.000000e+00
+  %1128 = fadd float %1126, %1127
+  store float %1128, ptr %conv2_weight_grad.w328, align 4
+  %w320 = load float, ptr %conv2_weight_grad.w320, align 4
+  %1129 = mul nsw i64 %conv2_weight_grad.f306140, 32
+  %1130 = add nsw i64 %1129, %conv2_weight_grad.c307141
   %1131 = mul nsw i64 %1130, 9
   %1132 = add nsw i64 320, %1131
   %grads186 = getelementptr inbounds float, ptr %grads, i64 %1132
-  store float %w314, ptr %grads186, align 4
-  %w315 = load float, ptr %conv2_weight_grad.w315, align 4
-  %1133 = mul nsw i64 %conv2_weight_grad.f300140, 32
-  %1134 = add nsw i64 %1133, %conv2_weight_grad.c301141
+  store float %w320, ptr %grads186, align 4
+  %w321 = load float, ptr %conv2_weight_grad.w321, align 4
+  %1133 = mul nsw i64 %conv2_weight_grad.f306140, 32
+  %1134 = add nsw i64 %1133, %conv2_weight_grad.c307141
   %1135 = mul nsw i64 %1134, 9
   %1136 = add nsw i64 320, %1135
   %1137 = add nsw i64 %1136, 1
   %grads187 = getelementptr inbounds float, ptr %grads, i64 %1137
-  store float %w315, ptr %grads187, align 4
-  %w316 = load float, ptr %conv2_weight_grad.w316, align 4
-  %1138 = mul nsw i64 %conv2_weight_grad.f300140, 32
-  %1139 = add nsw i64 %1138, %conv2_weight_grad.c301141
+  store float %w321, ptr %grads187, align 4
+  %w322 = load float, ptr %conv2_weight_grad.w322, align 4
+  %1138 = mul nsw i64 %conv2_weight_grad.f306140, 32
+  %1139 = add nsw i64 %1138, %conv2_weight_grad.c307141
   %1140 = mul nsw i64 %1139, 9
   %1141 = add nsw i64 320, %1140
   %1142 = add nsw i64 %1141, 2
   %grads188 = getelementptr inbounds float, ptr %grads, i64 %1142
-  store float %w316, ptr %grads188, align 4
-  %w317 = load float, ptr %conv2_weight_grad.w317, align 4
-  %1143 = mul nsw i64 %conv2_weight_grad.f300140, 32
-  %1144 = add nsw i64 %1143, %conv2_weight_grad.c301141
+  store float %w322, ptr %grads188, align 4
+  %w323 = load float, ptr %conv2_weight_grad.w323, align 4
+  %1143 = mul nsw i64 %conv2_weight_grad.f306140, 32
+  %1144 = add nsw i64 %1143, %conv2_weight_grad.c307141
   %1145 = mul nsw i64 %1144, 9
   %1146 = add nsw i64 320, %1145
   %1147 = add nsw i64 %1146, 3
   %grads189 = getelementptr inbounds float, ptr %grads, i64 %1147
-  store float %w317, ptr %grads189, align 4
-  %w318 = load float, ptr %conv2_weight_grad.w318, align 4
-  %1148 = mul nsw i64 %conv2_weight_grad.f300140, 32
-  %1149 = add nsw i64 %1148, %conv2_weight_grad.c301141
+  store float %w323, ptr %grads189, align 4
+  %w324 = load float, ptr %conv2_weight_grad.w324, align 4
+  %1148 = mul nsw i64 %conv2_weight_grad.f306140, 32
+  %1149 = add nsw i64 %1148, %conv2_weight_grad.c307141
   %1150 = mul nsw i64 %1149, 9
   %1151 = add nsw i64 320, %1150
   %1152 = add nsw i64 %1151, 4
   %grads190 = getelementptr inbounds float, ptr %grads, i64 %1152
-  store float %w318, ptr %grads190, align 4
-  %w319 = load float, ptr %conv2_weight_grad.w319, align 4
-  %1153 = mul nsw i64 %conv2_weight_grad.f300140, 32
-  %1154 = add nsw i64 %1153, %conv2_weight_grad.c301141
+  store float %w324, ptr %grads190, align 4
+  %w325 = load float, ptr %conv2_weight_grad.w325, align 4
+  %1153 = mul nsw i64 %conv2_weight_grad.f306140, 32
+  %1154 = add nsw i64 %1153, %conv2_weight_grad.c307141
   %1155 = mul nsw i64 %1154, 9
   %1156 = add nsw i64 320, %1155
   %1157 = add nsw i64 %1156, 5
   %grads191 = getelementptr inbounds float, ptr %grads, i64 %1157
-  store float %w319, ptr %grads191, align 4
-  %w320 = load float, ptr %conv2_weight_grad.w320, align 4
-  %1158 = mul nsw i64 %conv2_weight_grad.f300140, 32
-  %1159 = add nsw i64 %1158, %conv2_weight_grad.c301141
+  store float %w325, ptr %grads191, align 4
+  %w326 = load float, ptr %conv2_weight_grad.w326, align 4
+  %1158 = mul nsw i64 %conv2_weight_grad.f306140, 32
+  %1159 = add nsw i64 %1158, %conv2_weight_grad.c307141
   %1160 = mul nsw i64 %1159, 9
   %1161 = add nsw i64 320, %1160
   %1162 = add nsw i64 %1161, 6
   %grads192 = getelementptr inbounds float, ptr %grads, i64 %1162
-  store float %w320, ptr %grads192, align 4
-  %w321 = load float, ptr %conv2_weight_grad.w321, align 4
-  %1163 = mul nsw i64 %conv2_weight_grad.f300140, 32
-  %1164 = add nsw i64 %1163, %conv2_weight_grad.c301141
+  store float %w326, ptr %grads192, align 4
+  %w327 = load float, ptr %conv2_weight_grad.w327, align 4
+  %1163 = mul nsw i64 %conv2_weight_grad.f306140, 32
+  %1164 = add nsw i64 %1163, %conv2_weight_grad.c307141
   %1165 = mul nsw i64 %1164, 9
   %1166 = add nsw i64 320, %1165
   %1167 = add nsw i64 %1166, 7
   %grads193 = getelementptr inbounds float, ptr %grads, i64 %1167
-  store float %w321, ptr %grads193, align 4
-  %w322 = load float, ptr %conv2_weight_grad.w322, align 4
-  %1168 = mul nsw i64 %conv2_weight_grad.f300140, 32
-  %1169 = add nsw i64 %1168, %conv2_weight_grad.c301141
+  store float %w327, ptr %grads193, align 4
+  %w328 = load float, ptr %conv2_weight_grad.w328, align 4
+  %1168 = mul nsw i64 %conv2_weight_grad.f306140, 32
+  %1169 = add nsw i64 %1168, %conv2_weight_grad.c307141
   %1170 = mul nsw i64 %1169, 9
   %1171 = add nsw i64 320, %1170
   %1172 = add nsw i64 %1171, 8
   %grads194 = getelementptr inbounds float, ptr %grads, i64 %1172
-  store float %w322, ptr %grads194, align 4
-  %c301.next = add nsw i64 %conv2_weight_grad.c301141, 1
-  %1173 = icmp slt i64 %c301.next, 32
-  br i1 %1173, label %conv2_weight_grad.c301, label %conv2_weight_grad.c301.end, !llvm.loop !3
+  store float %w328, ptr %grads194, align 4
+  %c307.next = add nsw i64 %conv2_weight_grad.c307141, 1
+  %1173 = icmp slt i64 %c307.next, 32
+  br i1 %1173, label %conv2_weight_grad.c307, label %conv2_weight_grad.c307.end, !llvm.loop !3
 
-conv2_weight_grad.c301.end:                       ; preds = %conv2_weight_grad.c301
-  %f300.next = add nsw i64 %conv2_weight_grad.f300140, 1
-  %1174 = icmp slt i64 %f300.next, 64
-  br i1 %1174, label %conv2_weight_grad.f300, label %conv2_weight_grad.f300.end, !llvm.loop !4
+conv2_weight_grad.c307.end:                       ; preds = %conv2_weight_grad.c307
+  %f306.next = add nsw i64 %conv2_weight_grad.f306140, 1
+  %1174 = icmp slt i64 %f306.next, 64
+  br i1 %1174, label %conv2_weight_grad.f306, label %conv2_weight_grad.f306.end, !llvm.loop !4
 }
 
 ; Function Attrs: noinline
 define internal void @convnet_train_b64.k19.conv2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
+  %conv2_bias_grad.sum339 = alloca float, align 4
+  %conv2_bias_grad.sum338 = alloca float, align 4
+  %conv2_bias_grad.sum337 = alloca float, align 4
+  %conv2_bias_grad.sum336 = alloca float, align 4
+  %conv2_bias_grad.sum335 = alloca float, align 4
+  %conv2_bias_grad.sum334 = alloca float, align 4
   %conv2_bias_grad.sum333 = alloca float, align 4
-  %conv2_bias_grad.sum332 = alloca float, align 4
-  %conv2_bias_grad.sum331 = alloca float, align 4
-  %conv2_bias_grad.sum330 = alloca float, align 4
-  %conv2_bias_grad.sum329 = alloca float, align 4
-  %conv2_bias_grad.sum328 = alloca float, align 4
-  %conv2_bias_grad.sum327 = alloca float, align 4
-  %conv2_bias_grad.acc324 = alloca <8 x float>, align 32
-  br label %conv2_bias_grad.f323
+  %conv2_bias_grad.acc330 = alloca <8 x float>, align 32
+  br label %conv2_bias_grad.f329
 
-conv2_bias_grad.f323:                             ; preds = %conv2_bias_grad.img325.end, %entry
-  %conv2_bias_grad.f3231 = phi i64 [ 0, %entry ], [ %f323.next, %conv2_bias_grad.img325.end ]
-  store <8 x float> zeroinitializer, ptr %conv2_bias_grad.acc324, align 32
-  br label %conv2_bias_grad.img325
+conv2_bias_grad.f329:                             ; preds = %conv2_bias_grad.img331.end, %entry
+  %conv2_bias_grad.f3291 = phi i64 [ 0, %entry ], [ %f329.next, %conv2_bias_grad.img331.end ]
+  store <8 x float> zeroinitializer, ptr %conv2_bias_grad.acc330, align 32
+  br label %conv2_bias_grad.img331
 
-conv2_bias_grad.f323.end:                         ; preds = %conv2_bias_grad.img325.end
+conv2_bias_grad.f329.end:                         ; preds = %conv2_bias_grad.img331.end
   ret void
 
-conv2_bias_grad.img325:                           ; preds = %conv2_bias_grad.i326.end, %conv2_bias_grad.f323
-  %conv2_bias_grad.img3252 = phi i64 [ 0, %conv2_bias_grad.f323 ], [ %img325.next, %conv2_bias_grad.i326.end ]
-  br label %conv2_bias_grad.i326
+conv2_bias_grad.img331:                           ; preds = %conv2_bias_grad.i332.end, %conv2_bias_grad.f329
+  %conv2_bias_grad.img3312 = phi i64 [ 0, %conv2_bias_grad.f329 ], [ %img331.next, %conv2_bias_grad.i332.end ]
+  br label %conv2_bias_grad.i332
 
-conv2_bias_grad.img325.end:                       ; preds = %conv2_bias_grad.i326.end
-  %acc3245 = load <8 x float>, ptr %conv2_bias_grad.acc324, align 32
+conv2_bias_grad.img331.end:                       ; preds = %conv2_bias_grad.i332.end
+  %acc3305 = load <8 x float>, ptr %conv2_bias_grad.acc330, align 32
   %arena6 = getelementptr inbounds float, ptr %arena, i64 1605632
-  store <8 x float> %acc3245, ptr %arena6, align 4
+  store <8 x float> %acc3305, ptr %arena6, align 4
   %arena7 = getelementptr inbounds float, ptr %arena, i64 1605632
   %0 = load float, ptr %arena7, align 4
   %arena8 = getelementptr inbounds float, ptr %arena, i64 1605633
   %1 = load float, ptr %arena8, align 4
   %2 = fadd float %0, %1
-  store float %2, ptr %conv2_bias_grad.sum327, align 4
-  %sum327 = load float, ptr %conv2_bias_grad.sum327, align 4
+  store float %2, ptr %conv2_bias_grad.sum333, align 4
+  %sum333 = load float, ptr %conv2_bias_grad.sum333, align 4
   %arena9 = getelementptr inbounds float, ptr %arena, i64 1605634
   %3 = load float, ptr %arena9, align 4
-  %4 = fadd float %sum327, %3
-  store float %4, ptr %conv2_bias_grad.sum328, align 4
-  %sum328 = load float, ptr %conv2_bias_grad.sum328, align 4
+  %4 = fadd float %sum333, %3
+  store float %4, ptr %conv2_bias_grad.sum334, align 4
+  %sum334 = load float, ptr %conv2_bias_grad.sum334, align 4
   %arena10 = getelementptr inbounds float, ptr %arena, i64 1605635
   %5 = load float, ptr %arena10, align 4
-  %6 = fadd float %sum328, %5
-  store float %6, ptr %conv2_bias_grad.sum329, align 4
-  %sum329 = load float, ptr %conv2_bias_grad.sum329, align 4
+  %6 = fadd float %sum334, %5
+  store float %6, ptr %conv2_bias_grad.sum335, align 4
+  %sum335 = load float, ptr %conv2_bias_grad.sum335, align 4
   %arena11 = getelementptr inbounds float, ptr %arena, i64 1605636
   %7 = load float, ptr %arena11, align 4
-  %8 = fadd float %sum329, %7
-  store float %8, ptr %conv2_bias_grad.sum330, align 4
-  %sum330 = load float, ptr %conv2_bias_grad.sum330, align 4
+  %8 = fadd float %sum335, %7
+  store float %8, ptr %conv2_bias_grad.sum336, align 4
+  %sum336 = load float, ptr %conv2_bias_grad.sum336, align 4
   %arena12 = getelementptr inbounds float, ptr %arena, i64 1605637
   %9 = load float, ptr %arena12, align 4
-  %10 = fadd float %sum330, %9
-  store float %10, ptr %conv2_bias_grad.sum331, align 4
-  %sum331 = load float, ptr %conv2_bias_grad.sum331, align 4
+  %10 = fadd float %sum336, %9
+  store float %10, ptr %conv2_bias_grad.sum337, align 4
+  %sum337 = load float, ptr %conv2_bias_grad.sum337, align 4
   %arena13 = getelementptr inbounds float, ptr %arena, i64 1605638
   %11 = load float, ptr %arena13, align 4
-  %12 = fadd float %sum331, %11
-  store float %12, ptr %conv2_bias_grad.sum332, align 4
-  %sum332 = load float, ptr %conv2_bias_grad.sum332, align 4
+  %12 = fadd float %sum337, %11
+  store float %12, ptr %conv2_bias_grad.sum338, align 4
+  %sum338 = load float, ptr %conv2_bias_grad.sum338, align 4
   %arena14 = getelementptr inbounds float, ptr %arena, i64 1605639
   %13 = load float, ptr %arena14, align 4
-  %14 = fadd float %sum332, %13
-  store float %14, ptr %conv2_bias_grad.sum333, align 4
-  %sum333 = load float, ptr %conv2_bias_grad.sum333, align 4
-  %15 = add nsw i64 18752, %conv2_bias_grad.f3231
+  %14 = fadd float %sum338, %13
+  store float %14, ptr %conv2_bias_grad.sum339, align 4
+  %sum339 = load float, ptr %conv2_bias_grad.sum339, align 4
+  %15 = add nsw i64 18752, %conv2_bias_grad.f3291
   %grads15 = getelementptr inbounds float, ptr %grads, i64 %15
-  store float %sum333, ptr %grads15, align 4
-  %f323.next = add nsw i64 %conv2_bias_grad.f3231, 1
-  %16 = icmp slt i64 %f323.next, 64
-  br i1 %16, label %conv2_bias_grad.f323, label %conv2_bias_grad.f323.end
+  store float %sum339, ptr %grads15, align 4
+  %f329.next = add nsw i64 %conv2_bias_grad.f3291, 1
+  %16 = icmp slt i64 %f329.next, 64
+  br i1 %16, label %conv2_bias_grad.f329, label %conv2_bias_grad.f329.end
 
-conv2_bias_grad.i326:                             ; preds = %conv2_bias_grad.i326, %conv2_bias_grad.img325
-  %conv2_bias_grad.i3263 = phi i64 [ 0, %conv2_bias_grad.img325 ], [ %i326.next, %conv2_bias_grad.i326 ]
-  %17 = mul nsw i64 %conv2_bias_grad.img3252, 50176
+conv2_bias_grad.i332:                             ; preds = %conv2_bias_grad.i332, %conv2_bias_grad.img331
+  %conv2_bias_grad.i3323 = phi i64 [ 0, %conv2_bias_grad.img331 ], [ %i332.next, %conv2_bias_grad.i332 ]
+  %17 = mul nsw i64 %conv2_bias_grad.img3312, 50176
   %18 = add nsw i64 4031120, %17
-  %19 = mul nsw i64 %conv2_bias_grad.f3231, 784
+  %19 = mul nsw i64 %conv2_bias_grad.f3291, 784
   %20 = add nsw i64 %18, %19
-  %21 = mul nsw i64 %conv2_bias_grad.i3263, 8
+  %21 = mul nsw i64 %conv2_bias_grad.i3323, 8
   %22 = add nsw i64 %20, %21
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %22
   %23 = load <8 x float>, ptr %arena4, align 4
-  %acc324 = load <8 x float>, ptr %conv2_bias_grad.acc324, align 32
-  %24 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %23, <8 x float> %acc324)
-  store <8 x float> %24, ptr %conv2_bias_grad.acc324, align 32
-  %i326.next = add nsw i64 %conv2_bias_grad.i3263, 1
-  %25 = icmp slt i64 %i326.next, 98
-  br i1 %25, label %conv2_bias_grad.i326, label %conv2_bias_grad.i326.end
+  %acc330 = load <8 x float>, ptr %conv2_bias_grad.acc330, align 32
+  %24 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %23, <8 x float> %acc330)
+  store <8 x float> %24, ptr %conv2_bias_grad.acc330, align 32
+  %i332.next = add nsw i64 %conv2_bias_grad.i3323, 1
+  %25 = icmp slt i64 %i332.next, 98
+  br i1 %25, label %conv2_bias_grad.i332, label %conv2_bias_grad.i332.end
 
-conv2_bias_grad.i326.end:                         ; preds = %conv2_bias_grad.i326
-  %img325.next = add nsw i64 %conv2_bias_grad.img3252, 1
-  %26 = icmp slt i64 %img325.next, 64
-  br i1 %26, label %conv2_bias_grad.img325, label %conv2_bias_grad.img325.end
+conv2_bias_grad.i332.end:                         ; preds = %conv2_bias_grad.i332
+  %img331.next = add nsw i64 %conv2_bias_grad.img3312, 1
+  %26 = icmp slt i64 %img331.next, 64
+  br i1 %26, label %conv2_bias_grad.img331, label %conv2_bias_grad.img331.end
 }
 
 ; Function Attrs: noinline
 define internal void @convnet_train_b64.k20.relu1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
+  %relu1_grad.w435 = alloca <8 x float>, align 32
+  %relu1_grad.w434 = alloca <8 x float>, align 32
+  %relu1_grad.w433 = alloca <8 x float>, align 32
+  %relu1_grad.w432 = alloca <8 x float>, align 32
+  %relu1_grad.w431 = alloca <8 x float>, align 32
+  %relu1_grad.w430 = alloca <8 x float>, align 32
   %relu1_grad.w429 = alloca <8 x float>, align 32
   %relu1_grad.w428 = alloca <8 x float>, align 32
   %relu1_grad.w427 = alloca <8 x float>, align 32
   %relu1_grad.w426 = alloca <8 x float>, align 32
   %relu1_grad.w425 = alloca <8 x float>, align 32
   %relu1_grad.w424 = alloca <8 x float>, align 32
-  %relu1_grad.w423 = alloca <8 x float>, align 32
-  %relu1_grad.w422 = alloca <8 x float>, align 32
-  %relu1_grad.w421 = alloca <8 x float>, align 32
-  %relu1_grad.w420 = alloca <8 x float>, align 32
-  %relu1_grad.w419 = alloca <8 x float>, align 32
-  %relu1_grad.w418 = alloca <8 x float>, align 32
+  %relu1_grad.w411 = alloca <8 x float>, align 32
+  %relu1_grad.w410 = alloca <8 x float>, align 32
+  %relu1_grad.w409 = alloca <8 x float>, align 32
+  %relu1_grad.w408 = alloca <8 x float>, align 32
+  %relu1_grad.w407 = alloca <8 x float>, align 32
+  %relu1_grad.w406 = alloca <8 x float>, align 32
   %relu1_grad.w405 = alloca <8 x float>, align 32
   %relu1_grad.w404 = alloca <8 x float>, align 32
   %relu1_grad.w403 = alloca <8 x float>, align 32
@@ -7863,12 +7965,12 @@ entry:
   %relu1_grad.w382 = alloca <8 x float>, align 32
   %relu1_grad.w381 = alloca <8 x float>, align 32
   %relu1_grad.w380 = alloca <8 x float>, align 32
-  %relu1_grad.w379 = alloca <8 x float>, align 32
-  %relu1_grad.w378 = alloca <8 x float>, align 32
-  %relu1_grad.w377 = alloca <8 x float>, align 32
-  %relu1_grad.w376 = alloca <8 x float>, align 32
-  %relu1_grad.w375 = alloca <8 x float>, align 32
-  %relu1_grad.w374 = alloca <8 x float>, align 32
+  %relu1_grad.w369 = alloca float, align 4
+  %relu1_grad.w368 = alloca float, align 4
+  %relu1_grad.w367 = alloca float, align 4
+  %relu1_grad.w366 = alloca float, align 4
+  %relu1_grad.w365 = alloca float, align 4
+  %relu1_grad.w364 = alloca float, align 4
   %relu1_grad.w363 = alloca float, align 4
   %relu1_grad.w362 = alloca float, align 4
   %relu1_grad.w361 = alloca float, align 4
@@ -7891,48 +7993,42 @@ entry:
   %relu1_grad.w344 = alloca float, align 4
   %relu1_grad.w343 = alloca float, align 4
   %relu1_grad.w342 = alloca float, align 4
-  %relu1_grad.w341 = alloca float, align 4
-  %relu1_grad.w340 = alloca float, align 4
-  %relu1_grad.w339 = alloca float, align 4
-  %relu1_grad.w338 = alloca float, align 4
-  %relu1_grad.w337 = alloca float, align 4
-  %relu1_grad.w336 = alloca float, align 4
-  br label %relu1_grad.ci334
+  br label %relu1_grad.ci340
 
-relu1_grad.ci334:                                 ; preds = %relu1_grad.co335.end, %entry
-  %relu1_grad.ci3341 = phi i64 [ 0, %entry ], [ %ci334.next, %relu1_grad.co335.end ]
-  br label %relu1_grad.co335
+relu1_grad.ci340:                                 ; preds = %relu1_grad.co341.end, %entry
+  %relu1_grad.ci3401 = phi i64 [ 0, %entry ], [ %ci340.next, %relu1_grad.co341.end ]
+  br label %relu1_grad.co341
 
-relu1_grad.ci334.end:                             ; preds = %relu1_grad.co335.end
-  br label %relu1_grad.i364
+relu1_grad.ci340.end:                             ; preds = %relu1_grad.co341.end
+  br label %relu1_grad.i370
 
-relu1_grad.co335:                                 ; preds = %relu1_grad.co335, %relu1_grad.ci334
-  %relu1_grad.co3352 = phi i64 [ 0, %relu1_grad.ci334 ], [ %co335.next, %relu1_grad.co335 ]
-  %0 = mul nsw i64 %relu1_grad.ci3341, 32
-  %1 = add nsw i64 %0, %relu1_grad.co3352
+relu1_grad.co341:                                 ; preds = %relu1_grad.co341, %relu1_grad.ci340
+  %relu1_grad.co3412 = phi i64 [ 0, %relu1_grad.ci340 ], [ %co341.next, %relu1_grad.co341 ]
+  %0 = mul nsw i64 %relu1_grad.ci3401, 32
+  %1 = add nsw i64 %0, %relu1_grad.co3412
   %2 = mul nsw i64 %1, 9
   %3 = add nsw i64 320, %2
   %4 = add nsw i64 %3, 8
   %params3 = getelementptr inbounds float, ptr %params, i64 %4
   %5 = load float, ptr %params3, align 4
-  store float %5, ptr %relu1_grad.w336, align 4
-  %6 = mul nsw i64 %relu1_grad.ci3341, 32
-  %7 = add nsw i64 %6, %relu1_grad.co3352
+  store float %5, ptr %relu1_grad.w342, align 4
+  %6 = mul nsw i64 %relu1_grad.ci3401, 32
+  %7 = add nsw i64 %6, %relu1_grad.co3412
   %8 = mul nsw i64 %7, 9
   %9 = add nsw i64 320, %8
   %10 = add nsw i64 %9, 8
   %params4 = getelementptr inbounds float, ptr %params, i64 %10
   %11 = load float, ptr %params4, align 4
-  %12 = mul nsw i64 %relu1_grad.ci3341, 32
-  %13 = add nsw i64 %12, %relu1_grad.co3352
+  %12 = mul nsw i64 %relu1_grad.ci3401, 32
+  %13 = add nsw i64 %12, %relu1_grad.co3412
   %14 = mul nsw i64 %13, 9
   %15 = add nsw i64 320, %14
   %16 = add nsw i64 %15, 5
   %params5 = getelementptr inbounds float, ptr %params, i64 %16
   %17 = load float, ptr %params5, align 4
   %18 = fadd float %11, %17
-  %19 = mul nsw i64 %relu1_grad.ci3341, 32
-  %20 = add nsw i64 %19, %relu1_grad.co3352
+  %19 = mul nsw i64 %relu1_grad.ci3401, 32
+  %20 = add nsw i64 %19, %relu1_grad.co3412
   %21 = mul nsw i64 %20, 9
   %22 = add nsw i64 320, %21
   %23 = add nsw i64 %22, 2
@@ -7940,24 +8036,24 @@ relu1_grad.co335:                                 ; preds = %relu1_grad.co335, %
   %24 = load float, ptr %params6, align 4
   %25 = fadd float %18, %24
   %26 = fmul float %25, 5.000000e-01
-  store float %26, ptr %relu1_grad.w337, align 4
-  %27 = mul nsw i64 %relu1_grad.ci3341, 32
-  %28 = add nsw i64 %27, %relu1_grad.co3352
+  store float %26, ptr %relu1_grad.w343, align 4
+  %27 = mul nsw i64 %relu1_grad.ci3401, 32
+  %28 = add nsw i64 %27, %relu1_grad.co3412
   %29 = mul nsw i64 %28, 9
   %30 = add nsw i64 320, %29
   %31 = add nsw i64 %30, 8
   %params7 = getelementptr inbounds float, ptr %params, i64 %31
   %32 = load float, ptr %params7, align 4
-  %33 = mul nsw i64 %relu1_grad.ci3341, 32
-  %34 = add nsw i64 %33, %relu1_grad.co3352
+  %33 = mul nsw i64 %relu1_grad.ci3401, 32
+  %34 = add nsw i64 %33, %relu1_grad.co3412
   %35 = mul nsw i64 %34, 9
   %36 = add nsw i64 320, %35
   %37 = add nsw i64 %36, 2
   %params8 = getelementptr inbounds float, ptr %params, i64 %37
   %38 = load float, ptr %params8, align 4
   %39 = fadd float %32, %38
-  %40 = mul nsw i64 %relu1_grad.ci3341, 32
-  %41 = add nsw i64 %40, %relu1_grad.co3352
+  %40 = mul nsw i64 %relu1_grad.ci3401, 32
+  %41 = add nsw i64 %40, %relu1_grad.co3412
   %42 = mul nsw i64 %41, 9
   %43 = add nsw i64 320, %42
   %44 = add nsw i64 %43, 5
@@ -7965,40 +8061,40 @@ relu1_grad.co335:                                 ; preds = %relu1_grad.co335, %
   %45 = load float, ptr %params9, align 4
   %46 = fsub float %39, %45
   %47 = fmul float %46, 5.000000e-01
-  store float %47, ptr %relu1_grad.w338, align 4
-  %48 = mul nsw i64 %relu1_grad.ci3341, 32
-  %49 = add nsw i64 %48, %relu1_grad.co3352
+  store float %47, ptr %relu1_grad.w344, align 4
+  %48 = mul nsw i64 %relu1_grad.ci3401, 32
+  %49 = add nsw i64 %48, %relu1_grad.co3412
   %50 = mul nsw i64 %49, 9
   %51 = add nsw i64 320, %50
   %52 = add nsw i64 %51, 2
   %params10 = getelementptr inbounds float, ptr %params, i64 %52
   %53 = load float, ptr %params10, align 4
-  store float %53, ptr %relu1_grad.w339, align 4
-  %54 = mul nsw i64 %relu1_grad.ci3341, 32
-  %55 = add nsw i64 %54, %relu1_grad.co3352
+  store float %53, ptr %relu1_grad.w345, align 4
+  %54 = mul nsw i64 %relu1_grad.ci3401, 32
+  %55 = add nsw i64 %54, %relu1_grad.co3412
   %56 = mul nsw i64 %55, 9
   %57 = add nsw i64 320, %56
   %58 = add nsw i64 %57, 7
   %params11 = getelementptr inbounds float, ptr %params, i64 %58
   %59 = load float, ptr %params11, align 4
-  store float %59, ptr %relu1_grad.w340, align 4
-  %60 = mul nsw i64 %relu1_grad.ci3341, 32
-  %61 = add nsw i64 %60, %relu1_grad.co3352
+  store float %59, ptr %relu1_grad.w346, align 4
+  %60 = mul nsw i64 %relu1_grad.ci3401, 32
+  %61 = add nsw i64 %60, %relu1_grad.co3412
   %62 = mul nsw i64 %61, 9
   %63 = add nsw i64 320, %62
   %64 = add nsw i64 %63, 7
   %params12 = getelementptr inbounds float, ptr %params, i64 %64
   %65 = load float, ptr %params12, align 4
-  %66 = mul nsw i64 %relu1_grad.ci3341, 32
-  %67 = add nsw i64 %66, %relu1_grad.co3352
+  %66 = mul nsw i64 %relu1_grad.ci3401, 32
+  %67 = add nsw i64 %66, %relu1_grad.co3412
   %68 = mul nsw i64 %67, 9
   %69 = add nsw i64 320, %68
   %70 = add nsw i64 %69, 4
   %params13 = getelementptr inbounds float, ptr %params, i64 %70
   %71 = load float, ptr %params13, align 4
   %72 = fadd float %65, %71
-  %73 = mul nsw i64 %relu1_grad.ci3341, 32
-  %74 = add nsw i64 %73, %relu1_grad.co3352
+  %73 = mul nsw i64 %relu1_grad.ci3401, 32
+  %74 = add nsw i64 %73, %relu1_grad.co3412
   %75 = mul nsw i64 %74, 9
   %76 = add nsw i64 320, %75
   %77 = add nsw i64 %76, 1
@@ -8006,24 +8102,24 @@ relu1_grad.co335:                                 ; preds = %relu1_grad.co335, %
   %78 = load float, ptr %params14, align 4
   %79 = fadd float %72, %78
   %80 = fmul float %79, 5.000000e-01
-  store float %80, ptr %relu1_grad.w341, align 4
-  %81 = mul nsw i64 %relu1_grad.ci3341, 32
-  %82 = add nsw i64 %81, %relu1_grad.co3352
+  store float %80, ptr %relu1_grad.w347, align 4
+  %81 = mul nsw i64 %relu1_grad.ci3401, 32
+  %82 = add nsw i64 %81, %relu1_grad.co3412
   %83 = mul nsw i64 %82, 9
   %84 = add nsw i64 320, %83
   %85 = add nsw i64 %84, 7
   %params15 = getelementptr inbounds float, ptr %params, i64 %85
   %86 = load float, ptr %params15, align 4
-  %87 = mul nsw i64 %relu1_grad.ci3341, 32
-  %88 = add nsw i64 %87, %relu1_grad.co3352
+  %87 = mul nsw i64 %relu1_grad.ci3401, 32
+  %88 = add nsw i64 %87, %relu1_grad.co3412
   %89 = mul nsw i64 %88, 9
   %90 = add nsw i64 320, %89
   %91 = add nsw i64 %90, 1
   %params16 = getelementptr inbounds float, ptr %params, i64 %91
   %92 = load float, ptr %params16, align 4
   %93 = fadd float %86, %92
-  %94 = mul nsw i64 %relu1_grad.ci3341, 32
-  %95 = add nsw i64 %94, %relu1_grad.co3352
+  %94 = mul nsw i64 %relu1_grad.ci3401, 32
+  %95 = add nsw i64 %94, %relu1_grad.co3412
   %96 = mul nsw i64 %95, 9
   %97 = add nsw i64 320, %96
   %98 = add nsw i64 %97, 4
@@ -8031,63 +8127,63 @@ relu1_grad.co335:                                 ; preds = %relu1_grad.co335, %
   %99 = load float, ptr %params17, align 4
   %100 = fsub float %93, %99
   %101 = fmul float %100, 5.000000e-01
-  store float %101, ptr %relu1_grad.w342, align 4
-  %102 = mul nsw i64 %relu1_grad.ci3341, 32
-  %103 = add nsw i64 %102, %relu1_grad.co3352
+  store float %101, ptr %relu1_grad.w348, align 4
+  %102 = mul nsw i64 %relu1_grad.ci3401, 32
+  %103 = add nsw i64 %102, %relu1_grad.co3412
   %104 = mul nsw i64 %103, 9
   %105 = add nsw i64 320, %104
   %106 = add nsw i64 %105, 1
   %params18 = getelementptr inbounds float, ptr %params, i64 %106
   %107 = load float, ptr %params18, align 4
-  store float %107, ptr %relu1_grad.w343, align 4
-  %108 = mul nsw i64 %relu1_grad.ci3341, 32
-  %109 = add nsw i64 %108, %relu1_grad.co3352
+  store float %107, ptr %relu1_grad.w349, align 4
+  %108 = mul nsw i64 %relu1_grad.ci3401, 32
+  %109 = add nsw i64 %108, %relu1_grad.co3412
   %110 = mul nsw i64 %109, 9
   %111 = add nsw i64 320, %110
   %112 = add nsw i64 %111, 6
   %params19 = getelementptr inbounds float, ptr %params, i64 %112
   %113 = load float, ptr %params19, align 4
-  store float %113, ptr %relu1_grad.w344, align 4
-  %114 = mul nsw i64 %relu1_grad.ci3341, 32
-  %115 = add nsw i64 %114, %relu1_grad.co3352
+  store float %113, ptr %relu1_grad.w350, align 4
+  %114 = mul nsw i64 %relu1_grad.ci3401, 32
+  %115 = add nsw i64 %114, %relu1_grad.co3412
   %116 = mul nsw i64 %115, 9
   %117 = add nsw i64 320, %116
   %118 = add nsw i64 %117, 6
   %params20 = getelementptr inbounds float, ptr %params, i64 %118
   %119 = load float, ptr %params20, align 4
-  %120 = mul nsw i64 %relu1_grad.ci3341, 32
-  %121 = add nsw i64 %120, %relu1_grad.co3352
+  %120 = mul nsw i64 %relu1_grad.ci3401, 32
+  %121 = add nsw i64 %120, %relu1_grad.co3412
   %122 = mul nsw i64 %121, 9
   %123 = add nsw i64 320, %122
   %124 = add nsw i64 %123, 3
   %params21 = getelementptr inbounds float, ptr %params, i64 %124
   %125 = load float, ptr %params21, align 4
   %126 = fadd float %119, %125
-  %127 = mul nsw i64 %relu1_grad.ci3341, 32
-  %128 = add nsw i64 %127, %relu1_grad.co3352
+  %127 = mul nsw i64 %relu1_grad.ci3401, 32
+  %128 = add nsw i64 %127, %relu1_grad.co3412
   %129 = mul nsw i64 %128, 9
   %130 = add nsw i64 320, %129
   %params22 = getelementptr inbounds float, ptr %params, i64 %130
   %131 = load float, ptr %params22, align 4
   %132 = fadd float %126, %131
   %133 = fmul float %132, 5.000000e-01
-  store float %133, ptr %relu1_grad.w345, align 4
-  %134 = mul nsw i64 %relu1_grad.ci3341, 32
-  %135 = add nsw i64 %134, %relu1_grad.co3352
+  store float %133, ptr %relu1_grad.w351, align 4
+  %134 = mul nsw i64 %relu1_grad.ci3401, 32
+  %135 = add nsw i64 %134, %relu1_grad.co3412
   %136 = mul nsw i64 %135, 9
   %137 = add nsw i64 320, %136
   %138 = add nsw i64 %137, 6
   %params23 = getelementptr inbounds float, ptr %params, i64 %138
   %139 = load float, ptr %params23, align 4
-  %140 = mul nsw i64 %relu1_grad.ci3341, 32
-  %141 = add nsw i64 %140, %relu1_grad.co3352
+  %140 = mul nsw i64 %relu1_grad.ci3401, 32
+  %141 = add nsw i64 %140, %relu1_grad.co3412
   %142 = mul nsw i64 %141, 9
   %143 = add nsw i64 320, %142
   %params24 = getelementptr inbounds float, ptr %params, i64 %143
   %144 = load float, ptr %params24, align 4
   %145 = fadd float %139, %144
-  %146 = mul nsw i64 %relu1_grad.ci3341, 32
-  %147 = add nsw i64 %146, %relu1_grad.co3352
+  %146 = mul nsw i64 %relu1_grad.ci3401, 32
+  %147 = add nsw i64 %146, %relu1_grad.co3412
   %148 = mul nsw i64 %147, 9
   %149 = add nsw i64 320, %148
   %150 = add nsw i64 %149, 3
@@ -8095,3193 +8191,3241 @@ relu1_grad.co335:                                 ; preds = %relu1_grad.co335, %
   %151 = load float, ptr %params25, align 4
   %152 = fsub float %145, %151
   %153 = fmul float %152, 5.000000e-01
-  store float %153, ptr %relu1_grad.w346, align 4
-  %154 = mul nsw i64 %relu1_grad.ci3341, 32
-  %155 = add nsw i64 %154, %relu1_grad.co3352
+  store float %153, ptr %relu1_grad.w352, align 4
+  %154 = mul nsw i64 %relu1_grad.ci3401, 32
+  %155 = add nsw i64 %154, %relu1_grad.co3412
   %156 = mul nsw i64 %155, 9
   %157 = add nsw i64 320, %156
   %params26 = getelementptr inbounds float, ptr %params, i64 %157
   %158 = load float, ptr %params26, align 4
-  store float %158, ptr %relu1_grad.w347, align 4
-  %w336 = load float, ptr %relu1_grad.w336, align 4
-  store float %w336, ptr %relu1_grad.w348, align 4
-  %w33627 = load float, ptr %relu1_grad.w336, align 4
-  %w340 = load float, ptr %relu1_grad.w340, align 4
-  %159 = fadd float %w33627, %w340
-  %w344 = load float, ptr %relu1_grad.w344, align 4
-  %160 = fadd float %159, %w344
-  %161 = fmul float %160, 5.000000e-01
-  store float %161, ptr %relu1_grad.w349, align 4
-  %w33628 = load float, ptr %relu1_grad.w336, align 4
-  %w34429 = load float, ptr %relu1_grad.w344, align 4
-  %162 = fadd float %w33628, %w34429
-  %w34030 = load float, ptr %relu1_grad.w340, align 4
-  %163 = fsub float %162, %w34030
-  %164 = fmul float %163, 5.000000e-01
-  store float %164, ptr %relu1_grad.w350, align 4
-  %w34431 = load float, ptr %relu1_grad.w344, align 4
-  store float %w34431, ptr %relu1_grad.w351, align 4
-  %w337 = load float, ptr %relu1_grad.w337, align 4
-  store float %w337, ptr %relu1_grad.w352, align 4
-  %w33732 = load float, ptr %relu1_grad.w337, align 4
-  %w341 = load float, ptr %relu1_grad.w341, align 4
-  %165 = fadd float %w33732, %w341
-  %w345 = load float, ptr %relu1_grad.w345, align 4
-  %166 = fadd float %165, %w345
-  %167 = fmul float %166, 5.000000e-01
-  store float %167, ptr %relu1_grad.w353, align 4
-  %w33733 = load float, ptr %relu1_grad.w337, align 4
-  %w34534 = load float, ptr %relu1_grad.w345, align 4
-  %168 = fadd float %w33733, %w34534
-  %w34135 = load float, ptr %relu1_grad.w341, align 4
-  %169 = fsub float %168, %w34135
-  %170 = fmul float %169, 5.000000e-01
-  store float %170, ptr %relu1_grad.w354, align 4
-  %w34536 = load float, ptr %relu1_grad.w345, align 4
-  store float %w34536, ptr %relu1_grad.w355, align 4
-  %w338 = load float, ptr %relu1_grad.w338, align 4
-  store float %w338, ptr %relu1_grad.w356, align 4
-  %w33837 = load float, ptr %relu1_grad.w338, align 4
+  store float %158, ptr %relu1_grad.w353, align 4
   %w342 = load float, ptr %relu1_grad.w342, align 4
-  %171 = fadd float %w33837, %w342
+  store float %w342, ptr %relu1_grad.w354, align 4
+  %w34227 = load float, ptr %relu1_grad.w342, align 4
   %w346 = load float, ptr %relu1_grad.w346, align 4
-  %172 = fadd float %171, %w346
-  %173 = fmul float %172, 5.000000e-01
-  store float %173, ptr %relu1_grad.w357, align 4
-  %w33838 = load float, ptr %relu1_grad.w338, align 4
-  %w34639 = load float, ptr %relu1_grad.w346, align 4
-  %174 = fadd float %w33838, %w34639
-  %w34240 = load float, ptr %relu1_grad.w342, align 4
-  %175 = fsub float %174, %w34240
-  %176 = fmul float %175, 5.000000e-01
-  store float %176, ptr %relu1_grad.w358, align 4
-  %w34641 = load float, ptr %relu1_grad.w346, align 4
-  store float %w34641, ptr %relu1_grad.w359, align 4
-  %w339 = load float, ptr %relu1_grad.w339, align 4
-  store float %w339, ptr %relu1_grad.w360, align 4
-  %w33942 = load float, ptr %relu1_grad.w339, align 4
-  %w343 = load float, ptr %relu1_grad.w343, align 4
-  %177 = fadd float %w33942, %w343
-  %w347 = load float, ptr %relu1_grad.w347, align 4
-  %178 = fadd float %177, %w347
-  %179 = fmul float %178, 5.000000e-01
-  store float %179, ptr %relu1_grad.w361, align 4
-  %w33943 = load float, ptr %relu1_grad.w339, align 4
-  %w34744 = load float, ptr %relu1_grad.w347, align 4
-  %180 = fadd float %w33943, %w34744
-  %w34345 = load float, ptr %relu1_grad.w343, align 4
-  %181 = fsub float %180, %w34345
-  %182 = fmul float %181, 5.000000e-01
-  store float %182, ptr %relu1_grad.w362, align 4
-  %w34746 = load float, ptr %relu1_grad.w347, align 4
-  store float %w34746, ptr %relu1_grad.w363, align 4
-  %w348 = load float, ptr %relu1_grad.w348, align 4
-  %183 = mul nsw i64 %relu1_grad.ci3341, 32
-  %184 = add nsw i64 3228304, %183
-  %185 = add nsw i64 %184, %relu1_grad.co3352
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %185
-  store float %w348, ptr %arena47, align 4
-  %w349 = load float, ptr %relu1_grad.w349, align 4
-  %186 = mul nsw i64 %relu1_grad.ci3341, 32
-  %187 = add nsw i64 3230352, %186
-  %188 = add nsw i64 %187, %relu1_grad.co3352
-  %arena48 = getelementptr inbounds float, ptr %arena, i64 %188
-  store float %w349, ptr %arena48, align 4
+  %159 = fadd float %w34227, %w346
   %w350 = load float, ptr %relu1_grad.w350, align 4
-  %189 = mul nsw i64 %relu1_grad.ci3341, 32
-  %190 = add nsw i64 3232400, %189
-  %191 = add nsw i64 %190, %relu1_grad.co3352
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %191
-  store float %w350, ptr %arena49, align 4
+  %160 = fadd float %159, %w350
+  %161 = fmul float %160, 5.000000e-01
+  store float %161, ptr %relu1_grad.w355, align 4
+  %w34228 = load float, ptr %relu1_grad.w342, align 4
+  %w35029 = load float, ptr %relu1_grad.w350, align 4
+  %162 = fadd float %w34228, %w35029
+  %w34630 = load float, ptr %relu1_grad.w346, align 4
+  %163 = fsub float %162, %w34630
+  %164 = fmul float %163, 5.000000e-01
+  store float %164, ptr %relu1_grad.w356, align 4
+  %w35031 = load float, ptr %relu1_grad.w350, align 4
+  store float %w35031, ptr %relu1_grad.w357, align 4
+  %w343 = load float, ptr %relu1_grad.w343, align 4
+  store float %w343, ptr %relu1_grad.w358, align 4
+  %w34332 = load float, ptr %relu1_grad.w343, align 4
+  %w347 = load float, ptr %relu1_grad.w347, align 4
+  %165 = fadd float %w34332, %w347
   %w351 = load float, ptr %relu1_grad.w351, align 4
-  %192 = mul nsw i64 %relu1_grad.ci3341, 32
-  %193 = add nsw i64 3234448, %192
-  %194 = add nsw i64 %193, %relu1_grad.co3352
-  %arena50 = getelementptr inbounds float, ptr %arena, i64 %194
-  store float %w351, ptr %arena50, align 4
+  %166 = fadd float %165, %w351
+  %167 = fmul float %166, 5.000000e-01
+  store float %167, ptr %relu1_grad.w359, align 4
+  %w34333 = load float, ptr %relu1_grad.w343, align 4
+  %w35134 = load float, ptr %relu1_grad.w351, align 4
+  %168 = fadd float %w34333, %w35134
+  %w34735 = load float, ptr %relu1_grad.w347, align 4
+  %169 = fsub float %168, %w34735
+  %170 = fmul float %169, 5.000000e-01
+  store float %170, ptr %relu1_grad.w360, align 4
+  %w35136 = load float, ptr %relu1_grad.w351, align 4
+  store float %w35136, ptr %relu1_grad.w361, align 4
+  %w344 = load float, ptr %relu1_grad.w344, align 4
+  store float %w344, ptr %relu1_grad.w362, align 4
+  %w34437 = load float, ptr %relu1_grad.w344, align 4
+  %w348 = load float, ptr %relu1_grad.w348, align 4
+  %171 = fadd float %w34437, %w348
   %w352 = load float, ptr %relu1_grad.w352, align 4
-  %195 = mul nsw i64 %relu1_grad.ci3341, 32
-  %196 = add nsw i64 3236496, %195
-  %197 = add nsw i64 %196, %relu1_grad.co3352
-  %arena51 = getelementptr inbounds float, ptr %arena, i64 %197
-  store float %w352, ptr %arena51, align 4
+  %172 = fadd float %171, %w352
+  %173 = fmul float %172, 5.000000e-01
+  store float %173, ptr %relu1_grad.w363, align 4
+  %w34438 = load float, ptr %relu1_grad.w344, align 4
+  %w35239 = load float, ptr %relu1_grad.w352, align 4
+  %174 = fadd float %w34438, %w35239
+  %w34840 = load float, ptr %relu1_grad.w348, align 4
+  %175 = fsub float %174, %w34840
+  %176 = fmul float %175, 5.000000e-01
+  store float %176, ptr %relu1_grad.w364, align 4
+  %w35241 = load float, ptr %relu1_grad.w352, align 4
+  store float %w35241, ptr %relu1_grad.w365, align 4
+  %w345 = load float, ptr %relu1_grad.w345, align 4
+  store float %w345, ptr %relu1_grad.w366, align 4
+  %w34542 = load float, ptr %relu1_grad.w345, align 4
+  %w349 = load float, ptr %relu1_grad.w349, align 4
+  %177 = fadd float %w34542, %w349
   %w353 = load float, ptr %relu1_grad.w353, align 4
-  %198 = mul nsw i64 %relu1_grad.ci3341, 32
-  %199 = add nsw i64 3238544, %198
-  %200 = add nsw i64 %199, %relu1_grad.co3352
-  %arena52 = getelementptr inbounds float, ptr %arena, i64 %200
-  store float %w353, ptr %arena52, align 4
+  %178 = fadd float %177, %w353
+  %179 = fmul float %178, 5.000000e-01
+  store float %179, ptr %relu1_grad.w367, align 4
+  %w34543 = load float, ptr %relu1_grad.w345, align 4
+  %w35344 = load float, ptr %relu1_grad.w353, align 4
+  %180 = fadd float %w34543, %w35344
+  %w34945 = load float, ptr %relu1_grad.w349, align 4
+  %181 = fsub float %180, %w34945
+  %182 = fmul float %181, 5.000000e-01
+  store float %182, ptr %relu1_grad.w368, align 4
+  %w35346 = load float, ptr %relu1_grad.w353, align 4
+  store float %w35346, ptr %relu1_grad.w369, align 4
   %w354 = load float, ptr %relu1_grad.w354, align 4
-  %201 = mul nsw i64 %relu1_grad.ci3341, 32
-  %202 = add nsw i64 3240592, %201
-  %203 = add nsw i64 %202, %relu1_grad.co3352
-  %arena53 = getelementptr inbounds float, ptr %arena, i64 %203
-  store float %w354, ptr %arena53, align 4
+  %183 = mul nsw i64 %relu1_grad.ci3401, 32
+  %184 = add nsw i64 3228304, %183
+  %185 = add nsw i64 %184, %relu1_grad.co3412
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %185
+  store float %w354, ptr %arena47, align 4
   %w355 = load float, ptr %relu1_grad.w355, align 4
-  %204 = mul nsw i64 %relu1_grad.ci3341, 32
-  %205 = add nsw i64 3242640, %204
-  %206 = add nsw i64 %205, %relu1_grad.co3352
-  %arena54 = getelementptr inbounds float, ptr %arena, i64 %206
-  store float %w355, ptr %arena54, align 4
+  %186 = mul nsw i64 %relu1_grad.ci3401, 32
+  %187 = add nsw i64 3230352, %186
+  %188 = add nsw i64 %187, %relu1_grad.co3412
+  %arena48 = getelementptr inbounds float, ptr %arena, i64 %188
+  store float %w355, ptr %arena48, align 4
   %w356 = load float, ptr %relu1_grad.w356, align 4
-  %207 = mul nsw i64 %relu1_grad.ci3341, 32
-  %208 = add nsw i64 3244688, %207
-  %209 = add nsw i64 %208, %relu1_grad.co3352
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %209
-  store float %w356, ptr %arena55, align 4
+  %189 = mul nsw i64 %relu1_grad.ci3401, 32
+  %190 = add nsw i64 3232400, %189
+  %191 = add nsw i64 %190, %relu1_grad.co3412
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %191
+  store float %w356, ptr %arena49, align 4
   %w357 = load float, ptr %relu1_grad.w357, align 4
-  %210 = mul nsw i64 %relu1_grad.ci3341, 32
-  %211 = add nsw i64 3246736, %210
-  %212 = add nsw i64 %211, %relu1_grad.co3352
-  %arena56 = getelementptr inbounds float, ptr %arena, i64 %212
-  store float %w357, ptr %arena56, align 4
+  %192 = mul nsw i64 %relu1_grad.ci3401, 32
+  %193 = add nsw i64 3234448, %192
+  %194 = add nsw i64 %193, %relu1_grad.co3412
+  %arena50 = getelementptr inbounds float, ptr %arena, i64 %194
+  store float %w357, ptr %arena50, align 4
   %w358 = load float, ptr %relu1_grad.w358, align 4
-  %213 = mul nsw i64 %relu1_grad.ci3341, 32
-  %214 = add nsw i64 3248784, %213
-  %215 = add nsw i64 %214, %relu1_grad.co3352
-  %arena57 = getelementptr inbounds float, ptr %arena, i64 %215
-  store float %w358, ptr %arena57, align 4
+  %195 = mul nsw i64 %relu1_grad.ci3401, 32
+  %196 = add nsw i64 3236496, %195
+  %197 = add nsw i64 %196, %relu1_grad.co3412
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %197
+  store float %w358, ptr %arena51, align 4
   %w359 = load float, ptr %relu1_grad.w359, align 4
-  %216 = mul nsw i64 %relu1_grad.ci3341, 32
-  %217 = add nsw i64 3250832, %216
-  %218 = add nsw i64 %217, %relu1_grad.co3352
-  %arena58 = getelementptr inbounds float, ptr %arena, i64 %218
-  store float %w359, ptr %arena58, align 4
+  %198 = mul nsw i64 %relu1_grad.ci3401, 32
+  %199 = add nsw i64 3238544, %198
+  %200 = add nsw i64 %199, %relu1_grad.co3412
+  %arena52 = getelementptr inbounds float, ptr %arena, i64 %200
+  store float %w359, ptr %arena52, align 4
   %w360 = load float, ptr %relu1_grad.w360, align 4
-  %219 = mul nsw i64 %relu1_grad.ci3341, 32
-  %220 = add nsw i64 3252880, %219
-  %221 = add nsw i64 %220, %relu1_grad.co3352
-  %arena59 = getelementptr inbounds float, ptr %arena, i64 %221
-  store float %w360, ptr %arena59, align 4
+  %201 = mul nsw i64 %relu1_grad.ci3401, 32
+  %202 = add nsw i64 3240592, %201
+  %203 = add nsw i64 %202, %relu1_grad.co3412
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %203
+  store float %w360, ptr %arena53, align 4
   %w361 = load float, ptr %relu1_grad.w361, align 4
-  %222 = mul nsw i64 %relu1_grad.ci3341, 32
-  %223 = add nsw i64 3254928, %222
-  %224 = add nsw i64 %223, %relu1_grad.co3352
-  %arena60 = getelementptr inbounds float, ptr %arena, i64 %224
-  store float %w361, ptr %arena60, align 4
+  %204 = mul nsw i64 %relu1_grad.ci3401, 32
+  %205 = add nsw i64 3242640, %204
+  %206 = add nsw i64 %205, %relu1_grad.co3412
+  %arena54 = getelementptr inbounds float, ptr %arena, i64 %206
+  store float %w361, ptr %arena54, align 4
   %w362 = load float, ptr %relu1_grad.w362, align 4
-  %225 = mul nsw i64 %relu1_grad.ci3341, 32
-  %226 = add nsw i64 3256976, %225
-  %227 = add nsw i64 %226, %relu1_grad.co3352
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %227
-  store float %w362, ptr %arena61, align 4
+  %207 = mul nsw i64 %relu1_grad.ci3401, 32
+  %208 = add nsw i64 3244688, %207
+  %209 = add nsw i64 %208, %relu1_grad.co3412
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %209
+  store float %w362, ptr %arena55, align 4
   %w363 = load float, ptr %relu1_grad.w363, align 4
-  %228 = mul nsw i64 %relu1_grad.ci3341, 32
+  %210 = mul nsw i64 %relu1_grad.ci3401, 32
+  %211 = add nsw i64 3246736, %210
+  %212 = add nsw i64 %211, %relu1_grad.co3412
+  %arena56 = getelementptr inbounds float, ptr %arena, i64 %212
+  store float %w363, ptr %arena56, align 4
+  %w364 = load float, ptr %relu1_grad.w364, align 4
+  %213 = mul nsw i64 %relu1_grad.ci3401, 32
+  %214 = add nsw i64 3248784, %213
+  %215 = add nsw i64 %214, %relu1_grad.co3412
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %215
+  store float %w364, ptr %arena57, align 4
+  %w365 = load float, ptr %relu1_grad.w365, align 4
+  %216 = mul nsw i64 %relu1_grad.ci3401, 32
+  %217 = add nsw i64 3250832, %216
+  %218 = add nsw i64 %217, %relu1_grad.co3412
+  %arena58 = getelementptr inbounds float, ptr %arena, i64 %218
+  store float %w365, ptr %arena58, align 4
+  %w366 = load float, ptr %relu1_grad.w366, align 4
+  %219 = mul nsw i64 %relu1_grad.ci3401, 32
+  %220 = add nsw i64 3252880, %219
+  %221 = add nsw i64 %220, %relu1_grad.co3412
+  %arena59 = getelementptr inbounds float, ptr %arena, i64 %221
+  store float %w366, ptr %arena59, align 4
+  %w367 = load float, ptr %relu1_grad.w367, align 4
+  %222 = mul nsw i64 %relu1_grad.ci3401, 32
+  %223 = add nsw i64 3254928, %222
+  %224 = add nsw i64 %223, %relu1_grad.co3412
+  %arena60 = getelementptr inbounds float, ptr %arena, i64 %224
+  store float %w367, ptr %arena60, align 4
+  %w368 = load float, ptr %relu1_grad.w368, align 4
+  %225 = mul nsw i64 %relu1_grad.ci3401, 32
+  %226 = add nsw i64 3256976, %225
+  %227 = add nsw i64 %226, %relu1_grad.co3412
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %227
+  store float %w368, ptr %arena61, align 4
+  %w369 = load float, ptr %relu1_grad.w369, align 4
+  %228 = mul nsw i64 %relu1_grad.ci3401, 32
   %229 = add nsw i64 3259024, %228
-  %230 = add nsw i64 %229, %relu1_grad.co3352
+  %230 = add nsw i64 %229, %relu1_grad.co3412
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %230
-  store float %w363, ptr %arena62, align 4
-  %co335.next = add nsw i64 %relu1_grad.co3352, 1
-  %231 = icmp slt i64 %co335.next, 32
-  br i1 %231, label %relu1_grad.co335, label %relu1_grad.co335.end, !llvm.loop !5
+  store float %w369, ptr %arena62, align 4
+  %co341.next = add nsw i64 %relu1_grad.co3412, 1
+  %231 = icmp slt i64 %co341.next, 32
+  br i1 %231, label %relu1_grad.co341, label %relu1_grad.co341.end, !llvm.loop !5
 
-relu1_grad.co335.end:                             ; preds = %relu1_grad.co335
-  %ci334.next = add nsw i64 %relu1_grad.ci3341, 1
-  %232 = icmp slt i64 %ci334.next, 64
-  br i1 %232, label %relu1_grad.ci334, label %relu1_grad.ci334.end, !llvm.loop !6
+relu1_grad.co341.end:                             ; preds = %relu1_grad.co341
+  %ci340.next = add nsw i64 %relu1_grad.ci3401, 1
+  %232 = icmp slt i64 %ci340.next, 64
+  br i1 %232, label %relu1_grad.ci340, label %relu1_grad.ci340.end, !llvm.loop !6
 
-relu1_grad.i364:                                  ; preds = %relu1_grad.i364, %relu1_grad.ci334.end
-  %relu1_grad.i36463 = phi i64 [ 0, %relu1_grad.ci334.end ], [ %i364.next, %relu1_grad.i364 ]
-  %233 = add nsw i64 3261072, %relu1_grad.i36463
+relu1_grad.i370:                                  ; preds = %relu1_grad.i370, %relu1_grad.ci340.end
+  %relu1_grad.i37063 = phi i64 [ 0, %relu1_grad.ci340.end ], [ %i370.next, %relu1_grad.i370 ]
+  %233 = add nsw i64 3261072, %relu1_grad.i37063
   %arena64 = getelementptr inbounds float, ptr %arena, i64 %233
   store float 0.000000e+00, ptr %arena64, align 4
-  %i364.next = add nsw i64 %relu1_grad.i36463, 1
-  %234 = icmp slt i64 %i364.next, 57600
-  br i1 %234, label %relu1_grad.i364, label %relu1_grad.i364.end
+  %i370.next = add nsw i64 %relu1_grad.i37063, 1
+  %234 = icmp slt i64 %i370.next, 57600
+  br i1 %234, label %relu1_grad.i370, label %relu1_grad.i370.end
 
-relu1_grad.i364.end:                              ; preds = %relu1_grad.i364
-  br label %relu1_grad.g365
+relu1_grad.i370.end:                              ; preds = %relu1_grad.i370
+  br label %relu1_grad.g371
 
-relu1_grad.g365:                                  ; preds = %relu1_grad.j430.end, %relu1_grad.i364.end
-  %relu1_grad.g36565 = phi i64 [ 0, %relu1_grad.i364.end ], [ %g365.next, %relu1_grad.j430.end ]
-  br label %relu1_grad.j366
+relu1_grad.g371:                                  ; preds = %relu1_grad.j436.end, %relu1_grad.i370.end
+  %relu1_grad.g37165 = phi i64 [ 0, %relu1_grad.i370.end ], [ %g371.next, %relu1_grad.j436.end ]
+  br label %relu1_grad.j372
 
-relu1_grad.g365.end:                              ; preds = %relu1_grad.j430.end
+relu1_grad.g371.end:                              ; preds = %relu1_grad.j436.end
   ret void
 
-relu1_grad.j366:                                  ; preds = %relu1_grad.c367.end, %relu1_grad.g365
-  %relu1_grad.j36666 = phi i64 [ 0, %relu1_grad.g365 ], [ %j366.next, %relu1_grad.c367.end ]
-  br label %relu1_grad.c367
+relu1_grad.j372:                                  ; preds = %relu1_grad.iy373.end, %relu1_grad.g371
+  %relu1_grad.j37266 = phi i64 [ 0, %relu1_grad.g371 ], [ %j372.next, %relu1_grad.iy373.end ]
+  br label %relu1_grad.iy373
 
-relu1_grad.j366.end:                              ; preds = %relu1_grad.c367.end
-  br label %relu1_grad.j370
+relu1_grad.j372.end:                              ; preds = %relu1_grad.iy373.end
+  br label %relu1_grad.j376
 
-relu1_grad.c367:                                  ; preds = %relu1_grad.iy368.end, %relu1_grad.j366
-  %relu1_grad.c36767 = phi i64 [ 0, %relu1_grad.j366 ], [ %c367.next, %relu1_grad.iy368.end ]
-  br label %relu1_grad.iy368
+relu1_grad.iy373:                                 ; preds = %relu1_grad.c374.end, %relu1_grad.j372
+  %relu1_grad.iy37367 = phi i64 [ 0, %relu1_grad.j372 ], [ %iy373.next, %relu1_grad.c374.end ]
+  br label %relu1_grad.c374
 
-relu1_grad.c367.end:                              ; preds = %relu1_grad.iy368.end
-  %j366.next = add nsw i64 %relu1_grad.j36666, 1
-  %235 = icmp slt i64 %j366.next, 1
-  br i1 %235, label %relu1_grad.j366, label %relu1_grad.j366.end
+relu1_grad.iy373.end:                             ; preds = %relu1_grad.c374.end
+  %j372.next = add nsw i64 %relu1_grad.j37266, 1
+  %235 = icmp slt i64 %j372.next, 1
+  br i1 %235, label %relu1_grad.j372, label %relu1_grad.j372.end
 
-relu1_grad.iy368:                                 ; preds = %relu1_grad.ix369.end, %relu1_grad.c367
-  %relu1_grad.iy36868 = phi i64 [ 0, %relu1_grad.c367 ], [ %iy368.next, %relu1_grad.ix369.end ]
-  br label %relu1_grad.ix369
+relu1_grad.c374:                                  ; preds = %relu1_grad.ix375.end, %relu1_grad.iy373
+  %relu1_grad.c37468 = phi i64 [ 0, %relu1_grad.iy373 ], [ %c374.next, %relu1_grad.ix375.end ]
+  br label %relu1_grad.ix375
 
-relu1_grad.iy368.end:                             ; preds = %relu1_grad.ix369.end
-  %c367.next = add nsw i64 %relu1_grad.c36767, 1
-  %236 = icmp slt i64 %c367.next, 64
-  br i1 %236, label %relu1_grad.c367, label %relu1_grad.c367.end
+relu1_grad.c374.end:                              ; preds = %relu1_grad.ix375.end
+  %iy373.next = add nsw i64 %relu1_grad.iy37367, 1
+  %236 = icmp slt i64 %iy373.next, 28
+  br i1 %236, label %relu1_grad.iy373, label %relu1_grad.iy373.end
 
-relu1_grad.ix369:                                 ; preds = %relu1_grad.ix369, %relu1_grad.iy368
-  %relu1_grad.ix36969 = phi i64 [ 0, %relu1_grad.iy368 ], [ %ix369.next, %relu1_grad.ix369 ]
-  %237 = add nsw i64 %relu1_grad.g36565, %relu1_grad.j36666
+relu1_grad.ix375:                                 ; preds = %relu1_grad.ix375, %relu1_grad.c374
+  %relu1_grad.ix37569 = phi i64 [ 0, %relu1_grad.c374 ], [ %ix375.next, %relu1_grad.ix375 ]
+  %237 = add nsw i64 %relu1_grad.g37165, %relu1_grad.j37266
   %238 = mul nsw i64 %237, 50176
   %239 = add nsw i64 4031120, %238
-  %240 = mul nsw i64 %relu1_grad.c36767, 784
+  %240 = mul nsw i64 %relu1_grad.c37468, 784
   %241 = add nsw i64 %239, %240
-  %242 = mul nsw i64 %relu1_grad.iy36868, 28
+  %242 = mul nsw i64 %relu1_grad.iy37367, 28
   %243 = add nsw i64 %241, %242
-  %244 = add nsw i64 %243, %relu1_grad.ix36969
+  %244 = add nsw i64 %243, %relu1_grad.ix37569
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %244
   %245 = load float, ptr %arena70, align 4
-  %246 = mul nsw i64 %relu1_grad.j36666, 57600
-  %247 = add nsw i64 %relu1_grad.iy36868, 1
+  %246 = mul nsw i64 %relu1_grad.j37266, 57600
+  %247 = add nsw i64 %relu1_grad.iy37367, 1
   %248 = mul nsw i64 %247, 1920
   %249 = add nsw i64 %246, %248
-  %250 = add nsw i64 %relu1_grad.ix36969, 1
+  %250 = add nsw i64 %relu1_grad.ix37569, 1
   %251 = mul nsw i64 %250, 64
   %252 = add nsw i64 %249, %251
-  %253 = add nsw i64 %252, %relu1_grad.c36767
+  %253 = add nsw i64 %252, %relu1_grad.c37468
   %254 = add nsw i64 3261072, %253
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %254
   store float %245, ptr %arena71, align 4
-  %ix369.next = add nsw i64 %relu1_grad.ix36969, 1
-  %255 = icmp slt i64 %ix369.next, 28
-  br i1 %255, label %relu1_grad.ix369, label %relu1_grad.ix369.end
+  %ix375.next = add nsw i64 %relu1_grad.ix37569, 1
+  %255 = icmp slt i64 %ix375.next, 28
+  br i1 %255, label %relu1_grad.ix375, label %relu1_grad.ix375.end
 
-relu1_grad.ix369.end:                             ; preds = %relu1_grad.ix369
-  %iy368.next = add nsw i64 %relu1_grad.iy36868, 1
-  %256 = icmp slt i64 %iy368.next, 28
-  br i1 %256, label %relu1_grad.iy368, label %relu1_grad.iy368.end
+relu1_grad.ix375.end:                             ; preds = %relu1_grad.ix375
+  %c374.next = add nsw i64 %relu1_grad.c37468, 1
+  %256 = icmp slt i64 %c374.next, 64
+  br i1 %256, label %relu1_grad.c374, label %relu1_grad.c374.end
 
-relu1_grad.j370:                                  ; preds = %relu1_grad.ty371.end, %relu1_grad.j366.end
-  %relu1_grad.j37072 = phi i64 [ 0, %relu1_grad.j366.end ], [ %j370.next, %relu1_grad.ty371.end ]
-  br label %relu1_grad.ty371
+relu1_grad.j376:                                  ; preds = %relu1_grad.ty377.end, %relu1_grad.j372.end
+  %relu1_grad.j37672 = phi i64 [ 0, %relu1_grad.j372.end ], [ %j376.next, %relu1_grad.ty377.end ]
+  br label %relu1_grad.ty377
 
-relu1_grad.j370.end:                              ; preds = %relu1_grad.ty371.end
-  br label %relu1_grad.xi406
+relu1_grad.j376.end:                              ; preds = %relu1_grad.ty377.end
+  br label %relu1_grad.xi412
 
-relu1_grad.ty371:                                 ; preds = %relu1_grad.tx372.end, %relu1_grad.j370
-  %relu1_grad.ty37173 = phi i64 [ 0, %relu1_grad.j370 ], [ %ty371.next, %relu1_grad.tx372.end ]
-  br label %relu1_grad.tx372
+relu1_grad.ty377:                                 ; preds = %relu1_grad.tx378.end, %relu1_grad.j376
+  %relu1_grad.ty37773 = phi i64 [ 0, %relu1_grad.j376 ], [ %ty377.next, %relu1_grad.tx378.end ]
+  br label %relu1_grad.tx378
 
-relu1_grad.ty371.end:                             ; preds = %relu1_grad.tx372.end
-  %j370.next = add nsw i64 %relu1_grad.j37072, 1
-  %257 = icmp slt i64 %j370.next, 1
-  br i1 %257, label %relu1_grad.j370, label %relu1_grad.j370.end
+relu1_grad.ty377.end:                             ; preds = %relu1_grad.tx378.end
+  %j376.next = add nsw i64 %relu1_grad.j37672, 1
+  %257 = icmp slt i64 %j376.next, 1
+  br i1 %257, label %relu1_grad.j376, label %relu1_grad.j376.end
 
-relu1_grad.tx372:                                 ; preds = %relu1_grad.cv373.end, %relu1_grad.ty371
-  %relu1_grad.tx37274 = phi i64 [ 0, %relu1_grad.ty371 ], [ %tx372.next, %relu1_grad.cv373.end ]
-  br label %relu1_grad.cv373
+relu1_grad.tx378:                                 ; preds = %relu1_grad.cv379.end, %relu1_grad.ty377
+  %relu1_grad.tx37874 = phi i64 [ 0, %relu1_grad.ty377 ], [ %tx378.next, %relu1_grad.cv379.end ]
+  br label %relu1_grad.cv379
 
-relu1_grad.tx372.end:                             ; preds = %relu1_grad.cv373.end
-  %ty371.next = add nsw i64 %relu1_grad.ty37173, 1
-  %258 = icmp slt i64 %ty371.next, 14
-  br i1 %258, label %relu1_grad.ty371, label %relu1_grad.ty371.end
+relu1_grad.tx378.end:                             ; preds = %relu1_grad.cv379.end
+  %ty377.next = add nsw i64 %relu1_grad.ty37773, 1
+  %258 = icmp slt i64 %ty377.next, 14
+  br i1 %258, label %relu1_grad.ty377, label %relu1_grad.ty377.end
 
-relu1_grad.cv373:                                 ; preds = %relu1_grad.cv373, %relu1_grad.tx372
-  %relu1_grad.cv37375 = phi i64 [ 0, %relu1_grad.tx372 ], [ %cv373.next, %relu1_grad.cv373 ]
-  %259 = mul nsw i64 %relu1_grad.j37072, 57600
-  %260 = mul nsw i64 %relu1_grad.ty37173, 2
+relu1_grad.cv379:                                 ; preds = %relu1_grad.cv379, %relu1_grad.tx378
+  %relu1_grad.cv37975 = phi i64 [ 0, %relu1_grad.tx378 ], [ %cv379.next, %relu1_grad.cv379 ]
+  %259 = mul nsw i64 %relu1_grad.j37672, 57600
+  %260 = mul nsw i64 %relu1_grad.ty37773, 2
   %261 = mul nsw i64 %260, 1920
   %262 = add nsw i64 %259, %261
-  %263 = mul nsw i64 %relu1_grad.tx37274, 2
+  %263 = mul nsw i64 %relu1_grad.tx37874, 2
   %264 = mul nsw i64 %263, 64
   %265 = add nsw i64 %262, %264
-  %266 = mul nsw i64 %relu1_grad.cv37375, 8
+  %266 = mul nsw i64 %relu1_grad.cv37975, 8
   %267 = add nsw i64 %265, %266
   %268 = add nsw i64 3261072, %267
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %268
   %269 = load <8 x float>, ptr %arena76, align 4
-  %270 = mul nsw i64 %relu1_grad.j37072, 57600
-  %271 = mul nsw i64 %relu1_grad.ty37173, 2
+  %270 = mul nsw i64 %relu1_grad.j37672, 57600
+  %271 = mul nsw i64 %relu1_grad.ty37773, 2
   %272 = add nsw i64 %271, 2
   %273 = mul nsw i64 %272, 1920
   %274 = add nsw i64 %270, %273
-  %275 = mul nsw i64 %relu1_grad.tx37274, 2
+  %275 = mul nsw i64 %relu1_grad.tx37874, 2
   %276 = mul nsw i64 %275, 64
   %277 = add nsw i64 %274, %276
-  %278 = mul nsw i64 %relu1_grad.cv37375, 8
+  %278 = mul nsw i64 %relu1_grad.cv37975, 8
   %279 = add nsw i64 %277, %278
   %280 = add nsw i64 3261072, %279
   %arena77 = getelementptr inbounds float, ptr %arena, i64 %280
   %281 = load <8 x float>, ptr %arena77, align 4
   %282 = fsub <8 x float> %269, %281
-  store <8 x float> %282, ptr %relu1_grad.w374, align 32
-  %283 = mul nsw i64 %relu1_grad.j37072, 57600
-  %284 = mul nsw i64 %relu1_grad.ty37173, 2
+  store <8 x float> %282, ptr %relu1_grad.w380, align 32
+  %283 = mul nsw i64 %relu1_grad.j37672, 57600
+  %284 = mul nsw i64 %relu1_grad.ty37773, 2
   %285 = add nsw i64 %284, 1
   %286 = mul nsw i64 %285, 1920
   %287 = add nsw i64 %283, %286
-  %288 = mul nsw i64 %relu1_grad.tx37274, 2
+  %288 = mul nsw i64 %relu1_grad.tx37874, 2
   %289 = mul nsw i64 %288, 64
   %290 = add nsw i64 %287, %289
-  %291 = mul nsw i64 %relu1_grad.cv37375, 8
+  %291 = mul nsw i64 %relu1_grad.cv37975, 8
   %292 = add nsw i64 %290, %291
   %293 = add nsw i64 3261072, %292
   %arena78 = getelementptr inbounds float, ptr %arena, i64 %293
   %294 = load <8 x float>, ptr %arena78, align 4
-  %295 = mul nsw i64 %relu1_grad.j37072, 57600
-  %296 = mul nsw i64 %relu1_grad.ty37173, 2
+  %295 = mul nsw i64 %relu1_grad.j37672, 57600
+  %296 = mul nsw i64 %relu1_grad.ty37773, 2
   %297 = add nsw i64 %296, 2
   %298 = mul nsw i64 %297, 1920
   %299 = add nsw i64 %295, %298
-  %300 = mul nsw i64 %relu1_grad.tx37274, 2
+  %300 = mul nsw i64 %relu1_grad.tx37874, 2
   %301 = mul nsw i64 %300, 64
   %302 = add nsw i64 %299, %301
-  %303 = mul nsw i64 %relu1_grad.cv37375, 8
+  %303 = mul nsw i64 %relu1_grad.cv37975, 8
   %304 = add nsw i64 %302, %303
   %305 = add nsw i64 3261072, %304
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %305
   %306 = load <8 x float>, ptr %arena79, align 4
   %307 = fadd <8 x float> %294, %306
-  store <8 x float> %307, ptr %relu1_grad.w375, align 32
-  %308 = mul nsw i64 %relu1_grad.j37072, 57600
-  %309 = mul nsw i64 %relu1_grad.ty37173, 2
+  store <8 x float> %307, ptr %relu1_grad.w381, align 32
+  %308 = mul nsw i64 %relu1_grad.j37672, 57600
+  %309 = mul nsw i64 %relu1_grad.ty37773, 2
   %310 = add nsw i64 %309, 2
   %311 = mul nsw i64 %310, 1920
   %312 = add nsw i64 %308, %311
-  %313 = mul nsw i64 %relu1_grad.tx37274, 2
+  %313 = mul nsw i64 %relu1_grad.tx37874, 2
   %314 = mul nsw i64 %313, 64
   %315 = add nsw i64 %312, %314
-  %316 = mul nsw i64 %relu1_grad.cv37375, 8
+  %316 = mul nsw i64 %relu1_grad.cv37975, 8
   %317 = add nsw i64 %315, %316
   %318 = add nsw i64 3261072, %317
   %arena80 = getelementptr inbounds float, ptr %arena, i64 %318
   %319 = load <8 x float>, ptr %arena80, align 4
-  %320 = mul nsw i64 %relu1_grad.j37072, 57600
-  %321 = mul nsw i64 %relu1_grad.ty37173, 2
+  %320 = mul nsw i64 %relu1_grad.j37672, 57600
+  %321 = mul nsw i64 %relu1_grad.ty37773, 2
   %322 = add nsw i64 %321, 1
   %323 = mul nsw i64 %322, 1920
   %324 = add nsw i64 %320, %323
-  %325 = mul nsw i64 %relu1_grad.tx37274, 2
+  %325 = mul nsw i64 %relu1_grad.tx37874, 2
   %326 = mul nsw i64 %325, 64
   %327 = add nsw i64 %324, %326
-  %328 = mul nsw i64 %relu1_grad.cv37375, 8
+  %328 = mul nsw i64 %relu1_grad.cv37975, 8
   %329 = add nsw i64 %327, %328
   %330 = add nsw i64 3261072, %329
   %arena81 = getelementptr inbounds float, ptr %arena, i64 %330
   %331 = load <8 x float>, ptr %arena81, align 4
   %332 = fsub <8 x float> %319, %331
-  store <8 x float> %332, ptr %relu1_grad.w376, align 32
-  %333 = mul nsw i64 %relu1_grad.j37072, 57600
-  %334 = mul nsw i64 %relu1_grad.ty37173, 2
+  store <8 x float> %332, ptr %relu1_grad.w382, align 32
+  %333 = mul nsw i64 %relu1_grad.j37672, 57600
+  %334 = mul nsw i64 %relu1_grad.ty37773, 2
   %335 = add nsw i64 %334, 1
   %336 = mul nsw i64 %335, 1920
   %337 = add nsw i64 %333, %336
-  %338 = mul nsw i64 %relu1_grad.tx37274, 2
+  %338 = mul nsw i64 %relu1_grad.tx37874, 2
   %339 = mul nsw i64 %338, 64
   %340 = add nsw i64 %337, %339
-  %341 = mul nsw i64 %relu1_grad.cv37375, 8
+  %341 = mul nsw i64 %relu1_grad.cv37975, 8
   %342 = add nsw i64 %340, %341
   %343 = add nsw i64 3261072, %342
   %arena82 = getelementptr inbounds float, ptr %arena, i64 %343
   %344 = load <8 x float>, ptr %arena82, align 4
-  %345 = mul nsw i64 %relu1_grad.j37072, 57600
-  %346 = mul nsw i64 %relu1_grad.ty37173, 2
+  %345 = mul nsw i64 %relu1_grad.j37672, 57600
+  %346 = mul nsw i64 %relu1_grad.ty37773, 2
   %347 = add nsw i64 %346, 3
   %348 = mul nsw i64 %347, 1920
   %349 = add nsw i64 %345, %348
-  %350 = mul nsw i64 %relu1_grad.tx37274, 2
+  %350 = mul nsw i64 %relu1_grad.tx37874, 2
   %351 = mul nsw i64 %350, 64
   %352 = add nsw i64 %349, %351
-  %353 = mul nsw i64 %relu1_grad.cv37375, 8
+  %353 = mul nsw i64 %relu1_grad.cv37975, 8
   %354 = add nsw i64 %352, %353
   %355 = add nsw i64 3261072, %354
   %arena83 = getelementptr inbounds float, ptr %arena, i64 %355
   %356 = load <8 x float>, ptr %arena83, align 4
   %357 = fsub <8 x float> %344, %356
-  store <8 x float> %357, ptr %relu1_grad.w377, align 32
-  %358 = mul nsw i64 %relu1_grad.j37072, 57600
-  %359 = mul nsw i64 %relu1_grad.ty37173, 2
+  store <8 x float> %357, ptr %relu1_grad.w383, align 32
+  %358 = mul nsw i64 %relu1_grad.j37672, 57600
+  %359 = mul nsw i64 %relu1_grad.ty37773, 2
   %360 = mul nsw i64 %359, 1920
   %361 = add nsw i64 %358, %360
-  %362 = mul nsw i64 %relu1_grad.tx37274, 2
+  %362 = mul nsw i64 %relu1_grad.tx37874, 2
   %363 = add nsw i64 %362, 1
   %364 = mul nsw i64 %363, 64
   %365 = add nsw i64 %361, %364
-  %366 = mul nsw i64 %relu1_grad.cv37375, 8
+  %366 = mul nsw i64 %relu1_grad.cv37975, 8
   %367 = add nsw i64 %365, %366
   %368 = add nsw i64 3261072, %367
   %arena84 = getelementptr inbounds float, ptr %arena, i64 %368
   %369 = load <8 x float>, ptr %arena84, align 4
-  %370 = mul nsw i64 %relu1_grad.j37072, 57600
-  %371 = mul nsw i64 %relu1_grad.ty37173, 2
+  %370 = mul nsw i64 %relu1_grad.j37672, 57600
+  %371 = mul nsw i64 %relu1_grad.ty37773, 2
   %372 = add nsw i64 %371, 2
   %373 = mul nsw i64 %372, 1920
   %374 = add nsw i64 %370, %373
-  %375 = mul nsw i64 %relu1_grad.tx37274, 2
+  %375 = mul nsw i64 %relu1_grad.tx37874, 2
   %376 = add nsw i64 %375, 1
   %377 = mul nsw i64 %376, 64
   %378 = add nsw i64 %374, %377
-  %379 = mul nsw i64 %relu1_grad.cv37375, 8
+  %379 = mul nsw i64 %relu1_grad.cv37975, 8
   %380 = add nsw i64 %378, %379
   %381 = add nsw i64 3261072, %380
   %arena85 = getelementptr inbounds float, ptr %arena, i64 %381
   %382 = load <8 x float>, ptr %arena85, align 4
   %383 = fsub <8 x float> %369, %382
-  store <8 x float> %383, ptr %relu1_grad.w378, align 32
-  %384 = mul nsw i64 %relu1_grad.j37072, 57600
-  %385 = mul nsw i64 %relu1_grad.ty37173, 2
+  store <8 x float> %383, ptr %relu1_grad.w384, align 32
+  %384 = mul nsw i64 %relu1_grad.j37672, 57600
+  %385 = mul nsw i64 %relu1_grad.ty37773, 2
   %386 = add nsw i64 %385, 1
   %387 = mul nsw i64 %386, 1920
   %388 = add nsw i64 %384, %387
-  %389 = mul nsw i64 %relu1_grad.tx37274, 2
+  %389 = mul nsw i64 %relu1_grad.tx37874, 2
   %390 = add nsw i64 %389, 1
   %391 = mul nsw i64 %390, 64
   %392 = add nsw i64 %388, %391
-  %393 = mul nsw i64 %relu1_grad.cv37375, 8
+  %393 = mul nsw i64 %relu1_grad.cv37975, 8
   %394 = add nsw i64 %392, %393
   %395 = add nsw i64 3261072, %394
   %arena86 = getelementptr inbounds float, ptr %arena, i64 %395
   %396 = load <8 x float>, ptr %arena86, align 4
-  %397 = mul nsw i64 %relu1_grad.j37072, 57600
-  %398 = mul nsw i64 %relu1_grad.ty37173, 2
+  %397 = mul nsw i64 %relu1_grad.j37672, 57600
+  %398 = mul nsw i64 %relu1_grad.ty37773, 2
   %399 = add nsw i64 %398, 2
   %400 = mul nsw i64 %399, 1920
   %401 = add nsw i64 %397, %400
-  %402 = mul nsw i64 %relu1_grad.tx37274, 2
+  %402 = mul nsw i64 %relu1_grad.tx37874, 2
   %403 = add nsw i64 %402, 1
   %404 = mul nsw i64 %403, 64
   %405 = add nsw i64 %401, %404
-  %406 = mul nsw i64 %relu1_grad.cv37375, 8
+  %406 = mul nsw i64 %relu1_grad.cv37975, 8
   %407 = add nsw i64 %405, %406
   %408 = add nsw i64 3261072, %407
   %arena87 = getelementptr inbounds float, ptr %arena, i64 %408
   %409 = load <8 x float>, ptr %arena87, align 4
   %410 = fadd <8 x float> %396, %409
-  store <8 x float> %410, ptr %relu1_grad.w379, align 32
-  %411 = mul nsw i64 %relu1_grad.j37072, 57600
-  %412 = mul nsw i64 %relu1_grad.ty37173, 2
+  store <8 x float> %410, ptr %relu1_grad.w385, align 32
+  %411 = mul nsw i64 %relu1_grad.j37672, 57600
+  %412 = mul nsw i64 %relu1_grad.ty37773, 2
   %413 = add nsw i64 %412, 2
   %414 = mul nsw i64 %413, 1920
   %415 = add nsw i64 %411, %414
-  %416 = mul nsw i64 %relu1_grad.tx37274, 2
+  %416 = mul nsw i64 %relu1_grad.tx37874, 2
   %417 = add nsw i64 %416, 1
   %418 = mul nsw i64 %417, 64
   %419 = add nsw i64 %415, %418
-  %420 = mul nsw i64 %relu1_grad.cv37375, 8
+  %420 = mul nsw i64 %relu1_grad.cv37975, 8
   %421 = add nsw i64 %419, %420
   %422 = add nsw i64 3261072, %421
   %arena88 = getelementptr inbounds float, ptr %arena, i64 %422
   %423 = load <8 x float>, ptr %arena88, align 4
-  %424 = mul nsw i64 %relu1_grad.j37072, 57600
-  %425 = mul nsw i64 %relu1_grad.ty37173, 2
+  %424 = mul nsw i64 %relu1_grad.j37672, 57600
+  %425 = mul nsw i64 %relu1_grad.ty37773, 2
   %426 = add nsw i64 %425, 1
   %427 = mul nsw i64 %426, 1920
   %428 = add nsw i64 %424, %427
-  %429 = mul nsw i64 %relu1_grad.tx37274, 2
+  %429 = mul nsw i64 %relu1_grad.tx37874, 2
   %430 = add nsw i64 %429, 1
   %431 = mul nsw i64 %430, 64
   %432 = add nsw i64 %428, %431
-  %433 = mul nsw i64 %relu1_grad.cv37375, 8
+  %433 = mul nsw i64 %relu1_grad.cv37975, 8
   %434 = add nsw i64 %432, %433
   %435 = add nsw i64 3261072, %434
   %arena89 = getelementptr inbounds float, ptr %arena, i64 %435
   %436 = load <8 x float>, ptr %arena89, align 4
   %437 = fsub <8 x float> %423, %436
-  store <8 x float> %437, ptr %relu1_grad.w380, align 32
-  %438 = mul nsw i64 %relu1_grad.j37072, 57600
-  %439 = mul nsw i64 %relu1_grad.ty37173, 2
+  store <8 x float> %437, ptr %relu1_grad.w386, align 32
+  %438 = mul nsw i64 %relu1_grad.j37672, 57600
+  %439 = mul nsw i64 %relu1_grad.ty37773, 2
   %440 = add nsw i64 %439, 1
   %441 = mul nsw i64 %440, 1920
   %442 = add nsw i64 %438, %441
-  %443 = mul nsw i64 %relu1_grad.tx37274, 2
+  %443 = mul nsw i64 %relu1_grad.tx37874, 2
   %444 = add nsw i64 %443, 1
   %445 = mul nsw i64 %444, 64
   %446 = add nsw i64 %442, %445
-  %447 = mul nsw i64 %relu1_grad.cv37375, 8
+  %447 = mul nsw i64 %relu1_grad.cv37975, 8
   %448 = add nsw i64 %446, %447
   %449 = add nsw i64 3261072, %448
   %arena90 = getelementptr inbounds float, ptr %arena, i64 %449
   %450 = load <8 x float>, ptr %arena90, align 4
-  %451 = mul nsw i64 %relu1_grad.j37072, 57600
-  %452 = mul nsw i64 %relu1_grad.ty37173, 2
+  %451 = mul nsw i64 %relu1_grad.j37672, 57600
+  %452 = mul nsw i64 %relu1_grad.ty37773, 2
   %453 = add nsw i64 %452, 3
   %454 = mul nsw i64 %453, 1920
   %455 = add nsw i64 %451, %454
-  %456 = mul nsw i64 %relu1_grad.tx37274, 2
+  %456 = mul nsw i64 %relu1_grad.tx37874, 2
   %457 = add nsw i64 %456, 1
   %458 = mul nsw i64 %457, 64
   %459 = add nsw i64 %455, %458
-  %460 = mul nsw i64 %relu1_grad.cv37375, 8
+  %460 = mul nsw i64 %relu1_grad.cv37975, 8
   %461 = add nsw i64 %459, %460
   %462 = add nsw i64 3261072, %461
   %arena91 = getelementptr inbounds float, ptr %arena, i64 %462
   %463 = load <8 x float>, ptr %arena91, align 4
   %464 = fsub <8 x float> %450, %463
-  store <8 x float> %464, ptr %relu1_grad.w381, align 32
-  %465 = mul nsw i64 %relu1_grad.j37072, 57600
-  %466 = mul nsw i64 %relu1_grad.ty37173, 2
+  store <8 x float> %464, ptr %relu1_grad.w387, align 32
+  %465 = mul nsw i64 %relu1_grad.j37672, 57600
+  %466 = mul nsw i64 %relu1_grad.ty37773, 2
   %467 = mul nsw i64 %466, 1920
   %468 = add nsw i64 %465, %467
-  %469 = mul nsw i64 %relu1_grad.tx37274, 2
+  %469 = mul nsw i64 %relu1_grad.tx37874, 2
   %470 = add nsw i64 %469, 2
   %471 = mul nsw i64 %470, 64
   %472 = add nsw i64 %468, %471
-  %473 = mul nsw i64 %relu1_grad.cv37375, 8
+  %473 = mul nsw i64 %relu1_grad.cv37975, 8
   %474 = add nsw i64 %472, %473
   %475 = add nsw i64 3261072, %474
   %arena92 = getelementptr inbounds float, ptr %arena, i64 %475
   %476 = load <8 x float>, ptr %arena92, align 4
-  %477 = mul nsw i64 %relu1_grad.j37072, 57600
-  %478 = mul nsw i64 %relu1_grad.ty37173, 2
+  %477 = mul nsw i64 %relu1_grad.j37672, 57600
+  %478 = mul nsw i64 %relu1_grad.ty37773, 2
   %479 = add nsw i64 %478, 2
   %480 = mul nsw i64 %479, 1920
   %481 = add nsw i64 %477, %480
-  %482 = mul nsw i64 %relu1_grad.tx37274, 2
+  %482 = mul nsw i64 %relu1_grad.tx37874, 2
   %483 = add nsw i64 %482, 2
   %484 = mul nsw i64 %483, 64
   %485 = add nsw i64 %481, %484
-  %486 = mul nsw i64 %relu1_grad.cv37375, 8
+  %486 = mul nsw i64 %relu1_grad.cv37975, 8
   %487 = add nsw i64 %485, %486
   %488 = add nsw i64 3261072, %487
   %arena93 = getelementptr inbounds float, ptr %arena, i64 %488
   %489 = load <8 x float>, ptr %arena93, align 4
   %490 = fsub <8 x float> %476, %489
-  store <8 x float> %490, ptr %relu1_grad.w382, align 32
-  %491 = mul nsw i64 %relu1_grad.j37072, 57600
-  %492 = mul nsw i64 %relu1_grad.ty37173, 2
+  store <8 x float> %490, ptr %relu1_grad.w388, align 32
+  %491 = mul nsw i64 %relu1_grad.j37672, 57600
+  %492 = mul nsw i64 %relu1_grad.ty37773, 2
   %493 = add nsw i64 %492, 1
   %494 = mul nsw i64 %493, 1920
   %495 = add nsw i64 %491, %494
-  %496 = mul nsw i64 %relu1_grad.tx37274, 2
+  %496 = mul nsw i64 %relu1_grad.tx37874, 2
   %497 = add nsw i64 %496, 2
   %498 = mul nsw i64 %497, 64
   %499 = add nsw i64 %495, %498
-  %500 = mul nsw i64 %relu1_grad.cv37375, 8
+  %500 = mul nsw i64 %relu1_grad.cv37975, 8
   %501 = add nsw i64 %499, %500
   %502 = add nsw i64 3261072, %501
   %arena94 = getelementptr inbounds float, ptr %arena, i64 %502
   %503 = load <8 x float>, ptr %arena94, align 4
-  %504 = mul nsw i64 %relu1_grad.j37072, 57600
-  %505 = mul nsw i64 %relu1_grad.ty37173, 2
+  %504 = mul nsw i64 %relu1_grad.j37672, 57600
+  %505 = mul nsw i64 %relu1_grad.ty37773, 2
   %506 = add nsw i64 %505, 2
   %507 = mul nsw i64 %506, 1920
   %508 = add nsw i64 %504, %507
-  %509 = mul nsw i64 %relu1_grad.tx37274, 2
+  %509 = mul nsw i64 %relu1_grad.tx37874, 2
   %510 = add nsw i64 %509, 2
   %511 = mul nsw i64 %510, 64
   %512 = add nsw i64 %508, %511
-  %513 = mul nsw i64 %relu1_grad.cv37375, 8
+  %513 = mul nsw i64 %relu1_grad.cv37975, 8
   %514 = add nsw i64 %512, %513
   %515 = add nsw i64 3261072, %514
   %arena95 = getelementptr inbounds float, ptr %arena, i64 %515
   %516 = load <8 x float>, ptr %arena95, align 4
   %517 = fadd <8 x float> %503, %516
-  store <8 x float> %517, ptr %relu1_grad.w383, align 32
-  %518 = mul nsw i64 %relu1_grad.j37072, 57600
-  %519 = mul nsw i64 %relu1_grad.ty37173, 2
+  store <8 x float> %517, ptr %relu1_grad.w389, align 32
+  %518 = mul nsw i64 %relu1_grad.j37672, 57600
+  %519 = mul nsw i64 %relu1_grad.ty37773, 2
   %520 = add nsw i64 %519, 2
   %521 = mul nsw i64 %520, 1920
   %522 = add nsw i64 %518, %521
-  %523 = mul nsw i64 %relu1_grad.tx37274, 2
+  %523 = mul nsw i64 %relu1_grad.tx37874, 2
   %524 = add nsw i64 %523, 2
   %525 = mul nsw i64 %524, 64
   %526 = add nsw i64 %522, %525
-  %527 = mul nsw i64 %relu1_grad.cv37375, 8
+  %527 = mul nsw i64 %relu1_grad.cv37975, 8
   %528 = add nsw i64 %526, %527
   %529 = add nsw i64 3261072, %528
   %arena96 = getelementptr inbounds float, ptr %arena, i64 %529
   %530 = load <8 x float>, ptr %arena96, align 4
-  %531 = mul nsw i64 %relu1_grad.j37072, 57600
-  %532 = mul nsw i64 %relu1_grad.ty37173, 2
+  %531 = mul nsw i64 %relu1_grad.j37672, 57600
+  %532 = mul nsw i64 %relu1_grad.ty37773, 2
   %533 = add nsw i64 %532, 1
   %534 = mul nsw i64 %533, 1920
   %535 = add nsw i64 %531, %534
-  %536 = mul nsw i64 %relu1_grad.tx37274, 2
+  %536 = mul nsw i64 %relu1_grad.tx37874, 2
   %537 = add nsw i64 %536, 2
   %538 = mul nsw i64 %537, 64
   %539 = add nsw i64 %535, %538
-  %540 = mul nsw i64 %relu1_grad.cv37375, 8
+  %540 = mul nsw i64 %relu1_grad.cv37975, 8
   %541 = add nsw i64 %539, %540
   %542 = add nsw i64 3261072, %541
   %arena97 = getelementptr inbounds float, ptr %arena, i64 %542
   %543 = load <8 x float>, ptr %arena97, align 4
   %544 = fsub <8 x float> %530, %543
-  store <8 x float> %544, ptr %relu1_grad.w384, align 32
-  %545 = mul nsw i64 %relu1_grad.j37072, 57600
-  %546 = mul nsw i64 %relu1_grad.ty37173, 2
+  store <8 x float> %544, ptr %relu1_grad.w390, align 32
+  %545 = mul nsw i64 %relu1_grad.j37672, 57600
+  %546 = mul nsw i64 %relu1_grad.ty37773, 2
   %547 = add nsw i64 %546, 1
   %548 = mul nsw i64 %547, 1920
   %549 = add nsw i64 %545, %548
-  %550 = mul nsw i64 %relu1_grad.tx37274, 2
+  %550 = mul nsw i64 %relu1_grad.tx37874, 2
   %551 = add nsw i64 %550, 2
   %552 = mul nsw i64 %551, 64
   %553 = add nsw i64 %549, %552
-  %554 = mul nsw i64 %relu1_grad.cv37375, 8
+  %554 = mul nsw i64 %relu1_grad.cv37975, 8
   %555 = add nsw i64 %553, %554
   %556 = add nsw i64 3261072, %555
   %arena98 = getelementptr inbounds float, ptr %arena, i64 %556
   %557 = load <8 x float>, ptr %arena98, align 4
-  %558 = mul nsw i64 %relu1_grad.j37072, 57600
-  %559 = mul nsw i64 %relu1_grad.ty37173, 2
+  %558 = mul nsw i64 %relu1_grad.j37672, 57600
+  %559 = mul nsw i64 %relu1_grad.ty37773, 2
   %560 = add nsw i64 %559, 3
   %561 = mul nsw i64 %560, 1920
   %562 = add nsw i64 %558, %561
-  %563 = mul nsw i64 %relu1_grad.tx37274, 2
+  %563 = mul nsw i64 %relu1_grad.tx37874, 2
   %564 = add nsw i64 %563, 2
   %565 = mul nsw i64 %564, 64
   %566 = add nsw i64 %562, %565
-  %567 = mul nsw i64 %relu1_grad.cv37375, 8
+  %567 = mul nsw i64 %relu1_grad.cv37975, 8
   %568 = add nsw i64 %566, %567
   %569 = add nsw i64 3261072, %568
   %arena99 = getelementptr inbounds float, ptr %arena, i64 %569
   %570 = load <8 x float>, ptr %arena99, align 4
   %571 = fsub <8 x float> %557, %570
-  store <8 x float> %571, ptr %relu1_grad.w385, align 32
-  %572 = mul nsw i64 %relu1_grad.j37072, 57600
-  %573 = mul nsw i64 %relu1_grad.ty37173, 2
+  store <8 x float> %571, ptr %relu1_grad.w391, align 32
+  %572 = mul nsw i64 %relu1_grad.j37672, 57600
+  %573 = mul nsw i64 %relu1_grad.ty37773, 2
   %574 = mul nsw i64 %573, 1920
   %575 = add nsw i64 %572, %574
-  %576 = mul nsw i64 %relu1_grad.tx37274, 2
+  %576 = mul nsw i64 %relu1_grad.tx37874, 2
   %577 = add nsw i64 %576, 3
   %578 = mul nsw i64 %577, 64
   %579 = add nsw i64 %575, %578
-  %580 = mul nsw i64 %relu1_grad.cv37375, 8
+  %580 = mul nsw i64 %relu1_grad.cv37975, 8
   %581 = add nsw i64 %579, %580
   %582 = add nsw i64 3261072, %581
   %arena100 = getelementptr inbounds float, ptr %arena, i64 %582
   %583 = load <8 x float>, ptr %arena100, align 4
-  %584 = mul nsw i64 %relu1_grad.j37072, 57600
-  %585 = mul nsw i64 %relu1_grad.ty37173, 2
+  %584 = mul nsw i64 %relu1_grad.j37672, 57600
+  %585 = mul nsw i64 %relu1_grad.ty37773, 2
   %586 = add nsw i64 %585, 2
   %587 = mul nsw i64 %586, 1920
   %588 = add nsw i64 %584, %587
-  %589 = mul nsw i64 %relu1_grad.tx37274, 2
+  %589 = mul nsw i64 %relu1_grad.tx37874, 2
   %590 = add nsw i64 %589, 3
   %591 = mul nsw i64 %590, 64
   %592 = add nsw i64 %588, %591
-  %593 = mul nsw i64 %relu1_grad.cv37375, 8
+  %593 = mul nsw i64 %relu1_grad.cv37975, 8
   %594 = add nsw i64 %592, %593
   %595 = add nsw i64 3261072, %594
   %arena101 = getelementptr inbounds float, ptr %arena, i64 %595
   %596 = load <8 x float>, ptr %arena101, align 4
   %597 = fsub <8 x float> %583, %596
-  store <8 x float> %597, ptr %relu1_grad.w386, align 32
-  %598 = mul nsw i64 %relu1_grad.j37072, 57600
-  %599 = mul nsw i64 %relu1_grad.ty37173, 2
+  store <8 x float> %597, ptr %relu1_grad.w392, align 32
+  %598 = mul nsw i64 %relu1_grad.j37672, 57600
+  %599 = mul nsw i64 %relu1_grad.ty37773, 2
   %600 = add nsw i64 %599, 1
   %601 = mul nsw i64 %600, 1920
   %602 = add nsw i64 %598, %601
-  %603 = mul nsw i64 %relu1_grad.tx37274, 2
+  %603 = mul nsw i64 %relu1_grad.tx37874, 2
   %604 = add nsw i64 %603, 3
   %605 = mul nsw i64 %604, 64
   %606 = add nsw i64 %602, %605
-  %607 = mul nsw i64 %relu1_grad.cv37375, 8
+  %607 = mul nsw i64 %relu1_grad.cv37975, 8
   %608 = add nsw i64 %606, %607
   %609 = add nsw i64 3261072, %608
   %arena102 = getelementptr inbounds float, ptr %arena, i64 %609
   %610 = load <8 x float>, ptr %arena102, align 4
-  %611 = mul nsw i64 %relu1_grad.j37072, 57600
-  %612 = mul nsw i64 %relu1_grad.ty37173, 2
+  %611 = mul nsw i64 %relu1_grad.j37672, 57600
+  %612 = mul nsw i64 %relu1_grad.ty37773, 2
   %613 = add nsw i64 %612, 2
   %614 = mul nsw i64 %613, 1920
   %615 = add nsw i64 %611, %614
-  %616 = mul nsw i64 %relu1_grad.tx37274, 2
+  %616 = mul nsw i64 %relu1_grad.tx37874, 2
   %617 = add nsw i64 %616, 3
   %618 = mul nsw i64 %617, 64
   %619 = add nsw i64 %615, %618
-  %620 = mul nsw i64 %relu1_grad.cv37375, 8
+  %620 = mul nsw i64 %relu1_grad.cv37975, 8
   %621 = add nsw i64 %619, %620
   %622 = add nsw i64 3261072, %621
   %arena103 = getelementptr inbounds float, ptr %arena, i64 %622
   %623 = load <8 x float>, ptr %arena103, align 4
   %624 = fadd <8 x float> %610, %623
-  store <8 x float> %624, ptr %relu1_grad.w387, align 32
-  %625 = mul nsw i64 %relu1_grad.j37072, 57600
-  %626 = mul nsw i64 %relu1_grad.ty37173, 2
+  store <8 x float> %624, ptr %relu1_grad.w393, align 32
+  %625 = mul nsw i64 %relu1_grad.j37672, 57600
+  %626 = mul nsw i64 %relu1_grad.ty37773, 2
   %627 = add nsw i64 %626, 2
   %628 = mul nsw i64 %627, 1920
   %629 = add nsw i64 %625, %628
-  %630 = mul nsw i64 %relu1_grad.tx37274, 2
+  %630 = mul nsw i64 %relu1_grad.tx37874, 2
   %631 = add nsw i64 %630, 3
   %632 = mul nsw i64 %631, 64
   %633 = add nsw i64 %629, %632
-  %634 = mul nsw i64 %relu1_grad.cv37375, 8
+  %634 = mul nsw i64 %relu1_grad.cv37975, 8
   %635 = add nsw i64 %633, %634
   %636 = add nsw i64 3261072, %635
   %arena104 = getelementptr inbounds float, ptr %arena, i64 %636
   %637 = load <8 x float>, ptr %arena104, align 4
-  %638 = mul nsw i64 %relu1_grad.j37072, 57600
-  %639 = mul nsw i64 %relu1_grad.ty37173, 2
+  %638 = mul nsw i64 %relu1_grad.j37672, 57600
+  %639 = mul nsw i64 %relu1_grad.ty37773, 2
   %640 = add nsw i64 %639, 1
   %641 = mul nsw i64 %640, 1920
   %642 = add nsw i64 %638, %641
-  %643 = mul nsw i64 %relu1_grad.tx37274, 2
+  %643 = mul nsw i64 %relu1_grad.tx37874, 2
   %644 = add nsw i64 %643, 3
   %645 = mul nsw i64 %644, 64
   %646 = add nsw i64 %642, %645
-  %647 = mul nsw i64 %relu1_grad.cv37375, 8
+  %647 = mul nsw i64 %relu1_grad.cv37975, 8
   %648 = add nsw i64 %646, %647
   %649 = add nsw i64 3261072, %648
   %arena105 = getelementptr inbounds float, ptr %arena, i64 %649
   %650 = load <8 x float>, ptr %arena105, align 4
   %651 = fsub <8 x float> %637, %650
-  store <8 x float> %651, ptr %relu1_grad.w388, align 32
-  %652 = mul nsw i64 %relu1_grad.j37072, 57600
-  %653 = mul nsw i64 %relu1_grad.ty37173, 2
+  store <8 x float> %651, ptr %relu1_grad.w394, align 32
+  %652 = mul nsw i64 %relu1_grad.j37672, 57600
+  %653 = mul nsw i64 %relu1_grad.ty37773, 2
   %654 = add nsw i64 %653, 1
   %655 = mul nsw i64 %654, 1920
   %656 = add nsw i64 %652, %655
-  %657 = mul nsw i64 %relu1_grad.tx37274, 2
+  %657 = mul nsw i64 %relu1_grad.tx37874, 2
   %658 = add nsw i64 %657, 3
   %659 = mul nsw i64 %658, 64
   %660 = add nsw i64 %656, %659
-  %661 = mul nsw i64 %relu1_grad.cv37375, 8
+  %661 = mul nsw i64 %relu1_grad.cv37975, 8
   %662 = add nsw i64 %660, %661
   %663 = add nsw i64 3261072, %662
   %arena106 = getelementptr inbounds float, ptr %arena, i64 %663
   %664 = load <8 x float>, ptr %arena106, align 4
-  %665 = mul nsw i64 %relu1_grad.j37072, 57600
-  %666 = mul nsw i64 %relu1_grad.ty37173, 2
+  %665 = mul nsw i64 %relu1_grad.j37672, 57600
+  %666 = mul nsw i64 %relu1_grad.ty37773, 2
   %667 = add nsw i64 %666, 3
   %668 = mul nsw i64 %667, 1920
   %669 = add nsw i64 %665, %668
-  %670 = mul nsw i64 %relu1_grad.tx37274, 2
+  %670 = mul nsw i64 %relu1_grad.tx37874, 2
   %671 = add nsw i64 %670, 3
   %672 = mul nsw i64 %671, 64
   %673 = add nsw i64 %669, %672
-  %674 = mul nsw i64 %relu1_grad.cv37375, 8
+  %674 = mul nsw i64 %relu1_grad.cv37975, 8
   %675 = add nsw i64 %673, %674
   %676 = add nsw i64 3261072, %675
   %arena107 = getelementptr inbounds float, ptr %arena, i64 %676
   %677 = load <8 x float>, ptr %arena107, align 4
   %678 = fsub <8 x float> %664, %677
-  store <8 x float> %678, ptr %relu1_grad.w389, align 32
-  %w374 = load <8 x float>, ptr %relu1_grad.w374, align 32
-  %w382 = load <8 x float>, ptr %relu1_grad.w382, align 32
-  %679 = fsub <8 x float> %w374, %w382
-  store <8 x float> %679, ptr %relu1_grad.w390, align 32
-  %w378 = load <8 x float>, ptr %relu1_grad.w378, align 32
-  %w382108 = load <8 x float>, ptr %relu1_grad.w382, align 32
-  %680 = fadd <8 x float> %w378, %w382108
-  store <8 x float> %680, ptr %relu1_grad.w391, align 32
-  %w382109 = load <8 x float>, ptr %relu1_grad.w382, align 32
-  %w378110 = load <8 x float>, ptr %relu1_grad.w378, align 32
-  %681 = fsub <8 x float> %w382109, %w378110
-  store <8 x float> %681, ptr %relu1_grad.w392, align 32
-  %w378111 = load <8 x float>, ptr %relu1_grad.w378, align 32
-  %w386 = load <8 x float>, ptr %relu1_grad.w386, align 32
-  %682 = fsub <8 x float> %w378111, %w386
-  store <8 x float> %682, ptr %relu1_grad.w393, align 32
-  %w375 = load <8 x float>, ptr %relu1_grad.w375, align 32
-  %w383 = load <8 x float>, ptr %relu1_grad.w383, align 32
-  %683 = fsub <8 x float> %w375, %w383
-  store <8 x float> %683, ptr %relu1_grad.w394, align 32
-  %w379 = load <8 x float>, ptr %relu1_grad.w379, align 32
-  %w383112 = load <8 x float>, ptr %relu1_grad.w383, align 32
-  %684 = fadd <8 x float> %w379, %w383112
-  store <8 x float> %684, ptr %relu1_grad.w395, align 32
-  %w383113 = load <8 x float>, ptr %relu1_grad.w383, align 32
-  %w379114 = load <8 x float>, ptr %relu1_grad.w379, align 32
-  %685 = fsub <8 x float> %w383113, %w379114
-  store <8 x float> %685, ptr %relu1_grad.w396, align 32
-  %w379115 = load <8 x float>, ptr %relu1_grad.w379, align 32
-  %w387 = load <8 x float>, ptr %relu1_grad.w387, align 32
-  %686 = fsub <8 x float> %w379115, %w387
-  store <8 x float> %686, ptr %relu1_grad.w397, align 32
-  %w376 = load <8 x float>, ptr %relu1_grad.w376, align 32
-  %w384 = load <8 x float>, ptr %relu1_grad.w384, align 32
-  %687 = fsub <8 x float> %w376, %w384
-  store <8 x float> %687, ptr %relu1_grad.w398, align 32
+  store <8 x float> %678, ptr %relu1_grad.w395, align 32
   %w380 = load <8 x float>, ptr %relu1_grad.w380, align 32
-  %w384116 = load <8 x float>, ptr %relu1_grad.w384, align 32
-  %688 = fadd <8 x float> %w380, %w384116
-  store <8 x float> %688, ptr %relu1_grad.w399, align 32
-  %w384117 = load <8 x float>, ptr %relu1_grad.w384, align 32
-  %w380118 = load <8 x float>, ptr %relu1_grad.w380, align 32
-  %689 = fsub <8 x float> %w384117, %w380118
-  store <8 x float> %689, ptr %relu1_grad.w400, align 32
-  %w380119 = load <8 x float>, ptr %relu1_grad.w380, align 32
   %w388 = load <8 x float>, ptr %relu1_grad.w388, align 32
-  %690 = fsub <8 x float> %w380119, %w388
-  store <8 x float> %690, ptr %relu1_grad.w401, align 32
-  %w377 = load <8 x float>, ptr %relu1_grad.w377, align 32
-  %w385 = load <8 x float>, ptr %relu1_grad.w385, align 32
-  %691 = fsub <8 x float> %w377, %w385
-  store <8 x float> %691, ptr %relu1_grad.w402, align 32
+  %679 = fsub <8 x float> %w380, %w388
+  store <8 x float> %679, ptr %relu1_grad.w396, align 32
+  %w384 = load <8 x float>, ptr %relu1_grad.w384, align 32
+  %w388108 = load <8 x float>, ptr %relu1_grad.w388, align 32
+  %680 = fadd <8 x float> %w384, %w388108
+  store <8 x float> %680, ptr %relu1_grad.w397, align 32
+  %w388109 = load <8 x float>, ptr %relu1_grad.w388, align 32
+  %w384110 = load <8 x float>, ptr %relu1_grad.w384, align 32
+  %681 = fsub <8 x float> %w388109, %w384110
+  store <8 x float> %681, ptr %relu1_grad.w398, align 32
+  %w384111 = load <8 x float>, ptr %relu1_grad.w384, align 32
+  %w392 = load <8 x float>, ptr %relu1_grad.w392, align 32
+  %682 = fsub <8 x float> %w384111, %w392
+  store <8 x float> %682, ptr %relu1_grad.w399, align 32
   %w381 = load <8 x float>, ptr %relu1_grad.w381, align 32
-  %w385120 = load <8 x float>, ptr %relu1_grad.w385, align 32
-  %692 = fadd <8 x float> %w381, %w385120
-  store <8 x float> %692, ptr %relu1_grad.w403, align 32
-  %w385121 = load <8 x float>, ptr %relu1_grad.w385, align 32
-  %w381122 = load <8 x float>, ptr %relu1_grad.w381, align 32
-  %693 = fsub <8 x float> %w385121, %w381122
-  store <8 x float> %693, ptr %relu1_grad.w404, align 32
-  %w381123 = load <8 x float>, ptr %relu1_grad.w381, align 32
   %w389 = load <8 x float>, ptr %relu1_grad.w389, align 32
-  %694 = fsub <8 x float> %w381123, %w389
-  store <8 x float> %694, ptr %relu1_grad.w405, align 32
+  %683 = fsub <8 x float> %w381, %w389
+  store <8 x float> %683, ptr %relu1_grad.w400, align 32
+  %w385 = load <8 x float>, ptr %relu1_grad.w385, align 32
+  %w389112 = load <8 x float>, ptr %relu1_grad.w389, align 32
+  %684 = fadd <8 x float> %w385, %w389112
+  store <8 x float> %684, ptr %relu1_grad.w401, align 32
+  %w389113 = load <8 x float>, ptr %relu1_grad.w389, align 32
+  %w385114 = load <8 x float>, ptr %relu1_grad.w385, align 32
+  %685 = fsub <8 x float> %w389113, %w385114
+  store <8 x float> %685, ptr %relu1_grad.w402, align 32
+  %w385115 = load <8 x float>, ptr %relu1_grad.w385, align 32
+  %w393 = load <8 x float>, ptr %relu1_grad.w393, align 32
+  %686 = fsub <8 x float> %w385115, %w393
+  store <8 x float> %686, ptr %relu1_grad.w403, align 32
+  %w382 = load <8 x float>, ptr %relu1_grad.w382, align 32
   %w390 = load <8 x float>, ptr %relu1_grad.w390, align 32
-  %695 = mul nsw i64 %relu1_grad.j37072, 196
-  %696 = mul nsw i64 %relu1_grad.ty37173, 14
+  %687 = fsub <8 x float> %w382, %w390
+  store <8 x float> %687, ptr %relu1_grad.w404, align 32
+  %w386 = load <8 x float>, ptr %relu1_grad.w386, align 32
+  %w390116 = load <8 x float>, ptr %relu1_grad.w390, align 32
+  %688 = fadd <8 x float> %w386, %w390116
+  store <8 x float> %688, ptr %relu1_grad.w405, align 32
+  %w390117 = load <8 x float>, ptr %relu1_grad.w390, align 32
+  %w386118 = load <8 x float>, ptr %relu1_grad.w386, align 32
+  %689 = fsub <8 x float> %w390117, %w386118
+  store <8 x float> %689, ptr %relu1_grad.w406, align 32
+  %w386119 = load <8 x float>, ptr %relu1_grad.w386, align 32
+  %w394 = load <8 x float>, ptr %relu1_grad.w394, align 32
+  %690 = fsub <8 x float> %w386119, %w394
+  store <8 x float> %690, ptr %relu1_grad.w407, align 32
+  %w383 = load <8 x float>, ptr %relu1_grad.w383, align 32
+  %w391 = load <8 x float>, ptr %relu1_grad.w391, align 32
+  %691 = fsub <8 x float> %w383, %w391
+  store <8 x float> %691, ptr %relu1_grad.w408, align 32
+  %w387 = load <8 x float>, ptr %relu1_grad.w387, align 32
+  %w391120 = load <8 x float>, ptr %relu1_grad.w391, align 32
+  %692 = fadd <8 x float> %w387, %w391120
+  store <8 x float> %692, ptr %relu1_grad.w409, align 32
+  %w391121 = load <8 x float>, ptr %relu1_grad.w391, align 32
+  %w387122 = load <8 x float>, ptr %relu1_grad.w387, align 32
+  %693 = fsub <8 x float> %w391121, %w387122
+  store <8 x float> %693, ptr %relu1_grad.w410, align 32
+  %w387123 = load <8 x float>, ptr %relu1_grad.w387, align 32
+  %w395 = load <8 x float>, ptr %relu1_grad.w395, align 32
+  %694 = fsub <8 x float> %w387123, %w395
+  store <8 x float> %694, ptr %relu1_grad.w411, align 32
+  %w396 = load <8 x float>, ptr %relu1_grad.w396, align 32
+  %695 = mul nsw i64 %relu1_grad.j37672, 196
+  %696 = mul nsw i64 %relu1_grad.ty37773, 14
   %697 = add nsw i64 %695, %696
-  %698 = add nsw i64 %697, %relu1_grad.tx37274
+  %698 = add nsw i64 %697, %relu1_grad.tx37874
   %699 = mul nsw i64 %698, 64
   %700 = add nsw i64 3318672, %699
-  %701 = mul nsw i64 %relu1_grad.cv37375, 8
+  %701 = mul nsw i64 %relu1_grad.cv37975, 8
   %702 = add nsw i64 %700, %701
   %arena124 = getelementptr inbounds float, ptr %arena, i64 %702
-  store <8 x float> %w390, ptr %arena124, align 4
-  %w391 = load <8 x float>, ptr %relu1_grad.w391, align 32
-  %703 = mul nsw i64 %relu1_grad.j37072, 196
-  %704 = mul nsw i64 %relu1_grad.ty37173, 14
+  store <8 x float> %w396, ptr %arena124, align 4
+  %w397 = load <8 x float>, ptr %relu1_grad.w397, align 32
+  %703 = mul nsw i64 %relu1_grad.j37672, 196
+  %704 = mul nsw i64 %relu1_grad.ty37773, 14
   %705 = add nsw i64 %703, %704
-  %706 = add nsw i64 %705, %relu1_grad.tx37274
+  %706 = add nsw i64 %705, %relu1_grad.tx37874
   %707 = mul nsw i64 %706, 64
   %708 = add nsw i64 3331216, %707
-  %709 = mul nsw i64 %relu1_grad.cv37375, 8
+  %709 = mul nsw i64 %relu1_grad.cv37975, 8
   %710 = add nsw i64 %708, %709
   %arena125 = getelementptr inbounds float, ptr %arena, i64 %710
-  store <8 x float> %w391, ptr %arena125, align 4
-  %w392 = load <8 x float>, ptr %relu1_grad.w392, align 32
-  %711 = mul nsw i64 %relu1_grad.j37072, 196
-  %712 = mul nsw i64 %relu1_grad.ty37173, 14
+  store <8 x float> %w397, ptr %arena125, align 4
+  %w398 = load <8 x float>, ptr %relu1_grad.w398, align 32
+  %711 = mul nsw i64 %relu1_grad.j37672, 196
+  %712 = mul nsw i64 %relu1_grad.ty37773, 14
   %713 = add nsw i64 %711, %712
-  %714 = add nsw i64 %713, %relu1_grad.tx37274
+  %714 = add nsw i64 %713, %relu1_grad.tx37874
   %715 = mul nsw i64 %714, 64
   %716 = add nsw i64 3343760, %715
-  %717 = mul nsw i64 %relu1_grad.cv37375, 8
+  %717 = mul nsw i64 %relu1_grad.cv37975, 8
   %718 = add nsw i64 %716, %717
   %arena126 = getelementptr inbounds float, ptr %arena, i64 %718
-  store <8 x float> %w392, ptr %arena126, align 4
-  %w393 = load <8 x float>, ptr %relu1_grad.w393, align 32
-  %719 = mul nsw i64 %relu1_grad.j37072, 196
-  %720 = mul nsw i64 %relu1_grad.ty37173, 14
+  store <8 x float> %w398, ptr %arena126, align 4
+  %w399 = load <8 x float>, ptr %relu1_grad.w399, align 32
+  %719 = mul nsw i64 %relu1_grad.j37672, 196
+  %720 = mul nsw i64 %relu1_grad.ty37773, 14
   %721 = add nsw i64 %719, %720
-  %722 = add nsw i64 %721, %relu1_grad.tx37274
+  %722 = add nsw i64 %721, %relu1_grad.tx37874
   %723 = mul nsw i64 %722, 64
   %724 = add nsw i64 3356304, %723
-  %725 = mul nsw i64 %relu1_grad.cv37375, 8
+  %725 = mul nsw i64 %relu1_grad.cv37975, 8
   %726 = add nsw i64 %724, %725
   %arena127 = getelementptr inbounds float, ptr %arena, i64 %726
-  store <8 x float> %w393, ptr %arena127, align 4
-  %w394 = load <8 x float>, ptr %relu1_grad.w394, align 32
-  %727 = mul nsw i64 %relu1_grad.j37072, 196
-  %728 = mul nsw i64 %relu1_grad.ty37173, 14
+  store <8 x float> %w399, ptr %arena127, align 4
+  %w400 = load <8 x float>, ptr %relu1_grad.w400, align 32
+  %727 = mul nsw i64 %relu1_grad.j37672, 196
+  %728 = mul nsw i64 %relu1_grad.ty37773, 14
   %729 = add nsw i64 %727, %728
-  %730 = add nsw i64 %729, %relu1_grad.tx37274
+  %730 = add nsw i64 %729, %relu1_grad.tx37874
   %731 = mul nsw i64 %730, 64
   %732 = add nsw i64 3368848, %731
-  %733 = mul nsw i64 %relu1_grad.cv37375, 8
+  %733 = mul nsw i64 %relu1_grad.cv37975, 8
   %734 = add nsw i64 %732, %733
   %arena128 = getelementptr inbounds float, ptr %arena, i64 %734
-  store <8 x float> %w394, ptr %arena128, align 4
-  %w395 = load <8 x float>, ptr %relu1_grad.w395, align 32
-  %735 = mul nsw i64 %relu1_grad.j37072, 196
-  %736 = mul nsw i64 %relu1_grad.ty37173, 14
+  store <8 x float> %w400, ptr %arena128, align 4
+  %w401 = load <8 x float>, ptr %relu1_grad.w401, align 32
+  %735 = mul nsw i64 %relu1_grad.j37672, 196
+  %736 = mul nsw i64 %relu1_grad.ty37773, 14
   %737 = add nsw i64 %735, %736
-  %738 = add nsw i64 %737, %relu1_grad.tx37274
+  %738 = add nsw i64 %737, %relu1_grad.tx37874
   %739 = mul nsw i64 %738, 64
   %740 = add nsw i64 3381392, %739
-  %741 = mul nsw i64 %relu1_grad.cv37375, 8
+  %741 = mul nsw i64 %relu1_grad.cv37975, 8
   %742 = add nsw i64 %740, %741
   %arena129 = getelementptr inbounds float, ptr %arena, i64 %742
-  store <8 x float> %w395, ptr %arena129, align 4
-  %w396 = load <8 x float>, ptr %relu1_grad.w396, align 32
-  %743 = mul nsw i64 %relu1_grad.j37072, 196
-  %744 = mul nsw i64 %relu1_grad.ty37173, 14
+  store <8 x float> %w401, ptr %arena129, align 4
+  %w402 = load <8 x float>, ptr %relu1_grad.w402, align 32
+  %743 = mul nsw i64 %relu1_grad.j37672, 196
+  %744 = mul nsw i64 %relu1_grad.ty37773, 14
   %745 = add nsw i64 %743, %744
-  %746 = add nsw i64 %745, %relu1_grad.tx37274
+  %746 = add nsw i64 %745, %relu1_grad.tx37874
   %747 = mul nsw i64 %746, 64
   %748 = add nsw i64 3393936, %747
-  %749 = mul nsw i64 %relu1_grad.cv37375, 8
+  %749 = mul nsw i64 %relu1_grad.cv37975, 8
   %750 = add nsw i64 %748, %749
   %arena130 = getelementptr inbounds float, ptr %arena, i64 %750
-  store <8 x float> %w396, ptr %arena130, align 4
-  %w397 = load <8 x float>, ptr %relu1_grad.w397, align 32
-  %751 = mul nsw i64 %relu1_grad.j37072, 196
-  %752 = mul nsw i64 %relu1_grad.ty37173, 14
+  store <8 x float> %w402, ptr %arena130, align 4
+  %w403 = load <8 x float>, ptr %relu1_grad.w403, align 32
+  %751 = mul nsw i64 %relu1_grad.j37672, 196
+  %752 = mul nsw i64 %relu1_grad.ty37773, 14
   %753 = add nsw i64 %751, %752
-  %754 = add nsw i64 %753, %relu1_grad.tx37274
+  %754 = add nsw i64 %753, %relu1_grad.tx37874
   %755 = mul nsw i64 %754, 64
   %756 = add nsw i64 3406480, %755
-  %757 = mul nsw i64 %relu1_grad.cv37375, 8
+  %757 = mul nsw i64 %relu1_grad.cv37975, 8
   %758 = add nsw i64 %756, %757
   %arena131 = getelementptr inbounds float, ptr %arena, i64 %758
-  store <8 x float> %w397, ptr %arena131, align 4
-  %w398 = load <8 x float>, ptr %relu1_grad.w398, align 32
-  %759 = mul nsw i64 %relu1_grad.j37072, 196
-  %760 = mul nsw i64 %relu1_grad.ty37173, 14
+  store <8 x float> %w403, ptr %arena131, align 4
+  %w404 = load <8 x float>, ptr %relu1_grad.w404, align 32
+  %759 = mul nsw i64 %relu1_grad.j37672, 196
+  %760 = mul nsw i64 %relu1_grad.ty37773, 14
   %761 = add nsw i64 %759, %760
-  %762 = add nsw i64 %761, %relu1_grad.tx37274
+  %762 = add nsw i64 %761, %relu1_grad.tx37874
   %763 = mul nsw i64 %762, 64
   %764 = add nsw i64 3419024, %763
-  %765 = mul nsw i64 %relu1_grad.cv37375, 8
+  %765 = mul nsw i64 %relu1_grad.cv37975, 8
   %766 = add nsw i64 %764, %765
   %arena132 = getelementptr inbounds float, ptr %arena, i64 %766
-  store <8 x float> %w398, ptr %arena132, align 4
-  %w399 = load <8 x float>, ptr %relu1_grad.w399, align 32
-  %767 = mul nsw i64 %relu1_grad.j37072, 196
-  %768 = mul nsw i64 %relu1_grad.ty37173, 14
+  store <8 x float> %w404, ptr %arena132, align 4
+  %w405 = load <8 x float>, ptr %relu1_grad.w405, align 32
+  %767 = mul nsw i64 %relu1_grad.j37672, 196
+  %768 = mul nsw i64 %relu1_grad.ty37773, 14
   %769 = add nsw i64 %767, %768
-  %770 = add nsw i64 %769, %relu1_grad.tx37274
+  %770 = add nsw i64 %769, %relu1_grad.tx37874
   %771 = mul nsw i64 %770, 64
   %772 = add nsw i64 3431568, %771
-  %773 = mul nsw i64 %relu1_grad.cv37375, 8
+  %773 = mul nsw i64 %relu1_grad.cv37975, 8
   %774 = add nsw i64 %772, %773
   %arena133 = getelementptr inbounds float, ptr %arena, i64 %774
-  store <8 x float> %w399, ptr %arena133, align 4
-  %w400 = load <8 x float>, ptr %relu1_grad.w400, align 32
-  %775 = mul nsw i64 %relu1_grad.j37072, 196
-  %776 = mul nsw i64 %relu1_grad.ty37173, 14
+  store <8 x float> %w405, ptr %arena133, align 4
+  %w406 = load <8 x float>, ptr %relu1_grad.w406, align 32
+  %775 = mul nsw i64 %relu1_grad.j37672, 196
+  %776 = mul nsw i64 %relu1_grad.ty37773, 14
   %777 = add nsw i64 %775, %776
-  %778 = add nsw i64 %777, %relu1_grad.tx37274
+  %778 = add nsw i64 %777, %relu1_grad.tx37874
   %779 = mul nsw i64 %778, 64
   %780 = add nsw i64 3444112, %779
-  %781 = mul nsw i64 %relu1_grad.cv37375, 8
+  %781 = mul nsw i64 %relu1_grad.cv37975, 8
   %782 = add nsw i64 %780, %781
   %arena134 = getelementptr inbounds float, ptr %arena, i64 %782
-  store <8 x float> %w400, ptr %arena134, align 4
-  %w401 = load <8 x float>, ptr %relu1_grad.w401, align 32
-  %783 = mul nsw i64 %relu1_grad.j37072, 196
-  %784 = mul nsw i64 %relu1_grad.ty37173, 14
+  store <8 x float> %w406, ptr %arena134, align 4
+  %w407 = load <8 x float>, ptr %relu1_grad.w407, align 32
+  %783 = mul nsw i64 %relu1_grad.j37672, 196
+  %784 = mul nsw i64 %relu1_grad.ty37773, 14
   %785 = add nsw i64 %783, %784
-  %786 = add nsw i64 %785, %relu1_grad.tx37274
+  %786 = add nsw i64 %785, %relu1_grad.tx37874
   %787 = mul nsw i64 %786, 64
   %788 = add nsw i64 3456656, %787
-  %789 = mul nsw i64 %relu1_grad.cv37375, 8
+  %789 = mul nsw i64 %relu1_grad.cv37975, 8
   %790 = add nsw i64 %788, %789
   %arena135 = getelementptr inbounds float, ptr %arena, i64 %790
-  store <8 x float> %w401, ptr %arena135, align 4
-  %w402 = load <8 x float>, ptr %relu1_grad.w402, align 32
-  %791 = mul nsw i64 %relu1_grad.j37072, 196
-  %792 = mul nsw i64 %relu1_grad.ty37173, 14
+  store <8 x float> %w407, ptr %arena135, align 4
+  %w408 = load <8 x float>, ptr %relu1_grad.w408, align 32
+  %791 = mul nsw i64 %relu1_grad.j37672, 196
+  %792 = mul nsw i64 %relu1_grad.ty37773, 14
   %793 = add nsw i64 %791, %792
-  %794 = add nsw i64 %793, %relu1_grad.tx37274
+  %794 = add nsw i64 %793, %relu1_grad.tx37874
   %795 = mul nsw i64 %794, 64
   %796 = add nsw i64 3469200, %795
-  %797 = mul nsw i64 %relu1_grad.cv37375, 8
+  %797 = mul nsw i64 %relu1_grad.cv37975, 8
   %798 = add nsw i64 %796, %797
   %arena136 = getelementptr inbounds float, ptr %arena, i64 %798
-  store <8 x float> %w402, ptr %arena136, align 4
-  %w403 = load <8 x float>, ptr %relu1_grad.w403, align 32
-  %799 = mul nsw i64 %relu1_grad.j37072, 196
-  %800 = mul nsw i64 %relu1_grad.ty37173, 14
+  store <8 x float> %w408, ptr %arena136, align 4
+  %w409 = load <8 x float>, ptr %relu1_grad.w409, align 32
+  %799 = mul nsw i64 %relu1_grad.j37672, 196
+  %800 = mul nsw i64 %relu1_grad.ty37773, 14
   %801 = add nsw i64 %799, %800
-  %802 = add nsw i64 %801, %relu1_grad.tx37274
+  %802 = add nsw i64 %801, %relu1_grad.tx37874
   %803 = mul nsw i64 %802, 64
   %804 = add nsw i64 3481744, %803
-  %805 = mul nsw i64 %relu1_grad.cv37375, 8
+  %805 = mul nsw i64 %relu1_grad.cv37975, 8
   %806 = add nsw i64 %804, %805
   %arena137 = getelementptr inbounds float, ptr %arena, i64 %806
-  store <8 x float> %w403, ptr %arena137, align 4
-  %w404 = load <8 x float>, ptr %relu1_grad.w404, align 32
-  %807 = mul nsw i64 %relu1_grad.j37072, 196
-  %808 = mul nsw i64 %relu1_grad.ty37173, 14
+  store <8 x float> %w409, ptr %arena137, align 4
+  %w410 = load <8 x float>, ptr %relu1_grad.w410, align 32
+  %807 = mul nsw i64 %relu1_grad.j37672, 196
+  %808 = mul nsw i64 %relu1_grad.ty37773, 14
   %809 = add nsw i64 %807, %808
-  %810 = add nsw i64 %809, %relu1_grad.tx37274
+  %810 = add nsw i64 %809, %relu1_grad.tx37874
   %811 = mul nsw i64 %810, 64
   %812 = add nsw i64 3494288, %811
-  %813 = mul nsw i64 %relu1_grad.cv37375, 8
+  %813 = mul nsw i64 %relu1_grad.cv37975, 8
   %814 = add nsw i64 %812, %813
   %arena138 = getelementptr inbounds float, ptr %arena, i64 %814
-  store <8 x float> %w404, ptr %arena138, align 4
-  %w405 = load <8 x float>, ptr %relu1_grad.w405, align 32
-  %815 = mul nsw i64 %relu1_grad.j37072, 196
-  %816 = mul nsw i64 %relu1_grad.ty37173, 14
+  store <8 x float> %w410, ptr %arena138, align 4
+  %w411 = load <8 x float>, ptr %relu1_grad.w411, align 32
+  %815 = mul nsw i64 %relu1_grad.j37672, 196
+  %816 = mul nsw i64 %relu1_grad.ty37773, 14
   %817 = add nsw i64 %815, %816
-  %818 = add nsw i64 %817, %relu1_grad.tx37274
+  %818 = add nsw i64 %817, %relu1_grad.tx37874
   %819 = mul nsw i64 %818, 64
   %820 = add nsw i64 3506832, %819
-  %821 = mul nsw i64 %relu1_grad.cv37375, 8
+  %821 = mul nsw i64 %relu1_grad.cv37975, 8
   %822 = add nsw i64 %820, %821
   %arena139 = getelementptr inbounds float, ptr %arena, i64 %822
-  store <8 x float> %w405, ptr %arena139, align 4
-  %cv373.next = add nsw i64 %relu1_grad.cv37375, 1
-  %823 = icmp slt i64 %cv373.next, 8
-  br i1 %823, label %relu1_grad.cv373, label %relu1_grad.cv373.end
+  store <8 x float> %w411, ptr %arena139, align 4
+  %cv379.next = add nsw i64 %relu1_grad.cv37975, 1
+  %823 = icmp slt i64 %cv379.next, 8
+  br i1 %823, label %relu1_grad.cv379, label %relu1_grad.cv379.end
 
-relu1_grad.cv373.end:                             ; preds = %relu1_grad.cv373
-  %tx372.next = add nsw i64 %relu1_grad.tx37274, 1
-  %824 = icmp slt i64 %tx372.next, 14
-  br i1 %824, label %relu1_grad.tx372, label %relu1_grad.tx372.end
+relu1_grad.cv379.end:                             ; preds = %relu1_grad.cv379
+  %tx378.next = add nsw i64 %relu1_grad.tx37874, 1
+  %824 = icmp slt i64 %tx378.next, 14
+  br i1 %824, label %relu1_grad.tx378, label %relu1_grad.tx378.end
 
-relu1_grad.xi406:                                 ; preds = %relu1_grad.xi406, %relu1_grad.j370.end
-  %relu1_grad.xi406140 = phi i64 [ 0, %relu1_grad.j370.end ], [ %xi406.next, %relu1_grad.xi406 ]
-  call void @convnet_train_b64.k20.relu1_grad.gemm413(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %relu1_grad.xi406140)
-  %xi406.next = add nsw i64 %relu1_grad.xi406140, 1
-  %825 = icmp slt i64 %xi406.next, 16
-  br i1 %825, label %relu1_grad.xi406, label %relu1_grad.xi406.end
+relu1_grad.xi412:                                 ; preds = %relu1_grad.xi412, %relu1_grad.j376.end
+  %relu1_grad.xi412140 = phi i64 [ 0, %relu1_grad.j376.end ], [ %xi412.next, %relu1_grad.xi412 ]
+  call void @convnet_train_b64.k20.relu1_grad.gemm419(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %relu1_grad.xi412140)
+  %xi412.next = add nsw i64 %relu1_grad.xi412140, 1
+  %825 = icmp slt i64 %xi412.next, 16
+  br i1 %825, label %relu1_grad.xi412, label %relu1_grad.xi412.end
 
-relu1_grad.xi406.end:                             ; preds = %relu1_grad.xi406
-  br label %relu1_grad.j414
+relu1_grad.xi412.end:                             ; preds = %relu1_grad.xi412
+  br label %relu1_grad.j420
 
-relu1_grad.j414:                                  ; preds = %relu1_grad.ty415.end, %relu1_grad.xi406.end
-  %relu1_grad.j414141 = phi i64 [ 0, %relu1_grad.xi406.end ], [ %j414.next, %relu1_grad.ty415.end ]
-  br label %relu1_grad.ty415
+relu1_grad.j420:                                  ; preds = %relu1_grad.ty421.end, %relu1_grad.xi412.end
+  %relu1_grad.j420141 = phi i64 [ 0, %relu1_grad.xi412.end ], [ %j420.next, %relu1_grad.ty421.end ]
+  br label %relu1_grad.ty421
 
-relu1_grad.j414.end:                              ; preds = %relu1_grad.ty415.end
-  br label %relu1_grad.j430
+relu1_grad.j420.end:                              ; preds = %relu1_grad.ty421.end
+  br label %relu1_grad.j436
 
-relu1_grad.ty415:                                 ; preds = %relu1_grad.tx416.end, %relu1_grad.j414
-  %relu1_grad.ty415142 = phi i64 [ 0, %relu1_grad.j414 ], [ %ty415.next, %relu1_grad.tx416.end ]
-  br label %relu1_grad.tx416
+relu1_grad.ty421:                                 ; preds = %relu1_grad.tx422.end, %relu1_grad.j420
+  %relu1_grad.ty421142 = phi i64 [ 0, %relu1_grad.j420 ], [ %ty421.next, %relu1_grad.tx422.end ]
+  br label %relu1_grad.tx422
 
-relu1_grad.ty415.end:                             ; preds = %relu1_grad.tx416.end
-  %j414.next = add nsw i64 %relu1_grad.j414141, 1
-  %826 = icmp slt i64 %j414.next, 1
-  br i1 %826, label %relu1_grad.j414, label %relu1_grad.j414.end
+relu1_grad.ty421.end:                             ; preds = %relu1_grad.tx422.end
+  %j420.next = add nsw i64 %relu1_grad.j420141, 1
+  %826 = icmp slt i64 %j420.next, 1
+  br i1 %826, label %relu1_grad.j420, label %relu1_grad.j420.end
 
-relu1_grad.tx416:                                 ; preds = %relu1_grad.cv417.end, %relu1_grad.ty415
-  %relu1_grad.tx416143 = phi i64 [ 0, %relu1_grad.ty415 ], [ %tx416.next, %relu1_grad.cv417.end ]
-  br label %relu1_grad.cv417
+relu1_grad.tx422:                                 ; preds = %relu1_grad.cv423.end, %relu1_grad.ty421
+  %relu1_grad.tx422143 = phi i64 [ 0, %relu1_grad.ty421 ], [ %tx422.next, %relu1_grad.cv423.end ]
+  br label %relu1_grad.cv423
 
-relu1_grad.tx416.end:                             ; preds = %relu1_grad.cv417.end
-  %ty415.next = add nsw i64 %relu1_grad.ty415142, 1
-  %827 = icmp slt i64 %ty415.next, 14
-  br i1 %827, label %relu1_grad.ty415, label %relu1_grad.ty415.end
+relu1_grad.tx422.end:                             ; preds = %relu1_grad.cv423.end
+  %ty421.next = add nsw i64 %relu1_grad.ty421142, 1
+  %827 = icmp slt i64 %ty421.next, 14
+  br i1 %827, label %relu1_grad.ty421, label %relu1_grad.ty421.end
 
-relu1_grad.cv417:                                 ; preds = %relu1_grad.cv417, %relu1_grad.tx416
-  %relu1_grad.cv417144 = phi i64 [ 0, %relu1_grad.tx416 ], [ %cv417.next, %relu1_grad.cv417 ]
-  %828 = mul nsw i64 %relu1_grad.j414141, 196
-  %829 = mul nsw i64 %relu1_grad.ty415142, 14
+relu1_grad.cv423:                                 ; preds = %relu1_grad.cv423, %relu1_grad.tx422
+  %relu1_grad.cv423144 = phi i64 [ 0, %relu1_grad.tx422 ], [ %cv423.next, %relu1_grad.cv423 ]
+  %828 = mul nsw i64 %relu1_grad.j420141, 196
+  %829 = mul nsw i64 %relu1_grad.ty421142, 14
   %830 = add nsw i64 %828, %829
-  %831 = add nsw i64 %830, %relu1_grad.tx416143
+  %831 = add nsw i64 %830, %relu1_grad.tx422143
   %832 = mul nsw i64 %831, 32
   %833 = add nsw i64 3519376, %832
-  %834 = mul nsw i64 %relu1_grad.cv417144, 8
+  %834 = mul nsw i64 %relu1_grad.cv423144, 8
   %835 = add nsw i64 %833, %834
   %arena145 = getelementptr inbounds float, ptr %arena, i64 %835
   %836 = load <8 x float>, ptr %arena145, align 4
-  %837 = mul nsw i64 %relu1_grad.j414141, 196
-  %838 = mul nsw i64 %relu1_grad.ty415142, 14
+  %837 = mul nsw i64 %relu1_grad.j420141, 196
+  %838 = mul nsw i64 %relu1_grad.ty421142, 14
   %839 = add nsw i64 %837, %838
-  %840 = add nsw i64 %839, %relu1_grad.tx416143
+  %840 = add nsw i64 %839, %relu1_grad.tx422143
   %841 = mul nsw i64 %840, 32
   %842 = add nsw i64 3544464, %841
-  %843 = mul nsw i64 %relu1_grad.cv417144, 8
+  %843 = mul nsw i64 %relu1_grad.cv423144, 8
   %844 = add nsw i64 %842, %843
   %arena146 = getelementptr inbounds float, ptr %arena, i64 %844
   %845 = load <8 x float>, ptr %arena146, align 4
   %846 = fadd <8 x float> %836, %845
-  %847 = mul nsw i64 %relu1_grad.j414141, 196
-  %848 = mul nsw i64 %relu1_grad.ty415142, 14
+  %847 = mul nsw i64 %relu1_grad.j420141, 196
+  %848 = mul nsw i64 %relu1_grad.ty421142, 14
   %849 = add nsw i64 %847, %848
-  %850 = add nsw i64 %849, %relu1_grad.tx416143
+  %850 = add nsw i64 %849, %relu1_grad.tx422143
   %851 = mul nsw i64 %850, 32
   %852 = add nsw i64 3569552, %851
-  %853 = mul nsw i64 %relu1_grad.cv417144, 8
+  %853 = mul nsw i64 %relu1_grad.cv423144, 8
   %854 = add nsw i64 %852, %853
   %arena147 = getelementptr inbounds float, ptr %arena, i64 %854
   %855 = load <8 x float>, ptr %arena147, align 4
   %856 = fadd <8 x float> %846, %855
-  store <8 x float> %856, ptr %relu1_grad.w418, align 32
-  %857 = mul nsw i64 %relu1_grad.j414141, 196
-  %858 = mul nsw i64 %relu1_grad.ty415142, 14
+  store <8 x float> %856, ptr %relu1_grad.w424, align 32
+  %857 = mul nsw i64 %relu1_grad.j420141, 196
+  %858 = mul nsw i64 %relu1_grad.ty421142, 14
   %859 = add nsw i64 %857, %858
-  %860 = add nsw i64 %859, %relu1_grad.tx416143
+  %860 = add nsw i64 %859, %relu1_grad.tx422143
   %861 = mul nsw i64 %860, 32
   %862 = add nsw i64 3544464, %861
-  %863 = mul nsw i64 %relu1_grad.cv417144, 8
+  %863 = mul nsw i64 %relu1_grad.cv423144, 8
   %864 = add nsw i64 %862, %863
   %arena148 = getelementptr inbounds float, ptr %arena, i64 %864
   %865 = load <8 x float>, ptr %arena148, align 4
-  %866 = mul nsw i64 %relu1_grad.j414141, 196
-  %867 = mul nsw i64 %relu1_grad.ty415142, 14
+  %866 = mul nsw i64 %relu1_grad.j420141, 196
+  %867 = mul nsw i64 %relu1_grad.ty421142, 14
   %868 = add nsw i64 %866, %867
-  %869 = add nsw i64 %868, %relu1_grad.tx416143
+  %869 = add nsw i64 %868, %relu1_grad.tx422143
   %870 = mul nsw i64 %869, 32
   %871 = add nsw i64 3569552, %870
-  %872 = mul nsw i64 %relu1_grad.cv417144, 8
+  %872 = mul nsw i64 %relu1_grad.cv423144, 8
   %873 = add nsw i64 %871, %872
   %arena149 = getelementptr inbounds float, ptr %arena, i64 %873
   %874 = load <8 x float>, ptr %arena149, align 4
   %875 = fsub <8 x float> %865, %874
-  %876 = mul nsw i64 %relu1_grad.j414141, 196
-  %877 = mul nsw i64 %relu1_grad.ty415142, 14
+  %876 = mul nsw i64 %relu1_grad.j420141, 196
+  %877 = mul nsw i64 %relu1_grad.ty421142, 14
   %878 = add nsw i64 %876, %877
-  %879 = add nsw i64 %878, %relu1_grad.tx416143
+  %879 = add nsw i64 %878, %relu1_grad.tx422143
   %880 = mul nsw i64 %879, 32
   %881 = add nsw i64 3594640, %880
-  %882 = mul nsw i64 %relu1_grad.cv417144, 8
+  %882 = mul nsw i64 %relu1_grad.cv423144, 8
   %883 = add nsw i64 %881, %882
   %arena150 = getelementptr inbounds float, ptr %arena, i64 %883
   %884 = load <8 x float>, ptr %arena150, align 4
   %885 = fsub <8 x float> %875, %884
-  store <8 x float> %885, ptr %relu1_grad.w419, align 32
-  %886 = mul nsw i64 %relu1_grad.j414141, 196
-  %887 = mul nsw i64 %relu1_grad.ty415142, 14
+  store <8 x float> %885, ptr %relu1_grad.w425, align 32
+  %886 = mul nsw i64 %relu1_grad.j420141, 196
+  %887 = mul nsw i64 %relu1_grad.ty421142, 14
   %888 = add nsw i64 %886, %887
-  %889 = add nsw i64 %888, %relu1_grad.tx416143
+  %889 = add nsw i64 %888, %relu1_grad.tx422143
   %890 = mul nsw i64 %889, 32
   %891 = add nsw i64 3525648, %890
-  %892 = mul nsw i64 %relu1_grad.cv417144, 8
+  %892 = mul nsw i64 %relu1_grad.cv423144, 8
   %893 = add nsw i64 %891, %892
   %arena151 = getelementptr inbounds float, ptr %arena, i64 %893
   %894 = load <8 x float>, ptr %arena151, align 4
-  %895 = mul nsw i64 %relu1_grad.j414141, 196
-  %896 = mul nsw i64 %relu1_grad.ty415142, 14
+  %895 = mul nsw i64 %relu1_grad.j420141, 196
+  %896 = mul nsw i64 %relu1_grad.ty421142, 14
   %897 = add nsw i64 %895, %896
-  %898 = add nsw i64 %897, %relu1_grad.tx416143
+  %898 = add nsw i64 %897, %relu1_grad.tx422143
   %899 = mul nsw i64 %898, 32
   %900 = add nsw i64 3550736, %899
-  %901 = mul nsw i64 %relu1_grad.cv417144, 8
+  %901 = mul nsw i64 %relu1_grad.cv423144, 8
   %902 = add nsw i64 %900, %901
   %arena152 = getelementptr inbounds float, ptr %arena, i64 %902
   %903 = load <8 x float>, ptr %arena152, align 4
   %904 = fadd <8 x float> %894, %903
-  %905 = mul nsw i64 %relu1_grad.j414141, 196
-  %906 = mul nsw i64 %relu1_grad.ty415142, 14
+  %905 = mul nsw i64 %relu1_grad.j420141, 196
+  %906 = mul nsw i64 %relu1_grad.ty421142, 14
   %907 = add nsw i64 %905, %906
-  %908 = add nsw i64 %907, %relu1_grad.tx416143
+  %908 = add nsw i64 %907, %relu1_grad.tx422143
   %909 = mul nsw i64 %908, 32
   %910 = add nsw i64 3575824, %909
-  %911 = mul nsw i64 %relu1_grad.cv417144, 8
+  %911 = mul nsw i64 %relu1_grad.cv423144, 8
   %912 = add nsw i64 %910, %911
   %arena153 = getelementptr inbounds float, ptr %arena, i64 %912
   %913 = load <8 x float>, ptr %arena153, align 4
   %914 = fadd <8 x float> %904, %913
-  store <8 x float> %914, ptr %relu1_grad.w420, align 32
-  %915 = mul nsw i64 %relu1_grad.j414141, 196
-  %916 = mul nsw i64 %relu1_grad.ty415142, 14
+  store <8 x float> %914, ptr %relu1_grad.w426, align 32
+  %915 = mul nsw i64 %relu1_grad.j420141, 196
+  %916 = mul nsw i64 %relu1_grad.ty421142, 14
   %917 = add nsw i64 %915, %916
-  %918 = add nsw i64 %917, %relu1_grad.tx416143
+  %918 = add nsw i64 %917, %relu1_grad.tx422143
   %919 = mul nsw i64 %918, 32
   %920 = add nsw i64 3550736, %919
-  %921 = mul nsw i64 %relu1_grad.cv417144, 8
+  %921 = mul nsw i64 %relu1_grad.cv423144, 8
   %922 = add nsw i64 %920, %921
   %arena154 = getelementptr inbounds float, ptr %arena, i64 %922
   %923 = load <8 x float>, ptr %arena154, align 4
-  %924 = mul nsw i64 %relu1_grad.j414141, 196
-  %925 = mul nsw i64 %relu1_grad.ty415142, 14
+  %924 = mul nsw i64 %relu1_grad.j420141, 196
+  %925 = mul nsw i64 %relu1_grad.ty421142, 14
   %926 = add nsw i64 %924, %925
-  %927 = add nsw i64 %926, %relu1_grad.tx416143
+  %927 = add nsw i64 %926, %relu1_grad.tx422143
   %928 = mul nsw i64 %927, 32
   %929 = add nsw i64 3575824, %928
-  %930 = mul nsw i64 %relu1_grad.cv417144, 8
+  %930 = mul nsw i64 %relu1_grad.cv423144, 8
   %931 = add nsw i64 %929, %930
   %arena155 = getelementptr inbounds float, ptr %arena, i64 %931
   %932 = load <8 x float>, ptr %arena155, align 4
   %933 = fsub <8 x float> %923, %932
-  %934 = mul nsw i64 %relu1_grad.j414141, 196
-  %935 = mul nsw i64 %relu1_grad.ty415142, 14
+  %934 = mul nsw i64 %relu1_grad.j420141, 196
+  %935 = mul nsw i64 %relu1_grad.ty421142, 14
   %936 = add nsw i64 %934, %935
-  %937 = add nsw i64 %936, %relu1_grad.tx416143
+  %937 = add nsw i64 %936, %relu1_grad.tx422143
   %938 = mul nsw i64 %937, 32
   %939 = add nsw i64 3600912, %938
-  %940 = mul nsw i64 %relu1_grad.cv417144, 8
+  %940 = mul nsw i64 %relu1_grad.cv423144, 8
   %941 = add nsw i64 %939, %940
   %arena156 = getelementptr inbounds float, ptr %arena, i64 %941
   %942 = load <8 x float>, ptr %arena156, align 4
   %943 = fsub <8 x float> %933, %942
-  store <8 x float> %943, ptr %relu1_grad.w421, align 32
-  %944 = mul nsw i64 %relu1_grad.j414141, 196
-  %945 = mul nsw i64 %relu1_grad.ty415142, 14
+  store <8 x float> %943, ptr %relu1_grad.w427, align 32
+  %944 = mul nsw i64 %relu1_grad.j420141, 196
+  %945 = mul nsw i64 %relu1_grad.ty421142, 14
   %946 = add nsw i64 %944, %945
-  %947 = add nsw i64 %946, %relu1_grad.tx416143
+  %947 = add nsw i64 %946, %relu1_grad.tx422143
   %948 = mul nsw i64 %947, 32
   %949 = add nsw i64 3531920, %948
-  %950 = mul nsw i64 %relu1_grad.cv417144, 8
+  %950 = mul nsw i64 %relu1_grad.cv423144, 8
   %951 = add nsw i64 %949, %950
   %arena157 = getelementptr inbounds float, ptr %arena, i64 %951
   %952 = load <8 x float>, ptr %arena157, align 4
-  %953 = mul nsw i64 %relu1_grad.j414141, 196
-  %954 = mul nsw i64 %relu1_grad.ty415142, 14
+  %953 = mul nsw i64 %relu1_grad.j420141, 196
+  %954 = mul nsw i64 %relu1_grad.ty421142, 14
   %955 = add nsw i64 %953, %954
-  %956 = add nsw i64 %955, %relu1_grad.tx416143
+  %956 = add nsw i64 %955, %relu1_grad.tx422143
   %957 = mul nsw i64 %956, 32
   %958 = add nsw i64 3557008, %957
-  %959 = mul nsw i64 %relu1_grad.cv417144, 8
+  %959 = mul nsw i64 %relu1_grad.cv423144, 8
   %960 = add nsw i64 %958, %959
   %arena158 = getelementptr inbounds float, ptr %arena, i64 %960
   %961 = load <8 x float>, ptr %arena158, align 4
   %962 = fadd <8 x float> %952, %961
-  %963 = mul nsw i64 %relu1_grad.j414141, 196
-  %964 = mul nsw i64 %relu1_grad.ty415142, 14
+  %963 = mul nsw i64 %relu1_grad.j420141, 196
+  %964 = mul nsw i64 %relu1_grad.ty421142, 14
   %965 = add nsw i64 %963, %964
-  %966 = add nsw i64 %965, %relu1_grad.tx416143
+  %966 = add nsw i64 %965, %relu1_grad.tx422143
   %967 = mul nsw i64 %966, 32
   %968 = add nsw i64 3582096, %967
-  %969 = mul nsw i64 %relu1_grad.cv417144, 8
+  %969 = mul nsw i64 %relu1_grad.cv423144, 8
   %970 = add nsw i64 %968, %969
   %arena159 = getelementptr inbounds float, ptr %arena, i64 %970
   %971 = load <8 x float>, ptr %arena159, align 4
   %972 = fadd <8 x float> %962, %971
-  store <8 x float> %972, ptr %relu1_grad.w422, align 32
-  %973 = mul nsw i64 %relu1_grad.j414141, 196
-  %974 = mul nsw i64 %relu1_grad.ty415142, 14
+  store <8 x float> %972, ptr %relu1_grad.w428, align 32
+  %973 = mul nsw i64 %relu1_grad.j420141, 196
+  %974 = mul nsw i64 %relu1_grad.ty421142, 14
   %975 = add nsw i64 %973, %974
-  %976 = add nsw i64 %975, %relu1_grad.tx416143
+  %976 = add nsw i64 %975, %relu1_grad.tx422143
   %977 = mul nsw i64 %976, 32
   %978 = add nsw i64 3557008, %977
-  %979 = mul nsw i64 %relu1_grad.cv417144, 8
+  %979 = mul nsw i64 %relu1_grad.cv423144, 8
   %980 = add nsw i64 %978, %979
   %arena160 = getelementptr inbounds float, ptr %arena, i64 %980
   %981 = load <8 x float>, ptr %arena160, align 4
-  %982 = mul nsw i64 %relu1_grad.j414141, 196
-  %983 = mul nsw i64 %relu1_grad.ty415142, 14
+  %982 = mul nsw i64 %relu1_grad.j420141, 196
+  %983 = mul nsw i64 %relu1_grad.ty421142, 14
   %984 = add nsw i64 %982, %983
-  %985 = add nsw i64 %984, %relu1_grad.tx416143
+  %985 = add nsw i64 %984, %relu1_grad.tx422143
   %986 = mul nsw i64 %985, 32
   %987 = add nsw i64 3582096, %986
-  %988 = mul nsw i64 %relu1_grad.cv417144, 8
+  %988 = mul nsw i64 %relu1_grad.cv423144, 8
   %989 = add nsw i64 %987, %988
   %arena161 = getelementptr inbounds float, ptr %arena, i64 %989
   %990 = load <8 x float>, ptr %arena161, align 4
   %991 = fsub <8 x float> %981, %990
-  %992 = mul nsw i64 %relu1_grad.j414141, 196
-  %993 = mul nsw i64 %relu1_grad.ty415142, 14
+  %992 = mul nsw i64 %relu1_grad.j420141, 196
+  %993 = mul nsw i64 %relu1_grad.ty421142, 14
   %994 = add nsw i64 %992, %993
-  %995 = add nsw i64 %994, %relu1_grad.tx416143
+  %995 = add nsw i64 %994, %relu1_grad.tx422143
   %996 = mul nsw i64 %995, 32
   %997 = add nsw i64 3607184, %996
-  %998 = mul nsw i64 %relu1_grad.cv417144, 8
+  %998 = mul nsw i64 %relu1_grad.cv423144, 8
   %999 = add nsw i64 %997, %998
   %arena162 = getelementptr inbounds float, ptr %arena, i64 %999
   %1000 = load <8 x float>, ptr %arena162, align 4
   %1001 = fsub <8 x float> %991, %1000
-  store <8 x float> %1001, ptr %relu1_grad.w423, align 32
-  %1002 = mul nsw i64 %relu1_grad.j414141, 196
-  %1003 = mul nsw i64 %relu1_grad.ty415142, 14
+  store <8 x float> %1001, ptr %relu1_grad.w429, align 32
+  %1002 = mul nsw i64 %relu1_grad.j420141, 196
+  %1003 = mul nsw i64 %relu1_grad.ty421142, 14
   %1004 = add nsw i64 %1002, %1003
-  %1005 = add nsw i64 %1004, %relu1_grad.tx416143
+  %1005 = add nsw i64 %1004, %relu1_grad.tx422143
   %1006 = mul nsw i64 %1005, 32
   %1007 = add nsw i64 3538192, %1006
-  %1008 = mul nsw i64 %relu1_grad.cv417144, 8
+  %1008 = mul nsw i64 %relu1_grad.cv423144, 8
   %1009 = add nsw i64 %1007, %1008
   %arena163 = getelementptr inbounds float, ptr %arena, i64 %1009
   %1010 = load <8 x float>, ptr %arena163, align 4
-  %1011 = mul nsw i64 %relu1_grad.j414141, 196
-  %1012 = mul nsw i64 %relu1_grad.ty415142, 14
+  %1011 = mul nsw i64 %relu1_grad.j420141, 196
+  %1012 = mul nsw i64 %relu1_grad.ty421142, 14
   %1013 = add nsw i64 %1011, %1012
-  %1014 = add nsw i64 %1013, %relu1_grad.tx416143
+  %1014 = add nsw i64 %1013, %relu1_grad.tx422143
   %1015 = mul nsw i64 %1014, 32
   %1016 = add nsw i64 3563280, %1015
-  %1017 = mul nsw i64 %relu1_grad.cv417144, 8
+  %1017 = mul nsw i64 %relu1_grad.cv423144, 8
   %1018 = add nsw i64 %1016, %1017
   %arena164 = getelementptr inbounds float, ptr %arena, i64 %1018
   %1019 = load <8 x float>, ptr %arena164, align 4
   %1020 = fadd <8 x float> %1010, %1019
-  %1021 = mul nsw i64 %relu1_grad.j414141, 196
-  %1022 = mul nsw i64 %relu1_grad.ty415142, 14
+  %1021 = mul nsw i64 %relu1_grad.j420141, 196
+  %1022 = mul nsw i64 %relu1_grad.ty421142, 14
   %1023 = add nsw i64 %1021, %1022
-  %1024 = add nsw i64 %1023, %relu1_grad.tx416143
+  %1024 = add nsw i64 %1023, %relu1_grad.tx422143
   %1025 = mul nsw i64 %1024, 32
   %1026 = add nsw i64 3588368, %1025
-  %1027 = mul nsw i64 %relu1_grad.cv417144, 8
+  %1027 = mul nsw i64 %relu1_grad.cv423144, 8
   %1028 = add nsw i64 %1026, %1027
   %arena165 = getelementptr inbounds float, ptr %arena, i64 %1028
   %1029 = load <8 x float>, ptr %arena165, align 4
   %1030 = fadd <8 x float> %1020, %1029
-  store <8 x float> %1030, ptr %relu1_grad.w424, align 32
-  %1031 = mul nsw i64 %relu1_grad.j414141, 196
-  %1032 = mul nsw i64 %relu1_grad.ty415142, 14
+  store <8 x float> %1030, ptr %relu1_grad.w430, align 32
+  %1031 = mul nsw i64 %relu1_grad.j420141, 196
+  %1032 = mul nsw i64 %relu1_grad.ty421142, 14
   %1033 = add nsw i64 %1031, %1032
-  %1034 = add nsw i64 %1033, %relu1_grad.tx416143
+  %1034 = add nsw i64 %1033, %relu1_grad.tx422143
   %1035 = mul nsw i64 %1034, 32
   %1036 = add nsw i64 3563280, %1035
-  %1037 = mul nsw i64 %relu1_grad.cv417144, 8
+  %1037 = mul nsw i64 %relu1_grad.cv423144, 8
   %1038 = add nsw i64 %1036, %1037
   %arena166 = getelementptr inbounds float, ptr %arena, i64 %1038
   %1039 = load <8 x float>, ptr %arena166, align 4
-  %1040 = mul nsw i64 %relu1_grad.j414141, 196
-  %1041 = mul nsw i64 %relu1_grad.ty415142, 14
+  %1040 = mul nsw i64 %relu1_grad.j420141, 196
+  %1041 = mul nsw i64 %relu1_grad.ty421142, 14
   %1042 = add nsw i64 %1040, %1041
-  %1043 = add nsw i64 %1042, %relu1_grad.tx416143
+  %1043 = add nsw i64 %1042, %relu1_grad.tx422143
   %1044 = mul nsw i64 %1043, 32
   %1045 = add nsw i64 3588368, %1044
-  %1046 = mul nsw i64 %relu1_grad.cv417144, 8
+  %1046 = mul nsw i64 %relu1_grad.cv423144, 8
   %1047 = add nsw i64 %1045, %1046
   %arena167 = getelementptr inbounds float, ptr %arena, i64 %1047
   %1048 = load <8 x float>, ptr %arena167, align 4
   %1049 = fsub <8 x float> %1039, %1048
-  %1050 = mul nsw i64 %relu1_grad.j414141, 196
-  %1051 = mul nsw i64 %relu1_grad.ty415142, 14
+  %1050 = mul nsw i64 %relu1_grad.j420141, 196
+  %1051 = mul nsw i64 %relu1_grad.ty421142, 14
   %1052 = add nsw i64 %1050, %1051
-  %1053 = add nsw i64 %1052, %relu1_grad.tx416143
+  %1053 = add nsw i64 %1052, %relu1_grad.tx422143
   %1054 = mul nsw i64 %1053, 32
   %1055 = add nsw i64 3613456, %1054
-  %1056 = mul nsw i64 %relu1_grad.cv417144, 8
+  %1056 = mul nsw i64 %relu1_grad.cv423144, 8
   %1057 = add nsw i64 %1055, %1056
   %arena168 = getelementptr inbounds float, ptr %arena, i64 %1057
   %1058 = load <8 x float>, ptr %arena168, align 4
   %1059 = fsub <8 x float> %1049, %1058
-  store <8 x float> %1059, ptr %relu1_grad.w425, align 32
-  %w418 = load <8 x float>, ptr %relu1_grad.w418, align 32
-  %w420 = load <8 x float>, ptr %relu1_grad.w420, align 32
-  %1060 = fadd <8 x float> %w418, %w420
-  %w422 = load <8 x float>, ptr %relu1_grad.w422, align 32
-  %1061 = fadd <8 x float> %1060, %w422
-  store <8 x float> %1061, ptr %relu1_grad.w426, align 32
-  %w420169 = load <8 x float>, ptr %relu1_grad.w420, align 32
-  %w422170 = load <8 x float>, ptr %relu1_grad.w422, align 32
-  %1062 = fsub <8 x float> %w420169, %w422170
+  store <8 x float> %1059, ptr %relu1_grad.w431, align 32
   %w424 = load <8 x float>, ptr %relu1_grad.w424, align 32
-  %1063 = fsub <8 x float> %1062, %w424
-  store <8 x float> %1063, ptr %relu1_grad.w427, align 32
-  %w419 = load <8 x float>, ptr %relu1_grad.w419, align 32
-  %w421 = load <8 x float>, ptr %relu1_grad.w421, align 32
-  %1064 = fadd <8 x float> %w419, %w421
-  %w423 = load <8 x float>, ptr %relu1_grad.w423, align 32
-  %1065 = fadd <8 x float> %1064, %w423
-  store <8 x float> %1065, ptr %relu1_grad.w428, align 32
-  %w421171 = load <8 x float>, ptr %relu1_grad.w421, align 32
-  %w423172 = load <8 x float>, ptr %relu1_grad.w423, align 32
-  %1066 = fsub <8 x float> %w421171, %w423172
-  %w425 = load <8 x float>, ptr %relu1_grad.w425, align 32
-  %1067 = fsub <8 x float> %1066, %w425
-  store <8 x float> %1067, ptr %relu1_grad.w429, align 32
   %w426 = load <8 x float>, ptr %relu1_grad.w426, align 32
-  %1068 = mul nsw i64 %relu1_grad.j414141, 28
-  %1069 = mul nsw i64 %relu1_grad.ty415142, 2
+  %1060 = fadd <8 x float> %w424, %w426
+  %w428 = load <8 x float>, ptr %relu1_grad.w428, align 32
+  %1061 = fadd <8 x float> %1060, %w428
+  store <8 x float> %1061, ptr %relu1_grad.w432, align 32
+  %w426169 = load <8 x float>, ptr %relu1_grad.w426, align 32
+  %w428170 = load <8 x float>, ptr %relu1_grad.w428, align 32
+  %1062 = fsub <8 x float> %w426169, %w428170
+  %w430 = load <8 x float>, ptr %relu1_grad.w430, align 32
+  %1063 = fsub <8 x float> %1062, %w430
+  store <8 x float> %1063, ptr %relu1_grad.w433, align 32
+  %w425 = load <8 x float>, ptr %relu1_grad.w425, align 32
+  %w427 = load <8 x float>, ptr %relu1_grad.w427, align 32
+  %1064 = fadd <8 x float> %w425, %w427
+  %w429 = load <8 x float>, ptr %relu1_grad.w429, align 32
+  %1065 = fadd <8 x float> %1064, %w429
+  store <8 x float> %1065, ptr %relu1_grad.w434, align 32
+  %w427171 = load <8 x float>, ptr %relu1_grad.w427, align 32
+  %w429172 = load <8 x float>, ptr %relu1_grad.w429, align 32
+  %1066 = fsub <8 x float> %w427171, %w429172
+  %w431 = load <8 x float>, ptr %relu1_grad.w431, align 32
+  %1067 = fsub <8 x float> %1066, %w431
+  store <8 x float> %1067, ptr %relu1_grad.w435, align 32
+  %w432 = load <8 x float>, ptr %relu1_grad.w432, align 32
+  %1068 = mul nsw i64 %relu1_grad.j420141, 28
+  %1069 = mul nsw i64 %relu1_grad.ty421142, 2
   %1070 = add nsw i64 %1068, %1069
   %1071 = mul nsw i64 %1070, 28
-  %1072 = mul nsw i64 %relu1_grad.tx416143, 2
+  %1072 = mul nsw i64 %relu1_grad.tx422143, 2
   %1073 = add nsw i64 %1071, %1072
   %1074 = mul nsw i64 %1073, 32
   %1075 = add nsw i64 3619728, %1074
-  %1076 = mul nsw i64 %relu1_grad.cv417144, 8
+  %1076 = mul nsw i64 %relu1_grad.cv423144, 8
   %1077 = add nsw i64 %1075, %1076
   %arena173 = getelementptr inbounds float, ptr %arena, i64 %1077
-  store <8 x float> %w426, ptr %arena173, align 4
-  %w427 = load <8 x float>, ptr %relu1_grad.w427, align 32
-  %1078 = mul nsw i64 %relu1_grad.j414141, 28
-  %1079 = mul nsw i64 %relu1_grad.ty415142, 2
+  store <8 x float> %w432, ptr %arena173, align 4
+  %w433 = load <8 x float>, ptr %relu1_grad.w433, align 32
+  %1078 = mul nsw i64 %relu1_grad.j420141, 28
+  %1079 = mul nsw i64 %relu1_grad.ty421142, 2
   %1080 = add nsw i64 %1078, %1079
   %1081 = mul nsw i64 %1080, 28
-  %1082 = mul nsw i64 %relu1_grad.tx416143, 2
+  %1082 = mul nsw i64 %relu1_grad.tx422143, 2
   %1083 = add nsw i64 %1081, %1082
   %1084 = add nsw i64 %1083, 1
   %1085 = mul nsw i64 %1084, 32
   %1086 = add nsw i64 3619728, %1085
-  %1087 = mul nsw i64 %relu1_grad.cv417144, 8
+  %1087 = mul nsw i64 %relu1_grad.cv423144, 8
   %1088 = add nsw i64 %1086, %1087
   %arena174 = getelementptr inbounds float, ptr %arena, i64 %1088
-  store <8 x float> %w427, ptr %arena174, align 4
-  %w428 = load <8 x float>, ptr %relu1_grad.w428, align 32
-  %1089 = mul nsw i64 %relu1_grad.j414141, 28
-  %1090 = mul nsw i64 %relu1_grad.ty415142, 2
+  store <8 x float> %w433, ptr %arena174, align 4
+  %w434 = load <8 x float>, ptr %relu1_grad.w434, align 32
+  %1089 = mul nsw i64 %relu1_grad.j420141, 28
+  %1090 = mul nsw i64 %relu1_grad.ty421142, 2
   %1091 = add nsw i64 %1089, %1090
   %1092 = add nsw i64 %1091, 1
   %1093 = mul nsw i64 %1092, 28
-  %1094 = mul nsw i64 %relu1_grad.tx416143, 2
+  %1094 = mul nsw i64 %relu1_grad.tx422143, 2
   %1095 = add nsw i64 %1093, %1094
   %1096 = mul nsw i64 %1095, 32
   %1097 = add nsw i64 3619728, %1096
-  %1098 = mul nsw i64 %relu1_grad.cv417144, 8
+  %1098 = mul nsw i64 %relu1_grad.cv423144, 8
   %1099 = add nsw i64 %1097, %1098
   %arena175 = getelementptr inbounds float, ptr %arena, i64 %1099
-  store <8 x float> %w428, ptr %arena175, align 4
-  %w429 = load <8 x float>, ptr %relu1_grad.w429, align 32
-  %1100 = mul nsw i64 %relu1_grad.j414141, 28
-  %1101 = mul nsw i64 %relu1_grad.ty415142, 2
+  store <8 x float> %w434, ptr %arena175, align 4
+  %w435 = load <8 x float>, ptr %relu1_grad.w435, align 32
+  %1100 = mul nsw i64 %relu1_grad.j420141, 28
+  %1101 = mul nsw i64 %relu1_grad.ty421142, 2
   %1102 = add nsw i64 %1100, %1101
   %1103 = add nsw i64 %1102, 1
   %1104 = mul nsw i64 %1103, 28
-  %1105 = mul nsw i64 %relu1_grad.tx416143, 2
+  %1105 = mul nsw i64 %relu1_grad.tx422143, 2
   %1106 = add nsw i64 %1104, %1105
   %1107 = add nsw i64 %1106, 1
   %1108 = mul nsw i64 %1107, 32
   %1109 = add nsw i64 3619728, %1108
-  %1110 = mul nsw i64 %relu1_grad.cv417144, 8
+  %1110 = mul nsw i64 %relu1_grad.cv423144, 8
   %1111 = add nsw i64 %1109, %1110
   %arena176 = getelementptr inbounds float, ptr %arena, i64 %1111
-  store <8 x float> %w429, ptr %arena176, align 4
-  %cv417.next = add nsw i64 %relu1_grad.cv417144, 1
-  %1112 = icmp slt i64 %cv417.next, 4
-  br i1 %1112, label %relu1_grad.cv417, label %relu1_grad.cv417.end
+  store <8 x float> %w435, ptr %arena176, align 4
+  %cv423.next = add nsw i64 %relu1_grad.cv423144, 1
+  %1112 = icmp slt i64 %cv423.next, 4
+  br i1 %1112, label %relu1_grad.cv423, label %relu1_grad.cv423.end
 
-relu1_grad.cv417.end:                             ; preds = %relu1_grad.cv417
-  %tx416.next = add nsw i64 %relu1_grad.tx416143, 1
-  %1113 = icmp slt i64 %tx416.next, 14
-  br i1 %1113, label %relu1_grad.tx416, label %relu1_grad.tx416.end
+relu1_grad.cv423.end:                             ; preds = %relu1_grad.cv423
+  %tx422.next = add nsw i64 %relu1_grad.tx422143, 1
+  %1113 = icmp slt i64 %tx422.next, 14
+  br i1 %1113, label %relu1_grad.tx422, label %relu1_grad.tx422.end
 
-relu1_grad.j430:                                  ; preds = %relu1_grad.c431.end, %relu1_grad.j414.end
-  %relu1_grad.j430177 = phi i64 [ 0, %relu1_grad.j414.end ], [ %j430.next, %relu1_grad.c431.end ]
-  br label %relu1_grad.c431
+relu1_grad.j436:                                  ; preds = %relu1_grad.c440.end, %relu1_grad.j420.end
+  %relu1_grad.j436177 = phi i64 [ 0, %relu1_grad.j420.end ], [ %j436.next, %relu1_grad.c440.end ]
+  br label %relu1_grad.qb437
 
-relu1_grad.j430.end:                              ; preds = %relu1_grad.c431.end
-  %g365.next = add nsw i64 %relu1_grad.g36565, 1
-  %1114 = icmp slt i64 %g365.next, 64
-  br i1 %1114, label %relu1_grad.g365, label %relu1_grad.g365.end
+relu1_grad.j436.end:                              ; preds = %relu1_grad.c440.end
+  %g371.next = add nsw i64 %relu1_grad.g37165, 1
+  %1114 = icmp slt i64 %g371.next, 64
+  br i1 %1114, label %relu1_grad.g371, label %relu1_grad.g371.end
 
-relu1_grad.c431:                                  ; preds = %relu1_grad.q432.end, %relu1_grad.j430
-  %relu1_grad.c431178 = phi i64 [ 0, %relu1_grad.j430 ], [ %c431.next, %relu1_grad.q432.end ]
-  br label %relu1_grad.q432
+relu1_grad.qb437:                                 ; preds = %relu1_grad.c438.end, %relu1_grad.j436
+  %relu1_grad.qb437178 = phi i64 [ 0, %relu1_grad.j436 ], [ %qb437.next, %relu1_grad.c438.end ]
+  br label %relu1_grad.c438
 
-relu1_grad.c431.end:                              ; preds = %relu1_grad.q432.end
-  %j430.next = add nsw i64 %relu1_grad.j430177, 1
-  %1115 = icmp slt i64 %j430.next, 1
-  br i1 %1115, label %relu1_grad.j430, label %relu1_grad.j430.end
+relu1_grad.qb437.end:                             ; preds = %relu1_grad.c438.end
+  br label %relu1_grad.c440
 
-relu1_grad.q432:                                  ; preds = %relu1_grad.q432, %relu1_grad.c431
-  %relu1_grad.q432179 = phi i64 [ 0, %relu1_grad.c431 ], [ %q432.next, %relu1_grad.q432 ]
-  %1116 = mul nsw i64 %relu1_grad.j430177, 784
-  %1117 = add nsw i64 %1116, %relu1_grad.q432179
-  %1118 = mul nsw i64 %1117, 32
-  %1119 = add nsw i64 3619728, %1118
-  %1120 = add nsw i64 %1119, %relu1_grad.c431178
-  %arena180 = getelementptr inbounds float, ptr %arena, i64 %1120
-  %1121 = load float, ptr %arena180, align 4
-  %1122 = add nsw i64 %relu1_grad.g36565, %relu1_grad.j430177
-  %1123 = mul nsw i64 %1122, 25088
-  %1124 = add nsw i64 1605632, %1123
-  %1125 = mul nsw i64 %relu1_grad.c431178, 784
-  %1126 = add nsw i64 %1124, %1125
-  %1127 = add nsw i64 %1126, %relu1_grad.q432179
-  %arena181 = getelementptr inbounds float, ptr %arena, i64 %1127
-  store float %1121, ptr %arena181, align 4
-  %q432.next = add nsw i64 %relu1_grad.q432179, 1
-  %1128 = icmp slt i64 %q432.next, 784
-  br i1 %1128, label %relu1_grad.q432, label %relu1_grad.q432.end
+relu1_grad.c438:                                  ; preds = %relu1_grad.q439.end, %relu1_grad.qb437
+  %relu1_grad.c438179 = phi i64 [ 0, %relu1_grad.qb437 ], [ %c438.next, %relu1_grad.q439.end ]
+  br label %relu1_grad.q439
 
-relu1_grad.q432.end:                              ; preds = %relu1_grad.q432
-  %c431.next = add nsw i64 %relu1_grad.c431178, 1
-  %1129 = icmp slt i64 %c431.next, 32
-  br i1 %1129, label %relu1_grad.c431, label %relu1_grad.c431.end
+relu1_grad.c438.end:                              ; preds = %relu1_grad.q439.end
+  %qb437.next = add nsw i64 %relu1_grad.qb437178, 1
+  %1115 = icmp slt i64 %qb437.next, 12
+  br i1 %1115, label %relu1_grad.qb437, label %relu1_grad.qb437.end
+
+relu1_grad.q439:                                  ; preds = %relu1_grad.q439, %relu1_grad.c438
+  %relu1_grad.q439180 = phi i64 [ 0, %relu1_grad.c438 ], [ %q439.next, %relu1_grad.q439 ]
+  %1116 = mul nsw i64 %relu1_grad.j436177, 784
+  %1117 = mul nsw i64 %relu1_grad.qb437178, 64
+  %1118 = add nsw i64 %relu1_grad.q439180, %1117
+  %1119 = add nsw i64 %1116, %1118
+  %1120 = mul nsw i64 %1119, 32
+  %1121 = add nsw i64 3619728, %1120
+  %1122 = add nsw i64 %1121, %relu1_grad.c438179
+  %arena181 = getelementptr inbounds float, ptr %arena, i64 %1122
+  %1123 = load float, ptr %arena181, align 4
+  %1124 = add nsw i64 %relu1_grad.g37165, %relu1_grad.j436177
+  %1125 = mul nsw i64 %1124, 25088
+  %1126 = add nsw i64 1605632, %1125
+  %1127 = mul nsw i64 %relu1_grad.c438179, 784
+  %1128 = add nsw i64 %1126, %1127
+  %1129 = mul nsw i64 %relu1_grad.qb437178, 64
+  %1130 = add nsw i64 %relu1_grad.q439180, %1129
+  %1131 = add nsw i64 %1128, %1130
+  %arena182 = getelementptr inbounds float, ptr %arena, i64 %1131
+  store float %1123, ptr %arena182, align 4
+  %q439.next = add nsw i64 %relu1_grad.q439180, 1
+  %1132 = icmp slt i64 %q439.next, 64
+  br i1 %1132, label %relu1_grad.q439, label %relu1_grad.q439.end
+
+relu1_grad.q439.end:                              ; preds = %relu1_grad.q439
+  %c438.next = add nsw i64 %relu1_grad.c438179, 1
+  %1133 = icmp slt i64 %c438.next, 32
+  br i1 %1133, label %relu1_grad.c438, label %relu1_grad.c438.end
+
+relu1_grad.c440:                                  ; preds = %relu1_grad.q441.end, %relu1_grad.qb437.end
+  %relu1_grad.c440183 = phi i64 [ 0, %relu1_grad.qb437.end ], [ %c440.next, %relu1_grad.q441.end ]
+  br label %relu1_grad.q441
+
+relu1_grad.c440.end:                              ; preds = %relu1_grad.q441.end
+  %j436.next = add nsw i64 %relu1_grad.j436177, 1
+  %1134 = icmp slt i64 %j436.next, 1
+  br i1 %1134, label %relu1_grad.j436, label %relu1_grad.j436.end
+
+relu1_grad.q441:                                  ; preds = %relu1_grad.q441, %relu1_grad.c440
+  %relu1_grad.q441184 = phi i64 [ 0, %relu1_grad.c440 ], [ %q441.next, %relu1_grad.q441 ]
+  %1135 = mul nsw i64 %relu1_grad.j436177, 784
+  %1136 = add nsw i64 %relu1_grad.q441184, 768
+  %1137 = add nsw i64 %1135, %1136
+  %1138 = mul nsw i64 %1137, 32
+  %1139 = add nsw i64 3619728, %1138
+  %1140 = add nsw i64 %1139, %relu1_grad.c440183
+  %arena185 = getelementptr inbounds float, ptr %arena, i64 %1140
+  %1141 = load float, ptr %arena185, align 4
+  %1142 = add nsw i64 %relu1_grad.g37165, %relu1_grad.j436177
+  %1143 = mul nsw i64 %1142, 25088
+  %1144 = add nsw i64 1605632, %1143
+  %1145 = mul nsw i64 %relu1_grad.c440183, 784
+  %1146 = add nsw i64 %1144, %1145
+  %1147 = add nsw i64 %relu1_grad.q441184, 768
+  %1148 = add nsw i64 %1146, %1147
+  %arena186 = getelementptr inbounds float, ptr %arena, i64 %1148
+  store float %1141, ptr %arena186, align 4
+  %q441.next = add nsw i64 %relu1_grad.q441184, 1
+  %1149 = icmp slt i64 %q441.next, 16
+  br i1 %1149, label %relu1_grad.q441, label %relu1_grad.q441.end
+
+relu1_grad.q441.end:                              ; preds = %relu1_grad.q441
+  %c440.next = add nsw i64 %relu1_grad.c440183, 1
+  %1150 = icmp slt i64 %c440.next, 32
+  br i1 %1150, label %relu1_grad.c440, label %relu1_grad.c440.end
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_train_b64.k20.relu1_grad.gemm413(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+define internal void @convnet_train_b64.k20.relu1_grad.gemm419(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
 entry:
-  %relu1_grad.t411_a3 = alloca <8 x float>, align 32
-  %relu1_grad.t411_a2 = alloca <8 x float>, align 32
-  %relu1_grad.t411_a1 = alloca <8 x float>, align 32
-  %relu1_grad.t411_a0 = alloca <8 x float>, align 32
-  %relu1_grad.t411_b1 = alloca <8 x float>, align 32
-  %relu1_grad.t411_b0 = alloca <8 x float>, align 32
-  %relu1_grad.t411_c3_1 = alloca <8 x float>, align 32
-  %relu1_grad.t411_c3_0 = alloca <8 x float>, align 32
-  %relu1_grad.t411_c2_1 = alloca <8 x float>, align 32
-  %relu1_grad.t411_c2_0 = alloca <8 x float>, align 32
-  %relu1_grad.t411_c1_1 = alloca <8 x float>, align 32
-  %relu1_grad.t411_c1_0 = alloca <8 x float>, align 32
-  %relu1_grad.t411_c0_1 = alloca <8 x float>, align 32
-  %relu1_grad.t411_c0_0 = alloca <8 x float>, align 32
-  %relu1_grad.t409_a5 = alloca <8 x float>, align 32
-  %relu1_grad.t409_a4 = alloca <8 x float>, align 32
-  %relu1_grad.t409_a3 = alloca <8 x float>, align 32
-  %relu1_grad.t409_a2 = alloca <8 x float>, align 32
-  %relu1_grad.t409_a1 = alloca <8 x float>, align 32
-  %relu1_grad.t409_a0 = alloca <8 x float>, align 32
-  %relu1_grad.t409_b1 = alloca <8 x float>, align 32
-  %relu1_grad.t409_b0 = alloca <8 x float>, align 32
-  %relu1_grad.t409_c5_1 = alloca <8 x float>, align 32
-  %relu1_grad.t409_c5_0 = alloca <8 x float>, align 32
-  %relu1_grad.t409_c4_1 = alloca <8 x float>, align 32
-  %relu1_grad.t409_c4_0 = alloca <8 x float>, align 32
-  %relu1_grad.t409_c3_1 = alloca <8 x float>, align 32
-  %relu1_grad.t409_c3_0 = alloca <8 x float>, align 32
-  %relu1_grad.t409_c2_1 = alloca <8 x float>, align 32
-  %relu1_grad.t409_c2_0 = alloca <8 x float>, align 32
-  %relu1_grad.t409_c1_1 = alloca <8 x float>, align 32
-  %relu1_grad.t409_c1_0 = alloca <8 x float>, align 32
-  %relu1_grad.t409_c0_1 = alloca <8 x float>, align 32
-  %relu1_grad.t409_c0_0 = alloca <8 x float>, align 32
-  br label %relu1_grad.nb407
+  %relu1_grad.t417_a3 = alloca <8 x float>, align 32
+  %relu1_grad.t417_a2 = alloca <8 x float>, align 32
+  %relu1_grad.t417_a1 = alloca <8 x float>, align 32
+  %relu1_grad.t417_a0 = alloca <8 x float>, align 32
+  %relu1_grad.t417_b1 = alloca <8 x float>, align 32
+  %relu1_grad.t417_b0 = alloca <8 x float>, align 32
+  %relu1_grad.t417_c3_1 = alloca <8 x float>, align 32
+  %relu1_grad.t417_c3_0 = alloca <8 x float>, align 32
+  %relu1_grad.t417_c2_1 = alloca <8 x float>, align 32
+  %relu1_grad.t417_c2_0 = alloca <8 x float>, align 32
+  %relu1_grad.t417_c1_1 = alloca <8 x float>, align 32
+  %relu1_grad.t417_c1_0 = alloca <8 x float>, align 32
+  %relu1_grad.t417_c0_1 = alloca <8 x float>, align 32
+  %relu1_grad.t417_c0_0 = alloca <8 x float>, align 32
+  %relu1_grad.t415_a5 = alloca <8 x float>, align 32
+  %relu1_grad.t415_a4 = alloca <8 x float>, align 32
+  %relu1_grad.t415_a3 = alloca <8 x float>, align 32
+  %relu1_grad.t415_a2 = alloca <8 x float>, align 32
+  %relu1_grad.t415_a1 = alloca <8 x float>, align 32
+  %relu1_grad.t415_a0 = alloca <8 x float>, align 32
+  %relu1_grad.t415_b1 = alloca <8 x float>, align 32
+  %relu1_grad.t415_b0 = alloca <8 x float>, align 32
+  %relu1_grad.t415_c5_1 = alloca <8 x float>, align 32
+  %relu1_grad.t415_c5_0 = alloca <8 x float>, align 32
+  %relu1_grad.t415_c4_1 = alloca <8 x float>, align 32
+  %relu1_grad.t415_c4_0 = alloca <8 x float>, align 32
+  %relu1_grad.t415_c3_1 = alloca <8 x float>, align 32
+  %relu1_grad.t415_c3_0 = alloca <8 x float>, align 32
+  %relu1_grad.t415_c2_1 = alloca <8 x float>, align 32
+  %relu1_grad.t415_c2_0 = alloca <8 x float>, align 32
+  %relu1_grad.t415_c1_1 = alloca <8 x float>, align 32
+  %relu1_grad.t415_c1_0 = alloca <8 x float>, align 32
+  %relu1_grad.t415_c0_1 = alloca <8 x float>, align 32
+  %relu1_grad.t415_c0_0 = alloca <8 x float>, align 32
+  br label %relu1_grad.nb413
 
-relu1_grad.nb407:                                 ; preds = %relu1_grad.k412.end, %entry
-  %relu1_grad.nb4071 = phi i64 [ 0, %entry ], [ %nb407.next, %relu1_grad.k412.end ]
-  br label %relu1_grad.mb408
+relu1_grad.nb413:                                 ; preds = %relu1_grad.k418.end, %entry
+  %relu1_grad.nb4131 = phi i64 [ 0, %entry ], [ %nb413.next, %relu1_grad.k418.end ]
+  br label %relu1_grad.mb414
 
-relu1_grad.nb407.end:                             ; preds = %relu1_grad.k412.end
+relu1_grad.nb413.end:                             ; preds = %relu1_grad.k418.end
   ret void
 
-relu1_grad.mb408:                                 ; preds = %relu1_grad.k410.end, %relu1_grad.nb407
-  %relu1_grad.mb4082 = phi i64 [ 0, %relu1_grad.nb407 ], [ %mb408.next, %relu1_grad.k410.end ]
-  store <8 x float> zeroinitializer, ptr %relu1_grad.t409_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %relu1_grad.t409_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %relu1_grad.t409_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %relu1_grad.t409_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %relu1_grad.t409_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %relu1_grad.t409_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %relu1_grad.t409_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %relu1_grad.t409_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %relu1_grad.t409_c4_0, align 32
-  store <8 x float> zeroinitializer, ptr %relu1_grad.t409_c4_1, align 32
-  store <8 x float> zeroinitializer, ptr %relu1_grad.t409_c5_0, align 32
-  store <8 x float> zeroinitializer, ptr %relu1_grad.t409_c5_1, align 32
-  br label %relu1_grad.k410
+relu1_grad.mb414:                                 ; preds = %relu1_grad.k416.end, %relu1_grad.nb413
+  %relu1_grad.mb4142 = phi i64 [ 0, %relu1_grad.nb413 ], [ %mb414.next, %relu1_grad.k416.end ]
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t415_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t415_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t415_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t415_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t415_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t415_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t415_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t415_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t415_c4_0, align 32
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t415_c4_1, align 32
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t415_c5_0, align 32
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t415_c5_1, align 32
+  br label %relu1_grad.k416
 
-relu1_grad.mb408.end:                             ; preds = %relu1_grad.k410.end
-  store <8 x float> zeroinitializer, ptr %relu1_grad.t411_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %relu1_grad.t411_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %relu1_grad.t411_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %relu1_grad.t411_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %relu1_grad.t411_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %relu1_grad.t411_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %relu1_grad.t411_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %relu1_grad.t411_c3_1, align 32
-  br label %relu1_grad.k412
+relu1_grad.mb414.end:                             ; preds = %relu1_grad.k416.end
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t417_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t417_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t417_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t417_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t417_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t417_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t417_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t417_c3_1, align 32
+  br label %relu1_grad.k418
 
-relu1_grad.k410:                                  ; preds = %relu1_grad.k410, %relu1_grad.mb408
-  %relu1_grad.k4103 = phi i64 [ 0, %relu1_grad.mb408 ], [ %k410.next, %relu1_grad.k410 ]
+relu1_grad.k416:                                  ; preds = %relu1_grad.k416, %relu1_grad.mb414
+  %relu1_grad.k4163 = phi i64 [ 0, %relu1_grad.mb414 ], [ %k416.next, %relu1_grad.k416 ]
   %1 = mul nsw i64 %0, 2048
   %2 = add nsw i64 3228304, %1
-  %3 = mul nsw i64 %relu1_grad.k4103, 32
+  %3 = mul nsw i64 %relu1_grad.k4163, 32
   %4 = add nsw i64 %2, %3
-  %5 = mul nsw i64 %relu1_grad.nb4071, 16
+  %5 = mul nsw i64 %relu1_grad.nb4131, 16
   %6 = add nsw i64 %4, %5
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   %7 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %7, ptr %relu1_grad.t409_b0, align 32
+  store <8 x float> %7, ptr %relu1_grad.t415_b0, align 32
   %8 = mul nsw i64 %0, 2048
   %9 = add nsw i64 3228304, %8
-  %10 = mul nsw i64 %relu1_grad.k4103, 32
+  %10 = mul nsw i64 %relu1_grad.k4163, 32
   %11 = add nsw i64 %9, %10
-  %12 = mul nsw i64 %relu1_grad.nb4071, 16
+  %12 = mul nsw i64 %relu1_grad.nb4131, 16
   %13 = add nsw i64 %11, %12
   %14 = add nsw i64 %13, 8
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %14
   %15 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %15, ptr %relu1_grad.t409_b1, align 32
+  store <8 x float> %15, ptr %relu1_grad.t415_b1, align 32
   %16 = mul nsw i64 %0, 12544
   %17 = add nsw i64 3318672, %16
-  %18 = mul nsw i64 %relu1_grad.mb4082, 6
+  %18 = mul nsw i64 %relu1_grad.mb4142, 6
   %19 = mul nsw i64 %18, 64
   %20 = add nsw i64 %17, %19
-  %21 = add nsw i64 %20, %relu1_grad.k4103
+  %21 = add nsw i64 %20, %relu1_grad.k4163
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %21
   %22 = load float, ptr %arena6, align 4
   %23 = insertelement <8 x float> undef, float %22, i32 0
   %24 = shufflevector <8 x float> %23, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %24, ptr %relu1_grad.t409_a0, align 32
-  %t409_a0 = load <8 x float>, ptr %relu1_grad.t409_a0, align 32
-  %t409_b0 = load <8 x float>, ptr %relu1_grad.t409_b0, align 32
-  %t409_c0_0 = load <8 x float>, ptr %relu1_grad.t409_c0_0, align 32
-  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t409_a0, <8 x float> %t409_b0, <8 x float> %t409_c0_0)
-  store <8 x float> %25, ptr %relu1_grad.t409_c0_0, align 32
-  %t409_a07 = load <8 x float>, ptr %relu1_grad.t409_a0, align 32
-  %t409_b1 = load <8 x float>, ptr %relu1_grad.t409_b1, align 32
-  %t409_c0_1 = load <8 x float>, ptr %relu1_grad.t409_c0_1, align 32
-  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t409_a07, <8 x float> %t409_b1, <8 x float> %t409_c0_1)
-  store <8 x float> %26, ptr %relu1_grad.t409_c0_1, align 32
+  store <8 x float> %24, ptr %relu1_grad.t415_a0, align 32
+  %t415_a0 = load <8 x float>, ptr %relu1_grad.t415_a0, align 32
+  %t415_b0 = load <8 x float>, ptr %relu1_grad.t415_b0, align 32
+  %t415_c0_0 = load <8 x float>, ptr %relu1_grad.t415_c0_0, align 32
+  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t415_a0, <8 x float> %t415_b0, <8 x float> %t415_c0_0)
+  store <8 x float> %25, ptr %relu1_grad.t415_c0_0, align 32
+  %t415_a07 = load <8 x float>, ptr %relu1_grad.t415_a0, align 32
+  %t415_b1 = load <8 x float>, ptr %relu1_grad.t415_b1, align 32
+  %t415_c0_1 = load <8 x float>, ptr %relu1_grad.t415_c0_1, align 32
+  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t415_a07, <8 x float> %t415_b1, <8 x float> %t415_c0_1)
+  store <8 x float> %26, ptr %relu1_grad.t415_c0_1, align 32
   %27 = mul nsw i64 %0, 12544
   %28 = add nsw i64 3318672, %27
-  %29 = mul nsw i64 %relu1_grad.mb4082, 6
+  %29 = mul nsw i64 %relu1_grad.mb4142, 6
   %30 = add nsw i64 %29, 1
   %31 = mul nsw i64 %30, 64
   %32 = add nsw i64 %28, %31
-  %33 = add nsw i64 %32, %relu1_grad.k4103
+  %33 = add nsw i64 %32, %relu1_grad.k4163
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %33
   %34 = load float, ptr %arena8, align 4
   %35 = insertelement <8 x float> undef, float %34, i32 0
   %36 = shufflevector <8 x float> %35, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %36, ptr %relu1_grad.t409_a1, align 32
-  %t409_a1 = load <8 x float>, ptr %relu1_grad.t409_a1, align 32
-  %t409_b09 = load <8 x float>, ptr %relu1_grad.t409_b0, align 32
-  %t409_c1_0 = load <8 x float>, ptr %relu1_grad.t409_c1_0, align 32
-  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t409_a1, <8 x float> %t409_b09, <8 x float> %t409_c1_0)
-  store <8 x float> %37, ptr %relu1_grad.t409_c1_0, align 32
-  %t409_a110 = load <8 x float>, ptr %relu1_grad.t409_a1, align 32
-  %t409_b111 = load <8 x float>, ptr %relu1_grad.t409_b1, align 32
-  %t409_c1_1 = load <8 x float>, ptr %relu1_grad.t409_c1_1, align 32
-  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t409_a110, <8 x float> %t409_b111, <8 x float> %t409_c1_1)
-  store <8 x float> %38, ptr %relu1_grad.t409_c1_1, align 32
+  store <8 x float> %36, ptr %relu1_grad.t415_a1, align 32
+  %t415_a1 = load <8 x float>, ptr %relu1_grad.t415_a1, align 32
+  %t415_b09 = load <8 x float>, ptr %relu1_grad.t415_b0, align 32
+  %t415_c1_0 = load <8 x float>, ptr %relu1_grad.t415_c1_0, align 32
+  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t415_a1, <8 x float> %t415_b09, <8 x float> %t415_c1_0)
+  store <8 x float> %37, ptr %relu1_grad.t415_c1_0, align 32
+  %t415_a110 = load <8 x float>, ptr %relu1_grad.t415_a1, align 32
+  %t415_b111 = load <8 x float>, ptr %relu1_grad.t415_b1, align 32
+  %t415_c1_1 = load <8 x float>, ptr %relu1_grad.t415_c1_1, align 32
+  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t415_a110, <8 x float> %t415_b111, <8 x float> %t415_c1_1)
+  store <8 x float> %38, ptr %relu1_grad.t415_c1_1, align 32
   %39 = mul nsw i64 %0, 12544
   %40 = add nsw i64 3318672, %39
-  %41 = mul nsw i64 %relu1_grad.mb4082, 6
+  %41 = mul nsw i64 %relu1_grad.mb4142, 6
   %42 = add nsw i64 %41, 2
   %43 = mul nsw i64 %42, 64
   %44 = add nsw i64 %40, %43
-  %45 = add nsw i64 %44, %relu1_grad.k4103
+  %45 = add nsw i64 %44, %relu1_grad.k4163
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %45
   %46 = load float, ptr %arena12, align 4
   %47 = insertelement <8 x float> undef, float %46, i32 0
   %48 = shufflevector <8 x float> %47, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %48, ptr %relu1_grad.t409_a2, align 32
-  %t409_a2 = load <8 x float>, ptr %relu1_grad.t409_a2, align 32
-  %t409_b013 = load <8 x float>, ptr %relu1_grad.t409_b0, align 32
-  %t409_c2_0 = load <8 x float>, ptr %relu1_grad.t409_c2_0, align 32
-  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t409_a2, <8 x float> %t409_b013, <8 x float> %t409_c2_0)
-  store <8 x float> %49, ptr %relu1_grad.t409_c2_0, align 32
-  %t409_a214 = load <8 x float>, ptr %relu1_grad.t409_a2, align 32
-  %t409_b115 = load <8 x float>, ptr %relu1_grad.t409_b1, align 32
-  %t409_c2_1 = load <8 x float>, ptr %relu1_grad.t409_c2_1, align 32
-  %50 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t409_a214, <8 x float> %t409_b115, <8 x float> %t409_c2_1)
-  store <8 x float> %50, ptr %relu1_grad.t409_c2_1, align 32
+  store <8 x float> %48, ptr %relu1_grad.t415_a2, align 32
+  %t415_a2 = load <8 x float>, ptr %relu1_grad.t415_a2, align 32
+  %t415_b013 = load <8 x float>, ptr %relu1_grad.t415_b0, align 32
+  %t415_c2_0 = load <8 x float>, ptr %relu1_grad.t415_c2_0, align 32
+  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t415_a2, <8 x float> %t415_b013, <8 x float> %t415_c2_0)
+  store <8 x float> %49, ptr %relu1_grad.t415_c2_0, align 32
+  %t415_a214 = load <8 x float>, ptr %relu1_grad.t415_a2, align 32
+  %t415_b115 = load <8 x float>, ptr %relu1_grad.t415_b1, align 32
+  %t415_c2_1 = load <8 x float>, ptr %relu1_grad.t415_c2_1, align 32
+  %50 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t415_a214, <8 x float> %t415_b115, <8 x float> %t415_c2_1)
+  store <8 x float> %50, ptr %relu1_grad.t415_c2_1, align 32
   %51 = mul nsw i64 %0, 12544
   %52 = add nsw i64 3318672, %51
-  %53 = mul nsw i64 %relu1_grad.mb4082, 6
+  %53 = mul nsw i64 %relu1_grad.mb4142, 6
   %54 = add nsw i64 %53, 3
   %55 = mul nsw i64 %54, 64
   %56 = add nsw i64 %52, %55
-  %57 = add nsw i64 %56, %relu1_grad.k4103
+  %57 = add nsw i64 %56, %relu1_grad.k4163
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %57
   %58 = load float, ptr %arena16, align 4
   %59 = insertelement <8 x float> undef, float %58, i32 0
   %60 = shufflevector <8 x float> %59, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %60, ptr %relu1_grad.t409_a3, align 32
-  %t409_a3 = load <8 x float>, ptr %relu1_grad.t409_a3, align 32
-  %t409_b017 = load <8 x float>, ptr %relu1_grad.t409_b0, align 32
-  %t409_c3_0 = load <8 x float>, ptr %relu1_grad.t409_c3_0, align 32
-  %61 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t409_a3, <8 x float> %t409_b017, <8 x float> %t409_c3_0)
-  store <8 x float> %61, ptr %relu1_grad.t409_c3_0, align 32
-  %t409_a318 = load <8 x float>, ptr %relu1_grad.t409_a3, align 32
-  %t409_b119 = load <8 x float>, ptr %relu1_grad.t409_b1, align 32
-  %t409_c3_1 = load <8 x float>, ptr %relu1_grad.t409_c3_1, align 32
-  %62 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t409_a318, <8 x float> %t409_b119, <8 x float> %t409_c3_1)
-  store <8 x float> %62, ptr %relu1_grad.t409_c3_1, align 32
+  store <8 x float> %60, ptr %relu1_grad.t415_a3, align 32
+  %t415_a3 = load <8 x float>, ptr %relu1_grad.t415_a3, align 32
+  %t415_b017 = load <8 x float>, ptr %relu1_grad.t415_b0, align 32
+  %t415_c3_0 = load <8 x float>, ptr %relu1_grad.t415_c3_0, align 32
+  %61 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t415_a3, <8 x float> %t415_b017, <8 x float> %t415_c3_0)
+  store <8 x float> %61, ptr %relu1_grad.t415_c3_0, align 32
+  %t415_a318 = load <8 x float>, ptr %relu1_grad.t415_a3, align 32
+  %t415_b119 = load <8 x float>, ptr %relu1_grad.t415_b1, align 32
+  %t415_c3_1 = load <8 x float>, ptr %relu1_grad.t415_c3_1, align 32
+  %62 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t415_a318, <8 x float> %t415_b119, <8 x float> %t415_c3_1)
+  store <8 x float> %62, ptr %relu1_grad.t415_c3_1, align 32
   %63 = mul nsw i64 %0, 12544
   %64 = add nsw i64 3318672, %63
-  %65 = mul nsw i64 %relu1_grad.mb4082, 6
+  %65 = mul nsw i64 %relu1_grad.mb4142, 6
   %66 = add nsw i64 %65, 4
   %67 = mul nsw i64 %66, 64
   %68 = add nsw i64 %64, %67
-  %69 = add nsw i64 %68, %relu1_grad.k4103
+  %69 = add nsw i64 %68, %relu1_grad.k4163
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %69
   %70 = load float, ptr %arena20, align 4
   %71 = insertelement <8 x float> undef, float %70, i32 0
   %72 = shufflevector <8 x float> %71, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %72, ptr %relu1_grad.t409_a4, align 32
-  %t409_a4 = load <8 x float>, ptr %relu1_grad.t409_a4, align 32
-  %t409_b021 = load <8 x float>, ptr %relu1_grad.t409_b0, align 32
-  %t409_c4_0 = load <8 x float>, ptr %relu1_grad.t409_c4_0, align 32
-  %73 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t409_a4, <8 x float> %t409_b021, <8 x float> %t409_c4_0)
-  store <8 x float> %73, ptr %relu1_grad.t409_c4_0, align 32
-  %t409_a422 = load <8 x float>, ptr %relu1_grad.t409_a4, align 32
-  %t409_b123 = load <8 x float>, ptr %relu1_grad.t409_b1, align 32
-  %t409_c4_1 = load <8 x float>, ptr %relu1_grad.t409_c4_1, align 32
-  %74 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t409_a422, <8 x float> %t409_b123, <8 x float> %t409_c4_1)
-  store <8 x float> %74, ptr %relu1_grad.t409_c4_1, align 32
+  store <8 x float> %72, ptr %relu1_grad.t415_a4, align 32
+  %t415_a4 = load <8 x float>, ptr %relu1_grad.t415_a4, align 32
+  %t415_b021 = load <8 x float>, ptr %relu1_grad.t415_b0, align 32
+  %t415_c4_0 = load <8 x float>, ptr %relu1_grad.t415_c4_0, align 32
+  %73 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t415_a4, <8 x float> %t415_b021, <8 x float> %t415_c4_0)
+  store <8 x float> %73, ptr %relu1_grad.t415_c4_0, align 32
+  %t415_a422 = load <8 x float>, ptr %relu1_grad.t415_a4, align 32
+  %t415_b123 = load <8 x float>, ptr %relu1_grad.t415_b1, align 32
+  %t415_c4_1 = load <8 x float>, ptr %relu1_grad.t415_c4_1, align 32
+  %74 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t415_a422, <8 x float> %t415_b123, <8 x float> %t415_c4_1)
+  store <8 x float> %74, ptr %relu1_grad.t415_c4_1, align 32
   %75 = mul nsw i64 %0, 12544
   %76 = add nsw i64 3318672, %75
-  %77 = mul nsw i64 %relu1_grad.mb4082, 6
+  %77 = mul nsw i64 %relu1_grad.mb4142, 6
   %78 = add nsw i64 %77, 5
   %79 = mul nsw i64 %78, 64
   %80 = add nsw i64 %76, %79
-  %81 = add nsw i64 %80, %relu1_grad.k4103
+  %81 = add nsw i64 %80, %relu1_grad.k4163
   %arena24 = getelementptr inbounds float, ptr %arena, i64 %81
   %82 = load float, ptr %arena24, align 4
   %83 = insertelement <8 x float> undef, float %82, i32 0
   %84 = shufflevector <8 x float> %83, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %84, ptr %relu1_grad.t409_a5, align 32
-  %t409_a5 = load <8 x float>, ptr %relu1_grad.t409_a5, align 32
-  %t409_b025 = load <8 x float>, ptr %relu1_grad.t409_b0, align 32
-  %t409_c5_0 = load <8 x float>, ptr %relu1_grad.t409_c5_0, align 32
-  %85 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t409_a5, <8 x float> %t409_b025, <8 x float> %t409_c5_0)
-  store <8 x float> %85, ptr %relu1_grad.t409_c5_0, align 32
-  %t409_a526 = load <8 x float>, ptr %relu1_grad.t409_a5, align 32
-  %t409_b127 = load <8 x float>, ptr %relu1_grad.t409_b1, align 32
-  %t409_c5_1 = load <8 x float>, ptr %relu1_grad.t409_c5_1, align 32
-  %86 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t409_a526, <8 x float> %t409_b127, <8 x float> %t409_c5_1)
-  store <8 x float> %86, ptr %relu1_grad.t409_c5_1, align 32
-  %k410.next = add nsw i64 %relu1_grad.k4103, 1
-  %87 = icmp slt i64 %k410.next, 64
-  br i1 %87, label %relu1_grad.k410, label %relu1_grad.k410.end
+  store <8 x float> %84, ptr %relu1_grad.t415_a5, align 32
+  %t415_a5 = load <8 x float>, ptr %relu1_grad.t415_a5, align 32
+  %t415_b025 = load <8 x float>, ptr %relu1_grad.t415_b0, align 32
+  %t415_c5_0 = load <8 x float>, ptr %relu1_grad.t415_c5_0, align 32
+  %85 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t415_a5, <8 x float> %t415_b025, <8 x float> %t415_c5_0)
+  store <8 x float> %85, ptr %relu1_grad.t415_c5_0, align 32
+  %t415_a526 = load <8 x float>, ptr %relu1_grad.t415_a5, align 32
+  %t415_b127 = load <8 x float>, ptr %relu1_grad.t415_b1, align 32
+  %t415_c5_1 = load <8 x float>, ptr %relu1_grad.t415_c5_1, align 32
+  %86 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t415_a526, <8 x float> %t415_b127, <8 x float> %t415_c5_1)
+  store <8 x float> %86, ptr %relu1_grad.t415_c5_1, align 32
+  %k416.next = add nsw i64 %relu1_grad.k4163, 1
+  %87 = icmp slt i64 %k416.next, 64
+  br i1 %87, label %relu1_grad.k416, label %relu1_grad.k416.end
 
-relu1_grad.k410.end:                              ; preds = %relu1_grad.k410
-  %t409_c0_028 = load <8 x float>, ptr %relu1_grad.t409_c0_0, align 32
+relu1_grad.k416.end:                              ; preds = %relu1_grad.k416
+  %t415_c0_028 = load <8 x float>, ptr %relu1_grad.t415_c0_0, align 32
   %88 = mul nsw i64 %0, 6272
   %89 = add nsw i64 3519376, %88
-  %90 = mul nsw i64 %relu1_grad.mb4082, 6
+  %90 = mul nsw i64 %relu1_grad.mb4142, 6
   %91 = mul nsw i64 %90, 32
   %92 = add nsw i64 %89, %91
-  %93 = mul nsw i64 %relu1_grad.nb4071, 16
+  %93 = mul nsw i64 %relu1_grad.nb4131, 16
   %94 = add nsw i64 %92, %93
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %94
-  store <8 x float> %t409_c0_028, ptr %arena29, align 4
-  %t409_c0_130 = load <8 x float>, ptr %relu1_grad.t409_c0_1, align 32
+  store <8 x float> %t415_c0_028, ptr %arena29, align 4
+  %t415_c0_130 = load <8 x float>, ptr %relu1_grad.t415_c0_1, align 32
   %95 = mul nsw i64 %0, 6272
   %96 = add nsw i64 3519376, %95
-  %97 = mul nsw i64 %relu1_grad.mb4082, 6
+  %97 = mul nsw i64 %relu1_grad.mb4142, 6
   %98 = mul nsw i64 %97, 32
   %99 = add nsw i64 %96, %98
-  %100 = mul nsw i64 %relu1_grad.nb4071, 16
+  %100 = mul nsw i64 %relu1_grad.nb4131, 16
   %101 = add nsw i64 %99, %100
   %102 = add nsw i64 %101, 8
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %102
-  store <8 x float> %t409_c0_130, ptr %arena31, align 4
-  %t409_c1_032 = load <8 x float>, ptr %relu1_grad.t409_c1_0, align 32
+  store <8 x float> %t415_c0_130, ptr %arena31, align 4
+  %t415_c1_032 = load <8 x float>, ptr %relu1_grad.t415_c1_0, align 32
   %103 = mul nsw i64 %0, 6272
   %104 = add nsw i64 3519376, %103
-  %105 = mul nsw i64 %relu1_grad.mb4082, 6
+  %105 = mul nsw i64 %relu1_grad.mb4142, 6
   %106 = add nsw i64 %105, 1
   %107 = mul nsw i64 %106, 32
   %108 = add nsw i64 %104, %107
-  %109 = mul nsw i64 %relu1_grad.nb4071, 16
+  %109 = mul nsw i64 %relu1_grad.nb4131, 16
   %110 = add nsw i64 %108, %109
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %110
-  store <8 x float> %t409_c1_032, ptr %arena33, align 4
-  %t409_c1_134 = load <8 x float>, ptr %relu1_grad.t409_c1_1, align 32
+  store <8 x float> %t415_c1_032, ptr %arena33, align 4
+  %t415_c1_134 = load <8 x float>, ptr %relu1_grad.t415_c1_1, align 32
   %111 = mul nsw i64 %0, 6272
   %112 = add nsw i64 3519376, %111
-  %113 = mul nsw i64 %relu1_grad.mb4082, 6
+  %113 = mul nsw i64 %relu1_grad.mb4142, 6
   %114 = add nsw i64 %113, 1
   %115 = mul nsw i64 %114, 32
   %116 = add nsw i64 %112, %115
-  %117 = mul nsw i64 %relu1_grad.nb4071, 16
+  %117 = mul nsw i64 %relu1_grad.nb4131, 16
   %118 = add nsw i64 %116, %117
   %119 = add nsw i64 %118, 8
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %119
-  store <8 x float> %t409_c1_134, ptr %arena35, align 4
-  %t409_c2_036 = load <8 x float>, ptr %relu1_grad.t409_c2_0, align 32
+  store <8 x float> %t415_c1_134, ptr %arena35, align 4
+  %t415_c2_036 = load <8 x float>, ptr %relu1_grad.t415_c2_0, align 32
   %120 = mul nsw i64 %0, 6272
   %121 = add nsw i64 3519376, %120
-  %122 = mul nsw i64 %relu1_grad.mb4082, 6
+  %122 = mul nsw i64 %relu1_grad.mb4142, 6
   %123 = add nsw i64 %122, 2
   %124 = mul nsw i64 %123, 32
   %125 = add nsw i64 %121, %124
-  %126 = mul nsw i64 %relu1_grad.nb4071, 16
+  %126 = mul nsw i64 %relu1_grad.nb4131, 16
   %127 = add nsw i64 %125, %126
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %127
-  store <8 x float> %t409_c2_036, ptr %arena37, align 4
-  %t409_c2_138 = load <8 x float>, ptr %relu1_grad.t409_c2_1, align 32
+  store <8 x float> %t415_c2_036, ptr %arena37, align 4
+  %t415_c2_138 = load <8 x float>, ptr %relu1_grad.t415_c2_1, align 32
   %128 = mul nsw i64 %0, 6272
   %129 = add nsw i64 3519376, %128
-  %130 = mul nsw i64 %relu1_grad.mb4082, 6
+  %130 = mul nsw i64 %relu1_grad.mb4142, 6
   %131 = add nsw i64 %130, 2
   %132 = mul nsw i64 %131, 32
   %133 = add nsw i64 %129, %132
-  %134 = mul nsw i64 %relu1_grad.nb4071, 16
+  %134 = mul nsw i64 %relu1_grad.nb4131, 16
   %135 = add nsw i64 %133, %134
   %136 = add nsw i64 %135, 8
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %136
-  store <8 x float> %t409_c2_138, ptr %arena39, align 4
-  %t409_c3_040 = load <8 x float>, ptr %relu1_grad.t409_c3_0, align 32
+  store <8 x float> %t415_c2_138, ptr %arena39, align 4
+  %t415_c3_040 = load <8 x float>, ptr %relu1_grad.t415_c3_0, align 32
   %137 = mul nsw i64 %0, 6272
   %138 = add nsw i64 3519376, %137
-  %139 = mul nsw i64 %relu1_grad.mb4082, 6
+  %139 = mul nsw i64 %relu1_grad.mb4142, 6
   %140 = add nsw i64 %139, 3
   %141 = mul nsw i64 %140, 32
   %142 = add nsw i64 %138, %141
-  %143 = mul nsw i64 %relu1_grad.nb4071, 16
+  %143 = mul nsw i64 %relu1_grad.nb4131, 16
   %144 = add nsw i64 %142, %143
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %144
-  store <8 x float> %t409_c3_040, ptr %arena41, align 4
-  %t409_c3_142 = load <8 x float>, ptr %relu1_grad.t409_c3_1, align 32
+  store <8 x float> %t415_c3_040, ptr %arena41, align 4
+  %t415_c3_142 = load <8 x float>, ptr %relu1_grad.t415_c3_1, align 32
   %145 = mul nsw i64 %0, 6272
   %146 = add nsw i64 3519376, %145
-  %147 = mul nsw i64 %relu1_grad.mb4082, 6
+  %147 = mul nsw i64 %relu1_grad.mb4142, 6
   %148 = add nsw i64 %147, 3
   %149 = mul nsw i64 %148, 32
   %150 = add nsw i64 %146, %149
-  %151 = mul nsw i64 %relu1_grad.nb4071, 16
+  %151 = mul nsw i64 %relu1_grad.nb4131, 16
   %152 = add nsw i64 %150, %151
   %153 = add nsw i64 %152, 8
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %153
-  store <8 x float> %t409_c3_142, ptr %arena43, align 4
-  %t409_c4_044 = load <8 x float>, ptr %relu1_grad.t409_c4_0, align 32
+  store <8 x float> %t415_c3_142, ptr %arena43, align 4
+  %t415_c4_044 = load <8 x float>, ptr %relu1_grad.t415_c4_0, align 32
   %154 = mul nsw i64 %0, 6272
   %155 = add nsw i64 3519376, %154
-  %156 = mul nsw i64 %relu1_grad.mb4082, 6
+  %156 = mul nsw i64 %relu1_grad.mb4142, 6
   %157 = add nsw i64 %156, 4
   %158 = mul nsw i64 %157, 32
   %159 = add nsw i64 %155, %158
-  %160 = mul nsw i64 %relu1_grad.nb4071, 16
+  %160 = mul nsw i64 %relu1_grad.nb4131, 16
   %161 = add nsw i64 %159, %160
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %161
-  store <8 x float> %t409_c4_044, ptr %arena45, align 4
-  %t409_c4_146 = load <8 x float>, ptr %relu1_grad.t409_c4_1, align 32
+  store <8 x float> %t415_c4_044, ptr %arena45, align 4
+  %t415_c4_146 = load <8 x float>, ptr %relu1_grad.t415_c4_1, align 32
   %162 = mul nsw i64 %0, 6272
   %163 = add nsw i64 3519376, %162
-  %164 = mul nsw i64 %relu1_grad.mb4082, 6
+  %164 = mul nsw i64 %relu1_grad.mb4142, 6
   %165 = add nsw i64 %164, 4
   %166 = mul nsw i64 %165, 32
   %167 = add nsw i64 %163, %166
-  %168 = mul nsw i64 %relu1_grad.nb4071, 16
+  %168 = mul nsw i64 %relu1_grad.nb4131, 16
   %169 = add nsw i64 %167, %168
   %170 = add nsw i64 %169, 8
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %170
-  store <8 x float> %t409_c4_146, ptr %arena47, align 4
-  %t409_c5_048 = load <8 x float>, ptr %relu1_grad.t409_c5_0, align 32
+  store <8 x float> %t415_c4_146, ptr %arena47, align 4
+  %t415_c5_048 = load <8 x float>, ptr %relu1_grad.t415_c5_0, align 32
   %171 = mul nsw i64 %0, 6272
   %172 = add nsw i64 3519376, %171
-  %173 = mul nsw i64 %relu1_grad.mb4082, 6
+  %173 = mul nsw i64 %relu1_grad.mb4142, 6
   %174 = add nsw i64 %173, 5
   %175 = mul nsw i64 %174, 32
   %176 = add nsw i64 %172, %175
-  %177 = mul nsw i64 %relu1_grad.nb4071, 16
+  %177 = mul nsw i64 %relu1_grad.nb4131, 16
   %178 = add nsw i64 %176, %177
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %178
-  store <8 x float> %t409_c5_048, ptr %arena49, align 4
-  %t409_c5_150 = load <8 x float>, ptr %relu1_grad.t409_c5_1, align 32
+  store <8 x float> %t415_c5_048, ptr %arena49, align 4
+  %t415_c5_150 = load <8 x float>, ptr %relu1_grad.t415_c5_1, align 32
   %179 = mul nsw i64 %0, 6272
   %180 = add nsw i64 3519376, %179
-  %181 = mul nsw i64 %relu1_grad.mb4082, 6
+  %181 = mul nsw i64 %relu1_grad.mb4142, 6
   %182 = add nsw i64 %181, 5
   %183 = mul nsw i64 %182, 32
   %184 = add nsw i64 %180, %183
-  %185 = mul nsw i64 %relu1_grad.nb4071, 16
+  %185 = mul nsw i64 %relu1_grad.nb4131, 16
   %186 = add nsw i64 %184, %185
   %187 = add nsw i64 %186, 8
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %187
-  store <8 x float> %t409_c5_150, ptr %arena51, align 4
-  %mb408.next = add nsw i64 %relu1_grad.mb4082, 1
-  %188 = icmp slt i64 %mb408.next, 32
-  br i1 %188, label %relu1_grad.mb408, label %relu1_grad.mb408.end
+  store <8 x float> %t415_c5_150, ptr %arena51, align 4
+  %mb414.next = add nsw i64 %relu1_grad.mb4142, 1
+  %188 = icmp slt i64 %mb414.next, 32
+  br i1 %188, label %relu1_grad.mb414, label %relu1_grad.mb414.end
 
-relu1_grad.k412:                                  ; preds = %relu1_grad.k412, %relu1_grad.mb408.end
-  %relu1_grad.k41252 = phi i64 [ 0, %relu1_grad.mb408.end ], [ %k412.next, %relu1_grad.k412 ]
+relu1_grad.k418:                                  ; preds = %relu1_grad.k418, %relu1_grad.mb414.end
+  %relu1_grad.k41852 = phi i64 [ 0, %relu1_grad.mb414.end ], [ %k418.next, %relu1_grad.k418 ]
   %189 = mul nsw i64 %0, 2048
   %190 = add nsw i64 3228304, %189
-  %191 = mul nsw i64 %relu1_grad.k41252, 32
+  %191 = mul nsw i64 %relu1_grad.k41852, 32
   %192 = add nsw i64 %190, %191
-  %193 = mul nsw i64 %relu1_grad.nb4071, 16
+  %193 = mul nsw i64 %relu1_grad.nb4131, 16
   %194 = add nsw i64 %192, %193
   %arena53 = getelementptr inbounds float, ptr %arena, i64 %194
   %195 = load <8 x float>, ptr %arena53, align 4
-  store <8 x float> %195, ptr %relu1_grad.t411_b0, align 32
+  store <8 x float> %195, ptr %relu1_grad.t417_b0, align 32
   %196 = mul nsw i64 %0, 2048
   %197 = add nsw i64 3228304, %196
-  %198 = mul nsw i64 %relu1_grad.k41252, 32
+  %198 = mul nsw i64 %relu1_grad.k41852, 32
   %199 = add nsw i64 %197, %198
-  %200 = mul nsw i64 %relu1_grad.nb4071, 16
+  %200 = mul nsw i64 %relu1_grad.nb4131, 16
   %201 = add nsw i64 %199, %200
   %202 = add nsw i64 %201, 8
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %202
   %203 = load <8 x float>, ptr %arena54, align 4
-  store <8 x float> %203, ptr %relu1_grad.t411_b1, align 32
+  store <8 x float> %203, ptr %relu1_grad.t417_b1, align 32
   %204 = mul nsw i64 %0, 12544
   %205 = add nsw i64 3318672, %204
   %206 = add nsw i64 %205, 12288
-  %207 = add nsw i64 %206, %relu1_grad.k41252
+  %207 = add nsw i64 %206, %relu1_grad.k41852
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %207
   %208 = load float, ptr %arena55, align 4
   %209 = insertelement <8 x float> undef, float %208, i32 0
   %210 = shufflevector <8 x float> %209, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %210, ptr %relu1_grad.t411_a0, align 32
-  %t411_a0 = load <8 x float>, ptr %relu1_grad.t411_a0, align 32
-  %t411_b0 = load <8 x float>, ptr %relu1_grad.t411_b0, align 32
-  %t411_c0_0 = load <8 x float>, ptr %relu1_grad.t411_c0_0, align 32
-  %211 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t411_a0, <8 x float> %t411_b0, <8 x float> %t411_c0_0)
-  store <8 x float> %211, ptr %relu1_grad.t411_c0_0, align 32
-  %t411_a056 = load <8 x float>, ptr %relu1_grad.t411_a0, align 32
-  %t411_b1 = load <8 x float>, ptr %relu1_grad.t411_b1, align 32
-  %t411_c0_1 = load <8 x float>, ptr %relu1_grad.t411_c0_1, align 32
-  %212 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t411_a056, <8 x float> %t411_b1, <8 x float> %t411_c0_1)
-  store <8 x float> %212, ptr %relu1_grad.t411_c0_1, align 32
+  store <8 x float> %210, ptr %relu1_grad.t417_a0, align 32
+  %t417_a0 = load <8 x float>, ptr %relu1_grad.t417_a0, align 32
+  %t417_b0 = load <8 x float>, ptr %relu1_grad.t417_b0, align 32
+  %t417_c0_0 = load <8 x float>, ptr %relu1_grad.t417_c0_0, align 32
+  %211 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t417_a0, <8 x float> %t417_b0, <8 x float> %t417_c0_0)
+  store <8 x float> %211, ptr %relu1_grad.t417_c0_0, align 32
+  %t417_a056 = load <8 x float>, ptr %relu1_grad.t417_a0, align 32
+  %t417_b1 = load <8 x float>, ptr %relu1_grad.t417_b1, align 32
+  %t417_c0_1 = load <8 x float>, ptr %relu1_grad.t417_c0_1, align 32
+  %212 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t417_a056, <8 x float> %t417_b1, <8 x float> %t417_c0_1)
+  store <8 x float> %212, ptr %relu1_grad.t417_c0_1, align 32
   %213 = mul nsw i64 %0, 12544
   %214 = add nsw i64 3318672, %213
   %215 = add nsw i64 %214, 12352
-  %216 = add nsw i64 %215, %relu1_grad.k41252
+  %216 = add nsw i64 %215, %relu1_grad.k41852
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %216
   %217 = load float, ptr %arena57, align 4
   %218 = insertelement <8 x float> undef, float %217, i32 0
   %219 = shufflevector <8 x float> %218, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %219, ptr %relu1_grad.t411_a1, align 32
-  %t411_a1 = load <8 x float>, ptr %relu1_grad.t411_a1, align 32
-  %t411_b058 = load <8 x float>, ptr %relu1_grad.t411_b0, align 32
-  %t411_c1_0 = load <8 x float>, ptr %relu1_grad.t411_c1_0, align 32
-  %220 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t411_a1, <8 x float> %t411_b058, <8 x float> %t411_c1_0)
-  store <8 x float> %220, ptr %relu1_grad.t411_c1_0, align 32
-  %t411_a159 = load <8 x float>, ptr %relu1_grad.t411_a1, align 32
-  %t411_b160 = load <8 x float>, ptr %relu1_grad.t411_b1, align 32
-  %t411_c1_1 = load <8 x float>, ptr %relu1_grad.t411_c1_1, align 32
-  %221 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t411_a159, <8 x float> %t411_b160, <8 x float> %t411_c1_1)
-  store <8 x float> %221, ptr %relu1_grad.t411_c1_1, align 32
+  store <8 x float> %219, ptr %relu1_grad.t417_a1, align 32
+  %t417_a1 = load <8 x float>, ptr %relu1_grad.t417_a1, align 32
+  %t417_b058 = load <8 x float>, ptr %relu1_grad.t417_b0, align 32
+  %t417_c1_0 = load <8 x float>, ptr %relu1_grad.t417_c1_0, align 32
+  %220 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t417_a1, <8 x float> %t417_b058, <8 x float> %t417_c1_0)
+  store <8 x float> %220, ptr %relu1_grad.t417_c1_0, align 32
+  %t417_a159 = load <8 x float>, ptr %relu1_grad.t417_a1, align 32
+  %t417_b160 = load <8 x float>, ptr %relu1_grad.t417_b1, align 32
+  %t417_c1_1 = load <8 x float>, ptr %relu1_grad.t417_c1_1, align 32
+  %221 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t417_a159, <8 x float> %t417_b160, <8 x float> %t417_c1_1)
+  store <8 x float> %221, ptr %relu1_grad.t417_c1_1, align 32
   %222 = mul nsw i64 %0, 12544
   %223 = add nsw i64 3318672, %222
   %224 = add nsw i64 %223, 12416
-  %225 = add nsw i64 %224, %relu1_grad.k41252
+  %225 = add nsw i64 %224, %relu1_grad.k41852
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %225
   %226 = load float, ptr %arena61, align 4
   %227 = insertelement <8 x float> undef, float %226, i32 0
   %228 = shufflevector <8 x float> %227, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %228, ptr %relu1_grad.t411_a2, align 32
-  %t411_a2 = load <8 x float>, ptr %relu1_grad.t411_a2, align 32
-  %t411_b062 = load <8 x float>, ptr %relu1_grad.t411_b0, align 32
-  %t411_c2_0 = load <8 x float>, ptr %relu1_grad.t411_c2_0, align 32
-  %229 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t411_a2, <8 x float> %t411_b062, <8 x float> %t411_c2_0)
-  store <8 x float> %229, ptr %relu1_grad.t411_c2_0, align 32
-  %t411_a263 = load <8 x float>, ptr %relu1_grad.t411_a2, align 32
-  %t411_b164 = load <8 x float>, ptr %relu1_grad.t411_b1, align 32
-  %t411_c2_1 = load <8 x float>, ptr %relu1_grad.t411_c2_1, align 32
-  %230 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t411_a263, <8 x float> %t411_b164, <8 x float> %t411_c2_1)
-  store <8 x float> %230, ptr %relu1_grad.t411_c2_1, align 32
+  store <8 x float> %228, ptr %relu1_grad.t417_a2, align 32
+  %t417_a2 = load <8 x float>, ptr %relu1_grad.t417_a2, align 32
+  %t417_b062 = load <8 x float>, ptr %relu1_grad.t417_b0, align 32
+  %t417_c2_0 = load <8 x float>, ptr %relu1_grad.t417_c2_0, align 32
+  %229 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t417_a2, <8 x float> %t417_b062, <8 x float> %t417_c2_0)
+  store <8 x float> %229, ptr %relu1_grad.t417_c2_0, align 32
+  %t417_a263 = load <8 x float>, ptr %relu1_grad.t417_a2, align 32
+  %t417_b164 = load <8 x float>, ptr %relu1_grad.t417_b1, align 32
+  %t417_c2_1 = load <8 x float>, ptr %relu1_grad.t417_c2_1, align 32
+  %230 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t417_a263, <8 x float> %t417_b164, <8 x float> %t417_c2_1)
+  store <8 x float> %230, ptr %relu1_grad.t417_c2_1, align 32
   %231 = mul nsw i64 %0, 12544
   %232 = add nsw i64 3318672, %231
   %233 = add nsw i64 %232, 12480
-  %234 = add nsw i64 %233, %relu1_grad.k41252
+  %234 = add nsw i64 %233, %relu1_grad.k41852
   %arena65 = getelementptr inbounds float, ptr %arena, i64 %234
   %235 = load float, ptr %arena65, align 4
   %236 = insertelement <8 x float> undef, float %235, i32 0
   %237 = shufflevector <8 x float> %236, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %237, ptr %relu1_grad.t411_a3, align 32
-  %t411_a3 = load <8 x float>, ptr %relu1_grad.t411_a3, align 32
-  %t411_b066 = load <8 x float>, ptr %relu1_grad.t411_b0, align 32
-  %t411_c3_0 = load <8 x float>, ptr %relu1_grad.t411_c3_0, align 32
-  %238 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t411_a3, <8 x float> %t411_b066, <8 x float> %t411_c3_0)
-  store <8 x float> %238, ptr %relu1_grad.t411_c3_0, align 32
-  %t411_a367 = load <8 x float>, ptr %relu1_grad.t411_a3, align 32
-  %t411_b168 = load <8 x float>, ptr %relu1_grad.t411_b1, align 32
-  %t411_c3_1 = load <8 x float>, ptr %relu1_grad.t411_c3_1, align 32
-  %239 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t411_a367, <8 x float> %t411_b168, <8 x float> %t411_c3_1)
-  store <8 x float> %239, ptr %relu1_grad.t411_c3_1, align 32
-  %k412.next = add nsw i64 %relu1_grad.k41252, 1
-  %240 = icmp slt i64 %k412.next, 64
-  br i1 %240, label %relu1_grad.k412, label %relu1_grad.k412.end
+  store <8 x float> %237, ptr %relu1_grad.t417_a3, align 32
+  %t417_a3 = load <8 x float>, ptr %relu1_grad.t417_a3, align 32
+  %t417_b066 = load <8 x float>, ptr %relu1_grad.t417_b0, align 32
+  %t417_c3_0 = load <8 x float>, ptr %relu1_grad.t417_c3_0, align 32
+  %238 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t417_a3, <8 x float> %t417_b066, <8 x float> %t417_c3_0)
+  store <8 x float> %238, ptr %relu1_grad.t417_c3_0, align 32
+  %t417_a367 = load <8 x float>, ptr %relu1_grad.t417_a3, align 32
+  %t417_b168 = load <8 x float>, ptr %relu1_grad.t417_b1, align 32
+  %t417_c3_1 = load <8 x float>, ptr %relu1_grad.t417_c3_1, align 32
+  %239 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t417_a367, <8 x float> %t417_b168, <8 x float> %t417_c3_1)
+  store <8 x float> %239, ptr %relu1_grad.t417_c3_1, align 32
+  %k418.next = add nsw i64 %relu1_grad.k41852, 1
+  %240 = icmp slt i64 %k418.next, 64
+  br i1 %240, label %relu1_grad.k418, label %relu1_grad.k418.end
 
-relu1_grad.k412.end:                              ; preds = %relu1_grad.k412
-  %t411_c0_069 = load <8 x float>, ptr %relu1_grad.t411_c0_0, align 32
+relu1_grad.k418.end:                              ; preds = %relu1_grad.k418
+  %t417_c0_069 = load <8 x float>, ptr %relu1_grad.t417_c0_0, align 32
   %241 = mul nsw i64 %0, 6272
   %242 = add nsw i64 3519376, %241
   %243 = add nsw i64 %242, 6144
-  %244 = mul nsw i64 %relu1_grad.nb4071, 16
+  %244 = mul nsw i64 %relu1_grad.nb4131, 16
   %245 = add nsw i64 %243, %244
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %245
-  store <8 x float> %t411_c0_069, ptr %arena70, align 4
-  %t411_c0_171 = load <8 x float>, ptr %relu1_grad.t411_c0_1, align 32
+  store <8 x float> %t417_c0_069, ptr %arena70, align 4
+  %t417_c0_171 = load <8 x float>, ptr %relu1_grad.t417_c0_1, align 32
   %246 = mul nsw i64 %0, 6272
   %247 = add nsw i64 3519376, %246
   %248 = add nsw i64 %247, 6144
-  %249 = mul nsw i64 %relu1_grad.nb4071, 16
+  %249 = mul nsw i64 %relu1_grad.nb4131, 16
   %250 = add nsw i64 %248, %249
   %251 = add nsw i64 %250, 8
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %251
-  store <8 x float> %t411_c0_171, ptr %arena72, align 4
-  %t411_c1_073 = load <8 x float>, ptr %relu1_grad.t411_c1_0, align 32
+  store <8 x float> %t417_c0_171, ptr %arena72, align 4
+  %t417_c1_073 = load <8 x float>, ptr %relu1_grad.t417_c1_0, align 32
   %252 = mul nsw i64 %0, 6272
   %253 = add nsw i64 3519376, %252
   %254 = add nsw i64 %253, 6176
-  %255 = mul nsw i64 %relu1_grad.nb4071, 16
+  %255 = mul nsw i64 %relu1_grad.nb4131, 16
   %256 = add nsw i64 %254, %255
   %arena74 = getelementptr inbounds float, ptr %arena, i64 %256
-  store <8 x float> %t411_c1_073, ptr %arena74, align 4
-  %t411_c1_175 = load <8 x float>, ptr %relu1_grad.t411_c1_1, align 32
+  store <8 x float> %t417_c1_073, ptr %arena74, align 4
+  %t417_c1_175 = load <8 x float>, ptr %relu1_grad.t417_c1_1, align 32
   %257 = mul nsw i64 %0, 6272
   %258 = add nsw i64 3519376, %257
   %259 = add nsw i64 %258, 6176
-  %260 = mul nsw i64 %relu1_grad.nb4071, 16
+  %260 = mul nsw i64 %relu1_grad.nb4131, 16
   %261 = add nsw i64 %259, %260
   %262 = add nsw i64 %261, 8
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %262
-  store <8 x float> %t411_c1_175, ptr %arena76, align 4
-  %t411_c2_077 = load <8 x float>, ptr %relu1_grad.t411_c2_0, align 32
+  store <8 x float> %t417_c1_175, ptr %arena76, align 4
+  %t417_c2_077 = load <8 x float>, ptr %relu1_grad.t417_c2_0, align 32
   %263 = mul nsw i64 %0, 6272
   %264 = add nsw i64 3519376, %263
   %265 = add nsw i64 %264, 6208
-  %266 = mul nsw i64 %relu1_grad.nb4071, 16
+  %266 = mul nsw i64 %relu1_grad.nb4131, 16
   %267 = add nsw i64 %265, %266
   %arena78 = getelementptr inbounds float, ptr %arena, i64 %267
-  store <8 x float> %t411_c2_077, ptr %arena78, align 4
-  %t411_c2_179 = load <8 x float>, ptr %relu1_grad.t411_c2_1, align 32
+  store <8 x float> %t417_c2_077, ptr %arena78, align 4
+  %t417_c2_179 = load <8 x float>, ptr %relu1_grad.t417_c2_1, align 32
   %268 = mul nsw i64 %0, 6272
   %269 = add nsw i64 3519376, %268
   %270 = add nsw i64 %269, 6208
-  %271 = mul nsw i64 %relu1_grad.nb4071, 16
+  %271 = mul nsw i64 %relu1_grad.nb4131, 16
   %272 = add nsw i64 %270, %271
   %273 = add nsw i64 %272, 8
   %arena80 = getelementptr inbounds float, ptr %arena, i64 %273
-  store <8 x float> %t411_c2_179, ptr %arena80, align 4
-  %t411_c3_081 = load <8 x float>, ptr %relu1_grad.t411_c3_0, align 32
+  store <8 x float> %t417_c2_179, ptr %arena80, align 4
+  %t417_c3_081 = load <8 x float>, ptr %relu1_grad.t417_c3_0, align 32
   %274 = mul nsw i64 %0, 6272
   %275 = add nsw i64 3519376, %274
   %276 = add nsw i64 %275, 6240
-  %277 = mul nsw i64 %relu1_grad.nb4071, 16
+  %277 = mul nsw i64 %relu1_grad.nb4131, 16
   %278 = add nsw i64 %276, %277
   %arena82 = getelementptr inbounds float, ptr %arena, i64 %278
-  store <8 x float> %t411_c3_081, ptr %arena82, align 4
-  %t411_c3_183 = load <8 x float>, ptr %relu1_grad.t411_c3_1, align 32
+  store <8 x float> %t417_c3_081, ptr %arena82, align 4
+  %t417_c3_183 = load <8 x float>, ptr %relu1_grad.t417_c3_1, align 32
   %279 = mul nsw i64 %0, 6272
   %280 = add nsw i64 3519376, %279
   %281 = add nsw i64 %280, 6240
-  %282 = mul nsw i64 %relu1_grad.nb4071, 16
+  %282 = mul nsw i64 %relu1_grad.nb4131, 16
   %283 = add nsw i64 %281, %282
   %284 = add nsw i64 %283, 8
   %arena84 = getelementptr inbounds float, ptr %arena, i64 %284
-  store <8 x float> %t411_c3_183, ptr %arena84, align 4
-  %nb407.next = add nsw i64 %relu1_grad.nb4071, 1
-  %285 = icmp slt i64 %nb407.next, 2
-  br i1 %285, label %relu1_grad.nb407, label %relu1_grad.nb407.end
+  store <8 x float> %t417_c3_183, ptr %arena84, align 4
+  %nb413.next = add nsw i64 %relu1_grad.nb4131, 1
+  %285 = icmp slt i64 %nb413.next, 2
+  br i1 %285, label %relu1_grad.nb413, label %relu1_grad.nb413.end
 }
 
 ; Function Attrs: noinline
 define internal void @convnet_train_b64.k21.conv1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %conv1_grad.i433
+  br label %conv1_grad.i442
 
-conv1_grad.i433:                                  ; preds = %conv1_grad.i433, %entry
-  %conv1_grad.i4331 = phi i64 [ 0, %entry ], [ %i433.next, %conv1_grad.i433 ]
-  %arena2 = getelementptr inbounds float, ptr %arena, i64 %conv1_grad.i4331
+conv1_grad.i442:                                  ; preds = %conv1_grad.i442, %entry
+  %conv1_grad.i4421 = phi i64 [ 0, %entry ], [ %i442.next, %conv1_grad.i442 ]
+  %arena2 = getelementptr inbounds float, ptr %arena, i64 %conv1_grad.i4421
   %0 = load float, ptr %arena2, align 4
   %1 = fcmp ogt float %0, 0.000000e+00
-  %2 = add nsw i64 1605632, %conv1_grad.i4331
+  %2 = add nsw i64 1605632, %conv1_grad.i4421
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena3, align 4
   %4 = select i1 %1, float %3, float 0.000000e+00
-  %5 = add nsw i64 3228304, %conv1_grad.i4331
+  %5 = add nsw i64 3228304, %conv1_grad.i4421
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
   store float %4, ptr %arena4, align 4
-  %i433.next = add nsw i64 %conv1_grad.i4331, 1
-  %6 = icmp slt i64 %i433.next, 1605632
-  br i1 %6, label %conv1_grad.i433, label %conv1_grad.i433.end
+  %i442.next = add nsw i64 %conv1_grad.i4421, 1
+  %6 = icmp slt i64 %i442.next, 1605632
+  br i1 %6, label %conv1_grad.i442, label %conv1_grad.i442.end
 
-conv1_grad.i433.end:                              ; preds = %conv1_grad.i433
+conv1_grad.i442.end:                              ; preds = %conv1_grad.i442
   ret void
 }
 
 ; Function Attrs: noinline
 define internal void @convnet_train_b64.k22.conv1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %conv1_weight_grad.i434
+  br label %conv1_weight_grad.i443
 
-conv1_weight_grad.i434:                           ; preds = %conv1_weight_grad.i434, %entry
-  %conv1_weight_grad.i4341 = phi i64 [ 0, %entry ], [ %i434.next, %conv1_weight_grad.i434 ]
-  %0 = add nsw i64 514448, %conv1_weight_grad.i4341
+conv1_weight_grad.i443:                           ; preds = %conv1_weight_grad.i443, %entry
+  %conv1_weight_grad.i4431 = phi i64 [ 0, %entry ], [ %i443.next, %conv1_weight_grad.i443 ]
+  %0 = add nsw i64 514448, %conv1_weight_grad.i4431
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   store float 0.000000e+00, ptr %arena2, align 4
-  %i434.next = add nsw i64 %conv1_weight_grad.i4341, 1
-  %1 = icmp slt i64 %i434.next, 288
-  br i1 %1, label %conv1_weight_grad.i434, label %conv1_weight_grad.i434.end
+  %i443.next = add nsw i64 %conv1_weight_grad.i4431, 1
+  %1 = icmp slt i64 %i443.next, 288
+  br i1 %1, label %conv1_weight_grad.i443, label %conv1_weight_grad.i443.end
 
-conv1_weight_grad.i434.end:                       ; preds = %conv1_weight_grad.i434
-  br label %conv1_weight_grad.g435
+conv1_weight_grad.i443.end:                       ; preds = %conv1_weight_grad.i443
+  br label %conv1_weight_grad.g444
 
-conv1_weight_grad.g435:                           ; preds = %conv1_weight_grad.j450.end, %conv1_weight_grad.i434.end
-  %conv1_weight_grad.g4353 = phi i64 [ 0, %conv1_weight_grad.i434.end ], [ %g435.next, %conv1_weight_grad.j450.end ]
-  br label %conv1_weight_grad.j436
+conv1_weight_grad.g444:                           ; preds = %conv1_weight_grad.j459.end, %conv1_weight_grad.i443.end
+  %conv1_weight_grad.g4443 = phi i64 [ 0, %conv1_weight_grad.i443.end ], [ %g444.next, %conv1_weight_grad.j459.end ]
+  br label %conv1_weight_grad.j445
 
-conv1_weight_grad.g435.end:                       ; preds = %conv1_weight_grad.j450.end
-  br label %conv1_weight_grad.f461
+conv1_weight_grad.g444.end:                       ; preds = %conv1_weight_grad.j459.end
+  br label %conv1_weight_grad.f470
 
-conv1_weight_grad.j436:                           ; preds = %conv1_weight_grad.c437.end, %conv1_weight_grad.g435
-  %conv1_weight_grad.j4364 = phi i64 [ 0, %conv1_weight_grad.g435 ], [ %j436.next, %conv1_weight_grad.c437.end ]
-  br label %conv1_weight_grad.c437
+conv1_weight_grad.j445:                           ; preds = %conv1_weight_grad.c446.end, %conv1_weight_grad.g444
+  %conv1_weight_grad.j4454 = phi i64 [ 0, %conv1_weight_grad.g444 ], [ %j445.next, %conv1_weight_grad.c446.end ]
+  br label %conv1_weight_grad.c446
 
-conv1_weight_grad.j436.end:                       ; preds = %conv1_weight_grad.c437.end
-  br label %conv1_weight_grad.j450
+conv1_weight_grad.j445.end:                       ; preds = %conv1_weight_grad.c446.end
+  br label %conv1_weight_grad.j459
 
-conv1_weight_grad.c437:                           ; preds = %conv1_weight_grad.ky438.end, %conv1_weight_grad.j436
-  %conv1_weight_grad.c4375 = phi i64 [ 0, %conv1_weight_grad.j436 ], [ %c437.next, %conv1_weight_grad.ky438.end ]
-  br label %conv1_weight_grad.ky438
+conv1_weight_grad.c446:                           ; preds = %conv1_weight_grad.ky447.end, %conv1_weight_grad.j445
+  %conv1_weight_grad.c4465 = phi i64 [ 0, %conv1_weight_grad.j445 ], [ %c446.next, %conv1_weight_grad.ky447.end ]
+  br label %conv1_weight_grad.ky447
 
-conv1_weight_grad.c437.end:                       ; preds = %conv1_weight_grad.ky438.end
-  %j436.next = add nsw i64 %conv1_weight_grad.j4364, 1
-  %2 = icmp slt i64 %j436.next, 16
-  br i1 %2, label %conv1_weight_grad.j436, label %conv1_weight_grad.j436.end
+conv1_weight_grad.c446.end:                       ; preds = %conv1_weight_grad.ky447.end
+  %j445.next = add nsw i64 %conv1_weight_grad.j4454, 1
+  %2 = icmp slt i64 %j445.next, 16
+  br i1 %2, label %conv1_weight_grad.j445, label %conv1_weight_grad.j445.end
 
-conv1_weight_grad.ky438:                          ; preds = %conv1_weight_grad.oy446.end, %conv1_weight_grad.c437
-  %conv1_weight_grad.ky4386 = phi i64 [ 0, %conv1_weight_grad.c437 ], [ %ky438.next, %conv1_weight_grad.oy446.end ]
-  br label %conv1_weight_grad.oy439
+conv1_weight_grad.ky447:                          ; preds = %conv1_weight_grad.oy455.end, %conv1_weight_grad.c446
+  %conv1_weight_grad.ky4476 = phi i64 [ 0, %conv1_weight_grad.c446 ], [ %ky447.next, %conv1_weight_grad.oy455.end ]
+  br label %conv1_weight_grad.oy448
 
-conv1_weight_grad.ky438.end:                      ; preds = %conv1_weight_grad.oy446.end
-  %c437.next = add nsw i64 %conv1_weight_grad.c4375, 1
-  %3 = icmp slt i64 %c437.next, 1
-  br i1 %3, label %conv1_weight_grad.c437, label %conv1_weight_grad.c437.end
+conv1_weight_grad.ky447.end:                      ; preds = %conv1_weight_grad.oy455.end
+  %c446.next = add nsw i64 %conv1_weight_grad.c4465, 1
+  %3 = icmp slt i64 %c446.next, 1
+  br i1 %3, label %conv1_weight_grad.c446, label %conv1_weight_grad.c446.end
 
-conv1_weight_grad.oy439:                          ; preds = %conv1_weight_grad.endif18, %conv1_weight_grad.ky438
-  %conv1_weight_grad.oy4397 = phi i64 [ 0, %conv1_weight_grad.ky438 ], [ %oy439.next, %conv1_weight_grad.endif18 ]
-  %4 = add nsw i64 %conv1_weight_grad.oy4397, %conv1_weight_grad.ky4386
+conv1_weight_grad.oy448:                          ; preds = %conv1_weight_grad.endif18, %conv1_weight_grad.ky447
+  %conv1_weight_grad.oy4487 = phi i64 [ 0, %conv1_weight_grad.ky447 ], [ %oy448.next, %conv1_weight_grad.endif18 ]
+  %4 = add nsw i64 %conv1_weight_grad.oy4487, %conv1_weight_grad.ky4476
   %5 = add nsw i64 %4, -1
   %6 = icmp slt i64 -1, %5
-  %7 = add nsw i64 %conv1_weight_grad.oy4397, %conv1_weight_grad.ky4386
+  %7 = add nsw i64 %conv1_weight_grad.oy4487, %conv1_weight_grad.ky4476
   %8 = add nsw i64 %7, -1
   %9 = icmp slt i64 %8, 28
   %10 = and i1 %6, %9
   br i1 %10, label %conv1_weight_grad.then, label %conv1_weight_grad.endif
 
-conv1_weight_grad.oy439.end:                      ; preds = %conv1_weight_grad.endif18
-  br label %conv1_weight_grad.oy443
+conv1_weight_grad.oy448.end:                      ; preds = %conv1_weight_grad.endif18
+  br label %conv1_weight_grad.oy452
 
-conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy439
-  br label %conv1_weight_grad.ox440
+conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy448
+  br label %conv1_weight_grad.ox449
 
-conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox441.end, %conv1_weight_grad.oy439
-  %11 = add nsw i64 %conv1_weight_grad.oy4397, %conv1_weight_grad.ky4386
+conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox450.end, %conv1_weight_grad.oy448
+  %11 = add nsw i64 %conv1_weight_grad.oy4487, %conv1_weight_grad.ky4476
   %12 = add nsw i64 %11, -1
   %13 = icmp slt i64 %12, 0
   br i1 %13, label %conv1_weight_grad.then13, label %conv1_weight_grad.endif14
 
-conv1_weight_grad.ox440:                          ; preds = %conv1_weight_grad.ox440, %conv1_weight_grad.then
-  %conv1_weight_grad.ox4408 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox440.next, %conv1_weight_grad.ox440 ]
-  %14 = mul nsw i64 %conv1_weight_grad.g4353, 16
-  %15 = add nsw i64 %14, %conv1_weight_grad.j4364
+conv1_weight_grad.ox449:                          ; preds = %conv1_weight_grad.ox449, %conv1_weight_grad.then
+  %conv1_weight_grad.ox4498 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox449.next, %conv1_weight_grad.ox449 ]
+  %14 = mul nsw i64 %conv1_weight_grad.g4443, 16
+  %15 = add nsw i64 %14, %conv1_weight_grad.j4454
   %16 = mul nsw i64 %15, 784
-  %17 = mul nsw i64 %conv1_weight_grad.c4375, 784
+  %17 = mul nsw i64 %conv1_weight_grad.c4465, 784
   %18 = add nsw i64 %16, %17
-  %19 = add nsw i64 %conv1_weight_grad.oy4397, %conv1_weight_grad.ky4386
+  %19 = add nsw i64 %conv1_weight_grad.oy4487, %conv1_weight_grad.ky4476
   %20 = add nsw i64 %19, -1
   %21 = mul nsw i64 %20, 28
   %22 = add nsw i64 %18, %21
-  %23 = add nsw i64 %conv1_weight_grad.ox4408, 1
+  %23 = add nsw i64 %conv1_weight_grad.ox4498, 1
   %24 = add nsw i64 %23, -1
   %25 = add nsw i64 %22, %24
   %images9 = getelementptr inbounds float, ptr %images, i64 %25
   %26 = load float, ptr %images9, align 4
-  %27 = mul nsw i64 %conv1_weight_grad.c4375, 3
-  %28 = add nsw i64 %27, %conv1_weight_grad.ky4386
+  %27 = mul nsw i64 %conv1_weight_grad.c4465, 3
+  %28 = add nsw i64 %27, %conv1_weight_grad.ky4476
   %29 = mul nsw i64 %28, 3
   %30 = mul nsw i64 %29, 12560
-  %31 = mul nsw i64 %conv1_weight_grad.j4364, 784
+  %31 = mul nsw i64 %conv1_weight_grad.j4454, 784
   %32 = add nsw i64 %30, %31
-  %33 = mul nsw i64 %conv1_weight_grad.oy4397, 28
-  %34 = add nsw i64 %conv1_weight_grad.ox4408, 1
+  %33 = mul nsw i64 %conv1_weight_grad.oy4487, 28
+  %34 = add nsw i64 %conv1_weight_grad.ox4498, 1
   %35 = add nsw i64 %33, %34
   %36 = add nsw i64 %32, %35
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %36
   store float %26, ptr %arena10, align 4
-  %ox440.next = add nsw i64 %conv1_weight_grad.ox4408, 1
-  %37 = icmp slt i64 %ox440.next, 27
-  br i1 %37, label %conv1_weight_grad.ox440, label %conv1_weight_grad.ox440.end
+  %ox449.next = add nsw i64 %conv1_weight_grad.ox4498, 1
+  %37 = icmp slt i64 %ox449.next, 27
+  br i1 %37, label %conv1_weight_grad.ox449, label %conv1_weight_grad.ox449.end
 
-conv1_weight_grad.ox440.end:                      ; preds = %conv1_weight_grad.ox440
-  br label %conv1_weight_grad.ox441
+conv1_weight_grad.ox449.end:                      ; preds = %conv1_weight_grad.ox449
+  br label %conv1_weight_grad.ox450
 
-conv1_weight_grad.ox441:                          ; preds = %conv1_weight_grad.ox441, %conv1_weight_grad.ox440.end
-  %conv1_weight_grad.ox44111 = phi i64 [ 0, %conv1_weight_grad.ox440.end ], [ %ox441.next, %conv1_weight_grad.ox441 ]
-  %38 = mul nsw i64 %conv1_weight_grad.c4375, 3
-  %39 = add nsw i64 %38, %conv1_weight_grad.ky4386
+conv1_weight_grad.ox450:                          ; preds = %conv1_weight_grad.ox450, %conv1_weight_grad.ox449.end
+  %conv1_weight_grad.ox45011 = phi i64 [ 0, %conv1_weight_grad.ox449.end ], [ %ox450.next, %conv1_weight_grad.ox450 ]
+  %38 = mul nsw i64 %conv1_weight_grad.c4465, 3
+  %39 = add nsw i64 %38, %conv1_weight_grad.ky4476
   %40 = mul nsw i64 %39, 3
   %41 = mul nsw i64 %40, 12560
-  %42 = mul nsw i64 %conv1_weight_grad.j4364, 784
+  %42 = mul nsw i64 %conv1_weight_grad.j4454, 784
   %43 = add nsw i64 %41, %42
-  %44 = mul nsw i64 %conv1_weight_grad.oy4397, 28
-  %45 = add nsw i64 %44, %conv1_weight_grad.ox44111
+  %44 = mul nsw i64 %conv1_weight_grad.oy4487, 28
+  %45 = add nsw i64 %44, %conv1_weight_grad.ox45011
   %46 = add nsw i64 %43, %45
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %46
   store float 0.000000e+00, ptr %arena12, align 4
-  %ox441.next = add nsw i64 %conv1_weight_grad.ox44111, 1
-  %47 = icmp slt i64 %ox441.next, 1
-  br i1 %47, label %conv1_weight_grad.ox441, label %conv1_weight_grad.ox441.end
+  %ox450.next = add nsw i64 %conv1_weight_grad.ox45011, 1
+  %47 = icmp slt i64 %ox450.next, 1
+  br i1 %47, label %conv1_weight_grad.ox450, label %conv1_weight_grad.ox450.end
 
-conv1_weight_grad.ox441.end:                      ; preds = %conv1_weight_grad.ox441
+conv1_weight_grad.ox450.end:                      ; preds = %conv1_weight_grad.ox450
   br label %conv1_weight_grad.endif
 
 conv1_weight_grad.then13:                         ; preds = %conv1_weight_grad.endif
-  br label %conv1_weight_grad.ox442
+  br label %conv1_weight_grad.ox451
 
-conv1_weight_grad.endif14:                        ; preds = %conv1_weight_grad.ox442.end, %conv1_weight_grad.endif
-  %48 = add nsw i64 %conv1_weight_grad.oy4397, %conv1_weight_grad.ky4386
+conv1_weight_grad.endif14:                        ; preds = %conv1_weight_grad.ox451.end, %conv1_weight_grad.endif
+  %48 = add nsw i64 %conv1_weight_grad.oy4487, %conv1_weight_grad.ky4476
   %49 = add nsw i64 %48, -1
   %50 = icmp slt i64 27, %49
   br i1 %50, label %conv1_weight_grad.then17, label %conv1_weight_grad.endif18
 
-conv1_weight_grad.ox442:                          ; preds = %conv1_weight_grad.ox442, %conv1_weight_grad.then13
-  %conv1_weight_grad.ox44215 = phi i64 [ 0, %conv1_weight_grad.then13 ], [ %ox442.next, %conv1_weight_grad.ox442 ]
-  %51 = mul nsw i64 %conv1_weight_grad.c4375, 3
-  %52 = add nsw i64 %51, %conv1_weight_grad.ky4386
+conv1_weight_grad.ox451:                          ; preds = %conv1_weight_grad.ox451, %conv1_weight_grad.then13
+  %conv1_weight_grad.ox45115 = phi i64 [ 0, %conv1_weight_grad.then13 ], [ %ox451.next, %conv1_weight_grad.ox451 ]
+  %51 = mul nsw i64 %conv1_weight_grad.c4465, 3
+  %52 = add nsw i64 %51, %conv1_weight_grad.ky4476
   %53 = mul nsw i64 %52, 3
   %54 = mul nsw i64 %53, 12560
-  %55 = mul nsw i64 %conv1_weight_grad.j4364, 784
+  %55 = mul nsw i64 %conv1_weight_grad.j4454, 784
   %56 = add nsw i64 %54, %55
-  %57 = mul nsw i64 %conv1_weight_grad.oy4397, 28
-  %58 = add nsw i64 %57, %conv1_weight_grad.ox44215
+  %57 = mul nsw i64 %conv1_weight_grad.oy4487, 28
+  %58 = add nsw i64 %57, %conv1_weight_grad.ox45115
   %59 = add nsw i64 %56, %58
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %59
   store float 0.000000e+00, ptr %arena16, align 4
-  %ox442.next = add nsw i64 %conv1_weight_grad.ox44215, 1
-  %60 = icmp slt i64 %ox442.next, 28
-  br i1 %60, label %conv1_weight_grad.ox442, label %conv1_weight_grad.ox442.end
+  %ox451.next = add nsw i64 %conv1_weight_grad.ox45115, 1
+  %60 = icmp slt i64 %ox451.next, 28
+  br i1 %60, label %conv1_weight_grad.ox451, label %conv1_weight_grad.ox451.end
 
-conv1_weight_grad.ox442.end:                      ; preds = %conv1_weight_grad.ox442
+conv1_weight_grad.ox451.end:                      ; preds = %conv1_weight_grad.ox451
   br label %conv1_weight_grad.endif14
 
 conv1_weight_grad.then17:                         ; preds = %conv1_weight_grad.endif14
-  br label %conv1_weight_grad.ox44219
+  br label %conv1_weight_grad.ox45119
 
-conv1_weight_grad.endif18:                        ; preds = %conv1_weight_grad.ox442.end20, %conv1_weight_grad.endif14
-  %oy439.next = add nsw i64 %conv1_weight_grad.oy4397, 1
-  %61 = icmp slt i64 %oy439.next, 28
-  br i1 %61, label %conv1_weight_grad.oy439, label %conv1_weight_grad.oy439.end
+conv1_weight_grad.endif18:                        ; preds = %conv1_weight_grad.ox451.end20, %conv1_weight_grad.endif14
+  %oy448.next = add nsw i64 %conv1_weight_grad.oy4487, 1
+  %61 = icmp slt i64 %oy448.next, 28
+  br i1 %61, label %conv1_weight_grad.oy448, label %conv1_weight_grad.oy448.end
 
-conv1_weight_grad.ox44219:                        ; preds = %conv1_weight_grad.ox44219, %conv1_weight_grad.then17
-  %conv1_weight_grad.ox44221 = phi i64 [ 0, %conv1_weight_grad.then17 ], [ %ox442.next23, %conv1_weight_grad.ox44219 ]
-  %62 = mul nsw i64 %conv1_weight_grad.c4375, 3
-  %63 = add nsw i64 %62, %conv1_weight_grad.ky4386
+conv1_weight_grad.ox45119:                        ; preds = %conv1_weight_grad.ox45119, %conv1_weight_grad.then17
+  %conv1_weight_grad.ox45121 = phi i64 [ 0, %conv1_weight_grad.then17 ], [ %ox451.next23, %conv1_weight_grad.ox45119 ]
+  %62 = mul nsw i64 %conv1_weight_grad.c4465, 3
+  %63 = add nsw i64 %62, %conv1_weight_grad.ky4476
   %64 = mul nsw i64 %63, 3
   %65 = mul nsw i64 %64, 12560
-  %66 = mul nsw i64 %conv1_weight_grad.j4364, 784
+  %66 = mul nsw i64 %conv1_weight_grad.j4454, 784
   %67 = add nsw i64 %65, %66
-  %68 = mul nsw i64 %conv1_weight_grad.oy4397, 28
-  %69 = add nsw i64 %68, %conv1_weight_grad.ox44221
+  %68 = mul nsw i64 %conv1_weight_grad.oy4487, 28
+  %69 = add nsw i64 %68, %conv1_weight_grad.ox45121
   %70 = add nsw i64 %67, %69
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %70
   store float 0.000000e+00, ptr %arena22, align 4
-  %ox442.next23 = add nsw i64 %conv1_weight_grad.ox44221, 1
-  %71 = icmp slt i64 %ox442.next23, 28
-  br i1 %71, label %conv1_weight_grad.ox44219, label %conv1_weight_grad.ox442.end20
+  %ox451.next23 = add nsw i64 %conv1_weight_grad.ox45121, 1
+  %71 = icmp slt i64 %ox451.next23, 28
+  br i1 %71, label %conv1_weight_grad.ox45119, label %conv1_weight_grad.ox451.end20
 
-conv1_weight_grad.ox442.end20:                    ; preds = %conv1_weight_grad.ox44219
+conv1_weight_grad.ox451.end20:                    ; preds = %conv1_weight_grad.ox45119
   br label %conv1_weight_grad.endif18
 
-conv1_weight_grad.oy443:                          ; preds = %conv1_weight_grad.endif35, %conv1_weight_grad.oy439.end
-  %conv1_weight_grad.oy44324 = phi i64 [ 0, %conv1_weight_grad.oy439.end ], [ %oy443.next, %conv1_weight_grad.endif35 ]
-  %72 = add nsw i64 %conv1_weight_grad.oy44324, %conv1_weight_grad.ky4386
+conv1_weight_grad.oy452:                          ; preds = %conv1_weight_grad.endif35, %conv1_weight_grad.oy448.end
+  %conv1_weight_grad.oy45224 = phi i64 [ 0, %conv1_weight_grad.oy448.end ], [ %oy452.next, %conv1_weight_grad.endif35 ]
+  %72 = add nsw i64 %conv1_weight_grad.oy45224, %conv1_weight_grad.ky4476
   %73 = add nsw i64 %72, -1
   %74 = icmp slt i64 -1, %73
-  %75 = add nsw i64 %conv1_weight_grad.oy44324, %conv1_weight_grad.ky4386
+  %75 = add nsw i64 %conv1_weight_grad.oy45224, %conv1_weight_grad.ky4476
   %76 = add nsw i64 %75, -1
   %77 = icmp slt i64 %76, 28
   %78 = and i1 %74, %77
   br i1 %78, label %conv1_weight_grad.then25, label %conv1_weight_grad.endif26
 
-conv1_weight_grad.oy443.end:                      ; preds = %conv1_weight_grad.endif35
-  br label %conv1_weight_grad.oy446
+conv1_weight_grad.oy452.end:                      ; preds = %conv1_weight_grad.endif35
+  br label %conv1_weight_grad.oy455
 
-conv1_weight_grad.then25:                         ; preds = %conv1_weight_grad.oy443
-  br label %conv1_weight_grad.ox444
+conv1_weight_grad.then25:                         ; preds = %conv1_weight_grad.oy452
+  br label %conv1_weight_grad.ox453
 
-conv1_weight_grad.endif26:                        ; preds = %conv1_weight_grad.ox444.end, %conv1_weight_grad.oy443
-  %79 = add nsw i64 %conv1_weight_grad.oy44324, %conv1_weight_grad.ky4386
+conv1_weight_grad.endif26:                        ; preds = %conv1_weight_grad.ox453.end, %conv1_weight_grad.oy452
+  %79 = add nsw i64 %conv1_weight_grad.oy45224, %conv1_weight_grad.ky4476
   %80 = add nsw i64 %79, -1
   %81 = icmp slt i64 %80, 0
   br i1 %81, label %conv1_weight_grad.then30, label %conv1_weight_grad.endif31
 
-conv1_weight_grad.ox444:                          ; preds = %conv1_weight_grad.ox444, %conv1_weight_grad.then25
-  %conv1_weight_grad.ox44427 = phi i64 [ 0, %conv1_weight_grad.then25 ], [ %ox444.next, %conv1_weight_grad.ox444 ]
-  %82 = mul nsw i64 %conv1_weight_grad.g4353, 16
-  %83 = add nsw i64 %82, %conv1_weight_grad.j4364
+conv1_weight_grad.ox453:                          ; preds = %conv1_weight_grad.ox453, %conv1_weight_grad.then25
+  %conv1_weight_grad.ox45327 = phi i64 [ 0, %conv1_weight_grad.then25 ], [ %ox453.next, %conv1_weight_grad.ox453 ]
+  %82 = mul nsw i64 %conv1_weight_grad.g4443, 16
+  %83 = add nsw i64 %82, %conv1_weight_grad.j4454
   %84 = mul nsw i64 %83, 784
-  %85 = mul nsw i64 %conv1_weight_grad.c4375, 784
+  %85 = mul nsw i64 %conv1_weight_grad.c4465, 784
   %86 = add nsw i64 %84, %85
-  %87 = add nsw i64 %conv1_weight_grad.oy44324, %conv1_weight_grad.ky4386
+  %87 = add nsw i64 %conv1_weight_grad.oy45224, %conv1_weight_grad.ky4476
   %88 = add nsw i64 %87, -1
   %89 = mul nsw i64 %88, 28
   %90 = add nsw i64 %86, %89
-  %91 = add nsw i64 %90, %conv1_weight_grad.ox44427
+  %91 = add nsw i64 %90, %conv1_weight_grad.ox45327
   %images28 = getelementptr inbounds float, ptr %images, i64 %91
   %92 = load float, ptr %images28, align 4
-  %93 = mul nsw i64 %conv1_weight_grad.c4375, 3
-  %94 = add nsw i64 %93, %conv1_weight_grad.ky4386
+  %93 = mul nsw i64 %conv1_weight_grad.c4465, 3
+  %94 = add nsw i64 %93, %conv1_weight_grad.ky4476
   %95 = mul nsw i64 %94, 3
   %96 = add nsw i64 %95, 1
   %97 = mul nsw i64 %96, 12560
-  %98 = mul nsw i64 %conv1_weight_grad.j4364, 784
+  %98 = mul nsw i64 %conv1_weight_grad.j4454, 784
   %99 = add nsw i64 %97, %98
-  %100 = mul nsw i64 %conv1_weight_grad.oy44324, 28
-  %101 = add nsw i64 %100, %conv1_weight_grad.ox44427
+  %100 = mul nsw i64 %conv1_weight_grad.oy45224, 28
+  %101 = add nsw i64 %100, %conv1_weight_grad.ox45327
   %102 = add nsw i64 %99, %101
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %102
   store float %92, ptr %arena29, align 4
-  %ox444.next = add nsw i64 %conv1_weight_grad.ox44427, 1
-  %103 = icmp slt i64 %ox444.next, 28
-  br i1 %103, label %conv1_weight_grad.ox444, label %conv1_weight_grad.ox444.end
+  %ox453.next = add nsw i64 %conv1_weight_grad.ox45327, 1
+  %103 = icmp slt i64 %ox453.next, 28
+  br i1 %103, label %conv1_weight_grad.ox453, label %conv1_weight_grad.ox453.end
 
-conv1_weight_grad.ox444.end:                      ; preds = %conv1_weight_grad.ox444
+conv1_weight_grad.ox453.end:                      ; preds = %conv1_weight_grad.ox453
   br label %conv1_weight_grad.endif26
 
 conv1_weight_grad.then30:                         ; preds = %conv1_weight_grad.endif26
-  br label %conv1_weight_grad.ox445
+  br label %conv1_weight_grad.ox454
 
-conv1_weight_grad.endif31:                        ; preds = %conv1_weight_grad.ox445.end, %conv1_weight_grad.endif26
-  %104 = add nsw i64 %conv1_weight_grad.oy44324, %conv1_weight_grad.ky4386
+conv1_weight_grad.endif31:                        ; preds = %conv1_weight_grad.ox454.end, %conv1_weight_grad.endif26
+  %104 = add nsw i64 %conv1_weight_grad.oy45224, %conv1_weight_grad.ky4476
   %105 = add nsw i64 %104, -1
   %106 = icmp slt i64 27, %105
   br i1 %106, label %conv1_weight_grad.then34, label %conv1_weight_grad.endif35
 
-conv1_weight_grad.ox445:                          ; preds = %conv1_weight_grad.ox445, %conv1_weight_grad.then30
-  %conv1_weight_grad.ox44532 = phi i64 [ 0, %conv1_weight_grad.then30 ], [ %ox445.next, %conv1_weight_grad.ox445 ]
-  %107 = mul nsw i64 %conv1_weight_grad.c4375, 3
-  %108 = add nsw i64 %107, %conv1_weight_grad.ky4386
+conv1_weight_grad.ox454:                          ; preds = %conv1_weight_grad.ox454, %conv1_weight_grad.then30
+  %conv1_weight_grad.ox45432 = phi i64 [ 0, %conv1_weight_grad.then30 ], [ %ox454.next, %conv1_weight_grad.ox454 ]
+  %107 = mul nsw i64 %conv1_weight_grad.c4465, 3
+  %108 = add nsw i64 %107, %conv1_weight_grad.ky4476
   %109 = mul nsw i64 %108, 3
   %110 = add nsw i64 %109, 1
   %111 = mul nsw i64 %110, 12560
-  %112 = mul nsw i64 %conv1_weight_grad.j4364, 784
+  %112 = mul nsw i64 %conv1_weight_grad.j4454, 784
   %113 = add nsw i64 %111, %112
-  %114 = mul nsw i64 %conv1_weight_grad.oy44324, 28
-  %115 = add nsw i64 %114, %conv1_weight_grad.ox44532
+  %114 = mul nsw i64 %conv1_weight_grad.oy45224, 28
+  %115 = add nsw i64 %114, %conv1_weight_grad.ox45432
   %116 = add nsw i64 %113, %115
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %116
   store float 0.000000e+00, ptr %arena33, align 4
-  %ox445.next = add nsw i64 %conv1_weight_grad.ox44532, 1
-  %117 = icmp slt i64 %ox445.next, 28
-  br i1 %117, label %conv1_weight_grad.ox445, label %conv1_weight_grad.ox445.end
+  %ox454.next = add nsw i64 %conv1_weight_grad.ox45432, 1
+  %117 = icmp slt i64 %ox454.next, 28
+  br i1 %117, label %conv1_weight_grad.ox454, label %conv1_weight_grad.ox454.end
 
-conv1_weight_grad.ox445.end:                      ; preds = %conv1_weight_grad.ox445
+conv1_weight_grad.ox454.end:                      ; preds = %conv1_weight_grad.ox454
   br label %conv1_weight_grad.endif31
 
 conv1_weight_grad.then34:                         ; preds = %conv1_weight_grad.endif31
-  br label %conv1_weight_grad.ox44536
+  br label %conv1_weight_grad.ox45436
 
-conv1_weight_grad.endif35:                        ; preds = %conv1_weight_grad.ox445.end37, %conv1_weight_grad.endif31
-  %oy443.next = add nsw i64 %conv1_weight_grad.oy44324, 1
-  %118 = icmp slt i64 %oy443.next, 28
-  br i1 %118, label %conv1_weight_grad.oy443, label %conv1_weight_grad.oy443.end
+conv1_weight_grad.endif35:                        ; preds = %conv1_weight_grad.ox454.end37, %conv1_weight_grad.endif31
+  %oy452.next = add nsw i64 %conv1_weight_grad.oy45224, 1
+  %118 = icmp slt i64 %oy452.next, 28
+  br i1 %118, label %conv1_weight_grad.oy452, label %conv1_weight_grad.oy452.end
 
-conv1_weight_grad.ox44536:                        ; preds = %conv1_weight_grad.ox44536, %conv1_weight_grad.then34
-  %conv1_weight_grad.ox44538 = phi i64 [ 0, %conv1_weight_grad.then34 ], [ %ox445.next40, %conv1_weight_grad.ox44536 ]
-  %119 = mul nsw i64 %conv1_weight_grad.c4375, 3
-  %120 = add nsw i64 %119, %conv1_weight_grad.ky4386
+conv1_weight_grad.ox45436:                        ; preds = %conv1_weight_grad.ox45436, %conv1_weight_grad.then34
+  %conv1_weight_grad.ox45438 = phi i64 [ 0, %conv1_weight_grad.then34 ], [ %ox454.next40, %conv1_weight_grad.ox45436 ]
+  %119 = mul nsw i64 %conv1_weight_grad.c4465, 3
+  %120 = add nsw i64 %119, %conv1_weight_grad.ky4476
   %121 = mul nsw i64 %120, 3
   %122 = add nsw i64 %121, 1
   %123 = mul nsw i64 %122, 12560
-  %124 = mul nsw i64 %conv1_weight_grad.j4364, 784
+  %124 = mul nsw i64 %conv1_weight_grad.j4454, 784
   %125 = add nsw i64 %123, %124
-  %126 = mul nsw i64 %conv1_weight_grad.oy44324, 28
-  %127 = add nsw i64 %126, %conv1_weight_grad.ox44538
+  %126 = mul nsw i64 %conv1_weight_grad.oy45224, 28
+  %127 = add nsw i64 %126, %conv1_weight_grad.ox45438
   %128 = add nsw i64 %125, %127
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %128
   store float 0.000000e+00, ptr %arena39, align 4
-  %ox445.next40 = add nsw i64 %conv1_weight_grad.ox44538, 1
-  %129 = icmp slt i64 %ox445.next40, 28
-  br i1 %129, label %conv1_weight_grad.ox44536, label %conv1_weight_grad.ox445.end37
+  %ox454.next40 = add nsw i64 %conv1_weight_grad.ox45438, 1
+  %129 = icmp slt i64 %ox454.next40, 28
+  br i1 %129, label %conv1_weight_grad.ox45436, label %conv1_weight_grad.ox454.end37
 
-conv1_weight_grad.ox445.end37:                    ; preds = %conv1_weight_grad.ox44536
+conv1_weight_grad.ox454.end37:                    ; preds = %conv1_weight_grad.ox45436
   br label %conv1_weight_grad.endif35
 
-conv1_weight_grad.oy446:                          ; preds = %conv1_weight_grad.endif54, %conv1_weight_grad.oy443.end
-  %conv1_weight_grad.oy44641 = phi i64 [ 0, %conv1_weight_grad.oy443.end ], [ %oy446.next, %conv1_weight_grad.endif54 ]
-  %130 = add nsw i64 %conv1_weight_grad.oy44641, %conv1_weight_grad.ky4386
+conv1_weight_grad.oy455:                          ; preds = %conv1_weight_grad.endif54, %conv1_weight_grad.oy452.end
+  %conv1_weight_grad.oy45541 = phi i64 [ 0, %conv1_weight_grad.oy452.end ], [ %oy455.next, %conv1_weight_grad.endif54 ]
+  %130 = add nsw i64 %conv1_weight_grad.oy45541, %conv1_weight_grad.ky4476
   %131 = add nsw i64 %130, -1
   %132 = icmp slt i64 -1, %131
-  %133 = add nsw i64 %conv1_weight_grad.oy44641, %conv1_weight_grad.ky4386
+  %133 = add nsw i64 %conv1_weight_grad.oy45541, %conv1_weight_grad.ky4476
   %134 = add nsw i64 %133, -1
   %135 = icmp slt i64 %134, 28
   %136 = and i1 %132, %135
   br i1 %136, label %conv1_weight_grad.then42, label %conv1_weight_grad.endif43
 
-conv1_weight_grad.oy446.end:                      ; preds = %conv1_weight_grad.endif54
-  %ky438.next = add nsw i64 %conv1_weight_grad.ky4386, 1
-  %137 = icmp slt i64 %ky438.next, 3
-  br i1 %137, label %conv1_weight_grad.ky438, label %conv1_weight_grad.ky438.end
+conv1_weight_grad.oy455.end:                      ; preds = %conv1_weight_grad.endif54
+  %ky447.next = add nsw i64 %conv1_weight_grad.ky4476, 1
+  %137 = icmp slt i64 %ky447.next, 3
+  br i1 %137, label %conv1_weight_grad.ky447, label %conv1_weight_grad.ky447.end
 
-conv1_weight_grad.then42:                         ; preds = %conv1_weight_grad.oy446
-  br label %conv1_weight_grad.ox447
+conv1_weight_grad.then42:                         ; preds = %conv1_weight_grad.oy455
+  br label %conv1_weight_grad.ox456
 
-conv1_weight_grad.endif43:                        ; preds = %conv1_weight_grad.ox448.end, %conv1_weight_grad.oy446
-  %138 = add nsw i64 %conv1_weight_grad.oy44641, %conv1_weight_grad.ky4386
+conv1_weight_grad.endif43:                        ; preds = %conv1_weight_grad.ox457.end, %conv1_weight_grad.oy455
+  %138 = add nsw i64 %conv1_weight_grad.oy45541, %conv1_weight_grad.ky4476
   %139 = add nsw i64 %138, -1
   %140 = icmp slt i64 %139, 0
   br i1 %140, label %conv1_weight_grad.then49, label %conv1_weight_grad.endif50
 
-conv1_weight_grad.ox447:                          ; preds = %conv1_weight_grad.ox447, %conv1_weight_grad.then42
-  %conv1_weight_grad.ox44744 = phi i64 [ 0, %conv1_weight_grad.then42 ], [ %ox447.next, %conv1_weight_grad.ox447 ]
-  %141 = mul nsw i64 %conv1_weight_grad.g4353, 16
-  %142 = add nsw i64 %141, %conv1_weight_grad.j4364
+conv1_weight_grad.ox456:                          ; preds = %conv1_weight_grad.ox456, %conv1_weight_grad.then42
+  %conv1_weight_grad.ox45644 = phi i64 [ 0, %conv1_weight_grad.then42 ], [ %ox456.next, %conv1_weight_grad.ox456 ]
+  %141 = mul nsw i64 %conv1_weight_grad.g4443, 16
+  %142 = add nsw i64 %141, %conv1_weight_grad.j4454
   %143 = mul nsw i64 %142, 784
-  %144 = mul nsw i64 %conv1_weight_grad.c4375, 784
+  %144 = mul nsw i64 %conv1_weight_grad.c4465, 784
   %145 = add nsw i64 %143, %144
-  %146 = add nsw i64 %conv1_weight_grad.oy44641, %conv1_weight_grad.ky4386
+  %146 = add nsw i64 %conv1_weight_grad.oy45541, %conv1_weight_grad.ky4476
   %147 = add nsw i64 %146, -1
   %148 = mul nsw i64 %147, 28
   %149 = add nsw i64 %145, %148
-  %150 = add nsw i64 %conv1_weight_grad.ox44744, 1
+  %150 = add nsw i64 %conv1_weight_grad.ox45644, 1
   %151 = add nsw i64 %149, %150
   %images45 = getelementptr inbounds float, ptr %images, i64 %151
   %152 = load float, ptr %images45, align 4
-  %153 = mul nsw i64 %conv1_weight_grad.c4375, 3
-  %154 = add nsw i64 %153, %conv1_weight_grad.ky4386
+  %153 = mul nsw i64 %conv1_weight_grad.c4465, 3
+  %154 = add nsw i64 %153, %conv1_weight_grad.ky4476
   %155 = mul nsw i64 %154, 3
   %156 = add nsw i64 %155, 2
   %157 = mul nsw i64 %156, 12560
-  %158 = mul nsw i64 %conv1_weight_grad.j4364, 784
+  %158 = mul nsw i64 %conv1_weight_grad.j4454, 784
   %159 = add nsw i64 %157, %158
-  %160 = mul nsw i64 %conv1_weight_grad.oy44641, 28
-  %161 = add nsw i64 %160, %conv1_weight_grad.ox44744
+  %160 = mul nsw i64 %conv1_weight_grad.oy45541, 28
+  %161 = add nsw i64 %160, %conv1_weight_grad.ox45644
   %162 = add nsw i64 %159, %161
   %arena46 = getelementptr inbounds float, ptr %arena, i64 %162
   store float %152, ptr %arena46, align 4
-  %ox447.next = add nsw i64 %conv1_weight_grad.ox44744, 1
-  %163 = icmp slt i64 %ox447.next, 27
-  br i1 %163, label %conv1_weight_grad.ox447, label %conv1_weight_grad.ox447.end
+  %ox456.next = add nsw i64 %conv1_weight_grad.ox45644, 1
+  %163 = icmp slt i64 %ox456.next, 27
+  br i1 %163, label %conv1_weight_grad.ox456, label %conv1_weight_grad.ox456.end
 
-conv1_weight_grad.ox447.end:                      ; preds = %conv1_weight_grad.ox447
-  br label %conv1_weight_grad.ox448
+conv1_weight_grad.ox456.end:                      ; preds = %conv1_weight_grad.ox456
+  br label %conv1_weight_grad.ox457
 
-conv1_weight_grad.ox448:                          ; preds = %conv1_weight_grad.ox448, %conv1_weight_grad.ox447.end
-  %conv1_weight_grad.ox44847 = phi i64 [ 0, %conv1_weight_grad.ox447.end ], [ %ox448.next, %conv1_weight_grad.ox448 ]
-  %164 = mul nsw i64 %conv1_weight_grad.c4375, 3
-  %165 = add nsw i64 %164, %conv1_weight_grad.ky4386
+conv1_weight_grad.ox457:                          ; preds = %conv1_weight_grad.ox457, %conv1_weight_grad.ox456.end
+  %conv1_weight_grad.ox45747 = phi i64 [ 0, %conv1_weight_grad.ox456.end ], [ %ox457.next, %conv1_weight_grad.ox457 ]
+  %164 = mul nsw i64 %conv1_weight_grad.c4465, 3
+  %165 = add nsw i64 %164, %conv1_weight_grad.ky4476
   %166 = mul nsw i64 %165, 3
   %167 = add nsw i64 %166, 2
   %168 = mul nsw i64 %167, 12560
-  %169 = mul nsw i64 %conv1_weight_grad.j4364, 784
+  %169 = mul nsw i64 %conv1_weight_grad.j4454, 784
   %170 = add nsw i64 %168, %169
-  %171 = mul nsw i64 %conv1_weight_grad.oy44641, 28
-  %172 = add nsw i64 %conv1_weight_grad.ox44847, 27
+  %171 = mul nsw i64 %conv1_weight_grad.oy45541, 28
+  %172 = add nsw i64 %conv1_weight_grad.ox45747, 27
   %173 = add nsw i64 %171, %172
   %174 = add nsw i64 %170, %173
   %arena48 = getelementptr inbounds float, ptr %arena, i64 %174
   store float 0.000000e+00, ptr %arena48, align 4
-  %ox448.next = add nsw i64 %conv1_weight_grad.ox44847, 1
-  %175 = icmp slt i64 %ox448.next, 1
-  br i1 %175, label %conv1_weight_grad.ox448, label %conv1_weight_grad.ox448.end
+  %ox457.next = add nsw i64 %conv1_weight_grad.ox45747, 1
+  %175 = icmp slt i64 %ox457.next, 1
+  br i1 %175, label %conv1_weight_grad.ox457, label %conv1_weight_grad.ox457.end
 
-conv1_weight_grad.ox448.end:                      ; preds = %conv1_weight_grad.ox448
+conv1_weight_grad.ox457.end:                      ; preds = %conv1_weight_grad.ox457
   br label %conv1_weight_grad.endif43
 
 conv1_weight_grad.then49:                         ; preds = %conv1_weight_grad.endif43
-  br label %conv1_weight_grad.ox449
+  br label %conv1_weight_grad.ox458
 
-conv1_weight_grad.endif50:                        ; preds = %conv1_weight_grad.ox449.end, %conv1_weight_grad.endif43
-  %176 = add nsw i64 %conv1_weight_grad.oy44641, %conv1_weight_grad.ky4386
+conv1_weight_grad.endif50:                        ; preds = %conv1_weight_grad.ox458.end, %conv1_weight_grad.endif43
+  %176 = add nsw i64 %conv1_weight_grad.oy45541, %conv1_weight_grad.ky4476
   %177 = add nsw i64 %176, -1
   %178 = icmp slt i64 27, %177
   br i1 %178, label %conv1_weight_grad.then53, label %conv1_weight_grad.endif54
 
-conv1_weight_grad.ox449:                          ; preds = %conv1_weight_grad.ox449, %conv1_weight_grad.then49
-  %conv1_weight_grad.ox44951 = phi i64 [ 0, %conv1_weight_grad.then49 ], [ %ox449.next, %conv1_weight_grad.ox449 ]
-  %179 = mul nsw i64 %conv1_weight_grad.c4375, 3
-  %180 = add nsw i64 %179, %conv1_weight_grad.ky4386
+conv1_weight_grad.ox458:                          ; preds = %conv1_weight_grad.ox458, %conv1_weight_grad.then49
+  %conv1_weight_grad.ox45851 = phi i64 [ 0, %conv1_weight_grad.then49 ], [ %ox458.next, %conv1_weight_grad.ox458 ]
+  %179 = mul nsw i64 %conv1_weight_grad.c4465, 3
+  %180 = add nsw i64 %179, %conv1_weight_grad.ky4476
   %181 = mul nsw i64 %180, 3
   %182 = add nsw i64 %181, 2
   %183 = mul nsw i64 %182, 12560
-  %184 = mul nsw i64 %conv1_weight_grad.j4364, 784
+  %184 = mul nsw i64 %conv1_weight_grad.j4454, 784
   %185 = add nsw i64 %183, %184
-  %186 = mul nsw i64 %conv1_weight_grad.oy44641, 28
-  %187 = add nsw i64 %186, %conv1_weight_grad.ox44951
+  %186 = mul nsw i64 %conv1_weight_grad.oy45541, 28
+  %187 = add nsw i64 %186, %conv1_weight_grad.ox45851
   %188 = add nsw i64 %185, %187
   %arena52 = getelementptr inbounds float, ptr %arena, i64 %188
   store float 0.000000e+00, ptr %arena52, align 4
-  %ox449.next = add nsw i64 %conv1_weight_grad.ox44951, 1
-  %189 = icmp slt i64 %ox449.next, 28
-  br i1 %189, label %conv1_weight_grad.ox449, label %conv1_weight_grad.ox449.end
+  %ox458.next = add nsw i64 %conv1_weight_grad.ox45851, 1
+  %189 = icmp slt i64 %ox458.next, 28
+  br i1 %189, label %conv1_weight_grad.ox458, label %conv1_weight_grad.ox458.end
 
-conv1_weight_grad.ox449.end:                      ; preds = %conv1_weight_grad.ox449
+conv1_weight_grad.ox458.end:                      ; preds = %conv1_weight_grad.ox458
   br label %conv1_weight_grad.endif50
 
 conv1_weight_grad.then53:                         ; preds = %conv1_weight_grad.endif50
-  br label %conv1_weight_grad.ox44955
+  br label %conv1_weight_grad.ox45855
 
-conv1_weight_grad.endif54:                        ; preds = %conv1_weight_grad.ox449.end56, %conv1_weight_grad.endif50
-  %oy446.next = add nsw i64 %conv1_weight_grad.oy44641, 1
-  %190 = icmp slt i64 %oy446.next, 28
-  br i1 %190, label %conv1_weight_grad.oy446, label %conv1_weight_grad.oy446.end
+conv1_weight_grad.endif54:                        ; preds = %conv1_weight_grad.ox458.end56, %conv1_weight_grad.endif50
+  %oy455.next = add nsw i64 %conv1_weight_grad.oy45541, 1
+  %190 = icmp slt i64 %oy455.next, 28
+  br i1 %190, label %conv1_weight_grad.oy455, label %conv1_weight_grad.oy455.end
 
-conv1_weight_grad.ox44955:                        ; preds = %conv1_weight_grad.ox44955, %conv1_weight_grad.then53
-  %conv1_weight_grad.ox44957 = phi i64 [ 0, %conv1_weight_grad.then53 ], [ %ox449.next59, %conv1_weight_grad.ox44955 ]
-  %191 = mul nsw i64 %conv1_weight_grad.c4375, 3
-  %192 = add nsw i64 %191, %conv1_weight_grad.ky4386
+conv1_weight_grad.ox45855:                        ; preds = %conv1_weight_grad.ox45855, %conv1_weight_grad.then53
+  %conv1_weight_grad.ox45857 = phi i64 [ 0, %conv1_weight_grad.then53 ], [ %ox458.next59, %conv1_weight_grad.ox45855 ]
+  %191 = mul nsw i64 %conv1_weight_grad.c4465, 3
+  %192 = add nsw i64 %191, %conv1_weight_grad.ky4476
   %193 = mul nsw i64 %192, 3
   %194 = add nsw i64 %193, 2
   %195 = mul nsw i64 %194, 12560
-  %196 = mul nsw i64 %conv1_weight_grad.j4364, 784
+  %196 = mul nsw i64 %conv1_weight_grad.j4454, 784
   %197 = add nsw i64 %195, %196
-  %198 = mul nsw i64 %conv1_weight_grad.oy44641, 28
-  %199 = add nsw i64 %198, %conv1_weight_grad.ox44957
+  %198 = mul nsw i64 %conv1_weight_grad.oy45541, 28
+  %199 = add nsw i64 %198, %conv1_weight_grad.ox45857
   %200 = add nsw i64 %197, %199
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %200
   store float 0.000000e+00, ptr %arena58, align 4
-  %ox449.next59 = add nsw i64 %conv1_weight_grad.ox44957, 1
-  %201 = icmp slt i64 %ox449.next59, 28
-  br i1 %201, label %conv1_weight_grad.ox44955, label %conv1_weight_grad.ox449.end56
+  %ox458.next59 = add nsw i64 %conv1_weight_grad.ox45857, 1
+  %201 = icmp slt i64 %ox458.next59, 28
+  br i1 %201, label %conv1_weight_grad.ox45855, label %conv1_weight_grad.ox458.end56
 
-conv1_weight_grad.ox449.end56:                    ; preds = %conv1_weight_grad.ox44955
+conv1_weight_grad.ox458.end56:                    ; preds = %conv1_weight_grad.ox45855
   br label %conv1_weight_grad.endif54
 
-conv1_weight_grad.j450:                           ; preds = %conv1_weight_grad.i451.end, %conv1_weight_grad.j436.end
-  %conv1_weight_grad.j45060 = phi i64 [ 0, %conv1_weight_grad.j436.end ], [ %j450.next, %conv1_weight_grad.i451.end ]
-  br label %conv1_weight_grad.i451
+conv1_weight_grad.j459:                           ; preds = %conv1_weight_grad.i460.end, %conv1_weight_grad.j445.end
+  %conv1_weight_grad.j45960 = phi i64 [ 0, %conv1_weight_grad.j445.end ], [ %j459.next, %conv1_weight_grad.i460.end ]
+  br label %conv1_weight_grad.i460
 
-conv1_weight_grad.j450.end:                       ; preds = %conv1_weight_grad.i451.end
-  call void @convnet_train_b64.k22.conv1_weight_grad.gemm460(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  %g435.next = add nsw i64 %conv1_weight_grad.g4353, 1
-  %202 = icmp slt i64 %g435.next, 4
-  br i1 %202, label %conv1_weight_grad.g435, label %conv1_weight_grad.g435.end
+conv1_weight_grad.j459.end:                       ; preds = %conv1_weight_grad.i460.end
+  call void @convnet_train_b64.k22.conv1_weight_grad.gemm469(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  %g444.next = add nsw i64 %conv1_weight_grad.g4443, 1
+  %202 = icmp slt i64 %g444.next, 4
+  br i1 %202, label %conv1_weight_grad.g444, label %conv1_weight_grad.g444.end
 
-conv1_weight_grad.i451:                           ; preds = %conv1_weight_grad.f452.end, %conv1_weight_grad.j450
-  %conv1_weight_grad.i45161 = phi i64 [ 0, %conv1_weight_grad.j450 ], [ %i451.next, %conv1_weight_grad.f452.end ]
-  br label %conv1_weight_grad.f452
+conv1_weight_grad.i460:                           ; preds = %conv1_weight_grad.f461.end, %conv1_weight_grad.j459
+  %conv1_weight_grad.i46061 = phi i64 [ 0, %conv1_weight_grad.j459 ], [ %i460.next, %conv1_weight_grad.f461.end ]
+  br label %conv1_weight_grad.f461
 
-conv1_weight_grad.i451.end:                       ; preds = %conv1_weight_grad.f452.end
-  %j450.next = add nsw i64 %conv1_weight_grad.j45060, 1
-  %203 = icmp slt i64 %j450.next, 16
-  br i1 %203, label %conv1_weight_grad.j450, label %conv1_weight_grad.j450.end
+conv1_weight_grad.i460.end:                       ; preds = %conv1_weight_grad.f461.end
+  %j459.next = add nsw i64 %conv1_weight_grad.j45960, 1
+  %203 = icmp slt i64 %j459.next, 16
+  br i1 %203, label %conv1_weight_grad.j459, label %conv1_weight_grad.j459.end
 
-conv1_weight_grad.f452:                           ; preds = %conv1_weight_grad.f452, %conv1_weight_grad.i451
-  %conv1_weight_grad.f45262 = phi i64 [ 0, %conv1_weight_grad.i451 ], [ %f452.next, %conv1_weight_grad.f452 ]
-  %204 = mul nsw i64 %conv1_weight_grad.g4353, 16
-  %205 = add nsw i64 %204, %conv1_weight_grad.j45060
+conv1_weight_grad.f461:                           ; preds = %conv1_weight_grad.f461, %conv1_weight_grad.i460
+  %conv1_weight_grad.f46162 = phi i64 [ 0, %conv1_weight_grad.i460 ], [ %f461.next, %conv1_weight_grad.f461 ]
+  %204 = mul nsw i64 %conv1_weight_grad.g4443, 16
+  %205 = add nsw i64 %204, %conv1_weight_grad.j45960
   %206 = mul nsw i64 %205, 25088
   %207 = add nsw i64 3228304, %206
-  %208 = mul nsw i64 %conv1_weight_grad.f45262, 784
+  %208 = mul nsw i64 %conv1_weight_grad.f46162, 784
   %209 = add nsw i64 %207, %208
-  %210 = add nsw i64 %209, %conv1_weight_grad.i45161
+  %210 = add nsw i64 %209, %conv1_weight_grad.i46061
   %arena63 = getelementptr inbounds float, ptr %arena, i64 %210
   %211 = load float, ptr %arena63, align 4
-  %212 = mul nsw i64 %conv1_weight_grad.j45060, 784
-  %213 = add nsw i64 %212, %conv1_weight_grad.i45161
+  %212 = mul nsw i64 %conv1_weight_grad.j45960, 784
+  %213 = add nsw i64 %212, %conv1_weight_grad.i46061
   %214 = mul nsw i64 %213, 32
   %215 = add nsw i64 113040, %214
-  %216 = add nsw i64 %215, %conv1_weight_grad.f45262
+  %216 = add nsw i64 %215, %conv1_weight_grad.f46162
   %arena64 = getelementptr inbounds float, ptr %arena, i64 %216
   store float %211, ptr %arena64, align 4
-  %f452.next = add nsw i64 %conv1_weight_grad.f45262, 1
-  %217 = icmp slt i64 %f452.next, 32
-  br i1 %217, label %conv1_weight_grad.f452, label %conv1_weight_grad.f452.end
+  %f461.next = add nsw i64 %conv1_weight_grad.f46162, 1
+  %217 = icmp slt i64 %f461.next, 32
+  br i1 %217, label %conv1_weight_grad.f461, label %conv1_weight_grad.f461.end
 
-conv1_weight_grad.f452.end:                       ; preds = %conv1_weight_grad.f452
-  %i451.next = add nsw i64 %conv1_weight_grad.i45161, 1
-  %218 = icmp slt i64 %i451.next, 784
-  br i1 %218, label %conv1_weight_grad.i451, label %conv1_weight_grad.i451.end
+conv1_weight_grad.f461.end:                       ; preds = %conv1_weight_grad.f461
+  %i460.next = add nsw i64 %conv1_weight_grad.i46061, 1
+  %218 = icmp slt i64 %i460.next, 784
+  br i1 %218, label %conv1_weight_grad.i460, label %conv1_weight_grad.i460.end
 
-conv1_weight_grad.f461:                           ; preds = %conv1_weight_grad.r462.end, %conv1_weight_grad.g435.end
-  %conv1_weight_grad.f46165 = phi i64 [ 0, %conv1_weight_grad.g435.end ], [ %f461.next, %conv1_weight_grad.r462.end ]
-  br label %conv1_weight_grad.r462
+conv1_weight_grad.f470:                           ; preds = %conv1_weight_grad.r471.end, %conv1_weight_grad.g444.end
+  %conv1_weight_grad.f47065 = phi i64 [ 0, %conv1_weight_grad.g444.end ], [ %f470.next, %conv1_weight_grad.r471.end ]
+  br label %conv1_weight_grad.r471
 
-conv1_weight_grad.f461.end:                       ; preds = %conv1_weight_grad.r462.end
+conv1_weight_grad.f470.end:                       ; preds = %conv1_weight_grad.r471.end
   ret void
 
-conv1_weight_grad.r462:                           ; preds = %conv1_weight_grad.r462, %conv1_weight_grad.f461
-  %conv1_weight_grad.r46266 = phi i64 [ 0, %conv1_weight_grad.f461 ], [ %r462.next, %conv1_weight_grad.r462 ]
-  %219 = mul nsw i64 %conv1_weight_grad.r46266, 32
+conv1_weight_grad.r471:                           ; preds = %conv1_weight_grad.r471, %conv1_weight_grad.f470
+  %conv1_weight_grad.r47166 = phi i64 [ 0, %conv1_weight_grad.f470 ], [ %r471.next, %conv1_weight_grad.r471 ]
+  %219 = mul nsw i64 %conv1_weight_grad.r47166, 32
   %220 = add nsw i64 514448, %219
-  %221 = add nsw i64 %220, %conv1_weight_grad.f46165
+  %221 = add nsw i64 %220, %conv1_weight_grad.f47065
   %arena67 = getelementptr inbounds float, ptr %arena, i64 %221
   %222 = load float, ptr %arena67, align 4
-  %223 = mul nsw i64 %conv1_weight_grad.f46165, 9
-  %224 = add nsw i64 %223, %conv1_weight_grad.r46266
+  %223 = mul nsw i64 %conv1_weight_grad.f47065, 9
+  %224 = add nsw i64 %223, %conv1_weight_grad.r47166
   %grads68 = getelementptr inbounds float, ptr %grads, i64 %224
   store float %222, ptr %grads68, align 4
-  %r462.next = add nsw i64 %conv1_weight_grad.r46266, 1
-  %225 = icmp slt i64 %r462.next, 9
-  br i1 %225, label %conv1_weight_grad.r462, label %conv1_weight_grad.r462.end
+  %r471.next = add nsw i64 %conv1_weight_grad.r47166, 1
+  %225 = icmp slt i64 %r471.next, 9
+  br i1 %225, label %conv1_weight_grad.r471, label %conv1_weight_grad.r471.end
 
-conv1_weight_grad.r462.end:                       ; preds = %conv1_weight_grad.r462
-  %f461.next = add nsw i64 %conv1_weight_grad.f46165, 1
-  %226 = icmp slt i64 %f461.next, 32
-  br i1 %226, label %conv1_weight_grad.f461, label %conv1_weight_grad.f461.end
+conv1_weight_grad.r471.end:                       ; preds = %conv1_weight_grad.r471
+  %f470.next = add nsw i64 %conv1_weight_grad.f47065, 1
+  %226 = icmp slt i64 %f470.next, 32
+  br i1 %226, label %conv1_weight_grad.f470, label %conv1_weight_grad.f470.end
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_train_b64.k22.conv1_weight_grad.gemm460(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @convnet_train_b64.k22.conv1_weight_grad.gemm469(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %conv1_weight_grad.t458_a3 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t458_a2 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t458_a1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t458_a0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t458_b1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t458_b0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t458_c3_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t458_c3_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t458_c2_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t458_c2_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t458_c1_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t458_c1_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t458_c0_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t458_c0_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t456_a4 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t456_a3 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t456_a2 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t456_a1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t456_a0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t456_b1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t456_b0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t456_c4_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t456_c4_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t456_c3_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t456_c3_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t456_c2_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t456_c2_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t456_c1_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t456_c1_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t456_c0_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t456_c0_0 = alloca <8 x float>, align 32
-  br label %conv1_weight_grad.kp453
+  %conv1_weight_grad.t467_a3 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t467_a2 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t467_a1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t467_a0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t467_b1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t467_b0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t467_c3_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t467_c3_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t467_c2_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t467_c2_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t467_c1_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t467_c1_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t467_c0_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t467_c0_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t465_a4 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t465_a3 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t465_a2 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t465_a1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t465_a0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t465_b1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t465_b0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t465_c4_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t465_c4_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t465_c3_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t465_c3_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t465_c2_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t465_c2_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t465_c1_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t465_c1_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t465_c0_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t465_c0_0 = alloca <8 x float>, align 32
+  br label %conv1_weight_grad.kp462
 
-conv1_weight_grad.kp453:                          ; preds = %conv1_weight_grad.nb454.end, %entry
-  %conv1_weight_grad.kp4531 = phi i64 [ 0, %entry ], [ %kp453.next, %conv1_weight_grad.nb454.end ]
-  br label %conv1_weight_grad.nb454
+conv1_weight_grad.kp462:                          ; preds = %conv1_weight_grad.nb463.end, %entry
+  %conv1_weight_grad.kp4621 = phi i64 [ 0, %entry ], [ %kp462.next, %conv1_weight_grad.nb463.end ]
+  br label %conv1_weight_grad.nb463
 
-conv1_weight_grad.kp453.end:                      ; preds = %conv1_weight_grad.nb454.end
+conv1_weight_grad.kp462.end:                      ; preds = %conv1_weight_grad.nb463.end
   ret void
 
-conv1_weight_grad.nb454:                          ; preds = %conv1_weight_grad.k459.end, %conv1_weight_grad.kp453
-  %conv1_weight_grad.nb4542 = phi i64 [ 0, %conv1_weight_grad.kp453 ], [ %nb454.next, %conv1_weight_grad.k459.end ]
-  br label %conv1_weight_grad.mb455
+conv1_weight_grad.nb463:                          ; preds = %conv1_weight_grad.k468.end, %conv1_weight_grad.kp462
+  %conv1_weight_grad.nb4632 = phi i64 [ 0, %conv1_weight_grad.kp462 ], [ %nb463.next, %conv1_weight_grad.k468.end ]
+  br label %conv1_weight_grad.mb464
 
-conv1_weight_grad.nb454.end:                      ; preds = %conv1_weight_grad.k459.end
-  %kp453.next = add nsw i64 %conv1_weight_grad.kp4531, 1
-  %0 = icmp slt i64 %kp453.next, 7
-  br i1 %0, label %conv1_weight_grad.kp453, label %conv1_weight_grad.kp453.end
+conv1_weight_grad.nb463.end:                      ; preds = %conv1_weight_grad.k468.end
+  %kp462.next = add nsw i64 %conv1_weight_grad.kp4621, 1
+  %0 = icmp slt i64 %kp462.next, 7
+  br i1 %0, label %conv1_weight_grad.kp462, label %conv1_weight_grad.kp462.end
 
-conv1_weight_grad.mb455:                          ; preds = %conv1_weight_grad.k457.end, %conv1_weight_grad.nb454
-  %conv1_weight_grad.mb4553 = phi i64 [ 0, %conv1_weight_grad.nb454 ], [ %mb455.next, %conv1_weight_grad.k457.end ]
-  %1 = mul nsw i64 %conv1_weight_grad.mb4553, 5
+conv1_weight_grad.mb464:                          ; preds = %conv1_weight_grad.k466.end, %conv1_weight_grad.nb463
+  %conv1_weight_grad.mb4643 = phi i64 [ 0, %conv1_weight_grad.nb463 ], [ %mb464.next, %conv1_weight_grad.k466.end ]
+  %1 = mul nsw i64 %conv1_weight_grad.mb4643, 5
   %2 = mul nsw i64 %1, 32
   %3 = add nsw i64 514448, %2
-  %4 = mul nsw i64 %conv1_weight_grad.nb4542, 16
+  %4 = mul nsw i64 %conv1_weight_grad.nb4632, 16
   %5 = add nsw i64 %3, %4
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
   %6 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %6, ptr %conv1_weight_grad.t456_c0_0, align 32
-  %7 = mul nsw i64 %conv1_weight_grad.mb4553, 5
+  store <8 x float> %6, ptr %conv1_weight_grad.t465_c0_0, align 32
+  %7 = mul nsw i64 %conv1_weight_grad.mb4643, 5
   %8 = mul nsw i64 %7, 32
   %9 = add nsw i64 514448, %8
-  %10 = mul nsw i64 %conv1_weight_grad.nb4542, 16
+  %10 = mul nsw i64 %conv1_weight_grad.nb4632, 16
   %11 = add nsw i64 %9, %10
   %12 = add nsw i64 %11, 8
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %12
   %13 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %13, ptr %conv1_weight_grad.t456_c0_1, align 32
-  %14 = mul nsw i64 %conv1_weight_grad.mb4553, 5
+  store <8 x float> %13, ptr %conv1_weight_grad.t465_c0_1, align 32
+  %14 = mul nsw i64 %conv1_weight_grad.mb4643, 5
   %15 = add nsw i64 %14, 1
   %16 = mul nsw i64 %15, 32
   %17 = add nsw i64 514448, %16
-  %18 = mul nsw i64 %conv1_weight_grad.nb4542, 16
+  %18 = mul nsw i64 %conv1_weight_grad.nb4632, 16
   %19 = add nsw i64 %17, %18
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %19
   %20 = load <8 x float>, ptr %arena6, align 4
-  store <8 x float> %20, ptr %conv1_weight_grad.t456_c1_0, align 32
-  %21 = mul nsw i64 %conv1_weight_grad.mb4553, 5
+  store <8 x float> %20, ptr %conv1_weight_grad.t465_c1_0, align 32
+  %21 = mul nsw i64 %conv1_weight_grad.mb4643, 5
   %22 = add nsw i64 %21, 1
   %23 = mul nsw i64 %22, 32
   %24 = add nsw i64 514448, %23
-  %25 = mul nsw i64 %conv1_weight_grad.nb4542, 16
+  %25 = mul nsw i64 %conv1_weight_grad.nb4632, 16
   %26 = add nsw i64 %24, %25
   %27 = add nsw i64 %26, 8
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %27
   %28 = load <8 x float>, ptr %arena7, align 4
-  store <8 x float> %28, ptr %conv1_weight_grad.t456_c1_1, align 32
-  %29 = mul nsw i64 %conv1_weight_grad.mb4553, 5
+  store <8 x float> %28, ptr %conv1_weight_grad.t465_c1_1, align 32
+  %29 = mul nsw i64 %conv1_weight_grad.mb4643, 5
   %30 = add nsw i64 %29, 2
   %31 = mul nsw i64 %30, 32
   %32 = add nsw i64 514448, %31
-  %33 = mul nsw i64 %conv1_weight_grad.nb4542, 16
+  %33 = mul nsw i64 %conv1_weight_grad.nb4632, 16
   %34 = add nsw i64 %32, %33
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %34
   %35 = load <8 x float>, ptr %arena8, align 4
-  store <8 x float> %35, ptr %conv1_weight_grad.t456_c2_0, align 32
-  %36 = mul nsw i64 %conv1_weight_grad.mb4553, 5
+  store <8 x float> %35, ptr %conv1_weight_grad.t465_c2_0, align 32
+  %36 = mul nsw i64 %conv1_weight_grad.mb4643, 5
   %37 = add nsw i64 %36, 2
   %38 = mul nsw i64 %37, 32
   %39 = add nsw i64 514448, %38
-  %40 = mul nsw i64 %conv1_weight_grad.nb4542, 16
+  %40 = mul nsw i64 %conv1_weight_grad.nb4632, 16
   %41 = add nsw i64 %39, %40
   %42 = add nsw i64 %41, 8
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %42
   %43 = load <8 x float>, ptr %arena9, align 4
-  store <8 x float> %43, ptr %conv1_weight_grad.t456_c2_1, align 32
-  %44 = mul nsw i64 %conv1_weight_grad.mb4553, 5
+  store <8 x float> %43, ptr %conv1_weight_grad.t465_c2_1, align 32
+  %44 = mul nsw i64 %conv1_weight_grad.mb4643, 5
   %45 = add nsw i64 %44, 3
   %46 = mul nsw i64 %45, 32
   %47 = add nsw i64 514448, %46
-  %48 = mul nsw i64 %conv1_weight_grad.nb4542, 16
+  %48 = mul nsw i64 %conv1_weight_grad.nb4632, 16
   %49 = add nsw i64 %47, %48
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %49
   %50 = load <8 x float>, ptr %arena10, align 4
-  store <8 x float> %50, ptr %conv1_weight_grad.t456_c3_0, align 32
-  %51 = mul nsw i64 %conv1_weight_grad.mb4553, 5
+  store <8 x float> %50, ptr %conv1_weight_grad.t465_c3_0, align 32
+  %51 = mul nsw i64 %conv1_weight_grad.mb4643, 5
   %52 = add nsw i64 %51, 3
   %53 = mul nsw i64 %52, 32
   %54 = add nsw i64 514448, %53
-  %55 = mul nsw i64 %conv1_weight_grad.nb4542, 16
+  %55 = mul nsw i64 %conv1_weight_grad.nb4632, 16
   %56 = add nsw i64 %54, %55
   %57 = add nsw i64 %56, 8
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %57
   %58 = load <8 x float>, ptr %arena11, align 4
-  store <8 x float> %58, ptr %conv1_weight_grad.t456_c3_1, align 32
-  %59 = mul nsw i64 %conv1_weight_grad.mb4553, 5
+  store <8 x float> %58, ptr %conv1_weight_grad.t465_c3_1, align 32
+  %59 = mul nsw i64 %conv1_weight_grad.mb4643, 5
   %60 = add nsw i64 %59, 4
   %61 = mul nsw i64 %60, 32
   %62 = add nsw i64 514448, %61
-  %63 = mul nsw i64 %conv1_weight_grad.nb4542, 16
+  %63 = mul nsw i64 %conv1_weight_grad.nb4632, 16
   %64 = add nsw i64 %62, %63
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %64
   %65 = load <8 x float>, ptr %arena12, align 4
-  store <8 x float> %65, ptr %conv1_weight_grad.t456_c4_0, align 32
-  %66 = mul nsw i64 %conv1_weight_grad.mb4553, 5
+  store <8 x float> %65, ptr %conv1_weight_grad.t465_c4_0, align 32
+  %66 = mul nsw i64 %conv1_weight_grad.mb4643, 5
   %67 = add nsw i64 %66, 4
   %68 = mul nsw i64 %67, 32
   %69 = add nsw i64 514448, %68
-  %70 = mul nsw i64 %conv1_weight_grad.nb4542, 16
+  %70 = mul nsw i64 %conv1_weight_grad.nb4632, 16
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %71, 8
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %72
   %73 = load <8 x float>, ptr %arena13, align 4
-  store <8 x float> %73, ptr %conv1_weight_grad.t456_c4_1, align 32
-  br label %conv1_weight_grad.k457
+  store <8 x float> %73, ptr %conv1_weight_grad.t465_c4_1, align 32
+  br label %conv1_weight_grad.k466
 
-conv1_weight_grad.mb455.end:                      ; preds = %conv1_weight_grad.k457.end
-  %74 = mul nsw i64 %conv1_weight_grad.nb4542, 16
+conv1_weight_grad.mb464.end:                      ; preds = %conv1_weight_grad.k466.end
+  %74 = mul nsw i64 %conv1_weight_grad.nb4632, 16
   %75 = add nsw i64 514608, %74
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %75
   %76 = load <8 x float>, ptr %arena55, align 4
-  store <8 x float> %76, ptr %conv1_weight_grad.t458_c0_0, align 32
-  %77 = mul nsw i64 %conv1_weight_grad.nb4542, 16
+  store <8 x float> %76, ptr %conv1_weight_grad.t467_c0_0, align 32
+  %77 = mul nsw i64 %conv1_weight_grad.nb4632, 16
   %78 = add nsw i64 514608, %77
   %79 = add nsw i64 %78, 8
   %arena56 = getelementptr inbounds float, ptr %arena, i64 %79
   %80 = load <8 x float>, ptr %arena56, align 4
-  store <8 x float> %80, ptr %conv1_weight_grad.t458_c0_1, align 32
-  %81 = mul nsw i64 %conv1_weight_grad.nb4542, 16
+  store <8 x float> %80, ptr %conv1_weight_grad.t467_c0_1, align 32
+  %81 = mul nsw i64 %conv1_weight_grad.nb4632, 16
   %82 = add nsw i64 514640, %81
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %82
   %83 = load <8 x float>, ptr %arena57, align 4
-  store <8 x float> %83, ptr %conv1_weight_grad.t458_c1_0, align 32
-  %84 = mul nsw i64 %conv1_weight_grad.nb4542, 16
+  store <8 x float> %83, ptr %conv1_weight_grad.t467_c1_0, align 32
+  %84 = mul nsw i64 %conv1_weight_grad.nb4632, 16
   %85 = add nsw i64 514640, %84
   %86 = add nsw i64 %85, 8
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %86
   %87 = load <8 x float>, ptr %arena58, align 4
-  store <8 x float> %87, ptr %conv1_weight_grad.t458_c1_1, align 32
-  %88 = mul nsw i64 %conv1_weight_grad.nb4542, 16
+  store <8 x float> %87, ptr %conv1_weight_grad.t467_c1_1, align 32
+  %88 = mul nsw i64 %conv1_weight_grad.nb4632, 16
   %89 = add nsw i64 514672, %88
   %arena59 = getelementptr inbounds float, ptr %arena, i64 %89
   %90 = load <8 x float>, ptr %arena59, align 4
-  store <8 x float> %90, ptr %conv1_weight_grad.t458_c2_0, align 32
-  %91 = mul nsw i64 %conv1_weight_grad.nb4542, 16
+  store <8 x float> %90, ptr %conv1_weight_grad.t467_c2_0, align 32
+  %91 = mul nsw i64 %conv1_weight_grad.nb4632, 16
   %92 = add nsw i64 514672, %91
   %93 = add nsw i64 %92, 8
   %arena60 = getelementptr inbounds float, ptr %arena, i64 %93
   %94 = load <8 x float>, ptr %arena60, align 4
-  store <8 x float> %94, ptr %conv1_weight_grad.t458_c2_1, align 32
-  %95 = mul nsw i64 %conv1_weight_grad.nb4542, 16
+  store <8 x float> %94, ptr %conv1_weight_grad.t467_c2_1, align 32
+  %95 = mul nsw i64 %conv1_weight_grad.nb4632, 16
   %96 = add nsw i64 514704, %95
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %96
   %97 = load <8 x float>, ptr %arena61, align 4
-  store <8 x float> %97, ptr %conv1_weight_grad.t458_c3_0, align 32
-  %98 = mul nsw i64 %conv1_weight_grad.nb4542, 16
+  store <8 x float> %97, ptr %conv1_weight_grad.t467_c3_0, align 32
+  %98 = mul nsw i64 %conv1_weight_grad.nb4632, 16
   %99 = add nsw i64 514704, %98
   %100 = add nsw i64 %99, 8
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %100
   %101 = load <8 x float>, ptr %arena62, align 4
-  store <8 x float> %101, ptr %conv1_weight_grad.t458_c3_1, align 32
-  br label %conv1_weight_grad.k459
+  store <8 x float> %101, ptr %conv1_weight_grad.t467_c3_1, align 32
+  br label %conv1_weight_grad.k468
 
-conv1_weight_grad.k457:                           ; preds = %conv1_weight_grad.k457, %conv1_weight_grad.mb455
-  %conv1_weight_grad.k45714 = phi i64 [ 0, %conv1_weight_grad.mb455 ], [ %k457.next, %conv1_weight_grad.k457 ]
-  %102 = mul nsw i64 %conv1_weight_grad.kp4531, 1792
-  %103 = add nsw i64 %conv1_weight_grad.k45714, %102
+conv1_weight_grad.k466:                           ; preds = %conv1_weight_grad.k466, %conv1_weight_grad.mb464
+  %conv1_weight_grad.k46614 = phi i64 [ 0, %conv1_weight_grad.mb464 ], [ %k466.next, %conv1_weight_grad.k466 ]
+  %102 = mul nsw i64 %conv1_weight_grad.kp4621, 1792
+  %103 = add nsw i64 %conv1_weight_grad.k46614, %102
   %104 = mul nsw i64 %103, 32
   %105 = add nsw i64 113040, %104
-  %106 = mul nsw i64 %conv1_weight_grad.nb4542, 16
+  %106 = mul nsw i64 %conv1_weight_grad.nb4632, 16
   %107 = add nsw i64 %105, %106
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %107
   %108 = load <8 x float>, ptr %arena15, align 4
-  store <8 x float> %108, ptr %conv1_weight_grad.t456_b0, align 32
-  %109 = mul nsw i64 %conv1_weight_grad.kp4531, 1792
-  %110 = add nsw i64 %conv1_weight_grad.k45714, %109
+  store <8 x float> %108, ptr %conv1_weight_grad.t465_b0, align 32
+  %109 = mul nsw i64 %conv1_weight_grad.kp4621, 1792
+  %110 = add nsw i64 %conv1_weight_grad.k46614, %109
   %111 = mul nsw i64 %110, 32
   %112 = add nsw i64 113040, %111
-  %113 = mul nsw i64 %conv1_weight_grad.nb4542, 16
+  %113 = mul nsw i64 %conv1_weight_grad.nb4632, 16
   %114 = add nsw i64 %112, %113
   %115 = add nsw i64 %114, 8
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %115
   %116 = load <8 x float>, ptr %arena16, align 4
-  store <8 x float> %116, ptr %conv1_weight_grad.t456_b1, align 32
-  %117 = mul nsw i64 %conv1_weight_grad.mb4553, 5
+  store <8 x float> %116, ptr %conv1_weight_grad.t465_b1, align 32
+  %117 = mul nsw i64 %conv1_weight_grad.mb4643, 5
   %118 = mul nsw i64 %117, 12560
-  %119 = mul nsw i64 %conv1_weight_grad.kp4531, 1792
-  %120 = add nsw i64 %conv1_weight_grad.k45714, %119
+  %119 = mul nsw i64 %conv1_weight_grad.kp4621, 1792
+  %120 = add nsw i64 %conv1_weight_grad.k46614, %119
   %121 = add nsw i64 %118, %120
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %121
   %122 = load float, ptr %arena17, align 4
   %123 = insertelement <8 x float> undef, float %122, i32 0
   %124 = shufflevector <8 x float> %123, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %124, ptr %conv1_weight_grad.t456_a0, align 32
-  %t456_a0 = load <8 x float>, ptr %conv1_weight_grad.t456_a0, align 32
-  %t456_b0 = load <8 x float>, ptr %conv1_weight_grad.t456_b0, align 32
-  %t456_c0_0 = load <8 x float>, ptr %conv1_weight_grad.t456_c0_0, align 32
-  %125 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t456_a0, <8 x float> %t456_b0, <8 x float> %t456_c0_0)
-  store <8 x float> %125, ptr %conv1_weight_grad.t456_c0_0, align 32
-  %t456_a018 = load <8 x float>, ptr %conv1_weight_grad.t456_a0, align 32
-  %t456_b1 = load <8 x float>, ptr %conv1_weight_grad.t456_b1, align 32
-  %t456_c0_1 = load <8 x float>, ptr %conv1_weight_grad.t456_c0_1, align 32
-  %126 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t456_a018, <8 x float> %t456_b1, <8 x float> %t456_c0_1)
-  store <8 x float> %126, ptr %conv1_weight_grad.t456_c0_1, align 32
-  %127 = mul nsw i64 %conv1_weight_grad.mb4553, 5
+  store <8 x float> %124, ptr %conv1_weight_grad.t465_a0, align 32
+  %t465_a0 = load <8 x float>, ptr %conv1_weight_grad.t465_a0, align 32
+  %t465_b0 = load <8 x float>, ptr %conv1_weight_grad.t465_b0, align 32
+  %t465_c0_0 = load <8 x float>, ptr %conv1_weight_grad.t465_c0_0, align 32
+  %125 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t465_a0, <8 x float> %t465_b0, <8 x float> %t465_c0_0)
+  store <8 x float> %125, ptr %conv1_weight_grad.t465_c0_0, align 32
+  %t465_a018 = load <8 x float>, ptr %conv1_weight_grad.t465_a0, align 32
+  %t465_b1 = load <8 x float>, ptr %conv1_weight_grad.t465_b1, align 32
+  %t465_c0_1 = load <8 x float>, ptr %conv1_weight_grad.t465_c0_1, align 32
+  %126 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t465_a018, <8 x float> %t465_b1, <8 x float> %t465_c0_1)
+  store <8 x float> %126, ptr %conv1_weight_grad.t465_c0_1, align 32
+  %127 = mul nsw i64 %conv1_weight_grad.mb4643, 5
   %128 = add nsw i64 %127, 1
   %129 = mul nsw i64 %128, 12560
-  %130 = mul nsw i64 %conv1_weight_grad.kp4531, 1792
-  %131 = add nsw i64 %conv1_weight_grad.k45714, %130
+  %130 = mul nsw i64 %conv1_weight_grad.kp4621, 1792
+  %131 = add nsw i64 %conv1_weight_grad.k46614, %130
   %132 = add nsw i64 %129, %131
   %arena19 = getelementptr inbounds float, ptr %arena, i64 %132
   %133 = load float, ptr %arena19, align 4
   %134 = insertelement <8 x float> undef, float %133, i32 0
   %135 = shufflevector <8 x float> %134, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %135, ptr %conv1_weight_grad.t456_a1, align 32
-  %t456_a1 = load <8 x float>, ptr %conv1_weight_grad.t456_a1, align 32
-  %t456_b020 = load <8 x float>, ptr %conv1_weight_grad.t456_b0, align 32
-  %t456_c1_0 = load <8 x float>, ptr %conv1_weight_grad.t456_c1_0, align 32
-  %136 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t456_a1, <8 x float> %t456_b020, <8 x float> %t456_c1_0)
-  store <8 x float> %136, ptr %conv1_weight_grad.t456_c1_0, align 32
-  %t456_a121 = load <8 x float>, ptr %conv1_weight_grad.t456_a1, align 32
-  %t456_b122 = load <8 x float>, ptr %conv1_weight_grad.t456_b1, align 32
-  %t456_c1_1 = load <8 x float>, ptr %conv1_weight_grad.t456_c1_1, align 32
-  %137 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t456_a121, <8 x float> %t456_b122, <8 x float> %t456_c1_1)
-  store <8 x float> %137, ptr %conv1_weight_grad.t456_c1_1, align 32
-  %138 = mul nsw i64 %conv1_weight_grad.mb4553, 5
+  store <8 x float> %135, ptr %conv1_weight_grad.t465_a1, align 32
+  %t465_a1 = load <8 x float>, ptr %conv1_weight_grad.t465_a1, align 32
+  %t465_b020 = load <8 x float>, ptr %conv1_weight_grad.t465_b0, align 32
+  %t465_c1_0 = load <8 x float>, ptr %conv1_weight_grad.t465_c1_0, align 32
+  %136 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t465_a1, <8 x float> %t465_b020, <8 x float> %t465_c1_0)
+  store <8 x float> %136, ptr %conv1_weight_grad.t465_c1_0, align 32
+  %t465_a121 = load <8 x float>, ptr %conv1_weight_grad.t465_a1, align 32
+  %t465_b122 = load <8 x float>, ptr %conv1_weight_grad.t465_b1, align 32
+  %t465_c1_1 = load <8 x float>, ptr %conv1_weight_grad.t465_c1_1, align 32
+  %137 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t465_a121, <8 x float> %t465_b122, <8 x float> %t465_c1_1)
+  store <8 x float> %137, ptr %conv1_weight_grad.t465_c1_1, align 32
+  %138 = mul nsw i64 %conv1_weight_grad.mb4643, 5
   %139 = add nsw i64 %138, 2
   %140 = mul nsw i64 %139, 12560
-  %141 = mul nsw i64 %conv1_weight_grad.kp4531, 1792
-  %142 = add nsw i64 %conv1_weight_grad.k45714, %141
+  %141 = mul nsw i64 %conv1_weight_grad.kp4621, 1792
+  %142 = add nsw i64 %conv1_weight_grad.k46614, %141
   %143 = add nsw i64 %140, %142
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %143
   %144 = load float, ptr %arena23, align 4
   %145 = insertelement <8 x float> undef, float %144, i32 0
   %146 = shufflevector <8 x float> %145, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %146, ptr %conv1_weight_grad.t456_a2, align 32
-  %t456_a2 = load <8 x float>, ptr %conv1_weight_grad.t456_a2, align 32
-  %t456_b024 = load <8 x float>, ptr %conv1_weight_grad.t456_b0, align 32
-  %t456_c2_0 = load <8 x float>, ptr %conv1_weight_grad.t456_c2_0, align 32
-  %147 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t456_a2, <8 x float> %t456_b024, <8 x float> %t456_c2_0)
-  store <8 x float> %147, ptr %conv1_weight_grad.t456_c2_0, align 32
-  %t456_a225 = load <8 x float>, ptr %conv1_weight_grad.t456_a2, align 32
-  %t456_b126 = load <8 x float>, ptr %conv1_weight_grad.t456_b1, align 32
-  %t456_c2_1 = load <8 x float>, ptr %conv1_weight_grad.t456_c2_1, align 32
-  %148 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t456_a225, <8 x float> %t456_b126, <8 x float> %t456_c2_1)
-  store <8 x float> %148, ptr %conv1_weight_grad.t456_c2_1, align 32
-  %149 = mul nsw i64 %conv1_weight_grad.mb4553, 5
+  store <8 x float> %146, ptr %conv1_weight_grad.t465_a2, align 32
+  %t465_a2 = load <8 x float>, ptr %conv1_weight_grad.t465_a2, align 32
+  %t465_b024 = load <8 x float>, ptr %conv1_weight_grad.t465_b0, align 32
+  %t465_c2_0 = load <8 x float>, ptr %conv1_weight_grad.t465_c2_0, align 32
+  %147 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t465_a2, <8 x float> %t465_b024, <8 x float> %t465_c2_0)
+  store <8 x float> %147, ptr %conv1_weight_grad.t465_c2_0, align 32
+  %t465_a225 = load <8 x float>, ptr %conv1_weight_grad.t465_a2, align 32
+  %t465_b126 = load <8 x float>, ptr %conv1_weight_grad.t465_b1, align 32
+  %t465_c2_1 = load <8 x float>, ptr %conv1_weight_grad.t465_c2_1, align 32
+  %148 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t465_a225, <8 x float> %t465_b126, <8 x float> %t465_c2_1)
+  store <8 x float> %148, ptr %conv1_weight_grad.t465_c2_1, align 32
+  %149 = mul nsw i64 %conv1_weight_grad.mb4643, 5
   %150 = add nsw i64 %149, 3
   %151 = mul nsw i64 %150, 12560
-  %152 = mul nsw i64 %conv1_weight_grad.kp4531, 1792
-  %153 = add nsw i64 %conv1_weight_grad.k45714, %152
+  %152 = mul nsw i64 %conv1_weight_grad.kp4621, 1792
+  %153 = add nsw i64 %conv1_weight_grad.k46614, %152
   %154 = add nsw i64 %151, %153
   %arena27 = getelementptr inbounds float, ptr %arena, i64 %154
   %155 = load float, ptr %arena27, align 4
   %156 = insertelement <8 x float> undef, float %155, i32 0
   %157 = shufflevector <8 x float> %156, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %157, ptr %conv1_weight_grad.t456_a3, align 32
-  %t456_a3 = load <8 x float>, ptr %conv1_weight_grad.t456_a3, align 32
-  %t456_b028 = load <8 x float>, ptr %conv1_weight_grad.t456_b0, align 32
-  %t456_c3_0 = load <8 x float>, ptr %conv1_weight_grad.t456_c3_0, align 32
-  %158 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t456_a3, <8 x float> %t456_b028, <8 x float> %t456_c3_0)
-  store <8 x float> %158, ptr %conv1_weight_grad.t456_c3_0, align 32
-  %t456_a329 = load <8 x float>, ptr %conv1_weight_grad.t456_a3, align 32
-  %t456_b130 = load <8 x float>, ptr %conv1_weight_grad.t456_b1, align 32
-  %t456_c3_1 = load <8 x float>, ptr %conv1_weight_grad.t456_c3_1, align 32
-  %159 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t456_a329, <8 x float> %t456_b130, <8 x float> %t456_c3_1)
-  store <8 x float> %159, ptr %conv1_weight_grad.t456_c3_1, align 32
-  %160 = mul nsw i64 %conv1_weight_grad.mb4553, 5
+  store <8 x float> %157, ptr %conv1_weight_grad.t465_a3, align 32
+  %t465_a3 = load <8 x float>, ptr %conv1_weight_grad.t465_a3, align 32
+  %t465_b028 = load <8 x float>, ptr %conv1_weight_grad.t465_b0, align 32
+  %t465_c3_0 = load <8 x float>, ptr %conv1_weight_grad.t465_c3_0, align 32
+  %158 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t465_a3, <8 x float> %t465_b028, <8 x float> %t465_c3_0)
+  store <8 x float> %158, ptr %conv1_weight_grad.t465_c3_0, align 32
+  %t465_a329 = load <8 x float>, ptr %conv1_weight_grad.t465_a3, align 32
+  %t465_b130 = load <8 x float>, ptr %conv1_weight_grad.t465_b1, align 32
+  %t465_c3_1 = load <8 x float>, ptr %conv1_weight_grad.t465_c3_1, align 32
+  %159 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t465_a329, <8 x float> %t465_b130, <8 x float> %t465_c3_1)
+  store <8 x float> %159, ptr %conv1_weight_grad.t465_c3_1, align 32
+  %160 = mul nsw i64 %conv1_weight_grad.mb4643, 5
   %161 = add nsw i64 %160, 4
   %162 = mul nsw i64 %161, 12560
-  %163 = mul nsw i64 %conv1_weight_grad.kp4531, 1792
-  %164 = add nsw i64 %conv1_weight_grad.k45714, %163
+  %163 = mul nsw i64 %conv1_weight_grad.kp4621, 1792
+  %164 = add nsw i64 %conv1_weight_grad.k46614, %163
   %165 = add nsw i64 %162, %164
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %165
   %166 = load float, ptr %arena31, align 4
   %167 = insertelement <8 x float> undef, float %166, i32 0
   %168 = shufflevector <8 x float> %167, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %168, ptr %conv1_weight_grad.t456_a4, align 32
-  %t456_a4 = load <8 x float>, ptr %conv1_weight_grad.t456_a4, align 32
-  %t456_b032 = load <8 x float>, ptr %conv1_weight_grad.t456_b0, align 32
-  %t456_c4_0 = load <8 x float>, ptr %conv1_weight_grad.t456_c4_0, align 32
-  %169 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t456_a4, <8 x float> %t456_b032, <8 x float> %t456_c4_0)
-  store <8 x float> %169, ptr %conv1_weight_grad.t456_c4_0, align 32
-  %t456_a433 = load <8 x float>, ptr %conv1_weight_grad.t456_a4, align 32
-  %t456_b134 = load <8 x float>, ptr %conv1_weight_grad.t456_b1, align 32
-  %t456_c4_1 = load <8 x float>, ptr %conv1_weight_grad.t456_c4_1, align 32
-  %170 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t456_a433, <8 x float> %t456_b134, <8 x float> %t456_c4_1)
-  store <8 x float> %170, ptr %conv1_weight_grad.t456_c4_1, align 32
-  %k457.next = add nsw i64 %conv1_weight_grad.k45714, 1
-  %171 = icmp slt i64 %k457.next, 1792
-  br i1 %171, label %conv1_weight_grad.k457, label %conv1_weight_grad.k457.end
+  store <8 x float> %168, ptr %conv1_weight_grad.t465_a4, align 32
+  %t465_a4 = load <8 x float>, ptr %conv1_weight_grad.t465_a4, align 32
+  %t465_b032 = load <8 x float>, ptr %conv1_weight_grad.t465_b0, align 32
+  %t465_c4_0 = load <8 x float>, ptr %conv1_weight_grad.t465_c4_0, align 32
+  %169 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t465_a4, <8 x float> %t465_b032, <8 x float> %t465_c4_0)
+  store <8 x float> %169, ptr %conv1_weight_grad.t465_c4_0, align 32
+  %t465_a433 = load <8 x float>, ptr %conv1_weight_grad.t465_a4, align 32
+  %t465_b134 = load <8 x float>, ptr %conv1_weight_grad.t465_b1, align 32
+  %t465_c4_1 = load <8 x float>, ptr %conv1_weight_grad.t465_c4_1, align 32
+  %170 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t465_a433, <8 x float> %t465_b134, <8 x float> %t465_c4_1)
+  store <8 x float> %170, ptr %conv1_weight_grad.t465_c4_1, align 32
+  %k466.next = add nsw i64 %conv1_weight_grad.k46614, 1
+  %171 = icmp slt i64 %k466.next, 1792
+  br i1 %171, label %conv1_weight_grad.k466, label %conv1_weight_grad.k466.end
 
-conv1_weight_grad.k457.end:                       ; preds = %conv1_weight_grad.k457
-  %t456_c0_035 = load <8 x float>, ptr %conv1_weight_grad.t456_c0_0, align 32
-  %172 = mul nsw i64 %conv1_weight_grad.mb4553, 5
+conv1_weight_grad.k466.end:                       ; preds = %conv1_weight_grad.k466
+  %t465_c0_035 = load <8 x float>, ptr %conv1_weight_grad.t465_c0_0, align 32
+  %172 = mul nsw i64 %conv1_weight_grad.mb4643, 5
   %173 = mul nsw i64 %172, 32
   %174 = add nsw i64 514448, %173
-  %175 = mul nsw i64 %conv1_weight_grad.nb4542, 16
+  %175 = mul nsw i64 %conv1_weight_grad.nb4632, 16
   %176 = add nsw i64 %174, %175
   %arena36 = getelementptr inbounds float, ptr %arena, i64 %176
-  store <8 x float> %t456_c0_035, ptr %arena36, align 4
-  %t456_c0_137 = load <8 x float>, ptr %conv1_weight_grad.t456_c0_1, align 32
-  %177 = mul nsw i64 %conv1_weight_grad.mb4553, 5
+  store <8 x float> %t465_c0_035, ptr %arena36, align 4
+  %t465_c0_137 = load <8 x float>, ptr %conv1_weight_grad.t465_c0_1, align 32
+  %177 = mul nsw i64 %conv1_weight_grad.mb4643, 5
   %178 = mul nsw i64 %177, 32
   %179 = add nsw i64 514448, %178
-  %180 = mul nsw i64 %conv1_weight_grad.nb4542, 16
+  %180 = mul nsw i64 %conv1_weight_grad.nb4632, 16
   %181 = add nsw i64 %179, %180
   %182 = add nsw i64 %181, 8
   %arena38 = getelementptr inbounds float, ptr %arena, i64 %182
-  store <8 x float> %t456_c0_137, ptr %arena38, align 4
-  %t456_c1_039 = load <8 x float>, ptr %conv1_weight_grad.t456_c1_0, align 32
-  %183 = mul nsw i64 %conv1_weight_grad.mb4553, 5
+  store <8 x float> %t465_c0_137, ptr %arena38, align 4
+  %t465_c1_039 = load <8 x float>, ptr %conv1_weight_grad.t465_c1_0, align 32
+  %183 = mul nsw i64 %conv1_weight_grad.mb4643, 5
   %184 = add nsw i64 %183, 1
   %185 = mul nsw i64 %184, 32
   %186 = add nsw i64 514448, %185
-  %187 = mul nsw i64 %conv1_weight_grad.nb4542, 16
+  %187 = mul nsw i64 %conv1_weight_grad.nb4632, 16
   %188 = add nsw i64 %186, %187
   %arena40 = getelementptr inbounds float, ptr %arena, i64 %188
-  store <8 x float> %t456_c1_039, ptr %arena40, align 4
-  %t456_c1_141 = load <8 x float>, ptr %conv1_weight_grad.t456_c1_1, align 32
-  %189 = mul nsw i64 %conv1_weight_grad.mb4553, 5
+  store <8 x float> %t465_c1_039, ptr %arena40, align 4
+  %t465_c1_141 = load <8 x float>, ptr %conv1_weight_grad.t465_c1_1, align 32
+  %189 = mul nsw i64 %conv1_weight_grad.mb4643, 5
   %190 = add nsw i64 %189, 1
   %191 = mul nsw i64 %190, 32
   %192 = add nsw i64 514448, %191
-  %193 = mul nsw i64 %conv1_weight_grad.nb4542, 16
+  %193 = mul nsw i64 %conv1_weight_grad.nb4632, 16
   %194 = add nsw i64 %192, %193
   %195 = add nsw i64 %194, 8
   %arena42 = getelementptr inbounds float, ptr %arena, i64 %195
-  store <8 x float> %t456_c1_141, ptr %arena42, align 4
-  %t456_c2_043 = load <8 x float>, ptr %conv1_weight_grad.t456_c2_0, align 32
-  %196 = mul nsw i64 %conv1_weight_grad.mb4553, 5
+  store <8 x float> %t465_c1_141, ptr %arena42, align 4
+  %t465_c2_043 = load <8 x float>, ptr %conv1_weight_grad.t465_c2_0, align 32
+  %196 = mul nsw i64 %conv1_weight_grad.mb4643, 5
   %197 = add nsw i64 %196, 2
   %198 = mul nsw i64 %197, 32
   %199 = add nsw i64 514448, %198
-  %200 = mul nsw i64 %conv1_weight_grad.nb4542, 16
+  %200 = mul nsw i64 %conv1_weight_grad.nb4632, 16
   %201 = add nsw i64 %199, %200
   %arena44 = getelementptr inbounds float, ptr %arena, i64 %201
-  store <8 x float> %t456_c2_043, ptr %arena44, align 4
-  %t456_c2_145 = load <8 x float>, ptr %conv1_weight_grad.t456_c2_1, align 32
-  %202 = mul nsw i64 %conv1_weight_grad.mb4553, 5
+  store <8 x float> %t465_c2_043, ptr %arena44, align 4
+  %t465_c2_145 = load <8 x float>, ptr %conv1_weight_grad.t465_c2_1, align 32
+  %202 = mul nsw i64 %conv1_weight_grad.mb4643, 5
   %203 = add nsw i64 %202, 2
   %204 = mul nsw i64 %203, 32
   %205 = add nsw i64 514448, %204
-  %206 = mul nsw i64 %conv1_weight_grad.nb4542, 16
+  %206 = mul nsw i64 %conv1_weight_grad.nb4632, 16
   %207 = add nsw i64 %205, %206
   %208 = add nsw i64 %207, 8
   %arena46 = getelementptr inbounds float, ptr %arena, i64 %208
-  store <8 x float> %t456_c2_145, ptr %arena46, align 4
-  %t456_c3_047 = load <8 x float>, ptr %conv1_weight_grad.t456_c3_0, align 32
-  %209 = mul nsw i64 %conv1_weight_grad.mb4553, 5
+  store <8 x float> %t465_c2_145, ptr %arena46, align 4
+  %t465_c3_047 = load <8 x float>, ptr %conv1_weight_grad.t465_c3_0, align 32
+  %209 = mul nsw i64 %conv1_weight_grad.mb4643, 5
   %210 = add nsw i64 %209, 3
   %211 = mul nsw i64 %210, 32
   %212 = add nsw i64 514448, %211
-  %213 = mul nsw i64 %conv1_weight_grad.nb4542, 16
+  %213 = mul nsw i64 %conv1_weight_grad.nb4632, 16
   %214 = add nsw i64 %212, %213
   %arena48 = getelementptr inbounds float, ptr %arena, i64 %214
-  store <8 x float> %t456_c3_047, ptr %arena48, align 4
-  %t456_c3_149 = load <8 x float>, ptr %conv1_weight_grad.t456_c3_1, align 32
-  %215 = mul nsw i64 %conv1_weight_grad.mb4553, 5
+  store <8 x float> %t465_c3_047, ptr %arena48, align 4
+  %t465_c3_149 = load <8 x float>, ptr %conv1_weight_grad.t465_c3_1, align 32
+  %215 = mul nsw i64 %conv1_weight_grad.mb4643, 5
   %216 = add nsw i64 %215, 3
   %217 = mul nsw i64 %216, 32
   %218 = add nsw i64 514448, %217
-  %219 = mul nsw i64 %conv1_weight_grad.nb4542, 16
+  %219 = mul nsw i64 %conv1_weight_grad.nb4632, 16
   %220 = add nsw i64 %218, %219
   %221 = add nsw i64 %220, 8
   %arena50 = getelementptr inbounds float, ptr %arena, i64 %221
-  store <8 x float> %t456_c3_149, ptr %arena50, align 4
-  %t456_c4_051 = load <8 x float>, ptr %conv1_weight_grad.t456_c4_0, align 32
-  %222 = mul nsw i64 %conv1_weight_grad.mb4553, 5
+  store <8 x float> %t465_c3_149, ptr %arena50, align 4
+  %t465_c4_051 = load <8 x float>, ptr %conv1_weight_grad.t465_c4_0, align 32
+  %222 = mul nsw i64 %conv1_weight_grad.mb4643, 5
   %223 = add nsw i64 %222, 4
   %224 = mul nsw i64 %223, 32
   %225 = add nsw i64 514448, %224
-  %226 = mul nsw i64 %conv1_weight_grad.nb4542, 16
+  %226 = mul nsw i64 %conv1_weight_grad.nb4632, 16
   %227 = add nsw i64 %225, %226
   %arena52 = getelementptr inbounds float, ptr %arena, i64 %227
-  store <8 x float> %t456_c4_051, ptr %arena52, align 4
-  %t456_c4_153 = load <8 x float>, ptr %conv1_weight_grad.t456_c4_1, align 32
-  %228 = mul nsw i64 %conv1_weight_grad.mb4553, 5
+  store <8 x float> %t465_c4_051, ptr %arena52, align 4
+  %t465_c4_153 = load <8 x float>, ptr %conv1_weight_grad.t465_c4_1, align 32
+  %228 = mul nsw i64 %conv1_weight_grad.mb4643, 5
   %229 = add nsw i64 %228, 4
   %230 = mul nsw i64 %229, 32
   %231 = add nsw i64 514448, %230
-  %232 = mul nsw i64 %conv1_weight_grad.nb4542, 16
+  %232 = mul nsw i64 %conv1_weight_grad.nb4632, 16
   %233 = add nsw i64 %231, %232
   %234 = add nsw i64 %233, 8
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %234
-  store <8 x float> %t456_c4_153, ptr %arena54, align 4
-  %mb455.next = add nsw i64 %conv1_weight_grad.mb4553, 1
-  %235 = icmp slt i64 %mb455.next, 1
-  br i1 %235, label %conv1_weight_grad.mb455, label %conv1_weight_grad.mb455.end
+  store <8 x float> %t465_c4_153, ptr %arena54, align 4
+  %mb464.next = add nsw i64 %conv1_weight_grad.mb4643, 1
+  %235 = icmp slt i64 %mb464.next, 1
+  br i1 %235, label %conv1_weight_grad.mb464, label %conv1_weight_grad.mb464.end
 
-conv1_weight_grad.k459:                           ; preds = %conv1_weight_grad.k459, %conv1_weight_grad.mb455.end
-  %conv1_weight_grad.k45963 = phi i64 [ 0, %conv1_weight_grad.mb455.end ], [ %k459.next, %conv1_weight_grad.k459 ]
-  %236 = mul nsw i64 %conv1_weight_grad.kp4531, 1792
-  %237 = add nsw i64 %conv1_weight_grad.k45963, %236
+conv1_weight_grad.k468:                           ; preds = %conv1_weight_grad.k468, %conv1_weight_grad.mb464.end
+  %conv1_weight_grad.k46863 = phi i64 [ 0, %conv1_weight_grad.mb464.end ], [ %k468.next, %conv1_weight_grad.k468 ]
+  %236 = mul nsw i64 %conv1_weight_grad.kp4621, 1792
+  %237 = add nsw i64 %conv1_weight_grad.k46863, %236
   %238 = mul nsw i64 %237, 32
   %239 = add nsw i64 113040, %238
-  %240 = mul nsw i64 %conv1_weight_grad.nb4542, 16
+  %240 = mul nsw i64 %conv1_weight_grad.nb4632, 16
   %241 = add nsw i64 %239, %240
   %arena64 = getelementptr inbounds float, ptr %arena, i64 %241
   %242 = load <8 x float>, ptr %arena64, align 4
-  store <8 x float> %242, ptr %conv1_weight_grad.t458_b0, align 32
-  %243 = mul nsw i64 %conv1_weight_grad.kp4531, 1792
-  %244 = add nsw i64 %conv1_weight_grad.k45963, %243
+  store <8 x float> %242, ptr %conv1_weight_grad.t467_b0, align 32
+  %243 = mul nsw i64 %conv1_weight_grad.kp4621, 1792
+  %244 = add nsw i64 %conv1_weight_grad.k46863, %243
   %245 = mul nsw i64 %244, 32
   %246 = add nsw i64 113040, %245
-  %247 = mul nsw i64 %conv1_weight_grad.nb4542, 16
+  %247 = mul nsw i64 %conv1_weight_grad.nb4632, 16
   %248 = add nsw i64 %246, %247
   %249 = add nsw i64 %248, 8
   %arena65 = getelementptr inbounds float, ptr %arena, i64 %249
   %250 = load <8 x float>, ptr %arena65, align 4
-  store <8 x float> %250, ptr %conv1_weight_grad.t458_b1, align 32
-  %251 = mul nsw i64 %conv1_weight_grad.kp4531, 1792
-  %252 = add nsw i64 %conv1_weight_grad.k45963, %251
+  store <8 x float> %250, ptr %conv1_weight_grad.t467_b1, align 32
+  %251 = mul nsw i64 %conv1_weight_grad.kp4621, 1792
+  %252 = add nsw i64 %conv1_weight_grad.k46863, %251
   %253 = add nsw i64 62800, %252
   %arena66 = getelementptr inbounds float, ptr %arena, i64 %253
   %254 = load float, ptr %arena66, align 4
   %255 = insertelement <8 x float> undef, float %254, i32 0
   %256 = shufflevector <8 x float> %255, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %256, ptr %conv1_weight_grad.t458_a0, align 32
-  %t458_a0 = load <8 x float>, ptr %conv1_weight_grad.t458_a0, align 32
-  %t458_b0 = load <8 x float>, ptr %conv1_weight_grad.t458_b0, align 32
-  %t458_c0_0 = load <8 x float>, ptr %conv1_weight_grad.t458_c0_0, align 32
-  %257 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t458_a0, <8 x float> %t458_b0, <8 x float> %t458_c0_0)
-  store <8 x float> %257, ptr %conv1_weight_grad.t458_c0_0, align 32
-  %t458_a067 = load <8 x float>, ptr %conv1_weight_grad.t458_a0, align 32
-  %t458_b1 = load <8 x float>, ptr %conv1_weight_grad.t458_b1, align 32
-  %t458_c0_1 = load <8 x float>, ptr %conv1_weight_grad.t458_c0_1, align 32
-  %258 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t458_a067, <8 x float> %t458_b1, <8 x float> %t458_c0_1)
-  store <8 x float> %258, ptr %conv1_weight_grad.t458_c0_1, align 32
-  %259 = mul nsw i64 %conv1_weight_grad.kp4531, 1792
-  %260 = add nsw i64 %conv1_weight_grad.k45963, %259
+  store <8 x float> %256, ptr %conv1_weight_grad.t467_a0, align 32
+  %t467_a0 = load <8 x float>, ptr %conv1_weight_grad.t467_a0, align 32
+  %t467_b0 = load <8 x float>, ptr %conv1_weight_grad.t467_b0, align 32
+  %t467_c0_0 = load <8 x float>, ptr %conv1_weight_grad.t467_c0_0, align 32
+  %257 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t467_a0, <8 x float> %t467_b0, <8 x float> %t467_c0_0)
+  store <8 x float> %257, ptr %conv1_weight_grad.t467_c0_0, align 32
+  %t467_a067 = load <8 x float>, ptr %conv1_weight_grad.t467_a0, align 32
+  %t467_b1 = load <8 x float>, ptr %conv1_weight_grad.t467_b1, align 32
+  %t467_c0_1 = load <8 x float>, ptr %conv1_weight_grad.t467_c0_1, align 32
+  %258 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t467_a067, <8 x float> %t467_b1, <8 x float> %t467_c0_1)
+  store <8 x float> %258, ptr %conv1_weight_grad.t467_c0_1, align 32
+  %259 = mul nsw i64 %conv1_weight_grad.kp4621, 1792
+  %260 = add nsw i64 %conv1_weight_grad.k46863, %259
   %261 = add nsw i64 75360, %260
   %arena68 = getelementptr inbounds float, ptr %arena, i64 %261
   %262 = load float, ptr %arena68, align 4
   %263 = insertelement <8 x float> undef, float %262, i32 0
   %264 = shufflevector <8 x float> %263, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %264, ptr %conv1_weight_grad.t458_a1, align 32
-  %t458_a1 = load <8 x float>, ptr %conv1_weight_grad.t458_a1, align 32
-  %t458_b069 = load <8 x float>, ptr %conv1_weight_grad.t458_b0, align 32
-  %t458_c1_0 = load <8 x float>, ptr %conv1_weight_grad.t458_c1_0, align 32
-  %265 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t458_a1, <8 x float> %t458_b069, <8 x float> %t458_c1_0)
-  store <8 x float> %265, ptr %conv1_weight_grad.t458_c1_0, align 32
-  %t458_a170 = load <8 x float>, ptr %conv1_weight_grad.t458_a1, align 32
-  %t458_b171 = load <8 x float>, ptr %conv1_weight_grad.t458_b1, align 32
-  %t458_c1_1 = load <8 x float>, ptr %conv1_weight_grad.t458_c1_1, align 32
-  %266 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t458_a170, <8 x float> %t458_b171, <8 x float> %t458_c1_1)
-  store <8 x float> %266, ptr %conv1_weight_grad.t458_c1_1, align 32
-  %267 = mul nsw i64 %conv1_weight_grad.kp4531, 1792
-  %268 = add nsw i64 %conv1_weight_grad.k45963, %267
+  store <8 x float> %264, ptr %conv1_weight_grad.t467_a1, align 32
+  %t467_a1 = load <8 x float>, ptr %conv1_weight_grad.t467_a1, align 32
+  %t467_b069 = load <8 x float>, ptr %conv1_weight_grad.t467_b0, align 32
+  %t467_c1_0 = load <8 x float>, ptr %conv1_weight_grad.t467_c1_0, align 32
+  %265 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t467_a1, <8 x float> %t467_b069, <8 x float> %t467_c1_0)
+  store <8 x float> %265, ptr %conv1_weight_grad.t467_c1_0, align 32
+  %t467_a170 = load <8 x float>, ptr %conv1_weight_grad.t467_a1, align 32
+  %t467_b171 = load <8 x float>, ptr %conv1_weight_grad.t467_b1, align 32
+  %t467_c1_1 = load <8 x float>, ptr %conv1_weight_grad.t467_c1_1, align 32
+  %266 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t467_a170, <8 x float> %t467_b171, <8 x float> %t467_c1_1)
+  store <8 x float> %266, ptr %conv1_weight_grad.t467_c1_1, align 32
+  %267 = mul nsw i64 %conv1_weight_grad.kp4621, 1792
+  %268 = add nsw i64 %conv1_weight_grad.k46863, %267
   %269 = add nsw i64 87920, %268
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %269
   %270 = load float, ptr %arena72, align 4
   %271 = insertelement <8 x float> undef, float %270, i32 0
   %272 = shufflevector <8 x float> %271, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %272, ptr %conv1_weight_grad.t458_a2, align 32
-  %t458_a2 = load <8 x float>, ptr %conv1_weight_grad.t458_a2, align 32
-  %t458_b073 = load <8 x float>, ptr %conv1_weight_grad.t458_b0, align 32
-  %t458_c2_0 = load <8 x float>, ptr %conv1_weight_grad.t458_c2_0, align 32
-  %273 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t458_a2, <8 x float> %t458_b073, <8 x float> %t458_c2_0)
-  store <8 x float> %273, ptr %conv1_weight_grad.t458_c2_0, align 32
-  %t458_a274 = load <8 x float>, ptr %conv1_weight_grad.t458_a2, align 32
-  %t458_b175 = load <8 x float>, ptr %conv1_weight_grad.t458_b1, align 32
-  %t458_c2_1 = load <8 x float>, ptr %conv1_weight_grad.t458_c2_1, align 32
-  %274 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t458_a274, <8 x float> %t458_b175, <8 x float> %t458_c2_1)
-  store <8 x float> %274, ptr %conv1_weight_grad.t458_c2_1, align 32
-  %275 = mul nsw i64 %conv1_weight_grad.kp4531, 1792
-  %276 = add nsw i64 %conv1_weight_grad.k45963, %275
+  store <8 x float> %272, ptr %conv1_weight_grad.t467_a2, align 32
+  %t467_a2 = load <8 x float>, ptr %conv1_weight_grad.t467_a2, align 32
+  %t467_b073 = load <8 x float>, ptr %conv1_weight_grad.t467_b0, align 32
+  %t467_c2_0 = load <8 x float>, ptr %conv1_weight_grad.t467_c2_0, align 32
+  %273 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t467_a2, <8 x float> %t467_b073, <8 x float> %t467_c2_0)
+  store <8 x float> %273, ptr %conv1_weight_grad.t467_c2_0, align 32
+  %t467_a274 = load <8 x float>, ptr %conv1_weight_grad.t467_a2, align 32
+  %t467_b175 = load <8 x float>, ptr %conv1_weight_grad.t467_b1, align 32
+  %t467_c2_1 = load <8 x float>, ptr %conv1_weight_grad.t467_c2_1, align 32
+  %274 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t467_a274, <8 x float> %t467_b175, <8 x float> %t467_c2_1)
+  store <8 x float> %274, ptr %conv1_weight_grad.t467_c2_1, align 32
+  %275 = mul nsw i64 %conv1_weight_grad.kp4621, 1792
+  %276 = add nsw i64 %conv1_weight_grad.k46863, %275
   %277 = add nsw i64 100480, %276
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %277
   %278 = load float, ptr %arena76, align 4
   %279 = insertelement <8 x float> undef, float %278, i32 0
   %280 = shufflevector <8 x float> %279, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %280, ptr %conv1_weight_grad.t458_a3, align 32
-  %t458_a3 = load <8 x float>, ptr %conv1_weight_grad.t458_a3, align 32
-  %t458_b077 = load <8 x float>, ptr %conv1_weight_grad.t458_b0, align 32
-  %t458_c3_0 = load <8 x float>, ptr %conv1_weight_grad.t458_c3_0, align 32
-  %281 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t458_a3, <8 x float> %t458_b077, <8 x float> %t458_c3_0)
-  store <8 x float> %281, ptr %conv1_weight_grad.t458_c3_0, align 32
-  %t458_a378 = load <8 x float>, ptr %conv1_weight_grad.t458_a3, align 32
-  %t458_b179 = load <8 x float>, ptr %conv1_weight_grad.t458_b1, align 32
-  %t458_c3_1 = load <8 x float>, ptr %conv1_weight_grad.t458_c3_1, align 32
-  %282 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t458_a378, <8 x float> %t458_b179, <8 x float> %t458_c3_1)
-  store <8 x float> %282, ptr %conv1_weight_grad.t458_c3_1, align 32
-  %k459.next = add nsw i64 %conv1_weight_grad.k45963, 1
-  %283 = icmp slt i64 %k459.next, 1792
-  br i1 %283, label %conv1_weight_grad.k459, label %conv1_weight_grad.k459.end
+  store <8 x float> %280, ptr %conv1_weight_grad.t467_a3, align 32
+  %t467_a3 = load <8 x float>, ptr %conv1_weight_grad.t467_a3, align 32
+  %t467_b077 = load <8 x float>, ptr %conv1_weight_grad.t467_b0, align 32
+  %t467_c3_0 = load <8 x float>, ptr %conv1_weight_grad.t467_c3_0, align 32
+  %281 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t467_a3, <8 x float> %t467_b077, <8 x float> %t467_c3_0)
+  store <8 x float> %281, ptr %conv1_weight_grad.t467_c3_0, align 32
+  %t467_a378 = load <8 x float>, ptr %conv1_weight_grad.t467_a3, align 32
+  %t467_b179 = load <8 x float>, ptr %conv1_weight_grad.t467_b1, align 32
+  %t467_c3_1 = load <8 x float>, ptr %conv1_weight_grad.t467_c3_1, align 32
+  %282 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t467_a378, <8 x float> %t467_b179, <8 x float> %t467_c3_1)
+  store <8 x float> %282, ptr %conv1_weight_grad.t467_c3_1, align 32
+  %k468.next = add nsw i64 %conv1_weight_grad.k46863, 1
+  %283 = icmp slt i64 %k468.next, 1792
+  br i1 %283, label %conv1_weight_grad.k468, label %conv1_weight_grad.k468.end
 
-conv1_weight_grad.k459.end:                       ; preds = %conv1_weight_grad.k459
-  %t458_c0_080 = load <8 x float>, ptr %conv1_weight_grad.t458_c0_0, align 32
-  %284 = mul nsw i64 %conv1_weight_grad.nb4542, 16
+conv1_weight_grad.k468.end:                       ; preds = %conv1_weight_grad.k468
+  %t467_c0_080 = load <8 x float>, ptr %conv1_weight_grad.t467_c0_0, align 32
+  %284 = mul nsw i64 %conv1_weight_grad.nb4632, 16
   %285 = add nsw i64 514608, %284
   %arena81 = getelementptr inbounds float, ptr %arena, i64 %285
-  store <8 x float> %t458_c0_080, ptr %arena81, align 4
-  %t458_c0_182 = load <8 x float>, ptr %conv1_weight_grad.t458_c0_1, align 32
-  %286 = mul nsw i64 %conv1_weight_grad.nb4542, 16
+  store <8 x float> %t467_c0_080, ptr %arena81, align 4
+  %t467_c0_182 = load <8 x float>, ptr %conv1_weight_grad.t467_c0_1, align 32
+  %286 = mul nsw i64 %conv1_weight_grad.nb4632, 16
   %287 = add nsw i64 514608, %286
   %288 = add nsw i64 %287, 8
   %arena83 = getelementptr inbounds float, ptr %arena, i64 %288
-  store <8 x float> %t458_c0_182, ptr %arena83, align 4
-  %t458_c1_084 = load <8 x float>, ptr %conv1_weight_grad.t458_c1_0, align 32
-  %289 = mul nsw i64 %conv1_weight_grad.nb4542, 16
+  store <8 x float> %t467_c0_182, ptr %arena83, align 4
+  %t467_c1_084 = load <8 x float>, ptr %conv1_weight_grad.t467_c1_0, align 32
+  %289 = mul nsw i64 %conv1_weight_grad.nb4632, 16
   %290 = add nsw i64 514640, %289
   %arena85 = getelementptr inbounds float, ptr %arena, i64 %290
-  store <8 x float> %t458_c1_084, ptr %arena85, align 4
-  %t458_c1_186 = load <8 x float>, ptr %conv1_weight_grad.t458_c1_1, align 32
-  %291 = mul nsw i64 %conv1_weight_grad.nb4542, 16
+  store <8 x float> %t467_c1_084, ptr %arena85, align 4
+  %t467_c1_186 = load <8 x float>, ptr %conv1_weight_grad.t467_c1_1, align 32
+  %291 = mul nsw i64 %conv1_weight_grad.nb4632, 16
   %292 = add nsw i64 514640, %291
   %293 = add nsw i64 %292, 8
   %arena87 = getelementptr inbounds float, ptr %arena, i64 %293
-  store <8 x float> %t458_c1_186, ptr %arena87, align 4
-  %t458_c2_088 = load <8 x float>, ptr %conv1_weight_grad.t458_c2_0, align 32
-  %294 = mul nsw i64 %conv1_weight_grad.nb4542, 16
+  store <8 x float> %t467_c1_186, ptr %arena87, align 4
+  %t467_c2_088 = load <8 x float>, ptr %conv1_weight_grad.t467_c2_0, align 32
+  %294 = mul nsw i64 %conv1_weight_grad.nb4632, 16
   %295 = add nsw i64 514672, %294
   %arena89 = getelementptr inbounds float, ptr %arena, i64 %295
-  store <8 x float> %t458_c2_088, ptr %arena89, align 4
-  %t458_c2_190 = load <8 x float>, ptr %conv1_weight_grad.t458_c2_1, align 32
-  %296 = mul nsw i64 %conv1_weight_grad.nb4542, 16
+  store <8 x float> %t467_c2_088, ptr %arena89, align 4
+  %t467_c2_190 = load <8 x float>, ptr %conv1_weight_grad.t467_c2_1, align 32
+  %296 = mul nsw i64 %conv1_weight_grad.nb4632, 16
   %297 = add nsw i64 514672, %296
   %298 = add nsw i64 %297, 8
   %arena91 = getelementptr inbounds float, ptr %arena, i64 %298
-  store <8 x float> %t458_c2_190, ptr %arena91, align 4
-  %t458_c3_092 = load <8 x float>, ptr %conv1_weight_grad.t458_c3_0, align 32
-  %299 = mul nsw i64 %conv1_weight_grad.nb4542, 16
+  store <8 x float> %t467_c2_190, ptr %arena91, align 4
+  %t467_c3_092 = load <8 x float>, ptr %conv1_weight_grad.t467_c3_0, align 32
+  %299 = mul nsw i64 %conv1_weight_grad.nb4632, 16
   %300 = add nsw i64 514704, %299
   %arena93 = getelementptr inbounds float, ptr %arena, i64 %300
-  store <8 x float> %t458_c3_092, ptr %arena93, align 4
-  %t458_c3_194 = load <8 x float>, ptr %conv1_weight_grad.t458_c3_1, align 32
-  %301 = mul nsw i64 %conv1_weight_grad.nb4542, 16
+  store <8 x float> %t467_c3_092, ptr %arena93, align 4
+  %t467_c3_194 = load <8 x float>, ptr %conv1_weight_grad.t467_c3_1, align 32
+  %301 = mul nsw i64 %conv1_weight_grad.nb4632, 16
   %302 = add nsw i64 514704, %301
   %303 = add nsw i64 %302, 8
   %arena95 = getelementptr inbounds float, ptr %arena, i64 %303
-  store <8 x float> %t458_c3_194, ptr %arena95, align 4
-  %nb454.next = add nsw i64 %conv1_weight_grad.nb4542, 1
-  %304 = icmp slt i64 %nb454.next, 2
-  br i1 %304, label %conv1_weight_grad.nb454, label %conv1_weight_grad.nb454.end
+  store <8 x float> %t467_c3_194, ptr %arena95, align 4
+  %nb463.next = add nsw i64 %conv1_weight_grad.nb4632, 1
+  %304 = icmp slt i64 %nb463.next, 2
+  br i1 %304, label %conv1_weight_grad.nb463, label %conv1_weight_grad.nb463.end
 }
 
 ; Function Attrs: noinline
 define internal void @convnet_train_b64.k23.conv1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %conv1_bias_grad.sum473 = alloca float, align 4
-  %conv1_bias_grad.sum472 = alloca float, align 4
-  %conv1_bias_grad.sum471 = alloca float, align 4
-  %conv1_bias_grad.sum470 = alloca float, align 4
-  %conv1_bias_grad.sum469 = alloca float, align 4
-  %conv1_bias_grad.sum468 = alloca float, align 4
-  %conv1_bias_grad.sum467 = alloca float, align 4
-  %conv1_bias_grad.acc464 = alloca <8 x float>, align 32
-  br label %conv1_bias_grad.f463
+  %conv1_bias_grad.sum482 = alloca float, align 4
+  %conv1_bias_grad.sum481 = alloca float, align 4
+  %conv1_bias_grad.sum480 = alloca float, align 4
+  %conv1_bias_grad.sum479 = alloca float, align 4
+  %conv1_bias_grad.sum478 = alloca float, align 4
+  %conv1_bias_grad.sum477 = alloca float, align 4
+  %conv1_bias_grad.sum476 = alloca float, align 4
+  %conv1_bias_grad.acc473 = alloca <8 x float>, align 32
+  br label %conv1_bias_grad.f472
 
-conv1_bias_grad.f463:                             ; preds = %conv1_bias_grad.img465.end, %entry
-  %conv1_bias_grad.f4631 = phi i64 [ 0, %entry ], [ %f463.next, %conv1_bias_grad.img465.end ]
-  store <8 x float> zeroinitializer, ptr %conv1_bias_grad.acc464, align 32
-  br label %conv1_bias_grad.img465
+conv1_bias_grad.f472:                             ; preds = %conv1_bias_grad.img474.end, %entry
+  %conv1_bias_grad.f4721 = phi i64 [ 0, %entry ], [ %f472.next, %conv1_bias_grad.img474.end ]
+  store <8 x float> zeroinitializer, ptr %conv1_bias_grad.acc473, align 32
+  br label %conv1_bias_grad.img474
 
-conv1_bias_grad.f463.end:                         ; preds = %conv1_bias_grad.img465.end
+conv1_bias_grad.f472.end:                         ; preds = %conv1_bias_grad.img474.end
   ret void
 
-conv1_bias_grad.img465:                           ; preds = %conv1_bias_grad.i466.end, %conv1_bias_grad.f463
-  %conv1_bias_grad.img4652 = phi i64 [ 0, %conv1_bias_grad.f463 ], [ %img465.next, %conv1_bias_grad.i466.end ]
-  br label %conv1_bias_grad.i466
+conv1_bias_grad.img474:                           ; preds = %conv1_bias_grad.i475.end, %conv1_bias_grad.f472
+  %conv1_bias_grad.img4742 = phi i64 [ 0, %conv1_bias_grad.f472 ], [ %img474.next, %conv1_bias_grad.i475.end ]
+  br label %conv1_bias_grad.i475
 
-conv1_bias_grad.img465.end:                       ; preds = %conv1_bias_grad.i466.end
-  %acc4645 = load <8 x float>, ptr %conv1_bias_grad.acc464, align 32
+conv1_bias_grad.img474.end:                       ; preds = %conv1_bias_grad.i475.end
+  %acc4735 = load <8 x float>, ptr %conv1_bias_grad.acc473, align 32
   %arena6 = getelementptr inbounds float, ptr %arena, i64 0
-  store <8 x float> %acc4645, ptr %arena6, align 4
+  store <8 x float> %acc4735, ptr %arena6, align 4
   %arena7 = getelementptr inbounds float, ptr %arena, i64 0
   %0 = load float, ptr %arena7, align 4
   %arena8 = getelementptr inbounds float, ptr %arena, i64 1
   %1 = load float, ptr %arena8, align 4
   %2 = fadd float %0, %1
-  store float %2, ptr %conv1_bias_grad.sum467, align 4
-  %sum467 = load float, ptr %conv1_bias_grad.sum467, align 4
+  store float %2, ptr %conv1_bias_grad.sum476, align 4
+  %sum476 = load float, ptr %conv1_bias_grad.sum476, align 4
   %arena9 = getelementptr inbounds float, ptr %arena, i64 2
   %3 = load float, ptr %arena9, align 4
-  %4 = fadd float %sum467, %3
-  store float %4, ptr %conv1_bias_grad.sum468, align 4
-  %sum468 = load float, ptr %conv1_bias_grad.sum468, align 4
+  %4 = fadd float %sum476, %3
+  store float %4, ptr %conv1_bias_grad.sum477, align 4
+  %sum477 = load float, ptr %conv1_bias_grad.sum477, align 4
   %arena10 = getelementptr inbounds float, ptr %arena, i64 3
   %5 = load float, ptr %arena10, align 4
-  %6 = fadd float %sum468, %5
-  store float %6, ptr %conv1_bias_grad.sum469, align 4
-  %sum469 = load float, ptr %conv1_bias_grad.sum469, align 4
+  %6 = fadd float %sum477, %5
+  store float %6, ptr %conv1_bias_grad.sum478, align 4
+  %sum478 = load float, ptr %conv1_bias_grad.sum478, align 4
   %arena11 = getelementptr inbounds float, ptr %arena, i64 4
   %7 = load float, ptr %arena11, align 4
-  %8 = fadd float %sum469, %7
-  store float %8, ptr %conv1_bias_grad.sum470, align 4
-  %sum470 = load float, ptr %conv1_bias_grad.sum470, align 4
+  %8 = fadd float %sum478, %7
+  store float %8, ptr %conv1_bias_grad.sum479, align 4
+  %sum479 = load float, ptr %conv1_bias_grad.sum479, align 4
   %arena12 = getelementptr inbounds float, ptr %arena, i64 5
   %9 = load float, ptr %arena12, align 4
-  %10 = fadd float %sum470, %9
-  store float %10, ptr %conv1_bias_grad.sum471, align 4
-  %sum471 = load float, ptr %conv1_bias_grad.sum471, align 4
+  %10 = fadd float %sum479, %9
+  store float %10, ptr %conv1_bias_grad.sum480, align 4
+  %sum480 = load float, ptr %conv1_bias_grad.sum480, align 4
   %arena13 = getelementptr inbounds float, ptr %arena, i64 6
   %11 = load float, ptr %arena13, align 4
-  %12 = fadd float %sum471, %11
-  store float %12, ptr %conv1_bias_grad.sum472, align 4
-  %sum472 = load float, ptr %conv1_bias_grad.sum472, align 4
+  %12 = fadd float %sum480, %11
+  store float %12, ptr %conv1_bias_grad.sum481, align 4
+  %sum481 = load float, ptr %conv1_bias_grad.sum481, align 4
   %arena14 = getelementptr inbounds float, ptr %arena, i64 7
   %13 = load float, ptr %arena14, align 4
-  %14 = fadd float %sum472, %13
-  store float %14, ptr %conv1_bias_grad.sum473, align 4
-  %sum473 = load float, ptr %conv1_bias_grad.sum473, align 4
-  %15 = add nsw i64 288, %conv1_bias_grad.f4631
+  %14 = fadd float %sum481, %13
+  store float %14, ptr %conv1_bias_grad.sum482, align 4
+  %sum482 = load float, ptr %conv1_bias_grad.sum482, align 4
+  %15 = add nsw i64 288, %conv1_bias_grad.f4721
   %grads15 = getelementptr inbounds float, ptr %grads, i64 %15
-  store float %sum473, ptr %grads15, align 4
-  %f463.next = add nsw i64 %conv1_bias_grad.f4631, 1
-  %16 = icmp slt i64 %f463.next, 32
-  br i1 %16, label %conv1_bias_grad.f463, label %conv1_bias_grad.f463.end
+  store float %sum482, ptr %grads15, align 4
+  %f472.next = add nsw i64 %conv1_bias_grad.f4721, 1
+  %16 = icmp slt i64 %f472.next, 32
+  br i1 %16, label %conv1_bias_grad.f472, label %conv1_bias_grad.f472.end
 
-conv1_bias_grad.i466:                             ; preds = %conv1_bias_grad.i466, %conv1_bias_grad.img465
-  %conv1_bias_grad.i4663 = phi i64 [ 0, %conv1_bias_grad.img465 ], [ %i466.next, %conv1_bias_grad.i466 ]
-  %17 = mul nsw i64 %conv1_bias_grad.img4652, 25088
+conv1_bias_grad.i475:                             ; preds = %conv1_bias_grad.i475, %conv1_bias_grad.img474
+  %conv1_bias_grad.i4753 = phi i64 [ 0, %conv1_bias_grad.img474 ], [ %i475.next, %conv1_bias_grad.i475 ]
+  %17 = mul nsw i64 %conv1_bias_grad.img4742, 25088
   %18 = add nsw i64 3228304, %17
-  %19 = mul nsw i64 %conv1_bias_grad.f4631, 784
+  %19 = mul nsw i64 %conv1_bias_grad.f4721, 784
   %20 = add nsw i64 %18, %19
-  %21 = mul nsw i64 %conv1_bias_grad.i4663, 8
+  %21 = mul nsw i64 %conv1_bias_grad.i4753, 8
   %22 = add nsw i64 %20, %21
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %22
   %23 = load <8 x float>, ptr %arena4, align 4
-  %acc464 = load <8 x float>, ptr %conv1_bias_grad.acc464, align 32
-  %24 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %23, <8 x float> %acc464)
-  store <8 x float> %24, ptr %conv1_bias_grad.acc464, align 32
-  %i466.next = add nsw i64 %conv1_bias_grad.i4663, 1
-  %25 = icmp slt i64 %i466.next, 98
-  br i1 %25, label %conv1_bias_grad.i466, label %conv1_bias_grad.i466.end
+  %acc473 = load <8 x float>, ptr %conv1_bias_grad.acc473, align 32
+  %24 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %23, <8 x float> %acc473)
+  store <8 x float> %24, ptr %conv1_bias_grad.acc473, align 32
+  %i475.next = add nsw i64 %conv1_bias_grad.i4753, 1
+  %25 = icmp slt i64 %i475.next, 98
+  br i1 %25, label %conv1_bias_grad.i475, label %conv1_bias_grad.i475.end
 
-conv1_bias_grad.i466.end:                         ; preds = %conv1_bias_grad.i466
-  %img465.next = add nsw i64 %conv1_bias_grad.img4652, 1
-  %26 = icmp slt i64 %img465.next, 64
-  br i1 %26, label %conv1_bias_grad.img465, label %conv1_bias_grad.img465.end
+conv1_bias_grad.i475.end:                         ; preds = %conv1_bias_grad.i475
+  %img474.next = add nsw i64 %conv1_bias_grad.img4742, 1
+  %26 = icmp slt i64 %img474.next, 64
+  br i1 %26, label %conv1_bias_grad.img474, label %conv1_bias_grad.img474.end
 }
 
 ; Function Attrs: noinline
@@ -11290,8 +11434,8 @@ entry:
   %adam.v_new = alloca float, align 4
   %adam.m_new = alloca float, align 4
   %adam.g = alloca float, align 4
-  %adam.bc2_sqrt475 = alloca float, align 4
-  %adam.step_size474 = alloca float, align 4
+  %adam.bc2_sqrt484 = alloca float, align 4
+  %adam.step_size483 = alloca float, align 4
   %0 = sitofp i64 %step to float
   %1 = fmul float %0, 0xBFBAF8E8A0000000
   %2 = fcmp ogt float 0xC055A926E0000000, %1
@@ -11333,7 +11477,7 @@ entry:
   %38 = select i1 %37, float %1, float %36
   %39 = fsub float 1.000000e+00, %38
   %40 = fdiv float %lr, %39
-  store float %40, ptr %adam.step_size474, align 4
+  store float %40, ptr %adam.step_size483, align 4
   %41 = sitofp i64 %step to float
   %42 = fmul float %41, 0xBF50645940000000
   %43 = fcmp ogt float 0xC055A926E0000000, %42
@@ -11375,26 +11519,26 @@ entry:
   %79 = select i1 %78, float %42, float %77
   %80 = fsub float 1.000000e+00, %79
   %81 = call float @llvm.sqrt.f32(float %80)
-  store float %81, ptr %adam.bc2_sqrt475, align 4
-  br label %adam.i476
+  store float %81, ptr %adam.bc2_sqrt484, align 4
+  br label %adam.i485
 
-adam.i476:                                        ; preds = %adam.i476, %entry
-  %adam.i4761 = phi i64 [ 0, %entry ], [ %i476.next, %adam.i476 ]
-  %grads2 = getelementptr inbounds float, ptr %grads, i64 %adam.i4761
+adam.i485:                                        ; preds = %adam.i485, %entry
+  %adam.i4851 = phi i64 [ 0, %entry ], [ %i485.next, %adam.i485 ]
+  %grads2 = getelementptr inbounds float, ptr %grads, i64 %adam.i4851
   %82 = load float, ptr %grads2, align 4
-  %params3 = getelementptr inbounds float, ptr %params, i64 %adam.i4761
+  %params3 = getelementptr inbounds float, ptr %params, i64 %adam.i4851
   %83 = load float, ptr %params3, align 4
   %84 = fmul float 0.000000e+00, %83
   %85 = fadd float %82, %84
   store float %85, ptr %adam.g, align 4
-  %m4 = getelementptr inbounds float, ptr %m, i64 %adam.i4761
+  %m4 = getelementptr inbounds float, ptr %m, i64 %adam.i4851
   %86 = load float, ptr %m4, align 4
   %87 = fmul float 0x3FECCCCCC0000000, %86
   %g = load float, ptr %adam.g, align 4
   %88 = fmul float 0x3FB9999A00000000, %g
   %89 = fadd float %87, %88
   store float %89, ptr %adam.m_new, align 4
-  %v5 = getelementptr inbounds float, ptr %v, i64 %adam.i4761
+  %v5 = getelementptr inbounds float, ptr %v, i64 %adam.i4851
   %90 = load float, ptr %v5, align 4
   %91 = fmul float 0x3FEFF7CEE0000000, %90
   %g6 = load float, ptr %adam.g, align 4
@@ -11404,30 +11548,30 @@ adam.i476:                                        ; preds = %adam.i476, %entry
   %94 = fadd float %91, %93
   store float %94, ptr %adam.v_new, align 4
   %m_new = load float, ptr %adam.m_new, align 4
-  %m8 = getelementptr inbounds float, ptr %m, i64 %adam.i4761
+  %m8 = getelementptr inbounds float, ptr %m, i64 %adam.i4851
   store float %m_new, ptr %m8, align 4
   %v_new = load float, ptr %adam.v_new, align 4
-  %v9 = getelementptr inbounds float, ptr %v, i64 %adam.i4761
+  %v9 = getelementptr inbounds float, ptr %v, i64 %adam.i4851
   store float %v_new, ptr %v9, align 4
-  %params10 = getelementptr inbounds float, ptr %params, i64 %adam.i4761
+  %params10 = getelementptr inbounds float, ptr %params, i64 %adam.i4851
   %95 = load float, ptr %params10, align 4
-  %step_size474 = load float, ptr %adam.step_size474, align 4
+  %step_size483 = load float, ptr %adam.step_size483, align 4
   %m_new11 = load float, ptr %adam.m_new, align 4
-  %96 = fmul float %step_size474, %m_new11
+  %96 = fmul float %step_size483, %m_new11
   %v_new12 = load float, ptr %adam.v_new, align 4
   %97 = call float @llvm.sqrt.f32(float %v_new12)
-  %bc2_sqrt475 = load float, ptr %adam.bc2_sqrt475, align 4
-  %98 = fdiv float %97, %bc2_sqrt475
+  %bc2_sqrt484 = load float, ptr %adam.bc2_sqrt484, align 4
+  %98 = fdiv float %97, %bc2_sqrt484
   %99 = fadd float %98, 0x3E45798EE0000000
   %100 = fdiv float %96, %99
   %101 = fsub float %95, %100
-  %params13 = getelementptr inbounds float, ptr %params, i64 %adam.i4761
+  %params13 = getelementptr inbounds float, ptr %params, i64 %adam.i4851
   store float %101, ptr %params13, align 4
-  %i476.next = add nsw i64 %adam.i4761, 1
-  %102 = icmp slt i64 %i476.next, 1625866
-  br i1 %102, label %adam.i476, label %adam.i476.end
+  %i485.next = add nsw i64 %adam.i4851, 1
+  %102 = icmp slt i64 %i485.next, 1625866
+  br i1 %102, label %adam.i485, label %adam.i485.end
 
-adam.i476.end:                                    ; preds = %adam.i476
+adam.i485.end:                                    ; preds = %adam.i485
   ret void
 }
 
@@ -13213,11 +13357,11 @@ conv2.g60:                                        ; preds = %conv2.part102.done,
 conv2.g60.end:                                    ; preds = %conv2.part102.done
   ret void
 
-conv2.j61:                                        ; preds = %conv2.c62.end, %conv2.g60
-  %conv2.j614 = phi i64 [ 0, %conv2.g60 ], [ %j61.next, %conv2.c62.end ]
-  br label %conv2.c62
+conv2.j61:                                        ; preds = %conv2.iy62.end, %conv2.g60
+  %conv2.j614 = phi i64 [ 0, %conv2.g60 ], [ %j61.next, %conv2.iy62.end ]
+  br label %conv2.iy62
 
-conv2.j61.end:                                    ; preds = %conv2.c62.end
+conv2.j61.end:                                    ; preds = %conv2.iy62.end
   %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part65.context, i32 0, i32 0
   store ptr %params, ptr %2, align 8
   %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part65.context, i32 0, i32 1
@@ -13243,43 +13387,43 @@ conv2.j61.end:                                    ; preds = %conv2.c62.end
   %13 = icmp eq ptr %pool, null
   br i1 %13, label %conv2.part65.serial, label %conv2.part65.pool
 
-conv2.c62:                                        ; preds = %conv2.iy63.end, %conv2.j61
-  %conv2.c625 = phi i64 [ 0, %conv2.j61 ], [ %c62.next, %conv2.iy63.end ]
-  br label %conv2.iy63
+conv2.iy62:                                       ; preds = %conv2.c63.end, %conv2.j61
+  %conv2.iy625 = phi i64 [ 0, %conv2.j61 ], [ %iy62.next, %conv2.c63.end ]
+  br label %conv2.c63
 
-conv2.c62.end:                                    ; preds = %conv2.iy63.end
+conv2.iy62.end:                                   ; preds = %conv2.c63.end
   %j61.next = add nsw i64 %conv2.j614, 1
   %14 = icmp slt i64 %j61.next, 1
   br i1 %14, label %conv2.j61, label %conv2.j61.end
 
-conv2.iy63:                                       ; preds = %conv2.ix64.end, %conv2.c62
-  %conv2.iy636 = phi i64 [ 0, %conv2.c62 ], [ %iy63.next, %conv2.ix64.end ]
+conv2.c63:                                        ; preds = %conv2.ix64.end, %conv2.iy62
+  %conv2.c636 = phi i64 [ 0, %conv2.iy62 ], [ %c63.next, %conv2.ix64.end ]
   br label %conv2.ix64
 
-conv2.iy63.end:                                   ; preds = %conv2.ix64.end
-  %c62.next = add nsw i64 %conv2.c625, 1
-  %15 = icmp slt i64 %c62.next, 32
-  br i1 %15, label %conv2.c62, label %conv2.c62.end
+conv2.c63.end:                                    ; preds = %conv2.ix64.end
+  %iy62.next = add nsw i64 %conv2.iy625, 1
+  %15 = icmp slt i64 %iy62.next, 28
+  br i1 %15, label %conv2.iy62, label %conv2.iy62.end
 
-conv2.ix64:                                       ; preds = %conv2.ix64, %conv2.iy63
-  %conv2.ix647 = phi i64 [ 0, %conv2.iy63 ], [ %ix64.next, %conv2.ix64 ]
+conv2.ix64:                                       ; preds = %conv2.ix64, %conv2.c63
+  %conv2.ix647 = phi i64 [ 0, %conv2.c63 ], [ %ix64.next, %conv2.ix64 ]
   %16 = add nsw i64 %conv2.g603, %conv2.j614
   %17 = mul nsw i64 %16, 25088
-  %18 = mul nsw i64 %conv2.c625, 784
+  %18 = mul nsw i64 %conv2.c636, 784
   %19 = add nsw i64 %17, %18
-  %20 = mul nsw i64 %conv2.iy636, 28
+  %20 = mul nsw i64 %conv2.iy625, 28
   %21 = add nsw i64 %19, %20
   %22 = add nsw i64 %21, %conv2.ix647
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %22
   %23 = load float, ptr %arena8, align 4
   %24 = mul nsw i64 %conv2.j614, 28800
-  %25 = add nsw i64 %conv2.iy636, 1
+  %25 = add nsw i64 %conv2.iy625, 1
   %26 = mul nsw i64 %25, 960
   %27 = add nsw i64 %24, %26
   %28 = add nsw i64 %conv2.ix647, 1
   %29 = mul nsw i64 %28, 32
   %30 = add nsw i64 %27, %29
-  %31 = add nsw i64 %30, %conv2.c625
+  %31 = add nsw i64 %30, %conv2.c636
   %32 = add nsw i64 3244032, %31
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %32
   store float %23, ptr %arena9, align 4
@@ -13288,9 +13432,9 @@ conv2.ix64:                                       ; preds = %conv2.ix64, %conv2.
   br i1 %33, label %conv2.ix64, label %conv2.ix64.end
 
 conv2.ix64.end:                                   ; preds = %conv2.ix64
-  %iy63.next = add nsw i64 %conv2.iy636, 1
-  %34 = icmp slt i64 %iy63.next, 28
-  br i1 %34, label %conv2.iy63, label %conv2.iy63.end
+  %c63.next = add nsw i64 %conv2.c636, 1
+  %34 = icmp slt i64 %c63.next, 32
+  br i1 %34, label %conv2.c63, label %conv2.c63.end
 
 conv2.part65.pool:                                ; preds = %conv2.j61.end
   %run = load ptr, ptr %pool, align 8
@@ -14819,97 +14963,201 @@ conv2.cv114.end:                                  ; preds = %conv2.cv114
   %385 = icmp slt i64 %tx113.next, 14
   br i1 %385, label %conv2.tx113, label %conv2.tx113.end
 
-conv2.j139:                                       ; preds = %conv2.c140.end, %conv2.j111.end
-  %conv2.j13953 = phi i64 [ 0, %conv2.j111.end ], [ %j139.next, %conv2.c140.end ]
-  br label %conv2.c140
+conv2.j139:                                       ; preds = %conv2.c143.end, %conv2.j111.end
+  %conv2.j13953 = phi i64 [ 0, %conv2.j111.end ], [ %j139.next, %conv2.c143.end ]
+  br label %conv2.qb140
 
-conv2.j139.end:                                   ; preds = %conv2.c140.end
-  br label %conv2.j142
+conv2.j139.end:                                   ; preds = %conv2.c143.end
+  br label %conv2.j145
 
-conv2.c140:                                       ; preds = %conv2.q141.end, %conv2.j139
-  %conv2.c14054 = phi i64 [ 0, %conv2.j139 ], [ %c140.next, %conv2.q141.end ]
-  br label %conv2.q141
+conv2.qb140:                                      ; preds = %conv2.c141.end, %conv2.j139
+  %conv2.qb14054 = phi i64 [ 0, %conv2.j139 ], [ %qb140.next, %conv2.c141.end ]
+  br label %conv2.c141
 
-conv2.c140.end:                                   ; preds = %conv2.q141.end
-  %j139.next = add nsw i64 %conv2.j13953, 1
-  %386 = icmp slt i64 %j139.next, 1
-  br i1 %386, label %conv2.j139, label %conv2.j139.end
-
-conv2.q141:                                       ; preds = %conv2.q141, %conv2.c140
-  %conv2.q14155 = phi i64 [ 0, %conv2.c140 ], [ %q141.next, %conv2.q141 ]
-  %387 = mul nsw i64 %conv2.j13953, 196
-  %388 = add nsw i64 %387, %conv2.q14155
-  %389 = mul nsw i64 %388, 64
-  %390 = add nsw i64 3573888, %389
-  %391 = mul nsw i64 %1, 32
-  %392 = add nsw i64 %391, %conv2.c14054
-  %393 = add nsw i64 %390, %392
-  %arena56 = getelementptr inbounds float, ptr %arena, i64 %393
-  %394 = load float, ptr %arena56, align 4
-  %395 = add nsw i64 %0, %conv2.j13953
-  %396 = mul nsw i64 %395, 12544
-  %397 = mul nsw i64 %1, 32
-  %398 = add nsw i64 %397, %conv2.c14054
-  %399 = mul nsw i64 %398, 196
-  %400 = add nsw i64 %396, %399
-  %401 = add nsw i64 %400, %conv2.q14155
-  %402 = add nsw i64 1605632, %401
-  %arena57 = getelementptr inbounds float, ptr %arena, i64 %402
-  store float %394, ptr %arena57, align 4
-  %q141.next = add nsw i64 %conv2.q14155, 1
-  %403 = icmp slt i64 %q141.next, 196
-  br i1 %403, label %conv2.q141, label %conv2.q141.end
-
-conv2.q141.end:                                   ; preds = %conv2.q141
-  %c140.next = add nsw i64 %conv2.c14054, 1
-  %404 = icmp slt i64 %c140.next, 32
-  br i1 %404, label %conv2.c140, label %conv2.c140.end
-
-conv2.j142:                                       ; preds = %conv2.c143.end, %conv2.j139.end
-  %conv2.j14258 = phi i64 [ 0, %conv2.j139.end ], [ %j142.next, %conv2.c143.end ]
+conv2.qb140.end:                                  ; preds = %conv2.c141.end
   br label %conv2.c143
 
-conv2.j142.end:                                   ; preds = %conv2.c143.end
-  ret void
+conv2.c141:                                       ; preds = %conv2.q142.end, %conv2.qb140
+  %conv2.c14155 = phi i64 [ 0, %conv2.qb140 ], [ %c141.next, %conv2.q142.end ]
+  br label %conv2.q142
 
-conv2.c143:                                       ; preds = %conv2.q144.end, %conv2.j142
-  %conv2.c14359 = phi i64 [ 0, %conv2.j142 ], [ %c143.next, %conv2.q144.end ]
+conv2.c141.end:                                   ; preds = %conv2.q142.end
+  %qb140.next = add nsw i64 %conv2.qb14054, 1
+  %386 = icmp slt i64 %qb140.next, 3
+  br i1 %386, label %conv2.qb140, label %conv2.qb140.end
+
+conv2.q142:                                       ; preds = %conv2.q142, %conv2.c141
+  %conv2.q14256 = phi i64 [ 0, %conv2.c141 ], [ %q142.next, %conv2.q142 ]
+  %387 = mul nsw i64 %conv2.j13953, 196
+  %388 = mul nsw i64 %conv2.qb14054, 64
+  %389 = add nsw i64 %conv2.q14256, %388
+  %390 = add nsw i64 %387, %389
+  %391 = mul nsw i64 %390, 64
+  %392 = add nsw i64 3573888, %391
+  %393 = mul nsw i64 %1, 32
+  %394 = add nsw i64 %393, %conv2.c14155
+  %395 = add nsw i64 %392, %394
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %395
+  %396 = load float, ptr %arena57, align 4
+  %397 = add nsw i64 %0, %conv2.j13953
+  %398 = mul nsw i64 %397, 12544
+  %399 = mul nsw i64 %1, 32
+  %400 = add nsw i64 %399, %conv2.c14155
+  %401 = mul nsw i64 %400, 196
+  %402 = add nsw i64 %398, %401
+  %403 = mul nsw i64 %conv2.qb14054, 64
+  %404 = add nsw i64 %conv2.q14256, %403
+  %405 = add nsw i64 %402, %404
+  %406 = add nsw i64 1605632, %405
+  %arena58 = getelementptr inbounds float, ptr %arena, i64 %406
+  store float %396, ptr %arena58, align 4
+  %q142.next = add nsw i64 %conv2.q14256, 1
+  %407 = icmp slt i64 %q142.next, 64
+  br i1 %407, label %conv2.q142, label %conv2.q142.end
+
+conv2.q142.end:                                   ; preds = %conv2.q142
+  %c141.next = add nsw i64 %conv2.c14155, 1
+  %408 = icmp slt i64 %c141.next, 32
+  br i1 %408, label %conv2.c141, label %conv2.c141.end
+
+conv2.c143:                                       ; preds = %conv2.q144.end, %conv2.qb140.end
+  %conv2.c14359 = phi i64 [ 0, %conv2.qb140.end ], [ %c143.next, %conv2.q144.end ]
   br label %conv2.q144
 
 conv2.c143.end:                                   ; preds = %conv2.q144.end
-  %j142.next = add nsw i64 %conv2.j14258, 1
-  %405 = icmp slt i64 %j142.next, 1
-  br i1 %405, label %conv2.j142, label %conv2.j142.end
+  %j139.next = add nsw i64 %conv2.j13953, 1
+  %409 = icmp slt i64 %j139.next, 1
+  br i1 %409, label %conv2.j139, label %conv2.j139.end
 
 conv2.q144:                                       ; preds = %conv2.q144, %conv2.c143
   %conv2.q14460 = phi i64 [ 0, %conv2.c143 ], [ %q144.next, %conv2.q144 ]
-  %406 = mul nsw i64 %conv2.j14258, 196
-  %407 = add nsw i64 %406, %conv2.q14460
-  %408 = mul nsw i64 %407, 64
-  %409 = add nsw i64 3586432, %408
-  %410 = mul nsw i64 %1, 32
-  %411 = add nsw i64 %410, %conv2.c14359
-  %412 = add nsw i64 %409, %411
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %412
-  %413 = load float, ptr %arena61, align 4
-  %414 = add nsw i64 %0, %conv2.j14258
-  %415 = mul nsw i64 %414, 12544
-  %416 = mul nsw i64 %1, 32
-  %417 = add nsw i64 %416, %conv2.c14359
-  %418 = mul nsw i64 %417, 196
-  %419 = add nsw i64 %415, %418
-  %420 = add nsw i64 %419, %conv2.q14460
-  %421 = add nsw i64 2408448, %420
-  %arena62 = getelementptr inbounds float, ptr %arena, i64 %421
-  store float %413, ptr %arena62, align 4
+  %410 = mul nsw i64 %conv2.j13953, 196
+  %411 = add nsw i64 %conv2.q14460, 192
+  %412 = add nsw i64 %410, %411
+  %413 = mul nsw i64 %412, 64
+  %414 = add nsw i64 3573888, %413
+  %415 = mul nsw i64 %1, 32
+  %416 = add nsw i64 %415, %conv2.c14359
+  %417 = add nsw i64 %414, %416
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %417
+  %418 = load float, ptr %arena61, align 4
+  %419 = add nsw i64 %0, %conv2.j13953
+  %420 = mul nsw i64 %419, 12544
+  %421 = mul nsw i64 %1, 32
+  %422 = add nsw i64 %421, %conv2.c14359
+  %423 = mul nsw i64 %422, 196
+  %424 = add nsw i64 %420, %423
+  %425 = add nsw i64 %conv2.q14460, 192
+  %426 = add nsw i64 %424, %425
+  %427 = add nsw i64 1605632, %426
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %427
+  store float %418, ptr %arena62, align 4
   %q144.next = add nsw i64 %conv2.q14460, 1
-  %422 = icmp slt i64 %q144.next, 196
-  br i1 %422, label %conv2.q144, label %conv2.q144.end
+  %428 = icmp slt i64 %q144.next, 4
+  br i1 %428, label %conv2.q144, label %conv2.q144.end
 
 conv2.q144.end:                                   ; preds = %conv2.q144
   %c143.next = add nsw i64 %conv2.c14359, 1
-  %423 = icmp slt i64 %c143.next, 32
-  br i1 %423, label %conv2.c143, label %conv2.c143.end
+  %429 = icmp slt i64 %c143.next, 32
+  br i1 %429, label %conv2.c143, label %conv2.c143.end
+
+conv2.j145:                                       ; preds = %conv2.c149.end, %conv2.j139.end
+  %conv2.j14563 = phi i64 [ 0, %conv2.j139.end ], [ %j145.next, %conv2.c149.end ]
+  br label %conv2.qb146
+
+conv2.j145.end:                                   ; preds = %conv2.c149.end
+  ret void
+
+conv2.qb146:                                      ; preds = %conv2.c147.end, %conv2.j145
+  %conv2.qb14664 = phi i64 [ 0, %conv2.j145 ], [ %qb146.next, %conv2.c147.end ]
+  br label %conv2.c147
+
+conv2.qb146.end:                                  ; preds = %conv2.c147.end
+  br label %conv2.c149
+
+conv2.c147:                                       ; preds = %conv2.q148.end, %conv2.qb146
+  %conv2.c14765 = phi i64 [ 0, %conv2.qb146 ], [ %c147.next, %conv2.q148.end ]
+  br label %conv2.q148
+
+conv2.c147.end:                                   ; preds = %conv2.q148.end
+  %qb146.next = add nsw i64 %conv2.qb14664, 1
+  %430 = icmp slt i64 %qb146.next, 3
+  br i1 %430, label %conv2.qb146, label %conv2.qb146.end
+
+conv2.q148:                                       ; preds = %conv2.q148, %conv2.c147
+  %conv2.q14866 = phi i64 [ 0, %conv2.c147 ], [ %q148.next, %conv2.q148 ]
+  %431 = mul nsw i64 %conv2.j14563, 196
+  %432 = mul nsw i64 %conv2.qb14664, 64
+  %433 = add nsw i64 %conv2.q14866, %432
+  %434 = add nsw i64 %431, %433
+  %435 = mul nsw i64 %434, 64
+  %436 = add nsw i64 3586432, %435
+  %437 = mul nsw i64 %1, 32
+  %438 = add nsw i64 %437, %conv2.c14765
+  %439 = add nsw i64 %436, %438
+  %arena67 = getelementptr inbounds float, ptr %arena, i64 %439
+  %440 = load float, ptr %arena67, align 4
+  %441 = add nsw i64 %0, %conv2.j14563
+  %442 = mul nsw i64 %441, 12544
+  %443 = mul nsw i64 %1, 32
+  %444 = add nsw i64 %443, %conv2.c14765
+  %445 = mul nsw i64 %444, 196
+  %446 = add nsw i64 %442, %445
+  %447 = mul nsw i64 %conv2.qb14664, 64
+  %448 = add nsw i64 %conv2.q14866, %447
+  %449 = add nsw i64 %446, %448
+  %450 = add nsw i64 2408448, %449
+  %arena68 = getelementptr inbounds float, ptr %arena, i64 %450
+  store float %440, ptr %arena68, align 4
+  %q148.next = add nsw i64 %conv2.q14866, 1
+  %451 = icmp slt i64 %q148.next, 64
+  br i1 %451, label %conv2.q148, label %conv2.q148.end
+
+conv2.q148.end:                                   ; preds = %conv2.q148
+  %c147.next = add nsw i64 %conv2.c14765, 1
+  %452 = icmp slt i64 %c147.next, 32
+  br i1 %452, label %conv2.c147, label %conv2.c147.end
+
+conv2.c149:                                       ; preds = %conv2.q150.end, %conv2.qb146.end
+  %conv2.c14969 = phi i64 [ 0, %conv2.qb146.end ], [ %c149.next, %conv2.q150.end ]
+  br label %conv2.q150
+
+conv2.c149.end:                                   ; preds = %conv2.q150.end
+  %j145.next = add nsw i64 %conv2.j14563, 1
+  %453 = icmp slt i64 %j145.next, 1
+  br i1 %453, label %conv2.j145, label %conv2.j145.end
+
+conv2.q150:                                       ; preds = %conv2.q150, %conv2.c149
+  %conv2.q15070 = phi i64 [ 0, %conv2.c149 ], [ %q150.next, %conv2.q150 ]
+  %454 = mul nsw i64 %conv2.j14563, 196
+  %455 = add nsw i64 %conv2.q15070, 192
+  %456 = add nsw i64 %454, %455
+  %457 = mul nsw i64 %456, 64
+  %458 = add nsw i64 3586432, %457
+  %459 = mul nsw i64 %1, 32
+  %460 = add nsw i64 %459, %conv2.c14969
+  %461 = add nsw i64 %458, %460
+  %arena71 = getelementptr inbounds float, ptr %arena, i64 %461
+  %462 = load float, ptr %arena71, align 4
+  %463 = add nsw i64 %0, %conv2.j14563
+  %464 = mul nsw i64 %463, 12544
+  %465 = mul nsw i64 %1, 32
+  %466 = add nsw i64 %465, %conv2.c14969
+  %467 = mul nsw i64 %466, 196
+  %468 = add nsw i64 %464, %467
+  %469 = add nsw i64 %conv2.q15070, 192
+  %470 = add nsw i64 %468, %469
+  %471 = add nsw i64 2408448, %470
+  %arena72 = getelementptr inbounds float, ptr %arena, i64 %471
+  store float %462, ptr %arena72, align 4
+  %q150.next = add nsw i64 %conv2.q15070, 1
+  %472 = icmp slt i64 %q150.next, 4
+  br i1 %472, label %conv2.q150, label %conv2.q150.end
+
+conv2.q150.end:                                   ; preds = %conv2.q150
+  %c149.next = add nsw i64 %conv2.c14969, 1
+  %473 = icmp slt i64 %c149.next, 32
+  br i1 %473, label %conv2.c149, label %conv2.c149.end
 }
 
 ; Function Attrs: noinline
@@ -15544,563 +15792,563 @@ entry:
 ; Function Attrs: noinline
 define internal void @convnet_infer_b64.k3.fc1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %fc1.n145
+  br label %fc1.n151
 
-fc1.n145:                                         ; preds = %fc1.k146.end, %entry
-  %fc1.n1451 = phi i64 [ 0, %entry ], [ %n145.next, %fc1.k146.end ]
-  br label %fc1.k146
+fc1.n151:                                         ; preds = %fc1.k152.end, %entry
+  %fc1.n1511 = phi i64 [ 0, %entry ], [ %n151.next, %fc1.k152.end ]
+  br label %fc1.k152
 
-fc1.n145.end:                                     ; preds = %fc1.k146.end
-  call void @convnet_infer_b64.k3.fc1.gemm157(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  br label %fc1.n158
+fc1.n151.end:                                     ; preds = %fc1.k152.end
+  call void @convnet_infer_b64.k3.fc1.gemm163(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  br label %fc1.n164
 
-fc1.k146:                                         ; preds = %fc1.k146, %fc1.n145
-  %fc1.k1462 = phi i64 [ 0, %fc1.n145 ], [ %k146.next, %fc1.k146 ]
-  %0 = mul nsw i64 %fc1.n1451, 12544
+fc1.k152:                                         ; preds = %fc1.k152, %fc1.n151
+  %fc1.k1522 = phi i64 [ 0, %fc1.n151 ], [ %k152.next, %fc1.k152 ]
+  %0 = mul nsw i64 %fc1.n1511, 12544
   %1 = add nsw i64 1605632, %0
-  %2 = add nsw i64 %1, %fc1.k1462
+  %2 = add nsw i64 %1, %fc1.k1522
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena3, align 4
-  %4 = mul nsw i64 %fc1.k1462, 64
+  %4 = mul nsw i64 %fc1.k1522, 64
   %5 = add nsw i64 8192, %4
-  %6 = add nsw i64 %5, %fc1.n1451
+  %6 = add nsw i64 %5, %fc1.n1511
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   store float %3, ptr %arena4, align 4
-  %k146.next = add nsw i64 %fc1.k1462, 1
-  %7 = icmp slt i64 %k146.next, 12544
-  br i1 %7, label %fc1.k146, label %fc1.k146.end
+  %k152.next = add nsw i64 %fc1.k1522, 1
+  %7 = icmp slt i64 %k152.next, 12544
+  br i1 %7, label %fc1.k152, label %fc1.k152.end
 
-fc1.k146.end:                                     ; preds = %fc1.k146
-  %n145.next = add nsw i64 %fc1.n1451, 1
-  %8 = icmp slt i64 %n145.next, 64
-  br i1 %8, label %fc1.n145, label %fc1.n145.end
+fc1.k152.end:                                     ; preds = %fc1.k152
+  %n151.next = add nsw i64 %fc1.n1511, 1
+  %8 = icmp slt i64 %n151.next, 64
+  br i1 %8, label %fc1.n151, label %fc1.n151.end
 
-fc1.n158:                                         ; preds = %fc1.u159.end, %fc1.n145.end
-  %fc1.n1585 = phi i64 [ 0, %fc1.n145.end ], [ %n158.next, %fc1.u159.end ]
-  br label %fc1.u159
+fc1.n164:                                         ; preds = %fc1.u165.end, %fc1.n151.end
+  %fc1.n1645 = phi i64 [ 0, %fc1.n151.end ], [ %n164.next, %fc1.u165.end ]
+  br label %fc1.u165
 
-fc1.n158.end:                                     ; preds = %fc1.u159.end
+fc1.n164.end:                                     ; preds = %fc1.u165.end
   ret void
 
-fc1.u159:                                         ; preds = %fc1.u159, %fc1.n158
-  %fc1.u1596 = phi i64 [ 0, %fc1.n158 ], [ %u159.next, %fc1.u159 ]
-  %9 = mul nsw i64 %fc1.u1596, 64
+fc1.u165:                                         ; preds = %fc1.u165, %fc1.n164
+  %fc1.u1656 = phi i64 [ 0, %fc1.n164 ], [ %u165.next, %fc1.u165 ]
+  %9 = mul nsw i64 %fc1.u1656, 64
   %10 = add nsw i64 811008, %9
-  %11 = add nsw i64 %10, %fc1.n1585
+  %11 = add nsw i64 %10, %fc1.n1645
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %11
   %12 = load float, ptr %arena7, align 4
-  %13 = add nsw i64 1624448, %fc1.u1596
+  %13 = add nsw i64 1624448, %fc1.u1656
   %params8 = getelementptr inbounds float, ptr %params, i64 %13
   %14 = load float, ptr %params8, align 4
   %15 = fadd float %12, %14
   %16 = fcmp ogt float %15, 0.000000e+00
-  %17 = mul nsw i64 %fc1.u1596, 64
+  %17 = mul nsw i64 %fc1.u1656, 64
   %18 = add nsw i64 811008, %17
-  %19 = add nsw i64 %18, %fc1.n1585
+  %19 = add nsw i64 %18, %fc1.n1645
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %19
   %20 = load float, ptr %arena9, align 4
-  %21 = add nsw i64 1624448, %fc1.u1596
+  %21 = add nsw i64 1624448, %fc1.u1656
   %params10 = getelementptr inbounds float, ptr %params, i64 %21
   %22 = load float, ptr %params10, align 4
   %23 = fadd float %20, %22
   %24 = select i1 %16, float %23, float 0.000000e+00
-  %25 = mul nsw i64 %fc1.n1585, 128
-  %26 = add nsw i64 %25, %fc1.u1596
+  %25 = mul nsw i64 %fc1.n1645, 128
+  %26 = add nsw i64 %25, %fc1.u1656
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %26
   store float %24, ptr %arena11, align 4
-  %u159.next = add nsw i64 %fc1.u1596, 1
-  %27 = icmp slt i64 %u159.next, 128
-  br i1 %27, label %fc1.u159, label %fc1.u159.end
+  %u165.next = add nsw i64 %fc1.u1656, 1
+  %27 = icmp slt i64 %u165.next, 128
+  br i1 %27, label %fc1.u165, label %fc1.u165.end
 
-fc1.u159.end:                                     ; preds = %fc1.u159
-  %n158.next = add nsw i64 %fc1.n1585, 1
-  %28 = icmp slt i64 %n158.next, 64
-  br i1 %28, label %fc1.n158, label %fc1.n158.end
+fc1.u165.end:                                     ; preds = %fc1.u165
+  %n164.next = add nsw i64 %fc1.n1645, 1
+  %28 = icmp slt i64 %n164.next, 64
+  br i1 %28, label %fc1.n164, label %fc1.n164.end
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_infer_b64.k3.fc1.gemm157(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @convnet_infer_b64.k3.fc1.gemm163(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %fc1.t155_a3 = alloca <8 x float>, align 32
-  %fc1.t155_a2 = alloca <8 x float>, align 32
-  %fc1.t155_a1 = alloca <8 x float>, align 32
-  %fc1.t155_a0 = alloca <8 x float>, align 32
-  %fc1.t155_b1 = alloca <8 x float>, align 32
-  %fc1.t155_b0 = alloca <8 x float>, align 32
-  %fc1.t155_c3_1 = alloca <8 x float>, align 32
-  %fc1.t155_c3_0 = alloca <8 x float>, align 32
-  %fc1.t155_c2_1 = alloca <8 x float>, align 32
-  %fc1.t155_c2_0 = alloca <8 x float>, align 32
-  %fc1.t155_c1_1 = alloca <8 x float>, align 32
-  %fc1.t155_c1_0 = alloca <8 x float>, align 32
-  %fc1.t155_c0_1 = alloca <8 x float>, align 32
-  %fc1.t155_c0_0 = alloca <8 x float>, align 32
-  %fc1.t152_a3 = alloca <8 x float>, align 32
-  %fc1.t152_a2 = alloca <8 x float>, align 32
-  %fc1.t152_a1 = alloca <8 x float>, align 32
-  %fc1.t152_a0 = alloca <8 x float>, align 32
-  %fc1.t152_b2 = alloca <8 x float>, align 32
-  %fc1.t152_b1 = alloca <8 x float>, align 32
-  %fc1.t152_b0 = alloca <8 x float>, align 32
-  %fc1.t152_c3_2 = alloca <8 x float>, align 32
-  %fc1.t152_c3_1 = alloca <8 x float>, align 32
-  %fc1.t152_c3_0 = alloca <8 x float>, align 32
-  %fc1.t152_c2_2 = alloca <8 x float>, align 32
-  %fc1.t152_c2_1 = alloca <8 x float>, align 32
-  %fc1.t152_c2_0 = alloca <8 x float>, align 32
-  %fc1.t152_c1_2 = alloca <8 x float>, align 32
-  %fc1.t152_c1_1 = alloca <8 x float>, align 32
-  %fc1.t152_c1_0 = alloca <8 x float>, align 32
-  %fc1.t152_c0_2 = alloca <8 x float>, align 32
-  %fc1.t152_c0_1 = alloca <8 x float>, align 32
-  %fc1.t152_c0_0 = alloca <8 x float>, align 32
-  br label %fc1.r147
+  %fc1.t161_a3 = alloca <8 x float>, align 32
+  %fc1.t161_a2 = alloca <8 x float>, align 32
+  %fc1.t161_a1 = alloca <8 x float>, align 32
+  %fc1.t161_a0 = alloca <8 x float>, align 32
+  %fc1.t161_b1 = alloca <8 x float>, align 32
+  %fc1.t161_b0 = alloca <8 x float>, align 32
+  %fc1.t161_c3_1 = alloca <8 x float>, align 32
+  %fc1.t161_c3_0 = alloca <8 x float>, align 32
+  %fc1.t161_c2_1 = alloca <8 x float>, align 32
+  %fc1.t161_c2_0 = alloca <8 x float>, align 32
+  %fc1.t161_c1_1 = alloca <8 x float>, align 32
+  %fc1.t161_c1_0 = alloca <8 x float>, align 32
+  %fc1.t161_c0_1 = alloca <8 x float>, align 32
+  %fc1.t161_c0_0 = alloca <8 x float>, align 32
+  %fc1.t158_a3 = alloca <8 x float>, align 32
+  %fc1.t158_a2 = alloca <8 x float>, align 32
+  %fc1.t158_a1 = alloca <8 x float>, align 32
+  %fc1.t158_a0 = alloca <8 x float>, align 32
+  %fc1.t158_b2 = alloca <8 x float>, align 32
+  %fc1.t158_b1 = alloca <8 x float>, align 32
+  %fc1.t158_b0 = alloca <8 x float>, align 32
+  %fc1.t158_c3_2 = alloca <8 x float>, align 32
+  %fc1.t158_c3_1 = alloca <8 x float>, align 32
+  %fc1.t158_c3_0 = alloca <8 x float>, align 32
+  %fc1.t158_c2_2 = alloca <8 x float>, align 32
+  %fc1.t158_c2_1 = alloca <8 x float>, align 32
+  %fc1.t158_c2_0 = alloca <8 x float>, align 32
+  %fc1.t158_c1_2 = alloca <8 x float>, align 32
+  %fc1.t158_c1_1 = alloca <8 x float>, align 32
+  %fc1.t158_c1_0 = alloca <8 x float>, align 32
+  %fc1.t158_c0_2 = alloca <8 x float>, align 32
+  %fc1.t158_c0_1 = alloca <8 x float>, align 32
+  %fc1.t158_c0_0 = alloca <8 x float>, align 32
+  br label %fc1.r153
 
-fc1.r147:                                         ; preds = %fc1.i148.end, %entry
-  %fc1.r1471 = phi i64 [ 0, %entry ], [ %r147.next, %fc1.i148.end ]
-  br label %fc1.i148
+fc1.r153:                                         ; preds = %fc1.i154.end, %entry
+  %fc1.r1531 = phi i64 [ 0, %entry ], [ %r153.next, %fc1.i154.end ]
+  br label %fc1.i154
 
-fc1.r147.end:                                     ; preds = %fc1.i148.end
-  br label %fc1.kp149
+fc1.r153.end:                                     ; preds = %fc1.i154.end
+  br label %fc1.kp155
 
-fc1.i148:                                         ; preds = %fc1.i148, %fc1.r147
-  %fc1.i1482 = phi i64 [ 0, %fc1.r147 ], [ %i148.next, %fc1.i148 ]
-  %0 = mul nsw i64 %fc1.r1471, 64
+fc1.i154:                                         ; preds = %fc1.i154, %fc1.r153
+  %fc1.i1542 = phi i64 [ 0, %fc1.r153 ], [ %i154.next, %fc1.i154 ]
+  %0 = mul nsw i64 %fc1.r1531, 64
   %1 = add nsw i64 811008, %0
-  %2 = add nsw i64 %1, %fc1.i1482
+  %2 = add nsw i64 %1, %fc1.i1542
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   store float 0.000000e+00, ptr %arena3, align 4
-  %i148.next = add nsw i64 %fc1.i1482, 1
-  %3 = icmp slt i64 %i148.next, 64
-  br i1 %3, label %fc1.i148, label %fc1.i148.end
+  %i154.next = add nsw i64 %fc1.i1542, 1
+  %3 = icmp slt i64 %i154.next, 64
+  br i1 %3, label %fc1.i154, label %fc1.i154.end
 
-fc1.i148.end:                                     ; preds = %fc1.i148
-  %r147.next = add nsw i64 %fc1.r1471, 1
-  %4 = icmp slt i64 %r147.next, 128
-  br i1 %4, label %fc1.r147, label %fc1.r147.end
+fc1.i154.end:                                     ; preds = %fc1.i154
+  %r153.next = add nsw i64 %fc1.r1531, 1
+  %4 = icmp slt i64 %r153.next, 128
+  br i1 %4, label %fc1.r153, label %fc1.r153.end
 
-fc1.kp149:                                        ; preds = %fc1.mb154.end, %fc1.r147.end
-  %fc1.kp1494 = phi i64 [ 0, %fc1.r147.end ], [ %kp149.next, %fc1.mb154.end ]
-  br label %fc1.nb150
+fc1.kp155:                                        ; preds = %fc1.mb160.end, %fc1.r153.end
+  %fc1.kp1554 = phi i64 [ 0, %fc1.r153.end ], [ %kp155.next, %fc1.mb160.end ]
+  br label %fc1.nb156
 
-fc1.kp149.end:                                    ; preds = %fc1.mb154.end
+fc1.kp155.end:                                    ; preds = %fc1.mb160.end
   ret void
 
-fc1.nb150:                                        ; preds = %fc1.mb151.end, %fc1.kp149
-  %fc1.nb1505 = phi i64 [ 0, %fc1.kp149 ], [ %nb150.next, %fc1.mb151.end ]
-  br label %fc1.mb151
+fc1.nb156:                                        ; preds = %fc1.mb157.end, %fc1.kp155
+  %fc1.nb1565 = phi i64 [ 0, %fc1.kp155 ], [ %nb156.next, %fc1.mb157.end ]
+  br label %fc1.mb157
 
-fc1.nb150.end:                                    ; preds = %fc1.mb151.end
-  br label %fc1.mb154
+fc1.nb156.end:                                    ; preds = %fc1.mb157.end
+  br label %fc1.mb160
 
-fc1.mb151:                                        ; preds = %fc1.k153.end, %fc1.nb150
-  %fc1.mb1516 = phi i64 [ 0, %fc1.nb150 ], [ %mb151.next, %fc1.k153.end ]
-  %5 = mul nsw i64 %fc1.mb1516, 4
+fc1.mb157:                                        ; preds = %fc1.k159.end, %fc1.nb156
+  %fc1.mb1576 = phi i64 [ 0, %fc1.nb156 ], [ %mb157.next, %fc1.k159.end ]
+  %5 = mul nsw i64 %fc1.mb1576, 4
   %6 = mul nsw i64 %5, 64
   %7 = add nsw i64 811008, %6
-  %8 = mul nsw i64 %fc1.nb1505, 24
+  %8 = mul nsw i64 %fc1.nb1565, 24
   %9 = add nsw i64 %7, %8
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %9
   %10 = load <8 x float>, ptr %arena7, align 4
-  store <8 x float> %10, ptr %fc1.t152_c0_0, align 32
-  %11 = mul nsw i64 %fc1.mb1516, 4
+  store <8 x float> %10, ptr %fc1.t158_c0_0, align 32
+  %11 = mul nsw i64 %fc1.mb1576, 4
   %12 = mul nsw i64 %11, 64
   %13 = add nsw i64 811008, %12
-  %14 = mul nsw i64 %fc1.nb1505, 24
+  %14 = mul nsw i64 %fc1.nb1565, 24
   %15 = add nsw i64 %13, %14
   %16 = add nsw i64 %15, 8
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %16
   %17 = load <8 x float>, ptr %arena8, align 4
-  store <8 x float> %17, ptr %fc1.t152_c0_1, align 32
-  %18 = mul nsw i64 %fc1.mb1516, 4
+  store <8 x float> %17, ptr %fc1.t158_c0_1, align 32
+  %18 = mul nsw i64 %fc1.mb1576, 4
   %19 = mul nsw i64 %18, 64
   %20 = add nsw i64 811008, %19
-  %21 = mul nsw i64 %fc1.nb1505, 24
+  %21 = mul nsw i64 %fc1.nb1565, 24
   %22 = add nsw i64 %20, %21
   %23 = add nsw i64 %22, 16
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %23
   %24 = load <8 x float>, ptr %arena9, align 4
-  store <8 x float> %24, ptr %fc1.t152_c0_2, align 32
-  %25 = mul nsw i64 %fc1.mb1516, 4
+  store <8 x float> %24, ptr %fc1.t158_c0_2, align 32
+  %25 = mul nsw i64 %fc1.mb1576, 4
   %26 = add nsw i64 %25, 1
   %27 = mul nsw i64 %26, 64
   %28 = add nsw i64 811008, %27
-  %29 = mul nsw i64 %fc1.nb1505, 24
+  %29 = mul nsw i64 %fc1.nb1565, 24
   %30 = add nsw i64 %28, %29
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = load <8 x float>, ptr %arena10, align 4
-  store <8 x float> %31, ptr %fc1.t152_c1_0, align 32
-  %32 = mul nsw i64 %fc1.mb1516, 4
+  store <8 x float> %31, ptr %fc1.t158_c1_0, align 32
+  %32 = mul nsw i64 %fc1.mb1576, 4
   %33 = add nsw i64 %32, 1
   %34 = mul nsw i64 %33, 64
   %35 = add nsw i64 811008, %34
-  %36 = mul nsw i64 %fc1.nb1505, 24
+  %36 = mul nsw i64 %fc1.nb1565, 24
   %37 = add nsw i64 %35, %36
   %38 = add nsw i64 %37, 8
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %38
   %39 = load <8 x float>, ptr %arena11, align 4
-  store <8 x float> %39, ptr %fc1.t152_c1_1, align 32
-  %40 = mul nsw i64 %fc1.mb1516, 4
+  store <8 x float> %39, ptr %fc1.t158_c1_1, align 32
+  %40 = mul nsw i64 %fc1.mb1576, 4
   %41 = add nsw i64 %40, 1
   %42 = mul nsw i64 %41, 64
   %43 = add nsw i64 811008, %42
-  %44 = mul nsw i64 %fc1.nb1505, 24
+  %44 = mul nsw i64 %fc1.nb1565, 24
   %45 = add nsw i64 %43, %44
   %46 = add nsw i64 %45, 16
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %46
   %47 = load <8 x float>, ptr %arena12, align 4
-  store <8 x float> %47, ptr %fc1.t152_c1_2, align 32
-  %48 = mul nsw i64 %fc1.mb1516, 4
+  store <8 x float> %47, ptr %fc1.t158_c1_2, align 32
+  %48 = mul nsw i64 %fc1.mb1576, 4
   %49 = add nsw i64 %48, 2
   %50 = mul nsw i64 %49, 64
   %51 = add nsw i64 811008, %50
-  %52 = mul nsw i64 %fc1.nb1505, 24
+  %52 = mul nsw i64 %fc1.nb1565, 24
   %53 = add nsw i64 %51, %52
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %53
   %54 = load <8 x float>, ptr %arena13, align 4
-  store <8 x float> %54, ptr %fc1.t152_c2_0, align 32
-  %55 = mul nsw i64 %fc1.mb1516, 4
+  store <8 x float> %54, ptr %fc1.t158_c2_0, align 32
+  %55 = mul nsw i64 %fc1.mb1576, 4
   %56 = add nsw i64 %55, 2
   %57 = mul nsw i64 %56, 64
   %58 = add nsw i64 811008, %57
-  %59 = mul nsw i64 %fc1.nb1505, 24
+  %59 = mul nsw i64 %fc1.nb1565, 24
   %60 = add nsw i64 %58, %59
   %61 = add nsw i64 %60, 8
   %arena14 = getelementptr inbounds float, ptr %arena, i64 %61
   %62 = load <8 x float>, ptr %arena14, align 4
-  store <8 x float> %62, ptr %fc1.t152_c2_1, align 32
-  %63 = mul nsw i64 %fc1.mb1516, 4
+  store <8 x float> %62, ptr %fc1.t158_c2_1, align 32
+  %63 = mul nsw i64 %fc1.mb1576, 4
   %64 = add nsw i64 %63, 2
   %65 = mul nsw i64 %64, 64
   %66 = add nsw i64 811008, %65
-  %67 = mul nsw i64 %fc1.nb1505, 24
+  %67 = mul nsw i64 %fc1.nb1565, 24
   %68 = add nsw i64 %66, %67
   %69 = add nsw i64 %68, 16
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %69
   %70 = load <8 x float>, ptr %arena15, align 4
-  store <8 x float> %70, ptr %fc1.t152_c2_2, align 32
-  %71 = mul nsw i64 %fc1.mb1516, 4
+  store <8 x float> %70, ptr %fc1.t158_c2_2, align 32
+  %71 = mul nsw i64 %fc1.mb1576, 4
   %72 = add nsw i64 %71, 3
   %73 = mul nsw i64 %72, 64
   %74 = add nsw i64 811008, %73
-  %75 = mul nsw i64 %fc1.nb1505, 24
+  %75 = mul nsw i64 %fc1.nb1565, 24
   %76 = add nsw i64 %74, %75
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %76
   %77 = load <8 x float>, ptr %arena16, align 4
-  store <8 x float> %77, ptr %fc1.t152_c3_0, align 32
-  %78 = mul nsw i64 %fc1.mb1516, 4
+  store <8 x float> %77, ptr %fc1.t158_c3_0, align 32
+  %78 = mul nsw i64 %fc1.mb1576, 4
   %79 = add nsw i64 %78, 3
   %80 = mul nsw i64 %79, 64
   %81 = add nsw i64 811008, %80
-  %82 = mul nsw i64 %fc1.nb1505, 24
+  %82 = mul nsw i64 %fc1.nb1565, 24
   %83 = add nsw i64 %81, %82
   %84 = add nsw i64 %83, 8
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %84
   %85 = load <8 x float>, ptr %arena17, align 4
-  store <8 x float> %85, ptr %fc1.t152_c3_1, align 32
-  %86 = mul nsw i64 %fc1.mb1516, 4
+  store <8 x float> %85, ptr %fc1.t158_c3_1, align 32
+  %86 = mul nsw i64 %fc1.mb1576, 4
   %87 = add nsw i64 %86, 3
   %88 = mul nsw i64 %87, 64
   %89 = add nsw i64 811008, %88
-  %90 = mul nsw i64 %fc1.nb1505, 24
+  %90 = mul nsw i64 %fc1.nb1565, 24
   %91 = add nsw i64 %89, %90
   %92 = add nsw i64 %91, 16
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %92
   %93 = load <8 x float>, ptr %arena18, align 4
-  store <8 x float> %93, ptr %fc1.t152_c3_2, align 32
-  br label %fc1.k153
+  store <8 x float> %93, ptr %fc1.t158_c3_2, align 32
+  br label %fc1.k159
 
-fc1.mb151.end:                                    ; preds = %fc1.k153.end
-  %nb150.next = add nsw i64 %fc1.nb1505, 1
-  %94 = icmp slt i64 %nb150.next, 2
-  br i1 %94, label %fc1.nb150, label %fc1.nb150.end
+fc1.mb157.end:                                    ; preds = %fc1.k159.end
+  %nb156.next = add nsw i64 %fc1.nb1565, 1
+  %94 = icmp slt i64 %nb156.next, 2
+  br i1 %94, label %fc1.nb156, label %fc1.nb156.end
 
-fc1.k153:                                         ; preds = %fc1.k153, %fc1.mb151
-  %fc1.k15319 = phi i64 [ 0, %fc1.mb151 ], [ %k153.next, %fc1.k153 ]
-  %95 = mul nsw i64 %fc1.kp1494, 896
-  %96 = add nsw i64 %fc1.k15319, %95
+fc1.k159:                                         ; preds = %fc1.k159, %fc1.mb157
+  %fc1.k15919 = phi i64 [ 0, %fc1.mb157 ], [ %k159.next, %fc1.k159 ]
+  %95 = mul nsw i64 %fc1.kp1554, 896
+  %96 = add nsw i64 %fc1.k15919, %95
   %97 = mul nsw i64 %96, 64
   %98 = add nsw i64 8192, %97
-  %99 = mul nsw i64 %fc1.nb1505, 24
+  %99 = mul nsw i64 %fc1.nb1565, 24
   %100 = add nsw i64 %98, %99
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %100
   %101 = load <8 x float>, ptr %arena20, align 4
-  store <8 x float> %101, ptr %fc1.t152_b0, align 32
-  %102 = mul nsw i64 %fc1.kp1494, 896
-  %103 = add nsw i64 %fc1.k15319, %102
+  store <8 x float> %101, ptr %fc1.t158_b0, align 32
+  %102 = mul nsw i64 %fc1.kp1554, 896
+  %103 = add nsw i64 %fc1.k15919, %102
   %104 = mul nsw i64 %103, 64
   %105 = add nsw i64 8192, %104
-  %106 = mul nsw i64 %fc1.nb1505, 24
+  %106 = mul nsw i64 %fc1.nb1565, 24
   %107 = add nsw i64 %105, %106
   %108 = add nsw i64 %107, 8
   %arena21 = getelementptr inbounds float, ptr %arena, i64 %108
   %109 = load <8 x float>, ptr %arena21, align 4
-  store <8 x float> %109, ptr %fc1.t152_b1, align 32
-  %110 = mul nsw i64 %fc1.kp1494, 896
-  %111 = add nsw i64 %fc1.k15319, %110
+  store <8 x float> %109, ptr %fc1.t158_b1, align 32
+  %110 = mul nsw i64 %fc1.kp1554, 896
+  %111 = add nsw i64 %fc1.k15919, %110
   %112 = mul nsw i64 %111, 64
   %113 = add nsw i64 8192, %112
-  %114 = mul nsw i64 %fc1.nb1505, 24
+  %114 = mul nsw i64 %fc1.nb1565, 24
   %115 = add nsw i64 %113, %114
   %116 = add nsw i64 %115, 16
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %116
   %117 = load <8 x float>, ptr %arena22, align 4
-  store <8 x float> %117, ptr %fc1.t152_b2, align 32
-  %118 = mul nsw i64 %fc1.mb1516, 4
+  store <8 x float> %117, ptr %fc1.t158_b2, align 32
+  %118 = mul nsw i64 %fc1.mb1576, 4
   %119 = mul nsw i64 %118, 12544
   %120 = add nsw i64 18816, %119
-  %121 = mul nsw i64 %fc1.kp1494, 896
-  %122 = add nsw i64 %fc1.k15319, %121
+  %121 = mul nsw i64 %fc1.kp1554, 896
+  %122 = add nsw i64 %fc1.k15919, %121
   %123 = add nsw i64 %120, %122
   %params23 = getelementptr inbounds float, ptr %params, i64 %123
   %124 = load float, ptr %params23, align 4
   %125 = insertelement <8 x float> undef, float %124, i32 0
   %126 = shufflevector <8 x float> %125, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %126, ptr %fc1.t152_a0, align 32
-  %t152_a0 = load <8 x float>, ptr %fc1.t152_a0, align 32
-  %t152_b0 = load <8 x float>, ptr %fc1.t152_b0, align 32
-  %t152_c0_0 = load <8 x float>, ptr %fc1.t152_c0_0, align 32
-  %127 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t152_a0, <8 x float> %t152_b0, <8 x float> %t152_c0_0)
-  store <8 x float> %127, ptr %fc1.t152_c0_0, align 32
-  %t152_a024 = load <8 x float>, ptr %fc1.t152_a0, align 32
-  %t152_b1 = load <8 x float>, ptr %fc1.t152_b1, align 32
-  %t152_c0_1 = load <8 x float>, ptr %fc1.t152_c0_1, align 32
-  %128 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t152_a024, <8 x float> %t152_b1, <8 x float> %t152_c0_1)
-  store <8 x float> %128, ptr %fc1.t152_c0_1, align 32
-  %t152_a025 = load <8 x float>, ptr %fc1.t152_a0, align 32
-  %t152_b2 = load <8 x float>, ptr %fc1.t152_b2, align 32
-  %t152_c0_2 = load <8 x float>, ptr %fc1.t152_c0_2, align 32
-  %129 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t152_a025, <8 x float> %t152_b2, <8 x float> %t152_c0_2)
-  store <8 x float> %129, ptr %fc1.t152_c0_2, align 32
-  %130 = mul nsw i64 %fc1.mb1516, 4
+  store <8 x float> %126, ptr %fc1.t158_a0, align 32
+  %t158_a0 = load <8 x float>, ptr %fc1.t158_a0, align 32
+  %t158_b0 = load <8 x float>, ptr %fc1.t158_b0, align 32
+  %t158_c0_0 = load <8 x float>, ptr %fc1.t158_c0_0, align 32
+  %127 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t158_a0, <8 x float> %t158_b0, <8 x float> %t158_c0_0)
+  store <8 x float> %127, ptr %fc1.t158_c0_0, align 32
+  %t158_a024 = load <8 x float>, ptr %fc1.t158_a0, align 32
+  %t158_b1 = load <8 x float>, ptr %fc1.t158_b1, align 32
+  %t158_c0_1 = load <8 x float>, ptr %fc1.t158_c0_1, align 32
+  %128 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t158_a024, <8 x float> %t158_b1, <8 x float> %t158_c0_1)
+  store <8 x float> %128, ptr %fc1.t158_c0_1, align 32
+  %t158_a025 = load <8 x float>, ptr %fc1.t158_a0, align 32
+  %t158_b2 = load <8 x float>, ptr %fc1.t158_b2, align 32
+  %t158_c0_2 = load <8 x float>, ptr %fc1.t158_c0_2, align 32
+  %129 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t158_a025, <8 x float> %t158_b2, <8 x float> %t158_c0_2)
+  store <8 x float> %129, ptr %fc1.t158_c0_2, align 32
+  %130 = mul nsw i64 %fc1.mb1576, 4
   %131 = add nsw i64 %130, 1
   %132 = mul nsw i64 %131, 12544
   %133 = add nsw i64 18816, %132
-  %134 = mul nsw i64 %fc1.kp1494, 896
-  %135 = add nsw i64 %fc1.k15319, %134
+  %134 = mul nsw i64 %fc1.kp1554, 896
+  %135 = add nsw i64 %fc1.k15919, %134
   %136 = add nsw i64 %133, %135
   %params26 = getelementptr inbounds float, ptr %params, i64 %136
   %137 = load float, ptr %params26, align 4
   %138 = insertelement <8 x float> undef, float %137, i32 0
   %139 = shufflevector <8 x float> %138, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %139, ptr %fc1.t152_a1, align 32
-  %t152_a1 = load <8 x float>, ptr %fc1.t152_a1, align 32
-  %t152_b027 = load <8 x float>, ptr %fc1.t152_b0, align 32
-  %t152_c1_0 = load <8 x float>, ptr %fc1.t152_c1_0, align 32
-  %140 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t152_a1, <8 x float> %t152_b027, <8 x float> %t152_c1_0)
-  store <8 x float> %140, ptr %fc1.t152_c1_0, align 32
-  %t152_a128 = load <8 x float>, ptr %fc1.t152_a1, align 32
-  %t152_b129 = load <8 x float>, ptr %fc1.t152_b1, align 32
-  %t152_c1_1 = load <8 x float>, ptr %fc1.t152_c1_1, align 32
-  %141 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t152_a128, <8 x float> %t152_b129, <8 x float> %t152_c1_1)
-  store <8 x float> %141, ptr %fc1.t152_c1_1, align 32
-  %t152_a130 = load <8 x float>, ptr %fc1.t152_a1, align 32
-  %t152_b231 = load <8 x float>, ptr %fc1.t152_b2, align 32
-  %t152_c1_2 = load <8 x float>, ptr %fc1.t152_c1_2, align 32
-  %142 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t152_a130, <8 x float> %t152_b231, <8 x float> %t152_c1_2)
-  store <8 x float> %142, ptr %fc1.t152_c1_2, align 32
-  %143 = mul nsw i64 %fc1.mb1516, 4
+  store <8 x float> %139, ptr %fc1.t158_a1, align 32
+  %t158_a1 = load <8 x float>, ptr %fc1.t158_a1, align 32
+  %t158_b027 = load <8 x float>, ptr %fc1.t158_b0, align 32
+  %t158_c1_0 = load <8 x float>, ptr %fc1.t158_c1_0, align 32
+  %140 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t158_a1, <8 x float> %t158_b027, <8 x float> %t158_c1_0)
+  store <8 x float> %140, ptr %fc1.t158_c1_0, align 32
+  %t158_a128 = load <8 x float>, ptr %fc1.t158_a1, align 32
+  %t158_b129 = load <8 x float>, ptr %fc1.t158_b1, align 32
+  %t158_c1_1 = load <8 x float>, ptr %fc1.t158_c1_1, align 32
+  %141 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t158_a128, <8 x float> %t158_b129, <8 x float> %t158_c1_1)
+  store <8 x float> %141, ptr %fc1.t158_c1_1, align 32
+  %t158_a130 = load <8 x float>, ptr %fc1.t158_a1, align 32
+  %t158_b231 = load <8 x float>, ptr %fc1.t158_b2, align 32
+  %t158_c1_2 = load <8 x float>, ptr %fc1.t158_c1_2, align 32
+  %142 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t158_a130, <8 x float> %t158_b231, <8 x float> %t158_c1_2)
+  store <8 x float> %142, ptr %fc1.t158_c1_2, align 32
+  %143 = mul nsw i64 %fc1.mb1576, 4
   %144 = add nsw i64 %143, 2
   %145 = mul nsw i64 %144, 12544
   %146 = add nsw i64 18816, %145
-  %147 = mul nsw i64 %fc1.kp1494, 896
-  %148 = add nsw i64 %fc1.k15319, %147
+  %147 = mul nsw i64 %fc1.kp1554, 896
+  %148 = add nsw i64 %fc1.k15919, %147
   %149 = add nsw i64 %146, %148
   %params32 = getelementptr inbounds float, ptr %params, i64 %149
   %150 = load float, ptr %params32, align 4
   %151 = insertelement <8 x float> undef, float %150, i32 0
   %152 = shufflevector <8 x float> %151, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %152, ptr %fc1.t152_a2, align 32
-  %t152_a2 = load <8 x float>, ptr %fc1.t152_a2, align 32
-  %t152_b033 = load <8 x float>, ptr %fc1.t152_b0, align 32
-  %t152_c2_0 = load <8 x float>, ptr %fc1.t152_c2_0, align 32
-  %153 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t152_a2, <8 x float> %t152_b033, <8 x float> %t152_c2_0)
-  store <8 x float> %153, ptr %fc1.t152_c2_0, align 32
-  %t152_a234 = load <8 x float>, ptr %fc1.t152_a2, align 32
-  %t152_b135 = load <8 x float>, ptr %fc1.t152_b1, align 32
-  %t152_c2_1 = load <8 x float>, ptr %fc1.t152_c2_1, align 32
-  %154 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t152_a234, <8 x float> %t152_b135, <8 x float> %t152_c2_1)
-  store <8 x float> %154, ptr %fc1.t152_c2_1, align 32
-  %t152_a236 = load <8 x float>, ptr %fc1.t152_a2, align 32
-  %t152_b237 = load <8 x float>, ptr %fc1.t152_b2, align 32
-  %t152_c2_2 = load <8 x float>, ptr %fc1.t152_c2_2, align 32
-  %155 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t152_a236, <8 x float> %t152_b237, <8 x float> %t152_c2_2)
-  store <8 x float> %155, ptr %fc1.t152_c2_2, align 32
-  %156 = mul nsw i64 %fc1.mb1516, 4
+  store <8 x float> %152, ptr %fc1.t158_a2, align 32
+  %t158_a2 = load <8 x float>, ptr %fc1.t158_a2, align 32
+  %t158_b033 = load <8 x float>, ptr %fc1.t158_b0, align 32
+  %t158_c2_0 = load <8 x float>, ptr %fc1.t158_c2_0, align 32
+  %153 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t158_a2, <8 x float> %t158_b033, <8 x float> %t158_c2_0)
+  store <8 x float> %153, ptr %fc1.t158_c2_0, align 32
+  %t158_a234 = load <8 x float>, ptr %fc1.t158_a2, align 32
+  %t158_b135 = load <8 x float>, ptr %fc1.t158_b1, align 32
+  %t158_c2_1 = load <8 x float>, ptr %fc1.t158_c2_1, align 32
+  %154 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t158_a234, <8 x float> %t158_b135, <8 x float> %t158_c2_1)
+  store <8 x float> %154, ptr %fc1.t158_c2_1, align 32
+  %t158_a236 = load <8 x float>, ptr %fc1.t158_a2, align 32
+  %t158_b237 = load <8 x float>, ptr %fc1.t158_b2, align 32
+  %t158_c2_2 = load <8 x float>, ptr %fc1.t158_c2_2, align 32
+  %155 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t158_a236, <8 x float> %t158_b237, <8 x float> %t158_c2_2)
+  store <8 x float> %155, ptr %fc1.t158_c2_2, align 32
+  %156 = mul nsw i64 %fc1.mb1576, 4
   %157 = add nsw i64 %156, 3
   %158 = mul nsw i64 %157, 12544
   %159 = add nsw i64 18816, %158
-  %160 = mul nsw i64 %fc1.kp1494, 896
-  %161 = add nsw i64 %fc1.k15319, %160
+  %160 = mul nsw i64 %fc1.kp1554, 896
+  %161 = add nsw i64 %fc1.k15919, %160
   %162 = add nsw i64 %159, %161
   %params38 = getelementptr inbounds float, ptr %params, i64 %162
   %163 = load float, ptr %params38, align 4
   %164 = insertelement <8 x float> undef, float %163, i32 0
   %165 = shufflevector <8 x float> %164, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %165, ptr %fc1.t152_a3, align 32
-  %t152_a3 = load <8 x float>, ptr %fc1.t152_a3, align 32
-  %t152_b039 = load <8 x float>, ptr %fc1.t152_b0, align 32
-  %t152_c3_0 = load <8 x float>, ptr %fc1.t152_c3_0, align 32
-  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t152_a3, <8 x float> %t152_b039, <8 x float> %t152_c3_0)
-  store <8 x float> %166, ptr %fc1.t152_c3_0, align 32
-  %t152_a340 = load <8 x float>, ptr %fc1.t152_a3, align 32
-  %t152_b141 = load <8 x float>, ptr %fc1.t152_b1, align 32
-  %t152_c3_1 = load <8 x float>, ptr %fc1.t152_c3_1, align 32
-  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t152_a340, <8 x float> %t152_b141, <8 x float> %t152_c3_1)
-  store <8 x float> %167, ptr %fc1.t152_c3_1, align 32
-  %t152_a342 = load <8 x float>, ptr %fc1.t152_a3, align 32
-  %t152_b243 = load <8 x float>, ptr %fc1.t152_b2, align 32
-  %t152_c3_2 = load <8 x float>, ptr %fc1.t152_c3_2, align 32
-  %168 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t152_a342, <8 x float> %t152_b243, <8 x float> %t152_c3_2)
-  store <8 x float> %168, ptr %fc1.t152_c3_2, align 32
-  %k153.next = add nsw i64 %fc1.k15319, 1
-  %169 = icmp slt i64 %k153.next, 896
-  br i1 %169, label %fc1.k153, label %fc1.k153.end
+  store <8 x float> %165, ptr %fc1.t158_a3, align 32
+  %t158_a3 = load <8 x float>, ptr %fc1.t158_a3, align 32
+  %t158_b039 = load <8 x float>, ptr %fc1.t158_b0, align 32
+  %t158_c3_0 = load <8 x float>, ptr %fc1.t158_c3_0, align 32
+  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t158_a3, <8 x float> %t158_b039, <8 x float> %t158_c3_0)
+  store <8 x float> %166, ptr %fc1.t158_c3_0, align 32
+  %t158_a340 = load <8 x float>, ptr %fc1.t158_a3, align 32
+  %t158_b141 = load <8 x float>, ptr %fc1.t158_b1, align 32
+  %t158_c3_1 = load <8 x float>, ptr %fc1.t158_c3_1, align 32
+  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t158_a340, <8 x float> %t158_b141, <8 x float> %t158_c3_1)
+  store <8 x float> %167, ptr %fc1.t158_c3_1, align 32
+  %t158_a342 = load <8 x float>, ptr %fc1.t158_a3, align 32
+  %t158_b243 = load <8 x float>, ptr %fc1.t158_b2, align 32
+  %t158_c3_2 = load <8 x float>, ptr %fc1.t158_c3_2, align 32
+  %168 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t158_a342, <8 x float> %t158_b243, <8 x float> %t158_c3_2)
+  store <8 x float> %168, ptr %fc1.t158_c3_2, align 32
+  %k159.next = add nsw i64 %fc1.k15919, 1
+  %169 = icmp slt i64 %k159.next, 896
+  br i1 %169, label %fc1.k159, label %fc1.k159.end
 
-fc1.k153.end:                                     ; preds = %fc1.k153
-  %t152_c0_044 = load <8 x float>, ptr %fc1.t152_c0_0, align 32
-  %170 = mul nsw i64 %fc1.mb1516, 4
+fc1.k159.end:                                     ; preds = %fc1.k159
+  %t158_c0_044 = load <8 x float>, ptr %fc1.t158_c0_0, align 32
+  %170 = mul nsw i64 %fc1.mb1576, 4
   %171 = mul nsw i64 %170, 64
   %172 = add nsw i64 811008, %171
-  %173 = mul nsw i64 %fc1.nb1505, 24
+  %173 = mul nsw i64 %fc1.nb1565, 24
   %174 = add nsw i64 %172, %173
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %174
-  store <8 x float> %t152_c0_044, ptr %arena45, align 4
-  %t152_c0_146 = load <8 x float>, ptr %fc1.t152_c0_1, align 32
-  %175 = mul nsw i64 %fc1.mb1516, 4
+  store <8 x float> %t158_c0_044, ptr %arena45, align 4
+  %t158_c0_146 = load <8 x float>, ptr %fc1.t158_c0_1, align 32
+  %175 = mul nsw i64 %fc1.mb1576, 4
   %176 = mul nsw i64 %175, 64
   %177 = add nsw i64 811008, %176
-  %178 = mul nsw i64 %fc1.nb1505, 24
+  %178 = mul nsw i64 %fc1.nb1565, 24
   %179 = add nsw i64 %177, %178
   %180 = add nsw i64 %179, 8
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %180
-  store <8 x float> %t152_c0_146, ptr %arena47, align 4
-  %t152_c0_248 = load <8 x float>, ptr %fc1.t152_c0_2, align 32
-  %181 = mul nsw i64 %fc1.mb1516, 4
+  store <8 x float> %t158_c0_146, ptr %arena47, align 4
+  %t158_c0_248 = load <8 x float>, ptr %fc1.t158_c0_2, align 32
+  %181 = mul nsw i64 %fc1.mb1576, 4
   %182 = mul nsw i64 %181, 64
   %183 = add nsw i64 811008, %182
-  %184 = mul nsw i64 %fc1.nb1505, 24
+  %184 = mul nsw i64 %fc1.nb1565, 24
   %185 = add nsw i64 %183, %184
   %186 = add nsw i64 %185, 16
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %186
-  store <8 x float> %t152_c0_248, ptr %arena49, align 4
-  %t152_c1_050 = load <8 x float>, ptr %fc1.t152_c1_0, align 32
-  %187 = mul nsw i64 %fc1.mb1516, 4
+  store <8 x float> %t158_c0_248, ptr %arena49, align 4
+  %t158_c1_050 = load <8 x float>, ptr %fc1.t158_c1_0, align 32
+  %187 = mul nsw i64 %fc1.mb1576, 4
   %188 = add nsw i64 %187, 1
   %189 = mul nsw i64 %188, 64
   %190 = add nsw i64 811008, %189
-  %191 = mul nsw i64 %fc1.nb1505, 24
+  %191 = mul nsw i64 %fc1.nb1565, 24
   %192 = add nsw i64 %190, %191
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %192
-  store <8 x float> %t152_c1_050, ptr %arena51, align 4
-  %t152_c1_152 = load <8 x float>, ptr %fc1.t152_c1_1, align 32
-  %193 = mul nsw i64 %fc1.mb1516, 4
+  store <8 x float> %t158_c1_050, ptr %arena51, align 4
+  %t158_c1_152 = load <8 x float>, ptr %fc1.t158_c1_1, align 32
+  %193 = mul nsw i64 %fc1.mb1576, 4
   %194 = add nsw i64 %193, 1
   %195 = mul nsw i64 %194, 64
   %196 = add nsw i64 811008, %195
-  %197 = mul nsw i64 %fc1.nb1505, 24
+  %197 = mul nsw i64 %fc1.nb1565, 24
   %198 = add nsw i64 %196, %197
   %199 = add nsw i64 %198, 8
   %arena53 = getelementptr inbounds float, ptr %arena, i64 %199
-  store <8 x float> %t152_c1_152, ptr %arena53, align 4
-  %t152_c1_254 = load <8 x float>, ptr %fc1.t152_c1_2, align 32
-  %200 = mul nsw i64 %fc1.mb1516, 4
+  store <8 x float> %t158_c1_152, ptr %arena53, align 4
+  %t158_c1_254 = load <8 x float>, ptr %fc1.t158_c1_2, align 32
+  %200 = mul nsw i64 %fc1.mb1576, 4
   %201 = add nsw i64 %200, 1
   %202 = mul nsw i64 %201, 64
   %203 = add nsw i64 811008, %202
-  %204 = mul nsw i64 %fc1.nb1505, 24
+  %204 = mul nsw i64 %fc1.nb1565, 24
   %205 = add nsw i64 %203, %204
   %206 = add nsw i64 %205, 16
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %206
-  store <8 x float> %t152_c1_254, ptr %arena55, align 4
-  %t152_c2_056 = load <8 x float>, ptr %fc1.t152_c2_0, align 32
-  %207 = mul nsw i64 %fc1.mb1516, 4
+  store <8 x float> %t158_c1_254, ptr %arena55, align 4
+  %t158_c2_056 = load <8 x float>, ptr %fc1.t158_c2_0, align 32
+  %207 = mul nsw i64 %fc1.mb1576, 4
   %208 = add nsw i64 %207, 2
   %209 = mul nsw i64 %208, 64
   %210 = add nsw i64 811008, %209
-  %211 = mul nsw i64 %fc1.nb1505, 24
+  %211 = mul nsw i64 %fc1.nb1565, 24
   %212 = add nsw i64 %210, %211
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %212
-  store <8 x float> %t152_c2_056, ptr %arena57, align 4
-  %t152_c2_158 = load <8 x float>, ptr %fc1.t152_c2_1, align 32
-  %213 = mul nsw i64 %fc1.mb1516, 4
+  store <8 x float> %t158_c2_056, ptr %arena57, align 4
+  %t158_c2_158 = load <8 x float>, ptr %fc1.t158_c2_1, align 32
+  %213 = mul nsw i64 %fc1.mb1576, 4
   %214 = add nsw i64 %213, 2
   %215 = mul nsw i64 %214, 64
   %216 = add nsw i64 811008, %215
-  %217 = mul nsw i64 %fc1.nb1505, 24
+  %217 = mul nsw i64 %fc1.nb1565, 24
   %218 = add nsw i64 %216, %217
   %219 = add nsw i64 %218, 8
   %arena59 = getelementptr inbounds float, ptr %arena, i64 %219
-  store <8 x float> %t152_c2_158, ptr %arena59, align 4
-  %t152_c2_260 = load <8 x float>, ptr %fc1.t152_c2_2, align 32
-  %220 = mul nsw i64 %fc1.mb1516, 4
+  store <8 x float> %t158_c2_158, ptr %arena59, align 4
+  %t158_c2_260 = load <8 x float>, ptr %fc1.t158_c2_2, align 32
+  %220 = mul nsw i64 %fc1.mb1576, 4
   %221 = add nsw i64 %220, 2
   %222 = mul nsw i64 %221, 64
   %223 = add nsw i64 811008, %222
-  %224 = mul nsw i64 %fc1.nb1505, 24
+  %224 = mul nsw i64 %fc1.nb1565, 24
   %225 = add nsw i64 %223, %224
   %226 = add nsw i64 %225, 16
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %226
-  store <8 x float> %t152_c2_260, ptr %arena61, align 4
-  %t152_c3_062 = load <8 x float>, ptr %fc1.t152_c3_0, align 32
-  %227 = mul nsw i64 %fc1.mb1516, 4
+  store <8 x float> %t158_c2_260, ptr %arena61, align 4
+  %t158_c3_062 = load <8 x float>, ptr %fc1.t158_c3_0, align 32
+  %227 = mul nsw i64 %fc1.mb1576, 4
   %228 = add nsw i64 %227, 3
   %229 = mul nsw i64 %228, 64
   %230 = add nsw i64 811008, %229
-  %231 = mul nsw i64 %fc1.nb1505, 24
+  %231 = mul nsw i64 %fc1.nb1565, 24
   %232 = add nsw i64 %230, %231
   %arena63 = getelementptr inbounds float, ptr %arena, i64 %232
-  store <8 x float> %t152_c3_062, ptr %arena63, align 4
-  %t152_c3_164 = load <8 x float>, ptr %fc1.t152_c3_1, align 32
-  %233 = mul nsw i64 %fc1.mb1516, 4
+  store <8 x float> %t158_c3_062, ptr %arena63, align 4
+  %t158_c3_164 = load <8 x float>, ptr %fc1.t158_c3_1, align 32
+  %233 = mul nsw i64 %fc1.mb1576, 4
   %234 = add nsw i64 %233, 3
   %235 = mul nsw i64 %234, 64
   %236 = add nsw i64 811008, %235
-  %237 = mul nsw i64 %fc1.nb1505, 24
+  %237 = mul nsw i64 %fc1.nb1565, 24
   %238 = add nsw i64 %236, %237
   %239 = add nsw i64 %238, 8
   %arena65 = getelementptr inbounds float, ptr %arena, i64 %239
-  store <8 x float> %t152_c3_164, ptr %arena65, align 4
-  %t152_c3_266 = load <8 x float>, ptr %fc1.t152_c3_2, align 32
-  %240 = mul nsw i64 %fc1.mb1516, 4
+  store <8 x float> %t158_c3_164, ptr %arena65, align 4
+  %t158_c3_266 = load <8 x float>, ptr %fc1.t158_c3_2, align 32
+  %240 = mul nsw i64 %fc1.mb1576, 4
   %241 = add nsw i64 %240, 3
   %242 = mul nsw i64 %241, 64
   %243 = add nsw i64 811008, %242
-  %244 = mul nsw i64 %fc1.nb1505, 24
+  %244 = mul nsw i64 %fc1.nb1565, 24
   %245 = add nsw i64 %243, %244
   %246 = add nsw i64 %245, 16
   %arena67 = getelementptr inbounds float, ptr %arena, i64 %246
-  store <8 x float> %t152_c3_266, ptr %arena67, align 4
-  %mb151.next = add nsw i64 %fc1.mb1516, 1
-  %247 = icmp slt i64 %mb151.next, 32
-  br i1 %247, label %fc1.mb151, label %fc1.mb151.end
+  store <8 x float> %t158_c3_266, ptr %arena67, align 4
+  %mb157.next = add nsw i64 %fc1.mb1576, 1
+  %247 = icmp slt i64 %mb157.next, 32
+  br i1 %247, label %fc1.mb157, label %fc1.mb157.end
 
-fc1.mb154:                                        ; preds = %fc1.k156.end, %fc1.nb150.end
-  %fc1.mb15468 = phi i64 [ 0, %fc1.nb150.end ], [ %mb154.next, %fc1.k156.end ]
-  %248 = mul nsw i64 %fc1.mb15468, 4
+fc1.mb160:                                        ; preds = %fc1.k162.end, %fc1.nb156.end
+  %fc1.mb16068 = phi i64 [ 0, %fc1.nb156.end ], [ %mb160.next, %fc1.k162.end ]
+  %248 = mul nsw i64 %fc1.mb16068, 4
   %249 = mul nsw i64 %248, 64
   %250 = add nsw i64 811008, %249
   %251 = add nsw i64 %250, 48
   %arena69 = getelementptr inbounds float, ptr %arena, i64 %251
   %252 = load <8 x float>, ptr %arena69, align 4
-  store <8 x float> %252, ptr %fc1.t155_c0_0, align 32
-  %253 = mul nsw i64 %fc1.mb15468, 4
+  store <8 x float> %252, ptr %fc1.t161_c0_0, align 32
+  %253 = mul nsw i64 %fc1.mb16068, 4
   %254 = mul nsw i64 %253, 64
   %255 = add nsw i64 811008, %254
   %256 = add nsw i64 %255, 48
   %257 = add nsw i64 %256, 8
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %257
   %258 = load <8 x float>, ptr %arena70, align 4
-  store <8 x float> %258, ptr %fc1.t155_c0_1, align 32
-  %259 = mul nsw i64 %fc1.mb15468, 4
+  store <8 x float> %258, ptr %fc1.t161_c0_1, align 32
+  %259 = mul nsw i64 %fc1.mb16068, 4
   %260 = add nsw i64 %259, 1
   %261 = mul nsw i64 %260, 64
   %262 = add nsw i64 811008, %261
   %263 = add nsw i64 %262, 48
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %263
   %264 = load <8 x float>, ptr %arena71, align 4
-  store <8 x float> %264, ptr %fc1.t155_c1_0, align 32
-  %265 = mul nsw i64 %fc1.mb15468, 4
+  store <8 x float> %264, ptr %fc1.t161_c1_0, align 32
+  %265 = mul nsw i64 %fc1.mb16068, 4
   %266 = add nsw i64 %265, 1
   %267 = mul nsw i64 %266, 64
   %268 = add nsw i64 811008, %267
@@ -16108,16 +16356,16 @@ fc1.mb154:                                        ; preds = %fc1.k156.end, %fc1.
   %270 = add nsw i64 %269, 8
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %270
   %271 = load <8 x float>, ptr %arena72, align 4
-  store <8 x float> %271, ptr %fc1.t155_c1_1, align 32
-  %272 = mul nsw i64 %fc1.mb15468, 4
+  store <8 x float> %271, ptr %fc1.t161_c1_1, align 32
+  %272 = mul nsw i64 %fc1.mb16068, 4
   %273 = add nsw i64 %272, 2
   %274 = mul nsw i64 %273, 64
   %275 = add nsw i64 811008, %274
   %276 = add nsw i64 %275, 48
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %276
   %277 = load <8 x float>, ptr %arena73, align 4
-  store <8 x float> %277, ptr %fc1.t155_c2_0, align 32
-  %278 = mul nsw i64 %fc1.mb15468, 4
+  store <8 x float> %277, ptr %fc1.t161_c2_0, align 32
+  %278 = mul nsw i64 %fc1.mb16068, 4
   %279 = add nsw i64 %278, 2
   %280 = mul nsw i64 %279, 64
   %281 = add nsw i64 811008, %280
@@ -16125,16 +16373,16 @@ fc1.mb154:                                        ; preds = %fc1.k156.end, %fc1.
   %283 = add nsw i64 %282, 8
   %arena74 = getelementptr inbounds float, ptr %arena, i64 %283
   %284 = load <8 x float>, ptr %arena74, align 4
-  store <8 x float> %284, ptr %fc1.t155_c2_1, align 32
-  %285 = mul nsw i64 %fc1.mb15468, 4
+  store <8 x float> %284, ptr %fc1.t161_c2_1, align 32
+  %285 = mul nsw i64 %fc1.mb16068, 4
   %286 = add nsw i64 %285, 3
   %287 = mul nsw i64 %286, 64
   %288 = add nsw i64 811008, %287
   %289 = add nsw i64 %288, 48
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %289
   %290 = load <8 x float>, ptr %arena75, align 4
-  store <8 x float> %290, ptr %fc1.t155_c3_0, align 32
-  %291 = mul nsw i64 %fc1.mb15468, 4
+  store <8 x float> %290, ptr %fc1.t161_c3_0, align 32
+  %291 = mul nsw i64 %fc1.mb16068, 4
   %292 = add nsw i64 %291, 3
   %293 = mul nsw i64 %292, 64
   %294 = add nsw i64 811008, %293
@@ -16142,194 +16390,194 @@ fc1.mb154:                                        ; preds = %fc1.k156.end, %fc1.
   %296 = add nsw i64 %295, 8
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %296
   %297 = load <8 x float>, ptr %arena76, align 4
-  store <8 x float> %297, ptr %fc1.t155_c3_1, align 32
-  br label %fc1.k156
+  store <8 x float> %297, ptr %fc1.t161_c3_1, align 32
+  br label %fc1.k162
 
-fc1.mb154.end:                                    ; preds = %fc1.k156.end
-  %kp149.next = add nsw i64 %fc1.kp1494, 1
-  %298 = icmp slt i64 %kp149.next, 14
-  br i1 %298, label %fc1.kp149, label %fc1.kp149.end
+fc1.mb160.end:                                    ; preds = %fc1.k162.end
+  %kp155.next = add nsw i64 %fc1.kp1554, 1
+  %298 = icmp slt i64 %kp155.next, 14
+  br i1 %298, label %fc1.kp155, label %fc1.kp155.end
 
-fc1.k156:                                         ; preds = %fc1.k156, %fc1.mb154
-  %fc1.k15677 = phi i64 [ 0, %fc1.mb154 ], [ %k156.next, %fc1.k156 ]
-  %299 = mul nsw i64 %fc1.kp1494, 896
-  %300 = add nsw i64 %fc1.k15677, %299
+fc1.k162:                                         ; preds = %fc1.k162, %fc1.mb160
+  %fc1.k16277 = phi i64 [ 0, %fc1.mb160 ], [ %k162.next, %fc1.k162 ]
+  %299 = mul nsw i64 %fc1.kp1554, 896
+  %300 = add nsw i64 %fc1.k16277, %299
   %301 = mul nsw i64 %300, 64
   %302 = add nsw i64 8192, %301
   %303 = add nsw i64 %302, 48
   %arena78 = getelementptr inbounds float, ptr %arena, i64 %303
   %304 = load <8 x float>, ptr %arena78, align 4
-  store <8 x float> %304, ptr %fc1.t155_b0, align 32
-  %305 = mul nsw i64 %fc1.kp1494, 896
-  %306 = add nsw i64 %fc1.k15677, %305
+  store <8 x float> %304, ptr %fc1.t161_b0, align 32
+  %305 = mul nsw i64 %fc1.kp1554, 896
+  %306 = add nsw i64 %fc1.k16277, %305
   %307 = mul nsw i64 %306, 64
   %308 = add nsw i64 8192, %307
   %309 = add nsw i64 %308, 48
   %310 = add nsw i64 %309, 8
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %310
   %311 = load <8 x float>, ptr %arena79, align 4
-  store <8 x float> %311, ptr %fc1.t155_b1, align 32
-  %312 = mul nsw i64 %fc1.mb15468, 4
+  store <8 x float> %311, ptr %fc1.t161_b1, align 32
+  %312 = mul nsw i64 %fc1.mb16068, 4
   %313 = mul nsw i64 %312, 12544
   %314 = add nsw i64 18816, %313
-  %315 = mul nsw i64 %fc1.kp1494, 896
-  %316 = add nsw i64 %fc1.k15677, %315
+  %315 = mul nsw i64 %fc1.kp1554, 896
+  %316 = add nsw i64 %fc1.k16277, %315
   %317 = add nsw i64 %314, %316
   %params80 = getelementptr inbounds float, ptr %params, i64 %317
   %318 = load float, ptr %params80, align 4
   %319 = insertelement <8 x float> undef, float %318, i32 0
   %320 = shufflevector <8 x float> %319, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %320, ptr %fc1.t155_a0, align 32
-  %t155_a0 = load <8 x float>, ptr %fc1.t155_a0, align 32
-  %t155_b0 = load <8 x float>, ptr %fc1.t155_b0, align 32
-  %t155_c0_0 = load <8 x float>, ptr %fc1.t155_c0_0, align 32
-  %321 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t155_a0, <8 x float> %t155_b0, <8 x float> %t155_c0_0)
-  store <8 x float> %321, ptr %fc1.t155_c0_0, align 32
-  %t155_a081 = load <8 x float>, ptr %fc1.t155_a0, align 32
-  %t155_b1 = load <8 x float>, ptr %fc1.t155_b1, align 32
-  %t155_c0_1 = load <8 x float>, ptr %fc1.t155_c0_1, align 32
-  %322 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t155_a081, <8 x float> %t155_b1, <8 x float> %t155_c0_1)
-  store <8 x float> %322, ptr %fc1.t155_c0_1, align 32
-  %323 = mul nsw i64 %fc1.mb15468, 4
+  store <8 x float> %320, ptr %fc1.t161_a0, align 32
+  %t161_a0 = load <8 x float>, ptr %fc1.t161_a0, align 32
+  %t161_b0 = load <8 x float>, ptr %fc1.t161_b0, align 32
+  %t161_c0_0 = load <8 x float>, ptr %fc1.t161_c0_0, align 32
+  %321 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t161_a0, <8 x float> %t161_b0, <8 x float> %t161_c0_0)
+  store <8 x float> %321, ptr %fc1.t161_c0_0, align 32
+  %t161_a081 = load <8 x float>, ptr %fc1.t161_a0, align 32
+  %t161_b1 = load <8 x float>, ptr %fc1.t161_b1, align 32
+  %t161_c0_1 = load <8 x float>, ptr %fc1.t161_c0_1, align 32
+  %322 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t161_a081, <8 x float> %t161_b1, <8 x float> %t161_c0_1)
+  store <8 x float> %322, ptr %fc1.t161_c0_1, align 32
+  %323 = mul nsw i64 %fc1.mb16068, 4
   %324 = add nsw i64 %323, 1
   %325 = mul nsw i64 %324, 12544
   %326 = add nsw i64 18816, %325
-  %327 = mul nsw i64 %fc1.kp1494, 896
-  %328 = add nsw i64 %fc1.k15677, %327
+  %327 = mul nsw i64 %fc1.kp1554, 896
+  %328 = add nsw i64 %fc1.k16277, %327
   %329 = add nsw i64 %326, %328
   %params82 = getelementptr inbounds float, ptr %params, i64 %329
   %330 = load float, ptr %params82, align 4
   %331 = insertelement <8 x float> undef, float %330, i32 0
   %332 = shufflevector <8 x float> %331, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %332, ptr %fc1.t155_a1, align 32
-  %t155_a1 = load <8 x float>, ptr %fc1.t155_a1, align 32
-  %t155_b083 = load <8 x float>, ptr %fc1.t155_b0, align 32
-  %t155_c1_0 = load <8 x float>, ptr %fc1.t155_c1_0, align 32
-  %333 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t155_a1, <8 x float> %t155_b083, <8 x float> %t155_c1_0)
-  store <8 x float> %333, ptr %fc1.t155_c1_0, align 32
-  %t155_a184 = load <8 x float>, ptr %fc1.t155_a1, align 32
-  %t155_b185 = load <8 x float>, ptr %fc1.t155_b1, align 32
-  %t155_c1_1 = load <8 x float>, ptr %fc1.t155_c1_1, align 32
-  %334 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t155_a184, <8 x float> %t155_b185, <8 x float> %t155_c1_1)
-  store <8 x float> %334, ptr %fc1.t155_c1_1, align 32
-  %335 = mul nsw i64 %fc1.mb15468, 4
+  store <8 x float> %332, ptr %fc1.t161_a1, align 32
+  %t161_a1 = load <8 x float>, ptr %fc1.t161_a1, align 32
+  %t161_b083 = load <8 x float>, ptr %fc1.t161_b0, align 32
+  %t161_c1_0 = load <8 x float>, ptr %fc1.t161_c1_0, align 32
+  %333 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t161_a1, <8 x float> %t161_b083, <8 x float> %t161_c1_0)
+  store <8 x float> %333, ptr %fc1.t161_c1_0, align 32
+  %t161_a184 = load <8 x float>, ptr %fc1.t161_a1, align 32
+  %t161_b185 = load <8 x float>, ptr %fc1.t161_b1, align 32
+  %t161_c1_1 = load <8 x float>, ptr %fc1.t161_c1_1, align 32
+  %334 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t161_a184, <8 x float> %t161_b185, <8 x float> %t161_c1_1)
+  store <8 x float> %334, ptr %fc1.t161_c1_1, align 32
+  %335 = mul nsw i64 %fc1.mb16068, 4
   %336 = add nsw i64 %335, 2
   %337 = mul nsw i64 %336, 12544
   %338 = add nsw i64 18816, %337
-  %339 = mul nsw i64 %fc1.kp1494, 896
-  %340 = add nsw i64 %fc1.k15677, %339
+  %339 = mul nsw i64 %fc1.kp1554, 896
+  %340 = add nsw i64 %fc1.k16277, %339
   %341 = add nsw i64 %338, %340
   %params86 = getelementptr inbounds float, ptr %params, i64 %341
   %342 = load float, ptr %params86, align 4
   %343 = insertelement <8 x float> undef, float %342, i32 0
   %344 = shufflevector <8 x float> %343, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %344, ptr %fc1.t155_a2, align 32
-  %t155_a2 = load <8 x float>, ptr %fc1.t155_a2, align 32
-  %t155_b087 = load <8 x float>, ptr %fc1.t155_b0, align 32
-  %t155_c2_0 = load <8 x float>, ptr %fc1.t155_c2_0, align 32
-  %345 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t155_a2, <8 x float> %t155_b087, <8 x float> %t155_c2_0)
-  store <8 x float> %345, ptr %fc1.t155_c2_0, align 32
-  %t155_a288 = load <8 x float>, ptr %fc1.t155_a2, align 32
-  %t155_b189 = load <8 x float>, ptr %fc1.t155_b1, align 32
-  %t155_c2_1 = load <8 x float>, ptr %fc1.t155_c2_1, align 32
-  %346 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t155_a288, <8 x float> %t155_b189, <8 x float> %t155_c2_1)
-  store <8 x float> %346, ptr %fc1.t155_c2_1, align 32
-  %347 = mul nsw i64 %fc1.mb15468, 4
+  store <8 x float> %344, ptr %fc1.t161_a2, align 32
+  %t161_a2 = load <8 x float>, ptr %fc1.t161_a2, align 32
+  %t161_b087 = load <8 x float>, ptr %fc1.t161_b0, align 32
+  %t161_c2_0 = load <8 x float>, ptr %fc1.t161_c2_0, align 32
+  %345 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t161_a2, <8 x float> %t161_b087, <8 x float> %t161_c2_0)
+  store <8 x float> %345, ptr %fc1.t161_c2_0, align 32
+  %t161_a288 = load <8 x float>, ptr %fc1.t161_a2, align 32
+  %t161_b189 = load <8 x float>, ptr %fc1.t161_b1, align 32
+  %t161_c2_1 = load <8 x float>, ptr %fc1.t161_c2_1, align 32
+  %346 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t161_a288, <8 x float> %t161_b189, <8 x float> %t161_c2_1)
+  store <8 x float> %346, ptr %fc1.t161_c2_1, align 32
+  %347 = mul nsw i64 %fc1.mb16068, 4
   %348 = add nsw i64 %347, 3
   %349 = mul nsw i64 %348, 12544
   %350 = add nsw i64 18816, %349
-  %351 = mul nsw i64 %fc1.kp1494, 896
-  %352 = add nsw i64 %fc1.k15677, %351
+  %351 = mul nsw i64 %fc1.kp1554, 896
+  %352 = add nsw i64 %fc1.k16277, %351
   %353 = add nsw i64 %350, %352
   %params90 = getelementptr inbounds float, ptr %params, i64 %353
   %354 = load float, ptr %params90, align 4
   %355 = insertelement <8 x float> undef, float %354, i32 0
   %356 = shufflevector <8 x float> %355, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %356, ptr %fc1.t155_a3, align 32
-  %t155_a3 = load <8 x float>, ptr %fc1.t155_a3, align 32
-  %t155_b091 = load <8 x float>, ptr %fc1.t155_b0, align 32
-  %t155_c3_0 = load <8 x float>, ptr %fc1.t155_c3_0, align 32
-  %357 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t155_a3, <8 x float> %t155_b091, <8 x float> %t155_c3_0)
-  store <8 x float> %357, ptr %fc1.t155_c3_0, align 32
-  %t155_a392 = load <8 x float>, ptr %fc1.t155_a3, align 32
-  %t155_b193 = load <8 x float>, ptr %fc1.t155_b1, align 32
-  %t155_c3_1 = load <8 x float>, ptr %fc1.t155_c3_1, align 32
-  %358 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t155_a392, <8 x float> %t155_b193, <8 x float> %t155_c3_1)
-  store <8 x float> %358, ptr %fc1.t155_c3_1, align 32
-  %k156.next = add nsw i64 %fc1.k15677, 1
-  %359 = icmp slt i64 %k156.next, 896
-  br i1 %359, label %fc1.k156, label %fc1.k156.end
+  store <8 x float> %356, ptr %fc1.t161_a3, align 32
+  %t161_a3 = load <8 x float>, ptr %fc1.t161_a3, align 32
+  %t161_b091 = load <8 x float>, ptr %fc1.t161_b0, align 32
+  %t161_c3_0 = load <8 x float>, ptr %fc1.t161_c3_0, align 32
+  %357 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t161_a3, <8 x float> %t161_b091, <8 x float> %t161_c3_0)
+  store <8 x float> %357, ptr %fc1.t161_c3_0, align 32
+  %t161_a392 = load <8 x float>, ptr %fc1.t161_a3, align 32
+  %t161_b193 = load <8 x float>, ptr %fc1.t161_b1, align 32
+  %t161_c3_1 = load <8 x float>, ptr %fc1.t161_c3_1, align 32
+  %358 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t161_a392, <8 x float> %t161_b193, <8 x float> %t161_c3_1)
+  store <8 x float> %358, ptr %fc1.t161_c3_1, align 32
+  %k162.next = add nsw i64 %fc1.k16277, 1
+  %359 = icmp slt i64 %k162.next, 896
+  br i1 %359, label %fc1.k162, label %fc1.k162.end
 
-fc1.k156.end:                                     ; preds = %fc1.k156
-  %t155_c0_094 = load <8 x float>, ptr %fc1.t155_c0_0, align 32
-  %360 = mul nsw i64 %fc1.mb15468, 4
+fc1.k162.end:                                     ; preds = %fc1.k162
+  %t161_c0_094 = load <8 x float>, ptr %fc1.t161_c0_0, align 32
+  %360 = mul nsw i64 %fc1.mb16068, 4
   %361 = mul nsw i64 %360, 64
   %362 = add nsw i64 811008, %361
   %363 = add nsw i64 %362, 48
   %arena95 = getelementptr inbounds float, ptr %arena, i64 %363
-  store <8 x float> %t155_c0_094, ptr %arena95, align 4
-  %t155_c0_196 = load <8 x float>, ptr %fc1.t155_c0_1, align 32
-  %364 = mul nsw i64 %fc1.mb15468, 4
+  store <8 x float> %t161_c0_094, ptr %arena95, align 4
+  %t161_c0_196 = load <8 x float>, ptr %fc1.t161_c0_1, align 32
+  %364 = mul nsw i64 %fc1.mb16068, 4
   %365 = mul nsw i64 %364, 64
   %366 = add nsw i64 811008, %365
   %367 = add nsw i64 %366, 48
   %368 = add nsw i64 %367, 8
   %arena97 = getelementptr inbounds float, ptr %arena, i64 %368
-  store <8 x float> %t155_c0_196, ptr %arena97, align 4
-  %t155_c1_098 = load <8 x float>, ptr %fc1.t155_c1_0, align 32
-  %369 = mul nsw i64 %fc1.mb15468, 4
+  store <8 x float> %t161_c0_196, ptr %arena97, align 4
+  %t161_c1_098 = load <8 x float>, ptr %fc1.t161_c1_0, align 32
+  %369 = mul nsw i64 %fc1.mb16068, 4
   %370 = add nsw i64 %369, 1
   %371 = mul nsw i64 %370, 64
   %372 = add nsw i64 811008, %371
   %373 = add nsw i64 %372, 48
   %arena99 = getelementptr inbounds float, ptr %arena, i64 %373
-  store <8 x float> %t155_c1_098, ptr %arena99, align 4
-  %t155_c1_1100 = load <8 x float>, ptr %fc1.t155_c1_1, align 32
-  %374 = mul nsw i64 %fc1.mb15468, 4
+  store <8 x float> %t161_c1_098, ptr %arena99, align 4
+  %t161_c1_1100 = load <8 x float>, ptr %fc1.t161_c1_1, align 32
+  %374 = mul nsw i64 %fc1.mb16068, 4
   %375 = add nsw i64 %374, 1
   %376 = mul nsw i64 %375, 64
   %377 = add nsw i64 811008, %376
   %378 = add nsw i64 %377, 48
   %379 = add nsw i64 %378, 8
   %arena101 = getelementptr inbounds float, ptr %arena, i64 %379
-  store <8 x float> %t155_c1_1100, ptr %arena101, align 4
-  %t155_c2_0102 = load <8 x float>, ptr %fc1.t155_c2_0, align 32
-  %380 = mul nsw i64 %fc1.mb15468, 4
+  store <8 x float> %t161_c1_1100, ptr %arena101, align 4
+  %t161_c2_0102 = load <8 x float>, ptr %fc1.t161_c2_0, align 32
+  %380 = mul nsw i64 %fc1.mb16068, 4
   %381 = add nsw i64 %380, 2
   %382 = mul nsw i64 %381, 64
   %383 = add nsw i64 811008, %382
   %384 = add nsw i64 %383, 48
   %arena103 = getelementptr inbounds float, ptr %arena, i64 %384
-  store <8 x float> %t155_c2_0102, ptr %arena103, align 4
-  %t155_c2_1104 = load <8 x float>, ptr %fc1.t155_c2_1, align 32
-  %385 = mul nsw i64 %fc1.mb15468, 4
+  store <8 x float> %t161_c2_0102, ptr %arena103, align 4
+  %t161_c2_1104 = load <8 x float>, ptr %fc1.t161_c2_1, align 32
+  %385 = mul nsw i64 %fc1.mb16068, 4
   %386 = add nsw i64 %385, 2
   %387 = mul nsw i64 %386, 64
   %388 = add nsw i64 811008, %387
   %389 = add nsw i64 %388, 48
   %390 = add nsw i64 %389, 8
   %arena105 = getelementptr inbounds float, ptr %arena, i64 %390
-  store <8 x float> %t155_c2_1104, ptr %arena105, align 4
-  %t155_c3_0106 = load <8 x float>, ptr %fc1.t155_c3_0, align 32
-  %391 = mul nsw i64 %fc1.mb15468, 4
+  store <8 x float> %t161_c2_1104, ptr %arena105, align 4
+  %t161_c3_0106 = load <8 x float>, ptr %fc1.t161_c3_0, align 32
+  %391 = mul nsw i64 %fc1.mb16068, 4
   %392 = add nsw i64 %391, 3
   %393 = mul nsw i64 %392, 64
   %394 = add nsw i64 811008, %393
   %395 = add nsw i64 %394, 48
   %arena107 = getelementptr inbounds float, ptr %arena, i64 %395
-  store <8 x float> %t155_c3_0106, ptr %arena107, align 4
-  %t155_c3_1108 = load <8 x float>, ptr %fc1.t155_c3_1, align 32
-  %396 = mul nsw i64 %fc1.mb15468, 4
+  store <8 x float> %t161_c3_0106, ptr %arena107, align 4
+  %t161_c3_1108 = load <8 x float>, ptr %fc1.t161_c3_1, align 32
+  %396 = mul nsw i64 %fc1.mb16068, 4
   %397 = add nsw i64 %396, 3
   %398 = mul nsw i64 %397, 64
   %399 = add nsw i64 811008, %398
   %400 = add nsw i64 %399, 48
   %401 = add nsw i64 %400, 8
   %arena109 = getelementptr inbounds float, ptr %arena, i64 %401
-  store <8 x float> %t155_c3_1108, ptr %arena109, align 4
-  %mb154.next = add nsw i64 %fc1.mb15468, 1
-  %402 = icmp slt i64 %mb154.next, 32
-  br i1 %402, label %fc1.mb154, label %fc1.mb154.end
+  store <8 x float> %t161_c3_1108, ptr %arena109, align 4
+  %mb160.next = add nsw i64 %fc1.mb16068, 1
+  %402 = icmp slt i64 %mb160.next, 32
+  br i1 %402, label %fc1.mb160, label %fc1.mb160.end
 }
 
 ; Function Attrs: noinline
@@ -16345,39 +16593,39 @@ entry:
   %params2 = getelementptr inbounds float, ptr %params, i64 1624576
   %arena3 = getelementptr inbounds float, ptr %arena, i64 8192
   call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena1, i32 128, ptr %params2, i32 128, float 0.000000e+00, ptr %arena3, i32 10)
-  br label %fc2.n160
+  br label %fc2.n166
 
-fc2.n160:                                         ; preds = %fc2.u161.end, %entry
-  %fc2.n1604 = phi i64 [ 0, %entry ], [ %n160.next, %fc2.u161.end ]
-  br label %fc2.u161
+fc2.n166:                                         ; preds = %fc2.u167.end, %entry
+  %fc2.n1664 = phi i64 [ 0, %entry ], [ %n166.next, %fc2.u167.end ]
+  br label %fc2.u167
 
-fc2.n160.end:                                     ; preds = %fc2.u161.end
+fc2.n166.end:                                     ; preds = %fc2.u167.end
   ret void
 
-fc2.u161:                                         ; preds = %fc2.u161, %fc2.n160
-  %fc2.u1615 = phi i64 [ 0, %fc2.n160 ], [ %u161.next, %fc2.u161 ]
-  %0 = mul nsw i64 %fc2.n1604, 10
+fc2.u167:                                         ; preds = %fc2.u167, %fc2.n166
+  %fc2.u1675 = phi i64 [ 0, %fc2.n166 ], [ %u167.next, %fc2.u167 ]
+  %0 = mul nsw i64 %fc2.n1664, 10
   %1 = add nsw i64 8192, %0
-  %2 = add nsw i64 %1, %fc2.u1615
+  %2 = add nsw i64 %1, %fc2.u1675
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena6, align 4
-  %4 = add nsw i64 1625856, %fc2.u1615
+  %4 = add nsw i64 1625856, %fc2.u1675
   %params7 = getelementptr inbounds float, ptr %params, i64 %4
   %5 = load float, ptr %params7, align 4
   %6 = fadd float %3, %5
-  %7 = mul nsw i64 %fc2.n1604, 10
+  %7 = mul nsw i64 %fc2.n1664, 10
   %8 = add nsw i64 8192, %7
-  %9 = add nsw i64 %8, %fc2.u1615
+  %9 = add nsw i64 %8, %fc2.u1675
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %9
   store float %6, ptr %arena8, align 4
-  %u161.next = add nsw i64 %fc2.u1615, 1
-  %10 = icmp slt i64 %u161.next, 10
-  br i1 %10, label %fc2.u161, label %fc2.u161.end
+  %u167.next = add nsw i64 %fc2.u1675, 1
+  %10 = icmp slt i64 %u167.next, 10
+  br i1 %10, label %fc2.u167, label %fc2.u167.end
 
-fc2.u161.end:                                     ; preds = %fc2.u161
-  %n160.next = add nsw i64 %fc2.n1604, 1
-  %11 = icmp slt i64 %n160.next, 64
-  br i1 %11, label %fc2.n160, label %fc2.n160.end
+fc2.u167.end:                                     ; preds = %fc2.u167
+  %n166.next = add nsw i64 %fc2.n1664, 1
+  %11 = icmp slt i64 %n166.next, 64
+  br i1 %11, label %fc2.n166, label %fc2.n166.end
 }
 
 attributes #0 = { "prefer-vector-width"="256" "target-cpu"="x86-64-v3" }

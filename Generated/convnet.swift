@@ -305,10 +305,10 @@ public func convnet_train_b64(
   }
   for g58 in 0..<64 {
     for j59 in 0..<1 {
-      for c60 in 0..<32 {
-        for iy61 in 0..<28 {
+      for iy60 in 0..<28 {
+        for c61 in 0..<32 {
           for ix62 in 0..<28 {
-            arena[(3244032 +% ((((j59 *% 28800) +% ((iy61 +% 1) *% 960)) +% ((ix62 +% 1) *% 32)) +% c60))] = arena[(((((g58 +% j59) *% 25088) +% (c60 *% 784)) +% (iy61 *% 28)) +% ix62)]
+            arena[(3244032 +% ((((j59 *% 28800) +% ((iy60 +% 1) *% 960)) +% ((ix62 +% 1) *% 32)) +% c61))] = arena[(((((g58 +% j59) *% 25088) +% (c61 *% 784)) +% (iy60 *% 28)) +% ix62)]
           }
         }
       }
@@ -491,1031 +491,1052 @@ public func convnet_train_b64(
       }
     }
     for j136 in 0..<1 {
-      for c137 in 0..<64 {
-        for q138 in 0..<196 {
-          arena[(1605632 +% ((((g58 +% j136) *% 12544) +% (c137 *% 196)) +% q138))] = arena[((3573888 +% (((j136 *% 196) +% q138) *% 64)) +% c137)]
+      for qb137 in 0..<3 {
+        for c138 in 0..<64 {
+          for q139 in 0..<64 {
+            arena[(1605632 +% ((((g58 +% j136) *% 12544) +% (c138 *% 196)) +% (q139 +% (qb137 *% 64))))] = arena[((3573888 +% (((j136 *% 196) +% (q139 +% (qb137 *% 64))) *% 64)) +% c138)]
+          }
+        }
+      }
+      for c140 in 0..<64 {
+        for q141 in 0..<4 {
+          arena[(1605632 +% ((((g58 +% j136) *% 12544) +% (c140 *% 196)) +% (q141 +% 192)))] = arena[((3573888 +% (((j136 *% 196) +% (q141 +% 192)) *% 64)) +% c140)]
         }
       }
     }
-    for j139 in 0..<1 {
-      for c140 in 0..<64 {
-        for q141 in 0..<196 {
-          arena[(2408448 +% ((((g58 +% j139) *% 12544) +% (c140 *% 196)) +% q141))] = arena[((3586432 +% (((j139 *% 196) +% q141) *% 64)) +% c140)]
+    for j142 in 0..<1 {
+      for qb143 in 0..<3 {
+        for c144 in 0..<64 {
+          for q145 in 0..<64 {
+            arena[(2408448 +% ((((g58 +% j142) *% 12544) +% (c144 *% 196)) +% (q145 +% (qb143 *% 64))))] = arena[((3586432 +% (((j142 *% 196) +% (q145 +% (qb143 *% 64))) *% 64)) +% c144)]
+          }
+        }
+      }
+      for c146 in 0..<64 {
+        for q147 in 0..<4 {
+          arena[(2408448 +% ((((g58 +% j142) *% 12544) +% (c146 *% 196)) +% (q147 +% 192)))] = arena[((3586432 +% (((j142 *% 196) +% (q147 +% 192)) *% 64)) +% c146)]
         }
       }
     }
   }
   // flat = flatten(conv2)
   // fc1 = dense_relu(flat)
-  for n142 in 0..<64 {
-    for k143 in 0..<12544 {
-      arena[((3219456 +% (k143 *% 64)) +% n142)] = arena[((1605632 +% (n142 *% 12544)) +% k143)]
+  for n148 in 0..<64 {
+    for k149 in 0..<12544 {
+      arena[((3219456 +% (k149 *% 64)) +% n148)] = arena[((1605632 +% (n148 *% 12544)) +% k149)]
     }
   }
-  do {  // gemm154
-    for r144 in 0..<128 {
-      for i145 in 0..<8 {
-        storeVector(arena, ((i145 *% 8) +% (4022272 +% (r144 *% 64))), Vector(repeating: Float(0)))
+  do {  // gemm160
+    for r150 in 0..<128 {
+      for i151 in 0..<8 {
+        storeVector(arena, ((i151 *% 8) +% (4022272 +% (r150 *% 64))), Vector(repeating: Float(0)))
       }
     }
-    for kp146 in 0..<14 {
-      for nb147 in 0..<2 {
-        for mb148 in 0..<32 {
-          var t149_c0_0 = loadVector(arena, ((4022272 +% ((mb148 *% 4) *% 64)) +% (nb147 *% 24)))
-          var t149_c0_1 = loadVector(arena, (((4022272 +% ((mb148 *% 4) *% 64)) +% (nb147 *% 24)) +% 8))
-          var t149_c0_2 = loadVector(arena, (((4022272 +% ((mb148 *% 4) *% 64)) +% (nb147 *% 24)) +% 16))
-          var t149_c1_0 = loadVector(arena, ((4022272 +% (((mb148 *% 4) +% 1) *% 64)) +% (nb147 *% 24)))
-          var t149_c1_1 = loadVector(arena, (((4022272 +% (((mb148 *% 4) +% 1) *% 64)) +% (nb147 *% 24)) +% 8))
-          var t149_c1_2 = loadVector(arena, (((4022272 +% (((mb148 *% 4) +% 1) *% 64)) +% (nb147 *% 24)) +% 16))
-          var t149_c2_0 = loadVector(arena, ((4022272 +% (((mb148 *% 4) +% 2) *% 64)) +% (nb147 *% 24)))
-          var t149_c2_1 = loadVector(arena, (((4022272 +% (((mb148 *% 4) +% 2) *% 64)) +% (nb147 *% 24)) +% 8))
-          var t149_c2_2 = loadVector(arena, (((4022272 +% (((mb148 *% 4) +% 2) *% 64)) +% (nb147 *% 24)) +% 16))
-          var t149_c3_0 = loadVector(arena, ((4022272 +% (((mb148 *% 4) +% 3) *% 64)) +% (nb147 *% 24)))
-          var t149_c3_1 = loadVector(arena, (((4022272 +% (((mb148 *% 4) +% 3) *% 64)) +% (nb147 *% 24)) +% 8))
-          var t149_c3_2 = loadVector(arena, (((4022272 +% (((mb148 *% 4) +% 3) *% 64)) +% (nb147 *% 24)) +% 16))
-          for k150 in 0..<896 {
-            let t149_b0 = loadVector(arena, ((3219456 +% ((k150 +% (kp146 *% 896)) *% 64)) +% (nb147 *% 24)))
-            let t149_b1 = loadVector(arena, (((3219456 +% ((k150 +% (kp146 *% 896)) *% 64)) +% (nb147 *% 24)) +% 8))
-            let t149_b2 = loadVector(arena, (((3219456 +% ((k150 +% (kp146 *% 896)) *% 64)) +% (nb147 *% 24)) +% 16))
-            let t149_a0 = Vector(repeating: params[((18816 +% ((mb148 *% 4) *% 12544)) +% (k150 +% (kp146 *% 896)))])
-            t149_c0_0 = t149_c0_0.addingProduct(t149_a0, t149_b0)
-            t149_c0_1 = t149_c0_1.addingProduct(t149_a0, t149_b1)
-            t149_c0_2 = t149_c0_2.addingProduct(t149_a0, t149_b2)
-            let t149_a1 = Vector(repeating: params[((18816 +% (((mb148 *% 4) +% 1) *% 12544)) +% (k150 +% (kp146 *% 896)))])
-            t149_c1_0 = t149_c1_0.addingProduct(t149_a1, t149_b0)
-            t149_c1_1 = t149_c1_1.addingProduct(t149_a1, t149_b1)
-            t149_c1_2 = t149_c1_2.addingProduct(t149_a1, t149_b2)
-            let t149_a2 = Vector(repeating: params[((18816 +% (((mb148 *% 4) +% 2) *% 12544)) +% (k150 +% (kp146 *% 896)))])
-            t149_c2_0 = t149_c2_0.addingProduct(t149_a2, t149_b0)
-            t149_c2_1 = t149_c2_1.addingProduct(t149_a2, t149_b1)
-            t149_c2_2 = t149_c2_2.addingProduct(t149_a2, t149_b2)
-            let t149_a3 = Vector(repeating: params[((18816 +% (((mb148 *% 4) +% 3) *% 12544)) +% (k150 +% (kp146 *% 896)))])
-            t149_c3_0 = t149_c3_0.addingProduct(t149_a3, t149_b0)
-            t149_c3_1 = t149_c3_1.addingProduct(t149_a3, t149_b1)
-            t149_c3_2 = t149_c3_2.addingProduct(t149_a3, t149_b2)
+    for kp152 in 0..<14 {
+      for nb153 in 0..<2 {
+        for mb154 in 0..<32 {
+          var t155_c0_0 = loadVector(arena, ((4022272 +% ((mb154 *% 4) *% 64)) +% (nb153 *% 24)))
+          var t155_c0_1 = loadVector(arena, (((4022272 +% ((mb154 *% 4) *% 64)) +% (nb153 *% 24)) +% 8))
+          var t155_c0_2 = loadVector(arena, (((4022272 +% ((mb154 *% 4) *% 64)) +% (nb153 *% 24)) +% 16))
+          var t155_c1_0 = loadVector(arena, ((4022272 +% (((mb154 *% 4) +% 1) *% 64)) +% (nb153 *% 24)))
+          var t155_c1_1 = loadVector(arena, (((4022272 +% (((mb154 *% 4) +% 1) *% 64)) +% (nb153 *% 24)) +% 8))
+          var t155_c1_2 = loadVector(arena, (((4022272 +% (((mb154 *% 4) +% 1) *% 64)) +% (nb153 *% 24)) +% 16))
+          var t155_c2_0 = loadVector(arena, ((4022272 +% (((mb154 *% 4) +% 2) *% 64)) +% (nb153 *% 24)))
+          var t155_c2_1 = loadVector(arena, (((4022272 +% (((mb154 *% 4) +% 2) *% 64)) +% (nb153 *% 24)) +% 8))
+          var t155_c2_2 = loadVector(arena, (((4022272 +% (((mb154 *% 4) +% 2) *% 64)) +% (nb153 *% 24)) +% 16))
+          var t155_c3_0 = loadVector(arena, ((4022272 +% (((mb154 *% 4) +% 3) *% 64)) +% (nb153 *% 24)))
+          var t155_c3_1 = loadVector(arena, (((4022272 +% (((mb154 *% 4) +% 3) *% 64)) +% (nb153 *% 24)) +% 8))
+          var t155_c3_2 = loadVector(arena, (((4022272 +% (((mb154 *% 4) +% 3) *% 64)) +% (nb153 *% 24)) +% 16))
+          for k156 in 0..<896 {
+            let t155_b0 = loadVector(arena, ((3219456 +% ((k156 +% (kp152 *% 896)) *% 64)) +% (nb153 *% 24)))
+            let t155_b1 = loadVector(arena, (((3219456 +% ((k156 +% (kp152 *% 896)) *% 64)) +% (nb153 *% 24)) +% 8))
+            let t155_b2 = loadVector(arena, (((3219456 +% ((k156 +% (kp152 *% 896)) *% 64)) +% (nb153 *% 24)) +% 16))
+            let t155_a0 = Vector(repeating: params[((18816 +% ((mb154 *% 4) *% 12544)) +% (k156 +% (kp152 *% 896)))])
+            t155_c0_0 = t155_c0_0.addingProduct(t155_a0, t155_b0)
+            t155_c0_1 = t155_c0_1.addingProduct(t155_a0, t155_b1)
+            t155_c0_2 = t155_c0_2.addingProduct(t155_a0, t155_b2)
+            let t155_a1 = Vector(repeating: params[((18816 +% (((mb154 *% 4) +% 1) *% 12544)) +% (k156 +% (kp152 *% 896)))])
+            t155_c1_0 = t155_c1_0.addingProduct(t155_a1, t155_b0)
+            t155_c1_1 = t155_c1_1.addingProduct(t155_a1, t155_b1)
+            t155_c1_2 = t155_c1_2.addingProduct(t155_a1, t155_b2)
+            let t155_a2 = Vector(repeating: params[((18816 +% (((mb154 *% 4) +% 2) *% 12544)) +% (k156 +% (kp152 *% 896)))])
+            t155_c2_0 = t155_c2_0.addingProduct(t155_a2, t155_b0)
+            t155_c2_1 = t155_c2_1.addingProduct(t155_a2, t155_b1)
+            t155_c2_2 = t155_c2_2.addingProduct(t155_a2, t155_b2)
+            let t155_a3 = Vector(repeating: params[((18816 +% (((mb154 *% 4) +% 3) *% 12544)) +% (k156 +% (kp152 *% 896)))])
+            t155_c3_0 = t155_c3_0.addingProduct(t155_a3, t155_b0)
+            t155_c3_1 = t155_c3_1.addingProduct(t155_a3, t155_b1)
+            t155_c3_2 = t155_c3_2.addingProduct(t155_a3, t155_b2)
           }
-          storeVector(arena, ((4022272 +% ((mb148 *% 4) *% 64)) +% (nb147 *% 24)), t149_c0_0)
-          storeVector(arena, (((4022272 +% ((mb148 *% 4) *% 64)) +% (nb147 *% 24)) +% 8), t149_c0_1)
-          storeVector(arena, (((4022272 +% ((mb148 *% 4) *% 64)) +% (nb147 *% 24)) +% 16), t149_c0_2)
-          storeVector(arena, ((4022272 +% (((mb148 *% 4) +% 1) *% 64)) +% (nb147 *% 24)), t149_c1_0)
-          storeVector(arena, (((4022272 +% (((mb148 *% 4) +% 1) *% 64)) +% (nb147 *% 24)) +% 8), t149_c1_1)
-          storeVector(arena, (((4022272 +% (((mb148 *% 4) +% 1) *% 64)) +% (nb147 *% 24)) +% 16), t149_c1_2)
-          storeVector(arena, ((4022272 +% (((mb148 *% 4) +% 2) *% 64)) +% (nb147 *% 24)), t149_c2_0)
-          storeVector(arena, (((4022272 +% (((mb148 *% 4) +% 2) *% 64)) +% (nb147 *% 24)) +% 8), t149_c2_1)
-          storeVector(arena, (((4022272 +% (((mb148 *% 4) +% 2) *% 64)) +% (nb147 *% 24)) +% 16), t149_c2_2)
-          storeVector(arena, ((4022272 +% (((mb148 *% 4) +% 3) *% 64)) +% (nb147 *% 24)), t149_c3_0)
-          storeVector(arena, (((4022272 +% (((mb148 *% 4) +% 3) *% 64)) +% (nb147 *% 24)) +% 8), t149_c3_1)
-          storeVector(arena, (((4022272 +% (((mb148 *% 4) +% 3) *% 64)) +% (nb147 *% 24)) +% 16), t149_c3_2)
+          storeVector(arena, ((4022272 +% ((mb154 *% 4) *% 64)) +% (nb153 *% 24)), t155_c0_0)
+          storeVector(arena, (((4022272 +% ((mb154 *% 4) *% 64)) +% (nb153 *% 24)) +% 8), t155_c0_1)
+          storeVector(arena, (((4022272 +% ((mb154 *% 4) *% 64)) +% (nb153 *% 24)) +% 16), t155_c0_2)
+          storeVector(arena, ((4022272 +% (((mb154 *% 4) +% 1) *% 64)) +% (nb153 *% 24)), t155_c1_0)
+          storeVector(arena, (((4022272 +% (((mb154 *% 4) +% 1) *% 64)) +% (nb153 *% 24)) +% 8), t155_c1_1)
+          storeVector(arena, (((4022272 +% (((mb154 *% 4) +% 1) *% 64)) +% (nb153 *% 24)) +% 16), t155_c1_2)
+          storeVector(arena, ((4022272 +% (((mb154 *% 4) +% 2) *% 64)) +% (nb153 *% 24)), t155_c2_0)
+          storeVector(arena, (((4022272 +% (((mb154 *% 4) +% 2) *% 64)) +% (nb153 *% 24)) +% 8), t155_c2_1)
+          storeVector(arena, (((4022272 +% (((mb154 *% 4) +% 2) *% 64)) +% (nb153 *% 24)) +% 16), t155_c2_2)
+          storeVector(arena, ((4022272 +% (((mb154 *% 4) +% 3) *% 64)) +% (nb153 *% 24)), t155_c3_0)
+          storeVector(arena, (((4022272 +% (((mb154 *% 4) +% 3) *% 64)) +% (nb153 *% 24)) +% 8), t155_c3_1)
+          storeVector(arena, (((4022272 +% (((mb154 *% 4) +% 3) *% 64)) +% (nb153 *% 24)) +% 16), t155_c3_2)
         }
       }
-      for mb151 in 0..<32 {
-        var t152_c0_0 = loadVector(arena, ((4022272 +% ((mb151 *% 4) *% 64)) +% 48))
-        var t152_c0_1 = loadVector(arena, (((4022272 +% ((mb151 *% 4) *% 64)) +% 48) +% 8))
-        var t152_c1_0 = loadVector(arena, ((4022272 +% (((mb151 *% 4) +% 1) *% 64)) +% 48))
-        var t152_c1_1 = loadVector(arena, (((4022272 +% (((mb151 *% 4) +% 1) *% 64)) +% 48) +% 8))
-        var t152_c2_0 = loadVector(arena, ((4022272 +% (((mb151 *% 4) +% 2) *% 64)) +% 48))
-        var t152_c2_1 = loadVector(arena, (((4022272 +% (((mb151 *% 4) +% 2) *% 64)) +% 48) +% 8))
-        var t152_c3_0 = loadVector(arena, ((4022272 +% (((mb151 *% 4) +% 3) *% 64)) +% 48))
-        var t152_c3_1 = loadVector(arena, (((4022272 +% (((mb151 *% 4) +% 3) *% 64)) +% 48) +% 8))
-        for k153 in 0..<896 {
-          let t152_b0 = loadVector(arena, ((3219456 +% ((k153 +% (kp146 *% 896)) *% 64)) +% 48))
-          let t152_b1 = loadVector(arena, (((3219456 +% ((k153 +% (kp146 *% 896)) *% 64)) +% 48) +% 8))
-          let t152_a0 = Vector(repeating: params[((18816 +% ((mb151 *% 4) *% 12544)) +% (k153 +% (kp146 *% 896)))])
-          t152_c0_0 = t152_c0_0.addingProduct(t152_a0, t152_b0)
-          t152_c0_1 = t152_c0_1.addingProduct(t152_a0, t152_b1)
-          let t152_a1 = Vector(repeating: params[((18816 +% (((mb151 *% 4) +% 1) *% 12544)) +% (k153 +% (kp146 *% 896)))])
-          t152_c1_0 = t152_c1_0.addingProduct(t152_a1, t152_b0)
-          t152_c1_1 = t152_c1_1.addingProduct(t152_a1, t152_b1)
-          let t152_a2 = Vector(repeating: params[((18816 +% (((mb151 *% 4) +% 2) *% 12544)) +% (k153 +% (kp146 *% 896)))])
-          t152_c2_0 = t152_c2_0.addingProduct(t152_a2, t152_b0)
-          t152_c2_1 = t152_c2_1.addingProduct(t152_a2, t152_b1)
-          let t152_a3 = Vector(repeating: params[((18816 +% (((mb151 *% 4) +% 3) *% 12544)) +% (k153 +% (kp146 *% 896)))])
-          t152_c3_0 = t152_c3_0.addingProduct(t152_a3, t152_b0)
-          t152_c3_1 = t152_c3_1.addingProduct(t152_a3, t152_b1)
+      for mb157 in 0..<32 {
+        var t158_c0_0 = loadVector(arena, ((4022272 +% ((mb157 *% 4) *% 64)) +% 48))
+        var t158_c0_1 = loadVector(arena, (((4022272 +% ((mb157 *% 4) *% 64)) +% 48) +% 8))
+        var t158_c1_0 = loadVector(arena, ((4022272 +% (((mb157 *% 4) +% 1) *% 64)) +% 48))
+        var t158_c1_1 = loadVector(arena, (((4022272 +% (((mb157 *% 4) +% 1) *% 64)) +% 48) +% 8))
+        var t158_c2_0 = loadVector(arena, ((4022272 +% (((mb157 *% 4) +% 2) *% 64)) +% 48))
+        var t158_c2_1 = loadVector(arena, (((4022272 +% (((mb157 *% 4) +% 2) *% 64)) +% 48) +% 8))
+        var t158_c3_0 = loadVector(arena, ((4022272 +% (((mb157 *% 4) +% 3) *% 64)) +% 48))
+        var t158_c3_1 = loadVector(arena, (((4022272 +% (((mb157 *% 4) +% 3) *% 64)) +% 48) +% 8))
+        for k159 in 0..<896 {
+          let t158_b0 = loadVector(arena, ((3219456 +% ((k159 +% (kp152 *% 896)) *% 64)) +% 48))
+          let t158_b1 = loadVector(arena, (((3219456 +% ((k159 +% (kp152 *% 896)) *% 64)) +% 48) +% 8))
+          let t158_a0 = Vector(repeating: params[((18816 +% ((mb157 *% 4) *% 12544)) +% (k159 +% (kp152 *% 896)))])
+          t158_c0_0 = t158_c0_0.addingProduct(t158_a0, t158_b0)
+          t158_c0_1 = t158_c0_1.addingProduct(t158_a0, t158_b1)
+          let t158_a1 = Vector(repeating: params[((18816 +% (((mb157 *% 4) +% 1) *% 12544)) +% (k159 +% (kp152 *% 896)))])
+          t158_c1_0 = t158_c1_0.addingProduct(t158_a1, t158_b0)
+          t158_c1_1 = t158_c1_1.addingProduct(t158_a1, t158_b1)
+          let t158_a2 = Vector(repeating: params[((18816 +% (((mb157 *% 4) +% 2) *% 12544)) +% (k159 +% (kp152 *% 896)))])
+          t158_c2_0 = t158_c2_0.addingProduct(t158_a2, t158_b0)
+          t158_c2_1 = t158_c2_1.addingProduct(t158_a2, t158_b1)
+          let t158_a3 = Vector(repeating: params[((18816 +% (((mb157 *% 4) +% 3) *% 12544)) +% (k159 +% (kp152 *% 896)))])
+          t158_c3_0 = t158_c3_0.addingProduct(t158_a3, t158_b0)
+          t158_c3_1 = t158_c3_1.addingProduct(t158_a3, t158_b1)
         }
-        storeVector(arena, ((4022272 +% ((mb151 *% 4) *% 64)) +% 48), t152_c0_0)
-        storeVector(arena, (((4022272 +% ((mb151 *% 4) *% 64)) +% 48) +% 8), t152_c0_1)
-        storeVector(arena, ((4022272 +% (((mb151 *% 4) +% 1) *% 64)) +% 48), t152_c1_0)
-        storeVector(arena, (((4022272 +% (((mb151 *% 4) +% 1) *% 64)) +% 48) +% 8), t152_c1_1)
-        storeVector(arena, ((4022272 +% (((mb151 *% 4) +% 2) *% 64)) +% 48), t152_c2_0)
-        storeVector(arena, (((4022272 +% (((mb151 *% 4) +% 2) *% 64)) +% 48) +% 8), t152_c2_1)
-        storeVector(arena, ((4022272 +% (((mb151 *% 4) +% 3) *% 64)) +% 48), t152_c3_0)
-        storeVector(arena, (((4022272 +% (((mb151 *% 4) +% 3) *% 64)) +% 48) +% 8), t152_c3_1)
+        storeVector(arena, ((4022272 +% ((mb157 *% 4) *% 64)) +% 48), t158_c0_0)
+        storeVector(arena, (((4022272 +% ((mb157 *% 4) *% 64)) +% 48) +% 8), t158_c0_1)
+        storeVector(arena, ((4022272 +% (((mb157 *% 4) +% 1) *% 64)) +% 48), t158_c1_0)
+        storeVector(arena, (((4022272 +% (((mb157 *% 4) +% 1) *% 64)) +% 48) +% 8), t158_c1_1)
+        storeVector(arena, ((4022272 +% (((mb157 *% 4) +% 2) *% 64)) +% 48), t158_c2_0)
+        storeVector(arena, (((4022272 +% (((mb157 *% 4) +% 2) *% 64)) +% 48) +% 8), t158_c2_1)
+        storeVector(arena, ((4022272 +% (((mb157 *% 4) +% 3) *% 64)) +% 48), t158_c3_0)
+        storeVector(arena, (((4022272 +% (((mb157 *% 4) +% 3) *% 64)) +% 48) +% 8), t158_c3_1)
       }
     }
   }
-  for n155 in 0..<64 {
-    for u156 in 0..<128 {
-      arena[((3211264 +% (n155 *% 128)) +% u156)] = ((arena[((4022272 +% (u156 *% 64)) +% n155)] + params[(1624448 +% u156)]) > Float(0) ? (arena[((4022272 +% (u156 *% 64)) +% n155)] + params[(1624448 +% u156)]) : Float(0))
+  for n161 in 0..<64 {
+    for u162 in 0..<128 {
+      arena[((3211264 +% (n161 *% 128)) +% u162)] = ((arena[((4022272 +% (u162 *% 64)) +% n161)] + params[(1624448 +% u162)]) > Float(0) ? (arena[((4022272 +% (u162 *% 64)) +% n161)] + params[(1624448 +% u162)]) : Float(0))
     }
   }
   // drop = dropout(fc1)
-  let z157: UInt64 = (UInt64(bitPattern: seed) ^ 0xf1a2a766dcd55bac as UInt64)
-  let z158: UInt64 = ((z157 ^ (z157 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-  let z159: UInt64 = ((z158 ^ (z158 >> 27)) &* 0x94d049bb133111eb as UInt64)
-  let z160: UInt64 = (z159 ^ (z159 >> 31))
-  let z161: UInt64 = (z160 &+ UInt64(bitPattern: step))
-  let z162: UInt64 = ((z161 ^ (z161 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-  let z163: UInt64 = ((z162 ^ (z162 >> 27)) &* 0x94d049bb133111eb as UInt64)
-  let z164: UInt64 = (z163 ^ (z163 >> 31))
-  for i165 in 0..<8192 {
-    let z166: UInt64 = (z164 &+ (UInt64(bitPattern: Int64(i165)) &* 0x9e3779b97f4a7c15 as UInt64))
-    let z167: UInt64 = ((z166 ^ (z166 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-    let z168: UInt64 = ((z167 ^ (z167 >> 27)) &* 0x94d049bb133111eb as UInt64)
-    let z169: UInt64 = (z168 ^ (z168 >> 31))
-    arena[(3219456 +% i165)] = ((z169 >> 40) >= 0x800000 as UInt64 ? (arena[(3211264 +% i165)] * Float(2)) : Float(0))
+  let z163: UInt64 = (UInt64(bitPattern: seed) ^ 0xf1a2a766dcd55bac as UInt64)
+  let z164: UInt64 = ((z163 ^ (z163 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z165: UInt64 = ((z164 ^ (z164 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z166: UInt64 = (z165 ^ (z165 >> 31))
+  let z167: UInt64 = (z166 &+ UInt64(bitPattern: step))
+  let z168: UInt64 = ((z167 ^ (z167 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z169: UInt64 = ((z168 ^ (z168 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z170: UInt64 = (z169 ^ (z169 >> 31))
+  for i171 in 0..<8192 {
+    let z172: UInt64 = (z170 &+ (UInt64(bitPattern: Int64(i171)) &* 0x9e3779b97f4a7c15 as UInt64))
+    let z173: UInt64 = ((z172 ^ (z172 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+    let z174: UInt64 = ((z173 ^ (z173 >> 27)) &* 0x94d049bb133111eb as UInt64)
+    let z175: UInt64 = (z174 ^ (z174 >> 31))
+    arena[(3219456 +% i171)] = ((z175 >> 40) >= 0x800000 as UInt64 ? (arena[(3211264 +% i171)] * Float(2)) : Float(0))
   }
   // fc2 = dense(drop)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 3219456, 128, params + 1624576, 128, Float(bitPattern: 0x0), arena + 3227648, 10)
-  for n170 in 0..<64 {
-    for u171 in 0..<1 {
-      storeVector(arena, ((u171 *% 8) +% (3227648 +% (n170 *% 10))), (loadVector(arena, ((u171 *% 8) +% (3227648 +% (n170 *% 10)))) + loadVector(params, ((u171 *% 8) +% 1625856))))
+  for n176 in 0..<64 {
+    for u177 in 0..<1 {
+      storeVector(arena, ((u177 *% 8) +% (3227648 +% (n176 *% 10))), (loadVector(arena, ((u177 *% 8) +% (3227648 +% (n176 *% 10)))) + loadVector(params, ((u177 *% 8) +% 1625856))))
     }
-    for u171 in 0..<1 {
-      storePartial(arena, ((u171 +% 8) +% (3227648 +% (n170 *% 10))), (loadPartial(arena, ((u171 +% 8) +% (3227648 +% (n170 *% 10))), 2) + loadPartial(params, ((u171 +% 8) +% 1625856), 2)), 2)
+    for u177 in 0..<1 {
+      storePartial(arena, ((u177 +% 8) +% (3227648 +% (n176 *% 10))), (loadPartial(arena, ((u177 +% 8) +% (3227648 +% (n176 *% 10))), 2) + loadPartial(params, ((u177 +% 8) +% 1625856), 2)), 2)
     }
   }
   // loss = cross_entropy(fc2, label)
-  var total172: Float = Float(0)
-  for n173 in 0..<64 {
-    var m174: Float = arena[(3227648 +% (n173 *% 10))]
-    for k176 in 0..<10 {
-      m174 = { let x = m174, y = arena[((3227648 +% (n173 *% 10)) +% k176)]; return y > x ? y : x }()
-    }
-    var s175: Float = Float(0)
-    for k177 in 0..<10 {
-      s175 = (s175 + exponential((arena[((3227648 +% (n173 *% 10)) +% k177)] - m174)))
-    }
-    total172 = (total172 + ((m174 + logf(s175)) - arena[((3227648 +% (n173 *% 10)) +% Int(labels[n173]))]))
-  }
-  arena[3228288] = (total172 / Float(64))
-  // fc2_grad = cross_entropy_grad(fc2, label)
-  for n178 in 0..<64 {
-    var m179: Float = arena[(3227648 +% (n178 *% 10))]
-    for k181 in 0..<10 {
-      m179 = { let x = m179, y = arena[((3227648 +% (n178 *% 10)) +% k181)]; return y > x ? y : x }()
-    }
-    var s180: Float = Float(0)
+  var total178: Float = Float(0)
+  for n179 in 0..<64 {
+    var m180: Float = arena[(3227648 +% (n179 *% 10))]
     for k182 in 0..<10 {
-      s180 = (s180 + exponential((arena[((3227648 +% (n178 *% 10)) +% k182)] - m179)))
+      m180 = { let x = m180, y = arena[((3227648 +% (n179 *% 10)) +% k182)]; return y > x ? y : x }()
     }
+    var s181: Float = Float(0)
     for k183 in 0..<10 {
-      arena[((3228304 +% (n178 *% 10)) +% k183)] = ((k183 == Int(labels[n178]) ? ((exponential((arena[((3227648 +% (n178 *% 10)) +% k183)] - m179)) / s180) - Float(1)) : (exponential((arena[((3227648 +% (n178 *% 10)) +% k183)] - m179)) / s180)) / Float(64))
+      s181 = (s181 + exponential((arena[((3227648 +% (n179 *% 10)) +% k183)] - m180)))
+    }
+    total178 = (total178 + ((m180 + logf(s181)) - arena[((3227648 +% (n179 *% 10)) +% Int(labels[n179]))]))
+  }
+  arena[3228288] = (total178 / Float(64))
+  // fc2_grad = cross_entropy_grad(fc2, label)
+  for n184 in 0..<64 {
+    var m185: Float = arena[(3227648 +% (n184 *% 10))]
+    for k187 in 0..<10 {
+      m185 = { let x = m185, y = arena[((3227648 +% (n184 *% 10)) +% k187)]; return y > x ? y : x }()
+    }
+    var s186: Float = Float(0)
+    for k188 in 0..<10 {
+      s186 = (s186 + exponential((arena[((3227648 +% (n184 *% 10)) +% k188)] - m185)))
+    }
+    for k189 in 0..<10 {
+      arena[((3228304 +% (n184 *% 10)) +% k189)] = ((k189 == Int(labels[n184]) ? ((exponential((arena[((3227648 +% (n184 *% 10)) +% k189)] - m185)) / s186) - Float(1)) : (exponential((arena[((3227648 +% (n184 *% 10)) +% k189)] - m185)) / s186)) / Float(64))
     }
   }
   // fc2_weight_grad = dense_grad_weight(fc2_grad, drop)
   sgemm(101, 112, 111, 10, 128, 64, 1, arena + 3228304, 10, arena + 3219456, 128, Float(bitPattern: 0x0), grads + 1624576, 128)
   // fc2_bias_grad = dense_grad_bias(fc2_grad)
-  for u184 in 0..<10 {
-    var acc185: Float = Float(0)
-    for n186 in 0..<64 {
-      acc185 = (acc185 + arena[((3228304 +% (n186 *% 10)) +% u184)])
+  for u190 in 0..<10 {
+    var acc191: Float = Float(0)
+    for n192 in 0..<64 {
+      acc191 = (acc191 + arena[((3228304 +% (n192 *% 10)) +% u190)])
     }
-    grads[(1625856 +% u184)] = acc185
+    grads[(1625856 +% u190)] = acc191
   }
   // drop_grad = dense_grad_input(fc2_grad, fc2.weight)
   sgemm(101, 111, 111, 64, 128, 10, 1, arena + 3228304, 10, params + 1624576, 128, Float(bitPattern: 0x0), arena + 3228944, 128)
   // relu3_grad = dropout_grad(drop_grad, drop)
-  let z187: UInt64 = (UInt64(bitPattern: seed) ^ 0xf1a2a766dcd55bac as UInt64)
-  let z188: UInt64 = ((z187 ^ (z187 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-  let z189: UInt64 = ((z188 ^ (z188 >> 27)) &* 0x94d049bb133111eb as UInt64)
-  let z190: UInt64 = (z189 ^ (z189 >> 31))
-  let z191: UInt64 = (z190 &+ UInt64(bitPattern: step))
-  let z192: UInt64 = ((z191 ^ (z191 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-  let z193: UInt64 = ((z192 ^ (z192 >> 27)) &* 0x94d049bb133111eb as UInt64)
-  let z194: UInt64 = (z193 ^ (z193 >> 31))
-  for i195 in 0..<8192 {
-    let z196: UInt64 = (z194 &+ (UInt64(bitPattern: Int64(i195)) &* 0x9e3779b97f4a7c15 as UInt64))
-    let z197: UInt64 = ((z196 ^ (z196 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-    let z198: UInt64 = ((z197 ^ (z197 >> 27)) &* 0x94d049bb133111eb as UInt64)
-    let z199: UInt64 = (z198 ^ (z198 >> 31))
-    arena[(3237136 +% i195)] = ((z199 >> 40) >= 0x800000 as UInt64 ? (arena[(3228944 +% i195)] * Float(2)) : Float(0))
+  let z193: UInt64 = (UInt64(bitPattern: seed) ^ 0xf1a2a766dcd55bac as UInt64)
+  let z194: UInt64 = ((z193 ^ (z193 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z195: UInt64 = ((z194 ^ (z194 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z196: UInt64 = (z195 ^ (z195 >> 31))
+  let z197: UInt64 = (z196 &+ UInt64(bitPattern: step))
+  let z198: UInt64 = ((z197 ^ (z197 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z199: UInt64 = ((z198 ^ (z198 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z200: UInt64 = (z199 ^ (z199 >> 31))
+  for i201 in 0..<8192 {
+    let z202: UInt64 = (z200 &+ (UInt64(bitPattern: Int64(i201)) &* 0x9e3779b97f4a7c15 as UInt64))
+    let z203: UInt64 = ((z202 ^ (z202 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+    let z204: UInt64 = ((z203 ^ (z203 >> 27)) &* 0x94d049bb133111eb as UInt64)
+    let z205: UInt64 = (z204 ^ (z204 >> 31))
+    arena[(3237136 +% i201)] = ((z205 >> 40) >= 0x800000 as UInt64 ? (arena[(3228944 +% i201)] * Float(2)) : Float(0))
   }
   // fc1_grad = relu_grad(relu3_grad, fc1)
-  for i200 in 0..<1024 {
-    storeVector(arena, ((i200 *% 8) +% 3219456), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i200 *% 8) +% 3237136)), where: loadVector(arena, ((i200 *% 8) +% 3211264)) .> Vector(repeating: Float(0))))
+  for i206 in 0..<1024 {
+    storeVector(arena, ((i206 *% 8) +% 3219456), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i206 *% 8) +% 3237136)), where: loadVector(arena, ((i206 *% 8) +% 3211264)) .> Vector(repeating: Float(0))))
   }
   // fc1_weight_grad = dense_grad_weight(fc1_grad, flat)
-  do {  // gemm208
-    for nb201 in 0..<522 {
-      for mb202 in 0..<32 {
-        var t203_c0_0 = Vector()
-        var t203_c0_1 = Vector()
-        var t203_c0_2 = Vector()
-        var t203_c1_0 = Vector()
-        var t203_c1_1 = Vector()
-        var t203_c1_2 = Vector()
-        var t203_c2_0 = Vector()
-        var t203_c2_1 = Vector()
-        var t203_c2_2 = Vector()
-        var t203_c3_0 = Vector()
-        var t203_c3_1 = Vector()
-        var t203_c3_2 = Vector()
-        for k204 in 0..<64 {
-          let t203_b0 = loadVector(arena, ((1605632 +% (k204 *% 12544)) +% (nb201 *% 24)))
-          let t203_b1 = loadVector(arena, (((1605632 +% (k204 *% 12544)) +% (nb201 *% 24)) +% 8))
-          let t203_b2 = loadVector(arena, (((1605632 +% (k204 *% 12544)) +% (nb201 *% 24)) +% 16))
-          let t203_a0 = Vector(repeating: arena[((3219456 +% (mb202 *% 4)) +% (k204 *% 128))])
-          t203_c0_0 = t203_c0_0.addingProduct(t203_a0, t203_b0)
-          t203_c0_1 = t203_c0_1.addingProduct(t203_a0, t203_b1)
-          t203_c0_2 = t203_c0_2.addingProduct(t203_a0, t203_b2)
-          let t203_a1 = Vector(repeating: arena[((3219456 +% ((mb202 *% 4) +% 1)) +% (k204 *% 128))])
-          t203_c1_0 = t203_c1_0.addingProduct(t203_a1, t203_b0)
-          t203_c1_1 = t203_c1_1.addingProduct(t203_a1, t203_b1)
-          t203_c1_2 = t203_c1_2.addingProduct(t203_a1, t203_b2)
-          let t203_a2 = Vector(repeating: arena[((3219456 +% ((mb202 *% 4) +% 2)) +% (k204 *% 128))])
-          t203_c2_0 = t203_c2_0.addingProduct(t203_a2, t203_b0)
-          t203_c2_1 = t203_c2_1.addingProduct(t203_a2, t203_b1)
-          t203_c2_2 = t203_c2_2.addingProduct(t203_a2, t203_b2)
-          let t203_a3 = Vector(repeating: arena[((3219456 +% ((mb202 *% 4) +% 3)) +% (k204 *% 128))])
-          t203_c3_0 = t203_c3_0.addingProduct(t203_a3, t203_b0)
-          t203_c3_1 = t203_c3_1.addingProduct(t203_a3, t203_b1)
-          t203_c3_2 = t203_c3_2.addingProduct(t203_a3, t203_b2)
+  do {  // gemm214
+    for nb207 in 0..<522 {
+      for mb208 in 0..<32 {
+        var t209_c0_0 = Vector()
+        var t209_c0_1 = Vector()
+        var t209_c0_2 = Vector()
+        var t209_c1_0 = Vector()
+        var t209_c1_1 = Vector()
+        var t209_c1_2 = Vector()
+        var t209_c2_0 = Vector()
+        var t209_c2_1 = Vector()
+        var t209_c2_2 = Vector()
+        var t209_c3_0 = Vector()
+        var t209_c3_1 = Vector()
+        var t209_c3_2 = Vector()
+        for k210 in 0..<64 {
+          let t209_b0 = loadVector(arena, ((1605632 +% (k210 *% 12544)) +% (nb207 *% 24)))
+          let t209_b1 = loadVector(arena, (((1605632 +% (k210 *% 12544)) +% (nb207 *% 24)) +% 8))
+          let t209_b2 = loadVector(arena, (((1605632 +% (k210 *% 12544)) +% (nb207 *% 24)) +% 16))
+          let t209_a0 = Vector(repeating: arena[((3219456 +% (mb208 *% 4)) +% (k210 *% 128))])
+          t209_c0_0 = t209_c0_0.addingProduct(t209_a0, t209_b0)
+          t209_c0_1 = t209_c0_1.addingProduct(t209_a0, t209_b1)
+          t209_c0_2 = t209_c0_2.addingProduct(t209_a0, t209_b2)
+          let t209_a1 = Vector(repeating: arena[((3219456 +% ((mb208 *% 4) +% 1)) +% (k210 *% 128))])
+          t209_c1_0 = t209_c1_0.addingProduct(t209_a1, t209_b0)
+          t209_c1_1 = t209_c1_1.addingProduct(t209_a1, t209_b1)
+          t209_c1_2 = t209_c1_2.addingProduct(t209_a1, t209_b2)
+          let t209_a2 = Vector(repeating: arena[((3219456 +% ((mb208 *% 4) +% 2)) +% (k210 *% 128))])
+          t209_c2_0 = t209_c2_0.addingProduct(t209_a2, t209_b0)
+          t209_c2_1 = t209_c2_1.addingProduct(t209_a2, t209_b1)
+          t209_c2_2 = t209_c2_2.addingProduct(t209_a2, t209_b2)
+          let t209_a3 = Vector(repeating: arena[((3219456 +% ((mb208 *% 4) +% 3)) +% (k210 *% 128))])
+          t209_c3_0 = t209_c3_0.addingProduct(t209_a3, t209_b0)
+          t209_c3_1 = t209_c3_1.addingProduct(t209_a3, t209_b1)
+          t209_c3_2 = t209_c3_2.addingProduct(t209_a3, t209_b2)
         }
-        storeVector(grads, ((18816 +% ((mb202 *% 4) *% 12544)) +% (nb201 *% 24)), t203_c0_0)
-        storeVector(grads, (((18816 +% ((mb202 *% 4) *% 12544)) +% (nb201 *% 24)) +% 8), t203_c0_1)
-        storeVector(grads, (((18816 +% ((mb202 *% 4) *% 12544)) +% (nb201 *% 24)) +% 16), t203_c0_2)
-        storeVector(grads, ((18816 +% (((mb202 *% 4) +% 1) *% 12544)) +% (nb201 *% 24)), t203_c1_0)
-        storeVector(grads, (((18816 +% (((mb202 *% 4) +% 1) *% 12544)) +% (nb201 *% 24)) +% 8), t203_c1_1)
-        storeVector(grads, (((18816 +% (((mb202 *% 4) +% 1) *% 12544)) +% (nb201 *% 24)) +% 16), t203_c1_2)
-        storeVector(grads, ((18816 +% (((mb202 *% 4) +% 2) *% 12544)) +% (nb201 *% 24)), t203_c2_0)
-        storeVector(grads, (((18816 +% (((mb202 *% 4) +% 2) *% 12544)) +% (nb201 *% 24)) +% 8), t203_c2_1)
-        storeVector(grads, (((18816 +% (((mb202 *% 4) +% 2) *% 12544)) +% (nb201 *% 24)) +% 16), t203_c2_2)
-        storeVector(grads, ((18816 +% (((mb202 *% 4) +% 3) *% 12544)) +% (nb201 *% 24)), t203_c3_0)
-        storeVector(grads, (((18816 +% (((mb202 *% 4) +% 3) *% 12544)) +% (nb201 *% 24)) +% 8), t203_c3_1)
-        storeVector(grads, (((18816 +% (((mb202 *% 4) +% 3) *% 12544)) +% (nb201 *% 24)) +% 16), t203_c3_2)
+        storeVector(grads, ((18816 +% ((mb208 *% 4) *% 12544)) +% (nb207 *% 24)), t209_c0_0)
+        storeVector(grads, (((18816 +% ((mb208 *% 4) *% 12544)) +% (nb207 *% 24)) +% 8), t209_c0_1)
+        storeVector(grads, (((18816 +% ((mb208 *% 4) *% 12544)) +% (nb207 *% 24)) +% 16), t209_c0_2)
+        storeVector(grads, ((18816 +% (((mb208 *% 4) +% 1) *% 12544)) +% (nb207 *% 24)), t209_c1_0)
+        storeVector(grads, (((18816 +% (((mb208 *% 4) +% 1) *% 12544)) +% (nb207 *% 24)) +% 8), t209_c1_1)
+        storeVector(grads, (((18816 +% (((mb208 *% 4) +% 1) *% 12544)) +% (nb207 *% 24)) +% 16), t209_c1_2)
+        storeVector(grads, ((18816 +% (((mb208 *% 4) +% 2) *% 12544)) +% (nb207 *% 24)), t209_c2_0)
+        storeVector(grads, (((18816 +% (((mb208 *% 4) +% 2) *% 12544)) +% (nb207 *% 24)) +% 8), t209_c2_1)
+        storeVector(grads, (((18816 +% (((mb208 *% 4) +% 2) *% 12544)) +% (nb207 *% 24)) +% 16), t209_c2_2)
+        storeVector(grads, ((18816 +% (((mb208 *% 4) +% 3) *% 12544)) +% (nb207 *% 24)), t209_c3_0)
+        storeVector(grads, (((18816 +% (((mb208 *% 4) +% 3) *% 12544)) +% (nb207 *% 24)) +% 8), t209_c3_1)
+        storeVector(grads, (((18816 +% (((mb208 *% 4) +% 3) *% 12544)) +% (nb207 *% 24)) +% 16), t209_c3_2)
       }
     }
-    for mb205 in 0..<32 {
-      var t206_c0_0 = Vector()
-      var t206_c0_1 = Vector()
-      var t206_c1_0 = Vector()
-      var t206_c1_1 = Vector()
-      var t206_c2_0 = Vector()
-      var t206_c2_1 = Vector()
-      var t206_c3_0 = Vector()
-      var t206_c3_1 = Vector()
-      for k207 in 0..<64 {
-        let t206_b0 = loadVector(arena, ((1605632 +% (k207 *% 12544)) +% 12528))
-        let t206_b1 = loadVector(arena, (((1605632 +% (k207 *% 12544)) +% 12528) +% 8))
-        let t206_a0 = Vector(repeating: arena[((3219456 +% (mb205 *% 4)) +% (k207 *% 128))])
-        t206_c0_0 = t206_c0_0.addingProduct(t206_a0, t206_b0)
-        t206_c0_1 = t206_c0_1.addingProduct(t206_a0, t206_b1)
-        let t206_a1 = Vector(repeating: arena[((3219456 +% ((mb205 *% 4) +% 1)) +% (k207 *% 128))])
-        t206_c1_0 = t206_c1_0.addingProduct(t206_a1, t206_b0)
-        t206_c1_1 = t206_c1_1.addingProduct(t206_a1, t206_b1)
-        let t206_a2 = Vector(repeating: arena[((3219456 +% ((mb205 *% 4) +% 2)) +% (k207 *% 128))])
-        t206_c2_0 = t206_c2_0.addingProduct(t206_a2, t206_b0)
-        t206_c2_1 = t206_c2_1.addingProduct(t206_a2, t206_b1)
-        let t206_a3 = Vector(repeating: arena[((3219456 +% ((mb205 *% 4) +% 3)) +% (k207 *% 128))])
-        t206_c3_0 = t206_c3_0.addingProduct(t206_a3, t206_b0)
-        t206_c3_1 = t206_c3_1.addingProduct(t206_a3, t206_b1)
+    for mb211 in 0..<32 {
+      var t212_c0_0 = Vector()
+      var t212_c0_1 = Vector()
+      var t212_c1_0 = Vector()
+      var t212_c1_1 = Vector()
+      var t212_c2_0 = Vector()
+      var t212_c2_1 = Vector()
+      var t212_c3_0 = Vector()
+      var t212_c3_1 = Vector()
+      for k213 in 0..<64 {
+        let t212_b0 = loadVector(arena, ((1605632 +% (k213 *% 12544)) +% 12528))
+        let t212_b1 = loadVector(arena, (((1605632 +% (k213 *% 12544)) +% 12528) +% 8))
+        let t212_a0 = Vector(repeating: arena[((3219456 +% (mb211 *% 4)) +% (k213 *% 128))])
+        t212_c0_0 = t212_c0_0.addingProduct(t212_a0, t212_b0)
+        t212_c0_1 = t212_c0_1.addingProduct(t212_a0, t212_b1)
+        let t212_a1 = Vector(repeating: arena[((3219456 +% ((mb211 *% 4) +% 1)) +% (k213 *% 128))])
+        t212_c1_0 = t212_c1_0.addingProduct(t212_a1, t212_b0)
+        t212_c1_1 = t212_c1_1.addingProduct(t212_a1, t212_b1)
+        let t212_a2 = Vector(repeating: arena[((3219456 +% ((mb211 *% 4) +% 2)) +% (k213 *% 128))])
+        t212_c2_0 = t212_c2_0.addingProduct(t212_a2, t212_b0)
+        t212_c2_1 = t212_c2_1.addingProduct(t212_a2, t212_b1)
+        let t212_a3 = Vector(repeating: arena[((3219456 +% ((mb211 *% 4) +% 3)) +% (k213 *% 128))])
+        t212_c3_0 = t212_c3_0.addingProduct(t212_a3, t212_b0)
+        t212_c3_1 = t212_c3_1.addingProduct(t212_a3, t212_b1)
       }
-      storeVector(grads, ((18816 +% ((mb205 *% 4) *% 12544)) +% 12528), t206_c0_0)
-      storeVector(grads, (((18816 +% ((mb205 *% 4) *% 12544)) +% 12528) +% 8), t206_c0_1)
-      storeVector(grads, ((18816 +% (((mb205 *% 4) +% 1) *% 12544)) +% 12528), t206_c1_0)
-      storeVector(grads, (((18816 +% (((mb205 *% 4) +% 1) *% 12544)) +% 12528) +% 8), t206_c1_1)
-      storeVector(grads, ((18816 +% (((mb205 *% 4) +% 2) *% 12544)) +% 12528), t206_c2_0)
-      storeVector(grads, (((18816 +% (((mb205 *% 4) +% 2) *% 12544)) +% 12528) +% 8), t206_c2_1)
-      storeVector(grads, ((18816 +% (((mb205 *% 4) +% 3) *% 12544)) +% 12528), t206_c3_0)
-      storeVector(grads, (((18816 +% (((mb205 *% 4) +% 3) *% 12544)) +% 12528) +% 8), t206_c3_1)
+      storeVector(grads, ((18816 +% ((mb211 *% 4) *% 12544)) +% 12528), t212_c0_0)
+      storeVector(grads, (((18816 +% ((mb211 *% 4) *% 12544)) +% 12528) +% 8), t212_c0_1)
+      storeVector(grads, ((18816 +% (((mb211 *% 4) +% 1) *% 12544)) +% 12528), t212_c1_0)
+      storeVector(grads, (((18816 +% (((mb211 *% 4) +% 1) *% 12544)) +% 12528) +% 8), t212_c1_1)
+      storeVector(grads, ((18816 +% (((mb211 *% 4) +% 2) *% 12544)) +% 12528), t212_c2_0)
+      storeVector(grads, (((18816 +% (((mb211 *% 4) +% 2) *% 12544)) +% 12528) +% 8), t212_c2_1)
+      storeVector(grads, ((18816 +% (((mb211 *% 4) +% 3) *% 12544)) +% 12528), t212_c3_0)
+      storeVector(grads, (((18816 +% (((mb211 *% 4) +% 3) *% 12544)) +% 12528) +% 8), t212_c3_1)
     }
   }
   // fc1_bias_grad = dense_grad_bias(fc1_grad)
-  for u209 in 0..<128 {
-    var acc210: Float = Float(0)
-    for n211 in 0..<64 {
-      acc210 = (acc210 + arena[((3219456 +% (n211 *% 128)) +% u209)])
+  for u215 in 0..<128 {
+    var acc216: Float = Float(0)
+    for n217 in 0..<64 {
+      acc216 = (acc216 + arena[((3219456 +% (n217 *% 128)) +% u215)])
     }
-    grads[(1624448 +% u209)] = acc210
+    grads[(1624448 +% u215)] = acc216
   }
   // flat_grad = dense_grad_input(fc1_grad, fc1.weight)
-  do {  // gemm219
-    for nb212 in 0..<522 {
-      for mb213 in 0..<16 {
-        var t214_c0_0 = Vector()
-        var t214_c0_1 = Vector()
-        var t214_c0_2 = Vector()
-        var t214_c1_0 = Vector()
-        var t214_c1_1 = Vector()
-        var t214_c1_2 = Vector()
-        var t214_c2_0 = Vector()
-        var t214_c2_1 = Vector()
-        var t214_c2_2 = Vector()
-        var t214_c3_0 = Vector()
-        var t214_c3_1 = Vector()
-        var t214_c3_2 = Vector()
-        for k215 in 0..<128 {
-          let t214_b0 = loadVector(params, ((18816 +% (k215 *% 12544)) +% (nb212 *% 24)))
-          let t214_b1 = loadVector(params, (((18816 +% (k215 *% 12544)) +% (nb212 *% 24)) +% 8))
-          let t214_b2 = loadVector(params, (((18816 +% (k215 *% 12544)) +% (nb212 *% 24)) +% 16))
-          let t214_a0 = Vector(repeating: arena[((3219456 +% ((mb213 *% 4) *% 128)) +% k215)])
-          t214_c0_0 = t214_c0_0.addingProduct(t214_a0, t214_b0)
-          t214_c0_1 = t214_c0_1.addingProduct(t214_a0, t214_b1)
-          t214_c0_2 = t214_c0_2.addingProduct(t214_a0, t214_b2)
-          let t214_a1 = Vector(repeating: arena[((3219456 +% (((mb213 *% 4) +% 1) *% 128)) +% k215)])
-          t214_c1_0 = t214_c1_0.addingProduct(t214_a1, t214_b0)
-          t214_c1_1 = t214_c1_1.addingProduct(t214_a1, t214_b1)
-          t214_c1_2 = t214_c1_2.addingProduct(t214_a1, t214_b2)
-          let t214_a2 = Vector(repeating: arena[((3219456 +% (((mb213 *% 4) +% 2) *% 128)) +% k215)])
-          t214_c2_0 = t214_c2_0.addingProduct(t214_a2, t214_b0)
-          t214_c2_1 = t214_c2_1.addingProduct(t214_a2, t214_b1)
-          t214_c2_2 = t214_c2_2.addingProduct(t214_a2, t214_b2)
-          let t214_a3 = Vector(repeating: arena[((3219456 +% (((mb213 *% 4) +% 3) *% 128)) +% k215)])
-          t214_c3_0 = t214_c3_0.addingProduct(t214_a3, t214_b0)
-          t214_c3_1 = t214_c3_1.addingProduct(t214_a3, t214_b1)
-          t214_c3_2 = t214_c3_2.addingProduct(t214_a3, t214_b2)
+  do {  // gemm225
+    for nb218 in 0..<522 {
+      for mb219 in 0..<16 {
+        var t220_c0_0 = Vector()
+        var t220_c0_1 = Vector()
+        var t220_c0_2 = Vector()
+        var t220_c1_0 = Vector()
+        var t220_c1_1 = Vector()
+        var t220_c1_2 = Vector()
+        var t220_c2_0 = Vector()
+        var t220_c2_1 = Vector()
+        var t220_c2_2 = Vector()
+        var t220_c3_0 = Vector()
+        var t220_c3_1 = Vector()
+        var t220_c3_2 = Vector()
+        for k221 in 0..<128 {
+          let t220_b0 = loadVector(params, ((18816 +% (k221 *% 12544)) +% (nb218 *% 24)))
+          let t220_b1 = loadVector(params, (((18816 +% (k221 *% 12544)) +% (nb218 *% 24)) +% 8))
+          let t220_b2 = loadVector(params, (((18816 +% (k221 *% 12544)) +% (nb218 *% 24)) +% 16))
+          let t220_a0 = Vector(repeating: arena[((3219456 +% ((mb219 *% 4) *% 128)) +% k221)])
+          t220_c0_0 = t220_c0_0.addingProduct(t220_a0, t220_b0)
+          t220_c0_1 = t220_c0_1.addingProduct(t220_a0, t220_b1)
+          t220_c0_2 = t220_c0_2.addingProduct(t220_a0, t220_b2)
+          let t220_a1 = Vector(repeating: arena[((3219456 +% (((mb219 *% 4) +% 1) *% 128)) +% k221)])
+          t220_c1_0 = t220_c1_0.addingProduct(t220_a1, t220_b0)
+          t220_c1_1 = t220_c1_1.addingProduct(t220_a1, t220_b1)
+          t220_c1_2 = t220_c1_2.addingProduct(t220_a1, t220_b2)
+          let t220_a2 = Vector(repeating: arena[((3219456 +% (((mb219 *% 4) +% 2) *% 128)) +% k221)])
+          t220_c2_0 = t220_c2_0.addingProduct(t220_a2, t220_b0)
+          t220_c2_1 = t220_c2_1.addingProduct(t220_a2, t220_b1)
+          t220_c2_2 = t220_c2_2.addingProduct(t220_a2, t220_b2)
+          let t220_a3 = Vector(repeating: arena[((3219456 +% (((mb219 *% 4) +% 3) *% 128)) +% k221)])
+          t220_c3_0 = t220_c3_0.addingProduct(t220_a3, t220_b0)
+          t220_c3_1 = t220_c3_1.addingProduct(t220_a3, t220_b1)
+          t220_c3_2 = t220_c3_2.addingProduct(t220_a3, t220_b2)
         }
-        storeVector(arena, ((3228304 +% ((mb213 *% 4) *% 12544)) +% (nb212 *% 24)), t214_c0_0)
-        storeVector(arena, (((3228304 +% ((mb213 *% 4) *% 12544)) +% (nb212 *% 24)) +% 8), t214_c0_1)
-        storeVector(arena, (((3228304 +% ((mb213 *% 4) *% 12544)) +% (nb212 *% 24)) +% 16), t214_c0_2)
-        storeVector(arena, ((3228304 +% (((mb213 *% 4) +% 1) *% 12544)) +% (nb212 *% 24)), t214_c1_0)
-        storeVector(arena, (((3228304 +% (((mb213 *% 4) +% 1) *% 12544)) +% (nb212 *% 24)) +% 8), t214_c1_1)
-        storeVector(arena, (((3228304 +% (((mb213 *% 4) +% 1) *% 12544)) +% (nb212 *% 24)) +% 16), t214_c1_2)
-        storeVector(arena, ((3228304 +% (((mb213 *% 4) +% 2) *% 12544)) +% (nb212 *% 24)), t214_c2_0)
-        storeVector(arena, (((3228304 +% (((mb213 *% 4) +% 2) *% 12544)) +% (nb212 *% 24)) +% 8), t214_c2_1)
-        storeVector(arena, (((3228304 +% (((mb213 *% 4) +% 2) *% 12544)) +% (nb212 *% 24)) +% 16), t214_c2_2)
-        storeVector(arena, ((3228304 +% (((mb213 *% 4) +% 3) *% 12544)) +% (nb212 *% 24)), t214_c3_0)
-        storeVector(arena, (((3228304 +% (((mb213 *% 4) +% 3) *% 12544)) +% (nb212 *% 24)) +% 8), t214_c3_1)
-        storeVector(arena, (((3228304 +% (((mb213 *% 4) +% 3) *% 12544)) +% (nb212 *% 24)) +% 16), t214_c3_2)
+        storeVector(arena, ((3228304 +% ((mb219 *% 4) *% 12544)) +% (nb218 *% 24)), t220_c0_0)
+        storeVector(arena, (((3228304 +% ((mb219 *% 4) *% 12544)) +% (nb218 *% 24)) +% 8), t220_c0_1)
+        storeVector(arena, (((3228304 +% ((mb219 *% 4) *% 12544)) +% (nb218 *% 24)) +% 16), t220_c0_2)
+        storeVector(arena, ((3228304 +% (((mb219 *% 4) +% 1) *% 12544)) +% (nb218 *% 24)), t220_c1_0)
+        storeVector(arena, (((3228304 +% (((mb219 *% 4) +% 1) *% 12544)) +% (nb218 *% 24)) +% 8), t220_c1_1)
+        storeVector(arena, (((3228304 +% (((mb219 *% 4) +% 1) *% 12544)) +% (nb218 *% 24)) +% 16), t220_c1_2)
+        storeVector(arena, ((3228304 +% (((mb219 *% 4) +% 2) *% 12544)) +% (nb218 *% 24)), t220_c2_0)
+        storeVector(arena, (((3228304 +% (((mb219 *% 4) +% 2) *% 12544)) +% (nb218 *% 24)) +% 8), t220_c2_1)
+        storeVector(arena, (((3228304 +% (((mb219 *% 4) +% 2) *% 12544)) +% (nb218 *% 24)) +% 16), t220_c2_2)
+        storeVector(arena, ((3228304 +% (((mb219 *% 4) +% 3) *% 12544)) +% (nb218 *% 24)), t220_c3_0)
+        storeVector(arena, (((3228304 +% (((mb219 *% 4) +% 3) *% 12544)) +% (nb218 *% 24)) +% 8), t220_c3_1)
+        storeVector(arena, (((3228304 +% (((mb219 *% 4) +% 3) *% 12544)) +% (nb218 *% 24)) +% 16), t220_c3_2)
       }
     }
-    for mb216 in 0..<16 {
-      var t217_c0_0 = Vector()
-      var t217_c0_1 = Vector()
-      var t217_c1_0 = Vector()
-      var t217_c1_1 = Vector()
-      var t217_c2_0 = Vector()
-      var t217_c2_1 = Vector()
-      var t217_c3_0 = Vector()
-      var t217_c3_1 = Vector()
-      for k218 in 0..<128 {
-        let t217_b0 = loadVector(params, ((18816 +% (k218 *% 12544)) +% 12528))
-        let t217_b1 = loadVector(params, (((18816 +% (k218 *% 12544)) +% 12528) +% 8))
-        let t217_a0 = Vector(repeating: arena[((3219456 +% ((mb216 *% 4) *% 128)) +% k218)])
-        t217_c0_0 = t217_c0_0.addingProduct(t217_a0, t217_b0)
-        t217_c0_1 = t217_c0_1.addingProduct(t217_a0, t217_b1)
-        let t217_a1 = Vector(repeating: arena[((3219456 +% (((mb216 *% 4) +% 1) *% 128)) +% k218)])
-        t217_c1_0 = t217_c1_0.addingProduct(t217_a1, t217_b0)
-        t217_c1_1 = t217_c1_1.addingProduct(t217_a1, t217_b1)
-        let t217_a2 = Vector(repeating: arena[((3219456 +% (((mb216 *% 4) +% 2) *% 128)) +% k218)])
-        t217_c2_0 = t217_c2_0.addingProduct(t217_a2, t217_b0)
-        t217_c2_1 = t217_c2_1.addingProduct(t217_a2, t217_b1)
-        let t217_a3 = Vector(repeating: arena[((3219456 +% (((mb216 *% 4) +% 3) *% 128)) +% k218)])
-        t217_c3_0 = t217_c3_0.addingProduct(t217_a3, t217_b0)
-        t217_c3_1 = t217_c3_1.addingProduct(t217_a3, t217_b1)
+    for mb222 in 0..<16 {
+      var t223_c0_0 = Vector()
+      var t223_c0_1 = Vector()
+      var t223_c1_0 = Vector()
+      var t223_c1_1 = Vector()
+      var t223_c2_0 = Vector()
+      var t223_c2_1 = Vector()
+      var t223_c3_0 = Vector()
+      var t223_c3_1 = Vector()
+      for k224 in 0..<128 {
+        let t223_b0 = loadVector(params, ((18816 +% (k224 *% 12544)) +% 12528))
+        let t223_b1 = loadVector(params, (((18816 +% (k224 *% 12544)) +% 12528) +% 8))
+        let t223_a0 = Vector(repeating: arena[((3219456 +% ((mb222 *% 4) *% 128)) +% k224)])
+        t223_c0_0 = t223_c0_0.addingProduct(t223_a0, t223_b0)
+        t223_c0_1 = t223_c0_1.addingProduct(t223_a0, t223_b1)
+        let t223_a1 = Vector(repeating: arena[((3219456 +% (((mb222 *% 4) +% 1) *% 128)) +% k224)])
+        t223_c1_0 = t223_c1_0.addingProduct(t223_a1, t223_b0)
+        t223_c1_1 = t223_c1_1.addingProduct(t223_a1, t223_b1)
+        let t223_a2 = Vector(repeating: arena[((3219456 +% (((mb222 *% 4) +% 2) *% 128)) +% k224)])
+        t223_c2_0 = t223_c2_0.addingProduct(t223_a2, t223_b0)
+        t223_c2_1 = t223_c2_1.addingProduct(t223_a2, t223_b1)
+        let t223_a3 = Vector(repeating: arena[((3219456 +% (((mb222 *% 4) +% 3) *% 128)) +% k224)])
+        t223_c3_0 = t223_c3_0.addingProduct(t223_a3, t223_b0)
+        t223_c3_1 = t223_c3_1.addingProduct(t223_a3, t223_b1)
       }
-      storeVector(arena, ((3228304 +% ((mb216 *% 4) *% 12544)) +% 12528), t217_c0_0)
-      storeVector(arena, (((3228304 +% ((mb216 *% 4) *% 12544)) +% 12528) +% 8), t217_c0_1)
-      storeVector(arena, ((3228304 +% (((mb216 *% 4) +% 1) *% 12544)) +% 12528), t217_c1_0)
-      storeVector(arena, (((3228304 +% (((mb216 *% 4) +% 1) *% 12544)) +% 12528) +% 8), t217_c1_1)
-      storeVector(arena, ((3228304 +% (((mb216 *% 4) +% 2) *% 12544)) +% 12528), t217_c2_0)
-      storeVector(arena, (((3228304 +% (((mb216 *% 4) +% 2) *% 12544)) +% 12528) +% 8), t217_c2_1)
-      storeVector(arena, ((3228304 +% (((mb216 *% 4) +% 3) *% 12544)) +% 12528), t217_c3_0)
-      storeVector(arena, (((3228304 +% (((mb216 *% 4) +% 3) *% 12544)) +% 12528) +% 8), t217_c3_1)
+      storeVector(arena, ((3228304 +% ((mb222 *% 4) *% 12544)) +% 12528), t223_c0_0)
+      storeVector(arena, (((3228304 +% ((mb222 *% 4) *% 12544)) +% 12528) +% 8), t223_c0_1)
+      storeVector(arena, ((3228304 +% (((mb222 *% 4) +% 1) *% 12544)) +% 12528), t223_c1_0)
+      storeVector(arena, (((3228304 +% (((mb222 *% 4) +% 1) *% 12544)) +% 12528) +% 8), t223_c1_1)
+      storeVector(arena, ((3228304 +% (((mb222 *% 4) +% 2) *% 12544)) +% 12528), t223_c2_0)
+      storeVector(arena, (((3228304 +% (((mb222 *% 4) +% 2) *% 12544)) +% 12528) +% 8), t223_c2_1)
+      storeVector(arena, ((3228304 +% (((mb222 *% 4) +% 3) *% 12544)) +% 12528), t223_c3_0)
+      storeVector(arena, (((3228304 +% (((mb222 *% 4) +% 3) *% 12544)) +% 12528) +% 8), t223_c3_1)
     }
   }
   // pool_grad = flatten_grad(flat_grad, conv2)
   // conv2_grad = relu_maxpool_grad(pool_grad, conv2, conv2.argmax)
-  for i220 in 0..<401408 {
-    storeVector(arena, ((i220 *% 8) +% 4031120), Vector(repeating: Float(0)))
+  for i226 in 0..<401408 {
+    storeVector(arena, ((i226 *% 8) +% 4031120), Vector(repeating: Float(0)))
   }
-  for q221 in 0..<4096 {
-    for i222 in 0..<196 {
-      if arena[(1605632 +% ((q221 *% 196) +% i222))] > Float(0) {
-        arena[((4031120 +% (q221 *% 784)) +% Int(arena[(2408448 +% ((q221 *% 196) +% i222))]))] += arena[(3228304 +% ((q221 *% 196) +% i222))]
+  for q227 in 0..<4096 {
+    for i228 in 0..<196 {
+      if arena[(1605632 +% ((q227 *% 196) +% i228))] > Float(0) {
+        arena[((4031120 +% (q227 *% 784)) +% Int(arena[(2408448 +% ((q227 *% 196) +% i228))]))] += arena[(3228304 +% ((q227 *% 196) +% i228))]
       }
     }
   }
   // conv2_weight_grad = conv2d_grad_weight(conv2_grad, conv1)
-  for i223 in 0..<4096 {
-    storeVector(arena, ((i223 *% 8) +% 1985664), Vector(repeating: Float(0)))
+  for i229 in 0..<4096 {
+    storeVector(arena, ((i229 *% 8) +% 1985664), Vector(repeating: Float(0)))
   }
-  for i224 in 0..<3600 {
-    storeVector(arena, ((i224 *% 8) +% 1605632), Vector(repeating: Float(0)))
+  for i230 in 0..<3600 {
+    storeVector(arena, ((i230 *% 8) +% 1605632), Vector(repeating: Float(0)))
   }
-  for i225 in 0..<6272 {
-    storeVector(arena, ((i225 *% 8) +% 1734784), Vector(repeating: Float(0)))
+  for i231 in 0..<6272 {
+    storeVector(arena, ((i231 *% 8) +% 1734784), Vector(repeating: Float(0)))
   }
-  for g226 in 0..<64 {
-    for j227 in 0..<1 {
-      for c228 in 0..<32 {
-        for iy229 in 0..<28 {
-          for ix230 in 0..<28 {
-            arena[(1605632 +% ((((j227 *% 28800) +% ((iy229 +% 1) *% 960)) +% ((ix230 +% 1) *% 32)) +% c228))] = arena[(((((g226 +% j227) *% 25088) +% (c228 *% 784)) +% (iy229 *% 28)) +% ix230)]
+  for g232 in 0..<64 {
+    for j233 in 0..<1 {
+      for iy234 in 0..<28 {
+        for c235 in 0..<32 {
+          for ix236 in 0..<28 {
+            arena[(1605632 +% ((((j233 *% 28800) +% ((iy234 +% 1) *% 960)) +% ((ix236 +% 1) *% 32)) +% c235))] = arena[(((((g232 +% j233) *% 25088) +% (c235 *% 784)) +% (iy234 *% 28)) +% ix236)]
           }
         }
       }
     }
-    for j231 in 0..<1 {
-      for ty232 in 0..<14 {
-        for tx233 in 0..<14 {
-          for cv234 in 0..<4 {
-            let w235 = (loadVector(arena, (1605632 +% ((((j231 *% 28800) +% ((ty232 *% 2) *% 960)) +% ((tx233 *% 2) *% 32)) +% (cv234 *% 8)))) - loadVector(arena, (1605632 +% ((((j231 *% 28800) +% (((ty232 *% 2) +% 2) *% 960)) +% ((tx233 *% 2) *% 32)) +% (cv234 *% 8)))))
-            let w236 = (loadVector(arena, (1605632 +% ((((j231 *% 28800) +% (((ty232 *% 2) +% 1) *% 960)) +% ((tx233 *% 2) *% 32)) +% (cv234 *% 8)))) + loadVector(arena, (1605632 +% ((((j231 *% 28800) +% (((ty232 *% 2) +% 2) *% 960)) +% ((tx233 *% 2) *% 32)) +% (cv234 *% 8)))))
-            let w237 = (loadVector(arena, (1605632 +% ((((j231 *% 28800) +% (((ty232 *% 2) +% 2) *% 960)) +% ((tx233 *% 2) *% 32)) +% (cv234 *% 8)))) - loadVector(arena, (1605632 +% ((((j231 *% 28800) +% (((ty232 *% 2) +% 1) *% 960)) +% ((tx233 *% 2) *% 32)) +% (cv234 *% 8)))))
-            let w238 = (loadVector(arena, (1605632 +% ((((j231 *% 28800) +% (((ty232 *% 2) +% 1) *% 960)) +% ((tx233 *% 2) *% 32)) +% (cv234 *% 8)))) - loadVector(arena, (1605632 +% ((((j231 *% 28800) +% (((ty232 *% 2) +% 3) *% 960)) +% ((tx233 *% 2) *% 32)) +% (cv234 *% 8)))))
-            let w239 = (loadVector(arena, (1605632 +% ((((j231 *% 28800) +% ((ty232 *% 2) *% 960)) +% (((tx233 *% 2) +% 1) *% 32)) +% (cv234 *% 8)))) - loadVector(arena, (1605632 +% ((((j231 *% 28800) +% (((ty232 *% 2) +% 2) *% 960)) +% (((tx233 *% 2) +% 1) *% 32)) +% (cv234 *% 8)))))
-            let w240 = (loadVector(arena, (1605632 +% ((((j231 *% 28800) +% (((ty232 *% 2) +% 1) *% 960)) +% (((tx233 *% 2) +% 1) *% 32)) +% (cv234 *% 8)))) + loadVector(arena, (1605632 +% ((((j231 *% 28800) +% (((ty232 *% 2) +% 2) *% 960)) +% (((tx233 *% 2) +% 1) *% 32)) +% (cv234 *% 8)))))
-            let w241 = (loadVector(arena, (1605632 +% ((((j231 *% 28800) +% (((ty232 *% 2) +% 2) *% 960)) +% (((tx233 *% 2) +% 1) *% 32)) +% (cv234 *% 8)))) - loadVector(arena, (1605632 +% ((((j231 *% 28800) +% (((ty232 *% 2) +% 1) *% 960)) +% (((tx233 *% 2) +% 1) *% 32)) +% (cv234 *% 8)))))
-            let w242 = (loadVector(arena, (1605632 +% ((((j231 *% 28800) +% (((ty232 *% 2) +% 1) *% 960)) +% (((tx233 *% 2) +% 1) *% 32)) +% (cv234 *% 8)))) - loadVector(arena, (1605632 +% ((((j231 *% 28800) +% (((ty232 *% 2) +% 3) *% 960)) +% (((tx233 *% 2) +% 1) *% 32)) +% (cv234 *% 8)))))
-            let w243 = (loadVector(arena, (1605632 +% ((((j231 *% 28800) +% ((ty232 *% 2) *% 960)) +% (((tx233 *% 2) +% 2) *% 32)) +% (cv234 *% 8)))) - loadVector(arena, (1605632 +% ((((j231 *% 28800) +% (((ty232 *% 2) +% 2) *% 960)) +% (((tx233 *% 2) +% 2) *% 32)) +% (cv234 *% 8)))))
-            let w244 = (loadVector(arena, (1605632 +% ((((j231 *% 28800) +% (((ty232 *% 2) +% 1) *% 960)) +% (((tx233 *% 2) +% 2) *% 32)) +% (cv234 *% 8)))) + loadVector(arena, (1605632 +% ((((j231 *% 28800) +% (((ty232 *% 2) +% 2) *% 960)) +% (((tx233 *% 2) +% 2) *% 32)) +% (cv234 *% 8)))))
-            let w245 = (loadVector(arena, (1605632 +% ((((j231 *% 28800) +% (((ty232 *% 2) +% 2) *% 960)) +% (((tx233 *% 2) +% 2) *% 32)) +% (cv234 *% 8)))) - loadVector(arena, (1605632 +% ((((j231 *% 28800) +% (((ty232 *% 2) +% 1) *% 960)) +% (((tx233 *% 2) +% 2) *% 32)) +% (cv234 *% 8)))))
-            let w246 = (loadVector(arena, (1605632 +% ((((j231 *% 28800) +% (((ty232 *% 2) +% 1) *% 960)) +% (((tx233 *% 2) +% 2) *% 32)) +% (cv234 *% 8)))) - loadVector(arena, (1605632 +% ((((j231 *% 28800) +% (((ty232 *% 2) +% 3) *% 960)) +% (((tx233 *% 2) +% 2) *% 32)) +% (cv234 *% 8)))))
-            let w247 = (loadVector(arena, (1605632 +% ((((j231 *% 28800) +% ((ty232 *% 2) *% 960)) +% (((tx233 *% 2) +% 3) *% 32)) +% (cv234 *% 8)))) - loadVector(arena, (1605632 +% ((((j231 *% 28800) +% (((ty232 *% 2) +% 2) *% 960)) +% (((tx233 *% 2) +% 3) *% 32)) +% (cv234 *% 8)))))
-            let w248 = (loadVector(arena, (1605632 +% ((((j231 *% 28800) +% (((ty232 *% 2) +% 1) *% 960)) +% (((tx233 *% 2) +% 3) *% 32)) +% (cv234 *% 8)))) + loadVector(arena, (1605632 +% ((((j231 *% 28800) +% (((ty232 *% 2) +% 2) *% 960)) +% (((tx233 *% 2) +% 3) *% 32)) +% (cv234 *% 8)))))
-            let w249 = (loadVector(arena, (1605632 +% ((((j231 *% 28800) +% (((ty232 *% 2) +% 2) *% 960)) +% (((tx233 *% 2) +% 3) *% 32)) +% (cv234 *% 8)))) - loadVector(arena, (1605632 +% ((((j231 *% 28800) +% (((ty232 *% 2) +% 1) *% 960)) +% (((tx233 *% 2) +% 3) *% 32)) +% (cv234 *% 8)))))
-            let w250 = (loadVector(arena, (1605632 +% ((((j231 *% 28800) +% (((ty232 *% 2) +% 1) *% 960)) +% (((tx233 *% 2) +% 3) *% 32)) +% (cv234 *% 8)))) - loadVector(arena, (1605632 +% ((((j231 *% 28800) +% (((ty232 *% 2) +% 3) *% 960)) +% (((tx233 *% 2) +% 3) *% 32)) +% (cv234 *% 8)))))
-            let w251 = (w235 - w243)
-            let w252 = (w239 + w243)
-            let w253 = (w243 - w239)
-            let w254 = (w239 - w247)
-            let w255 = (w236 - w244)
-            let w256 = (w240 + w244)
-            let w257 = (w244 - w240)
-            let w258 = (w240 - w248)
-            let w259 = (w237 - w245)
-            let w260 = (w241 + w245)
-            let w261 = (w245 - w241)
-            let w262 = (w241 - w249)
-            let w263 = (w238 - w246)
-            let w264 = (w242 + w246)
-            let w265 = (w246 - w242)
-            let w266 = (w242 - w250)
-            storeVector(arena, ((1634432 +% ((((j231 *% 196) +% (ty232 *% 14)) +% tx233) *% 32)) +% (cv234 *% 8)), w251)
-            storeVector(arena, ((1640704 +% ((((j231 *% 196) +% (ty232 *% 14)) +% tx233) *% 32)) +% (cv234 *% 8)), w252)
-            storeVector(arena, ((1646976 +% ((((j231 *% 196) +% (ty232 *% 14)) +% tx233) *% 32)) +% (cv234 *% 8)), w253)
-            storeVector(arena, ((1653248 +% ((((j231 *% 196) +% (ty232 *% 14)) +% tx233) *% 32)) +% (cv234 *% 8)), w254)
-            storeVector(arena, ((1659520 +% ((((j231 *% 196) +% (ty232 *% 14)) +% tx233) *% 32)) +% (cv234 *% 8)), w255)
-            storeVector(arena, ((1665792 +% ((((j231 *% 196) +% (ty232 *% 14)) +% tx233) *% 32)) +% (cv234 *% 8)), w256)
-            storeVector(arena, ((1672064 +% ((((j231 *% 196) +% (ty232 *% 14)) +% tx233) *% 32)) +% (cv234 *% 8)), w257)
-            storeVector(arena, ((1678336 +% ((((j231 *% 196) +% (ty232 *% 14)) +% tx233) *% 32)) +% (cv234 *% 8)), w258)
-            storeVector(arena, ((1684608 +% ((((j231 *% 196) +% (ty232 *% 14)) +% tx233) *% 32)) +% (cv234 *% 8)), w259)
-            storeVector(arena, ((1690880 +% ((((j231 *% 196) +% (ty232 *% 14)) +% tx233) *% 32)) +% (cv234 *% 8)), w260)
-            storeVector(arena, ((1697152 +% ((((j231 *% 196) +% (ty232 *% 14)) +% tx233) *% 32)) +% (cv234 *% 8)), w261)
-            storeVector(arena, ((1703424 +% ((((j231 *% 196) +% (ty232 *% 14)) +% tx233) *% 32)) +% (cv234 *% 8)), w262)
-            storeVector(arena, ((1709696 +% ((((j231 *% 196) +% (ty232 *% 14)) +% tx233) *% 32)) +% (cv234 *% 8)), w263)
-            storeVector(arena, ((1715968 +% ((((j231 *% 196) +% (ty232 *% 14)) +% tx233) *% 32)) +% (cv234 *% 8)), w264)
-            storeVector(arena, ((1722240 +% ((((j231 *% 196) +% (ty232 *% 14)) +% tx233) *% 32)) +% (cv234 *% 8)), w265)
-            storeVector(arena, ((1728512 +% ((((j231 *% 196) +% (ty232 *% 14)) +% tx233) *% 32)) +% (cv234 *% 8)), w266)
+    for j237 in 0..<1 {
+      for ty238 in 0..<14 {
+        for tx239 in 0..<14 {
+          for cv240 in 0..<4 {
+            let w241 = (loadVector(arena, (1605632 +% ((((j237 *% 28800) +% ((ty238 *% 2) *% 960)) +% ((tx239 *% 2) *% 32)) +% (cv240 *% 8)))) - loadVector(arena, (1605632 +% ((((j237 *% 28800) +% (((ty238 *% 2) +% 2) *% 960)) +% ((tx239 *% 2) *% 32)) +% (cv240 *% 8)))))
+            let w242 = (loadVector(arena, (1605632 +% ((((j237 *% 28800) +% (((ty238 *% 2) +% 1) *% 960)) +% ((tx239 *% 2) *% 32)) +% (cv240 *% 8)))) + loadVector(arena, (1605632 +% ((((j237 *% 28800) +% (((ty238 *% 2) +% 2) *% 960)) +% ((tx239 *% 2) *% 32)) +% (cv240 *% 8)))))
+            let w243 = (loadVector(arena, (1605632 +% ((((j237 *% 28800) +% (((ty238 *% 2) +% 2) *% 960)) +% ((tx239 *% 2) *% 32)) +% (cv240 *% 8)))) - loadVector(arena, (1605632 +% ((((j237 *% 28800) +% (((ty238 *% 2) +% 1) *% 960)) +% ((tx239 *% 2) *% 32)) +% (cv240 *% 8)))))
+            let w244 = (loadVector(arena, (1605632 +% ((((j237 *% 28800) +% (((ty238 *% 2) +% 1) *% 960)) +% ((tx239 *% 2) *% 32)) +% (cv240 *% 8)))) - loadVector(arena, (1605632 +% ((((j237 *% 28800) +% (((ty238 *% 2) +% 3) *% 960)) +% ((tx239 *% 2) *% 32)) +% (cv240 *% 8)))))
+            let w245 = (loadVector(arena, (1605632 +% ((((j237 *% 28800) +% ((ty238 *% 2) *% 960)) +% (((tx239 *% 2) +% 1) *% 32)) +% (cv240 *% 8)))) - loadVector(arena, (1605632 +% ((((j237 *% 28800) +% (((ty238 *% 2) +% 2) *% 960)) +% (((tx239 *% 2) +% 1) *% 32)) +% (cv240 *% 8)))))
+            let w246 = (loadVector(arena, (1605632 +% ((((j237 *% 28800) +% (((ty238 *% 2) +% 1) *% 960)) +% (((tx239 *% 2) +% 1) *% 32)) +% (cv240 *% 8)))) + loadVector(arena, (1605632 +% ((((j237 *% 28800) +% (((ty238 *% 2) +% 2) *% 960)) +% (((tx239 *% 2) +% 1) *% 32)) +% (cv240 *% 8)))))
+            let w247 = (loadVector(arena, (1605632 +% ((((j237 *% 28800) +% (((ty238 *% 2) +% 2) *% 960)) +% (((tx239 *% 2) +% 1) *% 32)) +% (cv240 *% 8)))) - loadVector(arena, (1605632 +% ((((j237 *% 28800) +% (((ty238 *% 2) +% 1) *% 960)) +% (((tx239 *% 2) +% 1) *% 32)) +% (cv240 *% 8)))))
+            let w248 = (loadVector(arena, (1605632 +% ((((j237 *% 28800) +% (((ty238 *% 2) +% 1) *% 960)) +% (((tx239 *% 2) +% 1) *% 32)) +% (cv240 *% 8)))) - loadVector(arena, (1605632 +% ((((j237 *% 28800) +% (((ty238 *% 2) +% 3) *% 960)) +% (((tx239 *% 2) +% 1) *% 32)) +% (cv240 *% 8)))))
+            let w249 = (loadVector(arena, (1605632 +% ((((j237 *% 28800) +% ((ty238 *% 2) *% 960)) +% (((tx239 *% 2) +% 2) *% 32)) +% (cv240 *% 8)))) - loadVector(arena, (1605632 +% ((((j237 *% 28800) +% (((ty238 *% 2) +% 2) *% 960)) +% (((tx239 *% 2) +% 2) *% 32)) +% (cv240 *% 8)))))
+            let w250 = (loadVector(arena, (1605632 +% ((((j237 *% 28800) +% (((ty238 *% 2) +% 1) *% 960)) +% (((tx239 *% 2) +% 2) *% 32)) +% (cv240 *% 8)))) + loadVector(arena, (1605632 +% ((((j237 *% 28800) +% (((ty238 *% 2) +% 2) *% 960)) +% (((tx239 *% 2) +% 2) *% 32)) +% (cv240 *% 8)))))
+            let w251 = (loadVector(arena, (1605632 +% ((((j237 *% 28800) +% (((ty238 *% 2) +% 2) *% 960)) +% (((tx239 *% 2) +% 2) *% 32)) +% (cv240 *% 8)))) - loadVector(arena, (1605632 +% ((((j237 *% 28800) +% (((ty238 *% 2) +% 1) *% 960)) +% (((tx239 *% 2) +% 2) *% 32)) +% (cv240 *% 8)))))
+            let w252 = (loadVector(arena, (1605632 +% ((((j237 *% 28800) +% (((ty238 *% 2) +% 1) *% 960)) +% (((tx239 *% 2) +% 2) *% 32)) +% (cv240 *% 8)))) - loadVector(arena, (1605632 +% ((((j237 *% 28800) +% (((ty238 *% 2) +% 3) *% 960)) +% (((tx239 *% 2) +% 2) *% 32)) +% (cv240 *% 8)))))
+            let w253 = (loadVector(arena, (1605632 +% ((((j237 *% 28800) +% ((ty238 *% 2) *% 960)) +% (((tx239 *% 2) +% 3) *% 32)) +% (cv240 *% 8)))) - loadVector(arena, (1605632 +% ((((j237 *% 28800) +% (((ty238 *% 2) +% 2) *% 960)) +% (((tx239 *% 2) +% 3) *% 32)) +% (cv240 *% 8)))))
+            let w254 = (loadVector(arena, (1605632 +% ((((j237 *% 28800) +% (((ty238 *% 2) +% 1) *% 960)) +% (((tx239 *% 2) +% 3) *% 32)) +% (cv240 *% 8)))) + loadVector(arena, (1605632 +% ((((j237 *% 28800) +% (((ty238 *% 2) +% 2) *% 960)) +% (((tx239 *% 2) +% 3) *% 32)) +% (cv240 *% 8)))))
+            let w255 = (loadVector(arena, (1605632 +% ((((j237 *% 28800) +% (((ty238 *% 2) +% 2) *% 960)) +% (((tx239 *% 2) +% 3) *% 32)) +% (cv240 *% 8)))) - loadVector(arena, (1605632 +% ((((j237 *% 28800) +% (((ty238 *% 2) +% 1) *% 960)) +% (((tx239 *% 2) +% 3) *% 32)) +% (cv240 *% 8)))))
+            let w256 = (loadVector(arena, (1605632 +% ((((j237 *% 28800) +% (((ty238 *% 2) +% 1) *% 960)) +% (((tx239 *% 2) +% 3) *% 32)) +% (cv240 *% 8)))) - loadVector(arena, (1605632 +% ((((j237 *% 28800) +% (((ty238 *% 2) +% 3) *% 960)) +% (((tx239 *% 2) +% 3) *% 32)) +% (cv240 *% 8)))))
+            let w257 = (w241 - w249)
+            let w258 = (w245 + w249)
+            let w259 = (w249 - w245)
+            let w260 = (w245 - w253)
+            let w261 = (w242 - w250)
+            let w262 = (w246 + w250)
+            let w263 = (w250 - w246)
+            let w264 = (w246 - w254)
+            let w265 = (w243 - w251)
+            let w266 = (w247 + w251)
+            let w267 = (w251 - w247)
+            let w268 = (w247 - w255)
+            let w269 = (w244 - w252)
+            let w270 = (w248 + w252)
+            let w271 = (w252 - w248)
+            let w272 = (w248 - w256)
+            storeVector(arena, ((1634432 +% ((((j237 *% 196) +% (ty238 *% 14)) +% tx239) *% 32)) +% (cv240 *% 8)), w257)
+            storeVector(arena, ((1640704 +% ((((j237 *% 196) +% (ty238 *% 14)) +% tx239) *% 32)) +% (cv240 *% 8)), w258)
+            storeVector(arena, ((1646976 +% ((((j237 *% 196) +% (ty238 *% 14)) +% tx239) *% 32)) +% (cv240 *% 8)), w259)
+            storeVector(arena, ((1653248 +% ((((j237 *% 196) +% (ty238 *% 14)) +% tx239) *% 32)) +% (cv240 *% 8)), w260)
+            storeVector(arena, ((1659520 +% ((((j237 *% 196) +% (ty238 *% 14)) +% tx239) *% 32)) +% (cv240 *% 8)), w261)
+            storeVector(arena, ((1665792 +% ((((j237 *% 196) +% (ty238 *% 14)) +% tx239) *% 32)) +% (cv240 *% 8)), w262)
+            storeVector(arena, ((1672064 +% ((((j237 *% 196) +% (ty238 *% 14)) +% tx239) *% 32)) +% (cv240 *% 8)), w263)
+            storeVector(arena, ((1678336 +% ((((j237 *% 196) +% (ty238 *% 14)) +% tx239) *% 32)) +% (cv240 *% 8)), w264)
+            storeVector(arena, ((1684608 +% ((((j237 *% 196) +% (ty238 *% 14)) +% tx239) *% 32)) +% (cv240 *% 8)), w265)
+            storeVector(arena, ((1690880 +% ((((j237 *% 196) +% (ty238 *% 14)) +% tx239) *% 32)) +% (cv240 *% 8)), w266)
+            storeVector(arena, ((1697152 +% ((((j237 *% 196) +% (ty238 *% 14)) +% tx239) *% 32)) +% (cv240 *% 8)), w267)
+            storeVector(arena, ((1703424 +% ((((j237 *% 196) +% (ty238 *% 14)) +% tx239) *% 32)) +% (cv240 *% 8)), w268)
+            storeVector(arena, ((1709696 +% ((((j237 *% 196) +% (ty238 *% 14)) +% tx239) *% 32)) +% (cv240 *% 8)), w269)
+            storeVector(arena, ((1715968 +% ((((j237 *% 196) +% (ty238 *% 14)) +% tx239) *% 32)) +% (cv240 *% 8)), w270)
+            storeVector(arena, ((1722240 +% ((((j237 *% 196) +% (ty238 *% 14)) +% tx239) *% 32)) +% (cv240 *% 8)), w271)
+            storeVector(arena, ((1728512 +% ((((j237 *% 196) +% (ty238 *% 14)) +% tx239) *% 32)) +% (cv240 *% 8)), w272)
           }
         }
       }
     }
-    for j267 in 0..<1 {
-      for c268 in 0..<64 {
-        for iy269 in 0..<28 {
-          for ix270 in 0..<28 {
-            arena[(1734784 +% ((((j267 *% 50176) +% (iy269 *% 1792)) +% (ix270 *% 64)) +% c268))] = arena[((((4031120 +% ((g226 +% j267) *% 50176)) +% (c268 *% 784)) +% (iy269 *% 28)) +% ix270)]
+    for j273 in 0..<1 {
+      for iy274 in 0..<28 {
+        for c275 in 0..<64 {
+          for ix276 in 0..<28 {
+            arena[(1734784 +% ((((j273 *% 50176) +% (iy274 *% 1792)) +% (ix276 *% 64)) +% c275))] = arena[((((4031120 +% ((g232 +% j273) *% 50176)) +% (c275 *% 784)) +% (iy274 *% 28)) +% ix276)]
           }
         }
       }
     }
-    for j271 in 0..<1 {
-      for ty272 in 0..<14 {
-        for tx273 in 0..<14 {
-          for cv274 in 0..<8 {
-            let w275 = loadVector(arena, (1734784 +% ((((j271 *% 50176) +% ((ty272 *% 2) *% 1792)) +% ((tx273 *% 2) *% 64)) +% (cv274 *% 8))))
-            let w276 = (loadVector(arena, (1734784 +% ((((j271 *% 50176) +% ((ty272 *% 2) *% 1792)) +% ((tx273 *% 2) *% 64)) +% (cv274 *% 8)))) + loadVector(arena, (1734784 +% ((((j271 *% 50176) +% (((ty272 *% 2) +% 1) *% 1792)) +% ((tx273 *% 2) *% 64)) +% (cv274 *% 8)))))
-            let w277 = (loadVector(arena, (1734784 +% ((((j271 *% 50176) +% ((ty272 *% 2) *% 1792)) +% ((tx273 *% 2) *% 64)) +% (cv274 *% 8)))) - loadVector(arena, (1734784 +% ((((j271 *% 50176) +% (((ty272 *% 2) +% 1) *% 1792)) +% ((tx273 *% 2) *% 64)) +% (cv274 *% 8)))))
-            let w278 = (loadVector(arena, (1734784 +% ((((j271 *% 50176) +% (((ty272 *% 2) +% 1) *% 1792)) +% ((tx273 *% 2) *% 64)) +% (cv274 *% 8)))) * Vector(repeating: Float(-1)))
-            let w279 = loadVector(arena, (1734784 +% ((((j271 *% 50176) +% ((ty272 *% 2) *% 1792)) +% (((tx273 *% 2) +% 1) *% 64)) +% (cv274 *% 8))))
-            let w280 = (loadVector(arena, (1734784 +% ((((j271 *% 50176) +% ((ty272 *% 2) *% 1792)) +% (((tx273 *% 2) +% 1) *% 64)) +% (cv274 *% 8)))) + loadVector(arena, (1734784 +% ((((j271 *% 50176) +% (((ty272 *% 2) +% 1) *% 1792)) +% (((tx273 *% 2) +% 1) *% 64)) +% (cv274 *% 8)))))
-            let w281 = (loadVector(arena, (1734784 +% ((((j271 *% 50176) +% ((ty272 *% 2) *% 1792)) +% (((tx273 *% 2) +% 1) *% 64)) +% (cv274 *% 8)))) - loadVector(arena, (1734784 +% ((((j271 *% 50176) +% (((ty272 *% 2) +% 1) *% 1792)) +% (((tx273 *% 2) +% 1) *% 64)) +% (cv274 *% 8)))))
-            let w282 = (loadVector(arena, (1734784 +% ((((j271 *% 50176) +% (((ty272 *% 2) +% 1) *% 1792)) +% (((tx273 *% 2) +% 1) *% 64)) +% (cv274 *% 8)))) * Vector(repeating: Float(-1)))
-            let w283 = w275
-            let w284 = (w275 + w279)
-            let w285 = (w275 - w279)
-            let w286 = (w279 * Vector(repeating: Float(-1)))
-            let w287 = w276
-            let w288 = (w276 + w280)
-            let w289 = (w276 - w280)
-            let w290 = (w280 * Vector(repeating: Float(-1)))
-            let w291 = w277
-            let w292 = (w277 + w281)
-            let w293 = (w277 - w281)
-            let w294 = (w281 * Vector(repeating: Float(-1)))
-            let w295 = w278
-            let w296 = (w278 + w282)
-            let w297 = (w278 - w282)
-            let w298 = (w282 * Vector(repeating: Float(-1)))
-            storeVector(arena, ((1784960 +% ((((j271 *% 196) +% (ty272 *% 14)) +% tx273) *% 64)) +% (cv274 *% 8)), w283)
-            storeVector(arena, ((1797504 +% ((((j271 *% 196) +% (ty272 *% 14)) +% tx273) *% 64)) +% (cv274 *% 8)), w284)
-            storeVector(arena, ((1810048 +% ((((j271 *% 196) +% (ty272 *% 14)) +% tx273) *% 64)) +% (cv274 *% 8)), w285)
-            storeVector(arena, ((1822592 +% ((((j271 *% 196) +% (ty272 *% 14)) +% tx273) *% 64)) +% (cv274 *% 8)), w286)
-            storeVector(arena, ((1835136 +% ((((j271 *% 196) +% (ty272 *% 14)) +% tx273) *% 64)) +% (cv274 *% 8)), w287)
-            storeVector(arena, ((1847680 +% ((((j271 *% 196) +% (ty272 *% 14)) +% tx273) *% 64)) +% (cv274 *% 8)), w288)
-            storeVector(arena, ((1860224 +% ((((j271 *% 196) +% (ty272 *% 14)) +% tx273) *% 64)) +% (cv274 *% 8)), w289)
-            storeVector(arena, ((1872768 +% ((((j271 *% 196) +% (ty272 *% 14)) +% tx273) *% 64)) +% (cv274 *% 8)), w290)
-            storeVector(arena, ((1885312 +% ((((j271 *% 196) +% (ty272 *% 14)) +% tx273) *% 64)) +% (cv274 *% 8)), w291)
-            storeVector(arena, ((1897856 +% ((((j271 *% 196) +% (ty272 *% 14)) +% tx273) *% 64)) +% (cv274 *% 8)), w292)
-            storeVector(arena, ((1910400 +% ((((j271 *% 196) +% (ty272 *% 14)) +% tx273) *% 64)) +% (cv274 *% 8)), w293)
-            storeVector(arena, ((1922944 +% ((((j271 *% 196) +% (ty272 *% 14)) +% tx273) *% 64)) +% (cv274 *% 8)), w294)
-            storeVector(arena, ((1935488 +% ((((j271 *% 196) +% (ty272 *% 14)) +% tx273) *% 64)) +% (cv274 *% 8)), w295)
-            storeVector(arena, ((1948032 +% ((((j271 *% 196) +% (ty272 *% 14)) +% tx273) *% 64)) +% (cv274 *% 8)), w296)
-            storeVector(arena, ((1960576 +% ((((j271 *% 196) +% (ty272 *% 14)) +% tx273) *% 64)) +% (cv274 *% 8)), w297)
-            storeVector(arena, ((1973120 +% ((((j271 *% 196) +% (ty272 *% 14)) +% tx273) *% 64)) +% (cv274 *% 8)), w298)
+    for j277 in 0..<1 {
+      for ty278 in 0..<14 {
+        for tx279 in 0..<14 {
+          for cv280 in 0..<8 {
+            let w281 = loadVector(arena, (1734784 +% ((((j277 *% 50176) +% ((ty278 *% 2) *% 1792)) +% ((tx279 *% 2) *% 64)) +% (cv280 *% 8))))
+            let w282 = (loadVector(arena, (1734784 +% ((((j277 *% 50176) +% ((ty278 *% 2) *% 1792)) +% ((tx279 *% 2) *% 64)) +% (cv280 *% 8)))) + loadVector(arena, (1734784 +% ((((j277 *% 50176) +% (((ty278 *% 2) +% 1) *% 1792)) +% ((tx279 *% 2) *% 64)) +% (cv280 *% 8)))))
+            let w283 = (loadVector(arena, (1734784 +% ((((j277 *% 50176) +% ((ty278 *% 2) *% 1792)) +% ((tx279 *% 2) *% 64)) +% (cv280 *% 8)))) - loadVector(arena, (1734784 +% ((((j277 *% 50176) +% (((ty278 *% 2) +% 1) *% 1792)) +% ((tx279 *% 2) *% 64)) +% (cv280 *% 8)))))
+            let w284 = (loadVector(arena, (1734784 +% ((((j277 *% 50176) +% (((ty278 *% 2) +% 1) *% 1792)) +% ((tx279 *% 2) *% 64)) +% (cv280 *% 8)))) * Vector(repeating: Float(-1)))
+            let w285 = loadVector(arena, (1734784 +% ((((j277 *% 50176) +% ((ty278 *% 2) *% 1792)) +% (((tx279 *% 2) +% 1) *% 64)) +% (cv280 *% 8))))
+            let w286 = (loadVector(arena, (1734784 +% ((((j277 *% 50176) +% ((ty278 *% 2) *% 1792)) +% (((tx279 *% 2) +% 1) *% 64)) +% (cv280 *% 8)))) + loadVector(arena, (1734784 +% ((((j277 *% 50176) +% (((ty278 *% 2) +% 1) *% 1792)) +% (((tx279 *% 2) +% 1) *% 64)) +% (cv280 *% 8)))))
+            let w287 = (loadVector(arena, (1734784 +% ((((j277 *% 50176) +% ((ty278 *% 2) *% 1792)) +% (((tx279 *% 2) +% 1) *% 64)) +% (cv280 *% 8)))) - loadVector(arena, (1734784 +% ((((j277 *% 50176) +% (((ty278 *% 2) +% 1) *% 1792)) +% (((tx279 *% 2) +% 1) *% 64)) +% (cv280 *% 8)))))
+            let w288 = (loadVector(arena, (1734784 +% ((((j277 *% 50176) +% (((ty278 *% 2) +% 1) *% 1792)) +% (((tx279 *% 2) +% 1) *% 64)) +% (cv280 *% 8)))) * Vector(repeating: Float(-1)))
+            let w289 = w281
+            let w290 = (w281 + w285)
+            let w291 = (w281 - w285)
+            let w292 = (w285 * Vector(repeating: Float(-1)))
+            let w293 = w282
+            let w294 = (w282 + w286)
+            let w295 = (w282 - w286)
+            let w296 = (w286 * Vector(repeating: Float(-1)))
+            let w297 = w283
+            let w298 = (w283 + w287)
+            let w299 = (w283 - w287)
+            let w300 = (w287 * Vector(repeating: Float(-1)))
+            let w301 = w284
+            let w302 = (w284 + w288)
+            let w303 = (w284 - w288)
+            let w304 = (w288 * Vector(repeating: Float(-1)))
+            storeVector(arena, ((1784960 +% ((((j277 *% 196) +% (ty278 *% 14)) +% tx279) *% 64)) +% (cv280 *% 8)), w289)
+            storeVector(arena, ((1797504 +% ((((j277 *% 196) +% (ty278 *% 14)) +% tx279) *% 64)) +% (cv280 *% 8)), w290)
+            storeVector(arena, ((1810048 +% ((((j277 *% 196) +% (ty278 *% 14)) +% tx279) *% 64)) +% (cv280 *% 8)), w291)
+            storeVector(arena, ((1822592 +% ((((j277 *% 196) +% (ty278 *% 14)) +% tx279) *% 64)) +% (cv280 *% 8)), w292)
+            storeVector(arena, ((1835136 +% ((((j277 *% 196) +% (ty278 *% 14)) +% tx279) *% 64)) +% (cv280 *% 8)), w293)
+            storeVector(arena, ((1847680 +% ((((j277 *% 196) +% (ty278 *% 14)) +% tx279) *% 64)) +% (cv280 *% 8)), w294)
+            storeVector(arena, ((1860224 +% ((((j277 *% 196) +% (ty278 *% 14)) +% tx279) *% 64)) +% (cv280 *% 8)), w295)
+            storeVector(arena, ((1872768 +% ((((j277 *% 196) +% (ty278 *% 14)) +% tx279) *% 64)) +% (cv280 *% 8)), w296)
+            storeVector(arena, ((1885312 +% ((((j277 *% 196) +% (ty278 *% 14)) +% tx279) *% 64)) +% (cv280 *% 8)), w297)
+            storeVector(arena, ((1897856 +% ((((j277 *% 196) +% (ty278 *% 14)) +% tx279) *% 64)) +% (cv280 *% 8)), w298)
+            storeVector(arena, ((1910400 +% ((((j277 *% 196) +% (ty278 *% 14)) +% tx279) *% 64)) +% (cv280 *% 8)), w299)
+            storeVector(arena, ((1922944 +% ((((j277 *% 196) +% (ty278 *% 14)) +% tx279) *% 64)) +% (cv280 *% 8)), w300)
+            storeVector(arena, ((1935488 +% ((((j277 *% 196) +% (ty278 *% 14)) +% tx279) *% 64)) +% (cv280 *% 8)), w301)
+            storeVector(arena, ((1948032 +% ((((j277 *% 196) +% (ty278 *% 14)) +% tx279) *% 64)) +% (cv280 *% 8)), w302)
+            storeVector(arena, ((1960576 +% ((((j277 *% 196) +% (ty278 *% 14)) +% tx279) *% 64)) +% (cv280 *% 8)), w303)
+            storeVector(arena, ((1973120 +% ((((j277 *% 196) +% (ty278 *% 14)) +% tx279) *% 64)) +% (cv280 *% 8)), w304)
           }
         }
       }
     }
-    for xi299 in 0..<16 {
-      sgemm(101, 112, 111, 32, 64, 196, 1, arena + (1634432 +% (xi299 *% 6272)), 32, arena + (1784960 +% (xi299 *% 12544)), 64, Float(bitPattern: 0x3f800000), arena + (1985664 +% (xi299 *% 2048)), 64)
+    for xi305 in 0..<16 {
+      sgemm(101, 112, 111, 32, 64, 196, 1, arena + (1634432 +% (xi305 *% 6272)), 32, arena + (1784960 +% (xi305 *% 12544)), 64, Float(bitPattern: 0x3f800000), arena + (1985664 +% (xi305 *% 2048)), 64)
     }
   }
   do {  // scalar loops
-    for f300 in 0..<64 {
-      for c301 in 0..<32 {
-        var w302: Float = (((arena[((1985664 +% (c301 *% 64)) +% f300)] * Float(1)) + (arena[((1993856 +% (c301 *% 64)) +% f300)] * Float(bitPattern: 0x3f000000))) + (arena[((2002048 +% (c301 *% 64)) +% f300)] * Float(bitPattern: 0x3f000000)))
-        var w303: Float = ((arena[((1993856 +% (c301 *% 64)) +% f300)] - arena[((2002048 +% (c301 *% 64)) +% f300)]) * Float(bitPattern: 0x3f000000))
-        var w304: Float = (((arena[((1993856 +% (c301 *% 64)) +% f300)] * Float(bitPattern: 0x3f000000)) + (arena[((2002048 +% (c301 *% 64)) +% f300)] * Float(bitPattern: 0x3f000000))) + (arena[((2010240 +% (c301 *% 64)) +% f300)] * Float(1)))
-        var w305: Float = (((arena[((1987712 +% (c301 *% 64)) +% f300)] * Float(1)) + (arena[((1995904 +% (c301 *% 64)) +% f300)] * Float(bitPattern: 0x3f000000))) + (arena[((2004096 +% (c301 *% 64)) +% f300)] * Float(bitPattern: 0x3f000000)))
-        var w306: Float = ((arena[((1995904 +% (c301 *% 64)) +% f300)] - arena[((2004096 +% (c301 *% 64)) +% f300)]) * Float(bitPattern: 0x3f000000))
-        var w307: Float = (((arena[((1995904 +% (c301 *% 64)) +% f300)] * Float(bitPattern: 0x3f000000)) + (arena[((2004096 +% (c301 *% 64)) +% f300)] * Float(bitPattern: 0x3f000000))) + (arena[((2012288 +% (c301 *% 64)) +% f300)] * Float(1)))
-        var w308: Float = (((arena[((1989760 +% (c301 *% 64)) +% f300)] * Float(1)) + (arena[((1997952 +% (c301 *% 64)) +% f300)] * Float(bitPattern: 0x3f000000))) + (arena[((2006144 +% (c301 *% 64)) +% f300)] * Float(bitPattern: 0x3f000000)))
-        var w309: Float = ((arena[((1997952 +% (c301 *% 64)) +% f300)] - arena[((2006144 +% (c301 *% 64)) +% f300)]) * Float(bitPattern: 0x3f000000))
-        var w310: Float = (((arena[((1997952 +% (c301 *% 64)) +% f300)] * Float(bitPattern: 0x3f000000)) + (arena[((2006144 +% (c301 *% 64)) +% f300)] * Float(bitPattern: 0x3f000000))) + (arena[((2014336 +% (c301 *% 64)) +% f300)] * Float(1)))
-        var w311: Float = (((arena[((1991808 +% (c301 *% 64)) +% f300)] * Float(1)) + (arena[((2000000 +% (c301 *% 64)) +% f300)] * Float(bitPattern: 0x3f000000))) + (arena[((2008192 +% (c301 *% 64)) +% f300)] * Float(bitPattern: 0x3f000000)))
-        var w312: Float = ((arena[((2000000 +% (c301 *% 64)) +% f300)] - arena[((2008192 +% (c301 *% 64)) +% f300)]) * Float(bitPattern: 0x3f000000))
-        var w313: Float = (((arena[((2000000 +% (c301 *% 64)) +% f300)] * Float(bitPattern: 0x3f000000)) + (arena[((2008192 +% (c301 *% 64)) +% f300)] * Float(bitPattern: 0x3f000000))) + (arena[((2016384 +% (c301 *% 64)) +% f300)] * Float(1)))
-        var w314: Float = (((w302 * Float(1)) + (w305 * Float(bitPattern: 0x3f000000))) + (w308 * Float(bitPattern: 0x3f000000)))
-        var w315: Float = ((w305 - w308) * Float(bitPattern: 0x3f000000))
-        var w316: Float = (((w305 * Float(bitPattern: 0x3f000000)) + (w308 * Float(bitPattern: 0x3f000000))) + (w311 * Float(1)))
-        var w317: Float = (((w303 * Float(1)) + (w306 * Float(bitPattern: 0x3f000000))) + (w309 * Float(bitPattern: 0x3f000000)))
-        var w318: Float = ((w306 - w309) * Float(bitPattern: 0x3f000000))
-        var w319: Float = (((w306 * Float(bitPattern: 0x3f000000)) + (w309 * Float(bitPattern: 0x3f000000))) + (w312 * Float(1)))
-        var w320: Float = (((w304 * Float(1)) + (w307 * Float(bitPattern: 0x3f000000))) + (w310 * Float(bitPattern: 0x3f000000)))
-        var w321: Float = ((w307 - w310) * Float(bitPattern: 0x3f000000))
-        var w322: Float = (((w307 * Float(bitPattern: 0x3f000000)) + (w310 * Float(bitPattern: 0x3f000000))) + (w313 * Float(1)))
-        grads[(320 +% (((f300 *% 32) +% c301) *% 9))] = w314
-        grads[((320 +% (((f300 *% 32) +% c301) *% 9)) +% 1)] = w315
-        grads[((320 +% (((f300 *% 32) +% c301) *% 9)) +% 2)] = w316
-        grads[((320 +% (((f300 *% 32) +% c301) *% 9)) +% 3)] = w317
-        grads[((320 +% (((f300 *% 32) +% c301) *% 9)) +% 4)] = w318
-        grads[((320 +% (((f300 *% 32) +% c301) *% 9)) +% 5)] = w319
-        grads[((320 +% (((f300 *% 32) +% c301) *% 9)) +% 6)] = w320
-        grads[((320 +% (((f300 *% 32) +% c301) *% 9)) +% 7)] = w321
-        grads[((320 +% (((f300 *% 32) +% c301) *% 9)) +% 8)] = w322
+    for f306 in 0..<64 {
+      for c307 in 0..<32 {
+        var w308: Float = (((arena[((1985664 +% (c307 *% 64)) +% f306)] * Float(1)) + (arena[((1993856 +% (c307 *% 64)) +% f306)] * Float(bitPattern: 0x3f000000))) + (arena[((2002048 +% (c307 *% 64)) +% f306)] * Float(bitPattern: 0x3f000000)))
+        var w309: Float = ((arena[((1993856 +% (c307 *% 64)) +% f306)] - arena[((2002048 +% (c307 *% 64)) +% f306)]) * Float(bitPattern: 0x3f000000))
+        var w310: Float = (((arena[((1993856 +% (c307 *% 64)) +% f306)] * Float(bitPattern: 0x3f000000)) + (arena[((2002048 +% (c307 *% 64)) +% f306)] * Float(bitPattern: 0x3f000000))) + (arena[((2010240 +% (c307 *% 64)) +% f306)] * Float(1)))
+        var w311: Float = (((arena[((1987712 +% (c307 *% 64)) +% f306)] * Float(1)) + (arena[((1995904 +% (c307 *% 64)) +% f306)] * Float(bitPattern: 0x3f000000))) + (arena[((2004096 +% (c307 *% 64)) +% f306)] * Float(bitPattern: 0x3f000000)))
+        var w312: Float = ((arena[((1995904 +% (c307 *% 64)) +% f306)] - arena[((2004096 +% (c307 *% 64)) +% f306)]) * Float(bitPattern: 0x3f000000))
+        var w313: Float = (((arena[((1995904 +% (c307 *% 64)) +% f306)] * Float(bitPattern: 0x3f000000)) + (arena[((2004096 +% (c307 *% 64)) +% f306)] * Float(bitPattern: 0x3f000000))) + (arena[((2012288 +% (c307 *% 64)) +% f306)] * Float(1)))
+        var w314: Float = (((arena[((1989760 +% (c307 *% 64)) +% f306)] * Float(1)) + (arena[((1997952 +% (c307 *% 64)) +% f306)] * Float(bitPattern: 0x3f000000))) + (arena[((2006144 +% (c307 *% 64)) +% f306)] * Float(bitPattern: 0x3f000000)))
+        var w315: Float = ((arena[((1997952 +% (c307 *% 64)) +% f306)] - arena[((2006144 +% (c307 *% 64)) +% f306)]) * Float(bitPattern: 0x3f000000))
+        var w316: Float = (((arena[((1997952 +% (c307 *% 64)) +% f306)] * Float(bitPattern: 0x3f000000)) + (arena[((2006144 +% (c307 *% 64)) +% f306)] * Float(bitPattern: 0x3f000000))) + (arena[((2014336 +% (c307 *% 64)) +% f306)] * Float(1)))
+        var w317: Float = (((arena[((1991808 +% (c307 *% 64)) +% f306)] * Float(1)) + (arena[((2000000 +% (c307 *% 64)) +% f306)] * Float(bitPattern: 0x3f000000))) + (arena[((2008192 +% (c307 *% 64)) +% f306)] * Float(bitPattern: 0x3f000000)))
+        var w318: Float = ((arena[((2000000 +% (c307 *% 64)) +% f306)] - arena[((2008192 +% (c307 *% 64)) +% f306)]) * Float(bitPattern: 0x3f000000))
+        var w319: Float = (((arena[((2000000 +% (c307 *% 64)) +% f306)] * Float(bitPattern: 0x3f000000)) + (arena[((2008192 +% (c307 *% 64)) +% f306)] * Float(bitPattern: 0x3f000000))) + (arena[((2016384 +% (c307 *% 64)) +% f306)] * Float(1)))
+        var w320: Float = (((w308 * Float(1)) + (w311 * Float(bitPattern: 0x3f000000))) + (w314 * Float(bitPattern: 0x3f000000)))
+        var w321: Float = ((w311 - w314) * Float(bitPattern: 0x3f000000))
+        var w322: Float = (((w311 * Float(bitPattern: 0x3f000000)) + (w314 * Float(bitPattern: 0x3f000000))) + (w317 * Float(1)))
+        var w323: Float = (((w309 * Float(1)) + (w312 * Float(bitPattern: 0x3f000000))) + (w315 * Float(bitPattern: 0x3f000000)))
+        var w324: Float = ((w312 - w315) * Float(bitPattern: 0x3f000000))
+        var w325: Float = (((w312 * Float(bitPattern: 0x3f000000)) + (w315 * Float(bitPattern: 0x3f000000))) + (w318 * Float(1)))
+        var w326: Float = (((w310 * Float(1)) + (w313 * Float(bitPattern: 0x3f000000))) + (w316 * Float(bitPattern: 0x3f000000)))
+        var w327: Float = ((w313 - w316) * Float(bitPattern: 0x3f000000))
+        var w328: Float = (((w313 * Float(bitPattern: 0x3f000000)) + (w316 * Float(bitPattern: 0x3f000000))) + (w319 * Float(1)))
+        grads[(320 +% (((f306 *% 32) +% c307) *% 9))] = w320
+        grads[((320 +% (((f306 *% 32) +% c307) *% 9)) +% 1)] = w321
+        grads[((320 +% (((f306 *% 32) +% c307) *% 9)) +% 2)] = w322
+        grads[((320 +% (((f306 *% 32) +% c307) *% 9)) +% 3)] = w323
+        grads[((320 +% (((f306 *% 32) +% c307) *% 9)) +% 4)] = w324
+        grads[((320 +% (((f306 *% 32) +% c307) *% 9)) +% 5)] = w325
+        grads[((320 +% (((f306 *% 32) +% c307) *% 9)) +% 6)] = w326
+        grads[((320 +% (((f306 *% 32) +% c307) *% 9)) +% 7)] = w327
+        grads[((320 +% (((f306 *% 32) +% c307) *% 9)) +% 8)] = w328
       }
     }
   }
   // conv2_bias_grad = conv2d_grad_bias(conv2_grad)
-  for f323 in 0..<64 {
-    var acc324 = Vector()
-    for img325 in 0..<64 {
-      for i326 in 0..<98 {
-        acc324 = acc324.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((4031120 +% (img325 *% 50176)) +% (f323 *% 784)) +% (i326 *% 8))))
+  for f329 in 0..<64 {
+    var acc330 = Vector()
+    for img331 in 0..<64 {
+      for i332 in 0..<98 {
+        acc330 = acc330.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((4031120 +% (img331 *% 50176)) +% (f329 *% 784)) +% (i332 *% 8))))
       }
     }
-    storeVector(arena, 1605632, acc324)
-    var sum327: Float = (arena[1605632] + arena[1605633])
-    var sum328: Float = (sum327 + arena[1605634])
-    var sum329: Float = (sum328 + arena[1605635])
-    var sum330: Float = (sum329 + arena[1605636])
-    var sum331: Float = (sum330 + arena[1605637])
-    var sum332: Float = (sum331 + arena[1605638])
-    var sum333: Float = (sum332 + arena[1605639])
-    grads[(18752 +% f323)] = sum333
+    storeVector(arena, 1605632, acc330)
+    var sum333: Float = (arena[1605632] + arena[1605633])
+    var sum334: Float = (sum333 + arena[1605634])
+    var sum335: Float = (sum334 + arena[1605635])
+    var sum336: Float = (sum335 + arena[1605636])
+    var sum337: Float = (sum336 + arena[1605637])
+    var sum338: Float = (sum337 + arena[1605638])
+    var sum339: Float = (sum338 + arena[1605639])
+    grads[(18752 +% f329)] = sum339
   }
   // relu1_grad = conv2d_grad_input(conv2_grad, conv2.weight, conv1)
   do {  // scalar loops
-    for ci334 in 0..<64 {
-      for co335 in 0..<32 {
-        var w336: Float = params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 8)]
-        var w337: Float = (((params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 8)] + params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 5)]) + params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 2)]) * Float(bitPattern: 0x3f000000))
-        var w338: Float = (((params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 8)] + params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 2)]) - params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w339: Float = params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 2)]
-        var w340: Float = params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 7)]
-        var w341: Float = (((params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 7)] + params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 4)]) + params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 1)]) * Float(bitPattern: 0x3f000000))
-        var w342: Float = (((params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 7)] + params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 1)]) - params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w343: Float = params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 1)]
-        var w344: Float = params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 6)]
-        var w345: Float = (((params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 6)] + params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 3)]) + params[(320 +% (((ci334 *% 32) +% co335) *% 9))]) * Float(bitPattern: 0x3f000000))
-        var w346: Float = (((params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 6)] + params[(320 +% (((ci334 *% 32) +% co335) *% 9))]) - params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w347: Float = params[(320 +% (((ci334 *% 32) +% co335) *% 9))]
-        var w348: Float = w336
-        var w349: Float = (((w336 + w340) + w344) * Float(bitPattern: 0x3f000000))
-        var w350: Float = (((w336 + w344) - w340) * Float(bitPattern: 0x3f000000))
-        var w351: Float = w344
-        var w352: Float = w337
-        var w353: Float = (((w337 + w341) + w345) * Float(bitPattern: 0x3f000000))
-        var w354: Float = (((w337 + w345) - w341) * Float(bitPattern: 0x3f000000))
-        var w355: Float = w345
-        var w356: Float = w338
-        var w357: Float = (((w338 + w342) + w346) * Float(bitPattern: 0x3f000000))
-        var w358: Float = (((w338 + w346) - w342) * Float(bitPattern: 0x3f000000))
-        var w359: Float = w346
-        var w360: Float = w339
-        var w361: Float = (((w339 + w343) + w347) * Float(bitPattern: 0x3f000000))
-        var w362: Float = (((w339 + w347) - w343) * Float(bitPattern: 0x3f000000))
-        var w363: Float = w347
-        arena[((3228304 +% (ci334 *% 32)) +% co335)] = w348
-        arena[((3230352 +% (ci334 *% 32)) +% co335)] = w349
-        arena[((3232400 +% (ci334 *% 32)) +% co335)] = w350
-        arena[((3234448 +% (ci334 *% 32)) +% co335)] = w351
-        arena[((3236496 +% (ci334 *% 32)) +% co335)] = w352
-        arena[((3238544 +% (ci334 *% 32)) +% co335)] = w353
-        arena[((3240592 +% (ci334 *% 32)) +% co335)] = w354
-        arena[((3242640 +% (ci334 *% 32)) +% co335)] = w355
-        arena[((3244688 +% (ci334 *% 32)) +% co335)] = w356
-        arena[((3246736 +% (ci334 *% 32)) +% co335)] = w357
-        arena[((3248784 +% (ci334 *% 32)) +% co335)] = w358
-        arena[((3250832 +% (ci334 *% 32)) +% co335)] = w359
-        arena[((3252880 +% (ci334 *% 32)) +% co335)] = w360
-        arena[((3254928 +% (ci334 *% 32)) +% co335)] = w361
-        arena[((3256976 +% (ci334 *% 32)) +% co335)] = w362
-        arena[((3259024 +% (ci334 *% 32)) +% co335)] = w363
+    for ci340 in 0..<64 {
+      for co341 in 0..<32 {
+        var w342: Float = params[((320 +% (((ci340 *% 32) +% co341) *% 9)) +% 8)]
+        var w343: Float = (((params[((320 +% (((ci340 *% 32) +% co341) *% 9)) +% 8)] + params[((320 +% (((ci340 *% 32) +% co341) *% 9)) +% 5)]) + params[((320 +% (((ci340 *% 32) +% co341) *% 9)) +% 2)]) * Float(bitPattern: 0x3f000000))
+        var w344: Float = (((params[((320 +% (((ci340 *% 32) +% co341) *% 9)) +% 8)] + params[((320 +% (((ci340 *% 32) +% co341) *% 9)) +% 2)]) - params[((320 +% (((ci340 *% 32) +% co341) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w345: Float = params[((320 +% (((ci340 *% 32) +% co341) *% 9)) +% 2)]
+        var w346: Float = params[((320 +% (((ci340 *% 32) +% co341) *% 9)) +% 7)]
+        var w347: Float = (((params[((320 +% (((ci340 *% 32) +% co341) *% 9)) +% 7)] + params[((320 +% (((ci340 *% 32) +% co341) *% 9)) +% 4)]) + params[((320 +% (((ci340 *% 32) +% co341) *% 9)) +% 1)]) * Float(bitPattern: 0x3f000000))
+        var w348: Float = (((params[((320 +% (((ci340 *% 32) +% co341) *% 9)) +% 7)] + params[((320 +% (((ci340 *% 32) +% co341) *% 9)) +% 1)]) - params[((320 +% (((ci340 *% 32) +% co341) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w349: Float = params[((320 +% (((ci340 *% 32) +% co341) *% 9)) +% 1)]
+        var w350: Float = params[((320 +% (((ci340 *% 32) +% co341) *% 9)) +% 6)]
+        var w351: Float = (((params[((320 +% (((ci340 *% 32) +% co341) *% 9)) +% 6)] + params[((320 +% (((ci340 *% 32) +% co341) *% 9)) +% 3)]) + params[(320 +% (((ci340 *% 32) +% co341) *% 9))]) * Float(bitPattern: 0x3f000000))
+        var w352: Float = (((params[((320 +% (((ci340 *% 32) +% co341) *% 9)) +% 6)] + params[(320 +% (((ci340 *% 32) +% co341) *% 9))]) - params[((320 +% (((ci340 *% 32) +% co341) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w353: Float = params[(320 +% (((ci340 *% 32) +% co341) *% 9))]
+        var w354: Float = w342
+        var w355: Float = (((w342 + w346) + w350) * Float(bitPattern: 0x3f000000))
+        var w356: Float = (((w342 + w350) - w346) * Float(bitPattern: 0x3f000000))
+        var w357: Float = w350
+        var w358: Float = w343
+        var w359: Float = (((w343 + w347) + w351) * Float(bitPattern: 0x3f000000))
+        var w360: Float = (((w343 + w351) - w347) * Float(bitPattern: 0x3f000000))
+        var w361: Float = w351
+        var w362: Float = w344
+        var w363: Float = (((w344 + w348) + w352) * Float(bitPattern: 0x3f000000))
+        var w364: Float = (((w344 + w352) - w348) * Float(bitPattern: 0x3f000000))
+        var w365: Float = w352
+        var w366: Float = w345
+        var w367: Float = (((w345 + w349) + w353) * Float(bitPattern: 0x3f000000))
+        var w368: Float = (((w345 + w353) - w349) * Float(bitPattern: 0x3f000000))
+        var w369: Float = w353
+        arena[((3228304 +% (ci340 *% 32)) +% co341)] = w354
+        arena[((3230352 +% (ci340 *% 32)) +% co341)] = w355
+        arena[((3232400 +% (ci340 *% 32)) +% co341)] = w356
+        arena[((3234448 +% (ci340 *% 32)) +% co341)] = w357
+        arena[((3236496 +% (ci340 *% 32)) +% co341)] = w358
+        arena[((3238544 +% (ci340 *% 32)) +% co341)] = w359
+        arena[((3240592 +% (ci340 *% 32)) +% co341)] = w360
+        arena[((3242640 +% (ci340 *% 32)) +% co341)] = w361
+        arena[((3244688 +% (ci340 *% 32)) +% co341)] = w362
+        arena[((3246736 +% (ci340 *% 32)) +% co341)] = w363
+        arena[((3248784 +% (ci340 *% 32)) +% co341)] = w364
+        arena[((3250832 +% (ci340 *% 32)) +% co341)] = w365
+        arena[((3252880 +% (ci340 *% 32)) +% co341)] = w366
+        arena[((3254928 +% (ci340 *% 32)) +% co341)] = w367
+        arena[((3256976 +% (ci340 *% 32)) +% co341)] = w368
+        arena[((3259024 +% (ci340 *% 32)) +% co341)] = w369
       }
     }
   }
-  for i364 in 0..<7200 {
-    storeVector(arena, ((i364 *% 8) +% 3261072), Vector(repeating: Float(0)))
+  for i370 in 0..<7200 {
+    storeVector(arena, ((i370 *% 8) +% 3261072), Vector(repeating: Float(0)))
   }
-  for g365 in 0..<64 {
-    for j366 in 0..<1 {
-      for c367 in 0..<64 {
-        for iy368 in 0..<28 {
-          for ix369 in 0..<28 {
-            arena[(3261072 +% ((((j366 *% 57600) +% ((iy368 +% 1) *% 1920)) +% ((ix369 +% 1) *% 64)) +% c367))] = arena[((((4031120 +% ((g365 +% j366) *% 50176)) +% (c367 *% 784)) +% (iy368 *% 28)) +% ix369)]
+  for g371 in 0..<64 {
+    for j372 in 0..<1 {
+      for iy373 in 0..<28 {
+        for c374 in 0..<64 {
+          for ix375 in 0..<28 {
+            arena[(3261072 +% ((((j372 *% 57600) +% ((iy373 +% 1) *% 1920)) +% ((ix375 +% 1) *% 64)) +% c374))] = arena[((((4031120 +% ((g371 +% j372) *% 50176)) +% (c374 *% 784)) +% (iy373 *% 28)) +% ix375)]
           }
         }
       }
     }
-    for j370 in 0..<1 {
-      for ty371 in 0..<14 {
-        for tx372 in 0..<14 {
-          for cv373 in 0..<8 {
-            let w374 = (loadVector(arena, (3261072 +% ((((j370 *% 57600) +% ((ty371 *% 2) *% 1920)) +% ((tx372 *% 2) *% 64)) +% (cv373 *% 8)))) - loadVector(arena, (3261072 +% ((((j370 *% 57600) +% (((ty371 *% 2) +% 2) *% 1920)) +% ((tx372 *% 2) *% 64)) +% (cv373 *% 8)))))
-            let w375 = (loadVector(arena, (3261072 +% ((((j370 *% 57600) +% (((ty371 *% 2) +% 1) *% 1920)) +% ((tx372 *% 2) *% 64)) +% (cv373 *% 8)))) + loadVector(arena, (3261072 +% ((((j370 *% 57600) +% (((ty371 *% 2) +% 2) *% 1920)) +% ((tx372 *% 2) *% 64)) +% (cv373 *% 8)))))
-            let w376 = (loadVector(arena, (3261072 +% ((((j370 *% 57600) +% (((ty371 *% 2) +% 2) *% 1920)) +% ((tx372 *% 2) *% 64)) +% (cv373 *% 8)))) - loadVector(arena, (3261072 +% ((((j370 *% 57600) +% (((ty371 *% 2) +% 1) *% 1920)) +% ((tx372 *% 2) *% 64)) +% (cv373 *% 8)))))
-            let w377 = (loadVector(arena, (3261072 +% ((((j370 *% 57600) +% (((ty371 *% 2) +% 1) *% 1920)) +% ((tx372 *% 2) *% 64)) +% (cv373 *% 8)))) - loadVector(arena, (3261072 +% ((((j370 *% 57600) +% (((ty371 *% 2) +% 3) *% 1920)) +% ((tx372 *% 2) *% 64)) +% (cv373 *% 8)))))
-            let w378 = (loadVector(arena, (3261072 +% ((((j370 *% 57600) +% ((ty371 *% 2) *% 1920)) +% (((tx372 *% 2) +% 1) *% 64)) +% (cv373 *% 8)))) - loadVector(arena, (3261072 +% ((((j370 *% 57600) +% (((ty371 *% 2) +% 2) *% 1920)) +% (((tx372 *% 2) +% 1) *% 64)) +% (cv373 *% 8)))))
-            let w379 = (loadVector(arena, (3261072 +% ((((j370 *% 57600) +% (((ty371 *% 2) +% 1) *% 1920)) +% (((tx372 *% 2) +% 1) *% 64)) +% (cv373 *% 8)))) + loadVector(arena, (3261072 +% ((((j370 *% 57600) +% (((ty371 *% 2) +% 2) *% 1920)) +% (((tx372 *% 2) +% 1) *% 64)) +% (cv373 *% 8)))))
-            let w380 = (loadVector(arena, (3261072 +% ((((j370 *% 57600) +% (((ty371 *% 2) +% 2) *% 1920)) +% (((tx372 *% 2) +% 1) *% 64)) +% (cv373 *% 8)))) - loadVector(arena, (3261072 +% ((((j370 *% 57600) +% (((ty371 *% 2) +% 1) *% 1920)) +% (((tx372 *% 2) +% 1) *% 64)) +% (cv373 *% 8)))))
-            let w381 = (loadVector(arena, (3261072 +% ((((j370 *% 57600) +% (((ty371 *% 2) +% 1) *% 1920)) +% (((tx372 *% 2) +% 1) *% 64)) +% (cv373 *% 8)))) - loadVector(arena, (3261072 +% ((((j370 *% 57600) +% (((ty371 *% 2) +% 3) *% 1920)) +% (((tx372 *% 2) +% 1) *% 64)) +% (cv373 *% 8)))))
-            let w382 = (loadVector(arena, (3261072 +% ((((j370 *% 57600) +% ((ty371 *% 2) *% 1920)) +% (((tx372 *% 2) +% 2) *% 64)) +% (cv373 *% 8)))) - loadVector(arena, (3261072 +% ((((j370 *% 57600) +% (((ty371 *% 2) +% 2) *% 1920)) +% (((tx372 *% 2) +% 2) *% 64)) +% (cv373 *% 8)))))
-            let w383 = (loadVector(arena, (3261072 +% ((((j370 *% 57600) +% (((ty371 *% 2) +% 1) *% 1920)) +% (((tx372 *% 2) +% 2) *% 64)) +% (cv373 *% 8)))) + loadVector(arena, (3261072 +% ((((j370 *% 57600) +% (((ty371 *% 2) +% 2) *% 1920)) +% (((tx372 *% 2) +% 2) *% 64)) +% (cv373 *% 8)))))
-            let w384 = (loadVector(arena, (3261072 +% ((((j370 *% 57600) +% (((ty371 *% 2) +% 2) *% 1920)) +% (((tx372 *% 2) +% 2) *% 64)) +% (cv373 *% 8)))) - loadVector(arena, (3261072 +% ((((j370 *% 57600) +% (((ty371 *% 2) +% 1) *% 1920)) +% (((tx372 *% 2) +% 2) *% 64)) +% (cv373 *% 8)))))
-            let w385 = (loadVector(arena, (3261072 +% ((((j370 *% 57600) +% (((ty371 *% 2) +% 1) *% 1920)) +% (((tx372 *% 2) +% 2) *% 64)) +% (cv373 *% 8)))) - loadVector(arena, (3261072 +% ((((j370 *% 57600) +% (((ty371 *% 2) +% 3) *% 1920)) +% (((tx372 *% 2) +% 2) *% 64)) +% (cv373 *% 8)))))
-            let w386 = (loadVector(arena, (3261072 +% ((((j370 *% 57600) +% ((ty371 *% 2) *% 1920)) +% (((tx372 *% 2) +% 3) *% 64)) +% (cv373 *% 8)))) - loadVector(arena, (3261072 +% ((((j370 *% 57600) +% (((ty371 *% 2) +% 2) *% 1920)) +% (((tx372 *% 2) +% 3) *% 64)) +% (cv373 *% 8)))))
-            let w387 = (loadVector(arena, (3261072 +% ((((j370 *% 57600) +% (((ty371 *% 2) +% 1) *% 1920)) +% (((tx372 *% 2) +% 3) *% 64)) +% (cv373 *% 8)))) + loadVector(arena, (3261072 +% ((((j370 *% 57600) +% (((ty371 *% 2) +% 2) *% 1920)) +% (((tx372 *% 2) +% 3) *% 64)) +% (cv373 *% 8)))))
-            let w388 = (loadVector(arena, (3261072 +% ((((j370 *% 57600) +% (((ty371 *% 2) +% 2) *% 1920)) +% (((tx372 *% 2) +% 3) *% 64)) +% (cv373 *% 8)))) - loadVector(arena, (3261072 +% ((((j370 *% 57600) +% (((ty371 *% 2) +% 1) *% 1920)) +% (((tx372 *% 2) +% 3) *% 64)) +% (cv373 *% 8)))))
-            let w389 = (loadVector(arena, (3261072 +% ((((j370 *% 57600) +% (((ty371 *% 2) +% 1) *% 1920)) +% (((tx372 *% 2) +% 3) *% 64)) +% (cv373 *% 8)))) - loadVector(arena, (3261072 +% ((((j370 *% 57600) +% (((ty371 *% 2) +% 3) *% 1920)) +% (((tx372 *% 2) +% 3) *% 64)) +% (cv373 *% 8)))))
-            let w390 = (w374 - w382)
-            let w391 = (w378 + w382)
-            let w392 = (w382 - w378)
-            let w393 = (w378 - w386)
-            let w394 = (w375 - w383)
-            let w395 = (w379 + w383)
-            let w396 = (w383 - w379)
-            let w397 = (w379 - w387)
-            let w398 = (w376 - w384)
-            let w399 = (w380 + w384)
-            let w400 = (w384 - w380)
-            let w401 = (w380 - w388)
-            let w402 = (w377 - w385)
-            let w403 = (w381 + w385)
-            let w404 = (w385 - w381)
-            let w405 = (w381 - w389)
-            storeVector(arena, ((3318672 +% ((((j370 *% 196) +% (ty371 *% 14)) +% tx372) *% 64)) +% (cv373 *% 8)), w390)
-            storeVector(arena, ((3331216 +% ((((j370 *% 196) +% (ty371 *% 14)) +% tx372) *% 64)) +% (cv373 *% 8)), w391)
-            storeVector(arena, ((3343760 +% ((((j370 *% 196) +% (ty371 *% 14)) +% tx372) *% 64)) +% (cv373 *% 8)), w392)
-            storeVector(arena, ((3356304 +% ((((j370 *% 196) +% (ty371 *% 14)) +% tx372) *% 64)) +% (cv373 *% 8)), w393)
-            storeVector(arena, ((3368848 +% ((((j370 *% 196) +% (ty371 *% 14)) +% tx372) *% 64)) +% (cv373 *% 8)), w394)
-            storeVector(arena, ((3381392 +% ((((j370 *% 196) +% (ty371 *% 14)) +% tx372) *% 64)) +% (cv373 *% 8)), w395)
-            storeVector(arena, ((3393936 +% ((((j370 *% 196) +% (ty371 *% 14)) +% tx372) *% 64)) +% (cv373 *% 8)), w396)
-            storeVector(arena, ((3406480 +% ((((j370 *% 196) +% (ty371 *% 14)) +% tx372) *% 64)) +% (cv373 *% 8)), w397)
-            storeVector(arena, ((3419024 +% ((((j370 *% 196) +% (ty371 *% 14)) +% tx372) *% 64)) +% (cv373 *% 8)), w398)
-            storeVector(arena, ((3431568 +% ((((j370 *% 196) +% (ty371 *% 14)) +% tx372) *% 64)) +% (cv373 *% 8)), w399)
-            storeVector(arena, ((3444112 +% ((((j370 *% 196) +% (ty371 *% 14)) +% tx372) *% 64)) +% (cv373 *% 8)), w400)
-            storeVector(arena, ((3456656 +% ((((j370 *% 196) +% (ty371 *% 14)) +% tx372) *% 64)) +% (cv373 *% 8)), w401)
-            storeVector(arena, ((3469200 +% ((((j370 *% 196) +% (ty371 *% 14)) +% tx372) *% 64)) +% (cv373 *% 8)), w402)
-            storeVector(arena, ((3481744 +% ((((j370 *% 196) +% (ty371 *% 14)) +% tx372) *% 64)) +% (cv373 *% 8)), w403)
-            storeVector(arena, ((3494288 +% ((((j370 *% 196) +% (ty371 *% 14)) +% tx372) *% 64)) +% (cv373 *% 8)), w404)
-            storeVector(arena, ((3506832 +% ((((j370 *% 196) +% (ty371 *% 14)) +% tx372) *% 64)) +% (cv373 *% 8)), w405)
+    for j376 in 0..<1 {
+      for ty377 in 0..<14 {
+        for tx378 in 0..<14 {
+          for cv379 in 0..<8 {
+            let w380 = (loadVector(arena, (3261072 +% ((((j376 *% 57600) +% ((ty377 *% 2) *% 1920)) +% ((tx378 *% 2) *% 64)) +% (cv379 *% 8)))) - loadVector(arena, (3261072 +% ((((j376 *% 57600) +% (((ty377 *% 2) +% 2) *% 1920)) +% ((tx378 *% 2) *% 64)) +% (cv379 *% 8)))))
+            let w381 = (loadVector(arena, (3261072 +% ((((j376 *% 57600) +% (((ty377 *% 2) +% 1) *% 1920)) +% ((tx378 *% 2) *% 64)) +% (cv379 *% 8)))) + loadVector(arena, (3261072 +% ((((j376 *% 57600) +% (((ty377 *% 2) +% 2) *% 1920)) +% ((tx378 *% 2) *% 64)) +% (cv379 *% 8)))))
+            let w382 = (loadVector(arena, (3261072 +% ((((j376 *% 57600) +% (((ty377 *% 2) +% 2) *% 1920)) +% ((tx378 *% 2) *% 64)) +% (cv379 *% 8)))) - loadVector(arena, (3261072 +% ((((j376 *% 57600) +% (((ty377 *% 2) +% 1) *% 1920)) +% ((tx378 *% 2) *% 64)) +% (cv379 *% 8)))))
+            let w383 = (loadVector(arena, (3261072 +% ((((j376 *% 57600) +% (((ty377 *% 2) +% 1) *% 1920)) +% ((tx378 *% 2) *% 64)) +% (cv379 *% 8)))) - loadVector(arena, (3261072 +% ((((j376 *% 57600) +% (((ty377 *% 2) +% 3) *% 1920)) +% ((tx378 *% 2) *% 64)) +% (cv379 *% 8)))))
+            let w384 = (loadVector(arena, (3261072 +% ((((j376 *% 57600) +% ((ty377 *% 2) *% 1920)) +% (((tx378 *% 2) +% 1) *% 64)) +% (cv379 *% 8)))) - loadVector(arena, (3261072 +% ((((j376 *% 57600) +% (((ty377 *% 2) +% 2) *% 1920)) +% (((tx378 *% 2) +% 1) *% 64)) +% (cv379 *% 8)))))
+            let w385 = (loadVector(arena, (3261072 +% ((((j376 *% 57600) +% (((ty377 *% 2) +% 1) *% 1920)) +% (((tx378 *% 2) +% 1) *% 64)) +% (cv379 *% 8)))) + loadVector(arena, (3261072 +% ((((j376 *% 57600) +% (((ty377 *% 2) +% 2) *% 1920)) +% (((tx378 *% 2) +% 1) *% 64)) +% (cv379 *% 8)))))
+            let w386 = (loadVector(arena, (3261072 +% ((((j376 *% 57600) +% (((ty377 *% 2) +% 2) *% 1920)) +% (((tx378 *% 2) +% 1) *% 64)) +% (cv379 *% 8)))) - loadVector(arena, (3261072 +% ((((j376 *% 57600) +% (((ty377 *% 2) +% 1) *% 1920)) +% (((tx378 *% 2) +% 1) *% 64)) +% (cv379 *% 8)))))
+            let w387 = (loadVector(arena, (3261072 +% ((((j376 *% 57600) +% (((ty377 *% 2) +% 1) *% 1920)) +% (((tx378 *% 2) +% 1) *% 64)) +% (cv379 *% 8)))) - loadVector(arena, (3261072 +% ((((j376 *% 57600) +% (((ty377 *% 2) +% 3) *% 1920)) +% (((tx378 *% 2) +% 1) *% 64)) +% (cv379 *% 8)))))
+            let w388 = (loadVector(arena, (3261072 +% ((((j376 *% 57600) +% ((ty377 *% 2) *% 1920)) +% (((tx378 *% 2) +% 2) *% 64)) +% (cv379 *% 8)))) - loadVector(arena, (3261072 +% ((((j376 *% 57600) +% (((ty377 *% 2) +% 2) *% 1920)) +% (((tx378 *% 2) +% 2) *% 64)) +% (cv379 *% 8)))))
+            let w389 = (loadVector(arena, (3261072 +% ((((j376 *% 57600) +% (((ty377 *% 2) +% 1) *% 1920)) +% (((tx378 *% 2) +% 2) *% 64)) +% (cv379 *% 8)))) + loadVector(arena, (3261072 +% ((((j376 *% 57600) +% (((ty377 *% 2) +% 2) *% 1920)) +% (((tx378 *% 2) +% 2) *% 64)) +% (cv379 *% 8)))))
+            let w390 = (loadVector(arena, (3261072 +% ((((j376 *% 57600) +% (((ty377 *% 2) +% 2) *% 1920)) +% (((tx378 *% 2) +% 2) *% 64)) +% (cv379 *% 8)))) - loadVector(arena, (3261072 +% ((((j376 *% 57600) +% (((ty377 *% 2) +% 1) *% 1920)) +% (((tx378 *% 2) +% 2) *% 64)) +% (cv379 *% 8)))))
+            let w391 = (loadVector(arena, (3261072 +% ((((j376 *% 57600) +% (((ty377 *% 2) +% 1) *% 1920)) +% (((tx378 *% 2) +% 2) *% 64)) +% (cv379 *% 8)))) - loadVector(arena, (3261072 +% ((((j376 *% 57600) +% (((ty377 *% 2) +% 3) *% 1920)) +% (((tx378 *% 2) +% 2) *% 64)) +% (cv379 *% 8)))))
+            let w392 = (loadVector(arena, (3261072 +% ((((j376 *% 57600) +% ((ty377 *% 2) *% 1920)) +% (((tx378 *% 2) +% 3) *% 64)) +% (cv379 *% 8)))) - loadVector(arena, (3261072 +% ((((j376 *% 57600) +% (((ty377 *% 2) +% 2) *% 1920)) +% (((tx378 *% 2) +% 3) *% 64)) +% (cv379 *% 8)))))
+            let w393 = (loadVector(arena, (3261072 +% ((((j376 *% 57600) +% (((ty377 *% 2) +% 1) *% 1920)) +% (((tx378 *% 2) +% 3) *% 64)) +% (cv379 *% 8)))) + loadVector(arena, (3261072 +% ((((j376 *% 57600) +% (((ty377 *% 2) +% 2) *% 1920)) +% (((tx378 *% 2) +% 3) *% 64)) +% (cv379 *% 8)))))
+            let w394 = (loadVector(arena, (3261072 +% ((((j376 *% 57600) +% (((ty377 *% 2) +% 2) *% 1920)) +% (((tx378 *% 2) +% 3) *% 64)) +% (cv379 *% 8)))) - loadVector(arena, (3261072 +% ((((j376 *% 57600) +% (((ty377 *% 2) +% 1) *% 1920)) +% (((tx378 *% 2) +% 3) *% 64)) +% (cv379 *% 8)))))
+            let w395 = (loadVector(arena, (3261072 +% ((((j376 *% 57600) +% (((ty377 *% 2) +% 1) *% 1920)) +% (((tx378 *% 2) +% 3) *% 64)) +% (cv379 *% 8)))) - loadVector(arena, (3261072 +% ((((j376 *% 57600) +% (((ty377 *% 2) +% 3) *% 1920)) +% (((tx378 *% 2) +% 3) *% 64)) +% (cv379 *% 8)))))
+            let w396 = (w380 - w388)
+            let w397 = (w384 + w388)
+            let w398 = (w388 - w384)
+            let w399 = (w384 - w392)
+            let w400 = (w381 - w389)
+            let w401 = (w385 + w389)
+            let w402 = (w389 - w385)
+            let w403 = (w385 - w393)
+            let w404 = (w382 - w390)
+            let w405 = (w386 + w390)
+            let w406 = (w390 - w386)
+            let w407 = (w386 - w394)
+            let w408 = (w383 - w391)
+            let w409 = (w387 + w391)
+            let w410 = (w391 - w387)
+            let w411 = (w387 - w395)
+            storeVector(arena, ((3318672 +% ((((j376 *% 196) +% (ty377 *% 14)) +% tx378) *% 64)) +% (cv379 *% 8)), w396)
+            storeVector(arena, ((3331216 +% ((((j376 *% 196) +% (ty377 *% 14)) +% tx378) *% 64)) +% (cv379 *% 8)), w397)
+            storeVector(arena, ((3343760 +% ((((j376 *% 196) +% (ty377 *% 14)) +% tx378) *% 64)) +% (cv379 *% 8)), w398)
+            storeVector(arena, ((3356304 +% ((((j376 *% 196) +% (ty377 *% 14)) +% tx378) *% 64)) +% (cv379 *% 8)), w399)
+            storeVector(arena, ((3368848 +% ((((j376 *% 196) +% (ty377 *% 14)) +% tx378) *% 64)) +% (cv379 *% 8)), w400)
+            storeVector(arena, ((3381392 +% ((((j376 *% 196) +% (ty377 *% 14)) +% tx378) *% 64)) +% (cv379 *% 8)), w401)
+            storeVector(arena, ((3393936 +% ((((j376 *% 196) +% (ty377 *% 14)) +% tx378) *% 64)) +% (cv379 *% 8)), w402)
+            storeVector(arena, ((3406480 +% ((((j376 *% 196) +% (ty377 *% 14)) +% tx378) *% 64)) +% (cv379 *% 8)), w403)
+            storeVector(arena, ((3419024 +% ((((j376 *% 196) +% (ty377 *% 14)) +% tx378) *% 64)) +% (cv379 *% 8)), w404)
+            storeVector(arena, ((3431568 +% ((((j376 *% 196) +% (ty377 *% 14)) +% tx378) *% 64)) +% (cv379 *% 8)), w405)
+            storeVector(arena, ((3444112 +% ((((j376 *% 196) +% (ty377 *% 14)) +% tx378) *% 64)) +% (cv379 *% 8)), w406)
+            storeVector(arena, ((3456656 +% ((((j376 *% 196) +% (ty377 *% 14)) +% tx378) *% 64)) +% (cv379 *% 8)), w407)
+            storeVector(arena, ((3469200 +% ((((j376 *% 196) +% (ty377 *% 14)) +% tx378) *% 64)) +% (cv379 *% 8)), w408)
+            storeVector(arena, ((3481744 +% ((((j376 *% 196) +% (ty377 *% 14)) +% tx378) *% 64)) +% (cv379 *% 8)), w409)
+            storeVector(arena, ((3494288 +% ((((j376 *% 196) +% (ty377 *% 14)) +% tx378) *% 64)) +% (cv379 *% 8)), w410)
+            storeVector(arena, ((3506832 +% ((((j376 *% 196) +% (ty377 *% 14)) +% tx378) *% 64)) +% (cv379 *% 8)), w411)
           }
         }
       }
     }
-    for xi406 in 0..<16 {
-      do {  // gemm413
-        for nb407 in 0..<2 {
-          for mb408 in 0..<32 {
-            var t409_c0_0 = Vector()
-            var t409_c0_1 = Vector()
-            var t409_c1_0 = Vector()
-            var t409_c1_1 = Vector()
-            var t409_c2_0 = Vector()
-            var t409_c2_1 = Vector()
-            var t409_c3_0 = Vector()
-            var t409_c3_1 = Vector()
-            var t409_c4_0 = Vector()
-            var t409_c4_1 = Vector()
-            var t409_c5_0 = Vector()
-            var t409_c5_1 = Vector()
-            for k410 in 0..<64 {
-              let t409_b0 = loadVector(arena, (((3228304 +% (xi406 *% 2048)) +% (k410 *% 32)) +% (nb407 *% 16)))
-              let t409_b1 = loadVector(arena, ((((3228304 +% (xi406 *% 2048)) +% (k410 *% 32)) +% (nb407 *% 16)) +% 8))
-              let t409_a0 = Vector(repeating: arena[(((3318672 +% (xi406 *% 12544)) +% ((mb408 *% 6) *% 64)) +% k410)])
-              t409_c0_0 = t409_c0_0.addingProduct(t409_a0, t409_b0)
-              t409_c0_1 = t409_c0_1.addingProduct(t409_a0, t409_b1)
-              let t409_a1 = Vector(repeating: arena[(((3318672 +% (xi406 *% 12544)) +% (((mb408 *% 6) +% 1) *% 64)) +% k410)])
-              t409_c1_0 = t409_c1_0.addingProduct(t409_a1, t409_b0)
-              t409_c1_1 = t409_c1_1.addingProduct(t409_a1, t409_b1)
-              let t409_a2 = Vector(repeating: arena[(((3318672 +% (xi406 *% 12544)) +% (((mb408 *% 6) +% 2) *% 64)) +% k410)])
-              t409_c2_0 = t409_c2_0.addingProduct(t409_a2, t409_b0)
-              t409_c2_1 = t409_c2_1.addingProduct(t409_a2, t409_b1)
-              let t409_a3 = Vector(repeating: arena[(((3318672 +% (xi406 *% 12544)) +% (((mb408 *% 6) +% 3) *% 64)) +% k410)])
-              t409_c3_0 = t409_c3_0.addingProduct(t409_a3, t409_b0)
-              t409_c3_1 = t409_c3_1.addingProduct(t409_a3, t409_b1)
-              let t409_a4 = Vector(repeating: arena[(((3318672 +% (xi406 *% 12544)) +% (((mb408 *% 6) +% 4) *% 64)) +% k410)])
-              t409_c4_0 = t409_c4_0.addingProduct(t409_a4, t409_b0)
-              t409_c4_1 = t409_c4_1.addingProduct(t409_a4, t409_b1)
-              let t409_a5 = Vector(repeating: arena[(((3318672 +% (xi406 *% 12544)) +% (((mb408 *% 6) +% 5) *% 64)) +% k410)])
-              t409_c5_0 = t409_c5_0.addingProduct(t409_a5, t409_b0)
-              t409_c5_1 = t409_c5_1.addingProduct(t409_a5, t409_b1)
+    for xi412 in 0..<16 {
+      do {  // gemm419
+        for nb413 in 0..<2 {
+          for mb414 in 0..<32 {
+            var t415_c0_0 = Vector()
+            var t415_c0_1 = Vector()
+            var t415_c1_0 = Vector()
+            var t415_c1_1 = Vector()
+            var t415_c2_0 = Vector()
+            var t415_c2_1 = Vector()
+            var t415_c3_0 = Vector()
+            var t415_c3_1 = Vector()
+            var t415_c4_0 = Vector()
+            var t415_c4_1 = Vector()
+            var t415_c5_0 = Vector()
+            var t415_c5_1 = Vector()
+            for k416 in 0..<64 {
+              let t415_b0 = loadVector(arena, (((3228304 +% (xi412 *% 2048)) +% (k416 *% 32)) +% (nb413 *% 16)))
+              let t415_b1 = loadVector(arena, ((((3228304 +% (xi412 *% 2048)) +% (k416 *% 32)) +% (nb413 *% 16)) +% 8))
+              let t415_a0 = Vector(repeating: arena[(((3318672 +% (xi412 *% 12544)) +% ((mb414 *% 6) *% 64)) +% k416)])
+              t415_c0_0 = t415_c0_0.addingProduct(t415_a0, t415_b0)
+              t415_c0_1 = t415_c0_1.addingProduct(t415_a0, t415_b1)
+              let t415_a1 = Vector(repeating: arena[(((3318672 +% (xi412 *% 12544)) +% (((mb414 *% 6) +% 1) *% 64)) +% k416)])
+              t415_c1_0 = t415_c1_0.addingProduct(t415_a1, t415_b0)
+              t415_c1_1 = t415_c1_1.addingProduct(t415_a1, t415_b1)
+              let t415_a2 = Vector(repeating: arena[(((3318672 +% (xi412 *% 12544)) +% (((mb414 *% 6) +% 2) *% 64)) +% k416)])
+              t415_c2_0 = t415_c2_0.addingProduct(t415_a2, t415_b0)
+              t415_c2_1 = t415_c2_1.addingProduct(t415_a2, t415_b1)
+              let t415_a3 = Vector(repeating: arena[(((3318672 +% (xi412 *% 12544)) +% (((mb414 *% 6) +% 3) *% 64)) +% k416)])
+              t415_c3_0 = t415_c3_0.addingProduct(t415_a3, t415_b0)
+              t415_c3_1 = t415_c3_1.addingProduct(t415_a3, t415_b1)
+              let t415_a4 = Vector(repeating: arena[(((3318672 +% (xi412 *% 12544)) +% (((mb414 *% 6) +% 4) *% 64)) +% k416)])
+              t415_c4_0 = t415_c4_0.addingProduct(t415_a4, t415_b0)
+              t415_c4_1 = t415_c4_1.addingProduct(t415_a4, t415_b1)
+              let t415_a5 = Vector(repeating: arena[(((3318672 +% (xi412 *% 12544)) +% (((mb414 *% 6) +% 5) *% 64)) +% k416)])
+              t415_c5_0 = t415_c5_0.addingProduct(t415_a5, t415_b0)
+              t415_c5_1 = t415_c5_1.addingProduct(t415_a5, t415_b1)
             }
-            storeVector(arena, (((3519376 +% (xi406 *% 6272)) +% ((mb408 *% 6) *% 32)) +% (nb407 *% 16)), t409_c0_0)
-            storeVector(arena, ((((3519376 +% (xi406 *% 6272)) +% ((mb408 *% 6) *% 32)) +% (nb407 *% 16)) +% 8), t409_c0_1)
-            storeVector(arena, (((3519376 +% (xi406 *% 6272)) +% (((mb408 *% 6) +% 1) *% 32)) +% (nb407 *% 16)), t409_c1_0)
-            storeVector(arena, ((((3519376 +% (xi406 *% 6272)) +% (((mb408 *% 6) +% 1) *% 32)) +% (nb407 *% 16)) +% 8), t409_c1_1)
-            storeVector(arena, (((3519376 +% (xi406 *% 6272)) +% (((mb408 *% 6) +% 2) *% 32)) +% (nb407 *% 16)), t409_c2_0)
-            storeVector(arena, ((((3519376 +% (xi406 *% 6272)) +% (((mb408 *% 6) +% 2) *% 32)) +% (nb407 *% 16)) +% 8), t409_c2_1)
-            storeVector(arena, (((3519376 +% (xi406 *% 6272)) +% (((mb408 *% 6) +% 3) *% 32)) +% (nb407 *% 16)), t409_c3_0)
-            storeVector(arena, ((((3519376 +% (xi406 *% 6272)) +% (((mb408 *% 6) +% 3) *% 32)) +% (nb407 *% 16)) +% 8), t409_c3_1)
-            storeVector(arena, (((3519376 +% (xi406 *% 6272)) +% (((mb408 *% 6) +% 4) *% 32)) +% (nb407 *% 16)), t409_c4_0)
-            storeVector(arena, ((((3519376 +% (xi406 *% 6272)) +% (((mb408 *% 6) +% 4) *% 32)) +% (nb407 *% 16)) +% 8), t409_c4_1)
-            storeVector(arena, (((3519376 +% (xi406 *% 6272)) +% (((mb408 *% 6) +% 5) *% 32)) +% (nb407 *% 16)), t409_c5_0)
-            storeVector(arena, ((((3519376 +% (xi406 *% 6272)) +% (((mb408 *% 6) +% 5) *% 32)) +% (nb407 *% 16)) +% 8), t409_c5_1)
+            storeVector(arena, (((3519376 +% (xi412 *% 6272)) +% ((mb414 *% 6) *% 32)) +% (nb413 *% 16)), t415_c0_0)
+            storeVector(arena, ((((3519376 +% (xi412 *% 6272)) +% ((mb414 *% 6) *% 32)) +% (nb413 *% 16)) +% 8), t415_c0_1)
+            storeVector(arena, (((3519376 +% (xi412 *% 6272)) +% (((mb414 *% 6) +% 1) *% 32)) +% (nb413 *% 16)), t415_c1_0)
+            storeVector(arena, ((((3519376 +% (xi412 *% 6272)) +% (((mb414 *% 6) +% 1) *% 32)) +% (nb413 *% 16)) +% 8), t415_c1_1)
+            storeVector(arena, (((3519376 +% (xi412 *% 6272)) +% (((mb414 *% 6) +% 2) *% 32)) +% (nb413 *% 16)), t415_c2_0)
+            storeVector(arena, ((((3519376 +% (xi412 *% 6272)) +% (((mb414 *% 6) +% 2) *% 32)) +% (nb413 *% 16)) +% 8), t415_c2_1)
+            storeVector(arena, (((3519376 +% (xi412 *% 6272)) +% (((mb414 *% 6) +% 3) *% 32)) +% (nb413 *% 16)), t415_c3_0)
+            storeVector(arena, ((((3519376 +% (xi412 *% 6272)) +% (((mb414 *% 6) +% 3) *% 32)) +% (nb413 *% 16)) +% 8), t415_c3_1)
+            storeVector(arena, (((3519376 +% (xi412 *% 6272)) +% (((mb414 *% 6) +% 4) *% 32)) +% (nb413 *% 16)), t415_c4_0)
+            storeVector(arena, ((((3519376 +% (xi412 *% 6272)) +% (((mb414 *% 6) +% 4) *% 32)) +% (nb413 *% 16)) +% 8), t415_c4_1)
+            storeVector(arena, (((3519376 +% (xi412 *% 6272)) +% (((mb414 *% 6) +% 5) *% 32)) +% (nb413 *% 16)), t415_c5_0)
+            storeVector(arena, ((((3519376 +% (xi412 *% 6272)) +% (((mb414 *% 6) +% 5) *% 32)) +% (nb413 *% 16)) +% 8), t415_c5_1)
           }
-          var t411_c0_0 = Vector()
-          var t411_c0_1 = Vector()
-          var t411_c1_0 = Vector()
-          var t411_c1_1 = Vector()
-          var t411_c2_0 = Vector()
-          var t411_c2_1 = Vector()
-          var t411_c3_0 = Vector()
-          var t411_c3_1 = Vector()
-          for k412 in 0..<64 {
-            let t411_b0 = loadVector(arena, (((3228304 +% (xi406 *% 2048)) +% (k412 *% 32)) +% (nb407 *% 16)))
-            let t411_b1 = loadVector(arena, ((((3228304 +% (xi406 *% 2048)) +% (k412 *% 32)) +% (nb407 *% 16)) +% 8))
-            let t411_a0 = Vector(repeating: arena[(((3318672 +% (xi406 *% 12544)) +% 12288) +% k412)])
-            t411_c0_0 = t411_c0_0.addingProduct(t411_a0, t411_b0)
-            t411_c0_1 = t411_c0_1.addingProduct(t411_a0, t411_b1)
-            let t411_a1 = Vector(repeating: arena[(((3318672 +% (xi406 *% 12544)) +% 12352) +% k412)])
-            t411_c1_0 = t411_c1_0.addingProduct(t411_a1, t411_b0)
-            t411_c1_1 = t411_c1_1.addingProduct(t411_a1, t411_b1)
-            let t411_a2 = Vector(repeating: arena[(((3318672 +% (xi406 *% 12544)) +% 12416) +% k412)])
-            t411_c2_0 = t411_c2_0.addingProduct(t411_a2, t411_b0)
-            t411_c2_1 = t411_c2_1.addingProduct(t411_a2, t411_b1)
-            let t411_a3 = Vector(repeating: arena[(((3318672 +% (xi406 *% 12544)) +% 12480) +% k412)])
-            t411_c3_0 = t411_c3_0.addingProduct(t411_a3, t411_b0)
-            t411_c3_1 = t411_c3_1.addingProduct(t411_a3, t411_b1)
+          var t417_c0_0 = Vector()
+          var t417_c0_1 = Vector()
+          var t417_c1_0 = Vector()
+          var t417_c1_1 = Vector()
+          var t417_c2_0 = Vector()
+          var t417_c2_1 = Vector()
+          var t417_c3_0 = Vector()
+          var t417_c3_1 = Vector()
+          for k418 in 0..<64 {
+            let t417_b0 = loadVector(arena, (((3228304 +% (xi412 *% 2048)) +% (k418 *% 32)) +% (nb413 *% 16)))
+            let t417_b1 = loadVector(arena, ((((3228304 +% (xi412 *% 2048)) +% (k418 *% 32)) +% (nb413 *% 16)) +% 8))
+            let t417_a0 = Vector(repeating: arena[(((3318672 +% (xi412 *% 12544)) +% 12288) +% k418)])
+            t417_c0_0 = t417_c0_0.addingProduct(t417_a0, t417_b0)
+            t417_c0_1 = t417_c0_1.addingProduct(t417_a0, t417_b1)
+            let t417_a1 = Vector(repeating: arena[(((3318672 +% (xi412 *% 12544)) +% 12352) +% k418)])
+            t417_c1_0 = t417_c1_0.addingProduct(t417_a1, t417_b0)
+            t417_c1_1 = t417_c1_1.addingProduct(t417_a1, t417_b1)
+            let t417_a2 = Vector(repeating: arena[(((3318672 +% (xi412 *% 12544)) +% 12416) +% k418)])
+            t417_c2_0 = t417_c2_0.addingProduct(t417_a2, t417_b0)
+            t417_c2_1 = t417_c2_1.addingProduct(t417_a2, t417_b1)
+            let t417_a3 = Vector(repeating: arena[(((3318672 +% (xi412 *% 12544)) +% 12480) +% k418)])
+            t417_c3_0 = t417_c3_0.addingProduct(t417_a3, t417_b0)
+            t417_c3_1 = t417_c3_1.addingProduct(t417_a3, t417_b1)
           }
-          storeVector(arena, (((3519376 +% (xi406 *% 6272)) +% 6144) +% (nb407 *% 16)), t411_c0_0)
-          storeVector(arena, ((((3519376 +% (xi406 *% 6272)) +% 6144) +% (nb407 *% 16)) +% 8), t411_c0_1)
-          storeVector(arena, (((3519376 +% (xi406 *% 6272)) +% 6176) +% (nb407 *% 16)), t411_c1_0)
-          storeVector(arena, ((((3519376 +% (xi406 *% 6272)) +% 6176) +% (nb407 *% 16)) +% 8), t411_c1_1)
-          storeVector(arena, (((3519376 +% (xi406 *% 6272)) +% 6208) +% (nb407 *% 16)), t411_c2_0)
-          storeVector(arena, ((((3519376 +% (xi406 *% 6272)) +% 6208) +% (nb407 *% 16)) +% 8), t411_c2_1)
-          storeVector(arena, (((3519376 +% (xi406 *% 6272)) +% 6240) +% (nb407 *% 16)), t411_c3_0)
-          storeVector(arena, ((((3519376 +% (xi406 *% 6272)) +% 6240) +% (nb407 *% 16)) +% 8), t411_c3_1)
+          storeVector(arena, (((3519376 +% (xi412 *% 6272)) +% 6144) +% (nb413 *% 16)), t417_c0_0)
+          storeVector(arena, ((((3519376 +% (xi412 *% 6272)) +% 6144) +% (nb413 *% 16)) +% 8), t417_c0_1)
+          storeVector(arena, (((3519376 +% (xi412 *% 6272)) +% 6176) +% (nb413 *% 16)), t417_c1_0)
+          storeVector(arena, ((((3519376 +% (xi412 *% 6272)) +% 6176) +% (nb413 *% 16)) +% 8), t417_c1_1)
+          storeVector(arena, (((3519376 +% (xi412 *% 6272)) +% 6208) +% (nb413 *% 16)), t417_c2_0)
+          storeVector(arena, ((((3519376 +% (xi412 *% 6272)) +% 6208) +% (nb413 *% 16)) +% 8), t417_c2_1)
+          storeVector(arena, (((3519376 +% (xi412 *% 6272)) +% 6240) +% (nb413 *% 16)), t417_c3_0)
+          storeVector(arena, ((((3519376 +% (xi412 *% 6272)) +% 6240) +% (nb413 *% 16)) +% 8), t417_c3_1)
         }
       }
     }
-    for j414 in 0..<1 {
-      for ty415 in 0..<14 {
-        for tx416 in 0..<14 {
-          for cv417 in 0..<4 {
-            let w418 = ((loadVector(arena, ((3519376 +% ((((j414 *% 196) +% (ty415 *% 14)) +% tx416) *% 32)) +% (cv417 *% 8))) + loadVector(arena, ((3544464 +% ((((j414 *% 196) +% (ty415 *% 14)) +% tx416) *% 32)) +% (cv417 *% 8)))) + loadVector(arena, ((3569552 +% ((((j414 *% 196) +% (ty415 *% 14)) +% tx416) *% 32)) +% (cv417 *% 8))))
-            let w419 = ((loadVector(arena, ((3544464 +% ((((j414 *% 196) +% (ty415 *% 14)) +% tx416) *% 32)) +% (cv417 *% 8))) - loadVector(arena, ((3569552 +% ((((j414 *% 196) +% (ty415 *% 14)) +% tx416) *% 32)) +% (cv417 *% 8)))) - loadVector(arena, ((3594640 +% ((((j414 *% 196) +% (ty415 *% 14)) +% tx416) *% 32)) +% (cv417 *% 8))))
-            let w420 = ((loadVector(arena, ((3525648 +% ((((j414 *% 196) +% (ty415 *% 14)) +% tx416) *% 32)) +% (cv417 *% 8))) + loadVector(arena, ((3550736 +% ((((j414 *% 196) +% (ty415 *% 14)) +% tx416) *% 32)) +% (cv417 *% 8)))) + loadVector(arena, ((3575824 +% ((((j414 *% 196) +% (ty415 *% 14)) +% tx416) *% 32)) +% (cv417 *% 8))))
-            let w421 = ((loadVector(arena, ((3550736 +% ((((j414 *% 196) +% (ty415 *% 14)) +% tx416) *% 32)) +% (cv417 *% 8))) - loadVector(arena, ((3575824 +% ((((j414 *% 196) +% (ty415 *% 14)) +% tx416) *% 32)) +% (cv417 *% 8)))) - loadVector(arena, ((3600912 +% ((((j414 *% 196) +% (ty415 *% 14)) +% tx416) *% 32)) +% (cv417 *% 8))))
-            let w422 = ((loadVector(arena, ((3531920 +% ((((j414 *% 196) +% (ty415 *% 14)) +% tx416) *% 32)) +% (cv417 *% 8))) + loadVector(arena, ((3557008 +% ((((j414 *% 196) +% (ty415 *% 14)) +% tx416) *% 32)) +% (cv417 *% 8)))) + loadVector(arena, ((3582096 +% ((((j414 *% 196) +% (ty415 *% 14)) +% tx416) *% 32)) +% (cv417 *% 8))))
-            let w423 = ((loadVector(arena, ((3557008 +% ((((j414 *% 196) +% (ty415 *% 14)) +% tx416) *% 32)) +% (cv417 *% 8))) - loadVector(arena, ((3582096 +% ((((j414 *% 196) +% (ty415 *% 14)) +% tx416) *% 32)) +% (cv417 *% 8)))) - loadVector(arena, ((3607184 +% ((((j414 *% 196) +% (ty415 *% 14)) +% tx416) *% 32)) +% (cv417 *% 8))))
-            let w424 = ((loadVector(arena, ((3538192 +% ((((j414 *% 196) +% (ty415 *% 14)) +% tx416) *% 32)) +% (cv417 *% 8))) + loadVector(arena, ((3563280 +% ((((j414 *% 196) +% (ty415 *% 14)) +% tx416) *% 32)) +% (cv417 *% 8)))) + loadVector(arena, ((3588368 +% ((((j414 *% 196) +% (ty415 *% 14)) +% tx416) *% 32)) +% (cv417 *% 8))))
-            let w425 = ((loadVector(arena, ((3563280 +% ((((j414 *% 196) +% (ty415 *% 14)) +% tx416) *% 32)) +% (cv417 *% 8))) - loadVector(arena, ((3588368 +% ((((j414 *% 196) +% (ty415 *% 14)) +% tx416) *% 32)) +% (cv417 *% 8)))) - loadVector(arena, ((3613456 +% ((((j414 *% 196) +% (ty415 *% 14)) +% tx416) *% 32)) +% (cv417 *% 8))))
-            let w426 = ((w418 + w420) + w422)
-            let w427 = ((w420 - w422) - w424)
-            let w428 = ((w419 + w421) + w423)
-            let w429 = ((w421 - w423) - w425)
-            storeVector(arena, ((3619728 +% (((((j414 *% 28) +% (ty415 *% 2)) *% 28) +% (tx416 *% 2)) *% 32)) +% (cv417 *% 8)), w426)
-            storeVector(arena, ((3619728 +% ((((((j414 *% 28) +% (ty415 *% 2)) *% 28) +% (tx416 *% 2)) +% 1) *% 32)) +% (cv417 *% 8)), w427)
-            storeVector(arena, ((3619728 +% ((((((j414 *% 28) +% (ty415 *% 2)) +% 1) *% 28) +% (tx416 *% 2)) *% 32)) +% (cv417 *% 8)), w428)
-            storeVector(arena, ((3619728 +% (((((((j414 *% 28) +% (ty415 *% 2)) +% 1) *% 28) +% (tx416 *% 2)) +% 1) *% 32)) +% (cv417 *% 8)), w429)
+    for j420 in 0..<1 {
+      for ty421 in 0..<14 {
+        for tx422 in 0..<14 {
+          for cv423 in 0..<4 {
+            let w424 = ((loadVector(arena, ((3519376 +% ((((j420 *% 196) +% (ty421 *% 14)) +% tx422) *% 32)) +% (cv423 *% 8))) + loadVector(arena, ((3544464 +% ((((j420 *% 196) +% (ty421 *% 14)) +% tx422) *% 32)) +% (cv423 *% 8)))) + loadVector(arena, ((3569552 +% ((((j420 *% 196) +% (ty421 *% 14)) +% tx422) *% 32)) +% (cv423 *% 8))))
+            let w425 = ((loadVector(arena, ((3544464 +% ((((j420 *% 196) +% (ty421 *% 14)) +% tx422) *% 32)) +% (cv423 *% 8))) - loadVector(arena, ((3569552 +% ((((j420 *% 196) +% (ty421 *% 14)) +% tx422) *% 32)) +% (cv423 *% 8)))) - loadVector(arena, ((3594640 +% ((((j420 *% 196) +% (ty421 *% 14)) +% tx422) *% 32)) +% (cv423 *% 8))))
+            let w426 = ((loadVector(arena, ((3525648 +% ((((j420 *% 196) +% (ty421 *% 14)) +% tx422) *% 32)) +% (cv423 *% 8))) + loadVector(arena, ((3550736 +% ((((j420 *% 196) +% (ty421 *% 14)) +% tx422) *% 32)) +% (cv423 *% 8)))) + loadVector(arena, ((3575824 +% ((((j420 *% 196) +% (ty421 *% 14)) +% tx422) *% 32)) +% (cv423 *% 8))))
+            let w427 = ((loadVector(arena, ((3550736 +% ((((j420 *% 196) +% (ty421 *% 14)) +% tx422) *% 32)) +% (cv423 *% 8))) - loadVector(arena, ((3575824 +% ((((j420 *% 196) +% (ty421 *% 14)) +% tx422) *% 32)) +% (cv423 *% 8)))) - loadVector(arena, ((3600912 +% ((((j420 *% 196) +% (ty421 *% 14)) +% tx422) *% 32)) +% (cv423 *% 8))))
+            let w428 = ((loadVector(arena, ((3531920 +% ((((j420 *% 196) +% (ty421 *% 14)) +% tx422) *% 32)) +% (cv423 *% 8))) + loadVector(arena, ((3557008 +% ((((j420 *% 196) +% (ty421 *% 14)) +% tx422) *% 32)) +% (cv423 *% 8)))) + loadVector(arena, ((3582096 +% ((((j420 *% 196) +% (ty421 *% 14)) +% tx422) *% 32)) +% (cv423 *% 8))))
+            let w429 = ((loadVector(arena, ((3557008 +% ((((j420 *% 196) +% (ty421 *% 14)) +% tx422) *% 32)) +% (cv423 *% 8))) - loadVector(arena, ((3582096 +% ((((j420 *% 196) +% (ty421 *% 14)) +% tx422) *% 32)) +% (cv423 *% 8)))) - loadVector(arena, ((3607184 +% ((((j420 *% 196) +% (ty421 *% 14)) +% tx422) *% 32)) +% (cv423 *% 8))))
+            let w430 = ((loadVector(arena, ((3538192 +% ((((j420 *% 196) +% (ty421 *% 14)) +% tx422) *% 32)) +% (cv423 *% 8))) + loadVector(arena, ((3563280 +% ((((j420 *% 196) +% (ty421 *% 14)) +% tx422) *% 32)) +% (cv423 *% 8)))) + loadVector(arena, ((3588368 +% ((((j420 *% 196) +% (ty421 *% 14)) +% tx422) *% 32)) +% (cv423 *% 8))))
+            let w431 = ((loadVector(arena, ((3563280 +% ((((j420 *% 196) +% (ty421 *% 14)) +% tx422) *% 32)) +% (cv423 *% 8))) - loadVector(arena, ((3588368 +% ((((j420 *% 196) +% (ty421 *% 14)) +% tx422) *% 32)) +% (cv423 *% 8)))) - loadVector(arena, ((3613456 +% ((((j420 *% 196) +% (ty421 *% 14)) +% tx422) *% 32)) +% (cv423 *% 8))))
+            let w432 = ((w424 + w426) + w428)
+            let w433 = ((w426 - w428) - w430)
+            let w434 = ((w425 + w427) + w429)
+            let w435 = ((w427 - w429) - w431)
+            storeVector(arena, ((3619728 +% (((((j420 *% 28) +% (ty421 *% 2)) *% 28) +% (tx422 *% 2)) *% 32)) +% (cv423 *% 8)), w432)
+            storeVector(arena, ((3619728 +% ((((((j420 *% 28) +% (ty421 *% 2)) *% 28) +% (tx422 *% 2)) +% 1) *% 32)) +% (cv423 *% 8)), w433)
+            storeVector(arena, ((3619728 +% ((((((j420 *% 28) +% (ty421 *% 2)) +% 1) *% 28) +% (tx422 *% 2)) *% 32)) +% (cv423 *% 8)), w434)
+            storeVector(arena, ((3619728 +% (((((((j420 *% 28) +% (ty421 *% 2)) +% 1) *% 28) +% (tx422 *% 2)) +% 1) *% 32)) +% (cv423 *% 8)), w435)
           }
         }
       }
     }
-    for j430 in 0..<1 {
-      for c431 in 0..<32 {
-        for q432 in 0..<784 {
-          arena[(((1605632 +% ((g365 +% j430) *% 25088)) +% (c431 *% 784)) +% q432)] = arena[((3619728 +% (((j430 *% 784) +% q432) *% 32)) +% c431)]
+    for j436 in 0..<1 {
+      for qb437 in 0..<12 {
+        for c438 in 0..<32 {
+          for q439 in 0..<64 {
+            arena[(((1605632 +% ((g371 +% j436) *% 25088)) +% (c438 *% 784)) +% (q439 +% (qb437 *% 64)))] = arena[((3619728 +% (((j436 *% 784) +% (q439 +% (qb437 *% 64))) *% 32)) +% c438)]
+          }
+        }
+      }
+      for c440 in 0..<32 {
+        for q441 in 0..<16 {
+          arena[(((1605632 +% ((g371 +% j436) *% 25088)) +% (c440 *% 784)) +% (q441 +% 768))] = arena[((3619728 +% (((j436 *% 784) +% (q441 +% 768)) *% 32)) +% c440)]
         }
       }
     }
   }
   // conv1_grad = relu_grad(relu1_grad, conv1)
-  for i433 in 0..<200704 {
-    storeVector(arena, ((i433 *% 8) +% 3228304), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i433 *% 8) +% 1605632)), where: loadVector(arena, (i433 *% 8)) .> Vector(repeating: Float(0))))
+  for i442 in 0..<200704 {
+    storeVector(arena, ((i442 *% 8) +% 3228304), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i442 *% 8) +% 1605632)), where: loadVector(arena, (i442 *% 8)) .> Vector(repeating: Float(0))))
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  for i434 in 0..<36 {
-    storeVector(arena, ((i434 *% 8) +% 514448), Vector(repeating: Float(0)))
+  for i443 in 0..<36 {
+    storeVector(arena, ((i443 *% 8) +% 514448), Vector(repeating: Float(0)))
   }
-  for g435 in 0..<4 {
-    for j436 in 0..<16 {
-      for c437 in 0..<1 {
-        for ky438 in 0..<3 {
-          for oy439 in 0..<28 {
-            if (-1 < ((oy439 +% ky438) +% -1) && ((oy439 +% ky438) +% -1) < 28) {
-              for ox440 in 0..<27 {
-                arena[((((((c437 *% 3) +% ky438) *% 3) *% 12560) +% (j436 *% 784)) +% ((oy439 *% 28) +% (ox440 +% 1)))] = images[((((((g435 *% 16) +% j436) *% 784) +% (c437 *% 784)) +% (((oy439 +% ky438) +% -1) *% 28)) +% ((ox440 +% 1) +% -1))]
+  for g444 in 0..<4 {
+    for j445 in 0..<16 {
+      for c446 in 0..<1 {
+        for ky447 in 0..<3 {
+          for oy448 in 0..<28 {
+            if (-1 < ((oy448 +% ky447) +% -1) && ((oy448 +% ky447) +% -1) < 28) {
+              for ox449 in 0..<27 {
+                arena[((((((c446 *% 3) +% ky447) *% 3) *% 12560) +% (j445 *% 784)) +% ((oy448 *% 28) +% (ox449 +% 1)))] = images[((((((g444 *% 16) +% j445) *% 784) +% (c446 *% 784)) +% (((oy448 +% ky447) +% -1) *% 28)) +% ((ox449 +% 1) +% -1))]
               }
-              for ox441 in 0..<1 {
-                arena[((((((c437 *% 3) +% ky438) *% 3) *% 12560) +% (j436 *% 784)) +% ((oy439 *% 28) +% ox441))] = Float(0)
-              }
-            }
-            if ((oy439 +% ky438) +% -1) < 0 {
-              for ox442 in 0..<28 {
-                arena[((((((c437 *% 3) +% ky438) *% 3) *% 12560) +% (j436 *% 784)) +% ((oy439 *% 28) +% ox442))] = Float(0)
+              for ox450 in 0..<1 {
+                arena[((((((c446 *% 3) +% ky447) *% 3) *% 12560) +% (j445 *% 784)) +% ((oy448 *% 28) +% ox450))] = Float(0)
               }
             }
-            if 27 < ((oy439 +% ky438) +% -1) {
-              for ox442 in 0..<28 {
-                arena[((((((c437 *% 3) +% ky438) *% 3) *% 12560) +% (j436 *% 784)) +% ((oy439 *% 28) +% ox442))] = Float(0)
+            if ((oy448 +% ky447) +% -1) < 0 {
+              for ox451 in 0..<28 {
+                arena[((((((c446 *% 3) +% ky447) *% 3) *% 12560) +% (j445 *% 784)) +% ((oy448 *% 28) +% ox451))] = Float(0)
               }
             }
-          }
-          for oy443 in 0..<28 {
-            if (-1 < ((oy443 +% ky438) +% -1) && ((oy443 +% ky438) +% -1) < 28) {
-              for ox444 in 0..<28 {
-                arena[(((((((c437 *% 3) +% ky438) *% 3) +% 1) *% 12560) +% (j436 *% 784)) +% ((oy443 *% 28) +% ox444))] = images[((((((g435 *% 16) +% j436) *% 784) +% (c437 *% 784)) +% (((oy443 +% ky438) +% -1) *% 28)) +% ox444)]
-              }
-            }
-            if ((oy443 +% ky438) +% -1) < 0 {
-              for ox445 in 0..<28 {
-                arena[(((((((c437 *% 3) +% ky438) *% 3) +% 1) *% 12560) +% (j436 *% 784)) +% ((oy443 *% 28) +% ox445))] = Float(0)
-              }
-            }
-            if 27 < ((oy443 +% ky438) +% -1) {
-              for ox445 in 0..<28 {
-                arena[(((((((c437 *% 3) +% ky438) *% 3) +% 1) *% 12560) +% (j436 *% 784)) +% ((oy443 *% 28) +% ox445))] = Float(0)
+            if 27 < ((oy448 +% ky447) +% -1) {
+              for ox451 in 0..<28 {
+                arena[((((((c446 *% 3) +% ky447) *% 3) *% 12560) +% (j445 *% 784)) +% ((oy448 *% 28) +% ox451))] = Float(0)
               }
             }
           }
-          for oy446 in 0..<28 {
-            if (-1 < ((oy446 +% ky438) +% -1) && ((oy446 +% ky438) +% -1) < 28) {
-              for ox447 in 0..<27 {
-                arena[(((((((c437 *% 3) +% ky438) *% 3) +% 2) *% 12560) +% (j436 *% 784)) +% ((oy446 *% 28) +% ox447))] = images[((((((g435 *% 16) +% j436) *% 784) +% (c437 *% 784)) +% (((oy446 +% ky438) +% -1) *% 28)) +% (ox447 +% 1))]
-              }
-              for ox448 in 0..<1 {
-                arena[(((((((c437 *% 3) +% ky438) *% 3) +% 2) *% 12560) +% (j436 *% 784)) +% ((oy446 *% 28) +% (ox448 +% 27)))] = Float(0)
+          for oy452 in 0..<28 {
+            if (-1 < ((oy452 +% ky447) +% -1) && ((oy452 +% ky447) +% -1) < 28) {
+              for ox453 in 0..<28 {
+                arena[(((((((c446 *% 3) +% ky447) *% 3) +% 1) *% 12560) +% (j445 *% 784)) +% ((oy452 *% 28) +% ox453))] = images[((((((g444 *% 16) +% j445) *% 784) +% (c446 *% 784)) +% (((oy452 +% ky447) +% -1) *% 28)) +% ox453)]
               }
             }
-            if ((oy446 +% ky438) +% -1) < 0 {
-              for ox449 in 0..<28 {
-                arena[(((((((c437 *% 3) +% ky438) *% 3) +% 2) *% 12560) +% (j436 *% 784)) +% ((oy446 *% 28) +% ox449))] = Float(0)
+            if ((oy452 +% ky447) +% -1) < 0 {
+              for ox454 in 0..<28 {
+                arena[(((((((c446 *% 3) +% ky447) *% 3) +% 1) *% 12560) +% (j445 *% 784)) +% ((oy452 *% 28) +% ox454))] = Float(0)
               }
             }
-            if 27 < ((oy446 +% ky438) +% -1) {
-              for ox449 in 0..<28 {
-                arena[(((((((c437 *% 3) +% ky438) *% 3) +% 2) *% 12560) +% (j436 *% 784)) +% ((oy446 *% 28) +% ox449))] = Float(0)
+            if 27 < ((oy452 +% ky447) +% -1) {
+              for ox454 in 0..<28 {
+                arena[(((((((c446 *% 3) +% ky447) *% 3) +% 1) *% 12560) +% (j445 *% 784)) +% ((oy452 *% 28) +% ox454))] = Float(0)
+              }
+            }
+          }
+          for oy455 in 0..<28 {
+            if (-1 < ((oy455 +% ky447) +% -1) && ((oy455 +% ky447) +% -1) < 28) {
+              for ox456 in 0..<27 {
+                arena[(((((((c446 *% 3) +% ky447) *% 3) +% 2) *% 12560) +% (j445 *% 784)) +% ((oy455 *% 28) +% ox456))] = images[((((((g444 *% 16) +% j445) *% 784) +% (c446 *% 784)) +% (((oy455 +% ky447) +% -1) *% 28)) +% (ox456 +% 1))]
+              }
+              for ox457 in 0..<1 {
+                arena[(((((((c446 *% 3) +% ky447) *% 3) +% 2) *% 12560) +% (j445 *% 784)) +% ((oy455 *% 28) +% (ox457 +% 27)))] = Float(0)
+              }
+            }
+            if ((oy455 +% ky447) +% -1) < 0 {
+              for ox458 in 0..<28 {
+                arena[(((((((c446 *% 3) +% ky447) *% 3) +% 2) *% 12560) +% (j445 *% 784)) +% ((oy455 *% 28) +% ox458))] = Float(0)
+              }
+            }
+            if 27 < ((oy455 +% ky447) +% -1) {
+              for ox458 in 0..<28 {
+                arena[(((((((c446 *% 3) +% ky447) *% 3) +% 2) *% 12560) +% (j445 *% 784)) +% ((oy455 *% 28) +% ox458))] = Float(0)
               }
             }
           }
         }
       }
     }
-    for j450 in 0..<16 {
-      for i451 in 0..<784 {
-        for f452 in 0..<32 {
-          arena[((113040 +% (((j450 *% 784) +% i451) *% 32)) +% f452)] = arena[(((3228304 +% (((g435 *% 16) +% j450) *% 25088)) +% (f452 *% 784)) +% i451)]
+    for j459 in 0..<16 {
+      for i460 in 0..<784 {
+        for f461 in 0..<32 {
+          arena[((113040 +% (((j459 *% 784) +% i460) *% 32)) +% f461)] = arena[(((3228304 +% (((g444 *% 16) +% j459) *% 25088)) +% (f461 *% 784)) +% i460)]
         }
       }
     }
-    do {  // gemm460
-      for kp453 in 0..<7 {
-        for nb454 in 0..<2 {
-          for mb455 in 0..<1 {
-            var t456_c0_0 = loadVector(arena, ((514448 +% ((mb455 *% 5) *% 32)) +% (nb454 *% 16)))
-            var t456_c0_1 = loadVector(arena, (((514448 +% ((mb455 *% 5) *% 32)) +% (nb454 *% 16)) +% 8))
-            var t456_c1_0 = loadVector(arena, ((514448 +% (((mb455 *% 5) +% 1) *% 32)) +% (nb454 *% 16)))
-            var t456_c1_1 = loadVector(arena, (((514448 +% (((mb455 *% 5) +% 1) *% 32)) +% (nb454 *% 16)) +% 8))
-            var t456_c2_0 = loadVector(arena, ((514448 +% (((mb455 *% 5) +% 2) *% 32)) +% (nb454 *% 16)))
-            var t456_c2_1 = loadVector(arena, (((514448 +% (((mb455 *% 5) +% 2) *% 32)) +% (nb454 *% 16)) +% 8))
-            var t456_c3_0 = loadVector(arena, ((514448 +% (((mb455 *% 5) +% 3) *% 32)) +% (nb454 *% 16)))
-            var t456_c3_1 = loadVector(arena, (((514448 +% (((mb455 *% 5) +% 3) *% 32)) +% (nb454 *% 16)) +% 8))
-            var t456_c4_0 = loadVector(arena, ((514448 +% (((mb455 *% 5) +% 4) *% 32)) +% (nb454 *% 16)))
-            var t456_c4_1 = loadVector(arena, (((514448 +% (((mb455 *% 5) +% 4) *% 32)) +% (nb454 *% 16)) +% 8))
-            for k457 in 0..<1792 {
-              let t456_b0 = loadVector(arena, ((113040 +% ((k457 +% (kp453 *% 1792)) *% 32)) +% (nb454 *% 16)))
-              let t456_b1 = loadVector(arena, (((113040 +% ((k457 +% (kp453 *% 1792)) *% 32)) +% (nb454 *% 16)) +% 8))
-              let t456_a0 = Vector(repeating: arena[(((mb455 *% 5) *% 12560) +% (k457 +% (kp453 *% 1792)))])
-              t456_c0_0 = t456_c0_0.addingProduct(t456_a0, t456_b0)
-              t456_c0_1 = t456_c0_1.addingProduct(t456_a0, t456_b1)
-              let t456_a1 = Vector(repeating: arena[((((mb455 *% 5) +% 1) *% 12560) +% (k457 +% (kp453 *% 1792)))])
-              t456_c1_0 = t456_c1_0.addingProduct(t456_a1, t456_b0)
-              t456_c1_1 = t456_c1_1.addingProduct(t456_a1, t456_b1)
-              let t456_a2 = Vector(repeating: arena[((((mb455 *% 5) +% 2) *% 12560) +% (k457 +% (kp453 *% 1792)))])
-              t456_c2_0 = t456_c2_0.addingProduct(t456_a2, t456_b0)
-              t456_c2_1 = t456_c2_1.addingProduct(t456_a2, t456_b1)
-              let t456_a3 = Vector(repeating: arena[((((mb455 *% 5) +% 3) *% 12560) +% (k457 +% (kp453 *% 1792)))])
-              t456_c3_0 = t456_c3_0.addingProduct(t456_a3, t456_b0)
-              t456_c3_1 = t456_c3_1.addingProduct(t456_a3, t456_b1)
-              let t456_a4 = Vector(repeating: arena[((((mb455 *% 5) +% 4) *% 12560) +% (k457 +% (kp453 *% 1792)))])
-              t456_c4_0 = t456_c4_0.addingProduct(t456_a4, t456_b0)
-              t456_c4_1 = t456_c4_1.addingProduct(t456_a4, t456_b1)
+    do {  // gemm469
+      for kp462 in 0..<7 {
+        for nb463 in 0..<2 {
+          for mb464 in 0..<1 {
+            var t465_c0_0 = loadVector(arena, ((514448 +% ((mb464 *% 5) *% 32)) +% (nb463 *% 16)))
+            var t465_c0_1 = loadVector(arena, (((514448 +% ((mb464 *% 5) *% 32)) +% (nb463 *% 16)) +% 8))
+            var t465_c1_0 = loadVector(arena, ((514448 +% (((mb464 *% 5) +% 1) *% 32)) +% (nb463 *% 16)))
+            var t465_c1_1 = loadVector(arena, (((514448 +% (((mb464 *% 5) +% 1) *% 32)) +% (nb463 *% 16)) +% 8))
+            var t465_c2_0 = loadVector(arena, ((514448 +% (((mb464 *% 5) +% 2) *% 32)) +% (nb463 *% 16)))
+            var t465_c2_1 = loadVector(arena, (((514448 +% (((mb464 *% 5) +% 2) *% 32)) +% (nb463 *% 16)) +% 8))
+            var t465_c3_0 = loadVector(arena, ((514448 +% (((mb464 *% 5) +% 3) *% 32)) +% (nb463 *% 16)))
+            var t465_c3_1 = loadVector(arena, (((514448 +% (((mb464 *% 5) +% 3) *% 32)) +% (nb463 *% 16)) +% 8))
+            var t465_c4_0 = loadVector(arena, ((514448 +% (((mb464 *% 5) +% 4) *% 32)) +% (nb463 *% 16)))
+            var t465_c4_1 = loadVector(arena, (((514448 +% (((mb464 *% 5) +% 4) *% 32)) +% (nb463 *% 16)) +% 8))
+            for k466 in 0..<1792 {
+              let t465_b0 = loadVector(arena, ((113040 +% ((k466 +% (kp462 *% 1792)) *% 32)) +% (nb463 *% 16)))
+              let t465_b1 = loadVector(arena, (((113040 +% ((k466 +% (kp462 *% 1792)) *% 32)) +% (nb463 *% 16)) +% 8))
+              let t465_a0 = Vector(repeating: arena[(((mb464 *% 5) *% 12560) +% (k466 +% (kp462 *% 1792)))])
+              t465_c0_0 = t465_c0_0.addingProduct(t465_a0, t465_b0)
+              t465_c0_1 = t465_c0_1.addingProduct(t465_a0, t465_b1)
+              let t465_a1 = Vector(repeating: arena[((((mb464 *% 5) +% 1) *% 12560) +% (k466 +% (kp462 *% 1792)))])
+              t465_c1_0 = t465_c1_0.addingProduct(t465_a1, t465_b0)
+              t465_c1_1 = t465_c1_1.addingProduct(t465_a1, t465_b1)
+              let t465_a2 = Vector(repeating: arena[((((mb464 *% 5) +% 2) *% 12560) +% (k466 +% (kp462 *% 1792)))])
+              t465_c2_0 = t465_c2_0.addingProduct(t465_a2, t465_b0)
+              t465_c2_1 = t465_c2_1.addingProduct(t465_a2, t465_b1)
+              let t465_a3 = Vector(repeating: arena[((((mb464 *% 5) +% 3) *% 12560) +% (k466 +% (kp462 *% 1792)))])
+              t465_c3_0 = t465_c3_0.addingProduct(t465_a3, t465_b0)
+              t465_c3_1 = t465_c3_1.addingProduct(t465_a3, t465_b1)
+              let t465_a4 = Vector(repeating: arena[((((mb464 *% 5) +% 4) *% 12560) +% (k466 +% (kp462 *% 1792)))])
+              t465_c4_0 = t465_c4_0.addingProduct(t465_a4, t465_b0)
+              t465_c4_1 = t465_c4_1.addingProduct(t465_a4, t465_b1)
             }
-            storeVector(arena, ((514448 +% ((mb455 *% 5) *% 32)) +% (nb454 *% 16)), t456_c0_0)
-            storeVector(arena, (((514448 +% ((mb455 *% 5) *% 32)) +% (nb454 *% 16)) +% 8), t456_c0_1)
-            storeVector(arena, ((514448 +% (((mb455 *% 5) +% 1) *% 32)) +% (nb454 *% 16)), t456_c1_0)
-            storeVector(arena, (((514448 +% (((mb455 *% 5) +% 1) *% 32)) +% (nb454 *% 16)) +% 8), t456_c1_1)
-            storeVector(arena, ((514448 +% (((mb455 *% 5) +% 2) *% 32)) +% (nb454 *% 16)), t456_c2_0)
-            storeVector(arena, (((514448 +% (((mb455 *% 5) +% 2) *% 32)) +% (nb454 *% 16)) +% 8), t456_c2_1)
-            storeVector(arena, ((514448 +% (((mb455 *% 5) +% 3) *% 32)) +% (nb454 *% 16)), t456_c3_0)
-            storeVector(arena, (((514448 +% (((mb455 *% 5) +% 3) *% 32)) +% (nb454 *% 16)) +% 8), t456_c3_1)
-            storeVector(arena, ((514448 +% (((mb455 *% 5) +% 4) *% 32)) +% (nb454 *% 16)), t456_c4_0)
-            storeVector(arena, (((514448 +% (((mb455 *% 5) +% 4) *% 32)) +% (nb454 *% 16)) +% 8), t456_c4_1)
+            storeVector(arena, ((514448 +% ((mb464 *% 5) *% 32)) +% (nb463 *% 16)), t465_c0_0)
+            storeVector(arena, (((514448 +% ((mb464 *% 5) *% 32)) +% (nb463 *% 16)) +% 8), t465_c0_1)
+            storeVector(arena, ((514448 +% (((mb464 *% 5) +% 1) *% 32)) +% (nb463 *% 16)), t465_c1_0)
+            storeVector(arena, (((514448 +% (((mb464 *% 5) +% 1) *% 32)) +% (nb463 *% 16)) +% 8), t465_c1_1)
+            storeVector(arena, ((514448 +% (((mb464 *% 5) +% 2) *% 32)) +% (nb463 *% 16)), t465_c2_0)
+            storeVector(arena, (((514448 +% (((mb464 *% 5) +% 2) *% 32)) +% (nb463 *% 16)) +% 8), t465_c2_1)
+            storeVector(arena, ((514448 +% (((mb464 *% 5) +% 3) *% 32)) +% (nb463 *% 16)), t465_c3_0)
+            storeVector(arena, (((514448 +% (((mb464 *% 5) +% 3) *% 32)) +% (nb463 *% 16)) +% 8), t465_c3_1)
+            storeVector(arena, ((514448 +% (((mb464 *% 5) +% 4) *% 32)) +% (nb463 *% 16)), t465_c4_0)
+            storeVector(arena, (((514448 +% (((mb464 *% 5) +% 4) *% 32)) +% (nb463 *% 16)) +% 8), t465_c4_1)
           }
-          var t458_c0_0 = loadVector(arena, (514608 +% (nb454 *% 16)))
-          var t458_c0_1 = loadVector(arena, ((514608 +% (nb454 *% 16)) +% 8))
-          var t458_c1_0 = loadVector(arena, (514640 +% (nb454 *% 16)))
-          var t458_c1_1 = loadVector(arena, ((514640 +% (nb454 *% 16)) +% 8))
-          var t458_c2_0 = loadVector(arena, (514672 +% (nb454 *% 16)))
-          var t458_c2_1 = loadVector(arena, ((514672 +% (nb454 *% 16)) +% 8))
-          var t458_c3_0 = loadVector(arena, (514704 +% (nb454 *% 16)))
-          var t458_c3_1 = loadVector(arena, ((514704 +% (nb454 *% 16)) +% 8))
-          for k459 in 0..<1792 {
-            let t458_b0 = loadVector(arena, ((113040 +% ((k459 +% (kp453 *% 1792)) *% 32)) +% (nb454 *% 16)))
-            let t458_b1 = loadVector(arena, (((113040 +% ((k459 +% (kp453 *% 1792)) *% 32)) +% (nb454 *% 16)) +% 8))
-            let t458_a0 = Vector(repeating: arena[(62800 +% (k459 +% (kp453 *% 1792)))])
-            t458_c0_0 = t458_c0_0.addingProduct(t458_a0, t458_b0)
-            t458_c0_1 = t458_c0_1.addingProduct(t458_a0, t458_b1)
-            let t458_a1 = Vector(repeating: arena[(75360 +% (k459 +% (kp453 *% 1792)))])
-            t458_c1_0 = t458_c1_0.addingProduct(t458_a1, t458_b0)
-            t458_c1_1 = t458_c1_1.addingProduct(t458_a1, t458_b1)
-            let t458_a2 = Vector(repeating: arena[(87920 +% (k459 +% (kp453 *% 1792)))])
-            t458_c2_0 = t458_c2_0.addingProduct(t458_a2, t458_b0)
-            t458_c2_1 = t458_c2_1.addingProduct(t458_a2, t458_b1)
-            let t458_a3 = Vector(repeating: arena[(100480 +% (k459 +% (kp453 *% 1792)))])
-            t458_c3_0 = t458_c3_0.addingProduct(t458_a3, t458_b0)
-            t458_c3_1 = t458_c3_1.addingProduct(t458_a3, t458_b1)
+          var t467_c0_0 = loadVector(arena, (514608 +% (nb463 *% 16)))
+          var t467_c0_1 = loadVector(arena, ((514608 +% (nb463 *% 16)) +% 8))
+          var t467_c1_0 = loadVector(arena, (514640 +% (nb463 *% 16)))
+          var t467_c1_1 = loadVector(arena, ((514640 +% (nb463 *% 16)) +% 8))
+          var t467_c2_0 = loadVector(arena, (514672 +% (nb463 *% 16)))
+          var t467_c2_1 = loadVector(arena, ((514672 +% (nb463 *% 16)) +% 8))
+          var t467_c3_0 = loadVector(arena, (514704 +% (nb463 *% 16)))
+          var t467_c3_1 = loadVector(arena, ((514704 +% (nb463 *% 16)) +% 8))
+          for k468 in 0..<1792 {
+            let t467_b0 = loadVector(arena, ((113040 +% ((k468 +% (kp462 *% 1792)) *% 32)) +% (nb463 *% 16)))
+            let t467_b1 = loadVector(arena, (((113040 +% ((k468 +% (kp462 *% 1792)) *% 32)) +% (nb463 *% 16)) +% 8))
+            let t467_a0 = Vector(repeating: arena[(62800 +% (k468 +% (kp462 *% 1792)))])
+            t467_c0_0 = t467_c0_0.addingProduct(t467_a0, t467_b0)
+            t467_c0_1 = t467_c0_1.addingProduct(t467_a0, t467_b1)
+            let t467_a1 = Vector(repeating: arena[(75360 +% (k468 +% (kp462 *% 1792)))])
+            t467_c1_0 = t467_c1_0.addingProduct(t467_a1, t467_b0)
+            t467_c1_1 = t467_c1_1.addingProduct(t467_a1, t467_b1)
+            let t467_a2 = Vector(repeating: arena[(87920 +% (k468 +% (kp462 *% 1792)))])
+            t467_c2_0 = t467_c2_0.addingProduct(t467_a2, t467_b0)
+            t467_c2_1 = t467_c2_1.addingProduct(t467_a2, t467_b1)
+            let t467_a3 = Vector(repeating: arena[(100480 +% (k468 +% (kp462 *% 1792)))])
+            t467_c3_0 = t467_c3_0.addingProduct(t467_a3, t467_b0)
+            t467_c3_1 = t467_c3_1.addingProduct(t467_a3, t467_b1)
           }
-          storeVector(arena, (514608 +% (nb454 *% 16)), t458_c0_0)
-          storeVector(arena, ((514608 +% (nb454 *% 16)) +% 8), t458_c0_1)
-          storeVector(arena, (514640 +% (nb454 *% 16)), t458_c1_0)
-          storeVector(arena, ((514640 +% (nb454 *% 16)) +% 8), t458_c1_1)
-          storeVector(arena, (514672 +% (nb454 *% 16)), t458_c2_0)
-          storeVector(arena, ((514672 +% (nb454 *% 16)) +% 8), t458_c2_1)
-          storeVector(arena, (514704 +% (nb454 *% 16)), t458_c3_0)
-          storeVector(arena, ((514704 +% (nb454 *% 16)) +% 8), t458_c3_1)
+          storeVector(arena, (514608 +% (nb463 *% 16)), t467_c0_0)
+          storeVector(arena, ((514608 +% (nb463 *% 16)) +% 8), t467_c0_1)
+          storeVector(arena, (514640 +% (nb463 *% 16)), t467_c1_0)
+          storeVector(arena, ((514640 +% (nb463 *% 16)) +% 8), t467_c1_1)
+          storeVector(arena, (514672 +% (nb463 *% 16)), t467_c2_0)
+          storeVector(arena, ((514672 +% (nb463 *% 16)) +% 8), t467_c2_1)
+          storeVector(arena, (514704 +% (nb463 *% 16)), t467_c3_0)
+          storeVector(arena, ((514704 +% (nb463 *% 16)) +% 8), t467_c3_1)
         }
       }
     }
   }
-  for f461 in 0..<32 {
-    for r462 in 0..<9 {
-      grads[((f461 *% 9) +% r462)] = arena[((514448 +% (r462 *% 32)) +% f461)]
+  for f470 in 0..<32 {
+    for r471 in 0..<9 {
+      grads[((f470 *% 9) +% r471)] = arena[((514448 +% (r471 *% 32)) +% f470)]
     }
   }
   // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
-  for f463 in 0..<32 {
-    var acc464 = Vector()
-    for img465 in 0..<64 {
-      for i466 in 0..<98 {
-        acc464 = acc464.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((3228304 +% (img465 *% 25088)) +% (f463 *% 784)) +% (i466 *% 8))))
+  for f472 in 0..<32 {
+    var acc473 = Vector()
+    for img474 in 0..<64 {
+      for i475 in 0..<98 {
+        acc473 = acc473.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((3228304 +% (img474 *% 25088)) +% (f472 *% 784)) +% (i475 *% 8))))
       }
     }
-    storeVector(arena, 0, acc464)
-    var sum467: Float = (arena[0] + arena[1])
-    var sum468: Float = (sum467 + arena[2])
-    var sum469: Float = (sum468 + arena[3])
-    var sum470: Float = (sum469 + arena[4])
-    var sum471: Float = (sum470 + arena[5])
-    var sum472: Float = (sum471 + arena[6])
-    var sum473: Float = (sum472 + arena[7])
-    grads[(288 +% f463)] = sum473
+    storeVector(arena, 0, acc473)
+    var sum476: Float = (arena[0] + arena[1])
+    var sum477: Float = (sum476 + arena[2])
+    var sum478: Float = (sum477 + arena[3])
+    var sum479: Float = (sum478 + arena[4])
+    var sum480: Float = (sum479 + arena[5])
+    var sum481: Float = (sum480 + arena[6])
+    var sum482: Float = (sum481 + arena[7])
+    grads[(288 +% f472)] = sum482
   }
   // adam = update of 1625866 parameters
-  var step_size474: Float = (lr / (Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt475: Float = sqrtf((Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  for i476 in 0..<203233 {
-    let g_v = (loadVector(grads, (i476 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i476 *% 8))))
-    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i476 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, (i476 *% 8))) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-    storeVector(m, (i476 *% 8), m_new_v)
-    storeVector(v, (i476 *% 8), v_new_v)
-    storeVector(params, (i476 *% 8), (loadVector(params, (i476 *% 8)) - ((Vector(repeating: step_size474) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt475)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
+  var step_size483: Float = (lr / (Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt484: Float = sqrtf((Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  for i485 in 0..<203233 {
+    let g_v = (loadVector(grads, (i485 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i485 *% 8))))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i485 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, (i485 *% 8))) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storeVector(m, (i485 *% 8), m_new_v)
+    storeVector(v, (i485 *% 8), v_new_v)
+    storeVector(params, (i485 *% 8), (loadVector(params, (i485 *% 8)) - ((Vector(repeating: step_size483) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt484)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
   }
-  for i476 in 0..<1 {
-    let g_v = (loadPartial(grads, (i476 +% 1625864), 2) + (Vector(repeating: Float(0)) * loadPartial(params, (i476 +% 1625864), 2)))
-    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadPartial(m, (i476 +% 1625864), 2)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadPartial(v, (i476 +% 1625864), 2)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-    storePartial(m, (i476 +% 1625864), m_new_v, 2)
-    storePartial(v, (i476 +% 1625864), v_new_v, 2)
-    storePartial(params, (i476 +% 1625864), (loadPartial(params, (i476 +% 1625864), 2) - ((Vector(repeating: step_size474) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt475)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))), 2)
+  for i485 in 0..<1 {
+    let g_v = (loadPartial(grads, (i485 +% 1625864), 2) + (Vector(repeating: Float(0)) * loadPartial(params, (i485 +% 1625864), 2)))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadPartial(m, (i485 +% 1625864), 2)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadPartial(v, (i485 +% 1625864), 2)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storePartial(m, (i485 +% 1625864), m_new_v, 2)
+    storePartial(v, (i485 +% 1625864), v_new_v, 2)
+    storePartial(params, (i485 +% 1625864), (loadPartial(params, (i485 +% 1625864), 2) - ((Vector(repeating: step_size483) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt484)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))), 2)
   }
 }
 
@@ -1747,10 +1768,10 @@ public func convnet_infer_b64(
   }
   for g60 in 0..<64 {
     for j61 in 0..<1 {
-      for c62 in 0..<32 {
-        for iy63 in 0..<28 {
+      for iy62 in 0..<28 {
+        for c63 in 0..<32 {
           for ix64 in 0..<28 {
-            arena[(3244032 +% ((((j61 *% 28800) +% ((iy63 +% 1) *% 960)) +% ((ix64 +% 1) *% 32)) +% c62))] = arena[(((((g60 +% j61) *% 25088) +% (c62 *% 784)) +% (iy63 *% 28)) +% ix64)]
+            arena[(3244032 +% ((((j61 *% 28800) +% ((iy62 +% 1) *% 960)) +% ((ix64 +% 1) *% 32)) +% c63))] = arena[(((((g60 +% j61) *% 25088) +% (c63 *% 784)) +% (iy62 *% 28)) +% ix64)]
           }
         }
       }
@@ -1935,16 +1956,30 @@ public func convnet_infer_b64(
         }
       }
       for j139 in 0..<1 {
-        for c140 in 0..<32 {
-          for q141 in 0..<196 {
-            arena[(1605632 +% ((((g60 +% j139) *% 12544) +% (((part102 *% 32) +% c140) *% 196)) +% q141))] = arena[((3573888 +% (((j139 *% 196) +% q141) *% 64)) +% ((part102 *% 32) +% c140))]
+        for qb140 in 0..<3 {
+          for c141 in 0..<32 {
+            for q142 in 0..<64 {
+              arena[(1605632 +% ((((g60 +% j139) *% 12544) +% (((part102 *% 32) +% c141) *% 196)) +% (q142 +% (qb140 *% 64))))] = arena[((3573888 +% (((j139 *% 196) +% (q142 +% (qb140 *% 64))) *% 64)) +% ((part102 *% 32) +% c141))]
+            }
+          }
+        }
+        for c143 in 0..<32 {
+          for q144 in 0..<4 {
+            arena[(1605632 +% ((((g60 +% j139) *% 12544) +% (((part102 *% 32) +% c143) *% 196)) +% (q144 +% 192)))] = arena[((3573888 +% (((j139 *% 196) +% (q144 +% 192)) *% 64)) +% ((part102 *% 32) +% c143))]
           }
         }
       }
-      for j142 in 0..<1 {
-        for c143 in 0..<32 {
-          for q144 in 0..<196 {
-            arena[(2408448 +% ((((g60 +% j142) *% 12544) +% (((part102 *% 32) +% c143) *% 196)) +% q144))] = arena[((3586432 +% (((j142 *% 196) +% q144) *% 64)) +% ((part102 *% 32) +% c143))]
+      for j145 in 0..<1 {
+        for qb146 in 0..<3 {
+          for c147 in 0..<32 {
+            for q148 in 0..<64 {
+              arena[(2408448 +% ((((g60 +% j145) *% 12544) +% (((part102 *% 32) +% c147) *% 196)) +% (q148 +% (qb146 *% 64))))] = arena[((3586432 +% (((j145 *% 196) +% (q148 +% (qb146 *% 64))) *% 64)) +% ((part102 *% 32) +% c147))]
+            }
+          }
+        }
+        for c149 in 0..<32 {
+          for q150 in 0..<4 {
+            arena[(2408448 +% ((((g60 +% j145) *% 12544) +% (((part102 *% 32) +% c149) *% 196)) +% (q150 +% 192)))] = arena[((3586432 +% (((j145 *% 196) +% (q150 +% 192)) *% 64)) +% ((part102 *% 32) +% c149))]
           }
         }
       }
@@ -1952,117 +1987,117 @@ public func convnet_infer_b64(
   }
   // flat = flatten(conv2)
   // fc1 = dense_relu(flat)
-  for n145 in 0..<64 {
-    for k146 in 0..<12544 {
-      arena[((8192 +% (k146 *% 64)) +% n145)] = arena[((1605632 +% (n145 *% 12544)) +% k146)]
+  for n151 in 0..<64 {
+    for k152 in 0..<12544 {
+      arena[((8192 +% (k152 *% 64)) +% n151)] = arena[((1605632 +% (n151 *% 12544)) +% k152)]
     }
   }
-  do {  // gemm157
-    for r147 in 0..<128 {
-      for i148 in 0..<8 {
-        storeVector(arena, ((i148 *% 8) +% (811008 +% (r147 *% 64))), Vector(repeating: Float(0)))
+  do {  // gemm163
+    for r153 in 0..<128 {
+      for i154 in 0..<8 {
+        storeVector(arena, ((i154 *% 8) +% (811008 +% (r153 *% 64))), Vector(repeating: Float(0)))
       }
     }
-    for kp149 in 0..<14 {
-      for nb150 in 0..<2 {
-        for mb151 in 0..<32 {
-          var t152_c0_0 = loadVector(arena, ((811008 +% ((mb151 *% 4) *% 64)) +% (nb150 *% 24)))
-          var t152_c0_1 = loadVector(arena, (((811008 +% ((mb151 *% 4) *% 64)) +% (nb150 *% 24)) +% 8))
-          var t152_c0_2 = loadVector(arena, (((811008 +% ((mb151 *% 4) *% 64)) +% (nb150 *% 24)) +% 16))
-          var t152_c1_0 = loadVector(arena, ((811008 +% (((mb151 *% 4) +% 1) *% 64)) +% (nb150 *% 24)))
-          var t152_c1_1 = loadVector(arena, (((811008 +% (((mb151 *% 4) +% 1) *% 64)) +% (nb150 *% 24)) +% 8))
-          var t152_c1_2 = loadVector(arena, (((811008 +% (((mb151 *% 4) +% 1) *% 64)) +% (nb150 *% 24)) +% 16))
-          var t152_c2_0 = loadVector(arena, ((811008 +% (((mb151 *% 4) +% 2) *% 64)) +% (nb150 *% 24)))
-          var t152_c2_1 = loadVector(arena, (((811008 +% (((mb151 *% 4) +% 2) *% 64)) +% (nb150 *% 24)) +% 8))
-          var t152_c2_2 = loadVector(arena, (((811008 +% (((mb151 *% 4) +% 2) *% 64)) +% (nb150 *% 24)) +% 16))
-          var t152_c3_0 = loadVector(arena, ((811008 +% (((mb151 *% 4) +% 3) *% 64)) +% (nb150 *% 24)))
-          var t152_c3_1 = loadVector(arena, (((811008 +% (((mb151 *% 4) +% 3) *% 64)) +% (nb150 *% 24)) +% 8))
-          var t152_c3_2 = loadVector(arena, (((811008 +% (((mb151 *% 4) +% 3) *% 64)) +% (nb150 *% 24)) +% 16))
-          for k153 in 0..<896 {
-            let t152_b0 = loadVector(arena, ((8192 +% ((k153 +% (kp149 *% 896)) *% 64)) +% (nb150 *% 24)))
-            let t152_b1 = loadVector(arena, (((8192 +% ((k153 +% (kp149 *% 896)) *% 64)) +% (nb150 *% 24)) +% 8))
-            let t152_b2 = loadVector(arena, (((8192 +% ((k153 +% (kp149 *% 896)) *% 64)) +% (nb150 *% 24)) +% 16))
-            let t152_a0 = Vector(repeating: params[((18816 +% ((mb151 *% 4) *% 12544)) +% (k153 +% (kp149 *% 896)))])
-            t152_c0_0 = t152_c0_0.addingProduct(t152_a0, t152_b0)
-            t152_c0_1 = t152_c0_1.addingProduct(t152_a0, t152_b1)
-            t152_c0_2 = t152_c0_2.addingProduct(t152_a0, t152_b2)
-            let t152_a1 = Vector(repeating: params[((18816 +% (((mb151 *% 4) +% 1) *% 12544)) +% (k153 +% (kp149 *% 896)))])
-            t152_c1_0 = t152_c1_0.addingProduct(t152_a1, t152_b0)
-            t152_c1_1 = t152_c1_1.addingProduct(t152_a1, t152_b1)
-            t152_c1_2 = t152_c1_2.addingProduct(t152_a1, t152_b2)
-            let t152_a2 = Vector(repeating: params[((18816 +% (((mb151 *% 4) +% 2) *% 12544)) +% (k153 +% (kp149 *% 896)))])
-            t152_c2_0 = t152_c2_0.addingProduct(t152_a2, t152_b0)
-            t152_c2_1 = t152_c2_1.addingProduct(t152_a2, t152_b1)
-            t152_c2_2 = t152_c2_2.addingProduct(t152_a2, t152_b2)
-            let t152_a3 = Vector(repeating: params[((18816 +% (((mb151 *% 4) +% 3) *% 12544)) +% (k153 +% (kp149 *% 896)))])
-            t152_c3_0 = t152_c3_0.addingProduct(t152_a3, t152_b0)
-            t152_c3_1 = t152_c3_1.addingProduct(t152_a3, t152_b1)
-            t152_c3_2 = t152_c3_2.addingProduct(t152_a3, t152_b2)
+    for kp155 in 0..<14 {
+      for nb156 in 0..<2 {
+        for mb157 in 0..<32 {
+          var t158_c0_0 = loadVector(arena, ((811008 +% ((mb157 *% 4) *% 64)) +% (nb156 *% 24)))
+          var t158_c0_1 = loadVector(arena, (((811008 +% ((mb157 *% 4) *% 64)) +% (nb156 *% 24)) +% 8))
+          var t158_c0_2 = loadVector(arena, (((811008 +% ((mb157 *% 4) *% 64)) +% (nb156 *% 24)) +% 16))
+          var t158_c1_0 = loadVector(arena, ((811008 +% (((mb157 *% 4) +% 1) *% 64)) +% (nb156 *% 24)))
+          var t158_c1_1 = loadVector(arena, (((811008 +% (((mb157 *% 4) +% 1) *% 64)) +% (nb156 *% 24)) +% 8))
+          var t158_c1_2 = loadVector(arena, (((811008 +% (((mb157 *% 4) +% 1) *% 64)) +% (nb156 *% 24)) +% 16))
+          var t158_c2_0 = loadVector(arena, ((811008 +% (((mb157 *% 4) +% 2) *% 64)) +% (nb156 *% 24)))
+          var t158_c2_1 = loadVector(arena, (((811008 +% (((mb157 *% 4) +% 2) *% 64)) +% (nb156 *% 24)) +% 8))
+          var t158_c2_2 = loadVector(arena, (((811008 +% (((mb157 *% 4) +% 2) *% 64)) +% (nb156 *% 24)) +% 16))
+          var t158_c3_0 = loadVector(arena, ((811008 +% (((mb157 *% 4) +% 3) *% 64)) +% (nb156 *% 24)))
+          var t158_c3_1 = loadVector(arena, (((811008 +% (((mb157 *% 4) +% 3) *% 64)) +% (nb156 *% 24)) +% 8))
+          var t158_c3_2 = loadVector(arena, (((811008 +% (((mb157 *% 4) +% 3) *% 64)) +% (nb156 *% 24)) +% 16))
+          for k159 in 0..<896 {
+            let t158_b0 = loadVector(arena, ((8192 +% ((k159 +% (kp155 *% 896)) *% 64)) +% (nb156 *% 24)))
+            let t158_b1 = loadVector(arena, (((8192 +% ((k159 +% (kp155 *% 896)) *% 64)) +% (nb156 *% 24)) +% 8))
+            let t158_b2 = loadVector(arena, (((8192 +% ((k159 +% (kp155 *% 896)) *% 64)) +% (nb156 *% 24)) +% 16))
+            let t158_a0 = Vector(repeating: params[((18816 +% ((mb157 *% 4) *% 12544)) +% (k159 +% (kp155 *% 896)))])
+            t158_c0_0 = t158_c0_0.addingProduct(t158_a0, t158_b0)
+            t158_c0_1 = t158_c0_1.addingProduct(t158_a0, t158_b1)
+            t158_c0_2 = t158_c0_2.addingProduct(t158_a0, t158_b2)
+            let t158_a1 = Vector(repeating: params[((18816 +% (((mb157 *% 4) +% 1) *% 12544)) +% (k159 +% (kp155 *% 896)))])
+            t158_c1_0 = t158_c1_0.addingProduct(t158_a1, t158_b0)
+            t158_c1_1 = t158_c1_1.addingProduct(t158_a1, t158_b1)
+            t158_c1_2 = t158_c1_2.addingProduct(t158_a1, t158_b2)
+            let t158_a2 = Vector(repeating: params[((18816 +% (((mb157 *% 4) +% 2) *% 12544)) +% (k159 +% (kp155 *% 896)))])
+            t158_c2_0 = t158_c2_0.addingProduct(t158_a2, t158_b0)
+            t158_c2_1 = t158_c2_1.addingProduct(t158_a2, t158_b1)
+            t158_c2_2 = t158_c2_2.addingProduct(t158_a2, t158_b2)
+            let t158_a3 = Vector(repeating: params[((18816 +% (((mb157 *% 4) +% 3) *% 12544)) +% (k159 +% (kp155 *% 896)))])
+            t158_c3_0 = t158_c3_0.addingProduct(t158_a3, t158_b0)
+            t158_c3_1 = t158_c3_1.addingProduct(t158_a3, t158_b1)
+            t158_c3_2 = t158_c3_2.addingProduct(t158_a3, t158_b2)
           }
-          storeVector(arena, ((811008 +% ((mb151 *% 4) *% 64)) +% (nb150 *% 24)), t152_c0_0)
-          storeVector(arena, (((811008 +% ((mb151 *% 4) *% 64)) +% (nb150 *% 24)) +% 8), t152_c0_1)
-          storeVector(arena, (((811008 +% ((mb151 *% 4) *% 64)) +% (nb150 *% 24)) +% 16), t152_c0_2)
-          storeVector(arena, ((811008 +% (((mb151 *% 4) +% 1) *% 64)) +% (nb150 *% 24)), t152_c1_0)
-          storeVector(arena, (((811008 +% (((mb151 *% 4) +% 1) *% 64)) +% (nb150 *% 24)) +% 8), t152_c1_1)
-          storeVector(arena, (((811008 +% (((mb151 *% 4) +% 1) *% 64)) +% (nb150 *% 24)) +% 16), t152_c1_2)
-          storeVector(arena, ((811008 +% (((mb151 *% 4) +% 2) *% 64)) +% (nb150 *% 24)), t152_c2_0)
-          storeVector(arena, (((811008 +% (((mb151 *% 4) +% 2) *% 64)) +% (nb150 *% 24)) +% 8), t152_c2_1)
-          storeVector(arena, (((811008 +% (((mb151 *% 4) +% 2) *% 64)) +% (nb150 *% 24)) +% 16), t152_c2_2)
-          storeVector(arena, ((811008 +% (((mb151 *% 4) +% 3) *% 64)) +% (nb150 *% 24)), t152_c3_0)
-          storeVector(arena, (((811008 +% (((mb151 *% 4) +% 3) *% 64)) +% (nb150 *% 24)) +% 8), t152_c3_1)
-          storeVector(arena, (((811008 +% (((mb151 *% 4) +% 3) *% 64)) +% (nb150 *% 24)) +% 16), t152_c3_2)
+          storeVector(arena, ((811008 +% ((mb157 *% 4) *% 64)) +% (nb156 *% 24)), t158_c0_0)
+          storeVector(arena, (((811008 +% ((mb157 *% 4) *% 64)) +% (nb156 *% 24)) +% 8), t158_c0_1)
+          storeVector(arena, (((811008 +% ((mb157 *% 4) *% 64)) +% (nb156 *% 24)) +% 16), t158_c0_2)
+          storeVector(arena, ((811008 +% (((mb157 *% 4) +% 1) *% 64)) +% (nb156 *% 24)), t158_c1_0)
+          storeVector(arena, (((811008 +% (((mb157 *% 4) +% 1) *% 64)) +% (nb156 *% 24)) +% 8), t158_c1_1)
+          storeVector(arena, (((811008 +% (((mb157 *% 4) +% 1) *% 64)) +% (nb156 *% 24)) +% 16), t158_c1_2)
+          storeVector(arena, ((811008 +% (((mb157 *% 4) +% 2) *% 64)) +% (nb156 *% 24)), t158_c2_0)
+          storeVector(arena, (((811008 +% (((mb157 *% 4) +% 2) *% 64)) +% (nb156 *% 24)) +% 8), t158_c2_1)
+          storeVector(arena, (((811008 +% (((mb157 *% 4) +% 2) *% 64)) +% (nb156 *% 24)) +% 16), t158_c2_2)
+          storeVector(arena, ((811008 +% (((mb157 *% 4) +% 3) *% 64)) +% (nb156 *% 24)), t158_c3_0)
+          storeVector(arena, (((811008 +% (((mb157 *% 4) +% 3) *% 64)) +% (nb156 *% 24)) +% 8), t158_c3_1)
+          storeVector(arena, (((811008 +% (((mb157 *% 4) +% 3) *% 64)) +% (nb156 *% 24)) +% 16), t158_c3_2)
         }
       }
-      for mb154 in 0..<32 {
-        var t155_c0_0 = loadVector(arena, ((811008 +% ((mb154 *% 4) *% 64)) +% 48))
-        var t155_c0_1 = loadVector(arena, (((811008 +% ((mb154 *% 4) *% 64)) +% 48) +% 8))
-        var t155_c1_0 = loadVector(arena, ((811008 +% (((mb154 *% 4) +% 1) *% 64)) +% 48))
-        var t155_c1_1 = loadVector(arena, (((811008 +% (((mb154 *% 4) +% 1) *% 64)) +% 48) +% 8))
-        var t155_c2_0 = loadVector(arena, ((811008 +% (((mb154 *% 4) +% 2) *% 64)) +% 48))
-        var t155_c2_1 = loadVector(arena, (((811008 +% (((mb154 *% 4) +% 2) *% 64)) +% 48) +% 8))
-        var t155_c3_0 = loadVector(arena, ((811008 +% (((mb154 *% 4) +% 3) *% 64)) +% 48))
-        var t155_c3_1 = loadVector(arena, (((811008 +% (((mb154 *% 4) +% 3) *% 64)) +% 48) +% 8))
-        for k156 in 0..<896 {
-          let t155_b0 = loadVector(arena, ((8192 +% ((k156 +% (kp149 *% 896)) *% 64)) +% 48))
-          let t155_b1 = loadVector(arena, (((8192 +% ((k156 +% (kp149 *% 896)) *% 64)) +% 48) +% 8))
-          let t155_a0 = Vector(repeating: params[((18816 +% ((mb154 *% 4) *% 12544)) +% (k156 +% (kp149 *% 896)))])
-          t155_c0_0 = t155_c0_0.addingProduct(t155_a0, t155_b0)
-          t155_c0_1 = t155_c0_1.addingProduct(t155_a0, t155_b1)
-          let t155_a1 = Vector(repeating: params[((18816 +% (((mb154 *% 4) +% 1) *% 12544)) +% (k156 +% (kp149 *% 896)))])
-          t155_c1_0 = t155_c1_0.addingProduct(t155_a1, t155_b0)
-          t155_c1_1 = t155_c1_1.addingProduct(t155_a1, t155_b1)
-          let t155_a2 = Vector(repeating: params[((18816 +% (((mb154 *% 4) +% 2) *% 12544)) +% (k156 +% (kp149 *% 896)))])
-          t155_c2_0 = t155_c2_0.addingProduct(t155_a2, t155_b0)
-          t155_c2_1 = t155_c2_1.addingProduct(t155_a2, t155_b1)
-          let t155_a3 = Vector(repeating: params[((18816 +% (((mb154 *% 4) +% 3) *% 12544)) +% (k156 +% (kp149 *% 896)))])
-          t155_c3_0 = t155_c3_0.addingProduct(t155_a3, t155_b0)
-          t155_c3_1 = t155_c3_1.addingProduct(t155_a3, t155_b1)
+      for mb160 in 0..<32 {
+        var t161_c0_0 = loadVector(arena, ((811008 +% ((mb160 *% 4) *% 64)) +% 48))
+        var t161_c0_1 = loadVector(arena, (((811008 +% ((mb160 *% 4) *% 64)) +% 48) +% 8))
+        var t161_c1_0 = loadVector(arena, ((811008 +% (((mb160 *% 4) +% 1) *% 64)) +% 48))
+        var t161_c1_1 = loadVector(arena, (((811008 +% (((mb160 *% 4) +% 1) *% 64)) +% 48) +% 8))
+        var t161_c2_0 = loadVector(arena, ((811008 +% (((mb160 *% 4) +% 2) *% 64)) +% 48))
+        var t161_c2_1 = loadVector(arena, (((811008 +% (((mb160 *% 4) +% 2) *% 64)) +% 48) +% 8))
+        var t161_c3_0 = loadVector(arena, ((811008 +% (((mb160 *% 4) +% 3) *% 64)) +% 48))
+        var t161_c3_1 = loadVector(arena, (((811008 +% (((mb160 *% 4) +% 3) *% 64)) +% 48) +% 8))
+        for k162 in 0..<896 {
+          let t161_b0 = loadVector(arena, ((8192 +% ((k162 +% (kp155 *% 896)) *% 64)) +% 48))
+          let t161_b1 = loadVector(arena, (((8192 +% ((k162 +% (kp155 *% 896)) *% 64)) +% 48) +% 8))
+          let t161_a0 = Vector(repeating: params[((18816 +% ((mb160 *% 4) *% 12544)) +% (k162 +% (kp155 *% 896)))])
+          t161_c0_0 = t161_c0_0.addingProduct(t161_a0, t161_b0)
+          t161_c0_1 = t161_c0_1.addingProduct(t161_a0, t161_b1)
+          let t161_a1 = Vector(repeating: params[((18816 +% (((mb160 *% 4) +% 1) *% 12544)) +% (k162 +% (kp155 *% 896)))])
+          t161_c1_0 = t161_c1_0.addingProduct(t161_a1, t161_b0)
+          t161_c1_1 = t161_c1_1.addingProduct(t161_a1, t161_b1)
+          let t161_a2 = Vector(repeating: params[((18816 +% (((mb160 *% 4) +% 2) *% 12544)) +% (k162 +% (kp155 *% 896)))])
+          t161_c2_0 = t161_c2_0.addingProduct(t161_a2, t161_b0)
+          t161_c2_1 = t161_c2_1.addingProduct(t161_a2, t161_b1)
+          let t161_a3 = Vector(repeating: params[((18816 +% (((mb160 *% 4) +% 3) *% 12544)) +% (k162 +% (kp155 *% 896)))])
+          t161_c3_0 = t161_c3_0.addingProduct(t161_a3, t161_b0)
+          t161_c3_1 = t161_c3_1.addingProduct(t161_a3, t161_b1)
         }
-        storeVector(arena, ((811008 +% ((mb154 *% 4) *% 64)) +% 48), t155_c0_0)
-        storeVector(arena, (((811008 +% ((mb154 *% 4) *% 64)) +% 48) +% 8), t155_c0_1)
-        storeVector(arena, ((811008 +% (((mb154 *% 4) +% 1) *% 64)) +% 48), t155_c1_0)
-        storeVector(arena, (((811008 +% (((mb154 *% 4) +% 1) *% 64)) +% 48) +% 8), t155_c1_1)
-        storeVector(arena, ((811008 +% (((mb154 *% 4) +% 2) *% 64)) +% 48), t155_c2_0)
-        storeVector(arena, (((811008 +% (((mb154 *% 4) +% 2) *% 64)) +% 48) +% 8), t155_c2_1)
-        storeVector(arena, ((811008 +% (((mb154 *% 4) +% 3) *% 64)) +% 48), t155_c3_0)
-        storeVector(arena, (((811008 +% (((mb154 *% 4) +% 3) *% 64)) +% 48) +% 8), t155_c3_1)
+        storeVector(arena, ((811008 +% ((mb160 *% 4) *% 64)) +% 48), t161_c0_0)
+        storeVector(arena, (((811008 +% ((mb160 *% 4) *% 64)) +% 48) +% 8), t161_c0_1)
+        storeVector(arena, ((811008 +% (((mb160 *% 4) +% 1) *% 64)) +% 48), t161_c1_0)
+        storeVector(arena, (((811008 +% (((mb160 *% 4) +% 1) *% 64)) +% 48) +% 8), t161_c1_1)
+        storeVector(arena, ((811008 +% (((mb160 *% 4) +% 2) *% 64)) +% 48), t161_c2_0)
+        storeVector(arena, (((811008 +% (((mb160 *% 4) +% 2) *% 64)) +% 48) +% 8), t161_c2_1)
+        storeVector(arena, ((811008 +% (((mb160 *% 4) +% 3) *% 64)) +% 48), t161_c3_0)
+        storeVector(arena, (((811008 +% (((mb160 *% 4) +% 3) *% 64)) +% 48) +% 8), t161_c3_1)
       }
     }
   }
-  for n158 in 0..<64 {
-    for u159 in 0..<128 {
-      arena[((n158 *% 128) +% u159)] = ((arena[((811008 +% (u159 *% 64)) +% n158)] + params[(1624448 +% u159)]) > Float(0) ? (arena[((811008 +% (u159 *% 64)) +% n158)] + params[(1624448 +% u159)]) : Float(0))
+  for n164 in 0..<64 {
+    for u165 in 0..<128 {
+      arena[((n164 *% 128) +% u165)] = ((arena[((811008 +% (u165 *% 64)) +% n164)] + params[(1624448 +% u165)]) > Float(0) ? (arena[((811008 +% (u165 *% 64)) +% n164)] + params[(1624448 +% u165)]) : Float(0))
     }
   }
   // drop = dropout(fc1)
   // fc2 = dense(drop)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 0, 128, params + 1624576, 128, Float(bitPattern: 0x0), arena + 8192, 10)
-  for n160 in 0..<64 {
-    for u161 in 0..<1 {
-      storeVector(arena, ((u161 *% 8) +% (8192 +% (n160 *% 10))), (loadVector(arena, ((u161 *% 8) +% (8192 +% (n160 *% 10)))) + loadVector(params, ((u161 *% 8) +% 1625856))))
+  for n166 in 0..<64 {
+    for u167 in 0..<1 {
+      storeVector(arena, ((u167 *% 8) +% (8192 +% (n166 *% 10))), (loadVector(arena, ((u167 *% 8) +% (8192 +% (n166 *% 10)))) + loadVector(params, ((u167 *% 8) +% 1625856))))
     }
-    for u161 in 0..<1 {
-      storePartial(arena, ((u161 +% 8) +% (8192 +% (n160 *% 10))), (loadPartial(arena, ((u161 +% 8) +% (8192 +% (n160 *% 10))), 2) + loadPartial(params, ((u161 +% 8) +% 1625856), 2)), 2)
+    for u167 in 0..<1 {
+      storePartial(arena, ((u167 +% 8) +% (8192 +% (n166 *% 10))), (loadPartial(arena, ((u167 +% 8) +% (8192 +% (n166 *% 10))), 2) + loadPartial(params, ((u167 +% 8) +% 1625856), 2)), 2)
     }
   }
 }

@@ -1239,55 +1239,55 @@ conv2.i52:                                        ; preds = %conv2.i52, %conv2.c
 conv2.i52.end:                                    ; preds = %conv2.i52
   br label %conv2.g53
 
-conv2.g53:                                        ; preds = %conv2.j134.end, %conv2.i52.end
-  %conv2.g5365 = phi i64 [ 0, %conv2.i52.end ], [ %g53.next, %conv2.j134.end ]
+conv2.g53:                                        ; preds = %conv2.j137.end, %conv2.i52.end
+  %conv2.g5365 = phi i64 [ 0, %conv2.i52.end ], [ %g53.next, %conv2.j137.end ]
   br label %conv2.j54
 
-conv2.g53.end:                                    ; preds = %conv2.j134.end
+conv2.g53.end:                                    ; preds = %conv2.j137.end
   ret void
 
-conv2.j54:                                        ; preds = %conv2.c55.end, %conv2.g53
-  %conv2.j5466 = phi i64 [ 0, %conv2.g53 ], [ %j54.next, %conv2.c55.end ]
-  br label %conv2.c55
+conv2.j54:                                        ; preds = %conv2.iy55.end, %conv2.g53
+  %conv2.j5466 = phi i64 [ 0, %conv2.g53 ], [ %j54.next, %conv2.iy55.end ]
+  br label %conv2.iy55
 
-conv2.j54.end:                                    ; preds = %conv2.c55.end
+conv2.j54.end:                                    ; preds = %conv2.iy55.end
   br label %conv2.j58
 
-conv2.c55:                                        ; preds = %conv2.iy56.end, %conv2.j54
-  %conv2.c5567 = phi i64 [ 0, %conv2.j54 ], [ %c55.next, %conv2.iy56.end ]
-  br label %conv2.iy56
+conv2.iy55:                                       ; preds = %conv2.c56.end, %conv2.j54
+  %conv2.iy5567 = phi i64 [ 0, %conv2.j54 ], [ %iy55.next, %conv2.c56.end ]
+  br label %conv2.c56
 
-conv2.c55.end:                                    ; preds = %conv2.iy56.end
+conv2.iy55.end:                                   ; preds = %conv2.c56.end
   %j54.next = add nsw i64 %conv2.j5466, 1
   %235 = icmp slt i64 %j54.next, 1
   br i1 %235, label %conv2.j54, label %conv2.j54.end
 
-conv2.iy56:                                       ; preds = %conv2.ix57.end, %conv2.c55
-  %conv2.iy5668 = phi i64 [ 0, %conv2.c55 ], [ %iy56.next, %conv2.ix57.end ]
+conv2.c56:                                        ; preds = %conv2.ix57.end, %conv2.iy55
+  %conv2.c5668 = phi i64 [ 0, %conv2.iy55 ], [ %c56.next, %conv2.ix57.end ]
   br label %conv2.ix57
 
-conv2.iy56.end:                                   ; preds = %conv2.ix57.end
-  %c55.next = add nsw i64 %conv2.c5567, 1
-  %236 = icmp slt i64 %c55.next, 32
-  br i1 %236, label %conv2.c55, label %conv2.c55.end
+conv2.c56.end:                                    ; preds = %conv2.ix57.end
+  %iy55.next = add nsw i64 %conv2.iy5567, 1
+  %236 = icmp slt i64 %iy55.next, 26
+  br i1 %236, label %conv2.iy55, label %conv2.iy55.end
 
-conv2.ix57:                                       ; preds = %conv2.ix57, %conv2.iy56
-  %conv2.ix5769 = phi i64 [ 0, %conv2.iy56 ], [ %ix57.next, %conv2.ix57 ]
+conv2.ix57:                                       ; preds = %conv2.ix57, %conv2.c56
+  %conv2.ix5769 = phi i64 [ 0, %conv2.c56 ], [ %ix57.next, %conv2.ix57 ]
   %237 = add nsw i64 %conv2.g5365, %conv2.j5466
   %238 = mul nsw i64 %237, 21632
-  %239 = mul nsw i64 %conv2.c5567, 676
+  %239 = mul nsw i64 %conv2.c5668, 676
   %240 = add nsw i64 %238, %239
-  %241 = mul nsw i64 %conv2.iy5668, 26
+  %241 = mul nsw i64 %conv2.iy5567, 26
   %242 = add nsw i64 %240, %241
   %243 = add nsw i64 %242, %conv2.ix5769
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %243
   %244 = load float, ptr %arena70, align 4
   %245 = mul nsw i64 %conv2.j5466, 21632
-  %246 = mul nsw i64 %conv2.iy5668, 832
+  %246 = mul nsw i64 %conv2.iy5567, 832
   %247 = add nsw i64 %245, %246
   %248 = mul nsw i64 %conv2.ix5769, 32
   %249 = add nsw i64 %247, %248
-  %250 = add nsw i64 %249, %conv2.c5567
+  %250 = add nsw i64 %249, %conv2.c5668
   %251 = add nsw i64 2596864, %250
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %251
   store float %244, ptr %arena71, align 4
@@ -1296,9 +1296,9 @@ conv2.ix57:                                       ; preds = %conv2.ix57, %conv2.
   br i1 %252, label %conv2.ix57, label %conv2.ix57.end
 
 conv2.ix57.end:                                   ; preds = %conv2.ix57
-  %iy56.next = add nsw i64 %conv2.iy5668, 1
-  %253 = icmp slt i64 %iy56.next, 26
-  br i1 %253, label %conv2.iy56, label %conv2.iy56.end
+  %c56.next = add nsw i64 %conv2.c5668, 1
+  %253 = icmp slt i64 %c56.next, 32
+  br i1 %253, label %conv2.c56, label %conv2.c56.end
 
 conv2.j58:                                        ; preds = %conv2.ty59.end, %conv2.j54.end
   %conv2.j5872 = phi i64 [ 0, %conv2.j54.end ], [ %j58.next, %conv2.ty59.end ]
@@ -2506,91 +2506,187 @@ conv2.cv106.end:                                  ; preds = %conv2.cv106
   %1145 = icmp slt i64 %tx105.next, 12
   br i1 %1145, label %conv2.tx105, label %conv2.tx105.end
 
-conv2.j131:                                       ; preds = %conv2.c132.end, %conv2.j103.end
-  %conv2.j131192 = phi i64 [ 0, %conv2.j103.end ], [ %j131.next, %conv2.c132.end ]
-  br label %conv2.c132
+conv2.j131:                                       ; preds = %conv2.c135.end, %conv2.j103.end
+  %conv2.j131192 = phi i64 [ 0, %conv2.j103.end ], [ %j131.next, %conv2.c135.end ]
+  br label %conv2.qb132
 
-conv2.j131.end:                                   ; preds = %conv2.c132.end
-  br label %conv2.j134
+conv2.j131.end:                                   ; preds = %conv2.c135.end
+  br label %conv2.j137
 
-conv2.c132:                                       ; preds = %conv2.q133.end, %conv2.j131
-  %conv2.c132193 = phi i64 [ 0, %conv2.j131 ], [ %c132.next, %conv2.q133.end ]
-  br label %conv2.q133
+conv2.qb132:                                      ; preds = %conv2.c133.end, %conv2.j131
+  %conv2.qb132193 = phi i64 [ 0, %conv2.j131 ], [ %qb132.next, %conv2.c133.end ]
+  br label %conv2.c133
 
-conv2.c132.end:                                   ; preds = %conv2.q133.end
-  %j131.next = add nsw i64 %conv2.j131192, 1
-  %1146 = icmp slt i64 %j131.next, 1
-  br i1 %1146, label %conv2.j131, label %conv2.j131.end
-
-conv2.q133:                                       ; preds = %conv2.q133, %conv2.c132
-  %conv2.q133194 = phi i64 [ 0, %conv2.c132 ], [ %q133.next, %conv2.q133 ]
-  %1147 = mul nsw i64 %conv2.j131192, 144
-  %1148 = add nsw i64 %1147, %conv2.q133194
-  %1149 = mul nsw i64 %1148, 64
-  %1150 = add nsw i64 2839680, %1149
-  %1151 = add nsw i64 %1150, %conv2.c132193
-  %arena195 = getelementptr inbounds float, ptr %arena, i64 %1151
-  %1152 = load float, ptr %arena195, align 4
-  %1153 = add nsw i64 %conv2.g5365, %conv2.j131192
-  %1154 = mul nsw i64 %1153, 9216
-  %1155 = mul nsw i64 %conv2.c132193, 144
-  %1156 = add nsw i64 %1154, %1155
-  %1157 = add nsw i64 %1156, %conv2.q133194
-  %1158 = add nsw i64 1384448, %1157
-  %arena196 = getelementptr inbounds float, ptr %arena, i64 %1158
-  store float %1152, ptr %arena196, align 4
-  %q133.next = add nsw i64 %conv2.q133194, 1
-  %1159 = icmp slt i64 %q133.next, 144
-  br i1 %1159, label %conv2.q133, label %conv2.q133.end
-
-conv2.q133.end:                                   ; preds = %conv2.q133
-  %c132.next = add nsw i64 %conv2.c132193, 1
-  %1160 = icmp slt i64 %c132.next, 64
-  br i1 %1160, label %conv2.c132, label %conv2.c132.end
-
-conv2.j134:                                       ; preds = %conv2.c135.end, %conv2.j131.end
-  %conv2.j134197 = phi i64 [ 0, %conv2.j131.end ], [ %j134.next, %conv2.c135.end ]
+conv2.qb132.end:                                  ; preds = %conv2.c133.end
   br label %conv2.c135
 
-conv2.j134.end:                                   ; preds = %conv2.c135.end
-  %g53.next = add nsw i64 %conv2.g5365, 1
-  %1161 = icmp slt i64 %g53.next, 64
-  br i1 %1161, label %conv2.g53, label %conv2.g53.end
+conv2.c133:                                       ; preds = %conv2.q134.end, %conv2.qb132
+  %conv2.c133194 = phi i64 [ 0, %conv2.qb132 ], [ %c133.next, %conv2.q134.end ]
+  br label %conv2.q134
 
-conv2.c135:                                       ; preds = %conv2.q136.end, %conv2.j134
-  %conv2.c135198 = phi i64 [ 0, %conv2.j134 ], [ %c135.next, %conv2.q136.end ]
+conv2.c133.end:                                   ; preds = %conv2.q134.end
+  %qb132.next = add nsw i64 %conv2.qb132193, 1
+  %1146 = icmp slt i64 %qb132.next, 2
+  br i1 %1146, label %conv2.qb132, label %conv2.qb132.end
+
+conv2.q134:                                       ; preds = %conv2.q134, %conv2.c133
+  %conv2.q134195 = phi i64 [ 0, %conv2.c133 ], [ %q134.next, %conv2.q134 ]
+  %1147 = mul nsw i64 %conv2.j131192, 144
+  %1148 = mul nsw i64 %conv2.qb132193, 64
+  %1149 = add nsw i64 %conv2.q134195, %1148
+  %1150 = add nsw i64 %1147, %1149
+  %1151 = mul nsw i64 %1150, 64
+  %1152 = add nsw i64 2839680, %1151
+  %1153 = add nsw i64 %1152, %conv2.c133194
+  %arena196 = getelementptr inbounds float, ptr %arena, i64 %1153
+  %1154 = load float, ptr %arena196, align 4
+  %1155 = add nsw i64 %conv2.g5365, %conv2.j131192
+  %1156 = mul nsw i64 %1155, 9216
+  %1157 = mul nsw i64 %conv2.c133194, 144
+  %1158 = add nsw i64 %1156, %1157
+  %1159 = mul nsw i64 %conv2.qb132193, 64
+  %1160 = add nsw i64 %conv2.q134195, %1159
+  %1161 = add nsw i64 %1158, %1160
+  %1162 = add nsw i64 1384448, %1161
+  %arena197 = getelementptr inbounds float, ptr %arena, i64 %1162
+  store float %1154, ptr %arena197, align 4
+  %q134.next = add nsw i64 %conv2.q134195, 1
+  %1163 = icmp slt i64 %q134.next, 64
+  br i1 %1163, label %conv2.q134, label %conv2.q134.end
+
+conv2.q134.end:                                   ; preds = %conv2.q134
+  %c133.next = add nsw i64 %conv2.c133194, 1
+  %1164 = icmp slt i64 %c133.next, 64
+  br i1 %1164, label %conv2.c133, label %conv2.c133.end
+
+conv2.c135:                                       ; preds = %conv2.q136.end, %conv2.qb132.end
+  %conv2.c135198 = phi i64 [ 0, %conv2.qb132.end ], [ %c135.next, %conv2.q136.end ]
   br label %conv2.q136
 
 conv2.c135.end:                                   ; preds = %conv2.q136.end
-  %j134.next = add nsw i64 %conv2.j134197, 1
-  %1162 = icmp slt i64 %j134.next, 1
-  br i1 %1162, label %conv2.j134, label %conv2.j134.end
+  %j131.next = add nsw i64 %conv2.j131192, 1
+  %1165 = icmp slt i64 %j131.next, 1
+  br i1 %1165, label %conv2.j131, label %conv2.j131.end
 
 conv2.q136:                                       ; preds = %conv2.q136, %conv2.c135
   %conv2.q136199 = phi i64 [ 0, %conv2.c135 ], [ %q136.next, %conv2.q136 ]
-  %1163 = mul nsw i64 %conv2.j134197, 144
-  %1164 = add nsw i64 %1163, %conv2.q136199
-  %1165 = mul nsw i64 %1164, 64
-  %1166 = add nsw i64 2848896, %1165
-  %1167 = add nsw i64 %1166, %conv2.c135198
-  %arena200 = getelementptr inbounds float, ptr %arena, i64 %1167
-  %1168 = load float, ptr %arena200, align 4
-  %1169 = add nsw i64 %conv2.g5365, %conv2.j134197
-  %1170 = mul nsw i64 %1169, 9216
-  %1171 = mul nsw i64 %conv2.c135198, 144
-  %1172 = add nsw i64 %1170, %1171
-  %1173 = add nsw i64 %1172, %conv2.q136199
-  %1174 = add nsw i64 1974272, %1173
-  %arena201 = getelementptr inbounds float, ptr %arena, i64 %1174
-  store float %1168, ptr %arena201, align 4
+  %1166 = mul nsw i64 %conv2.j131192, 144
+  %1167 = add nsw i64 %conv2.q136199, 128
+  %1168 = add nsw i64 %1166, %1167
+  %1169 = mul nsw i64 %1168, 64
+  %1170 = add nsw i64 2839680, %1169
+  %1171 = add nsw i64 %1170, %conv2.c135198
+  %arena200 = getelementptr inbounds float, ptr %arena, i64 %1171
+  %1172 = load float, ptr %arena200, align 4
+  %1173 = add nsw i64 %conv2.g5365, %conv2.j131192
+  %1174 = mul nsw i64 %1173, 9216
+  %1175 = mul nsw i64 %conv2.c135198, 144
+  %1176 = add nsw i64 %1174, %1175
+  %1177 = add nsw i64 %conv2.q136199, 128
+  %1178 = add nsw i64 %1176, %1177
+  %1179 = add nsw i64 1384448, %1178
+  %arena201 = getelementptr inbounds float, ptr %arena, i64 %1179
+  store float %1172, ptr %arena201, align 4
   %q136.next = add nsw i64 %conv2.q136199, 1
-  %1175 = icmp slt i64 %q136.next, 144
-  br i1 %1175, label %conv2.q136, label %conv2.q136.end
+  %1180 = icmp slt i64 %q136.next, 16
+  br i1 %1180, label %conv2.q136, label %conv2.q136.end
 
 conv2.q136.end:                                   ; preds = %conv2.q136
   %c135.next = add nsw i64 %conv2.c135198, 1
-  %1176 = icmp slt i64 %c135.next, 64
-  br i1 %1176, label %conv2.c135, label %conv2.c135.end
+  %1181 = icmp slt i64 %c135.next, 64
+  br i1 %1181, label %conv2.c135, label %conv2.c135.end
+
+conv2.j137:                                       ; preds = %conv2.c141.end, %conv2.j131.end
+  %conv2.j137202 = phi i64 [ 0, %conv2.j131.end ], [ %j137.next, %conv2.c141.end ]
+  br label %conv2.qb138
+
+conv2.j137.end:                                   ; preds = %conv2.c141.end
+  %g53.next = add nsw i64 %conv2.g5365, 1
+  %1182 = icmp slt i64 %g53.next, 64
+  br i1 %1182, label %conv2.g53, label %conv2.g53.end
+
+conv2.qb138:                                      ; preds = %conv2.c139.end, %conv2.j137
+  %conv2.qb138203 = phi i64 [ 0, %conv2.j137 ], [ %qb138.next, %conv2.c139.end ]
+  br label %conv2.c139
+
+conv2.qb138.end:                                  ; preds = %conv2.c139.end
+  br label %conv2.c141
+
+conv2.c139:                                       ; preds = %conv2.q140.end, %conv2.qb138
+  %conv2.c139204 = phi i64 [ 0, %conv2.qb138 ], [ %c139.next, %conv2.q140.end ]
+  br label %conv2.q140
+
+conv2.c139.end:                                   ; preds = %conv2.q140.end
+  %qb138.next = add nsw i64 %conv2.qb138203, 1
+  %1183 = icmp slt i64 %qb138.next, 2
+  br i1 %1183, label %conv2.qb138, label %conv2.qb138.end
+
+conv2.q140:                                       ; preds = %conv2.q140, %conv2.c139
+  %conv2.q140205 = phi i64 [ 0, %conv2.c139 ], [ %q140.next, %conv2.q140 ]
+  %1184 = mul nsw i64 %conv2.j137202, 144
+  %1185 = mul nsw i64 %conv2.qb138203, 64
+  %1186 = add nsw i64 %conv2.q140205, %1185
+  %1187 = add nsw i64 %1184, %1186
+  %1188 = mul nsw i64 %1187, 64
+  %1189 = add nsw i64 2848896, %1188
+  %1190 = add nsw i64 %1189, %conv2.c139204
+  %arena206 = getelementptr inbounds float, ptr %arena, i64 %1190
+  %1191 = load float, ptr %arena206, align 4
+  %1192 = add nsw i64 %conv2.g5365, %conv2.j137202
+  %1193 = mul nsw i64 %1192, 9216
+  %1194 = mul nsw i64 %conv2.c139204, 144
+  %1195 = add nsw i64 %1193, %1194
+  %1196 = mul nsw i64 %conv2.qb138203, 64
+  %1197 = add nsw i64 %conv2.q140205, %1196
+  %1198 = add nsw i64 %1195, %1197
+  %1199 = add nsw i64 1974272, %1198
+  %arena207 = getelementptr inbounds float, ptr %arena, i64 %1199
+  store float %1191, ptr %arena207, align 4
+  %q140.next = add nsw i64 %conv2.q140205, 1
+  %1200 = icmp slt i64 %q140.next, 64
+  br i1 %1200, label %conv2.q140, label %conv2.q140.end
+
+conv2.q140.end:                                   ; preds = %conv2.q140
+  %c139.next = add nsw i64 %conv2.c139204, 1
+  %1201 = icmp slt i64 %c139.next, 64
+  br i1 %1201, label %conv2.c139, label %conv2.c139.end
+
+conv2.c141:                                       ; preds = %conv2.q142.end, %conv2.qb138.end
+  %conv2.c141208 = phi i64 [ 0, %conv2.qb138.end ], [ %c141.next, %conv2.q142.end ]
+  br label %conv2.q142
+
+conv2.c141.end:                                   ; preds = %conv2.q142.end
+  %j137.next = add nsw i64 %conv2.j137202, 1
+  %1202 = icmp slt i64 %j137.next, 1
+  br i1 %1202, label %conv2.j137, label %conv2.j137.end
+
+conv2.q142:                                       ; preds = %conv2.q142, %conv2.c141
+  %conv2.q142209 = phi i64 [ 0, %conv2.c141 ], [ %q142.next, %conv2.q142 ]
+  %1203 = mul nsw i64 %conv2.j137202, 144
+  %1204 = add nsw i64 %conv2.q142209, 128
+  %1205 = add nsw i64 %1203, %1204
+  %1206 = mul nsw i64 %1205, 64
+  %1207 = add nsw i64 2848896, %1206
+  %1208 = add nsw i64 %1207, %conv2.c141208
+  %arena210 = getelementptr inbounds float, ptr %arena, i64 %1208
+  %1209 = load float, ptr %arena210, align 4
+  %1210 = add nsw i64 %conv2.g5365, %conv2.j137202
+  %1211 = mul nsw i64 %1210, 9216
+  %1212 = mul nsw i64 %conv2.c141208, 144
+  %1213 = add nsw i64 %1211, %1212
+  %1214 = add nsw i64 %conv2.q142209, 128
+  %1215 = add nsw i64 %1213, %1214
+  %1216 = add nsw i64 1974272, %1215
+  %arena211 = getelementptr inbounds float, ptr %arena, i64 %1216
+  store float %1209, ptr %arena211, align 4
+  %q142.next = add nsw i64 %conv2.q142209, 1
+  %1217 = icmp slt i64 %q142.next, 16
+  br i1 %1217, label %conv2.q142, label %conv2.q142.end
+
+conv2.q142.end:                                   ; preds = %conv2.q142
+  %c141.next = add nsw i64 %conv2.c141208, 1
+  %1218 = icmp slt i64 %c141.next, 64
+  br i1 %1218, label %conv2.c141, label %conv2.c141.end
 }
 
 ; Function Attrs: noinline
@@ -3177,11 +3273,11 @@ entry:
   %15 = mul i64 %14, -7723592293110705685
   %16 = lshr i64 %15, 31
   %17 = xor i64 %15, %16
-  br label %drop1.i145
+  br label %drop1.i151
 
-drop1.i145:                                       ; preds = %drop1.i145, %entry
-  %drop1.i1451 = phi i64 [ 0, %entry ], [ %i145.next, %drop1.i145 ]
-  %18 = mul i64 %drop1.i1451, -7046029254386353131
+drop1.i151:                                       ; preds = %drop1.i151, %entry
+  %drop1.i1511 = phi i64 [ 0, %entry ], [ %i151.next, %drop1.i151 ]
+  %18 = mul i64 %drop1.i1511, -7046029254386353131
   %19 = add i64 %17, %18
   %20 = lshr i64 %19, 30
   %21 = xor i64 %19, %20
@@ -3193,19 +3289,19 @@ drop1.i145:                                       ; preds = %drop1.i145, %entry
   %27 = xor i64 %25, %26
   %28 = lshr i64 %27, 40
   %29 = icmp uge i64 %28, 4194304
-  %30 = add nsw i64 1384448, %drop1.i1451
+  %30 = add nsw i64 1384448, %drop1.i1511
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = load float, ptr %arena2, align 4
   %32 = fmul float %31, 0x3FF5555560000000
   %33 = select i1 %29, float %32, float 0.000000e+00
-  %34 = add nsw i64 2564096, %drop1.i1451
+  %34 = add nsw i64 2564096, %drop1.i1511
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %34
   store float %33, ptr %arena3, align 4
-  %i145.next = add nsw i64 %drop1.i1451, 1
-  %35 = icmp slt i64 %i145.next, 589824
-  br i1 %35, label %drop1.i145, label %drop1.i145.end
+  %i151.next = add nsw i64 %drop1.i1511, 1
+  %35 = icmp slt i64 %i151.next, 589824
+  br i1 %35, label %drop1.i151, label %drop1.i151.end
 
-drop1.i145.end:                                   ; preds = %drop1.i145
+drop1.i151.end:                                   ; preds = %drop1.i151
   ret void
 }
 
@@ -3218,564 +3314,564 @@ entry:
 ; Function Attrs: noinline
 define internal void @mnistnet_train_b64.k4.fc1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %fc1.n150
+  br label %fc1.n156
 
-fc1.n150:                                         ; preds = %fc1.k151.end, %entry
-  %fc1.n1501 = phi i64 [ 0, %entry ], [ %n150.next, %fc1.k151.end ]
-  br label %fc1.k151
+fc1.n156:                                         ; preds = %fc1.k157.end, %entry
+  %fc1.n1561 = phi i64 [ 0, %entry ], [ %n156.next, %fc1.k157.end ]
+  br label %fc1.k157
 
-fc1.n150.end:                                     ; preds = %fc1.k151.end
-  call void @mnistnet_train_b64.k4.fc1.gemm162(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  br label %fc1.n163
+fc1.n156.end:                                     ; preds = %fc1.k157.end
+  call void @mnistnet_train_b64.k4.fc1.gemm168(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  br label %fc1.n169
 
-fc1.k151:                                         ; preds = %fc1.k151, %fc1.n150
-  %fc1.k1512 = phi i64 [ 0, %fc1.n150 ], [ %k151.next, %fc1.k151 ]
-  %0 = mul nsw i64 %fc1.n1501, 9216
+fc1.k157:                                         ; preds = %fc1.k157, %fc1.n156
+  %fc1.k1572 = phi i64 [ 0, %fc1.n156 ], [ %k157.next, %fc1.k157 ]
+  %0 = mul nsw i64 %fc1.n1561, 9216
   %1 = add nsw i64 2564096, %0
-  %2 = add nsw i64 %1, %fc1.k1512
+  %2 = add nsw i64 %1, %fc1.k1572
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena3, align 4
-  %4 = mul nsw i64 %fc1.k1512, 64
+  %4 = mul nsw i64 %fc1.k1572, 64
   %5 = add nsw i64 3162112, %4
-  %6 = add nsw i64 %5, %fc1.n1501
+  %6 = add nsw i64 %5, %fc1.n1561
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   store float %3, ptr %arena4, align 4
-  %k151.next = add nsw i64 %fc1.k1512, 1
-  %7 = icmp slt i64 %k151.next, 9216
-  br i1 %7, label %fc1.k151, label %fc1.k151.end
+  %k157.next = add nsw i64 %fc1.k1572, 1
+  %7 = icmp slt i64 %k157.next, 9216
+  br i1 %7, label %fc1.k157, label %fc1.k157.end
 
-fc1.k151.end:                                     ; preds = %fc1.k151
-  %n150.next = add nsw i64 %fc1.n1501, 1
-  %8 = icmp slt i64 %n150.next, 64
-  br i1 %8, label %fc1.n150, label %fc1.n150.end
+fc1.k157.end:                                     ; preds = %fc1.k157
+  %n156.next = add nsw i64 %fc1.n1561, 1
+  %8 = icmp slt i64 %n156.next, 64
+  br i1 %8, label %fc1.n156, label %fc1.n156.end
 
-fc1.n163:                                         ; preds = %fc1.u164.end, %fc1.n150.end
-  %fc1.n1635 = phi i64 [ 0, %fc1.n150.end ], [ %n163.next, %fc1.u164.end ]
-  br label %fc1.u164
+fc1.n169:                                         ; preds = %fc1.u170.end, %fc1.n156.end
+  %fc1.n1695 = phi i64 [ 0, %fc1.n156.end ], [ %n169.next, %fc1.u170.end ]
+  br label %fc1.u170
 
-fc1.n163.end:                                     ; preds = %fc1.u164.end
+fc1.n169.end:                                     ; preds = %fc1.u170.end
   ret void
 
-fc1.u164:                                         ; preds = %fc1.u164, %fc1.n163
-  %fc1.u1646 = phi i64 [ 0, %fc1.n163 ], [ %u164.next, %fc1.u164 ]
-  %9 = mul nsw i64 %fc1.u1646, 64
+fc1.u170:                                         ; preds = %fc1.u170, %fc1.n169
+  %fc1.u1706 = phi i64 [ 0, %fc1.n169 ], [ %u170.next, %fc1.u170 ]
+  %9 = mul nsw i64 %fc1.u1706, 64
   %10 = add nsw i64 3751936, %9
-  %11 = add nsw i64 %10, %fc1.n1635
+  %11 = add nsw i64 %10, %fc1.n1695
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %11
   %12 = load float, ptr %arena7, align 4
-  %13 = add nsw i64 1198464, %fc1.u1646
+  %13 = add nsw i64 1198464, %fc1.u1706
   %params8 = getelementptr inbounds float, ptr %params, i64 %13
   %14 = load float, ptr %params8, align 4
   %15 = fadd float %12, %14
   %16 = fcmp ogt float %15, 0.000000e+00
-  %17 = mul nsw i64 %fc1.u1646, 64
+  %17 = mul nsw i64 %fc1.u1706, 64
   %18 = add nsw i64 3751936, %17
-  %19 = add nsw i64 %18, %fc1.n1635
+  %19 = add nsw i64 %18, %fc1.n1695
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %19
   %20 = load float, ptr %arena9, align 4
-  %21 = add nsw i64 1198464, %fc1.u1646
+  %21 = add nsw i64 1198464, %fc1.u1706
   %params10 = getelementptr inbounds float, ptr %params, i64 %21
   %22 = load float, ptr %params10, align 4
   %23 = fadd float %20, %22
   %24 = select i1 %16, float %23, float 0.000000e+00
-  %25 = mul nsw i64 %fc1.n1635, 128
+  %25 = mul nsw i64 %fc1.n1695, 128
   %26 = add nsw i64 3153920, %25
-  %27 = add nsw i64 %26, %fc1.u1646
+  %27 = add nsw i64 %26, %fc1.u1706
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %27
   store float %24, ptr %arena11, align 4
-  %u164.next = add nsw i64 %fc1.u1646, 1
-  %28 = icmp slt i64 %u164.next, 128
-  br i1 %28, label %fc1.u164, label %fc1.u164.end
+  %u170.next = add nsw i64 %fc1.u1706, 1
+  %28 = icmp slt i64 %u170.next, 128
+  br i1 %28, label %fc1.u170, label %fc1.u170.end
 
-fc1.u164.end:                                     ; preds = %fc1.u164
-  %n163.next = add nsw i64 %fc1.n1635, 1
-  %29 = icmp slt i64 %n163.next, 64
-  br i1 %29, label %fc1.n163, label %fc1.n163.end
+fc1.u170.end:                                     ; preds = %fc1.u170
+  %n169.next = add nsw i64 %fc1.n1695, 1
+  %29 = icmp slt i64 %n169.next, 64
+  br i1 %29, label %fc1.n169, label %fc1.n169.end
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k4.fc1.gemm162(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @mnistnet_train_b64.k4.fc1.gemm168(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %fc1.t160_a3 = alloca <8 x float>, align 32
-  %fc1.t160_a2 = alloca <8 x float>, align 32
-  %fc1.t160_a1 = alloca <8 x float>, align 32
-  %fc1.t160_a0 = alloca <8 x float>, align 32
-  %fc1.t160_b1 = alloca <8 x float>, align 32
-  %fc1.t160_b0 = alloca <8 x float>, align 32
-  %fc1.t160_c3_1 = alloca <8 x float>, align 32
-  %fc1.t160_c3_0 = alloca <8 x float>, align 32
-  %fc1.t160_c2_1 = alloca <8 x float>, align 32
-  %fc1.t160_c2_0 = alloca <8 x float>, align 32
-  %fc1.t160_c1_1 = alloca <8 x float>, align 32
-  %fc1.t160_c1_0 = alloca <8 x float>, align 32
-  %fc1.t160_c0_1 = alloca <8 x float>, align 32
-  %fc1.t160_c0_0 = alloca <8 x float>, align 32
-  %fc1.t157_a3 = alloca <8 x float>, align 32
-  %fc1.t157_a2 = alloca <8 x float>, align 32
-  %fc1.t157_a1 = alloca <8 x float>, align 32
-  %fc1.t157_a0 = alloca <8 x float>, align 32
-  %fc1.t157_b2 = alloca <8 x float>, align 32
-  %fc1.t157_b1 = alloca <8 x float>, align 32
-  %fc1.t157_b0 = alloca <8 x float>, align 32
-  %fc1.t157_c3_2 = alloca <8 x float>, align 32
-  %fc1.t157_c3_1 = alloca <8 x float>, align 32
-  %fc1.t157_c3_0 = alloca <8 x float>, align 32
-  %fc1.t157_c2_2 = alloca <8 x float>, align 32
-  %fc1.t157_c2_1 = alloca <8 x float>, align 32
-  %fc1.t157_c2_0 = alloca <8 x float>, align 32
-  %fc1.t157_c1_2 = alloca <8 x float>, align 32
-  %fc1.t157_c1_1 = alloca <8 x float>, align 32
-  %fc1.t157_c1_0 = alloca <8 x float>, align 32
-  %fc1.t157_c0_2 = alloca <8 x float>, align 32
-  %fc1.t157_c0_1 = alloca <8 x float>, align 32
-  %fc1.t157_c0_0 = alloca <8 x float>, align 32
-  br label %fc1.r152
+  %fc1.t166_a3 = alloca <8 x float>, align 32
+  %fc1.t166_a2 = alloca <8 x float>, align 32
+  %fc1.t166_a1 = alloca <8 x float>, align 32
+  %fc1.t166_a0 = alloca <8 x float>, align 32
+  %fc1.t166_b1 = alloca <8 x float>, align 32
+  %fc1.t166_b0 = alloca <8 x float>, align 32
+  %fc1.t166_c3_1 = alloca <8 x float>, align 32
+  %fc1.t166_c3_0 = alloca <8 x float>, align 32
+  %fc1.t166_c2_1 = alloca <8 x float>, align 32
+  %fc1.t166_c2_0 = alloca <8 x float>, align 32
+  %fc1.t166_c1_1 = alloca <8 x float>, align 32
+  %fc1.t166_c1_0 = alloca <8 x float>, align 32
+  %fc1.t166_c0_1 = alloca <8 x float>, align 32
+  %fc1.t166_c0_0 = alloca <8 x float>, align 32
+  %fc1.t163_a3 = alloca <8 x float>, align 32
+  %fc1.t163_a2 = alloca <8 x float>, align 32
+  %fc1.t163_a1 = alloca <8 x float>, align 32
+  %fc1.t163_a0 = alloca <8 x float>, align 32
+  %fc1.t163_b2 = alloca <8 x float>, align 32
+  %fc1.t163_b1 = alloca <8 x float>, align 32
+  %fc1.t163_b0 = alloca <8 x float>, align 32
+  %fc1.t163_c3_2 = alloca <8 x float>, align 32
+  %fc1.t163_c3_1 = alloca <8 x float>, align 32
+  %fc1.t163_c3_0 = alloca <8 x float>, align 32
+  %fc1.t163_c2_2 = alloca <8 x float>, align 32
+  %fc1.t163_c2_1 = alloca <8 x float>, align 32
+  %fc1.t163_c2_0 = alloca <8 x float>, align 32
+  %fc1.t163_c1_2 = alloca <8 x float>, align 32
+  %fc1.t163_c1_1 = alloca <8 x float>, align 32
+  %fc1.t163_c1_0 = alloca <8 x float>, align 32
+  %fc1.t163_c0_2 = alloca <8 x float>, align 32
+  %fc1.t163_c0_1 = alloca <8 x float>, align 32
+  %fc1.t163_c0_0 = alloca <8 x float>, align 32
+  br label %fc1.r158
 
-fc1.r152:                                         ; preds = %fc1.i153.end, %entry
-  %fc1.r1521 = phi i64 [ 0, %entry ], [ %r152.next, %fc1.i153.end ]
-  br label %fc1.i153
+fc1.r158:                                         ; preds = %fc1.i159.end, %entry
+  %fc1.r1581 = phi i64 [ 0, %entry ], [ %r158.next, %fc1.i159.end ]
+  br label %fc1.i159
 
-fc1.r152.end:                                     ; preds = %fc1.i153.end
-  br label %fc1.kp154
+fc1.r158.end:                                     ; preds = %fc1.i159.end
+  br label %fc1.kp160
 
-fc1.i153:                                         ; preds = %fc1.i153, %fc1.r152
-  %fc1.i1532 = phi i64 [ 0, %fc1.r152 ], [ %i153.next, %fc1.i153 ]
-  %0 = mul nsw i64 %fc1.r1521, 64
+fc1.i159:                                         ; preds = %fc1.i159, %fc1.r158
+  %fc1.i1592 = phi i64 [ 0, %fc1.r158 ], [ %i159.next, %fc1.i159 ]
+  %0 = mul nsw i64 %fc1.r1581, 64
   %1 = add nsw i64 3751936, %0
-  %2 = add nsw i64 %1, %fc1.i1532
+  %2 = add nsw i64 %1, %fc1.i1592
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   store float 0.000000e+00, ptr %arena3, align 4
-  %i153.next = add nsw i64 %fc1.i1532, 1
-  %3 = icmp slt i64 %i153.next, 64
-  br i1 %3, label %fc1.i153, label %fc1.i153.end
+  %i159.next = add nsw i64 %fc1.i1592, 1
+  %3 = icmp slt i64 %i159.next, 64
+  br i1 %3, label %fc1.i159, label %fc1.i159.end
 
-fc1.i153.end:                                     ; preds = %fc1.i153
-  %r152.next = add nsw i64 %fc1.r1521, 1
-  %4 = icmp slt i64 %r152.next, 128
-  br i1 %4, label %fc1.r152, label %fc1.r152.end
+fc1.i159.end:                                     ; preds = %fc1.i159
+  %r158.next = add nsw i64 %fc1.r1581, 1
+  %4 = icmp slt i64 %r158.next, 128
+  br i1 %4, label %fc1.r158, label %fc1.r158.end
 
-fc1.kp154:                                        ; preds = %fc1.mb159.end, %fc1.r152.end
-  %fc1.kp1544 = phi i64 [ 0, %fc1.r152.end ], [ %kp154.next, %fc1.mb159.end ]
-  br label %fc1.nb155
+fc1.kp160:                                        ; preds = %fc1.mb165.end, %fc1.r158.end
+  %fc1.kp1604 = phi i64 [ 0, %fc1.r158.end ], [ %kp160.next, %fc1.mb165.end ]
+  br label %fc1.nb161
 
-fc1.kp154.end:                                    ; preds = %fc1.mb159.end
+fc1.kp160.end:                                    ; preds = %fc1.mb165.end
   ret void
 
-fc1.nb155:                                        ; preds = %fc1.mb156.end, %fc1.kp154
-  %fc1.nb1555 = phi i64 [ 0, %fc1.kp154 ], [ %nb155.next, %fc1.mb156.end ]
-  br label %fc1.mb156
+fc1.nb161:                                        ; preds = %fc1.mb162.end, %fc1.kp160
+  %fc1.nb1615 = phi i64 [ 0, %fc1.kp160 ], [ %nb161.next, %fc1.mb162.end ]
+  br label %fc1.mb162
 
-fc1.nb155.end:                                    ; preds = %fc1.mb156.end
-  br label %fc1.mb159
+fc1.nb161.end:                                    ; preds = %fc1.mb162.end
+  br label %fc1.mb165
 
-fc1.mb156:                                        ; preds = %fc1.k158.end, %fc1.nb155
-  %fc1.mb1566 = phi i64 [ 0, %fc1.nb155 ], [ %mb156.next, %fc1.k158.end ]
-  %5 = mul nsw i64 %fc1.mb1566, 4
+fc1.mb162:                                        ; preds = %fc1.k164.end, %fc1.nb161
+  %fc1.mb1626 = phi i64 [ 0, %fc1.nb161 ], [ %mb162.next, %fc1.k164.end ]
+  %5 = mul nsw i64 %fc1.mb1626, 4
   %6 = mul nsw i64 %5, 64
   %7 = add nsw i64 3751936, %6
-  %8 = mul nsw i64 %fc1.nb1555, 24
+  %8 = mul nsw i64 %fc1.nb1615, 24
   %9 = add nsw i64 %7, %8
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %9
   %10 = load <8 x float>, ptr %arena7, align 4
-  store <8 x float> %10, ptr %fc1.t157_c0_0, align 32
-  %11 = mul nsw i64 %fc1.mb1566, 4
+  store <8 x float> %10, ptr %fc1.t163_c0_0, align 32
+  %11 = mul nsw i64 %fc1.mb1626, 4
   %12 = mul nsw i64 %11, 64
   %13 = add nsw i64 3751936, %12
-  %14 = mul nsw i64 %fc1.nb1555, 24
+  %14 = mul nsw i64 %fc1.nb1615, 24
   %15 = add nsw i64 %13, %14
   %16 = add nsw i64 %15, 8
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %16
   %17 = load <8 x float>, ptr %arena8, align 4
-  store <8 x float> %17, ptr %fc1.t157_c0_1, align 32
-  %18 = mul nsw i64 %fc1.mb1566, 4
+  store <8 x float> %17, ptr %fc1.t163_c0_1, align 32
+  %18 = mul nsw i64 %fc1.mb1626, 4
   %19 = mul nsw i64 %18, 64
   %20 = add nsw i64 3751936, %19
-  %21 = mul nsw i64 %fc1.nb1555, 24
+  %21 = mul nsw i64 %fc1.nb1615, 24
   %22 = add nsw i64 %20, %21
   %23 = add nsw i64 %22, 16
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %23
   %24 = load <8 x float>, ptr %arena9, align 4
-  store <8 x float> %24, ptr %fc1.t157_c0_2, align 32
-  %25 = mul nsw i64 %fc1.mb1566, 4
+  store <8 x float> %24, ptr %fc1.t163_c0_2, align 32
+  %25 = mul nsw i64 %fc1.mb1626, 4
   %26 = add nsw i64 %25, 1
   %27 = mul nsw i64 %26, 64
   %28 = add nsw i64 3751936, %27
-  %29 = mul nsw i64 %fc1.nb1555, 24
+  %29 = mul nsw i64 %fc1.nb1615, 24
   %30 = add nsw i64 %28, %29
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = load <8 x float>, ptr %arena10, align 4
-  store <8 x float> %31, ptr %fc1.t157_c1_0, align 32
-  %32 = mul nsw i64 %fc1.mb1566, 4
+  store <8 x float> %31, ptr %fc1.t163_c1_0, align 32
+  %32 = mul nsw i64 %fc1.mb1626, 4
   %33 = add nsw i64 %32, 1
   %34 = mul nsw i64 %33, 64
   %35 = add nsw i64 3751936, %34
-  %36 = mul nsw i64 %fc1.nb1555, 24
+  %36 = mul nsw i64 %fc1.nb1615, 24
   %37 = add nsw i64 %35, %36
   %38 = add nsw i64 %37, 8
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %38
   %39 = load <8 x float>, ptr %arena11, align 4
-  store <8 x float> %39, ptr %fc1.t157_c1_1, align 32
-  %40 = mul nsw i64 %fc1.mb1566, 4
+  store <8 x float> %39, ptr %fc1.t163_c1_1, align 32
+  %40 = mul nsw i64 %fc1.mb1626, 4
   %41 = add nsw i64 %40, 1
   %42 = mul nsw i64 %41, 64
   %43 = add nsw i64 3751936, %42
-  %44 = mul nsw i64 %fc1.nb1555, 24
+  %44 = mul nsw i64 %fc1.nb1615, 24
   %45 = add nsw i64 %43, %44
   %46 = add nsw i64 %45, 16
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %46
   %47 = load <8 x float>, ptr %arena12, align 4
-  store <8 x float> %47, ptr %fc1.t157_c1_2, align 32
-  %48 = mul nsw i64 %fc1.mb1566, 4
+  store <8 x float> %47, ptr %fc1.t163_c1_2, align 32
+  %48 = mul nsw i64 %fc1.mb1626, 4
   %49 = add nsw i64 %48, 2
   %50 = mul nsw i64 %49, 64
   %51 = add nsw i64 3751936, %50
-  %52 = mul nsw i64 %fc1.nb1555, 24
+  %52 = mul nsw i64 %fc1.nb1615, 24
   %53 = add nsw i64 %51, %52
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %53
   %54 = load <8 x float>, ptr %arena13, align 4
-  store <8 x float> %54, ptr %fc1.t157_c2_0, align 32
-  %55 = mul nsw i64 %fc1.mb1566, 4
+  store <8 x float> %54, ptr %fc1.t163_c2_0, align 32
+  %55 = mul nsw i64 %fc1.mb1626, 4
   %56 = add nsw i64 %55, 2
   %57 = mul nsw i64 %56, 64
   %58 = add nsw i64 3751936, %57
-  %59 = mul nsw i64 %fc1.nb1555, 24
+  %59 = mul nsw i64 %fc1.nb1615, 24
   %60 = add nsw i64 %58, %59
   %61 = add nsw i64 %60, 8
   %arena14 = getelementptr inbounds float, ptr %arena, i64 %61
   %62 = load <8 x float>, ptr %arena14, align 4
-  store <8 x float> %62, ptr %fc1.t157_c2_1, align 32
-  %63 = mul nsw i64 %fc1.mb1566, 4
+  store <8 x float> %62, ptr %fc1.t163_c2_1, align 32
+  %63 = mul nsw i64 %fc1.mb1626, 4
   %64 = add nsw i64 %63, 2
   %65 = mul nsw i64 %64, 64
   %66 = add nsw i64 3751936, %65
-  %67 = mul nsw i64 %fc1.nb1555, 24
+  %67 = mul nsw i64 %fc1.nb1615, 24
   %68 = add nsw i64 %66, %67
   %69 = add nsw i64 %68, 16
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %69
   %70 = load <8 x float>, ptr %arena15, align 4
-  store <8 x float> %70, ptr %fc1.t157_c2_2, align 32
-  %71 = mul nsw i64 %fc1.mb1566, 4
+  store <8 x float> %70, ptr %fc1.t163_c2_2, align 32
+  %71 = mul nsw i64 %fc1.mb1626, 4
   %72 = add nsw i64 %71, 3
   %73 = mul nsw i64 %72, 64
   %74 = add nsw i64 3751936, %73
-  %75 = mul nsw i64 %fc1.nb1555, 24
+  %75 = mul nsw i64 %fc1.nb1615, 24
   %76 = add nsw i64 %74, %75
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %76
   %77 = load <8 x float>, ptr %arena16, align 4
-  store <8 x float> %77, ptr %fc1.t157_c3_0, align 32
-  %78 = mul nsw i64 %fc1.mb1566, 4
+  store <8 x float> %77, ptr %fc1.t163_c3_0, align 32
+  %78 = mul nsw i64 %fc1.mb1626, 4
   %79 = add nsw i64 %78, 3
   %80 = mul nsw i64 %79, 64
   %81 = add nsw i64 3751936, %80
-  %82 = mul nsw i64 %fc1.nb1555, 24
+  %82 = mul nsw i64 %fc1.nb1615, 24
   %83 = add nsw i64 %81, %82
   %84 = add nsw i64 %83, 8
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %84
   %85 = load <8 x float>, ptr %arena17, align 4
-  store <8 x float> %85, ptr %fc1.t157_c3_1, align 32
-  %86 = mul nsw i64 %fc1.mb1566, 4
+  store <8 x float> %85, ptr %fc1.t163_c3_1, align 32
+  %86 = mul nsw i64 %fc1.mb1626, 4
   %87 = add nsw i64 %86, 3
   %88 = mul nsw i64 %87, 64
   %89 = add nsw i64 3751936, %88
-  %90 = mul nsw i64 %fc1.nb1555, 24
+  %90 = mul nsw i64 %fc1.nb1615, 24
   %91 = add nsw i64 %89, %90
   %92 = add nsw i64 %91, 16
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %92
   %93 = load <8 x float>, ptr %arena18, align 4
-  store <8 x float> %93, ptr %fc1.t157_c3_2, align 32
-  br label %fc1.k158
+  store <8 x float> %93, ptr %fc1.t163_c3_2, align 32
+  br label %fc1.k164
 
-fc1.mb156.end:                                    ; preds = %fc1.k158.end
-  %nb155.next = add nsw i64 %fc1.nb1555, 1
-  %94 = icmp slt i64 %nb155.next, 2
-  br i1 %94, label %fc1.nb155, label %fc1.nb155.end
+fc1.mb162.end:                                    ; preds = %fc1.k164.end
+  %nb161.next = add nsw i64 %fc1.nb1615, 1
+  %94 = icmp slt i64 %nb161.next, 2
+  br i1 %94, label %fc1.nb161, label %fc1.nb161.end
 
-fc1.k158:                                         ; preds = %fc1.k158, %fc1.mb156
-  %fc1.k15819 = phi i64 [ 0, %fc1.mb156 ], [ %k158.next, %fc1.k158 ]
-  %95 = mul nsw i64 %fc1.kp1544, 1152
-  %96 = add nsw i64 %fc1.k15819, %95
+fc1.k164:                                         ; preds = %fc1.k164, %fc1.mb162
+  %fc1.k16419 = phi i64 [ 0, %fc1.mb162 ], [ %k164.next, %fc1.k164 ]
+  %95 = mul nsw i64 %fc1.kp1604, 1152
+  %96 = add nsw i64 %fc1.k16419, %95
   %97 = mul nsw i64 %96, 64
   %98 = add nsw i64 3162112, %97
-  %99 = mul nsw i64 %fc1.nb1555, 24
+  %99 = mul nsw i64 %fc1.nb1615, 24
   %100 = add nsw i64 %98, %99
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %100
   %101 = load <8 x float>, ptr %arena20, align 4
-  store <8 x float> %101, ptr %fc1.t157_b0, align 32
-  %102 = mul nsw i64 %fc1.kp1544, 1152
-  %103 = add nsw i64 %fc1.k15819, %102
+  store <8 x float> %101, ptr %fc1.t163_b0, align 32
+  %102 = mul nsw i64 %fc1.kp1604, 1152
+  %103 = add nsw i64 %fc1.k16419, %102
   %104 = mul nsw i64 %103, 64
   %105 = add nsw i64 3162112, %104
-  %106 = mul nsw i64 %fc1.nb1555, 24
+  %106 = mul nsw i64 %fc1.nb1615, 24
   %107 = add nsw i64 %105, %106
   %108 = add nsw i64 %107, 8
   %arena21 = getelementptr inbounds float, ptr %arena, i64 %108
   %109 = load <8 x float>, ptr %arena21, align 4
-  store <8 x float> %109, ptr %fc1.t157_b1, align 32
-  %110 = mul nsw i64 %fc1.kp1544, 1152
-  %111 = add nsw i64 %fc1.k15819, %110
+  store <8 x float> %109, ptr %fc1.t163_b1, align 32
+  %110 = mul nsw i64 %fc1.kp1604, 1152
+  %111 = add nsw i64 %fc1.k16419, %110
   %112 = mul nsw i64 %111, 64
   %113 = add nsw i64 3162112, %112
-  %114 = mul nsw i64 %fc1.nb1555, 24
+  %114 = mul nsw i64 %fc1.nb1615, 24
   %115 = add nsw i64 %113, %114
   %116 = add nsw i64 %115, 16
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %116
   %117 = load <8 x float>, ptr %arena22, align 4
-  store <8 x float> %117, ptr %fc1.t157_b2, align 32
-  %118 = mul nsw i64 %fc1.mb1566, 4
+  store <8 x float> %117, ptr %fc1.t163_b2, align 32
+  %118 = mul nsw i64 %fc1.mb1626, 4
   %119 = mul nsw i64 %118, 9216
   %120 = add nsw i64 18816, %119
-  %121 = mul nsw i64 %fc1.kp1544, 1152
-  %122 = add nsw i64 %fc1.k15819, %121
+  %121 = mul nsw i64 %fc1.kp1604, 1152
+  %122 = add nsw i64 %fc1.k16419, %121
   %123 = add nsw i64 %120, %122
   %params23 = getelementptr inbounds float, ptr %params, i64 %123
   %124 = load float, ptr %params23, align 4
   %125 = insertelement <8 x float> undef, float %124, i32 0
   %126 = shufflevector <8 x float> %125, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %126, ptr %fc1.t157_a0, align 32
-  %t157_a0 = load <8 x float>, ptr %fc1.t157_a0, align 32
-  %t157_b0 = load <8 x float>, ptr %fc1.t157_b0, align 32
-  %t157_c0_0 = load <8 x float>, ptr %fc1.t157_c0_0, align 32
-  %127 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t157_a0, <8 x float> %t157_b0, <8 x float> %t157_c0_0)
-  store <8 x float> %127, ptr %fc1.t157_c0_0, align 32
-  %t157_a024 = load <8 x float>, ptr %fc1.t157_a0, align 32
-  %t157_b1 = load <8 x float>, ptr %fc1.t157_b1, align 32
-  %t157_c0_1 = load <8 x float>, ptr %fc1.t157_c0_1, align 32
-  %128 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t157_a024, <8 x float> %t157_b1, <8 x float> %t157_c0_1)
-  store <8 x float> %128, ptr %fc1.t157_c0_1, align 32
-  %t157_a025 = load <8 x float>, ptr %fc1.t157_a0, align 32
-  %t157_b2 = load <8 x float>, ptr %fc1.t157_b2, align 32
-  %t157_c0_2 = load <8 x float>, ptr %fc1.t157_c0_2, align 32
-  %129 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t157_a025, <8 x float> %t157_b2, <8 x float> %t157_c0_2)
-  store <8 x float> %129, ptr %fc1.t157_c0_2, align 32
-  %130 = mul nsw i64 %fc1.mb1566, 4
+  store <8 x float> %126, ptr %fc1.t163_a0, align 32
+  %t163_a0 = load <8 x float>, ptr %fc1.t163_a0, align 32
+  %t163_b0 = load <8 x float>, ptr %fc1.t163_b0, align 32
+  %t163_c0_0 = load <8 x float>, ptr %fc1.t163_c0_0, align 32
+  %127 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t163_a0, <8 x float> %t163_b0, <8 x float> %t163_c0_0)
+  store <8 x float> %127, ptr %fc1.t163_c0_0, align 32
+  %t163_a024 = load <8 x float>, ptr %fc1.t163_a0, align 32
+  %t163_b1 = load <8 x float>, ptr %fc1.t163_b1, align 32
+  %t163_c0_1 = load <8 x float>, ptr %fc1.t163_c0_1, align 32
+  %128 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t163_a024, <8 x float> %t163_b1, <8 x float> %t163_c0_1)
+  store <8 x float> %128, ptr %fc1.t163_c0_1, align 32
+  %t163_a025 = load <8 x float>, ptr %fc1.t163_a0, align 32
+  %t163_b2 = load <8 x float>, ptr %fc1.t163_b2, align 32
+  %t163_c0_2 = load <8 x float>, ptr %fc1.t163_c0_2, align 32
+  %129 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t163_a025, <8 x float> %t163_b2, <8 x float> %t163_c0_2)
+  store <8 x float> %129, ptr %fc1.t163_c0_2, align 32
+  %130 = mul nsw i64 %fc1.mb1626, 4
   %131 = add nsw i64 %130, 1
   %132 = mul nsw i64 %131, 9216
   %133 = add nsw i64 18816, %132
-  %134 = mul nsw i64 %fc1.kp1544, 1152
-  %135 = add nsw i64 %fc1.k15819, %134
+  %134 = mul nsw i64 %fc1.kp1604, 1152
+  %135 = add nsw i64 %fc1.k16419, %134
   %136 = add nsw i64 %133, %135
   %params26 = getelementptr inbounds float, ptr %params, i64 %136
   %137 = load float, ptr %params26, align 4
   %138 = insertelement <8 x float> undef, float %137, i32 0
   %139 = shufflevector <8 x float> %138, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %139, ptr %fc1.t157_a1, align 32
-  %t157_a1 = load <8 x float>, ptr %fc1.t157_a1, align 32
-  %t157_b027 = load <8 x float>, ptr %fc1.t157_b0, align 32
-  %t157_c1_0 = load <8 x float>, ptr %fc1.t157_c1_0, align 32
-  %140 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t157_a1, <8 x float> %t157_b027, <8 x float> %t157_c1_0)
-  store <8 x float> %140, ptr %fc1.t157_c1_0, align 32
-  %t157_a128 = load <8 x float>, ptr %fc1.t157_a1, align 32
-  %t157_b129 = load <8 x float>, ptr %fc1.t157_b1, align 32
-  %t157_c1_1 = load <8 x float>, ptr %fc1.t157_c1_1, align 32
-  %141 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t157_a128, <8 x float> %t157_b129, <8 x float> %t157_c1_1)
-  store <8 x float> %141, ptr %fc1.t157_c1_1, align 32
-  %t157_a130 = load <8 x float>, ptr %fc1.t157_a1, align 32
-  %t157_b231 = load <8 x float>, ptr %fc1.t157_b2, align 32
-  %t157_c1_2 = load <8 x float>, ptr %fc1.t157_c1_2, align 32
-  %142 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t157_a130, <8 x float> %t157_b231, <8 x float> %t157_c1_2)
-  store <8 x float> %142, ptr %fc1.t157_c1_2, align 32
-  %143 = mul nsw i64 %fc1.mb1566, 4
+  store <8 x float> %139, ptr %fc1.t163_a1, align 32
+  %t163_a1 = load <8 x float>, ptr %fc1.t163_a1, align 32
+  %t163_b027 = load <8 x float>, ptr %fc1.t163_b0, align 32
+  %t163_c1_0 = load <8 x float>, ptr %fc1.t163_c1_0, align 32
+  %140 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t163_a1, <8 x float> %t163_b027, <8 x float> %t163_c1_0)
+  store <8 x float> %140, ptr %fc1.t163_c1_0, align 32
+  %t163_a128 = load <8 x float>, ptr %fc1.t163_a1, align 32
+  %t163_b129 = load <8 x float>, ptr %fc1.t163_b1, align 32
+  %t163_c1_1 = load <8 x float>, ptr %fc1.t163_c1_1, align 32
+  %141 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t163_a128, <8 x float> %t163_b129, <8 x float> %t163_c1_1)
+  store <8 x float> %141, ptr %fc1.t163_c1_1, align 32
+  %t163_a130 = load <8 x float>, ptr %fc1.t163_a1, align 32
+  %t163_b231 = load <8 x float>, ptr %fc1.t163_b2, align 32
+  %t163_c1_2 = load <8 x float>, ptr %fc1.t163_c1_2, align 32
+  %142 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t163_a130, <8 x float> %t163_b231, <8 x float> %t163_c1_2)
+  store <8 x float> %142, ptr %fc1.t163_c1_2, align 32
+  %143 = mul nsw i64 %fc1.mb1626, 4
   %144 = add nsw i64 %143, 2
   %145 = mul nsw i64 %144, 9216
   %146 = add nsw i64 18816, %145
-  %147 = mul nsw i64 %fc1.kp1544, 1152
-  %148 = add nsw i64 %fc1.k15819, %147
+  %147 = mul nsw i64 %fc1.kp1604, 1152
+  %148 = add nsw i64 %fc1.k16419, %147
   %149 = add nsw i64 %146, %148
   %params32 = getelementptr inbounds float, ptr %params, i64 %149
   %150 = load float, ptr %params32, align 4
   %151 = insertelement <8 x float> undef, float %150, i32 0
   %152 = shufflevector <8 x float> %151, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %152, ptr %fc1.t157_a2, align 32
-  %t157_a2 = load <8 x float>, ptr %fc1.t157_a2, align 32
-  %t157_b033 = load <8 x float>, ptr %fc1.t157_b0, align 32
-  %t157_c2_0 = load <8 x float>, ptr %fc1.t157_c2_0, align 32
-  %153 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t157_a2, <8 x float> %t157_b033, <8 x float> %t157_c2_0)
-  store <8 x float> %153, ptr %fc1.t157_c2_0, align 32
-  %t157_a234 = load <8 x float>, ptr %fc1.t157_a2, align 32
-  %t157_b135 = load <8 x float>, ptr %fc1.t157_b1, align 32
-  %t157_c2_1 = load <8 x float>, ptr %fc1.t157_c2_1, align 32
-  %154 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t157_a234, <8 x float> %t157_b135, <8 x float> %t157_c2_1)
-  store <8 x float> %154, ptr %fc1.t157_c2_1, align 32
-  %t157_a236 = load <8 x float>, ptr %fc1.t157_a2, align 32
-  %t157_b237 = load <8 x float>, ptr %fc1.t157_b2, align 32
-  %t157_c2_2 = load <8 x float>, ptr %fc1.t157_c2_2, align 32
-  %155 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t157_a236, <8 x float> %t157_b237, <8 x float> %t157_c2_2)
-  store <8 x float> %155, ptr %fc1.t157_c2_2, align 32
-  %156 = mul nsw i64 %fc1.mb1566, 4
+  store <8 x float> %152, ptr %fc1.t163_a2, align 32
+  %t163_a2 = load <8 x float>, ptr %fc1.t163_a2, align 32
+  %t163_b033 = load <8 x float>, ptr %fc1.t163_b0, align 32
+  %t163_c2_0 = load <8 x float>, ptr %fc1.t163_c2_0, align 32
+  %153 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t163_a2, <8 x float> %t163_b033, <8 x float> %t163_c2_0)
+  store <8 x float> %153, ptr %fc1.t163_c2_0, align 32
+  %t163_a234 = load <8 x float>, ptr %fc1.t163_a2, align 32
+  %t163_b135 = load <8 x float>, ptr %fc1.t163_b1, align 32
+  %t163_c2_1 = load <8 x float>, ptr %fc1.t163_c2_1, align 32
+  %154 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t163_a234, <8 x float> %t163_b135, <8 x float> %t163_c2_1)
+  store <8 x float> %154, ptr %fc1.t163_c2_1, align 32
+  %t163_a236 = load <8 x float>, ptr %fc1.t163_a2, align 32
+  %t163_b237 = load <8 x float>, ptr %fc1.t163_b2, align 32
+  %t163_c2_2 = load <8 x float>, ptr %fc1.t163_c2_2, align 32
+  %155 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t163_a236, <8 x float> %t163_b237, <8 x float> %t163_c2_2)
+  store <8 x float> %155, ptr %fc1.t163_c2_2, align 32
+  %156 = mul nsw i64 %fc1.mb1626, 4
   %157 = add nsw i64 %156, 3
   %158 = mul nsw i64 %157, 9216
   %159 = add nsw i64 18816, %158
-  %160 = mul nsw i64 %fc1.kp1544, 1152
-  %161 = add nsw i64 %fc1.k15819, %160
+  %160 = mul nsw i64 %fc1.kp1604, 1152
+  %161 = add nsw i64 %fc1.k16419, %160
   %162 = add nsw i64 %159, %161
   %params38 = getelementptr inbounds float, ptr %params, i64 %162
   %163 = load float, ptr %params38, align 4
   %164 = insertelement <8 x float> undef, float %163, i32 0
   %165 = shufflevector <8 x float> %164, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %165, ptr %fc1.t157_a3, align 32
-  %t157_a3 = load <8 x float>, ptr %fc1.t157_a3, align 32
-  %t157_b039 = load <8 x float>, ptr %fc1.t157_b0, align 32
-  %t157_c3_0 = load <8 x float>, ptr %fc1.t157_c3_0, align 32
-  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t157_a3, <8 x float> %t157_b039, <8 x float> %t157_c3_0)
-  store <8 x float> %166, ptr %fc1.t157_c3_0, align 32
-  %t157_a340 = load <8 x float>, ptr %fc1.t157_a3, align 32
-  %t157_b141 = load <8 x float>, ptr %fc1.t157_b1, align 32
-  %t157_c3_1 = load <8 x float>, ptr %fc1.t157_c3_1, align 32
-  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t157_a340, <8 x float> %t157_b141, <8 x float> %t157_c3_1)
-  store <8 x float> %167, ptr %fc1.t157_c3_1, align 32
-  %t157_a342 = load <8 x float>, ptr %fc1.t157_a3, align 32
-  %t157_b243 = load <8 x float>, ptr %fc1.t157_b2, align 32
-  %t157_c3_2 = load <8 x float>, ptr %fc1.t157_c3_2, align 32
-  %168 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t157_a342, <8 x float> %t157_b243, <8 x float> %t157_c3_2)
-  store <8 x float> %168, ptr %fc1.t157_c3_2, align 32
-  %k158.next = add nsw i64 %fc1.k15819, 1
-  %169 = icmp slt i64 %k158.next, 1152
-  br i1 %169, label %fc1.k158, label %fc1.k158.end
+  store <8 x float> %165, ptr %fc1.t163_a3, align 32
+  %t163_a3 = load <8 x float>, ptr %fc1.t163_a3, align 32
+  %t163_b039 = load <8 x float>, ptr %fc1.t163_b0, align 32
+  %t163_c3_0 = load <8 x float>, ptr %fc1.t163_c3_0, align 32
+  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t163_a3, <8 x float> %t163_b039, <8 x float> %t163_c3_0)
+  store <8 x float> %166, ptr %fc1.t163_c3_0, align 32
+  %t163_a340 = load <8 x float>, ptr %fc1.t163_a3, align 32
+  %t163_b141 = load <8 x float>, ptr %fc1.t163_b1, align 32
+  %t163_c3_1 = load <8 x float>, ptr %fc1.t163_c3_1, align 32
+  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t163_a340, <8 x float> %t163_b141, <8 x float> %t163_c3_1)
+  store <8 x float> %167, ptr %fc1.t163_c3_1, align 32
+  %t163_a342 = load <8 x float>, ptr %fc1.t163_a3, align 32
+  %t163_b243 = load <8 x float>, ptr %fc1.t163_b2, align 32
+  %t163_c3_2 = load <8 x float>, ptr %fc1.t163_c3_2, align 32
+  %168 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t163_a342, <8 x float> %t163_b243, <8 x float> %t163_c3_2)
+  store <8 x float> %168, ptr %fc1.t163_c3_2, align 32
+  %k164.next = add nsw i64 %fc1.k16419, 1
+  %169 = icmp slt i64 %k164.next, 1152
+  br i1 %169, label %fc1.k164, label %fc1.k164.end
 
-fc1.k158.end:                                     ; preds = %fc1.k158
-  %t157_c0_044 = load <8 x float>, ptr %fc1.t157_c0_0, align 32
-  %170 = mul nsw i64 %fc1.mb1566, 4
+fc1.k164.end:                                     ; preds = %fc1.k164
+  %t163_c0_044 = load <8 x float>, ptr %fc1.t163_c0_0, align 32
+  %170 = mul nsw i64 %fc1.mb1626, 4
   %171 = mul nsw i64 %170, 64
   %172 = add nsw i64 3751936, %171
-  %173 = mul nsw i64 %fc1.nb1555, 24
+  %173 = mul nsw i64 %fc1.nb1615, 24
   %174 = add nsw i64 %172, %173
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %174
-  store <8 x float> %t157_c0_044, ptr %arena45, align 4
-  %t157_c0_146 = load <8 x float>, ptr %fc1.t157_c0_1, align 32
-  %175 = mul nsw i64 %fc1.mb1566, 4
+  store <8 x float> %t163_c0_044, ptr %arena45, align 4
+  %t163_c0_146 = load <8 x float>, ptr %fc1.t163_c0_1, align 32
+  %175 = mul nsw i64 %fc1.mb1626, 4
   %176 = mul nsw i64 %175, 64
   %177 = add nsw i64 3751936, %176
-  %178 = mul nsw i64 %fc1.nb1555, 24
+  %178 = mul nsw i64 %fc1.nb1615, 24
   %179 = add nsw i64 %177, %178
   %180 = add nsw i64 %179, 8
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %180
-  store <8 x float> %t157_c0_146, ptr %arena47, align 4
-  %t157_c0_248 = load <8 x float>, ptr %fc1.t157_c0_2, align 32
-  %181 = mul nsw i64 %fc1.mb1566, 4
+  store <8 x float> %t163_c0_146, ptr %arena47, align 4
+  %t163_c0_248 = load <8 x float>, ptr %fc1.t163_c0_2, align 32
+  %181 = mul nsw i64 %fc1.mb1626, 4
   %182 = mul nsw i64 %181, 64
   %183 = add nsw i64 3751936, %182
-  %184 = mul nsw i64 %fc1.nb1555, 24
+  %184 = mul nsw i64 %fc1.nb1615, 24
   %185 = add nsw i64 %183, %184
   %186 = add nsw i64 %185, 16
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %186
-  store <8 x float> %t157_c0_248, ptr %arena49, align 4
-  %t157_c1_050 = load <8 x float>, ptr %fc1.t157_c1_0, align 32
-  %187 = mul nsw i64 %fc1.mb1566, 4
+  store <8 x float> %t163_c0_248, ptr %arena49, align 4
+  %t163_c1_050 = load <8 x float>, ptr %fc1.t163_c1_0, align 32
+  %187 = mul nsw i64 %fc1.mb1626, 4
   %188 = add nsw i64 %187, 1
   %189 = mul nsw i64 %188, 64
   %190 = add nsw i64 3751936, %189
-  %191 = mul nsw i64 %fc1.nb1555, 24
+  %191 = mul nsw i64 %fc1.nb1615, 24
   %192 = add nsw i64 %190, %191
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %192
-  store <8 x float> %t157_c1_050, ptr %arena51, align 4
-  %t157_c1_152 = load <8 x float>, ptr %fc1.t157_c1_1, align 32
-  %193 = mul nsw i64 %fc1.mb1566, 4
+  store <8 x float> %t163_c1_050, ptr %arena51, align 4
+  %t163_c1_152 = load <8 x float>, ptr %fc1.t163_c1_1, align 32
+  %193 = mul nsw i64 %fc1.mb1626, 4
   %194 = add nsw i64 %193, 1
   %195 = mul nsw i64 %194, 64
   %196 = add nsw i64 3751936, %195
-  %197 = mul nsw i64 %fc1.nb1555, 24
+  %197 = mul nsw i64 %fc1.nb1615, 24
   %198 = add nsw i64 %196, %197
   %199 = add nsw i64 %198, 8
   %arena53 = getelementptr inbounds float, ptr %arena, i64 %199
-  store <8 x float> %t157_c1_152, ptr %arena53, align 4
-  %t157_c1_254 = load <8 x float>, ptr %fc1.t157_c1_2, align 32
-  %200 = mul nsw i64 %fc1.mb1566, 4
+  store <8 x float> %t163_c1_152, ptr %arena53, align 4
+  %t163_c1_254 = load <8 x float>, ptr %fc1.t163_c1_2, align 32
+  %200 = mul nsw i64 %fc1.mb1626, 4
   %201 = add nsw i64 %200, 1
   %202 = mul nsw i64 %201, 64
   %203 = add nsw i64 3751936, %202
-  %204 = mul nsw i64 %fc1.nb1555, 24
+  %204 = mul nsw i64 %fc1.nb1615, 24
   %205 = add nsw i64 %203, %204
   %206 = add nsw i64 %205, 16
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %206
-  store <8 x float> %t157_c1_254, ptr %arena55, align 4
-  %t157_c2_056 = load <8 x float>, ptr %fc1.t157_c2_0, align 32
-  %207 = mul nsw i64 %fc1.mb1566, 4
+  store <8 x float> %t163_c1_254, ptr %arena55, align 4
+  %t163_c2_056 = load <8 x float>, ptr %fc1.t163_c2_0, align 32
+  %207 = mul nsw i64 %fc1.mb1626, 4
   %208 = add nsw i64 %207, 2
   %209 = mul nsw i64 %208, 64
   %210 = add nsw i64 3751936, %209
-  %211 = mul nsw i64 %fc1.nb1555, 24
+  %211 = mul nsw i64 %fc1.nb1615, 24
   %212 = add nsw i64 %210, %211
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %212
-  store <8 x float> %t157_c2_056, ptr %arena57, align 4
-  %t157_c2_158 = load <8 x float>, ptr %fc1.t157_c2_1, align 32
-  %213 = mul nsw i64 %fc1.mb1566, 4
+  store <8 x float> %t163_c2_056, ptr %arena57, align 4
+  %t163_c2_158 = load <8 x float>, ptr %fc1.t163_c2_1, align 32
+  %213 = mul nsw i64 %fc1.mb1626, 4
   %214 = add nsw i64 %213, 2
   %215 = mul nsw i64 %214, 64
   %216 = add nsw i64 3751936, %215
-  %217 = mul nsw i64 %fc1.nb1555, 24
+  %217 = mul nsw i64 %fc1.nb1615, 24
   %218 = add nsw i64 %216, %217
   %219 = add nsw i64 %218, 8
   %arena59 = getelementptr inbounds float, ptr %arena, i64 %219
-  store <8 x float> %t157_c2_158, ptr %arena59, align 4
-  %t157_c2_260 = load <8 x float>, ptr %fc1.t157_c2_2, align 32
-  %220 = mul nsw i64 %fc1.mb1566, 4
+  store <8 x float> %t163_c2_158, ptr %arena59, align 4
+  %t163_c2_260 = load <8 x float>, ptr %fc1.t163_c2_2, align 32
+  %220 = mul nsw i64 %fc1.mb1626, 4
   %221 = add nsw i64 %220, 2
   %222 = mul nsw i64 %221, 64
   %223 = add nsw i64 3751936, %222
-  %224 = mul nsw i64 %fc1.nb1555, 24
+  %224 = mul nsw i64 %fc1.nb1615, 24
   %225 = add nsw i64 %223, %224
   %226 = add nsw i64 %225, 16
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %226
-  store <8 x float> %t157_c2_260, ptr %arena61, align 4
-  %t157_c3_062 = load <8 x float>, ptr %fc1.t157_c3_0, align 32
-  %227 = mul nsw i64 %fc1.mb1566, 4
+  store <8 x float> %t163_c2_260, ptr %arena61, align 4
+  %t163_c3_062 = load <8 x float>, ptr %fc1.t163_c3_0, align 32
+  %227 = mul nsw i64 %fc1.mb1626, 4
   %228 = add nsw i64 %227, 3
   %229 = mul nsw i64 %228, 64
   %230 = add nsw i64 3751936, %229
-  %231 = mul nsw i64 %fc1.nb1555, 24
+  %231 = mul nsw i64 %fc1.nb1615, 24
   %232 = add nsw i64 %230, %231
   %arena63 = getelementptr inbounds float, ptr %arena, i64 %232
-  store <8 x float> %t157_c3_062, ptr %arena63, align 4
-  %t157_c3_164 = load <8 x float>, ptr %fc1.t157_c3_1, align 32
-  %233 = mul nsw i64 %fc1.mb1566, 4
+  store <8 x float> %t163_c3_062, ptr %arena63, align 4
+  %t163_c3_164 = load <8 x float>, ptr %fc1.t163_c3_1, align 32
+  %233 = mul nsw i64 %fc1.mb1626, 4
   %234 = add nsw i64 %233, 3
   %235 = mul nsw i64 %234, 64
   %236 = add nsw i64 3751936, %235
-  %237 = mul nsw i64 %fc1.nb1555, 24
+  %237 = mul nsw i64 %fc1.nb1615, 24
   %238 = add nsw i64 %236, %237
   %239 = add nsw i64 %238, 8
   %arena65 = getelementptr inbounds float, ptr %arena, i64 %239
-  store <8 x float> %t157_c3_164, ptr %arena65, align 4
-  %t157_c3_266 = load <8 x float>, ptr %fc1.t157_c3_2, align 32
-  %240 = mul nsw i64 %fc1.mb1566, 4
+  store <8 x float> %t163_c3_164, ptr %arena65, align 4
+  %t163_c3_266 = load <8 x float>, ptr %fc1.t163_c3_2, align 32
+  %240 = mul nsw i64 %fc1.mb1626, 4
   %241 = add nsw i64 %240, 3
   %242 = mul nsw i64 %241, 64
   %243 = add nsw i64 3751936, %242
-  %244 = mul nsw i64 %fc1.nb1555, 24
+  %244 = mul nsw i64 %fc1.nb1615, 24
   %245 = add nsw i64 %243, %244
   %246 = add nsw i64 %245, 16
   %arena67 = getelementptr inbounds float, ptr %arena, i64 %246
-  store <8 x float> %t157_c3_266, ptr %arena67, align 4
-  %mb156.next = add nsw i64 %fc1.mb1566, 1
-  %247 = icmp slt i64 %mb156.next, 32
-  br i1 %247, label %fc1.mb156, label %fc1.mb156.end
+  store <8 x float> %t163_c3_266, ptr %arena67, align 4
+  %mb162.next = add nsw i64 %fc1.mb1626, 1
+  %247 = icmp slt i64 %mb162.next, 32
+  br i1 %247, label %fc1.mb162, label %fc1.mb162.end
 
-fc1.mb159:                                        ; preds = %fc1.k161.end, %fc1.nb155.end
-  %fc1.mb15968 = phi i64 [ 0, %fc1.nb155.end ], [ %mb159.next, %fc1.k161.end ]
-  %248 = mul nsw i64 %fc1.mb15968, 4
+fc1.mb165:                                        ; preds = %fc1.k167.end, %fc1.nb161.end
+  %fc1.mb16568 = phi i64 [ 0, %fc1.nb161.end ], [ %mb165.next, %fc1.k167.end ]
+  %248 = mul nsw i64 %fc1.mb16568, 4
   %249 = mul nsw i64 %248, 64
   %250 = add nsw i64 3751936, %249
   %251 = add nsw i64 %250, 48
   %arena69 = getelementptr inbounds float, ptr %arena, i64 %251
   %252 = load <8 x float>, ptr %arena69, align 4
-  store <8 x float> %252, ptr %fc1.t160_c0_0, align 32
-  %253 = mul nsw i64 %fc1.mb15968, 4
+  store <8 x float> %252, ptr %fc1.t166_c0_0, align 32
+  %253 = mul nsw i64 %fc1.mb16568, 4
   %254 = mul nsw i64 %253, 64
   %255 = add nsw i64 3751936, %254
   %256 = add nsw i64 %255, 48
   %257 = add nsw i64 %256, 8
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %257
   %258 = load <8 x float>, ptr %arena70, align 4
-  store <8 x float> %258, ptr %fc1.t160_c0_1, align 32
-  %259 = mul nsw i64 %fc1.mb15968, 4
+  store <8 x float> %258, ptr %fc1.t166_c0_1, align 32
+  %259 = mul nsw i64 %fc1.mb16568, 4
   %260 = add nsw i64 %259, 1
   %261 = mul nsw i64 %260, 64
   %262 = add nsw i64 3751936, %261
   %263 = add nsw i64 %262, 48
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %263
   %264 = load <8 x float>, ptr %arena71, align 4
-  store <8 x float> %264, ptr %fc1.t160_c1_0, align 32
-  %265 = mul nsw i64 %fc1.mb15968, 4
+  store <8 x float> %264, ptr %fc1.t166_c1_0, align 32
+  %265 = mul nsw i64 %fc1.mb16568, 4
   %266 = add nsw i64 %265, 1
   %267 = mul nsw i64 %266, 64
   %268 = add nsw i64 3751936, %267
@@ -3783,16 +3879,16 @@ fc1.mb159:                                        ; preds = %fc1.k161.end, %fc1.
   %270 = add nsw i64 %269, 8
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %270
   %271 = load <8 x float>, ptr %arena72, align 4
-  store <8 x float> %271, ptr %fc1.t160_c1_1, align 32
-  %272 = mul nsw i64 %fc1.mb15968, 4
+  store <8 x float> %271, ptr %fc1.t166_c1_1, align 32
+  %272 = mul nsw i64 %fc1.mb16568, 4
   %273 = add nsw i64 %272, 2
   %274 = mul nsw i64 %273, 64
   %275 = add nsw i64 3751936, %274
   %276 = add nsw i64 %275, 48
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %276
   %277 = load <8 x float>, ptr %arena73, align 4
-  store <8 x float> %277, ptr %fc1.t160_c2_0, align 32
-  %278 = mul nsw i64 %fc1.mb15968, 4
+  store <8 x float> %277, ptr %fc1.t166_c2_0, align 32
+  %278 = mul nsw i64 %fc1.mb16568, 4
   %279 = add nsw i64 %278, 2
   %280 = mul nsw i64 %279, 64
   %281 = add nsw i64 3751936, %280
@@ -3800,16 +3896,16 @@ fc1.mb159:                                        ; preds = %fc1.k161.end, %fc1.
   %283 = add nsw i64 %282, 8
   %arena74 = getelementptr inbounds float, ptr %arena, i64 %283
   %284 = load <8 x float>, ptr %arena74, align 4
-  store <8 x float> %284, ptr %fc1.t160_c2_1, align 32
-  %285 = mul nsw i64 %fc1.mb15968, 4
+  store <8 x float> %284, ptr %fc1.t166_c2_1, align 32
+  %285 = mul nsw i64 %fc1.mb16568, 4
   %286 = add nsw i64 %285, 3
   %287 = mul nsw i64 %286, 64
   %288 = add nsw i64 3751936, %287
   %289 = add nsw i64 %288, 48
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %289
   %290 = load <8 x float>, ptr %arena75, align 4
-  store <8 x float> %290, ptr %fc1.t160_c3_0, align 32
-  %291 = mul nsw i64 %fc1.mb15968, 4
+  store <8 x float> %290, ptr %fc1.t166_c3_0, align 32
+  %291 = mul nsw i64 %fc1.mb16568, 4
   %292 = add nsw i64 %291, 3
   %293 = mul nsw i64 %292, 64
   %294 = add nsw i64 3751936, %293
@@ -3817,194 +3913,194 @@ fc1.mb159:                                        ; preds = %fc1.k161.end, %fc1.
   %296 = add nsw i64 %295, 8
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %296
   %297 = load <8 x float>, ptr %arena76, align 4
-  store <8 x float> %297, ptr %fc1.t160_c3_1, align 32
-  br label %fc1.k161
+  store <8 x float> %297, ptr %fc1.t166_c3_1, align 32
+  br label %fc1.k167
 
-fc1.mb159.end:                                    ; preds = %fc1.k161.end
-  %kp154.next = add nsw i64 %fc1.kp1544, 1
-  %298 = icmp slt i64 %kp154.next, 8
-  br i1 %298, label %fc1.kp154, label %fc1.kp154.end
+fc1.mb165.end:                                    ; preds = %fc1.k167.end
+  %kp160.next = add nsw i64 %fc1.kp1604, 1
+  %298 = icmp slt i64 %kp160.next, 8
+  br i1 %298, label %fc1.kp160, label %fc1.kp160.end
 
-fc1.k161:                                         ; preds = %fc1.k161, %fc1.mb159
-  %fc1.k16177 = phi i64 [ 0, %fc1.mb159 ], [ %k161.next, %fc1.k161 ]
-  %299 = mul nsw i64 %fc1.kp1544, 1152
-  %300 = add nsw i64 %fc1.k16177, %299
+fc1.k167:                                         ; preds = %fc1.k167, %fc1.mb165
+  %fc1.k16777 = phi i64 [ 0, %fc1.mb165 ], [ %k167.next, %fc1.k167 ]
+  %299 = mul nsw i64 %fc1.kp1604, 1152
+  %300 = add nsw i64 %fc1.k16777, %299
   %301 = mul nsw i64 %300, 64
   %302 = add nsw i64 3162112, %301
   %303 = add nsw i64 %302, 48
   %arena78 = getelementptr inbounds float, ptr %arena, i64 %303
   %304 = load <8 x float>, ptr %arena78, align 4
-  store <8 x float> %304, ptr %fc1.t160_b0, align 32
-  %305 = mul nsw i64 %fc1.kp1544, 1152
-  %306 = add nsw i64 %fc1.k16177, %305
+  store <8 x float> %304, ptr %fc1.t166_b0, align 32
+  %305 = mul nsw i64 %fc1.kp1604, 1152
+  %306 = add nsw i64 %fc1.k16777, %305
   %307 = mul nsw i64 %306, 64
   %308 = add nsw i64 3162112, %307
   %309 = add nsw i64 %308, 48
   %310 = add nsw i64 %309, 8
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %310
   %311 = load <8 x float>, ptr %arena79, align 4
-  store <8 x float> %311, ptr %fc1.t160_b1, align 32
-  %312 = mul nsw i64 %fc1.mb15968, 4
+  store <8 x float> %311, ptr %fc1.t166_b1, align 32
+  %312 = mul nsw i64 %fc1.mb16568, 4
   %313 = mul nsw i64 %312, 9216
   %314 = add nsw i64 18816, %313
-  %315 = mul nsw i64 %fc1.kp1544, 1152
-  %316 = add nsw i64 %fc1.k16177, %315
+  %315 = mul nsw i64 %fc1.kp1604, 1152
+  %316 = add nsw i64 %fc1.k16777, %315
   %317 = add nsw i64 %314, %316
   %params80 = getelementptr inbounds float, ptr %params, i64 %317
   %318 = load float, ptr %params80, align 4
   %319 = insertelement <8 x float> undef, float %318, i32 0
   %320 = shufflevector <8 x float> %319, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %320, ptr %fc1.t160_a0, align 32
-  %t160_a0 = load <8 x float>, ptr %fc1.t160_a0, align 32
-  %t160_b0 = load <8 x float>, ptr %fc1.t160_b0, align 32
-  %t160_c0_0 = load <8 x float>, ptr %fc1.t160_c0_0, align 32
-  %321 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t160_a0, <8 x float> %t160_b0, <8 x float> %t160_c0_0)
-  store <8 x float> %321, ptr %fc1.t160_c0_0, align 32
-  %t160_a081 = load <8 x float>, ptr %fc1.t160_a0, align 32
-  %t160_b1 = load <8 x float>, ptr %fc1.t160_b1, align 32
-  %t160_c0_1 = load <8 x float>, ptr %fc1.t160_c0_1, align 32
-  %322 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t160_a081, <8 x float> %t160_b1, <8 x float> %t160_c0_1)
-  store <8 x float> %322, ptr %fc1.t160_c0_1, align 32
-  %323 = mul nsw i64 %fc1.mb15968, 4
+  store <8 x float> %320, ptr %fc1.t166_a0, align 32
+  %t166_a0 = load <8 x float>, ptr %fc1.t166_a0, align 32
+  %t166_b0 = load <8 x float>, ptr %fc1.t166_b0, align 32
+  %t166_c0_0 = load <8 x float>, ptr %fc1.t166_c0_0, align 32
+  %321 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t166_a0, <8 x float> %t166_b0, <8 x float> %t166_c0_0)
+  store <8 x float> %321, ptr %fc1.t166_c0_0, align 32
+  %t166_a081 = load <8 x float>, ptr %fc1.t166_a0, align 32
+  %t166_b1 = load <8 x float>, ptr %fc1.t166_b1, align 32
+  %t166_c0_1 = load <8 x float>, ptr %fc1.t166_c0_1, align 32
+  %322 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t166_a081, <8 x float> %t166_b1, <8 x float> %t166_c0_1)
+  store <8 x float> %322, ptr %fc1.t166_c0_1, align 32
+  %323 = mul nsw i64 %fc1.mb16568, 4
   %324 = add nsw i64 %323, 1
   %325 = mul nsw i64 %324, 9216
   %326 = add nsw i64 18816, %325
-  %327 = mul nsw i64 %fc1.kp1544, 1152
-  %328 = add nsw i64 %fc1.k16177, %327
+  %327 = mul nsw i64 %fc1.kp1604, 1152
+  %328 = add nsw i64 %fc1.k16777, %327
   %329 = add nsw i64 %326, %328
   %params82 = getelementptr inbounds float, ptr %params, i64 %329
   %330 = load float, ptr %params82, align 4
   %331 = insertelement <8 x float> undef, float %330, i32 0
   %332 = shufflevector <8 x float> %331, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %332, ptr %fc1.t160_a1, align 32
-  %t160_a1 = load <8 x float>, ptr %fc1.t160_a1, align 32
-  %t160_b083 = load <8 x float>, ptr %fc1.t160_b0, align 32
-  %t160_c1_0 = load <8 x float>, ptr %fc1.t160_c1_0, align 32
-  %333 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t160_a1, <8 x float> %t160_b083, <8 x float> %t160_c1_0)
-  store <8 x float> %333, ptr %fc1.t160_c1_0, align 32
-  %t160_a184 = load <8 x float>, ptr %fc1.t160_a1, align 32
-  %t160_b185 = load <8 x float>, ptr %fc1.t160_b1, align 32
-  %t160_c1_1 = load <8 x float>, ptr %fc1.t160_c1_1, align 32
-  %334 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t160_a184, <8 x float> %t160_b185, <8 x float> %t160_c1_1)
-  store <8 x float> %334, ptr %fc1.t160_c1_1, align 32
-  %335 = mul nsw i64 %fc1.mb15968, 4
+  store <8 x float> %332, ptr %fc1.t166_a1, align 32
+  %t166_a1 = load <8 x float>, ptr %fc1.t166_a1, align 32
+  %t166_b083 = load <8 x float>, ptr %fc1.t166_b0, align 32
+  %t166_c1_0 = load <8 x float>, ptr %fc1.t166_c1_0, align 32
+  %333 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t166_a1, <8 x float> %t166_b083, <8 x float> %t166_c1_0)
+  store <8 x float> %333, ptr %fc1.t166_c1_0, align 32
+  %t166_a184 = load <8 x float>, ptr %fc1.t166_a1, align 32
+  %t166_b185 = load <8 x float>, ptr %fc1.t166_b1, align 32
+  %t166_c1_1 = load <8 x float>, ptr %fc1.t166_c1_1, align 32
+  %334 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t166_a184, <8 x float> %t166_b185, <8 x float> %t166_c1_1)
+  store <8 x float> %334, ptr %fc1.t166_c1_1, align 32
+  %335 = mul nsw i64 %fc1.mb16568, 4
   %336 = add nsw i64 %335, 2
   %337 = mul nsw i64 %336, 9216
   %338 = add nsw i64 18816, %337
-  %339 = mul nsw i64 %fc1.kp1544, 1152
-  %340 = add nsw i64 %fc1.k16177, %339
+  %339 = mul nsw i64 %fc1.kp1604, 1152
+  %340 = add nsw i64 %fc1.k16777, %339
   %341 = add nsw i64 %338, %340
   %params86 = getelementptr inbounds float, ptr %params, i64 %341
   %342 = load float, ptr %params86, align 4
   %343 = insertelement <8 x float> undef, float %342, i32 0
   %344 = shufflevector <8 x float> %343, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %344, ptr %fc1.t160_a2, align 32
-  %t160_a2 = load <8 x float>, ptr %fc1.t160_a2, align 32
-  %t160_b087 = load <8 x float>, ptr %fc1.t160_b0, align 32
-  %t160_c2_0 = load <8 x float>, ptr %fc1.t160_c2_0, align 32
-  %345 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t160_a2, <8 x float> %t160_b087, <8 x float> %t160_c2_0)
-  store <8 x float> %345, ptr %fc1.t160_c2_0, align 32
-  %t160_a288 = load <8 x float>, ptr %fc1.t160_a2, align 32
-  %t160_b189 = load <8 x float>, ptr %fc1.t160_b1, align 32
-  %t160_c2_1 = load <8 x float>, ptr %fc1.t160_c2_1, align 32
-  %346 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t160_a288, <8 x float> %t160_b189, <8 x float> %t160_c2_1)
-  store <8 x float> %346, ptr %fc1.t160_c2_1, align 32
-  %347 = mul nsw i64 %fc1.mb15968, 4
+  store <8 x float> %344, ptr %fc1.t166_a2, align 32
+  %t166_a2 = load <8 x float>, ptr %fc1.t166_a2, align 32
+  %t166_b087 = load <8 x float>, ptr %fc1.t166_b0, align 32
+  %t166_c2_0 = load <8 x float>, ptr %fc1.t166_c2_0, align 32
+  %345 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t166_a2, <8 x float> %t166_b087, <8 x float> %t166_c2_0)
+  store <8 x float> %345, ptr %fc1.t166_c2_0, align 32
+  %t166_a288 = load <8 x float>, ptr %fc1.t166_a2, align 32
+  %t166_b189 = load <8 x float>, ptr %fc1.t166_b1, align 32
+  %t166_c2_1 = load <8 x float>, ptr %fc1.t166_c2_1, align 32
+  %346 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t166_a288, <8 x float> %t166_b189, <8 x float> %t166_c2_1)
+  store <8 x float> %346, ptr %fc1.t166_c2_1, align 32
+  %347 = mul nsw i64 %fc1.mb16568, 4
   %348 = add nsw i64 %347, 3
   %349 = mul nsw i64 %348, 9216
   %350 = add nsw i64 18816, %349
-  %351 = mul nsw i64 %fc1.kp1544, 1152
-  %352 = add nsw i64 %fc1.k16177, %351
+  %351 = mul nsw i64 %fc1.kp1604, 1152
+  %352 = add nsw i64 %fc1.k16777, %351
   %353 = add nsw i64 %350, %352
   %params90 = getelementptr inbounds float, ptr %params, i64 %353
   %354 = load float, ptr %params90, align 4
   %355 = insertelement <8 x float> undef, float %354, i32 0
   %356 = shufflevector <8 x float> %355, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %356, ptr %fc1.t160_a3, align 32
-  %t160_a3 = load <8 x float>, ptr %fc1.t160_a3, align 32
-  %t160_b091 = load <8 x float>, ptr %fc1.t160_b0, align 32
-  %t160_c3_0 = load <8 x float>, ptr %fc1.t160_c3_0, align 32
-  %357 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t160_a3, <8 x float> %t160_b091, <8 x float> %t160_c3_0)
-  store <8 x float> %357, ptr %fc1.t160_c3_0, align 32
-  %t160_a392 = load <8 x float>, ptr %fc1.t160_a3, align 32
-  %t160_b193 = load <8 x float>, ptr %fc1.t160_b1, align 32
-  %t160_c3_1 = load <8 x float>, ptr %fc1.t160_c3_1, align 32
-  %358 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t160_a392, <8 x float> %t160_b193, <8 x float> %t160_c3_1)
-  store <8 x float> %358, ptr %fc1.t160_c3_1, align 32
-  %k161.next = add nsw i64 %fc1.k16177, 1
-  %359 = icmp slt i64 %k161.next, 1152
-  br i1 %359, label %fc1.k161, label %fc1.k161.end
+  store <8 x float> %356, ptr %fc1.t166_a3, align 32
+  %t166_a3 = load <8 x float>, ptr %fc1.t166_a3, align 32
+  %t166_b091 = load <8 x float>, ptr %fc1.t166_b0, align 32
+  %t166_c3_0 = load <8 x float>, ptr %fc1.t166_c3_0, align 32
+  %357 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t166_a3, <8 x float> %t166_b091, <8 x float> %t166_c3_0)
+  store <8 x float> %357, ptr %fc1.t166_c3_0, align 32
+  %t166_a392 = load <8 x float>, ptr %fc1.t166_a3, align 32
+  %t166_b193 = load <8 x float>, ptr %fc1.t166_b1, align 32
+  %t166_c3_1 = load <8 x float>, ptr %fc1.t166_c3_1, align 32
+  %358 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t166_a392, <8 x float> %t166_b193, <8 x float> %t166_c3_1)
+  store <8 x float> %358, ptr %fc1.t166_c3_1, align 32
+  %k167.next = add nsw i64 %fc1.k16777, 1
+  %359 = icmp slt i64 %k167.next, 1152
+  br i1 %359, label %fc1.k167, label %fc1.k167.end
 
-fc1.k161.end:                                     ; preds = %fc1.k161
-  %t160_c0_094 = load <8 x float>, ptr %fc1.t160_c0_0, align 32
-  %360 = mul nsw i64 %fc1.mb15968, 4
+fc1.k167.end:                                     ; preds = %fc1.k167
+  %t166_c0_094 = load <8 x float>, ptr %fc1.t166_c0_0, align 32
+  %360 = mul nsw i64 %fc1.mb16568, 4
   %361 = mul nsw i64 %360, 64
   %362 = add nsw i64 3751936, %361
   %363 = add nsw i64 %362, 48
   %arena95 = getelementptr inbounds float, ptr %arena, i64 %363
-  store <8 x float> %t160_c0_094, ptr %arena95, align 4
-  %t160_c0_196 = load <8 x float>, ptr %fc1.t160_c0_1, align 32
-  %364 = mul nsw i64 %fc1.mb15968, 4
+  store <8 x float> %t166_c0_094, ptr %arena95, align 4
+  %t166_c0_196 = load <8 x float>, ptr %fc1.t166_c0_1, align 32
+  %364 = mul nsw i64 %fc1.mb16568, 4
   %365 = mul nsw i64 %364, 64
   %366 = add nsw i64 3751936, %365
   %367 = add nsw i64 %366, 48
   %368 = add nsw i64 %367, 8
   %arena97 = getelementptr inbounds float, ptr %arena, i64 %368
-  store <8 x float> %t160_c0_196, ptr %arena97, align 4
-  %t160_c1_098 = load <8 x float>, ptr %fc1.t160_c1_0, align 32
-  %369 = mul nsw i64 %fc1.mb15968, 4
+  store <8 x float> %t166_c0_196, ptr %arena97, align 4
+  %t166_c1_098 = load <8 x float>, ptr %fc1.t166_c1_0, align 32
+  %369 = mul nsw i64 %fc1.mb16568, 4
   %370 = add nsw i64 %369, 1
   %371 = mul nsw i64 %370, 64
   %372 = add nsw i64 3751936, %371
   %373 = add nsw i64 %372, 48
   %arena99 = getelementptr inbounds float, ptr %arena, i64 %373
-  store <8 x float> %t160_c1_098, ptr %arena99, align 4
-  %t160_c1_1100 = load <8 x float>, ptr %fc1.t160_c1_1, align 32
-  %374 = mul nsw i64 %fc1.mb15968, 4
+  store <8 x float> %t166_c1_098, ptr %arena99, align 4
+  %t166_c1_1100 = load <8 x float>, ptr %fc1.t166_c1_1, align 32
+  %374 = mul nsw i64 %fc1.mb16568, 4
   %375 = add nsw i64 %374, 1
   %376 = mul nsw i64 %375, 64
   %377 = add nsw i64 3751936, %376
   %378 = add nsw i64 %377, 48
   %379 = add nsw i64 %378, 8
   %arena101 = getelementptr inbounds float, ptr %arena, i64 %379
-  store <8 x float> %t160_c1_1100, ptr %arena101, align 4
-  %t160_c2_0102 = load <8 x float>, ptr %fc1.t160_c2_0, align 32
-  %380 = mul nsw i64 %fc1.mb15968, 4
+  store <8 x float> %t166_c1_1100, ptr %arena101, align 4
+  %t166_c2_0102 = load <8 x float>, ptr %fc1.t166_c2_0, align 32
+  %380 = mul nsw i64 %fc1.mb16568, 4
   %381 = add nsw i64 %380, 2
   %382 = mul nsw i64 %381, 64
   %383 = add nsw i64 3751936, %382
   %384 = add nsw i64 %383, 48
   %arena103 = getelementptr inbounds float, ptr %arena, i64 %384
-  store <8 x float> %t160_c2_0102, ptr %arena103, align 4
-  %t160_c2_1104 = load <8 x float>, ptr %fc1.t160_c2_1, align 32
-  %385 = mul nsw i64 %fc1.mb15968, 4
+  store <8 x float> %t166_c2_0102, ptr %arena103, align 4
+  %t166_c2_1104 = load <8 x float>, ptr %fc1.t166_c2_1, align 32
+  %385 = mul nsw i64 %fc1.mb16568, 4
   %386 = add nsw i64 %385, 2
   %387 = mul nsw i64 %386, 64
   %388 = add nsw i64 3751936, %387
   %389 = add nsw i64 %388, 48
   %390 = add nsw i64 %389, 8
   %arena105 = getelementptr inbounds float, ptr %arena, i64 %390
-  store <8 x float> %t160_c2_1104, ptr %arena105, align 4
-  %t160_c3_0106 = load <8 x float>, ptr %fc1.t160_c3_0, align 32
-  %391 = mul nsw i64 %fc1.mb15968, 4
+  store <8 x float> %t166_c2_1104, ptr %arena105, align 4
+  %t166_c3_0106 = load <8 x float>, ptr %fc1.t166_c3_0, align 32
+  %391 = mul nsw i64 %fc1.mb16568, 4
   %392 = add nsw i64 %391, 3
   %393 = mul nsw i64 %392, 64
   %394 = add nsw i64 3751936, %393
   %395 = add nsw i64 %394, 48
   %arena107 = getelementptr inbounds float, ptr %arena, i64 %395
-  store <8 x float> %t160_c3_0106, ptr %arena107, align 4
-  %t160_c3_1108 = load <8 x float>, ptr %fc1.t160_c3_1, align 32
-  %396 = mul nsw i64 %fc1.mb15968, 4
+  store <8 x float> %t166_c3_0106, ptr %arena107, align 4
+  %t166_c3_1108 = load <8 x float>, ptr %fc1.t166_c3_1, align 32
+  %396 = mul nsw i64 %fc1.mb16568, 4
   %397 = add nsw i64 %396, 3
   %398 = mul nsw i64 %397, 64
   %399 = add nsw i64 3751936, %398
   %400 = add nsw i64 %399, 48
   %401 = add nsw i64 %400, 8
   %arena109 = getelementptr inbounds float, ptr %arena, i64 %401
-  store <8 x float> %t160_c3_1108, ptr %arena109, align 4
-  %mb159.next = add nsw i64 %fc1.mb15968, 1
-  %402 = icmp slt i64 %mb159.next, 32
-  br i1 %402, label %fc1.mb159, label %fc1.mb159.end
+  store <8 x float> %t166_c3_1108, ptr %arena109, align 4
+  %mb165.next = add nsw i64 %fc1.mb16568, 1
+  %402 = icmp slt i64 %mb165.next, 32
+  br i1 %402, label %fc1.mb165, label %fc1.mb165.end
 }
 
 ; Function Attrs: noinline
@@ -4028,11 +4124,11 @@ entry:
   %15 = mul i64 %14, -7723592293110705685
   %16 = lshr i64 %15, 31
   %17 = xor i64 %15, %16
-  br label %drop2.i173
+  br label %drop2.i179
 
-drop2.i173:                                       ; preds = %drop2.i173, %entry
-  %drop2.i1731 = phi i64 [ 0, %entry ], [ %i173.next, %drop2.i173 ]
-  %18 = mul i64 %drop2.i1731, -7046029254386353131
+drop2.i179:                                       ; preds = %drop2.i179, %entry
+  %drop2.i1791 = phi i64 [ 0, %entry ], [ %i179.next, %drop2.i179 ]
+  %18 = mul i64 %drop2.i1791, -7046029254386353131
   %19 = add i64 %17, %18
   %20 = lshr i64 %19, 30
   %21 = xor i64 %19, %20
@@ -4044,19 +4140,19 @@ drop2.i173:                                       ; preds = %drop2.i173, %entry
   %27 = xor i64 %25, %26
   %28 = lshr i64 %27, 40
   %29 = icmp uge i64 %28, 8388608
-  %30 = add nsw i64 3153920, %drop2.i1731
+  %30 = add nsw i64 3153920, %drop2.i1791
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = load float, ptr %arena2, align 4
   %32 = fmul float %31, 2.000000e+00
   %33 = select i1 %29, float %32, float 0.000000e+00
-  %34 = add nsw i64 3162112, %drop2.i1731
+  %34 = add nsw i64 3162112, %drop2.i1791
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %34
   store float %33, ptr %arena3, align 4
-  %i173.next = add nsw i64 %drop2.i1731, 1
-  %35 = icmp slt i64 %i173.next, 8192
-  br i1 %35, label %drop2.i173, label %drop2.i173.end
+  %i179.next = add nsw i64 %drop2.i1791, 1
+  %35 = icmp slt i64 %i179.next, 8192
+  br i1 %35, label %drop2.i179, label %drop2.i179.end
 
-drop2.i173.end:                                   ; preds = %drop2.i173
+drop2.i179.end:                                   ; preds = %drop2.i179
   ret void
 }
 
@@ -4067,39 +4163,39 @@ entry:
   %params2 = getelementptr inbounds float, ptr %params, i64 1198592
   %arena3 = getelementptr inbounds float, ptr %arena, i64 3170304
   call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena1, i32 128, ptr %params2, i32 128, float 0.000000e+00, ptr %arena3, i32 10)
-  br label %fc2.n178
+  br label %fc2.n184
 
-fc2.n178:                                         ; preds = %fc2.u179.end, %entry
-  %fc2.n1784 = phi i64 [ 0, %entry ], [ %n178.next, %fc2.u179.end ]
-  br label %fc2.u179
+fc2.n184:                                         ; preds = %fc2.u185.end, %entry
+  %fc2.n1844 = phi i64 [ 0, %entry ], [ %n184.next, %fc2.u185.end ]
+  br label %fc2.u185
 
-fc2.n178.end:                                     ; preds = %fc2.u179.end
+fc2.n184.end:                                     ; preds = %fc2.u185.end
   ret void
 
-fc2.u179:                                         ; preds = %fc2.u179, %fc2.n178
-  %fc2.u1795 = phi i64 [ 0, %fc2.n178 ], [ %u179.next, %fc2.u179 ]
-  %0 = mul nsw i64 %fc2.n1784, 10
+fc2.u185:                                         ; preds = %fc2.u185, %fc2.n184
+  %fc2.u1855 = phi i64 [ 0, %fc2.n184 ], [ %u185.next, %fc2.u185 ]
+  %0 = mul nsw i64 %fc2.n1844, 10
   %1 = add nsw i64 3170304, %0
-  %2 = add nsw i64 %1, %fc2.u1795
+  %2 = add nsw i64 %1, %fc2.u1855
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena6, align 4
-  %4 = add nsw i64 1199872, %fc2.u1795
+  %4 = add nsw i64 1199872, %fc2.u1855
   %params7 = getelementptr inbounds float, ptr %params, i64 %4
   %5 = load float, ptr %params7, align 4
   %6 = fadd float %3, %5
-  %7 = mul nsw i64 %fc2.n1784, 10
+  %7 = mul nsw i64 %fc2.n1844, 10
   %8 = add nsw i64 3170304, %7
-  %9 = add nsw i64 %8, %fc2.u1795
+  %9 = add nsw i64 %8, %fc2.u1855
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %9
   store float %6, ptr %arena8, align 4
-  %u179.next = add nsw i64 %fc2.u1795, 1
-  %10 = icmp slt i64 %u179.next, 10
-  br i1 %10, label %fc2.u179, label %fc2.u179.end
+  %u185.next = add nsw i64 %fc2.u1855, 1
+  %10 = icmp slt i64 %u185.next, 10
+  br i1 %10, label %fc2.u185, label %fc2.u185.end
 
-fc2.u179.end:                                     ; preds = %fc2.u179
-  %n178.next = add nsw i64 %fc2.n1784, 1
-  %11 = icmp slt i64 %n178.next, 64
-  br i1 %11, label %fc2.n178, label %fc2.n178.end
+fc2.u185.end:                                     ; preds = %fc2.u185
+  %n184.next = add nsw i64 %fc2.n1844, 1
+  %11 = icmp slt i64 %n184.next, 64
+  br i1 %11, label %fc2.n184, label %fc2.n184.end
 }
 
 declare void @cblas_sgemm(i32, i32, i32, i32, i32, i32, float, ptr, i32, ptr, i32, float, ptr, i32)
@@ -4107,51 +4203,51 @@ declare void @cblas_sgemm(i32, i32, i32, i32, i32, i32, float, ptr, i32, ptr, i3
 ; Function Attrs: noinline
 define internal void @mnistnet_train_b64.k7.probs(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %probs.s182 = alloca float, align 4
-  %probs.m181 = alloca float, align 4
-  br label %probs.n180
+  %probs.s188 = alloca float, align 4
+  %probs.m187 = alloca float, align 4
+  br label %probs.n186
 
-probs.n180:                                       ; preds = %probs.k185.end, %entry
-  %probs.n1801 = phi i64 [ 0, %entry ], [ %n180.next, %probs.k185.end ]
-  %0 = mul nsw i64 %probs.n1801, 10
+probs.n186:                                       ; preds = %probs.k191.end, %entry
+  %probs.n1861 = phi i64 [ 0, %entry ], [ %n186.next, %probs.k191.end ]
+  %0 = mul nsw i64 %probs.n1861, 10
   %1 = add nsw i64 3170304, %0
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %1
   %2 = load float, ptr %arena2, align 4
-  store float %2, ptr %probs.m181, align 4
-  br label %probs.k183
+  store float %2, ptr %probs.m187, align 4
+  br label %probs.k189
 
-probs.n180.end:                                   ; preds = %probs.k185.end
+probs.n186.end:                                   ; preds = %probs.k191.end
   ret void
 
-probs.k183:                                       ; preds = %probs.k183, %probs.n180
-  %probs.k1833 = phi i64 [ 0, %probs.n180 ], [ %k183.next, %probs.k183 ]
-  %m181 = load float, ptr %probs.m181, align 4
-  %3 = mul nsw i64 %probs.n1801, 10
+probs.k189:                                       ; preds = %probs.k189, %probs.n186
+  %probs.k1893 = phi i64 [ 0, %probs.n186 ], [ %k189.next, %probs.k189 ]
+  %m187 = load float, ptr %probs.m187, align 4
+  %3 = mul nsw i64 %probs.n1861, 10
   %4 = add nsw i64 3170304, %3
-  %5 = add nsw i64 %4, %probs.k1833
+  %5 = add nsw i64 %4, %probs.k1893
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
   %6 = load float, ptr %arena4, align 4
-  %7 = fcmp ogt float %6, %m181
-  %8 = select i1 %7, float %6, float %m181
-  store float %8, ptr %probs.m181, align 4
-  %k183.next = add nsw i64 %probs.k1833, 1
-  %9 = icmp slt i64 %k183.next, 10
-  br i1 %9, label %probs.k183, label %probs.k183.end
+  %7 = fcmp ogt float %6, %m187
+  %8 = select i1 %7, float %6, float %m187
+  store float %8, ptr %probs.m187, align 4
+  %k189.next = add nsw i64 %probs.k1893, 1
+  %9 = icmp slt i64 %k189.next, 10
+  br i1 %9, label %probs.k189, label %probs.k189.end
 
-probs.k183.end:                                   ; preds = %probs.k183
-  store float 0.000000e+00, ptr %probs.s182, align 4
-  br label %probs.k184
+probs.k189.end:                                   ; preds = %probs.k189
+  store float 0.000000e+00, ptr %probs.s188, align 4
+  br label %probs.k190
 
-probs.k184:                                       ; preds = %probs.k184, %probs.k183.end
-  %probs.k1845 = phi i64 [ 0, %probs.k183.end ], [ %k184.next, %probs.k184 ]
-  %s182 = load float, ptr %probs.s182, align 4
-  %10 = mul nsw i64 %probs.n1801, 10
+probs.k190:                                       ; preds = %probs.k190, %probs.k189.end
+  %probs.k1905 = phi i64 [ 0, %probs.k189.end ], [ %k190.next, %probs.k190 ]
+  %s188 = load float, ptr %probs.s188, align 4
+  %10 = mul nsw i64 %probs.n1861, 10
   %11 = add nsw i64 3170304, %10
-  %12 = add nsw i64 %11, %probs.k1845
+  %12 = add nsw i64 %11, %probs.k1905
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %12
   %13 = load float, ptr %arena6, align 4
-  %m1817 = load float, ptr %probs.m181, align 4
-  %14 = fsub float %13, %m1817
+  %m1877 = load float, ptr %probs.m187, align 4
+  %14 = fsub float %13, %m1877
   %15 = fcmp ogt float 0xC055A926E0000000, %14
   %16 = select i1 %15, float 0xC055A926E0000000, float %14
   %17 = fcmp ogt float %16, 0x40562E4300000000
@@ -4189,24 +4285,24 @@ probs.k184:                                       ; preds = %probs.k184, %probs.
   %49 = select i1 %48, float 0x7FF0000000000000, float %47
   %50 = fcmp uno float %14, %14
   %51 = select i1 %50, float %14, float %49
-  %52 = fadd float %s182, %51
-  store float %52, ptr %probs.s182, align 4
-  %k184.next = add nsw i64 %probs.k1845, 1
-  %53 = icmp slt i64 %k184.next, 10
-  br i1 %53, label %probs.k184, label %probs.k184.end
+  %52 = fadd float %s188, %51
+  store float %52, ptr %probs.s188, align 4
+  %k190.next = add nsw i64 %probs.k1905, 1
+  %53 = icmp slt i64 %k190.next, 10
+  br i1 %53, label %probs.k190, label %probs.k190.end
 
-probs.k184.end:                                   ; preds = %probs.k184
-  br label %probs.k185
+probs.k190.end:                                   ; preds = %probs.k190
+  br label %probs.k191
 
-probs.k185:                                       ; preds = %probs.k185, %probs.k184.end
-  %probs.k1858 = phi i64 [ 0, %probs.k184.end ], [ %k185.next, %probs.k185 ]
-  %54 = mul nsw i64 %probs.n1801, 10
+probs.k191:                                       ; preds = %probs.k191, %probs.k190.end
+  %probs.k1918 = phi i64 [ 0, %probs.k190.end ], [ %k191.next, %probs.k191 ]
+  %54 = mul nsw i64 %probs.n1861, 10
   %55 = add nsw i64 3170304, %54
-  %56 = add nsw i64 %55, %probs.k1858
+  %56 = add nsw i64 %55, %probs.k1918
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %56
   %57 = load float, ptr %arena9, align 4
-  %m18110 = load float, ptr %probs.m181, align 4
-  %58 = fsub float %57, %m18110
+  %m18710 = load float, ptr %probs.m187, align 4
+  %58 = fsub float %57, %m18710
   %59 = fcmp ogt float 0xC055A926E0000000, %58
   %60 = select i1 %59, float 0xC055A926E0000000, float %58
   %61 = fcmp ogt float %60, 0x40562E4300000000
@@ -4244,21 +4340,21 @@ probs.k185:                                       ; preds = %probs.k185, %probs.
   %93 = select i1 %92, float 0x7FF0000000000000, float %91
   %94 = fcmp uno float %58, %58
   %95 = select i1 %94, float %58, float %93
-  %s18211 = load float, ptr %probs.s182, align 4
-  %96 = fdiv float %95, %s18211
-  %97 = mul nsw i64 %probs.n1801, 10
+  %s18811 = load float, ptr %probs.s188, align 4
+  %96 = fdiv float %95, %s18811
+  %97 = mul nsw i64 %probs.n1861, 10
   %98 = add nsw i64 3170944, %97
-  %99 = add nsw i64 %98, %probs.k1858
+  %99 = add nsw i64 %98, %probs.k1918
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %99
   store float %96, ptr %arena12, align 4
-  %k185.next = add nsw i64 %probs.k1858, 1
-  %100 = icmp slt i64 %k185.next, 10
-  br i1 %100, label %probs.k185, label %probs.k185.end
+  %k191.next = add nsw i64 %probs.k1918, 1
+  %100 = icmp slt i64 %k191.next, 10
+  br i1 %100, label %probs.k191, label %probs.k191.end
 
-probs.k185.end:                                   ; preds = %probs.k185
-  %n180.next = add nsw i64 %probs.n1801, 1
-  %101 = icmp slt i64 %n180.next, 64
-  br i1 %101, label %probs.n180, label %probs.n180.end
+probs.k191.end:                                   ; preds = %probs.k191
+  %n186.next = add nsw i64 %probs.n1861, 1
+  %101 = icmp slt i64 %n186.next, 64
+  br i1 %101, label %probs.n186, label %probs.n186.end
 }
 
 ; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
@@ -4267,57 +4363,57 @@ declare float @llvm.floor.f32(float) #2
 ; Function Attrs: noinline
 define internal void @mnistnet_train_b64.k8.loss(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %loss.s189 = alloca float, align 4
-  %loss.m188 = alloca float, align 4
-  %loss.total186 = alloca float, align 4
-  store float 0.000000e+00, ptr %loss.total186, align 4
-  br label %loss.n187
+  %loss.s195 = alloca float, align 4
+  %loss.m194 = alloca float, align 4
+  %loss.total192 = alloca float, align 4
+  store float 0.000000e+00, ptr %loss.total192, align 4
+  br label %loss.n193
 
-loss.n187:                                        ; preds = %loss.k191.end, %entry
-  %loss.n1871 = phi i64 [ 0, %entry ], [ %n187.next, %loss.k191.end ]
-  %0 = mul nsw i64 %loss.n1871, 10
+loss.n193:                                        ; preds = %loss.k197.end, %entry
+  %loss.n1931 = phi i64 [ 0, %entry ], [ %n193.next, %loss.k197.end ]
+  %0 = mul nsw i64 %loss.n1931, 10
   %1 = add nsw i64 3170304, %0
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %1
   %2 = load float, ptr %arena2, align 4
-  store float %2, ptr %loss.m188, align 4
-  br label %loss.k190
+  store float %2, ptr %loss.m194, align 4
+  br label %loss.k196
 
-loss.n187.end:                                    ; preds = %loss.k191.end
-  %total18612 = load float, ptr %loss.total186, align 4
-  %3 = fdiv float %total18612, 6.400000e+01
+loss.n193.end:                                    ; preds = %loss.k197.end
+  %total19212 = load float, ptr %loss.total192, align 4
+  %3 = fdiv float %total19212, 6.400000e+01
   %arena13 = getelementptr inbounds float, ptr %arena, i64 3171584
   store float %3, ptr %arena13, align 4
   ret void
 
-loss.k190:                                        ; preds = %loss.k190, %loss.n187
-  %loss.k1903 = phi i64 [ 0, %loss.n187 ], [ %k190.next, %loss.k190 ]
-  %m188 = load float, ptr %loss.m188, align 4
-  %4 = mul nsw i64 %loss.n1871, 10
+loss.k196:                                        ; preds = %loss.k196, %loss.n193
+  %loss.k1963 = phi i64 [ 0, %loss.n193 ], [ %k196.next, %loss.k196 ]
+  %m194 = load float, ptr %loss.m194, align 4
+  %4 = mul nsw i64 %loss.n1931, 10
   %5 = add nsw i64 3170304, %4
-  %6 = add nsw i64 %5, %loss.k1903
+  %6 = add nsw i64 %5, %loss.k1963
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   %7 = load float, ptr %arena4, align 4
-  %8 = fcmp ogt float %7, %m188
-  %9 = select i1 %8, float %7, float %m188
-  store float %9, ptr %loss.m188, align 4
-  %k190.next = add nsw i64 %loss.k1903, 1
-  %10 = icmp slt i64 %k190.next, 10
-  br i1 %10, label %loss.k190, label %loss.k190.end
+  %8 = fcmp ogt float %7, %m194
+  %9 = select i1 %8, float %7, float %m194
+  store float %9, ptr %loss.m194, align 4
+  %k196.next = add nsw i64 %loss.k1963, 1
+  %10 = icmp slt i64 %k196.next, 10
+  br i1 %10, label %loss.k196, label %loss.k196.end
 
-loss.k190.end:                                    ; preds = %loss.k190
-  store float 0.000000e+00, ptr %loss.s189, align 4
-  br label %loss.k191
+loss.k196.end:                                    ; preds = %loss.k196
+  store float 0.000000e+00, ptr %loss.s195, align 4
+  br label %loss.k197
 
-loss.k191:                                        ; preds = %loss.k191, %loss.k190.end
-  %loss.k1915 = phi i64 [ 0, %loss.k190.end ], [ %k191.next, %loss.k191 ]
-  %s189 = load float, ptr %loss.s189, align 4
-  %11 = mul nsw i64 %loss.n1871, 10
+loss.k197:                                        ; preds = %loss.k197, %loss.k196.end
+  %loss.k1975 = phi i64 [ 0, %loss.k196.end ], [ %k197.next, %loss.k197 ]
+  %s195 = load float, ptr %loss.s195, align 4
+  %11 = mul nsw i64 %loss.n1931, 10
   %12 = add nsw i64 3170304, %11
-  %13 = add nsw i64 %12, %loss.k1915
+  %13 = add nsw i64 %12, %loss.k1975
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %13
   %14 = load float, ptr %arena6, align 4
-  %m1887 = load float, ptr %loss.m188, align 4
-  %15 = fsub float %14, %m1887
+  %m1947 = load float, ptr %loss.m194, align 4
+  %15 = fsub float %14, %m1947
   %16 = fcmp ogt float 0xC055A926E0000000, %15
   %17 = select i1 %16, float 0xC055A926E0000000, float %15
   %18 = fcmp ogt float %17, 0x40562E4300000000
@@ -4355,32 +4451,32 @@ loss.k191:                                        ; preds = %loss.k191, %loss.k1
   %50 = select i1 %49, float 0x7FF0000000000000, float %48
   %51 = fcmp uno float %15, %15
   %52 = select i1 %51, float %15, float %50
-  %53 = fadd float %s189, %52
-  store float %53, ptr %loss.s189, align 4
-  %k191.next = add nsw i64 %loss.k1915, 1
-  %54 = icmp slt i64 %k191.next, 10
-  br i1 %54, label %loss.k191, label %loss.k191.end
+  %53 = fadd float %s195, %52
+  store float %53, ptr %loss.s195, align 4
+  %k197.next = add nsw i64 %loss.k1975, 1
+  %54 = icmp slt i64 %k197.next, 10
+  br i1 %54, label %loss.k197, label %loss.k197.end
 
-loss.k191.end:                                    ; preds = %loss.k191
-  %total186 = load float, ptr %loss.total186, align 4
-  %m1888 = load float, ptr %loss.m188, align 4
-  %s1899 = load float, ptr %loss.s189, align 4
-  %55 = call float @llvm.log.f32(float %s1899)
-  %56 = fadd float %m1888, %55
-  %57 = mul nsw i64 %loss.n1871, 10
+loss.k197.end:                                    ; preds = %loss.k197
+  %total192 = load float, ptr %loss.total192, align 4
+  %m1948 = load float, ptr %loss.m194, align 4
+  %s1959 = load float, ptr %loss.s195, align 4
+  %55 = call float @llvm.log.f32(float %s1959)
+  %56 = fadd float %m1948, %55
+  %57 = mul nsw i64 %loss.n1931, 10
   %58 = add nsw i64 3170304, %57
-  %labels10 = getelementptr inbounds i32, ptr %labels, i64 %loss.n1871
+  %labels10 = getelementptr inbounds i32, ptr %labels, i64 %loss.n1931
   %label = load i32, ptr %labels10, align 4
   %59 = sext i32 %label to i64
   %60 = add nsw i64 %58, %59
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %60
   %61 = load float, ptr %arena11, align 4
   %62 = fsub float %56, %61
-  %63 = fadd float %total186, %62
-  store float %63, ptr %loss.total186, align 4
-  %n187.next = add nsw i64 %loss.n1871, 1
-  %64 = icmp slt i64 %n187.next, 64
-  br i1 %64, label %loss.n187, label %loss.n187.end
+  %63 = fadd float %total192, %62
+  store float %63, ptr %loss.total192, align 4
+  %n193.next = add nsw i64 %loss.n1931, 1
+  %64 = icmp slt i64 %n193.next, 64
+  br i1 %64, label %loss.n193, label %loss.n193.end
 }
 
 ; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
@@ -4389,51 +4485,51 @@ declare float @llvm.log.f32(float) #2
 ; Function Attrs: noinline
 define internal void @mnistnet_train_b64.k9.fc2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %fc2_grad.s194 = alloca float, align 4
-  %fc2_grad.m193 = alloca float, align 4
-  br label %fc2_grad.n192
+  %fc2_grad.s200 = alloca float, align 4
+  %fc2_grad.m199 = alloca float, align 4
+  br label %fc2_grad.n198
 
-fc2_grad.n192:                                    ; preds = %fc2_grad.k197.end, %entry
-  %fc2_grad.n1921 = phi i64 [ 0, %entry ], [ %n192.next, %fc2_grad.k197.end ]
-  %0 = mul nsw i64 %fc2_grad.n1921, 10
+fc2_grad.n198:                                    ; preds = %fc2_grad.k203.end, %entry
+  %fc2_grad.n1981 = phi i64 [ 0, %entry ], [ %n198.next, %fc2_grad.k203.end ]
+  %0 = mul nsw i64 %fc2_grad.n1981, 10
   %1 = add nsw i64 3170304, %0
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %1
   %2 = load float, ptr %arena2, align 4
-  store float %2, ptr %fc2_grad.m193, align 4
-  br label %fc2_grad.k195
+  store float %2, ptr %fc2_grad.m199, align 4
+  br label %fc2_grad.k201
 
-fc2_grad.n192.end:                                ; preds = %fc2_grad.k197.end
+fc2_grad.n198.end:                                ; preds = %fc2_grad.k203.end
   ret void
 
-fc2_grad.k195:                                    ; preds = %fc2_grad.k195, %fc2_grad.n192
-  %fc2_grad.k1953 = phi i64 [ 0, %fc2_grad.n192 ], [ %k195.next, %fc2_grad.k195 ]
-  %m193 = load float, ptr %fc2_grad.m193, align 4
-  %3 = mul nsw i64 %fc2_grad.n1921, 10
+fc2_grad.k201:                                    ; preds = %fc2_grad.k201, %fc2_grad.n198
+  %fc2_grad.k2013 = phi i64 [ 0, %fc2_grad.n198 ], [ %k201.next, %fc2_grad.k201 ]
+  %m199 = load float, ptr %fc2_grad.m199, align 4
+  %3 = mul nsw i64 %fc2_grad.n1981, 10
   %4 = add nsw i64 3170304, %3
-  %5 = add nsw i64 %4, %fc2_grad.k1953
+  %5 = add nsw i64 %4, %fc2_grad.k2013
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
   %6 = load float, ptr %arena4, align 4
-  %7 = fcmp ogt float %6, %m193
-  %8 = select i1 %7, float %6, float %m193
-  store float %8, ptr %fc2_grad.m193, align 4
-  %k195.next = add nsw i64 %fc2_grad.k1953, 1
-  %9 = icmp slt i64 %k195.next, 10
-  br i1 %9, label %fc2_grad.k195, label %fc2_grad.k195.end
+  %7 = fcmp ogt float %6, %m199
+  %8 = select i1 %7, float %6, float %m199
+  store float %8, ptr %fc2_grad.m199, align 4
+  %k201.next = add nsw i64 %fc2_grad.k2013, 1
+  %9 = icmp slt i64 %k201.next, 10
+  br i1 %9, label %fc2_grad.k201, label %fc2_grad.k201.end
 
-fc2_grad.k195.end:                                ; preds = %fc2_grad.k195
-  store float 0.000000e+00, ptr %fc2_grad.s194, align 4
-  br label %fc2_grad.k196
+fc2_grad.k201.end:                                ; preds = %fc2_grad.k201
+  store float 0.000000e+00, ptr %fc2_grad.s200, align 4
+  br label %fc2_grad.k202
 
-fc2_grad.k196:                                    ; preds = %fc2_grad.k196, %fc2_grad.k195.end
-  %fc2_grad.k1965 = phi i64 [ 0, %fc2_grad.k195.end ], [ %k196.next, %fc2_grad.k196 ]
-  %s194 = load float, ptr %fc2_grad.s194, align 4
-  %10 = mul nsw i64 %fc2_grad.n1921, 10
+fc2_grad.k202:                                    ; preds = %fc2_grad.k202, %fc2_grad.k201.end
+  %fc2_grad.k2025 = phi i64 [ 0, %fc2_grad.k201.end ], [ %k202.next, %fc2_grad.k202 ]
+  %s200 = load float, ptr %fc2_grad.s200, align 4
+  %10 = mul nsw i64 %fc2_grad.n1981, 10
   %11 = add nsw i64 3170304, %10
-  %12 = add nsw i64 %11, %fc2_grad.k1965
+  %12 = add nsw i64 %11, %fc2_grad.k2025
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %12
   %13 = load float, ptr %arena6, align 4
-  %m1937 = load float, ptr %fc2_grad.m193, align 4
-  %14 = fsub float %13, %m1937
+  %m1997 = load float, ptr %fc2_grad.m199, align 4
+  %14 = fsub float %13, %m1997
   %15 = fcmp ogt float 0xC055A926E0000000, %14
   %16 = select i1 %15, float 0xC055A926E0000000, float %14
   %17 = fcmp ogt float %16, 0x40562E4300000000
@@ -4471,28 +4567,28 @@ fc2_grad.k196:                                    ; preds = %fc2_grad.k196, %fc2
   %49 = select i1 %48, float 0x7FF0000000000000, float %47
   %50 = fcmp uno float %14, %14
   %51 = select i1 %50, float %14, float %49
-  %52 = fadd float %s194, %51
-  store float %52, ptr %fc2_grad.s194, align 4
-  %k196.next = add nsw i64 %fc2_grad.k1965, 1
-  %53 = icmp slt i64 %k196.next, 10
-  br i1 %53, label %fc2_grad.k196, label %fc2_grad.k196.end
+  %52 = fadd float %s200, %51
+  store float %52, ptr %fc2_grad.s200, align 4
+  %k202.next = add nsw i64 %fc2_grad.k2025, 1
+  %53 = icmp slt i64 %k202.next, 10
+  br i1 %53, label %fc2_grad.k202, label %fc2_grad.k202.end
 
-fc2_grad.k196.end:                                ; preds = %fc2_grad.k196
-  br label %fc2_grad.k197
+fc2_grad.k202.end:                                ; preds = %fc2_grad.k202
+  br label %fc2_grad.k203
 
-fc2_grad.k197:                                    ; preds = %fc2_grad.k197, %fc2_grad.k196.end
-  %fc2_grad.k1978 = phi i64 [ 0, %fc2_grad.k196.end ], [ %k197.next, %fc2_grad.k197 ]
-  %labels9 = getelementptr inbounds i32, ptr %labels, i64 %fc2_grad.n1921
+fc2_grad.k203:                                    ; preds = %fc2_grad.k203, %fc2_grad.k202.end
+  %fc2_grad.k2038 = phi i64 [ 0, %fc2_grad.k202.end ], [ %k203.next, %fc2_grad.k203 ]
+  %labels9 = getelementptr inbounds i32, ptr %labels, i64 %fc2_grad.n1981
   %label = load i32, ptr %labels9, align 4
   %54 = sext i32 %label to i64
-  %55 = icmp eq i64 %fc2_grad.k1978, %54
-  %56 = mul nsw i64 %fc2_grad.n1921, 10
+  %55 = icmp eq i64 %fc2_grad.k2038, %54
+  %56 = mul nsw i64 %fc2_grad.n1981, 10
   %57 = add nsw i64 3170304, %56
-  %58 = add nsw i64 %57, %fc2_grad.k1978
+  %58 = add nsw i64 %57, %fc2_grad.k2038
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %58
   %59 = load float, ptr %arena10, align 4
-  %m19311 = load float, ptr %fc2_grad.m193, align 4
-  %60 = fsub float %59, %m19311
+  %m19911 = load float, ptr %fc2_grad.m199, align 4
+  %60 = fsub float %59, %m19911
   %61 = fcmp ogt float 0xC055A926E0000000, %60
   %62 = select i1 %61, float 0xC055A926E0000000, float %60
   %63 = fcmp ogt float %62, 0x40562E4300000000
@@ -4530,16 +4626,16 @@ fc2_grad.k197:                                    ; preds = %fc2_grad.k197, %fc2
   %95 = select i1 %94, float 0x7FF0000000000000, float %93
   %96 = fcmp uno float %60, %60
   %97 = select i1 %96, float %60, float %95
-  %s19412 = load float, ptr %fc2_grad.s194, align 4
-  %98 = fdiv float %97, %s19412
+  %s20012 = load float, ptr %fc2_grad.s200, align 4
+  %98 = fdiv float %97, %s20012
   %99 = fsub float %98, 1.000000e+00
-  %100 = mul nsw i64 %fc2_grad.n1921, 10
+  %100 = mul nsw i64 %fc2_grad.n1981, 10
   %101 = add nsw i64 3170304, %100
-  %102 = add nsw i64 %101, %fc2_grad.k1978
+  %102 = add nsw i64 %101, %fc2_grad.k2038
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %102
   %103 = load float, ptr %arena13, align 4
-  %m19314 = load float, ptr %fc2_grad.m193, align 4
-  %104 = fsub float %103, %m19314
+  %m19914 = load float, ptr %fc2_grad.m199, align 4
+  %104 = fsub float %103, %m19914
   %105 = fcmp ogt float 0xC055A926E0000000, %104
   %106 = select i1 %105, float 0xC055A926E0000000, float %104
   %107 = fcmp ogt float %106, 0x40562E4300000000
@@ -4577,23 +4673,23 @@ fc2_grad.k197:                                    ; preds = %fc2_grad.k197, %fc2
   %139 = select i1 %138, float 0x7FF0000000000000, float %137
   %140 = fcmp uno float %104, %104
   %141 = select i1 %140, float %104, float %139
-  %s19415 = load float, ptr %fc2_grad.s194, align 4
-  %142 = fdiv float %141, %s19415
+  %s20015 = load float, ptr %fc2_grad.s200, align 4
+  %142 = fdiv float %141, %s20015
   %143 = select i1 %55, float %99, float %142
   %144 = fdiv float %143, 6.400000e+01
-  %145 = mul nsw i64 %fc2_grad.n1921, 10
+  %145 = mul nsw i64 %fc2_grad.n1981, 10
   %146 = add nsw i64 3171600, %145
-  %147 = add nsw i64 %146, %fc2_grad.k1978
+  %147 = add nsw i64 %146, %fc2_grad.k2038
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %147
   store float %144, ptr %arena16, align 4
-  %k197.next = add nsw i64 %fc2_grad.k1978, 1
-  %148 = icmp slt i64 %k197.next, 10
-  br i1 %148, label %fc2_grad.k197, label %fc2_grad.k197.end
+  %k203.next = add nsw i64 %fc2_grad.k2038, 1
+  %148 = icmp slt i64 %k203.next, 10
+  br i1 %148, label %fc2_grad.k203, label %fc2_grad.k203.end
 
-fc2_grad.k197.end:                                ; preds = %fc2_grad.k197
-  %n192.next = add nsw i64 %fc2_grad.n1921, 1
-  %149 = icmp slt i64 %n192.next, 64
-  br i1 %149, label %fc2_grad.n192, label %fc2_grad.n192.end
+fc2_grad.k203.end:                                ; preds = %fc2_grad.k203
+  %n198.next = add nsw i64 %fc2_grad.n1981, 1
+  %149 = icmp slt i64 %n198.next, 64
+  br i1 %149, label %fc2_grad.n198, label %fc2_grad.n198.end
 }
 
 ; Function Attrs: noinline
@@ -4609,39 +4705,39 @@ entry:
 ; Function Attrs: noinline
 define internal void @mnistnet_train_b64.k11.fc2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %fc2_bias_grad.acc199 = alloca float, align 4
-  br label %fc2_bias_grad.u198
+  %fc2_bias_grad.acc205 = alloca float, align 4
+  br label %fc2_bias_grad.u204
 
-fc2_bias_grad.u198:                               ; preds = %fc2_bias_grad.n200.end, %entry
-  %fc2_bias_grad.u1981 = phi i64 [ 0, %entry ], [ %u198.next, %fc2_bias_grad.n200.end ]
-  store float 0.000000e+00, ptr %fc2_bias_grad.acc199, align 4
-  br label %fc2_bias_grad.n200
+fc2_bias_grad.u204:                               ; preds = %fc2_bias_grad.n206.end, %entry
+  %fc2_bias_grad.u2041 = phi i64 [ 0, %entry ], [ %u204.next, %fc2_bias_grad.n206.end ]
+  store float 0.000000e+00, ptr %fc2_bias_grad.acc205, align 4
+  br label %fc2_bias_grad.n206
 
-fc2_bias_grad.u198.end:                           ; preds = %fc2_bias_grad.n200.end
+fc2_bias_grad.u204.end:                           ; preds = %fc2_bias_grad.n206.end
   ret void
 
-fc2_bias_grad.n200:                               ; preds = %fc2_bias_grad.n200, %fc2_bias_grad.u198
-  %fc2_bias_grad.n2002 = phi i64 [ 0, %fc2_bias_grad.u198 ], [ %n200.next, %fc2_bias_grad.n200 ]
-  %acc199 = load float, ptr %fc2_bias_grad.acc199, align 4
-  %0 = mul nsw i64 %fc2_bias_grad.n2002, 10
+fc2_bias_grad.n206:                               ; preds = %fc2_bias_grad.n206, %fc2_bias_grad.u204
+  %fc2_bias_grad.n2062 = phi i64 [ 0, %fc2_bias_grad.u204 ], [ %n206.next, %fc2_bias_grad.n206 ]
+  %acc205 = load float, ptr %fc2_bias_grad.acc205, align 4
+  %0 = mul nsw i64 %fc2_bias_grad.n2062, 10
   %1 = add nsw i64 3171600, %0
-  %2 = add nsw i64 %1, %fc2_bias_grad.u1981
+  %2 = add nsw i64 %1, %fc2_bias_grad.u2041
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena3, align 4
-  %4 = fadd float %acc199, %3
-  store float %4, ptr %fc2_bias_grad.acc199, align 4
-  %n200.next = add nsw i64 %fc2_bias_grad.n2002, 1
-  %5 = icmp slt i64 %n200.next, 64
-  br i1 %5, label %fc2_bias_grad.n200, label %fc2_bias_grad.n200.end
+  %4 = fadd float %acc205, %3
+  store float %4, ptr %fc2_bias_grad.acc205, align 4
+  %n206.next = add nsw i64 %fc2_bias_grad.n2062, 1
+  %5 = icmp slt i64 %n206.next, 64
+  br i1 %5, label %fc2_bias_grad.n206, label %fc2_bias_grad.n206.end
 
-fc2_bias_grad.n200.end:                           ; preds = %fc2_bias_grad.n200
-  %acc1994 = load float, ptr %fc2_bias_grad.acc199, align 4
-  %6 = add nsw i64 1199872, %fc2_bias_grad.u1981
+fc2_bias_grad.n206.end:                           ; preds = %fc2_bias_grad.n206
+  %acc2054 = load float, ptr %fc2_bias_grad.acc205, align 4
+  %6 = add nsw i64 1199872, %fc2_bias_grad.u2041
   %grads5 = getelementptr inbounds float, ptr %grads, i64 %6
-  store float %acc1994, ptr %grads5, align 4
-  %u198.next = add nsw i64 %fc2_bias_grad.u1981, 1
-  %7 = icmp slt i64 %u198.next, 10
-  br i1 %7, label %fc2_bias_grad.u198, label %fc2_bias_grad.u198.end
+  store float %acc2054, ptr %grads5, align 4
+  %u204.next = add nsw i64 %fc2_bias_grad.u2041, 1
+  %7 = icmp slt i64 %u204.next, 10
+  br i1 %7, label %fc2_bias_grad.u204, label %fc2_bias_grad.u204.end
 }
 
 ; Function Attrs: noinline
@@ -4675,11 +4771,11 @@ entry:
   %15 = mul i64 %14, -7723592293110705685
   %16 = lshr i64 %15, 31
   %17 = xor i64 %15, %16
-  br label %relu3_grad.i209
+  br label %relu3_grad.i215
 
-relu3_grad.i209:                                  ; preds = %relu3_grad.i209, %entry
-  %relu3_grad.i2091 = phi i64 [ 0, %entry ], [ %i209.next, %relu3_grad.i209 ]
-  %18 = mul i64 %relu3_grad.i2091, -7046029254386353131
+relu3_grad.i215:                                  ; preds = %relu3_grad.i215, %entry
+  %relu3_grad.i2151 = phi i64 [ 0, %entry ], [ %i215.next, %relu3_grad.i215 ]
+  %18 = mul i64 %relu3_grad.i2151, -7046029254386353131
   %19 = add i64 %17, %18
   %20 = lshr i64 %19, 30
   %21 = xor i64 %19, %20
@@ -4691,696 +4787,696 @@ relu3_grad.i209:                                  ; preds = %relu3_grad.i209, %e
   %27 = xor i64 %25, %26
   %28 = lshr i64 %27, 40
   %29 = icmp uge i64 %28, 8388608
-  %30 = add nsw i64 3172240, %relu3_grad.i2091
+  %30 = add nsw i64 3172240, %relu3_grad.i2151
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = load float, ptr %arena2, align 4
   %32 = fmul float %31, 2.000000e+00
   %33 = select i1 %29, float %32, float 0.000000e+00
-  %34 = add nsw i64 3180432, %relu3_grad.i2091
+  %34 = add nsw i64 3180432, %relu3_grad.i2151
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %34
   store float %33, ptr %arena3, align 4
-  %i209.next = add nsw i64 %relu3_grad.i2091, 1
-  %35 = icmp slt i64 %i209.next, 8192
-  br i1 %35, label %relu3_grad.i209, label %relu3_grad.i209.end
+  %i215.next = add nsw i64 %relu3_grad.i2151, 1
+  %35 = icmp slt i64 %i215.next, 8192
+  br i1 %35, label %relu3_grad.i215, label %relu3_grad.i215.end
 
-relu3_grad.i209.end:                              ; preds = %relu3_grad.i209
+relu3_grad.i215.end:                              ; preds = %relu3_grad.i215
   ret void
 }
 
 ; Function Attrs: noinline
 define internal void @mnistnet_train_b64.k14.fc1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %fc1_grad.i214
+  br label %fc1_grad.i220
 
-fc1_grad.i214:                                    ; preds = %fc1_grad.i214, %entry
-  %fc1_grad.i2141 = phi i64 [ 0, %entry ], [ %i214.next, %fc1_grad.i214 ]
-  %0 = add nsw i64 3153920, %fc1_grad.i2141
+fc1_grad.i220:                                    ; preds = %fc1_grad.i220, %entry
+  %fc1_grad.i2201 = phi i64 [ 0, %entry ], [ %i220.next, %fc1_grad.i220 ]
+  %0 = add nsw i64 3153920, %fc1_grad.i2201
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   %1 = load float, ptr %arena2, align 4
   %2 = fcmp ogt float %1, 0.000000e+00
-  %3 = add nsw i64 3180432, %fc1_grad.i2141
+  %3 = add nsw i64 3180432, %fc1_grad.i2201
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %3
   %4 = load float, ptr %arena3, align 4
   %5 = select i1 %2, float %4, float 0.000000e+00
-  %6 = add nsw i64 3162112, %fc1_grad.i2141
+  %6 = add nsw i64 3162112, %fc1_grad.i2201
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   store float %5, ptr %arena4, align 4
-  %i214.next = add nsw i64 %fc1_grad.i2141, 1
-  %7 = icmp slt i64 %i214.next, 8192
-  br i1 %7, label %fc1_grad.i214, label %fc1_grad.i214.end
+  %i220.next = add nsw i64 %fc1_grad.i2201, 1
+  %7 = icmp slt i64 %i220.next, 8192
+  br i1 %7, label %fc1_grad.i220, label %fc1_grad.i220.end
 
-fc1_grad.i214.end:                                ; preds = %fc1_grad.i214
+fc1_grad.i220.end:                                ; preds = %fc1_grad.i220
   ret void
 }
 
 ; Function Attrs: noinline
 define internal void @mnistnet_train_b64.k15.fc1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  call void @mnistnet_train_b64.k15.fc1_weight_grad.gemm219(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_train_b64.k15.fc1_weight_grad.gemm225(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k15.fc1_weight_grad.gemm219(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @mnistnet_train_b64.k15.fc1_weight_grad.gemm225(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %fc1_weight_grad.t217_a3 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t217_a2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t217_a1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t217_a0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t217_b2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t217_b1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t217_b0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t217_c3_2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t217_c3_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t217_c3_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t217_c2_2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t217_c2_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t217_c2_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t217_c1_2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t217_c1_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t217_c1_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t217_c0_2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t217_c0_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t217_c0_0 = alloca <8 x float>, align 32
-  br label %fc1_weight_grad.nb215
+  %fc1_weight_grad.t223_a3 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t223_a2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t223_a1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t223_a0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t223_b2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t223_b1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t223_b0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t223_c3_2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t223_c3_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t223_c3_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t223_c2_2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t223_c2_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t223_c2_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t223_c1_2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t223_c1_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t223_c1_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t223_c0_2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t223_c0_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t223_c0_0 = alloca <8 x float>, align 32
+  br label %fc1_weight_grad.nb221
 
-fc1_weight_grad.nb215:                            ; preds = %fc1_weight_grad.mb216.end, %entry
-  %fc1_weight_grad.nb2151 = phi i64 [ 0, %entry ], [ %nb215.next, %fc1_weight_grad.mb216.end ]
-  br label %fc1_weight_grad.mb216
+fc1_weight_grad.nb221:                            ; preds = %fc1_weight_grad.mb222.end, %entry
+  %fc1_weight_grad.nb2211 = phi i64 [ 0, %entry ], [ %nb221.next, %fc1_weight_grad.mb222.end ]
+  br label %fc1_weight_grad.mb222
 
-fc1_weight_grad.nb215.end:                        ; preds = %fc1_weight_grad.mb216.end
+fc1_weight_grad.nb221.end:                        ; preds = %fc1_weight_grad.mb222.end
   ret void
 
-fc1_weight_grad.mb216:                            ; preds = %fc1_weight_grad.k218.end, %fc1_weight_grad.nb215
-  %fc1_weight_grad.mb2162 = phi i64 [ 0, %fc1_weight_grad.nb215 ], [ %mb216.next, %fc1_weight_grad.k218.end ]
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t217_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t217_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t217_c0_2, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t217_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t217_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t217_c1_2, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t217_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t217_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t217_c2_2, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t217_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t217_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t217_c3_2, align 32
-  br label %fc1_weight_grad.k218
+fc1_weight_grad.mb222:                            ; preds = %fc1_weight_grad.k224.end, %fc1_weight_grad.nb221
+  %fc1_weight_grad.mb2222 = phi i64 [ 0, %fc1_weight_grad.nb221 ], [ %mb222.next, %fc1_weight_grad.k224.end ]
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t223_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t223_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t223_c0_2, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t223_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t223_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t223_c1_2, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t223_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t223_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t223_c2_2, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t223_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t223_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t223_c3_2, align 32
+  br label %fc1_weight_grad.k224
 
-fc1_weight_grad.mb216.end:                        ; preds = %fc1_weight_grad.k218.end
-  %nb215.next = add nsw i64 %fc1_weight_grad.nb2151, 1
-  %0 = icmp slt i64 %nb215.next, 384
-  br i1 %0, label %fc1_weight_grad.nb215, label %fc1_weight_grad.nb215.end
+fc1_weight_grad.mb222.end:                        ; preds = %fc1_weight_grad.k224.end
+  %nb221.next = add nsw i64 %fc1_weight_grad.nb2211, 1
+  %0 = icmp slt i64 %nb221.next, 384
+  br i1 %0, label %fc1_weight_grad.nb221, label %fc1_weight_grad.nb221.end
 
-fc1_weight_grad.k218:                             ; preds = %fc1_weight_grad.k218, %fc1_weight_grad.mb216
-  %fc1_weight_grad.k2183 = phi i64 [ 0, %fc1_weight_grad.mb216 ], [ %k218.next, %fc1_weight_grad.k218 ]
-  %1 = mul nsw i64 %fc1_weight_grad.k2183, 9216
+fc1_weight_grad.k224:                             ; preds = %fc1_weight_grad.k224, %fc1_weight_grad.mb222
+  %fc1_weight_grad.k2243 = phi i64 [ 0, %fc1_weight_grad.mb222 ], [ %k224.next, %fc1_weight_grad.k224 ]
+  %1 = mul nsw i64 %fc1_weight_grad.k2243, 9216
   %2 = add nsw i64 2564096, %1
-  %3 = mul nsw i64 %fc1_weight_grad.nb2151, 24
+  %3 = mul nsw i64 %fc1_weight_grad.nb2211, 24
   %4 = add nsw i64 %2, %3
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %4
   %5 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %5, ptr %fc1_weight_grad.t217_b0, align 32
-  %6 = mul nsw i64 %fc1_weight_grad.k2183, 9216
+  store <8 x float> %5, ptr %fc1_weight_grad.t223_b0, align 32
+  %6 = mul nsw i64 %fc1_weight_grad.k2243, 9216
   %7 = add nsw i64 2564096, %6
-  %8 = mul nsw i64 %fc1_weight_grad.nb2151, 24
+  %8 = mul nsw i64 %fc1_weight_grad.nb2211, 24
   %9 = add nsw i64 %7, %8
   %10 = add nsw i64 %9, 8
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %10
   %11 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %11, ptr %fc1_weight_grad.t217_b1, align 32
-  %12 = mul nsw i64 %fc1_weight_grad.k2183, 9216
+  store <8 x float> %11, ptr %fc1_weight_grad.t223_b1, align 32
+  %12 = mul nsw i64 %fc1_weight_grad.k2243, 9216
   %13 = add nsw i64 2564096, %12
-  %14 = mul nsw i64 %fc1_weight_grad.nb2151, 24
+  %14 = mul nsw i64 %fc1_weight_grad.nb2211, 24
   %15 = add nsw i64 %13, %14
   %16 = add nsw i64 %15, 16
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %16
   %17 = load <8 x float>, ptr %arena6, align 4
-  store <8 x float> %17, ptr %fc1_weight_grad.t217_b2, align 32
-  %18 = mul nsw i64 %fc1_weight_grad.mb2162, 4
+  store <8 x float> %17, ptr %fc1_weight_grad.t223_b2, align 32
+  %18 = mul nsw i64 %fc1_weight_grad.mb2222, 4
   %19 = add nsw i64 3162112, %18
-  %20 = mul nsw i64 %fc1_weight_grad.k2183, 128
+  %20 = mul nsw i64 %fc1_weight_grad.k2243, 128
   %21 = add nsw i64 %19, %20
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %21
   %22 = load float, ptr %arena7, align 4
   %23 = insertelement <8 x float> undef, float %22, i32 0
   %24 = shufflevector <8 x float> %23, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %24, ptr %fc1_weight_grad.t217_a0, align 32
-  %t217_a0 = load <8 x float>, ptr %fc1_weight_grad.t217_a0, align 32
-  %t217_b0 = load <8 x float>, ptr %fc1_weight_grad.t217_b0, align 32
-  %t217_c0_0 = load <8 x float>, ptr %fc1_weight_grad.t217_c0_0, align 32
-  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a0, <8 x float> %t217_b0, <8 x float> %t217_c0_0)
-  store <8 x float> %25, ptr %fc1_weight_grad.t217_c0_0, align 32
-  %t217_a08 = load <8 x float>, ptr %fc1_weight_grad.t217_a0, align 32
-  %t217_b1 = load <8 x float>, ptr %fc1_weight_grad.t217_b1, align 32
-  %t217_c0_1 = load <8 x float>, ptr %fc1_weight_grad.t217_c0_1, align 32
-  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a08, <8 x float> %t217_b1, <8 x float> %t217_c0_1)
-  store <8 x float> %26, ptr %fc1_weight_grad.t217_c0_1, align 32
-  %t217_a09 = load <8 x float>, ptr %fc1_weight_grad.t217_a0, align 32
-  %t217_b2 = load <8 x float>, ptr %fc1_weight_grad.t217_b2, align 32
-  %t217_c0_2 = load <8 x float>, ptr %fc1_weight_grad.t217_c0_2, align 32
-  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a09, <8 x float> %t217_b2, <8 x float> %t217_c0_2)
-  store <8 x float> %27, ptr %fc1_weight_grad.t217_c0_2, align 32
-  %28 = mul nsw i64 %fc1_weight_grad.mb2162, 4
+  store <8 x float> %24, ptr %fc1_weight_grad.t223_a0, align 32
+  %t223_a0 = load <8 x float>, ptr %fc1_weight_grad.t223_a0, align 32
+  %t223_b0 = load <8 x float>, ptr %fc1_weight_grad.t223_b0, align 32
+  %t223_c0_0 = load <8 x float>, ptr %fc1_weight_grad.t223_c0_0, align 32
+  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t223_a0, <8 x float> %t223_b0, <8 x float> %t223_c0_0)
+  store <8 x float> %25, ptr %fc1_weight_grad.t223_c0_0, align 32
+  %t223_a08 = load <8 x float>, ptr %fc1_weight_grad.t223_a0, align 32
+  %t223_b1 = load <8 x float>, ptr %fc1_weight_grad.t223_b1, align 32
+  %t223_c0_1 = load <8 x float>, ptr %fc1_weight_grad.t223_c0_1, align 32
+  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t223_a08, <8 x float> %t223_b1, <8 x float> %t223_c0_1)
+  store <8 x float> %26, ptr %fc1_weight_grad.t223_c0_1, align 32
+  %t223_a09 = load <8 x float>, ptr %fc1_weight_grad.t223_a0, align 32
+  %t223_b2 = load <8 x float>, ptr %fc1_weight_grad.t223_b2, align 32
+  %t223_c0_2 = load <8 x float>, ptr %fc1_weight_grad.t223_c0_2, align 32
+  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t223_a09, <8 x float> %t223_b2, <8 x float> %t223_c0_2)
+  store <8 x float> %27, ptr %fc1_weight_grad.t223_c0_2, align 32
+  %28 = mul nsw i64 %fc1_weight_grad.mb2222, 4
   %29 = add nsw i64 %28, 1
   %30 = add nsw i64 3162112, %29
-  %31 = mul nsw i64 %fc1_weight_grad.k2183, 128
+  %31 = mul nsw i64 %fc1_weight_grad.k2243, 128
   %32 = add nsw i64 %30, %31
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %32
   %33 = load float, ptr %arena10, align 4
   %34 = insertelement <8 x float> undef, float %33, i32 0
   %35 = shufflevector <8 x float> %34, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %35, ptr %fc1_weight_grad.t217_a1, align 32
-  %t217_a1 = load <8 x float>, ptr %fc1_weight_grad.t217_a1, align 32
-  %t217_b011 = load <8 x float>, ptr %fc1_weight_grad.t217_b0, align 32
-  %t217_c1_0 = load <8 x float>, ptr %fc1_weight_grad.t217_c1_0, align 32
-  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a1, <8 x float> %t217_b011, <8 x float> %t217_c1_0)
-  store <8 x float> %36, ptr %fc1_weight_grad.t217_c1_0, align 32
-  %t217_a112 = load <8 x float>, ptr %fc1_weight_grad.t217_a1, align 32
-  %t217_b113 = load <8 x float>, ptr %fc1_weight_grad.t217_b1, align 32
-  %t217_c1_1 = load <8 x float>, ptr %fc1_weight_grad.t217_c1_1, align 32
-  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a112, <8 x float> %t217_b113, <8 x float> %t217_c1_1)
-  store <8 x float> %37, ptr %fc1_weight_grad.t217_c1_1, align 32
-  %t217_a114 = load <8 x float>, ptr %fc1_weight_grad.t217_a1, align 32
-  %t217_b215 = load <8 x float>, ptr %fc1_weight_grad.t217_b2, align 32
-  %t217_c1_2 = load <8 x float>, ptr %fc1_weight_grad.t217_c1_2, align 32
-  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a114, <8 x float> %t217_b215, <8 x float> %t217_c1_2)
-  store <8 x float> %38, ptr %fc1_weight_grad.t217_c1_2, align 32
-  %39 = mul nsw i64 %fc1_weight_grad.mb2162, 4
+  store <8 x float> %35, ptr %fc1_weight_grad.t223_a1, align 32
+  %t223_a1 = load <8 x float>, ptr %fc1_weight_grad.t223_a1, align 32
+  %t223_b011 = load <8 x float>, ptr %fc1_weight_grad.t223_b0, align 32
+  %t223_c1_0 = load <8 x float>, ptr %fc1_weight_grad.t223_c1_0, align 32
+  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t223_a1, <8 x float> %t223_b011, <8 x float> %t223_c1_0)
+  store <8 x float> %36, ptr %fc1_weight_grad.t223_c1_0, align 32
+  %t223_a112 = load <8 x float>, ptr %fc1_weight_grad.t223_a1, align 32
+  %t223_b113 = load <8 x float>, ptr %fc1_weight_grad.t223_b1, align 32
+  %t223_c1_1 = load <8 x float>, ptr %fc1_weight_grad.t223_c1_1, align 32
+  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t223_a112, <8 x float> %t223_b113, <8 x float> %t223_c1_1)
+  store <8 x float> %37, ptr %fc1_weight_grad.t223_c1_1, align 32
+  %t223_a114 = load <8 x float>, ptr %fc1_weight_grad.t223_a1, align 32
+  %t223_b215 = load <8 x float>, ptr %fc1_weight_grad.t223_b2, align 32
+  %t223_c1_2 = load <8 x float>, ptr %fc1_weight_grad.t223_c1_2, align 32
+  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t223_a114, <8 x float> %t223_b215, <8 x float> %t223_c1_2)
+  store <8 x float> %38, ptr %fc1_weight_grad.t223_c1_2, align 32
+  %39 = mul nsw i64 %fc1_weight_grad.mb2222, 4
   %40 = add nsw i64 %39, 2
   %41 = add nsw i64 3162112, %40
-  %42 = mul nsw i64 %fc1_weight_grad.k2183, 128
+  %42 = mul nsw i64 %fc1_weight_grad.k2243, 128
   %43 = add nsw i64 %41, %42
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %43
   %44 = load float, ptr %arena16, align 4
   %45 = insertelement <8 x float> undef, float %44, i32 0
   %46 = shufflevector <8 x float> %45, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %46, ptr %fc1_weight_grad.t217_a2, align 32
-  %t217_a2 = load <8 x float>, ptr %fc1_weight_grad.t217_a2, align 32
-  %t217_b017 = load <8 x float>, ptr %fc1_weight_grad.t217_b0, align 32
-  %t217_c2_0 = load <8 x float>, ptr %fc1_weight_grad.t217_c2_0, align 32
-  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a2, <8 x float> %t217_b017, <8 x float> %t217_c2_0)
-  store <8 x float> %47, ptr %fc1_weight_grad.t217_c2_0, align 32
-  %t217_a218 = load <8 x float>, ptr %fc1_weight_grad.t217_a2, align 32
-  %t217_b119 = load <8 x float>, ptr %fc1_weight_grad.t217_b1, align 32
-  %t217_c2_1 = load <8 x float>, ptr %fc1_weight_grad.t217_c2_1, align 32
-  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a218, <8 x float> %t217_b119, <8 x float> %t217_c2_1)
-  store <8 x float> %48, ptr %fc1_weight_grad.t217_c2_1, align 32
-  %t217_a220 = load <8 x float>, ptr %fc1_weight_grad.t217_a2, align 32
-  %t217_b221 = load <8 x float>, ptr %fc1_weight_grad.t217_b2, align 32
-  %t217_c2_2 = load <8 x float>, ptr %fc1_weight_grad.t217_c2_2, align 32
-  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a220, <8 x float> %t217_b221, <8 x float> %t217_c2_2)
-  store <8 x float> %49, ptr %fc1_weight_grad.t217_c2_2, align 32
-  %50 = mul nsw i64 %fc1_weight_grad.mb2162, 4
+  store <8 x float> %46, ptr %fc1_weight_grad.t223_a2, align 32
+  %t223_a2 = load <8 x float>, ptr %fc1_weight_grad.t223_a2, align 32
+  %t223_b017 = load <8 x float>, ptr %fc1_weight_grad.t223_b0, align 32
+  %t223_c2_0 = load <8 x float>, ptr %fc1_weight_grad.t223_c2_0, align 32
+  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t223_a2, <8 x float> %t223_b017, <8 x float> %t223_c2_0)
+  store <8 x float> %47, ptr %fc1_weight_grad.t223_c2_0, align 32
+  %t223_a218 = load <8 x float>, ptr %fc1_weight_grad.t223_a2, align 32
+  %t223_b119 = load <8 x float>, ptr %fc1_weight_grad.t223_b1, align 32
+  %t223_c2_1 = load <8 x float>, ptr %fc1_weight_grad.t223_c2_1, align 32
+  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t223_a218, <8 x float> %t223_b119, <8 x float> %t223_c2_1)
+  store <8 x float> %48, ptr %fc1_weight_grad.t223_c2_1, align 32
+  %t223_a220 = load <8 x float>, ptr %fc1_weight_grad.t223_a2, align 32
+  %t223_b221 = load <8 x float>, ptr %fc1_weight_grad.t223_b2, align 32
+  %t223_c2_2 = load <8 x float>, ptr %fc1_weight_grad.t223_c2_2, align 32
+  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t223_a220, <8 x float> %t223_b221, <8 x float> %t223_c2_2)
+  store <8 x float> %49, ptr %fc1_weight_grad.t223_c2_2, align 32
+  %50 = mul nsw i64 %fc1_weight_grad.mb2222, 4
   %51 = add nsw i64 %50, 3
   %52 = add nsw i64 3162112, %51
-  %53 = mul nsw i64 %fc1_weight_grad.k2183, 128
+  %53 = mul nsw i64 %fc1_weight_grad.k2243, 128
   %54 = add nsw i64 %52, %53
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %54
   %55 = load float, ptr %arena22, align 4
   %56 = insertelement <8 x float> undef, float %55, i32 0
   %57 = shufflevector <8 x float> %56, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %57, ptr %fc1_weight_grad.t217_a3, align 32
-  %t217_a3 = load <8 x float>, ptr %fc1_weight_grad.t217_a3, align 32
-  %t217_b023 = load <8 x float>, ptr %fc1_weight_grad.t217_b0, align 32
-  %t217_c3_0 = load <8 x float>, ptr %fc1_weight_grad.t217_c3_0, align 32
-  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a3, <8 x float> %t217_b023, <8 x float> %t217_c3_0)
-  store <8 x float> %58, ptr %fc1_weight_grad.t217_c3_0, align 32
-  %t217_a324 = load <8 x float>, ptr %fc1_weight_grad.t217_a3, align 32
-  %t217_b125 = load <8 x float>, ptr %fc1_weight_grad.t217_b1, align 32
-  %t217_c3_1 = load <8 x float>, ptr %fc1_weight_grad.t217_c3_1, align 32
-  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a324, <8 x float> %t217_b125, <8 x float> %t217_c3_1)
-  store <8 x float> %59, ptr %fc1_weight_grad.t217_c3_1, align 32
-  %t217_a326 = load <8 x float>, ptr %fc1_weight_grad.t217_a3, align 32
-  %t217_b227 = load <8 x float>, ptr %fc1_weight_grad.t217_b2, align 32
-  %t217_c3_2 = load <8 x float>, ptr %fc1_weight_grad.t217_c3_2, align 32
-  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a326, <8 x float> %t217_b227, <8 x float> %t217_c3_2)
-  store <8 x float> %60, ptr %fc1_weight_grad.t217_c3_2, align 32
-  %k218.next = add nsw i64 %fc1_weight_grad.k2183, 1
-  %61 = icmp slt i64 %k218.next, 64
-  br i1 %61, label %fc1_weight_grad.k218, label %fc1_weight_grad.k218.end
+  store <8 x float> %57, ptr %fc1_weight_grad.t223_a3, align 32
+  %t223_a3 = load <8 x float>, ptr %fc1_weight_grad.t223_a3, align 32
+  %t223_b023 = load <8 x float>, ptr %fc1_weight_grad.t223_b0, align 32
+  %t223_c3_0 = load <8 x float>, ptr %fc1_weight_grad.t223_c3_0, align 32
+  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t223_a3, <8 x float> %t223_b023, <8 x float> %t223_c3_0)
+  store <8 x float> %58, ptr %fc1_weight_grad.t223_c3_0, align 32
+  %t223_a324 = load <8 x float>, ptr %fc1_weight_grad.t223_a3, align 32
+  %t223_b125 = load <8 x float>, ptr %fc1_weight_grad.t223_b1, align 32
+  %t223_c3_1 = load <8 x float>, ptr %fc1_weight_grad.t223_c3_1, align 32
+  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t223_a324, <8 x float> %t223_b125, <8 x float> %t223_c3_1)
+  store <8 x float> %59, ptr %fc1_weight_grad.t223_c3_1, align 32
+  %t223_a326 = load <8 x float>, ptr %fc1_weight_grad.t223_a3, align 32
+  %t223_b227 = load <8 x float>, ptr %fc1_weight_grad.t223_b2, align 32
+  %t223_c3_2 = load <8 x float>, ptr %fc1_weight_grad.t223_c3_2, align 32
+  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t223_a326, <8 x float> %t223_b227, <8 x float> %t223_c3_2)
+  store <8 x float> %60, ptr %fc1_weight_grad.t223_c3_2, align 32
+  %k224.next = add nsw i64 %fc1_weight_grad.k2243, 1
+  %61 = icmp slt i64 %k224.next, 64
+  br i1 %61, label %fc1_weight_grad.k224, label %fc1_weight_grad.k224.end
 
-fc1_weight_grad.k218.end:                         ; preds = %fc1_weight_grad.k218
-  %t217_c0_028 = load <8 x float>, ptr %fc1_weight_grad.t217_c0_0, align 32
-  %62 = mul nsw i64 %fc1_weight_grad.mb2162, 4
+fc1_weight_grad.k224.end:                         ; preds = %fc1_weight_grad.k224
+  %t223_c0_028 = load <8 x float>, ptr %fc1_weight_grad.t223_c0_0, align 32
+  %62 = mul nsw i64 %fc1_weight_grad.mb2222, 4
   %63 = mul nsw i64 %62, 9216
   %64 = add nsw i64 18816, %63
-  %65 = mul nsw i64 %fc1_weight_grad.nb2151, 24
+  %65 = mul nsw i64 %fc1_weight_grad.nb2211, 24
   %66 = add nsw i64 %64, %65
   %grads29 = getelementptr inbounds float, ptr %grads, i64 %66
-  store <8 x float> %t217_c0_028, ptr %grads29, align 4
-  %t217_c0_130 = load <8 x float>, ptr %fc1_weight_grad.t217_c0_1, align 32
-  %67 = mul nsw i64 %fc1_weight_grad.mb2162, 4
+  store <8 x float> %t223_c0_028, ptr %grads29, align 4
+  %t223_c0_130 = load <8 x float>, ptr %fc1_weight_grad.t223_c0_1, align 32
+  %67 = mul nsw i64 %fc1_weight_grad.mb2222, 4
   %68 = mul nsw i64 %67, 9216
   %69 = add nsw i64 18816, %68
-  %70 = mul nsw i64 %fc1_weight_grad.nb2151, 24
+  %70 = mul nsw i64 %fc1_weight_grad.nb2211, 24
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %71, 8
   %grads31 = getelementptr inbounds float, ptr %grads, i64 %72
-  store <8 x float> %t217_c0_130, ptr %grads31, align 4
-  %t217_c0_232 = load <8 x float>, ptr %fc1_weight_grad.t217_c0_2, align 32
-  %73 = mul nsw i64 %fc1_weight_grad.mb2162, 4
+  store <8 x float> %t223_c0_130, ptr %grads31, align 4
+  %t223_c0_232 = load <8 x float>, ptr %fc1_weight_grad.t223_c0_2, align 32
+  %73 = mul nsw i64 %fc1_weight_grad.mb2222, 4
   %74 = mul nsw i64 %73, 9216
   %75 = add nsw i64 18816, %74
-  %76 = mul nsw i64 %fc1_weight_grad.nb2151, 24
+  %76 = mul nsw i64 %fc1_weight_grad.nb2211, 24
   %77 = add nsw i64 %75, %76
   %78 = add nsw i64 %77, 16
   %grads33 = getelementptr inbounds float, ptr %grads, i64 %78
-  store <8 x float> %t217_c0_232, ptr %grads33, align 4
-  %t217_c1_034 = load <8 x float>, ptr %fc1_weight_grad.t217_c1_0, align 32
-  %79 = mul nsw i64 %fc1_weight_grad.mb2162, 4
+  store <8 x float> %t223_c0_232, ptr %grads33, align 4
+  %t223_c1_034 = load <8 x float>, ptr %fc1_weight_grad.t223_c1_0, align 32
+  %79 = mul nsw i64 %fc1_weight_grad.mb2222, 4
   %80 = add nsw i64 %79, 1
   %81 = mul nsw i64 %80, 9216
   %82 = add nsw i64 18816, %81
-  %83 = mul nsw i64 %fc1_weight_grad.nb2151, 24
+  %83 = mul nsw i64 %fc1_weight_grad.nb2211, 24
   %84 = add nsw i64 %82, %83
   %grads35 = getelementptr inbounds float, ptr %grads, i64 %84
-  store <8 x float> %t217_c1_034, ptr %grads35, align 4
-  %t217_c1_136 = load <8 x float>, ptr %fc1_weight_grad.t217_c1_1, align 32
-  %85 = mul nsw i64 %fc1_weight_grad.mb2162, 4
+  store <8 x float> %t223_c1_034, ptr %grads35, align 4
+  %t223_c1_136 = load <8 x float>, ptr %fc1_weight_grad.t223_c1_1, align 32
+  %85 = mul nsw i64 %fc1_weight_grad.mb2222, 4
   %86 = add nsw i64 %85, 1
   %87 = mul nsw i64 %86, 9216
   %88 = add nsw i64 18816, %87
-  %89 = mul nsw i64 %fc1_weight_grad.nb2151, 24
+  %89 = mul nsw i64 %fc1_weight_grad.nb2211, 24
   %90 = add nsw i64 %88, %89
   %91 = add nsw i64 %90, 8
   %grads37 = getelementptr inbounds float, ptr %grads, i64 %91
-  store <8 x float> %t217_c1_136, ptr %grads37, align 4
-  %t217_c1_238 = load <8 x float>, ptr %fc1_weight_grad.t217_c1_2, align 32
-  %92 = mul nsw i64 %fc1_weight_grad.mb2162, 4
+  store <8 x float> %t223_c1_136, ptr %grads37, align 4
+  %t223_c1_238 = load <8 x float>, ptr %fc1_weight_grad.t223_c1_2, align 32
+  %92 = mul nsw i64 %fc1_weight_grad.mb2222, 4
   %93 = add nsw i64 %92, 1
   %94 = mul nsw i64 %93, 9216
   %95 = add nsw i64 18816, %94
-  %96 = mul nsw i64 %fc1_weight_grad.nb2151, 24
+  %96 = mul nsw i64 %fc1_weight_grad.nb2211, 24
   %97 = add nsw i64 %95, %96
   %98 = add nsw i64 %97, 16
   %grads39 = getelementptr inbounds float, ptr %grads, i64 %98
-  store <8 x float> %t217_c1_238, ptr %grads39, align 4
-  %t217_c2_040 = load <8 x float>, ptr %fc1_weight_grad.t217_c2_0, align 32
-  %99 = mul nsw i64 %fc1_weight_grad.mb2162, 4
+  store <8 x float> %t223_c1_238, ptr %grads39, align 4
+  %t223_c2_040 = load <8 x float>, ptr %fc1_weight_grad.t223_c2_0, align 32
+  %99 = mul nsw i64 %fc1_weight_grad.mb2222, 4
   %100 = add nsw i64 %99, 2
   %101 = mul nsw i64 %100, 9216
   %102 = add nsw i64 18816, %101
-  %103 = mul nsw i64 %fc1_weight_grad.nb2151, 24
+  %103 = mul nsw i64 %fc1_weight_grad.nb2211, 24
   %104 = add nsw i64 %102, %103
   %grads41 = getelementptr inbounds float, ptr %grads, i64 %104
-  store <8 x float> %t217_c2_040, ptr %grads41, align 4
-  %t217_c2_142 = load <8 x float>, ptr %fc1_weight_grad.t217_c2_1, align 32
-  %105 = mul nsw i64 %fc1_weight_grad.mb2162, 4
+  store <8 x float> %t223_c2_040, ptr %grads41, align 4
+  %t223_c2_142 = load <8 x float>, ptr %fc1_weight_grad.t223_c2_1, align 32
+  %105 = mul nsw i64 %fc1_weight_grad.mb2222, 4
   %106 = add nsw i64 %105, 2
   %107 = mul nsw i64 %106, 9216
   %108 = add nsw i64 18816, %107
-  %109 = mul nsw i64 %fc1_weight_grad.nb2151, 24
+  %109 = mul nsw i64 %fc1_weight_grad.nb2211, 24
   %110 = add nsw i64 %108, %109
   %111 = add nsw i64 %110, 8
   %grads43 = getelementptr inbounds float, ptr %grads, i64 %111
-  store <8 x float> %t217_c2_142, ptr %grads43, align 4
-  %t217_c2_244 = load <8 x float>, ptr %fc1_weight_grad.t217_c2_2, align 32
-  %112 = mul nsw i64 %fc1_weight_grad.mb2162, 4
+  store <8 x float> %t223_c2_142, ptr %grads43, align 4
+  %t223_c2_244 = load <8 x float>, ptr %fc1_weight_grad.t223_c2_2, align 32
+  %112 = mul nsw i64 %fc1_weight_grad.mb2222, 4
   %113 = add nsw i64 %112, 2
   %114 = mul nsw i64 %113, 9216
   %115 = add nsw i64 18816, %114
-  %116 = mul nsw i64 %fc1_weight_grad.nb2151, 24
+  %116 = mul nsw i64 %fc1_weight_grad.nb2211, 24
   %117 = add nsw i64 %115, %116
   %118 = add nsw i64 %117, 16
   %grads45 = getelementptr inbounds float, ptr %grads, i64 %118
-  store <8 x float> %t217_c2_244, ptr %grads45, align 4
-  %t217_c3_046 = load <8 x float>, ptr %fc1_weight_grad.t217_c3_0, align 32
-  %119 = mul nsw i64 %fc1_weight_grad.mb2162, 4
+  store <8 x float> %t223_c2_244, ptr %grads45, align 4
+  %t223_c3_046 = load <8 x float>, ptr %fc1_weight_grad.t223_c3_0, align 32
+  %119 = mul nsw i64 %fc1_weight_grad.mb2222, 4
   %120 = add nsw i64 %119, 3
   %121 = mul nsw i64 %120, 9216
   %122 = add nsw i64 18816, %121
-  %123 = mul nsw i64 %fc1_weight_grad.nb2151, 24
+  %123 = mul nsw i64 %fc1_weight_grad.nb2211, 24
   %124 = add nsw i64 %122, %123
   %grads47 = getelementptr inbounds float, ptr %grads, i64 %124
-  store <8 x float> %t217_c3_046, ptr %grads47, align 4
-  %t217_c3_148 = load <8 x float>, ptr %fc1_weight_grad.t217_c3_1, align 32
-  %125 = mul nsw i64 %fc1_weight_grad.mb2162, 4
+  store <8 x float> %t223_c3_046, ptr %grads47, align 4
+  %t223_c3_148 = load <8 x float>, ptr %fc1_weight_grad.t223_c3_1, align 32
+  %125 = mul nsw i64 %fc1_weight_grad.mb2222, 4
   %126 = add nsw i64 %125, 3
   %127 = mul nsw i64 %126, 9216
   %128 = add nsw i64 18816, %127
-  %129 = mul nsw i64 %fc1_weight_grad.nb2151, 24
+  %129 = mul nsw i64 %fc1_weight_grad.nb2211, 24
   %130 = add nsw i64 %128, %129
   %131 = add nsw i64 %130, 8
   %grads49 = getelementptr inbounds float, ptr %grads, i64 %131
-  store <8 x float> %t217_c3_148, ptr %grads49, align 4
-  %t217_c3_250 = load <8 x float>, ptr %fc1_weight_grad.t217_c3_2, align 32
-  %132 = mul nsw i64 %fc1_weight_grad.mb2162, 4
+  store <8 x float> %t223_c3_148, ptr %grads49, align 4
+  %t223_c3_250 = load <8 x float>, ptr %fc1_weight_grad.t223_c3_2, align 32
+  %132 = mul nsw i64 %fc1_weight_grad.mb2222, 4
   %133 = add nsw i64 %132, 3
   %134 = mul nsw i64 %133, 9216
   %135 = add nsw i64 18816, %134
-  %136 = mul nsw i64 %fc1_weight_grad.nb2151, 24
+  %136 = mul nsw i64 %fc1_weight_grad.nb2211, 24
   %137 = add nsw i64 %135, %136
   %138 = add nsw i64 %137, 16
   %grads51 = getelementptr inbounds float, ptr %grads, i64 %138
-  store <8 x float> %t217_c3_250, ptr %grads51, align 4
-  %mb216.next = add nsw i64 %fc1_weight_grad.mb2162, 1
-  %139 = icmp slt i64 %mb216.next, 32
-  br i1 %139, label %fc1_weight_grad.mb216, label %fc1_weight_grad.mb216.end
+  store <8 x float> %t223_c3_250, ptr %grads51, align 4
+  %mb222.next = add nsw i64 %fc1_weight_grad.mb2222, 1
+  %139 = icmp slt i64 %mb222.next, 32
+  br i1 %139, label %fc1_weight_grad.mb222, label %fc1_weight_grad.mb222.end
 }
 
 ; Function Attrs: noinline
 define internal void @mnistnet_train_b64.k16.fc1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %fc1_bias_grad.acc221 = alloca float, align 4
-  br label %fc1_bias_grad.u220
+  %fc1_bias_grad.acc227 = alloca float, align 4
+  br label %fc1_bias_grad.u226
 
-fc1_bias_grad.u220:                               ; preds = %fc1_bias_grad.n222.end, %entry
-  %fc1_bias_grad.u2201 = phi i64 [ 0, %entry ], [ %u220.next, %fc1_bias_grad.n222.end ]
-  store float 0.000000e+00, ptr %fc1_bias_grad.acc221, align 4
-  br label %fc1_bias_grad.n222
+fc1_bias_grad.u226:                               ; preds = %fc1_bias_grad.n228.end, %entry
+  %fc1_bias_grad.u2261 = phi i64 [ 0, %entry ], [ %u226.next, %fc1_bias_grad.n228.end ]
+  store float 0.000000e+00, ptr %fc1_bias_grad.acc227, align 4
+  br label %fc1_bias_grad.n228
 
-fc1_bias_grad.u220.end:                           ; preds = %fc1_bias_grad.n222.end
+fc1_bias_grad.u226.end:                           ; preds = %fc1_bias_grad.n228.end
   ret void
 
-fc1_bias_grad.n222:                               ; preds = %fc1_bias_grad.n222, %fc1_bias_grad.u220
-  %fc1_bias_grad.n2222 = phi i64 [ 0, %fc1_bias_grad.u220 ], [ %n222.next, %fc1_bias_grad.n222 ]
-  %acc221 = load float, ptr %fc1_bias_grad.acc221, align 4
-  %0 = mul nsw i64 %fc1_bias_grad.n2222, 128
+fc1_bias_grad.n228:                               ; preds = %fc1_bias_grad.n228, %fc1_bias_grad.u226
+  %fc1_bias_grad.n2282 = phi i64 [ 0, %fc1_bias_grad.u226 ], [ %n228.next, %fc1_bias_grad.n228 ]
+  %acc227 = load float, ptr %fc1_bias_grad.acc227, align 4
+  %0 = mul nsw i64 %fc1_bias_grad.n2282, 128
   %1 = add nsw i64 3162112, %0
-  %2 = add nsw i64 %1, %fc1_bias_grad.u2201
+  %2 = add nsw i64 %1, %fc1_bias_grad.u2261
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena3, align 4
-  %4 = fadd float %acc221, %3
-  store float %4, ptr %fc1_bias_grad.acc221, align 4
-  %n222.next = add nsw i64 %fc1_bias_grad.n2222, 1
-  %5 = icmp slt i64 %n222.next, 64
-  br i1 %5, label %fc1_bias_grad.n222, label %fc1_bias_grad.n222.end
+  %4 = fadd float %acc227, %3
+  store float %4, ptr %fc1_bias_grad.acc227, align 4
+  %n228.next = add nsw i64 %fc1_bias_grad.n2282, 1
+  %5 = icmp slt i64 %n228.next, 64
+  br i1 %5, label %fc1_bias_grad.n228, label %fc1_bias_grad.n228.end
 
-fc1_bias_grad.n222.end:                           ; preds = %fc1_bias_grad.n222
-  %acc2214 = load float, ptr %fc1_bias_grad.acc221, align 4
-  %6 = add nsw i64 1198464, %fc1_bias_grad.u2201
+fc1_bias_grad.n228.end:                           ; preds = %fc1_bias_grad.n228
+  %acc2274 = load float, ptr %fc1_bias_grad.acc227, align 4
+  %6 = add nsw i64 1198464, %fc1_bias_grad.u2261
   %grads5 = getelementptr inbounds float, ptr %grads, i64 %6
-  store float %acc2214, ptr %grads5, align 4
-  %u220.next = add nsw i64 %fc1_bias_grad.u2201, 1
-  %7 = icmp slt i64 %u220.next, 128
-  br i1 %7, label %fc1_bias_grad.u220, label %fc1_bias_grad.u220.end
+  store float %acc2274, ptr %grads5, align 4
+  %u226.next = add nsw i64 %fc1_bias_grad.u2261, 1
+  %7 = icmp slt i64 %u226.next, 128
+  br i1 %7, label %fc1_bias_grad.u226, label %fc1_bias_grad.u226.end
 }
 
 ; Function Attrs: noinline
 define internal void @mnistnet_train_b64.k17.flat_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  call void @mnistnet_train_b64.k17.flat_grad.gemm227(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_train_b64.k17.flat_grad.gemm233(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k17.flat_grad.gemm227(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @mnistnet_train_b64.k17.flat_grad.gemm233(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %flat_grad.t225_a3 = alloca <8 x float>, align 32
-  %flat_grad.t225_a2 = alloca <8 x float>, align 32
-  %flat_grad.t225_a1 = alloca <8 x float>, align 32
-  %flat_grad.t225_a0 = alloca <8 x float>, align 32
-  %flat_grad.t225_b2 = alloca <8 x float>, align 32
-  %flat_grad.t225_b1 = alloca <8 x float>, align 32
-  %flat_grad.t225_b0 = alloca <8 x float>, align 32
-  %flat_grad.t225_c3_2 = alloca <8 x float>, align 32
-  %flat_grad.t225_c3_1 = alloca <8 x float>, align 32
-  %flat_grad.t225_c3_0 = alloca <8 x float>, align 32
-  %flat_grad.t225_c2_2 = alloca <8 x float>, align 32
-  %flat_grad.t225_c2_1 = alloca <8 x float>, align 32
-  %flat_grad.t225_c2_0 = alloca <8 x float>, align 32
-  %flat_grad.t225_c1_2 = alloca <8 x float>, align 32
-  %flat_grad.t225_c1_1 = alloca <8 x float>, align 32
-  %flat_grad.t225_c1_0 = alloca <8 x float>, align 32
-  %flat_grad.t225_c0_2 = alloca <8 x float>, align 32
-  %flat_grad.t225_c0_1 = alloca <8 x float>, align 32
-  %flat_grad.t225_c0_0 = alloca <8 x float>, align 32
-  br label %flat_grad.nb223
+  %flat_grad.t231_a3 = alloca <8 x float>, align 32
+  %flat_grad.t231_a2 = alloca <8 x float>, align 32
+  %flat_grad.t231_a1 = alloca <8 x float>, align 32
+  %flat_grad.t231_a0 = alloca <8 x float>, align 32
+  %flat_grad.t231_b2 = alloca <8 x float>, align 32
+  %flat_grad.t231_b1 = alloca <8 x float>, align 32
+  %flat_grad.t231_b0 = alloca <8 x float>, align 32
+  %flat_grad.t231_c3_2 = alloca <8 x float>, align 32
+  %flat_grad.t231_c3_1 = alloca <8 x float>, align 32
+  %flat_grad.t231_c3_0 = alloca <8 x float>, align 32
+  %flat_grad.t231_c2_2 = alloca <8 x float>, align 32
+  %flat_grad.t231_c2_1 = alloca <8 x float>, align 32
+  %flat_grad.t231_c2_0 = alloca <8 x float>, align 32
+  %flat_grad.t231_c1_2 = alloca <8 x float>, align 32
+  %flat_grad.t231_c1_1 = alloca <8 x float>, align 32
+  %flat_grad.t231_c1_0 = alloca <8 x float>, align 32
+  %flat_grad.t231_c0_2 = alloca <8 x float>, align 32
+  %flat_grad.t231_c0_1 = alloca <8 x float>, align 32
+  %flat_grad.t231_c0_0 = alloca <8 x float>, align 32
+  br label %flat_grad.nb229
 
-flat_grad.nb223:                                  ; preds = %flat_grad.mb224.end, %entry
-  %flat_grad.nb2231 = phi i64 [ 0, %entry ], [ %nb223.next, %flat_grad.mb224.end ]
-  br label %flat_grad.mb224
+flat_grad.nb229:                                  ; preds = %flat_grad.mb230.end, %entry
+  %flat_grad.nb2291 = phi i64 [ 0, %entry ], [ %nb229.next, %flat_grad.mb230.end ]
+  br label %flat_grad.mb230
 
-flat_grad.nb223.end:                              ; preds = %flat_grad.mb224.end
+flat_grad.nb229.end:                              ; preds = %flat_grad.mb230.end
   ret void
 
-flat_grad.mb224:                                  ; preds = %flat_grad.k226.end, %flat_grad.nb223
-  %flat_grad.mb2242 = phi i64 [ 0, %flat_grad.nb223 ], [ %mb224.next, %flat_grad.k226.end ]
-  store <8 x float> zeroinitializer, ptr %flat_grad.t225_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t225_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t225_c0_2, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t225_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t225_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t225_c1_2, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t225_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t225_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t225_c2_2, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t225_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t225_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t225_c3_2, align 32
-  br label %flat_grad.k226
+flat_grad.mb230:                                  ; preds = %flat_grad.k232.end, %flat_grad.nb229
+  %flat_grad.mb2302 = phi i64 [ 0, %flat_grad.nb229 ], [ %mb230.next, %flat_grad.k232.end ]
+  store <8 x float> zeroinitializer, ptr %flat_grad.t231_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t231_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t231_c0_2, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t231_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t231_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t231_c1_2, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t231_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t231_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t231_c2_2, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t231_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t231_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t231_c3_2, align 32
+  br label %flat_grad.k232
 
-flat_grad.mb224.end:                              ; preds = %flat_grad.k226.end
-  %nb223.next = add nsw i64 %flat_grad.nb2231, 1
-  %0 = icmp slt i64 %nb223.next, 384
-  br i1 %0, label %flat_grad.nb223, label %flat_grad.nb223.end
+flat_grad.mb230.end:                              ; preds = %flat_grad.k232.end
+  %nb229.next = add nsw i64 %flat_grad.nb2291, 1
+  %0 = icmp slt i64 %nb229.next, 384
+  br i1 %0, label %flat_grad.nb229, label %flat_grad.nb229.end
 
-flat_grad.k226:                                   ; preds = %flat_grad.k226, %flat_grad.mb224
-  %flat_grad.k2263 = phi i64 [ 0, %flat_grad.mb224 ], [ %k226.next, %flat_grad.k226 ]
-  %1 = mul nsw i64 %flat_grad.k2263, 9216
+flat_grad.k232:                                   ; preds = %flat_grad.k232, %flat_grad.mb230
+  %flat_grad.k2323 = phi i64 [ 0, %flat_grad.mb230 ], [ %k232.next, %flat_grad.k232 ]
+  %1 = mul nsw i64 %flat_grad.k2323, 9216
   %2 = add nsw i64 18816, %1
-  %3 = mul nsw i64 %flat_grad.nb2231, 24
+  %3 = mul nsw i64 %flat_grad.nb2291, 24
   %4 = add nsw i64 %2, %3
   %params4 = getelementptr inbounds float, ptr %params, i64 %4
   %5 = load <8 x float>, ptr %params4, align 4
-  store <8 x float> %5, ptr %flat_grad.t225_b0, align 32
-  %6 = mul nsw i64 %flat_grad.k2263, 9216
+  store <8 x float> %5, ptr %flat_grad.t231_b0, align 32
+  %6 = mul nsw i64 %flat_grad.k2323, 9216
   %7 = add nsw i64 18816, %6
-  %8 = mul nsw i64 %flat_grad.nb2231, 24
+  %8 = mul nsw i64 %flat_grad.nb2291, 24
   %9 = add nsw i64 %7, %8
   %10 = add nsw i64 %9, 8
   %params5 = getelementptr inbounds float, ptr %params, i64 %10
   %11 = load <8 x float>, ptr %params5, align 4
-  store <8 x float> %11, ptr %flat_grad.t225_b1, align 32
-  %12 = mul nsw i64 %flat_grad.k2263, 9216
+  store <8 x float> %11, ptr %flat_grad.t231_b1, align 32
+  %12 = mul nsw i64 %flat_grad.k2323, 9216
   %13 = add nsw i64 18816, %12
-  %14 = mul nsw i64 %flat_grad.nb2231, 24
+  %14 = mul nsw i64 %flat_grad.nb2291, 24
   %15 = add nsw i64 %13, %14
   %16 = add nsw i64 %15, 16
   %params6 = getelementptr inbounds float, ptr %params, i64 %16
   %17 = load <8 x float>, ptr %params6, align 4
-  store <8 x float> %17, ptr %flat_grad.t225_b2, align 32
-  %18 = mul nsw i64 %flat_grad.mb2242, 4
+  store <8 x float> %17, ptr %flat_grad.t231_b2, align 32
+  %18 = mul nsw i64 %flat_grad.mb2302, 4
   %19 = mul nsw i64 %18, 128
   %20 = add nsw i64 3162112, %19
-  %21 = add nsw i64 %20, %flat_grad.k2263
+  %21 = add nsw i64 %20, %flat_grad.k2323
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %21
   %22 = load float, ptr %arena7, align 4
   %23 = insertelement <8 x float> undef, float %22, i32 0
   %24 = shufflevector <8 x float> %23, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %24, ptr %flat_grad.t225_a0, align 32
-  %t225_a0 = load <8 x float>, ptr %flat_grad.t225_a0, align 32
-  %t225_b0 = load <8 x float>, ptr %flat_grad.t225_b0, align 32
-  %t225_c0_0 = load <8 x float>, ptr %flat_grad.t225_c0_0, align 32
-  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t225_a0, <8 x float> %t225_b0, <8 x float> %t225_c0_0)
-  store <8 x float> %25, ptr %flat_grad.t225_c0_0, align 32
-  %t225_a08 = load <8 x float>, ptr %flat_grad.t225_a0, align 32
-  %t225_b1 = load <8 x float>, ptr %flat_grad.t225_b1, align 32
-  %t225_c0_1 = load <8 x float>, ptr %flat_grad.t225_c0_1, align 32
-  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t225_a08, <8 x float> %t225_b1, <8 x float> %t225_c0_1)
-  store <8 x float> %26, ptr %flat_grad.t225_c0_1, align 32
-  %t225_a09 = load <8 x float>, ptr %flat_grad.t225_a0, align 32
-  %t225_b2 = load <8 x float>, ptr %flat_grad.t225_b2, align 32
-  %t225_c0_2 = load <8 x float>, ptr %flat_grad.t225_c0_2, align 32
-  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t225_a09, <8 x float> %t225_b2, <8 x float> %t225_c0_2)
-  store <8 x float> %27, ptr %flat_grad.t225_c0_2, align 32
-  %28 = mul nsw i64 %flat_grad.mb2242, 4
+  store <8 x float> %24, ptr %flat_grad.t231_a0, align 32
+  %t231_a0 = load <8 x float>, ptr %flat_grad.t231_a0, align 32
+  %t231_b0 = load <8 x float>, ptr %flat_grad.t231_b0, align 32
+  %t231_c0_0 = load <8 x float>, ptr %flat_grad.t231_c0_0, align 32
+  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t231_a0, <8 x float> %t231_b0, <8 x float> %t231_c0_0)
+  store <8 x float> %25, ptr %flat_grad.t231_c0_0, align 32
+  %t231_a08 = load <8 x float>, ptr %flat_grad.t231_a0, align 32
+  %t231_b1 = load <8 x float>, ptr %flat_grad.t231_b1, align 32
+  %t231_c0_1 = load <8 x float>, ptr %flat_grad.t231_c0_1, align 32
+  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t231_a08, <8 x float> %t231_b1, <8 x float> %t231_c0_1)
+  store <8 x float> %26, ptr %flat_grad.t231_c0_1, align 32
+  %t231_a09 = load <8 x float>, ptr %flat_grad.t231_a0, align 32
+  %t231_b2 = load <8 x float>, ptr %flat_grad.t231_b2, align 32
+  %t231_c0_2 = load <8 x float>, ptr %flat_grad.t231_c0_2, align 32
+  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t231_a09, <8 x float> %t231_b2, <8 x float> %t231_c0_2)
+  store <8 x float> %27, ptr %flat_grad.t231_c0_2, align 32
+  %28 = mul nsw i64 %flat_grad.mb2302, 4
   %29 = add nsw i64 %28, 1
   %30 = mul nsw i64 %29, 128
   %31 = add nsw i64 3162112, %30
-  %32 = add nsw i64 %31, %flat_grad.k2263
+  %32 = add nsw i64 %31, %flat_grad.k2323
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %32
   %33 = load float, ptr %arena10, align 4
   %34 = insertelement <8 x float> undef, float %33, i32 0
   %35 = shufflevector <8 x float> %34, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %35, ptr %flat_grad.t225_a1, align 32
-  %t225_a1 = load <8 x float>, ptr %flat_grad.t225_a1, align 32
-  %t225_b011 = load <8 x float>, ptr %flat_grad.t225_b0, align 32
-  %t225_c1_0 = load <8 x float>, ptr %flat_grad.t225_c1_0, align 32
-  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t225_a1, <8 x float> %t225_b011, <8 x float> %t225_c1_0)
-  store <8 x float> %36, ptr %flat_grad.t225_c1_0, align 32
-  %t225_a112 = load <8 x float>, ptr %flat_grad.t225_a1, align 32
-  %t225_b113 = load <8 x float>, ptr %flat_grad.t225_b1, align 32
-  %t225_c1_1 = load <8 x float>, ptr %flat_grad.t225_c1_1, align 32
-  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t225_a112, <8 x float> %t225_b113, <8 x float> %t225_c1_1)
-  store <8 x float> %37, ptr %flat_grad.t225_c1_1, align 32
-  %t225_a114 = load <8 x float>, ptr %flat_grad.t225_a1, align 32
-  %t225_b215 = load <8 x float>, ptr %flat_grad.t225_b2, align 32
-  %t225_c1_2 = load <8 x float>, ptr %flat_grad.t225_c1_2, align 32
-  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t225_a114, <8 x float> %t225_b215, <8 x float> %t225_c1_2)
-  store <8 x float> %38, ptr %flat_grad.t225_c1_2, align 32
-  %39 = mul nsw i64 %flat_grad.mb2242, 4
+  store <8 x float> %35, ptr %flat_grad.t231_a1, align 32
+  %t231_a1 = load <8 x float>, ptr %flat_grad.t231_a1, align 32
+  %t231_b011 = load <8 x float>, ptr %flat_grad.t231_b0, align 32
+  %t231_c1_0 = load <8 x float>, ptr %flat_grad.t231_c1_0, align 32
+  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t231_a1, <8 x float> %t231_b011, <8 x float> %t231_c1_0)
+  store <8 x float> %36, ptr %flat_grad.t231_c1_0, align 32
+  %t231_a112 = load <8 x float>, ptr %flat_grad.t231_a1, align 32
+  %t231_b113 = load <8 x float>, ptr %flat_grad.t231_b1, align 32
+  %t231_c1_1 = load <8 x float>, ptr %flat_grad.t231_c1_1, align 32
+  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t231_a112, <8 x float> %t231_b113, <8 x float> %t231_c1_1)
+  store <8 x float> %37, ptr %flat_grad.t231_c1_1, align 32
+  %t231_a114 = load <8 x float>, ptr %flat_grad.t231_a1, align 32
+  %t231_b215 = load <8 x float>, ptr %flat_grad.t231_b2, align 32
+  %t231_c1_2 = load <8 x float>, ptr %flat_grad.t231_c1_2, align 32
+  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t231_a114, <8 x float> %t231_b215, <8 x float> %t231_c1_2)
+  store <8 x float> %38, ptr %flat_grad.t231_c1_2, align 32
+  %39 = mul nsw i64 %flat_grad.mb2302, 4
   %40 = add nsw i64 %39, 2
   %41 = mul nsw i64 %40, 128
   %42 = add nsw i64 3162112, %41
-  %43 = add nsw i64 %42, %flat_grad.k2263
+  %43 = add nsw i64 %42, %flat_grad.k2323
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %43
   %44 = load float, ptr %arena16, align 4
   %45 = insertelement <8 x float> undef, float %44, i32 0
   %46 = shufflevector <8 x float> %45, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %46, ptr %flat_grad.t225_a2, align 32
-  %t225_a2 = load <8 x float>, ptr %flat_grad.t225_a2, align 32
-  %t225_b017 = load <8 x float>, ptr %flat_grad.t225_b0, align 32
-  %t225_c2_0 = load <8 x float>, ptr %flat_grad.t225_c2_0, align 32
-  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t225_a2, <8 x float> %t225_b017, <8 x float> %t225_c2_0)
-  store <8 x float> %47, ptr %flat_grad.t225_c2_0, align 32
-  %t225_a218 = load <8 x float>, ptr %flat_grad.t225_a2, align 32
-  %t225_b119 = load <8 x float>, ptr %flat_grad.t225_b1, align 32
-  %t225_c2_1 = load <8 x float>, ptr %flat_grad.t225_c2_1, align 32
-  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t225_a218, <8 x float> %t225_b119, <8 x float> %t225_c2_1)
-  store <8 x float> %48, ptr %flat_grad.t225_c2_1, align 32
-  %t225_a220 = load <8 x float>, ptr %flat_grad.t225_a2, align 32
-  %t225_b221 = load <8 x float>, ptr %flat_grad.t225_b2, align 32
-  %t225_c2_2 = load <8 x float>, ptr %flat_grad.t225_c2_2, align 32
-  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t225_a220, <8 x float> %t225_b221, <8 x float> %t225_c2_2)
-  store <8 x float> %49, ptr %flat_grad.t225_c2_2, align 32
-  %50 = mul nsw i64 %flat_grad.mb2242, 4
+  store <8 x float> %46, ptr %flat_grad.t231_a2, align 32
+  %t231_a2 = load <8 x float>, ptr %flat_grad.t231_a2, align 32
+  %t231_b017 = load <8 x float>, ptr %flat_grad.t231_b0, align 32
+  %t231_c2_0 = load <8 x float>, ptr %flat_grad.t231_c2_0, align 32
+  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t231_a2, <8 x float> %t231_b017, <8 x float> %t231_c2_0)
+  store <8 x float> %47, ptr %flat_grad.t231_c2_0, align 32
+  %t231_a218 = load <8 x float>, ptr %flat_grad.t231_a2, align 32
+  %t231_b119 = load <8 x float>, ptr %flat_grad.t231_b1, align 32
+  %t231_c2_1 = load <8 x float>, ptr %flat_grad.t231_c2_1, align 32
+  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t231_a218, <8 x float> %t231_b119, <8 x float> %t231_c2_1)
+  store <8 x float> %48, ptr %flat_grad.t231_c2_1, align 32
+  %t231_a220 = load <8 x float>, ptr %flat_grad.t231_a2, align 32
+  %t231_b221 = load <8 x float>, ptr %flat_grad.t231_b2, align 32
+  %t231_c2_2 = load <8 x float>, ptr %flat_grad.t231_c2_2, align 32
+  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t231_a220, <8 x float> %t231_b221, <8 x float> %t231_c2_2)
+  store <8 x float> %49, ptr %flat_grad.t231_c2_2, align 32
+  %50 = mul nsw i64 %flat_grad.mb2302, 4
   %51 = add nsw i64 %50, 3
   %52 = mul nsw i64 %51, 128
   %53 = add nsw i64 3162112, %52
-  %54 = add nsw i64 %53, %flat_grad.k2263
+  %54 = add nsw i64 %53, %flat_grad.k2323
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %54
   %55 = load float, ptr %arena22, align 4
   %56 = insertelement <8 x float> undef, float %55, i32 0
   %57 = shufflevector <8 x float> %56, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %57, ptr %flat_grad.t225_a3, align 32
-  %t225_a3 = load <8 x float>, ptr %flat_grad.t225_a3, align 32
-  %t225_b023 = load <8 x float>, ptr %flat_grad.t225_b0, align 32
-  %t225_c3_0 = load <8 x float>, ptr %flat_grad.t225_c3_0, align 32
-  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t225_a3, <8 x float> %t225_b023, <8 x float> %t225_c3_0)
-  store <8 x float> %58, ptr %flat_grad.t225_c3_0, align 32
-  %t225_a324 = load <8 x float>, ptr %flat_grad.t225_a3, align 32
-  %t225_b125 = load <8 x float>, ptr %flat_grad.t225_b1, align 32
-  %t225_c3_1 = load <8 x float>, ptr %flat_grad.t225_c3_1, align 32
-  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t225_a324, <8 x float> %t225_b125, <8 x float> %t225_c3_1)
-  store <8 x float> %59, ptr %flat_grad.t225_c3_1, align 32
-  %t225_a326 = load <8 x float>, ptr %flat_grad.t225_a3, align 32
-  %t225_b227 = load <8 x float>, ptr %flat_grad.t225_b2, align 32
-  %t225_c3_2 = load <8 x float>, ptr %flat_grad.t225_c3_2, align 32
-  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t225_a326, <8 x float> %t225_b227, <8 x float> %t225_c3_2)
-  store <8 x float> %60, ptr %flat_grad.t225_c3_2, align 32
-  %k226.next = add nsw i64 %flat_grad.k2263, 1
-  %61 = icmp slt i64 %k226.next, 128
-  br i1 %61, label %flat_grad.k226, label %flat_grad.k226.end
+  store <8 x float> %57, ptr %flat_grad.t231_a3, align 32
+  %t231_a3 = load <8 x float>, ptr %flat_grad.t231_a3, align 32
+  %t231_b023 = load <8 x float>, ptr %flat_grad.t231_b0, align 32
+  %t231_c3_0 = load <8 x float>, ptr %flat_grad.t231_c3_0, align 32
+  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t231_a3, <8 x float> %t231_b023, <8 x float> %t231_c3_0)
+  store <8 x float> %58, ptr %flat_grad.t231_c3_0, align 32
+  %t231_a324 = load <8 x float>, ptr %flat_grad.t231_a3, align 32
+  %t231_b125 = load <8 x float>, ptr %flat_grad.t231_b1, align 32
+  %t231_c3_1 = load <8 x float>, ptr %flat_grad.t231_c3_1, align 32
+  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t231_a324, <8 x float> %t231_b125, <8 x float> %t231_c3_1)
+  store <8 x float> %59, ptr %flat_grad.t231_c3_1, align 32
+  %t231_a326 = load <8 x float>, ptr %flat_grad.t231_a3, align 32
+  %t231_b227 = load <8 x float>, ptr %flat_grad.t231_b2, align 32
+  %t231_c3_2 = load <8 x float>, ptr %flat_grad.t231_c3_2, align 32
+  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t231_a326, <8 x float> %t231_b227, <8 x float> %t231_c3_2)
+  store <8 x float> %60, ptr %flat_grad.t231_c3_2, align 32
+  %k232.next = add nsw i64 %flat_grad.k2323, 1
+  %61 = icmp slt i64 %k232.next, 128
+  br i1 %61, label %flat_grad.k232, label %flat_grad.k232.end
 
-flat_grad.k226.end:                               ; preds = %flat_grad.k226
-  %t225_c0_028 = load <8 x float>, ptr %flat_grad.t225_c0_0, align 32
-  %62 = mul nsw i64 %flat_grad.mb2242, 4
+flat_grad.k232.end:                               ; preds = %flat_grad.k232
+  %t231_c0_028 = load <8 x float>, ptr %flat_grad.t231_c0_0, align 32
+  %62 = mul nsw i64 %flat_grad.mb2302, 4
   %63 = mul nsw i64 %62, 9216
   %64 = add nsw i64 3171600, %63
-  %65 = mul nsw i64 %flat_grad.nb2231, 24
+  %65 = mul nsw i64 %flat_grad.nb2291, 24
   %66 = add nsw i64 %64, %65
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %66
-  store <8 x float> %t225_c0_028, ptr %arena29, align 4
-  %t225_c0_130 = load <8 x float>, ptr %flat_grad.t225_c0_1, align 32
-  %67 = mul nsw i64 %flat_grad.mb2242, 4
+  store <8 x float> %t231_c0_028, ptr %arena29, align 4
+  %t231_c0_130 = load <8 x float>, ptr %flat_grad.t231_c0_1, align 32
+  %67 = mul nsw i64 %flat_grad.mb2302, 4
   %68 = mul nsw i64 %67, 9216
   %69 = add nsw i64 3171600, %68
-  %70 = mul nsw i64 %flat_grad.nb2231, 24
+  %70 = mul nsw i64 %flat_grad.nb2291, 24
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %71, 8
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %72
-  store <8 x float> %t225_c0_130, ptr %arena31, align 4
-  %t225_c0_232 = load <8 x float>, ptr %flat_grad.t225_c0_2, align 32
-  %73 = mul nsw i64 %flat_grad.mb2242, 4
+  store <8 x float> %t231_c0_130, ptr %arena31, align 4
+  %t231_c0_232 = load <8 x float>, ptr %flat_grad.t231_c0_2, align 32
+  %73 = mul nsw i64 %flat_grad.mb2302, 4
   %74 = mul nsw i64 %73, 9216
   %75 = add nsw i64 3171600, %74
-  %76 = mul nsw i64 %flat_grad.nb2231, 24
+  %76 = mul nsw i64 %flat_grad.nb2291, 24
   %77 = add nsw i64 %75, %76
   %78 = add nsw i64 %77, 16
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %78
-  store <8 x float> %t225_c0_232, ptr %arena33, align 4
-  %t225_c1_034 = load <8 x float>, ptr %flat_grad.t225_c1_0, align 32
-  %79 = mul nsw i64 %flat_grad.mb2242, 4
+  store <8 x float> %t231_c0_232, ptr %arena33, align 4
+  %t231_c1_034 = load <8 x float>, ptr %flat_grad.t231_c1_0, align 32
+  %79 = mul nsw i64 %flat_grad.mb2302, 4
   %80 = add nsw i64 %79, 1
   %81 = mul nsw i64 %80, 9216
   %82 = add nsw i64 3171600, %81
-  %83 = mul nsw i64 %flat_grad.nb2231, 24
+  %83 = mul nsw i64 %flat_grad.nb2291, 24
   %84 = add nsw i64 %82, %83
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %84
-  store <8 x float> %t225_c1_034, ptr %arena35, align 4
-  %t225_c1_136 = load <8 x float>, ptr %flat_grad.t225_c1_1, align 32
-  %85 = mul nsw i64 %flat_grad.mb2242, 4
+  store <8 x float> %t231_c1_034, ptr %arena35, align 4
+  %t231_c1_136 = load <8 x float>, ptr %flat_grad.t231_c1_1, align 32
+  %85 = mul nsw i64 %flat_grad.mb2302, 4
   %86 = add nsw i64 %85, 1
   %87 = mul nsw i64 %86, 9216
   %88 = add nsw i64 3171600, %87
-  %89 = mul nsw i64 %flat_grad.nb2231, 24
+  %89 = mul nsw i64 %flat_grad.nb2291, 24
   %90 = add nsw i64 %88, %89
   %91 = add nsw i64 %90, 8
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %91
-  store <8 x float> %t225_c1_136, ptr %arena37, align 4
-  %t225_c1_238 = load <8 x float>, ptr %flat_grad.t225_c1_2, align 32
-  %92 = mul nsw i64 %flat_grad.mb2242, 4
+  store <8 x float> %t231_c1_136, ptr %arena37, align 4
+  %t231_c1_238 = load <8 x float>, ptr %flat_grad.t231_c1_2, align 32
+  %92 = mul nsw i64 %flat_grad.mb2302, 4
   %93 = add nsw i64 %92, 1
   %94 = mul nsw i64 %93, 9216
   %95 = add nsw i64 3171600, %94
-  %96 = mul nsw i64 %flat_grad.nb2231, 24
+  %96 = mul nsw i64 %flat_grad.nb2291, 24
   %97 = add nsw i64 %95, %96
   %98 = add nsw i64 %97, 16
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %98
-  store <8 x float> %t225_c1_238, ptr %arena39, align 4
-  %t225_c2_040 = load <8 x float>, ptr %flat_grad.t225_c2_0, align 32
-  %99 = mul nsw i64 %flat_grad.mb2242, 4
+  store <8 x float> %t231_c1_238, ptr %arena39, align 4
+  %t231_c2_040 = load <8 x float>, ptr %flat_grad.t231_c2_0, align 32
+  %99 = mul nsw i64 %flat_grad.mb2302, 4
   %100 = add nsw i64 %99, 2
   %101 = mul nsw i64 %100, 9216
   %102 = add nsw i64 3171600, %101
-  %103 = mul nsw i64 %flat_grad.nb2231, 24
+  %103 = mul nsw i64 %flat_grad.nb2291, 24
   %104 = add nsw i64 %102, %103
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %104
-  store <8 x float> %t225_c2_040, ptr %arena41, align 4
-  %t225_c2_142 = load <8 x float>, ptr %flat_grad.t225_c2_1, align 32
-  %105 = mul nsw i64 %flat_grad.mb2242, 4
+  store <8 x float> %t231_c2_040, ptr %arena41, align 4
+  %t231_c2_142 = load <8 x float>, ptr %flat_grad.t231_c2_1, align 32
+  %105 = mul nsw i64 %flat_grad.mb2302, 4
   %106 = add nsw i64 %105, 2
   %107 = mul nsw i64 %106, 9216
   %108 = add nsw i64 3171600, %107
-  %109 = mul nsw i64 %flat_grad.nb2231, 24
+  %109 = mul nsw i64 %flat_grad.nb2291, 24
   %110 = add nsw i64 %108, %109
   %111 = add nsw i64 %110, 8
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %111
-  store <8 x float> %t225_c2_142, ptr %arena43, align 4
-  %t225_c2_244 = load <8 x float>, ptr %flat_grad.t225_c2_2, align 32
-  %112 = mul nsw i64 %flat_grad.mb2242, 4
+  store <8 x float> %t231_c2_142, ptr %arena43, align 4
+  %t231_c2_244 = load <8 x float>, ptr %flat_grad.t231_c2_2, align 32
+  %112 = mul nsw i64 %flat_grad.mb2302, 4
   %113 = add nsw i64 %112, 2
   %114 = mul nsw i64 %113, 9216
   %115 = add nsw i64 3171600, %114
-  %116 = mul nsw i64 %flat_grad.nb2231, 24
+  %116 = mul nsw i64 %flat_grad.nb2291, 24
   %117 = add nsw i64 %115, %116
   %118 = add nsw i64 %117, 16
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %118
-  store <8 x float> %t225_c2_244, ptr %arena45, align 4
-  %t225_c3_046 = load <8 x float>, ptr %flat_grad.t225_c3_0, align 32
-  %119 = mul nsw i64 %flat_grad.mb2242, 4
+  store <8 x float> %t231_c2_244, ptr %arena45, align 4
+  %t231_c3_046 = load <8 x float>, ptr %flat_grad.t231_c3_0, align 32
+  %119 = mul nsw i64 %flat_grad.mb2302, 4
   %120 = add nsw i64 %119, 3
   %121 = mul nsw i64 %120, 9216
   %122 = add nsw i64 3171600, %121
-  %123 = mul nsw i64 %flat_grad.nb2231, 24
+  %123 = mul nsw i64 %flat_grad.nb2291, 24
   %124 = add nsw i64 %122, %123
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %124
-  store <8 x float> %t225_c3_046, ptr %arena47, align 4
-  %t225_c3_148 = load <8 x float>, ptr %flat_grad.t225_c3_1, align 32
-  %125 = mul nsw i64 %flat_grad.mb2242, 4
+  store <8 x float> %t231_c3_046, ptr %arena47, align 4
+  %t231_c3_148 = load <8 x float>, ptr %flat_grad.t231_c3_1, align 32
+  %125 = mul nsw i64 %flat_grad.mb2302, 4
   %126 = add nsw i64 %125, 3
   %127 = mul nsw i64 %126, 9216
   %128 = add nsw i64 3171600, %127
-  %129 = mul nsw i64 %flat_grad.nb2231, 24
+  %129 = mul nsw i64 %flat_grad.nb2291, 24
   %130 = add nsw i64 %128, %129
   %131 = add nsw i64 %130, 8
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %131
-  store <8 x float> %t225_c3_148, ptr %arena49, align 4
-  %t225_c3_250 = load <8 x float>, ptr %flat_grad.t225_c3_2, align 32
-  %132 = mul nsw i64 %flat_grad.mb2242, 4
+  store <8 x float> %t231_c3_148, ptr %arena49, align 4
+  %t231_c3_250 = load <8 x float>, ptr %flat_grad.t231_c3_2, align 32
+  %132 = mul nsw i64 %flat_grad.mb2302, 4
   %133 = add nsw i64 %132, 3
   %134 = mul nsw i64 %133, 9216
   %135 = add nsw i64 3171600, %134
-  %136 = mul nsw i64 %flat_grad.nb2231, 24
+  %136 = mul nsw i64 %flat_grad.nb2291, 24
   %137 = add nsw i64 %135, %136
   %138 = add nsw i64 %137, 16
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %138
-  store <8 x float> %t225_c3_250, ptr %arena51, align 4
-  %mb224.next = add nsw i64 %flat_grad.mb2242, 1
-  %139 = icmp slt i64 %mb224.next, 16
-  br i1 %139, label %flat_grad.mb224, label %flat_grad.mb224.end
+  store <8 x float> %t231_c3_250, ptr %arena51, align 4
+  %mb230.next = add nsw i64 %flat_grad.mb2302, 1
+  %139 = icmp slt i64 %mb230.next, 16
+  br i1 %139, label %flat_grad.mb230, label %flat_grad.mb230.end
 }
 
 ; Function Attrs: noinline
@@ -5410,11 +5506,11 @@ entry:
   %15 = mul i64 %14, -7723592293110705685
   %16 = lshr i64 %15, 31
   %17 = xor i64 %15, %16
-  br label %pool_grad.i236
+  br label %pool_grad.i242
 
-pool_grad.i236:                                   ; preds = %pool_grad.i236, %entry
-  %pool_grad.i2361 = phi i64 [ 0, %entry ], [ %i236.next, %pool_grad.i236 ]
-  %18 = mul i64 %pool_grad.i2361, -7046029254386353131
+pool_grad.i242:                                   ; preds = %pool_grad.i242, %entry
+  %pool_grad.i2421 = phi i64 [ 0, %entry ], [ %i242.next, %pool_grad.i242 ]
+  %18 = mul i64 %pool_grad.i2421, -7046029254386353131
   %19 = add i64 %17, %18
   %20 = lshr i64 %19, 30
   %21 = xor i64 %19, %20
@@ -5426,66 +5522,66 @@ pool_grad.i236:                                   ; preds = %pool_grad.i236, %en
   %27 = xor i64 %25, %26
   %28 = lshr i64 %27, 40
   %29 = icmp uge i64 %28, 4194304
-  %30 = add nsw i64 3171600, %pool_grad.i2361
+  %30 = add nsw i64 3171600, %pool_grad.i2421
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = load float, ptr %arena2, align 4
   %32 = fmul float %31, 0x3FF5555560000000
   %33 = select i1 %29, float %32, float 0.000000e+00
-  %34 = add nsw i64 3761424, %pool_grad.i2361
+  %34 = add nsw i64 3761424, %pool_grad.i2421
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %34
   store float %33, ptr %arena3, align 4
-  %i236.next = add nsw i64 %pool_grad.i2361, 1
-  %35 = icmp slt i64 %i236.next, 589824
-  br i1 %35, label %pool_grad.i236, label %pool_grad.i236.end
+  %i242.next = add nsw i64 %pool_grad.i2421, 1
+  %35 = icmp slt i64 %i242.next, 589824
+  br i1 %35, label %pool_grad.i242, label %pool_grad.i242.end
 
-pool_grad.i236.end:                               ; preds = %pool_grad.i236
+pool_grad.i242.end:                               ; preds = %pool_grad.i242
   ret void
 }
 
 ; Function Attrs: noinline
 define internal void @mnistnet_train_b64.k20.conv2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %conv2_grad.i241
+  br label %conv2_grad.i247
 
-conv2_grad.i241:                                  ; preds = %conv2_grad.i241, %entry
-  %conv2_grad.i2411 = phi i64 [ 0, %entry ], [ %i241.next, %conv2_grad.i241 ]
-  %0 = add nsw i64 4351248, %conv2_grad.i2411
+conv2_grad.i247:                                  ; preds = %conv2_grad.i247, %entry
+  %conv2_grad.i2471 = phi i64 [ 0, %entry ], [ %i247.next, %conv2_grad.i247 ]
+  %0 = add nsw i64 4351248, %conv2_grad.i2471
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   store float 0.000000e+00, ptr %arena2, align 4
-  %i241.next = add nsw i64 %conv2_grad.i2411, 1
-  %1 = icmp slt i64 %i241.next, 2359296
-  br i1 %1, label %conv2_grad.i241, label %conv2_grad.i241.end
+  %i247.next = add nsw i64 %conv2_grad.i2471, 1
+  %1 = icmp slt i64 %i247.next, 2359296
+  br i1 %1, label %conv2_grad.i247, label %conv2_grad.i247.end
 
-conv2_grad.i241.end:                              ; preds = %conv2_grad.i241
-  br label %conv2_grad.q242
+conv2_grad.i247.end:                              ; preds = %conv2_grad.i247
+  br label %conv2_grad.q248
 
-conv2_grad.q242:                                  ; preds = %conv2_grad.i243.end, %conv2_grad.i241.end
-  %conv2_grad.q2423 = phi i64 [ 0, %conv2_grad.i241.end ], [ %q242.next, %conv2_grad.i243.end ]
-  br label %conv2_grad.i243
+conv2_grad.q248:                                  ; preds = %conv2_grad.i249.end, %conv2_grad.i247.end
+  %conv2_grad.q2483 = phi i64 [ 0, %conv2_grad.i247.end ], [ %q248.next, %conv2_grad.i249.end ]
+  br label %conv2_grad.i249
 
-conv2_grad.q242.end:                              ; preds = %conv2_grad.i243.end
+conv2_grad.q248.end:                              ; preds = %conv2_grad.i249.end
   ret void
 
-conv2_grad.i243:                                  ; preds = %conv2_grad.endif, %conv2_grad.q242
-  %conv2_grad.i2434 = phi i64 [ 0, %conv2_grad.q242 ], [ %i243.next, %conv2_grad.endif ]
-  %2 = mul nsw i64 %conv2_grad.q2423, 144
-  %3 = add nsw i64 %2, %conv2_grad.i2434
+conv2_grad.i249:                                  ; preds = %conv2_grad.endif, %conv2_grad.q248
+  %conv2_grad.i2494 = phi i64 [ 0, %conv2_grad.q248 ], [ %i249.next, %conv2_grad.endif ]
+  %2 = mul nsw i64 %conv2_grad.q2483, 144
+  %3 = add nsw i64 %2, %conv2_grad.i2494
   %4 = add nsw i64 1384448, %3
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %4
   %5 = load float, ptr %arena5, align 4
   %6 = fcmp ogt float %5, 0.000000e+00
   br i1 %6, label %conv2_grad.then, label %conv2_grad.endif
 
-conv2_grad.i243.end:                              ; preds = %conv2_grad.endif
-  %q242.next = add nsw i64 %conv2_grad.q2423, 1
-  %7 = icmp slt i64 %q242.next, 4096
-  br i1 %7, label %conv2_grad.q242, label %conv2_grad.q242.end
+conv2_grad.i249.end:                              ; preds = %conv2_grad.endif
+  %q248.next = add nsw i64 %conv2_grad.q2483, 1
+  %7 = icmp slt i64 %q248.next, 4096
+  br i1 %7, label %conv2_grad.q248, label %conv2_grad.q248.end
 
-conv2_grad.then:                                  ; preds = %conv2_grad.i243
-  %8 = mul nsw i64 %conv2_grad.q2423, 576
+conv2_grad.then:                                  ; preds = %conv2_grad.i249
+  %8 = mul nsw i64 %conv2_grad.q2483, 576
   %9 = add nsw i64 4351248, %8
-  %10 = mul nsw i64 %conv2_grad.q2423, 144
-  %11 = add nsw i64 %10, %conv2_grad.i2434
+  %10 = mul nsw i64 %conv2_grad.q2483, 144
+  %11 = add nsw i64 %10, %conv2_grad.i2494
   %12 = add nsw i64 1974272, %11
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %12
   %13 = load float, ptr %arena6, align 4
@@ -5493,8 +5589,8 @@ conv2_grad.then:                                  ; preds = %conv2_grad.i243
   %15 = add nsw i64 %9, %14
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %15
   %16 = load float, ptr %arena7, align 4
-  %17 = mul nsw i64 %conv2_grad.q2423, 144
-  %18 = add nsw i64 %17, %conv2_grad.i2434
+  %17 = mul nsw i64 %conv2_grad.q2483, 144
+  %18 = add nsw i64 %17, %conv2_grad.i2494
   %19 = add nsw i64 3761424, %18
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %19
   %20 = load float, ptr %arena8, align 4
@@ -5502,15 +5598,21 @@ conv2_grad.then:                                  ; preds = %conv2_grad.i243
   store float %21, ptr %arena7, align 4
   br label %conv2_grad.endif
 
-conv2_grad.endif:                                 ; preds = %conv2_grad.then, %conv2_grad.i243
-  %i243.next = add nsw i64 %conv2_grad.i2434, 1
-  %22 = icmp slt i64 %i243.next, 144
-  br i1 %22, label %conv2_grad.i243, label %conv2_grad.i243.end
+conv2_grad.endif:                                 ; preds = %conv2_grad.then, %conv2_grad.i249
+  %i249.next = add nsw i64 %conv2_grad.i2494, 1
+  %22 = icmp slt i64 %i249.next, 144
+  br i1 %22, label %conv2_grad.i249, label %conv2_grad.i249.end
 }
 
 ; Function Attrs: noinline
 define internal void @mnistnet_train_b64.k21.conv2_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
+  %conv2_weight_grad.w349 = alloca float, align 4
+  %conv2_weight_grad.w348 = alloca float, align 4
+  %conv2_weight_grad.w347 = alloca float, align 4
+  %conv2_weight_grad.w346 = alloca float, align 4
+  %conv2_weight_grad.w345 = alloca float, align 4
+  %conv2_weight_grad.w344 = alloca float, align 4
   %conv2_weight_grad.w343 = alloca float, align 4
   %conv2_weight_grad.w342 = alloca float, align 4
   %conv2_weight_grad.w341 = alloca float, align 4
@@ -5526,12 +5628,12 @@ entry:
   %conv2_weight_grad.w331 = alloca float, align 4
   %conv2_weight_grad.w330 = alloca float, align 4
   %conv2_weight_grad.w329 = alloca float, align 4
-  %conv2_weight_grad.w328 = alloca float, align 4
-  %conv2_weight_grad.w327 = alloca float, align 4
-  %conv2_weight_grad.w326 = alloca float, align 4
-  %conv2_weight_grad.w325 = alloca float, align 4
-  %conv2_weight_grad.w324 = alloca float, align 4
-  %conv2_weight_grad.w323 = alloca float, align 4
+  %conv2_weight_grad.w325 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w324 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w323 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w322 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w321 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w320 = alloca <8 x float>, align 32
   %conv2_weight_grad.w319 = alloca <8 x float>, align 32
   %conv2_weight_grad.w318 = alloca <8 x float>, align 32
   %conv2_weight_grad.w317 = alloca <8 x float>, align 32
@@ -5550,12 +5652,12 @@ entry:
   %conv2_weight_grad.w304 = alloca <8 x float>, align 32
   %conv2_weight_grad.w303 = alloca <8 x float>, align 32
   %conv2_weight_grad.w302 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w301 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w300 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w299 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w298 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w297 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w296 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w293 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w292 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w291 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w290 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w289 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w288 = alloca <8 x float>, align 32
   %conv2_weight_grad.w287 = alloca <8 x float>, align 32
   %conv2_weight_grad.w286 = alloca <8 x float>, align 32
   %conv2_weight_grad.w285 = alloca <8 x float>, align 32
@@ -5582,1855 +5684,1855 @@ entry:
   %conv2_weight_grad.w264 = alloca <8 x float>, align 32
   %conv2_weight_grad.w263 = alloca <8 x float>, align 32
   %conv2_weight_grad.w262 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w261 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w260 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w259 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w258 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w257 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w256 = alloca <8 x float>, align 32
-  br label %conv2_weight_grad.i244
+  br label %conv2_weight_grad.i250
 
-conv2_weight_grad.i244:                           ; preds = %conv2_weight_grad.i244, %entry
-  %conv2_weight_grad.i2441 = phi i64 [ 0, %entry ], [ %i244.next, %conv2_weight_grad.i244 ]
-  %0 = add nsw i64 1664128, %conv2_weight_grad.i2441
+conv2_weight_grad.i250:                           ; preds = %conv2_weight_grad.i250, %entry
+  %conv2_weight_grad.i2501 = phi i64 [ 0, %entry ], [ %i250.next, %conv2_weight_grad.i250 ]
+  %0 = add nsw i64 1664128, %conv2_weight_grad.i2501
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   store float 0.000000e+00, ptr %arena2, align 4
-  %i244.next = add nsw i64 %conv2_weight_grad.i2441, 1
-  %1 = icmp slt i64 %i244.next, 32768
-  br i1 %1, label %conv2_weight_grad.i244, label %conv2_weight_grad.i244.end
+  %i250.next = add nsw i64 %conv2_weight_grad.i2501, 1
+  %1 = icmp slt i64 %i250.next, 32768
+  br i1 %1, label %conv2_weight_grad.i250, label %conv2_weight_grad.i250.end
 
-conv2_weight_grad.i244.end:                       ; preds = %conv2_weight_grad.i244
-  br label %conv2_weight_grad.i245
+conv2_weight_grad.i250.end:                       ; preds = %conv2_weight_grad.i250
+  br label %conv2_weight_grad.i251
 
-conv2_weight_grad.i245:                           ; preds = %conv2_weight_grad.i245, %conv2_weight_grad.i244.end
-  %conv2_weight_grad.i2453 = phi i64 [ 0, %conv2_weight_grad.i244.end ], [ %i245.next, %conv2_weight_grad.i245 ]
-  %2 = add nsw i64 1384448, %conv2_weight_grad.i2453
+conv2_weight_grad.i251:                           ; preds = %conv2_weight_grad.i251, %conv2_weight_grad.i250.end
+  %conv2_weight_grad.i2513 = phi i64 [ 0, %conv2_weight_grad.i250.end ], [ %i251.next, %conv2_weight_grad.i251 ]
+  %2 = add nsw i64 1384448, %conv2_weight_grad.i2513
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %2
   store float 0.000000e+00, ptr %arena4, align 4
-  %i245.next = add nsw i64 %conv2_weight_grad.i2453, 1
-  %3 = icmp slt i64 %i245.next, 21632
-  br i1 %3, label %conv2_weight_grad.i245, label %conv2_weight_grad.i245.end
+  %i251.next = add nsw i64 %conv2_weight_grad.i2513, 1
+  %3 = icmp slt i64 %i251.next, 21632
+  br i1 %3, label %conv2_weight_grad.i251, label %conv2_weight_grad.i251.end
 
-conv2_weight_grad.i245.end:                       ; preds = %conv2_weight_grad.i245
-  br label %conv2_weight_grad.i246
+conv2_weight_grad.i251.end:                       ; preds = %conv2_weight_grad.i251
+  br label %conv2_weight_grad.i252
 
-conv2_weight_grad.i246:                           ; preds = %conv2_weight_grad.i246, %conv2_weight_grad.i245.end
-  %conv2_weight_grad.i2465 = phi i64 [ 0, %conv2_weight_grad.i245.end ], [ %i246.next, %conv2_weight_grad.i246 ]
-  %4 = add nsw i64 1479808, %conv2_weight_grad.i2465
+conv2_weight_grad.i252:                           ; preds = %conv2_weight_grad.i252, %conv2_weight_grad.i251.end
+  %conv2_weight_grad.i2525 = phi i64 [ 0, %conv2_weight_grad.i251.end ], [ %i252.next, %conv2_weight_grad.i252 ]
+  %4 = add nsw i64 1479808, %conv2_weight_grad.i2525
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %4
   store float 0.000000e+00, ptr %arena6, align 4
-  %i246.next = add nsw i64 %conv2_weight_grad.i2465, 1
-  %5 = icmp slt i64 %i246.next, 36864
-  br i1 %5, label %conv2_weight_grad.i246, label %conv2_weight_grad.i246.end
+  %i252.next = add nsw i64 %conv2_weight_grad.i2525, 1
+  %5 = icmp slt i64 %i252.next, 36864
+  br i1 %5, label %conv2_weight_grad.i252, label %conv2_weight_grad.i252.end
 
-conv2_weight_grad.i246.end:                       ; preds = %conv2_weight_grad.i246
-  br label %conv2_weight_grad.g247
+conv2_weight_grad.i252.end:                       ; preds = %conv2_weight_grad.i252
+  br label %conv2_weight_grad.g253
 
-conv2_weight_grad.g247:                           ; preds = %conv2_weight_grad.xi320.end, %conv2_weight_grad.i246.end
-  %conv2_weight_grad.g2477 = phi i64 [ 0, %conv2_weight_grad.i246.end ], [ %g247.next, %conv2_weight_grad.xi320.end ]
-  br label %conv2_weight_grad.j248
+conv2_weight_grad.g253:                           ; preds = %conv2_weight_grad.xi326.end, %conv2_weight_grad.i252.end
+  %conv2_weight_grad.g2537 = phi i64 [ 0, %conv2_weight_grad.i252.end ], [ %g253.next, %conv2_weight_grad.xi326.end ]
+  br label %conv2_weight_grad.j254
 
-conv2_weight_grad.g247.end:                       ; preds = %conv2_weight_grad.xi320.end
-  br label %conv2_weight_grad.f321
+conv2_weight_grad.g253.end:                       ; preds = %conv2_weight_grad.xi326.end
+  br label %conv2_weight_grad.f327
 
-conv2_weight_grad.j248:                           ; preds = %conv2_weight_grad.c249.end, %conv2_weight_grad.g247
-  %conv2_weight_grad.j2488 = phi i64 [ 0, %conv2_weight_grad.g247 ], [ %j248.next, %conv2_weight_grad.c249.end ]
-  br label %conv2_weight_grad.c249
+conv2_weight_grad.j254:                           ; preds = %conv2_weight_grad.iy255.end, %conv2_weight_grad.g253
+  %conv2_weight_grad.j2548 = phi i64 [ 0, %conv2_weight_grad.g253 ], [ %j254.next, %conv2_weight_grad.iy255.end ]
+  br label %conv2_weight_grad.iy255
 
-conv2_weight_grad.j248.end:                       ; preds = %conv2_weight_grad.c249.end
-  br label %conv2_weight_grad.j252
+conv2_weight_grad.j254.end:                       ; preds = %conv2_weight_grad.iy255.end
+  br label %conv2_weight_grad.j258
 
-conv2_weight_grad.c249:                           ; preds = %conv2_weight_grad.iy250.end, %conv2_weight_grad.j248
-  %conv2_weight_grad.c2499 = phi i64 [ 0, %conv2_weight_grad.j248 ], [ %c249.next, %conv2_weight_grad.iy250.end ]
-  br label %conv2_weight_grad.iy250
+conv2_weight_grad.iy255:                          ; preds = %conv2_weight_grad.c256.end, %conv2_weight_grad.j254
+  %conv2_weight_grad.iy2559 = phi i64 [ 0, %conv2_weight_grad.j254 ], [ %iy255.next, %conv2_weight_grad.c256.end ]
+  br label %conv2_weight_grad.c256
 
-conv2_weight_grad.c249.end:                       ; preds = %conv2_weight_grad.iy250.end
-  %j248.next = add nsw i64 %conv2_weight_grad.j2488, 1
-  %6 = icmp slt i64 %j248.next, 1
-  br i1 %6, label %conv2_weight_grad.j248, label %conv2_weight_grad.j248.end
+conv2_weight_grad.iy255.end:                      ; preds = %conv2_weight_grad.c256.end
+  %j254.next = add nsw i64 %conv2_weight_grad.j2548, 1
+  %6 = icmp slt i64 %j254.next, 1
+  br i1 %6, label %conv2_weight_grad.j254, label %conv2_weight_grad.j254.end
 
-conv2_weight_grad.iy250:                          ; preds = %conv2_weight_grad.ix251.end, %conv2_weight_grad.c249
-  %conv2_weight_grad.iy25010 = phi i64 [ 0, %conv2_weight_grad.c249 ], [ %iy250.next, %conv2_weight_grad.ix251.end ]
-  br label %conv2_weight_grad.ix251
+conv2_weight_grad.c256:                           ; preds = %conv2_weight_grad.ix257.end, %conv2_weight_grad.iy255
+  %conv2_weight_grad.c25610 = phi i64 [ 0, %conv2_weight_grad.iy255 ], [ %c256.next, %conv2_weight_grad.ix257.end ]
+  br label %conv2_weight_grad.ix257
 
-conv2_weight_grad.iy250.end:                      ; preds = %conv2_weight_grad.ix251.end
-  %c249.next = add nsw i64 %conv2_weight_grad.c2499, 1
-  %7 = icmp slt i64 %c249.next, 32
-  br i1 %7, label %conv2_weight_grad.c249, label %conv2_weight_grad.c249.end
+conv2_weight_grad.c256.end:                       ; preds = %conv2_weight_grad.ix257.end
+  %iy255.next = add nsw i64 %conv2_weight_grad.iy2559, 1
+  %7 = icmp slt i64 %iy255.next, 26
+  br i1 %7, label %conv2_weight_grad.iy255, label %conv2_weight_grad.iy255.end
 
-conv2_weight_grad.ix251:                          ; preds = %conv2_weight_grad.ix251, %conv2_weight_grad.iy250
-  %conv2_weight_grad.ix25111 = phi i64 [ 0, %conv2_weight_grad.iy250 ], [ %ix251.next, %conv2_weight_grad.ix251 ]
-  %8 = add nsw i64 %conv2_weight_grad.g2477, %conv2_weight_grad.j2488
+conv2_weight_grad.ix257:                          ; preds = %conv2_weight_grad.ix257, %conv2_weight_grad.c256
+  %conv2_weight_grad.ix25711 = phi i64 [ 0, %conv2_weight_grad.c256 ], [ %ix257.next, %conv2_weight_grad.ix257 ]
+  %8 = add nsw i64 %conv2_weight_grad.g2537, %conv2_weight_grad.j2548
   %9 = mul nsw i64 %8, 21632
-  %10 = mul nsw i64 %conv2_weight_grad.c2499, 676
+  %10 = mul nsw i64 %conv2_weight_grad.c25610, 676
   %11 = add nsw i64 %9, %10
-  %12 = mul nsw i64 %conv2_weight_grad.iy25010, 26
+  %12 = mul nsw i64 %conv2_weight_grad.iy2559, 26
   %13 = add nsw i64 %11, %12
-  %14 = add nsw i64 %13, %conv2_weight_grad.ix25111
+  %14 = add nsw i64 %13, %conv2_weight_grad.ix25711
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %14
   %15 = load float, ptr %arena12, align 4
-  %16 = mul nsw i64 %conv2_weight_grad.j2488, 21632
-  %17 = mul nsw i64 %conv2_weight_grad.iy25010, 832
+  %16 = mul nsw i64 %conv2_weight_grad.j2548, 21632
+  %17 = mul nsw i64 %conv2_weight_grad.iy2559, 832
   %18 = add nsw i64 %16, %17
-  %19 = mul nsw i64 %conv2_weight_grad.ix25111, 32
+  %19 = mul nsw i64 %conv2_weight_grad.ix25711, 32
   %20 = add nsw i64 %18, %19
-  %21 = add nsw i64 %20, %conv2_weight_grad.c2499
+  %21 = add nsw i64 %20, %conv2_weight_grad.c25610
   %22 = add nsw i64 1384448, %21
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %22
   store float %15, ptr %arena13, align 4
-  %ix251.next = add nsw i64 %conv2_weight_grad.ix25111, 1
-  %23 = icmp slt i64 %ix251.next, 26
-  br i1 %23, label %conv2_weight_grad.ix251, label %conv2_weight_grad.ix251.end
+  %ix257.next = add nsw i64 %conv2_weight_grad.ix25711, 1
+  %23 = icmp slt i64 %ix257.next, 26
+  br i1 %23, label %conv2_weight_grad.ix257, label %conv2_weight_grad.ix257.end
 
-conv2_weight_grad.ix251.end:                      ; preds = %conv2_weight_grad.ix251
-  %iy250.next = add nsw i64 %conv2_weight_grad.iy25010, 1
-  %24 = icmp slt i64 %iy250.next, 26
-  br i1 %24, label %conv2_weight_grad.iy250, label %conv2_weight_grad.iy250.end
+conv2_weight_grad.ix257.end:                      ; preds = %conv2_weight_grad.ix257
+  %c256.next = add nsw i64 %conv2_weight_grad.c25610, 1
+  %24 = icmp slt i64 %c256.next, 32
+  br i1 %24, label %conv2_weight_grad.c256, label %conv2_weight_grad.c256.end
 
-conv2_weight_grad.j252:                           ; preds = %conv2_weight_grad.ty253.end, %conv2_weight_grad.j248.end
-  %conv2_weight_grad.j25214 = phi i64 [ 0, %conv2_weight_grad.j248.end ], [ %j252.next, %conv2_weight_grad.ty253.end ]
-  br label %conv2_weight_grad.ty253
+conv2_weight_grad.j258:                           ; preds = %conv2_weight_grad.ty259.end, %conv2_weight_grad.j254.end
+  %conv2_weight_grad.j25814 = phi i64 [ 0, %conv2_weight_grad.j254.end ], [ %j258.next, %conv2_weight_grad.ty259.end ]
+  br label %conv2_weight_grad.ty259
 
-conv2_weight_grad.j252.end:                       ; preds = %conv2_weight_grad.ty253.end
-  br label %conv2_weight_grad.j288
+conv2_weight_grad.j258.end:                       ; preds = %conv2_weight_grad.ty259.end
+  br label %conv2_weight_grad.j294
 
-conv2_weight_grad.ty253:                          ; preds = %conv2_weight_grad.tx254.end, %conv2_weight_grad.j252
-  %conv2_weight_grad.ty25315 = phi i64 [ 0, %conv2_weight_grad.j252 ], [ %ty253.next, %conv2_weight_grad.tx254.end ]
-  br label %conv2_weight_grad.tx254
+conv2_weight_grad.ty259:                          ; preds = %conv2_weight_grad.tx260.end, %conv2_weight_grad.j258
+  %conv2_weight_grad.ty25915 = phi i64 [ 0, %conv2_weight_grad.j258 ], [ %ty259.next, %conv2_weight_grad.tx260.end ]
+  br label %conv2_weight_grad.tx260
 
-conv2_weight_grad.ty253.end:                      ; preds = %conv2_weight_grad.tx254.end
-  %j252.next = add nsw i64 %conv2_weight_grad.j25214, 1
-  %25 = icmp slt i64 %j252.next, 1
-  br i1 %25, label %conv2_weight_grad.j252, label %conv2_weight_grad.j252.end
+conv2_weight_grad.ty259.end:                      ; preds = %conv2_weight_grad.tx260.end
+  %j258.next = add nsw i64 %conv2_weight_grad.j25814, 1
+  %25 = icmp slt i64 %j258.next, 1
+  br i1 %25, label %conv2_weight_grad.j258, label %conv2_weight_grad.j258.end
 
-conv2_weight_grad.tx254:                          ; preds = %conv2_weight_grad.cv255.end, %conv2_weight_grad.ty253
-  %conv2_weight_grad.tx25416 = phi i64 [ 0, %conv2_weight_grad.ty253 ], [ %tx254.next, %conv2_weight_grad.cv255.end ]
-  br label %conv2_weight_grad.cv255
+conv2_weight_grad.tx260:                          ; preds = %conv2_weight_grad.cv261.end, %conv2_weight_grad.ty259
+  %conv2_weight_grad.tx26016 = phi i64 [ 0, %conv2_weight_grad.ty259 ], [ %tx260.next, %conv2_weight_grad.cv261.end ]
+  br label %conv2_weight_grad.cv261
 
-conv2_weight_grad.tx254.end:                      ; preds = %conv2_weight_grad.cv255.end
-  %ty253.next = add nsw i64 %conv2_weight_grad.ty25315, 1
-  %26 = icmp slt i64 %ty253.next, 12
-  br i1 %26, label %conv2_weight_grad.ty253, label %conv2_weight_grad.ty253.end
+conv2_weight_grad.tx260.end:                      ; preds = %conv2_weight_grad.cv261.end
+  %ty259.next = add nsw i64 %conv2_weight_grad.ty25915, 1
+  %26 = icmp slt i64 %ty259.next, 12
+  br i1 %26, label %conv2_weight_grad.ty259, label %conv2_weight_grad.ty259.end
 
-conv2_weight_grad.cv255:                          ; preds = %conv2_weight_grad.cv255, %conv2_weight_grad.tx254
-  %conv2_weight_grad.cv25517 = phi i64 [ 0, %conv2_weight_grad.tx254 ], [ %cv255.next, %conv2_weight_grad.cv255 ]
-  %27 = mul nsw i64 %conv2_weight_grad.j25214, 21632
-  %28 = mul nsw i64 %conv2_weight_grad.ty25315, 2
+conv2_weight_grad.cv261:                          ; preds = %conv2_weight_grad.cv261, %conv2_weight_grad.tx260
+  %conv2_weight_grad.cv26117 = phi i64 [ 0, %conv2_weight_grad.tx260 ], [ %cv261.next, %conv2_weight_grad.cv261 ]
+  %27 = mul nsw i64 %conv2_weight_grad.j25814, 21632
+  %28 = mul nsw i64 %conv2_weight_grad.ty25915, 2
   %29 = mul nsw i64 %28, 832
   %30 = add nsw i64 %27, %29
-  %31 = mul nsw i64 %conv2_weight_grad.tx25416, 2
+  %31 = mul nsw i64 %conv2_weight_grad.tx26016, 2
   %32 = mul nsw i64 %31, 32
   %33 = add nsw i64 %30, %32
-  %34 = mul nsw i64 %conv2_weight_grad.cv25517, 8
+  %34 = mul nsw i64 %conv2_weight_grad.cv26117, 8
   %35 = add nsw i64 %33, %34
   %36 = add nsw i64 1384448, %35
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %36
   %37 = load <8 x float>, ptr %arena18, align 4
-  %38 = mul nsw i64 %conv2_weight_grad.j25214, 21632
-  %39 = mul nsw i64 %conv2_weight_grad.ty25315, 2
+  %38 = mul nsw i64 %conv2_weight_grad.j25814, 21632
+  %39 = mul nsw i64 %conv2_weight_grad.ty25915, 2
   %40 = add nsw i64 %39, 2
   %41 = mul nsw i64 %40, 832
   %42 = add nsw i64 %38, %41
-  %43 = mul nsw i64 %conv2_weight_grad.tx25416, 2
+  %43 = mul nsw i64 %conv2_weight_grad.tx26016, 2
   %44 = mul nsw i64 %43, 32
   %45 = add nsw i64 %42, %44
-  %46 = mul nsw i64 %conv2_weight_grad.cv25517, 8
+  %46 = mul nsw i64 %conv2_weight_grad.cv26117, 8
   %47 = add nsw i64 %45, %46
   %48 = add nsw i64 1384448, %47
   %arena19 = getelementptr inbounds float, ptr %arena, i64 %48
   %49 = load <8 x float>, ptr %arena19, align 4
   %50 = fsub <8 x float> %37, %49
-  store <8 x float> %50, ptr %conv2_weight_grad.w256, align 32
-  %51 = mul nsw i64 %conv2_weight_grad.j25214, 21632
-  %52 = mul nsw i64 %conv2_weight_grad.ty25315, 2
+  store <8 x float> %50, ptr %conv2_weight_grad.w262, align 32
+  %51 = mul nsw i64 %conv2_weight_grad.j25814, 21632
+  %52 = mul nsw i64 %conv2_weight_grad.ty25915, 2
   %53 = add nsw i64 %52, 1
   %54 = mul nsw i64 %53, 832
   %55 = add nsw i64 %51, %54
-  %56 = mul nsw i64 %conv2_weight_grad.tx25416, 2
+  %56 = mul nsw i64 %conv2_weight_grad.tx26016, 2
   %57 = mul nsw i64 %56, 32
   %58 = add nsw i64 %55, %57
-  %59 = mul nsw i64 %conv2_weight_grad.cv25517, 8
+  %59 = mul nsw i64 %conv2_weight_grad.cv26117, 8
   %60 = add nsw i64 %58, %59
   %61 = add nsw i64 1384448, %60
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %61
   %62 = load <8 x float>, ptr %arena20, align 4
-  %63 = mul nsw i64 %conv2_weight_grad.j25214, 21632
-  %64 = mul nsw i64 %conv2_weight_grad.ty25315, 2
+  %63 = mul nsw i64 %conv2_weight_grad.j25814, 21632
+  %64 = mul nsw i64 %conv2_weight_grad.ty25915, 2
   %65 = add nsw i64 %64, 2
   %66 = mul nsw i64 %65, 832
   %67 = add nsw i64 %63, %66
-  %68 = mul nsw i64 %conv2_weight_grad.tx25416, 2
+  %68 = mul nsw i64 %conv2_weight_grad.tx26016, 2
   %69 = mul nsw i64 %68, 32
   %70 = add nsw i64 %67, %69
-  %71 = mul nsw i64 %conv2_weight_grad.cv25517, 8
+  %71 = mul nsw i64 %conv2_weight_grad.cv26117, 8
   %72 = add nsw i64 %70, %71
   %73 = add nsw i64 1384448, %72
   %arena21 = getelementptr inbounds float, ptr %arena, i64 %73
   %74 = load <8 x float>, ptr %arena21, align 4
   %75 = fadd <8 x float> %62, %74
-  store <8 x float> %75, ptr %conv2_weight_grad.w257, align 32
-  %76 = mul nsw i64 %conv2_weight_grad.j25214, 21632
-  %77 = mul nsw i64 %conv2_weight_grad.ty25315, 2
+  store <8 x float> %75, ptr %conv2_weight_grad.w263, align 32
+  %76 = mul nsw i64 %conv2_weight_grad.j25814, 21632
+  %77 = mul nsw i64 %conv2_weight_grad.ty25915, 2
   %78 = add nsw i64 %77, 2
   %79 = mul nsw i64 %78, 832
   %80 = add nsw i64 %76, %79
-  %81 = mul nsw i64 %conv2_weight_grad.tx25416, 2
+  %81 = mul nsw i64 %conv2_weight_grad.tx26016, 2
   %82 = mul nsw i64 %81, 32
   %83 = add nsw i64 %80, %82
-  %84 = mul nsw i64 %conv2_weight_grad.cv25517, 8
+  %84 = mul nsw i64 %conv2_weight_grad.cv26117, 8
   %85 = add nsw i64 %83, %84
   %86 = add nsw i64 1384448, %85
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %86
   %87 = load <8 x float>, ptr %arena22, align 4
-  %88 = mul nsw i64 %conv2_weight_grad.j25214, 21632
-  %89 = mul nsw i64 %conv2_weight_grad.ty25315, 2
+  %88 = mul nsw i64 %conv2_weight_grad.j25814, 21632
+  %89 = mul nsw i64 %conv2_weight_grad.ty25915, 2
   %90 = add nsw i64 %89, 1
   %91 = mul nsw i64 %90, 832
   %92 = add nsw i64 %88, %91
-  %93 = mul nsw i64 %conv2_weight_grad.tx25416, 2
+  %93 = mul nsw i64 %conv2_weight_grad.tx26016, 2
   %94 = mul nsw i64 %93, 32
   %95 = add nsw i64 %92, %94
-  %96 = mul nsw i64 %conv2_weight_grad.cv25517, 8
+  %96 = mul nsw i64 %conv2_weight_grad.cv26117, 8
   %97 = add nsw i64 %95, %96
   %98 = add nsw i64 1384448, %97
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %98
   %99 = load <8 x float>, ptr %arena23, align 4
   %100 = fsub <8 x float> %87, %99
-  store <8 x float> %100, ptr %conv2_weight_grad.w258, align 32
-  %101 = mul nsw i64 %conv2_weight_grad.j25214, 21632
-  %102 = mul nsw i64 %conv2_weight_grad.ty25315, 2
+  store <8 x float> %100, ptr %conv2_weight_grad.w264, align 32
+  %101 = mul nsw i64 %conv2_weight_grad.j25814, 21632
+  %102 = mul nsw i64 %conv2_weight_grad.ty25915, 2
   %103 = add nsw i64 %102, 1
   %104 = mul nsw i64 %103, 832
   %105 = add nsw i64 %101, %104
-  %106 = mul nsw i64 %conv2_weight_grad.tx25416, 2
+  %106 = mul nsw i64 %conv2_weight_grad.tx26016, 2
   %107 = mul nsw i64 %106, 32
   %108 = add nsw i64 %105, %107
-  %109 = mul nsw i64 %conv2_weight_grad.cv25517, 8
+  %109 = mul nsw i64 %conv2_weight_grad.cv26117, 8
   %110 = add nsw i64 %108, %109
   %111 = add nsw i64 1384448, %110
   %arena24 = getelementptr inbounds float, ptr %arena, i64 %111
   %112 = load <8 x float>, ptr %arena24, align 4
-  %113 = mul nsw i64 %conv2_weight_grad.j25214, 21632
-  %114 = mul nsw i64 %conv2_weight_grad.ty25315, 2
+  %113 = mul nsw i64 %conv2_weight_grad.j25814, 21632
+  %114 = mul nsw i64 %conv2_weight_grad.ty25915, 2
   %115 = add nsw i64 %114, 3
   %116 = mul nsw i64 %115, 832
   %117 = add nsw i64 %113, %116
-  %118 = mul nsw i64 %conv2_weight_grad.tx25416, 2
+  %118 = mul nsw i64 %conv2_weight_grad.tx26016, 2
   %119 = mul nsw i64 %118, 32
   %120 = add nsw i64 %117, %119
-  %121 = mul nsw i64 %conv2_weight_grad.cv25517, 8
+  %121 = mul nsw i64 %conv2_weight_grad.cv26117, 8
   %122 = add nsw i64 %120, %121
   %123 = add nsw i64 1384448, %122
   %arena25 = getelementptr inbounds float, ptr %arena, i64 %123
   %124 = load <8 x float>, ptr %arena25, align 4
   %125 = fsub <8 x float> %112, %124
-  store <8 x float> %125, ptr %conv2_weight_grad.w259, align 32
-  %126 = mul nsw i64 %conv2_weight_grad.j25214, 21632
-  %127 = mul nsw i64 %conv2_weight_grad.ty25315, 2
+  store <8 x float> %125, ptr %conv2_weight_grad.w265, align 32
+  %126 = mul nsw i64 %conv2_weight_grad.j25814, 21632
+  %127 = mul nsw i64 %conv2_weight_grad.ty25915, 2
   %128 = mul nsw i64 %127, 832
   %129 = add nsw i64 %126, %128
-  %130 = mul nsw i64 %conv2_weight_grad.tx25416, 2
+  %130 = mul nsw i64 %conv2_weight_grad.tx26016, 2
   %131 = add nsw i64 %130, 1
   %132 = mul nsw i64 %131, 32
   %133 = add nsw i64 %129, %132
-  %134 = mul nsw i64 %conv2_weight_grad.cv25517, 8
+  %134 = mul nsw i64 %conv2_weight_grad.cv26117, 8
   %135 = add nsw i64 %133, %134
   %136 = add nsw i64 1384448, %135
   %arena26 = getelementptr inbounds float, ptr %arena, i64 %136
   %137 = load <8 x float>, ptr %arena26, align 4
-  %138 = mul nsw i64 %conv2_weight_grad.j25214, 21632
-  %139 = mul nsw i64 %conv2_weight_grad.ty25315, 2
+  %138 = mul nsw i64 %conv2_weight_grad.j25814, 21632
+  %139 = mul nsw i64 %conv2_weight_grad.ty25915, 2
   %140 = add nsw i64 %139, 2
   %141 = mul nsw i64 %140, 832
   %142 = add nsw i64 %138, %141
-  %143 = mul nsw i64 %conv2_weight_grad.tx25416, 2
+  %143 = mul nsw i64 %conv2_weight_grad.tx26016, 2
   %144 = add nsw i64 %143, 1
   %145 = mul nsw i64 %144, 32
   %146 = add nsw i64 %142, %145
-  %147 = mul nsw i64 %conv2_weight_grad.cv25517, 8
+  %147 = mul nsw i64 %conv2_weight_grad.cv26117, 8
   %148 = add nsw i64 %146, %147
   %149 = add nsw i64 1384448, %148
   %arena27 = getelementptr inbounds float, ptr %arena, i64 %149
   %150 = load <8 x float>, ptr %arena27, align 4
   %151 = fsub <8 x float> %137, %150
-  store <8 x float> %151, ptr %conv2_weight_grad.w260, align 32
-  %152 = mul nsw i64 %conv2_weight_grad.j25214, 21632
-  %153 = mul nsw i64 %conv2_weight_grad.ty25315, 2
+  store <8 x float> %151, ptr %conv2_weight_grad.w266, align 32
+  %152 = mul nsw i64 %conv2_weight_grad.j25814, 21632
+  %153 = mul nsw i64 %conv2_weight_grad.ty25915, 2
   %154 = add nsw i64 %153, 1
   %155 = mul nsw i64 %154, 832
   %156 = add nsw i64 %152, %155
-  %157 = mul nsw i64 %conv2_weight_grad.tx25416, 2
+  %157 = mul nsw i64 %conv2_weight_grad.tx26016, 2
   %158 = add nsw i64 %157, 1
   %159 = mul nsw i64 %158, 32
   %160 = add nsw i64 %156, %159
-  %161 = mul nsw i64 %conv2_weight_grad.cv25517, 8
+  %161 = mul nsw i64 %conv2_weight_grad.cv26117, 8
   %162 = add nsw i64 %160, %161
   %163 = add nsw i64 1384448, %162
   %arena28 = getelementptr inbounds float, ptr %arena, i64 %163
   %164 = load <8 x float>, ptr %arena28, align 4
-  %165 = mul nsw i64 %conv2_weight_grad.j25214, 21632
-  %166 = mul nsw i64 %conv2_weight_grad.ty25315, 2
+  %165 = mul nsw i64 %conv2_weight_grad.j25814, 21632
+  %166 = mul nsw i64 %conv2_weight_grad.ty25915, 2
   %167 = add nsw i64 %166, 2
   %168 = mul nsw i64 %167, 832
   %169 = add nsw i64 %165, %168
-  %170 = mul nsw i64 %conv2_weight_grad.tx25416, 2
+  %170 = mul nsw i64 %conv2_weight_grad.tx26016, 2
   %171 = add nsw i64 %170, 1
   %172 = mul nsw i64 %171, 32
   %173 = add nsw i64 %169, %172
-  %174 = mul nsw i64 %conv2_weight_grad.cv25517, 8
+  %174 = mul nsw i64 %conv2_weight_grad.cv26117, 8
   %175 = add nsw i64 %173, %174
   %176 = add nsw i64 1384448, %175
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %176
   %177 = load <8 x float>, ptr %arena29, align 4
   %178 = fadd <8 x float> %164, %177
-  store <8 x float> %178, ptr %conv2_weight_grad.w261, align 32
-  %179 = mul nsw i64 %conv2_weight_grad.j25214, 21632
-  %180 = mul nsw i64 %conv2_weight_grad.ty25315, 2
+  store <8 x float> %178, ptr %conv2_weight_grad.w267, align 32
+  %179 = mul nsw i64 %conv2_weight_grad.j25814, 21632
+  %180 = mul nsw i64 %conv2_weight_grad.ty25915, 2
   %181 = add nsw i64 %180, 2
   %182 = mul nsw i64 %181, 832
   %183 = add nsw i64 %179, %182
-  %184 = mul nsw i64 %conv2_weight_grad.tx25416, 2
+  %184 = mul nsw i64 %conv2_weight_grad.tx26016, 2
   %185 = add nsw i64 %184, 1
   %186 = mul nsw i64 %185, 32
   %187 = add nsw i64 %183, %186
-  %188 = mul nsw i64 %conv2_weight_grad.cv25517, 8
+  %188 = mul nsw i64 %conv2_weight_grad.cv26117, 8
   %189 = add nsw i64 %187, %188
   %190 = add nsw i64 1384448, %189
   %arena30 = getelementptr inbounds float, ptr %arena, i64 %190
   %191 = load <8 x float>, ptr %arena30, align 4
-  %192 = mul nsw i64 %conv2_weight_grad.j25214, 21632
-  %193 = mul nsw i64 %conv2_weight_grad.ty25315, 2
+  %192 = mul nsw i64 %conv2_weight_grad.j25814, 21632
+  %193 = mul nsw i64 %conv2_weight_grad.ty25915, 2
   %194 = add nsw i64 %193, 1
   %195 = mul nsw i64 %194, 832
   %196 = add nsw i64 %192, %195
-  %197 = mul nsw i64 %conv2_weight_grad.tx25416, 2
+  %197 = mul nsw i64 %conv2_weight_grad.tx26016, 2
   %198 = add nsw i64 %197, 1
   %199 = mul nsw i64 %198, 32
   %200 = add nsw i64 %196, %199
-  %201 = mul nsw i64 %conv2_weight_grad.cv25517, 8
+  %201 = mul nsw i64 %conv2_weight_grad.cv26117, 8
   %202 = add nsw i64 %200, %201
   %203 = add nsw i64 1384448, %202
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %203
   %204 = load <8 x float>, ptr %arena31, align 4
   %205 = fsub <8 x float> %191, %204
-  store <8 x float> %205, ptr %conv2_weight_grad.w262, align 32
-  %206 = mul nsw i64 %conv2_weight_grad.j25214, 21632
-  %207 = mul nsw i64 %conv2_weight_grad.ty25315, 2
+  store <8 x float> %205, ptr %conv2_weight_grad.w268, align 32
+  %206 = mul nsw i64 %conv2_weight_grad.j25814, 21632
+  %207 = mul nsw i64 %conv2_weight_grad.ty25915, 2
   %208 = add nsw i64 %207, 1
   %209 = mul nsw i64 %208, 832
   %210 = add nsw i64 %206, %209
-  %211 = mul nsw i64 %conv2_weight_grad.tx25416, 2
+  %211 = mul nsw i64 %conv2_weight_grad.tx26016, 2
   %212 = add nsw i64 %211, 1
   %213 = mul nsw i64 %212, 32
   %214 = add nsw i64 %210, %213
-  %215 = mul nsw i64 %conv2_weight_grad.cv25517, 8
+  %215 = mul nsw i64 %conv2_weight_grad.cv26117, 8
   %216 = add nsw i64 %214, %215
   %217 = add nsw i64 1384448, %216
   %arena32 = getelementptr inbounds float, ptr %arena, i64 %217
   %218 = load <8 x float>, ptr %arena32, align 4
-  %219 = mul nsw i64 %conv2_weight_grad.j25214, 21632
-  %220 = mul nsw i64 %conv2_weight_grad.ty25315, 2
+  %219 = mul nsw i64 %conv2_weight_grad.j25814, 21632
+  %220 = mul nsw i64 %conv2_weight_grad.ty25915, 2
   %221 = add nsw i64 %220, 3
   %222 = mul nsw i64 %221, 832
   %223 = add nsw i64 %219, %222
-  %224 = mul nsw i64 %conv2_weight_grad.tx25416, 2
+  %224 = mul nsw i64 %conv2_weight_grad.tx26016, 2
   %225 = add nsw i64 %224, 1
   %226 = mul nsw i64 %225, 32
   %227 = add nsw i64 %223, %226
-  %228 = mul nsw i64 %conv2_weight_grad.cv25517, 8
+  %228 = mul nsw i64 %conv2_weight_grad.cv26117, 8
   %229 = add nsw i64 %227, %228
   %230 = add nsw i64 1384448, %229
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %230
   %231 = load <8 x float>, ptr %arena33, align 4
   %232 = fsub <8 x float> %218, %231
-  store <8 x float> %232, ptr %conv2_weight_grad.w263, align 32
-  %233 = mul nsw i64 %conv2_weight_grad.j25214, 21632
-  %234 = mul nsw i64 %conv2_weight_grad.ty25315, 2
+  store <8 x float> %232, ptr %conv2_weight_grad.w269, align 32
+  %233 = mul nsw i64 %conv2_weight_grad.j25814, 21632
+  %234 = mul nsw i64 %conv2_weight_grad.ty25915, 2
   %235 = mul nsw i64 %234, 832
   %236 = add nsw i64 %233, %235
-  %237 = mul nsw i64 %conv2_weight_grad.tx25416, 2
+  %237 = mul nsw i64 %conv2_weight_grad.tx26016, 2
   %238 = add nsw i64 %237, 2
   %239 = mul nsw i64 %238, 32
   %240 = add nsw i64 %236, %239
-  %241 = mul nsw i64 %conv2_weight_grad.cv25517, 8
+  %241 = mul nsw i64 %conv2_weight_grad.cv26117, 8
   %242 = add nsw i64 %240, %241
   %243 = add nsw i64 1384448, %242
   %arena34 = getelementptr inbounds float, ptr %arena, i64 %243
   %244 = load <8 x float>, ptr %arena34, align 4
-  %245 = mul nsw i64 %conv2_weight_grad.j25214, 21632
-  %246 = mul nsw i64 %conv2_weight_grad.ty25315, 2
+  %245 = mul nsw i64 %conv2_weight_grad.j25814, 21632
+  %246 = mul nsw i64 %conv2_weight_grad.ty25915, 2
   %247 = add nsw i64 %246, 2
   %248 = mul nsw i64 %247, 832
   %249 = add nsw i64 %245, %248
-  %250 = mul nsw i64 %conv2_weight_grad.tx25416, 2
+  %250 = mul nsw i64 %conv2_weight_grad.tx26016, 2
   %251 = add nsw i64 %250, 2
   %252 = mul nsw i64 %251, 32
   %253 = add nsw i64 %249, %252
-  %254 = mul nsw i64 %conv2_weight_grad.cv25517, 8
+  %254 = mul nsw i64 %conv2_weight_grad.cv26117, 8
   %255 = add nsw i64 %253, %254
   %256 = add nsw i64 1384448, %255
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %256
   %257 = load <8 x float>, ptr %arena35, align 4
   %258 = fsub <8 x float> %244, %257
-  store <8 x float> %258, ptr %conv2_weight_grad.w264, align 32
-  %259 = mul nsw i64 %conv2_weight_grad.j25214, 21632
-  %260 = mul nsw i64 %conv2_weight_grad.ty25315, 2
+  store <8 x float> %258, ptr %conv2_weight_grad.w270, align 32
+  %259 = mul nsw i64 %conv2_weight_grad.j25814, 21632
+  %260 = mul nsw i64 %conv2_weight_grad.ty25915, 2
   %261 = add nsw i64 %260, 1
   %262 = mul nsw i64 %261, 832
   %263 = add nsw i64 %259, %262
-  %264 = mul nsw i64 %conv2_weight_grad.tx25416, 2
+  %264 = mul nsw i64 %conv2_weight_grad.tx26016, 2
   %265 = add nsw i64 %264, 2
   %266 = mul nsw i64 %265, 32
   %267 = add nsw i64 %263, %266
-  %268 = mul nsw i64 %conv2_weight_grad.cv25517, 8
+  %268 = mul nsw i64 %conv2_weight_grad.cv26117, 8
   %269 = add nsw i64 %267, %268
   %270 = add nsw i64 1384448, %269
   %arena36 = getelementptr inbounds float, ptr %arena, i64 %270
   %271 = load <8 x float>, ptr %arena36, align 4
-  %272 = mul nsw i64 %conv2_weight_grad.j25214, 21632
-  %273 = mul nsw i64 %conv2_weight_grad.ty25315, 2
+  %272 = mul nsw i64 %conv2_weight_grad.j25814, 21632
+  %273 = mul nsw i64 %conv2_weight_grad.ty25915, 2
   %274 = add nsw i64 %273, 2
   %275 = mul nsw i64 %274, 832
   %276 = add nsw i64 %272, %275
-  %277 = mul nsw i64 %conv2_weight_grad.tx25416, 2
+  %277 = mul nsw i64 %conv2_weight_grad.tx26016, 2
   %278 = add nsw i64 %277, 2
   %279 = mul nsw i64 %278, 32
   %280 = add nsw i64 %276, %279
-  %281 = mul nsw i64 %conv2_weight_grad.cv25517, 8
+  %281 = mul nsw i64 %conv2_weight_grad.cv26117, 8
   %282 = add nsw i64 %280, %281
   %283 = add nsw i64 1384448, %282
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %283
   %284 = load <8 x float>, ptr %arena37, align 4
   %285 = fadd <8 x float> %271, %284
-  store <8 x float> %285, ptr %conv2_weight_grad.w265, align 32
-  %286 = mul nsw i64 %conv2_weight_grad.j25214, 21632
-  %287 = mul nsw i64 %conv2_weight_grad.ty25315, 2
+  store <8 x float> %285, ptr %conv2_weight_grad.w271, align 32
+  %286 = mul nsw i64 %conv2_weight_grad.j25814, 21632
+  %287 = mul nsw i64 %conv2_weight_grad.ty25915, 2
   %288 = add nsw i64 %287, 2
   %289 = mul nsw i64 %288, 832
   %290 = add nsw i64 %286, %289
-  %291 = mul nsw i64 %conv2_weight_grad.tx25416, 2
+  %291 = mul nsw i64 %conv2_weight_grad.tx26016, 2
   %292 = add nsw i64 %291, 2
   %293 = mul nsw i64 %292, 32
   %294 = add nsw i64 %290, %293
-  %295 = mul nsw i64 %conv2_weight_grad.cv25517, 8
+  %295 = mul nsw i64 %conv2_weight_grad.cv26117, 8
   %296 = add nsw i64 %294, %295
   %297 = add nsw i64 1384448, %296
   %arena38 = getelementptr inbounds float, ptr %arena, i64 %297
   %298 = load <8 x float>, ptr %arena38, align 4
-  %299 = mul nsw i64 %conv2_weight_grad.j25214, 21632
-  %300 = mul nsw i64 %conv2_weight_grad.ty25315, 2
+  %299 = mul nsw i64 %conv2_weight_grad.j25814, 21632
+  %300 = mul nsw i64 %conv2_weight_grad.ty25915, 2
   %301 = add nsw i64 %300, 1
   %302 = mul nsw i64 %301, 832
   %303 = add nsw i64 %299, %302
-  %304 = mul nsw i64 %conv2_weight_grad.tx25416, 2
+  %304 = mul nsw i64 %conv2_weight_grad.tx26016, 2
   %305 = add nsw i64 %304, 2
   %306 = mul nsw i64 %305, 32
   %307 = add nsw i64 %303, %306
-  %308 = mul nsw i64 %conv2_weight_grad.cv25517, 8
+  %308 = mul nsw i64 %conv2_weight_grad.cv26117, 8
   %309 = add nsw i64 %307, %308
   %310 = add nsw i64 1384448, %309
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %310
   %311 = load <8 x float>, ptr %arena39, align 4
   %312 = fsub <8 x float> %298, %311
-  store <8 x float> %312, ptr %conv2_weight_grad.w266, align 32
-  %313 = mul nsw i64 %conv2_weight_grad.j25214, 21632
-  %314 = mul nsw i64 %conv2_weight_grad.ty25315, 2
+  store <8 x float> %312, ptr %conv2_weight_grad.w272, align 32
+  %313 = mul nsw i64 %conv2_weight_grad.j25814, 21632
+  %314 = mul nsw i64 %conv2_weight_grad.ty25915, 2
   %315 = add nsw i64 %314, 1
   %316 = mul nsw i64 %315, 832
   %317 = add nsw i64 %313, %316
-  %318 = mul nsw i64 %conv2_weight_grad.tx25416, 2
+  %318 = mul nsw i64 %conv2_weight_grad.tx26016, 2
   %319 = add nsw i64 %318, 2
   %320 = mul nsw i64 %319, 32
   %321 = add nsw i64 %317, %320
-  %322 = mul nsw i64 %conv2_weight_grad.cv25517, 8
+  %322 = mul nsw i64 %conv2_weight_grad.cv26117, 8
   %323 = add nsw i64 %321, %322
   %324 = add nsw i64 1384448, %323
   %arena40 = getelementptr inbounds float, ptr %arena, i64 %324
   %325 = load <8 x float>, ptr %arena40, align 4
-  %326 = mul nsw i64 %conv2_weight_grad.j25214, 21632
-  %327 = mul nsw i64 %conv2_weight_grad.ty25315, 2
+  %326 = mul nsw i64 %conv2_weight_grad.j25814, 21632
+  %327 = mul nsw i64 %conv2_weight_grad.ty25915, 2
   %328 = add nsw i64 %327, 3
   %329 = mul nsw i64 %328, 832
   %330 = add nsw i64 %326, %329
-  %331 = mul nsw i64 %conv2_weight_grad.tx25416, 2
+  %331 = mul nsw i64 %conv2_weight_grad.tx26016, 2
   %332 = add nsw i64 %331, 2
   %333 = mul nsw i64 %332, 32
   %334 = add nsw i64 %330, %333
-  %335 = mul nsw i64 %conv2_weight_grad.cv25517, 8
+  %335 = mul nsw i64 %conv2_weight_grad.cv26117, 8
   %336 = add nsw i64 %334, %335
   %337 = add nsw i64 1384448, %336
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %337
   %338 = load <8 x float>, ptr %arena41, align 4
   %339 = fsub <8 x float> %325, %338
-  store <8 x float> %339, ptr %conv2_weight_grad.w267, align 32
-  %340 = mul nsw i64 %conv2_weight_grad.j25214, 21632
-  %341 = mul nsw i64 %conv2_weight_grad.ty25315, 2
+  store <8 x float> %339, ptr %conv2_weight_grad.w273, align 32
+  %340 = mul nsw i64 %conv2_weight_grad.j25814, 21632
+  %341 = mul nsw i64 %conv2_weight_grad.ty25915, 2
   %342 = mul nsw i64 %341, 832
   %343 = add nsw i64 %340, %342
-  %344 = mul nsw i64 %conv2_weight_grad.tx25416, 2
+  %344 = mul nsw i64 %conv2_weight_grad.tx26016, 2
   %345 = add nsw i64 %344, 3
   %346 = mul nsw i64 %345, 32
   %347 = add nsw i64 %343, %346
-  %348 = mul nsw i64 %conv2_weight_grad.cv25517, 8
+  %348 = mul nsw i64 %conv2_weight_grad.cv26117, 8
   %349 = add nsw i64 %347, %348
   %350 = add nsw i64 1384448, %349
   %arena42 = getelementptr inbounds float, ptr %arena, i64 %350
   %351 = load <8 x float>, ptr %arena42, align 4
-  %352 = mul nsw i64 %conv2_weight_grad.j25214, 21632
-  %353 = mul nsw i64 %conv2_weight_grad.ty25315, 2
+  %352 = mul nsw i64 %conv2_weight_grad.j25814, 21632
+  %353 = mul nsw i64 %conv2_weight_grad.ty25915, 2
   %354 = add nsw i64 %353, 2
   %355 = mul nsw i64 %354, 832
   %356 = add nsw i64 %352, %355
-  %357 = mul nsw i64 %conv2_weight_grad.tx25416, 2
+  %357 = mul nsw i64 %conv2_weight_grad.tx26016, 2
   %358 = add nsw i64 %357, 3
   %359 = mul nsw i64 %358, 32
   %360 = add nsw i64 %356, %359
-  %361 = mul nsw i64 %conv2_weight_grad.cv25517, 8
+  %361 = mul nsw i64 %conv2_weight_grad.cv26117, 8
   %362 = add nsw i64 %360, %361
   %363 = add nsw i64 1384448, %362
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %363
   %364 = load <8 x float>, ptr %arena43, align 4
   %365 = fsub <8 x float> %351, %364
-  store <8 x float> %365, ptr %conv2_weight_grad.w268, align 32
-  %366 = mul nsw i64 %conv2_weight_grad.j25214, 21632
-  %367 = mul nsw i64 %conv2_weight_grad.ty25315, 2
+  store <8 x float> %365, ptr %conv2_weight_grad.w274, align 32
+  %366 = mul nsw i64 %conv2_weight_grad.j25814, 21632
+  %367 = mul nsw i64 %conv2_weight_grad.ty25915, 2
   %368 = add nsw i64 %367, 1
   %369 = mul nsw i64 %368, 832
   %370 = add nsw i64 %366, %369
-  %371 = mul nsw i64 %conv2_weight_grad.tx25416, 2
+  %371 = mul nsw i64 %conv2_weight_grad.tx26016, 2
   %372 = add nsw i64 %371, 3
   %373 = mul nsw i64 %372, 32
   %374 = add nsw i64 %370, %373
-  %375 = mul nsw i64 %conv2_weight_grad.cv25517, 8
+  %375 = mul nsw i64 %conv2_weight_grad.cv26117, 8
   %376 = add nsw i64 %374, %375
   %377 = add nsw i64 1384448, %376
   %arena44 = getelementptr inbounds float, ptr %arena, i64 %377
   %378 = load <8 x float>, ptr %arena44, align 4
-  %379 = mul nsw i64 %conv2_weight_grad.j25214, 21632
-  %380 = mul nsw i64 %conv2_weight_grad.ty25315, 2
+  %379 = mul nsw i64 %conv2_weight_grad.j25814, 21632
+  %380 = mul nsw i64 %conv2_weight_grad.ty25915, 2
   %381 = add nsw i64 %380, 2
   %382 = mul nsw i64 %381, 832
   %383 = add nsw i64 %379, %382
-  %384 = mul nsw i64 %conv2_weight_grad.tx25416, 2
+  %384 = mul nsw i64 %conv2_weight_grad.tx26016, 2
   %385 = add nsw i64 %384, 3
   %386 = mul nsw i64 %385, 32
   %387 = add nsw i64 %383, %386
-  %388 = mul nsw i64 %conv2_weight_grad.cv25517, 8
+  %388 = mul nsw i64 %conv2_weight_grad.cv26117, 8
   %389 = add nsw i64 %387, %388
   %390 = add nsw i64 1384448, %389
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %390
   %391 = load <8 x float>, ptr %arena45, align 4
   %392 = fadd <8 x float> %378, %391
-  store <8 x float> %392, ptr %conv2_weight_grad.w269, align 32
-  %393 = mul nsw i64 %conv2_weight_grad.j25214, 21632
-  %394 = mul nsw i64 %conv2_weight_grad.ty25315, 2
+  store <8 x float> %392, ptr %conv2_weight_grad.w275, align 32
+  %393 = mul nsw i64 %conv2_weight_grad.j25814, 21632
+  %394 = mul nsw i64 %conv2_weight_grad.ty25915, 2
   %395 = add nsw i64 %394, 2
   %396 = mul nsw i64 %395, 832
   %397 = add nsw i64 %393, %396
-  %398 = mul nsw i64 %conv2_weight_grad.tx25416, 2
+  %398 = mul nsw i64 %conv2_weight_grad.tx26016, 2
   %399 = add nsw i64 %398, 3
   %400 = mul nsw i64 %399, 32
   %401 = add nsw i64 %397, %400
-  %402 = mul nsw i64 %conv2_weight_grad.cv25517, 8
+  %402 = mul nsw i64 %conv2_weight_grad.cv26117, 8
   %403 = add nsw i64 %401, %402
   %404 = add nsw i64 1384448, %403
   %arena46 = getelementptr inbounds float, ptr %arena, i64 %404
   %405 = load <8 x float>, ptr %arena46, align 4
-  %406 = mul nsw i64 %conv2_weight_grad.j25214, 21632
-  %407 = mul nsw i64 %conv2_weight_grad.ty25315, 2
+  %406 = mul nsw i64 %conv2_weight_grad.j25814, 21632
+  %407 = mul nsw i64 %conv2_weight_grad.ty25915, 2
   %408 = add nsw i64 %407, 1
   %409 = mul nsw i64 %408, 832
   %410 = add nsw i64 %406, %409
-  %411 = mul nsw i64 %conv2_weight_grad.tx25416, 2
+  %411 = mul nsw i64 %conv2_weight_grad.tx26016, 2
   %412 = add nsw i64 %411, 3
   %413 = mul nsw i64 %412, 32
   %414 = add nsw i64 %410, %413
-  %415 = mul nsw i64 %conv2_weight_grad.cv25517, 8
+  %415 = mul nsw i64 %conv2_weight_grad.cv26117, 8
   %416 = add nsw i64 %414, %415
   %417 = add nsw i64 1384448, %416
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %417
   %418 = load <8 x float>, ptr %arena47, align 4
   %419 = fsub <8 x float> %405, %418
-  store <8 x float> %419, ptr %conv2_weight_grad.w270, align 32
-  %420 = mul nsw i64 %conv2_weight_grad.j25214, 21632
-  %421 = mul nsw i64 %conv2_weight_grad.ty25315, 2
+  store <8 x float> %419, ptr %conv2_weight_grad.w276, align 32
+  %420 = mul nsw i64 %conv2_weight_grad.j25814, 21632
+  %421 = mul nsw i64 %conv2_weight_grad.ty25915, 2
   %422 = add nsw i64 %421, 1
   %423 = mul nsw i64 %422, 832
   %424 = add nsw i64 %420, %423
-  %425 = mul nsw i64 %conv2_weight_grad.tx25416, 2
+  %425 = mul nsw i64 %conv2_weight_grad.tx26016, 2
   %426 = add nsw i64 %425, 3
   %427 = mul nsw i64 %426, 32
   %428 = add nsw i64 %424, %427
-  %429 = mul nsw i64 %conv2_weight_grad.cv25517, 8
+  %429 = mul nsw i64 %conv2_weight_grad.cv26117, 8
   %430 = add nsw i64 %428, %429
   %431 = add nsw i64 1384448, %430
   %arena48 = getelementptr inbounds float, ptr %arena, i64 %431
   %432 = load <8 x float>, ptr %arena48, align 4
-  %433 = mul nsw i64 %conv2_weight_grad.j25214, 21632
-  %434 = mul nsw i64 %conv2_weight_grad.ty25315, 2
+  %433 = mul nsw i64 %conv2_weight_grad.j25814, 21632
+  %434 = mul nsw i64 %conv2_weight_grad.ty25915, 2
   %435 = add nsw i64 %434, 3
   %436 = mul nsw i64 %435, 832
   %437 = add nsw i64 %433, %436
-  %438 = mul nsw i64 %conv2_weight_grad.tx25416, 2
+  %438 = mul nsw i64 %conv2_weight_grad.tx26016, 2
   %439 = add nsw i64 %438, 3
   %440 = mul nsw i64 %439, 32
   %441 = add nsw i64 %437, %440
-  %442 = mul nsw i64 %conv2_weight_grad.cv25517, 8
+  %442 = mul nsw i64 %conv2_weight_grad.cv26117, 8
   %443 = add nsw i64 %441, %442
   %444 = add nsw i64 1384448, %443
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %444
   %445 = load <8 x float>, ptr %arena49, align 4
   %446 = fsub <8 x float> %432, %445
-  store <8 x float> %446, ptr %conv2_weight_grad.w271, align 32
-  %w256 = load <8 x float>, ptr %conv2_weight_grad.w256, align 32
-  %w264 = load <8 x float>, ptr %conv2_weight_grad.w264, align 32
-  %447 = fsub <8 x float> %w256, %w264
-  store <8 x float> %447, ptr %conv2_weight_grad.w272, align 32
-  %w260 = load <8 x float>, ptr %conv2_weight_grad.w260, align 32
-  %w26450 = load <8 x float>, ptr %conv2_weight_grad.w264, align 32
-  %448 = fadd <8 x float> %w260, %w26450
-  store <8 x float> %448, ptr %conv2_weight_grad.w273, align 32
-  %w26451 = load <8 x float>, ptr %conv2_weight_grad.w264, align 32
-  %w26052 = load <8 x float>, ptr %conv2_weight_grad.w260, align 32
-  %449 = fsub <8 x float> %w26451, %w26052
-  store <8 x float> %449, ptr %conv2_weight_grad.w274, align 32
-  %w26053 = load <8 x float>, ptr %conv2_weight_grad.w260, align 32
-  %w268 = load <8 x float>, ptr %conv2_weight_grad.w268, align 32
-  %450 = fsub <8 x float> %w26053, %w268
-  store <8 x float> %450, ptr %conv2_weight_grad.w275, align 32
-  %w257 = load <8 x float>, ptr %conv2_weight_grad.w257, align 32
-  %w265 = load <8 x float>, ptr %conv2_weight_grad.w265, align 32
-  %451 = fsub <8 x float> %w257, %w265
-  store <8 x float> %451, ptr %conv2_weight_grad.w276, align 32
-  %w261 = load <8 x float>, ptr %conv2_weight_grad.w261, align 32
-  %w26554 = load <8 x float>, ptr %conv2_weight_grad.w265, align 32
-  %452 = fadd <8 x float> %w261, %w26554
-  store <8 x float> %452, ptr %conv2_weight_grad.w277, align 32
-  %w26555 = load <8 x float>, ptr %conv2_weight_grad.w265, align 32
-  %w26156 = load <8 x float>, ptr %conv2_weight_grad.w261, align 32
-  %453 = fsub <8 x float> %w26555, %w26156
-  store <8 x float> %453, ptr %conv2_weight_grad.w278, align 32
-  %w26157 = load <8 x float>, ptr %conv2_weight_grad.w261, align 32
-  %w269 = load <8 x float>, ptr %conv2_weight_grad.w269, align 32
-  %454 = fsub <8 x float> %w26157, %w269
-  store <8 x float> %454, ptr %conv2_weight_grad.w279, align 32
-  %w258 = load <8 x float>, ptr %conv2_weight_grad.w258, align 32
-  %w266 = load <8 x float>, ptr %conv2_weight_grad.w266, align 32
-  %455 = fsub <8 x float> %w258, %w266
-  store <8 x float> %455, ptr %conv2_weight_grad.w280, align 32
+  store <8 x float> %446, ptr %conv2_weight_grad.w277, align 32
   %w262 = load <8 x float>, ptr %conv2_weight_grad.w262, align 32
-  %w26658 = load <8 x float>, ptr %conv2_weight_grad.w266, align 32
-  %456 = fadd <8 x float> %w262, %w26658
-  store <8 x float> %456, ptr %conv2_weight_grad.w281, align 32
-  %w26659 = load <8 x float>, ptr %conv2_weight_grad.w266, align 32
-  %w26260 = load <8 x float>, ptr %conv2_weight_grad.w262, align 32
-  %457 = fsub <8 x float> %w26659, %w26260
-  store <8 x float> %457, ptr %conv2_weight_grad.w282, align 32
-  %w26261 = load <8 x float>, ptr %conv2_weight_grad.w262, align 32
   %w270 = load <8 x float>, ptr %conv2_weight_grad.w270, align 32
-  %458 = fsub <8 x float> %w26261, %w270
-  store <8 x float> %458, ptr %conv2_weight_grad.w283, align 32
-  %w259 = load <8 x float>, ptr %conv2_weight_grad.w259, align 32
-  %w267 = load <8 x float>, ptr %conv2_weight_grad.w267, align 32
-  %459 = fsub <8 x float> %w259, %w267
-  store <8 x float> %459, ptr %conv2_weight_grad.w284, align 32
+  %447 = fsub <8 x float> %w262, %w270
+  store <8 x float> %447, ptr %conv2_weight_grad.w278, align 32
+  %w266 = load <8 x float>, ptr %conv2_weight_grad.w266, align 32
+  %w27050 = load <8 x float>, ptr %conv2_weight_grad.w270, align 32
+  %448 = fadd <8 x float> %w266, %w27050
+  store <8 x float> %448, ptr %conv2_weight_grad.w279, align 32
+  %w27051 = load <8 x float>, ptr %conv2_weight_grad.w270, align 32
+  %w26652 = load <8 x float>, ptr %conv2_weight_grad.w266, align 32
+  %449 = fsub <8 x float> %w27051, %w26652
+  store <8 x float> %449, ptr %conv2_weight_grad.w280, align 32
+  %w26653 = load <8 x float>, ptr %conv2_weight_grad.w266, align 32
+  %w274 = load <8 x float>, ptr %conv2_weight_grad.w274, align 32
+  %450 = fsub <8 x float> %w26653, %w274
+  store <8 x float> %450, ptr %conv2_weight_grad.w281, align 32
   %w263 = load <8 x float>, ptr %conv2_weight_grad.w263, align 32
-  %w26762 = load <8 x float>, ptr %conv2_weight_grad.w267, align 32
-  %460 = fadd <8 x float> %w263, %w26762
-  store <8 x float> %460, ptr %conv2_weight_grad.w285, align 32
-  %w26763 = load <8 x float>, ptr %conv2_weight_grad.w267, align 32
-  %w26364 = load <8 x float>, ptr %conv2_weight_grad.w263, align 32
-  %461 = fsub <8 x float> %w26763, %w26364
-  store <8 x float> %461, ptr %conv2_weight_grad.w286, align 32
-  %w26365 = load <8 x float>, ptr %conv2_weight_grad.w263, align 32
   %w271 = load <8 x float>, ptr %conv2_weight_grad.w271, align 32
-  %462 = fsub <8 x float> %w26365, %w271
-  store <8 x float> %462, ptr %conv2_weight_grad.w287, align 32
+  %451 = fsub <8 x float> %w263, %w271
+  store <8 x float> %451, ptr %conv2_weight_grad.w282, align 32
+  %w267 = load <8 x float>, ptr %conv2_weight_grad.w267, align 32
+  %w27154 = load <8 x float>, ptr %conv2_weight_grad.w271, align 32
+  %452 = fadd <8 x float> %w267, %w27154
+  store <8 x float> %452, ptr %conv2_weight_grad.w283, align 32
+  %w27155 = load <8 x float>, ptr %conv2_weight_grad.w271, align 32
+  %w26756 = load <8 x float>, ptr %conv2_weight_grad.w267, align 32
+  %453 = fsub <8 x float> %w27155, %w26756
+  store <8 x float> %453, ptr %conv2_weight_grad.w284, align 32
+  %w26757 = load <8 x float>, ptr %conv2_weight_grad.w267, align 32
+  %w275 = load <8 x float>, ptr %conv2_weight_grad.w275, align 32
+  %454 = fsub <8 x float> %w26757, %w275
+  store <8 x float> %454, ptr %conv2_weight_grad.w285, align 32
+  %w264 = load <8 x float>, ptr %conv2_weight_grad.w264, align 32
   %w272 = load <8 x float>, ptr %conv2_weight_grad.w272, align 32
-  %463 = mul nsw i64 %conv2_weight_grad.j25214, 144
-  %464 = mul nsw i64 %conv2_weight_grad.ty25315, 12
+  %455 = fsub <8 x float> %w264, %w272
+  store <8 x float> %455, ptr %conv2_weight_grad.w286, align 32
+  %w268 = load <8 x float>, ptr %conv2_weight_grad.w268, align 32
+  %w27258 = load <8 x float>, ptr %conv2_weight_grad.w272, align 32
+  %456 = fadd <8 x float> %w268, %w27258
+  store <8 x float> %456, ptr %conv2_weight_grad.w287, align 32
+  %w27259 = load <8 x float>, ptr %conv2_weight_grad.w272, align 32
+  %w26860 = load <8 x float>, ptr %conv2_weight_grad.w268, align 32
+  %457 = fsub <8 x float> %w27259, %w26860
+  store <8 x float> %457, ptr %conv2_weight_grad.w288, align 32
+  %w26861 = load <8 x float>, ptr %conv2_weight_grad.w268, align 32
+  %w276 = load <8 x float>, ptr %conv2_weight_grad.w276, align 32
+  %458 = fsub <8 x float> %w26861, %w276
+  store <8 x float> %458, ptr %conv2_weight_grad.w289, align 32
+  %w265 = load <8 x float>, ptr %conv2_weight_grad.w265, align 32
+  %w273 = load <8 x float>, ptr %conv2_weight_grad.w273, align 32
+  %459 = fsub <8 x float> %w265, %w273
+  store <8 x float> %459, ptr %conv2_weight_grad.w290, align 32
+  %w269 = load <8 x float>, ptr %conv2_weight_grad.w269, align 32
+  %w27362 = load <8 x float>, ptr %conv2_weight_grad.w273, align 32
+  %460 = fadd <8 x float> %w269, %w27362
+  store <8 x float> %460, ptr %conv2_weight_grad.w291, align 32
+  %w27363 = load <8 x float>, ptr %conv2_weight_grad.w273, align 32
+  %w26964 = load <8 x float>, ptr %conv2_weight_grad.w269, align 32
+  %461 = fsub <8 x float> %w27363, %w26964
+  store <8 x float> %461, ptr %conv2_weight_grad.w292, align 32
+  %w26965 = load <8 x float>, ptr %conv2_weight_grad.w269, align 32
+  %w277 = load <8 x float>, ptr %conv2_weight_grad.w277, align 32
+  %462 = fsub <8 x float> %w26965, %w277
+  store <8 x float> %462, ptr %conv2_weight_grad.w293, align 32
+  %w278 = load <8 x float>, ptr %conv2_weight_grad.w278, align 32
+  %463 = mul nsw i64 %conv2_weight_grad.j25814, 144
+  %464 = mul nsw i64 %conv2_weight_grad.ty25915, 12
   %465 = add nsw i64 %463, %464
-  %466 = add nsw i64 %465, %conv2_weight_grad.tx25416
+  %466 = add nsw i64 %465, %conv2_weight_grad.tx26016
   %467 = mul nsw i64 %466, 32
   %468 = add nsw i64 1406080, %467
-  %469 = mul nsw i64 %conv2_weight_grad.cv25517, 8
+  %469 = mul nsw i64 %conv2_weight_grad.cv26117, 8
   %470 = add nsw i64 %468, %469
   %arena66 = getelementptr inbounds float, ptr %arena, i64 %470
-  store <8 x float> %w272, ptr %arena66, align 4
-  %w273 = load <8 x float>, ptr %conv2_weight_grad.w273, align 32
-  %471 = mul nsw i64 %conv2_weight_grad.j25214, 144
-  %472 = mul nsw i64 %conv2_weight_grad.ty25315, 12
+  store <8 x float> %w278, ptr %arena66, align 4
+  %w279 = load <8 x float>, ptr %conv2_weight_grad.w279, align 32
+  %471 = mul nsw i64 %conv2_weight_grad.j25814, 144
+  %472 = mul nsw i64 %conv2_weight_grad.ty25915, 12
   %473 = add nsw i64 %471, %472
-  %474 = add nsw i64 %473, %conv2_weight_grad.tx25416
+  %474 = add nsw i64 %473, %conv2_weight_grad.tx26016
   %475 = mul nsw i64 %474, 32
   %476 = add nsw i64 1410688, %475
-  %477 = mul nsw i64 %conv2_weight_grad.cv25517, 8
+  %477 = mul nsw i64 %conv2_weight_grad.cv26117, 8
   %478 = add nsw i64 %476, %477
   %arena67 = getelementptr inbounds float, ptr %arena, i64 %478
-  store <8 x float> %w273, ptr %arena67, align 4
-  %w274 = load <8 x float>, ptr %conv2_weight_grad.w274, align 32
-  %479 = mul nsw i64 %conv2_weight_grad.j25214, 144
-  %480 = mul nsw i64 %conv2_weight_grad.ty25315, 12
+  store <8 x float> %w279, ptr %arena67, align 4
+  %w280 = load <8 x float>, ptr %conv2_weight_grad.w280, align 32
+  %479 = mul nsw i64 %conv2_weight_grad.j25814, 144
+  %480 = mul nsw i64 %conv2_weight_grad.ty25915, 12
   %481 = add nsw i64 %479, %480
-  %482 = add nsw i64 %481, %conv2_weight_grad.tx25416
+  %482 = add nsw i64 %481, %conv2_weight_grad.tx26016
   %483 = mul nsw i64 %482, 32
   %484 = add nsw i64 1415296, %483
-  %485 = mul nsw i64 %conv2_weight_grad.cv25517, 8
+  %485 = mul nsw i64 %conv2_weight_grad.cv26117, 8
   %486 = add nsw i64 %484, %485
   %arena68 = getelementptr inbounds float, ptr %arena, i64 %486
-  store <8 x float> %w274, ptr %arena68, align 4
-  %w275 = load <8 x float>, ptr %conv2_weight_grad.w275, align 32
-  %487 = mul nsw i64 %conv2_weight_grad.j25214, 144
-  %488 = mul nsw i64 %conv2_weight_grad.ty25315, 12
+  store <8 x float> %w280, ptr %arena68, align 4
+  %w281 = load <8 x float>, ptr %conv2_weight_grad.w281, align 32
+  %487 = mul nsw i64 %conv2_weight_grad.j25814, 144
+  %488 = mul nsw i64 %conv2_weight_grad.ty25915, 12
   %489 = add nsw i64 %487, %488
-  %490 = add nsw i64 %489, %conv2_weight_grad.tx25416
+  %490 = add nsw i64 %489, %conv2_weight_grad.tx26016
   %491 = mul nsw i64 %490, 32
   %492 = add nsw i64 1419904, %491
-  %493 = mul nsw i64 %conv2_weight_grad.cv25517, 8
+  %493 = mul nsw i64 %conv2_weight_grad.cv26117, 8
   %494 = add nsw i64 %492, %493
   %arena69 = getelementptr inbounds float, ptr %arena, i64 %494
-  store <8 x float> %w275, ptr %arena69, align 4
-  %w276 = load <8 x float>, ptr %conv2_weight_grad.w276, align 32
-  %495 = mul nsw i64 %conv2_weight_grad.j25214, 144
-  %496 = mul nsw i64 %conv2_weight_grad.ty25315, 12
+  store <8 x float> %w281, ptr %arena69, align 4
+  %w282 = load <8 x float>, ptr %conv2_weight_grad.w282, align 32
+  %495 = mul nsw i64 %conv2_weight_grad.j25814, 144
+  %496 = mul nsw i64 %conv2_weight_grad.ty25915, 12
   %497 = add nsw i64 %495, %496
-  %498 = add nsw i64 %497, %conv2_weight_grad.tx25416
+  %498 = add nsw i64 %497, %conv2_weight_grad.tx26016
   %499 = mul nsw i64 %498, 32
   %500 = add nsw i64 1424512, %499
-  %501 = mul nsw i64 %conv2_weight_grad.cv25517, 8
+  %501 = mul nsw i64 %conv2_weight_grad.cv26117, 8
   %502 = add nsw i64 %500, %501
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %502
-  store <8 x float> %w276, ptr %arena70, align 4
-  %w277 = load <8 x float>, ptr %conv2_weight_grad.w277, align 32
-  %503 = mul nsw i64 %conv2_weight_grad.j25214, 144
-  %504 = mul nsw i64 %conv2_weight_grad.ty25315, 12
+  store <8 x float> %w282, ptr %arena70, align 4
+  %w283 = load <8 x float>, ptr %conv2_weight_grad.w283, align 32
+  %503 = mul nsw i64 %conv2_weight_grad.j25814, 144
+  %504 = mul nsw i64 %conv2_weight_grad.ty25915, 12
   %505 = add nsw i64 %503, %504
-  %506 = add nsw i64 %505, %conv2_weight_grad.tx25416
+  %506 = add nsw i64 %505, %conv2_weight_grad.tx26016
   %507 = mul nsw i64 %506, 32
   %508 = add nsw i64 1429120, %507
-  %509 = mul nsw i64 %conv2_weight_grad.cv25517, 8
+  %509 = mul nsw i64 %conv2_weight_grad.cv26117, 8
   %510 = add nsw i64 %508, %509
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %510
-  store <8 x float> %w277, ptr %arena71, align 4
-  %w278 = load <8 x float>, ptr %conv2_weight_grad.w278, align 32
-  %511 = mul nsw i64 %conv2_weight_grad.j25214, 144
-  %512 = mul nsw i64 %conv2_weight_grad.ty25315, 12
+  store <8 x float> %w283, ptr %arena71, align 4
+  %w284 = load <8 x float>, ptr %conv2_weight_grad.w284, align 32
+  %511 = mul nsw i64 %conv2_weight_grad.j25814, 144
+  %512 = mul nsw i64 %conv2_weight_grad.ty25915, 12
   %513 = add nsw i64 %511, %512
-  %514 = add nsw i64 %513, %conv2_weight_grad.tx25416
+  %514 = add nsw i64 %513, %conv2_weight_grad.tx26016
   %515 = mul nsw i64 %514, 32
   %516 = add nsw i64 1433728, %515
-  %517 = mul nsw i64 %conv2_weight_grad.cv25517, 8
+  %517 = mul nsw i64 %conv2_weight_grad.cv26117, 8
   %518 = add nsw i64 %516, %517
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %518
-  store <8 x float> %w278, ptr %arena72, align 4
-  %w279 = load <8 x float>, ptr %conv2_weight_grad.w279, align 32
-  %519 = mul nsw i64 %conv2_weight_grad.j25214, 144
-  %520 = mul nsw i64 %conv2_weight_grad.ty25315, 12
+  store <8 x float> %w284, ptr %arena72, align 4
+  %w285 = load <8 x float>, ptr %conv2_weight_grad.w285, align 32
+  %519 = mul nsw i64 %conv2_weight_grad.j25814, 144
+  %520 = mul nsw i64 %conv2_weight_grad.ty25915, 12
   %521 = add nsw i64 %519, %520
-  %522 = add nsw i64 %521, %conv2_weight_grad.tx25416
+  %522 = add nsw i64 %521, %conv2_weight_grad.tx26016
   %523 = mul nsw i64 %522, 32
   %524 = add nsw i64 1438336, %523
-  %525 = mul nsw i64 %conv2_weight_grad.cv25517, 8
+  %525 = mul nsw i64 %conv2_weight_grad.cv26117, 8
   %526 = add nsw i64 %524, %525
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %526
-  store <8 x float> %w279, ptr %arena73, align 4
-  %w280 = load <8 x float>, ptr %conv2_weight_grad.w280, align 32
-  %527 = mul nsw i64 %conv2_weight_grad.j25214, 144
-  %528 = mul nsw i64 %conv2_weight_grad.ty25315, 12
+  store <8 x float> %w285, ptr %arena73, align 4
+  %w286 = load <8 x float>, ptr %conv2_weight_grad.w286, align 32
+  %527 = mul nsw i64 %conv2_weight_grad.j25814, 144
+  %528 = mul nsw i64 %conv2_weight_grad.ty25915, 12
   %529 = add nsw i64 %527, %528
-  %530 = add nsw i64 %529, %conv2_weight_grad.tx25416
+  %530 = add nsw i64 %529, %conv2_weight_grad.tx26016
   %531 = mul nsw i64 %530, 32
   %532 = add nsw i64 1442944, %531
-  %533 = mul nsw i64 %conv2_weight_grad.cv25517, 8
+  %533 = mul nsw i64 %conv2_weight_grad.cv26117, 8
   %534 = add nsw i64 %532, %533
   %arena74 = getelementptr inbounds float, ptr %arena, i64 %534
-  store <8 x float> %w280, ptr %arena74, align 4
-  %w281 = load <8 x float>, ptr %conv2_weight_grad.w281, align 32
-  %535 = mul nsw i64 %conv2_weight_grad.j25214, 144
-  %536 = mul nsw i64 %conv2_weight_grad.ty25315, 12
+  store <8 x float> %w286, ptr %arena74, align 4
+  %w287 = load <8 x float>, ptr %conv2_weight_grad.w287, align 32
+  %535 = mul nsw i64 %conv2_weight_grad.j25814, 144
+  %536 = mul nsw i64 %conv2_weight_grad.ty25915, 12
   %537 = add nsw i64 %535, %536
-  %538 = add nsw i64 %537, %conv2_weight_grad.tx25416
+  %538 = add nsw i64 %537, %conv2_weight_grad.tx26016
   %539 = mul nsw i64 %538, 32
   %540 = add nsw i64 1447552, %539
-  %541 = mul nsw i64 %conv2_weight_grad.cv25517, 8
+  %541 = mul nsw i64 %conv2_weight_grad.cv26117, 8
   %542 = add nsw i64 %540, %541
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %542
-  store <8 x float> %w281, ptr %arena75, align 4
-  %w282 = load <8 x float>, ptr %conv2_weight_grad.w282, align 32
-  %543 = mul nsw i64 %conv2_weight_grad.j25214, 144
-  %544 = mul nsw i64 %conv2_weight_grad.ty25315, 12
+  store <8 x float> %w287, ptr %arena75, align 4
+  %w288 = load <8 x float>, ptr %conv2_weight_grad.w288, align 32
+  %543 = mul nsw i64 %conv2_weight_grad.j25814, 144
+  %544 = mul nsw i64 %conv2_weight_grad.ty25915, 12
   %545 = add nsw i64 %543, %544
-  %546 = add nsw i64 %545, %conv2_weight_grad.tx25416
+  %546 = add nsw i64 %545, %conv2_weight_grad.tx26016
   %547 = mul nsw i64 %546, 32
   %548 = add nsw i64 1452160, %547
-  %549 = mul nsw i64 %conv2_weight_grad.cv25517, 8
+  %549 = mul nsw i64 %conv2_weight_grad.cv26117, 8
   %550 = add nsw i64 %548, %549
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %550
-  store <8 x float> %w282, ptr %arena76, align 4
-  %w283 = load <8 x float>, ptr %conv2_weight_grad.w283, align 32
-  %551 = mul nsw i64 %conv2_weight_grad.j25214, 144
-  %552 = mul nsw i64 %conv2_weight_grad.ty25315, 12
+  store <8 x float> %w288, ptr %arena76, align 4
+  %w289 = load <8 x float>, ptr %conv2_weight_grad.w289, align 32
+  %551 = mul nsw i64 %conv2_weight_grad.j25814, 144
+  %552 = mul nsw i64 %conv2_weight_grad.ty25915, 12
   %553 = add nsw i64 %551, %552
-  %554 = add nsw i64 %553, %conv2_weight_grad.tx25416
+  %554 = add nsw i64 %553, %conv2_weight_grad.tx26016
   %555 = mul nsw i64 %554, 32
   %556 = add nsw i64 1456768, %555
-  %557 = mul nsw i64 %conv2_weight_grad.cv25517, 8
+  %557 = mul nsw i64 %conv2_weight_grad.cv26117, 8
   %558 = add nsw i64 %556, %557
   %arena77 = getelementptr inbounds float, ptr %arena, i64 %558
-  store <8 x float> %w283, ptr %arena77, align 4
-  %w284 = load <8 x float>, ptr %conv2_weight_grad.w284, align 32
-  %559 = mul nsw i64 %conv2_weight_grad.j25214, 144
-  %560 = mul nsw i64 %conv2_weight_grad.ty25315, 12
+  store <8 x float> %w289, ptr %arena77, align 4
+  %w290 = load <8 x float>, ptr %conv2_weight_grad.w290, align 32
+  %559 = mul nsw i64 %conv2_weight_grad.j25814, 144
+  %560 = mul nsw i64 %conv2_weight_grad.ty25915, 12
   %561 = add nsw i64 %559, %560
-  %562 = add nsw i64 %561, %conv2_weight_grad.tx25416
+  %562 = add nsw i64 %561, %conv2_weight_grad.tx26016
   %563 = mul nsw i64 %562, 32
   %564 = add nsw i64 1461376, %563
-  %565 = mul nsw i64 %conv2_weight_grad.cv25517, 8
+  %565 = mul nsw i64 %conv2_weight_grad.cv26117, 8
   %566 = add nsw i64 %564, %565
   %arena78 = getelementptr inbounds float, ptr %arena, i64 %566
-  store <8 x float> %w284, ptr %arena78, align 4
-  %w285 = load <8 x float>, ptr %conv2_weight_grad.w285, align 32
-  %567 = mul nsw i64 %conv2_weight_grad.j25214, 144
-  %568 = mul nsw i64 %conv2_weight_grad.ty25315, 12
+  store <8 x float> %w290, ptr %arena78, align 4
+  %w291 = load <8 x float>, ptr %conv2_weight_grad.w291, align 32
+  %567 = mul nsw i64 %conv2_weight_grad.j25814, 144
+  %568 = mul nsw i64 %conv2_weight_grad.ty25915, 12
   %569 = add nsw i64 %567, %568
-  %570 = add nsw i64 %569, %conv2_weight_grad.tx25416
+  %570 = add nsw i64 %569, %conv2_weight_grad.tx26016
   %571 = mul nsw i64 %570, 32
   %572 = add nsw i64 1465984, %571
-  %573 = mul nsw i64 %conv2_weight_grad.cv25517, 8
+  %573 = mul nsw i64 %conv2_weight_grad.cv26117, 8
   %574 = add nsw i64 %572, %573
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %574
-  store <8 x float> %w285, ptr %arena79, align 4
-  %w286 = load <8 x float>, ptr %conv2_weight_grad.w286, align 32
-  %575 = mul nsw i64 %conv2_weight_grad.j25214, 144
-  %576 = mul nsw i64 %conv2_weight_grad.ty25315, 12
+  store <8 x float> %w291, ptr %arena79, align 4
+  %w292 = load <8 x float>, ptr %conv2_weight_grad.w292, align 32
+  %575 = mul nsw i64 %conv2_weight_grad.j25814, 144
+  %576 = mul nsw i64 %conv2_weight_grad.ty25915, 12
   %577 = add nsw i64 %575, %576
-  %578 = add nsw i64 %577, %conv2_weight_grad.tx25416
+  %578 = add nsw i64 %577, %conv2_weight_grad.tx26016
   %579 = mul nsw i64 %578, 32
   %580 = add nsw i64 1470592, %579
-  %581 = mul nsw i64 %conv2_weight_grad.cv25517, 8
+  %581 = mul nsw i64 %conv2_weight_grad.cv26117, 8
   %582 = add nsw i64 %580, %581
   %arena80 = getelementptr inbounds float, ptr %arena, i64 %582
-  store <8 x float> %w286, ptr %arena80, align 4
-  %w287 = load <8 x float>, ptr %conv2_weight_grad.w287, align 32
-  %583 = mul nsw i64 %conv2_weight_grad.j25214, 144
-  %584 = mul nsw i64 %conv2_weight_grad.ty25315, 12
+  store <8 x float> %w292, ptr %arena80, align 4
+  %w293 = load <8 x float>, ptr %conv2_weight_grad.w293, align 32
+  %583 = mul nsw i64 %conv2_weight_grad.j25814, 144
+  %584 = mul nsw i64 %conv2_weight_grad.ty25915, 12
   %585 = add nsw i64 %583, %584
-  %586 = add nsw i64 %585, %conv2_weight_grad.tx25416
+  %586 = add nsw i64 %585, %conv2_weight_grad.tx26016
   %587 = mul nsw i64 %586, 32
   %588 = add nsw i64 1475200, %587
-  %589 = mul nsw i64 %conv2_weight_grad.cv25517, 8
+  %589 = mul nsw i64 %conv2_weight_grad.cv26117, 8
   %590 = add nsw i64 %588, %589
   %arena81 = getelementptr inbounds float, ptr %arena, i64 %590
-  store <8 x float> %w287, ptr %arena81, align 4
-  %cv255.next = add nsw i64 %conv2_weight_grad.cv25517, 1
-  %591 = icmp slt i64 %cv255.next, 4
-  br i1 %591, label %conv2_weight_grad.cv255, label %conv2_weight_grad.cv255.end
+  store <8 x float> %w293, ptr %arena81, align 4
+  %cv261.next = add nsw i64 %conv2_weight_grad.cv26117, 1
+  %591 = icmp slt i64 %cv261.next, 4
+  br i1 %591, label %conv2_weight_grad.cv261, label %conv2_weight_grad.cv261.end
 
-conv2_weight_grad.cv255.end:                      ; preds = %conv2_weight_grad.cv255
-  %tx254.next = add nsw i64 %conv2_weight_grad.tx25416, 1
-  %592 = icmp slt i64 %tx254.next, 12
-  br i1 %592, label %conv2_weight_grad.tx254, label %conv2_weight_grad.tx254.end
+conv2_weight_grad.cv261.end:                      ; preds = %conv2_weight_grad.cv261
+  %tx260.next = add nsw i64 %conv2_weight_grad.tx26016, 1
+  %592 = icmp slt i64 %tx260.next, 12
+  br i1 %592, label %conv2_weight_grad.tx260, label %conv2_weight_grad.tx260.end
 
-conv2_weight_grad.j288:                           ; preds = %conv2_weight_grad.c289.end, %conv2_weight_grad.j252.end
-  %conv2_weight_grad.j28882 = phi i64 [ 0, %conv2_weight_grad.j252.end ], [ %j288.next, %conv2_weight_grad.c289.end ]
-  br label %conv2_weight_grad.c289
+conv2_weight_grad.j294:                           ; preds = %conv2_weight_grad.iy295.end, %conv2_weight_grad.j258.end
+  %conv2_weight_grad.j29482 = phi i64 [ 0, %conv2_weight_grad.j258.end ], [ %j294.next, %conv2_weight_grad.iy295.end ]
+  br label %conv2_weight_grad.iy295
 
-conv2_weight_grad.j288.end:                       ; preds = %conv2_weight_grad.c289.end
-  br label %conv2_weight_grad.j292
+conv2_weight_grad.j294.end:                       ; preds = %conv2_weight_grad.iy295.end
+  br label %conv2_weight_grad.j298
 
-conv2_weight_grad.c289:                           ; preds = %conv2_weight_grad.iy290.end, %conv2_weight_grad.j288
-  %conv2_weight_grad.c28983 = phi i64 [ 0, %conv2_weight_grad.j288 ], [ %c289.next, %conv2_weight_grad.iy290.end ]
-  br label %conv2_weight_grad.iy290
+conv2_weight_grad.iy295:                          ; preds = %conv2_weight_grad.c296.end, %conv2_weight_grad.j294
+  %conv2_weight_grad.iy29583 = phi i64 [ 0, %conv2_weight_grad.j294 ], [ %iy295.next, %conv2_weight_grad.c296.end ]
+  br label %conv2_weight_grad.c296
 
-conv2_weight_grad.c289.end:                       ; preds = %conv2_weight_grad.iy290.end
-  %j288.next = add nsw i64 %conv2_weight_grad.j28882, 1
-  %593 = icmp slt i64 %j288.next, 1
-  br i1 %593, label %conv2_weight_grad.j288, label %conv2_weight_grad.j288.end
+conv2_weight_grad.iy295.end:                      ; preds = %conv2_weight_grad.c296.end
+  %j294.next = add nsw i64 %conv2_weight_grad.j29482, 1
+  %593 = icmp slt i64 %j294.next, 1
+  br i1 %593, label %conv2_weight_grad.j294, label %conv2_weight_grad.j294.end
 
-conv2_weight_grad.iy290:                          ; preds = %conv2_weight_grad.ix291.end, %conv2_weight_grad.c289
-  %conv2_weight_grad.iy29084 = phi i64 [ 0, %conv2_weight_grad.c289 ], [ %iy290.next, %conv2_weight_grad.ix291.end ]
-  br label %conv2_weight_grad.ix291
+conv2_weight_grad.c296:                           ; preds = %conv2_weight_grad.ix297.end, %conv2_weight_grad.iy295
+  %conv2_weight_grad.c29684 = phi i64 [ 0, %conv2_weight_grad.iy295 ], [ %c296.next, %conv2_weight_grad.ix297.end ]
+  br label %conv2_weight_grad.ix297
 
-conv2_weight_grad.iy290.end:                      ; preds = %conv2_weight_grad.ix291.end
-  %c289.next = add nsw i64 %conv2_weight_grad.c28983, 1
-  %594 = icmp slt i64 %c289.next, 64
-  br i1 %594, label %conv2_weight_grad.c289, label %conv2_weight_grad.c289.end
+conv2_weight_grad.c296.end:                       ; preds = %conv2_weight_grad.ix297.end
+  %iy295.next = add nsw i64 %conv2_weight_grad.iy29583, 1
+  %594 = icmp slt i64 %iy295.next, 24
+  br i1 %594, label %conv2_weight_grad.iy295, label %conv2_weight_grad.iy295.end
 
-conv2_weight_grad.ix291:                          ; preds = %conv2_weight_grad.ix291, %conv2_weight_grad.iy290
-  %conv2_weight_grad.ix29185 = phi i64 [ 0, %conv2_weight_grad.iy290 ], [ %ix291.next, %conv2_weight_grad.ix291 ]
-  %595 = add nsw i64 %conv2_weight_grad.g2477, %conv2_weight_grad.j28882
+conv2_weight_grad.ix297:                          ; preds = %conv2_weight_grad.ix297, %conv2_weight_grad.c296
+  %conv2_weight_grad.ix29785 = phi i64 [ 0, %conv2_weight_grad.c296 ], [ %ix297.next, %conv2_weight_grad.ix297 ]
+  %595 = add nsw i64 %conv2_weight_grad.g2537, %conv2_weight_grad.j29482
   %596 = mul nsw i64 %595, 36864
   %597 = add nsw i64 4351248, %596
-  %598 = mul nsw i64 %conv2_weight_grad.c28983, 576
+  %598 = mul nsw i64 %conv2_weight_grad.c29684, 576
   %599 = add nsw i64 %597, %598
-  %600 = mul nsw i64 %conv2_weight_grad.iy29084, 24
+  %600 = mul nsw i64 %conv2_weight_grad.iy29583, 24
   %601 = add nsw i64 %599, %600
-  %602 = add nsw i64 %601, %conv2_weight_grad.ix29185
+  %602 = add nsw i64 %601, %conv2_weight_grad.ix29785
   %arena86 = getelementptr inbounds float, ptr %arena, i64 %602
   %603 = load float, ptr %arena86, align 4
-  %604 = mul nsw i64 %conv2_weight_grad.j28882, 36864
-  %605 = mul nsw i64 %conv2_weight_grad.iy29084, 1536
+  %604 = mul nsw i64 %conv2_weight_grad.j29482, 36864
+  %605 = mul nsw i64 %conv2_weight_grad.iy29583, 1536
   %606 = add nsw i64 %604, %605
-  %607 = mul nsw i64 %conv2_weight_grad.ix29185, 64
+  %607 = mul nsw i64 %conv2_weight_grad.ix29785, 64
   %608 = add nsw i64 %606, %607
-  %609 = add nsw i64 %608, %conv2_weight_grad.c28983
+  %609 = add nsw i64 %608, %conv2_weight_grad.c29684
   %610 = add nsw i64 1479808, %609
   %arena87 = getelementptr inbounds float, ptr %arena, i64 %610
   store float %603, ptr %arena87, align 4
-  %ix291.next = add nsw i64 %conv2_weight_grad.ix29185, 1
-  %611 = icmp slt i64 %ix291.next, 24
-  br i1 %611, label %conv2_weight_grad.ix291, label %conv2_weight_grad.ix291.end
+  %ix297.next = add nsw i64 %conv2_weight_grad.ix29785, 1
+  %611 = icmp slt i64 %ix297.next, 24
+  br i1 %611, label %conv2_weight_grad.ix297, label %conv2_weight_grad.ix297.end
 
-conv2_weight_grad.ix291.end:                      ; preds = %conv2_weight_grad.ix291
-  %iy290.next = add nsw i64 %conv2_weight_grad.iy29084, 1
-  %612 = icmp slt i64 %iy290.next, 24
-  br i1 %612, label %conv2_weight_grad.iy290, label %conv2_weight_grad.iy290.end
+conv2_weight_grad.ix297.end:                      ; preds = %conv2_weight_grad.ix297
+  %c296.next = add nsw i64 %conv2_weight_grad.c29684, 1
+  %612 = icmp slt i64 %c296.next, 64
+  br i1 %612, label %conv2_weight_grad.c296, label %conv2_weight_grad.c296.end
 
-conv2_weight_grad.j292:                           ; preds = %conv2_weight_grad.ty293.end, %conv2_weight_grad.j288.end
-  %conv2_weight_grad.j29288 = phi i64 [ 0, %conv2_weight_grad.j288.end ], [ %j292.next, %conv2_weight_grad.ty293.end ]
-  br label %conv2_weight_grad.ty293
+conv2_weight_grad.j298:                           ; preds = %conv2_weight_grad.ty299.end, %conv2_weight_grad.j294.end
+  %conv2_weight_grad.j29888 = phi i64 [ 0, %conv2_weight_grad.j294.end ], [ %j298.next, %conv2_weight_grad.ty299.end ]
+  br label %conv2_weight_grad.ty299
 
-conv2_weight_grad.j292.end:                       ; preds = %conv2_weight_grad.ty293.end
-  br label %conv2_weight_grad.xi320
+conv2_weight_grad.j298.end:                       ; preds = %conv2_weight_grad.ty299.end
+  br label %conv2_weight_grad.xi326
 
-conv2_weight_grad.ty293:                          ; preds = %conv2_weight_grad.tx294.end, %conv2_weight_grad.j292
-  %conv2_weight_grad.ty29389 = phi i64 [ 0, %conv2_weight_grad.j292 ], [ %ty293.next, %conv2_weight_grad.tx294.end ]
-  br label %conv2_weight_grad.tx294
+conv2_weight_grad.ty299:                          ; preds = %conv2_weight_grad.tx300.end, %conv2_weight_grad.j298
+  %conv2_weight_grad.ty29989 = phi i64 [ 0, %conv2_weight_grad.j298 ], [ %ty299.next, %conv2_weight_grad.tx300.end ]
+  br label %conv2_weight_grad.tx300
 
-conv2_weight_grad.ty293.end:                      ; preds = %conv2_weight_grad.tx294.end
-  %j292.next = add nsw i64 %conv2_weight_grad.j29288, 1
-  %613 = icmp slt i64 %j292.next, 1
-  br i1 %613, label %conv2_weight_grad.j292, label %conv2_weight_grad.j292.end
+conv2_weight_grad.ty299.end:                      ; preds = %conv2_weight_grad.tx300.end
+  %j298.next = add nsw i64 %conv2_weight_grad.j29888, 1
+  %613 = icmp slt i64 %j298.next, 1
+  br i1 %613, label %conv2_weight_grad.j298, label %conv2_weight_grad.j298.end
 
-conv2_weight_grad.tx294:                          ; preds = %conv2_weight_grad.cv295.end, %conv2_weight_grad.ty293
-  %conv2_weight_grad.tx29490 = phi i64 [ 0, %conv2_weight_grad.ty293 ], [ %tx294.next, %conv2_weight_grad.cv295.end ]
-  br label %conv2_weight_grad.cv295
+conv2_weight_grad.tx300:                          ; preds = %conv2_weight_grad.cv301.end, %conv2_weight_grad.ty299
+  %conv2_weight_grad.tx30090 = phi i64 [ 0, %conv2_weight_grad.ty299 ], [ %tx300.next, %conv2_weight_grad.cv301.end ]
+  br label %conv2_weight_grad.cv301
 
-conv2_weight_grad.tx294.end:                      ; preds = %conv2_weight_grad.cv295.end
-  %ty293.next = add nsw i64 %conv2_weight_grad.ty29389, 1
-  %614 = icmp slt i64 %ty293.next, 12
-  br i1 %614, label %conv2_weight_grad.ty293, label %conv2_weight_grad.ty293.end
+conv2_weight_grad.tx300.end:                      ; preds = %conv2_weight_grad.cv301.end
+  %ty299.next = add nsw i64 %conv2_weight_grad.ty29989, 1
+  %614 = icmp slt i64 %ty299.next, 12
+  br i1 %614, label %conv2_weight_grad.ty299, label %conv2_weight_grad.ty299.end
 
-conv2_weight_grad.cv295:                          ; preds = %conv2_weight_grad.cv295, %conv2_weight_grad.tx294
-  %conv2_weight_grad.cv29591 = phi i64 [ 0, %conv2_weight_grad.tx294 ], [ %cv295.next, %conv2_weight_grad.cv295 ]
-  %615 = mul nsw i64 %conv2_weight_grad.j29288, 36864
-  %616 = mul nsw i64 %conv2_weight_grad.ty29389, 2
+conv2_weight_grad.cv301:                          ; preds = %conv2_weight_grad.cv301, %conv2_weight_grad.tx300
+  %conv2_weight_grad.cv30191 = phi i64 [ 0, %conv2_weight_grad.tx300 ], [ %cv301.next, %conv2_weight_grad.cv301 ]
+  %615 = mul nsw i64 %conv2_weight_grad.j29888, 36864
+  %616 = mul nsw i64 %conv2_weight_grad.ty29989, 2
   %617 = mul nsw i64 %616, 1536
   %618 = add nsw i64 %615, %617
-  %619 = mul nsw i64 %conv2_weight_grad.tx29490, 2
+  %619 = mul nsw i64 %conv2_weight_grad.tx30090, 2
   %620 = mul nsw i64 %619, 64
   %621 = add nsw i64 %618, %620
-  %622 = mul nsw i64 %conv2_weight_grad.cv29591, 8
+  %622 = mul nsw i64 %conv2_weight_grad.cv30191, 8
   %623 = add nsw i64 %621, %622
   %624 = add nsw i64 1479808, %623
   %arena92 = getelementptr inbounds float, ptr %arena, i64 %624
   %625 = load <8 x float>, ptr %arena92, align 4
-  store <8 x float> %625, ptr %conv2_weight_grad.w296, align 32
-  %626 = mul nsw i64 %conv2_weight_grad.j29288, 36864
-  %627 = mul nsw i64 %conv2_weight_grad.ty29389, 2
+  store <8 x float> %625, ptr %conv2_weight_grad.w302, align 32
+  %626 = mul nsw i64 %conv2_weight_grad.j29888, 36864
+  %627 = mul nsw i64 %conv2_weight_grad.ty29989, 2
   %628 = mul nsw i64 %627, 1536
   %629 = add nsw i64 %626, %628
-  %630 = mul nsw i64 %conv2_weight_grad.tx29490, 2
+  %630 = mul nsw i64 %conv2_weight_grad.tx30090, 2
   %631 = mul nsw i64 %630, 64
   %632 = add nsw i64 %629, %631
-  %633 = mul nsw i64 %conv2_weight_grad.cv29591, 8
+  %633 = mul nsw i64 %conv2_weight_grad.cv30191, 8
   %634 = add nsw i64 %632, %633
   %635 = add nsw i64 1479808, %634
   %arena93 = getelementptr inbounds float, ptr %arena, i64 %635
   %636 = load <8 x float>, ptr %arena93, align 4
-  %637 = mul nsw i64 %conv2_weight_grad.j29288, 36864
-  %638 = mul nsw i64 %conv2_weight_grad.ty29389, 2
+  %637 = mul nsw i64 %conv2_weight_grad.j29888, 36864
+  %638 = mul nsw i64 %conv2_weight_grad.ty29989, 2
   %639 = add nsw i64 %638, 1
   %640 = mul nsw i64 %639, 1536
   %641 = add nsw i64 %637, %640
-  %642 = mul nsw i64 %conv2_weight_grad.tx29490, 2
+  %642 = mul nsw i64 %conv2_weight_grad.tx30090, 2
   %643 = mul nsw i64 %642, 64
   %644 = add nsw i64 %641, %643
-  %645 = mul nsw i64 %conv2_weight_grad.cv29591, 8
+  %645 = mul nsw i64 %conv2_weight_grad.cv30191, 8
   %646 = add nsw i64 %644, %645
   %647 = add nsw i64 1479808, %646
   %arena94 = getelementptr inbounds float, ptr %arena, i64 %647
   %648 = load <8 x float>, ptr %arena94, align 4
   %649 = fadd <8 x float> %636, %648
-  store <8 x float> %649, ptr %conv2_weight_grad.w297, align 32
-  %650 = mul nsw i64 %conv2_weight_grad.j29288, 36864
-  %651 = mul nsw i64 %conv2_weight_grad.ty29389, 2
+  store <8 x float> %649, ptr %conv2_weight_grad.w303, align 32
+  %650 = mul nsw i64 %conv2_weight_grad.j29888, 36864
+  %651 = mul nsw i64 %conv2_weight_grad.ty29989, 2
   %652 = mul nsw i64 %651, 1536
   %653 = add nsw i64 %650, %652
-  %654 = mul nsw i64 %conv2_weight_grad.tx29490, 2
+  %654 = mul nsw i64 %conv2_weight_grad.tx30090, 2
   %655 = mul nsw i64 %654, 64
   %656 = add nsw i64 %653, %655
-  %657 = mul nsw i64 %conv2_weight_grad.cv29591, 8
+  %657 = mul nsw i64 %conv2_weight_grad.cv30191, 8
   %658 = add nsw i64 %656, %657
   %659 = add nsw i64 1479808, %658
   %arena95 = getelementptr inbounds float, ptr %arena, i64 %659
   %660 = load <8 x float>, ptr %arena95, align 4
-  %661 = mul nsw i64 %conv2_weight_grad.j29288, 36864
-  %662 = mul nsw i64 %conv2_weight_grad.ty29389, 2
+  %661 = mul nsw i64 %conv2_weight_grad.j29888, 36864
+  %662 = mul nsw i64 %conv2_weight_grad.ty29989, 2
   %663 = add nsw i64 %662, 1
   %664 = mul nsw i64 %663, 1536
   %665 = add nsw i64 %661, %664
-  %666 = mul nsw i64 %conv2_weight_grad.tx29490, 2
+  %666 = mul nsw i64 %conv2_weight_grad.tx30090, 2
   %667 = mul nsw i64 %666, 64
   %668 = add nsw i64 %665, %667
-  %669 = mul nsw i64 %conv2_weight_grad.cv29591, 8
+  %669 = mul nsw i64 %conv2_weight_grad.cv30191, 8
   %670 = add nsw i64 %668, %669
   %671 = add nsw i64 1479808, %670
   %arena96 = getelementptr inbounds float, ptr %arena, i64 %671
   %672 = load <8 x float>, ptr %arena96, align 4
   %673 = fsub <8 x float> %660, %672
-  store <8 x float> %673, ptr %conv2_weight_grad.w298, align 32
-  %674 = mul nsw i64 %conv2_weight_grad.j29288, 36864
-  %675 = mul nsw i64 %conv2_weight_grad.ty29389, 2
+  store <8 x float> %673, ptr %conv2_weight_grad.w304, align 32
+  %674 = mul nsw i64 %conv2_weight_grad.j29888, 36864
+  %675 = mul nsw i64 %conv2_weight_grad.ty29989, 2
   %676 = add nsw i64 %675, 1
   %677 = mul nsw i64 %676, 1536
   %678 = add nsw i64 %674, %677
-  %679 = mul nsw i64 %conv2_weight_grad.tx29490, 2
+  %679 = mul nsw i64 %conv2_weight_grad.tx30090, 2
   %680 = mul nsw i64 %679, 64
   %681 = add nsw i64 %678, %680
-  %682 = mul nsw i64 %conv2_weight_grad.cv29591, 8
+  %682 = mul nsw i64 %conv2_weight_grad.cv30191, 8
   %683 = add nsw i64 %681, %682
   %684 = add nsw i64 1479808, %683
   %arena97 = getelementptr inbounds float, ptr %arena, i64 %684
   %685 = load <8 x float>, ptr %arena97, align 4
   %686 = fmul <8 x float> %685, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
-  store <8 x float> %686, ptr %conv2_weight_grad.w299, align 32
-  %687 = mul nsw i64 %conv2_weight_grad.j29288, 36864
-  %688 = mul nsw i64 %conv2_weight_grad.ty29389, 2
+  store <8 x float> %686, ptr %conv2_weight_grad.w305, align 32
+  %687 = mul nsw i64 %conv2_weight_grad.j29888, 36864
+  %688 = mul nsw i64 %conv2_weight_grad.ty29989, 2
   %689 = mul nsw i64 %688, 1536
   %690 = add nsw i64 %687, %689
-  %691 = mul nsw i64 %conv2_weight_grad.tx29490, 2
+  %691 = mul nsw i64 %conv2_weight_grad.tx30090, 2
   %692 = add nsw i64 %691, 1
   %693 = mul nsw i64 %692, 64
   %694 = add nsw i64 %690, %693
-  %695 = mul nsw i64 %conv2_weight_grad.cv29591, 8
+  %695 = mul nsw i64 %conv2_weight_grad.cv30191, 8
   %696 = add nsw i64 %694, %695
   %697 = add nsw i64 1479808, %696
   %arena98 = getelementptr inbounds float, ptr %arena, i64 %697
   %698 = load <8 x float>, ptr %arena98, align 4
-  store <8 x float> %698, ptr %conv2_weight_grad.w300, align 32
-  %699 = mul nsw i64 %conv2_weight_grad.j29288, 36864
-  %700 = mul nsw i64 %conv2_weight_grad.ty29389, 2
+  store <8 x float> %698, ptr %conv2_weight_grad.w306, align 32
+  %699 = mul nsw i64 %conv2_weight_grad.j29888, 36864
+  %700 = mul nsw i64 %conv2_weight_grad.ty29989, 2
   %701 = mul nsw i64 %700, 1536
   %702 = add nsw i64 %699, %701
-  %703 = mul nsw i64 %conv2_weight_grad.tx29490, 2
+  %703 = mul nsw i64 %conv2_weight_grad.tx30090, 2
   %704 = add nsw i64 %703, 1
   %705 = mul nsw i64 %704, 64
   %706 = add nsw i64 %702, %705
-  %707 = mul nsw i64 %conv2_weight_grad.cv29591, 8
+  %707 = mul nsw i64 %conv2_weight_grad.cv30191, 8
   %708 = add nsw i64 %706, %707
   %709 = add nsw i64 1479808, %708
   %arena99 = getelementptr inbounds float, ptr %arena, i64 %709
   %710 = load <8 x float>, ptr %arena99, align 4
-  %711 = mul nsw i64 %conv2_weight_grad.j29288, 36864
-  %712 = mul nsw i64 %conv2_weight_grad.ty29389, 2
+  %711 = mul nsw i64 %conv2_weight_grad.j29888, 36864
+  %712 = mul nsw i64 %conv2_weight_grad.ty29989, 2
   %713 = add nsw i64 %712, 1
   %714 = mul nsw i64 %713, 1536
   %715 = add nsw i64 %711, %714
-  %716 = mul nsw i64 %conv2_weight_grad.tx29490, 2
+  %716 = mul nsw i64 %conv2_weight_grad.tx30090, 2
   %717 = add nsw i64 %716, 1
   %718 = mul nsw i64 %717, 64
   %719 = add nsw i64 %715, %718
-  %720 = mul nsw i64 %conv2_weight_grad.cv29591, 8
+  %720 = mul nsw i64 %conv2_weight_grad.cv30191, 8
   %721 = add nsw i64 %719, %720
   %722 = add nsw i64 1479808, %721
   %arena100 = getelementptr inbounds float, ptr %arena, i64 %722
   %723 = load <8 x float>, ptr %arena100, align 4
   %724 = fadd <8 x float> %710, %723
-  store <8 x float> %724, ptr %conv2_weight_grad.w301, align 32
-  %725 = mul nsw i64 %conv2_weight_grad.j29288, 36864
-  %726 = mul nsw i64 %conv2_weight_grad.ty29389, 2
+  store <8 x float> %724, ptr %conv2_weight_grad.w307, align 32
+  %725 = mul nsw i64 %conv2_weight_grad.j29888, 36864
+  %726 = mul nsw i64 %conv2_weight_grad.ty29989, 2
   %727 = mul nsw i64 %726, 1536
   %728 = add nsw i64 %725, %727
-  %729 = mul nsw i64 %conv2_weight_grad.tx29490, 2
+  %729 = mul nsw i64 %conv2_weight_grad.tx30090, 2
   %730 = add nsw i64 %729, 1
   %731 = mul nsw i64 %730, 64
   %732 = add nsw i64 %728, %731
-  %733 = mul nsw i64 %conv2_weight_grad.cv29591, 8
+  %733 = mul nsw i64 %conv2_weight_grad.cv30191, 8
   %734 = add nsw i64 %732, %733
   %735 = add nsw i64 1479808, %734
   %arena101 = getelementptr inbounds float, ptr %arena, i64 %735
   %736 = load <8 x float>, ptr %arena101, align 4
-  %737 = mul nsw i64 %conv2_weight_grad.j29288, 36864
-  %738 = mul nsw i64 %conv2_weight_grad.ty29389, 2
+  %737 = mul nsw i64 %conv2_weight_grad.j29888, 36864
+  %738 = mul nsw i64 %conv2_weight_grad.ty29989, 2
   %739 = add nsw i64 %738, 1
   %740 = mul nsw i64 %739, 1536
   %741 = add nsw i64 %737, %740
-  %742 = mul nsw i64 %conv2_weight_grad.tx29490, 2
+  %742 = mul nsw i64 %conv2_weight_grad.tx30090, 2
   %743 = add nsw i64 %742, 1
   %744 = mul nsw i64 %743, 64
   %745 = add nsw i64 %741, %744
-  %746 = mul nsw i64 %conv2_weight_grad.cv29591, 8
+  %746 = mul nsw i64 %conv2_weight_grad.cv30191, 8
   %747 = add nsw i64 %745, %746
   %748 = add nsw i64 1479808, %747
   %arena102 = getelementptr inbounds float, ptr %arena, i64 %748
   %749 = load <8 x float>, ptr %arena102, align 4
   %750 = fsub <8 x float> %736, %749
-  store <8 x float> %750, ptr %conv2_weight_grad.w302, align 32
-  %751 = mul nsw i64 %conv2_weight_grad.j29288, 36864
-  %752 = mul nsw i64 %conv2_weight_grad.ty29389, 2
+  store <8 x float> %750, ptr %conv2_weight_grad.w308, align 32
+  %751 = mul nsw i64 %conv2_weight_grad.j29888, 36864
+  %752 = mul nsw i64 %conv2_weight_grad.ty29989, 2
   %753 = add nsw i64 %752, 1
   %754 = mul nsw i64 %753, 1536
   %755 = add nsw i64 %751, %754
-  %756 = mul nsw i64 %conv2_weight_grad.tx29490, 2
+  %756 = mul nsw i64 %conv2_weight_grad.tx30090, 2
   %757 = add nsw i64 %756, 1
   %758 = mul nsw i64 %757, 64
   %759 = add nsw i64 %755, %758
-  %760 = mul nsw i64 %conv2_weight_grad.cv29591, 8
+  %760 = mul nsw i64 %conv2_weight_grad.cv30191, 8
   %761 = add nsw i64 %759, %760
   %762 = add nsw i64 1479808, %761
   %arena103 = getelementptr inbounds float, ptr %arena, i64 %762
   %763 = load <8 x float>, ptr %arena103, align 4
   %764 = fmul <8 x float> %763, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
-  store <8 x float> %764, ptr %conv2_weight_grad.w303, align 32
-  %w296 = load <8 x float>, ptr %conv2_weight_grad.w296, align 32
-  store <8 x float> %w296, ptr %conv2_weight_grad.w304, align 32
-  %w296104 = load <8 x float>, ptr %conv2_weight_grad.w296, align 32
-  %w300 = load <8 x float>, ptr %conv2_weight_grad.w300, align 32
-  %765 = fadd <8 x float> %w296104, %w300
-  store <8 x float> %765, ptr %conv2_weight_grad.w305, align 32
-  %w296105 = load <8 x float>, ptr %conv2_weight_grad.w296, align 32
-  %w300106 = load <8 x float>, ptr %conv2_weight_grad.w300, align 32
-  %766 = fsub <8 x float> %w296105, %w300106
-  store <8 x float> %766, ptr %conv2_weight_grad.w306, align 32
-  %w300107 = load <8 x float>, ptr %conv2_weight_grad.w300, align 32
-  %767 = fmul <8 x float> %w300107, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
-  store <8 x float> %767, ptr %conv2_weight_grad.w307, align 32
-  %w297 = load <8 x float>, ptr %conv2_weight_grad.w297, align 32
-  store <8 x float> %w297, ptr %conv2_weight_grad.w308, align 32
-  %w297108 = load <8 x float>, ptr %conv2_weight_grad.w297, align 32
-  %w301 = load <8 x float>, ptr %conv2_weight_grad.w301, align 32
-  %768 = fadd <8 x float> %w297108, %w301
-  store <8 x float> %768, ptr %conv2_weight_grad.w309, align 32
-  %w297109 = load <8 x float>, ptr %conv2_weight_grad.w297, align 32
-  %w301110 = load <8 x float>, ptr %conv2_weight_grad.w301, align 32
-  %769 = fsub <8 x float> %w297109, %w301110
-  store <8 x float> %769, ptr %conv2_weight_grad.w310, align 32
-  %w301111 = load <8 x float>, ptr %conv2_weight_grad.w301, align 32
-  %770 = fmul <8 x float> %w301111, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
-  store <8 x float> %770, ptr %conv2_weight_grad.w311, align 32
-  %w298 = load <8 x float>, ptr %conv2_weight_grad.w298, align 32
-  store <8 x float> %w298, ptr %conv2_weight_grad.w312, align 32
-  %w298112 = load <8 x float>, ptr %conv2_weight_grad.w298, align 32
+  store <8 x float> %764, ptr %conv2_weight_grad.w309, align 32
   %w302 = load <8 x float>, ptr %conv2_weight_grad.w302, align 32
-  %771 = fadd <8 x float> %w298112, %w302
-  store <8 x float> %771, ptr %conv2_weight_grad.w313, align 32
-  %w298113 = load <8 x float>, ptr %conv2_weight_grad.w298, align 32
-  %w302114 = load <8 x float>, ptr %conv2_weight_grad.w302, align 32
-  %772 = fsub <8 x float> %w298113, %w302114
-  store <8 x float> %772, ptr %conv2_weight_grad.w314, align 32
-  %w302115 = load <8 x float>, ptr %conv2_weight_grad.w302, align 32
-  %773 = fmul <8 x float> %w302115, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
-  store <8 x float> %773, ptr %conv2_weight_grad.w315, align 32
-  %w299 = load <8 x float>, ptr %conv2_weight_grad.w299, align 32
-  store <8 x float> %w299, ptr %conv2_weight_grad.w316, align 32
-  %w299116 = load <8 x float>, ptr %conv2_weight_grad.w299, align 32
+  store <8 x float> %w302, ptr %conv2_weight_grad.w310, align 32
+  %w302104 = load <8 x float>, ptr %conv2_weight_grad.w302, align 32
+  %w306 = load <8 x float>, ptr %conv2_weight_grad.w306, align 32
+  %765 = fadd <8 x float> %w302104, %w306
+  store <8 x float> %765, ptr %conv2_weight_grad.w311, align 32
+  %w302105 = load <8 x float>, ptr %conv2_weight_grad.w302, align 32
+  %w306106 = load <8 x float>, ptr %conv2_weight_grad.w306, align 32
+  %766 = fsub <8 x float> %w302105, %w306106
+  store <8 x float> %766, ptr %conv2_weight_grad.w312, align 32
+  %w306107 = load <8 x float>, ptr %conv2_weight_grad.w306, align 32
+  %767 = fmul <8 x float> %w306107, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
+  store <8 x float> %767, ptr %conv2_weight_grad.w313, align 32
   %w303 = load <8 x float>, ptr %conv2_weight_grad.w303, align 32
-  %774 = fadd <8 x float> %w299116, %w303
-  store <8 x float> %774, ptr %conv2_weight_grad.w317, align 32
-  %w299117 = load <8 x float>, ptr %conv2_weight_grad.w299, align 32
-  %w303118 = load <8 x float>, ptr %conv2_weight_grad.w303, align 32
-  %775 = fsub <8 x float> %w299117, %w303118
-  store <8 x float> %775, ptr %conv2_weight_grad.w318, align 32
-  %w303119 = load <8 x float>, ptr %conv2_weight_grad.w303, align 32
-  %776 = fmul <8 x float> %w303119, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
-  store <8 x float> %776, ptr %conv2_weight_grad.w319, align 32
+  store <8 x float> %w303, ptr %conv2_weight_grad.w314, align 32
+  %w303108 = load <8 x float>, ptr %conv2_weight_grad.w303, align 32
+  %w307 = load <8 x float>, ptr %conv2_weight_grad.w307, align 32
+  %768 = fadd <8 x float> %w303108, %w307
+  store <8 x float> %768, ptr %conv2_weight_grad.w315, align 32
+  %w303109 = load <8 x float>, ptr %conv2_weight_grad.w303, align 32
+  %w307110 = load <8 x float>, ptr %conv2_weight_grad.w307, align 32
+  %769 = fsub <8 x float> %w303109, %w307110
+  store <8 x float> %769, ptr %conv2_weight_grad.w316, align 32
+  %w307111 = load <8 x float>, ptr %conv2_weight_grad.w307, align 32
+  %770 = fmul <8 x float> %w307111, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
+  store <8 x float> %770, ptr %conv2_weight_grad.w317, align 32
   %w304 = load <8 x float>, ptr %conv2_weight_grad.w304, align 32
-  %777 = mul nsw i64 %conv2_weight_grad.j29288, 144
-  %778 = mul nsw i64 %conv2_weight_grad.ty29389, 12
+  store <8 x float> %w304, ptr %conv2_weight_grad.w318, align 32
+  %w304112 = load <8 x float>, ptr %conv2_weight_grad.w304, align 32
+  %w308 = load <8 x float>, ptr %conv2_weight_grad.w308, align 32
+  %771 = fadd <8 x float> %w304112, %w308
+  store <8 x float> %771, ptr %conv2_weight_grad.w319, align 32
+  %w304113 = load <8 x float>, ptr %conv2_weight_grad.w304, align 32
+  %w308114 = load <8 x float>, ptr %conv2_weight_grad.w308, align 32
+  %772 = fsub <8 x float> %w304113, %w308114
+  store <8 x float> %772, ptr %conv2_weight_grad.w320, align 32
+  %w308115 = load <8 x float>, ptr %conv2_weight_grad.w308, align 32
+  %773 = fmul <8 x float> %w308115, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
+  store <8 x float> %773, ptr %conv2_weight_grad.w321, align 32
+  %w305 = load <8 x float>, ptr %conv2_weight_grad.w305, align 32
+  store <8 x float> %w305, ptr %conv2_weight_grad.w322, align 32
+  %w305116 = load <8 x float>, ptr %conv2_weight_grad.w305, align 32
+  %w309 = load <8 x float>, ptr %conv2_weight_grad.w309, align 32
+  %774 = fadd <8 x float> %w305116, %w309
+  store <8 x float> %774, ptr %conv2_weight_grad.w323, align 32
+  %w305117 = load <8 x float>, ptr %conv2_weight_grad.w305, align 32
+  %w309118 = load <8 x float>, ptr %conv2_weight_grad.w309, align 32
+  %775 = fsub <8 x float> %w305117, %w309118
+  store <8 x float> %775, ptr %conv2_weight_grad.w324, align 32
+  %w309119 = load <8 x float>, ptr %conv2_weight_grad.w309, align 32
+  %776 = fmul <8 x float> %w309119, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
+  store <8 x float> %776, ptr %conv2_weight_grad.w325, align 32
+  %w310 = load <8 x float>, ptr %conv2_weight_grad.w310, align 32
+  %777 = mul nsw i64 %conv2_weight_grad.j29888, 144
+  %778 = mul nsw i64 %conv2_weight_grad.ty29989, 12
   %779 = add nsw i64 %777, %778
-  %780 = add nsw i64 %779, %conv2_weight_grad.tx29490
+  %780 = add nsw i64 %779, %conv2_weight_grad.tx30090
   %781 = mul nsw i64 %780, 64
   %782 = add nsw i64 1516672, %781
-  %783 = mul nsw i64 %conv2_weight_grad.cv29591, 8
+  %783 = mul nsw i64 %conv2_weight_grad.cv30191, 8
   %784 = add nsw i64 %782, %783
   %arena120 = getelementptr inbounds float, ptr %arena, i64 %784
-  store <8 x float> %w304, ptr %arena120, align 4
-  %w305 = load <8 x float>, ptr %conv2_weight_grad.w305, align 32
-  %785 = mul nsw i64 %conv2_weight_grad.j29288, 144
-  %786 = mul nsw i64 %conv2_weight_grad.ty29389, 12
+  store <8 x float> %w310, ptr %arena120, align 4
+  %w311 = load <8 x float>, ptr %conv2_weight_grad.w311, align 32
+  %785 = mul nsw i64 %conv2_weight_grad.j29888, 144
+  %786 = mul nsw i64 %conv2_weight_grad.ty29989, 12
   %787 = add nsw i64 %785, %786
-  %788 = add nsw i64 %787, %conv2_weight_grad.tx29490
+  %788 = add nsw i64 %787, %conv2_weight_grad.tx30090
   %789 = mul nsw i64 %788, 64
   %790 = add nsw i64 1525888, %789
-  %791 = mul nsw i64 %conv2_weight_grad.cv29591, 8
+  %791 = mul nsw i64 %conv2_weight_grad.cv30191, 8
   %792 = add nsw i64 %790, %791
   %arena121 = getelementptr inbounds float, ptr %arena, i64 %792
-  store <8 x float> %w305, ptr %arena121, align 4
-  %w306 = load <8 x float>, ptr %conv2_weight_grad.w306, align 32
-  %793 = mul nsw i64 %conv2_weight_grad.j29288, 144
-  %794 = mul nsw i64 %conv2_weight_grad.ty29389, 12
+  store <8 x float> %w311, ptr %arena121, align 4
+  %w312 = load <8 x float>, ptr %conv2_weight_grad.w312, align 32
+  %793 = mul nsw i64 %conv2_weight_grad.j29888, 144
+  %794 = mul nsw i64 %conv2_weight_grad.ty29989, 12
   %795 = add nsw i64 %793, %794
-  %796 = add nsw i64 %795, %conv2_weight_grad.tx29490
+  %796 = add nsw i64 %795, %conv2_weight_grad.tx30090
   %797 = mul nsw i64 %796, 64
   %798 = add nsw i64 1535104, %797
-  %799 = mul nsw i64 %conv2_weight_grad.cv29591, 8
+  %799 = mul nsw i64 %conv2_weight_grad.cv30191, 8
   %800 = add nsw i64 %798, %799
   %arena122 = getelementptr inbounds float, ptr %arena, i64 %800
-  store <8 x float> %w306, ptr %arena122, align 4
-  %w307 = load <8 x float>, ptr %conv2_weight_grad.w307, align 32
-  %801 = mul nsw i64 %conv2_weight_grad.j29288, 144
-  %802 = mul nsw i64 %conv2_weight_grad.ty29389, 12
+  store <8 x float> %w312, ptr %arena122, align 4
+  %w313 = load <8 x float>, ptr %conv2_weight_grad.w313, align 32
+  %801 = mul nsw i64 %conv2_weight_grad.j29888, 144
+  %802 = mul nsw i64 %conv2_weight_grad.ty29989, 12
   %803 = add nsw i64 %801, %802
-  %804 = add nsw i64 %803, %conv2_weight_grad.tx29490
+  %804 = add nsw i64 %803, %conv2_weight_grad.tx30090
   %805 = mul nsw i64 %804, 64
   %806 = add nsw i64 1544320, %805
-  %807 = mul nsw i64 %conv2_weight_grad.cv29591, 8
+  %807 = mul nsw i64 %conv2_weight_grad.cv30191, 8
   %808 = add nsw i64 %806, %807
   %arena123 = getelementptr inbounds float, ptr %arena, i64 %808
-  store <8 x float> %w307, ptr %arena123, align 4
-  %w308 = load <8 x float>, ptr %conv2_weight_grad.w308, align 32
-  %809 = mul nsw i64 %conv2_weight_grad.j29288, 144
-  %810 = mul nsw i64 %conv2_weight_grad.ty29389, 12
+  store <8 x float> %w313, ptr %arena123, align 4
+  %w314 = load <8 x float>, ptr %conv2_weight_grad.w314, align 32
+  %809 = mul nsw i64 %conv2_weight_grad.j29888, 144
+  %810 = mul nsw i64 %conv2_weight_grad.ty29989, 12
   %811 = add nsw i64 %809, %810
-  %812 = add nsw i64 %811, %conv2_weight_grad.tx29490
+  %812 = add nsw i64 %811, %conv2_weight_grad.tx30090
   %813 = mul nsw i64 %812, 64
   %814 = add nsw i64 1553536, %813
-  %815 = mul nsw i64 %conv2_weight_grad.cv29591, 8
+  %815 = mul nsw i64 %conv2_weight_grad.cv30191, 8
   %816 = add nsw i64 %814, %815
   %arena124 = getelementptr inbounds float, ptr %arena, i64 %816
-  store <8 x float> %w308, ptr %arena124, align 4
-  %w309 = load <8 x float>, ptr %conv2_weight_grad.w309, align 32
-  %817 = mul nsw i64 %conv2_weight_grad.j29288, 144
-  %818 = mul nsw i64 %conv2_weight_grad.ty29389, 12
+  store <8 x float> %w314, ptr %arena124, align 4
+  %w315 = load <8 x float>, ptr %conv2_weight_grad.w315, align 32
+  %817 = mul nsw i64 %conv2_weight_grad.j29888, 144
+  %818 = mul nsw i64 %conv2_weight_grad.ty29989, 12
   %819 = add nsw i64 %817, %818
-  %820 = add nsw i64 %819, %conv2_weight_grad.tx29490
+  %820 = add nsw i64 %819, %conv2_weight_grad.tx30090
   %821 = mul nsw i64 %820, 64
   %822 = add nsw i64 1562752, %821
-  %823 = mul nsw i64 %conv2_weight_grad.cv29591, 8
+  %823 = mul nsw i64 %conv2_weight_grad.cv30191, 8
   %824 = add nsw i64 %822, %823
   %arena125 = getelementptr inbounds float, ptr %arena, i64 %824
-  store <8 x float> %w309, ptr %arena125, align 4
-  %w310 = load <8 x float>, ptr %conv2_weight_grad.w310, align 32
-  %825 = mul nsw i64 %conv2_weight_grad.j29288, 144
-  %826 = mul nsw i64 %conv2_weight_grad.ty29389, 12
+  store <8 x float> %w315, ptr %arena125, align 4
+  %w316 = load <8 x float>, ptr %conv2_weight_grad.w316, align 32
+  %825 = mul nsw i64 %conv2_weight_grad.j29888, 144
+  %826 = mul nsw i64 %conv2_weight_grad.ty29989, 12
   %827 = add nsw i64 %825, %826
-  %828 = add nsw i64 %827, %conv2_weight_grad.tx29490
+  %828 = add nsw i64 %827, %conv2_weight_grad.tx30090
   %829 = mul nsw i64 %828, 64
   %830 = add nsw i64 1571968, %829
-  %831 = mul nsw i64 %conv2_weight_grad.cv29591, 8
+  %831 = mul nsw i64 %conv2_weight_grad.cv30191, 8
   %832 = add nsw i64 %830, %831
   %arena126 = getelementptr inbounds float, ptr %arena, i64 %832
-  store <8 x float> %w310, ptr %arena126, align 4
-  %w311 = load <8 x float>, ptr %conv2_weight_grad.w311, align 32
-  %833 = mul nsw i64 %conv2_weight_grad.j29288, 144
-  %834 = mul nsw i64 %conv2_weight_grad.ty29389, 12
+  store <8 x float> %w316, ptr %arena126, align 4
+  %w317 = load <8 x float>, ptr %conv2_weight_grad.w317, align 32
+  %833 = mul nsw i64 %conv2_weight_grad.j29888, 144
+  %834 = mul nsw i64 %conv2_weight_grad.ty29989, 12
   %835 = add nsw i64 %833, %834
-  %836 = add nsw i64 %835, %conv2_weight_grad.tx29490
+  %836 = add nsw i64 %835, %conv2_weight_grad.tx30090
   %837 = mul nsw i64 %836, 64
   %838 = add nsw i64 1581184, %837
-  %839 = mul nsw i64 %conv2_weight_grad.cv29591, 8
+  %839 = mul nsw i64 %conv2_weight_grad.cv30191, 8
   %840 = add nsw i64 %838, %839
   %arena127 = getelementptr inbounds float, ptr %arena, i64 %840
-  store <8 x float> %w311, ptr %arena127, align 4
-  %w312 = load <8 x float>, ptr %conv2_weight_grad.w312, align 32
-  %841 = mul nsw i64 %conv2_weight_grad.j29288, 144
-  %842 = mul nsw i64 %conv2_weight_grad.ty29389, 12
+  store <8 x float> %w317, ptr %arena127, align 4
+  %w318 = load <8 x float>, ptr %conv2_weight_grad.w318, align 32
+  %841 = mul nsw i64 %conv2_weight_grad.j29888, 144
+  %842 = mul nsw i64 %conv2_weight_grad.ty29989, 12
   %843 = add nsw i64 %841, %842
-  %844 = add nsw i64 %843, %conv2_weight_grad.tx29490
+  %844 = add nsw i64 %843, %conv2_weight_grad.tx30090
   %845 = mul nsw i64 %844, 64
   %846 = add nsw i64 1590400, %845
-  %847 = mul nsw i64 %conv2_weight_grad.cv29591, 8
+  %847 = mul nsw i64 %conv2_weight_grad.cv30191, 8
   %848 = add nsw i64 %846, %847
   %arena128 = getelementptr inbounds float, ptr %arena, i64 %848
-  store <8 x float> %w312, ptr %arena128, align 4
-  %w313 = load <8 x float>, ptr %conv2_weight_grad.w313, align 32
-  %849 = mul nsw i64 %conv2_weight_grad.j29288, 144
-  %850 = mul nsw i64 %conv2_weight_grad.ty29389, 12
+  store <8 x float> %w318, ptr %arena128, align 4
+  %w319 = load <8 x float>, ptr %conv2_weight_grad.w319, align 32
+  %849 = mul nsw i64 %conv2_weight_grad.j29888, 144
+  %850 = mul nsw i64 %conv2_weight_grad.ty29989, 12
   %851 = add nsw i64 %849, %850
-  %852 = add nsw i64 %851, %conv2_weight_grad.tx29490
+  %852 = add nsw i64 %851, %conv2_weight_grad.tx30090
   %853 = mul nsw i64 %852, 64
   %854 = add nsw i64 1599616, %853
-  %855 = mul nsw i64 %conv2_weight_grad.cv29591, 8
+  %855 = mul nsw i64 %conv2_weight_grad.cv30191, 8
   %856 = add nsw i64 %854, %855
   %arena129 = getelementptr inbounds float, ptr %arena, i64 %856
-  store <8 x float> %w313, ptr %arena129, align 4
-  %w314 = load <8 x float>, ptr %conv2_weight_grad.w314, align 32
-  %857 = mul nsw i64 %conv2_weight_grad.j29288, 144
-  %858 = mul nsw i64 %conv2_weight_grad.ty29389, 12
+  store <8 x float> %w319, ptr %arena129, align 4
+  %w320 = load <8 x float>, ptr %conv2_weight_grad.w320, align 32
+  %857 = mul nsw i64 %conv2_weight_grad.j29888, 144
+  %858 = mul nsw i64 %conv2_weight_grad.ty29989, 12
   %859 = add nsw i64 %857, %858
-  %860 = add nsw i64 %859, %conv2_weight_grad.tx29490
+  %860 = add nsw i64 %859, %conv2_weight_grad.tx30090
   %861 = mul nsw i64 %860, 64
   %862 = add nsw i64 1608832, %861
-  %863 = mul nsw i64 %conv2_weight_grad.cv29591, 8
+  %863 = mul nsw i64 %conv2_weight_grad.cv30191, 8
   %864 = add nsw i64 %862, %863
   %arena130 = getelementptr inbounds float, ptr %arena, i64 %864
-  store <8 x float> %w314, ptr %arena130, align 4
-  %w315 = load <8 x float>, ptr %conv2_weight_grad.w315, align 32
-  %865 = mul nsw i64 %conv2_weight_grad.j29288, 144
-  %866 = mul nsw i64 %conv2_weight_grad.ty29389, 12
+  store <8 x float> %w320, ptr %arena130, align 4
+  %w321 = load <8 x float>, ptr %conv2_weight_grad.w321, align 32
+  %865 = mul nsw i64 %conv2_weight_grad.j29888, 144
+  %866 = mul nsw i64 %conv2_weight_grad.ty29989, 12
   %867 = add nsw i64 %865, %866
-  %868 = add nsw i64 %867, %conv2_weight_grad.tx29490
+  %868 = add nsw i64 %867, %conv2_weight_grad.tx30090
   %869 = mul nsw i64 %868, 64
   %870 = add nsw i64 1618048, %869
-  %871 = mul nsw i64 %conv2_weight_grad.cv29591, 8
+  %871 = mul nsw i64 %conv2_weight_grad.cv30191, 8
   %872 = add nsw i64 %870, %871
   %arena131 = getelementptr inbounds float, ptr %arena, i64 %872
-  store <8 x float> %w315, ptr %arena131, align 4
-  %w316 = load <8 x float>, ptr %conv2_weight_grad.w316, align 32
-  %873 = mul nsw i64 %conv2_weight_grad.j29288, 144
-  %874 = mul nsw i64 %conv2_weight_grad.ty29389, 12
+  store <8 x float> %w321, ptr %arena131, align 4
+  %w322 = load <8 x float>, ptr %conv2_weight_grad.w322, align 32
+  %873 = mul nsw i64 %conv2_weight_grad.j29888, 144
+  %874 = mul nsw i64 %conv2_weight_grad.ty29989, 12
   %875 = add nsw i64 %873, %874
-  %876 = add nsw i64 %875, %conv2_weight_grad.tx29490
+  %876 = add nsw i64 %875, %conv2_weight_grad.tx30090
   %877 = mul nsw i64 %876, 64
   %878 = add nsw i64 1627264, %877
-  %879 = mul nsw i64 %conv2_weight_grad.cv29591, 8
+  %879 = mul nsw i64 %conv2_weight_grad.cv30191, 8
   %880 = add nsw i64 %878, %879
   %arena132 = getelementptr inbounds float, ptr %arena, i64 %880
-  store <8 x float> %w316, ptr %arena132, align 4
-  %w317 = load <8 x float>, ptr %conv2_weight_grad.w317, align 32
-  %881 = mul nsw i64 %conv2_weight_grad.j29288, 144
-  %882 = mul nsw i64 %conv2_weight_grad.ty29389, 12
+  store <8 x float> %w322, ptr %arena132, align 4
+  %w323 = load <8 x float>, ptr %conv2_weight_grad.w323, align 32
+  %881 = mul nsw i64 %conv2_weight_grad.j29888, 144
+  %882 = mul nsw i64 %conv2_weight_grad.ty29989, 12
   %883 = add nsw i64 %881, %882
-  %884 = add nsw i64 %883, %conv2_weight_grad.tx29490
+  %884 = add nsw i64 %883, %conv2_weight_grad.tx30090
   %885 = mul nsw i64 %884, 64
   %886 = add nsw i64 1636480, %885
-  %887 = mul nsw i64 %conv2_weight_grad.cv29591, 8
+  %887 = mul nsw i64 %conv2_weight_grad.cv30191, 8
   %888 = add nsw i64 %886, %887
   %arena133 = getelementptr inbounds float, ptr %arena, i64 %888
-  store <8 x float> %w317, ptr %arena133, align 4
-  %w318 = load <8 x float>, ptr %conv2_weight_grad.w318, align 32
-  %889 = mul nsw i64 %conv2_weight_grad.j29288, 144
-  %890 = mul nsw i64 %conv2_weight_grad.ty29389, 12
+  store <8 x float> %w323, ptr %arena133, align 4
+  %w324 = load <8 x float>, ptr %conv2_weight_grad.w324, align 32
+  %889 = mul nsw i64 %conv2_weight_grad.j29888, 144
+  %890 = mul nsw i64 %conv2_weight_grad.ty29989, 12
   %891 = add nsw i64 %889, %890
-  %892 = add nsw i64 %891, %conv2_weight_grad.tx29490
+  %892 = add nsw i64 %891, %conv2_weight_grad.tx30090
   %893 = mul nsw i64 %892, 64
   %894 = add nsw i64 1645696, %893
-  %895 = mul nsw i64 %conv2_weight_grad.cv29591, 8
+  %895 = mul nsw i64 %conv2_weight_grad.cv30191, 8
   %896 = add nsw i64 %894, %895
   %arena134 = getelementptr inbounds float, ptr %arena, i64 %896
-  store <8 x float> %w318, ptr %arena134, align 4
-  %w319 = load <8 x float>, ptr %conv2_weight_grad.w319, align 32
-  %897 = mul nsw i64 %conv2_weight_grad.j29288, 144
-  %898 = mul nsw i64 %conv2_weight_grad.ty29389, 12
+  store <8 x float> %w324, ptr %arena134, align 4
+  %w325 = load <8 x float>, ptr %conv2_weight_grad.w325, align 32
+  %897 = mul nsw i64 %conv2_weight_grad.j29888, 144
+  %898 = mul nsw i64 %conv2_weight_grad.ty29989, 12
   %899 = add nsw i64 %897, %898
-  %900 = add nsw i64 %899, %conv2_weight_grad.tx29490
+  %900 = add nsw i64 %899, %conv2_weight_grad.tx30090
   %901 = mul nsw i64 %900, 64
   %902 = add nsw i64 1654912, %901
-  %903 = mul nsw i64 %conv2_weight_grad.cv29591, 8
+  %903 = mul nsw i64 %conv2_weight_grad.cv30191, 8
   %904 = add nsw i64 %902, %903
   %arena135 = getelementptr inbounds float, ptr %arena, i64 %904
-  store <8 x float> %w319, ptr %arena135, align 4
-  %cv295.next = add nsw i64 %conv2_weight_grad.cv29591, 1
-  %905 = icmp slt i64 %cv295.next, 8
-  br i1 %905, label %conv2_weight_grad.cv295, label %conv2_weight_grad.cv295.end
+  store <8 x float> %w325, ptr %arena135, align 4
+  %cv301.next = add nsw i64 %conv2_weight_grad.cv30191, 1
+  %905 = icmp slt i64 %cv301.next, 8
+  br i1 %905, label %conv2_weight_grad.cv301, label %conv2_weight_grad.cv301.end
 
-conv2_weight_grad.cv295.end:                      ; preds = %conv2_weight_grad.cv295
-  %tx294.next = add nsw i64 %conv2_weight_grad.tx29490, 1
-  %906 = icmp slt i64 %tx294.next, 12
-  br i1 %906, label %conv2_weight_grad.tx294, label %conv2_weight_grad.tx294.end
+conv2_weight_grad.cv301.end:                      ; preds = %conv2_weight_grad.cv301
+  %tx300.next = add nsw i64 %conv2_weight_grad.tx30090, 1
+  %906 = icmp slt i64 %tx300.next, 12
+  br i1 %906, label %conv2_weight_grad.tx300, label %conv2_weight_grad.tx300.end
 
-conv2_weight_grad.xi320:                          ; preds = %conv2_weight_grad.xi320, %conv2_weight_grad.j292.end
-  %conv2_weight_grad.xi320136 = phi i64 [ 0, %conv2_weight_grad.j292.end ], [ %xi320.next, %conv2_weight_grad.xi320 ]
-  %907 = mul nsw i64 %conv2_weight_grad.xi320136, 4608
+conv2_weight_grad.xi326:                          ; preds = %conv2_weight_grad.xi326, %conv2_weight_grad.j298.end
+  %conv2_weight_grad.xi326136 = phi i64 [ 0, %conv2_weight_grad.j298.end ], [ %xi326.next, %conv2_weight_grad.xi326 ]
+  %907 = mul nsw i64 %conv2_weight_grad.xi326136, 4608
   %908 = add nsw i64 1406080, %907
   %arena137 = getelementptr inbounds float, ptr %arena, i64 %908
-  %909 = mul nsw i64 %conv2_weight_grad.xi320136, 9216
+  %909 = mul nsw i64 %conv2_weight_grad.xi326136, 9216
   %910 = add nsw i64 1516672, %909
   %arena138 = getelementptr inbounds float, ptr %arena, i64 %910
-  %911 = mul nsw i64 %conv2_weight_grad.xi320136, 2048
+  %911 = mul nsw i64 %conv2_weight_grad.xi326136, 2048
   %912 = add nsw i64 1664128, %911
   %arena139 = getelementptr inbounds float, ptr %arena, i64 %912
   call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 32, i32 64, i32 144, float 1.000000e+00, ptr %arena137, i32 32, ptr %arena138, i32 64, float 1.000000e+00, ptr %arena139, i32 64)
-  %xi320.next = add nsw i64 %conv2_weight_grad.xi320136, 1
-  %913 = icmp slt i64 %xi320.next, 16
-  br i1 %913, label %conv2_weight_grad.xi320, label %conv2_weight_grad.xi320.end
+  %xi326.next = add nsw i64 %conv2_weight_grad.xi326136, 1
+  %913 = icmp slt i64 %xi326.next, 16
+  br i1 %913, label %conv2_weight_grad.xi326, label %conv2_weight_grad.xi326.end
 
-conv2_weight_grad.xi320.end:                      ; preds = %conv2_weight_grad.xi320
-  %g247.next = add nsw i64 %conv2_weight_grad.g2477, 1
-  %914 = icmp slt i64 %g247.next, 64
-  br i1 %914, label %conv2_weight_grad.g247, label %conv2_weight_grad.g247.end
+conv2_weight_grad.xi326.end:                      ; preds = %conv2_weight_grad.xi326
+  %g253.next = add nsw i64 %conv2_weight_grad.g2537, 1
+  %914 = icmp slt i64 %g253.next, 64
+  br i1 %914, label %conv2_weight_grad.g253, label %conv2_weight_grad.g253.end
 
-conv2_weight_grad.f321:                           ; preds = %conv2_weight_grad.c322.end, %conv2_weight_grad.g247.end
-  %conv2_weight_grad.f321140 = phi i64 [ 0, %conv2_weight_grad.g247.end ], [ %f321.next, %conv2_weight_grad.c322.end ]
-  br label %conv2_weight_grad.c322
+conv2_weight_grad.f327:                           ; preds = %conv2_weight_grad.c328.end, %conv2_weight_grad.g253.end
+  %conv2_weight_grad.f327140 = phi i64 [ 0, %conv2_weight_grad.g253.end ], [ %f327.next, %conv2_weight_grad.c328.end ]
+  br label %conv2_weight_grad.c328
 
-conv2_weight_grad.f321.end:                       ; preds = %conv2_weight_grad.c322.end
+conv2_weight_grad.f327.end:                       ; preds = %conv2_weight_grad.c328.end
   ret void
 
-conv2_weight_grad.c322:                           ; preds = %conv2_weight_grad.c322, %conv2_weight_grad.f321
-  %conv2_weight_grad.c322141 = phi i64 [ 0, %conv2_weight_grad.f321 ], [ %c322.next, %conv2_weight_grad.c322 ]
-  %915 = mul nsw i64 %conv2_weight_grad.c322141, 64
+conv2_weight_grad.c328:                           ; preds = %conv2_weight_grad.c328, %conv2_weight_grad.f327
+  %conv2_weight_grad.c328141 = phi i64 [ 0, %conv2_weight_grad.f327 ], [ %c328.next, %conv2_weight_grad.c328 ]
+  %915 = mul nsw i64 %conv2_weight_grad.c328141, 64
   %916 = add nsw i64 1664128, %915
-  %917 = add nsw i64 %916, %conv2_weight_grad.f321140
+  %917 = add nsw i64 %916, %conv2_weight_grad.f327140
   %arena142 = getelementptr inbounds float, ptr %arena, i64 %917
   %918 = load float, ptr %arena142, align 4
   %919 = fmul float %918, 1.000000e+00
-  %920 = mul nsw i64 %conv2_weight_grad.c322141, 64
+  %920 = mul nsw i64 %conv2_weight_grad.c328141, 64
   %921 = add nsw i64 1672320, %920
-  %922 = add nsw i64 %921, %conv2_weight_grad.f321140
+  %922 = add nsw i64 %921, %conv2_weight_grad.f327140
   %arena143 = getelementptr inbounds float, ptr %arena, i64 %922
   %923 = load float, ptr %arena143, align 4
   %924 = fmul float %923, 5.000000e-01
   %925 = fadd float %919, %924
-  %926 = mul nsw i64 %conv2_weight_grad.c322141, 64
+  %926 = mul nsw i64 %conv2_weight_grad.c328141, 64
   %927 = add nsw i64 1680512, %926
-  %928 = add nsw i64 %927, %conv2_weight_grad.f321140
+  %928 = add nsw i64 %927, %conv2_weight_grad.f327140
   %arena144 = getelementptr inbounds float, ptr %arena, i64 %928
   %929 = load float, ptr %arena144, align 4
   %930 = fmul float %929, 5.000000e-01
   %931 = fadd float %925, %930
-  store float %931, ptr %conv2_weight_grad.w323, align 4
-  %932 = mul nsw i64 %conv2_weight_grad.c322141, 64
+  store float %931, ptr %conv2_weight_grad.w329, align 4
+  %932 = mul nsw i64 %conv2_weight_grad.c328141, 64
   %933 = add nsw i64 1672320, %932
-  %934 = add nsw i64 %933, %conv2_weight_grad.f321140
+  %934 = add nsw i64 %933, %conv2_weight_grad.f327140
   %arena145 = getelementptr inbounds float, ptr %arena, i64 %934
   %935 = load float, ptr %arena145, align 4
-  %936 = mul nsw i64 %conv2_weight_grad.c322141, 64
+  %936 = mul nsw i64 %conv2_weight_grad.c328141, 64
   %937 = add nsw i64 1680512, %936
-  %938 = add nsw i64 %937, %conv2_weight_grad.f321140
+  %938 = add nsw i64 %937, %conv2_weight_grad.f327140
   %arena146 = getelementptr inbounds float, ptr %arena, i64 %938
   %939 = load float, ptr %arena146, align 4
   %940 = fsub float %935, %939
   %941 = fmul float %940, 5.000000e-01
-  store float %941, ptr %conv2_weight_grad.w324, align 4
-  %942 = mul nsw i64 %conv2_weight_grad.c322141, 64
+  store float %941, ptr %conv2_weight_grad.w330, align 4
+  %942 = mul nsw i64 %conv2_weight_grad.c328141, 64
   %943 = add nsw i64 1672320, %942
-  %944 = add nsw i64 %943, %conv2_weight_grad.f321140
+  %944 = add nsw i64 %943, %conv2_weight_grad.f327140
   %arena147 = getelementptr inbounds float, ptr %arena, i64 %944
   %945 = load float, ptr %arena147, align 4
   %946 = fmul float %945, 5.000000e-01
-  %947 = mul nsw i64 %conv2_weight_grad.c322141, 64
+  %947 = mul nsw i64 %conv2_weight_grad.c328141, 64
   %948 = add nsw i64 1680512, %947
-  %949 = add nsw i64 %948, %conv2_weight_grad.f321140
+  %949 = add nsw i64 %948, %conv2_weight_grad.f327140
   %arena148 = getelementptr inbounds float, ptr %arena, i64 %949
   %950 = load float, ptr %arena148, align 4
   %951 = fmul float %950, 5.000000e-01
   %952 = fadd float %946, %951
-  %953 = mul nsw i64 %conv2_weight_grad.c322141, 64
+  %953 = mul nsw i64 %conv2_weight_grad.c328141, 64
   %954 = add nsw i64 1688704, %953
-  %955 = add nsw i64 %954, %conv2_weight_grad.f321140
+  %955 = add nsw i64 %954, %conv2_weight_grad.f327140
   %arena149 = getelementptr inbounds float, ptr %arena, i64 %955
   %956 = load float, ptr %arena149, align 4
   %957 = fmul float %956, 1.000000e+00
   %958 = fadd float %952, %957
-  store float %958, ptr %conv2_weight_grad.w325, align 4
-  %959 = mul nsw i64 %conv2_weight_grad.c322141, 64
+  store float %958, ptr %conv2_weight_grad.w331, align 4
+  %959 = mul nsw i64 %conv2_weight_grad.c328141, 64
   %960 = add nsw i64 1666176, %959
-  %961 = add nsw i64 %960, %conv2_weight_grad.f321140
+  %961 = add nsw i64 %960, %conv2_weight_grad.f327140
   %arena150 = getelementptr inbounds float, ptr %arena, i64 %961
   %962 = load float, ptr %arena150, align 4
   %963 = fmul float %962, 1.000000e+00
-  %964 = mul nsw i64 %conv2_weight_grad.c322141, 64
+  %964 = mul nsw i64 %conv2_weight_grad.c328141, 64
   %965 = add nsw i64 1674368, %964
-  %966 = add nsw i64 %965, %conv2_weight_grad.f321140
+  %966 = add nsw i64 %965, %conv2_weight_grad.f327140
   %arena151 = getelementptr inbounds float, ptr %arena, i64 %966
   %967 = load float, ptr %arena151, align 4
   %968 = fmul float %967, 5.000000e-01
   %969 = fadd float %963, %968
-  %970 = mul nsw i64 %conv2_weight_grad.c322141, 64
+  %970 = mul nsw i64 %conv2_weight_grad.c328141, 64
   %971 = add nsw i64 1682560, %970
-  %972 = add nsw i64 %971, %conv2_weight_grad.f321140
+  %972 = add nsw i64 %971, %conv2_weight_grad.f327140
   %arena152 = getelementptr inbounds float, ptr %arena, i64 %972
   %973 = load float, ptr %arena152, align 4
   %974 = fmul float %973, 5.000000e-01
   %975 = fadd float %969, %974
-  store float %975, ptr %conv2_weight_grad.w326, align 4
-  %976 = mul nsw i64 %conv2_weight_grad.c322141, 64
+  store float %975, ptr %conv2_weight_grad.w332, align 4
+  %976 = mul nsw i64 %conv2_weight_grad.c328141, 64
   %977 = add nsw i64 1674368, %976
-  %978 = add nsw i64 %977, %conv2_weight_grad.f321140
+  %978 = add nsw i64 %977, %conv2_weight_grad.f327140
   %arena153 = getelementptr inbounds float, ptr %arena, i64 %978
   %979 = load float, ptr %arena153, align 4
-  %980 = mul nsw i64 %conv2_weight_grad.c322141, 64
+  %980 = mul nsw i64 %conv2_weight_grad.c328141, 64
   %981 = add nsw i64 1682560, %980
-  %982 = add nsw i64 %981, %conv2_weight_grad.f321140
+  %982 = add nsw i64 %981, %conv2_weight_grad.f327140
   %arena154 = getelementptr inbounds float, ptr %arena, i64 %982
   %983 = load float, ptr %arena154, align 4
   %984 = fsub float %979, %983
   %985 = fmul float %984, 5.000000e-01
-  store float %985, ptr %conv2_weight_grad.w327, align 4
-  %986 = mul nsw i64 %conv2_weight_grad.c322141, 64
+  store float %985, ptr %conv2_weight_grad.w333, align 4
+  %986 = mul nsw i64 %conv2_weight_grad.c328141, 64
   %987 = add nsw i64 1674368, %986
-  %988 = add nsw i64 %987, %conv2_weight_grad.f321140
+  %988 = add nsw i64 %987, %conv2_weight_grad.f327140
   %arena155 = getelementptr inbounds float, ptr %arena, i64 %988
   %989 = load float, ptr %arena155, align 4
   %990 = fmul float %989, 5.000000e-01
-  %991 = mul nsw i64 %conv2_weight_grad.c322141, 64
+  %991 = mul nsw i64 %conv2_weight_grad.c328141, 64
   %992 = add nsw i64 1682560, %991
-  %993 = add nsw i64 %992, %conv2_weight_grad.f321140
+  %993 = add nsw i64 %992, %conv2_weight_grad.f327140
   %arena156 = getelementptr inbounds float, ptr %arena, i64 %993
   %994 = load float, ptr %arena156, align 4
   %995 = fmul float %994, 5.000000e-01
   %996 = fadd float %990, %995
-  %997 = mul nsw i64 %conv2_weight_grad.c322141, 64
+  %997 = mul nsw i64 %conv2_weight_grad.c328141, 64
   %998 = add nsw i64 1690752, %997
-  %999 = add nsw i64 %998, %conv2_weight_grad.f321140
+  %999 = add nsw i64 %998, %conv2_weight_grad.f327140
   %arena157 = getelementptr inbounds float, ptr %arena, i64 %999
   %1000 = load float, ptr %arena157, align 4
   %1001 = fmul float %1000, 1.000000e+00
   %1002 = fadd float %996, %1001
-  store float %1002, ptr %conv2_weight_grad.w328, align 4
-  %1003 = mul nsw i64 %conv2_weight_grad.c322141, 64
+  store float %1002, ptr %conv2_weight_grad.w334, align 4
+  %1003 = mul nsw i64 %conv2_weight_grad.c328141, 64
   %1004 = add nsw i64 1668224, %1003
-  %1005 = add nsw i64 %1004, %conv2_weight_grad.f321140
+  %1005 = add nsw i64 %1004, %conv2_weight_grad.f327140
   %arena158 = getelementptr inbounds float, ptr %arena, i64 %1005
   %1006 = load float, ptr %arena158, align 4
   %1007 = fmul float %1006, 1.000000e+00
-  %1008 = mul nsw i64 %conv2_weight_grad.c322141, 64
+  %1008 = mul nsw i64 %conv2_weight_grad.c328141, 64
   %1009 = add nsw i64 1676416, %1008
-  %1010 = add nsw i64 %1009, %conv2_weight_grad.f321140
+  %1010 = add nsw i64 %1009, %conv2_weight_grad.f327140
   %arena159 = getelementptr inbounds float, ptr %arena, i64 %1010
   %1011 = load float, ptr %arena159, align 4
   %1012 = fmul float %1011, 5.000000e-01
   %1013 = fadd float %1007, %1012
-  %1014 = mul nsw i64 %conv2_weight_grad.c322141, 64
+  %1014 = mul nsw i64 %conv2_weight_grad.c328141, 64
   %1015 = add nsw i64 1684608, %1014
-  %1016 = add nsw i64 %1015, %conv2_weight_grad.f321140
+  %1016 = add nsw i64 %1015, %conv2_weight_grad.f327140
   %arena160 = getelementptr inbounds float, ptr %arena, i64 %1016
   %1017 = load float, ptr %arena160, align 4
   %1018 = fmul float %1017, 5.000000e-01
   %1019 = fadd float %1013, %1018
-  store float %1019, ptr %conv2_weight_grad.w329, align 4
-  %1020 = mul nsw i64 %conv2_weight_grad.c322141, 64
+  store float %1019, ptr %conv2_weight_grad.w335, align 4
+  %1020 = mul nsw i64 %conv2_weight_grad.c328141, 64
   %1021 = add nsw i64 1676416, %1020
-  %1022 = add nsw i64 %1021, %conv2_weight_grad.f321140
+  %1022 = add nsw i64 %1021, %conv2_weight_grad.f327140
   %arena161 = getelementptr inbounds float, ptr %arena, i64 %1022
   %1023 = load float, ptr %arena161, align 4
-  %1024 = mul nsw i64 %conv2_weight_grad.c322141, 64
+  %1024 = mul nsw i64 %conv2_weight_grad.c328141, 64
   %1025 = add nsw i64 1684608, %1024
-  %1026 = add nsw i64 %1025, %conv2_weight_grad.f321140
+  %1026 = add nsw i64 %1025, %conv2_weight_grad.f327140
   %arena162 = getelementptr inbounds float, ptr %arena, i64 %1026
   %1027 = load float, ptr %arena162, align 4
   %1028 = fsub float %1023, %1027
   %1029 = fmul float %1028, 5.000000e-01
-  store float %1029, ptr %conv2_weight_grad.w330, align 4
-  %1030 = mul nsw i64 %conv2_weight_grad.c322141, 64
+  store float %1029, ptr %conv2_weight_grad.w336, align 4
+  %1030 = mul nsw i64 %conv2_weight_grad.c328141, 64
   %1031 = add nsw i64 1676416, %1030
-  %1032 = add nsw i64 %1031, %conv2_weight_grad.f321140
+  %1032 = add nsw i64 %1031, %conv2_weight_grad.f327140
   %arena163 = getelementptr inbounds float, ptr %arena, i64 %1032
   %1033 = load float, ptr %arena163, align 4
   %1034 = fmul float %1033, 5.000000e-01
-  %1035 = mul nsw i64 %conv2_weight_grad.c322141, 64
+  %1035 = mul nsw i64 %conv2_weight_grad.c328141, 64
   %1036 = add nsw i64 1684608, %1035
-  %1037 = add nsw i64 %1036, %conv2_weight_grad.f321140
+  %1037 = add nsw i64 %1036, %conv2_weight_grad.f327140
   %arena164 = getelementptr inbounds float, ptr %arena, i64 %1037
   %1038 = load float, ptr %arena164, align 4
   %1039 = fmul float %1038, 5.000000e-01
   %1040 = fadd float %1034, %1039
-  %1041 = mul nsw i64 %conv2_weight_grad.c322141, 64
+  %1041 = mul nsw i64 %conv2_weight_grad.c328141, 64
   %1042 = add nsw i64 1692800, %1041
-  %1043 = add nsw i64 %1042, %conv2_weight_grad.f321140
+  %1043 = add nsw i64 %1042, %conv2_weight_grad.f327140
   %arena165 = getelementptr inbounds float, ptr %arena, i64 %1043
   %1044 = load float, ptr %arena165, align 4
   %1045 = fmul float %1044, 1.000000e+00
   %1046 = fadd float %1040, %1045
-  store float %1046, ptr %conv2_weight_grad.w331, align 4
-  %1047 = mul nsw i64 %conv2_weight_grad.c322141, 64
+  store float %1046, ptr %conv2_weight_grad.w337, align 4
+  %1047 = mul nsw i64 %conv2_weight_grad.c328141, 64
   %1048 = add nsw i64 1670272, %1047
-  %1049 = add nsw i64 %1048, %conv2_weight_grad.f321140
+  %1049 = add nsw i64 %1048, %conv2_weight_grad.f327140
   %arena166 = getelementptr inbounds float, ptr %arena, i64 %1049
   %1050 = load float, ptr %arena166, align 4
   %1051 = fmul float %1050, 1.000000e+00
-  %1052 = mul nsw i64 %conv2_weight_grad.c322141, 64
+  %1052 = mul nsw i64 %conv2_weight_grad.c328141, 64
   %1053 = add nsw i64 1678464, %1052
-  %1054 = add nsw i64 %1053, %conv2_weight_grad.f321140
+  %1054 = add nsw i64 %1053, %conv2_weight_grad.f327140
   %arena167 = getelementptr inbounds float, ptr %arena, i64 %1054
   %1055 = load float, ptr %arena167, align 4
   %1056 = fmul float %1055, 5.000000e-01
   %1057 = fadd float %1051, %1056
-  %1058 = mul nsw i64 %conv2_weight_grad.c322141, 64
+  %1058 = mul nsw i64 %conv2_weight_grad.c328141, 64
   %1059 = add nsw i64 1686656, %1058
-  %1060 = add nsw i64 %1059, %conv2_weight_grad.f321140
+  %1060 = add nsw i64 %1059, %conv2_weight_grad.f327140
   %arena168 = getelementptr inbounds float, ptr %arena, i64 %1060
   %1061 = load float, ptr %arena168, align 4
   %1062 = fmul float %1061, 5.000000e-01
   %1063 = fadd float %1057, %1062
-  store float %1063, ptr %conv2_weight_grad.w332, align 4
-  %1064 = mul nsw i64 %conv2_weight_grad.c322141, 64
+  store float %1063, ptr %conv2_weight_grad.w338, align 4
+  %1064 = mul nsw i64 %conv2_weight_grad.c328141, 64
   %1065 = add nsw i64 1678464, %1064
-  %1066 = add nsw i64 %1065, %conv2_weight_grad.f321140
+  %1066 = add nsw i64 %1065, %conv2_weight_grad.f327140
   %arena169 = getelementptr inbounds float, ptr %arena, i64 %1066
   %1067 = load float, ptr %arena169, align 4
-  %1068 = mul nsw i64 %conv2_weight_grad.c322141, 64
+  %1068 = mul nsw i64 %conv2_weight_grad.c328141, 64
   %1069 = add nsw i64 1686656, %1068
-  %1070 = add nsw i64 %1069, %conv2_weight_grad.f321140
+  %1070 = add nsw i64 %1069, %conv2_weight_grad.f327140
   %arena170 = getelementptr inbounds float, ptr %arena, i64 %1070
   %1071 = load float, ptr %arena170, align 4
   %1072 = fsub float %1067, %1071
   %1073 = fmul float %1072, 5.000000e-01
-  store float %1073, ptr %conv2_weight_grad.w333, align 4
-  %1074 = mul nsw i64 %conv2_weight_grad.c322141, 64
+  store float %1073, ptr %conv2_weight_grad.w339, align 4
+  %1074 = mul nsw i64 %conv2_weight_grad.c328141, 64
   %1075 = add nsw i64 1678464, %1074
-  %1076 = add nsw i64 %1075, %conv2_weight_grad.f321140
+  %1076 = add nsw i64 %1075, %conv2_weight_grad.f327140
   %arena171 = getelementptr inbounds float, ptr %arena, i64 %1076
   %1077 = load float, ptr %arena171, align 4
   %1078 = fmul float %1077, 5.000000e-01
-  %1079 = mul nsw i64 %conv2_weight_grad.c322141, 64
+  %1079 = mul nsw i64 %conv2_weight_grad.c328141, 64
   %1080 = add nsw i64 1686656, %1079
-  %1081 = add nsw i64 %1080, %conv2_weight_grad.f321140
+  %1081 = add nsw i64 %1080, %conv2_weight_grad.f327140
   %arena172 = getelementptr inbounds float, ptr %arena, i64 %1081
   %1082 = load float, ptr %arena172, align 4
   %1083 = fmul float %1082, 5.000000e-01
   %1084 = fadd float %1078, %1083
-  %1085 = mul nsw i64 %conv2_weight_grad.c322141, 64
+  %1085 = mul nsw i64 %conv2_weight_grad.c328141, 64
   %1086 = add nsw i64 1694848, %1085
-  %1087 = add nsw i64 %1086, %conv2_weight_grad.f321140
+  %1087 = add nsw i64 %1086, %conv2_weight_grad.f327140
   %arena173 = getelementptr inbounds float, ptr %arena, i64 %1087
   %1088 = load float, ptr %arena173, align 4
   %1089 = fmul float %1088, 1.000000e+00
   %1090 = fadd float %1084, %1089
-  store float %1090, ptr %conv2_weight_grad.w334, align 4
-  %w323 = load float, ptr %conv2_weight_grad.w323, align 4
-  %1091 = fmul float %w323, 1.000000e+00
-  %w326 = load float, ptr %conv2_weight_grad.w326, align 4
-  %1092 = fmul float %w326, 5.000000e-01
-  %1093 = fadd float %1091, %1092
+  store float %1090, ptr %conv2_weight_grad.w340, align 4
   %w329 = load float, ptr %conv2_weight_grad.w329, align 4
-  %1094 = fmul float %w329, 5.000000e-01
-  %1095 = fadd float %1093, %1094
-  store float %1095, ptr %conv2_weight_grad.w335, align 4
-  %w326174 = load float, ptr %conv2_weight_grad.w326, align 4
-  %w329175 = load float, ptr %conv2_weight_grad.w329, align 4
-  %1096 = fsub float %w326174, %w329175
-  %1097 = fmul float %1096, 5.000000e-01
-  store float %1097, ptr %conv2_weight_grad.w336, align 4
-  %w326176 = load float, ptr %conv2_weight_grad.w326, align 4
-  %1098 = fmul float %w326176, 5.000000e-01
-  %w329177 = load float, ptr %conv2_weight_grad.w329, align 4
-  %1099 = fmul float %w329177, 5.000000e-01
-  %1100 = fadd float %1098, %1099
+  %1091 = fmul float %w329, 1.000000e+00
   %w332 = load float, ptr %conv2_weight_grad.w332, align 4
-  %1101 = fmul float %w332, 1.000000e+00
-  %1102 = fadd float %1100, %1101
-  store float %1102, ptr %conv2_weight_grad.w337, align 4
-  %w324 = load float, ptr %conv2_weight_grad.w324, align 4
-  %1103 = fmul float %w324, 1.000000e+00
-  %w327 = load float, ptr %conv2_weight_grad.w327, align 4
-  %1104 = fmul float %w327, 5.000000e-01
-  %1105 = fadd float %1103, %1104
-  %w330 = load float, ptr %conv2_weight_grad.w330, align 4
-  %1106 = fmul float %w330, 5.000000e-01
-  %1107 = fadd float %1105, %1106
-  store float %1107, ptr %conv2_weight_grad.w338, align 4
-  %w327178 = load float, ptr %conv2_weight_grad.w327, align 4
-  %w330179 = load float, ptr %conv2_weight_grad.w330, align 4
-  %1108 = fsub float %w327178, %w330179
-  %1109 = fmul float %1108, 5.000000e-01
-  store float %1109, ptr %conv2_weight_grad.w339, align 4
-  %w327180 = load float, ptr %conv2_weight_grad.w327, align 4
-  %1110 = fmul float %w327180, 5.000000e-01
-  %w330181 = load float, ptr %conv2_weight_grad.w330, align 4
-  %1111 = fmul float %w330181, 5.000000e-01
-  %1112 = fadd float %1110, %1111
-  %w333 = load float, ptr %conv2_weight_grad.w333, align 4
-  %1113 = fmul float %w333, 1.000000e+00
-  %1114 = fadd float %1112, %1113
-  store float %1114, ptr %conv2_weight_grad.w340, align 4
-  %w325 = load float, ptr %conv2_weight_grad.w325, align 4
-  %1115 = fmul float %w325, 1.000000e+00
-  %w328 = load float, ptr %conv2_weight_grad.w328, align 4
-  %1116 = fmul float %w328, 5.000000e-01
-  %1117 = fadd float %1115, %1116
-  %w331 = load float, ptr %conv2_weight_grad.w331, align 4
-  %1118 = fmul float %w331, 5.000000e-01
-  %1119 = fadd float %1117, %1118
-  store float %1119, ptr %conv2_weight_grad.w341, align 4
-  %w328182 = load float, ptr %conv2_weight_grad.w328, align 4
-  %w331183 = load float, ptr %conv2_weight_grad.w331, align 4
-  %1120 = fsub float %w328182, %w331183
-  %1121 = fmul float %1120, 5.000000e-01
-  store float %1121, ptr %conv2_weight_grad.w342, align 4
-  %w328184 = load float, ptr %conv2_weight_grad.w328, align 4
-  %1122 = fmul float %w328184, 5.000000e-01
-  %w331185 = load float, ptr %conv2_weight_grad.w331, align 4
-  %1123 = fmul float %w331185, 5.000000e-01
-  %1124 = fadd float %1122, %1123
-  %w334 = load float, ptr %conv2_weight_grad.w334, align 4
-  %1125 = fmul float %w334, 1.000000e+00
-  %1126 = fadd float %1124, %1125
-  store float %1126, ptr %conv2_weight_grad.w343, align 4
+  %1092 = fmul float %w332, 5.000000e-01
+  %1093 = fadd float %1091, %1092
   %w335 = load float, ptr %conv2_weight_grad.w335, align 4
-  %1127 = mul nsw i64 %conv2_weight_grad.f321140, 32
-  %1128 = add nsw i64 %1127, %conv2_weight_grad.c322141
+  %1094 = fmul float %w335, 5.000000e-01
+  %1095 = fadd float %1093, %1094
+  store float %1095, ptr %conv2_weight_grad.w341, align 4
+  %w332174 = load float, ptr %conv2_weight_grad.w332, align 4
+  %w335175 = load float, ptr %conv2_weight_grad.w335, align 4
+  %1096 = fsub float %w332174, %w335175
+  %1097 = fmul float %1096, 5.000000e-01
+  store float %1097, ptr %conv2_weight_grad.w342, align 4
+  %w332176 = load float, ptr %conv2_weight_grad.w332, align 4
+  %1098 = fmul float %w332176, 5.000000e-01
+  %w335177 = load float, ptr %conv2_weight_grad.w335, align 4
+  %1099 = fmul float %w335177, 5.000000e-01
+  %1100 = fadd float %1098, %1099
+  %w338 = load float, ptr %conv2_weight_grad.w338, align 4
+  %1101 = fmul float %w338, 1.000000e+00
+  %1102 = fadd float %1100, %1101
+  store float %1102, ptr %conv2_weight_grad.w343, align 4
+  %w330 = load float, ptr %conv2_weight_grad.w330, align 4
+  %1103 = fmul float %w330, 1.000000e+00
+  %w333 = load float, ptr %conv2_weight_grad.w333, align 4
+  %1104 = fmul float %w333, 5.000000e-01
+  %1105 = fadd float %1103, %1104
+  %w336 = load float, ptr %conv2_weight_grad.w336, align 4
+  %1106 = fmul float %w336, 5.000000e-01
+  %1107 = fadd float %1105, %1106
+  store float %1107, ptr %conv2_weight_grad.w344, align 4
+  %w333178 = load float, ptr %conv2_weight_grad.w333, align 4
+  %w336179 = load float, ptr %conv2_weight_grad.w336, align 4
+  %1108 = fsub float %w333178, %w336179
+  %1109 = fmul float %1108, 5.000000e-01
+  store float %1109, ptr %conv2_weight_grad.w345, align 4
+  %w333180 = load float, ptr %conv2_weight_grad.w333, align 4
+  %1110 = fmul float %w333180, 5.000000e-01
+  %w336181 = load float, ptr %conv2_weight_grad.w336, align 4
+  %1111 = fmul float %w336181, 5.000000e-01
+  %1112 = fadd float %1110, %1111
+  %w339 = load float, ptr %conv2_weight_grad.w339, align 4
+  %1113 = fmul float %w339, 1.000000e+00
+  %1114 = fadd float %1112, %1113
+  store float %1114, ptr %conv2_weight_grad.w346, align 4
+  %w331 = load float, ptr %conv2_weight_grad.w331, align 4
+  %1115 = fmul float %w331, 1.000000e+00
+  %w334 = load float, ptr %conv2_weight_grad.w334, align 4
+  %1116 = fmul float %w334, 5.000000e-01
+  %1117 = fadd float %1115, %1116
+  %w337 = load float, ptr %conv2_weight_grad.w337, align 4
+  %1118 = fmul float %w337, 5.000000e-01
+  %1119 = fadd float %1117, %1118
+  store float %1119, ptr %conv2_weight_grad.w347, align 4
+  %w334182 = load float, ptr %conv2_weight_grad.w334, align 4
+  %w337183 = load float, ptr %conv2_weight_grad.w337, align 4
+  %1120 = fsub float %w334182, %w337183
+  %1121 = fmul float %1120, 5.000000e-01
+  store float %1121, ptr %conv2_weight_grad.w348, align 4
+  %w334184 = load float, ptr %conv2_weight_grad.w334, align 4
+  %1122 = fmul float %w334184, 5.000000e-01
+  %w337185 = load float, ptr %conv2_weight_grad.w337, align 4
+  %1123 = fmul float %w337185, 5.000000e-01
+  %1124 = fadd float %1122, %1123
+  %w340 = load float, ptr %conv2_weight_grad.w340, align 4
+  %1125 = fmul float %w340, 1.000000e+00
+  %1126 = fadd float %1124, %1125
+  store float %1126, ptr %conv2_weight_grad.w349, align 4
+  %w341 = load float, ptr %conv2_weight_grad.w341, align 4
+  %1127 = mul nsw i64 %conv2_weight_grad.f327140, 32
+  %1128 = add nsw i64 %1127, %conv2_weight_grad.c328141
   %1129 = mul nsw i64 %1128, 9
   %1130 = add nsw i64 320, %1129
   %grads186 = getelementptr inbounds float, ptr %grads, i64 %1130
-  store float %w335, ptr %grads186, align 4
-  %w336 = load float, ptr %conv2_weight_grad.w336, align 4
-  %1131 = mul nsw i64 %conv2_weight_grad.f321140, 32
-  %1132 = add nsw i64 %1131, %conv2_weight_grad.c322141
+  store float %w341, ptr %grads186, align 4
+  %w342 = load float, ptr %conv2_weight_grad.w342, align 4
+  %1131 = mul nsw i64 %conv2_weight_grad.f327140, 32
+  %1132 = add nsw i64 %1131, %conv2_weight_grad.c328141
   %1133 = mul nsw i64 %1132, 9
   %1134 = add nsw i64 320, %1133
   %1135 = add nsw i64 %1134, 1
   %grads187 = getelementptr inbounds float, ptr %grads, i64 %1135
-  store float %w336, ptr %grads187, align 4
-  %w337 = load float, ptr %conv2_weight_grad.w337, align 4
-  %1136 = mul nsw i64 %conv2_weight_grad.f321140, 32
-  %1137 = add nsw i64 %1136, %conv2_weight_grad.c322141
+  store float %w342, ptr %grads187, align 4
+  %w343 = load float, ptr %conv2_weight_grad.w343, align 4
+  %1136 = mul nsw i64 %conv2_weight_grad.f327140, 32
+  %1137 = add nsw i64 %1136, %conv2_weight_grad.c328141
   %1138 = mul nsw i64 %1137, 9
   %1139 = add nsw i64 320, %1138
   %1140 = add nsw i64 %1139, 2
   %grads188 = getelementptr inbounds float, ptr %grads, i64 %1140
-  store float %w337, ptr %grads188, align 4
-  %w338 = load float, ptr %conv2_weight_grad.w338, align 4
-  %1141 = mul nsw i64 %conv2_weight_grad.f321140, 32
-  %1142 = add nsw i64 %1141, %conv2_weight_grad.c322141
+  store float %w343, ptr %grads188, align 4
+  %w344 = load float, ptr %conv2_weight_grad.w344, align 4
+  %1141 = mul nsw i64 %conv2_weight_grad.f327140, 32
+  %1142 = add nsw i64 %1141, %conv2_weight_grad.c328141
   %1143 = mul nsw i64 %1142, 9
   %1144 = add nsw i64 320, %1143
   %1145 = add nsw i64 %1144, 3
   %grads189 = getelementptr inbounds float, ptr %grads, i64 %1145
-  store float %w338, ptr %grads189, align 4
-  %w339 = load float, ptr %conv2_weight_grad.w339, align 4
-  %1146 = mul nsw i64 %conv2_weight_grad.f321140, 32
-  %1147 = add nsw i64 %1146, %conv2_weight_grad.c322141
+  store float %w344, ptr %grads189, align 4
+  %w345 = load float, ptr %conv2_weight_grad.w345, align 4
+  %1146 = mul nsw i64 %conv2_weight_grad.f327140, 32
+  %1147 = add nsw i64 %1146, %conv2_weight_grad.c328141
   %1148 = mul nsw i64 %1147, 9
   %1149 = add nsw i64 320, %1148
   %1150 = add nsw i64 %1149, 4
   %grads190 = getelementptr inbounds float, ptr %grads, i64 %1150
-  store float %w339, ptr %grads190, align 4
-  %w340 = load float, ptr %conv2_weight_grad.w340, align 4
-  %1151 = mul nsw i64 %conv2_weight_grad.f321140, 32
-  %1152 = add nsw i64 %1151, %conv2_weight_grad.c322141
+  store float %w345, ptr %grads190, align 4
+  %w346 = load float, ptr %conv2_weight_grad.w346, align 4
+  %1151 = mul nsw i64 %conv2_weight_grad.f327140, 32
+  %1152 = add nsw i64 %1151, %conv2_weight_grad.c328141
   %1153 = mul nsw i64 %1152, 9
   %1154 = add nsw i64 320, %1153
   %1155 = add nsw i64 %1154, 5
   %grads191 = getelementptr inbounds float, ptr %grads, i64 %1155
-  store float %w340, ptr %grads191, align 4
-  %w341 = load float, ptr %conv2_weight_grad.w341, align 4
-  %1156 = mul nsw i64 %conv2_weight_grad.f321140, 32
-  %1157 = add nsw i64 %1156, %conv2_weight_grad.c322141
+  store float %w346, ptr %grads191, align 4
+  %w347 = load float, ptr %conv2_weight_grad.w347, align 4
+  %1156 = mul nsw i64 %conv2_weight_grad.f327140, 32
+  %1157 = add nsw i64 %1156, %conv2_weight_grad.c328141
   %1158 = mul nsw i64 %1157, 9
   %1159 = add nsw i64 320, %1158
   %1160 = add nsw i64 %1159, 6
   %grads192 = getelementptr inbounds float, ptr %grads, i64 %1160
-  store float %w341, ptr %grads192, align 4
-  %w342 = load float, ptr %conv2_weight_grad.w342, align 4
-  %1161 = mul nsw i64 %conv2_weight_grad.f321140, 32
-  %1162 = add nsw i64 %1161, %conv2_weight_grad.c322141
+  store float %w347, ptr %grads192, align 4
+  %w348 = load float, ptr %conv2_weight_grad.w348, align 4
+  %1161 = mul nsw i64 %conv2_weight_grad.f327140, 32
+  %1162 = add nsw i64 %1161, %conv2_weight_grad.c328141
   %1163 = mul nsw i64 %1162, 9
   %1164 = add nsw i64 320, %1163
   %1165 = add nsw i64 %1164, 7
   %grads193 = getelementptr inbounds float, ptr %grads, i64 %1165
-  store float %w342, ptr %grads193, align 4
-  %w343 = load float, ptr %conv2_weight_grad.w343, align 4
-  %1166 = mul nsw i64 %conv2_weight_grad.f321140, 32
-  %1167 = add nsw i64 %1166, %conv2_weight_grad.c322141
+  store float %w348, ptr %grads193, align 4
+  %w349 = load float, ptr %conv2_weight_grad.w349, align 4
+  %1166 = mul nsw i64 %conv2_weight_grad.f327140, 32
+  %1167 = add nsw i64 %1166, %conv2_weight_grad.c328141
   %1168 = mul nsw i64 %1167, 9
   %1169 = add nsw i64 320, %1168
   %1170 = add nsw i64 %1169, 8
   %grads194 = getelementptr inbounds float, ptr %grads, i64 %1170
-  store float %w343, ptr %grads194, align 4
-  %c322.next = add nsw i64 %conv2_weight_grad.c322141, 1
-  %1171 = icmp slt i64 %c322.next, 32
-  br i1 %1171, label %conv2_weight_grad.c322, label %conv2_weight_grad.c322.end, !llvm.loop !3
+  store float %w349, ptr %grads194, align 4
+  %c328.next = add nsw i64 %conv2_weight_grad.c328141, 1
+  %1171 = icmp slt i64 %c328.next, 32
+  br i1 %1171, label %conv2_weight_grad.c328, label %conv2_weight_grad.c328.end, !llvm.loop !3
 
-conv2_weight_grad.c322.end:                       ; preds = %conv2_weight_grad.c322
-  %f321.next = add nsw i64 %conv2_weight_grad.f321140, 1
-  %1172 = icmp slt i64 %f321.next, 64
-  br i1 %1172, label %conv2_weight_grad.f321, label %conv2_weight_grad.f321.end, !llvm.loop !4
+conv2_weight_grad.c328.end:                       ; preds = %conv2_weight_grad.c328
+  %f327.next = add nsw i64 %conv2_weight_grad.f327140, 1
+  %1172 = icmp slt i64 %f327.next, 64
+  br i1 %1172, label %conv2_weight_grad.f327, label %conv2_weight_grad.f327.end, !llvm.loop !4
 }
 
 ; Function Attrs: noinline
 define internal void @mnistnet_train_b64.k22.conv2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
+  %conv2_bias_grad.sum360 = alloca float, align 4
+  %conv2_bias_grad.sum359 = alloca float, align 4
+  %conv2_bias_grad.sum358 = alloca float, align 4
+  %conv2_bias_grad.sum357 = alloca float, align 4
+  %conv2_bias_grad.sum356 = alloca float, align 4
+  %conv2_bias_grad.sum355 = alloca float, align 4
   %conv2_bias_grad.sum354 = alloca float, align 4
-  %conv2_bias_grad.sum353 = alloca float, align 4
-  %conv2_bias_grad.sum352 = alloca float, align 4
-  %conv2_bias_grad.sum351 = alloca float, align 4
-  %conv2_bias_grad.sum350 = alloca float, align 4
-  %conv2_bias_grad.sum349 = alloca float, align 4
-  %conv2_bias_grad.sum348 = alloca float, align 4
-  %conv2_bias_grad.acc345 = alloca <8 x float>, align 32
-  br label %conv2_bias_grad.f344
+  %conv2_bias_grad.acc351 = alloca <8 x float>, align 32
+  br label %conv2_bias_grad.f350
 
-conv2_bias_grad.f344:                             ; preds = %conv2_bias_grad.img346.end, %entry
-  %conv2_bias_grad.f3441 = phi i64 [ 0, %entry ], [ %f344.next, %conv2_bias_grad.img346.end ]
-  store <8 x float> zeroinitializer, ptr %conv2_bias_grad.acc345, align 32
-  br label %conv2_bias_grad.img346
+conv2_bias_grad.f350:                             ; preds = %conv2_bias_grad.img352.end, %entry
+  %conv2_bias_grad.f3501 = phi i64 [ 0, %entry ], [ %f350.next, %conv2_bias_grad.img352.end ]
+  store <8 x float> zeroinitializer, ptr %conv2_bias_grad.acc351, align 32
+  br label %conv2_bias_grad.img352
 
-conv2_bias_grad.f344.end:                         ; preds = %conv2_bias_grad.img346.end
+conv2_bias_grad.f350.end:                         ; preds = %conv2_bias_grad.img352.end
   ret void
 
-conv2_bias_grad.img346:                           ; preds = %conv2_bias_grad.i347.end, %conv2_bias_grad.f344
-  %conv2_bias_grad.img3462 = phi i64 [ 0, %conv2_bias_grad.f344 ], [ %img346.next, %conv2_bias_grad.i347.end ]
-  br label %conv2_bias_grad.i347
+conv2_bias_grad.img352:                           ; preds = %conv2_bias_grad.i353.end, %conv2_bias_grad.f350
+  %conv2_bias_grad.img3522 = phi i64 [ 0, %conv2_bias_grad.f350 ], [ %img352.next, %conv2_bias_grad.i353.end ]
+  br label %conv2_bias_grad.i353
 
-conv2_bias_grad.img346.end:                       ; preds = %conv2_bias_grad.i347.end
-  %acc3455 = load <8 x float>, ptr %conv2_bias_grad.acc345, align 32
+conv2_bias_grad.img352.end:                       ; preds = %conv2_bias_grad.i353.end
+  %acc3515 = load <8 x float>, ptr %conv2_bias_grad.acc351, align 32
   %arena6 = getelementptr inbounds float, ptr %arena, i64 1384448
-  store <8 x float> %acc3455, ptr %arena6, align 4
+  store <8 x float> %acc3515, ptr %arena6, align 4
   %arena7 = getelementptr inbounds float, ptr %arena, i64 1384448
   %0 = load float, ptr %arena7, align 4
   %arena8 = getelementptr inbounds float, ptr %arena, i64 1384449
   %1 = load float, ptr %arena8, align 4
   %2 = fadd float %0, %1
-  store float %2, ptr %conv2_bias_grad.sum348, align 4
-  %sum348 = load float, ptr %conv2_bias_grad.sum348, align 4
+  store float %2, ptr %conv2_bias_grad.sum354, align 4
+  %sum354 = load float, ptr %conv2_bias_grad.sum354, align 4
   %arena9 = getelementptr inbounds float, ptr %arena, i64 1384450
   %3 = load float, ptr %arena9, align 4
-  %4 = fadd float %sum348, %3
-  store float %4, ptr %conv2_bias_grad.sum349, align 4
-  %sum349 = load float, ptr %conv2_bias_grad.sum349, align 4
+  %4 = fadd float %sum354, %3
+  store float %4, ptr %conv2_bias_grad.sum355, align 4
+  %sum355 = load float, ptr %conv2_bias_grad.sum355, align 4
   %arena10 = getelementptr inbounds float, ptr %arena, i64 1384451
   %5 = load float, ptr %arena10, align 4
-  %6 = fadd float %sum349, %5
-  store float %6, ptr %conv2_bias_grad.sum350, align 4
-  %sum350 = load float, ptr %conv2_bias_grad.sum350, align 4
+  %6 = fadd float %sum355, %5
+  store float %6, ptr %conv2_bias_grad.sum356, align 4
+  %sum356 = load float, ptr %conv2_bias_grad.sum356, align 4
   %arena11 = getelementptr inbounds float, ptr %arena, i64 1384452
   %7 = load float, ptr %arena11, align 4
-  %8 = fadd float %sum350, %7
-  store float %8, ptr %conv2_bias_grad.sum351, align 4
-  %sum351 = load float, ptr %conv2_bias_grad.sum351, align 4
+  %8 = fadd float %sum356, %7
+  store float %8, ptr %conv2_bias_grad.sum357, align 4
+  %sum357 = load float, ptr %conv2_bias_grad.sum357, align 4
   %arena12 = getelementptr inbounds float, ptr %arena, i64 1384453
   %9 = load float, ptr %arena12, align 4
-  %10 = fadd float %sum351, %9
-  store float %10, ptr %conv2_bias_grad.sum352, align 4
-  %sum352 = load float, ptr %conv2_bias_grad.sum352, align 4
+  %10 = fadd float %sum357, %9
+  store float %10, ptr %conv2_bias_grad.sum358, align 4
+  %sum358 = load float, ptr %conv2_bias_grad.sum358, align 4
   %arena13 = getelementptr inbounds float, ptr %arena, i64 1384454
   %11 = load float, ptr %arena13, align 4
-  %12 = fadd float %sum352, %11
-  store float %12, ptr %conv2_bias_grad.sum353, align 4
-  %sum353 = load float, ptr %conv2_bias_grad.sum353, align 4
+  %12 = fadd float %sum358, %11
+  store float %12, ptr %conv2_bias_grad.sum359, align 4
+  %sum359 = load float, ptr %conv2_bias_grad.sum359, align 4
   %arena14 = getelementptr inbounds float, ptr %arena, i64 1384455
   %13 = load float, ptr %arena14, align 4
-  %14 = fadd float %sum353, %13
-  store float %14, ptr %conv2_bias_grad.sum354, align 4
-  %sum354 = load float, ptr %conv2_bias_grad.sum354, align 4
-  %15 = add nsw i64 18752, %conv2_bias_grad.f3441
+  %14 = fadd float %sum359, %13
+  store float %14, ptr %conv2_bias_grad.sum360, align 4
+  %sum360 = load float, ptr %conv2_bias_grad.sum360, align 4
+  %15 = add nsw i64 18752, %conv2_bias_grad.f3501
   %grads15 = getelementptr inbounds float, ptr %grads, i64 %15
-  store float %sum354, ptr %grads15, align 4
-  %f344.next = add nsw i64 %conv2_bias_grad.f3441, 1
-  %16 = icmp slt i64 %f344.next, 64
-  br i1 %16, label %conv2_bias_grad.f344, label %conv2_bias_grad.f344.end
+  store float %sum360, ptr %grads15, align 4
+  %f350.next = add nsw i64 %conv2_bias_grad.f3501, 1
+  %16 = icmp slt i64 %f350.next, 64
+  br i1 %16, label %conv2_bias_grad.f350, label %conv2_bias_grad.f350.end
 
-conv2_bias_grad.i347:                             ; preds = %conv2_bias_grad.i347, %conv2_bias_grad.img346
-  %conv2_bias_grad.i3473 = phi i64 [ 0, %conv2_bias_grad.img346 ], [ %i347.next, %conv2_bias_grad.i347 ]
-  %17 = mul nsw i64 %conv2_bias_grad.img3462, 36864
+conv2_bias_grad.i353:                             ; preds = %conv2_bias_grad.i353, %conv2_bias_grad.img352
+  %conv2_bias_grad.i3533 = phi i64 [ 0, %conv2_bias_grad.img352 ], [ %i353.next, %conv2_bias_grad.i353 ]
+  %17 = mul nsw i64 %conv2_bias_grad.img3522, 36864
   %18 = add nsw i64 4351248, %17
-  %19 = mul nsw i64 %conv2_bias_grad.f3441, 576
+  %19 = mul nsw i64 %conv2_bias_grad.f3501, 576
   %20 = add nsw i64 %18, %19
-  %21 = mul nsw i64 %conv2_bias_grad.i3473, 8
+  %21 = mul nsw i64 %conv2_bias_grad.i3533, 8
   %22 = add nsw i64 %20, %21
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %22
   %23 = load <8 x float>, ptr %arena4, align 4
-  %acc345 = load <8 x float>, ptr %conv2_bias_grad.acc345, align 32
-  %24 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %23, <8 x float> %acc345)
-  store <8 x float> %24, ptr %conv2_bias_grad.acc345, align 32
-  %i347.next = add nsw i64 %conv2_bias_grad.i3473, 1
-  %25 = icmp slt i64 %i347.next, 72
-  br i1 %25, label %conv2_bias_grad.i347, label %conv2_bias_grad.i347.end
+  %acc351 = load <8 x float>, ptr %conv2_bias_grad.acc351, align 32
+  %24 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %23, <8 x float> %acc351)
+  store <8 x float> %24, ptr %conv2_bias_grad.acc351, align 32
+  %i353.next = add nsw i64 %conv2_bias_grad.i3533, 1
+  %25 = icmp slt i64 %i353.next, 72
+  br i1 %25, label %conv2_bias_grad.i353, label %conv2_bias_grad.i353.end
 
-conv2_bias_grad.i347.end:                         ; preds = %conv2_bias_grad.i347
-  %img346.next = add nsw i64 %conv2_bias_grad.img3462, 1
-  %26 = icmp slt i64 %img346.next, 64
-  br i1 %26, label %conv2_bias_grad.img346, label %conv2_bias_grad.img346.end
+conv2_bias_grad.i353.end:                         ; preds = %conv2_bias_grad.i353
+  %img352.next = add nsw i64 %conv2_bias_grad.img3522, 1
+  %26 = icmp slt i64 %img352.next, 64
+  br i1 %26, label %conv2_bias_grad.img352, label %conv2_bias_grad.img352.end
 }
 
 ; Function Attrs: noinline
 define internal void @mnistnet_train_b64.k23.relu1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
+  %relu1_grad.w456 = alloca <8 x float>, align 32
+  %relu1_grad.w455 = alloca <8 x float>, align 32
+  %relu1_grad.w454 = alloca <8 x float>, align 32
+  %relu1_grad.w453 = alloca <8 x float>, align 32
+  %relu1_grad.w452 = alloca <8 x float>, align 32
+  %relu1_grad.w451 = alloca <8 x float>, align 32
   %relu1_grad.w450 = alloca <8 x float>, align 32
   %relu1_grad.w449 = alloca <8 x float>, align 32
   %relu1_grad.w448 = alloca <8 x float>, align 32
   %relu1_grad.w447 = alloca <8 x float>, align 32
   %relu1_grad.w446 = alloca <8 x float>, align 32
   %relu1_grad.w445 = alloca <8 x float>, align 32
-  %relu1_grad.w444 = alloca <8 x float>, align 32
-  %relu1_grad.w443 = alloca <8 x float>, align 32
-  %relu1_grad.w442 = alloca <8 x float>, align 32
-  %relu1_grad.w441 = alloca <8 x float>, align 32
-  %relu1_grad.w440 = alloca <8 x float>, align 32
-  %relu1_grad.w439 = alloca <8 x float>, align 32
+  %relu1_grad.w432 = alloca <8 x float>, align 32
+  %relu1_grad.w431 = alloca <8 x float>, align 32
+  %relu1_grad.w430 = alloca <8 x float>, align 32
+  %relu1_grad.w429 = alloca <8 x float>, align 32
+  %relu1_grad.w428 = alloca <8 x float>, align 32
+  %relu1_grad.w427 = alloca <8 x float>, align 32
   %relu1_grad.w426 = alloca <8 x float>, align 32
   %relu1_grad.w425 = alloca <8 x float>, align 32
   %relu1_grad.w424 = alloca <8 x float>, align 32
@@ -7457,12 +7559,12 @@ entry:
   %relu1_grad.w403 = alloca <8 x float>, align 32
   %relu1_grad.w402 = alloca <8 x float>, align 32
   %relu1_grad.w401 = alloca <8 x float>, align 32
-  %relu1_grad.w400 = alloca <8 x float>, align 32
-  %relu1_grad.w399 = alloca <8 x float>, align 32
-  %relu1_grad.w398 = alloca <8 x float>, align 32
-  %relu1_grad.w397 = alloca <8 x float>, align 32
-  %relu1_grad.w396 = alloca <8 x float>, align 32
-  %relu1_grad.w395 = alloca <8 x float>, align 32
+  %relu1_grad.w390 = alloca float, align 4
+  %relu1_grad.w389 = alloca float, align 4
+  %relu1_grad.w388 = alloca float, align 4
+  %relu1_grad.w387 = alloca float, align 4
+  %relu1_grad.w386 = alloca float, align 4
+  %relu1_grad.w385 = alloca float, align 4
   %relu1_grad.w384 = alloca float, align 4
   %relu1_grad.w383 = alloca float, align 4
   %relu1_grad.w382 = alloca float, align 4
@@ -7485,48 +7587,42 @@ entry:
   %relu1_grad.w365 = alloca float, align 4
   %relu1_grad.w364 = alloca float, align 4
   %relu1_grad.w363 = alloca float, align 4
-  %relu1_grad.w362 = alloca float, align 4
-  %relu1_grad.w361 = alloca float, align 4
-  %relu1_grad.w360 = alloca float, align 4
-  %relu1_grad.w359 = alloca float, align 4
-  %relu1_grad.w358 = alloca float, align 4
-  %relu1_grad.w357 = alloca float, align 4
-  br label %relu1_grad.ci355
+  br label %relu1_grad.ci361
 
-relu1_grad.ci355:                                 ; preds = %relu1_grad.co356.end, %entry
-  %relu1_grad.ci3551 = phi i64 [ 0, %entry ], [ %ci355.next, %relu1_grad.co356.end ]
-  br label %relu1_grad.co356
+relu1_grad.ci361:                                 ; preds = %relu1_grad.co362.end, %entry
+  %relu1_grad.ci3611 = phi i64 [ 0, %entry ], [ %ci361.next, %relu1_grad.co362.end ]
+  br label %relu1_grad.co362
 
-relu1_grad.ci355.end:                             ; preds = %relu1_grad.co356.end
-  br label %relu1_grad.i385
+relu1_grad.ci361.end:                             ; preds = %relu1_grad.co362.end
+  br label %relu1_grad.i391
 
-relu1_grad.co356:                                 ; preds = %relu1_grad.co356, %relu1_grad.ci355
-  %relu1_grad.co3562 = phi i64 [ 0, %relu1_grad.ci355 ], [ %co356.next, %relu1_grad.co356 ]
-  %0 = mul nsw i64 %relu1_grad.ci3551, 32
-  %1 = add nsw i64 %0, %relu1_grad.co3562
+relu1_grad.co362:                                 ; preds = %relu1_grad.co362, %relu1_grad.ci361
+  %relu1_grad.co3622 = phi i64 [ 0, %relu1_grad.ci361 ], [ %co362.next, %relu1_grad.co362 ]
+  %0 = mul nsw i64 %relu1_grad.ci3611, 32
+  %1 = add nsw i64 %0, %relu1_grad.co3622
   %2 = mul nsw i64 %1, 9
   %3 = add nsw i64 320, %2
   %4 = add nsw i64 %3, 8
   %params3 = getelementptr inbounds float, ptr %params, i64 %4
   %5 = load float, ptr %params3, align 4
-  store float %5, ptr %relu1_grad.w357, align 4
-  %6 = mul nsw i64 %relu1_grad.ci3551, 32
-  %7 = add nsw i64 %6, %relu1_grad.co3562
+  store float %5, ptr %relu1_grad.w363, align 4
+  %6 = mul nsw i64 %relu1_grad.ci3611, 32
+  %7 = add nsw i64 %6, %relu1_grad.co3622
   %8 = mul nsw i64 %7, 9
   %9 = add nsw i64 320, %8
   %10 = add nsw i64 %9, 8
   %params4 = getelementptr inbounds float, ptr %params, i64 %10
   %11 = load float, ptr %params4, align 4
-  %12 = mul nsw i64 %relu1_grad.ci3551, 32
-  %13 = add nsw i64 %12, %relu1_grad.co3562
+  %12 = mul nsw i64 %relu1_grad.ci3611, 32
+  %13 = add nsw i64 %12, %relu1_grad.co3622
   %14 = mul nsw i64 %13, 9
   %15 = add nsw i64 320, %14
   %16 = add nsw i64 %15, 5
   %params5 = getelementptr inbounds float, ptr %params, i64 %16
   %17 = load float, ptr %params5, align 4
   %18 = fadd float %11, %17
-  %19 = mul nsw i64 %relu1_grad.ci3551, 32
-  %20 = add nsw i64 %19, %relu1_grad.co3562
+  %19 = mul nsw i64 %relu1_grad.ci3611, 32
+  %20 = add nsw i64 %19, %relu1_grad.co3622
   %21 = mul nsw i64 %20, 9
   %22 = add nsw i64 320, %21
   %23 = add nsw i64 %22, 2
@@ -7534,24 +7630,24 @@ relu1_grad.co356:                                 ; preds = %relu1_grad.co356, %
   %24 = load float, ptr %params6, align 4
   %25 = fadd float %18, %24
   %26 = fmul float %25, 5.000000e-01
-  store float %26, ptr %relu1_grad.w358, align 4
-  %27 = mul nsw i64 %relu1_grad.ci3551, 32
-  %28 = add nsw i64 %27, %relu1_grad.co3562
+  store float %26, ptr %relu1_grad.w364, align 4
+  %27 = mul nsw i64 %relu1_grad.ci3611, 32
+  %28 = add nsw i64 %27, %relu1_grad.co3622
   %29 = mul nsw i64 %28, 9
   %30 = add nsw i64 320, %29
   %31 = add nsw i64 %30, 8
   %params7 = getelementptr inbounds float, ptr %params, i64 %31
   %32 = load float, ptr %params7, align 4
-  %33 = mul nsw i64 %relu1_grad.ci3551, 32
-  %34 = add nsw i64 %33, %relu1_grad.co3562
+  %33 = mul nsw i64 %relu1_grad.ci3611, 32
+  %34 = add nsw i64 %33, %relu1_grad.co3622
   %35 = mul nsw i64 %34, 9
   %36 = add nsw i64 320, %35
   %37 = add nsw i64 %36, 2
   %params8 = getelementptr inbounds float, ptr %params, i64 %37
   %38 = load float, ptr %params8, align 4
   %39 = fadd float %32, %38
-  %40 = mul nsw i64 %relu1_grad.ci3551, 32
-  %41 = add nsw i64 %40, %relu1_grad.co3562
+  %40 = mul nsw i64 %relu1_grad.ci3611, 32
+  %41 = add nsw i64 %40, %relu1_grad.co3622
   %42 = mul nsw i64 %41, 9
   %43 = add nsw i64 320, %42
   %44 = add nsw i64 %43, 5
@@ -7559,40 +7655,40 @@ relu1_grad.co356:                                 ; preds = %relu1_grad.co356, %
   %45 = load float, ptr %params9, align 4
   %46 = fsub float %39, %45
   %47 = fmul float %46, 5.000000e-01
-  store float %47, ptr %relu1_grad.w359, align 4
-  %48 = mul nsw i64 %relu1_grad.ci3551, 32
-  %49 = add nsw i64 %48, %relu1_grad.co3562
+  store float %47, ptr %relu1_grad.w365, align 4
+  %48 = mul nsw i64 %relu1_grad.ci3611, 32
+  %49 = add nsw i64 %48, %relu1_grad.co3622
   %50 = mul nsw i64 %49, 9
   %51 = add nsw i64 320, %50
   %52 = add nsw i64 %51, 2
   %params10 = getelementptr inbounds float, ptr %params, i64 %52
   %53 = load float, ptr %params10, align 4
-  store float %53, ptr %relu1_grad.w360, align 4
-  %54 = mul nsw i64 %relu1_grad.ci3551, 32
-  %55 = add nsw i64 %54, %relu1_grad.co3562
+  store float %53, ptr %relu1_grad.w366, align 4
+  %54 = mul nsw i64 %relu1_grad.ci3611, 32
+  %55 = add nsw i64 %54, %relu1_grad.co3622
   %56 = mul nsw i64 %55, 9
   %57 = add nsw i64 320, %56
   %58 = add nsw i64 %57, 7
   %params11 = getelementptr inbounds float, ptr %params, i64 %58
   %59 = load float, ptr %params11, align 4
-  store float %59, ptr %relu1_grad.w361, align 4
-  %60 = mul nsw i64 %relu1_grad.ci3551, 32
-  %61 = add nsw i64 %60, %relu1_grad.co3562
+  store float %59, ptr %relu1_grad.w367, align 4
+  %60 = mul nsw i64 %relu1_grad.ci3611, 32
+  %61 = add nsw i64 %60, %relu1_grad.co3622
   %62 = mul nsw i64 %61, 9
   %63 = add nsw i64 320, %62
   %64 = add nsw i64 %63, 7
   %params12 = getelementptr inbounds float, ptr %params, i64 %64
   %65 = load float, ptr %params12, align 4
-  %66 = mul nsw i64 %relu1_grad.ci3551, 32
-  %67 = add nsw i64 %66, %relu1_grad.co3562
+  %66 = mul nsw i64 %relu1_grad.ci3611, 32
+  %67 = add nsw i64 %66, %relu1_grad.co3622
   %68 = mul nsw i64 %67, 9
   %69 = add nsw i64 320, %68
   %70 = add nsw i64 %69, 4
   %params13 = getelementptr inbounds float, ptr %params, i64 %70
   %71 = load float, ptr %params13, align 4
   %72 = fadd float %65, %71
-  %73 = mul nsw i64 %relu1_grad.ci3551, 32
-  %74 = add nsw i64 %73, %relu1_grad.co3562
+  %73 = mul nsw i64 %relu1_grad.ci3611, 32
+  %74 = add nsw i64 %73, %relu1_grad.co3622
   %75 = mul nsw i64 %74, 9
   %76 = add nsw i64 320, %75
   %77 = add nsw i64 %76, 1
@@ -7600,24 +7696,24 @@ relu1_grad.co356:                                 ; preds = %relu1_grad.co356, %
   %78 = load float, ptr %params14, align 4
   %79 = fadd float %72, %78
   %80 = fmul float %79, 5.000000e-01
-  store float %80, ptr %relu1_grad.w362, align 4
-  %81 = mul nsw i64 %relu1_grad.ci3551, 32
-  %82 = add nsw i64 %81, %relu1_grad.co3562
+  store float %80, ptr %relu1_grad.w368, align 4
+  %81 = mul nsw i64 %relu1_grad.ci3611, 32
+  %82 = add nsw i64 %81, %relu1_grad.co3622
   %83 = mul nsw i64 %82, 9
   %84 = add nsw i64 320, %83
   %85 = add nsw i64 %84, 7
   %params15 = getelementptr inbounds float, ptr %params, i64 %85
   %86 = load float, ptr %params15, align 4
-  %87 = mul nsw i64 %relu1_grad.ci3551, 32
-  %88 = add nsw i64 %87, %relu1_grad.co3562
+  %87 = mul nsw i64 %relu1_grad.ci3611, 32
+  %88 = add nsw i64 %87, %relu1_grad.co3622
   %89 = mul nsw i64 %88, 9
   %90 = add nsw i64 320, %89
   %91 = add nsw i64 %90, 1
   %params16 = getelementptr inbounds float, ptr %params, i64 %91
   %92 = load float, ptr %params16, align 4
   %93 = fadd float %86, %92
-  %94 = mul nsw i64 %relu1_grad.ci3551, 32
-  %95 = add nsw i64 %94, %relu1_grad.co3562
+  %94 = mul nsw i64 %relu1_grad.ci3611, 32
+  %95 = add nsw i64 %94, %relu1_grad.co3622
   %96 = mul nsw i64 %95, 9
   %97 = add nsw i64 320, %96
   %98 = add nsw i64 %97, 4
@@ -7625,63 +7721,63 @@ relu1_grad.co356:                                 ; preds = %relu1_grad.co356, %
   %99 = load float, ptr %params17, align 4
   %100 = fsub float %93, %99
   %101 = fmul float %100, 5.000000e-01
-  store float %101, ptr %relu1_grad.w363, align 4
-  %102 = mul nsw i64 %relu1_grad.ci3551, 32
-  %103 = add nsw i64 %102, %relu1_grad.co3562
+  store float %101, ptr %relu1_grad.w369, align 4
+  %102 = mul nsw i64 %relu1_grad.ci3611, 32
+  %103 = add nsw i64 %102, %relu1_grad.co3622
   %104 = mul nsw i64 %103, 9
   %105 = add nsw i64 320, %104
   %106 = add nsw i64 %105, 1
   %params18 = getelementptr inbounds float, ptr %params, i64 %106
   %107 = load float, ptr %params18, align 4
-  store float %107, ptr %relu1_grad.w364, align 4
-  %108 = mul nsw i64 %relu1_grad.ci3551, 32
-  %109 = add nsw i64 %108, %relu1_grad.co3562
+  store float %107, ptr %relu1_grad.w370, align 4
+  %108 = mul nsw i64 %relu1_grad.ci3611, 32
+  %109 = add nsw i64 %108, %relu1_grad.co3622
   %110 = mul nsw i64 %109, 9
   %111 = add nsw i64 320, %110
   %112 = add nsw i64 %111, 6
   %params19 = getelementptr inbounds float, ptr %params, i64 %112
   %113 = load float, ptr %params19, align 4
-  store float %113, ptr %relu1_grad.w365, align 4
-  %114 = mul nsw i64 %relu1_grad.ci3551, 32
-  %115 = add nsw i64 %114, %relu1_grad.co3562
+  store float %113, ptr %relu1_grad.w371, align 4
+  %114 = mul nsw i64 %relu1_grad.ci3611, 32
+  %115 = add nsw i64 %114, %relu1_grad.co3622
   %116 = mul nsw i64 %115, 9
   %117 = add nsw i64 320, %116
   %118 = add nsw i64 %117, 6
   %params20 = getelementptr inbounds float, ptr %params, i64 %118
   %119 = load float, ptr %params20, align 4
-  %120 = mul nsw i64 %relu1_grad.ci3551, 32
-  %121 = add nsw i64 %120, %relu1_grad.co3562
+  %120 = mul nsw i64 %relu1_grad.ci3611, 32
+  %121 = add nsw i64 %120, %relu1_grad.co3622
   %122 = mul nsw i64 %121, 9
   %123 = add nsw i64 320, %122
   %124 = add nsw i64 %123, 3
   %params21 = getelementptr inbounds float, ptr %params, i64 %124
   %125 = load float, ptr %params21, align 4
   %126 = fadd float %119, %125
-  %127 = mul nsw i64 %relu1_grad.ci3551, 32
-  %128 = add nsw i64 %127, %relu1_grad.co3562
+  %127 = mul nsw i64 %relu1_grad.ci3611, 32
+  %128 = add nsw i64 %127, %relu1_grad.co3622
   %129 = mul nsw i64 %128, 9
   %130 = add nsw i64 320, %129
   %params22 = getelementptr inbounds float, ptr %params, i64 %130
   %131 = load float, ptr %params22, align 4
   %132 = fadd float %126, %131
   %133 = fmul float %132, 5.000000e-01
-  store float %133, ptr %relu1_grad.w366, align 4
-  %134 = mul nsw i64 %relu1_grad.ci3551, 32
-  %135 = add nsw i64 %134, %relu1_grad.co3562
+  store float %133, ptr %relu1_grad.w372, align 4
+  %134 = mul nsw i64 %relu1_grad.ci3611, 32
+  %135 = add nsw i64 %134, %relu1_grad.co3622
   %136 = mul nsw i64 %135, 9
   %137 = add nsw i64 320, %136
   %138 = add nsw i64 %137, 6
   %params23 = getelementptr inbounds float, ptr %params, i64 %138
   %139 = load float, ptr %params23, align 4
-  %140 = mul nsw i64 %relu1_grad.ci3551, 32
-  %141 = add nsw i64 %140, %relu1_grad.co3562
+  %140 = mul nsw i64 %relu1_grad.ci3611, 32
+  %141 = add nsw i64 %140, %relu1_grad.co3622
   %142 = mul nsw i64 %141, 9
   %143 = add nsw i64 320, %142
   %params24 = getelementptr inbounds float, ptr %params, i64 %143
   %144 = load float, ptr %params24, align 4
   %145 = fadd float %139, %144
-  %146 = mul nsw i64 %relu1_grad.ci3551, 32
-  %147 = add nsw i64 %146, %relu1_grad.co3562
+  %146 = mul nsw i64 %relu1_grad.ci3611, 32
+  %147 = add nsw i64 %146, %relu1_grad.co3622
   %148 = mul nsw i64 %147, 9
   %149 = add nsw i64 320, %148
   %150 = add nsw i64 %149, 3
@@ -7689,2816 +7785,2864 @@ relu1_grad.co356:                                 ; preds = %relu1_grad.co356, %
   %151 = load float, ptr %params25, align 4
   %152 = fsub float %145, %151
   %153 = fmul float %152, 5.000000e-01
-  store float %153, ptr %relu1_grad.w367, align 4
-  %154 = mul nsw i64 %relu1_grad.ci3551, 32
-  %155 = add nsw i64 %154, %relu1_grad.co3562
+  store float %153, ptr %relu1_grad.w373, align 4
+  %154 = mul nsw i64 %relu1_grad.ci3611, 32
+  %155 = add nsw i64 %154, %relu1_grad.co3622
   %156 = mul nsw i64 %155, 9
   %157 = add nsw i64 320, %156
   %params26 = getelementptr inbounds float, ptr %params, i64 %157
   %158 = load float, ptr %params26, align 4
-  store float %158, ptr %relu1_grad.w368, align 4
-  %w357 = load float, ptr %relu1_grad.w357, align 4
-  store float %w357, ptr %relu1_grad.w369, align 4
-  %w35727 = load float, ptr %relu1_grad.w357, align 4
-  %w361 = load float, ptr %relu1_grad.w361, align 4
-  %159 = fadd float %w35727, %w361
-  %w365 = load float, ptr %relu1_grad.w365, align 4
-  %160 = fadd float %159, %w365
-  %161 = fmul float %160, 5.000000e-01
-  store float %161, ptr %relu1_grad.w370, align 4
-  %w35728 = load float, ptr %relu1_grad.w357, align 4
-  %w36529 = load float, ptr %relu1_grad.w365, align 4
-  %162 = fadd float %w35728, %w36529
-  %w36130 = load float, ptr %relu1_grad.w361, align 4
-  %163 = fsub float %162, %w36130
-  %164 = fmul float %163, 5.000000e-01
-  store float %164, ptr %relu1_grad.w371, align 4
-  %w36531 = load float, ptr %relu1_grad.w365, align 4
-  store float %w36531, ptr %relu1_grad.w372, align 4
-  %w358 = load float, ptr %relu1_grad.w358, align 4
-  store float %w358, ptr %relu1_grad.w373, align 4
-  %w35832 = load float, ptr %relu1_grad.w358, align 4
-  %w362 = load float, ptr %relu1_grad.w362, align 4
-  %165 = fadd float %w35832, %w362
-  %w366 = load float, ptr %relu1_grad.w366, align 4
-  %166 = fadd float %165, %w366
-  %167 = fmul float %166, 5.000000e-01
-  store float %167, ptr %relu1_grad.w374, align 4
-  %w35833 = load float, ptr %relu1_grad.w358, align 4
-  %w36634 = load float, ptr %relu1_grad.w366, align 4
-  %168 = fadd float %w35833, %w36634
-  %w36235 = load float, ptr %relu1_grad.w362, align 4
-  %169 = fsub float %168, %w36235
-  %170 = fmul float %169, 5.000000e-01
-  store float %170, ptr %relu1_grad.w375, align 4
-  %w36636 = load float, ptr %relu1_grad.w366, align 4
-  store float %w36636, ptr %relu1_grad.w376, align 4
-  %w359 = load float, ptr %relu1_grad.w359, align 4
-  store float %w359, ptr %relu1_grad.w377, align 4
-  %w35937 = load float, ptr %relu1_grad.w359, align 4
+  store float %158, ptr %relu1_grad.w374, align 4
   %w363 = load float, ptr %relu1_grad.w363, align 4
-  %171 = fadd float %w35937, %w363
+  store float %w363, ptr %relu1_grad.w375, align 4
+  %w36327 = load float, ptr %relu1_grad.w363, align 4
   %w367 = load float, ptr %relu1_grad.w367, align 4
-  %172 = fadd float %171, %w367
-  %173 = fmul float %172, 5.000000e-01
-  store float %173, ptr %relu1_grad.w378, align 4
-  %w35938 = load float, ptr %relu1_grad.w359, align 4
-  %w36739 = load float, ptr %relu1_grad.w367, align 4
-  %174 = fadd float %w35938, %w36739
-  %w36340 = load float, ptr %relu1_grad.w363, align 4
-  %175 = fsub float %174, %w36340
-  %176 = fmul float %175, 5.000000e-01
-  store float %176, ptr %relu1_grad.w379, align 4
-  %w36741 = load float, ptr %relu1_grad.w367, align 4
-  store float %w36741, ptr %relu1_grad.w380, align 4
-  %w360 = load float, ptr %relu1_grad.w360, align 4
-  store float %w360, ptr %relu1_grad.w381, align 4
-  %w36042 = load float, ptr %relu1_grad.w360, align 4
-  %w364 = load float, ptr %relu1_grad.w364, align 4
-  %177 = fadd float %w36042, %w364
-  %w368 = load float, ptr %relu1_grad.w368, align 4
-  %178 = fadd float %177, %w368
-  %179 = fmul float %178, 5.000000e-01
-  store float %179, ptr %relu1_grad.w382, align 4
-  %w36043 = load float, ptr %relu1_grad.w360, align 4
-  %w36844 = load float, ptr %relu1_grad.w368, align 4
-  %180 = fadd float %w36043, %w36844
-  %w36445 = load float, ptr %relu1_grad.w364, align 4
-  %181 = fsub float %180, %w36445
-  %182 = fmul float %181, 5.000000e-01
-  store float %182, ptr %relu1_grad.w383, align 4
-  %w36846 = load float, ptr %relu1_grad.w368, align 4
-  store float %w36846, ptr %relu1_grad.w384, align 4
-  %w369 = load float, ptr %relu1_grad.w369, align 4
-  %183 = mul nsw i64 %relu1_grad.ci3551, 32
-  %184 = add nsw i64 2768896, %183
-  %185 = add nsw i64 %184, %relu1_grad.co3562
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %185
-  store float %w369, ptr %arena47, align 4
-  %w370 = load float, ptr %relu1_grad.w370, align 4
-  %186 = mul nsw i64 %relu1_grad.ci3551, 32
-  %187 = add nsw i64 2770944, %186
-  %188 = add nsw i64 %187, %relu1_grad.co3562
-  %arena48 = getelementptr inbounds float, ptr %arena, i64 %188
-  store float %w370, ptr %arena48, align 4
+  %159 = fadd float %w36327, %w367
   %w371 = load float, ptr %relu1_grad.w371, align 4
-  %189 = mul nsw i64 %relu1_grad.ci3551, 32
-  %190 = add nsw i64 2772992, %189
-  %191 = add nsw i64 %190, %relu1_grad.co3562
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %191
-  store float %w371, ptr %arena49, align 4
+  %160 = fadd float %159, %w371
+  %161 = fmul float %160, 5.000000e-01
+  store float %161, ptr %relu1_grad.w376, align 4
+  %w36328 = load float, ptr %relu1_grad.w363, align 4
+  %w37129 = load float, ptr %relu1_grad.w371, align 4
+  %162 = fadd float %w36328, %w37129
+  %w36730 = load float, ptr %relu1_grad.w367, align 4
+  %163 = fsub float %162, %w36730
+  %164 = fmul float %163, 5.000000e-01
+  store float %164, ptr %relu1_grad.w377, align 4
+  %w37131 = load float, ptr %relu1_grad.w371, align 4
+  store float %w37131, ptr %relu1_grad.w378, align 4
+  %w364 = load float, ptr %relu1_grad.w364, align 4
+  store float %w364, ptr %relu1_grad.w379, align 4
+  %w36432 = load float, ptr %relu1_grad.w364, align 4
+  %w368 = load float, ptr %relu1_grad.w368, align 4
+  %165 = fadd float %w36432, %w368
   %w372 = load float, ptr %relu1_grad.w372, align 4
-  %192 = mul nsw i64 %relu1_grad.ci3551, 32
-  %193 = add nsw i64 2775040, %192
-  %194 = add nsw i64 %193, %relu1_grad.co3562
-  %arena50 = getelementptr inbounds float, ptr %arena, i64 %194
-  store float %w372, ptr %arena50, align 4
+  %166 = fadd float %165, %w372
+  %167 = fmul float %166, 5.000000e-01
+  store float %167, ptr %relu1_grad.w380, align 4
+  %w36433 = load float, ptr %relu1_grad.w364, align 4
+  %w37234 = load float, ptr %relu1_grad.w372, align 4
+  %168 = fadd float %w36433, %w37234
+  %w36835 = load float, ptr %relu1_grad.w368, align 4
+  %169 = fsub float %168, %w36835
+  %170 = fmul float %169, 5.000000e-01
+  store float %170, ptr %relu1_grad.w381, align 4
+  %w37236 = load float, ptr %relu1_grad.w372, align 4
+  store float %w37236, ptr %relu1_grad.w382, align 4
+  %w365 = load float, ptr %relu1_grad.w365, align 4
+  store float %w365, ptr %relu1_grad.w383, align 4
+  %w36537 = load float, ptr %relu1_grad.w365, align 4
+  %w369 = load float, ptr %relu1_grad.w369, align 4
+  %171 = fadd float %w36537, %w369
   %w373 = load float, ptr %relu1_grad.w373, align 4
-  %195 = mul nsw i64 %relu1_grad.ci3551, 32
-  %196 = add nsw i64 2777088, %195
-  %197 = add nsw i64 %196, %relu1_grad.co3562
-  %arena51 = getelementptr inbounds float, ptr %arena, i64 %197
-  store float %w373, ptr %arena51, align 4
+  %172 = fadd float %171, %w373
+  %173 = fmul float %172, 5.000000e-01
+  store float %173, ptr %relu1_grad.w384, align 4
+  %w36538 = load float, ptr %relu1_grad.w365, align 4
+  %w37339 = load float, ptr %relu1_grad.w373, align 4
+  %174 = fadd float %w36538, %w37339
+  %w36940 = load float, ptr %relu1_grad.w369, align 4
+  %175 = fsub float %174, %w36940
+  %176 = fmul float %175, 5.000000e-01
+  store float %176, ptr %relu1_grad.w385, align 4
+  %w37341 = load float, ptr %relu1_grad.w373, align 4
+  store float %w37341, ptr %relu1_grad.w386, align 4
+  %w366 = load float, ptr %relu1_grad.w366, align 4
+  store float %w366, ptr %relu1_grad.w387, align 4
+  %w36642 = load float, ptr %relu1_grad.w366, align 4
+  %w370 = load float, ptr %relu1_grad.w370, align 4
+  %177 = fadd float %w36642, %w370
   %w374 = load float, ptr %relu1_grad.w374, align 4
-  %198 = mul nsw i64 %relu1_grad.ci3551, 32
-  %199 = add nsw i64 2779136, %198
-  %200 = add nsw i64 %199, %relu1_grad.co3562
-  %arena52 = getelementptr inbounds float, ptr %arena, i64 %200
-  store float %w374, ptr %arena52, align 4
+  %178 = fadd float %177, %w374
+  %179 = fmul float %178, 5.000000e-01
+  store float %179, ptr %relu1_grad.w388, align 4
+  %w36643 = load float, ptr %relu1_grad.w366, align 4
+  %w37444 = load float, ptr %relu1_grad.w374, align 4
+  %180 = fadd float %w36643, %w37444
+  %w37045 = load float, ptr %relu1_grad.w370, align 4
+  %181 = fsub float %180, %w37045
+  %182 = fmul float %181, 5.000000e-01
+  store float %182, ptr %relu1_grad.w389, align 4
+  %w37446 = load float, ptr %relu1_grad.w374, align 4
+  store float %w37446, ptr %relu1_grad.w390, align 4
   %w375 = load float, ptr %relu1_grad.w375, align 4
-  %201 = mul nsw i64 %relu1_grad.ci3551, 32
-  %202 = add nsw i64 2781184, %201
-  %203 = add nsw i64 %202, %relu1_grad.co3562
-  %arena53 = getelementptr inbounds float, ptr %arena, i64 %203
-  store float %w375, ptr %arena53, align 4
+  %183 = mul nsw i64 %relu1_grad.ci3611, 32
+  %184 = add nsw i64 2768896, %183
+  %185 = add nsw i64 %184, %relu1_grad.co3622
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %185
+  store float %w375, ptr %arena47, align 4
   %w376 = load float, ptr %relu1_grad.w376, align 4
-  %204 = mul nsw i64 %relu1_grad.ci3551, 32
-  %205 = add nsw i64 2783232, %204
-  %206 = add nsw i64 %205, %relu1_grad.co3562
-  %arena54 = getelementptr inbounds float, ptr %arena, i64 %206
-  store float %w376, ptr %arena54, align 4
+  %186 = mul nsw i64 %relu1_grad.ci3611, 32
+  %187 = add nsw i64 2770944, %186
+  %188 = add nsw i64 %187, %relu1_grad.co3622
+  %arena48 = getelementptr inbounds float, ptr %arena, i64 %188
+  store float %w376, ptr %arena48, align 4
   %w377 = load float, ptr %relu1_grad.w377, align 4
-  %207 = mul nsw i64 %relu1_grad.ci3551, 32
-  %208 = add nsw i64 2785280, %207
-  %209 = add nsw i64 %208, %relu1_grad.co3562
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %209
-  store float %w377, ptr %arena55, align 4
+  %189 = mul nsw i64 %relu1_grad.ci3611, 32
+  %190 = add nsw i64 2772992, %189
+  %191 = add nsw i64 %190, %relu1_grad.co3622
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %191
+  store float %w377, ptr %arena49, align 4
   %w378 = load float, ptr %relu1_grad.w378, align 4
-  %210 = mul nsw i64 %relu1_grad.ci3551, 32
-  %211 = add nsw i64 2787328, %210
-  %212 = add nsw i64 %211, %relu1_grad.co3562
-  %arena56 = getelementptr inbounds float, ptr %arena, i64 %212
-  store float %w378, ptr %arena56, align 4
+  %192 = mul nsw i64 %relu1_grad.ci3611, 32
+  %193 = add nsw i64 2775040, %192
+  %194 = add nsw i64 %193, %relu1_grad.co3622
+  %arena50 = getelementptr inbounds float, ptr %arena, i64 %194
+  store float %w378, ptr %arena50, align 4
   %w379 = load float, ptr %relu1_grad.w379, align 4
-  %213 = mul nsw i64 %relu1_grad.ci3551, 32
-  %214 = add nsw i64 2789376, %213
-  %215 = add nsw i64 %214, %relu1_grad.co3562
-  %arena57 = getelementptr inbounds float, ptr %arena, i64 %215
-  store float %w379, ptr %arena57, align 4
+  %195 = mul nsw i64 %relu1_grad.ci3611, 32
+  %196 = add nsw i64 2777088, %195
+  %197 = add nsw i64 %196, %relu1_grad.co3622
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %197
+  store float %w379, ptr %arena51, align 4
   %w380 = load float, ptr %relu1_grad.w380, align 4
-  %216 = mul nsw i64 %relu1_grad.ci3551, 32
-  %217 = add nsw i64 2791424, %216
-  %218 = add nsw i64 %217, %relu1_grad.co3562
-  %arena58 = getelementptr inbounds float, ptr %arena, i64 %218
-  store float %w380, ptr %arena58, align 4
+  %198 = mul nsw i64 %relu1_grad.ci3611, 32
+  %199 = add nsw i64 2779136, %198
+  %200 = add nsw i64 %199, %relu1_grad.co3622
+  %arena52 = getelementptr inbounds float, ptr %arena, i64 %200
+  store float %w380, ptr %arena52, align 4
   %w381 = load float, ptr %relu1_grad.w381, align 4
-  %219 = mul nsw i64 %relu1_grad.ci3551, 32
-  %220 = add nsw i64 2793472, %219
-  %221 = add nsw i64 %220, %relu1_grad.co3562
-  %arena59 = getelementptr inbounds float, ptr %arena, i64 %221
-  store float %w381, ptr %arena59, align 4
+  %201 = mul nsw i64 %relu1_grad.ci3611, 32
+  %202 = add nsw i64 2781184, %201
+  %203 = add nsw i64 %202, %relu1_grad.co3622
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %203
+  store float %w381, ptr %arena53, align 4
   %w382 = load float, ptr %relu1_grad.w382, align 4
-  %222 = mul nsw i64 %relu1_grad.ci3551, 32
-  %223 = add nsw i64 2795520, %222
-  %224 = add nsw i64 %223, %relu1_grad.co3562
-  %arena60 = getelementptr inbounds float, ptr %arena, i64 %224
-  store float %w382, ptr %arena60, align 4
+  %204 = mul nsw i64 %relu1_grad.ci3611, 32
+  %205 = add nsw i64 2783232, %204
+  %206 = add nsw i64 %205, %relu1_grad.co3622
+  %arena54 = getelementptr inbounds float, ptr %arena, i64 %206
+  store float %w382, ptr %arena54, align 4
   %w383 = load float, ptr %relu1_grad.w383, align 4
-  %225 = mul nsw i64 %relu1_grad.ci3551, 32
-  %226 = add nsw i64 2797568, %225
-  %227 = add nsw i64 %226, %relu1_grad.co3562
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %227
-  store float %w383, ptr %arena61, align 4
+  %207 = mul nsw i64 %relu1_grad.ci3611, 32
+  %208 = add nsw i64 2785280, %207
+  %209 = add nsw i64 %208, %relu1_grad.co3622
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %209
+  store float %w383, ptr %arena55, align 4
   %w384 = load float, ptr %relu1_grad.w384, align 4
-  %228 = mul nsw i64 %relu1_grad.ci3551, 32
+  %210 = mul nsw i64 %relu1_grad.ci3611, 32
+  %211 = add nsw i64 2787328, %210
+  %212 = add nsw i64 %211, %relu1_grad.co3622
+  %arena56 = getelementptr inbounds float, ptr %arena, i64 %212
+  store float %w384, ptr %arena56, align 4
+  %w385 = load float, ptr %relu1_grad.w385, align 4
+  %213 = mul nsw i64 %relu1_grad.ci3611, 32
+  %214 = add nsw i64 2789376, %213
+  %215 = add nsw i64 %214, %relu1_grad.co3622
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %215
+  store float %w385, ptr %arena57, align 4
+  %w386 = load float, ptr %relu1_grad.w386, align 4
+  %216 = mul nsw i64 %relu1_grad.ci3611, 32
+  %217 = add nsw i64 2791424, %216
+  %218 = add nsw i64 %217, %relu1_grad.co3622
+  %arena58 = getelementptr inbounds float, ptr %arena, i64 %218
+  store float %w386, ptr %arena58, align 4
+  %w387 = load float, ptr %relu1_grad.w387, align 4
+  %219 = mul nsw i64 %relu1_grad.ci3611, 32
+  %220 = add nsw i64 2793472, %219
+  %221 = add nsw i64 %220, %relu1_grad.co3622
+  %arena59 = getelementptr inbounds float, ptr %arena, i64 %221
+  store float %w387, ptr %arena59, align 4
+  %w388 = load float, ptr %relu1_grad.w388, align 4
+  %222 = mul nsw i64 %relu1_grad.ci3611, 32
+  %223 = add nsw i64 2795520, %222
+  %224 = add nsw i64 %223, %relu1_grad.co3622
+  %arena60 = getelementptr inbounds float, ptr %arena, i64 %224
+  store float %w388, ptr %arena60, align 4
+  %w389 = load float, ptr %relu1_grad.w389, align 4
+  %225 = mul nsw i64 %relu1_grad.ci3611, 32
+  %226 = add nsw i64 2797568, %225
+  %227 = add nsw i64 %226, %relu1_grad.co3622
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %227
+  store float %w389, ptr %arena61, align 4
+  %w390 = load float, ptr %relu1_grad.w390, align 4
+  %228 = mul nsw i64 %relu1_grad.ci3611, 32
   %229 = add nsw i64 2799616, %228
-  %230 = add nsw i64 %229, %relu1_grad.co3562
+  %230 = add nsw i64 %229, %relu1_grad.co3622
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %230
-  store float %w384, ptr %arena62, align 4
-  %co356.next = add nsw i64 %relu1_grad.co3562, 1
-  %231 = icmp slt i64 %co356.next, 32
-  br i1 %231, label %relu1_grad.co356, label %relu1_grad.co356.end, !llvm.loop !5
+  store float %w390, ptr %arena62, align 4
+  %co362.next = add nsw i64 %relu1_grad.co3622, 1
+  %231 = icmp slt i64 %co362.next, 32
+  br i1 %231, label %relu1_grad.co362, label %relu1_grad.co362.end, !llvm.loop !5
 
-relu1_grad.co356.end:                             ; preds = %relu1_grad.co356
-  %ci355.next = add nsw i64 %relu1_grad.ci3551, 1
-  %232 = icmp slt i64 %ci355.next, 64
-  br i1 %232, label %relu1_grad.ci355, label %relu1_grad.ci355.end, !llvm.loop !6
+relu1_grad.co362.end:                             ; preds = %relu1_grad.co362
+  %ci361.next = add nsw i64 %relu1_grad.ci3611, 1
+  %232 = icmp slt i64 %ci361.next, 64
+  br i1 %232, label %relu1_grad.ci361, label %relu1_grad.ci361.end, !llvm.loop !6
 
-relu1_grad.i385:                                  ; preds = %relu1_grad.i385, %relu1_grad.ci355.end
-  %relu1_grad.i38563 = phi i64 [ 0, %relu1_grad.ci355.end ], [ %i385.next, %relu1_grad.i385 ]
-  %233 = add nsw i64 2801664, %relu1_grad.i38563
+relu1_grad.i391:                                  ; preds = %relu1_grad.i391, %relu1_grad.ci361.end
+  %relu1_grad.i39163 = phi i64 [ 0, %relu1_grad.ci361.end ], [ %i391.next, %relu1_grad.i391 ]
+  %233 = add nsw i64 2801664, %relu1_grad.i39163
   %arena64 = getelementptr inbounds float, ptr %arena, i64 %233
   store float 0.000000e+00, ptr %arena64, align 4
-  %i385.next = add nsw i64 %relu1_grad.i38563, 1
-  %234 = icmp slt i64 %i385.next, 50176
-  br i1 %234, label %relu1_grad.i385, label %relu1_grad.i385.end
+  %i391.next = add nsw i64 %relu1_grad.i39163, 1
+  %234 = icmp slt i64 %i391.next, 50176
+  br i1 %234, label %relu1_grad.i391, label %relu1_grad.i391.end
 
-relu1_grad.i385.end:                              ; preds = %relu1_grad.i385
-  br label %relu1_grad.g386
+relu1_grad.i391.end:                              ; preds = %relu1_grad.i391
+  br label %relu1_grad.g392
 
-relu1_grad.g386:                                  ; preds = %relu1_grad.j451.end, %relu1_grad.i385.end
-  %relu1_grad.g38665 = phi i64 [ 0, %relu1_grad.i385.end ], [ %g386.next, %relu1_grad.j451.end ]
-  br label %relu1_grad.j387
+relu1_grad.g392:                                  ; preds = %relu1_grad.j457.end, %relu1_grad.i391.end
+  %relu1_grad.g39265 = phi i64 [ 0, %relu1_grad.i391.end ], [ %g392.next, %relu1_grad.j457.end ]
+  br label %relu1_grad.j393
 
-relu1_grad.g386.end:                              ; preds = %relu1_grad.j451.end
+relu1_grad.g392.end:                              ; preds = %relu1_grad.j457.end
   ret void
 
-relu1_grad.j387:                                  ; preds = %relu1_grad.c388.end, %relu1_grad.g386
-  %relu1_grad.j38766 = phi i64 [ 0, %relu1_grad.g386 ], [ %j387.next, %relu1_grad.c388.end ]
-  br label %relu1_grad.c388
+relu1_grad.j393:                                  ; preds = %relu1_grad.iy394.end, %relu1_grad.g392
+  %relu1_grad.j39366 = phi i64 [ 0, %relu1_grad.g392 ], [ %j393.next, %relu1_grad.iy394.end ]
+  br label %relu1_grad.iy394
 
-relu1_grad.j387.end:                              ; preds = %relu1_grad.c388.end
-  br label %relu1_grad.j391
+relu1_grad.j393.end:                              ; preds = %relu1_grad.iy394.end
+  br label %relu1_grad.j397
 
-relu1_grad.c388:                                  ; preds = %relu1_grad.iy389.end, %relu1_grad.j387
-  %relu1_grad.c38867 = phi i64 [ 0, %relu1_grad.j387 ], [ %c388.next, %relu1_grad.iy389.end ]
-  br label %relu1_grad.iy389
+relu1_grad.iy394:                                 ; preds = %relu1_grad.c395.end, %relu1_grad.j393
+  %relu1_grad.iy39467 = phi i64 [ 0, %relu1_grad.j393 ], [ %iy394.next, %relu1_grad.c395.end ]
+  br label %relu1_grad.c395
 
-relu1_grad.c388.end:                              ; preds = %relu1_grad.iy389.end
-  %j387.next = add nsw i64 %relu1_grad.j38766, 1
-  %235 = icmp slt i64 %j387.next, 1
-  br i1 %235, label %relu1_grad.j387, label %relu1_grad.j387.end
+relu1_grad.iy394.end:                             ; preds = %relu1_grad.c395.end
+  %j393.next = add nsw i64 %relu1_grad.j39366, 1
+  %235 = icmp slt i64 %j393.next, 1
+  br i1 %235, label %relu1_grad.j393, label %relu1_grad.j393.end
 
-relu1_grad.iy389:                                 ; preds = %relu1_grad.ix390.end, %relu1_grad.c388
-  %relu1_grad.iy38968 = phi i64 [ 0, %relu1_grad.c388 ], [ %iy389.next, %relu1_grad.ix390.end ]
-  br label %relu1_grad.ix390
+relu1_grad.c395:                                  ; preds = %relu1_grad.ix396.end, %relu1_grad.iy394
+  %relu1_grad.c39568 = phi i64 [ 0, %relu1_grad.iy394 ], [ %c395.next, %relu1_grad.ix396.end ]
+  br label %relu1_grad.ix396
 
-relu1_grad.iy389.end:                             ; preds = %relu1_grad.ix390.end
-  %c388.next = add nsw i64 %relu1_grad.c38867, 1
-  %236 = icmp slt i64 %c388.next, 64
-  br i1 %236, label %relu1_grad.c388, label %relu1_grad.c388.end
+relu1_grad.c395.end:                              ; preds = %relu1_grad.ix396.end
+  %iy394.next = add nsw i64 %relu1_grad.iy39467, 1
+  %236 = icmp slt i64 %iy394.next, 24
+  br i1 %236, label %relu1_grad.iy394, label %relu1_grad.iy394.end
 
-relu1_grad.ix390:                                 ; preds = %relu1_grad.ix390, %relu1_grad.iy389
-  %relu1_grad.ix39069 = phi i64 [ 0, %relu1_grad.iy389 ], [ %ix390.next, %relu1_grad.ix390 ]
-  %237 = add nsw i64 %relu1_grad.g38665, %relu1_grad.j38766
+relu1_grad.ix396:                                 ; preds = %relu1_grad.ix396, %relu1_grad.c395
+  %relu1_grad.ix39669 = phi i64 [ 0, %relu1_grad.c395 ], [ %ix396.next, %relu1_grad.ix396 ]
+  %237 = add nsw i64 %relu1_grad.g39265, %relu1_grad.j39366
   %238 = mul nsw i64 %237, 36864
   %239 = add nsw i64 4351248, %238
-  %240 = mul nsw i64 %relu1_grad.c38867, 576
+  %240 = mul nsw i64 %relu1_grad.c39568, 576
   %241 = add nsw i64 %239, %240
-  %242 = mul nsw i64 %relu1_grad.iy38968, 24
+  %242 = mul nsw i64 %relu1_grad.iy39467, 24
   %243 = add nsw i64 %241, %242
-  %244 = add nsw i64 %243, %relu1_grad.ix39069
+  %244 = add nsw i64 %243, %relu1_grad.ix39669
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %244
   %245 = load float, ptr %arena70, align 4
-  %246 = mul nsw i64 %relu1_grad.j38766, 50176
-  %247 = add nsw i64 %relu1_grad.iy38968, 2
+  %246 = mul nsw i64 %relu1_grad.j39366, 50176
+  %247 = add nsw i64 %relu1_grad.iy39467, 2
   %248 = mul nsw i64 %247, 1792
   %249 = add nsw i64 %246, %248
-  %250 = add nsw i64 %relu1_grad.ix39069, 2
+  %250 = add nsw i64 %relu1_grad.ix39669, 2
   %251 = mul nsw i64 %250, 64
   %252 = add nsw i64 %249, %251
-  %253 = add nsw i64 %252, %relu1_grad.c38867
+  %253 = add nsw i64 %252, %relu1_grad.c39568
   %254 = add nsw i64 2801664, %253
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %254
   store float %245, ptr %arena71, align 4
-  %ix390.next = add nsw i64 %relu1_grad.ix39069, 1
-  %255 = icmp slt i64 %ix390.next, 24
-  br i1 %255, label %relu1_grad.ix390, label %relu1_grad.ix390.end
+  %ix396.next = add nsw i64 %relu1_grad.ix39669, 1
+  %255 = icmp slt i64 %ix396.next, 24
+  br i1 %255, label %relu1_grad.ix396, label %relu1_grad.ix396.end
 
-relu1_grad.ix390.end:                             ; preds = %relu1_grad.ix390
-  %iy389.next = add nsw i64 %relu1_grad.iy38968, 1
-  %256 = icmp slt i64 %iy389.next, 24
-  br i1 %256, label %relu1_grad.iy389, label %relu1_grad.iy389.end
+relu1_grad.ix396.end:                             ; preds = %relu1_grad.ix396
+  %c395.next = add nsw i64 %relu1_grad.c39568, 1
+  %256 = icmp slt i64 %c395.next, 64
+  br i1 %256, label %relu1_grad.c395, label %relu1_grad.c395.end
 
-relu1_grad.j391:                                  ; preds = %relu1_grad.ty392.end, %relu1_grad.j387.end
-  %relu1_grad.j39172 = phi i64 [ 0, %relu1_grad.j387.end ], [ %j391.next, %relu1_grad.ty392.end ]
-  br label %relu1_grad.ty392
+relu1_grad.j397:                                  ; preds = %relu1_grad.ty398.end, %relu1_grad.j393.end
+  %relu1_grad.j39772 = phi i64 [ 0, %relu1_grad.j393.end ], [ %j397.next, %relu1_grad.ty398.end ]
+  br label %relu1_grad.ty398
 
-relu1_grad.j391.end:                              ; preds = %relu1_grad.ty392.end
-  br label %relu1_grad.xi427
+relu1_grad.j397.end:                              ; preds = %relu1_grad.ty398.end
+  br label %relu1_grad.xi433
 
-relu1_grad.ty392:                                 ; preds = %relu1_grad.tx393.end, %relu1_grad.j391
-  %relu1_grad.ty39273 = phi i64 [ 0, %relu1_grad.j391 ], [ %ty392.next, %relu1_grad.tx393.end ]
-  br label %relu1_grad.tx393
+relu1_grad.ty398:                                 ; preds = %relu1_grad.tx399.end, %relu1_grad.j397
+  %relu1_grad.ty39873 = phi i64 [ 0, %relu1_grad.j397 ], [ %ty398.next, %relu1_grad.tx399.end ]
+  br label %relu1_grad.tx399
 
-relu1_grad.ty392.end:                             ; preds = %relu1_grad.tx393.end
-  %j391.next = add nsw i64 %relu1_grad.j39172, 1
-  %257 = icmp slt i64 %j391.next, 1
-  br i1 %257, label %relu1_grad.j391, label %relu1_grad.j391.end
+relu1_grad.ty398.end:                             ; preds = %relu1_grad.tx399.end
+  %j397.next = add nsw i64 %relu1_grad.j39772, 1
+  %257 = icmp slt i64 %j397.next, 1
+  br i1 %257, label %relu1_grad.j397, label %relu1_grad.j397.end
 
-relu1_grad.tx393:                                 ; preds = %relu1_grad.cv394.end, %relu1_grad.ty392
-  %relu1_grad.tx39374 = phi i64 [ 0, %relu1_grad.ty392 ], [ %tx393.next, %relu1_grad.cv394.end ]
-  br label %relu1_grad.cv394
+relu1_grad.tx399:                                 ; preds = %relu1_grad.cv400.end, %relu1_grad.ty398
+  %relu1_grad.tx39974 = phi i64 [ 0, %relu1_grad.ty398 ], [ %tx399.next, %relu1_grad.cv400.end ]
+  br label %relu1_grad.cv400
 
-relu1_grad.tx393.end:                             ; preds = %relu1_grad.cv394.end
-  %ty392.next = add nsw i64 %relu1_grad.ty39273, 1
-  %258 = icmp slt i64 %ty392.next, 13
-  br i1 %258, label %relu1_grad.ty392, label %relu1_grad.ty392.end
+relu1_grad.tx399.end:                             ; preds = %relu1_grad.cv400.end
+  %ty398.next = add nsw i64 %relu1_grad.ty39873, 1
+  %258 = icmp slt i64 %ty398.next, 13
+  br i1 %258, label %relu1_grad.ty398, label %relu1_grad.ty398.end
 
-relu1_grad.cv394:                                 ; preds = %relu1_grad.cv394, %relu1_grad.tx393
-  %relu1_grad.cv39475 = phi i64 [ 0, %relu1_grad.tx393 ], [ %cv394.next, %relu1_grad.cv394 ]
-  %259 = mul nsw i64 %relu1_grad.j39172, 50176
-  %260 = mul nsw i64 %relu1_grad.ty39273, 2
+relu1_grad.cv400:                                 ; preds = %relu1_grad.cv400, %relu1_grad.tx399
+  %relu1_grad.cv40075 = phi i64 [ 0, %relu1_grad.tx399 ], [ %cv400.next, %relu1_grad.cv400 ]
+  %259 = mul nsw i64 %relu1_grad.j39772, 50176
+  %260 = mul nsw i64 %relu1_grad.ty39873, 2
   %261 = mul nsw i64 %260, 1792
   %262 = add nsw i64 %259, %261
-  %263 = mul nsw i64 %relu1_grad.tx39374, 2
+  %263 = mul nsw i64 %relu1_grad.tx39974, 2
   %264 = mul nsw i64 %263, 64
   %265 = add nsw i64 %262, %264
-  %266 = mul nsw i64 %relu1_grad.cv39475, 8
+  %266 = mul nsw i64 %relu1_grad.cv40075, 8
   %267 = add nsw i64 %265, %266
   %268 = add nsw i64 2801664, %267
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %268
   %269 = load <8 x float>, ptr %arena76, align 4
-  %270 = mul nsw i64 %relu1_grad.j39172, 50176
-  %271 = mul nsw i64 %relu1_grad.ty39273, 2
+  %270 = mul nsw i64 %relu1_grad.j39772, 50176
+  %271 = mul nsw i64 %relu1_grad.ty39873, 2
   %272 = add nsw i64 %271, 2
   %273 = mul nsw i64 %272, 1792
   %274 = add nsw i64 %270, %273
-  %275 = mul nsw i64 %relu1_grad.tx39374, 2
+  %275 = mul nsw i64 %relu1_grad.tx39974, 2
   %276 = mul nsw i64 %275, 64
   %277 = add nsw i64 %274, %276
-  %278 = mul nsw i64 %relu1_grad.cv39475, 8
+  %278 = mul nsw i64 %relu1_grad.cv40075, 8
   %279 = add nsw i64 %277, %278
   %280 = add nsw i64 2801664, %279
   %arena77 = getelementptr inbounds float, ptr %arena, i64 %280
   %281 = load <8 x float>, ptr %arena77, align 4
   %282 = fsub <8 x float> %269, %281
-  store <8 x float> %282, ptr %relu1_grad.w395, align 32
-  %283 = mul nsw i64 %relu1_grad.j39172, 50176
-  %284 = mul nsw i64 %relu1_grad.ty39273, 2
+  store <8 x float> %282, ptr %relu1_grad.w401, align 32
+  %283 = mul nsw i64 %relu1_grad.j39772, 50176
+  %284 = mul nsw i64 %relu1_grad.ty39873, 2
   %285 = add nsw i64 %284, 1
   %286 = mul nsw i64 %285, 1792
   %287 = add nsw i64 %283, %286
-  %288 = mul nsw i64 %relu1_grad.tx39374, 2
+  %288 = mul nsw i64 %relu1_grad.tx39974, 2
   %289 = mul nsw i64 %288, 64
   %290 = add nsw i64 %287, %289
-  %291 = mul nsw i64 %relu1_grad.cv39475, 8
+  %291 = mul nsw i64 %relu1_grad.cv40075, 8
   %292 = add nsw i64 %290, %291
   %293 = add nsw i64 2801664, %292
   %arena78 = getelementptr inbounds float, ptr %arena, i64 %293
   %294 = load <8 x float>, ptr %arena78, align 4
-  %295 = mul nsw i64 %relu1_grad.j39172, 50176
-  %296 = mul nsw i64 %relu1_grad.ty39273, 2
+  %295 = mul nsw i64 %relu1_grad.j39772, 50176
+  %296 = mul nsw i64 %relu1_grad.ty39873, 2
   %297 = add nsw i64 %296, 2
   %298 = mul nsw i64 %297, 1792
   %299 = add nsw i64 %295, %298
-  %300 = mul nsw i64 %relu1_grad.tx39374, 2
+  %300 = mul nsw i64 %relu1_grad.tx39974, 2
   %301 = mul nsw i64 %300, 64
   %302 = add nsw i64 %299, %301
-  %303 = mul nsw i64 %relu1_grad.cv39475, 8
+  %303 = mul nsw i64 %relu1_grad.cv40075, 8
   %304 = add nsw i64 %302, %303
   %305 = add nsw i64 2801664, %304
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %305
   %306 = load <8 x float>, ptr %arena79, align 4
   %307 = fadd <8 x float> %294, %306
-  store <8 x float> %307, ptr %relu1_grad.w396, align 32
-  %308 = mul nsw i64 %relu1_grad.j39172, 50176
-  %309 = mul nsw i64 %relu1_grad.ty39273, 2
+  store <8 x float> %307, ptr %relu1_grad.w402, align 32
+  %308 = mul nsw i64 %relu1_grad.j39772, 50176
+  %309 = mul nsw i64 %relu1_grad.ty39873, 2
   %310 = add nsw i64 %309, 2
   %311 = mul nsw i64 %310, 1792
   %312 = add nsw i64 %308, %311
-  %313 = mul nsw i64 %relu1_grad.tx39374, 2
+  %313 = mul nsw i64 %relu1_grad.tx39974, 2
   %314 = mul nsw i64 %313, 64
   %315 = add nsw i64 %312, %314
-  %316 = mul nsw i64 %relu1_grad.cv39475, 8
+  %316 = mul nsw i64 %relu1_grad.cv40075, 8
   %317 = add nsw i64 %315, %316
   %318 = add nsw i64 2801664, %317
   %arena80 = getelementptr inbounds float, ptr %arena, i64 %318
   %319 = load <8 x float>, ptr %arena80, align 4
-  %320 = mul nsw i64 %relu1_grad.j39172, 50176
-  %321 = mul nsw i64 %relu1_grad.ty39273, 2
+  %320 = mul nsw i64 %relu1_grad.j39772, 50176
+  %321 = mul nsw i64 %relu1_grad.ty39873, 2
   %322 = add nsw i64 %321, 1
   %323 = mul nsw i64 %322, 1792
   %324 = add nsw i64 %320, %323
-  %325 = mul nsw i64 %relu1_grad.tx39374, 2
+  %325 = mul nsw i64 %relu1_grad.tx39974, 2
   %326 = mul nsw i64 %325, 64
   %327 = add nsw i64 %324, %326
-  %328 = mul nsw i64 %relu1_grad.cv39475, 8
+  %328 = mul nsw i64 %relu1_grad.cv40075, 8
   %329 = add nsw i64 %327, %328
   %330 = add nsw i64 2801664, %329
   %arena81 = getelementptr inbounds float, ptr %arena, i64 %330
   %331 = load <8 x float>, ptr %arena81, align 4
   %332 = fsub <8 x float> %319, %331
-  store <8 x float> %332, ptr %relu1_grad.w397, align 32
-  %333 = mul nsw i64 %relu1_grad.j39172, 50176
-  %334 = mul nsw i64 %relu1_grad.ty39273, 2
+  store <8 x float> %332, ptr %relu1_grad.w403, align 32
+  %333 = mul nsw i64 %relu1_grad.j39772, 50176
+  %334 = mul nsw i64 %relu1_grad.ty39873, 2
   %335 = add nsw i64 %334, 1
   %336 = mul nsw i64 %335, 1792
   %337 = add nsw i64 %333, %336
-  %338 = mul nsw i64 %relu1_grad.tx39374, 2
+  %338 = mul nsw i64 %relu1_grad.tx39974, 2
   %339 = mul nsw i64 %338, 64
   %340 = add nsw i64 %337, %339
-  %341 = mul nsw i64 %relu1_grad.cv39475, 8
+  %341 = mul nsw i64 %relu1_grad.cv40075, 8
   %342 = add nsw i64 %340, %341
   %343 = add nsw i64 2801664, %342
   %arena82 = getelementptr inbounds float, ptr %arena, i64 %343
   %344 = load <8 x float>, ptr %arena82, align 4
-  %345 = mul nsw i64 %relu1_grad.j39172, 50176
-  %346 = mul nsw i64 %relu1_grad.ty39273, 2
+  %345 = mul nsw i64 %relu1_grad.j39772, 50176
+  %346 = mul nsw i64 %relu1_grad.ty39873, 2
   %347 = add nsw i64 %346, 3
   %348 = mul nsw i64 %347, 1792
   %349 = add nsw i64 %345, %348
-  %350 = mul nsw i64 %relu1_grad.tx39374, 2
+  %350 = mul nsw i64 %relu1_grad.tx39974, 2
   %351 = mul nsw i64 %350, 64
   %352 = add nsw i64 %349, %351
-  %353 = mul nsw i64 %relu1_grad.cv39475, 8
+  %353 = mul nsw i64 %relu1_grad.cv40075, 8
   %354 = add nsw i64 %352, %353
   %355 = add nsw i64 2801664, %354
   %arena83 = getelementptr inbounds float, ptr %arena, i64 %355
   %356 = load <8 x float>, ptr %arena83, align 4
   %357 = fsub <8 x float> %344, %356
-  store <8 x float> %357, ptr %relu1_grad.w398, align 32
-  %358 = mul nsw i64 %relu1_grad.j39172, 50176
-  %359 = mul nsw i64 %relu1_grad.ty39273, 2
+  store <8 x float> %357, ptr %relu1_grad.w404, align 32
+  %358 = mul nsw i64 %relu1_grad.j39772, 50176
+  %359 = mul nsw i64 %relu1_grad.ty39873, 2
   %360 = mul nsw i64 %359, 1792
   %361 = add nsw i64 %358, %360
-  %362 = mul nsw i64 %relu1_grad.tx39374, 2
+  %362 = mul nsw i64 %relu1_grad.tx39974, 2
   %363 = add nsw i64 %362, 1
   %364 = mul nsw i64 %363, 64
   %365 = add nsw i64 %361, %364
-  %366 = mul nsw i64 %relu1_grad.cv39475, 8
+  %366 = mul nsw i64 %relu1_grad.cv40075, 8
   %367 = add nsw i64 %365, %366
   %368 = add nsw i64 2801664, %367
   %arena84 = getelementptr inbounds float, ptr %arena, i64 %368
   %369 = load <8 x float>, ptr %arena84, align 4
-  %370 = mul nsw i64 %relu1_grad.j39172, 50176
-  %371 = mul nsw i64 %relu1_grad.ty39273, 2
+  %370 = mul nsw i64 %relu1_grad.j39772, 50176
+  %371 = mul nsw i64 %relu1_grad.ty39873, 2
   %372 = add nsw i64 %371, 2
   %373 = mul nsw i64 %372, 1792
   %374 = add nsw i64 %370, %373
-  %375 = mul nsw i64 %relu1_grad.tx39374, 2
+  %375 = mul nsw i64 %relu1_grad.tx39974, 2
   %376 = add nsw i64 %375, 1
   %377 = mul nsw i64 %376, 64
   %378 = add nsw i64 %374, %377
-  %379 = mul nsw i64 %relu1_grad.cv39475, 8
+  %379 = mul nsw i64 %relu1_grad.cv40075, 8
   %380 = add nsw i64 %378, %379
   %381 = add nsw i64 2801664, %380
   %arena85 = getelementptr inbounds float, ptr %arena, i64 %381
   %382 = load <8 x float>, ptr %arena85, align 4
   %383 = fsub <8 x float> %369, %382
-  store <8 x float> %383, ptr %relu1_grad.w399, align 32
-  %384 = mul nsw i64 %relu1_grad.j39172, 50176
-  %385 = mul nsw i64 %relu1_grad.ty39273, 2
+  store <8 x float> %383, ptr %relu1_grad.w405, align 32
+  %384 = mul nsw i64 %relu1_grad.j39772, 50176
+  %385 = mul nsw i64 %relu1_grad.ty39873, 2
   %386 = add nsw i64 %385, 1
   %387 = mul nsw i64 %386, 1792
   %388 = add nsw i64 %384, %387
-  %389 = mul nsw i64 %relu1_grad.tx39374, 2
+  %389 = mul nsw i64 %relu1_grad.tx39974, 2
   %390 = add nsw i64 %389, 1
   %391 = mul nsw i64 %390, 64
   %392 = add nsw i64 %388, %391
-  %393 = mul nsw i64 %relu1_grad.cv39475, 8
+  %393 = mul nsw i64 %relu1_grad.cv40075, 8
   %394 = add nsw i64 %392, %393
   %395 = add nsw i64 2801664, %394
   %arena86 = getelementptr inbounds float, ptr %arena, i64 %395
   %396 = load <8 x float>, ptr %arena86, align 4
-  %397 = mul nsw i64 %relu1_grad.j39172, 50176
-  %398 = mul nsw i64 %relu1_grad.ty39273, 2
+  %397 = mul nsw i64 %relu1_grad.j39772, 50176
+  %398 = mul nsw i64 %relu1_grad.ty39873, 2
   %399 = add nsw i64 %398, 2
   %400 = mul nsw i64 %399, 1792
   %401 = add nsw i64 %397, %400
-  %402 = mul nsw i64 %relu1_grad.tx39374, 2
+  %402 = mul nsw i64 %relu1_grad.tx39974, 2
   %403 = add nsw i64 %402, 1
   %404 = mul nsw i64 %403, 64
   %405 = add nsw i64 %401, %404
-  %406 = mul nsw i64 %relu1_grad.cv39475, 8
+  %406 = mul nsw i64 %relu1_grad.cv40075, 8
   %407 = add nsw i64 %405, %406
   %408 = add nsw i64 2801664, %407
   %arena87 = getelementptr inbounds float, ptr %arena, i64 %408
   %409 = load <8 x float>, ptr %arena87, align 4
   %410 = fadd <8 x float> %396, %409
-  store <8 x float> %410, ptr %relu1_grad.w400, align 32
-  %411 = mul nsw i64 %relu1_grad.j39172, 50176
-  %412 = mul nsw i64 %relu1_grad.ty39273, 2
+  store <8 x float> %410, ptr %relu1_grad.w406, align 32
+  %411 = mul nsw i64 %relu1_grad.j39772, 50176
+  %412 = mul nsw i64 %relu1_grad.ty39873, 2
   %413 = add nsw i64 %412, 2
   %414 = mul nsw i64 %413, 1792
   %415 = add nsw i64 %411, %414
-  %416 = mul nsw i64 %relu1_grad.tx39374, 2
+  %416 = mul nsw i64 %relu1_grad.tx39974, 2
   %417 = add nsw i64 %416, 1
   %418 = mul nsw i64 %417, 64
   %419 = add nsw i64 %415, %418
-  %420 = mul nsw i64 %relu1_grad.cv39475, 8
+  %420 = mul nsw i64 %relu1_grad.cv40075, 8
   %421 = add nsw i64 %419, %420
   %422 = add nsw i64 2801664, %421
   %arena88 = getelementptr inbounds float, ptr %arena, i64 %422
   %423 = load <8 x float>, ptr %arena88, align 4
-  %424 = mul nsw i64 %relu1_grad.j39172, 50176
-  %425 = mul nsw i64 %relu1_grad.ty39273, 2
+  %424 = mul nsw i64 %relu1_grad.j39772, 50176
+  %425 = mul nsw i64 %relu1_grad.ty39873, 2
   %426 = add nsw i64 %425, 1
   %427 = mul nsw i64 %426, 1792
   %428 = add nsw i64 %424, %427
-  %429 = mul nsw i64 %relu1_grad.tx39374, 2
+  %429 = mul nsw i64 %relu1_grad.tx39974, 2
   %430 = add nsw i64 %429, 1
   %431 = mul nsw i64 %430, 64
   %432 = add nsw i64 %428, %431
-  %433 = mul nsw i64 %relu1_grad.cv39475, 8
+  %433 = mul nsw i64 %relu1_grad.cv40075, 8
   %434 = add nsw i64 %432, %433
   %435 = add nsw i64 2801664, %434
   %arena89 = getelementptr inbounds float, ptr %arena, i64 %435
   %436 = load <8 x float>, ptr %arena89, align 4
   %437 = fsub <8 x float> %423, %436
-  store <8 x float> %437, ptr %relu1_grad.w401, align 32
-  %438 = mul nsw i64 %relu1_grad.j39172, 50176
-  %439 = mul nsw i64 %relu1_grad.ty39273, 2
+  store <8 x float> %437, ptr %relu1_grad.w407, align 32
+  %438 = mul nsw i64 %relu1_grad.j39772, 50176
+  %439 = mul nsw i64 %relu1_grad.ty39873, 2
   %440 = add nsw i64 %439, 1
   %441 = mul nsw i64 %440, 1792
   %442 = add nsw i64 %438, %441
-  %443 = mul nsw i64 %relu1_grad.tx39374, 2
+  %443 = mul nsw i64 %relu1_grad.tx39974, 2
   %444 = add nsw i64 %443, 1
   %445 = mul nsw i64 %444, 64
   %446 = add nsw i64 %442, %445
-  %447 = mul nsw i64 %relu1_grad.cv39475, 8
+  %447 = mul nsw i64 %relu1_grad.cv40075, 8
   %448 = add nsw i64 %446, %447
   %449 = add nsw i64 2801664, %448
   %arena90 = getelementptr inbounds float, ptr %arena, i64 %449
   %450 = load <8 x float>, ptr %arena90, align 4
-  %451 = mul nsw i64 %relu1_grad.j39172, 50176
-  %452 = mul nsw i64 %relu1_grad.ty39273, 2
+  %451 = mul nsw i64 %relu1_grad.j39772, 50176
+  %452 = mul nsw i64 %relu1_grad.ty39873, 2
   %453 = add nsw i64 %452, 3
   %454 = mul nsw i64 %453, 1792
   %455 = add nsw i64 %451, %454
-  %456 = mul nsw i64 %relu1_grad.tx39374, 2
+  %456 = mul nsw i64 %relu1_grad.tx39974, 2
   %457 = add nsw i64 %456, 1
   %458 = mul nsw i64 %457, 64
   %459 = add nsw i64 %455, %458
-  %460 = mul nsw i64 %relu1_grad.cv39475, 8
+  %460 = mul nsw i64 %relu1_grad.cv40075, 8
   %461 = add nsw i64 %459, %460
   %462 = add nsw i64 2801664, %461
   %arena91 = getelementptr inbounds float, ptr %arena, i64 %462
   %463 = load <8 x float>, ptr %arena91, align 4
   %464 = fsub <8 x float> %450, %463
-  store <8 x float> %464, ptr %relu1_grad.w402, align 32
-  %465 = mul nsw i64 %relu1_grad.j39172, 50176
-  %466 = mul nsw i64 %relu1_grad.ty39273, 2
+  store <8 x float> %464, ptr %relu1_grad.w408, align 32
+  %465 = mul nsw i64 %relu1_grad.j39772, 50176
+  %466 = mul nsw i64 %relu1_grad.ty39873, 2
   %467 = mul nsw i64 %466, 1792
   %468 = add nsw i64 %465, %467
-  %469 = mul nsw i64 %relu1_grad.tx39374, 2
+  %469 = mul nsw i64 %relu1_grad.tx39974, 2
   %470 = add nsw i64 %469, 2
   %471 = mul nsw i64 %470, 64
   %472 = add nsw i64 %468, %471
-  %473 = mul nsw i64 %relu1_grad.cv39475, 8
+  %473 = mul nsw i64 %relu1_grad.cv40075, 8
   %474 = add nsw i64 %472, %473
   %475 = add nsw i64 2801664, %474
   %arena92 = getelementptr inbounds float, ptr %arena, i64 %475
   %476 = load <8 x float>, ptr %arena92, align 4
-  %477 = mul nsw i64 %relu1_grad.j39172, 50176
-  %478 = mul nsw i64 %relu1_grad.ty39273, 2
+  %477 = mul nsw i64 %relu1_grad.j39772, 50176
+  %478 = mul nsw i64 %relu1_grad.ty39873, 2
   %479 = add nsw i64 %478, 2
   %480 = mul nsw i64 %479, 1792
   %481 = add nsw i64 %477, %480
-  %482 = mul nsw i64 %relu1_grad.tx39374, 2
+  %482 = mul nsw i64 %relu1_grad.tx39974, 2
   %483 = add nsw i64 %482, 2
   %484 = mul nsw i64 %483, 64
   %485 = add nsw i64 %481, %484
-  %486 = mul nsw i64 %relu1_grad.cv39475, 8
+  %486 = mul nsw i64 %relu1_grad.cv40075, 8
   %487 = add nsw i64 %485, %486
   %488 = add nsw i64 2801664, %487
   %arena93 = getelementptr inbounds float, ptr %arena, i64 %488
   %489 = load <8 x float>, ptr %arena93, align 4
   %490 = fsub <8 x float> %476, %489
-  store <8 x float> %490, ptr %relu1_grad.w403, align 32
-  %491 = mul nsw i64 %relu1_grad.j39172, 50176
-  %492 = mul nsw i64 %relu1_grad.ty39273, 2
+  store <8 x float> %490, ptr %relu1_grad.w409, align 32
+  %491 = mul nsw i64 %relu1_grad.j39772, 50176
+  %492 = mul nsw i64 %relu1_grad.ty39873, 2
   %493 = add nsw i64 %492, 1
   %494 = mul nsw i64 %493, 1792
   %495 = add nsw i64 %491, %494
-  %496 = mul nsw i64 %relu1_grad.tx39374, 2
+  %496 = mul nsw i64 %relu1_grad.tx39974, 2
   %497 = add nsw i64 %496, 2
   %498 = mul nsw i64 %497, 64
   %499 = add nsw i64 %495, %498
-  %500 = mul nsw i64 %relu1_grad.cv39475, 8
+  %500 = mul nsw i64 %relu1_grad.cv40075, 8
   %501 = add nsw i64 %499, %500
   %502 = add nsw i64 2801664, %501
   %arena94 = getelementptr inbounds float, ptr %arena, i64 %502
   %503 = load <8 x float>, ptr %arena94, align 4
-  %504 = mul nsw i64 %relu1_grad.j39172, 50176
-  %505 = mul nsw i64 %relu1_grad.ty39273, 2
+  %504 = mul nsw i64 %relu1_grad.j39772, 50176
+  %505 = mul nsw i64 %relu1_grad.ty39873, 2
   %506 = add nsw i64 %505, 2
   %507 = mul nsw i64 %506, 1792
   %508 = add nsw i64 %504, %507
-  %509 = mul nsw i64 %relu1_grad.tx39374, 2
+  %509 = mul nsw i64 %relu1_grad.tx39974, 2
   %510 = add nsw i64 %509, 2
   %511 = mul nsw i64 %510, 64
   %512 = add nsw i64 %508, %511
-  %513 = mul nsw i64 %relu1_grad.cv39475, 8
+  %513 = mul nsw i64 %relu1_grad.cv40075, 8
   %514 = add nsw i64 %512, %513
   %515 = add nsw i64 2801664, %514
   %arena95 = getelementptr inbounds float, ptr %arena, i64 %515
   %516 = load <8 x float>, ptr %arena95, align 4
   %517 = fadd <8 x float> %503, %516
-  store <8 x float> %517, ptr %relu1_grad.w404, align 32
-  %518 = mul nsw i64 %relu1_grad.j39172, 50176
-  %519 = mul nsw i64 %relu1_grad.ty39273, 2
+  store <8 x float> %517, ptr %relu1_grad.w410, align 32
+  %518 = mul nsw i64 %relu1_grad.j39772, 50176
+  %519 = mul nsw i64 %relu1_grad.ty39873, 2
   %520 = add nsw i64 %519, 2
   %521 = mul nsw i64 %520, 1792
   %522 = add nsw i64 %518, %521
-  %523 = mul nsw i64 %relu1_grad.tx39374, 2
+  %523 = mul nsw i64 %relu1_grad.tx39974, 2
   %524 = add nsw i64 %523, 2
   %525 = mul nsw i64 %524, 64
   %526 = add nsw i64 %522, %525
-  %527 = mul nsw i64 %relu1_grad.cv39475, 8
+  %527 = mul nsw i64 %relu1_grad.cv40075, 8
   %528 = add nsw i64 %526, %527
   %529 = add nsw i64 2801664, %528
   %arena96 = getelementptr inbounds float, ptr %arena, i64 %529
   %530 = load <8 x float>, ptr %arena96, align 4
-  %531 = mul nsw i64 %relu1_grad.j39172, 50176
-  %532 = mul nsw i64 %relu1_grad.ty39273, 2
+  %531 = mul nsw i64 %relu1_grad.j39772, 50176
+  %532 = mul nsw i64 %relu1_grad.ty39873, 2
   %533 = add nsw i64 %532, 1
   %534 = mul nsw i64 %533, 1792
   %535 = add nsw i64 %531, %534
-  %536 = mul nsw i64 %relu1_grad.tx39374, 2
+  %536 = mul nsw i64 %relu1_grad.tx39974, 2
   %537 = add nsw i64 %536, 2
   %538 = mul nsw i64 %537, 64
   %539 = add nsw i64 %535, %538
-  %540 = mul nsw i64 %relu1_grad.cv39475, 8
+  %540 = mul nsw i64 %relu1_grad.cv40075, 8
   %541 = add nsw i64 %539, %540
   %542 = add nsw i64 2801664, %541
   %arena97 = getelementptr inbounds float, ptr %arena, i64 %542
   %543 = load <8 x float>, ptr %arena97, align 4
   %544 = fsub <8 x float> %530, %543
-  store <8 x float> %544, ptr %relu1_grad.w405, align 32
-  %545 = mul nsw i64 %relu1_grad.j39172, 50176
-  %546 = mul nsw i64 %relu1_grad.ty39273, 2
+  store <8 x float> %544, ptr %relu1_grad.w411, align 32
+  %545 = mul nsw i64 %relu1_grad.j39772, 50176
+  %546 = mul nsw i64 %relu1_grad.ty39873, 2
   %547 = add nsw i64 %546, 1
   %548 = mul nsw i64 %547, 1792
   %549 = add nsw i64 %545, %548
-  %550 = mul nsw i64 %relu1_grad.tx39374, 2
+  %550 = mul nsw i64 %relu1_grad.tx39974, 2
   %551 = add nsw i64 %550, 2
   %552 = mul nsw i64 %551, 64
   %553 = add nsw i64 %549, %552
-  %554 = mul nsw i64 %relu1_grad.cv39475, 8
+  %554 = mul nsw i64 %relu1_grad.cv40075, 8
   %555 = add nsw i64 %553, %554
   %556 = add nsw i64 2801664, %555
   %arena98 = getelementptr inbounds float, ptr %arena, i64 %556
   %557 = load <8 x float>, ptr %arena98, align 4
-  %558 = mul nsw i64 %relu1_grad.j39172, 50176
-  %559 = mul nsw i64 %relu1_grad.ty39273, 2
+  %558 = mul nsw i64 %relu1_grad.j39772, 50176
+  %559 = mul nsw i64 %relu1_grad.ty39873, 2
   %560 = add nsw i64 %559, 3
   %561 = mul nsw i64 %560, 1792
   %562 = add nsw i64 %558, %561
-  %563 = mul nsw i64 %relu1_grad.tx39374, 2
+  %563 = mul nsw i64 %relu1_grad.tx39974, 2
   %564 = add nsw i64 %563, 2
   %565 = mul nsw i64 %564, 64
   %566 = add nsw i64 %562, %565
-  %567 = mul nsw i64 %relu1_grad.cv39475, 8
+  %567 = mul nsw i64 %relu1_grad.cv40075, 8
   %568 = add nsw i64 %566, %567
   %569 = add nsw i64 2801664, %568
   %arena99 = getelementptr inbounds float, ptr %arena, i64 %569
   %570 = load <8 x float>, ptr %arena99, align 4
   %571 = fsub <8 x float> %557, %570
-  store <8 x float> %571, ptr %relu1_grad.w406, align 32
-  %572 = mul nsw i64 %relu1_grad.j39172, 50176
-  %573 = mul nsw i64 %relu1_grad.ty39273, 2
+  store <8 x float> %571, ptr %relu1_grad.w412, align 32
+  %572 = mul nsw i64 %relu1_grad.j39772, 50176
+  %573 = mul nsw i64 %relu1_grad.ty39873, 2
   %574 = mul nsw i64 %573, 1792
   %575 = add nsw i64 %572, %574
-  %576 = mul nsw i64 %relu1_grad.tx39374, 2
+  %576 = mul nsw i64 %relu1_grad.tx39974, 2
   %577 = add nsw i64 %576, 3
   %578 = mul nsw i64 %577, 64
   %579 = add nsw i64 %575, %578
-  %580 = mul nsw i64 %relu1_grad.cv39475, 8
+  %580 = mul nsw i64 %relu1_grad.cv40075, 8
   %581 = add nsw i64 %579, %580
   %582 = add nsw i64 2801664, %581
   %arena100 = getelementptr inbounds float, ptr %arena, i64 %582
   %583 = load <8 x float>, ptr %arena100, align 4
-  %584 = mul nsw i64 %relu1_grad.j39172, 50176
-  %585 = mul nsw i64 %relu1_grad.ty39273, 2
+  %584 = mul nsw i64 %relu1_grad.j39772, 50176
+  %585 = mul nsw i64 %relu1_grad.ty39873, 2
   %586 = add nsw i64 %585, 2
   %587 = mul nsw i64 %586, 1792
   %588 = add nsw i64 %584, %587
-  %589 = mul nsw i64 %relu1_grad.tx39374, 2
+  %589 = mul nsw i64 %relu1_grad.tx39974, 2
   %590 = add nsw i64 %589, 3
   %591 = mul nsw i64 %590, 64
   %592 = add nsw i64 %588, %591
-  %593 = mul nsw i64 %relu1_grad.cv39475, 8
+  %593 = mul nsw i64 %relu1_grad.cv40075, 8
   %594 = add nsw i64 %592, %593
   %595 = add nsw i64 2801664, %594
   %arena101 = getelementptr inbounds float, ptr %arena, i64 %595
   %596 = load <8 x float>, ptr %arena101, align 4
   %597 = fsub <8 x float> %583, %596
-  store <8 x float> %597, ptr %relu1_grad.w407, align 32
-  %598 = mul nsw i64 %relu1_grad.j39172, 50176
-  %599 = mul nsw i64 %relu1_grad.ty39273, 2
+  store <8 x float> %597, ptr %relu1_grad.w413, align 32
+  %598 = mul nsw i64 %relu1_grad.j39772, 50176
+  %599 = mul nsw i64 %relu1_grad.ty39873, 2
   %600 = add nsw i64 %599, 1
   %601 = mul nsw i64 %600, 1792
   %602 = add nsw i64 %598, %601
-  %603 = mul nsw i64 %relu1_grad.tx39374, 2
+  %603 = mul nsw i64 %relu1_grad.tx39974, 2
   %604 = add nsw i64 %603, 3
   %605 = mul nsw i64 %604, 64
   %606 = add nsw i64 %602, %605
-  %607 = mul nsw i64 %relu1_grad.cv39475, 8
+  %607 = mul nsw i64 %relu1_grad.cv40075, 8
   %608 = add nsw i64 %606, %607
   %609 = add nsw i64 2801664, %608
   %arena102 = getelementptr inbounds float, ptr %arena, i64 %609
   %610 = load <8 x float>, ptr %arena102, align 4
-  %611 = mul nsw i64 %relu1_grad.j39172, 50176
-  %612 = mul nsw i64 %relu1_grad.ty39273, 2
+  %611 = mul nsw i64 %relu1_grad.j39772, 50176
+  %612 = mul nsw i64 %relu1_grad.ty39873, 2
   %613 = add nsw i64 %612, 2
   %614 = mul nsw i64 %613, 1792
   %615 = add nsw i64 %611, %614
-  %616 = mul nsw i64 %relu1_grad.tx39374, 2
+  %616 = mul nsw i64 %relu1_grad.tx39974, 2
   %617 = add nsw i64 %616, 3
   %618 = mul nsw i64 %617, 64
   %619 = add nsw i64 %615, %618
-  %620 = mul nsw i64 %relu1_grad.cv39475, 8
+  %620 = mul nsw i64 %relu1_grad.cv40075, 8
   %621 = add nsw i64 %619, %620
   %622 = add nsw i64 2801664, %621
   %arena103 = getelementptr inbounds float, ptr %arena, i64 %622
   %623 = load <8 x float>, ptr %arena103, align 4
   %624 = fadd <8 x float> %610, %623
-  store <8 x float> %624, ptr %relu1_grad.w408, align 32
-  %625 = mul nsw i64 %relu1_grad.j39172, 50176
-  %626 = mul nsw i64 %relu1_grad.ty39273, 2
+  store <8 x float> %624, ptr %relu1_grad.w414, align 32
+  %625 = mul nsw i64 %relu1_grad.j39772, 50176
+  %626 = mul nsw i64 %relu1_grad.ty39873, 2
   %627 = add nsw i64 %626, 2
   %628 = mul nsw i64 %627, 1792
   %629 = add nsw i64 %625, %628
-  %630 = mul nsw i64 %relu1_grad.tx39374, 2
+  %630 = mul nsw i64 %relu1_grad.tx39974, 2
   %631 = add nsw i64 %630, 3
   %632 = mul nsw i64 %631, 64
   %633 = add nsw i64 %629, %632
-  %634 = mul nsw i64 %relu1_grad.cv39475, 8
+  %634 = mul nsw i64 %relu1_grad.cv40075, 8
   %635 = add nsw i64 %633, %634
   %636 = add nsw i64 2801664, %635
   %arena104 = getelementptr inbounds float, ptr %arena, i64 %636
   %637 = load <8 x float>, ptr %arena104, align 4
-  %638 = mul nsw i64 %relu1_grad.j39172, 50176
-  %639 = mul nsw i64 %relu1_grad.ty39273, 2
+  %638 = mul nsw i64 %relu1_grad.j39772, 50176
+  %639 = mul nsw i64 %relu1_grad.ty39873, 2
   %640 = add nsw i64 %639, 1
   %641 = mul nsw i64 %640, 1792
   %642 = add nsw i64 %638, %641
-  %643 = mul nsw i64 %relu1_grad.tx39374, 2
+  %643 = mul nsw i64 %relu1_grad.tx39974, 2
   %644 = add nsw i64 %643, 3
   %645 = mul nsw i64 %644, 64
   %646 = add nsw i64 %642, %645
-  %647 = mul nsw i64 %relu1_grad.cv39475, 8
+  %647 = mul nsw i64 %relu1_grad.cv40075, 8
   %648 = add nsw i64 %646, %647
   %649 = add nsw i64 2801664, %648
   %arena105 = getelementptr inbounds float, ptr %arena, i64 %649
   %650 = load <8 x float>, ptr %arena105, align 4
   %651 = fsub <8 x float> %637, %650
-  store <8 x float> %651, ptr %relu1_grad.w409, align 32
-  %652 = mul nsw i64 %relu1_grad.j39172, 50176
-  %653 = mul nsw i64 %relu1_grad.ty39273, 2
+  store <8 x float> %651, ptr %relu1_grad.w415, align 32
+  %652 = mul nsw i64 %relu1_grad.j39772, 50176
+  %653 = mul nsw i64 %relu1_grad.ty39873, 2
   %654 = add nsw i64 %653, 1
   %655 = mul nsw i64 %654, 1792
   %656 = add nsw i64 %652, %655
-  %657 = mul nsw i64 %relu1_grad.tx39374, 2
+  %657 = mul nsw i64 %relu1_grad.tx39974, 2
   %658 = add nsw i64 %657, 3
   %659 = mul nsw i64 %658, 64
   %660 = add nsw i64 %656, %659
-  %661 = mul nsw i64 %relu1_grad.cv39475, 8
+  %661 = mul nsw i64 %relu1_grad.cv40075, 8
   %662 = add nsw i64 %660, %661
   %663 = add nsw i64 2801664, %662
   %arena106 = getelementptr inbounds float, ptr %arena, i64 %663
   %664 = load <8 x float>, ptr %arena106, align 4
-  %665 = mul nsw i64 %relu1_grad.j39172, 50176
-  %666 = mul nsw i64 %relu1_grad.ty39273, 2
+  %665 = mul nsw i64 %relu1_grad.j39772, 50176
+  %666 = mul nsw i64 %relu1_grad.ty39873, 2
   %667 = add nsw i64 %666, 3
   %668 = mul nsw i64 %667, 1792
   %669 = add nsw i64 %665, %668
-  %670 = mul nsw i64 %relu1_grad.tx39374, 2
+  %670 = mul nsw i64 %relu1_grad.tx39974, 2
   %671 = add nsw i64 %670, 3
   %672 = mul nsw i64 %671, 64
   %673 = add nsw i64 %669, %672
-  %674 = mul nsw i64 %relu1_grad.cv39475, 8
+  %674 = mul nsw i64 %relu1_grad.cv40075, 8
   %675 = add nsw i64 %673, %674
   %676 = add nsw i64 2801664, %675
   %arena107 = getelementptr inbounds float, ptr %arena, i64 %676
   %677 = load <8 x float>, ptr %arena107, align 4
   %678 = fsub <8 x float> %664, %677
-  store <8 x float> %678, ptr %relu1_grad.w410, align 32
-  %w395 = load <8 x float>, ptr %relu1_grad.w395, align 32
-  %w403 = load <8 x float>, ptr %relu1_grad.w403, align 32
-  %679 = fsub <8 x float> %w395, %w403
-  store <8 x float> %679, ptr %relu1_grad.w411, align 32
-  %w399 = load <8 x float>, ptr %relu1_grad.w399, align 32
-  %w403108 = load <8 x float>, ptr %relu1_grad.w403, align 32
-  %680 = fadd <8 x float> %w399, %w403108
-  store <8 x float> %680, ptr %relu1_grad.w412, align 32
-  %w403109 = load <8 x float>, ptr %relu1_grad.w403, align 32
-  %w399110 = load <8 x float>, ptr %relu1_grad.w399, align 32
-  %681 = fsub <8 x float> %w403109, %w399110
-  store <8 x float> %681, ptr %relu1_grad.w413, align 32
-  %w399111 = load <8 x float>, ptr %relu1_grad.w399, align 32
-  %w407 = load <8 x float>, ptr %relu1_grad.w407, align 32
-  %682 = fsub <8 x float> %w399111, %w407
-  store <8 x float> %682, ptr %relu1_grad.w414, align 32
-  %w396 = load <8 x float>, ptr %relu1_grad.w396, align 32
-  %w404 = load <8 x float>, ptr %relu1_grad.w404, align 32
-  %683 = fsub <8 x float> %w396, %w404
-  store <8 x float> %683, ptr %relu1_grad.w415, align 32
-  %w400 = load <8 x float>, ptr %relu1_grad.w400, align 32
-  %w404112 = load <8 x float>, ptr %relu1_grad.w404, align 32
-  %684 = fadd <8 x float> %w400, %w404112
-  store <8 x float> %684, ptr %relu1_grad.w416, align 32
-  %w404113 = load <8 x float>, ptr %relu1_grad.w404, align 32
-  %w400114 = load <8 x float>, ptr %relu1_grad.w400, align 32
-  %685 = fsub <8 x float> %w404113, %w400114
-  store <8 x float> %685, ptr %relu1_grad.w417, align 32
-  %w400115 = load <8 x float>, ptr %relu1_grad.w400, align 32
-  %w408 = load <8 x float>, ptr %relu1_grad.w408, align 32
-  %686 = fsub <8 x float> %w400115, %w408
-  store <8 x float> %686, ptr %relu1_grad.w418, align 32
-  %w397 = load <8 x float>, ptr %relu1_grad.w397, align 32
-  %w405 = load <8 x float>, ptr %relu1_grad.w405, align 32
-  %687 = fsub <8 x float> %w397, %w405
-  store <8 x float> %687, ptr %relu1_grad.w419, align 32
+  store <8 x float> %678, ptr %relu1_grad.w416, align 32
   %w401 = load <8 x float>, ptr %relu1_grad.w401, align 32
-  %w405116 = load <8 x float>, ptr %relu1_grad.w405, align 32
-  %688 = fadd <8 x float> %w401, %w405116
-  store <8 x float> %688, ptr %relu1_grad.w420, align 32
-  %w405117 = load <8 x float>, ptr %relu1_grad.w405, align 32
-  %w401118 = load <8 x float>, ptr %relu1_grad.w401, align 32
-  %689 = fsub <8 x float> %w405117, %w401118
-  store <8 x float> %689, ptr %relu1_grad.w421, align 32
-  %w401119 = load <8 x float>, ptr %relu1_grad.w401, align 32
   %w409 = load <8 x float>, ptr %relu1_grad.w409, align 32
-  %690 = fsub <8 x float> %w401119, %w409
-  store <8 x float> %690, ptr %relu1_grad.w422, align 32
-  %w398 = load <8 x float>, ptr %relu1_grad.w398, align 32
-  %w406 = load <8 x float>, ptr %relu1_grad.w406, align 32
-  %691 = fsub <8 x float> %w398, %w406
-  store <8 x float> %691, ptr %relu1_grad.w423, align 32
+  %679 = fsub <8 x float> %w401, %w409
+  store <8 x float> %679, ptr %relu1_grad.w417, align 32
+  %w405 = load <8 x float>, ptr %relu1_grad.w405, align 32
+  %w409108 = load <8 x float>, ptr %relu1_grad.w409, align 32
+  %680 = fadd <8 x float> %w405, %w409108
+  store <8 x float> %680, ptr %relu1_grad.w418, align 32
+  %w409109 = load <8 x float>, ptr %relu1_grad.w409, align 32
+  %w405110 = load <8 x float>, ptr %relu1_grad.w405, align 32
+  %681 = fsub <8 x float> %w409109, %w405110
+  store <8 x float> %681, ptr %relu1_grad.w419, align 32
+  %w405111 = load <8 x float>, ptr %relu1_grad.w405, align 32
+  %w413 = load <8 x float>, ptr %relu1_grad.w413, align 32
+  %682 = fsub <8 x float> %w405111, %w413
+  store <8 x float> %682, ptr %relu1_grad.w420, align 32
   %w402 = load <8 x float>, ptr %relu1_grad.w402, align 32
-  %w406120 = load <8 x float>, ptr %relu1_grad.w406, align 32
-  %692 = fadd <8 x float> %w402, %w406120
-  store <8 x float> %692, ptr %relu1_grad.w424, align 32
-  %w406121 = load <8 x float>, ptr %relu1_grad.w406, align 32
-  %w402122 = load <8 x float>, ptr %relu1_grad.w402, align 32
-  %693 = fsub <8 x float> %w406121, %w402122
-  store <8 x float> %693, ptr %relu1_grad.w425, align 32
-  %w402123 = load <8 x float>, ptr %relu1_grad.w402, align 32
   %w410 = load <8 x float>, ptr %relu1_grad.w410, align 32
-  %694 = fsub <8 x float> %w402123, %w410
-  store <8 x float> %694, ptr %relu1_grad.w426, align 32
+  %683 = fsub <8 x float> %w402, %w410
+  store <8 x float> %683, ptr %relu1_grad.w421, align 32
+  %w406 = load <8 x float>, ptr %relu1_grad.w406, align 32
+  %w410112 = load <8 x float>, ptr %relu1_grad.w410, align 32
+  %684 = fadd <8 x float> %w406, %w410112
+  store <8 x float> %684, ptr %relu1_grad.w422, align 32
+  %w410113 = load <8 x float>, ptr %relu1_grad.w410, align 32
+  %w406114 = load <8 x float>, ptr %relu1_grad.w406, align 32
+  %685 = fsub <8 x float> %w410113, %w406114
+  store <8 x float> %685, ptr %relu1_grad.w423, align 32
+  %w406115 = load <8 x float>, ptr %relu1_grad.w406, align 32
+  %w414 = load <8 x float>, ptr %relu1_grad.w414, align 32
+  %686 = fsub <8 x float> %w406115, %w414
+  store <8 x float> %686, ptr %relu1_grad.w424, align 32
+  %w403 = load <8 x float>, ptr %relu1_grad.w403, align 32
   %w411 = load <8 x float>, ptr %relu1_grad.w411, align 32
-  %695 = mul nsw i64 %relu1_grad.j39172, 169
-  %696 = mul nsw i64 %relu1_grad.ty39273, 13
+  %687 = fsub <8 x float> %w403, %w411
+  store <8 x float> %687, ptr %relu1_grad.w425, align 32
+  %w407 = load <8 x float>, ptr %relu1_grad.w407, align 32
+  %w411116 = load <8 x float>, ptr %relu1_grad.w411, align 32
+  %688 = fadd <8 x float> %w407, %w411116
+  store <8 x float> %688, ptr %relu1_grad.w426, align 32
+  %w411117 = load <8 x float>, ptr %relu1_grad.w411, align 32
+  %w407118 = load <8 x float>, ptr %relu1_grad.w407, align 32
+  %689 = fsub <8 x float> %w411117, %w407118
+  store <8 x float> %689, ptr %relu1_grad.w427, align 32
+  %w407119 = load <8 x float>, ptr %relu1_grad.w407, align 32
+  %w415 = load <8 x float>, ptr %relu1_grad.w415, align 32
+  %690 = fsub <8 x float> %w407119, %w415
+  store <8 x float> %690, ptr %relu1_grad.w428, align 32
+  %w404 = load <8 x float>, ptr %relu1_grad.w404, align 32
+  %w412 = load <8 x float>, ptr %relu1_grad.w412, align 32
+  %691 = fsub <8 x float> %w404, %w412
+  store <8 x float> %691, ptr %relu1_grad.w429, align 32
+  %w408 = load <8 x float>, ptr %relu1_grad.w408, align 32
+  %w412120 = load <8 x float>, ptr %relu1_grad.w412, align 32
+  %692 = fadd <8 x float> %w408, %w412120
+  store <8 x float> %692, ptr %relu1_grad.w430, align 32
+  %w412121 = load <8 x float>, ptr %relu1_grad.w412, align 32
+  %w408122 = load <8 x float>, ptr %relu1_grad.w408, align 32
+  %693 = fsub <8 x float> %w412121, %w408122
+  store <8 x float> %693, ptr %relu1_grad.w431, align 32
+  %w408123 = load <8 x float>, ptr %relu1_grad.w408, align 32
+  %w416 = load <8 x float>, ptr %relu1_grad.w416, align 32
+  %694 = fsub <8 x float> %w408123, %w416
+  store <8 x float> %694, ptr %relu1_grad.w432, align 32
+  %w417 = load <8 x float>, ptr %relu1_grad.w417, align 32
+  %695 = mul nsw i64 %relu1_grad.j39772, 169
+  %696 = mul nsw i64 %relu1_grad.ty39873, 13
   %697 = add nsw i64 %695, %696
-  %698 = add nsw i64 %697, %relu1_grad.tx39374
+  %698 = add nsw i64 %697, %relu1_grad.tx39974
   %699 = mul nsw i64 %698, 64
   %700 = add nsw i64 2851840, %699
-  %701 = mul nsw i64 %relu1_grad.cv39475, 8
+  %701 = mul nsw i64 %relu1_grad.cv40075, 8
   %702 = add nsw i64 %700, %701
   %arena124 = getelementptr inbounds float, ptr %arena, i64 %702
-  store <8 x float> %w411, ptr %arena124, align 4
-  %w412 = load <8 x float>, ptr %relu1_grad.w412, align 32
-  %703 = mul nsw i64 %relu1_grad.j39172, 169
-  %704 = mul nsw i64 %relu1_grad.ty39273, 13
+  store <8 x float> %w417, ptr %arena124, align 4
+  %w418 = load <8 x float>, ptr %relu1_grad.w418, align 32
+  %703 = mul nsw i64 %relu1_grad.j39772, 169
+  %704 = mul nsw i64 %relu1_grad.ty39873, 13
   %705 = add nsw i64 %703, %704
-  %706 = add nsw i64 %705, %relu1_grad.tx39374
+  %706 = add nsw i64 %705, %relu1_grad.tx39974
   %707 = mul nsw i64 %706, 64
   %708 = add nsw i64 2862656, %707
-  %709 = mul nsw i64 %relu1_grad.cv39475, 8
+  %709 = mul nsw i64 %relu1_grad.cv40075, 8
   %710 = add nsw i64 %708, %709
   %arena125 = getelementptr inbounds float, ptr %arena, i64 %710
-  store <8 x float> %w412, ptr %arena125, align 4
-  %w413 = load <8 x float>, ptr %relu1_grad.w413, align 32
-  %711 = mul nsw i64 %relu1_grad.j39172, 169
-  %712 = mul nsw i64 %relu1_grad.ty39273, 13
+  store <8 x float> %w418, ptr %arena125, align 4
+  %w419 = load <8 x float>, ptr %relu1_grad.w419, align 32
+  %711 = mul nsw i64 %relu1_grad.j39772, 169
+  %712 = mul nsw i64 %relu1_grad.ty39873, 13
   %713 = add nsw i64 %711, %712
-  %714 = add nsw i64 %713, %relu1_grad.tx39374
+  %714 = add nsw i64 %713, %relu1_grad.tx39974
   %715 = mul nsw i64 %714, 64
   %716 = add nsw i64 2873472, %715
-  %717 = mul nsw i64 %relu1_grad.cv39475, 8
+  %717 = mul nsw i64 %relu1_grad.cv40075, 8
   %718 = add nsw i64 %716, %717
   %arena126 = getelementptr inbounds float, ptr %arena, i64 %718
-  store <8 x float> %w413, ptr %arena126, align 4
-  %w414 = load <8 x float>, ptr %relu1_grad.w414, align 32
-  %719 = mul nsw i64 %relu1_grad.j39172, 169
-  %720 = mul nsw i64 %relu1_grad.ty39273, 13
+  store <8 x float> %w419, ptr %arena126, align 4
+  %w420 = load <8 x float>, ptr %relu1_grad.w420, align 32
+  %719 = mul nsw i64 %relu1_grad.j39772, 169
+  %720 = mul nsw i64 %relu1_grad.ty39873, 13
   %721 = add nsw i64 %719, %720
-  %722 = add nsw i64 %721, %relu1_grad.tx39374
+  %722 = add nsw i64 %721, %relu1_grad.tx39974
   %723 = mul nsw i64 %722, 64
   %724 = add nsw i64 2884288, %723
-  %725 = mul nsw i64 %relu1_grad.cv39475, 8
+  %725 = mul nsw i64 %relu1_grad.cv40075, 8
   %726 = add nsw i64 %724, %725
   %arena127 = getelementptr inbounds float, ptr %arena, i64 %726
-  store <8 x float> %w414, ptr %arena127, align 4
-  %w415 = load <8 x float>, ptr %relu1_grad.w415, align 32
-  %727 = mul nsw i64 %relu1_grad.j39172, 169
-  %728 = mul nsw i64 %relu1_grad.ty39273, 13
+  store <8 x float> %w420, ptr %arena127, align 4
+  %w421 = load <8 x float>, ptr %relu1_grad.w421, align 32
+  %727 = mul nsw i64 %relu1_grad.j39772, 169
+  %728 = mul nsw i64 %relu1_grad.ty39873, 13
   %729 = add nsw i64 %727, %728
-  %730 = add nsw i64 %729, %relu1_grad.tx39374
+  %730 = add nsw i64 %729, %relu1_grad.tx39974
   %731 = mul nsw i64 %730, 64
   %732 = add nsw i64 2895104, %731
-  %733 = mul nsw i64 %relu1_grad.cv39475, 8
+  %733 = mul nsw i64 %relu1_grad.cv40075, 8
   %734 = add nsw i64 %732, %733
   %arena128 = getelementptr inbounds float, ptr %arena, i64 %734
-  store <8 x float> %w415, ptr %arena128, align 4
-  %w416 = load <8 x float>, ptr %relu1_grad.w416, align 32
-  %735 = mul nsw i64 %relu1_grad.j39172, 169
-  %736 = mul nsw i64 %relu1_grad.ty39273, 13
+  store <8 x float> %w421, ptr %arena128, align 4
+  %w422 = load <8 x float>, ptr %relu1_grad.w422, align 32
+  %735 = mul nsw i64 %relu1_grad.j39772, 169
+  %736 = mul nsw i64 %relu1_grad.ty39873, 13
   %737 = add nsw i64 %735, %736
-  %738 = add nsw i64 %737, %relu1_grad.tx39374
+  %738 = add nsw i64 %737, %relu1_grad.tx39974
   %739 = mul nsw i64 %738, 64
   %740 = add nsw i64 2905920, %739
-  %741 = mul nsw i64 %relu1_grad.cv39475, 8
+  %741 = mul nsw i64 %relu1_grad.cv40075, 8
   %742 = add nsw i64 %740, %741
   %arena129 = getelementptr inbounds float, ptr %arena, i64 %742
-  store <8 x float> %w416, ptr %arena129, align 4
-  %w417 = load <8 x float>, ptr %relu1_grad.w417, align 32
-  %743 = mul nsw i64 %relu1_grad.j39172, 169
-  %744 = mul nsw i64 %relu1_grad.ty39273, 13
+  store <8 x float> %w422, ptr %arena129, align 4
+  %w423 = load <8 x float>, ptr %relu1_grad.w423, align 32
+  %743 = mul nsw i64 %relu1_grad.j39772, 169
+  %744 = mul nsw i64 %relu1_grad.ty39873, 13
   %745 = add nsw i64 %743, %744
-  %746 = add nsw i64 %745, %relu1_grad.tx39374
+  %746 = add nsw i64 %745, %relu1_grad.tx39974
   %747 = mul nsw i64 %746, 64
   %748 = add nsw i64 2916736, %747
-  %749 = mul nsw i64 %relu1_grad.cv39475, 8
+  %749 = mul nsw i64 %relu1_grad.cv40075, 8
   %750 = add nsw i64 %748, %749
   %arena130 = getelementptr inbounds float, ptr %arena, i64 %750
-  store <8 x float> %w417, ptr %arena130, align 4
-  %w418 = load <8 x float>, ptr %relu1_grad.w418, align 32
-  %751 = mul nsw i64 %relu1_grad.j39172, 169
-  %752 = mul nsw i64 %relu1_grad.ty39273, 13
+  store <8 x float> %w423, ptr %arena130, align 4
+  %w424 = load <8 x float>, ptr %relu1_grad.w424, align 32
+  %751 = mul nsw i64 %relu1_grad.j39772, 169
+  %752 = mul nsw i64 %relu1_grad.ty39873, 13
   %753 = add nsw i64 %751, %752
-  %754 = add nsw i64 %753, %relu1_grad.tx39374
+  %754 = add nsw i64 %753, %relu1_grad.tx39974
   %755 = mul nsw i64 %754, 64
   %756 = add nsw i64 2927552, %755
-  %757 = mul nsw i64 %relu1_grad.cv39475, 8
+  %757 = mul nsw i64 %relu1_grad.cv40075, 8
   %758 = add nsw i64 %756, %757
   %arena131 = getelementptr inbounds float, ptr %arena, i64 %758
-  store <8 x float> %w418, ptr %arena131, align 4
-  %w419 = load <8 x float>, ptr %relu1_grad.w419, align 32
-  %759 = mul nsw i64 %relu1_grad.j39172, 169
-  %760 = mul nsw i64 %relu1_grad.ty39273, 13
+  store <8 x float> %w424, ptr %arena131, align 4
+  %w425 = load <8 x float>, ptr %relu1_grad.w425, align 32
+  %759 = mul nsw i64 %relu1_grad.j39772, 169
+  %760 = mul nsw i64 %relu1_grad.ty39873, 13
   %761 = add nsw i64 %759, %760
-  %762 = add nsw i64 %761, %relu1_grad.tx39374
+  %762 = add nsw i64 %761, %relu1_grad.tx39974
   %763 = mul nsw i64 %762, 64
   %764 = add nsw i64 2938368, %763
-  %765 = mul nsw i64 %relu1_grad.cv39475, 8
+  %765 = mul nsw i64 %relu1_grad.cv40075, 8
   %766 = add nsw i64 %764, %765
   %arena132 = getelementptr inbounds float, ptr %arena, i64 %766
-  store <8 x float> %w419, ptr %arena132, align 4
-  %w420 = load <8 x float>, ptr %relu1_grad.w420, align 32
-  %767 = mul nsw i64 %relu1_grad.j39172, 169
-  %768 = mul nsw i64 %relu1_grad.ty39273, 13
+  store <8 x float> %w425, ptr %arena132, align 4
+  %w426 = load <8 x float>, ptr %relu1_grad.w426, align 32
+  %767 = mul nsw i64 %relu1_grad.j39772, 169
+  %768 = mul nsw i64 %relu1_grad.ty39873, 13
   %769 = add nsw i64 %767, %768
-  %770 = add nsw i64 %769, %relu1_grad.tx39374
+  %770 = add nsw i64 %769, %relu1_grad.tx39974
   %771 = mul nsw i64 %770, 64
   %772 = add nsw i64 2949184, %771
-  %773 = mul nsw i64 %relu1_grad.cv39475, 8
+  %773 = mul nsw i64 %relu1_grad.cv40075, 8
   %774 = add nsw i64 %772, %773
   %arena133 = getelementptr inbounds float, ptr %arena, i64 %774
-  store <8 x float> %w420, ptr %arena133, align 4
-  %w421 = load <8 x float>, ptr %relu1_grad.w421, align 32
-  %775 = mul nsw i64 %relu1_grad.j39172, 169
-  %776 = mul nsw i64 %relu1_grad.ty39273, 13
+  store <8 x float> %w426, ptr %arena133, align 4
+  %w427 = load <8 x float>, ptr %relu1_grad.w427, align 32
+  %775 = mul nsw i64 %relu1_grad.j39772, 169
+  %776 = mul nsw i64 %relu1_grad.ty39873, 13
   %777 = add nsw i64 %775, %776
-  %778 = add nsw i64 %777, %relu1_grad.tx39374
+  %778 = add nsw i64 %777, %relu1_grad.tx39974
   %779 = mul nsw i64 %778, 64
   %780 = add nsw i64 2960000, %779
-  %781 = mul nsw i64 %relu1_grad.cv39475, 8
+  %781 = mul nsw i64 %relu1_grad.cv40075, 8
   %782 = add nsw i64 %780, %781
   %arena134 = getelementptr inbounds float, ptr %arena, i64 %782
-  store <8 x float> %w421, ptr %arena134, align 4
-  %w422 = load <8 x float>, ptr %relu1_grad.w422, align 32
-  %783 = mul nsw i64 %relu1_grad.j39172, 169
-  %784 = mul nsw i64 %relu1_grad.ty39273, 13
+  store <8 x float> %w427, ptr %arena134, align 4
+  %w428 = load <8 x float>, ptr %relu1_grad.w428, align 32
+  %783 = mul nsw i64 %relu1_grad.j39772, 169
+  %784 = mul nsw i64 %relu1_grad.ty39873, 13
   %785 = add nsw i64 %783, %784
-  %786 = add nsw i64 %785, %relu1_grad.tx39374
+  %786 = add nsw i64 %785, %relu1_grad.tx39974
   %787 = mul nsw i64 %786, 64
   %788 = add nsw i64 2970816, %787
-  %789 = mul nsw i64 %relu1_grad.cv39475, 8
+  %789 = mul nsw i64 %relu1_grad.cv40075, 8
   %790 = add nsw i64 %788, %789
   %arena135 = getelementptr inbounds float, ptr %arena, i64 %790
-  store <8 x float> %w422, ptr %arena135, align 4
-  %w423 = load <8 x float>, ptr %relu1_grad.w423, align 32
-  %791 = mul nsw i64 %relu1_grad.j39172, 169
-  %792 = mul nsw i64 %relu1_grad.ty39273, 13
+  store <8 x float> %w428, ptr %arena135, align 4
+  %w429 = load <8 x float>, ptr %relu1_grad.w429, align 32
+  %791 = mul nsw i64 %relu1_grad.j39772, 169
+  %792 = mul nsw i64 %relu1_grad.ty39873, 13
   %793 = add nsw i64 %791, %792
-  %794 = add nsw i64 %793, %relu1_grad.tx39374
+  %794 = add nsw i64 %793, %relu1_grad.tx39974
   %795 = mul nsw i64 %794, 64
   %796 = add nsw i64 2981632, %795
-  %797 = mul nsw i64 %relu1_grad.cv39475, 8
+  %797 = mul nsw i64 %relu1_grad.cv40075, 8
   %798 = add nsw i64 %796, %797
   %arena136 = getelementptr inbounds float, ptr %arena, i64 %798
-  store <8 x float> %w423, ptr %arena136, align 4
-  %w424 = load <8 x float>, ptr %relu1_grad.w424, align 32
-  %799 = mul nsw i64 %relu1_grad.j39172, 169
-  %800 = mul nsw i64 %relu1_grad.ty39273, 13
+  store <8 x float> %w429, ptr %arena136, align 4
+  %w430 = load <8 x float>, ptr %relu1_grad.w430, align 32
+  %799 = mul nsw i64 %relu1_grad.j39772, 169
+  %800 = mul nsw i64 %relu1_grad.ty39873, 13
   %801 = add nsw i64 %799, %800
-  %802 = add nsw i64 %801, %relu1_grad.tx39374
+  %802 = add nsw i64 %801, %relu1_grad.tx39974
   %803 = mul nsw i64 %802, 64
   %804 = add nsw i64 2992448, %803
-  %805 = mul nsw i64 %relu1_grad.cv39475, 8
+  %805 = mul nsw i64 %relu1_grad.cv40075, 8
   %806 = add nsw i64 %804, %805
   %arena137 = getelementptr inbounds float, ptr %arena, i64 %806
-  store <8 x float> %w424, ptr %arena137, align 4
-  %w425 = load <8 x float>, ptr %relu1_grad.w425, align 32
-  %807 = mul nsw i64 %relu1_grad.j39172, 169
-  %808 = mul nsw i64 %relu1_grad.ty39273, 13
+  store <8 x float> %w430, ptr %arena137, align 4
+  %w431 = load <8 x float>, ptr %relu1_grad.w431, align 32
+  %807 = mul nsw i64 %relu1_grad.j39772, 169
+  %808 = mul nsw i64 %relu1_grad.ty39873, 13
   %809 = add nsw i64 %807, %808
-  %810 = add nsw i64 %809, %relu1_grad.tx39374
+  %810 = add nsw i64 %809, %relu1_grad.tx39974
   %811 = mul nsw i64 %810, 64
   %812 = add nsw i64 3003264, %811
-  %813 = mul nsw i64 %relu1_grad.cv39475, 8
+  %813 = mul nsw i64 %relu1_grad.cv40075, 8
   %814 = add nsw i64 %812, %813
   %arena138 = getelementptr inbounds float, ptr %arena, i64 %814
-  store <8 x float> %w425, ptr %arena138, align 4
-  %w426 = load <8 x float>, ptr %relu1_grad.w426, align 32
-  %815 = mul nsw i64 %relu1_grad.j39172, 169
-  %816 = mul nsw i64 %relu1_grad.ty39273, 13
+  store <8 x float> %w431, ptr %arena138, align 4
+  %w432 = load <8 x float>, ptr %relu1_grad.w432, align 32
+  %815 = mul nsw i64 %relu1_grad.j39772, 169
+  %816 = mul nsw i64 %relu1_grad.ty39873, 13
   %817 = add nsw i64 %815, %816
-  %818 = add nsw i64 %817, %relu1_grad.tx39374
+  %818 = add nsw i64 %817, %relu1_grad.tx39974
   %819 = mul nsw i64 %818, 64
   %820 = add nsw i64 3014080, %819
-  %821 = mul nsw i64 %relu1_grad.cv39475, 8
+  %821 = mul nsw i64 %relu1_grad.cv40075, 8
   %822 = add nsw i64 %820, %821
   %arena139 = getelementptr inbounds float, ptr %arena, i64 %822
-  store <8 x float> %w426, ptr %arena139, align 4
-  %cv394.next = add nsw i64 %relu1_grad.cv39475, 1
-  %823 = icmp slt i64 %cv394.next, 8
-  br i1 %823, label %relu1_grad.cv394, label %relu1_grad.cv394.end
+  store <8 x float> %w432, ptr %arena139, align 4
+  %cv400.next = add nsw i64 %relu1_grad.cv40075, 1
+  %823 = icmp slt i64 %cv400.next, 8
+  br i1 %823, label %relu1_grad.cv400, label %relu1_grad.cv400.end
 
-relu1_grad.cv394.end:                             ; preds = %relu1_grad.cv394
-  %tx393.next = add nsw i64 %relu1_grad.tx39374, 1
-  %824 = icmp slt i64 %tx393.next, 13
-  br i1 %824, label %relu1_grad.tx393, label %relu1_grad.tx393.end
+relu1_grad.cv400.end:                             ; preds = %relu1_grad.cv400
+  %tx399.next = add nsw i64 %relu1_grad.tx39974, 1
+  %824 = icmp slt i64 %tx399.next, 13
+  br i1 %824, label %relu1_grad.tx399, label %relu1_grad.tx399.end
 
-relu1_grad.xi427:                                 ; preds = %relu1_grad.xi427, %relu1_grad.j391.end
-  %relu1_grad.xi427140 = phi i64 [ 0, %relu1_grad.j391.end ], [ %xi427.next, %relu1_grad.xi427 ]
-  call void @mnistnet_train_b64.k23.relu1_grad.gemm434(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %relu1_grad.xi427140)
-  %xi427.next = add nsw i64 %relu1_grad.xi427140, 1
-  %825 = icmp slt i64 %xi427.next, 16
-  br i1 %825, label %relu1_grad.xi427, label %relu1_grad.xi427.end
+relu1_grad.xi433:                                 ; preds = %relu1_grad.xi433, %relu1_grad.j397.end
+  %relu1_grad.xi433140 = phi i64 [ 0, %relu1_grad.j397.end ], [ %xi433.next, %relu1_grad.xi433 ]
+  call void @mnistnet_train_b64.k23.relu1_grad.gemm440(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %relu1_grad.xi433140)
+  %xi433.next = add nsw i64 %relu1_grad.xi433140, 1
+  %825 = icmp slt i64 %xi433.next, 16
+  br i1 %825, label %relu1_grad.xi433, label %relu1_grad.xi433.end
 
-relu1_grad.xi427.end:                             ; preds = %relu1_grad.xi427
-  br label %relu1_grad.j435
+relu1_grad.xi433.end:                             ; preds = %relu1_grad.xi433
+  br label %relu1_grad.j441
 
-relu1_grad.j435:                                  ; preds = %relu1_grad.ty436.end, %relu1_grad.xi427.end
-  %relu1_grad.j435141 = phi i64 [ 0, %relu1_grad.xi427.end ], [ %j435.next, %relu1_grad.ty436.end ]
-  br label %relu1_grad.ty436
+relu1_grad.j441:                                  ; preds = %relu1_grad.ty442.end, %relu1_grad.xi433.end
+  %relu1_grad.j441141 = phi i64 [ 0, %relu1_grad.xi433.end ], [ %j441.next, %relu1_grad.ty442.end ]
+  br label %relu1_grad.ty442
 
-relu1_grad.j435.end:                              ; preds = %relu1_grad.ty436.end
-  br label %relu1_grad.j451
+relu1_grad.j441.end:                              ; preds = %relu1_grad.ty442.end
+  br label %relu1_grad.j457
 
-relu1_grad.ty436:                                 ; preds = %relu1_grad.tx437.end, %relu1_grad.j435
-  %relu1_grad.ty436142 = phi i64 [ 0, %relu1_grad.j435 ], [ %ty436.next, %relu1_grad.tx437.end ]
-  br label %relu1_grad.tx437
+relu1_grad.ty442:                                 ; preds = %relu1_grad.tx443.end, %relu1_grad.j441
+  %relu1_grad.ty442142 = phi i64 [ 0, %relu1_grad.j441 ], [ %ty442.next, %relu1_grad.tx443.end ]
+  br label %relu1_grad.tx443
 
-relu1_grad.ty436.end:                             ; preds = %relu1_grad.tx437.end
-  %j435.next = add nsw i64 %relu1_grad.j435141, 1
-  %826 = icmp slt i64 %j435.next, 1
-  br i1 %826, label %relu1_grad.j435, label %relu1_grad.j435.end
+relu1_grad.ty442.end:                             ; preds = %relu1_grad.tx443.end
+  %j441.next = add nsw i64 %relu1_grad.j441141, 1
+  %826 = icmp slt i64 %j441.next, 1
+  br i1 %826, label %relu1_grad.j441, label %relu1_grad.j441.end
 
-relu1_grad.tx437:                                 ; preds = %relu1_grad.cv438.end, %relu1_grad.ty436
-  %relu1_grad.tx437143 = phi i64 [ 0, %relu1_grad.ty436 ], [ %tx437.next, %relu1_grad.cv438.end ]
-  br label %relu1_grad.cv438
+relu1_grad.tx443:                                 ; preds = %relu1_grad.cv444.end, %relu1_grad.ty442
+  %relu1_grad.tx443143 = phi i64 [ 0, %relu1_grad.ty442 ], [ %tx443.next, %relu1_grad.cv444.end ]
+  br label %relu1_grad.cv444
 
-relu1_grad.tx437.end:                             ; preds = %relu1_grad.cv438.end
-  %ty436.next = add nsw i64 %relu1_grad.ty436142, 1
-  %827 = icmp slt i64 %ty436.next, 13
-  br i1 %827, label %relu1_grad.ty436, label %relu1_grad.ty436.end
+relu1_grad.tx443.end:                             ; preds = %relu1_grad.cv444.end
+  %ty442.next = add nsw i64 %relu1_grad.ty442142, 1
+  %827 = icmp slt i64 %ty442.next, 13
+  br i1 %827, label %relu1_grad.ty442, label %relu1_grad.ty442.end
 
-relu1_grad.cv438:                                 ; preds = %relu1_grad.cv438, %relu1_grad.tx437
-  %relu1_grad.cv438144 = phi i64 [ 0, %relu1_grad.tx437 ], [ %cv438.next, %relu1_grad.cv438 ]
-  %828 = mul nsw i64 %relu1_grad.j435141, 169
-  %829 = mul nsw i64 %relu1_grad.ty436142, 13
+relu1_grad.cv444:                                 ; preds = %relu1_grad.cv444, %relu1_grad.tx443
+  %relu1_grad.cv444144 = phi i64 [ 0, %relu1_grad.tx443 ], [ %cv444.next, %relu1_grad.cv444 ]
+  %828 = mul nsw i64 %relu1_grad.j441141, 169
+  %829 = mul nsw i64 %relu1_grad.ty442142, 13
   %830 = add nsw i64 %828, %829
-  %831 = add nsw i64 %830, %relu1_grad.tx437143
+  %831 = add nsw i64 %830, %relu1_grad.tx443143
   %832 = mul nsw i64 %831, 32
   %833 = add nsw i64 3024896, %832
-  %834 = mul nsw i64 %relu1_grad.cv438144, 8
+  %834 = mul nsw i64 %relu1_grad.cv444144, 8
   %835 = add nsw i64 %833, %834
   %arena145 = getelementptr inbounds float, ptr %arena, i64 %835
   %836 = load <8 x float>, ptr %arena145, align 4
-  %837 = mul nsw i64 %relu1_grad.j435141, 169
-  %838 = mul nsw i64 %relu1_grad.ty436142, 13
+  %837 = mul nsw i64 %relu1_grad.j441141, 169
+  %838 = mul nsw i64 %relu1_grad.ty442142, 13
   %839 = add nsw i64 %837, %838
-  %840 = add nsw i64 %839, %relu1_grad.tx437143
+  %840 = add nsw i64 %839, %relu1_grad.tx443143
   %841 = mul nsw i64 %840, 32
   %842 = add nsw i64 3046528, %841
-  %843 = mul nsw i64 %relu1_grad.cv438144, 8
+  %843 = mul nsw i64 %relu1_grad.cv444144, 8
   %844 = add nsw i64 %842, %843
   %arena146 = getelementptr inbounds float, ptr %arena, i64 %844
   %845 = load <8 x float>, ptr %arena146, align 4
   %846 = fadd <8 x float> %836, %845
-  %847 = mul nsw i64 %relu1_grad.j435141, 169
-  %848 = mul nsw i64 %relu1_grad.ty436142, 13
+  %847 = mul nsw i64 %relu1_grad.j441141, 169
+  %848 = mul nsw i64 %relu1_grad.ty442142, 13
   %849 = add nsw i64 %847, %848
-  %850 = add nsw i64 %849, %relu1_grad.tx437143
+  %850 = add nsw i64 %849, %relu1_grad.tx443143
   %851 = mul nsw i64 %850, 32
   %852 = add nsw i64 3068160, %851
-  %853 = mul nsw i64 %relu1_grad.cv438144, 8
+  %853 = mul nsw i64 %relu1_grad.cv444144, 8
   %854 = add nsw i64 %852, %853
   %arena147 = getelementptr inbounds float, ptr %arena, i64 %854
   %855 = load <8 x float>, ptr %arena147, align 4
   %856 = fadd <8 x float> %846, %855
-  store <8 x float> %856, ptr %relu1_grad.w439, align 32
-  %857 = mul nsw i64 %relu1_grad.j435141, 169
-  %858 = mul nsw i64 %relu1_grad.ty436142, 13
+  store <8 x float> %856, ptr %relu1_grad.w445, align 32
+  %857 = mul nsw i64 %relu1_grad.j441141, 169
+  %858 = mul nsw i64 %relu1_grad.ty442142, 13
   %859 = add nsw i64 %857, %858
-  %860 = add nsw i64 %859, %relu1_grad.tx437143
+  %860 = add nsw i64 %859, %relu1_grad.tx443143
   %861 = mul nsw i64 %860, 32
   %862 = add nsw i64 3046528, %861
-  %863 = mul nsw i64 %relu1_grad.cv438144, 8
+  %863 = mul nsw i64 %relu1_grad.cv444144, 8
   %864 = add nsw i64 %862, %863
   %arena148 = getelementptr inbounds float, ptr %arena, i64 %864
   %865 = load <8 x float>, ptr %arena148, align 4
-  %866 = mul nsw i64 %relu1_grad.j435141, 169
-  %867 = mul nsw i64 %relu1_grad.ty436142, 13
+  %866 = mul nsw i64 %relu1_grad.j441141, 169
+  %867 = mul nsw i64 %relu1_grad.ty442142, 13
   %868 = add nsw i64 %866, %867
-  %869 = add nsw i64 %868, %relu1_grad.tx437143
+  %869 = add nsw i64 %868, %relu1_grad.tx443143
   %870 = mul nsw i64 %869, 32
   %871 = add nsw i64 3068160, %870
-  %872 = mul nsw i64 %relu1_grad.cv438144, 8
+  %872 = mul nsw i64 %relu1_grad.cv444144, 8
   %873 = add nsw i64 %871, %872
   %arena149 = getelementptr inbounds float, ptr %arena, i64 %873
   %874 = load <8 x float>, ptr %arena149, align 4
   %875 = fsub <8 x float> %865, %874
-  %876 = mul nsw i64 %relu1_grad.j435141, 169
-  %877 = mul nsw i64 %relu1_grad.ty436142, 13
+  %876 = mul nsw i64 %relu1_grad.j441141, 169
+  %877 = mul nsw i64 %relu1_grad.ty442142, 13
   %878 = add nsw i64 %876, %877
-  %879 = add nsw i64 %878, %relu1_grad.tx437143
+  %879 = add nsw i64 %878, %relu1_grad.tx443143
   %880 = mul nsw i64 %879, 32
   %881 = add nsw i64 3089792, %880
-  %882 = mul nsw i64 %relu1_grad.cv438144, 8
+  %882 = mul nsw i64 %relu1_grad.cv444144, 8
   %883 = add nsw i64 %881, %882
   %arena150 = getelementptr inbounds float, ptr %arena, i64 %883
   %884 = load <8 x float>, ptr %arena150, align 4
   %885 = fsub <8 x float> %875, %884
-  store <8 x float> %885, ptr %relu1_grad.w440, align 32
-  %886 = mul nsw i64 %relu1_grad.j435141, 169
-  %887 = mul nsw i64 %relu1_grad.ty436142, 13
+  store <8 x float> %885, ptr %relu1_grad.w446, align 32
+  %886 = mul nsw i64 %relu1_grad.j441141, 169
+  %887 = mul nsw i64 %relu1_grad.ty442142, 13
   %888 = add nsw i64 %886, %887
-  %889 = add nsw i64 %888, %relu1_grad.tx437143
+  %889 = add nsw i64 %888, %relu1_grad.tx443143
   %890 = mul nsw i64 %889, 32
   %891 = add nsw i64 3030304, %890
-  %892 = mul nsw i64 %relu1_grad.cv438144, 8
+  %892 = mul nsw i64 %relu1_grad.cv444144, 8
   %893 = add nsw i64 %891, %892
   %arena151 = getelementptr inbounds float, ptr %arena, i64 %893
   %894 = load <8 x float>, ptr %arena151, align 4
-  %895 = mul nsw i64 %relu1_grad.j435141, 169
-  %896 = mul nsw i64 %relu1_grad.ty436142, 13
+  %895 = mul nsw i64 %relu1_grad.j441141, 169
+  %896 = mul nsw i64 %relu1_grad.ty442142, 13
   %897 = add nsw i64 %895, %896
-  %898 = add nsw i64 %897, %relu1_grad.tx437143
+  %898 = add nsw i64 %897, %relu1_grad.tx443143
   %899 = mul nsw i64 %898, 32
   %900 = add nsw i64 3051936, %899
-  %901 = mul nsw i64 %relu1_grad.cv438144, 8
+  %901 = mul nsw i64 %relu1_grad.cv444144, 8
   %902 = add nsw i64 %900, %901
   %arena152 = getelementptr inbounds float, ptr %arena, i64 %902
   %903 = load <8 x float>, ptr %arena152, align 4
   %904 = fadd <8 x float> %894, %903
-  %905 = mul nsw i64 %relu1_grad.j435141, 169
-  %906 = mul nsw i64 %relu1_grad.ty436142, 13
+  %905 = mul nsw i64 %relu1_grad.j441141, 169
+  %906 = mul nsw i64 %relu1_grad.ty442142, 13
   %907 = add nsw i64 %905, %906
-  %908 = add nsw i64 %907, %relu1_grad.tx437143
+  %908 = add nsw i64 %907, %relu1_grad.tx443143
   %909 = mul nsw i64 %908, 32
   %910 = add nsw i64 3073568, %909
-  %911 = mul nsw i64 %relu1_grad.cv438144, 8
+  %911 = mul nsw i64 %relu1_grad.cv444144, 8
   %912 = add nsw i64 %910, %911
   %arena153 = getelementptr inbounds float, ptr %arena, i64 %912
   %913 = load <8 x float>, ptr %arena153, align 4
   %914 = fadd <8 x float> %904, %913
-  store <8 x float> %914, ptr %relu1_grad.w441, align 32
-  %915 = mul nsw i64 %relu1_grad.j435141, 169
-  %916 = mul nsw i64 %relu1_grad.ty436142, 13
+  store <8 x float> %914, ptr %relu1_grad.w447, align 32
+  %915 = mul nsw i64 %relu1_grad.j441141, 169
+  %916 = mul nsw i64 %relu1_grad.ty442142, 13
   %917 = add nsw i64 %915, %916
-  %918 = add nsw i64 %917, %relu1_grad.tx437143
+  %918 = add nsw i64 %917, %relu1_grad.tx443143
   %919 = mul nsw i64 %918, 32
   %920 = add nsw i64 3051936, %919
-  %921 = mul nsw i64 %relu1_grad.cv438144, 8
+  %921 = mul nsw i64 %relu1_grad.cv444144, 8
   %922 = add nsw i64 %920, %921
   %arena154 = getelementptr inbounds float, ptr %arena, i64 %922
   %923 = load <8 x float>, ptr %arena154, align 4
-  %924 = mul nsw i64 %relu1_grad.j435141, 169
-  %925 = mul nsw i64 %relu1_grad.ty436142, 13
+  %924 = mul nsw i64 %relu1_grad.j441141, 169
+  %925 = mul nsw i64 %relu1_grad.ty442142, 13
   %926 = add nsw i64 %924, %925
-  %927 = add nsw i64 %926, %relu1_grad.tx437143
+  %927 = add nsw i64 %926, %relu1_grad.tx443143
   %928 = mul nsw i64 %927, 32
   %929 = add nsw i64 3073568, %928
-  %930 = mul nsw i64 %relu1_grad.cv438144, 8
+  %930 = mul nsw i64 %relu1_grad.cv444144, 8
   %931 = add nsw i64 %929, %930
   %arena155 = getelementptr inbounds float, ptr %arena, i64 %931
   %932 = load <8 x float>, ptr %arena155, align 4
   %933 = fsub <8 x float> %923, %932
-  %934 = mul nsw i64 %relu1_grad.j435141, 169
-  %935 = mul nsw i64 %relu1_grad.ty436142, 13
+  %934 = mul nsw i64 %relu1_grad.j441141, 169
+  %935 = mul nsw i64 %relu1_grad.ty442142, 13
   %936 = add nsw i64 %934, %935
-  %937 = add nsw i64 %936, %relu1_grad.tx437143
+  %937 = add nsw i64 %936, %relu1_grad.tx443143
   %938 = mul nsw i64 %937, 32
   %939 = add nsw i64 3095200, %938
-  %940 = mul nsw i64 %relu1_grad.cv438144, 8
+  %940 = mul nsw i64 %relu1_grad.cv444144, 8
   %941 = add nsw i64 %939, %940
   %arena156 = getelementptr inbounds float, ptr %arena, i64 %941
   %942 = load <8 x float>, ptr %arena156, align 4
   %943 = fsub <8 x float> %933, %942
-  store <8 x float> %943, ptr %relu1_grad.w442, align 32
-  %944 = mul nsw i64 %relu1_grad.j435141, 169
-  %945 = mul nsw i64 %relu1_grad.ty436142, 13
+  store <8 x float> %943, ptr %relu1_grad.w448, align 32
+  %944 = mul nsw i64 %relu1_grad.j441141, 169
+  %945 = mul nsw i64 %relu1_grad.ty442142, 13
   %946 = add nsw i64 %944, %945
-  %947 = add nsw i64 %946, %relu1_grad.tx437143
+  %947 = add nsw i64 %946, %relu1_grad.tx443143
   %948 = mul nsw i64 %947, 32
   %949 = add nsw i64 3035712, %948
-  %950 = mul nsw i64 %relu1_grad.cv438144, 8
+  %950 = mul nsw i64 %relu1_grad.cv444144, 8
   %951 = add nsw i64 %949, %950
   %arena157 = getelementptr inbounds float, ptr %arena, i64 %951
   %952 = load <8 x float>, ptr %arena157, align 4
-  %953 = mul nsw i64 %relu1_grad.j435141, 169
-  %954 = mul nsw i64 %relu1_grad.ty436142, 13
+  %953 = mul nsw i64 %relu1_grad.j441141, 169
+  %954 = mul nsw i64 %relu1_grad.ty442142, 13
   %955 = add nsw i64 %953, %954
-  %956 = add nsw i64 %955, %relu1_grad.tx437143
+  %956 = add nsw i64 %955, %relu1_grad.tx443143
   %957 = mul nsw i64 %956, 32
   %958 = add nsw i64 3057344, %957
-  %959 = mul nsw i64 %relu1_grad.cv438144, 8
+  %959 = mul nsw i64 %relu1_grad.cv444144, 8
   %960 = add nsw i64 %958, %959
   %arena158 = getelementptr inbounds float, ptr %arena, i64 %960
   %961 = load <8 x float>, ptr %arena158, align 4
   %962 = fadd <8 x float> %952, %961
-  %963 = mul nsw i64 %relu1_grad.j435141, 169
-  %964 = mul nsw i64 %relu1_grad.ty436142, 13
+  %963 = mul nsw i64 %relu1_grad.j441141, 169
+  %964 = mul nsw i64 %relu1_grad.ty442142, 13
   %965 = add nsw i64 %963, %964
-  %966 = add nsw i64 %965, %relu1_grad.tx437143
+  %966 = add nsw i64 %965, %relu1_grad.tx443143
   %967 = mul nsw i64 %966, 32
   %968 = add nsw i64 3078976, %967
-  %969 = mul nsw i64 %relu1_grad.cv438144, 8
+  %969 = mul nsw i64 %relu1_grad.cv444144, 8
   %970 = add nsw i64 %968, %969
   %arena159 = getelementptr inbounds float, ptr %arena, i64 %970
   %971 = load <8 x float>, ptr %arena159, align 4
   %972 = fadd <8 x float> %962, %971
-  store <8 x float> %972, ptr %relu1_grad.w443, align 32
-  %973 = mul nsw i64 %relu1_grad.j435141, 169
-  %974 = mul nsw i64 %relu1_grad.ty436142, 13
+  store <8 x float> %972, ptr %relu1_grad.w449, align 32
+  %973 = mul nsw i64 %relu1_grad.j441141, 169
+  %974 = mul nsw i64 %relu1_grad.ty442142, 13
   %975 = add nsw i64 %973, %974
-  %976 = add nsw i64 %975, %relu1_grad.tx437143
+  %976 = add nsw i64 %975, %relu1_grad.tx443143
   %977 = mul nsw i64 %976, 32
   %978 = add nsw i64 3057344, %977
-  %979 = mul nsw i64 %relu1_grad.cv438144, 8
+  %979 = mul nsw i64 %relu1_grad.cv444144, 8
   %980 = add nsw i64 %978, %979
   %arena160 = getelementptr inbounds float, ptr %arena, i64 %980
   %981 = load <8 x float>, ptr %arena160, align 4
-  %982 = mul nsw i64 %relu1_grad.j435141, 169
-  %983 = mul nsw i64 %relu1_grad.ty436142, 13
+  %982 = mul nsw i64 %relu1_grad.j441141, 169
+  %983 = mul nsw i64 %relu1_grad.ty442142, 13
   %984 = add nsw i64 %982, %983
-  %985 = add nsw i64 %984, %relu1_grad.tx437143
+  %985 = add nsw i64 %984, %relu1_grad.tx443143
   %986 = mul nsw i64 %985, 32
   %987 = add nsw i64 3078976, %986
-  %988 = mul nsw i64 %relu1_grad.cv438144, 8
+  %988 = mul nsw i64 %relu1_grad.cv444144, 8
   %989 = add nsw i64 %987, %988
   %arena161 = getelementptr inbounds float, ptr %arena, i64 %989
   %990 = load <8 x float>, ptr %arena161, align 4
   %991 = fsub <8 x float> %981, %990
-  %992 = mul nsw i64 %relu1_grad.j435141, 169
-  %993 = mul nsw i64 %relu1_grad.ty436142, 13
+  %992 = mul nsw i64 %relu1_grad.j441141, 169
+  %993 = mul nsw i64 %relu1_grad.ty442142, 13
   %994 = add nsw i64 %992, %993
-  %995 = add nsw i64 %994, %relu1_grad.tx437143
+  %995 = add nsw i64 %994, %relu1_grad.tx443143
   %996 = mul nsw i64 %995, 32
   %997 = add nsw i64 3100608, %996
-  %998 = mul nsw i64 %relu1_grad.cv438144, 8
+  %998 = mul nsw i64 %relu1_grad.cv444144, 8
   %999 = add nsw i64 %997, %998
   %arena162 = getelementptr inbounds float, ptr %arena, i64 %999
   %1000 = load <8 x float>, ptr %arena162, align 4
   %1001 = fsub <8 x float> %991, %1000
-  store <8 x float> %1001, ptr %relu1_grad.w444, align 32
-  %1002 = mul nsw i64 %relu1_grad.j435141, 169
-  %1003 = mul nsw i64 %relu1_grad.ty436142, 13
+  store <8 x float> %1001, ptr %relu1_grad.w450, align 32
+  %1002 = mul nsw i64 %relu1_grad.j441141, 169
+  %1003 = mul nsw i64 %relu1_grad.ty442142, 13
   %1004 = add nsw i64 %1002, %1003
-  %1005 = add nsw i64 %1004, %relu1_grad.tx437143
+  %1005 = add nsw i64 %1004, %relu1_grad.tx443143
   %1006 = mul nsw i64 %1005, 32
   %1007 = add nsw i64 3041120, %1006
-  %1008 = mul nsw i64 %relu1_grad.cv438144, 8
+  %1008 = mul nsw i64 %relu1_grad.cv444144, 8
   %1009 = add nsw i64 %1007, %1008
   %arena163 = getelementptr inbounds float, ptr %arena, i64 %1009
   %1010 = load <8 x float>, ptr %arena163, align 4
-  %1011 = mul nsw i64 %relu1_grad.j435141, 169
-  %1012 = mul nsw i64 %relu1_grad.ty436142, 13
+  %1011 = mul nsw i64 %relu1_grad.j441141, 169
+  %1012 = mul nsw i64 %relu1_grad.ty442142, 13
   %1013 = add nsw i64 %1011, %1012
-  %1014 = add nsw i64 %1013, %relu1_grad.tx437143
+  %1014 = add nsw i64 %1013, %relu1_grad.tx443143
   %1015 = mul nsw i64 %1014, 32
   %1016 = add nsw i64 3062752, %1015
-  %1017 = mul nsw i64 %relu1_grad.cv438144, 8
+  %1017 = mul nsw i64 %relu1_grad.cv444144, 8
   %1018 = add nsw i64 %1016, %1017
   %arena164 = getelementptr inbounds float, ptr %arena, i64 %1018
   %1019 = load <8 x float>, ptr %arena164, align 4
   %1020 = fadd <8 x float> %1010, %1019
-  %1021 = mul nsw i64 %relu1_grad.j435141, 169
-  %1022 = mul nsw i64 %relu1_grad.ty436142, 13
+  %1021 = mul nsw i64 %relu1_grad.j441141, 169
+  %1022 = mul nsw i64 %relu1_grad.ty442142, 13
   %1023 = add nsw i64 %1021, %1022
-  %1024 = add nsw i64 %1023, %relu1_grad.tx437143
+  %1024 = add nsw i64 %1023, %relu1_grad.tx443143
   %1025 = mul nsw i64 %1024, 32
   %1026 = add nsw i64 3084384, %1025
-  %1027 = mul nsw i64 %relu1_grad.cv438144, 8
+  %1027 = mul nsw i64 %relu1_grad.cv444144, 8
   %1028 = add nsw i64 %1026, %1027
   %arena165 = getelementptr inbounds float, ptr %arena, i64 %1028
   %1029 = load <8 x float>, ptr %arena165, align 4
   %1030 = fadd <8 x float> %1020, %1029
-  store <8 x float> %1030, ptr %relu1_grad.w445, align 32
-  %1031 = mul nsw i64 %relu1_grad.j435141, 169
-  %1032 = mul nsw i64 %relu1_grad.ty436142, 13
+  store <8 x float> %1030, ptr %relu1_grad.w451, align 32
+  %1031 = mul nsw i64 %relu1_grad.j441141, 169
+  %1032 = mul nsw i64 %relu1_grad.ty442142, 13
   %1033 = add nsw i64 %1031, %1032
-  %1034 = add nsw i64 %1033, %relu1_grad.tx437143
+  %1034 = add nsw i64 %1033, %relu1_grad.tx443143
   %1035 = mul nsw i64 %1034, 32
   %1036 = add nsw i64 3062752, %1035
-  %1037 = mul nsw i64 %relu1_grad.cv438144, 8
+  %1037 = mul nsw i64 %relu1_grad.cv444144, 8
   %1038 = add nsw i64 %1036, %1037
   %arena166 = getelementptr inbounds float, ptr %arena, i64 %1038
   %1039 = load <8 x float>, ptr %arena166, align 4
-  %1040 = mul nsw i64 %relu1_grad.j435141, 169
-  %1041 = mul nsw i64 %relu1_grad.ty436142, 13
+  %1040 = mul nsw i64 %relu1_grad.j441141, 169
+  %1041 = mul nsw i64 %relu1_grad.ty442142, 13
   %1042 = add nsw i64 %1040, %1041
-  %1043 = add nsw i64 %1042, %relu1_grad.tx437143
+  %1043 = add nsw i64 %1042, %relu1_grad.tx443143
   %1044 = mul nsw i64 %1043, 32
   %1045 = add nsw i64 3084384, %1044
-  %1046 = mul nsw i64 %relu1_grad.cv438144, 8
+  %1046 = mul nsw i64 %relu1_grad.cv444144, 8
   %1047 = add nsw i64 %1045, %1046
   %arena167 = getelementptr inbounds float, ptr %arena, i64 %1047
   %1048 = load <8 x float>, ptr %arena167, align 4
   %1049 = fsub <8 x float> %1039, %1048
-  %1050 = mul nsw i64 %relu1_grad.j435141, 169
-  %1051 = mul nsw i64 %relu1_grad.ty436142, 13
+  %1050 = mul nsw i64 %relu1_grad.j441141, 169
+  %1051 = mul nsw i64 %relu1_grad.ty442142, 13
   %1052 = add nsw i64 %1050, %1051
-  %1053 = add nsw i64 %1052, %relu1_grad.tx437143
+  %1053 = add nsw i64 %1052, %relu1_grad.tx443143
   %1054 = mul nsw i64 %1053, 32
   %1055 = add nsw i64 3106016, %1054
-  %1056 = mul nsw i64 %relu1_grad.cv438144, 8
+  %1056 = mul nsw i64 %relu1_grad.cv444144, 8
   %1057 = add nsw i64 %1055, %1056
   %arena168 = getelementptr inbounds float, ptr %arena, i64 %1057
   %1058 = load <8 x float>, ptr %arena168, align 4
   %1059 = fsub <8 x float> %1049, %1058
-  store <8 x float> %1059, ptr %relu1_grad.w446, align 32
-  %w439 = load <8 x float>, ptr %relu1_grad.w439, align 32
-  %w441 = load <8 x float>, ptr %relu1_grad.w441, align 32
-  %1060 = fadd <8 x float> %w439, %w441
-  %w443 = load <8 x float>, ptr %relu1_grad.w443, align 32
-  %1061 = fadd <8 x float> %1060, %w443
-  store <8 x float> %1061, ptr %relu1_grad.w447, align 32
-  %w441169 = load <8 x float>, ptr %relu1_grad.w441, align 32
-  %w443170 = load <8 x float>, ptr %relu1_grad.w443, align 32
-  %1062 = fsub <8 x float> %w441169, %w443170
+  store <8 x float> %1059, ptr %relu1_grad.w452, align 32
   %w445 = load <8 x float>, ptr %relu1_grad.w445, align 32
-  %1063 = fsub <8 x float> %1062, %w445
-  store <8 x float> %1063, ptr %relu1_grad.w448, align 32
-  %w440 = load <8 x float>, ptr %relu1_grad.w440, align 32
-  %w442 = load <8 x float>, ptr %relu1_grad.w442, align 32
-  %1064 = fadd <8 x float> %w440, %w442
-  %w444 = load <8 x float>, ptr %relu1_grad.w444, align 32
-  %1065 = fadd <8 x float> %1064, %w444
-  store <8 x float> %1065, ptr %relu1_grad.w449, align 32
-  %w442171 = load <8 x float>, ptr %relu1_grad.w442, align 32
-  %w444172 = load <8 x float>, ptr %relu1_grad.w444, align 32
-  %1066 = fsub <8 x float> %w442171, %w444172
-  %w446 = load <8 x float>, ptr %relu1_grad.w446, align 32
-  %1067 = fsub <8 x float> %1066, %w446
-  store <8 x float> %1067, ptr %relu1_grad.w450, align 32
   %w447 = load <8 x float>, ptr %relu1_grad.w447, align 32
-  %1068 = mul nsw i64 %relu1_grad.j435141, 26
-  %1069 = mul nsw i64 %relu1_grad.ty436142, 2
+  %1060 = fadd <8 x float> %w445, %w447
+  %w449 = load <8 x float>, ptr %relu1_grad.w449, align 32
+  %1061 = fadd <8 x float> %1060, %w449
+  store <8 x float> %1061, ptr %relu1_grad.w453, align 32
+  %w447169 = load <8 x float>, ptr %relu1_grad.w447, align 32
+  %w449170 = load <8 x float>, ptr %relu1_grad.w449, align 32
+  %1062 = fsub <8 x float> %w447169, %w449170
+  %w451 = load <8 x float>, ptr %relu1_grad.w451, align 32
+  %1063 = fsub <8 x float> %1062, %w451
+  store <8 x float> %1063, ptr %relu1_grad.w454, align 32
+  %w446 = load <8 x float>, ptr %relu1_grad.w446, align 32
+  %w448 = load <8 x float>, ptr %relu1_grad.w448, align 32
+  %1064 = fadd <8 x float> %w446, %w448
+  %w450 = load <8 x float>, ptr %relu1_grad.w450, align 32
+  %1065 = fadd <8 x float> %1064, %w450
+  store <8 x float> %1065, ptr %relu1_grad.w455, align 32
+  %w448171 = load <8 x float>, ptr %relu1_grad.w448, align 32
+  %w450172 = load <8 x float>, ptr %relu1_grad.w450, align 32
+  %1066 = fsub <8 x float> %w448171, %w450172
+  %w452 = load <8 x float>, ptr %relu1_grad.w452, align 32
+  %1067 = fsub <8 x float> %1066, %w452
+  store <8 x float> %1067, ptr %relu1_grad.w456, align 32
+  %w453 = load <8 x float>, ptr %relu1_grad.w453, align 32
+  %1068 = mul nsw i64 %relu1_grad.j441141, 26
+  %1069 = mul nsw i64 %relu1_grad.ty442142, 2
   %1070 = add nsw i64 %1068, %1069
   %1071 = mul nsw i64 %1070, 26
-  %1072 = mul nsw i64 %relu1_grad.tx437143, 2
+  %1072 = mul nsw i64 %relu1_grad.tx443143, 2
   %1073 = add nsw i64 %1071, %1072
   %1074 = mul nsw i64 %1073, 32
   %1075 = add nsw i64 3111424, %1074
-  %1076 = mul nsw i64 %relu1_grad.cv438144, 8
+  %1076 = mul nsw i64 %relu1_grad.cv444144, 8
   %1077 = add nsw i64 %1075, %1076
   %arena173 = getelementptr inbounds float, ptr %arena, i64 %1077
-  store <8 x float> %w447, ptr %arena173, align 4
-  %w448 = load <8 x float>, ptr %relu1_grad.w448, align 32
-  %1078 = mul nsw i64 %relu1_grad.j435141, 26
-  %1079 = mul nsw i64 %relu1_grad.ty436142, 2
+  store <8 x float> %w453, ptr %arena173, align 4
+  %w454 = load <8 x float>, ptr %relu1_grad.w454, align 32
+  %1078 = mul nsw i64 %relu1_grad.j441141, 26
+  %1079 = mul nsw i64 %relu1_grad.ty442142, 2
   %1080 = add nsw i64 %1078, %1079
   %1081 = mul nsw i64 %1080, 26
-  %1082 = mul nsw i64 %relu1_grad.tx437143, 2
+  %1082 = mul nsw i64 %relu1_grad.tx443143, 2
   %1083 = add nsw i64 %1081, %1082
   %1084 = add nsw i64 %1083, 1
   %1085 = mul nsw i64 %1084, 32
   %1086 = add nsw i64 3111424, %1085
-  %1087 = mul nsw i64 %relu1_grad.cv438144, 8
+  %1087 = mul nsw i64 %relu1_grad.cv444144, 8
   %1088 = add nsw i64 %1086, %1087
   %arena174 = getelementptr inbounds float, ptr %arena, i64 %1088
-  store <8 x float> %w448, ptr %arena174, align 4
-  %w449 = load <8 x float>, ptr %relu1_grad.w449, align 32
-  %1089 = mul nsw i64 %relu1_grad.j435141, 26
-  %1090 = mul nsw i64 %relu1_grad.ty436142, 2
+  store <8 x float> %w454, ptr %arena174, align 4
+  %w455 = load <8 x float>, ptr %relu1_grad.w455, align 32
+  %1089 = mul nsw i64 %relu1_grad.j441141, 26
+  %1090 = mul nsw i64 %relu1_grad.ty442142, 2
   %1091 = add nsw i64 %1089, %1090
   %1092 = add nsw i64 %1091, 1
   %1093 = mul nsw i64 %1092, 26
-  %1094 = mul nsw i64 %relu1_grad.tx437143, 2
+  %1094 = mul nsw i64 %relu1_grad.tx443143, 2
   %1095 = add nsw i64 %1093, %1094
   %1096 = mul nsw i64 %1095, 32
   %1097 = add nsw i64 3111424, %1096
-  %1098 = mul nsw i64 %relu1_grad.cv438144, 8
+  %1098 = mul nsw i64 %relu1_grad.cv444144, 8
   %1099 = add nsw i64 %1097, %1098
   %arena175 = getelementptr inbounds float, ptr %arena, i64 %1099
-  store <8 x float> %w449, ptr %arena175, align 4
-  %w450 = load <8 x float>, ptr %relu1_grad.w450, align 32
-  %1100 = mul nsw i64 %relu1_grad.j435141, 26
-  %1101 = mul nsw i64 %relu1_grad.ty436142, 2
+  store <8 x float> %w455, ptr %arena175, align 4
+  %w456 = load <8 x float>, ptr %relu1_grad.w456, align 32
+  %1100 = mul nsw i64 %relu1_grad.j441141, 26
+  %1101 = mul nsw i64 %relu1_grad.ty442142, 2
   %1102 = add nsw i64 %1100, %1101
   %1103 = add nsw i64 %1102, 1
   %1104 = mul nsw i64 %1103, 26
-  %1105 = mul nsw i64 %relu1_grad.tx437143, 2
+  %1105 = mul nsw i64 %relu1_grad.tx443143, 2
   %1106 = add nsw i64 %1104, %1105
   %1107 = add nsw i64 %1106, 1
   %1108 = mul nsw i64 %1107, 32
   %1109 = add nsw i64 3111424, %1108
-  %1110 = mul nsw i64 %relu1_grad.cv438144, 8
+  %1110 = mul nsw i64 %relu1_grad.cv444144, 8
   %1111 = add nsw i64 %1109, %1110
   %arena176 = getelementptr inbounds float, ptr %arena, i64 %1111
-  store <8 x float> %w450, ptr %arena176, align 4
-  %cv438.next = add nsw i64 %relu1_grad.cv438144, 1
-  %1112 = icmp slt i64 %cv438.next, 4
-  br i1 %1112, label %relu1_grad.cv438, label %relu1_grad.cv438.end
+  store <8 x float> %w456, ptr %arena176, align 4
+  %cv444.next = add nsw i64 %relu1_grad.cv444144, 1
+  %1112 = icmp slt i64 %cv444.next, 4
+  br i1 %1112, label %relu1_grad.cv444, label %relu1_grad.cv444.end
 
-relu1_grad.cv438.end:                             ; preds = %relu1_grad.cv438
-  %tx437.next = add nsw i64 %relu1_grad.tx437143, 1
-  %1113 = icmp slt i64 %tx437.next, 13
-  br i1 %1113, label %relu1_grad.tx437, label %relu1_grad.tx437.end
+relu1_grad.cv444.end:                             ; preds = %relu1_grad.cv444
+  %tx443.next = add nsw i64 %relu1_grad.tx443143, 1
+  %1113 = icmp slt i64 %tx443.next, 13
+  br i1 %1113, label %relu1_grad.tx443, label %relu1_grad.tx443.end
 
-relu1_grad.j451:                                  ; preds = %relu1_grad.c452.end, %relu1_grad.j435.end
-  %relu1_grad.j451177 = phi i64 [ 0, %relu1_grad.j435.end ], [ %j451.next, %relu1_grad.c452.end ]
-  br label %relu1_grad.c452
+relu1_grad.j457:                                  ; preds = %relu1_grad.c461.end, %relu1_grad.j441.end
+  %relu1_grad.j457177 = phi i64 [ 0, %relu1_grad.j441.end ], [ %j457.next, %relu1_grad.c461.end ]
+  br label %relu1_grad.qb458
 
-relu1_grad.j451.end:                              ; preds = %relu1_grad.c452.end
-  %g386.next = add nsw i64 %relu1_grad.g38665, 1
-  %1114 = icmp slt i64 %g386.next, 64
-  br i1 %1114, label %relu1_grad.g386, label %relu1_grad.g386.end
+relu1_grad.j457.end:                              ; preds = %relu1_grad.c461.end
+  %g392.next = add nsw i64 %relu1_grad.g39265, 1
+  %1114 = icmp slt i64 %g392.next, 64
+  br i1 %1114, label %relu1_grad.g392, label %relu1_grad.g392.end
 
-relu1_grad.c452:                                  ; preds = %relu1_grad.q453.end, %relu1_grad.j451
-  %relu1_grad.c452178 = phi i64 [ 0, %relu1_grad.j451 ], [ %c452.next, %relu1_grad.q453.end ]
-  br label %relu1_grad.q453
+relu1_grad.qb458:                                 ; preds = %relu1_grad.c459.end, %relu1_grad.j457
+  %relu1_grad.qb458178 = phi i64 [ 0, %relu1_grad.j457 ], [ %qb458.next, %relu1_grad.c459.end ]
+  br label %relu1_grad.c459
 
-relu1_grad.c452.end:                              ; preds = %relu1_grad.q453.end
-  %j451.next = add nsw i64 %relu1_grad.j451177, 1
-  %1115 = icmp slt i64 %j451.next, 1
-  br i1 %1115, label %relu1_grad.j451, label %relu1_grad.j451.end
+relu1_grad.qb458.end:                             ; preds = %relu1_grad.c459.end
+  br label %relu1_grad.c461
 
-relu1_grad.q453:                                  ; preds = %relu1_grad.q453, %relu1_grad.c452
-  %relu1_grad.q453179 = phi i64 [ 0, %relu1_grad.c452 ], [ %q453.next, %relu1_grad.q453 ]
-  %1116 = mul nsw i64 %relu1_grad.j451177, 676
-  %1117 = add nsw i64 %1116, %relu1_grad.q453179
-  %1118 = mul nsw i64 %1117, 32
-  %1119 = add nsw i64 3111424, %1118
-  %1120 = add nsw i64 %1119, %relu1_grad.c452178
-  %arena180 = getelementptr inbounds float, ptr %arena, i64 %1120
-  %1121 = load float, ptr %arena180, align 4
-  %1122 = add nsw i64 %relu1_grad.g38665, %relu1_grad.j451177
-  %1123 = mul nsw i64 %1122, 21632
-  %1124 = add nsw i64 1384448, %1123
-  %1125 = mul nsw i64 %relu1_grad.c452178, 676
-  %1126 = add nsw i64 %1124, %1125
-  %1127 = add nsw i64 %1126, %relu1_grad.q453179
-  %arena181 = getelementptr inbounds float, ptr %arena, i64 %1127
-  store float %1121, ptr %arena181, align 4
-  %q453.next = add nsw i64 %relu1_grad.q453179, 1
-  %1128 = icmp slt i64 %q453.next, 676
-  br i1 %1128, label %relu1_grad.q453, label %relu1_grad.q453.end
+relu1_grad.c459:                                  ; preds = %relu1_grad.q460.end, %relu1_grad.qb458
+  %relu1_grad.c459179 = phi i64 [ 0, %relu1_grad.qb458 ], [ %c459.next, %relu1_grad.q460.end ]
+  br label %relu1_grad.q460
 
-relu1_grad.q453.end:                              ; preds = %relu1_grad.q453
-  %c452.next = add nsw i64 %relu1_grad.c452178, 1
-  %1129 = icmp slt i64 %c452.next, 32
-  br i1 %1129, label %relu1_grad.c452, label %relu1_grad.c452.end
+relu1_grad.c459.end:                              ; preds = %relu1_grad.q460.end
+  %qb458.next = add nsw i64 %relu1_grad.qb458178, 1
+  %1115 = icmp slt i64 %qb458.next, 10
+  br i1 %1115, label %relu1_grad.qb458, label %relu1_grad.qb458.end
+
+relu1_grad.q460:                                  ; preds = %relu1_grad.q460, %relu1_grad.c459
+  %relu1_grad.q460180 = phi i64 [ 0, %relu1_grad.c459 ], [ %q460.next, %relu1_grad.q460 ]
+  %1116 = mul nsw i64 %relu1_grad.j457177, 676
+  %1117 = mul nsw i64 %relu1_grad.qb458178, 64
+  %1118 = add nsw i64 %relu1_grad.q460180, %1117
+  %1119 = add nsw i64 %1116, %1118
+  %1120 = mul nsw i64 %1119, 32
+  %1121 = add nsw i64 3111424, %1120
+  %1122 = add nsw i64 %1121, %relu1_grad.c459179
+  %arena181 = getelementptr inbounds float, ptr %arena, i64 %1122
+  %1123 = load float, ptr %arena181, align 4
+  %1124 = add nsw i64 %relu1_grad.g39265, %relu1_grad.j457177
+  %1125 = mul nsw i64 %1124, 21632
+  %1126 = add nsw i64 1384448, %1125
+  %1127 = mul nsw i64 %relu1_grad.c459179, 676
+  %1128 = add nsw i64 %1126, %1127
+  %1129 = mul nsw i64 %relu1_grad.qb458178, 64
+  %1130 = add nsw i64 %relu1_grad.q460180, %1129
+  %1131 = add nsw i64 %1128, %1130
+  %arena182 = getelementptr inbounds float, ptr %arena, i64 %1131
+  store float %1123, ptr %arena182, align 4
+  %q460.next = add nsw i64 %relu1_grad.q460180, 1
+  %1132 = icmp slt i64 %q460.next, 64
+  br i1 %1132, label %relu1_grad.q460, label %relu1_grad.q460.end
+
+relu1_grad.q460.end:                              ; preds = %relu1_grad.q460
+  %c459.next = add nsw i64 %relu1_grad.c459179, 1
+  %1133 = icmp slt i64 %c459.next, 32
+  br i1 %1133, label %relu1_grad.c459, label %relu1_grad.c459.end
+
+relu1_grad.c461:                                  ; preds = %relu1_grad.q462.end, %relu1_grad.qb458.end
+  %relu1_grad.c461183 = phi i64 [ 0, %relu1_grad.qb458.end ], [ %c461.next, %relu1_grad.q462.end ]
+  br label %relu1_grad.q462
+
+relu1_grad.c461.end:                              ; preds = %relu1_grad.q462.end
+  %j457.next = add nsw i64 %relu1_grad.j457177, 1
+  %1134 = icmp slt i64 %j457.next, 1
+  br i1 %1134, label %relu1_grad.j457, label %relu1_grad.j457.end
+
+relu1_grad.q462:                                  ; preds = %relu1_grad.q462, %relu1_grad.c461
+  %relu1_grad.q462184 = phi i64 [ 0, %relu1_grad.c461 ], [ %q462.next, %relu1_grad.q462 ]
+  %1135 = mul nsw i64 %relu1_grad.j457177, 676
+  %1136 = add nsw i64 %relu1_grad.q462184, 640
+  %1137 = add nsw i64 %1135, %1136
+  %1138 = mul nsw i64 %1137, 32
+  %1139 = add nsw i64 3111424, %1138
+  %1140 = add nsw i64 %1139, %relu1_grad.c461183
+  %arena185 = getelementptr inbounds float, ptr %arena, i64 %1140
+  %1141 = load float, ptr %arena185, align 4
+  %1142 = add nsw i64 %relu1_grad.g39265, %relu1_grad.j457177
+  %1143 = mul nsw i64 %1142, 21632
+  %1144 = add nsw i64 1384448, %1143
+  %1145 = mul nsw i64 %relu1_grad.c461183, 676
+  %1146 = add nsw i64 %1144, %1145
+  %1147 = add nsw i64 %relu1_grad.q462184, 640
+  %1148 = add nsw i64 %1146, %1147
+  %arena186 = getelementptr inbounds float, ptr %arena, i64 %1148
+  store float %1141, ptr %arena186, align 4
+  %q462.next = add nsw i64 %relu1_grad.q462184, 1
+  %1149 = icmp slt i64 %q462.next, 36
+  br i1 %1149, label %relu1_grad.q462, label %relu1_grad.q462.end
+
+relu1_grad.q462.end:                              ; preds = %relu1_grad.q462
+  %c461.next = add nsw i64 %relu1_grad.c461183, 1
+  %1150 = icmp slt i64 %c461.next, 32
+  br i1 %1150, label %relu1_grad.c461, label %relu1_grad.c461.end
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k23.relu1_grad.gemm434(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+define internal void @mnistnet_train_b64.k23.relu1_grad.gemm440(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
 entry:
-  %relu1_grad.t432_a0 = alloca <8 x float>, align 32
-  %relu1_grad.t432_b1 = alloca <8 x float>, align 32
-  %relu1_grad.t432_b0 = alloca <8 x float>, align 32
-  %relu1_grad.t432_c0_1 = alloca <8 x float>, align 32
-  %relu1_grad.t432_c0_0 = alloca <8 x float>, align 32
-  %relu1_grad.t430_a5 = alloca <8 x float>, align 32
-  %relu1_grad.t430_a4 = alloca <8 x float>, align 32
-  %relu1_grad.t430_a3 = alloca <8 x float>, align 32
-  %relu1_grad.t430_a2 = alloca <8 x float>, align 32
-  %relu1_grad.t430_a1 = alloca <8 x float>, align 32
-  %relu1_grad.t430_a0 = alloca <8 x float>, align 32
-  %relu1_grad.t430_b1 = alloca <8 x float>, align 32
-  %relu1_grad.t430_b0 = alloca <8 x float>, align 32
-  %relu1_grad.t430_c5_1 = alloca <8 x float>, align 32
-  %relu1_grad.t430_c5_0 = alloca <8 x float>, align 32
-  %relu1_grad.t430_c4_1 = alloca <8 x float>, align 32
-  %relu1_grad.t430_c4_0 = alloca <8 x float>, align 32
-  %relu1_grad.t430_c3_1 = alloca <8 x float>, align 32
-  %relu1_grad.t430_c3_0 = alloca <8 x float>, align 32
-  %relu1_grad.t430_c2_1 = alloca <8 x float>, align 32
-  %relu1_grad.t430_c2_0 = alloca <8 x float>, align 32
-  %relu1_grad.t430_c1_1 = alloca <8 x float>, align 32
-  %relu1_grad.t430_c1_0 = alloca <8 x float>, align 32
-  %relu1_grad.t430_c0_1 = alloca <8 x float>, align 32
-  %relu1_grad.t430_c0_0 = alloca <8 x float>, align 32
-  br label %relu1_grad.nb428
+  %relu1_grad.t438_a0 = alloca <8 x float>, align 32
+  %relu1_grad.t438_b1 = alloca <8 x float>, align 32
+  %relu1_grad.t438_b0 = alloca <8 x float>, align 32
+  %relu1_grad.t438_c0_1 = alloca <8 x float>, align 32
+  %relu1_grad.t438_c0_0 = alloca <8 x float>, align 32
+  %relu1_grad.t436_a5 = alloca <8 x float>, align 32
+  %relu1_grad.t436_a4 = alloca <8 x float>, align 32
+  %relu1_grad.t436_a3 = alloca <8 x float>, align 32
+  %relu1_grad.t436_a2 = alloca <8 x float>, align 32
+  %relu1_grad.t436_a1 = alloca <8 x float>, align 32
+  %relu1_grad.t436_a0 = alloca <8 x float>, align 32
+  %relu1_grad.t436_b1 = alloca <8 x float>, align 32
+  %relu1_grad.t436_b0 = alloca <8 x float>, align 32
+  %relu1_grad.t436_c5_1 = alloca <8 x float>, align 32
+  %relu1_grad.t436_c5_0 = alloca <8 x float>, align 32
+  %relu1_grad.t436_c4_1 = alloca <8 x float>, align 32
+  %relu1_grad.t436_c4_0 = alloca <8 x float>, align 32
+  %relu1_grad.t436_c3_1 = alloca <8 x float>, align 32
+  %relu1_grad.t436_c3_0 = alloca <8 x float>, align 32
+  %relu1_grad.t436_c2_1 = alloca <8 x float>, align 32
+  %relu1_grad.t436_c2_0 = alloca <8 x float>, align 32
+  %relu1_grad.t436_c1_1 = alloca <8 x float>, align 32
+  %relu1_grad.t436_c1_0 = alloca <8 x float>, align 32
+  %relu1_grad.t436_c0_1 = alloca <8 x float>, align 32
+  %relu1_grad.t436_c0_0 = alloca <8 x float>, align 32
+  br label %relu1_grad.nb434
 
-relu1_grad.nb428:                                 ; preds = %relu1_grad.k433.end, %entry
-  %relu1_grad.nb4281 = phi i64 [ 0, %entry ], [ %nb428.next, %relu1_grad.k433.end ]
-  br label %relu1_grad.mb429
+relu1_grad.nb434:                                 ; preds = %relu1_grad.k439.end, %entry
+  %relu1_grad.nb4341 = phi i64 [ 0, %entry ], [ %nb434.next, %relu1_grad.k439.end ]
+  br label %relu1_grad.mb435
 
-relu1_grad.nb428.end:                             ; preds = %relu1_grad.k433.end
+relu1_grad.nb434.end:                             ; preds = %relu1_grad.k439.end
   ret void
 
-relu1_grad.mb429:                                 ; preds = %relu1_grad.k431.end, %relu1_grad.nb428
-  %relu1_grad.mb4292 = phi i64 [ 0, %relu1_grad.nb428 ], [ %mb429.next, %relu1_grad.k431.end ]
-  store <8 x float> zeroinitializer, ptr %relu1_grad.t430_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %relu1_grad.t430_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %relu1_grad.t430_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %relu1_grad.t430_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %relu1_grad.t430_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %relu1_grad.t430_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %relu1_grad.t430_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %relu1_grad.t430_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %relu1_grad.t430_c4_0, align 32
-  store <8 x float> zeroinitializer, ptr %relu1_grad.t430_c4_1, align 32
-  store <8 x float> zeroinitializer, ptr %relu1_grad.t430_c5_0, align 32
-  store <8 x float> zeroinitializer, ptr %relu1_grad.t430_c5_1, align 32
-  br label %relu1_grad.k431
+relu1_grad.mb435:                                 ; preds = %relu1_grad.k437.end, %relu1_grad.nb434
+  %relu1_grad.mb4352 = phi i64 [ 0, %relu1_grad.nb434 ], [ %mb435.next, %relu1_grad.k437.end ]
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t436_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t436_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t436_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t436_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t436_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t436_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t436_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t436_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t436_c4_0, align 32
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t436_c4_1, align 32
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t436_c5_0, align 32
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t436_c5_1, align 32
+  br label %relu1_grad.k437
 
-relu1_grad.mb429.end:                             ; preds = %relu1_grad.k431.end
-  store <8 x float> zeroinitializer, ptr %relu1_grad.t432_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %relu1_grad.t432_c0_1, align 32
-  br label %relu1_grad.k433
+relu1_grad.mb435.end:                             ; preds = %relu1_grad.k437.end
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t438_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t438_c0_1, align 32
+  br label %relu1_grad.k439
 
-relu1_grad.k431:                                  ; preds = %relu1_grad.k431, %relu1_grad.mb429
-  %relu1_grad.k4313 = phi i64 [ 0, %relu1_grad.mb429 ], [ %k431.next, %relu1_grad.k431 ]
+relu1_grad.k437:                                  ; preds = %relu1_grad.k437, %relu1_grad.mb435
+  %relu1_grad.k4373 = phi i64 [ 0, %relu1_grad.mb435 ], [ %k437.next, %relu1_grad.k437 ]
   %1 = mul nsw i64 %0, 2048
   %2 = add nsw i64 2768896, %1
-  %3 = mul nsw i64 %relu1_grad.k4313, 32
+  %3 = mul nsw i64 %relu1_grad.k4373, 32
   %4 = add nsw i64 %2, %3
-  %5 = mul nsw i64 %relu1_grad.nb4281, 16
+  %5 = mul nsw i64 %relu1_grad.nb4341, 16
   %6 = add nsw i64 %4, %5
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   %7 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %7, ptr %relu1_grad.t430_b0, align 32
+  store <8 x float> %7, ptr %relu1_grad.t436_b0, align 32
   %8 = mul nsw i64 %0, 2048
   %9 = add nsw i64 2768896, %8
-  %10 = mul nsw i64 %relu1_grad.k4313, 32
+  %10 = mul nsw i64 %relu1_grad.k4373, 32
   %11 = add nsw i64 %9, %10
-  %12 = mul nsw i64 %relu1_grad.nb4281, 16
+  %12 = mul nsw i64 %relu1_grad.nb4341, 16
   %13 = add nsw i64 %11, %12
   %14 = add nsw i64 %13, 8
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %14
   %15 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %15, ptr %relu1_grad.t430_b1, align 32
+  store <8 x float> %15, ptr %relu1_grad.t436_b1, align 32
   %16 = mul nsw i64 %0, 10816
   %17 = add nsw i64 2851840, %16
-  %18 = mul nsw i64 %relu1_grad.mb4292, 6
+  %18 = mul nsw i64 %relu1_grad.mb4352, 6
   %19 = mul nsw i64 %18, 64
   %20 = add nsw i64 %17, %19
-  %21 = add nsw i64 %20, %relu1_grad.k4313
+  %21 = add nsw i64 %20, %relu1_grad.k4373
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %21
   %22 = load float, ptr %arena6, align 4
   %23 = insertelement <8 x float> undef, float %22, i32 0
   %24 = shufflevector <8 x float> %23, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %24, ptr %relu1_grad.t430_a0, align 32
-  %t430_a0 = load <8 x float>, ptr %relu1_grad.t430_a0, align 32
-  %t430_b0 = load <8 x float>, ptr %relu1_grad.t430_b0, align 32
-  %t430_c0_0 = load <8 x float>, ptr %relu1_grad.t430_c0_0, align 32
-  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t430_a0, <8 x float> %t430_b0, <8 x float> %t430_c0_0)
-  store <8 x float> %25, ptr %relu1_grad.t430_c0_0, align 32
-  %t430_a07 = load <8 x float>, ptr %relu1_grad.t430_a0, align 32
-  %t430_b1 = load <8 x float>, ptr %relu1_grad.t430_b1, align 32
-  %t430_c0_1 = load <8 x float>, ptr %relu1_grad.t430_c0_1, align 32
-  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t430_a07, <8 x float> %t430_b1, <8 x float> %t430_c0_1)
-  store <8 x float> %26, ptr %relu1_grad.t430_c0_1, align 32
+  store <8 x float> %24, ptr %relu1_grad.t436_a0, align 32
+  %t436_a0 = load <8 x float>, ptr %relu1_grad.t436_a0, align 32
+  %t436_b0 = load <8 x float>, ptr %relu1_grad.t436_b0, align 32
+  %t436_c0_0 = load <8 x float>, ptr %relu1_grad.t436_c0_0, align 32
+  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t436_a0, <8 x float> %t436_b0, <8 x float> %t436_c0_0)
+  store <8 x float> %25, ptr %relu1_grad.t436_c0_0, align 32
+  %t436_a07 = load <8 x float>, ptr %relu1_grad.t436_a0, align 32
+  %t436_b1 = load <8 x float>, ptr %relu1_grad.t436_b1, align 32
+  %t436_c0_1 = load <8 x float>, ptr %relu1_grad.t436_c0_1, align 32
+  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t436_a07, <8 x float> %t436_b1, <8 x float> %t436_c0_1)
+  store <8 x float> %26, ptr %relu1_grad.t436_c0_1, align 32
   %27 = mul nsw i64 %0, 10816
   %28 = add nsw i64 2851840, %27
-  %29 = mul nsw i64 %relu1_grad.mb4292, 6
+  %29 = mul nsw i64 %relu1_grad.mb4352, 6
   %30 = add nsw i64 %29, 1
   %31 = mul nsw i64 %30, 64
   %32 = add nsw i64 %28, %31
-  %33 = add nsw i64 %32, %relu1_grad.k4313
+  %33 = add nsw i64 %32, %relu1_grad.k4373
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %33
   %34 = load float, ptr %arena8, align 4
   %35 = insertelement <8 x float> undef, float %34, i32 0
   %36 = shufflevector <8 x float> %35, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %36, ptr %relu1_grad.t430_a1, align 32
-  %t430_a1 = load <8 x float>, ptr %relu1_grad.t430_a1, align 32
-  %t430_b09 = load <8 x float>, ptr %relu1_grad.t430_b0, align 32
-  %t430_c1_0 = load <8 x float>, ptr %relu1_grad.t430_c1_0, align 32
-  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t430_a1, <8 x float> %t430_b09, <8 x float> %t430_c1_0)
-  store <8 x float> %37, ptr %relu1_grad.t430_c1_0, align 32
-  %t430_a110 = load <8 x float>, ptr %relu1_grad.t430_a1, align 32
-  %t430_b111 = load <8 x float>, ptr %relu1_grad.t430_b1, align 32
-  %t430_c1_1 = load <8 x float>, ptr %relu1_grad.t430_c1_1, align 32
-  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t430_a110, <8 x float> %t430_b111, <8 x float> %t430_c1_1)
-  store <8 x float> %38, ptr %relu1_grad.t430_c1_1, align 32
+  store <8 x float> %36, ptr %relu1_grad.t436_a1, align 32
+  %t436_a1 = load <8 x float>, ptr %relu1_grad.t436_a1, align 32
+  %t436_b09 = load <8 x float>, ptr %relu1_grad.t436_b0, align 32
+  %t436_c1_0 = load <8 x float>, ptr %relu1_grad.t436_c1_0, align 32
+  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t436_a1, <8 x float> %t436_b09, <8 x float> %t436_c1_0)
+  store <8 x float> %37, ptr %relu1_grad.t436_c1_0, align 32
+  %t436_a110 = load <8 x float>, ptr %relu1_grad.t436_a1, align 32
+  %t436_b111 = load <8 x float>, ptr %relu1_grad.t436_b1, align 32
+  %t436_c1_1 = load <8 x float>, ptr %relu1_grad.t436_c1_1, align 32
+  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t436_a110, <8 x float> %t436_b111, <8 x float> %t436_c1_1)
+  store <8 x float> %38, ptr %relu1_grad.t436_c1_1, align 32
   %39 = mul nsw i64 %0, 10816
   %40 = add nsw i64 2851840, %39
-  %41 = mul nsw i64 %relu1_grad.mb4292, 6
+  %41 = mul nsw i64 %relu1_grad.mb4352, 6
   %42 = add nsw i64 %41, 2
   %43 = mul nsw i64 %42, 64
   %44 = add nsw i64 %40, %43
-  %45 = add nsw i64 %44, %relu1_grad.k4313
+  %45 = add nsw i64 %44, %relu1_grad.k4373
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %45
   %46 = load float, ptr %arena12, align 4
   %47 = insertelement <8 x float> undef, float %46, i32 0
   %48 = shufflevector <8 x float> %47, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %48, ptr %relu1_grad.t430_a2, align 32
-  %t430_a2 = load <8 x float>, ptr %relu1_grad.t430_a2, align 32
-  %t430_b013 = load <8 x float>, ptr %relu1_grad.t430_b0, align 32
-  %t430_c2_0 = load <8 x float>, ptr %relu1_grad.t430_c2_0, align 32
-  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t430_a2, <8 x float> %t430_b013, <8 x float> %t430_c2_0)
-  store <8 x float> %49, ptr %relu1_grad.t430_c2_0, align 32
-  %t430_a214 = load <8 x float>, ptr %relu1_grad.t430_a2, align 32
-  %t430_b115 = load <8 x float>, ptr %relu1_grad.t430_b1, align 32
-  %t430_c2_1 = load <8 x float>, ptr %relu1_grad.t430_c2_1, align 32
-  %50 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t430_a214, <8 x float> %t430_b115, <8 x float> %t430_c2_1)
-  store <8 x float> %50, ptr %relu1_grad.t430_c2_1, align 32
+  store <8 x float> %48, ptr %relu1_grad.t436_a2, align 32
+  %t436_a2 = load <8 x float>, ptr %relu1_grad.t436_a2, align 32
+  %t436_b013 = load <8 x float>, ptr %relu1_grad.t436_b0, align 32
+  %t436_c2_0 = load <8 x float>, ptr %relu1_grad.t436_c2_0, align 32
+  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t436_a2, <8 x float> %t436_b013, <8 x float> %t436_c2_0)
+  store <8 x float> %49, ptr %relu1_grad.t436_c2_0, align 32
+  %t436_a214 = load <8 x float>, ptr %relu1_grad.t436_a2, align 32
+  %t436_b115 = load <8 x float>, ptr %relu1_grad.t436_b1, align 32
+  %t436_c2_1 = load <8 x float>, ptr %relu1_grad.t436_c2_1, align 32
+  %50 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t436_a214, <8 x float> %t436_b115, <8 x float> %t436_c2_1)
+  store <8 x float> %50, ptr %relu1_grad.t436_c2_1, align 32
   %51 = mul nsw i64 %0, 10816
   %52 = add nsw i64 2851840, %51
-  %53 = mul nsw i64 %relu1_grad.mb4292, 6
+  %53 = mul nsw i64 %relu1_grad.mb4352, 6
   %54 = add nsw i64 %53, 3
   %55 = mul nsw i64 %54, 64
   %56 = add nsw i64 %52, %55
-  %57 = add nsw i64 %56, %relu1_grad.k4313
+  %57 = add nsw i64 %56, %relu1_grad.k4373
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %57
   %58 = load float, ptr %arena16, align 4
   %59 = insertelement <8 x float> undef, float %58, i32 0
   %60 = shufflevector <8 x float> %59, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %60, ptr %relu1_grad.t430_a3, align 32
-  %t430_a3 = load <8 x float>, ptr %relu1_grad.t430_a3, align 32
-  %t430_b017 = load <8 x float>, ptr %relu1_grad.t430_b0, align 32
-  %t430_c3_0 = load <8 x float>, ptr %relu1_grad.t430_c3_0, align 32
-  %61 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t430_a3, <8 x float> %t430_b017, <8 x float> %t430_c3_0)
-  store <8 x float> %61, ptr %relu1_grad.t430_c3_0, align 32
-  %t430_a318 = load <8 x float>, ptr %relu1_grad.t430_a3, align 32
-  %t430_b119 = load <8 x float>, ptr %relu1_grad.t430_b1, align 32
-  %t430_c3_1 = load <8 x float>, ptr %relu1_grad.t430_c3_1, align 32
-  %62 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t430_a318, <8 x float> %t430_b119, <8 x float> %t430_c3_1)
-  store <8 x float> %62, ptr %relu1_grad.t430_c3_1, align 32
+  store <8 x float> %60, ptr %relu1_grad.t436_a3, align 32
+  %t436_a3 = load <8 x float>, ptr %relu1_grad.t436_a3, align 32
+  %t436_b017 = load <8 x float>, ptr %relu1_grad.t436_b0, align 32
+  %t436_c3_0 = load <8 x float>, ptr %relu1_grad.t436_c3_0, align 32
+  %61 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t436_a3, <8 x float> %t436_b017, <8 x float> %t436_c3_0)
+  store <8 x float> %61, ptr %relu1_grad.t436_c3_0, align 32
+  %t436_a318 = load <8 x float>, ptr %relu1_grad.t436_a3, align 32
+  %t436_b119 = load <8 x float>, ptr %relu1_grad.t436_b1, align 32
+  %t436_c3_1 = load <8 x float>, ptr %relu1_grad.t436_c3_1, align 32
+  %62 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t436_a318, <8 x float> %t436_b119, <8 x float> %t436_c3_1)
+  store <8 x float> %62, ptr %relu1_grad.t436_c3_1, align 32
   %63 = mul nsw i64 %0, 10816
   %64 = add nsw i64 2851840, %63
-  %65 = mul nsw i64 %relu1_grad.mb4292, 6
+  %65 = mul nsw i64 %relu1_grad.mb4352, 6
   %66 = add nsw i64 %65, 4
   %67 = mul nsw i64 %66, 64
   %68 = add nsw i64 %64, %67
-  %69 = add nsw i64 %68, %relu1_grad.k4313
+  %69 = add nsw i64 %68, %relu1_grad.k4373
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %69
   %70 = load float, ptr %arena20, align 4
   %71 = insertelement <8 x float> undef, float %70, i32 0
   %72 = shufflevector <8 x float> %71, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %72, ptr %relu1_grad.t430_a4, align 32
-  %t430_a4 = load <8 x float>, ptr %relu1_grad.t430_a4, align 32
-  %t430_b021 = load <8 x float>, ptr %relu1_grad.t430_b0, align 32
-  %t430_c4_0 = load <8 x float>, ptr %relu1_grad.t430_c4_0, align 32
-  %73 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t430_a4, <8 x float> %t430_b021, <8 x float> %t430_c4_0)
-  store <8 x float> %73, ptr %relu1_grad.t430_c4_0, align 32
-  %t430_a422 = load <8 x float>, ptr %relu1_grad.t430_a4, align 32
-  %t430_b123 = load <8 x float>, ptr %relu1_grad.t430_b1, align 32
-  %t430_c4_1 = load <8 x float>, ptr %relu1_grad.t430_c4_1, align 32
-  %74 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t430_a422, <8 x float> %t430_b123, <8 x float> %t430_c4_1)
-  store <8 x float> %74, ptr %relu1_grad.t430_c4_1, align 32
+  store <8 x float> %72, ptr %relu1_grad.t436_a4, align 32
+  %t436_a4 = load <8 x float>, ptr %relu1_grad.t436_a4, align 32
+  %t436_b021 = load <8 x float>, ptr %relu1_grad.t436_b0, align 32
+  %t436_c4_0 = load <8 x float>, ptr %relu1_grad.t436_c4_0, align 32
+  %73 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t436_a4, <8 x float> %t436_b021, <8 x float> %t436_c4_0)
+  store <8 x float> %73, ptr %relu1_grad.t436_c4_0, align 32
+  %t436_a422 = load <8 x float>, ptr %relu1_grad.t436_a4, align 32
+  %t436_b123 = load <8 x float>, ptr %relu1_grad.t436_b1, align 32
+  %t436_c4_1 = load <8 x float>, ptr %relu1_grad.t436_c4_1, align 32
+  %74 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t436_a422, <8 x float> %t436_b123, <8 x float> %t436_c4_1)
+  store <8 x float> %74, ptr %relu1_grad.t436_c4_1, align 32
   %75 = mul nsw i64 %0, 10816
   %76 = add nsw i64 2851840, %75
-  %77 = mul nsw i64 %relu1_grad.mb4292, 6
+  %77 = mul nsw i64 %relu1_grad.mb4352, 6
   %78 = add nsw i64 %77, 5
   %79 = mul nsw i64 %78, 64
   %80 = add nsw i64 %76, %79
-  %81 = add nsw i64 %80, %relu1_grad.k4313
+  %81 = add nsw i64 %80, %relu1_grad.k4373
   %arena24 = getelementptr inbounds float, ptr %arena, i64 %81
   %82 = load float, ptr %arena24, align 4
   %83 = insertelement <8 x float> undef, float %82, i32 0
   %84 = shufflevector <8 x float> %83, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %84, ptr %relu1_grad.t430_a5, align 32
-  %t430_a5 = load <8 x float>, ptr %relu1_grad.t430_a5, align 32
-  %t430_b025 = load <8 x float>, ptr %relu1_grad.t430_b0, align 32
-  %t430_c5_0 = load <8 x float>, ptr %relu1_grad.t430_c5_0, align 32
-  %85 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t430_a5, <8 x float> %t430_b025, <8 x float> %t430_c5_0)
-  store <8 x float> %85, ptr %relu1_grad.t430_c5_0, align 32
-  %t430_a526 = load <8 x float>, ptr %relu1_grad.t430_a5, align 32
-  %t430_b127 = load <8 x float>, ptr %relu1_grad.t430_b1, align 32
-  %t430_c5_1 = load <8 x float>, ptr %relu1_grad.t430_c5_1, align 32
-  %86 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t430_a526, <8 x float> %t430_b127, <8 x float> %t430_c5_1)
-  store <8 x float> %86, ptr %relu1_grad.t430_c5_1, align 32
-  %k431.next = add nsw i64 %relu1_grad.k4313, 1
-  %87 = icmp slt i64 %k431.next, 64
-  br i1 %87, label %relu1_grad.k431, label %relu1_grad.k431.end
+  store <8 x float> %84, ptr %relu1_grad.t436_a5, align 32
+  %t436_a5 = load <8 x float>, ptr %relu1_grad.t436_a5, align 32
+  %t436_b025 = load <8 x float>, ptr %relu1_grad.t436_b0, align 32
+  %t436_c5_0 = load <8 x float>, ptr %relu1_grad.t436_c5_0, align 32
+  %85 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t436_a5, <8 x float> %t436_b025, <8 x float> %t436_c5_0)
+  store <8 x float> %85, ptr %relu1_grad.t436_c5_0, align 32
+  %t436_a526 = load <8 x float>, ptr %relu1_grad.t436_a5, align 32
+  %t436_b127 = load <8 x float>, ptr %relu1_grad.t436_b1, align 32
+  %t436_c5_1 = load <8 x float>, ptr %relu1_grad.t436_c5_1, align 32
+  %86 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t436_a526, <8 x float> %t436_b127, <8 x float> %t436_c5_1)
+  store <8 x float> %86, ptr %relu1_grad.t436_c5_1, align 32
+  %k437.next = add nsw i64 %relu1_grad.k4373, 1
+  %87 = icmp slt i64 %k437.next, 64
+  br i1 %87, label %relu1_grad.k437, label %relu1_grad.k437.end
 
-relu1_grad.k431.end:                              ; preds = %relu1_grad.k431
-  %t430_c0_028 = load <8 x float>, ptr %relu1_grad.t430_c0_0, align 32
+relu1_grad.k437.end:                              ; preds = %relu1_grad.k437
+  %t436_c0_028 = load <8 x float>, ptr %relu1_grad.t436_c0_0, align 32
   %88 = mul nsw i64 %0, 5408
   %89 = add nsw i64 3024896, %88
-  %90 = mul nsw i64 %relu1_grad.mb4292, 6
+  %90 = mul nsw i64 %relu1_grad.mb4352, 6
   %91 = mul nsw i64 %90, 32
   %92 = add nsw i64 %89, %91
-  %93 = mul nsw i64 %relu1_grad.nb4281, 16
+  %93 = mul nsw i64 %relu1_grad.nb4341, 16
   %94 = add nsw i64 %92, %93
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %94
-  store <8 x float> %t430_c0_028, ptr %arena29, align 4
-  %t430_c0_130 = load <8 x float>, ptr %relu1_grad.t430_c0_1, align 32
+  store <8 x float> %t436_c0_028, ptr %arena29, align 4
+  %t436_c0_130 = load <8 x float>, ptr %relu1_grad.t436_c0_1, align 32
   %95 = mul nsw i64 %0, 5408
   %96 = add nsw i64 3024896, %95
-  %97 = mul nsw i64 %relu1_grad.mb4292, 6
+  %97 = mul nsw i64 %relu1_grad.mb4352, 6
   %98 = mul nsw i64 %97, 32
   %99 = add nsw i64 %96, %98
-  %100 = mul nsw i64 %relu1_grad.nb4281, 16
+  %100 = mul nsw i64 %relu1_grad.nb4341, 16
   %101 = add nsw i64 %99, %100
   %102 = add nsw i64 %101, 8
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %102
-  store <8 x float> %t430_c0_130, ptr %arena31, align 4
-  %t430_c1_032 = load <8 x float>, ptr %relu1_grad.t430_c1_0, align 32
+  store <8 x float> %t436_c0_130, ptr %arena31, align 4
+  %t436_c1_032 = load <8 x float>, ptr %relu1_grad.t436_c1_0, align 32
   %103 = mul nsw i64 %0, 5408
   %104 = add nsw i64 3024896, %103
-  %105 = mul nsw i64 %relu1_grad.mb4292, 6
+  %105 = mul nsw i64 %relu1_grad.mb4352, 6
   %106 = add nsw i64 %105, 1
   %107 = mul nsw i64 %106, 32
   %108 = add nsw i64 %104, %107
-  %109 = mul nsw i64 %relu1_grad.nb4281, 16
+  %109 = mul nsw i64 %relu1_grad.nb4341, 16
   %110 = add nsw i64 %108, %109
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %110
-  store <8 x float> %t430_c1_032, ptr %arena33, align 4
-  %t430_c1_134 = load <8 x float>, ptr %relu1_grad.t430_c1_1, align 32
+  store <8 x float> %t436_c1_032, ptr %arena33, align 4
+  %t436_c1_134 = load <8 x float>, ptr %relu1_grad.t436_c1_1, align 32
   %111 = mul nsw i64 %0, 5408
   %112 = add nsw i64 3024896, %111
-  %113 = mul nsw i64 %relu1_grad.mb4292, 6
+  %113 = mul nsw i64 %relu1_grad.mb4352, 6
   %114 = add nsw i64 %113, 1
   %115 = mul nsw i64 %114, 32
   %116 = add nsw i64 %112, %115
-  %117 = mul nsw i64 %relu1_grad.nb4281, 16
+  %117 = mul nsw i64 %relu1_grad.nb4341, 16
   %118 = add nsw i64 %116, %117
   %119 = add nsw i64 %118, 8
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %119
-  store <8 x float> %t430_c1_134, ptr %arena35, align 4
-  %t430_c2_036 = load <8 x float>, ptr %relu1_grad.t430_c2_0, align 32
+  store <8 x float> %t436_c1_134, ptr %arena35, align 4
+  %t436_c2_036 = load <8 x float>, ptr %relu1_grad.t436_c2_0, align 32
   %120 = mul nsw i64 %0, 5408
   %121 = add nsw i64 3024896, %120
-  %122 = mul nsw i64 %relu1_grad.mb4292, 6
+  %122 = mul nsw i64 %relu1_grad.mb4352, 6
   %123 = add nsw i64 %122, 2
   %124 = mul nsw i64 %123, 32
   %125 = add nsw i64 %121, %124
-  %126 = mul nsw i64 %relu1_grad.nb4281, 16
+  %126 = mul nsw i64 %relu1_grad.nb4341, 16
   %127 = add nsw i64 %125, %126
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %127
-  store <8 x float> %t430_c2_036, ptr %arena37, align 4
-  %t430_c2_138 = load <8 x float>, ptr %relu1_grad.t430_c2_1, align 32
+  store <8 x float> %t436_c2_036, ptr %arena37, align 4
+  %t436_c2_138 = load <8 x float>, ptr %relu1_grad.t436_c2_1, align 32
   %128 = mul nsw i64 %0, 5408
   %129 = add nsw i64 3024896, %128
-  %130 = mul nsw i64 %relu1_grad.mb4292, 6
+  %130 = mul nsw i64 %relu1_grad.mb4352, 6
   %131 = add nsw i64 %130, 2
   %132 = mul nsw i64 %131, 32
   %133 = add nsw i64 %129, %132
-  %134 = mul nsw i64 %relu1_grad.nb4281, 16
+  %134 = mul nsw i64 %relu1_grad.nb4341, 16
   %135 = add nsw i64 %133, %134
   %136 = add nsw i64 %135, 8
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %136
-  store <8 x float> %t430_c2_138, ptr %arena39, align 4
-  %t430_c3_040 = load <8 x float>, ptr %relu1_grad.t430_c3_0, align 32
+  store <8 x float> %t436_c2_138, ptr %arena39, align 4
+  %t436_c3_040 = load <8 x float>, ptr %relu1_grad.t436_c3_0, align 32
   %137 = mul nsw i64 %0, 5408
   %138 = add nsw i64 3024896, %137
-  %139 = mul nsw i64 %relu1_grad.mb4292, 6
+  %139 = mul nsw i64 %relu1_grad.mb4352, 6
   %140 = add nsw i64 %139, 3
   %141 = mul nsw i64 %140, 32
   %142 = add nsw i64 %138, %141
-  %143 = mul nsw i64 %relu1_grad.nb4281, 16
+  %143 = mul nsw i64 %relu1_grad.nb4341, 16
   %144 = add nsw i64 %142, %143
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %144
-  store <8 x float> %t430_c3_040, ptr %arena41, align 4
-  %t430_c3_142 = load <8 x float>, ptr %relu1_grad.t430_c3_1, align 32
+  store <8 x float> %t436_c3_040, ptr %arena41, align 4
+  %t436_c3_142 = load <8 x float>, ptr %relu1_grad.t436_c3_1, align 32
   %145 = mul nsw i64 %0, 5408
   %146 = add nsw i64 3024896, %145
-  %147 = mul nsw i64 %relu1_grad.mb4292, 6
+  %147 = mul nsw i64 %relu1_grad.mb4352, 6
   %148 = add nsw i64 %147, 3
   %149 = mul nsw i64 %148, 32
   %150 = add nsw i64 %146, %149
-  %151 = mul nsw i64 %relu1_grad.nb4281, 16
+  %151 = mul nsw i64 %relu1_grad.nb4341, 16
   %152 = add nsw i64 %150, %151
   %153 = add nsw i64 %152, 8
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %153
-  store <8 x float> %t430_c3_142, ptr %arena43, align 4
-  %t430_c4_044 = load <8 x float>, ptr %relu1_grad.t430_c4_0, align 32
+  store <8 x float> %t436_c3_142, ptr %arena43, align 4
+  %t436_c4_044 = load <8 x float>, ptr %relu1_grad.t436_c4_0, align 32
   %154 = mul nsw i64 %0, 5408
   %155 = add nsw i64 3024896, %154
-  %156 = mul nsw i64 %relu1_grad.mb4292, 6
+  %156 = mul nsw i64 %relu1_grad.mb4352, 6
   %157 = add nsw i64 %156, 4
   %158 = mul nsw i64 %157, 32
   %159 = add nsw i64 %155, %158
-  %160 = mul nsw i64 %relu1_grad.nb4281, 16
+  %160 = mul nsw i64 %relu1_grad.nb4341, 16
   %161 = add nsw i64 %159, %160
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %161
-  store <8 x float> %t430_c4_044, ptr %arena45, align 4
-  %t430_c4_146 = load <8 x float>, ptr %relu1_grad.t430_c4_1, align 32
+  store <8 x float> %t436_c4_044, ptr %arena45, align 4
+  %t436_c4_146 = load <8 x float>, ptr %relu1_grad.t436_c4_1, align 32
   %162 = mul nsw i64 %0, 5408
   %163 = add nsw i64 3024896, %162
-  %164 = mul nsw i64 %relu1_grad.mb4292, 6
+  %164 = mul nsw i64 %relu1_grad.mb4352, 6
   %165 = add nsw i64 %164, 4
   %166 = mul nsw i64 %165, 32
   %167 = add nsw i64 %163, %166
-  %168 = mul nsw i64 %relu1_grad.nb4281, 16
+  %168 = mul nsw i64 %relu1_grad.nb4341, 16
   %169 = add nsw i64 %167, %168
   %170 = add nsw i64 %169, 8
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %170
-  store <8 x float> %t430_c4_146, ptr %arena47, align 4
-  %t430_c5_048 = load <8 x float>, ptr %relu1_grad.t430_c5_0, align 32
+  store <8 x float> %t436_c4_146, ptr %arena47, align 4
+  %t436_c5_048 = load <8 x float>, ptr %relu1_grad.t436_c5_0, align 32
   %171 = mul nsw i64 %0, 5408
   %172 = add nsw i64 3024896, %171
-  %173 = mul nsw i64 %relu1_grad.mb4292, 6
+  %173 = mul nsw i64 %relu1_grad.mb4352, 6
   %174 = add nsw i64 %173, 5
   %175 = mul nsw i64 %174, 32
   %176 = add nsw i64 %172, %175
-  %177 = mul nsw i64 %relu1_grad.nb4281, 16
+  %177 = mul nsw i64 %relu1_grad.nb4341, 16
   %178 = add nsw i64 %176, %177
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %178
-  store <8 x float> %t430_c5_048, ptr %arena49, align 4
-  %t430_c5_150 = load <8 x float>, ptr %relu1_grad.t430_c5_1, align 32
+  store <8 x float> %t436_c5_048, ptr %arena49, align 4
+  %t436_c5_150 = load <8 x float>, ptr %relu1_grad.t436_c5_1, align 32
   %179 = mul nsw i64 %0, 5408
   %180 = add nsw i64 3024896, %179
-  %181 = mul nsw i64 %relu1_grad.mb4292, 6
+  %181 = mul nsw i64 %relu1_grad.mb4352, 6
   %182 = add nsw i64 %181, 5
   %183 = mul nsw i64 %182, 32
   %184 = add nsw i64 %180, %183
-  %185 = mul nsw i64 %relu1_grad.nb4281, 16
+  %185 = mul nsw i64 %relu1_grad.nb4341, 16
   %186 = add nsw i64 %184, %185
   %187 = add nsw i64 %186, 8
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %187
-  store <8 x float> %t430_c5_150, ptr %arena51, align 4
-  %mb429.next = add nsw i64 %relu1_grad.mb4292, 1
-  %188 = icmp slt i64 %mb429.next, 28
-  br i1 %188, label %relu1_grad.mb429, label %relu1_grad.mb429.end
+  store <8 x float> %t436_c5_150, ptr %arena51, align 4
+  %mb435.next = add nsw i64 %relu1_grad.mb4352, 1
+  %188 = icmp slt i64 %mb435.next, 28
+  br i1 %188, label %relu1_grad.mb435, label %relu1_grad.mb435.end
 
-relu1_grad.k433:                                  ; preds = %relu1_grad.k433, %relu1_grad.mb429.end
-  %relu1_grad.k43352 = phi i64 [ 0, %relu1_grad.mb429.end ], [ %k433.next, %relu1_grad.k433 ]
+relu1_grad.k439:                                  ; preds = %relu1_grad.k439, %relu1_grad.mb435.end
+  %relu1_grad.k43952 = phi i64 [ 0, %relu1_grad.mb435.end ], [ %k439.next, %relu1_grad.k439 ]
   %189 = mul nsw i64 %0, 2048
   %190 = add nsw i64 2768896, %189
-  %191 = mul nsw i64 %relu1_grad.k43352, 32
+  %191 = mul nsw i64 %relu1_grad.k43952, 32
   %192 = add nsw i64 %190, %191
-  %193 = mul nsw i64 %relu1_grad.nb4281, 16
+  %193 = mul nsw i64 %relu1_grad.nb4341, 16
   %194 = add nsw i64 %192, %193
   %arena53 = getelementptr inbounds float, ptr %arena, i64 %194
   %195 = load <8 x float>, ptr %arena53, align 4
-  store <8 x float> %195, ptr %relu1_grad.t432_b0, align 32
+  store <8 x float> %195, ptr %relu1_grad.t438_b0, align 32
   %196 = mul nsw i64 %0, 2048
   %197 = add nsw i64 2768896, %196
-  %198 = mul nsw i64 %relu1_grad.k43352, 32
+  %198 = mul nsw i64 %relu1_grad.k43952, 32
   %199 = add nsw i64 %197, %198
-  %200 = mul nsw i64 %relu1_grad.nb4281, 16
+  %200 = mul nsw i64 %relu1_grad.nb4341, 16
   %201 = add nsw i64 %199, %200
   %202 = add nsw i64 %201, 8
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %202
   %203 = load <8 x float>, ptr %arena54, align 4
-  store <8 x float> %203, ptr %relu1_grad.t432_b1, align 32
+  store <8 x float> %203, ptr %relu1_grad.t438_b1, align 32
   %204 = mul nsw i64 %0, 10816
   %205 = add nsw i64 2851840, %204
   %206 = add nsw i64 %205, 10752
-  %207 = add nsw i64 %206, %relu1_grad.k43352
+  %207 = add nsw i64 %206, %relu1_grad.k43952
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %207
   %208 = load float, ptr %arena55, align 4
   %209 = insertelement <8 x float> undef, float %208, i32 0
   %210 = shufflevector <8 x float> %209, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %210, ptr %relu1_grad.t432_a0, align 32
-  %t432_a0 = load <8 x float>, ptr %relu1_grad.t432_a0, align 32
-  %t432_b0 = load <8 x float>, ptr %relu1_grad.t432_b0, align 32
-  %t432_c0_0 = load <8 x float>, ptr %relu1_grad.t432_c0_0, align 32
-  %211 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t432_a0, <8 x float> %t432_b0, <8 x float> %t432_c0_0)
-  store <8 x float> %211, ptr %relu1_grad.t432_c0_0, align 32
-  %t432_a056 = load <8 x float>, ptr %relu1_grad.t432_a0, align 32
-  %t432_b1 = load <8 x float>, ptr %relu1_grad.t432_b1, align 32
-  %t432_c0_1 = load <8 x float>, ptr %relu1_grad.t432_c0_1, align 32
-  %212 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t432_a056, <8 x float> %t432_b1, <8 x float> %t432_c0_1)
-  store <8 x float> %212, ptr %relu1_grad.t432_c0_1, align 32
-  %k433.next = add nsw i64 %relu1_grad.k43352, 1
-  %213 = icmp slt i64 %k433.next, 64
-  br i1 %213, label %relu1_grad.k433, label %relu1_grad.k433.end
+  store <8 x float> %210, ptr %relu1_grad.t438_a0, align 32
+  %t438_a0 = load <8 x float>, ptr %relu1_grad.t438_a0, align 32
+  %t438_b0 = load <8 x float>, ptr %relu1_grad.t438_b0, align 32
+  %t438_c0_0 = load <8 x float>, ptr %relu1_grad.t438_c0_0, align 32
+  %211 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t438_a0, <8 x float> %t438_b0, <8 x float> %t438_c0_0)
+  store <8 x float> %211, ptr %relu1_grad.t438_c0_0, align 32
+  %t438_a056 = load <8 x float>, ptr %relu1_grad.t438_a0, align 32
+  %t438_b1 = load <8 x float>, ptr %relu1_grad.t438_b1, align 32
+  %t438_c0_1 = load <8 x float>, ptr %relu1_grad.t438_c0_1, align 32
+  %212 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t438_a056, <8 x float> %t438_b1, <8 x float> %t438_c0_1)
+  store <8 x float> %212, ptr %relu1_grad.t438_c0_1, align 32
+  %k439.next = add nsw i64 %relu1_grad.k43952, 1
+  %213 = icmp slt i64 %k439.next, 64
+  br i1 %213, label %relu1_grad.k439, label %relu1_grad.k439.end
 
-relu1_grad.k433.end:                              ; preds = %relu1_grad.k433
-  %t432_c0_057 = load <8 x float>, ptr %relu1_grad.t432_c0_0, align 32
+relu1_grad.k439.end:                              ; preds = %relu1_grad.k439
+  %t438_c0_057 = load <8 x float>, ptr %relu1_grad.t438_c0_0, align 32
   %214 = mul nsw i64 %0, 5408
   %215 = add nsw i64 3024896, %214
   %216 = add nsw i64 %215, 5376
-  %217 = mul nsw i64 %relu1_grad.nb4281, 16
+  %217 = mul nsw i64 %relu1_grad.nb4341, 16
   %218 = add nsw i64 %216, %217
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %218
-  store <8 x float> %t432_c0_057, ptr %arena58, align 4
-  %t432_c0_159 = load <8 x float>, ptr %relu1_grad.t432_c0_1, align 32
+  store <8 x float> %t438_c0_057, ptr %arena58, align 4
+  %t438_c0_159 = load <8 x float>, ptr %relu1_grad.t438_c0_1, align 32
   %219 = mul nsw i64 %0, 5408
   %220 = add nsw i64 3024896, %219
   %221 = add nsw i64 %220, 5376
-  %222 = mul nsw i64 %relu1_grad.nb4281, 16
+  %222 = mul nsw i64 %relu1_grad.nb4341, 16
   %223 = add nsw i64 %221, %222
   %224 = add nsw i64 %223, 8
   %arena60 = getelementptr inbounds float, ptr %arena, i64 %224
-  store <8 x float> %t432_c0_159, ptr %arena60, align 4
-  %nb428.next = add nsw i64 %relu1_grad.nb4281, 1
-  %225 = icmp slt i64 %nb428.next, 2
-  br i1 %225, label %relu1_grad.nb428, label %relu1_grad.nb428.end
+  store <8 x float> %t438_c0_159, ptr %arena60, align 4
+  %nb434.next = add nsw i64 %relu1_grad.nb4341, 1
+  %225 = icmp slt i64 %nb434.next, 2
+  br i1 %225, label %relu1_grad.nb434, label %relu1_grad.nb434.end
 }
 
 ; Function Attrs: noinline
 define internal void @mnistnet_train_b64.k24.conv1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %conv1_grad.i454
+  br label %conv1_grad.i463
 
-conv1_grad.i454:                                  ; preds = %conv1_grad.i454, %entry
-  %conv1_grad.i4541 = phi i64 [ 0, %entry ], [ %i454.next, %conv1_grad.i454 ]
-  %arena2 = getelementptr inbounds float, ptr %arena, i64 %conv1_grad.i4541
+conv1_grad.i463:                                  ; preds = %conv1_grad.i463, %entry
+  %conv1_grad.i4631 = phi i64 [ 0, %entry ], [ %i463.next, %conv1_grad.i463 ]
+  %arena2 = getelementptr inbounds float, ptr %arena, i64 %conv1_grad.i4631
   %0 = load float, ptr %arena2, align 4
   %1 = fcmp ogt float %0, 0.000000e+00
-  %2 = add nsw i64 1384448, %conv1_grad.i4541
+  %2 = add nsw i64 1384448, %conv1_grad.i4631
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena3, align 4
   %4 = select i1 %1, float %3, float 0.000000e+00
-  %5 = add nsw i64 3171600, %conv1_grad.i4541
+  %5 = add nsw i64 3171600, %conv1_grad.i4631
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
   store float %4, ptr %arena4, align 4
-  %i454.next = add nsw i64 %conv1_grad.i4541, 1
-  %6 = icmp slt i64 %i454.next, 1384448
-  br i1 %6, label %conv1_grad.i454, label %conv1_grad.i454.end
+  %i463.next = add nsw i64 %conv1_grad.i4631, 1
+  %6 = icmp slt i64 %i463.next, 1384448
+  br i1 %6, label %conv1_grad.i463, label %conv1_grad.i463.end
 
-conv1_grad.i454.end:                              ; preds = %conv1_grad.i454
+conv1_grad.i463.end:                              ; preds = %conv1_grad.i463
   ret void
 }
 
 ; Function Attrs: noinline
 define internal void @mnistnet_train_b64.k25.conv1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %conv1_weight_grad.i455
+  br label %conv1_weight_grad.i464
 
-conv1_weight_grad.i455:                           ; preds = %conv1_weight_grad.i455, %entry
-  %conv1_weight_grad.i4551 = phi i64 [ 0, %entry ], [ %i455.next, %conv1_weight_grad.i455 ]
-  %0 = add nsw i64 443600, %conv1_weight_grad.i4551
+conv1_weight_grad.i464:                           ; preds = %conv1_weight_grad.i464, %entry
+  %conv1_weight_grad.i4641 = phi i64 [ 0, %entry ], [ %i464.next, %conv1_weight_grad.i464 ]
+  %0 = add nsw i64 443600, %conv1_weight_grad.i4641
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   store float 0.000000e+00, ptr %arena2, align 4
-  %i455.next = add nsw i64 %conv1_weight_grad.i4551, 1
-  %1 = icmp slt i64 %i455.next, 288
-  br i1 %1, label %conv1_weight_grad.i455, label %conv1_weight_grad.i455.end
+  %i464.next = add nsw i64 %conv1_weight_grad.i4641, 1
+  %1 = icmp slt i64 %i464.next, 288
+  br i1 %1, label %conv1_weight_grad.i464, label %conv1_weight_grad.i464.end
 
-conv1_weight_grad.i455.end:                       ; preds = %conv1_weight_grad.i455
-  br label %conv1_weight_grad.g456
+conv1_weight_grad.i464.end:                       ; preds = %conv1_weight_grad.i464
+  br label %conv1_weight_grad.g465
 
-conv1_weight_grad.g456:                           ; preds = %conv1_weight_grad.j466.end, %conv1_weight_grad.i455.end
-  %conv1_weight_grad.g4563 = phi i64 [ 0, %conv1_weight_grad.i455.end ], [ %g456.next, %conv1_weight_grad.j466.end ]
-  br label %conv1_weight_grad.j457
-
-conv1_weight_grad.g456.end:                       ; preds = %conv1_weight_grad.j466.end
-  br label %conv1_weight_grad.f477
-
-conv1_weight_grad.j457:                           ; preds = %conv1_weight_grad.c458.end, %conv1_weight_grad.g456
-  %conv1_weight_grad.j4574 = phi i64 [ 0, %conv1_weight_grad.g456 ], [ %j457.next, %conv1_weight_grad.c458.end ]
-  br label %conv1_weight_grad.c458
-
-conv1_weight_grad.j457.end:                       ; preds = %conv1_weight_grad.c458.end
+conv1_weight_grad.g465:                           ; preds = %conv1_weight_grad.j475.end, %conv1_weight_grad.i464.end
+  %conv1_weight_grad.g4653 = phi i64 [ 0, %conv1_weight_grad.i464.end ], [ %g465.next, %conv1_weight_grad.j475.end ]
   br label %conv1_weight_grad.j466
 
-conv1_weight_grad.c458:                           ; preds = %conv1_weight_grad.ky459.end, %conv1_weight_grad.j457
-  %conv1_weight_grad.c4585 = phi i64 [ 0, %conv1_weight_grad.j457 ], [ %c458.next, %conv1_weight_grad.ky459.end ]
-  br label %conv1_weight_grad.ky459
+conv1_weight_grad.g465.end:                       ; preds = %conv1_weight_grad.j475.end
+  br label %conv1_weight_grad.f486
 
-conv1_weight_grad.c458.end:                       ; preds = %conv1_weight_grad.ky459.end
-  %j457.next = add nsw i64 %conv1_weight_grad.j4574, 1
-  %2 = icmp slt i64 %j457.next, 16
-  br i1 %2, label %conv1_weight_grad.j457, label %conv1_weight_grad.j457.end
+conv1_weight_grad.j466:                           ; preds = %conv1_weight_grad.c467.end, %conv1_weight_grad.g465
+  %conv1_weight_grad.j4664 = phi i64 [ 0, %conv1_weight_grad.g465 ], [ %j466.next, %conv1_weight_grad.c467.end ]
+  br label %conv1_weight_grad.c467
 
-conv1_weight_grad.ky459:                          ; preds = %conv1_weight_grad.oy464.end, %conv1_weight_grad.c458
-  %conv1_weight_grad.ky4596 = phi i64 [ 0, %conv1_weight_grad.c458 ], [ %ky459.next, %conv1_weight_grad.oy464.end ]
-  br label %conv1_weight_grad.oy460
+conv1_weight_grad.j466.end:                       ; preds = %conv1_weight_grad.c467.end
+  br label %conv1_weight_grad.j475
 
-conv1_weight_grad.ky459.end:                      ; preds = %conv1_weight_grad.oy464.end
-  %c458.next = add nsw i64 %conv1_weight_grad.c4585, 1
-  %3 = icmp slt i64 %c458.next, 1
-  br i1 %3, label %conv1_weight_grad.c458, label %conv1_weight_grad.c458.end
+conv1_weight_grad.c467:                           ; preds = %conv1_weight_grad.ky468.end, %conv1_weight_grad.j466
+  %conv1_weight_grad.c4675 = phi i64 [ 0, %conv1_weight_grad.j466 ], [ %c467.next, %conv1_weight_grad.ky468.end ]
+  br label %conv1_weight_grad.ky468
 
-conv1_weight_grad.oy460:                          ; preds = %conv1_weight_grad.ox461.end, %conv1_weight_grad.ky459
-  %conv1_weight_grad.oy4607 = phi i64 [ 0, %conv1_weight_grad.ky459 ], [ %oy460.next, %conv1_weight_grad.ox461.end ]
-  br label %conv1_weight_grad.ox461
+conv1_weight_grad.c467.end:                       ; preds = %conv1_weight_grad.ky468.end
+  %j466.next = add nsw i64 %conv1_weight_grad.j4664, 1
+  %2 = icmp slt i64 %j466.next, 16
+  br i1 %2, label %conv1_weight_grad.j466, label %conv1_weight_grad.j466.end
 
-conv1_weight_grad.oy460.end:                      ; preds = %conv1_weight_grad.ox461.end
-  br label %conv1_weight_grad.oy462
+conv1_weight_grad.ky468:                          ; preds = %conv1_weight_grad.oy473.end, %conv1_weight_grad.c467
+  %conv1_weight_grad.ky4686 = phi i64 [ 0, %conv1_weight_grad.c467 ], [ %ky468.next, %conv1_weight_grad.oy473.end ]
+  br label %conv1_weight_grad.oy469
 
-conv1_weight_grad.ox461:                          ; preds = %conv1_weight_grad.ox461, %conv1_weight_grad.oy460
-  %conv1_weight_grad.ox4618 = phi i64 [ 0, %conv1_weight_grad.oy460 ], [ %ox461.next, %conv1_weight_grad.ox461 ]
-  %4 = mul nsw i64 %conv1_weight_grad.g4563, 16
-  %5 = add nsw i64 %4, %conv1_weight_grad.j4574
+conv1_weight_grad.ky468.end:                      ; preds = %conv1_weight_grad.oy473.end
+  %c467.next = add nsw i64 %conv1_weight_grad.c4675, 1
+  %3 = icmp slt i64 %c467.next, 1
+  br i1 %3, label %conv1_weight_grad.c467, label %conv1_weight_grad.c467.end
+
+conv1_weight_grad.oy469:                          ; preds = %conv1_weight_grad.ox470.end, %conv1_weight_grad.ky468
+  %conv1_weight_grad.oy4697 = phi i64 [ 0, %conv1_weight_grad.ky468 ], [ %oy469.next, %conv1_weight_grad.ox470.end ]
+  br label %conv1_weight_grad.ox470
+
+conv1_weight_grad.oy469.end:                      ; preds = %conv1_weight_grad.ox470.end
+  br label %conv1_weight_grad.oy471
+
+conv1_weight_grad.ox470:                          ; preds = %conv1_weight_grad.ox470, %conv1_weight_grad.oy469
+  %conv1_weight_grad.ox4708 = phi i64 [ 0, %conv1_weight_grad.oy469 ], [ %ox470.next, %conv1_weight_grad.ox470 ]
+  %4 = mul nsw i64 %conv1_weight_grad.g4653, 16
+  %5 = add nsw i64 %4, %conv1_weight_grad.j4664
   %6 = mul nsw i64 %5, 784
-  %7 = mul nsw i64 %conv1_weight_grad.c4585, 784
+  %7 = mul nsw i64 %conv1_weight_grad.c4675, 784
   %8 = add nsw i64 %6, %7
-  %9 = add nsw i64 %conv1_weight_grad.oy4607, %conv1_weight_grad.ky4596
+  %9 = add nsw i64 %conv1_weight_grad.oy4697, %conv1_weight_grad.ky4686
   %10 = mul nsw i64 %9, 28
   %11 = add nsw i64 %8, %10
-  %12 = add nsw i64 %11, %conv1_weight_grad.ox4618
+  %12 = add nsw i64 %11, %conv1_weight_grad.ox4708
   %images9 = getelementptr inbounds float, ptr %images, i64 %12
   %13 = load float, ptr %images9, align 4
-  %14 = mul nsw i64 %conv1_weight_grad.c4585, 3
-  %15 = add nsw i64 %14, %conv1_weight_grad.ky4596
+  %14 = mul nsw i64 %conv1_weight_grad.c4675, 3
+  %15 = add nsw i64 %14, %conv1_weight_grad.ky4686
   %16 = mul nsw i64 %15, 3
   %17 = mul nsw i64 %16, 10832
-  %18 = mul nsw i64 %conv1_weight_grad.j4574, 676
+  %18 = mul nsw i64 %conv1_weight_grad.j4664, 676
   %19 = add nsw i64 %17, %18
-  %20 = mul nsw i64 %conv1_weight_grad.oy4607, 26
-  %21 = add nsw i64 %20, %conv1_weight_grad.ox4618
+  %20 = mul nsw i64 %conv1_weight_grad.oy4697, 26
+  %21 = add nsw i64 %20, %conv1_weight_grad.ox4708
   %22 = add nsw i64 %19, %21
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %22
   store float %13, ptr %arena10, align 4
-  %ox461.next = add nsw i64 %conv1_weight_grad.ox4618, 1
-  %23 = icmp slt i64 %ox461.next, 26
-  br i1 %23, label %conv1_weight_grad.ox461, label %conv1_weight_grad.ox461.end
+  %ox470.next = add nsw i64 %conv1_weight_grad.ox4708, 1
+  %23 = icmp slt i64 %ox470.next, 26
+  br i1 %23, label %conv1_weight_grad.ox470, label %conv1_weight_grad.ox470.end
 
-conv1_weight_grad.ox461.end:                      ; preds = %conv1_weight_grad.ox461
-  %oy460.next = add nsw i64 %conv1_weight_grad.oy4607, 1
-  %24 = icmp slt i64 %oy460.next, 26
-  br i1 %24, label %conv1_weight_grad.oy460, label %conv1_weight_grad.oy460.end
+conv1_weight_grad.ox470.end:                      ; preds = %conv1_weight_grad.ox470
+  %oy469.next = add nsw i64 %conv1_weight_grad.oy4697, 1
+  %24 = icmp slt i64 %oy469.next, 26
+  br i1 %24, label %conv1_weight_grad.oy469, label %conv1_weight_grad.oy469.end
 
-conv1_weight_grad.oy462:                          ; preds = %conv1_weight_grad.ox463.end, %conv1_weight_grad.oy460.end
-  %conv1_weight_grad.oy46211 = phi i64 [ 0, %conv1_weight_grad.oy460.end ], [ %oy462.next, %conv1_weight_grad.ox463.end ]
-  br label %conv1_weight_grad.ox463
+conv1_weight_grad.oy471:                          ; preds = %conv1_weight_grad.ox472.end, %conv1_weight_grad.oy469.end
+  %conv1_weight_grad.oy47111 = phi i64 [ 0, %conv1_weight_grad.oy469.end ], [ %oy471.next, %conv1_weight_grad.ox472.end ]
+  br label %conv1_weight_grad.ox472
 
-conv1_weight_grad.oy462.end:                      ; preds = %conv1_weight_grad.ox463.end
-  br label %conv1_weight_grad.oy464
+conv1_weight_grad.oy471.end:                      ; preds = %conv1_weight_grad.ox472.end
+  br label %conv1_weight_grad.oy473
 
-conv1_weight_grad.ox463:                          ; preds = %conv1_weight_grad.ox463, %conv1_weight_grad.oy462
-  %conv1_weight_grad.ox46312 = phi i64 [ 0, %conv1_weight_grad.oy462 ], [ %ox463.next, %conv1_weight_grad.ox463 ]
-  %25 = mul nsw i64 %conv1_weight_grad.g4563, 16
-  %26 = add nsw i64 %25, %conv1_weight_grad.j4574
+conv1_weight_grad.ox472:                          ; preds = %conv1_weight_grad.ox472, %conv1_weight_grad.oy471
+  %conv1_weight_grad.ox47212 = phi i64 [ 0, %conv1_weight_grad.oy471 ], [ %ox472.next, %conv1_weight_grad.ox472 ]
+  %25 = mul nsw i64 %conv1_weight_grad.g4653, 16
+  %26 = add nsw i64 %25, %conv1_weight_grad.j4664
   %27 = mul nsw i64 %26, 784
-  %28 = mul nsw i64 %conv1_weight_grad.c4585, 784
+  %28 = mul nsw i64 %conv1_weight_grad.c4675, 784
   %29 = add nsw i64 %27, %28
-  %30 = add nsw i64 %conv1_weight_grad.oy46211, %conv1_weight_grad.ky4596
+  %30 = add nsw i64 %conv1_weight_grad.oy47111, %conv1_weight_grad.ky4686
   %31 = mul nsw i64 %30, 28
   %32 = add nsw i64 %29, %31
-  %33 = add nsw i64 %conv1_weight_grad.ox46312, 1
+  %33 = add nsw i64 %conv1_weight_grad.ox47212, 1
   %34 = add nsw i64 %32, %33
   %images13 = getelementptr inbounds float, ptr %images, i64 %34
   %35 = load float, ptr %images13, align 4
-  %36 = mul nsw i64 %conv1_weight_grad.c4585, 3
-  %37 = add nsw i64 %36, %conv1_weight_grad.ky4596
+  %36 = mul nsw i64 %conv1_weight_grad.c4675, 3
+  %37 = add nsw i64 %36, %conv1_weight_grad.ky4686
   %38 = mul nsw i64 %37, 3
   %39 = add nsw i64 %38, 1
   %40 = mul nsw i64 %39, 10832
-  %41 = mul nsw i64 %conv1_weight_grad.j4574, 676
+  %41 = mul nsw i64 %conv1_weight_grad.j4664, 676
   %42 = add nsw i64 %40, %41
-  %43 = mul nsw i64 %conv1_weight_grad.oy46211, 26
-  %44 = add nsw i64 %43, %conv1_weight_grad.ox46312
+  %43 = mul nsw i64 %conv1_weight_grad.oy47111, 26
+  %44 = add nsw i64 %43, %conv1_weight_grad.ox47212
   %45 = add nsw i64 %42, %44
   %arena14 = getelementptr inbounds float, ptr %arena, i64 %45
   store float %35, ptr %arena14, align 4
-  %ox463.next = add nsw i64 %conv1_weight_grad.ox46312, 1
-  %46 = icmp slt i64 %ox463.next, 26
-  br i1 %46, label %conv1_weight_grad.ox463, label %conv1_weight_grad.ox463.end
+  %ox472.next = add nsw i64 %conv1_weight_grad.ox47212, 1
+  %46 = icmp slt i64 %ox472.next, 26
+  br i1 %46, label %conv1_weight_grad.ox472, label %conv1_weight_grad.ox472.end
 
-conv1_weight_grad.ox463.end:                      ; preds = %conv1_weight_grad.ox463
-  %oy462.next = add nsw i64 %conv1_weight_grad.oy46211, 1
-  %47 = icmp slt i64 %oy462.next, 26
-  br i1 %47, label %conv1_weight_grad.oy462, label %conv1_weight_grad.oy462.end
+conv1_weight_grad.ox472.end:                      ; preds = %conv1_weight_grad.ox472
+  %oy471.next = add nsw i64 %conv1_weight_grad.oy47111, 1
+  %47 = icmp slt i64 %oy471.next, 26
+  br i1 %47, label %conv1_weight_grad.oy471, label %conv1_weight_grad.oy471.end
 
-conv1_weight_grad.oy464:                          ; preds = %conv1_weight_grad.ox465.end, %conv1_weight_grad.oy462.end
-  %conv1_weight_grad.oy46415 = phi i64 [ 0, %conv1_weight_grad.oy462.end ], [ %oy464.next, %conv1_weight_grad.ox465.end ]
-  br label %conv1_weight_grad.ox465
+conv1_weight_grad.oy473:                          ; preds = %conv1_weight_grad.ox474.end, %conv1_weight_grad.oy471.end
+  %conv1_weight_grad.oy47315 = phi i64 [ 0, %conv1_weight_grad.oy471.end ], [ %oy473.next, %conv1_weight_grad.ox474.end ]
+  br label %conv1_weight_grad.ox474
 
-conv1_weight_grad.oy464.end:                      ; preds = %conv1_weight_grad.ox465.end
-  %ky459.next = add nsw i64 %conv1_weight_grad.ky4596, 1
-  %48 = icmp slt i64 %ky459.next, 3
-  br i1 %48, label %conv1_weight_grad.ky459, label %conv1_weight_grad.ky459.end
+conv1_weight_grad.oy473.end:                      ; preds = %conv1_weight_grad.ox474.end
+  %ky468.next = add nsw i64 %conv1_weight_grad.ky4686, 1
+  %48 = icmp slt i64 %ky468.next, 3
+  br i1 %48, label %conv1_weight_grad.ky468, label %conv1_weight_grad.ky468.end
 
-conv1_weight_grad.ox465:                          ; preds = %conv1_weight_grad.ox465, %conv1_weight_grad.oy464
-  %conv1_weight_grad.ox46516 = phi i64 [ 0, %conv1_weight_grad.oy464 ], [ %ox465.next, %conv1_weight_grad.ox465 ]
-  %49 = mul nsw i64 %conv1_weight_grad.g4563, 16
-  %50 = add nsw i64 %49, %conv1_weight_grad.j4574
+conv1_weight_grad.ox474:                          ; preds = %conv1_weight_grad.ox474, %conv1_weight_grad.oy473
+  %conv1_weight_grad.ox47416 = phi i64 [ 0, %conv1_weight_grad.oy473 ], [ %ox474.next, %conv1_weight_grad.ox474 ]
+  %49 = mul nsw i64 %conv1_weight_grad.g4653, 16
+  %50 = add nsw i64 %49, %conv1_weight_grad.j4664
   %51 = mul nsw i64 %50, 784
-  %52 = mul nsw i64 %conv1_weight_grad.c4585, 784
+  %52 = mul nsw i64 %conv1_weight_grad.c4675, 784
   %53 = add nsw i64 %51, %52
-  %54 = add nsw i64 %conv1_weight_grad.oy46415, %conv1_weight_grad.ky4596
+  %54 = add nsw i64 %conv1_weight_grad.oy47315, %conv1_weight_grad.ky4686
   %55 = mul nsw i64 %54, 28
   %56 = add nsw i64 %53, %55
-  %57 = add nsw i64 %conv1_weight_grad.ox46516, 2
+  %57 = add nsw i64 %conv1_weight_grad.ox47416, 2
   %58 = add nsw i64 %56, %57
   %images17 = getelementptr inbounds float, ptr %images, i64 %58
   %59 = load float, ptr %images17, align 4
-  %60 = mul nsw i64 %conv1_weight_grad.c4585, 3
-  %61 = add nsw i64 %60, %conv1_weight_grad.ky4596
+  %60 = mul nsw i64 %conv1_weight_grad.c4675, 3
+  %61 = add nsw i64 %60, %conv1_weight_grad.ky4686
   %62 = mul nsw i64 %61, 3
   %63 = add nsw i64 %62, 2
   %64 = mul nsw i64 %63, 10832
-  %65 = mul nsw i64 %conv1_weight_grad.j4574, 676
+  %65 = mul nsw i64 %conv1_weight_grad.j4664, 676
   %66 = add nsw i64 %64, %65
-  %67 = mul nsw i64 %conv1_weight_grad.oy46415, 26
-  %68 = add nsw i64 %67, %conv1_weight_grad.ox46516
+  %67 = mul nsw i64 %conv1_weight_grad.oy47315, 26
+  %68 = add nsw i64 %67, %conv1_weight_grad.ox47416
   %69 = add nsw i64 %66, %68
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %69
   store float %59, ptr %arena18, align 4
-  %ox465.next = add nsw i64 %conv1_weight_grad.ox46516, 1
-  %70 = icmp slt i64 %ox465.next, 26
-  br i1 %70, label %conv1_weight_grad.ox465, label %conv1_weight_grad.ox465.end
+  %ox474.next = add nsw i64 %conv1_weight_grad.ox47416, 1
+  %70 = icmp slt i64 %ox474.next, 26
+  br i1 %70, label %conv1_weight_grad.ox474, label %conv1_weight_grad.ox474.end
 
-conv1_weight_grad.ox465.end:                      ; preds = %conv1_weight_grad.ox465
-  %oy464.next = add nsw i64 %conv1_weight_grad.oy46415, 1
-  %71 = icmp slt i64 %oy464.next, 26
-  br i1 %71, label %conv1_weight_grad.oy464, label %conv1_weight_grad.oy464.end
+conv1_weight_grad.ox474.end:                      ; preds = %conv1_weight_grad.ox474
+  %oy473.next = add nsw i64 %conv1_weight_grad.oy47315, 1
+  %71 = icmp slt i64 %oy473.next, 26
+  br i1 %71, label %conv1_weight_grad.oy473, label %conv1_weight_grad.oy473.end
 
-conv1_weight_grad.j466:                           ; preds = %conv1_weight_grad.i467.end, %conv1_weight_grad.j457.end
-  %conv1_weight_grad.j46619 = phi i64 [ 0, %conv1_weight_grad.j457.end ], [ %j466.next, %conv1_weight_grad.i467.end ]
-  br label %conv1_weight_grad.i467
+conv1_weight_grad.j475:                           ; preds = %conv1_weight_grad.i476.end, %conv1_weight_grad.j466.end
+  %conv1_weight_grad.j47519 = phi i64 [ 0, %conv1_weight_grad.j466.end ], [ %j475.next, %conv1_weight_grad.i476.end ]
+  br label %conv1_weight_grad.i476
 
-conv1_weight_grad.j466.end:                       ; preds = %conv1_weight_grad.i467.end
-  call void @mnistnet_train_b64.k25.conv1_weight_grad.gemm476(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  %g456.next = add nsw i64 %conv1_weight_grad.g4563, 1
-  %72 = icmp slt i64 %g456.next, 4
-  br i1 %72, label %conv1_weight_grad.g456, label %conv1_weight_grad.g456.end
+conv1_weight_grad.j475.end:                       ; preds = %conv1_weight_grad.i476.end
+  call void @mnistnet_train_b64.k25.conv1_weight_grad.gemm485(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  %g465.next = add nsw i64 %conv1_weight_grad.g4653, 1
+  %72 = icmp slt i64 %g465.next, 4
+  br i1 %72, label %conv1_weight_grad.g465, label %conv1_weight_grad.g465.end
 
-conv1_weight_grad.i467:                           ; preds = %conv1_weight_grad.f468.end, %conv1_weight_grad.j466
-  %conv1_weight_grad.i46720 = phi i64 [ 0, %conv1_weight_grad.j466 ], [ %i467.next, %conv1_weight_grad.f468.end ]
-  br label %conv1_weight_grad.f468
+conv1_weight_grad.i476:                           ; preds = %conv1_weight_grad.f477.end, %conv1_weight_grad.j475
+  %conv1_weight_grad.i47620 = phi i64 [ 0, %conv1_weight_grad.j475 ], [ %i476.next, %conv1_weight_grad.f477.end ]
+  br label %conv1_weight_grad.f477
 
-conv1_weight_grad.i467.end:                       ; preds = %conv1_weight_grad.f468.end
-  %j466.next = add nsw i64 %conv1_weight_grad.j46619, 1
-  %73 = icmp slt i64 %j466.next, 16
-  br i1 %73, label %conv1_weight_grad.j466, label %conv1_weight_grad.j466.end
+conv1_weight_grad.i476.end:                       ; preds = %conv1_weight_grad.f477.end
+  %j475.next = add nsw i64 %conv1_weight_grad.j47519, 1
+  %73 = icmp slt i64 %j475.next, 16
+  br i1 %73, label %conv1_weight_grad.j475, label %conv1_weight_grad.j475.end
 
-conv1_weight_grad.f468:                           ; preds = %conv1_weight_grad.f468, %conv1_weight_grad.i467
-  %conv1_weight_grad.f46821 = phi i64 [ 0, %conv1_weight_grad.i467 ], [ %f468.next, %conv1_weight_grad.f468 ]
-  %74 = mul nsw i64 %conv1_weight_grad.g4563, 16
-  %75 = add nsw i64 %74, %conv1_weight_grad.j46619
+conv1_weight_grad.f477:                           ; preds = %conv1_weight_grad.f477, %conv1_weight_grad.i476
+  %conv1_weight_grad.f47721 = phi i64 [ 0, %conv1_weight_grad.i476 ], [ %f477.next, %conv1_weight_grad.f477 ]
+  %74 = mul nsw i64 %conv1_weight_grad.g4653, 16
+  %75 = add nsw i64 %74, %conv1_weight_grad.j47519
   %76 = mul nsw i64 %75, 21632
   %77 = add nsw i64 3171600, %76
-  %78 = mul nsw i64 %conv1_weight_grad.f46821, 676
+  %78 = mul nsw i64 %conv1_weight_grad.f47721, 676
   %79 = add nsw i64 %77, %78
-  %80 = add nsw i64 %79, %conv1_weight_grad.i46720
+  %80 = add nsw i64 %79, %conv1_weight_grad.i47620
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %80
   %81 = load float, ptr %arena22, align 4
-  %82 = mul nsw i64 %conv1_weight_grad.j46619, 676
-  %83 = add nsw i64 %82, %conv1_weight_grad.i46720
+  %82 = mul nsw i64 %conv1_weight_grad.j47519, 676
+  %83 = add nsw i64 %82, %conv1_weight_grad.i47620
   %84 = mul nsw i64 %83, 32
   %85 = add nsw i64 97488, %84
-  %86 = add nsw i64 %85, %conv1_weight_grad.f46821
+  %86 = add nsw i64 %85, %conv1_weight_grad.f47721
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %86
   store float %81, ptr %arena23, align 4
-  %f468.next = add nsw i64 %conv1_weight_grad.f46821, 1
-  %87 = icmp slt i64 %f468.next, 32
-  br i1 %87, label %conv1_weight_grad.f468, label %conv1_weight_grad.f468.end
+  %f477.next = add nsw i64 %conv1_weight_grad.f47721, 1
+  %87 = icmp slt i64 %f477.next, 32
+  br i1 %87, label %conv1_weight_grad.f477, label %conv1_weight_grad.f477.end
 
-conv1_weight_grad.f468.end:                       ; preds = %conv1_weight_grad.f468
-  %i467.next = add nsw i64 %conv1_weight_grad.i46720, 1
-  %88 = icmp slt i64 %i467.next, 676
-  br i1 %88, label %conv1_weight_grad.i467, label %conv1_weight_grad.i467.end
+conv1_weight_grad.f477.end:                       ; preds = %conv1_weight_grad.f477
+  %i476.next = add nsw i64 %conv1_weight_grad.i47620, 1
+  %88 = icmp slt i64 %i476.next, 676
+  br i1 %88, label %conv1_weight_grad.i476, label %conv1_weight_grad.i476.end
 
-conv1_weight_grad.f477:                           ; preds = %conv1_weight_grad.r478.end, %conv1_weight_grad.g456.end
-  %conv1_weight_grad.f47724 = phi i64 [ 0, %conv1_weight_grad.g456.end ], [ %f477.next, %conv1_weight_grad.r478.end ]
-  br label %conv1_weight_grad.r478
+conv1_weight_grad.f486:                           ; preds = %conv1_weight_grad.r487.end, %conv1_weight_grad.g465.end
+  %conv1_weight_grad.f48624 = phi i64 [ 0, %conv1_weight_grad.g465.end ], [ %f486.next, %conv1_weight_grad.r487.end ]
+  br label %conv1_weight_grad.r487
 
-conv1_weight_grad.f477.end:                       ; preds = %conv1_weight_grad.r478.end
+conv1_weight_grad.f486.end:                       ; preds = %conv1_weight_grad.r487.end
   ret void
 
-conv1_weight_grad.r478:                           ; preds = %conv1_weight_grad.r478, %conv1_weight_grad.f477
-  %conv1_weight_grad.r47825 = phi i64 [ 0, %conv1_weight_grad.f477 ], [ %r478.next, %conv1_weight_grad.r478 ]
-  %89 = mul nsw i64 %conv1_weight_grad.r47825, 32
+conv1_weight_grad.r487:                           ; preds = %conv1_weight_grad.r487, %conv1_weight_grad.f486
+  %conv1_weight_grad.r48725 = phi i64 [ 0, %conv1_weight_grad.f486 ], [ %r487.next, %conv1_weight_grad.r487 ]
+  %89 = mul nsw i64 %conv1_weight_grad.r48725, 32
   %90 = add nsw i64 443600, %89
-  %91 = add nsw i64 %90, %conv1_weight_grad.f47724
+  %91 = add nsw i64 %90, %conv1_weight_grad.f48624
   %arena26 = getelementptr inbounds float, ptr %arena, i64 %91
   %92 = load float, ptr %arena26, align 4
-  %93 = mul nsw i64 %conv1_weight_grad.f47724, 9
-  %94 = add nsw i64 %93, %conv1_weight_grad.r47825
+  %93 = mul nsw i64 %conv1_weight_grad.f48624, 9
+  %94 = add nsw i64 %93, %conv1_weight_grad.r48725
   %grads27 = getelementptr inbounds float, ptr %grads, i64 %94
   store float %92, ptr %grads27, align 4
-  %r478.next = add nsw i64 %conv1_weight_grad.r47825, 1
-  %95 = icmp slt i64 %r478.next, 9
-  br i1 %95, label %conv1_weight_grad.r478, label %conv1_weight_grad.r478.end
+  %r487.next = add nsw i64 %conv1_weight_grad.r48725, 1
+  %95 = icmp slt i64 %r487.next, 9
+  br i1 %95, label %conv1_weight_grad.r487, label %conv1_weight_grad.r487.end
 
-conv1_weight_grad.r478.end:                       ; preds = %conv1_weight_grad.r478
-  %f477.next = add nsw i64 %conv1_weight_grad.f47724, 1
-  %96 = icmp slt i64 %f477.next, 32
-  br i1 %96, label %conv1_weight_grad.f477, label %conv1_weight_grad.f477.end
+conv1_weight_grad.r487.end:                       ; preds = %conv1_weight_grad.r487
+  %f486.next = add nsw i64 %conv1_weight_grad.f48624, 1
+  %96 = icmp slt i64 %f486.next, 32
+  br i1 %96, label %conv1_weight_grad.f486, label %conv1_weight_grad.f486.end
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k25.conv1_weight_grad.gemm476(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @mnistnet_train_b64.k25.conv1_weight_grad.gemm485(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %conv1_weight_grad.t474_a3 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t474_a2 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t474_a1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t474_a0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t474_b1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t474_b0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t474_c3_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t474_c3_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t474_c2_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t474_c2_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t474_c1_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t474_c1_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t474_c0_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t474_c0_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t472_a4 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t472_a3 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t472_a2 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t472_a1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t472_a0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t472_b1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t472_b0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t472_c4_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t472_c4_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t472_c3_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t472_c3_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t472_c2_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t472_c2_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t472_c1_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t472_c1_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t472_c0_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t472_c0_0 = alloca <8 x float>, align 32
-  br label %conv1_weight_grad.kp469
+  %conv1_weight_grad.t483_a3 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t483_a2 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t483_a1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t483_a0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t483_b1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t483_b0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t483_c3_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t483_c3_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t483_c2_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t483_c2_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t483_c1_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t483_c1_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t483_c0_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t483_c0_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t481_a4 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t481_a3 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t481_a2 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t481_a1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t481_a0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t481_b1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t481_b0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t481_c4_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t481_c4_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t481_c3_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t481_c3_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t481_c2_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t481_c2_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t481_c1_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t481_c1_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t481_c0_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t481_c0_0 = alloca <8 x float>, align 32
+  br label %conv1_weight_grad.kp478
 
-conv1_weight_grad.kp469:                          ; preds = %conv1_weight_grad.nb470.end, %entry
-  %conv1_weight_grad.kp4691 = phi i64 [ 0, %entry ], [ %kp469.next, %conv1_weight_grad.nb470.end ]
-  br label %conv1_weight_grad.nb470
+conv1_weight_grad.kp478:                          ; preds = %conv1_weight_grad.nb479.end, %entry
+  %conv1_weight_grad.kp4781 = phi i64 [ 0, %entry ], [ %kp478.next, %conv1_weight_grad.nb479.end ]
+  br label %conv1_weight_grad.nb479
 
-conv1_weight_grad.kp469.end:                      ; preds = %conv1_weight_grad.nb470.end
+conv1_weight_grad.kp478.end:                      ; preds = %conv1_weight_grad.nb479.end
   ret void
 
-conv1_weight_grad.nb470:                          ; preds = %conv1_weight_grad.k475.end, %conv1_weight_grad.kp469
-  %conv1_weight_grad.nb4702 = phi i64 [ 0, %conv1_weight_grad.kp469 ], [ %nb470.next, %conv1_weight_grad.k475.end ]
-  br label %conv1_weight_grad.mb471
+conv1_weight_grad.nb479:                          ; preds = %conv1_weight_grad.k484.end, %conv1_weight_grad.kp478
+  %conv1_weight_grad.nb4792 = phi i64 [ 0, %conv1_weight_grad.kp478 ], [ %nb479.next, %conv1_weight_grad.k484.end ]
+  br label %conv1_weight_grad.mb480
 
-conv1_weight_grad.nb470.end:                      ; preds = %conv1_weight_grad.k475.end
-  %kp469.next = add nsw i64 %conv1_weight_grad.kp4691, 1
-  %0 = icmp slt i64 %kp469.next, 8
-  br i1 %0, label %conv1_weight_grad.kp469, label %conv1_weight_grad.kp469.end
+conv1_weight_grad.nb479.end:                      ; preds = %conv1_weight_grad.k484.end
+  %kp478.next = add nsw i64 %conv1_weight_grad.kp4781, 1
+  %0 = icmp slt i64 %kp478.next, 8
+  br i1 %0, label %conv1_weight_grad.kp478, label %conv1_weight_grad.kp478.end
 
-conv1_weight_grad.mb471:                          ; preds = %conv1_weight_grad.k473.end, %conv1_weight_grad.nb470
-  %conv1_weight_grad.mb4713 = phi i64 [ 0, %conv1_weight_grad.nb470 ], [ %mb471.next, %conv1_weight_grad.k473.end ]
-  %1 = mul nsw i64 %conv1_weight_grad.mb4713, 5
+conv1_weight_grad.mb480:                          ; preds = %conv1_weight_grad.k482.end, %conv1_weight_grad.nb479
+  %conv1_weight_grad.mb4803 = phi i64 [ 0, %conv1_weight_grad.nb479 ], [ %mb480.next, %conv1_weight_grad.k482.end ]
+  %1 = mul nsw i64 %conv1_weight_grad.mb4803, 5
   %2 = mul nsw i64 %1, 32
   %3 = add nsw i64 443600, %2
-  %4 = mul nsw i64 %conv1_weight_grad.nb4702, 16
+  %4 = mul nsw i64 %conv1_weight_grad.nb4792, 16
   %5 = add nsw i64 %3, %4
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
   %6 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %6, ptr %conv1_weight_grad.t472_c0_0, align 32
-  %7 = mul nsw i64 %conv1_weight_grad.mb4713, 5
+  store <8 x float> %6, ptr %conv1_weight_grad.t481_c0_0, align 32
+  %7 = mul nsw i64 %conv1_weight_grad.mb4803, 5
   %8 = mul nsw i64 %7, 32
   %9 = add nsw i64 443600, %8
-  %10 = mul nsw i64 %conv1_weight_grad.nb4702, 16
+  %10 = mul nsw i64 %conv1_weight_grad.nb4792, 16
   %11 = add nsw i64 %9, %10
   %12 = add nsw i64 %11, 8
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %12
   %13 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %13, ptr %conv1_weight_grad.t472_c0_1, align 32
-  %14 = mul nsw i64 %conv1_weight_grad.mb4713, 5
+  store <8 x float> %13, ptr %conv1_weight_grad.t481_c0_1, align 32
+  %14 = mul nsw i64 %conv1_weight_grad.mb4803, 5
   %15 = add nsw i64 %14, 1
   %16 = mul nsw i64 %15, 32
   %17 = add nsw i64 443600, %16
-  %18 = mul nsw i64 %conv1_weight_grad.nb4702, 16
+  %18 = mul nsw i64 %conv1_weight_grad.nb4792, 16
   %19 = add nsw i64 %17, %18
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %19
   %20 = load <8 x float>, ptr %arena6, align 4
-  store <8 x float> %20, ptr %conv1_weight_grad.t472_c1_0, align 32
-  %21 = mul nsw i64 %conv1_weight_grad.mb4713, 5
+  store <8 x float> %20, ptr %conv1_weight_grad.t481_c1_0, align 32
+  %21 = mul nsw i64 %conv1_weight_grad.mb4803, 5
   %22 = add nsw i64 %21, 1
   %23 = mul nsw i64 %22, 32
   %24 = add nsw i64 443600, %23
-  %25 = mul nsw i64 %conv1_weight_grad.nb4702, 16
+  %25 = mul nsw i64 %conv1_weight_grad.nb4792, 16
   %26 = add nsw i64 %24, %25
   %27 = add nsw i64 %26, 8
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %27
   %28 = load <8 x float>, ptr %arena7, align 4
-  store <8 x float> %28, ptr %conv1_weight_grad.t472_c1_1, align 32
-  %29 = mul nsw i64 %conv1_weight_grad.mb4713, 5
+  store <8 x float> %28, ptr %conv1_weight_grad.t481_c1_1, align 32
+  %29 = mul nsw i64 %conv1_weight_grad.mb4803, 5
   %30 = add nsw i64 %29, 2
   %31 = mul nsw i64 %30, 32
   %32 = add nsw i64 443600, %31
-  %33 = mul nsw i64 %conv1_weight_grad.nb4702, 16
+  %33 = mul nsw i64 %conv1_weight_grad.nb4792, 16
   %34 = add nsw i64 %32, %33
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %34
   %35 = load <8 x float>, ptr %arena8, align 4
-  store <8 x float> %35, ptr %conv1_weight_grad.t472_c2_0, align 32
-  %36 = mul nsw i64 %conv1_weight_grad.mb4713, 5
+  store <8 x float> %35, ptr %conv1_weight_grad.t481_c2_0, align 32
+  %36 = mul nsw i64 %conv1_weight_grad.mb4803, 5
   %37 = add nsw i64 %36, 2
   %38 = mul nsw i64 %37, 32
   %39 = add nsw i64 443600, %38
-  %40 = mul nsw i64 %conv1_weight_grad.nb4702, 16
+  %40 = mul nsw i64 %conv1_weight_grad.nb4792, 16
   %41 = add nsw i64 %39, %40
   %42 = add nsw i64 %41, 8
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %42
   %43 = load <8 x float>, ptr %arena9, align 4
-  store <8 x float> %43, ptr %conv1_weight_grad.t472_c2_1, align 32
-  %44 = mul nsw i64 %conv1_weight_grad.mb4713, 5
+  store <8 x float> %43, ptr %conv1_weight_grad.t481_c2_1, align 32
+  %44 = mul nsw i64 %conv1_weight_grad.mb4803, 5
   %45 = add nsw i64 %44, 3
   %46 = mul nsw i64 %45, 32
   %47 = add nsw i64 443600, %46
-  %48 = mul nsw i64 %conv1_weight_grad.nb4702, 16
+  %48 = mul nsw i64 %conv1_weight_grad.nb4792, 16
   %49 = add nsw i64 %47, %48
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %49
   %50 = load <8 x float>, ptr %arena10, align 4
-  store <8 x float> %50, ptr %conv1_weight_grad.t472_c3_0, align 32
-  %51 = mul nsw i64 %conv1_weight_grad.mb4713, 5
+  store <8 x float> %50, ptr %conv1_weight_grad.t481_c3_0, align 32
+  %51 = mul nsw i64 %conv1_weight_grad.mb4803, 5
   %52 = add nsw i64 %51, 3
   %53 = mul nsw i64 %52, 32
   %54 = add nsw i64 443600, %53
-  %55 = mul nsw i64 %conv1_weight_grad.nb4702, 16
+  %55 = mul nsw i64 %conv1_weight_grad.nb4792, 16
   %56 = add nsw i64 %54, %55
   %57 = add nsw i64 %56, 8
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %57
   %58 = load <8 x float>, ptr %arena11, align 4
-  store <8 x float> %58, ptr %conv1_weight_grad.t472_c3_1, align 32
-  %59 = mul nsw i64 %conv1_weight_grad.mb4713, 5
+  store <8 x float> %58, ptr %conv1_weight_grad.t481_c3_1, align 32
+  %59 = mul nsw i64 %conv1_weight_grad.mb4803, 5
   %60 = add nsw i64 %59, 4
   %61 = mul nsw i64 %60, 32
   %62 = add nsw i64 443600, %61
-  %63 = mul nsw i64 %conv1_weight_grad.nb4702, 16
+  %63 = mul nsw i64 %conv1_weight_grad.nb4792, 16
   %64 = add nsw i64 %62, %63
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %64
   %65 = load <8 x float>, ptr %arena12, align 4
-  store <8 x float> %65, ptr %conv1_weight_grad.t472_c4_0, align 32
-  %66 = mul nsw i64 %conv1_weight_grad.mb4713, 5
+  store <8 x float> %65, ptr %conv1_weight_grad.t481_c4_0, align 32
+  %66 = mul nsw i64 %conv1_weight_grad.mb4803, 5
   %67 = add nsw i64 %66, 4
   %68 = mul nsw i64 %67, 32
   %69 = add nsw i64 443600, %68
-  %70 = mul nsw i64 %conv1_weight_grad.nb4702, 16
+  %70 = mul nsw i64 %conv1_weight_grad.nb4792, 16
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %71, 8
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %72
   %73 = load <8 x float>, ptr %arena13, align 4
-  store <8 x float> %73, ptr %conv1_weight_grad.t472_c4_1, align 32
-  br label %conv1_weight_grad.k473
+  store <8 x float> %73, ptr %conv1_weight_grad.t481_c4_1, align 32
+  br label %conv1_weight_grad.k482
 
-conv1_weight_grad.mb471.end:                      ; preds = %conv1_weight_grad.k473.end
-  %74 = mul nsw i64 %conv1_weight_grad.nb4702, 16
+conv1_weight_grad.mb480.end:                      ; preds = %conv1_weight_grad.k482.end
+  %74 = mul nsw i64 %conv1_weight_grad.nb4792, 16
   %75 = add nsw i64 443760, %74
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %75
   %76 = load <8 x float>, ptr %arena55, align 4
-  store <8 x float> %76, ptr %conv1_weight_grad.t474_c0_0, align 32
-  %77 = mul nsw i64 %conv1_weight_grad.nb4702, 16
+  store <8 x float> %76, ptr %conv1_weight_grad.t483_c0_0, align 32
+  %77 = mul nsw i64 %conv1_weight_grad.nb4792, 16
   %78 = add nsw i64 443760, %77
   %79 = add nsw i64 %78, 8
   %arena56 = getelementptr inbounds float, ptr %arena, i64 %79
   %80 = load <8 x float>, ptr %arena56, align 4
-  store <8 x float> %80, ptr %conv1_weight_grad.t474_c0_1, align 32
-  %81 = mul nsw i64 %conv1_weight_grad.nb4702, 16
+  store <8 x float> %80, ptr %conv1_weight_grad.t483_c0_1, align 32
+  %81 = mul nsw i64 %conv1_weight_grad.nb4792, 16
   %82 = add nsw i64 443792, %81
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %82
   %83 = load <8 x float>, ptr %arena57, align 4
-  store <8 x float> %83, ptr %conv1_weight_grad.t474_c1_0, align 32
-  %84 = mul nsw i64 %conv1_weight_grad.nb4702, 16
+  store <8 x float> %83, ptr %conv1_weight_grad.t483_c1_0, align 32
+  %84 = mul nsw i64 %conv1_weight_grad.nb4792, 16
   %85 = add nsw i64 443792, %84
   %86 = add nsw i64 %85, 8
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %86
   %87 = load <8 x float>, ptr %arena58, align 4
-  store <8 x float> %87, ptr %conv1_weight_grad.t474_c1_1, align 32
-  %88 = mul nsw i64 %conv1_weight_grad.nb4702, 16
+  store <8 x float> %87, ptr %conv1_weight_grad.t483_c1_1, align 32
+  %88 = mul nsw i64 %conv1_weight_grad.nb4792, 16
   %89 = add nsw i64 443824, %88
   %arena59 = getelementptr inbounds float, ptr %arena, i64 %89
   %90 = load <8 x float>, ptr %arena59, align 4
-  store <8 x float> %90, ptr %conv1_weight_grad.t474_c2_0, align 32
-  %91 = mul nsw i64 %conv1_weight_grad.nb4702, 16
+  store <8 x float> %90, ptr %conv1_weight_grad.t483_c2_0, align 32
+  %91 = mul nsw i64 %conv1_weight_grad.nb4792, 16
   %92 = add nsw i64 443824, %91
   %93 = add nsw i64 %92, 8
   %arena60 = getelementptr inbounds float, ptr %arena, i64 %93
   %94 = load <8 x float>, ptr %arena60, align 4
-  store <8 x float> %94, ptr %conv1_weight_grad.t474_c2_1, align 32
-  %95 = mul nsw i64 %conv1_weight_grad.nb4702, 16
+  store <8 x float> %94, ptr %conv1_weight_grad.t483_c2_1, align 32
+  %95 = mul nsw i64 %conv1_weight_grad.nb4792, 16
   %96 = add nsw i64 443856, %95
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %96
   %97 = load <8 x float>, ptr %arena61, align 4
-  store <8 x float> %97, ptr %conv1_weight_grad.t474_c3_0, align 32
-  %98 = mul nsw i64 %conv1_weight_grad.nb4702, 16
+  store <8 x float> %97, ptr %conv1_weight_grad.t483_c3_0, align 32
+  %98 = mul nsw i64 %conv1_weight_grad.nb4792, 16
   %99 = add nsw i64 443856, %98
   %100 = add nsw i64 %99, 8
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %100
   %101 = load <8 x float>, ptr %arena62, align 4
-  store <8 x float> %101, ptr %conv1_weight_grad.t474_c3_1, align 32
-  br label %conv1_weight_grad.k475
+  store <8 x float> %101, ptr %conv1_weight_grad.t483_c3_1, align 32
+  br label %conv1_weight_grad.k484
 
-conv1_weight_grad.k473:                           ; preds = %conv1_weight_grad.k473, %conv1_weight_grad.mb471
-  %conv1_weight_grad.k47314 = phi i64 [ 0, %conv1_weight_grad.mb471 ], [ %k473.next, %conv1_weight_grad.k473 ]
-  %102 = mul nsw i64 %conv1_weight_grad.kp4691, 1352
-  %103 = add nsw i64 %conv1_weight_grad.k47314, %102
+conv1_weight_grad.k482:                           ; preds = %conv1_weight_grad.k482, %conv1_weight_grad.mb480
+  %conv1_weight_grad.k48214 = phi i64 [ 0, %conv1_weight_grad.mb480 ], [ %k482.next, %conv1_weight_grad.k482 ]
+  %102 = mul nsw i64 %conv1_weight_grad.kp4781, 1352
+  %103 = add nsw i64 %conv1_weight_grad.k48214, %102
   %104 = mul nsw i64 %103, 32
   %105 = add nsw i64 97488, %104
-  %106 = mul nsw i64 %conv1_weight_grad.nb4702, 16
+  %106 = mul nsw i64 %conv1_weight_grad.nb4792, 16
   %107 = add nsw i64 %105, %106
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %107
   %108 = load <8 x float>, ptr %arena15, align 4
-  store <8 x float> %108, ptr %conv1_weight_grad.t472_b0, align 32
-  %109 = mul nsw i64 %conv1_weight_grad.kp4691, 1352
-  %110 = add nsw i64 %conv1_weight_grad.k47314, %109
+  store <8 x float> %108, ptr %conv1_weight_grad.t481_b0, align 32
+  %109 = mul nsw i64 %conv1_weight_grad.kp4781, 1352
+  %110 = add nsw i64 %conv1_weight_grad.k48214, %109
   %111 = mul nsw i64 %110, 32
   %112 = add nsw i64 97488, %111
-  %113 = mul nsw i64 %conv1_weight_grad.nb4702, 16
+  %113 = mul nsw i64 %conv1_weight_grad.nb4792, 16
   %114 = add nsw i64 %112, %113
   %115 = add nsw i64 %114, 8
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %115
   %116 = load <8 x float>, ptr %arena16, align 4
-  store <8 x float> %116, ptr %conv1_weight_grad.t472_b1, align 32
-  %117 = mul nsw i64 %conv1_weight_grad.mb4713, 5
+  store <8 x float> %116, ptr %conv1_weight_grad.t481_b1, align 32
+  %117 = mul nsw i64 %conv1_weight_grad.mb4803, 5
   %118 = mul nsw i64 %117, 10832
-  %119 = mul nsw i64 %conv1_weight_grad.kp4691, 1352
-  %120 = add nsw i64 %conv1_weight_grad.k47314, %119
+  %119 = mul nsw i64 %conv1_weight_grad.kp4781, 1352
+  %120 = add nsw i64 %conv1_weight_grad.k48214, %119
   %121 = add nsw i64 %118, %120
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %121
   %122 = load float, ptr %arena17, align 4
   %123 = insertelement <8 x float> undef, float %122, i32 0
   %124 = shufflevector <8 x float> %123, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %124, ptr %conv1_weight_grad.t472_a0, align 32
-  %t472_a0 = load <8 x float>, ptr %conv1_weight_grad.t472_a0, align 32
-  %t472_b0 = load <8 x float>, ptr %conv1_weight_grad.t472_b0, align 32
-  %t472_c0_0 = load <8 x float>, ptr %conv1_weight_grad.t472_c0_0, align 32
-  %125 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t472_a0, <8 x float> %t472_b0, <8 x float> %t472_c0_0)
-  store <8 x float> %125, ptr %conv1_weight_grad.t472_c0_0, align 32
-  %t472_a018 = load <8 x float>, ptr %conv1_weight_grad.t472_a0, align 32
-  %t472_b1 = load <8 x float>, ptr %conv1_weight_grad.t472_b1, align 32
-  %t472_c0_1 = load <8 x float>, ptr %conv1_weight_grad.t472_c0_1, align 32
-  %126 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t472_a018, <8 x float> %t472_b1, <8 x float> %t472_c0_1)
-  store <8 x float> %126, ptr %conv1_weight_grad.t472_c0_1, align 32
-  %127 = mul nsw i64 %conv1_weight_grad.mb4713, 5
+  store <8 x float> %124, ptr %conv1_weight_grad.t481_a0, align 32
+  %t481_a0 = load <8 x float>, ptr %conv1_weight_grad.t481_a0, align 32
+  %t481_b0 = load <8 x float>, ptr %conv1_weight_grad.t481_b0, align 32
+  %t481_c0_0 = load <8 x float>, ptr %conv1_weight_grad.t481_c0_0, align 32
+  %125 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t481_a0, <8 x float> %t481_b0, <8 x float> %t481_c0_0)
+  store <8 x float> %125, ptr %conv1_weight_grad.t481_c0_0, align 32
+  %t481_a018 = load <8 x float>, ptr %conv1_weight_grad.t481_a0, align 32
+  %t481_b1 = load <8 x float>, ptr %conv1_weight_grad.t481_b1, align 32
+  %t481_c0_1 = load <8 x float>, ptr %conv1_weight_grad.t481_c0_1, align 32
+  %126 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t481_a018, <8 x float> %t481_b1, <8 x float> %t481_c0_1)
+  store <8 x float> %126, ptr %conv1_weight_grad.t481_c0_1, align 32
+  %127 = mul nsw i64 %conv1_weight_grad.mb4803, 5
   %128 = add nsw i64 %127, 1
   %129 = mul nsw i64 %128, 10832
-  %130 = mul nsw i64 %conv1_weight_grad.kp4691, 1352
-  %131 = add nsw i64 %conv1_weight_grad.k47314, %130
+  %130 = mul nsw i64 %conv1_weight_grad.kp4781, 1352
+  %131 = add nsw i64 %conv1_weight_grad.k48214, %130
   %132 = add nsw i64 %129, %131
   %arena19 = getelementptr inbounds float, ptr %arena, i64 %132
   %133 = load float, ptr %arena19, align 4
   %134 = insertelement <8 x float> undef, float %133, i32 0
   %135 = shufflevector <8 x float> %134, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %135, ptr %conv1_weight_grad.t472_a1, align 32
-  %t472_a1 = load <8 x float>, ptr %conv1_weight_grad.t472_a1, align 32
-  %t472_b020 = load <8 x float>, ptr %conv1_weight_grad.t472_b0, align 32
-  %t472_c1_0 = load <8 x float>, ptr %conv1_weight_grad.t472_c1_0, align 32
-  %136 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t472_a1, <8 x float> %t472_b020, <8 x float> %t472_c1_0)
-  store <8 x float> %136, ptr %conv1_weight_grad.t472_c1_0, align 32
-  %t472_a121 = load <8 x float>, ptr %conv1_weight_grad.t472_a1, align 32
-  %t472_b122 = load <8 x float>, ptr %conv1_weight_grad.t472_b1, align 32
-  %t472_c1_1 = load <8 x float>, ptr %conv1_weight_grad.t472_c1_1, align 32
-  %137 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t472_a121, <8 x float> %t472_b122, <8 x float> %t472_c1_1)
-  store <8 x float> %137, ptr %conv1_weight_grad.t472_c1_1, align 32
-  %138 = mul nsw i64 %conv1_weight_grad.mb4713, 5
+  store <8 x float> %135, ptr %conv1_weight_grad.t481_a1, align 32
+  %t481_a1 = load <8 x float>, ptr %conv1_weight_grad.t481_a1, align 32
+  %t481_b020 = load <8 x float>, ptr %conv1_weight_grad.t481_b0, align 32
+  %t481_c1_0 = load <8 x float>, ptr %conv1_weight_grad.t481_c1_0, align 32
+  %136 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t481_a1, <8 x float> %t481_b020, <8 x float> %t481_c1_0)
+  store <8 x float> %136, ptr %conv1_weight_grad.t481_c1_0, align 32
+  %t481_a121 = load <8 x float>, ptr %conv1_weight_grad.t481_a1, align 32
+  %t481_b122 = load <8 x float>, ptr %conv1_weight_grad.t481_b1, align 32
+  %t481_c1_1 = load <8 x float>, ptr %conv1_weight_grad.t481_c1_1, align 32
+  %137 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t481_a121, <8 x float> %t481_b122, <8 x float> %t481_c1_1)
+  store <8 x float> %137, ptr %conv1_weight_grad.t481_c1_1, align 32
+  %138 = mul nsw i64 %conv1_weight_grad.mb4803, 5
   %139 = add nsw i64 %138, 2
   %140 = mul nsw i64 %139, 10832
-  %141 = mul nsw i64 %conv1_weight_grad.kp4691, 1352
-  %142 = add nsw i64 %conv1_weight_grad.k47314, %141
+  %141 = mul nsw i64 %conv1_weight_grad.kp4781, 1352
+  %142 = add nsw i64 %conv1_weight_grad.k48214, %141
   %143 = add nsw i64 %140, %142
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %143
   %144 = load float, ptr %arena23, align 4
   %145 = insertelement <8 x float> undef, float %144, i32 0
   %146 = shufflevector <8 x float> %145, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %146, ptr %conv1_weight_grad.t472_a2, align 32
-  %t472_a2 = load <8 x float>, ptr %conv1_weight_grad.t472_a2, align 32
-  %t472_b024 = load <8 x float>, ptr %conv1_weight_grad.t472_b0, align 32
-  %t472_c2_0 = load <8 x float>, ptr %conv1_weight_grad.t472_c2_0, align 32
-  %147 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t472_a2, <8 x float> %t472_b024, <8 x float> %t472_c2_0)
-  store <8 x float> %147, ptr %conv1_weight_grad.t472_c2_0, align 32
-  %t472_a225 = load <8 x float>, ptr %conv1_weight_grad.t472_a2, align 32
-  %t472_b126 = load <8 x float>, ptr %conv1_weight_grad.t472_b1, align 32
-  %t472_c2_1 = load <8 x float>, ptr %conv1_weight_grad.t472_c2_1, align 32
-  %148 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t472_a225, <8 x float> %t472_b126, <8 x float> %t472_c2_1)
-  store <8 x float> %148, ptr %conv1_weight_grad.t472_c2_1, align 32
-  %149 = mul nsw i64 %conv1_weight_grad.mb4713, 5
+  store <8 x float> %146, ptr %conv1_weight_grad.t481_a2, align 32
+  %t481_a2 = load <8 x float>, ptr %conv1_weight_grad.t481_a2, align 32
+  %t481_b024 = load <8 x float>, ptr %conv1_weight_grad.t481_b0, align 32
+  %t481_c2_0 = load <8 x float>, ptr %conv1_weight_grad.t481_c2_0, align 32
+  %147 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t481_a2, <8 x float> %t481_b024, <8 x float> %t481_c2_0)
+  store <8 x float> %147, ptr %conv1_weight_grad.t481_c2_0, align 32
+  %t481_a225 = load <8 x float>, ptr %conv1_weight_grad.t481_a2, align 32
+  %t481_b126 = load <8 x float>, ptr %conv1_weight_grad.t481_b1, align 32
+  %t481_c2_1 = load <8 x float>, ptr %conv1_weight_grad.t481_c2_1, align 32
+  %148 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t481_a225, <8 x float> %t481_b126, <8 x float> %t481_c2_1)
+  store <8 x float> %148, ptr %conv1_weight_grad.t481_c2_1, align 32
+  %149 = mul nsw i64 %conv1_weight_grad.mb4803, 5
   %150 = add nsw i64 %149, 3
   %151 = mul nsw i64 %150, 10832
-  %152 = mul nsw i64 %conv1_weight_grad.kp4691, 1352
-  %153 = add nsw i64 %conv1_weight_grad.k47314, %152
+  %152 = mul nsw i64 %conv1_weight_grad.kp4781, 1352
+  %153 = add nsw i64 %conv1_weight_grad.k48214, %152
   %154 = add nsw i64 %151, %153
   %arena27 = getelementptr inbounds float, ptr %arena, i64 %154
   %155 = load float, ptr %arena27, align 4
   %156 = insertelement <8 x float> undef, float %155, i32 0
   %157 = shufflevector <8 x float> %156, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %157, ptr %conv1_weight_grad.t472_a3, align 32
-  %t472_a3 = load <8 x float>, ptr %conv1_weight_grad.t472_a3, align 32
-  %t472_b028 = load <8 x float>, ptr %conv1_weight_grad.t472_b0, align 32
-  %t472_c3_0 = load <8 x float>, ptr %conv1_weight_grad.t472_c3_0, align 32
-  %158 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t472_a3, <8 x float> %t472_b028, <8 x float> %t472_c3_0)
-  store <8 x float> %158, ptr %conv1_weight_grad.t472_c3_0, align 32
-  %t472_a329 = load <8 x float>, ptr %conv1_weight_grad.t472_a3, align 32
-  %t472_b130 = load <8 x float>, ptr %conv1_weight_grad.t472_b1, align 32
-  %t472_c3_1 = load <8 x float>, ptr %conv1_weight_grad.t472_c3_1, align 32
-  %159 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t472_a329, <8 x float> %t472_b130, <8 x float> %t472_c3_1)
-  store <8 x float> %159, ptr %conv1_weight_grad.t472_c3_1, align 32
-  %160 = mul nsw i64 %conv1_weight_grad.mb4713, 5
+  store <8 x float> %157, ptr %conv1_weight_grad.t481_a3, align 32
+  %t481_a3 = load <8 x float>, ptr %conv1_weight_grad.t481_a3, align 32
+  %t481_b028 = load <8 x float>, ptr %conv1_weight_grad.t481_b0, align 32
+  %t481_c3_0 = load <8 x float>, ptr %conv1_weight_grad.t481_c3_0, align 32
+  %158 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t481_a3, <8 x float> %t481_b028, <8 x float> %t481_c3_0)
+  store <8 x float> %158, ptr %conv1_weight_grad.t481_c3_0, align 32
+  %t481_a329 = load <8 x float>, ptr %conv1_weight_grad.t481_a3, align 32
+  %t481_b130 = load <8 x float>, ptr %conv1_weight_grad.t481_b1, align 32
+  %t481_c3_1 = load <8 x float>, ptr %conv1_weight_grad.t481_c3_1, align 32
+  %159 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t481_a329, <8 x float> %t481_b130, <8 x float> %t481_c3_1)
+  store <8 x float> %159, ptr %conv1_weight_grad.t481_c3_1, align 32
+  %160 = mul nsw i64 %conv1_weight_grad.mb4803, 5
   %161 = add nsw i64 %160, 4
   %162 = mul nsw i64 %161, 10832
-  %163 = mul nsw i64 %conv1_weight_grad.kp4691, 1352
-  %164 = add nsw i64 %conv1_weight_grad.k47314, %163
+  %163 = mul nsw i64 %conv1_weight_grad.kp4781, 1352
+  %164 = add nsw i64 %conv1_weight_grad.k48214, %163
   %165 = add nsw i64 %162, %164
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %165
   %166 = load float, ptr %arena31, align 4
   %167 = insertelement <8 x float> undef, float %166, i32 0
   %168 = shufflevector <8 x float> %167, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %168, ptr %conv1_weight_grad.t472_a4, align 32
-  %t472_a4 = load <8 x float>, ptr %conv1_weight_grad.t472_a4, align 32
-  %t472_b032 = load <8 x float>, ptr %conv1_weight_grad.t472_b0, align 32
-  %t472_c4_0 = load <8 x float>, ptr %conv1_weight_grad.t472_c4_0, align 32
-  %169 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t472_a4, <8 x float> %t472_b032, <8 x float> %t472_c4_0)
-  store <8 x float> %169, ptr %conv1_weight_grad.t472_c4_0, align 32
-  %t472_a433 = load <8 x float>, ptr %conv1_weight_grad.t472_a4, align 32
-  %t472_b134 = load <8 x float>, ptr %conv1_weight_grad.t472_b1, align 32
-  %t472_c4_1 = load <8 x float>, ptr %conv1_weight_grad.t472_c4_1, align 32
-  %170 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t472_a433, <8 x float> %t472_b134, <8 x float> %t472_c4_1)
-  store <8 x float> %170, ptr %conv1_weight_grad.t472_c4_1, align 32
-  %k473.next = add nsw i64 %conv1_weight_grad.k47314, 1
-  %171 = icmp slt i64 %k473.next, 1352
-  br i1 %171, label %conv1_weight_grad.k473, label %conv1_weight_grad.k473.end
+  store <8 x float> %168, ptr %conv1_weight_grad.t481_a4, align 32
+  %t481_a4 = load <8 x float>, ptr %conv1_weight_grad.t481_a4, align 32
+  %t481_b032 = load <8 x float>, ptr %conv1_weight_grad.t481_b0, align 32
+  %t481_c4_0 = load <8 x float>, ptr %conv1_weight_grad.t481_c4_0, align 32
+  %169 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t481_a4, <8 x float> %t481_b032, <8 x float> %t481_c4_0)
+  store <8 x float> %169, ptr %conv1_weight_grad.t481_c4_0, align 32
+  %t481_a433 = load <8 x float>, ptr %conv1_weight_grad.t481_a4, align 32
+  %t481_b134 = load <8 x float>, ptr %conv1_weight_grad.t481_b1, align 32
+  %t481_c4_1 = load <8 x float>, ptr %conv1_weight_grad.t481_c4_1, align 32
+  %170 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t481_a433, <8 x float> %t481_b134, <8 x float> %t481_c4_1)
+  store <8 x float> %170, ptr %conv1_weight_grad.t481_c4_1, align 32
+  %k482.next = add nsw i64 %conv1_weight_grad.k48214, 1
+  %171 = icmp slt i64 %k482.next, 1352
+  br i1 %171, label %conv1_weight_grad.k482, label %conv1_weight_grad.k482.end
 
-conv1_weight_grad.k473.end:                       ; preds = %conv1_weight_grad.k473
-  %t472_c0_035 = load <8 x float>, ptr %conv1_weight_grad.t472_c0_0, align 32
-  %172 = mul nsw i64 %conv1_weight_grad.mb4713, 5
+conv1_weight_grad.k482.end:                       ; preds = %conv1_weight_grad.k482
+  %t481_c0_035 = load <8 x float>, ptr %conv1_weight_grad.t481_c0_0, align 32
+  %172 = mul nsw i64 %conv1_weight_grad.mb4803, 5
   %173 = mul nsw i64 %172, 32
   %174 = add nsw i64 443600, %173
-  %175 = mul nsw i64 %conv1_weight_grad.nb4702, 16
+  %175 = mul nsw i64 %conv1_weight_grad.nb4792, 16
   %176 = add nsw i64 %174, %175
   %arena36 = getelementptr inbounds float, ptr %arena, i64 %176
-  store <8 x float> %t472_c0_035, ptr %arena36, align 4
-  %t472_c0_137 = load <8 x float>, ptr %conv1_weight_grad.t472_c0_1, align 32
-  %177 = mul nsw i64 %conv1_weight_grad.mb4713, 5
+  store <8 x float> %t481_c0_035, ptr %arena36, align 4
+  %t481_c0_137 = load <8 x float>, ptr %conv1_weight_grad.t481_c0_1, align 32
+  %177 = mul nsw i64 %conv1_weight_grad.mb4803, 5
   %178 = mul nsw i64 %177, 32
   %179 = add nsw i64 443600, %178
-  %180 = mul nsw i64 %conv1_weight_grad.nb4702, 16
+  %180 = mul nsw i64 %conv1_weight_grad.nb4792, 16
   %181 = add nsw i64 %179, %180
   %182 = add nsw i64 %181, 8
   %arena38 = getelementptr inbounds float, ptr %arena, i64 %182
-  store <8 x float> %t472_c0_137, ptr %arena38, align 4
-  %t472_c1_039 = load <8 x float>, ptr %conv1_weight_grad.t472_c1_0, align 32
-  %183 = mul nsw i64 %conv1_weight_grad.mb4713, 5
+  store <8 x float> %t481_c0_137, ptr %arena38, align 4
+  %t481_c1_039 = load <8 x float>, ptr %conv1_weight_grad.t481_c1_0, align 32
+  %183 = mul nsw i64 %conv1_weight_grad.mb4803, 5
   %184 = add nsw i64 %183, 1
   %185 = mul nsw i64 %184, 32
   %186 = add nsw i64 443600, %185
-  %187 = mul nsw i64 %conv1_weight_grad.nb4702, 16
+  %187 = mul nsw i64 %conv1_weight_grad.nb4792, 16
   %188 = add nsw i64 %186, %187
   %arena40 = getelementptr inbounds float, ptr %arena, i64 %188
-  store <8 x float> %t472_c1_039, ptr %arena40, align 4
-  %t472_c1_141 = load <8 x float>, ptr %conv1_weight_grad.t472_c1_1, align 32
-  %189 = mul nsw i64 %conv1_weight_grad.mb4713, 5
+  store <8 x float> %t481_c1_039, ptr %arena40, align 4
+  %t481_c1_141 = load <8 x float>, ptr %conv1_weight_grad.t481_c1_1, align 32
+  %189 = mul nsw i64 %conv1_weight_grad.mb4803, 5
   %190 = add nsw i64 %189, 1
   %191 = mul nsw i64 %190, 32
   %192 = add nsw i64 443600, %191
-  %193 = mul nsw i64 %conv1_weight_grad.nb4702, 16
+  %193 = mul nsw i64 %conv1_weight_grad.nb4792, 16
   %194 = add nsw i64 %192, %193
   %195 = add nsw i64 %194, 8
   %arena42 = getelementptr inbounds float, ptr %arena, i64 %195
-  store <8 x float> %t472_c1_141, ptr %arena42, align 4
-  %t472_c2_043 = load <8 x float>, ptr %conv1_weight_grad.t472_c2_0, align 32
-  %196 = mul nsw i64 %conv1_weight_grad.mb4713, 5
+  store <8 x float> %t481_c1_141, ptr %arena42, align 4
+  %t481_c2_043 = load <8 x float>, ptr %conv1_weight_grad.t481_c2_0, align 32
+  %196 = mul nsw i64 %conv1_weight_grad.mb4803, 5
   %197 = add nsw i64 %196, 2
   %198 = mul nsw i64 %197, 32
   %199 = add nsw i64 443600, %198
-  %200 = mul nsw i64 %conv1_weight_grad.nb4702, 16
+  %200 = mul nsw i64 %conv1_weight_grad.nb4792, 16
   %201 = add nsw i64 %199, %200
   %arena44 = getelementptr inbounds float, ptr %arena, i64 %201
-  store <8 x float> %t472_c2_043, ptr %arena44, align 4
-  %t472_c2_145 = load <8 x float>, ptr %conv1_weight_grad.t472_c2_1, align 32
-  %202 = mul nsw i64 %conv1_weight_grad.mb4713, 5
+  store <8 x float> %t481_c2_043, ptr %arena44, align 4
+  %t481_c2_145 = load <8 x float>, ptr %conv1_weight_grad.t481_c2_1, align 32
+  %202 = mul nsw i64 %conv1_weight_grad.mb4803, 5
   %203 = add nsw i64 %202, 2
   %204 = mul nsw i64 %203, 32
   %205 = add nsw i64 443600, %204
-  %206 = mul nsw i64 %conv1_weight_grad.nb4702, 16
+  %206 = mul nsw i64 %conv1_weight_grad.nb4792, 16
   %207 = add nsw i64 %205, %206
   %208 = add nsw i64 %207, 8
   %arena46 = getelementptr inbounds float, ptr %arena, i64 %208
-  store <8 x float> %t472_c2_145, ptr %arena46, align 4
-  %t472_c3_047 = load <8 x float>, ptr %conv1_weight_grad.t472_c3_0, align 32
-  %209 = mul nsw i64 %conv1_weight_grad.mb4713, 5
+  store <8 x float> %t481_c2_145, ptr %arena46, align 4
+  %t481_c3_047 = load <8 x float>, ptr %conv1_weight_grad.t481_c3_0, align 32
+  %209 = mul nsw i64 %conv1_weight_grad.mb4803, 5
   %210 = add nsw i64 %209, 3
   %211 = mul nsw i64 %210, 32
   %212 = add nsw i64 443600, %211
-  %213 = mul nsw i64 %conv1_weight_grad.nb4702, 16
+  %213 = mul nsw i64 %conv1_weight_grad.nb4792, 16
   %214 = add nsw i64 %212, %213
   %arena48 = getelementptr inbounds float, ptr %arena, i64 %214
-  store <8 x float> %t472_c3_047, ptr %arena48, align 4
-  %t472_c3_149 = load <8 x float>, ptr %conv1_weight_grad.t472_c3_1, align 32
-  %215 = mul nsw i64 %conv1_weight_grad.mb4713, 5
+  store <8 x float> %t481_c3_047, ptr %arena48, align 4
+  %t481_c3_149 = load <8 x float>, ptr %conv1_weight_grad.t481_c3_1, align 32
+  %215 = mul nsw i64 %conv1_weight_grad.mb4803, 5
   %216 = add nsw i64 %215, 3
   %217 = mul nsw i64 %216, 32
   %218 = add nsw i64 443600, %217
-  %219 = mul nsw i64 %conv1_weight_grad.nb4702, 16
+  %219 = mul nsw i64 %conv1_weight_grad.nb4792, 16
   %220 = add nsw i64 %218, %219
   %221 = add nsw i64 %220, 8
   %arena50 = getelementptr inbounds float, ptr %arena, i64 %221
-  store <8 x float> %t472_c3_149, ptr %arena50, align 4
-  %t472_c4_051 = load <8 x float>, ptr %conv1_weight_grad.t472_c4_0, align 32
-  %222 = mul nsw i64 %conv1_weight_grad.mb4713, 5
+  store <8 x float> %t481_c3_149, ptr %arena50, align 4
+  %t481_c4_051 = load <8 x float>, ptr %conv1_weight_grad.t481_c4_0, align 32
+  %222 = mul nsw i64 %conv1_weight_grad.mb4803, 5
   %223 = add nsw i64 %222, 4
   %224 = mul nsw i64 %223, 32
   %225 = add nsw i64 443600, %224
-  %226 = mul nsw i64 %conv1_weight_grad.nb4702, 16
+  %226 = mul nsw i64 %conv1_weight_grad.nb4792, 16
   %227 = add nsw i64 %225, %226
   %arena52 = getelementptr inbounds float, ptr %arena, i64 %227
-  store <8 x float> %t472_c4_051, ptr %arena52, align 4
-  %t472_c4_153 = load <8 x float>, ptr %conv1_weight_grad.t472_c4_1, align 32
-  %228 = mul nsw i64 %conv1_weight_grad.mb4713, 5
+  store <8 x float> %t481_c4_051, ptr %arena52, align 4
+  %t481_c4_153 = load <8 x float>, ptr %conv1_weight_grad.t481_c4_1, align 32
+  %228 = mul nsw i64 %conv1_weight_grad.mb4803, 5
   %229 = add nsw i64 %228, 4
   %230 = mul nsw i64 %229, 32
   %231 = add nsw i64 443600, %230
-  %232 = mul nsw i64 %conv1_weight_grad.nb4702, 16
+  %232 = mul nsw i64 %conv1_weight_grad.nb4792, 16
   %233 = add nsw i64 %231, %232
   %234 = add nsw i64 %233, 8
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %234
-  store <8 x float> %t472_c4_153, ptr %arena54, align 4
-  %mb471.next = add nsw i64 %conv1_weight_grad.mb4713, 1
-  %235 = icmp slt i64 %mb471.next, 1
-  br i1 %235, label %conv1_weight_grad.mb471, label %conv1_weight_grad.mb471.end
+  store <8 x float> %t481_c4_153, ptr %arena54, align 4
+  %mb480.next = add nsw i64 %conv1_weight_grad.mb4803, 1
+  %235 = icmp slt i64 %mb480.next, 1
+  br i1 %235, label %conv1_weight_grad.mb480, label %conv1_weight_grad.mb480.end
 
-conv1_weight_grad.k475:                           ; preds = %conv1_weight_grad.k475, %conv1_weight_grad.mb471.end
-  %conv1_weight_grad.k47563 = phi i64 [ 0, %conv1_weight_grad.mb471.end ], [ %k475.next, %conv1_weight_grad.k475 ]
-  %236 = mul nsw i64 %conv1_weight_grad.kp4691, 1352
-  %237 = add nsw i64 %conv1_weight_grad.k47563, %236
+conv1_weight_grad.k484:                           ; preds = %conv1_weight_grad.k484, %conv1_weight_grad.mb480.end
+  %conv1_weight_grad.k48463 = phi i64 [ 0, %conv1_weight_grad.mb480.end ], [ %k484.next, %conv1_weight_grad.k484 ]
+  %236 = mul nsw i64 %conv1_weight_grad.kp4781, 1352
+  %237 = add nsw i64 %conv1_weight_grad.k48463, %236
   %238 = mul nsw i64 %237, 32
   %239 = add nsw i64 97488, %238
-  %240 = mul nsw i64 %conv1_weight_grad.nb4702, 16
+  %240 = mul nsw i64 %conv1_weight_grad.nb4792, 16
   %241 = add nsw i64 %239, %240
   %arena64 = getelementptr inbounds float, ptr %arena, i64 %241
   %242 = load <8 x float>, ptr %arena64, align 4
-  store <8 x float> %242, ptr %conv1_weight_grad.t474_b0, align 32
-  %243 = mul nsw i64 %conv1_weight_grad.kp4691, 1352
-  %244 = add nsw i64 %conv1_weight_grad.k47563, %243
+  store <8 x float> %242, ptr %conv1_weight_grad.t483_b0, align 32
+  %243 = mul nsw i64 %conv1_weight_grad.kp4781, 1352
+  %244 = add nsw i64 %conv1_weight_grad.k48463, %243
   %245 = mul nsw i64 %244, 32
   %246 = add nsw i64 97488, %245
-  %247 = mul nsw i64 %conv1_weight_grad.nb4702, 16
+  %247 = mul nsw i64 %conv1_weight_grad.nb4792, 16
   %248 = add nsw i64 %246, %247
   %249 = add nsw i64 %248, 8
   %arena65 = getelementptr inbounds float, ptr %arena, i64 %249
   %250 = load <8 x float>, ptr %arena65, align 4
-  store <8 x float> %250, ptr %conv1_weight_grad.t474_b1, align 32
-  %251 = mul nsw i64 %conv1_weight_grad.kp4691, 1352
-  %252 = add nsw i64 %conv1_weight_grad.k47563, %251
+  store <8 x float> %250, ptr %conv1_weight_grad.t483_b1, align 32
+  %251 = mul nsw i64 %conv1_weight_grad.kp4781, 1352
+  %252 = add nsw i64 %conv1_weight_grad.k48463, %251
   %253 = add nsw i64 54160, %252
   %arena66 = getelementptr inbounds float, ptr %arena, i64 %253
   %254 = load float, ptr %arena66, align 4
   %255 = insertelement <8 x float> undef, float %254, i32 0
   %256 = shufflevector <8 x float> %255, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %256, ptr %conv1_weight_grad.t474_a0, align 32
-  %t474_a0 = load <8 x float>, ptr %conv1_weight_grad.t474_a0, align 32
-  %t474_b0 = load <8 x float>, ptr %conv1_weight_grad.t474_b0, align 32
-  %t474_c0_0 = load <8 x float>, ptr %conv1_weight_grad.t474_c0_0, align 32
-  %257 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t474_a0, <8 x float> %t474_b0, <8 x float> %t474_c0_0)
-  store <8 x float> %257, ptr %conv1_weight_grad.t474_c0_0, align 32
-  %t474_a067 = load <8 x float>, ptr %conv1_weight_grad.t474_a0, align 32
-  %t474_b1 = load <8 x float>, ptr %conv1_weight_grad.t474_b1, align 32
-  %t474_c0_1 = load <8 x float>, ptr %conv1_weight_grad.t474_c0_1, align 32
-  %258 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t474_a067, <8 x float> %t474_b1, <8 x float> %t474_c0_1)
-  store <8 x float> %258, ptr %conv1_weight_grad.t474_c0_1, align 32
-  %259 = mul nsw i64 %conv1_weight_grad.kp4691, 1352
-  %260 = add nsw i64 %conv1_weight_grad.k47563, %259
+  store <8 x float> %256, ptr %conv1_weight_grad.t483_a0, align 32
+  %t483_a0 = load <8 x float>, ptr %conv1_weight_grad.t483_a0, align 32
+  %t483_b0 = load <8 x float>, ptr %conv1_weight_grad.t483_b0, align 32
+  %t483_c0_0 = load <8 x float>, ptr %conv1_weight_grad.t483_c0_0, align 32
+  %257 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t483_a0, <8 x float> %t483_b0, <8 x float> %t483_c0_0)
+  store <8 x float> %257, ptr %conv1_weight_grad.t483_c0_0, align 32
+  %t483_a067 = load <8 x float>, ptr %conv1_weight_grad.t483_a0, align 32
+  %t483_b1 = load <8 x float>, ptr %conv1_weight_grad.t483_b1, align 32
+  %t483_c0_1 = load <8 x float>, ptr %conv1_weight_grad.t483_c0_1, align 32
+  %258 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t483_a067, <8 x float> %t483_b1, <8 x float> %t483_c0_1)
+  store <8 x float> %258, ptr %conv1_weight_grad.t483_c0_1, align 32
+  %259 = mul nsw i64 %conv1_weight_grad.kp4781, 1352
+  %260 = add nsw i64 %conv1_weight_grad.k48463, %259
   %261 = add nsw i64 64992, %260
   %arena68 = getelementptr inbounds float, ptr %arena, i64 %261
   %262 = load float, ptr %arena68, align 4
   %263 = insertelement <8 x float> undef, float %262, i32 0
   %264 = shufflevector <8 x float> %263, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %264, ptr %conv1_weight_grad.t474_a1, align 32
-  %t474_a1 = load <8 x float>, ptr %conv1_weight_grad.t474_a1, align 32
-  %t474_b069 = load <8 x float>, ptr %conv1_weight_grad.t474_b0, align 32
-  %t474_c1_0 = load <8 x float>, ptr %conv1_weight_grad.t474_c1_0, align 32
-  %265 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t474_a1, <8 x float> %t474_b069, <8 x float> %t474_c1_0)
-  store <8 x float> %265, ptr %conv1_weight_grad.t474_c1_0, align 32
-  %t474_a170 = load <8 x float>, ptr %conv1_weight_grad.t474_a1, align 32
-  %t474_b171 = load <8 x float>, ptr %conv1_weight_grad.t474_b1, align 32
-  %t474_c1_1 = load <8 x float>, ptr %conv1_weight_grad.t474_c1_1, align 32
-  %266 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t474_a170, <8 x float> %t474_b171, <8 x float> %t474_c1_1)
-  store <8 x float> %266, ptr %conv1_weight_grad.t474_c1_1, align 32
-  %267 = mul nsw i64 %conv1_weight_grad.kp4691, 1352
-  %268 = add nsw i64 %conv1_weight_grad.k47563, %267
+  store <8 x float> %264, ptr %conv1_weight_grad.t483_a1, align 32
+  %t483_a1 = load <8 x float>, ptr %conv1_weight_grad.t483_a1, align 32
+  %t483_b069 = load <8 x float>, ptr %conv1_weight_grad.t483_b0, align 32
+  %t483_c1_0 = load <8 x float>, ptr %conv1_weight_grad.t483_c1_0, align 32
+  %265 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t483_a1, <8 x float> %t483_b069, <8 x float> %t483_c1_0)
+  store <8 x float> %265, ptr %conv1_weight_grad.t483_c1_0, align 32
+  %t483_a170 = load <8 x float>, ptr %conv1_weight_grad.t483_a1, align 32
+  %t483_b171 = load <8 x float>, ptr %conv1_weight_grad.t483_b1, align 32
+  %t483_c1_1 = load <8 x float>, ptr %conv1_weight_grad.t483_c1_1, align 32
+  %266 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t483_a170, <8 x float> %t483_b171, <8 x float> %t483_c1_1)
+  store <8 x float> %266, ptr %conv1_weight_grad.t483_c1_1, align 32
+  %267 = mul nsw i64 %conv1_weight_grad.kp4781, 1352
+  %268 = add nsw i64 %conv1_weight_grad.k48463, %267
   %269 = add nsw i64 75824, %268
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %269
   %270 = load float, ptr %arena72, align 4
   %271 = insertelement <8 x float> undef, float %270, i32 0
   %272 = shufflevector <8 x float> %271, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %272, ptr %conv1_weight_grad.t474_a2, align 32
-  %t474_a2 = load <8 x float>, ptr %conv1_weight_grad.t474_a2, align 32
-  %t474_b073 = load <8 x float>, ptr %conv1_weight_grad.t474_b0, align 32
-  %t474_c2_0 = load <8 x float>, ptr %conv1_weight_grad.t474_c2_0, align 32
-  %273 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t474_a2, <8 x float> %t474_b073, <8 x float> %t474_c2_0)
-  store <8 x float> %273, ptr %conv1_weight_grad.t474_c2_0, align 32
-  %t474_a274 = load <8 x float>, ptr %conv1_weight_grad.t474_a2, align 32
-  %t474_b175 = load <8 x float>, ptr %conv1_weight_grad.t474_b1, align 32
-  %t474_c2_1 = load <8 x float>, ptr %conv1_weight_grad.t474_c2_1, align 32
-  %274 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t474_a274, <8 x float> %t474_b175, <8 x float> %t474_c2_1)
-  store <8 x float> %274, ptr %conv1_weight_grad.t474_c2_1, align 32
-  %275 = mul nsw i64 %conv1_weight_grad.kp4691, 1352
-  %276 = add nsw i64 %conv1_weight_grad.k47563, %275
+  store <8 x float> %272, ptr %conv1_weight_grad.t483_a2, align 32
+  %t483_a2 = load <8 x float>, ptr %conv1_weight_grad.t483_a2, align 32
+  %t483_b073 = load <8 x float>, ptr %conv1_weight_grad.t483_b0, align 32
+  %t483_c2_0 = load <8 x float>, ptr %conv1_weight_grad.t483_c2_0, align 32
+  %273 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t483_a2, <8 x float> %t483_b073, <8 x float> %t483_c2_0)
+  store <8 x float> %273, ptr %conv1_weight_grad.t483_c2_0, align 32
+  %t483_a274 = load <8 x float>, ptr %conv1_weight_grad.t483_a2, align 32
+  %t483_b175 = load <8 x float>, ptr %conv1_weight_grad.t483_b1, align 32
+  %t483_c2_1 = load <8 x float>, ptr %conv1_weight_grad.t483_c2_1, align 32
+  %274 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t483_a274, <8 x float> %t483_b175, <8 x float> %t483_c2_1)
+  store <8 x float> %274, ptr %conv1_weight_grad.t483_c2_1, align 32
+  %275 = mul nsw i64 %conv1_weight_grad.kp4781, 1352
+  %276 = add nsw i64 %conv1_weight_grad.k48463, %275
   %277 = add nsw i64 86656, %276
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %277
   %278 = load float, ptr %arena76, align 4
   %279 = insertelement <8 x float> undef, float %278, i32 0
   %280 = shufflevector <8 x float> %279, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %280, ptr %conv1_weight_grad.t474_a3, align 32
-  %t474_a3 = load <8 x float>, ptr %conv1_weight_grad.t474_a3, align 32
-  %t474_b077 = load <8 x float>, ptr %conv1_weight_grad.t474_b0, align 32
-  %t474_c3_0 = load <8 x float>, ptr %conv1_weight_grad.t474_c3_0, align 32
-  %281 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t474_a3, <8 x float> %t474_b077, <8 x float> %t474_c3_0)
-  store <8 x float> %281, ptr %conv1_weight_grad.t474_c3_0, align 32
-  %t474_a378 = load <8 x float>, ptr %conv1_weight_grad.t474_a3, align 32
-  %t474_b179 = load <8 x float>, ptr %conv1_weight_grad.t474_b1, align 32
-  %t474_c3_1 = load <8 x float>, ptr %conv1_weight_grad.t474_c3_1, align 32
-  %282 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t474_a378, <8 x float> %t474_b179, <8 x float> %t474_c3_1)
-  store <8 x float> %282, ptr %conv1_weight_grad.t474_c3_1, align 32
-  %k475.next = add nsw i64 %conv1_weight_grad.k47563, 1
-  %283 = icmp slt i64 %k475.next, 1352
-  br i1 %283, label %conv1_weight_grad.k475, label %conv1_weight_grad.k475.end
+  store <8 x float> %280, ptr %conv1_weight_grad.t483_a3, align 32
+  %t483_a3 = load <8 x float>, ptr %conv1_weight_grad.t483_a3, align 32
+  %t483_b077 = load <8 x float>, ptr %conv1_weight_grad.t483_b0, align 32
+  %t483_c3_0 = load <8 x float>, ptr %conv1_weight_grad.t483_c3_0, align 32
+  %281 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t483_a3, <8 x float> %t483_b077, <8 x float> %t483_c3_0)
+  store <8 x float> %281, ptr %conv1_weight_grad.t483_c3_0, align 32
+  %t483_a378 = load <8 x float>, ptr %conv1_weight_grad.t483_a3, align 32
+  %t483_b179 = load <8 x float>, ptr %conv1_weight_grad.t483_b1, align 32
+  %t483_c3_1 = load <8 x float>, ptr %conv1_weight_grad.t483_c3_1, align 32
+  %282 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t483_a378, <8 x float> %t483_b179, <8 x float> %t483_c3_1)
+  store <8 x float> %282, ptr %conv1_weight_grad.t483_c3_1, align 32
+  %k484.next = add nsw i64 %conv1_weight_grad.k48463, 1
+  %283 = icmp slt i64 %k484.next, 1352
+  br i1 %283, label %conv1_weight_grad.k484, label %conv1_weight_grad.k484.end
 
-conv1_weight_grad.k475.end:                       ; preds = %conv1_weight_grad.k475
-  %t474_c0_080 = load <8 x float>, ptr %conv1_weight_grad.t474_c0_0, align 32
-  %284 = mul nsw i64 %conv1_weight_grad.nb4702, 16
+conv1_weight_grad.k484.end:                       ; preds = %conv1_weight_grad.k484
+  %t483_c0_080 = load <8 x float>, ptr %conv1_weight_grad.t483_c0_0, align 32
+  %284 = mul nsw i64 %conv1_weight_grad.nb4792, 16
   %285 = add nsw i64 443760, %284
   %arena81 = getelementptr inbounds float, ptr %arena, i64 %285
-  store <8 x float> %t474_c0_080, ptr %arena81, align 4
-  %t474_c0_182 = load <8 x float>, ptr %conv1_weight_grad.t474_c0_1, align 32
-  %286 = mul nsw i64 %conv1_weight_grad.nb4702, 16
+  store <8 x float> %t483_c0_080, ptr %arena81, align 4
+  %t483_c0_182 = load <8 x float>, ptr %conv1_weight_grad.t483_c0_1, align 32
+  %286 = mul nsw i64 %conv1_weight_grad.nb4792, 16
   %287 = add nsw i64 443760, %286
   %288 = add nsw i64 %287, 8
   %arena83 = getelementptr inbounds float, ptr %arena, i64 %288
-  store <8 x float> %t474_c0_182, ptr %arena83, align 4
-  %t474_c1_084 = load <8 x float>, ptr %conv1_weight_grad.t474_c1_0, align 32
-  %289 = mul nsw i64 %conv1_weight_grad.nb4702, 16
+  store <8 x float> %t483_c0_182, ptr %arena83, align 4
+  %t483_c1_084 = load <8 x float>, ptr %conv1_weight_grad.t483_c1_0, align 32
+  %289 = mul nsw i64 %conv1_weight_grad.nb4792, 16
   %290 = add nsw i64 443792, %289
   %arena85 = getelementptr inbounds float, ptr %arena, i64 %290
-  store <8 x float> %t474_c1_084, ptr %arena85, align 4
-  %t474_c1_186 = load <8 x float>, ptr %conv1_weight_grad.t474_c1_1, align 32
-  %291 = mul nsw i64 %conv1_weight_grad.nb4702, 16
+  store <8 x float> %t483_c1_084, ptr %arena85, align 4
+  %t483_c1_186 = load <8 x float>, ptr %conv1_weight_grad.t483_c1_1, align 32
+  %291 = mul nsw i64 %conv1_weight_grad.nb4792, 16
   %292 = add nsw i64 443792, %291
   %293 = add nsw i64 %292, 8
   %arena87 = getelementptr inbounds float, ptr %arena, i64 %293
-  store <8 x float> %t474_c1_186, ptr %arena87, align 4
-  %t474_c2_088 = load <8 x float>, ptr %conv1_weight_grad.t474_c2_0, align 32
-  %294 = mul nsw i64 %conv1_weight_grad.nb4702, 16
+  store <8 x float> %t483_c1_186, ptr %arena87, align 4
+  %t483_c2_088 = load <8 x float>, ptr %conv1_weight_grad.t483_c2_0, align 32
+  %294 = mul nsw i64 %conv1_weight_grad.nb4792, 16
   %295 = add nsw i64 443824, %294
   %arena89 = getelementptr inbounds float, ptr %arena, i64 %295
-  store <8 x float> %t474_c2_088, ptr %arena89, align 4
-  %t474_c2_190 = load <8 x float>, ptr %conv1_weight_grad.t474_c2_1, align 32
-  %296 = mul nsw i64 %conv1_weight_grad.nb4702, 16
+  store <8 x float> %t483_c2_088, ptr %arena89, align 4
+  %t483_c2_190 = load <8 x float>, ptr %conv1_weight_grad.t483_c2_1, align 32
+  %296 = mul nsw i64 %conv1_weight_grad.nb4792, 16
   %297 = add nsw i64 443824, %296
   %298 = add nsw i64 %297, 8
   %arena91 = getelementptr inbounds float, ptr %arena, i64 %298
-  store <8 x float> %t474_c2_190, ptr %arena91, align 4
-  %t474_c3_092 = load <8 x float>, ptr %conv1_weight_grad.t474_c3_0, align 32
-  %299 = mul nsw i64 %conv1_weight_grad.nb4702, 16
+  store <8 x float> %t483_c2_190, ptr %arena91, align 4
+  %t483_c3_092 = load <8 x float>, ptr %conv1_weight_grad.t483_c3_0, align 32
+  %299 = mul nsw i64 %conv1_weight_grad.nb4792, 16
   %300 = add nsw i64 443856, %299
   %arena93 = getelementptr inbounds float, ptr %arena, i64 %300
-  store <8 x float> %t474_c3_092, ptr %arena93, align 4
-  %t474_c3_194 = load <8 x float>, ptr %conv1_weight_grad.t474_c3_1, align 32
-  %301 = mul nsw i64 %conv1_weight_grad.nb4702, 16
+  store <8 x float> %t483_c3_092, ptr %arena93, align 4
+  %t483_c3_194 = load <8 x float>, ptr %conv1_weight_grad.t483_c3_1, align 32
+  %301 = mul nsw i64 %conv1_weight_grad.nb4792, 16
   %302 = add nsw i64 443856, %301
   %303 = add nsw i64 %302, 8
   %arena95 = getelementptr inbounds float, ptr %arena, i64 %303
-  store <8 x float> %t474_c3_194, ptr %arena95, align 4
-  %nb470.next = add nsw i64 %conv1_weight_grad.nb4702, 1
-  %304 = icmp slt i64 %nb470.next, 2
-  br i1 %304, label %conv1_weight_grad.nb470, label %conv1_weight_grad.nb470.end
+  store <8 x float> %t483_c3_194, ptr %arena95, align 4
+  %nb479.next = add nsw i64 %conv1_weight_grad.nb4792, 1
+  %304 = icmp slt i64 %nb479.next, 2
+  br i1 %304, label %conv1_weight_grad.nb479, label %conv1_weight_grad.nb479.end
 }
 
 ; Function Attrs: noinline
 define internal void @mnistnet_train_b64.k26.conv1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %conv1_bias_grad.sum489 = alloca float, align 4
-  %conv1_bias_grad.sum488 = alloca float, align 4
-  %conv1_bias_grad.sum487 = alloca float, align 4
-  %conv1_bias_grad.sum486 = alloca float, align 4
-  %conv1_bias_grad.sum485 = alloca float, align 4
-  %conv1_bias_grad.sum484 = alloca float, align 4
-  %conv1_bias_grad.sum483 = alloca float, align 4
-  %conv1_bias_grad.acc480 = alloca <8 x float>, align 32
-  br label %conv1_bias_grad.f479
+  %conv1_bias_grad.sum498 = alloca float, align 4
+  %conv1_bias_grad.sum497 = alloca float, align 4
+  %conv1_bias_grad.sum496 = alloca float, align 4
+  %conv1_bias_grad.sum495 = alloca float, align 4
+  %conv1_bias_grad.sum494 = alloca float, align 4
+  %conv1_bias_grad.sum493 = alloca float, align 4
+  %conv1_bias_grad.sum492 = alloca float, align 4
+  %conv1_bias_grad.acc489 = alloca <8 x float>, align 32
+  br label %conv1_bias_grad.f488
 
-conv1_bias_grad.f479:                             ; preds = %conv1_bias_grad.img481.end, %entry
-  %conv1_bias_grad.f4791 = phi i64 [ 0, %entry ], [ %f479.next, %conv1_bias_grad.img481.end ]
-  store <8 x float> zeroinitializer, ptr %conv1_bias_grad.acc480, align 32
-  br label %conv1_bias_grad.img481
+conv1_bias_grad.f488:                             ; preds = %conv1_bias_grad.img490.end, %entry
+  %conv1_bias_grad.f4881 = phi i64 [ 0, %entry ], [ %f488.next, %conv1_bias_grad.img490.end ]
+  store <8 x float> zeroinitializer, ptr %conv1_bias_grad.acc489, align 32
+  br label %conv1_bias_grad.img490
 
-conv1_bias_grad.f479.end:                         ; preds = %conv1_bias_grad.img481.end
+conv1_bias_grad.f488.end:                         ; preds = %conv1_bias_grad.img490.end
   ret void
 
-conv1_bias_grad.img481:                           ; preds = %conv1_bias_grad.i482.end, %conv1_bias_grad.f479
-  %conv1_bias_grad.img4812 = phi i64 [ 0, %conv1_bias_grad.f479 ], [ %img481.next, %conv1_bias_grad.i482.end ]
-  br label %conv1_bias_grad.i482
+conv1_bias_grad.img490:                           ; preds = %conv1_bias_grad.i491.end, %conv1_bias_grad.f488
+  %conv1_bias_grad.img4902 = phi i64 [ 0, %conv1_bias_grad.f488 ], [ %img490.next, %conv1_bias_grad.i491.end ]
+  br label %conv1_bias_grad.i491
 
-conv1_bias_grad.img481.end:                       ; preds = %conv1_bias_grad.i482.end
-  %acc4807 = load <8 x float>, ptr %conv1_bias_grad.acc480, align 32
+conv1_bias_grad.img490.end:                       ; preds = %conv1_bias_grad.i491.end
+  %acc4897 = load <8 x float>, ptr %conv1_bias_grad.acc489, align 32
   %arena8 = getelementptr inbounds float, ptr %arena, i64 0
-  store <8 x float> %acc4807, ptr %arena8, align 4
+  store <8 x float> %acc4897, ptr %arena8, align 4
   %arena9 = getelementptr inbounds float, ptr %arena, i64 0
   %0 = load float, ptr %arena9, align 4
   %arena10 = getelementptr inbounds float, ptr %arena, i64 1
   %1 = load float, ptr %arena10, align 4
   %2 = fadd float %0, %1
-  store float %2, ptr %conv1_bias_grad.sum483, align 4
-  %sum483 = load float, ptr %conv1_bias_grad.sum483, align 4
+  store float %2, ptr %conv1_bias_grad.sum492, align 4
+  %sum492 = load float, ptr %conv1_bias_grad.sum492, align 4
   %arena11 = getelementptr inbounds float, ptr %arena, i64 2
   %3 = load float, ptr %arena11, align 4
-  %4 = fadd float %sum483, %3
-  store float %4, ptr %conv1_bias_grad.sum484, align 4
-  %sum484 = load float, ptr %conv1_bias_grad.sum484, align 4
+  %4 = fadd float %sum492, %3
+  store float %4, ptr %conv1_bias_grad.sum493, align 4
+  %sum493 = load float, ptr %conv1_bias_grad.sum493, align 4
   %arena12 = getelementptr inbounds float, ptr %arena, i64 3
   %5 = load float, ptr %arena12, align 4
-  %6 = fadd float %sum484, %5
-  store float %6, ptr %conv1_bias_grad.sum485, align 4
-  %sum485 = load float, ptr %conv1_bias_grad.sum485, align 4
+  %6 = fadd float %sum493, %5
+  store float %6, ptr %conv1_bias_grad.sum494, align 4
+  %sum494 = load float, ptr %conv1_bias_grad.sum494, align 4
   %arena13 = getelementptr inbounds float, ptr %arena, i64 4
   %7 = load float, ptr %arena13, align 4
-  %8 = fadd float %sum485, %7
-  store float %8, ptr %conv1_bias_grad.sum486, align 4
-  %sum486 = load float, ptr %conv1_bias_grad.sum486, align 4
+  %8 = fadd float %sum494, %7
+  store float %8, ptr %conv1_bias_grad.sum495, align 4
+  %sum495 = load float, ptr %conv1_bias_grad.sum495, align 4
   %arena14 = getelementptr inbounds float, ptr %arena, i64 5
   %9 = load float, ptr %arena14, align 4
-  %10 = fadd float %sum486, %9
-  store float %10, ptr %conv1_bias_grad.sum487, align 4
-  %sum487 = load float, ptr %conv1_bias_grad.sum487, align 4
+  %10 = fadd float %sum495, %9
+  store float %10, ptr %conv1_bias_grad.sum496, align 4
+  %sum496 = load float, ptr %conv1_bias_grad.sum496, align 4
   %arena15 = getelementptr inbounds float, ptr %arena, i64 6
   %11 = load float, ptr %arena15, align 4
-  %12 = fadd float %sum487, %11
-  store float %12, ptr %conv1_bias_grad.sum488, align 4
-  %sum488 = load float, ptr %conv1_bias_grad.sum488, align 4
+  %12 = fadd float %sum496, %11
+  store float %12, ptr %conv1_bias_grad.sum497, align 4
+  %sum497 = load float, ptr %conv1_bias_grad.sum497, align 4
   %arena16 = getelementptr inbounds float, ptr %arena, i64 7
   %13 = load float, ptr %arena16, align 4
-  %14 = fadd float %sum488, %13
-  store float %14, ptr %conv1_bias_grad.sum489, align 4
-  %sum489 = load float, ptr %conv1_bias_grad.sum489, align 4
-  %15 = add nsw i64 288, %conv1_bias_grad.f4791
+  %14 = fadd float %sum497, %13
+  store float %14, ptr %conv1_bias_grad.sum498, align 4
+  %sum498 = load float, ptr %conv1_bias_grad.sum498, align 4
+  %15 = add nsw i64 288, %conv1_bias_grad.f4881
   %grads17 = getelementptr inbounds float, ptr %grads, i64 %15
-  store float %sum489, ptr %grads17, align 4
-  %f479.next = add nsw i64 %conv1_bias_grad.f4791, 1
-  %16 = icmp slt i64 %f479.next, 32
-  br i1 %16, label %conv1_bias_grad.f479, label %conv1_bias_grad.f479.end
+  store float %sum498, ptr %grads17, align 4
+  %f488.next = add nsw i64 %conv1_bias_grad.f4881, 1
+  %16 = icmp slt i64 %f488.next, 32
+  br i1 %16, label %conv1_bias_grad.f488, label %conv1_bias_grad.f488.end
 
-conv1_bias_grad.i482:                             ; preds = %conv1_bias_grad.i482, %conv1_bias_grad.img481
-  %conv1_bias_grad.i4823 = phi i64 [ 0, %conv1_bias_grad.img481 ], [ %i482.next, %conv1_bias_grad.i482 ]
-  %17 = mul nsw i64 %conv1_bias_grad.img4812, 21632
+conv1_bias_grad.i491:                             ; preds = %conv1_bias_grad.i491, %conv1_bias_grad.img490
+  %conv1_bias_grad.i4913 = phi i64 [ 0, %conv1_bias_grad.img490 ], [ %i491.next, %conv1_bias_grad.i491 ]
+  %17 = mul nsw i64 %conv1_bias_grad.img4902, 21632
   %18 = add nsw i64 3171600, %17
-  %19 = mul nsw i64 %conv1_bias_grad.f4791, 676
+  %19 = mul nsw i64 %conv1_bias_grad.f4881, 676
   %20 = add nsw i64 %18, %19
-  %21 = mul nsw i64 %conv1_bias_grad.i4823, 8
+  %21 = mul nsw i64 %conv1_bias_grad.i4913, 8
   %22 = add nsw i64 %20, %21
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %22
   %23 = load <8 x float>, ptr %arena4, align 4
-  %acc480 = load <8 x float>, ptr %conv1_bias_grad.acc480, align 32
-  %24 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %23, <8 x float> %acc480)
-  store <8 x float> %24, ptr %conv1_bias_grad.acc480, align 32
-  %i482.next = add nsw i64 %conv1_bias_grad.i4823, 1
-  %25 = icmp slt i64 %i482.next, 84
-  br i1 %25, label %conv1_bias_grad.i482, label %conv1_bias_grad.i482.end
+  %acc489 = load <8 x float>, ptr %conv1_bias_grad.acc489, align 32
+  %24 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %23, <8 x float> %acc489)
+  store <8 x float> %24, ptr %conv1_bias_grad.acc489, align 32
+  %i491.next = add nsw i64 %conv1_bias_grad.i4913, 1
+  %25 = icmp slt i64 %i491.next, 84
+  br i1 %25, label %conv1_bias_grad.i491, label %conv1_bias_grad.i491.end
 
-conv1_bias_grad.i482.end:                         ; preds = %conv1_bias_grad.i482
-  %26 = mul nsw i64 %conv1_bias_grad.img4812, 21632
+conv1_bias_grad.i491.end:                         ; preds = %conv1_bias_grad.i491
+  %26 = mul nsw i64 %conv1_bias_grad.img4902, 21632
   %27 = add nsw i64 3171600, %26
-  %28 = mul nsw i64 %conv1_bias_grad.f4791, 676
+  %28 = mul nsw i64 %conv1_bias_grad.f4881, 676
   %29 = add nsw i64 %27, %28
   %30 = add nsw i64 %29, 672
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = call <8 x float> @llvm.masked.load.v8f32.p0(ptr %arena5, i32 4, <8 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false>, <8 x float> zeroinitializer)
-  %acc4806 = load <8 x float>, ptr %conv1_bias_grad.acc480, align 32
-  %32 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %31, <8 x float> %acc4806)
-  store <8 x float> %32, ptr %conv1_bias_grad.acc480, align 32
-  %img481.next = add nsw i64 %conv1_bias_grad.img4812, 1
-  %33 = icmp slt i64 %img481.next, 64
-  br i1 %33, label %conv1_bias_grad.img481, label %conv1_bias_grad.img481.end
+  %acc4896 = load <8 x float>, ptr %conv1_bias_grad.acc489, align 32
+  %32 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %31, <8 x float> %acc4896)
+  store <8 x float> %32, ptr %conv1_bias_grad.acc489, align 32
+  %img490.next = add nsw i64 %conv1_bias_grad.img4902, 1
+  %33 = icmp slt i64 %img490.next, 64
+  br i1 %33, label %conv1_bias_grad.img490, label %conv1_bias_grad.img490.end
 }
 
 ; Function Attrs: nocallback nofree nosync nounwind willreturn memory(argmem: read)
@@ -10510,8 +10654,8 @@ entry:
   %adam.v_new = alloca float, align 4
   %adam.m_new = alloca float, align 4
   %adam.g = alloca float, align 4
-  %adam.bc2_sqrt491 = alloca float, align 4
-  %adam.step_size490 = alloca float, align 4
+  %adam.bc2_sqrt500 = alloca float, align 4
+  %adam.step_size499 = alloca float, align 4
   %0 = sitofp i64 %step to float
   %1 = fmul float %0, 0xBFBAF8E8A0000000
   %2 = fcmp ogt float 0xC055A926E0000000, %1
@@ -10553,7 +10697,7 @@ entry:
   %38 = select i1 %37, float %1, float %36
   %39 = fsub float 1.000000e+00, %38
   %40 = fdiv float %lr, %39
-  store float %40, ptr %adam.step_size490, align 4
+  store float %40, ptr %adam.step_size499, align 4
   %41 = sitofp i64 %step to float
   %42 = fmul float %41, 0xBF50645940000000
   %43 = fcmp ogt float 0xC055A926E0000000, %42
@@ -10595,26 +10739,26 @@ entry:
   %79 = select i1 %78, float %42, float %77
   %80 = fsub float 1.000000e+00, %79
   %81 = call float @llvm.sqrt.f32(float %80)
-  store float %81, ptr %adam.bc2_sqrt491, align 4
-  br label %adam.i492
+  store float %81, ptr %adam.bc2_sqrt500, align 4
+  br label %adam.i501
 
-adam.i492:                                        ; preds = %adam.i492, %entry
-  %adam.i4921 = phi i64 [ 0, %entry ], [ %i492.next, %adam.i492 ]
-  %grads2 = getelementptr inbounds float, ptr %grads, i64 %adam.i4921
+adam.i501:                                        ; preds = %adam.i501, %entry
+  %adam.i5011 = phi i64 [ 0, %entry ], [ %i501.next, %adam.i501 ]
+  %grads2 = getelementptr inbounds float, ptr %grads, i64 %adam.i5011
   %82 = load float, ptr %grads2, align 4
-  %params3 = getelementptr inbounds float, ptr %params, i64 %adam.i4921
+  %params3 = getelementptr inbounds float, ptr %params, i64 %adam.i5011
   %83 = load float, ptr %params3, align 4
   %84 = fmul float 0.000000e+00, %83
   %85 = fadd float %82, %84
   store float %85, ptr %adam.g, align 4
-  %m4 = getelementptr inbounds float, ptr %m, i64 %adam.i4921
+  %m4 = getelementptr inbounds float, ptr %m, i64 %adam.i5011
   %86 = load float, ptr %m4, align 4
   %87 = fmul float 0x3FECCCCCC0000000, %86
   %g = load float, ptr %adam.g, align 4
   %88 = fmul float 0x3FB9999A00000000, %g
   %89 = fadd float %87, %88
   store float %89, ptr %adam.m_new, align 4
-  %v5 = getelementptr inbounds float, ptr %v, i64 %adam.i4921
+  %v5 = getelementptr inbounds float, ptr %v, i64 %adam.i5011
   %90 = load float, ptr %v5, align 4
   %91 = fmul float 0x3FEFF7CEE0000000, %90
   %g6 = load float, ptr %adam.g, align 4
@@ -10624,30 +10768,30 @@ adam.i492:                                        ; preds = %adam.i492, %entry
   %94 = fadd float %91, %93
   store float %94, ptr %adam.v_new, align 4
   %m_new = load float, ptr %adam.m_new, align 4
-  %m8 = getelementptr inbounds float, ptr %m, i64 %adam.i4921
+  %m8 = getelementptr inbounds float, ptr %m, i64 %adam.i5011
   store float %m_new, ptr %m8, align 4
   %v_new = load float, ptr %adam.v_new, align 4
-  %v9 = getelementptr inbounds float, ptr %v, i64 %adam.i4921
+  %v9 = getelementptr inbounds float, ptr %v, i64 %adam.i5011
   store float %v_new, ptr %v9, align 4
-  %params10 = getelementptr inbounds float, ptr %params, i64 %adam.i4921
+  %params10 = getelementptr inbounds float, ptr %params, i64 %adam.i5011
   %95 = load float, ptr %params10, align 4
-  %step_size490 = load float, ptr %adam.step_size490, align 4
+  %step_size499 = load float, ptr %adam.step_size499, align 4
   %m_new11 = load float, ptr %adam.m_new, align 4
-  %96 = fmul float %step_size490, %m_new11
+  %96 = fmul float %step_size499, %m_new11
   %v_new12 = load float, ptr %adam.v_new, align 4
   %97 = call float @llvm.sqrt.f32(float %v_new12)
-  %bc2_sqrt491 = load float, ptr %adam.bc2_sqrt491, align 4
-  %98 = fdiv float %97, %bc2_sqrt491
+  %bc2_sqrt500 = load float, ptr %adam.bc2_sqrt500, align 4
+  %98 = fdiv float %97, %bc2_sqrt500
   %99 = fadd float %98, 0x3E45798EE0000000
   %100 = fdiv float %96, %99
   %101 = fsub float %95, %100
-  %params13 = getelementptr inbounds float, ptr %params, i64 %adam.i4921
+  %params13 = getelementptr inbounds float, ptr %params, i64 %adam.i5011
   store float %101, ptr %params13, align 4
-  %i492.next = add nsw i64 %adam.i4921, 1
-  %102 = icmp slt i64 %i492.next, 1199882
-  br i1 %102, label %adam.i492, label %adam.i492.end
+  %i501.next = add nsw i64 %adam.i5011, 1
+  %102 = icmp slt i64 %i501.next, 1199882
+  br i1 %102, label %adam.i501, label %adam.i501.end
 
-adam.i492.end:                                    ; preds = %adam.i492
+adam.i501.end:                                    ; preds = %adam.i501
   ret void
 }
 
@@ -12163,11 +12307,11 @@ conv2.g55:                                        ; preds = %conv2.part97.done, 
 conv2.g55.end:                                    ; preds = %conv2.part97.done
   ret void
 
-conv2.j56:                                        ; preds = %conv2.c57.end, %conv2.g55
-  %conv2.j564 = phi i64 [ 0, %conv2.g55 ], [ %j56.next, %conv2.c57.end ]
-  br label %conv2.c57
+conv2.j56:                                        ; preds = %conv2.iy57.end, %conv2.g55
+  %conv2.j564 = phi i64 [ 0, %conv2.g55 ], [ %j56.next, %conv2.iy57.end ]
+  br label %conv2.iy57
 
-conv2.j56.end:                                    ; preds = %conv2.c57.end
+conv2.j56.end:                                    ; preds = %conv2.iy57.end
   %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part60.context, i32 0, i32 0
   store ptr %params, ptr %2, align 8
   %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part60.context, i32 0, i32 1
@@ -12193,41 +12337,41 @@ conv2.j56.end:                                    ; preds = %conv2.c57.end
   %13 = icmp eq ptr %pool, null
   br i1 %13, label %conv2.part60.serial, label %conv2.part60.pool
 
-conv2.c57:                                        ; preds = %conv2.iy58.end, %conv2.j56
-  %conv2.c575 = phi i64 [ 0, %conv2.j56 ], [ %c57.next, %conv2.iy58.end ]
-  br label %conv2.iy58
+conv2.iy57:                                       ; preds = %conv2.c58.end, %conv2.j56
+  %conv2.iy575 = phi i64 [ 0, %conv2.j56 ], [ %iy57.next, %conv2.c58.end ]
+  br label %conv2.c58
 
-conv2.c57.end:                                    ; preds = %conv2.iy58.end
+conv2.iy57.end:                                   ; preds = %conv2.c58.end
   %j56.next = add nsw i64 %conv2.j564, 1
   %14 = icmp slt i64 %j56.next, 1
   br i1 %14, label %conv2.j56, label %conv2.j56.end
 
-conv2.iy58:                                       ; preds = %conv2.ix59.end, %conv2.c57
-  %conv2.iy586 = phi i64 [ 0, %conv2.c57 ], [ %iy58.next, %conv2.ix59.end ]
+conv2.c58:                                        ; preds = %conv2.ix59.end, %conv2.iy57
+  %conv2.c586 = phi i64 [ 0, %conv2.iy57 ], [ %c58.next, %conv2.ix59.end ]
   br label %conv2.ix59
 
-conv2.iy58.end:                                   ; preds = %conv2.ix59.end
-  %c57.next = add nsw i64 %conv2.c575, 1
-  %15 = icmp slt i64 %c57.next, 32
-  br i1 %15, label %conv2.c57, label %conv2.c57.end
+conv2.c58.end:                                    ; preds = %conv2.ix59.end
+  %iy57.next = add nsw i64 %conv2.iy575, 1
+  %15 = icmp slt i64 %iy57.next, 26
+  br i1 %15, label %conv2.iy57, label %conv2.iy57.end
 
-conv2.ix59:                                       ; preds = %conv2.ix59, %conv2.iy58
-  %conv2.ix597 = phi i64 [ 0, %conv2.iy58 ], [ %ix59.next, %conv2.ix59 ]
+conv2.ix59:                                       ; preds = %conv2.ix59, %conv2.c58
+  %conv2.ix597 = phi i64 [ 0, %conv2.c58 ], [ %ix59.next, %conv2.ix59 ]
   %16 = add nsw i64 %conv2.g553, %conv2.j564
   %17 = mul nsw i64 %16, 21632
-  %18 = mul nsw i64 %conv2.c575, 676
+  %18 = mul nsw i64 %conv2.c586, 676
   %19 = add nsw i64 %17, %18
-  %20 = mul nsw i64 %conv2.iy586, 26
+  %20 = mul nsw i64 %conv2.iy575, 26
   %21 = add nsw i64 %19, %20
   %22 = add nsw i64 %21, %conv2.ix597
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %22
   %23 = load float, ptr %arena8, align 4
   %24 = mul nsw i64 %conv2.j564, 21632
-  %25 = mul nsw i64 %conv2.iy586, 832
+  %25 = mul nsw i64 %conv2.iy575, 832
   %26 = add nsw i64 %24, %25
   %27 = mul nsw i64 %conv2.ix597, 32
   %28 = add nsw i64 %26, %27
-  %29 = add nsw i64 %28, %conv2.c575
+  %29 = add nsw i64 %28, %conv2.c586
   %30 = add nsw i64 2596864, %29
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %30
   store float %23, ptr %arena9, align 4
@@ -12236,9 +12380,9 @@ conv2.ix59:                                       ; preds = %conv2.ix59, %conv2.
   br i1 %31, label %conv2.ix59, label %conv2.ix59.end
 
 conv2.ix59.end:                                   ; preds = %conv2.ix59
-  %iy58.next = add nsw i64 %conv2.iy586, 1
-  %32 = icmp slt i64 %iy58.next, 26
-  br i1 %32, label %conv2.iy58, label %conv2.iy58.end
+  %c58.next = add nsw i64 %conv2.c586, 1
+  %32 = icmp slt i64 %c58.next, 32
+  br i1 %32, label %conv2.c58, label %conv2.c58.end
 
 conv2.part60.pool:                                ; preds = %conv2.j56.end
   %run = load ptr, ptr %pool, align 8
@@ -13767,97 +13911,201 @@ conv2.cv107.end:                                  ; preds = %conv2.cv107
   %385 = icmp slt i64 %tx106.next, 12
   br i1 %385, label %conv2.tx106, label %conv2.tx106.end
 
-conv2.j132:                                       ; preds = %conv2.c133.end, %conv2.j104.end
-  %conv2.j13253 = phi i64 [ 0, %conv2.j104.end ], [ %j132.next, %conv2.c133.end ]
-  br label %conv2.c133
+conv2.j132:                                       ; preds = %conv2.c136.end, %conv2.j104.end
+  %conv2.j13253 = phi i64 [ 0, %conv2.j104.end ], [ %j132.next, %conv2.c136.end ]
+  br label %conv2.qb133
 
-conv2.j132.end:                                   ; preds = %conv2.c133.end
-  br label %conv2.j135
+conv2.j132.end:                                   ; preds = %conv2.c136.end
+  br label %conv2.j138
 
-conv2.c133:                                       ; preds = %conv2.q134.end, %conv2.j132
-  %conv2.c13354 = phi i64 [ 0, %conv2.j132 ], [ %c133.next, %conv2.q134.end ]
-  br label %conv2.q134
+conv2.qb133:                                      ; preds = %conv2.c134.end, %conv2.j132
+  %conv2.qb13354 = phi i64 [ 0, %conv2.j132 ], [ %qb133.next, %conv2.c134.end ]
+  br label %conv2.c134
 
-conv2.c133.end:                                   ; preds = %conv2.q134.end
-  %j132.next = add nsw i64 %conv2.j13253, 1
-  %386 = icmp slt i64 %j132.next, 1
-  br i1 %386, label %conv2.j132, label %conv2.j132.end
-
-conv2.q134:                                       ; preds = %conv2.q134, %conv2.c133
-  %conv2.q13455 = phi i64 [ 0, %conv2.c133 ], [ %q134.next, %conv2.q134 ]
-  %387 = mul nsw i64 %conv2.j13253, 144
-  %388 = add nsw i64 %387, %conv2.q13455
-  %389 = mul nsw i64 %388, 64
-  %390 = add nsw i64 2839680, %389
-  %391 = mul nsw i64 %1, 32
-  %392 = add nsw i64 %391, %conv2.c13354
-  %393 = add nsw i64 %390, %392
-  %arena56 = getelementptr inbounds float, ptr %arena, i64 %393
-  %394 = load float, ptr %arena56, align 4
-  %395 = add nsw i64 %0, %conv2.j13253
-  %396 = mul nsw i64 %395, 9216
-  %397 = mul nsw i64 %1, 32
-  %398 = add nsw i64 %397, %conv2.c13354
-  %399 = mul nsw i64 %398, 144
-  %400 = add nsw i64 %396, %399
-  %401 = add nsw i64 %400, %conv2.q13455
-  %402 = add nsw i64 1384448, %401
-  %arena57 = getelementptr inbounds float, ptr %arena, i64 %402
-  store float %394, ptr %arena57, align 4
-  %q134.next = add nsw i64 %conv2.q13455, 1
-  %403 = icmp slt i64 %q134.next, 144
-  br i1 %403, label %conv2.q134, label %conv2.q134.end
-
-conv2.q134.end:                                   ; preds = %conv2.q134
-  %c133.next = add nsw i64 %conv2.c13354, 1
-  %404 = icmp slt i64 %c133.next, 32
-  br i1 %404, label %conv2.c133, label %conv2.c133.end
-
-conv2.j135:                                       ; preds = %conv2.c136.end, %conv2.j132.end
-  %conv2.j13558 = phi i64 [ 0, %conv2.j132.end ], [ %j135.next, %conv2.c136.end ]
+conv2.qb133.end:                                  ; preds = %conv2.c134.end
   br label %conv2.c136
 
-conv2.j135.end:                                   ; preds = %conv2.c136.end
-  ret void
+conv2.c134:                                       ; preds = %conv2.q135.end, %conv2.qb133
+  %conv2.c13455 = phi i64 [ 0, %conv2.qb133 ], [ %c134.next, %conv2.q135.end ]
+  br label %conv2.q135
 
-conv2.c136:                                       ; preds = %conv2.q137.end, %conv2.j135
-  %conv2.c13659 = phi i64 [ 0, %conv2.j135 ], [ %c136.next, %conv2.q137.end ]
+conv2.c134.end:                                   ; preds = %conv2.q135.end
+  %qb133.next = add nsw i64 %conv2.qb13354, 1
+  %386 = icmp slt i64 %qb133.next, 2
+  br i1 %386, label %conv2.qb133, label %conv2.qb133.end
+
+conv2.q135:                                       ; preds = %conv2.q135, %conv2.c134
+  %conv2.q13556 = phi i64 [ 0, %conv2.c134 ], [ %q135.next, %conv2.q135 ]
+  %387 = mul nsw i64 %conv2.j13253, 144
+  %388 = mul nsw i64 %conv2.qb13354, 64
+  %389 = add nsw i64 %conv2.q13556, %388
+  %390 = add nsw i64 %387, %389
+  %391 = mul nsw i64 %390, 64
+  %392 = add nsw i64 2839680, %391
+  %393 = mul nsw i64 %1, 32
+  %394 = add nsw i64 %393, %conv2.c13455
+  %395 = add nsw i64 %392, %394
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %395
+  %396 = load float, ptr %arena57, align 4
+  %397 = add nsw i64 %0, %conv2.j13253
+  %398 = mul nsw i64 %397, 9216
+  %399 = mul nsw i64 %1, 32
+  %400 = add nsw i64 %399, %conv2.c13455
+  %401 = mul nsw i64 %400, 144
+  %402 = add nsw i64 %398, %401
+  %403 = mul nsw i64 %conv2.qb13354, 64
+  %404 = add nsw i64 %conv2.q13556, %403
+  %405 = add nsw i64 %402, %404
+  %406 = add nsw i64 1384448, %405
+  %arena58 = getelementptr inbounds float, ptr %arena, i64 %406
+  store float %396, ptr %arena58, align 4
+  %q135.next = add nsw i64 %conv2.q13556, 1
+  %407 = icmp slt i64 %q135.next, 64
+  br i1 %407, label %conv2.q135, label %conv2.q135.end
+
+conv2.q135.end:                                   ; preds = %conv2.q135
+  %c134.next = add nsw i64 %conv2.c13455, 1
+  %408 = icmp slt i64 %c134.next, 32
+  br i1 %408, label %conv2.c134, label %conv2.c134.end
+
+conv2.c136:                                       ; preds = %conv2.q137.end, %conv2.qb133.end
+  %conv2.c13659 = phi i64 [ 0, %conv2.qb133.end ], [ %c136.next, %conv2.q137.end ]
   br label %conv2.q137
 
 conv2.c136.end:                                   ; preds = %conv2.q137.end
-  %j135.next = add nsw i64 %conv2.j13558, 1
-  %405 = icmp slt i64 %j135.next, 1
-  br i1 %405, label %conv2.j135, label %conv2.j135.end
+  %j132.next = add nsw i64 %conv2.j13253, 1
+  %409 = icmp slt i64 %j132.next, 1
+  br i1 %409, label %conv2.j132, label %conv2.j132.end
 
 conv2.q137:                                       ; preds = %conv2.q137, %conv2.c136
   %conv2.q13760 = phi i64 [ 0, %conv2.c136 ], [ %q137.next, %conv2.q137 ]
-  %406 = mul nsw i64 %conv2.j13558, 144
-  %407 = add nsw i64 %406, %conv2.q13760
-  %408 = mul nsw i64 %407, 64
-  %409 = add nsw i64 2848896, %408
-  %410 = mul nsw i64 %1, 32
-  %411 = add nsw i64 %410, %conv2.c13659
-  %412 = add nsw i64 %409, %411
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %412
-  %413 = load float, ptr %arena61, align 4
-  %414 = add nsw i64 %0, %conv2.j13558
-  %415 = mul nsw i64 %414, 9216
-  %416 = mul nsw i64 %1, 32
-  %417 = add nsw i64 %416, %conv2.c13659
-  %418 = mul nsw i64 %417, 144
-  %419 = add nsw i64 %415, %418
-  %420 = add nsw i64 %419, %conv2.q13760
-  %421 = add nsw i64 1974272, %420
-  %arena62 = getelementptr inbounds float, ptr %arena, i64 %421
-  store float %413, ptr %arena62, align 4
+  %410 = mul nsw i64 %conv2.j13253, 144
+  %411 = add nsw i64 %conv2.q13760, 128
+  %412 = add nsw i64 %410, %411
+  %413 = mul nsw i64 %412, 64
+  %414 = add nsw i64 2839680, %413
+  %415 = mul nsw i64 %1, 32
+  %416 = add nsw i64 %415, %conv2.c13659
+  %417 = add nsw i64 %414, %416
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %417
+  %418 = load float, ptr %arena61, align 4
+  %419 = add nsw i64 %0, %conv2.j13253
+  %420 = mul nsw i64 %419, 9216
+  %421 = mul nsw i64 %1, 32
+  %422 = add nsw i64 %421, %conv2.c13659
+  %423 = mul nsw i64 %422, 144
+  %424 = add nsw i64 %420, %423
+  %425 = add nsw i64 %conv2.q13760, 128
+  %426 = add nsw i64 %424, %425
+  %427 = add nsw i64 1384448, %426
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %427
+  store float %418, ptr %arena62, align 4
   %q137.next = add nsw i64 %conv2.q13760, 1
-  %422 = icmp slt i64 %q137.next, 144
-  br i1 %422, label %conv2.q137, label %conv2.q137.end
+  %428 = icmp slt i64 %q137.next, 16
+  br i1 %428, label %conv2.q137, label %conv2.q137.end
 
 conv2.q137.end:                                   ; preds = %conv2.q137
   %c136.next = add nsw i64 %conv2.c13659, 1
-  %423 = icmp slt i64 %c136.next, 32
-  br i1 %423, label %conv2.c136, label %conv2.c136.end
+  %429 = icmp slt i64 %c136.next, 32
+  br i1 %429, label %conv2.c136, label %conv2.c136.end
+
+conv2.j138:                                       ; preds = %conv2.c142.end, %conv2.j132.end
+  %conv2.j13863 = phi i64 [ 0, %conv2.j132.end ], [ %j138.next, %conv2.c142.end ]
+  br label %conv2.qb139
+
+conv2.j138.end:                                   ; preds = %conv2.c142.end
+  ret void
+
+conv2.qb139:                                      ; preds = %conv2.c140.end, %conv2.j138
+  %conv2.qb13964 = phi i64 [ 0, %conv2.j138 ], [ %qb139.next, %conv2.c140.end ]
+  br label %conv2.c140
+
+conv2.qb139.end:                                  ; preds = %conv2.c140.end
+  br label %conv2.c142
+
+conv2.c140:                                       ; preds = %conv2.q141.end, %conv2.qb139
+  %conv2.c14065 = phi i64 [ 0, %conv2.qb139 ], [ %c140.next, %conv2.q141.end ]
+  br label %conv2.q141
+
+conv2.c140.end:                                   ; preds = %conv2.q141.end
+  %qb139.next = add nsw i64 %conv2.qb13964, 1
+  %430 = icmp slt i64 %qb139.next, 2
+  br i1 %430, label %conv2.qb139, label %conv2.qb139.end
+
+conv2.q141:                                       ; preds = %conv2.q141, %conv2.c140
+  %conv2.q14166 = phi i64 [ 0, %conv2.c140 ], [ %q141.next, %conv2.q141 ]
+  %431 = mul nsw i64 %conv2.j13863, 144
+  %432 = mul nsw i64 %conv2.qb13964, 64
+  %433 = add nsw i64 %conv2.q14166, %432
+  %434 = add nsw i64 %431, %433
+  %435 = mul nsw i64 %434, 64
+  %436 = add nsw i64 2848896, %435
+  %437 = mul nsw i64 %1, 32
+  %438 = add nsw i64 %437, %conv2.c14065
+  %439 = add nsw i64 %436, %438
+  %arena67 = getelementptr inbounds float, ptr %arena, i64 %439
+  %440 = load float, ptr %arena67, align 4
+  %441 = add nsw i64 %0, %conv2.j13863
+  %442 = mul nsw i64 %441, 9216
+  %443 = mul nsw i64 %1, 32
+  %444 = add nsw i64 %443, %conv2.c14065
+  %445 = mul nsw i64 %444, 144
+  %446 = add nsw i64 %442, %445
+  %447 = mul nsw i64 %conv2.qb13964, 64
+  %448 = add nsw i64 %conv2.q14166, %447
+  %449 = add nsw i64 %446, %448
+  %450 = add nsw i64 1974272, %449
+  %arena68 = getelementptr inbounds float, ptr %arena, i64 %450
+  store float %440, ptr %arena68, align 4
+  %q141.next = add nsw i64 %conv2.q14166, 1
+  %451 = icmp slt i64 %q141.next, 64
+  br i1 %451, label %conv2.q141, label %conv2.q141.end
+
+conv2.q141.end:                                   ; preds = %conv2.q141
+  %c140.next = add nsw i64 %conv2.c14065, 1
+  %452 = icmp slt i64 %c140.next, 32
+  br i1 %452, label %conv2.c140, label %conv2.c140.end
+
+conv2.c142:                                       ; preds = %conv2.q143.end, %conv2.qb139.end
+  %conv2.c14269 = phi i64 [ 0, %conv2.qb139.end ], [ %c142.next, %conv2.q143.end ]
+  br label %conv2.q143
+
+conv2.c142.end:                                   ; preds = %conv2.q143.end
+  %j138.next = add nsw i64 %conv2.j13863, 1
+  %453 = icmp slt i64 %j138.next, 1
+  br i1 %453, label %conv2.j138, label %conv2.j138.end
+
+conv2.q143:                                       ; preds = %conv2.q143, %conv2.c142
+  %conv2.q14370 = phi i64 [ 0, %conv2.c142 ], [ %q143.next, %conv2.q143 ]
+  %454 = mul nsw i64 %conv2.j13863, 144
+  %455 = add nsw i64 %conv2.q14370, 128
+  %456 = add nsw i64 %454, %455
+  %457 = mul nsw i64 %456, 64
+  %458 = add nsw i64 2848896, %457
+  %459 = mul nsw i64 %1, 32
+  %460 = add nsw i64 %459, %conv2.c14269
+  %461 = add nsw i64 %458, %460
+  %arena71 = getelementptr inbounds float, ptr %arena, i64 %461
+  %462 = load float, ptr %arena71, align 4
+  %463 = add nsw i64 %0, %conv2.j13863
+  %464 = mul nsw i64 %463, 9216
+  %465 = mul nsw i64 %1, 32
+  %466 = add nsw i64 %465, %conv2.c14269
+  %467 = mul nsw i64 %466, 144
+  %468 = add nsw i64 %464, %467
+  %469 = add nsw i64 %conv2.q14370, 128
+  %470 = add nsw i64 %468, %469
+  %471 = add nsw i64 1974272, %470
+  %arena72 = getelementptr inbounds float, ptr %arena, i64 %471
+  store float %462, ptr %arena72, align 4
+  %q143.next = add nsw i64 %conv2.q14370, 1
+  %472 = icmp slt i64 %q143.next, 16
+  br i1 %472, label %conv2.q143, label %conv2.q143.end
+
+conv2.q143.end:                                   ; preds = %conv2.q143
+  %c142.next = add nsw i64 %conv2.c14269, 1
+  %473 = icmp slt i64 %c142.next, 32
+  br i1 %473, label %conv2.c142, label %conv2.c142.end
 }
 
 ; Function Attrs: noinline
@@ -14284,563 +14532,563 @@ entry:
 ; Function Attrs: noinline
 define internal void @mnistnet_infer_b64.k4.fc1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %fc1.n138
+  br label %fc1.n144
 
-fc1.n138:                                         ; preds = %fc1.k139.end, %entry
-  %fc1.n1381 = phi i64 [ 0, %entry ], [ %n138.next, %fc1.k139.end ]
-  br label %fc1.k139
+fc1.n144:                                         ; preds = %fc1.k145.end, %entry
+  %fc1.n1441 = phi i64 [ 0, %entry ], [ %n144.next, %fc1.k145.end ]
+  br label %fc1.k145
 
-fc1.n138.end:                                     ; preds = %fc1.k139.end
-  call void @mnistnet_infer_b64.k4.fc1.gemm150(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  br label %fc1.n151
+fc1.n144.end:                                     ; preds = %fc1.k145.end
+  call void @mnistnet_infer_b64.k4.fc1.gemm156(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  br label %fc1.n157
 
-fc1.k139:                                         ; preds = %fc1.k139, %fc1.n138
-  %fc1.k1392 = phi i64 [ 0, %fc1.n138 ], [ %k139.next, %fc1.k139 ]
-  %0 = mul nsw i64 %fc1.n1381, 9216
+fc1.k145:                                         ; preds = %fc1.k145, %fc1.n144
+  %fc1.k1452 = phi i64 [ 0, %fc1.n144 ], [ %k145.next, %fc1.k145 ]
+  %0 = mul nsw i64 %fc1.n1441, 9216
   %1 = add nsw i64 1384448, %0
-  %2 = add nsw i64 %1, %fc1.k1392
+  %2 = add nsw i64 %1, %fc1.k1452
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena3, align 4
-  %4 = mul nsw i64 %fc1.k1392, 64
+  %4 = mul nsw i64 %fc1.k1452, 64
   %5 = add nsw i64 8192, %4
-  %6 = add nsw i64 %5, %fc1.n1381
+  %6 = add nsw i64 %5, %fc1.n1441
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   store float %3, ptr %arena4, align 4
-  %k139.next = add nsw i64 %fc1.k1392, 1
-  %7 = icmp slt i64 %k139.next, 9216
-  br i1 %7, label %fc1.k139, label %fc1.k139.end
+  %k145.next = add nsw i64 %fc1.k1452, 1
+  %7 = icmp slt i64 %k145.next, 9216
+  br i1 %7, label %fc1.k145, label %fc1.k145.end
 
-fc1.k139.end:                                     ; preds = %fc1.k139
-  %n138.next = add nsw i64 %fc1.n1381, 1
-  %8 = icmp slt i64 %n138.next, 64
-  br i1 %8, label %fc1.n138, label %fc1.n138.end
+fc1.k145.end:                                     ; preds = %fc1.k145
+  %n144.next = add nsw i64 %fc1.n1441, 1
+  %8 = icmp slt i64 %n144.next, 64
+  br i1 %8, label %fc1.n144, label %fc1.n144.end
 
-fc1.n151:                                         ; preds = %fc1.u152.end, %fc1.n138.end
-  %fc1.n1515 = phi i64 [ 0, %fc1.n138.end ], [ %n151.next, %fc1.u152.end ]
-  br label %fc1.u152
+fc1.n157:                                         ; preds = %fc1.u158.end, %fc1.n144.end
+  %fc1.n1575 = phi i64 [ 0, %fc1.n144.end ], [ %n157.next, %fc1.u158.end ]
+  br label %fc1.u158
 
-fc1.n151.end:                                     ; preds = %fc1.u152.end
+fc1.n157.end:                                     ; preds = %fc1.u158.end
   ret void
 
-fc1.u152:                                         ; preds = %fc1.u152, %fc1.n151
-  %fc1.u1526 = phi i64 [ 0, %fc1.n151 ], [ %u152.next, %fc1.u152 ]
-  %9 = mul nsw i64 %fc1.u1526, 64
+fc1.u158:                                         ; preds = %fc1.u158, %fc1.n157
+  %fc1.u1586 = phi i64 [ 0, %fc1.n157 ], [ %u158.next, %fc1.u158 ]
+  %9 = mul nsw i64 %fc1.u1586, 64
   %10 = add nsw i64 598016, %9
-  %11 = add nsw i64 %10, %fc1.n1515
+  %11 = add nsw i64 %10, %fc1.n1575
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %11
   %12 = load float, ptr %arena7, align 4
-  %13 = add nsw i64 1198464, %fc1.u1526
+  %13 = add nsw i64 1198464, %fc1.u1586
   %params8 = getelementptr inbounds float, ptr %params, i64 %13
   %14 = load float, ptr %params8, align 4
   %15 = fadd float %12, %14
   %16 = fcmp ogt float %15, 0.000000e+00
-  %17 = mul nsw i64 %fc1.u1526, 64
+  %17 = mul nsw i64 %fc1.u1586, 64
   %18 = add nsw i64 598016, %17
-  %19 = add nsw i64 %18, %fc1.n1515
+  %19 = add nsw i64 %18, %fc1.n1575
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %19
   %20 = load float, ptr %arena9, align 4
-  %21 = add nsw i64 1198464, %fc1.u1526
+  %21 = add nsw i64 1198464, %fc1.u1586
   %params10 = getelementptr inbounds float, ptr %params, i64 %21
   %22 = load float, ptr %params10, align 4
   %23 = fadd float %20, %22
   %24 = select i1 %16, float %23, float 0.000000e+00
-  %25 = mul nsw i64 %fc1.n1515, 128
-  %26 = add nsw i64 %25, %fc1.u1526
+  %25 = mul nsw i64 %fc1.n1575, 128
+  %26 = add nsw i64 %25, %fc1.u1586
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %26
   store float %24, ptr %arena11, align 4
-  %u152.next = add nsw i64 %fc1.u1526, 1
-  %27 = icmp slt i64 %u152.next, 128
-  br i1 %27, label %fc1.u152, label %fc1.u152.end
+  %u158.next = add nsw i64 %fc1.u1586, 1
+  %27 = icmp slt i64 %u158.next, 128
+  br i1 %27, label %fc1.u158, label %fc1.u158.end
 
-fc1.u152.end:                                     ; preds = %fc1.u152
-  %n151.next = add nsw i64 %fc1.n1515, 1
-  %28 = icmp slt i64 %n151.next, 64
-  br i1 %28, label %fc1.n151, label %fc1.n151.end
+fc1.u158.end:                                     ; preds = %fc1.u158
+  %n157.next = add nsw i64 %fc1.n1575, 1
+  %28 = icmp slt i64 %n157.next, 64
+  br i1 %28, label %fc1.n157, label %fc1.n157.end
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_infer_b64.k4.fc1.gemm150(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @mnistnet_infer_b64.k4.fc1.gemm156(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %fc1.t148_a3 = alloca <8 x float>, align 32
-  %fc1.t148_a2 = alloca <8 x float>, align 32
-  %fc1.t148_a1 = alloca <8 x float>, align 32
-  %fc1.t148_a0 = alloca <8 x float>, align 32
-  %fc1.t148_b1 = alloca <8 x float>, align 32
-  %fc1.t148_b0 = alloca <8 x float>, align 32
-  %fc1.t148_c3_1 = alloca <8 x float>, align 32
-  %fc1.t148_c3_0 = alloca <8 x float>, align 32
-  %fc1.t148_c2_1 = alloca <8 x float>, align 32
-  %fc1.t148_c2_0 = alloca <8 x float>, align 32
-  %fc1.t148_c1_1 = alloca <8 x float>, align 32
-  %fc1.t148_c1_0 = alloca <8 x float>, align 32
-  %fc1.t148_c0_1 = alloca <8 x float>, align 32
-  %fc1.t148_c0_0 = alloca <8 x float>, align 32
-  %fc1.t145_a3 = alloca <8 x float>, align 32
-  %fc1.t145_a2 = alloca <8 x float>, align 32
-  %fc1.t145_a1 = alloca <8 x float>, align 32
-  %fc1.t145_a0 = alloca <8 x float>, align 32
-  %fc1.t145_b2 = alloca <8 x float>, align 32
-  %fc1.t145_b1 = alloca <8 x float>, align 32
-  %fc1.t145_b0 = alloca <8 x float>, align 32
-  %fc1.t145_c3_2 = alloca <8 x float>, align 32
-  %fc1.t145_c3_1 = alloca <8 x float>, align 32
-  %fc1.t145_c3_0 = alloca <8 x float>, align 32
-  %fc1.t145_c2_2 = alloca <8 x float>, align 32
-  %fc1.t145_c2_1 = alloca <8 x float>, align 32
-  %fc1.t145_c2_0 = alloca <8 x float>, align 32
-  %fc1.t145_c1_2 = alloca <8 x float>, align 32
-  %fc1.t145_c1_1 = alloca <8 x float>, align 32
-  %fc1.t145_c1_0 = alloca <8 x float>, align 32
-  %fc1.t145_c0_2 = alloca <8 x float>, align 32
-  %fc1.t145_c0_1 = alloca <8 x float>, align 32
-  %fc1.t145_c0_0 = alloca <8 x float>, align 32
-  br label %fc1.r140
+  %fc1.t154_a3 = alloca <8 x float>, align 32
+  %fc1.t154_a2 = alloca <8 x float>, align 32
+  %fc1.t154_a1 = alloca <8 x float>, align 32
+  %fc1.t154_a0 = alloca <8 x float>, align 32
+  %fc1.t154_b1 = alloca <8 x float>, align 32
+  %fc1.t154_b0 = alloca <8 x float>, align 32
+  %fc1.t154_c3_1 = alloca <8 x float>, align 32
+  %fc1.t154_c3_0 = alloca <8 x float>, align 32
+  %fc1.t154_c2_1 = alloca <8 x float>, align 32
+  %fc1.t154_c2_0 = alloca <8 x float>, align 32
+  %fc1.t154_c1_1 = alloca <8 x float>, align 32
+  %fc1.t154_c1_0 = alloca <8 x float>, align 32
+  %fc1.t154_c0_1 = alloca <8 x float>, align 32
+  %fc1.t154_c0_0 = alloca <8 x float>, align 32
+  %fc1.t151_a3 = alloca <8 x float>, align 32
+  %fc1.t151_a2 = alloca <8 x float>, align 32
+  %fc1.t151_a1 = alloca <8 x float>, align 32
+  %fc1.t151_a0 = alloca <8 x float>, align 32
+  %fc1.t151_b2 = alloca <8 x float>, align 32
+  %fc1.t151_b1 = alloca <8 x float>, align 32
+  %fc1.t151_b0 = alloca <8 x float>, align 32
+  %fc1.t151_c3_2 = alloca <8 x float>, align 32
+  %fc1.t151_c3_1 = alloca <8 x float>, align 32
+  %fc1.t151_c3_0 = alloca <8 x float>, align 32
+  %fc1.t151_c2_2 = alloca <8 x float>, align 32
+  %fc1.t151_c2_1 = alloca <8 x float>, align 32
+  %fc1.t151_c2_0 = alloca <8 x float>, align 32
+  %fc1.t151_c1_2 = alloca <8 x float>, align 32
+  %fc1.t151_c1_1 = alloca <8 x float>, align 32
+  %fc1.t151_c1_0 = alloca <8 x float>, align 32
+  %fc1.t151_c0_2 = alloca <8 x float>, align 32
+  %fc1.t151_c0_1 = alloca <8 x float>, align 32
+  %fc1.t151_c0_0 = alloca <8 x float>, align 32
+  br label %fc1.r146
 
-fc1.r140:                                         ; preds = %fc1.i141.end, %entry
-  %fc1.r1401 = phi i64 [ 0, %entry ], [ %r140.next, %fc1.i141.end ]
-  br label %fc1.i141
+fc1.r146:                                         ; preds = %fc1.i147.end, %entry
+  %fc1.r1461 = phi i64 [ 0, %entry ], [ %r146.next, %fc1.i147.end ]
+  br label %fc1.i147
 
-fc1.r140.end:                                     ; preds = %fc1.i141.end
-  br label %fc1.kp142
+fc1.r146.end:                                     ; preds = %fc1.i147.end
+  br label %fc1.kp148
 
-fc1.i141:                                         ; preds = %fc1.i141, %fc1.r140
-  %fc1.i1412 = phi i64 [ 0, %fc1.r140 ], [ %i141.next, %fc1.i141 ]
-  %0 = mul nsw i64 %fc1.r1401, 64
+fc1.i147:                                         ; preds = %fc1.i147, %fc1.r146
+  %fc1.i1472 = phi i64 [ 0, %fc1.r146 ], [ %i147.next, %fc1.i147 ]
+  %0 = mul nsw i64 %fc1.r1461, 64
   %1 = add nsw i64 598016, %0
-  %2 = add nsw i64 %1, %fc1.i1412
+  %2 = add nsw i64 %1, %fc1.i1472
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   store float 0.000000e+00, ptr %arena3, align 4
-  %i141.next = add nsw i64 %fc1.i1412, 1
-  %3 = icmp slt i64 %i141.next, 64
-  br i1 %3, label %fc1.i141, label %fc1.i141.end
+  %i147.next = add nsw i64 %fc1.i1472, 1
+  %3 = icmp slt i64 %i147.next, 64
+  br i1 %3, label %fc1.i147, label %fc1.i147.end
 
-fc1.i141.end:                                     ; preds = %fc1.i141
-  %r140.next = add nsw i64 %fc1.r1401, 1
-  %4 = icmp slt i64 %r140.next, 128
-  br i1 %4, label %fc1.r140, label %fc1.r140.end
+fc1.i147.end:                                     ; preds = %fc1.i147
+  %r146.next = add nsw i64 %fc1.r1461, 1
+  %4 = icmp slt i64 %r146.next, 128
+  br i1 %4, label %fc1.r146, label %fc1.r146.end
 
-fc1.kp142:                                        ; preds = %fc1.mb147.end, %fc1.r140.end
-  %fc1.kp1424 = phi i64 [ 0, %fc1.r140.end ], [ %kp142.next, %fc1.mb147.end ]
-  br label %fc1.nb143
+fc1.kp148:                                        ; preds = %fc1.mb153.end, %fc1.r146.end
+  %fc1.kp1484 = phi i64 [ 0, %fc1.r146.end ], [ %kp148.next, %fc1.mb153.end ]
+  br label %fc1.nb149
 
-fc1.kp142.end:                                    ; preds = %fc1.mb147.end
+fc1.kp148.end:                                    ; preds = %fc1.mb153.end
   ret void
 
-fc1.nb143:                                        ; preds = %fc1.mb144.end, %fc1.kp142
-  %fc1.nb1435 = phi i64 [ 0, %fc1.kp142 ], [ %nb143.next, %fc1.mb144.end ]
-  br label %fc1.mb144
+fc1.nb149:                                        ; preds = %fc1.mb150.end, %fc1.kp148
+  %fc1.nb1495 = phi i64 [ 0, %fc1.kp148 ], [ %nb149.next, %fc1.mb150.end ]
+  br label %fc1.mb150
 
-fc1.nb143.end:                                    ; preds = %fc1.mb144.end
-  br label %fc1.mb147
+fc1.nb149.end:                                    ; preds = %fc1.mb150.end
+  br label %fc1.mb153
 
-fc1.mb144:                                        ; preds = %fc1.k146.end, %fc1.nb143
-  %fc1.mb1446 = phi i64 [ 0, %fc1.nb143 ], [ %mb144.next, %fc1.k146.end ]
-  %5 = mul nsw i64 %fc1.mb1446, 4
+fc1.mb150:                                        ; preds = %fc1.k152.end, %fc1.nb149
+  %fc1.mb1506 = phi i64 [ 0, %fc1.nb149 ], [ %mb150.next, %fc1.k152.end ]
+  %5 = mul nsw i64 %fc1.mb1506, 4
   %6 = mul nsw i64 %5, 64
   %7 = add nsw i64 598016, %6
-  %8 = mul nsw i64 %fc1.nb1435, 24
+  %8 = mul nsw i64 %fc1.nb1495, 24
   %9 = add nsw i64 %7, %8
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %9
   %10 = load <8 x float>, ptr %arena7, align 4
-  store <8 x float> %10, ptr %fc1.t145_c0_0, align 32
-  %11 = mul nsw i64 %fc1.mb1446, 4
+  store <8 x float> %10, ptr %fc1.t151_c0_0, align 32
+  %11 = mul nsw i64 %fc1.mb1506, 4
   %12 = mul nsw i64 %11, 64
   %13 = add nsw i64 598016, %12
-  %14 = mul nsw i64 %fc1.nb1435, 24
+  %14 = mul nsw i64 %fc1.nb1495, 24
   %15 = add nsw i64 %13, %14
   %16 = add nsw i64 %15, 8
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %16
   %17 = load <8 x float>, ptr %arena8, align 4
-  store <8 x float> %17, ptr %fc1.t145_c0_1, align 32
-  %18 = mul nsw i64 %fc1.mb1446, 4
+  store <8 x float> %17, ptr %fc1.t151_c0_1, align 32
+  %18 = mul nsw i64 %fc1.mb1506, 4
   %19 = mul nsw i64 %18, 64
   %20 = add nsw i64 598016, %19
-  %21 = mul nsw i64 %fc1.nb1435, 24
+  %21 = mul nsw i64 %fc1.nb1495, 24
   %22 = add nsw i64 %20, %21
   %23 = add nsw i64 %22, 16
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %23
   %24 = load <8 x float>, ptr %arena9, align 4
-  store <8 x float> %24, ptr %fc1.t145_c0_2, align 32
-  %25 = mul nsw i64 %fc1.mb1446, 4
+  store <8 x float> %24, ptr %fc1.t151_c0_2, align 32
+  %25 = mul nsw i64 %fc1.mb1506, 4
   %26 = add nsw i64 %25, 1
   %27 = mul nsw i64 %26, 64
   %28 = add nsw i64 598016, %27
-  %29 = mul nsw i64 %fc1.nb1435, 24
+  %29 = mul nsw i64 %fc1.nb1495, 24
   %30 = add nsw i64 %28, %29
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = load <8 x float>, ptr %arena10, align 4
-  store <8 x float> %31, ptr %fc1.t145_c1_0, align 32
-  %32 = mul nsw i64 %fc1.mb1446, 4
+  store <8 x float> %31, ptr %fc1.t151_c1_0, align 32
+  %32 = mul nsw i64 %fc1.mb1506, 4
   %33 = add nsw i64 %32, 1
   %34 = mul nsw i64 %33, 64
   %35 = add nsw i64 598016, %34
-  %36 = mul nsw i64 %fc1.nb1435, 24
+  %36 = mul nsw i64 %fc1.nb1495, 24
   %37 = add nsw i64 %35, %36
   %38 = add nsw i64 %37, 8
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %38
   %39 = load <8 x float>, ptr %arena11, align 4
-  store <8 x float> %39, ptr %fc1.t145_c1_1, align 32
-  %40 = mul nsw i64 %fc1.mb1446, 4
+  store <8 x float> %39, ptr %fc1.t151_c1_1, align 32
+  %40 = mul nsw i64 %fc1.mb1506, 4
   %41 = add nsw i64 %40, 1
   %42 = mul nsw i64 %41, 64
   %43 = add nsw i64 598016, %42
-  %44 = mul nsw i64 %fc1.nb1435, 24
+  %44 = mul nsw i64 %fc1.nb1495, 24
   %45 = add nsw i64 %43, %44
   %46 = add nsw i64 %45, 16
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %46
   %47 = load <8 x float>, ptr %arena12, align 4
-  store <8 x float> %47, ptr %fc1.t145_c1_2, align 32
-  %48 = mul nsw i64 %fc1.mb1446, 4
+  store <8 x float> %47, ptr %fc1.t151_c1_2, align 32
+  %48 = mul nsw i64 %fc1.mb1506, 4
   %49 = add nsw i64 %48, 2
   %50 = mul nsw i64 %49, 64
   %51 = add nsw i64 598016, %50
-  %52 = mul nsw i64 %fc1.nb1435, 24
+  %52 = mul nsw i64 %fc1.nb1495, 24
   %53 = add nsw i64 %51, %52
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %53
   %54 = load <8 x float>, ptr %arena13, align 4
-  store <8 x float> %54, ptr %fc1.t145_c2_0, align 32
-  %55 = mul nsw i64 %fc1.mb1446, 4
+  store <8 x float> %54, ptr %fc1.t151_c2_0, align 32
+  %55 = mul nsw i64 %fc1.mb1506, 4
   %56 = add nsw i64 %55, 2
   %57 = mul nsw i64 %56, 64
   %58 = add nsw i64 598016, %57
-  %59 = mul nsw i64 %fc1.nb1435, 24
+  %59 = mul nsw i64 %fc1.nb1495, 24
   %60 = add nsw i64 %58, %59
   %61 = add nsw i64 %60, 8
   %arena14 = getelementptr inbounds float, ptr %arena, i64 %61
   %62 = load <8 x float>, ptr %arena14, align 4
-  store <8 x float> %62, ptr %fc1.t145_c2_1, align 32
-  %63 = mul nsw i64 %fc1.mb1446, 4
+  store <8 x float> %62, ptr %fc1.t151_c2_1, align 32
+  %63 = mul nsw i64 %fc1.mb1506, 4
   %64 = add nsw i64 %63, 2
   %65 = mul nsw i64 %64, 64
   %66 = add nsw i64 598016, %65
-  %67 = mul nsw i64 %fc1.nb1435, 24
+  %67 = mul nsw i64 %fc1.nb1495, 24
   %68 = add nsw i64 %66, %67
   %69 = add nsw i64 %68, 16
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %69
   %70 = load <8 x float>, ptr %arena15, align 4
-  store <8 x float> %70, ptr %fc1.t145_c2_2, align 32
-  %71 = mul nsw i64 %fc1.mb1446, 4
+  store <8 x float> %70, ptr %fc1.t151_c2_2, align 32
+  %71 = mul nsw i64 %fc1.mb1506, 4
   %72 = add nsw i64 %71, 3
   %73 = mul nsw i64 %72, 64
   %74 = add nsw i64 598016, %73
-  %75 = mul nsw i64 %fc1.nb1435, 24
+  %75 = mul nsw i64 %fc1.nb1495, 24
   %76 = add nsw i64 %74, %75
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %76
   %77 = load <8 x float>, ptr %arena16, align 4
-  store <8 x float> %77, ptr %fc1.t145_c3_0, align 32
-  %78 = mul nsw i64 %fc1.mb1446, 4
+  store <8 x float> %77, ptr %fc1.t151_c3_0, align 32
+  %78 = mul nsw i64 %fc1.mb1506, 4
   %79 = add nsw i64 %78, 3
   %80 = mul nsw i64 %79, 64
   %81 = add nsw i64 598016, %80
-  %82 = mul nsw i64 %fc1.nb1435, 24
+  %82 = mul nsw i64 %fc1.nb1495, 24
   %83 = add nsw i64 %81, %82
   %84 = add nsw i64 %83, 8
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %84
   %85 = load <8 x float>, ptr %arena17, align 4
-  store <8 x float> %85, ptr %fc1.t145_c3_1, align 32
-  %86 = mul nsw i64 %fc1.mb1446, 4
+  store <8 x float> %85, ptr %fc1.t151_c3_1, align 32
+  %86 = mul nsw i64 %fc1.mb1506, 4
   %87 = add nsw i64 %86, 3
   %88 = mul nsw i64 %87, 64
   %89 = add nsw i64 598016, %88
-  %90 = mul nsw i64 %fc1.nb1435, 24
+  %90 = mul nsw i64 %fc1.nb1495, 24
   %91 = add nsw i64 %89, %90
   %92 = add nsw i64 %91, 16
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %92
   %93 = load <8 x float>, ptr %arena18, align 4
-  store <8 x float> %93, ptr %fc1.t145_c3_2, align 32
-  br label %fc1.k146
+  store <8 x float> %93, ptr %fc1.t151_c3_2, align 32
+  br label %fc1.k152
 
-fc1.mb144.end:                                    ; preds = %fc1.k146.end
-  %nb143.next = add nsw i64 %fc1.nb1435, 1
-  %94 = icmp slt i64 %nb143.next, 2
-  br i1 %94, label %fc1.nb143, label %fc1.nb143.end
+fc1.mb150.end:                                    ; preds = %fc1.k152.end
+  %nb149.next = add nsw i64 %fc1.nb1495, 1
+  %94 = icmp slt i64 %nb149.next, 2
+  br i1 %94, label %fc1.nb149, label %fc1.nb149.end
 
-fc1.k146:                                         ; preds = %fc1.k146, %fc1.mb144
-  %fc1.k14619 = phi i64 [ 0, %fc1.mb144 ], [ %k146.next, %fc1.k146 ]
-  %95 = mul nsw i64 %fc1.kp1424, 1152
-  %96 = add nsw i64 %fc1.k14619, %95
+fc1.k152:                                         ; preds = %fc1.k152, %fc1.mb150
+  %fc1.k15219 = phi i64 [ 0, %fc1.mb150 ], [ %k152.next, %fc1.k152 ]
+  %95 = mul nsw i64 %fc1.kp1484, 1152
+  %96 = add nsw i64 %fc1.k15219, %95
   %97 = mul nsw i64 %96, 64
   %98 = add nsw i64 8192, %97
-  %99 = mul nsw i64 %fc1.nb1435, 24
+  %99 = mul nsw i64 %fc1.nb1495, 24
   %100 = add nsw i64 %98, %99
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %100
   %101 = load <8 x float>, ptr %arena20, align 4
-  store <8 x float> %101, ptr %fc1.t145_b0, align 32
-  %102 = mul nsw i64 %fc1.kp1424, 1152
-  %103 = add nsw i64 %fc1.k14619, %102
+  store <8 x float> %101, ptr %fc1.t151_b0, align 32
+  %102 = mul nsw i64 %fc1.kp1484, 1152
+  %103 = add nsw i64 %fc1.k15219, %102
   %104 = mul nsw i64 %103, 64
   %105 = add nsw i64 8192, %104
-  %106 = mul nsw i64 %fc1.nb1435, 24
+  %106 = mul nsw i64 %fc1.nb1495, 24
   %107 = add nsw i64 %105, %106
   %108 = add nsw i64 %107, 8
   %arena21 = getelementptr inbounds float, ptr %arena, i64 %108
   %109 = load <8 x float>, ptr %arena21, align 4
-  store <8 x float> %109, ptr %fc1.t145_b1, align 32
-  %110 = mul nsw i64 %fc1.kp1424, 1152
-  %111 = add nsw i64 %fc1.k14619, %110
+  store <8 x float> %109, ptr %fc1.t151_b1, align 32
+  %110 = mul nsw i64 %fc1.kp1484, 1152
+  %111 = add nsw i64 %fc1.k15219, %110
   %112 = mul nsw i64 %111, 64
   %113 = add nsw i64 8192, %112
-  %114 = mul nsw i64 %fc1.nb1435, 24
+  %114 = mul nsw i64 %fc1.nb1495, 24
   %115 = add nsw i64 %113, %114
   %116 = add nsw i64 %115, 16
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %116
   %117 = load <8 x float>, ptr %arena22, align 4
-  store <8 x float> %117, ptr %fc1.t145_b2, align 32
-  %118 = mul nsw i64 %fc1.mb1446, 4
+  store <8 x float> %117, ptr %fc1.t151_b2, align 32
+  %118 = mul nsw i64 %fc1.mb1506, 4
   %119 = mul nsw i64 %118, 9216
   %120 = add nsw i64 18816, %119
-  %121 = mul nsw i64 %fc1.kp1424, 1152
-  %122 = add nsw i64 %fc1.k14619, %121
+  %121 = mul nsw i64 %fc1.kp1484, 1152
+  %122 = add nsw i64 %fc1.k15219, %121
   %123 = add nsw i64 %120, %122
   %params23 = getelementptr inbounds float, ptr %params, i64 %123
   %124 = load float, ptr %params23, align 4
   %125 = insertelement <8 x float> undef, float %124, i32 0
   %126 = shufflevector <8 x float> %125, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %126, ptr %fc1.t145_a0, align 32
-  %t145_a0 = load <8 x float>, ptr %fc1.t145_a0, align 32
-  %t145_b0 = load <8 x float>, ptr %fc1.t145_b0, align 32
-  %t145_c0_0 = load <8 x float>, ptr %fc1.t145_c0_0, align 32
-  %127 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t145_a0, <8 x float> %t145_b0, <8 x float> %t145_c0_0)
-  store <8 x float> %127, ptr %fc1.t145_c0_0, align 32
-  %t145_a024 = load <8 x float>, ptr %fc1.t145_a0, align 32
-  %t145_b1 = load <8 x float>, ptr %fc1.t145_b1, align 32
-  %t145_c0_1 = load <8 x float>, ptr %fc1.t145_c0_1, align 32
-  %128 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t145_a024, <8 x float> %t145_b1, <8 x float> %t145_c0_1)
-  store <8 x float> %128, ptr %fc1.t145_c0_1, align 32
-  %t145_a025 = load <8 x float>, ptr %fc1.t145_a0, align 32
-  %t145_b2 = load <8 x float>, ptr %fc1.t145_b2, align 32
-  %t145_c0_2 = load <8 x float>, ptr %fc1.t145_c0_2, align 32
-  %129 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t145_a025, <8 x float> %t145_b2, <8 x float> %t145_c0_2)
-  store <8 x float> %129, ptr %fc1.t145_c0_2, align 32
-  %130 = mul nsw i64 %fc1.mb1446, 4
+  store <8 x float> %126, ptr %fc1.t151_a0, align 32
+  %t151_a0 = load <8 x float>, ptr %fc1.t151_a0, align 32
+  %t151_b0 = load <8 x float>, ptr %fc1.t151_b0, align 32
+  %t151_c0_0 = load <8 x float>, ptr %fc1.t151_c0_0, align 32
+  %127 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t151_a0, <8 x float> %t151_b0, <8 x float> %t151_c0_0)
+  store <8 x float> %127, ptr %fc1.t151_c0_0, align 32
+  %t151_a024 = load <8 x float>, ptr %fc1.t151_a0, align 32
+  %t151_b1 = load <8 x float>, ptr %fc1.t151_b1, align 32
+  %t151_c0_1 = load <8 x float>, ptr %fc1.t151_c0_1, align 32
+  %128 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t151_a024, <8 x float> %t151_b1, <8 x float> %t151_c0_1)
+  store <8 x float> %128, ptr %fc1.t151_c0_1, align 32
+  %t151_a025 = load <8 x float>, ptr %fc1.t151_a0, align 32
+  %t151_b2 = load <8 x float>, ptr %fc1.t151_b2, align 32
+  %t151_c0_2 = load <8 x float>, ptr %fc1.t151_c0_2, align 32
+  %129 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t151_a025, <8 x float> %t151_b2, <8 x float> %t151_c0_2)
+  store <8 x float> %129, ptr %fc1.t151_c0_2, align 32
+  %130 = mul nsw i64 %fc1.mb1506, 4
   %131 = add nsw i64 %130, 1
   %132 = mul nsw i64 %131, 9216
   %133 = add nsw i64 18816, %132
-  %134 = mul nsw i64 %fc1.kp1424, 1152
-  %135 = add nsw i64 %fc1.k14619, %134
+  %134 = mul nsw i64 %fc1.kp1484, 1152
+  %135 = add nsw i64 %fc1.k15219, %134
   %136 = add nsw i64 %133, %135
   %params26 = getelementptr inbounds float, ptr %params, i64 %136
   %137 = load float, ptr %params26, align 4
   %138 = insertelement <8 x float> undef, float %137, i32 0
   %139 = shufflevector <8 x float> %138, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %139, ptr %fc1.t145_a1, align 32
-  %t145_a1 = load <8 x float>, ptr %fc1.t145_a1, align 32
-  %t145_b027 = load <8 x float>, ptr %fc1.t145_b0, align 32
-  %t145_c1_0 = load <8 x float>, ptr %fc1.t145_c1_0, align 32
-  %140 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t145_a1, <8 x float> %t145_b027, <8 x float> %t145_c1_0)
-  store <8 x float> %140, ptr %fc1.t145_c1_0, align 32
-  %t145_a128 = load <8 x float>, ptr %fc1.t145_a1, align 32
-  %t145_b129 = load <8 x float>, ptr %fc1.t145_b1, align 32
-  %t145_c1_1 = load <8 x float>, ptr %fc1.t145_c1_1, align 32
-  %141 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t145_a128, <8 x float> %t145_b129, <8 x float> %t145_c1_1)
-  store <8 x float> %141, ptr %fc1.t145_c1_1, align 32
-  %t145_a130 = load <8 x float>, ptr %fc1.t145_a1, align 32
-  %t145_b231 = load <8 x float>, ptr %fc1.t145_b2, align 32
-  %t145_c1_2 = load <8 x float>, ptr %fc1.t145_c1_2, align 32
-  %142 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t145_a130, <8 x float> %t145_b231, <8 x float> %t145_c1_2)
-  store <8 x float> %142, ptr %fc1.t145_c1_2, align 32
-  %143 = mul nsw i64 %fc1.mb1446, 4
+  store <8 x float> %139, ptr %fc1.t151_a1, align 32
+  %t151_a1 = load <8 x float>, ptr %fc1.t151_a1, align 32
+  %t151_b027 = load <8 x float>, ptr %fc1.t151_b0, align 32
+  %t151_c1_0 = load <8 x float>, ptr %fc1.t151_c1_0, align 32
+  %140 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t151_a1, <8 x float> %t151_b027, <8 x float> %t151_c1_0)
+  store <8 x float> %140, ptr %fc1.t151_c1_0, align 32
+  %t151_a128 = load <8 x float>, ptr %fc1.t151_a1, align 32
+  %t151_b129 = load <8 x float>, ptr %fc1.t151_b1, align 32
+  %t151_c1_1 = load <8 x float>, ptr %fc1.t151_c1_1, align 32
+  %141 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t151_a128, <8 x float> %t151_b129, <8 x float> %t151_c1_1)
+  store <8 x float> %141, ptr %fc1.t151_c1_1, align 32
+  %t151_a130 = load <8 x float>, ptr %fc1.t151_a1, align 32
+  %t151_b231 = load <8 x float>, ptr %fc1.t151_b2, align 32
+  %t151_c1_2 = load <8 x float>, ptr %fc1.t151_c1_2, align 32
+  %142 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t151_a130, <8 x float> %t151_b231, <8 x float> %t151_c1_2)
+  store <8 x float> %142, ptr %fc1.t151_c1_2, align 32
+  %143 = mul nsw i64 %fc1.mb1506, 4
   %144 = add nsw i64 %143, 2
   %145 = mul nsw i64 %144, 9216
   %146 = add nsw i64 18816, %145
-  %147 = mul nsw i64 %fc1.kp1424, 1152
-  %148 = add nsw i64 %fc1.k14619, %147
+  %147 = mul nsw i64 %fc1.kp1484, 1152
+  %148 = add nsw i64 %fc1.k15219, %147
   %149 = add nsw i64 %146, %148
   %params32 = getelementptr inbounds float, ptr %params, i64 %149
   %150 = load float, ptr %params32, align 4
   %151 = insertelement <8 x float> undef, float %150, i32 0
   %152 = shufflevector <8 x float> %151, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %152, ptr %fc1.t145_a2, align 32
-  %t145_a2 = load <8 x float>, ptr %fc1.t145_a2, align 32
-  %t145_b033 = load <8 x float>, ptr %fc1.t145_b0, align 32
-  %t145_c2_0 = load <8 x float>, ptr %fc1.t145_c2_0, align 32
-  %153 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t145_a2, <8 x float> %t145_b033, <8 x float> %t145_c2_0)
-  store <8 x float> %153, ptr %fc1.t145_c2_0, align 32
-  %t145_a234 = load <8 x float>, ptr %fc1.t145_a2, align 32
-  %t145_b135 = load <8 x float>, ptr %fc1.t145_b1, align 32
-  %t145_c2_1 = load <8 x float>, ptr %fc1.t145_c2_1, align 32
-  %154 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t145_a234, <8 x float> %t145_b135, <8 x float> %t145_c2_1)
-  store <8 x float> %154, ptr %fc1.t145_c2_1, align 32
-  %t145_a236 = load <8 x float>, ptr %fc1.t145_a2, align 32
-  %t145_b237 = load <8 x float>, ptr %fc1.t145_b2, align 32
-  %t145_c2_2 = load <8 x float>, ptr %fc1.t145_c2_2, align 32
-  %155 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t145_a236, <8 x float> %t145_b237, <8 x float> %t145_c2_2)
-  store <8 x float> %155, ptr %fc1.t145_c2_2, align 32
-  %156 = mul nsw i64 %fc1.mb1446, 4
+  store <8 x float> %152, ptr %fc1.t151_a2, align 32
+  %t151_a2 = load <8 x float>, ptr %fc1.t151_a2, align 32
+  %t151_b033 = load <8 x float>, ptr %fc1.t151_b0, align 32
+  %t151_c2_0 = load <8 x float>, ptr %fc1.t151_c2_0, align 32
+  %153 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t151_a2, <8 x float> %t151_b033, <8 x float> %t151_c2_0)
+  store <8 x float> %153, ptr %fc1.t151_c2_0, align 32
+  %t151_a234 = load <8 x float>, ptr %fc1.t151_a2, align 32
+  %t151_b135 = load <8 x float>, ptr %fc1.t151_b1, align 32
+  %t151_c2_1 = load <8 x float>, ptr %fc1.t151_c2_1, align 32
+  %154 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t151_a234, <8 x float> %t151_b135, <8 x float> %t151_c2_1)
+  store <8 x float> %154, ptr %fc1.t151_c2_1, align 32
+  %t151_a236 = load <8 x float>, ptr %fc1.t151_a2, align 32
+  %t151_b237 = load <8 x float>, ptr %fc1.t151_b2, align 32
+  %t151_c2_2 = load <8 x float>, ptr %fc1.t151_c2_2, align 32
+  %155 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t151_a236, <8 x float> %t151_b237, <8 x float> %t151_c2_2)
+  store <8 x float> %155, ptr %fc1.t151_c2_2, align 32
+  %156 = mul nsw i64 %fc1.mb1506, 4
   %157 = add nsw i64 %156, 3
   %158 = mul nsw i64 %157, 9216
   %159 = add nsw i64 18816, %158
-  %160 = mul nsw i64 %fc1.kp1424, 1152
-  %161 = add nsw i64 %fc1.k14619, %160
+  %160 = mul nsw i64 %fc1.kp1484, 1152
+  %161 = add nsw i64 %fc1.k15219, %160
   %162 = add nsw i64 %159, %161
   %params38 = getelementptr inbounds float, ptr %params, i64 %162
   %163 = load float, ptr %params38, align 4
   %164 = insertelement <8 x float> undef, float %163, i32 0
   %165 = shufflevector <8 x float> %164, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %165, ptr %fc1.t145_a3, align 32
-  %t145_a3 = load <8 x float>, ptr %fc1.t145_a3, align 32
-  %t145_b039 = load <8 x float>, ptr %fc1.t145_b0, align 32
-  %t145_c3_0 = load <8 x float>, ptr %fc1.t145_c3_0, align 32
-  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t145_a3, <8 x float> %t145_b039, <8 x float> %t145_c3_0)
-  store <8 x float> %166, ptr %fc1.t145_c3_0, align 32
-  %t145_a340 = load <8 x float>, ptr %fc1.t145_a3, align 32
-  %t145_b141 = load <8 x float>, ptr %fc1.t145_b1, align 32
-  %t145_c3_1 = load <8 x float>, ptr %fc1.t145_c3_1, align 32
-  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t145_a340, <8 x float> %t145_b141, <8 x float> %t145_c3_1)
-  store <8 x float> %167, ptr %fc1.t145_c3_1, align 32
-  %t145_a342 = load <8 x float>, ptr %fc1.t145_a3, align 32
-  %t145_b243 = load <8 x float>, ptr %fc1.t145_b2, align 32
-  %t145_c3_2 = load <8 x float>, ptr %fc1.t145_c3_2, align 32
-  %168 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t145_a342, <8 x float> %t145_b243, <8 x float> %t145_c3_2)
-  store <8 x float> %168, ptr %fc1.t145_c3_2, align 32
-  %k146.next = add nsw i64 %fc1.k14619, 1
-  %169 = icmp slt i64 %k146.next, 1152
-  br i1 %169, label %fc1.k146, label %fc1.k146.end
+  store <8 x float> %165, ptr %fc1.t151_a3, align 32
+  %t151_a3 = load <8 x float>, ptr %fc1.t151_a3, align 32
+  %t151_b039 = load <8 x float>, ptr %fc1.t151_b0, align 32
+  %t151_c3_0 = load <8 x float>, ptr %fc1.t151_c3_0, align 32
+  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t151_a3, <8 x float> %t151_b039, <8 x float> %t151_c3_0)
+  store <8 x float> %166, ptr %fc1.t151_c3_0, align 32
+  %t151_a340 = load <8 x float>, ptr %fc1.t151_a3, align 32
+  %t151_b141 = load <8 x float>, ptr %fc1.t151_b1, align 32
+  %t151_c3_1 = load <8 x float>, ptr %fc1.t151_c3_1, align 32
+  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t151_a340, <8 x float> %t151_b141, <8 x float> %t151_c3_1)
+  store <8 x float> %167, ptr %fc1.t151_c3_1, align 32
+  %t151_a342 = load <8 x float>, ptr %fc1.t151_a3, align 32
+  %t151_b243 = load <8 x float>, ptr %fc1.t151_b2, align 32
+  %t151_c3_2 = load <8 x float>, ptr %fc1.t151_c3_2, align 32
+  %168 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t151_a342, <8 x float> %t151_b243, <8 x float> %t151_c3_2)
+  store <8 x float> %168, ptr %fc1.t151_c3_2, align 32
+  %k152.next = add nsw i64 %fc1.k15219, 1
+  %169 = icmp slt i64 %k152.next, 1152
+  br i1 %169, label %fc1.k152, label %fc1.k152.end
 
-fc1.k146.end:                                     ; preds = %fc1.k146
-  %t145_c0_044 = load <8 x float>, ptr %fc1.t145_c0_0, align 32
-  %170 = mul nsw i64 %fc1.mb1446, 4
+fc1.k152.end:                                     ; preds = %fc1.k152
+  %t151_c0_044 = load <8 x float>, ptr %fc1.t151_c0_0, align 32
+  %170 = mul nsw i64 %fc1.mb1506, 4
   %171 = mul nsw i64 %170, 64
   %172 = add nsw i64 598016, %171
-  %173 = mul nsw i64 %fc1.nb1435, 24
+  %173 = mul nsw i64 %fc1.nb1495, 24
   %174 = add nsw i64 %172, %173
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %174
-  store <8 x float> %t145_c0_044, ptr %arena45, align 4
-  %t145_c0_146 = load <8 x float>, ptr %fc1.t145_c0_1, align 32
-  %175 = mul nsw i64 %fc1.mb1446, 4
+  store <8 x float> %t151_c0_044, ptr %arena45, align 4
+  %t151_c0_146 = load <8 x float>, ptr %fc1.t151_c0_1, align 32
+  %175 = mul nsw i64 %fc1.mb1506, 4
   %176 = mul nsw i64 %175, 64
   %177 = add nsw i64 598016, %176
-  %178 = mul nsw i64 %fc1.nb1435, 24
+  %178 = mul nsw i64 %fc1.nb1495, 24
   %179 = add nsw i64 %177, %178
   %180 = add nsw i64 %179, 8
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %180
-  store <8 x float> %t145_c0_146, ptr %arena47, align 4
-  %t145_c0_248 = load <8 x float>, ptr %fc1.t145_c0_2, align 32
-  %181 = mul nsw i64 %fc1.mb1446, 4
+  store <8 x float> %t151_c0_146, ptr %arena47, align 4
+  %t151_c0_248 = load <8 x float>, ptr %fc1.t151_c0_2, align 32
+  %181 = mul nsw i64 %fc1.mb1506, 4
   %182 = mul nsw i64 %181, 64
   %183 = add nsw i64 598016, %182
-  %184 = mul nsw i64 %fc1.nb1435, 24
+  %184 = mul nsw i64 %fc1.nb1495, 24
   %185 = add nsw i64 %183, %184
   %186 = add nsw i64 %185, 16
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %186
-  store <8 x float> %t145_c0_248, ptr %arena49, align 4
-  %t145_c1_050 = load <8 x float>, ptr %fc1.t145_c1_0, align 32
-  %187 = mul nsw i64 %fc1.mb1446, 4
+  store <8 x float> %t151_c0_248, ptr %arena49, align 4
+  %t151_c1_050 = load <8 x float>, ptr %fc1.t151_c1_0, align 32
+  %187 = mul nsw i64 %fc1.mb1506, 4
   %188 = add nsw i64 %187, 1
   %189 = mul nsw i64 %188, 64
   %190 = add nsw i64 598016, %189
-  %191 = mul nsw i64 %fc1.nb1435, 24
+  %191 = mul nsw i64 %fc1.nb1495, 24
   %192 = add nsw i64 %190, %191
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %192
-  store <8 x float> %t145_c1_050, ptr %arena51, align 4
-  %t145_c1_152 = load <8 x float>, ptr %fc1.t145_c1_1, align 32
-  %193 = mul nsw i64 %fc1.mb1446, 4
+  store <8 x float> %t151_c1_050, ptr %arena51, align 4
+  %t151_c1_152 = load <8 x float>, ptr %fc1.t151_c1_1, align 32
+  %193 = mul nsw i64 %fc1.mb1506, 4
   %194 = add nsw i64 %193, 1
   %195 = mul nsw i64 %194, 64
   %196 = add nsw i64 598016, %195
-  %197 = mul nsw i64 %fc1.nb1435, 24
+  %197 = mul nsw i64 %fc1.nb1495, 24
   %198 = add nsw i64 %196, %197
   %199 = add nsw i64 %198, 8
   %arena53 = getelementptr inbounds float, ptr %arena, i64 %199
-  store <8 x float> %t145_c1_152, ptr %arena53, align 4
-  %t145_c1_254 = load <8 x float>, ptr %fc1.t145_c1_2, align 32
-  %200 = mul nsw i64 %fc1.mb1446, 4
+  store <8 x float> %t151_c1_152, ptr %arena53, align 4
+  %t151_c1_254 = load <8 x float>, ptr %fc1.t151_c1_2, align 32
+  %200 = mul nsw i64 %fc1.mb1506, 4
   %201 = add nsw i64 %200, 1
   %202 = mul nsw i64 %201, 64
   %203 = add nsw i64 598016, %202
-  %204 = mul nsw i64 %fc1.nb1435, 24
+  %204 = mul nsw i64 %fc1.nb1495, 24
   %205 = add nsw i64 %203, %204
   %206 = add nsw i64 %205, 16
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %206
-  store <8 x float> %t145_c1_254, ptr %arena55, align 4
-  %t145_c2_056 = load <8 x float>, ptr %fc1.t145_c2_0, align 32
-  %207 = mul nsw i64 %fc1.mb1446, 4
+  store <8 x float> %t151_c1_254, ptr %arena55, align 4
+  %t151_c2_056 = load <8 x float>, ptr %fc1.t151_c2_0, align 32
+  %207 = mul nsw i64 %fc1.mb1506, 4
   %208 = add nsw i64 %207, 2
   %209 = mul nsw i64 %208, 64
   %210 = add nsw i64 598016, %209
-  %211 = mul nsw i64 %fc1.nb1435, 24
+  %211 = mul nsw i64 %fc1.nb1495, 24
   %212 = add nsw i64 %210, %211
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %212
-  store <8 x float> %t145_c2_056, ptr %arena57, align 4
-  %t145_c2_158 = load <8 x float>, ptr %fc1.t145_c2_1, align 32
-  %213 = mul nsw i64 %fc1.mb1446, 4
+  store <8 x float> %t151_c2_056, ptr %arena57, align 4
+  %t151_c2_158 = load <8 x float>, ptr %fc1.t151_c2_1, align 32
+  %213 = mul nsw i64 %fc1.mb1506, 4
   %214 = add nsw i64 %213, 2
   %215 = mul nsw i64 %214, 64
   %216 = add nsw i64 598016, %215
-  %217 = mul nsw i64 %fc1.nb1435, 24
+  %217 = mul nsw i64 %fc1.nb1495, 24
   %218 = add nsw i64 %216, %217
   %219 = add nsw i64 %218, 8
   %arena59 = getelementptr inbounds float, ptr %arena, i64 %219
-  store <8 x float> %t145_c2_158, ptr %arena59, align 4
-  %t145_c2_260 = load <8 x float>, ptr %fc1.t145_c2_2, align 32
-  %220 = mul nsw i64 %fc1.mb1446, 4
+  store <8 x float> %t151_c2_158, ptr %arena59, align 4
+  %t151_c2_260 = load <8 x float>, ptr %fc1.t151_c2_2, align 32
+  %220 = mul nsw i64 %fc1.mb1506, 4
   %221 = add nsw i64 %220, 2
   %222 = mul nsw i64 %221, 64
   %223 = add nsw i64 598016, %222
-  %224 = mul nsw i64 %fc1.nb1435, 24
+  %224 = mul nsw i64 %fc1.nb1495, 24
   %225 = add nsw i64 %223, %224
   %226 = add nsw i64 %225, 16
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %226
-  store <8 x float> %t145_c2_260, ptr %arena61, align 4
-  %t145_c3_062 = load <8 x float>, ptr %fc1.t145_c3_0, align 32
-  %227 = mul nsw i64 %fc1.mb1446, 4
+  store <8 x float> %t151_c2_260, ptr %arena61, align 4
+  %t151_c3_062 = load <8 x float>, ptr %fc1.t151_c3_0, align 32
+  %227 = mul nsw i64 %fc1.mb1506, 4
   %228 = add nsw i64 %227, 3
   %229 = mul nsw i64 %228, 64
   %230 = add nsw i64 598016, %229
-  %231 = mul nsw i64 %fc1.nb1435, 24
+  %231 = mul nsw i64 %fc1.nb1495, 24
   %232 = add nsw i64 %230, %231
   %arena63 = getelementptr inbounds float, ptr %arena, i64 %232
-  store <8 x float> %t145_c3_062, ptr %arena63, align 4
-  %t145_c3_164 = load <8 x float>, ptr %fc1.t145_c3_1, align 32
-  %233 = mul nsw i64 %fc1.mb1446, 4
+  store <8 x float> %t151_c3_062, ptr %arena63, align 4
+  %t151_c3_164 = load <8 x float>, ptr %fc1.t151_c3_1, align 32
+  %233 = mul nsw i64 %fc1.mb1506, 4
   %234 = add nsw i64 %233, 3
   %235 = mul nsw i64 %234, 64
   %236 = add nsw i64 598016, %235
-  %237 = mul nsw i64 %fc1.nb1435, 24
+  %237 = mul nsw i64 %fc1.nb1495, 24
   %238 = add nsw i64 %236, %237
   %239 = add nsw i64 %238, 8
   %arena65 = getelementptr inbounds float, ptr %arena, i64 %239
-  store <8 x float> %t145_c3_164, ptr %arena65, align 4
-  %t145_c3_266 = load <8 x float>, ptr %fc1.t145_c3_2, align 32
-  %240 = mul nsw i64 %fc1.mb1446, 4
+  store <8 x float> %t151_c3_164, ptr %arena65, align 4
+  %t151_c3_266 = load <8 x float>, ptr %fc1.t151_c3_2, align 32
+  %240 = mul nsw i64 %fc1.mb1506, 4
   %241 = add nsw i64 %240, 3
   %242 = mul nsw i64 %241, 64
   %243 = add nsw i64 598016, %242
-  %244 = mul nsw i64 %fc1.nb1435, 24
+  %244 = mul nsw i64 %fc1.nb1495, 24
   %245 = add nsw i64 %243, %244
   %246 = add nsw i64 %245, 16
   %arena67 = getelementptr inbounds float, ptr %arena, i64 %246
-  store <8 x float> %t145_c3_266, ptr %arena67, align 4
-  %mb144.next = add nsw i64 %fc1.mb1446, 1
-  %247 = icmp slt i64 %mb144.next, 32
-  br i1 %247, label %fc1.mb144, label %fc1.mb144.end
+  store <8 x float> %t151_c3_266, ptr %arena67, align 4
+  %mb150.next = add nsw i64 %fc1.mb1506, 1
+  %247 = icmp slt i64 %mb150.next, 32
+  br i1 %247, label %fc1.mb150, label %fc1.mb150.end
 
-fc1.mb147:                                        ; preds = %fc1.k149.end, %fc1.nb143.end
-  %fc1.mb14768 = phi i64 [ 0, %fc1.nb143.end ], [ %mb147.next, %fc1.k149.end ]
-  %248 = mul nsw i64 %fc1.mb14768, 4
+fc1.mb153:                                        ; preds = %fc1.k155.end, %fc1.nb149.end
+  %fc1.mb15368 = phi i64 [ 0, %fc1.nb149.end ], [ %mb153.next, %fc1.k155.end ]
+  %248 = mul nsw i64 %fc1.mb15368, 4
   %249 = mul nsw i64 %248, 64
   %250 = add nsw i64 598016, %249
   %251 = add nsw i64 %250, 48
   %arena69 = getelementptr inbounds float, ptr %arena, i64 %251
   %252 = load <8 x float>, ptr %arena69, align 4
-  store <8 x float> %252, ptr %fc1.t148_c0_0, align 32
-  %253 = mul nsw i64 %fc1.mb14768, 4
+  store <8 x float> %252, ptr %fc1.t154_c0_0, align 32
+  %253 = mul nsw i64 %fc1.mb15368, 4
   %254 = mul nsw i64 %253, 64
   %255 = add nsw i64 598016, %254
   %256 = add nsw i64 %255, 48
   %257 = add nsw i64 %256, 8
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %257
   %258 = load <8 x float>, ptr %arena70, align 4
-  store <8 x float> %258, ptr %fc1.t148_c0_1, align 32
-  %259 = mul nsw i64 %fc1.mb14768, 4
+  store <8 x float> %258, ptr %fc1.t154_c0_1, align 32
+  %259 = mul nsw i64 %fc1.mb15368, 4
   %260 = add nsw i64 %259, 1
   %261 = mul nsw i64 %260, 64
   %262 = add nsw i64 598016, %261
   %263 = add nsw i64 %262, 48
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %263
   %264 = load <8 x float>, ptr %arena71, align 4
-  store <8 x float> %264, ptr %fc1.t148_c1_0, align 32
-  %265 = mul nsw i64 %fc1.mb14768, 4
+  store <8 x float> %264, ptr %fc1.t154_c1_0, align 32
+  %265 = mul nsw i64 %fc1.mb15368, 4
   %266 = add nsw i64 %265, 1
   %267 = mul nsw i64 %266, 64
   %268 = add nsw i64 598016, %267
@@ -14848,16 +15096,16 @@ fc1.mb147:                                        ; preds = %fc1.k149.end, %fc1.
   %270 = add nsw i64 %269, 8
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %270
   %271 = load <8 x float>, ptr %arena72, align 4
-  store <8 x float> %271, ptr %fc1.t148_c1_1, align 32
-  %272 = mul nsw i64 %fc1.mb14768, 4
+  store <8 x float> %271, ptr %fc1.t154_c1_1, align 32
+  %272 = mul nsw i64 %fc1.mb15368, 4
   %273 = add nsw i64 %272, 2
   %274 = mul nsw i64 %273, 64
   %275 = add nsw i64 598016, %274
   %276 = add nsw i64 %275, 48
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %276
   %277 = load <8 x float>, ptr %arena73, align 4
-  store <8 x float> %277, ptr %fc1.t148_c2_0, align 32
-  %278 = mul nsw i64 %fc1.mb14768, 4
+  store <8 x float> %277, ptr %fc1.t154_c2_0, align 32
+  %278 = mul nsw i64 %fc1.mb15368, 4
   %279 = add nsw i64 %278, 2
   %280 = mul nsw i64 %279, 64
   %281 = add nsw i64 598016, %280
@@ -14865,16 +15113,16 @@ fc1.mb147:                                        ; preds = %fc1.k149.end, %fc1.
   %283 = add nsw i64 %282, 8
   %arena74 = getelementptr inbounds float, ptr %arena, i64 %283
   %284 = load <8 x float>, ptr %arena74, align 4
-  store <8 x float> %284, ptr %fc1.t148_c2_1, align 32
-  %285 = mul nsw i64 %fc1.mb14768, 4
+  store <8 x float> %284, ptr %fc1.t154_c2_1, align 32
+  %285 = mul nsw i64 %fc1.mb15368, 4
   %286 = add nsw i64 %285, 3
   %287 = mul nsw i64 %286, 64
   %288 = add nsw i64 598016, %287
   %289 = add nsw i64 %288, 48
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %289
   %290 = load <8 x float>, ptr %arena75, align 4
-  store <8 x float> %290, ptr %fc1.t148_c3_0, align 32
-  %291 = mul nsw i64 %fc1.mb14768, 4
+  store <8 x float> %290, ptr %fc1.t154_c3_0, align 32
+  %291 = mul nsw i64 %fc1.mb15368, 4
   %292 = add nsw i64 %291, 3
   %293 = mul nsw i64 %292, 64
   %294 = add nsw i64 598016, %293
@@ -14882,194 +15130,194 @@ fc1.mb147:                                        ; preds = %fc1.k149.end, %fc1.
   %296 = add nsw i64 %295, 8
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %296
   %297 = load <8 x float>, ptr %arena76, align 4
-  store <8 x float> %297, ptr %fc1.t148_c3_1, align 32
-  br label %fc1.k149
+  store <8 x float> %297, ptr %fc1.t154_c3_1, align 32
+  br label %fc1.k155
 
-fc1.mb147.end:                                    ; preds = %fc1.k149.end
-  %kp142.next = add nsw i64 %fc1.kp1424, 1
-  %298 = icmp slt i64 %kp142.next, 8
-  br i1 %298, label %fc1.kp142, label %fc1.kp142.end
+fc1.mb153.end:                                    ; preds = %fc1.k155.end
+  %kp148.next = add nsw i64 %fc1.kp1484, 1
+  %298 = icmp slt i64 %kp148.next, 8
+  br i1 %298, label %fc1.kp148, label %fc1.kp148.end
 
-fc1.k149:                                         ; preds = %fc1.k149, %fc1.mb147
-  %fc1.k14977 = phi i64 [ 0, %fc1.mb147 ], [ %k149.next, %fc1.k149 ]
-  %299 = mul nsw i64 %fc1.kp1424, 1152
-  %300 = add nsw i64 %fc1.k14977, %299
+fc1.k155:                                         ; preds = %fc1.k155, %fc1.mb153
+  %fc1.k15577 = phi i64 [ 0, %fc1.mb153 ], [ %k155.next, %fc1.k155 ]
+  %299 = mul nsw i64 %fc1.kp1484, 1152
+  %300 = add nsw i64 %fc1.k15577, %299
   %301 = mul nsw i64 %300, 64
   %302 = add nsw i64 8192, %301
   %303 = add nsw i64 %302, 48
   %arena78 = getelementptr inbounds float, ptr %arena, i64 %303
   %304 = load <8 x float>, ptr %arena78, align 4
-  store <8 x float> %304, ptr %fc1.t148_b0, align 32
-  %305 = mul nsw i64 %fc1.kp1424, 1152
-  %306 = add nsw i64 %fc1.k14977, %305
+  store <8 x float> %304, ptr %fc1.t154_b0, align 32
+  %305 = mul nsw i64 %fc1.kp1484, 1152
+  %306 = add nsw i64 %fc1.k15577, %305
   %307 = mul nsw i64 %306, 64
   %308 = add nsw i64 8192, %307
   %309 = add nsw i64 %308, 48
   %310 = add nsw i64 %309, 8
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %310
   %311 = load <8 x float>, ptr %arena79, align 4
-  store <8 x float> %311, ptr %fc1.t148_b1, align 32
-  %312 = mul nsw i64 %fc1.mb14768, 4
+  store <8 x float> %311, ptr %fc1.t154_b1, align 32
+  %312 = mul nsw i64 %fc1.mb15368, 4
   %313 = mul nsw i64 %312, 9216
   %314 = add nsw i64 18816, %313
-  %315 = mul nsw i64 %fc1.kp1424, 1152
-  %316 = add nsw i64 %fc1.k14977, %315
+  %315 = mul nsw i64 %fc1.kp1484, 1152
+  %316 = add nsw i64 %fc1.k15577, %315
   %317 = add nsw i64 %314, %316
   %params80 = getelementptr inbounds float, ptr %params, i64 %317
   %318 = load float, ptr %params80, align 4
   %319 = insertelement <8 x float> undef, float %318, i32 0
   %320 = shufflevector <8 x float> %319, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %320, ptr %fc1.t148_a0, align 32
-  %t148_a0 = load <8 x float>, ptr %fc1.t148_a0, align 32
-  %t148_b0 = load <8 x float>, ptr %fc1.t148_b0, align 32
-  %t148_c0_0 = load <8 x float>, ptr %fc1.t148_c0_0, align 32
-  %321 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t148_a0, <8 x float> %t148_b0, <8 x float> %t148_c0_0)
-  store <8 x float> %321, ptr %fc1.t148_c0_0, align 32
-  %t148_a081 = load <8 x float>, ptr %fc1.t148_a0, align 32
-  %t148_b1 = load <8 x float>, ptr %fc1.t148_b1, align 32
-  %t148_c0_1 = load <8 x float>, ptr %fc1.t148_c0_1, align 32
-  %322 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t148_a081, <8 x float> %t148_b1, <8 x float> %t148_c0_1)
-  store <8 x float> %322, ptr %fc1.t148_c0_1, align 32
-  %323 = mul nsw i64 %fc1.mb14768, 4
+  store <8 x float> %320, ptr %fc1.t154_a0, align 32
+  %t154_a0 = load <8 x float>, ptr %fc1.t154_a0, align 32
+  %t154_b0 = load <8 x float>, ptr %fc1.t154_b0, align 32
+  %t154_c0_0 = load <8 x float>, ptr %fc1.t154_c0_0, align 32
+  %321 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t154_a0, <8 x float> %t154_b0, <8 x float> %t154_c0_0)
+  store <8 x float> %321, ptr %fc1.t154_c0_0, align 32
+  %t154_a081 = load <8 x float>, ptr %fc1.t154_a0, align 32
+  %t154_b1 = load <8 x float>, ptr %fc1.t154_b1, align 32
+  %t154_c0_1 = load <8 x float>, ptr %fc1.t154_c0_1, align 32
+  %322 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t154_a081, <8 x float> %t154_b1, <8 x float> %t154_c0_1)
+  store <8 x float> %322, ptr %fc1.t154_c0_1, align 32
+  %323 = mul nsw i64 %fc1.mb15368, 4
   %324 = add nsw i64 %323, 1
   %325 = mul nsw i64 %324, 9216
   %326 = add nsw i64 18816, %325
-  %327 = mul nsw i64 %fc1.kp1424, 1152
-  %328 = add nsw i64 %fc1.k14977, %327
+  %327 = mul nsw i64 %fc1.kp1484, 1152
+  %328 = add nsw i64 %fc1.k15577, %327
   %329 = add nsw i64 %326, %328
   %params82 = getelementptr inbounds float, ptr %params, i64 %329
   %330 = load float, ptr %params82, align 4
   %331 = insertelement <8 x float> undef, float %330, i32 0
   %332 = shufflevector <8 x float> %331, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %332, ptr %fc1.t148_a1, align 32
-  %t148_a1 = load <8 x float>, ptr %fc1.t148_a1, align 32
-  %t148_b083 = load <8 x float>, ptr %fc1.t148_b0, align 32
-  %t148_c1_0 = load <8 x float>, ptr %fc1.t148_c1_0, align 32
-  %333 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t148_a1, <8 x float> %t148_b083, <8 x float> %t148_c1_0)
-  store <8 x float> %333, ptr %fc1.t148_c1_0, align 32
-  %t148_a184 = load <8 x float>, ptr %fc1.t148_a1, align 32
-  %t148_b185 = load <8 x float>, ptr %fc1.t148_b1, align 32
-  %t148_c1_1 = load <8 x float>, ptr %fc1.t148_c1_1, align 32
-  %334 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t148_a184, <8 x float> %t148_b185, <8 x float> %t148_c1_1)
-  store <8 x float> %334, ptr %fc1.t148_c1_1, align 32
-  %335 = mul nsw i64 %fc1.mb14768, 4
+  store <8 x float> %332, ptr %fc1.t154_a1, align 32
+  %t154_a1 = load <8 x float>, ptr %fc1.t154_a1, align 32
+  %t154_b083 = load <8 x float>, ptr %fc1.t154_b0, align 32
+  %t154_c1_0 = load <8 x float>, ptr %fc1.t154_c1_0, align 32
+  %333 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t154_a1, <8 x float> %t154_b083, <8 x float> %t154_c1_0)
+  store <8 x float> %333, ptr %fc1.t154_c1_0, align 32
+  %t154_a184 = load <8 x float>, ptr %fc1.t154_a1, align 32
+  %t154_b185 = load <8 x float>, ptr %fc1.t154_b1, align 32
+  %t154_c1_1 = load <8 x float>, ptr %fc1.t154_c1_1, align 32
+  %334 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t154_a184, <8 x float> %t154_b185, <8 x float> %t154_c1_1)
+  store <8 x float> %334, ptr %fc1.t154_c1_1, align 32
+  %335 = mul nsw i64 %fc1.mb15368, 4
   %336 = add nsw i64 %335, 2
   %337 = mul nsw i64 %336, 9216
   %338 = add nsw i64 18816, %337
-  %339 = mul nsw i64 %fc1.kp1424, 1152
-  %340 = add nsw i64 %fc1.k14977, %339
+  %339 = mul nsw i64 %fc1.kp1484, 1152
+  %340 = add nsw i64 %fc1.k15577, %339
   %341 = add nsw i64 %338, %340
   %params86 = getelementptr inbounds float, ptr %params, i64 %341
   %342 = load float, ptr %params86, align 4
   %343 = insertelement <8 x float> undef, float %342, i32 0
   %344 = shufflevector <8 x float> %343, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %344, ptr %fc1.t148_a2, align 32
-  %t148_a2 = load <8 x float>, ptr %fc1.t148_a2, align 32
-  %t148_b087 = load <8 x float>, ptr %fc1.t148_b0, align 32
-  %t148_c2_0 = load <8 x float>, ptr %fc1.t148_c2_0, align 32
-  %345 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t148_a2, <8 x float> %t148_b087, <8 x float> %t148_c2_0)
-  store <8 x float> %345, ptr %fc1.t148_c2_0, align 32
-  %t148_a288 = load <8 x float>, ptr %fc1.t148_a2, align 32
-  %t148_b189 = load <8 x float>, ptr %fc1.t148_b1, align 32
-  %t148_c2_1 = load <8 x float>, ptr %fc1.t148_c2_1, align 32
-  %346 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t148_a288, <8 x float> %t148_b189, <8 x float> %t148_c2_1)
-  store <8 x float> %346, ptr %fc1.t148_c2_1, align 32
-  %347 = mul nsw i64 %fc1.mb14768, 4
+  store <8 x float> %344, ptr %fc1.t154_a2, align 32
+  %t154_a2 = load <8 x float>, ptr %fc1.t154_a2, align 32
+  %t154_b087 = load <8 x float>, ptr %fc1.t154_b0, align 32
+  %t154_c2_0 = load <8 x float>, ptr %fc1.t154_c2_0, align 32
+  %345 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t154_a2, <8 x float> %t154_b087, <8 x float> %t154_c2_0)
+  store <8 x float> %345, ptr %fc1.t154_c2_0, align 32
+  %t154_a288 = load <8 x float>, ptr %fc1.t154_a2, align 32
+  %t154_b189 = load <8 x float>, ptr %fc1.t154_b1, align 32
+  %t154_c2_1 = load <8 x float>, ptr %fc1.t154_c2_1, align 32
+  %346 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t154_a288, <8 x float> %t154_b189, <8 x float> %t154_c2_1)
+  store <8 x float> %346, ptr %fc1.t154_c2_1, align 32
+  %347 = mul nsw i64 %fc1.mb15368, 4
   %348 = add nsw i64 %347, 3
   %349 = mul nsw i64 %348, 9216
   %350 = add nsw i64 18816, %349
-  %351 = mul nsw i64 %fc1.kp1424, 1152
-  %352 = add nsw i64 %fc1.k14977, %351
+  %351 = mul nsw i64 %fc1.kp1484, 1152
+  %352 = add nsw i64 %fc1.k15577, %351
   %353 = add nsw i64 %350, %352
   %params90 = getelementptr inbounds float, ptr %params, i64 %353
   %354 = load float, ptr %params90, align 4
   %355 = insertelement <8 x float> undef, float %354, i32 0
   %356 = shufflevector <8 x float> %355, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %356, ptr %fc1.t148_a3, align 32
-  %t148_a3 = load <8 x float>, ptr %fc1.t148_a3, align 32
-  %t148_b091 = load <8 x float>, ptr %fc1.t148_b0, align 32
-  %t148_c3_0 = load <8 x float>, ptr %fc1.t148_c3_0, align 32
-  %357 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t148_a3, <8 x float> %t148_b091, <8 x float> %t148_c3_0)
-  store <8 x float> %357, ptr %fc1.t148_c3_0, align 32
-  %t148_a392 = load <8 x float>, ptr %fc1.t148_a3, align 32
-  %t148_b193 = load <8 x float>, ptr %fc1.t148_b1, align 32
-  %t148_c3_1 = load <8 x float>, ptr %fc1.t148_c3_1, align 32
-  %358 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t148_a392, <8 x float> %t148_b193, <8 x float> %t148_c3_1)
-  store <8 x float> %358, ptr %fc1.t148_c3_1, align 32
-  %k149.next = add nsw i64 %fc1.k14977, 1
-  %359 = icmp slt i64 %k149.next, 1152
-  br i1 %359, label %fc1.k149, label %fc1.k149.end
+  store <8 x float> %356, ptr %fc1.t154_a3, align 32
+  %t154_a3 = load <8 x float>, ptr %fc1.t154_a3, align 32
+  %t154_b091 = load <8 x float>, ptr %fc1.t154_b0, align 32
+  %t154_c3_0 = load <8 x float>, ptr %fc1.t154_c3_0, align 32
+  %357 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t154_a3, <8 x float> %t154_b091, <8 x float> %t154_c3_0)
+  store <8 x float> %357, ptr %fc1.t154_c3_0, align 32
+  %t154_a392 = load <8 x float>, ptr %fc1.t154_a3, align 32
+  %t154_b193 = load <8 x float>, ptr %fc1.t154_b1, align 32
+  %t154_c3_1 = load <8 x float>, ptr %fc1.t154_c3_1, align 32
+  %358 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t154_a392, <8 x float> %t154_b193, <8 x float> %t154_c3_1)
+  store <8 x float> %358, ptr %fc1.t154_c3_1, align 32
+  %k155.next = add nsw i64 %fc1.k15577, 1
+  %359 = icmp slt i64 %k155.next, 1152
+  br i1 %359, label %fc1.k155, label %fc1.k155.end
 
-fc1.k149.end:                                     ; preds = %fc1.k149
-  %t148_c0_094 = load <8 x float>, ptr %fc1.t148_c0_0, align 32
-  %360 = mul nsw i64 %fc1.mb14768, 4
+fc1.k155.end:                                     ; preds = %fc1.k155
+  %t154_c0_094 = load <8 x float>, ptr %fc1.t154_c0_0, align 32
+  %360 = mul nsw i64 %fc1.mb15368, 4
   %361 = mul nsw i64 %360, 64
   %362 = add nsw i64 598016, %361
   %363 = add nsw i64 %362, 48
   %arena95 = getelementptr inbounds float, ptr %arena, i64 %363
-  store <8 x float> %t148_c0_094, ptr %arena95, align 4
-  %t148_c0_196 = load <8 x float>, ptr %fc1.t148_c0_1, align 32
-  %364 = mul nsw i64 %fc1.mb14768, 4
+  store <8 x float> %t154_c0_094, ptr %arena95, align 4
+  %t154_c0_196 = load <8 x float>, ptr %fc1.t154_c0_1, align 32
+  %364 = mul nsw i64 %fc1.mb15368, 4
   %365 = mul nsw i64 %364, 64
   %366 = add nsw i64 598016, %365
   %367 = add nsw i64 %366, 48
   %368 = add nsw i64 %367, 8
   %arena97 = getelementptr inbounds float, ptr %arena, i64 %368
-  store <8 x float> %t148_c0_196, ptr %arena97, align 4
-  %t148_c1_098 = load <8 x float>, ptr %fc1.t148_c1_0, align 32
-  %369 = mul nsw i64 %fc1.mb14768, 4
+  store <8 x float> %t154_c0_196, ptr %arena97, align 4
+  %t154_c1_098 = load <8 x float>, ptr %fc1.t154_c1_0, align 32
+  %369 = mul nsw i64 %fc1.mb15368, 4
   %370 = add nsw i64 %369, 1
   %371 = mul nsw i64 %370, 64
   %372 = add nsw i64 598016, %371
   %373 = add nsw i64 %372, 48
   %arena99 = getelementptr inbounds float, ptr %arena, i64 %373
-  store <8 x float> %t148_c1_098, ptr %arena99, align 4
-  %t148_c1_1100 = load <8 x float>, ptr %fc1.t148_c1_1, align 32
-  %374 = mul nsw i64 %fc1.mb14768, 4
+  store <8 x float> %t154_c1_098, ptr %arena99, align 4
+  %t154_c1_1100 = load <8 x float>, ptr %fc1.t154_c1_1, align 32
+  %374 = mul nsw i64 %fc1.mb15368, 4
   %375 = add nsw i64 %374, 1
   %376 = mul nsw i64 %375, 64
   %377 = add nsw i64 598016, %376
   %378 = add nsw i64 %377, 48
   %379 = add nsw i64 %378, 8
   %arena101 = getelementptr inbounds float, ptr %arena, i64 %379
-  store <8 x float> %t148_c1_1100, ptr %arena101, align 4
-  %t148_c2_0102 = load <8 x float>, ptr %fc1.t148_c2_0, align 32
-  %380 = mul nsw i64 %fc1.mb14768, 4
+  store <8 x float> %t154_c1_1100, ptr %arena101, align 4
+  %t154_c2_0102 = load <8 x float>, ptr %fc1.t154_c2_0, align 32
+  %380 = mul nsw i64 %fc1.mb15368, 4
   %381 = add nsw i64 %380, 2
   %382 = mul nsw i64 %381, 64
   %383 = add nsw i64 598016, %382
   %384 = add nsw i64 %383, 48
   %arena103 = getelementptr inbounds float, ptr %arena, i64 %384
-  store <8 x float> %t148_c2_0102, ptr %arena103, align 4
-  %t148_c2_1104 = load <8 x float>, ptr %fc1.t148_c2_1, align 32
-  %385 = mul nsw i64 %fc1.mb14768, 4
+  store <8 x float> %t154_c2_0102, ptr %arena103, align 4
+  %t154_c2_1104 = load <8 x float>, ptr %fc1.t154_c2_1, align 32
+  %385 = mul nsw i64 %fc1.mb15368, 4
   %386 = add nsw i64 %385, 2
   %387 = mul nsw i64 %386, 64
   %388 = add nsw i64 598016, %387
   %389 = add nsw i64 %388, 48
   %390 = add nsw i64 %389, 8
   %arena105 = getelementptr inbounds float, ptr %arena, i64 %390
-  store <8 x float> %t148_c2_1104, ptr %arena105, align 4
-  %t148_c3_0106 = load <8 x float>, ptr %fc1.t148_c3_0, align 32
-  %391 = mul nsw i64 %fc1.mb14768, 4
+  store <8 x float> %t154_c2_1104, ptr %arena105, align 4
+  %t154_c3_0106 = load <8 x float>, ptr %fc1.t154_c3_0, align 32
+  %391 = mul nsw i64 %fc1.mb15368, 4
   %392 = add nsw i64 %391, 3
   %393 = mul nsw i64 %392, 64
   %394 = add nsw i64 598016, %393
   %395 = add nsw i64 %394, 48
   %arena107 = getelementptr inbounds float, ptr %arena, i64 %395
-  store <8 x float> %t148_c3_0106, ptr %arena107, align 4
-  %t148_c3_1108 = load <8 x float>, ptr %fc1.t148_c3_1, align 32
-  %396 = mul nsw i64 %fc1.mb14768, 4
+  store <8 x float> %t154_c3_0106, ptr %arena107, align 4
+  %t154_c3_1108 = load <8 x float>, ptr %fc1.t154_c3_1, align 32
+  %396 = mul nsw i64 %fc1.mb15368, 4
   %397 = add nsw i64 %396, 3
   %398 = mul nsw i64 %397, 64
   %399 = add nsw i64 598016, %398
   %400 = add nsw i64 %399, 48
   %401 = add nsw i64 %400, 8
   %arena109 = getelementptr inbounds float, ptr %arena, i64 %401
-  store <8 x float> %t148_c3_1108, ptr %arena109, align 4
-  %mb147.next = add nsw i64 %fc1.mb14768, 1
-  %402 = icmp slt i64 %mb147.next, 32
-  br i1 %402, label %fc1.mb147, label %fc1.mb147.end
+  store <8 x float> %t154_c3_1108, ptr %arena109, align 4
+  %mb153.next = add nsw i64 %fc1.mb15368, 1
+  %402 = icmp slt i64 %mb153.next, 32
+  br i1 %402, label %fc1.mb153, label %fc1.mb153.end
 }
 
 ; Function Attrs: noinline
@@ -15085,89 +15333,89 @@ entry:
   %params2 = getelementptr inbounds float, ptr %params, i64 1198592
   %arena3 = getelementptr inbounds float, ptr %arena, i64 8192
   call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena1, i32 128, ptr %params2, i32 128, float 0.000000e+00, ptr %arena3, i32 10)
-  br label %fc2.n153
+  br label %fc2.n159
 
-fc2.n153:                                         ; preds = %fc2.u154.end, %entry
-  %fc2.n1534 = phi i64 [ 0, %entry ], [ %n153.next, %fc2.u154.end ]
-  br label %fc2.u154
+fc2.n159:                                         ; preds = %fc2.u160.end, %entry
+  %fc2.n1594 = phi i64 [ 0, %entry ], [ %n159.next, %fc2.u160.end ]
+  br label %fc2.u160
 
-fc2.n153.end:                                     ; preds = %fc2.u154.end
+fc2.n159.end:                                     ; preds = %fc2.u160.end
   ret void
 
-fc2.u154:                                         ; preds = %fc2.u154, %fc2.n153
-  %fc2.u1545 = phi i64 [ 0, %fc2.n153 ], [ %u154.next, %fc2.u154 ]
-  %0 = mul nsw i64 %fc2.n1534, 10
+fc2.u160:                                         ; preds = %fc2.u160, %fc2.n159
+  %fc2.u1605 = phi i64 [ 0, %fc2.n159 ], [ %u160.next, %fc2.u160 ]
+  %0 = mul nsw i64 %fc2.n1594, 10
   %1 = add nsw i64 8192, %0
-  %2 = add nsw i64 %1, %fc2.u1545
+  %2 = add nsw i64 %1, %fc2.u1605
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena6, align 4
-  %4 = add nsw i64 1199872, %fc2.u1545
+  %4 = add nsw i64 1199872, %fc2.u1605
   %params7 = getelementptr inbounds float, ptr %params, i64 %4
   %5 = load float, ptr %params7, align 4
   %6 = fadd float %3, %5
-  %7 = mul nsw i64 %fc2.n1534, 10
+  %7 = mul nsw i64 %fc2.n1594, 10
   %8 = add nsw i64 8192, %7
-  %9 = add nsw i64 %8, %fc2.u1545
+  %9 = add nsw i64 %8, %fc2.u1605
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %9
   store float %6, ptr %arena8, align 4
-  %u154.next = add nsw i64 %fc2.u1545, 1
-  %10 = icmp slt i64 %u154.next, 10
-  br i1 %10, label %fc2.u154, label %fc2.u154.end
+  %u160.next = add nsw i64 %fc2.u1605, 1
+  %10 = icmp slt i64 %u160.next, 10
+  br i1 %10, label %fc2.u160, label %fc2.u160.end
 
-fc2.u154.end:                                     ; preds = %fc2.u154
-  %n153.next = add nsw i64 %fc2.n1534, 1
-  %11 = icmp slt i64 %n153.next, 64
-  br i1 %11, label %fc2.n153, label %fc2.n153.end
+fc2.u160.end:                                     ; preds = %fc2.u160
+  %n159.next = add nsw i64 %fc2.n1594, 1
+  %11 = icmp slt i64 %n159.next, 64
+  br i1 %11, label %fc2.n159, label %fc2.n159.end
 }
 
 ; Function Attrs: noinline
 define internal void @mnistnet_infer_b64.k7.probs(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %probs.s157 = alloca float, align 4
-  %probs.m156 = alloca float, align 4
-  br label %probs.n155
+  %probs.s163 = alloca float, align 4
+  %probs.m162 = alloca float, align 4
+  br label %probs.n161
 
-probs.n155:                                       ; preds = %probs.k160.end, %entry
-  %probs.n1551 = phi i64 [ 0, %entry ], [ %n155.next, %probs.k160.end ]
-  %0 = mul nsw i64 %probs.n1551, 10
+probs.n161:                                       ; preds = %probs.k166.end, %entry
+  %probs.n1611 = phi i64 [ 0, %entry ], [ %n161.next, %probs.k166.end ]
+  %0 = mul nsw i64 %probs.n1611, 10
   %1 = add nsw i64 8192, %0
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %1
   %2 = load float, ptr %arena2, align 4
-  store float %2, ptr %probs.m156, align 4
-  br label %probs.k158
+  store float %2, ptr %probs.m162, align 4
+  br label %probs.k164
 
-probs.n155.end:                                   ; preds = %probs.k160.end
+probs.n161.end:                                   ; preds = %probs.k166.end
   ret void
 
-probs.k158:                                       ; preds = %probs.k158, %probs.n155
-  %probs.k1583 = phi i64 [ 0, %probs.n155 ], [ %k158.next, %probs.k158 ]
-  %m156 = load float, ptr %probs.m156, align 4
-  %3 = mul nsw i64 %probs.n1551, 10
+probs.k164:                                       ; preds = %probs.k164, %probs.n161
+  %probs.k1643 = phi i64 [ 0, %probs.n161 ], [ %k164.next, %probs.k164 ]
+  %m162 = load float, ptr %probs.m162, align 4
+  %3 = mul nsw i64 %probs.n1611, 10
   %4 = add nsw i64 8192, %3
-  %5 = add nsw i64 %4, %probs.k1583
+  %5 = add nsw i64 %4, %probs.k1643
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
   %6 = load float, ptr %arena4, align 4
-  %7 = fcmp ogt float %6, %m156
-  %8 = select i1 %7, float %6, float %m156
-  store float %8, ptr %probs.m156, align 4
-  %k158.next = add nsw i64 %probs.k1583, 1
-  %9 = icmp slt i64 %k158.next, 10
-  br i1 %9, label %probs.k158, label %probs.k158.end
+  %7 = fcmp ogt float %6, %m162
+  %8 = select i1 %7, float %6, float %m162
+  store float %8, ptr %probs.m162, align 4
+  %k164.next = add nsw i64 %probs.k1643, 1
+  %9 = icmp slt i64 %k164.next, 10
+  br i1 %9, label %probs.k164, label %probs.k164.end
 
-probs.k158.end:                                   ; preds = %probs.k158
-  store float 0.000000e+00, ptr %probs.s157, align 4
-  br label %probs.k159
+probs.k164.end:                                   ; preds = %probs.k164
+  store float 0.000000e+00, ptr %probs.s163, align 4
+  br label %probs.k165
 
-probs.k159:                                       ; preds = %probs.k159, %probs.k158.end
-  %probs.k1595 = phi i64 [ 0, %probs.k158.end ], [ %k159.next, %probs.k159 ]
-  %s157 = load float, ptr %probs.s157, align 4
-  %10 = mul nsw i64 %probs.n1551, 10
+probs.k165:                                       ; preds = %probs.k165, %probs.k164.end
+  %probs.k1655 = phi i64 [ 0, %probs.k164.end ], [ %k165.next, %probs.k165 ]
+  %s163 = load float, ptr %probs.s163, align 4
+  %10 = mul nsw i64 %probs.n1611, 10
   %11 = add nsw i64 8192, %10
-  %12 = add nsw i64 %11, %probs.k1595
+  %12 = add nsw i64 %11, %probs.k1655
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %12
   %13 = load float, ptr %arena6, align 4
-  %m1567 = load float, ptr %probs.m156, align 4
-  %14 = fsub float %13, %m1567
+  %m1627 = load float, ptr %probs.m162, align 4
+  %14 = fsub float %13, %m1627
   %15 = fcmp ogt float 0xC055A926E0000000, %14
   %16 = select i1 %15, float 0xC055A926E0000000, float %14
   %17 = fcmp ogt float %16, 0x40562E4300000000
@@ -15205,24 +15453,24 @@ probs.k159:                                       ; preds = %probs.k159, %probs.
   %49 = select i1 %48, float 0x7FF0000000000000, float %47
   %50 = fcmp uno float %14, %14
   %51 = select i1 %50, float %14, float %49
-  %52 = fadd float %s157, %51
-  store float %52, ptr %probs.s157, align 4
-  %k159.next = add nsw i64 %probs.k1595, 1
-  %53 = icmp slt i64 %k159.next, 10
-  br i1 %53, label %probs.k159, label %probs.k159.end
+  %52 = fadd float %s163, %51
+  store float %52, ptr %probs.s163, align 4
+  %k165.next = add nsw i64 %probs.k1655, 1
+  %53 = icmp slt i64 %k165.next, 10
+  br i1 %53, label %probs.k165, label %probs.k165.end
 
-probs.k159.end:                                   ; preds = %probs.k159
-  br label %probs.k160
+probs.k165.end:                                   ; preds = %probs.k165
+  br label %probs.k166
 
-probs.k160:                                       ; preds = %probs.k160, %probs.k159.end
-  %probs.k1608 = phi i64 [ 0, %probs.k159.end ], [ %k160.next, %probs.k160 ]
-  %54 = mul nsw i64 %probs.n1551, 10
+probs.k166:                                       ; preds = %probs.k166, %probs.k165.end
+  %probs.k1668 = phi i64 [ 0, %probs.k165.end ], [ %k166.next, %probs.k166 ]
+  %54 = mul nsw i64 %probs.n1611, 10
   %55 = add nsw i64 8192, %54
-  %56 = add nsw i64 %55, %probs.k1608
+  %56 = add nsw i64 %55, %probs.k1668
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %56
   %57 = load float, ptr %arena9, align 4
-  %m15610 = load float, ptr %probs.m156, align 4
-  %58 = fsub float %57, %m15610
+  %m16210 = load float, ptr %probs.m162, align 4
+  %58 = fsub float %57, %m16210
   %59 = fcmp ogt float 0xC055A926E0000000, %58
   %60 = select i1 %59, float 0xC055A926E0000000, float %58
   %61 = fcmp ogt float %60, 0x40562E4300000000
@@ -15260,20 +15508,20 @@ probs.k160:                                       ; preds = %probs.k160, %probs.
   %93 = select i1 %92, float 0x7FF0000000000000, float %91
   %94 = fcmp uno float %58, %58
   %95 = select i1 %94, float %58, float %93
-  %s15711 = load float, ptr %probs.s157, align 4
-  %96 = fdiv float %95, %s15711
-  %97 = mul nsw i64 %probs.n1551, 10
-  %98 = add nsw i64 %97, %probs.k1608
+  %s16311 = load float, ptr %probs.s163, align 4
+  %96 = fdiv float %95, %s16311
+  %97 = mul nsw i64 %probs.n1611, 10
+  %98 = add nsw i64 %97, %probs.k1668
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %98
   store float %96, ptr %arena12, align 4
-  %k160.next = add nsw i64 %probs.k1608, 1
-  %99 = icmp slt i64 %k160.next, 10
-  br i1 %99, label %probs.k160, label %probs.k160.end
+  %k166.next = add nsw i64 %probs.k1668, 1
+  %99 = icmp slt i64 %k166.next, 10
+  br i1 %99, label %probs.k166, label %probs.k166.end
 
-probs.k160.end:                                   ; preds = %probs.k160
-  %n155.next = add nsw i64 %probs.n1551, 1
-  %100 = icmp slt i64 %n155.next, 64
-  br i1 %100, label %probs.n155, label %probs.n155.end
+probs.k166.end:                                   ; preds = %probs.k166
+  %n161.next = add nsw i64 %probs.n1611, 1
+  %100 = icmp slt i64 %n161.next, 64
+  br i1 %100, label %probs.n161, label %probs.n161.end
 }
 
 attributes #0 = { "prefer-vector-width"="256" "target-cpu"="x86-64-v3" }

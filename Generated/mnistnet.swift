@@ -266,10 +266,10 @@ public func mnistnet_train_b64(
   }
   for g53 in 0..<64 {
     for j54 in 0..<1 {
-      for c55 in 0..<32 {
-        for iy56 in 0..<26 {
+      for iy55 in 0..<26 {
+        for c56 in 0..<32 {
           for ix57 in 0..<26 {
-            arena[(2596864 +% ((((j54 *% 21632) +% (iy56 *% 832)) +% (ix57 *% 32)) +% c55))] = arena[(((((g53 +% j54) *% 21632) +% (c55 *% 676)) +% (iy56 *% 26)) +% ix57)]
+            arena[(2596864 +% ((((j54 *% 21632) +% (iy55 *% 832)) +% (ix57 *% 32)) +% c56))] = arena[(((((g53 +% j54) *% 21632) +% (c56 *% 676)) +% (iy55 *% 26)) +% ix57)]
           }
         }
       }
@@ -452,947 +452,968 @@ public func mnistnet_train_b64(
       }
     }
     for j131 in 0..<1 {
-      for c132 in 0..<64 {
-        for q133 in 0..<144 {
-          arena[(1384448 +% ((((g53 +% j131) *% 9216) +% (c132 *% 144)) +% q133))] = arena[((2839680 +% (((j131 *% 144) +% q133) *% 64)) +% c132)]
+      for qb132 in 0..<2 {
+        for c133 in 0..<64 {
+          for q134 in 0..<64 {
+            arena[(1384448 +% ((((g53 +% j131) *% 9216) +% (c133 *% 144)) +% (q134 +% (qb132 *% 64))))] = arena[((2839680 +% (((j131 *% 144) +% (q134 +% (qb132 *% 64))) *% 64)) +% c133)]
+          }
+        }
+      }
+      for c135 in 0..<64 {
+        for q136 in 0..<16 {
+          arena[(1384448 +% ((((g53 +% j131) *% 9216) +% (c135 *% 144)) +% (q136 +% 128)))] = arena[((2839680 +% (((j131 *% 144) +% (q136 +% 128)) *% 64)) +% c135)]
         }
       }
     }
-    for j134 in 0..<1 {
-      for c135 in 0..<64 {
-        for q136 in 0..<144 {
-          arena[(1974272 +% ((((g53 +% j134) *% 9216) +% (c135 *% 144)) +% q136))] = arena[((2848896 +% (((j134 *% 144) +% q136) *% 64)) +% c135)]
+    for j137 in 0..<1 {
+      for qb138 in 0..<2 {
+        for c139 in 0..<64 {
+          for q140 in 0..<64 {
+            arena[(1974272 +% ((((g53 +% j137) *% 9216) +% (c139 *% 144)) +% (q140 +% (qb138 *% 64))))] = arena[((2848896 +% (((j137 *% 144) +% (q140 +% (qb138 *% 64))) *% 64)) +% c139)]
+          }
+        }
+      }
+      for c141 in 0..<64 {
+        for q142 in 0..<16 {
+          arena[(1974272 +% ((((g53 +% j137) *% 9216) +% (c141 *% 144)) +% (q142 +% 128)))] = arena[((2848896 +% (((j137 *% 144) +% (q142 +% 128)) *% 64)) +% c141)]
         }
       }
     }
   }
   // drop1 = dropout(conv2)
-  let z137: UInt64 = (UInt64(bitPattern: seed) ^ 0x6cbe10c93e8aabc7 as UInt64)
-  let z138: UInt64 = ((z137 ^ (z137 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-  let z139: UInt64 = ((z138 ^ (z138 >> 27)) &* 0x94d049bb133111eb as UInt64)
-  let z140: UInt64 = (z139 ^ (z139 >> 31))
-  let z141: UInt64 = (z140 &+ UInt64(bitPattern: step))
-  let z142: UInt64 = ((z141 ^ (z141 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-  let z143: UInt64 = ((z142 ^ (z142 >> 27)) &* 0x94d049bb133111eb as UInt64)
-  let z144: UInt64 = (z143 ^ (z143 >> 31))
-  for i145 in 0..<589824 {
-    let z146: UInt64 = (z144 &+ (UInt64(bitPattern: Int64(i145)) &* 0x9e3779b97f4a7c15 as UInt64))
-    let z147: UInt64 = ((z146 ^ (z146 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-    let z148: UInt64 = ((z147 ^ (z147 >> 27)) &* 0x94d049bb133111eb as UInt64)
-    let z149: UInt64 = (z148 ^ (z148 >> 31))
-    arena[(2564096 +% i145)] = ((z149 >> 40) >= 0x400000 as UInt64 ? (arena[(1384448 +% i145)] * Float(bitPattern: 0x3faaaaab)) : Float(0))
+  let z143: UInt64 = (UInt64(bitPattern: seed) ^ 0x6cbe10c93e8aabc7 as UInt64)
+  let z144: UInt64 = ((z143 ^ (z143 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z145: UInt64 = ((z144 ^ (z144 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z146: UInt64 = (z145 ^ (z145 >> 31))
+  let z147: UInt64 = (z146 &+ UInt64(bitPattern: step))
+  let z148: UInt64 = ((z147 ^ (z147 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z149: UInt64 = ((z148 ^ (z148 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z150: UInt64 = (z149 ^ (z149 >> 31))
+  for i151 in 0..<589824 {
+    let z152: UInt64 = (z150 &+ (UInt64(bitPattern: Int64(i151)) &* 0x9e3779b97f4a7c15 as UInt64))
+    let z153: UInt64 = ((z152 ^ (z152 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+    let z154: UInt64 = ((z153 ^ (z153 >> 27)) &* 0x94d049bb133111eb as UInt64)
+    let z155: UInt64 = (z154 ^ (z154 >> 31))
+    arena[(2564096 +% i151)] = ((z155 >> 40) >= 0x400000 as UInt64 ? (arena[(1384448 +% i151)] * Float(bitPattern: 0x3faaaaab)) : Float(0))
   }
   // flat = flatten(drop1)
   // fc1 = dense_relu(flat)
-  for n150 in 0..<64 {
-    for k151 in 0..<9216 {
-      arena[((3162112 +% (k151 *% 64)) +% n150)] = arena[((2564096 +% (n150 *% 9216)) +% k151)]
+  for n156 in 0..<64 {
+    for k157 in 0..<9216 {
+      arena[((3162112 +% (k157 *% 64)) +% n156)] = arena[((2564096 +% (n156 *% 9216)) +% k157)]
     }
   }
-  do {  // gemm162
-    for r152 in 0..<128 {
-      for i153 in 0..<8 {
-        storeVector(arena, ((i153 *% 8) +% (3751936 +% (r152 *% 64))), Vector(repeating: Float(0)))
+  do {  // gemm168
+    for r158 in 0..<128 {
+      for i159 in 0..<8 {
+        storeVector(arena, ((i159 *% 8) +% (3751936 +% (r158 *% 64))), Vector(repeating: Float(0)))
       }
     }
-    for kp154 in 0..<8 {
-      for nb155 in 0..<2 {
-        for mb156 in 0..<32 {
-          var t157_c0_0 = loadVector(arena, ((3751936 +% ((mb156 *% 4) *% 64)) +% (nb155 *% 24)))
-          var t157_c0_1 = loadVector(arena, (((3751936 +% ((mb156 *% 4) *% 64)) +% (nb155 *% 24)) +% 8))
-          var t157_c0_2 = loadVector(arena, (((3751936 +% ((mb156 *% 4) *% 64)) +% (nb155 *% 24)) +% 16))
-          var t157_c1_0 = loadVector(arena, ((3751936 +% (((mb156 *% 4) +% 1) *% 64)) +% (nb155 *% 24)))
-          var t157_c1_1 = loadVector(arena, (((3751936 +% (((mb156 *% 4) +% 1) *% 64)) +% (nb155 *% 24)) +% 8))
-          var t157_c1_2 = loadVector(arena, (((3751936 +% (((mb156 *% 4) +% 1) *% 64)) +% (nb155 *% 24)) +% 16))
-          var t157_c2_0 = loadVector(arena, ((3751936 +% (((mb156 *% 4) +% 2) *% 64)) +% (nb155 *% 24)))
-          var t157_c2_1 = loadVector(arena, (((3751936 +% (((mb156 *% 4) +% 2) *% 64)) +% (nb155 *% 24)) +% 8))
-          var t157_c2_2 = loadVector(arena, (((3751936 +% (((mb156 *% 4) +% 2) *% 64)) +% (nb155 *% 24)) +% 16))
-          var t157_c3_0 = loadVector(arena, ((3751936 +% (((mb156 *% 4) +% 3) *% 64)) +% (nb155 *% 24)))
-          var t157_c3_1 = loadVector(arena, (((3751936 +% (((mb156 *% 4) +% 3) *% 64)) +% (nb155 *% 24)) +% 8))
-          var t157_c3_2 = loadVector(arena, (((3751936 +% (((mb156 *% 4) +% 3) *% 64)) +% (nb155 *% 24)) +% 16))
-          for k158 in 0..<1152 {
-            let t157_b0 = loadVector(arena, ((3162112 +% ((k158 +% (kp154 *% 1152)) *% 64)) +% (nb155 *% 24)))
-            let t157_b1 = loadVector(arena, (((3162112 +% ((k158 +% (kp154 *% 1152)) *% 64)) +% (nb155 *% 24)) +% 8))
-            let t157_b2 = loadVector(arena, (((3162112 +% ((k158 +% (kp154 *% 1152)) *% 64)) +% (nb155 *% 24)) +% 16))
-            let t157_a0 = Vector(repeating: params[((18816 +% ((mb156 *% 4) *% 9216)) +% (k158 +% (kp154 *% 1152)))])
-            t157_c0_0 = t157_c0_0.addingProduct(t157_a0, t157_b0)
-            t157_c0_1 = t157_c0_1.addingProduct(t157_a0, t157_b1)
-            t157_c0_2 = t157_c0_2.addingProduct(t157_a0, t157_b2)
-            let t157_a1 = Vector(repeating: params[((18816 +% (((mb156 *% 4) +% 1) *% 9216)) +% (k158 +% (kp154 *% 1152)))])
-            t157_c1_0 = t157_c1_0.addingProduct(t157_a1, t157_b0)
-            t157_c1_1 = t157_c1_1.addingProduct(t157_a1, t157_b1)
-            t157_c1_2 = t157_c1_2.addingProduct(t157_a1, t157_b2)
-            let t157_a2 = Vector(repeating: params[((18816 +% (((mb156 *% 4) +% 2) *% 9216)) +% (k158 +% (kp154 *% 1152)))])
-            t157_c2_0 = t157_c2_0.addingProduct(t157_a2, t157_b0)
-            t157_c2_1 = t157_c2_1.addingProduct(t157_a2, t157_b1)
-            t157_c2_2 = t157_c2_2.addingProduct(t157_a2, t157_b2)
-            let t157_a3 = Vector(repeating: params[((18816 +% (((mb156 *% 4) +% 3) *% 9216)) +% (k158 +% (kp154 *% 1152)))])
-            t157_c3_0 = t157_c3_0.addingProduct(t157_a3, t157_b0)
-            t157_c3_1 = t157_c3_1.addingProduct(t157_a3, t157_b1)
-            t157_c3_2 = t157_c3_2.addingProduct(t157_a3, t157_b2)
+    for kp160 in 0..<8 {
+      for nb161 in 0..<2 {
+        for mb162 in 0..<32 {
+          var t163_c0_0 = loadVector(arena, ((3751936 +% ((mb162 *% 4) *% 64)) +% (nb161 *% 24)))
+          var t163_c0_1 = loadVector(arena, (((3751936 +% ((mb162 *% 4) *% 64)) +% (nb161 *% 24)) +% 8))
+          var t163_c0_2 = loadVector(arena, (((3751936 +% ((mb162 *% 4) *% 64)) +% (nb161 *% 24)) +% 16))
+          var t163_c1_0 = loadVector(arena, ((3751936 +% (((mb162 *% 4) +% 1) *% 64)) +% (nb161 *% 24)))
+          var t163_c1_1 = loadVector(arena, (((3751936 +% (((mb162 *% 4) +% 1) *% 64)) +% (nb161 *% 24)) +% 8))
+          var t163_c1_2 = loadVector(arena, (((3751936 +% (((mb162 *% 4) +% 1) *% 64)) +% (nb161 *% 24)) +% 16))
+          var t163_c2_0 = loadVector(arena, ((3751936 +% (((mb162 *% 4) +% 2) *% 64)) +% (nb161 *% 24)))
+          var t163_c2_1 = loadVector(arena, (((3751936 +% (((mb162 *% 4) +% 2) *% 64)) +% (nb161 *% 24)) +% 8))
+          var t163_c2_2 = loadVector(arena, (((3751936 +% (((mb162 *% 4) +% 2) *% 64)) +% (nb161 *% 24)) +% 16))
+          var t163_c3_0 = loadVector(arena, ((3751936 +% (((mb162 *% 4) +% 3) *% 64)) +% (nb161 *% 24)))
+          var t163_c3_1 = loadVector(arena, (((3751936 +% (((mb162 *% 4) +% 3) *% 64)) +% (nb161 *% 24)) +% 8))
+          var t163_c3_2 = loadVector(arena, (((3751936 +% (((mb162 *% 4) +% 3) *% 64)) +% (nb161 *% 24)) +% 16))
+          for k164 in 0..<1152 {
+            let t163_b0 = loadVector(arena, ((3162112 +% ((k164 +% (kp160 *% 1152)) *% 64)) +% (nb161 *% 24)))
+            let t163_b1 = loadVector(arena, (((3162112 +% ((k164 +% (kp160 *% 1152)) *% 64)) +% (nb161 *% 24)) +% 8))
+            let t163_b2 = loadVector(arena, (((3162112 +% ((k164 +% (kp160 *% 1152)) *% 64)) +% (nb161 *% 24)) +% 16))
+            let t163_a0 = Vector(repeating: params[((18816 +% ((mb162 *% 4) *% 9216)) +% (k164 +% (kp160 *% 1152)))])
+            t163_c0_0 = t163_c0_0.addingProduct(t163_a0, t163_b0)
+            t163_c0_1 = t163_c0_1.addingProduct(t163_a0, t163_b1)
+            t163_c0_2 = t163_c0_2.addingProduct(t163_a0, t163_b2)
+            let t163_a1 = Vector(repeating: params[((18816 +% (((mb162 *% 4) +% 1) *% 9216)) +% (k164 +% (kp160 *% 1152)))])
+            t163_c1_0 = t163_c1_0.addingProduct(t163_a1, t163_b0)
+            t163_c1_1 = t163_c1_1.addingProduct(t163_a1, t163_b1)
+            t163_c1_2 = t163_c1_2.addingProduct(t163_a1, t163_b2)
+            let t163_a2 = Vector(repeating: params[((18816 +% (((mb162 *% 4) +% 2) *% 9216)) +% (k164 +% (kp160 *% 1152)))])
+            t163_c2_0 = t163_c2_0.addingProduct(t163_a2, t163_b0)
+            t163_c2_1 = t163_c2_1.addingProduct(t163_a2, t163_b1)
+            t163_c2_2 = t163_c2_2.addingProduct(t163_a2, t163_b2)
+            let t163_a3 = Vector(repeating: params[((18816 +% (((mb162 *% 4) +% 3) *% 9216)) +% (k164 +% (kp160 *% 1152)))])
+            t163_c3_0 = t163_c3_0.addingProduct(t163_a3, t163_b0)
+            t163_c3_1 = t163_c3_1.addingProduct(t163_a3, t163_b1)
+            t163_c3_2 = t163_c3_2.addingProduct(t163_a3, t163_b2)
           }
-          storeVector(arena, ((3751936 +% ((mb156 *% 4) *% 64)) +% (nb155 *% 24)), t157_c0_0)
-          storeVector(arena, (((3751936 +% ((mb156 *% 4) *% 64)) +% (nb155 *% 24)) +% 8), t157_c0_1)
-          storeVector(arena, (((3751936 +% ((mb156 *% 4) *% 64)) +% (nb155 *% 24)) +% 16), t157_c0_2)
-          storeVector(arena, ((3751936 +% (((mb156 *% 4) +% 1) *% 64)) +% (nb155 *% 24)), t157_c1_0)
-          storeVector(arena, (((3751936 +% (((mb156 *% 4) +% 1) *% 64)) +% (nb155 *% 24)) +% 8), t157_c1_1)
-          storeVector(arena, (((3751936 +% (((mb156 *% 4) +% 1) *% 64)) +% (nb155 *% 24)) +% 16), t157_c1_2)
-          storeVector(arena, ((3751936 +% (((mb156 *% 4) +% 2) *% 64)) +% (nb155 *% 24)), t157_c2_0)
-          storeVector(arena, (((3751936 +% (((mb156 *% 4) +% 2) *% 64)) +% (nb155 *% 24)) +% 8), t157_c2_1)
-          storeVector(arena, (((3751936 +% (((mb156 *% 4) +% 2) *% 64)) +% (nb155 *% 24)) +% 16), t157_c2_2)
-          storeVector(arena, ((3751936 +% (((mb156 *% 4) +% 3) *% 64)) +% (nb155 *% 24)), t157_c3_0)
-          storeVector(arena, (((3751936 +% (((mb156 *% 4) +% 3) *% 64)) +% (nb155 *% 24)) +% 8), t157_c3_1)
-          storeVector(arena, (((3751936 +% (((mb156 *% 4) +% 3) *% 64)) +% (nb155 *% 24)) +% 16), t157_c3_2)
+          storeVector(arena, ((3751936 +% ((mb162 *% 4) *% 64)) +% (nb161 *% 24)), t163_c0_0)
+          storeVector(arena, (((3751936 +% ((mb162 *% 4) *% 64)) +% (nb161 *% 24)) +% 8), t163_c0_1)
+          storeVector(arena, (((3751936 +% ((mb162 *% 4) *% 64)) +% (nb161 *% 24)) +% 16), t163_c0_2)
+          storeVector(arena, ((3751936 +% (((mb162 *% 4) +% 1) *% 64)) +% (nb161 *% 24)), t163_c1_0)
+          storeVector(arena, (((3751936 +% (((mb162 *% 4) +% 1) *% 64)) +% (nb161 *% 24)) +% 8), t163_c1_1)
+          storeVector(arena, (((3751936 +% (((mb162 *% 4) +% 1) *% 64)) +% (nb161 *% 24)) +% 16), t163_c1_2)
+          storeVector(arena, ((3751936 +% (((mb162 *% 4) +% 2) *% 64)) +% (nb161 *% 24)), t163_c2_0)
+          storeVector(arena, (((3751936 +% (((mb162 *% 4) +% 2) *% 64)) +% (nb161 *% 24)) +% 8), t163_c2_1)
+          storeVector(arena, (((3751936 +% (((mb162 *% 4) +% 2) *% 64)) +% (nb161 *% 24)) +% 16), t163_c2_2)
+          storeVector(arena, ((3751936 +% (((mb162 *% 4) +% 3) *% 64)) +% (nb161 *% 24)), t163_c3_0)
+          storeVector(arena, (((3751936 +% (((mb162 *% 4) +% 3) *% 64)) +% (nb161 *% 24)) +% 8), t163_c3_1)
+          storeVector(arena, (((3751936 +% (((mb162 *% 4) +% 3) *% 64)) +% (nb161 *% 24)) +% 16), t163_c3_2)
         }
       }
-      for mb159 in 0..<32 {
-        var t160_c0_0 = loadVector(arena, ((3751936 +% ((mb159 *% 4) *% 64)) +% 48))
-        var t160_c0_1 = loadVector(arena, (((3751936 +% ((mb159 *% 4) *% 64)) +% 48) +% 8))
-        var t160_c1_0 = loadVector(arena, ((3751936 +% (((mb159 *% 4) +% 1) *% 64)) +% 48))
-        var t160_c1_1 = loadVector(arena, (((3751936 +% (((mb159 *% 4) +% 1) *% 64)) +% 48) +% 8))
-        var t160_c2_0 = loadVector(arena, ((3751936 +% (((mb159 *% 4) +% 2) *% 64)) +% 48))
-        var t160_c2_1 = loadVector(arena, (((3751936 +% (((mb159 *% 4) +% 2) *% 64)) +% 48) +% 8))
-        var t160_c3_0 = loadVector(arena, ((3751936 +% (((mb159 *% 4) +% 3) *% 64)) +% 48))
-        var t160_c3_1 = loadVector(arena, (((3751936 +% (((mb159 *% 4) +% 3) *% 64)) +% 48) +% 8))
-        for k161 in 0..<1152 {
-          let t160_b0 = loadVector(arena, ((3162112 +% ((k161 +% (kp154 *% 1152)) *% 64)) +% 48))
-          let t160_b1 = loadVector(arena, (((3162112 +% ((k161 +% (kp154 *% 1152)) *% 64)) +% 48) +% 8))
-          let t160_a0 = Vector(repeating: params[((18816 +% ((mb159 *% 4) *% 9216)) +% (k161 +% (kp154 *% 1152)))])
-          t160_c0_0 = t160_c0_0.addingProduct(t160_a0, t160_b0)
-          t160_c0_1 = t160_c0_1.addingProduct(t160_a0, t160_b1)
-          let t160_a1 = Vector(repeating: params[((18816 +% (((mb159 *% 4) +% 1) *% 9216)) +% (k161 +% (kp154 *% 1152)))])
-          t160_c1_0 = t160_c1_0.addingProduct(t160_a1, t160_b0)
-          t160_c1_1 = t160_c1_1.addingProduct(t160_a1, t160_b1)
-          let t160_a2 = Vector(repeating: params[((18816 +% (((mb159 *% 4) +% 2) *% 9216)) +% (k161 +% (kp154 *% 1152)))])
-          t160_c2_0 = t160_c2_0.addingProduct(t160_a2, t160_b0)
-          t160_c2_1 = t160_c2_1.addingProduct(t160_a2, t160_b1)
-          let t160_a3 = Vector(repeating: params[((18816 +% (((mb159 *% 4) +% 3) *% 9216)) +% (k161 +% (kp154 *% 1152)))])
-          t160_c3_0 = t160_c3_0.addingProduct(t160_a3, t160_b0)
-          t160_c3_1 = t160_c3_1.addingProduct(t160_a3, t160_b1)
+      for mb165 in 0..<32 {
+        var t166_c0_0 = loadVector(arena, ((3751936 +% ((mb165 *% 4) *% 64)) +% 48))
+        var t166_c0_1 = loadVector(arena, (((3751936 +% ((mb165 *% 4) *% 64)) +% 48) +% 8))
+        var t166_c1_0 = loadVector(arena, ((3751936 +% (((mb165 *% 4) +% 1) *% 64)) +% 48))
+        var t166_c1_1 = loadVector(arena, (((3751936 +% (((mb165 *% 4) +% 1) *% 64)) +% 48) +% 8))
+        var t166_c2_0 = loadVector(arena, ((3751936 +% (((mb165 *% 4) +% 2) *% 64)) +% 48))
+        var t166_c2_1 = loadVector(arena, (((3751936 +% (((mb165 *% 4) +% 2) *% 64)) +% 48) +% 8))
+        var t166_c3_0 = loadVector(arena, ((3751936 +% (((mb165 *% 4) +% 3) *% 64)) +% 48))
+        var t166_c3_1 = loadVector(arena, (((3751936 +% (((mb165 *% 4) +% 3) *% 64)) +% 48) +% 8))
+        for k167 in 0..<1152 {
+          let t166_b0 = loadVector(arena, ((3162112 +% ((k167 +% (kp160 *% 1152)) *% 64)) +% 48))
+          let t166_b1 = loadVector(arena, (((3162112 +% ((k167 +% (kp160 *% 1152)) *% 64)) +% 48) +% 8))
+          let t166_a0 = Vector(repeating: params[((18816 +% ((mb165 *% 4) *% 9216)) +% (k167 +% (kp160 *% 1152)))])
+          t166_c0_0 = t166_c0_0.addingProduct(t166_a0, t166_b0)
+          t166_c0_1 = t166_c0_1.addingProduct(t166_a0, t166_b1)
+          let t166_a1 = Vector(repeating: params[((18816 +% (((mb165 *% 4) +% 1) *% 9216)) +% (k167 +% (kp160 *% 1152)))])
+          t166_c1_0 = t166_c1_0.addingProduct(t166_a1, t166_b0)
+          t166_c1_1 = t166_c1_1.addingProduct(t166_a1, t166_b1)
+          let t166_a2 = Vector(repeating: params[((18816 +% (((mb165 *% 4) +% 2) *% 9216)) +% (k167 +% (kp160 *% 1152)))])
+          t166_c2_0 = t166_c2_0.addingProduct(t166_a2, t166_b0)
+          t166_c2_1 = t166_c2_1.addingProduct(t166_a2, t166_b1)
+          let t166_a3 = Vector(repeating: params[((18816 +% (((mb165 *% 4) +% 3) *% 9216)) +% (k167 +% (kp160 *% 1152)))])
+          t166_c3_0 = t166_c3_0.addingProduct(t166_a3, t166_b0)
+          t166_c3_1 = t166_c3_1.addingProduct(t166_a3, t166_b1)
         }
-        storeVector(arena, ((3751936 +% ((mb159 *% 4) *% 64)) +% 48), t160_c0_0)
-        storeVector(arena, (((3751936 +% ((mb159 *% 4) *% 64)) +% 48) +% 8), t160_c0_1)
-        storeVector(arena, ((3751936 +% (((mb159 *% 4) +% 1) *% 64)) +% 48), t160_c1_0)
-        storeVector(arena, (((3751936 +% (((mb159 *% 4) +% 1) *% 64)) +% 48) +% 8), t160_c1_1)
-        storeVector(arena, ((3751936 +% (((mb159 *% 4) +% 2) *% 64)) +% 48), t160_c2_0)
-        storeVector(arena, (((3751936 +% (((mb159 *% 4) +% 2) *% 64)) +% 48) +% 8), t160_c2_1)
-        storeVector(arena, ((3751936 +% (((mb159 *% 4) +% 3) *% 64)) +% 48), t160_c3_0)
-        storeVector(arena, (((3751936 +% (((mb159 *% 4) +% 3) *% 64)) +% 48) +% 8), t160_c3_1)
+        storeVector(arena, ((3751936 +% ((mb165 *% 4) *% 64)) +% 48), t166_c0_0)
+        storeVector(arena, (((3751936 +% ((mb165 *% 4) *% 64)) +% 48) +% 8), t166_c0_1)
+        storeVector(arena, ((3751936 +% (((mb165 *% 4) +% 1) *% 64)) +% 48), t166_c1_0)
+        storeVector(arena, (((3751936 +% (((mb165 *% 4) +% 1) *% 64)) +% 48) +% 8), t166_c1_1)
+        storeVector(arena, ((3751936 +% (((mb165 *% 4) +% 2) *% 64)) +% 48), t166_c2_0)
+        storeVector(arena, (((3751936 +% (((mb165 *% 4) +% 2) *% 64)) +% 48) +% 8), t166_c2_1)
+        storeVector(arena, ((3751936 +% (((mb165 *% 4) +% 3) *% 64)) +% 48), t166_c3_0)
+        storeVector(arena, (((3751936 +% (((mb165 *% 4) +% 3) *% 64)) +% 48) +% 8), t166_c3_1)
       }
     }
   }
-  for n163 in 0..<64 {
-    for u164 in 0..<128 {
-      arena[((3153920 +% (n163 *% 128)) +% u164)] = ((arena[((3751936 +% (u164 *% 64)) +% n163)] + params[(1198464 +% u164)]) > Float(0) ? (arena[((3751936 +% (u164 *% 64)) +% n163)] + params[(1198464 +% u164)]) : Float(0))
+  for n169 in 0..<64 {
+    for u170 in 0..<128 {
+      arena[((3153920 +% (n169 *% 128)) +% u170)] = ((arena[((3751936 +% (u170 *% 64)) +% n169)] + params[(1198464 +% u170)]) > Float(0) ? (arena[((3751936 +% (u170 *% 64)) +% n169)] + params[(1198464 +% u170)]) : Float(0))
     }
   }
   // drop2 = dropout(fc1)
-  let z165: UInt64 = (UInt64(bitPattern: seed) ^ 0x6cbe11c93e8aad7a as UInt64)
-  let z166: UInt64 = ((z165 ^ (z165 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-  let z167: UInt64 = ((z166 ^ (z166 >> 27)) &* 0x94d049bb133111eb as UInt64)
-  let z168: UInt64 = (z167 ^ (z167 >> 31))
-  let z169: UInt64 = (z168 &+ UInt64(bitPattern: step))
-  let z170: UInt64 = ((z169 ^ (z169 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-  let z171: UInt64 = ((z170 ^ (z170 >> 27)) &* 0x94d049bb133111eb as UInt64)
-  let z172: UInt64 = (z171 ^ (z171 >> 31))
-  for i173 in 0..<8192 {
-    let z174: UInt64 = (z172 &+ (UInt64(bitPattern: Int64(i173)) &* 0x9e3779b97f4a7c15 as UInt64))
-    let z175: UInt64 = ((z174 ^ (z174 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-    let z176: UInt64 = ((z175 ^ (z175 >> 27)) &* 0x94d049bb133111eb as UInt64)
-    let z177: UInt64 = (z176 ^ (z176 >> 31))
-    arena[(3162112 +% i173)] = ((z177 >> 40) >= 0x800000 as UInt64 ? (arena[(3153920 +% i173)] * Float(2)) : Float(0))
+  let z171: UInt64 = (UInt64(bitPattern: seed) ^ 0x6cbe11c93e8aad7a as UInt64)
+  let z172: UInt64 = ((z171 ^ (z171 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z173: UInt64 = ((z172 ^ (z172 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z174: UInt64 = (z173 ^ (z173 >> 31))
+  let z175: UInt64 = (z174 &+ UInt64(bitPattern: step))
+  let z176: UInt64 = ((z175 ^ (z175 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z177: UInt64 = ((z176 ^ (z176 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z178: UInt64 = (z177 ^ (z177 >> 31))
+  for i179 in 0..<8192 {
+    let z180: UInt64 = (z178 &+ (UInt64(bitPattern: Int64(i179)) &* 0x9e3779b97f4a7c15 as UInt64))
+    let z181: UInt64 = ((z180 ^ (z180 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+    let z182: UInt64 = ((z181 ^ (z181 >> 27)) &* 0x94d049bb133111eb as UInt64)
+    let z183: UInt64 = (z182 ^ (z182 >> 31))
+    arena[(3162112 +% i179)] = ((z183 >> 40) >= 0x800000 as UInt64 ? (arena[(3153920 +% i179)] * Float(2)) : Float(0))
   }
   // fc2 = dense(drop2)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 3162112, 128, params + 1198592, 128, Float(bitPattern: 0x0), arena + 3170304, 10)
-  for n178 in 0..<64 {
-    for u179 in 0..<1 {
-      storeVector(arena, ((u179 *% 8) +% (3170304 +% (n178 *% 10))), (loadVector(arena, ((u179 *% 8) +% (3170304 +% (n178 *% 10)))) + loadVector(params, ((u179 *% 8) +% 1199872))))
+  for n184 in 0..<64 {
+    for u185 in 0..<1 {
+      storeVector(arena, ((u185 *% 8) +% (3170304 +% (n184 *% 10))), (loadVector(arena, ((u185 *% 8) +% (3170304 +% (n184 *% 10)))) + loadVector(params, ((u185 *% 8) +% 1199872))))
     }
-    for u179 in 0..<1 {
-      storePartial(arena, ((u179 +% 8) +% (3170304 +% (n178 *% 10))), (loadPartial(arena, ((u179 +% 8) +% (3170304 +% (n178 *% 10))), 2) + loadPartial(params, ((u179 +% 8) +% 1199872), 2)), 2)
+    for u185 in 0..<1 {
+      storePartial(arena, ((u185 +% 8) +% (3170304 +% (n184 *% 10))), (loadPartial(arena, ((u185 +% 8) +% (3170304 +% (n184 *% 10))), 2) + loadPartial(params, ((u185 +% 8) +% 1199872), 2)), 2)
     }
   }
   // probs = softmax(fc2)
-  for n180 in 0..<64 {
-    var m181: Float = arena[(3170304 +% (n180 *% 10))]
-    for k183 in 0..<10 {
-      m181 = { let x = m181, y = arena[((3170304 +% (n180 *% 10)) +% k183)]; return y > x ? y : x }()
+  for n186 in 0..<64 {
+    var m187: Float = arena[(3170304 +% (n186 *% 10))]
+    for k189 in 0..<10 {
+      m187 = { let x = m187, y = arena[((3170304 +% (n186 *% 10)) +% k189)]; return y > x ? y : x }()
     }
-    var s182: Float = Float(0)
-    for k184 in 0..<10 {
-      s182 = (s182 + exponential((arena[((3170304 +% (n180 *% 10)) +% k184)] - m181)))
+    var s188: Float = Float(0)
+    for k190 in 0..<10 {
+      s188 = (s188 + exponential((arena[((3170304 +% (n186 *% 10)) +% k190)] - m187)))
     }
-    for k185 in 0..<10 {
-      arena[((3170944 +% (n180 *% 10)) +% k185)] = (exponential((arena[((3170304 +% (n180 *% 10)) +% k185)] - m181)) / s182)
+    for k191 in 0..<10 {
+      arena[((3170944 +% (n186 *% 10)) +% k191)] = (exponential((arena[((3170304 +% (n186 *% 10)) +% k191)] - m187)) / s188)
     }
   }
   // loss = cross_entropy(fc2, label)
-  var total186: Float = Float(0)
-  for n187 in 0..<64 {
-    var m188: Float = arena[(3170304 +% (n187 *% 10))]
-    for k190 in 0..<10 {
-      m188 = { let x = m188, y = arena[((3170304 +% (n187 *% 10)) +% k190)]; return y > x ? y : x }()
-    }
-    var s189: Float = Float(0)
-    for k191 in 0..<10 {
-      s189 = (s189 + exponential((arena[((3170304 +% (n187 *% 10)) +% k191)] - m188)))
-    }
-    total186 = (total186 + ((m188 + logf(s189)) - arena[((3170304 +% (n187 *% 10)) +% Int(labels[n187]))]))
-  }
-  arena[3171584] = (total186 / Float(64))
-  // fc2_grad = cross_entropy_grad(fc2, label)
-  for n192 in 0..<64 {
-    var m193: Float = arena[(3170304 +% (n192 *% 10))]
-    for k195 in 0..<10 {
-      m193 = { let x = m193, y = arena[((3170304 +% (n192 *% 10)) +% k195)]; return y > x ? y : x }()
-    }
-    var s194: Float = Float(0)
+  var total192: Float = Float(0)
+  for n193 in 0..<64 {
+    var m194: Float = arena[(3170304 +% (n193 *% 10))]
     for k196 in 0..<10 {
-      s194 = (s194 + exponential((arena[((3170304 +% (n192 *% 10)) +% k196)] - m193)))
+      m194 = { let x = m194, y = arena[((3170304 +% (n193 *% 10)) +% k196)]; return y > x ? y : x }()
     }
+    var s195: Float = Float(0)
     for k197 in 0..<10 {
-      arena[((3171600 +% (n192 *% 10)) +% k197)] = ((k197 == Int(labels[n192]) ? ((exponential((arena[((3170304 +% (n192 *% 10)) +% k197)] - m193)) / s194) - Float(1)) : (exponential((arena[((3170304 +% (n192 *% 10)) +% k197)] - m193)) / s194)) / Float(64))
+      s195 = (s195 + exponential((arena[((3170304 +% (n193 *% 10)) +% k197)] - m194)))
+    }
+    total192 = (total192 + ((m194 + logf(s195)) - arena[((3170304 +% (n193 *% 10)) +% Int(labels[n193]))]))
+  }
+  arena[3171584] = (total192 / Float(64))
+  // fc2_grad = cross_entropy_grad(fc2, label)
+  for n198 in 0..<64 {
+    var m199: Float = arena[(3170304 +% (n198 *% 10))]
+    for k201 in 0..<10 {
+      m199 = { let x = m199, y = arena[((3170304 +% (n198 *% 10)) +% k201)]; return y > x ? y : x }()
+    }
+    var s200: Float = Float(0)
+    for k202 in 0..<10 {
+      s200 = (s200 + exponential((arena[((3170304 +% (n198 *% 10)) +% k202)] - m199)))
+    }
+    for k203 in 0..<10 {
+      arena[((3171600 +% (n198 *% 10)) +% k203)] = ((k203 == Int(labels[n198]) ? ((exponential((arena[((3170304 +% (n198 *% 10)) +% k203)] - m199)) / s200) - Float(1)) : (exponential((arena[((3170304 +% (n198 *% 10)) +% k203)] - m199)) / s200)) / Float(64))
     }
   }
   // fc2_weight_grad = dense_grad_weight(fc2_grad, drop2)
   sgemm(101, 112, 111, 10, 128, 64, 1, arena + 3171600, 10, arena + 3162112, 128, Float(bitPattern: 0x0), grads + 1198592, 128)
   // fc2_bias_grad = dense_grad_bias(fc2_grad)
-  for u198 in 0..<10 {
-    var acc199: Float = Float(0)
-    for n200 in 0..<64 {
-      acc199 = (acc199 + arena[((3171600 +% (n200 *% 10)) +% u198)])
+  for u204 in 0..<10 {
+    var acc205: Float = Float(0)
+    for n206 in 0..<64 {
+      acc205 = (acc205 + arena[((3171600 +% (n206 *% 10)) +% u204)])
     }
-    grads[(1199872 +% u198)] = acc199
+    grads[(1199872 +% u204)] = acc205
   }
   // drop2_grad = dense_grad_input(fc2_grad, fc2.weight)
   sgemm(101, 111, 111, 64, 128, 10, 1, arena + 3171600, 10, params + 1198592, 128, Float(bitPattern: 0x0), arena + 3172240, 128)
   // relu3_grad = dropout_grad(drop2_grad, drop2)
-  let z201: UInt64 = (UInt64(bitPattern: seed) ^ 0x6cbe11c93e8aad7a as UInt64)
-  let z202: UInt64 = ((z201 ^ (z201 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-  let z203: UInt64 = ((z202 ^ (z202 >> 27)) &* 0x94d049bb133111eb as UInt64)
-  let z204: UInt64 = (z203 ^ (z203 >> 31))
-  let z205: UInt64 = (z204 &+ UInt64(bitPattern: step))
-  let z206: UInt64 = ((z205 ^ (z205 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-  let z207: UInt64 = ((z206 ^ (z206 >> 27)) &* 0x94d049bb133111eb as UInt64)
-  let z208: UInt64 = (z207 ^ (z207 >> 31))
-  for i209 in 0..<8192 {
-    let z210: UInt64 = (z208 &+ (UInt64(bitPattern: Int64(i209)) &* 0x9e3779b97f4a7c15 as UInt64))
-    let z211: UInt64 = ((z210 ^ (z210 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-    let z212: UInt64 = ((z211 ^ (z211 >> 27)) &* 0x94d049bb133111eb as UInt64)
-    let z213: UInt64 = (z212 ^ (z212 >> 31))
-    arena[(3180432 +% i209)] = ((z213 >> 40) >= 0x800000 as UInt64 ? (arena[(3172240 +% i209)] * Float(2)) : Float(0))
+  let z207: UInt64 = (UInt64(bitPattern: seed) ^ 0x6cbe11c93e8aad7a as UInt64)
+  let z208: UInt64 = ((z207 ^ (z207 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z209: UInt64 = ((z208 ^ (z208 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z210: UInt64 = (z209 ^ (z209 >> 31))
+  let z211: UInt64 = (z210 &+ UInt64(bitPattern: step))
+  let z212: UInt64 = ((z211 ^ (z211 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z213: UInt64 = ((z212 ^ (z212 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z214: UInt64 = (z213 ^ (z213 >> 31))
+  for i215 in 0..<8192 {
+    let z216: UInt64 = (z214 &+ (UInt64(bitPattern: Int64(i215)) &* 0x9e3779b97f4a7c15 as UInt64))
+    let z217: UInt64 = ((z216 ^ (z216 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+    let z218: UInt64 = ((z217 ^ (z217 >> 27)) &* 0x94d049bb133111eb as UInt64)
+    let z219: UInt64 = (z218 ^ (z218 >> 31))
+    arena[(3180432 +% i215)] = ((z219 >> 40) >= 0x800000 as UInt64 ? (arena[(3172240 +% i215)] * Float(2)) : Float(0))
   }
   // fc1_grad = relu_grad(relu3_grad, fc1)
-  for i214 in 0..<1024 {
-    storeVector(arena, ((i214 *% 8) +% 3162112), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i214 *% 8) +% 3180432)), where: loadVector(arena, ((i214 *% 8) +% 3153920)) .> Vector(repeating: Float(0))))
+  for i220 in 0..<1024 {
+    storeVector(arena, ((i220 *% 8) +% 3162112), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i220 *% 8) +% 3180432)), where: loadVector(arena, ((i220 *% 8) +% 3153920)) .> Vector(repeating: Float(0))))
   }
   // fc1_weight_grad = dense_grad_weight(fc1_grad, flat)
-  do {  // gemm219
-    for nb215 in 0..<384 {
-      for mb216 in 0..<32 {
-        var t217_c0_0 = Vector()
-        var t217_c0_1 = Vector()
-        var t217_c0_2 = Vector()
-        var t217_c1_0 = Vector()
-        var t217_c1_1 = Vector()
-        var t217_c1_2 = Vector()
-        var t217_c2_0 = Vector()
-        var t217_c2_1 = Vector()
-        var t217_c2_2 = Vector()
-        var t217_c3_0 = Vector()
-        var t217_c3_1 = Vector()
-        var t217_c3_2 = Vector()
-        for k218 in 0..<64 {
-          let t217_b0 = loadVector(arena, ((2564096 +% (k218 *% 9216)) +% (nb215 *% 24)))
-          let t217_b1 = loadVector(arena, (((2564096 +% (k218 *% 9216)) +% (nb215 *% 24)) +% 8))
-          let t217_b2 = loadVector(arena, (((2564096 +% (k218 *% 9216)) +% (nb215 *% 24)) +% 16))
-          let t217_a0 = Vector(repeating: arena[((3162112 +% (mb216 *% 4)) +% (k218 *% 128))])
-          t217_c0_0 = t217_c0_0.addingProduct(t217_a0, t217_b0)
-          t217_c0_1 = t217_c0_1.addingProduct(t217_a0, t217_b1)
-          t217_c0_2 = t217_c0_2.addingProduct(t217_a0, t217_b2)
-          let t217_a1 = Vector(repeating: arena[((3162112 +% ((mb216 *% 4) +% 1)) +% (k218 *% 128))])
-          t217_c1_0 = t217_c1_0.addingProduct(t217_a1, t217_b0)
-          t217_c1_1 = t217_c1_1.addingProduct(t217_a1, t217_b1)
-          t217_c1_2 = t217_c1_2.addingProduct(t217_a1, t217_b2)
-          let t217_a2 = Vector(repeating: arena[((3162112 +% ((mb216 *% 4) +% 2)) +% (k218 *% 128))])
-          t217_c2_0 = t217_c2_0.addingProduct(t217_a2, t217_b0)
-          t217_c2_1 = t217_c2_1.addingProduct(t217_a2, t217_b1)
-          t217_c2_2 = t217_c2_2.addingProduct(t217_a2, t217_b2)
-          let t217_a3 = Vector(repeating: arena[((3162112 +% ((mb216 *% 4) +% 3)) +% (k218 *% 128))])
-          t217_c3_0 = t217_c3_0.addingProduct(t217_a3, t217_b0)
-          t217_c3_1 = t217_c3_1.addingProduct(t217_a3, t217_b1)
-          t217_c3_2 = t217_c3_2.addingProduct(t217_a3, t217_b2)
+  do {  // gemm225
+    for nb221 in 0..<384 {
+      for mb222 in 0..<32 {
+        var t223_c0_0 = Vector()
+        var t223_c0_1 = Vector()
+        var t223_c0_2 = Vector()
+        var t223_c1_0 = Vector()
+        var t223_c1_1 = Vector()
+        var t223_c1_2 = Vector()
+        var t223_c2_0 = Vector()
+        var t223_c2_1 = Vector()
+        var t223_c2_2 = Vector()
+        var t223_c3_0 = Vector()
+        var t223_c3_1 = Vector()
+        var t223_c3_2 = Vector()
+        for k224 in 0..<64 {
+          let t223_b0 = loadVector(arena, ((2564096 +% (k224 *% 9216)) +% (nb221 *% 24)))
+          let t223_b1 = loadVector(arena, (((2564096 +% (k224 *% 9216)) +% (nb221 *% 24)) +% 8))
+          let t223_b2 = loadVector(arena, (((2564096 +% (k224 *% 9216)) +% (nb221 *% 24)) +% 16))
+          let t223_a0 = Vector(repeating: arena[((3162112 +% (mb222 *% 4)) +% (k224 *% 128))])
+          t223_c0_0 = t223_c0_0.addingProduct(t223_a0, t223_b0)
+          t223_c0_1 = t223_c0_1.addingProduct(t223_a0, t223_b1)
+          t223_c0_2 = t223_c0_2.addingProduct(t223_a0, t223_b2)
+          let t223_a1 = Vector(repeating: arena[((3162112 +% ((mb222 *% 4) +% 1)) +% (k224 *% 128))])
+          t223_c1_0 = t223_c1_0.addingProduct(t223_a1, t223_b0)
+          t223_c1_1 = t223_c1_1.addingProduct(t223_a1, t223_b1)
+          t223_c1_2 = t223_c1_2.addingProduct(t223_a1, t223_b2)
+          let t223_a2 = Vector(repeating: arena[((3162112 +% ((mb222 *% 4) +% 2)) +% (k224 *% 128))])
+          t223_c2_0 = t223_c2_0.addingProduct(t223_a2, t223_b0)
+          t223_c2_1 = t223_c2_1.addingProduct(t223_a2, t223_b1)
+          t223_c2_2 = t223_c2_2.addingProduct(t223_a2, t223_b2)
+          let t223_a3 = Vector(repeating: arena[((3162112 +% ((mb222 *% 4) +% 3)) +% (k224 *% 128))])
+          t223_c3_0 = t223_c3_0.addingProduct(t223_a3, t223_b0)
+          t223_c3_1 = t223_c3_1.addingProduct(t223_a3, t223_b1)
+          t223_c3_2 = t223_c3_2.addingProduct(t223_a3, t223_b2)
         }
-        storeVector(grads, ((18816 +% ((mb216 *% 4) *% 9216)) +% (nb215 *% 24)), t217_c0_0)
-        storeVector(grads, (((18816 +% ((mb216 *% 4) *% 9216)) +% (nb215 *% 24)) +% 8), t217_c0_1)
-        storeVector(grads, (((18816 +% ((mb216 *% 4) *% 9216)) +% (nb215 *% 24)) +% 16), t217_c0_2)
-        storeVector(grads, ((18816 +% (((mb216 *% 4) +% 1) *% 9216)) +% (nb215 *% 24)), t217_c1_0)
-        storeVector(grads, (((18816 +% (((mb216 *% 4) +% 1) *% 9216)) +% (nb215 *% 24)) +% 8), t217_c1_1)
-        storeVector(grads, (((18816 +% (((mb216 *% 4) +% 1) *% 9216)) +% (nb215 *% 24)) +% 16), t217_c1_2)
-        storeVector(grads, ((18816 +% (((mb216 *% 4) +% 2) *% 9216)) +% (nb215 *% 24)), t217_c2_0)
-        storeVector(grads, (((18816 +% (((mb216 *% 4) +% 2) *% 9216)) +% (nb215 *% 24)) +% 8), t217_c2_1)
-        storeVector(grads, (((18816 +% (((mb216 *% 4) +% 2) *% 9216)) +% (nb215 *% 24)) +% 16), t217_c2_2)
-        storeVector(grads, ((18816 +% (((mb216 *% 4) +% 3) *% 9216)) +% (nb215 *% 24)), t217_c3_0)
-        storeVector(grads, (((18816 +% (((mb216 *% 4) +% 3) *% 9216)) +% (nb215 *% 24)) +% 8), t217_c3_1)
-        storeVector(grads, (((18816 +% (((mb216 *% 4) +% 3) *% 9216)) +% (nb215 *% 24)) +% 16), t217_c3_2)
+        storeVector(grads, ((18816 +% ((mb222 *% 4) *% 9216)) +% (nb221 *% 24)), t223_c0_0)
+        storeVector(grads, (((18816 +% ((mb222 *% 4) *% 9216)) +% (nb221 *% 24)) +% 8), t223_c0_1)
+        storeVector(grads, (((18816 +% ((mb222 *% 4) *% 9216)) +% (nb221 *% 24)) +% 16), t223_c0_2)
+        storeVector(grads, ((18816 +% (((mb222 *% 4) +% 1) *% 9216)) +% (nb221 *% 24)), t223_c1_0)
+        storeVector(grads, (((18816 +% (((mb222 *% 4) +% 1) *% 9216)) +% (nb221 *% 24)) +% 8), t223_c1_1)
+        storeVector(grads, (((18816 +% (((mb222 *% 4) +% 1) *% 9216)) +% (nb221 *% 24)) +% 16), t223_c1_2)
+        storeVector(grads, ((18816 +% (((mb222 *% 4) +% 2) *% 9216)) +% (nb221 *% 24)), t223_c2_0)
+        storeVector(grads, (((18816 +% (((mb222 *% 4) +% 2) *% 9216)) +% (nb221 *% 24)) +% 8), t223_c2_1)
+        storeVector(grads, (((18816 +% (((mb222 *% 4) +% 2) *% 9216)) +% (nb221 *% 24)) +% 16), t223_c2_2)
+        storeVector(grads, ((18816 +% (((mb222 *% 4) +% 3) *% 9216)) +% (nb221 *% 24)), t223_c3_0)
+        storeVector(grads, (((18816 +% (((mb222 *% 4) +% 3) *% 9216)) +% (nb221 *% 24)) +% 8), t223_c3_1)
+        storeVector(grads, (((18816 +% (((mb222 *% 4) +% 3) *% 9216)) +% (nb221 *% 24)) +% 16), t223_c3_2)
       }
     }
   }
   // fc1_bias_grad = dense_grad_bias(fc1_grad)
-  for u220 in 0..<128 {
-    var acc221: Float = Float(0)
-    for n222 in 0..<64 {
-      acc221 = (acc221 + arena[((3162112 +% (n222 *% 128)) +% u220)])
+  for u226 in 0..<128 {
+    var acc227: Float = Float(0)
+    for n228 in 0..<64 {
+      acc227 = (acc227 + arena[((3162112 +% (n228 *% 128)) +% u226)])
     }
-    grads[(1198464 +% u220)] = acc221
+    grads[(1198464 +% u226)] = acc227
   }
   // flat_grad = dense_grad_input(fc1_grad, fc1.weight)
-  do {  // gemm227
-    for nb223 in 0..<384 {
-      for mb224 in 0..<16 {
-        var t225_c0_0 = Vector()
-        var t225_c0_1 = Vector()
-        var t225_c0_2 = Vector()
-        var t225_c1_0 = Vector()
-        var t225_c1_1 = Vector()
-        var t225_c1_2 = Vector()
-        var t225_c2_0 = Vector()
-        var t225_c2_1 = Vector()
-        var t225_c2_2 = Vector()
-        var t225_c3_0 = Vector()
-        var t225_c3_1 = Vector()
-        var t225_c3_2 = Vector()
-        for k226 in 0..<128 {
-          let t225_b0 = loadVector(params, ((18816 +% (k226 *% 9216)) +% (nb223 *% 24)))
-          let t225_b1 = loadVector(params, (((18816 +% (k226 *% 9216)) +% (nb223 *% 24)) +% 8))
-          let t225_b2 = loadVector(params, (((18816 +% (k226 *% 9216)) +% (nb223 *% 24)) +% 16))
-          let t225_a0 = Vector(repeating: arena[((3162112 +% ((mb224 *% 4) *% 128)) +% k226)])
-          t225_c0_0 = t225_c0_0.addingProduct(t225_a0, t225_b0)
-          t225_c0_1 = t225_c0_1.addingProduct(t225_a0, t225_b1)
-          t225_c0_2 = t225_c0_2.addingProduct(t225_a0, t225_b2)
-          let t225_a1 = Vector(repeating: arena[((3162112 +% (((mb224 *% 4) +% 1) *% 128)) +% k226)])
-          t225_c1_0 = t225_c1_0.addingProduct(t225_a1, t225_b0)
-          t225_c1_1 = t225_c1_1.addingProduct(t225_a1, t225_b1)
-          t225_c1_2 = t225_c1_2.addingProduct(t225_a1, t225_b2)
-          let t225_a2 = Vector(repeating: arena[((3162112 +% (((mb224 *% 4) +% 2) *% 128)) +% k226)])
-          t225_c2_0 = t225_c2_0.addingProduct(t225_a2, t225_b0)
-          t225_c2_1 = t225_c2_1.addingProduct(t225_a2, t225_b1)
-          t225_c2_2 = t225_c2_2.addingProduct(t225_a2, t225_b2)
-          let t225_a3 = Vector(repeating: arena[((3162112 +% (((mb224 *% 4) +% 3) *% 128)) +% k226)])
-          t225_c3_0 = t225_c3_0.addingProduct(t225_a3, t225_b0)
-          t225_c3_1 = t225_c3_1.addingProduct(t225_a3, t225_b1)
-          t225_c3_2 = t225_c3_2.addingProduct(t225_a3, t225_b2)
+  do {  // gemm233
+    for nb229 in 0..<384 {
+      for mb230 in 0..<16 {
+        var t231_c0_0 = Vector()
+        var t231_c0_1 = Vector()
+        var t231_c0_2 = Vector()
+        var t231_c1_0 = Vector()
+        var t231_c1_1 = Vector()
+        var t231_c1_2 = Vector()
+        var t231_c2_0 = Vector()
+        var t231_c2_1 = Vector()
+        var t231_c2_2 = Vector()
+        var t231_c3_0 = Vector()
+        var t231_c3_1 = Vector()
+        var t231_c3_2 = Vector()
+        for k232 in 0..<128 {
+          let t231_b0 = loadVector(params, ((18816 +% (k232 *% 9216)) +% (nb229 *% 24)))
+          let t231_b1 = loadVector(params, (((18816 +% (k232 *% 9216)) +% (nb229 *% 24)) +% 8))
+          let t231_b2 = loadVector(params, (((18816 +% (k232 *% 9216)) +% (nb229 *% 24)) +% 16))
+          let t231_a0 = Vector(repeating: arena[((3162112 +% ((mb230 *% 4) *% 128)) +% k232)])
+          t231_c0_0 = t231_c0_0.addingProduct(t231_a0, t231_b0)
+          t231_c0_1 = t231_c0_1.addingProduct(t231_a0, t231_b1)
+          t231_c0_2 = t231_c0_2.addingProduct(t231_a0, t231_b2)
+          let t231_a1 = Vector(repeating: arena[((3162112 +% (((mb230 *% 4) +% 1) *% 128)) +% k232)])
+          t231_c1_0 = t231_c1_0.addingProduct(t231_a1, t231_b0)
+          t231_c1_1 = t231_c1_1.addingProduct(t231_a1, t231_b1)
+          t231_c1_2 = t231_c1_2.addingProduct(t231_a1, t231_b2)
+          let t231_a2 = Vector(repeating: arena[((3162112 +% (((mb230 *% 4) +% 2) *% 128)) +% k232)])
+          t231_c2_0 = t231_c2_0.addingProduct(t231_a2, t231_b0)
+          t231_c2_1 = t231_c2_1.addingProduct(t231_a2, t231_b1)
+          t231_c2_2 = t231_c2_2.addingProduct(t231_a2, t231_b2)
+          let t231_a3 = Vector(repeating: arena[((3162112 +% (((mb230 *% 4) +% 3) *% 128)) +% k232)])
+          t231_c3_0 = t231_c3_0.addingProduct(t231_a3, t231_b0)
+          t231_c3_1 = t231_c3_1.addingProduct(t231_a3, t231_b1)
+          t231_c3_2 = t231_c3_2.addingProduct(t231_a3, t231_b2)
         }
-        storeVector(arena, ((3171600 +% ((mb224 *% 4) *% 9216)) +% (nb223 *% 24)), t225_c0_0)
-        storeVector(arena, (((3171600 +% ((mb224 *% 4) *% 9216)) +% (nb223 *% 24)) +% 8), t225_c0_1)
-        storeVector(arena, (((3171600 +% ((mb224 *% 4) *% 9216)) +% (nb223 *% 24)) +% 16), t225_c0_2)
-        storeVector(arena, ((3171600 +% (((mb224 *% 4) +% 1) *% 9216)) +% (nb223 *% 24)), t225_c1_0)
-        storeVector(arena, (((3171600 +% (((mb224 *% 4) +% 1) *% 9216)) +% (nb223 *% 24)) +% 8), t225_c1_1)
-        storeVector(arena, (((3171600 +% (((mb224 *% 4) +% 1) *% 9216)) +% (nb223 *% 24)) +% 16), t225_c1_2)
-        storeVector(arena, ((3171600 +% (((mb224 *% 4) +% 2) *% 9216)) +% (nb223 *% 24)), t225_c2_0)
-        storeVector(arena, (((3171600 +% (((mb224 *% 4) +% 2) *% 9216)) +% (nb223 *% 24)) +% 8), t225_c2_1)
-        storeVector(arena, (((3171600 +% (((mb224 *% 4) +% 2) *% 9216)) +% (nb223 *% 24)) +% 16), t225_c2_2)
-        storeVector(arena, ((3171600 +% (((mb224 *% 4) +% 3) *% 9216)) +% (nb223 *% 24)), t225_c3_0)
-        storeVector(arena, (((3171600 +% (((mb224 *% 4) +% 3) *% 9216)) +% (nb223 *% 24)) +% 8), t225_c3_1)
-        storeVector(arena, (((3171600 +% (((mb224 *% 4) +% 3) *% 9216)) +% (nb223 *% 24)) +% 16), t225_c3_2)
+        storeVector(arena, ((3171600 +% ((mb230 *% 4) *% 9216)) +% (nb229 *% 24)), t231_c0_0)
+        storeVector(arena, (((3171600 +% ((mb230 *% 4) *% 9216)) +% (nb229 *% 24)) +% 8), t231_c0_1)
+        storeVector(arena, (((3171600 +% ((mb230 *% 4) *% 9216)) +% (nb229 *% 24)) +% 16), t231_c0_2)
+        storeVector(arena, ((3171600 +% (((mb230 *% 4) +% 1) *% 9216)) +% (nb229 *% 24)), t231_c1_0)
+        storeVector(arena, (((3171600 +% (((mb230 *% 4) +% 1) *% 9216)) +% (nb229 *% 24)) +% 8), t231_c1_1)
+        storeVector(arena, (((3171600 +% (((mb230 *% 4) +% 1) *% 9216)) +% (nb229 *% 24)) +% 16), t231_c1_2)
+        storeVector(arena, ((3171600 +% (((mb230 *% 4) +% 2) *% 9216)) +% (nb229 *% 24)), t231_c2_0)
+        storeVector(arena, (((3171600 +% (((mb230 *% 4) +% 2) *% 9216)) +% (nb229 *% 24)) +% 8), t231_c2_1)
+        storeVector(arena, (((3171600 +% (((mb230 *% 4) +% 2) *% 9216)) +% (nb229 *% 24)) +% 16), t231_c2_2)
+        storeVector(arena, ((3171600 +% (((mb230 *% 4) +% 3) *% 9216)) +% (nb229 *% 24)), t231_c3_0)
+        storeVector(arena, (((3171600 +% (((mb230 *% 4) +% 3) *% 9216)) +% (nb229 *% 24)) +% 8), t231_c3_1)
+        storeVector(arena, (((3171600 +% (((mb230 *% 4) +% 3) *% 9216)) +% (nb229 *% 24)) +% 16), t231_c3_2)
       }
     }
   }
   // drop1_grad = flatten_grad(flat_grad, drop1)
   // pool_grad = dropout_grad(drop1_grad, drop1)
-  let z228: UInt64 = (UInt64(bitPattern: seed) ^ 0x6cbe10c93e8aabc7 as UInt64)
-  let z229: UInt64 = ((z228 ^ (z228 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-  let z230: UInt64 = ((z229 ^ (z229 >> 27)) &* 0x94d049bb133111eb as UInt64)
-  let z231: UInt64 = (z230 ^ (z230 >> 31))
-  let z232: UInt64 = (z231 &+ UInt64(bitPattern: step))
-  let z233: UInt64 = ((z232 ^ (z232 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-  let z234: UInt64 = ((z233 ^ (z233 >> 27)) &* 0x94d049bb133111eb as UInt64)
-  let z235: UInt64 = (z234 ^ (z234 >> 31))
-  for i236 in 0..<589824 {
-    let z237: UInt64 = (z235 &+ (UInt64(bitPattern: Int64(i236)) &* 0x9e3779b97f4a7c15 as UInt64))
-    let z238: UInt64 = ((z237 ^ (z237 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-    let z239: UInt64 = ((z238 ^ (z238 >> 27)) &* 0x94d049bb133111eb as UInt64)
-    let z240: UInt64 = (z239 ^ (z239 >> 31))
-    arena[(3761424 +% i236)] = ((z240 >> 40) >= 0x400000 as UInt64 ? (arena[(3171600 +% i236)] * Float(bitPattern: 0x3faaaaab)) : Float(0))
+  let z234: UInt64 = (UInt64(bitPattern: seed) ^ 0x6cbe10c93e8aabc7 as UInt64)
+  let z235: UInt64 = ((z234 ^ (z234 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z236: UInt64 = ((z235 ^ (z235 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z237: UInt64 = (z236 ^ (z236 >> 31))
+  let z238: UInt64 = (z237 &+ UInt64(bitPattern: step))
+  let z239: UInt64 = ((z238 ^ (z238 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z240: UInt64 = ((z239 ^ (z239 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z241: UInt64 = (z240 ^ (z240 >> 31))
+  for i242 in 0..<589824 {
+    let z243: UInt64 = (z241 &+ (UInt64(bitPattern: Int64(i242)) &* 0x9e3779b97f4a7c15 as UInt64))
+    let z244: UInt64 = ((z243 ^ (z243 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+    let z245: UInt64 = ((z244 ^ (z244 >> 27)) &* 0x94d049bb133111eb as UInt64)
+    let z246: UInt64 = (z245 ^ (z245 >> 31))
+    arena[(3761424 +% i242)] = ((z246 >> 40) >= 0x400000 as UInt64 ? (arena[(3171600 +% i242)] * Float(bitPattern: 0x3faaaaab)) : Float(0))
   }
   // conv2_grad = relu_maxpool_grad(pool_grad, conv2, conv2.argmax)
-  for i241 in 0..<294912 {
-    storeVector(arena, ((i241 *% 8) +% 4351248), Vector(repeating: Float(0)))
+  for i247 in 0..<294912 {
+    storeVector(arena, ((i247 *% 8) +% 4351248), Vector(repeating: Float(0)))
   }
-  for q242 in 0..<4096 {
-    for i243 in 0..<144 {
-      if arena[(1384448 +% ((q242 *% 144) +% i243))] > Float(0) {
-        arena[((4351248 +% (q242 *% 576)) +% Int(arena[(1974272 +% ((q242 *% 144) +% i243))]))] += arena[(3761424 +% ((q242 *% 144) +% i243))]
+  for q248 in 0..<4096 {
+    for i249 in 0..<144 {
+      if arena[(1384448 +% ((q248 *% 144) +% i249))] > Float(0) {
+        arena[((4351248 +% (q248 *% 576)) +% Int(arena[(1974272 +% ((q248 *% 144) +% i249))]))] += arena[(3761424 +% ((q248 *% 144) +% i249))]
       }
     }
   }
   // conv2_weight_grad = conv2d_grad_weight(conv2_grad, conv1)
-  for i244 in 0..<4096 {
-    storeVector(arena, ((i244 *% 8) +% 1664128), Vector(repeating: Float(0)))
+  for i250 in 0..<4096 {
+    storeVector(arena, ((i250 *% 8) +% 1664128), Vector(repeating: Float(0)))
   }
-  for i245 in 0..<2704 {
-    storeVector(arena, ((i245 *% 8) +% 1384448), Vector(repeating: Float(0)))
+  for i251 in 0..<2704 {
+    storeVector(arena, ((i251 *% 8) +% 1384448), Vector(repeating: Float(0)))
   }
-  for i246 in 0..<4608 {
-    storeVector(arena, ((i246 *% 8) +% 1479808), Vector(repeating: Float(0)))
+  for i252 in 0..<4608 {
+    storeVector(arena, ((i252 *% 8) +% 1479808), Vector(repeating: Float(0)))
   }
-  for g247 in 0..<64 {
-    for j248 in 0..<1 {
-      for c249 in 0..<32 {
-        for iy250 in 0..<26 {
-          for ix251 in 0..<26 {
-            arena[(1384448 +% ((((j248 *% 21632) +% (iy250 *% 832)) +% (ix251 *% 32)) +% c249))] = arena[(((((g247 +% j248) *% 21632) +% (c249 *% 676)) +% (iy250 *% 26)) +% ix251)]
+  for g253 in 0..<64 {
+    for j254 in 0..<1 {
+      for iy255 in 0..<26 {
+        for c256 in 0..<32 {
+          for ix257 in 0..<26 {
+            arena[(1384448 +% ((((j254 *% 21632) +% (iy255 *% 832)) +% (ix257 *% 32)) +% c256))] = arena[(((((g253 +% j254) *% 21632) +% (c256 *% 676)) +% (iy255 *% 26)) +% ix257)]
           }
         }
       }
     }
-    for j252 in 0..<1 {
-      for ty253 in 0..<12 {
-        for tx254 in 0..<12 {
-          for cv255 in 0..<4 {
-            let w256 = (loadVector(arena, (1384448 +% ((((j252 *% 21632) +% ((ty253 *% 2) *% 832)) +% ((tx254 *% 2) *% 32)) +% (cv255 *% 8)))) - loadVector(arena, (1384448 +% ((((j252 *% 21632) +% (((ty253 *% 2) +% 2) *% 832)) +% ((tx254 *% 2) *% 32)) +% (cv255 *% 8)))))
-            let w257 = (loadVector(arena, (1384448 +% ((((j252 *% 21632) +% (((ty253 *% 2) +% 1) *% 832)) +% ((tx254 *% 2) *% 32)) +% (cv255 *% 8)))) + loadVector(arena, (1384448 +% ((((j252 *% 21632) +% (((ty253 *% 2) +% 2) *% 832)) +% ((tx254 *% 2) *% 32)) +% (cv255 *% 8)))))
-            let w258 = (loadVector(arena, (1384448 +% ((((j252 *% 21632) +% (((ty253 *% 2) +% 2) *% 832)) +% ((tx254 *% 2) *% 32)) +% (cv255 *% 8)))) - loadVector(arena, (1384448 +% ((((j252 *% 21632) +% (((ty253 *% 2) +% 1) *% 832)) +% ((tx254 *% 2) *% 32)) +% (cv255 *% 8)))))
-            let w259 = (loadVector(arena, (1384448 +% ((((j252 *% 21632) +% (((ty253 *% 2) +% 1) *% 832)) +% ((tx254 *% 2) *% 32)) +% (cv255 *% 8)))) - loadVector(arena, (1384448 +% ((((j252 *% 21632) +% (((ty253 *% 2) +% 3) *% 832)) +% ((tx254 *% 2) *% 32)) +% (cv255 *% 8)))))
-            let w260 = (loadVector(arena, (1384448 +% ((((j252 *% 21632) +% ((ty253 *% 2) *% 832)) +% (((tx254 *% 2) +% 1) *% 32)) +% (cv255 *% 8)))) - loadVector(arena, (1384448 +% ((((j252 *% 21632) +% (((ty253 *% 2) +% 2) *% 832)) +% (((tx254 *% 2) +% 1) *% 32)) +% (cv255 *% 8)))))
-            let w261 = (loadVector(arena, (1384448 +% ((((j252 *% 21632) +% (((ty253 *% 2) +% 1) *% 832)) +% (((tx254 *% 2) +% 1) *% 32)) +% (cv255 *% 8)))) + loadVector(arena, (1384448 +% ((((j252 *% 21632) +% (((ty253 *% 2) +% 2) *% 832)) +% (((tx254 *% 2) +% 1) *% 32)) +% (cv255 *% 8)))))
-            let w262 = (loadVector(arena, (1384448 +% ((((j252 *% 21632) +% (((ty253 *% 2) +% 2) *% 832)) +% (((tx254 *% 2) +% 1) *% 32)) +% (cv255 *% 8)))) - loadVector(arena, (1384448 +% ((((j252 *% 21632) +% (((ty253 *% 2) +% 1) *% 832)) +% (((tx254 *% 2) +% 1) *% 32)) +% (cv255 *% 8)))))
-            let w263 = (loadVector(arena, (1384448 +% ((((j252 *% 21632) +% (((ty253 *% 2) +% 1) *% 832)) +% (((tx254 *% 2) +% 1) *% 32)) +% (cv255 *% 8)))) - loadVector(arena, (1384448 +% ((((j252 *% 21632) +% (((ty253 *% 2) +% 3) *% 832)) +% (((tx254 *% 2) +% 1) *% 32)) +% (cv255 *% 8)))))
-            let w264 = (loadVector(arena, (1384448 +% ((((j252 *% 21632) +% ((ty253 *% 2) *% 832)) +% (((tx254 *% 2) +% 2) *% 32)) +% (cv255 *% 8)))) - loadVector(arena, (1384448 +% ((((j252 *% 21632) +% (((ty253 *% 2) +% 2) *% 832)) +% (((tx254 *% 2) +% 2) *% 32)) +% (cv255 *% 8)))))
-            let w265 = (loadVector(arena, (1384448 +% ((((j252 *% 21632) +% (((ty253 *% 2) +% 1) *% 832)) +% (((tx254 *% 2) +% 2) *% 32)) +% (cv255 *% 8)))) + loadVector(arena, (1384448 +% ((((j252 *% 21632) +% (((ty253 *% 2) +% 2) *% 832)) +% (((tx254 *% 2) +% 2) *% 32)) +% (cv255 *% 8)))))
-            let w266 = (loadVector(arena, (1384448 +% ((((j252 *% 21632) +% (((ty253 *% 2) +% 2) *% 832)) +% (((tx254 *% 2) +% 2) *% 32)) +% (cv255 *% 8)))) - loadVector(arena, (1384448 +% ((((j252 *% 21632) +% (((ty253 *% 2) +% 1) *% 832)) +% (((tx254 *% 2) +% 2) *% 32)) +% (cv255 *% 8)))))
-            let w267 = (loadVector(arena, (1384448 +% ((((j252 *% 21632) +% (((ty253 *% 2) +% 1) *% 832)) +% (((tx254 *% 2) +% 2) *% 32)) +% (cv255 *% 8)))) - loadVector(arena, (1384448 +% ((((j252 *% 21632) +% (((ty253 *% 2) +% 3) *% 832)) +% (((tx254 *% 2) +% 2) *% 32)) +% (cv255 *% 8)))))
-            let w268 = (loadVector(arena, (1384448 +% ((((j252 *% 21632) +% ((ty253 *% 2) *% 832)) +% (((tx254 *% 2) +% 3) *% 32)) +% (cv255 *% 8)))) - loadVector(arena, (1384448 +% ((((j252 *% 21632) +% (((ty253 *% 2) +% 2) *% 832)) +% (((tx254 *% 2) +% 3) *% 32)) +% (cv255 *% 8)))))
-            let w269 = (loadVector(arena, (1384448 +% ((((j252 *% 21632) +% (((ty253 *% 2) +% 1) *% 832)) +% (((tx254 *% 2) +% 3) *% 32)) +% (cv255 *% 8)))) + loadVector(arena, (1384448 +% ((((j252 *% 21632) +% (((ty253 *% 2) +% 2) *% 832)) +% (((tx254 *% 2) +% 3) *% 32)) +% (cv255 *% 8)))))
-            let w270 = (loadVector(arena, (1384448 +% ((((j252 *% 21632) +% (((ty253 *% 2) +% 2) *% 832)) +% (((tx254 *% 2) +% 3) *% 32)) +% (cv255 *% 8)))) - loadVector(arena, (1384448 +% ((((j252 *% 21632) +% (((ty253 *% 2) +% 1) *% 832)) +% (((tx254 *% 2) +% 3) *% 32)) +% (cv255 *% 8)))))
-            let w271 = (loadVector(arena, (1384448 +% ((((j252 *% 21632) +% (((ty253 *% 2) +% 1) *% 832)) +% (((tx254 *% 2) +% 3) *% 32)) +% (cv255 *% 8)))) - loadVector(arena, (1384448 +% ((((j252 *% 21632) +% (((ty253 *% 2) +% 3) *% 832)) +% (((tx254 *% 2) +% 3) *% 32)) +% (cv255 *% 8)))))
-            let w272 = (w256 - w264)
-            let w273 = (w260 + w264)
-            let w274 = (w264 - w260)
-            let w275 = (w260 - w268)
-            let w276 = (w257 - w265)
-            let w277 = (w261 + w265)
-            let w278 = (w265 - w261)
-            let w279 = (w261 - w269)
-            let w280 = (w258 - w266)
-            let w281 = (w262 + w266)
-            let w282 = (w266 - w262)
-            let w283 = (w262 - w270)
-            let w284 = (w259 - w267)
-            let w285 = (w263 + w267)
-            let w286 = (w267 - w263)
-            let w287 = (w263 - w271)
-            storeVector(arena, ((1406080 +% ((((j252 *% 144) +% (ty253 *% 12)) +% tx254) *% 32)) +% (cv255 *% 8)), w272)
-            storeVector(arena, ((1410688 +% ((((j252 *% 144) +% (ty253 *% 12)) +% tx254) *% 32)) +% (cv255 *% 8)), w273)
-            storeVector(arena, ((1415296 +% ((((j252 *% 144) +% (ty253 *% 12)) +% tx254) *% 32)) +% (cv255 *% 8)), w274)
-            storeVector(arena, ((1419904 +% ((((j252 *% 144) +% (ty253 *% 12)) +% tx254) *% 32)) +% (cv255 *% 8)), w275)
-            storeVector(arena, ((1424512 +% ((((j252 *% 144) +% (ty253 *% 12)) +% tx254) *% 32)) +% (cv255 *% 8)), w276)
-            storeVector(arena, ((1429120 +% ((((j252 *% 144) +% (ty253 *% 12)) +% tx254) *% 32)) +% (cv255 *% 8)), w277)
-            storeVector(arena, ((1433728 +% ((((j252 *% 144) +% (ty253 *% 12)) +% tx254) *% 32)) +% (cv255 *% 8)), w278)
-            storeVector(arena, ((1438336 +% ((((j252 *% 144) +% (ty253 *% 12)) +% tx254) *% 32)) +% (cv255 *% 8)), w279)
-            storeVector(arena, ((1442944 +% ((((j252 *% 144) +% (ty253 *% 12)) +% tx254) *% 32)) +% (cv255 *% 8)), w280)
-            storeVector(arena, ((1447552 +% ((((j252 *% 144) +% (ty253 *% 12)) +% tx254) *% 32)) +% (cv255 *% 8)), w281)
-            storeVector(arena, ((1452160 +% ((((j252 *% 144) +% (ty253 *% 12)) +% tx254) *% 32)) +% (cv255 *% 8)), w282)
-            storeVector(arena, ((1456768 +% ((((j252 *% 144) +% (ty253 *% 12)) +% tx254) *% 32)) +% (cv255 *% 8)), w283)
-            storeVector(arena, ((1461376 +% ((((j252 *% 144) +% (ty253 *% 12)) +% tx254) *% 32)) +% (cv255 *% 8)), w284)
-            storeVector(arena, ((1465984 +% ((((j252 *% 144) +% (ty253 *% 12)) +% tx254) *% 32)) +% (cv255 *% 8)), w285)
-            storeVector(arena, ((1470592 +% ((((j252 *% 144) +% (ty253 *% 12)) +% tx254) *% 32)) +% (cv255 *% 8)), w286)
-            storeVector(arena, ((1475200 +% ((((j252 *% 144) +% (ty253 *% 12)) +% tx254) *% 32)) +% (cv255 *% 8)), w287)
+    for j258 in 0..<1 {
+      for ty259 in 0..<12 {
+        for tx260 in 0..<12 {
+          for cv261 in 0..<4 {
+            let w262 = (loadVector(arena, (1384448 +% ((((j258 *% 21632) +% ((ty259 *% 2) *% 832)) +% ((tx260 *% 2) *% 32)) +% (cv261 *% 8)))) - loadVector(arena, (1384448 +% ((((j258 *% 21632) +% (((ty259 *% 2) +% 2) *% 832)) +% ((tx260 *% 2) *% 32)) +% (cv261 *% 8)))))
+            let w263 = (loadVector(arena, (1384448 +% ((((j258 *% 21632) +% (((ty259 *% 2) +% 1) *% 832)) +% ((tx260 *% 2) *% 32)) +% (cv261 *% 8)))) + loadVector(arena, (1384448 +% ((((j258 *% 21632) +% (((ty259 *% 2) +% 2) *% 832)) +% ((tx260 *% 2) *% 32)) +% (cv261 *% 8)))))
+            let w264 = (loadVector(arena, (1384448 +% ((((j258 *% 21632) +% (((ty259 *% 2) +% 2) *% 832)) +% ((tx260 *% 2) *% 32)) +% (cv261 *% 8)))) - loadVector(arena, (1384448 +% ((((j258 *% 21632) +% (((ty259 *% 2) +% 1) *% 832)) +% ((tx260 *% 2) *% 32)) +% (cv261 *% 8)))))
+            let w265 = (loadVector(arena, (1384448 +% ((((j258 *% 21632) +% (((ty259 *% 2) +% 1) *% 832)) +% ((tx260 *% 2) *% 32)) +% (cv261 *% 8)))) - loadVector(arena, (1384448 +% ((((j258 *% 21632) +% (((ty259 *% 2) +% 3) *% 832)) +% ((tx260 *% 2) *% 32)) +% (cv261 *% 8)))))
+            let w266 = (loadVector(arena, (1384448 +% ((((j258 *% 21632) +% ((ty259 *% 2) *% 832)) +% (((tx260 *% 2) +% 1) *% 32)) +% (cv261 *% 8)))) - loadVector(arena, (1384448 +% ((((j258 *% 21632) +% (((ty259 *% 2) +% 2) *% 832)) +% (((tx260 *% 2) +% 1) *% 32)) +% (cv261 *% 8)))))
+            let w267 = (loadVector(arena, (1384448 +% ((((j258 *% 21632) +% (((ty259 *% 2) +% 1) *% 832)) +% (((tx260 *% 2) +% 1) *% 32)) +% (cv261 *% 8)))) + loadVector(arena, (1384448 +% ((((j258 *% 21632) +% (((ty259 *% 2) +% 2) *% 832)) +% (((tx260 *% 2) +% 1) *% 32)) +% (cv261 *% 8)))))
+            let w268 = (loadVector(arena, (1384448 +% ((((j258 *% 21632) +% (((ty259 *% 2) +% 2) *% 832)) +% (((tx260 *% 2) +% 1) *% 32)) +% (cv261 *% 8)))) - loadVector(arena, (1384448 +% ((((j258 *% 21632) +% (((ty259 *% 2) +% 1) *% 832)) +% (((tx260 *% 2) +% 1) *% 32)) +% (cv261 *% 8)))))
+            let w269 = (loadVector(arena, (1384448 +% ((((j258 *% 21632) +% (((ty259 *% 2) +% 1) *% 832)) +% (((tx260 *% 2) +% 1) *% 32)) +% (cv261 *% 8)))) - loadVector(arena, (1384448 +% ((((j258 *% 21632) +% (((ty259 *% 2) +% 3) *% 832)) +% (((tx260 *% 2) +% 1) *% 32)) +% (cv261 *% 8)))))
+            let w270 = (loadVector(arena, (1384448 +% ((((j258 *% 21632) +% ((ty259 *% 2) *% 832)) +% (((tx260 *% 2) +% 2) *% 32)) +% (cv261 *% 8)))) - loadVector(arena, (1384448 +% ((((j258 *% 21632) +% (((ty259 *% 2) +% 2) *% 832)) +% (((tx260 *% 2) +% 2) *% 32)) +% (cv261 *% 8)))))
+            let w271 = (loadVector(arena, (1384448 +% ((((j258 *% 21632) +% (((ty259 *% 2) +% 1) *% 832)) +% (((tx260 *% 2) +% 2) *% 32)) +% (cv261 *% 8)))) + loadVector(arena, (1384448 +% ((((j258 *% 21632) +% (((ty259 *% 2) +% 2) *% 832)) +% (((tx260 *% 2) +% 2) *% 32)) +% (cv261 *% 8)))))
+            let w272 = (loadVector(arena, (1384448 +% ((((j258 *% 21632) +% (((ty259 *% 2) +% 2) *% 832)) +% (((tx260 *% 2) +% 2) *% 32)) +% (cv261 *% 8)))) - loadVector(arena, (1384448 +% ((((j258 *% 21632) +% (((ty259 *% 2) +% 1) *% 832)) +% (((tx260 *% 2) +% 2) *% 32)) +% (cv261 *% 8)))))
+            let w273 = (loadVector(arena, (1384448 +% ((((j258 *% 21632) +% (((ty259 *% 2) +% 1) *% 832)) +% (((tx260 *% 2) +% 2) *% 32)) +% (cv261 *% 8)))) - loadVector(arena, (1384448 +% ((((j258 *% 21632) +% (((ty259 *% 2) +% 3) *% 832)) +% (((tx260 *% 2) +% 2) *% 32)) +% (cv261 *% 8)))))
+            let w274 = (loadVector(arena, (1384448 +% ((((j258 *% 21632) +% ((ty259 *% 2) *% 832)) +% (((tx260 *% 2) +% 3) *% 32)) +% (cv261 *% 8)))) - loadVector(arena, (1384448 +% ((((j258 *% 21632) +% (((ty259 *% 2) +% 2) *% 832)) +% (((tx260 *% 2) +% 3) *% 32)) +% (cv261 *% 8)))))
+            let w275 = (loadVector(arena, (1384448 +% ((((j258 *% 21632) +% (((ty259 *% 2) +% 1) *% 832)) +% (((tx260 *% 2) +% 3) *% 32)) +% (cv261 *% 8)))) + loadVector(arena, (1384448 +% ((((j258 *% 21632) +% (((ty259 *% 2) +% 2) *% 832)) +% (((tx260 *% 2) +% 3) *% 32)) +% (cv261 *% 8)))))
+            let w276 = (loadVector(arena, (1384448 +% ((((j258 *% 21632) +% (((ty259 *% 2) +% 2) *% 832)) +% (((tx260 *% 2) +% 3) *% 32)) +% (cv261 *% 8)))) - loadVector(arena, (1384448 +% ((((j258 *% 21632) +% (((ty259 *% 2) +% 1) *% 832)) +% (((tx260 *% 2) +% 3) *% 32)) +% (cv261 *% 8)))))
+            let w277 = (loadVector(arena, (1384448 +% ((((j258 *% 21632) +% (((ty259 *% 2) +% 1) *% 832)) +% (((tx260 *% 2) +% 3) *% 32)) +% (cv261 *% 8)))) - loadVector(arena, (1384448 +% ((((j258 *% 21632) +% (((ty259 *% 2) +% 3) *% 832)) +% (((tx260 *% 2) +% 3) *% 32)) +% (cv261 *% 8)))))
+            let w278 = (w262 - w270)
+            let w279 = (w266 + w270)
+            let w280 = (w270 - w266)
+            let w281 = (w266 - w274)
+            let w282 = (w263 - w271)
+            let w283 = (w267 + w271)
+            let w284 = (w271 - w267)
+            let w285 = (w267 - w275)
+            let w286 = (w264 - w272)
+            let w287 = (w268 + w272)
+            let w288 = (w272 - w268)
+            let w289 = (w268 - w276)
+            let w290 = (w265 - w273)
+            let w291 = (w269 + w273)
+            let w292 = (w273 - w269)
+            let w293 = (w269 - w277)
+            storeVector(arena, ((1406080 +% ((((j258 *% 144) +% (ty259 *% 12)) +% tx260) *% 32)) +% (cv261 *% 8)), w278)
+            storeVector(arena, ((1410688 +% ((((j258 *% 144) +% (ty259 *% 12)) +% tx260) *% 32)) +% (cv261 *% 8)), w279)
+            storeVector(arena, ((1415296 +% ((((j258 *% 144) +% (ty259 *% 12)) +% tx260) *% 32)) +% (cv261 *% 8)), w280)
+            storeVector(arena, ((1419904 +% ((((j258 *% 144) +% (ty259 *% 12)) +% tx260) *% 32)) +% (cv261 *% 8)), w281)
+            storeVector(arena, ((1424512 +% ((((j258 *% 144) +% (ty259 *% 12)) +% tx260) *% 32)) +% (cv261 *% 8)), w282)
+            storeVector(arena, ((1429120 +% ((((j258 *% 144) +% (ty259 *% 12)) +% tx260) *% 32)) +% (cv261 *% 8)), w283)
+            storeVector(arena, ((1433728 +% ((((j258 *% 144) +% (ty259 *% 12)) +% tx260) *% 32)) +% (cv261 *% 8)), w284)
+            storeVector(arena, ((1438336 +% ((((j258 *% 144) +% (ty259 *% 12)) +% tx260) *% 32)) +% (cv261 *% 8)), w285)
+            storeVector(arena, ((1442944 +% ((((j258 *% 144) +% (ty259 *% 12)) +% tx260) *% 32)) +% (cv261 *% 8)), w286)
+            storeVector(arena, ((1447552 +% ((((j258 *% 144) +% (ty259 *% 12)) +% tx260) *% 32)) +% (cv261 *% 8)), w287)
+            storeVector(arena, ((1452160 +% ((((j258 *% 144) +% (ty259 *% 12)) +% tx260) *% 32)) +% (cv261 *% 8)), w288)
+            storeVector(arena, ((1456768 +% ((((j258 *% 144) +% (ty259 *% 12)) +% tx260) *% 32)) +% (cv261 *% 8)), w289)
+            storeVector(arena, ((1461376 +% ((((j258 *% 144) +% (ty259 *% 12)) +% tx260) *% 32)) +% (cv261 *% 8)), w290)
+            storeVector(arena, ((1465984 +% ((((j258 *% 144) +% (ty259 *% 12)) +% tx260) *% 32)) +% (cv261 *% 8)), w291)
+            storeVector(arena, ((1470592 +% ((((j258 *% 144) +% (ty259 *% 12)) +% tx260) *% 32)) +% (cv261 *% 8)), w292)
+            storeVector(arena, ((1475200 +% ((((j258 *% 144) +% (ty259 *% 12)) +% tx260) *% 32)) +% (cv261 *% 8)), w293)
           }
         }
       }
     }
-    for j288 in 0..<1 {
-      for c289 in 0..<64 {
-        for iy290 in 0..<24 {
-          for ix291 in 0..<24 {
-            arena[(1479808 +% ((((j288 *% 36864) +% (iy290 *% 1536)) +% (ix291 *% 64)) +% c289))] = arena[((((4351248 +% ((g247 +% j288) *% 36864)) +% (c289 *% 576)) +% (iy290 *% 24)) +% ix291)]
+    for j294 in 0..<1 {
+      for iy295 in 0..<24 {
+        for c296 in 0..<64 {
+          for ix297 in 0..<24 {
+            arena[(1479808 +% ((((j294 *% 36864) +% (iy295 *% 1536)) +% (ix297 *% 64)) +% c296))] = arena[((((4351248 +% ((g253 +% j294) *% 36864)) +% (c296 *% 576)) +% (iy295 *% 24)) +% ix297)]
           }
         }
       }
     }
-    for j292 in 0..<1 {
-      for ty293 in 0..<12 {
-        for tx294 in 0..<12 {
-          for cv295 in 0..<8 {
-            let w296 = loadVector(arena, (1479808 +% ((((j292 *% 36864) +% ((ty293 *% 2) *% 1536)) +% ((tx294 *% 2) *% 64)) +% (cv295 *% 8))))
-            let w297 = (loadVector(arena, (1479808 +% ((((j292 *% 36864) +% ((ty293 *% 2) *% 1536)) +% ((tx294 *% 2) *% 64)) +% (cv295 *% 8)))) + loadVector(arena, (1479808 +% ((((j292 *% 36864) +% (((ty293 *% 2) +% 1) *% 1536)) +% ((tx294 *% 2) *% 64)) +% (cv295 *% 8)))))
-            let w298 = (loadVector(arena, (1479808 +% ((((j292 *% 36864) +% ((ty293 *% 2) *% 1536)) +% ((tx294 *% 2) *% 64)) +% (cv295 *% 8)))) - loadVector(arena, (1479808 +% ((((j292 *% 36864) +% (((ty293 *% 2) +% 1) *% 1536)) +% ((tx294 *% 2) *% 64)) +% (cv295 *% 8)))))
-            let w299 = (loadVector(arena, (1479808 +% ((((j292 *% 36864) +% (((ty293 *% 2) +% 1) *% 1536)) +% ((tx294 *% 2) *% 64)) +% (cv295 *% 8)))) * Vector(repeating: Float(-1)))
-            let w300 = loadVector(arena, (1479808 +% ((((j292 *% 36864) +% ((ty293 *% 2) *% 1536)) +% (((tx294 *% 2) +% 1) *% 64)) +% (cv295 *% 8))))
-            let w301 = (loadVector(arena, (1479808 +% ((((j292 *% 36864) +% ((ty293 *% 2) *% 1536)) +% (((tx294 *% 2) +% 1) *% 64)) +% (cv295 *% 8)))) + loadVector(arena, (1479808 +% ((((j292 *% 36864) +% (((ty293 *% 2) +% 1) *% 1536)) +% (((tx294 *% 2) +% 1) *% 64)) +% (cv295 *% 8)))))
-            let w302 = (loadVector(arena, (1479808 +% ((((j292 *% 36864) +% ((ty293 *% 2) *% 1536)) +% (((tx294 *% 2) +% 1) *% 64)) +% (cv295 *% 8)))) - loadVector(arena, (1479808 +% ((((j292 *% 36864) +% (((ty293 *% 2) +% 1) *% 1536)) +% (((tx294 *% 2) +% 1) *% 64)) +% (cv295 *% 8)))))
-            let w303 = (loadVector(arena, (1479808 +% ((((j292 *% 36864) +% (((ty293 *% 2) +% 1) *% 1536)) +% (((tx294 *% 2) +% 1) *% 64)) +% (cv295 *% 8)))) * Vector(repeating: Float(-1)))
-            let w304 = w296
-            let w305 = (w296 + w300)
-            let w306 = (w296 - w300)
-            let w307 = (w300 * Vector(repeating: Float(-1)))
-            let w308 = w297
-            let w309 = (w297 + w301)
-            let w310 = (w297 - w301)
-            let w311 = (w301 * Vector(repeating: Float(-1)))
-            let w312 = w298
-            let w313 = (w298 + w302)
-            let w314 = (w298 - w302)
-            let w315 = (w302 * Vector(repeating: Float(-1)))
-            let w316 = w299
-            let w317 = (w299 + w303)
-            let w318 = (w299 - w303)
-            let w319 = (w303 * Vector(repeating: Float(-1)))
-            storeVector(arena, ((1516672 +% ((((j292 *% 144) +% (ty293 *% 12)) +% tx294) *% 64)) +% (cv295 *% 8)), w304)
-            storeVector(arena, ((1525888 +% ((((j292 *% 144) +% (ty293 *% 12)) +% tx294) *% 64)) +% (cv295 *% 8)), w305)
-            storeVector(arena, ((1535104 +% ((((j292 *% 144) +% (ty293 *% 12)) +% tx294) *% 64)) +% (cv295 *% 8)), w306)
-            storeVector(arena, ((1544320 +% ((((j292 *% 144) +% (ty293 *% 12)) +% tx294) *% 64)) +% (cv295 *% 8)), w307)
-            storeVector(arena, ((1553536 +% ((((j292 *% 144) +% (ty293 *% 12)) +% tx294) *% 64)) +% (cv295 *% 8)), w308)
-            storeVector(arena, ((1562752 +% ((((j292 *% 144) +% (ty293 *% 12)) +% tx294) *% 64)) +% (cv295 *% 8)), w309)
-            storeVector(arena, ((1571968 +% ((((j292 *% 144) +% (ty293 *% 12)) +% tx294) *% 64)) +% (cv295 *% 8)), w310)
-            storeVector(arena, ((1581184 +% ((((j292 *% 144) +% (ty293 *% 12)) +% tx294) *% 64)) +% (cv295 *% 8)), w311)
-            storeVector(arena, ((1590400 +% ((((j292 *% 144) +% (ty293 *% 12)) +% tx294) *% 64)) +% (cv295 *% 8)), w312)
-            storeVector(arena, ((1599616 +% ((((j292 *% 144) +% (ty293 *% 12)) +% tx294) *% 64)) +% (cv295 *% 8)), w313)
-            storeVector(arena, ((1608832 +% ((((j292 *% 144) +% (ty293 *% 12)) +% tx294) *% 64)) +% (cv295 *% 8)), w314)
-            storeVector(arena, ((1618048 +% ((((j292 *% 144) +% (ty293 *% 12)) +% tx294) *% 64)) +% (cv295 *% 8)), w315)
-            storeVector(arena, ((1627264 +% ((((j292 *% 144) +% (ty293 *% 12)) +% tx294) *% 64)) +% (cv295 *% 8)), w316)
-            storeVector(arena, ((1636480 +% ((((j292 *% 144) +% (ty293 *% 12)) +% tx294) *% 64)) +% (cv295 *% 8)), w317)
-            storeVector(arena, ((1645696 +% ((((j292 *% 144) +% (ty293 *% 12)) +% tx294) *% 64)) +% (cv295 *% 8)), w318)
-            storeVector(arena, ((1654912 +% ((((j292 *% 144) +% (ty293 *% 12)) +% tx294) *% 64)) +% (cv295 *% 8)), w319)
+    for j298 in 0..<1 {
+      for ty299 in 0..<12 {
+        for tx300 in 0..<12 {
+          for cv301 in 0..<8 {
+            let w302 = loadVector(arena, (1479808 +% ((((j298 *% 36864) +% ((ty299 *% 2) *% 1536)) +% ((tx300 *% 2) *% 64)) +% (cv301 *% 8))))
+            let w303 = (loadVector(arena, (1479808 +% ((((j298 *% 36864) +% ((ty299 *% 2) *% 1536)) +% ((tx300 *% 2) *% 64)) +% (cv301 *% 8)))) + loadVector(arena, (1479808 +% ((((j298 *% 36864) +% (((ty299 *% 2) +% 1) *% 1536)) +% ((tx300 *% 2) *% 64)) +% (cv301 *% 8)))))
+            let w304 = (loadVector(arena, (1479808 +% ((((j298 *% 36864) +% ((ty299 *% 2) *% 1536)) +% ((tx300 *% 2) *% 64)) +% (cv301 *% 8)))) - loadVector(arena, (1479808 +% ((((j298 *% 36864) +% (((ty299 *% 2) +% 1) *% 1536)) +% ((tx300 *% 2) *% 64)) +% (cv301 *% 8)))))
+            let w305 = (loadVector(arena, (1479808 +% ((((j298 *% 36864) +% (((ty299 *% 2) +% 1) *% 1536)) +% ((tx300 *% 2) *% 64)) +% (cv301 *% 8)))) * Vector(repeating: Float(-1)))
+            let w306 = loadVector(arena, (1479808 +% ((((j298 *% 36864) +% ((ty299 *% 2) *% 1536)) +% (((tx300 *% 2) +% 1) *% 64)) +% (cv301 *% 8))))
+            let w307 = (loadVector(arena, (1479808 +% ((((j298 *% 36864) +% ((ty299 *% 2) *% 1536)) +% (((tx300 *% 2) +% 1) *% 64)) +% (cv301 *% 8)))) + loadVector(arena, (1479808 +% ((((j298 *% 36864) +% (((ty299 *% 2) +% 1) *% 1536)) +% (((tx300 *% 2) +% 1) *% 64)) +% (cv301 *% 8)))))
+            let w308 = (loadVector(arena, (1479808 +% ((((j298 *% 36864) +% ((ty299 *% 2) *% 1536)) +% (((tx300 *% 2) +% 1) *% 64)) +% (cv301 *% 8)))) - loadVector(arena, (1479808 +% ((((j298 *% 36864) +% (((ty299 *% 2) +% 1) *% 1536)) +% (((tx300 *% 2) +% 1) *% 64)) +% (cv301 *% 8)))))
+            let w309 = (loadVector(arena, (1479808 +% ((((j298 *% 36864) +% (((ty299 *% 2) +% 1) *% 1536)) +% (((tx300 *% 2) +% 1) *% 64)) +% (cv301 *% 8)))) * Vector(repeating: Float(-1)))
+            let w310 = w302
+            let w311 = (w302 + w306)
+            let w312 = (w302 - w306)
+            let w313 = (w306 * Vector(repeating: Float(-1)))
+            let w314 = w303
+            let w315 = (w303 + w307)
+            let w316 = (w303 - w307)
+            let w317 = (w307 * Vector(repeating: Float(-1)))
+            let w318 = w304
+            let w319 = (w304 + w308)
+            let w320 = (w304 - w308)
+            let w321 = (w308 * Vector(repeating: Float(-1)))
+            let w322 = w305
+            let w323 = (w305 + w309)
+            let w324 = (w305 - w309)
+            let w325 = (w309 * Vector(repeating: Float(-1)))
+            storeVector(arena, ((1516672 +% ((((j298 *% 144) +% (ty299 *% 12)) +% tx300) *% 64)) +% (cv301 *% 8)), w310)
+            storeVector(arena, ((1525888 +% ((((j298 *% 144) +% (ty299 *% 12)) +% tx300) *% 64)) +% (cv301 *% 8)), w311)
+            storeVector(arena, ((1535104 +% ((((j298 *% 144) +% (ty299 *% 12)) +% tx300) *% 64)) +% (cv301 *% 8)), w312)
+            storeVector(arena, ((1544320 +% ((((j298 *% 144) +% (ty299 *% 12)) +% tx300) *% 64)) +% (cv301 *% 8)), w313)
+            storeVector(arena, ((1553536 +% ((((j298 *% 144) +% (ty299 *% 12)) +% tx300) *% 64)) +% (cv301 *% 8)), w314)
+            storeVector(arena, ((1562752 +% ((((j298 *% 144) +% (ty299 *% 12)) +% tx300) *% 64)) +% (cv301 *% 8)), w315)
+            storeVector(arena, ((1571968 +% ((((j298 *% 144) +% (ty299 *% 12)) +% tx300) *% 64)) +% (cv301 *% 8)), w316)
+            storeVector(arena, ((1581184 +% ((((j298 *% 144) +% (ty299 *% 12)) +% tx300) *% 64)) +% (cv301 *% 8)), w317)
+            storeVector(arena, ((1590400 +% ((((j298 *% 144) +% (ty299 *% 12)) +% tx300) *% 64)) +% (cv301 *% 8)), w318)
+            storeVector(arena, ((1599616 +% ((((j298 *% 144) +% (ty299 *% 12)) +% tx300) *% 64)) +% (cv301 *% 8)), w319)
+            storeVector(arena, ((1608832 +% ((((j298 *% 144) +% (ty299 *% 12)) +% tx300) *% 64)) +% (cv301 *% 8)), w320)
+            storeVector(arena, ((1618048 +% ((((j298 *% 144) +% (ty299 *% 12)) +% tx300) *% 64)) +% (cv301 *% 8)), w321)
+            storeVector(arena, ((1627264 +% ((((j298 *% 144) +% (ty299 *% 12)) +% tx300) *% 64)) +% (cv301 *% 8)), w322)
+            storeVector(arena, ((1636480 +% ((((j298 *% 144) +% (ty299 *% 12)) +% tx300) *% 64)) +% (cv301 *% 8)), w323)
+            storeVector(arena, ((1645696 +% ((((j298 *% 144) +% (ty299 *% 12)) +% tx300) *% 64)) +% (cv301 *% 8)), w324)
+            storeVector(arena, ((1654912 +% ((((j298 *% 144) +% (ty299 *% 12)) +% tx300) *% 64)) +% (cv301 *% 8)), w325)
           }
         }
       }
     }
-    for xi320 in 0..<16 {
-      sgemm(101, 112, 111, 32, 64, 144, 1, arena + (1406080 +% (xi320 *% 4608)), 32, arena + (1516672 +% (xi320 *% 9216)), 64, Float(bitPattern: 0x3f800000), arena + (1664128 +% (xi320 *% 2048)), 64)
+    for xi326 in 0..<16 {
+      sgemm(101, 112, 111, 32, 64, 144, 1, arena + (1406080 +% (xi326 *% 4608)), 32, arena + (1516672 +% (xi326 *% 9216)), 64, Float(bitPattern: 0x3f800000), arena + (1664128 +% (xi326 *% 2048)), 64)
     }
   }
   do {  // scalar loops
-    for f321 in 0..<64 {
-      for c322 in 0..<32 {
-        var w323: Float = (((arena[((1664128 +% (c322 *% 64)) +% f321)] * Float(1)) + (arena[((1672320 +% (c322 *% 64)) +% f321)] * Float(bitPattern: 0x3f000000))) + (arena[((1680512 +% (c322 *% 64)) +% f321)] * Float(bitPattern: 0x3f000000)))
-        var w324: Float = ((arena[((1672320 +% (c322 *% 64)) +% f321)] - arena[((1680512 +% (c322 *% 64)) +% f321)]) * Float(bitPattern: 0x3f000000))
-        var w325: Float = (((arena[((1672320 +% (c322 *% 64)) +% f321)] * Float(bitPattern: 0x3f000000)) + (arena[((1680512 +% (c322 *% 64)) +% f321)] * Float(bitPattern: 0x3f000000))) + (arena[((1688704 +% (c322 *% 64)) +% f321)] * Float(1)))
-        var w326: Float = (((arena[((1666176 +% (c322 *% 64)) +% f321)] * Float(1)) + (arena[((1674368 +% (c322 *% 64)) +% f321)] * Float(bitPattern: 0x3f000000))) + (arena[((1682560 +% (c322 *% 64)) +% f321)] * Float(bitPattern: 0x3f000000)))
-        var w327: Float = ((arena[((1674368 +% (c322 *% 64)) +% f321)] - arena[((1682560 +% (c322 *% 64)) +% f321)]) * Float(bitPattern: 0x3f000000))
-        var w328: Float = (((arena[((1674368 +% (c322 *% 64)) +% f321)] * Float(bitPattern: 0x3f000000)) + (arena[((1682560 +% (c322 *% 64)) +% f321)] * Float(bitPattern: 0x3f000000))) + (arena[((1690752 +% (c322 *% 64)) +% f321)] * Float(1)))
-        var w329: Float = (((arena[((1668224 +% (c322 *% 64)) +% f321)] * Float(1)) + (arena[((1676416 +% (c322 *% 64)) +% f321)] * Float(bitPattern: 0x3f000000))) + (arena[((1684608 +% (c322 *% 64)) +% f321)] * Float(bitPattern: 0x3f000000)))
-        var w330: Float = ((arena[((1676416 +% (c322 *% 64)) +% f321)] - arena[((1684608 +% (c322 *% 64)) +% f321)]) * Float(bitPattern: 0x3f000000))
-        var w331: Float = (((arena[((1676416 +% (c322 *% 64)) +% f321)] * Float(bitPattern: 0x3f000000)) + (arena[((1684608 +% (c322 *% 64)) +% f321)] * Float(bitPattern: 0x3f000000))) + (arena[((1692800 +% (c322 *% 64)) +% f321)] * Float(1)))
-        var w332: Float = (((arena[((1670272 +% (c322 *% 64)) +% f321)] * Float(1)) + (arena[((1678464 +% (c322 *% 64)) +% f321)] * Float(bitPattern: 0x3f000000))) + (arena[((1686656 +% (c322 *% 64)) +% f321)] * Float(bitPattern: 0x3f000000)))
-        var w333: Float = ((arena[((1678464 +% (c322 *% 64)) +% f321)] - arena[((1686656 +% (c322 *% 64)) +% f321)]) * Float(bitPattern: 0x3f000000))
-        var w334: Float = (((arena[((1678464 +% (c322 *% 64)) +% f321)] * Float(bitPattern: 0x3f000000)) + (arena[((1686656 +% (c322 *% 64)) +% f321)] * Float(bitPattern: 0x3f000000))) + (arena[((1694848 +% (c322 *% 64)) +% f321)] * Float(1)))
-        var w335: Float = (((w323 * Float(1)) + (w326 * Float(bitPattern: 0x3f000000))) + (w329 * Float(bitPattern: 0x3f000000)))
-        var w336: Float = ((w326 - w329) * Float(bitPattern: 0x3f000000))
-        var w337: Float = (((w326 * Float(bitPattern: 0x3f000000)) + (w329 * Float(bitPattern: 0x3f000000))) + (w332 * Float(1)))
-        var w338: Float = (((w324 * Float(1)) + (w327 * Float(bitPattern: 0x3f000000))) + (w330 * Float(bitPattern: 0x3f000000)))
-        var w339: Float = ((w327 - w330) * Float(bitPattern: 0x3f000000))
-        var w340: Float = (((w327 * Float(bitPattern: 0x3f000000)) + (w330 * Float(bitPattern: 0x3f000000))) + (w333 * Float(1)))
-        var w341: Float = (((w325 * Float(1)) + (w328 * Float(bitPattern: 0x3f000000))) + (w331 * Float(bitPattern: 0x3f000000)))
-        var w342: Float = ((w328 - w331) * Float(bitPattern: 0x3f000000))
-        var w343: Float = (((w328 * Float(bitPattern: 0x3f000000)) + (w331 * Float(bitPattern: 0x3f000000))) + (w334 * Float(1)))
-        grads[(320 +% (((f321 *% 32) +% c322) *% 9))] = w335
-        grads[((320 +% (((f321 *% 32) +% c322) *% 9)) +% 1)] = w336
-        grads[((320 +% (((f321 *% 32) +% c322) *% 9)) +% 2)] = w337
-        grads[((320 +% (((f321 *% 32) +% c322) *% 9)) +% 3)] = w338
-        grads[((320 +% (((f321 *% 32) +% c322) *% 9)) +% 4)] = w339
-        grads[((320 +% (((f321 *% 32) +% c322) *% 9)) +% 5)] = w340
-        grads[((320 +% (((f321 *% 32) +% c322) *% 9)) +% 6)] = w341
-        grads[((320 +% (((f321 *% 32) +% c322) *% 9)) +% 7)] = w342
-        grads[((320 +% (((f321 *% 32) +% c322) *% 9)) +% 8)] = w343
+    for f327 in 0..<64 {
+      for c328 in 0..<32 {
+        var w329: Float = (((arena[((1664128 +% (c328 *% 64)) +% f327)] * Float(1)) + (arena[((1672320 +% (c328 *% 64)) +% f327)] * Float(bitPattern: 0x3f000000))) + (arena[((1680512 +% (c328 *% 64)) +% f327)] * Float(bitPattern: 0x3f000000)))
+        var w330: Float = ((arena[((1672320 +% (c328 *% 64)) +% f327)] - arena[((1680512 +% (c328 *% 64)) +% f327)]) * Float(bitPattern: 0x3f000000))
+        var w331: Float = (((arena[((1672320 +% (c328 *% 64)) +% f327)] * Float(bitPattern: 0x3f000000)) + (arena[((1680512 +% (c328 *% 64)) +% f327)] * Float(bitPattern: 0x3f000000))) + (arena[((1688704 +% (c328 *% 64)) +% f327)] * Float(1)))
+        var w332: Float = (((arena[((1666176 +% (c328 *% 64)) +% f327)] * Float(1)) + (arena[((1674368 +% (c328 *% 64)) +% f327)] * Float(bitPattern: 0x3f000000))) + (arena[((1682560 +% (c328 *% 64)) +% f327)] * Float(bitPattern: 0x3f000000)))
+        var w333: Float = ((arena[((1674368 +% (c328 *% 64)) +% f327)] - arena[((1682560 +% (c328 *% 64)) +% f327)]) * Float(bitPattern: 0x3f000000))
+        var w334: Float = (((arena[((1674368 +% (c328 *% 64)) +% f327)] * Float(bitPattern: 0x3f000000)) + (arena[((1682560 +% (c328 *% 64)) +% f327)] * Float(bitPattern: 0x3f000000))) + (arena[((1690752 +% (c328 *% 64)) +% f327)] * Float(1)))
+        var w335: Float = (((arena[((1668224 +% (c328 *% 64)) +% f327)] * Float(1)) + (arena[((1676416 +% (c328 *% 64)) +% f327)] * Float(bitPattern: 0x3f000000))) + (arena[((1684608 +% (c328 *% 64)) +% f327)] * Float(bitPattern: 0x3f000000)))
+        var w336: Float = ((arena[((1676416 +% (c328 *% 64)) +% f327)] - arena[((1684608 +% (c328 *% 64)) +% f327)]) * Float(bitPattern: 0x3f000000))
+        var w337: Float = (((arena[((1676416 +% (c328 *% 64)) +% f327)] * Float(bitPattern: 0x3f000000)) + (arena[((1684608 +% (c328 *% 64)) +% f327)] * Float(bitPattern: 0x3f000000))) + (arena[((1692800 +% (c328 *% 64)) +% f327)] * Float(1)))
+        var w338: Float = (((arena[((1670272 +% (c328 *% 64)) +% f327)] * Float(1)) + (arena[((1678464 +% (c328 *% 64)) +% f327)] * Float(bitPattern: 0x3f000000))) + (arena[((1686656 +% (c328 *% 64)) +% f327)] * Float(bitPattern: 0x3f000000)))
+        var w339: Float = ((arena[((1678464 +% (c328 *% 64)) +% f327)] - arena[((1686656 +% (c328 *% 64)) +% f327)]) * Float(bitPattern: 0x3f000000))
+        var w340: Float = (((arena[((1678464 +% (c328 *% 64)) +% f327)] * Float(bitPattern: 0x3f000000)) + (arena[((1686656 +% (c328 *% 64)) +% f327)] * Float(bitPattern: 0x3f000000))) + (arena[((1694848 +% (c328 *% 64)) +% f327)] * Float(1)))
+        var w341: Float = (((w329 * Float(1)) + (w332 * Float(bitPattern: 0x3f000000))) + (w335 * Float(bitPattern: 0x3f000000)))
+        var w342: Float = ((w332 - w335) * Float(bitPattern: 0x3f000000))
+        var w343: Float = (((w332 * Float(bitPattern: 0x3f000000)) + (w335 * Float(bitPattern: 0x3f000000))) + (w338 * Float(1)))
+        var w344: Float = (((w330 * Float(1)) + (w333 * Float(bitPattern: 0x3f000000))) + (w336 * Float(bitPattern: 0x3f000000)))
+        var w345: Float = ((w333 - w336) * Float(bitPattern: 0x3f000000))
+        var w346: Float = (((w333 * Float(bitPattern: 0x3f000000)) + (w336 * Float(bitPattern: 0x3f000000))) + (w339 * Float(1)))
+        var w347: Float = (((w331 * Float(1)) + (w334 * Float(bitPattern: 0x3f000000))) + (w337 * Float(bitPattern: 0x3f000000)))
+        var w348: Float = ((w334 - w337) * Float(bitPattern: 0x3f000000))
+        var w349: Float = (((w334 * Float(bitPattern: 0x3f000000)) + (w337 * Float(bitPattern: 0x3f000000))) + (w340 * Float(1)))
+        grads[(320 +% (((f327 *% 32) +% c328) *% 9))] = w341
+        grads[((320 +% (((f327 *% 32) +% c328) *% 9)) +% 1)] = w342
+        grads[((320 +% (((f327 *% 32) +% c328) *% 9)) +% 2)] = w343
+        grads[((320 +% (((f327 *% 32) +% c328) *% 9)) +% 3)] = w344
+        grads[((320 +% (((f327 *% 32) +% c328) *% 9)) +% 4)] = w345
+        grads[((320 +% (((f327 *% 32) +% c328) *% 9)) +% 5)] = w346
+        grads[((320 +% (((f327 *% 32) +% c328) *% 9)) +% 6)] = w347
+        grads[((320 +% (((f327 *% 32) +% c328) *% 9)) +% 7)] = w348
+        grads[((320 +% (((f327 *% 32) +% c328) *% 9)) +% 8)] = w349
       }
     }
   }
   // conv2_bias_grad = conv2d_grad_bias(conv2_grad)
-  for f344 in 0..<64 {
-    var acc345 = Vector()
-    for img346 in 0..<64 {
-      for i347 in 0..<72 {
-        acc345 = acc345.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((4351248 +% (img346 *% 36864)) +% (f344 *% 576)) +% (i347 *% 8))))
+  for f350 in 0..<64 {
+    var acc351 = Vector()
+    for img352 in 0..<64 {
+      for i353 in 0..<72 {
+        acc351 = acc351.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((4351248 +% (img352 *% 36864)) +% (f350 *% 576)) +% (i353 *% 8))))
       }
     }
-    storeVector(arena, 1384448, acc345)
-    var sum348: Float = (arena[1384448] + arena[1384449])
-    var sum349: Float = (sum348 + arena[1384450])
-    var sum350: Float = (sum349 + arena[1384451])
-    var sum351: Float = (sum350 + arena[1384452])
-    var sum352: Float = (sum351 + arena[1384453])
-    var sum353: Float = (sum352 + arena[1384454])
-    var sum354: Float = (sum353 + arena[1384455])
-    grads[(18752 +% f344)] = sum354
+    storeVector(arena, 1384448, acc351)
+    var sum354: Float = (arena[1384448] + arena[1384449])
+    var sum355: Float = (sum354 + arena[1384450])
+    var sum356: Float = (sum355 + arena[1384451])
+    var sum357: Float = (sum356 + arena[1384452])
+    var sum358: Float = (sum357 + arena[1384453])
+    var sum359: Float = (sum358 + arena[1384454])
+    var sum360: Float = (sum359 + arena[1384455])
+    grads[(18752 +% f350)] = sum360
   }
   // relu1_grad = conv2d_grad_input(conv2_grad, conv2.weight, conv1)
   do {  // scalar loops
-    for ci355 in 0..<64 {
-      for co356 in 0..<32 {
-        var w357: Float = params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 8)]
-        var w358: Float = (((params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 8)] + params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 5)]) + params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 2)]) * Float(bitPattern: 0x3f000000))
-        var w359: Float = (((params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 8)] + params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 2)]) - params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w360: Float = params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 2)]
-        var w361: Float = params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 7)]
-        var w362: Float = (((params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 7)] + params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 4)]) + params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 1)]) * Float(bitPattern: 0x3f000000))
-        var w363: Float = (((params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 7)] + params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 1)]) - params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w364: Float = params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 1)]
-        var w365: Float = params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 6)]
-        var w366: Float = (((params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 6)] + params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 3)]) + params[(320 +% (((ci355 *% 32) +% co356) *% 9))]) * Float(bitPattern: 0x3f000000))
-        var w367: Float = (((params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 6)] + params[(320 +% (((ci355 *% 32) +% co356) *% 9))]) - params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w368: Float = params[(320 +% (((ci355 *% 32) +% co356) *% 9))]
-        var w369: Float = w357
-        var w370: Float = (((w357 + w361) + w365) * Float(bitPattern: 0x3f000000))
-        var w371: Float = (((w357 + w365) - w361) * Float(bitPattern: 0x3f000000))
-        var w372: Float = w365
-        var w373: Float = w358
-        var w374: Float = (((w358 + w362) + w366) * Float(bitPattern: 0x3f000000))
-        var w375: Float = (((w358 + w366) - w362) * Float(bitPattern: 0x3f000000))
-        var w376: Float = w366
-        var w377: Float = w359
-        var w378: Float = (((w359 + w363) + w367) * Float(bitPattern: 0x3f000000))
-        var w379: Float = (((w359 + w367) - w363) * Float(bitPattern: 0x3f000000))
-        var w380: Float = w367
-        var w381: Float = w360
-        var w382: Float = (((w360 + w364) + w368) * Float(bitPattern: 0x3f000000))
-        var w383: Float = (((w360 + w368) - w364) * Float(bitPattern: 0x3f000000))
-        var w384: Float = w368
-        arena[((2768896 +% (ci355 *% 32)) +% co356)] = w369
-        arena[((2770944 +% (ci355 *% 32)) +% co356)] = w370
-        arena[((2772992 +% (ci355 *% 32)) +% co356)] = w371
-        arena[((2775040 +% (ci355 *% 32)) +% co356)] = w372
-        arena[((2777088 +% (ci355 *% 32)) +% co356)] = w373
-        arena[((2779136 +% (ci355 *% 32)) +% co356)] = w374
-        arena[((2781184 +% (ci355 *% 32)) +% co356)] = w375
-        arena[((2783232 +% (ci355 *% 32)) +% co356)] = w376
-        arena[((2785280 +% (ci355 *% 32)) +% co356)] = w377
-        arena[((2787328 +% (ci355 *% 32)) +% co356)] = w378
-        arena[((2789376 +% (ci355 *% 32)) +% co356)] = w379
-        arena[((2791424 +% (ci355 *% 32)) +% co356)] = w380
-        arena[((2793472 +% (ci355 *% 32)) +% co356)] = w381
-        arena[((2795520 +% (ci355 *% 32)) +% co356)] = w382
-        arena[((2797568 +% (ci355 *% 32)) +% co356)] = w383
-        arena[((2799616 +% (ci355 *% 32)) +% co356)] = w384
+    for ci361 in 0..<64 {
+      for co362 in 0..<32 {
+        var w363: Float = params[((320 +% (((ci361 *% 32) +% co362) *% 9)) +% 8)]
+        var w364: Float = (((params[((320 +% (((ci361 *% 32) +% co362) *% 9)) +% 8)] + params[((320 +% (((ci361 *% 32) +% co362) *% 9)) +% 5)]) + params[((320 +% (((ci361 *% 32) +% co362) *% 9)) +% 2)]) * Float(bitPattern: 0x3f000000))
+        var w365: Float = (((params[((320 +% (((ci361 *% 32) +% co362) *% 9)) +% 8)] + params[((320 +% (((ci361 *% 32) +% co362) *% 9)) +% 2)]) - params[((320 +% (((ci361 *% 32) +% co362) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w366: Float = params[((320 +% (((ci361 *% 32) +% co362) *% 9)) +% 2)]
+        var w367: Float = params[((320 +% (((ci361 *% 32) +% co362) *% 9)) +% 7)]
+        var w368: Float = (((params[((320 +% (((ci361 *% 32) +% co362) *% 9)) +% 7)] + params[((320 +% (((ci361 *% 32) +% co362) *% 9)) +% 4)]) + params[((320 +% (((ci361 *% 32) +% co362) *% 9)) +% 1)]) * Float(bitPattern: 0x3f000000))
+        var w369: Float = (((params[((320 +% (((ci361 *% 32) +% co362) *% 9)) +% 7)] + params[((320 +% (((ci361 *% 32) +% co362) *% 9)) +% 1)]) - params[((320 +% (((ci361 *% 32) +% co362) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w370: Float = params[((320 +% (((ci361 *% 32) +% co362) *% 9)) +% 1)]
+        var w371: Float = params[((320 +% (((ci361 *% 32) +% co362) *% 9)) +% 6)]
+        var w372: Float = (((params[((320 +% (((ci361 *% 32) +% co362) *% 9)) +% 6)] + params[((320 +% (((ci361 *% 32) +% co362) *% 9)) +% 3)]) + params[(320 +% (((ci361 *% 32) +% co362) *% 9))]) * Float(bitPattern: 0x3f000000))
+        var w373: Float = (((params[((320 +% (((ci361 *% 32) +% co362) *% 9)) +% 6)] + params[(320 +% (((ci361 *% 32) +% co362) *% 9))]) - params[((320 +% (((ci361 *% 32) +% co362) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w374: Float = params[(320 +% (((ci361 *% 32) +% co362) *% 9))]
+        var w375: Float = w363
+        var w376: Float = (((w363 + w367) + w371) * Float(bitPattern: 0x3f000000))
+        var w377: Float = (((w363 + w371) - w367) * Float(bitPattern: 0x3f000000))
+        var w378: Float = w371
+        var w379: Float = w364
+        var w380: Float = (((w364 + w368) + w372) * Float(bitPattern: 0x3f000000))
+        var w381: Float = (((w364 + w372) - w368) * Float(bitPattern: 0x3f000000))
+        var w382: Float = w372
+        var w383: Float = w365
+        var w384: Float = (((w365 + w369) + w373) * Float(bitPattern: 0x3f000000))
+        var w385: Float = (((w365 + w373) - w369) * Float(bitPattern: 0x3f000000))
+        var w386: Float = w373
+        var w387: Float = w366
+        var w388: Float = (((w366 + w370) + w374) * Float(bitPattern: 0x3f000000))
+        var w389: Float = (((w366 + w374) - w370) * Float(bitPattern: 0x3f000000))
+        var w390: Float = w374
+        arena[((2768896 +% (ci361 *% 32)) +% co362)] = w375
+        arena[((2770944 +% (ci361 *% 32)) +% co362)] = w376
+        arena[((2772992 +% (ci361 *% 32)) +% co362)] = w377
+        arena[((2775040 +% (ci361 *% 32)) +% co362)] = w378
+        arena[((2777088 +% (ci361 *% 32)) +% co362)] = w379
+        arena[((2779136 +% (ci361 *% 32)) +% co362)] = w380
+        arena[((2781184 +% (ci361 *% 32)) +% co362)] = w381
+        arena[((2783232 +% (ci361 *% 32)) +% co362)] = w382
+        arena[((2785280 +% (ci361 *% 32)) +% co362)] = w383
+        arena[((2787328 +% (ci361 *% 32)) +% co362)] = w384
+        arena[((2789376 +% (ci361 *% 32)) +% co362)] = w385
+        arena[((2791424 +% (ci361 *% 32)) +% co362)] = w386
+        arena[((2793472 +% (ci361 *% 32)) +% co362)] = w387
+        arena[((2795520 +% (ci361 *% 32)) +% co362)] = w388
+        arena[((2797568 +% (ci361 *% 32)) +% co362)] = w389
+        arena[((2799616 +% (ci361 *% 32)) +% co362)] = w390
       }
     }
   }
-  for i385 in 0..<6272 {
-    storeVector(arena, ((i385 *% 8) +% 2801664), Vector(repeating: Float(0)))
+  for i391 in 0..<6272 {
+    storeVector(arena, ((i391 *% 8) +% 2801664), Vector(repeating: Float(0)))
   }
-  for g386 in 0..<64 {
-    for j387 in 0..<1 {
-      for c388 in 0..<64 {
-        for iy389 in 0..<24 {
-          for ix390 in 0..<24 {
-            arena[(2801664 +% ((((j387 *% 50176) +% ((iy389 +% 2) *% 1792)) +% ((ix390 +% 2) *% 64)) +% c388))] = arena[((((4351248 +% ((g386 +% j387) *% 36864)) +% (c388 *% 576)) +% (iy389 *% 24)) +% ix390)]
+  for g392 in 0..<64 {
+    for j393 in 0..<1 {
+      for iy394 in 0..<24 {
+        for c395 in 0..<64 {
+          for ix396 in 0..<24 {
+            arena[(2801664 +% ((((j393 *% 50176) +% ((iy394 +% 2) *% 1792)) +% ((ix396 +% 2) *% 64)) +% c395))] = arena[((((4351248 +% ((g392 +% j393) *% 36864)) +% (c395 *% 576)) +% (iy394 *% 24)) +% ix396)]
           }
         }
       }
     }
-    for j391 in 0..<1 {
-      for ty392 in 0..<13 {
-        for tx393 in 0..<13 {
-          for cv394 in 0..<8 {
-            let w395 = (loadVector(arena, (2801664 +% ((((j391 *% 50176) +% ((ty392 *% 2) *% 1792)) +% ((tx393 *% 2) *% 64)) +% (cv394 *% 8)))) - loadVector(arena, (2801664 +% ((((j391 *% 50176) +% (((ty392 *% 2) +% 2) *% 1792)) +% ((tx393 *% 2) *% 64)) +% (cv394 *% 8)))))
-            let w396 = (loadVector(arena, (2801664 +% ((((j391 *% 50176) +% (((ty392 *% 2) +% 1) *% 1792)) +% ((tx393 *% 2) *% 64)) +% (cv394 *% 8)))) + loadVector(arena, (2801664 +% ((((j391 *% 50176) +% (((ty392 *% 2) +% 2) *% 1792)) +% ((tx393 *% 2) *% 64)) +% (cv394 *% 8)))))
-            let w397 = (loadVector(arena, (2801664 +% ((((j391 *% 50176) +% (((ty392 *% 2) +% 2) *% 1792)) +% ((tx393 *% 2) *% 64)) +% (cv394 *% 8)))) - loadVector(arena, (2801664 +% ((((j391 *% 50176) +% (((ty392 *% 2) +% 1) *% 1792)) +% ((tx393 *% 2) *% 64)) +% (cv394 *% 8)))))
-            let w398 = (loadVector(arena, (2801664 +% ((((j391 *% 50176) +% (((ty392 *% 2) +% 1) *% 1792)) +% ((tx393 *% 2) *% 64)) +% (cv394 *% 8)))) - loadVector(arena, (2801664 +% ((((j391 *% 50176) +% (((ty392 *% 2) +% 3) *% 1792)) +% ((tx393 *% 2) *% 64)) +% (cv394 *% 8)))))
-            let w399 = (loadVector(arena, (2801664 +% ((((j391 *% 50176) +% ((ty392 *% 2) *% 1792)) +% (((tx393 *% 2) +% 1) *% 64)) +% (cv394 *% 8)))) - loadVector(arena, (2801664 +% ((((j391 *% 50176) +% (((ty392 *% 2) +% 2) *% 1792)) +% (((tx393 *% 2) +% 1) *% 64)) +% (cv394 *% 8)))))
-            let w400 = (loadVector(arena, (2801664 +% ((((j391 *% 50176) +% (((ty392 *% 2) +% 1) *% 1792)) +% (((tx393 *% 2) +% 1) *% 64)) +% (cv394 *% 8)))) + loadVector(arena, (2801664 +% ((((j391 *% 50176) +% (((ty392 *% 2) +% 2) *% 1792)) +% (((tx393 *% 2) +% 1) *% 64)) +% (cv394 *% 8)))))
-            let w401 = (loadVector(arena, (2801664 +% ((((j391 *% 50176) +% (((ty392 *% 2) +% 2) *% 1792)) +% (((tx393 *% 2) +% 1) *% 64)) +% (cv394 *% 8)))) - loadVector(arena, (2801664 +% ((((j391 *% 50176) +% (((ty392 *% 2) +% 1) *% 1792)) +% (((tx393 *% 2) +% 1) *% 64)) +% (cv394 *% 8)))))
-            let w402 = (loadVector(arena, (2801664 +% ((((j391 *% 50176) +% (((ty392 *% 2) +% 1) *% 1792)) +% (((tx393 *% 2) +% 1) *% 64)) +% (cv394 *% 8)))) - loadVector(arena, (2801664 +% ((((j391 *% 50176) +% (((ty392 *% 2) +% 3) *% 1792)) +% (((tx393 *% 2) +% 1) *% 64)) +% (cv394 *% 8)))))
-            let w403 = (loadVector(arena, (2801664 +% ((((j391 *% 50176) +% ((ty392 *% 2) *% 1792)) +% (((tx393 *% 2) +% 2) *% 64)) +% (cv394 *% 8)))) - loadVector(arena, (2801664 +% ((((j391 *% 50176) +% (((ty392 *% 2) +% 2) *% 1792)) +% (((tx393 *% 2) +% 2) *% 64)) +% (cv394 *% 8)))))
-            let w404 = (loadVector(arena, (2801664 +% ((((j391 *% 50176) +% (((ty392 *% 2) +% 1) *% 1792)) +% (((tx393 *% 2) +% 2) *% 64)) +% (cv394 *% 8)))) + loadVector(arena, (2801664 +% ((((j391 *% 50176) +% (((ty392 *% 2) +% 2) *% 1792)) +% (((tx393 *% 2) +% 2) *% 64)) +% (cv394 *% 8)))))
-            let w405 = (loadVector(arena, (2801664 +% ((((j391 *% 50176) +% (((ty392 *% 2) +% 2) *% 1792)) +% (((tx393 *% 2) +% 2) *% 64)) +% (cv394 *% 8)))) - loadVector(arena, (2801664 +% ((((j391 *% 50176) +% (((ty392 *% 2) +% 1) *% 1792)) +% (((tx393 *% 2) +% 2) *% 64)) +% (cv394 *% 8)))))
-            let w406 = (loadVector(arena, (2801664 +% ((((j391 *% 50176) +% (((ty392 *% 2) +% 1) *% 1792)) +% (((tx393 *% 2) +% 2) *% 64)) +% (cv394 *% 8)))) - loadVector(arena, (2801664 +% ((((j391 *% 50176) +% (((ty392 *% 2) +% 3) *% 1792)) +% (((tx393 *% 2) +% 2) *% 64)) +% (cv394 *% 8)))))
-            let w407 = (loadVector(arena, (2801664 +% ((((j391 *% 50176) +% ((ty392 *% 2) *% 1792)) +% (((tx393 *% 2) +% 3) *% 64)) +% (cv394 *% 8)))) - loadVector(arena, (2801664 +% ((((j391 *% 50176) +% (((ty392 *% 2) +% 2) *% 1792)) +% (((tx393 *% 2) +% 3) *% 64)) +% (cv394 *% 8)))))
-            let w408 = (loadVector(arena, (2801664 +% ((((j391 *% 50176) +% (((ty392 *% 2) +% 1) *% 1792)) +% (((tx393 *% 2) +% 3) *% 64)) +% (cv394 *% 8)))) + loadVector(arena, (2801664 +% ((((j391 *% 50176) +% (((ty392 *% 2) +% 2) *% 1792)) +% (((tx393 *% 2) +% 3) *% 64)) +% (cv394 *% 8)))))
-            let w409 = (loadVector(arena, (2801664 +% ((((j391 *% 50176) +% (((ty392 *% 2) +% 2) *% 1792)) +% (((tx393 *% 2) +% 3) *% 64)) +% (cv394 *% 8)))) - loadVector(arena, (2801664 +% ((((j391 *% 50176) +% (((ty392 *% 2) +% 1) *% 1792)) +% (((tx393 *% 2) +% 3) *% 64)) +% (cv394 *% 8)))))
-            let w410 = (loadVector(arena, (2801664 +% ((((j391 *% 50176) +% (((ty392 *% 2) +% 1) *% 1792)) +% (((tx393 *% 2) +% 3) *% 64)) +% (cv394 *% 8)))) - loadVector(arena, (2801664 +% ((((j391 *% 50176) +% (((ty392 *% 2) +% 3) *% 1792)) +% (((tx393 *% 2) +% 3) *% 64)) +% (cv394 *% 8)))))
-            let w411 = (w395 - w403)
-            let w412 = (w399 + w403)
-            let w413 = (w403 - w399)
-            let w414 = (w399 - w407)
-            let w415 = (w396 - w404)
-            let w416 = (w400 + w404)
-            let w417 = (w404 - w400)
-            let w418 = (w400 - w408)
-            let w419 = (w397 - w405)
-            let w420 = (w401 + w405)
-            let w421 = (w405 - w401)
-            let w422 = (w401 - w409)
-            let w423 = (w398 - w406)
-            let w424 = (w402 + w406)
-            let w425 = (w406 - w402)
-            let w426 = (w402 - w410)
-            storeVector(arena, ((2851840 +% ((((j391 *% 169) +% (ty392 *% 13)) +% tx393) *% 64)) +% (cv394 *% 8)), w411)
-            storeVector(arena, ((2862656 +% ((((j391 *% 169) +% (ty392 *% 13)) +% tx393) *% 64)) +% (cv394 *% 8)), w412)
-            storeVector(arena, ((2873472 +% ((((j391 *% 169) +% (ty392 *% 13)) +% tx393) *% 64)) +% (cv394 *% 8)), w413)
-            storeVector(arena, ((2884288 +% ((((j391 *% 169) +% (ty392 *% 13)) +% tx393) *% 64)) +% (cv394 *% 8)), w414)
-            storeVector(arena, ((2895104 +% ((((j391 *% 169) +% (ty392 *% 13)) +% tx393) *% 64)) +% (cv394 *% 8)), w415)
-            storeVector(arena, ((2905920 +% ((((j391 *% 169) +% (ty392 *% 13)) +% tx393) *% 64)) +% (cv394 *% 8)), w416)
-            storeVector(arena, ((2916736 +% ((((j391 *% 169) +% (ty392 *% 13)) +% tx393) *% 64)) +% (cv394 *% 8)), w417)
-            storeVector(arena, ((2927552 +% ((((j391 *% 169) +% (ty392 *% 13)) +% tx393) *% 64)) +% (cv394 *% 8)), w418)
-            storeVector(arena, ((2938368 +% ((((j391 *% 169) +% (ty392 *% 13)) +% tx393) *% 64)) +% (cv394 *% 8)), w419)
-            storeVector(arena, ((2949184 +% ((((j391 *% 169) +% (ty392 *% 13)) +% tx393) *% 64)) +% (cv394 *% 8)), w420)
-            storeVector(arena, ((2960000 +% ((((j391 *% 169) +% (ty392 *% 13)) +% tx393) *% 64)) +% (cv394 *% 8)), w421)
-            storeVector(arena, ((2970816 +% ((((j391 *% 169) +% (ty392 *% 13)) +% tx393) *% 64)) +% (cv394 *% 8)), w422)
-            storeVector(arena, ((2981632 +% ((((j391 *% 169) +% (ty392 *% 13)) +% tx393) *% 64)) +% (cv394 *% 8)), w423)
-            storeVector(arena, ((2992448 +% ((((j391 *% 169) +% (ty392 *% 13)) +% tx393) *% 64)) +% (cv394 *% 8)), w424)
-            storeVector(arena, ((3003264 +% ((((j391 *% 169) +% (ty392 *% 13)) +% tx393) *% 64)) +% (cv394 *% 8)), w425)
-            storeVector(arena, ((3014080 +% ((((j391 *% 169) +% (ty392 *% 13)) +% tx393) *% 64)) +% (cv394 *% 8)), w426)
+    for j397 in 0..<1 {
+      for ty398 in 0..<13 {
+        for tx399 in 0..<13 {
+          for cv400 in 0..<8 {
+            let w401 = (loadVector(arena, (2801664 +% ((((j397 *% 50176) +% ((ty398 *% 2) *% 1792)) +% ((tx399 *% 2) *% 64)) +% (cv400 *% 8)))) - loadVector(arena, (2801664 +% ((((j397 *% 50176) +% (((ty398 *% 2) +% 2) *% 1792)) +% ((tx399 *% 2) *% 64)) +% (cv400 *% 8)))))
+            let w402 = (loadVector(arena, (2801664 +% ((((j397 *% 50176) +% (((ty398 *% 2) +% 1) *% 1792)) +% ((tx399 *% 2) *% 64)) +% (cv400 *% 8)))) + loadVector(arena, (2801664 +% ((((j397 *% 50176) +% (((ty398 *% 2) +% 2) *% 1792)) +% ((tx399 *% 2) *% 64)) +% (cv400 *% 8)))))
+            let w403 = (loadVector(arena, (2801664 +% ((((j397 *% 50176) +% (((ty398 *% 2) +% 2) *% 1792)) +% ((tx399 *% 2) *% 64)) +% (cv400 *% 8)))) - loadVector(arena, (2801664 +% ((((j397 *% 50176) +% (((ty398 *% 2) +% 1) *% 1792)) +% ((tx399 *% 2) *% 64)) +% (cv400 *% 8)))))
+            let w404 = (loadVector(arena, (2801664 +% ((((j397 *% 50176) +% (((ty398 *% 2) +% 1) *% 1792)) +% ((tx399 *% 2) *% 64)) +% (cv400 *% 8)))) - loadVector(arena, (2801664 +% ((((j397 *% 50176) +% (((ty398 *% 2) +% 3) *% 1792)) +% ((tx399 *% 2) *% 64)) +% (cv400 *% 8)))))
+            let w405 = (loadVector(arena, (2801664 +% ((((j397 *% 50176) +% ((ty398 *% 2) *% 1792)) +% (((tx399 *% 2) +% 1) *% 64)) +% (cv400 *% 8)))) - loadVector(arena, (2801664 +% ((((j397 *% 50176) +% (((ty398 *% 2) +% 2) *% 1792)) +% (((tx399 *% 2) +% 1) *% 64)) +% (cv400 *% 8)))))
+            let w406 = (loadVector(arena, (2801664 +% ((((j397 *% 50176) +% (((ty398 *% 2) +% 1) *% 1792)) +% (((tx399 *% 2) +% 1) *% 64)) +% (cv400 *% 8)))) + loadVector(arena, (2801664 +% ((((j397 *% 50176) +% (((ty398 *% 2) +% 2) *% 1792)) +% (((tx399 *% 2) +% 1) *% 64)) +% (cv400 *% 8)))))
+            let w407 = (loadVector(arena, (2801664 +% ((((j397 *% 50176) +% (((ty398 *% 2) +% 2) *% 1792)) +% (((tx399 *% 2) +% 1) *% 64)) +% (cv400 *% 8)))) - loadVector(arena, (2801664 +% ((((j397 *% 50176) +% (((ty398 *% 2) +% 1) *% 1792)) +% (((tx399 *% 2) +% 1) *% 64)) +% (cv400 *% 8)))))
+            let w408 = (loadVector(arena, (2801664 +% ((((j397 *% 50176) +% (((ty398 *% 2) +% 1) *% 1792)) +% (((tx399 *% 2) +% 1) *% 64)) +% (cv400 *% 8)))) - loadVector(arena, (2801664 +% ((((j397 *% 50176) +% (((ty398 *% 2) +% 3) *% 1792)) +% (((tx399 *% 2) +% 1) *% 64)) +% (cv400 *% 8)))))
+            let w409 = (loadVector(arena, (2801664 +% ((((j397 *% 50176) +% ((ty398 *% 2) *% 1792)) +% (((tx399 *% 2) +% 2) *% 64)) +% (cv400 *% 8)))) - loadVector(arena, (2801664 +% ((((j397 *% 50176) +% (((ty398 *% 2) +% 2) *% 1792)) +% (((tx399 *% 2) +% 2) *% 64)) +% (cv400 *% 8)))))
+            let w410 = (loadVector(arena, (2801664 +% ((((j397 *% 50176) +% (((ty398 *% 2) +% 1) *% 1792)) +% (((tx399 *% 2) +% 2) *% 64)) +% (cv400 *% 8)))) + loadVector(arena, (2801664 +% ((((j397 *% 50176) +% (((ty398 *% 2) +% 2) *% 1792)) +% (((tx399 *% 2) +% 2) *% 64)) +% (cv400 *% 8)))))
+            let w411 = (loadVector(arena, (2801664 +% ((((j397 *% 50176) +% (((ty398 *% 2) +% 2) *% 1792)) +% (((tx399 *% 2) +% 2) *% 64)) +% (cv400 *% 8)))) - loadVector(arena, (2801664 +% ((((j397 *% 50176) +% (((ty398 *% 2) +% 1) *% 1792)) +% (((tx399 *% 2) +% 2) *% 64)) +% (cv400 *% 8)))))
+            let w412 = (loadVector(arena, (2801664 +% ((((j397 *% 50176) +% (((ty398 *% 2) +% 1) *% 1792)) +% (((tx399 *% 2) +% 2) *% 64)) +% (cv400 *% 8)))) - loadVector(arena, (2801664 +% ((((j397 *% 50176) +% (((ty398 *% 2) +% 3) *% 1792)) +% (((tx399 *% 2) +% 2) *% 64)) +% (cv400 *% 8)))))
+            let w413 = (loadVector(arena, (2801664 +% ((((j397 *% 50176) +% ((ty398 *% 2) *% 1792)) +% (((tx399 *% 2) +% 3) *% 64)) +% (cv400 *% 8)))) - loadVector(arena, (2801664 +% ((((j397 *% 50176) +% (((ty398 *% 2) +% 2) *% 1792)) +% (((tx399 *% 2) +% 3) *% 64)) +% (cv400 *% 8)))))
+            let w414 = (loadVector(arena, (2801664 +% ((((j397 *% 50176) +% (((ty398 *% 2) +% 1) *% 1792)) +% (((tx399 *% 2) +% 3) *% 64)) +% (cv400 *% 8)))) + loadVector(arena, (2801664 +% ((((j397 *% 50176) +% (((ty398 *% 2) +% 2) *% 1792)) +% (((tx399 *% 2) +% 3) *% 64)) +% (cv400 *% 8)))))
+            let w415 = (loadVector(arena, (2801664 +% ((((j397 *% 50176) +% (((ty398 *% 2) +% 2) *% 1792)) +% (((tx399 *% 2) +% 3) *% 64)) +% (cv400 *% 8)))) - loadVector(arena, (2801664 +% ((((j397 *% 50176) +% (((ty398 *% 2) +% 1) *% 1792)) +% (((tx399 *% 2) +% 3) *% 64)) +% (cv400 *% 8)))))
+            let w416 = (loadVector(arena, (2801664 +% ((((j397 *% 50176) +% (((ty398 *% 2) +% 1) *% 1792)) +% (((tx399 *% 2) +% 3) *% 64)) +% (cv400 *% 8)))) - loadVector(arena, (2801664 +% ((((j397 *% 50176) +% (((ty398 *% 2) +% 3) *% 1792)) +% (((tx399 *% 2) +% 3) *% 64)) +% (cv400 *% 8)))))
+            let w417 = (w401 - w409)
+            let w418 = (w405 + w409)
+            let w419 = (w409 - w405)
+            let w420 = (w405 - w413)
+            let w421 = (w402 - w410)
+            let w422 = (w406 + w410)
+            let w423 = (w410 - w406)
+            let w424 = (w406 - w414)
+            let w425 = (w403 - w411)
+            let w426 = (w407 + w411)
+            let w427 = (w411 - w407)
+            let w428 = (w407 - w415)
+            let w429 = (w404 - w412)
+            let w430 = (w408 + w412)
+            let w431 = (w412 - w408)
+            let w432 = (w408 - w416)
+            storeVector(arena, ((2851840 +% ((((j397 *% 169) +% (ty398 *% 13)) +% tx399) *% 64)) +% (cv400 *% 8)), w417)
+            storeVector(arena, ((2862656 +% ((((j397 *% 169) +% (ty398 *% 13)) +% tx399) *% 64)) +% (cv400 *% 8)), w418)
+            storeVector(arena, ((2873472 +% ((((j397 *% 169) +% (ty398 *% 13)) +% tx399) *% 64)) +% (cv400 *% 8)), w419)
+            storeVector(arena, ((2884288 +% ((((j397 *% 169) +% (ty398 *% 13)) +% tx399) *% 64)) +% (cv400 *% 8)), w420)
+            storeVector(arena, ((2895104 +% ((((j397 *% 169) +% (ty398 *% 13)) +% tx399) *% 64)) +% (cv400 *% 8)), w421)
+            storeVector(arena, ((2905920 +% ((((j397 *% 169) +% (ty398 *% 13)) +% tx399) *% 64)) +% (cv400 *% 8)), w422)
+            storeVector(arena, ((2916736 +% ((((j397 *% 169) +% (ty398 *% 13)) +% tx399) *% 64)) +% (cv400 *% 8)), w423)
+            storeVector(arena, ((2927552 +% ((((j397 *% 169) +% (ty398 *% 13)) +% tx399) *% 64)) +% (cv400 *% 8)), w424)
+            storeVector(arena, ((2938368 +% ((((j397 *% 169) +% (ty398 *% 13)) +% tx399) *% 64)) +% (cv400 *% 8)), w425)
+            storeVector(arena, ((2949184 +% ((((j397 *% 169) +% (ty398 *% 13)) +% tx399) *% 64)) +% (cv400 *% 8)), w426)
+            storeVector(arena, ((2960000 +% ((((j397 *% 169) +% (ty398 *% 13)) +% tx399) *% 64)) +% (cv400 *% 8)), w427)
+            storeVector(arena, ((2970816 +% ((((j397 *% 169) +% (ty398 *% 13)) +% tx399) *% 64)) +% (cv400 *% 8)), w428)
+            storeVector(arena, ((2981632 +% ((((j397 *% 169) +% (ty398 *% 13)) +% tx399) *% 64)) +% (cv400 *% 8)), w429)
+            storeVector(arena, ((2992448 +% ((((j397 *% 169) +% (ty398 *% 13)) +% tx399) *% 64)) +% (cv400 *% 8)), w430)
+            storeVector(arena, ((3003264 +% ((((j397 *% 169) +% (ty398 *% 13)) +% tx399) *% 64)) +% (cv400 *% 8)), w431)
+            storeVector(arena, ((3014080 +% ((((j397 *% 169) +% (ty398 *% 13)) +% tx399) *% 64)) +% (cv400 *% 8)), w432)
           }
         }
       }
     }
-    for xi427 in 0..<16 {
-      do {  // gemm434
-        for nb428 in 0..<2 {
-          for mb429 in 0..<28 {
-            var t430_c0_0 = Vector()
-            var t430_c0_1 = Vector()
-            var t430_c1_0 = Vector()
-            var t430_c1_1 = Vector()
-            var t430_c2_0 = Vector()
-            var t430_c2_1 = Vector()
-            var t430_c3_0 = Vector()
-            var t430_c3_1 = Vector()
-            var t430_c4_0 = Vector()
-            var t430_c4_1 = Vector()
-            var t430_c5_0 = Vector()
-            var t430_c5_1 = Vector()
-            for k431 in 0..<64 {
-              let t430_b0 = loadVector(arena, (((2768896 +% (xi427 *% 2048)) +% (k431 *% 32)) +% (nb428 *% 16)))
-              let t430_b1 = loadVector(arena, ((((2768896 +% (xi427 *% 2048)) +% (k431 *% 32)) +% (nb428 *% 16)) +% 8))
-              let t430_a0 = Vector(repeating: arena[(((2851840 +% (xi427 *% 10816)) +% ((mb429 *% 6) *% 64)) +% k431)])
-              t430_c0_0 = t430_c0_0.addingProduct(t430_a0, t430_b0)
-              t430_c0_1 = t430_c0_1.addingProduct(t430_a0, t430_b1)
-              let t430_a1 = Vector(repeating: arena[(((2851840 +% (xi427 *% 10816)) +% (((mb429 *% 6) +% 1) *% 64)) +% k431)])
-              t430_c1_0 = t430_c1_0.addingProduct(t430_a1, t430_b0)
-              t430_c1_1 = t430_c1_1.addingProduct(t430_a1, t430_b1)
-              let t430_a2 = Vector(repeating: arena[(((2851840 +% (xi427 *% 10816)) +% (((mb429 *% 6) +% 2) *% 64)) +% k431)])
-              t430_c2_0 = t430_c2_0.addingProduct(t430_a2, t430_b0)
-              t430_c2_1 = t430_c2_1.addingProduct(t430_a2, t430_b1)
-              let t430_a3 = Vector(repeating: arena[(((2851840 +% (xi427 *% 10816)) +% (((mb429 *% 6) +% 3) *% 64)) +% k431)])
-              t430_c3_0 = t430_c3_0.addingProduct(t430_a3, t430_b0)
-              t430_c3_1 = t430_c3_1.addingProduct(t430_a3, t430_b1)
-              let t430_a4 = Vector(repeating: arena[(((2851840 +% (xi427 *% 10816)) +% (((mb429 *% 6) +% 4) *% 64)) +% k431)])
-              t430_c4_0 = t430_c4_0.addingProduct(t430_a4, t430_b0)
-              t430_c4_1 = t430_c4_1.addingProduct(t430_a4, t430_b1)
-              let t430_a5 = Vector(repeating: arena[(((2851840 +% (xi427 *% 10816)) +% (((mb429 *% 6) +% 5) *% 64)) +% k431)])
-              t430_c5_0 = t430_c5_0.addingProduct(t430_a5, t430_b0)
-              t430_c5_1 = t430_c5_1.addingProduct(t430_a5, t430_b1)
+    for xi433 in 0..<16 {
+      do {  // gemm440
+        for nb434 in 0..<2 {
+          for mb435 in 0..<28 {
+            var t436_c0_0 = Vector()
+            var t436_c0_1 = Vector()
+            var t436_c1_0 = Vector()
+            var t436_c1_1 = Vector()
+            var t436_c2_0 = Vector()
+            var t436_c2_1 = Vector()
+            var t436_c3_0 = Vector()
+            var t436_c3_1 = Vector()
+            var t436_c4_0 = Vector()
+            var t436_c4_1 = Vector()
+            var t436_c5_0 = Vector()
+            var t436_c5_1 = Vector()
+            for k437 in 0..<64 {
+              let t436_b0 = loadVector(arena, (((2768896 +% (xi433 *% 2048)) +% (k437 *% 32)) +% (nb434 *% 16)))
+              let t436_b1 = loadVector(arena, ((((2768896 +% (xi433 *% 2048)) +% (k437 *% 32)) +% (nb434 *% 16)) +% 8))
+              let t436_a0 = Vector(repeating: arena[(((2851840 +% (xi433 *% 10816)) +% ((mb435 *% 6) *% 64)) +% k437)])
+              t436_c0_0 = t436_c0_0.addingProduct(t436_a0, t436_b0)
+              t436_c0_1 = t436_c0_1.addingProduct(t436_a0, t436_b1)
+              let t436_a1 = Vector(repeating: arena[(((2851840 +% (xi433 *% 10816)) +% (((mb435 *% 6) +% 1) *% 64)) +% k437)])
+              t436_c1_0 = t436_c1_0.addingProduct(t436_a1, t436_b0)
+              t436_c1_1 = t436_c1_1.addingProduct(t436_a1, t436_b1)
+              let t436_a2 = Vector(repeating: arena[(((2851840 +% (xi433 *% 10816)) +% (((mb435 *% 6) +% 2) *% 64)) +% k437)])
+              t436_c2_0 = t436_c2_0.addingProduct(t436_a2, t436_b0)
+              t436_c2_1 = t436_c2_1.addingProduct(t436_a2, t436_b1)
+              let t436_a3 = Vector(repeating: arena[(((2851840 +% (xi433 *% 10816)) +% (((mb435 *% 6) +% 3) *% 64)) +% k437)])
+              t436_c3_0 = t436_c3_0.addingProduct(t436_a3, t436_b0)
+              t436_c3_1 = t436_c3_1.addingProduct(t436_a3, t436_b1)
+              let t436_a4 = Vector(repeating: arena[(((2851840 +% (xi433 *% 10816)) +% (((mb435 *% 6) +% 4) *% 64)) +% k437)])
+              t436_c4_0 = t436_c4_0.addingProduct(t436_a4, t436_b0)
+              t436_c4_1 = t436_c4_1.addingProduct(t436_a4, t436_b1)
+              let t436_a5 = Vector(repeating: arena[(((2851840 +% (xi433 *% 10816)) +% (((mb435 *% 6) +% 5) *% 64)) +% k437)])
+              t436_c5_0 = t436_c5_0.addingProduct(t436_a5, t436_b0)
+              t436_c5_1 = t436_c5_1.addingProduct(t436_a5, t436_b1)
             }
-            storeVector(arena, (((3024896 +% (xi427 *% 5408)) +% ((mb429 *% 6) *% 32)) +% (nb428 *% 16)), t430_c0_0)
-            storeVector(arena, ((((3024896 +% (xi427 *% 5408)) +% ((mb429 *% 6) *% 32)) +% (nb428 *% 16)) +% 8), t430_c0_1)
-            storeVector(arena, (((3024896 +% (xi427 *% 5408)) +% (((mb429 *% 6) +% 1) *% 32)) +% (nb428 *% 16)), t430_c1_0)
-            storeVector(arena, ((((3024896 +% (xi427 *% 5408)) +% (((mb429 *% 6) +% 1) *% 32)) +% (nb428 *% 16)) +% 8), t430_c1_1)
-            storeVector(arena, (((3024896 +% (xi427 *% 5408)) +% (((mb429 *% 6) +% 2) *% 32)) +% (nb428 *% 16)), t430_c2_0)
-            storeVector(arena, ((((3024896 +% (xi427 *% 5408)) +% (((mb429 *% 6) +% 2) *% 32)) +% (nb428 *% 16)) +% 8), t430_c2_1)
-            storeVector(arena, (((3024896 +% (xi427 *% 5408)) +% (((mb429 *% 6) +% 3) *% 32)) +% (nb428 *% 16)), t430_c3_0)
-            storeVector(arena, ((((3024896 +% (xi427 *% 5408)) +% (((mb429 *% 6) +% 3) *% 32)) +% (nb428 *% 16)) +% 8), t430_c3_1)
-            storeVector(arena, (((3024896 +% (xi427 *% 5408)) +% (((mb429 *% 6) +% 4) *% 32)) +% (nb428 *% 16)), t430_c4_0)
-            storeVector(arena, ((((3024896 +% (xi427 *% 5408)) +% (((mb429 *% 6) +% 4) *% 32)) +% (nb428 *% 16)) +% 8), t430_c4_1)
-            storeVector(arena, (((3024896 +% (xi427 *% 5408)) +% (((mb429 *% 6) +% 5) *% 32)) +% (nb428 *% 16)), t430_c5_0)
-            storeVector(arena, ((((3024896 +% (xi427 *% 5408)) +% (((mb429 *% 6) +% 5) *% 32)) +% (nb428 *% 16)) +% 8), t430_c5_1)
+            storeVector(arena, (((3024896 +% (xi433 *% 5408)) +% ((mb435 *% 6) *% 32)) +% (nb434 *% 16)), t436_c0_0)
+            storeVector(arena, ((((3024896 +% (xi433 *% 5408)) +% ((mb435 *% 6) *% 32)) +% (nb434 *% 16)) +% 8), t436_c0_1)
+            storeVector(arena, (((3024896 +% (xi433 *% 5408)) +% (((mb435 *% 6) +% 1) *% 32)) +% (nb434 *% 16)), t436_c1_0)
+            storeVector(arena, ((((3024896 +% (xi433 *% 5408)) +% (((mb435 *% 6) +% 1) *% 32)) +% (nb434 *% 16)) +% 8), t436_c1_1)
+            storeVector(arena, (((3024896 +% (xi433 *% 5408)) +% (((mb435 *% 6) +% 2) *% 32)) +% (nb434 *% 16)), t436_c2_0)
+            storeVector(arena, ((((3024896 +% (xi433 *% 5408)) +% (((mb435 *% 6) +% 2) *% 32)) +% (nb434 *% 16)) +% 8), t436_c2_1)
+            storeVector(arena, (((3024896 +% (xi433 *% 5408)) +% (((mb435 *% 6) +% 3) *% 32)) +% (nb434 *% 16)), t436_c3_0)
+            storeVector(arena, ((((3024896 +% (xi433 *% 5408)) +% (((mb435 *% 6) +% 3) *% 32)) +% (nb434 *% 16)) +% 8), t436_c3_1)
+            storeVector(arena, (((3024896 +% (xi433 *% 5408)) +% (((mb435 *% 6) +% 4) *% 32)) +% (nb434 *% 16)), t436_c4_0)
+            storeVector(arena, ((((3024896 +% (xi433 *% 5408)) +% (((mb435 *% 6) +% 4) *% 32)) +% (nb434 *% 16)) +% 8), t436_c4_1)
+            storeVector(arena, (((3024896 +% (xi433 *% 5408)) +% (((mb435 *% 6) +% 5) *% 32)) +% (nb434 *% 16)), t436_c5_0)
+            storeVector(arena, ((((3024896 +% (xi433 *% 5408)) +% (((mb435 *% 6) +% 5) *% 32)) +% (nb434 *% 16)) +% 8), t436_c5_1)
           }
-          var t432_c0_0 = Vector()
-          var t432_c0_1 = Vector()
-          for k433 in 0..<64 {
-            let t432_b0 = loadVector(arena, (((2768896 +% (xi427 *% 2048)) +% (k433 *% 32)) +% (nb428 *% 16)))
-            let t432_b1 = loadVector(arena, ((((2768896 +% (xi427 *% 2048)) +% (k433 *% 32)) +% (nb428 *% 16)) +% 8))
-            let t432_a0 = Vector(repeating: arena[(((2851840 +% (xi427 *% 10816)) +% 10752) +% k433)])
-            t432_c0_0 = t432_c0_0.addingProduct(t432_a0, t432_b0)
-            t432_c0_1 = t432_c0_1.addingProduct(t432_a0, t432_b1)
+          var t438_c0_0 = Vector()
+          var t438_c0_1 = Vector()
+          for k439 in 0..<64 {
+            let t438_b0 = loadVector(arena, (((2768896 +% (xi433 *% 2048)) +% (k439 *% 32)) +% (nb434 *% 16)))
+            let t438_b1 = loadVector(arena, ((((2768896 +% (xi433 *% 2048)) +% (k439 *% 32)) +% (nb434 *% 16)) +% 8))
+            let t438_a0 = Vector(repeating: arena[(((2851840 +% (xi433 *% 10816)) +% 10752) +% k439)])
+            t438_c0_0 = t438_c0_0.addingProduct(t438_a0, t438_b0)
+            t438_c0_1 = t438_c0_1.addingProduct(t438_a0, t438_b1)
           }
-          storeVector(arena, (((3024896 +% (xi427 *% 5408)) +% 5376) +% (nb428 *% 16)), t432_c0_0)
-          storeVector(arena, ((((3024896 +% (xi427 *% 5408)) +% 5376) +% (nb428 *% 16)) +% 8), t432_c0_1)
+          storeVector(arena, (((3024896 +% (xi433 *% 5408)) +% 5376) +% (nb434 *% 16)), t438_c0_0)
+          storeVector(arena, ((((3024896 +% (xi433 *% 5408)) +% 5376) +% (nb434 *% 16)) +% 8), t438_c0_1)
         }
       }
     }
-    for j435 in 0..<1 {
-      for ty436 in 0..<13 {
-        for tx437 in 0..<13 {
-          for cv438 in 0..<4 {
-            let w439 = ((loadVector(arena, ((3024896 +% ((((j435 *% 169) +% (ty436 *% 13)) +% tx437) *% 32)) +% (cv438 *% 8))) + loadVector(arena, ((3046528 +% ((((j435 *% 169) +% (ty436 *% 13)) +% tx437) *% 32)) +% (cv438 *% 8)))) + loadVector(arena, ((3068160 +% ((((j435 *% 169) +% (ty436 *% 13)) +% tx437) *% 32)) +% (cv438 *% 8))))
-            let w440 = ((loadVector(arena, ((3046528 +% ((((j435 *% 169) +% (ty436 *% 13)) +% tx437) *% 32)) +% (cv438 *% 8))) - loadVector(arena, ((3068160 +% ((((j435 *% 169) +% (ty436 *% 13)) +% tx437) *% 32)) +% (cv438 *% 8)))) - loadVector(arena, ((3089792 +% ((((j435 *% 169) +% (ty436 *% 13)) +% tx437) *% 32)) +% (cv438 *% 8))))
-            let w441 = ((loadVector(arena, ((3030304 +% ((((j435 *% 169) +% (ty436 *% 13)) +% tx437) *% 32)) +% (cv438 *% 8))) + loadVector(arena, ((3051936 +% ((((j435 *% 169) +% (ty436 *% 13)) +% tx437) *% 32)) +% (cv438 *% 8)))) + loadVector(arena, ((3073568 +% ((((j435 *% 169) +% (ty436 *% 13)) +% tx437) *% 32)) +% (cv438 *% 8))))
-            let w442 = ((loadVector(arena, ((3051936 +% ((((j435 *% 169) +% (ty436 *% 13)) +% tx437) *% 32)) +% (cv438 *% 8))) - loadVector(arena, ((3073568 +% ((((j435 *% 169) +% (ty436 *% 13)) +% tx437) *% 32)) +% (cv438 *% 8)))) - loadVector(arena, ((3095200 +% ((((j435 *% 169) +% (ty436 *% 13)) +% tx437) *% 32)) +% (cv438 *% 8))))
-            let w443 = ((loadVector(arena, ((3035712 +% ((((j435 *% 169) +% (ty436 *% 13)) +% tx437) *% 32)) +% (cv438 *% 8))) + loadVector(arena, ((3057344 +% ((((j435 *% 169) +% (ty436 *% 13)) +% tx437) *% 32)) +% (cv438 *% 8)))) + loadVector(arena, ((3078976 +% ((((j435 *% 169) +% (ty436 *% 13)) +% tx437) *% 32)) +% (cv438 *% 8))))
-            let w444 = ((loadVector(arena, ((3057344 +% ((((j435 *% 169) +% (ty436 *% 13)) +% tx437) *% 32)) +% (cv438 *% 8))) - loadVector(arena, ((3078976 +% ((((j435 *% 169) +% (ty436 *% 13)) +% tx437) *% 32)) +% (cv438 *% 8)))) - loadVector(arena, ((3100608 +% ((((j435 *% 169) +% (ty436 *% 13)) +% tx437) *% 32)) +% (cv438 *% 8))))
-            let w445 = ((loadVector(arena, ((3041120 +% ((((j435 *% 169) +% (ty436 *% 13)) +% tx437) *% 32)) +% (cv438 *% 8))) + loadVector(arena, ((3062752 +% ((((j435 *% 169) +% (ty436 *% 13)) +% tx437) *% 32)) +% (cv438 *% 8)))) + loadVector(arena, ((3084384 +% ((((j435 *% 169) +% (ty436 *% 13)) +% tx437) *% 32)) +% (cv438 *% 8))))
-            let w446 = ((loadVector(arena, ((3062752 +% ((((j435 *% 169) +% (ty436 *% 13)) +% tx437) *% 32)) +% (cv438 *% 8))) - loadVector(arena, ((3084384 +% ((((j435 *% 169) +% (ty436 *% 13)) +% tx437) *% 32)) +% (cv438 *% 8)))) - loadVector(arena, ((3106016 +% ((((j435 *% 169) +% (ty436 *% 13)) +% tx437) *% 32)) +% (cv438 *% 8))))
-            let w447 = ((w439 + w441) + w443)
-            let w448 = ((w441 - w443) - w445)
-            let w449 = ((w440 + w442) + w444)
-            let w450 = ((w442 - w444) - w446)
-            storeVector(arena, ((3111424 +% (((((j435 *% 26) +% (ty436 *% 2)) *% 26) +% (tx437 *% 2)) *% 32)) +% (cv438 *% 8)), w447)
-            storeVector(arena, ((3111424 +% ((((((j435 *% 26) +% (ty436 *% 2)) *% 26) +% (tx437 *% 2)) +% 1) *% 32)) +% (cv438 *% 8)), w448)
-            storeVector(arena, ((3111424 +% ((((((j435 *% 26) +% (ty436 *% 2)) +% 1) *% 26) +% (tx437 *% 2)) *% 32)) +% (cv438 *% 8)), w449)
-            storeVector(arena, ((3111424 +% (((((((j435 *% 26) +% (ty436 *% 2)) +% 1) *% 26) +% (tx437 *% 2)) +% 1) *% 32)) +% (cv438 *% 8)), w450)
+    for j441 in 0..<1 {
+      for ty442 in 0..<13 {
+        for tx443 in 0..<13 {
+          for cv444 in 0..<4 {
+            let w445 = ((loadVector(arena, ((3024896 +% ((((j441 *% 169) +% (ty442 *% 13)) +% tx443) *% 32)) +% (cv444 *% 8))) + loadVector(arena, ((3046528 +% ((((j441 *% 169) +% (ty442 *% 13)) +% tx443) *% 32)) +% (cv444 *% 8)))) + loadVector(arena, ((3068160 +% ((((j441 *% 169) +% (ty442 *% 13)) +% tx443) *% 32)) +% (cv444 *% 8))))
+            let w446 = ((loadVector(arena, ((3046528 +% ((((j441 *% 169) +% (ty442 *% 13)) +% tx443) *% 32)) +% (cv444 *% 8))) - loadVector(arena, ((3068160 +% ((((j441 *% 169) +% (ty442 *% 13)) +% tx443) *% 32)) +% (cv444 *% 8)))) - loadVector(arena, ((3089792 +% ((((j441 *% 169) +% (ty442 *% 13)) +% tx443) *% 32)) +% (cv444 *% 8))))
+            let w447 = ((loadVector(arena, ((3030304 +% ((((j441 *% 169) +% (ty442 *% 13)) +% tx443) *% 32)) +% (cv444 *% 8))) + loadVector(arena, ((3051936 +% ((((j441 *% 169) +% (ty442 *% 13)) +% tx443) *% 32)) +% (cv444 *% 8)))) + loadVector(arena, ((3073568 +% ((((j441 *% 169) +% (ty442 *% 13)) +% tx443) *% 32)) +% (cv444 *% 8))))
+            let w448 = ((loadVector(arena, ((3051936 +% ((((j441 *% 169) +% (ty442 *% 13)) +% tx443) *% 32)) +% (cv444 *% 8))) - loadVector(arena, ((3073568 +% ((((j441 *% 169) +% (ty442 *% 13)) +% tx443) *% 32)) +% (cv444 *% 8)))) - loadVector(arena, ((3095200 +% ((((j441 *% 169) +% (ty442 *% 13)) +% tx443) *% 32)) +% (cv444 *% 8))))
+            let w449 = ((loadVector(arena, ((3035712 +% ((((j441 *% 169) +% (ty442 *% 13)) +% tx443) *% 32)) +% (cv444 *% 8))) + loadVector(arena, ((3057344 +% ((((j441 *% 169) +% (ty442 *% 13)) +% tx443) *% 32)) +% (cv444 *% 8)))) + loadVector(arena, ((3078976 +% ((((j441 *% 169) +% (ty442 *% 13)) +% tx443) *% 32)) +% (cv444 *% 8))))
+            let w450 = ((loadVector(arena, ((3057344 +% ((((j441 *% 169) +% (ty442 *% 13)) +% tx443) *% 32)) +% (cv444 *% 8))) - loadVector(arena, ((3078976 +% ((((j441 *% 169) +% (ty442 *% 13)) +% tx443) *% 32)) +% (cv444 *% 8)))) - loadVector(arena, ((3100608 +% ((((j441 *% 169) +% (ty442 *% 13)) +% tx443) *% 32)) +% (cv444 *% 8))))
+            let w451 = ((loadVector(arena, ((3041120 +% ((((j441 *% 169) +% (ty442 *% 13)) +% tx443) *% 32)) +% (cv444 *% 8))) + loadVector(arena, ((3062752 +% ((((j441 *% 169) +% (ty442 *% 13)) +% tx443) *% 32)) +% (cv444 *% 8)))) + loadVector(arena, ((3084384 +% ((((j441 *% 169) +% (ty442 *% 13)) +% tx443) *% 32)) +% (cv444 *% 8))))
+            let w452 = ((loadVector(arena, ((3062752 +% ((((j441 *% 169) +% (ty442 *% 13)) +% tx443) *% 32)) +% (cv444 *% 8))) - loadVector(arena, ((3084384 +% ((((j441 *% 169) +% (ty442 *% 13)) +% tx443) *% 32)) +% (cv444 *% 8)))) - loadVector(arena, ((3106016 +% ((((j441 *% 169) +% (ty442 *% 13)) +% tx443) *% 32)) +% (cv444 *% 8))))
+            let w453 = ((w445 + w447) + w449)
+            let w454 = ((w447 - w449) - w451)
+            let w455 = ((w446 + w448) + w450)
+            let w456 = ((w448 - w450) - w452)
+            storeVector(arena, ((3111424 +% (((((j441 *% 26) +% (ty442 *% 2)) *% 26) +% (tx443 *% 2)) *% 32)) +% (cv444 *% 8)), w453)
+            storeVector(arena, ((3111424 +% ((((((j441 *% 26) +% (ty442 *% 2)) *% 26) +% (tx443 *% 2)) +% 1) *% 32)) +% (cv444 *% 8)), w454)
+            storeVector(arena, ((3111424 +% ((((((j441 *% 26) +% (ty442 *% 2)) +% 1) *% 26) +% (tx443 *% 2)) *% 32)) +% (cv444 *% 8)), w455)
+            storeVector(arena, ((3111424 +% (((((((j441 *% 26) +% (ty442 *% 2)) +% 1) *% 26) +% (tx443 *% 2)) +% 1) *% 32)) +% (cv444 *% 8)), w456)
           }
         }
       }
     }
-    for j451 in 0..<1 {
-      for c452 in 0..<32 {
-        for q453 in 0..<676 {
-          arena[(((1384448 +% ((g386 +% j451) *% 21632)) +% (c452 *% 676)) +% q453)] = arena[((3111424 +% (((j451 *% 676) +% q453) *% 32)) +% c452)]
+    for j457 in 0..<1 {
+      for qb458 in 0..<10 {
+        for c459 in 0..<32 {
+          for q460 in 0..<64 {
+            arena[(((1384448 +% ((g392 +% j457) *% 21632)) +% (c459 *% 676)) +% (q460 +% (qb458 *% 64)))] = arena[((3111424 +% (((j457 *% 676) +% (q460 +% (qb458 *% 64))) *% 32)) +% c459)]
+          }
+        }
+      }
+      for c461 in 0..<32 {
+        for q462 in 0..<36 {
+          arena[(((1384448 +% ((g392 +% j457) *% 21632)) +% (c461 *% 676)) +% (q462 +% 640))] = arena[((3111424 +% (((j457 *% 676) +% (q462 +% 640)) *% 32)) +% c461)]
         }
       }
     }
   }
   // conv1_grad = relu_grad(relu1_grad, conv1)
-  for i454 in 0..<173056 {
-    storeVector(arena, ((i454 *% 8) +% 3171600), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i454 *% 8) +% 1384448)), where: loadVector(arena, (i454 *% 8)) .> Vector(repeating: Float(0))))
+  for i463 in 0..<173056 {
+    storeVector(arena, ((i463 *% 8) +% 3171600), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i463 *% 8) +% 1384448)), where: loadVector(arena, (i463 *% 8)) .> Vector(repeating: Float(0))))
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  for i455 in 0..<36 {
-    storeVector(arena, ((i455 *% 8) +% 443600), Vector(repeating: Float(0)))
+  for i464 in 0..<36 {
+    storeVector(arena, ((i464 *% 8) +% 443600), Vector(repeating: Float(0)))
   }
-  for g456 in 0..<4 {
-    for j457 in 0..<16 {
-      for c458 in 0..<1 {
-        for ky459 in 0..<3 {
-          for oy460 in 0..<26 {
-            for ox461 in 0..<26 {
-              arena[((((((c458 *% 3) +% ky459) *% 3) *% 10832) +% (j457 *% 676)) +% ((oy460 *% 26) +% ox461))] = images[((((((g456 *% 16) +% j457) *% 784) +% (c458 *% 784)) +% ((oy460 +% ky459) *% 28)) +% ox461)]
-            }
-          }
-          for oy462 in 0..<26 {
-            for ox463 in 0..<26 {
-              arena[(((((((c458 *% 3) +% ky459) *% 3) +% 1) *% 10832) +% (j457 *% 676)) +% ((oy462 *% 26) +% ox463))] = images[((((((g456 *% 16) +% j457) *% 784) +% (c458 *% 784)) +% ((oy462 +% ky459) *% 28)) +% (ox463 +% 1))]
-            }
-          }
-          for oy464 in 0..<26 {
-            for ox465 in 0..<26 {
-              arena[(((((((c458 *% 3) +% ky459) *% 3) +% 2) *% 10832) +% (j457 *% 676)) +% ((oy464 *% 26) +% ox465))] = images[((((((g456 *% 16) +% j457) *% 784) +% (c458 *% 784)) +% ((oy464 +% ky459) *% 28)) +% (ox465 +% 2))]
-            }
-          }
-        }
-      }
-    }
+  for g465 in 0..<4 {
     for j466 in 0..<16 {
-      for i467 in 0..<676 {
-        for f468 in 0..<32 {
-          arena[((97488 +% (((j466 *% 676) +% i467) *% 32)) +% f468)] = arena[(((3171600 +% (((g456 *% 16) +% j466) *% 21632)) +% (f468 *% 676)) +% i467)]
+      for c467 in 0..<1 {
+        for ky468 in 0..<3 {
+          for oy469 in 0..<26 {
+            for ox470 in 0..<26 {
+              arena[((((((c467 *% 3) +% ky468) *% 3) *% 10832) +% (j466 *% 676)) +% ((oy469 *% 26) +% ox470))] = images[((((((g465 *% 16) +% j466) *% 784) +% (c467 *% 784)) +% ((oy469 +% ky468) *% 28)) +% ox470)]
+            }
+          }
+          for oy471 in 0..<26 {
+            for ox472 in 0..<26 {
+              arena[(((((((c467 *% 3) +% ky468) *% 3) +% 1) *% 10832) +% (j466 *% 676)) +% ((oy471 *% 26) +% ox472))] = images[((((((g465 *% 16) +% j466) *% 784) +% (c467 *% 784)) +% ((oy471 +% ky468) *% 28)) +% (ox472 +% 1))]
+            }
+          }
+          for oy473 in 0..<26 {
+            for ox474 in 0..<26 {
+              arena[(((((((c467 *% 3) +% ky468) *% 3) +% 2) *% 10832) +% (j466 *% 676)) +% ((oy473 *% 26) +% ox474))] = images[((((((g465 *% 16) +% j466) *% 784) +% (c467 *% 784)) +% ((oy473 +% ky468) *% 28)) +% (ox474 +% 2))]
+            }
+          }
         }
       }
     }
-    do {  // gemm476
-      for kp469 in 0..<8 {
-        for nb470 in 0..<2 {
-          for mb471 in 0..<1 {
-            var t472_c0_0 = loadVector(arena, ((443600 +% ((mb471 *% 5) *% 32)) +% (nb470 *% 16)))
-            var t472_c0_1 = loadVector(arena, (((443600 +% ((mb471 *% 5) *% 32)) +% (nb470 *% 16)) +% 8))
-            var t472_c1_0 = loadVector(arena, ((443600 +% (((mb471 *% 5) +% 1) *% 32)) +% (nb470 *% 16)))
-            var t472_c1_1 = loadVector(arena, (((443600 +% (((mb471 *% 5) +% 1) *% 32)) +% (nb470 *% 16)) +% 8))
-            var t472_c2_0 = loadVector(arena, ((443600 +% (((mb471 *% 5) +% 2) *% 32)) +% (nb470 *% 16)))
-            var t472_c2_1 = loadVector(arena, (((443600 +% (((mb471 *% 5) +% 2) *% 32)) +% (nb470 *% 16)) +% 8))
-            var t472_c3_0 = loadVector(arena, ((443600 +% (((mb471 *% 5) +% 3) *% 32)) +% (nb470 *% 16)))
-            var t472_c3_1 = loadVector(arena, (((443600 +% (((mb471 *% 5) +% 3) *% 32)) +% (nb470 *% 16)) +% 8))
-            var t472_c4_0 = loadVector(arena, ((443600 +% (((mb471 *% 5) +% 4) *% 32)) +% (nb470 *% 16)))
-            var t472_c4_1 = loadVector(arena, (((443600 +% (((mb471 *% 5) +% 4) *% 32)) +% (nb470 *% 16)) +% 8))
-            for k473 in 0..<1352 {
-              let t472_b0 = loadVector(arena, ((97488 +% ((k473 +% (kp469 *% 1352)) *% 32)) +% (nb470 *% 16)))
-              let t472_b1 = loadVector(arena, (((97488 +% ((k473 +% (kp469 *% 1352)) *% 32)) +% (nb470 *% 16)) +% 8))
-              let t472_a0 = Vector(repeating: arena[(((mb471 *% 5) *% 10832) +% (k473 +% (kp469 *% 1352)))])
-              t472_c0_0 = t472_c0_0.addingProduct(t472_a0, t472_b0)
-              t472_c0_1 = t472_c0_1.addingProduct(t472_a0, t472_b1)
-              let t472_a1 = Vector(repeating: arena[((((mb471 *% 5) +% 1) *% 10832) +% (k473 +% (kp469 *% 1352)))])
-              t472_c1_0 = t472_c1_0.addingProduct(t472_a1, t472_b0)
-              t472_c1_1 = t472_c1_1.addingProduct(t472_a1, t472_b1)
-              let t472_a2 = Vector(repeating: arena[((((mb471 *% 5) +% 2) *% 10832) +% (k473 +% (kp469 *% 1352)))])
-              t472_c2_0 = t472_c2_0.addingProduct(t472_a2, t472_b0)
-              t472_c2_1 = t472_c2_1.addingProduct(t472_a2, t472_b1)
-              let t472_a3 = Vector(repeating: arena[((((mb471 *% 5) +% 3) *% 10832) +% (k473 +% (kp469 *% 1352)))])
-              t472_c3_0 = t472_c3_0.addingProduct(t472_a3, t472_b0)
-              t472_c3_1 = t472_c3_1.addingProduct(t472_a3, t472_b1)
-              let t472_a4 = Vector(repeating: arena[((((mb471 *% 5) +% 4) *% 10832) +% (k473 +% (kp469 *% 1352)))])
-              t472_c4_0 = t472_c4_0.addingProduct(t472_a4, t472_b0)
-              t472_c4_1 = t472_c4_1.addingProduct(t472_a4, t472_b1)
+    for j475 in 0..<16 {
+      for i476 in 0..<676 {
+        for f477 in 0..<32 {
+          arena[((97488 +% (((j475 *% 676) +% i476) *% 32)) +% f477)] = arena[(((3171600 +% (((g465 *% 16) +% j475) *% 21632)) +% (f477 *% 676)) +% i476)]
+        }
+      }
+    }
+    do {  // gemm485
+      for kp478 in 0..<8 {
+        for nb479 in 0..<2 {
+          for mb480 in 0..<1 {
+            var t481_c0_0 = loadVector(arena, ((443600 +% ((mb480 *% 5) *% 32)) +% (nb479 *% 16)))
+            var t481_c0_1 = loadVector(arena, (((443600 +% ((mb480 *% 5) *% 32)) +% (nb479 *% 16)) +% 8))
+            var t481_c1_0 = loadVector(arena, ((443600 +% (((mb480 *% 5) +% 1) *% 32)) +% (nb479 *% 16)))
+            var t481_c1_1 = loadVector(arena, (((443600 +% (((mb480 *% 5) +% 1) *% 32)) +% (nb479 *% 16)) +% 8))
+            var t481_c2_0 = loadVector(arena, ((443600 +% (((mb480 *% 5) +% 2) *% 32)) +% (nb479 *% 16)))
+            var t481_c2_1 = loadVector(arena, (((443600 +% (((mb480 *% 5) +% 2) *% 32)) +% (nb479 *% 16)) +% 8))
+            var t481_c3_0 = loadVector(arena, ((443600 +% (((mb480 *% 5) +% 3) *% 32)) +% (nb479 *% 16)))
+            var t481_c3_1 = loadVector(arena, (((443600 +% (((mb480 *% 5) +% 3) *% 32)) +% (nb479 *% 16)) +% 8))
+            var t481_c4_0 = loadVector(arena, ((443600 +% (((mb480 *% 5) +% 4) *% 32)) +% (nb479 *% 16)))
+            var t481_c4_1 = loadVector(arena, (((443600 +% (((mb480 *% 5) +% 4) *% 32)) +% (nb479 *% 16)) +% 8))
+            for k482 in 0..<1352 {
+              let t481_b0 = loadVector(arena, ((97488 +% ((k482 +% (kp478 *% 1352)) *% 32)) +% (nb479 *% 16)))
+              let t481_b1 = loadVector(arena, (((97488 +% ((k482 +% (kp478 *% 1352)) *% 32)) +% (nb479 *% 16)) +% 8))
+              let t481_a0 = Vector(repeating: arena[(((mb480 *% 5) *% 10832) +% (k482 +% (kp478 *% 1352)))])
+              t481_c0_0 = t481_c0_0.addingProduct(t481_a0, t481_b0)
+              t481_c0_1 = t481_c0_1.addingProduct(t481_a0, t481_b1)
+              let t481_a1 = Vector(repeating: arena[((((mb480 *% 5) +% 1) *% 10832) +% (k482 +% (kp478 *% 1352)))])
+              t481_c1_0 = t481_c1_0.addingProduct(t481_a1, t481_b0)
+              t481_c1_1 = t481_c1_1.addingProduct(t481_a1, t481_b1)
+              let t481_a2 = Vector(repeating: arena[((((mb480 *% 5) +% 2) *% 10832) +% (k482 +% (kp478 *% 1352)))])
+              t481_c2_0 = t481_c2_0.addingProduct(t481_a2, t481_b0)
+              t481_c2_1 = t481_c2_1.addingProduct(t481_a2, t481_b1)
+              let t481_a3 = Vector(repeating: arena[((((mb480 *% 5) +% 3) *% 10832) +% (k482 +% (kp478 *% 1352)))])
+              t481_c3_0 = t481_c3_0.addingProduct(t481_a3, t481_b0)
+              t481_c3_1 = t481_c3_1.addingProduct(t481_a3, t481_b1)
+              let t481_a4 = Vector(repeating: arena[((((mb480 *% 5) +% 4) *% 10832) +% (k482 +% (kp478 *% 1352)))])
+              t481_c4_0 = t481_c4_0.addingProduct(t481_a4, t481_b0)
+              t481_c4_1 = t481_c4_1.addingProduct(t481_a4, t481_b1)
             }
-            storeVector(arena, ((443600 +% ((mb471 *% 5) *% 32)) +% (nb470 *% 16)), t472_c0_0)
-            storeVector(arena, (((443600 +% ((mb471 *% 5) *% 32)) +% (nb470 *% 16)) +% 8), t472_c0_1)
-            storeVector(arena, ((443600 +% (((mb471 *% 5) +% 1) *% 32)) +% (nb470 *% 16)), t472_c1_0)
-            storeVector(arena, (((443600 +% (((mb471 *% 5) +% 1) *% 32)) +% (nb470 *% 16)) +% 8), t472_c1_1)
-            storeVector(arena, ((443600 +% (((mb471 *% 5) +% 2) *% 32)) +% (nb470 *% 16)), t472_c2_0)
-            storeVector(arena, (((443600 +% (((mb471 *% 5) +% 2) *% 32)) +% (nb470 *% 16)) +% 8), t472_c2_1)
-            storeVector(arena, ((443600 +% (((mb471 *% 5) +% 3) *% 32)) +% (nb470 *% 16)), t472_c3_0)
-            storeVector(arena, (((443600 +% (((mb471 *% 5) +% 3) *% 32)) +% (nb470 *% 16)) +% 8), t472_c3_1)
-            storeVector(arena, ((443600 +% (((mb471 *% 5) +% 4) *% 32)) +% (nb470 *% 16)), t472_c4_0)
-            storeVector(arena, (((443600 +% (((mb471 *% 5) +% 4) *% 32)) +% (nb470 *% 16)) +% 8), t472_c4_1)
+            storeVector(arena, ((443600 +% ((mb480 *% 5) *% 32)) +% (nb479 *% 16)), t481_c0_0)
+            storeVector(arena, (((443600 +% ((mb480 *% 5) *% 32)) +% (nb479 *% 16)) +% 8), t481_c0_1)
+            storeVector(arena, ((443600 +% (((mb480 *% 5) +% 1) *% 32)) +% (nb479 *% 16)), t481_c1_0)
+            storeVector(arena, (((443600 +% (((mb480 *% 5) +% 1) *% 32)) +% (nb479 *% 16)) +% 8), t481_c1_1)
+            storeVector(arena, ((443600 +% (((mb480 *% 5) +% 2) *% 32)) +% (nb479 *% 16)), t481_c2_0)
+            storeVector(arena, (((443600 +% (((mb480 *% 5) +% 2) *% 32)) +% (nb479 *% 16)) +% 8), t481_c2_1)
+            storeVector(arena, ((443600 +% (((mb480 *% 5) +% 3) *% 32)) +% (nb479 *% 16)), t481_c3_0)
+            storeVector(arena, (((443600 +% (((mb480 *% 5) +% 3) *% 32)) +% (nb479 *% 16)) +% 8), t481_c3_1)
+            storeVector(arena, ((443600 +% (((mb480 *% 5) +% 4) *% 32)) +% (nb479 *% 16)), t481_c4_0)
+            storeVector(arena, (((443600 +% (((mb480 *% 5) +% 4) *% 32)) +% (nb479 *% 16)) +% 8), t481_c4_1)
           }
-          var t474_c0_0 = loadVector(arena, (443760 +% (nb470 *% 16)))
-          var t474_c0_1 = loadVector(arena, ((443760 +% (nb470 *% 16)) +% 8))
-          var t474_c1_0 = loadVector(arena, (443792 +% (nb470 *% 16)))
-          var t474_c1_1 = loadVector(arena, ((443792 +% (nb470 *% 16)) +% 8))
-          var t474_c2_0 = loadVector(arena, (443824 +% (nb470 *% 16)))
-          var t474_c2_1 = loadVector(arena, ((443824 +% (nb470 *% 16)) +% 8))
-          var t474_c3_0 = loadVector(arena, (443856 +% (nb470 *% 16)))
-          var t474_c3_1 = loadVector(arena, ((443856 +% (nb470 *% 16)) +% 8))
-          for k475 in 0..<1352 {
-            let t474_b0 = loadVector(arena, ((97488 +% ((k475 +% (kp469 *% 1352)) *% 32)) +% (nb470 *% 16)))
-            let t474_b1 = loadVector(arena, (((97488 +% ((k475 +% (kp469 *% 1352)) *% 32)) +% (nb470 *% 16)) +% 8))
-            let t474_a0 = Vector(repeating: arena[(54160 +% (k475 +% (kp469 *% 1352)))])
-            t474_c0_0 = t474_c0_0.addingProduct(t474_a0, t474_b0)
-            t474_c0_1 = t474_c0_1.addingProduct(t474_a0, t474_b1)
-            let t474_a1 = Vector(repeating: arena[(64992 +% (k475 +% (kp469 *% 1352)))])
-            t474_c1_0 = t474_c1_0.addingProduct(t474_a1, t474_b0)
-            t474_c1_1 = t474_c1_1.addingProduct(t474_a1, t474_b1)
-            let t474_a2 = Vector(repeating: arena[(75824 +% (k475 +% (kp469 *% 1352)))])
-            t474_c2_0 = t474_c2_0.addingProduct(t474_a2, t474_b0)
-            t474_c2_1 = t474_c2_1.addingProduct(t474_a2, t474_b1)
-            let t474_a3 = Vector(repeating: arena[(86656 +% (k475 +% (kp469 *% 1352)))])
-            t474_c3_0 = t474_c3_0.addingProduct(t474_a3, t474_b0)
-            t474_c3_1 = t474_c3_1.addingProduct(t474_a3, t474_b1)
+          var t483_c0_0 = loadVector(arena, (443760 +% (nb479 *% 16)))
+          var t483_c0_1 = loadVector(arena, ((443760 +% (nb479 *% 16)) +% 8))
+          var t483_c1_0 = loadVector(arena, (443792 +% (nb479 *% 16)))
+          var t483_c1_1 = loadVector(arena, ((443792 +% (nb479 *% 16)) +% 8))
+          var t483_c2_0 = loadVector(arena, (443824 +% (nb479 *% 16)))
+          var t483_c2_1 = loadVector(arena, ((443824 +% (nb479 *% 16)) +% 8))
+          var t483_c3_0 = loadVector(arena, (443856 +% (nb479 *% 16)))
+          var t483_c3_1 = loadVector(arena, ((443856 +% (nb479 *% 16)) +% 8))
+          for k484 in 0..<1352 {
+            let t483_b0 = loadVector(arena, ((97488 +% ((k484 +% (kp478 *% 1352)) *% 32)) +% (nb479 *% 16)))
+            let t483_b1 = loadVector(arena, (((97488 +% ((k484 +% (kp478 *% 1352)) *% 32)) +% (nb479 *% 16)) +% 8))
+            let t483_a0 = Vector(repeating: arena[(54160 +% (k484 +% (kp478 *% 1352)))])
+            t483_c0_0 = t483_c0_0.addingProduct(t483_a0, t483_b0)
+            t483_c0_1 = t483_c0_1.addingProduct(t483_a0, t483_b1)
+            let t483_a1 = Vector(repeating: arena[(64992 +% (k484 +% (kp478 *% 1352)))])
+            t483_c1_0 = t483_c1_0.addingProduct(t483_a1, t483_b0)
+            t483_c1_1 = t483_c1_1.addingProduct(t483_a1, t483_b1)
+            let t483_a2 = Vector(repeating: arena[(75824 +% (k484 +% (kp478 *% 1352)))])
+            t483_c2_0 = t483_c2_0.addingProduct(t483_a2, t483_b0)
+            t483_c2_1 = t483_c2_1.addingProduct(t483_a2, t483_b1)
+            let t483_a3 = Vector(repeating: arena[(86656 +% (k484 +% (kp478 *% 1352)))])
+            t483_c3_0 = t483_c3_0.addingProduct(t483_a3, t483_b0)
+            t483_c3_1 = t483_c3_1.addingProduct(t483_a3, t483_b1)
           }
-          storeVector(arena, (443760 +% (nb470 *% 16)), t474_c0_0)
-          storeVector(arena, ((443760 +% (nb470 *% 16)) +% 8), t474_c0_1)
-          storeVector(arena, (443792 +% (nb470 *% 16)), t474_c1_0)
-          storeVector(arena, ((443792 +% (nb470 *% 16)) +% 8), t474_c1_1)
-          storeVector(arena, (443824 +% (nb470 *% 16)), t474_c2_0)
-          storeVector(arena, ((443824 +% (nb470 *% 16)) +% 8), t474_c2_1)
-          storeVector(arena, (443856 +% (nb470 *% 16)), t474_c3_0)
-          storeVector(arena, ((443856 +% (nb470 *% 16)) +% 8), t474_c3_1)
+          storeVector(arena, (443760 +% (nb479 *% 16)), t483_c0_0)
+          storeVector(arena, ((443760 +% (nb479 *% 16)) +% 8), t483_c0_1)
+          storeVector(arena, (443792 +% (nb479 *% 16)), t483_c1_0)
+          storeVector(arena, ((443792 +% (nb479 *% 16)) +% 8), t483_c1_1)
+          storeVector(arena, (443824 +% (nb479 *% 16)), t483_c2_0)
+          storeVector(arena, ((443824 +% (nb479 *% 16)) +% 8), t483_c2_1)
+          storeVector(arena, (443856 +% (nb479 *% 16)), t483_c3_0)
+          storeVector(arena, ((443856 +% (nb479 *% 16)) +% 8), t483_c3_1)
         }
       }
     }
   }
-  for f477 in 0..<32 {
-    for r478 in 0..<9 {
-      grads[((f477 *% 9) +% r478)] = arena[((443600 +% (r478 *% 32)) +% f477)]
+  for f486 in 0..<32 {
+    for r487 in 0..<9 {
+      grads[((f486 *% 9) +% r487)] = arena[((443600 +% (r487 *% 32)) +% f486)]
     }
   }
   // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
-  for f479 in 0..<32 {
-    var acc480 = Vector()
-    for img481 in 0..<64 {
-      for i482 in 0..<84 {
-        acc480 = acc480.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((3171600 +% (img481 *% 21632)) +% (f479 *% 676)) +% (i482 *% 8))))
+  for f488 in 0..<32 {
+    var acc489 = Vector()
+    for img490 in 0..<64 {
+      for i491 in 0..<84 {
+        acc489 = acc489.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((3171600 +% (img490 *% 21632)) +% (f488 *% 676)) +% (i491 *% 8))))
       }
-      acc480 = acc480.addingProduct(Vector(repeating: Float(1)), loadPartial(arena, (((3171600 +% (img481 *% 21632)) +% (f479 *% 676)) +% 672), 4))
+      acc489 = acc489.addingProduct(Vector(repeating: Float(1)), loadPartial(arena, (((3171600 +% (img490 *% 21632)) +% (f488 *% 676)) +% 672), 4))
     }
-    storeVector(arena, 0, acc480)
-    var sum483: Float = (arena[0] + arena[1])
-    var sum484: Float = (sum483 + arena[2])
-    var sum485: Float = (sum484 + arena[3])
-    var sum486: Float = (sum485 + arena[4])
-    var sum487: Float = (sum486 + arena[5])
-    var sum488: Float = (sum487 + arena[6])
-    var sum489: Float = (sum488 + arena[7])
-    grads[(288 +% f479)] = sum489
+    storeVector(arena, 0, acc489)
+    var sum492: Float = (arena[0] + arena[1])
+    var sum493: Float = (sum492 + arena[2])
+    var sum494: Float = (sum493 + arena[3])
+    var sum495: Float = (sum494 + arena[4])
+    var sum496: Float = (sum495 + arena[5])
+    var sum497: Float = (sum496 + arena[6])
+    var sum498: Float = (sum497 + arena[7])
+    grads[(288 +% f488)] = sum498
   }
   // adam = update of 1199882 parameters
-  var step_size490: Float = (lr / (Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt491: Float = sqrtf((Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  for i492 in 0..<149985 {
-    let g_v = (loadVector(grads, (i492 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i492 *% 8))))
-    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i492 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, (i492 *% 8))) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-    storeVector(m, (i492 *% 8), m_new_v)
-    storeVector(v, (i492 *% 8), v_new_v)
-    storeVector(params, (i492 *% 8), (loadVector(params, (i492 *% 8)) - ((Vector(repeating: step_size490) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt491)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
+  var step_size499: Float = (lr / (Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt500: Float = sqrtf((Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  for i501 in 0..<149985 {
+    let g_v = (loadVector(grads, (i501 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i501 *% 8))))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i501 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, (i501 *% 8))) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storeVector(m, (i501 *% 8), m_new_v)
+    storeVector(v, (i501 *% 8), v_new_v)
+    storeVector(params, (i501 *% 8), (loadVector(params, (i501 *% 8)) - ((Vector(repeating: step_size499) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt500)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
   }
-  for i492 in 0..<1 {
-    let g_v = (loadPartial(grads, (i492 +% 1199880), 2) + (Vector(repeating: Float(0)) * loadPartial(params, (i492 +% 1199880), 2)))
-    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadPartial(m, (i492 +% 1199880), 2)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadPartial(v, (i492 +% 1199880), 2)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-    storePartial(m, (i492 +% 1199880), m_new_v, 2)
-    storePartial(v, (i492 +% 1199880), v_new_v, 2)
-    storePartial(params, (i492 +% 1199880), (loadPartial(params, (i492 +% 1199880), 2) - ((Vector(repeating: step_size490) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt491)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))), 2)
+  for i501 in 0..<1 {
+    let g_v = (loadPartial(grads, (i501 +% 1199880), 2) + (Vector(repeating: Float(0)) * loadPartial(params, (i501 +% 1199880), 2)))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadPartial(m, (i501 +% 1199880), 2)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadPartial(v, (i501 +% 1199880), 2)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storePartial(m, (i501 +% 1199880), m_new_v, 2)
+    storePartial(v, (i501 +% 1199880), v_new_v, 2)
+    storePartial(params, (i501 +% 1199880), (loadPartial(params, (i501 +% 1199880), 2) - ((Vector(repeating: step_size499) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt500)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))), 2)
   }
 }
 
@@ -1585,10 +1606,10 @@ public func mnistnet_infer_b64(
   }
   for g55 in 0..<64 {
     for j56 in 0..<1 {
-      for c57 in 0..<32 {
-        for iy58 in 0..<26 {
+      for iy57 in 0..<26 {
+        for c58 in 0..<32 {
           for ix59 in 0..<26 {
-            arena[(2596864 +% ((((j56 *% 21632) +% (iy58 *% 832)) +% (ix59 *% 32)) +% c57))] = arena[(((((g55 +% j56) *% 21632) +% (c57 *% 676)) +% (iy58 *% 26)) +% ix59)]
+            arena[(2596864 +% ((((j56 *% 21632) +% (iy57 *% 832)) +% (ix59 *% 32)) +% c58))] = arena[(((((g55 +% j56) *% 21632) +% (c58 *% 676)) +% (iy57 *% 26)) +% ix59)]
           }
         }
       }
@@ -1741,16 +1762,30 @@ public func mnistnet_infer_b64(
         }
       }
       for j132 in 0..<1 {
-        for c133 in 0..<32 {
-          for q134 in 0..<144 {
-            arena[(1384448 +% ((((g55 +% j132) *% 9216) +% (((part97 *% 32) +% c133) *% 144)) +% q134))] = arena[((2839680 +% (((j132 *% 144) +% q134) *% 64)) +% ((part97 *% 32) +% c133))]
+        for qb133 in 0..<2 {
+          for c134 in 0..<32 {
+            for q135 in 0..<64 {
+              arena[(1384448 +% ((((g55 +% j132) *% 9216) +% (((part97 *% 32) +% c134) *% 144)) +% (q135 +% (qb133 *% 64))))] = arena[((2839680 +% (((j132 *% 144) +% (q135 +% (qb133 *% 64))) *% 64)) +% ((part97 *% 32) +% c134))]
+            }
+          }
+        }
+        for c136 in 0..<32 {
+          for q137 in 0..<16 {
+            arena[(1384448 +% ((((g55 +% j132) *% 9216) +% (((part97 *% 32) +% c136) *% 144)) +% (q137 +% 128)))] = arena[((2839680 +% (((j132 *% 144) +% (q137 +% 128)) *% 64)) +% ((part97 *% 32) +% c136))]
           }
         }
       }
-      for j135 in 0..<1 {
-        for c136 in 0..<32 {
-          for q137 in 0..<144 {
-            arena[(1974272 +% ((((g55 +% j135) *% 9216) +% (((part97 *% 32) +% c136) *% 144)) +% q137))] = arena[((2848896 +% (((j135 *% 144) +% q137) *% 64)) +% ((part97 *% 32) +% c136))]
+      for j138 in 0..<1 {
+        for qb139 in 0..<2 {
+          for c140 in 0..<32 {
+            for q141 in 0..<64 {
+              arena[(1974272 +% ((((g55 +% j138) *% 9216) +% (((part97 *% 32) +% c140) *% 144)) +% (q141 +% (qb139 *% 64))))] = arena[((2848896 +% (((j138 *% 144) +% (q141 +% (qb139 *% 64))) *% 64)) +% ((part97 *% 32) +% c140))]
+            }
+          }
+        }
+        for c142 in 0..<32 {
+          for q143 in 0..<16 {
+            arena[(1974272 +% ((((g55 +% j138) *% 9216) +% (((part97 *% 32) +% c142) *% 144)) +% (q143 +% 128)))] = arena[((2848896 +% (((j138 *% 144) +% (q143 +% 128)) *% 64)) +% ((part97 *% 32) +% c142))]
           }
         }
       }
@@ -1759,131 +1794,131 @@ public func mnistnet_infer_b64(
   // drop1 = dropout(conv2)
   // flat = flatten(drop1)
   // fc1 = dense_relu(flat)
-  for n138 in 0..<64 {
-    for k139 in 0..<9216 {
-      arena[((8192 +% (k139 *% 64)) +% n138)] = arena[((1384448 +% (n138 *% 9216)) +% k139)]
+  for n144 in 0..<64 {
+    for k145 in 0..<9216 {
+      arena[((8192 +% (k145 *% 64)) +% n144)] = arena[((1384448 +% (n144 *% 9216)) +% k145)]
     }
   }
-  do {  // gemm150
-    for r140 in 0..<128 {
-      for i141 in 0..<8 {
-        storeVector(arena, ((i141 *% 8) +% (598016 +% (r140 *% 64))), Vector(repeating: Float(0)))
+  do {  // gemm156
+    for r146 in 0..<128 {
+      for i147 in 0..<8 {
+        storeVector(arena, ((i147 *% 8) +% (598016 +% (r146 *% 64))), Vector(repeating: Float(0)))
       }
     }
-    for kp142 in 0..<8 {
-      for nb143 in 0..<2 {
-        for mb144 in 0..<32 {
-          var t145_c0_0 = loadVector(arena, ((598016 +% ((mb144 *% 4) *% 64)) +% (nb143 *% 24)))
-          var t145_c0_1 = loadVector(arena, (((598016 +% ((mb144 *% 4) *% 64)) +% (nb143 *% 24)) +% 8))
-          var t145_c0_2 = loadVector(arena, (((598016 +% ((mb144 *% 4) *% 64)) +% (nb143 *% 24)) +% 16))
-          var t145_c1_0 = loadVector(arena, ((598016 +% (((mb144 *% 4) +% 1) *% 64)) +% (nb143 *% 24)))
-          var t145_c1_1 = loadVector(arena, (((598016 +% (((mb144 *% 4) +% 1) *% 64)) +% (nb143 *% 24)) +% 8))
-          var t145_c1_2 = loadVector(arena, (((598016 +% (((mb144 *% 4) +% 1) *% 64)) +% (nb143 *% 24)) +% 16))
-          var t145_c2_0 = loadVector(arena, ((598016 +% (((mb144 *% 4) +% 2) *% 64)) +% (nb143 *% 24)))
-          var t145_c2_1 = loadVector(arena, (((598016 +% (((mb144 *% 4) +% 2) *% 64)) +% (nb143 *% 24)) +% 8))
-          var t145_c2_2 = loadVector(arena, (((598016 +% (((mb144 *% 4) +% 2) *% 64)) +% (nb143 *% 24)) +% 16))
-          var t145_c3_0 = loadVector(arena, ((598016 +% (((mb144 *% 4) +% 3) *% 64)) +% (nb143 *% 24)))
-          var t145_c3_1 = loadVector(arena, (((598016 +% (((mb144 *% 4) +% 3) *% 64)) +% (nb143 *% 24)) +% 8))
-          var t145_c3_2 = loadVector(arena, (((598016 +% (((mb144 *% 4) +% 3) *% 64)) +% (nb143 *% 24)) +% 16))
-          for k146 in 0..<1152 {
-            let t145_b0 = loadVector(arena, ((8192 +% ((k146 +% (kp142 *% 1152)) *% 64)) +% (nb143 *% 24)))
-            let t145_b1 = loadVector(arena, (((8192 +% ((k146 +% (kp142 *% 1152)) *% 64)) +% (nb143 *% 24)) +% 8))
-            let t145_b2 = loadVector(arena, (((8192 +% ((k146 +% (kp142 *% 1152)) *% 64)) +% (nb143 *% 24)) +% 16))
-            let t145_a0 = Vector(repeating: params[((18816 +% ((mb144 *% 4) *% 9216)) +% (k146 +% (kp142 *% 1152)))])
-            t145_c0_0 = t145_c0_0.addingProduct(t145_a0, t145_b0)
-            t145_c0_1 = t145_c0_1.addingProduct(t145_a0, t145_b1)
-            t145_c0_2 = t145_c0_2.addingProduct(t145_a0, t145_b2)
-            let t145_a1 = Vector(repeating: params[((18816 +% (((mb144 *% 4) +% 1) *% 9216)) +% (k146 +% (kp142 *% 1152)))])
-            t145_c1_0 = t145_c1_0.addingProduct(t145_a1, t145_b0)
-            t145_c1_1 = t145_c1_1.addingProduct(t145_a1, t145_b1)
-            t145_c1_2 = t145_c1_2.addingProduct(t145_a1, t145_b2)
-            let t145_a2 = Vector(repeating: params[((18816 +% (((mb144 *% 4) +% 2) *% 9216)) +% (k146 +% (kp142 *% 1152)))])
-            t145_c2_0 = t145_c2_0.addingProduct(t145_a2, t145_b0)
-            t145_c2_1 = t145_c2_1.addingProduct(t145_a2, t145_b1)
-            t145_c2_2 = t145_c2_2.addingProduct(t145_a2, t145_b2)
-            let t145_a3 = Vector(repeating: params[((18816 +% (((mb144 *% 4) +% 3) *% 9216)) +% (k146 +% (kp142 *% 1152)))])
-            t145_c3_0 = t145_c3_0.addingProduct(t145_a3, t145_b0)
-            t145_c3_1 = t145_c3_1.addingProduct(t145_a3, t145_b1)
-            t145_c3_2 = t145_c3_2.addingProduct(t145_a3, t145_b2)
+    for kp148 in 0..<8 {
+      for nb149 in 0..<2 {
+        for mb150 in 0..<32 {
+          var t151_c0_0 = loadVector(arena, ((598016 +% ((mb150 *% 4) *% 64)) +% (nb149 *% 24)))
+          var t151_c0_1 = loadVector(arena, (((598016 +% ((mb150 *% 4) *% 64)) +% (nb149 *% 24)) +% 8))
+          var t151_c0_2 = loadVector(arena, (((598016 +% ((mb150 *% 4) *% 64)) +% (nb149 *% 24)) +% 16))
+          var t151_c1_0 = loadVector(arena, ((598016 +% (((mb150 *% 4) +% 1) *% 64)) +% (nb149 *% 24)))
+          var t151_c1_1 = loadVector(arena, (((598016 +% (((mb150 *% 4) +% 1) *% 64)) +% (nb149 *% 24)) +% 8))
+          var t151_c1_2 = loadVector(arena, (((598016 +% (((mb150 *% 4) +% 1) *% 64)) +% (nb149 *% 24)) +% 16))
+          var t151_c2_0 = loadVector(arena, ((598016 +% (((mb150 *% 4) +% 2) *% 64)) +% (nb149 *% 24)))
+          var t151_c2_1 = loadVector(arena, (((598016 +% (((mb150 *% 4) +% 2) *% 64)) +% (nb149 *% 24)) +% 8))
+          var t151_c2_2 = loadVector(arena, (((598016 +% (((mb150 *% 4) +% 2) *% 64)) +% (nb149 *% 24)) +% 16))
+          var t151_c3_0 = loadVector(arena, ((598016 +% (((mb150 *% 4) +% 3) *% 64)) +% (nb149 *% 24)))
+          var t151_c3_1 = loadVector(arena, (((598016 +% (((mb150 *% 4) +% 3) *% 64)) +% (nb149 *% 24)) +% 8))
+          var t151_c3_2 = loadVector(arena, (((598016 +% (((mb150 *% 4) +% 3) *% 64)) +% (nb149 *% 24)) +% 16))
+          for k152 in 0..<1152 {
+            let t151_b0 = loadVector(arena, ((8192 +% ((k152 +% (kp148 *% 1152)) *% 64)) +% (nb149 *% 24)))
+            let t151_b1 = loadVector(arena, (((8192 +% ((k152 +% (kp148 *% 1152)) *% 64)) +% (nb149 *% 24)) +% 8))
+            let t151_b2 = loadVector(arena, (((8192 +% ((k152 +% (kp148 *% 1152)) *% 64)) +% (nb149 *% 24)) +% 16))
+            let t151_a0 = Vector(repeating: params[((18816 +% ((mb150 *% 4) *% 9216)) +% (k152 +% (kp148 *% 1152)))])
+            t151_c0_0 = t151_c0_0.addingProduct(t151_a0, t151_b0)
+            t151_c0_1 = t151_c0_1.addingProduct(t151_a0, t151_b1)
+            t151_c0_2 = t151_c0_2.addingProduct(t151_a0, t151_b2)
+            let t151_a1 = Vector(repeating: params[((18816 +% (((mb150 *% 4) +% 1) *% 9216)) +% (k152 +% (kp148 *% 1152)))])
+            t151_c1_0 = t151_c1_0.addingProduct(t151_a1, t151_b0)
+            t151_c1_1 = t151_c1_1.addingProduct(t151_a1, t151_b1)
+            t151_c1_2 = t151_c1_2.addingProduct(t151_a1, t151_b2)
+            let t151_a2 = Vector(repeating: params[((18816 +% (((mb150 *% 4) +% 2) *% 9216)) +% (k152 +% (kp148 *% 1152)))])
+            t151_c2_0 = t151_c2_0.addingProduct(t151_a2, t151_b0)
+            t151_c2_1 = t151_c2_1.addingProduct(t151_a2, t151_b1)
+            t151_c2_2 = t151_c2_2.addingProduct(t151_a2, t151_b2)
+            let t151_a3 = Vector(repeating: params[((18816 +% (((mb150 *% 4) +% 3) *% 9216)) +% (k152 +% (kp148 *% 1152)))])
+            t151_c3_0 = t151_c3_0.addingProduct(t151_a3, t151_b0)
+            t151_c3_1 = t151_c3_1.addingProduct(t151_a3, t151_b1)
+            t151_c3_2 = t151_c3_2.addingProduct(t151_a3, t151_b2)
           }
-          storeVector(arena, ((598016 +% ((mb144 *% 4) *% 64)) +% (nb143 *% 24)), t145_c0_0)
-          storeVector(arena, (((598016 +% ((mb144 *% 4) *% 64)) +% (nb143 *% 24)) +% 8), t145_c0_1)
-          storeVector(arena, (((598016 +% ((mb144 *% 4) *% 64)) +% (nb143 *% 24)) +% 16), t145_c0_2)
-          storeVector(arena, ((598016 +% (((mb144 *% 4) +% 1) *% 64)) +% (nb143 *% 24)), t145_c1_0)
-          storeVector(arena, (((598016 +% (((mb144 *% 4) +% 1) *% 64)) +% (nb143 *% 24)) +% 8), t145_c1_1)
-          storeVector(arena, (((598016 +% (((mb144 *% 4) +% 1) *% 64)) +% (nb143 *% 24)) +% 16), t145_c1_2)
-          storeVector(arena, ((598016 +% (((mb144 *% 4) +% 2) *% 64)) +% (nb143 *% 24)), t145_c2_0)
-          storeVector(arena, (((598016 +% (((mb144 *% 4) +% 2) *% 64)) +% (nb143 *% 24)) +% 8), t145_c2_1)
-          storeVector(arena, (((598016 +% (((mb144 *% 4) +% 2) *% 64)) +% (nb143 *% 24)) +% 16), t145_c2_2)
-          storeVector(arena, ((598016 +% (((mb144 *% 4) +% 3) *% 64)) +% (nb143 *% 24)), t145_c3_0)
-          storeVector(arena, (((598016 +% (((mb144 *% 4) +% 3) *% 64)) +% (nb143 *% 24)) +% 8), t145_c3_1)
-          storeVector(arena, (((598016 +% (((mb144 *% 4) +% 3) *% 64)) +% (nb143 *% 24)) +% 16), t145_c3_2)
+          storeVector(arena, ((598016 +% ((mb150 *% 4) *% 64)) +% (nb149 *% 24)), t151_c0_0)
+          storeVector(arena, (((598016 +% ((mb150 *% 4) *% 64)) +% (nb149 *% 24)) +% 8), t151_c0_1)
+          storeVector(arena, (((598016 +% ((mb150 *% 4) *% 64)) +% (nb149 *% 24)) +% 16), t151_c0_2)
+          storeVector(arena, ((598016 +% (((mb150 *% 4) +% 1) *% 64)) +% (nb149 *% 24)), t151_c1_0)
+          storeVector(arena, (((598016 +% (((mb150 *% 4) +% 1) *% 64)) +% (nb149 *% 24)) +% 8), t151_c1_1)
+          storeVector(arena, (((598016 +% (((mb150 *% 4) +% 1) *% 64)) +% (nb149 *% 24)) +% 16), t151_c1_2)
+          storeVector(arena, ((598016 +% (((mb150 *% 4) +% 2) *% 64)) +% (nb149 *% 24)), t151_c2_0)
+          storeVector(arena, (((598016 +% (((mb150 *% 4) +% 2) *% 64)) +% (nb149 *% 24)) +% 8), t151_c2_1)
+          storeVector(arena, (((598016 +% (((mb150 *% 4) +% 2) *% 64)) +% (nb149 *% 24)) +% 16), t151_c2_2)
+          storeVector(arena, ((598016 +% (((mb150 *% 4) +% 3) *% 64)) +% (nb149 *% 24)), t151_c3_0)
+          storeVector(arena, (((598016 +% (((mb150 *% 4) +% 3) *% 64)) +% (nb149 *% 24)) +% 8), t151_c3_1)
+          storeVector(arena, (((598016 +% (((mb150 *% 4) +% 3) *% 64)) +% (nb149 *% 24)) +% 16), t151_c3_2)
         }
       }
-      for mb147 in 0..<32 {
-        var t148_c0_0 = loadVector(arena, ((598016 +% ((mb147 *% 4) *% 64)) +% 48))
-        var t148_c0_1 = loadVector(arena, (((598016 +% ((mb147 *% 4) *% 64)) +% 48) +% 8))
-        var t148_c1_0 = loadVector(arena, ((598016 +% (((mb147 *% 4) +% 1) *% 64)) +% 48))
-        var t148_c1_1 = loadVector(arena, (((598016 +% (((mb147 *% 4) +% 1) *% 64)) +% 48) +% 8))
-        var t148_c2_0 = loadVector(arena, ((598016 +% (((mb147 *% 4) +% 2) *% 64)) +% 48))
-        var t148_c2_1 = loadVector(arena, (((598016 +% (((mb147 *% 4) +% 2) *% 64)) +% 48) +% 8))
-        var t148_c3_0 = loadVector(arena, ((598016 +% (((mb147 *% 4) +% 3) *% 64)) +% 48))
-        var t148_c3_1 = loadVector(arena, (((598016 +% (((mb147 *% 4) +% 3) *% 64)) +% 48) +% 8))
-        for k149 in 0..<1152 {
-          let t148_b0 = loadVector(arena, ((8192 +% ((k149 +% (kp142 *% 1152)) *% 64)) +% 48))
-          let t148_b1 = loadVector(arena, (((8192 +% ((k149 +% (kp142 *% 1152)) *% 64)) +% 48) +% 8))
-          let t148_a0 = Vector(repeating: params[((18816 +% ((mb147 *% 4) *% 9216)) +% (k149 +% (kp142 *% 1152)))])
-          t148_c0_0 = t148_c0_0.addingProduct(t148_a0, t148_b0)
-          t148_c0_1 = t148_c0_1.addingProduct(t148_a0, t148_b1)
-          let t148_a1 = Vector(repeating: params[((18816 +% (((mb147 *% 4) +% 1) *% 9216)) +% (k149 +% (kp142 *% 1152)))])
-          t148_c1_0 = t148_c1_0.addingProduct(t148_a1, t148_b0)
-          t148_c1_1 = t148_c1_1.addingProduct(t148_a1, t148_b1)
-          let t148_a2 = Vector(repeating: params[((18816 +% (((mb147 *% 4) +% 2) *% 9216)) +% (k149 +% (kp142 *% 1152)))])
-          t148_c2_0 = t148_c2_0.addingProduct(t148_a2, t148_b0)
-          t148_c2_1 = t148_c2_1.addingProduct(t148_a2, t148_b1)
-          let t148_a3 = Vector(repeating: params[((18816 +% (((mb147 *% 4) +% 3) *% 9216)) +% (k149 +% (kp142 *% 1152)))])
-          t148_c3_0 = t148_c3_0.addingProduct(t148_a3, t148_b0)
-          t148_c3_1 = t148_c3_1.addingProduct(t148_a3, t148_b1)
+      for mb153 in 0..<32 {
+        var t154_c0_0 = loadVector(arena, ((598016 +% ((mb153 *% 4) *% 64)) +% 48))
+        var t154_c0_1 = loadVector(arena, (((598016 +% ((mb153 *% 4) *% 64)) +% 48) +% 8))
+        var t154_c1_0 = loadVector(arena, ((598016 +% (((mb153 *% 4) +% 1) *% 64)) +% 48))
+        var t154_c1_1 = loadVector(arena, (((598016 +% (((mb153 *% 4) +% 1) *% 64)) +% 48) +% 8))
+        var t154_c2_0 = loadVector(arena, ((598016 +% (((mb153 *% 4) +% 2) *% 64)) +% 48))
+        var t154_c2_1 = loadVector(arena, (((598016 +% (((mb153 *% 4) +% 2) *% 64)) +% 48) +% 8))
+        var t154_c3_0 = loadVector(arena, ((598016 +% (((mb153 *% 4) +% 3) *% 64)) +% 48))
+        var t154_c3_1 = loadVector(arena, (((598016 +% (((mb153 *% 4) +% 3) *% 64)) +% 48) +% 8))
+        for k155 in 0..<1152 {
+          let t154_b0 = loadVector(arena, ((8192 +% ((k155 +% (kp148 *% 1152)) *% 64)) +% 48))
+          let t154_b1 = loadVector(arena, (((8192 +% ((k155 +% (kp148 *% 1152)) *% 64)) +% 48) +% 8))
+          let t154_a0 = Vector(repeating: params[((18816 +% ((mb153 *% 4) *% 9216)) +% (k155 +% (kp148 *% 1152)))])
+          t154_c0_0 = t154_c0_0.addingProduct(t154_a0, t154_b0)
+          t154_c0_1 = t154_c0_1.addingProduct(t154_a0, t154_b1)
+          let t154_a1 = Vector(repeating: params[((18816 +% (((mb153 *% 4) +% 1) *% 9216)) +% (k155 +% (kp148 *% 1152)))])
+          t154_c1_0 = t154_c1_0.addingProduct(t154_a1, t154_b0)
+          t154_c1_1 = t154_c1_1.addingProduct(t154_a1, t154_b1)
+          let t154_a2 = Vector(repeating: params[((18816 +% (((mb153 *% 4) +% 2) *% 9216)) +% (k155 +% (kp148 *% 1152)))])
+          t154_c2_0 = t154_c2_0.addingProduct(t154_a2, t154_b0)
+          t154_c2_1 = t154_c2_1.addingProduct(t154_a2, t154_b1)
+          let t154_a3 = Vector(repeating: params[((18816 +% (((mb153 *% 4) +% 3) *% 9216)) +% (k155 +% (kp148 *% 1152)))])
+          t154_c3_0 = t154_c3_0.addingProduct(t154_a3, t154_b0)
+          t154_c3_1 = t154_c3_1.addingProduct(t154_a3, t154_b1)
         }
-        storeVector(arena, ((598016 +% ((mb147 *% 4) *% 64)) +% 48), t148_c0_0)
-        storeVector(arena, (((598016 +% ((mb147 *% 4) *% 64)) +% 48) +% 8), t148_c0_1)
-        storeVector(arena, ((598016 +% (((mb147 *% 4) +% 1) *% 64)) +% 48), t148_c1_0)
-        storeVector(arena, (((598016 +% (((mb147 *% 4) +% 1) *% 64)) +% 48) +% 8), t148_c1_1)
-        storeVector(arena, ((598016 +% (((mb147 *% 4) +% 2) *% 64)) +% 48), t148_c2_0)
-        storeVector(arena, (((598016 +% (((mb147 *% 4) +% 2) *% 64)) +% 48) +% 8), t148_c2_1)
-        storeVector(arena, ((598016 +% (((mb147 *% 4) +% 3) *% 64)) +% 48), t148_c3_0)
-        storeVector(arena, (((598016 +% (((mb147 *% 4) +% 3) *% 64)) +% 48) +% 8), t148_c3_1)
+        storeVector(arena, ((598016 +% ((mb153 *% 4) *% 64)) +% 48), t154_c0_0)
+        storeVector(arena, (((598016 +% ((mb153 *% 4) *% 64)) +% 48) +% 8), t154_c0_1)
+        storeVector(arena, ((598016 +% (((mb153 *% 4) +% 1) *% 64)) +% 48), t154_c1_0)
+        storeVector(arena, (((598016 +% (((mb153 *% 4) +% 1) *% 64)) +% 48) +% 8), t154_c1_1)
+        storeVector(arena, ((598016 +% (((mb153 *% 4) +% 2) *% 64)) +% 48), t154_c2_0)
+        storeVector(arena, (((598016 +% (((mb153 *% 4) +% 2) *% 64)) +% 48) +% 8), t154_c2_1)
+        storeVector(arena, ((598016 +% (((mb153 *% 4) +% 3) *% 64)) +% 48), t154_c3_0)
+        storeVector(arena, (((598016 +% (((mb153 *% 4) +% 3) *% 64)) +% 48) +% 8), t154_c3_1)
       }
     }
   }
-  for n151 in 0..<64 {
-    for u152 in 0..<128 {
-      arena[((n151 *% 128) +% u152)] = ((arena[((598016 +% (u152 *% 64)) +% n151)] + params[(1198464 +% u152)]) > Float(0) ? (arena[((598016 +% (u152 *% 64)) +% n151)] + params[(1198464 +% u152)]) : Float(0))
+  for n157 in 0..<64 {
+    for u158 in 0..<128 {
+      arena[((n157 *% 128) +% u158)] = ((arena[((598016 +% (u158 *% 64)) +% n157)] + params[(1198464 +% u158)]) > Float(0) ? (arena[((598016 +% (u158 *% 64)) +% n157)] + params[(1198464 +% u158)]) : Float(0))
     }
   }
   // drop2 = dropout(fc1)
   // fc2 = dense(drop2)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 0, 128, params + 1198592, 128, Float(bitPattern: 0x0), arena + 8192, 10)
-  for n153 in 0..<64 {
-    for u154 in 0..<1 {
-      storeVector(arena, ((u154 *% 8) +% (8192 +% (n153 *% 10))), (loadVector(arena, ((u154 *% 8) +% (8192 +% (n153 *% 10)))) + loadVector(params, ((u154 *% 8) +% 1199872))))
+  for n159 in 0..<64 {
+    for u160 in 0..<1 {
+      storeVector(arena, ((u160 *% 8) +% (8192 +% (n159 *% 10))), (loadVector(arena, ((u160 *% 8) +% (8192 +% (n159 *% 10)))) + loadVector(params, ((u160 *% 8) +% 1199872))))
     }
-    for u154 in 0..<1 {
-      storePartial(arena, ((u154 +% 8) +% (8192 +% (n153 *% 10))), (loadPartial(arena, ((u154 +% 8) +% (8192 +% (n153 *% 10))), 2) + loadPartial(params, ((u154 +% 8) +% 1199872), 2)), 2)
+    for u160 in 0..<1 {
+      storePartial(arena, ((u160 +% 8) +% (8192 +% (n159 *% 10))), (loadPartial(arena, ((u160 +% 8) +% (8192 +% (n159 *% 10))), 2) + loadPartial(params, ((u160 +% 8) +% 1199872), 2)), 2)
     }
   }
   // probs = softmax(fc2)
-  for n155 in 0..<64 {
-    var m156: Float = arena[(8192 +% (n155 *% 10))]
-    for k158 in 0..<10 {
-      m156 = { let x = m156, y = arena[((8192 +% (n155 *% 10)) +% k158)]; return y > x ? y : x }()
+  for n161 in 0..<64 {
+    var m162: Float = arena[(8192 +% (n161 *% 10))]
+    for k164 in 0..<10 {
+      m162 = { let x = m162, y = arena[((8192 +% (n161 *% 10)) +% k164)]; return y > x ? y : x }()
     }
-    var s157: Float = Float(0)
-    for k159 in 0..<10 {
-      s157 = (s157 + exponential((arena[((8192 +% (n155 *% 10)) +% k159)] - m156)))
+    var s163: Float = Float(0)
+    for k165 in 0..<10 {
+      s163 = (s163 + exponential((arena[((8192 +% (n161 *% 10)) +% k165)] - m162)))
     }
-    for k160 in 0..<10 {
-      arena[((n155 *% 10) +% k160)] = (exponential((arena[((8192 +% (n155 *% 10)) +% k160)] - m156)) / s157)
+    for k166 in 0..<10 {
+      arena[((n161 *% 10) +% k166)] = (exponential((arena[((8192 +% (n161 *% 10)) +% k166)] - m162)) / s163)
     }
   }
 }

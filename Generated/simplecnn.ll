@@ -1621,50 +1621,50 @@ conv2.g81:                                        ; preds = %conv2.j161.end, %co
 conv2.g81.end:                                    ; preds = %conv2.j161.end
   ret void
 
-conv2.j82:                                        ; preds = %conv2.c83.end, %conv2.g81
-  %conv2.j8266 = phi i64 [ 0, %conv2.g81 ], [ %j82.next, %conv2.c83.end ]
-  br label %conv2.c83
+conv2.j82:                                        ; preds = %conv2.iy83.end, %conv2.g81
+  %conv2.j8266 = phi i64 [ 0, %conv2.g81 ], [ %j82.next, %conv2.iy83.end ]
+  br label %conv2.iy83
 
-conv2.j82.end:                                    ; preds = %conv2.c83.end
+conv2.j82.end:                                    ; preds = %conv2.iy83.end
   br label %conv2.j86
 
-conv2.c83:                                        ; preds = %conv2.iy84.end, %conv2.j82
-  %conv2.c8367 = phi i64 [ 0, %conv2.j82 ], [ %c83.next, %conv2.iy84.end ]
-  br label %conv2.iy84
+conv2.iy83:                                       ; preds = %conv2.c84.end, %conv2.j82
+  %conv2.iy8367 = phi i64 [ 0, %conv2.j82 ], [ %iy83.next, %conv2.c84.end ]
+  br label %conv2.c84
 
-conv2.c83.end:                                    ; preds = %conv2.iy84.end
+conv2.iy83.end:                                   ; preds = %conv2.c84.end
   %j82.next = add nsw i64 %conv2.j8266, 1
   %235 = icmp slt i64 %j82.next, 1
   br i1 %235, label %conv2.j82, label %conv2.j82.end
 
-conv2.iy84:                                       ; preds = %conv2.ix85.end, %conv2.c83
-  %conv2.iy8468 = phi i64 [ 0, %conv2.c83 ], [ %iy84.next, %conv2.ix85.end ]
+conv2.c84:                                        ; preds = %conv2.ix85.end, %conv2.iy83
+  %conv2.c8468 = phi i64 [ 0, %conv2.iy83 ], [ %c84.next, %conv2.ix85.end ]
   br label %conv2.ix85
 
-conv2.iy84.end:                                   ; preds = %conv2.ix85.end
-  %c83.next = add nsw i64 %conv2.c8367, 1
-  %236 = icmp slt i64 %c83.next, 32
-  br i1 %236, label %conv2.c83, label %conv2.c83.end
+conv2.c84.end:                                    ; preds = %conv2.ix85.end
+  %iy83.next = add nsw i64 %conv2.iy8367, 1
+  %236 = icmp slt i64 %iy83.next, 14
+  br i1 %236, label %conv2.iy83, label %conv2.iy83.end
 
-conv2.ix85:                                       ; preds = %conv2.ix85, %conv2.iy84
-  %conv2.ix8569 = phi i64 [ 0, %conv2.iy84 ], [ %ix85.next, %conv2.ix85 ]
+conv2.ix85:                                       ; preds = %conv2.ix85, %conv2.c84
+  %conv2.ix8569 = phi i64 [ 0, %conv2.c84 ], [ %ix85.next, %conv2.ix85 ]
   %237 = add nsw i64 %conv2.g8165, %conv2.j8266
   %238 = mul nsw i64 %237, 6272
-  %239 = mul nsw i64 %conv2.c8367, 196
+  %239 = mul nsw i64 %conv2.c8468, 196
   %240 = add nsw i64 %238, %239
-  %241 = mul nsw i64 %conv2.iy8468, 14
+  %241 = mul nsw i64 %conv2.iy8367, 14
   %242 = add nsw i64 %240, %241
   %243 = add nsw i64 %242, %conv2.ix8569
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %243
   %244 = load float, ptr %arena70, align 4
   %245 = mul nsw i64 %conv2.j8266, 8192
-  %246 = add nsw i64 %conv2.iy8468, 1
+  %246 = add nsw i64 %conv2.iy8367, 1
   %247 = mul nsw i64 %246, 512
   %248 = add nsw i64 %245, %247
   %249 = add nsw i64 %conv2.ix8569, 1
   %250 = mul nsw i64 %249, 32
   %251 = add nsw i64 %248, %250
-  %252 = add nsw i64 %251, %conv2.c8367
+  %252 = add nsw i64 %251, %conv2.c8468
   %253 = add nsw i64 1236992, %252
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %253
   store float %244, ptr %arena71, align 4
@@ -1673,9 +1673,9 @@ conv2.ix85:                                       ; preds = %conv2.ix85, %conv2.
   br i1 %254, label %conv2.ix85, label %conv2.ix85.end
 
 conv2.ix85.end:                                   ; preds = %conv2.ix85
-  %iy84.next = add nsw i64 %conv2.iy8468, 1
-  %255 = icmp slt i64 %iy84.next, 14
-  br i1 %255, label %conv2.iy84, label %conv2.iy84.end
+  %c84.next = add nsw i64 %conv2.c8468, 1
+  %255 = icmp slt i64 %c84.next, 32
+  br i1 %255, label %conv2.c84, label %conv2.c84.end
 
 conv2.j86:                                        ; preds = %conv2.ty87.end, %conv2.j82.end
   %conv2.j8672 = phi i64 [ 0, %conv2.j82.end ], [ %j86.next, %conv2.ty87.end ]
@@ -6075,50 +6075,50 @@ conv2_weight_grad.g248:                           ; preds = %conv2_weight_grad.x
 conv2_weight_grad.g248.end:                       ; preds = %conv2_weight_grad.xi321.end
   br label %conv2_weight_grad.f322
 
-conv2_weight_grad.j249:                           ; preds = %conv2_weight_grad.c250.end, %conv2_weight_grad.g248
-  %conv2_weight_grad.j2498 = phi i64 [ 0, %conv2_weight_grad.g248 ], [ %j249.next, %conv2_weight_grad.c250.end ]
-  br label %conv2_weight_grad.c250
+conv2_weight_grad.j249:                           ; preds = %conv2_weight_grad.iy250.end, %conv2_weight_grad.g248
+  %conv2_weight_grad.j2498 = phi i64 [ 0, %conv2_weight_grad.g248 ], [ %j249.next, %conv2_weight_grad.iy250.end ]
+  br label %conv2_weight_grad.iy250
 
-conv2_weight_grad.j249.end:                       ; preds = %conv2_weight_grad.c250.end
+conv2_weight_grad.j249.end:                       ; preds = %conv2_weight_grad.iy250.end
   br label %conv2_weight_grad.j253
 
-conv2_weight_grad.c250:                           ; preds = %conv2_weight_grad.iy251.end, %conv2_weight_grad.j249
-  %conv2_weight_grad.c2509 = phi i64 [ 0, %conv2_weight_grad.j249 ], [ %c250.next, %conv2_weight_grad.iy251.end ]
-  br label %conv2_weight_grad.iy251
+conv2_weight_grad.iy250:                          ; preds = %conv2_weight_grad.c251.end, %conv2_weight_grad.j249
+  %conv2_weight_grad.iy2509 = phi i64 [ 0, %conv2_weight_grad.j249 ], [ %iy250.next, %conv2_weight_grad.c251.end ]
+  br label %conv2_weight_grad.c251
 
-conv2_weight_grad.c250.end:                       ; preds = %conv2_weight_grad.iy251.end
+conv2_weight_grad.iy250.end:                      ; preds = %conv2_weight_grad.c251.end
   %j249.next = add nsw i64 %conv2_weight_grad.j2498, 1
   %6 = icmp slt i64 %j249.next, 1
   br i1 %6, label %conv2_weight_grad.j249, label %conv2_weight_grad.j249.end
 
-conv2_weight_grad.iy251:                          ; preds = %conv2_weight_grad.ix252.end, %conv2_weight_grad.c250
-  %conv2_weight_grad.iy25110 = phi i64 [ 0, %conv2_weight_grad.c250 ], [ %iy251.next, %conv2_weight_grad.ix252.end ]
+conv2_weight_grad.c251:                           ; preds = %conv2_weight_grad.ix252.end, %conv2_weight_grad.iy250
+  %conv2_weight_grad.c25110 = phi i64 [ 0, %conv2_weight_grad.iy250 ], [ %c251.next, %conv2_weight_grad.ix252.end ]
   br label %conv2_weight_grad.ix252
 
-conv2_weight_grad.iy251.end:                      ; preds = %conv2_weight_grad.ix252.end
-  %c250.next = add nsw i64 %conv2_weight_grad.c2509, 1
-  %7 = icmp slt i64 %c250.next, 32
-  br i1 %7, label %conv2_weight_grad.c250, label %conv2_weight_grad.c250.end
+conv2_weight_grad.c251.end:                       ; preds = %conv2_weight_grad.ix252.end
+  %iy250.next = add nsw i64 %conv2_weight_grad.iy2509, 1
+  %7 = icmp slt i64 %iy250.next, 14
+  br i1 %7, label %conv2_weight_grad.iy250, label %conv2_weight_grad.iy250.end
 
-conv2_weight_grad.ix252:                          ; preds = %conv2_weight_grad.ix252, %conv2_weight_grad.iy251
-  %conv2_weight_grad.ix25211 = phi i64 [ 0, %conv2_weight_grad.iy251 ], [ %ix252.next, %conv2_weight_grad.ix252 ]
+conv2_weight_grad.ix252:                          ; preds = %conv2_weight_grad.ix252, %conv2_weight_grad.c251
+  %conv2_weight_grad.ix25211 = phi i64 [ 0, %conv2_weight_grad.c251 ], [ %ix252.next, %conv2_weight_grad.ix252 ]
   %8 = add nsw i64 %conv2_weight_grad.g2487, %conv2_weight_grad.j2498
   %9 = mul nsw i64 %8, 6272
-  %10 = mul nsw i64 %conv2_weight_grad.c2509, 196
+  %10 = mul nsw i64 %conv2_weight_grad.c25110, 196
   %11 = add nsw i64 %9, %10
-  %12 = mul nsw i64 %conv2_weight_grad.iy25110, 14
+  %12 = mul nsw i64 %conv2_weight_grad.iy2509, 14
   %13 = add nsw i64 %11, %12
   %14 = add nsw i64 %13, %conv2_weight_grad.ix25211
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %14
   %15 = load float, ptr %arena12, align 4
   %16 = mul nsw i64 %conv2_weight_grad.j2498, 8192
-  %17 = add nsw i64 %conv2_weight_grad.iy25110, 1
+  %17 = add nsw i64 %conv2_weight_grad.iy2509, 1
   %18 = mul nsw i64 %17, 512
   %19 = add nsw i64 %16, %18
   %20 = add nsw i64 %conv2_weight_grad.ix25211, 1
   %21 = mul nsw i64 %20, 32
   %22 = add nsw i64 %19, %21
-  %23 = add nsw i64 %22, %conv2_weight_grad.c2509
+  %23 = add nsw i64 %22, %conv2_weight_grad.c25110
   %24 = add nsw i64 802816, %23
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %24
   store float %15, ptr %arena13, align 4
@@ -6127,9 +6127,9 @@ conv2_weight_grad.ix252:                          ; preds = %conv2_weight_grad.i
   br i1 %25, label %conv2_weight_grad.ix252, label %conv2_weight_grad.ix252.end
 
 conv2_weight_grad.ix252.end:                      ; preds = %conv2_weight_grad.ix252
-  %iy251.next = add nsw i64 %conv2_weight_grad.iy25110, 1
-  %26 = icmp slt i64 %iy251.next, 14
-  br i1 %26, label %conv2_weight_grad.iy251, label %conv2_weight_grad.iy251.end
+  %c251.next = add nsw i64 %conv2_weight_grad.c25110, 1
+  %26 = icmp slt i64 %c251.next, 32
+  br i1 %26, label %conv2_weight_grad.c251, label %conv2_weight_grad.c251.end
 
 conv2_weight_grad.j253:                           ; preds = %conv2_weight_grad.ty254.end, %conv2_weight_grad.j249.end
   %conv2_weight_grad.j25314 = phi i64 [ 0, %conv2_weight_grad.j249.end ], [ %j253.next, %conv2_weight_grad.ty254.end ]
@@ -6875,49 +6875,49 @@ conv2_weight_grad.cv256.end:                      ; preds = %conv2_weight_grad.c
   %594 = icmp slt i64 %tx255.next, 7
   br i1 %594, label %conv2_weight_grad.tx255, label %conv2_weight_grad.tx255.end
 
-conv2_weight_grad.j289:                           ; preds = %conv2_weight_grad.c290.end, %conv2_weight_grad.j253.end
-  %conv2_weight_grad.j28982 = phi i64 [ 0, %conv2_weight_grad.j253.end ], [ %j289.next, %conv2_weight_grad.c290.end ]
-  br label %conv2_weight_grad.c290
+conv2_weight_grad.j289:                           ; preds = %conv2_weight_grad.iy290.end, %conv2_weight_grad.j253.end
+  %conv2_weight_grad.j28982 = phi i64 [ 0, %conv2_weight_grad.j253.end ], [ %j289.next, %conv2_weight_grad.iy290.end ]
+  br label %conv2_weight_grad.iy290
 
-conv2_weight_grad.j289.end:                       ; preds = %conv2_weight_grad.c290.end
+conv2_weight_grad.j289.end:                       ; preds = %conv2_weight_grad.iy290.end
   br label %conv2_weight_grad.j293
 
-conv2_weight_grad.c290:                           ; preds = %conv2_weight_grad.iy291.end, %conv2_weight_grad.j289
-  %conv2_weight_grad.c29083 = phi i64 [ 0, %conv2_weight_grad.j289 ], [ %c290.next, %conv2_weight_grad.iy291.end ]
-  br label %conv2_weight_grad.iy291
+conv2_weight_grad.iy290:                          ; preds = %conv2_weight_grad.c291.end, %conv2_weight_grad.j289
+  %conv2_weight_grad.iy29083 = phi i64 [ 0, %conv2_weight_grad.j289 ], [ %iy290.next, %conv2_weight_grad.c291.end ]
+  br label %conv2_weight_grad.c291
 
-conv2_weight_grad.c290.end:                       ; preds = %conv2_weight_grad.iy291.end
+conv2_weight_grad.iy290.end:                      ; preds = %conv2_weight_grad.c291.end
   %j289.next = add nsw i64 %conv2_weight_grad.j28982, 1
   %595 = icmp slt i64 %j289.next, 1
   br i1 %595, label %conv2_weight_grad.j289, label %conv2_weight_grad.j289.end
 
-conv2_weight_grad.iy291:                          ; preds = %conv2_weight_grad.ix292.end, %conv2_weight_grad.c290
-  %conv2_weight_grad.iy29184 = phi i64 [ 0, %conv2_weight_grad.c290 ], [ %iy291.next, %conv2_weight_grad.ix292.end ]
+conv2_weight_grad.c291:                           ; preds = %conv2_weight_grad.ix292.end, %conv2_weight_grad.iy290
+  %conv2_weight_grad.c29184 = phi i64 [ 0, %conv2_weight_grad.iy290 ], [ %c291.next, %conv2_weight_grad.ix292.end ]
   br label %conv2_weight_grad.ix292
 
-conv2_weight_grad.iy291.end:                      ; preds = %conv2_weight_grad.ix292.end
-  %c290.next = add nsw i64 %conv2_weight_grad.c29083, 1
-  %596 = icmp slt i64 %c290.next, 64
-  br i1 %596, label %conv2_weight_grad.c290, label %conv2_weight_grad.c290.end
+conv2_weight_grad.c291.end:                       ; preds = %conv2_weight_grad.ix292.end
+  %iy290.next = add nsw i64 %conv2_weight_grad.iy29083, 1
+  %596 = icmp slt i64 %iy290.next, 14
+  br i1 %596, label %conv2_weight_grad.iy290, label %conv2_weight_grad.iy290.end
 
-conv2_weight_grad.ix292:                          ; preds = %conv2_weight_grad.ix292, %conv2_weight_grad.iy291
-  %conv2_weight_grad.ix29285 = phi i64 [ 0, %conv2_weight_grad.iy291 ], [ %ix292.next, %conv2_weight_grad.ix292 ]
+conv2_weight_grad.ix292:                          ; preds = %conv2_weight_grad.ix292, %conv2_weight_grad.c291
+  %conv2_weight_grad.ix29285 = phi i64 [ 0, %conv2_weight_grad.c291 ], [ %ix292.next, %conv2_weight_grad.ix292 ]
   %597 = add nsw i64 %conv2_weight_grad.g2487, %conv2_weight_grad.j28982
   %598 = mul nsw i64 %597, 12544
   %599 = add nsw i64 1421968, %598
-  %600 = mul nsw i64 %conv2_weight_grad.c29083, 196
+  %600 = mul nsw i64 %conv2_weight_grad.c29184, 196
   %601 = add nsw i64 %599, %600
-  %602 = mul nsw i64 %conv2_weight_grad.iy29184, 14
+  %602 = mul nsw i64 %conv2_weight_grad.iy29083, 14
   %603 = add nsw i64 %601, %602
   %604 = add nsw i64 %603, %conv2_weight_grad.ix29285
   %arena86 = getelementptr inbounds float, ptr %arena, i64 %604
   %605 = load float, ptr %arena86, align 4
   %606 = mul nsw i64 %conv2_weight_grad.j28982, 12544
-  %607 = mul nsw i64 %conv2_weight_grad.iy29184, 896
+  %607 = mul nsw i64 %conv2_weight_grad.iy29083, 896
   %608 = add nsw i64 %606, %607
   %609 = mul nsw i64 %conv2_weight_grad.ix29285, 64
   %610 = add nsw i64 %608, %609
-  %611 = add nsw i64 %610, %conv2_weight_grad.c29083
+  %611 = add nsw i64 %610, %conv2_weight_grad.c29184
   %612 = add nsw i64 836096, %611
   %arena87 = getelementptr inbounds float, ptr %arena, i64 %612
   store float %605, ptr %arena87, align 4
@@ -6926,9 +6926,9 @@ conv2_weight_grad.ix292:                          ; preds = %conv2_weight_grad.i
   br i1 %613, label %conv2_weight_grad.ix292, label %conv2_weight_grad.ix292.end
 
 conv2_weight_grad.ix292.end:                      ; preds = %conv2_weight_grad.ix292
-  %iy291.next = add nsw i64 %conv2_weight_grad.iy29184, 1
-  %614 = icmp slt i64 %iy291.next, 14
-  br i1 %614, label %conv2_weight_grad.iy291, label %conv2_weight_grad.iy291.end
+  %c291.next = add nsw i64 %conv2_weight_grad.c29184, 1
+  %614 = icmp slt i64 %c291.next, 64
+  br i1 %614, label %conv2_weight_grad.c291, label %conv2_weight_grad.c291.end
 
 conv2_weight_grad.j293:                           ; preds = %conv2_weight_grad.ty294.end, %conv2_weight_grad.j289.end
   %conv2_weight_grad.j29388 = phi i64 [ 0, %conv2_weight_grad.j289.end ], [ %j293.next, %conv2_weight_grad.ty294.end ]
@@ -8347,51 +8347,51 @@ pool1_grad.g387:                                  ; preds = %pool1_grad.j452.end
 pool1_grad.g387.end:                              ; preds = %pool1_grad.j452.end
   ret void
 
-pool1_grad.j388:                                  ; preds = %pool1_grad.c389.end, %pool1_grad.g387
-  %pool1_grad.j38866 = phi i64 [ 0, %pool1_grad.g387 ], [ %j388.next, %pool1_grad.c389.end ]
-  br label %pool1_grad.c389
+pool1_grad.j388:                                  ; preds = %pool1_grad.iy389.end, %pool1_grad.g387
+  %pool1_grad.j38866 = phi i64 [ 0, %pool1_grad.g387 ], [ %j388.next, %pool1_grad.iy389.end ]
+  br label %pool1_grad.iy389
 
-pool1_grad.j388.end:                              ; preds = %pool1_grad.c389.end
+pool1_grad.j388.end:                              ; preds = %pool1_grad.iy389.end
   br label %pool1_grad.j392
 
-pool1_grad.c389:                                  ; preds = %pool1_grad.iy390.end, %pool1_grad.j388
-  %pool1_grad.c38967 = phi i64 [ 0, %pool1_grad.j388 ], [ %c389.next, %pool1_grad.iy390.end ]
-  br label %pool1_grad.iy390
+pool1_grad.iy389:                                 ; preds = %pool1_grad.c390.end, %pool1_grad.j388
+  %pool1_grad.iy38967 = phi i64 [ 0, %pool1_grad.j388 ], [ %iy389.next, %pool1_grad.c390.end ]
+  br label %pool1_grad.c390
 
-pool1_grad.c389.end:                              ; preds = %pool1_grad.iy390.end
+pool1_grad.iy389.end:                             ; preds = %pool1_grad.c390.end
   %j388.next = add nsw i64 %pool1_grad.j38866, 1
   %235 = icmp slt i64 %j388.next, 1
   br i1 %235, label %pool1_grad.j388, label %pool1_grad.j388.end
 
-pool1_grad.iy390:                                 ; preds = %pool1_grad.ix391.end, %pool1_grad.c389
-  %pool1_grad.iy39068 = phi i64 [ 0, %pool1_grad.c389 ], [ %iy390.next, %pool1_grad.ix391.end ]
+pool1_grad.c390:                                  ; preds = %pool1_grad.ix391.end, %pool1_grad.iy389
+  %pool1_grad.c39068 = phi i64 [ 0, %pool1_grad.iy389 ], [ %c390.next, %pool1_grad.ix391.end ]
   br label %pool1_grad.ix391
 
-pool1_grad.iy390.end:                             ; preds = %pool1_grad.ix391.end
-  %c389.next = add nsw i64 %pool1_grad.c38967, 1
-  %236 = icmp slt i64 %c389.next, 64
-  br i1 %236, label %pool1_grad.c389, label %pool1_grad.c389.end
+pool1_grad.c390.end:                              ; preds = %pool1_grad.ix391.end
+  %iy389.next = add nsw i64 %pool1_grad.iy38967, 1
+  %236 = icmp slt i64 %iy389.next, 14
+  br i1 %236, label %pool1_grad.iy389, label %pool1_grad.iy389.end
 
-pool1_grad.ix391:                                 ; preds = %pool1_grad.ix391, %pool1_grad.iy390
-  %pool1_grad.ix39169 = phi i64 [ 0, %pool1_grad.iy390 ], [ %ix391.next, %pool1_grad.ix391 ]
+pool1_grad.ix391:                                 ; preds = %pool1_grad.ix391, %pool1_grad.c390
+  %pool1_grad.ix39169 = phi i64 [ 0, %pool1_grad.c390 ], [ %ix391.next, %pool1_grad.ix391 ]
   %237 = add nsw i64 %pool1_grad.g38765, %pool1_grad.j38866
   %238 = mul nsw i64 %237, 12544
   %239 = add nsw i64 1421968, %238
-  %240 = mul nsw i64 %pool1_grad.c38967, 196
+  %240 = mul nsw i64 %pool1_grad.c39068, 196
   %241 = add nsw i64 %239, %240
-  %242 = mul nsw i64 %pool1_grad.iy39068, 14
+  %242 = mul nsw i64 %pool1_grad.iy38967, 14
   %243 = add nsw i64 %241, %242
   %244 = add nsw i64 %243, %pool1_grad.ix39169
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %244
   %245 = load float, ptr %arena70, align 4
   %246 = mul nsw i64 %pool1_grad.j38866, 16384
-  %247 = add nsw i64 %pool1_grad.iy39068, 1
+  %247 = add nsw i64 %pool1_grad.iy38967, 1
   %248 = mul nsw i64 %247, 1024
   %249 = add nsw i64 %246, %248
   %250 = add nsw i64 %pool1_grad.ix39169, 1
   %251 = mul nsw i64 %250, 64
   %252 = add nsw i64 %249, %251
-  %253 = add nsw i64 %252, %pool1_grad.c38967
+  %253 = add nsw i64 %252, %pool1_grad.c39068
   %254 = add nsw i64 1254032, %253
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %254
   store float %245, ptr %arena71, align 4
@@ -8400,9 +8400,9 @@ pool1_grad.ix391:                                 ; preds = %pool1_grad.ix391, %
   br i1 %255, label %pool1_grad.ix391, label %pool1_grad.ix391.end
 
 pool1_grad.ix391.end:                             ; preds = %pool1_grad.ix391
-  %iy390.next = add nsw i64 %pool1_grad.iy39068, 1
-  %256 = icmp slt i64 %iy390.next, 14
-  br i1 %256, label %pool1_grad.iy390, label %pool1_grad.iy390.end
+  %c390.next = add nsw i64 %pool1_grad.c39068, 1
+  %256 = icmp slt i64 %c390.next, 64
+  br i1 %256, label %pool1_grad.c390, label %pool1_grad.c390.end
 
 pool1_grad.j392:                                  ; preds = %pool1_grad.ty393.end, %pool1_grad.j388.end
   %pool1_grad.j39272 = phi i64 [ 0, %pool1_grad.j388.end ], [ %j392.next, %pool1_grad.ty393.end ]
@@ -9538,49 +9538,97 @@ pool1_grad.cv439.end:                             ; preds = %pool1_grad.cv439
   %1113 = icmp slt i64 %tx438.next, 7
   br i1 %1113, label %pool1_grad.tx438, label %pool1_grad.tx438.end
 
-pool1_grad.j452:                                  ; preds = %pool1_grad.c453.end, %pool1_grad.j436.end
-  %pool1_grad.j452177 = phi i64 [ 0, %pool1_grad.j436.end ], [ %j452.next, %pool1_grad.c453.end ]
-  br label %pool1_grad.c453
+pool1_grad.j452:                                  ; preds = %pool1_grad.c456.end, %pool1_grad.j436.end
+  %pool1_grad.j452177 = phi i64 [ 0, %pool1_grad.j436.end ], [ %j452.next, %pool1_grad.c456.end ]
+  br label %pool1_grad.qb453
 
-pool1_grad.j452.end:                              ; preds = %pool1_grad.c453.end
+pool1_grad.j452.end:                              ; preds = %pool1_grad.c456.end
   %g387.next = add nsw i64 %pool1_grad.g38765, 1
   %1114 = icmp slt i64 %g387.next, 64
   br i1 %1114, label %pool1_grad.g387, label %pool1_grad.g387.end
 
-pool1_grad.c453:                                  ; preds = %pool1_grad.q454.end, %pool1_grad.j452
-  %pool1_grad.c453178 = phi i64 [ 0, %pool1_grad.j452 ], [ %c453.next, %pool1_grad.q454.end ]
-  br label %pool1_grad.q454
+pool1_grad.qb453:                                 ; preds = %pool1_grad.c454.end, %pool1_grad.j452
+  %pool1_grad.qb453178 = phi i64 [ 0, %pool1_grad.j452 ], [ %qb453.next, %pool1_grad.c454.end ]
+  br label %pool1_grad.c454
 
-pool1_grad.c453.end:                              ; preds = %pool1_grad.q454.end
-  %j452.next = add nsw i64 %pool1_grad.j452177, 1
-  %1115 = icmp slt i64 %j452.next, 1
-  br i1 %1115, label %pool1_grad.j452, label %pool1_grad.j452.end
+pool1_grad.qb453.end:                             ; preds = %pool1_grad.c454.end
+  br label %pool1_grad.c456
 
-pool1_grad.q454:                                  ; preds = %pool1_grad.q454, %pool1_grad.c453
-  %pool1_grad.q454179 = phi i64 [ 0, %pool1_grad.c453 ], [ %q454.next, %pool1_grad.q454 ]
+pool1_grad.c454:                                  ; preds = %pool1_grad.q455.end, %pool1_grad.qb453
+  %pool1_grad.c454179 = phi i64 [ 0, %pool1_grad.qb453 ], [ %c454.next, %pool1_grad.q455.end ]
+  br label %pool1_grad.q455
+
+pool1_grad.c454.end:                              ; preds = %pool1_grad.q455.end
+  %qb453.next = add nsw i64 %pool1_grad.qb453178, 1
+  %1115 = icmp slt i64 %qb453.next, 3
+  br i1 %1115, label %pool1_grad.qb453, label %pool1_grad.qb453.end
+
+pool1_grad.q455:                                  ; preds = %pool1_grad.q455, %pool1_grad.c454
+  %pool1_grad.q455180 = phi i64 [ 0, %pool1_grad.c454 ], [ %q455.next, %pool1_grad.q455 ]
   %1116 = mul nsw i64 %pool1_grad.j452177, 196
-  %1117 = add nsw i64 %1116, %pool1_grad.q454179
-  %1118 = mul nsw i64 %1117, 32
-  %1119 = add nsw i64 1345680, %1118
-  %1120 = add nsw i64 %1119, %pool1_grad.c453178
-  %arena180 = getelementptr inbounds float, ptr %arena, i64 %1120
-  %1121 = load float, ptr %arena180, align 4
-  %1122 = add nsw i64 %pool1_grad.g38765, %pool1_grad.j452177
-  %1123 = mul nsw i64 %1122, 6272
-  %1124 = add nsw i64 802816, %1123
-  %1125 = mul nsw i64 %pool1_grad.c453178, 196
-  %1126 = add nsw i64 %1124, %1125
-  %1127 = add nsw i64 %1126, %pool1_grad.q454179
-  %arena181 = getelementptr inbounds float, ptr %arena, i64 %1127
-  store float %1121, ptr %arena181, align 4
-  %q454.next = add nsw i64 %pool1_grad.q454179, 1
-  %1128 = icmp slt i64 %q454.next, 196
-  br i1 %1128, label %pool1_grad.q454, label %pool1_grad.q454.end
+  %1117 = mul nsw i64 %pool1_grad.qb453178, 64
+  %1118 = add nsw i64 %pool1_grad.q455180, %1117
+  %1119 = add nsw i64 %1116, %1118
+  %1120 = mul nsw i64 %1119, 32
+  %1121 = add nsw i64 1345680, %1120
+  %1122 = add nsw i64 %1121, %pool1_grad.c454179
+  %arena181 = getelementptr inbounds float, ptr %arena, i64 %1122
+  %1123 = load float, ptr %arena181, align 4
+  %1124 = add nsw i64 %pool1_grad.g38765, %pool1_grad.j452177
+  %1125 = mul nsw i64 %1124, 6272
+  %1126 = add nsw i64 802816, %1125
+  %1127 = mul nsw i64 %pool1_grad.c454179, 196
+  %1128 = add nsw i64 %1126, %1127
+  %1129 = mul nsw i64 %pool1_grad.qb453178, 64
+  %1130 = add nsw i64 %pool1_grad.q455180, %1129
+  %1131 = add nsw i64 %1128, %1130
+  %arena182 = getelementptr inbounds float, ptr %arena, i64 %1131
+  store float %1123, ptr %arena182, align 4
+  %q455.next = add nsw i64 %pool1_grad.q455180, 1
+  %1132 = icmp slt i64 %q455.next, 64
+  br i1 %1132, label %pool1_grad.q455, label %pool1_grad.q455.end
 
-pool1_grad.q454.end:                              ; preds = %pool1_grad.q454
-  %c453.next = add nsw i64 %pool1_grad.c453178, 1
-  %1129 = icmp slt i64 %c453.next, 32
-  br i1 %1129, label %pool1_grad.c453, label %pool1_grad.c453.end
+pool1_grad.q455.end:                              ; preds = %pool1_grad.q455
+  %c454.next = add nsw i64 %pool1_grad.c454179, 1
+  %1133 = icmp slt i64 %c454.next, 32
+  br i1 %1133, label %pool1_grad.c454, label %pool1_grad.c454.end
+
+pool1_grad.c456:                                  ; preds = %pool1_grad.q457.end, %pool1_grad.qb453.end
+  %pool1_grad.c456183 = phi i64 [ 0, %pool1_grad.qb453.end ], [ %c456.next, %pool1_grad.q457.end ]
+  br label %pool1_grad.q457
+
+pool1_grad.c456.end:                              ; preds = %pool1_grad.q457.end
+  %j452.next = add nsw i64 %pool1_grad.j452177, 1
+  %1134 = icmp slt i64 %j452.next, 1
+  br i1 %1134, label %pool1_grad.j452, label %pool1_grad.j452.end
+
+pool1_grad.q457:                                  ; preds = %pool1_grad.q457, %pool1_grad.c456
+  %pool1_grad.q457184 = phi i64 [ 0, %pool1_grad.c456 ], [ %q457.next, %pool1_grad.q457 ]
+  %1135 = mul nsw i64 %pool1_grad.j452177, 196
+  %1136 = add nsw i64 %pool1_grad.q457184, 192
+  %1137 = add nsw i64 %1135, %1136
+  %1138 = mul nsw i64 %1137, 32
+  %1139 = add nsw i64 1345680, %1138
+  %1140 = add nsw i64 %1139, %pool1_grad.c456183
+  %arena185 = getelementptr inbounds float, ptr %arena, i64 %1140
+  %1141 = load float, ptr %arena185, align 4
+  %1142 = add nsw i64 %pool1_grad.g38765, %pool1_grad.j452177
+  %1143 = mul nsw i64 %1142, 6272
+  %1144 = add nsw i64 802816, %1143
+  %1145 = mul nsw i64 %pool1_grad.c456183, 196
+  %1146 = add nsw i64 %1144, %1145
+  %1147 = add nsw i64 %pool1_grad.q457184, 192
+  %1148 = add nsw i64 %1146, %1147
+  %arena186 = getelementptr inbounds float, ptr %arena, i64 %1148
+  store float %1141, ptr %arena186, align 4
+  %q457.next = add nsw i64 %pool1_grad.q457184, 1
+  %1149 = icmp slt i64 %q457.next, 4
+  br i1 %1149, label %pool1_grad.q457, label %pool1_grad.q457.end
+
+pool1_grad.q457.end:                              ; preds = %pool1_grad.q457
+  %c456.next = add nsw i64 %pool1_grad.c456183, 1
+  %1150 = icmp slt i64 %c456.next, 32
+  br i1 %1150, label %pool1_grad.c456, label %pool1_grad.c456.end
 }
 
 ; Function Attrs: noinline
@@ -10081,46 +10129,46 @@ pool1_grad.k434.end:                              ; preds = %pool1_grad.k434
 ; Function Attrs: noinline
 define internal void @simplecnn_train_b64.k21.conv1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %conv1_grad.i455
+  br label %conv1_grad.i458
 
-conv1_grad.i455:                                  ; preds = %conv1_grad.i455, %entry
-  %conv1_grad.i4551 = phi i64 [ 0, %entry ], [ %i455.next, %conv1_grad.i455 ]
-  %0 = add nsw i64 1221264, %conv1_grad.i4551
+conv1_grad.i458:                                  ; preds = %conv1_grad.i458, %entry
+  %conv1_grad.i4581 = phi i64 [ 0, %entry ], [ %i458.next, %conv1_grad.i458 ]
+  %0 = add nsw i64 1221264, %conv1_grad.i4581
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   store float 0.000000e+00, ptr %arena2, align 4
-  %i455.next = add nsw i64 %conv1_grad.i4551, 1
-  %1 = icmp slt i64 %i455.next, 1605632
-  br i1 %1, label %conv1_grad.i455, label %conv1_grad.i455.end
+  %i458.next = add nsw i64 %conv1_grad.i4581, 1
+  %1 = icmp slt i64 %i458.next, 1605632
+  br i1 %1, label %conv1_grad.i458, label %conv1_grad.i458.end
 
-conv1_grad.i455.end:                              ; preds = %conv1_grad.i455
-  br label %conv1_grad.q456
+conv1_grad.i458.end:                              ; preds = %conv1_grad.i458
+  br label %conv1_grad.q459
 
-conv1_grad.q456:                                  ; preds = %conv1_grad.i457.end, %conv1_grad.i455.end
-  %conv1_grad.q4563 = phi i64 [ 0, %conv1_grad.i455.end ], [ %q456.next, %conv1_grad.i457.end ]
-  br label %conv1_grad.i457
+conv1_grad.q459:                                  ; preds = %conv1_grad.i460.end, %conv1_grad.i458.end
+  %conv1_grad.q4593 = phi i64 [ 0, %conv1_grad.i458.end ], [ %q459.next, %conv1_grad.i460.end ]
+  br label %conv1_grad.i460
 
-conv1_grad.q456.end:                              ; preds = %conv1_grad.i457.end
+conv1_grad.q459.end:                              ; preds = %conv1_grad.i460.end
   ret void
 
-conv1_grad.i457:                                  ; preds = %conv1_grad.endif, %conv1_grad.q456
-  %conv1_grad.i4574 = phi i64 [ 0, %conv1_grad.q456 ], [ %i457.next, %conv1_grad.endif ]
-  %2 = mul nsw i64 %conv1_grad.q4563, 196
-  %3 = add nsw i64 %2, %conv1_grad.i4574
+conv1_grad.i460:                                  ; preds = %conv1_grad.endif, %conv1_grad.q459
+  %conv1_grad.i4604 = phi i64 [ 0, %conv1_grad.q459 ], [ %i460.next, %conv1_grad.endif ]
+  %2 = mul nsw i64 %conv1_grad.q4593, 196
+  %3 = add nsw i64 %2, %conv1_grad.i4604
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %3
   %4 = load float, ptr %arena5, align 4
   %5 = fcmp ogt float %4, 0.000000e+00
   br i1 %5, label %conv1_grad.then, label %conv1_grad.endif
 
-conv1_grad.i457.end:                              ; preds = %conv1_grad.endif
-  %q456.next = add nsw i64 %conv1_grad.q4563, 1
-  %6 = icmp slt i64 %q456.next, 2048
-  br i1 %6, label %conv1_grad.q456, label %conv1_grad.q456.end
+conv1_grad.i460.end:                              ; preds = %conv1_grad.endif
+  %q459.next = add nsw i64 %conv1_grad.q4593, 1
+  %6 = icmp slt i64 %q459.next, 2048
+  br i1 %6, label %conv1_grad.q459, label %conv1_grad.q459.end
 
-conv1_grad.then:                                  ; preds = %conv1_grad.i457
-  %7 = mul nsw i64 %conv1_grad.q4563, 784
+conv1_grad.then:                                  ; preds = %conv1_grad.i460
+  %7 = mul nsw i64 %conv1_grad.q4593, 784
   %8 = add nsw i64 1221264, %7
-  %9 = mul nsw i64 %conv1_grad.q4563, 196
-  %10 = add nsw i64 %9, %conv1_grad.i4574
+  %9 = mul nsw i64 %conv1_grad.q4593, 196
+  %10 = add nsw i64 %9, %conv1_grad.i4604
   %11 = add nsw i64 401408, %10
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %11
   %12 = load float, ptr %arena6, align 4
@@ -10128,8 +10176,8 @@ conv1_grad.then:                                  ; preds = %conv1_grad.i457
   %14 = add nsw i64 %8, %13
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %14
   %15 = load float, ptr %arena7, align 4
-  %16 = mul nsw i64 %conv1_grad.q4563, 196
-  %17 = add nsw i64 %16, %conv1_grad.i4574
+  %16 = mul nsw i64 %conv1_grad.q4593, 196
+  %17 = add nsw i64 %16, %conv1_grad.i4604
   %18 = add nsw i64 802816, %17
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %18
   %19 = load float, ptr %arena8, align 4
@@ -10137,1189 +10185,1189 @@ conv1_grad.then:                                  ; preds = %conv1_grad.i457
   store float %20, ptr %arena7, align 4
   br label %conv1_grad.endif
 
-conv1_grad.endif:                                 ; preds = %conv1_grad.then, %conv1_grad.i457
-  %i457.next = add nsw i64 %conv1_grad.i4574, 1
-  %21 = icmp slt i64 %i457.next, 196
-  br i1 %21, label %conv1_grad.i457, label %conv1_grad.i457.end
+conv1_grad.endif:                                 ; preds = %conv1_grad.then, %conv1_grad.i460
+  %i460.next = add nsw i64 %conv1_grad.i4604, 1
+  %21 = icmp slt i64 %i460.next, 196
+  br i1 %21, label %conv1_grad.i460, label %conv1_grad.i460.end
 }
 
 ; Function Attrs: noinline
 define internal void @simplecnn_train_b64.k22.conv1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %conv1_weight_grad.i458
+  br label %conv1_weight_grad.i461
 
-conv1_weight_grad.i458:                           ; preds = %conv1_weight_grad.i458, %entry
-  %conv1_weight_grad.i4581 = phi i64 [ 0, %entry ], [ %i458.next, %conv1_weight_grad.i458 ]
-  %0 = add nsw i64 514448, %conv1_weight_grad.i4581
+conv1_weight_grad.i461:                           ; preds = %conv1_weight_grad.i461, %entry
+  %conv1_weight_grad.i4611 = phi i64 [ 0, %entry ], [ %i461.next, %conv1_weight_grad.i461 ]
+  %0 = add nsw i64 514448, %conv1_weight_grad.i4611
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   store float 0.000000e+00, ptr %arena2, align 4
-  %i458.next = add nsw i64 %conv1_weight_grad.i4581, 1
-  %1 = icmp slt i64 %i458.next, 288
-  br i1 %1, label %conv1_weight_grad.i458, label %conv1_weight_grad.i458.end
+  %i461.next = add nsw i64 %conv1_weight_grad.i4611, 1
+  %1 = icmp slt i64 %i461.next, 288
+  br i1 %1, label %conv1_weight_grad.i461, label %conv1_weight_grad.i461.end
 
-conv1_weight_grad.i458.end:                       ; preds = %conv1_weight_grad.i458
-  br label %conv1_weight_grad.g459
+conv1_weight_grad.i461.end:                       ; preds = %conv1_weight_grad.i461
+  br label %conv1_weight_grad.g462
 
-conv1_weight_grad.g459:                           ; preds = %conv1_weight_grad.j474.end, %conv1_weight_grad.i458.end
-  %conv1_weight_grad.g4593 = phi i64 [ 0, %conv1_weight_grad.i458.end ], [ %g459.next, %conv1_weight_grad.j474.end ]
-  br label %conv1_weight_grad.j460
+conv1_weight_grad.g462:                           ; preds = %conv1_weight_grad.j477.end, %conv1_weight_grad.i461.end
+  %conv1_weight_grad.g4623 = phi i64 [ 0, %conv1_weight_grad.i461.end ], [ %g462.next, %conv1_weight_grad.j477.end ]
+  br label %conv1_weight_grad.j463
 
-conv1_weight_grad.g459.end:                       ; preds = %conv1_weight_grad.j474.end
-  br label %conv1_weight_grad.f485
+conv1_weight_grad.g462.end:                       ; preds = %conv1_weight_grad.j477.end
+  br label %conv1_weight_grad.f488
 
-conv1_weight_grad.j460:                           ; preds = %conv1_weight_grad.c461.end, %conv1_weight_grad.g459
-  %conv1_weight_grad.j4604 = phi i64 [ 0, %conv1_weight_grad.g459 ], [ %j460.next, %conv1_weight_grad.c461.end ]
-  br label %conv1_weight_grad.c461
+conv1_weight_grad.j463:                           ; preds = %conv1_weight_grad.c464.end, %conv1_weight_grad.g462
+  %conv1_weight_grad.j4634 = phi i64 [ 0, %conv1_weight_grad.g462 ], [ %j463.next, %conv1_weight_grad.c464.end ]
+  br label %conv1_weight_grad.c464
 
-conv1_weight_grad.j460.end:                       ; preds = %conv1_weight_grad.c461.end
-  br label %conv1_weight_grad.j474
+conv1_weight_grad.j463.end:                       ; preds = %conv1_weight_grad.c464.end
+  br label %conv1_weight_grad.j477
 
-conv1_weight_grad.c461:                           ; preds = %conv1_weight_grad.ky462.end, %conv1_weight_grad.j460
-  %conv1_weight_grad.c4615 = phi i64 [ 0, %conv1_weight_grad.j460 ], [ %c461.next, %conv1_weight_grad.ky462.end ]
-  br label %conv1_weight_grad.ky462
+conv1_weight_grad.c464:                           ; preds = %conv1_weight_grad.ky465.end, %conv1_weight_grad.j463
+  %conv1_weight_grad.c4645 = phi i64 [ 0, %conv1_weight_grad.j463 ], [ %c464.next, %conv1_weight_grad.ky465.end ]
+  br label %conv1_weight_grad.ky465
 
-conv1_weight_grad.c461.end:                       ; preds = %conv1_weight_grad.ky462.end
-  %j460.next = add nsw i64 %conv1_weight_grad.j4604, 1
-  %2 = icmp slt i64 %j460.next, 16
-  br i1 %2, label %conv1_weight_grad.j460, label %conv1_weight_grad.j460.end
+conv1_weight_grad.c464.end:                       ; preds = %conv1_weight_grad.ky465.end
+  %j463.next = add nsw i64 %conv1_weight_grad.j4634, 1
+  %2 = icmp slt i64 %j463.next, 16
+  br i1 %2, label %conv1_weight_grad.j463, label %conv1_weight_grad.j463.end
 
-conv1_weight_grad.ky462:                          ; preds = %conv1_weight_grad.oy470.end, %conv1_weight_grad.c461
-  %conv1_weight_grad.ky4626 = phi i64 [ 0, %conv1_weight_grad.c461 ], [ %ky462.next, %conv1_weight_grad.oy470.end ]
-  br label %conv1_weight_grad.oy463
+conv1_weight_grad.ky465:                          ; preds = %conv1_weight_grad.oy473.end, %conv1_weight_grad.c464
+  %conv1_weight_grad.ky4656 = phi i64 [ 0, %conv1_weight_grad.c464 ], [ %ky465.next, %conv1_weight_grad.oy473.end ]
+  br label %conv1_weight_grad.oy466
 
-conv1_weight_grad.ky462.end:                      ; preds = %conv1_weight_grad.oy470.end
-  %c461.next = add nsw i64 %conv1_weight_grad.c4615, 1
-  %3 = icmp slt i64 %c461.next, 1
-  br i1 %3, label %conv1_weight_grad.c461, label %conv1_weight_grad.c461.end
+conv1_weight_grad.ky465.end:                      ; preds = %conv1_weight_grad.oy473.end
+  %c464.next = add nsw i64 %conv1_weight_grad.c4645, 1
+  %3 = icmp slt i64 %c464.next, 1
+  br i1 %3, label %conv1_weight_grad.c464, label %conv1_weight_grad.c464.end
 
-conv1_weight_grad.oy463:                          ; preds = %conv1_weight_grad.endif18, %conv1_weight_grad.ky462
-  %conv1_weight_grad.oy4637 = phi i64 [ 0, %conv1_weight_grad.ky462 ], [ %oy463.next, %conv1_weight_grad.endif18 ]
-  %4 = add nsw i64 %conv1_weight_grad.oy4637, %conv1_weight_grad.ky4626
+conv1_weight_grad.oy466:                          ; preds = %conv1_weight_grad.endif18, %conv1_weight_grad.ky465
+  %conv1_weight_grad.oy4667 = phi i64 [ 0, %conv1_weight_grad.ky465 ], [ %oy466.next, %conv1_weight_grad.endif18 ]
+  %4 = add nsw i64 %conv1_weight_grad.oy4667, %conv1_weight_grad.ky4656
   %5 = add nsw i64 %4, -1
   %6 = icmp slt i64 -1, %5
-  %7 = add nsw i64 %conv1_weight_grad.oy4637, %conv1_weight_grad.ky4626
+  %7 = add nsw i64 %conv1_weight_grad.oy4667, %conv1_weight_grad.ky4656
   %8 = add nsw i64 %7, -1
   %9 = icmp slt i64 %8, 28
   %10 = and i1 %6, %9
   br i1 %10, label %conv1_weight_grad.then, label %conv1_weight_grad.endif
 
-conv1_weight_grad.oy463.end:                      ; preds = %conv1_weight_grad.endif18
-  br label %conv1_weight_grad.oy467
+conv1_weight_grad.oy466.end:                      ; preds = %conv1_weight_grad.endif18
+  br label %conv1_weight_grad.oy470
 
-conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy463
-  br label %conv1_weight_grad.ox464
+conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy466
+  br label %conv1_weight_grad.ox467
 
-conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox465.end, %conv1_weight_grad.oy463
-  %11 = add nsw i64 %conv1_weight_grad.oy4637, %conv1_weight_grad.ky4626
+conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox468.end, %conv1_weight_grad.oy466
+  %11 = add nsw i64 %conv1_weight_grad.oy4667, %conv1_weight_grad.ky4656
   %12 = add nsw i64 %11, -1
   %13 = icmp slt i64 %12, 0
   br i1 %13, label %conv1_weight_grad.then13, label %conv1_weight_grad.endif14
 
-conv1_weight_grad.ox464:                          ; preds = %conv1_weight_grad.ox464, %conv1_weight_grad.then
-  %conv1_weight_grad.ox4648 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox464.next, %conv1_weight_grad.ox464 ]
-  %14 = mul nsw i64 %conv1_weight_grad.g4593, 16
-  %15 = add nsw i64 %14, %conv1_weight_grad.j4604
+conv1_weight_grad.ox467:                          ; preds = %conv1_weight_grad.ox467, %conv1_weight_grad.then
+  %conv1_weight_grad.ox4678 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox467.next, %conv1_weight_grad.ox467 ]
+  %14 = mul nsw i64 %conv1_weight_grad.g4623, 16
+  %15 = add nsw i64 %14, %conv1_weight_grad.j4634
   %16 = mul nsw i64 %15, 784
-  %17 = mul nsw i64 %conv1_weight_grad.c4615, 784
+  %17 = mul nsw i64 %conv1_weight_grad.c4645, 784
   %18 = add nsw i64 %16, %17
-  %19 = add nsw i64 %conv1_weight_grad.oy4637, %conv1_weight_grad.ky4626
+  %19 = add nsw i64 %conv1_weight_grad.oy4667, %conv1_weight_grad.ky4656
   %20 = add nsw i64 %19, -1
   %21 = mul nsw i64 %20, 28
   %22 = add nsw i64 %18, %21
-  %23 = add nsw i64 %conv1_weight_grad.ox4648, 1
+  %23 = add nsw i64 %conv1_weight_grad.ox4678, 1
   %24 = add nsw i64 %23, -1
   %25 = add nsw i64 %22, %24
   %images9 = getelementptr inbounds float, ptr %images, i64 %25
   %26 = load float, ptr %images9, align 4
-  %27 = mul nsw i64 %conv1_weight_grad.c4615, 3
-  %28 = add nsw i64 %27, %conv1_weight_grad.ky4626
+  %27 = mul nsw i64 %conv1_weight_grad.c4645, 3
+  %28 = add nsw i64 %27, %conv1_weight_grad.ky4656
   %29 = mul nsw i64 %28, 3
   %30 = mul nsw i64 %29, 12560
-  %31 = mul nsw i64 %conv1_weight_grad.j4604, 784
+  %31 = mul nsw i64 %conv1_weight_grad.j4634, 784
   %32 = add nsw i64 %30, %31
-  %33 = mul nsw i64 %conv1_weight_grad.oy4637, 28
-  %34 = add nsw i64 %conv1_weight_grad.ox4648, 1
+  %33 = mul nsw i64 %conv1_weight_grad.oy4667, 28
+  %34 = add nsw i64 %conv1_weight_grad.ox4678, 1
   %35 = add nsw i64 %33, %34
   %36 = add nsw i64 %32, %35
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %36
   store float %26, ptr %arena10, align 4
-  %ox464.next = add nsw i64 %conv1_weight_grad.ox4648, 1
-  %37 = icmp slt i64 %ox464.next, 27
-  br i1 %37, label %conv1_weight_grad.ox464, label %conv1_weight_grad.ox464.end
+  %ox467.next = add nsw i64 %conv1_weight_grad.ox4678, 1
+  %37 = icmp slt i64 %ox467.next, 27
+  br i1 %37, label %conv1_weight_grad.ox467, label %conv1_weight_grad.ox467.end
 
-conv1_weight_grad.ox464.end:                      ; preds = %conv1_weight_grad.ox464
-  br label %conv1_weight_grad.ox465
+conv1_weight_grad.ox467.end:                      ; preds = %conv1_weight_grad.ox467
+  br label %conv1_weight_grad.ox468
 
-conv1_weight_grad.ox465:                          ; preds = %conv1_weight_grad.ox465, %conv1_weight_grad.ox464.end
-  %conv1_weight_grad.ox46511 = phi i64 [ 0, %conv1_weight_grad.ox464.end ], [ %ox465.next, %conv1_weight_grad.ox465 ]
-  %38 = mul nsw i64 %conv1_weight_grad.c4615, 3
-  %39 = add nsw i64 %38, %conv1_weight_grad.ky4626
+conv1_weight_grad.ox468:                          ; preds = %conv1_weight_grad.ox468, %conv1_weight_grad.ox467.end
+  %conv1_weight_grad.ox46811 = phi i64 [ 0, %conv1_weight_grad.ox467.end ], [ %ox468.next, %conv1_weight_grad.ox468 ]
+  %38 = mul nsw i64 %conv1_weight_grad.c4645, 3
+  %39 = add nsw i64 %38, %conv1_weight_grad.ky4656
   %40 = mul nsw i64 %39, 3
   %41 = mul nsw i64 %40, 12560
-  %42 = mul nsw i64 %conv1_weight_grad.j4604, 784
+  %42 = mul nsw i64 %conv1_weight_grad.j4634, 784
   %43 = add nsw i64 %41, %42
-  %44 = mul nsw i64 %conv1_weight_grad.oy4637, 28
-  %45 = add nsw i64 %44, %conv1_weight_grad.ox46511
+  %44 = mul nsw i64 %conv1_weight_grad.oy4667, 28
+  %45 = add nsw i64 %44, %conv1_weight_grad.ox46811
   %46 = add nsw i64 %43, %45
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %46
   store float 0.000000e+00, ptr %arena12, align 4
-  %ox465.next = add nsw i64 %conv1_weight_grad.ox46511, 1
-  %47 = icmp slt i64 %ox465.next, 1
-  br i1 %47, label %conv1_weight_grad.ox465, label %conv1_weight_grad.ox465.end
+  %ox468.next = add nsw i64 %conv1_weight_grad.ox46811, 1
+  %47 = icmp slt i64 %ox468.next, 1
+  br i1 %47, label %conv1_weight_grad.ox468, label %conv1_weight_grad.ox468.end
 
-conv1_weight_grad.ox465.end:                      ; preds = %conv1_weight_grad.ox465
+conv1_weight_grad.ox468.end:                      ; preds = %conv1_weight_grad.ox468
   br label %conv1_weight_grad.endif
 
 conv1_weight_grad.then13:                         ; preds = %conv1_weight_grad.endif
-  br label %conv1_weight_grad.ox466
+  br label %conv1_weight_grad.ox469
 
-conv1_weight_grad.endif14:                        ; preds = %conv1_weight_grad.ox466.end, %conv1_weight_grad.endif
-  %48 = add nsw i64 %conv1_weight_grad.oy4637, %conv1_weight_grad.ky4626
+conv1_weight_grad.endif14:                        ; preds = %conv1_weight_grad.ox469.end, %conv1_weight_grad.endif
+  %48 = add nsw i64 %conv1_weight_grad.oy4667, %conv1_weight_grad.ky4656
   %49 = add nsw i64 %48, -1
   %50 = icmp slt i64 27, %49
   br i1 %50, label %conv1_weight_grad.then17, label %conv1_weight_grad.endif18
 
-conv1_weight_grad.ox466:                          ; preds = %conv1_weight_grad.ox466, %conv1_weight_grad.then13
-  %conv1_weight_grad.ox46615 = phi i64 [ 0, %conv1_weight_grad.then13 ], [ %ox466.next, %conv1_weight_grad.ox466 ]
-  %51 = mul nsw i64 %conv1_weight_grad.c4615, 3
-  %52 = add nsw i64 %51, %conv1_weight_grad.ky4626
+conv1_weight_grad.ox469:                          ; preds = %conv1_weight_grad.ox469, %conv1_weight_grad.then13
+  %conv1_weight_grad.ox46915 = phi i64 [ 0, %conv1_weight_grad.then13 ], [ %ox469.next, %conv1_weight_grad.ox469 ]
+  %51 = mul nsw i64 %conv1_weight_grad.c4645, 3
+  %52 = add nsw i64 %51, %conv1_weight_grad.ky4656
   %53 = mul nsw i64 %52, 3
   %54 = mul nsw i64 %53, 12560
-  %55 = mul nsw i64 %conv1_weight_grad.j4604, 784
+  %55 = mul nsw i64 %conv1_weight_grad.j4634, 784
   %56 = add nsw i64 %54, %55
-  %57 = mul nsw i64 %conv1_weight_grad.oy4637, 28
-  %58 = add nsw i64 %57, %conv1_weight_grad.ox46615
+  %57 = mul nsw i64 %conv1_weight_grad.oy4667, 28
+  %58 = add nsw i64 %57, %conv1_weight_grad.ox46915
   %59 = add nsw i64 %56, %58
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %59
   store float 0.000000e+00, ptr %arena16, align 4
-  %ox466.next = add nsw i64 %conv1_weight_grad.ox46615, 1
-  %60 = icmp slt i64 %ox466.next, 28
-  br i1 %60, label %conv1_weight_grad.ox466, label %conv1_weight_grad.ox466.end
+  %ox469.next = add nsw i64 %conv1_weight_grad.ox46915, 1
+  %60 = icmp slt i64 %ox469.next, 28
+  br i1 %60, label %conv1_weight_grad.ox469, label %conv1_weight_grad.ox469.end
 
-conv1_weight_grad.ox466.end:                      ; preds = %conv1_weight_grad.ox466
+conv1_weight_grad.ox469.end:                      ; preds = %conv1_weight_grad.ox469
   br label %conv1_weight_grad.endif14
 
 conv1_weight_grad.then17:                         ; preds = %conv1_weight_grad.endif14
-  br label %conv1_weight_grad.ox46619
+  br label %conv1_weight_grad.ox46919
 
-conv1_weight_grad.endif18:                        ; preds = %conv1_weight_grad.ox466.end20, %conv1_weight_grad.endif14
-  %oy463.next = add nsw i64 %conv1_weight_grad.oy4637, 1
-  %61 = icmp slt i64 %oy463.next, 28
-  br i1 %61, label %conv1_weight_grad.oy463, label %conv1_weight_grad.oy463.end
+conv1_weight_grad.endif18:                        ; preds = %conv1_weight_grad.ox469.end20, %conv1_weight_grad.endif14
+  %oy466.next = add nsw i64 %conv1_weight_grad.oy4667, 1
+  %61 = icmp slt i64 %oy466.next, 28
+  br i1 %61, label %conv1_weight_grad.oy466, label %conv1_weight_grad.oy466.end
 
-conv1_weight_grad.ox46619:                        ; preds = %conv1_weight_grad.ox46619, %conv1_weight_grad.then17
-  %conv1_weight_grad.ox46621 = phi i64 [ 0, %conv1_weight_grad.then17 ], [ %ox466.next23, %conv1_weight_grad.ox46619 ]
-  %62 = mul nsw i64 %conv1_weight_grad.c4615, 3
-  %63 = add nsw i64 %62, %conv1_weight_grad.ky4626
+conv1_weight_grad.ox46919:                        ; preds = %conv1_weight_grad.ox46919, %conv1_weight_grad.then17
+  %conv1_weight_grad.ox46921 = phi i64 [ 0, %conv1_weight_grad.then17 ], [ %ox469.next23, %conv1_weight_grad.ox46919 ]
+  %62 = mul nsw i64 %conv1_weight_grad.c4645, 3
+  %63 = add nsw i64 %62, %conv1_weight_grad.ky4656
   %64 = mul nsw i64 %63, 3
   %65 = mul nsw i64 %64, 12560
-  %66 = mul nsw i64 %conv1_weight_grad.j4604, 784
+  %66 = mul nsw i64 %conv1_weight_grad.j4634, 784
   %67 = add nsw i64 %65, %66
-  %68 = mul nsw i64 %conv1_weight_grad.oy4637, 28
-  %69 = add nsw i64 %68, %conv1_weight_grad.ox46621
+  %68 = mul nsw i64 %conv1_weight_grad.oy4667, 28
+  %69 = add nsw i64 %68, %conv1_weight_grad.ox46921
   %70 = add nsw i64 %67, %69
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %70
   store float 0.000000e+00, ptr %arena22, align 4
-  %ox466.next23 = add nsw i64 %conv1_weight_grad.ox46621, 1
-  %71 = icmp slt i64 %ox466.next23, 28
-  br i1 %71, label %conv1_weight_grad.ox46619, label %conv1_weight_grad.ox466.end20
+  %ox469.next23 = add nsw i64 %conv1_weight_grad.ox46921, 1
+  %71 = icmp slt i64 %ox469.next23, 28
+  br i1 %71, label %conv1_weight_grad.ox46919, label %conv1_weight_grad.ox469.end20
 
-conv1_weight_grad.ox466.end20:                    ; preds = %conv1_weight_grad.ox46619
+conv1_weight_grad.ox469.end20:                    ; preds = %conv1_weight_grad.ox46919
   br label %conv1_weight_grad.endif18
 
-conv1_weight_grad.oy467:                          ; preds = %conv1_weight_grad.endif35, %conv1_weight_grad.oy463.end
-  %conv1_weight_grad.oy46724 = phi i64 [ 0, %conv1_weight_grad.oy463.end ], [ %oy467.next, %conv1_weight_grad.endif35 ]
-  %72 = add nsw i64 %conv1_weight_grad.oy46724, %conv1_weight_grad.ky4626
+conv1_weight_grad.oy470:                          ; preds = %conv1_weight_grad.endif35, %conv1_weight_grad.oy466.end
+  %conv1_weight_grad.oy47024 = phi i64 [ 0, %conv1_weight_grad.oy466.end ], [ %oy470.next, %conv1_weight_grad.endif35 ]
+  %72 = add nsw i64 %conv1_weight_grad.oy47024, %conv1_weight_grad.ky4656
   %73 = add nsw i64 %72, -1
   %74 = icmp slt i64 -1, %73
-  %75 = add nsw i64 %conv1_weight_grad.oy46724, %conv1_weight_grad.ky4626
+  %75 = add nsw i64 %conv1_weight_grad.oy47024, %conv1_weight_grad.ky4656
   %76 = add nsw i64 %75, -1
   %77 = icmp slt i64 %76, 28
   %78 = and i1 %74, %77
   br i1 %78, label %conv1_weight_grad.then25, label %conv1_weight_grad.endif26
 
-conv1_weight_grad.oy467.end:                      ; preds = %conv1_weight_grad.endif35
-  br label %conv1_weight_grad.oy470
+conv1_weight_grad.oy470.end:                      ; preds = %conv1_weight_grad.endif35
+  br label %conv1_weight_grad.oy473
 
-conv1_weight_grad.then25:                         ; preds = %conv1_weight_grad.oy467
-  br label %conv1_weight_grad.ox468
+conv1_weight_grad.then25:                         ; preds = %conv1_weight_grad.oy470
+  br label %conv1_weight_grad.ox471
 
-conv1_weight_grad.endif26:                        ; preds = %conv1_weight_grad.ox468.end, %conv1_weight_grad.oy467
-  %79 = add nsw i64 %conv1_weight_grad.oy46724, %conv1_weight_grad.ky4626
+conv1_weight_grad.endif26:                        ; preds = %conv1_weight_grad.ox471.end, %conv1_weight_grad.oy470
+  %79 = add nsw i64 %conv1_weight_grad.oy47024, %conv1_weight_grad.ky4656
   %80 = add nsw i64 %79, -1
   %81 = icmp slt i64 %80, 0
   br i1 %81, label %conv1_weight_grad.then30, label %conv1_weight_grad.endif31
 
-conv1_weight_grad.ox468:                          ; preds = %conv1_weight_grad.ox468, %conv1_weight_grad.then25
-  %conv1_weight_grad.ox46827 = phi i64 [ 0, %conv1_weight_grad.then25 ], [ %ox468.next, %conv1_weight_grad.ox468 ]
-  %82 = mul nsw i64 %conv1_weight_grad.g4593, 16
-  %83 = add nsw i64 %82, %conv1_weight_grad.j4604
+conv1_weight_grad.ox471:                          ; preds = %conv1_weight_grad.ox471, %conv1_weight_grad.then25
+  %conv1_weight_grad.ox47127 = phi i64 [ 0, %conv1_weight_grad.then25 ], [ %ox471.next, %conv1_weight_grad.ox471 ]
+  %82 = mul nsw i64 %conv1_weight_grad.g4623, 16
+  %83 = add nsw i64 %82, %conv1_weight_grad.j4634
   %84 = mul nsw i64 %83, 784
-  %85 = mul nsw i64 %conv1_weight_grad.c4615, 784
+  %85 = mul nsw i64 %conv1_weight_grad.c4645, 784
   %86 = add nsw i64 %84, %85
-  %87 = add nsw i64 %conv1_weight_grad.oy46724, %conv1_weight_grad.ky4626
+  %87 = add nsw i64 %conv1_weight_grad.oy47024, %conv1_weight_grad.ky4656
   %88 = add nsw i64 %87, -1
   %89 = mul nsw i64 %88, 28
   %90 = add nsw i64 %86, %89
-  %91 = add nsw i64 %90, %conv1_weight_grad.ox46827
+  %91 = add nsw i64 %90, %conv1_weight_grad.ox47127
   %images28 = getelementptr inbounds float, ptr %images, i64 %91
   %92 = load float, ptr %images28, align 4
-  %93 = mul nsw i64 %conv1_weight_grad.c4615, 3
-  %94 = add nsw i64 %93, %conv1_weight_grad.ky4626
+  %93 = mul nsw i64 %conv1_weight_grad.c4645, 3
+  %94 = add nsw i64 %93, %conv1_weight_grad.ky4656
   %95 = mul nsw i64 %94, 3
   %96 = add nsw i64 %95, 1
   %97 = mul nsw i64 %96, 12560
-  %98 = mul nsw i64 %conv1_weight_grad.j4604, 784
+  %98 = mul nsw i64 %conv1_weight_grad.j4634, 784
   %99 = add nsw i64 %97, %98
-  %100 = mul nsw i64 %conv1_weight_grad.oy46724, 28
-  %101 = add nsw i64 %100, %conv1_weight_grad.ox46827
+  %100 = mul nsw i64 %conv1_weight_grad.oy47024, 28
+  %101 = add nsw i64 %100, %conv1_weight_grad.ox47127
   %102 = add nsw i64 %99, %101
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %102
   store float %92, ptr %arena29, align 4
-  %ox468.next = add nsw i64 %conv1_weight_grad.ox46827, 1
-  %103 = icmp slt i64 %ox468.next, 28
-  br i1 %103, label %conv1_weight_grad.ox468, label %conv1_weight_grad.ox468.end
+  %ox471.next = add nsw i64 %conv1_weight_grad.ox47127, 1
+  %103 = icmp slt i64 %ox471.next, 28
+  br i1 %103, label %conv1_weight_grad.ox471, label %conv1_weight_grad.ox471.end
 
-conv1_weight_grad.ox468.end:                      ; preds = %conv1_weight_grad.ox468
+conv1_weight_grad.ox471.end:                      ; preds = %conv1_weight_grad.ox471
   br label %conv1_weight_grad.endif26
 
 conv1_weight_grad.then30:                         ; preds = %conv1_weight_grad.endif26
-  br label %conv1_weight_grad.ox469
+  br label %conv1_weight_grad.ox472
 
-conv1_weight_grad.endif31:                        ; preds = %conv1_weight_grad.ox469.end, %conv1_weight_grad.endif26
-  %104 = add nsw i64 %conv1_weight_grad.oy46724, %conv1_weight_grad.ky4626
+conv1_weight_grad.endif31:                        ; preds = %conv1_weight_grad.ox472.end, %conv1_weight_grad.endif26
+  %104 = add nsw i64 %conv1_weight_grad.oy47024, %conv1_weight_grad.ky4656
   %105 = add nsw i64 %104, -1
   %106 = icmp slt i64 27, %105
   br i1 %106, label %conv1_weight_grad.then34, label %conv1_weight_grad.endif35
 
-conv1_weight_grad.ox469:                          ; preds = %conv1_weight_grad.ox469, %conv1_weight_grad.then30
-  %conv1_weight_grad.ox46932 = phi i64 [ 0, %conv1_weight_grad.then30 ], [ %ox469.next, %conv1_weight_grad.ox469 ]
-  %107 = mul nsw i64 %conv1_weight_grad.c4615, 3
-  %108 = add nsw i64 %107, %conv1_weight_grad.ky4626
+conv1_weight_grad.ox472:                          ; preds = %conv1_weight_grad.ox472, %conv1_weight_grad.then30
+  %conv1_weight_grad.ox47232 = phi i64 [ 0, %conv1_weight_grad.then30 ], [ %ox472.next, %conv1_weight_grad.ox472 ]
+  %107 = mul nsw i64 %conv1_weight_grad.c4645, 3
+  %108 = add nsw i64 %107, %conv1_weight_grad.ky4656
   %109 = mul nsw i64 %108, 3
   %110 = add nsw i64 %109, 1
   %111 = mul nsw i64 %110, 12560
-  %112 = mul nsw i64 %conv1_weight_grad.j4604, 784
+  %112 = mul nsw i64 %conv1_weight_grad.j4634, 784
   %113 = add nsw i64 %111, %112
-  %114 = mul nsw i64 %conv1_weight_grad.oy46724, 28
-  %115 = add nsw i64 %114, %conv1_weight_grad.ox46932
+  %114 = mul nsw i64 %conv1_weight_grad.oy47024, 28
+  %115 = add nsw i64 %114, %conv1_weight_grad.ox47232
   %116 = add nsw i64 %113, %115
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %116
   store float 0.000000e+00, ptr %arena33, align 4
-  %ox469.next = add nsw i64 %conv1_weight_grad.ox46932, 1
-  %117 = icmp slt i64 %ox469.next, 28
-  br i1 %117, label %conv1_weight_grad.ox469, label %conv1_weight_grad.ox469.end
+  %ox472.next = add nsw i64 %conv1_weight_grad.ox47232, 1
+  %117 = icmp slt i64 %ox472.next, 28
+  br i1 %117, label %conv1_weight_grad.ox472, label %conv1_weight_grad.ox472.end
 
-conv1_weight_grad.ox469.end:                      ; preds = %conv1_weight_grad.ox469
+conv1_weight_grad.ox472.end:                      ; preds = %conv1_weight_grad.ox472
   br label %conv1_weight_grad.endif31
 
 conv1_weight_grad.then34:                         ; preds = %conv1_weight_grad.endif31
-  br label %conv1_weight_grad.ox46936
+  br label %conv1_weight_grad.ox47236
 
-conv1_weight_grad.endif35:                        ; preds = %conv1_weight_grad.ox469.end37, %conv1_weight_grad.endif31
-  %oy467.next = add nsw i64 %conv1_weight_grad.oy46724, 1
-  %118 = icmp slt i64 %oy467.next, 28
-  br i1 %118, label %conv1_weight_grad.oy467, label %conv1_weight_grad.oy467.end
+conv1_weight_grad.endif35:                        ; preds = %conv1_weight_grad.ox472.end37, %conv1_weight_grad.endif31
+  %oy470.next = add nsw i64 %conv1_weight_grad.oy47024, 1
+  %118 = icmp slt i64 %oy470.next, 28
+  br i1 %118, label %conv1_weight_grad.oy470, label %conv1_weight_grad.oy470.end
 
-conv1_weight_grad.ox46936:                        ; preds = %conv1_weight_grad.ox46936, %conv1_weight_grad.then34
-  %conv1_weight_grad.ox46938 = phi i64 [ 0, %conv1_weight_grad.then34 ], [ %ox469.next40, %conv1_weight_grad.ox46936 ]
-  %119 = mul nsw i64 %conv1_weight_grad.c4615, 3
-  %120 = add nsw i64 %119, %conv1_weight_grad.ky4626
+conv1_weight_grad.ox47236:                        ; preds = %conv1_weight_grad.ox47236, %conv1_weight_grad.then34
+  %conv1_weight_grad.ox47238 = phi i64 [ 0, %conv1_weight_grad.then34 ], [ %ox472.next40, %conv1_weight_grad.ox47236 ]
+  %119 = mul nsw i64 %conv1_weight_grad.c4645, 3
+  %120 = add nsw i64 %119, %conv1_weight_grad.ky4656
   %121 = mul nsw i64 %120, 3
   %122 = add nsw i64 %121, 1
   %123 = mul nsw i64 %122, 12560
-  %124 = mul nsw i64 %conv1_weight_grad.j4604, 784
+  %124 = mul nsw i64 %conv1_weight_grad.j4634, 784
   %125 = add nsw i64 %123, %124
-  %126 = mul nsw i64 %conv1_weight_grad.oy46724, 28
-  %127 = add nsw i64 %126, %conv1_weight_grad.ox46938
+  %126 = mul nsw i64 %conv1_weight_grad.oy47024, 28
+  %127 = add nsw i64 %126, %conv1_weight_grad.ox47238
   %128 = add nsw i64 %125, %127
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %128
   store float 0.000000e+00, ptr %arena39, align 4
-  %ox469.next40 = add nsw i64 %conv1_weight_grad.ox46938, 1
-  %129 = icmp slt i64 %ox469.next40, 28
-  br i1 %129, label %conv1_weight_grad.ox46936, label %conv1_weight_grad.ox469.end37
+  %ox472.next40 = add nsw i64 %conv1_weight_grad.ox47238, 1
+  %129 = icmp slt i64 %ox472.next40, 28
+  br i1 %129, label %conv1_weight_grad.ox47236, label %conv1_weight_grad.ox472.end37
 
-conv1_weight_grad.ox469.end37:                    ; preds = %conv1_weight_grad.ox46936
+conv1_weight_grad.ox472.end37:                    ; preds = %conv1_weight_grad.ox47236
   br label %conv1_weight_grad.endif35
 
-conv1_weight_grad.oy470:                          ; preds = %conv1_weight_grad.endif54, %conv1_weight_grad.oy467.end
-  %conv1_weight_grad.oy47041 = phi i64 [ 0, %conv1_weight_grad.oy467.end ], [ %oy470.next, %conv1_weight_grad.endif54 ]
-  %130 = add nsw i64 %conv1_weight_grad.oy47041, %conv1_weight_grad.ky4626
+conv1_weight_grad.oy473:                          ; preds = %conv1_weight_grad.endif54, %conv1_weight_grad.oy470.end
+  %conv1_weight_grad.oy47341 = phi i64 [ 0, %conv1_weight_grad.oy470.end ], [ %oy473.next, %conv1_weight_grad.endif54 ]
+  %130 = add nsw i64 %conv1_weight_grad.oy47341, %conv1_weight_grad.ky4656
   %131 = add nsw i64 %130, -1
   %132 = icmp slt i64 -1, %131
-  %133 = add nsw i64 %conv1_weight_grad.oy47041, %conv1_weight_grad.ky4626
+  %133 = add nsw i64 %conv1_weight_grad.oy47341, %conv1_weight_grad.ky4656
   %134 = add nsw i64 %133, -1
   %135 = icmp slt i64 %134, 28
   %136 = and i1 %132, %135
   br i1 %136, label %conv1_weight_grad.then42, label %conv1_weight_grad.endif43
 
-conv1_weight_grad.oy470.end:                      ; preds = %conv1_weight_grad.endif54
-  %ky462.next = add nsw i64 %conv1_weight_grad.ky4626, 1
-  %137 = icmp slt i64 %ky462.next, 3
-  br i1 %137, label %conv1_weight_grad.ky462, label %conv1_weight_grad.ky462.end
+conv1_weight_grad.oy473.end:                      ; preds = %conv1_weight_grad.endif54
+  %ky465.next = add nsw i64 %conv1_weight_grad.ky4656, 1
+  %137 = icmp slt i64 %ky465.next, 3
+  br i1 %137, label %conv1_weight_grad.ky465, label %conv1_weight_grad.ky465.end
 
-conv1_weight_grad.then42:                         ; preds = %conv1_weight_grad.oy470
-  br label %conv1_weight_grad.ox471
+conv1_weight_grad.then42:                         ; preds = %conv1_weight_grad.oy473
+  br label %conv1_weight_grad.ox474
 
-conv1_weight_grad.endif43:                        ; preds = %conv1_weight_grad.ox472.end, %conv1_weight_grad.oy470
-  %138 = add nsw i64 %conv1_weight_grad.oy47041, %conv1_weight_grad.ky4626
+conv1_weight_grad.endif43:                        ; preds = %conv1_weight_grad.ox475.end, %conv1_weight_grad.oy473
+  %138 = add nsw i64 %conv1_weight_grad.oy47341, %conv1_weight_grad.ky4656
   %139 = add nsw i64 %138, -1
   %140 = icmp slt i64 %139, 0
   br i1 %140, label %conv1_weight_grad.then49, label %conv1_weight_grad.endif50
 
-conv1_weight_grad.ox471:                          ; preds = %conv1_weight_grad.ox471, %conv1_weight_grad.then42
-  %conv1_weight_grad.ox47144 = phi i64 [ 0, %conv1_weight_grad.then42 ], [ %ox471.next, %conv1_weight_grad.ox471 ]
-  %141 = mul nsw i64 %conv1_weight_grad.g4593, 16
-  %142 = add nsw i64 %141, %conv1_weight_grad.j4604
+conv1_weight_grad.ox474:                          ; preds = %conv1_weight_grad.ox474, %conv1_weight_grad.then42
+  %conv1_weight_grad.ox47444 = phi i64 [ 0, %conv1_weight_grad.then42 ], [ %ox474.next, %conv1_weight_grad.ox474 ]
+  %141 = mul nsw i64 %conv1_weight_grad.g4623, 16
+  %142 = add nsw i64 %141, %conv1_weight_grad.j4634
   %143 = mul nsw i64 %142, 784
-  %144 = mul nsw i64 %conv1_weight_grad.c4615, 784
+  %144 = mul nsw i64 %conv1_weight_grad.c4645, 784
   %145 = add nsw i64 %143, %144
-  %146 = add nsw i64 %conv1_weight_grad.oy47041, %conv1_weight_grad.ky4626
+  %146 = add nsw i64 %conv1_weight_grad.oy47341, %conv1_weight_grad.ky4656
   %147 = add nsw i64 %146, -1
   %148 = mul nsw i64 %147, 28
   %149 = add nsw i64 %145, %148
-  %150 = add nsw i64 %conv1_weight_grad.ox47144, 1
+  %150 = add nsw i64 %conv1_weight_grad.ox47444, 1
   %151 = add nsw i64 %149, %150
   %images45 = getelementptr inbounds float, ptr %images, i64 %151
   %152 = load float, ptr %images45, align 4
-  %153 = mul nsw i64 %conv1_weight_grad.c4615, 3
-  %154 = add nsw i64 %153, %conv1_weight_grad.ky4626
+  %153 = mul nsw i64 %conv1_weight_grad.c4645, 3
+  %154 = add nsw i64 %153, %conv1_weight_grad.ky4656
   %155 = mul nsw i64 %154, 3
   %156 = add nsw i64 %155, 2
   %157 = mul nsw i64 %156, 12560
-  %158 = mul nsw i64 %conv1_weight_grad.j4604, 784
+  %158 = mul nsw i64 %conv1_weight_grad.j4634, 784
   %159 = add nsw i64 %157, %158
-  %160 = mul nsw i64 %conv1_weight_grad.oy47041, 28
-  %161 = add nsw i64 %160, %conv1_weight_grad.ox47144
+  %160 = mul nsw i64 %conv1_weight_grad.oy47341, 28
+  %161 = add nsw i64 %160, %conv1_weight_grad.ox47444
   %162 = add nsw i64 %159, %161
   %arena46 = getelementptr inbounds float, ptr %arena, i64 %162
   store float %152, ptr %arena46, align 4
-  %ox471.next = add nsw i64 %conv1_weight_grad.ox47144, 1
-  %163 = icmp slt i64 %ox471.next, 27
-  br i1 %163, label %conv1_weight_grad.ox471, label %conv1_weight_grad.ox471.end
+  %ox474.next = add nsw i64 %conv1_weight_grad.ox47444, 1
+  %163 = icmp slt i64 %ox474.next, 27
+  br i1 %163, label %conv1_weight_grad.ox474, label %conv1_weight_grad.ox474.end
 
-conv1_weight_grad.ox471.end:                      ; preds = %conv1_weight_grad.ox471
-  br label %conv1_weight_grad.ox472
+conv1_weight_grad.ox474.end:                      ; preds = %conv1_weight_grad.ox474
+  br label %conv1_weight_grad.ox475
 
-conv1_weight_grad.ox472:                          ; preds = %conv1_weight_grad.ox472, %conv1_weight_grad.ox471.end
-  %conv1_weight_grad.ox47247 = phi i64 [ 0, %conv1_weight_grad.ox471.end ], [ %ox472.next, %conv1_weight_grad.ox472 ]
-  %164 = mul nsw i64 %conv1_weight_grad.c4615, 3
-  %165 = add nsw i64 %164, %conv1_weight_grad.ky4626
+conv1_weight_grad.ox475:                          ; preds = %conv1_weight_grad.ox475, %conv1_weight_grad.ox474.end
+  %conv1_weight_grad.ox47547 = phi i64 [ 0, %conv1_weight_grad.ox474.end ], [ %ox475.next, %conv1_weight_grad.ox475 ]
+  %164 = mul nsw i64 %conv1_weight_grad.c4645, 3
+  %165 = add nsw i64 %164, %conv1_weight_grad.ky4656
   %166 = mul nsw i64 %165, 3
   %167 = add nsw i64 %166, 2
   %168 = mul nsw i64 %167, 12560
-  %169 = mul nsw i64 %conv1_weight_grad.j4604, 784
+  %169 = mul nsw i64 %conv1_weight_grad.j4634, 784
   %170 = add nsw i64 %168, %169
-  %171 = mul nsw i64 %conv1_weight_grad.oy47041, 28
-  %172 = add nsw i64 %conv1_weight_grad.ox47247, 27
+  %171 = mul nsw i64 %conv1_weight_grad.oy47341, 28
+  %172 = add nsw i64 %conv1_weight_grad.ox47547, 27
   %173 = add nsw i64 %171, %172
   %174 = add nsw i64 %170, %173
   %arena48 = getelementptr inbounds float, ptr %arena, i64 %174
   store float 0.000000e+00, ptr %arena48, align 4
-  %ox472.next = add nsw i64 %conv1_weight_grad.ox47247, 1
-  %175 = icmp slt i64 %ox472.next, 1
-  br i1 %175, label %conv1_weight_grad.ox472, label %conv1_weight_grad.ox472.end
+  %ox475.next = add nsw i64 %conv1_weight_grad.ox47547, 1
+  %175 = icmp slt i64 %ox475.next, 1
+  br i1 %175, label %conv1_weight_grad.ox475, label %conv1_weight_grad.ox475.end
 
-conv1_weight_grad.ox472.end:                      ; preds = %conv1_weight_grad.ox472
+conv1_weight_grad.ox475.end:                      ; preds = %conv1_weight_grad.ox475
   br label %conv1_weight_grad.endif43
 
 conv1_weight_grad.then49:                         ; preds = %conv1_weight_grad.endif43
-  br label %conv1_weight_grad.ox473
+  br label %conv1_weight_grad.ox476
 
-conv1_weight_grad.endif50:                        ; preds = %conv1_weight_grad.ox473.end, %conv1_weight_grad.endif43
-  %176 = add nsw i64 %conv1_weight_grad.oy47041, %conv1_weight_grad.ky4626
+conv1_weight_grad.endif50:                        ; preds = %conv1_weight_grad.ox476.end, %conv1_weight_grad.endif43
+  %176 = add nsw i64 %conv1_weight_grad.oy47341, %conv1_weight_grad.ky4656
   %177 = add nsw i64 %176, -1
   %178 = icmp slt i64 27, %177
   br i1 %178, label %conv1_weight_grad.then53, label %conv1_weight_grad.endif54
 
-conv1_weight_grad.ox473:                          ; preds = %conv1_weight_grad.ox473, %conv1_weight_grad.then49
-  %conv1_weight_grad.ox47351 = phi i64 [ 0, %conv1_weight_grad.then49 ], [ %ox473.next, %conv1_weight_grad.ox473 ]
-  %179 = mul nsw i64 %conv1_weight_grad.c4615, 3
-  %180 = add nsw i64 %179, %conv1_weight_grad.ky4626
+conv1_weight_grad.ox476:                          ; preds = %conv1_weight_grad.ox476, %conv1_weight_grad.then49
+  %conv1_weight_grad.ox47651 = phi i64 [ 0, %conv1_weight_grad.then49 ], [ %ox476.next, %conv1_weight_grad.ox476 ]
+  %179 = mul nsw i64 %conv1_weight_grad.c4645, 3
+  %180 = add nsw i64 %179, %conv1_weight_grad.ky4656
   %181 = mul nsw i64 %180, 3
   %182 = add nsw i64 %181, 2
   %183 = mul nsw i64 %182, 12560
-  %184 = mul nsw i64 %conv1_weight_grad.j4604, 784
+  %184 = mul nsw i64 %conv1_weight_grad.j4634, 784
   %185 = add nsw i64 %183, %184
-  %186 = mul nsw i64 %conv1_weight_grad.oy47041, 28
-  %187 = add nsw i64 %186, %conv1_weight_grad.ox47351
+  %186 = mul nsw i64 %conv1_weight_grad.oy47341, 28
+  %187 = add nsw i64 %186, %conv1_weight_grad.ox47651
   %188 = add nsw i64 %185, %187
   %arena52 = getelementptr inbounds float, ptr %arena, i64 %188
   store float 0.000000e+00, ptr %arena52, align 4
-  %ox473.next = add nsw i64 %conv1_weight_grad.ox47351, 1
-  %189 = icmp slt i64 %ox473.next, 28
-  br i1 %189, label %conv1_weight_grad.ox473, label %conv1_weight_grad.ox473.end
+  %ox476.next = add nsw i64 %conv1_weight_grad.ox47651, 1
+  %189 = icmp slt i64 %ox476.next, 28
+  br i1 %189, label %conv1_weight_grad.ox476, label %conv1_weight_grad.ox476.end
 
-conv1_weight_grad.ox473.end:                      ; preds = %conv1_weight_grad.ox473
+conv1_weight_grad.ox476.end:                      ; preds = %conv1_weight_grad.ox476
   br label %conv1_weight_grad.endif50
 
 conv1_weight_grad.then53:                         ; preds = %conv1_weight_grad.endif50
-  br label %conv1_weight_grad.ox47355
+  br label %conv1_weight_grad.ox47655
 
-conv1_weight_grad.endif54:                        ; preds = %conv1_weight_grad.ox473.end56, %conv1_weight_grad.endif50
-  %oy470.next = add nsw i64 %conv1_weight_grad.oy47041, 1
-  %190 = icmp slt i64 %oy470.next, 28
-  br i1 %190, label %conv1_weight_grad.oy470, label %conv1_weight_grad.oy470.end
+conv1_weight_grad.endif54:                        ; preds = %conv1_weight_grad.ox476.end56, %conv1_weight_grad.endif50
+  %oy473.next = add nsw i64 %conv1_weight_grad.oy47341, 1
+  %190 = icmp slt i64 %oy473.next, 28
+  br i1 %190, label %conv1_weight_grad.oy473, label %conv1_weight_grad.oy473.end
 
-conv1_weight_grad.ox47355:                        ; preds = %conv1_weight_grad.ox47355, %conv1_weight_grad.then53
-  %conv1_weight_grad.ox47357 = phi i64 [ 0, %conv1_weight_grad.then53 ], [ %ox473.next59, %conv1_weight_grad.ox47355 ]
-  %191 = mul nsw i64 %conv1_weight_grad.c4615, 3
-  %192 = add nsw i64 %191, %conv1_weight_grad.ky4626
+conv1_weight_grad.ox47655:                        ; preds = %conv1_weight_grad.ox47655, %conv1_weight_grad.then53
+  %conv1_weight_grad.ox47657 = phi i64 [ 0, %conv1_weight_grad.then53 ], [ %ox476.next59, %conv1_weight_grad.ox47655 ]
+  %191 = mul nsw i64 %conv1_weight_grad.c4645, 3
+  %192 = add nsw i64 %191, %conv1_weight_grad.ky4656
   %193 = mul nsw i64 %192, 3
   %194 = add nsw i64 %193, 2
   %195 = mul nsw i64 %194, 12560
-  %196 = mul nsw i64 %conv1_weight_grad.j4604, 784
+  %196 = mul nsw i64 %conv1_weight_grad.j4634, 784
   %197 = add nsw i64 %195, %196
-  %198 = mul nsw i64 %conv1_weight_grad.oy47041, 28
-  %199 = add nsw i64 %198, %conv1_weight_grad.ox47357
+  %198 = mul nsw i64 %conv1_weight_grad.oy47341, 28
+  %199 = add nsw i64 %198, %conv1_weight_grad.ox47657
   %200 = add nsw i64 %197, %199
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %200
   store float 0.000000e+00, ptr %arena58, align 4
-  %ox473.next59 = add nsw i64 %conv1_weight_grad.ox47357, 1
-  %201 = icmp slt i64 %ox473.next59, 28
-  br i1 %201, label %conv1_weight_grad.ox47355, label %conv1_weight_grad.ox473.end56
+  %ox476.next59 = add nsw i64 %conv1_weight_grad.ox47657, 1
+  %201 = icmp slt i64 %ox476.next59, 28
+  br i1 %201, label %conv1_weight_grad.ox47655, label %conv1_weight_grad.ox476.end56
 
-conv1_weight_grad.ox473.end56:                    ; preds = %conv1_weight_grad.ox47355
+conv1_weight_grad.ox476.end56:                    ; preds = %conv1_weight_grad.ox47655
   br label %conv1_weight_grad.endif54
 
-conv1_weight_grad.j474:                           ; preds = %conv1_weight_grad.i475.end, %conv1_weight_grad.j460.end
-  %conv1_weight_grad.j47460 = phi i64 [ 0, %conv1_weight_grad.j460.end ], [ %j474.next, %conv1_weight_grad.i475.end ]
-  br label %conv1_weight_grad.i475
+conv1_weight_grad.j477:                           ; preds = %conv1_weight_grad.i478.end, %conv1_weight_grad.j463.end
+  %conv1_weight_grad.j47760 = phi i64 [ 0, %conv1_weight_grad.j463.end ], [ %j477.next, %conv1_weight_grad.i478.end ]
+  br label %conv1_weight_grad.i478
 
-conv1_weight_grad.j474.end:                       ; preds = %conv1_weight_grad.i475.end
-  call void @simplecnn_train_b64.k22.conv1_weight_grad.gemm484(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  %g459.next = add nsw i64 %conv1_weight_grad.g4593, 1
-  %202 = icmp slt i64 %g459.next, 4
-  br i1 %202, label %conv1_weight_grad.g459, label %conv1_weight_grad.g459.end
+conv1_weight_grad.j477.end:                       ; preds = %conv1_weight_grad.i478.end
+  call void @simplecnn_train_b64.k22.conv1_weight_grad.gemm487(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  %g462.next = add nsw i64 %conv1_weight_grad.g4623, 1
+  %202 = icmp slt i64 %g462.next, 4
+  br i1 %202, label %conv1_weight_grad.g462, label %conv1_weight_grad.g462.end
 
-conv1_weight_grad.i475:                           ; preds = %conv1_weight_grad.f476.end, %conv1_weight_grad.j474
-  %conv1_weight_grad.i47561 = phi i64 [ 0, %conv1_weight_grad.j474 ], [ %i475.next, %conv1_weight_grad.f476.end ]
-  br label %conv1_weight_grad.f476
+conv1_weight_grad.i478:                           ; preds = %conv1_weight_grad.f479.end, %conv1_weight_grad.j477
+  %conv1_weight_grad.i47861 = phi i64 [ 0, %conv1_weight_grad.j477 ], [ %i478.next, %conv1_weight_grad.f479.end ]
+  br label %conv1_weight_grad.f479
 
-conv1_weight_grad.i475.end:                       ; preds = %conv1_weight_grad.f476.end
-  %j474.next = add nsw i64 %conv1_weight_grad.j47460, 1
-  %203 = icmp slt i64 %j474.next, 16
-  br i1 %203, label %conv1_weight_grad.j474, label %conv1_weight_grad.j474.end
+conv1_weight_grad.i478.end:                       ; preds = %conv1_weight_grad.f479.end
+  %j477.next = add nsw i64 %conv1_weight_grad.j47760, 1
+  %203 = icmp slt i64 %j477.next, 16
+  br i1 %203, label %conv1_weight_grad.j477, label %conv1_weight_grad.j477.end
 
-conv1_weight_grad.f476:                           ; preds = %conv1_weight_grad.f476, %conv1_weight_grad.i475
-  %conv1_weight_grad.f47662 = phi i64 [ 0, %conv1_weight_grad.i475 ], [ %f476.next, %conv1_weight_grad.f476 ]
-  %204 = mul nsw i64 %conv1_weight_grad.g4593, 16
-  %205 = add nsw i64 %204, %conv1_weight_grad.j47460
+conv1_weight_grad.f479:                           ; preds = %conv1_weight_grad.f479, %conv1_weight_grad.i478
+  %conv1_weight_grad.f47962 = phi i64 [ 0, %conv1_weight_grad.i478 ], [ %f479.next, %conv1_weight_grad.f479 ]
+  %204 = mul nsw i64 %conv1_weight_grad.g4623, 16
+  %205 = add nsw i64 %204, %conv1_weight_grad.j47760
   %206 = mul nsw i64 %205, 25088
   %207 = add nsw i64 1221264, %206
-  %208 = mul nsw i64 %conv1_weight_grad.f47662, 784
+  %208 = mul nsw i64 %conv1_weight_grad.f47962, 784
   %209 = add nsw i64 %207, %208
-  %210 = add nsw i64 %209, %conv1_weight_grad.i47561
+  %210 = add nsw i64 %209, %conv1_weight_grad.i47861
   %arena63 = getelementptr inbounds float, ptr %arena, i64 %210
   %211 = load float, ptr %arena63, align 4
-  %212 = mul nsw i64 %conv1_weight_grad.j47460, 784
-  %213 = add nsw i64 %212, %conv1_weight_grad.i47561
+  %212 = mul nsw i64 %conv1_weight_grad.j47760, 784
+  %213 = add nsw i64 %212, %conv1_weight_grad.i47861
   %214 = mul nsw i64 %213, 32
   %215 = add nsw i64 113040, %214
-  %216 = add nsw i64 %215, %conv1_weight_grad.f47662
+  %216 = add nsw i64 %215, %conv1_weight_grad.f47962
   %arena64 = getelementptr inbounds float, ptr %arena, i64 %216
   store float %211, ptr %arena64, align 4
-  %f476.next = add nsw i64 %conv1_weight_grad.f47662, 1
-  %217 = icmp slt i64 %f476.next, 32
-  br i1 %217, label %conv1_weight_grad.f476, label %conv1_weight_grad.f476.end
+  %f479.next = add nsw i64 %conv1_weight_grad.f47962, 1
+  %217 = icmp slt i64 %f479.next, 32
+  br i1 %217, label %conv1_weight_grad.f479, label %conv1_weight_grad.f479.end
 
-conv1_weight_grad.f476.end:                       ; preds = %conv1_weight_grad.f476
-  %i475.next = add nsw i64 %conv1_weight_grad.i47561, 1
-  %218 = icmp slt i64 %i475.next, 784
-  br i1 %218, label %conv1_weight_grad.i475, label %conv1_weight_grad.i475.end
+conv1_weight_grad.f479.end:                       ; preds = %conv1_weight_grad.f479
+  %i478.next = add nsw i64 %conv1_weight_grad.i47861, 1
+  %218 = icmp slt i64 %i478.next, 784
+  br i1 %218, label %conv1_weight_grad.i478, label %conv1_weight_grad.i478.end
 
-conv1_weight_grad.f485:                           ; preds = %conv1_weight_grad.r486.end, %conv1_weight_grad.g459.end
-  %conv1_weight_grad.f48565 = phi i64 [ 0, %conv1_weight_grad.g459.end ], [ %f485.next, %conv1_weight_grad.r486.end ]
-  br label %conv1_weight_grad.r486
+conv1_weight_grad.f488:                           ; preds = %conv1_weight_grad.r489.end, %conv1_weight_grad.g462.end
+  %conv1_weight_grad.f48865 = phi i64 [ 0, %conv1_weight_grad.g462.end ], [ %f488.next, %conv1_weight_grad.r489.end ]
+  br label %conv1_weight_grad.r489
 
-conv1_weight_grad.f485.end:                       ; preds = %conv1_weight_grad.r486.end
+conv1_weight_grad.f488.end:                       ; preds = %conv1_weight_grad.r489.end
   ret void
 
-conv1_weight_grad.r486:                           ; preds = %conv1_weight_grad.r486, %conv1_weight_grad.f485
-  %conv1_weight_grad.r48666 = phi i64 [ 0, %conv1_weight_grad.f485 ], [ %r486.next, %conv1_weight_grad.r486 ]
-  %219 = mul nsw i64 %conv1_weight_grad.r48666, 32
+conv1_weight_grad.r489:                           ; preds = %conv1_weight_grad.r489, %conv1_weight_grad.f488
+  %conv1_weight_grad.r48966 = phi i64 [ 0, %conv1_weight_grad.f488 ], [ %r489.next, %conv1_weight_grad.r489 ]
+  %219 = mul nsw i64 %conv1_weight_grad.r48966, 32
   %220 = add nsw i64 514448, %219
-  %221 = add nsw i64 %220, %conv1_weight_grad.f48565
+  %221 = add nsw i64 %220, %conv1_weight_grad.f48865
   %arena67 = getelementptr inbounds float, ptr %arena, i64 %221
   %222 = load float, ptr %arena67, align 4
-  %223 = mul nsw i64 %conv1_weight_grad.f48565, 9
-  %224 = add nsw i64 %223, %conv1_weight_grad.r48666
+  %223 = mul nsw i64 %conv1_weight_grad.f48865, 9
+  %224 = add nsw i64 %223, %conv1_weight_grad.r48966
   %grads68 = getelementptr inbounds float, ptr %grads, i64 %224
   store float %222, ptr %grads68, align 4
-  %r486.next = add nsw i64 %conv1_weight_grad.r48666, 1
-  %225 = icmp slt i64 %r486.next, 9
-  br i1 %225, label %conv1_weight_grad.r486, label %conv1_weight_grad.r486.end
+  %r489.next = add nsw i64 %conv1_weight_grad.r48966, 1
+  %225 = icmp slt i64 %r489.next, 9
+  br i1 %225, label %conv1_weight_grad.r489, label %conv1_weight_grad.r489.end
 
-conv1_weight_grad.r486.end:                       ; preds = %conv1_weight_grad.r486
-  %f485.next = add nsw i64 %conv1_weight_grad.f48565, 1
-  %226 = icmp slt i64 %f485.next, 32
-  br i1 %226, label %conv1_weight_grad.f485, label %conv1_weight_grad.f485.end
+conv1_weight_grad.r489.end:                       ; preds = %conv1_weight_grad.r489
+  %f488.next = add nsw i64 %conv1_weight_grad.f48865, 1
+  %226 = icmp slt i64 %f488.next, 32
+  br i1 %226, label %conv1_weight_grad.f488, label %conv1_weight_grad.f488.end
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k22.conv1_weight_grad.gemm484(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_train_b64.k22.conv1_weight_grad.gemm487(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %conv1_weight_grad.t482_a3 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t482_a2 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t482_a1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t482_a0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t482_b1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t482_b0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t482_c3_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t482_c3_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t482_c2_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t482_c2_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t482_c1_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t482_c1_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t482_c0_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t482_c0_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t480_a4 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t480_a3 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t480_a2 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t480_a1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t480_a0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t480_b1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t480_b0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t480_c4_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t480_c4_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t480_c3_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t480_c3_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t480_c2_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t480_c2_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t480_c1_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t480_c1_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t480_c0_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t480_c0_0 = alloca <8 x float>, align 32
-  br label %conv1_weight_grad.kp477
+  %conv1_weight_grad.t485_a3 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t485_a2 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t485_a1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t485_a0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t485_b1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t485_b0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t485_c3_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t485_c3_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t485_c2_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t485_c2_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t485_c1_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t485_c1_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t485_c0_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t485_c0_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t483_a4 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t483_a3 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t483_a2 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t483_a1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t483_a0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t483_b1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t483_b0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t483_c4_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t483_c4_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t483_c3_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t483_c3_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t483_c2_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t483_c2_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t483_c1_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t483_c1_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t483_c0_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t483_c0_0 = alloca <8 x float>, align 32
+  br label %conv1_weight_grad.kp480
 
-conv1_weight_grad.kp477:                          ; preds = %conv1_weight_grad.nb478.end, %entry
-  %conv1_weight_grad.kp4771 = phi i64 [ 0, %entry ], [ %kp477.next, %conv1_weight_grad.nb478.end ]
-  br label %conv1_weight_grad.nb478
+conv1_weight_grad.kp480:                          ; preds = %conv1_weight_grad.nb481.end, %entry
+  %conv1_weight_grad.kp4801 = phi i64 [ 0, %entry ], [ %kp480.next, %conv1_weight_grad.nb481.end ]
+  br label %conv1_weight_grad.nb481
 
-conv1_weight_grad.kp477.end:                      ; preds = %conv1_weight_grad.nb478.end
+conv1_weight_grad.kp480.end:                      ; preds = %conv1_weight_grad.nb481.end
   ret void
 
-conv1_weight_grad.nb478:                          ; preds = %conv1_weight_grad.k483.end, %conv1_weight_grad.kp477
-  %conv1_weight_grad.nb4782 = phi i64 [ 0, %conv1_weight_grad.kp477 ], [ %nb478.next, %conv1_weight_grad.k483.end ]
-  br label %conv1_weight_grad.mb479
+conv1_weight_grad.nb481:                          ; preds = %conv1_weight_grad.k486.end, %conv1_weight_grad.kp480
+  %conv1_weight_grad.nb4812 = phi i64 [ 0, %conv1_weight_grad.kp480 ], [ %nb481.next, %conv1_weight_grad.k486.end ]
+  br label %conv1_weight_grad.mb482
 
-conv1_weight_grad.nb478.end:                      ; preds = %conv1_weight_grad.k483.end
-  %kp477.next = add nsw i64 %conv1_weight_grad.kp4771, 1
-  %0 = icmp slt i64 %kp477.next, 7
-  br i1 %0, label %conv1_weight_grad.kp477, label %conv1_weight_grad.kp477.end
+conv1_weight_grad.nb481.end:                      ; preds = %conv1_weight_grad.k486.end
+  %kp480.next = add nsw i64 %conv1_weight_grad.kp4801, 1
+  %0 = icmp slt i64 %kp480.next, 7
+  br i1 %0, label %conv1_weight_grad.kp480, label %conv1_weight_grad.kp480.end
 
-conv1_weight_grad.mb479:                          ; preds = %conv1_weight_grad.k481.end, %conv1_weight_grad.nb478
-  %conv1_weight_grad.mb4793 = phi i64 [ 0, %conv1_weight_grad.nb478 ], [ %mb479.next, %conv1_weight_grad.k481.end ]
-  %1 = mul nsw i64 %conv1_weight_grad.mb4793, 5
+conv1_weight_grad.mb482:                          ; preds = %conv1_weight_grad.k484.end, %conv1_weight_grad.nb481
+  %conv1_weight_grad.mb4823 = phi i64 [ 0, %conv1_weight_grad.nb481 ], [ %mb482.next, %conv1_weight_grad.k484.end ]
+  %1 = mul nsw i64 %conv1_weight_grad.mb4823, 5
   %2 = mul nsw i64 %1, 32
   %3 = add nsw i64 514448, %2
-  %4 = mul nsw i64 %conv1_weight_grad.nb4782, 16
+  %4 = mul nsw i64 %conv1_weight_grad.nb4812, 16
   %5 = add nsw i64 %3, %4
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
   %6 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %6, ptr %conv1_weight_grad.t480_c0_0, align 32
-  %7 = mul nsw i64 %conv1_weight_grad.mb4793, 5
+  store <8 x float> %6, ptr %conv1_weight_grad.t483_c0_0, align 32
+  %7 = mul nsw i64 %conv1_weight_grad.mb4823, 5
   %8 = mul nsw i64 %7, 32
   %9 = add nsw i64 514448, %8
-  %10 = mul nsw i64 %conv1_weight_grad.nb4782, 16
+  %10 = mul nsw i64 %conv1_weight_grad.nb4812, 16
   %11 = add nsw i64 %9, %10
   %12 = add nsw i64 %11, 8
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %12
   %13 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %13, ptr %conv1_weight_grad.t480_c0_1, align 32
-  %14 = mul nsw i64 %conv1_weight_grad.mb4793, 5
+  store <8 x float> %13, ptr %conv1_weight_grad.t483_c0_1, align 32
+  %14 = mul nsw i64 %conv1_weight_grad.mb4823, 5
   %15 = add nsw i64 %14, 1
   %16 = mul nsw i64 %15, 32
   %17 = add nsw i64 514448, %16
-  %18 = mul nsw i64 %conv1_weight_grad.nb4782, 16
+  %18 = mul nsw i64 %conv1_weight_grad.nb4812, 16
   %19 = add nsw i64 %17, %18
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %19
   %20 = load <8 x float>, ptr %arena6, align 4
-  store <8 x float> %20, ptr %conv1_weight_grad.t480_c1_0, align 32
-  %21 = mul nsw i64 %conv1_weight_grad.mb4793, 5
+  store <8 x float> %20, ptr %conv1_weight_grad.t483_c1_0, align 32
+  %21 = mul nsw i64 %conv1_weight_grad.mb4823, 5
   %22 = add nsw i64 %21, 1
   %23 = mul nsw i64 %22, 32
   %24 = add nsw i64 514448, %23
-  %25 = mul nsw i64 %conv1_weight_grad.nb4782, 16
+  %25 = mul nsw i64 %conv1_weight_grad.nb4812, 16
   %26 = add nsw i64 %24, %25
   %27 = add nsw i64 %26, 8
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %27
   %28 = load <8 x float>, ptr %arena7, align 4
-  store <8 x float> %28, ptr %conv1_weight_grad.t480_c1_1, align 32
-  %29 = mul nsw i64 %conv1_weight_grad.mb4793, 5
+  store <8 x float> %28, ptr %conv1_weight_grad.t483_c1_1, align 32
+  %29 = mul nsw i64 %conv1_weight_grad.mb4823, 5
   %30 = add nsw i64 %29, 2
   %31 = mul nsw i64 %30, 32
   %32 = add nsw i64 514448, %31
-  %33 = mul nsw i64 %conv1_weight_grad.nb4782, 16
+  %33 = mul nsw i64 %conv1_weight_grad.nb4812, 16
   %34 = add nsw i64 %32, %33
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %34
   %35 = load <8 x float>, ptr %arena8, align 4
-  store <8 x float> %35, ptr %conv1_weight_grad.t480_c2_0, align 32
-  %36 = mul nsw i64 %conv1_weight_grad.mb4793, 5
+  store <8 x float> %35, ptr %conv1_weight_grad.t483_c2_0, align 32
+  %36 = mul nsw i64 %conv1_weight_grad.mb4823, 5
   %37 = add nsw i64 %36, 2
   %38 = mul nsw i64 %37, 32
   %39 = add nsw i64 514448, %38
-  %40 = mul nsw i64 %conv1_weight_grad.nb4782, 16
+  %40 = mul nsw i64 %conv1_weight_grad.nb4812, 16
   %41 = add nsw i64 %39, %40
   %42 = add nsw i64 %41, 8
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %42
   %43 = load <8 x float>, ptr %arena9, align 4
-  store <8 x float> %43, ptr %conv1_weight_grad.t480_c2_1, align 32
-  %44 = mul nsw i64 %conv1_weight_grad.mb4793, 5
+  store <8 x float> %43, ptr %conv1_weight_grad.t483_c2_1, align 32
+  %44 = mul nsw i64 %conv1_weight_grad.mb4823, 5
   %45 = add nsw i64 %44, 3
   %46 = mul nsw i64 %45, 32
   %47 = add nsw i64 514448, %46
-  %48 = mul nsw i64 %conv1_weight_grad.nb4782, 16
+  %48 = mul nsw i64 %conv1_weight_grad.nb4812, 16
   %49 = add nsw i64 %47, %48
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %49
   %50 = load <8 x float>, ptr %arena10, align 4
-  store <8 x float> %50, ptr %conv1_weight_grad.t480_c3_0, align 32
-  %51 = mul nsw i64 %conv1_weight_grad.mb4793, 5
+  store <8 x float> %50, ptr %conv1_weight_grad.t483_c3_0, align 32
+  %51 = mul nsw i64 %conv1_weight_grad.mb4823, 5
   %52 = add nsw i64 %51, 3
   %53 = mul nsw i64 %52, 32
   %54 = add nsw i64 514448, %53
-  %55 = mul nsw i64 %conv1_weight_grad.nb4782, 16
+  %55 = mul nsw i64 %conv1_weight_grad.nb4812, 16
   %56 = add nsw i64 %54, %55
   %57 = add nsw i64 %56, 8
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %57
   %58 = load <8 x float>, ptr %arena11, align 4
-  store <8 x float> %58, ptr %conv1_weight_grad.t480_c3_1, align 32
-  %59 = mul nsw i64 %conv1_weight_grad.mb4793, 5
+  store <8 x float> %58, ptr %conv1_weight_grad.t483_c3_1, align 32
+  %59 = mul nsw i64 %conv1_weight_grad.mb4823, 5
   %60 = add nsw i64 %59, 4
   %61 = mul nsw i64 %60, 32
   %62 = add nsw i64 514448, %61
-  %63 = mul nsw i64 %conv1_weight_grad.nb4782, 16
+  %63 = mul nsw i64 %conv1_weight_grad.nb4812, 16
   %64 = add nsw i64 %62, %63
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %64
   %65 = load <8 x float>, ptr %arena12, align 4
-  store <8 x float> %65, ptr %conv1_weight_grad.t480_c4_0, align 32
-  %66 = mul nsw i64 %conv1_weight_grad.mb4793, 5
+  store <8 x float> %65, ptr %conv1_weight_grad.t483_c4_0, align 32
+  %66 = mul nsw i64 %conv1_weight_grad.mb4823, 5
   %67 = add nsw i64 %66, 4
   %68 = mul nsw i64 %67, 32
   %69 = add nsw i64 514448, %68
-  %70 = mul nsw i64 %conv1_weight_grad.nb4782, 16
+  %70 = mul nsw i64 %conv1_weight_grad.nb4812, 16
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %71, 8
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %72
   %73 = load <8 x float>, ptr %arena13, align 4
-  store <8 x float> %73, ptr %conv1_weight_grad.t480_c4_1, align 32
-  br label %conv1_weight_grad.k481
+  store <8 x float> %73, ptr %conv1_weight_grad.t483_c4_1, align 32
+  br label %conv1_weight_grad.k484
 
-conv1_weight_grad.mb479.end:                      ; preds = %conv1_weight_grad.k481.end
-  %74 = mul nsw i64 %conv1_weight_grad.nb4782, 16
+conv1_weight_grad.mb482.end:                      ; preds = %conv1_weight_grad.k484.end
+  %74 = mul nsw i64 %conv1_weight_grad.nb4812, 16
   %75 = add nsw i64 514608, %74
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %75
   %76 = load <8 x float>, ptr %arena55, align 4
-  store <8 x float> %76, ptr %conv1_weight_grad.t482_c0_0, align 32
-  %77 = mul nsw i64 %conv1_weight_grad.nb4782, 16
+  store <8 x float> %76, ptr %conv1_weight_grad.t485_c0_0, align 32
+  %77 = mul nsw i64 %conv1_weight_grad.nb4812, 16
   %78 = add nsw i64 514608, %77
   %79 = add nsw i64 %78, 8
   %arena56 = getelementptr inbounds float, ptr %arena, i64 %79
   %80 = load <8 x float>, ptr %arena56, align 4
-  store <8 x float> %80, ptr %conv1_weight_grad.t482_c0_1, align 32
-  %81 = mul nsw i64 %conv1_weight_grad.nb4782, 16
+  store <8 x float> %80, ptr %conv1_weight_grad.t485_c0_1, align 32
+  %81 = mul nsw i64 %conv1_weight_grad.nb4812, 16
   %82 = add nsw i64 514640, %81
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %82
   %83 = load <8 x float>, ptr %arena57, align 4
-  store <8 x float> %83, ptr %conv1_weight_grad.t482_c1_0, align 32
-  %84 = mul nsw i64 %conv1_weight_grad.nb4782, 16
+  store <8 x float> %83, ptr %conv1_weight_grad.t485_c1_0, align 32
+  %84 = mul nsw i64 %conv1_weight_grad.nb4812, 16
   %85 = add nsw i64 514640, %84
   %86 = add nsw i64 %85, 8
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %86
   %87 = load <8 x float>, ptr %arena58, align 4
-  store <8 x float> %87, ptr %conv1_weight_grad.t482_c1_1, align 32
-  %88 = mul nsw i64 %conv1_weight_grad.nb4782, 16
+  store <8 x float> %87, ptr %conv1_weight_grad.t485_c1_1, align 32
+  %88 = mul nsw i64 %conv1_weight_grad.nb4812, 16
   %89 = add nsw i64 514672, %88
   %arena59 = getelementptr inbounds float, ptr %arena, i64 %89
   %90 = load <8 x float>, ptr %arena59, align 4
-  store <8 x float> %90, ptr %conv1_weight_grad.t482_c2_0, align 32
-  %91 = mul nsw i64 %conv1_weight_grad.nb4782, 16
+  store <8 x float> %90, ptr %conv1_weight_grad.t485_c2_0, align 32
+  %91 = mul nsw i64 %conv1_weight_grad.nb4812, 16
   %92 = add nsw i64 514672, %91
   %93 = add nsw i64 %92, 8
   %arena60 = getelementptr inbounds float, ptr %arena, i64 %93
   %94 = load <8 x float>, ptr %arena60, align 4
-  store <8 x float> %94, ptr %conv1_weight_grad.t482_c2_1, align 32
-  %95 = mul nsw i64 %conv1_weight_grad.nb4782, 16
+  store <8 x float> %94, ptr %conv1_weight_grad.t485_c2_1, align 32
+  %95 = mul nsw i64 %conv1_weight_grad.nb4812, 16
   %96 = add nsw i64 514704, %95
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %96
   %97 = load <8 x float>, ptr %arena61, align 4
-  store <8 x float> %97, ptr %conv1_weight_grad.t482_c3_0, align 32
-  %98 = mul nsw i64 %conv1_weight_grad.nb4782, 16
+  store <8 x float> %97, ptr %conv1_weight_grad.t485_c3_0, align 32
+  %98 = mul nsw i64 %conv1_weight_grad.nb4812, 16
   %99 = add nsw i64 514704, %98
   %100 = add nsw i64 %99, 8
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %100
   %101 = load <8 x float>, ptr %arena62, align 4
-  store <8 x float> %101, ptr %conv1_weight_grad.t482_c3_1, align 32
-  br label %conv1_weight_grad.k483
+  store <8 x float> %101, ptr %conv1_weight_grad.t485_c3_1, align 32
+  br label %conv1_weight_grad.k486
 
-conv1_weight_grad.k481:                           ; preds = %conv1_weight_grad.k481, %conv1_weight_grad.mb479
-  %conv1_weight_grad.k48114 = phi i64 [ 0, %conv1_weight_grad.mb479 ], [ %k481.next, %conv1_weight_grad.k481 ]
-  %102 = mul nsw i64 %conv1_weight_grad.kp4771, 1792
-  %103 = add nsw i64 %conv1_weight_grad.k48114, %102
+conv1_weight_grad.k484:                           ; preds = %conv1_weight_grad.k484, %conv1_weight_grad.mb482
+  %conv1_weight_grad.k48414 = phi i64 [ 0, %conv1_weight_grad.mb482 ], [ %k484.next, %conv1_weight_grad.k484 ]
+  %102 = mul nsw i64 %conv1_weight_grad.kp4801, 1792
+  %103 = add nsw i64 %conv1_weight_grad.k48414, %102
   %104 = mul nsw i64 %103, 32
   %105 = add nsw i64 113040, %104
-  %106 = mul nsw i64 %conv1_weight_grad.nb4782, 16
+  %106 = mul nsw i64 %conv1_weight_grad.nb4812, 16
   %107 = add nsw i64 %105, %106
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %107
   %108 = load <8 x float>, ptr %arena15, align 4
-  store <8 x float> %108, ptr %conv1_weight_grad.t480_b0, align 32
-  %109 = mul nsw i64 %conv1_weight_grad.kp4771, 1792
-  %110 = add nsw i64 %conv1_weight_grad.k48114, %109
+  store <8 x float> %108, ptr %conv1_weight_grad.t483_b0, align 32
+  %109 = mul nsw i64 %conv1_weight_grad.kp4801, 1792
+  %110 = add nsw i64 %conv1_weight_grad.k48414, %109
   %111 = mul nsw i64 %110, 32
   %112 = add nsw i64 113040, %111
-  %113 = mul nsw i64 %conv1_weight_grad.nb4782, 16
+  %113 = mul nsw i64 %conv1_weight_grad.nb4812, 16
   %114 = add nsw i64 %112, %113
   %115 = add nsw i64 %114, 8
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %115
   %116 = load <8 x float>, ptr %arena16, align 4
-  store <8 x float> %116, ptr %conv1_weight_grad.t480_b1, align 32
-  %117 = mul nsw i64 %conv1_weight_grad.mb4793, 5
+  store <8 x float> %116, ptr %conv1_weight_grad.t483_b1, align 32
+  %117 = mul nsw i64 %conv1_weight_grad.mb4823, 5
   %118 = mul nsw i64 %117, 12560
-  %119 = mul nsw i64 %conv1_weight_grad.kp4771, 1792
-  %120 = add nsw i64 %conv1_weight_grad.k48114, %119
+  %119 = mul nsw i64 %conv1_weight_grad.kp4801, 1792
+  %120 = add nsw i64 %conv1_weight_grad.k48414, %119
   %121 = add nsw i64 %118, %120
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %121
   %122 = load float, ptr %arena17, align 4
   %123 = insertelement <8 x float> undef, float %122, i32 0
   %124 = shufflevector <8 x float> %123, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %124, ptr %conv1_weight_grad.t480_a0, align 32
-  %t480_a0 = load <8 x float>, ptr %conv1_weight_grad.t480_a0, align 32
-  %t480_b0 = load <8 x float>, ptr %conv1_weight_grad.t480_b0, align 32
-  %t480_c0_0 = load <8 x float>, ptr %conv1_weight_grad.t480_c0_0, align 32
-  %125 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t480_a0, <8 x float> %t480_b0, <8 x float> %t480_c0_0)
-  store <8 x float> %125, ptr %conv1_weight_grad.t480_c0_0, align 32
-  %t480_a018 = load <8 x float>, ptr %conv1_weight_grad.t480_a0, align 32
-  %t480_b1 = load <8 x float>, ptr %conv1_weight_grad.t480_b1, align 32
-  %t480_c0_1 = load <8 x float>, ptr %conv1_weight_grad.t480_c0_1, align 32
-  %126 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t480_a018, <8 x float> %t480_b1, <8 x float> %t480_c0_1)
-  store <8 x float> %126, ptr %conv1_weight_grad.t480_c0_1, align 32
-  %127 = mul nsw i64 %conv1_weight_grad.mb4793, 5
+  store <8 x float> %124, ptr %conv1_weight_grad.t483_a0, align 32
+  %t483_a0 = load <8 x float>, ptr %conv1_weight_grad.t483_a0, align 32
+  %t483_b0 = load <8 x float>, ptr %conv1_weight_grad.t483_b0, align 32
+  %t483_c0_0 = load <8 x float>, ptr %conv1_weight_grad.t483_c0_0, align 32
+  %125 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t483_a0, <8 x float> %t483_b0, <8 x float> %t483_c0_0)
+  store <8 x float> %125, ptr %conv1_weight_grad.t483_c0_0, align 32
+  %t483_a018 = load <8 x float>, ptr %conv1_weight_grad.t483_a0, align 32
+  %t483_b1 = load <8 x float>, ptr %conv1_weight_grad.t483_b1, align 32
+  %t483_c0_1 = load <8 x float>, ptr %conv1_weight_grad.t483_c0_1, align 32
+  %126 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t483_a018, <8 x float> %t483_b1, <8 x float> %t483_c0_1)
+  store <8 x float> %126, ptr %conv1_weight_grad.t483_c0_1, align 32
+  %127 = mul nsw i64 %conv1_weight_grad.mb4823, 5
   %128 = add nsw i64 %127, 1
   %129 = mul nsw i64 %128, 12560
-  %130 = mul nsw i64 %conv1_weight_grad.kp4771, 1792
-  %131 = add nsw i64 %conv1_weight_grad.k48114, %130
+  %130 = mul nsw i64 %conv1_weight_grad.kp4801, 1792
+  %131 = add nsw i64 %conv1_weight_grad.k48414, %130
   %132 = add nsw i64 %129, %131
   %arena19 = getelementptr inbounds float, ptr %arena, i64 %132
   %133 = load float, ptr %arena19, align 4
   %134 = insertelement <8 x float> undef, float %133, i32 0
   %135 = shufflevector <8 x float> %134, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %135, ptr %conv1_weight_grad.t480_a1, align 32
-  %t480_a1 = load <8 x float>, ptr %conv1_weight_grad.t480_a1, align 32
-  %t480_b020 = load <8 x float>, ptr %conv1_weight_grad.t480_b0, align 32
-  %t480_c1_0 = load <8 x float>, ptr %conv1_weight_grad.t480_c1_0, align 32
-  %136 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t480_a1, <8 x float> %t480_b020, <8 x float> %t480_c1_0)
-  store <8 x float> %136, ptr %conv1_weight_grad.t480_c1_0, align 32
-  %t480_a121 = load <8 x float>, ptr %conv1_weight_grad.t480_a1, align 32
-  %t480_b122 = load <8 x float>, ptr %conv1_weight_grad.t480_b1, align 32
-  %t480_c1_1 = load <8 x float>, ptr %conv1_weight_grad.t480_c1_1, align 32
-  %137 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t480_a121, <8 x float> %t480_b122, <8 x float> %t480_c1_1)
-  store <8 x float> %137, ptr %conv1_weight_grad.t480_c1_1, align 32
-  %138 = mul nsw i64 %conv1_weight_grad.mb4793, 5
+  store <8 x float> %135, ptr %conv1_weight_grad.t483_a1, align 32
+  %t483_a1 = load <8 x float>, ptr %conv1_weight_grad.t483_a1, align 32
+  %t483_b020 = load <8 x float>, ptr %conv1_weight_grad.t483_b0, align 32
+  %t483_c1_0 = load <8 x float>, ptr %conv1_weight_grad.t483_c1_0, align 32
+  %136 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t483_a1, <8 x float> %t483_b020, <8 x float> %t483_c1_0)
+  store <8 x float> %136, ptr %conv1_weight_grad.t483_c1_0, align 32
+  %t483_a121 = load <8 x float>, ptr %conv1_weight_grad.t483_a1, align 32
+  %t483_b122 = load <8 x float>, ptr %conv1_weight_grad.t483_b1, align 32
+  %t483_c1_1 = load <8 x float>, ptr %conv1_weight_grad.t483_c1_1, align 32
+  %137 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t483_a121, <8 x float> %t483_b122, <8 x float> %t483_c1_1)
+  store <8 x float> %137, ptr %conv1_weight_grad.t483_c1_1, align 32
+  %138 = mul nsw i64 %conv1_weight_grad.mb4823, 5
   %139 = add nsw i64 %138, 2
   %140 = mul nsw i64 %139, 12560
-  %141 = mul nsw i64 %conv1_weight_grad.kp4771, 1792
-  %142 = add nsw i64 %conv1_weight_grad.k48114, %141
+  %141 = mul nsw i64 %conv1_weight_grad.kp4801, 1792
+  %142 = add nsw i64 %conv1_weight_grad.k48414, %141
   %143 = add nsw i64 %140, %142
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %143
   %144 = load float, ptr %arena23, align 4
   %145 = insertelement <8 x float> undef, float %144, i32 0
   %146 = shufflevector <8 x float> %145, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %146, ptr %conv1_weight_grad.t480_a2, align 32
-  %t480_a2 = load <8 x float>, ptr %conv1_weight_grad.t480_a2, align 32
-  %t480_b024 = load <8 x float>, ptr %conv1_weight_grad.t480_b0, align 32
-  %t480_c2_0 = load <8 x float>, ptr %conv1_weight_grad.t480_c2_0, align 32
-  %147 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t480_a2, <8 x float> %t480_b024, <8 x float> %t480_c2_0)
-  store <8 x float> %147, ptr %conv1_weight_grad.t480_c2_0, align 32
-  %t480_a225 = load <8 x float>, ptr %conv1_weight_grad.t480_a2, align 32
-  %t480_b126 = load <8 x float>, ptr %conv1_weight_grad.t480_b1, align 32
-  %t480_c2_1 = load <8 x float>, ptr %conv1_weight_grad.t480_c2_1, align 32
-  %148 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t480_a225, <8 x float> %t480_b126, <8 x float> %t480_c2_1)
-  store <8 x float> %148, ptr %conv1_weight_grad.t480_c2_1, align 32
-  %149 = mul nsw i64 %conv1_weight_grad.mb4793, 5
+  store <8 x float> %146, ptr %conv1_weight_grad.t483_a2, align 32
+  %t483_a2 = load <8 x float>, ptr %conv1_weight_grad.t483_a2, align 32
+  %t483_b024 = load <8 x float>, ptr %conv1_weight_grad.t483_b0, align 32
+  %t483_c2_0 = load <8 x float>, ptr %conv1_weight_grad.t483_c2_0, align 32
+  %147 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t483_a2, <8 x float> %t483_b024, <8 x float> %t483_c2_0)
+  store <8 x float> %147, ptr %conv1_weight_grad.t483_c2_0, align 32
+  %t483_a225 = load <8 x float>, ptr %conv1_weight_grad.t483_a2, align 32
+  %t483_b126 = load <8 x float>, ptr %conv1_weight_grad.t483_b1, align 32
+  %t483_c2_1 = load <8 x float>, ptr %conv1_weight_grad.t483_c2_1, align 32
+  %148 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t483_a225, <8 x float> %t483_b126, <8 x float> %t483_c2_1)
+  store <8 x float> %148, ptr %conv1_weight_grad.t483_c2_1, align 32
+  %149 = mul nsw i64 %conv1_weight_grad.mb4823, 5
   %150 = add nsw i64 %149, 3
   %151 = mul nsw i64 %150, 12560
-  %152 = mul nsw i64 %conv1_weight_grad.kp4771, 1792
-  %153 = add nsw i64 %conv1_weight_grad.k48114, %152
+  %152 = mul nsw i64 %conv1_weight_grad.kp4801, 1792
+  %153 = add nsw i64 %conv1_weight_grad.k48414, %152
   %154 = add nsw i64 %151, %153
   %arena27 = getelementptr inbounds float, ptr %arena, i64 %154
   %155 = load float, ptr %arena27, align 4
   %156 = insertelement <8 x float> undef, float %155, i32 0
   %157 = shufflevector <8 x float> %156, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %157, ptr %conv1_weight_grad.t480_a3, align 32
-  %t480_a3 = load <8 x float>, ptr %conv1_weight_grad.t480_a3, align 32
-  %t480_b028 = load <8 x float>, ptr %conv1_weight_grad.t480_b0, align 32
-  %t480_c3_0 = load <8 x float>, ptr %conv1_weight_grad.t480_c3_0, align 32
-  %158 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t480_a3, <8 x float> %t480_b028, <8 x float> %t480_c3_0)
-  store <8 x float> %158, ptr %conv1_weight_grad.t480_c3_0, align 32
-  %t480_a329 = load <8 x float>, ptr %conv1_weight_grad.t480_a3, align 32
-  %t480_b130 = load <8 x float>, ptr %conv1_weight_grad.t480_b1, align 32
-  %t480_c3_1 = load <8 x float>, ptr %conv1_weight_grad.t480_c3_1, align 32
-  %159 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t480_a329, <8 x float> %t480_b130, <8 x float> %t480_c3_1)
-  store <8 x float> %159, ptr %conv1_weight_grad.t480_c3_1, align 32
-  %160 = mul nsw i64 %conv1_weight_grad.mb4793, 5
+  store <8 x float> %157, ptr %conv1_weight_grad.t483_a3, align 32
+  %t483_a3 = load <8 x float>, ptr %conv1_weight_grad.t483_a3, align 32
+  %t483_b028 = load <8 x float>, ptr %conv1_weight_grad.t483_b0, align 32
+  %t483_c3_0 = load <8 x float>, ptr %conv1_weight_grad.t483_c3_0, align 32
+  %158 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t483_a3, <8 x float> %t483_b028, <8 x float> %t483_c3_0)
+  store <8 x float> %158, ptr %conv1_weight_grad.t483_c3_0, align 32
+  %t483_a329 = load <8 x float>, ptr %conv1_weight_grad.t483_a3, align 32
+  %t483_b130 = load <8 x float>, ptr %conv1_weight_grad.t483_b1, align 32
+  %t483_c3_1 = load <8 x float>, ptr %conv1_weight_grad.t483_c3_1, align 32
+  %159 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t483_a329, <8 x float> %t483_b130, <8 x float> %t483_c3_1)
+  store <8 x float> %159, ptr %conv1_weight_grad.t483_c3_1, align 32
+  %160 = mul nsw i64 %conv1_weight_grad.mb4823, 5
   %161 = add nsw i64 %160, 4
   %162 = mul nsw i64 %161, 12560
-  %163 = mul nsw i64 %conv1_weight_grad.kp4771, 1792
-  %164 = add nsw i64 %conv1_weight_grad.k48114, %163
+  %163 = mul nsw i64 %conv1_weight_grad.kp4801, 1792
+  %164 = add nsw i64 %conv1_weight_grad.k48414, %163
   %165 = add nsw i64 %162, %164
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %165
   %166 = load float, ptr %arena31, align 4
   %167 = insertelement <8 x float> undef, float %166, i32 0
   %168 = shufflevector <8 x float> %167, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %168, ptr %conv1_weight_grad.t480_a4, align 32
-  %t480_a4 = load <8 x float>, ptr %conv1_weight_grad.t480_a4, align 32
-  %t480_b032 = load <8 x float>, ptr %conv1_weight_grad.t480_b0, align 32
-  %t480_c4_0 = load <8 x float>, ptr %conv1_weight_grad.t480_c4_0, align 32
-  %169 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t480_a4, <8 x float> %t480_b032, <8 x float> %t480_c4_0)
-  store <8 x float> %169, ptr %conv1_weight_grad.t480_c4_0, align 32
-  %t480_a433 = load <8 x float>, ptr %conv1_weight_grad.t480_a4, align 32
-  %t480_b134 = load <8 x float>, ptr %conv1_weight_grad.t480_b1, align 32
-  %t480_c4_1 = load <8 x float>, ptr %conv1_weight_grad.t480_c4_1, align 32
-  %170 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t480_a433, <8 x float> %t480_b134, <8 x float> %t480_c4_1)
-  store <8 x float> %170, ptr %conv1_weight_grad.t480_c4_1, align 32
-  %k481.next = add nsw i64 %conv1_weight_grad.k48114, 1
-  %171 = icmp slt i64 %k481.next, 1792
-  br i1 %171, label %conv1_weight_grad.k481, label %conv1_weight_grad.k481.end
+  store <8 x float> %168, ptr %conv1_weight_grad.t483_a4, align 32
+  %t483_a4 = load <8 x float>, ptr %conv1_weight_grad.t483_a4, align 32
+  %t483_b032 = load <8 x float>, ptr %conv1_weight_grad.t483_b0, align 32
+  %t483_c4_0 = load <8 x float>, ptr %conv1_weight_grad.t483_c4_0, align 32
+  %169 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t483_a4, <8 x float> %t483_b032, <8 x float> %t483_c4_0)
+  store <8 x float> %169, ptr %conv1_weight_grad.t483_c4_0, align 32
+  %t483_a433 = load <8 x float>, ptr %conv1_weight_grad.t483_a4, align 32
+  %t483_b134 = load <8 x float>, ptr %conv1_weight_grad.t483_b1, align 32
+  %t483_c4_1 = load <8 x float>, ptr %conv1_weight_grad.t483_c4_1, align 32
+  %170 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t483_a433, <8 x float> %t483_b134, <8 x float> %t483_c4_1)
+  store <8 x float> %170, ptr %conv1_weight_grad.t483_c4_1, align 32
+  %k484.next = add nsw i64 %conv1_weight_grad.k48414, 1
+  %171 = icmp slt i64 %k484.next, 1792
+  br i1 %171, label %conv1_weight_grad.k484, label %conv1_weight_grad.k484.end
 
-conv1_weight_grad.k481.end:                       ; preds = %conv1_weight_grad.k481
-  %t480_c0_035 = load <8 x float>, ptr %conv1_weight_grad.t480_c0_0, align 32
-  %172 = mul nsw i64 %conv1_weight_grad.mb4793, 5
+conv1_weight_grad.k484.end:                       ; preds = %conv1_weight_grad.k484
+  %t483_c0_035 = load <8 x float>, ptr %conv1_weight_grad.t483_c0_0, align 32
+  %172 = mul nsw i64 %conv1_weight_grad.mb4823, 5
   %173 = mul nsw i64 %172, 32
   %174 = add nsw i64 514448, %173
-  %175 = mul nsw i64 %conv1_weight_grad.nb4782, 16
+  %175 = mul nsw i64 %conv1_weight_grad.nb4812, 16
   %176 = add nsw i64 %174, %175
   %arena36 = getelementptr inbounds float, ptr %arena, i64 %176
-  store <8 x float> %t480_c0_035, ptr %arena36, align 4
-  %t480_c0_137 = load <8 x float>, ptr %conv1_weight_grad.t480_c0_1, align 32
-  %177 = mul nsw i64 %conv1_weight_grad.mb4793, 5
+  store <8 x float> %t483_c0_035, ptr %arena36, align 4
+  %t483_c0_137 = load <8 x float>, ptr %conv1_weight_grad.t483_c0_1, align 32
+  %177 = mul nsw i64 %conv1_weight_grad.mb4823, 5
   %178 = mul nsw i64 %177, 32
   %179 = add nsw i64 514448, %178
-  %180 = mul nsw i64 %conv1_weight_grad.nb4782, 16
+  %180 = mul nsw i64 %conv1_weight_grad.nb4812, 16
   %181 = add nsw i64 %179, %180
   %182 = add nsw i64 %181, 8
   %arena38 = getelementptr inbounds float, ptr %arena, i64 %182
-  store <8 x float> %t480_c0_137, ptr %arena38, align 4
-  %t480_c1_039 = load <8 x float>, ptr %conv1_weight_grad.t480_c1_0, align 32
-  %183 = mul nsw i64 %conv1_weight_grad.mb4793, 5
+  store <8 x float> %t483_c0_137, ptr %arena38, align 4
+  %t483_c1_039 = load <8 x float>, ptr %conv1_weight_grad.t483_c1_0, align 32
+  %183 = mul nsw i64 %conv1_weight_grad.mb4823, 5
   %184 = add nsw i64 %183, 1
   %185 = mul nsw i64 %184, 32
   %186 = add nsw i64 514448, %185
-  %187 = mul nsw i64 %conv1_weight_grad.nb4782, 16
+  %187 = mul nsw i64 %conv1_weight_grad.nb4812, 16
   %188 = add nsw i64 %186, %187
   %arena40 = getelementptr inbounds float, ptr %arena, i64 %188
-  store <8 x float> %t480_c1_039, ptr %arena40, align 4
-  %t480_c1_141 = load <8 x float>, ptr %conv1_weight_grad.t480_c1_1, align 32
-  %189 = mul nsw i64 %conv1_weight_grad.mb4793, 5
+  store <8 x float> %t483_c1_039, ptr %arena40, align 4
+  %t483_c1_141 = load <8 x float>, ptr %conv1_weight_grad.t483_c1_1, align 32
+  %189 = mul nsw i64 %conv1_weight_grad.mb4823, 5
   %190 = add nsw i64 %189, 1
   %191 = mul nsw i64 %190, 32
   %192 = add nsw i64 514448, %191
-  %193 = mul nsw i64 %conv1_weight_grad.nb4782, 16
+  %193 = mul nsw i64 %conv1_weight_grad.nb4812, 16
   %194 = add nsw i64 %192, %193
   %195 = add nsw i64 %194, 8
   %arena42 = getelementptr inbounds float, ptr %arena, i64 %195
-  store <8 x float> %t480_c1_141, ptr %arena42, align 4
-  %t480_c2_043 = load <8 x float>, ptr %conv1_weight_grad.t480_c2_0, align 32
-  %196 = mul nsw i64 %conv1_weight_grad.mb4793, 5
+  store <8 x float> %t483_c1_141, ptr %arena42, align 4
+  %t483_c2_043 = load <8 x float>, ptr %conv1_weight_grad.t483_c2_0, align 32
+  %196 = mul nsw i64 %conv1_weight_grad.mb4823, 5
   %197 = add nsw i64 %196, 2
   %198 = mul nsw i64 %197, 32
   %199 = add nsw i64 514448, %198
-  %200 = mul nsw i64 %conv1_weight_grad.nb4782, 16
+  %200 = mul nsw i64 %conv1_weight_grad.nb4812, 16
   %201 = add nsw i64 %199, %200
   %arena44 = getelementptr inbounds float, ptr %arena, i64 %201
-  store <8 x float> %t480_c2_043, ptr %arena44, align 4
-  %t480_c2_145 = load <8 x float>, ptr %conv1_weight_grad.t480_c2_1, align 32
-  %202 = mul nsw i64 %conv1_weight_grad.mb4793, 5
+  store <8 x float> %t483_c2_043, ptr %arena44, align 4
+  %t483_c2_145 = load <8 x float>, ptr %conv1_weight_grad.t483_c2_1, align 32
+  %202 = mul nsw i64 %conv1_weight_grad.mb4823, 5
   %203 = add nsw i64 %202, 2
   %204 = mul nsw i64 %203, 32
   %205 = add nsw i64 514448, %204
-  %206 = mul nsw i64 %conv1_weight_grad.nb4782, 16
+  %206 = mul nsw i64 %conv1_weight_grad.nb4812, 16
   %207 = add nsw i64 %205, %206
   %208 = add nsw i64 %207, 8
   %arena46 = getelementptr inbounds float, ptr %arena, i64 %208
-  store <8 x float> %t480_c2_145, ptr %arena46, align 4
-  %t480_c3_047 = load <8 x float>, ptr %conv1_weight_grad.t480_c3_0, align 32
-  %209 = mul nsw i64 %conv1_weight_grad.mb4793, 5
+  store <8 x float> %t483_c2_145, ptr %arena46, align 4
+  %t483_c3_047 = load <8 x float>, ptr %conv1_weight_grad.t483_c3_0, align 32
+  %209 = mul nsw i64 %conv1_weight_grad.mb4823, 5
   %210 = add nsw i64 %209, 3
   %211 = mul nsw i64 %210, 32
   %212 = add nsw i64 514448, %211
-  %213 = mul nsw i64 %conv1_weight_grad.nb4782, 16
+  %213 = mul nsw i64 %conv1_weight_grad.nb4812, 16
   %214 = add nsw i64 %212, %213
   %arena48 = getelementptr inbounds float, ptr %arena, i64 %214
-  store <8 x float> %t480_c3_047, ptr %arena48, align 4
-  %t480_c3_149 = load <8 x float>, ptr %conv1_weight_grad.t480_c3_1, align 32
-  %215 = mul nsw i64 %conv1_weight_grad.mb4793, 5
+  store <8 x float> %t483_c3_047, ptr %arena48, align 4
+  %t483_c3_149 = load <8 x float>, ptr %conv1_weight_grad.t483_c3_1, align 32
+  %215 = mul nsw i64 %conv1_weight_grad.mb4823, 5
   %216 = add nsw i64 %215, 3
   %217 = mul nsw i64 %216, 32
   %218 = add nsw i64 514448, %217
-  %219 = mul nsw i64 %conv1_weight_grad.nb4782, 16
+  %219 = mul nsw i64 %conv1_weight_grad.nb4812, 16
   %220 = add nsw i64 %218, %219
   %221 = add nsw i64 %220, 8
   %arena50 = getelementptr inbounds float, ptr %arena, i64 %221
-  store <8 x float> %t480_c3_149, ptr %arena50, align 4
-  %t480_c4_051 = load <8 x float>, ptr %conv1_weight_grad.t480_c4_0, align 32
-  %222 = mul nsw i64 %conv1_weight_grad.mb4793, 5
+  store <8 x float> %t483_c3_149, ptr %arena50, align 4
+  %t483_c4_051 = load <8 x float>, ptr %conv1_weight_grad.t483_c4_0, align 32
+  %222 = mul nsw i64 %conv1_weight_grad.mb4823, 5
   %223 = add nsw i64 %222, 4
   %224 = mul nsw i64 %223, 32
   %225 = add nsw i64 514448, %224
-  %226 = mul nsw i64 %conv1_weight_grad.nb4782, 16
+  %226 = mul nsw i64 %conv1_weight_grad.nb4812, 16
   %227 = add nsw i64 %225, %226
   %arena52 = getelementptr inbounds float, ptr %arena, i64 %227
-  store <8 x float> %t480_c4_051, ptr %arena52, align 4
-  %t480_c4_153 = load <8 x float>, ptr %conv1_weight_grad.t480_c4_1, align 32
-  %228 = mul nsw i64 %conv1_weight_grad.mb4793, 5
+  store <8 x float> %t483_c4_051, ptr %arena52, align 4
+  %t483_c4_153 = load <8 x float>, ptr %conv1_weight_grad.t483_c4_1, align 32
+  %228 = mul nsw i64 %conv1_weight_grad.mb4823, 5
   %229 = add nsw i64 %228, 4
   %230 = mul nsw i64 %229, 32
   %231 = add nsw i64 514448, %230
-  %232 = mul nsw i64 %conv1_weight_grad.nb4782, 16
+  %232 = mul nsw i64 %conv1_weight_grad.nb4812, 16
   %233 = add nsw i64 %231, %232
   %234 = add nsw i64 %233, 8
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %234
-  store <8 x float> %t480_c4_153, ptr %arena54, align 4
-  %mb479.next = add nsw i64 %conv1_weight_grad.mb4793, 1
-  %235 = icmp slt i64 %mb479.next, 1
-  br i1 %235, label %conv1_weight_grad.mb479, label %conv1_weight_grad.mb479.end
+  store <8 x float> %t483_c4_153, ptr %arena54, align 4
+  %mb482.next = add nsw i64 %conv1_weight_grad.mb4823, 1
+  %235 = icmp slt i64 %mb482.next, 1
+  br i1 %235, label %conv1_weight_grad.mb482, label %conv1_weight_grad.mb482.end
 
-conv1_weight_grad.k483:                           ; preds = %conv1_weight_grad.k483, %conv1_weight_grad.mb479.end
-  %conv1_weight_grad.k48363 = phi i64 [ 0, %conv1_weight_grad.mb479.end ], [ %k483.next, %conv1_weight_grad.k483 ]
-  %236 = mul nsw i64 %conv1_weight_grad.kp4771, 1792
-  %237 = add nsw i64 %conv1_weight_grad.k48363, %236
+conv1_weight_grad.k486:                           ; preds = %conv1_weight_grad.k486, %conv1_weight_grad.mb482.end
+  %conv1_weight_grad.k48663 = phi i64 [ 0, %conv1_weight_grad.mb482.end ], [ %k486.next, %conv1_weight_grad.k486 ]
+  %236 = mul nsw i64 %conv1_weight_grad.kp4801, 1792
+  %237 = add nsw i64 %conv1_weight_grad.k48663, %236
   %238 = mul nsw i64 %237, 32
   %239 = add nsw i64 113040, %238
-  %240 = mul nsw i64 %conv1_weight_grad.nb4782, 16
+  %240 = mul nsw i64 %conv1_weight_grad.nb4812, 16
   %241 = add nsw i64 %239, %240
   %arena64 = getelementptr inbounds float, ptr %arena, i64 %241
   %242 = load <8 x float>, ptr %arena64, align 4
-  store <8 x float> %242, ptr %conv1_weight_grad.t482_b0, align 32
-  %243 = mul nsw i64 %conv1_weight_grad.kp4771, 1792
-  %244 = add nsw i64 %conv1_weight_grad.k48363, %243
+  store <8 x float> %242, ptr %conv1_weight_grad.t485_b0, align 32
+  %243 = mul nsw i64 %conv1_weight_grad.kp4801, 1792
+  %244 = add nsw i64 %conv1_weight_grad.k48663, %243
   %245 = mul nsw i64 %244, 32
   %246 = add nsw i64 113040, %245
-  %247 = mul nsw i64 %conv1_weight_grad.nb4782, 16
+  %247 = mul nsw i64 %conv1_weight_grad.nb4812, 16
   %248 = add nsw i64 %246, %247
   %249 = add nsw i64 %248, 8
   %arena65 = getelementptr inbounds float, ptr %arena, i64 %249
   %250 = load <8 x float>, ptr %arena65, align 4
-  store <8 x float> %250, ptr %conv1_weight_grad.t482_b1, align 32
-  %251 = mul nsw i64 %conv1_weight_grad.kp4771, 1792
-  %252 = add nsw i64 %conv1_weight_grad.k48363, %251
+  store <8 x float> %250, ptr %conv1_weight_grad.t485_b1, align 32
+  %251 = mul nsw i64 %conv1_weight_grad.kp4801, 1792
+  %252 = add nsw i64 %conv1_weight_grad.k48663, %251
   %253 = add nsw i64 62800, %252
   %arena66 = getelementptr inbounds float, ptr %arena, i64 %253
   %254 = load float, ptr %arena66, align 4
   %255 = insertelement <8 x float> undef, float %254, i32 0
   %256 = shufflevector <8 x float> %255, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %256, ptr %conv1_weight_grad.t482_a0, align 32
-  %t482_a0 = load <8 x float>, ptr %conv1_weight_grad.t482_a0, align 32
-  %t482_b0 = load <8 x float>, ptr %conv1_weight_grad.t482_b0, align 32
-  %t482_c0_0 = load <8 x float>, ptr %conv1_weight_grad.t482_c0_0, align 32
-  %257 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t482_a0, <8 x float> %t482_b0, <8 x float> %t482_c0_0)
-  store <8 x float> %257, ptr %conv1_weight_grad.t482_c0_0, align 32
-  %t482_a067 = load <8 x float>, ptr %conv1_weight_grad.t482_a0, align 32
-  %t482_b1 = load <8 x float>, ptr %conv1_weight_grad.t482_b1, align 32
-  %t482_c0_1 = load <8 x float>, ptr %conv1_weight_grad.t482_c0_1, align 32
-  %258 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t482_a067, <8 x float> %t482_b1, <8 x float> %t482_c0_1)
-  store <8 x float> %258, ptr %conv1_weight_grad.t482_c0_1, align 32
-  %259 = mul nsw i64 %conv1_weight_grad.kp4771, 1792
-  %260 = add nsw i64 %conv1_weight_grad.k48363, %259
+  store <8 x float> %256, ptr %conv1_weight_grad.t485_a0, align 32
+  %t485_a0 = load <8 x float>, ptr %conv1_weight_grad.t485_a0, align 32
+  %t485_b0 = load <8 x float>, ptr %conv1_weight_grad.t485_b0, align 32
+  %t485_c0_0 = load <8 x float>, ptr %conv1_weight_grad.t485_c0_0, align 32
+  %257 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t485_a0, <8 x float> %t485_b0, <8 x float> %t485_c0_0)
+  store <8 x float> %257, ptr %conv1_weight_grad.t485_c0_0, align 32
+  %t485_a067 = load <8 x float>, ptr %conv1_weight_grad.t485_a0, align 32
+  %t485_b1 = load <8 x float>, ptr %conv1_weight_grad.t485_b1, align 32
+  %t485_c0_1 = load <8 x float>, ptr %conv1_weight_grad.t485_c0_1, align 32
+  %258 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t485_a067, <8 x float> %t485_b1, <8 x float> %t485_c0_1)
+  store <8 x float> %258, ptr %conv1_weight_grad.t485_c0_1, align 32
+  %259 = mul nsw i64 %conv1_weight_grad.kp4801, 1792
+  %260 = add nsw i64 %conv1_weight_grad.k48663, %259
   %261 = add nsw i64 75360, %260
   %arena68 = getelementptr inbounds float, ptr %arena, i64 %261
   %262 = load float, ptr %arena68, align 4
   %263 = insertelement <8 x float> undef, float %262, i32 0
   %264 = shufflevector <8 x float> %263, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %264, ptr %conv1_weight_grad.t482_a1, align 32
-  %t482_a1 = load <8 x float>, ptr %conv1_weight_grad.t482_a1, align 32
-  %t482_b069 = load <8 x float>, ptr %conv1_weight_grad.t482_b0, align 32
-  %t482_c1_0 = load <8 x float>, ptr %conv1_weight_grad.t482_c1_0, align 32
-  %265 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t482_a1, <8 x float> %t482_b069, <8 x float> %t482_c1_0)
-  store <8 x float> %265, ptr %conv1_weight_grad.t482_c1_0, align 32
-  %t482_a170 = load <8 x float>, ptr %conv1_weight_grad.t482_a1, align 32
-  %t482_b171 = load <8 x float>, ptr %conv1_weight_grad.t482_b1, align 32
-  %t482_c1_1 = load <8 x float>, ptr %conv1_weight_grad.t482_c1_1, align 32
-  %266 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t482_a170, <8 x float> %t482_b171, <8 x float> %t482_c1_1)
-  store <8 x float> %266, ptr %conv1_weight_grad.t482_c1_1, align 32
-  %267 = mul nsw i64 %conv1_weight_grad.kp4771, 1792
-  %268 = add nsw i64 %conv1_weight_grad.k48363, %267
+  store <8 x float> %264, ptr %conv1_weight_grad.t485_a1, align 32
+  %t485_a1 = load <8 x float>, ptr %conv1_weight_grad.t485_a1, align 32
+  %t485_b069 = load <8 x float>, ptr %conv1_weight_grad.t485_b0, align 32
+  %t485_c1_0 = load <8 x float>, ptr %conv1_weight_grad.t485_c1_0, align 32
+  %265 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t485_a1, <8 x float> %t485_b069, <8 x float> %t485_c1_0)
+  store <8 x float> %265, ptr %conv1_weight_grad.t485_c1_0, align 32
+  %t485_a170 = load <8 x float>, ptr %conv1_weight_grad.t485_a1, align 32
+  %t485_b171 = load <8 x float>, ptr %conv1_weight_grad.t485_b1, align 32
+  %t485_c1_1 = load <8 x float>, ptr %conv1_weight_grad.t485_c1_1, align 32
+  %266 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t485_a170, <8 x float> %t485_b171, <8 x float> %t485_c1_1)
+  store <8 x float> %266, ptr %conv1_weight_grad.t485_c1_1, align 32
+  %267 = mul nsw i64 %conv1_weight_grad.kp4801, 1792
+  %268 = add nsw i64 %conv1_weight_grad.k48663, %267
   %269 = add nsw i64 87920, %268
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %269
   %270 = load float, ptr %arena72, align 4
   %271 = insertelement <8 x float> undef, float %270, i32 0
   %272 = shufflevector <8 x float> %271, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %272, ptr %conv1_weight_grad.t482_a2, align 32
-  %t482_a2 = load <8 x float>, ptr %conv1_weight_grad.t482_a2, align 32
-  %t482_b073 = load <8 x float>, ptr %conv1_weight_grad.t482_b0, align 32
-  %t482_c2_0 = load <8 x float>, ptr %conv1_weight_grad.t482_c2_0, align 32
-  %273 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t482_a2, <8 x float> %t482_b073, <8 x float> %t482_c2_0)
-  store <8 x float> %273, ptr %conv1_weight_grad.t482_c2_0, align 32
-  %t482_a274 = load <8 x float>, ptr %conv1_weight_grad.t482_a2, align 32
-  %t482_b175 = load <8 x float>, ptr %conv1_weight_grad.t482_b1, align 32
-  %t482_c2_1 = load <8 x float>, ptr %conv1_weight_grad.t482_c2_1, align 32
-  %274 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t482_a274, <8 x float> %t482_b175, <8 x float> %t482_c2_1)
-  store <8 x float> %274, ptr %conv1_weight_grad.t482_c2_1, align 32
-  %275 = mul nsw i64 %conv1_weight_grad.kp4771, 1792
-  %276 = add nsw i64 %conv1_weight_grad.k48363, %275
+  store <8 x float> %272, ptr %conv1_weight_grad.t485_a2, align 32
+  %t485_a2 = load <8 x float>, ptr %conv1_weight_grad.t485_a2, align 32
+  %t485_b073 = load <8 x float>, ptr %conv1_weight_grad.t485_b0, align 32
+  %t485_c2_0 = load <8 x float>, ptr %conv1_weight_grad.t485_c2_0, align 32
+  %273 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t485_a2, <8 x float> %t485_b073, <8 x float> %t485_c2_0)
+  store <8 x float> %273, ptr %conv1_weight_grad.t485_c2_0, align 32
+  %t485_a274 = load <8 x float>, ptr %conv1_weight_grad.t485_a2, align 32
+  %t485_b175 = load <8 x float>, ptr %conv1_weight_grad.t485_b1, align 32
+  %t485_c2_1 = load <8 x float>, ptr %conv1_weight_grad.t485_c2_1, align 32
+  %274 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t485_a274, <8 x float> %t485_b175, <8 x float> %t485_c2_1)
+  store <8 x float> %274, ptr %conv1_weight_grad.t485_c2_1, align 32
+  %275 = mul nsw i64 %conv1_weight_grad.kp4801, 1792
+  %276 = add nsw i64 %conv1_weight_grad.k48663, %275
   %277 = add nsw i64 100480, %276
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %277
   %278 = load float, ptr %arena76, align 4
   %279 = insertelement <8 x float> undef, float %278, i32 0
   %280 = shufflevector <8 x float> %279, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %280, ptr %conv1_weight_grad.t482_a3, align 32
-  %t482_a3 = load <8 x float>, ptr %conv1_weight_grad.t482_a3, align 32
-  %t482_b077 = load <8 x float>, ptr %conv1_weight_grad.t482_b0, align 32
-  %t482_c3_0 = load <8 x float>, ptr %conv1_weight_grad.t482_c3_0, align 32
-  %281 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t482_a3, <8 x float> %t482_b077, <8 x float> %t482_c3_0)
-  store <8 x float> %281, ptr %conv1_weight_grad.t482_c3_0, align 32
-  %t482_a378 = load <8 x float>, ptr %conv1_weight_grad.t482_a3, align 32
-  %t482_b179 = load <8 x float>, ptr %conv1_weight_grad.t482_b1, align 32
-  %t482_c3_1 = load <8 x float>, ptr %conv1_weight_grad.t482_c3_1, align 32
-  %282 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t482_a378, <8 x float> %t482_b179, <8 x float> %t482_c3_1)
-  store <8 x float> %282, ptr %conv1_weight_grad.t482_c3_1, align 32
-  %k483.next = add nsw i64 %conv1_weight_grad.k48363, 1
-  %283 = icmp slt i64 %k483.next, 1792
-  br i1 %283, label %conv1_weight_grad.k483, label %conv1_weight_grad.k483.end
+  store <8 x float> %280, ptr %conv1_weight_grad.t485_a3, align 32
+  %t485_a3 = load <8 x float>, ptr %conv1_weight_grad.t485_a3, align 32
+  %t485_b077 = load <8 x float>, ptr %conv1_weight_grad.t485_b0, align 32
+  %t485_c3_0 = load <8 x float>, ptr %conv1_weight_grad.t485_c3_0, align 32
+  %281 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t485_a3, <8 x float> %t485_b077, <8 x float> %t485_c3_0)
+  store <8 x float> %281, ptr %conv1_weight_grad.t485_c3_0, align 32
+  %t485_a378 = load <8 x float>, ptr %conv1_weight_grad.t485_a3, align 32
+  %t485_b179 = load <8 x float>, ptr %conv1_weight_grad.t485_b1, align 32
+  %t485_c3_1 = load <8 x float>, ptr %conv1_weight_grad.t485_c3_1, align 32
+  %282 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t485_a378, <8 x float> %t485_b179, <8 x float> %t485_c3_1)
+  store <8 x float> %282, ptr %conv1_weight_grad.t485_c3_1, align 32
+  %k486.next = add nsw i64 %conv1_weight_grad.k48663, 1
+  %283 = icmp slt i64 %k486.next, 1792
+  br i1 %283, label %conv1_weight_grad.k486, label %conv1_weight_grad.k486.end
 
-conv1_weight_grad.k483.end:                       ; preds = %conv1_weight_grad.k483
-  %t482_c0_080 = load <8 x float>, ptr %conv1_weight_grad.t482_c0_0, align 32
-  %284 = mul nsw i64 %conv1_weight_grad.nb4782, 16
+conv1_weight_grad.k486.end:                       ; preds = %conv1_weight_grad.k486
+  %t485_c0_080 = load <8 x float>, ptr %conv1_weight_grad.t485_c0_0, align 32
+  %284 = mul nsw i64 %conv1_weight_grad.nb4812, 16
   %285 = add nsw i64 514608, %284
   %arena81 = getelementptr inbounds float, ptr %arena, i64 %285
-  store <8 x float> %t482_c0_080, ptr %arena81, align 4
-  %t482_c0_182 = load <8 x float>, ptr %conv1_weight_grad.t482_c0_1, align 32
-  %286 = mul nsw i64 %conv1_weight_grad.nb4782, 16
+  store <8 x float> %t485_c0_080, ptr %arena81, align 4
+  %t485_c0_182 = load <8 x float>, ptr %conv1_weight_grad.t485_c0_1, align 32
+  %286 = mul nsw i64 %conv1_weight_grad.nb4812, 16
   %287 = add nsw i64 514608, %286
   %288 = add nsw i64 %287, 8
   %arena83 = getelementptr inbounds float, ptr %arena, i64 %288
-  store <8 x float> %t482_c0_182, ptr %arena83, align 4
-  %t482_c1_084 = load <8 x float>, ptr %conv1_weight_grad.t482_c1_0, align 32
-  %289 = mul nsw i64 %conv1_weight_grad.nb4782, 16
+  store <8 x float> %t485_c0_182, ptr %arena83, align 4
+  %t485_c1_084 = load <8 x float>, ptr %conv1_weight_grad.t485_c1_0, align 32
+  %289 = mul nsw i64 %conv1_weight_grad.nb4812, 16
   %290 = add nsw i64 514640, %289
   %arena85 = getelementptr inbounds float, ptr %arena, i64 %290
-  store <8 x float> %t482_c1_084, ptr %arena85, align 4
-  %t482_c1_186 = load <8 x float>, ptr %conv1_weight_grad.t482_c1_1, align 32
-  %291 = mul nsw i64 %conv1_weight_grad.nb4782, 16
+  store <8 x float> %t485_c1_084, ptr %arena85, align 4
+  %t485_c1_186 = load <8 x float>, ptr %conv1_weight_grad.t485_c1_1, align 32
+  %291 = mul nsw i64 %conv1_weight_grad.nb4812, 16
   %292 = add nsw i64 514640, %291
   %293 = add nsw i64 %292, 8
   %arena87 = getelementptr inbounds float, ptr %arena, i64 %293
-  store <8 x float> %t482_c1_186, ptr %arena87, align 4
-  %t482_c2_088 = load <8 x float>, ptr %conv1_weight_grad.t482_c2_0, align 32
-  %294 = mul nsw i64 %conv1_weight_grad.nb4782, 16
+  store <8 x float> %t485_c1_186, ptr %arena87, align 4
+  %t485_c2_088 = load <8 x float>, ptr %conv1_weight_grad.t485_c2_0, align 32
+  %294 = mul nsw i64 %conv1_weight_grad.nb4812, 16
   %295 = add nsw i64 514672, %294
   %arena89 = getelementptr inbounds float, ptr %arena, i64 %295
-  store <8 x float> %t482_c2_088, ptr %arena89, align 4
-  %t482_c2_190 = load <8 x float>, ptr %conv1_weight_grad.t482_c2_1, align 32
-  %296 = mul nsw i64 %conv1_weight_grad.nb4782, 16
+  store <8 x float> %t485_c2_088, ptr %arena89, align 4
+  %t485_c2_190 = load <8 x float>, ptr %conv1_weight_grad.t485_c2_1, align 32
+  %296 = mul nsw i64 %conv1_weight_grad.nb4812, 16
   %297 = add nsw i64 514672, %296
   %298 = add nsw i64 %297, 8
   %arena91 = getelementptr inbounds float, ptr %arena, i64 %298
-  store <8 x float> %t482_c2_190, ptr %arena91, align 4
-  %t482_c3_092 = load <8 x float>, ptr %conv1_weight_grad.t482_c3_0, align 32
-  %299 = mul nsw i64 %conv1_weight_grad.nb4782, 16
+  store <8 x float> %t485_c2_190, ptr %arena91, align 4
+  %t485_c3_092 = load <8 x float>, ptr %conv1_weight_grad.t485_c3_0, align 32
+  %299 = mul nsw i64 %conv1_weight_grad.nb4812, 16
   %300 = add nsw i64 514704, %299
   %arena93 = getelementptr inbounds float, ptr %arena, i64 %300
-  store <8 x float> %t482_c3_092, ptr %arena93, align 4
-  %t482_c3_194 = load <8 x float>, ptr %conv1_weight_grad.t482_c3_1, align 32
-  %301 = mul nsw i64 %conv1_weight_grad.nb4782, 16
+  store <8 x float> %t485_c3_092, ptr %arena93, align 4
+  %t485_c3_194 = load <8 x float>, ptr %conv1_weight_grad.t485_c3_1, align 32
+  %301 = mul nsw i64 %conv1_weight_grad.nb4812, 16
   %302 = add nsw i64 514704, %301
   %303 = add nsw i64 %302, 8
   %arena95 = getelementptr inbounds float, ptr %arena, i64 %303
-  store <8 x float> %t482_c3_194, ptr %arena95, align 4
-  %nb478.next = add nsw i64 %conv1_weight_grad.nb4782, 1
-  %304 = icmp slt i64 %nb478.next, 2
-  br i1 %304, label %conv1_weight_grad.nb478, label %conv1_weight_grad.nb478.end
+  store <8 x float> %t485_c3_194, ptr %arena95, align 4
+  %nb481.next = add nsw i64 %conv1_weight_grad.nb4812, 1
+  %304 = icmp slt i64 %nb481.next, 2
+  br i1 %304, label %conv1_weight_grad.nb481, label %conv1_weight_grad.nb481.end
 }
 
 ; Function Attrs: noinline
 define internal void @simplecnn_train_b64.k23.conv1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
+  %conv1_bias_grad.sum500 = alloca float, align 4
+  %conv1_bias_grad.sum499 = alloca float, align 4
+  %conv1_bias_grad.sum498 = alloca float, align 4
   %conv1_bias_grad.sum497 = alloca float, align 4
   %conv1_bias_grad.sum496 = alloca float, align 4
   %conv1_bias_grad.sum495 = alloca float, align 4
   %conv1_bias_grad.sum494 = alloca float, align 4
-  %conv1_bias_grad.sum493 = alloca float, align 4
-  %conv1_bias_grad.sum492 = alloca float, align 4
-  %conv1_bias_grad.sum491 = alloca float, align 4
-  %conv1_bias_grad.acc488 = alloca <8 x float>, align 32
-  br label %conv1_bias_grad.f487
+  %conv1_bias_grad.acc491 = alloca <8 x float>, align 32
+  br label %conv1_bias_grad.f490
 
-conv1_bias_grad.f487:                             ; preds = %conv1_bias_grad.img489.end, %entry
-  %conv1_bias_grad.f4871 = phi i64 [ 0, %entry ], [ %f487.next, %conv1_bias_grad.img489.end ]
-  store <8 x float> zeroinitializer, ptr %conv1_bias_grad.acc488, align 32
-  br label %conv1_bias_grad.img489
+conv1_bias_grad.f490:                             ; preds = %conv1_bias_grad.img492.end, %entry
+  %conv1_bias_grad.f4901 = phi i64 [ 0, %entry ], [ %f490.next, %conv1_bias_grad.img492.end ]
+  store <8 x float> zeroinitializer, ptr %conv1_bias_grad.acc491, align 32
+  br label %conv1_bias_grad.img492
 
-conv1_bias_grad.f487.end:                         ; preds = %conv1_bias_grad.img489.end
+conv1_bias_grad.f490.end:                         ; preds = %conv1_bias_grad.img492.end
   ret void
 
-conv1_bias_grad.img489:                           ; preds = %conv1_bias_grad.i490.end, %conv1_bias_grad.f487
-  %conv1_bias_grad.img4892 = phi i64 [ 0, %conv1_bias_grad.f487 ], [ %img489.next, %conv1_bias_grad.i490.end ]
-  br label %conv1_bias_grad.i490
+conv1_bias_grad.img492:                           ; preds = %conv1_bias_grad.i493.end, %conv1_bias_grad.f490
+  %conv1_bias_grad.img4922 = phi i64 [ 0, %conv1_bias_grad.f490 ], [ %img492.next, %conv1_bias_grad.i493.end ]
+  br label %conv1_bias_grad.i493
 
-conv1_bias_grad.img489.end:                       ; preds = %conv1_bias_grad.i490.end
-  %acc4885 = load <8 x float>, ptr %conv1_bias_grad.acc488, align 32
+conv1_bias_grad.img492.end:                       ; preds = %conv1_bias_grad.i493.end
+  %acc4915 = load <8 x float>, ptr %conv1_bias_grad.acc491, align 32
   %arena6 = getelementptr inbounds float, ptr %arena, i64 0
-  store <8 x float> %acc4885, ptr %arena6, align 4
+  store <8 x float> %acc4915, ptr %arena6, align 4
   %arena7 = getelementptr inbounds float, ptr %arena, i64 0
   %0 = load float, ptr %arena7, align 4
   %arena8 = getelementptr inbounds float, ptr %arena, i64 1
   %1 = load float, ptr %arena8, align 4
   %2 = fadd float %0, %1
-  store float %2, ptr %conv1_bias_grad.sum491, align 4
-  %sum491 = load float, ptr %conv1_bias_grad.sum491, align 4
+  store float %2, ptr %conv1_bias_grad.sum494, align 4
+  %sum494 = load float, ptr %conv1_bias_grad.sum494, align 4
   %arena9 = getelementptr inbounds float, ptr %arena, i64 2
   %3 = load float, ptr %arena9, align 4
-  %4 = fadd float %sum491, %3
-  store float %4, ptr %conv1_bias_grad.sum492, align 4
-  %sum492 = load float, ptr %conv1_bias_grad.sum492, align 4
+  %4 = fadd float %sum494, %3
+  store float %4, ptr %conv1_bias_grad.sum495, align 4
+  %sum495 = load float, ptr %conv1_bias_grad.sum495, align 4
   %arena10 = getelementptr inbounds float, ptr %arena, i64 3
   %5 = load float, ptr %arena10, align 4
-  %6 = fadd float %sum492, %5
-  store float %6, ptr %conv1_bias_grad.sum493, align 4
-  %sum493 = load float, ptr %conv1_bias_grad.sum493, align 4
+  %6 = fadd float %sum495, %5
+  store float %6, ptr %conv1_bias_grad.sum496, align 4
+  %sum496 = load float, ptr %conv1_bias_grad.sum496, align 4
   %arena11 = getelementptr inbounds float, ptr %arena, i64 4
   %7 = load float, ptr %arena11, align 4
-  %8 = fadd float %sum493, %7
-  store float %8, ptr %conv1_bias_grad.sum494, align 4
-  %sum494 = load float, ptr %conv1_bias_grad.sum494, align 4
+  %8 = fadd float %sum496, %7
+  store float %8, ptr %conv1_bias_grad.sum497, align 4
+  %sum497 = load float, ptr %conv1_bias_grad.sum497, align 4
   %arena12 = getelementptr inbounds float, ptr %arena, i64 5
   %9 = load float, ptr %arena12, align 4
-  %10 = fadd float %sum494, %9
-  store float %10, ptr %conv1_bias_grad.sum495, align 4
-  %sum495 = load float, ptr %conv1_bias_grad.sum495, align 4
+  %10 = fadd float %sum497, %9
+  store float %10, ptr %conv1_bias_grad.sum498, align 4
+  %sum498 = load float, ptr %conv1_bias_grad.sum498, align 4
   %arena13 = getelementptr inbounds float, ptr %arena, i64 6
   %11 = load float, ptr %arena13, align 4
-  %12 = fadd float %sum495, %11
-  store float %12, ptr %conv1_bias_grad.sum496, align 4
-  %sum496 = load float, ptr %conv1_bias_grad.sum496, align 4
+  %12 = fadd float %sum498, %11
+  store float %12, ptr %conv1_bias_grad.sum499, align 4
+  %sum499 = load float, ptr %conv1_bias_grad.sum499, align 4
   %arena14 = getelementptr inbounds float, ptr %arena, i64 7
   %13 = load float, ptr %arena14, align 4
-  %14 = fadd float %sum496, %13
-  store float %14, ptr %conv1_bias_grad.sum497, align 4
-  %sum497 = load float, ptr %conv1_bias_grad.sum497, align 4
-  %15 = add nsw i64 288, %conv1_bias_grad.f4871
+  %14 = fadd float %sum499, %13
+  store float %14, ptr %conv1_bias_grad.sum500, align 4
+  %sum500 = load float, ptr %conv1_bias_grad.sum500, align 4
+  %15 = add nsw i64 288, %conv1_bias_grad.f4901
   %grads15 = getelementptr inbounds float, ptr %grads, i64 %15
-  store float %sum497, ptr %grads15, align 4
-  %f487.next = add nsw i64 %conv1_bias_grad.f4871, 1
-  %16 = icmp slt i64 %f487.next, 32
-  br i1 %16, label %conv1_bias_grad.f487, label %conv1_bias_grad.f487.end
+  store float %sum500, ptr %grads15, align 4
+  %f490.next = add nsw i64 %conv1_bias_grad.f4901, 1
+  %16 = icmp slt i64 %f490.next, 32
+  br i1 %16, label %conv1_bias_grad.f490, label %conv1_bias_grad.f490.end
 
-conv1_bias_grad.i490:                             ; preds = %conv1_bias_grad.i490, %conv1_bias_grad.img489
-  %conv1_bias_grad.i4903 = phi i64 [ 0, %conv1_bias_grad.img489 ], [ %i490.next, %conv1_bias_grad.i490 ]
-  %17 = mul nsw i64 %conv1_bias_grad.img4892, 25088
+conv1_bias_grad.i493:                             ; preds = %conv1_bias_grad.i493, %conv1_bias_grad.img492
+  %conv1_bias_grad.i4933 = phi i64 [ 0, %conv1_bias_grad.img492 ], [ %i493.next, %conv1_bias_grad.i493 ]
+  %17 = mul nsw i64 %conv1_bias_grad.img4922, 25088
   %18 = add nsw i64 1221264, %17
-  %19 = mul nsw i64 %conv1_bias_grad.f4871, 784
+  %19 = mul nsw i64 %conv1_bias_grad.f4901, 784
   %20 = add nsw i64 %18, %19
-  %21 = mul nsw i64 %conv1_bias_grad.i4903, 8
+  %21 = mul nsw i64 %conv1_bias_grad.i4933, 8
   %22 = add nsw i64 %20, %21
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %22
   %23 = load <8 x float>, ptr %arena4, align 4
-  %acc488 = load <8 x float>, ptr %conv1_bias_grad.acc488, align 32
-  %24 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %23, <8 x float> %acc488)
-  store <8 x float> %24, ptr %conv1_bias_grad.acc488, align 32
-  %i490.next = add nsw i64 %conv1_bias_grad.i4903, 1
-  %25 = icmp slt i64 %i490.next, 98
-  br i1 %25, label %conv1_bias_grad.i490, label %conv1_bias_grad.i490.end
+  %acc491 = load <8 x float>, ptr %conv1_bias_grad.acc491, align 32
+  %24 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %23, <8 x float> %acc491)
+  store <8 x float> %24, ptr %conv1_bias_grad.acc491, align 32
+  %i493.next = add nsw i64 %conv1_bias_grad.i4933, 1
+  %25 = icmp slt i64 %i493.next, 98
+  br i1 %25, label %conv1_bias_grad.i493, label %conv1_bias_grad.i493.end
 
-conv1_bias_grad.i490.end:                         ; preds = %conv1_bias_grad.i490
-  %img489.next = add nsw i64 %conv1_bias_grad.img4892, 1
-  %26 = icmp slt i64 %img489.next, 64
-  br i1 %26, label %conv1_bias_grad.img489, label %conv1_bias_grad.img489.end
+conv1_bias_grad.i493.end:                         ; preds = %conv1_bias_grad.i493
+  %img492.next = add nsw i64 %conv1_bias_grad.img4922, 1
+  %26 = icmp slt i64 %img492.next, 64
+  br i1 %26, label %conv1_bias_grad.img492, label %conv1_bias_grad.img492.end
 }
 
 ; Function Attrs: noinline
@@ -11328,8 +11376,8 @@ entry:
   %adam.v_new = alloca float, align 4
   %adam.m_new = alloca float, align 4
   %adam.g = alloca float, align 4
-  %adam.bc2_sqrt499 = alloca float, align 4
-  %adam.step_size498 = alloca float, align 4
+  %adam.bc2_sqrt502 = alloca float, align 4
+  %adam.step_size501 = alloca float, align 4
   %0 = sitofp i64 %step to float
   %1 = fmul float %0, 0xBFBAF8E8A0000000
   %2 = fcmp ogt float 0xC055A926E0000000, %1
@@ -11371,7 +11419,7 @@ entry:
   %38 = select i1 %37, float %1, float %36
   %39 = fsub float 1.000000e+00, %38
   %40 = fdiv float %lr, %39
-  store float %40, ptr %adam.step_size498, align 4
+  store float %40, ptr %adam.step_size501, align 4
   %41 = sitofp i64 %step to float
   %42 = fmul float %41, 0xBF50645940000000
   %43 = fcmp ogt float 0xC055A926E0000000, %42
@@ -11413,26 +11461,26 @@ entry:
   %79 = select i1 %78, float %42, float %77
   %80 = fsub float 1.000000e+00, %79
   %81 = call float @llvm.sqrt.f32(float %80)
-  store float %81, ptr %adam.bc2_sqrt499, align 4
-  br label %adam.i500
+  store float %81, ptr %adam.bc2_sqrt502, align 4
+  br label %adam.i503
 
-adam.i500:                                        ; preds = %adam.i500, %entry
-  %adam.i5001 = phi i64 [ 0, %entry ], [ %i500.next, %adam.i500 ]
-  %grads2 = getelementptr inbounds float, ptr %grads, i64 %adam.i5001
+adam.i503:                                        ; preds = %adam.i503, %entry
+  %adam.i5031 = phi i64 [ 0, %entry ], [ %i503.next, %adam.i503 ]
+  %grads2 = getelementptr inbounds float, ptr %grads, i64 %adam.i5031
   %82 = load float, ptr %grads2, align 4
-  %params3 = getelementptr inbounds float, ptr %params, i64 %adam.i5001
+  %params3 = getelementptr inbounds float, ptr %params, i64 %adam.i5031
   %83 = load float, ptr %params3, align 4
   %84 = fmul float 0.000000e+00, %83
   %85 = fadd float %82, %84
   store float %85, ptr %adam.g, align 4
-  %m4 = getelementptr inbounds float, ptr %m, i64 %adam.i5001
+  %m4 = getelementptr inbounds float, ptr %m, i64 %adam.i5031
   %86 = load float, ptr %m4, align 4
   %87 = fmul float 0x3FECCCCCC0000000, %86
   %g = load float, ptr %adam.g, align 4
   %88 = fmul float 0x3FB9999A00000000, %g
   %89 = fadd float %87, %88
   store float %89, ptr %adam.m_new, align 4
-  %v5 = getelementptr inbounds float, ptr %v, i64 %adam.i5001
+  %v5 = getelementptr inbounds float, ptr %v, i64 %adam.i5031
   %90 = load float, ptr %v5, align 4
   %91 = fmul float 0x3FEFF7CEE0000000, %90
   %g6 = load float, ptr %adam.g, align 4
@@ -11442,30 +11490,30 @@ adam.i500:                                        ; preds = %adam.i500, %entry
   %94 = fadd float %91, %93
   store float %94, ptr %adam.v_new, align 4
   %m_new = load float, ptr %adam.m_new, align 4
-  %m8 = getelementptr inbounds float, ptr %m, i64 %adam.i5001
+  %m8 = getelementptr inbounds float, ptr %m, i64 %adam.i5031
   store float %m_new, ptr %m8, align 4
   %v_new = load float, ptr %adam.v_new, align 4
-  %v9 = getelementptr inbounds float, ptr %v, i64 %adam.i5001
+  %v9 = getelementptr inbounds float, ptr %v, i64 %adam.i5031
   store float %v_new, ptr %v9, align 4
-  %params10 = getelementptr inbounds float, ptr %params, i64 %adam.i5001
+  %params10 = getelementptr inbounds float, ptr %params, i64 %adam.i5031
   %95 = load float, ptr %params10, align 4
-  %step_size498 = load float, ptr %adam.step_size498, align 4
+  %step_size501 = load float, ptr %adam.step_size501, align 4
   %m_new11 = load float, ptr %adam.m_new, align 4
-  %96 = fmul float %step_size498, %m_new11
+  %96 = fmul float %step_size501, %m_new11
   %v_new12 = load float, ptr %adam.v_new, align 4
   %97 = call float @llvm.sqrt.f32(float %v_new12)
-  %bc2_sqrt499 = load float, ptr %adam.bc2_sqrt499, align 4
-  %98 = fdiv float %97, %bc2_sqrt499
+  %bc2_sqrt502 = load float, ptr %adam.bc2_sqrt502, align 4
+  %98 = fdiv float %97, %bc2_sqrt502
   %99 = fadd float %98, 0x3E45798EE0000000
   %100 = fdiv float %96, %99
   %101 = fsub float %95, %100
-  %params13 = getelementptr inbounds float, ptr %params, i64 %adam.i5001
+  %params13 = getelementptr inbounds float, ptr %params, i64 %adam.i5031
   store float %101, ptr %params13, align 4
-  %i500.next = add nsw i64 %adam.i5001, 1
-  %102 = icmp slt i64 %i500.next, 421642
-  br i1 %102, label %adam.i500, label %adam.i500.end
+  %i503.next = add nsw i64 %adam.i5031, 1
+  %102 = icmp slt i64 %i503.next, 421642
+  br i1 %102, label %adam.i503, label %adam.i503.end
 
-adam.i500.end:                                    ; preds = %adam.i500
+adam.i503.end:                                    ; preds = %adam.i503
   ret void
 }
 
@@ -13205,50 +13253,50 @@ conv2.g82:                                        ; preds = %conv2.part123.done,
 conv2.g82.end:                                    ; preds = %conv2.part123.done
   ret void
 
-conv2.j83:                                        ; preds = %conv2.c84.end, %conv2.g82
-  %conv2.j834 = phi i64 [ 0, %conv2.g82 ], [ %j83.next, %conv2.c84.end ]
-  br label %conv2.c84
+conv2.j83:                                        ; preds = %conv2.iy84.end, %conv2.g82
+  %conv2.j834 = phi i64 [ 0, %conv2.g82 ], [ %j83.next, %conv2.iy84.end ]
+  br label %conv2.iy84
 
-conv2.j83.end:                                    ; preds = %conv2.c84.end
+conv2.j83.end:                                    ; preds = %conv2.iy84.end
   br label %conv2.j87
 
-conv2.c84:                                        ; preds = %conv2.iy85.end, %conv2.j83
-  %conv2.c845 = phi i64 [ 0, %conv2.j83 ], [ %c84.next, %conv2.iy85.end ]
-  br label %conv2.iy85
+conv2.iy84:                                       ; preds = %conv2.c85.end, %conv2.j83
+  %conv2.iy845 = phi i64 [ 0, %conv2.j83 ], [ %iy84.next, %conv2.c85.end ]
+  br label %conv2.c85
 
-conv2.c84.end:                                    ; preds = %conv2.iy85.end
+conv2.iy84.end:                                   ; preds = %conv2.c85.end
   %j83.next = add nsw i64 %conv2.j834, 1
   %2 = icmp slt i64 %j83.next, 1
   br i1 %2, label %conv2.j83, label %conv2.j83.end
 
-conv2.iy85:                                       ; preds = %conv2.ix86.end, %conv2.c84
-  %conv2.iy856 = phi i64 [ 0, %conv2.c84 ], [ %iy85.next, %conv2.ix86.end ]
+conv2.c85:                                        ; preds = %conv2.ix86.end, %conv2.iy84
+  %conv2.c856 = phi i64 [ 0, %conv2.iy84 ], [ %c85.next, %conv2.ix86.end ]
   br label %conv2.ix86
 
-conv2.iy85.end:                                   ; preds = %conv2.ix86.end
-  %c84.next = add nsw i64 %conv2.c845, 1
-  %3 = icmp slt i64 %c84.next, 32
-  br i1 %3, label %conv2.c84, label %conv2.c84.end
+conv2.c85.end:                                    ; preds = %conv2.ix86.end
+  %iy84.next = add nsw i64 %conv2.iy845, 1
+  %3 = icmp slt i64 %iy84.next, 14
+  br i1 %3, label %conv2.iy84, label %conv2.iy84.end
 
-conv2.ix86:                                       ; preds = %conv2.ix86, %conv2.iy85
-  %conv2.ix867 = phi i64 [ 0, %conv2.iy85 ], [ %ix86.next, %conv2.ix86 ]
+conv2.ix86:                                       ; preds = %conv2.ix86, %conv2.c85
+  %conv2.ix867 = phi i64 [ 0, %conv2.c85 ], [ %ix86.next, %conv2.ix86 ]
   %4 = add nsw i64 %conv2.g823, %conv2.j834
   %5 = mul nsw i64 %4, 6272
-  %6 = mul nsw i64 %conv2.c845, 196
+  %6 = mul nsw i64 %conv2.c856, 196
   %7 = add nsw i64 %5, %6
-  %8 = mul nsw i64 %conv2.iy856, 14
+  %8 = mul nsw i64 %conv2.iy845, 14
   %9 = add nsw i64 %7, %8
   %10 = add nsw i64 %9, %conv2.ix867
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %10
   %11 = load float, ptr %arena8, align 4
   %12 = mul nsw i64 %conv2.j834, 8192
-  %13 = add nsw i64 %conv2.iy856, 1
+  %13 = add nsw i64 %conv2.iy845, 1
   %14 = mul nsw i64 %13, 512
   %15 = add nsw i64 %12, %14
   %16 = add nsw i64 %conv2.ix867, 1
   %17 = mul nsw i64 %16, 32
   %18 = add nsw i64 %15, %17
-  %19 = add nsw i64 %18, %conv2.c845
+  %19 = add nsw i64 %18, %conv2.c856
   %20 = add nsw i64 835584, %19
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %20
   store float %11, ptr %arena9, align 4
@@ -13257,9 +13305,9 @@ conv2.ix86:                                       ; preds = %conv2.ix86, %conv2.
   br i1 %21, label %conv2.ix86, label %conv2.ix86.end
 
 conv2.ix86.end:                                   ; preds = %conv2.ix86
-  %iy85.next = add nsw i64 %conv2.iy856, 1
-  %22 = icmp slt i64 %iy85.next, 14
-  br i1 %22, label %conv2.iy85, label %conv2.iy85.end
+  %c85.next = add nsw i64 %conv2.c856, 1
+  %22 = icmp slt i64 %c85.next, 32
+  br i1 %22, label %conv2.c85, label %conv2.c85.end
 
 conv2.j87:                                        ; preds = %conv2.ty88.end, %conv2.j83.end
   %conv2.j8710 = phi i64 [ 0, %conv2.j83.end ], [ %j87.next, %conv2.ty88.end ]

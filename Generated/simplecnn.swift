@@ -316,10 +316,10 @@ public func simplecnn_train_b64(
   }
   for g81 in 0..<64 {
     for j82 in 0..<1 {
-      for c83 in 0..<32 {
-        for iy84 in 0..<14 {
+      for iy83 in 0..<14 {
+        for c84 in 0..<32 {
           for ix85 in 0..<14 {
-            arena[(1236992 +% ((((j82 *% 8192) +% ((iy84 +% 1) *% 512)) +% ((ix85 +% 1) *% 32)) +% c83))] = arena[(((((g81 +% j82) *% 6272) +% (c83 *% 196)) +% (iy84 *% 14)) +% ix85)]
+            arena[(1236992 +% ((((j82 *% 8192) +% ((iy83 +% 1) *% 512)) +% ((ix85 +% 1) *% 32)) +% c84))] = arena[(((((g81 +% j82) *% 6272) +% (c84 *% 196)) +% (iy83 *% 14)) +% ix85)]
           }
         }
       }
@@ -902,10 +902,10 @@ public func simplecnn_train_b64(
   }
   for g248 in 0..<64 {
     for j249 in 0..<1 {
-      for c250 in 0..<32 {
-        for iy251 in 0..<14 {
+      for iy250 in 0..<14 {
+        for c251 in 0..<32 {
           for ix252 in 0..<14 {
-            arena[(802816 +% ((((j249 *% 8192) +% ((iy251 +% 1) *% 512)) +% ((ix252 +% 1) *% 32)) +% c250))] = arena[(((((g248 +% j249) *% 6272) +% (c250 *% 196)) +% (iy251 *% 14)) +% ix252)]
+            arena[(802816 +% ((((j249 *% 8192) +% ((iy250 +% 1) *% 512)) +% ((ix252 +% 1) *% 32)) +% c251))] = arena[(((((g248 +% j249) *% 6272) +% (c251 *% 196)) +% (iy250 *% 14)) +% ix252)]
           }
         }
       }
@@ -967,10 +967,10 @@ public func simplecnn_train_b64(
       }
     }
     for j289 in 0..<1 {
-      for c290 in 0..<64 {
-        for iy291 in 0..<14 {
+      for iy290 in 0..<14 {
+        for c291 in 0..<64 {
           for ix292 in 0..<14 {
-            arena[(836096 +% ((((j289 *% 12544) +% (iy291 *% 896)) +% (ix292 *% 64)) +% c290))] = arena[((((1421968 +% ((g248 +% j289) *% 12544)) +% (c290 *% 196)) +% (iy291 *% 14)) +% ix292)]
+            arena[(836096 +% ((((j289 *% 12544) +% (iy290 *% 896)) +% (ix292 *% 64)) +% c291))] = arena[((((1421968 +% ((g248 +% j289) *% 12544)) +% (c291 *% 196)) +% (iy290 *% 14)) +% ix292)]
           }
         }
       }
@@ -1138,10 +1138,10 @@ public func simplecnn_train_b64(
   }
   for g387 in 0..<64 {
     for j388 in 0..<1 {
-      for c389 in 0..<64 {
-        for iy390 in 0..<14 {
+      for iy389 in 0..<14 {
+        for c390 in 0..<64 {
           for ix391 in 0..<14 {
-            arena[(1254032 +% ((((j388 *% 16384) +% ((iy390 +% 1) *% 1024)) +% ((ix391 +% 1) *% 64)) +% c389))] = arena[((((1421968 +% ((g387 +% j388) *% 12544)) +% (c389 *% 196)) +% (iy390 *% 14)) +% ix391)]
+            arena[(1254032 +% ((((j388 *% 16384) +% ((iy389 +% 1) *% 1024)) +% ((ix391 +% 1) *% 64)) +% c390))] = arena[((((1421968 +% ((g387 +% j388) *% 12544)) +% (c390 *% 196)) +% (iy389 *% 14)) +% ix391)]
           }
         }
       }
@@ -1306,220 +1306,227 @@ public func simplecnn_train_b64(
       }
     }
     for j452 in 0..<1 {
-      for c453 in 0..<32 {
-        for q454 in 0..<196 {
-          arena[(((802816 +% ((g387 +% j452) *% 6272)) +% (c453 *% 196)) +% q454)] = arena[((1345680 +% (((j452 *% 196) +% q454) *% 32)) +% c453)]
+      for qb453 in 0..<3 {
+        for c454 in 0..<32 {
+          for q455 in 0..<64 {
+            arena[(((802816 +% ((g387 +% j452) *% 6272)) +% (c454 *% 196)) +% (q455 +% (qb453 *% 64)))] = arena[((1345680 +% (((j452 *% 196) +% (q455 +% (qb453 *% 64))) *% 32)) +% c454)]
+          }
+        }
+      }
+      for c456 in 0..<32 {
+        for q457 in 0..<4 {
+          arena[(((802816 +% ((g387 +% j452) *% 6272)) +% (c456 *% 196)) +% (q457 +% 192))] = arena[((1345680 +% (((j452 *% 196) +% (q457 +% 192)) *% 32)) +% c456)]
         }
       }
     }
   }
   // conv1_grad = relu_maxpool_grad(pool1_grad, conv1, conv1.argmax)
-  for i455 in 0..<200704 {
-    storeVector(arena, ((i455 *% 8) +% 1221264), Vector(repeating: Float(0)))
+  for i458 in 0..<200704 {
+    storeVector(arena, ((i458 *% 8) +% 1221264), Vector(repeating: Float(0)))
   }
-  for q456 in 0..<2048 {
-    for i457 in 0..<196 {
-      if arena[((q456 *% 196) +% i457)] > Float(0) {
-        arena[((1221264 +% (q456 *% 784)) +% Int(arena[(401408 +% ((q456 *% 196) +% i457))]))] += arena[(802816 +% ((q456 *% 196) +% i457))]
+  for q459 in 0..<2048 {
+    for i460 in 0..<196 {
+      if arena[((q459 *% 196) +% i460)] > Float(0) {
+        arena[((1221264 +% (q459 *% 784)) +% Int(arena[(401408 +% ((q459 *% 196) +% i460))]))] += arena[(802816 +% ((q459 *% 196) +% i460))]
       }
     }
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  for i458 in 0..<36 {
-    storeVector(arena, ((i458 *% 8) +% 514448), Vector(repeating: Float(0)))
+  for i461 in 0..<36 {
+    storeVector(arena, ((i461 *% 8) +% 514448), Vector(repeating: Float(0)))
   }
-  for g459 in 0..<4 {
-    for j460 in 0..<16 {
-      for c461 in 0..<1 {
-        for ky462 in 0..<3 {
-          for oy463 in 0..<28 {
-            if (-1 < ((oy463 +% ky462) +% -1) && ((oy463 +% ky462) +% -1) < 28) {
-              for ox464 in 0..<27 {
-                arena[((((((c461 *% 3) +% ky462) *% 3) *% 12560) +% (j460 *% 784)) +% ((oy463 *% 28) +% (ox464 +% 1)))] = images[((((((g459 *% 16) +% j460) *% 784) +% (c461 *% 784)) +% (((oy463 +% ky462) +% -1) *% 28)) +% ((ox464 +% 1) +% -1))]
+  for g462 in 0..<4 {
+    for j463 in 0..<16 {
+      for c464 in 0..<1 {
+        for ky465 in 0..<3 {
+          for oy466 in 0..<28 {
+            if (-1 < ((oy466 +% ky465) +% -1) && ((oy466 +% ky465) +% -1) < 28) {
+              for ox467 in 0..<27 {
+                arena[((((((c464 *% 3) +% ky465) *% 3) *% 12560) +% (j463 *% 784)) +% ((oy466 *% 28) +% (ox467 +% 1)))] = images[((((((g462 *% 16) +% j463) *% 784) +% (c464 *% 784)) +% (((oy466 +% ky465) +% -1) *% 28)) +% ((ox467 +% 1) +% -1))]
               }
-              for ox465 in 0..<1 {
-                arena[((((((c461 *% 3) +% ky462) *% 3) *% 12560) +% (j460 *% 784)) +% ((oy463 *% 28) +% ox465))] = Float(0)
-              }
-            }
-            if ((oy463 +% ky462) +% -1) < 0 {
-              for ox466 in 0..<28 {
-                arena[((((((c461 *% 3) +% ky462) *% 3) *% 12560) +% (j460 *% 784)) +% ((oy463 *% 28) +% ox466))] = Float(0)
+              for ox468 in 0..<1 {
+                arena[((((((c464 *% 3) +% ky465) *% 3) *% 12560) +% (j463 *% 784)) +% ((oy466 *% 28) +% ox468))] = Float(0)
               }
             }
-            if 27 < ((oy463 +% ky462) +% -1) {
-              for ox466 in 0..<28 {
-                arena[((((((c461 *% 3) +% ky462) *% 3) *% 12560) +% (j460 *% 784)) +% ((oy463 *% 28) +% ox466))] = Float(0)
-              }
-            }
-          }
-          for oy467 in 0..<28 {
-            if (-1 < ((oy467 +% ky462) +% -1) && ((oy467 +% ky462) +% -1) < 28) {
-              for ox468 in 0..<28 {
-                arena[(((((((c461 *% 3) +% ky462) *% 3) +% 1) *% 12560) +% (j460 *% 784)) +% ((oy467 *% 28) +% ox468))] = images[((((((g459 *% 16) +% j460) *% 784) +% (c461 *% 784)) +% (((oy467 +% ky462) +% -1) *% 28)) +% ox468)]
-              }
-            }
-            if ((oy467 +% ky462) +% -1) < 0 {
+            if ((oy466 +% ky465) +% -1) < 0 {
               for ox469 in 0..<28 {
-                arena[(((((((c461 *% 3) +% ky462) *% 3) +% 1) *% 12560) +% (j460 *% 784)) +% ((oy467 *% 28) +% ox469))] = Float(0)
+                arena[((((((c464 *% 3) +% ky465) *% 3) *% 12560) +% (j463 *% 784)) +% ((oy466 *% 28) +% ox469))] = Float(0)
               }
             }
-            if 27 < ((oy467 +% ky462) +% -1) {
+            if 27 < ((oy466 +% ky465) +% -1) {
               for ox469 in 0..<28 {
-                arena[(((((((c461 *% 3) +% ky462) *% 3) +% 1) *% 12560) +% (j460 *% 784)) +% ((oy467 *% 28) +% ox469))] = Float(0)
+                arena[((((((c464 *% 3) +% ky465) *% 3) *% 12560) +% (j463 *% 784)) +% ((oy466 *% 28) +% ox469))] = Float(0)
               }
             }
           }
           for oy470 in 0..<28 {
-            if (-1 < ((oy470 +% ky462) +% -1) && ((oy470 +% ky462) +% -1) < 28) {
-              for ox471 in 0..<27 {
-                arena[(((((((c461 *% 3) +% ky462) *% 3) +% 2) *% 12560) +% (j460 *% 784)) +% ((oy470 *% 28) +% ox471))] = images[((((((g459 *% 16) +% j460) *% 784) +% (c461 *% 784)) +% (((oy470 +% ky462) +% -1) *% 28)) +% (ox471 +% 1))]
-              }
-              for ox472 in 0..<1 {
-                arena[(((((((c461 *% 3) +% ky462) *% 3) +% 2) *% 12560) +% (j460 *% 784)) +% ((oy470 *% 28) +% (ox472 +% 27)))] = Float(0)
+            if (-1 < ((oy470 +% ky465) +% -1) && ((oy470 +% ky465) +% -1) < 28) {
+              for ox471 in 0..<28 {
+                arena[(((((((c464 *% 3) +% ky465) *% 3) +% 1) *% 12560) +% (j463 *% 784)) +% ((oy470 *% 28) +% ox471))] = images[((((((g462 *% 16) +% j463) *% 784) +% (c464 *% 784)) +% (((oy470 +% ky465) +% -1) *% 28)) +% ox471)]
               }
             }
-            if ((oy470 +% ky462) +% -1) < 0 {
-              for ox473 in 0..<28 {
-                arena[(((((((c461 *% 3) +% ky462) *% 3) +% 2) *% 12560) +% (j460 *% 784)) +% ((oy470 *% 28) +% ox473))] = Float(0)
+            if ((oy470 +% ky465) +% -1) < 0 {
+              for ox472 in 0..<28 {
+                arena[(((((((c464 *% 3) +% ky465) *% 3) +% 1) *% 12560) +% (j463 *% 784)) +% ((oy470 *% 28) +% ox472))] = Float(0)
               }
             }
-            if 27 < ((oy470 +% ky462) +% -1) {
-              for ox473 in 0..<28 {
-                arena[(((((((c461 *% 3) +% ky462) *% 3) +% 2) *% 12560) +% (j460 *% 784)) +% ((oy470 *% 28) +% ox473))] = Float(0)
+            if 27 < ((oy470 +% ky465) +% -1) {
+              for ox472 in 0..<28 {
+                arena[(((((((c464 *% 3) +% ky465) *% 3) +% 1) *% 12560) +% (j463 *% 784)) +% ((oy470 *% 28) +% ox472))] = Float(0)
+              }
+            }
+          }
+          for oy473 in 0..<28 {
+            if (-1 < ((oy473 +% ky465) +% -1) && ((oy473 +% ky465) +% -1) < 28) {
+              for ox474 in 0..<27 {
+                arena[(((((((c464 *% 3) +% ky465) *% 3) +% 2) *% 12560) +% (j463 *% 784)) +% ((oy473 *% 28) +% ox474))] = images[((((((g462 *% 16) +% j463) *% 784) +% (c464 *% 784)) +% (((oy473 +% ky465) +% -1) *% 28)) +% (ox474 +% 1))]
+              }
+              for ox475 in 0..<1 {
+                arena[(((((((c464 *% 3) +% ky465) *% 3) +% 2) *% 12560) +% (j463 *% 784)) +% ((oy473 *% 28) +% (ox475 +% 27)))] = Float(0)
+              }
+            }
+            if ((oy473 +% ky465) +% -1) < 0 {
+              for ox476 in 0..<28 {
+                arena[(((((((c464 *% 3) +% ky465) *% 3) +% 2) *% 12560) +% (j463 *% 784)) +% ((oy473 *% 28) +% ox476))] = Float(0)
+              }
+            }
+            if 27 < ((oy473 +% ky465) +% -1) {
+              for ox476 in 0..<28 {
+                arena[(((((((c464 *% 3) +% ky465) *% 3) +% 2) *% 12560) +% (j463 *% 784)) +% ((oy473 *% 28) +% ox476))] = Float(0)
               }
             }
           }
         }
       }
     }
-    for j474 in 0..<16 {
-      for i475 in 0..<784 {
-        for f476 in 0..<32 {
-          arena[((113040 +% (((j474 *% 784) +% i475) *% 32)) +% f476)] = arena[(((1221264 +% (((g459 *% 16) +% j474) *% 25088)) +% (f476 *% 784)) +% i475)]
+    for j477 in 0..<16 {
+      for i478 in 0..<784 {
+        for f479 in 0..<32 {
+          arena[((113040 +% (((j477 *% 784) +% i478) *% 32)) +% f479)] = arena[(((1221264 +% (((g462 *% 16) +% j477) *% 25088)) +% (f479 *% 784)) +% i478)]
         }
       }
     }
-    do {  // gemm484
-      for kp477 in 0..<7 {
-        for nb478 in 0..<2 {
-          for mb479 in 0..<1 {
-            var t480_c0_0 = loadVector(arena, ((514448 +% ((mb479 *% 5) *% 32)) +% (nb478 *% 16)))
-            var t480_c0_1 = loadVector(arena, (((514448 +% ((mb479 *% 5) *% 32)) +% (nb478 *% 16)) +% 8))
-            var t480_c1_0 = loadVector(arena, ((514448 +% (((mb479 *% 5) +% 1) *% 32)) +% (nb478 *% 16)))
-            var t480_c1_1 = loadVector(arena, (((514448 +% (((mb479 *% 5) +% 1) *% 32)) +% (nb478 *% 16)) +% 8))
-            var t480_c2_0 = loadVector(arena, ((514448 +% (((mb479 *% 5) +% 2) *% 32)) +% (nb478 *% 16)))
-            var t480_c2_1 = loadVector(arena, (((514448 +% (((mb479 *% 5) +% 2) *% 32)) +% (nb478 *% 16)) +% 8))
-            var t480_c3_0 = loadVector(arena, ((514448 +% (((mb479 *% 5) +% 3) *% 32)) +% (nb478 *% 16)))
-            var t480_c3_1 = loadVector(arena, (((514448 +% (((mb479 *% 5) +% 3) *% 32)) +% (nb478 *% 16)) +% 8))
-            var t480_c4_0 = loadVector(arena, ((514448 +% (((mb479 *% 5) +% 4) *% 32)) +% (nb478 *% 16)))
-            var t480_c4_1 = loadVector(arena, (((514448 +% (((mb479 *% 5) +% 4) *% 32)) +% (nb478 *% 16)) +% 8))
-            for k481 in 0..<1792 {
-              let t480_b0 = loadVector(arena, ((113040 +% ((k481 +% (kp477 *% 1792)) *% 32)) +% (nb478 *% 16)))
-              let t480_b1 = loadVector(arena, (((113040 +% ((k481 +% (kp477 *% 1792)) *% 32)) +% (nb478 *% 16)) +% 8))
-              let t480_a0 = Vector(repeating: arena[(((mb479 *% 5) *% 12560) +% (k481 +% (kp477 *% 1792)))])
-              t480_c0_0 = t480_c0_0.addingProduct(t480_a0, t480_b0)
-              t480_c0_1 = t480_c0_1.addingProduct(t480_a0, t480_b1)
-              let t480_a1 = Vector(repeating: arena[((((mb479 *% 5) +% 1) *% 12560) +% (k481 +% (kp477 *% 1792)))])
-              t480_c1_0 = t480_c1_0.addingProduct(t480_a1, t480_b0)
-              t480_c1_1 = t480_c1_1.addingProduct(t480_a1, t480_b1)
-              let t480_a2 = Vector(repeating: arena[((((mb479 *% 5) +% 2) *% 12560) +% (k481 +% (kp477 *% 1792)))])
-              t480_c2_0 = t480_c2_0.addingProduct(t480_a2, t480_b0)
-              t480_c2_1 = t480_c2_1.addingProduct(t480_a2, t480_b1)
-              let t480_a3 = Vector(repeating: arena[((((mb479 *% 5) +% 3) *% 12560) +% (k481 +% (kp477 *% 1792)))])
-              t480_c3_0 = t480_c3_0.addingProduct(t480_a3, t480_b0)
-              t480_c3_1 = t480_c3_1.addingProduct(t480_a3, t480_b1)
-              let t480_a4 = Vector(repeating: arena[((((mb479 *% 5) +% 4) *% 12560) +% (k481 +% (kp477 *% 1792)))])
-              t480_c4_0 = t480_c4_0.addingProduct(t480_a4, t480_b0)
-              t480_c4_1 = t480_c4_1.addingProduct(t480_a4, t480_b1)
+    do {  // gemm487
+      for kp480 in 0..<7 {
+        for nb481 in 0..<2 {
+          for mb482 in 0..<1 {
+            var t483_c0_0 = loadVector(arena, ((514448 +% ((mb482 *% 5) *% 32)) +% (nb481 *% 16)))
+            var t483_c0_1 = loadVector(arena, (((514448 +% ((mb482 *% 5) *% 32)) +% (nb481 *% 16)) +% 8))
+            var t483_c1_0 = loadVector(arena, ((514448 +% (((mb482 *% 5) +% 1) *% 32)) +% (nb481 *% 16)))
+            var t483_c1_1 = loadVector(arena, (((514448 +% (((mb482 *% 5) +% 1) *% 32)) +% (nb481 *% 16)) +% 8))
+            var t483_c2_0 = loadVector(arena, ((514448 +% (((mb482 *% 5) +% 2) *% 32)) +% (nb481 *% 16)))
+            var t483_c2_1 = loadVector(arena, (((514448 +% (((mb482 *% 5) +% 2) *% 32)) +% (nb481 *% 16)) +% 8))
+            var t483_c3_0 = loadVector(arena, ((514448 +% (((mb482 *% 5) +% 3) *% 32)) +% (nb481 *% 16)))
+            var t483_c3_1 = loadVector(arena, (((514448 +% (((mb482 *% 5) +% 3) *% 32)) +% (nb481 *% 16)) +% 8))
+            var t483_c4_0 = loadVector(arena, ((514448 +% (((mb482 *% 5) +% 4) *% 32)) +% (nb481 *% 16)))
+            var t483_c4_1 = loadVector(arena, (((514448 +% (((mb482 *% 5) +% 4) *% 32)) +% (nb481 *% 16)) +% 8))
+            for k484 in 0..<1792 {
+              let t483_b0 = loadVector(arena, ((113040 +% ((k484 +% (kp480 *% 1792)) *% 32)) +% (nb481 *% 16)))
+              let t483_b1 = loadVector(arena, (((113040 +% ((k484 +% (kp480 *% 1792)) *% 32)) +% (nb481 *% 16)) +% 8))
+              let t483_a0 = Vector(repeating: arena[(((mb482 *% 5) *% 12560) +% (k484 +% (kp480 *% 1792)))])
+              t483_c0_0 = t483_c0_0.addingProduct(t483_a0, t483_b0)
+              t483_c0_1 = t483_c0_1.addingProduct(t483_a0, t483_b1)
+              let t483_a1 = Vector(repeating: arena[((((mb482 *% 5) +% 1) *% 12560) +% (k484 +% (kp480 *% 1792)))])
+              t483_c1_0 = t483_c1_0.addingProduct(t483_a1, t483_b0)
+              t483_c1_1 = t483_c1_1.addingProduct(t483_a1, t483_b1)
+              let t483_a2 = Vector(repeating: arena[((((mb482 *% 5) +% 2) *% 12560) +% (k484 +% (kp480 *% 1792)))])
+              t483_c2_0 = t483_c2_0.addingProduct(t483_a2, t483_b0)
+              t483_c2_1 = t483_c2_1.addingProduct(t483_a2, t483_b1)
+              let t483_a3 = Vector(repeating: arena[((((mb482 *% 5) +% 3) *% 12560) +% (k484 +% (kp480 *% 1792)))])
+              t483_c3_0 = t483_c3_0.addingProduct(t483_a3, t483_b0)
+              t483_c3_1 = t483_c3_1.addingProduct(t483_a3, t483_b1)
+              let t483_a4 = Vector(repeating: arena[((((mb482 *% 5) +% 4) *% 12560) +% (k484 +% (kp480 *% 1792)))])
+              t483_c4_0 = t483_c4_0.addingProduct(t483_a4, t483_b0)
+              t483_c4_1 = t483_c4_1.addingProduct(t483_a4, t483_b1)
             }
-            storeVector(arena, ((514448 +% ((mb479 *% 5) *% 32)) +% (nb478 *% 16)), t480_c0_0)
-            storeVector(arena, (((514448 +% ((mb479 *% 5) *% 32)) +% (nb478 *% 16)) +% 8), t480_c0_1)
-            storeVector(arena, ((514448 +% (((mb479 *% 5) +% 1) *% 32)) +% (nb478 *% 16)), t480_c1_0)
-            storeVector(arena, (((514448 +% (((mb479 *% 5) +% 1) *% 32)) +% (nb478 *% 16)) +% 8), t480_c1_1)
-            storeVector(arena, ((514448 +% (((mb479 *% 5) +% 2) *% 32)) +% (nb478 *% 16)), t480_c2_0)
-            storeVector(arena, (((514448 +% (((mb479 *% 5) +% 2) *% 32)) +% (nb478 *% 16)) +% 8), t480_c2_1)
-            storeVector(arena, ((514448 +% (((mb479 *% 5) +% 3) *% 32)) +% (nb478 *% 16)), t480_c3_0)
-            storeVector(arena, (((514448 +% (((mb479 *% 5) +% 3) *% 32)) +% (nb478 *% 16)) +% 8), t480_c3_1)
-            storeVector(arena, ((514448 +% (((mb479 *% 5) +% 4) *% 32)) +% (nb478 *% 16)), t480_c4_0)
-            storeVector(arena, (((514448 +% (((mb479 *% 5) +% 4) *% 32)) +% (nb478 *% 16)) +% 8), t480_c4_1)
+            storeVector(arena, ((514448 +% ((mb482 *% 5) *% 32)) +% (nb481 *% 16)), t483_c0_0)
+            storeVector(arena, (((514448 +% ((mb482 *% 5) *% 32)) +% (nb481 *% 16)) +% 8), t483_c0_1)
+            storeVector(arena, ((514448 +% (((mb482 *% 5) +% 1) *% 32)) +% (nb481 *% 16)), t483_c1_0)
+            storeVector(arena, (((514448 +% (((mb482 *% 5) +% 1) *% 32)) +% (nb481 *% 16)) +% 8), t483_c1_1)
+            storeVector(arena, ((514448 +% (((mb482 *% 5) +% 2) *% 32)) +% (nb481 *% 16)), t483_c2_0)
+            storeVector(arena, (((514448 +% (((mb482 *% 5) +% 2) *% 32)) +% (nb481 *% 16)) +% 8), t483_c2_1)
+            storeVector(arena, ((514448 +% (((mb482 *% 5) +% 3) *% 32)) +% (nb481 *% 16)), t483_c3_0)
+            storeVector(arena, (((514448 +% (((mb482 *% 5) +% 3) *% 32)) +% (nb481 *% 16)) +% 8), t483_c3_1)
+            storeVector(arena, ((514448 +% (((mb482 *% 5) +% 4) *% 32)) +% (nb481 *% 16)), t483_c4_0)
+            storeVector(arena, (((514448 +% (((mb482 *% 5) +% 4) *% 32)) +% (nb481 *% 16)) +% 8), t483_c4_1)
           }
-          var t482_c0_0 = loadVector(arena, (514608 +% (nb478 *% 16)))
-          var t482_c0_1 = loadVector(arena, ((514608 +% (nb478 *% 16)) +% 8))
-          var t482_c1_0 = loadVector(arena, (514640 +% (nb478 *% 16)))
-          var t482_c1_1 = loadVector(arena, ((514640 +% (nb478 *% 16)) +% 8))
-          var t482_c2_0 = loadVector(arena, (514672 +% (nb478 *% 16)))
-          var t482_c2_1 = loadVector(arena, ((514672 +% (nb478 *% 16)) +% 8))
-          var t482_c3_0 = loadVector(arena, (514704 +% (nb478 *% 16)))
-          var t482_c3_1 = loadVector(arena, ((514704 +% (nb478 *% 16)) +% 8))
-          for k483 in 0..<1792 {
-            let t482_b0 = loadVector(arena, ((113040 +% ((k483 +% (kp477 *% 1792)) *% 32)) +% (nb478 *% 16)))
-            let t482_b1 = loadVector(arena, (((113040 +% ((k483 +% (kp477 *% 1792)) *% 32)) +% (nb478 *% 16)) +% 8))
-            let t482_a0 = Vector(repeating: arena[(62800 +% (k483 +% (kp477 *% 1792)))])
-            t482_c0_0 = t482_c0_0.addingProduct(t482_a0, t482_b0)
-            t482_c0_1 = t482_c0_1.addingProduct(t482_a0, t482_b1)
-            let t482_a1 = Vector(repeating: arena[(75360 +% (k483 +% (kp477 *% 1792)))])
-            t482_c1_0 = t482_c1_0.addingProduct(t482_a1, t482_b0)
-            t482_c1_1 = t482_c1_1.addingProduct(t482_a1, t482_b1)
-            let t482_a2 = Vector(repeating: arena[(87920 +% (k483 +% (kp477 *% 1792)))])
-            t482_c2_0 = t482_c2_0.addingProduct(t482_a2, t482_b0)
-            t482_c2_1 = t482_c2_1.addingProduct(t482_a2, t482_b1)
-            let t482_a3 = Vector(repeating: arena[(100480 +% (k483 +% (kp477 *% 1792)))])
-            t482_c3_0 = t482_c3_0.addingProduct(t482_a3, t482_b0)
-            t482_c3_1 = t482_c3_1.addingProduct(t482_a3, t482_b1)
+          var t485_c0_0 = loadVector(arena, (514608 +% (nb481 *% 16)))
+          var t485_c0_1 = loadVector(arena, ((514608 +% (nb481 *% 16)) +% 8))
+          var t485_c1_0 = loadVector(arena, (514640 +% (nb481 *% 16)))
+          var t485_c1_1 = loadVector(arena, ((514640 +% (nb481 *% 16)) +% 8))
+          var t485_c2_0 = loadVector(arena, (514672 +% (nb481 *% 16)))
+          var t485_c2_1 = loadVector(arena, ((514672 +% (nb481 *% 16)) +% 8))
+          var t485_c3_0 = loadVector(arena, (514704 +% (nb481 *% 16)))
+          var t485_c3_1 = loadVector(arena, ((514704 +% (nb481 *% 16)) +% 8))
+          for k486 in 0..<1792 {
+            let t485_b0 = loadVector(arena, ((113040 +% ((k486 +% (kp480 *% 1792)) *% 32)) +% (nb481 *% 16)))
+            let t485_b1 = loadVector(arena, (((113040 +% ((k486 +% (kp480 *% 1792)) *% 32)) +% (nb481 *% 16)) +% 8))
+            let t485_a0 = Vector(repeating: arena[(62800 +% (k486 +% (kp480 *% 1792)))])
+            t485_c0_0 = t485_c0_0.addingProduct(t485_a0, t485_b0)
+            t485_c0_1 = t485_c0_1.addingProduct(t485_a0, t485_b1)
+            let t485_a1 = Vector(repeating: arena[(75360 +% (k486 +% (kp480 *% 1792)))])
+            t485_c1_0 = t485_c1_0.addingProduct(t485_a1, t485_b0)
+            t485_c1_1 = t485_c1_1.addingProduct(t485_a1, t485_b1)
+            let t485_a2 = Vector(repeating: arena[(87920 +% (k486 +% (kp480 *% 1792)))])
+            t485_c2_0 = t485_c2_0.addingProduct(t485_a2, t485_b0)
+            t485_c2_1 = t485_c2_1.addingProduct(t485_a2, t485_b1)
+            let t485_a3 = Vector(repeating: arena[(100480 +% (k486 +% (kp480 *% 1792)))])
+            t485_c3_0 = t485_c3_0.addingProduct(t485_a3, t485_b0)
+            t485_c3_1 = t485_c3_1.addingProduct(t485_a3, t485_b1)
           }
-          storeVector(arena, (514608 +% (nb478 *% 16)), t482_c0_0)
-          storeVector(arena, ((514608 +% (nb478 *% 16)) +% 8), t482_c0_1)
-          storeVector(arena, (514640 +% (nb478 *% 16)), t482_c1_0)
-          storeVector(arena, ((514640 +% (nb478 *% 16)) +% 8), t482_c1_1)
-          storeVector(arena, (514672 +% (nb478 *% 16)), t482_c2_0)
-          storeVector(arena, ((514672 +% (nb478 *% 16)) +% 8), t482_c2_1)
-          storeVector(arena, (514704 +% (nb478 *% 16)), t482_c3_0)
-          storeVector(arena, ((514704 +% (nb478 *% 16)) +% 8), t482_c3_1)
+          storeVector(arena, (514608 +% (nb481 *% 16)), t485_c0_0)
+          storeVector(arena, ((514608 +% (nb481 *% 16)) +% 8), t485_c0_1)
+          storeVector(arena, (514640 +% (nb481 *% 16)), t485_c1_0)
+          storeVector(arena, ((514640 +% (nb481 *% 16)) +% 8), t485_c1_1)
+          storeVector(arena, (514672 +% (nb481 *% 16)), t485_c2_0)
+          storeVector(arena, ((514672 +% (nb481 *% 16)) +% 8), t485_c2_1)
+          storeVector(arena, (514704 +% (nb481 *% 16)), t485_c3_0)
+          storeVector(arena, ((514704 +% (nb481 *% 16)) +% 8), t485_c3_1)
         }
       }
     }
   }
-  for f485 in 0..<32 {
-    for r486 in 0..<9 {
-      grads[((f485 *% 9) +% r486)] = arena[((514448 +% (r486 *% 32)) +% f485)]
+  for f488 in 0..<32 {
+    for r489 in 0..<9 {
+      grads[((f488 *% 9) +% r489)] = arena[((514448 +% (r489 *% 32)) +% f488)]
     }
   }
   // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
-  for f487 in 0..<32 {
-    var acc488 = Vector()
-    for img489 in 0..<64 {
-      for i490 in 0..<98 {
-        acc488 = acc488.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((1221264 +% (img489 *% 25088)) +% (f487 *% 784)) +% (i490 *% 8))))
+  for f490 in 0..<32 {
+    var acc491 = Vector()
+    for img492 in 0..<64 {
+      for i493 in 0..<98 {
+        acc491 = acc491.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((1221264 +% (img492 *% 25088)) +% (f490 *% 784)) +% (i493 *% 8))))
       }
     }
-    storeVector(arena, 0, acc488)
-    var sum491: Float = (arena[0] + arena[1])
-    var sum492: Float = (sum491 + arena[2])
-    var sum493: Float = (sum492 + arena[3])
-    var sum494: Float = (sum493 + arena[4])
-    var sum495: Float = (sum494 + arena[5])
-    var sum496: Float = (sum495 + arena[6])
-    var sum497: Float = (sum496 + arena[7])
-    grads[(288 +% f487)] = sum497
+    storeVector(arena, 0, acc491)
+    var sum494: Float = (arena[0] + arena[1])
+    var sum495: Float = (sum494 + arena[2])
+    var sum496: Float = (sum495 + arena[3])
+    var sum497: Float = (sum496 + arena[4])
+    var sum498: Float = (sum497 + arena[5])
+    var sum499: Float = (sum498 + arena[6])
+    var sum500: Float = (sum499 + arena[7])
+    grads[(288 +% f490)] = sum500
   }
   // adam = update of 421642 parameters
-  var step_size498: Float = (lr / (Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt499: Float = sqrtf((Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  for i500 in 0..<52705 {
-    let g_v = (loadVector(grads, (i500 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i500 *% 8))))
-    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i500 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, (i500 *% 8))) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-    storeVector(m, (i500 *% 8), m_new_v)
-    storeVector(v, (i500 *% 8), v_new_v)
-    storeVector(params, (i500 *% 8), (loadVector(params, (i500 *% 8)) - ((Vector(repeating: step_size498) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt499)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
+  var step_size501: Float = (lr / (Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt502: Float = sqrtf((Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  for i503 in 0..<52705 {
+    let g_v = (loadVector(grads, (i503 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i503 *% 8))))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i503 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, (i503 *% 8))) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storeVector(m, (i503 *% 8), m_new_v)
+    storeVector(v, (i503 *% 8), v_new_v)
+    storeVector(params, (i503 *% 8), (loadVector(params, (i503 *% 8)) - ((Vector(repeating: step_size501) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt502)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
   }
-  for i500 in 0..<1 {
-    let g_v = (loadPartial(grads, (i500 +% 421640), 2) + (Vector(repeating: Float(0)) * loadPartial(params, (i500 +% 421640), 2)))
-    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadPartial(m, (i500 +% 421640), 2)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadPartial(v, (i500 +% 421640), 2)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-    storePartial(m, (i500 +% 421640), m_new_v, 2)
-    storePartial(v, (i500 +% 421640), v_new_v, 2)
-    storePartial(params, (i500 +% 421640), (loadPartial(params, (i500 +% 421640), 2) - ((Vector(repeating: step_size498) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt499)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))), 2)
+  for i503 in 0..<1 {
+    let g_v = (loadPartial(grads, (i503 +% 421640), 2) + (Vector(repeating: Float(0)) * loadPartial(params, (i503 +% 421640), 2)))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadPartial(m, (i503 +% 421640), 2)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadPartial(v, (i503 +% 421640), 2)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storePartial(m, (i503 +% 421640), m_new_v, 2)
+    storePartial(v, (i503 +% 421640), v_new_v, 2)
+    storePartial(params, (i503 +% 421640), (loadPartial(params, (i503 +% 421640), 2) - ((Vector(repeating: step_size501) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt502)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))), 2)
   }
 }
 
@@ -1760,10 +1767,10 @@ public func simplecnn_infer_b64(
   }
   for g82 in 0..<64 {
     for j83 in 0..<1 {
-      for c84 in 0..<32 {
-        for iy85 in 0..<14 {
+      for iy84 in 0..<14 {
+        for c85 in 0..<32 {
           for ix86 in 0..<14 {
-            arena[(835584 +% ((((j83 *% 8192) +% ((iy85 +% 1) *% 512)) +% ((ix86 +% 1) *% 32)) +% c84))] = arena[(((((g82 +% j83) *% 6272) +% (c84 *% 196)) +% (iy85 *% 14)) +% ix86)]
+            arena[(835584 +% ((((j83 *% 8192) +% ((iy84 +% 1) *% 512)) +% ((ix86 +% 1) *% 32)) +% c85))] = arena[(((((g82 +% j83) *% 6272) +% (c85 *% 196)) +% (iy84 *% 14)) +% ix86)]
           }
         }
       }

@@ -1765,50 +1765,50 @@ conv2.g79:                                        ; preds = %conv2.j159.end, %co
 conv2.g79.end:                                    ; preds = %conv2.j159.end
   ret void
 
-conv2.j80:                                        ; preds = %conv2.c81.end, %conv2.g79
-  %conv2.j8066 = phi i64 [ 0, %conv2.g79 ], [ %j80.next, %conv2.c81.end ]
-  br label %conv2.c81
+conv2.j80:                                        ; preds = %conv2.iy81.end, %conv2.g79
+  %conv2.j8066 = phi i64 [ 0, %conv2.g79 ], [ %j80.next, %conv2.iy81.end ]
+  br label %conv2.iy81
 
-conv2.j80.end:                                    ; preds = %conv2.c81.end
+conv2.j80.end:                                    ; preds = %conv2.iy81.end
   br label %conv2.j84
 
-conv2.c81:                                        ; preds = %conv2.iy82.end, %conv2.j80
-  %conv2.c8167 = phi i64 [ 0, %conv2.j80 ], [ %c81.next, %conv2.iy82.end ]
-  br label %conv2.iy82
+conv2.iy81:                                       ; preds = %conv2.c82.end, %conv2.j80
+  %conv2.iy8167 = phi i64 [ 0, %conv2.j80 ], [ %iy81.next, %conv2.c82.end ]
+  br label %conv2.c82
 
-conv2.c81.end:                                    ; preds = %conv2.iy82.end
+conv2.iy81.end:                                   ; preds = %conv2.c82.end
   %j80.next = add nsw i64 %conv2.j8066, 1
   %235 = icmp slt i64 %j80.next, 1
   br i1 %235, label %conv2.j80, label %conv2.j80.end
 
-conv2.iy82:                                       ; preds = %conv2.ix83.end, %conv2.c81
-  %conv2.iy8268 = phi i64 [ 0, %conv2.c81 ], [ %iy82.next, %conv2.ix83.end ]
+conv2.c82:                                        ; preds = %conv2.ix83.end, %conv2.iy81
+  %conv2.c8268 = phi i64 [ 0, %conv2.iy81 ], [ %c82.next, %conv2.ix83.end ]
   br label %conv2.ix83
 
-conv2.iy82.end:                                   ; preds = %conv2.ix83.end
-  %c81.next = add nsw i64 %conv2.c8167, 1
-  %236 = icmp slt i64 %c81.next, 32
-  br i1 %236, label %conv2.c81, label %conv2.c81.end
+conv2.c82.end:                                    ; preds = %conv2.ix83.end
+  %iy81.next = add nsw i64 %conv2.iy8167, 1
+  %236 = icmp slt i64 %iy81.next, 14
+  br i1 %236, label %conv2.iy81, label %conv2.iy81.end
 
-conv2.ix83:                                       ; preds = %conv2.ix83, %conv2.iy82
-  %conv2.ix8369 = phi i64 [ 0, %conv2.iy82 ], [ %ix83.next, %conv2.ix83 ]
+conv2.ix83:                                       ; preds = %conv2.ix83, %conv2.c82
+  %conv2.ix8369 = phi i64 [ 0, %conv2.c82 ], [ %ix83.next, %conv2.ix83 ]
   %237 = add nsw i64 %conv2.g7965, %conv2.j8066
   %238 = mul nsw i64 %237, 6272
-  %239 = mul nsw i64 %conv2.c8167, 196
+  %239 = mul nsw i64 %conv2.c8268, 196
   %240 = add nsw i64 %238, %239
-  %241 = mul nsw i64 %conv2.iy8268, 14
+  %241 = mul nsw i64 %conv2.iy8167, 14
   %242 = add nsw i64 %240, %241
   %243 = add nsw i64 %242, %conv2.ix8369
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %243
   %244 = load float, ptr %arena70, align 4
   %245 = mul nsw i64 %conv2.j8066, 8192
-  %246 = add nsw i64 %conv2.iy8268, 1
+  %246 = add nsw i64 %conv2.iy8167, 1
   %247 = mul nsw i64 %246, 512
   %248 = add nsw i64 %245, %247
   %249 = add nsw i64 %conv2.ix8369, 1
   %250 = mul nsw i64 %249, 32
   %251 = add nsw i64 %248, %250
-  %252 = add nsw i64 %251, %conv2.c8167
+  %252 = add nsw i64 %251, %conv2.c8268
   %253 = add nsw i64 1236992, %252
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %253
   store float %244, ptr %arena71, align 4
@@ -1817,9 +1817,9 @@ conv2.ix83:                                       ; preds = %conv2.ix83, %conv2.
   br i1 %254, label %conv2.ix83, label %conv2.ix83.end
 
 conv2.ix83.end:                                   ; preds = %conv2.ix83
-  %iy82.next = add nsw i64 %conv2.iy8268, 1
-  %255 = icmp slt i64 %iy82.next, 14
-  br i1 %255, label %conv2.iy82, label %conv2.iy82.end
+  %c82.next = add nsw i64 %conv2.c8268, 1
+  %255 = icmp slt i64 %c82.next, 32
+  br i1 %255, label %conv2.c82, label %conv2.c82.end
 
 conv2.j84:                                        ; preds = %conv2.ty85.end, %conv2.j80.end
   %conv2.j8472 = phi i64 [ 0, %conv2.j80.end ], [ %j84.next, %conv2.ty85.end ]
@@ -7239,50 +7239,50 @@ conv2_weight_grad.g243:                           ; preds = %conv2_weight_grad.x
 conv2_weight_grad.g243.end:                       ; preds = %conv2_weight_grad.xi316.end
   br label %conv2_weight_grad.f317
 
-conv2_weight_grad.j244:                           ; preds = %conv2_weight_grad.c245.end, %conv2_weight_grad.g243
-  %conv2_weight_grad.j2448 = phi i64 [ 0, %conv2_weight_grad.g243 ], [ %j244.next, %conv2_weight_grad.c245.end ]
-  br label %conv2_weight_grad.c245
+conv2_weight_grad.j244:                           ; preds = %conv2_weight_grad.iy245.end, %conv2_weight_grad.g243
+  %conv2_weight_grad.j2448 = phi i64 [ 0, %conv2_weight_grad.g243 ], [ %j244.next, %conv2_weight_grad.iy245.end ]
+  br label %conv2_weight_grad.iy245
 
-conv2_weight_grad.j244.end:                       ; preds = %conv2_weight_grad.c245.end
+conv2_weight_grad.j244.end:                       ; preds = %conv2_weight_grad.iy245.end
   br label %conv2_weight_grad.j248
 
-conv2_weight_grad.c245:                           ; preds = %conv2_weight_grad.iy246.end, %conv2_weight_grad.j244
-  %conv2_weight_grad.c2459 = phi i64 [ 0, %conv2_weight_grad.j244 ], [ %c245.next, %conv2_weight_grad.iy246.end ]
-  br label %conv2_weight_grad.iy246
+conv2_weight_grad.iy245:                          ; preds = %conv2_weight_grad.c246.end, %conv2_weight_grad.j244
+  %conv2_weight_grad.iy2459 = phi i64 [ 0, %conv2_weight_grad.j244 ], [ %iy245.next, %conv2_weight_grad.c246.end ]
+  br label %conv2_weight_grad.c246
 
-conv2_weight_grad.c245.end:                       ; preds = %conv2_weight_grad.iy246.end
+conv2_weight_grad.iy245.end:                      ; preds = %conv2_weight_grad.c246.end
   %j244.next = add nsw i64 %conv2_weight_grad.j2448, 1
   %6 = icmp slt i64 %j244.next, 1
   br i1 %6, label %conv2_weight_grad.j244, label %conv2_weight_grad.j244.end
 
-conv2_weight_grad.iy246:                          ; preds = %conv2_weight_grad.ix247.end, %conv2_weight_grad.c245
-  %conv2_weight_grad.iy24610 = phi i64 [ 0, %conv2_weight_grad.c245 ], [ %iy246.next, %conv2_weight_grad.ix247.end ]
+conv2_weight_grad.c246:                           ; preds = %conv2_weight_grad.ix247.end, %conv2_weight_grad.iy245
+  %conv2_weight_grad.c24610 = phi i64 [ 0, %conv2_weight_grad.iy245 ], [ %c246.next, %conv2_weight_grad.ix247.end ]
   br label %conv2_weight_grad.ix247
 
-conv2_weight_grad.iy246.end:                      ; preds = %conv2_weight_grad.ix247.end
-  %c245.next = add nsw i64 %conv2_weight_grad.c2459, 1
-  %7 = icmp slt i64 %c245.next, 32
-  br i1 %7, label %conv2_weight_grad.c245, label %conv2_weight_grad.c245.end
+conv2_weight_grad.c246.end:                       ; preds = %conv2_weight_grad.ix247.end
+  %iy245.next = add nsw i64 %conv2_weight_grad.iy2459, 1
+  %7 = icmp slt i64 %iy245.next, 14
+  br i1 %7, label %conv2_weight_grad.iy245, label %conv2_weight_grad.iy245.end
 
-conv2_weight_grad.ix247:                          ; preds = %conv2_weight_grad.ix247, %conv2_weight_grad.iy246
-  %conv2_weight_grad.ix24711 = phi i64 [ 0, %conv2_weight_grad.iy246 ], [ %ix247.next, %conv2_weight_grad.ix247 ]
+conv2_weight_grad.ix247:                          ; preds = %conv2_weight_grad.ix247, %conv2_weight_grad.c246
+  %conv2_weight_grad.ix24711 = phi i64 [ 0, %conv2_weight_grad.c246 ], [ %ix247.next, %conv2_weight_grad.ix247 ]
   %8 = add nsw i64 %conv2_weight_grad.g2437, %conv2_weight_grad.j2448
   %9 = mul nsw i64 %8, 6272
-  %10 = mul nsw i64 %conv2_weight_grad.c2459, 196
+  %10 = mul nsw i64 %conv2_weight_grad.c24610, 196
   %11 = add nsw i64 %9, %10
-  %12 = mul nsw i64 %conv2_weight_grad.iy24610, 14
+  %12 = mul nsw i64 %conv2_weight_grad.iy2459, 14
   %13 = add nsw i64 %11, %12
   %14 = add nsw i64 %13, %conv2_weight_grad.ix24711
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %14
   %15 = load float, ptr %arena12, align 4
   %16 = mul nsw i64 %conv2_weight_grad.j2448, 8192
-  %17 = add nsw i64 %conv2_weight_grad.iy24610, 1
+  %17 = add nsw i64 %conv2_weight_grad.iy2459, 1
   %18 = mul nsw i64 %17, 512
   %19 = add nsw i64 %16, %18
   %20 = add nsw i64 %conv2_weight_grad.ix24711, 1
   %21 = mul nsw i64 %20, 32
   %22 = add nsw i64 %19, %21
-  %23 = add nsw i64 %22, %conv2_weight_grad.c2459
+  %23 = add nsw i64 %22, %conv2_weight_grad.c24610
   %24 = add nsw i64 802816, %23
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %24
   store float %15, ptr %arena13, align 4
@@ -7291,9 +7291,9 @@ conv2_weight_grad.ix247:                          ; preds = %conv2_weight_grad.i
   br i1 %25, label %conv2_weight_grad.ix247, label %conv2_weight_grad.ix247.end
 
 conv2_weight_grad.ix247.end:                      ; preds = %conv2_weight_grad.ix247
-  %iy246.next = add nsw i64 %conv2_weight_grad.iy24610, 1
-  %26 = icmp slt i64 %iy246.next, 14
-  br i1 %26, label %conv2_weight_grad.iy246, label %conv2_weight_grad.iy246.end
+  %c246.next = add nsw i64 %conv2_weight_grad.c24610, 1
+  %26 = icmp slt i64 %c246.next, 32
+  br i1 %26, label %conv2_weight_grad.c246, label %conv2_weight_grad.c246.end
 
 conv2_weight_grad.j248:                           ; preds = %conv2_weight_grad.ty249.end, %conv2_weight_grad.j244.end
   %conv2_weight_grad.j24814 = phi i64 [ 0, %conv2_weight_grad.j244.end ], [ %j248.next, %conv2_weight_grad.ty249.end ]
@@ -8039,49 +8039,49 @@ conv2_weight_grad.cv251.end:                      ; preds = %conv2_weight_grad.c
   %594 = icmp slt i64 %tx250.next, 7
   br i1 %594, label %conv2_weight_grad.tx250, label %conv2_weight_grad.tx250.end
 
-conv2_weight_grad.j284:                           ; preds = %conv2_weight_grad.c285.end, %conv2_weight_grad.j248.end
-  %conv2_weight_grad.j28482 = phi i64 [ 0, %conv2_weight_grad.j248.end ], [ %j284.next, %conv2_weight_grad.c285.end ]
-  br label %conv2_weight_grad.c285
+conv2_weight_grad.j284:                           ; preds = %conv2_weight_grad.iy285.end, %conv2_weight_grad.j248.end
+  %conv2_weight_grad.j28482 = phi i64 [ 0, %conv2_weight_grad.j248.end ], [ %j284.next, %conv2_weight_grad.iy285.end ]
+  br label %conv2_weight_grad.iy285
 
-conv2_weight_grad.j284.end:                       ; preds = %conv2_weight_grad.c285.end
+conv2_weight_grad.j284.end:                       ; preds = %conv2_weight_grad.iy285.end
   br label %conv2_weight_grad.j288
 
-conv2_weight_grad.c285:                           ; preds = %conv2_weight_grad.iy286.end, %conv2_weight_grad.j284
-  %conv2_weight_grad.c28583 = phi i64 [ 0, %conv2_weight_grad.j284 ], [ %c285.next, %conv2_weight_grad.iy286.end ]
-  br label %conv2_weight_grad.iy286
+conv2_weight_grad.iy285:                          ; preds = %conv2_weight_grad.c286.end, %conv2_weight_grad.j284
+  %conv2_weight_grad.iy28583 = phi i64 [ 0, %conv2_weight_grad.j284 ], [ %iy285.next, %conv2_weight_grad.c286.end ]
+  br label %conv2_weight_grad.c286
 
-conv2_weight_grad.c285.end:                       ; preds = %conv2_weight_grad.iy286.end
+conv2_weight_grad.iy285.end:                      ; preds = %conv2_weight_grad.c286.end
   %j284.next = add nsw i64 %conv2_weight_grad.j28482, 1
   %595 = icmp slt i64 %j284.next, 1
   br i1 %595, label %conv2_weight_grad.j284, label %conv2_weight_grad.j284.end
 
-conv2_weight_grad.iy286:                          ; preds = %conv2_weight_grad.ix287.end, %conv2_weight_grad.c285
-  %conv2_weight_grad.iy28684 = phi i64 [ 0, %conv2_weight_grad.c285 ], [ %iy286.next, %conv2_weight_grad.ix287.end ]
+conv2_weight_grad.c286:                           ; preds = %conv2_weight_grad.ix287.end, %conv2_weight_grad.iy285
+  %conv2_weight_grad.c28684 = phi i64 [ 0, %conv2_weight_grad.iy285 ], [ %c286.next, %conv2_weight_grad.ix287.end ]
   br label %conv2_weight_grad.ix287
 
-conv2_weight_grad.iy286.end:                      ; preds = %conv2_weight_grad.ix287.end
-  %c285.next = add nsw i64 %conv2_weight_grad.c28583, 1
-  %596 = icmp slt i64 %c285.next, 64
-  br i1 %596, label %conv2_weight_grad.c285, label %conv2_weight_grad.c285.end
+conv2_weight_grad.c286.end:                       ; preds = %conv2_weight_grad.ix287.end
+  %iy285.next = add nsw i64 %conv2_weight_grad.iy28583, 1
+  %596 = icmp slt i64 %iy285.next, 14
+  br i1 %596, label %conv2_weight_grad.iy285, label %conv2_weight_grad.iy285.end
 
-conv2_weight_grad.ix287:                          ; preds = %conv2_weight_grad.ix287, %conv2_weight_grad.iy286
-  %conv2_weight_grad.ix28785 = phi i64 [ 0, %conv2_weight_grad.iy286 ], [ %ix287.next, %conv2_weight_grad.ix287 ]
+conv2_weight_grad.ix287:                          ; preds = %conv2_weight_grad.ix287, %conv2_weight_grad.c286
+  %conv2_weight_grad.ix28785 = phi i64 [ 0, %conv2_weight_grad.c286 ], [ %ix287.next, %conv2_weight_grad.ix287 ]
   %597 = add nsw i64 %conv2_weight_grad.g2437, %conv2_weight_grad.j28482
   %598 = mul nsw i64 %597, 12544
   %599 = add nsw i64 1421968, %598
-  %600 = mul nsw i64 %conv2_weight_grad.c28583, 196
+  %600 = mul nsw i64 %conv2_weight_grad.c28684, 196
   %601 = add nsw i64 %599, %600
-  %602 = mul nsw i64 %conv2_weight_grad.iy28684, 14
+  %602 = mul nsw i64 %conv2_weight_grad.iy28583, 14
   %603 = add nsw i64 %601, %602
   %604 = add nsw i64 %603, %conv2_weight_grad.ix28785
   %arena86 = getelementptr inbounds float, ptr %arena, i64 %604
   %605 = load float, ptr %arena86, align 4
   %606 = mul nsw i64 %conv2_weight_grad.j28482, 12544
-  %607 = mul nsw i64 %conv2_weight_grad.iy28684, 896
+  %607 = mul nsw i64 %conv2_weight_grad.iy28583, 896
   %608 = add nsw i64 %606, %607
   %609 = mul nsw i64 %conv2_weight_grad.ix28785, 64
   %610 = add nsw i64 %608, %609
-  %611 = add nsw i64 %610, %conv2_weight_grad.c28583
+  %611 = add nsw i64 %610, %conv2_weight_grad.c28684
   %612 = add nsw i64 836096, %611
   %arena87 = getelementptr inbounds float, ptr %arena, i64 %612
   store float %605, ptr %arena87, align 4
@@ -8090,9 +8090,9 @@ conv2_weight_grad.ix287:                          ; preds = %conv2_weight_grad.i
   br i1 %613, label %conv2_weight_grad.ix287, label %conv2_weight_grad.ix287.end
 
 conv2_weight_grad.ix287.end:                      ; preds = %conv2_weight_grad.ix287
-  %iy286.next = add nsw i64 %conv2_weight_grad.iy28684, 1
-  %614 = icmp slt i64 %iy286.next, 14
-  br i1 %614, label %conv2_weight_grad.iy286, label %conv2_weight_grad.iy286.end
+  %c286.next = add nsw i64 %conv2_weight_grad.c28684, 1
+  %614 = icmp slt i64 %c286.next, 64
+  br i1 %614, label %conv2_weight_grad.c286, label %conv2_weight_grad.c286.end
 
 conv2_weight_grad.j288:                           ; preds = %conv2_weight_grad.ty289.end, %conv2_weight_grad.j284.end
   %conv2_weight_grad.j28888 = phi i64 [ 0, %conv2_weight_grad.j284.end ], [ %j288.next, %conv2_weight_grad.ty289.end ]
@@ -9559,51 +9559,51 @@ pool1_grad.g390:                                  ; preds = %pool1_grad.j455.end
 pool1_grad.g390.end:                              ; preds = %pool1_grad.j455.end
   ret void
 
-pool1_grad.j391:                                  ; preds = %pool1_grad.c392.end, %pool1_grad.g390
-  %pool1_grad.j39166 = phi i64 [ 0, %pool1_grad.g390 ], [ %j391.next, %pool1_grad.c392.end ]
-  br label %pool1_grad.c392
+pool1_grad.j391:                                  ; preds = %pool1_grad.iy392.end, %pool1_grad.g390
+  %pool1_grad.j39166 = phi i64 [ 0, %pool1_grad.g390 ], [ %j391.next, %pool1_grad.iy392.end ]
+  br label %pool1_grad.iy392
 
-pool1_grad.j391.end:                              ; preds = %pool1_grad.c392.end
+pool1_grad.j391.end:                              ; preds = %pool1_grad.iy392.end
   br label %pool1_grad.j395
 
-pool1_grad.c392:                                  ; preds = %pool1_grad.iy393.end, %pool1_grad.j391
-  %pool1_grad.c39267 = phi i64 [ 0, %pool1_grad.j391 ], [ %c392.next, %pool1_grad.iy393.end ]
-  br label %pool1_grad.iy393
+pool1_grad.iy392:                                 ; preds = %pool1_grad.c393.end, %pool1_grad.j391
+  %pool1_grad.iy39267 = phi i64 [ 0, %pool1_grad.j391 ], [ %iy392.next, %pool1_grad.c393.end ]
+  br label %pool1_grad.c393
 
-pool1_grad.c392.end:                              ; preds = %pool1_grad.iy393.end
+pool1_grad.iy392.end:                             ; preds = %pool1_grad.c393.end
   %j391.next = add nsw i64 %pool1_grad.j39166, 1
   %235 = icmp slt i64 %j391.next, 1
   br i1 %235, label %pool1_grad.j391, label %pool1_grad.j391.end
 
-pool1_grad.iy393:                                 ; preds = %pool1_grad.ix394.end, %pool1_grad.c392
-  %pool1_grad.iy39368 = phi i64 [ 0, %pool1_grad.c392 ], [ %iy393.next, %pool1_grad.ix394.end ]
+pool1_grad.c393:                                  ; preds = %pool1_grad.ix394.end, %pool1_grad.iy392
+  %pool1_grad.c39368 = phi i64 [ 0, %pool1_grad.iy392 ], [ %c393.next, %pool1_grad.ix394.end ]
   br label %pool1_grad.ix394
 
-pool1_grad.iy393.end:                             ; preds = %pool1_grad.ix394.end
-  %c392.next = add nsw i64 %pool1_grad.c39267, 1
-  %236 = icmp slt i64 %c392.next, 64
-  br i1 %236, label %pool1_grad.c392, label %pool1_grad.c392.end
+pool1_grad.c393.end:                              ; preds = %pool1_grad.ix394.end
+  %iy392.next = add nsw i64 %pool1_grad.iy39267, 1
+  %236 = icmp slt i64 %iy392.next, 14
+  br i1 %236, label %pool1_grad.iy392, label %pool1_grad.iy392.end
 
-pool1_grad.ix394:                                 ; preds = %pool1_grad.ix394, %pool1_grad.iy393
-  %pool1_grad.ix39469 = phi i64 [ 0, %pool1_grad.iy393 ], [ %ix394.next, %pool1_grad.ix394 ]
+pool1_grad.ix394:                                 ; preds = %pool1_grad.ix394, %pool1_grad.c393
+  %pool1_grad.ix39469 = phi i64 [ 0, %pool1_grad.c393 ], [ %ix394.next, %pool1_grad.ix394 ]
   %237 = add nsw i64 %pool1_grad.g39065, %pool1_grad.j39166
   %238 = mul nsw i64 %237, 12544
   %239 = add nsw i64 1421968, %238
-  %240 = mul nsw i64 %pool1_grad.c39267, 196
+  %240 = mul nsw i64 %pool1_grad.c39368, 196
   %241 = add nsw i64 %239, %240
-  %242 = mul nsw i64 %pool1_grad.iy39368, 14
+  %242 = mul nsw i64 %pool1_grad.iy39267, 14
   %243 = add nsw i64 %241, %242
   %244 = add nsw i64 %243, %pool1_grad.ix39469
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %244
   %245 = load float, ptr %arena70, align 4
   %246 = mul nsw i64 %pool1_grad.j39166, 16384
-  %247 = add nsw i64 %pool1_grad.iy39368, 1
+  %247 = add nsw i64 %pool1_grad.iy39267, 1
   %248 = mul nsw i64 %247, 1024
   %249 = add nsw i64 %246, %248
   %250 = add nsw i64 %pool1_grad.ix39469, 1
   %251 = mul nsw i64 %250, 64
   %252 = add nsw i64 %249, %251
-  %253 = add nsw i64 %252, %pool1_grad.c39267
+  %253 = add nsw i64 %252, %pool1_grad.c39368
   %254 = add nsw i64 1254032, %253
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %254
   store float %245, ptr %arena71, align 4
@@ -9612,9 +9612,9 @@ pool1_grad.ix394:                                 ; preds = %pool1_grad.ix394, %
   br i1 %255, label %pool1_grad.ix394, label %pool1_grad.ix394.end
 
 pool1_grad.ix394.end:                             ; preds = %pool1_grad.ix394
-  %iy393.next = add nsw i64 %pool1_grad.iy39368, 1
-  %256 = icmp slt i64 %iy393.next, 14
-  br i1 %256, label %pool1_grad.iy393, label %pool1_grad.iy393.end
+  %c393.next = add nsw i64 %pool1_grad.c39368, 1
+  %256 = icmp slt i64 %c393.next, 64
+  br i1 %256, label %pool1_grad.c393, label %pool1_grad.c393.end
 
 pool1_grad.j395:                                  ; preds = %pool1_grad.ty396.end, %pool1_grad.j391.end
   %pool1_grad.j39572 = phi i64 [ 0, %pool1_grad.j391.end ], [ %j395.next, %pool1_grad.ty396.end ]
@@ -10750,49 +10750,97 @@ pool1_grad.cv442.end:                             ; preds = %pool1_grad.cv442
   %1113 = icmp slt i64 %tx441.next, 7
   br i1 %1113, label %pool1_grad.tx441, label %pool1_grad.tx441.end
 
-pool1_grad.j455:                                  ; preds = %pool1_grad.c456.end, %pool1_grad.j439.end
-  %pool1_grad.j455177 = phi i64 [ 0, %pool1_grad.j439.end ], [ %j455.next, %pool1_grad.c456.end ]
-  br label %pool1_grad.c456
+pool1_grad.j455:                                  ; preds = %pool1_grad.c459.end, %pool1_grad.j439.end
+  %pool1_grad.j455177 = phi i64 [ 0, %pool1_grad.j439.end ], [ %j455.next, %pool1_grad.c459.end ]
+  br label %pool1_grad.qb456
 
-pool1_grad.j455.end:                              ; preds = %pool1_grad.c456.end
+pool1_grad.j455.end:                              ; preds = %pool1_grad.c459.end
   %g390.next = add nsw i64 %pool1_grad.g39065, 1
   %1114 = icmp slt i64 %g390.next, 64
   br i1 %1114, label %pool1_grad.g390, label %pool1_grad.g390.end
 
-pool1_grad.c456:                                  ; preds = %pool1_grad.q457.end, %pool1_grad.j455
-  %pool1_grad.c456178 = phi i64 [ 0, %pool1_grad.j455 ], [ %c456.next, %pool1_grad.q457.end ]
-  br label %pool1_grad.q457
+pool1_grad.qb456:                                 ; preds = %pool1_grad.c457.end, %pool1_grad.j455
+  %pool1_grad.qb456178 = phi i64 [ 0, %pool1_grad.j455 ], [ %qb456.next, %pool1_grad.c457.end ]
+  br label %pool1_grad.c457
 
-pool1_grad.c456.end:                              ; preds = %pool1_grad.q457.end
-  %j455.next = add nsw i64 %pool1_grad.j455177, 1
-  %1115 = icmp slt i64 %j455.next, 1
-  br i1 %1115, label %pool1_grad.j455, label %pool1_grad.j455.end
+pool1_grad.qb456.end:                             ; preds = %pool1_grad.c457.end
+  br label %pool1_grad.c459
 
-pool1_grad.q457:                                  ; preds = %pool1_grad.q457, %pool1_grad.c456
-  %pool1_grad.q457179 = phi i64 [ 0, %pool1_grad.c456 ], [ %q457.next, %pool1_grad.q457 ]
+pool1_grad.c457:                                  ; preds = %pool1_grad.q458.end, %pool1_grad.qb456
+  %pool1_grad.c457179 = phi i64 [ 0, %pool1_grad.qb456 ], [ %c457.next, %pool1_grad.q458.end ]
+  br label %pool1_grad.q458
+
+pool1_grad.c457.end:                              ; preds = %pool1_grad.q458.end
+  %qb456.next = add nsw i64 %pool1_grad.qb456178, 1
+  %1115 = icmp slt i64 %qb456.next, 3
+  br i1 %1115, label %pool1_grad.qb456, label %pool1_grad.qb456.end
+
+pool1_grad.q458:                                  ; preds = %pool1_grad.q458, %pool1_grad.c457
+  %pool1_grad.q458180 = phi i64 [ 0, %pool1_grad.c457 ], [ %q458.next, %pool1_grad.q458 ]
   %1116 = mul nsw i64 %pool1_grad.j455177, 196
-  %1117 = add nsw i64 %1116, %pool1_grad.q457179
-  %1118 = mul nsw i64 %1117, 32
-  %1119 = add nsw i64 1345680, %1118
-  %1120 = add nsw i64 %1119, %pool1_grad.c456178
-  %arena180 = getelementptr inbounds float, ptr %arena, i64 %1120
-  %1121 = load float, ptr %arena180, align 4
-  %1122 = add nsw i64 %pool1_grad.g39065, %pool1_grad.j455177
-  %1123 = mul nsw i64 %1122, 6272
-  %1124 = add nsw i64 802816, %1123
-  %1125 = mul nsw i64 %pool1_grad.c456178, 196
-  %1126 = add nsw i64 %1124, %1125
-  %1127 = add nsw i64 %1126, %pool1_grad.q457179
-  %arena181 = getelementptr inbounds float, ptr %arena, i64 %1127
-  store float %1121, ptr %arena181, align 4
-  %q457.next = add nsw i64 %pool1_grad.q457179, 1
-  %1128 = icmp slt i64 %q457.next, 196
-  br i1 %1128, label %pool1_grad.q457, label %pool1_grad.q457.end
+  %1117 = mul nsw i64 %pool1_grad.qb456178, 64
+  %1118 = add nsw i64 %pool1_grad.q458180, %1117
+  %1119 = add nsw i64 %1116, %1118
+  %1120 = mul nsw i64 %1119, 32
+  %1121 = add nsw i64 1345680, %1120
+  %1122 = add nsw i64 %1121, %pool1_grad.c457179
+  %arena181 = getelementptr inbounds float, ptr %arena, i64 %1122
+  %1123 = load float, ptr %arena181, align 4
+  %1124 = add nsw i64 %pool1_grad.g39065, %pool1_grad.j455177
+  %1125 = mul nsw i64 %1124, 6272
+  %1126 = add nsw i64 802816, %1125
+  %1127 = mul nsw i64 %pool1_grad.c457179, 196
+  %1128 = add nsw i64 %1126, %1127
+  %1129 = mul nsw i64 %pool1_grad.qb456178, 64
+  %1130 = add nsw i64 %pool1_grad.q458180, %1129
+  %1131 = add nsw i64 %1128, %1130
+  %arena182 = getelementptr inbounds float, ptr %arena, i64 %1131
+  store float %1123, ptr %arena182, align 4
+  %q458.next = add nsw i64 %pool1_grad.q458180, 1
+  %1132 = icmp slt i64 %q458.next, 64
+  br i1 %1132, label %pool1_grad.q458, label %pool1_grad.q458.end
 
-pool1_grad.q457.end:                              ; preds = %pool1_grad.q457
-  %c456.next = add nsw i64 %pool1_grad.c456178, 1
-  %1129 = icmp slt i64 %c456.next, 32
-  br i1 %1129, label %pool1_grad.c456, label %pool1_grad.c456.end
+pool1_grad.q458.end:                              ; preds = %pool1_grad.q458
+  %c457.next = add nsw i64 %pool1_grad.c457179, 1
+  %1133 = icmp slt i64 %c457.next, 32
+  br i1 %1133, label %pool1_grad.c457, label %pool1_grad.c457.end
+
+pool1_grad.c459:                                  ; preds = %pool1_grad.q460.end, %pool1_grad.qb456.end
+  %pool1_grad.c459183 = phi i64 [ 0, %pool1_grad.qb456.end ], [ %c459.next, %pool1_grad.q460.end ]
+  br label %pool1_grad.q460
+
+pool1_grad.c459.end:                              ; preds = %pool1_grad.q460.end
+  %j455.next = add nsw i64 %pool1_grad.j455177, 1
+  %1134 = icmp slt i64 %j455.next, 1
+  br i1 %1134, label %pool1_grad.j455, label %pool1_grad.j455.end
+
+pool1_grad.q460:                                  ; preds = %pool1_grad.q460, %pool1_grad.c459
+  %pool1_grad.q460184 = phi i64 [ 0, %pool1_grad.c459 ], [ %q460.next, %pool1_grad.q460 ]
+  %1135 = mul nsw i64 %pool1_grad.j455177, 196
+  %1136 = add nsw i64 %pool1_grad.q460184, 192
+  %1137 = add nsw i64 %1135, %1136
+  %1138 = mul nsw i64 %1137, 32
+  %1139 = add nsw i64 1345680, %1138
+  %1140 = add nsw i64 %1139, %pool1_grad.c459183
+  %arena185 = getelementptr inbounds float, ptr %arena, i64 %1140
+  %1141 = load float, ptr %arena185, align 4
+  %1142 = add nsw i64 %pool1_grad.g39065, %pool1_grad.j455177
+  %1143 = mul nsw i64 %1142, 6272
+  %1144 = add nsw i64 802816, %1143
+  %1145 = mul nsw i64 %pool1_grad.c459183, 196
+  %1146 = add nsw i64 %1144, %1145
+  %1147 = add nsw i64 %pool1_grad.q460184, 192
+  %1148 = add nsw i64 %1146, %1147
+  %arena186 = getelementptr inbounds float, ptr %arena, i64 %1148
+  store float %1141, ptr %arena186, align 4
+  %q460.next = add nsw i64 %pool1_grad.q460184, 1
+  %1149 = icmp slt i64 %q460.next, 4
+  br i1 %1149, label %pool1_grad.q460, label %pool1_grad.q460.end
+
+pool1_grad.q460.end:                              ; preds = %pool1_grad.q460
+  %c459.next = add nsw i64 %pool1_grad.c459183, 1
+  %1150 = icmp slt i64 %c459.next, 32
+  br i1 %1150, label %pool1_grad.c459, label %pool1_grad.c459.end
 }
 
 ; Function Attrs: noinline
@@ -11866,46 +11914,46 @@ pool1_grad.k437.end:                              ; preds = %pool1_grad.k437
 ; Function Attrs: noinline
 define internal void @simplecnn_train_b64.k21.conv1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %conv1_grad.i458
+  br label %conv1_grad.i461
 
-conv1_grad.i458:                                  ; preds = %conv1_grad.i458, %entry
-  %conv1_grad.i4581 = phi i64 [ 0, %entry ], [ %i458.next, %conv1_grad.i458 ]
-  %0 = add nsw i64 1221264, %conv1_grad.i4581
+conv1_grad.i461:                                  ; preds = %conv1_grad.i461, %entry
+  %conv1_grad.i4611 = phi i64 [ 0, %entry ], [ %i461.next, %conv1_grad.i461 ]
+  %0 = add nsw i64 1221264, %conv1_grad.i4611
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   store float 0.000000e+00, ptr %arena2, align 4
-  %i458.next = add nsw i64 %conv1_grad.i4581, 1
-  %1 = icmp slt i64 %i458.next, 1605632
-  br i1 %1, label %conv1_grad.i458, label %conv1_grad.i458.end
+  %i461.next = add nsw i64 %conv1_grad.i4611, 1
+  %1 = icmp slt i64 %i461.next, 1605632
+  br i1 %1, label %conv1_grad.i461, label %conv1_grad.i461.end
 
-conv1_grad.i458.end:                              ; preds = %conv1_grad.i458
-  br label %conv1_grad.q459
+conv1_grad.i461.end:                              ; preds = %conv1_grad.i461
+  br label %conv1_grad.q462
 
-conv1_grad.q459:                                  ; preds = %conv1_grad.i460.end, %conv1_grad.i458.end
-  %conv1_grad.q4593 = phi i64 [ 0, %conv1_grad.i458.end ], [ %q459.next, %conv1_grad.i460.end ]
-  br label %conv1_grad.i460
+conv1_grad.q462:                                  ; preds = %conv1_grad.i463.end, %conv1_grad.i461.end
+  %conv1_grad.q4623 = phi i64 [ 0, %conv1_grad.i461.end ], [ %q462.next, %conv1_grad.i463.end ]
+  br label %conv1_grad.i463
 
-conv1_grad.q459.end:                              ; preds = %conv1_grad.i460.end
+conv1_grad.q462.end:                              ; preds = %conv1_grad.i463.end
   ret void
 
-conv1_grad.i460:                                  ; preds = %conv1_grad.endif, %conv1_grad.q459
-  %conv1_grad.i4604 = phi i64 [ 0, %conv1_grad.q459 ], [ %i460.next, %conv1_grad.endif ]
-  %2 = mul nsw i64 %conv1_grad.q4593, 196
-  %3 = add nsw i64 %2, %conv1_grad.i4604
+conv1_grad.i463:                                  ; preds = %conv1_grad.endif, %conv1_grad.q462
+  %conv1_grad.i4634 = phi i64 [ 0, %conv1_grad.q462 ], [ %i463.next, %conv1_grad.endif ]
+  %2 = mul nsw i64 %conv1_grad.q4623, 196
+  %3 = add nsw i64 %2, %conv1_grad.i4634
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %3
   %4 = load float, ptr %arena5, align 4
   %5 = fcmp ogt float %4, 0.000000e+00
   br i1 %5, label %conv1_grad.then, label %conv1_grad.endif
 
-conv1_grad.i460.end:                              ; preds = %conv1_grad.endif
-  %q459.next = add nsw i64 %conv1_grad.q4593, 1
-  %6 = icmp slt i64 %q459.next, 2048
-  br i1 %6, label %conv1_grad.q459, label %conv1_grad.q459.end
+conv1_grad.i463.end:                              ; preds = %conv1_grad.endif
+  %q462.next = add nsw i64 %conv1_grad.q4623, 1
+  %6 = icmp slt i64 %q462.next, 2048
+  br i1 %6, label %conv1_grad.q462, label %conv1_grad.q462.end
 
-conv1_grad.then:                                  ; preds = %conv1_grad.i460
-  %7 = mul nsw i64 %conv1_grad.q4593, 784
+conv1_grad.then:                                  ; preds = %conv1_grad.i463
+  %7 = mul nsw i64 %conv1_grad.q4623, 784
   %8 = add nsw i64 1221264, %7
-  %9 = mul nsw i64 %conv1_grad.q4593, 196
-  %10 = add nsw i64 %9, %conv1_grad.i4604
+  %9 = mul nsw i64 %conv1_grad.q4623, 196
+  %10 = add nsw i64 %9, %conv1_grad.i4634
   %11 = add nsw i64 401408, %10
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %11
   %12 = load float, ptr %arena6, align 4
@@ -11913,8 +11961,8 @@ conv1_grad.then:                                  ; preds = %conv1_grad.i460
   %14 = add nsw i64 %8, %13
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %14
   %15 = load float, ptr %arena7, align 4
-  %16 = mul nsw i64 %conv1_grad.q4593, 196
-  %17 = add nsw i64 %16, %conv1_grad.i4604
+  %16 = mul nsw i64 %conv1_grad.q4623, 196
+  %17 = add nsw i64 %16, %conv1_grad.i4634
   %18 = add nsw i64 802816, %17
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %18
   %19 = load float, ptr %arena8, align 4
@@ -11922,1144 +11970,1147 @@ conv1_grad.then:                                  ; preds = %conv1_grad.i460
   store float %20, ptr %arena7, align 4
   br label %conv1_grad.endif
 
-conv1_grad.endif:                                 ; preds = %conv1_grad.then, %conv1_grad.i460
-  %i460.next = add nsw i64 %conv1_grad.i4604, 1
-  %21 = icmp slt i64 %i460.next, 196
-  br i1 %21, label %conv1_grad.i460, label %conv1_grad.i460.end
+conv1_grad.endif:                                 ; preds = %conv1_grad.then, %conv1_grad.i463
+  %i463.next = add nsw i64 %conv1_grad.i4634, 1
+  %21 = icmp slt i64 %i463.next, 196
+  br i1 %21, label %conv1_grad.i463, label %conv1_grad.i463.end
 }
 
 ; Function Attrs: noinline
 define internal void @simplecnn_train_b64.k22.conv1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %conv1_weight_grad.i461
+  br label %conv1_weight_grad.i464
 
-conv1_weight_grad.i461:                           ; preds = %conv1_weight_grad.i461, %entry
-  %conv1_weight_grad.i4611 = phi i64 [ 0, %entry ], [ %i461.next, %conv1_weight_grad.i461 ]
-  %0 = add nsw i64 514448, %conv1_weight_grad.i4611
+conv1_weight_grad.i464:                           ; preds = %conv1_weight_grad.i464, %entry
+  %conv1_weight_grad.i4641 = phi i64 [ 0, %entry ], [ %i464.next, %conv1_weight_grad.i464 ]
+  %0 = add nsw i64 514448, %conv1_weight_grad.i4641
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   store float 0.000000e+00, ptr %arena2, align 4
-  %i461.next = add nsw i64 %conv1_weight_grad.i4611, 1
-  %1 = icmp slt i64 %i461.next, 288
-  br i1 %1, label %conv1_weight_grad.i461, label %conv1_weight_grad.i461.end
+  %i464.next = add nsw i64 %conv1_weight_grad.i4641, 1
+  %1 = icmp slt i64 %i464.next, 288
+  br i1 %1, label %conv1_weight_grad.i464, label %conv1_weight_grad.i464.end
 
-conv1_weight_grad.i461.end:                       ; preds = %conv1_weight_grad.i461
-  br label %conv1_weight_grad.g462
+conv1_weight_grad.i464.end:                       ; preds = %conv1_weight_grad.i464
+  br label %conv1_weight_grad.g465
 
-conv1_weight_grad.g462:                           ; preds = %conv1_weight_grad.j477.end, %conv1_weight_grad.i461.end
-  %conv1_weight_grad.g4623 = phi i64 [ 0, %conv1_weight_grad.i461.end ], [ %g462.next, %conv1_weight_grad.j477.end ]
-  br label %conv1_weight_grad.j463
+conv1_weight_grad.g465:                           ; preds = %conv1_weight_grad.j480.end, %conv1_weight_grad.i464.end
+  %conv1_weight_grad.g4653 = phi i64 [ 0, %conv1_weight_grad.i464.end ], [ %g465.next, %conv1_weight_grad.j480.end ]
+  br label %conv1_weight_grad.j466
 
-conv1_weight_grad.g462.end:                       ; preds = %conv1_weight_grad.j477.end
-  br label %conv1_weight_grad.f486
+conv1_weight_grad.g465.end:                       ; preds = %conv1_weight_grad.j480.end
+  br label %conv1_weight_grad.f489
 
-conv1_weight_grad.j463:                           ; preds = %conv1_weight_grad.c464.end, %conv1_weight_grad.g462
-  %conv1_weight_grad.j4634 = phi i64 [ 0, %conv1_weight_grad.g462 ], [ %j463.next, %conv1_weight_grad.c464.end ]
-  br label %conv1_weight_grad.c464
+conv1_weight_grad.j466:                           ; preds = %conv1_weight_grad.c467.end, %conv1_weight_grad.g465
+  %conv1_weight_grad.j4664 = phi i64 [ 0, %conv1_weight_grad.g465 ], [ %j466.next, %conv1_weight_grad.c467.end ]
+  br label %conv1_weight_grad.c467
 
-conv1_weight_grad.j463.end:                       ; preds = %conv1_weight_grad.c464.end
-  br label %conv1_weight_grad.j477
+conv1_weight_grad.j466.end:                       ; preds = %conv1_weight_grad.c467.end
+  br label %conv1_weight_grad.j480
 
-conv1_weight_grad.c464:                           ; preds = %conv1_weight_grad.ky465.end, %conv1_weight_grad.j463
-  %conv1_weight_grad.c4645 = phi i64 [ 0, %conv1_weight_grad.j463 ], [ %c464.next, %conv1_weight_grad.ky465.end ]
-  br label %conv1_weight_grad.ky465
+conv1_weight_grad.c467:                           ; preds = %conv1_weight_grad.ky468.end, %conv1_weight_grad.j466
+  %conv1_weight_grad.c4675 = phi i64 [ 0, %conv1_weight_grad.j466 ], [ %c467.next, %conv1_weight_grad.ky468.end ]
+  br label %conv1_weight_grad.ky468
 
-conv1_weight_grad.c464.end:                       ; preds = %conv1_weight_grad.ky465.end
-  %j463.next = add nsw i64 %conv1_weight_grad.j4634, 1
-  %2 = icmp slt i64 %j463.next, 16
-  br i1 %2, label %conv1_weight_grad.j463, label %conv1_weight_grad.j463.end
+conv1_weight_grad.c467.end:                       ; preds = %conv1_weight_grad.ky468.end
+  %j466.next = add nsw i64 %conv1_weight_grad.j4664, 1
+  %2 = icmp slt i64 %j466.next, 16
+  br i1 %2, label %conv1_weight_grad.j466, label %conv1_weight_grad.j466.end
 
-conv1_weight_grad.ky465:                          ; preds = %conv1_weight_grad.oy473.end, %conv1_weight_grad.c464
-  %conv1_weight_grad.ky4656 = phi i64 [ 0, %conv1_weight_grad.c464 ], [ %ky465.next, %conv1_weight_grad.oy473.end ]
-  br label %conv1_weight_grad.oy466
+conv1_weight_grad.ky468:                          ; preds = %conv1_weight_grad.oy476.end, %conv1_weight_grad.c467
+  %conv1_weight_grad.ky4686 = phi i64 [ 0, %conv1_weight_grad.c467 ], [ %ky468.next, %conv1_weight_grad.oy476.end ]
+  br label %conv1_weight_grad.oy469
 
-conv1_weight_grad.ky465.end:                      ; preds = %conv1_weight_grad.oy473.end
-  %c464.next = add nsw i64 %conv1_weight_grad.c4645, 1
-  %3 = icmp slt i64 %c464.next, 1
-  br i1 %3, label %conv1_weight_grad.c464, label %conv1_weight_grad.c464.end
+conv1_weight_grad.ky468.end:                      ; preds = %conv1_weight_grad.oy476.end
+  %c467.next = add nsw i64 %conv1_weight_grad.c4675, 1
+  %3 = icmp slt i64 %c467.next, 1
+  br i1 %3, label %conv1_weight_grad.c467, label %conv1_weight_grad.c467.end
 
-conv1_weight_grad.oy466:                          ; preds = %conv1_weight_grad.endif18, %conv1_weight_grad.ky465
-  %conv1_weight_grad.oy4667 = phi i64 [ 0, %conv1_weight_grad.ky465 ], [ %oy466.next, %conv1_weight_grad.endif18 ]
-  %4 = add nsw i64 %conv1_weight_grad.oy4667, %conv1_weight_grad.ky4656
+conv1_weight_grad.oy469:                          ; preds = %conv1_weight_grad.endif18, %conv1_weight_grad.ky468
+  %conv1_weight_grad.oy4697 = phi i64 [ 0, %conv1_weight_grad.ky468 ], [ %oy469.next, %conv1_weight_grad.endif18 ]
+  %4 = add nsw i64 %conv1_weight_grad.oy4697, %conv1_weight_grad.ky4686
   %5 = add nsw i64 %4, -1
   %6 = icmp slt i64 -1, %5
-  %7 = add nsw i64 %conv1_weight_grad.oy4667, %conv1_weight_grad.ky4656
+  %7 = add nsw i64 %conv1_weight_grad.oy4697, %conv1_weight_grad.ky4686
   %8 = add nsw i64 %7, -1
   %9 = icmp slt i64 %8, 28
   %10 = and i1 %6, %9
   br i1 %10, label %conv1_weight_grad.then, label %conv1_weight_grad.endif
 
-conv1_weight_grad.oy466.end:                      ; preds = %conv1_weight_grad.endif18
-  br label %conv1_weight_grad.oy470
+conv1_weight_grad.oy469.end:                      ; preds = %conv1_weight_grad.endif18
+  br label %conv1_weight_grad.oy473
 
-conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy466
-  br label %conv1_weight_grad.ox467
+conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy469
+  br label %conv1_weight_grad.ox470
 
-conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox468.end, %conv1_weight_grad.oy466
-  %11 = add nsw i64 %conv1_weight_grad.oy4667, %conv1_weight_grad.ky4656
+conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox471.end, %conv1_weight_grad.oy469
+  %11 = add nsw i64 %conv1_weight_grad.oy4697, %conv1_weight_grad.ky4686
   %12 = add nsw i64 %11, -1
   %13 = icmp slt i64 %12, 0
   br i1 %13, label %conv1_weight_grad.then13, label %conv1_weight_grad.endif14
 
-conv1_weight_grad.ox467:                          ; preds = %conv1_weight_grad.ox467, %conv1_weight_grad.then
-  %conv1_weight_grad.ox4678 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox467.next, %conv1_weight_grad.ox467 ]
-  %14 = mul nsw i64 %conv1_weight_grad.g4623, 16
-  %15 = add nsw i64 %14, %conv1_weight_grad.j4634
+conv1_weight_grad.ox470:                          ; preds = %conv1_weight_grad.ox470, %conv1_weight_grad.then
+  %conv1_weight_grad.ox4708 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox470.next, %conv1_weight_grad.ox470 ]
+  %14 = mul nsw i64 %conv1_weight_grad.g4653, 16
+  %15 = add nsw i64 %14, %conv1_weight_grad.j4664
   %16 = mul nsw i64 %15, 784
-  %17 = mul nsw i64 %conv1_weight_grad.c4645, 784
+  %17 = mul nsw i64 %conv1_weight_grad.c4675, 784
   %18 = add nsw i64 %16, %17
-  %19 = add nsw i64 %conv1_weight_grad.oy4667, %conv1_weight_grad.ky4656
+  %19 = add nsw i64 %conv1_weight_grad.oy4697, %conv1_weight_grad.ky4686
   %20 = add nsw i64 %19, -1
   %21 = mul nsw i64 %20, 28
   %22 = add nsw i64 %18, %21
-  %23 = add nsw i64 %conv1_weight_grad.ox4678, 1
+  %23 = add nsw i64 %conv1_weight_grad.ox4708, 1
   %24 = add nsw i64 %23, -1
   %25 = add nsw i64 %22, %24
   %images9 = getelementptr inbounds float, ptr %images, i64 %25
   %26 = load float, ptr %images9, align 4
-  %27 = mul nsw i64 %conv1_weight_grad.c4645, 3
-  %28 = add nsw i64 %27, %conv1_weight_grad.ky4656
+  %27 = mul nsw i64 %conv1_weight_grad.c4675, 3
+  %28 = add nsw i64 %27, %conv1_weight_grad.ky4686
   %29 = mul nsw i64 %28, 3
   %30 = mul nsw i64 %29, 12560
-  %31 = mul nsw i64 %conv1_weight_grad.j4634, 784
+  %31 = mul nsw i64 %conv1_weight_grad.j4664, 784
   %32 = add nsw i64 %30, %31
-  %33 = mul nsw i64 %conv1_weight_grad.oy4667, 28
-  %34 = add nsw i64 %conv1_weight_grad.ox4678, 1
+  %33 = mul nsw i64 %conv1_weight_grad.oy4697, 28
+  %34 = add nsw i64 %conv1_weight_grad.ox4708, 1
   %35 = add nsw i64 %33, %34
   %36 = add nsw i64 %32, %35
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %36
   store float %26, ptr %arena10, align 4
-  %ox467.next = add nsw i64 %conv1_weight_grad.ox4678, 1
-  %37 = icmp slt i64 %ox467.next, 27
-  br i1 %37, label %conv1_weight_grad.ox467, label %conv1_weight_grad.ox467.end
+  %ox470.next = add nsw i64 %conv1_weight_grad.ox4708, 1
+  %37 = icmp slt i64 %ox470.next, 27
+  br i1 %37, label %conv1_weight_grad.ox470, label %conv1_weight_grad.ox470.end
 
-conv1_weight_grad.ox467.end:                      ; preds = %conv1_weight_grad.ox467
-  br label %conv1_weight_grad.ox468
+conv1_weight_grad.ox470.end:                      ; preds = %conv1_weight_grad.ox470
+  br label %conv1_weight_grad.ox471
 
-conv1_weight_grad.ox468:                          ; preds = %conv1_weight_grad.ox468, %conv1_weight_grad.ox467.end
-  %conv1_weight_grad.ox46811 = phi i64 [ 0, %conv1_weight_grad.ox467.end ], [ %ox468.next, %conv1_weight_grad.ox468 ]
-  %38 = mul nsw i64 %conv1_weight_grad.c4645, 3
-  %39 = add nsw i64 %38, %conv1_weight_grad.ky4656
+conv1_weight_grad.ox471:                          ; preds = %conv1_weight_grad.ox471, %conv1_weight_grad.ox470.end
+  %conv1_weight_grad.ox47111 = phi i64 [ 0, %conv1_weight_grad.ox470.end ], [ %ox471.next, %conv1_weight_grad.ox471 ]
+  %38 = mul nsw i64 %conv1_weight_grad.c4675, 3
+  %39 = add nsw i64 %38, %conv1_weight_grad.ky4686
   %40 = mul nsw i64 %39, 3
   %41 = mul nsw i64 %40, 12560
-  %42 = mul nsw i64 %conv1_weight_grad.j4634, 784
+  %42 = mul nsw i64 %conv1_weight_grad.j4664, 784
   %43 = add nsw i64 %41, %42
-  %44 = mul nsw i64 %conv1_weight_grad.oy4667, 28
-  %45 = add nsw i64 %44, %conv1_weight_grad.ox46811
+  %44 = mul nsw i64 %conv1_weight_grad.oy4697, 28
+  %45 = add nsw i64 %44, %conv1_weight_grad.ox47111
   %46 = add nsw i64 %43, %45
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %46
   store float 0.000000e+00, ptr %arena12, align 4
-  %ox468.next = add nsw i64 %conv1_weight_grad.ox46811, 1
-  %47 = icmp slt i64 %ox468.next, 1
-  br i1 %47, label %conv1_weight_grad.ox468, label %conv1_weight_grad.ox468.end
+  %ox471.next = add nsw i64 %conv1_weight_grad.ox47111, 1
+  %47 = icmp slt i64 %ox471.next, 1
+  br i1 %47, label %conv1_weight_grad.ox471, label %conv1_weight_grad.ox471.end
 
-conv1_weight_grad.ox468.end:                      ; preds = %conv1_weight_grad.ox468
+conv1_weight_grad.ox471.end:                      ; preds = %conv1_weight_grad.ox471
   br label %conv1_weight_grad.endif
 
 conv1_weight_grad.then13:                         ; preds = %conv1_weight_grad.endif
-  br label %conv1_weight_grad.ox469
+  br label %conv1_weight_grad.ox472
 
-conv1_weight_grad.endif14:                        ; preds = %conv1_weight_grad.ox469.end, %conv1_weight_grad.endif
-  %48 = add nsw i64 %conv1_weight_grad.oy4667, %conv1_weight_grad.ky4656
+conv1_weight_grad.endif14:                        ; preds = %conv1_weight_grad.ox472.end, %conv1_weight_grad.endif
+  %48 = add nsw i64 %conv1_weight_grad.oy4697, %conv1_weight_grad.ky4686
   %49 = add nsw i64 %48, -1
   %50 = icmp slt i64 27, %49
   br i1 %50, label %conv1_weight_grad.then17, label %conv1_weight_grad.endif18
 
-conv1_weight_grad.ox469:                          ; preds = %conv1_weight_grad.ox469, %conv1_weight_grad.then13
-  %conv1_weight_grad.ox46915 = phi i64 [ 0, %conv1_weight_grad.then13 ], [ %ox469.next, %conv1_weight_grad.ox469 ]
-  %51 = mul nsw i64 %conv1_weight_grad.c4645, 3
-  %52 = add nsw i64 %51, %conv1_weight_grad.ky4656
+conv1_weight_grad.ox472:                          ; preds = %conv1_weight_grad.ox472, %conv1_weight_grad.then13
+  %conv1_weight_grad.ox47215 = phi i64 [ 0, %conv1_weight_grad.then13 ], [ %ox472.next, %conv1_weight_grad.ox472 ]
+  %51 = mul nsw i64 %conv1_weight_grad.c4675, 3
+  %52 = add nsw i64 %51, %conv1_weight_grad.ky4686
   %53 = mul nsw i64 %52, 3
   %54 = mul nsw i64 %53, 12560
-  %55 = mul nsw i64 %conv1_weight_grad.j4634, 784
+  %55 = mul nsw i64 %conv1_weight_grad.j4664, 784
   %56 = add nsw i64 %54, %55
-  %57 = mul nsw i64 %conv1_weight_grad.oy4667, 28
-  %58 = add nsw i64 %57, %conv1_weight_grad.ox46915
+  %57 = mul nsw i64 %conv1_weight_grad.oy4697, 28
+  %58 = add nsw i64 %57, %conv1_weight_grad.ox47215
   %59 = add nsw i64 %56, %58
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %59
   store float 0.000000e+00, ptr %arena16, align 4
-  %ox469.next = add nsw i64 %conv1_weight_grad.ox46915, 1
-  %60 = icmp slt i64 %ox469.next, 28
-  br i1 %60, label %conv1_weight_grad.ox469, label %conv1_weight_grad.ox469.end
+  %ox472.next = add nsw i64 %conv1_weight_grad.ox47215, 1
+  %60 = icmp slt i64 %ox472.next, 28
+  br i1 %60, label %conv1_weight_grad.ox472, label %conv1_weight_grad.ox472.end
 
-conv1_weight_grad.ox469.end:                      ; preds = %conv1_weight_grad.ox469
+conv1_weight_grad.ox472.end:                      ; preds = %conv1_weight_grad.ox472
   br label %conv1_weight_grad.endif14
 
 conv1_weight_grad.then17:                         ; preds = %conv1_weight_grad.endif14
-  br label %conv1_weight_grad.ox46919
+  br label %conv1_weight_grad.ox47219
 
-conv1_weight_grad.endif18:                        ; preds = %conv1_weight_grad.ox469.end20, %conv1_weight_grad.endif14
-  %oy466.next = add nsw i64 %conv1_weight_grad.oy4667, 1
-  %61 = icmp slt i64 %oy466.next, 28
-  br i1 %61, label %conv1_weight_grad.oy466, label %conv1_weight_grad.oy466.end
+conv1_weight_grad.endif18:                        ; preds = %conv1_weight_grad.ox472.end20, %conv1_weight_grad.endif14
+  %oy469.next = add nsw i64 %conv1_weight_grad.oy4697, 1
+  %61 = icmp slt i64 %oy469.next, 28
+  br i1 %61, label %conv1_weight_grad.oy469, label %conv1_weight_grad.oy469.end
 
-conv1_weight_grad.ox46919:                        ; preds = %conv1_weight_grad.ox46919, %conv1_weight_grad.then17
-  %conv1_weight_grad.ox46921 = phi i64 [ 0, %conv1_weight_grad.then17 ], [ %ox469.next23, %conv1_weight_grad.ox46919 ]
-  %62 = mul nsw i64 %conv1_weight_grad.c4645, 3
-  %63 = add nsw i64 %62, %conv1_weight_grad.ky4656
+conv1_weight_grad.ox47219:                        ; preds = %conv1_weight_grad.ox47219, %conv1_weight_grad.then17
+  %conv1_weight_grad.ox47221 = phi i64 [ 0, %conv1_weight_grad.then17 ], [ %ox472.next23, %conv1_weight_grad.ox47219 ]
+  %62 = mul nsw i64 %conv1_weight_grad.c4675, 3
+  %63 = add nsw i64 %62, %conv1_weight_grad.ky4686
   %64 = mul nsw i64 %63, 3
   %65 = mul nsw i64 %64, 12560
-  %66 = mul nsw i64 %conv1_weight_grad.j4634, 784
+  %66 = mul nsw i64 %conv1_weight_grad.j4664, 784
   %67 = add nsw i64 %65, %66
-  %68 = mul nsw i64 %conv1_weight_grad.oy4667, 28
-  %69 = add nsw i64 %68, %conv1_weight_grad.ox46921
+  %68 = mul nsw i64 %conv1_weight_grad.oy4697, 28
+  %69 = add nsw i64 %68, %conv1_weight_grad.ox47221
   %70 = add nsw i64 %67, %69
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %70
   store float 0.000000e+00, ptr %arena22, align 4
-  %ox469.next23 = add nsw i64 %conv1_weight_grad.ox46921, 1
-  %71 = icmp slt i64 %ox469.next23, 28
-  br i1 %71, label %conv1_weight_grad.ox46919, label %conv1_weight_grad.ox469.end20
+  %ox472.next23 = add nsw i64 %conv1_weight_grad.ox47221, 1
+  %71 = icmp slt i64 %ox472.next23, 28
+  br i1 %71, label %conv1_weight_grad.ox47219, label %conv1_weight_grad.ox472.end20
 
-conv1_weight_grad.ox469.end20:                    ; preds = %conv1_weight_grad.ox46919
+conv1_weight_grad.ox472.end20:                    ; preds = %conv1_weight_grad.ox47219
   br label %conv1_weight_grad.endif18
 
-conv1_weight_grad.oy470:                          ; preds = %conv1_weight_grad.endif35, %conv1_weight_grad.oy466.end
-  %conv1_weight_grad.oy47024 = phi i64 [ 0, %conv1_weight_grad.oy466.end ], [ %oy470.next, %conv1_weight_grad.endif35 ]
-  %72 = add nsw i64 %conv1_weight_grad.oy47024, %conv1_weight_grad.ky4656
+conv1_weight_grad.oy473:                          ; preds = %conv1_weight_grad.endif35, %conv1_weight_grad.oy469.end
+  %conv1_weight_grad.oy47324 = phi i64 [ 0, %conv1_weight_grad.oy469.end ], [ %oy473.next, %conv1_weight_grad.endif35 ]
+  %72 = add nsw i64 %conv1_weight_grad.oy47324, %conv1_weight_grad.ky4686
   %73 = add nsw i64 %72, -1
   %74 = icmp slt i64 -1, %73
-  %75 = add nsw i64 %conv1_weight_grad.oy47024, %conv1_weight_grad.ky4656
+  %75 = add nsw i64 %conv1_weight_grad.oy47324, %conv1_weight_grad.ky4686
   %76 = add nsw i64 %75, -1
   %77 = icmp slt i64 %76, 28
   %78 = and i1 %74, %77
   br i1 %78, label %conv1_weight_grad.then25, label %conv1_weight_grad.endif26
 
-conv1_weight_grad.oy470.end:                      ; preds = %conv1_weight_grad.endif35
-  br label %conv1_weight_grad.oy473
+conv1_weight_grad.oy473.end:                      ; preds = %conv1_weight_grad.endif35
+  br label %conv1_weight_grad.oy476
 
-conv1_weight_grad.then25:                         ; preds = %conv1_weight_grad.oy470
-  br label %conv1_weight_grad.ox471
+conv1_weight_grad.then25:                         ; preds = %conv1_weight_grad.oy473
+  br label %conv1_weight_grad.ox474
 
-conv1_weight_grad.endif26:                        ; preds = %conv1_weight_grad.ox471.end, %conv1_weight_grad.oy470
-  %79 = add nsw i64 %conv1_weight_grad.oy47024, %conv1_weight_grad.ky4656
+conv1_weight_grad.endif26:                        ; preds = %conv1_weight_grad.ox474.end, %conv1_weight_grad.oy473
+  %79 = add nsw i64 %conv1_weight_grad.oy47324, %conv1_weight_grad.ky4686
   %80 = add nsw i64 %79, -1
   %81 = icmp slt i64 %80, 0
   br i1 %81, label %conv1_weight_grad.then30, label %conv1_weight_grad.endif31
 
-conv1_weight_grad.ox471:                          ; preds = %conv1_weight_grad.ox471, %conv1_weight_grad.then25
-  %conv1_weight_grad.ox47127 = phi i64 [ 0, %conv1_weight_grad.then25 ], [ %ox471.next, %conv1_weight_grad.ox471 ]
-  %82 = mul nsw i64 %conv1_weight_grad.g4623, 16
-  %83 = add nsw i64 %82, %conv1_weight_grad.j4634
+conv1_weight_grad.ox474:                          ; preds = %conv1_weight_grad.ox474, %conv1_weight_grad.then25
+  %conv1_weight_grad.ox47427 = phi i64 [ 0, %conv1_weight_grad.then25 ], [ %ox474.next, %conv1_weight_grad.ox474 ]
+  %82 = mul nsw i64 %conv1_weight_grad.g4653, 16
+  %83 = add nsw i64 %82, %conv1_weight_grad.j4664
   %84 = mul nsw i64 %83, 784
-  %85 = mul nsw i64 %conv1_weight_grad.c4645, 784
+  %85 = mul nsw i64 %conv1_weight_grad.c4675, 784
   %86 = add nsw i64 %84, %85
-  %87 = add nsw i64 %conv1_weight_grad.oy47024, %conv1_weight_grad.ky4656
+  %87 = add nsw i64 %conv1_weight_grad.oy47324, %conv1_weight_grad.ky4686
   %88 = add nsw i64 %87, -1
   %89 = mul nsw i64 %88, 28
   %90 = add nsw i64 %86, %89
-  %91 = add nsw i64 %90, %conv1_weight_grad.ox47127
+  %91 = add nsw i64 %90, %conv1_weight_grad.ox47427
   %images28 = getelementptr inbounds float, ptr %images, i64 %91
   %92 = load float, ptr %images28, align 4
-  %93 = mul nsw i64 %conv1_weight_grad.c4645, 3
-  %94 = add nsw i64 %93, %conv1_weight_grad.ky4656
+  %93 = mul nsw i64 %conv1_weight_grad.c4675, 3
+  %94 = add nsw i64 %93, %conv1_weight_grad.ky4686
   %95 = mul nsw i64 %94, 3
   %96 = add nsw i64 %95, 1
   %97 = mul nsw i64 %96, 12560
-  %98 = mul nsw i64 %conv1_weight_grad.j4634, 784
+  %98 = mul nsw i64 %conv1_weight_grad.j4664, 784
   %99 = add nsw i64 %97, %98
-  %100 = mul nsw i64 %conv1_weight_grad.oy47024, 28
-  %101 = add nsw i64 %100, %conv1_weight_grad.ox47127
+  %100 = mul nsw i64 %conv1_weight_grad.oy47324, 28
+  %101 = add nsw i64 %100, %conv1_weight_grad.ox47427
   %102 = add nsw i64 %99, %101
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %102
   store float %92, ptr %arena29, align 4
-  %ox471.next = add nsw i64 %conv1_weight_grad.ox47127, 1
-  %103 = icmp slt i64 %ox471.next, 28
-  br i1 %103, label %conv1_weight_grad.ox471, label %conv1_weight_grad.ox471.end
+  %ox474.next = add nsw i64 %conv1_weight_grad.ox47427, 1
+  %103 = icmp slt i64 %ox474.next, 28
+  br i1 %103, label %conv1_weight_grad.ox474, label %conv1_weight_grad.ox474.end
 
-conv1_weight_grad.ox471.end:                      ; preds = %conv1_weight_grad.ox471
+conv1_weight_grad.ox474.end:                      ; preds = %conv1_weight_grad.ox474
   br label %conv1_weight_grad.endif26
 
 conv1_weight_grad.then30:                         ; preds = %conv1_weight_grad.endif26
-  br label %conv1_weight_grad.ox472
+  br label %conv1_weight_grad.ox475
 
-conv1_weight_grad.endif31:                        ; preds = %conv1_weight_grad.ox472.end, %conv1_weight_grad.endif26
-  %104 = add nsw i64 %conv1_weight_grad.oy47024, %conv1_weight_grad.ky4656
+conv1_weight_grad.endif31:                        ; preds = %conv1_weight_grad.ox475.end, %conv1_weight_grad.endif26
+  %104 = add nsw i64 %conv1_weight_grad.oy47324, %conv1_weight_grad.ky4686
   %105 = add nsw i64 %104, -1
   %106 = icmp slt i64 27, %105
   br i1 %106, label %conv1_weight_grad.then34, label %conv1_weight_grad.endif35
 
-conv1_weight_grad.ox472:                          ; preds = %conv1_weight_grad.ox472, %conv1_weight_grad.then30
-  %conv1_weight_grad.ox47232 = phi i64 [ 0, %conv1_weight_grad.then30 ], [ %ox472.next, %conv1_weight_grad.ox472 ]
-  %107 = mul nsw i64 %conv1_weight_grad.c4645, 3
-  %108 = add nsw i64 %107, %conv1_weight_grad.ky4656
+conv1_weight_grad.ox475:                          ; preds = %conv1_weight_grad.ox475, %conv1_weight_grad.then30
+  %conv1_weight_grad.ox47532 = phi i64 [ 0, %conv1_weight_grad.then30 ], [ %ox475.next, %conv1_weight_grad.ox475 ]
+  %107 = mul nsw i64 %conv1_weight_grad.c4675, 3
+  %108 = add nsw i64 %107, %conv1_weight_grad.ky4686
   %109 = mul nsw i64 %108, 3
   %110 = add nsw i64 %109, 1
   %111 = mul nsw i64 %110, 12560
-  %112 = mul nsw i64 %conv1_weight_grad.j4634, 784
+  %112 = mul nsw i64 %conv1_weight_grad.j4664, 784
   %113 = add nsw i64 %111, %112
-  %114 = mul nsw i64 %conv1_weight_grad.oy47024, 28
-  %115 = add nsw i64 %114, %conv1_weight_grad.ox47232
+  %114 = mul nsw i64 %conv1_weight_grad.oy47324, 28
+  %115 = add nsw i64 %114, %conv1_weight_grad.ox47532
   %116 = add nsw i64 %113, %115
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %116
   store float 0.000000e+00, ptr %arena33, align 4
-  %ox472.next = add nsw i64 %conv1_weight_grad.ox47232, 1
-  %117 = icmp slt i64 %ox472.next, 28
-  br i1 %117, label %conv1_weight_grad.ox472, label %conv1_weight_grad.ox472.end
+  %ox475.next = add nsw i64 %conv1_weight_grad.ox47532, 1
+  %117 = icmp slt i64 %ox475.next, 28
+  br i1 %117, label %conv1_weight_grad.ox475, label %conv1_weight_grad.ox475.end
 
-conv1_weight_grad.ox472.end:                      ; preds = %conv1_weight_grad.ox472
+conv1_weight_grad.ox475.end:                      ; preds = %conv1_weight_grad.ox475
   br label %conv1_weight_grad.endif31
 
 conv1_weight_grad.then34:                         ; preds = %conv1_weight_grad.endif31
-  br label %conv1_weight_grad.ox47236
+  br label %conv1_weight_grad.ox47536
 
-conv1_weight_grad.endif35:                        ; preds = %conv1_weight_grad.ox472.end37, %conv1_weight_grad.endif31
-  %oy470.next = add nsw i64 %conv1_weight_grad.oy47024, 1
-  %118 = icmp slt i64 %oy470.next, 28
-  br i1 %118, label %conv1_weight_grad.oy470, label %conv1_weight_grad.oy470.end
+conv1_weight_grad.endif35:                        ; preds = %conv1_weight_grad.ox475.end37, %conv1_weight_grad.endif31
+  %oy473.next = add nsw i64 %conv1_weight_grad.oy47324, 1
+  %118 = icmp slt i64 %oy473.next, 28
+  br i1 %118, label %conv1_weight_grad.oy473, label %conv1_weight_grad.oy473.end
 
-conv1_weight_grad.ox47236:                        ; preds = %conv1_weight_grad.ox47236, %conv1_weight_grad.then34
-  %conv1_weight_grad.ox47238 = phi i64 [ 0, %conv1_weight_grad.then34 ], [ %ox472.next40, %conv1_weight_grad.ox47236 ]
-  %119 = mul nsw i64 %conv1_weight_grad.c4645, 3
-  %120 = add nsw i64 %119, %conv1_weight_grad.ky4656
+conv1_weight_grad.ox47536:                        ; preds = %conv1_weight_grad.ox47536, %conv1_weight_grad.then34
+  %conv1_weight_grad.ox47538 = phi i64 [ 0, %conv1_weight_grad.then34 ], [ %ox475.next40, %conv1_weight_grad.ox47536 ]
+  %119 = mul nsw i64 %conv1_weight_grad.c4675, 3
+  %120 = add nsw i64 %119, %conv1_weight_grad.ky4686
   %121 = mul nsw i64 %120, 3
   %122 = add nsw i64 %121, 1
   %123 = mul nsw i64 %122, 12560
-  %124 = mul nsw i64 %conv1_weight_grad.j4634, 784
+  %124 = mul nsw i64 %conv1_weight_grad.j4664, 784
   %125 = add nsw i64 %123, %124
-  %126 = mul nsw i64 %conv1_weight_grad.oy47024, 28
-  %127 = add nsw i64 %126, %conv1_weight_grad.ox47238
+  %126 = mul nsw i64 %conv1_weight_grad.oy47324, 28
+  %127 = add nsw i64 %126, %conv1_weight_grad.ox47538
   %128 = add nsw i64 %125, %127
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %128
   store float 0.000000e+00, ptr %arena39, align 4
-  %ox472.next40 = add nsw i64 %conv1_weight_grad.ox47238, 1
-  %129 = icmp slt i64 %ox472.next40, 28
-  br i1 %129, label %conv1_weight_grad.ox47236, label %conv1_weight_grad.ox472.end37
+  %ox475.next40 = add nsw i64 %conv1_weight_grad.ox47538, 1
+  %129 = icmp slt i64 %ox475.next40, 28
+  br i1 %129, label %conv1_weight_grad.ox47536, label %conv1_weight_grad.ox475.end37
 
-conv1_weight_grad.ox472.end37:                    ; preds = %conv1_weight_grad.ox47236
+conv1_weight_grad.ox475.end37:                    ; preds = %conv1_weight_grad.ox47536
   br label %conv1_weight_grad.endif35
 
-conv1_weight_grad.oy473:                          ; preds = %conv1_weight_grad.endif54, %conv1_weight_grad.oy470.end
-  %conv1_weight_grad.oy47341 = phi i64 [ 0, %conv1_weight_grad.oy470.end ], [ %oy473.next, %conv1_weight_grad.endif54 ]
-  %130 = add nsw i64 %conv1_weight_grad.oy47341, %conv1_weight_grad.ky4656
+conv1_weight_grad.oy476:                          ; preds = %conv1_weight_grad.endif54, %conv1_weight_grad.oy473.end
+  %conv1_weight_grad.oy47641 = phi i64 [ 0, %conv1_weight_grad.oy473.end ], [ %oy476.next, %conv1_weight_grad.endif54 ]
+  %130 = add nsw i64 %conv1_weight_grad.oy47641, %conv1_weight_grad.ky4686
   %131 = add nsw i64 %130, -1
   %132 = icmp slt i64 -1, %131
-  %133 = add nsw i64 %conv1_weight_grad.oy47341, %conv1_weight_grad.ky4656
+  %133 = add nsw i64 %conv1_weight_grad.oy47641, %conv1_weight_grad.ky4686
   %134 = add nsw i64 %133, -1
   %135 = icmp slt i64 %134, 28
   %136 = and i1 %132, %135
   br i1 %136, label %conv1_weight_grad.then42, label %conv1_weight_grad.endif43
 
-conv1_weight_grad.oy473.end:                      ; preds = %conv1_weight_grad.endif54
-  %ky465.next = add nsw i64 %conv1_weight_grad.ky4656, 1
-  %137 = icmp slt i64 %ky465.next, 3
-  br i1 %137, label %conv1_weight_grad.ky465, label %conv1_weight_grad.ky465.end
+conv1_weight_grad.oy476.end:                      ; preds = %conv1_weight_grad.endif54
+  %ky468.next = add nsw i64 %conv1_weight_grad.ky4686, 1
+  %137 = icmp slt i64 %ky468.next, 3
+  br i1 %137, label %conv1_weight_grad.ky468, label %conv1_weight_grad.ky468.end
 
-conv1_weight_grad.then42:                         ; preds = %conv1_weight_grad.oy473
-  br label %conv1_weight_grad.ox474
+conv1_weight_grad.then42:                         ; preds = %conv1_weight_grad.oy476
+  br label %conv1_weight_grad.ox477
 
-conv1_weight_grad.endif43:                        ; preds = %conv1_weight_grad.ox475.end, %conv1_weight_grad.oy473
-  %138 = add nsw i64 %conv1_weight_grad.oy47341, %conv1_weight_grad.ky4656
+conv1_weight_grad.endif43:                        ; preds = %conv1_weight_grad.ox478.end, %conv1_weight_grad.oy476
+  %138 = add nsw i64 %conv1_weight_grad.oy47641, %conv1_weight_grad.ky4686
   %139 = add nsw i64 %138, -1
   %140 = icmp slt i64 %139, 0
   br i1 %140, label %conv1_weight_grad.then49, label %conv1_weight_grad.endif50
 
-conv1_weight_grad.ox474:                          ; preds = %conv1_weight_grad.ox474, %conv1_weight_grad.then42
-  %conv1_weight_grad.ox47444 = phi i64 [ 0, %conv1_weight_grad.then42 ], [ %ox474.next, %conv1_weight_grad.ox474 ]
-  %141 = mul nsw i64 %conv1_weight_grad.g4623, 16
-  %142 = add nsw i64 %141, %conv1_weight_grad.j4634
+conv1_weight_grad.ox477:                          ; preds = %conv1_weight_grad.ox477, %conv1_weight_grad.then42
+  %conv1_weight_grad.ox47744 = phi i64 [ 0, %conv1_weight_grad.then42 ], [ %ox477.next, %conv1_weight_grad.ox477 ]
+  %141 = mul nsw i64 %conv1_weight_grad.g4653, 16
+  %142 = add nsw i64 %141, %conv1_weight_grad.j4664
   %143 = mul nsw i64 %142, 784
-  %144 = mul nsw i64 %conv1_weight_grad.c4645, 784
+  %144 = mul nsw i64 %conv1_weight_grad.c4675, 784
   %145 = add nsw i64 %143, %144
-  %146 = add nsw i64 %conv1_weight_grad.oy47341, %conv1_weight_grad.ky4656
+  %146 = add nsw i64 %conv1_weight_grad.oy47641, %conv1_weight_grad.ky4686
   %147 = add nsw i64 %146, -1
   %148 = mul nsw i64 %147, 28
   %149 = add nsw i64 %145, %148
-  %150 = add nsw i64 %conv1_weight_grad.ox47444, 1
+  %150 = add nsw i64 %conv1_weight_grad.ox47744, 1
   %151 = add nsw i64 %149, %150
   %images45 = getelementptr inbounds float, ptr %images, i64 %151
   %152 = load float, ptr %images45, align 4
-  %153 = mul nsw i64 %conv1_weight_grad.c4645, 3
-  %154 = add nsw i64 %153, %conv1_weight_grad.ky4656
+  %153 = mul nsw i64 %conv1_weight_grad.c4675, 3
+  %154 = add nsw i64 %153, %conv1_weight_grad.ky4686
   %155 = mul nsw i64 %154, 3
   %156 = add nsw i64 %155, 2
   %157 = mul nsw i64 %156, 12560
-  %158 = mul nsw i64 %conv1_weight_grad.j4634, 784
+  %158 = mul nsw i64 %conv1_weight_grad.j4664, 784
   %159 = add nsw i64 %157, %158
-  %160 = mul nsw i64 %conv1_weight_grad.oy47341, 28
-  %161 = add nsw i64 %160, %conv1_weight_grad.ox47444
+  %160 = mul nsw i64 %conv1_weight_grad.oy47641, 28
+  %161 = add nsw i64 %160, %conv1_weight_grad.ox47744
   %162 = add nsw i64 %159, %161
   %arena46 = getelementptr inbounds float, ptr %arena, i64 %162
   store float %152, ptr %arena46, align 4
-  %ox474.next = add nsw i64 %conv1_weight_grad.ox47444, 1
-  %163 = icmp slt i64 %ox474.next, 27
-  br i1 %163, label %conv1_weight_grad.ox474, label %conv1_weight_grad.ox474.end
+  %ox477.next = add nsw i64 %conv1_weight_grad.ox47744, 1
+  %163 = icmp slt i64 %ox477.next, 27
+  br i1 %163, label %conv1_weight_grad.ox477, label %conv1_weight_grad.ox477.end
 
-conv1_weight_grad.ox474.end:                      ; preds = %conv1_weight_grad.ox474
-  br label %conv1_weight_grad.ox475
+conv1_weight_grad.ox477.end:                      ; preds = %conv1_weight_grad.ox477
+  br label %conv1_weight_grad.ox478
 
-conv1_weight_grad.ox475:                          ; preds = %conv1_weight_grad.ox475, %conv1_weight_grad.ox474.end
-  %conv1_weight_grad.ox47547 = phi i64 [ 0, %conv1_weight_grad.ox474.end ], [ %ox475.next, %conv1_weight_grad.ox475 ]
-  %164 = mul nsw i64 %conv1_weight_grad.c4645, 3
-  %165 = add nsw i64 %164, %conv1_weight_grad.ky4656
+conv1_weight_grad.ox478:                          ; preds = %conv1_weight_grad.ox478, %conv1_weight_grad.ox477.end
+  %conv1_weight_grad.ox47847 = phi i64 [ 0, %conv1_weight_grad.ox477.end ], [ %ox478.next, %conv1_weight_grad.ox478 ]
+  %164 = mul nsw i64 %conv1_weight_grad.c4675, 3
+  %165 = add nsw i64 %164, %conv1_weight_grad.ky4686
   %166 = mul nsw i64 %165, 3
   %167 = add nsw i64 %166, 2
   %168 = mul nsw i64 %167, 12560
-  %169 = mul nsw i64 %conv1_weight_grad.j4634, 784
+  %169 = mul nsw i64 %conv1_weight_grad.j4664, 784
   %170 = add nsw i64 %168, %169
-  %171 = mul nsw i64 %conv1_weight_grad.oy47341, 28
-  %172 = add nsw i64 %conv1_weight_grad.ox47547, 27
+  %171 = mul nsw i64 %conv1_weight_grad.oy47641, 28
+  %172 = add nsw i64 %conv1_weight_grad.ox47847, 27
   %173 = add nsw i64 %171, %172
   %174 = add nsw i64 %170, %173
   %arena48 = getelementptr inbounds float, ptr %arena, i64 %174
   store float 0.000000e+00, ptr %arena48, align 4
-  %ox475.next = add nsw i64 %conv1_weight_grad.ox47547, 1
-  %175 = icmp slt i64 %ox475.next, 1
-  br i1 %175, label %conv1_weight_grad.ox475, label %conv1_weight_grad.ox475.end
+  %ox478.next = add nsw i64 %conv1_weight_grad.ox47847, 1
+  %175 = icmp slt i64 %ox478.next, 1
+  br i1 %175, label %conv1_weight_grad.ox478, label %conv1_weight_grad.ox478.end
 
-conv1_weight_grad.ox475.end:                      ; preds = %conv1_weight_grad.ox475
+conv1_weight_grad.ox478.end:                      ; preds = %conv1_weight_grad.ox478
   br label %conv1_weight_grad.endif43
 
 conv1_weight_grad.then49:                         ; preds = %conv1_weight_grad.endif43
-  br label %conv1_weight_grad.ox476
+  br label %conv1_weight_grad.ox479
 
-conv1_weight_grad.endif50:                        ; preds = %conv1_weight_grad.ox476.end, %conv1_weight_grad.endif43
-  %176 = add nsw i64 %conv1_weight_grad.oy47341, %conv1_weight_grad.ky4656
+conv1_weight_grad.endif50:                        ; preds = %conv1_weight_grad.ox479.end, %conv1_weight_grad.endif43
+  %176 = add nsw i64 %conv1_weight_grad.oy47641, %conv1_weight_grad.ky4686
   %177 = add nsw i64 %176, -1
   %178 = icmp slt i64 27, %177
   br i1 %178, label %conv1_weight_grad.then53, label %conv1_weight_grad.endif54
 
-conv1_weight_grad.ox476:                          ; preds = %conv1_weight_grad.ox476, %conv1_weight_grad.then49
-  %conv1_weight_grad.ox47651 = phi i64 [ 0, %conv1_weight_grad.then49 ], [ %ox476.next, %conv1_weight_grad.ox476 ]
-  %179 = mul nsw i64 %conv1_weight_grad.c4645, 3
-  %180 = add nsw i64 %179, %conv1_weight_grad.ky4656
+conv1_weight_grad.ox479:                          ; preds = %conv1_weight_grad.ox479, %conv1_weight_grad.then49
+  %conv1_weight_grad.ox47951 = phi i64 [ 0, %conv1_weight_grad.then49 ], [ %ox479.next, %conv1_weight_grad.ox479 ]
+  %179 = mul nsw i64 %conv1_weight_grad.c4675, 3
+  %180 = add nsw i64 %179, %conv1_weight_grad.ky4686
   %181 = mul nsw i64 %180, 3
   %182 = add nsw i64 %181, 2
   %183 = mul nsw i64 %182, 12560
-  %184 = mul nsw i64 %conv1_weight_grad.j4634, 784
+  %184 = mul nsw i64 %conv1_weight_grad.j4664, 784
   %185 = add nsw i64 %183, %184
-  %186 = mul nsw i64 %conv1_weight_grad.oy47341, 28
-  %187 = add nsw i64 %186, %conv1_weight_grad.ox47651
+  %186 = mul nsw i64 %conv1_weight_grad.oy47641, 28
+  %187 = add nsw i64 %186, %conv1_weight_grad.ox47951
   %188 = add nsw i64 %185, %187
   %arena52 = getelementptr inbounds float, ptr %arena, i64 %188
   store float 0.000000e+00, ptr %arena52, align 4
-  %ox476.next = add nsw i64 %conv1_weight_grad.ox47651, 1
-  %189 = icmp slt i64 %ox476.next, 28
-  br i1 %189, label %conv1_weight_grad.ox476, label %conv1_weight_grad.ox476.end
+  %ox479.next = add nsw i64 %conv1_weight_grad.ox47951, 1
+  %189 = icmp slt i64 %ox479.next, 28
+  br i1 %189, label %conv1_weight_grad.ox479, label %conv1_weight_grad.ox479.end
 
-conv1_weight_grad.ox476.end:                      ; preds = %conv1_weight_grad.ox476
+conv1_weight_grad.ox479.end:                      ; preds = %conv1_weight_grad.ox479
   br label %conv1_weight_grad.endif50
 
 conv1_weight_grad.then53:                         ; preds = %conv1_weight_grad.endif50
-  br label %conv1_weight_grad.ox47655
+  br label %conv1_weight_grad.ox47955
 
-conv1_weight_grad.endif54:                        ; preds = %conv1_weight_grad.ox476.end56, %conv1_weight_grad.endif50
-  %oy473.next = add nsw i64 %conv1_weight_grad.oy47341, 1
-  %190 = icmp slt i64 %oy473.next, 28
-  br i1 %190, label %conv1_weight_grad.oy473, label %conv1_weight_grad.oy473.end
+conv1_weight_grad.endif54:                        ; preds = %conv1_weight_grad.ox479.end56, %conv1_weight_grad.endif50
+  %oy476.next = add nsw i64 %conv1_weight_grad.oy47641, 1
+  %190 = icmp slt i64 %oy476.next, 28
+  br i1 %190, label %conv1_weight_grad.oy476, label %conv1_weight_grad.oy476.end
 
-conv1_weight_grad.ox47655:                        ; preds = %conv1_weight_grad.ox47655, %conv1_weight_grad.then53
-  %conv1_weight_grad.ox47657 = phi i64 [ 0, %conv1_weight_grad.then53 ], [ %ox476.next59, %conv1_weight_grad.ox47655 ]
-  %191 = mul nsw i64 %conv1_weight_grad.c4645, 3
-  %192 = add nsw i64 %191, %conv1_weight_grad.ky4656
+conv1_weight_grad.ox47955:                        ; preds = %conv1_weight_grad.ox47955, %conv1_weight_grad.then53
+  %conv1_weight_grad.ox47957 = phi i64 [ 0, %conv1_weight_grad.then53 ], [ %ox479.next59, %conv1_weight_grad.ox47955 ]
+  %191 = mul nsw i64 %conv1_weight_grad.c4675, 3
+  %192 = add nsw i64 %191, %conv1_weight_grad.ky4686
   %193 = mul nsw i64 %192, 3
   %194 = add nsw i64 %193, 2
   %195 = mul nsw i64 %194, 12560
-  %196 = mul nsw i64 %conv1_weight_grad.j4634, 784
+  %196 = mul nsw i64 %conv1_weight_grad.j4664, 784
   %197 = add nsw i64 %195, %196
-  %198 = mul nsw i64 %conv1_weight_grad.oy47341, 28
-  %199 = add nsw i64 %198, %conv1_weight_grad.ox47657
+  %198 = mul nsw i64 %conv1_weight_grad.oy47641, 28
+  %199 = add nsw i64 %198, %conv1_weight_grad.ox47957
   %200 = add nsw i64 %197, %199
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %200
   store float 0.000000e+00, ptr %arena58, align 4
-  %ox476.next59 = add nsw i64 %conv1_weight_grad.ox47657, 1
-  %201 = icmp slt i64 %ox476.next59, 28
-  br i1 %201, label %conv1_weight_grad.ox47655, label %conv1_weight_grad.ox476.end56
+  %ox479.next59 = add nsw i64 %conv1_weight_grad.ox47957, 1
+  %201 = icmp slt i64 %ox479.next59, 28
+  br i1 %201, label %conv1_weight_grad.ox47955, label %conv1_weight_grad.ox479.end56
 
-conv1_weight_grad.ox476.end56:                    ; preds = %conv1_weight_grad.ox47655
+conv1_weight_grad.ox479.end56:                    ; preds = %conv1_weight_grad.ox47955
   br label %conv1_weight_grad.endif54
 
-conv1_weight_grad.j477:                           ; preds = %conv1_weight_grad.i478.end, %conv1_weight_grad.j463.end
-  %conv1_weight_grad.j47760 = phi i64 [ 0, %conv1_weight_grad.j463.end ], [ %j477.next, %conv1_weight_grad.i478.end ]
-  br label %conv1_weight_grad.i478
+conv1_weight_grad.j480:                           ; preds = %conv1_weight_grad.i481.end, %conv1_weight_grad.j466.end
+  %conv1_weight_grad.j48060 = phi i64 [ 0, %conv1_weight_grad.j466.end ], [ %j480.next, %conv1_weight_grad.i481.end ]
+  br label %conv1_weight_grad.i481
 
-conv1_weight_grad.j477.end:                       ; preds = %conv1_weight_grad.i478.end
-  call void @simplecnn_train_b64.k22.conv1_weight_grad.gemm485(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  %g462.next = add nsw i64 %conv1_weight_grad.g4623, 1
-  %202 = icmp slt i64 %g462.next, 4
-  br i1 %202, label %conv1_weight_grad.g462, label %conv1_weight_grad.g462.end
+conv1_weight_grad.j480.end:                       ; preds = %conv1_weight_grad.i481.end
+  call void @simplecnn_train_b64.k22.conv1_weight_grad.gemm488(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  %g465.next = add nsw i64 %conv1_weight_grad.g4653, 1
+  %202 = icmp slt i64 %g465.next, 4
+  br i1 %202, label %conv1_weight_grad.g465, label %conv1_weight_grad.g465.end
 
-conv1_weight_grad.i478:                           ; preds = %conv1_weight_grad.f479.end, %conv1_weight_grad.j477
-  %conv1_weight_grad.i47861 = phi i64 [ 0, %conv1_weight_grad.j477 ], [ %i478.next, %conv1_weight_grad.f479.end ]
-  br label %conv1_weight_grad.f479
+conv1_weight_grad.i481:                           ; preds = %conv1_weight_grad.f482.end, %conv1_weight_grad.j480
+  %conv1_weight_grad.i48161 = phi i64 [ 0, %conv1_weight_grad.j480 ], [ %i481.next, %conv1_weight_grad.f482.end ]
+  br label %conv1_weight_grad.f482
 
-conv1_weight_grad.i478.end:                       ; preds = %conv1_weight_grad.f479.end
-  %j477.next = add nsw i64 %conv1_weight_grad.j47760, 1
-  %203 = icmp slt i64 %j477.next, 16
-  br i1 %203, label %conv1_weight_grad.j477, label %conv1_weight_grad.j477.end
+conv1_weight_grad.i481.end:                       ; preds = %conv1_weight_grad.f482.end
+  %j480.next = add nsw i64 %conv1_weight_grad.j48060, 1
+  %203 = icmp slt i64 %j480.next, 16
+  br i1 %203, label %conv1_weight_grad.j480, label %conv1_weight_grad.j480.end
 
-conv1_weight_grad.f479:                           ; preds = %conv1_weight_grad.f479, %conv1_weight_grad.i478
-  %conv1_weight_grad.f47962 = phi i64 [ 0, %conv1_weight_grad.i478 ], [ %f479.next, %conv1_weight_grad.f479 ]
-  %204 = mul nsw i64 %conv1_weight_grad.g4623, 16
-  %205 = add nsw i64 %204, %conv1_weight_grad.j47760
+conv1_weight_grad.f482:                           ; preds = %conv1_weight_grad.f482, %conv1_weight_grad.i481
+  %conv1_weight_grad.f48262 = phi i64 [ 0, %conv1_weight_grad.i481 ], [ %f482.next, %conv1_weight_grad.f482 ]
+  %204 = mul nsw i64 %conv1_weight_grad.g4653, 16
+  %205 = add nsw i64 %204, %conv1_weight_grad.j48060
   %206 = mul nsw i64 %205, 25088
   %207 = add nsw i64 1221264, %206
-  %208 = mul nsw i64 %conv1_weight_grad.f47962, 784
+  %208 = mul nsw i64 %conv1_weight_grad.f48262, 784
   %209 = add nsw i64 %207, %208
-  %210 = add nsw i64 %209, %conv1_weight_grad.i47861
+  %210 = add nsw i64 %209, %conv1_weight_grad.i48161
   %arena63 = getelementptr inbounds float, ptr %arena, i64 %210
   %211 = load float, ptr %arena63, align 4
-  %212 = mul nsw i64 %conv1_weight_grad.j47760, 784
-  %213 = add nsw i64 %212, %conv1_weight_grad.i47861
+  %212 = mul nsw i64 %conv1_weight_grad.j48060, 784
+  %213 = add nsw i64 %212, %conv1_weight_grad.i48161
   %214 = mul nsw i64 %213, 32
   %215 = add nsw i64 113040, %214
-  %216 = add nsw i64 %215, %conv1_weight_grad.f47962
+  %216 = add nsw i64 %215, %conv1_weight_grad.f48262
   %arena64 = getelementptr inbounds float, ptr %arena, i64 %216
   store float %211, ptr %arena64, align 4
-  %f479.next = add nsw i64 %conv1_weight_grad.f47962, 1
-  %217 = icmp slt i64 %f479.next, 32
-  br i1 %217, label %conv1_weight_grad.f479, label %conv1_weight_grad.f479.end
+  %f482.next = add nsw i64 %conv1_weight_grad.f48262, 1
+  %217 = icmp slt i64 %f482.next, 32
+  br i1 %217, label %conv1_weight_grad.f482, label %conv1_weight_grad.f482.end
 
-conv1_weight_grad.f479.end:                       ; preds = %conv1_weight_grad.f479
-  %i478.next = add nsw i64 %conv1_weight_grad.i47861, 1
-  %218 = icmp slt i64 %i478.next, 784
-  br i1 %218, label %conv1_weight_grad.i478, label %conv1_weight_grad.i478.end
+conv1_weight_grad.f482.end:                       ; preds = %conv1_weight_grad.f482
+  %i481.next = add nsw i64 %conv1_weight_grad.i48161, 1
+  %218 = icmp slt i64 %i481.next, 784
+  br i1 %218, label %conv1_weight_grad.i481, label %conv1_weight_grad.i481.end
 
-conv1_weight_grad.f486:                           ; preds = %conv1_weight_grad.r487.end, %conv1_weight_grad.g462.end
-  %conv1_weight_grad.f48665 = phi i64 [ 0, %conv1_weight_grad.g462.end ], [ %f486.next, %conv1_weight_grad.r487.end ]
-  br label %conv1_weight_grad.r487
+conv1_weight_grad.f489:                           ; preds = %conv1_weight_grad.r490.end, %conv1_weight_grad.g465.end
+  %conv1_weight_grad.f48965 = phi i64 [ 0, %conv1_weight_grad.g465.end ], [ %f489.next, %conv1_weight_grad.r490.end ]
+  br label %conv1_weight_grad.r490
 
-conv1_weight_grad.f486.end:                       ; preds = %conv1_weight_grad.r487.end
+conv1_weight_grad.f489.end:                       ; preds = %conv1_weight_grad.r490.end
   ret void
 
-conv1_weight_grad.r487:                           ; preds = %conv1_weight_grad.r487, %conv1_weight_grad.f486
-  %conv1_weight_grad.r48766 = phi i64 [ 0, %conv1_weight_grad.f486 ], [ %r487.next, %conv1_weight_grad.r487 ]
-  %219 = mul nsw i64 %conv1_weight_grad.r48766, 32
+conv1_weight_grad.r490:                           ; preds = %conv1_weight_grad.r490, %conv1_weight_grad.f489
+  %conv1_weight_grad.r49066 = phi i64 [ 0, %conv1_weight_grad.f489 ], [ %r490.next, %conv1_weight_grad.r490 ]
+  %219 = mul nsw i64 %conv1_weight_grad.r49066, 32
   %220 = add nsw i64 514448, %219
-  %221 = add nsw i64 %220, %conv1_weight_grad.f48665
+  %221 = add nsw i64 %220, %conv1_weight_grad.f48965
   %arena67 = getelementptr inbounds float, ptr %arena, i64 %221
   %222 = load float, ptr %arena67, align 4
-  %223 = mul nsw i64 %conv1_weight_grad.f48665, 9
-  %224 = add nsw i64 %223, %conv1_weight_grad.r48766
+  %223 = mul nsw i64 %conv1_weight_grad.f48965, 9
+  %224 = add nsw i64 %223, %conv1_weight_grad.r49066
   %grads68 = getelementptr inbounds float, ptr %grads, i64 %224
   store float %222, ptr %grads68, align 4
-  %r487.next = add nsw i64 %conv1_weight_grad.r48766, 1
-  %225 = icmp slt i64 %r487.next, 9
-  br i1 %225, label %conv1_weight_grad.r487, label %conv1_weight_grad.r487.end
+  %r490.next = add nsw i64 %conv1_weight_grad.r49066, 1
+  %225 = icmp slt i64 %r490.next, 9
+  br i1 %225, label %conv1_weight_grad.r490, label %conv1_weight_grad.r490.end
 
-conv1_weight_grad.r487.end:                       ; preds = %conv1_weight_grad.r487
-  %f486.next = add nsw i64 %conv1_weight_grad.f48665, 1
-  %226 = icmp slt i64 %f486.next, 32
-  br i1 %226, label %conv1_weight_grad.f486, label %conv1_weight_grad.f486.end
+conv1_weight_grad.r490.end:                       ; preds = %conv1_weight_grad.r490
+  %f489.next = add nsw i64 %conv1_weight_grad.f48965, 1
+  %226 = icmp slt i64 %f489.next, 32
+  br i1 %226, label %conv1_weight_grad.f489, label %conv1_weight_grad.f489.end
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k22.conv1_weight_grad.gemm485(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_train_b64.k22.conv1_weight_grad.gemm488(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %conv1_weight_grad.t483_a8 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t483_a7 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t483_a6 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t483_a5 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t483_a4 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t483_a3 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t483_a2 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t483_a1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t483_a0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t483_b1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t483_b0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t483_c8_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t483_c8_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t483_c7_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t483_c7_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t483_c6_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t483_c6_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t483_c5_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t483_c5_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t483_c4_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t483_c4_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t483_c3_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t483_c3_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t483_c2_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t483_c2_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t483_c1_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t483_c1_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t483_c0_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t483_c0_0 = alloca <16 x float>, align 64
-  br label %conv1_weight_grad.kp480
+  %conv1_weight_grad.t486_a8 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t486_a7 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t486_a6 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t486_a5 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t486_a4 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t486_a3 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t486_a2 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t486_a1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t486_a0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t486_b1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t486_b0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t486_c8_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t486_c8_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t486_c7_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t486_c7_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t486_c6_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t486_c6_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t486_c5_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t486_c5_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t486_c4_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t486_c4_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t486_c3_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t486_c3_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t486_c2_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t486_c2_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t486_c1_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t486_c1_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t486_c0_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t486_c0_0 = alloca <16 x float>, align 64
+  br label %conv1_weight_grad.kp483
 
-conv1_weight_grad.kp480:                          ; preds = %conv1_weight_grad.nb481.end, %entry
-  %conv1_weight_grad.kp4801 = phi i64 [ 0, %entry ], [ %kp480.next, %conv1_weight_grad.nb481.end ]
-  br label %conv1_weight_grad.nb481
+conv1_weight_grad.kp483:                          ; preds = %conv1_weight_grad.nb484.end, %entry
+  %conv1_weight_grad.kp4831 = phi i64 [ 0, %entry ], [ %kp483.next, %conv1_weight_grad.nb484.end ]
+  br label %conv1_weight_grad.nb484
 
-conv1_weight_grad.kp480.end:                      ; preds = %conv1_weight_grad.nb481.end
+conv1_weight_grad.kp483.end:                      ; preds = %conv1_weight_grad.nb484.end
   ret void
 
-conv1_weight_grad.nb481:                          ; preds = %conv1_weight_grad.mb482.end, %conv1_weight_grad.kp480
-  %conv1_weight_grad.nb4812 = phi i64 [ 0, %conv1_weight_grad.kp480 ], [ %nb481.next, %conv1_weight_grad.mb482.end ]
-  br label %conv1_weight_grad.mb482
+conv1_weight_grad.nb484:                          ; preds = %conv1_weight_grad.mb485.end, %conv1_weight_grad.kp483
+  %conv1_weight_grad.nb4842 = phi i64 [ 0, %conv1_weight_grad.kp483 ], [ %nb484.next, %conv1_weight_grad.mb485.end ]
+  br label %conv1_weight_grad.mb485
 
-conv1_weight_grad.nb481.end:                      ; preds = %conv1_weight_grad.mb482.end
-  %kp480.next = add nsw i64 %conv1_weight_grad.kp4801, 1
-  %0 = icmp slt i64 %kp480.next, 7
-  br i1 %0, label %conv1_weight_grad.kp480, label %conv1_weight_grad.kp480.end
+conv1_weight_grad.nb484.end:                      ; preds = %conv1_weight_grad.mb485.end
+  %kp483.next = add nsw i64 %conv1_weight_grad.kp4831, 1
+  %0 = icmp slt i64 %kp483.next, 7
+  br i1 %0, label %conv1_weight_grad.kp483, label %conv1_weight_grad.kp483.end
 
-conv1_weight_grad.mb482:                          ; preds = %conv1_weight_grad.k484.end, %conv1_weight_grad.nb481
-  %conv1_weight_grad.mb4823 = phi i64 [ 0, %conv1_weight_grad.nb481 ], [ %mb482.next, %conv1_weight_grad.k484.end ]
-  %1 = mul nsw i64 %conv1_weight_grad.mb4823, 9
+conv1_weight_grad.mb485:                          ; preds = %conv1_weight_grad.k487.end, %conv1_weight_grad.nb484
+  %conv1_weight_grad.mb4853 = phi i64 [ 0, %conv1_weight_grad.nb484 ], [ %mb485.next, %conv1_weight_grad.k487.end ]
+  %1 = mul nsw i64 %conv1_weight_grad.mb4853, 9
   %2 = mul nsw i64 %1, 32
   %3 = add nsw i64 514448, %2
-  %4 = mul nsw i64 %conv1_weight_grad.nb4812, 32
+  %4 = mul nsw i64 %conv1_weight_grad.nb4842, 32
   %5 = add nsw i64 %3, %4
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
   %6 = load <16 x float>, ptr %arena4, align 4
-  store <16 x float> %6, ptr %conv1_weight_grad.t483_c0_0, align 64
-  %7 = mul nsw i64 %conv1_weight_grad.mb4823, 9
+  store <16 x float> %6, ptr %conv1_weight_grad.t486_c0_0, align 64
+  %7 = mul nsw i64 %conv1_weight_grad.mb4853, 9
   %8 = mul nsw i64 %7, 32
   %9 = add nsw i64 514448, %8
-  %10 = mul nsw i64 %conv1_weight_grad.nb4812, 32
+  %10 = mul nsw i64 %conv1_weight_grad.nb4842, 32
   %11 = add nsw i64 %9, %10
   %12 = add nsw i64 %11, 16
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %12
   %13 = load <16 x float>, ptr %arena5, align 4
-  store <16 x float> %13, ptr %conv1_weight_grad.t483_c0_1, align 64
-  %14 = mul nsw i64 %conv1_weight_grad.mb4823, 9
+  store <16 x float> %13, ptr %conv1_weight_grad.t486_c0_1, align 64
+  %14 = mul nsw i64 %conv1_weight_grad.mb4853, 9
   %15 = add nsw i64 %14, 1
   %16 = mul nsw i64 %15, 32
   %17 = add nsw i64 514448, %16
-  %18 = mul nsw i64 %conv1_weight_grad.nb4812, 32
+  %18 = mul nsw i64 %conv1_weight_grad.nb4842, 32
   %19 = add nsw i64 %17, %18
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %19
   %20 = load <16 x float>, ptr %arena6, align 4
-  store <16 x float> %20, ptr %conv1_weight_grad.t483_c1_0, align 64
-  %21 = mul nsw i64 %conv1_weight_grad.mb4823, 9
+  store <16 x float> %20, ptr %conv1_weight_grad.t486_c1_0, align 64
+  %21 = mul nsw i64 %conv1_weight_grad.mb4853, 9
   %22 = add nsw i64 %21, 1
   %23 = mul nsw i64 %22, 32
   %24 = add nsw i64 514448, %23
-  %25 = mul nsw i64 %conv1_weight_grad.nb4812, 32
+  %25 = mul nsw i64 %conv1_weight_grad.nb4842, 32
   %26 = add nsw i64 %24, %25
   %27 = add nsw i64 %26, 16
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %27
   %28 = load <16 x float>, ptr %arena7, align 4
-  store <16 x float> %28, ptr %conv1_weight_grad.t483_c1_1, align 64
-  %29 = mul nsw i64 %conv1_weight_grad.mb4823, 9
+  store <16 x float> %28, ptr %conv1_weight_grad.t486_c1_1, align 64
+  %29 = mul nsw i64 %conv1_weight_grad.mb4853, 9
   %30 = add nsw i64 %29, 2
   %31 = mul nsw i64 %30, 32
   %32 = add nsw i64 514448, %31
-  %33 = mul nsw i64 %conv1_weight_grad.nb4812, 32
+  %33 = mul nsw i64 %conv1_weight_grad.nb4842, 32
   %34 = add nsw i64 %32, %33
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %34
   %35 = load <16 x float>, ptr %arena8, align 4
-  store <16 x float> %35, ptr %conv1_weight_grad.t483_c2_0, align 64
-  %36 = mul nsw i64 %conv1_weight_grad.mb4823, 9
+  store <16 x float> %35, ptr %conv1_weight_grad.t486_c2_0, align 64
+  %36 = mul nsw i64 %conv1_weight_grad.mb4853, 9
   %37 = add nsw i64 %36, 2
   %38 = mul nsw i64 %37, 32
   %39 = add nsw i64 514448, %38
-  %40 = mul nsw i64 %conv1_weight_grad.nb4812, 32
+  %40 = mul nsw i64 %conv1_weight_grad.nb4842, 32
   %41 = add nsw i64 %39, %40
   %42 = add nsw i64 %41, 16
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %42
   %43 = load <16 x float>, ptr %arena9, align 4
-  store <16 x float> %43, ptr %conv1_weight_grad.t483_c2_1, align 64
-  %44 = mul nsw i64 %conv1_weight_grad.mb4823, 9
+  store <16 x float> %43, ptr %conv1_weight_grad.t486_c2_1, align 64
+  %44 = mul nsw i64 %conv1_weight_grad.mb4853, 9
   %45 = add nsw i64 %44, 3
   %46 = mul nsw i64 %45, 32
   %47 = add nsw i64 514448, %46
-  %48 = mul nsw i64 %conv1_weight_grad.nb4812, 32
+  %48 = mul nsw i64 %conv1_weight_grad.nb4842, 32
   %49 = add nsw i64 %47, %48
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %49
   %50 = load <16 x float>, ptr %arena10, align 4
-  store <16 x float> %50, ptr %conv1_weight_grad.t483_c3_0, align 64
-  %51 = mul nsw i64 %conv1_weight_grad.mb4823, 9
+  store <16 x float> %50, ptr %conv1_weight_grad.t486_c3_0, align 64
+  %51 = mul nsw i64 %conv1_weight_grad.mb4853, 9
   %52 = add nsw i64 %51, 3
   %53 = mul nsw i64 %52, 32
   %54 = add nsw i64 514448, %53
-  %55 = mul nsw i64 %conv1_weight_grad.nb4812, 32
+  %55 = mul nsw i64 %conv1_weight_grad.nb4842, 32
   %56 = add nsw i64 %54, %55
   %57 = add nsw i64 %56, 16
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %57
   %58 = load <16 x float>, ptr %arena11, align 4
-  store <16 x float> %58, ptr %conv1_weight_grad.t483_c3_1, align 64
-  %59 = mul nsw i64 %conv1_weight_grad.mb4823, 9
+  store <16 x float> %58, ptr %conv1_weight_grad.t486_c3_1, align 64
+  %59 = mul nsw i64 %conv1_weight_grad.mb4853, 9
   %60 = add nsw i64 %59, 4
   %61 = mul nsw i64 %60, 32
   %62 = add nsw i64 514448, %61
-  %63 = mul nsw i64 %conv1_weight_grad.nb4812, 32
+  %63 = mul nsw i64 %conv1_weight_grad.nb4842, 32
   %64 = add nsw i64 %62, %63
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %64
   %65 = load <16 x float>, ptr %arena12, align 4
-  store <16 x float> %65, ptr %conv1_weight_grad.t483_c4_0, align 64
-  %66 = mul nsw i64 %conv1_weight_grad.mb4823, 9
+  store <16 x float> %65, ptr %conv1_weight_grad.t486_c4_0, align 64
+  %66 = mul nsw i64 %conv1_weight_grad.mb4853, 9
   %67 = add nsw i64 %66, 4
   %68 = mul nsw i64 %67, 32
   %69 = add nsw i64 514448, %68
-  %70 = mul nsw i64 %conv1_weight_grad.nb4812, 32
+  %70 = mul nsw i64 %conv1_weight_grad.nb4842, 32
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %71, 16
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %72
   %73 = load <16 x float>, ptr %arena13, align 4
-  store <16 x float> %73, ptr %conv1_weight_grad.t483_c4_1, align 64
-  %74 = mul nsw i64 %conv1_weight_grad.mb4823, 9
+  store <16 x float> %73, ptr %conv1_weight_grad.t486_c4_1, align 64
+  %74 = mul nsw i64 %conv1_weight_grad.mb4853, 9
   %75 = add nsw i64 %74, 5
   %76 = mul nsw i64 %75, 32
   %77 = add nsw i64 514448, %76
-  %78 = mul nsw i64 %conv1_weight_grad.nb4812, 32
+  %78 = mul nsw i64 %conv1_weight_grad.nb4842, 32
   %79 = add nsw i64 %77, %78
   %arena14 = getelementptr inbounds float, ptr %arena, i64 %79
   %80 = load <16 x float>, ptr %arena14, align 4
-  store <16 x float> %80, ptr %conv1_weight_grad.t483_c5_0, align 64
-  %81 = mul nsw i64 %conv1_weight_grad.mb4823, 9
+  store <16 x float> %80, ptr %conv1_weight_grad.t486_c5_0, align 64
+  %81 = mul nsw i64 %conv1_weight_grad.mb4853, 9
   %82 = add nsw i64 %81, 5
   %83 = mul nsw i64 %82, 32
   %84 = add nsw i64 514448, %83
-  %85 = mul nsw i64 %conv1_weight_grad.nb4812, 32
+  %85 = mul nsw i64 %conv1_weight_grad.nb4842, 32
   %86 = add nsw i64 %84, %85
   %87 = add nsw i64 %86, 16
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %87
   %88 = load <16 x float>, ptr %arena15, align 4
-  store <16 x float> %88, ptr %conv1_weight_grad.t483_c5_1, align 64
-  %89 = mul nsw i64 %conv1_weight_grad.mb4823, 9
+  store <16 x float> %88, ptr %conv1_weight_grad.t486_c5_1, align 64
+  %89 = mul nsw i64 %conv1_weight_grad.mb4853, 9
   %90 = add nsw i64 %89, 6
   %91 = mul nsw i64 %90, 32
   %92 = add nsw i64 514448, %91
-  %93 = mul nsw i64 %conv1_weight_grad.nb4812, 32
+  %93 = mul nsw i64 %conv1_weight_grad.nb4842, 32
   %94 = add nsw i64 %92, %93
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %94
   %95 = load <16 x float>, ptr %arena16, align 4
-  store <16 x float> %95, ptr %conv1_weight_grad.t483_c6_0, align 64
-  %96 = mul nsw i64 %conv1_weight_grad.mb4823, 9
+  store <16 x float> %95, ptr %conv1_weight_grad.t486_c6_0, align 64
+  %96 = mul nsw i64 %conv1_weight_grad.mb4853, 9
   %97 = add nsw i64 %96, 6
   %98 = mul nsw i64 %97, 32
   %99 = add nsw i64 514448, %98
-  %100 = mul nsw i64 %conv1_weight_grad.nb4812, 32
+  %100 = mul nsw i64 %conv1_weight_grad.nb4842, 32
   %101 = add nsw i64 %99, %100
   %102 = add nsw i64 %101, 16
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %102
   %103 = load <16 x float>, ptr %arena17, align 4
-  store <16 x float> %103, ptr %conv1_weight_grad.t483_c6_1, align 64
-  %104 = mul nsw i64 %conv1_weight_grad.mb4823, 9
+  store <16 x float> %103, ptr %conv1_weight_grad.t486_c6_1, align 64
+  %104 = mul nsw i64 %conv1_weight_grad.mb4853, 9
   %105 = add nsw i64 %104, 7
   %106 = mul nsw i64 %105, 32
   %107 = add nsw i64 514448, %106
-  %108 = mul nsw i64 %conv1_weight_grad.nb4812, 32
+  %108 = mul nsw i64 %conv1_weight_grad.nb4842, 32
   %109 = add nsw i64 %107, %108
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %109
   %110 = load <16 x float>, ptr %arena18, align 4
-  store <16 x float> %110, ptr %conv1_weight_grad.t483_c7_0, align 64
-  %111 = mul nsw i64 %conv1_weight_grad.mb4823, 9
+  store <16 x float> %110, ptr %conv1_weight_grad.t486_c7_0, align 64
+  %111 = mul nsw i64 %conv1_weight_grad.mb4853, 9
   %112 = add nsw i64 %111, 7
   %113 = mul nsw i64 %112, 32
   %114 = add nsw i64 514448, %113
-  %115 = mul nsw i64 %conv1_weight_grad.nb4812, 32
+  %115 = mul nsw i64 %conv1_weight_grad.nb4842, 32
   %116 = add nsw i64 %114, %115
   %117 = add nsw i64 %116, 16
   %arena19 = getelementptr inbounds float, ptr %arena, i64 %117
   %118 = load <16 x float>, ptr %arena19, align 4
-  store <16 x float> %118, ptr %conv1_weight_grad.t483_c7_1, align 64
-  %119 = mul nsw i64 %conv1_weight_grad.mb4823, 9
+  store <16 x float> %118, ptr %conv1_weight_grad.t486_c7_1, align 64
+  %119 = mul nsw i64 %conv1_weight_grad.mb4853, 9
   %120 = add nsw i64 %119, 8
   %121 = mul nsw i64 %120, 32
   %122 = add nsw i64 514448, %121
-  %123 = mul nsw i64 %conv1_weight_grad.nb4812, 32
+  %123 = mul nsw i64 %conv1_weight_grad.nb4842, 32
   %124 = add nsw i64 %122, %123
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %124
   %125 = load <16 x float>, ptr %arena20, align 4
-  store <16 x float> %125, ptr %conv1_weight_grad.t483_c8_0, align 64
-  %126 = mul nsw i64 %conv1_weight_grad.mb4823, 9
+  store <16 x float> %125, ptr %conv1_weight_grad.t486_c8_0, align 64
+  %126 = mul nsw i64 %conv1_weight_grad.mb4853, 9
   %127 = add nsw i64 %126, 8
   %128 = mul nsw i64 %127, 32
   %129 = add nsw i64 514448, %128
-  %130 = mul nsw i64 %conv1_weight_grad.nb4812, 32
+  %130 = mul nsw i64 %conv1_weight_grad.nb4842, 32
   %131 = add nsw i64 %129, %130
   %132 = add nsw i64 %131, 16
   %arena21 = getelementptr inbounds float, ptr %arena, i64 %132
   %133 = load <16 x float>, ptr %arena21, align 4
-  store <16 x float> %133, ptr %conv1_weight_grad.t483_c8_1, align 64
-  br label %conv1_weight_grad.k484
+  store <16 x float> %133, ptr %conv1_weight_grad.t486_c8_1, align 64
+  br label %conv1_weight_grad.k487
 
-conv1_weight_grad.mb482.end:                      ; preds = %conv1_weight_grad.k484.end
-  %nb481.next = add nsw i64 %conv1_weight_grad.nb4812, 1
-  %134 = icmp slt i64 %nb481.next, 1
-  br i1 %134, label %conv1_weight_grad.nb481, label %conv1_weight_grad.nb481.end
+conv1_weight_grad.mb485.end:                      ; preds = %conv1_weight_grad.k487.end
+  %nb484.next = add nsw i64 %conv1_weight_grad.nb4842, 1
+  %134 = icmp slt i64 %nb484.next, 1
+  br i1 %134, label %conv1_weight_grad.nb484, label %conv1_weight_grad.nb484.end
 
-conv1_weight_grad.k484:                           ; preds = %conv1_weight_grad.k484, %conv1_weight_grad.mb482
-  %conv1_weight_grad.k48422 = phi i64 [ 0, %conv1_weight_grad.mb482 ], [ %k484.next, %conv1_weight_grad.k484 ]
-  %135 = mul nsw i64 %conv1_weight_grad.kp4801, 1792
-  %136 = add nsw i64 %conv1_weight_grad.k48422, %135
+conv1_weight_grad.k487:                           ; preds = %conv1_weight_grad.k487, %conv1_weight_grad.mb485
+  %conv1_weight_grad.k48722 = phi i64 [ 0, %conv1_weight_grad.mb485 ], [ %k487.next, %conv1_weight_grad.k487 ]
+  %135 = mul nsw i64 %conv1_weight_grad.kp4831, 1792
+  %136 = add nsw i64 %conv1_weight_grad.k48722, %135
   %137 = mul nsw i64 %136, 32
   %138 = add nsw i64 113040, %137
-  %139 = mul nsw i64 %conv1_weight_grad.nb4812, 32
+  %139 = mul nsw i64 %conv1_weight_grad.nb4842, 32
   %140 = add nsw i64 %138, %139
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %140
   %141 = load <16 x float>, ptr %arena23, align 4
-  store <16 x float> %141, ptr %conv1_weight_grad.t483_b0, align 64
-  %142 = mul nsw i64 %conv1_weight_grad.kp4801, 1792
-  %143 = add nsw i64 %conv1_weight_grad.k48422, %142
+  store <16 x float> %141, ptr %conv1_weight_grad.t486_b0, align 64
+  %142 = mul nsw i64 %conv1_weight_grad.kp4831, 1792
+  %143 = add nsw i64 %conv1_weight_grad.k48722, %142
   %144 = mul nsw i64 %143, 32
   %145 = add nsw i64 113040, %144
-  %146 = mul nsw i64 %conv1_weight_grad.nb4812, 32
+  %146 = mul nsw i64 %conv1_weight_grad.nb4842, 32
   %147 = add nsw i64 %145, %146
   %148 = add nsw i64 %147, 16
   %arena24 = getelementptr inbounds float, ptr %arena, i64 %148
   %149 = load <16 x float>, ptr %arena24, align 4
-  store <16 x float> %149, ptr %conv1_weight_grad.t483_b1, align 64
-  %150 = mul nsw i64 %conv1_weight_grad.mb4823, 9
+  store <16 x float> %149, ptr %conv1_weight_grad.t486_b1, align 64
+  %150 = mul nsw i64 %conv1_weight_grad.mb4853, 9
   %151 = mul nsw i64 %150, 12560
-  %152 = mul nsw i64 %conv1_weight_grad.kp4801, 1792
-  %153 = add nsw i64 %conv1_weight_grad.k48422, %152
+  %152 = mul nsw i64 %conv1_weight_grad.kp4831, 1792
+  %153 = add nsw i64 %conv1_weight_grad.k48722, %152
   %154 = add nsw i64 %151, %153
   %arena25 = getelementptr inbounds float, ptr %arena, i64 %154
   %155 = load float, ptr %arena25, align 4
   %156 = insertelement <16 x float> undef, float %155, i32 0
   %157 = shufflevector <16 x float> %156, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %157, ptr %conv1_weight_grad.t483_a0, align 64
-  %t483_a0 = load <16 x float>, ptr %conv1_weight_grad.t483_a0, align 64
-  %t483_b0 = load <16 x float>, ptr %conv1_weight_grad.t483_b0, align 64
-  %t483_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t483_c0_0, align 64
-  %158 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t483_a0, <16 x float> %t483_b0, <16 x float> %t483_c0_0)
-  store <16 x float> %158, ptr %conv1_weight_grad.t483_c0_0, align 64
-  %t483_a026 = load <16 x float>, ptr %conv1_weight_grad.t483_a0, align 64
-  %t483_b1 = load <16 x float>, ptr %conv1_weight_grad.t483_b1, align 64
-  %t483_c0_1 = load <16 x float>, ptr %conv1_weight_grad.t483_c0_1, align 64
-  %159 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t483_a026, <16 x float> %t483_b1, <16 x float> %t483_c0_1)
-  store <16 x float> %159, ptr %conv1_weight_grad.t483_c0_1, align 64
-  %160 = mul nsw i64 %conv1_weight_grad.mb4823, 9
+  store <16 x float> %157, ptr %conv1_weight_grad.t486_a0, align 64
+  %t486_a0 = load <16 x float>, ptr %conv1_weight_grad.t486_a0, align 64
+  %t486_b0 = load <16 x float>, ptr %conv1_weight_grad.t486_b0, align 64
+  %t486_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t486_c0_0, align 64
+  %158 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t486_a0, <16 x float> %t486_b0, <16 x float> %t486_c0_0)
+  store <16 x float> %158, ptr %conv1_weight_grad.t486_c0_0, align 64
+  %t486_a026 = load <16 x float>, ptr %conv1_weight_grad.t486_a0, align 64
+  %t486_b1 = load <16 x float>, ptr %conv1_weight_grad.t486_b1, align 64
+  %t486_c0_1 = load <16 x float>, ptr %conv1_weight_grad.t486_c0_1, align 64
+  %159 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t486_a026, <16 x float> %t486_b1, <16 x float> %t486_c0_1)
+  store <16 x float> %159, ptr %conv1_weight_grad.t486_c0_1, align 64
+  %160 = mul nsw i64 %conv1_weight_grad.mb4853, 9
   %161 = add nsw i64 %160, 1
   %162 = mul nsw i64 %161, 12560
-  %163 = mul nsw i64 %conv1_weight_grad.kp4801, 1792
-  %164 = add nsw i64 %conv1_weight_grad.k48422, %163
+  %163 = mul nsw i64 %conv1_weight_grad.kp4831, 1792
+  %164 = add nsw i64 %conv1_weight_grad.k48722, %163
   %165 = add nsw i64 %162, %164
   %arena27 = getelementptr inbounds float, ptr %arena, i64 %165
   %166 = load float, ptr %arena27, align 4
   %167 = insertelement <16 x float> undef, float %166, i32 0
   %168 = shufflevector <16 x float> %167, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %168, ptr %conv1_weight_grad.t483_a1, align 64
-  %t483_a1 = load <16 x float>, ptr %conv1_weight_grad.t483_a1, align 64
-  %t483_b028 = load <16 x float>, ptr %conv1_weight_grad.t483_b0, align 64
-  %t483_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t483_c1_0, align 64
-  %169 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t483_a1, <16 x float> %t483_b028, <16 x float> %t483_c1_0)
-  store <16 x float> %169, ptr %conv1_weight_grad.t483_c1_0, align 64
-  %t483_a129 = load <16 x float>, ptr %conv1_weight_grad.t483_a1, align 64
-  %t483_b130 = load <16 x float>, ptr %conv1_weight_grad.t483_b1, align 64
-  %t483_c1_1 = load <16 x float>, ptr %conv1_weight_grad.t483_c1_1, align 64
-  %170 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t483_a129, <16 x float> %t483_b130, <16 x float> %t483_c1_1)
-  store <16 x float> %170, ptr %conv1_weight_grad.t483_c1_1, align 64
-  %171 = mul nsw i64 %conv1_weight_grad.mb4823, 9
+  store <16 x float> %168, ptr %conv1_weight_grad.t486_a1, align 64
+  %t486_a1 = load <16 x float>, ptr %conv1_weight_grad.t486_a1, align 64
+  %t486_b028 = load <16 x float>, ptr %conv1_weight_grad.t486_b0, align 64
+  %t486_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t486_c1_0, align 64
+  %169 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t486_a1, <16 x float> %t486_b028, <16 x float> %t486_c1_0)
+  store <16 x float> %169, ptr %conv1_weight_grad.t486_c1_0, align 64
+  %t486_a129 = load <16 x float>, ptr %conv1_weight_grad.t486_a1, align 64
+  %t486_b130 = load <16 x float>, ptr %conv1_weight_grad.t486_b1, align 64
+  %t486_c1_1 = load <16 x float>, ptr %conv1_weight_grad.t486_c1_1, align 64
+  %170 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t486_a129, <16 x float> %t486_b130, <16 x float> %t486_c1_1)
+  store <16 x float> %170, ptr %conv1_weight_grad.t486_c1_1, align 64
+  %171 = mul nsw i64 %conv1_weight_grad.mb4853, 9
   %172 = add nsw i64 %171, 2
   %173 = mul nsw i64 %172, 12560
-  %174 = mul nsw i64 %conv1_weight_grad.kp4801, 1792
-  %175 = add nsw i64 %conv1_weight_grad.k48422, %174
+  %174 = mul nsw i64 %conv1_weight_grad.kp4831, 1792
+  %175 = add nsw i64 %conv1_weight_grad.k48722, %174
   %176 = add nsw i64 %173, %175
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %176
   %177 = load float, ptr %arena31, align 4
   %178 = insertelement <16 x float> undef, float %177, i32 0
   %179 = shufflevector <16 x float> %178, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %179, ptr %conv1_weight_grad.t483_a2, align 64
-  %t483_a2 = load <16 x float>, ptr %conv1_weight_grad.t483_a2, align 64
-  %t483_b032 = load <16 x float>, ptr %conv1_weight_grad.t483_b0, align 64
-  %t483_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t483_c2_0, align 64
-  %180 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t483_a2, <16 x float> %t483_b032, <16 x float> %t483_c2_0)
-  store <16 x float> %180, ptr %conv1_weight_grad.t483_c2_0, align 64
-  %t483_a233 = load <16 x float>, ptr %conv1_weight_grad.t483_a2, align 64
-  %t483_b134 = load <16 x float>, ptr %conv1_weight_grad.t483_b1, align 64
-  %t483_c2_1 = load <16 x float>, ptr %conv1_weight_grad.t483_c2_1, align 64
-  %181 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t483_a233, <16 x float> %t483_b134, <16 x float> %t483_c2_1)
-  store <16 x float> %181, ptr %conv1_weight_grad.t483_c2_1, align 64
-  %182 = mul nsw i64 %conv1_weight_grad.mb4823, 9
+  store <16 x float> %179, ptr %conv1_weight_grad.t486_a2, align 64
+  %t486_a2 = load <16 x float>, ptr %conv1_weight_grad.t486_a2, align 64
+  %t486_b032 = load <16 x float>, ptr %conv1_weight_grad.t486_b0, align 64
+  %t486_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t486_c2_0, align 64
+  %180 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t486_a2, <16 x float> %t486_b032, <16 x float> %t486_c2_0)
+  store <16 x float> %180, ptr %conv1_weight_grad.t486_c2_0, align 64
+  %t486_a233 = load <16 x float>, ptr %conv1_weight_grad.t486_a2, align 64
+  %t486_b134 = load <16 x float>, ptr %conv1_weight_grad.t486_b1, align 64
+  %t486_c2_1 = load <16 x float>, ptr %conv1_weight_grad.t486_c2_1, align 64
+  %181 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t486_a233, <16 x float> %t486_b134, <16 x float> %t486_c2_1)
+  store <16 x float> %181, ptr %conv1_weight_grad.t486_c2_1, align 64
+  %182 = mul nsw i64 %conv1_weight_grad.mb4853, 9
   %183 = add nsw i64 %182, 3
   %184 = mul nsw i64 %183, 12560
-  %185 = mul nsw i64 %conv1_weight_grad.kp4801, 1792
-  %186 = add nsw i64 %conv1_weight_grad.k48422, %185
+  %185 = mul nsw i64 %conv1_weight_grad.kp4831, 1792
+  %186 = add nsw i64 %conv1_weight_grad.k48722, %185
   %187 = add nsw i64 %184, %186
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %187
   %188 = load float, ptr %arena35, align 4
   %189 = insertelement <16 x float> undef, float %188, i32 0
   %190 = shufflevector <16 x float> %189, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %190, ptr %conv1_weight_grad.t483_a3, align 64
-  %t483_a3 = load <16 x float>, ptr %conv1_weight_grad.t483_a3, align 64
-  %t483_b036 = load <16 x float>, ptr %conv1_weight_grad.t483_b0, align 64
-  %t483_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t483_c3_0, align 64
-  %191 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t483_a3, <16 x float> %t483_b036, <16 x float> %t483_c3_0)
-  store <16 x float> %191, ptr %conv1_weight_grad.t483_c3_0, align 64
-  %t483_a337 = load <16 x float>, ptr %conv1_weight_grad.t483_a3, align 64
-  %t483_b138 = load <16 x float>, ptr %conv1_weight_grad.t483_b1, align 64
-  %t483_c3_1 = load <16 x float>, ptr %conv1_weight_grad.t483_c3_1, align 64
-  %192 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t483_a337, <16 x float> %t483_b138, <16 x float> %t483_c3_1)
-  store <16 x float> %192, ptr %conv1_weight_grad.t483_c3_1, align 64
-  %193 = mul nsw i64 %conv1_weight_grad.mb4823, 9
+  store <16 x float> %190, ptr %conv1_weight_grad.t486_a3, align 64
+  %t486_a3 = load <16 x float>, ptr %conv1_weight_grad.t486_a3, align 64
+  %t486_b036 = load <16 x float>, ptr %conv1_weight_grad.t486_b0, align 64
+  %t486_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t486_c3_0, align 64
+  %191 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t486_a3, <16 x float> %t486_b036, <16 x float> %t486_c3_0)
+  store <16 x float> %191, ptr %conv1_weight_grad.t486_c3_0, align 64
+  %t486_a337 = load <16 x float>, ptr %conv1_weight_grad.t486_a3, align 64
+  %t486_b138 = load <16 x float>, ptr %conv1_weight_grad.t486_b1, align 64
+  %t486_c3_1 = load <16 x float>, ptr %conv1_weight_grad.t486_c3_1, align 64
+  %192 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t486_a337, <16 x float> %t486_b138, <16 x float> %t486_c3_1)
+  store <16 x float> %192, ptr %conv1_weight_grad.t486_c3_1, align 64
+  %193 = mul nsw i64 %conv1_weight_grad.mb4853, 9
   %194 = add nsw i64 %193, 4
   %195 = mul nsw i64 %194, 12560
-  %196 = mul nsw i64 %conv1_weight_grad.kp4801, 1792
-  %197 = add nsw i64 %conv1_weight_grad.k48422, %196
+  %196 = mul nsw i64 %conv1_weight_grad.kp4831, 1792
+  %197 = add nsw i64 %conv1_weight_grad.k48722, %196
   %198 = add nsw i64 %195, %197
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %198
   %199 = load float, ptr %arena39, align 4
   %200 = insertelement <16 x float> undef, float %199, i32 0
   %201 = shufflevector <16 x float> %200, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %201, ptr %conv1_weight_grad.t483_a4, align 64
-  %t483_a4 = load <16 x float>, ptr %conv1_weight_grad.t483_a4, align 64
-  %t483_b040 = load <16 x float>, ptr %conv1_weight_grad.t483_b0, align 64
-  %t483_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t483_c4_0, align 64
-  %202 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t483_a4, <16 x float> %t483_b040, <16 x float> %t483_c4_0)
-  store <16 x float> %202, ptr %conv1_weight_grad.t483_c4_0, align 64
-  %t483_a441 = load <16 x float>, ptr %conv1_weight_grad.t483_a4, align 64
-  %t483_b142 = load <16 x float>, ptr %conv1_weight_grad.t483_b1, align 64
-  %t483_c4_1 = load <16 x float>, ptr %conv1_weight_grad.t483_c4_1, align 64
-  %203 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t483_a441, <16 x float> %t483_b142, <16 x float> %t483_c4_1)
-  store <16 x float> %203, ptr %conv1_weight_grad.t483_c4_1, align 64
-  %204 = mul nsw i64 %conv1_weight_grad.mb4823, 9
+  store <16 x float> %201, ptr %conv1_weight_grad.t486_a4, align 64
+  %t486_a4 = load <16 x float>, ptr %conv1_weight_grad.t486_a4, align 64
+  %t486_b040 = load <16 x float>, ptr %conv1_weight_grad.t486_b0, align 64
+  %t486_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t486_c4_0, align 64
+  %202 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t486_a4, <16 x float> %t486_b040, <16 x float> %t486_c4_0)
+  store <16 x float> %202, ptr %conv1_weight_grad.t486_c4_0, align 64
+  %t486_a441 = load <16 x float>, ptr %conv1_weight_grad.t486_a4, align 64
+  %t486_b142 = load <16 x float>, ptr %conv1_weight_grad.t486_b1, align 64
+  %t486_c4_1 = load <16 x float>, ptr %conv1_weight_grad.t486_c4_1, align 64
+  %203 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t486_a441, <16 x float> %t486_b142, <16 x float> %t486_c4_1)
+  store <16 x float> %203, ptr %conv1_weight_grad.t486_c4_1, align 64
+  %204 = mul nsw i64 %conv1_weight_grad.mb4853, 9
   %205 = add nsw i64 %204, 5
   %206 = mul nsw i64 %205, 12560
-  %207 = mul nsw i64 %conv1_weight_grad.kp4801, 1792
-  %208 = add nsw i64 %conv1_weight_grad.k48422, %207
+  %207 = mul nsw i64 %conv1_weight_grad.kp4831, 1792
+  %208 = add nsw i64 %conv1_weight_grad.k48722, %207
   %209 = add nsw i64 %206, %208
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %209
   %210 = load float, ptr %arena43, align 4
   %211 = insertelement <16 x float> undef, float %210, i32 0
   %212 = shufflevector <16 x float> %211, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %212, ptr %conv1_weight_grad.t483_a5, align 64
-  %t483_a5 = load <16 x float>, ptr %conv1_weight_grad.t483_a5, align 64
-  %t483_b044 = load <16 x float>, ptr %conv1_weight_grad.t483_b0, align 64
-  %t483_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t483_c5_0, align 64
-  %213 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t483_a5, <16 x float> %t483_b044, <16 x float> %t483_c5_0)
-  store <16 x float> %213, ptr %conv1_weight_grad.t483_c5_0, align 64
-  %t483_a545 = load <16 x float>, ptr %conv1_weight_grad.t483_a5, align 64
-  %t483_b146 = load <16 x float>, ptr %conv1_weight_grad.t483_b1, align 64
-  %t483_c5_1 = load <16 x float>, ptr %conv1_weight_grad.t483_c5_1, align 64
-  %214 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t483_a545, <16 x float> %t483_b146, <16 x float> %t483_c5_1)
-  store <16 x float> %214, ptr %conv1_weight_grad.t483_c5_1, align 64
-  %215 = mul nsw i64 %conv1_weight_grad.mb4823, 9
+  store <16 x float> %212, ptr %conv1_weight_grad.t486_a5, align 64
+  %t486_a5 = load <16 x float>, ptr %conv1_weight_grad.t486_a5, align 64
+  %t486_b044 = load <16 x float>, ptr %conv1_weight_grad.t486_b0, align 64
+  %t486_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t486_c5_0, align 64
+  %213 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t486_a5, <16 x float> %t486_b044, <16 x float> %t486_c5_0)
+  store <16 x float> %213, ptr %conv1_weight_grad.t486_c5_0, align 64
+  %t486_a545 = load <16 x float>, ptr %conv1_weight_grad.t486_a5, align 64
+  %t486_b146 = load <16 x float>, ptr %conv1_weight_grad.t486_b1, align 64
+  %t486_c5_1 = load <16 x float>, ptr %conv1_weight_grad.t486_c5_1, align 64
+  %214 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t486_a545, <16 x float> %t486_b146, <16 x float> %t486_c5_1)
+  store <16 x float> %214, ptr %conv1_weight_grad.t486_c5_1, align 64
+  %215 = mul nsw i64 %conv1_weight_grad.mb4853, 9
   %216 = add nsw i64 %215, 6
   %217 = mul nsw i64 %216, 12560
-  %218 = mul nsw i64 %conv1_weight_grad.kp4801, 1792
-  %219 = add nsw i64 %conv1_weight_grad.k48422, %218
+  %218 = mul nsw i64 %conv1_weight_grad.kp4831, 1792
+  %219 = add nsw i64 %conv1_weight_grad.k48722, %218
   %220 = add nsw i64 %217, %219
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %220
   %221 = load float, ptr %arena47, align 4
   %222 = insertelement <16 x float> undef, float %221, i32 0
   %223 = shufflevector <16 x float> %222, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %223, ptr %conv1_weight_grad.t483_a6, align 64
-  %t483_a6 = load <16 x float>, ptr %conv1_weight_grad.t483_a6, align 64
-  %t483_b048 = load <16 x float>, ptr %conv1_weight_grad.t483_b0, align 64
-  %t483_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t483_c6_0, align 64
-  %224 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t483_a6, <16 x float> %t483_b048, <16 x float> %t483_c6_0)
-  store <16 x float> %224, ptr %conv1_weight_grad.t483_c6_0, align 64
-  %t483_a649 = load <16 x float>, ptr %conv1_weight_grad.t483_a6, align 64
-  %t483_b150 = load <16 x float>, ptr %conv1_weight_grad.t483_b1, align 64
-  %t483_c6_1 = load <16 x float>, ptr %conv1_weight_grad.t483_c6_1, align 64
-  %225 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t483_a649, <16 x float> %t483_b150, <16 x float> %t483_c6_1)
-  store <16 x float> %225, ptr %conv1_weight_grad.t483_c6_1, align 64
-  %226 = mul nsw i64 %conv1_weight_grad.mb4823, 9
+  store <16 x float> %223, ptr %conv1_weight_grad.t486_a6, align 64
+  %t486_a6 = load <16 x float>, ptr %conv1_weight_grad.t486_a6, align 64
+  %t486_b048 = load <16 x float>, ptr %conv1_weight_grad.t486_b0, align 64
+  %t486_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t486_c6_0, align 64
+  %224 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t486_a6, <16 x float> %t486_b048, <16 x float> %t486_c6_0)
+  store <16 x float> %224, ptr %conv1_weight_grad.t486_c6_0, align 64
+  %t486_a649 = load <16 x float>, ptr %conv1_weight_grad.t486_a6, align 64
+  %t486_b150 = load <16 x float>, ptr %conv1_weight_grad.t486_b1, align 64
+  %t486_c6_1 = load <16 x float>, ptr %conv1_weight_grad.t486_c6_1, align 64
+  %225 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t486_a649, <16 x float> %t486_b150, <16 x float> %t486_c6_1)
+  store <16 x float> %225, ptr %conv1_weight_grad.t486_c6_1, align 64
+  %226 = mul nsw i64 %conv1_weight_grad.mb4853, 9
   %227 = add nsw i64 %226, 7
   %228 = mul nsw i64 %227, 12560
-  %229 = mul nsw i64 %conv1_weight_grad.kp4801, 1792
-  %230 = add nsw i64 %conv1_weight_grad.k48422, %229
+  %229 = mul nsw i64 %conv1_weight_grad.kp4831, 1792
+  %230 = add nsw i64 %conv1_weight_grad.k48722, %229
   %231 = add nsw i64 %228, %230
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %231
   %232 = load float, ptr %arena51, align 4
   %233 = insertelement <16 x float> undef, float %232, i32 0
   %234 = shufflevector <16 x float> %233, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %234, ptr %conv1_weight_grad.t483_a7, align 64
-  %t483_a7 = load <16 x float>, ptr %conv1_weight_grad.t483_a7, align 64
-  %t483_b052 = load <16 x float>, ptr %conv1_weight_grad.t483_b0, align 64
-  %t483_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t483_c7_0, align 64
-  %235 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t483_a7, <16 x float> %t483_b052, <16 x float> %t483_c7_0)
-  store <16 x float> %235, ptr %conv1_weight_grad.t483_c7_0, align 64
-  %t483_a753 = load <16 x float>, ptr %conv1_weight_grad.t483_a7, align 64
-  %t483_b154 = load <16 x float>, ptr %conv1_weight_grad.t483_b1, align 64
-  %t483_c7_1 = load <16 x float>, ptr %conv1_weight_grad.t483_c7_1, align 64
-  %236 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t483_a753, <16 x float> %t483_b154, <16 x float> %t483_c7_1)
-  store <16 x float> %236, ptr %conv1_weight_grad.t483_c7_1, align 64
-  %237 = mul nsw i64 %conv1_weight_grad.mb4823, 9
+  store <16 x float> %234, ptr %conv1_weight_grad.t486_a7, align 64
+  %t486_a7 = load <16 x float>, ptr %conv1_weight_grad.t486_a7, align 64
+  %t486_b052 = load <16 x float>, ptr %conv1_weight_grad.t486_b0, align 64
+  %t486_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t486_c7_0, align 64
+  %235 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t486_a7, <16 x float> %t486_b052, <16 x float> %t486_c7_0)
+  store <16 x float> %235, ptr %conv1_weight_grad.t486_c7_0, align 64
+  %t486_a753 = load <16 x float>, ptr %conv1_weight_grad.t486_a7, align 64
+  %t486_b154 = load <16 x float>, ptr %conv1_weight_grad.t486_b1, align 64
+  %t486_c7_1 = load <16 x float>, ptr %conv1_weight_grad.t486_c7_1, align 64
+  %236 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t486_a753, <16 x float> %t486_b154, <16 x float> %t486_c7_1)
+  store <16 x float> %236, ptr %conv1_weight_grad.t486_c7_1, align 64
+  %237 = mul nsw i64 %conv1_weight_grad.mb4853, 9
   %238 = add nsw i64 %237, 8
   %239 = mul nsw i64 %238, 12560
-  %240 = mul nsw i64 %conv1_weight_grad.kp4801, 1792
-  %241 = add nsw i64 %conv1_weight_grad.k48422, %240
+  %240 = mul nsw i64 %conv1_weight_grad.kp4831, 1792
+  %241 = add nsw i64 %conv1_weight_grad.k48722, %240
   %242 = add nsw i64 %239, %241
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %242
   %243 = load float, ptr %arena55, align 4
   %244 = insertelement <16 x float> undef, float %243, i32 0
   %245 = shufflevector <16 x float> %244, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %245, ptr %conv1_weight_grad.t483_a8, align 64
-  %t483_a8 = load <16 x float>, ptr %conv1_weight_grad.t483_a8, align 64
-  %t483_b056 = load <16 x float>, ptr %conv1_weight_grad.t483_b0, align 64
-  %t483_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t483_c8_0, align 64
-  %246 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t483_a8, <16 x float> %t483_b056, <16 x float> %t483_c8_0)
-  store <16 x float> %246, ptr %conv1_weight_grad.t483_c8_0, align 64
-  %t483_a857 = load <16 x float>, ptr %conv1_weight_grad.t483_a8, align 64
-  %t483_b158 = load <16 x float>, ptr %conv1_weight_grad.t483_b1, align 64
-  %t483_c8_1 = load <16 x float>, ptr %conv1_weight_grad.t483_c8_1, align 64
-  %247 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t483_a857, <16 x float> %t483_b158, <16 x float> %t483_c8_1)
-  store <16 x float> %247, ptr %conv1_weight_grad.t483_c8_1, align 64
-  %k484.next = add nsw i64 %conv1_weight_grad.k48422, 1
-  %248 = icmp slt i64 %k484.next, 1792
-  br i1 %248, label %conv1_weight_grad.k484, label %conv1_weight_grad.k484.end
+  store <16 x float> %245, ptr %conv1_weight_grad.t486_a8, align 64
+  %t486_a8 = load <16 x float>, ptr %conv1_weight_grad.t486_a8, align 64
+  %t486_b056 = load <16 x float>, ptr %conv1_weight_grad.t486_b0, align 64
+  %t486_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t486_c8_0, align 64
+  %246 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t486_a8, <16 x float> %t486_b056, <16 x float> %t486_c8_0)
+  store <16 x float> %246, ptr %conv1_weight_grad.t486_c8_0, align 64
+  %t486_a857 = load <16 x float>, ptr %conv1_weight_grad.t486_a8, align 64
+  %t486_b158 = load <16 x float>, ptr %conv1_weight_grad.t486_b1, align 64
+  %t486_c8_1 = load <16 x float>, ptr %conv1_weight_grad.t486_c8_1, align 64
+  %247 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t486_a857, <16 x float> %t486_b158, <16 x float> %t486_c8_1)
+  store <16 x float> %247, ptr %conv1_weight_grad.t486_c8_1, align 64
+  %k487.next = add nsw i64 %conv1_weight_grad.k48722, 1
+  %248 = icmp slt i64 %k487.next, 1792
+  br i1 %248, label %conv1_weight_grad.k487, label %conv1_weight_grad.k487.end
 
-conv1_weight_grad.k484.end:                       ; preds = %conv1_weight_grad.k484
-  %t483_c0_059 = load <16 x float>, ptr %conv1_weight_grad.t483_c0_0, align 64
-  %249 = mul nsw i64 %conv1_weight_grad.mb4823, 9
+conv1_weight_grad.k487.end:                       ; preds = %conv1_weight_grad.k487
+  %t486_c0_059 = load <16 x float>, ptr %conv1_weight_grad.t486_c0_0, align 64
+  %249 = mul nsw i64 %conv1_weight_grad.mb4853, 9
   %250 = mul nsw i64 %249, 32
   %251 = add nsw i64 514448, %250
-  %252 = mul nsw i64 %conv1_weight_grad.nb4812, 32
+  %252 = mul nsw i64 %conv1_weight_grad.nb4842, 32
   %253 = add nsw i64 %251, %252
   %arena60 = getelementptr inbounds float, ptr %arena, i64 %253
-  store <16 x float> %t483_c0_059, ptr %arena60, align 4
-  %t483_c0_161 = load <16 x float>, ptr %conv1_weight_grad.t483_c0_1, align 64
-  %254 = mul nsw i64 %conv1_weight_grad.mb4823, 9
+  store <16 x float> %t486_c0_059, ptr %arena60, align 4
+  %t486_c0_161 = load <16 x float>, ptr %conv1_weight_grad.t486_c0_1, align 64
+  %254 = mul nsw i64 %conv1_weight_grad.mb4853, 9
   %255 = mul nsw i64 %254, 32
   %256 = add nsw i64 514448, %255
-  %257 = mul nsw i64 %conv1_weight_grad.nb4812, 32
+  %257 = mul nsw i64 %conv1_weight_grad.nb4842, 32
   %258 = add nsw i64 %256, %257
   %259 = add nsw i64 %258, 16
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %259
-  store <16 x float> %t483_c0_161, ptr %arena62, align 4
-  %t483_c1_063 = load <16 x float>, ptr %conv1_weight_grad.t483_c1_0, align 64
-  %260 = mul nsw i64 %conv1_weight_grad.mb4823, 9
+  store <16 x float> %t486_c0_161, ptr %arena62, align 4
+  %t486_c1_063 = load <16 x float>, ptr %conv1_weight_grad.t486_c1_0, align 64
+  %260 = mul nsw i64 %conv1_weight_grad.mb4853, 9
   %261 = add nsw i64 %260, 1
   %262 = mul nsw i64 %261, 32
   %263 = add nsw i64 514448, %262
-  %264 = mul nsw i64 %conv1_weight_grad.nb4812, 32
+  %264 = mul nsw i64 %conv1_weight_grad.nb4842, 32
   %265 = add nsw i64 %263, %264
   %arena64 = getelementptr inbounds float, ptr %arena, i64 %265
-  store <16 x float> %t483_c1_063, ptr %arena64, align 4
-  %t483_c1_165 = load <16 x float>, ptr %conv1_weight_grad.t483_c1_1, align 64
-  %266 = mul nsw i64 %conv1_weight_grad.mb4823, 9
+  store <16 x float> %t486_c1_063, ptr %arena64, align 4
+  %t486_c1_165 = load <16 x float>, ptr %conv1_weight_grad.t486_c1_1, align 64
+  %266 = mul nsw i64 %conv1_weight_grad.mb4853, 9
   %267 = add nsw i64 %266, 1
   %268 = mul nsw i64 %267, 32
   %269 = add nsw i64 514448, %268
-  %270 = mul nsw i64 %conv1_weight_grad.nb4812, 32
+  %270 = mul nsw i64 %conv1_weight_grad.nb4842, 32
   %271 = add nsw i64 %269, %270
   %272 = add nsw i64 %271, 16
   %arena66 = getelementptr inbounds float, ptr %arena, i64 %272
-  store <16 x float> %t483_c1_165, ptr %arena66, align 4
-  %t483_c2_067 = load <16 x float>, ptr %conv1_weight_grad.t483_c2_0, align 64
-  %273 = mul nsw i64 %conv1_weight_grad.mb4823, 9
+  store <16 x float> %t486_c1_165, ptr %arena66, align 4
+  %t486_c2_067 = load <16 x float>, ptr %conv1_weight_grad.t486_c2_0, align 64
+  %273 = mul nsw i64 %conv1_weight_grad.mb4853, 9
   %274 = add nsw i64 %273, 2
   %275 = mul nsw i64 %274, 32
   %276 = add nsw i64 514448, %275
-  %277 = mul nsw i64 %conv1_weight_grad.nb4812, 32
+  %277 = mul nsw i64 %conv1_weight_grad.nb4842, 32
   %278 = add nsw i64 %276, %277
   %arena68 = getelementptr inbounds float, ptr %arena, i64 %278
-  store <16 x float> %t483_c2_067, ptr %arena68, align 4
-  %t483_c2_169 = load <16 x float>, ptr %conv1_weight_grad.t483_c2_1, align 64
-  %279 = mul nsw i64 %conv1_weight_grad.mb4823, 9
+  store <16 x float> %t486_c2_067, ptr %arena68, align 4
+  %t486_c2_169 = load <16 x float>, ptr %conv1_weight_grad.t486_c2_1, align 64
+  %279 = mul nsw i64 %conv1_weight_grad.mb4853, 9
   %280 = add nsw i64 %279, 2
   %281 = mul nsw i64 %280, 32
   %282 = add nsw i64 514448, %281
-  %283 = mul nsw i64 %conv1_weight_grad.nb4812, 32
+  %283 = mul nsw i64 %conv1_weight_grad.nb4842, 32
   %284 = add nsw i64 %282, %283
   %285 = add nsw i64 %284, 16
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %285
-  store <16 x float> %t483_c2_169, ptr %arena70, align 4
-  %t483_c3_071 = load <16 x float>, ptr %conv1_weight_grad.t483_c3_0, align 64
-  %286 = mul nsw i64 %conv1_weight_grad.mb4823, 9
+  store <16 x float> %t486_c2_169, ptr %arena70, align 4
+  %t486_c3_071 = load <16 x float>, ptr %conv1_weight_grad.t486_c3_0, align 64
+  %286 = mul nsw i64 %conv1_weight_grad.mb4853, 9
   %287 = add nsw i64 %286, 3
   %288 = mul nsw i64 %287, 32
   %289 = add nsw i64 514448, %288
-  %290 = mul nsw i64 %conv1_weight_grad.nb4812, 32
+  %290 = mul nsw i64 %conv1_weight_grad.nb4842, 32
   %291 = add nsw i64 %289, %290
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %291
-  store <16 x float> %t483_c3_071, ptr %arena72, align 4
-  %t483_c3_173 = load <16 x float>, ptr %conv1_weight_grad.t483_c3_1, align 64
-  %292 = mul nsw i64 %conv1_weight_grad.mb4823, 9
+  store <16 x float> %t486_c3_071, ptr %arena72, align 4
+  %t486_c3_173 = load <16 x float>, ptr %conv1_weight_grad.t486_c3_1, align 64
+  %292 = mul nsw i64 %conv1_weight_grad.mb4853, 9
   %293 = add nsw i64 %292, 3
   %294 = mul nsw i64 %293, 32
   %295 = add nsw i64 514448, %294
-  %296 = mul nsw i64 %conv1_weight_grad.nb4812, 32
+  %296 = mul nsw i64 %conv1_weight_grad.nb4842, 32
   %297 = add nsw i64 %295, %296
   %298 = add nsw i64 %297, 16
   %arena74 = getelementptr inbounds float, ptr %arena, i64 %298
-  store <16 x float> %t483_c3_173, ptr %arena74, align 4
-  %t483_c4_075 = load <16 x float>, ptr %conv1_weight_grad.t483_c4_0, align 64
-  %299 = mul nsw i64 %conv1_weight_grad.mb4823, 9
+  store <16 x float> %t486_c3_173, ptr %arena74, align 4
+  %t486_c4_075 = load <16 x float>, ptr %conv1_weight_grad.t486_c4_0, align 64
+  %299 = mul nsw i64 %conv1_weight_grad.mb4853, 9
   %300 = add nsw i64 %299, 4
   %301 = mul nsw i64 %300, 32
   %302 = add nsw i64 514448, %301
-  %303 = mul nsw i64 %conv1_weight_grad.nb4812, 32
+  %303 = mul nsw i64 %conv1_weight_grad.nb4842, 32
   %304 = add nsw i64 %302, %303
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %304
-  store <16 x float> %t483_c4_075, ptr %arena76, align 4
-  %t483_c4_177 = load <16 x float>, ptr %conv1_weight_grad.t483_c4_1, align 64
-  %305 = mul nsw i64 %conv1_weight_grad.mb4823, 9
+  store <16 x float> %t486_c4_075, ptr %arena76, align 4
+  %t486_c4_177 = load <16 x float>, ptr %conv1_weight_grad.t486_c4_1, align 64
+  %305 = mul nsw i64 %conv1_weight_grad.mb4853, 9
   %306 = add nsw i64 %305, 4
   %307 = mul nsw i64 %306, 32
   %308 = add nsw i64 514448, %307
-  %309 = mul nsw i64 %conv1_weight_grad.nb4812, 32
+  %309 = mul nsw i64 %conv1_weight_grad.nb4842, 32
   %310 = add nsw i64 %308, %309
   %311 = add nsw i64 %310, 16
   %arena78 = getelementptr inbounds float, ptr %arena, i64 %311
-  store <16 x float> %t483_c4_177, ptr %arena78, align 4
-  %t483_c5_079 = load <16 x float>, ptr %conv1_weight_grad.t483_c5_0, align 64
-  %312 = mul nsw i64 %conv1_weight_grad.mb4823, 9
+  store <16 x float> %t486_c4_177, ptr %arena78, align 4
+  %t486_c5_079 = load <16 x float>, ptr %conv1_weight_grad.t486_c5_0, align 64
+  %312 = mul nsw i64 %conv1_weight_grad.mb4853, 9
   %313 = add nsw i64 %312, 5
   %314 = mul nsw i64 %313, 32
   %315 = add nsw i64 514448, %314
-  %316 = mul nsw i64 %conv1_weight_grad.nb4812, 32
+  %316 = mul nsw i64 %conv1_weight_grad.nb4842, 32
   %317 = add nsw i64 %315, %316
   %arena80 = getelementptr inbounds float, ptr %arena, i64 %317
-  store <16 x float> %t483_c5_079, ptr %arena80, align 4
-  %t483_c5_181 = load <16 x float>, ptr %conv1_weight_grad.t483_c5_1, align 64
-  %318 = mul nsw i64 %conv1_weight_grad.mb4823, 9
+  store <16 x float> %t486_c5_079, ptr %arena80, align 4
+  %t486_c5_181 = load <16 x float>, ptr %conv1_weight_grad.t486_c5_1, align 64
+  %318 = mul nsw i64 %conv1_weight_grad.mb4853, 9
   %319 = add nsw i64 %318, 5
   %320 = mul nsw i64 %319, 32
   %321 = add nsw i64 514448, %320
-  %322 = mul nsw i64 %conv1_weight_grad.nb4812, 32
+  %322 = mul nsw i64 %conv1_weight_grad.nb4842, 32
   %323 = add nsw i64 %321, %322
   %324 = add nsw i64 %323, 16
   %arena82 = getelementptr inbounds float, ptr %arena, i64 %324
-  store <16 x float> %t483_c5_181, ptr %arena82, align 4
-  %t483_c6_083 = load <16 x float>, ptr %conv1_weight_grad.t483_c6_0, align 64
-  %325 = mul nsw i64 %conv1_weight_grad.mb4823, 9
+  store <16 x float> %t486_c5_181, ptr %arena82, align 4
+  %t486_c6_083 = load <16 x float>, ptr %conv1_weight_grad.t486_c6_0, align 64
+  %325 = mul nsw i64 %conv1_weight_grad.mb4853, 9
   %326 = add nsw i64 %325, 6
   %327 = mul nsw i64 %326, 32
   %328 = add nsw i64 514448, %327
-  %329 = mul nsw i64 %conv1_weight_grad.nb4812, 32
+  %329 = mul nsw i64 %conv1_weight_grad.nb4842, 32
   %330 = add nsw i64 %328, %329
   %arena84 = getelementptr inbounds float, ptr %arena, i64 %330
-  store <16 x float> %t483_c6_083, ptr %arena84, align 4
-  %t483_c6_185 = load <16 x float>, ptr %conv1_weight_grad.t483_c6_1, align 64
-  %331 = mul nsw i64 %conv1_weight_grad.mb4823, 9
+  store <16 x float> %t486_c6_083, ptr %arena84, align 4
+  %t486_c6_185 = load <16 x float>, ptr %conv1_weight_grad.t486_c6_1, align 64
+  %331 = mul nsw i64 %conv1_weight_grad.mb4853, 9
   %332 = add nsw i64 %331, 6
   %333 = mul nsw i64 %332, 32
   %334 = add nsw i64 514448, %333
-  %335 = mul nsw i64 %conv1_weight_grad.nb4812, 32
+  %335 = mul nsw i64 %conv1_weight_grad.nb4842, 32
   %336 = add nsw i64 %334, %335
   %337 = add nsw i64 %336, 16
   %arena86 = getelementptr inbounds float, ptr %arena, i64 %337
-  store <16 x float> %t483_c6_185, ptr %arena86, align 4
-  %t483_c7_087 = load <16 x float>, ptr %conv1_weight_grad.t483_c7_0, align 64
-  %338 = mul nsw i64 %conv1_weight_grad.mb4823, 9
+  store <16 x float> %t486_c6_185, ptr %arena86, align 4
+  %t486_c7_087 = load <16 x float>, ptr %conv1_weight_grad.t486_c7_0, align 64
+  %338 = mul nsw i64 %conv1_weight_grad.mb4853, 9
   %339 = add nsw i64 %338, 7
   %340 = mul nsw i64 %339, 32
   %341 = add nsw i64 514448, %340
-  %342 = mul nsw i64 %conv1_weight_grad.nb4812, 32
+  %342 = mul nsw i64 %conv1_weight_grad.nb4842, 32
   %343 = add nsw i64 %341, %342
   %arena88 = getelementptr inbounds float, ptr %arena, i64 %343
-  store <16 x float> %t483_c7_087, ptr %arena88, align 4
-  %t483_c7_189 = load <16 x float>, ptr %conv1_weight_grad.t483_c7_1, align 64
-  %344 = mul nsw i64 %conv1_weight_grad.mb4823, 9
+  store <16 x float> %t486_c7_087, ptr %arena88, align 4
+  %t486_c7_189 = load <16 x float>, ptr %conv1_weight_grad.t486_c7_1, align 64
+  %344 = mul nsw i64 %conv1_weight_grad.mb4853, 9
   %345 = add nsw i64 %344, 7
   %346 = mul nsw i64 %345, 32
   %347 = add nsw i64 514448, %346
-  %348 = mul nsw i64 %conv1_weight_grad.nb4812, 32
+  %348 = mul nsw i64 %conv1_weight_grad.nb4842, 32
   %349 = add nsw i64 %347, %348
   %350 = add nsw i64 %349, 16
   %arena90 = getelementptr inbounds float, ptr %arena, i64 %350
-  store <16 x float> %t483_c7_189, ptr %arena90, align 4
-  %t483_c8_091 = load <16 x float>, ptr %conv1_weight_grad.t483_c8_0, align 64
-  %351 = mul nsw i64 %conv1_weight_grad.mb4823, 9
+  store <16 x float> %t486_c7_189, ptr %arena90, align 4
+  %t486_c8_091 = load <16 x float>, ptr %conv1_weight_grad.t486_c8_0, align 64
+  %351 = mul nsw i64 %conv1_weight_grad.mb4853, 9
   %352 = add nsw i64 %351, 8
   %353 = mul nsw i64 %352, 32
   %354 = add nsw i64 514448, %353
-  %355 = mul nsw i64 %conv1_weight_grad.nb4812, 32
+  %355 = mul nsw i64 %conv1_weight_grad.nb4842, 32
   %356 = add nsw i64 %354, %355
   %arena92 = getelementptr inbounds float, ptr %arena, i64 %356
-  store <16 x float> %t483_c8_091, ptr %arena92, align 4
-  %t483_c8_193 = load <16 x float>, ptr %conv1_weight_grad.t483_c8_1, align 64
-  %357 = mul nsw i64 %conv1_weight_grad.mb4823, 9
+  store <16 x float> %t486_c8_091, ptr %arena92, align 4
+  %t486_c8_193 = load <16 x float>, ptr %conv1_weight_grad.t486_c8_1, align 64
+  %357 = mul nsw i64 %conv1_weight_grad.mb4853, 9
   %358 = add nsw i64 %357, 8
   %359 = mul nsw i64 %358, 32
   %360 = add nsw i64 514448, %359
-  %361 = mul nsw i64 %conv1_weight_grad.nb4812, 32
+  %361 = mul nsw i64 %conv1_weight_grad.nb4842, 32
   %362 = add nsw i64 %360, %361
   %363 = add nsw i64 %362, 16
   %arena94 = getelementptr inbounds float, ptr %arena, i64 %363
-  store <16 x float> %t483_c8_193, ptr %arena94, align 4
-  %mb482.next = add nsw i64 %conv1_weight_grad.mb4823, 1
-  %364 = icmp slt i64 %mb482.next, 1
-  br i1 %364, label %conv1_weight_grad.mb482, label %conv1_weight_grad.mb482.end
+  store <16 x float> %t486_c8_193, ptr %arena94, align 4
+  %mb485.next = add nsw i64 %conv1_weight_grad.mb4853, 1
+  %364 = icmp slt i64 %mb485.next, 1
+  br i1 %364, label %conv1_weight_grad.mb485, label %conv1_weight_grad.mb485.end
 }
 
 ; Function Attrs: noinline
 define internal void @simplecnn_train_b64.k23.conv1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
+  %conv1_bias_grad.sum509 = alloca float, align 4
+  %conv1_bias_grad.sum508 = alloca float, align 4
+  %conv1_bias_grad.sum507 = alloca float, align 4
   %conv1_bias_grad.sum506 = alloca float, align 4
   %conv1_bias_grad.sum505 = alloca float, align 4
   %conv1_bias_grad.sum504 = alloca float, align 4
@@ -13072,133 +13123,130 @@ entry:
   %conv1_bias_grad.sum497 = alloca float, align 4
   %conv1_bias_grad.sum496 = alloca float, align 4
   %conv1_bias_grad.sum495 = alloca float, align 4
-  %conv1_bias_grad.sum494 = alloca float, align 4
-  %conv1_bias_grad.sum493 = alloca float, align 4
-  %conv1_bias_grad.sum492 = alloca float, align 4
-  %conv1_bias_grad.acc489 = alloca <16 x float>, align 64
-  br label %conv1_bias_grad.f488
+  %conv1_bias_grad.acc492 = alloca <16 x float>, align 64
+  br label %conv1_bias_grad.f491
 
-conv1_bias_grad.f488:                             ; preds = %conv1_bias_grad.img490.end, %entry
-  %conv1_bias_grad.f4881 = phi i64 [ 0, %entry ], [ %f488.next, %conv1_bias_grad.img490.end ]
-  store <16 x float> zeroinitializer, ptr %conv1_bias_grad.acc489, align 64
-  br label %conv1_bias_grad.img490
+conv1_bias_grad.f491:                             ; preds = %conv1_bias_grad.img493.end, %entry
+  %conv1_bias_grad.f4911 = phi i64 [ 0, %entry ], [ %f491.next, %conv1_bias_grad.img493.end ]
+  store <16 x float> zeroinitializer, ptr %conv1_bias_grad.acc492, align 64
+  br label %conv1_bias_grad.img493
 
-conv1_bias_grad.f488.end:                         ; preds = %conv1_bias_grad.img490.end
+conv1_bias_grad.f491.end:                         ; preds = %conv1_bias_grad.img493.end
   ret void
 
-conv1_bias_grad.img490:                           ; preds = %conv1_bias_grad.i491.end, %conv1_bias_grad.f488
-  %conv1_bias_grad.img4902 = phi i64 [ 0, %conv1_bias_grad.f488 ], [ %img490.next, %conv1_bias_grad.i491.end ]
-  br label %conv1_bias_grad.i491
+conv1_bias_grad.img493:                           ; preds = %conv1_bias_grad.i494.end, %conv1_bias_grad.f491
+  %conv1_bias_grad.img4932 = phi i64 [ 0, %conv1_bias_grad.f491 ], [ %img493.next, %conv1_bias_grad.i494.end ]
+  br label %conv1_bias_grad.i494
 
-conv1_bias_grad.img490.end:                       ; preds = %conv1_bias_grad.i491.end
-  %acc4895 = load <16 x float>, ptr %conv1_bias_grad.acc489, align 64
+conv1_bias_grad.img493.end:                       ; preds = %conv1_bias_grad.i494.end
+  %acc4925 = load <16 x float>, ptr %conv1_bias_grad.acc492, align 64
   %arena6 = getelementptr inbounds float, ptr %arena, i64 0
-  store <16 x float> %acc4895, ptr %arena6, align 4
+  store <16 x float> %acc4925, ptr %arena6, align 4
   %arena7 = getelementptr inbounds float, ptr %arena, i64 0
   %0 = load float, ptr %arena7, align 4
   %arena8 = getelementptr inbounds float, ptr %arena, i64 1
   %1 = load float, ptr %arena8, align 4
   %2 = fadd float %0, %1
-  store float %2, ptr %conv1_bias_grad.sum492, align 4
-  %sum492 = load float, ptr %conv1_bias_grad.sum492, align 4
+  store float %2, ptr %conv1_bias_grad.sum495, align 4
+  %sum495 = load float, ptr %conv1_bias_grad.sum495, align 4
   %arena9 = getelementptr inbounds float, ptr %arena, i64 2
   %3 = load float, ptr %arena9, align 4
-  %4 = fadd float %sum492, %3
-  store float %4, ptr %conv1_bias_grad.sum493, align 4
-  %sum493 = load float, ptr %conv1_bias_grad.sum493, align 4
+  %4 = fadd float %sum495, %3
+  store float %4, ptr %conv1_bias_grad.sum496, align 4
+  %sum496 = load float, ptr %conv1_bias_grad.sum496, align 4
   %arena10 = getelementptr inbounds float, ptr %arena, i64 3
   %5 = load float, ptr %arena10, align 4
-  %6 = fadd float %sum493, %5
-  store float %6, ptr %conv1_bias_grad.sum494, align 4
-  %sum494 = load float, ptr %conv1_bias_grad.sum494, align 4
+  %6 = fadd float %sum496, %5
+  store float %6, ptr %conv1_bias_grad.sum497, align 4
+  %sum497 = load float, ptr %conv1_bias_grad.sum497, align 4
   %arena11 = getelementptr inbounds float, ptr %arena, i64 4
   %7 = load float, ptr %arena11, align 4
-  %8 = fadd float %sum494, %7
-  store float %8, ptr %conv1_bias_grad.sum495, align 4
-  %sum495 = load float, ptr %conv1_bias_grad.sum495, align 4
+  %8 = fadd float %sum497, %7
+  store float %8, ptr %conv1_bias_grad.sum498, align 4
+  %sum498 = load float, ptr %conv1_bias_grad.sum498, align 4
   %arena12 = getelementptr inbounds float, ptr %arena, i64 5
   %9 = load float, ptr %arena12, align 4
-  %10 = fadd float %sum495, %9
-  store float %10, ptr %conv1_bias_grad.sum496, align 4
-  %sum496 = load float, ptr %conv1_bias_grad.sum496, align 4
+  %10 = fadd float %sum498, %9
+  store float %10, ptr %conv1_bias_grad.sum499, align 4
+  %sum499 = load float, ptr %conv1_bias_grad.sum499, align 4
   %arena13 = getelementptr inbounds float, ptr %arena, i64 6
   %11 = load float, ptr %arena13, align 4
-  %12 = fadd float %sum496, %11
-  store float %12, ptr %conv1_bias_grad.sum497, align 4
-  %sum497 = load float, ptr %conv1_bias_grad.sum497, align 4
+  %12 = fadd float %sum499, %11
+  store float %12, ptr %conv1_bias_grad.sum500, align 4
+  %sum500 = load float, ptr %conv1_bias_grad.sum500, align 4
   %arena14 = getelementptr inbounds float, ptr %arena, i64 7
   %13 = load float, ptr %arena14, align 4
-  %14 = fadd float %sum497, %13
-  store float %14, ptr %conv1_bias_grad.sum498, align 4
-  %sum498 = load float, ptr %conv1_bias_grad.sum498, align 4
+  %14 = fadd float %sum500, %13
+  store float %14, ptr %conv1_bias_grad.sum501, align 4
+  %sum501 = load float, ptr %conv1_bias_grad.sum501, align 4
   %arena15 = getelementptr inbounds float, ptr %arena, i64 8
   %15 = load float, ptr %arena15, align 4
-  %16 = fadd float %sum498, %15
-  store float %16, ptr %conv1_bias_grad.sum499, align 4
-  %sum499 = load float, ptr %conv1_bias_grad.sum499, align 4
+  %16 = fadd float %sum501, %15
+  store float %16, ptr %conv1_bias_grad.sum502, align 4
+  %sum502 = load float, ptr %conv1_bias_grad.sum502, align 4
   %arena16 = getelementptr inbounds float, ptr %arena, i64 9
   %17 = load float, ptr %arena16, align 4
-  %18 = fadd float %sum499, %17
-  store float %18, ptr %conv1_bias_grad.sum500, align 4
-  %sum500 = load float, ptr %conv1_bias_grad.sum500, align 4
+  %18 = fadd float %sum502, %17
+  store float %18, ptr %conv1_bias_grad.sum503, align 4
+  %sum503 = load float, ptr %conv1_bias_grad.sum503, align 4
   %arena17 = getelementptr inbounds float, ptr %arena, i64 10
   %19 = load float, ptr %arena17, align 4
-  %20 = fadd float %sum500, %19
-  store float %20, ptr %conv1_bias_grad.sum501, align 4
-  %sum501 = load float, ptr %conv1_bias_grad.sum501, align 4
+  %20 = fadd float %sum503, %19
+  store float %20, ptr %conv1_bias_grad.sum504, align 4
+  %sum504 = load float, ptr %conv1_bias_grad.sum504, align 4
   %arena18 = getelementptr inbounds float, ptr %arena, i64 11
   %21 = load float, ptr %arena18, align 4
-  %22 = fadd float %sum501, %21
-  store float %22, ptr %conv1_bias_grad.sum502, align 4
-  %sum502 = load float, ptr %conv1_bias_grad.sum502, align 4
+  %22 = fadd float %sum504, %21
+  store float %22, ptr %conv1_bias_grad.sum505, align 4
+  %sum505 = load float, ptr %conv1_bias_grad.sum505, align 4
   %arena19 = getelementptr inbounds float, ptr %arena, i64 12
   %23 = load float, ptr %arena19, align 4
-  %24 = fadd float %sum502, %23
-  store float %24, ptr %conv1_bias_grad.sum503, align 4
-  %sum503 = load float, ptr %conv1_bias_grad.sum503, align 4
+  %24 = fadd float %sum505, %23
+  store float %24, ptr %conv1_bias_grad.sum506, align 4
+  %sum506 = load float, ptr %conv1_bias_grad.sum506, align 4
   %arena20 = getelementptr inbounds float, ptr %arena, i64 13
   %25 = load float, ptr %arena20, align 4
-  %26 = fadd float %sum503, %25
-  store float %26, ptr %conv1_bias_grad.sum504, align 4
-  %sum504 = load float, ptr %conv1_bias_grad.sum504, align 4
+  %26 = fadd float %sum506, %25
+  store float %26, ptr %conv1_bias_grad.sum507, align 4
+  %sum507 = load float, ptr %conv1_bias_grad.sum507, align 4
   %arena21 = getelementptr inbounds float, ptr %arena, i64 14
   %27 = load float, ptr %arena21, align 4
-  %28 = fadd float %sum504, %27
-  store float %28, ptr %conv1_bias_grad.sum505, align 4
-  %sum505 = load float, ptr %conv1_bias_grad.sum505, align 4
+  %28 = fadd float %sum507, %27
+  store float %28, ptr %conv1_bias_grad.sum508, align 4
+  %sum508 = load float, ptr %conv1_bias_grad.sum508, align 4
   %arena22 = getelementptr inbounds float, ptr %arena, i64 15
   %29 = load float, ptr %arena22, align 4
-  %30 = fadd float %sum505, %29
-  store float %30, ptr %conv1_bias_grad.sum506, align 4
-  %sum506 = load float, ptr %conv1_bias_grad.sum506, align 4
-  %31 = add nsw i64 288, %conv1_bias_grad.f4881
+  %30 = fadd float %sum508, %29
+  store float %30, ptr %conv1_bias_grad.sum509, align 4
+  %sum509 = load float, ptr %conv1_bias_grad.sum509, align 4
+  %31 = add nsw i64 288, %conv1_bias_grad.f4911
   %grads23 = getelementptr inbounds float, ptr %grads, i64 %31
-  store float %sum506, ptr %grads23, align 4
-  %f488.next = add nsw i64 %conv1_bias_grad.f4881, 1
-  %32 = icmp slt i64 %f488.next, 32
-  br i1 %32, label %conv1_bias_grad.f488, label %conv1_bias_grad.f488.end
+  store float %sum509, ptr %grads23, align 4
+  %f491.next = add nsw i64 %conv1_bias_grad.f4911, 1
+  %32 = icmp slt i64 %f491.next, 32
+  br i1 %32, label %conv1_bias_grad.f491, label %conv1_bias_grad.f491.end
 
-conv1_bias_grad.i491:                             ; preds = %conv1_bias_grad.i491, %conv1_bias_grad.img490
-  %conv1_bias_grad.i4913 = phi i64 [ 0, %conv1_bias_grad.img490 ], [ %i491.next, %conv1_bias_grad.i491 ]
-  %33 = mul nsw i64 %conv1_bias_grad.img4902, 25088
+conv1_bias_grad.i494:                             ; preds = %conv1_bias_grad.i494, %conv1_bias_grad.img493
+  %conv1_bias_grad.i4943 = phi i64 [ 0, %conv1_bias_grad.img493 ], [ %i494.next, %conv1_bias_grad.i494 ]
+  %33 = mul nsw i64 %conv1_bias_grad.img4932, 25088
   %34 = add nsw i64 1221264, %33
-  %35 = mul nsw i64 %conv1_bias_grad.f4881, 784
+  %35 = mul nsw i64 %conv1_bias_grad.f4911, 784
   %36 = add nsw i64 %34, %35
-  %37 = mul nsw i64 %conv1_bias_grad.i4913, 16
+  %37 = mul nsw i64 %conv1_bias_grad.i4943, 16
   %38 = add nsw i64 %36, %37
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %38
   %39 = load <16 x float>, ptr %arena4, align 4
-  %acc489 = load <16 x float>, ptr %conv1_bias_grad.acc489, align 64
-  %40 = call <16 x float> @llvm.fma.v16f32(<16 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <16 x float> %39, <16 x float> %acc489)
-  store <16 x float> %40, ptr %conv1_bias_grad.acc489, align 64
-  %i491.next = add nsw i64 %conv1_bias_grad.i4913, 1
-  %41 = icmp slt i64 %i491.next, 49
-  br i1 %41, label %conv1_bias_grad.i491, label %conv1_bias_grad.i491.end
+  %acc492 = load <16 x float>, ptr %conv1_bias_grad.acc492, align 64
+  %40 = call <16 x float> @llvm.fma.v16f32(<16 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <16 x float> %39, <16 x float> %acc492)
+  store <16 x float> %40, ptr %conv1_bias_grad.acc492, align 64
+  %i494.next = add nsw i64 %conv1_bias_grad.i4943, 1
+  %41 = icmp slt i64 %i494.next, 49
+  br i1 %41, label %conv1_bias_grad.i494, label %conv1_bias_grad.i494.end
 
-conv1_bias_grad.i491.end:                         ; preds = %conv1_bias_grad.i491
-  %img490.next = add nsw i64 %conv1_bias_grad.img4902, 1
-  %42 = icmp slt i64 %img490.next, 64
-  br i1 %42, label %conv1_bias_grad.img490, label %conv1_bias_grad.img490.end
+conv1_bias_grad.i494.end:                         ; preds = %conv1_bias_grad.i494
+  %img493.next = add nsw i64 %conv1_bias_grad.img4932, 1
+  %42 = icmp slt i64 %img493.next, 64
+  br i1 %42, label %conv1_bias_grad.img493, label %conv1_bias_grad.img493.end
 }
 
 ; Function Attrs: noinline
@@ -13207,8 +13255,8 @@ entry:
   %adam.v_new = alloca float, align 4
   %adam.m_new = alloca float, align 4
   %adam.g = alloca float, align 4
-  %adam.bc2_sqrt508 = alloca float, align 4
-  %adam.step_size507 = alloca float, align 4
+  %adam.bc2_sqrt511 = alloca float, align 4
+  %adam.step_size510 = alloca float, align 4
   %0 = sitofp i64 %step to float
   %1 = fmul float %0, 0xBFBAF8E8A0000000
   %2 = fcmp ogt float 0xC055A926E0000000, %1
@@ -13250,7 +13298,7 @@ entry:
   %38 = select i1 %37, float %1, float %36
   %39 = fsub float 1.000000e+00, %38
   %40 = fdiv float %lr, %39
-  store float %40, ptr %adam.step_size507, align 4
+  store float %40, ptr %adam.step_size510, align 4
   %41 = sitofp i64 %step to float
   %42 = fmul float %41, 0xBF50645940000000
   %43 = fcmp ogt float 0xC055A926E0000000, %42
@@ -13292,26 +13340,26 @@ entry:
   %79 = select i1 %78, float %42, float %77
   %80 = fsub float 1.000000e+00, %79
   %81 = call float @llvm.sqrt.f32(float %80)
-  store float %81, ptr %adam.bc2_sqrt508, align 4
-  br label %adam.i509
+  store float %81, ptr %adam.bc2_sqrt511, align 4
+  br label %adam.i512
 
-adam.i509:                                        ; preds = %adam.i509, %entry
-  %adam.i5091 = phi i64 [ 0, %entry ], [ %i509.next, %adam.i509 ]
-  %grads2 = getelementptr inbounds float, ptr %grads, i64 %adam.i5091
+adam.i512:                                        ; preds = %adam.i512, %entry
+  %adam.i5121 = phi i64 [ 0, %entry ], [ %i512.next, %adam.i512 ]
+  %grads2 = getelementptr inbounds float, ptr %grads, i64 %adam.i5121
   %82 = load float, ptr %grads2, align 4
-  %params3 = getelementptr inbounds float, ptr %params, i64 %adam.i5091
+  %params3 = getelementptr inbounds float, ptr %params, i64 %adam.i5121
   %83 = load float, ptr %params3, align 4
   %84 = fmul float 0.000000e+00, %83
   %85 = fadd float %82, %84
   store float %85, ptr %adam.g, align 4
-  %m4 = getelementptr inbounds float, ptr %m, i64 %adam.i5091
+  %m4 = getelementptr inbounds float, ptr %m, i64 %adam.i5121
   %86 = load float, ptr %m4, align 4
   %87 = fmul float 0x3FECCCCCC0000000, %86
   %g = load float, ptr %adam.g, align 4
   %88 = fmul float 0x3FB9999A00000000, %g
   %89 = fadd float %87, %88
   store float %89, ptr %adam.m_new, align 4
-  %v5 = getelementptr inbounds float, ptr %v, i64 %adam.i5091
+  %v5 = getelementptr inbounds float, ptr %v, i64 %adam.i5121
   %90 = load float, ptr %v5, align 4
   %91 = fmul float 0x3FEFF7CEE0000000, %90
   %g6 = load float, ptr %adam.g, align 4
@@ -13321,30 +13369,30 @@ adam.i509:                                        ; preds = %adam.i509, %entry
   %94 = fadd float %91, %93
   store float %94, ptr %adam.v_new, align 4
   %m_new = load float, ptr %adam.m_new, align 4
-  %m8 = getelementptr inbounds float, ptr %m, i64 %adam.i5091
+  %m8 = getelementptr inbounds float, ptr %m, i64 %adam.i5121
   store float %m_new, ptr %m8, align 4
   %v_new = load float, ptr %adam.v_new, align 4
-  %v9 = getelementptr inbounds float, ptr %v, i64 %adam.i5091
+  %v9 = getelementptr inbounds float, ptr %v, i64 %adam.i5121
   store float %v_new, ptr %v9, align 4
-  %params10 = getelementptr inbounds float, ptr %params, i64 %adam.i5091
+  %params10 = getelementptr inbounds float, ptr %params, i64 %adam.i5121
   %95 = load float, ptr %params10, align 4
-  %step_size507 = load float, ptr %adam.step_size507, align 4
+  %step_size510 = load float, ptr %adam.step_size510, align 4
   %m_new11 = load float, ptr %adam.m_new, align 4
-  %96 = fmul float %step_size507, %m_new11
+  %96 = fmul float %step_size510, %m_new11
   %v_new12 = load float, ptr %adam.v_new, align 4
   %97 = call float @llvm.sqrt.f32(float %v_new12)
-  %bc2_sqrt508 = load float, ptr %adam.bc2_sqrt508, align 4
-  %98 = fdiv float %97, %bc2_sqrt508
+  %bc2_sqrt511 = load float, ptr %adam.bc2_sqrt511, align 4
+  %98 = fdiv float %97, %bc2_sqrt511
   %99 = fadd float %98, 0x3E45798EE0000000
   %100 = fdiv float %96, %99
   %101 = fsub float %95, %100
-  %params13 = getelementptr inbounds float, ptr %params, i64 %adam.i5091
+  %params13 = getelementptr inbounds float, ptr %params, i64 %adam.i5121
   store float %101, ptr %params13, align 4
-  %i509.next = add nsw i64 %adam.i5091, 1
-  %102 = icmp slt i64 %i509.next, 421642
-  br i1 %102, label %adam.i509, label %adam.i509.end
+  %i512.next = add nsw i64 %adam.i5121, 1
+  %102 = icmp slt i64 %i512.next, 421642
+  br i1 %102, label %adam.i512, label %adam.i512.end
 
-adam.i509.end:                                    ; preds = %adam.i509
+adam.i512.end:                                    ; preds = %adam.i512
   ret void
 }
 
@@ -15228,50 +15276,50 @@ conv2.g80:                                        ; preds = %conv2.part121.done,
 conv2.g80.end:                                    ; preds = %conv2.part121.done
   ret void
 
-conv2.j81:                                        ; preds = %conv2.c82.end, %conv2.g80
-  %conv2.j814 = phi i64 [ 0, %conv2.g80 ], [ %j81.next, %conv2.c82.end ]
-  br label %conv2.c82
+conv2.j81:                                        ; preds = %conv2.iy82.end, %conv2.g80
+  %conv2.j814 = phi i64 [ 0, %conv2.g80 ], [ %j81.next, %conv2.iy82.end ]
+  br label %conv2.iy82
 
-conv2.j81.end:                                    ; preds = %conv2.c82.end
+conv2.j81.end:                                    ; preds = %conv2.iy82.end
   br label %conv2.j85
 
-conv2.c82:                                        ; preds = %conv2.iy83.end, %conv2.j81
-  %conv2.c825 = phi i64 [ 0, %conv2.j81 ], [ %c82.next, %conv2.iy83.end ]
-  br label %conv2.iy83
+conv2.iy82:                                       ; preds = %conv2.c83.end, %conv2.j81
+  %conv2.iy825 = phi i64 [ 0, %conv2.j81 ], [ %iy82.next, %conv2.c83.end ]
+  br label %conv2.c83
 
-conv2.c82.end:                                    ; preds = %conv2.iy83.end
+conv2.iy82.end:                                   ; preds = %conv2.c83.end
   %j81.next = add nsw i64 %conv2.j814, 1
   %2 = icmp slt i64 %j81.next, 1
   br i1 %2, label %conv2.j81, label %conv2.j81.end
 
-conv2.iy83:                                       ; preds = %conv2.ix84.end, %conv2.c82
-  %conv2.iy836 = phi i64 [ 0, %conv2.c82 ], [ %iy83.next, %conv2.ix84.end ]
+conv2.c83:                                        ; preds = %conv2.ix84.end, %conv2.iy82
+  %conv2.c836 = phi i64 [ 0, %conv2.iy82 ], [ %c83.next, %conv2.ix84.end ]
   br label %conv2.ix84
 
-conv2.iy83.end:                                   ; preds = %conv2.ix84.end
-  %c82.next = add nsw i64 %conv2.c825, 1
-  %3 = icmp slt i64 %c82.next, 32
-  br i1 %3, label %conv2.c82, label %conv2.c82.end
+conv2.c83.end:                                    ; preds = %conv2.ix84.end
+  %iy82.next = add nsw i64 %conv2.iy825, 1
+  %3 = icmp slt i64 %iy82.next, 14
+  br i1 %3, label %conv2.iy82, label %conv2.iy82.end
 
-conv2.ix84:                                       ; preds = %conv2.ix84, %conv2.iy83
-  %conv2.ix847 = phi i64 [ 0, %conv2.iy83 ], [ %ix84.next, %conv2.ix84 ]
+conv2.ix84:                                       ; preds = %conv2.ix84, %conv2.c83
+  %conv2.ix847 = phi i64 [ 0, %conv2.c83 ], [ %ix84.next, %conv2.ix84 ]
   %4 = add nsw i64 %conv2.g803, %conv2.j814
   %5 = mul nsw i64 %4, 6272
-  %6 = mul nsw i64 %conv2.c825, 196
+  %6 = mul nsw i64 %conv2.c836, 196
   %7 = add nsw i64 %5, %6
-  %8 = mul nsw i64 %conv2.iy836, 14
+  %8 = mul nsw i64 %conv2.iy825, 14
   %9 = add nsw i64 %7, %8
   %10 = add nsw i64 %9, %conv2.ix847
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %10
   %11 = load float, ptr %arena8, align 4
   %12 = mul nsw i64 %conv2.j814, 8192
-  %13 = add nsw i64 %conv2.iy836, 1
+  %13 = add nsw i64 %conv2.iy825, 1
   %14 = mul nsw i64 %13, 512
   %15 = add nsw i64 %12, %14
   %16 = add nsw i64 %conv2.ix847, 1
   %17 = mul nsw i64 %16, 32
   %18 = add nsw i64 %15, %17
-  %19 = add nsw i64 %18, %conv2.c825
+  %19 = add nsw i64 %18, %conv2.c836
   %20 = add nsw i64 835584, %19
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %20
   store float %11, ptr %arena9, align 4
@@ -15280,9 +15328,9 @@ conv2.ix84:                                       ; preds = %conv2.ix84, %conv2.
   br i1 %21, label %conv2.ix84, label %conv2.ix84.end
 
 conv2.ix84.end:                                   ; preds = %conv2.ix84
-  %iy83.next = add nsw i64 %conv2.iy836, 1
-  %22 = icmp slt i64 %iy83.next, 14
-  br i1 %22, label %conv2.iy83, label %conv2.iy83.end
+  %c83.next = add nsw i64 %conv2.c836, 1
+  %22 = icmp slt i64 %c83.next, 32
+  br i1 %22, label %conv2.c83, label %conv2.c83.end
 
 conv2.j85:                                        ; preds = %conv2.ty86.end, %conv2.j81.end
   %conv2.j8510 = phi i64 [ 0, %conv2.j81.end ], [ %j85.next, %conv2.ty86.end ]

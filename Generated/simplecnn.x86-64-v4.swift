@@ -350,10 +350,10 @@ public func simplecnn_train_b64(
   }
   for g79 in 0..<64 {
     for j80 in 0..<1 {
-      for c81 in 0..<32 {
-        for iy82 in 0..<14 {
+      for iy81 in 0..<14 {
+        for c82 in 0..<32 {
           for ix83 in 0..<14 {
-            arena[(1236992 +% ((((j80 *% 8192) +% ((iy82 +% 1) *% 512)) +% ((ix83 +% 1) *% 32)) +% c81))] = arena[(((((g79 +% j80) *% 6272) +% (c81 *% 196)) +% (iy82 *% 14)) +% ix83)]
+            arena[(1236992 +% ((((j80 *% 8192) +% ((iy81 +% 1) *% 512)) +% ((ix83 +% 1) *% 32)) +% c82))] = arena[(((((g79 +% j80) *% 6272) +% (c82 *% 196)) +% (iy81 *% 14)) +% ix83)]
           }
         }
       }
@@ -1102,10 +1102,10 @@ public func simplecnn_train_b64(
   }
   for g243 in 0..<64 {
     for j244 in 0..<1 {
-      for c245 in 0..<32 {
-        for iy246 in 0..<14 {
+      for iy245 in 0..<14 {
+        for c246 in 0..<32 {
           for ix247 in 0..<14 {
-            arena[(802816 +% ((((j244 *% 8192) +% ((iy246 +% 1) *% 512)) +% ((ix247 +% 1) *% 32)) +% c245))] = arena[(((((g243 +% j244) *% 6272) +% (c245 *% 196)) +% (iy246 *% 14)) +% ix247)]
+            arena[(802816 +% ((((j244 *% 8192) +% ((iy245 +% 1) *% 512)) +% ((ix247 +% 1) *% 32)) +% c246))] = arena[(((((g243 +% j244) *% 6272) +% (c246 *% 196)) +% (iy245 *% 14)) +% ix247)]
           }
         }
       }
@@ -1167,10 +1167,10 @@ public func simplecnn_train_b64(
       }
     }
     for j284 in 0..<1 {
-      for c285 in 0..<64 {
-        for iy286 in 0..<14 {
+      for iy285 in 0..<14 {
+        for c286 in 0..<64 {
           for ix287 in 0..<14 {
-            arena[(836096 +% ((((j284 *% 12544) +% (iy286 *% 896)) +% (ix287 *% 64)) +% c285))] = arena[((((1421968 +% ((g243 +% j284) *% 12544)) +% (c285 *% 196)) +% (iy286 *% 14)) +% ix287)]
+            arena[(836096 +% ((((j284 *% 12544) +% (iy285 *% 896)) +% (ix287 *% 64)) +% c286))] = arena[((((1421968 +% ((g243 +% j284) *% 12544)) +% (c286 *% 196)) +% (iy285 *% 14)) +% ix287)]
           }
         }
       }
@@ -1346,10 +1346,10 @@ public func simplecnn_train_b64(
   }
   for g390 in 0..<64 {
     for j391 in 0..<1 {
-      for c392 in 0..<64 {
-        for iy393 in 0..<14 {
+      for iy392 in 0..<14 {
+        for c393 in 0..<64 {
           for ix394 in 0..<14 {
-            arena[(1254032 +% ((((j391 *% 16384) +% ((iy393 +% 1) *% 1024)) +% ((ix394 +% 1) *% 64)) +% c392))] = arena[((((1421968 +% ((g390 +% j391) *% 12544)) +% (c392 *% 196)) +% (iy393 *% 14)) +% ix394)]
+            arena[(1254032 +% ((((j391 *% 16384) +% ((iy392 +% 1) *% 1024)) +% ((ix394 +% 1) *% 64)) +% c393))] = arena[((((1421968 +% ((g390 +% j391) *% 12544)) +% (c393 *% 196)) +% (iy392 *% 14)) +% ix394)]
           }
         }
       }
@@ -1598,224 +1598,231 @@ public func simplecnn_train_b64(
       }
     }
     for j455 in 0..<1 {
-      for c456 in 0..<32 {
-        for q457 in 0..<196 {
-          arena[(((802816 +% ((g390 +% j455) *% 6272)) +% (c456 *% 196)) +% q457)] = arena[((1345680 +% (((j455 *% 196) +% q457) *% 32)) +% c456)]
+      for qb456 in 0..<3 {
+        for c457 in 0..<32 {
+          for q458 in 0..<64 {
+            arena[(((802816 +% ((g390 +% j455) *% 6272)) +% (c457 *% 196)) +% (q458 +% (qb456 *% 64)))] = arena[((1345680 +% (((j455 *% 196) +% (q458 +% (qb456 *% 64))) *% 32)) +% c457)]
+          }
+        }
+      }
+      for c459 in 0..<32 {
+        for q460 in 0..<4 {
+          arena[(((802816 +% ((g390 +% j455) *% 6272)) +% (c459 *% 196)) +% (q460 +% 192))] = arena[((1345680 +% (((j455 *% 196) +% (q460 +% 192)) *% 32)) +% c459)]
         }
       }
     }
   }
   // conv1_grad = relu_maxpool_grad(pool1_grad, conv1, conv1.argmax)
-  for i458 in 0..<100352 {
-    storeVector(arena, ((i458 *% 16) +% 1221264), Vector(repeating: Float(0)))
+  for i461 in 0..<100352 {
+    storeVector(arena, ((i461 *% 16) +% 1221264), Vector(repeating: Float(0)))
   }
-  for q459 in 0..<2048 {
-    for i460 in 0..<196 {
-      if arena[((q459 *% 196) +% i460)] > Float(0) {
-        arena[((1221264 +% (q459 *% 784)) +% Int(arena[(401408 +% ((q459 *% 196) +% i460))]))] += arena[(802816 +% ((q459 *% 196) +% i460))]
+  for q462 in 0..<2048 {
+    for i463 in 0..<196 {
+      if arena[((q462 *% 196) +% i463)] > Float(0) {
+        arena[((1221264 +% (q462 *% 784)) +% Int(arena[(401408 +% ((q462 *% 196) +% i463))]))] += arena[(802816 +% ((q462 *% 196) +% i463))]
       }
     }
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  for i461 in 0..<18 {
-    storeVector(arena, ((i461 *% 16) +% 514448), Vector(repeating: Float(0)))
+  for i464 in 0..<18 {
+    storeVector(arena, ((i464 *% 16) +% 514448), Vector(repeating: Float(0)))
   }
-  for g462 in 0..<4 {
-    for j463 in 0..<16 {
-      for c464 in 0..<1 {
-        for ky465 in 0..<3 {
-          for oy466 in 0..<28 {
-            if (-1 < ((oy466 +% ky465) +% -1) && ((oy466 +% ky465) +% -1) < 28) {
-              for ox467 in 0..<27 {
-                arena[((((((c464 *% 3) +% ky465) *% 3) *% 12560) +% (j463 *% 784)) +% ((oy466 *% 28) +% (ox467 +% 1)))] = images[((((((g462 *% 16) +% j463) *% 784) +% (c464 *% 784)) +% (((oy466 +% ky465) +% -1) *% 28)) +% ((ox467 +% 1) +% -1))]
+  for g465 in 0..<4 {
+    for j466 in 0..<16 {
+      for c467 in 0..<1 {
+        for ky468 in 0..<3 {
+          for oy469 in 0..<28 {
+            if (-1 < ((oy469 +% ky468) +% -1) && ((oy469 +% ky468) +% -1) < 28) {
+              for ox470 in 0..<27 {
+                arena[((((((c467 *% 3) +% ky468) *% 3) *% 12560) +% (j466 *% 784)) +% ((oy469 *% 28) +% (ox470 +% 1)))] = images[((((((g465 *% 16) +% j466) *% 784) +% (c467 *% 784)) +% (((oy469 +% ky468) +% -1) *% 28)) +% ((ox470 +% 1) +% -1))]
               }
-              for ox468 in 0..<1 {
-                arena[((((((c464 *% 3) +% ky465) *% 3) *% 12560) +% (j463 *% 784)) +% ((oy466 *% 28) +% ox468))] = Float(0)
-              }
-            }
-            if ((oy466 +% ky465) +% -1) < 0 {
-              for ox469 in 0..<28 {
-                arena[((((((c464 *% 3) +% ky465) *% 3) *% 12560) +% (j463 *% 784)) +% ((oy466 *% 28) +% ox469))] = Float(0)
+              for ox471 in 0..<1 {
+                arena[((((((c467 *% 3) +% ky468) *% 3) *% 12560) +% (j466 *% 784)) +% ((oy469 *% 28) +% ox471))] = Float(0)
               }
             }
-            if 27 < ((oy466 +% ky465) +% -1) {
-              for ox469 in 0..<28 {
-                arena[((((((c464 *% 3) +% ky465) *% 3) *% 12560) +% (j463 *% 784)) +% ((oy466 *% 28) +% ox469))] = Float(0)
-              }
-            }
-          }
-          for oy470 in 0..<28 {
-            if (-1 < ((oy470 +% ky465) +% -1) && ((oy470 +% ky465) +% -1) < 28) {
-              for ox471 in 0..<28 {
-                arena[(((((((c464 *% 3) +% ky465) *% 3) +% 1) *% 12560) +% (j463 *% 784)) +% ((oy470 *% 28) +% ox471))] = images[((((((g462 *% 16) +% j463) *% 784) +% (c464 *% 784)) +% (((oy470 +% ky465) +% -1) *% 28)) +% ox471)]
-              }
-            }
-            if ((oy470 +% ky465) +% -1) < 0 {
+            if ((oy469 +% ky468) +% -1) < 0 {
               for ox472 in 0..<28 {
-                arena[(((((((c464 *% 3) +% ky465) *% 3) +% 1) *% 12560) +% (j463 *% 784)) +% ((oy470 *% 28) +% ox472))] = Float(0)
+                arena[((((((c467 *% 3) +% ky468) *% 3) *% 12560) +% (j466 *% 784)) +% ((oy469 *% 28) +% ox472))] = Float(0)
               }
             }
-            if 27 < ((oy470 +% ky465) +% -1) {
+            if 27 < ((oy469 +% ky468) +% -1) {
               for ox472 in 0..<28 {
-                arena[(((((((c464 *% 3) +% ky465) *% 3) +% 1) *% 12560) +% (j463 *% 784)) +% ((oy470 *% 28) +% ox472))] = Float(0)
+                arena[((((((c467 *% 3) +% ky468) *% 3) *% 12560) +% (j466 *% 784)) +% ((oy469 *% 28) +% ox472))] = Float(0)
               }
             }
           }
           for oy473 in 0..<28 {
-            if (-1 < ((oy473 +% ky465) +% -1) && ((oy473 +% ky465) +% -1) < 28) {
-              for ox474 in 0..<27 {
-                arena[(((((((c464 *% 3) +% ky465) *% 3) +% 2) *% 12560) +% (j463 *% 784)) +% ((oy473 *% 28) +% ox474))] = images[((((((g462 *% 16) +% j463) *% 784) +% (c464 *% 784)) +% (((oy473 +% ky465) +% -1) *% 28)) +% (ox474 +% 1))]
-              }
-              for ox475 in 0..<1 {
-                arena[(((((((c464 *% 3) +% ky465) *% 3) +% 2) *% 12560) +% (j463 *% 784)) +% ((oy473 *% 28) +% (ox475 +% 27)))] = Float(0)
+            if (-1 < ((oy473 +% ky468) +% -1) && ((oy473 +% ky468) +% -1) < 28) {
+              for ox474 in 0..<28 {
+                arena[(((((((c467 *% 3) +% ky468) *% 3) +% 1) *% 12560) +% (j466 *% 784)) +% ((oy473 *% 28) +% ox474))] = images[((((((g465 *% 16) +% j466) *% 784) +% (c467 *% 784)) +% (((oy473 +% ky468) +% -1) *% 28)) +% ox474)]
               }
             }
-            if ((oy473 +% ky465) +% -1) < 0 {
-              for ox476 in 0..<28 {
-                arena[(((((((c464 *% 3) +% ky465) *% 3) +% 2) *% 12560) +% (j463 *% 784)) +% ((oy473 *% 28) +% ox476))] = Float(0)
+            if ((oy473 +% ky468) +% -1) < 0 {
+              for ox475 in 0..<28 {
+                arena[(((((((c467 *% 3) +% ky468) *% 3) +% 1) *% 12560) +% (j466 *% 784)) +% ((oy473 *% 28) +% ox475))] = Float(0)
               }
             }
-            if 27 < ((oy473 +% ky465) +% -1) {
-              for ox476 in 0..<28 {
-                arena[(((((((c464 *% 3) +% ky465) *% 3) +% 2) *% 12560) +% (j463 *% 784)) +% ((oy473 *% 28) +% ox476))] = Float(0)
+            if 27 < ((oy473 +% ky468) +% -1) {
+              for ox475 in 0..<28 {
+                arena[(((((((c467 *% 3) +% ky468) *% 3) +% 1) *% 12560) +% (j466 *% 784)) +% ((oy473 *% 28) +% ox475))] = Float(0)
+              }
+            }
+          }
+          for oy476 in 0..<28 {
+            if (-1 < ((oy476 +% ky468) +% -1) && ((oy476 +% ky468) +% -1) < 28) {
+              for ox477 in 0..<27 {
+                arena[(((((((c467 *% 3) +% ky468) *% 3) +% 2) *% 12560) +% (j466 *% 784)) +% ((oy476 *% 28) +% ox477))] = images[((((((g465 *% 16) +% j466) *% 784) +% (c467 *% 784)) +% (((oy476 +% ky468) +% -1) *% 28)) +% (ox477 +% 1))]
+              }
+              for ox478 in 0..<1 {
+                arena[(((((((c467 *% 3) +% ky468) *% 3) +% 2) *% 12560) +% (j466 *% 784)) +% ((oy476 *% 28) +% (ox478 +% 27)))] = Float(0)
+              }
+            }
+            if ((oy476 +% ky468) +% -1) < 0 {
+              for ox479 in 0..<28 {
+                arena[(((((((c467 *% 3) +% ky468) *% 3) +% 2) *% 12560) +% (j466 *% 784)) +% ((oy476 *% 28) +% ox479))] = Float(0)
+              }
+            }
+            if 27 < ((oy476 +% ky468) +% -1) {
+              for ox479 in 0..<28 {
+                arena[(((((((c467 *% 3) +% ky468) *% 3) +% 2) *% 12560) +% (j466 *% 784)) +% ((oy476 *% 28) +% ox479))] = Float(0)
               }
             }
           }
         }
       }
     }
-    for j477 in 0..<16 {
-      for i478 in 0..<784 {
-        for f479 in 0..<32 {
-          arena[((113040 +% (((j477 *% 784) +% i478) *% 32)) +% f479)] = arena[(((1221264 +% (((g462 *% 16) +% j477) *% 25088)) +% (f479 *% 784)) +% i478)]
+    for j480 in 0..<16 {
+      for i481 in 0..<784 {
+        for f482 in 0..<32 {
+          arena[((113040 +% (((j480 *% 784) +% i481) *% 32)) +% f482)] = arena[(((1221264 +% (((g465 *% 16) +% j480) *% 25088)) +% (f482 *% 784)) +% i481)]
         }
       }
     }
-    do {  // gemm485
-      for kp480 in 0..<7 {
-        for nb481 in 0..<1 {
-          for mb482 in 0..<1 {
-            var t483_c0_0 = loadVector(arena, ((514448 +% ((mb482 *% 9) *% 32)) +% (nb481 *% 32)))
-            var t483_c0_1 = loadVector(arena, (((514448 +% ((mb482 *% 9) *% 32)) +% (nb481 *% 32)) +% 16))
-            var t483_c1_0 = loadVector(arena, ((514448 +% (((mb482 *% 9) +% 1) *% 32)) +% (nb481 *% 32)))
-            var t483_c1_1 = loadVector(arena, (((514448 +% (((mb482 *% 9) +% 1) *% 32)) +% (nb481 *% 32)) +% 16))
-            var t483_c2_0 = loadVector(arena, ((514448 +% (((mb482 *% 9) +% 2) *% 32)) +% (nb481 *% 32)))
-            var t483_c2_1 = loadVector(arena, (((514448 +% (((mb482 *% 9) +% 2) *% 32)) +% (nb481 *% 32)) +% 16))
-            var t483_c3_0 = loadVector(arena, ((514448 +% (((mb482 *% 9) +% 3) *% 32)) +% (nb481 *% 32)))
-            var t483_c3_1 = loadVector(arena, (((514448 +% (((mb482 *% 9) +% 3) *% 32)) +% (nb481 *% 32)) +% 16))
-            var t483_c4_0 = loadVector(arena, ((514448 +% (((mb482 *% 9) +% 4) *% 32)) +% (nb481 *% 32)))
-            var t483_c4_1 = loadVector(arena, (((514448 +% (((mb482 *% 9) +% 4) *% 32)) +% (nb481 *% 32)) +% 16))
-            var t483_c5_0 = loadVector(arena, ((514448 +% (((mb482 *% 9) +% 5) *% 32)) +% (nb481 *% 32)))
-            var t483_c5_1 = loadVector(arena, (((514448 +% (((mb482 *% 9) +% 5) *% 32)) +% (nb481 *% 32)) +% 16))
-            var t483_c6_0 = loadVector(arena, ((514448 +% (((mb482 *% 9) +% 6) *% 32)) +% (nb481 *% 32)))
-            var t483_c6_1 = loadVector(arena, (((514448 +% (((mb482 *% 9) +% 6) *% 32)) +% (nb481 *% 32)) +% 16))
-            var t483_c7_0 = loadVector(arena, ((514448 +% (((mb482 *% 9) +% 7) *% 32)) +% (nb481 *% 32)))
-            var t483_c7_1 = loadVector(arena, (((514448 +% (((mb482 *% 9) +% 7) *% 32)) +% (nb481 *% 32)) +% 16))
-            var t483_c8_0 = loadVector(arena, ((514448 +% (((mb482 *% 9) +% 8) *% 32)) +% (nb481 *% 32)))
-            var t483_c8_1 = loadVector(arena, (((514448 +% (((mb482 *% 9) +% 8) *% 32)) +% (nb481 *% 32)) +% 16))
-            for k484 in 0..<1792 {
-              let t483_b0 = loadVector(arena, ((113040 +% ((k484 +% (kp480 *% 1792)) *% 32)) +% (nb481 *% 32)))
-              let t483_b1 = loadVector(arena, (((113040 +% ((k484 +% (kp480 *% 1792)) *% 32)) +% (nb481 *% 32)) +% 16))
-              let t483_a0 = Vector(repeating: arena[(((mb482 *% 9) *% 12560) +% (k484 +% (kp480 *% 1792)))])
-              t483_c0_0 = t483_c0_0.addingProduct(t483_a0, t483_b0)
-              t483_c0_1 = t483_c0_1.addingProduct(t483_a0, t483_b1)
-              let t483_a1 = Vector(repeating: arena[((((mb482 *% 9) +% 1) *% 12560) +% (k484 +% (kp480 *% 1792)))])
-              t483_c1_0 = t483_c1_0.addingProduct(t483_a1, t483_b0)
-              t483_c1_1 = t483_c1_1.addingProduct(t483_a1, t483_b1)
-              let t483_a2 = Vector(repeating: arena[((((mb482 *% 9) +% 2) *% 12560) +% (k484 +% (kp480 *% 1792)))])
-              t483_c2_0 = t483_c2_0.addingProduct(t483_a2, t483_b0)
-              t483_c2_1 = t483_c2_1.addingProduct(t483_a2, t483_b1)
-              let t483_a3 = Vector(repeating: arena[((((mb482 *% 9) +% 3) *% 12560) +% (k484 +% (kp480 *% 1792)))])
-              t483_c3_0 = t483_c3_0.addingProduct(t483_a3, t483_b0)
-              t483_c3_1 = t483_c3_1.addingProduct(t483_a3, t483_b1)
-              let t483_a4 = Vector(repeating: arena[((((mb482 *% 9) +% 4) *% 12560) +% (k484 +% (kp480 *% 1792)))])
-              t483_c4_0 = t483_c4_0.addingProduct(t483_a4, t483_b0)
-              t483_c4_1 = t483_c4_1.addingProduct(t483_a4, t483_b1)
-              let t483_a5 = Vector(repeating: arena[((((mb482 *% 9) +% 5) *% 12560) +% (k484 +% (kp480 *% 1792)))])
-              t483_c5_0 = t483_c5_0.addingProduct(t483_a5, t483_b0)
-              t483_c5_1 = t483_c5_1.addingProduct(t483_a5, t483_b1)
-              let t483_a6 = Vector(repeating: arena[((((mb482 *% 9) +% 6) *% 12560) +% (k484 +% (kp480 *% 1792)))])
-              t483_c6_0 = t483_c6_0.addingProduct(t483_a6, t483_b0)
-              t483_c6_1 = t483_c6_1.addingProduct(t483_a6, t483_b1)
-              let t483_a7 = Vector(repeating: arena[((((mb482 *% 9) +% 7) *% 12560) +% (k484 +% (kp480 *% 1792)))])
-              t483_c7_0 = t483_c7_0.addingProduct(t483_a7, t483_b0)
-              t483_c7_1 = t483_c7_1.addingProduct(t483_a7, t483_b1)
-              let t483_a8 = Vector(repeating: arena[((((mb482 *% 9) +% 8) *% 12560) +% (k484 +% (kp480 *% 1792)))])
-              t483_c8_0 = t483_c8_0.addingProduct(t483_a8, t483_b0)
-              t483_c8_1 = t483_c8_1.addingProduct(t483_a8, t483_b1)
+    do {  // gemm488
+      for kp483 in 0..<7 {
+        for nb484 in 0..<1 {
+          for mb485 in 0..<1 {
+            var t486_c0_0 = loadVector(arena, ((514448 +% ((mb485 *% 9) *% 32)) +% (nb484 *% 32)))
+            var t486_c0_1 = loadVector(arena, (((514448 +% ((mb485 *% 9) *% 32)) +% (nb484 *% 32)) +% 16))
+            var t486_c1_0 = loadVector(arena, ((514448 +% (((mb485 *% 9) +% 1) *% 32)) +% (nb484 *% 32)))
+            var t486_c1_1 = loadVector(arena, (((514448 +% (((mb485 *% 9) +% 1) *% 32)) +% (nb484 *% 32)) +% 16))
+            var t486_c2_0 = loadVector(arena, ((514448 +% (((mb485 *% 9) +% 2) *% 32)) +% (nb484 *% 32)))
+            var t486_c2_1 = loadVector(arena, (((514448 +% (((mb485 *% 9) +% 2) *% 32)) +% (nb484 *% 32)) +% 16))
+            var t486_c3_0 = loadVector(arena, ((514448 +% (((mb485 *% 9) +% 3) *% 32)) +% (nb484 *% 32)))
+            var t486_c3_1 = loadVector(arena, (((514448 +% (((mb485 *% 9) +% 3) *% 32)) +% (nb484 *% 32)) +% 16))
+            var t486_c4_0 = loadVector(arena, ((514448 +% (((mb485 *% 9) +% 4) *% 32)) +% (nb484 *% 32)))
+            var t486_c4_1 = loadVector(arena, (((514448 +% (((mb485 *% 9) +% 4) *% 32)) +% (nb484 *% 32)) +% 16))
+            var t486_c5_0 = loadVector(arena, ((514448 +% (((mb485 *% 9) +% 5) *% 32)) +% (nb484 *% 32)))
+            var t486_c5_1 = loadVector(arena, (((514448 +% (((mb485 *% 9) +% 5) *% 32)) +% (nb484 *% 32)) +% 16))
+            var t486_c6_0 = loadVector(arena, ((514448 +% (((mb485 *% 9) +% 6) *% 32)) +% (nb484 *% 32)))
+            var t486_c6_1 = loadVector(arena, (((514448 +% (((mb485 *% 9) +% 6) *% 32)) +% (nb484 *% 32)) +% 16))
+            var t486_c7_0 = loadVector(arena, ((514448 +% (((mb485 *% 9) +% 7) *% 32)) +% (nb484 *% 32)))
+            var t486_c7_1 = loadVector(arena, (((514448 +% (((mb485 *% 9) +% 7) *% 32)) +% (nb484 *% 32)) +% 16))
+            var t486_c8_0 = loadVector(arena, ((514448 +% (((mb485 *% 9) +% 8) *% 32)) +% (nb484 *% 32)))
+            var t486_c8_1 = loadVector(arena, (((514448 +% (((mb485 *% 9) +% 8) *% 32)) +% (nb484 *% 32)) +% 16))
+            for k487 in 0..<1792 {
+              let t486_b0 = loadVector(arena, ((113040 +% ((k487 +% (kp483 *% 1792)) *% 32)) +% (nb484 *% 32)))
+              let t486_b1 = loadVector(arena, (((113040 +% ((k487 +% (kp483 *% 1792)) *% 32)) +% (nb484 *% 32)) +% 16))
+              let t486_a0 = Vector(repeating: arena[(((mb485 *% 9) *% 12560) +% (k487 +% (kp483 *% 1792)))])
+              t486_c0_0 = t486_c0_0.addingProduct(t486_a0, t486_b0)
+              t486_c0_1 = t486_c0_1.addingProduct(t486_a0, t486_b1)
+              let t486_a1 = Vector(repeating: arena[((((mb485 *% 9) +% 1) *% 12560) +% (k487 +% (kp483 *% 1792)))])
+              t486_c1_0 = t486_c1_0.addingProduct(t486_a1, t486_b0)
+              t486_c1_1 = t486_c1_1.addingProduct(t486_a1, t486_b1)
+              let t486_a2 = Vector(repeating: arena[((((mb485 *% 9) +% 2) *% 12560) +% (k487 +% (kp483 *% 1792)))])
+              t486_c2_0 = t486_c2_0.addingProduct(t486_a2, t486_b0)
+              t486_c2_1 = t486_c2_1.addingProduct(t486_a2, t486_b1)
+              let t486_a3 = Vector(repeating: arena[((((mb485 *% 9) +% 3) *% 12560) +% (k487 +% (kp483 *% 1792)))])
+              t486_c3_0 = t486_c3_0.addingProduct(t486_a3, t486_b0)
+              t486_c3_1 = t486_c3_1.addingProduct(t486_a3, t486_b1)
+              let t486_a4 = Vector(repeating: arena[((((mb485 *% 9) +% 4) *% 12560) +% (k487 +% (kp483 *% 1792)))])
+              t486_c4_0 = t486_c4_0.addingProduct(t486_a4, t486_b0)
+              t486_c4_1 = t486_c4_1.addingProduct(t486_a4, t486_b1)
+              let t486_a5 = Vector(repeating: arena[((((mb485 *% 9) +% 5) *% 12560) +% (k487 +% (kp483 *% 1792)))])
+              t486_c5_0 = t486_c5_0.addingProduct(t486_a5, t486_b0)
+              t486_c5_1 = t486_c5_1.addingProduct(t486_a5, t486_b1)
+              let t486_a6 = Vector(repeating: arena[((((mb485 *% 9) +% 6) *% 12560) +% (k487 +% (kp483 *% 1792)))])
+              t486_c6_0 = t486_c6_0.addingProduct(t486_a6, t486_b0)
+              t486_c6_1 = t486_c6_1.addingProduct(t486_a6, t486_b1)
+              let t486_a7 = Vector(repeating: arena[((((mb485 *% 9) +% 7) *% 12560) +% (k487 +% (kp483 *% 1792)))])
+              t486_c7_0 = t486_c7_0.addingProduct(t486_a7, t486_b0)
+              t486_c7_1 = t486_c7_1.addingProduct(t486_a7, t486_b1)
+              let t486_a8 = Vector(repeating: arena[((((mb485 *% 9) +% 8) *% 12560) +% (k487 +% (kp483 *% 1792)))])
+              t486_c8_0 = t486_c8_0.addingProduct(t486_a8, t486_b0)
+              t486_c8_1 = t486_c8_1.addingProduct(t486_a8, t486_b1)
             }
-            storeVector(arena, ((514448 +% ((mb482 *% 9) *% 32)) +% (nb481 *% 32)), t483_c0_0)
-            storeVector(arena, (((514448 +% ((mb482 *% 9) *% 32)) +% (nb481 *% 32)) +% 16), t483_c0_1)
-            storeVector(arena, ((514448 +% (((mb482 *% 9) +% 1) *% 32)) +% (nb481 *% 32)), t483_c1_0)
-            storeVector(arena, (((514448 +% (((mb482 *% 9) +% 1) *% 32)) +% (nb481 *% 32)) +% 16), t483_c1_1)
-            storeVector(arena, ((514448 +% (((mb482 *% 9) +% 2) *% 32)) +% (nb481 *% 32)), t483_c2_0)
-            storeVector(arena, (((514448 +% (((mb482 *% 9) +% 2) *% 32)) +% (nb481 *% 32)) +% 16), t483_c2_1)
-            storeVector(arena, ((514448 +% (((mb482 *% 9) +% 3) *% 32)) +% (nb481 *% 32)), t483_c3_0)
-            storeVector(arena, (((514448 +% (((mb482 *% 9) +% 3) *% 32)) +% (nb481 *% 32)) +% 16), t483_c3_1)
-            storeVector(arena, ((514448 +% (((mb482 *% 9) +% 4) *% 32)) +% (nb481 *% 32)), t483_c4_0)
-            storeVector(arena, (((514448 +% (((mb482 *% 9) +% 4) *% 32)) +% (nb481 *% 32)) +% 16), t483_c4_1)
-            storeVector(arena, ((514448 +% (((mb482 *% 9) +% 5) *% 32)) +% (nb481 *% 32)), t483_c5_0)
-            storeVector(arena, (((514448 +% (((mb482 *% 9) +% 5) *% 32)) +% (nb481 *% 32)) +% 16), t483_c5_1)
-            storeVector(arena, ((514448 +% (((mb482 *% 9) +% 6) *% 32)) +% (nb481 *% 32)), t483_c6_0)
-            storeVector(arena, (((514448 +% (((mb482 *% 9) +% 6) *% 32)) +% (nb481 *% 32)) +% 16), t483_c6_1)
-            storeVector(arena, ((514448 +% (((mb482 *% 9) +% 7) *% 32)) +% (nb481 *% 32)), t483_c7_0)
-            storeVector(arena, (((514448 +% (((mb482 *% 9) +% 7) *% 32)) +% (nb481 *% 32)) +% 16), t483_c7_1)
-            storeVector(arena, ((514448 +% (((mb482 *% 9) +% 8) *% 32)) +% (nb481 *% 32)), t483_c8_0)
-            storeVector(arena, (((514448 +% (((mb482 *% 9) +% 8) *% 32)) +% (nb481 *% 32)) +% 16), t483_c8_1)
+            storeVector(arena, ((514448 +% ((mb485 *% 9) *% 32)) +% (nb484 *% 32)), t486_c0_0)
+            storeVector(arena, (((514448 +% ((mb485 *% 9) *% 32)) +% (nb484 *% 32)) +% 16), t486_c0_1)
+            storeVector(arena, ((514448 +% (((mb485 *% 9) +% 1) *% 32)) +% (nb484 *% 32)), t486_c1_0)
+            storeVector(arena, (((514448 +% (((mb485 *% 9) +% 1) *% 32)) +% (nb484 *% 32)) +% 16), t486_c1_1)
+            storeVector(arena, ((514448 +% (((mb485 *% 9) +% 2) *% 32)) +% (nb484 *% 32)), t486_c2_0)
+            storeVector(arena, (((514448 +% (((mb485 *% 9) +% 2) *% 32)) +% (nb484 *% 32)) +% 16), t486_c2_1)
+            storeVector(arena, ((514448 +% (((mb485 *% 9) +% 3) *% 32)) +% (nb484 *% 32)), t486_c3_0)
+            storeVector(arena, (((514448 +% (((mb485 *% 9) +% 3) *% 32)) +% (nb484 *% 32)) +% 16), t486_c3_1)
+            storeVector(arena, ((514448 +% (((mb485 *% 9) +% 4) *% 32)) +% (nb484 *% 32)), t486_c4_0)
+            storeVector(arena, (((514448 +% (((mb485 *% 9) +% 4) *% 32)) +% (nb484 *% 32)) +% 16), t486_c4_1)
+            storeVector(arena, ((514448 +% (((mb485 *% 9) +% 5) *% 32)) +% (nb484 *% 32)), t486_c5_0)
+            storeVector(arena, (((514448 +% (((mb485 *% 9) +% 5) *% 32)) +% (nb484 *% 32)) +% 16), t486_c5_1)
+            storeVector(arena, ((514448 +% (((mb485 *% 9) +% 6) *% 32)) +% (nb484 *% 32)), t486_c6_0)
+            storeVector(arena, (((514448 +% (((mb485 *% 9) +% 6) *% 32)) +% (nb484 *% 32)) +% 16), t486_c6_1)
+            storeVector(arena, ((514448 +% (((mb485 *% 9) +% 7) *% 32)) +% (nb484 *% 32)), t486_c7_0)
+            storeVector(arena, (((514448 +% (((mb485 *% 9) +% 7) *% 32)) +% (nb484 *% 32)) +% 16), t486_c7_1)
+            storeVector(arena, ((514448 +% (((mb485 *% 9) +% 8) *% 32)) +% (nb484 *% 32)), t486_c8_0)
+            storeVector(arena, (((514448 +% (((mb485 *% 9) +% 8) *% 32)) +% (nb484 *% 32)) +% 16), t486_c8_1)
           }
         }
       }
     }
   }
-  for f486 in 0..<32 {
-    for r487 in 0..<9 {
-      grads[((f486 *% 9) +% r487)] = arena[((514448 +% (r487 *% 32)) +% f486)]
+  for f489 in 0..<32 {
+    for r490 in 0..<9 {
+      grads[((f489 *% 9) +% r490)] = arena[((514448 +% (r490 *% 32)) +% f489)]
     }
   }
   // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
-  for f488 in 0..<32 {
-    var acc489 = Vector()
-    for img490 in 0..<64 {
-      for i491 in 0..<49 {
-        acc489 = acc489.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((1221264 +% (img490 *% 25088)) +% (f488 *% 784)) +% (i491 *% 16))))
+  for f491 in 0..<32 {
+    var acc492 = Vector()
+    for img493 in 0..<64 {
+      for i494 in 0..<49 {
+        acc492 = acc492.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((1221264 +% (img493 *% 25088)) +% (f491 *% 784)) +% (i494 *% 16))))
       }
     }
-    storeVector(arena, 0, acc489)
-    var sum492: Float = (arena[0] + arena[1])
-    var sum493: Float = (sum492 + arena[2])
-    var sum494: Float = (sum493 + arena[3])
-    var sum495: Float = (sum494 + arena[4])
-    var sum496: Float = (sum495 + arena[5])
-    var sum497: Float = (sum496 + arena[6])
-    var sum498: Float = (sum497 + arena[7])
-    var sum499: Float = (sum498 + arena[8])
-    var sum500: Float = (sum499 + arena[9])
-    var sum501: Float = (sum500 + arena[10])
-    var sum502: Float = (sum501 + arena[11])
-    var sum503: Float = (sum502 + arena[12])
-    var sum504: Float = (sum503 + arena[13])
-    var sum505: Float = (sum504 + arena[14])
-    var sum506: Float = (sum505 + arena[15])
-    grads[(288 +% f488)] = sum506
+    storeVector(arena, 0, acc492)
+    var sum495: Float = (arena[0] + arena[1])
+    var sum496: Float = (sum495 + arena[2])
+    var sum497: Float = (sum496 + arena[3])
+    var sum498: Float = (sum497 + arena[4])
+    var sum499: Float = (sum498 + arena[5])
+    var sum500: Float = (sum499 + arena[6])
+    var sum501: Float = (sum500 + arena[7])
+    var sum502: Float = (sum501 + arena[8])
+    var sum503: Float = (sum502 + arena[9])
+    var sum504: Float = (sum503 + arena[10])
+    var sum505: Float = (sum504 + arena[11])
+    var sum506: Float = (sum505 + arena[12])
+    var sum507: Float = (sum506 + arena[13])
+    var sum508: Float = (sum507 + arena[14])
+    var sum509: Float = (sum508 + arena[15])
+    grads[(288 +% f491)] = sum509
   }
   // adam = update of 421642 parameters
-  var step_size507: Float = (lr / (Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt508: Float = sqrtf((Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  for i509 in 0..<26352 {
-    let g_v = (loadVector(grads, (i509 *% 16)) + (Vector(repeating: Float(0)) * loadVector(params, (i509 *% 16))))
-    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i509 *% 16))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, (i509 *% 16))) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-    storeVector(m, (i509 *% 16), m_new_v)
-    storeVector(v, (i509 *% 16), v_new_v)
-    storeVector(params, (i509 *% 16), (loadVector(params, (i509 *% 16)) - ((Vector(repeating: step_size507) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt508)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
+  var step_size510: Float = (lr / (Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt511: Float = sqrtf((Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  for i512 in 0..<26352 {
+    let g_v = (loadVector(grads, (i512 *% 16)) + (Vector(repeating: Float(0)) * loadVector(params, (i512 *% 16))))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i512 *% 16))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, (i512 *% 16))) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storeVector(m, (i512 *% 16), m_new_v)
+    storeVector(v, (i512 *% 16), v_new_v)
+    storeVector(params, (i512 *% 16), (loadVector(params, (i512 *% 16)) - ((Vector(repeating: step_size510) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt511)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
   }
-  for i509 in 0..<1 {
-    let g_v = (loadPartial(grads, (i509 +% 421632), 10) + (Vector(repeating: Float(0)) * loadPartial(params, (i509 +% 421632), 10)))
-    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadPartial(m, (i509 +% 421632), 10)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadPartial(v, (i509 +% 421632), 10)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-    storePartial(m, (i509 +% 421632), m_new_v, 10)
-    storePartial(v, (i509 +% 421632), v_new_v, 10)
-    storePartial(params, (i509 +% 421632), (loadPartial(params, (i509 +% 421632), 10) - ((Vector(repeating: step_size507) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt508)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))), 10)
+  for i512 in 0..<1 {
+    let g_v = (loadPartial(grads, (i512 +% 421632), 10) + (Vector(repeating: Float(0)) * loadPartial(params, (i512 +% 421632), 10)))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadPartial(m, (i512 +% 421632), 10)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadPartial(v, (i512 +% 421632), 10)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storePartial(m, (i512 +% 421632), m_new_v, 10)
+    storePartial(v, (i512 +% 421632), v_new_v, 10)
+    storePartial(params, (i512 +% 421632), (loadPartial(params, (i512 +% 421632), 10) - ((Vector(repeating: step_size510) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt511)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))), 10)
   }
 }
 
@@ -2090,10 +2097,10 @@ public func simplecnn_infer_b64(
   }
   for g80 in 0..<64 {
     for j81 in 0..<1 {
-      for c82 in 0..<32 {
-        for iy83 in 0..<14 {
+      for iy82 in 0..<14 {
+        for c83 in 0..<32 {
           for ix84 in 0..<14 {
-            arena[(835584 +% ((((j81 *% 8192) +% ((iy83 +% 1) *% 512)) +% ((ix84 +% 1) *% 32)) +% c82))] = arena[(((((g80 +% j81) *% 6272) +% (c82 *% 196)) +% (iy83 *% 14)) +% ix84)]
+            arena[(835584 +% ((((j81 *% 8192) +% ((iy82 +% 1) *% 512)) +% ((ix84 +% 1) *% 32)) +% c83))] = arena[(((((g80 +% j81) *% 6272) +% (c83 *% 196)) +% (iy82 *% 14)) +% ix84)]
           }
         }
       }

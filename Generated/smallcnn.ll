@@ -1619,50 +1619,50 @@ conv2.g81:                                        ; preds = %conv2.j161.end, %co
 conv2.g81.end:                                    ; preds = %conv2.j161.end
   ret void
 
-conv2.j82:                                        ; preds = %conv2.c83.end, %conv2.g81
-  %conv2.j8266 = phi i64 [ 0, %conv2.g81 ], [ %j82.next, %conv2.c83.end ]
-  br label %conv2.c83
+conv2.j82:                                        ; preds = %conv2.iy83.end, %conv2.g81
+  %conv2.j8266 = phi i64 [ 0, %conv2.g81 ], [ %j82.next, %conv2.iy83.end ]
+  br label %conv2.iy83
 
-conv2.j82.end:                                    ; preds = %conv2.c83.end
+conv2.j82.end:                                    ; preds = %conv2.iy83.end
   br label %conv2.j86
 
-conv2.c83:                                        ; preds = %conv2.iy84.end, %conv2.j82
-  %conv2.c8367 = phi i64 [ 0, %conv2.j82 ], [ %c83.next, %conv2.iy84.end ]
-  br label %conv2.iy84
+conv2.iy83:                                       ; preds = %conv2.c84.end, %conv2.j82
+  %conv2.iy8367 = phi i64 [ 0, %conv2.j82 ], [ %iy83.next, %conv2.c84.end ]
+  br label %conv2.c84
 
-conv2.c83.end:                                    ; preds = %conv2.iy84.end
+conv2.iy83.end:                                   ; preds = %conv2.c84.end
   %j82.next = add nsw i64 %conv2.j8266, 1
   %235 = icmp slt i64 %j82.next, 1
   br i1 %235, label %conv2.j82, label %conv2.j82.end
 
-conv2.iy84:                                       ; preds = %conv2.ix85.end, %conv2.c83
-  %conv2.iy8468 = phi i64 [ 0, %conv2.c83 ], [ %iy84.next, %conv2.ix85.end ]
+conv2.c84:                                        ; preds = %conv2.ix85.end, %conv2.iy83
+  %conv2.c8468 = phi i64 [ 0, %conv2.iy83 ], [ %c84.next, %conv2.ix85.end ]
   br label %conv2.ix85
 
-conv2.iy84.end:                                   ; preds = %conv2.ix85.end
-  %c83.next = add nsw i64 %conv2.c8367, 1
-  %236 = icmp slt i64 %c83.next, 16
-  br i1 %236, label %conv2.c83, label %conv2.c83.end
+conv2.c84.end:                                    ; preds = %conv2.ix85.end
+  %iy83.next = add nsw i64 %conv2.iy8367, 1
+  %236 = icmp slt i64 %iy83.next, 14
+  br i1 %236, label %conv2.iy83, label %conv2.iy83.end
 
-conv2.ix85:                                       ; preds = %conv2.ix85, %conv2.iy84
-  %conv2.ix8569 = phi i64 [ 0, %conv2.iy84 ], [ %ix85.next, %conv2.ix85 ]
+conv2.ix85:                                       ; preds = %conv2.ix85, %conv2.c84
+  %conv2.ix8569 = phi i64 [ 0, %conv2.c84 ], [ %ix85.next, %conv2.ix85 ]
   %237 = add nsw i64 %conv2.g8165, %conv2.j8266
   %238 = mul nsw i64 %237, 3136
-  %239 = mul nsw i64 %conv2.c8367, 196
+  %239 = mul nsw i64 %conv2.c8468, 196
   %240 = add nsw i64 %238, %239
-  %241 = mul nsw i64 %conv2.iy8468, 14
+  %241 = mul nsw i64 %conv2.iy8367, 14
   %242 = add nsw i64 %240, %241
   %243 = add nsw i64 %242, %conv2.ix8569
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %243
   %244 = load float, ptr %arena70, align 4
   %245 = mul nsw i64 %conv2.j8266, 4096
-  %246 = add nsw i64 %conv2.iy8468, 1
+  %246 = add nsw i64 %conv2.iy8367, 1
   %247 = mul nsw i64 %246, 256
   %248 = add nsw i64 %245, %247
   %249 = add nsw i64 %conv2.ix8569, 1
   %250 = mul nsw i64 %249, 16
   %251 = add nsw i64 %248, %250
-  %252 = add nsw i64 %251, %conv2.c8367
+  %252 = add nsw i64 %251, %conv2.c8468
   %253 = add nsw i64 610304, %252
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %253
   store float %244, ptr %arena71, align 4
@@ -1671,9 +1671,9 @@ conv2.ix85:                                       ; preds = %conv2.ix85, %conv2.
   br i1 %254, label %conv2.ix85, label %conv2.ix85.end
 
 conv2.ix85.end:                                   ; preds = %conv2.ix85
-  %iy84.next = add nsw i64 %conv2.iy8468, 1
-  %255 = icmp slt i64 %iy84.next, 14
-  br i1 %255, label %conv2.iy84, label %conv2.iy84.end
+  %c84.next = add nsw i64 %conv2.c8468, 1
+  %255 = icmp slt i64 %c84.next, 16
+  br i1 %255, label %conv2.c84, label %conv2.c84.end
 
 conv2.j86:                                        ; preds = %conv2.ty87.end, %conv2.j82.end
   %conv2.j8672 = phi i64 [ 0, %conv2.j82.end ], [ %j86.next, %conv2.ty87.end ]
@@ -5825,50 +5825,50 @@ conv2_weight_grad.g222:                           ; preds = %conv2_weight_grad.x
 conv2_weight_grad.g222.end:                       ; preds = %conv2_weight_grad.xi295.end
   br label %conv2_weight_grad.f296
 
-conv2_weight_grad.j223:                           ; preds = %conv2_weight_grad.c224.end, %conv2_weight_grad.g222
-  %conv2_weight_grad.j2238 = phi i64 [ 0, %conv2_weight_grad.g222 ], [ %j223.next, %conv2_weight_grad.c224.end ]
-  br label %conv2_weight_grad.c224
+conv2_weight_grad.j223:                           ; preds = %conv2_weight_grad.iy224.end, %conv2_weight_grad.g222
+  %conv2_weight_grad.j2238 = phi i64 [ 0, %conv2_weight_grad.g222 ], [ %j223.next, %conv2_weight_grad.iy224.end ]
+  br label %conv2_weight_grad.iy224
 
-conv2_weight_grad.j223.end:                       ; preds = %conv2_weight_grad.c224.end
+conv2_weight_grad.j223.end:                       ; preds = %conv2_weight_grad.iy224.end
   br label %conv2_weight_grad.j227
 
-conv2_weight_grad.c224:                           ; preds = %conv2_weight_grad.iy225.end, %conv2_weight_grad.j223
-  %conv2_weight_grad.c2249 = phi i64 [ 0, %conv2_weight_grad.j223 ], [ %c224.next, %conv2_weight_grad.iy225.end ]
-  br label %conv2_weight_grad.iy225
+conv2_weight_grad.iy224:                          ; preds = %conv2_weight_grad.c225.end, %conv2_weight_grad.j223
+  %conv2_weight_grad.iy2249 = phi i64 [ 0, %conv2_weight_grad.j223 ], [ %iy224.next, %conv2_weight_grad.c225.end ]
+  br label %conv2_weight_grad.c225
 
-conv2_weight_grad.c224.end:                       ; preds = %conv2_weight_grad.iy225.end
+conv2_weight_grad.iy224.end:                      ; preds = %conv2_weight_grad.c225.end
   %j223.next = add nsw i64 %conv2_weight_grad.j2238, 1
   %6 = icmp slt i64 %j223.next, 1
   br i1 %6, label %conv2_weight_grad.j223, label %conv2_weight_grad.j223.end
 
-conv2_weight_grad.iy225:                          ; preds = %conv2_weight_grad.ix226.end, %conv2_weight_grad.c224
-  %conv2_weight_grad.iy22510 = phi i64 [ 0, %conv2_weight_grad.c224 ], [ %iy225.next, %conv2_weight_grad.ix226.end ]
+conv2_weight_grad.c225:                           ; preds = %conv2_weight_grad.ix226.end, %conv2_weight_grad.iy224
+  %conv2_weight_grad.c22510 = phi i64 [ 0, %conv2_weight_grad.iy224 ], [ %c225.next, %conv2_weight_grad.ix226.end ]
   br label %conv2_weight_grad.ix226
 
-conv2_weight_grad.iy225.end:                      ; preds = %conv2_weight_grad.ix226.end
-  %c224.next = add nsw i64 %conv2_weight_grad.c2249, 1
-  %7 = icmp slt i64 %c224.next, 16
-  br i1 %7, label %conv2_weight_grad.c224, label %conv2_weight_grad.c224.end
+conv2_weight_grad.c225.end:                       ; preds = %conv2_weight_grad.ix226.end
+  %iy224.next = add nsw i64 %conv2_weight_grad.iy2249, 1
+  %7 = icmp slt i64 %iy224.next, 14
+  br i1 %7, label %conv2_weight_grad.iy224, label %conv2_weight_grad.iy224.end
 
-conv2_weight_grad.ix226:                          ; preds = %conv2_weight_grad.ix226, %conv2_weight_grad.iy225
-  %conv2_weight_grad.ix22611 = phi i64 [ 0, %conv2_weight_grad.iy225 ], [ %ix226.next, %conv2_weight_grad.ix226 ]
+conv2_weight_grad.ix226:                          ; preds = %conv2_weight_grad.ix226, %conv2_weight_grad.c225
+  %conv2_weight_grad.ix22611 = phi i64 [ 0, %conv2_weight_grad.c225 ], [ %ix226.next, %conv2_weight_grad.ix226 ]
   %8 = add nsw i64 %conv2_weight_grad.g2227, %conv2_weight_grad.j2238
   %9 = mul nsw i64 %8, 3136
-  %10 = mul nsw i64 %conv2_weight_grad.c2249, 196
+  %10 = mul nsw i64 %conv2_weight_grad.c22510, 196
   %11 = add nsw i64 %9, %10
-  %12 = mul nsw i64 %conv2_weight_grad.iy22510, 14
+  %12 = mul nsw i64 %conv2_weight_grad.iy2249, 14
   %13 = add nsw i64 %11, %12
   %14 = add nsw i64 %13, %conv2_weight_grad.ix22611
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %14
   %15 = load float, ptr %arena12, align 4
   %16 = mul nsw i64 %conv2_weight_grad.j2238, 4096
-  %17 = add nsw i64 %conv2_weight_grad.iy22510, 1
+  %17 = add nsw i64 %conv2_weight_grad.iy2249, 1
   %18 = mul nsw i64 %17, 256
   %19 = add nsw i64 %16, %18
   %20 = add nsw i64 %conv2_weight_grad.ix22611, 1
   %21 = mul nsw i64 %20, 16
   %22 = add nsw i64 %19, %21
-  %23 = add nsw i64 %22, %conv2_weight_grad.c2249
+  %23 = add nsw i64 %22, %conv2_weight_grad.c22510
   %24 = add nsw i64 401408, %23
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %24
   store float %15, ptr %arena13, align 4
@@ -5877,9 +5877,9 @@ conv2_weight_grad.ix226:                          ; preds = %conv2_weight_grad.i
   br i1 %25, label %conv2_weight_grad.ix226, label %conv2_weight_grad.ix226.end
 
 conv2_weight_grad.ix226.end:                      ; preds = %conv2_weight_grad.ix226
-  %iy225.next = add nsw i64 %conv2_weight_grad.iy22510, 1
-  %26 = icmp slt i64 %iy225.next, 14
-  br i1 %26, label %conv2_weight_grad.iy225, label %conv2_weight_grad.iy225.end
+  %c225.next = add nsw i64 %conv2_weight_grad.c22510, 1
+  %26 = icmp slt i64 %c225.next, 16
+  br i1 %26, label %conv2_weight_grad.c225, label %conv2_weight_grad.c225.end
 
 conv2_weight_grad.j227:                           ; preds = %conv2_weight_grad.ty228.end, %conv2_weight_grad.j223.end
   %conv2_weight_grad.j22714 = phi i64 [ 0, %conv2_weight_grad.j223.end ], [ %j227.next, %conv2_weight_grad.ty228.end ]
@@ -6625,49 +6625,49 @@ conv2_weight_grad.cv230.end:                      ; preds = %conv2_weight_grad.c
   %594 = icmp slt i64 %tx229.next, 7
   br i1 %594, label %conv2_weight_grad.tx229, label %conv2_weight_grad.tx229.end
 
-conv2_weight_grad.j263:                           ; preds = %conv2_weight_grad.c264.end, %conv2_weight_grad.j227.end
-  %conv2_weight_grad.j26382 = phi i64 [ 0, %conv2_weight_grad.j227.end ], [ %j263.next, %conv2_weight_grad.c264.end ]
-  br label %conv2_weight_grad.c264
+conv2_weight_grad.j263:                           ; preds = %conv2_weight_grad.iy264.end, %conv2_weight_grad.j227.end
+  %conv2_weight_grad.j26382 = phi i64 [ 0, %conv2_weight_grad.j227.end ], [ %j263.next, %conv2_weight_grad.iy264.end ]
+  br label %conv2_weight_grad.iy264
 
-conv2_weight_grad.j263.end:                       ; preds = %conv2_weight_grad.c264.end
+conv2_weight_grad.j263.end:                       ; preds = %conv2_weight_grad.iy264.end
   br label %conv2_weight_grad.j267
 
-conv2_weight_grad.c264:                           ; preds = %conv2_weight_grad.iy265.end, %conv2_weight_grad.j263
-  %conv2_weight_grad.c26483 = phi i64 [ 0, %conv2_weight_grad.j263 ], [ %c264.next, %conv2_weight_grad.iy265.end ]
-  br label %conv2_weight_grad.iy265
+conv2_weight_grad.iy264:                          ; preds = %conv2_weight_grad.c265.end, %conv2_weight_grad.j263
+  %conv2_weight_grad.iy26483 = phi i64 [ 0, %conv2_weight_grad.j263 ], [ %iy264.next, %conv2_weight_grad.c265.end ]
+  br label %conv2_weight_grad.c265
 
-conv2_weight_grad.c264.end:                       ; preds = %conv2_weight_grad.iy265.end
+conv2_weight_grad.iy264.end:                      ; preds = %conv2_weight_grad.c265.end
   %j263.next = add nsw i64 %conv2_weight_grad.j26382, 1
   %595 = icmp slt i64 %j263.next, 1
   br i1 %595, label %conv2_weight_grad.j263, label %conv2_weight_grad.j263.end
 
-conv2_weight_grad.iy265:                          ; preds = %conv2_weight_grad.ix266.end, %conv2_weight_grad.c264
-  %conv2_weight_grad.iy26584 = phi i64 [ 0, %conv2_weight_grad.c264 ], [ %iy265.next, %conv2_weight_grad.ix266.end ]
+conv2_weight_grad.c265:                           ; preds = %conv2_weight_grad.ix266.end, %conv2_weight_grad.iy264
+  %conv2_weight_grad.c26584 = phi i64 [ 0, %conv2_weight_grad.iy264 ], [ %c265.next, %conv2_weight_grad.ix266.end ]
   br label %conv2_weight_grad.ix266
 
-conv2_weight_grad.iy265.end:                      ; preds = %conv2_weight_grad.ix266.end
-  %c264.next = add nsw i64 %conv2_weight_grad.c26483, 1
-  %596 = icmp slt i64 %c264.next, 32
-  br i1 %596, label %conv2_weight_grad.c264, label %conv2_weight_grad.c264.end
+conv2_weight_grad.c265.end:                       ; preds = %conv2_weight_grad.ix266.end
+  %iy264.next = add nsw i64 %conv2_weight_grad.iy26483, 1
+  %596 = icmp slt i64 %iy264.next, 14
+  br i1 %596, label %conv2_weight_grad.iy264, label %conv2_weight_grad.iy264.end
 
-conv2_weight_grad.ix266:                          ; preds = %conv2_weight_grad.ix266, %conv2_weight_grad.iy265
-  %conv2_weight_grad.ix26685 = phi i64 [ 0, %conv2_weight_grad.iy265 ], [ %ix266.next, %conv2_weight_grad.ix266 ]
+conv2_weight_grad.ix266:                          ; preds = %conv2_weight_grad.ix266, %conv2_weight_grad.c265
+  %conv2_weight_grad.ix26685 = phi i64 [ 0, %conv2_weight_grad.c265 ], [ %ix266.next, %conv2_weight_grad.ix266 ]
   %597 = add nsw i64 %conv2_weight_grad.g2227, %conv2_weight_grad.j26382
   %598 = mul nsw i64 %597, 6272
   %599 = add nsw i64 728336, %598
-  %600 = mul nsw i64 %conv2_weight_grad.c26483, 196
+  %600 = mul nsw i64 %conv2_weight_grad.c26584, 196
   %601 = add nsw i64 %599, %600
-  %602 = mul nsw i64 %conv2_weight_grad.iy26584, 14
+  %602 = mul nsw i64 %conv2_weight_grad.iy26483, 14
   %603 = add nsw i64 %601, %602
   %604 = add nsw i64 %603, %conv2_weight_grad.ix26685
   %arena86 = getelementptr inbounds float, ptr %arena, i64 %604
   %605 = load float, ptr %arena86, align 4
   %606 = mul nsw i64 %conv2_weight_grad.j26382, 6272
-  %607 = mul nsw i64 %conv2_weight_grad.iy26584, 448
+  %607 = mul nsw i64 %conv2_weight_grad.iy26483, 448
   %608 = add nsw i64 %606, %607
   %609 = mul nsw i64 %conv2_weight_grad.ix26685, 32
   %610 = add nsw i64 %608, %609
-  %611 = add nsw i64 %610, %conv2_weight_grad.c26483
+  %611 = add nsw i64 %610, %conv2_weight_grad.c26584
   %612 = add nsw i64 418048, %611
   %arena87 = getelementptr inbounds float, ptr %arena, i64 %612
   store float %605, ptr %arena87, align 4
@@ -6676,9 +6676,9 @@ conv2_weight_grad.ix266:                          ; preds = %conv2_weight_grad.i
   br i1 %613, label %conv2_weight_grad.ix266, label %conv2_weight_grad.ix266.end
 
 conv2_weight_grad.ix266.end:                      ; preds = %conv2_weight_grad.ix266
-  %iy265.next = add nsw i64 %conv2_weight_grad.iy26584, 1
-  %614 = icmp slt i64 %iy265.next, 14
-  br i1 %614, label %conv2_weight_grad.iy265, label %conv2_weight_grad.iy265.end
+  %c265.next = add nsw i64 %conv2_weight_grad.c26584, 1
+  %614 = icmp slt i64 %c265.next, 32
+  br i1 %614, label %conv2_weight_grad.c265, label %conv2_weight_grad.c265.end
 
 conv2_weight_grad.j267:                           ; preds = %conv2_weight_grad.ty268.end, %conv2_weight_grad.j263.end
   %conv2_weight_grad.j26788 = phi i64 [ 0, %conv2_weight_grad.j263.end ], [ %j267.next, %conv2_weight_grad.ty268.end ]
@@ -8097,51 +8097,51 @@ pool1_grad.g361:                                  ; preds = %pool1_grad.j426.end
 pool1_grad.g361.end:                              ; preds = %pool1_grad.j426.end
   ret void
 
-pool1_grad.j362:                                  ; preds = %pool1_grad.c363.end, %pool1_grad.g361
-  %pool1_grad.j36266 = phi i64 [ 0, %pool1_grad.g361 ], [ %j362.next, %pool1_grad.c363.end ]
-  br label %pool1_grad.c363
+pool1_grad.j362:                                  ; preds = %pool1_grad.iy363.end, %pool1_grad.g361
+  %pool1_grad.j36266 = phi i64 [ 0, %pool1_grad.g361 ], [ %j362.next, %pool1_grad.iy363.end ]
+  br label %pool1_grad.iy363
 
-pool1_grad.j362.end:                              ; preds = %pool1_grad.c363.end
+pool1_grad.j362.end:                              ; preds = %pool1_grad.iy363.end
   br label %pool1_grad.j366
 
-pool1_grad.c363:                                  ; preds = %pool1_grad.iy364.end, %pool1_grad.j362
-  %pool1_grad.c36367 = phi i64 [ 0, %pool1_grad.j362 ], [ %c363.next, %pool1_grad.iy364.end ]
-  br label %pool1_grad.iy364
+pool1_grad.iy363:                                 ; preds = %pool1_grad.c364.end, %pool1_grad.j362
+  %pool1_grad.iy36367 = phi i64 [ 0, %pool1_grad.j362 ], [ %iy363.next, %pool1_grad.c364.end ]
+  br label %pool1_grad.c364
 
-pool1_grad.c363.end:                              ; preds = %pool1_grad.iy364.end
+pool1_grad.iy363.end:                             ; preds = %pool1_grad.c364.end
   %j362.next = add nsw i64 %pool1_grad.j36266, 1
   %235 = icmp slt i64 %j362.next, 1
   br i1 %235, label %pool1_grad.j362, label %pool1_grad.j362.end
 
-pool1_grad.iy364:                                 ; preds = %pool1_grad.ix365.end, %pool1_grad.c363
-  %pool1_grad.iy36468 = phi i64 [ 0, %pool1_grad.c363 ], [ %iy364.next, %pool1_grad.ix365.end ]
+pool1_grad.c364:                                  ; preds = %pool1_grad.ix365.end, %pool1_grad.iy363
+  %pool1_grad.c36468 = phi i64 [ 0, %pool1_grad.iy363 ], [ %c364.next, %pool1_grad.ix365.end ]
   br label %pool1_grad.ix365
 
-pool1_grad.iy364.end:                             ; preds = %pool1_grad.ix365.end
-  %c363.next = add nsw i64 %pool1_grad.c36367, 1
-  %236 = icmp slt i64 %c363.next, 32
-  br i1 %236, label %pool1_grad.c363, label %pool1_grad.c363.end
+pool1_grad.c364.end:                              ; preds = %pool1_grad.ix365.end
+  %iy363.next = add nsw i64 %pool1_grad.iy36367, 1
+  %236 = icmp slt i64 %iy363.next, 14
+  br i1 %236, label %pool1_grad.iy363, label %pool1_grad.iy363.end
 
-pool1_grad.ix365:                                 ; preds = %pool1_grad.ix365, %pool1_grad.iy364
-  %pool1_grad.ix36569 = phi i64 [ 0, %pool1_grad.iy364 ], [ %ix365.next, %pool1_grad.ix365 ]
+pool1_grad.ix365:                                 ; preds = %pool1_grad.ix365, %pool1_grad.c364
+  %pool1_grad.ix36569 = phi i64 [ 0, %pool1_grad.c364 ], [ %ix365.next, %pool1_grad.ix365 ]
   %237 = add nsw i64 %pool1_grad.g36165, %pool1_grad.j36266
   %238 = mul nsw i64 %237, 6272
   %239 = add nsw i64 728336, %238
-  %240 = mul nsw i64 %pool1_grad.c36367, 196
+  %240 = mul nsw i64 %pool1_grad.c36468, 196
   %241 = add nsw i64 %239, %240
-  %242 = mul nsw i64 %pool1_grad.iy36468, 14
+  %242 = mul nsw i64 %pool1_grad.iy36367, 14
   %243 = add nsw i64 %241, %242
   %244 = add nsw i64 %243, %pool1_grad.ix36569
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %244
   %245 = load float, ptr %arena70, align 4
   %246 = mul nsw i64 %pool1_grad.j36266, 8192
-  %247 = add nsw i64 %pool1_grad.iy36468, 1
+  %247 = add nsw i64 %pool1_grad.iy36367, 1
   %248 = mul nsw i64 %247, 512
   %249 = add nsw i64 %246, %248
   %250 = add nsw i64 %pool1_grad.ix36569, 1
   %251 = mul nsw i64 %250, 32
   %252 = add nsw i64 %249, %251
-  %253 = add nsw i64 %252, %pool1_grad.c36367
+  %253 = add nsw i64 %252, %pool1_grad.c36468
   %254 = add nsw i64 619152, %253
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %254
   store float %245, ptr %arena71, align 4
@@ -8150,9 +8150,9 @@ pool1_grad.ix365:                                 ; preds = %pool1_grad.ix365, %
   br i1 %255, label %pool1_grad.ix365, label %pool1_grad.ix365.end
 
 pool1_grad.ix365.end:                             ; preds = %pool1_grad.ix365
-  %iy364.next = add nsw i64 %pool1_grad.iy36468, 1
-  %256 = icmp slt i64 %iy364.next, 14
-  br i1 %256, label %pool1_grad.iy364, label %pool1_grad.iy364.end
+  %c364.next = add nsw i64 %pool1_grad.c36468, 1
+  %256 = icmp slt i64 %c364.next, 32
+  br i1 %256, label %pool1_grad.c364, label %pool1_grad.c364.end
 
 pool1_grad.j366:                                  ; preds = %pool1_grad.ty367.end, %pool1_grad.j362.end
   %pool1_grad.j36672 = phi i64 [ 0, %pool1_grad.j362.end ], [ %j366.next, %pool1_grad.ty367.end ]
@@ -9288,49 +9288,97 @@ pool1_grad.cv413.end:                             ; preds = %pool1_grad.cv413
   %1113 = icmp slt i64 %tx412.next, 7
   br i1 %1113, label %pool1_grad.tx412, label %pool1_grad.tx412.end
 
-pool1_grad.j426:                                  ; preds = %pool1_grad.c427.end, %pool1_grad.j410.end
-  %pool1_grad.j426177 = phi i64 [ 0, %pool1_grad.j410.end ], [ %j426.next, %pool1_grad.c427.end ]
-  br label %pool1_grad.c427
+pool1_grad.j426:                                  ; preds = %pool1_grad.c430.end, %pool1_grad.j410.end
+  %pool1_grad.j426177 = phi i64 [ 0, %pool1_grad.j410.end ], [ %j426.next, %pool1_grad.c430.end ]
+  br label %pool1_grad.qb427
 
-pool1_grad.j426.end:                              ; preds = %pool1_grad.c427.end
+pool1_grad.j426.end:                              ; preds = %pool1_grad.c430.end
   %g361.next = add nsw i64 %pool1_grad.g36165, 1
   %1114 = icmp slt i64 %g361.next, 64
   br i1 %1114, label %pool1_grad.g361, label %pool1_grad.g361.end
 
-pool1_grad.c427:                                  ; preds = %pool1_grad.q428.end, %pool1_grad.j426
-  %pool1_grad.c427178 = phi i64 [ 0, %pool1_grad.j426 ], [ %c427.next, %pool1_grad.q428.end ]
-  br label %pool1_grad.q428
+pool1_grad.qb427:                                 ; preds = %pool1_grad.c428.end, %pool1_grad.j426
+  %pool1_grad.qb427178 = phi i64 [ 0, %pool1_grad.j426 ], [ %qb427.next, %pool1_grad.c428.end ]
+  br label %pool1_grad.c428
 
-pool1_grad.c427.end:                              ; preds = %pool1_grad.q428.end
-  %j426.next = add nsw i64 %pool1_grad.j426177, 1
-  %1115 = icmp slt i64 %j426.next, 1
-  br i1 %1115, label %pool1_grad.j426, label %pool1_grad.j426.end
+pool1_grad.qb427.end:                             ; preds = %pool1_grad.c428.end
+  br label %pool1_grad.c430
 
-pool1_grad.q428:                                  ; preds = %pool1_grad.q428, %pool1_grad.c427
-  %pool1_grad.q428179 = phi i64 [ 0, %pool1_grad.c427 ], [ %q428.next, %pool1_grad.q428 ]
+pool1_grad.c428:                                  ; preds = %pool1_grad.q429.end, %pool1_grad.qb427
+  %pool1_grad.c428179 = phi i64 [ 0, %pool1_grad.qb427 ], [ %c428.next, %pool1_grad.q429.end ]
+  br label %pool1_grad.q429
+
+pool1_grad.c428.end:                              ; preds = %pool1_grad.q429.end
+  %qb427.next = add nsw i64 %pool1_grad.qb427178, 1
+  %1115 = icmp slt i64 %qb427.next, 3
+  br i1 %1115, label %pool1_grad.qb427, label %pool1_grad.qb427.end
+
+pool1_grad.q429:                                  ; preds = %pool1_grad.q429, %pool1_grad.c428
+  %pool1_grad.q429180 = phi i64 [ 0, %pool1_grad.c428 ], [ %q429.next, %pool1_grad.q429 ]
   %1116 = mul nsw i64 %pool1_grad.j426177, 196
-  %1117 = add nsw i64 %1116, %pool1_grad.q428179
-  %1118 = mul nsw i64 %1117, 16
-  %1119 = add nsw i64 664976, %1118
-  %1120 = add nsw i64 %1119, %pool1_grad.c427178
-  %arena180 = getelementptr inbounds float, ptr %arena, i64 %1120
-  %1121 = load float, ptr %arena180, align 4
-  %1122 = add nsw i64 %pool1_grad.g36165, %pool1_grad.j426177
-  %1123 = mul nsw i64 %1122, 3136
-  %1124 = add nsw i64 401408, %1123
-  %1125 = mul nsw i64 %pool1_grad.c427178, 196
-  %1126 = add nsw i64 %1124, %1125
-  %1127 = add nsw i64 %1126, %pool1_grad.q428179
-  %arena181 = getelementptr inbounds float, ptr %arena, i64 %1127
-  store float %1121, ptr %arena181, align 4
-  %q428.next = add nsw i64 %pool1_grad.q428179, 1
-  %1128 = icmp slt i64 %q428.next, 196
-  br i1 %1128, label %pool1_grad.q428, label %pool1_grad.q428.end
+  %1117 = mul nsw i64 %pool1_grad.qb427178, 64
+  %1118 = add nsw i64 %pool1_grad.q429180, %1117
+  %1119 = add nsw i64 %1116, %1118
+  %1120 = mul nsw i64 %1119, 16
+  %1121 = add nsw i64 664976, %1120
+  %1122 = add nsw i64 %1121, %pool1_grad.c428179
+  %arena181 = getelementptr inbounds float, ptr %arena, i64 %1122
+  %1123 = load float, ptr %arena181, align 4
+  %1124 = add nsw i64 %pool1_grad.g36165, %pool1_grad.j426177
+  %1125 = mul nsw i64 %1124, 3136
+  %1126 = add nsw i64 401408, %1125
+  %1127 = mul nsw i64 %pool1_grad.c428179, 196
+  %1128 = add nsw i64 %1126, %1127
+  %1129 = mul nsw i64 %pool1_grad.qb427178, 64
+  %1130 = add nsw i64 %pool1_grad.q429180, %1129
+  %1131 = add nsw i64 %1128, %1130
+  %arena182 = getelementptr inbounds float, ptr %arena, i64 %1131
+  store float %1123, ptr %arena182, align 4
+  %q429.next = add nsw i64 %pool1_grad.q429180, 1
+  %1132 = icmp slt i64 %q429.next, 64
+  br i1 %1132, label %pool1_grad.q429, label %pool1_grad.q429.end
 
-pool1_grad.q428.end:                              ; preds = %pool1_grad.q428
-  %c427.next = add nsw i64 %pool1_grad.c427178, 1
-  %1129 = icmp slt i64 %c427.next, 16
-  br i1 %1129, label %pool1_grad.c427, label %pool1_grad.c427.end
+pool1_grad.q429.end:                              ; preds = %pool1_grad.q429
+  %c428.next = add nsw i64 %pool1_grad.c428179, 1
+  %1133 = icmp slt i64 %c428.next, 16
+  br i1 %1133, label %pool1_grad.c428, label %pool1_grad.c428.end
+
+pool1_grad.c430:                                  ; preds = %pool1_grad.q431.end, %pool1_grad.qb427.end
+  %pool1_grad.c430183 = phi i64 [ 0, %pool1_grad.qb427.end ], [ %c430.next, %pool1_grad.q431.end ]
+  br label %pool1_grad.q431
+
+pool1_grad.c430.end:                              ; preds = %pool1_grad.q431.end
+  %j426.next = add nsw i64 %pool1_grad.j426177, 1
+  %1134 = icmp slt i64 %j426.next, 1
+  br i1 %1134, label %pool1_grad.j426, label %pool1_grad.j426.end
+
+pool1_grad.q431:                                  ; preds = %pool1_grad.q431, %pool1_grad.c430
+  %pool1_grad.q431184 = phi i64 [ 0, %pool1_grad.c430 ], [ %q431.next, %pool1_grad.q431 ]
+  %1135 = mul nsw i64 %pool1_grad.j426177, 196
+  %1136 = add nsw i64 %pool1_grad.q431184, 192
+  %1137 = add nsw i64 %1135, %1136
+  %1138 = mul nsw i64 %1137, 16
+  %1139 = add nsw i64 664976, %1138
+  %1140 = add nsw i64 %1139, %pool1_grad.c430183
+  %arena185 = getelementptr inbounds float, ptr %arena, i64 %1140
+  %1141 = load float, ptr %arena185, align 4
+  %1142 = add nsw i64 %pool1_grad.g36165, %pool1_grad.j426177
+  %1143 = mul nsw i64 %1142, 3136
+  %1144 = add nsw i64 401408, %1143
+  %1145 = mul nsw i64 %pool1_grad.c430183, 196
+  %1146 = add nsw i64 %1144, %1145
+  %1147 = add nsw i64 %pool1_grad.q431184, 192
+  %1148 = add nsw i64 %1146, %1147
+  %arena186 = getelementptr inbounds float, ptr %arena, i64 %1148
+  store float %1141, ptr %arena186, align 4
+  %q431.next = add nsw i64 %pool1_grad.q431184, 1
+  %1149 = icmp slt i64 %q431.next, 4
+  br i1 %1149, label %pool1_grad.q431, label %pool1_grad.q431.end
+
+pool1_grad.q431.end:                              ; preds = %pool1_grad.q431
+  %c430.next = add nsw i64 %pool1_grad.c430183, 1
+  %1150 = icmp slt i64 %c430.next, 16
+  br i1 %1150, label %pool1_grad.c430, label %pool1_grad.c430.end
 }
 
 ; Function Attrs: noinline
@@ -9831,46 +9879,46 @@ pool1_grad.k408.end:                              ; preds = %pool1_grad.k408
 ; Function Attrs: noinline
 define internal void @smallcnn_train_b64.k19.conv1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %conv1_grad.i429
+  br label %conv1_grad.i432
 
-conv1_grad.i429:                                  ; preds = %conv1_grad.i429, %entry
-  %conv1_grad.i4291 = phi i64 [ 0, %entry ], [ %i429.next, %conv1_grad.i429 ]
-  %0 = add nsw i64 610960, %conv1_grad.i4291
+conv1_grad.i432:                                  ; preds = %conv1_grad.i432, %entry
+  %conv1_grad.i4321 = phi i64 [ 0, %entry ], [ %i432.next, %conv1_grad.i432 ]
+  %0 = add nsw i64 610960, %conv1_grad.i4321
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   store float 0.000000e+00, ptr %arena2, align 4
-  %i429.next = add nsw i64 %conv1_grad.i4291, 1
-  %1 = icmp slt i64 %i429.next, 802816
-  br i1 %1, label %conv1_grad.i429, label %conv1_grad.i429.end
+  %i432.next = add nsw i64 %conv1_grad.i4321, 1
+  %1 = icmp slt i64 %i432.next, 802816
+  br i1 %1, label %conv1_grad.i432, label %conv1_grad.i432.end
 
-conv1_grad.i429.end:                              ; preds = %conv1_grad.i429
-  br label %conv1_grad.q430
+conv1_grad.i432.end:                              ; preds = %conv1_grad.i432
+  br label %conv1_grad.q433
 
-conv1_grad.q430:                                  ; preds = %conv1_grad.i431.end, %conv1_grad.i429.end
-  %conv1_grad.q4303 = phi i64 [ 0, %conv1_grad.i429.end ], [ %q430.next, %conv1_grad.i431.end ]
-  br label %conv1_grad.i431
+conv1_grad.q433:                                  ; preds = %conv1_grad.i434.end, %conv1_grad.i432.end
+  %conv1_grad.q4333 = phi i64 [ 0, %conv1_grad.i432.end ], [ %q433.next, %conv1_grad.i434.end ]
+  br label %conv1_grad.i434
 
-conv1_grad.q430.end:                              ; preds = %conv1_grad.i431.end
+conv1_grad.q433.end:                              ; preds = %conv1_grad.i434.end
   ret void
 
-conv1_grad.i431:                                  ; preds = %conv1_grad.endif, %conv1_grad.q430
-  %conv1_grad.i4314 = phi i64 [ 0, %conv1_grad.q430 ], [ %i431.next, %conv1_grad.endif ]
-  %2 = mul nsw i64 %conv1_grad.q4303, 196
-  %3 = add nsw i64 %2, %conv1_grad.i4314
+conv1_grad.i434:                                  ; preds = %conv1_grad.endif, %conv1_grad.q433
+  %conv1_grad.i4344 = phi i64 [ 0, %conv1_grad.q433 ], [ %i434.next, %conv1_grad.endif ]
+  %2 = mul nsw i64 %conv1_grad.q4333, 196
+  %3 = add nsw i64 %2, %conv1_grad.i4344
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %3
   %4 = load float, ptr %arena5, align 4
   %5 = fcmp ogt float %4, 0.000000e+00
   br i1 %5, label %conv1_grad.then, label %conv1_grad.endif
 
-conv1_grad.i431.end:                              ; preds = %conv1_grad.endif
-  %q430.next = add nsw i64 %conv1_grad.q4303, 1
-  %6 = icmp slt i64 %q430.next, 1024
-  br i1 %6, label %conv1_grad.q430, label %conv1_grad.q430.end
+conv1_grad.i434.end:                              ; preds = %conv1_grad.endif
+  %q433.next = add nsw i64 %conv1_grad.q4333, 1
+  %6 = icmp slt i64 %q433.next, 1024
+  br i1 %6, label %conv1_grad.q433, label %conv1_grad.q433.end
 
-conv1_grad.then:                                  ; preds = %conv1_grad.i431
-  %7 = mul nsw i64 %conv1_grad.q4303, 784
+conv1_grad.then:                                  ; preds = %conv1_grad.i434
+  %7 = mul nsw i64 %conv1_grad.q4333, 784
   %8 = add nsw i64 610960, %7
-  %9 = mul nsw i64 %conv1_grad.q4303, 196
-  %10 = add nsw i64 %9, %conv1_grad.i4314
+  %9 = mul nsw i64 %conv1_grad.q4333, 196
+  %10 = add nsw i64 %9, %conv1_grad.i4344
   %11 = add nsw i64 200704, %10
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %11
   %12 = load float, ptr %arena6, align 4
@@ -9878,8 +9926,8 @@ conv1_grad.then:                                  ; preds = %conv1_grad.i431
   %14 = add nsw i64 %8, %13
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %14
   %15 = load float, ptr %arena7, align 4
-  %16 = mul nsw i64 %conv1_grad.q4303, 196
-  %17 = add nsw i64 %16, %conv1_grad.i4314
+  %16 = mul nsw i64 %conv1_grad.q4333, 196
+  %17 = add nsw i64 %16, %conv1_grad.i4344
   %18 = add nsw i64 401408, %17
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %18
   %19 = load float, ptr %arena8, align 4
@@ -9887,1189 +9935,1189 @@ conv1_grad.then:                                  ; preds = %conv1_grad.i431
   store float %20, ptr %arena7, align 4
   br label %conv1_grad.endif
 
-conv1_grad.endif:                                 ; preds = %conv1_grad.then, %conv1_grad.i431
-  %i431.next = add nsw i64 %conv1_grad.i4314, 1
-  %21 = icmp slt i64 %i431.next, 196
-  br i1 %21, label %conv1_grad.i431, label %conv1_grad.i431.end
+conv1_grad.endif:                                 ; preds = %conv1_grad.then, %conv1_grad.i434
+  %i434.next = add nsw i64 %conv1_grad.i4344, 1
+  %21 = icmp slt i64 %i434.next, 196
+  br i1 %21, label %conv1_grad.i434, label %conv1_grad.i434.end
 }
 
 ; Function Attrs: noinline
 define internal void @smallcnn_train_b64.k20.conv1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %conv1_weight_grad.i432
+  br label %conv1_weight_grad.i435
 
-conv1_weight_grad.i432:                           ; preds = %conv1_weight_grad.i432, %entry
-  %conv1_weight_grad.i4321 = phi i64 [ 0, %entry ], [ %i432.next, %conv1_weight_grad.i432 ]
-  %0 = add nsw i64 313744, %conv1_weight_grad.i4321
+conv1_weight_grad.i435:                           ; preds = %conv1_weight_grad.i435, %entry
+  %conv1_weight_grad.i4351 = phi i64 [ 0, %entry ], [ %i435.next, %conv1_weight_grad.i435 ]
+  %0 = add nsw i64 313744, %conv1_weight_grad.i4351
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   store float 0.000000e+00, ptr %arena2, align 4
-  %i432.next = add nsw i64 %conv1_weight_grad.i4321, 1
-  %1 = icmp slt i64 %i432.next, 144
-  br i1 %1, label %conv1_weight_grad.i432, label %conv1_weight_grad.i432.end
+  %i435.next = add nsw i64 %conv1_weight_grad.i4351, 1
+  %1 = icmp slt i64 %i435.next, 144
+  br i1 %1, label %conv1_weight_grad.i435, label %conv1_weight_grad.i435.end
 
-conv1_weight_grad.i432.end:                       ; preds = %conv1_weight_grad.i432
-  br label %conv1_weight_grad.g433
+conv1_weight_grad.i435.end:                       ; preds = %conv1_weight_grad.i435
+  br label %conv1_weight_grad.g436
 
-conv1_weight_grad.g433:                           ; preds = %conv1_weight_grad.j448.end, %conv1_weight_grad.i432.end
-  %conv1_weight_grad.g4333 = phi i64 [ 0, %conv1_weight_grad.i432.end ], [ %g433.next, %conv1_weight_grad.j448.end ]
-  br label %conv1_weight_grad.j434
+conv1_weight_grad.g436:                           ; preds = %conv1_weight_grad.j451.end, %conv1_weight_grad.i435.end
+  %conv1_weight_grad.g4363 = phi i64 [ 0, %conv1_weight_grad.i435.end ], [ %g436.next, %conv1_weight_grad.j451.end ]
+  br label %conv1_weight_grad.j437
 
-conv1_weight_grad.g433.end:                       ; preds = %conv1_weight_grad.j448.end
-  br label %conv1_weight_grad.f459
+conv1_weight_grad.g436.end:                       ; preds = %conv1_weight_grad.j451.end
+  br label %conv1_weight_grad.f462
 
-conv1_weight_grad.j434:                           ; preds = %conv1_weight_grad.c435.end, %conv1_weight_grad.g433
-  %conv1_weight_grad.j4344 = phi i64 [ 0, %conv1_weight_grad.g433 ], [ %j434.next, %conv1_weight_grad.c435.end ]
-  br label %conv1_weight_grad.c435
+conv1_weight_grad.j437:                           ; preds = %conv1_weight_grad.c438.end, %conv1_weight_grad.g436
+  %conv1_weight_grad.j4374 = phi i64 [ 0, %conv1_weight_grad.g436 ], [ %j437.next, %conv1_weight_grad.c438.end ]
+  br label %conv1_weight_grad.c438
 
-conv1_weight_grad.j434.end:                       ; preds = %conv1_weight_grad.c435.end
-  br label %conv1_weight_grad.j448
+conv1_weight_grad.j437.end:                       ; preds = %conv1_weight_grad.c438.end
+  br label %conv1_weight_grad.j451
 
-conv1_weight_grad.c435:                           ; preds = %conv1_weight_grad.ky436.end, %conv1_weight_grad.j434
-  %conv1_weight_grad.c4355 = phi i64 [ 0, %conv1_weight_grad.j434 ], [ %c435.next, %conv1_weight_grad.ky436.end ]
-  br label %conv1_weight_grad.ky436
+conv1_weight_grad.c438:                           ; preds = %conv1_weight_grad.ky439.end, %conv1_weight_grad.j437
+  %conv1_weight_grad.c4385 = phi i64 [ 0, %conv1_weight_grad.j437 ], [ %c438.next, %conv1_weight_grad.ky439.end ]
+  br label %conv1_weight_grad.ky439
 
-conv1_weight_grad.c435.end:                       ; preds = %conv1_weight_grad.ky436.end
-  %j434.next = add nsw i64 %conv1_weight_grad.j4344, 1
-  %2 = icmp slt i64 %j434.next, 16
-  br i1 %2, label %conv1_weight_grad.j434, label %conv1_weight_grad.j434.end
+conv1_weight_grad.c438.end:                       ; preds = %conv1_weight_grad.ky439.end
+  %j437.next = add nsw i64 %conv1_weight_grad.j4374, 1
+  %2 = icmp slt i64 %j437.next, 16
+  br i1 %2, label %conv1_weight_grad.j437, label %conv1_weight_grad.j437.end
 
-conv1_weight_grad.ky436:                          ; preds = %conv1_weight_grad.oy444.end, %conv1_weight_grad.c435
-  %conv1_weight_grad.ky4366 = phi i64 [ 0, %conv1_weight_grad.c435 ], [ %ky436.next, %conv1_weight_grad.oy444.end ]
-  br label %conv1_weight_grad.oy437
+conv1_weight_grad.ky439:                          ; preds = %conv1_weight_grad.oy447.end, %conv1_weight_grad.c438
+  %conv1_weight_grad.ky4396 = phi i64 [ 0, %conv1_weight_grad.c438 ], [ %ky439.next, %conv1_weight_grad.oy447.end ]
+  br label %conv1_weight_grad.oy440
 
-conv1_weight_grad.ky436.end:                      ; preds = %conv1_weight_grad.oy444.end
-  %c435.next = add nsw i64 %conv1_weight_grad.c4355, 1
-  %3 = icmp slt i64 %c435.next, 1
-  br i1 %3, label %conv1_weight_grad.c435, label %conv1_weight_grad.c435.end
+conv1_weight_grad.ky439.end:                      ; preds = %conv1_weight_grad.oy447.end
+  %c438.next = add nsw i64 %conv1_weight_grad.c4385, 1
+  %3 = icmp slt i64 %c438.next, 1
+  br i1 %3, label %conv1_weight_grad.c438, label %conv1_weight_grad.c438.end
 
-conv1_weight_grad.oy437:                          ; preds = %conv1_weight_grad.endif18, %conv1_weight_grad.ky436
-  %conv1_weight_grad.oy4377 = phi i64 [ 0, %conv1_weight_grad.ky436 ], [ %oy437.next, %conv1_weight_grad.endif18 ]
-  %4 = add nsw i64 %conv1_weight_grad.oy4377, %conv1_weight_grad.ky4366
+conv1_weight_grad.oy440:                          ; preds = %conv1_weight_grad.endif18, %conv1_weight_grad.ky439
+  %conv1_weight_grad.oy4407 = phi i64 [ 0, %conv1_weight_grad.ky439 ], [ %oy440.next, %conv1_weight_grad.endif18 ]
+  %4 = add nsw i64 %conv1_weight_grad.oy4407, %conv1_weight_grad.ky4396
   %5 = add nsw i64 %4, -1
   %6 = icmp slt i64 -1, %5
-  %7 = add nsw i64 %conv1_weight_grad.oy4377, %conv1_weight_grad.ky4366
+  %7 = add nsw i64 %conv1_weight_grad.oy4407, %conv1_weight_grad.ky4396
   %8 = add nsw i64 %7, -1
   %9 = icmp slt i64 %8, 28
   %10 = and i1 %6, %9
   br i1 %10, label %conv1_weight_grad.then, label %conv1_weight_grad.endif
 
-conv1_weight_grad.oy437.end:                      ; preds = %conv1_weight_grad.endif18
-  br label %conv1_weight_grad.oy441
+conv1_weight_grad.oy440.end:                      ; preds = %conv1_weight_grad.endif18
+  br label %conv1_weight_grad.oy444
 
-conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy437
-  br label %conv1_weight_grad.ox438
+conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy440
+  br label %conv1_weight_grad.ox441
 
-conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox439.end, %conv1_weight_grad.oy437
-  %11 = add nsw i64 %conv1_weight_grad.oy4377, %conv1_weight_grad.ky4366
+conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox442.end, %conv1_weight_grad.oy440
+  %11 = add nsw i64 %conv1_weight_grad.oy4407, %conv1_weight_grad.ky4396
   %12 = add nsw i64 %11, -1
   %13 = icmp slt i64 %12, 0
   br i1 %13, label %conv1_weight_grad.then13, label %conv1_weight_grad.endif14
 
-conv1_weight_grad.ox438:                          ; preds = %conv1_weight_grad.ox438, %conv1_weight_grad.then
-  %conv1_weight_grad.ox4388 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox438.next, %conv1_weight_grad.ox438 ]
-  %14 = mul nsw i64 %conv1_weight_grad.g4333, 16
-  %15 = add nsw i64 %14, %conv1_weight_grad.j4344
+conv1_weight_grad.ox441:                          ; preds = %conv1_weight_grad.ox441, %conv1_weight_grad.then
+  %conv1_weight_grad.ox4418 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox441.next, %conv1_weight_grad.ox441 ]
+  %14 = mul nsw i64 %conv1_weight_grad.g4363, 16
+  %15 = add nsw i64 %14, %conv1_weight_grad.j4374
   %16 = mul nsw i64 %15, 784
-  %17 = mul nsw i64 %conv1_weight_grad.c4355, 784
+  %17 = mul nsw i64 %conv1_weight_grad.c4385, 784
   %18 = add nsw i64 %16, %17
-  %19 = add nsw i64 %conv1_weight_grad.oy4377, %conv1_weight_grad.ky4366
+  %19 = add nsw i64 %conv1_weight_grad.oy4407, %conv1_weight_grad.ky4396
   %20 = add nsw i64 %19, -1
   %21 = mul nsw i64 %20, 28
   %22 = add nsw i64 %18, %21
-  %23 = add nsw i64 %conv1_weight_grad.ox4388, 1
+  %23 = add nsw i64 %conv1_weight_grad.ox4418, 1
   %24 = add nsw i64 %23, -1
   %25 = add nsw i64 %22, %24
   %images9 = getelementptr inbounds float, ptr %images, i64 %25
   %26 = load float, ptr %images9, align 4
-  %27 = mul nsw i64 %conv1_weight_grad.c4355, 3
-  %28 = add nsw i64 %27, %conv1_weight_grad.ky4366
+  %27 = mul nsw i64 %conv1_weight_grad.c4385, 3
+  %28 = add nsw i64 %27, %conv1_weight_grad.ky4396
   %29 = mul nsw i64 %28, 3
   %30 = mul nsw i64 %29, 12560
-  %31 = mul nsw i64 %conv1_weight_grad.j4344, 784
+  %31 = mul nsw i64 %conv1_weight_grad.j4374, 784
   %32 = add nsw i64 %30, %31
-  %33 = mul nsw i64 %conv1_weight_grad.oy4377, 28
-  %34 = add nsw i64 %conv1_weight_grad.ox4388, 1
+  %33 = mul nsw i64 %conv1_weight_grad.oy4407, 28
+  %34 = add nsw i64 %conv1_weight_grad.ox4418, 1
   %35 = add nsw i64 %33, %34
   %36 = add nsw i64 %32, %35
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %36
   store float %26, ptr %arena10, align 4
-  %ox438.next = add nsw i64 %conv1_weight_grad.ox4388, 1
-  %37 = icmp slt i64 %ox438.next, 27
-  br i1 %37, label %conv1_weight_grad.ox438, label %conv1_weight_grad.ox438.end
+  %ox441.next = add nsw i64 %conv1_weight_grad.ox4418, 1
+  %37 = icmp slt i64 %ox441.next, 27
+  br i1 %37, label %conv1_weight_grad.ox441, label %conv1_weight_grad.ox441.end
 
-conv1_weight_grad.ox438.end:                      ; preds = %conv1_weight_grad.ox438
-  br label %conv1_weight_grad.ox439
+conv1_weight_grad.ox441.end:                      ; preds = %conv1_weight_grad.ox441
+  br label %conv1_weight_grad.ox442
 
-conv1_weight_grad.ox439:                          ; preds = %conv1_weight_grad.ox439, %conv1_weight_grad.ox438.end
-  %conv1_weight_grad.ox43911 = phi i64 [ 0, %conv1_weight_grad.ox438.end ], [ %ox439.next, %conv1_weight_grad.ox439 ]
-  %38 = mul nsw i64 %conv1_weight_grad.c4355, 3
-  %39 = add nsw i64 %38, %conv1_weight_grad.ky4366
+conv1_weight_grad.ox442:                          ; preds = %conv1_weight_grad.ox442, %conv1_weight_grad.ox441.end
+  %conv1_weight_grad.ox44211 = phi i64 [ 0, %conv1_weight_grad.ox441.end ], [ %ox442.next, %conv1_weight_grad.ox442 ]
+  %38 = mul nsw i64 %conv1_weight_grad.c4385, 3
+  %39 = add nsw i64 %38, %conv1_weight_grad.ky4396
   %40 = mul nsw i64 %39, 3
   %41 = mul nsw i64 %40, 12560
-  %42 = mul nsw i64 %conv1_weight_grad.j4344, 784
+  %42 = mul nsw i64 %conv1_weight_grad.j4374, 784
   %43 = add nsw i64 %41, %42
-  %44 = mul nsw i64 %conv1_weight_grad.oy4377, 28
-  %45 = add nsw i64 %44, %conv1_weight_grad.ox43911
+  %44 = mul nsw i64 %conv1_weight_grad.oy4407, 28
+  %45 = add nsw i64 %44, %conv1_weight_grad.ox44211
   %46 = add nsw i64 %43, %45
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %46
   store float 0.000000e+00, ptr %arena12, align 4
-  %ox439.next = add nsw i64 %conv1_weight_grad.ox43911, 1
-  %47 = icmp slt i64 %ox439.next, 1
-  br i1 %47, label %conv1_weight_grad.ox439, label %conv1_weight_grad.ox439.end
+  %ox442.next = add nsw i64 %conv1_weight_grad.ox44211, 1
+  %47 = icmp slt i64 %ox442.next, 1
+  br i1 %47, label %conv1_weight_grad.ox442, label %conv1_weight_grad.ox442.end
 
-conv1_weight_grad.ox439.end:                      ; preds = %conv1_weight_grad.ox439
+conv1_weight_grad.ox442.end:                      ; preds = %conv1_weight_grad.ox442
   br label %conv1_weight_grad.endif
 
 conv1_weight_grad.then13:                         ; preds = %conv1_weight_grad.endif
-  br label %conv1_weight_grad.ox440
+  br label %conv1_weight_grad.ox443
 
-conv1_weight_grad.endif14:                        ; preds = %conv1_weight_grad.ox440.end, %conv1_weight_grad.endif
-  %48 = add nsw i64 %conv1_weight_grad.oy4377, %conv1_weight_grad.ky4366
+conv1_weight_grad.endif14:                        ; preds = %conv1_weight_grad.ox443.end, %conv1_weight_grad.endif
+  %48 = add nsw i64 %conv1_weight_grad.oy4407, %conv1_weight_grad.ky4396
   %49 = add nsw i64 %48, -1
   %50 = icmp slt i64 27, %49
   br i1 %50, label %conv1_weight_grad.then17, label %conv1_weight_grad.endif18
 
-conv1_weight_grad.ox440:                          ; preds = %conv1_weight_grad.ox440, %conv1_weight_grad.then13
-  %conv1_weight_grad.ox44015 = phi i64 [ 0, %conv1_weight_grad.then13 ], [ %ox440.next, %conv1_weight_grad.ox440 ]
-  %51 = mul nsw i64 %conv1_weight_grad.c4355, 3
-  %52 = add nsw i64 %51, %conv1_weight_grad.ky4366
+conv1_weight_grad.ox443:                          ; preds = %conv1_weight_grad.ox443, %conv1_weight_grad.then13
+  %conv1_weight_grad.ox44315 = phi i64 [ 0, %conv1_weight_grad.then13 ], [ %ox443.next, %conv1_weight_grad.ox443 ]
+  %51 = mul nsw i64 %conv1_weight_grad.c4385, 3
+  %52 = add nsw i64 %51, %conv1_weight_grad.ky4396
   %53 = mul nsw i64 %52, 3
   %54 = mul nsw i64 %53, 12560
-  %55 = mul nsw i64 %conv1_weight_grad.j4344, 784
+  %55 = mul nsw i64 %conv1_weight_grad.j4374, 784
   %56 = add nsw i64 %54, %55
-  %57 = mul nsw i64 %conv1_weight_grad.oy4377, 28
-  %58 = add nsw i64 %57, %conv1_weight_grad.ox44015
+  %57 = mul nsw i64 %conv1_weight_grad.oy4407, 28
+  %58 = add nsw i64 %57, %conv1_weight_grad.ox44315
   %59 = add nsw i64 %56, %58
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %59
   store float 0.000000e+00, ptr %arena16, align 4
-  %ox440.next = add nsw i64 %conv1_weight_grad.ox44015, 1
-  %60 = icmp slt i64 %ox440.next, 28
-  br i1 %60, label %conv1_weight_grad.ox440, label %conv1_weight_grad.ox440.end
+  %ox443.next = add nsw i64 %conv1_weight_grad.ox44315, 1
+  %60 = icmp slt i64 %ox443.next, 28
+  br i1 %60, label %conv1_weight_grad.ox443, label %conv1_weight_grad.ox443.end
 
-conv1_weight_grad.ox440.end:                      ; preds = %conv1_weight_grad.ox440
+conv1_weight_grad.ox443.end:                      ; preds = %conv1_weight_grad.ox443
   br label %conv1_weight_grad.endif14
 
 conv1_weight_grad.then17:                         ; preds = %conv1_weight_grad.endif14
-  br label %conv1_weight_grad.ox44019
+  br label %conv1_weight_grad.ox44319
 
-conv1_weight_grad.endif18:                        ; preds = %conv1_weight_grad.ox440.end20, %conv1_weight_grad.endif14
-  %oy437.next = add nsw i64 %conv1_weight_grad.oy4377, 1
-  %61 = icmp slt i64 %oy437.next, 28
-  br i1 %61, label %conv1_weight_grad.oy437, label %conv1_weight_grad.oy437.end
+conv1_weight_grad.endif18:                        ; preds = %conv1_weight_grad.ox443.end20, %conv1_weight_grad.endif14
+  %oy440.next = add nsw i64 %conv1_weight_grad.oy4407, 1
+  %61 = icmp slt i64 %oy440.next, 28
+  br i1 %61, label %conv1_weight_grad.oy440, label %conv1_weight_grad.oy440.end
 
-conv1_weight_grad.ox44019:                        ; preds = %conv1_weight_grad.ox44019, %conv1_weight_grad.then17
-  %conv1_weight_grad.ox44021 = phi i64 [ 0, %conv1_weight_grad.then17 ], [ %ox440.next23, %conv1_weight_grad.ox44019 ]
-  %62 = mul nsw i64 %conv1_weight_grad.c4355, 3
-  %63 = add nsw i64 %62, %conv1_weight_grad.ky4366
+conv1_weight_grad.ox44319:                        ; preds = %conv1_weight_grad.ox44319, %conv1_weight_grad.then17
+  %conv1_weight_grad.ox44321 = phi i64 [ 0, %conv1_weight_grad.then17 ], [ %ox443.next23, %conv1_weight_grad.ox44319 ]
+  %62 = mul nsw i64 %conv1_weight_grad.c4385, 3
+  %63 = add nsw i64 %62, %conv1_weight_grad.ky4396
   %64 = mul nsw i64 %63, 3
   %65 = mul nsw i64 %64, 12560
-  %66 = mul nsw i64 %conv1_weight_grad.j4344, 784
+  %66 = mul nsw i64 %conv1_weight_grad.j4374, 784
   %67 = add nsw i64 %65, %66
-  %68 = mul nsw i64 %conv1_weight_grad.oy4377, 28
-  %69 = add nsw i64 %68, %conv1_weight_grad.ox44021
+  %68 = mul nsw i64 %conv1_weight_grad.oy4407, 28
+  %69 = add nsw i64 %68, %conv1_weight_grad.ox44321
   %70 = add nsw i64 %67, %69
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %70
   store float 0.000000e+00, ptr %arena22, align 4
-  %ox440.next23 = add nsw i64 %conv1_weight_grad.ox44021, 1
-  %71 = icmp slt i64 %ox440.next23, 28
-  br i1 %71, label %conv1_weight_grad.ox44019, label %conv1_weight_grad.ox440.end20
+  %ox443.next23 = add nsw i64 %conv1_weight_grad.ox44321, 1
+  %71 = icmp slt i64 %ox443.next23, 28
+  br i1 %71, label %conv1_weight_grad.ox44319, label %conv1_weight_grad.ox443.end20
 
-conv1_weight_grad.ox440.end20:                    ; preds = %conv1_weight_grad.ox44019
+conv1_weight_grad.ox443.end20:                    ; preds = %conv1_weight_grad.ox44319
   br label %conv1_weight_grad.endif18
 
-conv1_weight_grad.oy441:                          ; preds = %conv1_weight_grad.endif35, %conv1_weight_grad.oy437.end
-  %conv1_weight_grad.oy44124 = phi i64 [ 0, %conv1_weight_grad.oy437.end ], [ %oy441.next, %conv1_weight_grad.endif35 ]
-  %72 = add nsw i64 %conv1_weight_grad.oy44124, %conv1_weight_grad.ky4366
+conv1_weight_grad.oy444:                          ; preds = %conv1_weight_grad.endif35, %conv1_weight_grad.oy440.end
+  %conv1_weight_grad.oy44424 = phi i64 [ 0, %conv1_weight_grad.oy440.end ], [ %oy444.next, %conv1_weight_grad.endif35 ]
+  %72 = add nsw i64 %conv1_weight_grad.oy44424, %conv1_weight_grad.ky4396
   %73 = add nsw i64 %72, -1
   %74 = icmp slt i64 -1, %73
-  %75 = add nsw i64 %conv1_weight_grad.oy44124, %conv1_weight_grad.ky4366
+  %75 = add nsw i64 %conv1_weight_grad.oy44424, %conv1_weight_grad.ky4396
   %76 = add nsw i64 %75, -1
   %77 = icmp slt i64 %76, 28
   %78 = and i1 %74, %77
   br i1 %78, label %conv1_weight_grad.then25, label %conv1_weight_grad.endif26
 
-conv1_weight_grad.oy441.end:                      ; preds = %conv1_weight_grad.endif35
-  br label %conv1_weight_grad.oy444
+conv1_weight_grad.oy444.end:                      ; preds = %conv1_weight_grad.endif35
+  br label %conv1_weight_grad.oy447
 
-conv1_weight_grad.then25:                         ; preds = %conv1_weight_grad.oy441
-  br label %conv1_weight_grad.ox442
+conv1_weight_grad.then25:                         ; preds = %conv1_weight_grad.oy444
+  br label %conv1_weight_grad.ox445
 
-conv1_weight_grad.endif26:                        ; preds = %conv1_weight_grad.ox442.end, %conv1_weight_grad.oy441
-  %79 = add nsw i64 %conv1_weight_grad.oy44124, %conv1_weight_grad.ky4366
+conv1_weight_grad.endif26:                        ; preds = %conv1_weight_grad.ox445.end, %conv1_weight_grad.oy444
+  %79 = add nsw i64 %conv1_weight_grad.oy44424, %conv1_weight_grad.ky4396
   %80 = add nsw i64 %79, -1
   %81 = icmp slt i64 %80, 0
   br i1 %81, label %conv1_weight_grad.then30, label %conv1_weight_grad.endif31
 
-conv1_weight_grad.ox442:                          ; preds = %conv1_weight_grad.ox442, %conv1_weight_grad.then25
-  %conv1_weight_grad.ox44227 = phi i64 [ 0, %conv1_weight_grad.then25 ], [ %ox442.next, %conv1_weight_grad.ox442 ]
-  %82 = mul nsw i64 %conv1_weight_grad.g4333, 16
-  %83 = add nsw i64 %82, %conv1_weight_grad.j4344
+conv1_weight_grad.ox445:                          ; preds = %conv1_weight_grad.ox445, %conv1_weight_grad.then25
+  %conv1_weight_grad.ox44527 = phi i64 [ 0, %conv1_weight_grad.then25 ], [ %ox445.next, %conv1_weight_grad.ox445 ]
+  %82 = mul nsw i64 %conv1_weight_grad.g4363, 16
+  %83 = add nsw i64 %82, %conv1_weight_grad.j4374
   %84 = mul nsw i64 %83, 784
-  %85 = mul nsw i64 %conv1_weight_grad.c4355, 784
+  %85 = mul nsw i64 %conv1_weight_grad.c4385, 784
   %86 = add nsw i64 %84, %85
-  %87 = add nsw i64 %conv1_weight_grad.oy44124, %conv1_weight_grad.ky4366
+  %87 = add nsw i64 %conv1_weight_grad.oy44424, %conv1_weight_grad.ky4396
   %88 = add nsw i64 %87, -1
   %89 = mul nsw i64 %88, 28
   %90 = add nsw i64 %86, %89
-  %91 = add nsw i64 %90, %conv1_weight_grad.ox44227
+  %91 = add nsw i64 %90, %conv1_weight_grad.ox44527
   %images28 = getelementptr inbounds float, ptr %images, i64 %91
   %92 = load float, ptr %images28, align 4
-  %93 = mul nsw i64 %conv1_weight_grad.c4355, 3
-  %94 = add nsw i64 %93, %conv1_weight_grad.ky4366
+  %93 = mul nsw i64 %conv1_weight_grad.c4385, 3
+  %94 = add nsw i64 %93, %conv1_weight_grad.ky4396
   %95 = mul nsw i64 %94, 3
   %96 = add nsw i64 %95, 1
   %97 = mul nsw i64 %96, 12560
-  %98 = mul nsw i64 %conv1_weight_grad.j4344, 784
+  %98 = mul nsw i64 %conv1_weight_grad.j4374, 784
   %99 = add nsw i64 %97, %98
-  %100 = mul nsw i64 %conv1_weight_grad.oy44124, 28
-  %101 = add nsw i64 %100, %conv1_weight_grad.ox44227
+  %100 = mul nsw i64 %conv1_weight_grad.oy44424, 28
+  %101 = add nsw i64 %100, %conv1_weight_grad.ox44527
   %102 = add nsw i64 %99, %101
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %102
   store float %92, ptr %arena29, align 4
-  %ox442.next = add nsw i64 %conv1_weight_grad.ox44227, 1
-  %103 = icmp slt i64 %ox442.next, 28
-  br i1 %103, label %conv1_weight_grad.ox442, label %conv1_weight_grad.ox442.end
+  %ox445.next = add nsw i64 %conv1_weight_grad.ox44527, 1
+  %103 = icmp slt i64 %ox445.next, 28
+  br i1 %103, label %conv1_weight_grad.ox445, label %conv1_weight_grad.ox445.end
 
-conv1_weight_grad.ox442.end:                      ; preds = %conv1_weight_grad.ox442
+conv1_weight_grad.ox445.end:                      ; preds = %conv1_weight_grad.ox445
   br label %conv1_weight_grad.endif26
 
 conv1_weight_grad.then30:                         ; preds = %conv1_weight_grad.endif26
-  br label %conv1_weight_grad.ox443
+  br label %conv1_weight_grad.ox446
 
-conv1_weight_grad.endif31:                        ; preds = %conv1_weight_grad.ox443.end, %conv1_weight_grad.endif26
-  %104 = add nsw i64 %conv1_weight_grad.oy44124, %conv1_weight_grad.ky4366
+conv1_weight_grad.endif31:                        ; preds = %conv1_weight_grad.ox446.end, %conv1_weight_grad.endif26
+  %104 = add nsw i64 %conv1_weight_grad.oy44424, %conv1_weight_grad.ky4396
   %105 = add nsw i64 %104, -1
   %106 = icmp slt i64 27, %105
   br i1 %106, label %conv1_weight_grad.then34, label %conv1_weight_grad.endif35
 
-conv1_weight_grad.ox443:                          ; preds = %conv1_weight_grad.ox443, %conv1_weight_grad.then30
-  %conv1_weight_grad.ox44332 = phi i64 [ 0, %conv1_weight_grad.then30 ], [ %ox443.next, %conv1_weight_grad.ox443 ]
-  %107 = mul nsw i64 %conv1_weight_grad.c4355, 3
-  %108 = add nsw i64 %107, %conv1_weight_grad.ky4366
+conv1_weight_grad.ox446:                          ; preds = %conv1_weight_grad.ox446, %conv1_weight_grad.then30
+  %conv1_weight_grad.ox44632 = phi i64 [ 0, %conv1_weight_grad.then30 ], [ %ox446.next, %conv1_weight_grad.ox446 ]
+  %107 = mul nsw i64 %conv1_weight_grad.c4385, 3
+  %108 = add nsw i64 %107, %conv1_weight_grad.ky4396
   %109 = mul nsw i64 %108, 3
   %110 = add nsw i64 %109, 1
   %111 = mul nsw i64 %110, 12560
-  %112 = mul nsw i64 %conv1_weight_grad.j4344, 784
+  %112 = mul nsw i64 %conv1_weight_grad.j4374, 784
   %113 = add nsw i64 %111, %112
-  %114 = mul nsw i64 %conv1_weight_grad.oy44124, 28
-  %115 = add nsw i64 %114, %conv1_weight_grad.ox44332
+  %114 = mul nsw i64 %conv1_weight_grad.oy44424, 28
+  %115 = add nsw i64 %114, %conv1_weight_grad.ox44632
   %116 = add nsw i64 %113, %115
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %116
   store float 0.000000e+00, ptr %arena33, align 4
-  %ox443.next = add nsw i64 %conv1_weight_grad.ox44332, 1
-  %117 = icmp slt i64 %ox443.next, 28
-  br i1 %117, label %conv1_weight_grad.ox443, label %conv1_weight_grad.ox443.end
+  %ox446.next = add nsw i64 %conv1_weight_grad.ox44632, 1
+  %117 = icmp slt i64 %ox446.next, 28
+  br i1 %117, label %conv1_weight_grad.ox446, label %conv1_weight_grad.ox446.end
 
-conv1_weight_grad.ox443.end:                      ; preds = %conv1_weight_grad.ox443
+conv1_weight_grad.ox446.end:                      ; preds = %conv1_weight_grad.ox446
   br label %conv1_weight_grad.endif31
 
 conv1_weight_grad.then34:                         ; preds = %conv1_weight_grad.endif31
-  br label %conv1_weight_grad.ox44336
+  br label %conv1_weight_grad.ox44636
 
-conv1_weight_grad.endif35:                        ; preds = %conv1_weight_grad.ox443.end37, %conv1_weight_grad.endif31
-  %oy441.next = add nsw i64 %conv1_weight_grad.oy44124, 1
-  %118 = icmp slt i64 %oy441.next, 28
-  br i1 %118, label %conv1_weight_grad.oy441, label %conv1_weight_grad.oy441.end
+conv1_weight_grad.endif35:                        ; preds = %conv1_weight_grad.ox446.end37, %conv1_weight_grad.endif31
+  %oy444.next = add nsw i64 %conv1_weight_grad.oy44424, 1
+  %118 = icmp slt i64 %oy444.next, 28
+  br i1 %118, label %conv1_weight_grad.oy444, label %conv1_weight_grad.oy444.end
 
-conv1_weight_grad.ox44336:                        ; preds = %conv1_weight_grad.ox44336, %conv1_weight_grad.then34
-  %conv1_weight_grad.ox44338 = phi i64 [ 0, %conv1_weight_grad.then34 ], [ %ox443.next40, %conv1_weight_grad.ox44336 ]
-  %119 = mul nsw i64 %conv1_weight_grad.c4355, 3
-  %120 = add nsw i64 %119, %conv1_weight_grad.ky4366
+conv1_weight_grad.ox44636:                        ; preds = %conv1_weight_grad.ox44636, %conv1_weight_grad.then34
+  %conv1_weight_grad.ox44638 = phi i64 [ 0, %conv1_weight_grad.then34 ], [ %ox446.next40, %conv1_weight_grad.ox44636 ]
+  %119 = mul nsw i64 %conv1_weight_grad.c4385, 3
+  %120 = add nsw i64 %119, %conv1_weight_grad.ky4396
   %121 = mul nsw i64 %120, 3
   %122 = add nsw i64 %121, 1
   %123 = mul nsw i64 %122, 12560
-  %124 = mul nsw i64 %conv1_weight_grad.j4344, 784
+  %124 = mul nsw i64 %conv1_weight_grad.j4374, 784
   %125 = add nsw i64 %123, %124
-  %126 = mul nsw i64 %conv1_weight_grad.oy44124, 28
-  %127 = add nsw i64 %126, %conv1_weight_grad.ox44338
+  %126 = mul nsw i64 %conv1_weight_grad.oy44424, 28
+  %127 = add nsw i64 %126, %conv1_weight_grad.ox44638
   %128 = add nsw i64 %125, %127
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %128
   store float 0.000000e+00, ptr %arena39, align 4
-  %ox443.next40 = add nsw i64 %conv1_weight_grad.ox44338, 1
-  %129 = icmp slt i64 %ox443.next40, 28
-  br i1 %129, label %conv1_weight_grad.ox44336, label %conv1_weight_grad.ox443.end37
+  %ox446.next40 = add nsw i64 %conv1_weight_grad.ox44638, 1
+  %129 = icmp slt i64 %ox446.next40, 28
+  br i1 %129, label %conv1_weight_grad.ox44636, label %conv1_weight_grad.ox446.end37
 
-conv1_weight_grad.ox443.end37:                    ; preds = %conv1_weight_grad.ox44336
+conv1_weight_grad.ox446.end37:                    ; preds = %conv1_weight_grad.ox44636
   br label %conv1_weight_grad.endif35
 
-conv1_weight_grad.oy444:                          ; preds = %conv1_weight_grad.endif54, %conv1_weight_grad.oy441.end
-  %conv1_weight_grad.oy44441 = phi i64 [ 0, %conv1_weight_grad.oy441.end ], [ %oy444.next, %conv1_weight_grad.endif54 ]
-  %130 = add nsw i64 %conv1_weight_grad.oy44441, %conv1_weight_grad.ky4366
+conv1_weight_grad.oy447:                          ; preds = %conv1_weight_grad.endif54, %conv1_weight_grad.oy444.end
+  %conv1_weight_grad.oy44741 = phi i64 [ 0, %conv1_weight_grad.oy444.end ], [ %oy447.next, %conv1_weight_grad.endif54 ]
+  %130 = add nsw i64 %conv1_weight_grad.oy44741, %conv1_weight_grad.ky4396
   %131 = add nsw i64 %130, -1
   %132 = icmp slt i64 -1, %131
-  %133 = add nsw i64 %conv1_weight_grad.oy44441, %conv1_weight_grad.ky4366
+  %133 = add nsw i64 %conv1_weight_grad.oy44741, %conv1_weight_grad.ky4396
   %134 = add nsw i64 %133, -1
   %135 = icmp slt i64 %134, 28
   %136 = and i1 %132, %135
   br i1 %136, label %conv1_weight_grad.then42, label %conv1_weight_grad.endif43
 
-conv1_weight_grad.oy444.end:                      ; preds = %conv1_weight_grad.endif54
-  %ky436.next = add nsw i64 %conv1_weight_grad.ky4366, 1
-  %137 = icmp slt i64 %ky436.next, 3
-  br i1 %137, label %conv1_weight_grad.ky436, label %conv1_weight_grad.ky436.end
+conv1_weight_grad.oy447.end:                      ; preds = %conv1_weight_grad.endif54
+  %ky439.next = add nsw i64 %conv1_weight_grad.ky4396, 1
+  %137 = icmp slt i64 %ky439.next, 3
+  br i1 %137, label %conv1_weight_grad.ky439, label %conv1_weight_grad.ky439.end
 
-conv1_weight_grad.then42:                         ; preds = %conv1_weight_grad.oy444
-  br label %conv1_weight_grad.ox445
+conv1_weight_grad.then42:                         ; preds = %conv1_weight_grad.oy447
+  br label %conv1_weight_grad.ox448
 
-conv1_weight_grad.endif43:                        ; preds = %conv1_weight_grad.ox446.end, %conv1_weight_grad.oy444
-  %138 = add nsw i64 %conv1_weight_grad.oy44441, %conv1_weight_grad.ky4366
+conv1_weight_grad.endif43:                        ; preds = %conv1_weight_grad.ox449.end, %conv1_weight_grad.oy447
+  %138 = add nsw i64 %conv1_weight_grad.oy44741, %conv1_weight_grad.ky4396
   %139 = add nsw i64 %138, -1
   %140 = icmp slt i64 %139, 0
   br i1 %140, label %conv1_weight_grad.then49, label %conv1_weight_grad.endif50
 
-conv1_weight_grad.ox445:                          ; preds = %conv1_weight_grad.ox445, %conv1_weight_grad.then42
-  %conv1_weight_grad.ox44544 = phi i64 [ 0, %conv1_weight_grad.then42 ], [ %ox445.next, %conv1_weight_grad.ox445 ]
-  %141 = mul nsw i64 %conv1_weight_grad.g4333, 16
-  %142 = add nsw i64 %141, %conv1_weight_grad.j4344
+conv1_weight_grad.ox448:                          ; preds = %conv1_weight_grad.ox448, %conv1_weight_grad.then42
+  %conv1_weight_grad.ox44844 = phi i64 [ 0, %conv1_weight_grad.then42 ], [ %ox448.next, %conv1_weight_grad.ox448 ]
+  %141 = mul nsw i64 %conv1_weight_grad.g4363, 16
+  %142 = add nsw i64 %141, %conv1_weight_grad.j4374
   %143 = mul nsw i64 %142, 784
-  %144 = mul nsw i64 %conv1_weight_grad.c4355, 784
+  %144 = mul nsw i64 %conv1_weight_grad.c4385, 784
   %145 = add nsw i64 %143, %144
-  %146 = add nsw i64 %conv1_weight_grad.oy44441, %conv1_weight_grad.ky4366
+  %146 = add nsw i64 %conv1_weight_grad.oy44741, %conv1_weight_grad.ky4396
   %147 = add nsw i64 %146, -1
   %148 = mul nsw i64 %147, 28
   %149 = add nsw i64 %145, %148
-  %150 = add nsw i64 %conv1_weight_grad.ox44544, 1
+  %150 = add nsw i64 %conv1_weight_grad.ox44844, 1
   %151 = add nsw i64 %149, %150
   %images45 = getelementptr inbounds float, ptr %images, i64 %151
   %152 = load float, ptr %images45, align 4
-  %153 = mul nsw i64 %conv1_weight_grad.c4355, 3
-  %154 = add nsw i64 %153, %conv1_weight_grad.ky4366
+  %153 = mul nsw i64 %conv1_weight_grad.c4385, 3
+  %154 = add nsw i64 %153, %conv1_weight_grad.ky4396
   %155 = mul nsw i64 %154, 3
   %156 = add nsw i64 %155, 2
   %157 = mul nsw i64 %156, 12560
-  %158 = mul nsw i64 %conv1_weight_grad.j4344, 784
+  %158 = mul nsw i64 %conv1_weight_grad.j4374, 784
   %159 = add nsw i64 %157, %158
-  %160 = mul nsw i64 %conv1_weight_grad.oy44441, 28
-  %161 = add nsw i64 %160, %conv1_weight_grad.ox44544
+  %160 = mul nsw i64 %conv1_weight_grad.oy44741, 28
+  %161 = add nsw i64 %160, %conv1_weight_grad.ox44844
   %162 = add nsw i64 %159, %161
   %arena46 = getelementptr inbounds float, ptr %arena, i64 %162
   store float %152, ptr %arena46, align 4
-  %ox445.next = add nsw i64 %conv1_weight_grad.ox44544, 1
-  %163 = icmp slt i64 %ox445.next, 27
-  br i1 %163, label %conv1_weight_grad.ox445, label %conv1_weight_grad.ox445.end
+  %ox448.next = add nsw i64 %conv1_weight_grad.ox44844, 1
+  %163 = icmp slt i64 %ox448.next, 27
+  br i1 %163, label %conv1_weight_grad.ox448, label %conv1_weight_grad.ox448.end
 
-conv1_weight_grad.ox445.end:                      ; preds = %conv1_weight_grad.ox445
-  br label %conv1_weight_grad.ox446
+conv1_weight_grad.ox448.end:                      ; preds = %conv1_weight_grad.ox448
+  br label %conv1_weight_grad.ox449
 
-conv1_weight_grad.ox446:                          ; preds = %conv1_weight_grad.ox446, %conv1_weight_grad.ox445.end
-  %conv1_weight_grad.ox44647 = phi i64 [ 0, %conv1_weight_grad.ox445.end ], [ %ox446.next, %conv1_weight_grad.ox446 ]
-  %164 = mul nsw i64 %conv1_weight_grad.c4355, 3
-  %165 = add nsw i64 %164, %conv1_weight_grad.ky4366
+conv1_weight_grad.ox449:                          ; preds = %conv1_weight_grad.ox449, %conv1_weight_grad.ox448.end
+  %conv1_weight_grad.ox44947 = phi i64 [ 0, %conv1_weight_grad.ox448.end ], [ %ox449.next, %conv1_weight_grad.ox449 ]
+  %164 = mul nsw i64 %conv1_weight_grad.c4385, 3
+  %165 = add nsw i64 %164, %conv1_weight_grad.ky4396
   %166 = mul nsw i64 %165, 3
   %167 = add nsw i64 %166, 2
   %168 = mul nsw i64 %167, 12560
-  %169 = mul nsw i64 %conv1_weight_grad.j4344, 784
+  %169 = mul nsw i64 %conv1_weight_grad.j4374, 784
   %170 = add nsw i64 %168, %169
-  %171 = mul nsw i64 %conv1_weight_grad.oy44441, 28
-  %172 = add nsw i64 %conv1_weight_grad.ox44647, 27
+  %171 = mul nsw i64 %conv1_weight_grad.oy44741, 28
+  %172 = add nsw i64 %conv1_weight_grad.ox44947, 27
   %173 = add nsw i64 %171, %172
   %174 = add nsw i64 %170, %173
   %arena48 = getelementptr inbounds float, ptr %arena, i64 %174
   store float 0.000000e+00, ptr %arena48, align 4
-  %ox446.next = add nsw i64 %conv1_weight_grad.ox44647, 1
-  %175 = icmp slt i64 %ox446.next, 1
-  br i1 %175, label %conv1_weight_grad.ox446, label %conv1_weight_grad.ox446.end
+  %ox449.next = add nsw i64 %conv1_weight_grad.ox44947, 1
+  %175 = icmp slt i64 %ox449.next, 1
+  br i1 %175, label %conv1_weight_grad.ox449, label %conv1_weight_grad.ox449.end
 
-conv1_weight_grad.ox446.end:                      ; preds = %conv1_weight_grad.ox446
+conv1_weight_grad.ox449.end:                      ; preds = %conv1_weight_grad.ox449
   br label %conv1_weight_grad.endif43
 
 conv1_weight_grad.then49:                         ; preds = %conv1_weight_grad.endif43
-  br label %conv1_weight_grad.ox447
+  br label %conv1_weight_grad.ox450
 
-conv1_weight_grad.endif50:                        ; preds = %conv1_weight_grad.ox447.end, %conv1_weight_grad.endif43
-  %176 = add nsw i64 %conv1_weight_grad.oy44441, %conv1_weight_grad.ky4366
+conv1_weight_grad.endif50:                        ; preds = %conv1_weight_grad.ox450.end, %conv1_weight_grad.endif43
+  %176 = add nsw i64 %conv1_weight_grad.oy44741, %conv1_weight_grad.ky4396
   %177 = add nsw i64 %176, -1
   %178 = icmp slt i64 27, %177
   br i1 %178, label %conv1_weight_grad.then53, label %conv1_weight_grad.endif54
 
-conv1_weight_grad.ox447:                          ; preds = %conv1_weight_grad.ox447, %conv1_weight_grad.then49
-  %conv1_weight_grad.ox44751 = phi i64 [ 0, %conv1_weight_grad.then49 ], [ %ox447.next, %conv1_weight_grad.ox447 ]
-  %179 = mul nsw i64 %conv1_weight_grad.c4355, 3
-  %180 = add nsw i64 %179, %conv1_weight_grad.ky4366
+conv1_weight_grad.ox450:                          ; preds = %conv1_weight_grad.ox450, %conv1_weight_grad.then49
+  %conv1_weight_grad.ox45051 = phi i64 [ 0, %conv1_weight_grad.then49 ], [ %ox450.next, %conv1_weight_grad.ox450 ]
+  %179 = mul nsw i64 %conv1_weight_grad.c4385, 3
+  %180 = add nsw i64 %179, %conv1_weight_grad.ky4396
   %181 = mul nsw i64 %180, 3
   %182 = add nsw i64 %181, 2
   %183 = mul nsw i64 %182, 12560
-  %184 = mul nsw i64 %conv1_weight_grad.j4344, 784
+  %184 = mul nsw i64 %conv1_weight_grad.j4374, 784
   %185 = add nsw i64 %183, %184
-  %186 = mul nsw i64 %conv1_weight_grad.oy44441, 28
-  %187 = add nsw i64 %186, %conv1_weight_grad.ox44751
+  %186 = mul nsw i64 %conv1_weight_grad.oy44741, 28
+  %187 = add nsw i64 %186, %conv1_weight_grad.ox45051
   %188 = add nsw i64 %185, %187
   %arena52 = getelementptr inbounds float, ptr %arena, i64 %188
   store float 0.000000e+00, ptr %arena52, align 4
-  %ox447.next = add nsw i64 %conv1_weight_grad.ox44751, 1
-  %189 = icmp slt i64 %ox447.next, 28
-  br i1 %189, label %conv1_weight_grad.ox447, label %conv1_weight_grad.ox447.end
+  %ox450.next = add nsw i64 %conv1_weight_grad.ox45051, 1
+  %189 = icmp slt i64 %ox450.next, 28
+  br i1 %189, label %conv1_weight_grad.ox450, label %conv1_weight_grad.ox450.end
 
-conv1_weight_grad.ox447.end:                      ; preds = %conv1_weight_grad.ox447
+conv1_weight_grad.ox450.end:                      ; preds = %conv1_weight_grad.ox450
   br label %conv1_weight_grad.endif50
 
 conv1_weight_grad.then53:                         ; preds = %conv1_weight_grad.endif50
-  br label %conv1_weight_grad.ox44755
+  br label %conv1_weight_grad.ox45055
 
-conv1_weight_grad.endif54:                        ; preds = %conv1_weight_grad.ox447.end56, %conv1_weight_grad.endif50
-  %oy444.next = add nsw i64 %conv1_weight_grad.oy44441, 1
-  %190 = icmp slt i64 %oy444.next, 28
-  br i1 %190, label %conv1_weight_grad.oy444, label %conv1_weight_grad.oy444.end
+conv1_weight_grad.endif54:                        ; preds = %conv1_weight_grad.ox450.end56, %conv1_weight_grad.endif50
+  %oy447.next = add nsw i64 %conv1_weight_grad.oy44741, 1
+  %190 = icmp slt i64 %oy447.next, 28
+  br i1 %190, label %conv1_weight_grad.oy447, label %conv1_weight_grad.oy447.end
 
-conv1_weight_grad.ox44755:                        ; preds = %conv1_weight_grad.ox44755, %conv1_weight_grad.then53
-  %conv1_weight_grad.ox44757 = phi i64 [ 0, %conv1_weight_grad.then53 ], [ %ox447.next59, %conv1_weight_grad.ox44755 ]
-  %191 = mul nsw i64 %conv1_weight_grad.c4355, 3
-  %192 = add nsw i64 %191, %conv1_weight_grad.ky4366
+conv1_weight_grad.ox45055:                        ; preds = %conv1_weight_grad.ox45055, %conv1_weight_grad.then53
+  %conv1_weight_grad.ox45057 = phi i64 [ 0, %conv1_weight_grad.then53 ], [ %ox450.next59, %conv1_weight_grad.ox45055 ]
+  %191 = mul nsw i64 %conv1_weight_grad.c4385, 3
+  %192 = add nsw i64 %191, %conv1_weight_grad.ky4396
   %193 = mul nsw i64 %192, 3
   %194 = add nsw i64 %193, 2
   %195 = mul nsw i64 %194, 12560
-  %196 = mul nsw i64 %conv1_weight_grad.j4344, 784
+  %196 = mul nsw i64 %conv1_weight_grad.j4374, 784
   %197 = add nsw i64 %195, %196
-  %198 = mul nsw i64 %conv1_weight_grad.oy44441, 28
-  %199 = add nsw i64 %198, %conv1_weight_grad.ox44757
+  %198 = mul nsw i64 %conv1_weight_grad.oy44741, 28
+  %199 = add nsw i64 %198, %conv1_weight_grad.ox45057
   %200 = add nsw i64 %197, %199
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %200
   store float 0.000000e+00, ptr %arena58, align 4
-  %ox447.next59 = add nsw i64 %conv1_weight_grad.ox44757, 1
-  %201 = icmp slt i64 %ox447.next59, 28
-  br i1 %201, label %conv1_weight_grad.ox44755, label %conv1_weight_grad.ox447.end56
+  %ox450.next59 = add nsw i64 %conv1_weight_grad.ox45057, 1
+  %201 = icmp slt i64 %ox450.next59, 28
+  br i1 %201, label %conv1_weight_grad.ox45055, label %conv1_weight_grad.ox450.end56
 
-conv1_weight_grad.ox447.end56:                    ; preds = %conv1_weight_grad.ox44755
+conv1_weight_grad.ox450.end56:                    ; preds = %conv1_weight_grad.ox45055
   br label %conv1_weight_grad.endif54
 
-conv1_weight_grad.j448:                           ; preds = %conv1_weight_grad.i449.end, %conv1_weight_grad.j434.end
-  %conv1_weight_grad.j44860 = phi i64 [ 0, %conv1_weight_grad.j434.end ], [ %j448.next, %conv1_weight_grad.i449.end ]
-  br label %conv1_weight_grad.i449
+conv1_weight_grad.j451:                           ; preds = %conv1_weight_grad.i452.end, %conv1_weight_grad.j437.end
+  %conv1_weight_grad.j45160 = phi i64 [ 0, %conv1_weight_grad.j437.end ], [ %j451.next, %conv1_weight_grad.i452.end ]
+  br label %conv1_weight_grad.i452
 
-conv1_weight_grad.j448.end:                       ; preds = %conv1_weight_grad.i449.end
-  call void @smallcnn_train_b64.k20.conv1_weight_grad.gemm458(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  %g433.next = add nsw i64 %conv1_weight_grad.g4333, 1
-  %202 = icmp slt i64 %g433.next, 4
-  br i1 %202, label %conv1_weight_grad.g433, label %conv1_weight_grad.g433.end
+conv1_weight_grad.j451.end:                       ; preds = %conv1_weight_grad.i452.end
+  call void @smallcnn_train_b64.k20.conv1_weight_grad.gemm461(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  %g436.next = add nsw i64 %conv1_weight_grad.g4363, 1
+  %202 = icmp slt i64 %g436.next, 4
+  br i1 %202, label %conv1_weight_grad.g436, label %conv1_weight_grad.g436.end
 
-conv1_weight_grad.i449:                           ; preds = %conv1_weight_grad.f450.end, %conv1_weight_grad.j448
-  %conv1_weight_grad.i44961 = phi i64 [ 0, %conv1_weight_grad.j448 ], [ %i449.next, %conv1_weight_grad.f450.end ]
-  br label %conv1_weight_grad.f450
+conv1_weight_grad.i452:                           ; preds = %conv1_weight_grad.f453.end, %conv1_weight_grad.j451
+  %conv1_weight_grad.i45261 = phi i64 [ 0, %conv1_weight_grad.j451 ], [ %i452.next, %conv1_weight_grad.f453.end ]
+  br label %conv1_weight_grad.f453
 
-conv1_weight_grad.i449.end:                       ; preds = %conv1_weight_grad.f450.end
-  %j448.next = add nsw i64 %conv1_weight_grad.j44860, 1
-  %203 = icmp slt i64 %j448.next, 16
-  br i1 %203, label %conv1_weight_grad.j448, label %conv1_weight_grad.j448.end
+conv1_weight_grad.i452.end:                       ; preds = %conv1_weight_grad.f453.end
+  %j451.next = add nsw i64 %conv1_weight_grad.j45160, 1
+  %203 = icmp slt i64 %j451.next, 16
+  br i1 %203, label %conv1_weight_grad.j451, label %conv1_weight_grad.j451.end
 
-conv1_weight_grad.f450:                           ; preds = %conv1_weight_grad.f450, %conv1_weight_grad.i449
-  %conv1_weight_grad.f45062 = phi i64 [ 0, %conv1_weight_grad.i449 ], [ %f450.next, %conv1_weight_grad.f450 ]
-  %204 = mul nsw i64 %conv1_weight_grad.g4333, 16
-  %205 = add nsw i64 %204, %conv1_weight_grad.j44860
+conv1_weight_grad.f453:                           ; preds = %conv1_weight_grad.f453, %conv1_weight_grad.i452
+  %conv1_weight_grad.f45362 = phi i64 [ 0, %conv1_weight_grad.i452 ], [ %f453.next, %conv1_weight_grad.f453 ]
+  %204 = mul nsw i64 %conv1_weight_grad.g4363, 16
+  %205 = add nsw i64 %204, %conv1_weight_grad.j45160
   %206 = mul nsw i64 %205, 12544
   %207 = add nsw i64 610960, %206
-  %208 = mul nsw i64 %conv1_weight_grad.f45062, 784
+  %208 = mul nsw i64 %conv1_weight_grad.f45362, 784
   %209 = add nsw i64 %207, %208
-  %210 = add nsw i64 %209, %conv1_weight_grad.i44961
+  %210 = add nsw i64 %209, %conv1_weight_grad.i45261
   %arena63 = getelementptr inbounds float, ptr %arena, i64 %210
   %211 = load float, ptr %arena63, align 4
-  %212 = mul nsw i64 %conv1_weight_grad.j44860, 784
-  %213 = add nsw i64 %212, %conv1_weight_grad.i44961
+  %212 = mul nsw i64 %conv1_weight_grad.j45160, 784
+  %213 = add nsw i64 %212, %conv1_weight_grad.i45261
   %214 = mul nsw i64 %213, 16
   %215 = add nsw i64 113040, %214
-  %216 = add nsw i64 %215, %conv1_weight_grad.f45062
+  %216 = add nsw i64 %215, %conv1_weight_grad.f45362
   %arena64 = getelementptr inbounds float, ptr %arena, i64 %216
   store float %211, ptr %arena64, align 4
-  %f450.next = add nsw i64 %conv1_weight_grad.f45062, 1
-  %217 = icmp slt i64 %f450.next, 16
-  br i1 %217, label %conv1_weight_grad.f450, label %conv1_weight_grad.f450.end
+  %f453.next = add nsw i64 %conv1_weight_grad.f45362, 1
+  %217 = icmp slt i64 %f453.next, 16
+  br i1 %217, label %conv1_weight_grad.f453, label %conv1_weight_grad.f453.end
 
-conv1_weight_grad.f450.end:                       ; preds = %conv1_weight_grad.f450
-  %i449.next = add nsw i64 %conv1_weight_grad.i44961, 1
-  %218 = icmp slt i64 %i449.next, 784
-  br i1 %218, label %conv1_weight_grad.i449, label %conv1_weight_grad.i449.end
+conv1_weight_grad.f453.end:                       ; preds = %conv1_weight_grad.f453
+  %i452.next = add nsw i64 %conv1_weight_grad.i45261, 1
+  %218 = icmp slt i64 %i452.next, 784
+  br i1 %218, label %conv1_weight_grad.i452, label %conv1_weight_grad.i452.end
 
-conv1_weight_grad.f459:                           ; preds = %conv1_weight_grad.r460.end, %conv1_weight_grad.g433.end
-  %conv1_weight_grad.f45965 = phi i64 [ 0, %conv1_weight_grad.g433.end ], [ %f459.next, %conv1_weight_grad.r460.end ]
-  br label %conv1_weight_grad.r460
+conv1_weight_grad.f462:                           ; preds = %conv1_weight_grad.r463.end, %conv1_weight_grad.g436.end
+  %conv1_weight_grad.f46265 = phi i64 [ 0, %conv1_weight_grad.g436.end ], [ %f462.next, %conv1_weight_grad.r463.end ]
+  br label %conv1_weight_grad.r463
 
-conv1_weight_grad.f459.end:                       ; preds = %conv1_weight_grad.r460.end
+conv1_weight_grad.f462.end:                       ; preds = %conv1_weight_grad.r463.end
   ret void
 
-conv1_weight_grad.r460:                           ; preds = %conv1_weight_grad.r460, %conv1_weight_grad.f459
-  %conv1_weight_grad.r46066 = phi i64 [ 0, %conv1_weight_grad.f459 ], [ %r460.next, %conv1_weight_grad.r460 ]
-  %219 = mul nsw i64 %conv1_weight_grad.r46066, 16
+conv1_weight_grad.r463:                           ; preds = %conv1_weight_grad.r463, %conv1_weight_grad.f462
+  %conv1_weight_grad.r46366 = phi i64 [ 0, %conv1_weight_grad.f462 ], [ %r463.next, %conv1_weight_grad.r463 ]
+  %219 = mul nsw i64 %conv1_weight_grad.r46366, 16
   %220 = add nsw i64 313744, %219
-  %221 = add nsw i64 %220, %conv1_weight_grad.f45965
+  %221 = add nsw i64 %220, %conv1_weight_grad.f46265
   %arena67 = getelementptr inbounds float, ptr %arena, i64 %221
   %222 = load float, ptr %arena67, align 4
-  %223 = mul nsw i64 %conv1_weight_grad.f45965, 9
-  %224 = add nsw i64 %223, %conv1_weight_grad.r46066
+  %223 = mul nsw i64 %conv1_weight_grad.f46265, 9
+  %224 = add nsw i64 %223, %conv1_weight_grad.r46366
   %grads68 = getelementptr inbounds float, ptr %grads, i64 %224
   store float %222, ptr %grads68, align 4
-  %r460.next = add nsw i64 %conv1_weight_grad.r46066, 1
-  %225 = icmp slt i64 %r460.next, 9
-  br i1 %225, label %conv1_weight_grad.r460, label %conv1_weight_grad.r460.end
+  %r463.next = add nsw i64 %conv1_weight_grad.r46366, 1
+  %225 = icmp slt i64 %r463.next, 9
+  br i1 %225, label %conv1_weight_grad.r463, label %conv1_weight_grad.r463.end
 
-conv1_weight_grad.r460.end:                       ; preds = %conv1_weight_grad.r460
-  %f459.next = add nsw i64 %conv1_weight_grad.f45965, 1
-  %226 = icmp slt i64 %f459.next, 16
-  br i1 %226, label %conv1_weight_grad.f459, label %conv1_weight_grad.f459.end
+conv1_weight_grad.r463.end:                       ; preds = %conv1_weight_grad.r463
+  %f462.next = add nsw i64 %conv1_weight_grad.f46265, 1
+  %226 = icmp slt i64 %f462.next, 16
+  br i1 %226, label %conv1_weight_grad.f462, label %conv1_weight_grad.f462.end
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_train_b64.k20.conv1_weight_grad.gemm458(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @smallcnn_train_b64.k20.conv1_weight_grad.gemm461(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %conv1_weight_grad.t456_a3 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t456_a2 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t456_a1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t456_a0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t456_b1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t456_b0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t456_c3_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t456_c3_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t456_c2_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t456_c2_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t456_c1_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t456_c1_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t456_c0_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t456_c0_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t454_a4 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t454_a3 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t454_a2 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t454_a1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t454_a0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t454_b1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t454_b0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t454_c4_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t454_c4_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t454_c3_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t454_c3_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t454_c2_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t454_c2_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t454_c1_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t454_c1_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t454_c0_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t454_c0_0 = alloca <8 x float>, align 32
-  br label %conv1_weight_grad.kp451
+  %conv1_weight_grad.t459_a3 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t459_a2 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t459_a1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t459_a0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t459_b1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t459_b0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t459_c3_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t459_c3_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t459_c2_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t459_c2_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t459_c1_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t459_c1_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t459_c0_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t459_c0_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t457_a4 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t457_a3 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t457_a2 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t457_a1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t457_a0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t457_b1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t457_b0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t457_c4_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t457_c4_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t457_c3_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t457_c3_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t457_c2_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t457_c2_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t457_c1_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t457_c1_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t457_c0_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t457_c0_0 = alloca <8 x float>, align 32
+  br label %conv1_weight_grad.kp454
 
-conv1_weight_grad.kp451:                          ; preds = %conv1_weight_grad.nb452.end, %entry
-  %conv1_weight_grad.kp4511 = phi i64 [ 0, %entry ], [ %kp451.next, %conv1_weight_grad.nb452.end ]
-  br label %conv1_weight_grad.nb452
+conv1_weight_grad.kp454:                          ; preds = %conv1_weight_grad.nb455.end, %entry
+  %conv1_weight_grad.kp4541 = phi i64 [ 0, %entry ], [ %kp454.next, %conv1_weight_grad.nb455.end ]
+  br label %conv1_weight_grad.nb455
 
-conv1_weight_grad.kp451.end:                      ; preds = %conv1_weight_grad.nb452.end
+conv1_weight_grad.kp454.end:                      ; preds = %conv1_weight_grad.nb455.end
   ret void
 
-conv1_weight_grad.nb452:                          ; preds = %conv1_weight_grad.k457.end, %conv1_weight_grad.kp451
-  %conv1_weight_grad.nb4522 = phi i64 [ 0, %conv1_weight_grad.kp451 ], [ %nb452.next, %conv1_weight_grad.k457.end ]
-  br label %conv1_weight_grad.mb453
+conv1_weight_grad.nb455:                          ; preds = %conv1_weight_grad.k460.end, %conv1_weight_grad.kp454
+  %conv1_weight_grad.nb4552 = phi i64 [ 0, %conv1_weight_grad.kp454 ], [ %nb455.next, %conv1_weight_grad.k460.end ]
+  br label %conv1_weight_grad.mb456
 
-conv1_weight_grad.nb452.end:                      ; preds = %conv1_weight_grad.k457.end
-  %kp451.next = add nsw i64 %conv1_weight_grad.kp4511, 1
-  %0 = icmp slt i64 %kp451.next, 7
-  br i1 %0, label %conv1_weight_grad.kp451, label %conv1_weight_grad.kp451.end
+conv1_weight_grad.nb455.end:                      ; preds = %conv1_weight_grad.k460.end
+  %kp454.next = add nsw i64 %conv1_weight_grad.kp4541, 1
+  %0 = icmp slt i64 %kp454.next, 7
+  br i1 %0, label %conv1_weight_grad.kp454, label %conv1_weight_grad.kp454.end
 
-conv1_weight_grad.mb453:                          ; preds = %conv1_weight_grad.k455.end, %conv1_weight_grad.nb452
-  %conv1_weight_grad.mb4533 = phi i64 [ 0, %conv1_weight_grad.nb452 ], [ %mb453.next, %conv1_weight_grad.k455.end ]
-  %1 = mul nsw i64 %conv1_weight_grad.mb4533, 5
+conv1_weight_grad.mb456:                          ; preds = %conv1_weight_grad.k458.end, %conv1_weight_grad.nb455
+  %conv1_weight_grad.mb4563 = phi i64 [ 0, %conv1_weight_grad.nb455 ], [ %mb456.next, %conv1_weight_grad.k458.end ]
+  %1 = mul nsw i64 %conv1_weight_grad.mb4563, 5
   %2 = mul nsw i64 %1, 16
   %3 = add nsw i64 313744, %2
-  %4 = mul nsw i64 %conv1_weight_grad.nb4522, 16
+  %4 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %5 = add nsw i64 %3, %4
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
   %6 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %6, ptr %conv1_weight_grad.t454_c0_0, align 32
-  %7 = mul nsw i64 %conv1_weight_grad.mb4533, 5
+  store <8 x float> %6, ptr %conv1_weight_grad.t457_c0_0, align 32
+  %7 = mul nsw i64 %conv1_weight_grad.mb4563, 5
   %8 = mul nsw i64 %7, 16
   %9 = add nsw i64 313744, %8
-  %10 = mul nsw i64 %conv1_weight_grad.nb4522, 16
+  %10 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %11 = add nsw i64 %9, %10
   %12 = add nsw i64 %11, 8
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %12
   %13 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %13, ptr %conv1_weight_grad.t454_c0_1, align 32
-  %14 = mul nsw i64 %conv1_weight_grad.mb4533, 5
+  store <8 x float> %13, ptr %conv1_weight_grad.t457_c0_1, align 32
+  %14 = mul nsw i64 %conv1_weight_grad.mb4563, 5
   %15 = add nsw i64 %14, 1
   %16 = mul nsw i64 %15, 16
   %17 = add nsw i64 313744, %16
-  %18 = mul nsw i64 %conv1_weight_grad.nb4522, 16
+  %18 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %19 = add nsw i64 %17, %18
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %19
   %20 = load <8 x float>, ptr %arena6, align 4
-  store <8 x float> %20, ptr %conv1_weight_grad.t454_c1_0, align 32
-  %21 = mul nsw i64 %conv1_weight_grad.mb4533, 5
+  store <8 x float> %20, ptr %conv1_weight_grad.t457_c1_0, align 32
+  %21 = mul nsw i64 %conv1_weight_grad.mb4563, 5
   %22 = add nsw i64 %21, 1
   %23 = mul nsw i64 %22, 16
   %24 = add nsw i64 313744, %23
-  %25 = mul nsw i64 %conv1_weight_grad.nb4522, 16
+  %25 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %26 = add nsw i64 %24, %25
   %27 = add nsw i64 %26, 8
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %27
   %28 = load <8 x float>, ptr %arena7, align 4
-  store <8 x float> %28, ptr %conv1_weight_grad.t454_c1_1, align 32
-  %29 = mul nsw i64 %conv1_weight_grad.mb4533, 5
+  store <8 x float> %28, ptr %conv1_weight_grad.t457_c1_1, align 32
+  %29 = mul nsw i64 %conv1_weight_grad.mb4563, 5
   %30 = add nsw i64 %29, 2
   %31 = mul nsw i64 %30, 16
   %32 = add nsw i64 313744, %31
-  %33 = mul nsw i64 %conv1_weight_grad.nb4522, 16
+  %33 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %34 = add nsw i64 %32, %33
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %34
   %35 = load <8 x float>, ptr %arena8, align 4
-  store <8 x float> %35, ptr %conv1_weight_grad.t454_c2_0, align 32
-  %36 = mul nsw i64 %conv1_weight_grad.mb4533, 5
+  store <8 x float> %35, ptr %conv1_weight_grad.t457_c2_0, align 32
+  %36 = mul nsw i64 %conv1_weight_grad.mb4563, 5
   %37 = add nsw i64 %36, 2
   %38 = mul nsw i64 %37, 16
   %39 = add nsw i64 313744, %38
-  %40 = mul nsw i64 %conv1_weight_grad.nb4522, 16
+  %40 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %41 = add nsw i64 %39, %40
   %42 = add nsw i64 %41, 8
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %42
   %43 = load <8 x float>, ptr %arena9, align 4
-  store <8 x float> %43, ptr %conv1_weight_grad.t454_c2_1, align 32
-  %44 = mul nsw i64 %conv1_weight_grad.mb4533, 5
+  store <8 x float> %43, ptr %conv1_weight_grad.t457_c2_1, align 32
+  %44 = mul nsw i64 %conv1_weight_grad.mb4563, 5
   %45 = add nsw i64 %44, 3
   %46 = mul nsw i64 %45, 16
   %47 = add nsw i64 313744, %46
-  %48 = mul nsw i64 %conv1_weight_grad.nb4522, 16
+  %48 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %49 = add nsw i64 %47, %48
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %49
   %50 = load <8 x float>, ptr %arena10, align 4
-  store <8 x float> %50, ptr %conv1_weight_grad.t454_c3_0, align 32
-  %51 = mul nsw i64 %conv1_weight_grad.mb4533, 5
+  store <8 x float> %50, ptr %conv1_weight_grad.t457_c3_0, align 32
+  %51 = mul nsw i64 %conv1_weight_grad.mb4563, 5
   %52 = add nsw i64 %51, 3
   %53 = mul nsw i64 %52, 16
   %54 = add nsw i64 313744, %53
-  %55 = mul nsw i64 %conv1_weight_grad.nb4522, 16
+  %55 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %56 = add nsw i64 %54, %55
   %57 = add nsw i64 %56, 8
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %57
   %58 = load <8 x float>, ptr %arena11, align 4
-  store <8 x float> %58, ptr %conv1_weight_grad.t454_c3_1, align 32
-  %59 = mul nsw i64 %conv1_weight_grad.mb4533, 5
+  store <8 x float> %58, ptr %conv1_weight_grad.t457_c3_1, align 32
+  %59 = mul nsw i64 %conv1_weight_grad.mb4563, 5
   %60 = add nsw i64 %59, 4
   %61 = mul nsw i64 %60, 16
   %62 = add nsw i64 313744, %61
-  %63 = mul nsw i64 %conv1_weight_grad.nb4522, 16
+  %63 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %64 = add nsw i64 %62, %63
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %64
   %65 = load <8 x float>, ptr %arena12, align 4
-  store <8 x float> %65, ptr %conv1_weight_grad.t454_c4_0, align 32
-  %66 = mul nsw i64 %conv1_weight_grad.mb4533, 5
+  store <8 x float> %65, ptr %conv1_weight_grad.t457_c4_0, align 32
+  %66 = mul nsw i64 %conv1_weight_grad.mb4563, 5
   %67 = add nsw i64 %66, 4
   %68 = mul nsw i64 %67, 16
   %69 = add nsw i64 313744, %68
-  %70 = mul nsw i64 %conv1_weight_grad.nb4522, 16
+  %70 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %71, 8
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %72
   %73 = load <8 x float>, ptr %arena13, align 4
-  store <8 x float> %73, ptr %conv1_weight_grad.t454_c4_1, align 32
-  br label %conv1_weight_grad.k455
+  store <8 x float> %73, ptr %conv1_weight_grad.t457_c4_1, align 32
+  br label %conv1_weight_grad.k458
 
-conv1_weight_grad.mb453.end:                      ; preds = %conv1_weight_grad.k455.end
-  %74 = mul nsw i64 %conv1_weight_grad.nb4522, 16
+conv1_weight_grad.mb456.end:                      ; preds = %conv1_weight_grad.k458.end
+  %74 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %75 = add nsw i64 313824, %74
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %75
   %76 = load <8 x float>, ptr %arena55, align 4
-  store <8 x float> %76, ptr %conv1_weight_grad.t456_c0_0, align 32
-  %77 = mul nsw i64 %conv1_weight_grad.nb4522, 16
+  store <8 x float> %76, ptr %conv1_weight_grad.t459_c0_0, align 32
+  %77 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %78 = add nsw i64 313824, %77
   %79 = add nsw i64 %78, 8
   %arena56 = getelementptr inbounds float, ptr %arena, i64 %79
   %80 = load <8 x float>, ptr %arena56, align 4
-  store <8 x float> %80, ptr %conv1_weight_grad.t456_c0_1, align 32
-  %81 = mul nsw i64 %conv1_weight_grad.nb4522, 16
+  store <8 x float> %80, ptr %conv1_weight_grad.t459_c0_1, align 32
+  %81 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %82 = add nsw i64 313840, %81
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %82
   %83 = load <8 x float>, ptr %arena57, align 4
-  store <8 x float> %83, ptr %conv1_weight_grad.t456_c1_0, align 32
-  %84 = mul nsw i64 %conv1_weight_grad.nb4522, 16
+  store <8 x float> %83, ptr %conv1_weight_grad.t459_c1_0, align 32
+  %84 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %85 = add nsw i64 313840, %84
   %86 = add nsw i64 %85, 8
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %86
   %87 = load <8 x float>, ptr %arena58, align 4
-  store <8 x float> %87, ptr %conv1_weight_grad.t456_c1_1, align 32
-  %88 = mul nsw i64 %conv1_weight_grad.nb4522, 16
+  store <8 x float> %87, ptr %conv1_weight_grad.t459_c1_1, align 32
+  %88 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %89 = add nsw i64 313856, %88
   %arena59 = getelementptr inbounds float, ptr %arena, i64 %89
   %90 = load <8 x float>, ptr %arena59, align 4
-  store <8 x float> %90, ptr %conv1_weight_grad.t456_c2_0, align 32
-  %91 = mul nsw i64 %conv1_weight_grad.nb4522, 16
+  store <8 x float> %90, ptr %conv1_weight_grad.t459_c2_0, align 32
+  %91 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %92 = add nsw i64 313856, %91
   %93 = add nsw i64 %92, 8
   %arena60 = getelementptr inbounds float, ptr %arena, i64 %93
   %94 = load <8 x float>, ptr %arena60, align 4
-  store <8 x float> %94, ptr %conv1_weight_grad.t456_c2_1, align 32
-  %95 = mul nsw i64 %conv1_weight_grad.nb4522, 16
+  store <8 x float> %94, ptr %conv1_weight_grad.t459_c2_1, align 32
+  %95 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %96 = add nsw i64 313872, %95
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %96
   %97 = load <8 x float>, ptr %arena61, align 4
-  store <8 x float> %97, ptr %conv1_weight_grad.t456_c3_0, align 32
-  %98 = mul nsw i64 %conv1_weight_grad.nb4522, 16
+  store <8 x float> %97, ptr %conv1_weight_grad.t459_c3_0, align 32
+  %98 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %99 = add nsw i64 313872, %98
   %100 = add nsw i64 %99, 8
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %100
   %101 = load <8 x float>, ptr %arena62, align 4
-  store <8 x float> %101, ptr %conv1_weight_grad.t456_c3_1, align 32
-  br label %conv1_weight_grad.k457
+  store <8 x float> %101, ptr %conv1_weight_grad.t459_c3_1, align 32
+  br label %conv1_weight_grad.k460
 
-conv1_weight_grad.k455:                           ; preds = %conv1_weight_grad.k455, %conv1_weight_grad.mb453
-  %conv1_weight_grad.k45514 = phi i64 [ 0, %conv1_weight_grad.mb453 ], [ %k455.next, %conv1_weight_grad.k455 ]
-  %102 = mul nsw i64 %conv1_weight_grad.kp4511, 1792
-  %103 = add nsw i64 %conv1_weight_grad.k45514, %102
+conv1_weight_grad.k458:                           ; preds = %conv1_weight_grad.k458, %conv1_weight_grad.mb456
+  %conv1_weight_grad.k45814 = phi i64 [ 0, %conv1_weight_grad.mb456 ], [ %k458.next, %conv1_weight_grad.k458 ]
+  %102 = mul nsw i64 %conv1_weight_grad.kp4541, 1792
+  %103 = add nsw i64 %conv1_weight_grad.k45814, %102
   %104 = mul nsw i64 %103, 16
   %105 = add nsw i64 113040, %104
-  %106 = mul nsw i64 %conv1_weight_grad.nb4522, 16
+  %106 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %107 = add nsw i64 %105, %106
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %107
   %108 = load <8 x float>, ptr %arena15, align 4
-  store <8 x float> %108, ptr %conv1_weight_grad.t454_b0, align 32
-  %109 = mul nsw i64 %conv1_weight_grad.kp4511, 1792
-  %110 = add nsw i64 %conv1_weight_grad.k45514, %109
+  store <8 x float> %108, ptr %conv1_weight_grad.t457_b0, align 32
+  %109 = mul nsw i64 %conv1_weight_grad.kp4541, 1792
+  %110 = add nsw i64 %conv1_weight_grad.k45814, %109
   %111 = mul nsw i64 %110, 16
   %112 = add nsw i64 113040, %111
-  %113 = mul nsw i64 %conv1_weight_grad.nb4522, 16
+  %113 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %114 = add nsw i64 %112, %113
   %115 = add nsw i64 %114, 8
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %115
   %116 = load <8 x float>, ptr %arena16, align 4
-  store <8 x float> %116, ptr %conv1_weight_grad.t454_b1, align 32
-  %117 = mul nsw i64 %conv1_weight_grad.mb4533, 5
+  store <8 x float> %116, ptr %conv1_weight_grad.t457_b1, align 32
+  %117 = mul nsw i64 %conv1_weight_grad.mb4563, 5
   %118 = mul nsw i64 %117, 12560
-  %119 = mul nsw i64 %conv1_weight_grad.kp4511, 1792
-  %120 = add nsw i64 %conv1_weight_grad.k45514, %119
+  %119 = mul nsw i64 %conv1_weight_grad.kp4541, 1792
+  %120 = add nsw i64 %conv1_weight_grad.k45814, %119
   %121 = add nsw i64 %118, %120
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %121
   %122 = load float, ptr %arena17, align 4
   %123 = insertelement <8 x float> undef, float %122, i32 0
   %124 = shufflevector <8 x float> %123, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %124, ptr %conv1_weight_grad.t454_a0, align 32
-  %t454_a0 = load <8 x float>, ptr %conv1_weight_grad.t454_a0, align 32
-  %t454_b0 = load <8 x float>, ptr %conv1_weight_grad.t454_b0, align 32
-  %t454_c0_0 = load <8 x float>, ptr %conv1_weight_grad.t454_c0_0, align 32
-  %125 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t454_a0, <8 x float> %t454_b0, <8 x float> %t454_c0_0)
-  store <8 x float> %125, ptr %conv1_weight_grad.t454_c0_0, align 32
-  %t454_a018 = load <8 x float>, ptr %conv1_weight_grad.t454_a0, align 32
-  %t454_b1 = load <8 x float>, ptr %conv1_weight_grad.t454_b1, align 32
-  %t454_c0_1 = load <8 x float>, ptr %conv1_weight_grad.t454_c0_1, align 32
-  %126 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t454_a018, <8 x float> %t454_b1, <8 x float> %t454_c0_1)
-  store <8 x float> %126, ptr %conv1_weight_grad.t454_c0_1, align 32
-  %127 = mul nsw i64 %conv1_weight_grad.mb4533, 5
+  store <8 x float> %124, ptr %conv1_weight_grad.t457_a0, align 32
+  %t457_a0 = load <8 x float>, ptr %conv1_weight_grad.t457_a0, align 32
+  %t457_b0 = load <8 x float>, ptr %conv1_weight_grad.t457_b0, align 32
+  %t457_c0_0 = load <8 x float>, ptr %conv1_weight_grad.t457_c0_0, align 32
+  %125 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t457_a0, <8 x float> %t457_b0, <8 x float> %t457_c0_0)
+  store <8 x float> %125, ptr %conv1_weight_grad.t457_c0_0, align 32
+  %t457_a018 = load <8 x float>, ptr %conv1_weight_grad.t457_a0, align 32
+  %t457_b1 = load <8 x float>, ptr %conv1_weight_grad.t457_b1, align 32
+  %t457_c0_1 = load <8 x float>, ptr %conv1_weight_grad.t457_c0_1, align 32
+  %126 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t457_a018, <8 x float> %t457_b1, <8 x float> %t457_c0_1)
+  store <8 x float> %126, ptr %conv1_weight_grad.t457_c0_1, align 32
+  %127 = mul nsw i64 %conv1_weight_grad.mb4563, 5
   %128 = add nsw i64 %127, 1
   %129 = mul nsw i64 %128, 12560
-  %130 = mul nsw i64 %conv1_weight_grad.kp4511, 1792
-  %131 = add nsw i64 %conv1_weight_grad.k45514, %130
+  %130 = mul nsw i64 %conv1_weight_grad.kp4541, 1792
+  %131 = add nsw i64 %conv1_weight_grad.k45814, %130
   %132 = add nsw i64 %129, %131
   %arena19 = getelementptr inbounds float, ptr %arena, i64 %132
   %133 = load float, ptr %arena19, align 4
   %134 = insertelement <8 x float> undef, float %133, i32 0
   %135 = shufflevector <8 x float> %134, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %135, ptr %conv1_weight_grad.t454_a1, align 32
-  %t454_a1 = load <8 x float>, ptr %conv1_weight_grad.t454_a1, align 32
-  %t454_b020 = load <8 x float>, ptr %conv1_weight_grad.t454_b0, align 32
-  %t454_c1_0 = load <8 x float>, ptr %conv1_weight_grad.t454_c1_0, align 32
-  %136 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t454_a1, <8 x float> %t454_b020, <8 x float> %t454_c1_0)
-  store <8 x float> %136, ptr %conv1_weight_grad.t454_c1_0, align 32
-  %t454_a121 = load <8 x float>, ptr %conv1_weight_grad.t454_a1, align 32
-  %t454_b122 = load <8 x float>, ptr %conv1_weight_grad.t454_b1, align 32
-  %t454_c1_1 = load <8 x float>, ptr %conv1_weight_grad.t454_c1_1, align 32
-  %137 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t454_a121, <8 x float> %t454_b122, <8 x float> %t454_c1_1)
-  store <8 x float> %137, ptr %conv1_weight_grad.t454_c1_1, align 32
-  %138 = mul nsw i64 %conv1_weight_grad.mb4533, 5
+  store <8 x float> %135, ptr %conv1_weight_grad.t457_a1, align 32
+  %t457_a1 = load <8 x float>, ptr %conv1_weight_grad.t457_a1, align 32
+  %t457_b020 = load <8 x float>, ptr %conv1_weight_grad.t457_b0, align 32
+  %t457_c1_0 = load <8 x float>, ptr %conv1_weight_grad.t457_c1_0, align 32
+  %136 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t457_a1, <8 x float> %t457_b020, <8 x float> %t457_c1_0)
+  store <8 x float> %136, ptr %conv1_weight_grad.t457_c1_0, align 32
+  %t457_a121 = load <8 x float>, ptr %conv1_weight_grad.t457_a1, align 32
+  %t457_b122 = load <8 x float>, ptr %conv1_weight_grad.t457_b1, align 32
+  %t457_c1_1 = load <8 x float>, ptr %conv1_weight_grad.t457_c1_1, align 32
+  %137 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t457_a121, <8 x float> %t457_b122, <8 x float> %t457_c1_1)
+  store <8 x float> %137, ptr %conv1_weight_grad.t457_c1_1, align 32
+  %138 = mul nsw i64 %conv1_weight_grad.mb4563, 5
   %139 = add nsw i64 %138, 2
   %140 = mul nsw i64 %139, 12560
-  %141 = mul nsw i64 %conv1_weight_grad.kp4511, 1792
-  %142 = add nsw i64 %conv1_weight_grad.k45514, %141
+  %141 = mul nsw i64 %conv1_weight_grad.kp4541, 1792
+  %142 = add nsw i64 %conv1_weight_grad.k45814, %141
   %143 = add nsw i64 %140, %142
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %143
   %144 = load float, ptr %arena23, align 4
   %145 = insertelement <8 x float> undef, float %144, i32 0
   %146 = shufflevector <8 x float> %145, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %146, ptr %conv1_weight_grad.t454_a2, align 32
-  %t454_a2 = load <8 x float>, ptr %conv1_weight_grad.t454_a2, align 32
-  %t454_b024 = load <8 x float>, ptr %conv1_weight_grad.t454_b0, align 32
-  %t454_c2_0 = load <8 x float>, ptr %conv1_weight_grad.t454_c2_0, align 32
-  %147 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t454_a2, <8 x float> %t454_b024, <8 x float> %t454_c2_0)
-  store <8 x float> %147, ptr %conv1_weight_grad.t454_c2_0, align 32
-  %t454_a225 = load <8 x float>, ptr %conv1_weight_grad.t454_a2, align 32
-  %t454_b126 = load <8 x float>, ptr %conv1_weight_grad.t454_b1, align 32
-  %t454_c2_1 = load <8 x float>, ptr %conv1_weight_grad.t454_c2_1, align 32
-  %148 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t454_a225, <8 x float> %t454_b126, <8 x float> %t454_c2_1)
-  store <8 x float> %148, ptr %conv1_weight_grad.t454_c2_1, align 32
-  %149 = mul nsw i64 %conv1_weight_grad.mb4533, 5
+  store <8 x float> %146, ptr %conv1_weight_grad.t457_a2, align 32
+  %t457_a2 = load <8 x float>, ptr %conv1_weight_grad.t457_a2, align 32
+  %t457_b024 = load <8 x float>, ptr %conv1_weight_grad.t457_b0, align 32
+  %t457_c2_0 = load <8 x float>, ptr %conv1_weight_grad.t457_c2_0, align 32
+  %147 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t457_a2, <8 x float> %t457_b024, <8 x float> %t457_c2_0)
+  store <8 x float> %147, ptr %conv1_weight_grad.t457_c2_0, align 32
+  %t457_a225 = load <8 x float>, ptr %conv1_weight_grad.t457_a2, align 32
+  %t457_b126 = load <8 x float>, ptr %conv1_weight_grad.t457_b1, align 32
+  %t457_c2_1 = load <8 x float>, ptr %conv1_weight_grad.t457_c2_1, align 32
+  %148 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t457_a225, <8 x float> %t457_b126, <8 x float> %t457_c2_1)
+  store <8 x float> %148, ptr %conv1_weight_grad.t457_c2_1, align 32
+  %149 = mul nsw i64 %conv1_weight_grad.mb4563, 5
   %150 = add nsw i64 %149, 3
   %151 = mul nsw i64 %150, 12560
-  %152 = mul nsw i64 %conv1_weight_grad.kp4511, 1792
-  %153 = add nsw i64 %conv1_weight_grad.k45514, %152
+  %152 = mul nsw i64 %conv1_weight_grad.kp4541, 1792
+  %153 = add nsw i64 %conv1_weight_grad.k45814, %152
   %154 = add nsw i64 %151, %153
   %arena27 = getelementptr inbounds float, ptr %arena, i64 %154
   %155 = load float, ptr %arena27, align 4
   %156 = insertelement <8 x float> undef, float %155, i32 0
   %157 = shufflevector <8 x float> %156, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %157, ptr %conv1_weight_grad.t454_a3, align 32
-  %t454_a3 = load <8 x float>, ptr %conv1_weight_grad.t454_a3, align 32
-  %t454_b028 = load <8 x float>, ptr %conv1_weight_grad.t454_b0, align 32
-  %t454_c3_0 = load <8 x float>, ptr %conv1_weight_grad.t454_c3_0, align 32
-  %158 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t454_a3, <8 x float> %t454_b028, <8 x float> %t454_c3_0)
-  store <8 x float> %158, ptr %conv1_weight_grad.t454_c3_0, align 32
-  %t454_a329 = load <8 x float>, ptr %conv1_weight_grad.t454_a3, align 32
-  %t454_b130 = load <8 x float>, ptr %conv1_weight_grad.t454_b1, align 32
-  %t454_c3_1 = load <8 x float>, ptr %conv1_weight_grad.t454_c3_1, align 32
-  %159 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t454_a329, <8 x float> %t454_b130, <8 x float> %t454_c3_1)
-  store <8 x float> %159, ptr %conv1_weight_grad.t454_c3_1, align 32
-  %160 = mul nsw i64 %conv1_weight_grad.mb4533, 5
+  store <8 x float> %157, ptr %conv1_weight_grad.t457_a3, align 32
+  %t457_a3 = load <8 x float>, ptr %conv1_weight_grad.t457_a3, align 32
+  %t457_b028 = load <8 x float>, ptr %conv1_weight_grad.t457_b0, align 32
+  %t457_c3_0 = load <8 x float>, ptr %conv1_weight_grad.t457_c3_0, align 32
+  %158 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t457_a3, <8 x float> %t457_b028, <8 x float> %t457_c3_0)
+  store <8 x float> %158, ptr %conv1_weight_grad.t457_c3_0, align 32
+  %t457_a329 = load <8 x float>, ptr %conv1_weight_grad.t457_a3, align 32
+  %t457_b130 = load <8 x float>, ptr %conv1_weight_grad.t457_b1, align 32
+  %t457_c3_1 = load <8 x float>, ptr %conv1_weight_grad.t457_c3_1, align 32
+  %159 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t457_a329, <8 x float> %t457_b130, <8 x float> %t457_c3_1)
+  store <8 x float> %159, ptr %conv1_weight_grad.t457_c3_1, align 32
+  %160 = mul nsw i64 %conv1_weight_grad.mb4563, 5
   %161 = add nsw i64 %160, 4
   %162 = mul nsw i64 %161, 12560
-  %163 = mul nsw i64 %conv1_weight_grad.kp4511, 1792
-  %164 = add nsw i64 %conv1_weight_grad.k45514, %163
+  %163 = mul nsw i64 %conv1_weight_grad.kp4541, 1792
+  %164 = add nsw i64 %conv1_weight_grad.k45814, %163
   %165 = add nsw i64 %162, %164
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %165
   %166 = load float, ptr %arena31, align 4
   %167 = insertelement <8 x float> undef, float %166, i32 0
   %168 = shufflevector <8 x float> %167, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %168, ptr %conv1_weight_grad.t454_a4, align 32
-  %t454_a4 = load <8 x float>, ptr %conv1_weight_grad.t454_a4, align 32
-  %t454_b032 = load <8 x float>, ptr %conv1_weight_grad.t454_b0, align 32
-  %t454_c4_0 = load <8 x float>, ptr %conv1_weight_grad.t454_c4_0, align 32
-  %169 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t454_a4, <8 x float> %t454_b032, <8 x float> %t454_c4_0)
-  store <8 x float> %169, ptr %conv1_weight_grad.t454_c4_0, align 32
-  %t454_a433 = load <8 x float>, ptr %conv1_weight_grad.t454_a4, align 32
-  %t454_b134 = load <8 x float>, ptr %conv1_weight_grad.t454_b1, align 32
-  %t454_c4_1 = load <8 x float>, ptr %conv1_weight_grad.t454_c4_1, align 32
-  %170 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t454_a433, <8 x float> %t454_b134, <8 x float> %t454_c4_1)
-  store <8 x float> %170, ptr %conv1_weight_grad.t454_c4_1, align 32
-  %k455.next = add nsw i64 %conv1_weight_grad.k45514, 1
-  %171 = icmp slt i64 %k455.next, 1792
-  br i1 %171, label %conv1_weight_grad.k455, label %conv1_weight_grad.k455.end
+  store <8 x float> %168, ptr %conv1_weight_grad.t457_a4, align 32
+  %t457_a4 = load <8 x float>, ptr %conv1_weight_grad.t457_a4, align 32
+  %t457_b032 = load <8 x float>, ptr %conv1_weight_grad.t457_b0, align 32
+  %t457_c4_0 = load <8 x float>, ptr %conv1_weight_grad.t457_c4_0, align 32
+  %169 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t457_a4, <8 x float> %t457_b032, <8 x float> %t457_c4_0)
+  store <8 x float> %169, ptr %conv1_weight_grad.t457_c4_0, align 32
+  %t457_a433 = load <8 x float>, ptr %conv1_weight_grad.t457_a4, align 32
+  %t457_b134 = load <8 x float>, ptr %conv1_weight_grad.t457_b1, align 32
+  %t457_c4_1 = load <8 x float>, ptr %conv1_weight_grad.t457_c4_1, align 32
+  %170 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t457_a433, <8 x float> %t457_b134, <8 x float> %t457_c4_1)
+  store <8 x float> %170, ptr %conv1_weight_grad.t457_c4_1, align 32
+  %k458.next = add nsw i64 %conv1_weight_grad.k45814, 1
+  %171 = icmp slt i64 %k458.next, 1792
+  br i1 %171, label %conv1_weight_grad.k458, label %conv1_weight_grad.k458.end
 
-conv1_weight_grad.k455.end:                       ; preds = %conv1_weight_grad.k455
-  %t454_c0_035 = load <8 x float>, ptr %conv1_weight_grad.t454_c0_0, align 32
-  %172 = mul nsw i64 %conv1_weight_grad.mb4533, 5
+conv1_weight_grad.k458.end:                       ; preds = %conv1_weight_grad.k458
+  %t457_c0_035 = load <8 x float>, ptr %conv1_weight_grad.t457_c0_0, align 32
+  %172 = mul nsw i64 %conv1_weight_grad.mb4563, 5
   %173 = mul nsw i64 %172, 16
   %174 = add nsw i64 313744, %173
-  %175 = mul nsw i64 %conv1_weight_grad.nb4522, 16
+  %175 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %176 = add nsw i64 %174, %175
   %arena36 = getelementptr inbounds float, ptr %arena, i64 %176
-  store <8 x float> %t454_c0_035, ptr %arena36, align 4
-  %t454_c0_137 = load <8 x float>, ptr %conv1_weight_grad.t454_c0_1, align 32
-  %177 = mul nsw i64 %conv1_weight_grad.mb4533, 5
+  store <8 x float> %t457_c0_035, ptr %arena36, align 4
+  %t457_c0_137 = load <8 x float>, ptr %conv1_weight_grad.t457_c0_1, align 32
+  %177 = mul nsw i64 %conv1_weight_grad.mb4563, 5
   %178 = mul nsw i64 %177, 16
   %179 = add nsw i64 313744, %178
-  %180 = mul nsw i64 %conv1_weight_grad.nb4522, 16
+  %180 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %181 = add nsw i64 %179, %180
   %182 = add nsw i64 %181, 8
   %arena38 = getelementptr inbounds float, ptr %arena, i64 %182
-  store <8 x float> %t454_c0_137, ptr %arena38, align 4
-  %t454_c1_039 = load <8 x float>, ptr %conv1_weight_grad.t454_c1_0, align 32
-  %183 = mul nsw i64 %conv1_weight_grad.mb4533, 5
+  store <8 x float> %t457_c0_137, ptr %arena38, align 4
+  %t457_c1_039 = load <8 x float>, ptr %conv1_weight_grad.t457_c1_0, align 32
+  %183 = mul nsw i64 %conv1_weight_grad.mb4563, 5
   %184 = add nsw i64 %183, 1
   %185 = mul nsw i64 %184, 16
   %186 = add nsw i64 313744, %185
-  %187 = mul nsw i64 %conv1_weight_grad.nb4522, 16
+  %187 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %188 = add nsw i64 %186, %187
   %arena40 = getelementptr inbounds float, ptr %arena, i64 %188
-  store <8 x float> %t454_c1_039, ptr %arena40, align 4
-  %t454_c1_141 = load <8 x float>, ptr %conv1_weight_grad.t454_c1_1, align 32
-  %189 = mul nsw i64 %conv1_weight_grad.mb4533, 5
+  store <8 x float> %t457_c1_039, ptr %arena40, align 4
+  %t457_c1_141 = load <8 x float>, ptr %conv1_weight_grad.t457_c1_1, align 32
+  %189 = mul nsw i64 %conv1_weight_grad.mb4563, 5
   %190 = add nsw i64 %189, 1
   %191 = mul nsw i64 %190, 16
   %192 = add nsw i64 313744, %191
-  %193 = mul nsw i64 %conv1_weight_grad.nb4522, 16
+  %193 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %194 = add nsw i64 %192, %193
   %195 = add nsw i64 %194, 8
   %arena42 = getelementptr inbounds float, ptr %arena, i64 %195
-  store <8 x float> %t454_c1_141, ptr %arena42, align 4
-  %t454_c2_043 = load <8 x float>, ptr %conv1_weight_grad.t454_c2_0, align 32
-  %196 = mul nsw i64 %conv1_weight_grad.mb4533, 5
+  store <8 x float> %t457_c1_141, ptr %arena42, align 4
+  %t457_c2_043 = load <8 x float>, ptr %conv1_weight_grad.t457_c2_0, align 32
+  %196 = mul nsw i64 %conv1_weight_grad.mb4563, 5
   %197 = add nsw i64 %196, 2
   %198 = mul nsw i64 %197, 16
   %199 = add nsw i64 313744, %198
-  %200 = mul nsw i64 %conv1_weight_grad.nb4522, 16
+  %200 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %201 = add nsw i64 %199, %200
   %arena44 = getelementptr inbounds float, ptr %arena, i64 %201
-  store <8 x float> %t454_c2_043, ptr %arena44, align 4
-  %t454_c2_145 = load <8 x float>, ptr %conv1_weight_grad.t454_c2_1, align 32
-  %202 = mul nsw i64 %conv1_weight_grad.mb4533, 5
+  store <8 x float> %t457_c2_043, ptr %arena44, align 4
+  %t457_c2_145 = load <8 x float>, ptr %conv1_weight_grad.t457_c2_1, align 32
+  %202 = mul nsw i64 %conv1_weight_grad.mb4563, 5
   %203 = add nsw i64 %202, 2
   %204 = mul nsw i64 %203, 16
   %205 = add nsw i64 313744, %204
-  %206 = mul nsw i64 %conv1_weight_grad.nb4522, 16
+  %206 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %207 = add nsw i64 %205, %206
   %208 = add nsw i64 %207, 8
   %arena46 = getelementptr inbounds float, ptr %arena, i64 %208
-  store <8 x float> %t454_c2_145, ptr %arena46, align 4
-  %t454_c3_047 = load <8 x float>, ptr %conv1_weight_grad.t454_c3_0, align 32
-  %209 = mul nsw i64 %conv1_weight_grad.mb4533, 5
+  store <8 x float> %t457_c2_145, ptr %arena46, align 4
+  %t457_c3_047 = load <8 x float>, ptr %conv1_weight_grad.t457_c3_0, align 32
+  %209 = mul nsw i64 %conv1_weight_grad.mb4563, 5
   %210 = add nsw i64 %209, 3
   %211 = mul nsw i64 %210, 16
   %212 = add nsw i64 313744, %211
-  %213 = mul nsw i64 %conv1_weight_grad.nb4522, 16
+  %213 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %214 = add nsw i64 %212, %213
   %arena48 = getelementptr inbounds float, ptr %arena, i64 %214
-  store <8 x float> %t454_c3_047, ptr %arena48, align 4
-  %t454_c3_149 = load <8 x float>, ptr %conv1_weight_grad.t454_c3_1, align 32
-  %215 = mul nsw i64 %conv1_weight_grad.mb4533, 5
+  store <8 x float> %t457_c3_047, ptr %arena48, align 4
+  %t457_c3_149 = load <8 x float>, ptr %conv1_weight_grad.t457_c3_1, align 32
+  %215 = mul nsw i64 %conv1_weight_grad.mb4563, 5
   %216 = add nsw i64 %215, 3
   %217 = mul nsw i64 %216, 16
   %218 = add nsw i64 313744, %217
-  %219 = mul nsw i64 %conv1_weight_grad.nb4522, 16
+  %219 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %220 = add nsw i64 %218, %219
   %221 = add nsw i64 %220, 8
   %arena50 = getelementptr inbounds float, ptr %arena, i64 %221
-  store <8 x float> %t454_c3_149, ptr %arena50, align 4
-  %t454_c4_051 = load <8 x float>, ptr %conv1_weight_grad.t454_c4_0, align 32
-  %222 = mul nsw i64 %conv1_weight_grad.mb4533, 5
+  store <8 x float> %t457_c3_149, ptr %arena50, align 4
+  %t457_c4_051 = load <8 x float>, ptr %conv1_weight_grad.t457_c4_0, align 32
+  %222 = mul nsw i64 %conv1_weight_grad.mb4563, 5
   %223 = add nsw i64 %222, 4
   %224 = mul nsw i64 %223, 16
   %225 = add nsw i64 313744, %224
-  %226 = mul nsw i64 %conv1_weight_grad.nb4522, 16
+  %226 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %227 = add nsw i64 %225, %226
   %arena52 = getelementptr inbounds float, ptr %arena, i64 %227
-  store <8 x float> %t454_c4_051, ptr %arena52, align 4
-  %t454_c4_153 = load <8 x float>, ptr %conv1_weight_grad.t454_c4_1, align 32
-  %228 = mul nsw i64 %conv1_weight_grad.mb4533, 5
+  store <8 x float> %t457_c4_051, ptr %arena52, align 4
+  %t457_c4_153 = load <8 x float>, ptr %conv1_weight_grad.t457_c4_1, align 32
+  %228 = mul nsw i64 %conv1_weight_grad.mb4563, 5
   %229 = add nsw i64 %228, 4
   %230 = mul nsw i64 %229, 16
   %231 = add nsw i64 313744, %230
-  %232 = mul nsw i64 %conv1_weight_grad.nb4522, 16
+  %232 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %233 = add nsw i64 %231, %232
   %234 = add nsw i64 %233, 8
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %234
-  store <8 x float> %t454_c4_153, ptr %arena54, align 4
-  %mb453.next = add nsw i64 %conv1_weight_grad.mb4533, 1
-  %235 = icmp slt i64 %mb453.next, 1
-  br i1 %235, label %conv1_weight_grad.mb453, label %conv1_weight_grad.mb453.end
+  store <8 x float> %t457_c4_153, ptr %arena54, align 4
+  %mb456.next = add nsw i64 %conv1_weight_grad.mb4563, 1
+  %235 = icmp slt i64 %mb456.next, 1
+  br i1 %235, label %conv1_weight_grad.mb456, label %conv1_weight_grad.mb456.end
 
-conv1_weight_grad.k457:                           ; preds = %conv1_weight_grad.k457, %conv1_weight_grad.mb453.end
-  %conv1_weight_grad.k45763 = phi i64 [ 0, %conv1_weight_grad.mb453.end ], [ %k457.next, %conv1_weight_grad.k457 ]
-  %236 = mul nsw i64 %conv1_weight_grad.kp4511, 1792
-  %237 = add nsw i64 %conv1_weight_grad.k45763, %236
+conv1_weight_grad.k460:                           ; preds = %conv1_weight_grad.k460, %conv1_weight_grad.mb456.end
+  %conv1_weight_grad.k46063 = phi i64 [ 0, %conv1_weight_grad.mb456.end ], [ %k460.next, %conv1_weight_grad.k460 ]
+  %236 = mul nsw i64 %conv1_weight_grad.kp4541, 1792
+  %237 = add nsw i64 %conv1_weight_grad.k46063, %236
   %238 = mul nsw i64 %237, 16
   %239 = add nsw i64 113040, %238
-  %240 = mul nsw i64 %conv1_weight_grad.nb4522, 16
+  %240 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %241 = add nsw i64 %239, %240
   %arena64 = getelementptr inbounds float, ptr %arena, i64 %241
   %242 = load <8 x float>, ptr %arena64, align 4
-  store <8 x float> %242, ptr %conv1_weight_grad.t456_b0, align 32
-  %243 = mul nsw i64 %conv1_weight_grad.kp4511, 1792
-  %244 = add nsw i64 %conv1_weight_grad.k45763, %243
+  store <8 x float> %242, ptr %conv1_weight_grad.t459_b0, align 32
+  %243 = mul nsw i64 %conv1_weight_grad.kp4541, 1792
+  %244 = add nsw i64 %conv1_weight_grad.k46063, %243
   %245 = mul nsw i64 %244, 16
   %246 = add nsw i64 113040, %245
-  %247 = mul nsw i64 %conv1_weight_grad.nb4522, 16
+  %247 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %248 = add nsw i64 %246, %247
   %249 = add nsw i64 %248, 8
   %arena65 = getelementptr inbounds float, ptr %arena, i64 %249
   %250 = load <8 x float>, ptr %arena65, align 4
-  store <8 x float> %250, ptr %conv1_weight_grad.t456_b1, align 32
-  %251 = mul nsw i64 %conv1_weight_grad.kp4511, 1792
-  %252 = add nsw i64 %conv1_weight_grad.k45763, %251
+  store <8 x float> %250, ptr %conv1_weight_grad.t459_b1, align 32
+  %251 = mul nsw i64 %conv1_weight_grad.kp4541, 1792
+  %252 = add nsw i64 %conv1_weight_grad.k46063, %251
   %253 = add nsw i64 62800, %252
   %arena66 = getelementptr inbounds float, ptr %arena, i64 %253
   %254 = load float, ptr %arena66, align 4
   %255 = insertelement <8 x float> undef, float %254, i32 0
   %256 = shufflevector <8 x float> %255, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %256, ptr %conv1_weight_grad.t456_a0, align 32
-  %t456_a0 = load <8 x float>, ptr %conv1_weight_grad.t456_a0, align 32
-  %t456_b0 = load <8 x float>, ptr %conv1_weight_grad.t456_b0, align 32
-  %t456_c0_0 = load <8 x float>, ptr %conv1_weight_grad.t456_c0_0, align 32
-  %257 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t456_a0, <8 x float> %t456_b0, <8 x float> %t456_c0_0)
-  store <8 x float> %257, ptr %conv1_weight_grad.t456_c0_0, align 32
-  %t456_a067 = load <8 x float>, ptr %conv1_weight_grad.t456_a0, align 32
-  %t456_b1 = load <8 x float>, ptr %conv1_weight_grad.t456_b1, align 32
-  %t456_c0_1 = load <8 x float>, ptr %conv1_weight_grad.t456_c0_1, align 32
-  %258 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t456_a067, <8 x float> %t456_b1, <8 x float> %t456_c0_1)
-  store <8 x float> %258, ptr %conv1_weight_grad.t456_c0_1, align 32
-  %259 = mul nsw i64 %conv1_weight_grad.kp4511, 1792
-  %260 = add nsw i64 %conv1_weight_grad.k45763, %259
+  store <8 x float> %256, ptr %conv1_weight_grad.t459_a0, align 32
+  %t459_a0 = load <8 x float>, ptr %conv1_weight_grad.t459_a0, align 32
+  %t459_b0 = load <8 x float>, ptr %conv1_weight_grad.t459_b0, align 32
+  %t459_c0_0 = load <8 x float>, ptr %conv1_weight_grad.t459_c0_0, align 32
+  %257 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t459_a0, <8 x float> %t459_b0, <8 x float> %t459_c0_0)
+  store <8 x float> %257, ptr %conv1_weight_grad.t459_c0_0, align 32
+  %t459_a067 = load <8 x float>, ptr %conv1_weight_grad.t459_a0, align 32
+  %t459_b1 = load <8 x float>, ptr %conv1_weight_grad.t459_b1, align 32
+  %t459_c0_1 = load <8 x float>, ptr %conv1_weight_grad.t459_c0_1, align 32
+  %258 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t459_a067, <8 x float> %t459_b1, <8 x float> %t459_c0_1)
+  store <8 x float> %258, ptr %conv1_weight_grad.t459_c0_1, align 32
+  %259 = mul nsw i64 %conv1_weight_grad.kp4541, 1792
+  %260 = add nsw i64 %conv1_weight_grad.k46063, %259
   %261 = add nsw i64 75360, %260
   %arena68 = getelementptr inbounds float, ptr %arena, i64 %261
   %262 = load float, ptr %arena68, align 4
   %263 = insertelement <8 x float> undef, float %262, i32 0
   %264 = shufflevector <8 x float> %263, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %264, ptr %conv1_weight_grad.t456_a1, align 32
-  %t456_a1 = load <8 x float>, ptr %conv1_weight_grad.t456_a1, align 32
-  %t456_b069 = load <8 x float>, ptr %conv1_weight_grad.t456_b0, align 32
-  %t456_c1_0 = load <8 x float>, ptr %conv1_weight_grad.t456_c1_0, align 32
-  %265 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t456_a1, <8 x float> %t456_b069, <8 x float> %t456_c1_0)
-  store <8 x float> %265, ptr %conv1_weight_grad.t456_c1_0, align 32
-  %t456_a170 = load <8 x float>, ptr %conv1_weight_grad.t456_a1, align 32
-  %t456_b171 = load <8 x float>, ptr %conv1_weight_grad.t456_b1, align 32
-  %t456_c1_1 = load <8 x float>, ptr %conv1_weight_grad.t456_c1_1, align 32
-  %266 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t456_a170, <8 x float> %t456_b171, <8 x float> %t456_c1_1)
-  store <8 x float> %266, ptr %conv1_weight_grad.t456_c1_1, align 32
-  %267 = mul nsw i64 %conv1_weight_grad.kp4511, 1792
-  %268 = add nsw i64 %conv1_weight_grad.k45763, %267
+  store <8 x float> %264, ptr %conv1_weight_grad.t459_a1, align 32
+  %t459_a1 = load <8 x float>, ptr %conv1_weight_grad.t459_a1, align 32
+  %t459_b069 = load <8 x float>, ptr %conv1_weight_grad.t459_b0, align 32
+  %t459_c1_0 = load <8 x float>, ptr %conv1_weight_grad.t459_c1_0, align 32
+  %265 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t459_a1, <8 x float> %t459_b069, <8 x float> %t459_c1_0)
+  store <8 x float> %265, ptr %conv1_weight_grad.t459_c1_0, align 32
+  %t459_a170 = load <8 x float>, ptr %conv1_weight_grad.t459_a1, align 32
+  %t459_b171 = load <8 x float>, ptr %conv1_weight_grad.t459_b1, align 32
+  %t459_c1_1 = load <8 x float>, ptr %conv1_weight_grad.t459_c1_1, align 32
+  %266 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t459_a170, <8 x float> %t459_b171, <8 x float> %t459_c1_1)
+  store <8 x float> %266, ptr %conv1_weight_grad.t459_c1_1, align 32
+  %267 = mul nsw i64 %conv1_weight_grad.kp4541, 1792
+  %268 = add nsw i64 %conv1_weight_grad.k46063, %267
   %269 = add nsw i64 87920, %268
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %269
   %270 = load float, ptr %arena72, align 4
   %271 = insertelement <8 x float> undef, float %270, i32 0
   %272 = shufflevector <8 x float> %271, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %272, ptr %conv1_weight_grad.t456_a2, align 32
-  %t456_a2 = load <8 x float>, ptr %conv1_weight_grad.t456_a2, align 32
-  %t456_b073 = load <8 x float>, ptr %conv1_weight_grad.t456_b0, align 32
-  %t456_c2_0 = load <8 x float>, ptr %conv1_weight_grad.t456_c2_0, align 32
-  %273 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t456_a2, <8 x float> %t456_b073, <8 x float> %t456_c2_0)
-  store <8 x float> %273, ptr %conv1_weight_grad.t456_c2_0, align 32
-  %t456_a274 = load <8 x float>, ptr %conv1_weight_grad.t456_a2, align 32
-  %t456_b175 = load <8 x float>, ptr %conv1_weight_grad.t456_b1, align 32
-  %t456_c2_1 = load <8 x float>, ptr %conv1_weight_grad.t456_c2_1, align 32
-  %274 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t456_a274, <8 x float> %t456_b175, <8 x float> %t456_c2_1)
-  store <8 x float> %274, ptr %conv1_weight_grad.t456_c2_1, align 32
-  %275 = mul nsw i64 %conv1_weight_grad.kp4511, 1792
-  %276 = add nsw i64 %conv1_weight_grad.k45763, %275
+  store <8 x float> %272, ptr %conv1_weight_grad.t459_a2, align 32
+  %t459_a2 = load <8 x float>, ptr %conv1_weight_grad.t459_a2, align 32
+  %t459_b073 = load <8 x float>, ptr %conv1_weight_grad.t459_b0, align 32
+  %t459_c2_0 = load <8 x float>, ptr %conv1_weight_grad.t459_c2_0, align 32
+  %273 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t459_a2, <8 x float> %t459_b073, <8 x float> %t459_c2_0)
+  store <8 x float> %273, ptr %conv1_weight_grad.t459_c2_0, align 32
+  %t459_a274 = load <8 x float>, ptr %conv1_weight_grad.t459_a2, align 32
+  %t459_b175 = load <8 x float>, ptr %conv1_weight_grad.t459_b1, align 32
+  %t459_c2_1 = load <8 x float>, ptr %conv1_weight_grad.t459_c2_1, align 32
+  %274 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t459_a274, <8 x float> %t459_b175, <8 x float> %t459_c2_1)
+  store <8 x float> %274, ptr %conv1_weight_grad.t459_c2_1, align 32
+  %275 = mul nsw i64 %conv1_weight_grad.kp4541, 1792
+  %276 = add nsw i64 %conv1_weight_grad.k46063, %275
   %277 = add nsw i64 100480, %276
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %277
   %278 = load float, ptr %arena76, align 4
   %279 = insertelement <8 x float> undef, float %278, i32 0
   %280 = shufflevector <8 x float> %279, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %280, ptr %conv1_weight_grad.t456_a3, align 32
-  %t456_a3 = load <8 x float>, ptr %conv1_weight_grad.t456_a3, align 32
-  %t456_b077 = load <8 x float>, ptr %conv1_weight_grad.t456_b0, align 32
-  %t456_c3_0 = load <8 x float>, ptr %conv1_weight_grad.t456_c3_0, align 32
-  %281 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t456_a3, <8 x float> %t456_b077, <8 x float> %t456_c3_0)
-  store <8 x float> %281, ptr %conv1_weight_grad.t456_c3_0, align 32
-  %t456_a378 = load <8 x float>, ptr %conv1_weight_grad.t456_a3, align 32
-  %t456_b179 = load <8 x float>, ptr %conv1_weight_grad.t456_b1, align 32
-  %t456_c3_1 = load <8 x float>, ptr %conv1_weight_grad.t456_c3_1, align 32
-  %282 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t456_a378, <8 x float> %t456_b179, <8 x float> %t456_c3_1)
-  store <8 x float> %282, ptr %conv1_weight_grad.t456_c3_1, align 32
-  %k457.next = add nsw i64 %conv1_weight_grad.k45763, 1
-  %283 = icmp slt i64 %k457.next, 1792
-  br i1 %283, label %conv1_weight_grad.k457, label %conv1_weight_grad.k457.end
+  store <8 x float> %280, ptr %conv1_weight_grad.t459_a3, align 32
+  %t459_a3 = load <8 x float>, ptr %conv1_weight_grad.t459_a3, align 32
+  %t459_b077 = load <8 x float>, ptr %conv1_weight_grad.t459_b0, align 32
+  %t459_c3_0 = load <8 x float>, ptr %conv1_weight_grad.t459_c3_0, align 32
+  %281 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t459_a3, <8 x float> %t459_b077, <8 x float> %t459_c3_0)
+  store <8 x float> %281, ptr %conv1_weight_grad.t459_c3_0, align 32
+  %t459_a378 = load <8 x float>, ptr %conv1_weight_grad.t459_a3, align 32
+  %t459_b179 = load <8 x float>, ptr %conv1_weight_grad.t459_b1, align 32
+  %t459_c3_1 = load <8 x float>, ptr %conv1_weight_grad.t459_c3_1, align 32
+  %282 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t459_a378, <8 x float> %t459_b179, <8 x float> %t459_c3_1)
+  store <8 x float> %282, ptr %conv1_weight_grad.t459_c3_1, align 32
+  %k460.next = add nsw i64 %conv1_weight_grad.k46063, 1
+  %283 = icmp slt i64 %k460.next, 1792
+  br i1 %283, label %conv1_weight_grad.k460, label %conv1_weight_grad.k460.end
 
-conv1_weight_grad.k457.end:                       ; preds = %conv1_weight_grad.k457
-  %t456_c0_080 = load <8 x float>, ptr %conv1_weight_grad.t456_c0_0, align 32
-  %284 = mul nsw i64 %conv1_weight_grad.nb4522, 16
+conv1_weight_grad.k460.end:                       ; preds = %conv1_weight_grad.k460
+  %t459_c0_080 = load <8 x float>, ptr %conv1_weight_grad.t459_c0_0, align 32
+  %284 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %285 = add nsw i64 313824, %284
   %arena81 = getelementptr inbounds float, ptr %arena, i64 %285
-  store <8 x float> %t456_c0_080, ptr %arena81, align 4
-  %t456_c0_182 = load <8 x float>, ptr %conv1_weight_grad.t456_c0_1, align 32
-  %286 = mul nsw i64 %conv1_weight_grad.nb4522, 16
+  store <8 x float> %t459_c0_080, ptr %arena81, align 4
+  %t459_c0_182 = load <8 x float>, ptr %conv1_weight_grad.t459_c0_1, align 32
+  %286 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %287 = add nsw i64 313824, %286
   %288 = add nsw i64 %287, 8
   %arena83 = getelementptr inbounds float, ptr %arena, i64 %288
-  store <8 x float> %t456_c0_182, ptr %arena83, align 4
-  %t456_c1_084 = load <8 x float>, ptr %conv1_weight_grad.t456_c1_0, align 32
-  %289 = mul nsw i64 %conv1_weight_grad.nb4522, 16
+  store <8 x float> %t459_c0_182, ptr %arena83, align 4
+  %t459_c1_084 = load <8 x float>, ptr %conv1_weight_grad.t459_c1_0, align 32
+  %289 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %290 = add nsw i64 313840, %289
   %arena85 = getelementptr inbounds float, ptr %arena, i64 %290
-  store <8 x float> %t456_c1_084, ptr %arena85, align 4
-  %t456_c1_186 = load <8 x float>, ptr %conv1_weight_grad.t456_c1_1, align 32
-  %291 = mul nsw i64 %conv1_weight_grad.nb4522, 16
+  store <8 x float> %t459_c1_084, ptr %arena85, align 4
+  %t459_c1_186 = load <8 x float>, ptr %conv1_weight_grad.t459_c1_1, align 32
+  %291 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %292 = add nsw i64 313840, %291
   %293 = add nsw i64 %292, 8
   %arena87 = getelementptr inbounds float, ptr %arena, i64 %293
-  store <8 x float> %t456_c1_186, ptr %arena87, align 4
-  %t456_c2_088 = load <8 x float>, ptr %conv1_weight_grad.t456_c2_0, align 32
-  %294 = mul nsw i64 %conv1_weight_grad.nb4522, 16
+  store <8 x float> %t459_c1_186, ptr %arena87, align 4
+  %t459_c2_088 = load <8 x float>, ptr %conv1_weight_grad.t459_c2_0, align 32
+  %294 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %295 = add nsw i64 313856, %294
   %arena89 = getelementptr inbounds float, ptr %arena, i64 %295
-  store <8 x float> %t456_c2_088, ptr %arena89, align 4
-  %t456_c2_190 = load <8 x float>, ptr %conv1_weight_grad.t456_c2_1, align 32
-  %296 = mul nsw i64 %conv1_weight_grad.nb4522, 16
+  store <8 x float> %t459_c2_088, ptr %arena89, align 4
+  %t459_c2_190 = load <8 x float>, ptr %conv1_weight_grad.t459_c2_1, align 32
+  %296 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %297 = add nsw i64 313856, %296
   %298 = add nsw i64 %297, 8
   %arena91 = getelementptr inbounds float, ptr %arena, i64 %298
-  store <8 x float> %t456_c2_190, ptr %arena91, align 4
-  %t456_c3_092 = load <8 x float>, ptr %conv1_weight_grad.t456_c3_0, align 32
-  %299 = mul nsw i64 %conv1_weight_grad.nb4522, 16
+  store <8 x float> %t459_c2_190, ptr %arena91, align 4
+  %t459_c3_092 = load <8 x float>, ptr %conv1_weight_grad.t459_c3_0, align 32
+  %299 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %300 = add nsw i64 313872, %299
   %arena93 = getelementptr inbounds float, ptr %arena, i64 %300
-  store <8 x float> %t456_c3_092, ptr %arena93, align 4
-  %t456_c3_194 = load <8 x float>, ptr %conv1_weight_grad.t456_c3_1, align 32
-  %301 = mul nsw i64 %conv1_weight_grad.nb4522, 16
+  store <8 x float> %t459_c3_092, ptr %arena93, align 4
+  %t459_c3_194 = load <8 x float>, ptr %conv1_weight_grad.t459_c3_1, align 32
+  %301 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %302 = add nsw i64 313872, %301
   %303 = add nsw i64 %302, 8
   %arena95 = getelementptr inbounds float, ptr %arena, i64 %303
-  store <8 x float> %t456_c3_194, ptr %arena95, align 4
-  %nb452.next = add nsw i64 %conv1_weight_grad.nb4522, 1
-  %304 = icmp slt i64 %nb452.next, 1
-  br i1 %304, label %conv1_weight_grad.nb452, label %conv1_weight_grad.nb452.end
+  store <8 x float> %t459_c3_194, ptr %arena95, align 4
+  %nb455.next = add nsw i64 %conv1_weight_grad.nb4552, 1
+  %304 = icmp slt i64 %nb455.next, 1
+  br i1 %304, label %conv1_weight_grad.nb455, label %conv1_weight_grad.nb455.end
 }
 
 ; Function Attrs: noinline
 define internal void @smallcnn_train_b64.k21.conv1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
+  %conv1_bias_grad.sum474 = alloca float, align 4
+  %conv1_bias_grad.sum473 = alloca float, align 4
+  %conv1_bias_grad.sum472 = alloca float, align 4
   %conv1_bias_grad.sum471 = alloca float, align 4
   %conv1_bias_grad.sum470 = alloca float, align 4
   %conv1_bias_grad.sum469 = alloca float, align 4
   %conv1_bias_grad.sum468 = alloca float, align 4
-  %conv1_bias_grad.sum467 = alloca float, align 4
-  %conv1_bias_grad.sum466 = alloca float, align 4
-  %conv1_bias_grad.sum465 = alloca float, align 4
-  %conv1_bias_grad.acc462 = alloca <8 x float>, align 32
-  br label %conv1_bias_grad.f461
+  %conv1_bias_grad.acc465 = alloca <8 x float>, align 32
+  br label %conv1_bias_grad.f464
 
-conv1_bias_grad.f461:                             ; preds = %conv1_bias_grad.img463.end, %entry
-  %conv1_bias_grad.f4611 = phi i64 [ 0, %entry ], [ %f461.next, %conv1_bias_grad.img463.end ]
-  store <8 x float> zeroinitializer, ptr %conv1_bias_grad.acc462, align 32
-  br label %conv1_bias_grad.img463
+conv1_bias_grad.f464:                             ; preds = %conv1_bias_grad.img466.end, %entry
+  %conv1_bias_grad.f4641 = phi i64 [ 0, %entry ], [ %f464.next, %conv1_bias_grad.img466.end ]
+  store <8 x float> zeroinitializer, ptr %conv1_bias_grad.acc465, align 32
+  br label %conv1_bias_grad.img466
 
-conv1_bias_grad.f461.end:                         ; preds = %conv1_bias_grad.img463.end
+conv1_bias_grad.f464.end:                         ; preds = %conv1_bias_grad.img466.end
   ret void
 
-conv1_bias_grad.img463:                           ; preds = %conv1_bias_grad.i464.end, %conv1_bias_grad.f461
-  %conv1_bias_grad.img4632 = phi i64 [ 0, %conv1_bias_grad.f461 ], [ %img463.next, %conv1_bias_grad.i464.end ]
-  br label %conv1_bias_grad.i464
+conv1_bias_grad.img466:                           ; preds = %conv1_bias_grad.i467.end, %conv1_bias_grad.f464
+  %conv1_bias_grad.img4662 = phi i64 [ 0, %conv1_bias_grad.f464 ], [ %img466.next, %conv1_bias_grad.i467.end ]
+  br label %conv1_bias_grad.i467
 
-conv1_bias_grad.img463.end:                       ; preds = %conv1_bias_grad.i464.end
-  %acc4625 = load <8 x float>, ptr %conv1_bias_grad.acc462, align 32
+conv1_bias_grad.img466.end:                       ; preds = %conv1_bias_grad.i467.end
+  %acc4655 = load <8 x float>, ptr %conv1_bias_grad.acc465, align 32
   %arena6 = getelementptr inbounds float, ptr %arena, i64 0
-  store <8 x float> %acc4625, ptr %arena6, align 4
+  store <8 x float> %acc4655, ptr %arena6, align 4
   %arena7 = getelementptr inbounds float, ptr %arena, i64 0
   %0 = load float, ptr %arena7, align 4
   %arena8 = getelementptr inbounds float, ptr %arena, i64 1
   %1 = load float, ptr %arena8, align 4
   %2 = fadd float %0, %1
-  store float %2, ptr %conv1_bias_grad.sum465, align 4
-  %sum465 = load float, ptr %conv1_bias_grad.sum465, align 4
+  store float %2, ptr %conv1_bias_grad.sum468, align 4
+  %sum468 = load float, ptr %conv1_bias_grad.sum468, align 4
   %arena9 = getelementptr inbounds float, ptr %arena, i64 2
   %3 = load float, ptr %arena9, align 4
-  %4 = fadd float %sum465, %3
-  store float %4, ptr %conv1_bias_grad.sum466, align 4
-  %sum466 = load float, ptr %conv1_bias_grad.sum466, align 4
+  %4 = fadd float %sum468, %3
+  store float %4, ptr %conv1_bias_grad.sum469, align 4
+  %sum469 = load float, ptr %conv1_bias_grad.sum469, align 4
   %arena10 = getelementptr inbounds float, ptr %arena, i64 3
   %5 = load float, ptr %arena10, align 4
-  %6 = fadd float %sum466, %5
-  store float %6, ptr %conv1_bias_grad.sum467, align 4
-  %sum467 = load float, ptr %conv1_bias_grad.sum467, align 4
+  %6 = fadd float %sum469, %5
+  store float %6, ptr %conv1_bias_grad.sum470, align 4
+  %sum470 = load float, ptr %conv1_bias_grad.sum470, align 4
   %arena11 = getelementptr inbounds float, ptr %arena, i64 4
   %7 = load float, ptr %arena11, align 4
-  %8 = fadd float %sum467, %7
-  store float %8, ptr %conv1_bias_grad.sum468, align 4
-  %sum468 = load float, ptr %conv1_bias_grad.sum468, align 4
+  %8 = fadd float %sum470, %7
+  store float %8, ptr %conv1_bias_grad.sum471, align 4
+  %sum471 = load float, ptr %conv1_bias_grad.sum471, align 4
   %arena12 = getelementptr inbounds float, ptr %arena, i64 5
   %9 = load float, ptr %arena12, align 4
-  %10 = fadd float %sum468, %9
-  store float %10, ptr %conv1_bias_grad.sum469, align 4
-  %sum469 = load float, ptr %conv1_bias_grad.sum469, align 4
+  %10 = fadd float %sum471, %9
+  store float %10, ptr %conv1_bias_grad.sum472, align 4
+  %sum472 = load float, ptr %conv1_bias_grad.sum472, align 4
   %arena13 = getelementptr inbounds float, ptr %arena, i64 6
   %11 = load float, ptr %arena13, align 4
-  %12 = fadd float %sum469, %11
-  store float %12, ptr %conv1_bias_grad.sum470, align 4
-  %sum470 = load float, ptr %conv1_bias_grad.sum470, align 4
+  %12 = fadd float %sum472, %11
+  store float %12, ptr %conv1_bias_grad.sum473, align 4
+  %sum473 = load float, ptr %conv1_bias_grad.sum473, align 4
   %arena14 = getelementptr inbounds float, ptr %arena, i64 7
   %13 = load float, ptr %arena14, align 4
-  %14 = fadd float %sum470, %13
-  store float %14, ptr %conv1_bias_grad.sum471, align 4
-  %sum471 = load float, ptr %conv1_bias_grad.sum471, align 4
-  %15 = add nsw i64 144, %conv1_bias_grad.f4611
+  %14 = fadd float %sum473, %13
+  store float %14, ptr %conv1_bias_grad.sum474, align 4
+  %sum474 = load float, ptr %conv1_bias_grad.sum474, align 4
+  %15 = add nsw i64 144, %conv1_bias_grad.f4641
   %grads15 = getelementptr inbounds float, ptr %grads, i64 %15
-  store float %sum471, ptr %grads15, align 4
-  %f461.next = add nsw i64 %conv1_bias_grad.f4611, 1
-  %16 = icmp slt i64 %f461.next, 16
-  br i1 %16, label %conv1_bias_grad.f461, label %conv1_bias_grad.f461.end
+  store float %sum474, ptr %grads15, align 4
+  %f464.next = add nsw i64 %conv1_bias_grad.f4641, 1
+  %16 = icmp slt i64 %f464.next, 16
+  br i1 %16, label %conv1_bias_grad.f464, label %conv1_bias_grad.f464.end
 
-conv1_bias_grad.i464:                             ; preds = %conv1_bias_grad.i464, %conv1_bias_grad.img463
-  %conv1_bias_grad.i4643 = phi i64 [ 0, %conv1_bias_grad.img463 ], [ %i464.next, %conv1_bias_grad.i464 ]
-  %17 = mul nsw i64 %conv1_bias_grad.img4632, 12544
+conv1_bias_grad.i467:                             ; preds = %conv1_bias_grad.i467, %conv1_bias_grad.img466
+  %conv1_bias_grad.i4673 = phi i64 [ 0, %conv1_bias_grad.img466 ], [ %i467.next, %conv1_bias_grad.i467 ]
+  %17 = mul nsw i64 %conv1_bias_grad.img4662, 12544
   %18 = add nsw i64 610960, %17
-  %19 = mul nsw i64 %conv1_bias_grad.f4611, 784
+  %19 = mul nsw i64 %conv1_bias_grad.f4641, 784
   %20 = add nsw i64 %18, %19
-  %21 = mul nsw i64 %conv1_bias_grad.i4643, 8
+  %21 = mul nsw i64 %conv1_bias_grad.i4673, 8
   %22 = add nsw i64 %20, %21
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %22
   %23 = load <8 x float>, ptr %arena4, align 4
-  %acc462 = load <8 x float>, ptr %conv1_bias_grad.acc462, align 32
-  %24 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %23, <8 x float> %acc462)
-  store <8 x float> %24, ptr %conv1_bias_grad.acc462, align 32
-  %i464.next = add nsw i64 %conv1_bias_grad.i4643, 1
-  %25 = icmp slt i64 %i464.next, 98
-  br i1 %25, label %conv1_bias_grad.i464, label %conv1_bias_grad.i464.end
+  %acc465 = load <8 x float>, ptr %conv1_bias_grad.acc465, align 32
+  %24 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %23, <8 x float> %acc465)
+  store <8 x float> %24, ptr %conv1_bias_grad.acc465, align 32
+  %i467.next = add nsw i64 %conv1_bias_grad.i4673, 1
+  %25 = icmp slt i64 %i467.next, 98
+  br i1 %25, label %conv1_bias_grad.i467, label %conv1_bias_grad.i467.end
 
-conv1_bias_grad.i464.end:                         ; preds = %conv1_bias_grad.i464
-  %img463.next = add nsw i64 %conv1_bias_grad.img4632, 1
-  %26 = icmp slt i64 %img463.next, 64
-  br i1 %26, label %conv1_bias_grad.img463, label %conv1_bias_grad.img463.end
+conv1_bias_grad.i467.end:                         ; preds = %conv1_bias_grad.i467
+  %img466.next = add nsw i64 %conv1_bias_grad.img4662, 1
+  %26 = icmp slt i64 %img466.next, 64
+  br i1 %26, label %conv1_bias_grad.img466, label %conv1_bias_grad.img466.end
 }
 
 ; Function Attrs: noinline
@@ -11078,8 +11126,8 @@ entry:
   %adam.v_new = alloca float, align 4
   %adam.m_new = alloca float, align 4
   %adam.g = alloca float, align 4
-  %adam.bc2_sqrt473 = alloca float, align 4
-  %adam.step_size472 = alloca float, align 4
+  %adam.bc2_sqrt476 = alloca float, align 4
+  %adam.step_size475 = alloca float, align 4
   %0 = sitofp i64 %step to float
   %1 = fmul float %0, 0xBFBAF8E8A0000000
   %2 = fcmp ogt float 0xC055A926E0000000, %1
@@ -11121,7 +11169,7 @@ entry:
   %38 = select i1 %37, float %1, float %36
   %39 = fsub float 1.000000e+00, %38
   %40 = fdiv float %lr, %39
-  store float %40, ptr %adam.step_size472, align 4
+  store float %40, ptr %adam.step_size475, align 4
   %41 = sitofp i64 %step to float
   %42 = fmul float %41, 0xBF50645940000000
   %43 = fcmp ogt float 0xC055A926E0000000, %42
@@ -11163,26 +11211,26 @@ entry:
   %79 = select i1 %78, float %42, float %77
   %80 = fsub float 1.000000e+00, %79
   %81 = call float @llvm.sqrt.f32(float %80)
-  store float %81, ptr %adam.bc2_sqrt473, align 4
-  br label %adam.i474
+  store float %81, ptr %adam.bc2_sqrt476, align 4
+  br label %adam.i477
 
-adam.i474:                                        ; preds = %adam.i474, %entry
-  %adam.i4741 = phi i64 [ 0, %entry ], [ %i474.next, %adam.i474 ]
-  %grads2 = getelementptr inbounds float, ptr %grads, i64 %adam.i4741
+adam.i477:                                        ; preds = %adam.i477, %entry
+  %adam.i4771 = phi i64 [ 0, %entry ], [ %i477.next, %adam.i477 ]
+  %grads2 = getelementptr inbounds float, ptr %grads, i64 %adam.i4771
   %82 = load float, ptr %grads2, align 4
-  %params3 = getelementptr inbounds float, ptr %params, i64 %adam.i4741
+  %params3 = getelementptr inbounds float, ptr %params, i64 %adam.i4771
   %83 = load float, ptr %params3, align 4
   %84 = fmul float 0.000000e+00, %83
   %85 = fadd float %82, %84
   store float %85, ptr %adam.g, align 4
-  %m4 = getelementptr inbounds float, ptr %m, i64 %adam.i4741
+  %m4 = getelementptr inbounds float, ptr %m, i64 %adam.i4771
   %86 = load float, ptr %m4, align 4
   %87 = fmul float 0x3FECCCCCC0000000, %86
   %g = load float, ptr %adam.g, align 4
   %88 = fmul float 0x3FB9999A00000000, %g
   %89 = fadd float %87, %88
   store float %89, ptr %adam.m_new, align 4
-  %v5 = getelementptr inbounds float, ptr %v, i64 %adam.i4741
+  %v5 = getelementptr inbounds float, ptr %v, i64 %adam.i4771
   %90 = load float, ptr %v5, align 4
   %91 = fmul float 0x3FEFF7CEE0000000, %90
   %g6 = load float, ptr %adam.g, align 4
@@ -11192,30 +11240,30 @@ adam.i474:                                        ; preds = %adam.i474, %entry
   %94 = fadd float %91, %93
   store float %94, ptr %adam.v_new, align 4
   %m_new = load float, ptr %adam.m_new, align 4
-  %m8 = getelementptr inbounds float, ptr %m, i64 %adam.i4741
+  %m8 = getelementptr inbounds float, ptr %m, i64 %adam.i4771
   store float %m_new, ptr %m8, align 4
   %v_new = load float, ptr %adam.v_new, align 4
-  %v9 = getelementptr inbounds float, ptr %v, i64 %adam.i4741
+  %v9 = getelementptr inbounds float, ptr %v, i64 %adam.i4771
   store float %v_new, ptr %v9, align 4
-  %params10 = getelementptr inbounds float, ptr %params, i64 %adam.i4741
+  %params10 = getelementptr inbounds float, ptr %params, i64 %adam.i4771
   %95 = load float, ptr %params10, align 4
-  %step_size472 = load float, ptr %adam.step_size472, align 4
+  %step_size475 = load float, ptr %adam.step_size475, align 4
   %m_new11 = load float, ptr %adam.m_new, align 4
-  %96 = fmul float %step_size472, %m_new11
+  %96 = fmul float %step_size475, %m_new11
   %v_new12 = load float, ptr %adam.v_new, align 4
   %97 = call float @llvm.sqrt.f32(float %v_new12)
-  %bc2_sqrt473 = load float, ptr %adam.bc2_sqrt473, align 4
-  %98 = fdiv float %97, %bc2_sqrt473
+  %bc2_sqrt476 = load float, ptr %adam.bc2_sqrt476, align 4
+  %98 = fdiv float %97, %bc2_sqrt476
   %99 = fadd float %98, 0x3E45798EE0000000
   %100 = fdiv float %96, %99
   %101 = fsub float %95, %100
-  %params13 = getelementptr inbounds float, ptr %params, i64 %adam.i4741
+  %params13 = getelementptr inbounds float, ptr %params, i64 %adam.i4771
   store float %101, ptr %params13, align 4
-  %i474.next = add nsw i64 %adam.i4741, 1
-  %102 = icmp slt i64 %i474.next, 206922
-  br i1 %102, label %adam.i474, label %adam.i474.end
+  %i477.next = add nsw i64 %adam.i4771, 1
+  %102 = icmp slt i64 %i477.next, 206922
+  br i1 %102, label %adam.i477, label %adam.i477.end
 
-adam.i474.end:                                    ; preds = %adam.i474
+adam.i477.end:                                    ; preds = %adam.i477
   ret void
 }
 
@@ -12954,50 +13002,50 @@ conv2.g82:                                        ; preds = %conv2.part123.done,
 conv2.g82.end:                                    ; preds = %conv2.part123.done
   ret void
 
-conv2.j83:                                        ; preds = %conv2.c84.end, %conv2.g82
-  %conv2.j834 = phi i64 [ 0, %conv2.g82 ], [ %j83.next, %conv2.c84.end ]
-  br label %conv2.c84
+conv2.j83:                                        ; preds = %conv2.iy84.end, %conv2.g82
+  %conv2.j834 = phi i64 [ 0, %conv2.g82 ], [ %j83.next, %conv2.iy84.end ]
+  br label %conv2.iy84
 
-conv2.j83.end:                                    ; preds = %conv2.c84.end
+conv2.j83.end:                                    ; preds = %conv2.iy84.end
   br label %conv2.j87
 
-conv2.c84:                                        ; preds = %conv2.iy85.end, %conv2.j83
-  %conv2.c845 = phi i64 [ 0, %conv2.j83 ], [ %c84.next, %conv2.iy85.end ]
-  br label %conv2.iy85
+conv2.iy84:                                       ; preds = %conv2.c85.end, %conv2.j83
+  %conv2.iy845 = phi i64 [ 0, %conv2.j83 ], [ %iy84.next, %conv2.c85.end ]
+  br label %conv2.c85
 
-conv2.c84.end:                                    ; preds = %conv2.iy85.end
+conv2.iy84.end:                                   ; preds = %conv2.c85.end
   %j83.next = add nsw i64 %conv2.j834, 1
   %2 = icmp slt i64 %j83.next, 1
   br i1 %2, label %conv2.j83, label %conv2.j83.end
 
-conv2.iy85:                                       ; preds = %conv2.ix86.end, %conv2.c84
-  %conv2.iy856 = phi i64 [ 0, %conv2.c84 ], [ %iy85.next, %conv2.ix86.end ]
+conv2.c85:                                        ; preds = %conv2.ix86.end, %conv2.iy84
+  %conv2.c856 = phi i64 [ 0, %conv2.iy84 ], [ %c85.next, %conv2.ix86.end ]
   br label %conv2.ix86
 
-conv2.iy85.end:                                   ; preds = %conv2.ix86.end
-  %c84.next = add nsw i64 %conv2.c845, 1
-  %3 = icmp slt i64 %c84.next, 16
-  br i1 %3, label %conv2.c84, label %conv2.c84.end
+conv2.c85.end:                                    ; preds = %conv2.ix86.end
+  %iy84.next = add nsw i64 %conv2.iy845, 1
+  %3 = icmp slt i64 %iy84.next, 14
+  br i1 %3, label %conv2.iy84, label %conv2.iy84.end
 
-conv2.ix86:                                       ; preds = %conv2.ix86, %conv2.iy85
-  %conv2.ix867 = phi i64 [ 0, %conv2.iy85 ], [ %ix86.next, %conv2.ix86 ]
+conv2.ix86:                                       ; preds = %conv2.ix86, %conv2.c85
+  %conv2.ix867 = phi i64 [ 0, %conv2.c85 ], [ %ix86.next, %conv2.ix86 ]
   %4 = add nsw i64 %conv2.g823, %conv2.j834
   %5 = mul nsw i64 %4, 3136
-  %6 = mul nsw i64 %conv2.c845, 196
+  %6 = mul nsw i64 %conv2.c856, 196
   %7 = add nsw i64 %5, %6
-  %8 = mul nsw i64 %conv2.iy856, 14
+  %8 = mul nsw i64 %conv2.iy845, 14
   %9 = add nsw i64 %7, %8
   %10 = add nsw i64 %9, %conv2.ix867
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %10
   %11 = load float, ptr %arena8, align 4
   %12 = mul nsw i64 %conv2.j834, 4096
-  %13 = add nsw i64 %conv2.iy856, 1
+  %13 = add nsw i64 %conv2.iy845, 1
   %14 = mul nsw i64 %13, 256
   %15 = add nsw i64 %12, %14
   %16 = add nsw i64 %conv2.ix867, 1
   %17 = mul nsw i64 %16, 16
   %18 = add nsw i64 %15, %17
-  %19 = add nsw i64 %18, %conv2.c845
+  %19 = add nsw i64 %18, %conv2.c856
   %20 = add nsw i64 409600, %19
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %20
   store float %11, ptr %arena9, align 4
@@ -13006,9 +13054,9 @@ conv2.ix86:                                       ; preds = %conv2.ix86, %conv2.
   br i1 %21, label %conv2.ix86, label %conv2.ix86.end
 
 conv2.ix86.end:                                   ; preds = %conv2.ix86
-  %iy85.next = add nsw i64 %conv2.iy856, 1
-  %22 = icmp slt i64 %iy85.next, 14
-  br i1 %22, label %conv2.iy85, label %conv2.iy85.end
+  %c85.next = add nsw i64 %conv2.c856, 1
+  %22 = icmp slt i64 %c85.next, 16
+  br i1 %22, label %conv2.c85, label %conv2.c85.end
 
 conv2.j87:                                        ; preds = %conv2.ty88.end, %conv2.j83.end
   %conv2.j8710 = phi i64 [ 0, %conv2.j83.end ], [ %j87.next, %conv2.ty88.end ]

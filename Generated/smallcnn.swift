@@ -316,10 +316,10 @@ public func smallcnn_train_b64(
   }
   for g81 in 0..<64 {
     for j82 in 0..<1 {
-      for c83 in 0..<16 {
-        for iy84 in 0..<14 {
+      for iy83 in 0..<14 {
+        for c84 in 0..<16 {
           for ix85 in 0..<14 {
-            arena[(610304 +% ((((j82 *% 4096) +% ((iy84 +% 1) *% 256)) +% ((ix85 +% 1) *% 16)) +% c83))] = arena[(((((g81 +% j82) *% 3136) +% (c83 *% 196)) +% (iy84 *% 14)) +% ix85)]
+            arena[(610304 +% ((((j82 *% 4096) +% ((iy83 +% 1) *% 256)) +% ((ix85 +% 1) *% 16)) +% c84))] = arena[(((((g81 +% j82) *% 3136) +% (c84 *% 196)) +% (iy83 *% 14)) +% ix85)]
           }
         }
       }
@@ -844,10 +844,10 @@ public func smallcnn_train_b64(
   }
   for g222 in 0..<64 {
     for j223 in 0..<1 {
-      for c224 in 0..<16 {
-        for iy225 in 0..<14 {
+      for iy224 in 0..<14 {
+        for c225 in 0..<16 {
           for ix226 in 0..<14 {
-            arena[(401408 +% ((((j223 *% 4096) +% ((iy225 +% 1) *% 256)) +% ((ix226 +% 1) *% 16)) +% c224))] = arena[(((((g222 +% j223) *% 3136) +% (c224 *% 196)) +% (iy225 *% 14)) +% ix226)]
+            arena[(401408 +% ((((j223 *% 4096) +% ((iy224 +% 1) *% 256)) +% ((ix226 +% 1) *% 16)) +% c225))] = arena[(((((g222 +% j223) *% 3136) +% (c225 *% 196)) +% (iy224 *% 14)) +% ix226)]
           }
         }
       }
@@ -909,10 +909,10 @@ public func smallcnn_train_b64(
       }
     }
     for j263 in 0..<1 {
-      for c264 in 0..<32 {
-        for iy265 in 0..<14 {
+      for iy264 in 0..<14 {
+        for c265 in 0..<32 {
           for ix266 in 0..<14 {
-            arena[(418048 +% ((((j263 *% 6272) +% (iy265 *% 448)) +% (ix266 *% 32)) +% c264))] = arena[((((728336 +% ((g222 +% j263) *% 6272)) +% (c264 *% 196)) +% (iy265 *% 14)) +% ix266)]
+            arena[(418048 +% ((((j263 *% 6272) +% (iy264 *% 448)) +% (ix266 *% 32)) +% c265))] = arena[((((728336 +% ((g222 +% j263) *% 6272)) +% (c265 *% 196)) +% (iy264 *% 14)) +% ix266)]
           }
         }
       }
@@ -1080,10 +1080,10 @@ public func smallcnn_train_b64(
   }
   for g361 in 0..<64 {
     for j362 in 0..<1 {
-      for c363 in 0..<32 {
-        for iy364 in 0..<14 {
+      for iy363 in 0..<14 {
+        for c364 in 0..<32 {
           for ix365 in 0..<14 {
-            arena[(619152 +% ((((j362 *% 8192) +% ((iy364 +% 1) *% 512)) +% ((ix365 +% 1) *% 32)) +% c363))] = arena[((((728336 +% ((g361 +% j362) *% 6272)) +% (c363 *% 196)) +% (iy364 *% 14)) +% ix365)]
+            arena[(619152 +% ((((j362 *% 8192) +% ((iy363 +% 1) *% 512)) +% ((ix365 +% 1) *% 32)) +% c364))] = arena[((((728336 +% ((g361 +% j362) *% 6272)) +% (c364 *% 196)) +% (iy363 *% 14)) +% ix365)]
           }
         }
       }
@@ -1248,220 +1248,227 @@ public func smallcnn_train_b64(
       }
     }
     for j426 in 0..<1 {
-      for c427 in 0..<16 {
-        for q428 in 0..<196 {
-          arena[(((401408 +% ((g361 +% j426) *% 3136)) +% (c427 *% 196)) +% q428)] = arena[((664976 +% (((j426 *% 196) +% q428) *% 16)) +% c427)]
+      for qb427 in 0..<3 {
+        for c428 in 0..<16 {
+          for q429 in 0..<64 {
+            arena[(((401408 +% ((g361 +% j426) *% 3136)) +% (c428 *% 196)) +% (q429 +% (qb427 *% 64)))] = arena[((664976 +% (((j426 *% 196) +% (q429 +% (qb427 *% 64))) *% 16)) +% c428)]
+          }
+        }
+      }
+      for c430 in 0..<16 {
+        for q431 in 0..<4 {
+          arena[(((401408 +% ((g361 +% j426) *% 3136)) +% (c430 *% 196)) +% (q431 +% 192))] = arena[((664976 +% (((j426 *% 196) +% (q431 +% 192)) *% 16)) +% c430)]
         }
       }
     }
   }
   // conv1_grad = relu_maxpool_grad(pool1_grad, conv1, conv1.argmax)
-  for i429 in 0..<100352 {
-    storeVector(arena, ((i429 *% 8) +% 610960), Vector(repeating: Float(0)))
+  for i432 in 0..<100352 {
+    storeVector(arena, ((i432 *% 8) +% 610960), Vector(repeating: Float(0)))
   }
-  for q430 in 0..<1024 {
-    for i431 in 0..<196 {
-      if arena[((q430 *% 196) +% i431)] > Float(0) {
-        arena[((610960 +% (q430 *% 784)) +% Int(arena[(200704 +% ((q430 *% 196) +% i431))]))] += arena[(401408 +% ((q430 *% 196) +% i431))]
+  for q433 in 0..<1024 {
+    for i434 in 0..<196 {
+      if arena[((q433 *% 196) +% i434)] > Float(0) {
+        arena[((610960 +% (q433 *% 784)) +% Int(arena[(200704 +% ((q433 *% 196) +% i434))]))] += arena[(401408 +% ((q433 *% 196) +% i434))]
       }
     }
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  for i432 in 0..<18 {
-    storeVector(arena, ((i432 *% 8) +% 313744), Vector(repeating: Float(0)))
+  for i435 in 0..<18 {
+    storeVector(arena, ((i435 *% 8) +% 313744), Vector(repeating: Float(0)))
   }
-  for g433 in 0..<4 {
-    for j434 in 0..<16 {
-      for c435 in 0..<1 {
-        for ky436 in 0..<3 {
-          for oy437 in 0..<28 {
-            if (-1 < ((oy437 +% ky436) +% -1) && ((oy437 +% ky436) +% -1) < 28) {
-              for ox438 in 0..<27 {
-                arena[((((((c435 *% 3) +% ky436) *% 3) *% 12560) +% (j434 *% 784)) +% ((oy437 *% 28) +% (ox438 +% 1)))] = images[((((((g433 *% 16) +% j434) *% 784) +% (c435 *% 784)) +% (((oy437 +% ky436) +% -1) *% 28)) +% ((ox438 +% 1) +% -1))]
+  for g436 in 0..<4 {
+    for j437 in 0..<16 {
+      for c438 in 0..<1 {
+        for ky439 in 0..<3 {
+          for oy440 in 0..<28 {
+            if (-1 < ((oy440 +% ky439) +% -1) && ((oy440 +% ky439) +% -1) < 28) {
+              for ox441 in 0..<27 {
+                arena[((((((c438 *% 3) +% ky439) *% 3) *% 12560) +% (j437 *% 784)) +% ((oy440 *% 28) +% (ox441 +% 1)))] = images[((((((g436 *% 16) +% j437) *% 784) +% (c438 *% 784)) +% (((oy440 +% ky439) +% -1) *% 28)) +% ((ox441 +% 1) +% -1))]
               }
-              for ox439 in 0..<1 {
-                arena[((((((c435 *% 3) +% ky436) *% 3) *% 12560) +% (j434 *% 784)) +% ((oy437 *% 28) +% ox439))] = Float(0)
-              }
-            }
-            if ((oy437 +% ky436) +% -1) < 0 {
-              for ox440 in 0..<28 {
-                arena[((((((c435 *% 3) +% ky436) *% 3) *% 12560) +% (j434 *% 784)) +% ((oy437 *% 28) +% ox440))] = Float(0)
+              for ox442 in 0..<1 {
+                arena[((((((c438 *% 3) +% ky439) *% 3) *% 12560) +% (j437 *% 784)) +% ((oy440 *% 28) +% ox442))] = Float(0)
               }
             }
-            if 27 < ((oy437 +% ky436) +% -1) {
-              for ox440 in 0..<28 {
-                arena[((((((c435 *% 3) +% ky436) *% 3) *% 12560) +% (j434 *% 784)) +% ((oy437 *% 28) +% ox440))] = Float(0)
-              }
-            }
-          }
-          for oy441 in 0..<28 {
-            if (-1 < ((oy441 +% ky436) +% -1) && ((oy441 +% ky436) +% -1) < 28) {
-              for ox442 in 0..<28 {
-                arena[(((((((c435 *% 3) +% ky436) *% 3) +% 1) *% 12560) +% (j434 *% 784)) +% ((oy441 *% 28) +% ox442))] = images[((((((g433 *% 16) +% j434) *% 784) +% (c435 *% 784)) +% (((oy441 +% ky436) +% -1) *% 28)) +% ox442)]
-              }
-            }
-            if ((oy441 +% ky436) +% -1) < 0 {
+            if ((oy440 +% ky439) +% -1) < 0 {
               for ox443 in 0..<28 {
-                arena[(((((((c435 *% 3) +% ky436) *% 3) +% 1) *% 12560) +% (j434 *% 784)) +% ((oy441 *% 28) +% ox443))] = Float(0)
+                arena[((((((c438 *% 3) +% ky439) *% 3) *% 12560) +% (j437 *% 784)) +% ((oy440 *% 28) +% ox443))] = Float(0)
               }
             }
-            if 27 < ((oy441 +% ky436) +% -1) {
+            if 27 < ((oy440 +% ky439) +% -1) {
               for ox443 in 0..<28 {
-                arena[(((((((c435 *% 3) +% ky436) *% 3) +% 1) *% 12560) +% (j434 *% 784)) +% ((oy441 *% 28) +% ox443))] = Float(0)
+                arena[((((((c438 *% 3) +% ky439) *% 3) *% 12560) +% (j437 *% 784)) +% ((oy440 *% 28) +% ox443))] = Float(0)
               }
             }
           }
           for oy444 in 0..<28 {
-            if (-1 < ((oy444 +% ky436) +% -1) && ((oy444 +% ky436) +% -1) < 28) {
-              for ox445 in 0..<27 {
-                arena[(((((((c435 *% 3) +% ky436) *% 3) +% 2) *% 12560) +% (j434 *% 784)) +% ((oy444 *% 28) +% ox445))] = images[((((((g433 *% 16) +% j434) *% 784) +% (c435 *% 784)) +% (((oy444 +% ky436) +% -1) *% 28)) +% (ox445 +% 1))]
-              }
-              for ox446 in 0..<1 {
-                arena[(((((((c435 *% 3) +% ky436) *% 3) +% 2) *% 12560) +% (j434 *% 784)) +% ((oy444 *% 28) +% (ox446 +% 27)))] = Float(0)
+            if (-1 < ((oy444 +% ky439) +% -1) && ((oy444 +% ky439) +% -1) < 28) {
+              for ox445 in 0..<28 {
+                arena[(((((((c438 *% 3) +% ky439) *% 3) +% 1) *% 12560) +% (j437 *% 784)) +% ((oy444 *% 28) +% ox445))] = images[((((((g436 *% 16) +% j437) *% 784) +% (c438 *% 784)) +% (((oy444 +% ky439) +% -1) *% 28)) +% ox445)]
               }
             }
-            if ((oy444 +% ky436) +% -1) < 0 {
-              for ox447 in 0..<28 {
-                arena[(((((((c435 *% 3) +% ky436) *% 3) +% 2) *% 12560) +% (j434 *% 784)) +% ((oy444 *% 28) +% ox447))] = Float(0)
+            if ((oy444 +% ky439) +% -1) < 0 {
+              for ox446 in 0..<28 {
+                arena[(((((((c438 *% 3) +% ky439) *% 3) +% 1) *% 12560) +% (j437 *% 784)) +% ((oy444 *% 28) +% ox446))] = Float(0)
               }
             }
-            if 27 < ((oy444 +% ky436) +% -1) {
-              for ox447 in 0..<28 {
-                arena[(((((((c435 *% 3) +% ky436) *% 3) +% 2) *% 12560) +% (j434 *% 784)) +% ((oy444 *% 28) +% ox447))] = Float(0)
+            if 27 < ((oy444 +% ky439) +% -1) {
+              for ox446 in 0..<28 {
+                arena[(((((((c438 *% 3) +% ky439) *% 3) +% 1) *% 12560) +% (j437 *% 784)) +% ((oy444 *% 28) +% ox446))] = Float(0)
+              }
+            }
+          }
+          for oy447 in 0..<28 {
+            if (-1 < ((oy447 +% ky439) +% -1) && ((oy447 +% ky439) +% -1) < 28) {
+              for ox448 in 0..<27 {
+                arena[(((((((c438 *% 3) +% ky439) *% 3) +% 2) *% 12560) +% (j437 *% 784)) +% ((oy447 *% 28) +% ox448))] = images[((((((g436 *% 16) +% j437) *% 784) +% (c438 *% 784)) +% (((oy447 +% ky439) +% -1) *% 28)) +% (ox448 +% 1))]
+              }
+              for ox449 in 0..<1 {
+                arena[(((((((c438 *% 3) +% ky439) *% 3) +% 2) *% 12560) +% (j437 *% 784)) +% ((oy447 *% 28) +% (ox449 +% 27)))] = Float(0)
+              }
+            }
+            if ((oy447 +% ky439) +% -1) < 0 {
+              for ox450 in 0..<28 {
+                arena[(((((((c438 *% 3) +% ky439) *% 3) +% 2) *% 12560) +% (j437 *% 784)) +% ((oy447 *% 28) +% ox450))] = Float(0)
+              }
+            }
+            if 27 < ((oy447 +% ky439) +% -1) {
+              for ox450 in 0..<28 {
+                arena[(((((((c438 *% 3) +% ky439) *% 3) +% 2) *% 12560) +% (j437 *% 784)) +% ((oy447 *% 28) +% ox450))] = Float(0)
               }
             }
           }
         }
       }
     }
-    for j448 in 0..<16 {
-      for i449 in 0..<784 {
-        for f450 in 0..<16 {
-          arena[((113040 +% (((j448 *% 784) +% i449) *% 16)) +% f450)] = arena[(((610960 +% (((g433 *% 16) +% j448) *% 12544)) +% (f450 *% 784)) +% i449)]
+    for j451 in 0..<16 {
+      for i452 in 0..<784 {
+        for f453 in 0..<16 {
+          arena[((113040 +% (((j451 *% 784) +% i452) *% 16)) +% f453)] = arena[(((610960 +% (((g436 *% 16) +% j451) *% 12544)) +% (f453 *% 784)) +% i452)]
         }
       }
     }
-    do {  // gemm458
-      for kp451 in 0..<7 {
-        for nb452 in 0..<1 {
-          for mb453 in 0..<1 {
-            var t454_c0_0 = loadVector(arena, ((313744 +% ((mb453 *% 5) *% 16)) +% (nb452 *% 16)))
-            var t454_c0_1 = loadVector(arena, (((313744 +% ((mb453 *% 5) *% 16)) +% (nb452 *% 16)) +% 8))
-            var t454_c1_0 = loadVector(arena, ((313744 +% (((mb453 *% 5) +% 1) *% 16)) +% (nb452 *% 16)))
-            var t454_c1_1 = loadVector(arena, (((313744 +% (((mb453 *% 5) +% 1) *% 16)) +% (nb452 *% 16)) +% 8))
-            var t454_c2_0 = loadVector(arena, ((313744 +% (((mb453 *% 5) +% 2) *% 16)) +% (nb452 *% 16)))
-            var t454_c2_1 = loadVector(arena, (((313744 +% (((mb453 *% 5) +% 2) *% 16)) +% (nb452 *% 16)) +% 8))
-            var t454_c3_0 = loadVector(arena, ((313744 +% (((mb453 *% 5) +% 3) *% 16)) +% (nb452 *% 16)))
-            var t454_c3_1 = loadVector(arena, (((313744 +% (((mb453 *% 5) +% 3) *% 16)) +% (nb452 *% 16)) +% 8))
-            var t454_c4_0 = loadVector(arena, ((313744 +% (((mb453 *% 5) +% 4) *% 16)) +% (nb452 *% 16)))
-            var t454_c4_1 = loadVector(arena, (((313744 +% (((mb453 *% 5) +% 4) *% 16)) +% (nb452 *% 16)) +% 8))
-            for k455 in 0..<1792 {
-              let t454_b0 = loadVector(arena, ((113040 +% ((k455 +% (kp451 *% 1792)) *% 16)) +% (nb452 *% 16)))
-              let t454_b1 = loadVector(arena, (((113040 +% ((k455 +% (kp451 *% 1792)) *% 16)) +% (nb452 *% 16)) +% 8))
-              let t454_a0 = Vector(repeating: arena[(((mb453 *% 5) *% 12560) +% (k455 +% (kp451 *% 1792)))])
-              t454_c0_0 = t454_c0_0.addingProduct(t454_a0, t454_b0)
-              t454_c0_1 = t454_c0_1.addingProduct(t454_a0, t454_b1)
-              let t454_a1 = Vector(repeating: arena[((((mb453 *% 5) +% 1) *% 12560) +% (k455 +% (kp451 *% 1792)))])
-              t454_c1_0 = t454_c1_0.addingProduct(t454_a1, t454_b0)
-              t454_c1_1 = t454_c1_1.addingProduct(t454_a1, t454_b1)
-              let t454_a2 = Vector(repeating: arena[((((mb453 *% 5) +% 2) *% 12560) +% (k455 +% (kp451 *% 1792)))])
-              t454_c2_0 = t454_c2_0.addingProduct(t454_a2, t454_b0)
-              t454_c2_1 = t454_c2_1.addingProduct(t454_a2, t454_b1)
-              let t454_a3 = Vector(repeating: arena[((((mb453 *% 5) +% 3) *% 12560) +% (k455 +% (kp451 *% 1792)))])
-              t454_c3_0 = t454_c3_0.addingProduct(t454_a3, t454_b0)
-              t454_c3_1 = t454_c3_1.addingProduct(t454_a3, t454_b1)
-              let t454_a4 = Vector(repeating: arena[((((mb453 *% 5) +% 4) *% 12560) +% (k455 +% (kp451 *% 1792)))])
-              t454_c4_0 = t454_c4_0.addingProduct(t454_a4, t454_b0)
-              t454_c4_1 = t454_c4_1.addingProduct(t454_a4, t454_b1)
+    do {  // gemm461
+      for kp454 in 0..<7 {
+        for nb455 in 0..<1 {
+          for mb456 in 0..<1 {
+            var t457_c0_0 = loadVector(arena, ((313744 +% ((mb456 *% 5) *% 16)) +% (nb455 *% 16)))
+            var t457_c0_1 = loadVector(arena, (((313744 +% ((mb456 *% 5) *% 16)) +% (nb455 *% 16)) +% 8))
+            var t457_c1_0 = loadVector(arena, ((313744 +% (((mb456 *% 5) +% 1) *% 16)) +% (nb455 *% 16)))
+            var t457_c1_1 = loadVector(arena, (((313744 +% (((mb456 *% 5) +% 1) *% 16)) +% (nb455 *% 16)) +% 8))
+            var t457_c2_0 = loadVector(arena, ((313744 +% (((mb456 *% 5) +% 2) *% 16)) +% (nb455 *% 16)))
+            var t457_c2_1 = loadVector(arena, (((313744 +% (((mb456 *% 5) +% 2) *% 16)) +% (nb455 *% 16)) +% 8))
+            var t457_c3_0 = loadVector(arena, ((313744 +% (((mb456 *% 5) +% 3) *% 16)) +% (nb455 *% 16)))
+            var t457_c3_1 = loadVector(arena, (((313744 +% (((mb456 *% 5) +% 3) *% 16)) +% (nb455 *% 16)) +% 8))
+            var t457_c4_0 = loadVector(arena, ((313744 +% (((mb456 *% 5) +% 4) *% 16)) +% (nb455 *% 16)))
+            var t457_c4_1 = loadVector(arena, (((313744 +% (((mb456 *% 5) +% 4) *% 16)) +% (nb455 *% 16)) +% 8))
+            for k458 in 0..<1792 {
+              let t457_b0 = loadVector(arena, ((113040 +% ((k458 +% (kp454 *% 1792)) *% 16)) +% (nb455 *% 16)))
+              let t457_b1 = loadVector(arena, (((113040 +% ((k458 +% (kp454 *% 1792)) *% 16)) +% (nb455 *% 16)) +% 8))
+              let t457_a0 = Vector(repeating: arena[(((mb456 *% 5) *% 12560) +% (k458 +% (kp454 *% 1792)))])
+              t457_c0_0 = t457_c0_0.addingProduct(t457_a0, t457_b0)
+              t457_c0_1 = t457_c0_1.addingProduct(t457_a0, t457_b1)
+              let t457_a1 = Vector(repeating: arena[((((mb456 *% 5) +% 1) *% 12560) +% (k458 +% (kp454 *% 1792)))])
+              t457_c1_0 = t457_c1_0.addingProduct(t457_a1, t457_b0)
+              t457_c1_1 = t457_c1_1.addingProduct(t457_a1, t457_b1)
+              let t457_a2 = Vector(repeating: arena[((((mb456 *% 5) +% 2) *% 12560) +% (k458 +% (kp454 *% 1792)))])
+              t457_c2_0 = t457_c2_0.addingProduct(t457_a2, t457_b0)
+              t457_c2_1 = t457_c2_1.addingProduct(t457_a2, t457_b1)
+              let t457_a3 = Vector(repeating: arena[((((mb456 *% 5) +% 3) *% 12560) +% (k458 +% (kp454 *% 1792)))])
+              t457_c3_0 = t457_c3_0.addingProduct(t457_a3, t457_b0)
+              t457_c3_1 = t457_c3_1.addingProduct(t457_a3, t457_b1)
+              let t457_a4 = Vector(repeating: arena[((((mb456 *% 5) +% 4) *% 12560) +% (k458 +% (kp454 *% 1792)))])
+              t457_c4_0 = t457_c4_0.addingProduct(t457_a4, t457_b0)
+              t457_c4_1 = t457_c4_1.addingProduct(t457_a4, t457_b1)
             }
-            storeVector(arena, ((313744 +% ((mb453 *% 5) *% 16)) +% (nb452 *% 16)), t454_c0_0)
-            storeVector(arena, (((313744 +% ((mb453 *% 5) *% 16)) +% (nb452 *% 16)) +% 8), t454_c0_1)
-            storeVector(arena, ((313744 +% (((mb453 *% 5) +% 1) *% 16)) +% (nb452 *% 16)), t454_c1_0)
-            storeVector(arena, (((313744 +% (((mb453 *% 5) +% 1) *% 16)) +% (nb452 *% 16)) +% 8), t454_c1_1)
-            storeVector(arena, ((313744 +% (((mb453 *% 5) +% 2) *% 16)) +% (nb452 *% 16)), t454_c2_0)
-            storeVector(arena, (((313744 +% (((mb453 *% 5) +% 2) *% 16)) +% (nb452 *% 16)) +% 8), t454_c2_1)
-            storeVector(arena, ((313744 +% (((mb453 *% 5) +% 3) *% 16)) +% (nb452 *% 16)), t454_c3_0)
-            storeVector(arena, (((313744 +% (((mb453 *% 5) +% 3) *% 16)) +% (nb452 *% 16)) +% 8), t454_c3_1)
-            storeVector(arena, ((313744 +% (((mb453 *% 5) +% 4) *% 16)) +% (nb452 *% 16)), t454_c4_0)
-            storeVector(arena, (((313744 +% (((mb453 *% 5) +% 4) *% 16)) +% (nb452 *% 16)) +% 8), t454_c4_1)
+            storeVector(arena, ((313744 +% ((mb456 *% 5) *% 16)) +% (nb455 *% 16)), t457_c0_0)
+            storeVector(arena, (((313744 +% ((mb456 *% 5) *% 16)) +% (nb455 *% 16)) +% 8), t457_c0_1)
+            storeVector(arena, ((313744 +% (((mb456 *% 5) +% 1) *% 16)) +% (nb455 *% 16)), t457_c1_0)
+            storeVector(arena, (((313744 +% (((mb456 *% 5) +% 1) *% 16)) +% (nb455 *% 16)) +% 8), t457_c1_1)
+            storeVector(arena, ((313744 +% (((mb456 *% 5) +% 2) *% 16)) +% (nb455 *% 16)), t457_c2_0)
+            storeVector(arena, (((313744 +% (((mb456 *% 5) +% 2) *% 16)) +% (nb455 *% 16)) +% 8), t457_c2_1)
+            storeVector(arena, ((313744 +% (((mb456 *% 5) +% 3) *% 16)) +% (nb455 *% 16)), t457_c3_0)
+            storeVector(arena, (((313744 +% (((mb456 *% 5) +% 3) *% 16)) +% (nb455 *% 16)) +% 8), t457_c3_1)
+            storeVector(arena, ((313744 +% (((mb456 *% 5) +% 4) *% 16)) +% (nb455 *% 16)), t457_c4_0)
+            storeVector(arena, (((313744 +% (((mb456 *% 5) +% 4) *% 16)) +% (nb455 *% 16)) +% 8), t457_c4_1)
           }
-          var t456_c0_0 = loadVector(arena, (313824 +% (nb452 *% 16)))
-          var t456_c0_1 = loadVector(arena, ((313824 +% (nb452 *% 16)) +% 8))
-          var t456_c1_0 = loadVector(arena, (313840 +% (nb452 *% 16)))
-          var t456_c1_1 = loadVector(arena, ((313840 +% (nb452 *% 16)) +% 8))
-          var t456_c2_0 = loadVector(arena, (313856 +% (nb452 *% 16)))
-          var t456_c2_1 = loadVector(arena, ((313856 +% (nb452 *% 16)) +% 8))
-          var t456_c3_0 = loadVector(arena, (313872 +% (nb452 *% 16)))
-          var t456_c3_1 = loadVector(arena, ((313872 +% (nb452 *% 16)) +% 8))
-          for k457 in 0..<1792 {
-            let t456_b0 = loadVector(arena, ((113040 +% ((k457 +% (kp451 *% 1792)) *% 16)) +% (nb452 *% 16)))
-            let t456_b1 = loadVector(arena, (((113040 +% ((k457 +% (kp451 *% 1792)) *% 16)) +% (nb452 *% 16)) +% 8))
-            let t456_a0 = Vector(repeating: arena[(62800 +% (k457 +% (kp451 *% 1792)))])
-            t456_c0_0 = t456_c0_0.addingProduct(t456_a0, t456_b0)
-            t456_c0_1 = t456_c0_1.addingProduct(t456_a0, t456_b1)
-            let t456_a1 = Vector(repeating: arena[(75360 +% (k457 +% (kp451 *% 1792)))])
-            t456_c1_0 = t456_c1_0.addingProduct(t456_a1, t456_b0)
-            t456_c1_1 = t456_c1_1.addingProduct(t456_a1, t456_b1)
-            let t456_a2 = Vector(repeating: arena[(87920 +% (k457 +% (kp451 *% 1792)))])
-            t456_c2_0 = t456_c2_0.addingProduct(t456_a2, t456_b0)
-            t456_c2_1 = t456_c2_1.addingProduct(t456_a2, t456_b1)
-            let t456_a3 = Vector(repeating: arena[(100480 +% (k457 +% (kp451 *% 1792)))])
-            t456_c3_0 = t456_c3_0.addingProduct(t456_a3, t456_b0)
-            t456_c3_1 = t456_c3_1.addingProduct(t456_a3, t456_b1)
+          var t459_c0_0 = loadVector(arena, (313824 +% (nb455 *% 16)))
+          var t459_c0_1 = loadVector(arena, ((313824 +% (nb455 *% 16)) +% 8))
+          var t459_c1_0 = loadVector(arena, (313840 +% (nb455 *% 16)))
+          var t459_c1_1 = loadVector(arena, ((313840 +% (nb455 *% 16)) +% 8))
+          var t459_c2_0 = loadVector(arena, (313856 +% (nb455 *% 16)))
+          var t459_c2_1 = loadVector(arena, ((313856 +% (nb455 *% 16)) +% 8))
+          var t459_c3_0 = loadVector(arena, (313872 +% (nb455 *% 16)))
+          var t459_c3_1 = loadVector(arena, ((313872 +% (nb455 *% 16)) +% 8))
+          for k460 in 0..<1792 {
+            let t459_b0 = loadVector(arena, ((113040 +% ((k460 +% (kp454 *% 1792)) *% 16)) +% (nb455 *% 16)))
+            let t459_b1 = loadVector(arena, (((113040 +% ((k460 +% (kp454 *% 1792)) *% 16)) +% (nb455 *% 16)) +% 8))
+            let t459_a0 = Vector(repeating: arena[(62800 +% (k460 +% (kp454 *% 1792)))])
+            t459_c0_0 = t459_c0_0.addingProduct(t459_a0, t459_b0)
+            t459_c0_1 = t459_c0_1.addingProduct(t459_a0, t459_b1)
+            let t459_a1 = Vector(repeating: arena[(75360 +% (k460 +% (kp454 *% 1792)))])
+            t459_c1_0 = t459_c1_0.addingProduct(t459_a1, t459_b0)
+            t459_c1_1 = t459_c1_1.addingProduct(t459_a1, t459_b1)
+            let t459_a2 = Vector(repeating: arena[(87920 +% (k460 +% (kp454 *% 1792)))])
+            t459_c2_0 = t459_c2_0.addingProduct(t459_a2, t459_b0)
+            t459_c2_1 = t459_c2_1.addingProduct(t459_a2, t459_b1)
+            let t459_a3 = Vector(repeating: arena[(100480 +% (k460 +% (kp454 *% 1792)))])
+            t459_c3_0 = t459_c3_0.addingProduct(t459_a3, t459_b0)
+            t459_c3_1 = t459_c3_1.addingProduct(t459_a3, t459_b1)
           }
-          storeVector(arena, (313824 +% (nb452 *% 16)), t456_c0_0)
-          storeVector(arena, ((313824 +% (nb452 *% 16)) +% 8), t456_c0_1)
-          storeVector(arena, (313840 +% (nb452 *% 16)), t456_c1_0)
-          storeVector(arena, ((313840 +% (nb452 *% 16)) +% 8), t456_c1_1)
-          storeVector(arena, (313856 +% (nb452 *% 16)), t456_c2_0)
-          storeVector(arena, ((313856 +% (nb452 *% 16)) +% 8), t456_c2_1)
-          storeVector(arena, (313872 +% (nb452 *% 16)), t456_c3_0)
-          storeVector(arena, ((313872 +% (nb452 *% 16)) +% 8), t456_c3_1)
+          storeVector(arena, (313824 +% (nb455 *% 16)), t459_c0_0)
+          storeVector(arena, ((313824 +% (nb455 *% 16)) +% 8), t459_c0_1)
+          storeVector(arena, (313840 +% (nb455 *% 16)), t459_c1_0)
+          storeVector(arena, ((313840 +% (nb455 *% 16)) +% 8), t459_c1_1)
+          storeVector(arena, (313856 +% (nb455 *% 16)), t459_c2_0)
+          storeVector(arena, ((313856 +% (nb455 *% 16)) +% 8), t459_c2_1)
+          storeVector(arena, (313872 +% (nb455 *% 16)), t459_c3_0)
+          storeVector(arena, ((313872 +% (nb455 *% 16)) +% 8), t459_c3_1)
         }
       }
     }
   }
-  for f459 in 0..<16 {
-    for r460 in 0..<9 {
-      grads[((f459 *% 9) +% r460)] = arena[((313744 +% (r460 *% 16)) +% f459)]
+  for f462 in 0..<16 {
+    for r463 in 0..<9 {
+      grads[((f462 *% 9) +% r463)] = arena[((313744 +% (r463 *% 16)) +% f462)]
     }
   }
   // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
-  for f461 in 0..<16 {
-    var acc462 = Vector()
-    for img463 in 0..<64 {
-      for i464 in 0..<98 {
-        acc462 = acc462.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((610960 +% (img463 *% 12544)) +% (f461 *% 784)) +% (i464 *% 8))))
+  for f464 in 0..<16 {
+    var acc465 = Vector()
+    for img466 in 0..<64 {
+      for i467 in 0..<98 {
+        acc465 = acc465.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((610960 +% (img466 *% 12544)) +% (f464 *% 784)) +% (i467 *% 8))))
       }
     }
-    storeVector(arena, 0, acc462)
-    var sum465: Float = (arena[0] + arena[1])
-    var sum466: Float = (sum465 + arena[2])
-    var sum467: Float = (sum466 + arena[3])
-    var sum468: Float = (sum467 + arena[4])
-    var sum469: Float = (sum468 + arena[5])
-    var sum470: Float = (sum469 + arena[6])
-    var sum471: Float = (sum470 + arena[7])
-    grads[(144 +% f461)] = sum471
+    storeVector(arena, 0, acc465)
+    var sum468: Float = (arena[0] + arena[1])
+    var sum469: Float = (sum468 + arena[2])
+    var sum470: Float = (sum469 + arena[3])
+    var sum471: Float = (sum470 + arena[4])
+    var sum472: Float = (sum471 + arena[5])
+    var sum473: Float = (sum472 + arena[6])
+    var sum474: Float = (sum473 + arena[7])
+    grads[(144 +% f464)] = sum474
   }
   // adam = update of 206922 parameters
-  var step_size472: Float = (lr / (Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt473: Float = sqrtf((Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  for i474 in 0..<25865 {
-    let g_v = (loadVector(grads, (i474 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i474 *% 8))))
-    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i474 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, (i474 *% 8))) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-    storeVector(m, (i474 *% 8), m_new_v)
-    storeVector(v, (i474 *% 8), v_new_v)
-    storeVector(params, (i474 *% 8), (loadVector(params, (i474 *% 8)) - ((Vector(repeating: step_size472) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt473)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
+  var step_size475: Float = (lr / (Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt476: Float = sqrtf((Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  for i477 in 0..<25865 {
+    let g_v = (loadVector(grads, (i477 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i477 *% 8))))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i477 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, (i477 *% 8))) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storeVector(m, (i477 *% 8), m_new_v)
+    storeVector(v, (i477 *% 8), v_new_v)
+    storeVector(params, (i477 *% 8), (loadVector(params, (i477 *% 8)) - ((Vector(repeating: step_size475) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt476)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
   }
-  for i474 in 0..<1 {
-    let g_v = (loadPartial(grads, (i474 +% 206920), 2) + (Vector(repeating: Float(0)) * loadPartial(params, (i474 +% 206920), 2)))
-    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadPartial(m, (i474 +% 206920), 2)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadPartial(v, (i474 +% 206920), 2)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-    storePartial(m, (i474 +% 206920), m_new_v, 2)
-    storePartial(v, (i474 +% 206920), v_new_v, 2)
-    storePartial(params, (i474 +% 206920), (loadPartial(params, (i474 +% 206920), 2) - ((Vector(repeating: step_size472) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt473)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))), 2)
+  for i477 in 0..<1 {
+    let g_v = (loadPartial(grads, (i477 +% 206920), 2) + (Vector(repeating: Float(0)) * loadPartial(params, (i477 +% 206920), 2)))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadPartial(m, (i477 +% 206920), 2)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadPartial(v, (i477 +% 206920), 2)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storePartial(m, (i477 +% 206920), m_new_v, 2)
+    storePartial(v, (i477 +% 206920), v_new_v, 2)
+    storePartial(params, (i477 +% 206920), (loadPartial(params, (i477 +% 206920), 2) - ((Vector(repeating: step_size475) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt476)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))), 2)
   }
 }
 
@@ -1702,10 +1709,10 @@ public func smallcnn_infer_b64(
   }
   for g82 in 0..<64 {
     for j83 in 0..<1 {
-      for c84 in 0..<16 {
-        for iy85 in 0..<14 {
+      for iy84 in 0..<14 {
+        for c85 in 0..<16 {
           for ix86 in 0..<14 {
-            arena[(409600 +% ((((j83 *% 4096) +% ((iy85 +% 1) *% 256)) +% ((ix86 +% 1) *% 16)) +% c84))] = arena[(((((g82 +% j83) *% 3136) +% (c84 *% 196)) +% (iy85 *% 14)) +% ix86)]
+            arena[(409600 +% ((((j83 *% 4096) +% ((iy84 +% 1) *% 256)) +% ((ix86 +% 1) *% 16)) +% c85))] = arena[(((((g82 +% j83) *% 3136) +% (c85 *% 196)) +% (iy84 *% 14)) +% ix86)]
           }
         }
       }

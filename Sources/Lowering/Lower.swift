@@ -41,7 +41,7 @@ public func lower(_ graph: Graph, batch: Int, mode: LoweringMode, target: Target
   let refused = zip(g.nodes, kernels).compactMap { n, k in k.check(n, shapes, training: training).map { Diagnostic.error($0, at: n.opRange) } }
   if !refused.isEmpty { throw DiagnosticList(refused) }
   var scratch: [String: Int] = [:]
-  for (n, k) in zip(g.nodes, kernels) { scratch[n.name] = k.scratchFloats(n, shapes, target) }
+  for (n, k) in zip(g.nodes, kernels) { scratch[n.name] = k.scratchFloats(n, shapes, target, training: training) }
   // The state's layout is the source graph's: the same for every program of the model, whatever its passes did.
   let state = pipeline.purpose == .inference ? prunedToOutput(graph) : graph
   var plan = planMemory(g, shapes, scratch: scratch, training: training, state: state)

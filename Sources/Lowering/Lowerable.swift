@@ -7,7 +7,7 @@ protocol Lowerable: OpDefinition {
   /// Appends the node's kernel to the emitter's body.
   func lower(_ n: Node, _ e: inout Emitter)
   /// Floats of scratch the kernel needs while it runs (column matrices and the like).
-  func scratchFloats(_ n: Node, _ shapes: ShapeTable, _ target: Target) -> Int
+  func scratchFloats(_ n: Node, _ shapes: ShapeTable, _ target: Target, training: Bool) -> Int
   /// The operand whose storage the value shares (a view), or nil when it has storage of its own.
   func aliasedOperand(training: Bool) -> Int?
   /// Why the node cannot be compiled at these shapes (a rule its shape rule cannot state because it
@@ -18,7 +18,7 @@ protocol Lowerable: OpDefinition {
 }
 
 extension Lowerable {
-  func scratchFloats(_ n: Node, _ shapes: ShapeTable, _ target: Target) -> Int { 0 }
+  func scratchFloats(_ n: Node, _ shapes: ShapeTable, _ target: Target, training: Bool) -> Int { 0 }
   func aliasedOperand(training: Bool) -> Int? { nil }
   func check(_ n: Node, _ shapes: ShapeTable, training: Bool) -> String? { nil }
   func layoutRule(_ n: Node, _ shapes: ShapeTable, _ target: Target) -> LayoutRule { .planar }

@@ -3,7 +3,7 @@ extension Program {
   public var listing: String {
     var out = "# program \(graphName), batch \(batch): arena \(arenaFloats) floats, \(parameterFloats) parameter floats\n"
     out += "#   target \(target)\n"
-    for c in convs { out += "#   conv \(c.node): \(c.algorithm.rawValue) (\(c.reason))\n" }
+    for c in convs { out += "#   conv \(c.node): \(c.label) (\(c.reason))\n" }
     for g in gemms { out += "#   gemm \(g.node) \(g.m)x\(g.n)x\(g.k): \(g.rows) rows x \(g.vectors) vectors, K panel \(g.kPanel)\n" }
     for p in parameters { out += "#   param \(p.name) \(p.shape) at \(p.offset)\n" }
     out += "#   output at \(output.base.rawValue)+\(output.offset) (\(output.count) floats)\n"

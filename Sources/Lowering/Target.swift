@@ -130,6 +130,9 @@ public struct Target: Equatable, Hashable, Sendable, CustomStringConvertible {
 /// The lowering of a convolution (`--conv`): `auto` takes each pass's cheaper algorithm by `ConvCost`.
 public enum ConvAlgorithm: String, Sendable, CaseIterable {
   case auto, im2col, winograd
+  /// Winograd F(4x4, 3x3) for every 3x3 stride-1 conv of an inference program that has no pool fused (F(2x2, 3x3)
+  /// for the rest, and in training).
+  case winogradF4 = "winograd_f4"
 }
 
 extension Target {

@@ -13,7 +13,7 @@ struct TargetOptions: ParsableArguments {
   @Option(parsing: .unconditional, help: "LLVM features added to the CPU's, comma-separated (+avx2,-avx512f).")
   var features: String?
 
-  @Option(parsing: .unconditional, help: "Convolution algorithm: auto (the cheaper per conv pass by a cost model; `cnnc compile` prints which and why), im2col, or winograd (F(2x2, 3x3), for every 3x3 stride-1 conv).")
+  @Option(parsing: .unconditional, help: "Convolution algorithm: auto (the cheaper per conv pass by a cost model; `cnnc compile` prints which and why), im2col, winograd (F(2x2, 3x3), for every 3x3 stride-1 conv), or winograd_f4 (F(4x4, 3x3) where an inference pass allows it, else F(2x2, 3x3)).")
   var conv: ConvAlgorithm = .auto
 
   /// The target; with `runsHere` one this machine can execute (else a clear error).

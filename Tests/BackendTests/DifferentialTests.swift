@@ -315,9 +315,10 @@ import Testing
 
   /// Inference of `source` at each of `batches` against the interpreter, on `target`, with one thread and with two,
   /// which must give the same bits; `check` looks at each batch's lowered program first.
-  func expectInferenceMatches(_ source: String, batches: [Int], target: String, _ what: String,
+  func expectInferenceMatches(_ source: String, batches: [Int], target: String, conv: ConvAlgorithm = .auto, _ what: String,
                               check: (Program, Int) -> Void) throws {
-    let t = try TestTargets.resolve(target)
+    var t = try TestTargets.resolve(target)
+    t.convAlgorithm = conv
     for batch in batches {
       let d = try Differential(source: source, batch: batch)
       var interp = try InterpreterBackend(graph: d.graph)
@@ -448,15 +449,18 @@ import Testing
   }
 
   /// Winograd passes of one image at a time whose transformed tiles would leave L2 run in bands of tile rows
-  /// (`winogradBand`): with relu, and with a residual and relu fused, against the interpreter at batch 1 and 3
-  /// (programs of 2 images and 1), on each target, with one thread and two (the same bits).
-  @Test(arguments: TestTargets.names) func bandedWinogradMatches(_ target: String) throws {
+  /// (`winogradBand`), in either tile (F(2x2, 3x3) and F(4x4, 3x3)): with relu, and with a residual and relu fused,
+  /// against the interpreter at batch 1 and 3 (programs of 2 images and 1), on each target, with one thread and
+  /// two (the same bits). The plane is large enough to band with the host's L2 and small enough to band in
+  /// whole tile rows of at least `leastBandTiles` with the nominal AVX2 one.
+  @Test(arguments: TestTargets.names, [ConvAlgorithm.winograd, .winogradF4])
+  func bandedWinogradMatches(_ target: String, _ conv: ConvAlgorithm) throws {
     let source = """
-      input x: f32[N, 32, 32, 32]
+      input x: f32[N, 16, 96, 96]
       input y: i32[N]
-      c = conv2d(x, filters: 32, kernel: 3, padding: 1)
+      c = conv2d(x, filters: 16, kernel: 3, padding: 1)
       r = relu(c)
-      c2 = conv2d(r, filters: 32, kernel: 3, padding: 1)
+      c2 = conv2d(r, filters: 16, kernel: 3, padding: 1)
       a = add(c2, r)
       ar = relu(a)
       p = global_avgpool(ar)
@@ -467,9 +471,38 @@ import Testing
       minimize loss
       """
     // A call of 3 runs as programs of 2 images and 1 (`balancedChunk`): the first bands each image in turn.
-    try expectInferenceMatches(source, batches: [1, 3], target: target, "banded Winograd") { program, batch in
-      #expect(program.convs.allSatisfy { $0.algorithm == .winograd }, "\(program.convs)")
-      #expect(Set(program.splits.filter { $0.by == "bands of tile rows" }.map(\.node)) == ["c", "c2"], "\(program.splits)")
+    try expectInferenceMatches(source, batches: [1, 3], target: target, conv: conv, "banded Winograd \(conv)") { program, batch in
+      let side = conv == .winograd ? 2 : 4, tiles = (96 / side) * (96 / side)
+      #expect(program.convs.allSatisfy { $0.algorithm == .winograd && $0.tile == side }, "\(program.convs)")
+      // A band's GEMMs run over its tiles, fewer than the image's.
+      let gemms = program.gemms.filter { ["c", "c2"].contains($0.node) }
+      #expect(Set(gemms.map(\.node)) == ["c", "c2"] && gemms.allSatisfy { $0.m < tiles }, "\(program.gemms)")
+    }
+  }
+
+  /// Winograd F(4x4, 3x3) where the output planes leave 1, 2 and 3 rows or columns past the last whole tile (those
+  /// tiles run loops of their own), with relu and with a residual and relu fused, at batch 1 and 2, on
+  /// each target, one thread and two; the cost rule picks it for these convs at batch 1 by itself.
+  @Test(arguments: TestTargets.names) func largeWinogradTilesMatch(_ target: String) throws {
+    let source = """
+      input x: f32[N, 32, 19, 18]
+      input y: i32[N]
+      c1 = conv2d(x, filters: 32, kernel: 3)
+      r1 = relu(c1)
+      c2 = conv2d(r1, filters: 32, kernel: 3)
+      r2 = relu(c2)
+      c3 = conv2d(r2, filters: 32, kernel: 3, padding: 1)
+      a = add(c3, r2)
+      ar = relu(a)
+      p = global_avgpool(ar)
+      f = flatten(p)
+      o = dense(f, units: 3)
+      loss = cross_entropy(o, y)
+      output o
+      minimize loss
+      """
+    try expectInferenceMatches(source, batches: [1, 2], target: target, "Winograd F(4x4, 3x3)") { program, batch in
+      if batch == 1 { #expect(program.convs.map(\.label) == Array(repeating: "winograd_f4", count: 3), "\(program.convs)") }
     }
   }
 

@@ -156,7 +156,7 @@ func channelSumScratch(_ target: Target) -> Int { target.lanes }
 
 extension BatchNormOp: Lowerable {
   func lower(_ n: Node, _ e: inout Emitter) { e.batchNorm(n, attrs) }
-  func scratchFloats(_ n: Node, _ shapes: ShapeTable, _ target: Target) -> Int { channelSumScratch(target) }
+  func scratchFloats(_ n: Node, _ shapes: ShapeTable, _ target: Target, training: Bool) -> Int { channelSumScratch(target) }
   func check(_ n: Node, _ shapes: ShapeTable, training: Bool) -> String? {
     guard training, let x = shapes[n.args[0]], BatchNorm.elementsPerChannel(x.dims) <= 1 else { return nil }
     return "batchnorm '\(n.name)' needs more than one value per channel in training, and its input \(x) has one per shard; use a larger batch or fewer shards"
@@ -169,20 +169,20 @@ extension BatchNormFoldOp: Lowerable {
 
 extension BatchNormGradInputOp: Lowerable {
   func lower(_ n: Node, _ e: inout Emitter) { e.batchNormGradInput(n, attrs, scaled: true) }
-  func scratchFloats(_ n: Node, _ shapes: ShapeTable, _ target: Target) -> Int { channelSumScratch(target) }
+  func scratchFloats(_ n: Node, _ shapes: ShapeTable, _ target: Target, training: Bool) -> Int { channelSumScratch(target) }
 }
 
 extension BatchNormGradInputUnscaledOp: Lowerable {
   func lower(_ n: Node, _ e: inout Emitter) { e.batchNormGradInput(n, attrs, scaled: false) }
-  func scratchFloats(_ n: Node, _ shapes: ShapeTable, _ target: Target) -> Int { channelSumScratch(target) }
+  func scratchFloats(_ n: Node, _ shapes: ShapeTable, _ target: Target, training: Bool) -> Int { channelSumScratch(target) }
 }
 
 extension BatchNormGradWeightOp: Lowerable {
   func lower(_ n: Node, _ e: inout Emitter) { e.batchNormGradWeight(n, attrs) }
-  func scratchFloats(_ n: Node, _ shapes: ShapeTable, _ target: Target) -> Int { channelSumScratch(target) }
+  func scratchFloats(_ n: Node, _ shapes: ShapeTable, _ target: Target, training: Bool) -> Int { channelSumScratch(target) }
 }
 
 extension BatchNormGradBiasOp: Lowerable {
   func lower(_ n: Node, _ e: inout Emitter) { e.batchNormGradBias(n) }
-  func scratchFloats(_ n: Node, _ shapes: ShapeTable, _ target: Target) -> Int { channelSumScratch(target) }
+  func scratchFloats(_ n: Node, _ shapes: ShapeTable, _ target: Target, training: Bool) -> Int { channelSumScratch(target) }
 }

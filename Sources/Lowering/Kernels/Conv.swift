@@ -275,9 +275,9 @@ extension Emitter {
   func foldOperand(_ n: Node, scaled: Bool) -> Placement? { scaled ? at(n.args[1]) : nil }
 
   /// Records the algorithm `ConvCost` picks for a pass of node `n`; true when it is Winograd.
-  mutating func choosesWinograd(_ n: Node, _ choice: (ConvAlgorithm, String)) -> Bool {
-    convs.append(ConvChoice(node: n.name, algorithm: choice.0, reason: choice.1))
-    return choice.0 == .winograd
+  mutating func choosesWinograd(_ n: Node, _ choice: ConvPick) -> Bool {
+    convs.append(ConvChoice(node: n.name, algorithm: choice.algorithm, tile: choice.tile.m, reason: choice.reason))
+    return choice.isWinograd
   }
 
   /// Whether a forward conv's GEMM writes the output itself, its epilogue applied in the micro-kernel: one image per
@@ -292,7 +292,8 @@ extension Emitter {
   }
 
   mutating func convForward(_ n: Node, _ a: Conv2DAttrs, relu: Bool, pool: PoolAttrs?, tail: ConvTail = .none) {
-    if choosesWinograd(n, ConvCost.forward(a, x: dims(n.args[0]), target: target)) { return winogradForward(n, a, relu: relu, pool: pool, tail: tail) }
+    let pick = ConvCost.forward(a, x: dims(n.args[0]), target: target, largeTiles: !training && pool == nil)
+    if choosesWinograd(n, pick) { return winogradForward(n, a, tile: pick.tile, relu: relu, pool: pool, tail: tail) }
     let x = at(n.args[0]), s = convShape(a, x: dims(n.args[0]))
     let w = at("\(n.name).weight")
     let scratch = plan.scratch[n.name]!
@@ -639,15 +640,16 @@ extension Emitter {
 extension Conv2DOp: Lowerable {
   func lower(_ n: Node, _ e: inout Emitter) { e.forwardConv(n, attrs.clamped(input: e.dims(n.args[0])), relu: false) }
   func layoutRule(_ n: Node, _ shapes: ShapeTable, _ target: Target) -> LayoutRule { convLayoutRule(attrs, n, shapes, target, residual: nil) }
-  func scratchFloats(_ n: Node, _ shapes: ShapeTable, _ target: Target) -> Int { scratchFloats(n, shapes, target, pool: nil) }
+  func scratchFloats(_ n: Node, _ shapes: ShapeTable, _ target: Target, training: Bool) -> Int { scratchFloats(n, shapes, target, training: training, pool: nil) }
 
   /// A forward conv's scratch, with the pool its epilogue fuses (which orders the columns).
-  func scratchFloats(_ n: Node, _ shapes: ShapeTable, _ target: Target, pool: PoolAttrs?) -> Int {
+  func scratchFloats(_ n: Node, _ shapes: ShapeTable, _ target: Target, training: Bool, pool: PoolAttrs?) -> Int {
     let x = shapes[n.args[0]]!.dims, a = attrs.clamped(input: x)
     // Planes for each part an inference program splits the groups into (see `directConv`).
     if a.isDirect { return Emitter.directConvShape(a, x: x).floats * target.parallelParts }
-    if ConvCost.forward(a, x: x, target: target).0 == .winograd {
-      let s = WinogradShape.forward(a, x: x, target: target)
+    let pick = ConvCost.forward(a, x: x, target: target, largeTiles: !training && pool == nil)
+    if pick.isWinograd {
+      let s = WinogradShape.forward(a, x: x, tile: pick.tile, target: target)
       return s.forwardFloats + s.planeFloats
     }
     let g = convScratch(attrs, x: n.args[0], shapes, target), s = Emitter.convShape(a, x: x, target: target)
@@ -667,13 +669,13 @@ extension Conv2DActOp: Lowerable {
   func layoutRule(_ n: Node, _ shapes: ShapeTable, _ target: Target) -> LayoutRule {
     convLayoutRule(attrs, n, shapes, target, residual: residual ? n.args.count - 1 : nil)
   }
-  func scratchFloats(_ n: Node, _ shapes: ShapeTable, _ target: Target) -> Int { Conv2DOp(attrs).scratchFloats(n, shapes, target) }
+  func scratchFloats(_ n: Node, _ shapes: ShapeTable, _ target: Target, training: Bool) -> Int { Conv2DOp(attrs).scratchFloats(n, shapes, target, training: training) }
 }
 
 extension Conv2DReLUOp: Lowerable {
   func lower(_ n: Node, _ e: inout Emitter) { e.forwardConv(n, attrs.clamped(input: e.dims(n.args[0])), relu: true) }
   func layoutRule(_ n: Node, _ shapes: ShapeTable, _ target: Target) -> LayoutRule { convLayoutRule(attrs, n, shapes, target, residual: nil) }
-  func scratchFloats(_ n: Node, _ shapes: ShapeTable, _ target: Target) -> Int { Conv2DOp(attrs).scratchFloats(n, shapes, target) }
+  func scratchFloats(_ n: Node, _ shapes: ShapeTable, _ target: Target, training: Bool) -> Int { Conv2DOp(attrs).scratchFloats(n, shapes, target, training: training) }
 }
 
 extension Conv2DReLUMaxPoolOp: Lowerable {
@@ -682,7 +684,7 @@ extension Conv2DReLUMaxPoolOp: Lowerable {
     let o = c.output(e.dims(n.args[0]))
     e.convForward(n, c, relu: true, pool: pool.clamped(o.h, o.w))
   }
-  func scratchFloats(_ n: Node, _ shapes: ShapeTable, _ target: Target) -> Int { Conv2DOp(attrs).scratchFloats(n, shapes, target, pool: pool) }
+  func scratchFloats(_ n: Node, _ shapes: ShapeTable, _ target: Target, training: Bool) -> Int { Conv2DOp(attrs).scratchFloats(n, shapes, target, training: training, pool: pool) }
 }
 
 extension Conv2DGradInputOp: Lowerable {
@@ -690,10 +692,10 @@ extension Conv2DGradInputOp: Lowerable {
     let a = attrs.clamped(input: e.dims(n.args[2]))
     if a.isDirect { e.directConvGradInput(n, a) } else { e.convGradInput(n, a) }
   }
-  func scratchFloats(_ n: Node, _ shapes: ShapeTable, _ target: Target) -> Int {
+  func scratchFloats(_ n: Node, _ shapes: ShapeTable, _ target: Target, training: Bool) -> Int {
     let x = shapes[n.args[2]]!.dims, a = attrs.clamped(input: x)
     if a.isDirect { return Emitter.directConvShape(a, x: x).floats }
-    if ConvCost.inputGradient(a, x: x, target: target).0 == .winograd { return WinogradShape.inputGradient(a, x: x, target: target).forwardFloats }
+    if ConvCost.inputGradient(a, x: x, target: target).isWinograd { return WinogradShape.inputGradient(a, x: x, target: target).forwardFloats }
     let g = convScratch(attrs, x: n.args[2], shapes, target)
     return (g.ckk + g.f) * g.row
   }
@@ -704,10 +706,10 @@ extension Conv2DGradWeightOp: Lowerable {
     let a = attrs.clamped(input: e.dims(n.args[1]))
     if a.isDirect { e.directConvGradWeight(n, a) } else { e.convGradWeight(n, a) }
   }
-  func scratchFloats(_ n: Node, _ shapes: ShapeTable, _ target: Target) -> Int {
+  func scratchFloats(_ n: Node, _ shapes: ShapeTable, _ target: Target, training: Bool) -> Int {
     let x = shapes[n.args[1]]!.dims, a = attrs.clamped(input: x)
     if a.isDirect { return Emitter.directConvShape(a, x: x).floats + target.lanes }
-    if ConvCost.forward(a, x: x, target: target).0 == .winograd { return WeightGradientLayout.make(a, x: x, target: target).floats }
+    if ConvCost.forward(a, x: x, target: target).isWinograd { return WeightGradientLayout.make(a, x: x, target: target).floats }
     let g = convScratch(attrs, x: n.args[1], shapes, target)
     return g.ckk * g.row + g.f * g.cols + g.ckk * g.f
   }
@@ -716,5 +718,5 @@ extension Conv2DGradWeightOp: Lowerable {
 extension Conv2DGradBiasOp: Lowerable {
   func lower(_ n: Node, _ e: inout Emitter) { e.convGradBias(n) }
   /// The accumulator's lanes, summed in order.
-  func scratchFloats(_ n: Node, _ shapes: ShapeTable, _ target: Target) -> Int { target.lanes }
+  func scratchFloats(_ n: Node, _ shapes: ShapeTable, _ target: Target, training: Bool) -> Int { target.lanes }
 }

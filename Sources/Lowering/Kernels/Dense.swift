@@ -135,7 +135,7 @@ extension Emitter {
 
 extension DenseOp: Lowerable {
   func lower(_ n: Node, _ e: inout Emitter) { e.denseForward(n, attrs, relu: false) }
-  func scratchFloats(_ n: Node, _ shapes: ShapeTable, _ target: Target) -> Int {
+  func scratchFloats(_ n: Node, _ shapes: ShapeTable, _ target: Target, training: Bool) -> Int {
     let xd = shapes[n.args[0]]!.dims
     if Emitter.transposedForward(batch: xd[0], features: xd[1], units: attrs.units, target: target) { return (xd[1] + attrs.units) * xd[0] }
     // The dot products' lanes, for each part of a parallel split.
@@ -145,7 +145,7 @@ extension DenseOp: Lowerable {
 
 extension DenseReLUOp: Lowerable {
   func lower(_ n: Node, _ e: inout Emitter) { e.denseForward(n, attrs, relu: true) }
-  func scratchFloats(_ n: Node, _ shapes: ShapeTable, _ target: Target) -> Int { DenseOp(attrs).scratchFloats(n, shapes, target) }
+  func scratchFloats(_ n: Node, _ shapes: ShapeTable, _ target: Target, training: Bool) -> Int { DenseOp(attrs).scratchFloats(n, shapes, target, training: training) }
 }
 
 extension DenseGradInputOp: Lowerable {

@@ -228,7 +228,7 @@ extension GlobalAvgPoolOp: Lowerable {
   func lower(_ n: Node, _ e: inout Emitter) { e.channelsLast.contains(n.args[0]) ? e.globalAvgPoolChannelsLast(n) : e.globalAvgPool(n) }
   func layoutRule(_ n: Node, _ shapes: ShapeTable, _ target: Target) -> LayoutRule { .reduction }
   /// Each part's accumulator lanes, summed in order.
-  func scratchFloats(_ n: Node, _ shapes: ShapeTable, _ target: Target) -> Int { target.lanes * target.parallelParts }
+  func scratchFloats(_ n: Node, _ shapes: ShapeTable, _ target: Target, training: Bool) -> Int { target.lanes * target.parallelParts }
 }
 
 extension GlobalAvgPoolGradOp: Lowerable {

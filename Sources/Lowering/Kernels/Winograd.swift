@@ -17,35 +17,73 @@ import Passes
 /// run and whatever the thread count; the fp32 error is about twice direct convolution's (tested).
 enum Winograd {
   /// B^T: the 4x4 input tile to its transform (interpolation points 0, 1, -1 and infinity).
-  static let inputTransform: [[Float]] = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]
+  static let inputTransform = WinogradTile.f2.inputTransform
   /// G: the 3x3 kernel to its 4x4 transform.
-  static let kernelTransform: [[Float]] = [[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]]
+  static let kernelTransform = WinogradTile.f2.kernelTransform
   /// A^T: the 4x4 product back to the 2x2 output tile.
-  static let outputTransform: [[Float]] = [[1, 1, 1, 0], [0, 1, -1, -1]]
+  static let outputTransform = WinogradTile.f2.outputTransform
   /// Positions of the transformed tile: one GEMM each.
-  static let positions = 16
+  static let positions = WinogradTile.f2.positions
 
   static func transposed(_ m: [[Float]]) -> [[Float]] { m[0].indices.map { j in m.map { $0[j] } } }
+}
+
+/// A Winograd algorithm F(m x m, 3x3): an m x m output tile from an (m + 2) x (m + 2) input tile, with
+/// (m + 2)^2 multiplies per tile and channel pair where direct convolution does 9 m^2.
+///
+/// F(2x2, 3x3) (16 multiplies for 4 outputs, 2.25x fewer than direct) serves training and both gradients: its
+/// transforms are exact in fp32 apart from G's halves. F(4x4, 3x3) (36 for 16 outputs, 4x fewer; points 0, +-1,
+/// +-2 and infinity) has larger transforms whose fractions and factors of up to 8 grow the rounding error
+/// about tenfold against direct convolution, so it serves inference only, where the cost rule picks it (the
+/// transformed tiles per output also fall, 2.25 floats against 4).
+struct WinogradTile: Equatable, Sendable {
+  /// The output tile's side.
+  var m: Int
+  /// B^T: the input tile to its transform.
+  var inputTransform: [[Float]]
+  /// G: the 3x3 kernel to its transform.
+  var kernelTransform: [[Float]]
+  /// A^T: the product back to the output tile.
+  var outputTransform: [[Float]]
+
+  /// The input tile's side, m + 2.
+  var alpha: Int { m + 2 }
+  /// Positions of the transformed tile: one GEMM each.
+  var positions: Int { alpha * alpha }
+
+  static let f2 = WinogradTile(
+    m: 2, inputTransform: [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]],
+    kernelTransform: [[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]],
+    outputTransform: [[1, 1, 1, 0], [0, 1, -1, -1]])
+
+  static let f4 = WinogradTile(
+    m: 4,
+    inputTransform: [[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+                     [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]],
+    kernelTransform: [[1.0 / 4, 0, 0], [-1.0 / 6, -1.0 / 6, -1.0 / 6], [-1.0 / 6, 1.0 / 6, -1.0 / 6],
+                      [1.0 / 24, 1.0 / 12, 1.0 / 6], [1.0 / 24, -1.0 / 12, 1.0 / 6], [0, 0, 1]],
+    outputTransform: [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]])
 }
 
 /// The geometry of one Winograd convolution: `images` images of `cin` channels h x w in, `cout` channels
 /// oh x ow out (oh = h + 2 * padding - 2), in 2x2 tiles.
 struct WinogradShape {
   var images: Int, cin: Int, cout: Int, h: Int, w: Int, padding: Int
+  var tile = WinogradTile.f2
   var oh: Int { h + 2 * padding - 2 }
   var ow: Int { w + 2 * padding - 2 }
-  var tilesY: Int { (oh + 1) / 2 }
-  var tilesX: Int { (ow + 1) / 2 }
+  var tilesY: Int { (oh + tile.m - 1) / tile.m }
+  var tilesX: Int { (ow + tile.m - 1) / tile.m }
   var tilesPerImage: Int { tilesY * tilesX }
   /// Rows of the forward GEMMs: every tile of the group.
   var tiles: Int { images * tilesPerImage }
   /// The zero-padded channels-last input every 4x4 tile reads without bounds checks.
-  var input: ChannelsLast { ChannelsLast(channels: cin, h: h, w: w, paddedH: 2 * tilesY + 2, paddedW: 2 * tilesX + 2, padding: padding) }
+  var input: ChannelsLast { ChannelsLast(channels: cin, h: h, w: w, paddedH: tile.m * tilesY + 2, paddedW: tile.m * tilesX + 2, padding: padding) }
 
-  var kernelFloats: Int { Winograd.positions * cout * cin }
+  var kernelFloats: Int { tile.positions * cout * cin }
   var paddedFloats: Int { images * input.floats }
-  var transformedFloats: Int { Winograd.positions * tiles * cin }
-  var productFloats: Int { Winograd.positions * tiles * cout }
+  var transformedFloats: Int { tile.positions * tiles * cin }
+  var productFloats: Int { tile.positions * tiles * cout }
   /// The outputs channels-last, before they go to NCHW.
   var stagingFloats: Int { images * oh * ow * cout }
   /// Scratch of a forward pass (or an input gradient): transformed kernel, padded input, transformed input,
@@ -53,6 +91,17 @@ struct WinogradShape {
   var forwardFloats: Int { kernelFloats + paddedFloats + transformedFloats + productFloats + stagingFloats }
   /// The conv plane of a group in the im2col result's layout [cout x images * oh * ow] (pools other than 2x2 read it).
   var planeFloats: Int { cout * images * oh * ow }
+}
+
+/// Where a pass's transformed tiles or products live: [position][tile - first][channel] from `base`, `tiles`
+/// tiles per position (every tile of the group, or one band's).
+struct TileBuffer {
+  var base: IExpr, tiles: Int, first: IExpr = .c(0)
+  /// Offset of channel c of `tile` at position xi, with `channels` channels per tile.
+  func at(_ xi: IExpr, _ tile: IExpr, _ c: IExpr, channels: Int) -> IExpr {
+    let position: IExpr = xi * (tiles * channels), inBand: IExpr = tile * channels + first * -channels
+    return base + position + inBand + c
+  }
 }
 
 /// One image channels-last, [paddedH][paddedW][channels], with the h x w pixels at (padding, padding).
@@ -76,9 +125,9 @@ extension WinogradShape {
     return (1...max(1, min(batch, most))).last { batch % $0 == 0 }!
   }
 
-  /// A forward pass's geometry for a conv on input dims `xd`.
-  static func forward(_ a: Conv2DAttrs, x xd: [Int], target: Target) -> WinogradShape {
-    var s = WinogradShape(images: 1, cin: xd[1], cout: a.filters, h: xd[2], w: xd[3], padding: a.padding)
+  /// A forward pass's geometry for a conv on input dims `xd` in tiles of `tile`.
+  static func forward(_ a: Conv2DAttrs, x xd: [Int], tile: WinogradTile, target: Target) -> WinogradShape {
+    var s = WinogradShape(images: 1, cin: xd[1], cout: a.filters, h: xd[2], w: xd[3], padding: a.padding, tile: tile)
     s.images = group(batch: xd[0], bytesPerImage: (s.forwardFloats - s.kernelFloats + s.planeFloats) * 4, target: target)
     return s
   }
@@ -140,14 +189,26 @@ extension VExpr: TileValue {
 public struct ConvChoice: Equatable, Sendable {
   public var node: String
   public var algorithm: ConvAlgorithm
+  /// Winograd's output tile side (2 or 4; 2 for im2col, where it means nothing).
+  public var tile: Int
   public var reason: String
+  /// The algorithm as printed: im2col, winograd (F(2x2, 3x3)) or winograd_f4 (F(4x4, 3x3)).
+  public var label: String { algorithm == .winograd && tile == 4 ? "winograd_f4" : algorithm.rawValue }
+}
+
+/// The algorithm the cost rule picked for a conv pass: Winograd's tile (when it is Winograd) and the reason.
+struct ConvPick {
+  var algorithm: ConvAlgorithm
+  var tile = WinogradTile.f2
+  var reason: String
+  var isWinograd: Bool { algorithm == .winograd }
 }
 
 /// The cost rule `--conv auto` applies to each conv pass, a model in core cycles per image.
 ///
 /// im2col + GEMM does 9 multiply-adds per output and channel pair plus one copied float per column entry;
-/// Winograd does 16 per tile (4 outputs) and channel pair plus the transforms: 16 floats per tile of each
-/// input channel and of each output channel, written and read once more. The GEMMs run at
+/// Winograd F(m x m, 3x3) does (m + 2)^2 per tile (m^2 outputs) and channel pair plus the transforms: (m + 2)^2
+/// floats per tile of each input channel and of each output channel, written and read once more. The GEMMs run at
 /// `gemmShareOfPeak` of the FMA peak (2 pipes x lanes multiply-adds a cycle; an assumed share: the micro-kernels
 /// alone measure 64-99% of it on Zen 1-4 with `cnnc bench --kernels`), a transformed float costs
 /// `cyclesPerTransformedFloat` (its loads, adds and store). On SimpleCNN the rule picks im2col for conv1 and
@@ -163,41 +224,55 @@ enum ConvCost {
     macs / (2 * Double(target.lanes) * gemmShareOfPeak) + copied * cyclesPerTransformedFloat
   }
 
-  /// The algorithm for a 3x3-or-other conv pass of `cin` channels to `cout` over an oh x ow output of each of
-  /// `images` images, with `eligible` nil when Winograd applies (else why it does not).
+  /// Winograd's cycles per image with `tile`: the GEMMs, the transforms, and the transformed kernels once per pass.
   ///
-  /// Winograd's kernel transform runs once per pass, so its share per image falls with the batch: at batch 1
-  /// ResNet-18's 512-channel layers (7x7 outputs, 16 tiles) spent more on transforming 2.4M weights than
-  /// Winograd saved in multiplies.
-  static func choose(cin: Int, cout: Int, oh: Int, ow: Int, images: Int, eligible: String?, target: Target) -> (ConvAlgorithm, String) {
-    if let eligible { return (.im2col, eligible) }
-    let tiles = Double(((oh + 1) / 2) * ((ow + 1) / 2)), plane = Double(oh * ow)
+  /// The transformed kernels are charged once per pass, so their share per image falls with the batch: at batch 1
+  /// ResNet-18's 512-channel layers (7x7 outputs) spent more on transforming 2.4M weights than Winograd saved in
+  /// multiplies, and an inference pass that has them prepared still streams (m + 2)^2 / 9 times the weights.
+  static func winogradCycles(_ tile: WinogradTile, c: Double, f: Double, oh: Int, ow: Int, images: Int, target: Target) -> Double {
+    let tiles = Double(((oh + tile.m - 1) / tile.m) * ((ow + tile.m - 1) / tile.m)), p = Double(tile.positions)
+    return cycles(macs: p * c * f * tiles, copied: p * (c + f) * tiles + p * c * f / Double(max(1, images)), target: target)
+  }
+
+  /// The algorithm for a 3x3-or-other conv pass of `cin` channels to `cout` over an oh x ow output of each of
+  /// `images` images, with `eligible` nil when Winograd applies (else why it does not), Winograd with the
+  /// cheaper of `tiles` (F(2x2, 3x3) first: it wins a tie).
+  static func choose(cin: Int, cout: Int, oh: Int, ow: Int, images: Int, eligible: String?, tiles: [WinogradTile],
+                     target: Target) -> ConvPick {
+    if let eligible { return ConvPick(algorithm: .im2col, reason: eligible) }
     let (c, f) = (Double(cin), Double(cout))
-    let direct = cycles(macs: 9 * c * f * plane, copied: 9 * c * plane, target: target)
-    let kernels = Double(Winograd.positions) * c * f / Double(max(1, images))
-    let winograd = cycles(macs: 16 * c * f * tiles, copied: 16 * (c + f) * tiles + kernels, target: target)
-    let model = "model \(Int((winograd / 1000).rounded()))k vs \(Int((direct / 1000).rounded()))k cycles per image for im2col"
+    let direct = cycles(macs: 9 * c * f * Double(oh * ow), copied: 9 * c * Double(oh * ow), target: target)
+    // A forced tile is the only one costed; F(4x4, 3x3) only where `tiles` allows it.
+    let tiles = target.convAlgorithm == .winograd ? [.f2] : target.convAlgorithm == .winogradF4 ? [tiles.last!] : tiles
+    let costs = tiles.map { ($0, winogradCycles($0, c: c, f: f, oh: oh, ow: ow, images: images, target: target)) }
+    let (tile, winograd) = costs.min { $0.1 < $1.1 }!
+    func k(_ cycles: Double) -> String { "\(Int((cycles / 1000).rounded()))k" }
+    let others = costs.filter { $0.0 != tile }.map { "\(k($0.1)) for F(\($0.0.m)x\($0.0.m), 3x3)" }
+    let named = tiles.count > 1 ? " (F(\(tile.m)x\(tile.m), 3x3)\(others.map { "; \($0)" }.joined()))" : ""
+    let model = "model \(k(winograd))\(named) vs \(k(direct)) cycles per image for im2col"
     switch target.convAlgorithm {
-    case .im2col: return (.im2col, "--conv im2col")
-    case .winograd: return (.winograd, "--conv winograd; \(model)")
+    case .im2col: return ConvPick(algorithm: .im2col, reason: "--conv im2col")
+    case .winograd, .winogradF4: return ConvPick(algorithm: .winograd, tile: tile, reason: "--conv \(target.convAlgorithm.rawValue); \(model)")
     case .auto:
-      if min(cin, cout) < minimumChannels { return (.im2col, "\(min(cin, cout)) channels: too few for Winograd's GEMMs") }
-      return winograd < direct ? (.winograd, model) : (.im2col, model)
+      if min(cin, cout) < minimumChannels { return ConvPick(algorithm: .im2col, reason: "\(min(cin, cout)) channels: too few for Winograd's GEMMs") }
+      return winograd < direct ? ConvPick(algorithm: .winograd, tile: tile, reason: model) : ConvPick(algorithm: .im2col, reason: model)
     }
   }
 
-  /// The choice for a forward conv (or a weight gradient, whose transforms are the same) of attributes `a` on input `x`.
-  static func forward(_ a: Conv2DAttrs, x: [Int], target: Target) -> (ConvAlgorithm, String) {
+  /// The choice for a forward conv (or a weight gradient, whose transforms are the same) of attributes `a` on input `x`;
+  /// `largeTiles` lets it take F(4x4, 3x3) (an unpooled inference pass).
+  static func forward(_ a: Conv2DAttrs, x: [Int], target: Target, largeTiles: Bool = false) -> ConvPick {
     let o = a.output(x)
     let eligible: String? = a.kernel != 3 ? "kernel \(a.kernel)x\(a.kernel): Winograd F(2x2, 3x3) is for 3x3"
       : a.stride != 1 ? "stride \(a.stride): Winograd is for stride 1" : nil
-    return choose(cin: x[1], cout: a.filters, oh: o.h, ow: o.w, images: x[0], eligible: eligible, target: target)
+    return choose(cin: x[1], cout: a.filters, oh: o.h, ow: o.w, images: x[0], eligible: eligible, tiles: largeTiles ? [.f2, .f4] : [.f2],
+                  target: target)
   }
 
   /// The choice for an input gradient: the forward algorithm on dy with padding 2 - padding.
-  static func inputGradient(_ a: Conv2DAttrs, x: [Int], target: Target) -> (ConvAlgorithm, String) {
+  static func inputGradient(_ a: Conv2DAttrs, x: [Int], target: Target) -> ConvPick {
     if a.kernel == 3, a.stride == 1, a.padding > 2 {
-      return (.im2col, "padding \(a.padding): the input gradient as a conv needs padding 2 - \(a.padding)")
+      return ConvPick(algorithm: .im2col, reason: "padding \(a.padding): the input gradient as a conv needs padding 2 - \(a.padding)")
     }
     return forward(a, x: x, target: target)
   }
@@ -253,9 +328,9 @@ extension Emitter {
     loop("ci", s.cin) { e, ci in [e.loop("co", channels.1) { e, c in
       let co = channels.0 + c
       let g = (0..<3).map { ky in (0..<3).map { kx in weight(co, ci, ky, kx) } }
-      var (out, t) = e.transform(Winograd.kernelTransform, g, Winograd.kernelTransform)
-      for xi in 0..<Winograd.positions {
-        out.append(.store(.arena, .c(u + xi * s.cin * s.cout) + ci * s.cout + co, t[xi / 4][xi % 4]))
+      var (out, t) = e.transform(s.tile.kernelTransform, g, s.tile.kernelTransform)
+      for xi in 0..<s.tile.positions {
+        out.append(.store(.arena, .c(u + xi * s.cin * s.cout) + ci * s.cout + co, t[xi / s.tile.alpha][xi % s.tile.alpha]))
       }
       return out
     }] }
@@ -263,28 +338,38 @@ extension Emitter {
 
   /// Copies images g * images ..< (g + 1) * images of NCHW `x` channels-last into `padded` (whose border
   /// `zero` cleared once: the copies write only the interior).
+  ///
+  /// Row by row, every channel of a row before the next row: the row's stores then hit the same `w` cache lines
+  /// channel after channel while they are in L1. Channel by channel over the whole plane, each store missed L1
+  /// (a stride of a pixel's channels): 0.42 ms for one 64-channel 56x56 image on one thread.
   mutating func copyChannelsLast(_ c: ChannelsLast, images: Int, from x: Placement, g: IExpr, into padded: Int,
                                  channels: (first: IExpr, count: Int)? = nil) -> Stmt {
     let (first, count) = channels ?? (.c(0), c.channels)
-    return loop("j", images) { e, j in [e.loop("c", count) { e, cv in
+    return loop("j", images) { e, j in [e.loop("iy", c.h) { e, iy in [e.loop("c", count) { e, cv in
       let ch = cv + first
-      return [e.loop("iy", c.h) { e, iy in [e.loop("ix", c.w) { _, ix in
+      return [e.loop("ix", c.w) { _, ix in
       [.store(.arena, .c(padded) + c.at(j, iy + c.padding, ix + c.padding, ch),
               .load(x.base, .c(x.offset) + (g * images + j) * (c.channels * c.h * c.w) + ch * (c.h * c.w) + iy * c.w + ix))]
-      }] }]
-    }] }
+      }]
+    }] }] }
   }
 
   /// V[xi][tile][ci] = (B^T d B)[xi] for every 4x4 input tile d of the group (tile = j * tilesPerImage + ty * tilesX + tx).
   mutating func transformInput(_ s: WinogradShape, padded: Int, into v: Int, tileRows: (first: IExpr, count: Int)? = nil) -> Stmt {
+    transformInput(s, padded: padded, into: TileBuffer(base: .c(v), tiles: s.tiles), tileRows: tileRows)
+  }
+
+  /// The input transform into `v` (see the one above).
+  mutating func transformInput(_ s: WinogradShape, padded: Int, into v: TileBuffer, tileRows: (first: IExpr, count: Int)? = nil) -> Stmt {
     let c = s.input, (firstRow, rows) = tileRows ?? (.c(0), s.tilesY)
     return loop("j", s.images) { e, j in [e.loop("ty", rows) { e, vy in let ty = vy + firstRow; return [e.loop("tx", s.tilesX) { e, tx in
       e.vectorRuns(s.cin) { e, c0, lanes in
-        let d = (0..<4).map { r in (0..<4).map { col in VExpr.load(.arena, .c(padded) + c.at(j, ty * 2 + r, tx * 2 + col, c0), lanes: lanes) } }
-        var (out, t) = e.transform(Winograd.inputTransform, d, Winograd.inputTransform)
+        let (m, alpha) = (s.tile.m, s.tile.alpha)
+        let d = (0..<alpha).map { r in (0..<alpha).map { col in VExpr.load(.arena, .c(padded) + c.at(j, ty * m + r, tx * m + col, c0), lanes: lanes) } }
+        var (out, t) = e.transform(s.tile.inputTransform, d, s.tile.inputTransform)
         let tile = j * s.tilesPerImage + ty * s.tilesX + tx
-        for xi in 0..<Winograd.positions {
-          out.append(.vstore(.arena, .c(v + xi * s.tiles * s.cin) + tile * s.cin + c0, t[xi / 4][xi % 4], lanes: lanes))
+        for xi in 0..<s.tile.positions {
+          out.append(.vstore(.arena, v.at(.c(xi), tile, c0, channels: s.cin), t[xi / alpha][xi % alpha], lanes: lanes))
         }
         return out
       }
@@ -294,11 +379,11 @@ extension Emitter {
   /// The 16 GEMMs of a group: Mt[xi] = V[xi] [tiles x cin] * Ut[xi] [cin x cout], the columns of the output
   /// channels `channels` (first, count).
   mutating func tileProducts(_ s: WinogradShape, u: Int, v: Int, m: Int, channels: (IExpr, Int), groups: Int) -> Stmt {
-    loop("xi", Winograd.positions) { e, xi in
+    loop("xi", s.tile.positions) { e, xi in
       e.tiledGemm(TiledGemm(m: s.tiles, n: channels.1, k: s.cin, a: (.arena, .c(v) + xi * (s.tiles * s.cin)), aRow: s.cin, aCol: 1,
                             b: (.arena, .c(u) + xi * (s.cin * s.cout) + channels.0), ldb: s.cout,
                             c: (.arena, .c(m) + xi * (s.tiles * s.cout) + channels.0), ldc: s.cout, accumulate: false,
-                            calls: Winograd.positions * groups * (s.cout / channels.1)))
+                            calls: s.tile.positions * groups * (s.cout / channels.1)))
     }
   }
 
@@ -306,11 +391,12 @@ extension Emitter {
   /// stores the tile's outputs (2x2, or fewer where an odd oh or ow leaves the last row or column of tiles
   /// one short: those tiles are loops of their own, so no statement tests a bound).
   /// `tileRows` (first, count of whole tiles) limits it to those rows of tiles.
-  mutating func transformOutput(_ s: WinogradShape, products m: Int, channels: (IExpr, Int), tileRows: (first: IExpr, count: Int)? = nil,
+  mutating func transformOutput(_ s: WinogradShape, products m: TileBuffer, channels: (IExpr, Int), tileRows: (first: IExpr, count: Int)? = nil,
                                 _ output: (inout Emitter, IExpr, [[VExpr]], IExpr, IExpr, IExpr, Int) -> [Stmt]) -> [Stmt] {
-    let rowRuns: [(IExpr, Int, Int)] = tileRows.map { [($0.first, $0.count, 2)] }
-      ?? [(.c(0), s.oh / 2, 2), (.c(s.oh / 2), s.oh % 2, 1)].filter { $0.1 > 0 }
-    let colRuns = [(0, s.ow / 2, 2), (s.ow / 2, s.ow % 2, 1)].filter { $0.1 > 0 }
+    let (side, alpha) = (s.tile.m, s.tile.alpha)
+    let rowRuns: [(IExpr, Int, Int)] = tileRows.map { [($0.first, $0.count, side)] }
+      ?? [(.c(0), s.oh / side, side), (.c(s.oh / side), s.oh % side == 0 ? 0 : 1, s.oh % side)].filter { $0.1 > 0 }
+    let colRuns = [(0, s.ow / side, side), (s.ow / side, s.ow % side == 0 ? 0 : 1, s.ow % side)].filter { $0.1 > 0 }
     var out: [Stmt] = []
     for (y0, ny, rows) in rowRuns {
       for (x0, nx, cols) in colRuns {
@@ -318,10 +404,10 @@ extension Emitter {
           let (ty, tx) = (vy + y0, vx + x0)
           let tile = j * s.tilesPerImage + ty * s.tilesX + tx
           return e.vectorRuns(channels.1, from: channels.0) { e, c0, lanes in
-            let p = (0..<4).map { r in (0..<4).map { c in
-              VExpr.load(.arena, .c(m + (r * 4 + c) * s.tiles * s.cout) + tile * s.cout + c0, lanes: lanes)
+            let p = (0..<alpha).map { r in (0..<alpha).map { c in
+              VExpr.load(.arena, m.at(.c(r * alpha + c), tile, c0, channels: s.cout), lanes: lanes)
             } }
-            let (stmts, y) = e.transform(Array(Winograd.outputTransform.prefix(rows)), p, Array(Winograd.outputTransform.prefix(cols)))
+            let (stmts, y) = e.transform(Array(s.tile.outputTransform.prefix(rows)), p, Array(s.tile.outputTransform.prefix(cols)))
             return stmts + output(&e, j, y, ty, tx, c0, lanes)
           }
         }] }] })
@@ -334,34 +420,52 @@ extension Emitter {
   /// the im2col layout), the channels `range` (first, count) or all: the loads stride, the stores run along
   /// the positions.
   /// `positionRange` (first, count) limits the move to those positions.
+  ///
+  /// In blocks of `Self.transposeBlock` positions, every channel of a block before the next block, so the block's
+  /// loads hit the same cache lines channel after channel while they are in L1 (see `copyChannelsLast`).
   mutating func fromChannelsLast(_ staging: Int, images: Int, positions: Int, channels: Int, range: (IExpr, Int)? = nil,
                                  positionRange: (IExpr, Int)? = nil, _ to: (IExpr, IExpr, IExpr, FExpr) -> Stmt) -> Stmt {
     let (first, count) = range ?? (.c(0), channels), (q0, qs) = positionRange ?? (.c(0), positions)
-    return loop("j", images) { e, j in [e.loop("c", count) { e, k in
-      let c = first + k
-      return [e.loop("q", qs) { _, qv in
-        let q = qv + q0
-        return [to(j, c, q, .load(.arena, .c(staging) + (j * positions + q) * channels + c))]
-      }]
-    }] }
+    let block = Self.transposeBlock, blocks = [(IExpr.c(0), qs / block, block), (.c(qs / block * block), qs % block == 0 ? 0 : 1, qs % block)]
+    return loop("j", images) { e, j in blocks.filter { $0.1 > 0 }.flatMap { start, n, size in
+      func moves(_ e: inout Emitter, _ qb: IExpr) -> [Stmt] {
+        [e.loop("c", count) { e, k in
+          let c = first + k
+          return [e.loop("q", size) { _, qv in
+            let q = qv + qb * block + start + q0
+            return [to(j, c, q, .load(.arena, .c(staging) + (j * positions + q) * channels + c))]
+          }]
+        }]
+      }
+      // One block needs no loop of blocks (the one-block planes of small nets read as before).
+      return n == 1 ? moves(&e, .c(0)) : [e.loop("qb", n) { e, qb in moves(&e, qb) }]
+    } }
   }
+
+  /// Positions per block of a move out of channels-last: their cache lines of one channel's loads are 64 lines,
+  /// which L1 keeps while the other channels read them.
+  static let transposeBlock = 64
 
   /// Rows of tiles per band of a one-image inference Winograd pass whose transformed input and products would
   /// leave L2 (ResNet-18's 64-channel 56x56 convs: 3.2 MB each), or nil: the largest divisor of the tile rows
-  /// whose band takes at most a quarter of L2, if its GEMMs keep `Self.leastBandTiles` rows. Even output planes
-  /// only (no short tiles in a band).
+  /// whose band takes at most what `Self.bandShareOfL2Winograd` of L2 leaves beside the transformed kernels (every
+  /// band's 16 or 36 GEMMs read all of them), if its GEMMs keep `Self.leastBandTiles` rows. Output planes whole in
+  /// tiles only (no short tiles in a band).
   func winogradBand(_ s: WinogradShape, groups: Int) -> Int? {
-    let rowBytes = s.tilesX * Winograd.positions * (s.cin + s.cout) * MemoryLayout<Float>.size, budget = target.l2 / Self.bandShareOfL2
-    guard !training, s.images == 1, s.oh % 2 == 0, s.ow % 2 == 0, s.tilesY * rowBytes > budget,
+    let rowBytes = s.tilesX * s.tile.positions * (s.cin + s.cout) * MemoryLayout<Float>.size
+    let budget = Int(Double(target.l2) * Self.bandShareOfL2Winograd) - s.kernelFloats * MemoryLayout<Float>.size
+    guard !training, s.images == 1, s.oh % s.tile.m == 0, s.ow % s.tile.m == 0, s.tilesY * rowBytes > budget,
           let rows = (1...s.tilesY).last(where: { s.tilesY % $0 == 0 && $0 * rowBytes <= budget }), rows < s.tilesY,
           rows * s.tilesX >= Self.leastBandTiles else { return nil }
     return rows
   }
 
-  /// The fewest tiles (GEMM rows) a Winograd band may have: a few row blocks of the micro-kernels. On one thread,
-  /// ResNet-18's 56x56 convs in bands of 56 tiles took 0.75x their unbanded time, its 28x28 and 14x14 convs in
-  /// bands of 28 and 7 tiles 1.23x.
-  static let leastBandTiles = 48
+  /// The share of L2 a Winograd band and the transformed kernels may take together; the rest holds the
+  /// micro-kernels' panels and the band's input rows.
+  static let bandShareOfL2Winograd = 0.75
+
+  /// The fewest tiles (GEMM rows) a Winograd band may have: a few row blocks of the micro-kernels.
+  static let leastBandTiles = 24
 
   /// Winograd passes of one image at a time at inference (`images` of them) in bands of `bandRows` rows of tiles
   /// (`winogradBand`): after an image's channels-last copy, each band's input transform, 16 GEMMs over every output channel, output transform
@@ -371,12 +475,15 @@ extension Emitter {
                                weight: (IExpr, IExpr, Int, Int) -> FExpr, tail: ConvTail,
                                finished: (VExpr, IExpr, Int) -> VExpr) {
     let u = prepared(s.kernelFloats)
-    let padded = scratch + s.kernelFloats, v = padded + s.paddedFloats, m = v + s.transformedFloats, staging = m + s.productFloats
+    let bands = s.tilesY / bandRows, tiles = bandRows * s.tilesX, plane = s.oh * s.ow
+    let parts = parallelParts(macs: s.tiles * s.tile.positions * s.cin * s.cout)
+    // Each part's band of transformed tiles and products is rewritten band after band in place, so it stays in
+    // that core's L2 (`winogradBandFloats`).
+    let bandFloats = tiles * s.tile.positions * (s.cin + s.cout)
+    let padded = scratch + s.kernelFloats, bandsAt = padded + s.paddedFloats, staging = bandsAt + parts * bandFloats
     prepare.append(transformKernels(s, into: u, channels: (.c(0), s.cout), weight: weight))
     body.append(zeroArena(padded, s.paddedFloats))
     let copyParts = parallelParts(units: s.cin, macs: s.cin * s.h * s.w * Self.elementwiseWeight)
-    let bands = s.tilesY / bandRows, tiles = bandRows * s.tilesX, plane = s.oh * s.ow
-    let parts = parallelParts(macs: s.tiles * Winograd.positions * s.cin * s.cout)
     body.append(loop("g", images) { e, g in
       var out = e.inParts(copyParts, of: "input channels") { e, part in
         [e.copyChannelsLast(s.input, images: 1, from: x, g: g, into: padded, channels: (part * (s.cin / copyParts), s.cin / copyParts))]
@@ -384,17 +491,19 @@ extension Emitter {
       out += e.inParts(parts, of: "bands of tile rows") { e, part in
         e.rowsInParts([0..<bands], parts: parts, part: part) { e, band, _ in
           let ty0 = band * bandRows, t0 = ty0 * s.tilesX
+          let v = TileBuffer(base: .c(bandsAt) + part * bandFloats, tiles: tiles, first: t0)
+          let m = TileBuffer(base: v.base + tiles * s.tile.positions * s.cin, tiles: tiles, first: t0)
           var out: [Stmt] = [e.transformInput(s, padded: padded, into: v, tileRows: (ty0, bandRows))]
-          out.append(e.loop("xi", Winograd.positions) { e, xi in
-            e.tiledGemm(TiledGemm(m: tiles, n: s.cout, k: s.cin, a: (.arena, .c(v) + xi * (s.tiles * s.cin) + t0 * s.cin), aRow: s.cin, aCol: 1,
+          out.append(e.loop("xi", s.tile.positions) { e, xi in
+            e.tiledGemm(TiledGemm(m: tiles, n: s.cout, k: s.cin, a: (.arena, v.at(xi, t0, .c(0), channels: s.cin)), aRow: s.cin, aCol: 1,
                                   b: (.arena, .c(u) + xi * (s.cin * s.cout)), ldb: s.cout,
-                                  c: (.arena, .c(m) + xi * (s.tiles * s.cout) + t0 * s.cout), ldc: s.cout, accumulate: false,
-                                  calls: Winograd.positions * bands * images))
+                                  c: (.arena, m.at(xi, t0, .c(0), channels: s.cout)), ldc: s.cout, accumulate: false,
+                                  calls: s.tile.positions * bands * images))
           })
           out += e.transformOutput(s, products: m, channels: (.c(0), s.cout), tileRows: (ty0, bandRows)) { _, j, t, ty, tx, c0, lanes in
             Self.stageTile(s, j, t, ty, tx, c0, lanes, staging) { finished($0, c0, lanes) }
           }
-          return out + [e.fromChannelsLast(staging, images: 1, positions: plane, channels: s.cout, positionRange: (ty0 * 2 * s.ow, bandRows * 2 * s.ow)) {
+          return out + [e.fromChannelsLast(staging, images: 1, positions: plane, channels: s.cout, positionRange: (ty0 * s.tile.m * s.ow, bandRows * s.tile.m * s.ow)) {
             _, c, q, v in
             let o = g * (s.cout * plane) + c * plane + q
             return .store(y.base, .c(y.offset) + o, tail.apply(v, at: o))
@@ -434,7 +543,7 @@ extension Emitter {
     body.append(zeroArena(padded, s.paddedFloats))
     // At inference the copy splits by input channels and the input transform by rows of tiles, like the rest.
     let copyParts = parallelParts(units: s.cin, macs: s.images * s.cin * s.h * s.w * Self.elementwiseWeight)
-    let rowParts = parallelParts(units: s.tilesY, macs: s.tiles * s.cin * Winograd.positions * Self.elementwiseWeight)
+    let rowParts = parallelParts(units: s.tilesY, macs: s.tiles * s.cin * s.tile.positions * Self.elementwiseWeight)
     body.append(loop("g", groups) { e, g in
       var out = e.inParts(copyParts, of: "input channels") { e, part in
         [e.copyChannelsLast(s.input, images: s.images, from: x, g: g, into: padded, channels: (part * (s.cin / copyParts), s.cin / copyParts))]
@@ -445,7 +554,7 @@ extension Emitter {
       return out + e.inParts(parts, of: "output channels") { e, part in
         let channels = (part * perPart, perPart)
         return [e.tileProducts(s, u: u, v: v, m: m, channels: channels, groups: groups)]
-          + e.transformOutput(s, products: m, channels: channels) { e, j, y, ty, tx, c0, lanes in output(&e, j, y, ty, tx, c0, lanes, staging) }
+          + e.transformOutput(s, products: TileBuffer(base: .c(m), tiles: s.tiles), channels: channels) { e, j, y, ty, tx, c0, lanes in output(&e, j, y, ty, tx, c0, lanes, staging) }
           + after(&e, g, staging, channels)
       }
     })
@@ -454,14 +563,14 @@ extension Emitter {
   /// The parts a Winograd pass over `groups` groups of `s` splits into (see `winogradConv`).
   func winogradParts(_ s: WinogradShape, groups: Int) -> Int {
     guard s.cout % lanes == 0 else { return 1 }
-    return parallelParts(units: s.cout / lanes, macs: groups * s.tiles * Winograd.positions * s.cin * s.cout)
+    return parallelParts(units: s.cout / lanes, macs: groups * s.tiles * s.tile.positions * s.cin * s.cout)
   }
 
   /// Stores a tile's outputs channels-last at staging[j][oy][ox][c].
   static func stageTile(_ s: WinogradShape, _ j: IExpr, _ t: [[VExpr]], _ ty: IExpr, _ tx: IExpr, _ c0: IExpr, _ lanes: Int, _ staging: Int,
                         _ value: (VExpr) -> VExpr = { $0 }) -> [Stmt] {
     t.enumerated().flatMap { r, row in row.enumerated().map { c, v in
-      Stmt.vstore(.arena, .c(staging) + ((j * s.oh + ty * 2 + r) * s.ow + tx * 2 + c) * s.cout + c0, value(v), lanes: lanes)
+      Stmt.vstore(.arena, .c(staging) + ((j * s.oh + ty * s.tile.m + r) * s.ow + tx * s.tile.m + c) * s.cout + c0, value(v), lanes: lanes)
     } }
   }
 
@@ -472,9 +581,9 @@ extension Emitter {
   }
 
   /// conv2d (with relu, max-pool) by Winograd; the epilogue as in `convForward`.
-  mutating func winogradForward(_ n: Node, _ a: Conv2DAttrs, relu: Bool, pool: PoolAttrs?, tail: ConvTail = .none) {
+  mutating func winogradForward(_ n: Node, _ a: Conv2DAttrs, tile: WinogradTile, relu: Bool, pool: PoolAttrs?, tail: ConvTail = .none) {
     let xd = dims(n.args[0]), x = at(n.args[0]), w = at("\(n.name).weight"), y = at(n.name)
-    let s = WinogradShape.forward(a, x: xd, target: target), scratch = plan.scratch[n.name]!.offset, tmp = scratch + s.forwardFloats
+    let s = WinogradShape.forward(a, x: xd, tile: tile, target: target), scratch = plan.scratch[n.name]!.offset, tmp = scratch + s.forwardFloats
     let bias = a.bias ? at("\(n.name).bias") : nil, fold = foldOperand(n, scaled: a.scaled), groups = xd[0] / s.images
     func biased(_ v: VExpr, _ c0: IExpr, _ lanes: Int) -> VExpr { Self.biasedVector(v, c0, lanes, bias: bias, fold: fold, channels: s.cout) }
     func relued(_ v: VExpr) -> VExpr { relu ? .selectGreater(v, .zero, v, .zero) : v }

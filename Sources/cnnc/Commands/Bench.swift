@@ -268,7 +268,7 @@ struct Bench: ParsableCommand {
   func profileFields<C>(_ backend: CompiledBackend<C>, _ testSet: ImageDataset, px: Int) throws -> [String] {
     let convs = backend.convAlgorithms
     /// The conv algorithm of a row's statement, as a JSON field.
-    func algorithm(_ name: String) -> String { convs[name].map { ", \"algorithm\": \"\($0.algorithm.rawValue)\"" } ?? "" }
+    func algorithm(_ name: String) -> String { convs[name].map { ", \"algorithm\": \"\($0.label)\"" } ?? "" }
     let rows = backend.profileReport().sorted { $0.msPerStep > $1.msPerStep }.map {
       String(format: "    {\"line\": %d, \"statement\": \"%@\", \"op\": \"%@\"%@, \"ms_per_step\": %.3f, \"share\": %.3f}",
              $0.line, $0.name, $0.op, algorithm($0.name), $0.msPerStep, $0.share)
@@ -311,7 +311,7 @@ extension CompiledBackend: InferenceProfiling {
     let convs = convAlgorithms, last = channelsLastValues
     /// The conv algorithm and the layout of a row's statement, as JSON fields.
     func choices(_ name: String) -> String {
-      (convs[name].map { ", \"algorithm\": \"\($0.algorithm.rawValue)\"" } ?? "") + ", \"layout\": \"\(last.contains(name) ? "channels_last" : "nchw")\""
+      (convs[name].map { ", \"algorithm\": \"\($0.label)\"" } ?? "") + ", \"layout\": \"\(last.contains(name) ? "channels_last" : "nchw")\""
     }
     let rows = try profileInference(images: images, count: count, repeats: repeats).sorted { $0.msPerCall > $1.msPerCall }.map {
       String(format: "    {\"line\": %d, \"statement\": \"%@\", \"op\": \"%@\"%@, \"us_per_call\": %.1f, \"share\": %.3f}",

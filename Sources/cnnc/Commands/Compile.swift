@@ -161,7 +161,7 @@ func printTargetAndBlocking(_ programs: [Program]) {
   print(String(format: "caches per core:   L1 %@, L2 %@, L3 share %@; %d physical cores", formatBytes(t.l1), formatBytes(t.l2), formatBytes(t.l3), t.cores))
   var algorithms = [["program", "conv pass", "algorithm", "why"]]
   for p in programs {
-    for c in p.convs { algorithms.append([p.functions[0].name, c.node, c.algorithm.rawValue, c.reason]) }
+    for c in p.convs { algorithms.append([p.functions[0].name, c.node, c.label, c.reason]) }
   }
   if algorithms.count > 1 {
     print("")
