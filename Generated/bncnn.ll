@@ -13967,7 +13967,7 @@ prepare.co56:                                     ; preds = %prepare.co56, %prep
   store float %w6846, ptr %prepare.w84, align 4
   %w69 = load float, ptr %prepare.w69, align 4
   %232 = mul nsw i64 %prepare.ci551, 64
-  %233 = add nsw i64 1344784, %232
+  %233 = add nsw i64 1074160, %232
   %234 = mul nsw i64 %0, 32
   %235 = add nsw i64 %234, %prepare.co562
   %236 = add nsw i64 %233, %235
@@ -13975,7 +13975,7 @@ prepare.co56:                                     ; preds = %prepare.co56, %prep
   store float %w69, ptr %arena47, align 4
   %w70 = load float, ptr %prepare.w70, align 4
   %237 = mul nsw i64 %prepare.ci551, 64
-  %238 = add nsw i64 1346832, %237
+  %238 = add nsw i64 1076208, %237
   %239 = mul nsw i64 %0, 32
   %240 = add nsw i64 %239, %prepare.co562
   %241 = add nsw i64 %238, %240
@@ -13983,7 +13983,7 @@ prepare.co56:                                     ; preds = %prepare.co56, %prep
   store float %w70, ptr %arena48, align 4
   %w71 = load float, ptr %prepare.w71, align 4
   %242 = mul nsw i64 %prepare.ci551, 64
-  %243 = add nsw i64 1348880, %242
+  %243 = add nsw i64 1078256, %242
   %244 = mul nsw i64 %0, 32
   %245 = add nsw i64 %244, %prepare.co562
   %246 = add nsw i64 %243, %245
@@ -13991,7 +13991,7 @@ prepare.co56:                                     ; preds = %prepare.co56, %prep
   store float %w71, ptr %arena49, align 4
   %w72 = load float, ptr %prepare.w72, align 4
   %247 = mul nsw i64 %prepare.ci551, 64
-  %248 = add nsw i64 1350928, %247
+  %248 = add nsw i64 1080304, %247
   %249 = mul nsw i64 %0, 32
   %250 = add nsw i64 %249, %prepare.co562
   %251 = add nsw i64 %248, %250
@@ -13999,7 +13999,7 @@ prepare.co56:                                     ; preds = %prepare.co56, %prep
   store float %w72, ptr %arena50, align 4
   %w73 = load float, ptr %prepare.w73, align 4
   %252 = mul nsw i64 %prepare.ci551, 64
-  %253 = add nsw i64 1352976, %252
+  %253 = add nsw i64 1082352, %252
   %254 = mul nsw i64 %0, 32
   %255 = add nsw i64 %254, %prepare.co562
   %256 = add nsw i64 %253, %255
@@ -14007,7 +14007,7 @@ prepare.co56:                                     ; preds = %prepare.co56, %prep
   store float %w73, ptr %arena51, align 4
   %w74 = load float, ptr %prepare.w74, align 4
   %257 = mul nsw i64 %prepare.ci551, 64
-  %258 = add nsw i64 1355024, %257
+  %258 = add nsw i64 1084400, %257
   %259 = mul nsw i64 %0, 32
   %260 = add nsw i64 %259, %prepare.co562
   %261 = add nsw i64 %258, %260
@@ -14015,7 +14015,7 @@ prepare.co56:                                     ; preds = %prepare.co56, %prep
   store float %w74, ptr %arena52, align 4
   %w75 = load float, ptr %prepare.w75, align 4
   %262 = mul nsw i64 %prepare.ci551, 64
-  %263 = add nsw i64 1357072, %262
+  %263 = add nsw i64 1086448, %262
   %264 = mul nsw i64 %0, 32
   %265 = add nsw i64 %264, %prepare.co562
   %266 = add nsw i64 %263, %265
@@ -14023,7 +14023,7 @@ prepare.co56:                                     ; preds = %prepare.co56, %prep
   store float %w75, ptr %arena53, align 4
   %w76 = load float, ptr %prepare.w76, align 4
   %267 = mul nsw i64 %prepare.ci551, 64
-  %268 = add nsw i64 1359120, %267
+  %268 = add nsw i64 1088496, %267
   %269 = mul nsw i64 %0, 32
   %270 = add nsw i64 %269, %prepare.co562
   %271 = add nsw i64 %268, %270
@@ -14031,7 +14031,7 @@ prepare.co56:                                     ; preds = %prepare.co56, %prep
   store float %w76, ptr %arena54, align 4
   %w77 = load float, ptr %prepare.w77, align 4
   %272 = mul nsw i64 %prepare.ci551, 64
-  %273 = add nsw i64 1361168, %272
+  %273 = add nsw i64 1090544, %272
   %274 = mul nsw i64 %0, 32
   %275 = add nsw i64 %274, %prepare.co562
   %276 = add nsw i64 %273, %275
@@ -14039,7 +14039,7 @@ prepare.co56:                                     ; preds = %prepare.co56, %prep
   store float %w77, ptr %arena55, align 4
   %w78 = load float, ptr %prepare.w78, align 4
   %277 = mul nsw i64 %prepare.ci551, 64
-  %278 = add nsw i64 1363216, %277
+  %278 = add nsw i64 1092592, %277
   %279 = mul nsw i64 %0, 32
   %280 = add nsw i64 %279, %prepare.co562
   %281 = add nsw i64 %278, %280
@@ -14047,7 +14047,7 @@ prepare.co56:                                     ; preds = %prepare.co56, %prep
   store float %w78, ptr %arena56, align 4
   %w79 = load float, ptr %prepare.w79, align 4
   %282 = mul nsw i64 %prepare.ci551, 64
-  %283 = add nsw i64 1365264, %282
+  %283 = add nsw i64 1094640, %282
   %284 = mul nsw i64 %0, 32
   %285 = add nsw i64 %284, %prepare.co562
   %286 = add nsw i64 %283, %285
@@ -14055,7 +14055,7 @@ prepare.co56:                                     ; preds = %prepare.co56, %prep
   store float %w79, ptr %arena57, align 4
   %w80 = load float, ptr %prepare.w80, align 4
   %287 = mul nsw i64 %prepare.ci551, 64
-  %288 = add nsw i64 1367312, %287
+  %288 = add nsw i64 1096688, %287
   %289 = mul nsw i64 %0, 32
   %290 = add nsw i64 %289, %prepare.co562
   %291 = add nsw i64 %288, %290
@@ -14063,7 +14063,7 @@ prepare.co56:                                     ; preds = %prepare.co56, %prep
   store float %w80, ptr %arena58, align 4
   %w81 = load float, ptr %prepare.w81, align 4
   %292 = mul nsw i64 %prepare.ci551, 64
-  %293 = add nsw i64 1369360, %292
+  %293 = add nsw i64 1098736, %292
   %294 = mul nsw i64 %0, 32
   %295 = add nsw i64 %294, %prepare.co562
   %296 = add nsw i64 %293, %295
@@ -14071,7 +14071,7 @@ prepare.co56:                                     ; preds = %prepare.co56, %prep
   store float %w81, ptr %arena59, align 4
   %w82 = load float, ptr %prepare.w82, align 4
   %297 = mul nsw i64 %prepare.ci551, 64
-  %298 = add nsw i64 1371408, %297
+  %298 = add nsw i64 1100784, %297
   %299 = mul nsw i64 %0, 32
   %300 = add nsw i64 %299, %prepare.co562
   %301 = add nsw i64 %298, %300
@@ -14079,7 +14079,7 @@ prepare.co56:                                     ; preds = %prepare.co56, %prep
   store float %w82, ptr %arena60, align 4
   %w83 = load float, ptr %prepare.w83, align 4
   %302 = mul nsw i64 %prepare.ci551, 64
-  %303 = add nsw i64 1373456, %302
+  %303 = add nsw i64 1102832, %302
   %304 = mul nsw i64 %0, 32
   %305 = add nsw i64 %304, %prepare.co562
   %306 = add nsw i64 %303, %305
@@ -14087,7 +14087,7 @@ prepare.co56:                                     ; preds = %prepare.co56, %prep
   store float %w83, ptr %arena61, align 4
   %w84 = load float, ptr %prepare.w84, align 4
   %307 = mul nsw i64 %prepare.ci551, 64
-  %308 = add nsw i64 1375504, %307
+  %308 = add nsw i64 1104880, %307
   %309 = mul nsw i64 %0, 32
   %310 = add nsw i64 %309, %prepare.co562
   %311 = add nsw i64 %308, %310
@@ -14197,7 +14197,7 @@ conv1.i3:                                         ; preds = %conv1.i3, %entry
   %3 = mul nsw i64 %2, 2
   %4 = add nsw i64 %1, %3
   %5 = sitofp i64 %4 to float
-  %6 = add nsw i64 1317840, %conv1.i31
+  %6 = add nsw i64 1060688, %conv1.i31
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %6
   store float %5, ptr %arena2, align 4
   %i3.next = add nsw i64 %conv1.i31, 1
@@ -14209,11 +14209,11 @@ conv1.i3.end:                                     ; preds = %conv1.i3
 
 conv1.i4:                                         ; preds = %conv1.i4, %conv1.i3.end
   %conv1.i43 = phi i64 [ 0, %conv1.i3.end ], [ %i4.next, %conv1.i4 ]
-  %8 = add nsw i64 1330384, %conv1.i43
+  %8 = add nsw i64 1066960, %conv1.i43
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %8
   store float 0.000000e+00, ptr %arena4, align 4
   %i4.next = add nsw i64 %conv1.i43, 1
-  %9 = icmp slt i64 %i4.next, 14400
+  %9 = icmp slt i64 %i4.next, 7200
   br i1 %9, label %conv1.i4, label %conv1.i4.end
 
 conv1.i4.end:                                     ; preds = %conv1.i4
@@ -14239,7 +14239,7 @@ conv1.c7:                                         ; preds = %conv1.qy8.end, %con
 
 conv1.c7.end:                                     ; preds = %conv1.qy8.end
   %j6.next = add nsw i64 %conv1.j66, 1
-  %10 = icmp slt i64 %j6.next, 16
+  %10 = icmp slt i64 %j6.next, 8
   br i1 %10, label %conv1.j6, label %conv1.j6.end
 
 conv1.qy8:                                        ; preds = %conv1.qx9.end, %conv1.c7
@@ -14253,7 +14253,7 @@ conv1.qy8.end:                                    ; preds = %conv1.qx9.end
 
 conv1.qx9:                                        ; preds = %conv1.qx9, %conv1.qy8
   %conv1.qx99 = phi i64 [ 0, %conv1.qy8 ], [ %qx9.next, %conv1.qx9 ]
-  %12 = mul nsw i64 %conv1.g55, 16
+  %12 = mul nsw i64 %conv1.g55, 8
   %13 = add nsw i64 %12, %conv1.j66
   %14 = mul nsw i64 %13, 784
   %15 = mul nsw i64 %conv1.c77, 784
@@ -14278,7 +14278,7 @@ conv1.qx9:                                        ; preds = %conv1.qx9, %conv1.q
   %33 = add nsw i64 %30, %32
   %34 = add nsw i64 %conv1.qx99, 1
   %35 = add nsw i64 %33, %34
-  %36 = add nsw i64 1330384, %35
+  %36 = add nsw i64 1066960, %35
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %36
   store float %26, ptr %arena11, align 4
   %qx9.next = add nsw i64 %conv1.qx99, 1
@@ -14303,7 +14303,7 @@ conv1.c11:                                        ; preds = %conv1.qy12.end, %co
 
 conv1.c11.end:                                    ; preds = %conv1.qy12.end
   %j10.next = add nsw i64 %conv1.j1012, 1
-  %39 = icmp slt i64 %j10.next, 16
+  %39 = icmp slt i64 %j10.next, 8
   br i1 %39, label %conv1.j10, label %conv1.j10.end
 
 conv1.qy12:                                       ; preds = %conv1.qx13.end, %conv1.c11
@@ -14317,7 +14317,7 @@ conv1.qy12.end:                                   ; preds = %conv1.qx13.end
 
 conv1.qx13:                                       ; preds = %conv1.qx13, %conv1.qy12
   %conv1.qx1315 = phi i64 [ 0, %conv1.qy12 ], [ %qx13.next, %conv1.qx13 ]
-  %41 = mul nsw i64 %conv1.g55, 16
+  %41 = mul nsw i64 %conv1.g55, 8
   %42 = add nsw i64 %41, %conv1.j1012
   %43 = mul nsw i64 %42, 784
   %44 = mul nsw i64 %conv1.c1113, 784
@@ -14340,7 +14340,7 @@ conv1.qx13:                                       ; preds = %conv1.qx13, %conv1.
   %60 = mul nsw i64 %59, 15
   %61 = add nsw i64 %58, %60
   %62 = add nsw i64 %61, %conv1.qx1315
-  %63 = add nsw i64 1330384, %62
+  %63 = add nsw i64 1066960, %62
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %63
   store float %53, ptr %arena17, align 4
   %qx13.next = add nsw i64 %conv1.qx1315, 1
@@ -14365,7 +14365,7 @@ conv1.c15:                                        ; preds = %conv1.qy16.end, %co
 
 conv1.c15.end:                                    ; preds = %conv1.qy16.end
   %j14.next = add nsw i64 %conv1.j1418, 1
-  %66 = icmp slt i64 %j14.next, 16
+  %66 = icmp slt i64 %j14.next, 8
   br i1 %66, label %conv1.j14, label %conv1.j14.end
 
 conv1.qy16:                                       ; preds = %conv1.qx17.end, %conv1.c15
@@ -14379,7 +14379,7 @@ conv1.qy16.end:                                   ; preds = %conv1.qx17.end
 
 conv1.qx17:                                       ; preds = %conv1.qx17, %conv1.qy16
   %conv1.qx1721 = phi i64 [ 0, %conv1.qy16 ], [ %qx17.next, %conv1.qx17 ]
-  %68 = mul nsw i64 %conv1.g55, 16
+  %68 = mul nsw i64 %conv1.g55, 8
   %69 = add nsw i64 %68, %conv1.j1418
   %70 = mul nsw i64 %69, 784
   %71 = mul nsw i64 %conv1.c1519, 784
@@ -14402,7 +14402,7 @@ conv1.qx17:                                       ; preds = %conv1.qx17, %conv1.
   %87 = add nsw i64 %85, %86
   %88 = add nsw i64 %conv1.qx1721, 1
   %89 = add nsw i64 %87, %88
-  %90 = add nsw i64 1330384, %89
+  %90 = add nsw i64 1066960, %89
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %90
   store float %80, ptr %arena23, align 4
   %qx17.next = add nsw i64 %conv1.qx1721, 1
@@ -14427,7 +14427,7 @@ conv1.c19:                                        ; preds = %conv1.qy20.end, %co
 
 conv1.c19.end:                                    ; preds = %conv1.qy20.end
   %j18.next = add nsw i64 %conv1.j1824, 1
-  %93 = icmp slt i64 %j18.next, 16
+  %93 = icmp slt i64 %j18.next, 8
   br i1 %93, label %conv1.j18, label %conv1.j18.end
 
 conv1.qy20:                                       ; preds = %conv1.qx21.end, %conv1.c19
@@ -14441,7 +14441,7 @@ conv1.qy20.end:                                   ; preds = %conv1.qx21.end
 
 conv1.qx21:                                       ; preds = %conv1.qx21, %conv1.qy20
   %conv1.qx2127 = phi i64 [ 0, %conv1.qy20 ], [ %qx21.next, %conv1.qx21 ]
-  %95 = mul nsw i64 %conv1.g55, 16
+  %95 = mul nsw i64 %conv1.g55, 8
   %96 = add nsw i64 %95, %conv1.j1824
   %97 = mul nsw i64 %96, 784
   %98 = mul nsw i64 %conv1.c1925, 784
@@ -14462,7 +14462,7 @@ conv1.qx21:                                       ; preds = %conv1.qx21, %conv1.
   %112 = mul nsw i64 %conv1.qy2026, 15
   %113 = add nsw i64 %111, %112
   %114 = add nsw i64 %113, %conv1.qx2127
-  %115 = add nsw i64 1330384, %114
+  %115 = add nsw i64 1066960, %114
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %115
   store float %105, ptr %arena29, align 4
   %qx21.next = add nsw i64 %conv1.qx2127, 1
@@ -14488,7 +14488,7 @@ conv1.c23:                                        ; preds = %conv1.ky24.end, %co
 
 conv1.c23.end:                                    ; preds = %conv1.ky24.end
   %j22.next = add nsw i64 %conv1.j2230, 1
-  %118 = icmp slt i64 %j22.next, 16
+  %118 = icmp slt i64 %j22.next, 8
   br i1 %118, label %conv1.j22, label %conv1.j22.end, !llvm.loop !7
 
 conv1.ky24:                                       ; preds = %conv1.kx25.end, %conv1.c23
@@ -14558,14 +14558,14 @@ conv1.cv29:                                       ; preds = %conv1.cv29, %conv1.
   %141 = sdiv i64 %140, 2
   %142 = add nsw i64 %139, %141
   %143 = add nsw i64 %138, %142
-  %144 = add nsw i64 1330384, %143
+  %144 = add nsw i64 1066960, %143
   %arena38 = getelementptr inbounds float, ptr %arena, i64 %144
   %145 = load <8 x float>, ptr %arena38, align 4
   %146 = mul nsw i64 %conv1.c2331, 3
   %147 = add nsw i64 %146, %conv1.ky2432
   %148 = mul nsw i64 %147, 3
   %149 = add nsw i64 %148, %conv1.kx2533
-  %150 = mul nsw i64 %149, 12560
+  %150 = mul nsw i64 %149, 6288
   %151 = add nsw i64 802880, %150
   %152 = mul nsw i64 %conv1.j2230, 784
   %153 = add nsw i64 %151, %152
@@ -14603,14 +14603,14 @@ conv1.cv29.end:                                   ; preds = %conv1.cv29
   %179 = sdiv i64 %178, 2
   %180 = add nsw i64 8, %179
   %181 = add nsw i64 %177, %180
-  %182 = add nsw i64 1330384, %181
+  %182 = add nsw i64 1066960, %181
   %arena40 = getelementptr inbounds float, ptr %arena, i64 %182
   %183 = call <8 x float> @llvm.masked.load.v8f32.p0(ptr %arena40, i32 4, <8 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false>, <8 x float> zeroinitializer)
   %184 = mul nsw i64 %conv1.c2331, 3
   %185 = add nsw i64 %184, %conv1.ky2432
   %186 = mul nsw i64 %185, 3
   %187 = add nsw i64 %186, %conv1.kx2533
-  %188 = mul nsw i64 %187, 12560
+  %188 = mul nsw i64 %187, 6288
   %189 = add nsw i64 802880, %188
   %190 = mul nsw i64 %conv1.j2230, 784
   %191 = add nsw i64 %189, %190
@@ -14633,7 +14633,7 @@ conv1.j38:                                        ; preds = %conv1.f39.end, %con
 
 conv1.j38.end:                                    ; preds = %conv1.f39.end
   %g5.next = add nsw i64 %conv1.g55, 1
-  %200 = icmp slt i64 %g5.next, 4
+  %200 = icmp slt i64 %g5.next, 8
   br i1 %200, label %conv1.g5, label %conv1.g5.end
 
 conv1.f39:                                        ; preds = %conv1.q40.end, %conv1.j38
@@ -14642,13 +14642,13 @@ conv1.f39:                                        ; preds = %conv1.q40.end, %con
 
 conv1.f39.end:                                    ; preds = %conv1.q40.end
   %j38.next = add nsw i64 %conv1.j3842, 1
-  %201 = icmp slt i64 %j38.next, 16
+  %201 = icmp slt i64 %j38.next, 8
   br i1 %201, label %conv1.j38, label %conv1.j38.end
 
 conv1.q40:                                        ; preds = %conv1.q40, %conv1.f39
   %conv1.q4044 = phi i64 [ 0, %conv1.f39 ], [ %q40.next, %conv1.q40 ]
-  %202 = mul nsw i64 %conv1.f3943, 12560
-  %203 = add nsw i64 915920, %202
+  %202 = mul nsw i64 %conv1.f3943, 6288
+  %203 = add nsw i64 859472, %202
   %204 = mul nsw i64 %conv1.j3842, 784
   %205 = add nsw i64 %203, %204
   %206 = add nsw i64 %205, %conv1.q4044
@@ -14663,8 +14663,8 @@ conv1.q40:                                        ; preds = %conv1.q40, %conv1.f
   %212 = fadd float %209, %211
   store float %212, ptr %conv1.v41, align 4
   store float 0.000000e+00, ptr %conv1.at42, align 4
-  %213 = mul nsw i64 %conv1.f3943, 12560
-  %214 = add nsw i64 915920, %213
+  %213 = mul nsw i64 %conv1.f3943, 6288
+  %214 = add nsw i64 859472, %213
   %215 = mul nsw i64 %conv1.j3842, 784
   %216 = add nsw i64 %214, %215
   %217 = add nsw i64 %216, 196
@@ -14692,8 +14692,8 @@ conv1.q40:                                        ; preds = %conv1.q40, %conv1.f
   %v4154 = load float, ptr %conv1.v41, align 4
   %228 = select i1 %227, float %v4353, float %v4154
   store float %228, ptr %conv1.best44, align 4
-  %229 = mul nsw i64 %conv1.f3943, 12560
-  %230 = add nsw i64 915920, %229
+  %229 = mul nsw i64 %conv1.f3943, 6288
+  %230 = add nsw i64 859472, %229
   %231 = mul nsw i64 %conv1.j3842, 784
   %232 = add nsw i64 %230, %231
   %233 = add nsw i64 %232, 392
@@ -14721,8 +14721,8 @@ conv1.q40:                                        ; preds = %conv1.q40, %conv1.f
   %best4461 = load float, ptr %conv1.best44, align 4
   %244 = select i1 %243, float %v4660, float %best4461
   store float %244, ptr %conv1.best47, align 4
-  %245 = mul nsw i64 %conv1.f3943, 12560
-  %246 = add nsw i64 915920, %245
+  %245 = mul nsw i64 %conv1.f3943, 6288
+  %246 = add nsw i64 859472, %245
   %247 = mul nsw i64 %conv1.j3842, 784
   %248 = add nsw i64 %246, %247
   %249 = add nsw i64 %248, 588
@@ -14754,7 +14754,7 @@ conv1.q40:                                        ; preds = %conv1.q40, %conv1.f
   %261 = fcmp ogt float %best50, 0.000000e+00
   %best5069 = load float, ptr %conv1.best50, align 4
   %262 = select i1 %261, float %best5069, float 0.000000e+00
-  %263 = mul nsw i64 %conv1.g55, 16
+  %263 = mul nsw i64 %conv1.g55, 8
   %264 = add nsw i64 %263, %conv1.j3842
   %265 = mul nsw i64 %264, 6272
   %266 = mul nsw i64 %conv1.f3943, 196
@@ -14763,12 +14763,12 @@ conv1.q40:                                        ; preds = %conv1.q40, %conv1.f
   %269 = add nsw i64 64, %268
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %269
   store float %262, ptr %arena70, align 4
-  %270 = add nsw i64 1317840, %conv1.q4044
+  %270 = add nsw i64 1060688, %conv1.q4044
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %270
   %271 = load float, ptr %arena71, align 4
   %at51 = load float, ptr %conv1.at51, align 4
   %272 = fadd float %271, %at51
-  %273 = mul nsw i64 %conv1.g55, 16
+  %273 = mul nsw i64 %conv1.g55, 8
   %274 = add nsw i64 %273, %conv1.j3842
   %275 = mul nsw i64 %274, 6272
   %276 = mul nsw i64 %conv1.f3943, 196
@@ -14800,15 +14800,10 @@ entry:
   %conv1.t35_a2 = alloca <8 x float>, align 32
   %conv1.t35_a1 = alloca <8 x float>, align 32
   %conv1.t35_a0 = alloca <8 x float>, align 32
-  %conv1.t35_b1 = alloca <8 x float>, align 32
   %conv1.t35_b0 = alloca <8 x float>, align 32
-  %conv1.t35_c3_1 = alloca <8 x float>, align 32
   %conv1.t35_c3_0 = alloca <8 x float>, align 32
-  %conv1.t35_c2_1 = alloca <8 x float>, align 32
   %conv1.t35_c2_0 = alloca <8 x float>, align 32
-  %conv1.t35_c1_1 = alloca <8 x float>, align 32
   %conv1.t35_c1_0 = alloca <8 x float>, align 32
-  %conv1.t35_c0_1 = alloca <8 x float>, align 32
   %conv1.t35_c0_0 = alloca <8 x float>, align 32
   %conv1.t32_a3 = alloca <8 x float>, align 32
   %conv1.t32_a2 = alloca <8 x float>, align 32
@@ -14856,19 +14851,19 @@ conv1.mb31:                                       ; preds = %conv1.k33.end, %con
 
 conv1.mb31.end:                                   ; preds = %conv1.k33.end
   %nb30.next = add nsw i64 %conv1.nb301, 1
-  %0 = icmp slt i64 %nb30.next, 522
+  %0 = icmp slt i64 %nb30.next, 261
   br i1 %0, label %conv1.nb30, label %conv1.nb30.end
 
 conv1.k33:                                        ; preds = %conv1.k33, %conv1.mb31
   %conv1.k333 = phi i64 [ 0, %conv1.mb31 ], [ %k33.next, %conv1.k33 ]
-  %1 = mul nsw i64 %conv1.k333, 12560
+  %1 = mul nsw i64 %conv1.k333, 6288
   %2 = add nsw i64 802880, %1
   %3 = mul nsw i64 %conv1.nb301, 24
   %4 = add nsw i64 %2, %3
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %4
   %5 = load <8 x float>, ptr %arena4, align 4
   store <8 x float> %5, ptr %conv1.t32_b0, align 32
-  %6 = mul nsw i64 %conv1.k333, 12560
+  %6 = mul nsw i64 %conv1.k333, 6288
   %7 = add nsw i64 802880, %6
   %8 = mul nsw i64 %conv1.nb301, 24
   %9 = add nsw i64 %7, %8
@@ -14876,7 +14871,7 @@ conv1.k33:                                        ; preds = %conv1.k33, %conv1.m
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %10
   %11 = load <8 x float>, ptr %arena5, align 4
   store <8 x float> %11, ptr %conv1.t32_b1, align 32
-  %12 = mul nsw i64 %conv1.k333, 12560
+  %12 = mul nsw i64 %conv1.k333, 6288
   %13 = add nsw i64 802880, %12
   %14 = mul nsw i64 %conv1.nb301, 24
   %15 = add nsw i64 %13, %14
@@ -14986,16 +14981,16 @@ conv1.k33:                                        ; preds = %conv1.k33, %conv1.m
 conv1.k33.end:                                    ; preds = %conv1.k33
   %t32_c0_028 = load <8 x float>, ptr %conv1.t32_c0_0, align 32
   %58 = mul nsw i64 %conv1.mb312, 4
-  %59 = mul nsw i64 %58, 12560
-  %60 = add nsw i64 915920, %59
+  %59 = mul nsw i64 %58, 6288
+  %60 = add nsw i64 859472, %59
   %61 = mul nsw i64 %conv1.nb301, 24
   %62 = add nsw i64 %60, %61
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %62
   store <8 x float> %t32_c0_028, ptr %arena29, align 4
   %t32_c0_130 = load <8 x float>, ptr %conv1.t32_c0_1, align 32
   %63 = mul nsw i64 %conv1.mb312, 4
-  %64 = mul nsw i64 %63, 12560
-  %65 = add nsw i64 915920, %64
+  %64 = mul nsw i64 %63, 6288
+  %65 = add nsw i64 859472, %64
   %66 = mul nsw i64 %conv1.nb301, 24
   %67 = add nsw i64 %65, %66
   %68 = add nsw i64 %67, 8
@@ -15003,8 +14998,8 @@ conv1.k33.end:                                    ; preds = %conv1.k33
   store <8 x float> %t32_c0_130, ptr %arena31, align 4
   %t32_c0_232 = load <8 x float>, ptr %conv1.t32_c0_2, align 32
   %69 = mul nsw i64 %conv1.mb312, 4
-  %70 = mul nsw i64 %69, 12560
-  %71 = add nsw i64 915920, %70
+  %70 = mul nsw i64 %69, 6288
+  %71 = add nsw i64 859472, %70
   %72 = mul nsw i64 %conv1.nb301, 24
   %73 = add nsw i64 %71, %72
   %74 = add nsw i64 %73, 16
@@ -15013,8 +15008,8 @@ conv1.k33.end:                                    ; preds = %conv1.k33
   %t32_c1_034 = load <8 x float>, ptr %conv1.t32_c1_0, align 32
   %75 = mul nsw i64 %conv1.mb312, 4
   %76 = add nsw i64 %75, 1
-  %77 = mul nsw i64 %76, 12560
-  %78 = add nsw i64 915920, %77
+  %77 = mul nsw i64 %76, 6288
+  %78 = add nsw i64 859472, %77
   %79 = mul nsw i64 %conv1.nb301, 24
   %80 = add nsw i64 %78, %79
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %80
@@ -15022,8 +15017,8 @@ conv1.k33.end:                                    ; preds = %conv1.k33
   %t32_c1_136 = load <8 x float>, ptr %conv1.t32_c1_1, align 32
   %81 = mul nsw i64 %conv1.mb312, 4
   %82 = add nsw i64 %81, 1
-  %83 = mul nsw i64 %82, 12560
-  %84 = add nsw i64 915920, %83
+  %83 = mul nsw i64 %82, 6288
+  %84 = add nsw i64 859472, %83
   %85 = mul nsw i64 %conv1.nb301, 24
   %86 = add nsw i64 %84, %85
   %87 = add nsw i64 %86, 8
@@ -15032,8 +15027,8 @@ conv1.k33.end:                                    ; preds = %conv1.k33
   %t32_c1_238 = load <8 x float>, ptr %conv1.t32_c1_2, align 32
   %88 = mul nsw i64 %conv1.mb312, 4
   %89 = add nsw i64 %88, 1
-  %90 = mul nsw i64 %89, 12560
-  %91 = add nsw i64 915920, %90
+  %90 = mul nsw i64 %89, 6288
+  %91 = add nsw i64 859472, %90
   %92 = mul nsw i64 %conv1.nb301, 24
   %93 = add nsw i64 %91, %92
   %94 = add nsw i64 %93, 16
@@ -15042,8 +15037,8 @@ conv1.k33.end:                                    ; preds = %conv1.k33
   %t32_c2_040 = load <8 x float>, ptr %conv1.t32_c2_0, align 32
   %95 = mul nsw i64 %conv1.mb312, 4
   %96 = add nsw i64 %95, 2
-  %97 = mul nsw i64 %96, 12560
-  %98 = add nsw i64 915920, %97
+  %97 = mul nsw i64 %96, 6288
+  %98 = add nsw i64 859472, %97
   %99 = mul nsw i64 %conv1.nb301, 24
   %100 = add nsw i64 %98, %99
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %100
@@ -15051,8 +15046,8 @@ conv1.k33.end:                                    ; preds = %conv1.k33
   %t32_c2_142 = load <8 x float>, ptr %conv1.t32_c2_1, align 32
   %101 = mul nsw i64 %conv1.mb312, 4
   %102 = add nsw i64 %101, 2
-  %103 = mul nsw i64 %102, 12560
-  %104 = add nsw i64 915920, %103
+  %103 = mul nsw i64 %102, 6288
+  %104 = add nsw i64 859472, %103
   %105 = mul nsw i64 %conv1.nb301, 24
   %106 = add nsw i64 %104, %105
   %107 = add nsw i64 %106, 8
@@ -15061,8 +15056,8 @@ conv1.k33.end:                                    ; preds = %conv1.k33
   %t32_c2_244 = load <8 x float>, ptr %conv1.t32_c2_2, align 32
   %108 = mul nsw i64 %conv1.mb312, 4
   %109 = add nsw i64 %108, 2
-  %110 = mul nsw i64 %109, 12560
-  %111 = add nsw i64 915920, %110
+  %110 = mul nsw i64 %109, 6288
+  %111 = add nsw i64 859472, %110
   %112 = mul nsw i64 %conv1.nb301, 24
   %113 = add nsw i64 %111, %112
   %114 = add nsw i64 %113, 16
@@ -15071,8 +15066,8 @@ conv1.k33.end:                                    ; preds = %conv1.k33
   %t32_c3_046 = load <8 x float>, ptr %conv1.t32_c3_0, align 32
   %115 = mul nsw i64 %conv1.mb312, 4
   %116 = add nsw i64 %115, 3
-  %117 = mul nsw i64 %116, 12560
-  %118 = add nsw i64 915920, %117
+  %117 = mul nsw i64 %116, 6288
+  %118 = add nsw i64 859472, %117
   %119 = mul nsw i64 %conv1.nb301, 24
   %120 = add nsw i64 %118, %119
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %120
@@ -15080,8 +15075,8 @@ conv1.k33.end:                                    ; preds = %conv1.k33
   %t32_c3_148 = load <8 x float>, ptr %conv1.t32_c3_1, align 32
   %121 = mul nsw i64 %conv1.mb312, 4
   %122 = add nsw i64 %121, 3
-  %123 = mul nsw i64 %122, 12560
-  %124 = add nsw i64 915920, %123
+  %123 = mul nsw i64 %122, 6288
+  %124 = add nsw i64 859472, %123
   %125 = mul nsw i64 %conv1.nb301, 24
   %126 = add nsw i64 %124, %125
   %127 = add nsw i64 %126, 8
@@ -15090,8 +15085,8 @@ conv1.k33.end:                                    ; preds = %conv1.k33
   %t32_c3_250 = load <8 x float>, ptr %conv1.t32_c3_2, align 32
   %128 = mul nsw i64 %conv1.mb312, 4
   %129 = add nsw i64 %128, 3
-  %130 = mul nsw i64 %129, 12560
-  %131 = add nsw i64 915920, %130
+  %130 = mul nsw i64 %129, 6288
+  %131 = add nsw i64 859472, %130
   %132 = mul nsw i64 %conv1.nb301, 24
   %133 = add nsw i64 %131, %132
   %134 = add nsw i64 %133, 16
@@ -15104,13 +15099,9 @@ conv1.k33.end:                                    ; preds = %conv1.k33
 conv1.mb34:                                       ; preds = %conv1.k36.end, %conv1.nb30.end
   %conv1.mb3452 = phi i64 [ 0, %conv1.nb30.end ], [ %mb34.next, %conv1.k36.end ]
   store <8 x float> zeroinitializer, ptr %conv1.t35_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t35_c0_1, align 32
   store <8 x float> zeroinitializer, ptr %conv1.t35_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t35_c1_1, align 32
   store <8 x float> zeroinitializer, ptr %conv1.t35_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t35_c2_1, align 32
   store <8 x float> zeroinitializer, ptr %conv1.t35_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t35_c3_1, align 32
   br label %conv1.k36
 
 conv1.mb34.end:                                   ; preds = %conv1.k36.end
@@ -15118,168 +15109,106 @@ conv1.mb34.end:                                   ; preds = %conv1.k36.end
 
 conv1.k36:                                        ; preds = %conv1.k36, %conv1.mb34
   %conv1.k3653 = phi i64 [ 0, %conv1.mb34 ], [ %k36.next, %conv1.k36 ]
-  %136 = mul nsw i64 %conv1.k3653, 12560
+  %136 = mul nsw i64 %conv1.k3653, 6288
   %137 = add nsw i64 802880, %136
-  %138 = add nsw i64 %137, 12528
+  %138 = add nsw i64 %137, 6264
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %138
   %139 = load <8 x float>, ptr %arena54, align 4
   store <8 x float> %139, ptr %conv1.t35_b0, align 32
-  %140 = mul nsw i64 %conv1.k3653, 12560
-  %141 = add nsw i64 802880, %140
-  %142 = add nsw i64 %141, 12528
-  %143 = add nsw i64 %142, 8
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %143
-  %144 = load <8 x float>, ptr %arena55, align 4
-  store <8 x float> %144, ptr %conv1.t35_b1, align 32
-  %145 = mul nsw i64 %conv1.mb3452, 4
-  %146 = mul nsw i64 %145, 9
-  %147 = add nsw i64 %146, %conv1.k3653
-  %params56 = getelementptr inbounds float, ptr %params, i64 %147
-  %148 = load float, ptr %params56, align 4
-  %149 = insertelement <8 x float> undef, float %148, i32 0
-  %150 = shufflevector <8 x float> %149, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %150, ptr %conv1.t35_a0, align 32
+  %140 = mul nsw i64 %conv1.mb3452, 4
+  %141 = mul nsw i64 %140, 9
+  %142 = add nsw i64 %141, %conv1.k3653
+  %params55 = getelementptr inbounds float, ptr %params, i64 %142
+  %143 = load float, ptr %params55, align 4
+  %144 = insertelement <8 x float> undef, float %143, i32 0
+  %145 = shufflevector <8 x float> %144, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %145, ptr %conv1.t35_a0, align 32
   %t35_a0 = load <8 x float>, ptr %conv1.t35_a0, align 32
   %t35_b0 = load <8 x float>, ptr %conv1.t35_b0, align 32
   %t35_c0_0 = load <8 x float>, ptr %conv1.t35_c0_0, align 32
-  %151 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t35_a0, <8 x float> %t35_b0, <8 x float> %t35_c0_0)
-  store <8 x float> %151, ptr %conv1.t35_c0_0, align 32
-  %t35_a057 = load <8 x float>, ptr %conv1.t35_a0, align 32
-  %t35_b1 = load <8 x float>, ptr %conv1.t35_b1, align 32
-  %t35_c0_1 = load <8 x float>, ptr %conv1.t35_c0_1, align 32
-  %152 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t35_a057, <8 x float> %t35_b1, <8 x float> %t35_c0_1)
-  store <8 x float> %152, ptr %conv1.t35_c0_1, align 32
-  %153 = mul nsw i64 %conv1.mb3452, 4
-  %154 = add nsw i64 %153, 1
-  %155 = mul nsw i64 %154, 9
-  %156 = add nsw i64 %155, %conv1.k3653
-  %params58 = getelementptr inbounds float, ptr %params, i64 %156
-  %157 = load float, ptr %params58, align 4
-  %158 = insertelement <8 x float> undef, float %157, i32 0
-  %159 = shufflevector <8 x float> %158, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %159, ptr %conv1.t35_a1, align 32
+  %146 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t35_a0, <8 x float> %t35_b0, <8 x float> %t35_c0_0)
+  store <8 x float> %146, ptr %conv1.t35_c0_0, align 32
+  %147 = mul nsw i64 %conv1.mb3452, 4
+  %148 = add nsw i64 %147, 1
+  %149 = mul nsw i64 %148, 9
+  %150 = add nsw i64 %149, %conv1.k3653
+  %params56 = getelementptr inbounds float, ptr %params, i64 %150
+  %151 = load float, ptr %params56, align 4
+  %152 = insertelement <8 x float> undef, float %151, i32 0
+  %153 = shufflevector <8 x float> %152, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %153, ptr %conv1.t35_a1, align 32
   %t35_a1 = load <8 x float>, ptr %conv1.t35_a1, align 32
-  %t35_b059 = load <8 x float>, ptr %conv1.t35_b0, align 32
+  %t35_b057 = load <8 x float>, ptr %conv1.t35_b0, align 32
   %t35_c1_0 = load <8 x float>, ptr %conv1.t35_c1_0, align 32
-  %160 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t35_a1, <8 x float> %t35_b059, <8 x float> %t35_c1_0)
-  store <8 x float> %160, ptr %conv1.t35_c1_0, align 32
-  %t35_a160 = load <8 x float>, ptr %conv1.t35_a1, align 32
-  %t35_b161 = load <8 x float>, ptr %conv1.t35_b1, align 32
-  %t35_c1_1 = load <8 x float>, ptr %conv1.t35_c1_1, align 32
-  %161 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t35_a160, <8 x float> %t35_b161, <8 x float> %t35_c1_1)
-  store <8 x float> %161, ptr %conv1.t35_c1_1, align 32
-  %162 = mul nsw i64 %conv1.mb3452, 4
-  %163 = add nsw i64 %162, 2
-  %164 = mul nsw i64 %163, 9
-  %165 = add nsw i64 %164, %conv1.k3653
-  %params62 = getelementptr inbounds float, ptr %params, i64 %165
-  %166 = load float, ptr %params62, align 4
-  %167 = insertelement <8 x float> undef, float %166, i32 0
-  %168 = shufflevector <8 x float> %167, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %168, ptr %conv1.t35_a2, align 32
+  %154 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t35_a1, <8 x float> %t35_b057, <8 x float> %t35_c1_0)
+  store <8 x float> %154, ptr %conv1.t35_c1_0, align 32
+  %155 = mul nsw i64 %conv1.mb3452, 4
+  %156 = add nsw i64 %155, 2
+  %157 = mul nsw i64 %156, 9
+  %158 = add nsw i64 %157, %conv1.k3653
+  %params58 = getelementptr inbounds float, ptr %params, i64 %158
+  %159 = load float, ptr %params58, align 4
+  %160 = insertelement <8 x float> undef, float %159, i32 0
+  %161 = shufflevector <8 x float> %160, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %161, ptr %conv1.t35_a2, align 32
   %t35_a2 = load <8 x float>, ptr %conv1.t35_a2, align 32
-  %t35_b063 = load <8 x float>, ptr %conv1.t35_b0, align 32
+  %t35_b059 = load <8 x float>, ptr %conv1.t35_b0, align 32
   %t35_c2_0 = load <8 x float>, ptr %conv1.t35_c2_0, align 32
-  %169 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t35_a2, <8 x float> %t35_b063, <8 x float> %t35_c2_0)
-  store <8 x float> %169, ptr %conv1.t35_c2_0, align 32
-  %t35_a264 = load <8 x float>, ptr %conv1.t35_a2, align 32
-  %t35_b165 = load <8 x float>, ptr %conv1.t35_b1, align 32
-  %t35_c2_1 = load <8 x float>, ptr %conv1.t35_c2_1, align 32
-  %170 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t35_a264, <8 x float> %t35_b165, <8 x float> %t35_c2_1)
-  store <8 x float> %170, ptr %conv1.t35_c2_1, align 32
-  %171 = mul nsw i64 %conv1.mb3452, 4
-  %172 = add nsw i64 %171, 3
-  %173 = mul nsw i64 %172, 9
-  %174 = add nsw i64 %173, %conv1.k3653
-  %params66 = getelementptr inbounds float, ptr %params, i64 %174
-  %175 = load float, ptr %params66, align 4
-  %176 = insertelement <8 x float> undef, float %175, i32 0
-  %177 = shufflevector <8 x float> %176, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %177, ptr %conv1.t35_a3, align 32
+  %162 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t35_a2, <8 x float> %t35_b059, <8 x float> %t35_c2_0)
+  store <8 x float> %162, ptr %conv1.t35_c2_0, align 32
+  %163 = mul nsw i64 %conv1.mb3452, 4
+  %164 = add nsw i64 %163, 3
+  %165 = mul nsw i64 %164, 9
+  %166 = add nsw i64 %165, %conv1.k3653
+  %params60 = getelementptr inbounds float, ptr %params, i64 %166
+  %167 = load float, ptr %params60, align 4
+  %168 = insertelement <8 x float> undef, float %167, i32 0
+  %169 = shufflevector <8 x float> %168, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %169, ptr %conv1.t35_a3, align 32
   %t35_a3 = load <8 x float>, ptr %conv1.t35_a3, align 32
-  %t35_b067 = load <8 x float>, ptr %conv1.t35_b0, align 32
+  %t35_b061 = load <8 x float>, ptr %conv1.t35_b0, align 32
   %t35_c3_0 = load <8 x float>, ptr %conv1.t35_c3_0, align 32
-  %178 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t35_a3, <8 x float> %t35_b067, <8 x float> %t35_c3_0)
-  store <8 x float> %178, ptr %conv1.t35_c3_0, align 32
-  %t35_a368 = load <8 x float>, ptr %conv1.t35_a3, align 32
-  %t35_b169 = load <8 x float>, ptr %conv1.t35_b1, align 32
-  %t35_c3_1 = load <8 x float>, ptr %conv1.t35_c3_1, align 32
-  %179 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t35_a368, <8 x float> %t35_b169, <8 x float> %t35_c3_1)
-  store <8 x float> %179, ptr %conv1.t35_c3_1, align 32
+  %170 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t35_a3, <8 x float> %t35_b061, <8 x float> %t35_c3_0)
+  store <8 x float> %170, ptr %conv1.t35_c3_0, align 32
   %k36.next = add nsw i64 %conv1.k3653, 1
-  %180 = icmp slt i64 %k36.next, 9
-  br i1 %180, label %conv1.k36, label %conv1.k36.end
+  %171 = icmp slt i64 %k36.next, 9
+  br i1 %171, label %conv1.k36, label %conv1.k36.end
 
 conv1.k36.end:                                    ; preds = %conv1.k36
-  %t35_c0_070 = load <8 x float>, ptr %conv1.t35_c0_0, align 32
+  %t35_c0_062 = load <8 x float>, ptr %conv1.t35_c0_0, align 32
+  %172 = mul nsw i64 %conv1.mb3452, 4
+  %173 = mul nsw i64 %172, 6288
+  %174 = add nsw i64 859472, %173
+  %175 = add nsw i64 %174, 6264
+  %arena63 = getelementptr inbounds float, ptr %arena, i64 %175
+  store <8 x float> %t35_c0_062, ptr %arena63, align 4
+  %t35_c1_064 = load <8 x float>, ptr %conv1.t35_c1_0, align 32
+  %176 = mul nsw i64 %conv1.mb3452, 4
+  %177 = add nsw i64 %176, 1
+  %178 = mul nsw i64 %177, 6288
+  %179 = add nsw i64 859472, %178
+  %180 = add nsw i64 %179, 6264
+  %arena65 = getelementptr inbounds float, ptr %arena, i64 %180
+  store <8 x float> %t35_c1_064, ptr %arena65, align 4
+  %t35_c2_066 = load <8 x float>, ptr %conv1.t35_c2_0, align 32
   %181 = mul nsw i64 %conv1.mb3452, 4
-  %182 = mul nsw i64 %181, 12560
-  %183 = add nsw i64 915920, %182
-  %184 = add nsw i64 %183, 12528
-  %arena71 = getelementptr inbounds float, ptr %arena, i64 %184
-  store <8 x float> %t35_c0_070, ptr %arena71, align 4
-  %t35_c0_172 = load <8 x float>, ptr %conv1.t35_c0_1, align 32
-  %185 = mul nsw i64 %conv1.mb3452, 4
-  %186 = mul nsw i64 %185, 12560
-  %187 = add nsw i64 915920, %186
-  %188 = add nsw i64 %187, 12528
-  %189 = add nsw i64 %188, 8
-  %arena73 = getelementptr inbounds float, ptr %arena, i64 %189
-  store <8 x float> %t35_c0_172, ptr %arena73, align 4
-  %t35_c1_074 = load <8 x float>, ptr %conv1.t35_c1_0, align 32
-  %190 = mul nsw i64 %conv1.mb3452, 4
-  %191 = add nsw i64 %190, 1
-  %192 = mul nsw i64 %191, 12560
-  %193 = add nsw i64 915920, %192
-  %194 = add nsw i64 %193, 12528
-  %arena75 = getelementptr inbounds float, ptr %arena, i64 %194
-  store <8 x float> %t35_c1_074, ptr %arena75, align 4
-  %t35_c1_176 = load <8 x float>, ptr %conv1.t35_c1_1, align 32
-  %195 = mul nsw i64 %conv1.mb3452, 4
-  %196 = add nsw i64 %195, 1
-  %197 = mul nsw i64 %196, 12560
-  %198 = add nsw i64 915920, %197
-  %199 = add nsw i64 %198, 12528
-  %200 = add nsw i64 %199, 8
-  %arena77 = getelementptr inbounds float, ptr %arena, i64 %200
-  store <8 x float> %t35_c1_176, ptr %arena77, align 4
-  %t35_c2_078 = load <8 x float>, ptr %conv1.t35_c2_0, align 32
-  %201 = mul nsw i64 %conv1.mb3452, 4
-  %202 = add nsw i64 %201, 2
-  %203 = mul nsw i64 %202, 12560
-  %204 = add nsw i64 915920, %203
-  %205 = add nsw i64 %204, 12528
-  %arena79 = getelementptr inbounds float, ptr %arena, i64 %205
-  store <8 x float> %t35_c2_078, ptr %arena79, align 4
-  %t35_c2_180 = load <8 x float>, ptr %conv1.t35_c2_1, align 32
-  %206 = mul nsw i64 %conv1.mb3452, 4
-  %207 = add nsw i64 %206, 2
-  %208 = mul nsw i64 %207, 12560
-  %209 = add nsw i64 915920, %208
-  %210 = add nsw i64 %209, 12528
-  %211 = add nsw i64 %210, 8
-  %arena81 = getelementptr inbounds float, ptr %arena, i64 %211
-  store <8 x float> %t35_c2_180, ptr %arena81, align 4
-  %t35_c3_082 = load <8 x float>, ptr %conv1.t35_c3_0, align 32
-  %212 = mul nsw i64 %conv1.mb3452, 4
-  %213 = add nsw i64 %212, 3
-  %214 = mul nsw i64 %213, 12560
-  %215 = add nsw i64 915920, %214
-  %216 = add nsw i64 %215, 12528
-  %arena83 = getelementptr inbounds float, ptr %arena, i64 %216
-  store <8 x float> %t35_c3_082, ptr %arena83, align 4
-  %t35_c3_184 = load <8 x float>, ptr %conv1.t35_c3_1, align 32
-  %217 = mul nsw i64 %conv1.mb3452, 4
-  %218 = add nsw i64 %217, 3
-  %219 = mul nsw i64 %218, 12560
-  %220 = add nsw i64 915920, %219
-  %221 = add nsw i64 %220, 12528
-  %222 = add nsw i64 %221, 8
-  %arena85 = getelementptr inbounds float, ptr %arena, i64 %222
-  store <8 x float> %t35_c3_184, ptr %arena85, align 4
+  %182 = add nsw i64 %181, 2
+  %183 = mul nsw i64 %182, 6288
+  %184 = add nsw i64 859472, %183
+  %185 = add nsw i64 %184, 6264
+  %arena67 = getelementptr inbounds float, ptr %arena, i64 %185
+  store <8 x float> %t35_c2_066, ptr %arena67, align 4
+  %t35_c3_068 = load <8 x float>, ptr %conv1.t35_c3_0, align 32
+  %186 = mul nsw i64 %conv1.mb3452, 4
+  %187 = add nsw i64 %186, 3
+  %188 = mul nsw i64 %187, 6288
+  %189 = add nsw i64 859472, %188
+  %190 = add nsw i64 %189, 6264
+  %arena69 = getelementptr inbounds float, ptr %arena, i64 %190
+  store <8 x float> %t35_c3_068, ptr %arena69, align 4
   %mb34.next = add nsw i64 %conv1.mb3452, 1
-  %223 = icmp slt i64 %mb34.next, 8
-  br i1 %223, label %conv1.mb34, label %conv1.mb34.end
+  %191 = icmp slt i64 %mb34.next, 8
+  br i1 %191, label %conv1.mb34, label %conv1.mb34.end
 }
 
 ; Function Attrs: noinline
@@ -16975,7 +16904,7 @@ conv2.mb130.end:                                  ; preds = %conv2.k132.end
 conv2.k132:                                       ; preds = %conv2.k132, %conv2.mb130
   %conv2.k1323 = phi i64 [ 0, %conv2.mb130 ], [ %k132.next, %conv2.k132 ]
   %2 = mul nsw i64 %0, 2048
-  %3 = add nsw i64 1344784, %2
+  %3 = add nsw i64 1074160, %2
   %4 = mul nsw i64 %1, 32
   %5 = add nsw i64 %3, %4
   %6 = mul nsw i64 %conv2.k1323, 64
@@ -16986,7 +16915,7 @@ conv2.k132:                                       ; preds = %conv2.k132, %conv2.
   %10 = load <8 x float>, ptr %arena4, align 4
   store <8 x float> %10, ptr %conv2.t131_b0, align 32
   %11 = mul nsw i64 %0, 2048
-  %12 = add nsw i64 1344784, %11
+  %12 = add nsw i64 1074160, %11
   %13 = mul nsw i64 %1, 32
   %14 = add nsw i64 %12, %13
   %15 = mul nsw i64 %conv2.k1323, 64
@@ -17251,7 +17180,7 @@ conv2.k132.end:                                   ; preds = %conv2.k132
 conv2.k134:                                       ; preds = %conv2.k134, %conv2.mb130.end
   %conv2.k13444 = phi i64 [ 0, %conv2.mb130.end ], [ %k134.next, %conv2.k134 ]
   %185 = mul nsw i64 %0, 2048
-  %186 = add nsw i64 1344784, %185
+  %186 = add nsw i64 1074160, %185
   %187 = mul nsw i64 %1, 32
   %188 = add nsw i64 %186, %187
   %189 = mul nsw i64 %conv2.k13444, 64
@@ -17262,7 +17191,7 @@ conv2.k134:                                       ; preds = %conv2.k134, %conv2.
   %193 = load <8 x float>, ptr %arena45, align 4
   store <8 x float> %193, ptr %conv2.t133_b0, align 32
   %194 = mul nsw i64 %0, 2048
-  %195 = add nsw i64 1344784, %194
+  %195 = add nsw i64 1074160, %194
   %196 = mul nsw i64 %1, 32
   %197 = add nsw i64 %195, %196
   %198 = mul nsw i64 %conv2.k13444, 64

@@ -1851,22 +1851,22 @@ public func bncnn_infer_b64(
           var w82: Float = (((w60 + w64) + w68) * Float(bitPattern: 0x3f000000))
           var w83: Float = (((w60 + w68) - w64) * Float(bitPattern: 0x3f000000))
           var w84: Float = w68
-          arena[((1344784 +% (ci55 *% 64)) +% ((part54 *% 32) +% co56))] = w69
-          arena[((1346832 +% (ci55 *% 64)) +% ((part54 *% 32) +% co56))] = w70
-          arena[((1348880 +% (ci55 *% 64)) +% ((part54 *% 32) +% co56))] = w71
-          arena[((1350928 +% (ci55 *% 64)) +% ((part54 *% 32) +% co56))] = w72
-          arena[((1352976 +% (ci55 *% 64)) +% ((part54 *% 32) +% co56))] = w73
-          arena[((1355024 +% (ci55 *% 64)) +% ((part54 *% 32) +% co56))] = w74
-          arena[((1357072 +% (ci55 *% 64)) +% ((part54 *% 32) +% co56))] = w75
-          arena[((1359120 +% (ci55 *% 64)) +% ((part54 *% 32) +% co56))] = w76
-          arena[((1361168 +% (ci55 *% 64)) +% ((part54 *% 32) +% co56))] = w77
-          arena[((1363216 +% (ci55 *% 64)) +% ((part54 *% 32) +% co56))] = w78
-          arena[((1365264 +% (ci55 *% 64)) +% ((part54 *% 32) +% co56))] = w79
-          arena[((1367312 +% (ci55 *% 64)) +% ((part54 *% 32) +% co56))] = w80
-          arena[((1369360 +% (ci55 *% 64)) +% ((part54 *% 32) +% co56))] = w81
-          arena[((1371408 +% (ci55 *% 64)) +% ((part54 *% 32) +% co56))] = w82
-          arena[((1373456 +% (ci55 *% 64)) +% ((part54 *% 32) +% co56))] = w83
-          arena[((1375504 +% (ci55 *% 64)) +% ((part54 *% 32) +% co56))] = w84
+          arena[((1074160 +% (ci55 *% 64)) +% ((part54 *% 32) +% co56))] = w69
+          arena[((1076208 +% (ci55 *% 64)) +% ((part54 *% 32) +% co56))] = w70
+          arena[((1078256 +% (ci55 *% 64)) +% ((part54 *% 32) +% co56))] = w71
+          arena[((1080304 +% (ci55 *% 64)) +% ((part54 *% 32) +% co56))] = w72
+          arena[((1082352 +% (ci55 *% 64)) +% ((part54 *% 32) +% co56))] = w73
+          arena[((1084400 +% (ci55 *% 64)) +% ((part54 *% 32) +% co56))] = w74
+          arena[((1086448 +% (ci55 *% 64)) +% ((part54 *% 32) +% co56))] = w75
+          arena[((1088496 +% (ci55 *% 64)) +% ((part54 *% 32) +% co56))] = w76
+          arena[((1090544 +% (ci55 *% 64)) +% ((part54 *% 32) +% co56))] = w77
+          arena[((1092592 +% (ci55 *% 64)) +% ((part54 *% 32) +% co56))] = w78
+          arena[((1094640 +% (ci55 *% 64)) +% ((part54 *% 32) +% co56))] = w79
+          arena[((1096688 +% (ci55 *% 64)) +% ((part54 *% 32) +% co56))] = w80
+          arena[((1098736 +% (ci55 *% 64)) +% ((part54 *% 32) +% co56))] = w81
+          arena[((1100784 +% (ci55 *% 64)) +% ((part54 *% 32) +% co56))] = w82
+          arena[((1102832 +% (ci55 *% 64)) +% ((part54 *% 32) +% co56))] = w83
+          arena[((1104880 +% (ci55 *% 64)) +% ((part54 *% 32) +% co56))] = w84
         }
       }
     }
@@ -1879,50 +1879,50 @@ public func bncnn_infer_b64(
   }
   // conv1 = conv2d_relu_maxpool(image, bn1)
   for i3 in 0..<196 {
-    arena[(1317840 +% i3)] = Float((((i3 / 14) *% 56) +% ((i3 % 14) *% 2)))
+    arena[(1060688 +% i3)] = Float((((i3 / 14) *% 56) +% ((i3 % 14) *% 2)))
   }
-  for i4 in 0..<1800 {
-    storeVector(arena, ((i4 *% 8) +% 1330384), Vector(repeating: Float(0)))
+  for i4 in 0..<900 {
+    storeVector(arena, ((i4 *% 8) +% 1066960), Vector(repeating: Float(0)))
   }
-  for g5 in 0..<4 {
-    for j6 in 0..<16 {
+  for g5 in 0..<8 {
+    for j6 in 0..<8 {
       for c7 in 0..<1 {
         for qy8 in 0..<14 {
           for qx9 in 0..<14 {
-            arena[(1330384 +% ((((((j6 +% c7) *% 2) *% 2) *% 225) +% ((qy8 +% 1) *% 15)) +% (qx9 +% 1)))] = images[(((((((g5 *% 16) +% j6) *% 784) +% (c7 *% 784)) +% ((((qy8 +% 1) *% 2) +% -1) *% 28)) +% ((qx9 +% 1) *% 2)) +% -1)]
+            arena[(1066960 +% ((((((j6 +% c7) *% 2) *% 2) *% 225) +% ((qy8 +% 1) *% 15)) +% (qx9 +% 1)))] = images[(((((((g5 *% 8) +% j6) *% 784) +% (c7 *% 784)) +% ((((qy8 +% 1) *% 2) +% -1) *% 28)) +% ((qx9 +% 1) *% 2)) +% -1)]
           }
         }
       }
     }
-    for j10 in 0..<16 {
+    for j10 in 0..<8 {
       for c11 in 0..<1 {
         for qy12 in 0..<14 {
           for qx13 in 0..<14 {
-            arena[(1330384 +% (((((((j10 +% c11) *% 2) *% 2) +% 1) *% 225) +% ((qy12 +% 1) *% 15)) +% qx13))] = images[((((((g5 *% 16) +% j10) *% 784) +% (c11 *% 784)) +% ((((qy12 +% 1) *% 2) +% -1) *% 28)) +% (qx13 *% 2))]
+            arena[(1066960 +% (((((((j10 +% c11) *% 2) *% 2) +% 1) *% 225) +% ((qy12 +% 1) *% 15)) +% qx13))] = images[((((((g5 *% 8) +% j10) *% 784) +% (c11 *% 784)) +% ((((qy12 +% 1) *% 2) +% -1) *% 28)) +% (qx13 *% 2))]
           }
         }
       }
     }
-    for j14 in 0..<16 {
+    for j14 in 0..<8 {
       for c15 in 0..<1 {
         for qy16 in 0..<14 {
           for qx17 in 0..<14 {
-            arena[(1330384 +% (((((((j14 +% c15) *% 2) +% 1) *% 2) *% 225) +% (qy16 *% 15)) +% (qx17 +% 1)))] = images[(((((((g5 *% 16) +% j14) *% 784) +% (c15 *% 784)) +% ((qy16 *% 2) *% 28)) +% ((qx17 +% 1) *% 2)) +% -1)]
+            arena[(1066960 +% (((((((j14 +% c15) *% 2) +% 1) *% 2) *% 225) +% (qy16 *% 15)) +% (qx17 +% 1)))] = images[(((((((g5 *% 8) +% j14) *% 784) +% (c15 *% 784)) +% ((qy16 *% 2) *% 28)) +% ((qx17 +% 1) *% 2)) +% -1)]
           }
         }
       }
     }
-    for j18 in 0..<16 {
+    for j18 in 0..<8 {
       for c19 in 0..<1 {
         for qy20 in 0..<14 {
           for qx21 in 0..<14 {
-            arena[(1330384 +% ((((((((j18 +% c19) *% 2) +% 1) *% 2) +% 1) *% 225) +% (qy20 *% 15)) +% qx21))] = images[((((((g5 *% 16) +% j18) *% 784) +% (c19 *% 784)) +% ((qy20 *% 2) *% 28)) +% (qx21 *% 2))]
+            arena[(1066960 +% ((((((((j18 +% c19) *% 2) +% 1) *% 2) +% 1) *% 225) +% (qy20 *% 15)) +% qx21))] = images[((((((g5 *% 8) +% j18) *% 784) +% (c19 *% 784)) +% ((qy20 *% 2) *% 28)) +% (qx21 *% 2))]
           }
         }
       }
     }
     do {  // scalar loops
-      for j22 in 0..<16 {
+      for j22 in 0..<8 {
         for c23 in 0..<1 {
           for ky24 in 0..<3 {
             for kx25 in 0..<3 {
@@ -1930,9 +1930,9 @@ public func bncnn_infer_b64(
                 for wx27 in 0..<2 {
                   for py28 in 0..<14 {
                     for cv29 in 0..<1 {
-                      storeVector(arena, (((((802880 +% (((((c23 *% 3) +% ky24) *% 3) +% kx25) *% 12560)) +% (j22 *% 784)) +% (((wy26 *% 2) +% wx27) *% 196)) +% (py28 *% 14)) +% (cv29 *% 8)), loadVector(arena, (1330384 +% ((((((((j22 +% c23) *% 2) +% ((wy26 +% ky24) % 2)) *% 2) +% ((wx27 +% kx25) % 2)) *% 225) +% ((py28 +% ((wy26 +% ky24) / 2)) *% 15)) +% ((cv29 *% 8) +% ((wx27 +% kx25) / 2))))))
+                      storeVector(arena, (((((802880 +% (((((c23 *% 3) +% ky24) *% 3) +% kx25) *% 6288)) +% (j22 *% 784)) +% (((wy26 *% 2) +% wx27) *% 196)) +% (py28 *% 14)) +% (cv29 *% 8)), loadVector(arena, (1066960 +% ((((((((j22 +% c23) *% 2) +% ((wy26 +% ky24) % 2)) *% 2) +% ((wx27 +% kx25) % 2)) *% 225) +% ((py28 +% ((wy26 +% ky24) / 2)) *% 15)) +% ((cv29 *% 8) +% ((wx27 +% kx25) / 2))))))
                     }
-                    storePartial(arena, (((((802880 +% (((((c23 *% 3) +% ky24) *% 3) +% kx25) *% 12560)) +% (j22 *% 784)) +% (((wy26 *% 2) +% wx27) *% 196)) +% (py28 *% 14)) +% 8), loadPartial(arena, (1330384 +% ((((((((j22 +% c23) *% 2) +% ((wy26 +% ky24) % 2)) *% 2) +% ((wx27 +% kx25) % 2)) *% 225) +% ((py28 +% ((wy26 +% ky24) / 2)) *% 15)) +% (8 +% ((wx27 +% kx25) / 2)))), 6), 6)
+                    storePartial(arena, (((((802880 +% (((((c23 *% 3) +% ky24) *% 3) +% kx25) *% 6288)) +% (j22 *% 784)) +% (((wy26 *% 2) +% wx27) *% 196)) +% (py28 *% 14)) +% 8), loadPartial(arena, (1066960 +% ((((((((j22 +% c23) *% 2) +% ((wy26 +% ky24) % 2)) *% 2) +% ((wx27 +% kx25) % 2)) *% 225) +% ((py28 +% ((wy26 +% ky24) / 2)) *% 15)) +% (8 +% ((wx27 +% kx25) / 2)))), 6), 6)
                   }
                 }
               }
@@ -1942,7 +1942,7 @@ public func bncnn_infer_b64(
       }
     }
     do {  // gemm37
-      for nb30 in 0..<522 {
+      for nb30 in 0..<261 {
         for mb31 in 0..<8 {
           var t32_c0_0 = Vector()
           var t32_c0_1 = Vector()
@@ -1957,9 +1957,9 @@ public func bncnn_infer_b64(
           var t32_c3_1 = Vector()
           var t32_c3_2 = Vector()
           for k33 in 0..<9 {
-            let t32_b0 = loadVector(arena, ((802880 +% (k33 *% 12560)) +% (nb30 *% 24)))
-            let t32_b1 = loadVector(arena, (((802880 +% (k33 *% 12560)) +% (nb30 *% 24)) +% 8))
-            let t32_b2 = loadVector(arena, (((802880 +% (k33 *% 12560)) +% (nb30 *% 24)) +% 16))
+            let t32_b0 = loadVector(arena, ((802880 +% (k33 *% 6288)) +% (nb30 *% 24)))
+            let t32_b1 = loadVector(arena, (((802880 +% (k33 *% 6288)) +% (nb30 *% 24)) +% 8))
+            let t32_b2 = loadVector(arena, (((802880 +% (k33 *% 6288)) +% (nb30 *% 24)) +% 16))
             let t32_a0 = Vector(repeating: params[(((mb31 *% 4) *% 9) +% k33)])
             t32_c0_0 = t32_c0_0.addingProduct(t32_a0, t32_b0)
             t32_c0_1 = t32_c0_1.addingProduct(t32_a0, t32_b1)
@@ -1977,71 +1977,58 @@ public func bncnn_infer_b64(
             t32_c3_1 = t32_c3_1.addingProduct(t32_a3, t32_b1)
             t32_c3_2 = t32_c3_2.addingProduct(t32_a3, t32_b2)
           }
-          storeVector(arena, ((915920 +% ((mb31 *% 4) *% 12560)) +% (nb30 *% 24)), t32_c0_0)
-          storeVector(arena, (((915920 +% ((mb31 *% 4) *% 12560)) +% (nb30 *% 24)) +% 8), t32_c0_1)
-          storeVector(arena, (((915920 +% ((mb31 *% 4) *% 12560)) +% (nb30 *% 24)) +% 16), t32_c0_2)
-          storeVector(arena, ((915920 +% (((mb31 *% 4) +% 1) *% 12560)) +% (nb30 *% 24)), t32_c1_0)
-          storeVector(arena, (((915920 +% (((mb31 *% 4) +% 1) *% 12560)) +% (nb30 *% 24)) +% 8), t32_c1_1)
-          storeVector(arena, (((915920 +% (((mb31 *% 4) +% 1) *% 12560)) +% (nb30 *% 24)) +% 16), t32_c1_2)
-          storeVector(arena, ((915920 +% (((mb31 *% 4) +% 2) *% 12560)) +% (nb30 *% 24)), t32_c2_0)
-          storeVector(arena, (((915920 +% (((mb31 *% 4) +% 2) *% 12560)) +% (nb30 *% 24)) +% 8), t32_c2_1)
-          storeVector(arena, (((915920 +% (((mb31 *% 4) +% 2) *% 12560)) +% (nb30 *% 24)) +% 16), t32_c2_2)
-          storeVector(arena, ((915920 +% (((mb31 *% 4) +% 3) *% 12560)) +% (nb30 *% 24)), t32_c3_0)
-          storeVector(arena, (((915920 +% (((mb31 *% 4) +% 3) *% 12560)) +% (nb30 *% 24)) +% 8), t32_c3_1)
-          storeVector(arena, (((915920 +% (((mb31 *% 4) +% 3) *% 12560)) +% (nb30 *% 24)) +% 16), t32_c3_2)
+          storeVector(arena, ((859472 +% ((mb31 *% 4) *% 6288)) +% (nb30 *% 24)), t32_c0_0)
+          storeVector(arena, (((859472 +% ((mb31 *% 4) *% 6288)) +% (nb30 *% 24)) +% 8), t32_c0_1)
+          storeVector(arena, (((859472 +% ((mb31 *% 4) *% 6288)) +% (nb30 *% 24)) +% 16), t32_c0_2)
+          storeVector(arena, ((859472 +% (((mb31 *% 4) +% 1) *% 6288)) +% (nb30 *% 24)), t32_c1_0)
+          storeVector(arena, (((859472 +% (((mb31 *% 4) +% 1) *% 6288)) +% (nb30 *% 24)) +% 8), t32_c1_1)
+          storeVector(arena, (((859472 +% (((mb31 *% 4) +% 1) *% 6288)) +% (nb30 *% 24)) +% 16), t32_c1_2)
+          storeVector(arena, ((859472 +% (((mb31 *% 4) +% 2) *% 6288)) +% (nb30 *% 24)), t32_c2_0)
+          storeVector(arena, (((859472 +% (((mb31 *% 4) +% 2) *% 6288)) +% (nb30 *% 24)) +% 8), t32_c2_1)
+          storeVector(arena, (((859472 +% (((mb31 *% 4) +% 2) *% 6288)) +% (nb30 *% 24)) +% 16), t32_c2_2)
+          storeVector(arena, ((859472 +% (((mb31 *% 4) +% 3) *% 6288)) +% (nb30 *% 24)), t32_c3_0)
+          storeVector(arena, (((859472 +% (((mb31 *% 4) +% 3) *% 6288)) +% (nb30 *% 24)) +% 8), t32_c3_1)
+          storeVector(arena, (((859472 +% (((mb31 *% 4) +% 3) *% 6288)) +% (nb30 *% 24)) +% 16), t32_c3_2)
         }
       }
       for mb34 in 0..<8 {
         var t35_c0_0 = Vector()
-        var t35_c0_1 = Vector()
         var t35_c1_0 = Vector()
-        var t35_c1_1 = Vector()
         var t35_c2_0 = Vector()
-        var t35_c2_1 = Vector()
         var t35_c3_0 = Vector()
-        var t35_c3_1 = Vector()
         for k36 in 0..<9 {
-          let t35_b0 = loadVector(arena, ((802880 +% (k36 *% 12560)) +% 12528))
-          let t35_b1 = loadVector(arena, (((802880 +% (k36 *% 12560)) +% 12528) +% 8))
+          let t35_b0 = loadVector(arena, ((802880 +% (k36 *% 6288)) +% 6264))
           let t35_a0 = Vector(repeating: params[(((mb34 *% 4) *% 9) +% k36)])
           t35_c0_0 = t35_c0_0.addingProduct(t35_a0, t35_b0)
-          t35_c0_1 = t35_c0_1.addingProduct(t35_a0, t35_b1)
           let t35_a1 = Vector(repeating: params[((((mb34 *% 4) +% 1) *% 9) +% k36)])
           t35_c1_0 = t35_c1_0.addingProduct(t35_a1, t35_b0)
-          t35_c1_1 = t35_c1_1.addingProduct(t35_a1, t35_b1)
           let t35_a2 = Vector(repeating: params[((((mb34 *% 4) +% 2) *% 9) +% k36)])
           t35_c2_0 = t35_c2_0.addingProduct(t35_a2, t35_b0)
-          t35_c2_1 = t35_c2_1.addingProduct(t35_a2, t35_b1)
           let t35_a3 = Vector(repeating: params[((((mb34 *% 4) +% 3) *% 9) +% k36)])
           t35_c3_0 = t35_c3_0.addingProduct(t35_a3, t35_b0)
-          t35_c3_1 = t35_c3_1.addingProduct(t35_a3, t35_b1)
         }
-        storeVector(arena, ((915920 +% ((mb34 *% 4) *% 12560)) +% 12528), t35_c0_0)
-        storeVector(arena, (((915920 +% ((mb34 *% 4) *% 12560)) +% 12528) +% 8), t35_c0_1)
-        storeVector(arena, ((915920 +% (((mb34 *% 4) +% 1) *% 12560)) +% 12528), t35_c1_0)
-        storeVector(arena, (((915920 +% (((mb34 *% 4) +% 1) *% 12560)) +% 12528) +% 8), t35_c1_1)
-        storeVector(arena, ((915920 +% (((mb34 *% 4) +% 2) *% 12560)) +% 12528), t35_c2_0)
-        storeVector(arena, (((915920 +% (((mb34 *% 4) +% 2) *% 12560)) +% 12528) +% 8), t35_c2_1)
-        storeVector(arena, ((915920 +% (((mb34 *% 4) +% 3) *% 12560)) +% 12528), t35_c3_0)
-        storeVector(arena, (((915920 +% (((mb34 *% 4) +% 3) *% 12560)) +% 12528) +% 8), t35_c3_1)
+        storeVector(arena, ((859472 +% ((mb34 *% 4) *% 6288)) +% 6264), t35_c0_0)
+        storeVector(arena, ((859472 +% (((mb34 *% 4) +% 1) *% 6288)) +% 6264), t35_c1_0)
+        storeVector(arena, ((859472 +% (((mb34 *% 4) +% 2) *% 6288)) +% 6264), t35_c2_0)
+        storeVector(arena, ((859472 +% (((mb34 *% 4) +% 3) *% 6288)) +% 6264), t35_c3_0)
       }
     }
-    for j38 in 0..<16 {
+    for j38 in 0..<8 {
       for f39 in 0..<32 {
         for q40 in 0..<196 {
-          var v41: Float = ((arena[(((915920 +% (f39 *% 12560)) +% (j38 *% 784)) +% q40)] * arena[f39]) + arena[(32 +% f39)])
+          var v41: Float = ((arena[(((859472 +% (f39 *% 6288)) +% (j38 *% 784)) +% q40)] * arena[f39]) + arena[(32 +% f39)])
           var at42: Float = Float(0)
-          var v43: Float = ((arena[((((915920 +% (f39 *% 12560)) +% (j38 *% 784)) +% 196) +% q40)] * arena[f39]) + arena[(32 +% f39)])
+          var v43: Float = ((arena[((((859472 +% (f39 *% 6288)) +% (j38 *% 784)) +% 196) +% q40)] * arena[f39]) + arena[(32 +% f39)])
           var at45: Float = (v43 > v41 ? Float(1) : at42)
           var best44: Float = (v43 > v41 ? v43 : v41)
-          var v46: Float = ((arena[((((915920 +% (f39 *% 12560)) +% (j38 *% 784)) +% 392) +% q40)] * arena[f39]) + arena[(32 +% f39)])
+          var v46: Float = ((arena[((((859472 +% (f39 *% 6288)) +% (j38 *% 784)) +% 392) +% q40)] * arena[f39]) + arena[(32 +% f39)])
           var at48: Float = (v46 > best44 ? Float(28) : at45)
           var best47: Float = (v46 > best44 ? v46 : best44)
-          var v49: Float = ((arena[((((915920 +% (f39 *% 12560)) +% (j38 *% 784)) +% 588) +% q40)] * arena[f39]) + arena[(32 +% f39)])
+          var v49: Float = ((arena[((((859472 +% (f39 *% 6288)) +% (j38 *% 784)) +% 588) +% q40)] * arena[f39]) + arena[(32 +% f39)])
           var at51: Float = (v49 > best47 ? Float(29) : at48)
           var best50: Float = (v49 > best47 ? v49 : best47)
-          arena[(64 +% (((((g5 *% 16) +% j38) *% 6272) +% (f39 *% 196)) +% q40))] = (best50 > Float(0) ? best50 : Float(0))
-          arena[(401472 +% (((((g5 *% 16) +% j38) *% 6272) +% (f39 *% 196)) +% q40))] = (arena[(1317840 +% q40)] + at51)
+          arena[(64 +% (((((g5 *% 8) +% j38) *% 6272) +% (f39 *% 196)) +% q40))] = (best50 > Float(0) ? best50 : Float(0))
+          arena[(401472 +% (((((g5 *% 8) +% j38) *% 6272) +% (f39 *% 196)) +% q40))] = (arena[(1060688 +% q40)] + at51)
         }
       }
     }
@@ -2138,8 +2125,8 @@ public func bncnn_infer_b64(
               var t131_c4_0 = Vector()
               var t131_c4_1 = Vector()
               for k132 in 0..<32 {
-                let t131_b0 = loadVector(arena, ((((1344784 +% (xi128 *% 2048)) +% (part127 *% 32)) +% (k132 *% 64)) +% (nb129 *% 16)))
-                let t131_b1 = loadVector(arena, (((((1344784 +% (xi128 *% 2048)) +% (part127 *% 32)) +% (k132 *% 64)) +% (nb129 *% 16)) +% 8))
+                let t131_b0 = loadVector(arena, ((((1074160 +% (xi128 *% 2048)) +% (part127 *% 32)) +% (k132 *% 64)) +% (nb129 *% 16)))
+                let t131_b1 = loadVector(arena, (((((1074160 +% (xi128 *% 2048)) +% (part127 *% 32)) +% (k132 *% 64)) +% (nb129 *% 16)) +% 8))
                 let t131_a0 = Vector(repeating: arena[(((843968 +% (xi128 *% 1568)) +% ((mb130 *% 5) *% 32)) +% k132)])
                 t131_c0_0 = t131_c0_0.addingProduct(t131_a0, t131_b0)
                 t131_c0_1 = t131_c0_1.addingProduct(t131_a0, t131_b1)
@@ -2176,8 +2163,8 @@ public func bncnn_infer_b64(
             var t133_c3_0 = Vector()
             var t133_c3_1 = Vector()
             for k134 in 0..<32 {
-              let t133_b0 = loadVector(arena, ((((1344784 +% (xi128 *% 2048)) +% (part127 *% 32)) +% (k134 *% 64)) +% (nb129 *% 16)))
-              let t133_b1 = loadVector(arena, (((((1344784 +% (xi128 *% 2048)) +% (part127 *% 32)) +% (k134 *% 64)) +% (nb129 *% 16)) +% 8))
+              let t133_b0 = loadVector(arena, ((((1074160 +% (xi128 *% 2048)) +% (part127 *% 32)) +% (k134 *% 64)) +% (nb129 *% 16)))
+              let t133_b1 = loadVector(arena, (((((1074160 +% (xi128 *% 2048)) +% (part127 *% 32)) +% (k134 *% 64)) +% (nb129 *% 16)) +% 8))
               let t133_a0 = Vector(repeating: arena[(((843968 +% (xi128 *% 1568)) +% 1440) +% k134)])
               t133_c0_0 = t133_c0_0.addingProduct(t133_a0, t133_b0)
               t133_c0_1 = t133_c0_1.addingProduct(t133_a0, t133_b1)

@@ -12215,7 +12215,7 @@ conv1.c3:                                         ; preds = %conv1.ky4.end, %con
 
 conv1.c3.end:                                     ; preds = %conv1.ky4.end
   %j2.next = add nsw i64 %conv1.j22, 1
-  %13 = icmp slt i64 %j2.next, 16
+  %13 = icmp slt i64 %j2.next, 8
   br i1 %13, label %conv1.j2, label %conv1.j2.end
 
 conv1.ky4:                                        ; preds = %conv1.oy12.end, %conv1.c3
@@ -12252,7 +12252,7 @@ conv1.endif:                                      ; preds = %conv1.ox7.end, %con
 
 conv1.ox6:                                        ; preds = %conv1.ox6, %conv1.then
   %conv1.ox66 = phi i64 [ 0, %conv1.then ], [ %ox6.next, %conv1.ox6 ]
-  %25 = mul nsw i64 %conv1.g11, 16
+  %25 = mul nsw i64 %conv1.g11, 8
   %26 = add nsw i64 %25, %conv1.j22
   %27 = mul nsw i64 %26, 784
   %28 = mul nsw i64 %conv1.c33, 784
@@ -12269,7 +12269,7 @@ conv1.ox6:                                        ; preds = %conv1.ox6, %conv1.t
   %38 = mul nsw i64 %conv1.c33, 3
   %39 = add nsw i64 %38, %conv1.ky44
   %40 = mul nsw i64 %39, 3
-  %41 = mul nsw i64 %40, 12560
+  %41 = mul nsw i64 %40, 6288
   %42 = add nsw i64 1605632, %41
   %43 = mul nsw i64 %conv1.j22, 784
   %44 = add nsw i64 %42, %43
@@ -12291,7 +12291,7 @@ conv1.ox7:                                        ; preds = %conv1.ox7, %conv1.o
   %50 = mul nsw i64 %conv1.c33, 3
   %51 = add nsw i64 %50, %conv1.ky44
   %52 = mul nsw i64 %51, 3
-  %53 = mul nsw i64 %52, 12560
+  %53 = mul nsw i64 %52, 6288
   %54 = add nsw i64 1605632, %53
   %55 = mul nsw i64 %conv1.j22, 784
   %56 = add nsw i64 %54, %55
@@ -12321,7 +12321,7 @@ conv1.ox8:                                        ; preds = %conv1.ox8, %conv1.t
   %64 = mul nsw i64 %conv1.c33, 3
   %65 = add nsw i64 %64, %conv1.ky44
   %66 = mul nsw i64 %65, 3
-  %67 = mul nsw i64 %66, 12560
+  %67 = mul nsw i64 %66, 6288
   %68 = add nsw i64 1605632, %67
   %69 = mul nsw i64 %conv1.j22, 784
   %70 = add nsw i64 %68, %69
@@ -12350,7 +12350,7 @@ conv1.ox817:                                      ; preds = %conv1.ox817, %conv1
   %76 = mul nsw i64 %conv1.c33, 3
   %77 = add nsw i64 %76, %conv1.ky44
   %78 = mul nsw i64 %77, 3
-  %79 = mul nsw i64 %78, 12560
+  %79 = mul nsw i64 %78, 6288
   %80 = add nsw i64 1605632, %79
   %81 = mul nsw i64 %conv1.j22, 784
   %82 = add nsw i64 %80, %81
@@ -12391,7 +12391,7 @@ conv1.endif24:                                    ; preds = %conv1.ox10.end, %co
 
 conv1.ox10:                                       ; preds = %conv1.ox10, %conv1.then23
   %conv1.ox1025 = phi i64 [ 0, %conv1.then23 ], [ %ox10.next, %conv1.ox10 ]
-  %97 = mul nsw i64 %conv1.g11, 16
+  %97 = mul nsw i64 %conv1.g11, 8
   %98 = add nsw i64 %97, %conv1.j22
   %99 = mul nsw i64 %98, 784
   %100 = mul nsw i64 %conv1.c33, 784
@@ -12407,7 +12407,7 @@ conv1.ox10:                                       ; preds = %conv1.ox10, %conv1.
   %109 = add nsw i64 %108, %conv1.ky44
   %110 = mul nsw i64 %109, 3
   %111 = add nsw i64 %110, 1
-  %112 = mul nsw i64 %111, 12560
+  %112 = mul nsw i64 %111, 6288
   %113 = add nsw i64 1605632, %112
   %114 = mul nsw i64 %conv1.j22, 784
   %115 = add nsw i64 %113, %114
@@ -12438,7 +12438,7 @@ conv1.ox11:                                       ; preds = %conv1.ox11, %conv1.
   %124 = add nsw i64 %123, %conv1.ky44
   %125 = mul nsw i64 %124, 3
   %126 = add nsw i64 %125, 1
-  %127 = mul nsw i64 %126, 12560
+  %127 = mul nsw i64 %126, 6288
   %128 = add nsw i64 1605632, %127
   %129 = mul nsw i64 %conv1.j22, 784
   %130 = add nsw i64 %128, %129
@@ -12468,7 +12468,7 @@ conv1.ox1134:                                     ; preds = %conv1.ox1134, %conv
   %137 = add nsw i64 %136, %conv1.ky44
   %138 = mul nsw i64 %137, 3
   %139 = add nsw i64 %138, 1
-  %140 = mul nsw i64 %139, 12560
+  %140 = mul nsw i64 %139, 6288
   %141 = add nsw i64 1605632, %140
   %142 = mul nsw i64 %conv1.j22, 784
   %143 = add nsw i64 %141, %142
@@ -12511,7 +12511,7 @@ conv1.endif41:                                    ; preds = %conv1.ox14.end, %co
 
 conv1.ox13:                                       ; preds = %conv1.ox13, %conv1.then40
   %conv1.ox1342 = phi i64 [ 0, %conv1.then40 ], [ %ox13.next, %conv1.ox13 ]
-  %159 = mul nsw i64 %conv1.g11, 16
+  %159 = mul nsw i64 %conv1.g11, 8
   %160 = add nsw i64 %159, %conv1.j22
   %161 = mul nsw i64 %160, 784
   %162 = mul nsw i64 %conv1.c33, 784
@@ -12528,7 +12528,7 @@ conv1.ox13:                                       ; preds = %conv1.ox13, %conv1.
   %172 = add nsw i64 %171, %conv1.ky44
   %173 = mul nsw i64 %172, 3
   %174 = add nsw i64 %173, 2
-  %175 = mul nsw i64 %174, 12560
+  %175 = mul nsw i64 %174, 6288
   %176 = add nsw i64 1605632, %175
   %177 = mul nsw i64 %conv1.j22, 784
   %178 = add nsw i64 %176, %177
@@ -12550,7 +12550,7 @@ conv1.ox14:                                       ; preds = %conv1.ox14, %conv1.
   %184 = add nsw i64 %183, %conv1.ky44
   %185 = mul nsw i64 %184, 3
   %186 = add nsw i64 %185, 2
-  %187 = mul nsw i64 %186, 12560
+  %187 = mul nsw i64 %186, 6288
   %188 = add nsw i64 1605632, %187
   %189 = mul nsw i64 %conv1.j22, 784
   %190 = add nsw i64 %188, %189
@@ -12582,7 +12582,7 @@ conv1.ox15:                                       ; preds = %conv1.ox15, %conv1.
   %200 = add nsw i64 %199, %conv1.ky44
   %201 = mul nsw i64 %200, 3
   %202 = add nsw i64 %201, 2
-  %203 = mul nsw i64 %202, 12560
+  %203 = mul nsw i64 %202, 6288
   %204 = add nsw i64 1605632, %203
   %205 = mul nsw i64 %conv1.j22, 784
   %206 = add nsw i64 %204, %205
@@ -12612,7 +12612,7 @@ conv1.ox1553:                                     ; preds = %conv1.ox1553, %conv
   %213 = add nsw i64 %212, %conv1.ky44
   %214 = mul nsw i64 %213, 3
   %215 = add nsw i64 %214, 2
-  %216 = mul nsw i64 %215, 12560
+  %216 = mul nsw i64 %215, 6288
   %217 = add nsw i64 1605632, %216
   %218 = mul nsw i64 %conv1.j22, 784
   %219 = add nsw i64 %217, %218
@@ -12638,7 +12638,7 @@ conv1.part16.serial:                              ; preds = %conv1.j2.end
 
 conv1.part16.done:                                ; preds = %conv1.part16.end, %conv1.part16.pool
   %g1.next = add nsw i64 %conv1.g11, 1
-  %224 = icmp slt i64 %g1.next, 4
+  %224 = icmp slt i64 %g1.next, 8
   br i1 %224, label %conv1.g1, label %conv1.g1.end
 
 conv1.part16:                                     ; preds = %conv1.part16, %conv1.part16.serial
@@ -12671,15 +12671,15 @@ conv1.f26:                                        ; preds = %conv1.i27.end, %con
 
 conv1.f26.end:                                    ; preds = %conv1.i27.end
   %j25.next = add nsw i64 %conv1.j251, 1
-  %2 = icmp slt i64 %j25.next, 16
+  %2 = icmp slt i64 %j25.next, 8
   br i1 %2, label %conv1.j25, label %conv1.j25.end
 
 conv1.i27:                                        ; preds = %conv1.i27, %conv1.f26
   %conv1.i273 = phi i64 [ 0, %conv1.f26 ], [ %i27.next, %conv1.i27 ]
   %3 = mul nsw i64 %1, 16
   %4 = add nsw i64 %conv1.f262, %3
-  %5 = mul nsw i64 %4, 12560
-  %6 = add nsw i64 1718672, %5
+  %5 = mul nsw i64 %4, 6288
+  %6 = add nsw i64 1662224, %5
   %7 = mul nsw i64 %conv1.j251, 784
   %8 = add nsw i64 %6, %7
   %9 = add nsw i64 %8, %conv1.i273
@@ -12694,8 +12694,8 @@ conv1.i27:                                        ; preds = %conv1.i27, %conv1.f
   %16 = fcmp ogt float %15, 0.000000e+00
   %17 = mul nsw i64 %1, 16
   %18 = add nsw i64 %conv1.f262, %17
-  %19 = mul nsw i64 %18, 12560
-  %20 = add nsw i64 1718672, %19
+  %19 = mul nsw i64 %18, 6288
+  %20 = add nsw i64 1662224, %19
   %21 = mul nsw i64 %conv1.j251, 784
   %22 = add nsw i64 %20, %21
   %23 = add nsw i64 %22, %conv1.i273
@@ -12708,7 +12708,7 @@ conv1.i27:                                        ; preds = %conv1.i27, %conv1.f
   %28 = load float, ptr %params7, align 4
   %29 = fadd float %24, %28
   %30 = select i1 %16, float %29, float 0.000000e+00
-  %31 = mul nsw i64 %0, 16
+  %31 = mul nsw i64 %0, 8
   %32 = add nsw i64 %31, %conv1.j251
   %33 = mul nsw i64 %32, 25088
   %34 = mul nsw i64 %1, 16
@@ -12735,15 +12735,10 @@ entry:
   %conv1.t22_a2 = alloca <8 x float>, align 32
   %conv1.t22_a1 = alloca <8 x float>, align 32
   %conv1.t22_a0 = alloca <8 x float>, align 32
-  %conv1.t22_b1 = alloca <8 x float>, align 32
   %conv1.t22_b0 = alloca <8 x float>, align 32
-  %conv1.t22_c3_1 = alloca <8 x float>, align 32
   %conv1.t22_c3_0 = alloca <8 x float>, align 32
-  %conv1.t22_c2_1 = alloca <8 x float>, align 32
   %conv1.t22_c2_0 = alloca <8 x float>, align 32
-  %conv1.t22_c1_1 = alloca <8 x float>, align 32
   %conv1.t22_c1_0 = alloca <8 x float>, align 32
-  %conv1.t22_c0_1 = alloca <8 x float>, align 32
   %conv1.t22_c0_0 = alloca <8 x float>, align 32
   %conv1.t19_a3 = alloca <8 x float>, align 32
   %conv1.t19_a2 = alloca <8 x float>, align 32
@@ -12791,19 +12786,19 @@ conv1.mb18:                                       ; preds = %conv1.k20.end, %con
 
 conv1.mb18.end:                                   ; preds = %conv1.k20.end
   %nb17.next = add nsw i64 %conv1.nb171, 1
-  %1 = icmp slt i64 %nb17.next, 522
+  %1 = icmp slt i64 %nb17.next, 261
   br i1 %1, label %conv1.nb17, label %conv1.nb17.end
 
 conv1.k20:                                        ; preds = %conv1.k20, %conv1.mb18
   %conv1.k203 = phi i64 [ 0, %conv1.mb18 ], [ %k20.next, %conv1.k20 ]
-  %2 = mul nsw i64 %conv1.k203, 12560
+  %2 = mul nsw i64 %conv1.k203, 6288
   %3 = add nsw i64 1605632, %2
   %4 = mul nsw i64 %conv1.nb171, 24
   %5 = add nsw i64 %3, %4
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
   %6 = load <8 x float>, ptr %arena4, align 4
   store <8 x float> %6, ptr %conv1.t19_b0, align 32
-  %7 = mul nsw i64 %conv1.k203, 12560
+  %7 = mul nsw i64 %conv1.k203, 6288
   %8 = add nsw i64 1605632, %7
   %9 = mul nsw i64 %conv1.nb171, 24
   %10 = add nsw i64 %8, %9
@@ -12811,7 +12806,7 @@ conv1.k20:                                        ; preds = %conv1.k20, %conv1.m
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %11
   %12 = load <8 x float>, ptr %arena5, align 4
   store <8 x float> %12, ptr %conv1.t19_b1, align 32
-  %13 = mul nsw i64 %conv1.k203, 12560
+  %13 = mul nsw i64 %conv1.k203, 6288
   %14 = add nsw i64 1605632, %13
   %15 = mul nsw i64 %conv1.nb171, 24
   %16 = add nsw i64 %14, %15
@@ -12933,10 +12928,10 @@ conv1.k20:                                        ; preds = %conv1.k20, %conv1.m
 conv1.k20.end:                                    ; preds = %conv1.k20
   %t19_c0_028 = load <8 x float>, ptr %conv1.t19_c0_0, align 32
   %71 = mul nsw i64 %0, 16
-  %72 = mul nsw i64 %71, 12560
-  %73 = add nsw i64 1718672, %72
+  %72 = mul nsw i64 %71, 6288
+  %73 = add nsw i64 1662224, %72
   %74 = mul nsw i64 %conv1.mb182, 4
-  %75 = mul nsw i64 %74, 12560
+  %75 = mul nsw i64 %74, 6288
   %76 = add nsw i64 %73, %75
   %77 = mul nsw i64 %conv1.nb171, 24
   %78 = add nsw i64 %76, %77
@@ -12944,10 +12939,10 @@ conv1.k20.end:                                    ; preds = %conv1.k20
   store <8 x float> %t19_c0_028, ptr %arena29, align 4
   %t19_c0_130 = load <8 x float>, ptr %conv1.t19_c0_1, align 32
   %79 = mul nsw i64 %0, 16
-  %80 = mul nsw i64 %79, 12560
-  %81 = add nsw i64 1718672, %80
+  %80 = mul nsw i64 %79, 6288
+  %81 = add nsw i64 1662224, %80
   %82 = mul nsw i64 %conv1.mb182, 4
-  %83 = mul nsw i64 %82, 12560
+  %83 = mul nsw i64 %82, 6288
   %84 = add nsw i64 %81, %83
   %85 = mul nsw i64 %conv1.nb171, 24
   %86 = add nsw i64 %84, %85
@@ -12956,10 +12951,10 @@ conv1.k20.end:                                    ; preds = %conv1.k20
   store <8 x float> %t19_c0_130, ptr %arena31, align 4
   %t19_c0_232 = load <8 x float>, ptr %conv1.t19_c0_2, align 32
   %88 = mul nsw i64 %0, 16
-  %89 = mul nsw i64 %88, 12560
-  %90 = add nsw i64 1718672, %89
+  %89 = mul nsw i64 %88, 6288
+  %90 = add nsw i64 1662224, %89
   %91 = mul nsw i64 %conv1.mb182, 4
-  %92 = mul nsw i64 %91, 12560
+  %92 = mul nsw i64 %91, 6288
   %93 = add nsw i64 %90, %92
   %94 = mul nsw i64 %conv1.nb171, 24
   %95 = add nsw i64 %93, %94
@@ -12968,11 +12963,11 @@ conv1.k20.end:                                    ; preds = %conv1.k20
   store <8 x float> %t19_c0_232, ptr %arena33, align 4
   %t19_c1_034 = load <8 x float>, ptr %conv1.t19_c1_0, align 32
   %97 = mul nsw i64 %0, 16
-  %98 = mul nsw i64 %97, 12560
-  %99 = add nsw i64 1718672, %98
+  %98 = mul nsw i64 %97, 6288
+  %99 = add nsw i64 1662224, %98
   %100 = mul nsw i64 %conv1.mb182, 4
   %101 = add nsw i64 %100, 1
-  %102 = mul nsw i64 %101, 12560
+  %102 = mul nsw i64 %101, 6288
   %103 = add nsw i64 %99, %102
   %104 = mul nsw i64 %conv1.nb171, 24
   %105 = add nsw i64 %103, %104
@@ -12980,11 +12975,11 @@ conv1.k20.end:                                    ; preds = %conv1.k20
   store <8 x float> %t19_c1_034, ptr %arena35, align 4
   %t19_c1_136 = load <8 x float>, ptr %conv1.t19_c1_1, align 32
   %106 = mul nsw i64 %0, 16
-  %107 = mul nsw i64 %106, 12560
-  %108 = add nsw i64 1718672, %107
+  %107 = mul nsw i64 %106, 6288
+  %108 = add nsw i64 1662224, %107
   %109 = mul nsw i64 %conv1.mb182, 4
   %110 = add nsw i64 %109, 1
-  %111 = mul nsw i64 %110, 12560
+  %111 = mul nsw i64 %110, 6288
   %112 = add nsw i64 %108, %111
   %113 = mul nsw i64 %conv1.nb171, 24
   %114 = add nsw i64 %112, %113
@@ -12993,11 +12988,11 @@ conv1.k20.end:                                    ; preds = %conv1.k20
   store <8 x float> %t19_c1_136, ptr %arena37, align 4
   %t19_c1_238 = load <8 x float>, ptr %conv1.t19_c1_2, align 32
   %116 = mul nsw i64 %0, 16
-  %117 = mul nsw i64 %116, 12560
-  %118 = add nsw i64 1718672, %117
+  %117 = mul nsw i64 %116, 6288
+  %118 = add nsw i64 1662224, %117
   %119 = mul nsw i64 %conv1.mb182, 4
   %120 = add nsw i64 %119, 1
-  %121 = mul nsw i64 %120, 12560
+  %121 = mul nsw i64 %120, 6288
   %122 = add nsw i64 %118, %121
   %123 = mul nsw i64 %conv1.nb171, 24
   %124 = add nsw i64 %122, %123
@@ -13006,11 +13001,11 @@ conv1.k20.end:                                    ; preds = %conv1.k20
   store <8 x float> %t19_c1_238, ptr %arena39, align 4
   %t19_c2_040 = load <8 x float>, ptr %conv1.t19_c2_0, align 32
   %126 = mul nsw i64 %0, 16
-  %127 = mul nsw i64 %126, 12560
-  %128 = add nsw i64 1718672, %127
+  %127 = mul nsw i64 %126, 6288
+  %128 = add nsw i64 1662224, %127
   %129 = mul nsw i64 %conv1.mb182, 4
   %130 = add nsw i64 %129, 2
-  %131 = mul nsw i64 %130, 12560
+  %131 = mul nsw i64 %130, 6288
   %132 = add nsw i64 %128, %131
   %133 = mul nsw i64 %conv1.nb171, 24
   %134 = add nsw i64 %132, %133
@@ -13018,11 +13013,11 @@ conv1.k20.end:                                    ; preds = %conv1.k20
   store <8 x float> %t19_c2_040, ptr %arena41, align 4
   %t19_c2_142 = load <8 x float>, ptr %conv1.t19_c2_1, align 32
   %135 = mul nsw i64 %0, 16
-  %136 = mul nsw i64 %135, 12560
-  %137 = add nsw i64 1718672, %136
+  %136 = mul nsw i64 %135, 6288
+  %137 = add nsw i64 1662224, %136
   %138 = mul nsw i64 %conv1.mb182, 4
   %139 = add nsw i64 %138, 2
-  %140 = mul nsw i64 %139, 12560
+  %140 = mul nsw i64 %139, 6288
   %141 = add nsw i64 %137, %140
   %142 = mul nsw i64 %conv1.nb171, 24
   %143 = add nsw i64 %141, %142
@@ -13031,11 +13026,11 @@ conv1.k20.end:                                    ; preds = %conv1.k20
   store <8 x float> %t19_c2_142, ptr %arena43, align 4
   %t19_c2_244 = load <8 x float>, ptr %conv1.t19_c2_2, align 32
   %145 = mul nsw i64 %0, 16
-  %146 = mul nsw i64 %145, 12560
-  %147 = add nsw i64 1718672, %146
+  %146 = mul nsw i64 %145, 6288
+  %147 = add nsw i64 1662224, %146
   %148 = mul nsw i64 %conv1.mb182, 4
   %149 = add nsw i64 %148, 2
-  %150 = mul nsw i64 %149, 12560
+  %150 = mul nsw i64 %149, 6288
   %151 = add nsw i64 %147, %150
   %152 = mul nsw i64 %conv1.nb171, 24
   %153 = add nsw i64 %151, %152
@@ -13044,11 +13039,11 @@ conv1.k20.end:                                    ; preds = %conv1.k20
   store <8 x float> %t19_c2_244, ptr %arena45, align 4
   %t19_c3_046 = load <8 x float>, ptr %conv1.t19_c3_0, align 32
   %155 = mul nsw i64 %0, 16
-  %156 = mul nsw i64 %155, 12560
-  %157 = add nsw i64 1718672, %156
+  %156 = mul nsw i64 %155, 6288
+  %157 = add nsw i64 1662224, %156
   %158 = mul nsw i64 %conv1.mb182, 4
   %159 = add nsw i64 %158, 3
-  %160 = mul nsw i64 %159, 12560
+  %160 = mul nsw i64 %159, 6288
   %161 = add nsw i64 %157, %160
   %162 = mul nsw i64 %conv1.nb171, 24
   %163 = add nsw i64 %161, %162
@@ -13056,11 +13051,11 @@ conv1.k20.end:                                    ; preds = %conv1.k20
   store <8 x float> %t19_c3_046, ptr %arena47, align 4
   %t19_c3_148 = load <8 x float>, ptr %conv1.t19_c3_1, align 32
   %164 = mul nsw i64 %0, 16
-  %165 = mul nsw i64 %164, 12560
-  %166 = add nsw i64 1718672, %165
+  %165 = mul nsw i64 %164, 6288
+  %166 = add nsw i64 1662224, %165
   %167 = mul nsw i64 %conv1.mb182, 4
   %168 = add nsw i64 %167, 3
-  %169 = mul nsw i64 %168, 12560
+  %169 = mul nsw i64 %168, 6288
   %170 = add nsw i64 %166, %169
   %171 = mul nsw i64 %conv1.nb171, 24
   %172 = add nsw i64 %170, %171
@@ -13069,11 +13064,11 @@ conv1.k20.end:                                    ; preds = %conv1.k20
   store <8 x float> %t19_c3_148, ptr %arena49, align 4
   %t19_c3_250 = load <8 x float>, ptr %conv1.t19_c3_2, align 32
   %174 = mul nsw i64 %0, 16
-  %175 = mul nsw i64 %174, 12560
-  %176 = add nsw i64 1718672, %175
+  %175 = mul nsw i64 %174, 6288
+  %176 = add nsw i64 1662224, %175
   %177 = mul nsw i64 %conv1.mb182, 4
   %178 = add nsw i64 %177, 3
-  %179 = mul nsw i64 %178, 12560
+  %179 = mul nsw i64 %178, 6288
   %180 = add nsw i64 %176, %179
   %181 = mul nsw i64 %conv1.nb171, 24
   %182 = add nsw i64 %180, %181
@@ -13087,13 +13082,9 @@ conv1.k20.end:                                    ; preds = %conv1.k20
 conv1.mb21:                                       ; preds = %conv1.k23.end, %conv1.nb17.end
   %conv1.mb2152 = phi i64 [ 0, %conv1.nb17.end ], [ %mb21.next, %conv1.k23.end ]
   store <8 x float> zeroinitializer, ptr %conv1.t22_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t22_c0_1, align 32
   store <8 x float> zeroinitializer, ptr %conv1.t22_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t22_c1_1, align 32
   store <8 x float> zeroinitializer, ptr %conv1.t22_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t22_c2_1, align 32
   store <8 x float> zeroinitializer, ptr %conv1.t22_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t22_c3_1, align 32
   br label %conv1.k23
 
 conv1.mb21.end:                                   ; preds = %conv1.k23.end
@@ -13101,204 +13092,130 @@ conv1.mb21.end:                                   ; preds = %conv1.k23.end
 
 conv1.k23:                                        ; preds = %conv1.k23, %conv1.mb21
   %conv1.k2353 = phi i64 [ 0, %conv1.mb21 ], [ %k23.next, %conv1.k23 ]
-  %185 = mul nsw i64 %conv1.k2353, 12560
+  %185 = mul nsw i64 %conv1.k2353, 6288
   %186 = add nsw i64 1605632, %185
-  %187 = add nsw i64 %186, 12528
+  %187 = add nsw i64 %186, 6264
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %187
   %188 = load <8 x float>, ptr %arena54, align 4
   store <8 x float> %188, ptr %conv1.t22_b0, align 32
-  %189 = mul nsw i64 %conv1.k2353, 12560
-  %190 = add nsw i64 1605632, %189
-  %191 = add nsw i64 %190, 12528
-  %192 = add nsw i64 %191, 8
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %192
-  %193 = load <8 x float>, ptr %arena55, align 4
-  store <8 x float> %193, ptr %conv1.t22_b1, align 32
-  %194 = mul nsw i64 %0, 16
-  %195 = mul nsw i64 %194, 9
-  %196 = mul nsw i64 %conv1.mb2152, 4
-  %197 = mul nsw i64 %196, 9
-  %198 = add nsw i64 %195, %197
-  %199 = add nsw i64 %198, %conv1.k2353
-  %params56 = getelementptr inbounds float, ptr %params, i64 %199
-  %200 = load float, ptr %params56, align 4
-  %201 = insertelement <8 x float> undef, float %200, i32 0
-  %202 = shufflevector <8 x float> %201, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %202, ptr %conv1.t22_a0, align 32
+  %189 = mul nsw i64 %0, 16
+  %190 = mul nsw i64 %189, 9
+  %191 = mul nsw i64 %conv1.mb2152, 4
+  %192 = mul nsw i64 %191, 9
+  %193 = add nsw i64 %190, %192
+  %194 = add nsw i64 %193, %conv1.k2353
+  %params55 = getelementptr inbounds float, ptr %params, i64 %194
+  %195 = load float, ptr %params55, align 4
+  %196 = insertelement <8 x float> undef, float %195, i32 0
+  %197 = shufflevector <8 x float> %196, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %197, ptr %conv1.t22_a0, align 32
   %t22_a0 = load <8 x float>, ptr %conv1.t22_a0, align 32
   %t22_b0 = load <8 x float>, ptr %conv1.t22_b0, align 32
   %t22_c0_0 = load <8 x float>, ptr %conv1.t22_c0_0, align 32
-  %203 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t22_a0, <8 x float> %t22_b0, <8 x float> %t22_c0_0)
-  store <8 x float> %203, ptr %conv1.t22_c0_0, align 32
-  %t22_a057 = load <8 x float>, ptr %conv1.t22_a0, align 32
-  %t22_b1 = load <8 x float>, ptr %conv1.t22_b1, align 32
-  %t22_c0_1 = load <8 x float>, ptr %conv1.t22_c0_1, align 32
-  %204 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t22_a057, <8 x float> %t22_b1, <8 x float> %t22_c0_1)
-  store <8 x float> %204, ptr %conv1.t22_c0_1, align 32
-  %205 = mul nsw i64 %0, 16
-  %206 = mul nsw i64 %205, 9
-  %207 = mul nsw i64 %conv1.mb2152, 4
-  %208 = add nsw i64 %207, 1
-  %209 = mul nsw i64 %208, 9
-  %210 = add nsw i64 %206, %209
-  %211 = add nsw i64 %210, %conv1.k2353
-  %params58 = getelementptr inbounds float, ptr %params, i64 %211
-  %212 = load float, ptr %params58, align 4
-  %213 = insertelement <8 x float> undef, float %212, i32 0
-  %214 = shufflevector <8 x float> %213, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %214, ptr %conv1.t22_a1, align 32
+  %198 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t22_a0, <8 x float> %t22_b0, <8 x float> %t22_c0_0)
+  store <8 x float> %198, ptr %conv1.t22_c0_0, align 32
+  %199 = mul nsw i64 %0, 16
+  %200 = mul nsw i64 %199, 9
+  %201 = mul nsw i64 %conv1.mb2152, 4
+  %202 = add nsw i64 %201, 1
+  %203 = mul nsw i64 %202, 9
+  %204 = add nsw i64 %200, %203
+  %205 = add nsw i64 %204, %conv1.k2353
+  %params56 = getelementptr inbounds float, ptr %params, i64 %205
+  %206 = load float, ptr %params56, align 4
+  %207 = insertelement <8 x float> undef, float %206, i32 0
+  %208 = shufflevector <8 x float> %207, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %208, ptr %conv1.t22_a1, align 32
   %t22_a1 = load <8 x float>, ptr %conv1.t22_a1, align 32
-  %t22_b059 = load <8 x float>, ptr %conv1.t22_b0, align 32
+  %t22_b057 = load <8 x float>, ptr %conv1.t22_b0, align 32
   %t22_c1_0 = load <8 x float>, ptr %conv1.t22_c1_0, align 32
-  %215 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t22_a1, <8 x float> %t22_b059, <8 x float> %t22_c1_0)
-  store <8 x float> %215, ptr %conv1.t22_c1_0, align 32
-  %t22_a160 = load <8 x float>, ptr %conv1.t22_a1, align 32
-  %t22_b161 = load <8 x float>, ptr %conv1.t22_b1, align 32
-  %t22_c1_1 = load <8 x float>, ptr %conv1.t22_c1_1, align 32
-  %216 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t22_a160, <8 x float> %t22_b161, <8 x float> %t22_c1_1)
-  store <8 x float> %216, ptr %conv1.t22_c1_1, align 32
-  %217 = mul nsw i64 %0, 16
-  %218 = mul nsw i64 %217, 9
-  %219 = mul nsw i64 %conv1.mb2152, 4
-  %220 = add nsw i64 %219, 2
-  %221 = mul nsw i64 %220, 9
-  %222 = add nsw i64 %218, %221
-  %223 = add nsw i64 %222, %conv1.k2353
-  %params62 = getelementptr inbounds float, ptr %params, i64 %223
-  %224 = load float, ptr %params62, align 4
-  %225 = insertelement <8 x float> undef, float %224, i32 0
-  %226 = shufflevector <8 x float> %225, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %226, ptr %conv1.t22_a2, align 32
+  %209 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t22_a1, <8 x float> %t22_b057, <8 x float> %t22_c1_0)
+  store <8 x float> %209, ptr %conv1.t22_c1_0, align 32
+  %210 = mul nsw i64 %0, 16
+  %211 = mul nsw i64 %210, 9
+  %212 = mul nsw i64 %conv1.mb2152, 4
+  %213 = add nsw i64 %212, 2
+  %214 = mul nsw i64 %213, 9
+  %215 = add nsw i64 %211, %214
+  %216 = add nsw i64 %215, %conv1.k2353
+  %params58 = getelementptr inbounds float, ptr %params, i64 %216
+  %217 = load float, ptr %params58, align 4
+  %218 = insertelement <8 x float> undef, float %217, i32 0
+  %219 = shufflevector <8 x float> %218, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %219, ptr %conv1.t22_a2, align 32
   %t22_a2 = load <8 x float>, ptr %conv1.t22_a2, align 32
-  %t22_b063 = load <8 x float>, ptr %conv1.t22_b0, align 32
+  %t22_b059 = load <8 x float>, ptr %conv1.t22_b0, align 32
   %t22_c2_0 = load <8 x float>, ptr %conv1.t22_c2_0, align 32
-  %227 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t22_a2, <8 x float> %t22_b063, <8 x float> %t22_c2_0)
-  store <8 x float> %227, ptr %conv1.t22_c2_0, align 32
-  %t22_a264 = load <8 x float>, ptr %conv1.t22_a2, align 32
-  %t22_b165 = load <8 x float>, ptr %conv1.t22_b1, align 32
-  %t22_c2_1 = load <8 x float>, ptr %conv1.t22_c2_1, align 32
-  %228 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t22_a264, <8 x float> %t22_b165, <8 x float> %t22_c2_1)
-  store <8 x float> %228, ptr %conv1.t22_c2_1, align 32
-  %229 = mul nsw i64 %0, 16
-  %230 = mul nsw i64 %229, 9
-  %231 = mul nsw i64 %conv1.mb2152, 4
-  %232 = add nsw i64 %231, 3
-  %233 = mul nsw i64 %232, 9
-  %234 = add nsw i64 %230, %233
-  %235 = add nsw i64 %234, %conv1.k2353
-  %params66 = getelementptr inbounds float, ptr %params, i64 %235
-  %236 = load float, ptr %params66, align 4
-  %237 = insertelement <8 x float> undef, float %236, i32 0
-  %238 = shufflevector <8 x float> %237, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %238, ptr %conv1.t22_a3, align 32
+  %220 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t22_a2, <8 x float> %t22_b059, <8 x float> %t22_c2_0)
+  store <8 x float> %220, ptr %conv1.t22_c2_0, align 32
+  %221 = mul nsw i64 %0, 16
+  %222 = mul nsw i64 %221, 9
+  %223 = mul nsw i64 %conv1.mb2152, 4
+  %224 = add nsw i64 %223, 3
+  %225 = mul nsw i64 %224, 9
+  %226 = add nsw i64 %222, %225
+  %227 = add nsw i64 %226, %conv1.k2353
+  %params60 = getelementptr inbounds float, ptr %params, i64 %227
+  %228 = load float, ptr %params60, align 4
+  %229 = insertelement <8 x float> undef, float %228, i32 0
+  %230 = shufflevector <8 x float> %229, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %230, ptr %conv1.t22_a3, align 32
   %t22_a3 = load <8 x float>, ptr %conv1.t22_a3, align 32
-  %t22_b067 = load <8 x float>, ptr %conv1.t22_b0, align 32
+  %t22_b061 = load <8 x float>, ptr %conv1.t22_b0, align 32
   %t22_c3_0 = load <8 x float>, ptr %conv1.t22_c3_0, align 32
-  %239 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t22_a3, <8 x float> %t22_b067, <8 x float> %t22_c3_0)
-  store <8 x float> %239, ptr %conv1.t22_c3_0, align 32
-  %t22_a368 = load <8 x float>, ptr %conv1.t22_a3, align 32
-  %t22_b169 = load <8 x float>, ptr %conv1.t22_b1, align 32
-  %t22_c3_1 = load <8 x float>, ptr %conv1.t22_c3_1, align 32
-  %240 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t22_a368, <8 x float> %t22_b169, <8 x float> %t22_c3_1)
-  store <8 x float> %240, ptr %conv1.t22_c3_1, align 32
+  %231 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t22_a3, <8 x float> %t22_b061, <8 x float> %t22_c3_0)
+  store <8 x float> %231, ptr %conv1.t22_c3_0, align 32
   %k23.next = add nsw i64 %conv1.k2353, 1
-  %241 = icmp slt i64 %k23.next, 9
-  br i1 %241, label %conv1.k23, label %conv1.k23.end
+  %232 = icmp slt i64 %k23.next, 9
+  br i1 %232, label %conv1.k23, label %conv1.k23.end
 
 conv1.k23.end:                                    ; preds = %conv1.k23
-  %t22_c0_070 = load <8 x float>, ptr %conv1.t22_c0_0, align 32
-  %242 = mul nsw i64 %0, 16
-  %243 = mul nsw i64 %242, 12560
-  %244 = add nsw i64 1718672, %243
-  %245 = mul nsw i64 %conv1.mb2152, 4
-  %246 = mul nsw i64 %245, 12560
-  %247 = add nsw i64 %244, %246
-  %248 = add nsw i64 %247, 12528
-  %arena71 = getelementptr inbounds float, ptr %arena, i64 %248
-  store <8 x float> %t22_c0_070, ptr %arena71, align 4
-  %t22_c0_172 = load <8 x float>, ptr %conv1.t22_c0_1, align 32
-  %249 = mul nsw i64 %0, 16
-  %250 = mul nsw i64 %249, 12560
-  %251 = add nsw i64 1718672, %250
-  %252 = mul nsw i64 %conv1.mb2152, 4
-  %253 = mul nsw i64 %252, 12560
-  %254 = add nsw i64 %251, %253
-  %255 = add nsw i64 %254, 12528
-  %256 = add nsw i64 %255, 8
-  %arena73 = getelementptr inbounds float, ptr %arena, i64 %256
-  store <8 x float> %t22_c0_172, ptr %arena73, align 4
-  %t22_c1_074 = load <8 x float>, ptr %conv1.t22_c1_0, align 32
-  %257 = mul nsw i64 %0, 16
-  %258 = mul nsw i64 %257, 12560
-  %259 = add nsw i64 1718672, %258
-  %260 = mul nsw i64 %conv1.mb2152, 4
-  %261 = add nsw i64 %260, 1
-  %262 = mul nsw i64 %261, 12560
-  %263 = add nsw i64 %259, %262
-  %264 = add nsw i64 %263, 12528
-  %arena75 = getelementptr inbounds float, ptr %arena, i64 %264
-  store <8 x float> %t22_c1_074, ptr %arena75, align 4
-  %t22_c1_176 = load <8 x float>, ptr %conv1.t22_c1_1, align 32
-  %265 = mul nsw i64 %0, 16
-  %266 = mul nsw i64 %265, 12560
-  %267 = add nsw i64 1718672, %266
-  %268 = mul nsw i64 %conv1.mb2152, 4
-  %269 = add nsw i64 %268, 1
-  %270 = mul nsw i64 %269, 12560
-  %271 = add nsw i64 %267, %270
-  %272 = add nsw i64 %271, 12528
-  %273 = add nsw i64 %272, 8
-  %arena77 = getelementptr inbounds float, ptr %arena, i64 %273
-  store <8 x float> %t22_c1_176, ptr %arena77, align 4
-  %t22_c2_078 = load <8 x float>, ptr %conv1.t22_c2_0, align 32
-  %274 = mul nsw i64 %0, 16
-  %275 = mul nsw i64 %274, 12560
-  %276 = add nsw i64 1718672, %275
-  %277 = mul nsw i64 %conv1.mb2152, 4
-  %278 = add nsw i64 %277, 2
-  %279 = mul nsw i64 %278, 12560
-  %280 = add nsw i64 %276, %279
-  %281 = add nsw i64 %280, 12528
-  %arena79 = getelementptr inbounds float, ptr %arena, i64 %281
-  store <8 x float> %t22_c2_078, ptr %arena79, align 4
-  %t22_c2_180 = load <8 x float>, ptr %conv1.t22_c2_1, align 32
-  %282 = mul nsw i64 %0, 16
-  %283 = mul nsw i64 %282, 12560
-  %284 = add nsw i64 1718672, %283
-  %285 = mul nsw i64 %conv1.mb2152, 4
-  %286 = add nsw i64 %285, 2
-  %287 = mul nsw i64 %286, 12560
-  %288 = add nsw i64 %284, %287
-  %289 = add nsw i64 %288, 12528
-  %290 = add nsw i64 %289, 8
-  %arena81 = getelementptr inbounds float, ptr %arena, i64 %290
-  store <8 x float> %t22_c2_180, ptr %arena81, align 4
-  %t22_c3_082 = load <8 x float>, ptr %conv1.t22_c3_0, align 32
-  %291 = mul nsw i64 %0, 16
-  %292 = mul nsw i64 %291, 12560
-  %293 = add nsw i64 1718672, %292
-  %294 = mul nsw i64 %conv1.mb2152, 4
-  %295 = add nsw i64 %294, 3
-  %296 = mul nsw i64 %295, 12560
-  %297 = add nsw i64 %293, %296
-  %298 = add nsw i64 %297, 12528
-  %arena83 = getelementptr inbounds float, ptr %arena, i64 %298
-  store <8 x float> %t22_c3_082, ptr %arena83, align 4
-  %t22_c3_184 = load <8 x float>, ptr %conv1.t22_c3_1, align 32
-  %299 = mul nsw i64 %0, 16
-  %300 = mul nsw i64 %299, 12560
-  %301 = add nsw i64 1718672, %300
-  %302 = mul nsw i64 %conv1.mb2152, 4
-  %303 = add nsw i64 %302, 3
-  %304 = mul nsw i64 %303, 12560
-  %305 = add nsw i64 %301, %304
-  %306 = add nsw i64 %305, 12528
-  %307 = add nsw i64 %306, 8
-  %arena85 = getelementptr inbounds float, ptr %arena, i64 %307
-  store <8 x float> %t22_c3_184, ptr %arena85, align 4
+  %t22_c0_062 = load <8 x float>, ptr %conv1.t22_c0_0, align 32
+  %233 = mul nsw i64 %0, 16
+  %234 = mul nsw i64 %233, 6288
+  %235 = add nsw i64 1662224, %234
+  %236 = mul nsw i64 %conv1.mb2152, 4
+  %237 = mul nsw i64 %236, 6288
+  %238 = add nsw i64 %235, %237
+  %239 = add nsw i64 %238, 6264
+  %arena63 = getelementptr inbounds float, ptr %arena, i64 %239
+  store <8 x float> %t22_c0_062, ptr %arena63, align 4
+  %t22_c1_064 = load <8 x float>, ptr %conv1.t22_c1_0, align 32
+  %240 = mul nsw i64 %0, 16
+  %241 = mul nsw i64 %240, 6288
+  %242 = add nsw i64 1662224, %241
+  %243 = mul nsw i64 %conv1.mb2152, 4
+  %244 = add nsw i64 %243, 1
+  %245 = mul nsw i64 %244, 6288
+  %246 = add nsw i64 %242, %245
+  %247 = add nsw i64 %246, 6264
+  %arena65 = getelementptr inbounds float, ptr %arena, i64 %247
+  store <8 x float> %t22_c1_064, ptr %arena65, align 4
+  %t22_c2_066 = load <8 x float>, ptr %conv1.t22_c2_0, align 32
+  %248 = mul nsw i64 %0, 16
+  %249 = mul nsw i64 %248, 6288
+  %250 = add nsw i64 1662224, %249
+  %251 = mul nsw i64 %conv1.mb2152, 4
+  %252 = add nsw i64 %251, 2
+  %253 = mul nsw i64 %252, 6288
+  %254 = add nsw i64 %250, %253
+  %255 = add nsw i64 %254, 6264
+  %arena67 = getelementptr inbounds float, ptr %arena, i64 %255
+  store <8 x float> %t22_c2_066, ptr %arena67, align 4
+  %t22_c3_068 = load <8 x float>, ptr %conv1.t22_c3_0, align 32
+  %256 = mul nsw i64 %0, 16
+  %257 = mul nsw i64 %256, 6288
+  %258 = add nsw i64 1662224, %257
+  %259 = mul nsw i64 %conv1.mb2152, 4
+  %260 = add nsw i64 %259, 3
+  %261 = mul nsw i64 %260, 6288
+  %262 = add nsw i64 %258, %261
+  %263 = add nsw i64 %262, 6264
+  %arena69 = getelementptr inbounds float, ptr %arena, i64 %263
+  store <8 x float> %t22_c3_068, ptr %arena69, align 4
   %mb21.next = add nsw i64 %conv1.mb2152, 1
-  %308 = icmp slt i64 %mb21.next, 4
-  br i1 %308, label %conv1.mb21, label %conv1.mb21.end
+  %264 = icmp slt i64 %mb21.next, 4
+  br i1 %264, label %conv1.mb21, label %conv1.mb21.end
 }
 
 define internal void @convnet_infer_b64.k0.conv1.part16.task(ptr %0, i64 %1) {

@@ -21428,7 +21428,7 @@ conv1.c3:                                         ; preds = %conv1.ky4.end, %con
 
 conv1.c3.end:                                     ; preds = %conv1.ky4.end
   %j2.next = add nsw i64 %conv1.j22, 1
-  %13 = icmp slt i64 %j2.next, 16
+  %13 = icmp slt i64 %j2.next, 2
   br i1 %13, label %conv1.j2, label %conv1.j2.end
 
 conv1.ky4:                                        ; preds = %conv1.oy20.end, %conv1.c3
@@ -21465,7 +21465,7 @@ conv1.endif:                                      ; preds = %conv1.ox7.end, %con
 
 conv1.ox6:                                        ; preds = %conv1.ox6, %conv1.then
   %conv1.ox66 = phi i64 [ 0, %conv1.then ], [ %ox6.next, %conv1.ox6 ]
-  %25 = mul nsw i64 %conv1.g11, 16
+  %25 = mul nsw i64 %conv1.g11, 2
   %26 = add nsw i64 %25, %conv1.j22
   %27 = mul nsw i64 %26, 784
   %28 = mul nsw i64 %conv1.c33, 784
@@ -21482,7 +21482,7 @@ conv1.ox6:                                        ; preds = %conv1.ox6, %conv1.t
   %38 = mul nsw i64 %conv1.c33, 5
   %39 = add nsw i64 %38, %conv1.ky44
   %40 = mul nsw i64 %39, 5
-  %41 = mul nsw i64 %40, 12560
+  %41 = mul nsw i64 %40, 1584
   %42 = add nsw i64 301056, %41
   %43 = mul nsw i64 %conv1.j22, 784
   %44 = add nsw i64 %42, %43
@@ -21504,7 +21504,7 @@ conv1.ox7:                                        ; preds = %conv1.ox7, %conv1.o
   %50 = mul nsw i64 %conv1.c33, 5
   %51 = add nsw i64 %50, %conv1.ky44
   %52 = mul nsw i64 %51, 5
-  %53 = mul nsw i64 %52, 12560
+  %53 = mul nsw i64 %52, 1584
   %54 = add nsw i64 301056, %53
   %55 = mul nsw i64 %conv1.j22, 784
   %56 = add nsw i64 %54, %55
@@ -21534,7 +21534,7 @@ conv1.ox8:                                        ; preds = %conv1.ox8, %conv1.t
   %64 = mul nsw i64 %conv1.c33, 5
   %65 = add nsw i64 %64, %conv1.ky44
   %66 = mul nsw i64 %65, 5
-  %67 = mul nsw i64 %66, 12560
+  %67 = mul nsw i64 %66, 1584
   %68 = add nsw i64 301056, %67
   %69 = mul nsw i64 %conv1.j22, 784
   %70 = add nsw i64 %68, %69
@@ -21563,7 +21563,7 @@ conv1.ox817:                                      ; preds = %conv1.ox817, %conv1
   %76 = mul nsw i64 %conv1.c33, 5
   %77 = add nsw i64 %76, %conv1.ky44
   %78 = mul nsw i64 %77, 5
-  %79 = mul nsw i64 %78, 12560
+  %79 = mul nsw i64 %78, 1584
   %80 = add nsw i64 301056, %79
   %81 = mul nsw i64 %conv1.j22, 784
   %82 = add nsw i64 %80, %81
@@ -21604,7 +21604,7 @@ conv1.endif24:                                    ; preds = %conv1.ox11.end, %co
 
 conv1.ox10:                                       ; preds = %conv1.ox10, %conv1.then23
   %conv1.ox1025 = phi i64 [ 0, %conv1.then23 ], [ %ox10.next, %conv1.ox10 ]
-  %97 = mul nsw i64 %conv1.g11, 16
+  %97 = mul nsw i64 %conv1.g11, 2
   %98 = add nsw i64 %97, %conv1.j22
   %99 = mul nsw i64 %98, 784
   %100 = mul nsw i64 %conv1.c33, 784
@@ -21622,7 +21622,7 @@ conv1.ox10:                                       ; preds = %conv1.ox10, %conv1.
   %111 = add nsw i64 %110, %conv1.ky44
   %112 = mul nsw i64 %111, 5
   %113 = add nsw i64 %112, 1
-  %114 = mul nsw i64 %113, 12560
+  %114 = mul nsw i64 %113, 1584
   %115 = add nsw i64 301056, %114
   %116 = mul nsw i64 %conv1.j22, 784
   %117 = add nsw i64 %115, %116
@@ -21645,7 +21645,7 @@ conv1.ox11:                                       ; preds = %conv1.ox11, %conv1.
   %124 = add nsw i64 %123, %conv1.ky44
   %125 = mul nsw i64 %124, 5
   %126 = add nsw i64 %125, 1
-  %127 = mul nsw i64 %126, 12560
+  %127 = mul nsw i64 %126, 1584
   %128 = add nsw i64 301056, %127
   %129 = mul nsw i64 %conv1.j22, 784
   %130 = add nsw i64 %128, %129
@@ -21676,7 +21676,7 @@ conv1.ox12:                                       ; preds = %conv1.ox12, %conv1.
   %139 = add nsw i64 %138, %conv1.ky44
   %140 = mul nsw i64 %139, 5
   %141 = add nsw i64 %140, 1
-  %142 = mul nsw i64 %141, 12560
+  %142 = mul nsw i64 %141, 1584
   %143 = add nsw i64 301056, %142
   %144 = mul nsw i64 %conv1.j22, 784
   %145 = add nsw i64 %143, %144
@@ -21706,7 +21706,7 @@ conv1.ox1236:                                     ; preds = %conv1.ox1236, %conv
   %152 = add nsw i64 %151, %conv1.ky44
   %153 = mul nsw i64 %152, 5
   %154 = add nsw i64 %153, 1
-  %155 = mul nsw i64 %154, 12560
+  %155 = mul nsw i64 %154, 1584
   %156 = add nsw i64 301056, %155
   %157 = mul nsw i64 %conv1.j22, 784
   %158 = add nsw i64 %156, %157
@@ -21747,7 +21747,7 @@ conv1.endif43:                                    ; preds = %conv1.ox14.end, %co
 
 conv1.ox14:                                       ; preds = %conv1.ox14, %conv1.then42
   %conv1.ox1444 = phi i64 [ 0, %conv1.then42 ], [ %ox14.next, %conv1.ox14 ]
-  %173 = mul nsw i64 %conv1.g11, 16
+  %173 = mul nsw i64 %conv1.g11, 2
   %174 = add nsw i64 %173, %conv1.j22
   %175 = mul nsw i64 %174, 784
   %176 = mul nsw i64 %conv1.c33, 784
@@ -21763,7 +21763,7 @@ conv1.ox14:                                       ; preds = %conv1.ox14, %conv1.
   %185 = add nsw i64 %184, %conv1.ky44
   %186 = mul nsw i64 %185, 5
   %187 = add nsw i64 %186, 2
-  %188 = mul nsw i64 %187, 12560
+  %188 = mul nsw i64 %187, 1584
   %189 = add nsw i64 301056, %188
   %190 = mul nsw i64 %conv1.j22, 784
   %191 = add nsw i64 %189, %190
@@ -21794,7 +21794,7 @@ conv1.ox15:                                       ; preds = %conv1.ox15, %conv1.
   %200 = add nsw i64 %199, %conv1.ky44
   %201 = mul nsw i64 %200, 5
   %202 = add nsw i64 %201, 2
-  %203 = mul nsw i64 %202, 12560
+  %203 = mul nsw i64 %202, 1584
   %204 = add nsw i64 301056, %203
   %205 = mul nsw i64 %conv1.j22, 784
   %206 = add nsw i64 %204, %205
@@ -21824,7 +21824,7 @@ conv1.ox1553:                                     ; preds = %conv1.ox1553, %conv
   %213 = add nsw i64 %212, %conv1.ky44
   %214 = mul nsw i64 %213, 5
   %215 = add nsw i64 %214, 2
-  %216 = mul nsw i64 %215, 12560
+  %216 = mul nsw i64 %215, 1584
   %217 = add nsw i64 301056, %216
   %218 = mul nsw i64 %conv1.j22, 784
   %219 = add nsw i64 %217, %218
@@ -21865,7 +21865,7 @@ conv1.endif60:                                    ; preds = %conv1.ox18.end, %co
 
 conv1.ox17:                                       ; preds = %conv1.ox17, %conv1.then59
   %conv1.ox1761 = phi i64 [ 0, %conv1.then59 ], [ %ox17.next, %conv1.ox17 ]
-  %234 = mul nsw i64 %conv1.g11, 16
+  %234 = mul nsw i64 %conv1.g11, 2
   %235 = add nsw i64 %234, %conv1.j22
   %236 = mul nsw i64 %235, 784
   %237 = mul nsw i64 %conv1.c33, 784
@@ -21882,7 +21882,7 @@ conv1.ox17:                                       ; preds = %conv1.ox17, %conv1.
   %247 = add nsw i64 %246, %conv1.ky44
   %248 = mul nsw i64 %247, 5
   %249 = add nsw i64 %248, 3
-  %250 = mul nsw i64 %249, 12560
+  %250 = mul nsw i64 %249, 1584
   %251 = add nsw i64 301056, %250
   %252 = mul nsw i64 %conv1.j22, 784
   %253 = add nsw i64 %251, %252
@@ -21904,7 +21904,7 @@ conv1.ox18:                                       ; preds = %conv1.ox18, %conv1.
   %259 = add nsw i64 %258, %conv1.ky44
   %260 = mul nsw i64 %259, 5
   %261 = add nsw i64 %260, 3
-  %262 = mul nsw i64 %261, 12560
+  %262 = mul nsw i64 %261, 1584
   %263 = add nsw i64 301056, %262
   %264 = mul nsw i64 %conv1.j22, 784
   %265 = add nsw i64 %263, %264
@@ -21936,7 +21936,7 @@ conv1.ox19:                                       ; preds = %conv1.ox19, %conv1.
   %275 = add nsw i64 %274, %conv1.ky44
   %276 = mul nsw i64 %275, 5
   %277 = add nsw i64 %276, 3
-  %278 = mul nsw i64 %277, 12560
+  %278 = mul nsw i64 %277, 1584
   %279 = add nsw i64 301056, %278
   %280 = mul nsw i64 %conv1.j22, 784
   %281 = add nsw i64 %279, %280
@@ -21966,7 +21966,7 @@ conv1.ox1972:                                     ; preds = %conv1.ox1972, %conv
   %288 = add nsw i64 %287, %conv1.ky44
   %289 = mul nsw i64 %288, 5
   %290 = add nsw i64 %289, 3
-  %291 = mul nsw i64 %290, 12560
+  %291 = mul nsw i64 %290, 1584
   %292 = add nsw i64 301056, %291
   %293 = mul nsw i64 %conv1.j22, 784
   %294 = add nsw i64 %292, %293
@@ -22009,7 +22009,7 @@ conv1.endif79:                                    ; preds = %conv1.ox22.end, %co
 
 conv1.ox21:                                       ; preds = %conv1.ox21, %conv1.then78
   %conv1.ox2180 = phi i64 [ 0, %conv1.then78 ], [ %ox21.next, %conv1.ox21 ]
-  %310 = mul nsw i64 %conv1.g11, 16
+  %310 = mul nsw i64 %conv1.g11, 2
   %311 = add nsw i64 %310, %conv1.j22
   %312 = mul nsw i64 %311, 784
   %313 = mul nsw i64 %conv1.c33, 784
@@ -22026,7 +22026,7 @@ conv1.ox21:                                       ; preds = %conv1.ox21, %conv1.
   %323 = add nsw i64 %322, %conv1.ky44
   %324 = mul nsw i64 %323, 5
   %325 = add nsw i64 %324, 4
-  %326 = mul nsw i64 %325, 12560
+  %326 = mul nsw i64 %325, 1584
   %327 = add nsw i64 301056, %326
   %328 = mul nsw i64 %conv1.j22, 784
   %329 = add nsw i64 %327, %328
@@ -22048,7 +22048,7 @@ conv1.ox22:                                       ; preds = %conv1.ox22, %conv1.
   %335 = add nsw i64 %334, %conv1.ky44
   %336 = mul nsw i64 %335, 5
   %337 = add nsw i64 %336, 4
-  %338 = mul nsw i64 %337, 12560
+  %338 = mul nsw i64 %337, 1584
   %339 = add nsw i64 301056, %338
   %340 = mul nsw i64 %conv1.j22, 784
   %341 = add nsw i64 %339, %340
@@ -22080,7 +22080,7 @@ conv1.ox23:                                       ; preds = %conv1.ox23, %conv1.
   %351 = add nsw i64 %350, %conv1.ky44
   %352 = mul nsw i64 %351, 5
   %353 = add nsw i64 %352, 4
-  %354 = mul nsw i64 %353, 12560
+  %354 = mul nsw i64 %353, 1584
   %355 = add nsw i64 301056, %354
   %356 = mul nsw i64 %conv1.j22, 784
   %357 = add nsw i64 %355, %356
@@ -22110,7 +22110,7 @@ conv1.ox2391:                                     ; preds = %conv1.ox2391, %conv
   %364 = add nsw i64 %363, %conv1.ky44
   %365 = mul nsw i64 %364, 5
   %366 = add nsw i64 %365, 4
-  %367 = mul nsw i64 %366, 12560
+  %367 = mul nsw i64 %366, 1584
   %368 = add nsw i64 301056, %367
   %369 = mul nsw i64 %conv1.j22, 784
   %370 = add nsw i64 %368, %369
@@ -22136,7 +22136,7 @@ conv1.part24.serial:                              ; preds = %conv1.j2.end
 
 conv1.part24.done:                                ; preds = %conv1.part24.end, %conv1.part24.pool
   %g1.next = add nsw i64 %conv1.g11, 1
-  %375 = icmp slt i64 %g1.next, 4
+  %375 = icmp slt i64 %g1.next, 32
   br i1 %375, label %conv1.g1, label %conv1.g1.end
 
 conv1.part24:                                     ; preds = %conv1.part24, %conv1.part24.serial
@@ -22153,528 +22153,85 @@ conv1.part24.end:                                 ; preds = %conv1.part24
 ; Function Attrs: noinline
 define internal void @lenet5_infer_b64.k0.conv1.part24(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
 entry:
-  call void @lenet5_infer_b64.k0.conv1.part24.gemm32(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %1)
-  br label %conv1.j33
+  %2 = mul nsw i64 %1, 3
+  %3 = mul nsw i64 %2, 25
+  %params1 = getelementptr inbounds float, ptr %params, i64 %3
+  %arena2 = getelementptr inbounds float, ptr %arena, i64 301056
+  %4 = mul nsw i64 %1, 3
+  %5 = mul nsw i64 %4, 1584
+  %6 = add nsw i64 340656, %5
+  %arena3 = getelementptr inbounds float, ptr %arena, i64 %6
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 3, i32 1568, i32 25, float 1.000000e+00, ptr %params1, i32 25, ptr %arena2, i32 1584, float 0.000000e+00, ptr %arena3, i32 1584)
+  br label %conv1.j25
 
-conv1.j33:                                        ; preds = %conv1.f34.end, %entry
-  %conv1.j331 = phi i64 [ 0, %entry ], [ %j33.next, %conv1.f34.end ]
-  br label %conv1.f34
+conv1.j25:                                        ; preds = %conv1.f26.end, %entry
+  %conv1.j254 = phi i64 [ 0, %entry ], [ %j25.next, %conv1.f26.end ]
+  br label %conv1.f26
 
-conv1.j33.end:                                    ; preds = %conv1.f34.end
+conv1.j25.end:                                    ; preds = %conv1.f26.end
   ret void
 
-conv1.f34:                                        ; preds = %conv1.i35.end, %conv1.j33
-  %conv1.f342 = phi i64 [ 0, %conv1.j33 ], [ %f34.next, %conv1.i35.end ]
-  br label %conv1.i35
+conv1.f26:                                        ; preds = %conv1.i27.end, %conv1.j25
+  %conv1.f265 = phi i64 [ 0, %conv1.j25 ], [ %f26.next, %conv1.i27.end ]
+  br label %conv1.i27
 
-conv1.f34.end:                                    ; preds = %conv1.i35.end
-  %j33.next = add nsw i64 %conv1.j331, 1
-  %2 = icmp slt i64 %j33.next, 16
-  br i1 %2, label %conv1.j33, label %conv1.j33.end
+conv1.f26.end:                                    ; preds = %conv1.i27.end
+  %j25.next = add nsw i64 %conv1.j254, 1
+  %7 = icmp slt i64 %j25.next, 2
+  br i1 %7, label %conv1.j25, label %conv1.j25.end
 
-conv1.i35:                                        ; preds = %conv1.i35, %conv1.f34
-  %conv1.i353 = phi i64 [ 0, %conv1.f34 ], [ %i35.next, %conv1.i35 ]
-  %3 = mul nsw i64 %1, 3
-  %4 = add nsw i64 %conv1.f342, %3
-  %5 = mul nsw i64 %4, 12560
-  %6 = add nsw i64 615056, %5
-  %7 = mul nsw i64 %conv1.j331, 784
-  %8 = add nsw i64 %6, %7
-  %9 = add nsw i64 %8, %conv1.i353
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %9
-  %10 = load float, ptr %arena4, align 4
-  %11 = mul nsw i64 %1, 3
-  %12 = add nsw i64 %conv1.f342, %11
-  %13 = add nsw i64 150, %12
-  %params5 = getelementptr inbounds float, ptr %params, i64 %13
-  %14 = load float, ptr %params5, align 4
-  %15 = fadd float %10, %14
-  %16 = fcmp ogt float %15, 0.000000e+00
-  %17 = mul nsw i64 %1, 3
-  %18 = add nsw i64 %conv1.f342, %17
-  %19 = mul nsw i64 %18, 12560
-  %20 = add nsw i64 615056, %19
-  %21 = mul nsw i64 %conv1.j331, 784
-  %22 = add nsw i64 %20, %21
-  %23 = add nsw i64 %22, %conv1.i353
-  %arena6 = getelementptr inbounds float, ptr %arena, i64 %23
-  %24 = load float, ptr %arena6, align 4
-  %25 = mul nsw i64 %1, 3
-  %26 = add nsw i64 %conv1.f342, %25
-  %27 = add nsw i64 150, %26
-  %params7 = getelementptr inbounds float, ptr %params, i64 %27
-  %28 = load float, ptr %params7, align 4
-  %29 = fadd float %24, %28
-  %30 = select i1 %16, float %29, float 0.000000e+00
-  %31 = mul nsw i64 %0, 16
-  %32 = add nsw i64 %31, %conv1.j331
-  %33 = mul nsw i64 %32, 4704
-  %34 = mul nsw i64 %1, 3
-  %35 = add nsw i64 %conv1.f342, %34
-  %36 = mul nsw i64 %35, 784
-  %37 = add nsw i64 %33, %36
-  %38 = add nsw i64 %37, %conv1.i353
-  %arena8 = getelementptr inbounds float, ptr %arena, i64 %38
-  store float %30, ptr %arena8, align 4
-  %i35.next = add nsw i64 %conv1.i353, 1
-  %39 = icmp slt i64 %i35.next, 784
-  br i1 %39, label %conv1.i35, label %conv1.i35.end
+conv1.i27:                                        ; preds = %conv1.i27, %conv1.f26
+  %conv1.i276 = phi i64 [ 0, %conv1.f26 ], [ %i27.next, %conv1.i27 ]
+  %8 = mul nsw i64 %1, 3
+  %9 = add nsw i64 %conv1.f265, %8
+  %10 = mul nsw i64 %9, 1584
+  %11 = add nsw i64 340656, %10
+  %12 = mul nsw i64 %conv1.j254, 784
+  %13 = add nsw i64 %11, %12
+  %14 = add nsw i64 %13, %conv1.i276
+  %arena7 = getelementptr inbounds float, ptr %arena, i64 %14
+  %15 = load float, ptr %arena7, align 4
+  %16 = mul nsw i64 %1, 3
+  %17 = add nsw i64 %conv1.f265, %16
+  %18 = add nsw i64 150, %17
+  %params8 = getelementptr inbounds float, ptr %params, i64 %18
+  %19 = load float, ptr %params8, align 4
+  %20 = fadd float %15, %19
+  %21 = fcmp ogt float %20, 0.000000e+00
+  %22 = mul nsw i64 %1, 3
+  %23 = add nsw i64 %conv1.f265, %22
+  %24 = mul nsw i64 %23, 1584
+  %25 = add nsw i64 340656, %24
+  %26 = mul nsw i64 %conv1.j254, 784
+  %27 = add nsw i64 %25, %26
+  %28 = add nsw i64 %27, %conv1.i276
+  %arena9 = getelementptr inbounds float, ptr %arena, i64 %28
+  %29 = load float, ptr %arena9, align 4
+  %30 = mul nsw i64 %1, 3
+  %31 = add nsw i64 %conv1.f265, %30
+  %32 = add nsw i64 150, %31
+  %params10 = getelementptr inbounds float, ptr %params, i64 %32
+  %33 = load float, ptr %params10, align 4
+  %34 = fadd float %29, %33
+  %35 = select i1 %21, float %34, float 0.000000e+00
+  %36 = mul nsw i64 %0, 2
+  %37 = add nsw i64 %36, %conv1.j254
+  %38 = mul nsw i64 %37, 4704
+  %39 = mul nsw i64 %1, 3
+  %40 = add nsw i64 %conv1.f265, %39
+  %41 = mul nsw i64 %40, 784
+  %42 = add nsw i64 %38, %41
+  %43 = add nsw i64 %42, %conv1.i276
+  %arena11 = getelementptr inbounds float, ptr %arena, i64 %43
+  store float %35, ptr %arena11, align 4
+  %i27.next = add nsw i64 %conv1.i276, 1
+  %44 = icmp slt i64 %i27.next, 784
+  br i1 %44, label %conv1.i27, label %conv1.i27.end
 
-conv1.i35.end:                                    ; preds = %conv1.i35
-  %f34.next = add nsw i64 %conv1.f342, 1
-  %40 = icmp slt i64 %f34.next, 3
-  br i1 %40, label %conv1.f34, label %conv1.f34.end
-}
-
-; Function Attrs: noinline
-define internal void @lenet5_infer_b64.k0.conv1.part24.gemm32(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
-entry:
-  %conv1.t30_a2 = alloca <8 x float>, align 32
-  %conv1.t30_a1 = alloca <8 x float>, align 32
-  %conv1.t30_a0 = alloca <8 x float>, align 32
-  %conv1.t30_b1 = alloca <8 x float>, align 32
-  %conv1.t30_b0 = alloca <8 x float>, align 32
-  %conv1.t30_c2_1 = alloca <8 x float>, align 32
-  %conv1.t30_c2_0 = alloca <8 x float>, align 32
-  %conv1.t30_c1_1 = alloca <8 x float>, align 32
-  %conv1.t30_c1_0 = alloca <8 x float>, align 32
-  %conv1.t30_c0_1 = alloca <8 x float>, align 32
-  %conv1.t30_c0_0 = alloca <8 x float>, align 32
-  %conv1.t27_a2 = alloca <8 x float>, align 32
-  %conv1.t27_a1 = alloca <8 x float>, align 32
-  %conv1.t27_a0 = alloca <8 x float>, align 32
-  %conv1.t27_b2 = alloca <8 x float>, align 32
-  %conv1.t27_b1 = alloca <8 x float>, align 32
-  %conv1.t27_b0 = alloca <8 x float>, align 32
-  %conv1.t27_c2_2 = alloca <8 x float>, align 32
-  %conv1.t27_c2_1 = alloca <8 x float>, align 32
-  %conv1.t27_c2_0 = alloca <8 x float>, align 32
-  %conv1.t27_c1_2 = alloca <8 x float>, align 32
-  %conv1.t27_c1_1 = alloca <8 x float>, align 32
-  %conv1.t27_c1_0 = alloca <8 x float>, align 32
-  %conv1.t27_c0_2 = alloca <8 x float>, align 32
-  %conv1.t27_c0_1 = alloca <8 x float>, align 32
-  %conv1.t27_c0_0 = alloca <8 x float>, align 32
-  br label %conv1.nb25
-
-conv1.nb25:                                       ; preds = %conv1.mb26.end, %entry
-  %conv1.nb251 = phi i64 [ 0, %entry ], [ %nb25.next, %conv1.mb26.end ]
-  br label %conv1.mb26
-
-conv1.nb25.end:                                   ; preds = %conv1.mb26.end
-  br label %conv1.mb29
-
-conv1.mb26:                                       ; preds = %conv1.k28.end, %conv1.nb25
-  %conv1.mb262 = phi i64 [ 0, %conv1.nb25 ], [ %mb26.next, %conv1.k28.end ]
-  store <8 x float> zeroinitializer, ptr %conv1.t27_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t27_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t27_c0_2, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t27_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t27_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t27_c1_2, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t27_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t27_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t27_c2_2, align 32
-  br label %conv1.k28
-
-conv1.mb26.end:                                   ; preds = %conv1.k28.end
-  %nb25.next = add nsw i64 %conv1.nb251, 1
-  %1 = icmp slt i64 %nb25.next, 522
-  br i1 %1, label %conv1.nb25, label %conv1.nb25.end
-
-conv1.k28:                                        ; preds = %conv1.k28, %conv1.mb26
-  %conv1.k283 = phi i64 [ 0, %conv1.mb26 ], [ %k28.next, %conv1.k28 ]
-  %2 = mul nsw i64 %conv1.k283, 12560
-  %3 = add nsw i64 301056, %2
-  %4 = mul nsw i64 %conv1.nb251, 24
-  %5 = add nsw i64 %3, %4
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
-  %6 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %6, ptr %conv1.t27_b0, align 32
-  %7 = mul nsw i64 %conv1.k283, 12560
-  %8 = add nsw i64 301056, %7
-  %9 = mul nsw i64 %conv1.nb251, 24
-  %10 = add nsw i64 %8, %9
-  %11 = add nsw i64 %10, 8
-  %arena5 = getelementptr inbounds float, ptr %arena, i64 %11
-  %12 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %12, ptr %conv1.t27_b1, align 32
-  %13 = mul nsw i64 %conv1.k283, 12560
-  %14 = add nsw i64 301056, %13
-  %15 = mul nsw i64 %conv1.nb251, 24
-  %16 = add nsw i64 %14, %15
-  %17 = add nsw i64 %16, 16
-  %arena6 = getelementptr inbounds float, ptr %arena, i64 %17
-  %18 = load <8 x float>, ptr %arena6, align 4
-  store <8 x float> %18, ptr %conv1.t27_b2, align 32
-  %19 = mul nsw i64 %0, 3
-  %20 = mul nsw i64 %19, 25
-  %21 = mul nsw i64 %conv1.mb262, 3
-  %22 = mul nsw i64 %21, 25
-  %23 = add nsw i64 %20, %22
-  %24 = add nsw i64 %23, %conv1.k283
-  %params7 = getelementptr inbounds float, ptr %params, i64 %24
-  %25 = load float, ptr %params7, align 4
-  %26 = insertelement <8 x float> undef, float %25, i32 0
-  %27 = shufflevector <8 x float> %26, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %27, ptr %conv1.t27_a0, align 32
-  %t27_a0 = load <8 x float>, ptr %conv1.t27_a0, align 32
-  %t27_b0 = load <8 x float>, ptr %conv1.t27_b0, align 32
-  %t27_c0_0 = load <8 x float>, ptr %conv1.t27_c0_0, align 32
-  %28 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t27_a0, <8 x float> %t27_b0, <8 x float> %t27_c0_0)
-  store <8 x float> %28, ptr %conv1.t27_c0_0, align 32
-  %t27_a08 = load <8 x float>, ptr %conv1.t27_a0, align 32
-  %t27_b1 = load <8 x float>, ptr %conv1.t27_b1, align 32
-  %t27_c0_1 = load <8 x float>, ptr %conv1.t27_c0_1, align 32
-  %29 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t27_a08, <8 x float> %t27_b1, <8 x float> %t27_c0_1)
-  store <8 x float> %29, ptr %conv1.t27_c0_1, align 32
-  %t27_a09 = load <8 x float>, ptr %conv1.t27_a0, align 32
-  %t27_b2 = load <8 x float>, ptr %conv1.t27_b2, align 32
-  %t27_c0_2 = load <8 x float>, ptr %conv1.t27_c0_2, align 32
-  %30 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t27_a09, <8 x float> %t27_b2, <8 x float> %t27_c0_2)
-  store <8 x float> %30, ptr %conv1.t27_c0_2, align 32
-  %31 = mul nsw i64 %0, 3
-  %32 = mul nsw i64 %31, 25
-  %33 = mul nsw i64 %conv1.mb262, 3
-  %34 = add nsw i64 %33, 1
-  %35 = mul nsw i64 %34, 25
-  %36 = add nsw i64 %32, %35
-  %37 = add nsw i64 %36, %conv1.k283
-  %params10 = getelementptr inbounds float, ptr %params, i64 %37
-  %38 = load float, ptr %params10, align 4
-  %39 = insertelement <8 x float> undef, float %38, i32 0
-  %40 = shufflevector <8 x float> %39, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %40, ptr %conv1.t27_a1, align 32
-  %t27_a1 = load <8 x float>, ptr %conv1.t27_a1, align 32
-  %t27_b011 = load <8 x float>, ptr %conv1.t27_b0, align 32
-  %t27_c1_0 = load <8 x float>, ptr %conv1.t27_c1_0, align 32
-  %41 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t27_a1, <8 x float> %t27_b011, <8 x float> %t27_c1_0)
-  store <8 x float> %41, ptr %conv1.t27_c1_0, align 32
-  %t27_a112 = load <8 x float>, ptr %conv1.t27_a1, align 32
-  %t27_b113 = load <8 x float>, ptr %conv1.t27_b1, align 32
-  %t27_c1_1 = load <8 x float>, ptr %conv1.t27_c1_1, align 32
-  %42 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t27_a112, <8 x float> %t27_b113, <8 x float> %t27_c1_1)
-  store <8 x float> %42, ptr %conv1.t27_c1_1, align 32
-  %t27_a114 = load <8 x float>, ptr %conv1.t27_a1, align 32
-  %t27_b215 = load <8 x float>, ptr %conv1.t27_b2, align 32
-  %t27_c1_2 = load <8 x float>, ptr %conv1.t27_c1_2, align 32
-  %43 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t27_a114, <8 x float> %t27_b215, <8 x float> %t27_c1_2)
-  store <8 x float> %43, ptr %conv1.t27_c1_2, align 32
-  %44 = mul nsw i64 %0, 3
-  %45 = mul nsw i64 %44, 25
-  %46 = mul nsw i64 %conv1.mb262, 3
-  %47 = add nsw i64 %46, 2
-  %48 = mul nsw i64 %47, 25
-  %49 = add nsw i64 %45, %48
-  %50 = add nsw i64 %49, %conv1.k283
-  %params16 = getelementptr inbounds float, ptr %params, i64 %50
-  %51 = load float, ptr %params16, align 4
-  %52 = insertelement <8 x float> undef, float %51, i32 0
-  %53 = shufflevector <8 x float> %52, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %53, ptr %conv1.t27_a2, align 32
-  %t27_a2 = load <8 x float>, ptr %conv1.t27_a2, align 32
-  %t27_b017 = load <8 x float>, ptr %conv1.t27_b0, align 32
-  %t27_c2_0 = load <8 x float>, ptr %conv1.t27_c2_0, align 32
-  %54 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t27_a2, <8 x float> %t27_b017, <8 x float> %t27_c2_0)
-  store <8 x float> %54, ptr %conv1.t27_c2_0, align 32
-  %t27_a218 = load <8 x float>, ptr %conv1.t27_a2, align 32
-  %t27_b119 = load <8 x float>, ptr %conv1.t27_b1, align 32
-  %t27_c2_1 = load <8 x float>, ptr %conv1.t27_c2_1, align 32
-  %55 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t27_a218, <8 x float> %t27_b119, <8 x float> %t27_c2_1)
-  store <8 x float> %55, ptr %conv1.t27_c2_1, align 32
-  %t27_a220 = load <8 x float>, ptr %conv1.t27_a2, align 32
-  %t27_b221 = load <8 x float>, ptr %conv1.t27_b2, align 32
-  %t27_c2_2 = load <8 x float>, ptr %conv1.t27_c2_2, align 32
-  %56 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t27_a220, <8 x float> %t27_b221, <8 x float> %t27_c2_2)
-  store <8 x float> %56, ptr %conv1.t27_c2_2, align 32
-  %k28.next = add nsw i64 %conv1.k283, 1
-  %57 = icmp slt i64 %k28.next, 25
-  br i1 %57, label %conv1.k28, label %conv1.k28.end
-
-conv1.k28.end:                                    ; preds = %conv1.k28
-  %t27_c0_022 = load <8 x float>, ptr %conv1.t27_c0_0, align 32
-  %58 = mul nsw i64 %0, 3
-  %59 = mul nsw i64 %58, 12560
-  %60 = add nsw i64 615056, %59
-  %61 = mul nsw i64 %conv1.mb262, 3
-  %62 = mul nsw i64 %61, 12560
-  %63 = add nsw i64 %60, %62
-  %64 = mul nsw i64 %conv1.nb251, 24
-  %65 = add nsw i64 %63, %64
-  %arena23 = getelementptr inbounds float, ptr %arena, i64 %65
-  store <8 x float> %t27_c0_022, ptr %arena23, align 4
-  %t27_c0_124 = load <8 x float>, ptr %conv1.t27_c0_1, align 32
-  %66 = mul nsw i64 %0, 3
-  %67 = mul nsw i64 %66, 12560
-  %68 = add nsw i64 615056, %67
-  %69 = mul nsw i64 %conv1.mb262, 3
-  %70 = mul nsw i64 %69, 12560
-  %71 = add nsw i64 %68, %70
-  %72 = mul nsw i64 %conv1.nb251, 24
-  %73 = add nsw i64 %71, %72
-  %74 = add nsw i64 %73, 8
-  %arena25 = getelementptr inbounds float, ptr %arena, i64 %74
-  store <8 x float> %t27_c0_124, ptr %arena25, align 4
-  %t27_c0_226 = load <8 x float>, ptr %conv1.t27_c0_2, align 32
-  %75 = mul nsw i64 %0, 3
-  %76 = mul nsw i64 %75, 12560
-  %77 = add nsw i64 615056, %76
-  %78 = mul nsw i64 %conv1.mb262, 3
-  %79 = mul nsw i64 %78, 12560
-  %80 = add nsw i64 %77, %79
-  %81 = mul nsw i64 %conv1.nb251, 24
-  %82 = add nsw i64 %80, %81
-  %83 = add nsw i64 %82, 16
-  %arena27 = getelementptr inbounds float, ptr %arena, i64 %83
-  store <8 x float> %t27_c0_226, ptr %arena27, align 4
-  %t27_c1_028 = load <8 x float>, ptr %conv1.t27_c1_0, align 32
-  %84 = mul nsw i64 %0, 3
-  %85 = mul nsw i64 %84, 12560
-  %86 = add nsw i64 615056, %85
-  %87 = mul nsw i64 %conv1.mb262, 3
-  %88 = add nsw i64 %87, 1
-  %89 = mul nsw i64 %88, 12560
-  %90 = add nsw i64 %86, %89
-  %91 = mul nsw i64 %conv1.nb251, 24
-  %92 = add nsw i64 %90, %91
-  %arena29 = getelementptr inbounds float, ptr %arena, i64 %92
-  store <8 x float> %t27_c1_028, ptr %arena29, align 4
-  %t27_c1_130 = load <8 x float>, ptr %conv1.t27_c1_1, align 32
-  %93 = mul nsw i64 %0, 3
-  %94 = mul nsw i64 %93, 12560
-  %95 = add nsw i64 615056, %94
-  %96 = mul nsw i64 %conv1.mb262, 3
-  %97 = add nsw i64 %96, 1
-  %98 = mul nsw i64 %97, 12560
-  %99 = add nsw i64 %95, %98
-  %100 = mul nsw i64 %conv1.nb251, 24
-  %101 = add nsw i64 %99, %100
-  %102 = add nsw i64 %101, 8
-  %arena31 = getelementptr inbounds float, ptr %arena, i64 %102
-  store <8 x float> %t27_c1_130, ptr %arena31, align 4
-  %t27_c1_232 = load <8 x float>, ptr %conv1.t27_c1_2, align 32
-  %103 = mul nsw i64 %0, 3
-  %104 = mul nsw i64 %103, 12560
-  %105 = add nsw i64 615056, %104
-  %106 = mul nsw i64 %conv1.mb262, 3
-  %107 = add nsw i64 %106, 1
-  %108 = mul nsw i64 %107, 12560
-  %109 = add nsw i64 %105, %108
-  %110 = mul nsw i64 %conv1.nb251, 24
-  %111 = add nsw i64 %109, %110
-  %112 = add nsw i64 %111, 16
-  %arena33 = getelementptr inbounds float, ptr %arena, i64 %112
-  store <8 x float> %t27_c1_232, ptr %arena33, align 4
-  %t27_c2_034 = load <8 x float>, ptr %conv1.t27_c2_0, align 32
-  %113 = mul nsw i64 %0, 3
-  %114 = mul nsw i64 %113, 12560
-  %115 = add nsw i64 615056, %114
-  %116 = mul nsw i64 %conv1.mb262, 3
-  %117 = add nsw i64 %116, 2
-  %118 = mul nsw i64 %117, 12560
-  %119 = add nsw i64 %115, %118
-  %120 = mul nsw i64 %conv1.nb251, 24
-  %121 = add nsw i64 %119, %120
-  %arena35 = getelementptr inbounds float, ptr %arena, i64 %121
-  store <8 x float> %t27_c2_034, ptr %arena35, align 4
-  %t27_c2_136 = load <8 x float>, ptr %conv1.t27_c2_1, align 32
-  %122 = mul nsw i64 %0, 3
-  %123 = mul nsw i64 %122, 12560
-  %124 = add nsw i64 615056, %123
-  %125 = mul nsw i64 %conv1.mb262, 3
-  %126 = add nsw i64 %125, 2
-  %127 = mul nsw i64 %126, 12560
-  %128 = add nsw i64 %124, %127
-  %129 = mul nsw i64 %conv1.nb251, 24
-  %130 = add nsw i64 %128, %129
-  %131 = add nsw i64 %130, 8
-  %arena37 = getelementptr inbounds float, ptr %arena, i64 %131
-  store <8 x float> %t27_c2_136, ptr %arena37, align 4
-  %t27_c2_238 = load <8 x float>, ptr %conv1.t27_c2_2, align 32
-  %132 = mul nsw i64 %0, 3
-  %133 = mul nsw i64 %132, 12560
-  %134 = add nsw i64 615056, %133
-  %135 = mul nsw i64 %conv1.mb262, 3
-  %136 = add nsw i64 %135, 2
-  %137 = mul nsw i64 %136, 12560
-  %138 = add nsw i64 %134, %137
-  %139 = mul nsw i64 %conv1.nb251, 24
-  %140 = add nsw i64 %138, %139
-  %141 = add nsw i64 %140, 16
-  %arena39 = getelementptr inbounds float, ptr %arena, i64 %141
-  store <8 x float> %t27_c2_238, ptr %arena39, align 4
-  %mb26.next = add nsw i64 %conv1.mb262, 1
-  %142 = icmp slt i64 %mb26.next, 1
-  br i1 %142, label %conv1.mb26, label %conv1.mb26.end
-
-conv1.mb29:                                       ; preds = %conv1.k31.end, %conv1.nb25.end
-  %conv1.mb2940 = phi i64 [ 0, %conv1.nb25.end ], [ %mb29.next, %conv1.k31.end ]
-  store <8 x float> zeroinitializer, ptr %conv1.t30_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t30_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t30_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t30_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t30_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t30_c2_1, align 32
-  br label %conv1.k31
-
-conv1.mb29.end:                                   ; preds = %conv1.k31.end
-  ret void
-
-conv1.k31:                                        ; preds = %conv1.k31, %conv1.mb29
-  %conv1.k3141 = phi i64 [ 0, %conv1.mb29 ], [ %k31.next, %conv1.k31 ]
-  %143 = mul nsw i64 %conv1.k3141, 12560
-  %144 = add nsw i64 301056, %143
-  %145 = add nsw i64 %144, 12528
-  %arena42 = getelementptr inbounds float, ptr %arena, i64 %145
-  %146 = load <8 x float>, ptr %arena42, align 4
-  store <8 x float> %146, ptr %conv1.t30_b0, align 32
-  %147 = mul nsw i64 %conv1.k3141, 12560
-  %148 = add nsw i64 301056, %147
-  %149 = add nsw i64 %148, 12528
-  %150 = add nsw i64 %149, 8
-  %arena43 = getelementptr inbounds float, ptr %arena, i64 %150
-  %151 = load <8 x float>, ptr %arena43, align 4
-  store <8 x float> %151, ptr %conv1.t30_b1, align 32
-  %152 = mul nsw i64 %0, 3
-  %153 = mul nsw i64 %152, 25
-  %154 = mul nsw i64 %conv1.mb2940, 3
-  %155 = mul nsw i64 %154, 25
-  %156 = add nsw i64 %153, %155
-  %157 = add nsw i64 %156, %conv1.k3141
-  %params44 = getelementptr inbounds float, ptr %params, i64 %157
-  %158 = load float, ptr %params44, align 4
-  %159 = insertelement <8 x float> undef, float %158, i32 0
-  %160 = shufflevector <8 x float> %159, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %160, ptr %conv1.t30_a0, align 32
-  %t30_a0 = load <8 x float>, ptr %conv1.t30_a0, align 32
-  %t30_b0 = load <8 x float>, ptr %conv1.t30_b0, align 32
-  %t30_c0_0 = load <8 x float>, ptr %conv1.t30_c0_0, align 32
-  %161 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t30_a0, <8 x float> %t30_b0, <8 x float> %t30_c0_0)
-  store <8 x float> %161, ptr %conv1.t30_c0_0, align 32
-  %t30_a045 = load <8 x float>, ptr %conv1.t30_a0, align 32
-  %t30_b1 = load <8 x float>, ptr %conv1.t30_b1, align 32
-  %t30_c0_1 = load <8 x float>, ptr %conv1.t30_c0_1, align 32
-  %162 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t30_a045, <8 x float> %t30_b1, <8 x float> %t30_c0_1)
-  store <8 x float> %162, ptr %conv1.t30_c0_1, align 32
-  %163 = mul nsw i64 %0, 3
-  %164 = mul nsw i64 %163, 25
-  %165 = mul nsw i64 %conv1.mb2940, 3
-  %166 = add nsw i64 %165, 1
-  %167 = mul nsw i64 %166, 25
-  %168 = add nsw i64 %164, %167
-  %169 = add nsw i64 %168, %conv1.k3141
-  %params46 = getelementptr inbounds float, ptr %params, i64 %169
-  %170 = load float, ptr %params46, align 4
-  %171 = insertelement <8 x float> undef, float %170, i32 0
-  %172 = shufflevector <8 x float> %171, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %172, ptr %conv1.t30_a1, align 32
-  %t30_a1 = load <8 x float>, ptr %conv1.t30_a1, align 32
-  %t30_b047 = load <8 x float>, ptr %conv1.t30_b0, align 32
-  %t30_c1_0 = load <8 x float>, ptr %conv1.t30_c1_0, align 32
-  %173 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t30_a1, <8 x float> %t30_b047, <8 x float> %t30_c1_0)
-  store <8 x float> %173, ptr %conv1.t30_c1_0, align 32
-  %t30_a148 = load <8 x float>, ptr %conv1.t30_a1, align 32
-  %t30_b149 = load <8 x float>, ptr %conv1.t30_b1, align 32
-  %t30_c1_1 = load <8 x float>, ptr %conv1.t30_c1_1, align 32
-  %174 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t30_a148, <8 x float> %t30_b149, <8 x float> %t30_c1_1)
-  store <8 x float> %174, ptr %conv1.t30_c1_1, align 32
-  %175 = mul nsw i64 %0, 3
-  %176 = mul nsw i64 %175, 25
-  %177 = mul nsw i64 %conv1.mb2940, 3
-  %178 = add nsw i64 %177, 2
-  %179 = mul nsw i64 %178, 25
-  %180 = add nsw i64 %176, %179
-  %181 = add nsw i64 %180, %conv1.k3141
-  %params50 = getelementptr inbounds float, ptr %params, i64 %181
-  %182 = load float, ptr %params50, align 4
-  %183 = insertelement <8 x float> undef, float %182, i32 0
-  %184 = shufflevector <8 x float> %183, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %184, ptr %conv1.t30_a2, align 32
-  %t30_a2 = load <8 x float>, ptr %conv1.t30_a2, align 32
-  %t30_b051 = load <8 x float>, ptr %conv1.t30_b0, align 32
-  %t30_c2_0 = load <8 x float>, ptr %conv1.t30_c2_0, align 32
-  %185 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t30_a2, <8 x float> %t30_b051, <8 x float> %t30_c2_0)
-  store <8 x float> %185, ptr %conv1.t30_c2_0, align 32
-  %t30_a252 = load <8 x float>, ptr %conv1.t30_a2, align 32
-  %t30_b153 = load <8 x float>, ptr %conv1.t30_b1, align 32
-  %t30_c2_1 = load <8 x float>, ptr %conv1.t30_c2_1, align 32
-  %186 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t30_a252, <8 x float> %t30_b153, <8 x float> %t30_c2_1)
-  store <8 x float> %186, ptr %conv1.t30_c2_1, align 32
-  %k31.next = add nsw i64 %conv1.k3141, 1
-  %187 = icmp slt i64 %k31.next, 25
-  br i1 %187, label %conv1.k31, label %conv1.k31.end
-
-conv1.k31.end:                                    ; preds = %conv1.k31
-  %t30_c0_054 = load <8 x float>, ptr %conv1.t30_c0_0, align 32
-  %188 = mul nsw i64 %0, 3
-  %189 = mul nsw i64 %188, 12560
-  %190 = add nsw i64 615056, %189
-  %191 = mul nsw i64 %conv1.mb2940, 3
-  %192 = mul nsw i64 %191, 12560
-  %193 = add nsw i64 %190, %192
-  %194 = add nsw i64 %193, 12528
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %194
-  store <8 x float> %t30_c0_054, ptr %arena55, align 4
-  %t30_c0_156 = load <8 x float>, ptr %conv1.t30_c0_1, align 32
-  %195 = mul nsw i64 %0, 3
-  %196 = mul nsw i64 %195, 12560
-  %197 = add nsw i64 615056, %196
-  %198 = mul nsw i64 %conv1.mb2940, 3
-  %199 = mul nsw i64 %198, 12560
-  %200 = add nsw i64 %197, %199
-  %201 = add nsw i64 %200, 12528
-  %202 = add nsw i64 %201, 8
-  %arena57 = getelementptr inbounds float, ptr %arena, i64 %202
-  store <8 x float> %t30_c0_156, ptr %arena57, align 4
-  %t30_c1_058 = load <8 x float>, ptr %conv1.t30_c1_0, align 32
-  %203 = mul nsw i64 %0, 3
-  %204 = mul nsw i64 %203, 12560
-  %205 = add nsw i64 615056, %204
-  %206 = mul nsw i64 %conv1.mb2940, 3
-  %207 = add nsw i64 %206, 1
-  %208 = mul nsw i64 %207, 12560
-  %209 = add nsw i64 %205, %208
-  %210 = add nsw i64 %209, 12528
-  %arena59 = getelementptr inbounds float, ptr %arena, i64 %210
-  store <8 x float> %t30_c1_058, ptr %arena59, align 4
-  %t30_c1_160 = load <8 x float>, ptr %conv1.t30_c1_1, align 32
-  %211 = mul nsw i64 %0, 3
-  %212 = mul nsw i64 %211, 12560
-  %213 = add nsw i64 615056, %212
-  %214 = mul nsw i64 %conv1.mb2940, 3
-  %215 = add nsw i64 %214, 1
-  %216 = mul nsw i64 %215, 12560
-  %217 = add nsw i64 %213, %216
-  %218 = add nsw i64 %217, 12528
-  %219 = add nsw i64 %218, 8
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %219
-  store <8 x float> %t30_c1_160, ptr %arena61, align 4
-  %t30_c2_062 = load <8 x float>, ptr %conv1.t30_c2_0, align 32
-  %220 = mul nsw i64 %0, 3
-  %221 = mul nsw i64 %220, 12560
-  %222 = add nsw i64 615056, %221
-  %223 = mul nsw i64 %conv1.mb2940, 3
-  %224 = add nsw i64 %223, 2
-  %225 = mul nsw i64 %224, 12560
-  %226 = add nsw i64 %222, %225
-  %227 = add nsw i64 %226, 12528
-  %arena63 = getelementptr inbounds float, ptr %arena, i64 %227
-  store <8 x float> %t30_c2_062, ptr %arena63, align 4
-  %t30_c2_164 = load <8 x float>, ptr %conv1.t30_c2_1, align 32
-  %228 = mul nsw i64 %0, 3
-  %229 = mul nsw i64 %228, 12560
-  %230 = add nsw i64 615056, %229
-  %231 = mul nsw i64 %conv1.mb2940, 3
-  %232 = add nsw i64 %231, 2
-  %233 = mul nsw i64 %232, 12560
-  %234 = add nsw i64 %230, %233
-  %235 = add nsw i64 %234, 12528
-  %236 = add nsw i64 %235, 8
-  %arena65 = getelementptr inbounds float, ptr %arena, i64 %236
-  store <8 x float> %t30_c2_164, ptr %arena65, align 4
-  %mb29.next = add nsw i64 %conv1.mb2940, 1
-  %237 = icmp slt i64 %mb29.next, 1
-  br i1 %237, label %conv1.mb29, label %conv1.mb29.end
+conv1.i27.end:                                    ; preds = %conv1.i27
+  %f26.next = add nsw i64 %conv1.f265, 1
+  %45 = icmp slt i64 %f26.next, 3
+  br i1 %45, label %conv1.f26, label %conv1.f26.end
 }
 
 define internal void @lenet5_infer_b64.k0.conv1.part24.task(ptr %0, i64 %1) {
@@ -22710,153 +22267,153 @@ entry:
 ; Function Attrs: noinline
 define internal void @lenet5_infer_b64.k1.pool1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %part36.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
-  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part36.context, i32 0, i32 0
+  %part28.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
+  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 0
   store ptr %params, ptr %0, align 8
-  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part36.context, i32 0, i32 1
+  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 1
   store ptr %grads, ptr %1, align 8
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part36.context, i32 0, i32 2
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 2
   store ptr %m, ptr %2, align 8
-  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part36.context, i32 0, i32 3
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 3
   store ptr %v, ptr %3, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part36.context, i32 0, i32 4
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 4
   store ptr %arena, ptr %4, align 8
-  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part36.context, i32 0, i32 5
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 5
   store ptr %images, ptr %5, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part36.context, i32 0, i32 6
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 6
   store ptr %labels, ptr %6, align 8
-  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part36.context, i32 0, i32 7
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 7
   store float %lr, ptr %7, align 4
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part36.context, i32 0, i32 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 8
   store i64 %step, ptr %8, align 4
-  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part36.context, i32 0, i32 9
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 9
   store i64 %seed, ptr %9, align 4
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part36.context, i32 0, i32 10
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 10
   store ptr %pool, ptr %10, align 8
   %11 = icmp eq ptr %pool, null
-  br i1 %11, label %pool1.part36.serial, label %pool1.part36.pool
+  br i1 %11, label %pool1.part28.serial, label %pool1.part28.pool
 
-pool1.part36.pool:                                ; preds = %entry
+pool1.part28.pool:                                ; preds = %entry
   %run = load ptr, ptr %pool, align 8
-  call void %run(ptr %pool, ptr @lenet5_infer_b64.k1.pool1.part36.task, ptr %part36.context, i64 2)
-  br label %pool1.part36.done
+  call void %run(ptr %pool, ptr @lenet5_infer_b64.k1.pool1.part28.task, ptr %part28.context, i64 2)
+  br label %pool1.part28.done
 
-pool1.part36.serial:                              ; preds = %entry
-  br label %pool1.part36
+pool1.part28.serial:                              ; preds = %entry
+  br label %pool1.part28
 
-pool1.part36.done:                                ; preds = %pool1.part36.end, %pool1.part36.pool
+pool1.part28.done:                                ; preds = %pool1.part28.end, %pool1.part28.pool
   ret void
 
-pool1.part36:                                     ; preds = %pool1.part36, %pool1.part36.serial
-  %pool1.part361 = phi i64 [ 0, %pool1.part36.serial ], [ %part36.next, %pool1.part36 ]
-  call void @lenet5_infer_b64.k1.pool1.part36(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %pool1.part361)
-  %part36.next = add nsw i64 %pool1.part361, 1
-  %12 = icmp slt i64 %part36.next, 2
-  br i1 %12, label %pool1.part36, label %pool1.part36.end
+pool1.part28:                                     ; preds = %pool1.part28, %pool1.part28.serial
+  %pool1.part281 = phi i64 [ 0, %pool1.part28.serial ], [ %part28.next, %pool1.part28 ]
+  call void @lenet5_infer_b64.k1.pool1.part28(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %pool1.part281)
+  %part28.next = add nsw i64 %pool1.part281, 1
+  %12 = icmp slt i64 %part28.next, 2
+  br i1 %12, label %pool1.part28, label %pool1.part28.end
 
-pool1.part36.end:                                 ; preds = %pool1.part36
-  br label %pool1.part36.done
+pool1.part28.end:                                 ; preds = %pool1.part28
+  br label %pool1.part28.done
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_infer_b64.k1.pool1.part36(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+define internal void @lenet5_infer_b64.k1.pool1.part28(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
 entry:
-  %pool1.acc40 = alloca float, align 4
-  br label %pool1.q37
+  %pool1.acc32 = alloca float, align 4
+  br label %pool1.q29
 
-pool1.q37:                                        ; preds = %pool1.py38.end, %entry
-  %pool1.q371 = phi i64 [ 0, %entry ], [ %q37.next, %pool1.py38.end ]
-  br label %pool1.py38
+pool1.q29:                                        ; preds = %pool1.py30.end, %entry
+  %pool1.q291 = phi i64 [ 0, %entry ], [ %q29.next, %pool1.py30.end ]
+  br label %pool1.py30
 
-pool1.q37.end:                                    ; preds = %pool1.py38.end
+pool1.q29.end:                                    ; preds = %pool1.py30.end
   ret void
 
-pool1.py38:                                       ; preds = %pool1.px39.end, %pool1.q37
-  %pool1.py382 = phi i64 [ 0, %pool1.q37 ], [ %py38.next, %pool1.px39.end ]
-  br label %pool1.px39
+pool1.py30:                                       ; preds = %pool1.px31.end, %pool1.q29
+  %pool1.py302 = phi i64 [ 0, %pool1.q29 ], [ %py30.next, %pool1.px31.end ]
+  br label %pool1.px31
 
-pool1.py38.end:                                   ; preds = %pool1.px39.end
-  %q37.next = add nsw i64 %pool1.q371, 1
-  %1 = icmp slt i64 %q37.next, 192
-  br i1 %1, label %pool1.q37, label %pool1.q37.end
+pool1.py30.end:                                   ; preds = %pool1.px31.end
+  %q29.next = add nsw i64 %pool1.q291, 1
+  %1 = icmp slt i64 %q29.next, 192
+  br i1 %1, label %pool1.q29, label %pool1.q29.end
 
-pool1.px39:                                       ; preds = %pool1.px39, %pool1.py38
-  %pool1.px393 = phi i64 [ 0, %pool1.py38 ], [ %px39.next, %pool1.px39 ]
-  store float 0.000000e+00, ptr %pool1.acc40, align 4
-  %acc40 = load float, ptr %pool1.acc40, align 4
+pool1.px31:                                       ; preds = %pool1.px31, %pool1.py30
+  %pool1.px313 = phi i64 [ 0, %pool1.py30 ], [ %px31.next, %pool1.px31 ]
+  store float 0.000000e+00, ptr %pool1.acc32, align 4
+  %acc32 = load float, ptr %pool1.acc32, align 4
   %2 = mul nsw i64 %0, 192
-  %3 = add nsw i64 %pool1.q371, %2
+  %3 = add nsw i64 %pool1.q291, %2
   %4 = mul nsw i64 %3, 784
-  %5 = mul nsw i64 %pool1.py382, 56
+  %5 = mul nsw i64 %pool1.py302, 56
   %6 = add nsw i64 %4, %5
-  %7 = mul nsw i64 %pool1.px393, 2
+  %7 = mul nsw i64 %pool1.px313, 2
   %8 = add nsw i64 %6, %7
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %8
   %9 = load float, ptr %arena4, align 4
-  %10 = fadd float %acc40, %9
-  store float %10, ptr %pool1.acc40, align 4
-  %acc405 = load float, ptr %pool1.acc40, align 4
+  %10 = fadd float %acc32, %9
+  store float %10, ptr %pool1.acc32, align 4
+  %acc325 = load float, ptr %pool1.acc32, align 4
   %11 = mul nsw i64 %0, 192
-  %12 = add nsw i64 %pool1.q371, %11
+  %12 = add nsw i64 %pool1.q291, %11
   %13 = mul nsw i64 %12, 784
-  %14 = mul nsw i64 %pool1.py382, 56
+  %14 = mul nsw i64 %pool1.py302, 56
   %15 = add nsw i64 %13, %14
-  %16 = mul nsw i64 %pool1.px393, 2
+  %16 = mul nsw i64 %pool1.px313, 2
   %17 = add nsw i64 %15, %16
   %18 = add nsw i64 %17, 1
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %18
   %19 = load float, ptr %arena6, align 4
-  %20 = fadd float %acc405, %19
-  store float %20, ptr %pool1.acc40, align 4
-  %acc407 = load float, ptr %pool1.acc40, align 4
+  %20 = fadd float %acc325, %19
+  store float %20, ptr %pool1.acc32, align 4
+  %acc327 = load float, ptr %pool1.acc32, align 4
   %21 = mul nsw i64 %0, 192
-  %22 = add nsw i64 %pool1.q371, %21
+  %22 = add nsw i64 %pool1.q291, %21
   %23 = mul nsw i64 %22, 784
-  %24 = mul nsw i64 %pool1.py382, 56
+  %24 = mul nsw i64 %pool1.py302, 56
   %25 = add nsw i64 %23, %24
-  %26 = mul nsw i64 %pool1.px393, 2
+  %26 = mul nsw i64 %pool1.px313, 2
   %27 = add nsw i64 %25, %26
   %28 = add nsw i64 %27, 28
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %28
   %29 = load float, ptr %arena8, align 4
-  %30 = fadd float %acc407, %29
-  store float %30, ptr %pool1.acc40, align 4
-  %acc409 = load float, ptr %pool1.acc40, align 4
+  %30 = fadd float %acc327, %29
+  store float %30, ptr %pool1.acc32, align 4
+  %acc329 = load float, ptr %pool1.acc32, align 4
   %31 = mul nsw i64 %0, 192
-  %32 = add nsw i64 %pool1.q371, %31
+  %32 = add nsw i64 %pool1.q291, %31
   %33 = mul nsw i64 %32, 784
-  %34 = mul nsw i64 %pool1.py382, 56
+  %34 = mul nsw i64 %pool1.py302, 56
   %35 = add nsw i64 %33, %34
-  %36 = mul nsw i64 %pool1.px393, 2
+  %36 = mul nsw i64 %pool1.px313, 2
   %37 = add nsw i64 %35, %36
   %38 = add nsw i64 %37, 28
   %39 = add nsw i64 %38, 1
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %39
   %40 = load float, ptr %arena10, align 4
-  %41 = fadd float %acc409, %40
-  store float %41, ptr %pool1.acc40, align 4
-  %acc4011 = load float, ptr %pool1.acc40, align 4
-  %42 = fmul float %acc4011, 2.500000e-01
+  %41 = fadd float %acc329, %40
+  store float %41, ptr %pool1.acc32, align 4
+  %acc3211 = load float, ptr %pool1.acc32, align 4
+  %42 = fmul float %acc3211, 2.500000e-01
   %43 = mul nsw i64 %0, 192
-  %44 = add nsw i64 %pool1.q371, %43
+  %44 = add nsw i64 %pool1.q291, %43
   %45 = mul nsw i64 %44, 196
   %46 = add nsw i64 301056, %45
-  %47 = mul nsw i64 %pool1.py382, 14
+  %47 = mul nsw i64 %pool1.py302, 14
   %48 = add nsw i64 %46, %47
-  %49 = add nsw i64 %48, %pool1.px393
+  %49 = add nsw i64 %48, %pool1.px313
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %49
   store float %42, ptr %arena12, align 4
-  %px39.next = add nsw i64 %pool1.px393, 1
-  %50 = icmp slt i64 %px39.next, 14
-  br i1 %50, label %pool1.px39, label %pool1.px39.end
+  %px31.next = add nsw i64 %pool1.px313, 1
+  %50 = icmp slt i64 %px31.next, 14
+  br i1 %50, label %pool1.px31, label %pool1.px31.end
 
-pool1.px39.end:                                   ; preds = %pool1.px39
-  %py38.next = add nsw i64 %pool1.py382, 1
-  %51 = icmp slt i64 %py38.next, 14
-  br i1 %51, label %pool1.py38, label %pool1.py38.end
+pool1.px31.end:                                   ; preds = %pool1.px31
+  %py30.next = add nsw i64 %pool1.py302, 1
+  %51 = icmp slt i64 %py30.next, 14
+  br i1 %51, label %pool1.py30, label %pool1.py30.end
 }
 
-define internal void @lenet5_infer_b64.k1.pool1.part36.task(ptr %0, i64 %1) {
+define internal void @lenet5_infer_b64.k1.pool1.part28.task(ptr %0, i64 %1) {
 entry:
   %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
   %3 = load ptr, ptr %2, align 8
@@ -22880,391 +22437,391 @@ entry:
   %21 = load i64, ptr %20, align 4
   %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
   %23 = load ptr, ptr %22, align 8
-  call void @lenet5_infer_b64.k1.pool1.part36(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
+  call void @lenet5_infer_b64.k1.pool1.part28(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
   ret void
 }
 
 ; Function Attrs: noinline
 define internal void @lenet5_infer_b64.k2.conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %part56.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
-  %part42.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
-  br label %conv2.g41
+  %part48.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
+  %part34.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
+  br label %conv2.g33
 
-conv2.g41:                                        ; preds = %conv2.part56.done, %entry
-  %conv2.g411 = phi i64 [ 0, %entry ], [ %g41.next, %conv2.part56.done ]
-  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part42.context, i32 0, i32 0
+conv2.g33:                                        ; preds = %conv2.part48.done, %entry
+  %conv2.g331 = phi i64 [ 0, %entry ], [ %g33.next, %conv2.part48.done ]
+  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part34.context, i32 0, i32 0
   store ptr %params, ptr %0, align 8
-  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part42.context, i32 0, i32 1
+  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part34.context, i32 0, i32 1
   store ptr %grads, ptr %1, align 8
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part42.context, i32 0, i32 2
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part34.context, i32 0, i32 2
   store ptr %m, ptr %2, align 8
-  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part42.context, i32 0, i32 3
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part34.context, i32 0, i32 3
   store ptr %v, ptr %3, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part42.context, i32 0, i32 4
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part34.context, i32 0, i32 4
   store ptr %arena, ptr %4, align 8
-  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part42.context, i32 0, i32 5
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part34.context, i32 0, i32 5
   store ptr %images, ptr %5, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part42.context, i32 0, i32 6
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part34.context, i32 0, i32 6
   store ptr %labels, ptr %6, align 8
-  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part42.context, i32 0, i32 7
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part34.context, i32 0, i32 7
   store float %lr, ptr %7, align 4
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part42.context, i32 0, i32 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part34.context, i32 0, i32 8
   store i64 %step, ptr %8, align 4
-  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part42.context, i32 0, i32 9
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part34.context, i32 0, i32 9
   store i64 %seed, ptr %9, align 4
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part42.context, i32 0, i32 10
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part34.context, i32 0, i32 10
   store ptr %pool, ptr %10, align 8
-  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part42.context, i32 0, i32 11
-  store i64 %conv2.g411, ptr %11, align 4
+  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part34.context, i32 0, i32 11
+  store i64 %conv2.g331, ptr %11, align 4
   %12 = icmp eq ptr %pool, null
-  br i1 %12, label %conv2.part42.serial, label %conv2.part42.pool
+  br i1 %12, label %conv2.part34.serial, label %conv2.part34.pool
 
-conv2.g41.end:                                    ; preds = %conv2.part56.done
+conv2.g33.end:                                    ; preds = %conv2.part48.done
   ret void
 
-conv2.part42.pool:                                ; preds = %conv2.g41
+conv2.part34.pool:                                ; preds = %conv2.g33
   %run = load ptr, ptr %pool, align 8
-  call void %run(ptr %pool, ptr @lenet5_infer_b64.k2.conv2.part42.task, ptr %part42.context, i64 2)
-  br label %conv2.part42.done
+  call void %run(ptr %pool, ptr @lenet5_infer_b64.k2.conv2.part34.task, ptr %part34.context, i64 2)
+  br label %conv2.part34.done
 
-conv2.part42.serial:                              ; preds = %conv2.g41
-  br label %conv2.part42
+conv2.part34.serial:                              ; preds = %conv2.g33
+  br label %conv2.part34
 
-conv2.part42.done:                                ; preds = %conv2.part42.end, %conv2.part42.pool
-  %13 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part56.context, i32 0, i32 0
+conv2.part34.done:                                ; preds = %conv2.part34.end, %conv2.part34.pool
+  %13 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part48.context, i32 0, i32 0
   store ptr %params, ptr %13, align 8
-  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part56.context, i32 0, i32 1
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part48.context, i32 0, i32 1
   store ptr %grads, ptr %14, align 8
-  %15 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part56.context, i32 0, i32 2
+  %15 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part48.context, i32 0, i32 2
   store ptr %m, ptr %15, align 8
-  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part56.context, i32 0, i32 3
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part48.context, i32 0, i32 3
   store ptr %v, ptr %16, align 8
-  %17 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part56.context, i32 0, i32 4
+  %17 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part48.context, i32 0, i32 4
   store ptr %arena, ptr %17, align 8
-  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part56.context, i32 0, i32 5
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part48.context, i32 0, i32 5
   store ptr %images, ptr %18, align 8
-  %19 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part56.context, i32 0, i32 6
+  %19 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part48.context, i32 0, i32 6
   store ptr %labels, ptr %19, align 8
-  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part56.context, i32 0, i32 7
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part48.context, i32 0, i32 7
   store float %lr, ptr %20, align 4
-  %21 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part56.context, i32 0, i32 8
+  %21 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part48.context, i32 0, i32 8
   store i64 %step, ptr %21, align 4
-  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part56.context, i32 0, i32 9
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part48.context, i32 0, i32 9
   store i64 %seed, ptr %22, align 4
-  %23 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part56.context, i32 0, i32 10
+  %23 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part48.context, i32 0, i32 10
   store ptr %pool, ptr %23, align 8
-  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part56.context, i32 0, i32 11
-  store i64 %conv2.g411, ptr %24, align 4
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part48.context, i32 0, i32 11
+  store i64 %conv2.g331, ptr %24, align 4
   %25 = icmp eq ptr %pool, null
-  br i1 %25, label %conv2.part56.serial, label %conv2.part56.pool
+  br i1 %25, label %conv2.part48.serial, label %conv2.part48.pool
 
-conv2.part42:                                     ; preds = %conv2.part42, %conv2.part42.serial
-  %conv2.part422 = phi i64 [ 0, %conv2.part42.serial ], [ %part42.next, %conv2.part42 ]
-  call void @lenet5_infer_b64.k2.conv2.part42(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.g411, i64 %conv2.part422)
-  %part42.next = add nsw i64 %conv2.part422, 1
-  %26 = icmp slt i64 %part42.next, 2
-  br i1 %26, label %conv2.part42, label %conv2.part42.end
+conv2.part34:                                     ; preds = %conv2.part34, %conv2.part34.serial
+  %conv2.part342 = phi i64 [ 0, %conv2.part34.serial ], [ %part34.next, %conv2.part34 ]
+  call void @lenet5_infer_b64.k2.conv2.part34(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.g331, i64 %conv2.part342)
+  %part34.next = add nsw i64 %conv2.part342, 1
+  %26 = icmp slt i64 %part34.next, 2
+  br i1 %26, label %conv2.part34, label %conv2.part34.end
 
-conv2.part42.end:                                 ; preds = %conv2.part42
-  br label %conv2.part42.done
+conv2.part34.end:                                 ; preds = %conv2.part34
+  br label %conv2.part34.done
 
-conv2.part56.pool:                                ; preds = %conv2.part42.done
+conv2.part48.pool:                                ; preds = %conv2.part34.done
   %run3 = load ptr, ptr %pool, align 8
-  call void %run3(ptr %pool, ptr @lenet5_infer_b64.k2.conv2.part56.task, ptr %part56.context, i64 2)
-  br label %conv2.part56.done
+  call void %run3(ptr %pool, ptr @lenet5_infer_b64.k2.conv2.part48.task, ptr %part48.context, i64 2)
+  br label %conv2.part48.done
 
-conv2.part56.serial:                              ; preds = %conv2.part42.done
-  br label %conv2.part56
+conv2.part48.serial:                              ; preds = %conv2.part34.done
+  br label %conv2.part48
 
-conv2.part56.done:                                ; preds = %conv2.part56.end, %conv2.part56.pool
-  %g41.next = add nsw i64 %conv2.g411, 1
-  %27 = icmp slt i64 %g41.next, 4
-  br i1 %27, label %conv2.g41, label %conv2.g41.end
+conv2.part48.done:                                ; preds = %conv2.part48.end, %conv2.part48.pool
+  %g33.next = add nsw i64 %conv2.g331, 1
+  %27 = icmp slt i64 %g33.next, 16
+  br i1 %27, label %conv2.g33, label %conv2.g33.end
 
-conv2.part56:                                     ; preds = %conv2.part56, %conv2.part56.serial
-  %conv2.part564 = phi i64 [ 0, %conv2.part56.serial ], [ %part56.next, %conv2.part56 ]
-  call void @lenet5_infer_b64.k2.conv2.part56(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.g411, i64 %conv2.part564)
-  %part56.next = add nsw i64 %conv2.part564, 1
-  %28 = icmp slt i64 %part56.next, 2
-  br i1 %28, label %conv2.part56, label %conv2.part56.end
+conv2.part48:                                     ; preds = %conv2.part48, %conv2.part48.serial
+  %conv2.part484 = phi i64 [ 0, %conv2.part48.serial ], [ %part48.next, %conv2.part48 ]
+  call void @lenet5_infer_b64.k2.conv2.part48(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.g331, i64 %conv2.part484)
+  %part48.next = add nsw i64 %conv2.part484, 1
+  %28 = icmp slt i64 %part48.next, 2
+  br i1 %28, label %conv2.part48, label %conv2.part48.end
 
-conv2.part56.end:                                 ; preds = %conv2.part56
-  br label %conv2.part56.done
+conv2.part48.end:                                 ; preds = %conv2.part48
+  br label %conv2.part48.done
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_infer_b64.k2.conv2.part42(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
+define internal void @lenet5_infer_b64.k2.conv2.part34(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
 entry:
-  br label %conv2.j43
+  br label %conv2.j35
 
-conv2.j43:                                        ; preds = %conv2.c44.end, %entry
-  %conv2.j431 = phi i64 [ 0, %entry ], [ %j43.next, %conv2.c44.end ]
-  br label %conv2.c44
+conv2.j35:                                        ; preds = %conv2.c36.end, %entry
+  %conv2.j351 = phi i64 [ 0, %entry ], [ %j35.next, %conv2.c36.end ]
+  br label %conv2.c36
 
-conv2.j43.end:                                    ; preds = %conv2.c44.end
+conv2.j35.end:                                    ; preds = %conv2.c36.end
   ret void
 
-conv2.c44:                                        ; preds = %conv2.ky45.end, %conv2.j43
-  %conv2.c442 = phi i64 [ 0, %conv2.j43 ], [ %c44.next, %conv2.ky45.end ]
-  br label %conv2.ky45
+conv2.c36:                                        ; preds = %conv2.ky37.end, %conv2.j35
+  %conv2.c362 = phi i64 [ 0, %conv2.j35 ], [ %c36.next, %conv2.ky37.end ]
+  br label %conv2.ky37
 
-conv2.c44.end:                                    ; preds = %conv2.ky45.end
-  %j43.next = add nsw i64 %conv2.j431, 1
-  %2 = icmp slt i64 %j43.next, 16
-  br i1 %2, label %conv2.j43, label %conv2.j43.end
+conv2.c36.end:                                    ; preds = %conv2.ky37.end
+  %j35.next = add nsw i64 %conv2.j351, 1
+  %2 = icmp slt i64 %j35.next, 4
+  br i1 %2, label %conv2.j35, label %conv2.j35.end
 
-conv2.ky45:                                       ; preds = %conv2.oy54.end, %conv2.c44
-  %conv2.ky453 = phi i64 [ 0, %conv2.c44 ], [ %ky45.next, %conv2.oy54.end ]
-  br label %conv2.oy46
+conv2.ky37:                                       ; preds = %conv2.oy46.end, %conv2.c36
+  %conv2.ky373 = phi i64 [ 0, %conv2.c36 ], [ %ky37.next, %conv2.oy46.end ]
+  br label %conv2.oy38
 
-conv2.ky45.end:                                   ; preds = %conv2.oy54.end
-  %c44.next = add nsw i64 %conv2.c442, 1
-  %3 = icmp slt i64 %c44.next, 3
-  br i1 %3, label %conv2.c44, label %conv2.c44.end
+conv2.ky37.end:                                   ; preds = %conv2.oy46.end
+  %c36.next = add nsw i64 %conv2.c362, 1
+  %3 = icmp slt i64 %c36.next, 3
+  br i1 %3, label %conv2.c36, label %conv2.c36.end
 
-conv2.oy46:                                       ; preds = %conv2.ox47.end, %conv2.ky45
-  %conv2.oy464 = phi i64 [ 0, %conv2.ky45 ], [ %oy46.next, %conv2.ox47.end ]
-  br label %conv2.ox47
+conv2.oy38:                                       ; preds = %conv2.ox39.end, %conv2.ky37
+  %conv2.oy384 = phi i64 [ 0, %conv2.ky37 ], [ %oy38.next, %conv2.ox39.end ]
+  br label %conv2.ox39
 
-conv2.oy46.end:                                   ; preds = %conv2.ox47.end
-  br label %conv2.oy48
+conv2.oy38.end:                                   ; preds = %conv2.ox39.end
+  br label %conv2.oy40
 
-conv2.ox47:                                       ; preds = %conv2.ox47, %conv2.oy46
-  %conv2.ox475 = phi i64 [ 0, %conv2.oy46 ], [ %ox47.next, %conv2.ox47 ]
-  %4 = mul nsw i64 %0, 16
-  %5 = add nsw i64 %4, %conv2.j431
+conv2.ox39:                                       ; preds = %conv2.ox39, %conv2.oy38
+  %conv2.ox395 = phi i64 [ 0, %conv2.oy38 ], [ %ox39.next, %conv2.ox39 ]
+  %4 = mul nsw i64 %0, 4
+  %5 = add nsw i64 %4, %conv2.j351
   %6 = mul nsw i64 %5, 1176
   %7 = add nsw i64 301056, %6
   %8 = mul nsw i64 %1, 3
-  %9 = add nsw i64 %conv2.c442, %8
+  %9 = add nsw i64 %conv2.c362, %8
   %10 = mul nsw i64 %9, 196
   %11 = add nsw i64 %7, %10
-  %12 = add nsw i64 %conv2.oy464, %conv2.ky453
+  %12 = add nsw i64 %conv2.oy384, %conv2.ky373
   %13 = mul nsw i64 %12, 14
   %14 = add nsw i64 %11, %13
-  %15 = add nsw i64 %14, %conv2.ox475
+  %15 = add nsw i64 %14, %conv2.ox395
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %15
   %16 = load float, ptr %arena6, align 4
   %17 = mul nsw i64 %1, 3
-  %18 = add nsw i64 %conv2.c442, %17
+  %18 = add nsw i64 %conv2.c362, %17
   %19 = mul nsw i64 %18, 5
-  %20 = add nsw i64 %19, %conv2.ky453
+  %20 = add nsw i64 %19, %conv2.ky373
   %21 = mul nsw i64 %20, 5
-  %22 = mul nsw i64 %21, 1616
-  %23 = add nsw i64 376320, %22
-  %24 = mul nsw i64 %conv2.j431, 100
+  %22 = mul nsw i64 %21, 400
+  %23 = add nsw i64 102400, %22
+  %24 = mul nsw i64 %conv2.j351, 100
   %25 = add nsw i64 %23, %24
-  %26 = mul nsw i64 %conv2.oy464, 10
-  %27 = add nsw i64 %26, %conv2.ox475
+  %26 = mul nsw i64 %conv2.oy384, 10
+  %27 = add nsw i64 %26, %conv2.ox395
   %28 = add nsw i64 %25, %27
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %28
   store float %16, ptr %arena7, align 4
-  %ox47.next = add nsw i64 %conv2.ox475, 1
-  %29 = icmp slt i64 %ox47.next, 10
-  br i1 %29, label %conv2.ox47, label %conv2.ox47.end
+  %ox39.next = add nsw i64 %conv2.ox395, 1
+  %29 = icmp slt i64 %ox39.next, 10
+  br i1 %29, label %conv2.ox39, label %conv2.ox39.end
 
-conv2.ox47.end:                                   ; preds = %conv2.ox47
-  %oy46.next = add nsw i64 %conv2.oy464, 1
-  %30 = icmp slt i64 %oy46.next, 10
-  br i1 %30, label %conv2.oy46, label %conv2.oy46.end
+conv2.ox39.end:                                   ; preds = %conv2.ox39
+  %oy38.next = add nsw i64 %conv2.oy384, 1
+  %30 = icmp slt i64 %oy38.next, 10
+  br i1 %30, label %conv2.oy38, label %conv2.oy38.end
 
-conv2.oy48:                                       ; preds = %conv2.ox49.end, %conv2.oy46.end
-  %conv2.oy488 = phi i64 [ 0, %conv2.oy46.end ], [ %oy48.next, %conv2.ox49.end ]
-  br label %conv2.ox49
+conv2.oy40:                                       ; preds = %conv2.ox41.end, %conv2.oy38.end
+  %conv2.oy408 = phi i64 [ 0, %conv2.oy38.end ], [ %oy40.next, %conv2.ox41.end ]
+  br label %conv2.ox41
 
-conv2.oy48.end:                                   ; preds = %conv2.ox49.end
-  br label %conv2.oy50
+conv2.oy40.end:                                   ; preds = %conv2.ox41.end
+  br label %conv2.oy42
 
-conv2.ox49:                                       ; preds = %conv2.ox49, %conv2.oy48
-  %conv2.ox499 = phi i64 [ 0, %conv2.oy48 ], [ %ox49.next, %conv2.ox49 ]
-  %31 = mul nsw i64 %0, 16
-  %32 = add nsw i64 %31, %conv2.j431
+conv2.ox41:                                       ; preds = %conv2.ox41, %conv2.oy40
+  %conv2.ox419 = phi i64 [ 0, %conv2.oy40 ], [ %ox41.next, %conv2.ox41 ]
+  %31 = mul nsw i64 %0, 4
+  %32 = add nsw i64 %31, %conv2.j351
   %33 = mul nsw i64 %32, 1176
   %34 = add nsw i64 301056, %33
   %35 = mul nsw i64 %1, 3
-  %36 = add nsw i64 %conv2.c442, %35
+  %36 = add nsw i64 %conv2.c362, %35
   %37 = mul nsw i64 %36, 196
   %38 = add nsw i64 %34, %37
-  %39 = add nsw i64 %conv2.oy488, %conv2.ky453
+  %39 = add nsw i64 %conv2.oy408, %conv2.ky373
   %40 = mul nsw i64 %39, 14
   %41 = add nsw i64 %38, %40
-  %42 = add nsw i64 %conv2.ox499, 1
+  %42 = add nsw i64 %conv2.ox419, 1
   %43 = add nsw i64 %41, %42
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %43
   %44 = load float, ptr %arena10, align 4
   %45 = mul nsw i64 %1, 3
-  %46 = add nsw i64 %conv2.c442, %45
+  %46 = add nsw i64 %conv2.c362, %45
   %47 = mul nsw i64 %46, 5
-  %48 = add nsw i64 %47, %conv2.ky453
+  %48 = add nsw i64 %47, %conv2.ky373
   %49 = mul nsw i64 %48, 5
   %50 = add nsw i64 %49, 1
-  %51 = mul nsw i64 %50, 1616
-  %52 = add nsw i64 376320, %51
-  %53 = mul nsw i64 %conv2.j431, 100
+  %51 = mul nsw i64 %50, 400
+  %52 = add nsw i64 102400, %51
+  %53 = mul nsw i64 %conv2.j351, 100
   %54 = add nsw i64 %52, %53
-  %55 = mul nsw i64 %conv2.oy488, 10
-  %56 = add nsw i64 %55, %conv2.ox499
+  %55 = mul nsw i64 %conv2.oy408, 10
+  %56 = add nsw i64 %55, %conv2.ox419
   %57 = add nsw i64 %54, %56
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %57
   store float %44, ptr %arena11, align 4
-  %ox49.next = add nsw i64 %conv2.ox499, 1
-  %58 = icmp slt i64 %ox49.next, 10
-  br i1 %58, label %conv2.ox49, label %conv2.ox49.end
+  %ox41.next = add nsw i64 %conv2.ox419, 1
+  %58 = icmp slt i64 %ox41.next, 10
+  br i1 %58, label %conv2.ox41, label %conv2.ox41.end
 
-conv2.ox49.end:                                   ; preds = %conv2.ox49
-  %oy48.next = add nsw i64 %conv2.oy488, 1
-  %59 = icmp slt i64 %oy48.next, 10
-  br i1 %59, label %conv2.oy48, label %conv2.oy48.end
+conv2.ox41.end:                                   ; preds = %conv2.ox41
+  %oy40.next = add nsw i64 %conv2.oy408, 1
+  %59 = icmp slt i64 %oy40.next, 10
+  br i1 %59, label %conv2.oy40, label %conv2.oy40.end
 
-conv2.oy50:                                       ; preds = %conv2.ox51.end, %conv2.oy48.end
-  %conv2.oy5012 = phi i64 [ 0, %conv2.oy48.end ], [ %oy50.next, %conv2.ox51.end ]
-  br label %conv2.ox51
+conv2.oy42:                                       ; preds = %conv2.ox43.end, %conv2.oy40.end
+  %conv2.oy4212 = phi i64 [ 0, %conv2.oy40.end ], [ %oy42.next, %conv2.ox43.end ]
+  br label %conv2.ox43
 
-conv2.oy50.end:                                   ; preds = %conv2.ox51.end
-  br label %conv2.oy52
+conv2.oy42.end:                                   ; preds = %conv2.ox43.end
+  br label %conv2.oy44
 
-conv2.ox51:                                       ; preds = %conv2.ox51, %conv2.oy50
-  %conv2.ox5113 = phi i64 [ 0, %conv2.oy50 ], [ %ox51.next, %conv2.ox51 ]
-  %60 = mul nsw i64 %0, 16
-  %61 = add nsw i64 %60, %conv2.j431
+conv2.ox43:                                       ; preds = %conv2.ox43, %conv2.oy42
+  %conv2.ox4313 = phi i64 [ 0, %conv2.oy42 ], [ %ox43.next, %conv2.ox43 ]
+  %60 = mul nsw i64 %0, 4
+  %61 = add nsw i64 %60, %conv2.j351
   %62 = mul nsw i64 %61, 1176
   %63 = add nsw i64 301056, %62
   %64 = mul nsw i64 %1, 3
-  %65 = add nsw i64 %conv2.c442, %64
+  %65 = add nsw i64 %conv2.c362, %64
   %66 = mul nsw i64 %65, 196
   %67 = add nsw i64 %63, %66
-  %68 = add nsw i64 %conv2.oy5012, %conv2.ky453
+  %68 = add nsw i64 %conv2.oy4212, %conv2.ky373
   %69 = mul nsw i64 %68, 14
   %70 = add nsw i64 %67, %69
-  %71 = add nsw i64 %conv2.ox5113, 2
+  %71 = add nsw i64 %conv2.ox4313, 2
   %72 = add nsw i64 %70, %71
   %arena14 = getelementptr inbounds float, ptr %arena, i64 %72
   %73 = load float, ptr %arena14, align 4
   %74 = mul nsw i64 %1, 3
-  %75 = add nsw i64 %conv2.c442, %74
+  %75 = add nsw i64 %conv2.c362, %74
   %76 = mul nsw i64 %75, 5
-  %77 = add nsw i64 %76, %conv2.ky453
+  %77 = add nsw i64 %76, %conv2.ky373
   %78 = mul nsw i64 %77, 5
   %79 = add nsw i64 %78, 2
-  %80 = mul nsw i64 %79, 1616
-  %81 = add nsw i64 376320, %80
-  %82 = mul nsw i64 %conv2.j431, 100
+  %80 = mul nsw i64 %79, 400
+  %81 = add nsw i64 102400, %80
+  %82 = mul nsw i64 %conv2.j351, 100
   %83 = add nsw i64 %81, %82
-  %84 = mul nsw i64 %conv2.oy5012, 10
-  %85 = add nsw i64 %84, %conv2.ox5113
+  %84 = mul nsw i64 %conv2.oy4212, 10
+  %85 = add nsw i64 %84, %conv2.ox4313
   %86 = add nsw i64 %83, %85
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %86
   store float %73, ptr %arena15, align 4
-  %ox51.next = add nsw i64 %conv2.ox5113, 1
-  %87 = icmp slt i64 %ox51.next, 10
-  br i1 %87, label %conv2.ox51, label %conv2.ox51.end
+  %ox43.next = add nsw i64 %conv2.ox4313, 1
+  %87 = icmp slt i64 %ox43.next, 10
+  br i1 %87, label %conv2.ox43, label %conv2.ox43.end
 
-conv2.ox51.end:                                   ; preds = %conv2.ox51
-  %oy50.next = add nsw i64 %conv2.oy5012, 1
-  %88 = icmp slt i64 %oy50.next, 10
-  br i1 %88, label %conv2.oy50, label %conv2.oy50.end
+conv2.ox43.end:                                   ; preds = %conv2.ox43
+  %oy42.next = add nsw i64 %conv2.oy4212, 1
+  %88 = icmp slt i64 %oy42.next, 10
+  br i1 %88, label %conv2.oy42, label %conv2.oy42.end
 
-conv2.oy52:                                       ; preds = %conv2.ox53.end, %conv2.oy50.end
-  %conv2.oy5216 = phi i64 [ 0, %conv2.oy50.end ], [ %oy52.next, %conv2.ox53.end ]
-  br label %conv2.ox53
+conv2.oy44:                                       ; preds = %conv2.ox45.end, %conv2.oy42.end
+  %conv2.oy4416 = phi i64 [ 0, %conv2.oy42.end ], [ %oy44.next, %conv2.ox45.end ]
+  br label %conv2.ox45
 
-conv2.oy52.end:                                   ; preds = %conv2.ox53.end
-  br label %conv2.oy54
+conv2.oy44.end:                                   ; preds = %conv2.ox45.end
+  br label %conv2.oy46
 
-conv2.ox53:                                       ; preds = %conv2.ox53, %conv2.oy52
-  %conv2.ox5317 = phi i64 [ 0, %conv2.oy52 ], [ %ox53.next, %conv2.ox53 ]
-  %89 = mul nsw i64 %0, 16
-  %90 = add nsw i64 %89, %conv2.j431
+conv2.ox45:                                       ; preds = %conv2.ox45, %conv2.oy44
+  %conv2.ox4517 = phi i64 [ 0, %conv2.oy44 ], [ %ox45.next, %conv2.ox45 ]
+  %89 = mul nsw i64 %0, 4
+  %90 = add nsw i64 %89, %conv2.j351
   %91 = mul nsw i64 %90, 1176
   %92 = add nsw i64 301056, %91
   %93 = mul nsw i64 %1, 3
-  %94 = add nsw i64 %conv2.c442, %93
+  %94 = add nsw i64 %conv2.c362, %93
   %95 = mul nsw i64 %94, 196
   %96 = add nsw i64 %92, %95
-  %97 = add nsw i64 %conv2.oy5216, %conv2.ky453
+  %97 = add nsw i64 %conv2.oy4416, %conv2.ky373
   %98 = mul nsw i64 %97, 14
   %99 = add nsw i64 %96, %98
-  %100 = add nsw i64 %conv2.ox5317, 3
+  %100 = add nsw i64 %conv2.ox4517, 3
   %101 = add nsw i64 %99, %100
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %101
   %102 = load float, ptr %arena18, align 4
   %103 = mul nsw i64 %1, 3
-  %104 = add nsw i64 %conv2.c442, %103
+  %104 = add nsw i64 %conv2.c362, %103
   %105 = mul nsw i64 %104, 5
-  %106 = add nsw i64 %105, %conv2.ky453
+  %106 = add nsw i64 %105, %conv2.ky373
   %107 = mul nsw i64 %106, 5
   %108 = add nsw i64 %107, 3
-  %109 = mul nsw i64 %108, 1616
-  %110 = add nsw i64 376320, %109
-  %111 = mul nsw i64 %conv2.j431, 100
+  %109 = mul nsw i64 %108, 400
+  %110 = add nsw i64 102400, %109
+  %111 = mul nsw i64 %conv2.j351, 100
   %112 = add nsw i64 %110, %111
-  %113 = mul nsw i64 %conv2.oy5216, 10
-  %114 = add nsw i64 %113, %conv2.ox5317
+  %113 = mul nsw i64 %conv2.oy4416, 10
+  %114 = add nsw i64 %113, %conv2.ox4517
   %115 = add nsw i64 %112, %114
   %arena19 = getelementptr inbounds float, ptr %arena, i64 %115
   store float %102, ptr %arena19, align 4
-  %ox53.next = add nsw i64 %conv2.ox5317, 1
-  %116 = icmp slt i64 %ox53.next, 10
-  br i1 %116, label %conv2.ox53, label %conv2.ox53.end
+  %ox45.next = add nsw i64 %conv2.ox4517, 1
+  %116 = icmp slt i64 %ox45.next, 10
+  br i1 %116, label %conv2.ox45, label %conv2.ox45.end
 
-conv2.ox53.end:                                   ; preds = %conv2.ox53
-  %oy52.next = add nsw i64 %conv2.oy5216, 1
-  %117 = icmp slt i64 %oy52.next, 10
-  br i1 %117, label %conv2.oy52, label %conv2.oy52.end
+conv2.ox45.end:                                   ; preds = %conv2.ox45
+  %oy44.next = add nsw i64 %conv2.oy4416, 1
+  %117 = icmp slt i64 %oy44.next, 10
+  br i1 %117, label %conv2.oy44, label %conv2.oy44.end
 
-conv2.oy54:                                       ; preds = %conv2.ox55.end, %conv2.oy52.end
-  %conv2.oy5420 = phi i64 [ 0, %conv2.oy52.end ], [ %oy54.next, %conv2.ox55.end ]
-  br label %conv2.ox55
+conv2.oy46:                                       ; preds = %conv2.ox47.end, %conv2.oy44.end
+  %conv2.oy4620 = phi i64 [ 0, %conv2.oy44.end ], [ %oy46.next, %conv2.ox47.end ]
+  br label %conv2.ox47
 
-conv2.oy54.end:                                   ; preds = %conv2.ox55.end
-  %ky45.next = add nsw i64 %conv2.ky453, 1
-  %118 = icmp slt i64 %ky45.next, 5
-  br i1 %118, label %conv2.ky45, label %conv2.ky45.end
+conv2.oy46.end:                                   ; preds = %conv2.ox47.end
+  %ky37.next = add nsw i64 %conv2.ky373, 1
+  %118 = icmp slt i64 %ky37.next, 5
+  br i1 %118, label %conv2.ky37, label %conv2.ky37.end
 
-conv2.ox55:                                       ; preds = %conv2.ox55, %conv2.oy54
-  %conv2.ox5521 = phi i64 [ 0, %conv2.oy54 ], [ %ox55.next, %conv2.ox55 ]
-  %119 = mul nsw i64 %0, 16
-  %120 = add nsw i64 %119, %conv2.j431
+conv2.ox47:                                       ; preds = %conv2.ox47, %conv2.oy46
+  %conv2.ox4721 = phi i64 [ 0, %conv2.oy46 ], [ %ox47.next, %conv2.ox47 ]
+  %119 = mul nsw i64 %0, 4
+  %120 = add nsw i64 %119, %conv2.j351
   %121 = mul nsw i64 %120, 1176
   %122 = add nsw i64 301056, %121
   %123 = mul nsw i64 %1, 3
-  %124 = add nsw i64 %conv2.c442, %123
+  %124 = add nsw i64 %conv2.c362, %123
   %125 = mul nsw i64 %124, 196
   %126 = add nsw i64 %122, %125
-  %127 = add nsw i64 %conv2.oy5420, %conv2.ky453
+  %127 = add nsw i64 %conv2.oy4620, %conv2.ky373
   %128 = mul nsw i64 %127, 14
   %129 = add nsw i64 %126, %128
-  %130 = add nsw i64 %conv2.ox5521, 4
+  %130 = add nsw i64 %conv2.ox4721, 4
   %131 = add nsw i64 %129, %130
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %131
   %132 = load float, ptr %arena22, align 4
   %133 = mul nsw i64 %1, 3
-  %134 = add nsw i64 %conv2.c442, %133
+  %134 = add nsw i64 %conv2.c362, %133
   %135 = mul nsw i64 %134, 5
-  %136 = add nsw i64 %135, %conv2.ky453
+  %136 = add nsw i64 %135, %conv2.ky373
   %137 = mul nsw i64 %136, 5
   %138 = add nsw i64 %137, 4
-  %139 = mul nsw i64 %138, 1616
-  %140 = add nsw i64 376320, %139
-  %141 = mul nsw i64 %conv2.j431, 100
+  %139 = mul nsw i64 %138, 400
+  %140 = add nsw i64 102400, %139
+  %141 = mul nsw i64 %conv2.j351, 100
   %142 = add nsw i64 %140, %141
-  %143 = mul nsw i64 %conv2.oy5420, 10
-  %144 = add nsw i64 %143, %conv2.ox5521
+  %143 = mul nsw i64 %conv2.oy4620, 10
+  %144 = add nsw i64 %143, %conv2.ox4721
   %145 = add nsw i64 %142, %144
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %145
   store float %132, ptr %arena23, align 4
-  %ox55.next = add nsw i64 %conv2.ox5521, 1
-  %146 = icmp slt i64 %ox55.next, 10
-  br i1 %146, label %conv2.ox55, label %conv2.ox55.end
+  %ox47.next = add nsw i64 %conv2.ox4721, 1
+  %146 = icmp slt i64 %ox47.next, 10
+  br i1 %146, label %conv2.ox47, label %conv2.ox47.end
 
-conv2.ox55.end:                                   ; preds = %conv2.ox55
-  %oy54.next = add nsw i64 %conv2.oy5420, 1
-  %147 = icmp slt i64 %oy54.next, 10
-  br i1 %147, label %conv2.oy54, label %conv2.oy54.end
+conv2.ox47.end:                                   ; preds = %conv2.ox47
+  %oy46.next = add nsw i64 %conv2.oy4620, 1
+  %147 = icmp slt i64 %oy46.next, 10
+  br i1 %147, label %conv2.oy46, label %conv2.oy46.end
 }
 
-define internal void @lenet5_infer_b64.k2.conv2.part42.task(ptr %0, i64 %1) {
+define internal void @lenet5_infer_b64.k2.conv2.part34.task(ptr %0, i64 %1) {
 entry:
   %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
   %3 = load ptr, ptr %2, align 8
@@ -23290,668 +22847,96 @@ entry:
   %23 = load ptr, ptr %22, align 8
   %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
   %25 = load i64, ptr %24, align 4
-  call void @lenet5_infer_b64.k2.conv2.part42(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
+  call void @lenet5_infer_b64.k2.conv2.part34(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_infer_b64.k2.conv2.part56(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
+define internal void @lenet5_infer_b64.k2.conv2.part48(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
 entry:
-  call void @lenet5_infer_b64.k2.conv2.part56.gemm64(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %1)
-  br label %conv2.j65
+  %2 = mul nsw i64 %1, 8
+  %3 = mul nsw i64 %2, 150
+  %4 = add nsw i64 156, %3
+  %params1 = getelementptr inbounds float, ptr %params, i64 %4
+  %arena2 = getelementptr inbounds float, ptr %arena, i64 102400
+  %5 = mul nsw i64 %1, 8
+  %6 = mul nsw i64 %5, 400
+  %7 = add nsw i64 162400, %6
+  %arena3 = getelementptr inbounds float, ptr %arena, i64 %7
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 8, i32 400, i32 150, float 1.000000e+00, ptr %params1, i32 150, ptr %arena2, i32 400, float 0.000000e+00, ptr %arena3, i32 400)
+  br label %conv2.j49
 
-conv2.j65:                                        ; preds = %conv2.f66.end, %entry
-  %conv2.j651 = phi i64 [ 0, %entry ], [ %j65.next, %conv2.f66.end ]
-  br label %conv2.f66
+conv2.j49:                                        ; preds = %conv2.f50.end, %entry
+  %conv2.j494 = phi i64 [ 0, %entry ], [ %j49.next, %conv2.f50.end ]
+  br label %conv2.f50
 
-conv2.j65.end:                                    ; preds = %conv2.f66.end
+conv2.j49.end:                                    ; preds = %conv2.f50.end
   ret void
 
-conv2.f66:                                        ; preds = %conv2.i67.end, %conv2.j65
-  %conv2.f662 = phi i64 [ 0, %conv2.j65 ], [ %f66.next, %conv2.i67.end ]
-  br label %conv2.i67
+conv2.f50:                                        ; preds = %conv2.i51.end, %conv2.j49
+  %conv2.f505 = phi i64 [ 0, %conv2.j49 ], [ %f50.next, %conv2.i51.end ]
+  br label %conv2.i51
 
-conv2.f66.end:                                    ; preds = %conv2.i67.end
-  %j65.next = add nsw i64 %conv2.j651, 1
-  %2 = icmp slt i64 %j65.next, 16
-  br i1 %2, label %conv2.j65, label %conv2.j65.end
+conv2.f50.end:                                    ; preds = %conv2.i51.end
+  %j49.next = add nsw i64 %conv2.j494, 1
+  %8 = icmp slt i64 %j49.next, 4
+  br i1 %8, label %conv2.j49, label %conv2.j49.end
 
-conv2.i67:                                        ; preds = %conv2.i67, %conv2.f66
-  %conv2.i673 = phi i64 [ 0, %conv2.f66 ], [ %i67.next, %conv2.i67 ]
-  %3 = mul nsw i64 %1, 8
-  %4 = add nsw i64 %conv2.f662, %3
-  %5 = mul nsw i64 %4, 1616
-  %6 = add nsw i64 618720, %5
-  %7 = mul nsw i64 %conv2.j651, 100
-  %8 = add nsw i64 %6, %7
-  %9 = add nsw i64 %8, %conv2.i673
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %9
-  %10 = load float, ptr %arena4, align 4
-  %11 = mul nsw i64 %1, 8
-  %12 = add nsw i64 %conv2.f662, %11
-  %13 = add nsw i64 2556, %12
-  %params5 = getelementptr inbounds float, ptr %params, i64 %13
-  %14 = load float, ptr %params5, align 4
-  %15 = fadd float %10, %14
-  %16 = fcmp ogt float %15, 0.000000e+00
+conv2.i51:                                        ; preds = %conv2.i51, %conv2.f50
+  %conv2.i516 = phi i64 [ 0, %conv2.f50 ], [ %i51.next, %conv2.i51 ]
+  %9 = mul nsw i64 %1, 8
+  %10 = add nsw i64 %conv2.f505, %9
+  %11 = mul nsw i64 %10, 400
+  %12 = add nsw i64 162400, %11
+  %13 = mul nsw i64 %conv2.j494, 100
+  %14 = add nsw i64 %12, %13
+  %15 = add nsw i64 %14, %conv2.i516
+  %arena7 = getelementptr inbounds float, ptr %arena, i64 %15
+  %16 = load float, ptr %arena7, align 4
   %17 = mul nsw i64 %1, 8
-  %18 = add nsw i64 %conv2.f662, %17
-  %19 = mul nsw i64 %18, 1616
-  %20 = add nsw i64 618720, %19
-  %21 = mul nsw i64 %conv2.j651, 100
-  %22 = add nsw i64 %20, %21
-  %23 = add nsw i64 %22, %conv2.i673
-  %arena6 = getelementptr inbounds float, ptr %arena, i64 %23
-  %24 = load float, ptr %arena6, align 4
-  %25 = mul nsw i64 %1, 8
-  %26 = add nsw i64 %conv2.f662, %25
-  %27 = add nsw i64 2556, %26
-  %params7 = getelementptr inbounds float, ptr %params, i64 %27
-  %28 = load float, ptr %params7, align 4
-  %29 = fadd float %24, %28
-  %30 = select i1 %16, float %29, float 0.000000e+00
-  %31 = mul nsw i64 %0, 16
-  %32 = add nsw i64 %31, %conv2.j651
-  %33 = mul nsw i64 %32, 1600
-  %34 = mul nsw i64 %1, 8
-  %35 = add nsw i64 %conv2.f662, %34
-  %36 = mul nsw i64 %35, 100
-  %37 = add nsw i64 %33, %36
-  %38 = add nsw i64 %37, %conv2.i673
-  %arena8 = getelementptr inbounds float, ptr %arena, i64 %38
-  store float %30, ptr %arena8, align 4
-  %i67.next = add nsw i64 %conv2.i673, 1
-  %39 = icmp slt i64 %i67.next, 100
-  br i1 %39, label %conv2.i67, label %conv2.i67.end
+  %18 = add nsw i64 %conv2.f505, %17
+  %19 = add nsw i64 2556, %18
+  %params8 = getelementptr inbounds float, ptr %params, i64 %19
+  %20 = load float, ptr %params8, align 4
+  %21 = fadd float %16, %20
+  %22 = fcmp ogt float %21, 0.000000e+00
+  %23 = mul nsw i64 %1, 8
+  %24 = add nsw i64 %conv2.f505, %23
+  %25 = mul nsw i64 %24, 400
+  %26 = add nsw i64 162400, %25
+  %27 = mul nsw i64 %conv2.j494, 100
+  %28 = add nsw i64 %26, %27
+  %29 = add nsw i64 %28, %conv2.i516
+  %arena9 = getelementptr inbounds float, ptr %arena, i64 %29
+  %30 = load float, ptr %arena9, align 4
+  %31 = mul nsw i64 %1, 8
+  %32 = add nsw i64 %conv2.f505, %31
+  %33 = add nsw i64 2556, %32
+  %params10 = getelementptr inbounds float, ptr %params, i64 %33
+  %34 = load float, ptr %params10, align 4
+  %35 = fadd float %30, %34
+  %36 = select i1 %22, float %35, float 0.000000e+00
+  %37 = mul nsw i64 %0, 4
+  %38 = add nsw i64 %37, %conv2.j494
+  %39 = mul nsw i64 %38, 1600
+  %40 = mul nsw i64 %1, 8
+  %41 = add nsw i64 %conv2.f505, %40
+  %42 = mul nsw i64 %41, 100
+  %43 = add nsw i64 %39, %42
+  %44 = add nsw i64 %43, %conv2.i516
+  %arena11 = getelementptr inbounds float, ptr %arena, i64 %44
+  store float %36, ptr %arena11, align 4
+  %i51.next = add nsw i64 %conv2.i516, 1
+  %45 = icmp slt i64 %i51.next, 100
+  br i1 %45, label %conv2.i51, label %conv2.i51.end
 
-conv2.i67.end:                                    ; preds = %conv2.i67
-  %f66.next = add nsw i64 %conv2.f662, 1
-  %40 = icmp slt i64 %f66.next, 8
-  br i1 %40, label %conv2.f66, label %conv2.f66.end
+conv2.i51.end:                                    ; preds = %conv2.i51
+  %f50.next = add nsw i64 %conv2.f505, 1
+  %46 = icmp slt i64 %f50.next, 8
+  br i1 %46, label %conv2.f50, label %conv2.f50.end
 }
 
-; Function Attrs: noinline
-define internal void @lenet5_infer_b64.k2.conv2.part56.gemm64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
-entry:
-  %conv2.t62_a3 = alloca <8 x float>, align 32
-  %conv2.t62_a2 = alloca <8 x float>, align 32
-  %conv2.t62_a1 = alloca <8 x float>, align 32
-  %conv2.t62_a0 = alloca <8 x float>, align 32
-  %conv2.t62_b1 = alloca <8 x float>, align 32
-  %conv2.t62_b0 = alloca <8 x float>, align 32
-  %conv2.t62_c3_1 = alloca <8 x float>, align 32
-  %conv2.t62_c3_0 = alloca <8 x float>, align 32
-  %conv2.t62_c2_1 = alloca <8 x float>, align 32
-  %conv2.t62_c2_0 = alloca <8 x float>, align 32
-  %conv2.t62_c1_1 = alloca <8 x float>, align 32
-  %conv2.t62_c1_0 = alloca <8 x float>, align 32
-  %conv2.t62_c0_1 = alloca <8 x float>, align 32
-  %conv2.t62_c0_0 = alloca <8 x float>, align 32
-  %conv2.t59_a3 = alloca <8 x float>, align 32
-  %conv2.t59_a2 = alloca <8 x float>, align 32
-  %conv2.t59_a1 = alloca <8 x float>, align 32
-  %conv2.t59_a0 = alloca <8 x float>, align 32
-  %conv2.t59_b2 = alloca <8 x float>, align 32
-  %conv2.t59_b1 = alloca <8 x float>, align 32
-  %conv2.t59_b0 = alloca <8 x float>, align 32
-  %conv2.t59_c3_2 = alloca <8 x float>, align 32
-  %conv2.t59_c3_1 = alloca <8 x float>, align 32
-  %conv2.t59_c3_0 = alloca <8 x float>, align 32
-  %conv2.t59_c2_2 = alloca <8 x float>, align 32
-  %conv2.t59_c2_1 = alloca <8 x float>, align 32
-  %conv2.t59_c2_0 = alloca <8 x float>, align 32
-  %conv2.t59_c1_2 = alloca <8 x float>, align 32
-  %conv2.t59_c1_1 = alloca <8 x float>, align 32
-  %conv2.t59_c1_0 = alloca <8 x float>, align 32
-  %conv2.t59_c0_2 = alloca <8 x float>, align 32
-  %conv2.t59_c0_1 = alloca <8 x float>, align 32
-  %conv2.t59_c0_0 = alloca <8 x float>, align 32
-  br label %conv2.nb57
-
-conv2.nb57:                                       ; preds = %conv2.mb58.end, %entry
-  %conv2.nb571 = phi i64 [ 0, %entry ], [ %nb57.next, %conv2.mb58.end ]
-  br label %conv2.mb58
-
-conv2.nb57.end:                                   ; preds = %conv2.mb58.end
-  br label %conv2.mb61
-
-conv2.mb58:                                       ; preds = %conv2.k60.end, %conv2.nb57
-  %conv2.mb582 = phi i64 [ 0, %conv2.nb57 ], [ %mb58.next, %conv2.k60.end ]
-  store <8 x float> zeroinitializer, ptr %conv2.t59_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t59_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t59_c0_2, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t59_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t59_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t59_c1_2, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t59_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t59_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t59_c2_2, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t59_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t59_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t59_c3_2, align 32
-  br label %conv2.k60
-
-conv2.mb58.end:                                   ; preds = %conv2.k60.end
-  %nb57.next = add nsw i64 %conv2.nb571, 1
-  %1 = icmp slt i64 %nb57.next, 66
-  br i1 %1, label %conv2.nb57, label %conv2.nb57.end
-
-conv2.k60:                                        ; preds = %conv2.k60, %conv2.mb58
-  %conv2.k603 = phi i64 [ 0, %conv2.mb58 ], [ %k60.next, %conv2.k60 ]
-  %2 = mul nsw i64 %conv2.k603, 1616
-  %3 = add nsw i64 376320, %2
-  %4 = mul nsw i64 %conv2.nb571, 24
-  %5 = add nsw i64 %3, %4
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
-  %6 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %6, ptr %conv2.t59_b0, align 32
-  %7 = mul nsw i64 %conv2.k603, 1616
-  %8 = add nsw i64 376320, %7
-  %9 = mul nsw i64 %conv2.nb571, 24
-  %10 = add nsw i64 %8, %9
-  %11 = add nsw i64 %10, 8
-  %arena5 = getelementptr inbounds float, ptr %arena, i64 %11
-  %12 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %12, ptr %conv2.t59_b1, align 32
-  %13 = mul nsw i64 %conv2.k603, 1616
-  %14 = add nsw i64 376320, %13
-  %15 = mul nsw i64 %conv2.nb571, 24
-  %16 = add nsw i64 %14, %15
-  %17 = add nsw i64 %16, 16
-  %arena6 = getelementptr inbounds float, ptr %arena, i64 %17
-  %18 = load <8 x float>, ptr %arena6, align 4
-  store <8 x float> %18, ptr %conv2.t59_b2, align 32
-  %19 = mul nsw i64 %0, 8
-  %20 = mul nsw i64 %19, 150
-  %21 = add nsw i64 156, %20
-  %22 = mul nsw i64 %conv2.mb582, 4
-  %23 = mul nsw i64 %22, 150
-  %24 = add nsw i64 %21, %23
-  %25 = add nsw i64 %24, %conv2.k603
-  %params7 = getelementptr inbounds float, ptr %params, i64 %25
-  %26 = load float, ptr %params7, align 4
-  %27 = insertelement <8 x float> undef, float %26, i32 0
-  %28 = shufflevector <8 x float> %27, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %28, ptr %conv2.t59_a0, align 32
-  %t59_a0 = load <8 x float>, ptr %conv2.t59_a0, align 32
-  %t59_b0 = load <8 x float>, ptr %conv2.t59_b0, align 32
-  %t59_c0_0 = load <8 x float>, ptr %conv2.t59_c0_0, align 32
-  %29 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t59_a0, <8 x float> %t59_b0, <8 x float> %t59_c0_0)
-  store <8 x float> %29, ptr %conv2.t59_c0_0, align 32
-  %t59_a08 = load <8 x float>, ptr %conv2.t59_a0, align 32
-  %t59_b1 = load <8 x float>, ptr %conv2.t59_b1, align 32
-  %t59_c0_1 = load <8 x float>, ptr %conv2.t59_c0_1, align 32
-  %30 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t59_a08, <8 x float> %t59_b1, <8 x float> %t59_c0_1)
-  store <8 x float> %30, ptr %conv2.t59_c0_1, align 32
-  %t59_a09 = load <8 x float>, ptr %conv2.t59_a0, align 32
-  %t59_b2 = load <8 x float>, ptr %conv2.t59_b2, align 32
-  %t59_c0_2 = load <8 x float>, ptr %conv2.t59_c0_2, align 32
-  %31 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t59_a09, <8 x float> %t59_b2, <8 x float> %t59_c0_2)
-  store <8 x float> %31, ptr %conv2.t59_c0_2, align 32
-  %32 = mul nsw i64 %0, 8
-  %33 = mul nsw i64 %32, 150
-  %34 = add nsw i64 156, %33
-  %35 = mul nsw i64 %conv2.mb582, 4
-  %36 = add nsw i64 %35, 1
-  %37 = mul nsw i64 %36, 150
-  %38 = add nsw i64 %34, %37
-  %39 = add nsw i64 %38, %conv2.k603
-  %params10 = getelementptr inbounds float, ptr %params, i64 %39
-  %40 = load float, ptr %params10, align 4
-  %41 = insertelement <8 x float> undef, float %40, i32 0
-  %42 = shufflevector <8 x float> %41, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %42, ptr %conv2.t59_a1, align 32
-  %t59_a1 = load <8 x float>, ptr %conv2.t59_a1, align 32
-  %t59_b011 = load <8 x float>, ptr %conv2.t59_b0, align 32
-  %t59_c1_0 = load <8 x float>, ptr %conv2.t59_c1_0, align 32
-  %43 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t59_a1, <8 x float> %t59_b011, <8 x float> %t59_c1_0)
-  store <8 x float> %43, ptr %conv2.t59_c1_0, align 32
-  %t59_a112 = load <8 x float>, ptr %conv2.t59_a1, align 32
-  %t59_b113 = load <8 x float>, ptr %conv2.t59_b1, align 32
-  %t59_c1_1 = load <8 x float>, ptr %conv2.t59_c1_1, align 32
-  %44 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t59_a112, <8 x float> %t59_b113, <8 x float> %t59_c1_1)
-  store <8 x float> %44, ptr %conv2.t59_c1_1, align 32
-  %t59_a114 = load <8 x float>, ptr %conv2.t59_a1, align 32
-  %t59_b215 = load <8 x float>, ptr %conv2.t59_b2, align 32
-  %t59_c1_2 = load <8 x float>, ptr %conv2.t59_c1_2, align 32
-  %45 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t59_a114, <8 x float> %t59_b215, <8 x float> %t59_c1_2)
-  store <8 x float> %45, ptr %conv2.t59_c1_2, align 32
-  %46 = mul nsw i64 %0, 8
-  %47 = mul nsw i64 %46, 150
-  %48 = add nsw i64 156, %47
-  %49 = mul nsw i64 %conv2.mb582, 4
-  %50 = add nsw i64 %49, 2
-  %51 = mul nsw i64 %50, 150
-  %52 = add nsw i64 %48, %51
-  %53 = add nsw i64 %52, %conv2.k603
-  %params16 = getelementptr inbounds float, ptr %params, i64 %53
-  %54 = load float, ptr %params16, align 4
-  %55 = insertelement <8 x float> undef, float %54, i32 0
-  %56 = shufflevector <8 x float> %55, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %56, ptr %conv2.t59_a2, align 32
-  %t59_a2 = load <8 x float>, ptr %conv2.t59_a2, align 32
-  %t59_b017 = load <8 x float>, ptr %conv2.t59_b0, align 32
-  %t59_c2_0 = load <8 x float>, ptr %conv2.t59_c2_0, align 32
-  %57 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t59_a2, <8 x float> %t59_b017, <8 x float> %t59_c2_0)
-  store <8 x float> %57, ptr %conv2.t59_c2_0, align 32
-  %t59_a218 = load <8 x float>, ptr %conv2.t59_a2, align 32
-  %t59_b119 = load <8 x float>, ptr %conv2.t59_b1, align 32
-  %t59_c2_1 = load <8 x float>, ptr %conv2.t59_c2_1, align 32
-  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t59_a218, <8 x float> %t59_b119, <8 x float> %t59_c2_1)
-  store <8 x float> %58, ptr %conv2.t59_c2_1, align 32
-  %t59_a220 = load <8 x float>, ptr %conv2.t59_a2, align 32
-  %t59_b221 = load <8 x float>, ptr %conv2.t59_b2, align 32
-  %t59_c2_2 = load <8 x float>, ptr %conv2.t59_c2_2, align 32
-  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t59_a220, <8 x float> %t59_b221, <8 x float> %t59_c2_2)
-  store <8 x float> %59, ptr %conv2.t59_c2_2, align 32
-  %60 = mul nsw i64 %0, 8
-  %61 = mul nsw i64 %60, 150
-  %62 = add nsw i64 156, %61
-  %63 = mul nsw i64 %conv2.mb582, 4
-  %64 = add nsw i64 %63, 3
-  %65 = mul nsw i64 %64, 150
-  %66 = add nsw i64 %62, %65
-  %67 = add nsw i64 %66, %conv2.k603
-  %params22 = getelementptr inbounds float, ptr %params, i64 %67
-  %68 = load float, ptr %params22, align 4
-  %69 = insertelement <8 x float> undef, float %68, i32 0
-  %70 = shufflevector <8 x float> %69, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %70, ptr %conv2.t59_a3, align 32
-  %t59_a3 = load <8 x float>, ptr %conv2.t59_a3, align 32
-  %t59_b023 = load <8 x float>, ptr %conv2.t59_b0, align 32
-  %t59_c3_0 = load <8 x float>, ptr %conv2.t59_c3_0, align 32
-  %71 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t59_a3, <8 x float> %t59_b023, <8 x float> %t59_c3_0)
-  store <8 x float> %71, ptr %conv2.t59_c3_0, align 32
-  %t59_a324 = load <8 x float>, ptr %conv2.t59_a3, align 32
-  %t59_b125 = load <8 x float>, ptr %conv2.t59_b1, align 32
-  %t59_c3_1 = load <8 x float>, ptr %conv2.t59_c3_1, align 32
-  %72 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t59_a324, <8 x float> %t59_b125, <8 x float> %t59_c3_1)
-  store <8 x float> %72, ptr %conv2.t59_c3_1, align 32
-  %t59_a326 = load <8 x float>, ptr %conv2.t59_a3, align 32
-  %t59_b227 = load <8 x float>, ptr %conv2.t59_b2, align 32
-  %t59_c3_2 = load <8 x float>, ptr %conv2.t59_c3_2, align 32
-  %73 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t59_a326, <8 x float> %t59_b227, <8 x float> %t59_c3_2)
-  store <8 x float> %73, ptr %conv2.t59_c3_2, align 32
-  %k60.next = add nsw i64 %conv2.k603, 1
-  %74 = icmp slt i64 %k60.next, 150
-  br i1 %74, label %conv2.k60, label %conv2.k60.end
-
-conv2.k60.end:                                    ; preds = %conv2.k60
-  %t59_c0_028 = load <8 x float>, ptr %conv2.t59_c0_0, align 32
-  %75 = mul nsw i64 %0, 8
-  %76 = mul nsw i64 %75, 1616
-  %77 = add nsw i64 618720, %76
-  %78 = mul nsw i64 %conv2.mb582, 4
-  %79 = mul nsw i64 %78, 1616
-  %80 = add nsw i64 %77, %79
-  %81 = mul nsw i64 %conv2.nb571, 24
-  %82 = add nsw i64 %80, %81
-  %arena29 = getelementptr inbounds float, ptr %arena, i64 %82
-  store <8 x float> %t59_c0_028, ptr %arena29, align 4
-  %t59_c0_130 = load <8 x float>, ptr %conv2.t59_c0_1, align 32
-  %83 = mul nsw i64 %0, 8
-  %84 = mul nsw i64 %83, 1616
-  %85 = add nsw i64 618720, %84
-  %86 = mul nsw i64 %conv2.mb582, 4
-  %87 = mul nsw i64 %86, 1616
-  %88 = add nsw i64 %85, %87
-  %89 = mul nsw i64 %conv2.nb571, 24
-  %90 = add nsw i64 %88, %89
-  %91 = add nsw i64 %90, 8
-  %arena31 = getelementptr inbounds float, ptr %arena, i64 %91
-  store <8 x float> %t59_c0_130, ptr %arena31, align 4
-  %t59_c0_232 = load <8 x float>, ptr %conv2.t59_c0_2, align 32
-  %92 = mul nsw i64 %0, 8
-  %93 = mul nsw i64 %92, 1616
-  %94 = add nsw i64 618720, %93
-  %95 = mul nsw i64 %conv2.mb582, 4
-  %96 = mul nsw i64 %95, 1616
-  %97 = add nsw i64 %94, %96
-  %98 = mul nsw i64 %conv2.nb571, 24
-  %99 = add nsw i64 %97, %98
-  %100 = add nsw i64 %99, 16
-  %arena33 = getelementptr inbounds float, ptr %arena, i64 %100
-  store <8 x float> %t59_c0_232, ptr %arena33, align 4
-  %t59_c1_034 = load <8 x float>, ptr %conv2.t59_c1_0, align 32
-  %101 = mul nsw i64 %0, 8
-  %102 = mul nsw i64 %101, 1616
-  %103 = add nsw i64 618720, %102
-  %104 = mul nsw i64 %conv2.mb582, 4
-  %105 = add nsw i64 %104, 1
-  %106 = mul nsw i64 %105, 1616
-  %107 = add nsw i64 %103, %106
-  %108 = mul nsw i64 %conv2.nb571, 24
-  %109 = add nsw i64 %107, %108
-  %arena35 = getelementptr inbounds float, ptr %arena, i64 %109
-  store <8 x float> %t59_c1_034, ptr %arena35, align 4
-  %t59_c1_136 = load <8 x float>, ptr %conv2.t59_c1_1, align 32
-  %110 = mul nsw i64 %0, 8
-  %111 = mul nsw i64 %110, 1616
-  %112 = add nsw i64 618720, %111
-  %113 = mul nsw i64 %conv2.mb582, 4
-  %114 = add nsw i64 %113, 1
-  %115 = mul nsw i64 %114, 1616
-  %116 = add nsw i64 %112, %115
-  %117 = mul nsw i64 %conv2.nb571, 24
-  %118 = add nsw i64 %116, %117
-  %119 = add nsw i64 %118, 8
-  %arena37 = getelementptr inbounds float, ptr %arena, i64 %119
-  store <8 x float> %t59_c1_136, ptr %arena37, align 4
-  %t59_c1_238 = load <8 x float>, ptr %conv2.t59_c1_2, align 32
-  %120 = mul nsw i64 %0, 8
-  %121 = mul nsw i64 %120, 1616
-  %122 = add nsw i64 618720, %121
-  %123 = mul nsw i64 %conv2.mb582, 4
-  %124 = add nsw i64 %123, 1
-  %125 = mul nsw i64 %124, 1616
-  %126 = add nsw i64 %122, %125
-  %127 = mul nsw i64 %conv2.nb571, 24
-  %128 = add nsw i64 %126, %127
-  %129 = add nsw i64 %128, 16
-  %arena39 = getelementptr inbounds float, ptr %arena, i64 %129
-  store <8 x float> %t59_c1_238, ptr %arena39, align 4
-  %t59_c2_040 = load <8 x float>, ptr %conv2.t59_c2_0, align 32
-  %130 = mul nsw i64 %0, 8
-  %131 = mul nsw i64 %130, 1616
-  %132 = add nsw i64 618720, %131
-  %133 = mul nsw i64 %conv2.mb582, 4
-  %134 = add nsw i64 %133, 2
-  %135 = mul nsw i64 %134, 1616
-  %136 = add nsw i64 %132, %135
-  %137 = mul nsw i64 %conv2.nb571, 24
-  %138 = add nsw i64 %136, %137
-  %arena41 = getelementptr inbounds float, ptr %arena, i64 %138
-  store <8 x float> %t59_c2_040, ptr %arena41, align 4
-  %t59_c2_142 = load <8 x float>, ptr %conv2.t59_c2_1, align 32
-  %139 = mul nsw i64 %0, 8
-  %140 = mul nsw i64 %139, 1616
-  %141 = add nsw i64 618720, %140
-  %142 = mul nsw i64 %conv2.mb582, 4
-  %143 = add nsw i64 %142, 2
-  %144 = mul nsw i64 %143, 1616
-  %145 = add nsw i64 %141, %144
-  %146 = mul nsw i64 %conv2.nb571, 24
-  %147 = add nsw i64 %145, %146
-  %148 = add nsw i64 %147, 8
-  %arena43 = getelementptr inbounds float, ptr %arena, i64 %148
-  store <8 x float> %t59_c2_142, ptr %arena43, align 4
-  %t59_c2_244 = load <8 x float>, ptr %conv2.t59_c2_2, align 32
-  %149 = mul nsw i64 %0, 8
-  %150 = mul nsw i64 %149, 1616
-  %151 = add nsw i64 618720, %150
-  %152 = mul nsw i64 %conv2.mb582, 4
-  %153 = add nsw i64 %152, 2
-  %154 = mul nsw i64 %153, 1616
-  %155 = add nsw i64 %151, %154
-  %156 = mul nsw i64 %conv2.nb571, 24
-  %157 = add nsw i64 %155, %156
-  %158 = add nsw i64 %157, 16
-  %arena45 = getelementptr inbounds float, ptr %arena, i64 %158
-  store <8 x float> %t59_c2_244, ptr %arena45, align 4
-  %t59_c3_046 = load <8 x float>, ptr %conv2.t59_c3_0, align 32
-  %159 = mul nsw i64 %0, 8
-  %160 = mul nsw i64 %159, 1616
-  %161 = add nsw i64 618720, %160
-  %162 = mul nsw i64 %conv2.mb582, 4
-  %163 = add nsw i64 %162, 3
-  %164 = mul nsw i64 %163, 1616
-  %165 = add nsw i64 %161, %164
-  %166 = mul nsw i64 %conv2.nb571, 24
-  %167 = add nsw i64 %165, %166
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %167
-  store <8 x float> %t59_c3_046, ptr %arena47, align 4
-  %t59_c3_148 = load <8 x float>, ptr %conv2.t59_c3_1, align 32
-  %168 = mul nsw i64 %0, 8
-  %169 = mul nsw i64 %168, 1616
-  %170 = add nsw i64 618720, %169
-  %171 = mul nsw i64 %conv2.mb582, 4
-  %172 = add nsw i64 %171, 3
-  %173 = mul nsw i64 %172, 1616
-  %174 = add nsw i64 %170, %173
-  %175 = mul nsw i64 %conv2.nb571, 24
-  %176 = add nsw i64 %174, %175
-  %177 = add nsw i64 %176, 8
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %177
-  store <8 x float> %t59_c3_148, ptr %arena49, align 4
-  %t59_c3_250 = load <8 x float>, ptr %conv2.t59_c3_2, align 32
-  %178 = mul nsw i64 %0, 8
-  %179 = mul nsw i64 %178, 1616
-  %180 = add nsw i64 618720, %179
-  %181 = mul nsw i64 %conv2.mb582, 4
-  %182 = add nsw i64 %181, 3
-  %183 = mul nsw i64 %182, 1616
-  %184 = add nsw i64 %180, %183
-  %185 = mul nsw i64 %conv2.nb571, 24
-  %186 = add nsw i64 %184, %185
-  %187 = add nsw i64 %186, 16
-  %arena51 = getelementptr inbounds float, ptr %arena, i64 %187
-  store <8 x float> %t59_c3_250, ptr %arena51, align 4
-  %mb58.next = add nsw i64 %conv2.mb582, 1
-  %188 = icmp slt i64 %mb58.next, 2
-  br i1 %188, label %conv2.mb58, label %conv2.mb58.end
-
-conv2.mb61:                                       ; preds = %conv2.k63.end, %conv2.nb57.end
-  %conv2.mb6152 = phi i64 [ 0, %conv2.nb57.end ], [ %mb61.next, %conv2.k63.end ]
-  store <8 x float> zeroinitializer, ptr %conv2.t62_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t62_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t62_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t62_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t62_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t62_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t62_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t62_c3_1, align 32
-  br label %conv2.k63
-
-conv2.mb61.end:                                   ; preds = %conv2.k63.end
-  ret void
-
-conv2.k63:                                        ; preds = %conv2.k63, %conv2.mb61
-  %conv2.k6353 = phi i64 [ 0, %conv2.mb61 ], [ %k63.next, %conv2.k63 ]
-  %189 = mul nsw i64 %conv2.k6353, 1616
-  %190 = add nsw i64 376320, %189
-  %191 = add nsw i64 %190, 1584
-  %arena54 = getelementptr inbounds float, ptr %arena, i64 %191
-  %192 = load <8 x float>, ptr %arena54, align 4
-  store <8 x float> %192, ptr %conv2.t62_b0, align 32
-  %193 = mul nsw i64 %conv2.k6353, 1616
-  %194 = add nsw i64 376320, %193
-  %195 = add nsw i64 %194, 1584
-  %196 = add nsw i64 %195, 8
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %196
-  %197 = load <8 x float>, ptr %arena55, align 4
-  store <8 x float> %197, ptr %conv2.t62_b1, align 32
-  %198 = mul nsw i64 %0, 8
-  %199 = mul nsw i64 %198, 150
-  %200 = add nsw i64 156, %199
-  %201 = mul nsw i64 %conv2.mb6152, 4
-  %202 = mul nsw i64 %201, 150
-  %203 = add nsw i64 %200, %202
-  %204 = add nsw i64 %203, %conv2.k6353
-  %params56 = getelementptr inbounds float, ptr %params, i64 %204
-  %205 = load float, ptr %params56, align 4
-  %206 = insertelement <8 x float> undef, float %205, i32 0
-  %207 = shufflevector <8 x float> %206, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %207, ptr %conv2.t62_a0, align 32
-  %t62_a0 = load <8 x float>, ptr %conv2.t62_a0, align 32
-  %t62_b0 = load <8 x float>, ptr %conv2.t62_b0, align 32
-  %t62_c0_0 = load <8 x float>, ptr %conv2.t62_c0_0, align 32
-  %208 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t62_a0, <8 x float> %t62_b0, <8 x float> %t62_c0_0)
-  store <8 x float> %208, ptr %conv2.t62_c0_0, align 32
-  %t62_a057 = load <8 x float>, ptr %conv2.t62_a0, align 32
-  %t62_b1 = load <8 x float>, ptr %conv2.t62_b1, align 32
-  %t62_c0_1 = load <8 x float>, ptr %conv2.t62_c0_1, align 32
-  %209 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t62_a057, <8 x float> %t62_b1, <8 x float> %t62_c0_1)
-  store <8 x float> %209, ptr %conv2.t62_c0_1, align 32
-  %210 = mul nsw i64 %0, 8
-  %211 = mul nsw i64 %210, 150
-  %212 = add nsw i64 156, %211
-  %213 = mul nsw i64 %conv2.mb6152, 4
-  %214 = add nsw i64 %213, 1
-  %215 = mul nsw i64 %214, 150
-  %216 = add nsw i64 %212, %215
-  %217 = add nsw i64 %216, %conv2.k6353
-  %params58 = getelementptr inbounds float, ptr %params, i64 %217
-  %218 = load float, ptr %params58, align 4
-  %219 = insertelement <8 x float> undef, float %218, i32 0
-  %220 = shufflevector <8 x float> %219, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %220, ptr %conv2.t62_a1, align 32
-  %t62_a1 = load <8 x float>, ptr %conv2.t62_a1, align 32
-  %t62_b059 = load <8 x float>, ptr %conv2.t62_b0, align 32
-  %t62_c1_0 = load <8 x float>, ptr %conv2.t62_c1_0, align 32
-  %221 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t62_a1, <8 x float> %t62_b059, <8 x float> %t62_c1_0)
-  store <8 x float> %221, ptr %conv2.t62_c1_0, align 32
-  %t62_a160 = load <8 x float>, ptr %conv2.t62_a1, align 32
-  %t62_b161 = load <8 x float>, ptr %conv2.t62_b1, align 32
-  %t62_c1_1 = load <8 x float>, ptr %conv2.t62_c1_1, align 32
-  %222 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t62_a160, <8 x float> %t62_b161, <8 x float> %t62_c1_1)
-  store <8 x float> %222, ptr %conv2.t62_c1_1, align 32
-  %223 = mul nsw i64 %0, 8
-  %224 = mul nsw i64 %223, 150
-  %225 = add nsw i64 156, %224
-  %226 = mul nsw i64 %conv2.mb6152, 4
-  %227 = add nsw i64 %226, 2
-  %228 = mul nsw i64 %227, 150
-  %229 = add nsw i64 %225, %228
-  %230 = add nsw i64 %229, %conv2.k6353
-  %params62 = getelementptr inbounds float, ptr %params, i64 %230
-  %231 = load float, ptr %params62, align 4
-  %232 = insertelement <8 x float> undef, float %231, i32 0
-  %233 = shufflevector <8 x float> %232, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %233, ptr %conv2.t62_a2, align 32
-  %t62_a2 = load <8 x float>, ptr %conv2.t62_a2, align 32
-  %t62_b063 = load <8 x float>, ptr %conv2.t62_b0, align 32
-  %t62_c2_0 = load <8 x float>, ptr %conv2.t62_c2_0, align 32
-  %234 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t62_a2, <8 x float> %t62_b063, <8 x float> %t62_c2_0)
-  store <8 x float> %234, ptr %conv2.t62_c2_0, align 32
-  %t62_a264 = load <8 x float>, ptr %conv2.t62_a2, align 32
-  %t62_b165 = load <8 x float>, ptr %conv2.t62_b1, align 32
-  %t62_c2_1 = load <8 x float>, ptr %conv2.t62_c2_1, align 32
-  %235 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t62_a264, <8 x float> %t62_b165, <8 x float> %t62_c2_1)
-  store <8 x float> %235, ptr %conv2.t62_c2_1, align 32
-  %236 = mul nsw i64 %0, 8
-  %237 = mul nsw i64 %236, 150
-  %238 = add nsw i64 156, %237
-  %239 = mul nsw i64 %conv2.mb6152, 4
-  %240 = add nsw i64 %239, 3
-  %241 = mul nsw i64 %240, 150
-  %242 = add nsw i64 %238, %241
-  %243 = add nsw i64 %242, %conv2.k6353
-  %params66 = getelementptr inbounds float, ptr %params, i64 %243
-  %244 = load float, ptr %params66, align 4
-  %245 = insertelement <8 x float> undef, float %244, i32 0
-  %246 = shufflevector <8 x float> %245, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %246, ptr %conv2.t62_a3, align 32
-  %t62_a3 = load <8 x float>, ptr %conv2.t62_a3, align 32
-  %t62_b067 = load <8 x float>, ptr %conv2.t62_b0, align 32
-  %t62_c3_0 = load <8 x float>, ptr %conv2.t62_c3_0, align 32
-  %247 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t62_a3, <8 x float> %t62_b067, <8 x float> %t62_c3_0)
-  store <8 x float> %247, ptr %conv2.t62_c3_0, align 32
-  %t62_a368 = load <8 x float>, ptr %conv2.t62_a3, align 32
-  %t62_b169 = load <8 x float>, ptr %conv2.t62_b1, align 32
-  %t62_c3_1 = load <8 x float>, ptr %conv2.t62_c3_1, align 32
-  %248 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t62_a368, <8 x float> %t62_b169, <8 x float> %t62_c3_1)
-  store <8 x float> %248, ptr %conv2.t62_c3_1, align 32
-  %k63.next = add nsw i64 %conv2.k6353, 1
-  %249 = icmp slt i64 %k63.next, 150
-  br i1 %249, label %conv2.k63, label %conv2.k63.end
-
-conv2.k63.end:                                    ; preds = %conv2.k63
-  %t62_c0_070 = load <8 x float>, ptr %conv2.t62_c0_0, align 32
-  %250 = mul nsw i64 %0, 8
-  %251 = mul nsw i64 %250, 1616
-  %252 = add nsw i64 618720, %251
-  %253 = mul nsw i64 %conv2.mb6152, 4
-  %254 = mul nsw i64 %253, 1616
-  %255 = add nsw i64 %252, %254
-  %256 = add nsw i64 %255, 1584
-  %arena71 = getelementptr inbounds float, ptr %arena, i64 %256
-  store <8 x float> %t62_c0_070, ptr %arena71, align 4
-  %t62_c0_172 = load <8 x float>, ptr %conv2.t62_c0_1, align 32
-  %257 = mul nsw i64 %0, 8
-  %258 = mul nsw i64 %257, 1616
-  %259 = add nsw i64 618720, %258
-  %260 = mul nsw i64 %conv2.mb6152, 4
-  %261 = mul nsw i64 %260, 1616
-  %262 = add nsw i64 %259, %261
-  %263 = add nsw i64 %262, 1584
-  %264 = add nsw i64 %263, 8
-  %arena73 = getelementptr inbounds float, ptr %arena, i64 %264
-  store <8 x float> %t62_c0_172, ptr %arena73, align 4
-  %t62_c1_074 = load <8 x float>, ptr %conv2.t62_c1_0, align 32
-  %265 = mul nsw i64 %0, 8
-  %266 = mul nsw i64 %265, 1616
-  %267 = add nsw i64 618720, %266
-  %268 = mul nsw i64 %conv2.mb6152, 4
-  %269 = add nsw i64 %268, 1
-  %270 = mul nsw i64 %269, 1616
-  %271 = add nsw i64 %267, %270
-  %272 = add nsw i64 %271, 1584
-  %arena75 = getelementptr inbounds float, ptr %arena, i64 %272
-  store <8 x float> %t62_c1_074, ptr %arena75, align 4
-  %t62_c1_176 = load <8 x float>, ptr %conv2.t62_c1_1, align 32
-  %273 = mul nsw i64 %0, 8
-  %274 = mul nsw i64 %273, 1616
-  %275 = add nsw i64 618720, %274
-  %276 = mul nsw i64 %conv2.mb6152, 4
-  %277 = add nsw i64 %276, 1
-  %278 = mul nsw i64 %277, 1616
-  %279 = add nsw i64 %275, %278
-  %280 = add nsw i64 %279, 1584
-  %281 = add nsw i64 %280, 8
-  %arena77 = getelementptr inbounds float, ptr %arena, i64 %281
-  store <8 x float> %t62_c1_176, ptr %arena77, align 4
-  %t62_c2_078 = load <8 x float>, ptr %conv2.t62_c2_0, align 32
-  %282 = mul nsw i64 %0, 8
-  %283 = mul nsw i64 %282, 1616
-  %284 = add nsw i64 618720, %283
-  %285 = mul nsw i64 %conv2.mb6152, 4
-  %286 = add nsw i64 %285, 2
-  %287 = mul nsw i64 %286, 1616
-  %288 = add nsw i64 %284, %287
-  %289 = add nsw i64 %288, 1584
-  %arena79 = getelementptr inbounds float, ptr %arena, i64 %289
-  store <8 x float> %t62_c2_078, ptr %arena79, align 4
-  %t62_c2_180 = load <8 x float>, ptr %conv2.t62_c2_1, align 32
-  %290 = mul nsw i64 %0, 8
-  %291 = mul nsw i64 %290, 1616
-  %292 = add nsw i64 618720, %291
-  %293 = mul nsw i64 %conv2.mb6152, 4
-  %294 = add nsw i64 %293, 2
-  %295 = mul nsw i64 %294, 1616
-  %296 = add nsw i64 %292, %295
-  %297 = add nsw i64 %296, 1584
-  %298 = add nsw i64 %297, 8
-  %arena81 = getelementptr inbounds float, ptr %arena, i64 %298
-  store <8 x float> %t62_c2_180, ptr %arena81, align 4
-  %t62_c3_082 = load <8 x float>, ptr %conv2.t62_c3_0, align 32
-  %299 = mul nsw i64 %0, 8
-  %300 = mul nsw i64 %299, 1616
-  %301 = add nsw i64 618720, %300
-  %302 = mul nsw i64 %conv2.mb6152, 4
-  %303 = add nsw i64 %302, 3
-  %304 = mul nsw i64 %303, 1616
-  %305 = add nsw i64 %301, %304
-  %306 = add nsw i64 %305, 1584
-  %arena83 = getelementptr inbounds float, ptr %arena, i64 %306
-  store <8 x float> %t62_c3_082, ptr %arena83, align 4
-  %t62_c3_184 = load <8 x float>, ptr %conv2.t62_c3_1, align 32
-  %307 = mul nsw i64 %0, 8
-  %308 = mul nsw i64 %307, 1616
-  %309 = add nsw i64 618720, %308
-  %310 = mul nsw i64 %conv2.mb6152, 4
-  %311 = add nsw i64 %310, 3
-  %312 = mul nsw i64 %311, 1616
-  %313 = add nsw i64 %309, %312
-  %314 = add nsw i64 %313, 1584
-  %315 = add nsw i64 %314, 8
-  %arena85 = getelementptr inbounds float, ptr %arena, i64 %315
-  store <8 x float> %t62_c3_184, ptr %arena85, align 4
-  %mb61.next = add nsw i64 %conv2.mb6152, 1
-  %316 = icmp slt i64 %mb61.next, 2
-  br i1 %316, label %conv2.mb61, label %conv2.mb61.end
-}
-
-define internal void @lenet5_infer_b64.k2.conv2.part56.task(ptr %0, i64 %1) {
+define internal void @lenet5_infer_b64.k2.conv2.part48.task(ptr %0, i64 %1) {
 entry:
   %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
   %3 = load ptr, ptr %2, align 8
@@ -23977,96 +22962,96 @@ entry:
   %23 = load ptr, ptr %22, align 8
   %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
   %25 = load i64, ptr %24, align 4
-  call void @lenet5_infer_b64.k2.conv2.part56(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
+  call void @lenet5_infer_b64.k2.conv2.part48(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
   ret void
 }
 
 ; Function Attrs: noinline
 define internal void @lenet5_infer_b64.k3.pool2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %pool2.acc71 = alloca float, align 4
-  br label %pool2.q68
+  %pool2.acc55 = alloca float, align 4
+  br label %pool2.q52
 
-pool2.q68:                                        ; preds = %pool2.py69.end, %entry
-  %pool2.q681 = phi i64 [ 0, %entry ], [ %q68.next, %pool2.py69.end ]
-  br label %pool2.py69
+pool2.q52:                                        ; preds = %pool2.py53.end, %entry
+  %pool2.q521 = phi i64 [ 0, %entry ], [ %q52.next, %pool2.py53.end ]
+  br label %pool2.py53
 
-pool2.q68.end:                                    ; preds = %pool2.py69.end
+pool2.q52.end:                                    ; preds = %pool2.py53.end
   ret void
 
-pool2.py69:                                       ; preds = %pool2.px70.end, %pool2.q68
-  %pool2.py692 = phi i64 [ 0, %pool2.q68 ], [ %py69.next, %pool2.px70.end ]
-  br label %pool2.px70
+pool2.py53:                                       ; preds = %pool2.px54.end, %pool2.q52
+  %pool2.py532 = phi i64 [ 0, %pool2.q52 ], [ %py53.next, %pool2.px54.end ]
+  br label %pool2.px54
 
-pool2.py69.end:                                   ; preds = %pool2.px70.end
-  %q68.next = add nsw i64 %pool2.q681, 1
-  %0 = icmp slt i64 %q68.next, 1024
-  br i1 %0, label %pool2.q68, label %pool2.q68.end
+pool2.py53.end:                                   ; preds = %pool2.px54.end
+  %q52.next = add nsw i64 %pool2.q521, 1
+  %0 = icmp slt i64 %q52.next, 1024
+  br i1 %0, label %pool2.q52, label %pool2.q52.end
 
-pool2.px70:                                       ; preds = %pool2.px70, %pool2.py69
-  %pool2.px703 = phi i64 [ 0, %pool2.py69 ], [ %px70.next, %pool2.px70 ]
-  store float 0.000000e+00, ptr %pool2.acc71, align 4
-  %acc71 = load float, ptr %pool2.acc71, align 4
-  %1 = mul nsw i64 %pool2.q681, 100
-  %2 = mul nsw i64 %pool2.py692, 20
+pool2.px54:                                       ; preds = %pool2.px54, %pool2.py53
+  %pool2.px543 = phi i64 [ 0, %pool2.py53 ], [ %px54.next, %pool2.px54 ]
+  store float 0.000000e+00, ptr %pool2.acc55, align 4
+  %acc55 = load float, ptr %pool2.acc55, align 4
+  %1 = mul nsw i64 %pool2.q521, 100
+  %2 = mul nsw i64 %pool2.py532, 20
   %3 = add nsw i64 %1, %2
-  %4 = mul nsw i64 %pool2.px703, 2
+  %4 = mul nsw i64 %pool2.px543, 2
   %5 = add nsw i64 %3, %4
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
   %6 = load float, ptr %arena4, align 4
-  %7 = fadd float %acc71, %6
-  store float %7, ptr %pool2.acc71, align 4
-  %acc715 = load float, ptr %pool2.acc71, align 4
-  %8 = mul nsw i64 %pool2.q681, 100
-  %9 = mul nsw i64 %pool2.py692, 20
+  %7 = fadd float %acc55, %6
+  store float %7, ptr %pool2.acc55, align 4
+  %acc555 = load float, ptr %pool2.acc55, align 4
+  %8 = mul nsw i64 %pool2.q521, 100
+  %9 = mul nsw i64 %pool2.py532, 20
   %10 = add nsw i64 %8, %9
-  %11 = mul nsw i64 %pool2.px703, 2
+  %11 = mul nsw i64 %pool2.px543, 2
   %12 = add nsw i64 %10, %11
   %13 = add nsw i64 %12, 1
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %13
   %14 = load float, ptr %arena6, align 4
-  %15 = fadd float %acc715, %14
-  store float %15, ptr %pool2.acc71, align 4
-  %acc717 = load float, ptr %pool2.acc71, align 4
-  %16 = mul nsw i64 %pool2.q681, 100
-  %17 = mul nsw i64 %pool2.py692, 20
+  %15 = fadd float %acc555, %14
+  store float %15, ptr %pool2.acc55, align 4
+  %acc557 = load float, ptr %pool2.acc55, align 4
+  %16 = mul nsw i64 %pool2.q521, 100
+  %17 = mul nsw i64 %pool2.py532, 20
   %18 = add nsw i64 %16, %17
-  %19 = mul nsw i64 %pool2.px703, 2
+  %19 = mul nsw i64 %pool2.px543, 2
   %20 = add nsw i64 %18, %19
   %21 = add nsw i64 %20, 10
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %21
   %22 = load float, ptr %arena8, align 4
-  %23 = fadd float %acc717, %22
-  store float %23, ptr %pool2.acc71, align 4
-  %acc719 = load float, ptr %pool2.acc71, align 4
-  %24 = mul nsw i64 %pool2.q681, 100
-  %25 = mul nsw i64 %pool2.py692, 20
+  %23 = fadd float %acc557, %22
+  store float %23, ptr %pool2.acc55, align 4
+  %acc559 = load float, ptr %pool2.acc55, align 4
+  %24 = mul nsw i64 %pool2.q521, 100
+  %25 = mul nsw i64 %pool2.py532, 20
   %26 = add nsw i64 %24, %25
-  %27 = mul nsw i64 %pool2.px703, 2
+  %27 = mul nsw i64 %pool2.px543, 2
   %28 = add nsw i64 %26, %27
   %29 = add nsw i64 %28, 10
   %30 = add nsw i64 %29, 1
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = load float, ptr %arena10, align 4
-  %32 = fadd float %acc719, %31
-  store float %32, ptr %pool2.acc71, align 4
-  %acc7111 = load float, ptr %pool2.acc71, align 4
-  %33 = fmul float %acc7111, 2.500000e-01
-  %34 = mul nsw i64 %pool2.q681, 25
+  %32 = fadd float %acc559, %31
+  store float %32, ptr %pool2.acc55, align 4
+  %acc5511 = load float, ptr %pool2.acc55, align 4
+  %33 = fmul float %acc5511, 2.500000e-01
+  %34 = mul nsw i64 %pool2.q521, 25
   %35 = add nsw i64 102400, %34
-  %36 = mul nsw i64 %pool2.py692, 5
+  %36 = mul nsw i64 %pool2.py532, 5
   %37 = add nsw i64 %35, %36
-  %38 = add nsw i64 %37, %pool2.px703
+  %38 = add nsw i64 %37, %pool2.px543
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %38
   store float %33, ptr %arena12, align 4
-  %px70.next = add nsw i64 %pool2.px703, 1
-  %39 = icmp slt i64 %px70.next, 5
-  br i1 %39, label %pool2.px70, label %pool2.px70.end
+  %px54.next = add nsw i64 %pool2.px543, 1
+  %39 = icmp slt i64 %px54.next, 5
+  br i1 %39, label %pool2.px54, label %pool2.px54.end
 
-pool2.px70.end:                                   ; preds = %pool2.px70
-  %py69.next = add nsw i64 %pool2.py692, 1
-  %40 = icmp slt i64 %py69.next, 5
-  br i1 %40, label %pool2.py69, label %pool2.py69.end
+pool2.px54.end:                                   ; preds = %pool2.px54
+  %py53.next = add nsw i64 %pool2.py532, 1
+  %40 = icmp slt i64 %py53.next, 5
+  br i1 %40, label %pool2.py53, label %pool2.py53.end
 }
 
 ; Function Attrs: noinline
@@ -24078,575 +23063,575 @@ entry:
 ; Function Attrs: noinline
 define internal void @lenet5_infer_b64.k5.fc1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %fc1.n72
+  br label %fc1.n56
 
-fc1.n72:                                          ; preds = %fc1.k73.end, %entry
-  %fc1.n721 = phi i64 [ 0, %entry ], [ %n72.next, %fc1.k73.end ]
-  br label %fc1.k73
+fc1.n56:                                          ; preds = %fc1.k57.end, %entry
+  %fc1.n561 = phi i64 [ 0, %entry ], [ %n56.next, %fc1.k57.end ]
+  br label %fc1.k57
 
-fc1.n72.end:                                      ; preds = %fc1.k73.end
-  call void @lenet5_infer_b64.k5.fc1.gemm81(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  br label %fc1.n82
+fc1.n56.end:                                      ; preds = %fc1.k57.end
+  call void @lenet5_infer_b64.k5.fc1.gemm65(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  br label %fc1.n66
 
-fc1.k73:                                          ; preds = %fc1.k73, %fc1.n72
-  %fc1.k732 = phi i64 [ 0, %fc1.n72 ], [ %k73.next, %fc1.k73 ]
-  %0 = mul nsw i64 %fc1.n721, 400
+fc1.k57:                                          ; preds = %fc1.k57, %fc1.n56
+  %fc1.k572 = phi i64 [ 0, %fc1.n56 ], [ %k57.next, %fc1.k57 ]
+  %0 = mul nsw i64 %fc1.n561, 400
   %1 = add nsw i64 102400, %0
-  %2 = add nsw i64 %1, %fc1.k732
+  %2 = add nsw i64 %1, %fc1.k572
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena3, align 4
-  %4 = mul nsw i64 %fc1.k732, 64
+  %4 = mul nsw i64 %fc1.k572, 64
   %5 = add nsw i64 7680, %4
-  %6 = add nsw i64 %5, %fc1.n721
+  %6 = add nsw i64 %5, %fc1.n561
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   store float %3, ptr %arena4, align 4
-  %k73.next = add nsw i64 %fc1.k732, 1
-  %7 = icmp slt i64 %k73.next, 400
-  br i1 %7, label %fc1.k73, label %fc1.k73.end
+  %k57.next = add nsw i64 %fc1.k572, 1
+  %7 = icmp slt i64 %k57.next, 400
+  br i1 %7, label %fc1.k57, label %fc1.k57.end
 
-fc1.k73.end:                                      ; preds = %fc1.k73
-  %n72.next = add nsw i64 %fc1.n721, 1
-  %8 = icmp slt i64 %n72.next, 64
-  br i1 %8, label %fc1.n72, label %fc1.n72.end
+fc1.k57.end:                                      ; preds = %fc1.k57
+  %n56.next = add nsw i64 %fc1.n561, 1
+  %8 = icmp slt i64 %n56.next, 64
+  br i1 %8, label %fc1.n56, label %fc1.n56.end
 
-fc1.n82:                                          ; preds = %fc1.u83.end, %fc1.n72.end
-  %fc1.n825 = phi i64 [ 0, %fc1.n72.end ], [ %n82.next, %fc1.u83.end ]
-  br label %fc1.u83
+fc1.n66:                                          ; preds = %fc1.u67.end, %fc1.n56.end
+  %fc1.n665 = phi i64 [ 0, %fc1.n56.end ], [ %n66.next, %fc1.u67.end ]
+  br label %fc1.u67
 
-fc1.n82.end:                                      ; preds = %fc1.u83.end
+fc1.n66.end:                                      ; preds = %fc1.u67.end
   ret void
 
-fc1.u83:                                          ; preds = %fc1.u83, %fc1.n82
-  %fc1.u836 = phi i64 [ 0, %fc1.n82 ], [ %u83.next, %fc1.u83 ]
-  %9 = mul nsw i64 %fc1.u836, 64
+fc1.u67:                                          ; preds = %fc1.u67, %fc1.n66
+  %fc1.u676 = phi i64 [ 0, %fc1.n66 ], [ %u67.next, %fc1.u67 ]
+  %9 = mul nsw i64 %fc1.u676, 64
   %10 = add nsw i64 33280, %9
-  %11 = add nsw i64 %10, %fc1.n825
+  %11 = add nsw i64 %10, %fc1.n665
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %11
   %12 = load float, ptr %arena7, align 4
-  %13 = add nsw i64 50572, %fc1.u836
+  %13 = add nsw i64 50572, %fc1.u676
   %params8 = getelementptr inbounds float, ptr %params, i64 %13
   %14 = load float, ptr %params8, align 4
   %15 = fadd float %12, %14
   %16 = fcmp ogt float %15, 0.000000e+00
-  %17 = mul nsw i64 %fc1.u836, 64
+  %17 = mul nsw i64 %fc1.u676, 64
   %18 = add nsw i64 33280, %17
-  %19 = add nsw i64 %18, %fc1.n825
+  %19 = add nsw i64 %18, %fc1.n665
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %19
   %20 = load float, ptr %arena9, align 4
-  %21 = add nsw i64 50572, %fc1.u836
+  %21 = add nsw i64 50572, %fc1.u676
   %params10 = getelementptr inbounds float, ptr %params, i64 %21
   %22 = load float, ptr %params10, align 4
   %23 = fadd float %20, %22
   %24 = select i1 %16, float %23, float 0.000000e+00
-  %25 = mul nsw i64 %fc1.n825, 120
-  %26 = add nsw i64 %25, %fc1.u836
+  %25 = mul nsw i64 %fc1.n665, 120
+  %26 = add nsw i64 %25, %fc1.u676
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %26
   store float %24, ptr %arena11, align 4
-  %u83.next = add nsw i64 %fc1.u836, 1
-  %27 = icmp slt i64 %u83.next, 120
-  br i1 %27, label %fc1.u83, label %fc1.u83.end
+  %u67.next = add nsw i64 %fc1.u676, 1
+  %27 = icmp slt i64 %u67.next, 120
+  br i1 %27, label %fc1.u67, label %fc1.u67.end
 
-fc1.u83.end:                                      ; preds = %fc1.u83
-  %n82.next = add nsw i64 %fc1.n825, 1
-  %28 = icmp slt i64 %n82.next, 64
-  br i1 %28, label %fc1.n82, label %fc1.n82.end
+fc1.u67.end:                                      ; preds = %fc1.u67
+  %n66.next = add nsw i64 %fc1.n665, 1
+  %28 = icmp slt i64 %n66.next, 64
+  br i1 %28, label %fc1.n66, label %fc1.n66.end
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_infer_b64.k5.fc1.gemm81(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @lenet5_infer_b64.k5.fc1.gemm65(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %fc1.t79_a3 = alloca <8 x float>, align 32
-  %fc1.t79_a2 = alloca <8 x float>, align 32
-  %fc1.t79_a1 = alloca <8 x float>, align 32
-  %fc1.t79_a0 = alloca <8 x float>, align 32
-  %fc1.t79_b1 = alloca <8 x float>, align 32
-  %fc1.t79_b0 = alloca <8 x float>, align 32
-  %fc1.t79_c3_1 = alloca <8 x float>, align 32
-  %fc1.t79_c3_0 = alloca <8 x float>, align 32
-  %fc1.t79_c2_1 = alloca <8 x float>, align 32
-  %fc1.t79_c2_0 = alloca <8 x float>, align 32
-  %fc1.t79_c1_1 = alloca <8 x float>, align 32
-  %fc1.t79_c1_0 = alloca <8 x float>, align 32
-  %fc1.t79_c0_1 = alloca <8 x float>, align 32
-  %fc1.t79_c0_0 = alloca <8 x float>, align 32
-  %fc1.t76_a3 = alloca <8 x float>, align 32
-  %fc1.t76_a2 = alloca <8 x float>, align 32
-  %fc1.t76_a1 = alloca <8 x float>, align 32
-  %fc1.t76_a0 = alloca <8 x float>, align 32
-  %fc1.t76_b2 = alloca <8 x float>, align 32
-  %fc1.t76_b1 = alloca <8 x float>, align 32
-  %fc1.t76_b0 = alloca <8 x float>, align 32
-  %fc1.t76_c3_2 = alloca <8 x float>, align 32
-  %fc1.t76_c3_1 = alloca <8 x float>, align 32
-  %fc1.t76_c3_0 = alloca <8 x float>, align 32
-  %fc1.t76_c2_2 = alloca <8 x float>, align 32
-  %fc1.t76_c2_1 = alloca <8 x float>, align 32
-  %fc1.t76_c2_0 = alloca <8 x float>, align 32
-  %fc1.t76_c1_2 = alloca <8 x float>, align 32
-  %fc1.t76_c1_1 = alloca <8 x float>, align 32
-  %fc1.t76_c1_0 = alloca <8 x float>, align 32
-  %fc1.t76_c0_2 = alloca <8 x float>, align 32
-  %fc1.t76_c0_1 = alloca <8 x float>, align 32
-  %fc1.t76_c0_0 = alloca <8 x float>, align 32
-  br label %fc1.nb74
+  %fc1.t63_a3 = alloca <8 x float>, align 32
+  %fc1.t63_a2 = alloca <8 x float>, align 32
+  %fc1.t63_a1 = alloca <8 x float>, align 32
+  %fc1.t63_a0 = alloca <8 x float>, align 32
+  %fc1.t63_b1 = alloca <8 x float>, align 32
+  %fc1.t63_b0 = alloca <8 x float>, align 32
+  %fc1.t63_c3_1 = alloca <8 x float>, align 32
+  %fc1.t63_c3_0 = alloca <8 x float>, align 32
+  %fc1.t63_c2_1 = alloca <8 x float>, align 32
+  %fc1.t63_c2_0 = alloca <8 x float>, align 32
+  %fc1.t63_c1_1 = alloca <8 x float>, align 32
+  %fc1.t63_c1_0 = alloca <8 x float>, align 32
+  %fc1.t63_c0_1 = alloca <8 x float>, align 32
+  %fc1.t63_c0_0 = alloca <8 x float>, align 32
+  %fc1.t60_a3 = alloca <8 x float>, align 32
+  %fc1.t60_a2 = alloca <8 x float>, align 32
+  %fc1.t60_a1 = alloca <8 x float>, align 32
+  %fc1.t60_a0 = alloca <8 x float>, align 32
+  %fc1.t60_b2 = alloca <8 x float>, align 32
+  %fc1.t60_b1 = alloca <8 x float>, align 32
+  %fc1.t60_b0 = alloca <8 x float>, align 32
+  %fc1.t60_c3_2 = alloca <8 x float>, align 32
+  %fc1.t60_c3_1 = alloca <8 x float>, align 32
+  %fc1.t60_c3_0 = alloca <8 x float>, align 32
+  %fc1.t60_c2_2 = alloca <8 x float>, align 32
+  %fc1.t60_c2_1 = alloca <8 x float>, align 32
+  %fc1.t60_c2_0 = alloca <8 x float>, align 32
+  %fc1.t60_c1_2 = alloca <8 x float>, align 32
+  %fc1.t60_c1_1 = alloca <8 x float>, align 32
+  %fc1.t60_c1_0 = alloca <8 x float>, align 32
+  %fc1.t60_c0_2 = alloca <8 x float>, align 32
+  %fc1.t60_c0_1 = alloca <8 x float>, align 32
+  %fc1.t60_c0_0 = alloca <8 x float>, align 32
+  br label %fc1.nb58
 
-fc1.nb74:                                         ; preds = %fc1.mb75.end, %entry
-  %fc1.nb741 = phi i64 [ 0, %entry ], [ %nb74.next, %fc1.mb75.end ]
-  br label %fc1.mb75
+fc1.nb58:                                         ; preds = %fc1.mb59.end, %entry
+  %fc1.nb581 = phi i64 [ 0, %entry ], [ %nb58.next, %fc1.mb59.end ]
+  br label %fc1.mb59
 
-fc1.nb74.end:                                     ; preds = %fc1.mb75.end
-  br label %fc1.mb78
+fc1.nb58.end:                                     ; preds = %fc1.mb59.end
+  br label %fc1.mb62
 
-fc1.mb75:                                         ; preds = %fc1.k77.end, %fc1.nb74
-  %fc1.mb752 = phi i64 [ 0, %fc1.nb74 ], [ %mb75.next, %fc1.k77.end ]
-  store <8 x float> zeroinitializer, ptr %fc1.t76_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1.t76_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1.t76_c0_2, align 32
-  store <8 x float> zeroinitializer, ptr %fc1.t76_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1.t76_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1.t76_c1_2, align 32
-  store <8 x float> zeroinitializer, ptr %fc1.t76_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1.t76_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1.t76_c2_2, align 32
-  store <8 x float> zeroinitializer, ptr %fc1.t76_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1.t76_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1.t76_c3_2, align 32
-  br label %fc1.k77
+fc1.mb59:                                         ; preds = %fc1.k61.end, %fc1.nb58
+  %fc1.mb592 = phi i64 [ 0, %fc1.nb58 ], [ %mb59.next, %fc1.k61.end ]
+  store <8 x float> zeroinitializer, ptr %fc1.t60_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1.t60_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1.t60_c0_2, align 32
+  store <8 x float> zeroinitializer, ptr %fc1.t60_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1.t60_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1.t60_c1_2, align 32
+  store <8 x float> zeroinitializer, ptr %fc1.t60_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1.t60_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1.t60_c2_2, align 32
+  store <8 x float> zeroinitializer, ptr %fc1.t60_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1.t60_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1.t60_c3_2, align 32
+  br label %fc1.k61
 
-fc1.mb75.end:                                     ; preds = %fc1.k77.end
-  %nb74.next = add nsw i64 %fc1.nb741, 1
-  %0 = icmp slt i64 %nb74.next, 2
-  br i1 %0, label %fc1.nb74, label %fc1.nb74.end
+fc1.mb59.end:                                     ; preds = %fc1.k61.end
+  %nb58.next = add nsw i64 %fc1.nb581, 1
+  %0 = icmp slt i64 %nb58.next, 2
+  br i1 %0, label %fc1.nb58, label %fc1.nb58.end
 
-fc1.k77:                                          ; preds = %fc1.k77, %fc1.mb75
-  %fc1.k773 = phi i64 [ 0, %fc1.mb75 ], [ %k77.next, %fc1.k77 ]
-  %1 = mul nsw i64 %fc1.k773, 64
+fc1.k61:                                          ; preds = %fc1.k61, %fc1.mb59
+  %fc1.k613 = phi i64 [ 0, %fc1.mb59 ], [ %k61.next, %fc1.k61 ]
+  %1 = mul nsw i64 %fc1.k613, 64
   %2 = add nsw i64 7680, %1
-  %3 = mul nsw i64 %fc1.nb741, 24
+  %3 = mul nsw i64 %fc1.nb581, 24
   %4 = add nsw i64 %2, %3
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %4
   %5 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %5, ptr %fc1.t76_b0, align 32
-  %6 = mul nsw i64 %fc1.k773, 64
+  store <8 x float> %5, ptr %fc1.t60_b0, align 32
+  %6 = mul nsw i64 %fc1.k613, 64
   %7 = add nsw i64 7680, %6
-  %8 = mul nsw i64 %fc1.nb741, 24
+  %8 = mul nsw i64 %fc1.nb581, 24
   %9 = add nsw i64 %7, %8
   %10 = add nsw i64 %9, 8
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %10
   %11 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %11, ptr %fc1.t76_b1, align 32
-  %12 = mul nsw i64 %fc1.k773, 64
+  store <8 x float> %11, ptr %fc1.t60_b1, align 32
+  %12 = mul nsw i64 %fc1.k613, 64
   %13 = add nsw i64 7680, %12
-  %14 = mul nsw i64 %fc1.nb741, 24
+  %14 = mul nsw i64 %fc1.nb581, 24
   %15 = add nsw i64 %13, %14
   %16 = add nsw i64 %15, 16
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %16
   %17 = load <8 x float>, ptr %arena6, align 4
-  store <8 x float> %17, ptr %fc1.t76_b2, align 32
-  %18 = mul nsw i64 %fc1.mb752, 4
+  store <8 x float> %17, ptr %fc1.t60_b2, align 32
+  %18 = mul nsw i64 %fc1.mb592, 4
   %19 = mul nsw i64 %18, 400
   %20 = add nsw i64 2572, %19
-  %21 = add nsw i64 %20, %fc1.k773
+  %21 = add nsw i64 %20, %fc1.k613
   %params7 = getelementptr inbounds float, ptr %params, i64 %21
   %22 = load float, ptr %params7, align 4
   %23 = insertelement <8 x float> undef, float %22, i32 0
   %24 = shufflevector <8 x float> %23, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %24, ptr %fc1.t76_a0, align 32
-  %t76_a0 = load <8 x float>, ptr %fc1.t76_a0, align 32
-  %t76_b0 = load <8 x float>, ptr %fc1.t76_b0, align 32
-  %t76_c0_0 = load <8 x float>, ptr %fc1.t76_c0_0, align 32
-  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t76_a0, <8 x float> %t76_b0, <8 x float> %t76_c0_0)
-  store <8 x float> %25, ptr %fc1.t76_c0_0, align 32
-  %t76_a08 = load <8 x float>, ptr %fc1.t76_a0, align 32
-  %t76_b1 = load <8 x float>, ptr %fc1.t76_b1, align 32
-  %t76_c0_1 = load <8 x float>, ptr %fc1.t76_c0_1, align 32
-  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t76_a08, <8 x float> %t76_b1, <8 x float> %t76_c0_1)
-  store <8 x float> %26, ptr %fc1.t76_c0_1, align 32
-  %t76_a09 = load <8 x float>, ptr %fc1.t76_a0, align 32
-  %t76_b2 = load <8 x float>, ptr %fc1.t76_b2, align 32
-  %t76_c0_2 = load <8 x float>, ptr %fc1.t76_c0_2, align 32
-  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t76_a09, <8 x float> %t76_b2, <8 x float> %t76_c0_2)
-  store <8 x float> %27, ptr %fc1.t76_c0_2, align 32
-  %28 = mul nsw i64 %fc1.mb752, 4
+  store <8 x float> %24, ptr %fc1.t60_a0, align 32
+  %t60_a0 = load <8 x float>, ptr %fc1.t60_a0, align 32
+  %t60_b0 = load <8 x float>, ptr %fc1.t60_b0, align 32
+  %t60_c0_0 = load <8 x float>, ptr %fc1.t60_c0_0, align 32
+  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t60_a0, <8 x float> %t60_b0, <8 x float> %t60_c0_0)
+  store <8 x float> %25, ptr %fc1.t60_c0_0, align 32
+  %t60_a08 = load <8 x float>, ptr %fc1.t60_a0, align 32
+  %t60_b1 = load <8 x float>, ptr %fc1.t60_b1, align 32
+  %t60_c0_1 = load <8 x float>, ptr %fc1.t60_c0_1, align 32
+  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t60_a08, <8 x float> %t60_b1, <8 x float> %t60_c0_1)
+  store <8 x float> %26, ptr %fc1.t60_c0_1, align 32
+  %t60_a09 = load <8 x float>, ptr %fc1.t60_a0, align 32
+  %t60_b2 = load <8 x float>, ptr %fc1.t60_b2, align 32
+  %t60_c0_2 = load <8 x float>, ptr %fc1.t60_c0_2, align 32
+  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t60_a09, <8 x float> %t60_b2, <8 x float> %t60_c0_2)
+  store <8 x float> %27, ptr %fc1.t60_c0_2, align 32
+  %28 = mul nsw i64 %fc1.mb592, 4
   %29 = add nsw i64 %28, 1
   %30 = mul nsw i64 %29, 400
   %31 = add nsw i64 2572, %30
-  %32 = add nsw i64 %31, %fc1.k773
+  %32 = add nsw i64 %31, %fc1.k613
   %params10 = getelementptr inbounds float, ptr %params, i64 %32
   %33 = load float, ptr %params10, align 4
   %34 = insertelement <8 x float> undef, float %33, i32 0
   %35 = shufflevector <8 x float> %34, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %35, ptr %fc1.t76_a1, align 32
-  %t76_a1 = load <8 x float>, ptr %fc1.t76_a1, align 32
-  %t76_b011 = load <8 x float>, ptr %fc1.t76_b0, align 32
-  %t76_c1_0 = load <8 x float>, ptr %fc1.t76_c1_0, align 32
-  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t76_a1, <8 x float> %t76_b011, <8 x float> %t76_c1_0)
-  store <8 x float> %36, ptr %fc1.t76_c1_0, align 32
-  %t76_a112 = load <8 x float>, ptr %fc1.t76_a1, align 32
-  %t76_b113 = load <8 x float>, ptr %fc1.t76_b1, align 32
-  %t76_c1_1 = load <8 x float>, ptr %fc1.t76_c1_1, align 32
-  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t76_a112, <8 x float> %t76_b113, <8 x float> %t76_c1_1)
-  store <8 x float> %37, ptr %fc1.t76_c1_1, align 32
-  %t76_a114 = load <8 x float>, ptr %fc1.t76_a1, align 32
-  %t76_b215 = load <8 x float>, ptr %fc1.t76_b2, align 32
-  %t76_c1_2 = load <8 x float>, ptr %fc1.t76_c1_2, align 32
-  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t76_a114, <8 x float> %t76_b215, <8 x float> %t76_c1_2)
-  store <8 x float> %38, ptr %fc1.t76_c1_2, align 32
-  %39 = mul nsw i64 %fc1.mb752, 4
+  store <8 x float> %35, ptr %fc1.t60_a1, align 32
+  %t60_a1 = load <8 x float>, ptr %fc1.t60_a1, align 32
+  %t60_b011 = load <8 x float>, ptr %fc1.t60_b0, align 32
+  %t60_c1_0 = load <8 x float>, ptr %fc1.t60_c1_0, align 32
+  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t60_a1, <8 x float> %t60_b011, <8 x float> %t60_c1_0)
+  store <8 x float> %36, ptr %fc1.t60_c1_0, align 32
+  %t60_a112 = load <8 x float>, ptr %fc1.t60_a1, align 32
+  %t60_b113 = load <8 x float>, ptr %fc1.t60_b1, align 32
+  %t60_c1_1 = load <8 x float>, ptr %fc1.t60_c1_1, align 32
+  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t60_a112, <8 x float> %t60_b113, <8 x float> %t60_c1_1)
+  store <8 x float> %37, ptr %fc1.t60_c1_1, align 32
+  %t60_a114 = load <8 x float>, ptr %fc1.t60_a1, align 32
+  %t60_b215 = load <8 x float>, ptr %fc1.t60_b2, align 32
+  %t60_c1_2 = load <8 x float>, ptr %fc1.t60_c1_2, align 32
+  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t60_a114, <8 x float> %t60_b215, <8 x float> %t60_c1_2)
+  store <8 x float> %38, ptr %fc1.t60_c1_2, align 32
+  %39 = mul nsw i64 %fc1.mb592, 4
   %40 = add nsw i64 %39, 2
   %41 = mul nsw i64 %40, 400
   %42 = add nsw i64 2572, %41
-  %43 = add nsw i64 %42, %fc1.k773
+  %43 = add nsw i64 %42, %fc1.k613
   %params16 = getelementptr inbounds float, ptr %params, i64 %43
   %44 = load float, ptr %params16, align 4
   %45 = insertelement <8 x float> undef, float %44, i32 0
   %46 = shufflevector <8 x float> %45, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %46, ptr %fc1.t76_a2, align 32
-  %t76_a2 = load <8 x float>, ptr %fc1.t76_a2, align 32
-  %t76_b017 = load <8 x float>, ptr %fc1.t76_b0, align 32
-  %t76_c2_0 = load <8 x float>, ptr %fc1.t76_c2_0, align 32
-  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t76_a2, <8 x float> %t76_b017, <8 x float> %t76_c2_0)
-  store <8 x float> %47, ptr %fc1.t76_c2_0, align 32
-  %t76_a218 = load <8 x float>, ptr %fc1.t76_a2, align 32
-  %t76_b119 = load <8 x float>, ptr %fc1.t76_b1, align 32
-  %t76_c2_1 = load <8 x float>, ptr %fc1.t76_c2_1, align 32
-  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t76_a218, <8 x float> %t76_b119, <8 x float> %t76_c2_1)
-  store <8 x float> %48, ptr %fc1.t76_c2_1, align 32
-  %t76_a220 = load <8 x float>, ptr %fc1.t76_a2, align 32
-  %t76_b221 = load <8 x float>, ptr %fc1.t76_b2, align 32
-  %t76_c2_2 = load <8 x float>, ptr %fc1.t76_c2_2, align 32
-  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t76_a220, <8 x float> %t76_b221, <8 x float> %t76_c2_2)
-  store <8 x float> %49, ptr %fc1.t76_c2_2, align 32
-  %50 = mul nsw i64 %fc1.mb752, 4
+  store <8 x float> %46, ptr %fc1.t60_a2, align 32
+  %t60_a2 = load <8 x float>, ptr %fc1.t60_a2, align 32
+  %t60_b017 = load <8 x float>, ptr %fc1.t60_b0, align 32
+  %t60_c2_0 = load <8 x float>, ptr %fc1.t60_c2_0, align 32
+  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t60_a2, <8 x float> %t60_b017, <8 x float> %t60_c2_0)
+  store <8 x float> %47, ptr %fc1.t60_c2_0, align 32
+  %t60_a218 = load <8 x float>, ptr %fc1.t60_a2, align 32
+  %t60_b119 = load <8 x float>, ptr %fc1.t60_b1, align 32
+  %t60_c2_1 = load <8 x float>, ptr %fc1.t60_c2_1, align 32
+  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t60_a218, <8 x float> %t60_b119, <8 x float> %t60_c2_1)
+  store <8 x float> %48, ptr %fc1.t60_c2_1, align 32
+  %t60_a220 = load <8 x float>, ptr %fc1.t60_a2, align 32
+  %t60_b221 = load <8 x float>, ptr %fc1.t60_b2, align 32
+  %t60_c2_2 = load <8 x float>, ptr %fc1.t60_c2_2, align 32
+  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t60_a220, <8 x float> %t60_b221, <8 x float> %t60_c2_2)
+  store <8 x float> %49, ptr %fc1.t60_c2_2, align 32
+  %50 = mul nsw i64 %fc1.mb592, 4
   %51 = add nsw i64 %50, 3
   %52 = mul nsw i64 %51, 400
   %53 = add nsw i64 2572, %52
-  %54 = add nsw i64 %53, %fc1.k773
+  %54 = add nsw i64 %53, %fc1.k613
   %params22 = getelementptr inbounds float, ptr %params, i64 %54
   %55 = load float, ptr %params22, align 4
   %56 = insertelement <8 x float> undef, float %55, i32 0
   %57 = shufflevector <8 x float> %56, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %57, ptr %fc1.t76_a3, align 32
-  %t76_a3 = load <8 x float>, ptr %fc1.t76_a3, align 32
-  %t76_b023 = load <8 x float>, ptr %fc1.t76_b0, align 32
-  %t76_c3_0 = load <8 x float>, ptr %fc1.t76_c3_0, align 32
-  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t76_a3, <8 x float> %t76_b023, <8 x float> %t76_c3_0)
-  store <8 x float> %58, ptr %fc1.t76_c3_0, align 32
-  %t76_a324 = load <8 x float>, ptr %fc1.t76_a3, align 32
-  %t76_b125 = load <8 x float>, ptr %fc1.t76_b1, align 32
-  %t76_c3_1 = load <8 x float>, ptr %fc1.t76_c3_1, align 32
-  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t76_a324, <8 x float> %t76_b125, <8 x float> %t76_c3_1)
-  store <8 x float> %59, ptr %fc1.t76_c3_1, align 32
-  %t76_a326 = load <8 x float>, ptr %fc1.t76_a3, align 32
-  %t76_b227 = load <8 x float>, ptr %fc1.t76_b2, align 32
-  %t76_c3_2 = load <8 x float>, ptr %fc1.t76_c3_2, align 32
-  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t76_a326, <8 x float> %t76_b227, <8 x float> %t76_c3_2)
-  store <8 x float> %60, ptr %fc1.t76_c3_2, align 32
-  %k77.next = add nsw i64 %fc1.k773, 1
-  %61 = icmp slt i64 %k77.next, 400
-  br i1 %61, label %fc1.k77, label %fc1.k77.end
+  store <8 x float> %57, ptr %fc1.t60_a3, align 32
+  %t60_a3 = load <8 x float>, ptr %fc1.t60_a3, align 32
+  %t60_b023 = load <8 x float>, ptr %fc1.t60_b0, align 32
+  %t60_c3_0 = load <8 x float>, ptr %fc1.t60_c3_0, align 32
+  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t60_a3, <8 x float> %t60_b023, <8 x float> %t60_c3_0)
+  store <8 x float> %58, ptr %fc1.t60_c3_0, align 32
+  %t60_a324 = load <8 x float>, ptr %fc1.t60_a3, align 32
+  %t60_b125 = load <8 x float>, ptr %fc1.t60_b1, align 32
+  %t60_c3_1 = load <8 x float>, ptr %fc1.t60_c3_1, align 32
+  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t60_a324, <8 x float> %t60_b125, <8 x float> %t60_c3_1)
+  store <8 x float> %59, ptr %fc1.t60_c3_1, align 32
+  %t60_a326 = load <8 x float>, ptr %fc1.t60_a3, align 32
+  %t60_b227 = load <8 x float>, ptr %fc1.t60_b2, align 32
+  %t60_c3_2 = load <8 x float>, ptr %fc1.t60_c3_2, align 32
+  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t60_a326, <8 x float> %t60_b227, <8 x float> %t60_c3_2)
+  store <8 x float> %60, ptr %fc1.t60_c3_2, align 32
+  %k61.next = add nsw i64 %fc1.k613, 1
+  %61 = icmp slt i64 %k61.next, 400
+  br i1 %61, label %fc1.k61, label %fc1.k61.end
 
-fc1.k77.end:                                      ; preds = %fc1.k77
-  %t76_c0_028 = load <8 x float>, ptr %fc1.t76_c0_0, align 32
-  %62 = mul nsw i64 %fc1.mb752, 4
+fc1.k61.end:                                      ; preds = %fc1.k61
+  %t60_c0_028 = load <8 x float>, ptr %fc1.t60_c0_0, align 32
+  %62 = mul nsw i64 %fc1.mb592, 4
   %63 = mul nsw i64 %62, 64
   %64 = add nsw i64 33280, %63
-  %65 = mul nsw i64 %fc1.nb741, 24
+  %65 = mul nsw i64 %fc1.nb581, 24
   %66 = add nsw i64 %64, %65
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %66
-  store <8 x float> %t76_c0_028, ptr %arena29, align 4
-  %t76_c0_130 = load <8 x float>, ptr %fc1.t76_c0_1, align 32
-  %67 = mul nsw i64 %fc1.mb752, 4
+  store <8 x float> %t60_c0_028, ptr %arena29, align 4
+  %t60_c0_130 = load <8 x float>, ptr %fc1.t60_c0_1, align 32
+  %67 = mul nsw i64 %fc1.mb592, 4
   %68 = mul nsw i64 %67, 64
   %69 = add nsw i64 33280, %68
-  %70 = mul nsw i64 %fc1.nb741, 24
+  %70 = mul nsw i64 %fc1.nb581, 24
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %71, 8
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %72
-  store <8 x float> %t76_c0_130, ptr %arena31, align 4
-  %t76_c0_232 = load <8 x float>, ptr %fc1.t76_c0_2, align 32
-  %73 = mul nsw i64 %fc1.mb752, 4
+  store <8 x float> %t60_c0_130, ptr %arena31, align 4
+  %t60_c0_232 = load <8 x float>, ptr %fc1.t60_c0_2, align 32
+  %73 = mul nsw i64 %fc1.mb592, 4
   %74 = mul nsw i64 %73, 64
   %75 = add nsw i64 33280, %74
-  %76 = mul nsw i64 %fc1.nb741, 24
+  %76 = mul nsw i64 %fc1.nb581, 24
   %77 = add nsw i64 %75, %76
   %78 = add nsw i64 %77, 16
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %78
-  store <8 x float> %t76_c0_232, ptr %arena33, align 4
-  %t76_c1_034 = load <8 x float>, ptr %fc1.t76_c1_0, align 32
-  %79 = mul nsw i64 %fc1.mb752, 4
+  store <8 x float> %t60_c0_232, ptr %arena33, align 4
+  %t60_c1_034 = load <8 x float>, ptr %fc1.t60_c1_0, align 32
+  %79 = mul nsw i64 %fc1.mb592, 4
   %80 = add nsw i64 %79, 1
   %81 = mul nsw i64 %80, 64
   %82 = add nsw i64 33280, %81
-  %83 = mul nsw i64 %fc1.nb741, 24
+  %83 = mul nsw i64 %fc1.nb581, 24
   %84 = add nsw i64 %82, %83
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %84
-  store <8 x float> %t76_c1_034, ptr %arena35, align 4
-  %t76_c1_136 = load <8 x float>, ptr %fc1.t76_c1_1, align 32
-  %85 = mul nsw i64 %fc1.mb752, 4
+  store <8 x float> %t60_c1_034, ptr %arena35, align 4
+  %t60_c1_136 = load <8 x float>, ptr %fc1.t60_c1_1, align 32
+  %85 = mul nsw i64 %fc1.mb592, 4
   %86 = add nsw i64 %85, 1
   %87 = mul nsw i64 %86, 64
   %88 = add nsw i64 33280, %87
-  %89 = mul nsw i64 %fc1.nb741, 24
+  %89 = mul nsw i64 %fc1.nb581, 24
   %90 = add nsw i64 %88, %89
   %91 = add nsw i64 %90, 8
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %91
-  store <8 x float> %t76_c1_136, ptr %arena37, align 4
-  %t76_c1_238 = load <8 x float>, ptr %fc1.t76_c1_2, align 32
-  %92 = mul nsw i64 %fc1.mb752, 4
+  store <8 x float> %t60_c1_136, ptr %arena37, align 4
+  %t60_c1_238 = load <8 x float>, ptr %fc1.t60_c1_2, align 32
+  %92 = mul nsw i64 %fc1.mb592, 4
   %93 = add nsw i64 %92, 1
   %94 = mul nsw i64 %93, 64
   %95 = add nsw i64 33280, %94
-  %96 = mul nsw i64 %fc1.nb741, 24
+  %96 = mul nsw i64 %fc1.nb581, 24
   %97 = add nsw i64 %95, %96
   %98 = add nsw i64 %97, 16
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %98
-  store <8 x float> %t76_c1_238, ptr %arena39, align 4
-  %t76_c2_040 = load <8 x float>, ptr %fc1.t76_c2_0, align 32
-  %99 = mul nsw i64 %fc1.mb752, 4
+  store <8 x float> %t60_c1_238, ptr %arena39, align 4
+  %t60_c2_040 = load <8 x float>, ptr %fc1.t60_c2_0, align 32
+  %99 = mul nsw i64 %fc1.mb592, 4
   %100 = add nsw i64 %99, 2
   %101 = mul nsw i64 %100, 64
   %102 = add nsw i64 33280, %101
-  %103 = mul nsw i64 %fc1.nb741, 24
+  %103 = mul nsw i64 %fc1.nb581, 24
   %104 = add nsw i64 %102, %103
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %104
-  store <8 x float> %t76_c2_040, ptr %arena41, align 4
-  %t76_c2_142 = load <8 x float>, ptr %fc1.t76_c2_1, align 32
-  %105 = mul nsw i64 %fc1.mb752, 4
+  store <8 x float> %t60_c2_040, ptr %arena41, align 4
+  %t60_c2_142 = load <8 x float>, ptr %fc1.t60_c2_1, align 32
+  %105 = mul nsw i64 %fc1.mb592, 4
   %106 = add nsw i64 %105, 2
   %107 = mul nsw i64 %106, 64
   %108 = add nsw i64 33280, %107
-  %109 = mul nsw i64 %fc1.nb741, 24
+  %109 = mul nsw i64 %fc1.nb581, 24
   %110 = add nsw i64 %108, %109
   %111 = add nsw i64 %110, 8
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %111
-  store <8 x float> %t76_c2_142, ptr %arena43, align 4
-  %t76_c2_244 = load <8 x float>, ptr %fc1.t76_c2_2, align 32
-  %112 = mul nsw i64 %fc1.mb752, 4
+  store <8 x float> %t60_c2_142, ptr %arena43, align 4
+  %t60_c2_244 = load <8 x float>, ptr %fc1.t60_c2_2, align 32
+  %112 = mul nsw i64 %fc1.mb592, 4
   %113 = add nsw i64 %112, 2
   %114 = mul nsw i64 %113, 64
   %115 = add nsw i64 33280, %114
-  %116 = mul nsw i64 %fc1.nb741, 24
+  %116 = mul nsw i64 %fc1.nb581, 24
   %117 = add nsw i64 %115, %116
   %118 = add nsw i64 %117, 16
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %118
-  store <8 x float> %t76_c2_244, ptr %arena45, align 4
-  %t76_c3_046 = load <8 x float>, ptr %fc1.t76_c3_0, align 32
-  %119 = mul nsw i64 %fc1.mb752, 4
+  store <8 x float> %t60_c2_244, ptr %arena45, align 4
+  %t60_c3_046 = load <8 x float>, ptr %fc1.t60_c3_0, align 32
+  %119 = mul nsw i64 %fc1.mb592, 4
   %120 = add nsw i64 %119, 3
   %121 = mul nsw i64 %120, 64
   %122 = add nsw i64 33280, %121
-  %123 = mul nsw i64 %fc1.nb741, 24
+  %123 = mul nsw i64 %fc1.nb581, 24
   %124 = add nsw i64 %122, %123
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %124
-  store <8 x float> %t76_c3_046, ptr %arena47, align 4
-  %t76_c3_148 = load <8 x float>, ptr %fc1.t76_c3_1, align 32
-  %125 = mul nsw i64 %fc1.mb752, 4
+  store <8 x float> %t60_c3_046, ptr %arena47, align 4
+  %t60_c3_148 = load <8 x float>, ptr %fc1.t60_c3_1, align 32
+  %125 = mul nsw i64 %fc1.mb592, 4
   %126 = add nsw i64 %125, 3
   %127 = mul nsw i64 %126, 64
   %128 = add nsw i64 33280, %127
-  %129 = mul nsw i64 %fc1.nb741, 24
+  %129 = mul nsw i64 %fc1.nb581, 24
   %130 = add nsw i64 %128, %129
   %131 = add nsw i64 %130, 8
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %131
-  store <8 x float> %t76_c3_148, ptr %arena49, align 4
-  %t76_c3_250 = load <8 x float>, ptr %fc1.t76_c3_2, align 32
-  %132 = mul nsw i64 %fc1.mb752, 4
+  store <8 x float> %t60_c3_148, ptr %arena49, align 4
+  %t60_c3_250 = load <8 x float>, ptr %fc1.t60_c3_2, align 32
+  %132 = mul nsw i64 %fc1.mb592, 4
   %133 = add nsw i64 %132, 3
   %134 = mul nsw i64 %133, 64
   %135 = add nsw i64 33280, %134
-  %136 = mul nsw i64 %fc1.nb741, 24
+  %136 = mul nsw i64 %fc1.nb581, 24
   %137 = add nsw i64 %135, %136
   %138 = add nsw i64 %137, 16
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %138
-  store <8 x float> %t76_c3_250, ptr %arena51, align 4
-  %mb75.next = add nsw i64 %fc1.mb752, 1
-  %139 = icmp slt i64 %mb75.next, 30
-  br i1 %139, label %fc1.mb75, label %fc1.mb75.end
+  store <8 x float> %t60_c3_250, ptr %arena51, align 4
+  %mb59.next = add nsw i64 %fc1.mb592, 1
+  %139 = icmp slt i64 %mb59.next, 30
+  br i1 %139, label %fc1.mb59, label %fc1.mb59.end
 
-fc1.mb78:                                         ; preds = %fc1.k80.end, %fc1.nb74.end
-  %fc1.mb7852 = phi i64 [ 0, %fc1.nb74.end ], [ %mb78.next, %fc1.k80.end ]
-  store <8 x float> zeroinitializer, ptr %fc1.t79_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1.t79_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1.t79_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1.t79_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1.t79_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1.t79_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1.t79_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1.t79_c3_1, align 32
-  br label %fc1.k80
+fc1.mb62:                                         ; preds = %fc1.k64.end, %fc1.nb58.end
+  %fc1.mb6252 = phi i64 [ 0, %fc1.nb58.end ], [ %mb62.next, %fc1.k64.end ]
+  store <8 x float> zeroinitializer, ptr %fc1.t63_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1.t63_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1.t63_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1.t63_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1.t63_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1.t63_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1.t63_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1.t63_c3_1, align 32
+  br label %fc1.k64
 
-fc1.mb78.end:                                     ; preds = %fc1.k80.end
+fc1.mb62.end:                                     ; preds = %fc1.k64.end
   ret void
 
-fc1.k80:                                          ; preds = %fc1.k80, %fc1.mb78
-  %fc1.k8053 = phi i64 [ 0, %fc1.mb78 ], [ %k80.next, %fc1.k80 ]
-  %140 = mul nsw i64 %fc1.k8053, 64
+fc1.k64:                                          ; preds = %fc1.k64, %fc1.mb62
+  %fc1.k6453 = phi i64 [ 0, %fc1.mb62 ], [ %k64.next, %fc1.k64 ]
+  %140 = mul nsw i64 %fc1.k6453, 64
   %141 = add nsw i64 7680, %140
   %142 = add nsw i64 %141, 48
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %142
   %143 = load <8 x float>, ptr %arena54, align 4
-  store <8 x float> %143, ptr %fc1.t79_b0, align 32
-  %144 = mul nsw i64 %fc1.k8053, 64
+  store <8 x float> %143, ptr %fc1.t63_b0, align 32
+  %144 = mul nsw i64 %fc1.k6453, 64
   %145 = add nsw i64 7680, %144
   %146 = add nsw i64 %145, 48
   %147 = add nsw i64 %146, 8
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %147
   %148 = load <8 x float>, ptr %arena55, align 4
-  store <8 x float> %148, ptr %fc1.t79_b1, align 32
-  %149 = mul nsw i64 %fc1.mb7852, 4
+  store <8 x float> %148, ptr %fc1.t63_b1, align 32
+  %149 = mul nsw i64 %fc1.mb6252, 4
   %150 = mul nsw i64 %149, 400
   %151 = add nsw i64 2572, %150
-  %152 = add nsw i64 %151, %fc1.k8053
+  %152 = add nsw i64 %151, %fc1.k6453
   %params56 = getelementptr inbounds float, ptr %params, i64 %152
   %153 = load float, ptr %params56, align 4
   %154 = insertelement <8 x float> undef, float %153, i32 0
   %155 = shufflevector <8 x float> %154, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %155, ptr %fc1.t79_a0, align 32
-  %t79_a0 = load <8 x float>, ptr %fc1.t79_a0, align 32
-  %t79_b0 = load <8 x float>, ptr %fc1.t79_b0, align 32
-  %t79_c0_0 = load <8 x float>, ptr %fc1.t79_c0_0, align 32
-  %156 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t79_a0, <8 x float> %t79_b0, <8 x float> %t79_c0_0)
-  store <8 x float> %156, ptr %fc1.t79_c0_0, align 32
-  %t79_a057 = load <8 x float>, ptr %fc1.t79_a0, align 32
-  %t79_b1 = load <8 x float>, ptr %fc1.t79_b1, align 32
-  %t79_c0_1 = load <8 x float>, ptr %fc1.t79_c0_1, align 32
-  %157 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t79_a057, <8 x float> %t79_b1, <8 x float> %t79_c0_1)
-  store <8 x float> %157, ptr %fc1.t79_c0_1, align 32
-  %158 = mul nsw i64 %fc1.mb7852, 4
+  store <8 x float> %155, ptr %fc1.t63_a0, align 32
+  %t63_a0 = load <8 x float>, ptr %fc1.t63_a0, align 32
+  %t63_b0 = load <8 x float>, ptr %fc1.t63_b0, align 32
+  %t63_c0_0 = load <8 x float>, ptr %fc1.t63_c0_0, align 32
+  %156 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t63_a0, <8 x float> %t63_b0, <8 x float> %t63_c0_0)
+  store <8 x float> %156, ptr %fc1.t63_c0_0, align 32
+  %t63_a057 = load <8 x float>, ptr %fc1.t63_a0, align 32
+  %t63_b1 = load <8 x float>, ptr %fc1.t63_b1, align 32
+  %t63_c0_1 = load <8 x float>, ptr %fc1.t63_c0_1, align 32
+  %157 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t63_a057, <8 x float> %t63_b1, <8 x float> %t63_c0_1)
+  store <8 x float> %157, ptr %fc1.t63_c0_1, align 32
+  %158 = mul nsw i64 %fc1.mb6252, 4
   %159 = add nsw i64 %158, 1
   %160 = mul nsw i64 %159, 400
   %161 = add nsw i64 2572, %160
-  %162 = add nsw i64 %161, %fc1.k8053
+  %162 = add nsw i64 %161, %fc1.k6453
   %params58 = getelementptr inbounds float, ptr %params, i64 %162
   %163 = load float, ptr %params58, align 4
   %164 = insertelement <8 x float> undef, float %163, i32 0
   %165 = shufflevector <8 x float> %164, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %165, ptr %fc1.t79_a1, align 32
-  %t79_a1 = load <8 x float>, ptr %fc1.t79_a1, align 32
-  %t79_b059 = load <8 x float>, ptr %fc1.t79_b0, align 32
-  %t79_c1_0 = load <8 x float>, ptr %fc1.t79_c1_0, align 32
-  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t79_a1, <8 x float> %t79_b059, <8 x float> %t79_c1_0)
-  store <8 x float> %166, ptr %fc1.t79_c1_0, align 32
-  %t79_a160 = load <8 x float>, ptr %fc1.t79_a1, align 32
-  %t79_b161 = load <8 x float>, ptr %fc1.t79_b1, align 32
-  %t79_c1_1 = load <8 x float>, ptr %fc1.t79_c1_1, align 32
-  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t79_a160, <8 x float> %t79_b161, <8 x float> %t79_c1_1)
-  store <8 x float> %167, ptr %fc1.t79_c1_1, align 32
-  %168 = mul nsw i64 %fc1.mb7852, 4
+  store <8 x float> %165, ptr %fc1.t63_a1, align 32
+  %t63_a1 = load <8 x float>, ptr %fc1.t63_a1, align 32
+  %t63_b059 = load <8 x float>, ptr %fc1.t63_b0, align 32
+  %t63_c1_0 = load <8 x float>, ptr %fc1.t63_c1_0, align 32
+  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t63_a1, <8 x float> %t63_b059, <8 x float> %t63_c1_0)
+  store <8 x float> %166, ptr %fc1.t63_c1_0, align 32
+  %t63_a160 = load <8 x float>, ptr %fc1.t63_a1, align 32
+  %t63_b161 = load <8 x float>, ptr %fc1.t63_b1, align 32
+  %t63_c1_1 = load <8 x float>, ptr %fc1.t63_c1_1, align 32
+  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t63_a160, <8 x float> %t63_b161, <8 x float> %t63_c1_1)
+  store <8 x float> %167, ptr %fc1.t63_c1_1, align 32
+  %168 = mul nsw i64 %fc1.mb6252, 4
   %169 = add nsw i64 %168, 2
   %170 = mul nsw i64 %169, 400
   %171 = add nsw i64 2572, %170
-  %172 = add nsw i64 %171, %fc1.k8053
+  %172 = add nsw i64 %171, %fc1.k6453
   %params62 = getelementptr inbounds float, ptr %params, i64 %172
   %173 = load float, ptr %params62, align 4
   %174 = insertelement <8 x float> undef, float %173, i32 0
   %175 = shufflevector <8 x float> %174, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %175, ptr %fc1.t79_a2, align 32
-  %t79_a2 = load <8 x float>, ptr %fc1.t79_a2, align 32
-  %t79_b063 = load <8 x float>, ptr %fc1.t79_b0, align 32
-  %t79_c2_0 = load <8 x float>, ptr %fc1.t79_c2_0, align 32
-  %176 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t79_a2, <8 x float> %t79_b063, <8 x float> %t79_c2_0)
-  store <8 x float> %176, ptr %fc1.t79_c2_0, align 32
-  %t79_a264 = load <8 x float>, ptr %fc1.t79_a2, align 32
-  %t79_b165 = load <8 x float>, ptr %fc1.t79_b1, align 32
-  %t79_c2_1 = load <8 x float>, ptr %fc1.t79_c2_1, align 32
-  %177 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t79_a264, <8 x float> %t79_b165, <8 x float> %t79_c2_1)
-  store <8 x float> %177, ptr %fc1.t79_c2_1, align 32
-  %178 = mul nsw i64 %fc1.mb7852, 4
+  store <8 x float> %175, ptr %fc1.t63_a2, align 32
+  %t63_a2 = load <8 x float>, ptr %fc1.t63_a2, align 32
+  %t63_b063 = load <8 x float>, ptr %fc1.t63_b0, align 32
+  %t63_c2_0 = load <8 x float>, ptr %fc1.t63_c2_0, align 32
+  %176 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t63_a2, <8 x float> %t63_b063, <8 x float> %t63_c2_0)
+  store <8 x float> %176, ptr %fc1.t63_c2_0, align 32
+  %t63_a264 = load <8 x float>, ptr %fc1.t63_a2, align 32
+  %t63_b165 = load <8 x float>, ptr %fc1.t63_b1, align 32
+  %t63_c2_1 = load <8 x float>, ptr %fc1.t63_c2_1, align 32
+  %177 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t63_a264, <8 x float> %t63_b165, <8 x float> %t63_c2_1)
+  store <8 x float> %177, ptr %fc1.t63_c2_1, align 32
+  %178 = mul nsw i64 %fc1.mb6252, 4
   %179 = add nsw i64 %178, 3
   %180 = mul nsw i64 %179, 400
   %181 = add nsw i64 2572, %180
-  %182 = add nsw i64 %181, %fc1.k8053
+  %182 = add nsw i64 %181, %fc1.k6453
   %params66 = getelementptr inbounds float, ptr %params, i64 %182
   %183 = load float, ptr %params66, align 4
   %184 = insertelement <8 x float> undef, float %183, i32 0
   %185 = shufflevector <8 x float> %184, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %185, ptr %fc1.t79_a3, align 32
-  %t79_a3 = load <8 x float>, ptr %fc1.t79_a3, align 32
-  %t79_b067 = load <8 x float>, ptr %fc1.t79_b0, align 32
-  %t79_c3_0 = load <8 x float>, ptr %fc1.t79_c3_0, align 32
-  %186 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t79_a3, <8 x float> %t79_b067, <8 x float> %t79_c3_0)
-  store <8 x float> %186, ptr %fc1.t79_c3_0, align 32
-  %t79_a368 = load <8 x float>, ptr %fc1.t79_a3, align 32
-  %t79_b169 = load <8 x float>, ptr %fc1.t79_b1, align 32
-  %t79_c3_1 = load <8 x float>, ptr %fc1.t79_c3_1, align 32
-  %187 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t79_a368, <8 x float> %t79_b169, <8 x float> %t79_c3_1)
-  store <8 x float> %187, ptr %fc1.t79_c3_1, align 32
-  %k80.next = add nsw i64 %fc1.k8053, 1
-  %188 = icmp slt i64 %k80.next, 400
-  br i1 %188, label %fc1.k80, label %fc1.k80.end
+  store <8 x float> %185, ptr %fc1.t63_a3, align 32
+  %t63_a3 = load <8 x float>, ptr %fc1.t63_a3, align 32
+  %t63_b067 = load <8 x float>, ptr %fc1.t63_b0, align 32
+  %t63_c3_0 = load <8 x float>, ptr %fc1.t63_c3_0, align 32
+  %186 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t63_a3, <8 x float> %t63_b067, <8 x float> %t63_c3_0)
+  store <8 x float> %186, ptr %fc1.t63_c3_0, align 32
+  %t63_a368 = load <8 x float>, ptr %fc1.t63_a3, align 32
+  %t63_b169 = load <8 x float>, ptr %fc1.t63_b1, align 32
+  %t63_c3_1 = load <8 x float>, ptr %fc1.t63_c3_1, align 32
+  %187 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t63_a368, <8 x float> %t63_b169, <8 x float> %t63_c3_1)
+  store <8 x float> %187, ptr %fc1.t63_c3_1, align 32
+  %k64.next = add nsw i64 %fc1.k6453, 1
+  %188 = icmp slt i64 %k64.next, 400
+  br i1 %188, label %fc1.k64, label %fc1.k64.end
 
-fc1.k80.end:                                      ; preds = %fc1.k80
-  %t79_c0_070 = load <8 x float>, ptr %fc1.t79_c0_0, align 32
-  %189 = mul nsw i64 %fc1.mb7852, 4
+fc1.k64.end:                                      ; preds = %fc1.k64
+  %t63_c0_070 = load <8 x float>, ptr %fc1.t63_c0_0, align 32
+  %189 = mul nsw i64 %fc1.mb6252, 4
   %190 = mul nsw i64 %189, 64
   %191 = add nsw i64 33280, %190
   %192 = add nsw i64 %191, 48
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %192
-  store <8 x float> %t79_c0_070, ptr %arena71, align 4
-  %t79_c0_172 = load <8 x float>, ptr %fc1.t79_c0_1, align 32
-  %193 = mul nsw i64 %fc1.mb7852, 4
+  store <8 x float> %t63_c0_070, ptr %arena71, align 4
+  %t63_c0_172 = load <8 x float>, ptr %fc1.t63_c0_1, align 32
+  %193 = mul nsw i64 %fc1.mb6252, 4
   %194 = mul nsw i64 %193, 64
   %195 = add nsw i64 33280, %194
   %196 = add nsw i64 %195, 48
   %197 = add nsw i64 %196, 8
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %197
-  store <8 x float> %t79_c0_172, ptr %arena73, align 4
-  %t79_c1_074 = load <8 x float>, ptr %fc1.t79_c1_0, align 32
-  %198 = mul nsw i64 %fc1.mb7852, 4
+  store <8 x float> %t63_c0_172, ptr %arena73, align 4
+  %t63_c1_074 = load <8 x float>, ptr %fc1.t63_c1_0, align 32
+  %198 = mul nsw i64 %fc1.mb6252, 4
   %199 = add nsw i64 %198, 1
   %200 = mul nsw i64 %199, 64
   %201 = add nsw i64 33280, %200
   %202 = add nsw i64 %201, 48
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %202
-  store <8 x float> %t79_c1_074, ptr %arena75, align 4
-  %t79_c1_176 = load <8 x float>, ptr %fc1.t79_c1_1, align 32
-  %203 = mul nsw i64 %fc1.mb7852, 4
+  store <8 x float> %t63_c1_074, ptr %arena75, align 4
+  %t63_c1_176 = load <8 x float>, ptr %fc1.t63_c1_1, align 32
+  %203 = mul nsw i64 %fc1.mb6252, 4
   %204 = add nsw i64 %203, 1
   %205 = mul nsw i64 %204, 64
   %206 = add nsw i64 33280, %205
   %207 = add nsw i64 %206, 48
   %208 = add nsw i64 %207, 8
   %arena77 = getelementptr inbounds float, ptr %arena, i64 %208
-  store <8 x float> %t79_c1_176, ptr %arena77, align 4
-  %t79_c2_078 = load <8 x float>, ptr %fc1.t79_c2_0, align 32
-  %209 = mul nsw i64 %fc1.mb7852, 4
+  store <8 x float> %t63_c1_176, ptr %arena77, align 4
+  %t63_c2_078 = load <8 x float>, ptr %fc1.t63_c2_0, align 32
+  %209 = mul nsw i64 %fc1.mb6252, 4
   %210 = add nsw i64 %209, 2
   %211 = mul nsw i64 %210, 64
   %212 = add nsw i64 33280, %211
   %213 = add nsw i64 %212, 48
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %213
-  store <8 x float> %t79_c2_078, ptr %arena79, align 4
-  %t79_c2_180 = load <8 x float>, ptr %fc1.t79_c2_1, align 32
-  %214 = mul nsw i64 %fc1.mb7852, 4
+  store <8 x float> %t63_c2_078, ptr %arena79, align 4
+  %t63_c2_180 = load <8 x float>, ptr %fc1.t63_c2_1, align 32
+  %214 = mul nsw i64 %fc1.mb6252, 4
   %215 = add nsw i64 %214, 2
   %216 = mul nsw i64 %215, 64
   %217 = add nsw i64 33280, %216
   %218 = add nsw i64 %217, 48
   %219 = add nsw i64 %218, 8
   %arena81 = getelementptr inbounds float, ptr %arena, i64 %219
-  store <8 x float> %t79_c2_180, ptr %arena81, align 4
-  %t79_c3_082 = load <8 x float>, ptr %fc1.t79_c3_0, align 32
-  %220 = mul nsw i64 %fc1.mb7852, 4
+  store <8 x float> %t63_c2_180, ptr %arena81, align 4
+  %t63_c3_082 = load <8 x float>, ptr %fc1.t63_c3_0, align 32
+  %220 = mul nsw i64 %fc1.mb6252, 4
   %221 = add nsw i64 %220, 3
   %222 = mul nsw i64 %221, 64
   %223 = add nsw i64 33280, %222
   %224 = add nsw i64 %223, 48
   %arena83 = getelementptr inbounds float, ptr %arena, i64 %224
-  store <8 x float> %t79_c3_082, ptr %arena83, align 4
-  %t79_c3_184 = load <8 x float>, ptr %fc1.t79_c3_1, align 32
-  %225 = mul nsw i64 %fc1.mb7852, 4
+  store <8 x float> %t63_c3_082, ptr %arena83, align 4
+  %t63_c3_184 = load <8 x float>, ptr %fc1.t63_c3_1, align 32
+  %225 = mul nsw i64 %fc1.mb6252, 4
   %226 = add nsw i64 %225, 3
   %227 = mul nsw i64 %226, 64
   %228 = add nsw i64 33280, %227
   %229 = add nsw i64 %228, 48
   %230 = add nsw i64 %229, 8
   %arena85 = getelementptr inbounds float, ptr %arena, i64 %230
-  store <8 x float> %t79_c3_184, ptr %arena85, align 4
-  %mb78.next = add nsw i64 %fc1.mb7852, 1
-  %231 = icmp slt i64 %mb78.next, 30
-  br i1 %231, label %fc1.mb78, label %fc1.mb78.end
+  store <8 x float> %t63_c3_184, ptr %arena85, align 4
+  %mb62.next = add nsw i64 %fc1.mb6252, 1
+  %231 = icmp slt i64 %mb62.next, 30
+  br i1 %231, label %fc1.mb62, label %fc1.mb62.end
 }
 
 ; Function Attrs: noinline
@@ -24656,50 +23641,50 @@ entry:
   %params2 = getelementptr inbounds float, ptr %params, i64 50692
   %arena3 = getelementptr inbounds float, ptr %arena, i64 7680
   call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 84, i32 120, float 1.000000e+00, ptr %arena1, i32 120, ptr %params2, i32 120, float 0.000000e+00, ptr %arena3, i32 84)
-  br label %fc2.n84
+  br label %fc2.n68
 
-fc2.n84:                                          ; preds = %fc2.u85.end, %entry
-  %fc2.n844 = phi i64 [ 0, %entry ], [ %n84.next, %fc2.u85.end ]
-  br label %fc2.u85
+fc2.n68:                                          ; preds = %fc2.u69.end, %entry
+  %fc2.n684 = phi i64 [ 0, %entry ], [ %n68.next, %fc2.u69.end ]
+  br label %fc2.u69
 
-fc2.n84.end:                                      ; preds = %fc2.u85.end
+fc2.n68.end:                                      ; preds = %fc2.u69.end
   ret void
 
-fc2.u85:                                          ; preds = %fc2.u85, %fc2.n84
-  %fc2.u855 = phi i64 [ 0, %fc2.n84 ], [ %u85.next, %fc2.u85 ]
-  %0 = mul nsw i64 %fc2.n844, 84
+fc2.u69:                                          ; preds = %fc2.u69, %fc2.n68
+  %fc2.u695 = phi i64 [ 0, %fc2.n68 ], [ %u69.next, %fc2.u69 ]
+  %0 = mul nsw i64 %fc2.n684, 84
   %1 = add nsw i64 7680, %0
-  %2 = add nsw i64 %1, %fc2.u855
+  %2 = add nsw i64 %1, %fc2.u695
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena6, align 4
-  %4 = add nsw i64 60772, %fc2.u855
+  %4 = add nsw i64 60772, %fc2.u695
   %params7 = getelementptr inbounds float, ptr %params, i64 %4
   %5 = load float, ptr %params7, align 4
   %6 = fadd float %3, %5
   %7 = fcmp ogt float %6, 0.000000e+00
-  %8 = mul nsw i64 %fc2.n844, 84
+  %8 = mul nsw i64 %fc2.n684, 84
   %9 = add nsw i64 7680, %8
-  %10 = add nsw i64 %9, %fc2.u855
+  %10 = add nsw i64 %9, %fc2.u695
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %10
   %11 = load float, ptr %arena8, align 4
-  %12 = add nsw i64 60772, %fc2.u855
+  %12 = add nsw i64 60772, %fc2.u695
   %params9 = getelementptr inbounds float, ptr %params, i64 %12
   %13 = load float, ptr %params9, align 4
   %14 = fadd float %11, %13
   %15 = select i1 %7, float %14, float 0.000000e+00
-  %16 = mul nsw i64 %fc2.n844, 84
+  %16 = mul nsw i64 %fc2.n684, 84
   %17 = add nsw i64 7680, %16
-  %18 = add nsw i64 %17, %fc2.u855
+  %18 = add nsw i64 %17, %fc2.u695
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %18
   store float %15, ptr %arena10, align 4
-  %u85.next = add nsw i64 %fc2.u855, 1
-  %19 = icmp slt i64 %u85.next, 84
-  br i1 %19, label %fc2.u85, label %fc2.u85.end
+  %u69.next = add nsw i64 %fc2.u695, 1
+  %19 = icmp slt i64 %u69.next, 84
+  br i1 %19, label %fc2.u69, label %fc2.u69.end
 
-fc2.u85.end:                                      ; preds = %fc2.u85
-  %n84.next = add nsw i64 %fc2.n844, 1
-  %20 = icmp slt i64 %n84.next, 64
-  br i1 %20, label %fc2.n84, label %fc2.n84.end
+fc2.u69.end:                                      ; preds = %fc2.u69
+  %n68.next = add nsw i64 %fc2.n684, 1
+  %20 = icmp slt i64 %n68.next, 64
+  br i1 %20, label %fc2.n68, label %fc2.n68.end
 }
 
 ; Function Attrs: noinline
@@ -24709,37 +23694,37 @@ entry:
   %params2 = getelementptr inbounds float, ptr %params, i64 60856
   %arena3 = getelementptr inbounds float, ptr %arena, i64 0
   call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 84, float 1.000000e+00, ptr %arena1, i32 84, ptr %params2, i32 84, float 0.000000e+00, ptr %arena3, i32 10)
-  br label %fc3.n86
+  br label %fc3.n70
 
-fc3.n86:                                          ; preds = %fc3.u87.end, %entry
-  %fc3.n864 = phi i64 [ 0, %entry ], [ %n86.next, %fc3.u87.end ]
-  br label %fc3.u87
+fc3.n70:                                          ; preds = %fc3.u71.end, %entry
+  %fc3.n704 = phi i64 [ 0, %entry ], [ %n70.next, %fc3.u71.end ]
+  br label %fc3.u71
 
-fc3.n86.end:                                      ; preds = %fc3.u87.end
+fc3.n70.end:                                      ; preds = %fc3.u71.end
   ret void
 
-fc3.u87:                                          ; preds = %fc3.u87, %fc3.n86
-  %fc3.u875 = phi i64 [ 0, %fc3.n86 ], [ %u87.next, %fc3.u87 ]
-  %0 = mul nsw i64 %fc3.n864, 10
-  %1 = add nsw i64 %0, %fc3.u875
+fc3.u71:                                          ; preds = %fc3.u71, %fc3.n70
+  %fc3.u715 = phi i64 [ 0, %fc3.n70 ], [ %u71.next, %fc3.u71 ]
+  %0 = mul nsw i64 %fc3.n704, 10
+  %1 = add nsw i64 %0, %fc3.u715
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %1
   %2 = load float, ptr %arena6, align 4
-  %3 = add nsw i64 61696, %fc3.u875
+  %3 = add nsw i64 61696, %fc3.u715
   %params7 = getelementptr inbounds float, ptr %params, i64 %3
   %4 = load float, ptr %params7, align 4
   %5 = fadd float %2, %4
-  %6 = mul nsw i64 %fc3.n864, 10
-  %7 = add nsw i64 %6, %fc3.u875
+  %6 = mul nsw i64 %fc3.n704, 10
+  %7 = add nsw i64 %6, %fc3.u715
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %7
   store float %5, ptr %arena8, align 4
-  %u87.next = add nsw i64 %fc3.u875, 1
-  %8 = icmp slt i64 %u87.next, 10
-  br i1 %8, label %fc3.u87, label %fc3.u87.end
+  %u71.next = add nsw i64 %fc3.u715, 1
+  %8 = icmp slt i64 %u71.next, 10
+  br i1 %8, label %fc3.u71, label %fc3.u71.end
 
-fc3.u87.end:                                      ; preds = %fc3.u87
-  %n86.next = add nsw i64 %fc3.n864, 1
-  %9 = icmp slt i64 %n86.next, 64
-  br i1 %9, label %fc3.n86, label %fc3.n86.end
+fc3.u71.end:                                      ; preds = %fc3.u71
+  %n70.next = add nsw i64 %fc3.n704, 1
+  %9 = icmp slt i64 %n70.next, 64
+  br i1 %9, label %fc3.n70, label %fc3.n70.end
 }
 
 attributes #0 = { "prefer-vector-width"="256" "target-cpu"="x86-64-v3" }

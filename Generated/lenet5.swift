@@ -2385,104 +2385,104 @@ public func lenet5_infer_b64(
   let images = UnsafeMutablePointer(mutating: images.unsafelyUnwrapped)
   _ = (lr, step, seed, pool)
   // conv1 = conv2d_relu(image)
-  for g1 in 0..<4 {
-    for j2 in 0..<16 {
+  for g1 in 0..<32 {
+    for j2 in 0..<2 {
       for c3 in 0..<1 {
         for ky4 in 0..<5 {
           for oy5 in 0..<28 {
             if (-1 < ((oy5 +% ky4) +% -2) && ((oy5 +% ky4) +% -2) < 28) {
               for ox6 in 0..<26 {
-                arena[(((301056 +% ((((c3 *% 5) +% ky4) *% 5) *% 12560)) +% (j2 *% 784)) +% ((oy5 *% 28) +% (ox6 +% 2)))] = images[((((((g1 *% 16) +% j2) *% 784) +% (c3 *% 784)) +% (((oy5 +% ky4) +% -2) *% 28)) +% ((ox6 +% 2) +% -2))]
+                arena[(((301056 +% ((((c3 *% 5) +% ky4) *% 5) *% 1584)) +% (j2 *% 784)) +% ((oy5 *% 28) +% (ox6 +% 2)))] = images[((((((g1 *% 2) +% j2) *% 784) +% (c3 *% 784)) +% (((oy5 +% ky4) +% -2) *% 28)) +% ((ox6 +% 2) +% -2))]
               }
               for ox7 in 0..<2 {
-                arena[(((301056 +% ((((c3 *% 5) +% ky4) *% 5) *% 12560)) +% (j2 *% 784)) +% ((oy5 *% 28) +% ox7))] = Float(0)
+                arena[(((301056 +% ((((c3 *% 5) +% ky4) *% 5) *% 1584)) +% (j2 *% 784)) +% ((oy5 *% 28) +% ox7))] = Float(0)
               }
             }
             if ((oy5 +% ky4) +% -2) < 0 {
               for ox8 in 0..<28 {
-                arena[(((301056 +% ((((c3 *% 5) +% ky4) *% 5) *% 12560)) +% (j2 *% 784)) +% ((oy5 *% 28) +% ox8))] = Float(0)
+                arena[(((301056 +% ((((c3 *% 5) +% ky4) *% 5) *% 1584)) +% (j2 *% 784)) +% ((oy5 *% 28) +% ox8))] = Float(0)
               }
             }
             if 27 < ((oy5 +% ky4) +% -2) {
               for ox8 in 0..<28 {
-                arena[(((301056 +% ((((c3 *% 5) +% ky4) *% 5) *% 12560)) +% (j2 *% 784)) +% ((oy5 *% 28) +% ox8))] = Float(0)
+                arena[(((301056 +% ((((c3 *% 5) +% ky4) *% 5) *% 1584)) +% (j2 *% 784)) +% ((oy5 *% 28) +% ox8))] = Float(0)
               }
             }
           }
           for oy9 in 0..<28 {
             if (-1 < ((oy9 +% ky4) +% -2) && ((oy9 +% ky4) +% -2) < 28) {
               for ox10 in 0..<27 {
-                arena[(((301056 +% (((((c3 *% 5) +% ky4) *% 5) +% 1) *% 12560)) +% (j2 *% 784)) +% ((oy9 *% 28) +% (ox10 +% 1)))] = images[((((((g1 *% 16) +% j2) *% 784) +% (c3 *% 784)) +% (((oy9 +% ky4) +% -2) *% 28)) +% ((ox10 +% 1) +% -1))]
+                arena[(((301056 +% (((((c3 *% 5) +% ky4) *% 5) +% 1) *% 1584)) +% (j2 *% 784)) +% ((oy9 *% 28) +% (ox10 +% 1)))] = images[((((((g1 *% 2) +% j2) *% 784) +% (c3 *% 784)) +% (((oy9 +% ky4) +% -2) *% 28)) +% ((ox10 +% 1) +% -1))]
               }
               for ox11 in 0..<1 {
-                arena[(((301056 +% (((((c3 *% 5) +% ky4) *% 5) +% 1) *% 12560)) +% (j2 *% 784)) +% ((oy9 *% 28) +% ox11))] = Float(0)
+                arena[(((301056 +% (((((c3 *% 5) +% ky4) *% 5) +% 1) *% 1584)) +% (j2 *% 784)) +% ((oy9 *% 28) +% ox11))] = Float(0)
               }
             }
             if ((oy9 +% ky4) +% -2) < 0 {
               for ox12 in 0..<28 {
-                arena[(((301056 +% (((((c3 *% 5) +% ky4) *% 5) +% 1) *% 12560)) +% (j2 *% 784)) +% ((oy9 *% 28) +% ox12))] = Float(0)
+                arena[(((301056 +% (((((c3 *% 5) +% ky4) *% 5) +% 1) *% 1584)) +% (j2 *% 784)) +% ((oy9 *% 28) +% ox12))] = Float(0)
               }
             }
             if 27 < ((oy9 +% ky4) +% -2) {
               for ox12 in 0..<28 {
-                arena[(((301056 +% (((((c3 *% 5) +% ky4) *% 5) +% 1) *% 12560)) +% (j2 *% 784)) +% ((oy9 *% 28) +% ox12))] = Float(0)
+                arena[(((301056 +% (((((c3 *% 5) +% ky4) *% 5) +% 1) *% 1584)) +% (j2 *% 784)) +% ((oy9 *% 28) +% ox12))] = Float(0)
               }
             }
           }
           for oy13 in 0..<28 {
             if (-1 < ((oy13 +% ky4) +% -2) && ((oy13 +% ky4) +% -2) < 28) {
               for ox14 in 0..<28 {
-                arena[(((301056 +% (((((c3 *% 5) +% ky4) *% 5) +% 2) *% 12560)) +% (j2 *% 784)) +% ((oy13 *% 28) +% ox14))] = images[((((((g1 *% 16) +% j2) *% 784) +% (c3 *% 784)) +% (((oy13 +% ky4) +% -2) *% 28)) +% ox14)]
+                arena[(((301056 +% (((((c3 *% 5) +% ky4) *% 5) +% 2) *% 1584)) +% (j2 *% 784)) +% ((oy13 *% 28) +% ox14))] = images[((((((g1 *% 2) +% j2) *% 784) +% (c3 *% 784)) +% (((oy13 +% ky4) +% -2) *% 28)) +% ox14)]
               }
             }
             if ((oy13 +% ky4) +% -2) < 0 {
               for ox15 in 0..<28 {
-                arena[(((301056 +% (((((c3 *% 5) +% ky4) *% 5) +% 2) *% 12560)) +% (j2 *% 784)) +% ((oy13 *% 28) +% ox15))] = Float(0)
+                arena[(((301056 +% (((((c3 *% 5) +% ky4) *% 5) +% 2) *% 1584)) +% (j2 *% 784)) +% ((oy13 *% 28) +% ox15))] = Float(0)
               }
             }
             if 27 < ((oy13 +% ky4) +% -2) {
               for ox15 in 0..<28 {
-                arena[(((301056 +% (((((c3 *% 5) +% ky4) *% 5) +% 2) *% 12560)) +% (j2 *% 784)) +% ((oy13 *% 28) +% ox15))] = Float(0)
+                arena[(((301056 +% (((((c3 *% 5) +% ky4) *% 5) +% 2) *% 1584)) +% (j2 *% 784)) +% ((oy13 *% 28) +% ox15))] = Float(0)
               }
             }
           }
           for oy16 in 0..<28 {
             if (-1 < ((oy16 +% ky4) +% -2) && ((oy16 +% ky4) +% -2) < 28) {
               for ox17 in 0..<27 {
-                arena[(((301056 +% (((((c3 *% 5) +% ky4) *% 5) +% 3) *% 12560)) +% (j2 *% 784)) +% ((oy16 *% 28) +% ox17))] = images[((((((g1 *% 16) +% j2) *% 784) +% (c3 *% 784)) +% (((oy16 +% ky4) +% -2) *% 28)) +% (ox17 +% 1))]
+                arena[(((301056 +% (((((c3 *% 5) +% ky4) *% 5) +% 3) *% 1584)) +% (j2 *% 784)) +% ((oy16 *% 28) +% ox17))] = images[((((((g1 *% 2) +% j2) *% 784) +% (c3 *% 784)) +% (((oy16 +% ky4) +% -2) *% 28)) +% (ox17 +% 1))]
               }
               for ox18 in 0..<1 {
-                arena[(((301056 +% (((((c3 *% 5) +% ky4) *% 5) +% 3) *% 12560)) +% (j2 *% 784)) +% ((oy16 *% 28) +% (ox18 +% 27)))] = Float(0)
+                arena[(((301056 +% (((((c3 *% 5) +% ky4) *% 5) +% 3) *% 1584)) +% (j2 *% 784)) +% ((oy16 *% 28) +% (ox18 +% 27)))] = Float(0)
               }
             }
             if ((oy16 +% ky4) +% -2) < 0 {
               for ox19 in 0..<28 {
-                arena[(((301056 +% (((((c3 *% 5) +% ky4) *% 5) +% 3) *% 12560)) +% (j2 *% 784)) +% ((oy16 *% 28) +% ox19))] = Float(0)
+                arena[(((301056 +% (((((c3 *% 5) +% ky4) *% 5) +% 3) *% 1584)) +% (j2 *% 784)) +% ((oy16 *% 28) +% ox19))] = Float(0)
               }
             }
             if 27 < ((oy16 +% ky4) +% -2) {
               for ox19 in 0..<28 {
-                arena[(((301056 +% (((((c3 *% 5) +% ky4) *% 5) +% 3) *% 12560)) +% (j2 *% 784)) +% ((oy16 *% 28) +% ox19))] = Float(0)
+                arena[(((301056 +% (((((c3 *% 5) +% ky4) *% 5) +% 3) *% 1584)) +% (j2 *% 784)) +% ((oy16 *% 28) +% ox19))] = Float(0)
               }
             }
           }
           for oy20 in 0..<28 {
             if (-1 < ((oy20 +% ky4) +% -2) && ((oy20 +% ky4) +% -2) < 28) {
               for ox21 in 0..<26 {
-                arena[(((301056 +% (((((c3 *% 5) +% ky4) *% 5) +% 4) *% 12560)) +% (j2 *% 784)) +% ((oy20 *% 28) +% ox21))] = images[((((((g1 *% 16) +% j2) *% 784) +% (c3 *% 784)) +% (((oy20 +% ky4) +% -2) *% 28)) +% (ox21 +% 2))]
+                arena[(((301056 +% (((((c3 *% 5) +% ky4) *% 5) +% 4) *% 1584)) +% (j2 *% 784)) +% ((oy20 *% 28) +% ox21))] = images[((((((g1 *% 2) +% j2) *% 784) +% (c3 *% 784)) +% (((oy20 +% ky4) +% -2) *% 28)) +% (ox21 +% 2))]
               }
               for ox22 in 0..<2 {
-                arena[(((301056 +% (((((c3 *% 5) +% ky4) *% 5) +% 4) *% 12560)) +% (j2 *% 784)) +% ((oy20 *% 28) +% (ox22 +% 26)))] = Float(0)
+                arena[(((301056 +% (((((c3 *% 5) +% ky4) *% 5) +% 4) *% 1584)) +% (j2 *% 784)) +% ((oy20 *% 28) +% (ox22 +% 26)))] = Float(0)
               }
             }
             if ((oy20 +% ky4) +% -2) < 0 {
               for ox23 in 0..<28 {
-                arena[(((301056 +% (((((c3 *% 5) +% ky4) *% 5) +% 4) *% 12560)) +% (j2 *% 784)) +% ((oy20 *% 28) +% ox23))] = Float(0)
+                arena[(((301056 +% (((((c3 *% 5) +% ky4) *% 5) +% 4) *% 1584)) +% (j2 *% 784)) +% ((oy20 *% 28) +% ox23))] = Float(0)
               }
             }
             if 27 < ((oy20 +% ky4) +% -2) {
               for ox23 in 0..<28 {
-                arena[(((301056 +% (((((c3 *% 5) +% ky4) *% 5) +% 4) *% 12560)) +% (j2 *% 784)) +% ((oy20 *% 28) +% ox23))] = Float(0)
+                arena[(((301056 +% (((((c3 *% 5) +% ky4) *% 5) +% 4) *% 1584)) +% (j2 *% 784)) +% ((oy20 *% 28) +% ox23))] = Float(0)
               }
             }
           }
@@ -2490,359 +2490,208 @@ public func lenet5_infer_b64(
       }
     }
     parallelFor(pool, 2) { part24 in
-      do {  // gemm32
-        for nb25 in 0..<522 {
-          for mb26 in 0..<1 {
-            var t27_c0_0 = Vector()
-            var t27_c0_1 = Vector()
-            var t27_c0_2 = Vector()
-            var t27_c1_0 = Vector()
-            var t27_c1_1 = Vector()
-            var t27_c1_2 = Vector()
-            var t27_c2_0 = Vector()
-            var t27_c2_1 = Vector()
-            var t27_c2_2 = Vector()
-            for k28 in 0..<25 {
-              let t27_b0 = loadVector(arena, ((301056 +% (k28 *% 12560)) +% (nb25 *% 24)))
-              let t27_b1 = loadVector(arena, (((301056 +% (k28 *% 12560)) +% (nb25 *% 24)) +% 8))
-              let t27_b2 = loadVector(arena, (((301056 +% (k28 *% 12560)) +% (nb25 *% 24)) +% 16))
-              let t27_a0 = Vector(repeating: params[((((part24 *% 3) *% 25) +% ((mb26 *% 3) *% 25)) +% k28)])
-              t27_c0_0 = t27_c0_0.addingProduct(t27_a0, t27_b0)
-              t27_c0_1 = t27_c0_1.addingProduct(t27_a0, t27_b1)
-              t27_c0_2 = t27_c0_2.addingProduct(t27_a0, t27_b2)
-              let t27_a1 = Vector(repeating: params[((((part24 *% 3) *% 25) +% (((mb26 *% 3) +% 1) *% 25)) +% k28)])
-              t27_c1_0 = t27_c1_0.addingProduct(t27_a1, t27_b0)
-              t27_c1_1 = t27_c1_1.addingProduct(t27_a1, t27_b1)
-              t27_c1_2 = t27_c1_2.addingProduct(t27_a1, t27_b2)
-              let t27_a2 = Vector(repeating: params[((((part24 *% 3) *% 25) +% (((mb26 *% 3) +% 2) *% 25)) +% k28)])
-              t27_c2_0 = t27_c2_0.addingProduct(t27_a2, t27_b0)
-              t27_c2_1 = t27_c2_1.addingProduct(t27_a2, t27_b1)
-              t27_c2_2 = t27_c2_2.addingProduct(t27_a2, t27_b2)
-            }
-            storeVector(arena, (((615056 +% ((part24 *% 3) *% 12560)) +% ((mb26 *% 3) *% 12560)) +% (nb25 *% 24)), t27_c0_0)
-            storeVector(arena, ((((615056 +% ((part24 *% 3) *% 12560)) +% ((mb26 *% 3) *% 12560)) +% (nb25 *% 24)) +% 8), t27_c0_1)
-            storeVector(arena, ((((615056 +% ((part24 *% 3) *% 12560)) +% ((mb26 *% 3) *% 12560)) +% (nb25 *% 24)) +% 16), t27_c0_2)
-            storeVector(arena, (((615056 +% ((part24 *% 3) *% 12560)) +% (((mb26 *% 3) +% 1) *% 12560)) +% (nb25 *% 24)), t27_c1_0)
-            storeVector(arena, ((((615056 +% ((part24 *% 3) *% 12560)) +% (((mb26 *% 3) +% 1) *% 12560)) +% (nb25 *% 24)) +% 8), t27_c1_1)
-            storeVector(arena, ((((615056 +% ((part24 *% 3) *% 12560)) +% (((mb26 *% 3) +% 1) *% 12560)) +% (nb25 *% 24)) +% 16), t27_c1_2)
-            storeVector(arena, (((615056 +% ((part24 *% 3) *% 12560)) +% (((mb26 *% 3) +% 2) *% 12560)) +% (nb25 *% 24)), t27_c2_0)
-            storeVector(arena, ((((615056 +% ((part24 *% 3) *% 12560)) +% (((mb26 *% 3) +% 2) *% 12560)) +% (nb25 *% 24)) +% 8), t27_c2_1)
-            storeVector(arena, ((((615056 +% ((part24 *% 3) *% 12560)) +% (((mb26 *% 3) +% 2) *% 12560)) +% (nb25 *% 24)) +% 16), t27_c2_2)
-          }
-        }
-        for mb29 in 0..<1 {
-          var t30_c0_0 = Vector()
-          var t30_c0_1 = Vector()
-          var t30_c1_0 = Vector()
-          var t30_c1_1 = Vector()
-          var t30_c2_0 = Vector()
-          var t30_c2_1 = Vector()
-          for k31 in 0..<25 {
-            let t30_b0 = loadVector(arena, ((301056 +% (k31 *% 12560)) +% 12528))
-            let t30_b1 = loadVector(arena, (((301056 +% (k31 *% 12560)) +% 12528) +% 8))
-            let t30_a0 = Vector(repeating: params[((((part24 *% 3) *% 25) +% ((mb29 *% 3) *% 25)) +% k31)])
-            t30_c0_0 = t30_c0_0.addingProduct(t30_a0, t30_b0)
-            t30_c0_1 = t30_c0_1.addingProduct(t30_a0, t30_b1)
-            let t30_a1 = Vector(repeating: params[((((part24 *% 3) *% 25) +% (((mb29 *% 3) +% 1) *% 25)) +% k31)])
-            t30_c1_0 = t30_c1_0.addingProduct(t30_a1, t30_b0)
-            t30_c1_1 = t30_c1_1.addingProduct(t30_a1, t30_b1)
-            let t30_a2 = Vector(repeating: params[((((part24 *% 3) *% 25) +% (((mb29 *% 3) +% 2) *% 25)) +% k31)])
-            t30_c2_0 = t30_c2_0.addingProduct(t30_a2, t30_b0)
-            t30_c2_1 = t30_c2_1.addingProduct(t30_a2, t30_b1)
-          }
-          storeVector(arena, (((615056 +% ((part24 *% 3) *% 12560)) +% ((mb29 *% 3) *% 12560)) +% 12528), t30_c0_0)
-          storeVector(arena, ((((615056 +% ((part24 *% 3) *% 12560)) +% ((mb29 *% 3) *% 12560)) +% 12528) +% 8), t30_c0_1)
-          storeVector(arena, (((615056 +% ((part24 *% 3) *% 12560)) +% (((mb29 *% 3) +% 1) *% 12560)) +% 12528), t30_c1_0)
-          storeVector(arena, ((((615056 +% ((part24 *% 3) *% 12560)) +% (((mb29 *% 3) +% 1) *% 12560)) +% 12528) +% 8), t30_c1_1)
-          storeVector(arena, (((615056 +% ((part24 *% 3) *% 12560)) +% (((mb29 *% 3) +% 2) *% 12560)) +% 12528), t30_c2_0)
-          storeVector(arena, ((((615056 +% ((part24 *% 3) *% 12560)) +% (((mb29 *% 3) +% 2) *% 12560)) +% 12528) +% 8), t30_c2_1)
-        }
-      }
-      for j33 in 0..<16 {
-        for f34 in 0..<3 {
-          for i35 in 0..<98 {
-            storeVector(arena, ((i35 *% 8) +% ((((g1 *% 16) +% j33) *% 4704) +% ((f34 +% (part24 *% 3)) *% 784))), Vector(repeating: Float(0)).replacing(with: (loadVector(arena, ((i35 *% 8) +% ((615056 +% ((f34 +% (part24 *% 3)) *% 12560)) +% (j33 *% 784)))) + Vector(repeating: params[(150 +% (f34 +% (part24 *% 3)))])), where: (loadVector(arena, ((i35 *% 8) +% ((615056 +% ((f34 +% (part24 *% 3)) *% 12560)) +% (j33 *% 784)))) + Vector(repeating: params[(150 +% (f34 +% (part24 *% 3)))])) .> Vector(repeating: Float(0))))
+      sgemm(101, 111, 111, 3, 1568, 25, 1, params + ((part24 *% 3) *% 25), 25, arena + 301056, 1584, Float(bitPattern: 0x0), arena + (340656 +% ((part24 *% 3) *% 1584)), 1584)
+      for j25 in 0..<2 {
+        for f26 in 0..<3 {
+          for i27 in 0..<98 {
+            storeVector(arena, ((i27 *% 8) +% ((((g1 *% 2) +% j25) *% 4704) +% ((f26 +% (part24 *% 3)) *% 784))), Vector(repeating: Float(0)).replacing(with: (loadVector(arena, ((i27 *% 8) +% ((340656 +% ((f26 +% (part24 *% 3)) *% 1584)) +% (j25 *% 784)))) + Vector(repeating: params[(150 +% (f26 +% (part24 *% 3)))])), where: (loadVector(arena, ((i27 *% 8) +% ((340656 +% ((f26 +% (part24 *% 3)) *% 1584)) +% (j25 *% 784)))) + Vector(repeating: params[(150 +% (f26 +% (part24 *% 3)))])) .> Vector(repeating: Float(0))))
           }
         }
       }
     }
   }
   // pool1 = avgpool(conv1)
-  parallelFor(pool, 2) { part36 in
-    for q37 in 0..<192 {
-      for py38 in 0..<14 {
-        for px39 in 0..<14 {
-          var acc40: Float = Float(0)
-          acc40 = (acc40 + arena[((((q37 +% (part36 *% 192)) *% 784) +% (py38 *% 56)) +% (px39 *% 2))])
-          acc40 = (acc40 + arena[(((((q37 +% (part36 *% 192)) *% 784) +% (py38 *% 56)) +% (px39 *% 2)) +% 1)])
-          acc40 = (acc40 + arena[(((((q37 +% (part36 *% 192)) *% 784) +% (py38 *% 56)) +% (px39 *% 2)) +% 28)])
-          acc40 = (acc40 + arena[((((((q37 +% (part36 *% 192)) *% 784) +% (py38 *% 56)) +% (px39 *% 2)) +% 28) +% 1)])
-          arena[(((301056 +% ((q37 +% (part36 *% 192)) *% 196)) +% (py38 *% 14)) +% px39)] = (acc40 * Float(bitPattern: 0x3e800000))
+  parallelFor(pool, 2) { part28 in
+    for q29 in 0..<192 {
+      for py30 in 0..<14 {
+        for px31 in 0..<14 {
+          var acc32: Float = Float(0)
+          acc32 = (acc32 + arena[((((q29 +% (part28 *% 192)) *% 784) +% (py30 *% 56)) +% (px31 *% 2))])
+          acc32 = (acc32 + arena[(((((q29 +% (part28 *% 192)) *% 784) +% (py30 *% 56)) +% (px31 *% 2)) +% 1)])
+          acc32 = (acc32 + arena[(((((q29 +% (part28 *% 192)) *% 784) +% (py30 *% 56)) +% (px31 *% 2)) +% 28)])
+          acc32 = (acc32 + arena[((((((q29 +% (part28 *% 192)) *% 784) +% (py30 *% 56)) +% (px31 *% 2)) +% 28) +% 1)])
+          arena[(((301056 +% ((q29 +% (part28 *% 192)) *% 196)) +% (py30 *% 14)) +% px31)] = (acc32 * Float(bitPattern: 0x3e800000))
         }
       }
     }
   }
   // conv2 = conv2d_relu(pool1)
-  for g41 in 0..<4 {
-    parallelFor(pool, 2) { part42 in
-      for j43 in 0..<16 {
-        for c44 in 0..<3 {
-          for ky45 in 0..<5 {
+  for g33 in 0..<16 {
+    parallelFor(pool, 2) { part34 in
+      for j35 in 0..<4 {
+        for c36 in 0..<3 {
+          for ky37 in 0..<5 {
+            for oy38 in 0..<10 {
+              for ox39 in 0..<10 {
+                arena[(((102400 +% (((((c36 +% (part34 *% 3)) *% 5) +% ky37) *% 5) *% 400)) +% (j35 *% 100)) +% ((oy38 *% 10) +% ox39))] = arena[((((301056 +% (((g33 *% 4) +% j35) *% 1176)) +% ((c36 +% (part34 *% 3)) *% 196)) +% ((oy38 +% ky37) *% 14)) +% ox39)]
+              }
+            }
+            for oy40 in 0..<10 {
+              for ox41 in 0..<10 {
+                arena[(((102400 +% ((((((c36 +% (part34 *% 3)) *% 5) +% ky37) *% 5) +% 1) *% 400)) +% (j35 *% 100)) +% ((oy40 *% 10) +% ox41))] = arena[((((301056 +% (((g33 *% 4) +% j35) *% 1176)) +% ((c36 +% (part34 *% 3)) *% 196)) +% ((oy40 +% ky37) *% 14)) +% (ox41 +% 1))]
+              }
+            }
+            for oy42 in 0..<10 {
+              for ox43 in 0..<10 {
+                arena[(((102400 +% ((((((c36 +% (part34 *% 3)) *% 5) +% ky37) *% 5) +% 2) *% 400)) +% (j35 *% 100)) +% ((oy42 *% 10) +% ox43))] = arena[((((301056 +% (((g33 *% 4) +% j35) *% 1176)) +% ((c36 +% (part34 *% 3)) *% 196)) +% ((oy42 +% ky37) *% 14)) +% (ox43 +% 2))]
+              }
+            }
+            for oy44 in 0..<10 {
+              for ox45 in 0..<10 {
+                arena[(((102400 +% ((((((c36 +% (part34 *% 3)) *% 5) +% ky37) *% 5) +% 3) *% 400)) +% (j35 *% 100)) +% ((oy44 *% 10) +% ox45))] = arena[((((301056 +% (((g33 *% 4) +% j35) *% 1176)) +% ((c36 +% (part34 *% 3)) *% 196)) +% ((oy44 +% ky37) *% 14)) +% (ox45 +% 3))]
+              }
+            }
             for oy46 in 0..<10 {
               for ox47 in 0..<10 {
-                arena[(((376320 +% (((((c44 +% (part42 *% 3)) *% 5) +% ky45) *% 5) *% 1616)) +% (j43 *% 100)) +% ((oy46 *% 10) +% ox47))] = arena[((((301056 +% (((g41 *% 16) +% j43) *% 1176)) +% ((c44 +% (part42 *% 3)) *% 196)) +% ((oy46 +% ky45) *% 14)) +% ox47)]
-              }
-            }
-            for oy48 in 0..<10 {
-              for ox49 in 0..<10 {
-                arena[(((376320 +% ((((((c44 +% (part42 *% 3)) *% 5) +% ky45) *% 5) +% 1) *% 1616)) +% (j43 *% 100)) +% ((oy48 *% 10) +% ox49))] = arena[((((301056 +% (((g41 *% 16) +% j43) *% 1176)) +% ((c44 +% (part42 *% 3)) *% 196)) +% ((oy48 +% ky45) *% 14)) +% (ox49 +% 1))]
-              }
-            }
-            for oy50 in 0..<10 {
-              for ox51 in 0..<10 {
-                arena[(((376320 +% ((((((c44 +% (part42 *% 3)) *% 5) +% ky45) *% 5) +% 2) *% 1616)) +% (j43 *% 100)) +% ((oy50 *% 10) +% ox51))] = arena[((((301056 +% (((g41 *% 16) +% j43) *% 1176)) +% ((c44 +% (part42 *% 3)) *% 196)) +% ((oy50 +% ky45) *% 14)) +% (ox51 +% 2))]
-              }
-            }
-            for oy52 in 0..<10 {
-              for ox53 in 0..<10 {
-                arena[(((376320 +% ((((((c44 +% (part42 *% 3)) *% 5) +% ky45) *% 5) +% 3) *% 1616)) +% (j43 *% 100)) +% ((oy52 *% 10) +% ox53))] = arena[((((301056 +% (((g41 *% 16) +% j43) *% 1176)) +% ((c44 +% (part42 *% 3)) *% 196)) +% ((oy52 +% ky45) *% 14)) +% (ox53 +% 3))]
-              }
-            }
-            for oy54 in 0..<10 {
-              for ox55 in 0..<10 {
-                arena[(((376320 +% ((((((c44 +% (part42 *% 3)) *% 5) +% ky45) *% 5) +% 4) *% 1616)) +% (j43 *% 100)) +% ((oy54 *% 10) +% ox55))] = arena[((((301056 +% (((g41 *% 16) +% j43) *% 1176)) +% ((c44 +% (part42 *% 3)) *% 196)) +% ((oy54 +% ky45) *% 14)) +% (ox55 +% 4))]
+                arena[(((102400 +% ((((((c36 +% (part34 *% 3)) *% 5) +% ky37) *% 5) +% 4) *% 400)) +% (j35 *% 100)) +% ((oy46 *% 10) +% ox47))] = arena[((((301056 +% (((g33 *% 4) +% j35) *% 1176)) +% ((c36 +% (part34 *% 3)) *% 196)) +% ((oy46 +% ky37) *% 14)) +% (ox47 +% 4))]
               }
             }
           }
         }
       }
     }
-    parallelFor(pool, 2) { part56 in
-      do {  // gemm64
-        for nb57 in 0..<66 {
-          for mb58 in 0..<2 {
-            var t59_c0_0 = Vector()
-            var t59_c0_1 = Vector()
-            var t59_c0_2 = Vector()
-            var t59_c1_0 = Vector()
-            var t59_c1_1 = Vector()
-            var t59_c1_2 = Vector()
-            var t59_c2_0 = Vector()
-            var t59_c2_1 = Vector()
-            var t59_c2_2 = Vector()
-            var t59_c3_0 = Vector()
-            var t59_c3_1 = Vector()
-            var t59_c3_2 = Vector()
-            for k60 in 0..<150 {
-              let t59_b0 = loadVector(arena, ((376320 +% (k60 *% 1616)) +% (nb57 *% 24)))
-              let t59_b1 = loadVector(arena, (((376320 +% (k60 *% 1616)) +% (nb57 *% 24)) +% 8))
-              let t59_b2 = loadVector(arena, (((376320 +% (k60 *% 1616)) +% (nb57 *% 24)) +% 16))
-              let t59_a0 = Vector(repeating: params[(((156 +% ((part56 *% 8) *% 150)) +% ((mb58 *% 4) *% 150)) +% k60)])
-              t59_c0_0 = t59_c0_0.addingProduct(t59_a0, t59_b0)
-              t59_c0_1 = t59_c0_1.addingProduct(t59_a0, t59_b1)
-              t59_c0_2 = t59_c0_2.addingProduct(t59_a0, t59_b2)
-              let t59_a1 = Vector(repeating: params[(((156 +% ((part56 *% 8) *% 150)) +% (((mb58 *% 4) +% 1) *% 150)) +% k60)])
-              t59_c1_0 = t59_c1_0.addingProduct(t59_a1, t59_b0)
-              t59_c1_1 = t59_c1_1.addingProduct(t59_a1, t59_b1)
-              t59_c1_2 = t59_c1_2.addingProduct(t59_a1, t59_b2)
-              let t59_a2 = Vector(repeating: params[(((156 +% ((part56 *% 8) *% 150)) +% (((mb58 *% 4) +% 2) *% 150)) +% k60)])
-              t59_c2_0 = t59_c2_0.addingProduct(t59_a2, t59_b0)
-              t59_c2_1 = t59_c2_1.addingProduct(t59_a2, t59_b1)
-              t59_c2_2 = t59_c2_2.addingProduct(t59_a2, t59_b2)
-              let t59_a3 = Vector(repeating: params[(((156 +% ((part56 *% 8) *% 150)) +% (((mb58 *% 4) +% 3) *% 150)) +% k60)])
-              t59_c3_0 = t59_c3_0.addingProduct(t59_a3, t59_b0)
-              t59_c3_1 = t59_c3_1.addingProduct(t59_a3, t59_b1)
-              t59_c3_2 = t59_c3_2.addingProduct(t59_a3, t59_b2)
-            }
-            storeVector(arena, (((618720 +% ((part56 *% 8) *% 1616)) +% ((mb58 *% 4) *% 1616)) +% (nb57 *% 24)), t59_c0_0)
-            storeVector(arena, ((((618720 +% ((part56 *% 8) *% 1616)) +% ((mb58 *% 4) *% 1616)) +% (nb57 *% 24)) +% 8), t59_c0_1)
-            storeVector(arena, ((((618720 +% ((part56 *% 8) *% 1616)) +% ((mb58 *% 4) *% 1616)) +% (nb57 *% 24)) +% 16), t59_c0_2)
-            storeVector(arena, (((618720 +% ((part56 *% 8) *% 1616)) +% (((mb58 *% 4) +% 1) *% 1616)) +% (nb57 *% 24)), t59_c1_0)
-            storeVector(arena, ((((618720 +% ((part56 *% 8) *% 1616)) +% (((mb58 *% 4) +% 1) *% 1616)) +% (nb57 *% 24)) +% 8), t59_c1_1)
-            storeVector(arena, ((((618720 +% ((part56 *% 8) *% 1616)) +% (((mb58 *% 4) +% 1) *% 1616)) +% (nb57 *% 24)) +% 16), t59_c1_2)
-            storeVector(arena, (((618720 +% ((part56 *% 8) *% 1616)) +% (((mb58 *% 4) +% 2) *% 1616)) +% (nb57 *% 24)), t59_c2_0)
-            storeVector(arena, ((((618720 +% ((part56 *% 8) *% 1616)) +% (((mb58 *% 4) +% 2) *% 1616)) +% (nb57 *% 24)) +% 8), t59_c2_1)
-            storeVector(arena, ((((618720 +% ((part56 *% 8) *% 1616)) +% (((mb58 *% 4) +% 2) *% 1616)) +% (nb57 *% 24)) +% 16), t59_c2_2)
-            storeVector(arena, (((618720 +% ((part56 *% 8) *% 1616)) +% (((mb58 *% 4) +% 3) *% 1616)) +% (nb57 *% 24)), t59_c3_0)
-            storeVector(arena, ((((618720 +% ((part56 *% 8) *% 1616)) +% (((mb58 *% 4) +% 3) *% 1616)) +% (nb57 *% 24)) +% 8), t59_c3_1)
-            storeVector(arena, ((((618720 +% ((part56 *% 8) *% 1616)) +% (((mb58 *% 4) +% 3) *% 1616)) +% (nb57 *% 24)) +% 16), t59_c3_2)
+    parallelFor(pool, 2) { part48 in
+      sgemm(101, 111, 111, 8, 400, 150, 1, params + (156 +% ((part48 *% 8) *% 150)), 150, arena + 102400, 400, Float(bitPattern: 0x0), arena + (162400 +% ((part48 *% 8) *% 400)), 400)
+      for j49 in 0..<4 {
+        for f50 in 0..<8 {
+          for i51 in 0..<12 {
+            storeVector(arena, ((i51 *% 8) +% ((((g33 *% 4) +% j49) *% 1600) +% ((f50 +% (part48 *% 8)) *% 100))), Vector(repeating: Float(0)).replacing(with: (loadVector(arena, ((i51 *% 8) +% ((162400 +% ((f50 +% (part48 *% 8)) *% 400)) +% (j49 *% 100)))) + Vector(repeating: params[(2556 +% (f50 +% (part48 *% 8)))])), where: (loadVector(arena, ((i51 *% 8) +% ((162400 +% ((f50 +% (part48 *% 8)) *% 400)) +% (j49 *% 100)))) + Vector(repeating: params[(2556 +% (f50 +% (part48 *% 8)))])) .> Vector(repeating: Float(0))))
           }
-        }
-        for mb61 in 0..<2 {
-          var t62_c0_0 = Vector()
-          var t62_c0_1 = Vector()
-          var t62_c1_0 = Vector()
-          var t62_c1_1 = Vector()
-          var t62_c2_0 = Vector()
-          var t62_c2_1 = Vector()
-          var t62_c3_0 = Vector()
-          var t62_c3_1 = Vector()
-          for k63 in 0..<150 {
-            let t62_b0 = loadVector(arena, ((376320 +% (k63 *% 1616)) +% 1584))
-            let t62_b1 = loadVector(arena, (((376320 +% (k63 *% 1616)) +% 1584) +% 8))
-            let t62_a0 = Vector(repeating: params[(((156 +% ((part56 *% 8) *% 150)) +% ((mb61 *% 4) *% 150)) +% k63)])
-            t62_c0_0 = t62_c0_0.addingProduct(t62_a0, t62_b0)
-            t62_c0_1 = t62_c0_1.addingProduct(t62_a0, t62_b1)
-            let t62_a1 = Vector(repeating: params[(((156 +% ((part56 *% 8) *% 150)) +% (((mb61 *% 4) +% 1) *% 150)) +% k63)])
-            t62_c1_0 = t62_c1_0.addingProduct(t62_a1, t62_b0)
-            t62_c1_1 = t62_c1_1.addingProduct(t62_a1, t62_b1)
-            let t62_a2 = Vector(repeating: params[(((156 +% ((part56 *% 8) *% 150)) +% (((mb61 *% 4) +% 2) *% 150)) +% k63)])
-            t62_c2_0 = t62_c2_0.addingProduct(t62_a2, t62_b0)
-            t62_c2_1 = t62_c2_1.addingProduct(t62_a2, t62_b1)
-            let t62_a3 = Vector(repeating: params[(((156 +% ((part56 *% 8) *% 150)) +% (((mb61 *% 4) +% 3) *% 150)) +% k63)])
-            t62_c3_0 = t62_c3_0.addingProduct(t62_a3, t62_b0)
-            t62_c3_1 = t62_c3_1.addingProduct(t62_a3, t62_b1)
-          }
-          storeVector(arena, (((618720 +% ((part56 *% 8) *% 1616)) +% ((mb61 *% 4) *% 1616)) +% 1584), t62_c0_0)
-          storeVector(arena, ((((618720 +% ((part56 *% 8) *% 1616)) +% ((mb61 *% 4) *% 1616)) +% 1584) +% 8), t62_c0_1)
-          storeVector(arena, (((618720 +% ((part56 *% 8) *% 1616)) +% (((mb61 *% 4) +% 1) *% 1616)) +% 1584), t62_c1_0)
-          storeVector(arena, ((((618720 +% ((part56 *% 8) *% 1616)) +% (((mb61 *% 4) +% 1) *% 1616)) +% 1584) +% 8), t62_c1_1)
-          storeVector(arena, (((618720 +% ((part56 *% 8) *% 1616)) +% (((mb61 *% 4) +% 2) *% 1616)) +% 1584), t62_c2_0)
-          storeVector(arena, ((((618720 +% ((part56 *% 8) *% 1616)) +% (((mb61 *% 4) +% 2) *% 1616)) +% 1584) +% 8), t62_c2_1)
-          storeVector(arena, (((618720 +% ((part56 *% 8) *% 1616)) +% (((mb61 *% 4) +% 3) *% 1616)) +% 1584), t62_c3_0)
-          storeVector(arena, ((((618720 +% ((part56 *% 8) *% 1616)) +% (((mb61 *% 4) +% 3) *% 1616)) +% 1584) +% 8), t62_c3_1)
-        }
-      }
-      for j65 in 0..<16 {
-        for f66 in 0..<8 {
-          for i67 in 0..<12 {
-            storeVector(arena, ((i67 *% 8) +% ((((g41 *% 16) +% j65) *% 1600) +% ((f66 +% (part56 *% 8)) *% 100))), Vector(repeating: Float(0)).replacing(with: (loadVector(arena, ((i67 *% 8) +% ((618720 +% ((f66 +% (part56 *% 8)) *% 1616)) +% (j65 *% 100)))) + Vector(repeating: params[(2556 +% (f66 +% (part56 *% 8)))])), where: (loadVector(arena, ((i67 *% 8) +% ((618720 +% ((f66 +% (part56 *% 8)) *% 1616)) +% (j65 *% 100)))) + Vector(repeating: params[(2556 +% (f66 +% (part56 *% 8)))])) .> Vector(repeating: Float(0))))
-          }
-          for i67 in 0..<1 {
-            storePartial(arena, ((i67 +% 96) +% ((((g41 *% 16) +% j65) *% 1600) +% ((f66 +% (part56 *% 8)) *% 100))), Vector(repeating: Float(0)).replacing(with: (loadPartial(arena, ((i67 +% 96) +% ((618720 +% ((f66 +% (part56 *% 8)) *% 1616)) +% (j65 *% 100))), 4) + Vector(repeating: params[(2556 +% (f66 +% (part56 *% 8)))])), where: (loadPartial(arena, ((i67 +% 96) +% ((618720 +% ((f66 +% (part56 *% 8)) *% 1616)) +% (j65 *% 100))), 4) + Vector(repeating: params[(2556 +% (f66 +% (part56 *% 8)))])) .> Vector(repeating: Float(0))), 4)
+          for i51 in 0..<1 {
+            storePartial(arena, ((i51 +% 96) +% ((((g33 *% 4) +% j49) *% 1600) +% ((f50 +% (part48 *% 8)) *% 100))), Vector(repeating: Float(0)).replacing(with: (loadPartial(arena, ((i51 +% 96) +% ((162400 +% ((f50 +% (part48 *% 8)) *% 400)) +% (j49 *% 100))), 4) + Vector(repeating: params[(2556 +% (f50 +% (part48 *% 8)))])), where: (loadPartial(arena, ((i51 +% 96) +% ((162400 +% ((f50 +% (part48 *% 8)) *% 400)) +% (j49 *% 100))), 4) + Vector(repeating: params[(2556 +% (f50 +% (part48 *% 8)))])) .> Vector(repeating: Float(0))), 4)
           }
         }
       }
     }
   }
   // pool2 = avgpool(conv2)
-  for q68 in 0..<1024 {
-    for py69 in 0..<5 {
-      for px70 in 0..<5 {
-        var acc71: Float = Float(0)
-        acc71 = (acc71 + arena[(((q68 *% 100) +% (py69 *% 20)) +% (px70 *% 2))])
-        acc71 = (acc71 + arena[((((q68 *% 100) +% (py69 *% 20)) +% (px70 *% 2)) +% 1)])
-        acc71 = (acc71 + arena[((((q68 *% 100) +% (py69 *% 20)) +% (px70 *% 2)) +% 10)])
-        acc71 = (acc71 + arena[(((((q68 *% 100) +% (py69 *% 20)) +% (px70 *% 2)) +% 10) +% 1)])
-        arena[(((102400 +% (q68 *% 25)) +% (py69 *% 5)) +% px70)] = (acc71 * Float(bitPattern: 0x3e800000))
+  for q52 in 0..<1024 {
+    for py53 in 0..<5 {
+      for px54 in 0..<5 {
+        var acc55: Float = Float(0)
+        acc55 = (acc55 + arena[(((q52 *% 100) +% (py53 *% 20)) +% (px54 *% 2))])
+        acc55 = (acc55 + arena[((((q52 *% 100) +% (py53 *% 20)) +% (px54 *% 2)) +% 1)])
+        acc55 = (acc55 + arena[((((q52 *% 100) +% (py53 *% 20)) +% (px54 *% 2)) +% 10)])
+        acc55 = (acc55 + arena[(((((q52 *% 100) +% (py53 *% 20)) +% (px54 *% 2)) +% 10) +% 1)])
+        arena[(((102400 +% (q52 *% 25)) +% (py53 *% 5)) +% px54)] = (acc55 * Float(bitPattern: 0x3e800000))
       }
     }
   }
   // flat = flatten(pool2)
   // fc1 = dense_relu(flat)
-  for n72 in 0..<64 {
-    for k73 in 0..<400 {
-      arena[((7680 +% (k73 *% 64)) +% n72)] = arena[((102400 +% (n72 *% 400)) +% k73)]
+  for n56 in 0..<64 {
+    for k57 in 0..<400 {
+      arena[((7680 +% (k57 *% 64)) +% n56)] = arena[((102400 +% (n56 *% 400)) +% k57)]
     }
   }
-  do {  // gemm81
-    for nb74 in 0..<2 {
-      for mb75 in 0..<30 {
-        var t76_c0_0 = Vector()
-        var t76_c0_1 = Vector()
-        var t76_c0_2 = Vector()
-        var t76_c1_0 = Vector()
-        var t76_c1_1 = Vector()
-        var t76_c1_2 = Vector()
-        var t76_c2_0 = Vector()
-        var t76_c2_1 = Vector()
-        var t76_c2_2 = Vector()
-        var t76_c3_0 = Vector()
-        var t76_c3_1 = Vector()
-        var t76_c3_2 = Vector()
-        for k77 in 0..<400 {
-          let t76_b0 = loadVector(arena, ((7680 +% (k77 *% 64)) +% (nb74 *% 24)))
-          let t76_b1 = loadVector(arena, (((7680 +% (k77 *% 64)) +% (nb74 *% 24)) +% 8))
-          let t76_b2 = loadVector(arena, (((7680 +% (k77 *% 64)) +% (nb74 *% 24)) +% 16))
-          let t76_a0 = Vector(repeating: params[((2572 +% ((mb75 *% 4) *% 400)) +% k77)])
-          t76_c0_0 = t76_c0_0.addingProduct(t76_a0, t76_b0)
-          t76_c0_1 = t76_c0_1.addingProduct(t76_a0, t76_b1)
-          t76_c0_2 = t76_c0_2.addingProduct(t76_a0, t76_b2)
-          let t76_a1 = Vector(repeating: params[((2572 +% (((mb75 *% 4) +% 1) *% 400)) +% k77)])
-          t76_c1_0 = t76_c1_0.addingProduct(t76_a1, t76_b0)
-          t76_c1_1 = t76_c1_1.addingProduct(t76_a1, t76_b1)
-          t76_c1_2 = t76_c1_2.addingProduct(t76_a1, t76_b2)
-          let t76_a2 = Vector(repeating: params[((2572 +% (((mb75 *% 4) +% 2) *% 400)) +% k77)])
-          t76_c2_0 = t76_c2_0.addingProduct(t76_a2, t76_b0)
-          t76_c2_1 = t76_c2_1.addingProduct(t76_a2, t76_b1)
-          t76_c2_2 = t76_c2_2.addingProduct(t76_a2, t76_b2)
-          let t76_a3 = Vector(repeating: params[((2572 +% (((mb75 *% 4) +% 3) *% 400)) +% k77)])
-          t76_c3_0 = t76_c3_0.addingProduct(t76_a3, t76_b0)
-          t76_c3_1 = t76_c3_1.addingProduct(t76_a3, t76_b1)
-          t76_c3_2 = t76_c3_2.addingProduct(t76_a3, t76_b2)
+  do {  // gemm65
+    for nb58 in 0..<2 {
+      for mb59 in 0..<30 {
+        var t60_c0_0 = Vector()
+        var t60_c0_1 = Vector()
+        var t60_c0_2 = Vector()
+        var t60_c1_0 = Vector()
+        var t60_c1_1 = Vector()
+        var t60_c1_2 = Vector()
+        var t60_c2_0 = Vector()
+        var t60_c2_1 = Vector()
+        var t60_c2_2 = Vector()
+        var t60_c3_0 = Vector()
+        var t60_c3_1 = Vector()
+        var t60_c3_2 = Vector()
+        for k61 in 0..<400 {
+          let t60_b0 = loadVector(arena, ((7680 +% (k61 *% 64)) +% (nb58 *% 24)))
+          let t60_b1 = loadVector(arena, (((7680 +% (k61 *% 64)) +% (nb58 *% 24)) +% 8))
+          let t60_b2 = loadVector(arena, (((7680 +% (k61 *% 64)) +% (nb58 *% 24)) +% 16))
+          let t60_a0 = Vector(repeating: params[((2572 +% ((mb59 *% 4) *% 400)) +% k61)])
+          t60_c0_0 = t60_c0_0.addingProduct(t60_a0, t60_b0)
+          t60_c0_1 = t60_c0_1.addingProduct(t60_a0, t60_b1)
+          t60_c0_2 = t60_c0_2.addingProduct(t60_a0, t60_b2)
+          let t60_a1 = Vector(repeating: params[((2572 +% (((mb59 *% 4) +% 1) *% 400)) +% k61)])
+          t60_c1_0 = t60_c1_0.addingProduct(t60_a1, t60_b0)
+          t60_c1_1 = t60_c1_1.addingProduct(t60_a1, t60_b1)
+          t60_c1_2 = t60_c1_2.addingProduct(t60_a1, t60_b2)
+          let t60_a2 = Vector(repeating: params[((2572 +% (((mb59 *% 4) +% 2) *% 400)) +% k61)])
+          t60_c2_0 = t60_c2_0.addingProduct(t60_a2, t60_b0)
+          t60_c2_1 = t60_c2_1.addingProduct(t60_a2, t60_b1)
+          t60_c2_2 = t60_c2_2.addingProduct(t60_a2, t60_b2)
+          let t60_a3 = Vector(repeating: params[((2572 +% (((mb59 *% 4) +% 3) *% 400)) +% k61)])
+          t60_c3_0 = t60_c3_0.addingProduct(t60_a3, t60_b0)
+          t60_c3_1 = t60_c3_1.addingProduct(t60_a3, t60_b1)
+          t60_c3_2 = t60_c3_2.addingProduct(t60_a3, t60_b2)
         }
-        storeVector(arena, ((33280 +% ((mb75 *% 4) *% 64)) +% (nb74 *% 24)), t76_c0_0)
-        storeVector(arena, (((33280 +% ((mb75 *% 4) *% 64)) +% (nb74 *% 24)) +% 8), t76_c0_1)
-        storeVector(arena, (((33280 +% ((mb75 *% 4) *% 64)) +% (nb74 *% 24)) +% 16), t76_c0_2)
-        storeVector(arena, ((33280 +% (((mb75 *% 4) +% 1) *% 64)) +% (nb74 *% 24)), t76_c1_0)
-        storeVector(arena, (((33280 +% (((mb75 *% 4) +% 1) *% 64)) +% (nb74 *% 24)) +% 8), t76_c1_1)
-        storeVector(arena, (((33280 +% (((mb75 *% 4) +% 1) *% 64)) +% (nb74 *% 24)) +% 16), t76_c1_2)
-        storeVector(arena, ((33280 +% (((mb75 *% 4) +% 2) *% 64)) +% (nb74 *% 24)), t76_c2_0)
-        storeVector(arena, (((33280 +% (((mb75 *% 4) +% 2) *% 64)) +% (nb74 *% 24)) +% 8), t76_c2_1)
-        storeVector(arena, (((33280 +% (((mb75 *% 4) +% 2) *% 64)) +% (nb74 *% 24)) +% 16), t76_c2_2)
-        storeVector(arena, ((33280 +% (((mb75 *% 4) +% 3) *% 64)) +% (nb74 *% 24)), t76_c3_0)
-        storeVector(arena, (((33280 +% (((mb75 *% 4) +% 3) *% 64)) +% (nb74 *% 24)) +% 8), t76_c3_1)
-        storeVector(arena, (((33280 +% (((mb75 *% 4) +% 3) *% 64)) +% (nb74 *% 24)) +% 16), t76_c3_2)
+        storeVector(arena, ((33280 +% ((mb59 *% 4) *% 64)) +% (nb58 *% 24)), t60_c0_0)
+        storeVector(arena, (((33280 +% ((mb59 *% 4) *% 64)) +% (nb58 *% 24)) +% 8), t60_c0_1)
+        storeVector(arena, (((33280 +% ((mb59 *% 4) *% 64)) +% (nb58 *% 24)) +% 16), t60_c0_2)
+        storeVector(arena, ((33280 +% (((mb59 *% 4) +% 1) *% 64)) +% (nb58 *% 24)), t60_c1_0)
+        storeVector(arena, (((33280 +% (((mb59 *% 4) +% 1) *% 64)) +% (nb58 *% 24)) +% 8), t60_c1_1)
+        storeVector(arena, (((33280 +% (((mb59 *% 4) +% 1) *% 64)) +% (nb58 *% 24)) +% 16), t60_c1_2)
+        storeVector(arena, ((33280 +% (((mb59 *% 4) +% 2) *% 64)) +% (nb58 *% 24)), t60_c2_0)
+        storeVector(arena, (((33280 +% (((mb59 *% 4) +% 2) *% 64)) +% (nb58 *% 24)) +% 8), t60_c2_1)
+        storeVector(arena, (((33280 +% (((mb59 *% 4) +% 2) *% 64)) +% (nb58 *% 24)) +% 16), t60_c2_2)
+        storeVector(arena, ((33280 +% (((mb59 *% 4) +% 3) *% 64)) +% (nb58 *% 24)), t60_c3_0)
+        storeVector(arena, (((33280 +% (((mb59 *% 4) +% 3) *% 64)) +% (nb58 *% 24)) +% 8), t60_c3_1)
+        storeVector(arena, (((33280 +% (((mb59 *% 4) +% 3) *% 64)) +% (nb58 *% 24)) +% 16), t60_c3_2)
       }
     }
-    for mb78 in 0..<30 {
-      var t79_c0_0 = Vector()
-      var t79_c0_1 = Vector()
-      var t79_c1_0 = Vector()
-      var t79_c1_1 = Vector()
-      var t79_c2_0 = Vector()
-      var t79_c2_1 = Vector()
-      var t79_c3_0 = Vector()
-      var t79_c3_1 = Vector()
-      for k80 in 0..<400 {
-        let t79_b0 = loadVector(arena, ((7680 +% (k80 *% 64)) +% 48))
-        let t79_b1 = loadVector(arena, (((7680 +% (k80 *% 64)) +% 48) +% 8))
-        let t79_a0 = Vector(repeating: params[((2572 +% ((mb78 *% 4) *% 400)) +% k80)])
-        t79_c0_0 = t79_c0_0.addingProduct(t79_a0, t79_b0)
-        t79_c0_1 = t79_c0_1.addingProduct(t79_a0, t79_b1)
-        let t79_a1 = Vector(repeating: params[((2572 +% (((mb78 *% 4) +% 1) *% 400)) +% k80)])
-        t79_c1_0 = t79_c1_0.addingProduct(t79_a1, t79_b0)
-        t79_c1_1 = t79_c1_1.addingProduct(t79_a1, t79_b1)
-        let t79_a2 = Vector(repeating: params[((2572 +% (((mb78 *% 4) +% 2) *% 400)) +% k80)])
-        t79_c2_0 = t79_c2_0.addingProduct(t79_a2, t79_b0)
-        t79_c2_1 = t79_c2_1.addingProduct(t79_a2, t79_b1)
-        let t79_a3 = Vector(repeating: params[((2572 +% (((mb78 *% 4) +% 3) *% 400)) +% k80)])
-        t79_c3_0 = t79_c3_0.addingProduct(t79_a3, t79_b0)
-        t79_c3_1 = t79_c3_1.addingProduct(t79_a3, t79_b1)
+    for mb62 in 0..<30 {
+      var t63_c0_0 = Vector()
+      var t63_c0_1 = Vector()
+      var t63_c1_0 = Vector()
+      var t63_c1_1 = Vector()
+      var t63_c2_0 = Vector()
+      var t63_c2_1 = Vector()
+      var t63_c3_0 = Vector()
+      var t63_c3_1 = Vector()
+      for k64 in 0..<400 {
+        let t63_b0 = loadVector(arena, ((7680 +% (k64 *% 64)) +% 48))
+        let t63_b1 = loadVector(arena, (((7680 +% (k64 *% 64)) +% 48) +% 8))
+        let t63_a0 = Vector(repeating: params[((2572 +% ((mb62 *% 4) *% 400)) +% k64)])
+        t63_c0_0 = t63_c0_0.addingProduct(t63_a0, t63_b0)
+        t63_c0_1 = t63_c0_1.addingProduct(t63_a0, t63_b1)
+        let t63_a1 = Vector(repeating: params[((2572 +% (((mb62 *% 4) +% 1) *% 400)) +% k64)])
+        t63_c1_0 = t63_c1_0.addingProduct(t63_a1, t63_b0)
+        t63_c1_1 = t63_c1_1.addingProduct(t63_a1, t63_b1)
+        let t63_a2 = Vector(repeating: params[((2572 +% (((mb62 *% 4) +% 2) *% 400)) +% k64)])
+        t63_c2_0 = t63_c2_0.addingProduct(t63_a2, t63_b0)
+        t63_c2_1 = t63_c2_1.addingProduct(t63_a2, t63_b1)
+        let t63_a3 = Vector(repeating: params[((2572 +% (((mb62 *% 4) +% 3) *% 400)) +% k64)])
+        t63_c3_0 = t63_c3_0.addingProduct(t63_a3, t63_b0)
+        t63_c3_1 = t63_c3_1.addingProduct(t63_a3, t63_b1)
       }
-      storeVector(arena, ((33280 +% ((mb78 *% 4) *% 64)) +% 48), t79_c0_0)
-      storeVector(arena, (((33280 +% ((mb78 *% 4) *% 64)) +% 48) +% 8), t79_c0_1)
-      storeVector(arena, ((33280 +% (((mb78 *% 4) +% 1) *% 64)) +% 48), t79_c1_0)
-      storeVector(arena, (((33280 +% (((mb78 *% 4) +% 1) *% 64)) +% 48) +% 8), t79_c1_1)
-      storeVector(arena, ((33280 +% (((mb78 *% 4) +% 2) *% 64)) +% 48), t79_c2_0)
-      storeVector(arena, (((33280 +% (((mb78 *% 4) +% 2) *% 64)) +% 48) +% 8), t79_c2_1)
-      storeVector(arena, ((33280 +% (((mb78 *% 4) +% 3) *% 64)) +% 48), t79_c3_0)
-      storeVector(arena, (((33280 +% (((mb78 *% 4) +% 3) *% 64)) +% 48) +% 8), t79_c3_1)
+      storeVector(arena, ((33280 +% ((mb62 *% 4) *% 64)) +% 48), t63_c0_0)
+      storeVector(arena, (((33280 +% ((mb62 *% 4) *% 64)) +% 48) +% 8), t63_c0_1)
+      storeVector(arena, ((33280 +% (((mb62 *% 4) +% 1) *% 64)) +% 48), t63_c1_0)
+      storeVector(arena, (((33280 +% (((mb62 *% 4) +% 1) *% 64)) +% 48) +% 8), t63_c1_1)
+      storeVector(arena, ((33280 +% (((mb62 *% 4) +% 2) *% 64)) +% 48), t63_c2_0)
+      storeVector(arena, (((33280 +% (((mb62 *% 4) +% 2) *% 64)) +% 48) +% 8), t63_c2_1)
+      storeVector(arena, ((33280 +% (((mb62 *% 4) +% 3) *% 64)) +% 48), t63_c3_0)
+      storeVector(arena, (((33280 +% (((mb62 *% 4) +% 3) *% 64)) +% 48) +% 8), t63_c3_1)
     }
   }
-  for n82 in 0..<64 {
-    for u83 in 0..<120 {
-      arena[((n82 *% 120) +% u83)] = ((arena[((33280 +% (u83 *% 64)) +% n82)] + params[(50572 +% u83)]) > Float(0) ? (arena[((33280 +% (u83 *% 64)) +% n82)] + params[(50572 +% u83)]) : Float(0))
+  for n66 in 0..<64 {
+    for u67 in 0..<120 {
+      arena[((n66 *% 120) +% u67)] = ((arena[((33280 +% (u67 *% 64)) +% n66)] + params[(50572 +% u67)]) > Float(0) ? (arena[((33280 +% (u67 *% 64)) +% n66)] + params[(50572 +% u67)]) : Float(0))
     }
   }
   // fc2 = dense_relu(fc1)
   sgemm(101, 111, 112, 64, 84, 120, 1, arena + 0, 120, params + 50692, 120, Float(bitPattern: 0x0), arena + 7680, 84)
-  for n84 in 0..<64 {
-    for u85 in 0..<10 {
-      storeVector(arena, ((u85 *% 8) +% (7680 +% (n84 *% 84))), Vector(repeating: Float(0)).replacing(with: (loadVector(arena, ((u85 *% 8) +% (7680 +% (n84 *% 84)))) + loadVector(params, ((u85 *% 8) +% 60772))), where: (loadVector(arena, ((u85 *% 8) +% (7680 +% (n84 *% 84)))) + loadVector(params, ((u85 *% 8) +% 60772))) .> Vector(repeating: Float(0))))
+  for n68 in 0..<64 {
+    for u69 in 0..<10 {
+      storeVector(arena, ((u69 *% 8) +% (7680 +% (n68 *% 84))), Vector(repeating: Float(0)).replacing(with: (loadVector(arena, ((u69 *% 8) +% (7680 +% (n68 *% 84)))) + loadVector(params, ((u69 *% 8) +% 60772))), where: (loadVector(arena, ((u69 *% 8) +% (7680 +% (n68 *% 84)))) + loadVector(params, ((u69 *% 8) +% 60772))) .> Vector(repeating: Float(0))))
     }
-    for u85 in 0..<1 {
-      storePartial(arena, ((u85 +% 80) +% (7680 +% (n84 *% 84))), Vector(repeating: Float(0)).replacing(with: (loadPartial(arena, ((u85 +% 80) +% (7680 +% (n84 *% 84))), 4) + loadPartial(params, ((u85 +% 80) +% 60772), 4)), where: (loadPartial(arena, ((u85 +% 80) +% (7680 +% (n84 *% 84))), 4) + loadPartial(params, ((u85 +% 80) +% 60772), 4)) .> Vector(repeating: Float(0))), 4)
+    for u69 in 0..<1 {
+      storePartial(arena, ((u69 +% 80) +% (7680 +% (n68 *% 84))), Vector(repeating: Float(0)).replacing(with: (loadPartial(arena, ((u69 +% 80) +% (7680 +% (n68 *% 84))), 4) + loadPartial(params, ((u69 +% 80) +% 60772), 4)), where: (loadPartial(arena, ((u69 +% 80) +% (7680 +% (n68 *% 84))), 4) + loadPartial(params, ((u69 +% 80) +% 60772), 4)) .> Vector(repeating: Float(0))), 4)
     }
   }
   // fc3 = dense(fc2)
   sgemm(101, 111, 112, 64, 10, 84, 1, arena + 7680, 84, params + 60856, 84, Float(bitPattern: 0x0), arena + 0, 10)
-  for n86 in 0..<64 {
-    for u87 in 0..<1 {
-      storeVector(arena, ((u87 *% 8) +% (n86 *% 10)), (loadVector(arena, ((u87 *% 8) +% (n86 *% 10))) + loadVector(params, ((u87 *% 8) +% 61696))))
+  for n70 in 0..<64 {
+    for u71 in 0..<1 {
+      storeVector(arena, ((u71 *% 8) +% (n70 *% 10)), (loadVector(arena, ((u71 *% 8) +% (n70 *% 10))) + loadVector(params, ((u71 *% 8) +% 61696))))
     }
-    for u87 in 0..<1 {
-      storePartial(arena, ((u87 +% 8) +% (n86 *% 10)), (loadPartial(arena, ((u87 +% 8) +% (n86 *% 10)), 2) + loadPartial(params, ((u87 +% 8) +% 61696), 2)), 2)
+    for u71 in 0..<1 {
+      storePartial(arena, ((u71 +% 8) +% (n70 *% 10)), (loadPartial(arena, ((u71 +% 8) +% (n70 *% 10)), 2) + loadPartial(params, ((u71 +% 8) +% 61696), 2)), 2)
     }
   }
 }

@@ -11437,7 +11437,7 @@ conv1.c3:                                         ; preds = %conv1.ky4.end, %con
 
 conv1.c3.end:                                     ; preds = %conv1.ky4.end
   %j2.next = add nsw i64 %conv1.j22, 1
-  %13 = icmp slt i64 %j2.next, 16
+  %13 = icmp slt i64 %j2.next, 8
   br i1 %13, label %conv1.j2, label %conv1.j2.end
 
 conv1.ky4:                                        ; preds = %conv1.oy9.end, %conv1.c3
@@ -11458,7 +11458,7 @@ conv1.oy5.end:                                    ; preds = %conv1.ox6.end
 
 conv1.ox6:                                        ; preds = %conv1.ox6, %conv1.oy5
   %conv1.ox66 = phi i64 [ 0, %conv1.oy5 ], [ %ox6.next, %conv1.ox6 ]
-  %15 = mul nsw i64 %conv1.g11, 16
+  %15 = mul nsw i64 %conv1.g11, 8
   %16 = add nsw i64 %15, %conv1.j22
   %17 = mul nsw i64 %16, 784
   %18 = mul nsw i64 %conv1.c33, 784
@@ -11472,7 +11472,7 @@ conv1.ox6:                                        ; preds = %conv1.ox6, %conv1.o
   %25 = mul nsw i64 %conv1.c33, 3
   %26 = add nsw i64 %25, %conv1.ky44
   %27 = mul nsw i64 %26, 3
-  %28 = mul nsw i64 %27, 10832
+  %28 = mul nsw i64 %27, 5424
   %29 = add nsw i64 1384448, %28
   %30 = mul nsw i64 %conv1.j22, 676
   %31 = add nsw i64 %29, %30
@@ -11499,7 +11499,7 @@ conv1.oy7.end:                                    ; preds = %conv1.ox8.end
 
 conv1.ox8:                                        ; preds = %conv1.ox8, %conv1.oy7
   %conv1.ox810 = phi i64 [ 0, %conv1.oy7 ], [ %ox8.next, %conv1.ox8 ]
-  %37 = mul nsw i64 %conv1.g11, 16
+  %37 = mul nsw i64 %conv1.g11, 8
   %38 = add nsw i64 %37, %conv1.j22
   %39 = mul nsw i64 %38, 784
   %40 = mul nsw i64 %conv1.c33, 784
@@ -11515,7 +11515,7 @@ conv1.ox8:                                        ; preds = %conv1.ox8, %conv1.o
   %49 = add nsw i64 %48, %conv1.ky44
   %50 = mul nsw i64 %49, 3
   %51 = add nsw i64 %50, 1
-  %52 = mul nsw i64 %51, 10832
+  %52 = mul nsw i64 %51, 5424
   %53 = add nsw i64 1384448, %52
   %54 = mul nsw i64 %conv1.j22, 676
   %55 = add nsw i64 %53, %54
@@ -11544,7 +11544,7 @@ conv1.oy9.end:                                    ; preds = %conv1.ox10.end
 
 conv1.ox10:                                       ; preds = %conv1.ox10, %conv1.oy9
   %conv1.ox1014 = phi i64 [ 0, %conv1.oy9 ], [ %ox10.next, %conv1.ox10 ]
-  %62 = mul nsw i64 %conv1.g11, 16
+  %62 = mul nsw i64 %conv1.g11, 8
   %63 = add nsw i64 %62, %conv1.j22
   %64 = mul nsw i64 %63, 784
   %65 = mul nsw i64 %conv1.c33, 784
@@ -11560,7 +11560,7 @@ conv1.ox10:                                       ; preds = %conv1.ox10, %conv1.
   %74 = add nsw i64 %73, %conv1.ky44
   %75 = mul nsw i64 %74, 3
   %76 = add nsw i64 %75, 2
-  %77 = mul nsw i64 %76, 10832
+  %77 = mul nsw i64 %76, 5424
   %78 = add nsw i64 1384448, %77
   %79 = mul nsw i64 %conv1.j22, 676
   %80 = add nsw i64 %78, %79
@@ -11588,7 +11588,7 @@ conv1.part11.serial:                              ; preds = %conv1.j2.end
 
 conv1.part11.done:                                ; preds = %conv1.part11.end, %conv1.part11.pool
   %g1.next = add nsw i64 %conv1.g11, 1
-  %86 = icmp slt i64 %g1.next, 4
+  %86 = icmp slt i64 %g1.next, 8
   br i1 %86, label %conv1.g1, label %conv1.g1.end
 
 conv1.part11:                                     ; preds = %conv1.part11, %conv1.part11.serial
@@ -11621,15 +11621,15 @@ conv1.f21:                                        ; preds = %conv1.i22.end, %con
 
 conv1.f21.end:                                    ; preds = %conv1.i22.end
   %j20.next = add nsw i64 %conv1.j201, 1
-  %2 = icmp slt i64 %j20.next, 16
+  %2 = icmp slt i64 %j20.next, 8
   br i1 %2, label %conv1.j20, label %conv1.j20.end
 
 conv1.i22:                                        ; preds = %conv1.i22, %conv1.f21
   %conv1.i223 = phi i64 [ 0, %conv1.f21 ], [ %i22.next, %conv1.i22 ]
   %3 = mul nsw i64 %1, 16
   %4 = add nsw i64 %conv1.f212, %3
-  %5 = mul nsw i64 %4, 10832
-  %6 = add nsw i64 1481936, %5
+  %5 = mul nsw i64 %4, 5424
+  %6 = add nsw i64 1433264, %5
   %7 = mul nsw i64 %conv1.j201, 676
   %8 = add nsw i64 %6, %7
   %9 = add nsw i64 %8, %conv1.i223
@@ -11644,8 +11644,8 @@ conv1.i22:                                        ; preds = %conv1.i22, %conv1.f
   %16 = fcmp ogt float %15, 0.000000e+00
   %17 = mul nsw i64 %1, 16
   %18 = add nsw i64 %conv1.f212, %17
-  %19 = mul nsw i64 %18, 10832
-  %20 = add nsw i64 1481936, %19
+  %19 = mul nsw i64 %18, 5424
+  %20 = add nsw i64 1433264, %19
   %21 = mul nsw i64 %conv1.j201, 676
   %22 = add nsw i64 %20, %21
   %23 = add nsw i64 %22, %conv1.i223
@@ -11658,7 +11658,7 @@ conv1.i22:                                        ; preds = %conv1.i22, %conv1.f
   %28 = load float, ptr %params7, align 4
   %29 = fadd float %24, %28
   %30 = select i1 %16, float %29, float 0.000000e+00
-  %31 = mul nsw i64 %0, 16
+  %31 = mul nsw i64 %0, 8
   %32 = add nsw i64 %31, %conv1.j201
   %33 = mul nsw i64 %32, 21632
   %34 = mul nsw i64 %1, 16
@@ -11685,15 +11685,10 @@ entry:
   %conv1.t17_a2 = alloca <8 x float>, align 32
   %conv1.t17_a1 = alloca <8 x float>, align 32
   %conv1.t17_a0 = alloca <8 x float>, align 32
-  %conv1.t17_b1 = alloca <8 x float>, align 32
   %conv1.t17_b0 = alloca <8 x float>, align 32
-  %conv1.t17_c3_1 = alloca <8 x float>, align 32
   %conv1.t17_c3_0 = alloca <8 x float>, align 32
-  %conv1.t17_c2_1 = alloca <8 x float>, align 32
   %conv1.t17_c2_0 = alloca <8 x float>, align 32
-  %conv1.t17_c1_1 = alloca <8 x float>, align 32
   %conv1.t17_c1_0 = alloca <8 x float>, align 32
-  %conv1.t17_c0_1 = alloca <8 x float>, align 32
   %conv1.t17_c0_0 = alloca <8 x float>, align 32
   %conv1.t14_a3 = alloca <8 x float>, align 32
   %conv1.t14_a2 = alloca <8 x float>, align 32
@@ -11741,19 +11736,19 @@ conv1.mb13:                                       ; preds = %conv1.k15.end, %con
 
 conv1.mb13.end:                                   ; preds = %conv1.k15.end
   %nb12.next = add nsw i64 %conv1.nb121, 1
-  %1 = icmp slt i64 %nb12.next, 450
+  %1 = icmp slt i64 %nb12.next, 225
   br i1 %1, label %conv1.nb12, label %conv1.nb12.end
 
 conv1.k15:                                        ; preds = %conv1.k15, %conv1.mb13
   %conv1.k153 = phi i64 [ 0, %conv1.mb13 ], [ %k15.next, %conv1.k15 ]
-  %2 = mul nsw i64 %conv1.k153, 10832
+  %2 = mul nsw i64 %conv1.k153, 5424
   %3 = add nsw i64 1384448, %2
   %4 = mul nsw i64 %conv1.nb121, 24
   %5 = add nsw i64 %3, %4
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
   %6 = load <8 x float>, ptr %arena4, align 4
   store <8 x float> %6, ptr %conv1.t14_b0, align 32
-  %7 = mul nsw i64 %conv1.k153, 10832
+  %7 = mul nsw i64 %conv1.k153, 5424
   %8 = add nsw i64 1384448, %7
   %9 = mul nsw i64 %conv1.nb121, 24
   %10 = add nsw i64 %8, %9
@@ -11761,7 +11756,7 @@ conv1.k15:                                        ; preds = %conv1.k15, %conv1.m
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %11
   %12 = load <8 x float>, ptr %arena5, align 4
   store <8 x float> %12, ptr %conv1.t14_b1, align 32
-  %13 = mul nsw i64 %conv1.k153, 10832
+  %13 = mul nsw i64 %conv1.k153, 5424
   %14 = add nsw i64 1384448, %13
   %15 = mul nsw i64 %conv1.nb121, 24
   %16 = add nsw i64 %14, %15
@@ -11883,10 +11878,10 @@ conv1.k15:                                        ; preds = %conv1.k15, %conv1.m
 conv1.k15.end:                                    ; preds = %conv1.k15
   %t14_c0_028 = load <8 x float>, ptr %conv1.t14_c0_0, align 32
   %71 = mul nsw i64 %0, 16
-  %72 = mul nsw i64 %71, 10832
-  %73 = add nsw i64 1481936, %72
+  %72 = mul nsw i64 %71, 5424
+  %73 = add nsw i64 1433264, %72
   %74 = mul nsw i64 %conv1.mb132, 4
-  %75 = mul nsw i64 %74, 10832
+  %75 = mul nsw i64 %74, 5424
   %76 = add nsw i64 %73, %75
   %77 = mul nsw i64 %conv1.nb121, 24
   %78 = add nsw i64 %76, %77
@@ -11894,10 +11889,10 @@ conv1.k15.end:                                    ; preds = %conv1.k15
   store <8 x float> %t14_c0_028, ptr %arena29, align 4
   %t14_c0_130 = load <8 x float>, ptr %conv1.t14_c0_1, align 32
   %79 = mul nsw i64 %0, 16
-  %80 = mul nsw i64 %79, 10832
-  %81 = add nsw i64 1481936, %80
+  %80 = mul nsw i64 %79, 5424
+  %81 = add nsw i64 1433264, %80
   %82 = mul nsw i64 %conv1.mb132, 4
-  %83 = mul nsw i64 %82, 10832
+  %83 = mul nsw i64 %82, 5424
   %84 = add nsw i64 %81, %83
   %85 = mul nsw i64 %conv1.nb121, 24
   %86 = add nsw i64 %84, %85
@@ -11906,10 +11901,10 @@ conv1.k15.end:                                    ; preds = %conv1.k15
   store <8 x float> %t14_c0_130, ptr %arena31, align 4
   %t14_c0_232 = load <8 x float>, ptr %conv1.t14_c0_2, align 32
   %88 = mul nsw i64 %0, 16
-  %89 = mul nsw i64 %88, 10832
-  %90 = add nsw i64 1481936, %89
+  %89 = mul nsw i64 %88, 5424
+  %90 = add nsw i64 1433264, %89
   %91 = mul nsw i64 %conv1.mb132, 4
-  %92 = mul nsw i64 %91, 10832
+  %92 = mul nsw i64 %91, 5424
   %93 = add nsw i64 %90, %92
   %94 = mul nsw i64 %conv1.nb121, 24
   %95 = add nsw i64 %93, %94
@@ -11918,11 +11913,11 @@ conv1.k15.end:                                    ; preds = %conv1.k15
   store <8 x float> %t14_c0_232, ptr %arena33, align 4
   %t14_c1_034 = load <8 x float>, ptr %conv1.t14_c1_0, align 32
   %97 = mul nsw i64 %0, 16
-  %98 = mul nsw i64 %97, 10832
-  %99 = add nsw i64 1481936, %98
+  %98 = mul nsw i64 %97, 5424
+  %99 = add nsw i64 1433264, %98
   %100 = mul nsw i64 %conv1.mb132, 4
   %101 = add nsw i64 %100, 1
-  %102 = mul nsw i64 %101, 10832
+  %102 = mul nsw i64 %101, 5424
   %103 = add nsw i64 %99, %102
   %104 = mul nsw i64 %conv1.nb121, 24
   %105 = add nsw i64 %103, %104
@@ -11930,11 +11925,11 @@ conv1.k15.end:                                    ; preds = %conv1.k15
   store <8 x float> %t14_c1_034, ptr %arena35, align 4
   %t14_c1_136 = load <8 x float>, ptr %conv1.t14_c1_1, align 32
   %106 = mul nsw i64 %0, 16
-  %107 = mul nsw i64 %106, 10832
-  %108 = add nsw i64 1481936, %107
+  %107 = mul nsw i64 %106, 5424
+  %108 = add nsw i64 1433264, %107
   %109 = mul nsw i64 %conv1.mb132, 4
   %110 = add nsw i64 %109, 1
-  %111 = mul nsw i64 %110, 10832
+  %111 = mul nsw i64 %110, 5424
   %112 = add nsw i64 %108, %111
   %113 = mul nsw i64 %conv1.nb121, 24
   %114 = add nsw i64 %112, %113
@@ -11943,11 +11938,11 @@ conv1.k15.end:                                    ; preds = %conv1.k15
   store <8 x float> %t14_c1_136, ptr %arena37, align 4
   %t14_c1_238 = load <8 x float>, ptr %conv1.t14_c1_2, align 32
   %116 = mul nsw i64 %0, 16
-  %117 = mul nsw i64 %116, 10832
-  %118 = add nsw i64 1481936, %117
+  %117 = mul nsw i64 %116, 5424
+  %118 = add nsw i64 1433264, %117
   %119 = mul nsw i64 %conv1.mb132, 4
   %120 = add nsw i64 %119, 1
-  %121 = mul nsw i64 %120, 10832
+  %121 = mul nsw i64 %120, 5424
   %122 = add nsw i64 %118, %121
   %123 = mul nsw i64 %conv1.nb121, 24
   %124 = add nsw i64 %122, %123
@@ -11956,11 +11951,11 @@ conv1.k15.end:                                    ; preds = %conv1.k15
   store <8 x float> %t14_c1_238, ptr %arena39, align 4
   %t14_c2_040 = load <8 x float>, ptr %conv1.t14_c2_0, align 32
   %126 = mul nsw i64 %0, 16
-  %127 = mul nsw i64 %126, 10832
-  %128 = add nsw i64 1481936, %127
+  %127 = mul nsw i64 %126, 5424
+  %128 = add nsw i64 1433264, %127
   %129 = mul nsw i64 %conv1.mb132, 4
   %130 = add nsw i64 %129, 2
-  %131 = mul nsw i64 %130, 10832
+  %131 = mul nsw i64 %130, 5424
   %132 = add nsw i64 %128, %131
   %133 = mul nsw i64 %conv1.nb121, 24
   %134 = add nsw i64 %132, %133
@@ -11968,11 +11963,11 @@ conv1.k15.end:                                    ; preds = %conv1.k15
   store <8 x float> %t14_c2_040, ptr %arena41, align 4
   %t14_c2_142 = load <8 x float>, ptr %conv1.t14_c2_1, align 32
   %135 = mul nsw i64 %0, 16
-  %136 = mul nsw i64 %135, 10832
-  %137 = add nsw i64 1481936, %136
+  %136 = mul nsw i64 %135, 5424
+  %137 = add nsw i64 1433264, %136
   %138 = mul nsw i64 %conv1.mb132, 4
   %139 = add nsw i64 %138, 2
-  %140 = mul nsw i64 %139, 10832
+  %140 = mul nsw i64 %139, 5424
   %141 = add nsw i64 %137, %140
   %142 = mul nsw i64 %conv1.nb121, 24
   %143 = add nsw i64 %141, %142
@@ -11981,11 +11976,11 @@ conv1.k15.end:                                    ; preds = %conv1.k15
   store <8 x float> %t14_c2_142, ptr %arena43, align 4
   %t14_c2_244 = load <8 x float>, ptr %conv1.t14_c2_2, align 32
   %145 = mul nsw i64 %0, 16
-  %146 = mul nsw i64 %145, 10832
-  %147 = add nsw i64 1481936, %146
+  %146 = mul nsw i64 %145, 5424
+  %147 = add nsw i64 1433264, %146
   %148 = mul nsw i64 %conv1.mb132, 4
   %149 = add nsw i64 %148, 2
-  %150 = mul nsw i64 %149, 10832
+  %150 = mul nsw i64 %149, 5424
   %151 = add nsw i64 %147, %150
   %152 = mul nsw i64 %conv1.nb121, 24
   %153 = add nsw i64 %151, %152
@@ -11994,11 +11989,11 @@ conv1.k15.end:                                    ; preds = %conv1.k15
   store <8 x float> %t14_c2_244, ptr %arena45, align 4
   %t14_c3_046 = load <8 x float>, ptr %conv1.t14_c3_0, align 32
   %155 = mul nsw i64 %0, 16
-  %156 = mul nsw i64 %155, 10832
-  %157 = add nsw i64 1481936, %156
+  %156 = mul nsw i64 %155, 5424
+  %157 = add nsw i64 1433264, %156
   %158 = mul nsw i64 %conv1.mb132, 4
   %159 = add nsw i64 %158, 3
-  %160 = mul nsw i64 %159, 10832
+  %160 = mul nsw i64 %159, 5424
   %161 = add nsw i64 %157, %160
   %162 = mul nsw i64 %conv1.nb121, 24
   %163 = add nsw i64 %161, %162
@@ -12006,11 +12001,11 @@ conv1.k15.end:                                    ; preds = %conv1.k15
   store <8 x float> %t14_c3_046, ptr %arena47, align 4
   %t14_c3_148 = load <8 x float>, ptr %conv1.t14_c3_1, align 32
   %164 = mul nsw i64 %0, 16
-  %165 = mul nsw i64 %164, 10832
-  %166 = add nsw i64 1481936, %165
+  %165 = mul nsw i64 %164, 5424
+  %166 = add nsw i64 1433264, %165
   %167 = mul nsw i64 %conv1.mb132, 4
   %168 = add nsw i64 %167, 3
-  %169 = mul nsw i64 %168, 10832
+  %169 = mul nsw i64 %168, 5424
   %170 = add nsw i64 %166, %169
   %171 = mul nsw i64 %conv1.nb121, 24
   %172 = add nsw i64 %170, %171
@@ -12019,11 +12014,11 @@ conv1.k15.end:                                    ; preds = %conv1.k15
   store <8 x float> %t14_c3_148, ptr %arena49, align 4
   %t14_c3_250 = load <8 x float>, ptr %conv1.t14_c3_2, align 32
   %174 = mul nsw i64 %0, 16
-  %175 = mul nsw i64 %174, 10832
-  %176 = add nsw i64 1481936, %175
+  %175 = mul nsw i64 %174, 5424
+  %176 = add nsw i64 1433264, %175
   %177 = mul nsw i64 %conv1.mb132, 4
   %178 = add nsw i64 %177, 3
-  %179 = mul nsw i64 %178, 10832
+  %179 = mul nsw i64 %178, 5424
   %180 = add nsw i64 %176, %179
   %181 = mul nsw i64 %conv1.nb121, 24
   %182 = add nsw i64 %180, %181
@@ -12037,13 +12032,9 @@ conv1.k15.end:                                    ; preds = %conv1.k15
 conv1.mb16:                                       ; preds = %conv1.k18.end, %conv1.nb12.end
   %conv1.mb1652 = phi i64 [ 0, %conv1.nb12.end ], [ %mb16.next, %conv1.k18.end ]
   store <8 x float> zeroinitializer, ptr %conv1.t17_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t17_c0_1, align 32
   store <8 x float> zeroinitializer, ptr %conv1.t17_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t17_c1_1, align 32
   store <8 x float> zeroinitializer, ptr %conv1.t17_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t17_c2_1, align 32
   store <8 x float> zeroinitializer, ptr %conv1.t17_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t17_c3_1, align 32
   br label %conv1.k18
 
 conv1.mb16.end:                                   ; preds = %conv1.k18.end
@@ -12051,204 +12042,130 @@ conv1.mb16.end:                                   ; preds = %conv1.k18.end
 
 conv1.k18:                                        ; preds = %conv1.k18, %conv1.mb16
   %conv1.k1853 = phi i64 [ 0, %conv1.mb16 ], [ %k18.next, %conv1.k18 ]
-  %185 = mul nsw i64 %conv1.k1853, 10832
+  %185 = mul nsw i64 %conv1.k1853, 5424
   %186 = add nsw i64 1384448, %185
-  %187 = add nsw i64 %186, 10800
+  %187 = add nsw i64 %186, 5400
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %187
   %188 = load <8 x float>, ptr %arena54, align 4
   store <8 x float> %188, ptr %conv1.t17_b0, align 32
-  %189 = mul nsw i64 %conv1.k1853, 10832
-  %190 = add nsw i64 1384448, %189
-  %191 = add nsw i64 %190, 10800
-  %192 = add nsw i64 %191, 8
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %192
-  %193 = load <8 x float>, ptr %arena55, align 4
-  store <8 x float> %193, ptr %conv1.t17_b1, align 32
-  %194 = mul nsw i64 %0, 16
-  %195 = mul nsw i64 %194, 9
-  %196 = mul nsw i64 %conv1.mb1652, 4
-  %197 = mul nsw i64 %196, 9
-  %198 = add nsw i64 %195, %197
-  %199 = add nsw i64 %198, %conv1.k1853
-  %params56 = getelementptr inbounds float, ptr %params, i64 %199
-  %200 = load float, ptr %params56, align 4
-  %201 = insertelement <8 x float> undef, float %200, i32 0
-  %202 = shufflevector <8 x float> %201, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %202, ptr %conv1.t17_a0, align 32
+  %189 = mul nsw i64 %0, 16
+  %190 = mul nsw i64 %189, 9
+  %191 = mul nsw i64 %conv1.mb1652, 4
+  %192 = mul nsw i64 %191, 9
+  %193 = add nsw i64 %190, %192
+  %194 = add nsw i64 %193, %conv1.k1853
+  %params55 = getelementptr inbounds float, ptr %params, i64 %194
+  %195 = load float, ptr %params55, align 4
+  %196 = insertelement <8 x float> undef, float %195, i32 0
+  %197 = shufflevector <8 x float> %196, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %197, ptr %conv1.t17_a0, align 32
   %t17_a0 = load <8 x float>, ptr %conv1.t17_a0, align 32
   %t17_b0 = load <8 x float>, ptr %conv1.t17_b0, align 32
   %t17_c0_0 = load <8 x float>, ptr %conv1.t17_c0_0, align 32
-  %203 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t17_a0, <8 x float> %t17_b0, <8 x float> %t17_c0_0)
-  store <8 x float> %203, ptr %conv1.t17_c0_0, align 32
-  %t17_a057 = load <8 x float>, ptr %conv1.t17_a0, align 32
-  %t17_b1 = load <8 x float>, ptr %conv1.t17_b1, align 32
-  %t17_c0_1 = load <8 x float>, ptr %conv1.t17_c0_1, align 32
-  %204 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t17_a057, <8 x float> %t17_b1, <8 x float> %t17_c0_1)
-  store <8 x float> %204, ptr %conv1.t17_c0_1, align 32
-  %205 = mul nsw i64 %0, 16
-  %206 = mul nsw i64 %205, 9
-  %207 = mul nsw i64 %conv1.mb1652, 4
-  %208 = add nsw i64 %207, 1
-  %209 = mul nsw i64 %208, 9
-  %210 = add nsw i64 %206, %209
-  %211 = add nsw i64 %210, %conv1.k1853
-  %params58 = getelementptr inbounds float, ptr %params, i64 %211
-  %212 = load float, ptr %params58, align 4
-  %213 = insertelement <8 x float> undef, float %212, i32 0
-  %214 = shufflevector <8 x float> %213, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %214, ptr %conv1.t17_a1, align 32
+  %198 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t17_a0, <8 x float> %t17_b0, <8 x float> %t17_c0_0)
+  store <8 x float> %198, ptr %conv1.t17_c0_0, align 32
+  %199 = mul nsw i64 %0, 16
+  %200 = mul nsw i64 %199, 9
+  %201 = mul nsw i64 %conv1.mb1652, 4
+  %202 = add nsw i64 %201, 1
+  %203 = mul nsw i64 %202, 9
+  %204 = add nsw i64 %200, %203
+  %205 = add nsw i64 %204, %conv1.k1853
+  %params56 = getelementptr inbounds float, ptr %params, i64 %205
+  %206 = load float, ptr %params56, align 4
+  %207 = insertelement <8 x float> undef, float %206, i32 0
+  %208 = shufflevector <8 x float> %207, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %208, ptr %conv1.t17_a1, align 32
   %t17_a1 = load <8 x float>, ptr %conv1.t17_a1, align 32
-  %t17_b059 = load <8 x float>, ptr %conv1.t17_b0, align 32
+  %t17_b057 = load <8 x float>, ptr %conv1.t17_b0, align 32
   %t17_c1_0 = load <8 x float>, ptr %conv1.t17_c1_0, align 32
-  %215 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t17_a1, <8 x float> %t17_b059, <8 x float> %t17_c1_0)
-  store <8 x float> %215, ptr %conv1.t17_c1_0, align 32
-  %t17_a160 = load <8 x float>, ptr %conv1.t17_a1, align 32
-  %t17_b161 = load <8 x float>, ptr %conv1.t17_b1, align 32
-  %t17_c1_1 = load <8 x float>, ptr %conv1.t17_c1_1, align 32
-  %216 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t17_a160, <8 x float> %t17_b161, <8 x float> %t17_c1_1)
-  store <8 x float> %216, ptr %conv1.t17_c1_1, align 32
-  %217 = mul nsw i64 %0, 16
-  %218 = mul nsw i64 %217, 9
-  %219 = mul nsw i64 %conv1.mb1652, 4
-  %220 = add nsw i64 %219, 2
-  %221 = mul nsw i64 %220, 9
-  %222 = add nsw i64 %218, %221
-  %223 = add nsw i64 %222, %conv1.k1853
-  %params62 = getelementptr inbounds float, ptr %params, i64 %223
-  %224 = load float, ptr %params62, align 4
-  %225 = insertelement <8 x float> undef, float %224, i32 0
-  %226 = shufflevector <8 x float> %225, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %226, ptr %conv1.t17_a2, align 32
+  %209 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t17_a1, <8 x float> %t17_b057, <8 x float> %t17_c1_0)
+  store <8 x float> %209, ptr %conv1.t17_c1_0, align 32
+  %210 = mul nsw i64 %0, 16
+  %211 = mul nsw i64 %210, 9
+  %212 = mul nsw i64 %conv1.mb1652, 4
+  %213 = add nsw i64 %212, 2
+  %214 = mul nsw i64 %213, 9
+  %215 = add nsw i64 %211, %214
+  %216 = add nsw i64 %215, %conv1.k1853
+  %params58 = getelementptr inbounds float, ptr %params, i64 %216
+  %217 = load float, ptr %params58, align 4
+  %218 = insertelement <8 x float> undef, float %217, i32 0
+  %219 = shufflevector <8 x float> %218, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %219, ptr %conv1.t17_a2, align 32
   %t17_a2 = load <8 x float>, ptr %conv1.t17_a2, align 32
-  %t17_b063 = load <8 x float>, ptr %conv1.t17_b0, align 32
+  %t17_b059 = load <8 x float>, ptr %conv1.t17_b0, align 32
   %t17_c2_0 = load <8 x float>, ptr %conv1.t17_c2_0, align 32
-  %227 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t17_a2, <8 x float> %t17_b063, <8 x float> %t17_c2_0)
-  store <8 x float> %227, ptr %conv1.t17_c2_0, align 32
-  %t17_a264 = load <8 x float>, ptr %conv1.t17_a2, align 32
-  %t17_b165 = load <8 x float>, ptr %conv1.t17_b1, align 32
-  %t17_c2_1 = load <8 x float>, ptr %conv1.t17_c2_1, align 32
-  %228 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t17_a264, <8 x float> %t17_b165, <8 x float> %t17_c2_1)
-  store <8 x float> %228, ptr %conv1.t17_c2_1, align 32
-  %229 = mul nsw i64 %0, 16
-  %230 = mul nsw i64 %229, 9
-  %231 = mul nsw i64 %conv1.mb1652, 4
-  %232 = add nsw i64 %231, 3
-  %233 = mul nsw i64 %232, 9
-  %234 = add nsw i64 %230, %233
-  %235 = add nsw i64 %234, %conv1.k1853
-  %params66 = getelementptr inbounds float, ptr %params, i64 %235
-  %236 = load float, ptr %params66, align 4
-  %237 = insertelement <8 x float> undef, float %236, i32 0
-  %238 = shufflevector <8 x float> %237, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %238, ptr %conv1.t17_a3, align 32
+  %220 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t17_a2, <8 x float> %t17_b059, <8 x float> %t17_c2_0)
+  store <8 x float> %220, ptr %conv1.t17_c2_0, align 32
+  %221 = mul nsw i64 %0, 16
+  %222 = mul nsw i64 %221, 9
+  %223 = mul nsw i64 %conv1.mb1652, 4
+  %224 = add nsw i64 %223, 3
+  %225 = mul nsw i64 %224, 9
+  %226 = add nsw i64 %222, %225
+  %227 = add nsw i64 %226, %conv1.k1853
+  %params60 = getelementptr inbounds float, ptr %params, i64 %227
+  %228 = load float, ptr %params60, align 4
+  %229 = insertelement <8 x float> undef, float %228, i32 0
+  %230 = shufflevector <8 x float> %229, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %230, ptr %conv1.t17_a3, align 32
   %t17_a3 = load <8 x float>, ptr %conv1.t17_a3, align 32
-  %t17_b067 = load <8 x float>, ptr %conv1.t17_b0, align 32
+  %t17_b061 = load <8 x float>, ptr %conv1.t17_b0, align 32
   %t17_c3_0 = load <8 x float>, ptr %conv1.t17_c3_0, align 32
-  %239 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t17_a3, <8 x float> %t17_b067, <8 x float> %t17_c3_0)
-  store <8 x float> %239, ptr %conv1.t17_c3_0, align 32
-  %t17_a368 = load <8 x float>, ptr %conv1.t17_a3, align 32
-  %t17_b169 = load <8 x float>, ptr %conv1.t17_b1, align 32
-  %t17_c3_1 = load <8 x float>, ptr %conv1.t17_c3_1, align 32
-  %240 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t17_a368, <8 x float> %t17_b169, <8 x float> %t17_c3_1)
-  store <8 x float> %240, ptr %conv1.t17_c3_1, align 32
+  %231 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t17_a3, <8 x float> %t17_b061, <8 x float> %t17_c3_0)
+  store <8 x float> %231, ptr %conv1.t17_c3_0, align 32
   %k18.next = add nsw i64 %conv1.k1853, 1
-  %241 = icmp slt i64 %k18.next, 9
-  br i1 %241, label %conv1.k18, label %conv1.k18.end
+  %232 = icmp slt i64 %k18.next, 9
+  br i1 %232, label %conv1.k18, label %conv1.k18.end
 
 conv1.k18.end:                                    ; preds = %conv1.k18
-  %t17_c0_070 = load <8 x float>, ptr %conv1.t17_c0_0, align 32
-  %242 = mul nsw i64 %0, 16
-  %243 = mul nsw i64 %242, 10832
-  %244 = add nsw i64 1481936, %243
-  %245 = mul nsw i64 %conv1.mb1652, 4
-  %246 = mul nsw i64 %245, 10832
-  %247 = add nsw i64 %244, %246
-  %248 = add nsw i64 %247, 10800
-  %arena71 = getelementptr inbounds float, ptr %arena, i64 %248
-  store <8 x float> %t17_c0_070, ptr %arena71, align 4
-  %t17_c0_172 = load <8 x float>, ptr %conv1.t17_c0_1, align 32
-  %249 = mul nsw i64 %0, 16
-  %250 = mul nsw i64 %249, 10832
-  %251 = add nsw i64 1481936, %250
-  %252 = mul nsw i64 %conv1.mb1652, 4
-  %253 = mul nsw i64 %252, 10832
-  %254 = add nsw i64 %251, %253
-  %255 = add nsw i64 %254, 10800
-  %256 = add nsw i64 %255, 8
-  %arena73 = getelementptr inbounds float, ptr %arena, i64 %256
-  store <8 x float> %t17_c0_172, ptr %arena73, align 4
-  %t17_c1_074 = load <8 x float>, ptr %conv1.t17_c1_0, align 32
-  %257 = mul nsw i64 %0, 16
-  %258 = mul nsw i64 %257, 10832
-  %259 = add nsw i64 1481936, %258
-  %260 = mul nsw i64 %conv1.mb1652, 4
-  %261 = add nsw i64 %260, 1
-  %262 = mul nsw i64 %261, 10832
-  %263 = add nsw i64 %259, %262
-  %264 = add nsw i64 %263, 10800
-  %arena75 = getelementptr inbounds float, ptr %arena, i64 %264
-  store <8 x float> %t17_c1_074, ptr %arena75, align 4
-  %t17_c1_176 = load <8 x float>, ptr %conv1.t17_c1_1, align 32
-  %265 = mul nsw i64 %0, 16
-  %266 = mul nsw i64 %265, 10832
-  %267 = add nsw i64 1481936, %266
-  %268 = mul nsw i64 %conv1.mb1652, 4
-  %269 = add nsw i64 %268, 1
-  %270 = mul nsw i64 %269, 10832
-  %271 = add nsw i64 %267, %270
-  %272 = add nsw i64 %271, 10800
-  %273 = add nsw i64 %272, 8
-  %arena77 = getelementptr inbounds float, ptr %arena, i64 %273
-  store <8 x float> %t17_c1_176, ptr %arena77, align 4
-  %t17_c2_078 = load <8 x float>, ptr %conv1.t17_c2_0, align 32
-  %274 = mul nsw i64 %0, 16
-  %275 = mul nsw i64 %274, 10832
-  %276 = add nsw i64 1481936, %275
-  %277 = mul nsw i64 %conv1.mb1652, 4
-  %278 = add nsw i64 %277, 2
-  %279 = mul nsw i64 %278, 10832
-  %280 = add nsw i64 %276, %279
-  %281 = add nsw i64 %280, 10800
-  %arena79 = getelementptr inbounds float, ptr %arena, i64 %281
-  store <8 x float> %t17_c2_078, ptr %arena79, align 4
-  %t17_c2_180 = load <8 x float>, ptr %conv1.t17_c2_1, align 32
-  %282 = mul nsw i64 %0, 16
-  %283 = mul nsw i64 %282, 10832
-  %284 = add nsw i64 1481936, %283
-  %285 = mul nsw i64 %conv1.mb1652, 4
-  %286 = add nsw i64 %285, 2
-  %287 = mul nsw i64 %286, 10832
-  %288 = add nsw i64 %284, %287
-  %289 = add nsw i64 %288, 10800
-  %290 = add nsw i64 %289, 8
-  %arena81 = getelementptr inbounds float, ptr %arena, i64 %290
-  store <8 x float> %t17_c2_180, ptr %arena81, align 4
-  %t17_c3_082 = load <8 x float>, ptr %conv1.t17_c3_0, align 32
-  %291 = mul nsw i64 %0, 16
-  %292 = mul nsw i64 %291, 10832
-  %293 = add nsw i64 1481936, %292
-  %294 = mul nsw i64 %conv1.mb1652, 4
-  %295 = add nsw i64 %294, 3
-  %296 = mul nsw i64 %295, 10832
-  %297 = add nsw i64 %293, %296
-  %298 = add nsw i64 %297, 10800
-  %arena83 = getelementptr inbounds float, ptr %arena, i64 %298
-  store <8 x float> %t17_c3_082, ptr %arena83, align 4
-  %t17_c3_184 = load <8 x float>, ptr %conv1.t17_c3_1, align 32
-  %299 = mul nsw i64 %0, 16
-  %300 = mul nsw i64 %299, 10832
-  %301 = add nsw i64 1481936, %300
-  %302 = mul nsw i64 %conv1.mb1652, 4
-  %303 = add nsw i64 %302, 3
-  %304 = mul nsw i64 %303, 10832
-  %305 = add nsw i64 %301, %304
-  %306 = add nsw i64 %305, 10800
-  %307 = add nsw i64 %306, 8
-  %arena85 = getelementptr inbounds float, ptr %arena, i64 %307
-  store <8 x float> %t17_c3_184, ptr %arena85, align 4
+  %t17_c0_062 = load <8 x float>, ptr %conv1.t17_c0_0, align 32
+  %233 = mul nsw i64 %0, 16
+  %234 = mul nsw i64 %233, 5424
+  %235 = add nsw i64 1433264, %234
+  %236 = mul nsw i64 %conv1.mb1652, 4
+  %237 = mul nsw i64 %236, 5424
+  %238 = add nsw i64 %235, %237
+  %239 = add nsw i64 %238, 5400
+  %arena63 = getelementptr inbounds float, ptr %arena, i64 %239
+  store <8 x float> %t17_c0_062, ptr %arena63, align 4
+  %t17_c1_064 = load <8 x float>, ptr %conv1.t17_c1_0, align 32
+  %240 = mul nsw i64 %0, 16
+  %241 = mul nsw i64 %240, 5424
+  %242 = add nsw i64 1433264, %241
+  %243 = mul nsw i64 %conv1.mb1652, 4
+  %244 = add nsw i64 %243, 1
+  %245 = mul nsw i64 %244, 5424
+  %246 = add nsw i64 %242, %245
+  %247 = add nsw i64 %246, 5400
+  %arena65 = getelementptr inbounds float, ptr %arena, i64 %247
+  store <8 x float> %t17_c1_064, ptr %arena65, align 4
+  %t17_c2_066 = load <8 x float>, ptr %conv1.t17_c2_0, align 32
+  %248 = mul nsw i64 %0, 16
+  %249 = mul nsw i64 %248, 5424
+  %250 = add nsw i64 1433264, %249
+  %251 = mul nsw i64 %conv1.mb1652, 4
+  %252 = add nsw i64 %251, 2
+  %253 = mul nsw i64 %252, 5424
+  %254 = add nsw i64 %250, %253
+  %255 = add nsw i64 %254, 5400
+  %arena67 = getelementptr inbounds float, ptr %arena, i64 %255
+  store <8 x float> %t17_c2_066, ptr %arena67, align 4
+  %t17_c3_068 = load <8 x float>, ptr %conv1.t17_c3_0, align 32
+  %256 = mul nsw i64 %0, 16
+  %257 = mul nsw i64 %256, 5424
+  %258 = add nsw i64 1433264, %257
+  %259 = mul nsw i64 %conv1.mb1652, 4
+  %260 = add nsw i64 %259, 3
+  %261 = mul nsw i64 %260, 5424
+  %262 = add nsw i64 %258, %261
+  %263 = add nsw i64 %262, 5400
+  %arena69 = getelementptr inbounds float, ptr %arena, i64 %263
+  store <8 x float> %t17_c3_068, ptr %arena69, align 4
   %mb16.next = add nsw i64 %conv1.mb1652, 1
-  %308 = icmp slt i64 %mb16.next, 4
-  br i1 %308, label %conv1.mb16, label %conv1.mb16.end
+  %264 = icmp slt i64 %mb16.next, 4
+  br i1 %264, label %conv1.mb16, label %conv1.mb16.end
 }
 
 define internal void @mnistnet_infer_b64.k0.conv1.part11.task(ptr %0, i64 %1) {

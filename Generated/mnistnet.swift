@@ -1480,23 +1480,23 @@ public func mnistnet_infer_b64(
     }
   }
   // conv1 = conv2d_relu(image)
-  for g1 in 0..<4 {
-    for j2 in 0..<16 {
+  for g1 in 0..<8 {
+    for j2 in 0..<8 {
       for c3 in 0..<1 {
         for ky4 in 0..<3 {
           for oy5 in 0..<26 {
             for ox6 in 0..<26 {
-              arena[(((1384448 +% ((((c3 *% 3) +% ky4) *% 3) *% 10832)) +% (j2 *% 676)) +% ((oy5 *% 26) +% ox6))] = images[((((((g1 *% 16) +% j2) *% 784) +% (c3 *% 784)) +% ((oy5 +% ky4) *% 28)) +% ox6)]
+              arena[(((1384448 +% ((((c3 *% 3) +% ky4) *% 3) *% 5424)) +% (j2 *% 676)) +% ((oy5 *% 26) +% ox6))] = images[((((((g1 *% 8) +% j2) *% 784) +% (c3 *% 784)) +% ((oy5 +% ky4) *% 28)) +% ox6)]
             }
           }
           for oy7 in 0..<26 {
             for ox8 in 0..<26 {
-              arena[(((1384448 +% (((((c3 *% 3) +% ky4) *% 3) +% 1) *% 10832)) +% (j2 *% 676)) +% ((oy7 *% 26) +% ox8))] = images[((((((g1 *% 16) +% j2) *% 784) +% (c3 *% 784)) +% ((oy7 +% ky4) *% 28)) +% (ox8 +% 1))]
+              arena[(((1384448 +% (((((c3 *% 3) +% ky4) *% 3) +% 1) *% 5424)) +% (j2 *% 676)) +% ((oy7 *% 26) +% ox8))] = images[((((((g1 *% 8) +% j2) *% 784) +% (c3 *% 784)) +% ((oy7 +% ky4) *% 28)) +% (ox8 +% 1))]
             }
           }
           for oy9 in 0..<26 {
             for ox10 in 0..<26 {
-              arena[(((1384448 +% (((((c3 *% 3) +% ky4) *% 3) +% 2) *% 10832)) +% (j2 *% 676)) +% ((oy9 *% 26) +% ox10))] = images[((((((g1 *% 16) +% j2) *% 784) +% (c3 *% 784)) +% ((oy9 +% ky4) *% 28)) +% (ox10 +% 2))]
+              arena[(((1384448 +% (((((c3 *% 3) +% ky4) *% 3) +% 2) *% 5424)) +% (j2 *% 676)) +% ((oy9 *% 26) +% ox10))] = images[((((((g1 *% 8) +% j2) *% 784) +% (c3 *% 784)) +% ((oy9 +% ky4) *% 28)) +% (ox10 +% 2))]
             }
           }
         }
@@ -1504,7 +1504,7 @@ public func mnistnet_infer_b64(
     }
     parallelFor(pool, 2) { part11 in
       do {  // gemm19
-        for nb12 in 0..<450 {
+        for nb12 in 0..<225 {
           for mb13 in 0..<4 {
             var t14_c0_0 = Vector()
             var t14_c0_1 = Vector()
@@ -1519,9 +1519,9 @@ public func mnistnet_infer_b64(
             var t14_c3_1 = Vector()
             var t14_c3_2 = Vector()
             for k15 in 0..<9 {
-              let t14_b0 = loadVector(arena, ((1384448 +% (k15 *% 10832)) +% (nb12 *% 24)))
-              let t14_b1 = loadVector(arena, (((1384448 +% (k15 *% 10832)) +% (nb12 *% 24)) +% 8))
-              let t14_b2 = loadVector(arena, (((1384448 +% (k15 *% 10832)) +% (nb12 *% 24)) +% 16))
+              let t14_b0 = loadVector(arena, ((1384448 +% (k15 *% 5424)) +% (nb12 *% 24)))
+              let t14_b1 = loadVector(arena, (((1384448 +% (k15 *% 5424)) +% (nb12 *% 24)) +% 8))
+              let t14_b2 = loadVector(arena, (((1384448 +% (k15 *% 5424)) +% (nb12 *% 24)) +% 16))
               let t14_a0 = Vector(repeating: params[((((part11 *% 16) *% 9) +% ((mb13 *% 4) *% 9)) +% k15)])
               t14_c0_0 = t14_c0_0.addingProduct(t14_a0, t14_b0)
               t14_c0_1 = t14_c0_1.addingProduct(t14_a0, t14_b1)
@@ -1539,62 +1539,49 @@ public func mnistnet_infer_b64(
               t14_c3_1 = t14_c3_1.addingProduct(t14_a3, t14_b1)
               t14_c3_2 = t14_c3_2.addingProduct(t14_a3, t14_b2)
             }
-            storeVector(arena, (((1481936 +% ((part11 *% 16) *% 10832)) +% ((mb13 *% 4) *% 10832)) +% (nb12 *% 24)), t14_c0_0)
-            storeVector(arena, ((((1481936 +% ((part11 *% 16) *% 10832)) +% ((mb13 *% 4) *% 10832)) +% (nb12 *% 24)) +% 8), t14_c0_1)
-            storeVector(arena, ((((1481936 +% ((part11 *% 16) *% 10832)) +% ((mb13 *% 4) *% 10832)) +% (nb12 *% 24)) +% 16), t14_c0_2)
-            storeVector(arena, (((1481936 +% ((part11 *% 16) *% 10832)) +% (((mb13 *% 4) +% 1) *% 10832)) +% (nb12 *% 24)), t14_c1_0)
-            storeVector(arena, ((((1481936 +% ((part11 *% 16) *% 10832)) +% (((mb13 *% 4) +% 1) *% 10832)) +% (nb12 *% 24)) +% 8), t14_c1_1)
-            storeVector(arena, ((((1481936 +% ((part11 *% 16) *% 10832)) +% (((mb13 *% 4) +% 1) *% 10832)) +% (nb12 *% 24)) +% 16), t14_c1_2)
-            storeVector(arena, (((1481936 +% ((part11 *% 16) *% 10832)) +% (((mb13 *% 4) +% 2) *% 10832)) +% (nb12 *% 24)), t14_c2_0)
-            storeVector(arena, ((((1481936 +% ((part11 *% 16) *% 10832)) +% (((mb13 *% 4) +% 2) *% 10832)) +% (nb12 *% 24)) +% 8), t14_c2_1)
-            storeVector(arena, ((((1481936 +% ((part11 *% 16) *% 10832)) +% (((mb13 *% 4) +% 2) *% 10832)) +% (nb12 *% 24)) +% 16), t14_c2_2)
-            storeVector(arena, (((1481936 +% ((part11 *% 16) *% 10832)) +% (((mb13 *% 4) +% 3) *% 10832)) +% (nb12 *% 24)), t14_c3_0)
-            storeVector(arena, ((((1481936 +% ((part11 *% 16) *% 10832)) +% (((mb13 *% 4) +% 3) *% 10832)) +% (nb12 *% 24)) +% 8), t14_c3_1)
-            storeVector(arena, ((((1481936 +% ((part11 *% 16) *% 10832)) +% (((mb13 *% 4) +% 3) *% 10832)) +% (nb12 *% 24)) +% 16), t14_c3_2)
+            storeVector(arena, (((1433264 +% ((part11 *% 16) *% 5424)) +% ((mb13 *% 4) *% 5424)) +% (nb12 *% 24)), t14_c0_0)
+            storeVector(arena, ((((1433264 +% ((part11 *% 16) *% 5424)) +% ((mb13 *% 4) *% 5424)) +% (nb12 *% 24)) +% 8), t14_c0_1)
+            storeVector(arena, ((((1433264 +% ((part11 *% 16) *% 5424)) +% ((mb13 *% 4) *% 5424)) +% (nb12 *% 24)) +% 16), t14_c0_2)
+            storeVector(arena, (((1433264 +% ((part11 *% 16) *% 5424)) +% (((mb13 *% 4) +% 1) *% 5424)) +% (nb12 *% 24)), t14_c1_0)
+            storeVector(arena, ((((1433264 +% ((part11 *% 16) *% 5424)) +% (((mb13 *% 4) +% 1) *% 5424)) +% (nb12 *% 24)) +% 8), t14_c1_1)
+            storeVector(arena, ((((1433264 +% ((part11 *% 16) *% 5424)) +% (((mb13 *% 4) +% 1) *% 5424)) +% (nb12 *% 24)) +% 16), t14_c1_2)
+            storeVector(arena, (((1433264 +% ((part11 *% 16) *% 5424)) +% (((mb13 *% 4) +% 2) *% 5424)) +% (nb12 *% 24)), t14_c2_0)
+            storeVector(arena, ((((1433264 +% ((part11 *% 16) *% 5424)) +% (((mb13 *% 4) +% 2) *% 5424)) +% (nb12 *% 24)) +% 8), t14_c2_1)
+            storeVector(arena, ((((1433264 +% ((part11 *% 16) *% 5424)) +% (((mb13 *% 4) +% 2) *% 5424)) +% (nb12 *% 24)) +% 16), t14_c2_2)
+            storeVector(arena, (((1433264 +% ((part11 *% 16) *% 5424)) +% (((mb13 *% 4) +% 3) *% 5424)) +% (nb12 *% 24)), t14_c3_0)
+            storeVector(arena, ((((1433264 +% ((part11 *% 16) *% 5424)) +% (((mb13 *% 4) +% 3) *% 5424)) +% (nb12 *% 24)) +% 8), t14_c3_1)
+            storeVector(arena, ((((1433264 +% ((part11 *% 16) *% 5424)) +% (((mb13 *% 4) +% 3) *% 5424)) +% (nb12 *% 24)) +% 16), t14_c3_2)
           }
         }
         for mb16 in 0..<4 {
           var t17_c0_0 = Vector()
-          var t17_c0_1 = Vector()
           var t17_c1_0 = Vector()
-          var t17_c1_1 = Vector()
           var t17_c2_0 = Vector()
-          var t17_c2_1 = Vector()
           var t17_c3_0 = Vector()
-          var t17_c3_1 = Vector()
           for k18 in 0..<9 {
-            let t17_b0 = loadVector(arena, ((1384448 +% (k18 *% 10832)) +% 10800))
-            let t17_b1 = loadVector(arena, (((1384448 +% (k18 *% 10832)) +% 10800) +% 8))
+            let t17_b0 = loadVector(arena, ((1384448 +% (k18 *% 5424)) +% 5400))
             let t17_a0 = Vector(repeating: params[((((part11 *% 16) *% 9) +% ((mb16 *% 4) *% 9)) +% k18)])
             t17_c0_0 = t17_c0_0.addingProduct(t17_a0, t17_b0)
-            t17_c0_1 = t17_c0_1.addingProduct(t17_a0, t17_b1)
             let t17_a1 = Vector(repeating: params[((((part11 *% 16) *% 9) +% (((mb16 *% 4) +% 1) *% 9)) +% k18)])
             t17_c1_0 = t17_c1_0.addingProduct(t17_a1, t17_b0)
-            t17_c1_1 = t17_c1_1.addingProduct(t17_a1, t17_b1)
             let t17_a2 = Vector(repeating: params[((((part11 *% 16) *% 9) +% (((mb16 *% 4) +% 2) *% 9)) +% k18)])
             t17_c2_0 = t17_c2_0.addingProduct(t17_a2, t17_b0)
-            t17_c2_1 = t17_c2_1.addingProduct(t17_a2, t17_b1)
             let t17_a3 = Vector(repeating: params[((((part11 *% 16) *% 9) +% (((mb16 *% 4) +% 3) *% 9)) +% k18)])
             t17_c3_0 = t17_c3_0.addingProduct(t17_a3, t17_b0)
-            t17_c3_1 = t17_c3_1.addingProduct(t17_a3, t17_b1)
           }
-          storeVector(arena, (((1481936 +% ((part11 *% 16) *% 10832)) +% ((mb16 *% 4) *% 10832)) +% 10800), t17_c0_0)
-          storeVector(arena, ((((1481936 +% ((part11 *% 16) *% 10832)) +% ((mb16 *% 4) *% 10832)) +% 10800) +% 8), t17_c0_1)
-          storeVector(arena, (((1481936 +% ((part11 *% 16) *% 10832)) +% (((mb16 *% 4) +% 1) *% 10832)) +% 10800), t17_c1_0)
-          storeVector(arena, ((((1481936 +% ((part11 *% 16) *% 10832)) +% (((mb16 *% 4) +% 1) *% 10832)) +% 10800) +% 8), t17_c1_1)
-          storeVector(arena, (((1481936 +% ((part11 *% 16) *% 10832)) +% (((mb16 *% 4) +% 2) *% 10832)) +% 10800), t17_c2_0)
-          storeVector(arena, ((((1481936 +% ((part11 *% 16) *% 10832)) +% (((mb16 *% 4) +% 2) *% 10832)) +% 10800) +% 8), t17_c2_1)
-          storeVector(arena, (((1481936 +% ((part11 *% 16) *% 10832)) +% (((mb16 *% 4) +% 3) *% 10832)) +% 10800), t17_c3_0)
-          storeVector(arena, ((((1481936 +% ((part11 *% 16) *% 10832)) +% (((mb16 *% 4) +% 3) *% 10832)) +% 10800) +% 8), t17_c3_1)
+          storeVector(arena, (((1433264 +% ((part11 *% 16) *% 5424)) +% ((mb16 *% 4) *% 5424)) +% 5400), t17_c0_0)
+          storeVector(arena, (((1433264 +% ((part11 *% 16) *% 5424)) +% (((mb16 *% 4) +% 1) *% 5424)) +% 5400), t17_c1_0)
+          storeVector(arena, (((1433264 +% ((part11 *% 16) *% 5424)) +% (((mb16 *% 4) +% 2) *% 5424)) +% 5400), t17_c2_0)
+          storeVector(arena, (((1433264 +% ((part11 *% 16) *% 5424)) +% (((mb16 *% 4) +% 3) *% 5424)) +% 5400), t17_c3_0)
         }
       }
-      for j20 in 0..<16 {
+      for j20 in 0..<8 {
         for f21 in 0..<16 {
           for i22 in 0..<84 {
-            storeVector(arena, ((i22 *% 8) +% ((((g1 *% 16) +% j20) *% 21632) +% ((f21 +% (part11 *% 16)) *% 676))), Vector(repeating: Float(0)).replacing(with: (loadVector(arena, ((i22 *% 8) +% ((1481936 +% ((f21 +% (part11 *% 16)) *% 10832)) +% (j20 *% 676)))) + Vector(repeating: params[(288 +% (f21 +% (part11 *% 16)))])), where: (loadVector(arena, ((i22 *% 8) +% ((1481936 +% ((f21 +% (part11 *% 16)) *% 10832)) +% (j20 *% 676)))) + Vector(repeating: params[(288 +% (f21 +% (part11 *% 16)))])) .> Vector(repeating: Float(0))))
+            storeVector(arena, ((i22 *% 8) +% ((((g1 *% 8) +% j20) *% 21632) +% ((f21 +% (part11 *% 16)) *% 676))), Vector(repeating: Float(0)).replacing(with: (loadVector(arena, ((i22 *% 8) +% ((1433264 +% ((f21 +% (part11 *% 16)) *% 5424)) +% (j20 *% 676)))) + Vector(repeating: params[(288 +% (f21 +% (part11 *% 16)))])), where: (loadVector(arena, ((i22 *% 8) +% ((1433264 +% ((f21 +% (part11 *% 16)) *% 5424)) +% (j20 *% 676)))) + Vector(repeating: params[(288 +% (f21 +% (part11 *% 16)))])) .> Vector(repeating: Float(0))))
           }
           for i22 in 0..<1 {
-            storePartial(arena, ((i22 +% 672) +% ((((g1 *% 16) +% j20) *% 21632) +% ((f21 +% (part11 *% 16)) *% 676))), Vector(repeating: Float(0)).replacing(with: (loadPartial(arena, ((i22 +% 672) +% ((1481936 +% ((f21 +% (part11 *% 16)) *% 10832)) +% (j20 *% 676))), 4) + Vector(repeating: params[(288 +% (f21 +% (part11 *% 16)))])), where: (loadPartial(arena, ((i22 +% 672) +% ((1481936 +% ((f21 +% (part11 *% 16)) *% 10832)) +% (j20 *% 676))), 4) + Vector(repeating: params[(288 +% (f21 +% (part11 *% 16)))])) .> Vector(repeating: Float(0))), 4)
+            storePartial(arena, ((i22 +% 672) +% ((((g1 *% 8) +% j20) *% 21632) +% ((f21 +% (part11 *% 16)) *% 676))), Vector(repeating: Float(0)).replacing(with: (loadPartial(arena, ((i22 +% 672) +% ((1433264 +% ((f21 +% (part11 *% 16)) *% 5424)) +% (j20 *% 676))), 4) + Vector(repeating: params[(288 +% (f21 +% (part11 *% 16)))])), where: (loadPartial(arena, ((i22 +% 672) +% ((1433264 +% ((f21 +% (part11 *% 16)) *% 5424)) +% (j20 *% 676))), 4) + Vector(repeating: params[(288 +% (f21 +% (part11 *% 16)))])) .> Vector(repeating: Float(0))), 4)
           }
         }
       }

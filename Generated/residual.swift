@@ -1952,1127 +1952,1145 @@ public func residual_infer_b64(
   let images = UnsafeMutablePointer(mutating: images.unsafelyUnwrapped)
   _ = (lr, step, seed, pool)
   if 0x0 as UInt64 >= UInt64(bitPattern: step) {
-    parallelFor(pool, 2) { part29 in
-      for ci30 in 0..<16 {
-        for co31 in 0..<8 {
-          var w32: Float = (params[(160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9))] * Float(bitPattern: 0x3e800000))
-          var w33: Float = ((((Float(-1) * params[(160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9))]) - params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 3)]) - params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 6)]) * Float(bitPattern: 0x3e2aaaab))
-          var w34: Float = (((params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 3)] - params[(160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9))]) - params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 6)]) * Float(bitPattern: 0x3e2aaaab))
-          var w35: Float = (((params[(160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9))] * Float(bitPattern: 0x3d2aaaab)) + (params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 3)] * Float(bitPattern: 0x3daaaaab))) + (params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 6)] * Float(bitPattern: 0x3e2aaaab)))
-          var w36: Float = (((params[(160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9))] * Float(bitPattern: 0x3d2aaaab)) + (params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 6)] * Float(bitPattern: 0x3e2aaaab))) - (params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 3)] * Float(bitPattern: 0x3daaaaab)))
-          var w37: Float = params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 6)]
-          var w38: Float = (params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 1)] * Float(bitPattern: 0x3e800000))
-          var w39: Float = ((((Float(-1) * params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 1)]) - params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 4)]) - params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 7)]) * Float(bitPattern: 0x3e2aaaab))
-          var w40: Float = (((params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 4)] - params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 1)]) - params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 7)]) * Float(bitPattern: 0x3e2aaaab))
-          var w41: Float = (((params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 1)] * Float(bitPattern: 0x3d2aaaab)) + (params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 4)] * Float(bitPattern: 0x3daaaaab))) + (params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 7)] * Float(bitPattern: 0x3e2aaaab)))
-          var w42: Float = (((params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 1)] * Float(bitPattern: 0x3d2aaaab)) + (params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 7)] * Float(bitPattern: 0x3e2aaaab))) - (params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 4)] * Float(bitPattern: 0x3daaaaab)))
-          var w43: Float = params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 7)]
-          var w44: Float = (params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 2)] * Float(bitPattern: 0x3e800000))
-          var w45: Float = ((((Float(-1) * params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 2)]) - params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 5)]) - params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 8)]) * Float(bitPattern: 0x3e2aaaab))
-          var w46: Float = (((params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 5)] - params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 2)]) - params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 8)]) * Float(bitPattern: 0x3e2aaaab))
-          var w47: Float = (((params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 2)] * Float(bitPattern: 0x3d2aaaab)) + (params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 5)] * Float(bitPattern: 0x3daaaaab))) + (params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 8)] * Float(bitPattern: 0x3e2aaaab)))
-          var w48: Float = (((params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 2)] * Float(bitPattern: 0x3d2aaaab)) + (params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 8)] * Float(bitPattern: 0x3e2aaaab))) - (params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 5)] * Float(bitPattern: 0x3daaaaab)))
-          var w49: Float = params[((160 +% (((((part29 *% 8) +% co31) *% 16) +% ci30) *% 9)) +% 8)]
-          var w50: Float = (w32 * Float(bitPattern: 0x3e800000))
-          var w51: Float = ((((Float(-1) * w32) - w38) - w44) * Float(bitPattern: 0x3e2aaaab))
-          var w52: Float = (((w38 - w32) - w44) * Float(bitPattern: 0x3e2aaaab))
-          var w53: Float = (((w32 * Float(bitPattern: 0x3d2aaaab)) + (w38 * Float(bitPattern: 0x3daaaaab))) + (w44 * Float(bitPattern: 0x3e2aaaab)))
-          var w54: Float = (((w32 * Float(bitPattern: 0x3d2aaaab)) + (w44 * Float(bitPattern: 0x3e2aaaab))) - (w38 * Float(bitPattern: 0x3daaaaab)))
-          var w55: Float = w44
-          var w56: Float = (w33 * Float(bitPattern: 0x3e800000))
-          var w57: Float = ((((Float(-1) * w33) - w39) - w45) * Float(bitPattern: 0x3e2aaaab))
-          var w58: Float = (((w39 - w33) - w45) * Float(bitPattern: 0x3e2aaaab))
-          var w59: Float = (((w33 * Float(bitPattern: 0x3d2aaaab)) + (w39 * Float(bitPattern: 0x3daaaaab))) + (w45 * Float(bitPattern: 0x3e2aaaab)))
-          var w60: Float = (((w33 * Float(bitPattern: 0x3d2aaaab)) + (w45 * Float(bitPattern: 0x3e2aaaab))) - (w39 * Float(bitPattern: 0x3daaaaab)))
-          var w61: Float = w45
-          var w62: Float = (w34 * Float(bitPattern: 0x3e800000))
-          var w63: Float = ((((Float(-1) * w34) - w40) - w46) * Float(bitPattern: 0x3e2aaaab))
-          var w64: Float = (((w40 - w34) - w46) * Float(bitPattern: 0x3e2aaaab))
-          var w65: Float = (((w34 * Float(bitPattern: 0x3d2aaaab)) + (w40 * Float(bitPattern: 0x3daaaaab))) + (w46 * Float(bitPattern: 0x3e2aaaab)))
-          var w66: Float = (((w34 * Float(bitPattern: 0x3d2aaaab)) + (w46 * Float(bitPattern: 0x3e2aaaab))) - (w40 * Float(bitPattern: 0x3daaaaab)))
-          var w67: Float = w46
-          var w68: Float = (w35 * Float(bitPattern: 0x3e800000))
-          var w69: Float = ((((Float(-1) * w35) - w41) - w47) * Float(bitPattern: 0x3e2aaaab))
-          var w70: Float = (((w41 - w35) - w47) * Float(bitPattern: 0x3e2aaaab))
-          var w71: Float = (((w35 * Float(bitPattern: 0x3d2aaaab)) + (w41 * Float(bitPattern: 0x3daaaaab))) + (w47 * Float(bitPattern: 0x3e2aaaab)))
-          var w72: Float = (((w35 * Float(bitPattern: 0x3d2aaaab)) + (w47 * Float(bitPattern: 0x3e2aaaab))) - (w41 * Float(bitPattern: 0x3daaaaab)))
-          var w73: Float = w47
-          var w74: Float = (w36 * Float(bitPattern: 0x3e800000))
-          var w75: Float = ((((Float(-1) * w36) - w42) - w48) * Float(bitPattern: 0x3e2aaaab))
-          var w76: Float = (((w42 - w36) - w48) * Float(bitPattern: 0x3e2aaaab))
-          var w77: Float = (((w36 * Float(bitPattern: 0x3d2aaaab)) + (w42 * Float(bitPattern: 0x3daaaaab))) + (w48 * Float(bitPattern: 0x3e2aaaab)))
-          var w78: Float = (((w36 * Float(bitPattern: 0x3d2aaaab)) + (w48 * Float(bitPattern: 0x3e2aaaab))) - (w42 * Float(bitPattern: 0x3daaaaab)))
-          var w79: Float = w48
-          var w80: Float = (w37 * Float(bitPattern: 0x3e800000))
-          var w81: Float = ((((Float(-1) * w37) - w43) - w49) * Float(bitPattern: 0x3e2aaaab))
-          var w82: Float = (((w43 - w37) - w49) * Float(bitPattern: 0x3e2aaaab))
-          var w83: Float = (((w37 * Float(bitPattern: 0x3d2aaaab)) + (w43 * Float(bitPattern: 0x3daaaaab))) + (w49 * Float(bitPattern: 0x3e2aaaab)))
-          var w84: Float = (((w37 * Float(bitPattern: 0x3d2aaaab)) + (w49 * Float(bitPattern: 0x3e2aaaab))) - (w43 * Float(bitPattern: 0x3daaaaab)))
-          var w85: Float = w49
-          arena[((2408448 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w50
-          arena[((2408704 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w51
-          arena[((2408960 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w52
-          arena[((2409216 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w53
-          arena[((2409472 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w54
-          arena[((2409728 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w55
-          arena[((2409984 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w56
-          arena[((2410240 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w57
-          arena[((2410496 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w58
-          arena[((2410752 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w59
-          arena[((2411008 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w60
-          arena[((2411264 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w61
-          arena[((2411520 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w62
-          arena[((2411776 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w63
-          arena[((2412032 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w64
-          arena[((2412288 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w65
-          arena[((2412544 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w66
-          arena[((2412800 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w67
-          arena[((2413056 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w68
-          arena[((2413312 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w69
-          arena[((2413568 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w70
-          arena[((2413824 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w71
-          arena[((2414080 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w72
-          arena[((2414336 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w73
-          arena[((2414592 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w74
-          arena[((2414848 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w75
-          arena[((2415104 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w76
-          arena[((2415360 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w77
-          arena[((2415616 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w78
-          arena[((2415872 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w79
-          arena[((2416128 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w80
-          arena[((2416384 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w81
-          arena[((2416640 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w82
-          arena[((2416896 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w83
-          arena[((2417152 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w84
-          arena[((2417408 +% (ci30 *% 16)) +% ((part29 *% 8) +% co31))] = w85
+    for c1 in 0..<1 {
+      for f2 in 0..<16 {
+        arena[(2408448 +% ((((f2 / 16) *% 144) +% ((c1 *% 9) *% 16)) +% (f2 % 16)))] = params[((f2 *% 9) +% (c1 *% 9))]
+      }
+      for f3 in 0..<16 {
+        arena[(2408448 +% ((((f3 / 16) *% 144) +% (((c1 *% 9) +% 1) *% 16)) +% (f3 % 16)))] = params[(((f3 *% 9) +% (c1 *% 9)) +% 1)]
+      }
+      for f4 in 0..<16 {
+        arena[(2408448 +% ((((f4 / 16) *% 144) +% (((c1 *% 9) +% 2) *% 16)) +% (f4 % 16)))] = params[(((f4 *% 9) +% (c1 *% 9)) +% 2)]
+      }
+      for f5 in 0..<16 {
+        arena[(2408448 +% ((((f5 / 16) *% 144) +% (((c1 *% 9) +% 3) *% 16)) +% (f5 % 16)))] = params[(((f5 *% 9) +% (c1 *% 9)) +% 3)]
+      }
+      for f6 in 0..<16 {
+        arena[(2408448 +% ((((f6 / 16) *% 144) +% (((c1 *% 9) +% 4) *% 16)) +% (f6 % 16)))] = params[(((f6 *% 9) +% (c1 *% 9)) +% 4)]
+      }
+      for f7 in 0..<16 {
+        arena[(2408448 +% ((((f7 / 16) *% 144) +% (((c1 *% 9) +% 5) *% 16)) +% (f7 % 16)))] = params[(((f7 *% 9) +% (c1 *% 9)) +% 5)]
+      }
+      for f8 in 0..<16 {
+        arena[(2408448 +% ((((f8 / 16) *% 144) +% (((c1 *% 9) +% 6) *% 16)) +% (f8 % 16)))] = params[(((f8 *% 9) +% (c1 *% 9)) +% 6)]
+      }
+      for f9 in 0..<16 {
+        arena[(2408448 +% ((((f9 / 16) *% 144) +% (((c1 *% 9) +% 7) *% 16)) +% (f9 % 16)))] = params[(((f9 *% 9) +% (c1 *% 9)) +% 7)]
+      }
+      for f10 in 0..<16 {
+        arena[(2408448 +% ((((f10 / 16) *% 144) +% (((c1 *% 9) +% 8) *% 16)) +% (f10 % 16)))] = params[(((f10 *% 9) +% (c1 *% 9)) +% 8)]
+      }
+    }
+    parallelFor(pool, 2) { part52 in
+      for ci53 in 0..<16 {
+        for co54 in 0..<8 {
+          var w55: Float = (params[(160 +% (((((part52 *% 8) +% co54) *% 16) +% ci53) *% 9))] * Float(bitPattern: 0x3e800000))
+          var w56: Float = ((((Float(-1) * params[(160 +% (((((part52 *% 8) +% co54) *% 16) +% ci53) *% 9))]) - params[((160 +% (((((part52 *% 8) +% co54) *% 16) +% ci53) *% 9)) +% 3)]) - params[((160 +% (((((part52 *% 8) +% co54) *% 16) +% ci53) *% 9)) +% 6)]) * Float(bitPattern: 0x3e2aaaab))
+          var w57: Float = (((params[((160 +% (((((part52 *% 8) +% co54) *% 16) +% ci53) *% 9)) +% 3)] - params[(160 +% (((((part52 *% 8) +% co54) *% 16) +% ci53) *% 9))]) - params[((160 +% (((((part52 *% 8) +% co54) *% 16) +% ci53) *% 9)) +% 6)]) * Float(bitPattern: 0x3e2aaaab))
+          var w58: Float = (((params[(160 +% (((((part52 *% 8) +% co54) *% 16) +% ci53) *% 9))] * Float(bitPattern: 0x3d2aaaab)) + (params[((160 +% (((((part52 *% 8) +% co54) *% 16) +% ci53) *% 9)) +% 3)] * Float(bitPattern: 0x3daaaaab))) + (params[((160 +% (((((part52 *% 8) +% co54) *% 16) +% ci53) *% 9)) +% 6)] * Float(bitPattern: 0x3e2aaaab)))
+          var w59: Float = (((params[(160 +% (((((part52 *% 8) +% co54) *% 16) +% ci53) *% 9))] * Float(bitPattern: 0x3d2aaaab)) + (params[((160 +% (((((part52 *% 8) +% co54) *% 16) +% ci53) *% 9)) +% 6)] * Float(bitPattern: 0x3e2aaaab))) - (params[((160 +% (((((part52 *% 8) +% co54) *% 16) +% ci53) *% 9)) +% 3)] * Float(bitPattern: 0x3daaaaab)))
+          var w60: Float = params[((160 +% (((((part52 *% 8) +% co54) *% 16) +% ci53) *% 9)) +% 6)]
+          var w61: Float = (params[((160 +% (((((part52 *% 8) +% co54) *% 16) +% ci53) *% 9)) +% 1)] * Float(bitPattern: 0x3e800000))
+          var w62: Float = ((((Float(-1) * params[((160 +% (((((part52 *% 8) +% co54) *% 16) +% ci53) *% 9)) +% 1)]) - params[((160 +% (((((part52 *% 8) +% co54) *% 16) +% ci53) *% 9)) +% 4)]) - params[((160 +% (((((part52 *% 8) +% co54) *% 16) +% ci53) *% 9)) +% 7)]) * Float(bitPattern: 0x3e2aaaab))
+          var w63: Float = (((params[((160 +% (((((part52 *% 8) +% co54) *% 16) +% ci53) *% 9)) +% 4)] - params[((160 +% (((((part52 *% 8) +% co54) *% 16) +% ci53) *% 9)) +% 1)]) - params[((160 +% (((((part52 *% 8) +% co54) *% 16) +% ci53) *% 9)) +% 7)]) * Float(bitPattern: 0x3e2aaaab))
+          var w64: Float = (((params[((160 +% (((((part52 *% 8) +% co54) *% 16) +% ci53) *% 9)) +% 1)] * Float(bitPattern: 0x3d2aaaab)) + (params[((160 +% (((((part52 *% 8) +% co54) *% 16) +% ci53) *% 9)) +% 4)] * Float(bitPattern: 0x3daaaaab))) + (params[((160 +% (((((part52 *% 8) +% co54) *% 16) +% ci53) *% 9)) +% 7)] * Float(bitPattern: 0x3e2aaaab)))
+          var w65: Float = (((params[((160 +% (((((part52 *% 8) +% co54) *% 16) +% ci53) *% 9)) +% 1)] * Float(bitPattern: 0x3d2aaaab)) + (params[((160 +% (((((part52 *% 8) +% co54) *% 16) +% ci53) *% 9)) +% 7)] * Float(bitPattern: 0x3e2aaaab))) - (params[((160 +% (((((part52 *% 8) +% co54) *% 16) +% ci53) *% 9)) +% 4)] * Float(bitPattern: 0x3daaaaab)))
+          var w66: Float = params[((160 +% (((((part52 *% 8) +% co54) *% 16) +% ci53) *% 9)) +% 7)]
+          var w67: Float = (params[((160 +% (((((part52 *% 8) +% co54) *% 16) +% ci53) *% 9)) +% 2)] * Float(bitPattern: 0x3e800000))
+          var w68: Float = ((((Float(-1) * params[((160 +% (((((part52 *% 8) +% co54) *% 16) +% ci53) *% 9)) +% 2)]) - params[((160 +% (((((part52 *% 8) +% co54) *% 16) +% ci53) *% 9)) +% 5)]) - params[((160 +% (((((part52 *% 8) +% co54) *% 16) +% ci53) *% 9)) +% 8)]) * Float(bitPattern: 0x3e2aaaab))
+          var w69: Float = (((params[((160 +% (((((part52 *% 8) +% co54) *% 16) +% ci53) *% 9)) +% 5)] - params[((160 +% (((((part52 *% 8) +% co54) *% 16) +% ci53) *% 9)) +% 2)]) - params[((160 +% (((((part52 *% 8) +% co54) *% 16) +% ci53) *% 9)) +% 8)]) * Float(bitPattern: 0x3e2aaaab))
+          var w70: Float = (((params[((160 +% (((((part52 *% 8) +% co54) *% 16) +% ci53) *% 9)) +% 2)] * Float(bitPattern: 0x3d2aaaab)) + (params[((160 +% (((((part52 *% 8) +% co54) *% 16) +% ci53) *% 9)) +% 5)] * Float(bitPattern: 0x3daaaaab))) + (params[((160 +% (((((part52 *% 8) +% co54) *% 16) +% ci53) *% 9)) +% 8)] * Float(bitPattern: 0x3e2aaaab)))
+          var w71: Float = (((params[((160 +% (((((part52 *% 8) +% co54) *% 16) +% ci53) *% 9)) +% 2)] * Float(bitPattern: 0x3d2aaaab)) + (params[((160 +% (((((part52 *% 8) +% co54) *% 16) +% ci53) *% 9)) +% 8)] * Float(bitPattern: 0x3e2aaaab))) - (params[((160 +% (((((part52 *% 8) +% co54) *% 16) +% ci53) *% 9)) +% 5)] * Float(bitPattern: 0x3daaaaab)))
+          var w72: Float = params[((160 +% (((((part52 *% 8) +% co54) *% 16) +% ci53) *% 9)) +% 8)]
+          var w73: Float = (w55 * Float(bitPattern: 0x3e800000))
+          var w74: Float = ((((Float(-1) * w55) - w61) - w67) * Float(bitPattern: 0x3e2aaaab))
+          var w75: Float = (((w61 - w55) - w67) * Float(bitPattern: 0x3e2aaaab))
+          var w76: Float = (((w55 * Float(bitPattern: 0x3d2aaaab)) + (w61 * Float(bitPattern: 0x3daaaaab))) + (w67 * Float(bitPattern: 0x3e2aaaab)))
+          var w77: Float = (((w55 * Float(bitPattern: 0x3d2aaaab)) + (w67 * Float(bitPattern: 0x3e2aaaab))) - (w61 * Float(bitPattern: 0x3daaaaab)))
+          var w78: Float = w67
+          var w79: Float = (w56 * Float(bitPattern: 0x3e800000))
+          var w80: Float = ((((Float(-1) * w56) - w62) - w68) * Float(bitPattern: 0x3e2aaaab))
+          var w81: Float = (((w62 - w56) - w68) * Float(bitPattern: 0x3e2aaaab))
+          var w82: Float = (((w56 * Float(bitPattern: 0x3d2aaaab)) + (w62 * Float(bitPattern: 0x3daaaaab))) + (w68 * Float(bitPattern: 0x3e2aaaab)))
+          var w83: Float = (((w56 * Float(bitPattern: 0x3d2aaaab)) + (w68 * Float(bitPattern: 0x3e2aaaab))) - (w62 * Float(bitPattern: 0x3daaaaab)))
+          var w84: Float = w68
+          var w85: Float = (w57 * Float(bitPattern: 0x3e800000))
+          var w86: Float = ((((Float(-1) * w57) - w63) - w69) * Float(bitPattern: 0x3e2aaaab))
+          var w87: Float = (((w63 - w57) - w69) * Float(bitPattern: 0x3e2aaaab))
+          var w88: Float = (((w57 * Float(bitPattern: 0x3d2aaaab)) + (w63 * Float(bitPattern: 0x3daaaaab))) + (w69 * Float(bitPattern: 0x3e2aaaab)))
+          var w89: Float = (((w57 * Float(bitPattern: 0x3d2aaaab)) + (w69 * Float(bitPattern: 0x3e2aaaab))) - (w63 * Float(bitPattern: 0x3daaaaab)))
+          var w90: Float = w69
+          var w91: Float = (w58 * Float(bitPattern: 0x3e800000))
+          var w92: Float = ((((Float(-1) * w58) - w64) - w70) * Float(bitPattern: 0x3e2aaaab))
+          var w93: Float = (((w64 - w58) - w70) * Float(bitPattern: 0x3e2aaaab))
+          var w94: Float = (((w58 * Float(bitPattern: 0x3d2aaaab)) + (w64 * Float(bitPattern: 0x3daaaaab))) + (w70 * Float(bitPattern: 0x3e2aaaab)))
+          var w95: Float = (((w58 * Float(bitPattern: 0x3d2aaaab)) + (w70 * Float(bitPattern: 0x3e2aaaab))) - (w64 * Float(bitPattern: 0x3daaaaab)))
+          var w96: Float = w70
+          var w97: Float = (w59 * Float(bitPattern: 0x3e800000))
+          var w98: Float = ((((Float(-1) * w59) - w65) - w71) * Float(bitPattern: 0x3e2aaaab))
+          var w99: Float = (((w65 - w59) - w71) * Float(bitPattern: 0x3e2aaaab))
+          var w100: Float = (((w59 * Float(bitPattern: 0x3d2aaaab)) + (w65 * Float(bitPattern: 0x3daaaaab))) + (w71 * Float(bitPattern: 0x3e2aaaab)))
+          var w101: Float = (((w59 * Float(bitPattern: 0x3d2aaaab)) + (w71 * Float(bitPattern: 0x3e2aaaab))) - (w65 * Float(bitPattern: 0x3daaaaab)))
+          var w102: Float = w71
+          var w103: Float = (w60 * Float(bitPattern: 0x3e800000))
+          var w104: Float = ((((Float(-1) * w60) - w66) - w72) * Float(bitPattern: 0x3e2aaaab))
+          var w105: Float = (((w66 - w60) - w72) * Float(bitPattern: 0x3e2aaaab))
+          var w106: Float = (((w60 * Float(bitPattern: 0x3d2aaaab)) + (w66 * Float(bitPattern: 0x3daaaaab))) + (w72 * Float(bitPattern: 0x3e2aaaab)))
+          var w107: Float = (((w60 * Float(bitPattern: 0x3d2aaaab)) + (w72 * Float(bitPattern: 0x3e2aaaab))) - (w66 * Float(bitPattern: 0x3daaaaab)))
+          var w108: Float = w72
+          arena[((2408592 +% (ci53 *% 16)) +% ((part52 *% 8) +% co54))] = w73
+          arena[((2408848 +% (ci53 *% 16)) +% ((part52 *% 8) +% co54))] = w74
+          arena[((2409104 +% (ci53 *% 16)) +% ((part52 *% 8) +% co54))] = w75
+          arena[((2409360 +% (ci53 *% 16)) +% ((part52 *% 8) +% co54))] = w76
+          arena[((2409616 +% (ci53 *% 16)) +% ((part52 *% 8) +% co54))] = w77
+          arena[((2409872 +% (ci53 *% 16)) +% ((part52 *% 8) +% co54))] = w78
+          arena[((2410128 +% (ci53 *% 16)) +% ((part52 *% 8) +% co54))] = w79
+          arena[((2410384 +% (ci53 *% 16)) +% ((part52 *% 8) +% co54))] = w80
+          arena[((2410640 +% (ci53 *% 16)) +% ((part52 *% 8) +% co54))] = w81
+          arena[((2410896 +% (ci53 *% 16)) +% ((part52 *% 8) +% co54))] = w82
+          arena[((2411152 +% (ci53 *% 16)) +% ((part52 *% 8) +% co54))] = w83
+          arena[((2411408 +% (ci53 *% 16)) +% ((part52 *% 8) +% co54))] = w84
+          arena[((2411664 +% (ci53 *% 16)) +% ((part52 *% 8) +% co54))] = w85
+          arena[((2411920 +% (ci53 *% 16)) +% ((part52 *% 8) +% co54))] = w86
+          arena[((2412176 +% (ci53 *% 16)) +% ((part52 *% 8) +% co54))] = w87
+          arena[((2412432 +% (ci53 *% 16)) +% ((part52 *% 8) +% co54))] = w88
+          arena[((2412688 +% (ci53 *% 16)) +% ((part52 *% 8) +% co54))] = w89
+          arena[((2412944 +% (ci53 *% 16)) +% ((part52 *% 8) +% co54))] = w90
+          arena[((2413200 +% (ci53 *% 16)) +% ((part52 *% 8) +% co54))] = w91
+          arena[((2413456 +% (ci53 *% 16)) +% ((part52 *% 8) +% co54))] = w92
+          arena[((2413712 +% (ci53 *% 16)) +% ((part52 *% 8) +% co54))] = w93
+          arena[((2413968 +% (ci53 *% 16)) +% ((part52 *% 8) +% co54))] = w94
+          arena[((2414224 +% (ci53 *% 16)) +% ((part52 *% 8) +% co54))] = w95
+          arena[((2414480 +% (ci53 *% 16)) +% ((part52 *% 8) +% co54))] = w96
+          arena[((2414736 +% (ci53 *% 16)) +% ((part52 *% 8) +% co54))] = w97
+          arena[((2414992 +% (ci53 *% 16)) +% ((part52 *% 8) +% co54))] = w98
+          arena[((2415248 +% (ci53 *% 16)) +% ((part52 *% 8) +% co54))] = w99
+          arena[((2415504 +% (ci53 *% 16)) +% ((part52 *% 8) +% co54))] = w100
+          arena[((2415760 +% (ci53 *% 16)) +% ((part52 *% 8) +% co54))] = w101
+          arena[((2416016 +% (ci53 *% 16)) +% ((part52 *% 8) +% co54))] = w102
+          arena[((2416272 +% (ci53 *% 16)) +% ((part52 *% 8) +% co54))] = w103
+          arena[((2416528 +% (ci53 *% 16)) +% ((part52 *% 8) +% co54))] = w104
+          arena[((2416784 +% (ci53 *% 16)) +% ((part52 *% 8) +% co54))] = w105
+          arena[((2417040 +% (ci53 *% 16)) +% ((part52 *% 8) +% co54))] = w106
+          arena[((2417296 +% (ci53 *% 16)) +% ((part52 *% 8) +% co54))] = w107
+          arena[((2417552 +% (ci53 *% 16)) +% ((part52 *% 8) +% co54))] = w108
         }
       }
     }
-    parallelFor(pool, 2) { part234 in
-      for ci235 in 0..<16 {
-        for co236 in 0..<16 {
-          var w237: Float = (params[(2480 +% (((((part234 *% 16) +% co236) *% 16) +% ci235) *% 9))] * Float(bitPattern: 0x3e800000))
-          var w238: Float = ((((Float(-1) * params[(2480 +% (((((part234 *% 16) +% co236) *% 16) +% ci235) *% 9))]) - params[((2480 +% (((((part234 *% 16) +% co236) *% 16) +% ci235) *% 9)) +% 3)]) - params[((2480 +% (((((part234 *% 16) +% co236) *% 16) +% ci235) *% 9)) +% 6)]) * Float(bitPattern: 0x3e2aaaab))
-          var w239: Float = (((params[((2480 +% (((((part234 *% 16) +% co236) *% 16) +% ci235) *% 9)) +% 3)] - params[(2480 +% (((((part234 *% 16) +% co236) *% 16) +% ci235) *% 9))]) - params[((2480 +% (((((part234 *% 16) +% co236) *% 16) +% ci235) *% 9)) +% 6)]) * Float(bitPattern: 0x3e2aaaab))
-          var w240: Float = (((params[(2480 +% (((((part234 *% 16) +% co236) *% 16) +% ci235) *% 9))] * Float(bitPattern: 0x3d2aaaab)) + (params[((2480 +% (((((part234 *% 16) +% co236) *% 16) +% ci235) *% 9)) +% 3)] * Float(bitPattern: 0x3daaaaab))) + (params[((2480 +% (((((part234 *% 16) +% co236) *% 16) +% ci235) *% 9)) +% 6)] * Float(bitPattern: 0x3e2aaaab)))
-          var w241: Float = (((params[(2480 +% (((((part234 *% 16) +% co236) *% 16) +% ci235) *% 9))] * Float(bitPattern: 0x3d2aaaab)) + (params[((2480 +% (((((part234 *% 16) +% co236) *% 16) +% ci235) *% 9)) +% 6)] * Float(bitPattern: 0x3e2aaaab))) - (params[((2480 +% (((((part234 *% 16) +% co236) *% 16) +% ci235) *% 9)) +% 3)] * Float(bitPattern: 0x3daaaaab)))
-          var w242: Float = params[((2480 +% (((((part234 *% 16) +% co236) *% 16) +% ci235) *% 9)) +% 6)]
-          var w243: Float = (params[((2480 +% (((((part234 *% 16) +% co236) *% 16) +% ci235) *% 9)) +% 1)] * Float(bitPattern: 0x3e800000))
-          var w244: Float = ((((Float(-1) * params[((2480 +% (((((part234 *% 16) +% co236) *% 16) +% ci235) *% 9)) +% 1)]) - params[((2480 +% (((((part234 *% 16) +% co236) *% 16) +% ci235) *% 9)) +% 4)]) - params[((2480 +% (((((part234 *% 16) +% co236) *% 16) +% ci235) *% 9)) +% 7)]) * Float(bitPattern: 0x3e2aaaab))
-          var w245: Float = (((params[((2480 +% (((((part234 *% 16) +% co236) *% 16) +% ci235) *% 9)) +% 4)] - params[((2480 +% (((((part234 *% 16) +% co236) *% 16) +% ci235) *% 9)) +% 1)]) - params[((2480 +% (((((part234 *% 16) +% co236) *% 16) +% ci235) *% 9)) +% 7)]) * Float(bitPattern: 0x3e2aaaab))
-          var w246: Float = (((params[((2480 +% (((((part234 *% 16) +% co236) *% 16) +% ci235) *% 9)) +% 1)] * Float(bitPattern: 0x3d2aaaab)) + (params[((2480 +% (((((part234 *% 16) +% co236) *% 16) +% ci235) *% 9)) +% 4)] * Float(bitPattern: 0x3daaaaab))) + (params[((2480 +% (((((part234 *% 16) +% co236) *% 16) +% ci235) *% 9)) +% 7)] * Float(bitPattern: 0x3e2aaaab)))
-          var w247: Float = (((params[((2480 +% (((((part234 *% 16) +% co236) *% 16) +% ci235) *% 9)) +% 1)] * Float(bitPattern: 0x3d2aaaab)) + (params[((2480 +% (((((part234 *% 16) +% co236) *% 16) +% ci235) *% 9)) +% 7)] * Float(bitPattern: 0x3e2aaaab))) - (params[((2480 +% (((((part234 *% 16) +% co236) *% 16) +% ci235) *% 9)) +% 4)] * Float(bitPattern: 0x3daaaaab)))
-          var w248: Float = params[((2480 +% (((((part234 *% 16) +% co236) *% 16) +% ci235) *% 9)) +% 7)]
-          var w249: Float = (params[((2480 +% (((((part234 *% 16) +% co236) *% 16) +% ci235) *% 9)) +% 2)] * Float(bitPattern: 0x3e800000))
-          var w250: Float = ((((Float(-1) * params[((2480 +% (((((part234 *% 16) +% co236) *% 16) +% ci235) *% 9)) +% 2)]) - params[((2480 +% (((((part234 *% 16) +% co236) *% 16) +% ci235) *% 9)) +% 5)]) - params[((2480 +% (((((part234 *% 16) +% co236) *% 16) +% ci235) *% 9)) +% 8)]) * Float(bitPattern: 0x3e2aaaab))
-          var w251: Float = (((params[((2480 +% (((((part234 *% 16) +% co236) *% 16) +% ci235) *% 9)) +% 5)] - params[((2480 +% (((((part234 *% 16) +% co236) *% 16) +% ci235) *% 9)) +% 2)]) - params[((2480 +% (((((part234 *% 16) +% co236) *% 16) +% ci235) *% 9)) +% 8)]) * Float(bitPattern: 0x3e2aaaab))
-          var w252: Float = (((params[((2480 +% (((((part234 *% 16) +% co236) *% 16) +% ci235) *% 9)) +% 2)] * Float(bitPattern: 0x3d2aaaab)) + (params[((2480 +% (((((part234 *% 16) +% co236) *% 16) +% ci235) *% 9)) +% 5)] * Float(bitPattern: 0x3daaaaab))) + (params[((2480 +% (((((part234 *% 16) +% co236) *% 16) +% ci235) *% 9)) +% 8)] * Float(bitPattern: 0x3e2aaaab)))
-          var w253: Float = (((params[((2480 +% (((((part234 *% 16) +% co236) *% 16) +% ci235) *% 9)) +% 2)] * Float(bitPattern: 0x3d2aaaab)) + (params[((2480 +% (((((part234 *% 16) +% co236) *% 16) +% ci235) *% 9)) +% 8)] * Float(bitPattern: 0x3e2aaaab))) - (params[((2480 +% (((((part234 *% 16) +% co236) *% 16) +% ci235) *% 9)) +% 5)] * Float(bitPattern: 0x3daaaaab)))
-          var w254: Float = params[((2480 +% (((((part234 *% 16) +% co236) *% 16) +% ci235) *% 9)) +% 8)]
-          var w255: Float = (w237 * Float(bitPattern: 0x3e800000))
-          var w256: Float = ((((Float(-1) * w237) - w243) - w249) * Float(bitPattern: 0x3e2aaaab))
-          var w257: Float = (((w243 - w237) - w249) * Float(bitPattern: 0x3e2aaaab))
-          var w258: Float = (((w237 * Float(bitPattern: 0x3d2aaaab)) + (w243 * Float(bitPattern: 0x3daaaaab))) + (w249 * Float(bitPattern: 0x3e2aaaab)))
-          var w259: Float = (((w237 * Float(bitPattern: 0x3d2aaaab)) + (w249 * Float(bitPattern: 0x3e2aaaab))) - (w243 * Float(bitPattern: 0x3daaaaab)))
-          var w260: Float = w249
-          var w261: Float = (w238 * Float(bitPattern: 0x3e800000))
-          var w262: Float = ((((Float(-1) * w238) - w244) - w250) * Float(bitPattern: 0x3e2aaaab))
-          var w263: Float = (((w244 - w238) - w250) * Float(bitPattern: 0x3e2aaaab))
-          var w264: Float = (((w238 * Float(bitPattern: 0x3d2aaaab)) + (w244 * Float(bitPattern: 0x3daaaaab))) + (w250 * Float(bitPattern: 0x3e2aaaab)))
-          var w265: Float = (((w238 * Float(bitPattern: 0x3d2aaaab)) + (w250 * Float(bitPattern: 0x3e2aaaab))) - (w244 * Float(bitPattern: 0x3daaaaab)))
-          var w266: Float = w250
-          var w267: Float = (w239 * Float(bitPattern: 0x3e800000))
-          var w268: Float = ((((Float(-1) * w239) - w245) - w251) * Float(bitPattern: 0x3e2aaaab))
-          var w269: Float = (((w245 - w239) - w251) * Float(bitPattern: 0x3e2aaaab))
-          var w270: Float = (((w239 * Float(bitPattern: 0x3d2aaaab)) + (w245 * Float(bitPattern: 0x3daaaaab))) + (w251 * Float(bitPattern: 0x3e2aaaab)))
-          var w271: Float = (((w239 * Float(bitPattern: 0x3d2aaaab)) + (w251 * Float(bitPattern: 0x3e2aaaab))) - (w245 * Float(bitPattern: 0x3daaaaab)))
-          var w272: Float = w251
-          var w273: Float = (w240 * Float(bitPattern: 0x3e800000))
-          var w274: Float = ((((Float(-1) * w240) - w246) - w252) * Float(bitPattern: 0x3e2aaaab))
-          var w275: Float = (((w246 - w240) - w252) * Float(bitPattern: 0x3e2aaaab))
-          var w276: Float = (((w240 * Float(bitPattern: 0x3d2aaaab)) + (w246 * Float(bitPattern: 0x3daaaaab))) + (w252 * Float(bitPattern: 0x3e2aaaab)))
-          var w277: Float = (((w240 * Float(bitPattern: 0x3d2aaaab)) + (w252 * Float(bitPattern: 0x3e2aaaab))) - (w246 * Float(bitPattern: 0x3daaaaab)))
-          var w278: Float = w252
-          var w279: Float = (w241 * Float(bitPattern: 0x3e800000))
-          var w280: Float = ((((Float(-1) * w241) - w247) - w253) * Float(bitPattern: 0x3e2aaaab))
-          var w281: Float = (((w247 - w241) - w253) * Float(bitPattern: 0x3e2aaaab))
-          var w282: Float = (((w241 * Float(bitPattern: 0x3d2aaaab)) + (w247 * Float(bitPattern: 0x3daaaaab))) + (w253 * Float(bitPattern: 0x3e2aaaab)))
-          var w283: Float = (((w241 * Float(bitPattern: 0x3d2aaaab)) + (w253 * Float(bitPattern: 0x3e2aaaab))) - (w247 * Float(bitPattern: 0x3daaaaab)))
-          var w284: Float = w253
-          var w285: Float = (w242 * Float(bitPattern: 0x3e800000))
-          var w286: Float = ((((Float(-1) * w242) - w248) - w254) * Float(bitPattern: 0x3e2aaaab))
-          var w287: Float = (((w248 - w242) - w254) * Float(bitPattern: 0x3e2aaaab))
-          var w288: Float = (((w242 * Float(bitPattern: 0x3d2aaaab)) + (w248 * Float(bitPattern: 0x3daaaaab))) + (w254 * Float(bitPattern: 0x3e2aaaab)))
-          var w289: Float = (((w242 * Float(bitPattern: 0x3d2aaaab)) + (w254 * Float(bitPattern: 0x3e2aaaab))) - (w248 * Float(bitPattern: 0x3daaaaab)))
-          var w290: Float = w254
-          arena[((2417664 +% (ci235 *% 32)) +% ((part234 *% 16) +% co236))] = w255
-          arena[((2418176 +% (ci235 *% 32)) +% ((part234 *% 16) +% co236))] = w256
-          arena[((2418688 +% (ci235 *% 32)) +% ((part234 *% 16) +% co236))] = w257
-          arena[((2419200 +% (ci235 *% 32)) +% ((part234 *% 16) +% co236))] = w258
-          arena[((2419712 +% (ci235 *% 32)) +% ((part234 *% 16) +% co236))] = w259
-          arena[((2420224 +% (ci235 *% 32)) +% ((part234 *% 16) +% co236))] = w260
-          arena[((2420736 +% (ci235 *% 32)) +% ((part234 *% 16) +% co236))] = w261
-          arena[((2421248 +% (ci235 *% 32)) +% ((part234 *% 16) +% co236))] = w262
-          arena[((2421760 +% (ci235 *% 32)) +% ((part234 *% 16) +% co236))] = w263
-          arena[((2422272 +% (ci235 *% 32)) +% ((part234 *% 16) +% co236))] = w264
-          arena[((2422784 +% (ci235 *% 32)) +% ((part234 *% 16) +% co236))] = w265
-          arena[((2423296 +% (ci235 *% 32)) +% ((part234 *% 16) +% co236))] = w266
-          arena[((2423808 +% (ci235 *% 32)) +% ((part234 *% 16) +% co236))] = w267
-          arena[((2424320 +% (ci235 *% 32)) +% ((part234 *% 16) +% co236))] = w268
-          arena[((2424832 +% (ci235 *% 32)) +% ((part234 *% 16) +% co236))] = w269
-          arena[((2425344 +% (ci235 *% 32)) +% ((part234 *% 16) +% co236))] = w270
-          arena[((2425856 +% (ci235 *% 32)) +% ((part234 *% 16) +% co236))] = w271
-          arena[((2426368 +% (ci235 *% 32)) +% ((part234 *% 16) +% co236))] = w272
-          arena[((2426880 +% (ci235 *% 32)) +% ((part234 *% 16) +% co236))] = w273
-          arena[((2427392 +% (ci235 *% 32)) +% ((part234 *% 16) +% co236))] = w274
-          arena[((2427904 +% (ci235 *% 32)) +% ((part234 *% 16) +% co236))] = w275
-          arena[((2428416 +% (ci235 *% 32)) +% ((part234 *% 16) +% co236))] = w276
-          arena[((2428928 +% (ci235 *% 32)) +% ((part234 *% 16) +% co236))] = w277
-          arena[((2429440 +% (ci235 *% 32)) +% ((part234 *% 16) +% co236))] = w278
-          arena[((2429952 +% (ci235 *% 32)) +% ((part234 *% 16) +% co236))] = w279
-          arena[((2430464 +% (ci235 *% 32)) +% ((part234 *% 16) +% co236))] = w280
-          arena[((2430976 +% (ci235 *% 32)) +% ((part234 *% 16) +% co236))] = w281
-          arena[((2431488 +% (ci235 *% 32)) +% ((part234 *% 16) +% co236))] = w282
-          arena[((2432000 +% (ci235 *% 32)) +% ((part234 *% 16) +% co236))] = w283
-          arena[((2432512 +% (ci235 *% 32)) +% ((part234 *% 16) +% co236))] = w284
-          arena[((2433024 +% (ci235 *% 32)) +% ((part234 *% 16) +% co236))] = w285
-          arena[((2433536 +% (ci235 *% 32)) +% ((part234 *% 16) +% co236))] = w286
-          arena[((2434048 +% (ci235 *% 32)) +% ((part234 *% 16) +% co236))] = w287
-          arena[((2434560 +% (ci235 *% 32)) +% ((part234 *% 16) +% co236))] = w288
-          arena[((2435072 +% (ci235 *% 32)) +% ((part234 *% 16) +% co236))] = w289
-          arena[((2435584 +% (ci235 *% 32)) +% ((part234 *% 16) +% co236))] = w290
+    parallelFor(pool, 2) { part254 in
+      for ci255 in 0..<16 {
+        for co256 in 0..<16 {
+          var w257: Float = (params[(2480 +% (((((part254 *% 16) +% co256) *% 16) +% ci255) *% 9))] * Float(bitPattern: 0x3e800000))
+          var w258: Float = ((((Float(-1) * params[(2480 +% (((((part254 *% 16) +% co256) *% 16) +% ci255) *% 9))]) - params[((2480 +% (((((part254 *% 16) +% co256) *% 16) +% ci255) *% 9)) +% 3)]) - params[((2480 +% (((((part254 *% 16) +% co256) *% 16) +% ci255) *% 9)) +% 6)]) * Float(bitPattern: 0x3e2aaaab))
+          var w259: Float = (((params[((2480 +% (((((part254 *% 16) +% co256) *% 16) +% ci255) *% 9)) +% 3)] - params[(2480 +% (((((part254 *% 16) +% co256) *% 16) +% ci255) *% 9))]) - params[((2480 +% (((((part254 *% 16) +% co256) *% 16) +% ci255) *% 9)) +% 6)]) * Float(bitPattern: 0x3e2aaaab))
+          var w260: Float = (((params[(2480 +% (((((part254 *% 16) +% co256) *% 16) +% ci255) *% 9))] * Float(bitPattern: 0x3d2aaaab)) + (params[((2480 +% (((((part254 *% 16) +% co256) *% 16) +% ci255) *% 9)) +% 3)] * Float(bitPattern: 0x3daaaaab))) + (params[((2480 +% (((((part254 *% 16) +% co256) *% 16) +% ci255) *% 9)) +% 6)] * Float(bitPattern: 0x3e2aaaab)))
+          var w261: Float = (((params[(2480 +% (((((part254 *% 16) +% co256) *% 16) +% ci255) *% 9))] * Float(bitPattern: 0x3d2aaaab)) + (params[((2480 +% (((((part254 *% 16) +% co256) *% 16) +% ci255) *% 9)) +% 6)] * Float(bitPattern: 0x3e2aaaab))) - (params[((2480 +% (((((part254 *% 16) +% co256) *% 16) +% ci255) *% 9)) +% 3)] * Float(bitPattern: 0x3daaaaab)))
+          var w262: Float = params[((2480 +% (((((part254 *% 16) +% co256) *% 16) +% ci255) *% 9)) +% 6)]
+          var w263: Float = (params[((2480 +% (((((part254 *% 16) +% co256) *% 16) +% ci255) *% 9)) +% 1)] * Float(bitPattern: 0x3e800000))
+          var w264: Float = ((((Float(-1) * params[((2480 +% (((((part254 *% 16) +% co256) *% 16) +% ci255) *% 9)) +% 1)]) - params[((2480 +% (((((part254 *% 16) +% co256) *% 16) +% ci255) *% 9)) +% 4)]) - params[((2480 +% (((((part254 *% 16) +% co256) *% 16) +% ci255) *% 9)) +% 7)]) * Float(bitPattern: 0x3e2aaaab))
+          var w265: Float = (((params[((2480 +% (((((part254 *% 16) +% co256) *% 16) +% ci255) *% 9)) +% 4)] - params[((2480 +% (((((part254 *% 16) +% co256) *% 16) +% ci255) *% 9)) +% 1)]) - params[((2480 +% (((((part254 *% 16) +% co256) *% 16) +% ci255) *% 9)) +% 7)]) * Float(bitPattern: 0x3e2aaaab))
+          var w266: Float = (((params[((2480 +% (((((part254 *% 16) +% co256) *% 16) +% ci255) *% 9)) +% 1)] * Float(bitPattern: 0x3d2aaaab)) + (params[((2480 +% (((((part254 *% 16) +% co256) *% 16) +% ci255) *% 9)) +% 4)] * Float(bitPattern: 0x3daaaaab))) + (params[((2480 +% (((((part254 *% 16) +% co256) *% 16) +% ci255) *% 9)) +% 7)] * Float(bitPattern: 0x3e2aaaab)))
+          var w267: Float = (((params[((2480 +% (((((part254 *% 16) +% co256) *% 16) +% ci255) *% 9)) +% 1)] * Float(bitPattern: 0x3d2aaaab)) + (params[((2480 +% (((((part254 *% 16) +% co256) *% 16) +% ci255) *% 9)) +% 7)] * Float(bitPattern: 0x3e2aaaab))) - (params[((2480 +% (((((part254 *% 16) +% co256) *% 16) +% ci255) *% 9)) +% 4)] * Float(bitPattern: 0x3daaaaab)))
+          var w268: Float = params[((2480 +% (((((part254 *% 16) +% co256) *% 16) +% ci255) *% 9)) +% 7)]
+          var w269: Float = (params[((2480 +% (((((part254 *% 16) +% co256) *% 16) +% ci255) *% 9)) +% 2)] * Float(bitPattern: 0x3e800000))
+          var w270: Float = ((((Float(-1) * params[((2480 +% (((((part254 *% 16) +% co256) *% 16) +% ci255) *% 9)) +% 2)]) - params[((2480 +% (((((part254 *% 16) +% co256) *% 16) +% ci255) *% 9)) +% 5)]) - params[((2480 +% (((((part254 *% 16) +% co256) *% 16) +% ci255) *% 9)) +% 8)]) * Float(bitPattern: 0x3e2aaaab))
+          var w271: Float = (((params[((2480 +% (((((part254 *% 16) +% co256) *% 16) +% ci255) *% 9)) +% 5)] - params[((2480 +% (((((part254 *% 16) +% co256) *% 16) +% ci255) *% 9)) +% 2)]) - params[((2480 +% (((((part254 *% 16) +% co256) *% 16) +% ci255) *% 9)) +% 8)]) * Float(bitPattern: 0x3e2aaaab))
+          var w272: Float = (((params[((2480 +% (((((part254 *% 16) +% co256) *% 16) +% ci255) *% 9)) +% 2)] * Float(bitPattern: 0x3d2aaaab)) + (params[((2480 +% (((((part254 *% 16) +% co256) *% 16) +% ci255) *% 9)) +% 5)] * Float(bitPattern: 0x3daaaaab))) + (params[((2480 +% (((((part254 *% 16) +% co256) *% 16) +% ci255) *% 9)) +% 8)] * Float(bitPattern: 0x3e2aaaab)))
+          var w273: Float = (((params[((2480 +% (((((part254 *% 16) +% co256) *% 16) +% ci255) *% 9)) +% 2)] * Float(bitPattern: 0x3d2aaaab)) + (params[((2480 +% (((((part254 *% 16) +% co256) *% 16) +% ci255) *% 9)) +% 8)] * Float(bitPattern: 0x3e2aaaab))) - (params[((2480 +% (((((part254 *% 16) +% co256) *% 16) +% ci255) *% 9)) +% 5)] * Float(bitPattern: 0x3daaaaab)))
+          var w274: Float = params[((2480 +% (((((part254 *% 16) +% co256) *% 16) +% ci255) *% 9)) +% 8)]
+          var w275: Float = (w257 * Float(bitPattern: 0x3e800000))
+          var w276: Float = ((((Float(-1) * w257) - w263) - w269) * Float(bitPattern: 0x3e2aaaab))
+          var w277: Float = (((w263 - w257) - w269) * Float(bitPattern: 0x3e2aaaab))
+          var w278: Float = (((w257 * Float(bitPattern: 0x3d2aaaab)) + (w263 * Float(bitPattern: 0x3daaaaab))) + (w269 * Float(bitPattern: 0x3e2aaaab)))
+          var w279: Float = (((w257 * Float(bitPattern: 0x3d2aaaab)) + (w269 * Float(bitPattern: 0x3e2aaaab))) - (w263 * Float(bitPattern: 0x3daaaaab)))
+          var w280: Float = w269
+          var w281: Float = (w258 * Float(bitPattern: 0x3e800000))
+          var w282: Float = ((((Float(-1) * w258) - w264) - w270) * Float(bitPattern: 0x3e2aaaab))
+          var w283: Float = (((w264 - w258) - w270) * Float(bitPattern: 0x3e2aaaab))
+          var w284: Float = (((w258 * Float(bitPattern: 0x3d2aaaab)) + (w264 * Float(bitPattern: 0x3daaaaab))) + (w270 * Float(bitPattern: 0x3e2aaaab)))
+          var w285: Float = (((w258 * Float(bitPattern: 0x3d2aaaab)) + (w270 * Float(bitPattern: 0x3e2aaaab))) - (w264 * Float(bitPattern: 0x3daaaaab)))
+          var w286: Float = w270
+          var w287: Float = (w259 * Float(bitPattern: 0x3e800000))
+          var w288: Float = ((((Float(-1) * w259) - w265) - w271) * Float(bitPattern: 0x3e2aaaab))
+          var w289: Float = (((w265 - w259) - w271) * Float(bitPattern: 0x3e2aaaab))
+          var w290: Float = (((w259 * Float(bitPattern: 0x3d2aaaab)) + (w265 * Float(bitPattern: 0x3daaaaab))) + (w271 * Float(bitPattern: 0x3e2aaaab)))
+          var w291: Float = (((w259 * Float(bitPattern: 0x3d2aaaab)) + (w271 * Float(bitPattern: 0x3e2aaaab))) - (w265 * Float(bitPattern: 0x3daaaaab)))
+          var w292: Float = w271
+          var w293: Float = (w260 * Float(bitPattern: 0x3e800000))
+          var w294: Float = ((((Float(-1) * w260) - w266) - w272) * Float(bitPattern: 0x3e2aaaab))
+          var w295: Float = (((w266 - w260) - w272) * Float(bitPattern: 0x3e2aaaab))
+          var w296: Float = (((w260 * Float(bitPattern: 0x3d2aaaab)) + (w266 * Float(bitPattern: 0x3daaaaab))) + (w272 * Float(bitPattern: 0x3e2aaaab)))
+          var w297: Float = (((w260 * Float(bitPattern: 0x3d2aaaab)) + (w272 * Float(bitPattern: 0x3e2aaaab))) - (w266 * Float(bitPattern: 0x3daaaaab)))
+          var w298: Float = w272
+          var w299: Float = (w261 * Float(bitPattern: 0x3e800000))
+          var w300: Float = ((((Float(-1) * w261) - w267) - w273) * Float(bitPattern: 0x3e2aaaab))
+          var w301: Float = (((w267 - w261) - w273) * Float(bitPattern: 0x3e2aaaab))
+          var w302: Float = (((w261 * Float(bitPattern: 0x3d2aaaab)) + (w267 * Float(bitPattern: 0x3daaaaab))) + (w273 * Float(bitPattern: 0x3e2aaaab)))
+          var w303: Float = (((w261 * Float(bitPattern: 0x3d2aaaab)) + (w273 * Float(bitPattern: 0x3e2aaaab))) - (w267 * Float(bitPattern: 0x3daaaaab)))
+          var w304: Float = w273
+          var w305: Float = (w262 * Float(bitPattern: 0x3e800000))
+          var w306: Float = ((((Float(-1) * w262) - w268) - w274) * Float(bitPattern: 0x3e2aaaab))
+          var w307: Float = (((w268 - w262) - w274) * Float(bitPattern: 0x3e2aaaab))
+          var w308: Float = (((w262 * Float(bitPattern: 0x3d2aaaab)) + (w268 * Float(bitPattern: 0x3daaaaab))) + (w274 * Float(bitPattern: 0x3e2aaaab)))
+          var w309: Float = (((w262 * Float(bitPattern: 0x3d2aaaab)) + (w274 * Float(bitPattern: 0x3e2aaaab))) - (w268 * Float(bitPattern: 0x3daaaaab)))
+          var w310: Float = w274
+          arena[((2417808 +% (ci255 *% 32)) +% ((part254 *% 16) +% co256))] = w275
+          arena[((2418320 +% (ci255 *% 32)) +% ((part254 *% 16) +% co256))] = w276
+          arena[((2418832 +% (ci255 *% 32)) +% ((part254 *% 16) +% co256))] = w277
+          arena[((2419344 +% (ci255 *% 32)) +% ((part254 *% 16) +% co256))] = w278
+          arena[((2419856 +% (ci255 *% 32)) +% ((part254 *% 16) +% co256))] = w279
+          arena[((2420368 +% (ci255 *% 32)) +% ((part254 *% 16) +% co256))] = w280
+          arena[((2420880 +% (ci255 *% 32)) +% ((part254 *% 16) +% co256))] = w281
+          arena[((2421392 +% (ci255 *% 32)) +% ((part254 *% 16) +% co256))] = w282
+          arena[((2421904 +% (ci255 *% 32)) +% ((part254 *% 16) +% co256))] = w283
+          arena[((2422416 +% (ci255 *% 32)) +% ((part254 *% 16) +% co256))] = w284
+          arena[((2422928 +% (ci255 *% 32)) +% ((part254 *% 16) +% co256))] = w285
+          arena[((2423440 +% (ci255 *% 32)) +% ((part254 *% 16) +% co256))] = w286
+          arena[((2423952 +% (ci255 *% 32)) +% ((part254 *% 16) +% co256))] = w287
+          arena[((2424464 +% (ci255 *% 32)) +% ((part254 *% 16) +% co256))] = w288
+          arena[((2424976 +% (ci255 *% 32)) +% ((part254 *% 16) +% co256))] = w289
+          arena[((2425488 +% (ci255 *% 32)) +% ((part254 *% 16) +% co256))] = w290
+          arena[((2426000 +% (ci255 *% 32)) +% ((part254 *% 16) +% co256))] = w291
+          arena[((2426512 +% (ci255 *% 32)) +% ((part254 *% 16) +% co256))] = w292
+          arena[((2427024 +% (ci255 *% 32)) +% ((part254 *% 16) +% co256))] = w293
+          arena[((2427536 +% (ci255 *% 32)) +% ((part254 *% 16) +% co256))] = w294
+          arena[((2428048 +% (ci255 *% 32)) +% ((part254 *% 16) +% co256))] = w295
+          arena[((2428560 +% (ci255 *% 32)) +% ((part254 *% 16) +% co256))] = w296
+          arena[((2429072 +% (ci255 *% 32)) +% ((part254 *% 16) +% co256))] = w297
+          arena[((2429584 +% (ci255 *% 32)) +% ((part254 *% 16) +% co256))] = w298
+          arena[((2430096 +% (ci255 *% 32)) +% ((part254 *% 16) +% co256))] = w299
+          arena[((2430608 +% (ci255 *% 32)) +% ((part254 *% 16) +% co256))] = w300
+          arena[((2431120 +% (ci255 *% 32)) +% ((part254 *% 16) +% co256))] = w301
+          arena[((2431632 +% (ci255 *% 32)) +% ((part254 *% 16) +% co256))] = w302
+          arena[((2432144 +% (ci255 *% 32)) +% ((part254 *% 16) +% co256))] = w303
+          arena[((2432656 +% (ci255 *% 32)) +% ((part254 *% 16) +% co256))] = w304
+          arena[((2433168 +% (ci255 *% 32)) +% ((part254 *% 16) +% co256))] = w305
+          arena[((2433680 +% (ci255 *% 32)) +% ((part254 *% 16) +% co256))] = w306
+          arena[((2434192 +% (ci255 *% 32)) +% ((part254 *% 16) +% co256))] = w307
+          arena[((2434704 +% (ci255 *% 32)) +% ((part254 *% 16) +% co256))] = w308
+          arena[((2435216 +% (ci255 *% 32)) +% ((part254 *% 16) +% co256))] = w309
+          arena[((2435728 +% (ci255 *% 32)) +% ((part254 *% 16) +% co256))] = w310
         }
       }
     }
   }
   // conv1 = conv2d_act(image)
-  for g1 in 0..<4 {
-    for j2 in 0..<16 {
-      for c3 in 0..<1 {
-        for ky4 in 0..<3 {
-          for oy5 in 0..<28 {
-            if (-1 < ((oy5 +% ky4) +% -1) && ((oy5 +% ky4) +% -1) < 28) {
-              for ox6 in 0..<27 {
-                arena[(((802816 +% ((((c3 *% 3) +% ky4) *% 3) *% 12560)) +% (j2 *% 784)) +% ((oy5 *% 28) +% (ox6 +% 1)))] = images[((((((g1 *% 16) +% j2) *% 784) +% (c3 *% 784)) +% (((oy5 +% ky4) +% -1) *% 28)) +% ((ox6 +% 1) +% -1))]
-              }
-              for ox7 in 0..<1 {
-                arena[(((802816 +% ((((c3 *% 3) +% ky4) *% 3) *% 12560)) +% (j2 *% 784)) +% ((oy5 *% 28) +% ox7))] = Float(0)
-              }
-            }
-            if ((oy5 +% ky4) +% -1) < 0 {
-              for ox8 in 0..<28 {
-                arena[(((802816 +% ((((c3 *% 3) +% ky4) *% 3) *% 12560)) +% (j2 *% 784)) +% ((oy5 *% 28) +% ox8))] = Float(0)
+  parallelFor(pool, 2) { part11 in
+    for oy12 in 0..<32 {
+      for oy13 in 0..<28 {
+        for ky14 in 0..<3 {
+          if (-1 < ((((((oy12 +% (part11 *% 32)) % 1) *% 28) +% oy13) +% ky14) +% -1) && ((((((oy12 +% (part11 *% 32)) % 1) *% 28) +% oy13) +% ky14) +% -1) < 28) {
+            for ox15 in 0..<1 {
+              for c16 in 0..<1 {
+                arena[((((802816 +% (part11 *% 7056)) +% (((oy13 *% 28) +% ox15) *% 9)) +% (c16 *% 9)) +% (ky14 *% 3))] = Float(0)
+                arena[((((802816 +% (part11 *% 7056)) +% (((oy13 *% 28) +% ox15) *% 9)) +% ((c16 *% 9) +% 1)) +% (ky14 *% 3))] = images[(((((((oy12 +% (part11 *% 32)) / 1) +% c16) *% 28) +% ((((((oy12 +% (part11 *% 32)) % 1) *% 28) +% oy13) +% ky14) +% -1)) *% 28) +% ox15)]
+                arena[((((802816 +% (part11 *% 7056)) +% (((oy13 *% 28) +% ox15) *% 9)) +% ((c16 *% 9) +% 2)) +% (ky14 *% 3))] = images[(((((((oy12 +% (part11 *% 32)) / 1) +% c16) *% 28) +% ((((((oy12 +% (part11 *% 32)) % 1) *% 28) +% oy13) +% ky14) +% -1)) *% 28) +% (ox15 +% 1))]
               }
             }
-            if 27 < ((oy5 +% ky4) +% -1) {
-              for ox8 in 0..<28 {
-                arena[(((802816 +% ((((c3 *% 3) +% ky4) *% 3) *% 12560)) +% (j2 *% 784)) +% ((oy5 *% 28) +% ox8))] = Float(0)
+            for ox17 in 0..<26 {
+              for c18 in 0..<1 {
+                arena[((((802816 +% (part11 *% 7056)) +% (((oy13 *% 28) +% (ox17 +% 1)) *% 9)) +% (c18 *% 9)) +% (ky14 *% 3))] = images[(((((((oy12 +% (part11 *% 32)) / 1) +% c18) *% 28) +% ((((((oy12 +% (part11 *% 32)) % 1) *% 28) +% oy13) +% ky14) +% -1)) *% 28) +% ((ox17 +% 1) +% -1))]
+                arena[((((802816 +% (part11 *% 7056)) +% (((oy13 *% 28) +% (ox17 +% 1)) *% 9)) +% ((c18 *% 9) +% 1)) +% (ky14 *% 3))] = images[(((((((oy12 +% (part11 *% 32)) / 1) +% c18) *% 28) +% ((((((oy12 +% (part11 *% 32)) % 1) *% 28) +% oy13) +% ky14) +% -1)) *% 28) +% (ox17 +% 1))]
+                arena[((((802816 +% (part11 *% 7056)) +% (((oy13 *% 28) +% (ox17 +% 1)) *% 9)) +% ((c18 *% 9) +% 2)) +% (ky14 *% 3))] = images[(((((((oy12 +% (part11 *% 32)) / 1) +% c18) *% 28) +% ((((((oy12 +% (part11 *% 32)) % 1) *% 28) +% oy13) +% ky14) +% -1)) *% 28) +% ((ox17 +% 1) +% 1))]
               }
             }
-          }
-          for oy9 in 0..<28 {
-            if (-1 < ((oy9 +% ky4) +% -1) && ((oy9 +% ky4) +% -1) < 28) {
-              for ox10 in 0..<28 {
-                arena[(((802816 +% (((((c3 *% 3) +% ky4) *% 3) +% 1) *% 12560)) +% (j2 *% 784)) +% ((oy9 *% 28) +% ox10))] = images[((((((g1 *% 16) +% j2) *% 784) +% (c3 *% 784)) +% (((oy9 +% ky4) +% -1) *% 28)) +% ox10)]
-              }
-            }
-            if ((oy9 +% ky4) +% -1) < 0 {
-              for ox11 in 0..<28 {
-                arena[(((802816 +% (((((c3 *% 3) +% ky4) *% 3) +% 1) *% 12560)) +% (j2 *% 784)) +% ((oy9 *% 28) +% ox11))] = Float(0)
-              }
-            }
-            if 27 < ((oy9 +% ky4) +% -1) {
-              for ox11 in 0..<28 {
-                arena[(((802816 +% (((((c3 *% 3) +% ky4) *% 3) +% 1) *% 12560)) +% (j2 *% 784)) +% ((oy9 *% 28) +% ox11))] = Float(0)
+            for ox19 in 0..<1 {
+              for c20 in 0..<1 {
+                arena[((((802816 +% (part11 *% 7056)) +% (((oy13 *% 28) +% (ox19 +% 27)) *% 9)) +% (c20 *% 9)) +% (ky14 *% 3))] = images[(((((((oy12 +% (part11 *% 32)) / 1) +% c20) *% 28) +% ((((((oy12 +% (part11 *% 32)) % 1) *% 28) +% oy13) +% ky14) +% -1)) *% 28) +% ((ox19 +% 27) +% -1))]
+                arena[((((802816 +% (part11 *% 7056)) +% (((oy13 *% 28) +% (ox19 +% 27)) *% 9)) +% ((c20 *% 9) +% 1)) +% (ky14 *% 3))] = images[(((((((oy12 +% (part11 *% 32)) / 1) +% c20) *% 28) +% ((((((oy12 +% (part11 *% 32)) % 1) *% 28) +% oy13) +% ky14) +% -1)) *% 28) +% (ox19 +% 27))]
+                arena[((((802816 +% (part11 *% 7056)) +% (((oy13 *% 28) +% (ox19 +% 27)) *% 9)) +% ((c20 *% 9) +% 2)) +% (ky14 *% 3))] = Float(0)
               }
             }
           }
-          for oy12 in 0..<28 {
-            if (-1 < ((oy12 +% ky4) +% -1) && ((oy12 +% ky4) +% -1) < 28) {
-              for ox13 in 0..<27 {
-                arena[(((802816 +% (((((c3 *% 3) +% ky4) *% 3) +% 2) *% 12560)) +% (j2 *% 784)) +% ((oy12 *% 28) +% ox13))] = images[((((((g1 *% 16) +% j2) *% 784) +% (c3 *% 784)) +% (((oy12 +% ky4) +% -1) *% 28)) +% (ox13 +% 1))]
-              }
-              for ox14 in 0..<1 {
-                arena[(((802816 +% (((((c3 *% 3) +% ky4) *% 3) +% 2) *% 12560)) +% (j2 *% 784)) +% ((oy12 *% 28) +% (ox14 +% 27)))] = Float(0)
-              }
-            }
-            if ((oy12 +% ky4) +% -1) < 0 {
-              for ox15 in 0..<28 {
-                arena[(((802816 +% (((((c3 *% 3) +% ky4) *% 3) +% 2) *% 12560)) +% (j2 *% 784)) +% ((oy12 *% 28) +% ox15))] = Float(0)
+          if ((((((oy12 +% (part11 *% 32)) % 1) *% 28) +% oy13) +% ky14) +% -1) < 0 {
+            for ox21 in 0..<28 {
+              for c22 in 0..<1 {
+                arena[((((802816 +% (part11 *% 7056)) +% (((oy13 *% 28) +% ox21) *% 9)) +% (c22 *% 9)) +% (ky14 *% 3))] = Float(0)
+                arena[((((802816 +% (part11 *% 7056)) +% (((oy13 *% 28) +% ox21) *% 9)) +% ((c22 *% 9) +% 1)) +% (ky14 *% 3))] = Float(0)
+                arena[((((802816 +% (part11 *% 7056)) +% (((oy13 *% 28) +% ox21) *% 9)) +% ((c22 *% 9) +% 2)) +% (ky14 *% 3))] = Float(0)
               }
             }
-            if 27 < ((oy12 +% ky4) +% -1) {
-              for ox15 in 0..<28 {
-                arena[(((802816 +% (((((c3 *% 3) +% ky4) *% 3) +% 2) *% 12560)) +% (j2 *% 784)) +% ((oy12 *% 28) +% ox15))] = Float(0)
+          }
+          if 27 < ((((((oy12 +% (part11 *% 32)) % 1) *% 28) +% oy13) +% ky14) +% -1) {
+            for ox23 in 0..<28 {
+              for c24 in 0..<1 {
+                arena[((((802816 +% (part11 *% 7056)) +% (((oy13 *% 28) +% ox23) *% 9)) +% (c24 *% 9)) +% (ky14 *% 3))] = Float(0)
+                arena[((((802816 +% (part11 *% 7056)) +% (((oy13 *% 28) +% ox23) *% 9)) +% ((c24 *% 9) +% 1)) +% (ky14 *% 3))] = Float(0)
+                arena[((((802816 +% (part11 *% 7056)) +% (((oy13 *% 28) +% ox23) *% 9)) +% ((c24 *% 9) +% 2)) +% (ky14 *% 3))] = Float(0)
               }
             }
           }
         }
       }
-    }
-    parallelFor(pool, 2) { part16 in
-      do {  // gemm24
-        for nb17 in 0..<522 {
-          for mb18 in 0..<2 {
-            var t19_c0_0 = Vector()
-            var t19_c0_1 = Vector()
-            var t19_c0_2 = Vector()
-            var t19_c1_0 = Vector()
-            var t19_c1_1 = Vector()
-            var t19_c1_2 = Vector()
-            var t19_c2_0 = Vector()
-            var t19_c2_1 = Vector()
-            var t19_c2_2 = Vector()
-            var t19_c3_0 = Vector()
-            var t19_c3_1 = Vector()
-            var t19_c3_2 = Vector()
-            for k20 in 0..<9 {
-              let t19_b0 = loadVector(arena, ((802816 +% (k20 *% 12560)) +% (nb17 *% 24)))
-              let t19_b1 = loadVector(arena, (((802816 +% (k20 *% 12560)) +% (nb17 *% 24)) +% 8))
-              let t19_b2 = loadVector(arena, (((802816 +% (k20 *% 12560)) +% (nb17 *% 24)) +% 16))
-              let t19_a0 = Vector(repeating: params[((((part16 *% 8) *% 9) +% ((mb18 *% 4) *% 9)) +% k20)])
-              t19_c0_0 = t19_c0_0.addingProduct(t19_a0, t19_b0)
-              t19_c0_1 = t19_c0_1.addingProduct(t19_a0, t19_b1)
-              t19_c0_2 = t19_c0_2.addingProduct(t19_a0, t19_b2)
-              let t19_a1 = Vector(repeating: params[((((part16 *% 8) *% 9) +% (((mb18 *% 4) +% 1) *% 9)) +% k20)])
-              t19_c1_0 = t19_c1_0.addingProduct(t19_a1, t19_b0)
-              t19_c1_1 = t19_c1_1.addingProduct(t19_a1, t19_b1)
-              t19_c1_2 = t19_c1_2.addingProduct(t19_a1, t19_b2)
-              let t19_a2 = Vector(repeating: params[((((part16 *% 8) *% 9) +% (((mb18 *% 4) +% 2) *% 9)) +% k20)])
-              t19_c2_0 = t19_c2_0.addingProduct(t19_a2, t19_b0)
-              t19_c2_1 = t19_c2_1.addingProduct(t19_a2, t19_b1)
-              t19_c2_2 = t19_c2_2.addingProduct(t19_a2, t19_b2)
-              let t19_a3 = Vector(repeating: params[((((part16 *% 8) *% 9) +% (((mb18 *% 4) +% 3) *% 9)) +% k20)])
-              t19_c3_0 = t19_c3_0.addingProduct(t19_a3, t19_b0)
-              t19_c3_1 = t19_c3_1.addingProduct(t19_a3, t19_b1)
-              t19_c3_2 = t19_c3_2.addingProduct(t19_a3, t19_b2)
+      do {  // gemm51
+        for nb25 in 0..<1 {
+          for mb26 in 0..<130 {
+            var t27_c0_0 = Vector()
+            var t27_c0_1 = Vector()
+            var t27_c1_0 = Vector()
+            var t27_c1_1 = Vector()
+            var t27_c2_0 = Vector()
+            var t27_c2_1 = Vector()
+            var t27_c3_0 = Vector()
+            var t27_c3_1 = Vector()
+            var t27_c4_0 = Vector()
+            var t27_c4_1 = Vector()
+            var t27_c5_0 = Vector()
+            var t27_c5_1 = Vector()
+            for k28 in 0..<9 {
+              let t27_b0 = loadVector(arena, ((2408448 +% ((nb25 *% 16) *% 9)) +% (k28 *% 16)))
+              let t27_b1 = loadVector(arena, (((2408448 +% ((nb25 *% 16) *% 9)) +% (k28 *% 16)) +% 8))
+              let t27_a0 = Vector(repeating: arena[(((802816 +% (part11 *% 7056)) +% ((mb26 *% 6) *% 9)) +% k28)])
+              t27_c0_0 = t27_c0_0.addingProduct(t27_a0, t27_b0)
+              t27_c0_1 = t27_c0_1.addingProduct(t27_a0, t27_b1)
+              let t27_a1 = Vector(repeating: arena[(((802816 +% (part11 *% 7056)) +% (((mb26 *% 6) +% 1) *% 9)) +% k28)])
+              t27_c1_0 = t27_c1_0.addingProduct(t27_a1, t27_b0)
+              t27_c1_1 = t27_c1_1.addingProduct(t27_a1, t27_b1)
+              let t27_a2 = Vector(repeating: arena[(((802816 +% (part11 *% 7056)) +% (((mb26 *% 6) +% 2) *% 9)) +% k28)])
+              t27_c2_0 = t27_c2_0.addingProduct(t27_a2, t27_b0)
+              t27_c2_1 = t27_c2_1.addingProduct(t27_a2, t27_b1)
+              let t27_a3 = Vector(repeating: arena[(((802816 +% (part11 *% 7056)) +% (((mb26 *% 6) +% 3) *% 9)) +% k28)])
+              t27_c3_0 = t27_c3_0.addingProduct(t27_a3, t27_b0)
+              t27_c3_1 = t27_c3_1.addingProduct(t27_a3, t27_b1)
+              let t27_a4 = Vector(repeating: arena[(((802816 +% (part11 *% 7056)) +% (((mb26 *% 6) +% 4) *% 9)) +% k28)])
+              t27_c4_0 = t27_c4_0.addingProduct(t27_a4, t27_b0)
+              t27_c4_1 = t27_c4_1.addingProduct(t27_a4, t27_b1)
+              let t27_a5 = Vector(repeating: arena[(((802816 +% (part11 *% 7056)) +% (((mb26 *% 6) +% 5) *% 9)) +% k28)])
+              t27_c5_0 = t27_c5_0.addingProduct(t27_a5, t27_b0)
+              t27_c5_1 = t27_c5_1.addingProduct(t27_a5, t27_b1)
             }
-            storeVector(arena, (((915856 +% ((part16 *% 8) *% 12560)) +% ((mb18 *% 4) *% 12560)) +% (nb17 *% 24)), t19_c0_0)
-            storeVector(arena, ((((915856 +% ((part16 *% 8) *% 12560)) +% ((mb18 *% 4) *% 12560)) +% (nb17 *% 24)) +% 8), t19_c0_1)
-            storeVector(arena, ((((915856 +% ((part16 *% 8) *% 12560)) +% ((mb18 *% 4) *% 12560)) +% (nb17 *% 24)) +% 16), t19_c0_2)
-            storeVector(arena, (((915856 +% ((part16 *% 8) *% 12560)) +% (((mb18 *% 4) +% 1) *% 12560)) +% (nb17 *% 24)), t19_c1_0)
-            storeVector(arena, ((((915856 +% ((part16 *% 8) *% 12560)) +% (((mb18 *% 4) +% 1) *% 12560)) +% (nb17 *% 24)) +% 8), t19_c1_1)
-            storeVector(arena, ((((915856 +% ((part16 *% 8) *% 12560)) +% (((mb18 *% 4) +% 1) *% 12560)) +% (nb17 *% 24)) +% 16), t19_c1_2)
-            storeVector(arena, (((915856 +% ((part16 *% 8) *% 12560)) +% (((mb18 *% 4) +% 2) *% 12560)) +% (nb17 *% 24)), t19_c2_0)
-            storeVector(arena, ((((915856 +% ((part16 *% 8) *% 12560)) +% (((mb18 *% 4) +% 2) *% 12560)) +% (nb17 *% 24)) +% 8), t19_c2_1)
-            storeVector(arena, ((((915856 +% ((part16 *% 8) *% 12560)) +% (((mb18 *% 4) +% 2) *% 12560)) +% (nb17 *% 24)) +% 16), t19_c2_2)
-            storeVector(arena, (((915856 +% ((part16 *% 8) *% 12560)) +% (((mb18 *% 4) +% 3) *% 12560)) +% (nb17 *% 24)), t19_c3_0)
-            storeVector(arena, ((((915856 +% ((part16 *% 8) *% 12560)) +% (((mb18 *% 4) +% 3) *% 12560)) +% (nb17 *% 24)) +% 8), t19_c3_1)
-            storeVector(arena, ((((915856 +% ((part16 *% 8) *% 12560)) +% (((mb18 *% 4) +% 3) *% 12560)) +% (nb17 *% 24)) +% 16), t19_c3_2)
+            storeVector(arena, (((((((oy12 +% (part11 *% 32)) / 1) *% 784) +% ((((oy12 +% (part11 *% 32)) % 1) *% 28) *% 28)) *% 16) +% ((mb26 *% 6) *% 16)) +% (nb25 *% 16)), t27_c0_0)
+            storeVector(arena, ((((((((oy12 +% (part11 *% 32)) / 1) *% 784) +% ((((oy12 +% (part11 *% 32)) % 1) *% 28) *% 28)) *% 16) +% ((mb26 *% 6) *% 16)) +% (nb25 *% 16)) +% 8), t27_c0_1)
+            storeVector(arena, (((((((oy12 +% (part11 *% 32)) / 1) *% 784) +% ((((oy12 +% (part11 *% 32)) % 1) *% 28) *% 28)) *% 16) +% (((mb26 *% 6) +% 1) *% 16)) +% (nb25 *% 16)), t27_c1_0)
+            storeVector(arena, ((((((((oy12 +% (part11 *% 32)) / 1) *% 784) +% ((((oy12 +% (part11 *% 32)) % 1) *% 28) *% 28)) *% 16) +% (((mb26 *% 6) +% 1) *% 16)) +% (nb25 *% 16)) +% 8), t27_c1_1)
+            storeVector(arena, (((((((oy12 +% (part11 *% 32)) / 1) *% 784) +% ((((oy12 +% (part11 *% 32)) % 1) *% 28) *% 28)) *% 16) +% (((mb26 *% 6) +% 2) *% 16)) +% (nb25 *% 16)), t27_c2_0)
+            storeVector(arena, ((((((((oy12 +% (part11 *% 32)) / 1) *% 784) +% ((((oy12 +% (part11 *% 32)) % 1) *% 28) *% 28)) *% 16) +% (((mb26 *% 6) +% 2) *% 16)) +% (nb25 *% 16)) +% 8), t27_c2_1)
+            storeVector(arena, (((((((oy12 +% (part11 *% 32)) / 1) *% 784) +% ((((oy12 +% (part11 *% 32)) % 1) *% 28) *% 28)) *% 16) +% (((mb26 *% 6) +% 3) *% 16)) +% (nb25 *% 16)), t27_c3_0)
+            storeVector(arena, ((((((((oy12 +% (part11 *% 32)) / 1) *% 784) +% ((((oy12 +% (part11 *% 32)) % 1) *% 28) *% 28)) *% 16) +% (((mb26 *% 6) +% 3) *% 16)) +% (nb25 *% 16)) +% 8), t27_c3_1)
+            storeVector(arena, (((((((oy12 +% (part11 *% 32)) / 1) *% 784) +% ((((oy12 +% (part11 *% 32)) % 1) *% 28) *% 28)) *% 16) +% (((mb26 *% 6) +% 4) *% 16)) +% (nb25 *% 16)), t27_c4_0)
+            storeVector(arena, ((((((((oy12 +% (part11 *% 32)) / 1) *% 784) +% ((((oy12 +% (part11 *% 32)) % 1) *% 28) *% 28)) *% 16) +% (((mb26 *% 6) +% 4) *% 16)) +% (nb25 *% 16)) +% 8), t27_c4_1)
+            storeVector(arena, (((((((oy12 +% (part11 *% 32)) / 1) *% 784) +% ((((oy12 +% (part11 *% 32)) % 1) *% 28) *% 28)) *% 16) +% (((mb26 *% 6) +% 5) *% 16)) +% (nb25 *% 16)), t27_c5_0)
+            storeVector(arena, ((((((((oy12 +% (part11 *% 32)) / 1) *% 784) +% ((((oy12 +% (part11 *% 32)) % 1) *% 28) *% 28)) *% 16) +% (((mb26 *% 6) +% 5) *% 16)) +% (nb25 *% 16)) +% 8), t27_c5_1)
+            for i29 in 0..<16 {
+              var t30: Float = (arena[((((((((oy12 +% (part11 *% 32)) / 1) *% 784) +% ((((oy12 +% (part11 *% 32)) % 1) *% 28) *% 28)) *% 16) +% ((mb26 *% 6) *% 16)) +% (nb25 *% 16)) +% i29)] + params[(144 +% ((nb25 *% 16) +% i29))])
+              arena[((((((((oy12 +% (part11 *% 32)) / 1) *% 784) +% ((((oy12 +% (part11 *% 32)) % 1) *% 28) *% 28)) *% 16) +% ((mb26 *% 6) *% 16)) +% (nb25 *% 16)) +% i29)] = (t30 > Float(0) ? t30 : (Float(bitPattern: 0x3dcccccd) * t30))
+            }
+            for i31 in 0..<16 {
+              var t32: Float = (arena[((((((((oy12 +% (part11 *% 32)) / 1) *% 784) +% ((((oy12 +% (part11 *% 32)) % 1) *% 28) *% 28)) *% 16) +% (((mb26 *% 6) +% 1) *% 16)) +% (nb25 *% 16)) +% i31)] + params[(144 +% ((nb25 *% 16) +% i31))])
+              arena[((((((((oy12 +% (part11 *% 32)) / 1) *% 784) +% ((((oy12 +% (part11 *% 32)) % 1) *% 28) *% 28)) *% 16) +% (((mb26 *% 6) +% 1) *% 16)) +% (nb25 *% 16)) +% i31)] = (t32 > Float(0) ? t32 : (Float(bitPattern: 0x3dcccccd) * t32))
+            }
+            for i33 in 0..<16 {
+              var t34: Float = (arena[((((((((oy12 +% (part11 *% 32)) / 1) *% 784) +% ((((oy12 +% (part11 *% 32)) % 1) *% 28) *% 28)) *% 16) +% (((mb26 *% 6) +% 2) *% 16)) +% (nb25 *% 16)) +% i33)] + params[(144 +% ((nb25 *% 16) +% i33))])
+              arena[((((((((oy12 +% (part11 *% 32)) / 1) *% 784) +% ((((oy12 +% (part11 *% 32)) % 1) *% 28) *% 28)) *% 16) +% (((mb26 *% 6) +% 2) *% 16)) +% (nb25 *% 16)) +% i33)] = (t34 > Float(0) ? t34 : (Float(bitPattern: 0x3dcccccd) * t34))
+            }
+            for i35 in 0..<16 {
+              var t36: Float = (arena[((((((((oy12 +% (part11 *% 32)) / 1) *% 784) +% ((((oy12 +% (part11 *% 32)) % 1) *% 28) *% 28)) *% 16) +% (((mb26 *% 6) +% 3) *% 16)) +% (nb25 *% 16)) +% i35)] + params[(144 +% ((nb25 *% 16) +% i35))])
+              arena[((((((((oy12 +% (part11 *% 32)) / 1) *% 784) +% ((((oy12 +% (part11 *% 32)) % 1) *% 28) *% 28)) *% 16) +% (((mb26 *% 6) +% 3) *% 16)) +% (nb25 *% 16)) +% i35)] = (t36 > Float(0) ? t36 : (Float(bitPattern: 0x3dcccccd) * t36))
+            }
+            for i37 in 0..<16 {
+              var t38: Float = (arena[((((((((oy12 +% (part11 *% 32)) / 1) *% 784) +% ((((oy12 +% (part11 *% 32)) % 1) *% 28) *% 28)) *% 16) +% (((mb26 *% 6) +% 4) *% 16)) +% (nb25 *% 16)) +% i37)] + params[(144 +% ((nb25 *% 16) +% i37))])
+              arena[((((((((oy12 +% (part11 *% 32)) / 1) *% 784) +% ((((oy12 +% (part11 *% 32)) % 1) *% 28) *% 28)) *% 16) +% (((mb26 *% 6) +% 4) *% 16)) +% (nb25 *% 16)) +% i37)] = (t38 > Float(0) ? t38 : (Float(bitPattern: 0x3dcccccd) * t38))
+            }
+            for i39 in 0..<16 {
+              var t40: Float = (arena[((((((((oy12 +% (part11 *% 32)) / 1) *% 784) +% ((((oy12 +% (part11 *% 32)) % 1) *% 28) *% 28)) *% 16) +% (((mb26 *% 6) +% 5) *% 16)) +% (nb25 *% 16)) +% i39)] + params[(144 +% ((nb25 *% 16) +% i39))])
+              arena[((((((((oy12 +% (part11 *% 32)) / 1) *% 784) +% ((((oy12 +% (part11 *% 32)) % 1) *% 28) *% 28)) *% 16) +% (((mb26 *% 6) +% 5) *% 16)) +% (nb25 *% 16)) +% i39)] = (t40 > Float(0) ? t40 : (Float(bitPattern: 0x3dcccccd) * t40))
+            }
           }
-        }
-        for mb21 in 0..<2 {
-          var t22_c0_0 = Vector()
-          var t22_c0_1 = Vector()
-          var t22_c1_0 = Vector()
-          var t22_c1_1 = Vector()
-          var t22_c2_0 = Vector()
-          var t22_c2_1 = Vector()
-          var t22_c3_0 = Vector()
-          var t22_c3_1 = Vector()
-          for k23 in 0..<9 {
-            let t22_b0 = loadVector(arena, ((802816 +% (k23 *% 12560)) +% 12528))
-            let t22_b1 = loadVector(arena, (((802816 +% (k23 *% 12560)) +% 12528) +% 8))
-            let t22_a0 = Vector(repeating: params[((((part16 *% 8) *% 9) +% ((mb21 *% 4) *% 9)) +% k23)])
-            t22_c0_0 = t22_c0_0.addingProduct(t22_a0, t22_b0)
-            t22_c0_1 = t22_c0_1.addingProduct(t22_a0, t22_b1)
-            let t22_a1 = Vector(repeating: params[((((part16 *% 8) *% 9) +% (((mb21 *% 4) +% 1) *% 9)) +% k23)])
-            t22_c1_0 = t22_c1_0.addingProduct(t22_a1, t22_b0)
-            t22_c1_1 = t22_c1_1.addingProduct(t22_a1, t22_b1)
-            let t22_a2 = Vector(repeating: params[((((part16 *% 8) *% 9) +% (((mb21 *% 4) +% 2) *% 9)) +% k23)])
-            t22_c2_0 = t22_c2_0.addingProduct(t22_a2, t22_b0)
-            t22_c2_1 = t22_c2_1.addingProduct(t22_a2, t22_b1)
-            let t22_a3 = Vector(repeating: params[((((part16 *% 8) *% 9) +% (((mb21 *% 4) +% 3) *% 9)) +% k23)])
-            t22_c3_0 = t22_c3_0.addingProduct(t22_a3, t22_b0)
-            t22_c3_1 = t22_c3_1.addingProduct(t22_a3, t22_b1)
+          var t41_c0_0 = Vector()
+          var t41_c0_1 = Vector()
+          var t41_c1_0 = Vector()
+          var t41_c1_1 = Vector()
+          var t41_c2_0 = Vector()
+          var t41_c2_1 = Vector()
+          var t41_c3_0 = Vector()
+          var t41_c3_1 = Vector()
+          for k42 in 0..<9 {
+            let t41_b0 = loadVector(arena, ((2408448 +% ((nb25 *% 16) *% 9)) +% (k42 *% 16)))
+            let t41_b1 = loadVector(arena, (((2408448 +% ((nb25 *% 16) *% 9)) +% (k42 *% 16)) +% 8))
+            let t41_a0 = Vector(repeating: arena[(((802816 +% (part11 *% 7056)) +% 7020) +% k42)])
+            t41_c0_0 = t41_c0_0.addingProduct(t41_a0, t41_b0)
+            t41_c0_1 = t41_c0_1.addingProduct(t41_a0, t41_b1)
+            let t41_a1 = Vector(repeating: arena[(((802816 +% (part11 *% 7056)) +% 7029) +% k42)])
+            t41_c1_0 = t41_c1_0.addingProduct(t41_a1, t41_b0)
+            t41_c1_1 = t41_c1_1.addingProduct(t41_a1, t41_b1)
+            let t41_a2 = Vector(repeating: arena[(((802816 +% (part11 *% 7056)) +% 7038) +% k42)])
+            t41_c2_0 = t41_c2_0.addingProduct(t41_a2, t41_b0)
+            t41_c2_1 = t41_c2_1.addingProduct(t41_a2, t41_b1)
+            let t41_a3 = Vector(repeating: arena[(((802816 +% (part11 *% 7056)) +% 7047) +% k42)])
+            t41_c3_0 = t41_c3_0.addingProduct(t41_a3, t41_b0)
+            t41_c3_1 = t41_c3_1.addingProduct(t41_a3, t41_b1)
           }
-          storeVector(arena, (((915856 +% ((part16 *% 8) *% 12560)) +% ((mb21 *% 4) *% 12560)) +% 12528), t22_c0_0)
-          storeVector(arena, ((((915856 +% ((part16 *% 8) *% 12560)) +% ((mb21 *% 4) *% 12560)) +% 12528) +% 8), t22_c0_1)
-          storeVector(arena, (((915856 +% ((part16 *% 8) *% 12560)) +% (((mb21 *% 4) +% 1) *% 12560)) +% 12528), t22_c1_0)
-          storeVector(arena, ((((915856 +% ((part16 *% 8) *% 12560)) +% (((mb21 *% 4) +% 1) *% 12560)) +% 12528) +% 8), t22_c1_1)
-          storeVector(arena, (((915856 +% ((part16 *% 8) *% 12560)) +% (((mb21 *% 4) +% 2) *% 12560)) +% 12528), t22_c2_0)
-          storeVector(arena, ((((915856 +% ((part16 *% 8) *% 12560)) +% (((mb21 *% 4) +% 2) *% 12560)) +% 12528) +% 8), t22_c2_1)
-          storeVector(arena, (((915856 +% ((part16 *% 8) *% 12560)) +% (((mb21 *% 4) +% 3) *% 12560)) +% 12528), t22_c3_0)
-          storeVector(arena, ((((915856 +% ((part16 *% 8) *% 12560)) +% (((mb21 *% 4) +% 3) *% 12560)) +% 12528) +% 8), t22_c3_1)
-        }
-      }
-      for j25 in 0..<16 {
-        for f26 in 0..<8 {
-          for i27 in 0..<98 {
-            let t28_v = (loadVector(arena, ((i27 *% 8) +% ((915856 +% ((f26 +% (part16 *% 8)) *% 12560)) +% (j25 *% 784)))) + Vector(repeating: params[(144 +% (f26 +% (part16 *% 8)))]))
-            storeVector(arena, ((i27 *% 8) +% ((((g1 *% 16) +% j25) *% 12544) +% ((f26 +% (part16 *% 8)) *% 784))), (Vector(repeating: Float(bitPattern: 0x3dcccccd)) * t28_v).replacing(with: t28_v, where: t28_v .> Vector(repeating: Float(0))))
+          storeVector(arena, (((((((oy12 +% (part11 *% 32)) / 1) *% 784) +% ((((oy12 +% (part11 *% 32)) % 1) *% 28) *% 28)) *% 16) +% 12480) +% (nb25 *% 16)), t41_c0_0)
+          storeVector(arena, ((((((((oy12 +% (part11 *% 32)) / 1) *% 784) +% ((((oy12 +% (part11 *% 32)) % 1) *% 28) *% 28)) *% 16) +% 12480) +% (nb25 *% 16)) +% 8), t41_c0_1)
+          storeVector(arena, (((((((oy12 +% (part11 *% 32)) / 1) *% 784) +% ((((oy12 +% (part11 *% 32)) % 1) *% 28) *% 28)) *% 16) +% 12496) +% (nb25 *% 16)), t41_c1_0)
+          storeVector(arena, ((((((((oy12 +% (part11 *% 32)) / 1) *% 784) +% ((((oy12 +% (part11 *% 32)) % 1) *% 28) *% 28)) *% 16) +% 12496) +% (nb25 *% 16)) +% 8), t41_c1_1)
+          storeVector(arena, (((((((oy12 +% (part11 *% 32)) / 1) *% 784) +% ((((oy12 +% (part11 *% 32)) % 1) *% 28) *% 28)) *% 16) +% 12512) +% (nb25 *% 16)), t41_c2_0)
+          storeVector(arena, ((((((((oy12 +% (part11 *% 32)) / 1) *% 784) +% ((((oy12 +% (part11 *% 32)) % 1) *% 28) *% 28)) *% 16) +% 12512) +% (nb25 *% 16)) +% 8), t41_c2_1)
+          storeVector(arena, (((((((oy12 +% (part11 *% 32)) / 1) *% 784) +% ((((oy12 +% (part11 *% 32)) % 1) *% 28) *% 28)) *% 16) +% 12528) +% (nb25 *% 16)), t41_c3_0)
+          storeVector(arena, ((((((((oy12 +% (part11 *% 32)) / 1) *% 784) +% ((((oy12 +% (part11 *% 32)) % 1) *% 28) *% 28)) *% 16) +% 12528) +% (nb25 *% 16)) +% 8), t41_c3_1)
+          for i43 in 0..<16 {
+            var t44: Float = (arena[((((((((oy12 +% (part11 *% 32)) / 1) *% 784) +% ((((oy12 +% (part11 *% 32)) % 1) *% 28) *% 28)) *% 16) +% 12480) +% (nb25 *% 16)) +% i43)] + params[(144 +% ((nb25 *% 16) +% i43))])
+            arena[((((((((oy12 +% (part11 *% 32)) / 1) *% 784) +% ((((oy12 +% (part11 *% 32)) % 1) *% 28) *% 28)) *% 16) +% 12480) +% (nb25 *% 16)) +% i43)] = (t44 > Float(0) ? t44 : (Float(bitPattern: 0x3dcccccd) * t44))
+          }
+          for i45 in 0..<16 {
+            var t46: Float = (arena[((((((((oy12 +% (part11 *% 32)) / 1) *% 784) +% ((((oy12 +% (part11 *% 32)) % 1) *% 28) *% 28)) *% 16) +% 12496) +% (nb25 *% 16)) +% i45)] + params[(144 +% ((nb25 *% 16) +% i45))])
+            arena[((((((((oy12 +% (part11 *% 32)) / 1) *% 784) +% ((((oy12 +% (part11 *% 32)) % 1) *% 28) *% 28)) *% 16) +% 12496) +% (nb25 *% 16)) +% i45)] = (t46 > Float(0) ? t46 : (Float(bitPattern: 0x3dcccccd) * t46))
+          }
+          for i47 in 0..<16 {
+            var t48: Float = (arena[((((((((oy12 +% (part11 *% 32)) / 1) *% 784) +% ((((oy12 +% (part11 *% 32)) % 1) *% 28) *% 28)) *% 16) +% 12512) +% (nb25 *% 16)) +% i47)] + params[(144 +% ((nb25 *% 16) +% i47))])
+            arena[((((((((oy12 +% (part11 *% 32)) / 1) *% 784) +% ((((oy12 +% (part11 *% 32)) % 1) *% 28) *% 28)) *% 16) +% 12512) +% (nb25 *% 16)) +% i47)] = (t48 > Float(0) ? t48 : (Float(bitPattern: 0x3dcccccd) * t48))
+          }
+          for i49 in 0..<16 {
+            var t50: Float = (arena[((((((((oy12 +% (part11 *% 32)) / 1) *% 784) +% ((((oy12 +% (part11 *% 32)) % 1) *% 28) *% 28)) *% 16) +% 12528) +% (nb25 *% 16)) +% i49)] + params[(144 +% ((nb25 *% 16) +% i49))])
+            arena[((((((((oy12 +% (part11 *% 32)) / 1) *% 784) +% ((((oy12 +% (part11 *% 32)) % 1) *% 28) *% 28)) *% 16) +% 12528) +% (nb25 *% 16)) +% i49)] = (t50 > Float(0) ? t50 : (Float(bitPattern: 0x3dcccccd) * t50))
           }
         }
       }
     }
   }
   // conv2 = conv2d_act(conv1)
-  for i86 in 0..<1800 {
-    storeVector(arena, ((i86 *% 8) +% 1614848), Vector(repeating: Float(0)))
+  for i109 in 0..<1800 {
+    storeVector(arena, ((i109 *% 8) +% 1614848), Vector(repeating: Float(0)))
   }
-  for g87 in 0..<64 {
-    for j88 in 0..<1 {
-      for iy89 in 0..<28 {
-        for c90 in 0..<16 {
-          for ix91 in 0..<28 {
-            arena[(1614848 +% ((((j88 *% 14400) +% ((iy89 +% 1) *% 480)) +% ((ix91 +% 1) *% 16)) +% c90))] = arena[(((((g87 +% j88) *% 12544) +% (c90 *% 784)) +% (iy89 *% 28)) +% ix91)]
+  for g110 in 0..<64 {
+    for j111 in 0..<1 {
+      for iy112 in 0..<28 {
+        for ix113 in 0..<28 {
+          for c114 in 0..<16 {
+            arena[(1614848 +% ((((j111 *% 14400) +% ((iy112 +% 1) *% 480)) +% ((ix113 +% 1) *% 16)) +% c114))] = arena[(((((((g110 +% j111) *% 28) +% iy112) *% 28) +% ix113) *% 16) +% c114)]
           }
         }
       }
     }
-    for j92 in 0..<1 {
-      for ty93 in 0..<7 {
-        for tx94 in 0..<7 {
-          for cv95 in 0..<2 {
-            let w96 = (((loadVector(arena, (1614848 +% ((((j92 *% 14400) +% ((ty93 *% 4) *% 480)) +% ((tx94 *% 4) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 4) *% 480)) +% ((tx94 *% 4) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 2) *% 480)) +% ((tx94 *% 4) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(5))))
-            let w97 = ((((loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 3) *% 480)) +% ((tx94 *% 4) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 4) *% 480)) +% ((tx94 *% 4) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 1) *% 480)) +% ((tx94 *% 4) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 2) *% 480)) +% ((tx94 *% 4) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(4))))
-            let w98 = ((((loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 1) *% 480)) +% ((tx94 *% 4) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 4) *% 480)) +% ((tx94 *% 4) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 2) *% 480)) +% ((tx94 *% 4) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 3) *% 480)) +% ((tx94 *% 4) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(1))))
-            let w99 = ((((loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 3) *% 480)) +% ((tx94 *% 4) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 4) *% 480)) +% ((tx94 *% 4) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 1) *% 480)) +% ((tx94 *% 4) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 2) *% 480)) +% ((tx94 *% 4) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(1))))
-            let w100 = ((((loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 1) *% 480)) +% ((tx94 *% 4) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 4) *% 480)) +% ((tx94 *% 4) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 2) *% 480)) +% ((tx94 *% 4) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 3) *% 480)) +% ((tx94 *% 4) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(2))))
-            let w101 = (((loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 1) *% 480)) +% ((tx94 *% 4) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 5) *% 480)) +% ((tx94 *% 4) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 3) *% 480)) +% ((tx94 *% 4) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(5))))
-            let w102 = (((loadVector(arena, (1614848 +% ((((j92 *% 14400) +% ((ty93 *% 4) *% 480)) +% (((tx94 *% 4) +% 1) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 4) *% 480)) +% (((tx94 *% 4) +% 1) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 2) *% 480)) +% (((tx94 *% 4) +% 1) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(5))))
-            let w103 = ((((loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 3) *% 480)) +% (((tx94 *% 4) +% 1) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 4) *% 480)) +% (((tx94 *% 4) +% 1) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 1) *% 480)) +% (((tx94 *% 4) +% 1) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 2) *% 480)) +% (((tx94 *% 4) +% 1) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(4))))
-            let w104 = ((((loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 1) *% 480)) +% (((tx94 *% 4) +% 1) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 4) *% 480)) +% (((tx94 *% 4) +% 1) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 2) *% 480)) +% (((tx94 *% 4) +% 1) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 3) *% 480)) +% (((tx94 *% 4) +% 1) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(1))))
-            let w105 = ((((loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 3) *% 480)) +% (((tx94 *% 4) +% 1) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 4) *% 480)) +% (((tx94 *% 4) +% 1) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 1) *% 480)) +% (((tx94 *% 4) +% 1) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 2) *% 480)) +% (((tx94 *% 4) +% 1) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(1))))
-            let w106 = ((((loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 1) *% 480)) +% (((tx94 *% 4) +% 1) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 4) *% 480)) +% (((tx94 *% 4) +% 1) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 2) *% 480)) +% (((tx94 *% 4) +% 1) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 3) *% 480)) +% (((tx94 *% 4) +% 1) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(2))))
-            let w107 = (((loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 1) *% 480)) +% (((tx94 *% 4) +% 1) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 5) *% 480)) +% (((tx94 *% 4) +% 1) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 3) *% 480)) +% (((tx94 *% 4) +% 1) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(5))))
-            let w108 = (((loadVector(arena, (1614848 +% ((((j92 *% 14400) +% ((ty93 *% 4) *% 480)) +% (((tx94 *% 4) +% 2) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 4) *% 480)) +% (((tx94 *% 4) +% 2) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 2) *% 480)) +% (((tx94 *% 4) +% 2) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(5))))
-            let w109 = ((((loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 3) *% 480)) +% (((tx94 *% 4) +% 2) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 4) *% 480)) +% (((tx94 *% 4) +% 2) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 1) *% 480)) +% (((tx94 *% 4) +% 2) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 2) *% 480)) +% (((tx94 *% 4) +% 2) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(4))))
-            let w110 = ((((loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 1) *% 480)) +% (((tx94 *% 4) +% 2) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 4) *% 480)) +% (((tx94 *% 4) +% 2) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 2) *% 480)) +% (((tx94 *% 4) +% 2) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 3) *% 480)) +% (((tx94 *% 4) +% 2) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(1))))
-            let w111 = ((((loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 3) *% 480)) +% (((tx94 *% 4) +% 2) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 4) *% 480)) +% (((tx94 *% 4) +% 2) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 1) *% 480)) +% (((tx94 *% 4) +% 2) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 2) *% 480)) +% (((tx94 *% 4) +% 2) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(1))))
-            let w112 = ((((loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 1) *% 480)) +% (((tx94 *% 4) +% 2) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 4) *% 480)) +% (((tx94 *% 4) +% 2) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 2) *% 480)) +% (((tx94 *% 4) +% 2) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 3) *% 480)) +% (((tx94 *% 4) +% 2) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(2))))
-            let w113 = (((loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 1) *% 480)) +% (((tx94 *% 4) +% 2) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 5) *% 480)) +% (((tx94 *% 4) +% 2) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 3) *% 480)) +% (((tx94 *% 4) +% 2) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(5))))
-            let w114 = (((loadVector(arena, (1614848 +% ((((j92 *% 14400) +% ((ty93 *% 4) *% 480)) +% (((tx94 *% 4) +% 3) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 4) *% 480)) +% (((tx94 *% 4) +% 3) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 2) *% 480)) +% (((tx94 *% 4) +% 3) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(5))))
-            let w115 = ((((loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 3) *% 480)) +% (((tx94 *% 4) +% 3) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 4) *% 480)) +% (((tx94 *% 4) +% 3) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 1) *% 480)) +% (((tx94 *% 4) +% 3) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 2) *% 480)) +% (((tx94 *% 4) +% 3) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(4))))
-            let w116 = ((((loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 1) *% 480)) +% (((tx94 *% 4) +% 3) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 4) *% 480)) +% (((tx94 *% 4) +% 3) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 2) *% 480)) +% (((tx94 *% 4) +% 3) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 3) *% 480)) +% (((tx94 *% 4) +% 3) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(1))))
-            let w117 = ((((loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 3) *% 480)) +% (((tx94 *% 4) +% 3) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 4) *% 480)) +% (((tx94 *% 4) +% 3) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 1) *% 480)) +% (((tx94 *% 4) +% 3) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 2) *% 480)) +% (((tx94 *% 4) +% 3) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(1))))
-            let w118 = ((((loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 1) *% 480)) +% (((tx94 *% 4) +% 3) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 4) *% 480)) +% (((tx94 *% 4) +% 3) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 2) *% 480)) +% (((tx94 *% 4) +% 3) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 3) *% 480)) +% (((tx94 *% 4) +% 3) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(2))))
-            let w119 = (((loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 1) *% 480)) +% (((tx94 *% 4) +% 3) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 5) *% 480)) +% (((tx94 *% 4) +% 3) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 3) *% 480)) +% (((tx94 *% 4) +% 3) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(5))))
-            let w120 = (((loadVector(arena, (1614848 +% ((((j92 *% 14400) +% ((ty93 *% 4) *% 480)) +% (((tx94 *% 4) +% 4) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 4) *% 480)) +% (((tx94 *% 4) +% 4) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 2) *% 480)) +% (((tx94 *% 4) +% 4) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(5))))
-            let w121 = ((((loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 3) *% 480)) +% (((tx94 *% 4) +% 4) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 4) *% 480)) +% (((tx94 *% 4) +% 4) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 1) *% 480)) +% (((tx94 *% 4) +% 4) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 2) *% 480)) +% (((tx94 *% 4) +% 4) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(4))))
-            let w122 = ((((loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 1) *% 480)) +% (((tx94 *% 4) +% 4) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 4) *% 480)) +% (((tx94 *% 4) +% 4) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 2) *% 480)) +% (((tx94 *% 4) +% 4) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 3) *% 480)) +% (((tx94 *% 4) +% 4) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(1))))
-            let w123 = ((((loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 3) *% 480)) +% (((tx94 *% 4) +% 4) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 4) *% 480)) +% (((tx94 *% 4) +% 4) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 1) *% 480)) +% (((tx94 *% 4) +% 4) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 2) *% 480)) +% (((tx94 *% 4) +% 4) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(1))))
-            let w124 = ((((loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 1) *% 480)) +% (((tx94 *% 4) +% 4) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 4) *% 480)) +% (((tx94 *% 4) +% 4) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 2) *% 480)) +% (((tx94 *% 4) +% 4) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 3) *% 480)) +% (((tx94 *% 4) +% 4) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(2))))
-            let w125 = (((loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 1) *% 480)) +% (((tx94 *% 4) +% 4) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 5) *% 480)) +% (((tx94 *% 4) +% 4) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 3) *% 480)) +% (((tx94 *% 4) +% 4) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(5))))
-            let w126 = (((loadVector(arena, (1614848 +% ((((j92 *% 14400) +% ((ty93 *% 4) *% 480)) +% (((tx94 *% 4) +% 5) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 4) *% 480)) +% (((tx94 *% 4) +% 5) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 2) *% 480)) +% (((tx94 *% 4) +% 5) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(5))))
-            let w127 = ((((loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 3) *% 480)) +% (((tx94 *% 4) +% 5) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 4) *% 480)) +% (((tx94 *% 4) +% 5) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 1) *% 480)) +% (((tx94 *% 4) +% 5) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 2) *% 480)) +% (((tx94 *% 4) +% 5) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(4))))
-            let w128 = ((((loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 1) *% 480)) +% (((tx94 *% 4) +% 5) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 4) *% 480)) +% (((tx94 *% 4) +% 5) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 2) *% 480)) +% (((tx94 *% 4) +% 5) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 3) *% 480)) +% (((tx94 *% 4) +% 5) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(1))))
-            let w129 = ((((loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 3) *% 480)) +% (((tx94 *% 4) +% 5) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 4) *% 480)) +% (((tx94 *% 4) +% 5) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 1) *% 480)) +% (((tx94 *% 4) +% 5) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 2) *% 480)) +% (((tx94 *% 4) +% 5) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(1))))
-            let w130 = ((((loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 1) *% 480)) +% (((tx94 *% 4) +% 5) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 4) *% 480)) +% (((tx94 *% 4) +% 5) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 2) *% 480)) +% (((tx94 *% 4) +% 5) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 3) *% 480)) +% (((tx94 *% 4) +% 5) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(2))))
-            let w131 = (((loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 1) *% 480)) +% (((tx94 *% 4) +% 5) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 5) *% 480)) +% (((tx94 *% 4) +% 5) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j92 *% 14400) +% (((ty93 *% 4) +% 3) *% 480)) +% (((tx94 *% 4) +% 5) *% 16)) +% (cv95 *% 8)))) * Vector(repeating: Float(5))))
-            let w132 = (((w96 * Vector(repeating: Float(4))) + (w120 * Vector(repeating: Float(1)))) - (w108 * Vector(repeating: Float(5))))
-            let w133 = ((((w114 * Vector(repeating: Float(1))) + (w120 * Vector(repeating: Float(1)))) - (w102 * Vector(repeating: Float(4)))) - (w108 * Vector(repeating: Float(4))))
-            let w134 = ((((w102 * Vector(repeating: Float(4))) + (w120 * Vector(repeating: Float(1)))) - (w108 * Vector(repeating: Float(4)))) - (w114 * Vector(repeating: Float(1))))
-            let w135 = ((((w114 * Vector(repeating: Float(2))) + (w120 * Vector(repeating: Float(1)))) - (w102 * Vector(repeating: Float(2)))) - (w108 * Vector(repeating: Float(1))))
-            let w136 = ((((w102 * Vector(repeating: Float(2))) + (w120 * Vector(repeating: Float(1)))) - (w108 * Vector(repeating: Float(1)))) - (w114 * Vector(repeating: Float(2))))
-            let w137 = (((w102 * Vector(repeating: Float(4))) + (w126 * Vector(repeating: Float(1)))) - (w114 * Vector(repeating: Float(5))))
-            let w138 = (((w97 * Vector(repeating: Float(4))) + (w121 * Vector(repeating: Float(1)))) - (w109 * Vector(repeating: Float(5))))
-            let w139 = ((((w115 * Vector(repeating: Float(1))) + (w121 * Vector(repeating: Float(1)))) - (w103 * Vector(repeating: Float(4)))) - (w109 * Vector(repeating: Float(4))))
-            let w140 = ((((w103 * Vector(repeating: Float(4))) + (w121 * Vector(repeating: Float(1)))) - (w109 * Vector(repeating: Float(4)))) - (w115 * Vector(repeating: Float(1))))
-            let w141 = ((((w115 * Vector(repeating: Float(2))) + (w121 * Vector(repeating: Float(1)))) - (w103 * Vector(repeating: Float(2)))) - (w109 * Vector(repeating: Float(1))))
-            let w142 = ((((w103 * Vector(repeating: Float(2))) + (w121 * Vector(repeating: Float(1)))) - (w109 * Vector(repeating: Float(1)))) - (w115 * Vector(repeating: Float(2))))
-            let w143 = (((w103 * Vector(repeating: Float(4))) + (w127 * Vector(repeating: Float(1)))) - (w115 * Vector(repeating: Float(5))))
-            let w144 = (((w98 * Vector(repeating: Float(4))) + (w122 * Vector(repeating: Float(1)))) - (w110 * Vector(repeating: Float(5))))
-            let w145 = ((((w116 * Vector(repeating: Float(1))) + (w122 * Vector(repeating: Float(1)))) - (w104 * Vector(repeating: Float(4)))) - (w110 * Vector(repeating: Float(4))))
-            let w146 = ((((w104 * Vector(repeating: Float(4))) + (w122 * Vector(repeating: Float(1)))) - (w110 * Vector(repeating: Float(4)))) - (w116 * Vector(repeating: Float(1))))
-            let w147 = ((((w116 * Vector(repeating: Float(2))) + (w122 * Vector(repeating: Float(1)))) - (w104 * Vector(repeating: Float(2)))) - (w110 * Vector(repeating: Float(1))))
-            let w148 = ((((w104 * Vector(repeating: Float(2))) + (w122 * Vector(repeating: Float(1)))) - (w110 * Vector(repeating: Float(1)))) - (w116 * Vector(repeating: Float(2))))
-            let w149 = (((w104 * Vector(repeating: Float(4))) + (w128 * Vector(repeating: Float(1)))) - (w116 * Vector(repeating: Float(5))))
-            let w150 = (((w99 * Vector(repeating: Float(4))) + (w123 * Vector(repeating: Float(1)))) - (w111 * Vector(repeating: Float(5))))
-            let w151 = ((((w117 * Vector(repeating: Float(1))) + (w123 * Vector(repeating: Float(1)))) - (w105 * Vector(repeating: Float(4)))) - (w111 * Vector(repeating: Float(4))))
-            let w152 = ((((w105 * Vector(repeating: Float(4))) + (w123 * Vector(repeating: Float(1)))) - (w111 * Vector(repeating: Float(4)))) - (w117 * Vector(repeating: Float(1))))
-            let w153 = ((((w117 * Vector(repeating: Float(2))) + (w123 * Vector(repeating: Float(1)))) - (w105 * Vector(repeating: Float(2)))) - (w111 * Vector(repeating: Float(1))))
-            let w154 = ((((w105 * Vector(repeating: Float(2))) + (w123 * Vector(repeating: Float(1)))) - (w111 * Vector(repeating: Float(1)))) - (w117 * Vector(repeating: Float(2))))
-            let w155 = (((w105 * Vector(repeating: Float(4))) + (w129 * Vector(repeating: Float(1)))) - (w117 * Vector(repeating: Float(5))))
-            let w156 = (((w100 * Vector(repeating: Float(4))) + (w124 * Vector(repeating: Float(1)))) - (w112 * Vector(repeating: Float(5))))
-            let w157 = ((((w118 * Vector(repeating: Float(1))) + (w124 * Vector(repeating: Float(1)))) - (w106 * Vector(repeating: Float(4)))) - (w112 * Vector(repeating: Float(4))))
-            let w158 = ((((w106 * Vector(repeating: Float(4))) + (w124 * Vector(repeating: Float(1)))) - (w112 * Vector(repeating: Float(4)))) - (w118 * Vector(repeating: Float(1))))
-            let w159 = ((((w118 * Vector(repeating: Float(2))) + (w124 * Vector(repeating: Float(1)))) - (w106 * Vector(repeating: Float(2)))) - (w112 * Vector(repeating: Float(1))))
-            let w160 = ((((w106 * Vector(repeating: Float(2))) + (w124 * Vector(repeating: Float(1)))) - (w112 * Vector(repeating: Float(1)))) - (w118 * Vector(repeating: Float(2))))
-            let w161 = (((w106 * Vector(repeating: Float(4))) + (w130 * Vector(repeating: Float(1)))) - (w118 * Vector(repeating: Float(5))))
-            let w162 = (((w101 * Vector(repeating: Float(4))) + (w125 * Vector(repeating: Float(1)))) - (w113 * Vector(repeating: Float(5))))
-            let w163 = ((((w119 * Vector(repeating: Float(1))) + (w125 * Vector(repeating: Float(1)))) - (w107 * Vector(repeating: Float(4)))) - (w113 * Vector(repeating: Float(4))))
-            let w164 = ((((w107 * Vector(repeating: Float(4))) + (w125 * Vector(repeating: Float(1)))) - (w113 * Vector(repeating: Float(4)))) - (w119 * Vector(repeating: Float(1))))
-            let w165 = ((((w119 * Vector(repeating: Float(2))) + (w125 * Vector(repeating: Float(1)))) - (w107 * Vector(repeating: Float(2)))) - (w113 * Vector(repeating: Float(1))))
-            let w166 = ((((w107 * Vector(repeating: Float(2))) + (w125 * Vector(repeating: Float(1)))) - (w113 * Vector(repeating: Float(1)))) - (w119 * Vector(repeating: Float(2))))
-            let w167 = (((w107 * Vector(repeating: Float(4))) + (w131 * Vector(repeating: Float(1)))) - (w119 * Vector(repeating: Float(5))))
-            storeVector(arena, ((1629248 +% ((((j92 *% 49) +% (ty93 *% 7)) +% tx94) *% 16)) +% (cv95 *% 8)), w132)
-            storeVector(arena, ((1630032 +% ((((j92 *% 49) +% (ty93 *% 7)) +% tx94) *% 16)) +% (cv95 *% 8)), w133)
-            storeVector(arena, ((1630816 +% ((((j92 *% 49) +% (ty93 *% 7)) +% tx94) *% 16)) +% (cv95 *% 8)), w134)
-            storeVector(arena, ((1631600 +% ((((j92 *% 49) +% (ty93 *% 7)) +% tx94) *% 16)) +% (cv95 *% 8)), w135)
-            storeVector(arena, ((1632384 +% ((((j92 *% 49) +% (ty93 *% 7)) +% tx94) *% 16)) +% (cv95 *% 8)), w136)
-            storeVector(arena, ((1633168 +% ((((j92 *% 49) +% (ty93 *% 7)) +% tx94) *% 16)) +% (cv95 *% 8)), w137)
-            storeVector(arena, ((1633952 +% ((((j92 *% 49) +% (ty93 *% 7)) +% tx94) *% 16)) +% (cv95 *% 8)), w138)
-            storeVector(arena, ((1634736 +% ((((j92 *% 49) +% (ty93 *% 7)) +% tx94) *% 16)) +% (cv95 *% 8)), w139)
-            storeVector(arena, ((1635520 +% ((((j92 *% 49) +% (ty93 *% 7)) +% tx94) *% 16)) +% (cv95 *% 8)), w140)
-            storeVector(arena, ((1636304 +% ((((j92 *% 49) +% (ty93 *% 7)) +% tx94) *% 16)) +% (cv95 *% 8)), w141)
-            storeVector(arena, ((1637088 +% ((((j92 *% 49) +% (ty93 *% 7)) +% tx94) *% 16)) +% (cv95 *% 8)), w142)
-            storeVector(arena, ((1637872 +% ((((j92 *% 49) +% (ty93 *% 7)) +% tx94) *% 16)) +% (cv95 *% 8)), w143)
-            storeVector(arena, ((1638656 +% ((((j92 *% 49) +% (ty93 *% 7)) +% tx94) *% 16)) +% (cv95 *% 8)), w144)
-            storeVector(arena, ((1639440 +% ((((j92 *% 49) +% (ty93 *% 7)) +% tx94) *% 16)) +% (cv95 *% 8)), w145)
-            storeVector(arena, ((1640224 +% ((((j92 *% 49) +% (ty93 *% 7)) +% tx94) *% 16)) +% (cv95 *% 8)), w146)
-            storeVector(arena, ((1641008 +% ((((j92 *% 49) +% (ty93 *% 7)) +% tx94) *% 16)) +% (cv95 *% 8)), w147)
-            storeVector(arena, ((1641792 +% ((((j92 *% 49) +% (ty93 *% 7)) +% tx94) *% 16)) +% (cv95 *% 8)), w148)
-            storeVector(arena, ((1642576 +% ((((j92 *% 49) +% (ty93 *% 7)) +% tx94) *% 16)) +% (cv95 *% 8)), w149)
-            storeVector(arena, ((1643360 +% ((((j92 *% 49) +% (ty93 *% 7)) +% tx94) *% 16)) +% (cv95 *% 8)), w150)
-            storeVector(arena, ((1644144 +% ((((j92 *% 49) +% (ty93 *% 7)) +% tx94) *% 16)) +% (cv95 *% 8)), w151)
-            storeVector(arena, ((1644928 +% ((((j92 *% 49) +% (ty93 *% 7)) +% tx94) *% 16)) +% (cv95 *% 8)), w152)
-            storeVector(arena, ((1645712 +% ((((j92 *% 49) +% (ty93 *% 7)) +% tx94) *% 16)) +% (cv95 *% 8)), w153)
-            storeVector(arena, ((1646496 +% ((((j92 *% 49) +% (ty93 *% 7)) +% tx94) *% 16)) +% (cv95 *% 8)), w154)
-            storeVector(arena, ((1647280 +% ((((j92 *% 49) +% (ty93 *% 7)) +% tx94) *% 16)) +% (cv95 *% 8)), w155)
-            storeVector(arena, ((1648064 +% ((((j92 *% 49) +% (ty93 *% 7)) +% tx94) *% 16)) +% (cv95 *% 8)), w156)
-            storeVector(arena, ((1648848 +% ((((j92 *% 49) +% (ty93 *% 7)) +% tx94) *% 16)) +% (cv95 *% 8)), w157)
-            storeVector(arena, ((1649632 +% ((((j92 *% 49) +% (ty93 *% 7)) +% tx94) *% 16)) +% (cv95 *% 8)), w158)
-            storeVector(arena, ((1650416 +% ((((j92 *% 49) +% (ty93 *% 7)) +% tx94) *% 16)) +% (cv95 *% 8)), w159)
-            storeVector(arena, ((1651200 +% ((((j92 *% 49) +% (ty93 *% 7)) +% tx94) *% 16)) +% (cv95 *% 8)), w160)
-            storeVector(arena, ((1651984 +% ((((j92 *% 49) +% (ty93 *% 7)) +% tx94) *% 16)) +% (cv95 *% 8)), w161)
-            storeVector(arena, ((1652768 +% ((((j92 *% 49) +% (ty93 *% 7)) +% tx94) *% 16)) +% (cv95 *% 8)), w162)
-            storeVector(arena, ((1653552 +% ((((j92 *% 49) +% (ty93 *% 7)) +% tx94) *% 16)) +% (cv95 *% 8)), w163)
-            storeVector(arena, ((1654336 +% ((((j92 *% 49) +% (ty93 *% 7)) +% tx94) *% 16)) +% (cv95 *% 8)), w164)
-            storeVector(arena, ((1655120 +% ((((j92 *% 49) +% (ty93 *% 7)) +% tx94) *% 16)) +% (cv95 *% 8)), w165)
-            storeVector(arena, ((1655904 +% ((((j92 *% 49) +% (ty93 *% 7)) +% tx94) *% 16)) +% (cv95 *% 8)), w166)
-            storeVector(arena, ((1656688 +% ((((j92 *% 49) +% (ty93 *% 7)) +% tx94) *% 16)) +% (cv95 *% 8)), w167)
+    for j115 in 0..<1 {
+      for ty116 in 0..<7 {
+        for tx117 in 0..<7 {
+          for cv118 in 0..<2 {
+            let w119 = (((loadVector(arena, (1614848 +% ((((j115 *% 14400) +% ((ty116 *% 4) *% 480)) +% ((tx117 *% 4) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 4) *% 480)) +% ((tx117 *% 4) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 2) *% 480)) +% ((tx117 *% 4) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(5))))
+            let w120 = ((((loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 3) *% 480)) +% ((tx117 *% 4) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 4) *% 480)) +% ((tx117 *% 4) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 1) *% 480)) +% ((tx117 *% 4) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 2) *% 480)) +% ((tx117 *% 4) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(4))))
+            let w121 = ((((loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 1) *% 480)) +% ((tx117 *% 4) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 4) *% 480)) +% ((tx117 *% 4) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 2) *% 480)) +% ((tx117 *% 4) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 3) *% 480)) +% ((tx117 *% 4) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(1))))
+            let w122 = ((((loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 3) *% 480)) +% ((tx117 *% 4) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 4) *% 480)) +% ((tx117 *% 4) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 1) *% 480)) +% ((tx117 *% 4) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 2) *% 480)) +% ((tx117 *% 4) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(1))))
+            let w123 = ((((loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 1) *% 480)) +% ((tx117 *% 4) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 4) *% 480)) +% ((tx117 *% 4) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 2) *% 480)) +% ((tx117 *% 4) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 3) *% 480)) +% ((tx117 *% 4) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(2))))
+            let w124 = (((loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 1) *% 480)) +% ((tx117 *% 4) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 5) *% 480)) +% ((tx117 *% 4) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 3) *% 480)) +% ((tx117 *% 4) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(5))))
+            let w125 = (((loadVector(arena, (1614848 +% ((((j115 *% 14400) +% ((ty116 *% 4) *% 480)) +% (((tx117 *% 4) +% 1) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 4) *% 480)) +% (((tx117 *% 4) +% 1) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 2) *% 480)) +% (((tx117 *% 4) +% 1) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(5))))
+            let w126 = ((((loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 3) *% 480)) +% (((tx117 *% 4) +% 1) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 4) *% 480)) +% (((tx117 *% 4) +% 1) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 1) *% 480)) +% (((tx117 *% 4) +% 1) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 2) *% 480)) +% (((tx117 *% 4) +% 1) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(4))))
+            let w127 = ((((loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 1) *% 480)) +% (((tx117 *% 4) +% 1) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 4) *% 480)) +% (((tx117 *% 4) +% 1) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 2) *% 480)) +% (((tx117 *% 4) +% 1) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 3) *% 480)) +% (((tx117 *% 4) +% 1) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(1))))
+            let w128 = ((((loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 3) *% 480)) +% (((tx117 *% 4) +% 1) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 4) *% 480)) +% (((tx117 *% 4) +% 1) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 1) *% 480)) +% (((tx117 *% 4) +% 1) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 2) *% 480)) +% (((tx117 *% 4) +% 1) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(1))))
+            let w129 = ((((loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 1) *% 480)) +% (((tx117 *% 4) +% 1) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 4) *% 480)) +% (((tx117 *% 4) +% 1) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 2) *% 480)) +% (((tx117 *% 4) +% 1) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 3) *% 480)) +% (((tx117 *% 4) +% 1) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(2))))
+            let w130 = (((loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 1) *% 480)) +% (((tx117 *% 4) +% 1) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 5) *% 480)) +% (((tx117 *% 4) +% 1) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 3) *% 480)) +% (((tx117 *% 4) +% 1) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(5))))
+            let w131 = (((loadVector(arena, (1614848 +% ((((j115 *% 14400) +% ((ty116 *% 4) *% 480)) +% (((tx117 *% 4) +% 2) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 4) *% 480)) +% (((tx117 *% 4) +% 2) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 2) *% 480)) +% (((tx117 *% 4) +% 2) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(5))))
+            let w132 = ((((loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 3) *% 480)) +% (((tx117 *% 4) +% 2) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 4) *% 480)) +% (((tx117 *% 4) +% 2) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 1) *% 480)) +% (((tx117 *% 4) +% 2) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 2) *% 480)) +% (((tx117 *% 4) +% 2) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(4))))
+            let w133 = ((((loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 1) *% 480)) +% (((tx117 *% 4) +% 2) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 4) *% 480)) +% (((tx117 *% 4) +% 2) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 2) *% 480)) +% (((tx117 *% 4) +% 2) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 3) *% 480)) +% (((tx117 *% 4) +% 2) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(1))))
+            let w134 = ((((loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 3) *% 480)) +% (((tx117 *% 4) +% 2) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 4) *% 480)) +% (((tx117 *% 4) +% 2) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 1) *% 480)) +% (((tx117 *% 4) +% 2) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 2) *% 480)) +% (((tx117 *% 4) +% 2) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(1))))
+            let w135 = ((((loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 1) *% 480)) +% (((tx117 *% 4) +% 2) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 4) *% 480)) +% (((tx117 *% 4) +% 2) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 2) *% 480)) +% (((tx117 *% 4) +% 2) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 3) *% 480)) +% (((tx117 *% 4) +% 2) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(2))))
+            let w136 = (((loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 1) *% 480)) +% (((tx117 *% 4) +% 2) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 5) *% 480)) +% (((tx117 *% 4) +% 2) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 3) *% 480)) +% (((tx117 *% 4) +% 2) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(5))))
+            let w137 = (((loadVector(arena, (1614848 +% ((((j115 *% 14400) +% ((ty116 *% 4) *% 480)) +% (((tx117 *% 4) +% 3) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 4) *% 480)) +% (((tx117 *% 4) +% 3) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 2) *% 480)) +% (((tx117 *% 4) +% 3) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(5))))
+            let w138 = ((((loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 3) *% 480)) +% (((tx117 *% 4) +% 3) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 4) *% 480)) +% (((tx117 *% 4) +% 3) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 1) *% 480)) +% (((tx117 *% 4) +% 3) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 2) *% 480)) +% (((tx117 *% 4) +% 3) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(4))))
+            let w139 = ((((loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 1) *% 480)) +% (((tx117 *% 4) +% 3) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 4) *% 480)) +% (((tx117 *% 4) +% 3) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 2) *% 480)) +% (((tx117 *% 4) +% 3) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 3) *% 480)) +% (((tx117 *% 4) +% 3) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(1))))
+            let w140 = ((((loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 3) *% 480)) +% (((tx117 *% 4) +% 3) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 4) *% 480)) +% (((tx117 *% 4) +% 3) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 1) *% 480)) +% (((tx117 *% 4) +% 3) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 2) *% 480)) +% (((tx117 *% 4) +% 3) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(1))))
+            let w141 = ((((loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 1) *% 480)) +% (((tx117 *% 4) +% 3) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 4) *% 480)) +% (((tx117 *% 4) +% 3) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 2) *% 480)) +% (((tx117 *% 4) +% 3) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 3) *% 480)) +% (((tx117 *% 4) +% 3) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(2))))
+            let w142 = (((loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 1) *% 480)) +% (((tx117 *% 4) +% 3) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 5) *% 480)) +% (((tx117 *% 4) +% 3) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 3) *% 480)) +% (((tx117 *% 4) +% 3) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(5))))
+            let w143 = (((loadVector(arena, (1614848 +% ((((j115 *% 14400) +% ((ty116 *% 4) *% 480)) +% (((tx117 *% 4) +% 4) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 4) *% 480)) +% (((tx117 *% 4) +% 4) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 2) *% 480)) +% (((tx117 *% 4) +% 4) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(5))))
+            let w144 = ((((loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 3) *% 480)) +% (((tx117 *% 4) +% 4) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 4) *% 480)) +% (((tx117 *% 4) +% 4) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 1) *% 480)) +% (((tx117 *% 4) +% 4) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 2) *% 480)) +% (((tx117 *% 4) +% 4) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(4))))
+            let w145 = ((((loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 1) *% 480)) +% (((tx117 *% 4) +% 4) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 4) *% 480)) +% (((tx117 *% 4) +% 4) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 2) *% 480)) +% (((tx117 *% 4) +% 4) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 3) *% 480)) +% (((tx117 *% 4) +% 4) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(1))))
+            let w146 = ((((loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 3) *% 480)) +% (((tx117 *% 4) +% 4) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 4) *% 480)) +% (((tx117 *% 4) +% 4) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 1) *% 480)) +% (((tx117 *% 4) +% 4) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 2) *% 480)) +% (((tx117 *% 4) +% 4) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(1))))
+            let w147 = ((((loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 1) *% 480)) +% (((tx117 *% 4) +% 4) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 4) *% 480)) +% (((tx117 *% 4) +% 4) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 2) *% 480)) +% (((tx117 *% 4) +% 4) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 3) *% 480)) +% (((tx117 *% 4) +% 4) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(2))))
+            let w148 = (((loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 1) *% 480)) +% (((tx117 *% 4) +% 4) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 5) *% 480)) +% (((tx117 *% 4) +% 4) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 3) *% 480)) +% (((tx117 *% 4) +% 4) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(5))))
+            let w149 = (((loadVector(arena, (1614848 +% ((((j115 *% 14400) +% ((ty116 *% 4) *% 480)) +% (((tx117 *% 4) +% 5) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 4) *% 480)) +% (((tx117 *% 4) +% 5) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 2) *% 480)) +% (((tx117 *% 4) +% 5) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(5))))
+            let w150 = ((((loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 3) *% 480)) +% (((tx117 *% 4) +% 5) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 4) *% 480)) +% (((tx117 *% 4) +% 5) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 1) *% 480)) +% (((tx117 *% 4) +% 5) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 2) *% 480)) +% (((tx117 *% 4) +% 5) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(4))))
+            let w151 = ((((loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 1) *% 480)) +% (((tx117 *% 4) +% 5) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 4) *% 480)) +% (((tx117 *% 4) +% 5) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 2) *% 480)) +% (((tx117 *% 4) +% 5) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 3) *% 480)) +% (((tx117 *% 4) +% 5) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(1))))
+            let w152 = ((((loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 3) *% 480)) +% (((tx117 *% 4) +% 5) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 4) *% 480)) +% (((tx117 *% 4) +% 5) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 1) *% 480)) +% (((tx117 *% 4) +% 5) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 2) *% 480)) +% (((tx117 *% 4) +% 5) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(1))))
+            let w153 = ((((loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 1) *% 480)) +% (((tx117 *% 4) +% 5) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 4) *% 480)) +% (((tx117 *% 4) +% 5) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 2) *% 480)) +% (((tx117 *% 4) +% 5) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 3) *% 480)) +% (((tx117 *% 4) +% 5) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(2))))
+            let w154 = (((loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 1) *% 480)) +% (((tx117 *% 4) +% 5) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 5) *% 480)) +% (((tx117 *% 4) +% 5) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1614848 +% ((((j115 *% 14400) +% (((ty116 *% 4) +% 3) *% 480)) +% (((tx117 *% 4) +% 5) *% 16)) +% (cv118 *% 8)))) * Vector(repeating: Float(5))))
+            let w155 = (((w119 * Vector(repeating: Float(4))) + (w143 * Vector(repeating: Float(1)))) - (w131 * Vector(repeating: Float(5))))
+            let w156 = ((((w137 * Vector(repeating: Float(1))) + (w143 * Vector(repeating: Float(1)))) - (w125 * Vector(repeating: Float(4)))) - (w131 * Vector(repeating: Float(4))))
+            let w157 = ((((w125 * Vector(repeating: Float(4))) + (w143 * Vector(repeating: Float(1)))) - (w131 * Vector(repeating: Float(4)))) - (w137 * Vector(repeating: Float(1))))
+            let w158 = ((((w137 * Vector(repeating: Float(2))) + (w143 * Vector(repeating: Float(1)))) - (w125 * Vector(repeating: Float(2)))) - (w131 * Vector(repeating: Float(1))))
+            let w159 = ((((w125 * Vector(repeating: Float(2))) + (w143 * Vector(repeating: Float(1)))) - (w131 * Vector(repeating: Float(1)))) - (w137 * Vector(repeating: Float(2))))
+            let w160 = (((w125 * Vector(repeating: Float(4))) + (w149 * Vector(repeating: Float(1)))) - (w137 * Vector(repeating: Float(5))))
+            let w161 = (((w120 * Vector(repeating: Float(4))) + (w144 * Vector(repeating: Float(1)))) - (w132 * Vector(repeating: Float(5))))
+            let w162 = ((((w138 * Vector(repeating: Float(1))) + (w144 * Vector(repeating: Float(1)))) - (w126 * Vector(repeating: Float(4)))) - (w132 * Vector(repeating: Float(4))))
+            let w163 = ((((w126 * Vector(repeating: Float(4))) + (w144 * Vector(repeating: Float(1)))) - (w132 * Vector(repeating: Float(4)))) - (w138 * Vector(repeating: Float(1))))
+            let w164 = ((((w138 * Vector(repeating: Float(2))) + (w144 * Vector(repeating: Float(1)))) - (w126 * Vector(repeating: Float(2)))) - (w132 * Vector(repeating: Float(1))))
+            let w165 = ((((w126 * Vector(repeating: Float(2))) + (w144 * Vector(repeating: Float(1)))) - (w132 * Vector(repeating: Float(1)))) - (w138 * Vector(repeating: Float(2))))
+            let w166 = (((w126 * Vector(repeating: Float(4))) + (w150 * Vector(repeating: Float(1)))) - (w138 * Vector(repeating: Float(5))))
+            let w167 = (((w121 * Vector(repeating: Float(4))) + (w145 * Vector(repeating: Float(1)))) - (w133 * Vector(repeating: Float(5))))
+            let w168 = ((((w139 * Vector(repeating: Float(1))) + (w145 * Vector(repeating: Float(1)))) - (w127 * Vector(repeating: Float(4)))) - (w133 * Vector(repeating: Float(4))))
+            let w169 = ((((w127 * Vector(repeating: Float(4))) + (w145 * Vector(repeating: Float(1)))) - (w133 * Vector(repeating: Float(4)))) - (w139 * Vector(repeating: Float(1))))
+            let w170 = ((((w139 * Vector(repeating: Float(2))) + (w145 * Vector(repeating: Float(1)))) - (w127 * Vector(repeating: Float(2)))) - (w133 * Vector(repeating: Float(1))))
+            let w171 = ((((w127 * Vector(repeating: Float(2))) + (w145 * Vector(repeating: Float(1)))) - (w133 * Vector(repeating: Float(1)))) - (w139 * Vector(repeating: Float(2))))
+            let w172 = (((w127 * Vector(repeating: Float(4))) + (w151 * Vector(repeating: Float(1)))) - (w139 * Vector(repeating: Float(5))))
+            let w173 = (((w122 * Vector(repeating: Float(4))) + (w146 * Vector(repeating: Float(1)))) - (w134 * Vector(repeating: Float(5))))
+            let w174 = ((((w140 * Vector(repeating: Float(1))) + (w146 * Vector(repeating: Float(1)))) - (w128 * Vector(repeating: Float(4)))) - (w134 * Vector(repeating: Float(4))))
+            let w175 = ((((w128 * Vector(repeating: Float(4))) + (w146 * Vector(repeating: Float(1)))) - (w134 * Vector(repeating: Float(4)))) - (w140 * Vector(repeating: Float(1))))
+            let w176 = ((((w140 * Vector(repeating: Float(2))) + (w146 * Vector(repeating: Float(1)))) - (w128 * Vector(repeating: Float(2)))) - (w134 * Vector(repeating: Float(1))))
+            let w177 = ((((w128 * Vector(repeating: Float(2))) + (w146 * Vector(repeating: Float(1)))) - (w134 * Vector(repeating: Float(1)))) - (w140 * Vector(repeating: Float(2))))
+            let w178 = (((w128 * Vector(repeating: Float(4))) + (w152 * Vector(repeating: Float(1)))) - (w140 * Vector(repeating: Float(5))))
+            let w179 = (((w123 * Vector(repeating: Float(4))) + (w147 * Vector(repeating: Float(1)))) - (w135 * Vector(repeating: Float(5))))
+            let w180 = ((((w141 * Vector(repeating: Float(1))) + (w147 * Vector(repeating: Float(1)))) - (w129 * Vector(repeating: Float(4)))) - (w135 * Vector(repeating: Float(4))))
+            let w181 = ((((w129 * Vector(repeating: Float(4))) + (w147 * Vector(repeating: Float(1)))) - (w135 * Vector(repeating: Float(4)))) - (w141 * Vector(repeating: Float(1))))
+            let w182 = ((((w141 * Vector(repeating: Float(2))) + (w147 * Vector(repeating: Float(1)))) - (w129 * Vector(repeating: Float(2)))) - (w135 * Vector(repeating: Float(1))))
+            let w183 = ((((w129 * Vector(repeating: Float(2))) + (w147 * Vector(repeating: Float(1)))) - (w135 * Vector(repeating: Float(1)))) - (w141 * Vector(repeating: Float(2))))
+            let w184 = (((w129 * Vector(repeating: Float(4))) + (w153 * Vector(repeating: Float(1)))) - (w141 * Vector(repeating: Float(5))))
+            let w185 = (((w124 * Vector(repeating: Float(4))) + (w148 * Vector(repeating: Float(1)))) - (w136 * Vector(repeating: Float(5))))
+            let w186 = ((((w142 * Vector(repeating: Float(1))) + (w148 * Vector(repeating: Float(1)))) - (w130 * Vector(repeating: Float(4)))) - (w136 * Vector(repeating: Float(4))))
+            let w187 = ((((w130 * Vector(repeating: Float(4))) + (w148 * Vector(repeating: Float(1)))) - (w136 * Vector(repeating: Float(4)))) - (w142 * Vector(repeating: Float(1))))
+            let w188 = ((((w142 * Vector(repeating: Float(2))) + (w148 * Vector(repeating: Float(1)))) - (w130 * Vector(repeating: Float(2)))) - (w136 * Vector(repeating: Float(1))))
+            let w189 = ((((w130 * Vector(repeating: Float(2))) + (w148 * Vector(repeating: Float(1)))) - (w136 * Vector(repeating: Float(1)))) - (w142 * Vector(repeating: Float(2))))
+            let w190 = (((w130 * Vector(repeating: Float(4))) + (w154 * Vector(repeating: Float(1)))) - (w142 * Vector(repeating: Float(5))))
+            storeVector(arena, ((1629248 +% ((((j115 *% 49) +% (ty116 *% 7)) +% tx117) *% 16)) +% (cv118 *% 8)), w155)
+            storeVector(arena, ((1630032 +% ((((j115 *% 49) +% (ty116 *% 7)) +% tx117) *% 16)) +% (cv118 *% 8)), w156)
+            storeVector(arena, ((1630816 +% ((((j115 *% 49) +% (ty116 *% 7)) +% tx117) *% 16)) +% (cv118 *% 8)), w157)
+            storeVector(arena, ((1631600 +% ((((j115 *% 49) +% (ty116 *% 7)) +% tx117) *% 16)) +% (cv118 *% 8)), w158)
+            storeVector(arena, ((1632384 +% ((((j115 *% 49) +% (ty116 *% 7)) +% tx117) *% 16)) +% (cv118 *% 8)), w159)
+            storeVector(arena, ((1633168 +% ((((j115 *% 49) +% (ty116 *% 7)) +% tx117) *% 16)) +% (cv118 *% 8)), w160)
+            storeVector(arena, ((1633952 +% ((((j115 *% 49) +% (ty116 *% 7)) +% tx117) *% 16)) +% (cv118 *% 8)), w161)
+            storeVector(arena, ((1634736 +% ((((j115 *% 49) +% (ty116 *% 7)) +% tx117) *% 16)) +% (cv118 *% 8)), w162)
+            storeVector(arena, ((1635520 +% ((((j115 *% 49) +% (ty116 *% 7)) +% tx117) *% 16)) +% (cv118 *% 8)), w163)
+            storeVector(arena, ((1636304 +% ((((j115 *% 49) +% (ty116 *% 7)) +% tx117) *% 16)) +% (cv118 *% 8)), w164)
+            storeVector(arena, ((1637088 +% ((((j115 *% 49) +% (ty116 *% 7)) +% tx117) *% 16)) +% (cv118 *% 8)), w165)
+            storeVector(arena, ((1637872 +% ((((j115 *% 49) +% (ty116 *% 7)) +% tx117) *% 16)) +% (cv118 *% 8)), w166)
+            storeVector(arena, ((1638656 +% ((((j115 *% 49) +% (ty116 *% 7)) +% tx117) *% 16)) +% (cv118 *% 8)), w167)
+            storeVector(arena, ((1639440 +% ((((j115 *% 49) +% (ty116 *% 7)) +% tx117) *% 16)) +% (cv118 *% 8)), w168)
+            storeVector(arena, ((1640224 +% ((((j115 *% 49) +% (ty116 *% 7)) +% tx117) *% 16)) +% (cv118 *% 8)), w169)
+            storeVector(arena, ((1641008 +% ((((j115 *% 49) +% (ty116 *% 7)) +% tx117) *% 16)) +% (cv118 *% 8)), w170)
+            storeVector(arena, ((1641792 +% ((((j115 *% 49) +% (ty116 *% 7)) +% tx117) *% 16)) +% (cv118 *% 8)), w171)
+            storeVector(arena, ((1642576 +% ((((j115 *% 49) +% (ty116 *% 7)) +% tx117) *% 16)) +% (cv118 *% 8)), w172)
+            storeVector(arena, ((1643360 +% ((((j115 *% 49) +% (ty116 *% 7)) +% tx117) *% 16)) +% (cv118 *% 8)), w173)
+            storeVector(arena, ((1644144 +% ((((j115 *% 49) +% (ty116 *% 7)) +% tx117) *% 16)) +% (cv118 *% 8)), w174)
+            storeVector(arena, ((1644928 +% ((((j115 *% 49) +% (ty116 *% 7)) +% tx117) *% 16)) +% (cv118 *% 8)), w175)
+            storeVector(arena, ((1645712 +% ((((j115 *% 49) +% (ty116 *% 7)) +% tx117) *% 16)) +% (cv118 *% 8)), w176)
+            storeVector(arena, ((1646496 +% ((((j115 *% 49) +% (ty116 *% 7)) +% tx117) *% 16)) +% (cv118 *% 8)), w177)
+            storeVector(arena, ((1647280 +% ((((j115 *% 49) +% (ty116 *% 7)) +% tx117) *% 16)) +% (cv118 *% 8)), w178)
+            storeVector(arena, ((1648064 +% ((((j115 *% 49) +% (ty116 *% 7)) +% tx117) *% 16)) +% (cv118 *% 8)), w179)
+            storeVector(arena, ((1648848 +% ((((j115 *% 49) +% (ty116 *% 7)) +% tx117) *% 16)) +% (cv118 *% 8)), w180)
+            storeVector(arena, ((1649632 +% ((((j115 *% 49) +% (ty116 *% 7)) +% tx117) *% 16)) +% (cv118 *% 8)), w181)
+            storeVector(arena, ((1650416 +% ((((j115 *% 49) +% (ty116 *% 7)) +% tx117) *% 16)) +% (cv118 *% 8)), w182)
+            storeVector(arena, ((1651200 +% ((((j115 *% 49) +% (ty116 *% 7)) +% tx117) *% 16)) +% (cv118 *% 8)), w183)
+            storeVector(arena, ((1651984 +% ((((j115 *% 49) +% (ty116 *% 7)) +% tx117) *% 16)) +% (cv118 *% 8)), w184)
+            storeVector(arena, ((1652768 +% ((((j115 *% 49) +% (ty116 *% 7)) +% tx117) *% 16)) +% (cv118 *% 8)), w185)
+            storeVector(arena, ((1653552 +% ((((j115 *% 49) +% (ty116 *% 7)) +% tx117) *% 16)) +% (cv118 *% 8)), w186)
+            storeVector(arena, ((1654336 +% ((((j115 *% 49) +% (ty116 *% 7)) +% tx117) *% 16)) +% (cv118 *% 8)), w187)
+            storeVector(arena, ((1655120 +% ((((j115 *% 49) +% (ty116 *% 7)) +% tx117) *% 16)) +% (cv118 *% 8)), w188)
+            storeVector(arena, ((1655904 +% ((((j115 *% 49) +% (ty116 *% 7)) +% tx117) *% 16)) +% (cv118 *% 8)), w189)
+            storeVector(arena, ((1656688 +% ((((j115 *% 49) +% (ty116 *% 7)) +% tx117) *% 16)) +% (cv118 *% 8)), w190)
           }
         }
       }
     }
-    parallelFor(pool, 2) { part168 in
-      for xi169 in 0..<36 {
-        do {  // gemm176
-          for nb170 in 0..<1 {
-            for mb171 in 0..<3 {
-              var t172_c0_0 = Vector()
-              var t172_c1_0 = Vector()
-              var t172_c2_0 = Vector()
-              var t172_c3_0 = Vector()
-              var t172_c4_0 = Vector()
-              var t172_c5_0 = Vector()
-              var t172_c6_0 = Vector()
-              var t172_c7_0 = Vector()
-              var t172_c8_0 = Vector()
-              var t172_c9_0 = Vector()
-              var t172_c10_0 = Vector()
-              var t172_c11_0 = Vector()
-              var t172_c12_0 = Vector()
-              var t172_c13_0 = Vector()
-              for k173 in 0..<16 {
-                let t172_b0 = loadVector(arena, ((((2408448 +% (xi169 *% 256)) +% (part168 *% 8)) +% (k173 *% 16)) +% (nb170 *% 8)))
-                let t172_a0 = Vector(repeating: arena[(((1629248 +% (xi169 *% 784)) +% ((mb171 *% 14) *% 16)) +% k173)])
-                t172_c0_0 = t172_c0_0.addingProduct(t172_a0, t172_b0)
-                let t172_a1 = Vector(repeating: arena[(((1629248 +% (xi169 *% 784)) +% (((mb171 *% 14) +% 1) *% 16)) +% k173)])
-                t172_c1_0 = t172_c1_0.addingProduct(t172_a1, t172_b0)
-                let t172_a2 = Vector(repeating: arena[(((1629248 +% (xi169 *% 784)) +% (((mb171 *% 14) +% 2) *% 16)) +% k173)])
-                t172_c2_0 = t172_c2_0.addingProduct(t172_a2, t172_b0)
-                let t172_a3 = Vector(repeating: arena[(((1629248 +% (xi169 *% 784)) +% (((mb171 *% 14) +% 3) *% 16)) +% k173)])
-                t172_c3_0 = t172_c3_0.addingProduct(t172_a3, t172_b0)
-                let t172_a4 = Vector(repeating: arena[(((1629248 +% (xi169 *% 784)) +% (((mb171 *% 14) +% 4) *% 16)) +% k173)])
-                t172_c4_0 = t172_c4_0.addingProduct(t172_a4, t172_b0)
-                let t172_a5 = Vector(repeating: arena[(((1629248 +% (xi169 *% 784)) +% (((mb171 *% 14) +% 5) *% 16)) +% k173)])
-                t172_c5_0 = t172_c5_0.addingProduct(t172_a5, t172_b0)
-                let t172_a6 = Vector(repeating: arena[(((1629248 +% (xi169 *% 784)) +% (((mb171 *% 14) +% 6) *% 16)) +% k173)])
-                t172_c6_0 = t172_c6_0.addingProduct(t172_a6, t172_b0)
-                let t172_a7 = Vector(repeating: arena[(((1629248 +% (xi169 *% 784)) +% (((mb171 *% 14) +% 7) *% 16)) +% k173)])
-                t172_c7_0 = t172_c7_0.addingProduct(t172_a7, t172_b0)
-                let t172_a8 = Vector(repeating: arena[(((1629248 +% (xi169 *% 784)) +% (((mb171 *% 14) +% 8) *% 16)) +% k173)])
-                t172_c8_0 = t172_c8_0.addingProduct(t172_a8, t172_b0)
-                let t172_a9 = Vector(repeating: arena[(((1629248 +% (xi169 *% 784)) +% (((mb171 *% 14) +% 9) *% 16)) +% k173)])
-                t172_c9_0 = t172_c9_0.addingProduct(t172_a9, t172_b0)
-                let t172_a10 = Vector(repeating: arena[(((1629248 +% (xi169 *% 784)) +% (((mb171 *% 14) +% 10) *% 16)) +% k173)])
-                t172_c10_0 = t172_c10_0.addingProduct(t172_a10, t172_b0)
-                let t172_a11 = Vector(repeating: arena[(((1629248 +% (xi169 *% 784)) +% (((mb171 *% 14) +% 11) *% 16)) +% k173)])
-                t172_c11_0 = t172_c11_0.addingProduct(t172_a11, t172_b0)
-                let t172_a12 = Vector(repeating: arena[(((1629248 +% (xi169 *% 784)) +% (((mb171 *% 14) +% 12) *% 16)) +% k173)])
-                t172_c12_0 = t172_c12_0.addingProduct(t172_a12, t172_b0)
-                let t172_a13 = Vector(repeating: arena[(((1629248 +% (xi169 *% 784)) +% (((mb171 *% 14) +% 13) *% 16)) +% k173)])
-                t172_c13_0 = t172_c13_0.addingProduct(t172_a13, t172_b0)
+    parallelFor(pool, 2) { part191 in
+      for xi192 in 0..<36 {
+        do {  // gemm199
+          for nb193 in 0..<1 {
+            for mb194 in 0..<3 {
+              var t195_c0_0 = Vector()
+              var t195_c1_0 = Vector()
+              var t195_c2_0 = Vector()
+              var t195_c3_0 = Vector()
+              var t195_c4_0 = Vector()
+              var t195_c5_0 = Vector()
+              var t195_c6_0 = Vector()
+              var t195_c7_0 = Vector()
+              var t195_c8_0 = Vector()
+              var t195_c9_0 = Vector()
+              var t195_c10_0 = Vector()
+              var t195_c11_0 = Vector()
+              var t195_c12_0 = Vector()
+              var t195_c13_0 = Vector()
+              for k196 in 0..<16 {
+                let t195_b0 = loadVector(arena, ((((2408592 +% (xi192 *% 256)) +% (part191 *% 8)) +% (k196 *% 16)) +% (nb193 *% 8)))
+                let t195_a0 = Vector(repeating: arena[(((1629248 +% (xi192 *% 784)) +% ((mb194 *% 14) *% 16)) +% k196)])
+                t195_c0_0 = t195_c0_0.addingProduct(t195_a0, t195_b0)
+                let t195_a1 = Vector(repeating: arena[(((1629248 +% (xi192 *% 784)) +% (((mb194 *% 14) +% 1) *% 16)) +% k196)])
+                t195_c1_0 = t195_c1_0.addingProduct(t195_a1, t195_b0)
+                let t195_a2 = Vector(repeating: arena[(((1629248 +% (xi192 *% 784)) +% (((mb194 *% 14) +% 2) *% 16)) +% k196)])
+                t195_c2_0 = t195_c2_0.addingProduct(t195_a2, t195_b0)
+                let t195_a3 = Vector(repeating: arena[(((1629248 +% (xi192 *% 784)) +% (((mb194 *% 14) +% 3) *% 16)) +% k196)])
+                t195_c3_0 = t195_c3_0.addingProduct(t195_a3, t195_b0)
+                let t195_a4 = Vector(repeating: arena[(((1629248 +% (xi192 *% 784)) +% (((mb194 *% 14) +% 4) *% 16)) +% k196)])
+                t195_c4_0 = t195_c4_0.addingProduct(t195_a4, t195_b0)
+                let t195_a5 = Vector(repeating: arena[(((1629248 +% (xi192 *% 784)) +% (((mb194 *% 14) +% 5) *% 16)) +% k196)])
+                t195_c5_0 = t195_c5_0.addingProduct(t195_a5, t195_b0)
+                let t195_a6 = Vector(repeating: arena[(((1629248 +% (xi192 *% 784)) +% (((mb194 *% 14) +% 6) *% 16)) +% k196)])
+                t195_c6_0 = t195_c6_0.addingProduct(t195_a6, t195_b0)
+                let t195_a7 = Vector(repeating: arena[(((1629248 +% (xi192 *% 784)) +% (((mb194 *% 14) +% 7) *% 16)) +% k196)])
+                t195_c7_0 = t195_c7_0.addingProduct(t195_a7, t195_b0)
+                let t195_a8 = Vector(repeating: arena[(((1629248 +% (xi192 *% 784)) +% (((mb194 *% 14) +% 8) *% 16)) +% k196)])
+                t195_c8_0 = t195_c8_0.addingProduct(t195_a8, t195_b0)
+                let t195_a9 = Vector(repeating: arena[(((1629248 +% (xi192 *% 784)) +% (((mb194 *% 14) +% 9) *% 16)) +% k196)])
+                t195_c9_0 = t195_c9_0.addingProduct(t195_a9, t195_b0)
+                let t195_a10 = Vector(repeating: arena[(((1629248 +% (xi192 *% 784)) +% (((mb194 *% 14) +% 10) *% 16)) +% k196)])
+                t195_c10_0 = t195_c10_0.addingProduct(t195_a10, t195_b0)
+                let t195_a11 = Vector(repeating: arena[(((1629248 +% (xi192 *% 784)) +% (((mb194 *% 14) +% 11) *% 16)) +% k196)])
+                t195_c11_0 = t195_c11_0.addingProduct(t195_a11, t195_b0)
+                let t195_a12 = Vector(repeating: arena[(((1629248 +% (xi192 *% 784)) +% (((mb194 *% 14) +% 12) *% 16)) +% k196)])
+                t195_c12_0 = t195_c12_0.addingProduct(t195_a12, t195_b0)
+                let t195_a13 = Vector(repeating: arena[(((1629248 +% (xi192 *% 784)) +% (((mb194 *% 14) +% 13) *% 16)) +% k196)])
+                t195_c13_0 = t195_c13_0.addingProduct(t195_a13, t195_b0)
               }
-              storeVector(arena, ((((1657472 +% (xi169 *% 784)) +% (part168 *% 8)) +% ((mb171 *% 14) *% 16)) +% (nb170 *% 8)), t172_c0_0)
-              storeVector(arena, ((((1657472 +% (xi169 *% 784)) +% (part168 *% 8)) +% (((mb171 *% 14) +% 1) *% 16)) +% (nb170 *% 8)), t172_c1_0)
-              storeVector(arena, ((((1657472 +% (xi169 *% 784)) +% (part168 *% 8)) +% (((mb171 *% 14) +% 2) *% 16)) +% (nb170 *% 8)), t172_c2_0)
-              storeVector(arena, ((((1657472 +% (xi169 *% 784)) +% (part168 *% 8)) +% (((mb171 *% 14) +% 3) *% 16)) +% (nb170 *% 8)), t172_c3_0)
-              storeVector(arena, ((((1657472 +% (xi169 *% 784)) +% (part168 *% 8)) +% (((mb171 *% 14) +% 4) *% 16)) +% (nb170 *% 8)), t172_c4_0)
-              storeVector(arena, ((((1657472 +% (xi169 *% 784)) +% (part168 *% 8)) +% (((mb171 *% 14) +% 5) *% 16)) +% (nb170 *% 8)), t172_c5_0)
-              storeVector(arena, ((((1657472 +% (xi169 *% 784)) +% (part168 *% 8)) +% (((mb171 *% 14) +% 6) *% 16)) +% (nb170 *% 8)), t172_c6_0)
-              storeVector(arena, ((((1657472 +% (xi169 *% 784)) +% (part168 *% 8)) +% (((mb171 *% 14) +% 7) *% 16)) +% (nb170 *% 8)), t172_c7_0)
-              storeVector(arena, ((((1657472 +% (xi169 *% 784)) +% (part168 *% 8)) +% (((mb171 *% 14) +% 8) *% 16)) +% (nb170 *% 8)), t172_c8_0)
-              storeVector(arena, ((((1657472 +% (xi169 *% 784)) +% (part168 *% 8)) +% (((mb171 *% 14) +% 9) *% 16)) +% (nb170 *% 8)), t172_c9_0)
-              storeVector(arena, ((((1657472 +% (xi169 *% 784)) +% (part168 *% 8)) +% (((mb171 *% 14) +% 10) *% 16)) +% (nb170 *% 8)), t172_c10_0)
-              storeVector(arena, ((((1657472 +% (xi169 *% 784)) +% (part168 *% 8)) +% (((mb171 *% 14) +% 11) *% 16)) +% (nb170 *% 8)), t172_c11_0)
-              storeVector(arena, ((((1657472 +% (xi169 *% 784)) +% (part168 *% 8)) +% (((mb171 *% 14) +% 12) *% 16)) +% (nb170 *% 8)), t172_c12_0)
-              storeVector(arena, ((((1657472 +% (xi169 *% 784)) +% (part168 *% 8)) +% (((mb171 *% 14) +% 13) *% 16)) +% (nb170 *% 8)), t172_c13_0)
+              storeVector(arena, ((((1657472 +% (xi192 *% 784)) +% (part191 *% 8)) +% ((mb194 *% 14) *% 16)) +% (nb193 *% 8)), t195_c0_0)
+              storeVector(arena, ((((1657472 +% (xi192 *% 784)) +% (part191 *% 8)) +% (((mb194 *% 14) +% 1) *% 16)) +% (nb193 *% 8)), t195_c1_0)
+              storeVector(arena, ((((1657472 +% (xi192 *% 784)) +% (part191 *% 8)) +% (((mb194 *% 14) +% 2) *% 16)) +% (nb193 *% 8)), t195_c2_0)
+              storeVector(arena, ((((1657472 +% (xi192 *% 784)) +% (part191 *% 8)) +% (((mb194 *% 14) +% 3) *% 16)) +% (nb193 *% 8)), t195_c3_0)
+              storeVector(arena, ((((1657472 +% (xi192 *% 784)) +% (part191 *% 8)) +% (((mb194 *% 14) +% 4) *% 16)) +% (nb193 *% 8)), t195_c4_0)
+              storeVector(arena, ((((1657472 +% (xi192 *% 784)) +% (part191 *% 8)) +% (((mb194 *% 14) +% 5) *% 16)) +% (nb193 *% 8)), t195_c5_0)
+              storeVector(arena, ((((1657472 +% (xi192 *% 784)) +% (part191 *% 8)) +% (((mb194 *% 14) +% 6) *% 16)) +% (nb193 *% 8)), t195_c6_0)
+              storeVector(arena, ((((1657472 +% (xi192 *% 784)) +% (part191 *% 8)) +% (((mb194 *% 14) +% 7) *% 16)) +% (nb193 *% 8)), t195_c7_0)
+              storeVector(arena, ((((1657472 +% (xi192 *% 784)) +% (part191 *% 8)) +% (((mb194 *% 14) +% 8) *% 16)) +% (nb193 *% 8)), t195_c8_0)
+              storeVector(arena, ((((1657472 +% (xi192 *% 784)) +% (part191 *% 8)) +% (((mb194 *% 14) +% 9) *% 16)) +% (nb193 *% 8)), t195_c9_0)
+              storeVector(arena, ((((1657472 +% (xi192 *% 784)) +% (part191 *% 8)) +% (((mb194 *% 14) +% 10) *% 16)) +% (nb193 *% 8)), t195_c10_0)
+              storeVector(arena, ((((1657472 +% (xi192 *% 784)) +% (part191 *% 8)) +% (((mb194 *% 14) +% 11) *% 16)) +% (nb193 *% 8)), t195_c11_0)
+              storeVector(arena, ((((1657472 +% (xi192 *% 784)) +% (part191 *% 8)) +% (((mb194 *% 14) +% 12) *% 16)) +% (nb193 *% 8)), t195_c12_0)
+              storeVector(arena, ((((1657472 +% (xi192 *% 784)) +% (part191 *% 8)) +% (((mb194 *% 14) +% 13) *% 16)) +% (nb193 *% 8)), t195_c13_0)
             }
-            var t174_c0_0 = Vector()
-            var t174_c1_0 = Vector()
-            var t174_c2_0 = Vector()
-            var t174_c3_0 = Vector()
-            var t174_c4_0 = Vector()
-            var t174_c5_0 = Vector()
-            var t174_c6_0 = Vector()
-            for k175 in 0..<16 {
-              let t174_b0 = loadVector(arena, ((((2408448 +% (xi169 *% 256)) +% (part168 *% 8)) +% (k175 *% 16)) +% (nb170 *% 8)))
-              let t174_a0 = Vector(repeating: arena[(((1629248 +% (xi169 *% 784)) +% 672) +% k175)])
-              t174_c0_0 = t174_c0_0.addingProduct(t174_a0, t174_b0)
-              let t174_a1 = Vector(repeating: arena[(((1629248 +% (xi169 *% 784)) +% 688) +% k175)])
-              t174_c1_0 = t174_c1_0.addingProduct(t174_a1, t174_b0)
-              let t174_a2 = Vector(repeating: arena[(((1629248 +% (xi169 *% 784)) +% 704) +% k175)])
-              t174_c2_0 = t174_c2_0.addingProduct(t174_a2, t174_b0)
-              let t174_a3 = Vector(repeating: arena[(((1629248 +% (xi169 *% 784)) +% 720) +% k175)])
-              t174_c3_0 = t174_c3_0.addingProduct(t174_a3, t174_b0)
-              let t174_a4 = Vector(repeating: arena[(((1629248 +% (xi169 *% 784)) +% 736) +% k175)])
-              t174_c4_0 = t174_c4_0.addingProduct(t174_a4, t174_b0)
-              let t174_a5 = Vector(repeating: arena[(((1629248 +% (xi169 *% 784)) +% 752) +% k175)])
-              t174_c5_0 = t174_c5_0.addingProduct(t174_a5, t174_b0)
-              let t174_a6 = Vector(repeating: arena[(((1629248 +% (xi169 *% 784)) +% 768) +% k175)])
-              t174_c6_0 = t174_c6_0.addingProduct(t174_a6, t174_b0)
+            var t197_c0_0 = Vector()
+            var t197_c1_0 = Vector()
+            var t197_c2_0 = Vector()
+            var t197_c3_0 = Vector()
+            var t197_c4_0 = Vector()
+            var t197_c5_0 = Vector()
+            var t197_c6_0 = Vector()
+            for k198 in 0..<16 {
+              let t197_b0 = loadVector(arena, ((((2408592 +% (xi192 *% 256)) +% (part191 *% 8)) +% (k198 *% 16)) +% (nb193 *% 8)))
+              let t197_a0 = Vector(repeating: arena[(((1629248 +% (xi192 *% 784)) +% 672) +% k198)])
+              t197_c0_0 = t197_c0_0.addingProduct(t197_a0, t197_b0)
+              let t197_a1 = Vector(repeating: arena[(((1629248 +% (xi192 *% 784)) +% 688) +% k198)])
+              t197_c1_0 = t197_c1_0.addingProduct(t197_a1, t197_b0)
+              let t197_a2 = Vector(repeating: arena[(((1629248 +% (xi192 *% 784)) +% 704) +% k198)])
+              t197_c2_0 = t197_c2_0.addingProduct(t197_a2, t197_b0)
+              let t197_a3 = Vector(repeating: arena[(((1629248 +% (xi192 *% 784)) +% 720) +% k198)])
+              t197_c3_0 = t197_c3_0.addingProduct(t197_a3, t197_b0)
+              let t197_a4 = Vector(repeating: arena[(((1629248 +% (xi192 *% 784)) +% 736) +% k198)])
+              t197_c4_0 = t197_c4_0.addingProduct(t197_a4, t197_b0)
+              let t197_a5 = Vector(repeating: arena[(((1629248 +% (xi192 *% 784)) +% 752) +% k198)])
+              t197_c5_0 = t197_c5_0.addingProduct(t197_a5, t197_b0)
+              let t197_a6 = Vector(repeating: arena[(((1629248 +% (xi192 *% 784)) +% 768) +% k198)])
+              t197_c6_0 = t197_c6_0.addingProduct(t197_a6, t197_b0)
             }
-            storeVector(arena, ((((1657472 +% (xi169 *% 784)) +% (part168 *% 8)) +% 672) +% (nb170 *% 8)), t174_c0_0)
-            storeVector(arena, ((((1657472 +% (xi169 *% 784)) +% (part168 *% 8)) +% 688) +% (nb170 *% 8)), t174_c1_0)
-            storeVector(arena, ((((1657472 +% (xi169 *% 784)) +% (part168 *% 8)) +% 704) +% (nb170 *% 8)), t174_c2_0)
-            storeVector(arena, ((((1657472 +% (xi169 *% 784)) +% (part168 *% 8)) +% 720) +% (nb170 *% 8)), t174_c3_0)
-            storeVector(arena, ((((1657472 +% (xi169 *% 784)) +% (part168 *% 8)) +% 736) +% (nb170 *% 8)), t174_c4_0)
-            storeVector(arena, ((((1657472 +% (xi169 *% 784)) +% (part168 *% 8)) +% 752) +% (nb170 *% 8)), t174_c5_0)
-            storeVector(arena, ((((1657472 +% (xi169 *% 784)) +% (part168 *% 8)) +% 768) +% (nb170 *% 8)), t174_c6_0)
+            storeVector(arena, ((((1657472 +% (xi192 *% 784)) +% (part191 *% 8)) +% 672) +% (nb193 *% 8)), t197_c0_0)
+            storeVector(arena, ((((1657472 +% (xi192 *% 784)) +% (part191 *% 8)) +% 688) +% (nb193 *% 8)), t197_c1_0)
+            storeVector(arena, ((((1657472 +% (xi192 *% 784)) +% (part191 *% 8)) +% 704) +% (nb193 *% 8)), t197_c2_0)
+            storeVector(arena, ((((1657472 +% (xi192 *% 784)) +% (part191 *% 8)) +% 720) +% (nb193 *% 8)), t197_c3_0)
+            storeVector(arena, ((((1657472 +% (xi192 *% 784)) +% (part191 *% 8)) +% 736) +% (nb193 *% 8)), t197_c4_0)
+            storeVector(arena, ((((1657472 +% (xi192 *% 784)) +% (part191 *% 8)) +% 752) +% (nb193 *% 8)), t197_c5_0)
+            storeVector(arena, ((((1657472 +% (xi192 *% 784)) +% (part191 *% 8)) +% 768) +% (nb193 *% 8)), t197_c6_0)
           }
         }
       }
-      for j177 in 0..<1 {
-        for ty178 in 0..<7 {
-          for tx179 in 0..<7 {
-            for cv180 in 0..<1 {
-              let w181 = ((((loadVector(arena, ((1657472 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) + loadVector(arena, ((1662176 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8))))) + loadVector(arena, ((1666880 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8))))) + loadVector(arena, ((1671584 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8))))) + loadVector(arena, ((1676288 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))))
-              let w182 = ((((loadVector(arena, ((1662176 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1671584 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((1666880 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1676288 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(2))))
-              let w183 = ((((loadVector(arena, ((1662176 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1666880 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((1671584 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((1676288 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(4))))
-              let w184 = (((((loadVector(arena, ((1662176 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1671584 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((1680992 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1666880 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1676288 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(8))))
-              let w185 = ((((loadVector(arena, ((1658256 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) + loadVector(arena, ((1662960 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8))))) + loadVector(arena, ((1667664 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8))))) + loadVector(arena, ((1672368 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8))))) + loadVector(arena, ((1677072 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))))
-              let w186 = ((((loadVector(arena, ((1662960 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1672368 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((1667664 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1677072 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(2))))
-              let w187 = ((((loadVector(arena, ((1662960 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1667664 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((1672368 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((1677072 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(4))))
-              let w188 = (((((loadVector(arena, ((1662960 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1672368 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((1681776 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1667664 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1677072 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(8))))
-              let w189 = ((((loadVector(arena, ((1659040 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) + loadVector(arena, ((1663744 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8))))) + loadVector(arena, ((1668448 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8))))) + loadVector(arena, ((1673152 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8))))) + loadVector(arena, ((1677856 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))))
-              let w190 = ((((loadVector(arena, ((1663744 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1673152 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((1668448 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1677856 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(2))))
-              let w191 = ((((loadVector(arena, ((1663744 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1668448 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((1673152 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((1677856 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(4))))
-              let w192 = (((((loadVector(arena, ((1663744 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1673152 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((1682560 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1668448 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1677856 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(8))))
-              let w193 = ((((loadVector(arena, ((1659824 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) + loadVector(arena, ((1664528 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8))))) + loadVector(arena, ((1669232 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8))))) + loadVector(arena, ((1673936 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8))))) + loadVector(arena, ((1678640 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))))
-              let w194 = ((((loadVector(arena, ((1664528 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1673936 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((1669232 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1678640 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(2))))
-              let w195 = ((((loadVector(arena, ((1664528 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1669232 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((1673936 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((1678640 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(4))))
-              let w196 = (((((loadVector(arena, ((1664528 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1673936 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((1683344 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1669232 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1678640 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(8))))
-              let w197 = ((((loadVector(arena, ((1660608 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) + loadVector(arena, ((1665312 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8))))) + loadVector(arena, ((1670016 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8))))) + loadVector(arena, ((1674720 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8))))) + loadVector(arena, ((1679424 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))))
-              let w198 = ((((loadVector(arena, ((1665312 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1674720 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((1670016 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1679424 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(2))))
-              let w199 = ((((loadVector(arena, ((1665312 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1670016 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((1674720 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((1679424 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(4))))
-              let w200 = (((((loadVector(arena, ((1665312 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1674720 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((1684128 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1670016 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1679424 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(8))))
-              let w201 = ((((loadVector(arena, ((1661392 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) + loadVector(arena, ((1666096 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8))))) + loadVector(arena, ((1670800 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8))))) + loadVector(arena, ((1675504 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8))))) + loadVector(arena, ((1680208 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))))
-              let w202 = ((((loadVector(arena, ((1666096 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1675504 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((1670800 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1680208 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(2))))
-              let w203 = ((((loadVector(arena, ((1666096 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1670800 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((1675504 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((1680208 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(4))))
-              let w204 = (((((loadVector(arena, ((1666096 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1675504 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((1684912 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1670800 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1680208 +% ((((j177 *% 49) +% (ty178 *% 7)) +% tx179) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8)))) * Vector(repeating: Float(8))))
-              let w205 = ((((w181 + w185) + w189) + w193) + w197)
-              let w206 = ((((w185 * Vector(repeating: Float(1))) + (w193 * Vector(repeating: Float(2)))) - (w189 * Vector(repeating: Float(1)))) - (w197 * Vector(repeating: Float(2))))
-              let w207 = ((((w185 * Vector(repeating: Float(1))) + (w189 * Vector(repeating: Float(1)))) + (w193 * Vector(repeating: Float(4)))) + (w197 * Vector(repeating: Float(4))))
-              let w208 = (((((w185 * Vector(repeating: Float(1))) + (w193 * Vector(repeating: Float(8)))) + (w201 * Vector(repeating: Float(1)))) - (w189 * Vector(repeating: Float(1)))) - (w197 * Vector(repeating: Float(8))))
-              let w209 = ((((w182 + w186) + w190) + w194) + w198)
-              let w210 = ((((w186 * Vector(repeating: Float(1))) + (w194 * Vector(repeating: Float(2)))) - (w190 * Vector(repeating: Float(1)))) - (w198 * Vector(repeating: Float(2))))
-              let w211 = ((((w186 * Vector(repeating: Float(1))) + (w190 * Vector(repeating: Float(1)))) + (w194 * Vector(repeating: Float(4)))) + (w198 * Vector(repeating: Float(4))))
-              let w212 = (((((w186 * Vector(repeating: Float(1))) + (w194 * Vector(repeating: Float(8)))) + (w202 * Vector(repeating: Float(1)))) - (w190 * Vector(repeating: Float(1)))) - (w198 * Vector(repeating: Float(8))))
-              let w213 = ((((w183 + w187) + w191) + w195) + w199)
-              let w214 = ((((w187 * Vector(repeating: Float(1))) + (w195 * Vector(repeating: Float(2)))) - (w191 * Vector(repeating: Float(1)))) - (w199 * Vector(repeating: Float(2))))
-              let w215 = ((((w187 * Vector(repeating: Float(1))) + (w191 * Vector(repeating: Float(1)))) + (w195 * Vector(repeating: Float(4)))) + (w199 * Vector(repeating: Float(4))))
-              let w216 = (((((w187 * Vector(repeating: Float(1))) + (w195 * Vector(repeating: Float(8)))) + (w203 * Vector(repeating: Float(1)))) - (w191 * Vector(repeating: Float(1)))) - (w199 * Vector(repeating: Float(8))))
-              let w217 = ((((w184 + w188) + w192) + w196) + w200)
-              let w218 = ((((w188 * Vector(repeating: Float(1))) + (w196 * Vector(repeating: Float(2)))) - (w192 * Vector(repeating: Float(1)))) - (w200 * Vector(repeating: Float(2))))
-              let w219 = ((((w188 * Vector(repeating: Float(1))) + (w192 * Vector(repeating: Float(1)))) + (w196 * Vector(repeating: Float(4)))) + (w200 * Vector(repeating: Float(4))))
-              let w220 = (((((w188 * Vector(repeating: Float(1))) + (w196 * Vector(repeating: Float(8)))) + (w204 * Vector(repeating: Float(1)))) - (w192 * Vector(repeating: Float(1)))) - (w200 * Vector(repeating: Float(8))))
-              storeVector(arena, ((1685696 +% (((((j177 *% 28) +% (ty178 *% 4)) *% 28) +% (tx179 *% 4)) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8))), (w205 + loadVector(params, (2464 +% ((part168 *% 8) +% (cv180 *% 8))))))
-              storeVector(arena, ((1685696 +% ((((((j177 *% 28) +% (ty178 *% 4)) *% 28) +% (tx179 *% 4)) +% 1) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8))), (w206 + loadVector(params, (2464 +% ((part168 *% 8) +% (cv180 *% 8))))))
-              storeVector(arena, ((1685696 +% ((((((j177 *% 28) +% (ty178 *% 4)) *% 28) +% (tx179 *% 4)) +% 2) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8))), (w207 + loadVector(params, (2464 +% ((part168 *% 8) +% (cv180 *% 8))))))
-              storeVector(arena, ((1685696 +% ((((((j177 *% 28) +% (ty178 *% 4)) *% 28) +% (tx179 *% 4)) +% 3) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8))), (w208 + loadVector(params, (2464 +% ((part168 *% 8) +% (cv180 *% 8))))))
-              storeVector(arena, ((1685696 +% ((((((j177 *% 28) +% (ty178 *% 4)) +% 1) *% 28) +% (tx179 *% 4)) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8))), (w209 + loadVector(params, (2464 +% ((part168 *% 8) +% (cv180 *% 8))))))
-              storeVector(arena, ((1685696 +% (((((((j177 *% 28) +% (ty178 *% 4)) +% 1) *% 28) +% (tx179 *% 4)) +% 1) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8))), (w210 + loadVector(params, (2464 +% ((part168 *% 8) +% (cv180 *% 8))))))
-              storeVector(arena, ((1685696 +% (((((((j177 *% 28) +% (ty178 *% 4)) +% 1) *% 28) +% (tx179 *% 4)) +% 2) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8))), (w211 + loadVector(params, (2464 +% ((part168 *% 8) +% (cv180 *% 8))))))
-              storeVector(arena, ((1685696 +% (((((((j177 *% 28) +% (ty178 *% 4)) +% 1) *% 28) +% (tx179 *% 4)) +% 3) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8))), (w212 + loadVector(params, (2464 +% ((part168 *% 8) +% (cv180 *% 8))))))
-              storeVector(arena, ((1685696 +% ((((((j177 *% 28) +% (ty178 *% 4)) +% 2) *% 28) +% (tx179 *% 4)) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8))), (w213 + loadVector(params, (2464 +% ((part168 *% 8) +% (cv180 *% 8))))))
-              storeVector(arena, ((1685696 +% (((((((j177 *% 28) +% (ty178 *% 4)) +% 2) *% 28) +% (tx179 *% 4)) +% 1) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8))), (w214 + loadVector(params, (2464 +% ((part168 *% 8) +% (cv180 *% 8))))))
-              storeVector(arena, ((1685696 +% (((((((j177 *% 28) +% (ty178 *% 4)) +% 2) *% 28) +% (tx179 *% 4)) +% 2) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8))), (w215 + loadVector(params, (2464 +% ((part168 *% 8) +% (cv180 *% 8))))))
-              storeVector(arena, ((1685696 +% (((((((j177 *% 28) +% (ty178 *% 4)) +% 2) *% 28) +% (tx179 *% 4)) +% 3) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8))), (w216 + loadVector(params, (2464 +% ((part168 *% 8) +% (cv180 *% 8))))))
-              storeVector(arena, ((1685696 +% ((((((j177 *% 28) +% (ty178 *% 4)) +% 3) *% 28) +% (tx179 *% 4)) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8))), (w217 + loadVector(params, (2464 +% ((part168 *% 8) +% (cv180 *% 8))))))
-              storeVector(arena, ((1685696 +% (((((((j177 *% 28) +% (ty178 *% 4)) +% 3) *% 28) +% (tx179 *% 4)) +% 1) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8))), (w218 + loadVector(params, (2464 +% ((part168 *% 8) +% (cv180 *% 8))))))
-              storeVector(arena, ((1685696 +% (((((((j177 *% 28) +% (ty178 *% 4)) +% 3) *% 28) +% (tx179 *% 4)) +% 2) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8))), (w219 + loadVector(params, (2464 +% ((part168 *% 8) +% (cv180 *% 8))))))
-              storeVector(arena, ((1685696 +% (((((((j177 *% 28) +% (ty178 *% 4)) +% 3) *% 28) +% (tx179 *% 4)) +% 3) *% 16)) +% ((part168 *% 8) +% (cv180 *% 8))), (w220 + loadVector(params, (2464 +% ((part168 *% 8) +% (cv180 *% 8))))))
+      for j200 in 0..<1 {
+        for ty201 in 0..<7 {
+          for tx202 in 0..<7 {
+            for cv203 in 0..<1 {
+              let w204 = ((((loadVector(arena, ((1657472 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) + loadVector(arena, ((1662176 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8))))) + loadVector(arena, ((1666880 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8))))) + loadVector(arena, ((1671584 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8))))) + loadVector(arena, ((1676288 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))))
+              let w205 = ((((loadVector(arena, ((1662176 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1671584 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((1666880 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1676288 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(2))))
+              let w206 = ((((loadVector(arena, ((1662176 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1666880 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((1671584 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((1676288 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(4))))
+              let w207 = (((((loadVector(arena, ((1662176 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1671584 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((1680992 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1666880 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1676288 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(8))))
+              let w208 = ((((loadVector(arena, ((1658256 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) + loadVector(arena, ((1662960 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8))))) + loadVector(arena, ((1667664 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8))))) + loadVector(arena, ((1672368 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8))))) + loadVector(arena, ((1677072 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))))
+              let w209 = ((((loadVector(arena, ((1662960 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1672368 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((1667664 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1677072 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(2))))
+              let w210 = ((((loadVector(arena, ((1662960 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1667664 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((1672368 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((1677072 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(4))))
+              let w211 = (((((loadVector(arena, ((1662960 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1672368 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((1681776 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1667664 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1677072 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(8))))
+              let w212 = ((((loadVector(arena, ((1659040 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) + loadVector(arena, ((1663744 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8))))) + loadVector(arena, ((1668448 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8))))) + loadVector(arena, ((1673152 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8))))) + loadVector(arena, ((1677856 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))))
+              let w213 = ((((loadVector(arena, ((1663744 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1673152 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((1668448 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1677856 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(2))))
+              let w214 = ((((loadVector(arena, ((1663744 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1668448 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((1673152 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((1677856 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(4))))
+              let w215 = (((((loadVector(arena, ((1663744 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1673152 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((1682560 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1668448 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1677856 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(8))))
+              let w216 = ((((loadVector(arena, ((1659824 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) + loadVector(arena, ((1664528 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8))))) + loadVector(arena, ((1669232 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8))))) + loadVector(arena, ((1673936 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8))))) + loadVector(arena, ((1678640 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))))
+              let w217 = ((((loadVector(arena, ((1664528 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1673936 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((1669232 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1678640 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(2))))
+              let w218 = ((((loadVector(arena, ((1664528 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1669232 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((1673936 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((1678640 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(4))))
+              let w219 = (((((loadVector(arena, ((1664528 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1673936 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((1683344 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1669232 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1678640 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(8))))
+              let w220 = ((((loadVector(arena, ((1660608 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) + loadVector(arena, ((1665312 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8))))) + loadVector(arena, ((1670016 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8))))) + loadVector(arena, ((1674720 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8))))) + loadVector(arena, ((1679424 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))))
+              let w221 = ((((loadVector(arena, ((1665312 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1674720 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((1670016 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1679424 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(2))))
+              let w222 = ((((loadVector(arena, ((1665312 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1670016 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((1674720 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((1679424 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(4))))
+              let w223 = (((((loadVector(arena, ((1665312 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1674720 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((1684128 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1670016 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1679424 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(8))))
+              let w224 = ((((loadVector(arena, ((1661392 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) + loadVector(arena, ((1666096 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8))))) + loadVector(arena, ((1670800 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8))))) + loadVector(arena, ((1675504 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8))))) + loadVector(arena, ((1680208 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))))
+              let w225 = ((((loadVector(arena, ((1666096 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1675504 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((1670800 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1680208 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(2))))
+              let w226 = ((((loadVector(arena, ((1666096 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1670800 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((1675504 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((1680208 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(4))))
+              let w227 = (((((loadVector(arena, ((1666096 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1675504 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((1684912 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1670800 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1680208 +% ((((j200 *% 49) +% (ty201 *% 7)) +% tx202) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8)))) * Vector(repeating: Float(8))))
+              let w228 = ((((w204 + w208) + w212) + w216) + w220)
+              let w229 = ((((w208 * Vector(repeating: Float(1))) + (w216 * Vector(repeating: Float(2)))) - (w212 * Vector(repeating: Float(1)))) - (w220 * Vector(repeating: Float(2))))
+              let w230 = ((((w208 * Vector(repeating: Float(1))) + (w212 * Vector(repeating: Float(1)))) + (w216 * Vector(repeating: Float(4)))) + (w220 * Vector(repeating: Float(4))))
+              let w231 = (((((w208 * Vector(repeating: Float(1))) + (w216 * Vector(repeating: Float(8)))) + (w224 * Vector(repeating: Float(1)))) - (w212 * Vector(repeating: Float(1)))) - (w220 * Vector(repeating: Float(8))))
+              let w232 = ((((w205 + w209) + w213) + w217) + w221)
+              let w233 = ((((w209 * Vector(repeating: Float(1))) + (w217 * Vector(repeating: Float(2)))) - (w213 * Vector(repeating: Float(1)))) - (w221 * Vector(repeating: Float(2))))
+              let w234 = ((((w209 * Vector(repeating: Float(1))) + (w213 * Vector(repeating: Float(1)))) + (w217 * Vector(repeating: Float(4)))) + (w221 * Vector(repeating: Float(4))))
+              let w235 = (((((w209 * Vector(repeating: Float(1))) + (w217 * Vector(repeating: Float(8)))) + (w225 * Vector(repeating: Float(1)))) - (w213 * Vector(repeating: Float(1)))) - (w221 * Vector(repeating: Float(8))))
+              let w236 = ((((w206 + w210) + w214) + w218) + w222)
+              let w237 = ((((w210 * Vector(repeating: Float(1))) + (w218 * Vector(repeating: Float(2)))) - (w214 * Vector(repeating: Float(1)))) - (w222 * Vector(repeating: Float(2))))
+              let w238 = ((((w210 * Vector(repeating: Float(1))) + (w214 * Vector(repeating: Float(1)))) + (w218 * Vector(repeating: Float(4)))) + (w222 * Vector(repeating: Float(4))))
+              let w239 = (((((w210 * Vector(repeating: Float(1))) + (w218 * Vector(repeating: Float(8)))) + (w226 * Vector(repeating: Float(1)))) - (w214 * Vector(repeating: Float(1)))) - (w222 * Vector(repeating: Float(8))))
+              let w240 = ((((w207 + w211) + w215) + w219) + w223)
+              let w241 = ((((w211 * Vector(repeating: Float(1))) + (w219 * Vector(repeating: Float(2)))) - (w215 * Vector(repeating: Float(1)))) - (w223 * Vector(repeating: Float(2))))
+              let w242 = ((((w211 * Vector(repeating: Float(1))) + (w215 * Vector(repeating: Float(1)))) + (w219 * Vector(repeating: Float(4)))) + (w223 * Vector(repeating: Float(4))))
+              let w243 = (((((w211 * Vector(repeating: Float(1))) + (w219 * Vector(repeating: Float(8)))) + (w227 * Vector(repeating: Float(1)))) - (w215 * Vector(repeating: Float(1)))) - (w223 * Vector(repeating: Float(8))))
+              storeVector(arena, ((1685696 +% (((((j200 *% 28) +% (ty201 *% 4)) *% 28) +% (tx202 *% 4)) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8))), (w228 + loadVector(params, (2464 +% ((part191 *% 8) +% (cv203 *% 8))))))
+              storeVector(arena, ((1685696 +% ((((((j200 *% 28) +% (ty201 *% 4)) *% 28) +% (tx202 *% 4)) +% 1) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8))), (w229 + loadVector(params, (2464 +% ((part191 *% 8) +% (cv203 *% 8))))))
+              storeVector(arena, ((1685696 +% ((((((j200 *% 28) +% (ty201 *% 4)) *% 28) +% (tx202 *% 4)) +% 2) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8))), (w230 + loadVector(params, (2464 +% ((part191 *% 8) +% (cv203 *% 8))))))
+              storeVector(arena, ((1685696 +% ((((((j200 *% 28) +% (ty201 *% 4)) *% 28) +% (tx202 *% 4)) +% 3) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8))), (w231 + loadVector(params, (2464 +% ((part191 *% 8) +% (cv203 *% 8))))))
+              storeVector(arena, ((1685696 +% ((((((j200 *% 28) +% (ty201 *% 4)) +% 1) *% 28) +% (tx202 *% 4)) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8))), (w232 + loadVector(params, (2464 +% ((part191 *% 8) +% (cv203 *% 8))))))
+              storeVector(arena, ((1685696 +% (((((((j200 *% 28) +% (ty201 *% 4)) +% 1) *% 28) +% (tx202 *% 4)) +% 1) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8))), (w233 + loadVector(params, (2464 +% ((part191 *% 8) +% (cv203 *% 8))))))
+              storeVector(arena, ((1685696 +% (((((((j200 *% 28) +% (ty201 *% 4)) +% 1) *% 28) +% (tx202 *% 4)) +% 2) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8))), (w234 + loadVector(params, (2464 +% ((part191 *% 8) +% (cv203 *% 8))))))
+              storeVector(arena, ((1685696 +% (((((((j200 *% 28) +% (ty201 *% 4)) +% 1) *% 28) +% (tx202 *% 4)) +% 3) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8))), (w235 + loadVector(params, (2464 +% ((part191 *% 8) +% (cv203 *% 8))))))
+              storeVector(arena, ((1685696 +% ((((((j200 *% 28) +% (ty201 *% 4)) +% 2) *% 28) +% (tx202 *% 4)) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8))), (w236 + loadVector(params, (2464 +% ((part191 *% 8) +% (cv203 *% 8))))))
+              storeVector(arena, ((1685696 +% (((((((j200 *% 28) +% (ty201 *% 4)) +% 2) *% 28) +% (tx202 *% 4)) +% 1) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8))), (w237 + loadVector(params, (2464 +% ((part191 *% 8) +% (cv203 *% 8))))))
+              storeVector(arena, ((1685696 +% (((((((j200 *% 28) +% (ty201 *% 4)) +% 2) *% 28) +% (tx202 *% 4)) +% 2) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8))), (w238 + loadVector(params, (2464 +% ((part191 *% 8) +% (cv203 *% 8))))))
+              storeVector(arena, ((1685696 +% (((((((j200 *% 28) +% (ty201 *% 4)) +% 2) *% 28) +% (tx202 *% 4)) +% 3) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8))), (w239 + loadVector(params, (2464 +% ((part191 *% 8) +% (cv203 *% 8))))))
+              storeVector(arena, ((1685696 +% ((((((j200 *% 28) +% (ty201 *% 4)) +% 3) *% 28) +% (tx202 *% 4)) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8))), (w240 + loadVector(params, (2464 +% ((part191 *% 8) +% (cv203 *% 8))))))
+              storeVector(arena, ((1685696 +% (((((((j200 *% 28) +% (ty201 *% 4)) +% 3) *% 28) +% (tx202 *% 4)) +% 1) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8))), (w241 + loadVector(params, (2464 +% ((part191 *% 8) +% (cv203 *% 8))))))
+              storeVector(arena, ((1685696 +% (((((((j200 *% 28) +% (ty201 *% 4)) +% 3) *% 28) +% (tx202 *% 4)) +% 2) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8))), (w242 + loadVector(params, (2464 +% ((part191 *% 8) +% (cv203 *% 8))))))
+              storeVector(arena, ((1685696 +% (((((((j200 *% 28) +% (ty201 *% 4)) +% 3) *% 28) +% (tx202 *% 4)) +% 3) *% 16)) +% ((part191 *% 8) +% (cv203 *% 8))), (w243 + loadVector(params, (2464 +% ((part191 *% 8) +% (cv203 *% 8))))))
             }
           }
         }
       }
-      for j221 in 0..<1 {
-        for qb222 in 0..<12 {
-          for c223 in 0..<8 {
-            for q224 in 0..<64 {
-              arena[(802816 +% ((((g87 +% j221) *% 12544) +% (((part168 *% 8) +% c223) *% 784)) +% (q224 +% (qb222 *% 64))))] = (Float(1) - (Float(2) / (exponential((Float(2) * arena[((1685696 +% (((j221 *% 784) +% (q224 +% (qb222 *% 64))) *% 16)) +% ((part168 *% 8) +% c223))])) + Float(1))))
-            }
-          }
-        }
-        for c225 in 0..<8 {
-          for q226 in 0..<16 {
-            arena[(802816 +% ((((g87 +% j221) *% 12544) +% (((part168 *% 8) +% c225) *% 784)) +% (q226 +% 768)))] = (Float(1) - (Float(2) / (exponential((Float(2) * arena[((1685696 +% (((j221 *% 784) +% (q226 +% 768)) *% 16)) +% ((part168 *% 8) +% c225))])) + Float(1))))
+      for j244 in 0..<1 {
+        for q245 in 0..<784 {
+          for c246 in 0..<8 {
+            arena[(802816 +% (((((g110 +% j244) *% 784) +% q245) *% 16) +% ((part191 *% 8) +% c246)))] = (Float(1) - (Float(2) / (exponential((Float(2) * arena[((1685696 +% (((j244 *% 784) +% q245) *% 16)) +% ((part191 *% 8) +% c246))])) + Float(1))))
           }
         }
       }
     }
   }
   // res = add(conv2, conv1)
-  parallelFor(pool, 2) { part227 in
-    for i228 in 0..<401408 {
-      arena[(1605632 +% (i228 +% (part227 *% 401408)))] = (arena[(802816 +% (i228 +% (part227 *% 401408)))] + arena[(i228 +% (part227 *% 401408))])
+  parallelFor(pool, 2) { part247 in
+    for i248 in 0..<401408 {
+      arena[(1605632 +% (i248 +% (part247 *% 401408)))] = (arena[(802816 +% (i248 +% (part247 *% 401408)))] + arena[(i248 +% (part247 *% 401408))])
     }
   }
   // pool = maxpool(res)
-  parallelFor(pool, 2) { part229 in
-    for q230 in 0..<512 {
-      for py231 in 0..<14 {
-        for px232 in 0..<14 {
-          var acc233: Float = arena[(1605632 +% ((((q230 +% (part229 *% 512)) *% 784) +% (py231 *% 56)) +% (px232 *% 2)))]
-          acc233 = { let x = acc233, y = arena[(1605632 +% ((((q230 +% (part229 *% 512)) *% 784) +% (py231 *% 56)) +% (px232 *% 2)))]; return y > x ? y : x }()
-          acc233 = { let x = acc233, y = arena[((1605632 +% ((((q230 +% (part229 *% 512)) *% 784) +% (py231 *% 56)) +% (px232 *% 2))) +% 1)]; return y > x ? y : x }()
-          acc233 = { let x = acc233, y = arena[((1605632 +% ((((q230 +% (part229 *% 512)) *% 784) +% (py231 *% 56)) +% (px232 *% 2))) +% 28)]; return y > x ? y : x }()
-          acc233 = { let x = acc233, y = arena[(((1605632 +% ((((q230 +% (part229 *% 512)) *% 784) +% (py231 *% 56)) +% (px232 *% 2))) +% 28) +% 1)]; return y > x ? y : x }()
-          arena[((((q230 +% (part229 *% 512)) *% 196) +% (py231 *% 14)) +% px232)] = acc233
+  parallelFor(pool, 2) { part249 in
+    for b250 in 0..<64 {
+      for oy251 in 0..<7 {
+        for px252 in 0..<14 {
+          for cv253 in 0..<2 {
+            storeVector(arena, ((((((b250 *% 14) +% (oy251 +% (part249 *% 7))) *% 14) +% px252) *% 16) +% (cv253 *% 8)), { let x = { let x = { let x = { let x = Vector(repeating: Float(bitPattern: 0xff800000)), y = loadVector(arena, ((1605632 +% (((((b250 *% 28) +% ((oy251 +% (part249 *% 7)) *% 2)) *% 28) +% (px252 *% 2)) *% 16)) +% (cv253 *% 8))); return x.replacing(with: y, where: y .> x) }(), y = loadVector(arena, ((1605632 +% ((((((b250 *% 28) +% ((oy251 +% (part249 *% 7)) *% 2)) *% 28) +% (px252 *% 2)) +% 1) *% 16)) +% (cv253 *% 8))); return x.replacing(with: y, where: y .> x) }(), y = loadVector(arena, ((1605632 +% ((((((b250 *% 28) +% ((oy251 +% (part249 *% 7)) *% 2)) +% 1) *% 28) +% (px252 *% 2)) *% 16)) +% (cv253 *% 8))); return x.replacing(with: y, where: y .> x) }(), y = loadVector(arena, ((1605632 +% (((((((b250 *% 28) +% ((oy251 +% (part249 *% 7)) *% 2)) +% 1) *% 28) +% (px252 *% 2)) +% 1) *% 16)) +% (cv253 *% 8))); return x.replacing(with: y, where: y .> x) }())
+          }
         }
       }
     }
   }
   // conv3 = conv2d_act(pool)
-  for i291 in 0..<648 {
-    storeVector(arena, ((i291 *% 8) +% 620544), Vector(repeating: Float(0)))
+  for i311 in 0..<648 {
+    storeVector(arena, ((i311 *% 8) +% 620544), Vector(repeating: Float(0)))
   }
-  for g292 in 0..<64 {
-    for j293 in 0..<1 {
-      for iy294 in 0..<14 {
-        for c295 in 0..<16 {
-          for ix296 in 0..<14 {
-            arena[(620544 +% ((((j293 *% 5184) +% ((iy294 +% 1) *% 288)) +% ((ix296 +% 1) *% 16)) +% c295))] = arena[(((((g292 +% j293) *% 3136) +% (c295 *% 196)) +% (iy294 *% 14)) +% ix296)]
+  for g312 in 0..<64 {
+    for j313 in 0..<1 {
+      for iy314 in 0..<14 {
+        for ix315 in 0..<14 {
+          for c316 in 0..<16 {
+            arena[(620544 +% ((((j313 *% 5184) +% ((iy314 +% 1) *% 288)) +% ((ix315 +% 1) *% 16)) +% c316))] = arena[(((((((g312 +% j313) *% 14) +% iy314) *% 14) +% ix315) *% 16) +% c316)]
           }
         }
       }
     }
-    for j297 in 0..<1 {
-      for ty298 in 0..<4 {
-        for tx299 in 0..<4 {
-          for cv300 in 0..<2 {
-            let w301 = (((loadVector(arena, (620544 +% ((((j297 *% 5184) +% ((ty298 *% 4) *% 288)) +% ((tx299 *% 4) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 4) *% 288)) +% ((tx299 *% 4) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 2) *% 288)) +% ((tx299 *% 4) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(5))))
-            let w302 = ((((loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 3) *% 288)) +% ((tx299 *% 4) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 4) *% 288)) +% ((tx299 *% 4) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 1) *% 288)) +% ((tx299 *% 4) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 2) *% 288)) +% ((tx299 *% 4) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(4))))
-            let w303 = ((((loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 1) *% 288)) +% ((tx299 *% 4) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 4) *% 288)) +% ((tx299 *% 4) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 2) *% 288)) +% ((tx299 *% 4) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 3) *% 288)) +% ((tx299 *% 4) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(1))))
-            let w304 = ((((loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 3) *% 288)) +% ((tx299 *% 4) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 4) *% 288)) +% ((tx299 *% 4) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 1) *% 288)) +% ((tx299 *% 4) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 2) *% 288)) +% ((tx299 *% 4) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(1))))
-            let w305 = ((((loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 1) *% 288)) +% ((tx299 *% 4) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 4) *% 288)) +% ((tx299 *% 4) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 2) *% 288)) +% ((tx299 *% 4) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 3) *% 288)) +% ((tx299 *% 4) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(2))))
-            let w306 = (((loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 1) *% 288)) +% ((tx299 *% 4) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 5) *% 288)) +% ((tx299 *% 4) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 3) *% 288)) +% ((tx299 *% 4) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(5))))
-            let w307 = (((loadVector(arena, (620544 +% ((((j297 *% 5184) +% ((ty298 *% 4) *% 288)) +% (((tx299 *% 4) +% 1) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 4) *% 288)) +% (((tx299 *% 4) +% 1) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 2) *% 288)) +% (((tx299 *% 4) +% 1) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(5))))
-            let w308 = ((((loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 3) *% 288)) +% (((tx299 *% 4) +% 1) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 4) *% 288)) +% (((tx299 *% 4) +% 1) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 1) *% 288)) +% (((tx299 *% 4) +% 1) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 2) *% 288)) +% (((tx299 *% 4) +% 1) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(4))))
-            let w309 = ((((loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 1) *% 288)) +% (((tx299 *% 4) +% 1) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 4) *% 288)) +% (((tx299 *% 4) +% 1) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 2) *% 288)) +% (((tx299 *% 4) +% 1) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 3) *% 288)) +% (((tx299 *% 4) +% 1) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(1))))
-            let w310 = ((((loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 3) *% 288)) +% (((tx299 *% 4) +% 1) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 4) *% 288)) +% (((tx299 *% 4) +% 1) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 1) *% 288)) +% (((tx299 *% 4) +% 1) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 2) *% 288)) +% (((tx299 *% 4) +% 1) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(1))))
-            let w311 = ((((loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 1) *% 288)) +% (((tx299 *% 4) +% 1) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 4) *% 288)) +% (((tx299 *% 4) +% 1) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 2) *% 288)) +% (((tx299 *% 4) +% 1) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 3) *% 288)) +% (((tx299 *% 4) +% 1) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(2))))
-            let w312 = (((loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 1) *% 288)) +% (((tx299 *% 4) +% 1) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 5) *% 288)) +% (((tx299 *% 4) +% 1) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 3) *% 288)) +% (((tx299 *% 4) +% 1) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(5))))
-            let w313 = (((loadVector(arena, (620544 +% ((((j297 *% 5184) +% ((ty298 *% 4) *% 288)) +% (((tx299 *% 4) +% 2) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 4) *% 288)) +% (((tx299 *% 4) +% 2) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 2) *% 288)) +% (((tx299 *% 4) +% 2) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(5))))
-            let w314 = ((((loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 3) *% 288)) +% (((tx299 *% 4) +% 2) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 4) *% 288)) +% (((tx299 *% 4) +% 2) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 1) *% 288)) +% (((tx299 *% 4) +% 2) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 2) *% 288)) +% (((tx299 *% 4) +% 2) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(4))))
-            let w315 = ((((loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 1) *% 288)) +% (((tx299 *% 4) +% 2) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 4) *% 288)) +% (((tx299 *% 4) +% 2) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 2) *% 288)) +% (((tx299 *% 4) +% 2) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 3) *% 288)) +% (((tx299 *% 4) +% 2) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(1))))
-            let w316 = ((((loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 3) *% 288)) +% (((tx299 *% 4) +% 2) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 4) *% 288)) +% (((tx299 *% 4) +% 2) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 1) *% 288)) +% (((tx299 *% 4) +% 2) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 2) *% 288)) +% (((tx299 *% 4) +% 2) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(1))))
-            let w317 = ((((loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 1) *% 288)) +% (((tx299 *% 4) +% 2) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 4) *% 288)) +% (((tx299 *% 4) +% 2) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 2) *% 288)) +% (((tx299 *% 4) +% 2) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 3) *% 288)) +% (((tx299 *% 4) +% 2) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(2))))
-            let w318 = (((loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 1) *% 288)) +% (((tx299 *% 4) +% 2) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 5) *% 288)) +% (((tx299 *% 4) +% 2) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 3) *% 288)) +% (((tx299 *% 4) +% 2) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(5))))
-            let w319 = (((loadVector(arena, (620544 +% ((((j297 *% 5184) +% ((ty298 *% 4) *% 288)) +% (((tx299 *% 4) +% 3) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 4) *% 288)) +% (((tx299 *% 4) +% 3) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 2) *% 288)) +% (((tx299 *% 4) +% 3) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(5))))
-            let w320 = ((((loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 3) *% 288)) +% (((tx299 *% 4) +% 3) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 4) *% 288)) +% (((tx299 *% 4) +% 3) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 1) *% 288)) +% (((tx299 *% 4) +% 3) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 2) *% 288)) +% (((tx299 *% 4) +% 3) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(4))))
-            let w321 = ((((loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 1) *% 288)) +% (((tx299 *% 4) +% 3) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 4) *% 288)) +% (((tx299 *% 4) +% 3) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 2) *% 288)) +% (((tx299 *% 4) +% 3) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 3) *% 288)) +% (((tx299 *% 4) +% 3) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(1))))
-            let w322 = ((((loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 3) *% 288)) +% (((tx299 *% 4) +% 3) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 4) *% 288)) +% (((tx299 *% 4) +% 3) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 1) *% 288)) +% (((tx299 *% 4) +% 3) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 2) *% 288)) +% (((tx299 *% 4) +% 3) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(1))))
-            let w323 = ((((loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 1) *% 288)) +% (((tx299 *% 4) +% 3) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 4) *% 288)) +% (((tx299 *% 4) +% 3) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 2) *% 288)) +% (((tx299 *% 4) +% 3) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 3) *% 288)) +% (((tx299 *% 4) +% 3) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(2))))
-            let w324 = (((loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 1) *% 288)) +% (((tx299 *% 4) +% 3) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 5) *% 288)) +% (((tx299 *% 4) +% 3) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 3) *% 288)) +% (((tx299 *% 4) +% 3) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(5))))
-            let w325 = (((loadVector(arena, (620544 +% ((((j297 *% 5184) +% ((ty298 *% 4) *% 288)) +% (((tx299 *% 4) +% 4) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 4) *% 288)) +% (((tx299 *% 4) +% 4) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 2) *% 288)) +% (((tx299 *% 4) +% 4) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(5))))
-            let w326 = ((((loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 3) *% 288)) +% (((tx299 *% 4) +% 4) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 4) *% 288)) +% (((tx299 *% 4) +% 4) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 1) *% 288)) +% (((tx299 *% 4) +% 4) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 2) *% 288)) +% (((tx299 *% 4) +% 4) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(4))))
-            let w327 = ((((loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 1) *% 288)) +% (((tx299 *% 4) +% 4) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 4) *% 288)) +% (((tx299 *% 4) +% 4) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 2) *% 288)) +% (((tx299 *% 4) +% 4) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 3) *% 288)) +% (((tx299 *% 4) +% 4) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(1))))
-            let w328 = ((((loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 3) *% 288)) +% (((tx299 *% 4) +% 4) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 4) *% 288)) +% (((tx299 *% 4) +% 4) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 1) *% 288)) +% (((tx299 *% 4) +% 4) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 2) *% 288)) +% (((tx299 *% 4) +% 4) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(1))))
-            let w329 = ((((loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 1) *% 288)) +% (((tx299 *% 4) +% 4) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 4) *% 288)) +% (((tx299 *% 4) +% 4) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 2) *% 288)) +% (((tx299 *% 4) +% 4) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 3) *% 288)) +% (((tx299 *% 4) +% 4) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(2))))
-            let w330 = (((loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 1) *% 288)) +% (((tx299 *% 4) +% 4) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 5) *% 288)) +% (((tx299 *% 4) +% 4) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 3) *% 288)) +% (((tx299 *% 4) +% 4) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(5))))
-            let w331 = (((loadVector(arena, (620544 +% ((((j297 *% 5184) +% ((ty298 *% 4) *% 288)) +% (((tx299 *% 4) +% 5) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 4) *% 288)) +% (((tx299 *% 4) +% 5) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 2) *% 288)) +% (((tx299 *% 4) +% 5) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(5))))
-            let w332 = ((((loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 3) *% 288)) +% (((tx299 *% 4) +% 5) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 4) *% 288)) +% (((tx299 *% 4) +% 5) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 1) *% 288)) +% (((tx299 *% 4) +% 5) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 2) *% 288)) +% (((tx299 *% 4) +% 5) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(4))))
-            let w333 = ((((loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 1) *% 288)) +% (((tx299 *% 4) +% 5) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 4) *% 288)) +% (((tx299 *% 4) +% 5) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 2) *% 288)) +% (((tx299 *% 4) +% 5) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 3) *% 288)) +% (((tx299 *% 4) +% 5) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(1))))
-            let w334 = ((((loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 3) *% 288)) +% (((tx299 *% 4) +% 5) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 4) *% 288)) +% (((tx299 *% 4) +% 5) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 1) *% 288)) +% (((tx299 *% 4) +% 5) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 2) *% 288)) +% (((tx299 *% 4) +% 5) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(1))))
-            let w335 = ((((loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 1) *% 288)) +% (((tx299 *% 4) +% 5) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 4) *% 288)) +% (((tx299 *% 4) +% 5) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 2) *% 288)) +% (((tx299 *% 4) +% 5) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 3) *% 288)) +% (((tx299 *% 4) +% 5) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(2))))
-            let w336 = (((loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 1) *% 288)) +% (((tx299 *% 4) +% 5) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 5) *% 288)) +% (((tx299 *% 4) +% 5) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j297 *% 5184) +% (((ty298 *% 4) +% 3) *% 288)) +% (((tx299 *% 4) +% 5) *% 16)) +% (cv300 *% 8)))) * Vector(repeating: Float(5))))
-            let w337 = (((w301 * Vector(repeating: Float(4))) + (w325 * Vector(repeating: Float(1)))) - (w313 * Vector(repeating: Float(5))))
-            let w338 = ((((w319 * Vector(repeating: Float(1))) + (w325 * Vector(repeating: Float(1)))) - (w307 * Vector(repeating: Float(4)))) - (w313 * Vector(repeating: Float(4))))
-            let w339 = ((((w307 * Vector(repeating: Float(4))) + (w325 * Vector(repeating: Float(1)))) - (w313 * Vector(repeating: Float(4)))) - (w319 * Vector(repeating: Float(1))))
-            let w340 = ((((w319 * Vector(repeating: Float(2))) + (w325 * Vector(repeating: Float(1)))) - (w307 * Vector(repeating: Float(2)))) - (w313 * Vector(repeating: Float(1))))
-            let w341 = ((((w307 * Vector(repeating: Float(2))) + (w325 * Vector(repeating: Float(1)))) - (w313 * Vector(repeating: Float(1)))) - (w319 * Vector(repeating: Float(2))))
-            let w342 = (((w307 * Vector(repeating: Float(4))) + (w331 * Vector(repeating: Float(1)))) - (w319 * Vector(repeating: Float(5))))
-            let w343 = (((w302 * Vector(repeating: Float(4))) + (w326 * Vector(repeating: Float(1)))) - (w314 * Vector(repeating: Float(5))))
-            let w344 = ((((w320 * Vector(repeating: Float(1))) + (w326 * Vector(repeating: Float(1)))) - (w308 * Vector(repeating: Float(4)))) - (w314 * Vector(repeating: Float(4))))
-            let w345 = ((((w308 * Vector(repeating: Float(4))) + (w326 * Vector(repeating: Float(1)))) - (w314 * Vector(repeating: Float(4)))) - (w320 * Vector(repeating: Float(1))))
-            let w346 = ((((w320 * Vector(repeating: Float(2))) + (w326 * Vector(repeating: Float(1)))) - (w308 * Vector(repeating: Float(2)))) - (w314 * Vector(repeating: Float(1))))
-            let w347 = ((((w308 * Vector(repeating: Float(2))) + (w326 * Vector(repeating: Float(1)))) - (w314 * Vector(repeating: Float(1)))) - (w320 * Vector(repeating: Float(2))))
-            let w348 = (((w308 * Vector(repeating: Float(4))) + (w332 * Vector(repeating: Float(1)))) - (w320 * Vector(repeating: Float(5))))
-            let w349 = (((w303 * Vector(repeating: Float(4))) + (w327 * Vector(repeating: Float(1)))) - (w315 * Vector(repeating: Float(5))))
-            let w350 = ((((w321 * Vector(repeating: Float(1))) + (w327 * Vector(repeating: Float(1)))) - (w309 * Vector(repeating: Float(4)))) - (w315 * Vector(repeating: Float(4))))
-            let w351 = ((((w309 * Vector(repeating: Float(4))) + (w327 * Vector(repeating: Float(1)))) - (w315 * Vector(repeating: Float(4)))) - (w321 * Vector(repeating: Float(1))))
-            let w352 = ((((w321 * Vector(repeating: Float(2))) + (w327 * Vector(repeating: Float(1)))) - (w309 * Vector(repeating: Float(2)))) - (w315 * Vector(repeating: Float(1))))
-            let w353 = ((((w309 * Vector(repeating: Float(2))) + (w327 * Vector(repeating: Float(1)))) - (w315 * Vector(repeating: Float(1)))) - (w321 * Vector(repeating: Float(2))))
-            let w354 = (((w309 * Vector(repeating: Float(4))) + (w333 * Vector(repeating: Float(1)))) - (w321 * Vector(repeating: Float(5))))
-            let w355 = (((w304 * Vector(repeating: Float(4))) + (w328 * Vector(repeating: Float(1)))) - (w316 * Vector(repeating: Float(5))))
-            let w356 = ((((w322 * Vector(repeating: Float(1))) + (w328 * Vector(repeating: Float(1)))) - (w310 * Vector(repeating: Float(4)))) - (w316 * Vector(repeating: Float(4))))
-            let w357 = ((((w310 * Vector(repeating: Float(4))) + (w328 * Vector(repeating: Float(1)))) - (w316 * Vector(repeating: Float(4)))) - (w322 * Vector(repeating: Float(1))))
-            let w358 = ((((w322 * Vector(repeating: Float(2))) + (w328 * Vector(repeating: Float(1)))) - (w310 * Vector(repeating: Float(2)))) - (w316 * Vector(repeating: Float(1))))
-            let w359 = ((((w310 * Vector(repeating: Float(2))) + (w328 * Vector(repeating: Float(1)))) - (w316 * Vector(repeating: Float(1)))) - (w322 * Vector(repeating: Float(2))))
-            let w360 = (((w310 * Vector(repeating: Float(4))) + (w334 * Vector(repeating: Float(1)))) - (w322 * Vector(repeating: Float(5))))
-            let w361 = (((w305 * Vector(repeating: Float(4))) + (w329 * Vector(repeating: Float(1)))) - (w317 * Vector(repeating: Float(5))))
-            let w362 = ((((w323 * Vector(repeating: Float(1))) + (w329 * Vector(repeating: Float(1)))) - (w311 * Vector(repeating: Float(4)))) - (w317 * Vector(repeating: Float(4))))
-            let w363 = ((((w311 * Vector(repeating: Float(4))) + (w329 * Vector(repeating: Float(1)))) - (w317 * Vector(repeating: Float(4)))) - (w323 * Vector(repeating: Float(1))))
-            let w364 = ((((w323 * Vector(repeating: Float(2))) + (w329 * Vector(repeating: Float(1)))) - (w311 * Vector(repeating: Float(2)))) - (w317 * Vector(repeating: Float(1))))
-            let w365 = ((((w311 * Vector(repeating: Float(2))) + (w329 * Vector(repeating: Float(1)))) - (w317 * Vector(repeating: Float(1)))) - (w323 * Vector(repeating: Float(2))))
-            let w366 = (((w311 * Vector(repeating: Float(4))) + (w335 * Vector(repeating: Float(1)))) - (w323 * Vector(repeating: Float(5))))
-            let w367 = (((w306 * Vector(repeating: Float(4))) + (w330 * Vector(repeating: Float(1)))) - (w318 * Vector(repeating: Float(5))))
-            let w368 = ((((w324 * Vector(repeating: Float(1))) + (w330 * Vector(repeating: Float(1)))) - (w312 * Vector(repeating: Float(4)))) - (w318 * Vector(repeating: Float(4))))
-            let w369 = ((((w312 * Vector(repeating: Float(4))) + (w330 * Vector(repeating: Float(1)))) - (w318 * Vector(repeating: Float(4)))) - (w324 * Vector(repeating: Float(1))))
-            let w370 = ((((w324 * Vector(repeating: Float(2))) + (w330 * Vector(repeating: Float(1)))) - (w312 * Vector(repeating: Float(2)))) - (w318 * Vector(repeating: Float(1))))
-            let w371 = ((((w312 * Vector(repeating: Float(2))) + (w330 * Vector(repeating: Float(1)))) - (w318 * Vector(repeating: Float(1)))) - (w324 * Vector(repeating: Float(2))))
-            let w372 = (((w312 * Vector(repeating: Float(4))) + (w336 * Vector(repeating: Float(1)))) - (w324 * Vector(repeating: Float(5))))
-            storeVector(arena, ((625728 +% ((((j297 *% 16) +% (ty298 *% 4)) +% tx299) *% 16)) +% (cv300 *% 8)), w337)
-            storeVector(arena, ((625984 +% ((((j297 *% 16) +% (ty298 *% 4)) +% tx299) *% 16)) +% (cv300 *% 8)), w338)
-            storeVector(arena, ((626240 +% ((((j297 *% 16) +% (ty298 *% 4)) +% tx299) *% 16)) +% (cv300 *% 8)), w339)
-            storeVector(arena, ((626496 +% ((((j297 *% 16) +% (ty298 *% 4)) +% tx299) *% 16)) +% (cv300 *% 8)), w340)
-            storeVector(arena, ((626752 +% ((((j297 *% 16) +% (ty298 *% 4)) +% tx299) *% 16)) +% (cv300 *% 8)), w341)
-            storeVector(arena, ((627008 +% ((((j297 *% 16) +% (ty298 *% 4)) +% tx299) *% 16)) +% (cv300 *% 8)), w342)
-            storeVector(arena, ((627264 +% ((((j297 *% 16) +% (ty298 *% 4)) +% tx299) *% 16)) +% (cv300 *% 8)), w343)
-            storeVector(arena, ((627520 +% ((((j297 *% 16) +% (ty298 *% 4)) +% tx299) *% 16)) +% (cv300 *% 8)), w344)
-            storeVector(arena, ((627776 +% ((((j297 *% 16) +% (ty298 *% 4)) +% tx299) *% 16)) +% (cv300 *% 8)), w345)
-            storeVector(arena, ((628032 +% ((((j297 *% 16) +% (ty298 *% 4)) +% tx299) *% 16)) +% (cv300 *% 8)), w346)
-            storeVector(arena, ((628288 +% ((((j297 *% 16) +% (ty298 *% 4)) +% tx299) *% 16)) +% (cv300 *% 8)), w347)
-            storeVector(arena, ((628544 +% ((((j297 *% 16) +% (ty298 *% 4)) +% tx299) *% 16)) +% (cv300 *% 8)), w348)
-            storeVector(arena, ((628800 +% ((((j297 *% 16) +% (ty298 *% 4)) +% tx299) *% 16)) +% (cv300 *% 8)), w349)
-            storeVector(arena, ((629056 +% ((((j297 *% 16) +% (ty298 *% 4)) +% tx299) *% 16)) +% (cv300 *% 8)), w350)
-            storeVector(arena, ((629312 +% ((((j297 *% 16) +% (ty298 *% 4)) +% tx299) *% 16)) +% (cv300 *% 8)), w351)
-            storeVector(arena, ((629568 +% ((((j297 *% 16) +% (ty298 *% 4)) +% tx299) *% 16)) +% (cv300 *% 8)), w352)
-            storeVector(arena, ((629824 +% ((((j297 *% 16) +% (ty298 *% 4)) +% tx299) *% 16)) +% (cv300 *% 8)), w353)
-            storeVector(arena, ((630080 +% ((((j297 *% 16) +% (ty298 *% 4)) +% tx299) *% 16)) +% (cv300 *% 8)), w354)
-            storeVector(arena, ((630336 +% ((((j297 *% 16) +% (ty298 *% 4)) +% tx299) *% 16)) +% (cv300 *% 8)), w355)
-            storeVector(arena, ((630592 +% ((((j297 *% 16) +% (ty298 *% 4)) +% tx299) *% 16)) +% (cv300 *% 8)), w356)
-            storeVector(arena, ((630848 +% ((((j297 *% 16) +% (ty298 *% 4)) +% tx299) *% 16)) +% (cv300 *% 8)), w357)
-            storeVector(arena, ((631104 +% ((((j297 *% 16) +% (ty298 *% 4)) +% tx299) *% 16)) +% (cv300 *% 8)), w358)
-            storeVector(arena, ((631360 +% ((((j297 *% 16) +% (ty298 *% 4)) +% tx299) *% 16)) +% (cv300 *% 8)), w359)
-            storeVector(arena, ((631616 +% ((((j297 *% 16) +% (ty298 *% 4)) +% tx299) *% 16)) +% (cv300 *% 8)), w360)
-            storeVector(arena, ((631872 +% ((((j297 *% 16) +% (ty298 *% 4)) +% tx299) *% 16)) +% (cv300 *% 8)), w361)
-            storeVector(arena, ((632128 +% ((((j297 *% 16) +% (ty298 *% 4)) +% tx299) *% 16)) +% (cv300 *% 8)), w362)
-            storeVector(arena, ((632384 +% ((((j297 *% 16) +% (ty298 *% 4)) +% tx299) *% 16)) +% (cv300 *% 8)), w363)
-            storeVector(arena, ((632640 +% ((((j297 *% 16) +% (ty298 *% 4)) +% tx299) *% 16)) +% (cv300 *% 8)), w364)
-            storeVector(arena, ((632896 +% ((((j297 *% 16) +% (ty298 *% 4)) +% tx299) *% 16)) +% (cv300 *% 8)), w365)
-            storeVector(arena, ((633152 +% ((((j297 *% 16) +% (ty298 *% 4)) +% tx299) *% 16)) +% (cv300 *% 8)), w366)
-            storeVector(arena, ((633408 +% ((((j297 *% 16) +% (ty298 *% 4)) +% tx299) *% 16)) +% (cv300 *% 8)), w367)
-            storeVector(arena, ((633664 +% ((((j297 *% 16) +% (ty298 *% 4)) +% tx299) *% 16)) +% (cv300 *% 8)), w368)
-            storeVector(arena, ((633920 +% ((((j297 *% 16) +% (ty298 *% 4)) +% tx299) *% 16)) +% (cv300 *% 8)), w369)
-            storeVector(arena, ((634176 +% ((((j297 *% 16) +% (ty298 *% 4)) +% tx299) *% 16)) +% (cv300 *% 8)), w370)
-            storeVector(arena, ((634432 +% ((((j297 *% 16) +% (ty298 *% 4)) +% tx299) *% 16)) +% (cv300 *% 8)), w371)
-            storeVector(arena, ((634688 +% ((((j297 *% 16) +% (ty298 *% 4)) +% tx299) *% 16)) +% (cv300 *% 8)), w372)
+    for j317 in 0..<1 {
+      for ty318 in 0..<4 {
+        for tx319 in 0..<4 {
+          for cv320 in 0..<2 {
+            let w321 = (((loadVector(arena, (620544 +% ((((j317 *% 5184) +% ((ty318 *% 4) *% 288)) +% ((tx319 *% 4) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 4) *% 288)) +% ((tx319 *% 4) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 2) *% 288)) +% ((tx319 *% 4) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(5))))
+            let w322 = ((((loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 3) *% 288)) +% ((tx319 *% 4) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 4) *% 288)) +% ((tx319 *% 4) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 1) *% 288)) +% ((tx319 *% 4) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 2) *% 288)) +% ((tx319 *% 4) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(4))))
+            let w323 = ((((loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 1) *% 288)) +% ((tx319 *% 4) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 4) *% 288)) +% ((tx319 *% 4) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 2) *% 288)) +% ((tx319 *% 4) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 3) *% 288)) +% ((tx319 *% 4) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(1))))
+            let w324 = ((((loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 3) *% 288)) +% ((tx319 *% 4) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 4) *% 288)) +% ((tx319 *% 4) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 1) *% 288)) +% ((tx319 *% 4) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 2) *% 288)) +% ((tx319 *% 4) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(1))))
+            let w325 = ((((loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 1) *% 288)) +% ((tx319 *% 4) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 4) *% 288)) +% ((tx319 *% 4) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 2) *% 288)) +% ((tx319 *% 4) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 3) *% 288)) +% ((tx319 *% 4) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(2))))
+            let w326 = (((loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 1) *% 288)) +% ((tx319 *% 4) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 5) *% 288)) +% ((tx319 *% 4) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 3) *% 288)) +% ((tx319 *% 4) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(5))))
+            let w327 = (((loadVector(arena, (620544 +% ((((j317 *% 5184) +% ((ty318 *% 4) *% 288)) +% (((tx319 *% 4) +% 1) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 4) *% 288)) +% (((tx319 *% 4) +% 1) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 2) *% 288)) +% (((tx319 *% 4) +% 1) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(5))))
+            let w328 = ((((loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 3) *% 288)) +% (((tx319 *% 4) +% 1) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 4) *% 288)) +% (((tx319 *% 4) +% 1) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 1) *% 288)) +% (((tx319 *% 4) +% 1) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 2) *% 288)) +% (((tx319 *% 4) +% 1) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(4))))
+            let w329 = ((((loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 1) *% 288)) +% (((tx319 *% 4) +% 1) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 4) *% 288)) +% (((tx319 *% 4) +% 1) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 2) *% 288)) +% (((tx319 *% 4) +% 1) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 3) *% 288)) +% (((tx319 *% 4) +% 1) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(1))))
+            let w330 = ((((loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 3) *% 288)) +% (((tx319 *% 4) +% 1) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 4) *% 288)) +% (((tx319 *% 4) +% 1) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 1) *% 288)) +% (((tx319 *% 4) +% 1) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 2) *% 288)) +% (((tx319 *% 4) +% 1) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(1))))
+            let w331 = ((((loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 1) *% 288)) +% (((tx319 *% 4) +% 1) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 4) *% 288)) +% (((tx319 *% 4) +% 1) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 2) *% 288)) +% (((tx319 *% 4) +% 1) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 3) *% 288)) +% (((tx319 *% 4) +% 1) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(2))))
+            let w332 = (((loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 1) *% 288)) +% (((tx319 *% 4) +% 1) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 5) *% 288)) +% (((tx319 *% 4) +% 1) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 3) *% 288)) +% (((tx319 *% 4) +% 1) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(5))))
+            let w333 = (((loadVector(arena, (620544 +% ((((j317 *% 5184) +% ((ty318 *% 4) *% 288)) +% (((tx319 *% 4) +% 2) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 4) *% 288)) +% (((tx319 *% 4) +% 2) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 2) *% 288)) +% (((tx319 *% 4) +% 2) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(5))))
+            let w334 = ((((loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 3) *% 288)) +% (((tx319 *% 4) +% 2) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 4) *% 288)) +% (((tx319 *% 4) +% 2) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 1) *% 288)) +% (((tx319 *% 4) +% 2) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 2) *% 288)) +% (((tx319 *% 4) +% 2) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(4))))
+            let w335 = ((((loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 1) *% 288)) +% (((tx319 *% 4) +% 2) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 4) *% 288)) +% (((tx319 *% 4) +% 2) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 2) *% 288)) +% (((tx319 *% 4) +% 2) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 3) *% 288)) +% (((tx319 *% 4) +% 2) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(1))))
+            let w336 = ((((loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 3) *% 288)) +% (((tx319 *% 4) +% 2) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 4) *% 288)) +% (((tx319 *% 4) +% 2) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 1) *% 288)) +% (((tx319 *% 4) +% 2) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 2) *% 288)) +% (((tx319 *% 4) +% 2) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(1))))
+            let w337 = ((((loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 1) *% 288)) +% (((tx319 *% 4) +% 2) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 4) *% 288)) +% (((tx319 *% 4) +% 2) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 2) *% 288)) +% (((tx319 *% 4) +% 2) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 3) *% 288)) +% (((tx319 *% 4) +% 2) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(2))))
+            let w338 = (((loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 1) *% 288)) +% (((tx319 *% 4) +% 2) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 5) *% 288)) +% (((tx319 *% 4) +% 2) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 3) *% 288)) +% (((tx319 *% 4) +% 2) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(5))))
+            let w339 = (((loadVector(arena, (620544 +% ((((j317 *% 5184) +% ((ty318 *% 4) *% 288)) +% (((tx319 *% 4) +% 3) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 4) *% 288)) +% (((tx319 *% 4) +% 3) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 2) *% 288)) +% (((tx319 *% 4) +% 3) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(5))))
+            let w340 = ((((loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 3) *% 288)) +% (((tx319 *% 4) +% 3) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 4) *% 288)) +% (((tx319 *% 4) +% 3) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 1) *% 288)) +% (((tx319 *% 4) +% 3) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 2) *% 288)) +% (((tx319 *% 4) +% 3) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(4))))
+            let w341 = ((((loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 1) *% 288)) +% (((tx319 *% 4) +% 3) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 4) *% 288)) +% (((tx319 *% 4) +% 3) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 2) *% 288)) +% (((tx319 *% 4) +% 3) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 3) *% 288)) +% (((tx319 *% 4) +% 3) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(1))))
+            let w342 = ((((loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 3) *% 288)) +% (((tx319 *% 4) +% 3) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 4) *% 288)) +% (((tx319 *% 4) +% 3) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 1) *% 288)) +% (((tx319 *% 4) +% 3) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 2) *% 288)) +% (((tx319 *% 4) +% 3) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(1))))
+            let w343 = ((((loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 1) *% 288)) +% (((tx319 *% 4) +% 3) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 4) *% 288)) +% (((tx319 *% 4) +% 3) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 2) *% 288)) +% (((tx319 *% 4) +% 3) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 3) *% 288)) +% (((tx319 *% 4) +% 3) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(2))))
+            let w344 = (((loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 1) *% 288)) +% (((tx319 *% 4) +% 3) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 5) *% 288)) +% (((tx319 *% 4) +% 3) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 3) *% 288)) +% (((tx319 *% 4) +% 3) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(5))))
+            let w345 = (((loadVector(arena, (620544 +% ((((j317 *% 5184) +% ((ty318 *% 4) *% 288)) +% (((tx319 *% 4) +% 4) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 4) *% 288)) +% (((tx319 *% 4) +% 4) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 2) *% 288)) +% (((tx319 *% 4) +% 4) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(5))))
+            let w346 = ((((loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 3) *% 288)) +% (((tx319 *% 4) +% 4) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 4) *% 288)) +% (((tx319 *% 4) +% 4) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 1) *% 288)) +% (((tx319 *% 4) +% 4) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 2) *% 288)) +% (((tx319 *% 4) +% 4) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(4))))
+            let w347 = ((((loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 1) *% 288)) +% (((tx319 *% 4) +% 4) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 4) *% 288)) +% (((tx319 *% 4) +% 4) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 2) *% 288)) +% (((tx319 *% 4) +% 4) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 3) *% 288)) +% (((tx319 *% 4) +% 4) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(1))))
+            let w348 = ((((loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 3) *% 288)) +% (((tx319 *% 4) +% 4) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 4) *% 288)) +% (((tx319 *% 4) +% 4) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 1) *% 288)) +% (((tx319 *% 4) +% 4) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 2) *% 288)) +% (((tx319 *% 4) +% 4) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(1))))
+            let w349 = ((((loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 1) *% 288)) +% (((tx319 *% 4) +% 4) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 4) *% 288)) +% (((tx319 *% 4) +% 4) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 2) *% 288)) +% (((tx319 *% 4) +% 4) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 3) *% 288)) +% (((tx319 *% 4) +% 4) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(2))))
+            let w350 = (((loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 1) *% 288)) +% (((tx319 *% 4) +% 4) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 5) *% 288)) +% (((tx319 *% 4) +% 4) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 3) *% 288)) +% (((tx319 *% 4) +% 4) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(5))))
+            let w351 = (((loadVector(arena, (620544 +% ((((j317 *% 5184) +% ((ty318 *% 4) *% 288)) +% (((tx319 *% 4) +% 5) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 4) *% 288)) +% (((tx319 *% 4) +% 5) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 2) *% 288)) +% (((tx319 *% 4) +% 5) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(5))))
+            let w352 = ((((loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 3) *% 288)) +% (((tx319 *% 4) +% 5) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 4) *% 288)) +% (((tx319 *% 4) +% 5) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 1) *% 288)) +% (((tx319 *% 4) +% 5) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 2) *% 288)) +% (((tx319 *% 4) +% 5) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(4))))
+            let w353 = ((((loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 1) *% 288)) +% (((tx319 *% 4) +% 5) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 4) *% 288)) +% (((tx319 *% 4) +% 5) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 2) *% 288)) +% (((tx319 *% 4) +% 5) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 3) *% 288)) +% (((tx319 *% 4) +% 5) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(1))))
+            let w354 = ((((loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 3) *% 288)) +% (((tx319 *% 4) +% 5) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 4) *% 288)) +% (((tx319 *% 4) +% 5) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 1) *% 288)) +% (((tx319 *% 4) +% 5) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 2) *% 288)) +% (((tx319 *% 4) +% 5) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(1))))
+            let w355 = ((((loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 1) *% 288)) +% (((tx319 *% 4) +% 5) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 4) *% 288)) +% (((tx319 *% 4) +% 5) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 2) *% 288)) +% (((tx319 *% 4) +% 5) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 3) *% 288)) +% (((tx319 *% 4) +% 5) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(2))))
+            let w356 = (((loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 1) *% 288)) +% (((tx319 *% 4) +% 5) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 5) *% 288)) +% (((tx319 *% 4) +% 5) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (620544 +% ((((j317 *% 5184) +% (((ty318 *% 4) +% 3) *% 288)) +% (((tx319 *% 4) +% 5) *% 16)) +% (cv320 *% 8)))) * Vector(repeating: Float(5))))
+            let w357 = (((w321 * Vector(repeating: Float(4))) + (w345 * Vector(repeating: Float(1)))) - (w333 * Vector(repeating: Float(5))))
+            let w358 = ((((w339 * Vector(repeating: Float(1))) + (w345 * Vector(repeating: Float(1)))) - (w327 * Vector(repeating: Float(4)))) - (w333 * Vector(repeating: Float(4))))
+            let w359 = ((((w327 * Vector(repeating: Float(4))) + (w345 * Vector(repeating: Float(1)))) - (w333 * Vector(repeating: Float(4)))) - (w339 * Vector(repeating: Float(1))))
+            let w360 = ((((w339 * Vector(repeating: Float(2))) + (w345 * Vector(repeating: Float(1)))) - (w327 * Vector(repeating: Float(2)))) - (w333 * Vector(repeating: Float(1))))
+            let w361 = ((((w327 * Vector(repeating: Float(2))) + (w345 * Vector(repeating: Float(1)))) - (w333 * Vector(repeating: Float(1)))) - (w339 * Vector(repeating: Float(2))))
+            let w362 = (((w327 * Vector(repeating: Float(4))) + (w351 * Vector(repeating: Float(1)))) - (w339 * Vector(repeating: Float(5))))
+            let w363 = (((w322 * Vector(repeating: Float(4))) + (w346 * Vector(repeating: Float(1)))) - (w334 * Vector(repeating: Float(5))))
+            let w364 = ((((w340 * Vector(repeating: Float(1))) + (w346 * Vector(repeating: Float(1)))) - (w328 * Vector(repeating: Float(4)))) - (w334 * Vector(repeating: Float(4))))
+            let w365 = ((((w328 * Vector(repeating: Float(4))) + (w346 * Vector(repeating: Float(1)))) - (w334 * Vector(repeating: Float(4)))) - (w340 * Vector(repeating: Float(1))))
+            let w366 = ((((w340 * Vector(repeating: Float(2))) + (w346 * Vector(repeating: Float(1)))) - (w328 * Vector(repeating: Float(2)))) - (w334 * Vector(repeating: Float(1))))
+            let w367 = ((((w328 * Vector(repeating: Float(2))) + (w346 * Vector(repeating: Float(1)))) - (w334 * Vector(repeating: Float(1)))) - (w340 * Vector(repeating: Float(2))))
+            let w368 = (((w328 * Vector(repeating: Float(4))) + (w352 * Vector(repeating: Float(1)))) - (w340 * Vector(repeating: Float(5))))
+            let w369 = (((w323 * Vector(repeating: Float(4))) + (w347 * Vector(repeating: Float(1)))) - (w335 * Vector(repeating: Float(5))))
+            let w370 = ((((w341 * Vector(repeating: Float(1))) + (w347 * Vector(repeating: Float(1)))) - (w329 * Vector(repeating: Float(4)))) - (w335 * Vector(repeating: Float(4))))
+            let w371 = ((((w329 * Vector(repeating: Float(4))) + (w347 * Vector(repeating: Float(1)))) - (w335 * Vector(repeating: Float(4)))) - (w341 * Vector(repeating: Float(1))))
+            let w372 = ((((w341 * Vector(repeating: Float(2))) + (w347 * Vector(repeating: Float(1)))) - (w329 * Vector(repeating: Float(2)))) - (w335 * Vector(repeating: Float(1))))
+            let w373 = ((((w329 * Vector(repeating: Float(2))) + (w347 * Vector(repeating: Float(1)))) - (w335 * Vector(repeating: Float(1)))) - (w341 * Vector(repeating: Float(2))))
+            let w374 = (((w329 * Vector(repeating: Float(4))) + (w353 * Vector(repeating: Float(1)))) - (w341 * Vector(repeating: Float(5))))
+            let w375 = (((w324 * Vector(repeating: Float(4))) + (w348 * Vector(repeating: Float(1)))) - (w336 * Vector(repeating: Float(5))))
+            let w376 = ((((w342 * Vector(repeating: Float(1))) + (w348 * Vector(repeating: Float(1)))) - (w330 * Vector(repeating: Float(4)))) - (w336 * Vector(repeating: Float(4))))
+            let w377 = ((((w330 * Vector(repeating: Float(4))) + (w348 * Vector(repeating: Float(1)))) - (w336 * Vector(repeating: Float(4)))) - (w342 * Vector(repeating: Float(1))))
+            let w378 = ((((w342 * Vector(repeating: Float(2))) + (w348 * Vector(repeating: Float(1)))) - (w330 * Vector(repeating: Float(2)))) - (w336 * Vector(repeating: Float(1))))
+            let w379 = ((((w330 * Vector(repeating: Float(2))) + (w348 * Vector(repeating: Float(1)))) - (w336 * Vector(repeating: Float(1)))) - (w342 * Vector(repeating: Float(2))))
+            let w380 = (((w330 * Vector(repeating: Float(4))) + (w354 * Vector(repeating: Float(1)))) - (w342 * Vector(repeating: Float(5))))
+            let w381 = (((w325 * Vector(repeating: Float(4))) + (w349 * Vector(repeating: Float(1)))) - (w337 * Vector(repeating: Float(5))))
+            let w382 = ((((w343 * Vector(repeating: Float(1))) + (w349 * Vector(repeating: Float(1)))) - (w331 * Vector(repeating: Float(4)))) - (w337 * Vector(repeating: Float(4))))
+            let w383 = ((((w331 * Vector(repeating: Float(4))) + (w349 * Vector(repeating: Float(1)))) - (w337 * Vector(repeating: Float(4)))) - (w343 * Vector(repeating: Float(1))))
+            let w384 = ((((w343 * Vector(repeating: Float(2))) + (w349 * Vector(repeating: Float(1)))) - (w331 * Vector(repeating: Float(2)))) - (w337 * Vector(repeating: Float(1))))
+            let w385 = ((((w331 * Vector(repeating: Float(2))) + (w349 * Vector(repeating: Float(1)))) - (w337 * Vector(repeating: Float(1)))) - (w343 * Vector(repeating: Float(2))))
+            let w386 = (((w331 * Vector(repeating: Float(4))) + (w355 * Vector(repeating: Float(1)))) - (w343 * Vector(repeating: Float(5))))
+            let w387 = (((w326 * Vector(repeating: Float(4))) + (w350 * Vector(repeating: Float(1)))) - (w338 * Vector(repeating: Float(5))))
+            let w388 = ((((w344 * Vector(repeating: Float(1))) + (w350 * Vector(repeating: Float(1)))) - (w332 * Vector(repeating: Float(4)))) - (w338 * Vector(repeating: Float(4))))
+            let w389 = ((((w332 * Vector(repeating: Float(4))) + (w350 * Vector(repeating: Float(1)))) - (w338 * Vector(repeating: Float(4)))) - (w344 * Vector(repeating: Float(1))))
+            let w390 = ((((w344 * Vector(repeating: Float(2))) + (w350 * Vector(repeating: Float(1)))) - (w332 * Vector(repeating: Float(2)))) - (w338 * Vector(repeating: Float(1))))
+            let w391 = ((((w332 * Vector(repeating: Float(2))) + (w350 * Vector(repeating: Float(1)))) - (w338 * Vector(repeating: Float(1)))) - (w344 * Vector(repeating: Float(2))))
+            let w392 = (((w332 * Vector(repeating: Float(4))) + (w356 * Vector(repeating: Float(1)))) - (w344 * Vector(repeating: Float(5))))
+            storeVector(arena, ((625728 +% ((((j317 *% 16) +% (ty318 *% 4)) +% tx319) *% 16)) +% (cv320 *% 8)), w357)
+            storeVector(arena, ((625984 +% ((((j317 *% 16) +% (ty318 *% 4)) +% tx319) *% 16)) +% (cv320 *% 8)), w358)
+            storeVector(arena, ((626240 +% ((((j317 *% 16) +% (ty318 *% 4)) +% tx319) *% 16)) +% (cv320 *% 8)), w359)
+            storeVector(arena, ((626496 +% ((((j317 *% 16) +% (ty318 *% 4)) +% tx319) *% 16)) +% (cv320 *% 8)), w360)
+            storeVector(arena, ((626752 +% ((((j317 *% 16) +% (ty318 *% 4)) +% tx319) *% 16)) +% (cv320 *% 8)), w361)
+            storeVector(arena, ((627008 +% ((((j317 *% 16) +% (ty318 *% 4)) +% tx319) *% 16)) +% (cv320 *% 8)), w362)
+            storeVector(arena, ((627264 +% ((((j317 *% 16) +% (ty318 *% 4)) +% tx319) *% 16)) +% (cv320 *% 8)), w363)
+            storeVector(arena, ((627520 +% ((((j317 *% 16) +% (ty318 *% 4)) +% tx319) *% 16)) +% (cv320 *% 8)), w364)
+            storeVector(arena, ((627776 +% ((((j317 *% 16) +% (ty318 *% 4)) +% tx319) *% 16)) +% (cv320 *% 8)), w365)
+            storeVector(arena, ((628032 +% ((((j317 *% 16) +% (ty318 *% 4)) +% tx319) *% 16)) +% (cv320 *% 8)), w366)
+            storeVector(arena, ((628288 +% ((((j317 *% 16) +% (ty318 *% 4)) +% tx319) *% 16)) +% (cv320 *% 8)), w367)
+            storeVector(arena, ((628544 +% ((((j317 *% 16) +% (ty318 *% 4)) +% tx319) *% 16)) +% (cv320 *% 8)), w368)
+            storeVector(arena, ((628800 +% ((((j317 *% 16) +% (ty318 *% 4)) +% tx319) *% 16)) +% (cv320 *% 8)), w369)
+            storeVector(arena, ((629056 +% ((((j317 *% 16) +% (ty318 *% 4)) +% tx319) *% 16)) +% (cv320 *% 8)), w370)
+            storeVector(arena, ((629312 +% ((((j317 *% 16) +% (ty318 *% 4)) +% tx319) *% 16)) +% (cv320 *% 8)), w371)
+            storeVector(arena, ((629568 +% ((((j317 *% 16) +% (ty318 *% 4)) +% tx319) *% 16)) +% (cv320 *% 8)), w372)
+            storeVector(arena, ((629824 +% ((((j317 *% 16) +% (ty318 *% 4)) +% tx319) *% 16)) +% (cv320 *% 8)), w373)
+            storeVector(arena, ((630080 +% ((((j317 *% 16) +% (ty318 *% 4)) +% tx319) *% 16)) +% (cv320 *% 8)), w374)
+            storeVector(arena, ((630336 +% ((((j317 *% 16) +% (ty318 *% 4)) +% tx319) *% 16)) +% (cv320 *% 8)), w375)
+            storeVector(arena, ((630592 +% ((((j317 *% 16) +% (ty318 *% 4)) +% tx319) *% 16)) +% (cv320 *% 8)), w376)
+            storeVector(arena, ((630848 +% ((((j317 *% 16) +% (ty318 *% 4)) +% tx319) *% 16)) +% (cv320 *% 8)), w377)
+            storeVector(arena, ((631104 +% ((((j317 *% 16) +% (ty318 *% 4)) +% tx319) *% 16)) +% (cv320 *% 8)), w378)
+            storeVector(arena, ((631360 +% ((((j317 *% 16) +% (ty318 *% 4)) +% tx319) *% 16)) +% (cv320 *% 8)), w379)
+            storeVector(arena, ((631616 +% ((((j317 *% 16) +% (ty318 *% 4)) +% tx319) *% 16)) +% (cv320 *% 8)), w380)
+            storeVector(arena, ((631872 +% ((((j317 *% 16) +% (ty318 *% 4)) +% tx319) *% 16)) +% (cv320 *% 8)), w381)
+            storeVector(arena, ((632128 +% ((((j317 *% 16) +% (ty318 *% 4)) +% tx319) *% 16)) +% (cv320 *% 8)), w382)
+            storeVector(arena, ((632384 +% ((((j317 *% 16) +% (ty318 *% 4)) +% tx319) *% 16)) +% (cv320 *% 8)), w383)
+            storeVector(arena, ((632640 +% ((((j317 *% 16) +% (ty318 *% 4)) +% tx319) *% 16)) +% (cv320 *% 8)), w384)
+            storeVector(arena, ((632896 +% ((((j317 *% 16) +% (ty318 *% 4)) +% tx319) *% 16)) +% (cv320 *% 8)), w385)
+            storeVector(arena, ((633152 +% ((((j317 *% 16) +% (ty318 *% 4)) +% tx319) *% 16)) +% (cv320 *% 8)), w386)
+            storeVector(arena, ((633408 +% ((((j317 *% 16) +% (ty318 *% 4)) +% tx319) *% 16)) +% (cv320 *% 8)), w387)
+            storeVector(arena, ((633664 +% ((((j317 *% 16) +% (ty318 *% 4)) +% tx319) *% 16)) +% (cv320 *% 8)), w388)
+            storeVector(arena, ((633920 +% ((((j317 *% 16) +% (ty318 *% 4)) +% tx319) *% 16)) +% (cv320 *% 8)), w389)
+            storeVector(arena, ((634176 +% ((((j317 *% 16) +% (ty318 *% 4)) +% tx319) *% 16)) +% (cv320 *% 8)), w390)
+            storeVector(arena, ((634432 +% ((((j317 *% 16) +% (ty318 *% 4)) +% tx319) *% 16)) +% (cv320 *% 8)), w391)
+            storeVector(arena, ((634688 +% ((((j317 *% 16) +% (ty318 *% 4)) +% tx319) *% 16)) +% (cv320 *% 8)), w392)
           }
         }
       }
     }
-    parallelFor(pool, 2) { part373 in
-      for xi374 in 0..<36 {
-        do {  // gemm381
-          for nb375 in 0..<1 {
-            for mb376 in 0..<2 {
-              var t377_c0_0 = Vector()
-              var t377_c0_1 = Vector()
-              var t377_c1_0 = Vector()
-              var t377_c1_1 = Vector()
-              var t377_c2_0 = Vector()
-              var t377_c2_1 = Vector()
-              var t377_c3_0 = Vector()
-              var t377_c3_1 = Vector()
-              var t377_c4_0 = Vector()
-              var t377_c4_1 = Vector()
-              var t377_c5_0 = Vector()
-              var t377_c5_1 = Vector()
-              for k378 in 0..<16 {
-                let t377_b0 = loadVector(arena, ((((2417664 +% (xi374 *% 512)) +% (part373 *% 16)) +% (k378 *% 32)) +% (nb375 *% 16)))
-                let t377_b1 = loadVector(arena, (((((2417664 +% (xi374 *% 512)) +% (part373 *% 16)) +% (k378 *% 32)) +% (nb375 *% 16)) +% 8))
-                let t377_a0 = Vector(repeating: arena[(((625728 +% (xi374 *% 256)) +% ((mb376 *% 6) *% 16)) +% k378)])
-                t377_c0_0 = t377_c0_0.addingProduct(t377_a0, t377_b0)
-                t377_c0_1 = t377_c0_1.addingProduct(t377_a0, t377_b1)
-                let t377_a1 = Vector(repeating: arena[(((625728 +% (xi374 *% 256)) +% (((mb376 *% 6) +% 1) *% 16)) +% k378)])
-                t377_c1_0 = t377_c1_0.addingProduct(t377_a1, t377_b0)
-                t377_c1_1 = t377_c1_1.addingProduct(t377_a1, t377_b1)
-                let t377_a2 = Vector(repeating: arena[(((625728 +% (xi374 *% 256)) +% (((mb376 *% 6) +% 2) *% 16)) +% k378)])
-                t377_c2_0 = t377_c2_0.addingProduct(t377_a2, t377_b0)
-                t377_c2_1 = t377_c2_1.addingProduct(t377_a2, t377_b1)
-                let t377_a3 = Vector(repeating: arena[(((625728 +% (xi374 *% 256)) +% (((mb376 *% 6) +% 3) *% 16)) +% k378)])
-                t377_c3_0 = t377_c3_0.addingProduct(t377_a3, t377_b0)
-                t377_c3_1 = t377_c3_1.addingProduct(t377_a3, t377_b1)
-                let t377_a4 = Vector(repeating: arena[(((625728 +% (xi374 *% 256)) +% (((mb376 *% 6) +% 4) *% 16)) +% k378)])
-                t377_c4_0 = t377_c4_0.addingProduct(t377_a4, t377_b0)
-                t377_c4_1 = t377_c4_1.addingProduct(t377_a4, t377_b1)
-                let t377_a5 = Vector(repeating: arena[(((625728 +% (xi374 *% 256)) +% (((mb376 *% 6) +% 5) *% 16)) +% k378)])
-                t377_c5_0 = t377_c5_0.addingProduct(t377_a5, t377_b0)
-                t377_c5_1 = t377_c5_1.addingProduct(t377_a5, t377_b1)
+    parallelFor(pool, 2) { part393 in
+      for xi394 in 0..<36 {
+        do {  // gemm401
+          for nb395 in 0..<1 {
+            for mb396 in 0..<2 {
+              var t397_c0_0 = Vector()
+              var t397_c0_1 = Vector()
+              var t397_c1_0 = Vector()
+              var t397_c1_1 = Vector()
+              var t397_c2_0 = Vector()
+              var t397_c2_1 = Vector()
+              var t397_c3_0 = Vector()
+              var t397_c3_1 = Vector()
+              var t397_c4_0 = Vector()
+              var t397_c4_1 = Vector()
+              var t397_c5_0 = Vector()
+              var t397_c5_1 = Vector()
+              for k398 in 0..<16 {
+                let t397_b0 = loadVector(arena, ((((2417808 +% (xi394 *% 512)) +% (part393 *% 16)) +% (k398 *% 32)) +% (nb395 *% 16)))
+                let t397_b1 = loadVector(arena, (((((2417808 +% (xi394 *% 512)) +% (part393 *% 16)) +% (k398 *% 32)) +% (nb395 *% 16)) +% 8))
+                let t397_a0 = Vector(repeating: arena[(((625728 +% (xi394 *% 256)) +% ((mb396 *% 6) *% 16)) +% k398)])
+                t397_c0_0 = t397_c0_0.addingProduct(t397_a0, t397_b0)
+                t397_c0_1 = t397_c0_1.addingProduct(t397_a0, t397_b1)
+                let t397_a1 = Vector(repeating: arena[(((625728 +% (xi394 *% 256)) +% (((mb396 *% 6) +% 1) *% 16)) +% k398)])
+                t397_c1_0 = t397_c1_0.addingProduct(t397_a1, t397_b0)
+                t397_c1_1 = t397_c1_1.addingProduct(t397_a1, t397_b1)
+                let t397_a2 = Vector(repeating: arena[(((625728 +% (xi394 *% 256)) +% (((mb396 *% 6) +% 2) *% 16)) +% k398)])
+                t397_c2_0 = t397_c2_0.addingProduct(t397_a2, t397_b0)
+                t397_c2_1 = t397_c2_1.addingProduct(t397_a2, t397_b1)
+                let t397_a3 = Vector(repeating: arena[(((625728 +% (xi394 *% 256)) +% (((mb396 *% 6) +% 3) *% 16)) +% k398)])
+                t397_c3_0 = t397_c3_0.addingProduct(t397_a3, t397_b0)
+                t397_c3_1 = t397_c3_1.addingProduct(t397_a3, t397_b1)
+                let t397_a4 = Vector(repeating: arena[(((625728 +% (xi394 *% 256)) +% (((mb396 *% 6) +% 4) *% 16)) +% k398)])
+                t397_c4_0 = t397_c4_0.addingProduct(t397_a4, t397_b0)
+                t397_c4_1 = t397_c4_1.addingProduct(t397_a4, t397_b1)
+                let t397_a5 = Vector(repeating: arena[(((625728 +% (xi394 *% 256)) +% (((mb396 *% 6) +% 5) *% 16)) +% k398)])
+                t397_c5_0 = t397_c5_0.addingProduct(t397_a5, t397_b0)
+                t397_c5_1 = t397_c5_1.addingProduct(t397_a5, t397_b1)
               }
-              storeVector(arena, ((((634944 +% (xi374 *% 512)) +% (part373 *% 16)) +% ((mb376 *% 6) *% 32)) +% (nb375 *% 16)), t377_c0_0)
-              storeVector(arena, (((((634944 +% (xi374 *% 512)) +% (part373 *% 16)) +% ((mb376 *% 6) *% 32)) +% (nb375 *% 16)) +% 8), t377_c0_1)
-              storeVector(arena, ((((634944 +% (xi374 *% 512)) +% (part373 *% 16)) +% (((mb376 *% 6) +% 1) *% 32)) +% (nb375 *% 16)), t377_c1_0)
-              storeVector(arena, (((((634944 +% (xi374 *% 512)) +% (part373 *% 16)) +% (((mb376 *% 6) +% 1) *% 32)) +% (nb375 *% 16)) +% 8), t377_c1_1)
-              storeVector(arena, ((((634944 +% (xi374 *% 512)) +% (part373 *% 16)) +% (((mb376 *% 6) +% 2) *% 32)) +% (nb375 *% 16)), t377_c2_0)
-              storeVector(arena, (((((634944 +% (xi374 *% 512)) +% (part373 *% 16)) +% (((mb376 *% 6) +% 2) *% 32)) +% (nb375 *% 16)) +% 8), t377_c2_1)
-              storeVector(arena, ((((634944 +% (xi374 *% 512)) +% (part373 *% 16)) +% (((mb376 *% 6) +% 3) *% 32)) +% (nb375 *% 16)), t377_c3_0)
-              storeVector(arena, (((((634944 +% (xi374 *% 512)) +% (part373 *% 16)) +% (((mb376 *% 6) +% 3) *% 32)) +% (nb375 *% 16)) +% 8), t377_c3_1)
-              storeVector(arena, ((((634944 +% (xi374 *% 512)) +% (part373 *% 16)) +% (((mb376 *% 6) +% 4) *% 32)) +% (nb375 *% 16)), t377_c4_0)
-              storeVector(arena, (((((634944 +% (xi374 *% 512)) +% (part373 *% 16)) +% (((mb376 *% 6) +% 4) *% 32)) +% (nb375 *% 16)) +% 8), t377_c4_1)
-              storeVector(arena, ((((634944 +% (xi374 *% 512)) +% (part373 *% 16)) +% (((mb376 *% 6) +% 5) *% 32)) +% (nb375 *% 16)), t377_c5_0)
-              storeVector(arena, (((((634944 +% (xi374 *% 512)) +% (part373 *% 16)) +% (((mb376 *% 6) +% 5) *% 32)) +% (nb375 *% 16)) +% 8), t377_c5_1)
+              storeVector(arena, ((((634944 +% (xi394 *% 512)) +% (part393 *% 16)) +% ((mb396 *% 6) *% 32)) +% (nb395 *% 16)), t397_c0_0)
+              storeVector(arena, (((((634944 +% (xi394 *% 512)) +% (part393 *% 16)) +% ((mb396 *% 6) *% 32)) +% (nb395 *% 16)) +% 8), t397_c0_1)
+              storeVector(arena, ((((634944 +% (xi394 *% 512)) +% (part393 *% 16)) +% (((mb396 *% 6) +% 1) *% 32)) +% (nb395 *% 16)), t397_c1_0)
+              storeVector(arena, (((((634944 +% (xi394 *% 512)) +% (part393 *% 16)) +% (((mb396 *% 6) +% 1) *% 32)) +% (nb395 *% 16)) +% 8), t397_c1_1)
+              storeVector(arena, ((((634944 +% (xi394 *% 512)) +% (part393 *% 16)) +% (((mb396 *% 6) +% 2) *% 32)) +% (nb395 *% 16)), t397_c2_0)
+              storeVector(arena, (((((634944 +% (xi394 *% 512)) +% (part393 *% 16)) +% (((mb396 *% 6) +% 2) *% 32)) +% (nb395 *% 16)) +% 8), t397_c2_1)
+              storeVector(arena, ((((634944 +% (xi394 *% 512)) +% (part393 *% 16)) +% (((mb396 *% 6) +% 3) *% 32)) +% (nb395 *% 16)), t397_c3_0)
+              storeVector(arena, (((((634944 +% (xi394 *% 512)) +% (part393 *% 16)) +% (((mb396 *% 6) +% 3) *% 32)) +% (nb395 *% 16)) +% 8), t397_c3_1)
+              storeVector(arena, ((((634944 +% (xi394 *% 512)) +% (part393 *% 16)) +% (((mb396 *% 6) +% 4) *% 32)) +% (nb395 *% 16)), t397_c4_0)
+              storeVector(arena, (((((634944 +% (xi394 *% 512)) +% (part393 *% 16)) +% (((mb396 *% 6) +% 4) *% 32)) +% (nb395 *% 16)) +% 8), t397_c4_1)
+              storeVector(arena, ((((634944 +% (xi394 *% 512)) +% (part393 *% 16)) +% (((mb396 *% 6) +% 5) *% 32)) +% (nb395 *% 16)), t397_c5_0)
+              storeVector(arena, (((((634944 +% (xi394 *% 512)) +% (part393 *% 16)) +% (((mb396 *% 6) +% 5) *% 32)) +% (nb395 *% 16)) +% 8), t397_c5_1)
             }
-            var t379_c0_0 = Vector()
-            var t379_c0_1 = Vector()
-            var t379_c1_0 = Vector()
-            var t379_c1_1 = Vector()
-            var t379_c2_0 = Vector()
-            var t379_c2_1 = Vector()
-            var t379_c3_0 = Vector()
-            var t379_c3_1 = Vector()
-            for k380 in 0..<16 {
-              let t379_b0 = loadVector(arena, ((((2417664 +% (xi374 *% 512)) +% (part373 *% 16)) +% (k380 *% 32)) +% (nb375 *% 16)))
-              let t379_b1 = loadVector(arena, (((((2417664 +% (xi374 *% 512)) +% (part373 *% 16)) +% (k380 *% 32)) +% (nb375 *% 16)) +% 8))
-              let t379_a0 = Vector(repeating: arena[(((625728 +% (xi374 *% 256)) +% 192) +% k380)])
-              t379_c0_0 = t379_c0_0.addingProduct(t379_a0, t379_b0)
-              t379_c0_1 = t379_c0_1.addingProduct(t379_a0, t379_b1)
-              let t379_a1 = Vector(repeating: arena[(((625728 +% (xi374 *% 256)) +% 208) +% k380)])
-              t379_c1_0 = t379_c1_0.addingProduct(t379_a1, t379_b0)
-              t379_c1_1 = t379_c1_1.addingProduct(t379_a1, t379_b1)
-              let t379_a2 = Vector(repeating: arena[(((625728 +% (xi374 *% 256)) +% 224) +% k380)])
-              t379_c2_0 = t379_c2_0.addingProduct(t379_a2, t379_b0)
-              t379_c2_1 = t379_c2_1.addingProduct(t379_a2, t379_b1)
-              let t379_a3 = Vector(repeating: arena[(((625728 +% (xi374 *% 256)) +% 240) +% k380)])
-              t379_c3_0 = t379_c3_0.addingProduct(t379_a3, t379_b0)
-              t379_c3_1 = t379_c3_1.addingProduct(t379_a3, t379_b1)
+            var t399_c0_0 = Vector()
+            var t399_c0_1 = Vector()
+            var t399_c1_0 = Vector()
+            var t399_c1_1 = Vector()
+            var t399_c2_0 = Vector()
+            var t399_c2_1 = Vector()
+            var t399_c3_0 = Vector()
+            var t399_c3_1 = Vector()
+            for k400 in 0..<16 {
+              let t399_b0 = loadVector(arena, ((((2417808 +% (xi394 *% 512)) +% (part393 *% 16)) +% (k400 *% 32)) +% (nb395 *% 16)))
+              let t399_b1 = loadVector(arena, (((((2417808 +% (xi394 *% 512)) +% (part393 *% 16)) +% (k400 *% 32)) +% (nb395 *% 16)) +% 8))
+              let t399_a0 = Vector(repeating: arena[(((625728 +% (xi394 *% 256)) +% 192) +% k400)])
+              t399_c0_0 = t399_c0_0.addingProduct(t399_a0, t399_b0)
+              t399_c0_1 = t399_c0_1.addingProduct(t399_a0, t399_b1)
+              let t399_a1 = Vector(repeating: arena[(((625728 +% (xi394 *% 256)) +% 208) +% k400)])
+              t399_c1_0 = t399_c1_0.addingProduct(t399_a1, t399_b0)
+              t399_c1_1 = t399_c1_1.addingProduct(t399_a1, t399_b1)
+              let t399_a2 = Vector(repeating: arena[(((625728 +% (xi394 *% 256)) +% 224) +% k400)])
+              t399_c2_0 = t399_c2_0.addingProduct(t399_a2, t399_b0)
+              t399_c2_1 = t399_c2_1.addingProduct(t399_a2, t399_b1)
+              let t399_a3 = Vector(repeating: arena[(((625728 +% (xi394 *% 256)) +% 240) +% k400)])
+              t399_c3_0 = t399_c3_0.addingProduct(t399_a3, t399_b0)
+              t399_c3_1 = t399_c3_1.addingProduct(t399_a3, t399_b1)
             }
-            storeVector(arena, ((((634944 +% (xi374 *% 512)) +% (part373 *% 16)) +% 384) +% (nb375 *% 16)), t379_c0_0)
-            storeVector(arena, (((((634944 +% (xi374 *% 512)) +% (part373 *% 16)) +% 384) +% (nb375 *% 16)) +% 8), t379_c0_1)
-            storeVector(arena, ((((634944 +% (xi374 *% 512)) +% (part373 *% 16)) +% 416) +% (nb375 *% 16)), t379_c1_0)
-            storeVector(arena, (((((634944 +% (xi374 *% 512)) +% (part373 *% 16)) +% 416) +% (nb375 *% 16)) +% 8), t379_c1_1)
-            storeVector(arena, ((((634944 +% (xi374 *% 512)) +% (part373 *% 16)) +% 448) +% (nb375 *% 16)), t379_c2_0)
-            storeVector(arena, (((((634944 +% (xi374 *% 512)) +% (part373 *% 16)) +% 448) +% (nb375 *% 16)) +% 8), t379_c2_1)
-            storeVector(arena, ((((634944 +% (xi374 *% 512)) +% (part373 *% 16)) +% 480) +% (nb375 *% 16)), t379_c3_0)
-            storeVector(arena, (((((634944 +% (xi374 *% 512)) +% (part373 *% 16)) +% 480) +% (nb375 *% 16)) +% 8), t379_c3_1)
+            storeVector(arena, ((((634944 +% (xi394 *% 512)) +% (part393 *% 16)) +% 384) +% (nb395 *% 16)), t399_c0_0)
+            storeVector(arena, (((((634944 +% (xi394 *% 512)) +% (part393 *% 16)) +% 384) +% (nb395 *% 16)) +% 8), t399_c0_1)
+            storeVector(arena, ((((634944 +% (xi394 *% 512)) +% (part393 *% 16)) +% 416) +% (nb395 *% 16)), t399_c1_0)
+            storeVector(arena, (((((634944 +% (xi394 *% 512)) +% (part393 *% 16)) +% 416) +% (nb395 *% 16)) +% 8), t399_c1_1)
+            storeVector(arena, ((((634944 +% (xi394 *% 512)) +% (part393 *% 16)) +% 448) +% (nb395 *% 16)), t399_c2_0)
+            storeVector(arena, (((((634944 +% (xi394 *% 512)) +% (part393 *% 16)) +% 448) +% (nb395 *% 16)) +% 8), t399_c2_1)
+            storeVector(arena, ((((634944 +% (xi394 *% 512)) +% (part393 *% 16)) +% 480) +% (nb395 *% 16)), t399_c3_0)
+            storeVector(arena, (((((634944 +% (xi394 *% 512)) +% (part393 *% 16)) +% 480) +% (nb395 *% 16)) +% 8), t399_c3_1)
           }
         }
       }
-      for j382 in 0..<1 {
-        for ty383 in 0..<3 {
-          for tx384 in 0..<3 {
-            for cv385 in 0..<2 {
-              let w386 = ((((loadVector(arena, ((634944 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) + loadVector(arena, ((638016 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8))))) + loadVector(arena, ((641088 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8))))) + loadVector(arena, ((644160 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8))))) + loadVector(arena, ((647232 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))))
-              let w387 = ((((loadVector(arena, ((638016 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((644160 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((641088 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((647232 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(2))))
-              let w388 = ((((loadVector(arena, ((638016 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((641088 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((644160 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((647232 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(4))))
-              let w389 = (((((loadVector(arena, ((638016 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((644160 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((650304 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((641088 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((647232 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(8))))
-              let w390 = ((((loadVector(arena, ((635456 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) + loadVector(arena, ((638528 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8))))) + loadVector(arena, ((641600 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8))))) + loadVector(arena, ((644672 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8))))) + loadVector(arena, ((647744 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))))
-              let w391 = ((((loadVector(arena, ((638528 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((644672 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((641600 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((647744 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(2))))
-              let w392 = ((((loadVector(arena, ((638528 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((641600 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((644672 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((647744 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(4))))
-              let w393 = (((((loadVector(arena, ((638528 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((644672 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((650816 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((641600 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((647744 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(8))))
-              let w394 = ((((loadVector(arena, ((635968 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) + loadVector(arena, ((639040 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8))))) + loadVector(arena, ((642112 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8))))) + loadVector(arena, ((645184 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8))))) + loadVector(arena, ((648256 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))))
-              let w395 = ((((loadVector(arena, ((639040 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((645184 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((642112 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((648256 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(2))))
-              let w396 = ((((loadVector(arena, ((639040 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((642112 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((645184 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((648256 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(4))))
-              let w397 = (((((loadVector(arena, ((639040 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((645184 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((651328 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((642112 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((648256 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(8))))
-              let w398 = ((((loadVector(arena, ((636480 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) + loadVector(arena, ((639552 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8))))) + loadVector(arena, ((642624 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8))))) + loadVector(arena, ((645696 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8))))) + loadVector(arena, ((648768 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))))
-              let w399 = ((((loadVector(arena, ((639552 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((645696 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((642624 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((648768 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(2))))
-              let w400 = ((((loadVector(arena, ((639552 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((642624 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((645696 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((648768 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(4))))
-              let w401 = (((((loadVector(arena, ((639552 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((645696 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((651840 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((642624 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((648768 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(8))))
-              let w402 = ((((loadVector(arena, ((636992 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) + loadVector(arena, ((640064 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8))))) + loadVector(arena, ((643136 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8))))) + loadVector(arena, ((646208 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8))))) + loadVector(arena, ((649280 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))))
-              let w403 = ((((loadVector(arena, ((640064 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((646208 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((643136 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((649280 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(2))))
-              let w404 = ((((loadVector(arena, ((640064 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((643136 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((646208 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((649280 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(4))))
-              let w405 = (((((loadVector(arena, ((640064 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((646208 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((652352 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((643136 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((649280 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(8))))
-              let w406 = ((((loadVector(arena, ((637504 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) + loadVector(arena, ((640576 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8))))) + loadVector(arena, ((643648 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8))))) + loadVector(arena, ((646720 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8))))) + loadVector(arena, ((649792 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))))
-              let w407 = ((((loadVector(arena, ((640576 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((646720 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((643648 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((649792 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(2))))
-              let w408 = ((((loadVector(arena, ((640576 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((643648 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((646720 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((649792 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(4))))
-              let w409 = (((((loadVector(arena, ((640576 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((646720 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((652864 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((643648 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((649792 +% ((((j382 *% 16) +% (ty383 *% 4)) +% tx384) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8)))) * Vector(repeating: Float(8))))
-              let w410 = ((((w386 + w390) + w394) + w398) + w402)
-              let w411 = ((((w390 * Vector(repeating: Float(1))) + (w398 * Vector(repeating: Float(2)))) - (w394 * Vector(repeating: Float(1)))) - (w402 * Vector(repeating: Float(2))))
-              let w412 = ((((w390 * Vector(repeating: Float(1))) + (w394 * Vector(repeating: Float(1)))) + (w398 * Vector(repeating: Float(4)))) + (w402 * Vector(repeating: Float(4))))
-              let w413 = (((((w390 * Vector(repeating: Float(1))) + (w398 * Vector(repeating: Float(8)))) + (w406 * Vector(repeating: Float(1)))) - (w394 * Vector(repeating: Float(1)))) - (w402 * Vector(repeating: Float(8))))
-              let w414 = ((((w387 + w391) + w395) + w399) + w403)
-              let w415 = ((((w391 * Vector(repeating: Float(1))) + (w399 * Vector(repeating: Float(2)))) - (w395 * Vector(repeating: Float(1)))) - (w403 * Vector(repeating: Float(2))))
-              let w416 = ((((w391 * Vector(repeating: Float(1))) + (w395 * Vector(repeating: Float(1)))) + (w399 * Vector(repeating: Float(4)))) + (w403 * Vector(repeating: Float(4))))
-              let w417 = (((((w391 * Vector(repeating: Float(1))) + (w399 * Vector(repeating: Float(8)))) + (w407 * Vector(repeating: Float(1)))) - (w395 * Vector(repeating: Float(1)))) - (w403 * Vector(repeating: Float(8))))
-              let w418 = ((((w388 + w392) + w396) + w400) + w404)
-              let w419 = ((((w392 * Vector(repeating: Float(1))) + (w400 * Vector(repeating: Float(2)))) - (w396 * Vector(repeating: Float(1)))) - (w404 * Vector(repeating: Float(2))))
-              let w420 = ((((w392 * Vector(repeating: Float(1))) + (w396 * Vector(repeating: Float(1)))) + (w400 * Vector(repeating: Float(4)))) + (w404 * Vector(repeating: Float(4))))
-              let w421 = (((((w392 * Vector(repeating: Float(1))) + (w400 * Vector(repeating: Float(8)))) + (w408 * Vector(repeating: Float(1)))) - (w396 * Vector(repeating: Float(1)))) - (w404 * Vector(repeating: Float(8))))
-              let w422 = ((((w389 + w393) + w397) + w401) + w405)
-              let w423 = ((((w393 * Vector(repeating: Float(1))) + (w401 * Vector(repeating: Float(2)))) - (w397 * Vector(repeating: Float(1)))) - (w405 * Vector(repeating: Float(2))))
-              let w424 = ((((w393 * Vector(repeating: Float(1))) + (w397 * Vector(repeating: Float(1)))) + (w401 * Vector(repeating: Float(4)))) + (w405 * Vector(repeating: Float(4))))
-              let w425 = (((((w393 * Vector(repeating: Float(1))) + (w401 * Vector(repeating: Float(8)))) + (w409 * Vector(repeating: Float(1)))) - (w397 * Vector(repeating: Float(1)))) - (w405 * Vector(repeating: Float(8))))
-              storeVector(arena, ((653376 +% (((((j382 *% 14) +% (ty383 *% 4)) *% 14) +% (tx384 *% 4)) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8))), (w410 + loadVector(params, (7088 +% ((part373 *% 16) +% (cv385 *% 8))))))
-              storeVector(arena, ((653376 +% ((((((j382 *% 14) +% (ty383 *% 4)) *% 14) +% (tx384 *% 4)) +% 1) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8))), (w411 + loadVector(params, (7088 +% ((part373 *% 16) +% (cv385 *% 8))))))
-              storeVector(arena, ((653376 +% ((((((j382 *% 14) +% (ty383 *% 4)) *% 14) +% (tx384 *% 4)) +% 2) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8))), (w412 + loadVector(params, (7088 +% ((part373 *% 16) +% (cv385 *% 8))))))
-              storeVector(arena, ((653376 +% ((((((j382 *% 14) +% (ty383 *% 4)) *% 14) +% (tx384 *% 4)) +% 3) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8))), (w413 + loadVector(params, (7088 +% ((part373 *% 16) +% (cv385 *% 8))))))
-              storeVector(arena, ((653376 +% ((((((j382 *% 14) +% (ty383 *% 4)) +% 1) *% 14) +% (tx384 *% 4)) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8))), (w414 + loadVector(params, (7088 +% ((part373 *% 16) +% (cv385 *% 8))))))
-              storeVector(arena, ((653376 +% (((((((j382 *% 14) +% (ty383 *% 4)) +% 1) *% 14) +% (tx384 *% 4)) +% 1) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8))), (w415 + loadVector(params, (7088 +% ((part373 *% 16) +% (cv385 *% 8))))))
-              storeVector(arena, ((653376 +% (((((((j382 *% 14) +% (ty383 *% 4)) +% 1) *% 14) +% (tx384 *% 4)) +% 2) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8))), (w416 + loadVector(params, (7088 +% ((part373 *% 16) +% (cv385 *% 8))))))
-              storeVector(arena, ((653376 +% (((((((j382 *% 14) +% (ty383 *% 4)) +% 1) *% 14) +% (tx384 *% 4)) +% 3) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8))), (w417 + loadVector(params, (7088 +% ((part373 *% 16) +% (cv385 *% 8))))))
-              storeVector(arena, ((653376 +% ((((((j382 *% 14) +% (ty383 *% 4)) +% 2) *% 14) +% (tx384 *% 4)) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8))), (w418 + loadVector(params, (7088 +% ((part373 *% 16) +% (cv385 *% 8))))))
-              storeVector(arena, ((653376 +% (((((((j382 *% 14) +% (ty383 *% 4)) +% 2) *% 14) +% (tx384 *% 4)) +% 1) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8))), (w419 + loadVector(params, (7088 +% ((part373 *% 16) +% (cv385 *% 8))))))
-              storeVector(arena, ((653376 +% (((((((j382 *% 14) +% (ty383 *% 4)) +% 2) *% 14) +% (tx384 *% 4)) +% 2) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8))), (w420 + loadVector(params, (7088 +% ((part373 *% 16) +% (cv385 *% 8))))))
-              storeVector(arena, ((653376 +% (((((((j382 *% 14) +% (ty383 *% 4)) +% 2) *% 14) +% (tx384 *% 4)) +% 3) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8))), (w421 + loadVector(params, (7088 +% ((part373 *% 16) +% (cv385 *% 8))))))
-              storeVector(arena, ((653376 +% ((((((j382 *% 14) +% (ty383 *% 4)) +% 3) *% 14) +% (tx384 *% 4)) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8))), (w422 + loadVector(params, (7088 +% ((part373 *% 16) +% (cv385 *% 8))))))
-              storeVector(arena, ((653376 +% (((((((j382 *% 14) +% (ty383 *% 4)) +% 3) *% 14) +% (tx384 *% 4)) +% 1) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8))), (w423 + loadVector(params, (7088 +% ((part373 *% 16) +% (cv385 *% 8))))))
-              storeVector(arena, ((653376 +% (((((((j382 *% 14) +% (ty383 *% 4)) +% 3) *% 14) +% (tx384 *% 4)) +% 2) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8))), (w424 + loadVector(params, (7088 +% ((part373 *% 16) +% (cv385 *% 8))))))
-              storeVector(arena, ((653376 +% (((((((j382 *% 14) +% (ty383 *% 4)) +% 3) *% 14) +% (tx384 *% 4)) +% 3) *% 32)) +% ((part373 *% 16) +% (cv385 *% 8))), (w425 + loadVector(params, (7088 +% ((part373 *% 16) +% (cv385 *% 8))))))
-            }
-          }
-        }
-      }
-      for j426 in 0..<1 {
-        for ty427 in 0..<3 {
-          for tx428 in 0..<1 {
-            for cv429 in 0..<2 {
-              let w430 = ((((loadVector(arena, ((634944 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) + loadVector(arena, ((638016 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8))))) + loadVector(arena, ((641088 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8))))) + loadVector(arena, ((644160 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8))))) + loadVector(arena, ((647232 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))))
-              let w431 = ((((loadVector(arena, ((638016 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((644160 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((641088 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((647232 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(2))))
-              let w432 = ((((loadVector(arena, ((638016 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((641088 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((644160 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((647232 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(4))))
-              let w433 = (((((loadVector(arena, ((638016 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((644160 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((650304 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((641088 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((647232 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(8))))
-              let w434 = ((((loadVector(arena, ((635456 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) + loadVector(arena, ((638528 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8))))) + loadVector(arena, ((641600 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8))))) + loadVector(arena, ((644672 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8))))) + loadVector(arena, ((647744 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))))
-              let w435 = ((((loadVector(arena, ((638528 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((644672 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((641600 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((647744 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(2))))
-              let w436 = ((((loadVector(arena, ((638528 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((641600 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((644672 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((647744 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(4))))
-              let w437 = (((((loadVector(arena, ((638528 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((644672 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((650816 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((641600 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((647744 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(8))))
-              let w438 = ((((loadVector(arena, ((635968 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) + loadVector(arena, ((639040 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8))))) + loadVector(arena, ((642112 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8))))) + loadVector(arena, ((645184 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8))))) + loadVector(arena, ((648256 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))))
-              let w439 = ((((loadVector(arena, ((639040 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((645184 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((642112 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((648256 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(2))))
-              let w440 = ((((loadVector(arena, ((639040 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((642112 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((645184 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((648256 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(4))))
-              let w441 = (((((loadVector(arena, ((639040 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((645184 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((651328 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((642112 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((648256 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(8))))
-              let w442 = ((((loadVector(arena, ((636480 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) + loadVector(arena, ((639552 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8))))) + loadVector(arena, ((642624 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8))))) + loadVector(arena, ((645696 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8))))) + loadVector(arena, ((648768 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))))
-              let w443 = ((((loadVector(arena, ((639552 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((645696 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((642624 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((648768 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(2))))
-              let w444 = ((((loadVector(arena, ((639552 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((642624 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((645696 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((648768 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(4))))
-              let w445 = (((((loadVector(arena, ((639552 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((645696 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((651840 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((642624 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((648768 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(8))))
-              let w446 = ((((loadVector(arena, ((636992 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) + loadVector(arena, ((640064 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8))))) + loadVector(arena, ((643136 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8))))) + loadVector(arena, ((646208 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8))))) + loadVector(arena, ((649280 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))))
-              let w447 = ((((loadVector(arena, ((640064 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((646208 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((643136 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((649280 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(2))))
-              let w448 = ((((loadVector(arena, ((640064 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((643136 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((646208 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((649280 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(4))))
-              let w449 = (((((loadVector(arena, ((640064 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((646208 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((652352 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((643136 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((649280 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(8))))
-              let w450 = ((((loadVector(arena, ((637504 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) + loadVector(arena, ((640576 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8))))) + loadVector(arena, ((643648 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8))))) + loadVector(arena, ((646720 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8))))) + loadVector(arena, ((649792 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))))
-              let w451 = ((((loadVector(arena, ((640576 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((646720 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((643648 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((649792 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(2))))
-              let w452 = ((((loadVector(arena, ((640576 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((643648 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((646720 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((649792 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(4))))
-              let w453 = (((((loadVector(arena, ((640576 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((646720 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((652864 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((643648 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((649792 +% ((((j426 *% 16) +% (ty427 *% 4)) +% (tx428 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8)))) * Vector(repeating: Float(8))))
-              let w454 = ((((w430 + w434) + w438) + w442) + w446)
-              let w455 = ((((w434 * Vector(repeating: Float(1))) + (w442 * Vector(repeating: Float(2)))) - (w438 * Vector(repeating: Float(1)))) - (w446 * Vector(repeating: Float(2))))
-              let w456 = ((((w431 + w435) + w439) + w443) + w447)
-              let w457 = ((((w435 * Vector(repeating: Float(1))) + (w443 * Vector(repeating: Float(2)))) - (w439 * Vector(repeating: Float(1)))) - (w447 * Vector(repeating: Float(2))))
-              let w458 = ((((w432 + w436) + w440) + w444) + w448)
-              let w459 = ((((w436 * Vector(repeating: Float(1))) + (w444 * Vector(repeating: Float(2)))) - (w440 * Vector(repeating: Float(1)))) - (w448 * Vector(repeating: Float(2))))
-              let w460 = ((((w433 + w437) + w441) + w445) + w449)
-              let w461 = ((((w437 * Vector(repeating: Float(1))) + (w445 * Vector(repeating: Float(2)))) - (w441 * Vector(repeating: Float(1)))) - (w449 * Vector(repeating: Float(2))))
-              storeVector(arena, ((653376 +% (((((j426 *% 14) +% (ty427 *% 4)) *% 14) +% ((tx428 +% 3) *% 4)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8))), (w454 + loadVector(params, (7088 +% ((part373 *% 16) +% (cv429 *% 8))))))
-              storeVector(arena, ((653376 +% ((((((j426 *% 14) +% (ty427 *% 4)) *% 14) +% ((tx428 +% 3) *% 4)) +% 1) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8))), (w455 + loadVector(params, (7088 +% ((part373 *% 16) +% (cv429 *% 8))))))
-              storeVector(arena, ((653376 +% ((((((j426 *% 14) +% (ty427 *% 4)) +% 1) *% 14) +% ((tx428 +% 3) *% 4)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8))), (w456 + loadVector(params, (7088 +% ((part373 *% 16) +% (cv429 *% 8))))))
-              storeVector(arena, ((653376 +% (((((((j426 *% 14) +% (ty427 *% 4)) +% 1) *% 14) +% ((tx428 +% 3) *% 4)) +% 1) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8))), (w457 + loadVector(params, (7088 +% ((part373 *% 16) +% (cv429 *% 8))))))
-              storeVector(arena, ((653376 +% ((((((j426 *% 14) +% (ty427 *% 4)) +% 2) *% 14) +% ((tx428 +% 3) *% 4)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8))), (w458 + loadVector(params, (7088 +% ((part373 *% 16) +% (cv429 *% 8))))))
-              storeVector(arena, ((653376 +% (((((((j426 *% 14) +% (ty427 *% 4)) +% 2) *% 14) +% ((tx428 +% 3) *% 4)) +% 1) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8))), (w459 + loadVector(params, (7088 +% ((part373 *% 16) +% (cv429 *% 8))))))
-              storeVector(arena, ((653376 +% ((((((j426 *% 14) +% (ty427 *% 4)) +% 3) *% 14) +% ((tx428 +% 3) *% 4)) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8))), (w460 + loadVector(params, (7088 +% ((part373 *% 16) +% (cv429 *% 8))))))
-              storeVector(arena, ((653376 +% (((((((j426 *% 14) +% (ty427 *% 4)) +% 3) *% 14) +% ((tx428 +% 3) *% 4)) +% 1) *% 32)) +% ((part373 *% 16) +% (cv429 *% 8))), (w461 + loadVector(params, (7088 +% ((part373 *% 16) +% (cv429 *% 8))))))
+      for j402 in 0..<1 {
+        for ty403 in 0..<3 {
+          for tx404 in 0..<3 {
+            for cv405 in 0..<2 {
+              let w406 = ((((loadVector(arena, ((634944 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) + loadVector(arena, ((638016 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8))))) + loadVector(arena, ((641088 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8))))) + loadVector(arena, ((644160 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8))))) + loadVector(arena, ((647232 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))))
+              let w407 = ((((loadVector(arena, ((638016 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((644160 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((641088 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((647232 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(2))))
+              let w408 = ((((loadVector(arena, ((638016 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((641088 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((644160 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((647232 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(4))))
+              let w409 = (((((loadVector(arena, ((638016 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((644160 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((650304 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((641088 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((647232 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(8))))
+              let w410 = ((((loadVector(arena, ((635456 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) + loadVector(arena, ((638528 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8))))) + loadVector(arena, ((641600 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8))))) + loadVector(arena, ((644672 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8))))) + loadVector(arena, ((647744 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))))
+              let w411 = ((((loadVector(arena, ((638528 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((644672 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((641600 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((647744 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(2))))
+              let w412 = ((((loadVector(arena, ((638528 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((641600 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((644672 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((647744 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(4))))
+              let w413 = (((((loadVector(arena, ((638528 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((644672 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((650816 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((641600 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((647744 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(8))))
+              let w414 = ((((loadVector(arena, ((635968 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) + loadVector(arena, ((639040 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8))))) + loadVector(arena, ((642112 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8))))) + loadVector(arena, ((645184 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8))))) + loadVector(arena, ((648256 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))))
+              let w415 = ((((loadVector(arena, ((639040 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((645184 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((642112 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((648256 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(2))))
+              let w416 = ((((loadVector(arena, ((639040 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((642112 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((645184 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((648256 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(4))))
+              let w417 = (((((loadVector(arena, ((639040 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((645184 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((651328 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((642112 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((648256 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(8))))
+              let w418 = ((((loadVector(arena, ((636480 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) + loadVector(arena, ((639552 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8))))) + loadVector(arena, ((642624 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8))))) + loadVector(arena, ((645696 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8))))) + loadVector(arena, ((648768 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))))
+              let w419 = ((((loadVector(arena, ((639552 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((645696 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((642624 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((648768 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(2))))
+              let w420 = ((((loadVector(arena, ((639552 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((642624 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((645696 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((648768 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(4))))
+              let w421 = (((((loadVector(arena, ((639552 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((645696 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((651840 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((642624 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((648768 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(8))))
+              let w422 = ((((loadVector(arena, ((636992 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) + loadVector(arena, ((640064 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8))))) + loadVector(arena, ((643136 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8))))) + loadVector(arena, ((646208 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8))))) + loadVector(arena, ((649280 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))))
+              let w423 = ((((loadVector(arena, ((640064 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((646208 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((643136 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((649280 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(2))))
+              let w424 = ((((loadVector(arena, ((640064 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((643136 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((646208 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((649280 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(4))))
+              let w425 = (((((loadVector(arena, ((640064 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((646208 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((652352 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((643136 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((649280 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(8))))
+              let w426 = ((((loadVector(arena, ((637504 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) + loadVector(arena, ((640576 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8))))) + loadVector(arena, ((643648 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8))))) + loadVector(arena, ((646720 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8))))) + loadVector(arena, ((649792 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))))
+              let w427 = ((((loadVector(arena, ((640576 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((646720 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((643648 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((649792 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(2))))
+              let w428 = ((((loadVector(arena, ((640576 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((643648 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((646720 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((649792 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(4))))
+              let w429 = (((((loadVector(arena, ((640576 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((646720 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((652864 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((643648 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((649792 +% ((((j402 *% 16) +% (ty403 *% 4)) +% tx404) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8)))) * Vector(repeating: Float(8))))
+              let w430 = ((((w406 + w410) + w414) + w418) + w422)
+              let w431 = ((((w410 * Vector(repeating: Float(1))) + (w418 * Vector(repeating: Float(2)))) - (w414 * Vector(repeating: Float(1)))) - (w422 * Vector(repeating: Float(2))))
+              let w432 = ((((w410 * Vector(repeating: Float(1))) + (w414 * Vector(repeating: Float(1)))) + (w418 * Vector(repeating: Float(4)))) + (w422 * Vector(repeating: Float(4))))
+              let w433 = (((((w410 * Vector(repeating: Float(1))) + (w418 * Vector(repeating: Float(8)))) + (w426 * Vector(repeating: Float(1)))) - (w414 * Vector(repeating: Float(1)))) - (w422 * Vector(repeating: Float(8))))
+              let w434 = ((((w407 + w411) + w415) + w419) + w423)
+              let w435 = ((((w411 * Vector(repeating: Float(1))) + (w419 * Vector(repeating: Float(2)))) - (w415 * Vector(repeating: Float(1)))) - (w423 * Vector(repeating: Float(2))))
+              let w436 = ((((w411 * Vector(repeating: Float(1))) + (w415 * Vector(repeating: Float(1)))) + (w419 * Vector(repeating: Float(4)))) + (w423 * Vector(repeating: Float(4))))
+              let w437 = (((((w411 * Vector(repeating: Float(1))) + (w419 * Vector(repeating: Float(8)))) + (w427 * Vector(repeating: Float(1)))) - (w415 * Vector(repeating: Float(1)))) - (w423 * Vector(repeating: Float(8))))
+              let w438 = ((((w408 + w412) + w416) + w420) + w424)
+              let w439 = ((((w412 * Vector(repeating: Float(1))) + (w420 * Vector(repeating: Float(2)))) - (w416 * Vector(repeating: Float(1)))) - (w424 * Vector(repeating: Float(2))))
+              let w440 = ((((w412 * Vector(repeating: Float(1))) + (w416 * Vector(repeating: Float(1)))) + (w420 * Vector(repeating: Float(4)))) + (w424 * Vector(repeating: Float(4))))
+              let w441 = (((((w412 * Vector(repeating: Float(1))) + (w420 * Vector(repeating: Float(8)))) + (w428 * Vector(repeating: Float(1)))) - (w416 * Vector(repeating: Float(1)))) - (w424 * Vector(repeating: Float(8))))
+              let w442 = ((((w409 + w413) + w417) + w421) + w425)
+              let w443 = ((((w413 * Vector(repeating: Float(1))) + (w421 * Vector(repeating: Float(2)))) - (w417 * Vector(repeating: Float(1)))) - (w425 * Vector(repeating: Float(2))))
+              let w444 = ((((w413 * Vector(repeating: Float(1))) + (w417 * Vector(repeating: Float(1)))) + (w421 * Vector(repeating: Float(4)))) + (w425 * Vector(repeating: Float(4))))
+              let w445 = (((((w413 * Vector(repeating: Float(1))) + (w421 * Vector(repeating: Float(8)))) + (w429 * Vector(repeating: Float(1)))) - (w417 * Vector(repeating: Float(1)))) - (w425 * Vector(repeating: Float(8))))
+              storeVector(arena, ((653376 +% (((((j402 *% 14) +% (ty403 *% 4)) *% 14) +% (tx404 *% 4)) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8))), (w430 + loadVector(params, (7088 +% ((part393 *% 16) +% (cv405 *% 8))))))
+              storeVector(arena, ((653376 +% ((((((j402 *% 14) +% (ty403 *% 4)) *% 14) +% (tx404 *% 4)) +% 1) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8))), (w431 + loadVector(params, (7088 +% ((part393 *% 16) +% (cv405 *% 8))))))
+              storeVector(arena, ((653376 +% ((((((j402 *% 14) +% (ty403 *% 4)) *% 14) +% (tx404 *% 4)) +% 2) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8))), (w432 + loadVector(params, (7088 +% ((part393 *% 16) +% (cv405 *% 8))))))
+              storeVector(arena, ((653376 +% ((((((j402 *% 14) +% (ty403 *% 4)) *% 14) +% (tx404 *% 4)) +% 3) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8))), (w433 + loadVector(params, (7088 +% ((part393 *% 16) +% (cv405 *% 8))))))
+              storeVector(arena, ((653376 +% ((((((j402 *% 14) +% (ty403 *% 4)) +% 1) *% 14) +% (tx404 *% 4)) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8))), (w434 + loadVector(params, (7088 +% ((part393 *% 16) +% (cv405 *% 8))))))
+              storeVector(arena, ((653376 +% (((((((j402 *% 14) +% (ty403 *% 4)) +% 1) *% 14) +% (tx404 *% 4)) +% 1) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8))), (w435 + loadVector(params, (7088 +% ((part393 *% 16) +% (cv405 *% 8))))))
+              storeVector(arena, ((653376 +% (((((((j402 *% 14) +% (ty403 *% 4)) +% 1) *% 14) +% (tx404 *% 4)) +% 2) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8))), (w436 + loadVector(params, (7088 +% ((part393 *% 16) +% (cv405 *% 8))))))
+              storeVector(arena, ((653376 +% (((((((j402 *% 14) +% (ty403 *% 4)) +% 1) *% 14) +% (tx404 *% 4)) +% 3) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8))), (w437 + loadVector(params, (7088 +% ((part393 *% 16) +% (cv405 *% 8))))))
+              storeVector(arena, ((653376 +% ((((((j402 *% 14) +% (ty403 *% 4)) +% 2) *% 14) +% (tx404 *% 4)) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8))), (w438 + loadVector(params, (7088 +% ((part393 *% 16) +% (cv405 *% 8))))))
+              storeVector(arena, ((653376 +% (((((((j402 *% 14) +% (ty403 *% 4)) +% 2) *% 14) +% (tx404 *% 4)) +% 1) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8))), (w439 + loadVector(params, (7088 +% ((part393 *% 16) +% (cv405 *% 8))))))
+              storeVector(arena, ((653376 +% (((((((j402 *% 14) +% (ty403 *% 4)) +% 2) *% 14) +% (tx404 *% 4)) +% 2) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8))), (w440 + loadVector(params, (7088 +% ((part393 *% 16) +% (cv405 *% 8))))))
+              storeVector(arena, ((653376 +% (((((((j402 *% 14) +% (ty403 *% 4)) +% 2) *% 14) +% (tx404 *% 4)) +% 3) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8))), (w441 + loadVector(params, (7088 +% ((part393 *% 16) +% (cv405 *% 8))))))
+              storeVector(arena, ((653376 +% ((((((j402 *% 14) +% (ty403 *% 4)) +% 3) *% 14) +% (tx404 *% 4)) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8))), (w442 + loadVector(params, (7088 +% ((part393 *% 16) +% (cv405 *% 8))))))
+              storeVector(arena, ((653376 +% (((((((j402 *% 14) +% (ty403 *% 4)) +% 3) *% 14) +% (tx404 *% 4)) +% 1) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8))), (w443 + loadVector(params, (7088 +% ((part393 *% 16) +% (cv405 *% 8))))))
+              storeVector(arena, ((653376 +% (((((((j402 *% 14) +% (ty403 *% 4)) +% 3) *% 14) +% (tx404 *% 4)) +% 2) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8))), (w444 + loadVector(params, (7088 +% ((part393 *% 16) +% (cv405 *% 8))))))
+              storeVector(arena, ((653376 +% (((((((j402 *% 14) +% (ty403 *% 4)) +% 3) *% 14) +% (tx404 *% 4)) +% 3) *% 32)) +% ((part393 *% 16) +% (cv405 *% 8))), (w445 + loadVector(params, (7088 +% ((part393 *% 16) +% (cv405 *% 8))))))
             }
           }
         }
       }
-      for j462 in 0..<1 {
-        for ty463 in 0..<1 {
-          for tx464 in 0..<3 {
-            for cv465 in 0..<2 {
-              let w466 = ((((loadVector(arena, ((634944 +% ((((j462 *% 16) +% ((ty463 +% 3) *% 4)) +% tx464) *% 32)) +% ((part373 *% 16) +% (cv465 *% 8)))) + loadVector(arena, ((638016 +% ((((j462 *% 16) +% ((ty463 +% 3) *% 4)) +% tx464) *% 32)) +% ((part373 *% 16) +% (cv465 *% 8))))) + loadVector(arena, ((641088 +% ((((j462 *% 16) +% ((ty463 +% 3) *% 4)) +% tx464) *% 32)) +% ((part373 *% 16) +% (cv465 *% 8))))) + loadVector(arena, ((644160 +% ((((j462 *% 16) +% ((ty463 +% 3) *% 4)) +% tx464) *% 32)) +% ((part373 *% 16) +% (cv465 *% 8))))) + loadVector(arena, ((647232 +% ((((j462 *% 16) +% ((ty463 +% 3) *% 4)) +% tx464) *% 32)) +% ((part373 *% 16) +% (cv465 *% 8)))))
-              let w467 = ((((loadVector(arena, ((638016 +% ((((j462 *% 16) +% ((ty463 +% 3) *% 4)) +% tx464) *% 32)) +% ((part373 *% 16) +% (cv465 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((644160 +% ((((j462 *% 16) +% ((ty463 +% 3) *% 4)) +% tx464) *% 32)) +% ((part373 *% 16) +% (cv465 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((641088 +% ((((j462 *% 16) +% ((ty463 +% 3) *% 4)) +% tx464) *% 32)) +% ((part373 *% 16) +% (cv465 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((647232 +% ((((j462 *% 16) +% ((ty463 +% 3) *% 4)) +% tx464) *% 32)) +% ((part373 *% 16) +% (cv465 *% 8)))) * Vector(repeating: Float(2))))
-              let w468 = ((((loadVector(arena, ((635456 +% ((((j462 *% 16) +% ((ty463 +% 3) *% 4)) +% tx464) *% 32)) +% ((part373 *% 16) +% (cv465 *% 8)))) + loadVector(arena, ((638528 +% ((((j462 *% 16) +% ((ty463 +% 3) *% 4)) +% tx464) *% 32)) +% ((part373 *% 16) +% (cv465 *% 8))))) + loadVector(arena, ((641600 +% ((((j462 *% 16) +% ((ty463 +% 3) *% 4)) +% tx464) *% 32)) +% ((part373 *% 16) +% (cv465 *% 8))))) + loadVector(arena, ((644672 +% ((((j462 *% 16) +% ((ty463 +% 3) *% 4)) +% tx464) *% 32)) +% ((part373 *% 16) +% (cv465 *% 8))))) + loadVector(arena, ((647744 +% ((((j462 *% 16) +% ((ty463 +% 3) *% 4)) +% tx464) *% 32)) +% ((part373 *% 16) +% (cv465 *% 8)))))
-              let w469 = ((((loadVector(arena, ((638528 +% ((((j462 *% 16) +% ((ty463 +% 3) *% 4)) +% tx464) *% 32)) +% ((part373 *% 16) +% (cv465 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((644672 +% ((((j462 *% 16) +% ((ty463 +% 3) *% 4)) +% tx464) *% 32)) +% ((part373 *% 16) +% (cv465 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((641600 +% ((((j462 *% 16) +% ((ty463 +% 3) *% 4)) +% tx464) *% 32)) +% ((part373 *% 16) +% (cv465 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((647744 +% ((((j462 *% 16) +% ((ty463 +% 3) *% 4)) +% tx464) *% 32)) +% ((part373 *% 16) +% (cv465 *% 8)))) * Vector(repeating: Float(2))))
-              let w470 = ((((loadVector(arena, ((635968 +% ((((j462 *% 16) +% ((ty463 +% 3) *% 4)) +% tx464) *% 32)) +% ((part373 *% 16) +% (cv465 *% 8)))) + loadVector(arena, ((639040 +% ((((j462 *% 16) +% ((ty463 +% 3) *% 4)) +% tx464) *% 32)) +% ((part373 *% 16) +% (cv465 *% 8))))) + loadVector(arena, ((642112 +% ((((j462 *% 16) +% ((ty463 +% 3) *% 4)) +% tx464) *% 32)) +% ((part373 *% 16) +% (cv465 *% 8))))) + loadVector(arena, ((645184 +% ((((j462 *% 16) +% ((ty463 +% 3) *% 4)) +% tx464) *% 32)) +% ((part373 *% 16) +% (cv465 *% 8))))) + loadVector(arena, ((648256 +% ((((j462 *% 16) +% ((ty463 +% 3) *% 4)) +% tx464) *% 32)) +% ((part373 *% 16) +% (cv465 *% 8)))))
-              let w471 = ((((loadVector(arena, ((639040 +% ((((j462 *% 16) +% ((ty463 +% 3) *% 4)) +% tx464) *% 32)) +% ((part373 *% 16) +% (cv465 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((645184 +% ((((j462 *% 16) +% ((ty463 +% 3) *% 4)) +% tx464) *% 32)) +% ((part373 *% 16) +% (cv465 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((642112 +% ((((j462 *% 16) +% ((ty463 +% 3) *% 4)) +% tx464) *% 32)) +% ((part373 *% 16) +% (cv465 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((648256 +% ((((j462 *% 16) +% ((ty463 +% 3) *% 4)) +% tx464) *% 32)) +% ((part373 *% 16) +% (cv465 *% 8)))) * Vector(repeating: Float(2))))
-              let w472 = ((((loadVector(arena, ((636480 +% ((((j462 *% 16) +% ((ty463 +% 3) *% 4)) +% tx464) *% 32)) +% ((part373 *% 16) +% (cv465 *% 8)))) + loadVector(arena, ((639552 +% ((((j462 *% 16) +% ((ty463 +% 3) *% 4)) +% tx464) *% 32)) +% ((part373 *% 16) +% (cv465 *% 8))))) + loadVector(arena, ((642624 +% ((((j462 *% 16) +% ((ty463 +% 3) *% 4)) +% tx464) *% 32)) +% ((part373 *% 16) +% (cv465 *% 8))))) + loadVector(arena, ((645696 +% ((((j462 *% 16) +% ((ty463 +% 3) *% 4)) +% tx464) *% 32)) +% ((part373 *% 16) +% (cv465 *% 8))))) + loadVector(arena, ((648768 +% ((((j462 *% 16) +% ((ty463 +% 3) *% 4)) +% tx464) *% 32)) +% ((part373 *% 16) +% (cv465 *% 8)))))
-              let w473 = ((((loadVector(arena, ((639552 +% ((((j462 *% 16) +% ((ty463 +% 3) *% 4)) +% tx464) *% 32)) +% ((part373 *% 16) +% (cv465 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((645696 +% ((((j462 *% 16) +% ((ty463 +% 3) *% 4)) +% tx464) *% 32)) +% ((part373 *% 16) +% (cv465 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((642624 +% ((((j462 *% 16) +% ((ty463 +% 3) *% 4)) +% tx464) *% 32)) +% ((part373 *% 16) +% (cv465 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((648768 +% ((((j462 *% 16) +% ((ty463 +% 3) *% 4)) +% tx464) *% 32)) +% ((part373 *% 16) +% (cv465 *% 8)))) * Vector(repeating: Float(2))))
-              let w474 = ((((loadVector(arena, ((636992 +% ((((j462 *% 16) +% ((ty463 +% 3) *% 4)) +% tx464) *% 32)) +% ((part373 *% 16) +% (cv465 *% 8)))) + loadVector(arena, ((640064 +% ((((j462 *% 16) +% ((ty463 +% 3) *% 4)) +% tx464) *% 32)) +% ((part373 *% 16) +% (cv465 *% 8))))) + loadVector(arena, ((643136 +% ((((j462 *% 16) +% ((ty463 +% 3) *% 4)) +% tx464) *% 32)) +% ((part373 *% 16) +% (cv465 *% 8))))) + loadVector(arena, ((646208 +% ((((j462 *% 16) +% ((ty463 +% 3) *% 4)) +% tx464) *% 32)) +% ((part373 *% 16) +% (cv465 *% 8))))) + loadVector(arena, ((649280 +% ((((j462 *% 16) +% ((ty463 +% 3) *% 4)) +% tx464) *% 32)) +% ((part373 *% 16) +% (cv465 *% 8)))))
-              let w475 = ((((loadVector(arena, ((640064 +% ((((j462 *% 16) +% ((ty463 +% 3) *% 4)) +% tx464) *% 32)) +% ((part373 *% 16) +% (cv465 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((646208 +% ((((j462 *% 16) +% ((ty463 +% 3) *% 4)) +% tx464) *% 32)) +% ((part373 *% 16) +% (cv465 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((643136 +% ((((j462 *% 16) +% ((ty463 +% 3) *% 4)) +% tx464) *% 32)) +% ((part373 *% 16) +% (cv465 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((649280 +% ((((j462 *% 16) +% ((ty463 +% 3) *% 4)) +% tx464) *% 32)) +% ((part373 *% 16) +% (cv465 *% 8)))) * Vector(repeating: Float(2))))
-              let w476 = ((((loadVector(arena, ((637504 +% ((((j462 *% 16) +% ((ty463 +% 3) *% 4)) +% tx464) *% 32)) +% ((part373 *% 16) +% (cv465 *% 8)))) + loadVector(arena, ((640576 +% ((((j462 *% 16) +% ((ty463 +% 3) *% 4)) +% tx464) *% 32)) +% ((part373 *% 16) +% (cv465 *% 8))))) + loadVector(arena, ((643648 +% ((((j462 *% 16) +% ((ty463 +% 3) *% 4)) +% tx464) *% 32)) +% ((part373 *% 16) +% (cv465 *% 8))))) + loadVector(arena, ((646720 +% ((((j462 *% 16) +% ((ty463 +% 3) *% 4)) +% tx464) *% 32)) +% ((part373 *% 16) +% (cv465 *% 8))))) + loadVector(arena, ((649792 +% ((((j462 *% 16) +% ((ty463 +% 3) *% 4)) +% tx464) *% 32)) +% ((part373 *% 16) +% (cv465 *% 8)))))
-              let w477 = ((((loadVector(arena, ((640576 +% ((((j462 *% 16) +% ((ty463 +% 3) *% 4)) +% tx464) *% 32)) +% ((part373 *% 16) +% (cv465 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((646720 +% ((((j462 *% 16) +% ((ty463 +% 3) *% 4)) +% tx464) *% 32)) +% ((part373 *% 16) +% (cv465 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((643648 +% ((((j462 *% 16) +% ((ty463 +% 3) *% 4)) +% tx464) *% 32)) +% ((part373 *% 16) +% (cv465 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((649792 +% ((((j462 *% 16) +% ((ty463 +% 3) *% 4)) +% tx464) *% 32)) +% ((part373 *% 16) +% (cv465 *% 8)))) * Vector(repeating: Float(2))))
-              let w478 = ((((w466 + w468) + w470) + w472) + w474)
-              let w479 = ((((w468 * Vector(repeating: Float(1))) + (w472 * Vector(repeating: Float(2)))) - (w470 * Vector(repeating: Float(1)))) - (w474 * Vector(repeating: Float(2))))
-              let w480 = ((((w468 * Vector(repeating: Float(1))) + (w470 * Vector(repeating: Float(1)))) + (w472 * Vector(repeating: Float(4)))) + (w474 * Vector(repeating: Float(4))))
-              let w481 = (((((w468 * Vector(repeating: Float(1))) + (w472 * Vector(repeating: Float(8)))) + (w476 * Vector(repeating: Float(1)))) - (w470 * Vector(repeating: Float(1)))) - (w474 * Vector(repeating: Float(8))))
-              let w482 = ((((w467 + w469) + w471) + w473) + w475)
-              let w483 = ((((w469 * Vector(repeating: Float(1))) + (w473 * Vector(repeating: Float(2)))) - (w471 * Vector(repeating: Float(1)))) - (w475 * Vector(repeating: Float(2))))
-              let w484 = ((((w469 * Vector(repeating: Float(1))) + (w471 * Vector(repeating: Float(1)))) + (w473 * Vector(repeating: Float(4)))) + (w475 * Vector(repeating: Float(4))))
-              let w485 = (((((w469 * Vector(repeating: Float(1))) + (w473 * Vector(repeating: Float(8)))) + (w477 * Vector(repeating: Float(1)))) - (w471 * Vector(repeating: Float(1)))) - (w475 * Vector(repeating: Float(8))))
-              storeVector(arena, ((653376 +% (((((j462 *% 14) +% ((ty463 +% 3) *% 4)) *% 14) +% (tx464 *% 4)) *% 32)) +% ((part373 *% 16) +% (cv465 *% 8))), (w478 + loadVector(params, (7088 +% ((part373 *% 16) +% (cv465 *% 8))))))
-              storeVector(arena, ((653376 +% ((((((j462 *% 14) +% ((ty463 +% 3) *% 4)) *% 14) +% (tx464 *% 4)) +% 1) *% 32)) +% ((part373 *% 16) +% (cv465 *% 8))), (w479 + loadVector(params, (7088 +% ((part373 *% 16) +% (cv465 *% 8))))))
-              storeVector(arena, ((653376 +% ((((((j462 *% 14) +% ((ty463 +% 3) *% 4)) *% 14) +% (tx464 *% 4)) +% 2) *% 32)) +% ((part373 *% 16) +% (cv465 *% 8))), (w480 + loadVector(params, (7088 +% ((part373 *% 16) +% (cv465 *% 8))))))
-              storeVector(arena, ((653376 +% ((((((j462 *% 14) +% ((ty463 +% 3) *% 4)) *% 14) +% (tx464 *% 4)) +% 3) *% 32)) +% ((part373 *% 16) +% (cv465 *% 8))), (w481 + loadVector(params, (7088 +% ((part373 *% 16) +% (cv465 *% 8))))))
-              storeVector(arena, ((653376 +% ((((((j462 *% 14) +% ((ty463 +% 3) *% 4)) +% 1) *% 14) +% (tx464 *% 4)) *% 32)) +% ((part373 *% 16) +% (cv465 *% 8))), (w482 + loadVector(params, (7088 +% ((part373 *% 16) +% (cv465 *% 8))))))
-              storeVector(arena, ((653376 +% (((((((j462 *% 14) +% ((ty463 +% 3) *% 4)) +% 1) *% 14) +% (tx464 *% 4)) +% 1) *% 32)) +% ((part373 *% 16) +% (cv465 *% 8))), (w483 + loadVector(params, (7088 +% ((part373 *% 16) +% (cv465 *% 8))))))
-              storeVector(arena, ((653376 +% (((((((j462 *% 14) +% ((ty463 +% 3) *% 4)) +% 1) *% 14) +% (tx464 *% 4)) +% 2) *% 32)) +% ((part373 *% 16) +% (cv465 *% 8))), (w484 + loadVector(params, (7088 +% ((part373 *% 16) +% (cv465 *% 8))))))
-              storeVector(arena, ((653376 +% (((((((j462 *% 14) +% ((ty463 +% 3) *% 4)) +% 1) *% 14) +% (tx464 *% 4)) +% 3) *% 32)) +% ((part373 *% 16) +% (cv465 *% 8))), (w485 + loadVector(params, (7088 +% ((part373 *% 16) +% (cv465 *% 8))))))
+      for j446 in 0..<1 {
+        for ty447 in 0..<3 {
+          for tx448 in 0..<1 {
+            for cv449 in 0..<2 {
+              let w450 = ((((loadVector(arena, ((634944 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) + loadVector(arena, ((638016 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8))))) + loadVector(arena, ((641088 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8))))) + loadVector(arena, ((644160 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8))))) + loadVector(arena, ((647232 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))))
+              let w451 = ((((loadVector(arena, ((638016 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((644160 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((641088 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((647232 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(2))))
+              let w452 = ((((loadVector(arena, ((638016 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((641088 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((644160 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((647232 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(4))))
+              let w453 = (((((loadVector(arena, ((638016 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((644160 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((650304 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((641088 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((647232 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(8))))
+              let w454 = ((((loadVector(arena, ((635456 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) + loadVector(arena, ((638528 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8))))) + loadVector(arena, ((641600 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8))))) + loadVector(arena, ((644672 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8))))) + loadVector(arena, ((647744 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))))
+              let w455 = ((((loadVector(arena, ((638528 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((644672 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((641600 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((647744 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(2))))
+              let w456 = ((((loadVector(arena, ((638528 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((641600 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((644672 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((647744 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(4))))
+              let w457 = (((((loadVector(arena, ((638528 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((644672 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((650816 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((641600 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((647744 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(8))))
+              let w458 = ((((loadVector(arena, ((635968 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) + loadVector(arena, ((639040 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8))))) + loadVector(arena, ((642112 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8))))) + loadVector(arena, ((645184 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8))))) + loadVector(arena, ((648256 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))))
+              let w459 = ((((loadVector(arena, ((639040 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((645184 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((642112 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((648256 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(2))))
+              let w460 = ((((loadVector(arena, ((639040 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((642112 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((645184 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((648256 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(4))))
+              let w461 = (((((loadVector(arena, ((639040 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((645184 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((651328 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((642112 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((648256 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(8))))
+              let w462 = ((((loadVector(arena, ((636480 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) + loadVector(arena, ((639552 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8))))) + loadVector(arena, ((642624 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8))))) + loadVector(arena, ((645696 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8))))) + loadVector(arena, ((648768 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))))
+              let w463 = ((((loadVector(arena, ((639552 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((645696 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((642624 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((648768 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(2))))
+              let w464 = ((((loadVector(arena, ((639552 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((642624 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((645696 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((648768 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(4))))
+              let w465 = (((((loadVector(arena, ((639552 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((645696 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((651840 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((642624 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((648768 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(8))))
+              let w466 = ((((loadVector(arena, ((636992 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) + loadVector(arena, ((640064 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8))))) + loadVector(arena, ((643136 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8))))) + loadVector(arena, ((646208 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8))))) + loadVector(arena, ((649280 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))))
+              let w467 = ((((loadVector(arena, ((640064 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((646208 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((643136 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((649280 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(2))))
+              let w468 = ((((loadVector(arena, ((640064 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((643136 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((646208 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((649280 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(4))))
+              let w469 = (((((loadVector(arena, ((640064 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((646208 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((652352 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((643136 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((649280 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(8))))
+              let w470 = ((((loadVector(arena, ((637504 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) + loadVector(arena, ((640576 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8))))) + loadVector(arena, ((643648 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8))))) + loadVector(arena, ((646720 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8))))) + loadVector(arena, ((649792 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))))
+              let w471 = ((((loadVector(arena, ((640576 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((646720 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((643648 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((649792 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(2))))
+              let w472 = ((((loadVector(arena, ((640576 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((643648 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((646720 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((649792 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(4))))
+              let w473 = (((((loadVector(arena, ((640576 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((646720 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((652864 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((643648 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((649792 +% ((((j446 *% 16) +% (ty447 *% 4)) +% (tx448 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8)))) * Vector(repeating: Float(8))))
+              let w474 = ((((w450 + w454) + w458) + w462) + w466)
+              let w475 = ((((w454 * Vector(repeating: Float(1))) + (w462 * Vector(repeating: Float(2)))) - (w458 * Vector(repeating: Float(1)))) - (w466 * Vector(repeating: Float(2))))
+              let w476 = ((((w451 + w455) + w459) + w463) + w467)
+              let w477 = ((((w455 * Vector(repeating: Float(1))) + (w463 * Vector(repeating: Float(2)))) - (w459 * Vector(repeating: Float(1)))) - (w467 * Vector(repeating: Float(2))))
+              let w478 = ((((w452 + w456) + w460) + w464) + w468)
+              let w479 = ((((w456 * Vector(repeating: Float(1))) + (w464 * Vector(repeating: Float(2)))) - (w460 * Vector(repeating: Float(1)))) - (w468 * Vector(repeating: Float(2))))
+              let w480 = ((((w453 + w457) + w461) + w465) + w469)
+              let w481 = ((((w457 * Vector(repeating: Float(1))) + (w465 * Vector(repeating: Float(2)))) - (w461 * Vector(repeating: Float(1)))) - (w469 * Vector(repeating: Float(2))))
+              storeVector(arena, ((653376 +% (((((j446 *% 14) +% (ty447 *% 4)) *% 14) +% ((tx448 +% 3) *% 4)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8))), (w474 + loadVector(params, (7088 +% ((part393 *% 16) +% (cv449 *% 8))))))
+              storeVector(arena, ((653376 +% ((((((j446 *% 14) +% (ty447 *% 4)) *% 14) +% ((tx448 +% 3) *% 4)) +% 1) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8))), (w475 + loadVector(params, (7088 +% ((part393 *% 16) +% (cv449 *% 8))))))
+              storeVector(arena, ((653376 +% ((((((j446 *% 14) +% (ty447 *% 4)) +% 1) *% 14) +% ((tx448 +% 3) *% 4)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8))), (w476 + loadVector(params, (7088 +% ((part393 *% 16) +% (cv449 *% 8))))))
+              storeVector(arena, ((653376 +% (((((((j446 *% 14) +% (ty447 *% 4)) +% 1) *% 14) +% ((tx448 +% 3) *% 4)) +% 1) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8))), (w477 + loadVector(params, (7088 +% ((part393 *% 16) +% (cv449 *% 8))))))
+              storeVector(arena, ((653376 +% ((((((j446 *% 14) +% (ty447 *% 4)) +% 2) *% 14) +% ((tx448 +% 3) *% 4)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8))), (w478 + loadVector(params, (7088 +% ((part393 *% 16) +% (cv449 *% 8))))))
+              storeVector(arena, ((653376 +% (((((((j446 *% 14) +% (ty447 *% 4)) +% 2) *% 14) +% ((tx448 +% 3) *% 4)) +% 1) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8))), (w479 + loadVector(params, (7088 +% ((part393 *% 16) +% (cv449 *% 8))))))
+              storeVector(arena, ((653376 +% ((((((j446 *% 14) +% (ty447 *% 4)) +% 3) *% 14) +% ((tx448 +% 3) *% 4)) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8))), (w480 + loadVector(params, (7088 +% ((part393 *% 16) +% (cv449 *% 8))))))
+              storeVector(arena, ((653376 +% (((((((j446 *% 14) +% (ty447 *% 4)) +% 3) *% 14) +% ((tx448 +% 3) *% 4)) +% 1) *% 32)) +% ((part393 *% 16) +% (cv449 *% 8))), (w481 + loadVector(params, (7088 +% ((part393 *% 16) +% (cv449 *% 8))))))
             }
           }
         }
       }
-      for j486 in 0..<1 {
-        for ty487 in 0..<1 {
-          for tx488 in 0..<1 {
-            for cv489 in 0..<2 {
-              let w490 = ((((loadVector(arena, ((634944 +% ((((j486 *% 16) +% ((ty487 +% 3) *% 4)) +% (tx488 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv489 *% 8)))) + loadVector(arena, ((638016 +% ((((j486 *% 16) +% ((ty487 +% 3) *% 4)) +% (tx488 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv489 *% 8))))) + loadVector(arena, ((641088 +% ((((j486 *% 16) +% ((ty487 +% 3) *% 4)) +% (tx488 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv489 *% 8))))) + loadVector(arena, ((644160 +% ((((j486 *% 16) +% ((ty487 +% 3) *% 4)) +% (tx488 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv489 *% 8))))) + loadVector(arena, ((647232 +% ((((j486 *% 16) +% ((ty487 +% 3) *% 4)) +% (tx488 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv489 *% 8)))))
-              let w491 = ((((loadVector(arena, ((638016 +% ((((j486 *% 16) +% ((ty487 +% 3) *% 4)) +% (tx488 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv489 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((644160 +% ((((j486 *% 16) +% ((ty487 +% 3) *% 4)) +% (tx488 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv489 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((641088 +% ((((j486 *% 16) +% ((ty487 +% 3) *% 4)) +% (tx488 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv489 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((647232 +% ((((j486 *% 16) +% ((ty487 +% 3) *% 4)) +% (tx488 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv489 *% 8)))) * Vector(repeating: Float(2))))
-              let w492 = ((((loadVector(arena, ((635456 +% ((((j486 *% 16) +% ((ty487 +% 3) *% 4)) +% (tx488 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv489 *% 8)))) + loadVector(arena, ((638528 +% ((((j486 *% 16) +% ((ty487 +% 3) *% 4)) +% (tx488 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv489 *% 8))))) + loadVector(arena, ((641600 +% ((((j486 *% 16) +% ((ty487 +% 3) *% 4)) +% (tx488 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv489 *% 8))))) + loadVector(arena, ((644672 +% ((((j486 *% 16) +% ((ty487 +% 3) *% 4)) +% (tx488 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv489 *% 8))))) + loadVector(arena, ((647744 +% ((((j486 *% 16) +% ((ty487 +% 3) *% 4)) +% (tx488 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv489 *% 8)))))
-              let w493 = ((((loadVector(arena, ((638528 +% ((((j486 *% 16) +% ((ty487 +% 3) *% 4)) +% (tx488 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv489 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((644672 +% ((((j486 *% 16) +% ((ty487 +% 3) *% 4)) +% (tx488 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv489 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((641600 +% ((((j486 *% 16) +% ((ty487 +% 3) *% 4)) +% (tx488 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv489 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((647744 +% ((((j486 *% 16) +% ((ty487 +% 3) *% 4)) +% (tx488 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv489 *% 8)))) * Vector(repeating: Float(2))))
-              let w494 = ((((loadVector(arena, ((635968 +% ((((j486 *% 16) +% ((ty487 +% 3) *% 4)) +% (tx488 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv489 *% 8)))) + loadVector(arena, ((639040 +% ((((j486 *% 16) +% ((ty487 +% 3) *% 4)) +% (tx488 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv489 *% 8))))) + loadVector(arena, ((642112 +% ((((j486 *% 16) +% ((ty487 +% 3) *% 4)) +% (tx488 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv489 *% 8))))) + loadVector(arena, ((645184 +% ((((j486 *% 16) +% ((ty487 +% 3) *% 4)) +% (tx488 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv489 *% 8))))) + loadVector(arena, ((648256 +% ((((j486 *% 16) +% ((ty487 +% 3) *% 4)) +% (tx488 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv489 *% 8)))))
-              let w495 = ((((loadVector(arena, ((639040 +% ((((j486 *% 16) +% ((ty487 +% 3) *% 4)) +% (tx488 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv489 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((645184 +% ((((j486 *% 16) +% ((ty487 +% 3) *% 4)) +% (tx488 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv489 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((642112 +% ((((j486 *% 16) +% ((ty487 +% 3) *% 4)) +% (tx488 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv489 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((648256 +% ((((j486 *% 16) +% ((ty487 +% 3) *% 4)) +% (tx488 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv489 *% 8)))) * Vector(repeating: Float(2))))
-              let w496 = ((((loadVector(arena, ((636480 +% ((((j486 *% 16) +% ((ty487 +% 3) *% 4)) +% (tx488 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv489 *% 8)))) + loadVector(arena, ((639552 +% ((((j486 *% 16) +% ((ty487 +% 3) *% 4)) +% (tx488 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv489 *% 8))))) + loadVector(arena, ((642624 +% ((((j486 *% 16) +% ((ty487 +% 3) *% 4)) +% (tx488 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv489 *% 8))))) + loadVector(arena, ((645696 +% ((((j486 *% 16) +% ((ty487 +% 3) *% 4)) +% (tx488 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv489 *% 8))))) + loadVector(arena, ((648768 +% ((((j486 *% 16) +% ((ty487 +% 3) *% 4)) +% (tx488 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv489 *% 8)))))
-              let w497 = ((((loadVector(arena, ((639552 +% ((((j486 *% 16) +% ((ty487 +% 3) *% 4)) +% (tx488 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv489 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((645696 +% ((((j486 *% 16) +% ((ty487 +% 3) *% 4)) +% (tx488 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv489 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((642624 +% ((((j486 *% 16) +% ((ty487 +% 3) *% 4)) +% (tx488 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv489 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((648768 +% ((((j486 *% 16) +% ((ty487 +% 3) *% 4)) +% (tx488 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv489 *% 8)))) * Vector(repeating: Float(2))))
-              let w498 = ((((loadVector(arena, ((636992 +% ((((j486 *% 16) +% ((ty487 +% 3) *% 4)) +% (tx488 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv489 *% 8)))) + loadVector(arena, ((640064 +% ((((j486 *% 16) +% ((ty487 +% 3) *% 4)) +% (tx488 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv489 *% 8))))) + loadVector(arena, ((643136 +% ((((j486 *% 16) +% ((ty487 +% 3) *% 4)) +% (tx488 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv489 *% 8))))) + loadVector(arena, ((646208 +% ((((j486 *% 16) +% ((ty487 +% 3) *% 4)) +% (tx488 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv489 *% 8))))) + loadVector(arena, ((649280 +% ((((j486 *% 16) +% ((ty487 +% 3) *% 4)) +% (tx488 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv489 *% 8)))))
-              let w499 = ((((loadVector(arena, ((640064 +% ((((j486 *% 16) +% ((ty487 +% 3) *% 4)) +% (tx488 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv489 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((646208 +% ((((j486 *% 16) +% ((ty487 +% 3) *% 4)) +% (tx488 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv489 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((643136 +% ((((j486 *% 16) +% ((ty487 +% 3) *% 4)) +% (tx488 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv489 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((649280 +% ((((j486 *% 16) +% ((ty487 +% 3) *% 4)) +% (tx488 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv489 *% 8)))) * Vector(repeating: Float(2))))
-              let w500 = ((((loadVector(arena, ((637504 +% ((((j486 *% 16) +% ((ty487 +% 3) *% 4)) +% (tx488 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv489 *% 8)))) + loadVector(arena, ((640576 +% ((((j486 *% 16) +% ((ty487 +% 3) *% 4)) +% (tx488 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv489 *% 8))))) + loadVector(arena, ((643648 +% ((((j486 *% 16) +% ((ty487 +% 3) *% 4)) +% (tx488 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv489 *% 8))))) + loadVector(arena, ((646720 +% ((((j486 *% 16) +% ((ty487 +% 3) *% 4)) +% (tx488 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv489 *% 8))))) + loadVector(arena, ((649792 +% ((((j486 *% 16) +% ((ty487 +% 3) *% 4)) +% (tx488 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv489 *% 8)))))
-              let w501 = ((((loadVector(arena, ((640576 +% ((((j486 *% 16) +% ((ty487 +% 3) *% 4)) +% (tx488 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv489 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((646720 +% ((((j486 *% 16) +% ((ty487 +% 3) *% 4)) +% (tx488 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv489 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((643648 +% ((((j486 *% 16) +% ((ty487 +% 3) *% 4)) +% (tx488 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv489 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((649792 +% ((((j486 *% 16) +% ((ty487 +% 3) *% 4)) +% (tx488 +% 3)) *% 32)) +% ((part373 *% 16) +% (cv489 *% 8)))) * Vector(repeating: Float(2))))
-              let w502 = ((((w490 + w492) + w494) + w496) + w498)
-              let w503 = ((((w492 * Vector(repeating: Float(1))) + (w496 * Vector(repeating: Float(2)))) - (w494 * Vector(repeating: Float(1)))) - (w498 * Vector(repeating: Float(2))))
-              let w504 = ((((w491 + w493) + w495) + w497) + w499)
-              let w505 = ((((w493 * Vector(repeating: Float(1))) + (w497 * Vector(repeating: Float(2)))) - (w495 * Vector(repeating: Float(1)))) - (w499 * Vector(repeating: Float(2))))
-              storeVector(arena, ((653376 +% (((((j486 *% 14) +% ((ty487 +% 3) *% 4)) *% 14) +% ((tx488 +% 3) *% 4)) *% 32)) +% ((part373 *% 16) +% (cv489 *% 8))), (w502 + loadVector(params, (7088 +% ((part373 *% 16) +% (cv489 *% 8))))))
-              storeVector(arena, ((653376 +% ((((((j486 *% 14) +% ((ty487 +% 3) *% 4)) *% 14) +% ((tx488 +% 3) *% 4)) +% 1) *% 32)) +% ((part373 *% 16) +% (cv489 *% 8))), (w503 + loadVector(params, (7088 +% ((part373 *% 16) +% (cv489 *% 8))))))
-              storeVector(arena, ((653376 +% ((((((j486 *% 14) +% ((ty487 +% 3) *% 4)) +% 1) *% 14) +% ((tx488 +% 3) *% 4)) *% 32)) +% ((part373 *% 16) +% (cv489 *% 8))), (w504 + loadVector(params, (7088 +% ((part373 *% 16) +% (cv489 *% 8))))))
-              storeVector(arena, ((653376 +% (((((((j486 *% 14) +% ((ty487 +% 3) *% 4)) +% 1) *% 14) +% ((tx488 +% 3) *% 4)) +% 1) *% 32)) +% ((part373 *% 16) +% (cv489 *% 8))), (w505 + loadVector(params, (7088 +% ((part373 *% 16) +% (cv489 *% 8))))))
+      for j482 in 0..<1 {
+        for ty483 in 0..<1 {
+          for tx484 in 0..<3 {
+            for cv485 in 0..<2 {
+              let w486 = ((((loadVector(arena, ((634944 +% ((((j482 *% 16) +% ((ty483 +% 3) *% 4)) +% tx484) *% 32)) +% ((part393 *% 16) +% (cv485 *% 8)))) + loadVector(arena, ((638016 +% ((((j482 *% 16) +% ((ty483 +% 3) *% 4)) +% tx484) *% 32)) +% ((part393 *% 16) +% (cv485 *% 8))))) + loadVector(arena, ((641088 +% ((((j482 *% 16) +% ((ty483 +% 3) *% 4)) +% tx484) *% 32)) +% ((part393 *% 16) +% (cv485 *% 8))))) + loadVector(arena, ((644160 +% ((((j482 *% 16) +% ((ty483 +% 3) *% 4)) +% tx484) *% 32)) +% ((part393 *% 16) +% (cv485 *% 8))))) + loadVector(arena, ((647232 +% ((((j482 *% 16) +% ((ty483 +% 3) *% 4)) +% tx484) *% 32)) +% ((part393 *% 16) +% (cv485 *% 8)))))
+              let w487 = ((((loadVector(arena, ((638016 +% ((((j482 *% 16) +% ((ty483 +% 3) *% 4)) +% tx484) *% 32)) +% ((part393 *% 16) +% (cv485 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((644160 +% ((((j482 *% 16) +% ((ty483 +% 3) *% 4)) +% tx484) *% 32)) +% ((part393 *% 16) +% (cv485 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((641088 +% ((((j482 *% 16) +% ((ty483 +% 3) *% 4)) +% tx484) *% 32)) +% ((part393 *% 16) +% (cv485 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((647232 +% ((((j482 *% 16) +% ((ty483 +% 3) *% 4)) +% tx484) *% 32)) +% ((part393 *% 16) +% (cv485 *% 8)))) * Vector(repeating: Float(2))))
+              let w488 = ((((loadVector(arena, ((635456 +% ((((j482 *% 16) +% ((ty483 +% 3) *% 4)) +% tx484) *% 32)) +% ((part393 *% 16) +% (cv485 *% 8)))) + loadVector(arena, ((638528 +% ((((j482 *% 16) +% ((ty483 +% 3) *% 4)) +% tx484) *% 32)) +% ((part393 *% 16) +% (cv485 *% 8))))) + loadVector(arena, ((641600 +% ((((j482 *% 16) +% ((ty483 +% 3) *% 4)) +% tx484) *% 32)) +% ((part393 *% 16) +% (cv485 *% 8))))) + loadVector(arena, ((644672 +% ((((j482 *% 16) +% ((ty483 +% 3) *% 4)) +% tx484) *% 32)) +% ((part393 *% 16) +% (cv485 *% 8))))) + loadVector(arena, ((647744 +% ((((j482 *% 16) +% ((ty483 +% 3) *% 4)) +% tx484) *% 32)) +% ((part393 *% 16) +% (cv485 *% 8)))))
+              let w489 = ((((loadVector(arena, ((638528 +% ((((j482 *% 16) +% ((ty483 +% 3) *% 4)) +% tx484) *% 32)) +% ((part393 *% 16) +% (cv485 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((644672 +% ((((j482 *% 16) +% ((ty483 +% 3) *% 4)) +% tx484) *% 32)) +% ((part393 *% 16) +% (cv485 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((641600 +% ((((j482 *% 16) +% ((ty483 +% 3) *% 4)) +% tx484) *% 32)) +% ((part393 *% 16) +% (cv485 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((647744 +% ((((j482 *% 16) +% ((ty483 +% 3) *% 4)) +% tx484) *% 32)) +% ((part393 *% 16) +% (cv485 *% 8)))) * Vector(repeating: Float(2))))
+              let w490 = ((((loadVector(arena, ((635968 +% ((((j482 *% 16) +% ((ty483 +% 3) *% 4)) +% tx484) *% 32)) +% ((part393 *% 16) +% (cv485 *% 8)))) + loadVector(arena, ((639040 +% ((((j482 *% 16) +% ((ty483 +% 3) *% 4)) +% tx484) *% 32)) +% ((part393 *% 16) +% (cv485 *% 8))))) + loadVector(arena, ((642112 +% ((((j482 *% 16) +% ((ty483 +% 3) *% 4)) +% tx484) *% 32)) +% ((part393 *% 16) +% (cv485 *% 8))))) + loadVector(arena, ((645184 +% ((((j482 *% 16) +% ((ty483 +% 3) *% 4)) +% tx484) *% 32)) +% ((part393 *% 16) +% (cv485 *% 8))))) + loadVector(arena, ((648256 +% ((((j482 *% 16) +% ((ty483 +% 3) *% 4)) +% tx484) *% 32)) +% ((part393 *% 16) +% (cv485 *% 8)))))
+              let w491 = ((((loadVector(arena, ((639040 +% ((((j482 *% 16) +% ((ty483 +% 3) *% 4)) +% tx484) *% 32)) +% ((part393 *% 16) +% (cv485 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((645184 +% ((((j482 *% 16) +% ((ty483 +% 3) *% 4)) +% tx484) *% 32)) +% ((part393 *% 16) +% (cv485 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((642112 +% ((((j482 *% 16) +% ((ty483 +% 3) *% 4)) +% tx484) *% 32)) +% ((part393 *% 16) +% (cv485 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((648256 +% ((((j482 *% 16) +% ((ty483 +% 3) *% 4)) +% tx484) *% 32)) +% ((part393 *% 16) +% (cv485 *% 8)))) * Vector(repeating: Float(2))))
+              let w492 = ((((loadVector(arena, ((636480 +% ((((j482 *% 16) +% ((ty483 +% 3) *% 4)) +% tx484) *% 32)) +% ((part393 *% 16) +% (cv485 *% 8)))) + loadVector(arena, ((639552 +% ((((j482 *% 16) +% ((ty483 +% 3) *% 4)) +% tx484) *% 32)) +% ((part393 *% 16) +% (cv485 *% 8))))) + loadVector(arena, ((642624 +% ((((j482 *% 16) +% ((ty483 +% 3) *% 4)) +% tx484) *% 32)) +% ((part393 *% 16) +% (cv485 *% 8))))) + loadVector(arena, ((645696 +% ((((j482 *% 16) +% ((ty483 +% 3) *% 4)) +% tx484) *% 32)) +% ((part393 *% 16) +% (cv485 *% 8))))) + loadVector(arena, ((648768 +% ((((j482 *% 16) +% ((ty483 +% 3) *% 4)) +% tx484) *% 32)) +% ((part393 *% 16) +% (cv485 *% 8)))))
+              let w493 = ((((loadVector(arena, ((639552 +% ((((j482 *% 16) +% ((ty483 +% 3) *% 4)) +% tx484) *% 32)) +% ((part393 *% 16) +% (cv485 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((645696 +% ((((j482 *% 16) +% ((ty483 +% 3) *% 4)) +% tx484) *% 32)) +% ((part393 *% 16) +% (cv485 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((642624 +% ((((j482 *% 16) +% ((ty483 +% 3) *% 4)) +% tx484) *% 32)) +% ((part393 *% 16) +% (cv485 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((648768 +% ((((j482 *% 16) +% ((ty483 +% 3) *% 4)) +% tx484) *% 32)) +% ((part393 *% 16) +% (cv485 *% 8)))) * Vector(repeating: Float(2))))
+              let w494 = ((((loadVector(arena, ((636992 +% ((((j482 *% 16) +% ((ty483 +% 3) *% 4)) +% tx484) *% 32)) +% ((part393 *% 16) +% (cv485 *% 8)))) + loadVector(arena, ((640064 +% ((((j482 *% 16) +% ((ty483 +% 3) *% 4)) +% tx484) *% 32)) +% ((part393 *% 16) +% (cv485 *% 8))))) + loadVector(arena, ((643136 +% ((((j482 *% 16) +% ((ty483 +% 3) *% 4)) +% tx484) *% 32)) +% ((part393 *% 16) +% (cv485 *% 8))))) + loadVector(arena, ((646208 +% ((((j482 *% 16) +% ((ty483 +% 3) *% 4)) +% tx484) *% 32)) +% ((part393 *% 16) +% (cv485 *% 8))))) + loadVector(arena, ((649280 +% ((((j482 *% 16) +% ((ty483 +% 3) *% 4)) +% tx484) *% 32)) +% ((part393 *% 16) +% (cv485 *% 8)))))
+              let w495 = ((((loadVector(arena, ((640064 +% ((((j482 *% 16) +% ((ty483 +% 3) *% 4)) +% tx484) *% 32)) +% ((part393 *% 16) +% (cv485 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((646208 +% ((((j482 *% 16) +% ((ty483 +% 3) *% 4)) +% tx484) *% 32)) +% ((part393 *% 16) +% (cv485 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((643136 +% ((((j482 *% 16) +% ((ty483 +% 3) *% 4)) +% tx484) *% 32)) +% ((part393 *% 16) +% (cv485 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((649280 +% ((((j482 *% 16) +% ((ty483 +% 3) *% 4)) +% tx484) *% 32)) +% ((part393 *% 16) +% (cv485 *% 8)))) * Vector(repeating: Float(2))))
+              let w496 = ((((loadVector(arena, ((637504 +% ((((j482 *% 16) +% ((ty483 +% 3) *% 4)) +% tx484) *% 32)) +% ((part393 *% 16) +% (cv485 *% 8)))) + loadVector(arena, ((640576 +% ((((j482 *% 16) +% ((ty483 +% 3) *% 4)) +% tx484) *% 32)) +% ((part393 *% 16) +% (cv485 *% 8))))) + loadVector(arena, ((643648 +% ((((j482 *% 16) +% ((ty483 +% 3) *% 4)) +% tx484) *% 32)) +% ((part393 *% 16) +% (cv485 *% 8))))) + loadVector(arena, ((646720 +% ((((j482 *% 16) +% ((ty483 +% 3) *% 4)) +% tx484) *% 32)) +% ((part393 *% 16) +% (cv485 *% 8))))) + loadVector(arena, ((649792 +% ((((j482 *% 16) +% ((ty483 +% 3) *% 4)) +% tx484) *% 32)) +% ((part393 *% 16) +% (cv485 *% 8)))))
+              let w497 = ((((loadVector(arena, ((640576 +% ((((j482 *% 16) +% ((ty483 +% 3) *% 4)) +% tx484) *% 32)) +% ((part393 *% 16) +% (cv485 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((646720 +% ((((j482 *% 16) +% ((ty483 +% 3) *% 4)) +% tx484) *% 32)) +% ((part393 *% 16) +% (cv485 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((643648 +% ((((j482 *% 16) +% ((ty483 +% 3) *% 4)) +% tx484) *% 32)) +% ((part393 *% 16) +% (cv485 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((649792 +% ((((j482 *% 16) +% ((ty483 +% 3) *% 4)) +% tx484) *% 32)) +% ((part393 *% 16) +% (cv485 *% 8)))) * Vector(repeating: Float(2))))
+              let w498 = ((((w486 + w488) + w490) + w492) + w494)
+              let w499 = ((((w488 * Vector(repeating: Float(1))) + (w492 * Vector(repeating: Float(2)))) - (w490 * Vector(repeating: Float(1)))) - (w494 * Vector(repeating: Float(2))))
+              let w500 = ((((w488 * Vector(repeating: Float(1))) + (w490 * Vector(repeating: Float(1)))) + (w492 * Vector(repeating: Float(4)))) + (w494 * Vector(repeating: Float(4))))
+              let w501 = (((((w488 * Vector(repeating: Float(1))) + (w492 * Vector(repeating: Float(8)))) + (w496 * Vector(repeating: Float(1)))) - (w490 * Vector(repeating: Float(1)))) - (w494 * Vector(repeating: Float(8))))
+              let w502 = ((((w487 + w489) + w491) + w493) + w495)
+              let w503 = ((((w489 * Vector(repeating: Float(1))) + (w493 * Vector(repeating: Float(2)))) - (w491 * Vector(repeating: Float(1)))) - (w495 * Vector(repeating: Float(2))))
+              let w504 = ((((w489 * Vector(repeating: Float(1))) + (w491 * Vector(repeating: Float(1)))) + (w493 * Vector(repeating: Float(4)))) + (w495 * Vector(repeating: Float(4))))
+              let w505 = (((((w489 * Vector(repeating: Float(1))) + (w493 * Vector(repeating: Float(8)))) + (w497 * Vector(repeating: Float(1)))) - (w491 * Vector(repeating: Float(1)))) - (w495 * Vector(repeating: Float(8))))
+              storeVector(arena, ((653376 +% (((((j482 *% 14) +% ((ty483 +% 3) *% 4)) *% 14) +% (tx484 *% 4)) *% 32)) +% ((part393 *% 16) +% (cv485 *% 8))), (w498 + loadVector(params, (7088 +% ((part393 *% 16) +% (cv485 *% 8))))))
+              storeVector(arena, ((653376 +% ((((((j482 *% 14) +% ((ty483 +% 3) *% 4)) *% 14) +% (tx484 *% 4)) +% 1) *% 32)) +% ((part393 *% 16) +% (cv485 *% 8))), (w499 + loadVector(params, (7088 +% ((part393 *% 16) +% (cv485 *% 8))))))
+              storeVector(arena, ((653376 +% ((((((j482 *% 14) +% ((ty483 +% 3) *% 4)) *% 14) +% (tx484 *% 4)) +% 2) *% 32)) +% ((part393 *% 16) +% (cv485 *% 8))), (w500 + loadVector(params, (7088 +% ((part393 *% 16) +% (cv485 *% 8))))))
+              storeVector(arena, ((653376 +% ((((((j482 *% 14) +% ((ty483 +% 3) *% 4)) *% 14) +% (tx484 *% 4)) +% 3) *% 32)) +% ((part393 *% 16) +% (cv485 *% 8))), (w501 + loadVector(params, (7088 +% ((part393 *% 16) +% (cv485 *% 8))))))
+              storeVector(arena, ((653376 +% ((((((j482 *% 14) +% ((ty483 +% 3) *% 4)) +% 1) *% 14) +% (tx484 *% 4)) *% 32)) +% ((part393 *% 16) +% (cv485 *% 8))), (w502 + loadVector(params, (7088 +% ((part393 *% 16) +% (cv485 *% 8))))))
+              storeVector(arena, ((653376 +% (((((((j482 *% 14) +% ((ty483 +% 3) *% 4)) +% 1) *% 14) +% (tx484 *% 4)) +% 1) *% 32)) +% ((part393 *% 16) +% (cv485 *% 8))), (w503 + loadVector(params, (7088 +% ((part393 *% 16) +% (cv485 *% 8))))))
+              storeVector(arena, ((653376 +% (((((((j482 *% 14) +% ((ty483 +% 3) *% 4)) +% 1) *% 14) +% (tx484 *% 4)) +% 2) *% 32)) +% ((part393 *% 16) +% (cv485 *% 8))), (w504 + loadVector(params, (7088 +% ((part393 *% 16) +% (cv485 *% 8))))))
+              storeVector(arena, ((653376 +% (((((((j482 *% 14) +% ((ty483 +% 3) *% 4)) +% 1) *% 14) +% (tx484 *% 4)) +% 3) *% 32)) +% ((part393 *% 16) +% (cv485 *% 8))), (w505 + loadVector(params, (7088 +% ((part393 *% 16) +% (cv485 *% 8))))))
             }
           }
         }
       }
       for j506 in 0..<1 {
-        for qb507 in 0..<3 {
-          for c508 in 0..<16 {
-            for q509 in 0..<64 {
-              arena[(200704 +% ((((g292 +% j506) *% 6272) +% (((part373 *% 16) +% c508) *% 196)) +% (q509 +% (qb507 *% 64))))] = (Float(1) / (Float(1) + exponential((Float(0) - arena[((653376 +% (((j506 *% 196) +% (q509 +% (qb507 *% 64))) *% 32)) +% ((part373 *% 16) +% c508))]))))
+        for ty507 in 0..<1 {
+          for tx508 in 0..<1 {
+            for cv509 in 0..<2 {
+              let w510 = ((((loadVector(arena, ((634944 +% ((((j506 *% 16) +% ((ty507 +% 3) *% 4)) +% (tx508 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv509 *% 8)))) + loadVector(arena, ((638016 +% ((((j506 *% 16) +% ((ty507 +% 3) *% 4)) +% (tx508 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv509 *% 8))))) + loadVector(arena, ((641088 +% ((((j506 *% 16) +% ((ty507 +% 3) *% 4)) +% (tx508 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv509 *% 8))))) + loadVector(arena, ((644160 +% ((((j506 *% 16) +% ((ty507 +% 3) *% 4)) +% (tx508 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv509 *% 8))))) + loadVector(arena, ((647232 +% ((((j506 *% 16) +% ((ty507 +% 3) *% 4)) +% (tx508 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv509 *% 8)))))
+              let w511 = ((((loadVector(arena, ((638016 +% ((((j506 *% 16) +% ((ty507 +% 3) *% 4)) +% (tx508 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv509 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((644160 +% ((((j506 *% 16) +% ((ty507 +% 3) *% 4)) +% (tx508 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv509 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((641088 +% ((((j506 *% 16) +% ((ty507 +% 3) *% 4)) +% (tx508 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv509 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((647232 +% ((((j506 *% 16) +% ((ty507 +% 3) *% 4)) +% (tx508 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv509 *% 8)))) * Vector(repeating: Float(2))))
+              let w512 = ((((loadVector(arena, ((635456 +% ((((j506 *% 16) +% ((ty507 +% 3) *% 4)) +% (tx508 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv509 *% 8)))) + loadVector(arena, ((638528 +% ((((j506 *% 16) +% ((ty507 +% 3) *% 4)) +% (tx508 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv509 *% 8))))) + loadVector(arena, ((641600 +% ((((j506 *% 16) +% ((ty507 +% 3) *% 4)) +% (tx508 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv509 *% 8))))) + loadVector(arena, ((644672 +% ((((j506 *% 16) +% ((ty507 +% 3) *% 4)) +% (tx508 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv509 *% 8))))) + loadVector(arena, ((647744 +% ((((j506 *% 16) +% ((ty507 +% 3) *% 4)) +% (tx508 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv509 *% 8)))))
+              let w513 = ((((loadVector(arena, ((638528 +% ((((j506 *% 16) +% ((ty507 +% 3) *% 4)) +% (tx508 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv509 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((644672 +% ((((j506 *% 16) +% ((ty507 +% 3) *% 4)) +% (tx508 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv509 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((641600 +% ((((j506 *% 16) +% ((ty507 +% 3) *% 4)) +% (tx508 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv509 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((647744 +% ((((j506 *% 16) +% ((ty507 +% 3) *% 4)) +% (tx508 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv509 *% 8)))) * Vector(repeating: Float(2))))
+              let w514 = ((((loadVector(arena, ((635968 +% ((((j506 *% 16) +% ((ty507 +% 3) *% 4)) +% (tx508 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv509 *% 8)))) + loadVector(arena, ((639040 +% ((((j506 *% 16) +% ((ty507 +% 3) *% 4)) +% (tx508 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv509 *% 8))))) + loadVector(arena, ((642112 +% ((((j506 *% 16) +% ((ty507 +% 3) *% 4)) +% (tx508 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv509 *% 8))))) + loadVector(arena, ((645184 +% ((((j506 *% 16) +% ((ty507 +% 3) *% 4)) +% (tx508 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv509 *% 8))))) + loadVector(arena, ((648256 +% ((((j506 *% 16) +% ((ty507 +% 3) *% 4)) +% (tx508 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv509 *% 8)))))
+              let w515 = ((((loadVector(arena, ((639040 +% ((((j506 *% 16) +% ((ty507 +% 3) *% 4)) +% (tx508 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv509 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((645184 +% ((((j506 *% 16) +% ((ty507 +% 3) *% 4)) +% (tx508 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv509 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((642112 +% ((((j506 *% 16) +% ((ty507 +% 3) *% 4)) +% (tx508 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv509 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((648256 +% ((((j506 *% 16) +% ((ty507 +% 3) *% 4)) +% (tx508 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv509 *% 8)))) * Vector(repeating: Float(2))))
+              let w516 = ((((loadVector(arena, ((636480 +% ((((j506 *% 16) +% ((ty507 +% 3) *% 4)) +% (tx508 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv509 *% 8)))) + loadVector(arena, ((639552 +% ((((j506 *% 16) +% ((ty507 +% 3) *% 4)) +% (tx508 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv509 *% 8))))) + loadVector(arena, ((642624 +% ((((j506 *% 16) +% ((ty507 +% 3) *% 4)) +% (tx508 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv509 *% 8))))) + loadVector(arena, ((645696 +% ((((j506 *% 16) +% ((ty507 +% 3) *% 4)) +% (tx508 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv509 *% 8))))) + loadVector(arena, ((648768 +% ((((j506 *% 16) +% ((ty507 +% 3) *% 4)) +% (tx508 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv509 *% 8)))))
+              let w517 = ((((loadVector(arena, ((639552 +% ((((j506 *% 16) +% ((ty507 +% 3) *% 4)) +% (tx508 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv509 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((645696 +% ((((j506 *% 16) +% ((ty507 +% 3) *% 4)) +% (tx508 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv509 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((642624 +% ((((j506 *% 16) +% ((ty507 +% 3) *% 4)) +% (tx508 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv509 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((648768 +% ((((j506 *% 16) +% ((ty507 +% 3) *% 4)) +% (tx508 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv509 *% 8)))) * Vector(repeating: Float(2))))
+              let w518 = ((((loadVector(arena, ((636992 +% ((((j506 *% 16) +% ((ty507 +% 3) *% 4)) +% (tx508 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv509 *% 8)))) + loadVector(arena, ((640064 +% ((((j506 *% 16) +% ((ty507 +% 3) *% 4)) +% (tx508 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv509 *% 8))))) + loadVector(arena, ((643136 +% ((((j506 *% 16) +% ((ty507 +% 3) *% 4)) +% (tx508 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv509 *% 8))))) + loadVector(arena, ((646208 +% ((((j506 *% 16) +% ((ty507 +% 3) *% 4)) +% (tx508 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv509 *% 8))))) + loadVector(arena, ((649280 +% ((((j506 *% 16) +% ((ty507 +% 3) *% 4)) +% (tx508 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv509 *% 8)))))
+              let w519 = ((((loadVector(arena, ((640064 +% ((((j506 *% 16) +% ((ty507 +% 3) *% 4)) +% (tx508 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv509 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((646208 +% ((((j506 *% 16) +% ((ty507 +% 3) *% 4)) +% (tx508 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv509 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((643136 +% ((((j506 *% 16) +% ((ty507 +% 3) *% 4)) +% (tx508 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv509 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((649280 +% ((((j506 *% 16) +% ((ty507 +% 3) *% 4)) +% (tx508 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv509 *% 8)))) * Vector(repeating: Float(2))))
+              let w520 = ((((loadVector(arena, ((637504 +% ((((j506 *% 16) +% ((ty507 +% 3) *% 4)) +% (tx508 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv509 *% 8)))) + loadVector(arena, ((640576 +% ((((j506 *% 16) +% ((ty507 +% 3) *% 4)) +% (tx508 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv509 *% 8))))) + loadVector(arena, ((643648 +% ((((j506 *% 16) +% ((ty507 +% 3) *% 4)) +% (tx508 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv509 *% 8))))) + loadVector(arena, ((646720 +% ((((j506 *% 16) +% ((ty507 +% 3) *% 4)) +% (tx508 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv509 *% 8))))) + loadVector(arena, ((649792 +% ((((j506 *% 16) +% ((ty507 +% 3) *% 4)) +% (tx508 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv509 *% 8)))))
+              let w521 = ((((loadVector(arena, ((640576 +% ((((j506 *% 16) +% ((ty507 +% 3) *% 4)) +% (tx508 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv509 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((646720 +% ((((j506 *% 16) +% ((ty507 +% 3) *% 4)) +% (tx508 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv509 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((643648 +% ((((j506 *% 16) +% ((ty507 +% 3) *% 4)) +% (tx508 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv509 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((649792 +% ((((j506 *% 16) +% ((ty507 +% 3) *% 4)) +% (tx508 +% 3)) *% 32)) +% ((part393 *% 16) +% (cv509 *% 8)))) * Vector(repeating: Float(2))))
+              let w522 = ((((w510 + w512) + w514) + w516) + w518)
+              let w523 = ((((w512 * Vector(repeating: Float(1))) + (w516 * Vector(repeating: Float(2)))) - (w514 * Vector(repeating: Float(1)))) - (w518 * Vector(repeating: Float(2))))
+              let w524 = ((((w511 + w513) + w515) + w517) + w519)
+              let w525 = ((((w513 * Vector(repeating: Float(1))) + (w517 * Vector(repeating: Float(2)))) - (w515 * Vector(repeating: Float(1)))) - (w519 * Vector(repeating: Float(2))))
+              storeVector(arena, ((653376 +% (((((j506 *% 14) +% ((ty507 +% 3) *% 4)) *% 14) +% ((tx508 +% 3) *% 4)) *% 32)) +% ((part393 *% 16) +% (cv509 *% 8))), (w522 + loadVector(params, (7088 +% ((part393 *% 16) +% (cv509 *% 8))))))
+              storeVector(arena, ((653376 +% ((((((j506 *% 14) +% ((ty507 +% 3) *% 4)) *% 14) +% ((tx508 +% 3) *% 4)) +% 1) *% 32)) +% ((part393 *% 16) +% (cv509 *% 8))), (w523 + loadVector(params, (7088 +% ((part393 *% 16) +% (cv509 *% 8))))))
+              storeVector(arena, ((653376 +% ((((((j506 *% 14) +% ((ty507 +% 3) *% 4)) +% 1) *% 14) +% ((tx508 +% 3) *% 4)) *% 32)) +% ((part393 *% 16) +% (cv509 *% 8))), (w524 + loadVector(params, (7088 +% ((part393 *% 16) +% (cv509 *% 8))))))
+              storeVector(arena, ((653376 +% (((((((j506 *% 14) +% ((ty507 +% 3) *% 4)) +% 1) *% 14) +% ((tx508 +% 3) *% 4)) +% 1) *% 32)) +% ((part393 *% 16) +% (cv509 *% 8))), (w525 + loadVector(params, (7088 +% ((part393 *% 16) +% (cv509 *% 8))))))
             }
           }
         }
-        for c510 in 0..<16 {
-          for q511 in 0..<4 {
-            arena[(200704 +% ((((g292 +% j506) *% 6272) +% (((part373 *% 16) +% c510) *% 196)) +% (q511 +% 192)))] = (Float(1) / (Float(1) + exponential((Float(0) - arena[((653376 +% (((j506 *% 196) +% (q511 +% 192)) *% 32)) +% ((part373 *% 16) +% c510))]))))
+      }
+      for j526 in 0..<1 {
+        for q527 in 0..<196 {
+          for c528 in 0..<16 {
+            arena[(200704 +% (((((g312 +% j526) *% 196) +% q527) *% 32) +% ((part393 *% 16) +% c528)))] = (Float(1) / (Float(1) + exponential((Float(0) - arena[((653376 +% (((j526 *% 196) +% q527) *% 32)) +% ((part393 *% 16) +% c528))]))))
           }
         }
       }
     }
   }
   // gap = global_avgpool(conv3)
-  parallelFor(pool, 2) { part512 in
-    for q513 in 0..<1024 {
-      var acc514 = Vector()
-      for cv515 in 0..<24 {
-        acc514 = (acc514 + loadVector(arena, ((200704 +% ((q513 +% (part512 *% 1024)) *% 196)) +% (cv515 *% 8))))
+  parallelFor(pool, 2) { part529 in
+    for b530 in 0..<64 {
+      for cv531 in 0..<2 {
+        var acc532 = Vector()
+        for p533 in 0..<196 {
+          acc532 = (acc532 + loadVector(arena, ((200704 +% (((b530 *% 196) +% p533) *% 32)) +% ((cv531 +% (part529 *% 2)) *% 8))))
+        }
+        storeVector(arena, ((b530 *% 32) +% ((cv531 +% (part529 *% 2)) *% 8)), (acc532 / Vector(repeating: Float(196))))
       }
-      acc514 = (acc514 + loadPartial(arena, ((200704 +% ((q513 +% (part512 *% 1024)) *% 196)) +% 192), 4))
-      storeVector(arena, (2048 +% (part512 *% 8)), acc514)
-      var sum516: Float = (arena[(2048 +% (part512 *% 8))] + arena[((2048 +% (part512 *% 8)) +% 1)])
-      var sum517: Float = (sum516 + arena[((2048 +% (part512 *% 8)) +% 2)])
-      var sum518: Float = (sum517 + arena[((2048 +% (part512 *% 8)) +% 3)])
-      var sum519: Float = (sum518 + arena[((2048 +% (part512 *% 8)) +% 4)])
-      var sum520: Float = (sum519 + arena[((2048 +% (part512 *% 8)) +% 5)])
-      var sum521: Float = (sum520 + arena[((2048 +% (part512 *% 8)) +% 6)])
-      var sum522: Float = (sum521 + arena[((2048 +% (part512 *% 8)) +% 7)])
-      arena[(q513 +% (part512 *% 1024))] = (sum522 / Float(196))
     }
   }
   // flat = flatten(gap)
   // fc = dense(flat)
   sgemm(101, 111, 112, 64, 10, 32, 1, arena + 0, 32, params + 7120, 32, Float(bitPattern: 0x0), arena + 2048, 10)
-  for n523 in 0..<64 {
-    for u524 in 0..<1 {
-      storeVector(arena, ((u524 *% 8) +% (2048 +% (n523 *% 10))), (loadVector(arena, ((u524 *% 8) +% (2048 +% (n523 *% 10)))) + loadVector(params, ((u524 *% 8) +% 7440))))
+  for n534 in 0..<64 {
+    for u535 in 0..<1 {
+      storeVector(arena, ((u535 *% 8) +% (2048 +% (n534 *% 10))), (loadVector(arena, ((u535 *% 8) +% (2048 +% (n534 *% 10)))) + loadVector(params, ((u535 *% 8) +% 7440))))
     }
-    for u524 in 0..<1 {
-      storePartial(arena, ((u524 +% 8) +% (2048 +% (n523 *% 10))), (loadPartial(arena, ((u524 +% 8) +% (2048 +% (n523 *% 10))), 2) + loadPartial(params, ((u524 +% 8) +% 7440), 2)), 2)
+    for u535 in 0..<1 {
+      storePartial(arena, ((u535 +% 8) +% (2048 +% (n534 *% 10))), (loadPartial(arena, ((u535 +% 8) +% (2048 +% (n534 *% 10))), 2) + loadPartial(params, ((u535 +% 8) +% 7440), 2)), 2)
     }
   }
 }

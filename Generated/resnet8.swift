@@ -4795,387 +4795,484 @@ public func resnet8_infer_b64(
   let images = UnsafeMutablePointer(mutating: images.unsafelyUnwrapped)
   _ = (lr, step, seed, pool)
   if 0x0 as UInt64 >= UInt64(bitPattern: step) {
-    parallelFor(pool, 2) { part32 in
-      for ci33 in 0..<16 {
-        for co34 in 0..<8 {
-          var w35: Float = (params[(464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9))] * Float(bitPattern: 0x3e800000))
-          var w36: Float = ((((Float(-1) * params[(464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9))]) - params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 3)]) - params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 6)]) * Float(bitPattern: 0x3e2aaaab))
-          var w37: Float = (((params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 3)] - params[(464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9))]) - params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 6)]) * Float(bitPattern: 0x3e2aaaab))
-          var w38: Float = (((params[(464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9))] * Float(bitPattern: 0x3d2aaaab)) + (params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 3)] * Float(bitPattern: 0x3daaaaab))) + (params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 6)] * Float(bitPattern: 0x3e2aaaab)))
-          var w39: Float = (((params[(464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9))] * Float(bitPattern: 0x3d2aaaab)) + (params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 6)] * Float(bitPattern: 0x3e2aaaab))) - (params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 3)] * Float(bitPattern: 0x3daaaaab)))
-          var w40: Float = params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 6)]
-          var w41: Float = (params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 1)] * Float(bitPattern: 0x3e800000))
-          var w42: Float = ((((Float(-1) * params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 1)]) - params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 4)]) - params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 7)]) * Float(bitPattern: 0x3e2aaaab))
-          var w43: Float = (((params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 4)] - params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 1)]) - params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 7)]) * Float(bitPattern: 0x3e2aaaab))
-          var w44: Float = (((params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 1)] * Float(bitPattern: 0x3d2aaaab)) + (params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 4)] * Float(bitPattern: 0x3daaaaab))) + (params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 7)] * Float(bitPattern: 0x3e2aaaab)))
-          var w45: Float = (((params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 1)] * Float(bitPattern: 0x3d2aaaab)) + (params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 7)] * Float(bitPattern: 0x3e2aaaab))) - (params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 4)] * Float(bitPattern: 0x3daaaaab)))
-          var w46: Float = params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 7)]
-          var w47: Float = (params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 2)] * Float(bitPattern: 0x3e800000))
-          var w48: Float = ((((Float(-1) * params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 2)]) - params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 5)]) - params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 8)]) * Float(bitPattern: 0x3e2aaaab))
-          var w49: Float = (((params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 5)] - params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 2)]) - params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 8)]) * Float(bitPattern: 0x3e2aaaab))
-          var w50: Float = (((params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 2)] * Float(bitPattern: 0x3d2aaaab)) + (params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 5)] * Float(bitPattern: 0x3daaaaab))) + (params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 8)] * Float(bitPattern: 0x3e2aaaab)))
-          var w51: Float = (((params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 2)] * Float(bitPattern: 0x3d2aaaab)) + (params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 8)] * Float(bitPattern: 0x3e2aaaab))) - (params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 5)] * Float(bitPattern: 0x3daaaaab)))
-          var w52: Float = params[((464 +% (((((part32 *% 8) +% co34) *% 16) +% ci33) *% 9)) +% 8)]
-          var w53: Float = (w35 * Float(bitPattern: 0x3e800000))
-          var w54: Float = ((((Float(-1) * w35) - w41) - w47) * Float(bitPattern: 0x3e2aaaab))
-          var w55: Float = (((w41 - w35) - w47) * Float(bitPattern: 0x3e2aaaab))
-          var w56: Float = (((w35 * Float(bitPattern: 0x3d2aaaab)) + (w41 * Float(bitPattern: 0x3daaaaab))) + (w47 * Float(bitPattern: 0x3e2aaaab)))
-          var w57: Float = (((w35 * Float(bitPattern: 0x3d2aaaab)) + (w47 * Float(bitPattern: 0x3e2aaaab))) - (w41 * Float(bitPattern: 0x3daaaaab)))
-          var w58: Float = w47
-          var w59: Float = (w36 * Float(bitPattern: 0x3e800000))
-          var w60: Float = ((((Float(-1) * w36) - w42) - w48) * Float(bitPattern: 0x3e2aaaab))
-          var w61: Float = (((w42 - w36) - w48) * Float(bitPattern: 0x3e2aaaab))
-          var w62: Float = (((w36 * Float(bitPattern: 0x3d2aaaab)) + (w42 * Float(bitPattern: 0x3daaaaab))) + (w48 * Float(bitPattern: 0x3e2aaaab)))
-          var w63: Float = (((w36 * Float(bitPattern: 0x3d2aaaab)) + (w48 * Float(bitPattern: 0x3e2aaaab))) - (w42 * Float(bitPattern: 0x3daaaaab)))
-          var w64: Float = w48
-          var w65: Float = (w37 * Float(bitPattern: 0x3e800000))
-          var w66: Float = ((((Float(-1) * w37) - w43) - w49) * Float(bitPattern: 0x3e2aaaab))
-          var w67: Float = (((w43 - w37) - w49) * Float(bitPattern: 0x3e2aaaab))
-          var w68: Float = (((w37 * Float(bitPattern: 0x3d2aaaab)) + (w43 * Float(bitPattern: 0x3daaaaab))) + (w49 * Float(bitPattern: 0x3e2aaaab)))
-          var w69: Float = (((w37 * Float(bitPattern: 0x3d2aaaab)) + (w49 * Float(bitPattern: 0x3e2aaaab))) - (w43 * Float(bitPattern: 0x3daaaaab)))
-          var w70: Float = w49
-          var w71: Float = (w38 * Float(bitPattern: 0x3e800000))
-          var w72: Float = ((((Float(-1) * w38) - w44) - w50) * Float(bitPattern: 0x3e2aaaab))
-          var w73: Float = (((w44 - w38) - w50) * Float(bitPattern: 0x3e2aaaab))
-          var w74: Float = (((w38 * Float(bitPattern: 0x3d2aaaab)) + (w44 * Float(bitPattern: 0x3daaaaab))) + (w50 * Float(bitPattern: 0x3e2aaaab)))
-          var w75: Float = (((w38 * Float(bitPattern: 0x3d2aaaab)) + (w50 * Float(bitPattern: 0x3e2aaaab))) - (w44 * Float(bitPattern: 0x3daaaaab)))
-          var w76: Float = w50
-          var w77: Float = (w39 * Float(bitPattern: 0x3e800000))
-          var w78: Float = ((((Float(-1) * w39) - w45) - w51) * Float(bitPattern: 0x3e2aaaab))
-          var w79: Float = (((w45 - w39) - w51) * Float(bitPattern: 0x3e2aaaab))
-          var w80: Float = (((w39 * Float(bitPattern: 0x3d2aaaab)) + (w45 * Float(bitPattern: 0x3daaaaab))) + (w51 * Float(bitPattern: 0x3e2aaaab)))
-          var w81: Float = (((w39 * Float(bitPattern: 0x3d2aaaab)) + (w51 * Float(bitPattern: 0x3e2aaaab))) - (w45 * Float(bitPattern: 0x3daaaaab)))
-          var w82: Float = w51
-          var w83: Float = (w40 * Float(bitPattern: 0x3e800000))
-          var w84: Float = ((((Float(-1) * w40) - w46) - w52) * Float(bitPattern: 0x3e2aaaab))
-          var w85: Float = (((w46 - w40) - w52) * Float(bitPattern: 0x3e2aaaab))
-          var w86: Float = (((w40 * Float(bitPattern: 0x3d2aaaab)) + (w46 * Float(bitPattern: 0x3daaaaab))) + (w52 * Float(bitPattern: 0x3e2aaaab)))
-          var w87: Float = (((w40 * Float(bitPattern: 0x3d2aaaab)) + (w52 * Float(bitPattern: 0x3e2aaaab))) - (w46 * Float(bitPattern: 0x3daaaaab)))
-          var w88: Float = w52
-          arena[((3279968 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w53
-          arena[((3280224 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w54
-          arena[((3280480 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w55
-          arena[((3280736 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w56
-          arena[((3280992 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w57
-          arena[((3281248 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w58
-          arena[((3281504 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w59
-          arena[((3281760 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w60
-          arena[((3282016 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w61
-          arena[((3282272 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w62
-          arena[((3282528 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w63
-          arena[((3282784 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w64
-          arena[((3283040 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w65
-          arena[((3283296 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w66
-          arena[((3283552 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w67
-          arena[((3283808 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w68
-          arena[((3284064 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w69
-          arena[((3284320 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w70
-          arena[((3284576 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w71
-          arena[((3284832 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w72
-          arena[((3285088 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w73
-          arena[((3285344 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w74
-          arena[((3285600 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w75
-          arena[((3285856 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w76
-          arena[((3286112 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w77
-          arena[((3286368 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w78
-          arena[((3286624 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w79
-          arena[((3286880 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w80
-          arena[((3287136 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w81
-          arena[((3287392 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w82
-          arena[((3287648 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w83
-          arena[((3287904 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w84
-          arena[((3288160 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w85
-          arena[((3288416 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w86
-          arena[((3288672 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w87
-          arena[((3288928 +% (ci33 *% 16)) +% ((part32 *% 8) +% co34))] = w88
+    for c3 in 0..<3 {
+      for f4 in 0..<16 {
+        arena[(3279968 +% ((((f4 / 16) *% 432) +% ((c3 *% 9) *% 16)) +% (f4 % 16)))] = params[((f4 *% 27) +% (c3 *% 9))]
+      }
+      for f5 in 0..<16 {
+        arena[(3279968 +% ((((f5 / 16) *% 432) +% (((c3 *% 9) +% 1) *% 16)) +% (f5 % 16)))] = params[(((f5 *% 27) +% (c3 *% 9)) +% 1)]
+      }
+      for f6 in 0..<16 {
+        arena[(3279968 +% ((((f6 / 16) *% 432) +% (((c3 *% 9) +% 2) *% 16)) +% (f6 % 16)))] = params[(((f6 *% 27) +% (c3 *% 9)) +% 2)]
+      }
+      for f7 in 0..<16 {
+        arena[(3279968 +% ((((f7 / 16) *% 432) +% (((c3 *% 9) +% 3) *% 16)) +% (f7 % 16)))] = params[(((f7 *% 27) +% (c3 *% 9)) +% 3)]
+      }
+      for f8 in 0..<16 {
+        arena[(3279968 +% ((((f8 / 16) *% 432) +% (((c3 *% 9) +% 4) *% 16)) +% (f8 % 16)))] = params[(((f8 *% 27) +% (c3 *% 9)) +% 4)]
+      }
+      for f9 in 0..<16 {
+        arena[(3279968 +% ((((f9 / 16) *% 432) +% (((c3 *% 9) +% 5) *% 16)) +% (f9 % 16)))] = params[(((f9 *% 27) +% (c3 *% 9)) +% 5)]
+      }
+      for f10 in 0..<16 {
+        arena[(3279968 +% ((((f10 / 16) *% 432) +% (((c3 *% 9) +% 6) *% 16)) +% (f10 % 16)))] = params[(((f10 *% 27) +% (c3 *% 9)) +% 6)]
+      }
+      for f11 in 0..<16 {
+        arena[(3279968 +% ((((f11 / 16) *% 432) +% (((c3 *% 9) +% 7) *% 16)) +% (f11 % 16)))] = params[(((f11 *% 27) +% (c3 *% 9)) +% 7)]
+      }
+      for f12 in 0..<16 {
+        arena[(3279968 +% ((((f12 / 16) *% 432) +% (((c3 *% 9) +% 8) *% 16)) +% (f12 % 16)))] = params[(((f12 *% 27) +% (c3 *% 9)) +% 8)]
+      }
+    }
+    parallelFor(pool, 2) { part56 in
+      for ci57 in 0..<16 {
+        for co58 in 0..<8 {
+          var w59: Float = (params[(464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9))] * Float(bitPattern: 0x3e800000))
+          var w60: Float = ((((Float(-1) * params[(464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9))]) - params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 3)]) - params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 6)]) * Float(bitPattern: 0x3e2aaaab))
+          var w61: Float = (((params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 3)] - params[(464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9))]) - params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 6)]) * Float(bitPattern: 0x3e2aaaab))
+          var w62: Float = (((params[(464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9))] * Float(bitPattern: 0x3d2aaaab)) + (params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 3)] * Float(bitPattern: 0x3daaaaab))) + (params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 6)] * Float(bitPattern: 0x3e2aaaab)))
+          var w63: Float = (((params[(464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9))] * Float(bitPattern: 0x3d2aaaab)) + (params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 6)] * Float(bitPattern: 0x3e2aaaab))) - (params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 3)] * Float(bitPattern: 0x3daaaaab)))
+          var w64: Float = params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 6)]
+          var w65: Float = (params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 1)] * Float(bitPattern: 0x3e800000))
+          var w66: Float = ((((Float(-1) * params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 1)]) - params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 4)]) - params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 7)]) * Float(bitPattern: 0x3e2aaaab))
+          var w67: Float = (((params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 4)] - params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 1)]) - params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 7)]) * Float(bitPattern: 0x3e2aaaab))
+          var w68: Float = (((params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 1)] * Float(bitPattern: 0x3d2aaaab)) + (params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 4)] * Float(bitPattern: 0x3daaaaab))) + (params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 7)] * Float(bitPattern: 0x3e2aaaab)))
+          var w69: Float = (((params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 1)] * Float(bitPattern: 0x3d2aaaab)) + (params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 7)] * Float(bitPattern: 0x3e2aaaab))) - (params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 4)] * Float(bitPattern: 0x3daaaaab)))
+          var w70: Float = params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 7)]
+          var w71: Float = (params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 2)] * Float(bitPattern: 0x3e800000))
+          var w72: Float = ((((Float(-1) * params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 2)]) - params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 5)]) - params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 8)]) * Float(bitPattern: 0x3e2aaaab))
+          var w73: Float = (((params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 5)] - params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 2)]) - params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 8)]) * Float(bitPattern: 0x3e2aaaab))
+          var w74: Float = (((params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 2)] * Float(bitPattern: 0x3d2aaaab)) + (params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 5)] * Float(bitPattern: 0x3daaaaab))) + (params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 8)] * Float(bitPattern: 0x3e2aaaab)))
+          var w75: Float = (((params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 2)] * Float(bitPattern: 0x3d2aaaab)) + (params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 8)] * Float(bitPattern: 0x3e2aaaab))) - (params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 5)] * Float(bitPattern: 0x3daaaaab)))
+          var w76: Float = params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 8)]
+          var w77: Float = (w59 * Float(bitPattern: 0x3e800000))
+          var w78: Float = ((((Float(-1) * w59) - w65) - w71) * Float(bitPattern: 0x3e2aaaab))
+          var w79: Float = (((w65 - w59) - w71) * Float(bitPattern: 0x3e2aaaab))
+          var w80: Float = (((w59 * Float(bitPattern: 0x3d2aaaab)) + (w65 * Float(bitPattern: 0x3daaaaab))) + (w71 * Float(bitPattern: 0x3e2aaaab)))
+          var w81: Float = (((w59 * Float(bitPattern: 0x3d2aaaab)) + (w71 * Float(bitPattern: 0x3e2aaaab))) - (w65 * Float(bitPattern: 0x3daaaaab)))
+          var w82: Float = w71
+          var w83: Float = (w60 * Float(bitPattern: 0x3e800000))
+          var w84: Float = ((((Float(-1) * w60) - w66) - w72) * Float(bitPattern: 0x3e2aaaab))
+          var w85: Float = (((w66 - w60) - w72) * Float(bitPattern: 0x3e2aaaab))
+          var w86: Float = (((w60 * Float(bitPattern: 0x3d2aaaab)) + (w66 * Float(bitPattern: 0x3daaaaab))) + (w72 * Float(bitPattern: 0x3e2aaaab)))
+          var w87: Float = (((w60 * Float(bitPattern: 0x3d2aaaab)) + (w72 * Float(bitPattern: 0x3e2aaaab))) - (w66 * Float(bitPattern: 0x3daaaaab)))
+          var w88: Float = w72
+          var w89: Float = (w61 * Float(bitPattern: 0x3e800000))
+          var w90: Float = ((((Float(-1) * w61) - w67) - w73) * Float(bitPattern: 0x3e2aaaab))
+          var w91: Float = (((w67 - w61) - w73) * Float(bitPattern: 0x3e2aaaab))
+          var w92: Float = (((w61 * Float(bitPattern: 0x3d2aaaab)) + (w67 * Float(bitPattern: 0x3daaaaab))) + (w73 * Float(bitPattern: 0x3e2aaaab)))
+          var w93: Float = (((w61 * Float(bitPattern: 0x3d2aaaab)) + (w73 * Float(bitPattern: 0x3e2aaaab))) - (w67 * Float(bitPattern: 0x3daaaaab)))
+          var w94: Float = w73
+          var w95: Float = (w62 * Float(bitPattern: 0x3e800000))
+          var w96: Float = ((((Float(-1) * w62) - w68) - w74) * Float(bitPattern: 0x3e2aaaab))
+          var w97: Float = (((w68 - w62) - w74) * Float(bitPattern: 0x3e2aaaab))
+          var w98: Float = (((w62 * Float(bitPattern: 0x3d2aaaab)) + (w68 * Float(bitPattern: 0x3daaaaab))) + (w74 * Float(bitPattern: 0x3e2aaaab)))
+          var w99: Float = (((w62 * Float(bitPattern: 0x3d2aaaab)) + (w74 * Float(bitPattern: 0x3e2aaaab))) - (w68 * Float(bitPattern: 0x3daaaaab)))
+          var w100: Float = w74
+          var w101: Float = (w63 * Float(bitPattern: 0x3e800000))
+          var w102: Float = ((((Float(-1) * w63) - w69) - w75) * Float(bitPattern: 0x3e2aaaab))
+          var w103: Float = (((w69 - w63) - w75) * Float(bitPattern: 0x3e2aaaab))
+          var w104: Float = (((w63 * Float(bitPattern: 0x3d2aaaab)) + (w69 * Float(bitPattern: 0x3daaaaab))) + (w75 * Float(bitPattern: 0x3e2aaaab)))
+          var w105: Float = (((w63 * Float(bitPattern: 0x3d2aaaab)) + (w75 * Float(bitPattern: 0x3e2aaaab))) - (w69 * Float(bitPattern: 0x3daaaaab)))
+          var w106: Float = w75
+          var w107: Float = (w64 * Float(bitPattern: 0x3e800000))
+          var w108: Float = ((((Float(-1) * w64) - w70) - w76) * Float(bitPattern: 0x3e2aaaab))
+          var w109: Float = (((w70 - w64) - w76) * Float(bitPattern: 0x3e2aaaab))
+          var w110: Float = (((w64 * Float(bitPattern: 0x3d2aaaab)) + (w70 * Float(bitPattern: 0x3daaaaab))) + (w76 * Float(bitPattern: 0x3e2aaaab)))
+          var w111: Float = (((w64 * Float(bitPattern: 0x3d2aaaab)) + (w76 * Float(bitPattern: 0x3e2aaaab))) - (w70 * Float(bitPattern: 0x3daaaaab)))
+          var w112: Float = w76
+          arena[((3280400 +% (ci57 *% 16)) +% ((part56 *% 8) +% co58))] = w77
+          arena[((3280656 +% (ci57 *% 16)) +% ((part56 *% 8) +% co58))] = w78
+          arena[((3280912 +% (ci57 *% 16)) +% ((part56 *% 8) +% co58))] = w79
+          arena[((3281168 +% (ci57 *% 16)) +% ((part56 *% 8) +% co58))] = w80
+          arena[((3281424 +% (ci57 *% 16)) +% ((part56 *% 8) +% co58))] = w81
+          arena[((3281680 +% (ci57 *% 16)) +% ((part56 *% 8) +% co58))] = w82
+          arena[((3281936 +% (ci57 *% 16)) +% ((part56 *% 8) +% co58))] = w83
+          arena[((3282192 +% (ci57 *% 16)) +% ((part56 *% 8) +% co58))] = w84
+          arena[((3282448 +% (ci57 *% 16)) +% ((part56 *% 8) +% co58))] = w85
+          arena[((3282704 +% (ci57 *% 16)) +% ((part56 *% 8) +% co58))] = w86
+          arena[((3282960 +% (ci57 *% 16)) +% ((part56 *% 8) +% co58))] = w87
+          arena[((3283216 +% (ci57 *% 16)) +% ((part56 *% 8) +% co58))] = w88
+          arena[((3283472 +% (ci57 *% 16)) +% ((part56 *% 8) +% co58))] = w89
+          arena[((3283728 +% (ci57 *% 16)) +% ((part56 *% 8) +% co58))] = w90
+          arena[((3283984 +% (ci57 *% 16)) +% ((part56 *% 8) +% co58))] = w91
+          arena[((3284240 +% (ci57 *% 16)) +% ((part56 *% 8) +% co58))] = w92
+          arena[((3284496 +% (ci57 *% 16)) +% ((part56 *% 8) +% co58))] = w93
+          arena[((3284752 +% (ci57 *% 16)) +% ((part56 *% 8) +% co58))] = w94
+          arena[((3285008 +% (ci57 *% 16)) +% ((part56 *% 8) +% co58))] = w95
+          arena[((3285264 +% (ci57 *% 16)) +% ((part56 *% 8) +% co58))] = w96
+          arena[((3285520 +% (ci57 *% 16)) +% ((part56 *% 8) +% co58))] = w97
+          arena[((3285776 +% (ci57 *% 16)) +% ((part56 *% 8) +% co58))] = w98
+          arena[((3286032 +% (ci57 *% 16)) +% ((part56 *% 8) +% co58))] = w99
+          arena[((3286288 +% (ci57 *% 16)) +% ((part56 *% 8) +% co58))] = w100
+          arena[((3286544 +% (ci57 *% 16)) +% ((part56 *% 8) +% co58))] = w101
+          arena[((3286800 +% (ci57 *% 16)) +% ((part56 *% 8) +% co58))] = w102
+          arena[((3287056 +% (ci57 *% 16)) +% ((part56 *% 8) +% co58))] = w103
+          arena[((3287312 +% (ci57 *% 16)) +% ((part56 *% 8) +% co58))] = w104
+          arena[((3287568 +% (ci57 *% 16)) +% ((part56 *% 8) +% co58))] = w105
+          arena[((3287824 +% (ci57 *% 16)) +% ((part56 *% 8) +% co58))] = w106
+          arena[((3288080 +% (ci57 *% 16)) +% ((part56 *% 8) +% co58))] = w107
+          arena[((3288336 +% (ci57 *% 16)) +% ((part56 *% 8) +% co58))] = w108
+          arena[((3288592 +% (ci57 *% 16)) +% ((part56 *% 8) +% co58))] = w109
+          arena[((3288848 +% (ci57 *% 16)) +% ((part56 *% 8) +% co58))] = w110
+          arena[((3289104 +% (ci57 *% 16)) +% ((part56 *% 8) +% co58))] = w111
+          arena[((3289360 +% (ci57 *% 16)) +% ((part56 *% 8) +% co58))] = w112
         }
       }
     }
-    parallelFor(pool, 2) { part230 in
-      for ci231 in 0..<16 {
-        for co232 in 0..<8 {
-          var w233: Float = (params[(2800 +% (((((part230 *% 8) +% co232) *% 16) +% ci231) *% 9))] * Float(bitPattern: 0x3e800000))
-          var w234: Float = ((((Float(-1) * params[(2800 +% (((((part230 *% 8) +% co232) *% 16) +% ci231) *% 9))]) - params[((2800 +% (((((part230 *% 8) +% co232) *% 16) +% ci231) *% 9)) +% 3)]) - params[((2800 +% (((((part230 *% 8) +% co232) *% 16) +% ci231) *% 9)) +% 6)]) * Float(bitPattern: 0x3e2aaaab))
-          var w235: Float = (((params[((2800 +% (((((part230 *% 8) +% co232) *% 16) +% ci231) *% 9)) +% 3)] - params[(2800 +% (((((part230 *% 8) +% co232) *% 16) +% ci231) *% 9))]) - params[((2800 +% (((((part230 *% 8) +% co232) *% 16) +% ci231) *% 9)) +% 6)]) * Float(bitPattern: 0x3e2aaaab))
-          var w236: Float = (((params[(2800 +% (((((part230 *% 8) +% co232) *% 16) +% ci231) *% 9))] * Float(bitPattern: 0x3d2aaaab)) + (params[((2800 +% (((((part230 *% 8) +% co232) *% 16) +% ci231) *% 9)) +% 3)] * Float(bitPattern: 0x3daaaaab))) + (params[((2800 +% (((((part230 *% 8) +% co232) *% 16) +% ci231) *% 9)) +% 6)] * Float(bitPattern: 0x3e2aaaab)))
-          var w237: Float = (((params[(2800 +% (((((part230 *% 8) +% co232) *% 16) +% ci231) *% 9))] * Float(bitPattern: 0x3d2aaaab)) + (params[((2800 +% (((((part230 *% 8) +% co232) *% 16) +% ci231) *% 9)) +% 6)] * Float(bitPattern: 0x3e2aaaab))) - (params[((2800 +% (((((part230 *% 8) +% co232) *% 16) +% ci231) *% 9)) +% 3)] * Float(bitPattern: 0x3daaaaab)))
-          var w238: Float = params[((2800 +% (((((part230 *% 8) +% co232) *% 16) +% ci231) *% 9)) +% 6)]
-          var w239: Float = (params[((2800 +% (((((part230 *% 8) +% co232) *% 16) +% ci231) *% 9)) +% 1)] * Float(bitPattern: 0x3e800000))
-          var w240: Float = ((((Float(-1) * params[((2800 +% (((((part230 *% 8) +% co232) *% 16) +% ci231) *% 9)) +% 1)]) - params[((2800 +% (((((part230 *% 8) +% co232) *% 16) +% ci231) *% 9)) +% 4)]) - params[((2800 +% (((((part230 *% 8) +% co232) *% 16) +% ci231) *% 9)) +% 7)]) * Float(bitPattern: 0x3e2aaaab))
-          var w241: Float = (((params[((2800 +% (((((part230 *% 8) +% co232) *% 16) +% ci231) *% 9)) +% 4)] - params[((2800 +% (((((part230 *% 8) +% co232) *% 16) +% ci231) *% 9)) +% 1)]) - params[((2800 +% (((((part230 *% 8) +% co232) *% 16) +% ci231) *% 9)) +% 7)]) * Float(bitPattern: 0x3e2aaaab))
-          var w242: Float = (((params[((2800 +% (((((part230 *% 8) +% co232) *% 16) +% ci231) *% 9)) +% 1)] * Float(bitPattern: 0x3d2aaaab)) + (params[((2800 +% (((((part230 *% 8) +% co232) *% 16) +% ci231) *% 9)) +% 4)] * Float(bitPattern: 0x3daaaaab))) + (params[((2800 +% (((((part230 *% 8) +% co232) *% 16) +% ci231) *% 9)) +% 7)] * Float(bitPattern: 0x3e2aaaab)))
-          var w243: Float = (((params[((2800 +% (((((part230 *% 8) +% co232) *% 16) +% ci231) *% 9)) +% 1)] * Float(bitPattern: 0x3d2aaaab)) + (params[((2800 +% (((((part230 *% 8) +% co232) *% 16) +% ci231) *% 9)) +% 7)] * Float(bitPattern: 0x3e2aaaab))) - (params[((2800 +% (((((part230 *% 8) +% co232) *% 16) +% ci231) *% 9)) +% 4)] * Float(bitPattern: 0x3daaaaab)))
-          var w244: Float = params[((2800 +% (((((part230 *% 8) +% co232) *% 16) +% ci231) *% 9)) +% 7)]
-          var w245: Float = (params[((2800 +% (((((part230 *% 8) +% co232) *% 16) +% ci231) *% 9)) +% 2)] * Float(bitPattern: 0x3e800000))
-          var w246: Float = ((((Float(-1) * params[((2800 +% (((((part230 *% 8) +% co232) *% 16) +% ci231) *% 9)) +% 2)]) - params[((2800 +% (((((part230 *% 8) +% co232) *% 16) +% ci231) *% 9)) +% 5)]) - params[((2800 +% (((((part230 *% 8) +% co232) *% 16) +% ci231) *% 9)) +% 8)]) * Float(bitPattern: 0x3e2aaaab))
-          var w247: Float = (((params[((2800 +% (((((part230 *% 8) +% co232) *% 16) +% ci231) *% 9)) +% 5)] - params[((2800 +% (((((part230 *% 8) +% co232) *% 16) +% ci231) *% 9)) +% 2)]) - params[((2800 +% (((((part230 *% 8) +% co232) *% 16) +% ci231) *% 9)) +% 8)]) * Float(bitPattern: 0x3e2aaaab))
-          var w248: Float = (((params[((2800 +% (((((part230 *% 8) +% co232) *% 16) +% ci231) *% 9)) +% 2)] * Float(bitPattern: 0x3d2aaaab)) + (params[((2800 +% (((((part230 *% 8) +% co232) *% 16) +% ci231) *% 9)) +% 5)] * Float(bitPattern: 0x3daaaaab))) + (params[((2800 +% (((((part230 *% 8) +% co232) *% 16) +% ci231) *% 9)) +% 8)] * Float(bitPattern: 0x3e2aaaab)))
-          var w249: Float = (((params[((2800 +% (((((part230 *% 8) +% co232) *% 16) +% ci231) *% 9)) +% 2)] * Float(bitPattern: 0x3d2aaaab)) + (params[((2800 +% (((((part230 *% 8) +% co232) *% 16) +% ci231) *% 9)) +% 8)] * Float(bitPattern: 0x3e2aaaab))) - (params[((2800 +% (((((part230 *% 8) +% co232) *% 16) +% ci231) *% 9)) +% 5)] * Float(bitPattern: 0x3daaaaab)))
-          var w250: Float = params[((2800 +% (((((part230 *% 8) +% co232) *% 16) +% ci231) *% 9)) +% 8)]
-          var w251: Float = (w233 * Float(bitPattern: 0x3e800000))
-          var w252: Float = ((((Float(-1) * w233) - w239) - w245) * Float(bitPattern: 0x3e2aaaab))
-          var w253: Float = (((w239 - w233) - w245) * Float(bitPattern: 0x3e2aaaab))
-          var w254: Float = (((w233 * Float(bitPattern: 0x3d2aaaab)) + (w239 * Float(bitPattern: 0x3daaaaab))) + (w245 * Float(bitPattern: 0x3e2aaaab)))
-          var w255: Float = (((w233 * Float(bitPattern: 0x3d2aaaab)) + (w245 * Float(bitPattern: 0x3e2aaaab))) - (w239 * Float(bitPattern: 0x3daaaaab)))
-          var w256: Float = w245
-          var w257: Float = (w234 * Float(bitPattern: 0x3e800000))
-          var w258: Float = ((((Float(-1) * w234) - w240) - w246) * Float(bitPattern: 0x3e2aaaab))
-          var w259: Float = (((w240 - w234) - w246) * Float(bitPattern: 0x3e2aaaab))
-          var w260: Float = (((w234 * Float(bitPattern: 0x3d2aaaab)) + (w240 * Float(bitPattern: 0x3daaaaab))) + (w246 * Float(bitPattern: 0x3e2aaaab)))
-          var w261: Float = (((w234 * Float(bitPattern: 0x3d2aaaab)) + (w246 * Float(bitPattern: 0x3e2aaaab))) - (w240 * Float(bitPattern: 0x3daaaaab)))
-          var w262: Float = w246
-          var w263: Float = (w235 * Float(bitPattern: 0x3e800000))
-          var w264: Float = ((((Float(-1) * w235) - w241) - w247) * Float(bitPattern: 0x3e2aaaab))
-          var w265: Float = (((w241 - w235) - w247) * Float(bitPattern: 0x3e2aaaab))
-          var w266: Float = (((w235 * Float(bitPattern: 0x3d2aaaab)) + (w241 * Float(bitPattern: 0x3daaaaab))) + (w247 * Float(bitPattern: 0x3e2aaaab)))
-          var w267: Float = (((w235 * Float(bitPattern: 0x3d2aaaab)) + (w247 * Float(bitPattern: 0x3e2aaaab))) - (w241 * Float(bitPattern: 0x3daaaaab)))
-          var w268: Float = w247
-          var w269: Float = (w236 * Float(bitPattern: 0x3e800000))
-          var w270: Float = ((((Float(-1) * w236) - w242) - w248) * Float(bitPattern: 0x3e2aaaab))
-          var w271: Float = (((w242 - w236) - w248) * Float(bitPattern: 0x3e2aaaab))
-          var w272: Float = (((w236 * Float(bitPattern: 0x3d2aaaab)) + (w242 * Float(bitPattern: 0x3daaaaab))) + (w248 * Float(bitPattern: 0x3e2aaaab)))
-          var w273: Float = (((w236 * Float(bitPattern: 0x3d2aaaab)) + (w248 * Float(bitPattern: 0x3e2aaaab))) - (w242 * Float(bitPattern: 0x3daaaaab)))
-          var w274: Float = w248
-          var w275: Float = (w237 * Float(bitPattern: 0x3e800000))
-          var w276: Float = ((((Float(-1) * w237) - w243) - w249) * Float(bitPattern: 0x3e2aaaab))
-          var w277: Float = (((w243 - w237) - w249) * Float(bitPattern: 0x3e2aaaab))
-          var w278: Float = (((w237 * Float(bitPattern: 0x3d2aaaab)) + (w243 * Float(bitPattern: 0x3daaaaab))) + (w249 * Float(bitPattern: 0x3e2aaaab)))
-          var w279: Float = (((w237 * Float(bitPattern: 0x3d2aaaab)) + (w249 * Float(bitPattern: 0x3e2aaaab))) - (w243 * Float(bitPattern: 0x3daaaaab)))
-          var w280: Float = w249
-          var w281: Float = (w238 * Float(bitPattern: 0x3e800000))
-          var w282: Float = ((((Float(-1) * w238) - w244) - w250) * Float(bitPattern: 0x3e2aaaab))
-          var w283: Float = (((w244 - w238) - w250) * Float(bitPattern: 0x3e2aaaab))
-          var w284: Float = (((w238 * Float(bitPattern: 0x3d2aaaab)) + (w244 * Float(bitPattern: 0x3daaaaab))) + (w250 * Float(bitPattern: 0x3e2aaaab)))
-          var w285: Float = (((w238 * Float(bitPattern: 0x3d2aaaab)) + (w250 * Float(bitPattern: 0x3e2aaaab))) - (w244 * Float(bitPattern: 0x3daaaaab)))
-          var w286: Float = w250
-          arena[((3289184 +% (ci231 *% 16)) +% ((part230 *% 8) +% co232))] = w251
-          arena[((3289440 +% (ci231 *% 16)) +% ((part230 *% 8) +% co232))] = w252
-          arena[((3289696 +% (ci231 *% 16)) +% ((part230 *% 8) +% co232))] = w253
-          arena[((3289952 +% (ci231 *% 16)) +% ((part230 *% 8) +% co232))] = w254
-          arena[((3290208 +% (ci231 *% 16)) +% ((part230 *% 8) +% co232))] = w255
-          arena[((3290464 +% (ci231 *% 16)) +% ((part230 *% 8) +% co232))] = w256
-          arena[((3290720 +% (ci231 *% 16)) +% ((part230 *% 8) +% co232))] = w257
-          arena[((3290976 +% (ci231 *% 16)) +% ((part230 *% 8) +% co232))] = w258
-          arena[((3291232 +% (ci231 *% 16)) +% ((part230 *% 8) +% co232))] = w259
-          arena[((3291488 +% (ci231 *% 16)) +% ((part230 *% 8) +% co232))] = w260
-          arena[((3291744 +% (ci231 *% 16)) +% ((part230 *% 8) +% co232))] = w261
-          arena[((3292000 +% (ci231 *% 16)) +% ((part230 *% 8) +% co232))] = w262
-          arena[((3292256 +% (ci231 *% 16)) +% ((part230 *% 8) +% co232))] = w263
-          arena[((3292512 +% (ci231 *% 16)) +% ((part230 *% 8) +% co232))] = w264
-          arena[((3292768 +% (ci231 *% 16)) +% ((part230 *% 8) +% co232))] = w265
-          arena[((3293024 +% (ci231 *% 16)) +% ((part230 *% 8) +% co232))] = w266
-          arena[((3293280 +% (ci231 *% 16)) +% ((part230 *% 8) +% co232))] = w267
-          arena[((3293536 +% (ci231 *% 16)) +% ((part230 *% 8) +% co232))] = w268
-          arena[((3293792 +% (ci231 *% 16)) +% ((part230 *% 8) +% co232))] = w269
-          arena[((3294048 +% (ci231 *% 16)) +% ((part230 *% 8) +% co232))] = w270
-          arena[((3294304 +% (ci231 *% 16)) +% ((part230 *% 8) +% co232))] = w271
-          arena[((3294560 +% (ci231 *% 16)) +% ((part230 *% 8) +% co232))] = w272
-          arena[((3294816 +% (ci231 *% 16)) +% ((part230 *% 8) +% co232))] = w273
-          arena[((3295072 +% (ci231 *% 16)) +% ((part230 *% 8) +% co232))] = w274
-          arena[((3295328 +% (ci231 *% 16)) +% ((part230 *% 8) +% co232))] = w275
-          arena[((3295584 +% (ci231 *% 16)) +% ((part230 *% 8) +% co232))] = w276
-          arena[((3295840 +% (ci231 *% 16)) +% ((part230 *% 8) +% co232))] = w277
-          arena[((3296096 +% (ci231 *% 16)) +% ((part230 *% 8) +% co232))] = w278
-          arena[((3296352 +% (ci231 *% 16)) +% ((part230 *% 8) +% co232))] = w279
-          arena[((3296608 +% (ci231 *% 16)) +% ((part230 *% 8) +% co232))] = w280
-          arena[((3296864 +% (ci231 *% 16)) +% ((part230 *% 8) +% co232))] = w281
-          arena[((3297120 +% (ci231 *% 16)) +% ((part230 *% 8) +% co232))] = w282
-          arena[((3297376 +% (ci231 *% 16)) +% ((part230 *% 8) +% co232))] = w283
-          arena[((3297632 +% (ci231 *% 16)) +% ((part230 *% 8) +% co232))] = w284
-          arena[((3297888 +% (ci231 *% 16)) +% ((part230 *% 8) +% co232))] = w285
-          arena[((3298144 +% (ci231 *% 16)) +% ((part230 *% 8) +% co232))] = w286
+    parallelFor(pool, 2) { part253 in
+      for ci254 in 0..<16 {
+        for co255 in 0..<8 {
+          var w256: Float = (params[(2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9))] * Float(bitPattern: 0x3e800000))
+          var w257: Float = ((((Float(-1) * params[(2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9))]) - params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 3)]) - params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 6)]) * Float(bitPattern: 0x3e2aaaab))
+          var w258: Float = (((params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 3)] - params[(2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9))]) - params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 6)]) * Float(bitPattern: 0x3e2aaaab))
+          var w259: Float = (((params[(2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9))] * Float(bitPattern: 0x3d2aaaab)) + (params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 3)] * Float(bitPattern: 0x3daaaaab))) + (params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 6)] * Float(bitPattern: 0x3e2aaaab)))
+          var w260: Float = (((params[(2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9))] * Float(bitPattern: 0x3d2aaaab)) + (params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 6)] * Float(bitPattern: 0x3e2aaaab))) - (params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 3)] * Float(bitPattern: 0x3daaaaab)))
+          var w261: Float = params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 6)]
+          var w262: Float = (params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 1)] * Float(bitPattern: 0x3e800000))
+          var w263: Float = ((((Float(-1) * params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 1)]) - params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 4)]) - params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 7)]) * Float(bitPattern: 0x3e2aaaab))
+          var w264: Float = (((params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 4)] - params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 1)]) - params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 7)]) * Float(bitPattern: 0x3e2aaaab))
+          var w265: Float = (((params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 1)] * Float(bitPattern: 0x3d2aaaab)) + (params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 4)] * Float(bitPattern: 0x3daaaaab))) + (params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 7)] * Float(bitPattern: 0x3e2aaaab)))
+          var w266: Float = (((params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 1)] * Float(bitPattern: 0x3d2aaaab)) + (params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 7)] * Float(bitPattern: 0x3e2aaaab))) - (params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 4)] * Float(bitPattern: 0x3daaaaab)))
+          var w267: Float = params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 7)]
+          var w268: Float = (params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 2)] * Float(bitPattern: 0x3e800000))
+          var w269: Float = ((((Float(-1) * params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 2)]) - params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 5)]) - params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 8)]) * Float(bitPattern: 0x3e2aaaab))
+          var w270: Float = (((params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 5)] - params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 2)]) - params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 8)]) * Float(bitPattern: 0x3e2aaaab))
+          var w271: Float = (((params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 2)] * Float(bitPattern: 0x3d2aaaab)) + (params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 5)] * Float(bitPattern: 0x3daaaaab))) + (params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 8)] * Float(bitPattern: 0x3e2aaaab)))
+          var w272: Float = (((params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 2)] * Float(bitPattern: 0x3d2aaaab)) + (params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 8)] * Float(bitPattern: 0x3e2aaaab))) - (params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 5)] * Float(bitPattern: 0x3daaaaab)))
+          var w273: Float = params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 8)]
+          var w274: Float = (w256 * Float(bitPattern: 0x3e800000))
+          var w275: Float = ((((Float(-1) * w256) - w262) - w268) * Float(bitPattern: 0x3e2aaaab))
+          var w276: Float = (((w262 - w256) - w268) * Float(bitPattern: 0x3e2aaaab))
+          var w277: Float = (((w256 * Float(bitPattern: 0x3d2aaaab)) + (w262 * Float(bitPattern: 0x3daaaaab))) + (w268 * Float(bitPattern: 0x3e2aaaab)))
+          var w278: Float = (((w256 * Float(bitPattern: 0x3d2aaaab)) + (w268 * Float(bitPattern: 0x3e2aaaab))) - (w262 * Float(bitPattern: 0x3daaaaab)))
+          var w279: Float = w268
+          var w280: Float = (w257 * Float(bitPattern: 0x3e800000))
+          var w281: Float = ((((Float(-1) * w257) - w263) - w269) * Float(bitPattern: 0x3e2aaaab))
+          var w282: Float = (((w263 - w257) - w269) * Float(bitPattern: 0x3e2aaaab))
+          var w283: Float = (((w257 * Float(bitPattern: 0x3d2aaaab)) + (w263 * Float(bitPattern: 0x3daaaaab))) + (w269 * Float(bitPattern: 0x3e2aaaab)))
+          var w284: Float = (((w257 * Float(bitPattern: 0x3d2aaaab)) + (w269 * Float(bitPattern: 0x3e2aaaab))) - (w263 * Float(bitPattern: 0x3daaaaab)))
+          var w285: Float = w269
+          var w286: Float = (w258 * Float(bitPattern: 0x3e800000))
+          var w287: Float = ((((Float(-1) * w258) - w264) - w270) * Float(bitPattern: 0x3e2aaaab))
+          var w288: Float = (((w264 - w258) - w270) * Float(bitPattern: 0x3e2aaaab))
+          var w289: Float = (((w258 * Float(bitPattern: 0x3d2aaaab)) + (w264 * Float(bitPattern: 0x3daaaaab))) + (w270 * Float(bitPattern: 0x3e2aaaab)))
+          var w290: Float = (((w258 * Float(bitPattern: 0x3d2aaaab)) + (w270 * Float(bitPattern: 0x3e2aaaab))) - (w264 * Float(bitPattern: 0x3daaaaab)))
+          var w291: Float = w270
+          var w292: Float = (w259 * Float(bitPattern: 0x3e800000))
+          var w293: Float = ((((Float(-1) * w259) - w265) - w271) * Float(bitPattern: 0x3e2aaaab))
+          var w294: Float = (((w265 - w259) - w271) * Float(bitPattern: 0x3e2aaaab))
+          var w295: Float = (((w259 * Float(bitPattern: 0x3d2aaaab)) + (w265 * Float(bitPattern: 0x3daaaaab))) + (w271 * Float(bitPattern: 0x3e2aaaab)))
+          var w296: Float = (((w259 * Float(bitPattern: 0x3d2aaaab)) + (w271 * Float(bitPattern: 0x3e2aaaab))) - (w265 * Float(bitPattern: 0x3daaaaab)))
+          var w297: Float = w271
+          var w298: Float = (w260 * Float(bitPattern: 0x3e800000))
+          var w299: Float = ((((Float(-1) * w260) - w266) - w272) * Float(bitPattern: 0x3e2aaaab))
+          var w300: Float = (((w266 - w260) - w272) * Float(bitPattern: 0x3e2aaaab))
+          var w301: Float = (((w260 * Float(bitPattern: 0x3d2aaaab)) + (w266 * Float(bitPattern: 0x3daaaaab))) + (w272 * Float(bitPattern: 0x3e2aaaab)))
+          var w302: Float = (((w260 * Float(bitPattern: 0x3d2aaaab)) + (w272 * Float(bitPattern: 0x3e2aaaab))) - (w266 * Float(bitPattern: 0x3daaaaab)))
+          var w303: Float = w272
+          var w304: Float = (w261 * Float(bitPattern: 0x3e800000))
+          var w305: Float = ((((Float(-1) * w261) - w267) - w273) * Float(bitPattern: 0x3e2aaaab))
+          var w306: Float = (((w267 - w261) - w273) * Float(bitPattern: 0x3e2aaaab))
+          var w307: Float = (((w261 * Float(bitPattern: 0x3d2aaaab)) + (w267 * Float(bitPattern: 0x3daaaaab))) + (w273 * Float(bitPattern: 0x3e2aaaab)))
+          var w308: Float = (((w261 * Float(bitPattern: 0x3d2aaaab)) + (w273 * Float(bitPattern: 0x3e2aaaab))) - (w267 * Float(bitPattern: 0x3daaaaab)))
+          var w309: Float = w273
+          arena[((3289616 +% (ci254 *% 16)) +% ((part253 *% 8) +% co255))] = w274
+          arena[((3289872 +% (ci254 *% 16)) +% ((part253 *% 8) +% co255))] = w275
+          arena[((3290128 +% (ci254 *% 16)) +% ((part253 *% 8) +% co255))] = w276
+          arena[((3290384 +% (ci254 *% 16)) +% ((part253 *% 8) +% co255))] = w277
+          arena[((3290640 +% (ci254 *% 16)) +% ((part253 *% 8) +% co255))] = w278
+          arena[((3290896 +% (ci254 *% 16)) +% ((part253 *% 8) +% co255))] = w279
+          arena[((3291152 +% (ci254 *% 16)) +% ((part253 *% 8) +% co255))] = w280
+          arena[((3291408 +% (ci254 *% 16)) +% ((part253 *% 8) +% co255))] = w281
+          arena[((3291664 +% (ci254 *% 16)) +% ((part253 *% 8) +% co255))] = w282
+          arena[((3291920 +% (ci254 *% 16)) +% ((part253 *% 8) +% co255))] = w283
+          arena[((3292176 +% (ci254 *% 16)) +% ((part253 *% 8) +% co255))] = w284
+          arena[((3292432 +% (ci254 *% 16)) +% ((part253 *% 8) +% co255))] = w285
+          arena[((3292688 +% (ci254 *% 16)) +% ((part253 *% 8) +% co255))] = w286
+          arena[((3292944 +% (ci254 *% 16)) +% ((part253 *% 8) +% co255))] = w287
+          arena[((3293200 +% (ci254 *% 16)) +% ((part253 *% 8) +% co255))] = w288
+          arena[((3293456 +% (ci254 *% 16)) +% ((part253 *% 8) +% co255))] = w289
+          arena[((3293712 +% (ci254 *% 16)) +% ((part253 *% 8) +% co255))] = w290
+          arena[((3293968 +% (ci254 *% 16)) +% ((part253 *% 8) +% co255))] = w291
+          arena[((3294224 +% (ci254 *% 16)) +% ((part253 *% 8) +% co255))] = w292
+          arena[((3294480 +% (ci254 *% 16)) +% ((part253 *% 8) +% co255))] = w293
+          arena[((3294736 +% (ci254 *% 16)) +% ((part253 *% 8) +% co255))] = w294
+          arena[((3294992 +% (ci254 *% 16)) +% ((part253 *% 8) +% co255))] = w295
+          arena[((3295248 +% (ci254 *% 16)) +% ((part253 *% 8) +% co255))] = w296
+          arena[((3295504 +% (ci254 *% 16)) +% ((part253 *% 8) +% co255))] = w297
+          arena[((3295760 +% (ci254 *% 16)) +% ((part253 *% 8) +% co255))] = w298
+          arena[((3296016 +% (ci254 *% 16)) +% ((part253 *% 8) +% co255))] = w299
+          arena[((3296272 +% (ci254 *% 16)) +% ((part253 *% 8) +% co255))] = w300
+          arena[((3296528 +% (ci254 *% 16)) +% ((part253 *% 8) +% co255))] = w301
+          arena[((3296784 +% (ci254 *% 16)) +% ((part253 *% 8) +% co255))] = w302
+          arena[((3297040 +% (ci254 *% 16)) +% ((part253 *% 8) +% co255))] = w303
+          arena[((3297296 +% (ci254 *% 16)) +% ((part253 *% 8) +% co255))] = w304
+          arena[((3297552 +% (ci254 *% 16)) +% ((part253 *% 8) +% co255))] = w305
+          arena[((3297808 +% (ci254 *% 16)) +% ((part253 *% 8) +% co255))] = w306
+          arena[((3298064 +% (ci254 *% 16)) +% ((part253 *% 8) +% co255))] = w307
+          arena[((3298320 +% (ci254 *% 16)) +% ((part253 *% 8) +% co255))] = w308
+          arena[((3298576 +% (ci254 *% 16)) +% ((part253 *% 8) +% co255))] = w309
         }
       }
     }
-    parallelFor(pool, 2) { part478 in
-      for ci479 in 0..<32 {
-        for co480 in 0..<16 {
-          var w481: Float = (params[(9808 +% (((((part478 *% 16) +% co480) *% 32) +% ci479) *% 9))] * Float(bitPattern: 0x3e800000))
-          var w482: Float = ((((Float(-1) * params[(9808 +% (((((part478 *% 16) +% co480) *% 32) +% ci479) *% 9))]) - params[((9808 +% (((((part478 *% 16) +% co480) *% 32) +% ci479) *% 9)) +% 3)]) - params[((9808 +% (((((part478 *% 16) +% co480) *% 32) +% ci479) *% 9)) +% 6)]) * Float(bitPattern: 0x3e2aaaab))
-          var w483: Float = (((params[((9808 +% (((((part478 *% 16) +% co480) *% 32) +% ci479) *% 9)) +% 3)] - params[(9808 +% (((((part478 *% 16) +% co480) *% 32) +% ci479) *% 9))]) - params[((9808 +% (((((part478 *% 16) +% co480) *% 32) +% ci479) *% 9)) +% 6)]) * Float(bitPattern: 0x3e2aaaab))
-          var w484: Float = (((params[(9808 +% (((((part478 *% 16) +% co480) *% 32) +% ci479) *% 9))] * Float(bitPattern: 0x3d2aaaab)) + (params[((9808 +% (((((part478 *% 16) +% co480) *% 32) +% ci479) *% 9)) +% 3)] * Float(bitPattern: 0x3daaaaab))) + (params[((9808 +% (((((part478 *% 16) +% co480) *% 32) +% ci479) *% 9)) +% 6)] * Float(bitPattern: 0x3e2aaaab)))
-          var w485: Float = (((params[(9808 +% (((((part478 *% 16) +% co480) *% 32) +% ci479) *% 9))] * Float(bitPattern: 0x3d2aaaab)) + (params[((9808 +% (((((part478 *% 16) +% co480) *% 32) +% ci479) *% 9)) +% 6)] * Float(bitPattern: 0x3e2aaaab))) - (params[((9808 +% (((((part478 *% 16) +% co480) *% 32) +% ci479) *% 9)) +% 3)] * Float(bitPattern: 0x3daaaaab)))
-          var w486: Float = params[((9808 +% (((((part478 *% 16) +% co480) *% 32) +% ci479) *% 9)) +% 6)]
-          var w487: Float = (params[((9808 +% (((((part478 *% 16) +% co480) *% 32) +% ci479) *% 9)) +% 1)] * Float(bitPattern: 0x3e800000))
-          var w488: Float = ((((Float(-1) * params[((9808 +% (((((part478 *% 16) +% co480) *% 32) +% ci479) *% 9)) +% 1)]) - params[((9808 +% (((((part478 *% 16) +% co480) *% 32) +% ci479) *% 9)) +% 4)]) - params[((9808 +% (((((part478 *% 16) +% co480) *% 32) +% ci479) *% 9)) +% 7)]) * Float(bitPattern: 0x3e2aaaab))
-          var w489: Float = (((params[((9808 +% (((((part478 *% 16) +% co480) *% 32) +% ci479) *% 9)) +% 4)] - params[((9808 +% (((((part478 *% 16) +% co480) *% 32) +% ci479) *% 9)) +% 1)]) - params[((9808 +% (((((part478 *% 16) +% co480) *% 32) +% ci479) *% 9)) +% 7)]) * Float(bitPattern: 0x3e2aaaab))
-          var w490: Float = (((params[((9808 +% (((((part478 *% 16) +% co480) *% 32) +% ci479) *% 9)) +% 1)] * Float(bitPattern: 0x3d2aaaab)) + (params[((9808 +% (((((part478 *% 16) +% co480) *% 32) +% ci479) *% 9)) +% 4)] * Float(bitPattern: 0x3daaaaab))) + (params[((9808 +% (((((part478 *% 16) +% co480) *% 32) +% ci479) *% 9)) +% 7)] * Float(bitPattern: 0x3e2aaaab)))
-          var w491: Float = (((params[((9808 +% (((((part478 *% 16) +% co480) *% 32) +% ci479) *% 9)) +% 1)] * Float(bitPattern: 0x3d2aaaab)) + (params[((9808 +% (((((part478 *% 16) +% co480) *% 32) +% ci479) *% 9)) +% 7)] * Float(bitPattern: 0x3e2aaaab))) - (params[((9808 +% (((((part478 *% 16) +% co480) *% 32) +% ci479) *% 9)) +% 4)] * Float(bitPattern: 0x3daaaaab)))
-          var w492: Float = params[((9808 +% (((((part478 *% 16) +% co480) *% 32) +% ci479) *% 9)) +% 7)]
-          var w493: Float = (params[((9808 +% (((((part478 *% 16) +% co480) *% 32) +% ci479) *% 9)) +% 2)] * Float(bitPattern: 0x3e800000))
-          var w494: Float = ((((Float(-1) * params[((9808 +% (((((part478 *% 16) +% co480) *% 32) +% ci479) *% 9)) +% 2)]) - params[((9808 +% (((((part478 *% 16) +% co480) *% 32) +% ci479) *% 9)) +% 5)]) - params[((9808 +% (((((part478 *% 16) +% co480) *% 32) +% ci479) *% 9)) +% 8)]) * Float(bitPattern: 0x3e2aaaab))
-          var w495: Float = (((params[((9808 +% (((((part478 *% 16) +% co480) *% 32) +% ci479) *% 9)) +% 5)] - params[((9808 +% (((((part478 *% 16) +% co480) *% 32) +% ci479) *% 9)) +% 2)]) - params[((9808 +% (((((part478 *% 16) +% co480) *% 32) +% ci479) *% 9)) +% 8)]) * Float(bitPattern: 0x3e2aaaab))
-          var w496: Float = (((params[((9808 +% (((((part478 *% 16) +% co480) *% 32) +% ci479) *% 9)) +% 2)] * Float(bitPattern: 0x3d2aaaab)) + (params[((9808 +% (((((part478 *% 16) +% co480) *% 32) +% ci479) *% 9)) +% 5)] * Float(bitPattern: 0x3daaaaab))) + (params[((9808 +% (((((part478 *% 16) +% co480) *% 32) +% ci479) *% 9)) +% 8)] * Float(bitPattern: 0x3e2aaaab)))
-          var w497: Float = (((params[((9808 +% (((((part478 *% 16) +% co480) *% 32) +% ci479) *% 9)) +% 2)] * Float(bitPattern: 0x3d2aaaab)) + (params[((9808 +% (((((part478 *% 16) +% co480) *% 32) +% ci479) *% 9)) +% 8)] * Float(bitPattern: 0x3e2aaaab))) - (params[((9808 +% (((((part478 *% 16) +% co480) *% 32) +% ci479) *% 9)) +% 5)] * Float(bitPattern: 0x3daaaaab)))
-          var w498: Float = params[((9808 +% (((((part478 *% 16) +% co480) *% 32) +% ci479) *% 9)) +% 8)]
-          var w499: Float = (w481 * Float(bitPattern: 0x3e800000))
-          var w500: Float = ((((Float(-1) * w481) - w487) - w493) * Float(bitPattern: 0x3e2aaaab))
-          var w501: Float = (((w487 - w481) - w493) * Float(bitPattern: 0x3e2aaaab))
-          var w502: Float = (((w481 * Float(bitPattern: 0x3d2aaaab)) + (w487 * Float(bitPattern: 0x3daaaaab))) + (w493 * Float(bitPattern: 0x3e2aaaab)))
-          var w503: Float = (((w481 * Float(bitPattern: 0x3d2aaaab)) + (w493 * Float(bitPattern: 0x3e2aaaab))) - (w487 * Float(bitPattern: 0x3daaaaab)))
-          var w504: Float = w493
-          var w505: Float = (w482 * Float(bitPattern: 0x3e800000))
-          var w506: Float = ((((Float(-1) * w482) - w488) - w494) * Float(bitPattern: 0x3e2aaaab))
-          var w507: Float = (((w488 - w482) - w494) * Float(bitPattern: 0x3e2aaaab))
-          var w508: Float = (((w482 * Float(bitPattern: 0x3d2aaaab)) + (w488 * Float(bitPattern: 0x3daaaaab))) + (w494 * Float(bitPattern: 0x3e2aaaab)))
-          var w509: Float = (((w482 * Float(bitPattern: 0x3d2aaaab)) + (w494 * Float(bitPattern: 0x3e2aaaab))) - (w488 * Float(bitPattern: 0x3daaaaab)))
-          var w510: Float = w494
-          var w511: Float = (w483 * Float(bitPattern: 0x3e800000))
-          var w512: Float = ((((Float(-1) * w483) - w489) - w495) * Float(bitPattern: 0x3e2aaaab))
-          var w513: Float = (((w489 - w483) - w495) * Float(bitPattern: 0x3e2aaaab))
-          var w514: Float = (((w483 * Float(bitPattern: 0x3d2aaaab)) + (w489 * Float(bitPattern: 0x3daaaaab))) + (w495 * Float(bitPattern: 0x3e2aaaab)))
-          var w515: Float = (((w483 * Float(bitPattern: 0x3d2aaaab)) + (w495 * Float(bitPattern: 0x3e2aaaab))) - (w489 * Float(bitPattern: 0x3daaaaab)))
-          var w516: Float = w495
-          var w517: Float = (w484 * Float(bitPattern: 0x3e800000))
-          var w518: Float = ((((Float(-1) * w484) - w490) - w496) * Float(bitPattern: 0x3e2aaaab))
-          var w519: Float = (((w490 - w484) - w496) * Float(bitPattern: 0x3e2aaaab))
-          var w520: Float = (((w484 * Float(bitPattern: 0x3d2aaaab)) + (w490 * Float(bitPattern: 0x3daaaaab))) + (w496 * Float(bitPattern: 0x3e2aaaab)))
-          var w521: Float = (((w484 * Float(bitPattern: 0x3d2aaaab)) + (w496 * Float(bitPattern: 0x3e2aaaab))) - (w490 * Float(bitPattern: 0x3daaaaab)))
-          var w522: Float = w496
-          var w523: Float = (w485 * Float(bitPattern: 0x3e800000))
-          var w524: Float = ((((Float(-1) * w485) - w491) - w497) * Float(bitPattern: 0x3e2aaaab))
-          var w525: Float = (((w491 - w485) - w497) * Float(bitPattern: 0x3e2aaaab))
-          var w526: Float = (((w485 * Float(bitPattern: 0x3d2aaaab)) + (w491 * Float(bitPattern: 0x3daaaaab))) + (w497 * Float(bitPattern: 0x3e2aaaab)))
-          var w527: Float = (((w485 * Float(bitPattern: 0x3d2aaaab)) + (w497 * Float(bitPattern: 0x3e2aaaab))) - (w491 * Float(bitPattern: 0x3daaaaab)))
-          var w528: Float = w497
-          var w529: Float = (w486 * Float(bitPattern: 0x3e800000))
-          var w530: Float = ((((Float(-1) * w486) - w492) - w498) * Float(bitPattern: 0x3e2aaaab))
-          var w531: Float = (((w492 - w486) - w498) * Float(bitPattern: 0x3e2aaaab))
-          var w532: Float = (((w486 * Float(bitPattern: 0x3d2aaaab)) + (w492 * Float(bitPattern: 0x3daaaaab))) + (w498 * Float(bitPattern: 0x3e2aaaab)))
-          var w533: Float = (((w486 * Float(bitPattern: 0x3d2aaaab)) + (w498 * Float(bitPattern: 0x3e2aaaab))) - (w492 * Float(bitPattern: 0x3daaaaab)))
-          var w534: Float = w498
-          arena[((3298400 +% (ci479 *% 32)) +% ((part478 *% 16) +% co480))] = w499
-          arena[((3299424 +% (ci479 *% 32)) +% ((part478 *% 16) +% co480))] = w500
-          arena[((3300448 +% (ci479 *% 32)) +% ((part478 *% 16) +% co480))] = w501
-          arena[((3301472 +% (ci479 *% 32)) +% ((part478 *% 16) +% co480))] = w502
-          arena[((3302496 +% (ci479 *% 32)) +% ((part478 *% 16) +% co480))] = w503
-          arena[((3303520 +% (ci479 *% 32)) +% ((part478 *% 16) +% co480))] = w504
-          arena[((3304544 +% (ci479 *% 32)) +% ((part478 *% 16) +% co480))] = w505
-          arena[((3305568 +% (ci479 *% 32)) +% ((part478 *% 16) +% co480))] = w506
-          arena[((3306592 +% (ci479 *% 32)) +% ((part478 *% 16) +% co480))] = w507
-          arena[((3307616 +% (ci479 *% 32)) +% ((part478 *% 16) +% co480))] = w508
-          arena[((3308640 +% (ci479 *% 32)) +% ((part478 *% 16) +% co480))] = w509
-          arena[((3309664 +% (ci479 *% 32)) +% ((part478 *% 16) +% co480))] = w510
-          arena[((3310688 +% (ci479 *% 32)) +% ((part478 *% 16) +% co480))] = w511
-          arena[((3311712 +% (ci479 *% 32)) +% ((part478 *% 16) +% co480))] = w512
-          arena[((3312736 +% (ci479 *% 32)) +% ((part478 *% 16) +% co480))] = w513
-          arena[((3313760 +% (ci479 *% 32)) +% ((part478 *% 16) +% co480))] = w514
-          arena[((3314784 +% (ci479 *% 32)) +% ((part478 *% 16) +% co480))] = w515
-          arena[((3315808 +% (ci479 *% 32)) +% ((part478 *% 16) +% co480))] = w516
-          arena[((3316832 +% (ci479 *% 32)) +% ((part478 *% 16) +% co480))] = w517
-          arena[((3317856 +% (ci479 *% 32)) +% ((part478 *% 16) +% co480))] = w518
-          arena[((3318880 +% (ci479 *% 32)) +% ((part478 *% 16) +% co480))] = w519
-          arena[((3319904 +% (ci479 *% 32)) +% ((part478 *% 16) +% co480))] = w520
-          arena[((3320928 +% (ci479 *% 32)) +% ((part478 *% 16) +% co480))] = w521
-          arena[((3321952 +% (ci479 *% 32)) +% ((part478 *% 16) +% co480))] = w522
-          arena[((3322976 +% (ci479 *% 32)) +% ((part478 *% 16) +% co480))] = w523
-          arena[((3324000 +% (ci479 *% 32)) +% ((part478 *% 16) +% co480))] = w524
-          arena[((3325024 +% (ci479 *% 32)) +% ((part478 *% 16) +% co480))] = w525
-          arena[((3326048 +% (ci479 *% 32)) +% ((part478 *% 16) +% co480))] = w526
-          arena[((3327072 +% (ci479 *% 32)) +% ((part478 *% 16) +% co480))] = w527
-          arena[((3328096 +% (ci479 *% 32)) +% ((part478 *% 16) +% co480))] = w528
-          arena[((3329120 +% (ci479 *% 32)) +% ((part478 *% 16) +% co480))] = w529
-          arena[((3330144 +% (ci479 *% 32)) +% ((part478 *% 16) +% co480))] = w530
-          arena[((3331168 +% (ci479 *% 32)) +% ((part478 *% 16) +% co480))] = w531
-          arena[((3332192 +% (ci479 *% 32)) +% ((part478 *% 16) +% co480))] = w532
-          arena[((3333216 +% (ci479 *% 32)) +% ((part478 *% 16) +% co480))] = w533
-          arena[((3334240 +% (ci479 *% 32)) +% ((part478 *% 16) +% co480))] = w534
+    for c450 in 0..<16 {
+      for f451 in 0..<32 {
+        arena[(3298832 +% ((((f451 / 16) *% 2304) +% (c450 *% 16)) +% (f451 % 16)))] = params[((5136 +% (f451 *% 144)) +% (c450 *% 9))]
+      }
+      for f452 in 0..<32 {
+        arena[(3298832 +% ((((f452 / 16) *% 2304) +% ((c450 +% 16) *% 16)) +% (f452 % 16)))] = params[(((5136 +% (f452 *% 144)) +% (c450 *% 9)) +% 1)]
+      }
+      for f453 in 0..<32 {
+        arena[(3298832 +% ((((f453 / 16) *% 2304) +% ((c450 +% 32) *% 16)) +% (f453 % 16)))] = params[(((5136 +% (f453 *% 144)) +% (c450 *% 9)) +% 2)]
+      }
+      for f454 in 0..<32 {
+        arena[(3298832 +% ((((f454 / 16) *% 2304) +% ((c450 +% 48) *% 16)) +% (f454 % 16)))] = params[(((5136 +% (f454 *% 144)) +% (c450 *% 9)) +% 3)]
+      }
+      for f455 in 0..<32 {
+        arena[(3298832 +% ((((f455 / 16) *% 2304) +% ((c450 +% 64) *% 16)) +% (f455 % 16)))] = params[(((5136 +% (f455 *% 144)) +% (c450 *% 9)) +% 4)]
+      }
+      for f456 in 0..<32 {
+        arena[(3298832 +% ((((f456 / 16) *% 2304) +% ((c450 +% 80) *% 16)) +% (f456 % 16)))] = params[(((5136 +% (f456 *% 144)) +% (c450 *% 9)) +% 5)]
+      }
+      for f457 in 0..<32 {
+        arena[(3298832 +% ((((f457 / 16) *% 2304) +% ((c450 +% 96) *% 16)) +% (f457 % 16)))] = params[(((5136 +% (f457 *% 144)) +% (c450 *% 9)) +% 6)]
+      }
+      for f458 in 0..<32 {
+        arena[(3298832 +% ((((f458 / 16) *% 2304) +% ((c450 +% 112) *% 16)) +% (f458 % 16)))] = params[(((5136 +% (f458 *% 144)) +% (c450 *% 9)) +% 7)]
+      }
+      for f459 in 0..<32 {
+        arena[(3298832 +% ((((f459 / 16) *% 2304) +% ((c450 +% 128) *% 16)) +% (f459 % 16)))] = params[(((5136 +% (f459 *% 144)) +% (c450 *% 9)) +% 8)]
+      }
+    }
+    for c515 in 0..<16 {
+      for f516 in 0..<32 {
+        arena[(3303440 +% ((((f516 / 16) *% 256) +% (c515 *% 16)) +% (f516 % 16)))] = params[((19088 +% (f516 *% 16)) +% c515)]
+      }
+    }
+    parallelFor(pool, 2) { part544 in
+      for ci545 in 0..<32 {
+        for co546 in 0..<16 {
+          var w547: Float = (params[(9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9))] * Float(bitPattern: 0x3e800000))
+          var w548: Float = ((((Float(-1) * params[(9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9))]) - params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 3)]) - params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 6)]) * Float(bitPattern: 0x3e2aaaab))
+          var w549: Float = (((params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 3)] - params[(9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9))]) - params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 6)]) * Float(bitPattern: 0x3e2aaaab))
+          var w550: Float = (((params[(9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9))] * Float(bitPattern: 0x3d2aaaab)) + (params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 3)] * Float(bitPattern: 0x3daaaaab))) + (params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 6)] * Float(bitPattern: 0x3e2aaaab)))
+          var w551: Float = (((params[(9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9))] * Float(bitPattern: 0x3d2aaaab)) + (params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 6)] * Float(bitPattern: 0x3e2aaaab))) - (params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 3)] * Float(bitPattern: 0x3daaaaab)))
+          var w552: Float = params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 6)]
+          var w553: Float = (params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 1)] * Float(bitPattern: 0x3e800000))
+          var w554: Float = ((((Float(-1) * params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 1)]) - params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 4)]) - params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 7)]) * Float(bitPattern: 0x3e2aaaab))
+          var w555: Float = (((params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 4)] - params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 1)]) - params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 7)]) * Float(bitPattern: 0x3e2aaaab))
+          var w556: Float = (((params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 1)] * Float(bitPattern: 0x3d2aaaab)) + (params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 4)] * Float(bitPattern: 0x3daaaaab))) + (params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 7)] * Float(bitPattern: 0x3e2aaaab)))
+          var w557: Float = (((params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 1)] * Float(bitPattern: 0x3d2aaaab)) + (params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 7)] * Float(bitPattern: 0x3e2aaaab))) - (params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 4)] * Float(bitPattern: 0x3daaaaab)))
+          var w558: Float = params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 7)]
+          var w559: Float = (params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 2)] * Float(bitPattern: 0x3e800000))
+          var w560: Float = ((((Float(-1) * params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 2)]) - params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 5)]) - params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 8)]) * Float(bitPattern: 0x3e2aaaab))
+          var w561: Float = (((params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 5)] - params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 2)]) - params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 8)]) * Float(bitPattern: 0x3e2aaaab))
+          var w562: Float = (((params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 2)] * Float(bitPattern: 0x3d2aaaab)) + (params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 5)] * Float(bitPattern: 0x3daaaaab))) + (params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 8)] * Float(bitPattern: 0x3e2aaaab)))
+          var w563: Float = (((params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 2)] * Float(bitPattern: 0x3d2aaaab)) + (params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 8)] * Float(bitPattern: 0x3e2aaaab))) - (params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 5)] * Float(bitPattern: 0x3daaaaab)))
+          var w564: Float = params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 8)]
+          var w565: Float = (w547 * Float(bitPattern: 0x3e800000))
+          var w566: Float = ((((Float(-1) * w547) - w553) - w559) * Float(bitPattern: 0x3e2aaaab))
+          var w567: Float = (((w553 - w547) - w559) * Float(bitPattern: 0x3e2aaaab))
+          var w568: Float = (((w547 * Float(bitPattern: 0x3d2aaaab)) + (w553 * Float(bitPattern: 0x3daaaaab))) + (w559 * Float(bitPattern: 0x3e2aaaab)))
+          var w569: Float = (((w547 * Float(bitPattern: 0x3d2aaaab)) + (w559 * Float(bitPattern: 0x3e2aaaab))) - (w553 * Float(bitPattern: 0x3daaaaab)))
+          var w570: Float = w559
+          var w571: Float = (w548 * Float(bitPattern: 0x3e800000))
+          var w572: Float = ((((Float(-1) * w548) - w554) - w560) * Float(bitPattern: 0x3e2aaaab))
+          var w573: Float = (((w554 - w548) - w560) * Float(bitPattern: 0x3e2aaaab))
+          var w574: Float = (((w548 * Float(bitPattern: 0x3d2aaaab)) + (w554 * Float(bitPattern: 0x3daaaaab))) + (w560 * Float(bitPattern: 0x3e2aaaab)))
+          var w575: Float = (((w548 * Float(bitPattern: 0x3d2aaaab)) + (w560 * Float(bitPattern: 0x3e2aaaab))) - (w554 * Float(bitPattern: 0x3daaaaab)))
+          var w576: Float = w560
+          var w577: Float = (w549 * Float(bitPattern: 0x3e800000))
+          var w578: Float = ((((Float(-1) * w549) - w555) - w561) * Float(bitPattern: 0x3e2aaaab))
+          var w579: Float = (((w555 - w549) - w561) * Float(bitPattern: 0x3e2aaaab))
+          var w580: Float = (((w549 * Float(bitPattern: 0x3d2aaaab)) + (w555 * Float(bitPattern: 0x3daaaaab))) + (w561 * Float(bitPattern: 0x3e2aaaab)))
+          var w581: Float = (((w549 * Float(bitPattern: 0x3d2aaaab)) + (w561 * Float(bitPattern: 0x3e2aaaab))) - (w555 * Float(bitPattern: 0x3daaaaab)))
+          var w582: Float = w561
+          var w583: Float = (w550 * Float(bitPattern: 0x3e800000))
+          var w584: Float = ((((Float(-1) * w550) - w556) - w562) * Float(bitPattern: 0x3e2aaaab))
+          var w585: Float = (((w556 - w550) - w562) * Float(bitPattern: 0x3e2aaaab))
+          var w586: Float = (((w550 * Float(bitPattern: 0x3d2aaaab)) + (w556 * Float(bitPattern: 0x3daaaaab))) + (w562 * Float(bitPattern: 0x3e2aaaab)))
+          var w587: Float = (((w550 * Float(bitPattern: 0x3d2aaaab)) + (w562 * Float(bitPattern: 0x3e2aaaab))) - (w556 * Float(bitPattern: 0x3daaaaab)))
+          var w588: Float = w562
+          var w589: Float = (w551 * Float(bitPattern: 0x3e800000))
+          var w590: Float = ((((Float(-1) * w551) - w557) - w563) * Float(bitPattern: 0x3e2aaaab))
+          var w591: Float = (((w557 - w551) - w563) * Float(bitPattern: 0x3e2aaaab))
+          var w592: Float = (((w551 * Float(bitPattern: 0x3d2aaaab)) + (w557 * Float(bitPattern: 0x3daaaaab))) + (w563 * Float(bitPattern: 0x3e2aaaab)))
+          var w593: Float = (((w551 * Float(bitPattern: 0x3d2aaaab)) + (w563 * Float(bitPattern: 0x3e2aaaab))) - (w557 * Float(bitPattern: 0x3daaaaab)))
+          var w594: Float = w563
+          var w595: Float = (w552 * Float(bitPattern: 0x3e800000))
+          var w596: Float = ((((Float(-1) * w552) - w558) - w564) * Float(bitPattern: 0x3e2aaaab))
+          var w597: Float = (((w558 - w552) - w564) * Float(bitPattern: 0x3e2aaaab))
+          var w598: Float = (((w552 * Float(bitPattern: 0x3d2aaaab)) + (w558 * Float(bitPattern: 0x3daaaaab))) + (w564 * Float(bitPattern: 0x3e2aaaab)))
+          var w599: Float = (((w552 * Float(bitPattern: 0x3d2aaaab)) + (w564 * Float(bitPattern: 0x3e2aaaab))) - (w558 * Float(bitPattern: 0x3daaaaab)))
+          var w600: Float = w564
+          arena[((3303952 +% (ci545 *% 32)) +% ((part544 *% 16) +% co546))] = w565
+          arena[((3304976 +% (ci545 *% 32)) +% ((part544 *% 16) +% co546))] = w566
+          arena[((3306000 +% (ci545 *% 32)) +% ((part544 *% 16) +% co546))] = w567
+          arena[((3307024 +% (ci545 *% 32)) +% ((part544 *% 16) +% co546))] = w568
+          arena[((3308048 +% (ci545 *% 32)) +% ((part544 *% 16) +% co546))] = w569
+          arena[((3309072 +% (ci545 *% 32)) +% ((part544 *% 16) +% co546))] = w570
+          arena[((3310096 +% (ci545 *% 32)) +% ((part544 *% 16) +% co546))] = w571
+          arena[((3311120 +% (ci545 *% 32)) +% ((part544 *% 16) +% co546))] = w572
+          arena[((3312144 +% (ci545 *% 32)) +% ((part544 *% 16) +% co546))] = w573
+          arena[((3313168 +% (ci545 *% 32)) +% ((part544 *% 16) +% co546))] = w574
+          arena[((3314192 +% (ci545 *% 32)) +% ((part544 *% 16) +% co546))] = w575
+          arena[((3315216 +% (ci545 *% 32)) +% ((part544 *% 16) +% co546))] = w576
+          arena[((3316240 +% (ci545 *% 32)) +% ((part544 *% 16) +% co546))] = w577
+          arena[((3317264 +% (ci545 *% 32)) +% ((part544 *% 16) +% co546))] = w578
+          arena[((3318288 +% (ci545 *% 32)) +% ((part544 *% 16) +% co546))] = w579
+          arena[((3319312 +% (ci545 *% 32)) +% ((part544 *% 16) +% co546))] = w580
+          arena[((3320336 +% (ci545 *% 32)) +% ((part544 *% 16) +% co546))] = w581
+          arena[((3321360 +% (ci545 *% 32)) +% ((part544 *% 16) +% co546))] = w582
+          arena[((3322384 +% (ci545 *% 32)) +% ((part544 *% 16) +% co546))] = w583
+          arena[((3323408 +% (ci545 *% 32)) +% ((part544 *% 16) +% co546))] = w584
+          arena[((3324432 +% (ci545 *% 32)) +% ((part544 *% 16) +% co546))] = w585
+          arena[((3325456 +% (ci545 *% 32)) +% ((part544 *% 16) +% co546))] = w586
+          arena[((3326480 +% (ci545 *% 32)) +% ((part544 *% 16) +% co546))] = w587
+          arena[((3327504 +% (ci545 *% 32)) +% ((part544 *% 16) +% co546))] = w588
+          arena[((3328528 +% (ci545 *% 32)) +% ((part544 *% 16) +% co546))] = w589
+          arena[((3329552 +% (ci545 *% 32)) +% ((part544 *% 16) +% co546))] = w590
+          arena[((3330576 +% (ci545 *% 32)) +% ((part544 *% 16) +% co546))] = w591
+          arena[((3331600 +% (ci545 *% 32)) +% ((part544 *% 16) +% co546))] = w592
+          arena[((3332624 +% (ci545 *% 32)) +% ((part544 *% 16) +% co546))] = w593
+          arena[((3333648 +% (ci545 *% 32)) +% ((part544 *% 16) +% co546))] = w594
+          arena[((3334672 +% (ci545 *% 32)) +% ((part544 *% 16) +% co546))] = w595
+          arena[((3335696 +% (ci545 *% 32)) +% ((part544 *% 16) +% co546))] = w596
+          arena[((3336720 +% (ci545 *% 32)) +% ((part544 *% 16) +% co546))] = w597
+          arena[((3337744 +% (ci545 *% 32)) +% ((part544 *% 16) +% co546))] = w598
+          arena[((3338768 +% (ci545 *% 32)) +% ((part544 *% 16) +% co546))] = w599
+          arena[((3339792 +% (ci545 *% 32)) +% ((part544 *% 16) +% co546))] = w600
         }
       }
     }
-    parallelFor(pool, 2) { part726 in
-      for ci727 in 0..<64 {
-        for co728 in 0..<32 {
-          var w729: Float = (params[(38224 +% (((((part726 *% 32) +% co728) *% 64) +% ci727) *% 9))] * Float(bitPattern: 0x3e800000))
-          var w730: Float = ((((Float(-1) * params[(38224 +% (((((part726 *% 32) +% co728) *% 64) +% ci727) *% 9))]) - params[((38224 +% (((((part726 *% 32) +% co728) *% 64) +% ci727) *% 9)) +% 3)]) - params[((38224 +% (((((part726 *% 32) +% co728) *% 64) +% ci727) *% 9)) +% 6)]) * Float(bitPattern: 0x3e2aaaab))
-          var w731: Float = (((params[((38224 +% (((((part726 *% 32) +% co728) *% 64) +% ci727) *% 9)) +% 3)] - params[(38224 +% (((((part726 *% 32) +% co728) *% 64) +% ci727) *% 9))]) - params[((38224 +% (((((part726 *% 32) +% co728) *% 64) +% ci727) *% 9)) +% 6)]) * Float(bitPattern: 0x3e2aaaab))
-          var w732: Float = (((params[(38224 +% (((((part726 *% 32) +% co728) *% 64) +% ci727) *% 9))] * Float(bitPattern: 0x3d2aaaab)) + (params[((38224 +% (((((part726 *% 32) +% co728) *% 64) +% ci727) *% 9)) +% 3)] * Float(bitPattern: 0x3daaaaab))) + (params[((38224 +% (((((part726 *% 32) +% co728) *% 64) +% ci727) *% 9)) +% 6)] * Float(bitPattern: 0x3e2aaaab)))
-          var w733: Float = (((params[(38224 +% (((((part726 *% 32) +% co728) *% 64) +% ci727) *% 9))] * Float(bitPattern: 0x3d2aaaab)) + (params[((38224 +% (((((part726 *% 32) +% co728) *% 64) +% ci727) *% 9)) +% 6)] * Float(bitPattern: 0x3e2aaaab))) - (params[((38224 +% (((((part726 *% 32) +% co728) *% 64) +% ci727) *% 9)) +% 3)] * Float(bitPattern: 0x3daaaaab)))
-          var w734: Float = params[((38224 +% (((((part726 *% 32) +% co728) *% 64) +% ci727) *% 9)) +% 6)]
-          var w735: Float = (params[((38224 +% (((((part726 *% 32) +% co728) *% 64) +% ci727) *% 9)) +% 1)] * Float(bitPattern: 0x3e800000))
-          var w736: Float = ((((Float(-1) * params[((38224 +% (((((part726 *% 32) +% co728) *% 64) +% ci727) *% 9)) +% 1)]) - params[((38224 +% (((((part726 *% 32) +% co728) *% 64) +% ci727) *% 9)) +% 4)]) - params[((38224 +% (((((part726 *% 32) +% co728) *% 64) +% ci727) *% 9)) +% 7)]) * Float(bitPattern: 0x3e2aaaab))
-          var w737: Float = (((params[((38224 +% (((((part726 *% 32) +% co728) *% 64) +% ci727) *% 9)) +% 4)] - params[((38224 +% (((((part726 *% 32) +% co728) *% 64) +% ci727) *% 9)) +% 1)]) - params[((38224 +% (((((part726 *% 32) +% co728) *% 64) +% ci727) *% 9)) +% 7)]) * Float(bitPattern: 0x3e2aaaab))
-          var w738: Float = (((params[((38224 +% (((((part726 *% 32) +% co728) *% 64) +% ci727) *% 9)) +% 1)] * Float(bitPattern: 0x3d2aaaab)) + (params[((38224 +% (((((part726 *% 32) +% co728) *% 64) +% ci727) *% 9)) +% 4)] * Float(bitPattern: 0x3daaaaab))) + (params[((38224 +% (((((part726 *% 32) +% co728) *% 64) +% ci727) *% 9)) +% 7)] * Float(bitPattern: 0x3e2aaaab)))
-          var w739: Float = (((params[((38224 +% (((((part726 *% 32) +% co728) *% 64) +% ci727) *% 9)) +% 1)] * Float(bitPattern: 0x3d2aaaab)) + (params[((38224 +% (((((part726 *% 32) +% co728) *% 64) +% ci727) *% 9)) +% 7)] * Float(bitPattern: 0x3e2aaaab))) - (params[((38224 +% (((((part726 *% 32) +% co728) *% 64) +% ci727) *% 9)) +% 4)] * Float(bitPattern: 0x3daaaaab)))
-          var w740: Float = params[((38224 +% (((((part726 *% 32) +% co728) *% 64) +% ci727) *% 9)) +% 7)]
-          var w741: Float = (params[((38224 +% (((((part726 *% 32) +% co728) *% 64) +% ci727) *% 9)) +% 2)] * Float(bitPattern: 0x3e800000))
-          var w742: Float = ((((Float(-1) * params[((38224 +% (((((part726 *% 32) +% co728) *% 64) +% ci727) *% 9)) +% 2)]) - params[((38224 +% (((((part726 *% 32) +% co728) *% 64) +% ci727) *% 9)) +% 5)]) - params[((38224 +% (((((part726 *% 32) +% co728) *% 64) +% ci727) *% 9)) +% 8)]) * Float(bitPattern: 0x3e2aaaab))
-          var w743: Float = (((params[((38224 +% (((((part726 *% 32) +% co728) *% 64) +% ci727) *% 9)) +% 5)] - params[((38224 +% (((((part726 *% 32) +% co728) *% 64) +% ci727) *% 9)) +% 2)]) - params[((38224 +% (((((part726 *% 32) +% co728) *% 64) +% ci727) *% 9)) +% 8)]) * Float(bitPattern: 0x3e2aaaab))
-          var w744: Float = (((params[((38224 +% (((((part726 *% 32) +% co728) *% 64) +% ci727) *% 9)) +% 2)] * Float(bitPattern: 0x3d2aaaab)) + (params[((38224 +% (((((part726 *% 32) +% co728) *% 64) +% ci727) *% 9)) +% 5)] * Float(bitPattern: 0x3daaaaab))) + (params[((38224 +% (((((part726 *% 32) +% co728) *% 64) +% ci727) *% 9)) +% 8)] * Float(bitPattern: 0x3e2aaaab)))
-          var w745: Float = (((params[((38224 +% (((((part726 *% 32) +% co728) *% 64) +% ci727) *% 9)) +% 2)] * Float(bitPattern: 0x3d2aaaab)) + (params[((38224 +% (((((part726 *% 32) +% co728) *% 64) +% ci727) *% 9)) +% 8)] * Float(bitPattern: 0x3e2aaaab))) - (params[((38224 +% (((((part726 *% 32) +% co728) *% 64) +% ci727) *% 9)) +% 5)] * Float(bitPattern: 0x3daaaaab)))
-          var w746: Float = params[((38224 +% (((((part726 *% 32) +% co728) *% 64) +% ci727) *% 9)) +% 8)]
-          var w747: Float = (w729 * Float(bitPattern: 0x3e800000))
-          var w748: Float = ((((Float(-1) * w729) - w735) - w741) * Float(bitPattern: 0x3e2aaaab))
-          var w749: Float = (((w735 - w729) - w741) * Float(bitPattern: 0x3e2aaaab))
-          var w750: Float = (((w729 * Float(bitPattern: 0x3d2aaaab)) + (w735 * Float(bitPattern: 0x3daaaaab))) + (w741 * Float(bitPattern: 0x3e2aaaab)))
-          var w751: Float = (((w729 * Float(bitPattern: 0x3d2aaaab)) + (w741 * Float(bitPattern: 0x3e2aaaab))) - (w735 * Float(bitPattern: 0x3daaaaab)))
-          var w752: Float = w741
-          var w753: Float = (w730 * Float(bitPattern: 0x3e800000))
-          var w754: Float = ((((Float(-1) * w730) - w736) - w742) * Float(bitPattern: 0x3e2aaaab))
-          var w755: Float = (((w736 - w730) - w742) * Float(bitPattern: 0x3e2aaaab))
-          var w756: Float = (((w730 * Float(bitPattern: 0x3d2aaaab)) + (w736 * Float(bitPattern: 0x3daaaaab))) + (w742 * Float(bitPattern: 0x3e2aaaab)))
-          var w757: Float = (((w730 * Float(bitPattern: 0x3d2aaaab)) + (w742 * Float(bitPattern: 0x3e2aaaab))) - (w736 * Float(bitPattern: 0x3daaaaab)))
-          var w758: Float = w742
-          var w759: Float = (w731 * Float(bitPattern: 0x3e800000))
-          var w760: Float = ((((Float(-1) * w731) - w737) - w743) * Float(bitPattern: 0x3e2aaaab))
-          var w761: Float = (((w737 - w731) - w743) * Float(bitPattern: 0x3e2aaaab))
-          var w762: Float = (((w731 * Float(bitPattern: 0x3d2aaaab)) + (w737 * Float(bitPattern: 0x3daaaaab))) + (w743 * Float(bitPattern: 0x3e2aaaab)))
-          var w763: Float = (((w731 * Float(bitPattern: 0x3d2aaaab)) + (w743 * Float(bitPattern: 0x3e2aaaab))) - (w737 * Float(bitPattern: 0x3daaaaab)))
-          var w764: Float = w743
-          var w765: Float = (w732 * Float(bitPattern: 0x3e800000))
-          var w766: Float = ((((Float(-1) * w732) - w738) - w744) * Float(bitPattern: 0x3e2aaaab))
-          var w767: Float = (((w738 - w732) - w744) * Float(bitPattern: 0x3e2aaaab))
-          var w768: Float = (((w732 * Float(bitPattern: 0x3d2aaaab)) + (w738 * Float(bitPattern: 0x3daaaaab))) + (w744 * Float(bitPattern: 0x3e2aaaab)))
-          var w769: Float = (((w732 * Float(bitPattern: 0x3d2aaaab)) + (w744 * Float(bitPattern: 0x3e2aaaab))) - (w738 * Float(bitPattern: 0x3daaaaab)))
-          var w770: Float = w744
-          var w771: Float = (w733 * Float(bitPattern: 0x3e800000))
-          var w772: Float = ((((Float(-1) * w733) - w739) - w745) * Float(bitPattern: 0x3e2aaaab))
-          var w773: Float = (((w739 - w733) - w745) * Float(bitPattern: 0x3e2aaaab))
-          var w774: Float = (((w733 * Float(bitPattern: 0x3d2aaaab)) + (w739 * Float(bitPattern: 0x3daaaaab))) + (w745 * Float(bitPattern: 0x3e2aaaab)))
-          var w775: Float = (((w733 * Float(bitPattern: 0x3d2aaaab)) + (w745 * Float(bitPattern: 0x3e2aaaab))) - (w739 * Float(bitPattern: 0x3daaaaab)))
-          var w776: Float = w745
-          var w777: Float = (w734 * Float(bitPattern: 0x3e800000))
-          var w778: Float = ((((Float(-1) * w734) - w740) - w746) * Float(bitPattern: 0x3e2aaaab))
-          var w779: Float = (((w740 - w734) - w746) * Float(bitPattern: 0x3e2aaaab))
-          var w780: Float = (((w734 * Float(bitPattern: 0x3d2aaaab)) + (w740 * Float(bitPattern: 0x3daaaaab))) + (w746 * Float(bitPattern: 0x3e2aaaab)))
-          var w781: Float = (((w734 * Float(bitPattern: 0x3d2aaaab)) + (w746 * Float(bitPattern: 0x3e2aaaab))) - (w740 * Float(bitPattern: 0x3daaaaab)))
-          var w782: Float = w746
-          arena[((3335264 +% (ci727 *% 64)) +% ((part726 *% 32) +% co728))] = w747
-          arena[((3339360 +% (ci727 *% 64)) +% ((part726 *% 32) +% co728))] = w748
-          arena[((3343456 +% (ci727 *% 64)) +% ((part726 *% 32) +% co728))] = w749
-          arena[((3347552 +% (ci727 *% 64)) +% ((part726 *% 32) +% co728))] = w750
-          arena[((3351648 +% (ci727 *% 64)) +% ((part726 *% 32) +% co728))] = w751
-          arena[((3355744 +% (ci727 *% 64)) +% ((part726 *% 32) +% co728))] = w752
-          arena[((3359840 +% (ci727 *% 64)) +% ((part726 *% 32) +% co728))] = w753
-          arena[((3363936 +% (ci727 *% 64)) +% ((part726 *% 32) +% co728))] = w754
-          arena[((3368032 +% (ci727 *% 64)) +% ((part726 *% 32) +% co728))] = w755
-          arena[((3372128 +% (ci727 *% 64)) +% ((part726 *% 32) +% co728))] = w756
-          arena[((3376224 +% (ci727 *% 64)) +% ((part726 *% 32) +% co728))] = w757
-          arena[((3380320 +% (ci727 *% 64)) +% ((part726 *% 32) +% co728))] = w758
-          arena[((3384416 +% (ci727 *% 64)) +% ((part726 *% 32) +% co728))] = w759
-          arena[((3388512 +% (ci727 *% 64)) +% ((part726 *% 32) +% co728))] = w760
-          arena[((3392608 +% (ci727 *% 64)) +% ((part726 *% 32) +% co728))] = w761
-          arena[((3396704 +% (ci727 *% 64)) +% ((part726 *% 32) +% co728))] = w762
-          arena[((3400800 +% (ci727 *% 64)) +% ((part726 *% 32) +% co728))] = w763
-          arena[((3404896 +% (ci727 *% 64)) +% ((part726 *% 32) +% co728))] = w764
-          arena[((3408992 +% (ci727 *% 64)) +% ((part726 *% 32) +% co728))] = w765
-          arena[((3413088 +% (ci727 *% 64)) +% ((part726 *% 32) +% co728))] = w766
-          arena[((3417184 +% (ci727 *% 64)) +% ((part726 *% 32) +% co728))] = w767
-          arena[((3421280 +% (ci727 *% 64)) +% ((part726 *% 32) +% co728))] = w768
-          arena[((3425376 +% (ci727 *% 64)) +% ((part726 *% 32) +% co728))] = w769
-          arena[((3429472 +% (ci727 *% 64)) +% ((part726 *% 32) +% co728))] = w770
-          arena[((3433568 +% (ci727 *% 64)) +% ((part726 *% 32) +% co728))] = w771
-          arena[((3437664 +% (ci727 *% 64)) +% ((part726 *% 32) +% co728))] = w772
-          arena[((3441760 +% (ci727 *% 64)) +% ((part726 *% 32) +% co728))] = w773
-          arena[((3445856 +% (ci727 *% 64)) +% ((part726 *% 32) +% co728))] = w774
-          arena[((3449952 +% (ci727 *% 64)) +% ((part726 *% 32) +% co728))] = w775
-          arena[((3454048 +% (ci727 *% 64)) +% ((part726 *% 32) +% co728))] = w776
-          arena[((3458144 +% (ci727 *% 64)) +% ((part726 *% 32) +% co728))] = w777
-          arena[((3462240 +% (ci727 *% 64)) +% ((part726 *% 32) +% co728))] = w778
-          arena[((3466336 +% (ci727 *% 64)) +% ((part726 *% 32) +% co728))] = w779
-          arena[((3470432 +% (ci727 *% 64)) +% ((part726 *% 32) +% co728))] = w780
-          arena[((3474528 +% (ci727 *% 64)) +% ((part726 *% 32) +% co728))] = w781
-          arena[((3478624 +% (ci727 *% 64)) +% ((part726 *% 32) +% co728))] = w782
+    for c741 in 0..<32 {
+      for f742 in 0..<64 {
+        arena[(3340816 +% ((((f742 / 24) *% 6912) +% (c741 *% 24)) +% (f742 % 24)))] = params[((19664 +% (f742 *% 288)) +% (c741 *% 9))]
+      }
+      for f743 in 0..<64 {
+        arena[(3340816 +% ((((f743 / 24) *% 6912) +% ((c741 +% 32) *% 24)) +% (f743 % 24)))] = params[(((19664 +% (f743 *% 288)) +% (c741 *% 9)) +% 1)]
+      }
+      for f744 in 0..<64 {
+        arena[(3340816 +% ((((f744 / 24) *% 6912) +% ((c741 +% 64) *% 24)) +% (f744 % 24)))] = params[(((19664 +% (f744 *% 288)) +% (c741 *% 9)) +% 2)]
+      }
+      for f745 in 0..<64 {
+        arena[(3340816 +% ((((f745 / 24) *% 6912) +% ((c741 +% 96) *% 24)) +% (f745 % 24)))] = params[(((19664 +% (f745 *% 288)) +% (c741 *% 9)) +% 3)]
+      }
+      for f746 in 0..<64 {
+        arena[(3340816 +% ((((f746 / 24) *% 6912) +% ((c741 +% 128) *% 24)) +% (f746 % 24)))] = params[(((19664 +% (f746 *% 288)) +% (c741 *% 9)) +% 4)]
+      }
+      for f747 in 0..<64 {
+        arena[(3340816 +% ((((f747 / 24) *% 6912) +% ((c741 +% 160) *% 24)) +% (f747 % 24)))] = params[(((19664 +% (f747 *% 288)) +% (c741 *% 9)) +% 5)]
+      }
+      for f748 in 0..<64 {
+        arena[(3340816 +% ((((f748 / 24) *% 6912) +% ((c741 +% 192) *% 24)) +% (f748 % 24)))] = params[(((19664 +% (f748 *% 288)) +% (c741 *% 9)) +% 6)]
+      }
+      for f749 in 0..<64 {
+        arena[(3340816 +% ((((f749 / 24) *% 6912) +% ((c741 +% 224) *% 24)) +% (f749 % 24)))] = params[(((19664 +% (f749 *% 288)) +% (c741 *% 9)) +% 7)]
+      }
+      for f750 in 0..<64 {
+        arena[(3340816 +% ((((f750 / 24) *% 6912) +% ((c741 +% 256) *% 24)) +% (f750 % 24)))] = params[(((19664 +% (f750 *% 288)) +% (c741 *% 9)) +% 8)]
+      }
+    }
+    for c803 in 0..<32 {
+      for f804 in 0..<64 {
+        arena[(3361552 +% ((((f804 / 24) *% 768) +% (c803 *% 24)) +% (f804 % 24)))] = params[((75216 +% (f804 *% 32)) +% c803)]
+      }
+    }
+    parallelFor(pool, 2) { part831 in
+      for ci832 in 0..<64 {
+        for co833 in 0..<32 {
+          var w834: Float = (params[(38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9))] * Float(bitPattern: 0x3e800000))
+          var w835: Float = ((((Float(-1) * params[(38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9))]) - params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 3)]) - params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 6)]) * Float(bitPattern: 0x3e2aaaab))
+          var w836: Float = (((params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 3)] - params[(38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9))]) - params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 6)]) * Float(bitPattern: 0x3e2aaaab))
+          var w837: Float = (((params[(38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9))] * Float(bitPattern: 0x3d2aaaab)) + (params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 3)] * Float(bitPattern: 0x3daaaaab))) + (params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 6)] * Float(bitPattern: 0x3e2aaaab)))
+          var w838: Float = (((params[(38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9))] * Float(bitPattern: 0x3d2aaaab)) + (params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 6)] * Float(bitPattern: 0x3e2aaaab))) - (params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 3)] * Float(bitPattern: 0x3daaaaab)))
+          var w839: Float = params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 6)]
+          var w840: Float = (params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 1)] * Float(bitPattern: 0x3e800000))
+          var w841: Float = ((((Float(-1) * params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 1)]) - params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 4)]) - params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 7)]) * Float(bitPattern: 0x3e2aaaab))
+          var w842: Float = (((params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 4)] - params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 1)]) - params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 7)]) * Float(bitPattern: 0x3e2aaaab))
+          var w843: Float = (((params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 1)] * Float(bitPattern: 0x3d2aaaab)) + (params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 4)] * Float(bitPattern: 0x3daaaaab))) + (params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 7)] * Float(bitPattern: 0x3e2aaaab)))
+          var w844: Float = (((params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 1)] * Float(bitPattern: 0x3d2aaaab)) + (params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 7)] * Float(bitPattern: 0x3e2aaaab))) - (params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 4)] * Float(bitPattern: 0x3daaaaab)))
+          var w845: Float = params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 7)]
+          var w846: Float = (params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 2)] * Float(bitPattern: 0x3e800000))
+          var w847: Float = ((((Float(-1) * params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 2)]) - params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 5)]) - params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 8)]) * Float(bitPattern: 0x3e2aaaab))
+          var w848: Float = (((params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 5)] - params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 2)]) - params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 8)]) * Float(bitPattern: 0x3e2aaaab))
+          var w849: Float = (((params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 2)] * Float(bitPattern: 0x3d2aaaab)) + (params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 5)] * Float(bitPattern: 0x3daaaaab))) + (params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 8)] * Float(bitPattern: 0x3e2aaaab)))
+          var w850: Float = (((params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 2)] * Float(bitPattern: 0x3d2aaaab)) + (params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 8)] * Float(bitPattern: 0x3e2aaaab))) - (params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 5)] * Float(bitPattern: 0x3daaaaab)))
+          var w851: Float = params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 8)]
+          var w852: Float = (w834 * Float(bitPattern: 0x3e800000))
+          var w853: Float = ((((Float(-1) * w834) - w840) - w846) * Float(bitPattern: 0x3e2aaaab))
+          var w854: Float = (((w840 - w834) - w846) * Float(bitPattern: 0x3e2aaaab))
+          var w855: Float = (((w834 * Float(bitPattern: 0x3d2aaaab)) + (w840 * Float(bitPattern: 0x3daaaaab))) + (w846 * Float(bitPattern: 0x3e2aaaab)))
+          var w856: Float = (((w834 * Float(bitPattern: 0x3d2aaaab)) + (w846 * Float(bitPattern: 0x3e2aaaab))) - (w840 * Float(bitPattern: 0x3daaaaab)))
+          var w857: Float = w846
+          var w858: Float = (w835 * Float(bitPattern: 0x3e800000))
+          var w859: Float = ((((Float(-1) * w835) - w841) - w847) * Float(bitPattern: 0x3e2aaaab))
+          var w860: Float = (((w841 - w835) - w847) * Float(bitPattern: 0x3e2aaaab))
+          var w861: Float = (((w835 * Float(bitPattern: 0x3d2aaaab)) + (w841 * Float(bitPattern: 0x3daaaaab))) + (w847 * Float(bitPattern: 0x3e2aaaab)))
+          var w862: Float = (((w835 * Float(bitPattern: 0x3d2aaaab)) + (w847 * Float(bitPattern: 0x3e2aaaab))) - (w841 * Float(bitPattern: 0x3daaaaab)))
+          var w863: Float = w847
+          var w864: Float = (w836 * Float(bitPattern: 0x3e800000))
+          var w865: Float = ((((Float(-1) * w836) - w842) - w848) * Float(bitPattern: 0x3e2aaaab))
+          var w866: Float = (((w842 - w836) - w848) * Float(bitPattern: 0x3e2aaaab))
+          var w867: Float = (((w836 * Float(bitPattern: 0x3d2aaaab)) + (w842 * Float(bitPattern: 0x3daaaaab))) + (w848 * Float(bitPattern: 0x3e2aaaab)))
+          var w868: Float = (((w836 * Float(bitPattern: 0x3d2aaaab)) + (w848 * Float(bitPattern: 0x3e2aaaab))) - (w842 * Float(bitPattern: 0x3daaaaab)))
+          var w869: Float = w848
+          var w870: Float = (w837 * Float(bitPattern: 0x3e800000))
+          var w871: Float = ((((Float(-1) * w837) - w843) - w849) * Float(bitPattern: 0x3e2aaaab))
+          var w872: Float = (((w843 - w837) - w849) * Float(bitPattern: 0x3e2aaaab))
+          var w873: Float = (((w837 * Float(bitPattern: 0x3d2aaaab)) + (w843 * Float(bitPattern: 0x3daaaaab))) + (w849 * Float(bitPattern: 0x3e2aaaab)))
+          var w874: Float = (((w837 * Float(bitPattern: 0x3d2aaaab)) + (w849 * Float(bitPattern: 0x3e2aaaab))) - (w843 * Float(bitPattern: 0x3daaaaab)))
+          var w875: Float = w849
+          var w876: Float = (w838 * Float(bitPattern: 0x3e800000))
+          var w877: Float = ((((Float(-1) * w838) - w844) - w850) * Float(bitPattern: 0x3e2aaaab))
+          var w878: Float = (((w844 - w838) - w850) * Float(bitPattern: 0x3e2aaaab))
+          var w879: Float = (((w838 * Float(bitPattern: 0x3d2aaaab)) + (w844 * Float(bitPattern: 0x3daaaaab))) + (w850 * Float(bitPattern: 0x3e2aaaab)))
+          var w880: Float = (((w838 * Float(bitPattern: 0x3d2aaaab)) + (w850 * Float(bitPattern: 0x3e2aaaab))) - (w844 * Float(bitPattern: 0x3daaaaab)))
+          var w881: Float = w850
+          var w882: Float = (w839 * Float(bitPattern: 0x3e800000))
+          var w883: Float = ((((Float(-1) * w839) - w845) - w851) * Float(bitPattern: 0x3e2aaaab))
+          var w884: Float = (((w845 - w839) - w851) * Float(bitPattern: 0x3e2aaaab))
+          var w885: Float = (((w839 * Float(bitPattern: 0x3d2aaaab)) + (w845 * Float(bitPattern: 0x3daaaaab))) + (w851 * Float(bitPattern: 0x3e2aaaab)))
+          var w886: Float = (((w839 * Float(bitPattern: 0x3d2aaaab)) + (w851 * Float(bitPattern: 0x3e2aaaab))) - (w845 * Float(bitPattern: 0x3daaaaab)))
+          var w887: Float = w851
+          arena[((3363856 +% (ci832 *% 64)) +% ((part831 *% 32) +% co833))] = w852
+          arena[((3367952 +% (ci832 *% 64)) +% ((part831 *% 32) +% co833))] = w853
+          arena[((3372048 +% (ci832 *% 64)) +% ((part831 *% 32) +% co833))] = w854
+          arena[((3376144 +% (ci832 *% 64)) +% ((part831 *% 32) +% co833))] = w855
+          arena[((3380240 +% (ci832 *% 64)) +% ((part831 *% 32) +% co833))] = w856
+          arena[((3384336 +% (ci832 *% 64)) +% ((part831 *% 32) +% co833))] = w857
+          arena[((3388432 +% (ci832 *% 64)) +% ((part831 *% 32) +% co833))] = w858
+          arena[((3392528 +% (ci832 *% 64)) +% ((part831 *% 32) +% co833))] = w859
+          arena[((3396624 +% (ci832 *% 64)) +% ((part831 *% 32) +% co833))] = w860
+          arena[((3400720 +% (ci832 *% 64)) +% ((part831 *% 32) +% co833))] = w861
+          arena[((3404816 +% (ci832 *% 64)) +% ((part831 *% 32) +% co833))] = w862
+          arena[((3408912 +% (ci832 *% 64)) +% ((part831 *% 32) +% co833))] = w863
+          arena[((3413008 +% (ci832 *% 64)) +% ((part831 *% 32) +% co833))] = w864
+          arena[((3417104 +% (ci832 *% 64)) +% ((part831 *% 32) +% co833))] = w865
+          arena[((3421200 +% (ci832 *% 64)) +% ((part831 *% 32) +% co833))] = w866
+          arena[((3425296 +% (ci832 *% 64)) +% ((part831 *% 32) +% co833))] = w867
+          arena[((3429392 +% (ci832 *% 64)) +% ((part831 *% 32) +% co833))] = w868
+          arena[((3433488 +% (ci832 *% 64)) +% ((part831 *% 32) +% co833))] = w869
+          arena[((3437584 +% (ci832 *% 64)) +% ((part831 *% 32) +% co833))] = w870
+          arena[((3441680 +% (ci832 *% 64)) +% ((part831 *% 32) +% co833))] = w871
+          arena[((3445776 +% (ci832 *% 64)) +% ((part831 *% 32) +% co833))] = w872
+          arena[((3449872 +% (ci832 *% 64)) +% ((part831 *% 32) +% co833))] = w873
+          arena[((3453968 +% (ci832 *% 64)) +% ((part831 *% 32) +% co833))] = w874
+          arena[((3458064 +% (ci832 *% 64)) +% ((part831 *% 32) +% co833))] = w875
+          arena[((3462160 +% (ci832 *% 64)) +% ((part831 *% 32) +% co833))] = w876
+          arena[((3466256 +% (ci832 *% 64)) +% ((part831 *% 32) +% co833))] = w877
+          arena[((3470352 +% (ci832 *% 64)) +% ((part831 *% 32) +% co833))] = w878
+          arena[((3474448 +% (ci832 *% 64)) +% ((part831 *% 32) +% co833))] = w879
+          arena[((3478544 +% (ci832 *% 64)) +% ((part831 *% 32) +% co833))] = w880
+          arena[((3482640 +% (ci832 *% 64)) +% ((part831 *% 32) +% co833))] = w881
+          arena[((3486736 +% (ci832 *% 64)) +% ((part831 *% 32) +% co833))] = w882
+          arena[((3490832 +% (ci832 *% 64)) +% ((part831 *% 32) +% co833))] = w883
+          arena[((3494928 +% (ci832 *% 64)) +% ((part831 *% 32) +% co833))] = w884
+          arena[((3499024 +% (ci832 *% 64)) +% ((part831 *% 32) +% co833))] = w885
+          arena[((3503120 +% (ci832 *% 64)) +% ((part831 *% 32) +% co833))] = w886
+          arena[((3507216 +% (ci832 *% 64)) +% ((part831 *% 32) +% co833))] = w887
         }
       }
     }
@@ -5187,1930 +5284,2048 @@ public func resnet8_infer_b64(
     storeVector(arena, ((c1 *% 8) +% 16), (loadVector(params, ((c1 *% 8) +% 448)) - (loadVector(params, ((c1 *% 8) +% 78042)) * scale2_v)))
   }
   // stem = conv2d_relu(image, stem_bn)
-  for g3 in 0..<4 {
-    for j4 in 0..<16 {
-      for c5 in 0..<3 {
-        for ky6 in 0..<3 {
-          for oy7 in 0..<32 {
-            if (-1 < ((oy7 +% ky6) +% -1) && ((oy7 +% ky6) +% -1) < 32) {
-              for ox8 in 0..<31 {
-                arena[(((1048608 +% ((((c5 *% 3) +% ky6) *% 3) *% 16400)) +% (j4 *% 1024)) +% ((oy7 *% 32) +% (ox8 +% 1)))] = images[((((((g3 *% 16) +% j4) *% 3072) +% (c5 *% 1024)) +% (((oy7 +% ky6) +% -1) *% 32)) +% ((ox8 +% 1) +% -1))]
-              }
-              for ox9 in 0..<1 {
-                arena[(((1048608 +% ((((c5 *% 3) +% ky6) *% 3) *% 16400)) +% (j4 *% 1024)) +% ((oy7 *% 32) +% ox9))] = Float(0)
-              }
-            }
-            if ((oy7 +% ky6) +% -1) < 0 {
-              for ox10 in 0..<32 {
-                arena[(((1048608 +% ((((c5 *% 3) +% ky6) *% 3) *% 16400)) +% (j4 *% 1024)) +% ((oy7 *% 32) +% ox10))] = Float(0)
+  parallelFor(pool, 2) { part13 in
+    for oy14 in 0..<32 {
+      for oy15 in 0..<32 {
+        for ky16 in 0..<3 {
+          if (-1 < ((((((oy14 +% (part13 *% 32)) % 1) *% 32) +% oy15) +% ky16) +% -1) && ((((((oy14 +% (part13 *% 32)) % 1) *% 32) +% oy15) +% ky16) +% -1) < 32) {
+            for ox17 in 0..<1 {
+              for c18 in 0..<3 {
+                arena[((((1048608 +% (part13 *% 27648)) +% (((oy15 *% 32) +% ox17) *% 27)) +% (c18 *% 9)) +% (ky16 *% 3))] = Float(0)
+                arena[((((1048608 +% (part13 *% 27648)) +% (((oy15 *% 32) +% ox17) *% 27)) +% ((c18 *% 9) +% 1)) +% (ky16 *% 3))] = images[((((((((oy14 +% (part13 *% 32)) / 1) *% 3) +% c18) *% 32) +% ((((((oy14 +% (part13 *% 32)) % 1) *% 32) +% oy15) +% ky16) +% -1)) *% 32) +% ox17)]
+                arena[((((1048608 +% (part13 *% 27648)) +% (((oy15 *% 32) +% ox17) *% 27)) +% ((c18 *% 9) +% 2)) +% (ky16 *% 3))] = images[((((((((oy14 +% (part13 *% 32)) / 1) *% 3) +% c18) *% 32) +% ((((((oy14 +% (part13 *% 32)) % 1) *% 32) +% oy15) +% ky16) +% -1)) *% 32) +% (ox17 +% 1))]
               }
             }
-            if 31 < ((oy7 +% ky6) +% -1) {
-              for ox10 in 0..<32 {
-                arena[(((1048608 +% ((((c5 *% 3) +% ky6) *% 3) *% 16400)) +% (j4 *% 1024)) +% ((oy7 *% 32) +% ox10))] = Float(0)
+            for ox19 in 0..<30 {
+              for c20 in 0..<3 {
+                arena[((((1048608 +% (part13 *% 27648)) +% (((oy15 *% 32) +% (ox19 +% 1)) *% 27)) +% (c20 *% 9)) +% (ky16 *% 3))] = images[((((((((oy14 +% (part13 *% 32)) / 1) *% 3) +% c20) *% 32) +% ((((((oy14 +% (part13 *% 32)) % 1) *% 32) +% oy15) +% ky16) +% -1)) *% 32) +% ((ox19 +% 1) +% -1))]
+                arena[((((1048608 +% (part13 *% 27648)) +% (((oy15 *% 32) +% (ox19 +% 1)) *% 27)) +% ((c20 *% 9) +% 1)) +% (ky16 *% 3))] = images[((((((((oy14 +% (part13 *% 32)) / 1) *% 3) +% c20) *% 32) +% ((((((oy14 +% (part13 *% 32)) % 1) *% 32) +% oy15) +% ky16) +% -1)) *% 32) +% (ox19 +% 1))]
+                arena[((((1048608 +% (part13 *% 27648)) +% (((oy15 *% 32) +% (ox19 +% 1)) *% 27)) +% ((c20 *% 9) +% 2)) +% (ky16 *% 3))] = images[((((((((oy14 +% (part13 *% 32)) / 1) *% 3) +% c20) *% 32) +% ((((((oy14 +% (part13 *% 32)) % 1) *% 32) +% oy15) +% ky16) +% -1)) *% 32) +% ((ox19 +% 1) +% 1))]
               }
             }
-          }
-          for oy11 in 0..<32 {
-            if (-1 < ((oy11 +% ky6) +% -1) && ((oy11 +% ky6) +% -1) < 32) {
-              for ox12 in 0..<32 {
-                arena[(((1048608 +% (((((c5 *% 3) +% ky6) *% 3) +% 1) *% 16400)) +% (j4 *% 1024)) +% ((oy11 *% 32) +% ox12))] = images[((((((g3 *% 16) +% j4) *% 3072) +% (c5 *% 1024)) +% (((oy11 +% ky6) +% -1) *% 32)) +% ox12)]
-              }
-            }
-            if ((oy11 +% ky6) +% -1) < 0 {
-              for ox13 in 0..<32 {
-                arena[(((1048608 +% (((((c5 *% 3) +% ky6) *% 3) +% 1) *% 16400)) +% (j4 *% 1024)) +% ((oy11 *% 32) +% ox13))] = Float(0)
-              }
-            }
-            if 31 < ((oy11 +% ky6) +% -1) {
-              for ox13 in 0..<32 {
-                arena[(((1048608 +% (((((c5 *% 3) +% ky6) *% 3) +% 1) *% 16400)) +% (j4 *% 1024)) +% ((oy11 *% 32) +% ox13))] = Float(0)
+            for ox21 in 0..<1 {
+              for c22 in 0..<3 {
+                arena[((((1048608 +% (part13 *% 27648)) +% (((oy15 *% 32) +% (ox21 +% 31)) *% 27)) +% (c22 *% 9)) +% (ky16 *% 3))] = images[((((((((oy14 +% (part13 *% 32)) / 1) *% 3) +% c22) *% 32) +% ((((((oy14 +% (part13 *% 32)) % 1) *% 32) +% oy15) +% ky16) +% -1)) *% 32) +% ((ox21 +% 31) +% -1))]
+                arena[((((1048608 +% (part13 *% 27648)) +% (((oy15 *% 32) +% (ox21 +% 31)) *% 27)) +% ((c22 *% 9) +% 1)) +% (ky16 *% 3))] = images[((((((((oy14 +% (part13 *% 32)) / 1) *% 3) +% c22) *% 32) +% ((((((oy14 +% (part13 *% 32)) % 1) *% 32) +% oy15) +% ky16) +% -1)) *% 32) +% (ox21 +% 31))]
+                arena[((((1048608 +% (part13 *% 27648)) +% (((oy15 *% 32) +% (ox21 +% 31)) *% 27)) +% ((c22 *% 9) +% 2)) +% (ky16 *% 3))] = Float(0)
               }
             }
           }
-          for oy14 in 0..<32 {
-            if (-1 < ((oy14 +% ky6) +% -1) && ((oy14 +% ky6) +% -1) < 32) {
-              for ox15 in 0..<31 {
-                arena[(((1048608 +% (((((c5 *% 3) +% ky6) *% 3) +% 2) *% 16400)) +% (j4 *% 1024)) +% ((oy14 *% 32) +% ox15))] = images[((((((g3 *% 16) +% j4) *% 3072) +% (c5 *% 1024)) +% (((oy14 +% ky6) +% -1) *% 32)) +% (ox15 +% 1))]
-              }
-              for ox16 in 0..<1 {
-                arena[(((1048608 +% (((((c5 *% 3) +% ky6) *% 3) +% 2) *% 16400)) +% (j4 *% 1024)) +% ((oy14 *% 32) +% (ox16 +% 31)))] = Float(0)
-              }
-            }
-            if ((oy14 +% ky6) +% -1) < 0 {
-              for ox17 in 0..<32 {
-                arena[(((1048608 +% (((((c5 *% 3) +% ky6) *% 3) +% 2) *% 16400)) +% (j4 *% 1024)) +% ((oy14 *% 32) +% ox17))] = Float(0)
+          if ((((((oy14 +% (part13 *% 32)) % 1) *% 32) +% oy15) +% ky16) +% -1) < 0 {
+            for ox23 in 0..<32 {
+              for c24 in 0..<3 {
+                arena[((((1048608 +% (part13 *% 27648)) +% (((oy15 *% 32) +% ox23) *% 27)) +% (c24 *% 9)) +% (ky16 *% 3))] = Float(0)
+                arena[((((1048608 +% (part13 *% 27648)) +% (((oy15 *% 32) +% ox23) *% 27)) +% ((c24 *% 9) +% 1)) +% (ky16 *% 3))] = Float(0)
+                arena[((((1048608 +% (part13 *% 27648)) +% (((oy15 *% 32) +% ox23) *% 27)) +% ((c24 *% 9) +% 2)) +% (ky16 *% 3))] = Float(0)
               }
             }
-            if 31 < ((oy14 +% ky6) +% -1) {
-              for ox17 in 0..<32 {
-                arena[(((1048608 +% (((((c5 *% 3) +% ky6) *% 3) +% 2) *% 16400)) +% (j4 *% 1024)) +% ((oy14 *% 32) +% ox17))] = Float(0)
+          }
+          if 31 < ((((((oy14 +% (part13 *% 32)) % 1) *% 32) +% oy15) +% ky16) +% -1) {
+            for ox25 in 0..<32 {
+              for c26 in 0..<3 {
+                arena[((((1048608 +% (part13 *% 27648)) +% (((oy15 *% 32) +% ox25) *% 27)) +% (c26 *% 9)) +% (ky16 *% 3))] = Float(0)
+                arena[((((1048608 +% (part13 *% 27648)) +% (((oy15 *% 32) +% ox25) *% 27)) +% ((c26 *% 9) +% 1)) +% (ky16 *% 3))] = Float(0)
+                arena[((((1048608 +% (part13 *% 27648)) +% (((oy15 *% 32) +% ox25) *% 27)) +% ((c26 *% 9) +% 2)) +% (ky16 *% 3))] = Float(0)
               }
             }
           }
         }
       }
-    }
-    parallelFor(pool, 2) { part18 in
-      do {  // gemm26
-        for nb19 in 0..<682 {
-          for mb20 in 0..<2 {
-            var t21_c0_0 = Vector()
-            var t21_c0_1 = Vector()
-            var t21_c0_2 = Vector()
-            var t21_c1_0 = Vector()
-            var t21_c1_1 = Vector()
-            var t21_c1_2 = Vector()
-            var t21_c2_0 = Vector()
-            var t21_c2_1 = Vector()
-            var t21_c2_2 = Vector()
-            var t21_c3_0 = Vector()
-            var t21_c3_1 = Vector()
-            var t21_c3_2 = Vector()
-            for k22 in 0..<27 {
-              let t21_b0 = loadVector(arena, ((1048608 +% (k22 *% 16400)) +% (nb19 *% 24)))
-              let t21_b1 = loadVector(arena, (((1048608 +% (k22 *% 16400)) +% (nb19 *% 24)) +% 8))
-              let t21_b2 = loadVector(arena, (((1048608 +% (k22 *% 16400)) +% (nb19 *% 24)) +% 16))
-              let t21_a0 = Vector(repeating: params[((((part18 *% 8) *% 27) +% ((mb20 *% 4) *% 27)) +% k22)])
-              t21_c0_0 = t21_c0_0.addingProduct(t21_a0, t21_b0)
-              t21_c0_1 = t21_c0_1.addingProduct(t21_a0, t21_b1)
-              t21_c0_2 = t21_c0_2.addingProduct(t21_a0, t21_b2)
-              let t21_a1 = Vector(repeating: params[((((part18 *% 8) *% 27) +% (((mb20 *% 4) +% 1) *% 27)) +% k22)])
-              t21_c1_0 = t21_c1_0.addingProduct(t21_a1, t21_b0)
-              t21_c1_1 = t21_c1_1.addingProduct(t21_a1, t21_b1)
-              t21_c1_2 = t21_c1_2.addingProduct(t21_a1, t21_b2)
-              let t21_a2 = Vector(repeating: params[((((part18 *% 8) *% 27) +% (((mb20 *% 4) +% 2) *% 27)) +% k22)])
-              t21_c2_0 = t21_c2_0.addingProduct(t21_a2, t21_b0)
-              t21_c2_1 = t21_c2_1.addingProduct(t21_a2, t21_b1)
-              t21_c2_2 = t21_c2_2.addingProduct(t21_a2, t21_b2)
-              let t21_a3 = Vector(repeating: params[((((part18 *% 8) *% 27) +% (((mb20 *% 4) +% 3) *% 27)) +% k22)])
-              t21_c3_0 = t21_c3_0.addingProduct(t21_a3, t21_b0)
-              t21_c3_1 = t21_c3_1.addingProduct(t21_a3, t21_b1)
-              t21_c3_2 = t21_c3_2.addingProduct(t21_a3, t21_b2)
+      do {  // gemm53
+        for nb27 in 0..<1 {
+          for mb28 in 0..<170 {
+            var t29_c0_0 = Vector()
+            var t29_c0_1 = Vector()
+            var t29_c1_0 = Vector()
+            var t29_c1_1 = Vector()
+            var t29_c2_0 = Vector()
+            var t29_c2_1 = Vector()
+            var t29_c3_0 = Vector()
+            var t29_c3_1 = Vector()
+            var t29_c4_0 = Vector()
+            var t29_c4_1 = Vector()
+            var t29_c5_0 = Vector()
+            var t29_c5_1 = Vector()
+            for k30 in 0..<27 {
+              let t29_b0 = loadVector(arena, ((3279968 +% ((nb27 *% 16) *% 27)) +% (k30 *% 16)))
+              let t29_b1 = loadVector(arena, (((3279968 +% ((nb27 *% 16) *% 27)) +% (k30 *% 16)) +% 8))
+              let t29_a0 = Vector(repeating: arena[(((1048608 +% (part13 *% 27648)) +% ((mb28 *% 6) *% 27)) +% k30)])
+              t29_c0_0 = t29_c0_0.addingProduct(t29_a0, t29_b0)
+              t29_c0_1 = t29_c0_1.addingProduct(t29_a0, t29_b1)
+              let t29_a1 = Vector(repeating: arena[(((1048608 +% (part13 *% 27648)) +% (((mb28 *% 6) +% 1) *% 27)) +% k30)])
+              t29_c1_0 = t29_c1_0.addingProduct(t29_a1, t29_b0)
+              t29_c1_1 = t29_c1_1.addingProduct(t29_a1, t29_b1)
+              let t29_a2 = Vector(repeating: arena[(((1048608 +% (part13 *% 27648)) +% (((mb28 *% 6) +% 2) *% 27)) +% k30)])
+              t29_c2_0 = t29_c2_0.addingProduct(t29_a2, t29_b0)
+              t29_c2_1 = t29_c2_1.addingProduct(t29_a2, t29_b1)
+              let t29_a3 = Vector(repeating: arena[(((1048608 +% (part13 *% 27648)) +% (((mb28 *% 6) +% 3) *% 27)) +% k30)])
+              t29_c3_0 = t29_c3_0.addingProduct(t29_a3, t29_b0)
+              t29_c3_1 = t29_c3_1.addingProduct(t29_a3, t29_b1)
+              let t29_a4 = Vector(repeating: arena[(((1048608 +% (part13 *% 27648)) +% (((mb28 *% 6) +% 4) *% 27)) +% k30)])
+              t29_c4_0 = t29_c4_0.addingProduct(t29_a4, t29_b0)
+              t29_c4_1 = t29_c4_1.addingProduct(t29_a4, t29_b1)
+              let t29_a5 = Vector(repeating: arena[(((1048608 +% (part13 *% 27648)) +% (((mb28 *% 6) +% 5) *% 27)) +% k30)])
+              t29_c5_0 = t29_c5_0.addingProduct(t29_a5, t29_b0)
+              t29_c5_1 = t29_c5_1.addingProduct(t29_a5, t29_b1)
             }
-            storeVector(arena, (((1491408 +% ((part18 *% 8) *% 16400)) +% ((mb20 *% 4) *% 16400)) +% (nb19 *% 24)), t21_c0_0)
-            storeVector(arena, ((((1491408 +% ((part18 *% 8) *% 16400)) +% ((mb20 *% 4) *% 16400)) +% (nb19 *% 24)) +% 8), t21_c0_1)
-            storeVector(arena, ((((1491408 +% ((part18 *% 8) *% 16400)) +% ((mb20 *% 4) *% 16400)) +% (nb19 *% 24)) +% 16), t21_c0_2)
-            storeVector(arena, (((1491408 +% ((part18 *% 8) *% 16400)) +% (((mb20 *% 4) +% 1) *% 16400)) +% (nb19 *% 24)), t21_c1_0)
-            storeVector(arena, ((((1491408 +% ((part18 *% 8) *% 16400)) +% (((mb20 *% 4) +% 1) *% 16400)) +% (nb19 *% 24)) +% 8), t21_c1_1)
-            storeVector(arena, ((((1491408 +% ((part18 *% 8) *% 16400)) +% (((mb20 *% 4) +% 1) *% 16400)) +% (nb19 *% 24)) +% 16), t21_c1_2)
-            storeVector(arena, (((1491408 +% ((part18 *% 8) *% 16400)) +% (((mb20 *% 4) +% 2) *% 16400)) +% (nb19 *% 24)), t21_c2_0)
-            storeVector(arena, ((((1491408 +% ((part18 *% 8) *% 16400)) +% (((mb20 *% 4) +% 2) *% 16400)) +% (nb19 *% 24)) +% 8), t21_c2_1)
-            storeVector(arena, ((((1491408 +% ((part18 *% 8) *% 16400)) +% (((mb20 *% 4) +% 2) *% 16400)) +% (nb19 *% 24)) +% 16), t21_c2_2)
-            storeVector(arena, (((1491408 +% ((part18 *% 8) *% 16400)) +% (((mb20 *% 4) +% 3) *% 16400)) +% (nb19 *% 24)), t21_c3_0)
-            storeVector(arena, ((((1491408 +% ((part18 *% 8) *% 16400)) +% (((mb20 *% 4) +% 3) *% 16400)) +% (nb19 *% 24)) +% 8), t21_c3_1)
-            storeVector(arena, ((((1491408 +% ((part18 *% 8) *% 16400)) +% (((mb20 *% 4) +% 3) *% 16400)) +% (nb19 *% 24)) +% 16), t21_c3_2)
+            storeVector(arena, (((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% ((mb28 *% 6) *% 16)) +% (nb27 *% 16)), t29_c0_0)
+            storeVector(arena, ((((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% ((mb28 *% 6) *% 16)) +% (nb27 *% 16)) +% 8), t29_c0_1)
+            storeVector(arena, (((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% (((mb28 *% 6) +% 1) *% 16)) +% (nb27 *% 16)), t29_c1_0)
+            storeVector(arena, ((((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% (((mb28 *% 6) +% 1) *% 16)) +% (nb27 *% 16)) +% 8), t29_c1_1)
+            storeVector(arena, (((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% (((mb28 *% 6) +% 2) *% 16)) +% (nb27 *% 16)), t29_c2_0)
+            storeVector(arena, ((((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% (((mb28 *% 6) +% 2) *% 16)) +% (nb27 *% 16)) +% 8), t29_c2_1)
+            storeVector(arena, (((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% (((mb28 *% 6) +% 3) *% 16)) +% (nb27 *% 16)), t29_c3_0)
+            storeVector(arena, ((((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% (((mb28 *% 6) +% 3) *% 16)) +% (nb27 *% 16)) +% 8), t29_c3_1)
+            storeVector(arena, (((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% (((mb28 *% 6) +% 4) *% 16)) +% (nb27 *% 16)), t29_c4_0)
+            storeVector(arena, ((((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% (((mb28 *% 6) +% 4) *% 16)) +% (nb27 *% 16)) +% 8), t29_c4_1)
+            storeVector(arena, (((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% (((mb28 *% 6) +% 5) *% 16)) +% (nb27 *% 16)), t29_c5_0)
+            storeVector(arena, ((((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% (((mb28 *% 6) +% 5) *% 16)) +% (nb27 *% 16)) +% 8), t29_c5_1)
+            for i31 in 0..<16 {
+              var t32: Float = ((arena[((((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% ((mb28 *% 6) *% 16)) +% (nb27 *% 16)) +% i31)] * arena[((nb27 *% 16) +% i31)]) + arena[(16 +% ((nb27 *% 16) +% i31))])
+              arena[((((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% ((mb28 *% 6) *% 16)) +% (nb27 *% 16)) +% i31)] = (t32 > Float(0) ? t32 : Float(0))
+            }
+            for i33 in 0..<16 {
+              var t34: Float = ((arena[((((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% (((mb28 *% 6) +% 1) *% 16)) +% (nb27 *% 16)) +% i33)] * arena[((nb27 *% 16) +% i33)]) + arena[(16 +% ((nb27 *% 16) +% i33))])
+              arena[((((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% (((mb28 *% 6) +% 1) *% 16)) +% (nb27 *% 16)) +% i33)] = (t34 > Float(0) ? t34 : Float(0))
+            }
+            for i35 in 0..<16 {
+              var t36: Float = ((arena[((((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% (((mb28 *% 6) +% 2) *% 16)) +% (nb27 *% 16)) +% i35)] * arena[((nb27 *% 16) +% i35)]) + arena[(16 +% ((nb27 *% 16) +% i35))])
+              arena[((((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% (((mb28 *% 6) +% 2) *% 16)) +% (nb27 *% 16)) +% i35)] = (t36 > Float(0) ? t36 : Float(0))
+            }
+            for i37 in 0..<16 {
+              var t38: Float = ((arena[((((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% (((mb28 *% 6) +% 3) *% 16)) +% (nb27 *% 16)) +% i37)] * arena[((nb27 *% 16) +% i37)]) + arena[(16 +% ((nb27 *% 16) +% i37))])
+              arena[((((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% (((mb28 *% 6) +% 3) *% 16)) +% (nb27 *% 16)) +% i37)] = (t38 > Float(0) ? t38 : Float(0))
+            }
+            for i39 in 0..<16 {
+              var t40: Float = ((arena[((((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% (((mb28 *% 6) +% 4) *% 16)) +% (nb27 *% 16)) +% i39)] * arena[((nb27 *% 16) +% i39)]) + arena[(16 +% ((nb27 *% 16) +% i39))])
+              arena[((((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% (((mb28 *% 6) +% 4) *% 16)) +% (nb27 *% 16)) +% i39)] = (t40 > Float(0) ? t40 : Float(0))
+            }
+            for i41 in 0..<16 {
+              var t42: Float = ((arena[((((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% (((mb28 *% 6) +% 5) *% 16)) +% (nb27 *% 16)) +% i41)] * arena[((nb27 *% 16) +% i41)]) + arena[(16 +% ((nb27 *% 16) +% i41))])
+              arena[((((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% (((mb28 *% 6) +% 5) *% 16)) +% (nb27 *% 16)) +% i41)] = (t42 > Float(0) ? t42 : Float(0))
+            }
           }
-        }
-        for mb23 in 0..<2 {
-          var t24_c0_0 = Vector()
-          var t24_c0_1 = Vector()
-          var t24_c1_0 = Vector()
-          var t24_c1_1 = Vector()
-          var t24_c2_0 = Vector()
-          var t24_c2_1 = Vector()
-          var t24_c3_0 = Vector()
-          var t24_c3_1 = Vector()
-          for k25 in 0..<27 {
-            let t24_b0 = loadVector(arena, ((1048608 +% (k25 *% 16400)) +% 16368))
-            let t24_b1 = loadVector(arena, (((1048608 +% (k25 *% 16400)) +% 16368) +% 8))
-            let t24_a0 = Vector(repeating: params[((((part18 *% 8) *% 27) +% ((mb23 *% 4) *% 27)) +% k25)])
-            t24_c0_0 = t24_c0_0.addingProduct(t24_a0, t24_b0)
-            t24_c0_1 = t24_c0_1.addingProduct(t24_a0, t24_b1)
-            let t24_a1 = Vector(repeating: params[((((part18 *% 8) *% 27) +% (((mb23 *% 4) +% 1) *% 27)) +% k25)])
-            t24_c1_0 = t24_c1_0.addingProduct(t24_a1, t24_b0)
-            t24_c1_1 = t24_c1_1.addingProduct(t24_a1, t24_b1)
-            let t24_a2 = Vector(repeating: params[((((part18 *% 8) *% 27) +% (((mb23 *% 4) +% 2) *% 27)) +% k25)])
-            t24_c2_0 = t24_c2_0.addingProduct(t24_a2, t24_b0)
-            t24_c2_1 = t24_c2_1.addingProduct(t24_a2, t24_b1)
-            let t24_a3 = Vector(repeating: params[((((part18 *% 8) *% 27) +% (((mb23 *% 4) +% 3) *% 27)) +% k25)])
-            t24_c3_0 = t24_c3_0.addingProduct(t24_a3, t24_b0)
-            t24_c3_1 = t24_c3_1.addingProduct(t24_a3, t24_b1)
+          var t43_c0_0 = Vector()
+          var t43_c0_1 = Vector()
+          var t43_c1_0 = Vector()
+          var t43_c1_1 = Vector()
+          var t43_c2_0 = Vector()
+          var t43_c2_1 = Vector()
+          var t43_c3_0 = Vector()
+          var t43_c3_1 = Vector()
+          for k44 in 0..<27 {
+            let t43_b0 = loadVector(arena, ((3279968 +% ((nb27 *% 16) *% 27)) +% (k44 *% 16)))
+            let t43_b1 = loadVector(arena, (((3279968 +% ((nb27 *% 16) *% 27)) +% (k44 *% 16)) +% 8))
+            let t43_a0 = Vector(repeating: arena[(((1048608 +% (part13 *% 27648)) +% 27540) +% k44)])
+            t43_c0_0 = t43_c0_0.addingProduct(t43_a0, t43_b0)
+            t43_c0_1 = t43_c0_1.addingProduct(t43_a0, t43_b1)
+            let t43_a1 = Vector(repeating: arena[(((1048608 +% (part13 *% 27648)) +% 27567) +% k44)])
+            t43_c1_0 = t43_c1_0.addingProduct(t43_a1, t43_b0)
+            t43_c1_1 = t43_c1_1.addingProduct(t43_a1, t43_b1)
+            let t43_a2 = Vector(repeating: arena[(((1048608 +% (part13 *% 27648)) +% 27594) +% k44)])
+            t43_c2_0 = t43_c2_0.addingProduct(t43_a2, t43_b0)
+            t43_c2_1 = t43_c2_1.addingProduct(t43_a2, t43_b1)
+            let t43_a3 = Vector(repeating: arena[(((1048608 +% (part13 *% 27648)) +% 27621) +% k44)])
+            t43_c3_0 = t43_c3_0.addingProduct(t43_a3, t43_b0)
+            t43_c3_1 = t43_c3_1.addingProduct(t43_a3, t43_b1)
           }
-          storeVector(arena, (((1491408 +% ((part18 *% 8) *% 16400)) +% ((mb23 *% 4) *% 16400)) +% 16368), t24_c0_0)
-          storeVector(arena, ((((1491408 +% ((part18 *% 8) *% 16400)) +% ((mb23 *% 4) *% 16400)) +% 16368) +% 8), t24_c0_1)
-          storeVector(arena, (((1491408 +% ((part18 *% 8) *% 16400)) +% (((mb23 *% 4) +% 1) *% 16400)) +% 16368), t24_c1_0)
-          storeVector(arena, ((((1491408 +% ((part18 *% 8) *% 16400)) +% (((mb23 *% 4) +% 1) *% 16400)) +% 16368) +% 8), t24_c1_1)
-          storeVector(arena, (((1491408 +% ((part18 *% 8) *% 16400)) +% (((mb23 *% 4) +% 2) *% 16400)) +% 16368), t24_c2_0)
-          storeVector(arena, ((((1491408 +% ((part18 *% 8) *% 16400)) +% (((mb23 *% 4) +% 2) *% 16400)) +% 16368) +% 8), t24_c2_1)
-          storeVector(arena, (((1491408 +% ((part18 *% 8) *% 16400)) +% (((mb23 *% 4) +% 3) *% 16400)) +% 16368), t24_c3_0)
-          storeVector(arena, ((((1491408 +% ((part18 *% 8) *% 16400)) +% (((mb23 *% 4) +% 3) *% 16400)) +% 16368) +% 8), t24_c3_1)
-        }
-      }
-      for j27 in 0..<16 {
-        for f28 in 0..<8 {
-          for i29 in 0..<1024 {
-            arena[(32 +% (((((g3 *% 16) +% j27) *% 16384) +% ((f28 +% (part18 *% 8)) *% 1024)) +% i29))] = (((arena[(((1491408 +% ((f28 +% (part18 *% 8)) *% 16400)) +% (j27 *% 1024)) +% i29)] * arena[(f28 +% (part18 *% 8))]) + arena[(16 +% (f28 +% (part18 *% 8)))]) > Float(0) ? ((arena[(((1491408 +% ((f28 +% (part18 *% 8)) *% 16400)) +% (j27 *% 1024)) +% i29)] * arena[(f28 +% (part18 *% 8))]) + arena[(16 +% (f28 +% (part18 *% 8)))]) : Float(0))
+          storeVector(arena, (((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% 16320) +% (nb27 *% 16)), t43_c0_0)
+          storeVector(arena, ((((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% 16320) +% (nb27 *% 16)) +% 8), t43_c0_1)
+          storeVector(arena, (((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% 16336) +% (nb27 *% 16)), t43_c1_0)
+          storeVector(arena, ((((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% 16336) +% (nb27 *% 16)) +% 8), t43_c1_1)
+          storeVector(arena, (((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% 16352) +% (nb27 *% 16)), t43_c2_0)
+          storeVector(arena, ((((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% 16352) +% (nb27 *% 16)) +% 8), t43_c2_1)
+          storeVector(arena, (((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% 16368) +% (nb27 *% 16)), t43_c3_0)
+          storeVector(arena, ((((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% 16368) +% (nb27 *% 16)) +% 8), t43_c3_1)
+          for i45 in 0..<16 {
+            var t46: Float = ((arena[((((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% 16320) +% (nb27 *% 16)) +% i45)] * arena[((nb27 *% 16) +% i45)]) + arena[(16 +% ((nb27 *% 16) +% i45))])
+            arena[((((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% 16320) +% (nb27 *% 16)) +% i45)] = (t46 > Float(0) ? t46 : Float(0))
+          }
+          for i47 in 0..<16 {
+            var t48: Float = ((arena[((((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% 16336) +% (nb27 *% 16)) +% i47)] * arena[((nb27 *% 16) +% i47)]) + arena[(16 +% ((nb27 *% 16) +% i47))])
+            arena[((((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% 16336) +% (nb27 *% 16)) +% i47)] = (t48 > Float(0) ? t48 : Float(0))
+          }
+          for i49 in 0..<16 {
+            var t50: Float = ((arena[((((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% 16352) +% (nb27 *% 16)) +% i49)] * arena[((nb27 *% 16) +% i49)]) + arena[(16 +% ((nb27 *% 16) +% i49))])
+            arena[((((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% 16352) +% (nb27 *% 16)) +% i49)] = (t50 > Float(0) ? t50 : Float(0))
+          }
+          for i51 in 0..<16 {
+            var t52: Float = ((arena[((((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% 16368) +% (nb27 *% 16)) +% i51)] * arena[((nb27 *% 16) +% i51)]) + arena[(16 +% ((nb27 *% 16) +% i51))])
+            arena[((((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% 16368) +% (nb27 *% 16)) +% i51)] = (t52 > Float(0) ? t52 : Float(0))
           }
         }
       }
     }
   }
   // s1_bn1 = batchnorm_fold()
-  for c30 in 0..<2 {
-    let scale31_v = (loadVector(params, ((c30 *% 8) +% 2768)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c30 *% 8) +% 78090)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
-    storeVector(arena, (c30 *% 8), scale31_v)
-    storeVector(arena, ((c30 *% 8) +% 16), (loadVector(params, ((c30 *% 8) +% 2784)) - (loadVector(params, ((c30 *% 8) +% 78074)) * scale31_v)))
+  for c54 in 0..<2 {
+    let scale55_v = (loadVector(params, ((c54 *% 8) +% 2768)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c54 *% 8) +% 78090)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
+    storeVector(arena, (c54 *% 8), scale55_v)
+    storeVector(arena, ((c54 *% 8) +% 16), (loadVector(params, ((c54 *% 8) +% 2784)) - (loadVector(params, ((c54 *% 8) +% 78074)) * scale55_v)))
   }
   // s1_conv1 = conv2d_relu(stem, s1_bn1)
-  for i89 in 0..<2312 {
-    storeVector(arena, ((i89 *% 8) +% 2106400), Vector(repeating: Float(0)))
+  for i113 in 0..<2312 {
+    storeVector(arena, ((i113 *% 8) +% 2106400), Vector(repeating: Float(0)))
   }
-  for g90 in 0..<64 {
-    for j91 in 0..<1 {
-      for iy92 in 0..<32 {
-        for c93 in 0..<16 {
-          for ix94 in 0..<32 {
-            arena[(2106400 +% ((((j91 *% 18496) +% ((iy92 +% 1) *% 544)) +% ((ix94 +% 1) *% 16)) +% c93))] = arena[((((32 +% ((g90 +% j91) *% 16384)) +% (c93 *% 1024)) +% (iy92 *% 32)) +% ix94)]
+  for g114 in 0..<64 {
+    for j115 in 0..<1 {
+      for iy116 in 0..<32 {
+        for ix117 in 0..<32 {
+          for c118 in 0..<16 {
+            arena[(2106400 +% ((((j115 *% 18496) +% ((iy116 +% 1) *% 544)) +% ((ix117 +% 1) *% 16)) +% c118))] = arena[((32 +% ((((((g114 +% j115) *% 32) +% iy116) *% 32) +% ix117) *% 16)) +% c118)]
           }
         }
       }
     }
-    for j95 in 0..<1 {
-      for ty96 in 0..<8 {
-        for tx97 in 0..<8 {
-          for cv98 in 0..<2 {
-            let w99 = (((loadVector(arena, (2106400 +% ((((j95 *% 18496) +% ((ty96 *% 4) *% 544)) +% ((tx97 *% 4) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 4) *% 544)) +% ((tx97 *% 4) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 2) *% 544)) +% ((tx97 *% 4) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(5))))
-            let w100 = ((((loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 3) *% 544)) +% ((tx97 *% 4) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 4) *% 544)) +% ((tx97 *% 4) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 1) *% 544)) +% ((tx97 *% 4) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 2) *% 544)) +% ((tx97 *% 4) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(4))))
-            let w101 = ((((loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 1) *% 544)) +% ((tx97 *% 4) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 4) *% 544)) +% ((tx97 *% 4) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 2) *% 544)) +% ((tx97 *% 4) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 3) *% 544)) +% ((tx97 *% 4) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(1))))
-            let w102 = ((((loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 3) *% 544)) +% ((tx97 *% 4) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 4) *% 544)) +% ((tx97 *% 4) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 1) *% 544)) +% ((tx97 *% 4) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 2) *% 544)) +% ((tx97 *% 4) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(1))))
-            let w103 = ((((loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 1) *% 544)) +% ((tx97 *% 4) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 4) *% 544)) +% ((tx97 *% 4) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 2) *% 544)) +% ((tx97 *% 4) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 3) *% 544)) +% ((tx97 *% 4) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(2))))
-            let w104 = (((loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 1) *% 544)) +% ((tx97 *% 4) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 5) *% 544)) +% ((tx97 *% 4) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 3) *% 544)) +% ((tx97 *% 4) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(5))))
-            let w105 = (((loadVector(arena, (2106400 +% ((((j95 *% 18496) +% ((ty96 *% 4) *% 544)) +% (((tx97 *% 4) +% 1) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 4) *% 544)) +% (((tx97 *% 4) +% 1) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 2) *% 544)) +% (((tx97 *% 4) +% 1) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(5))))
-            let w106 = ((((loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 3) *% 544)) +% (((tx97 *% 4) +% 1) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 4) *% 544)) +% (((tx97 *% 4) +% 1) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 1) *% 544)) +% (((tx97 *% 4) +% 1) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 2) *% 544)) +% (((tx97 *% 4) +% 1) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(4))))
-            let w107 = ((((loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 1) *% 544)) +% (((tx97 *% 4) +% 1) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 4) *% 544)) +% (((tx97 *% 4) +% 1) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 2) *% 544)) +% (((tx97 *% 4) +% 1) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 3) *% 544)) +% (((tx97 *% 4) +% 1) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(1))))
-            let w108 = ((((loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 3) *% 544)) +% (((tx97 *% 4) +% 1) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 4) *% 544)) +% (((tx97 *% 4) +% 1) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 1) *% 544)) +% (((tx97 *% 4) +% 1) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 2) *% 544)) +% (((tx97 *% 4) +% 1) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(1))))
-            let w109 = ((((loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 1) *% 544)) +% (((tx97 *% 4) +% 1) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 4) *% 544)) +% (((tx97 *% 4) +% 1) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 2) *% 544)) +% (((tx97 *% 4) +% 1) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 3) *% 544)) +% (((tx97 *% 4) +% 1) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(2))))
-            let w110 = (((loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 1) *% 544)) +% (((tx97 *% 4) +% 1) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 5) *% 544)) +% (((tx97 *% 4) +% 1) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 3) *% 544)) +% (((tx97 *% 4) +% 1) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(5))))
-            let w111 = (((loadVector(arena, (2106400 +% ((((j95 *% 18496) +% ((ty96 *% 4) *% 544)) +% (((tx97 *% 4) +% 2) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 4) *% 544)) +% (((tx97 *% 4) +% 2) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 2) *% 544)) +% (((tx97 *% 4) +% 2) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(5))))
-            let w112 = ((((loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 3) *% 544)) +% (((tx97 *% 4) +% 2) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 4) *% 544)) +% (((tx97 *% 4) +% 2) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 1) *% 544)) +% (((tx97 *% 4) +% 2) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 2) *% 544)) +% (((tx97 *% 4) +% 2) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(4))))
-            let w113 = ((((loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 1) *% 544)) +% (((tx97 *% 4) +% 2) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 4) *% 544)) +% (((tx97 *% 4) +% 2) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 2) *% 544)) +% (((tx97 *% 4) +% 2) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 3) *% 544)) +% (((tx97 *% 4) +% 2) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(1))))
-            let w114 = ((((loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 3) *% 544)) +% (((tx97 *% 4) +% 2) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 4) *% 544)) +% (((tx97 *% 4) +% 2) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 1) *% 544)) +% (((tx97 *% 4) +% 2) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 2) *% 544)) +% (((tx97 *% 4) +% 2) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(1))))
-            let w115 = ((((loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 1) *% 544)) +% (((tx97 *% 4) +% 2) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 4) *% 544)) +% (((tx97 *% 4) +% 2) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 2) *% 544)) +% (((tx97 *% 4) +% 2) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 3) *% 544)) +% (((tx97 *% 4) +% 2) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(2))))
-            let w116 = (((loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 1) *% 544)) +% (((tx97 *% 4) +% 2) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 5) *% 544)) +% (((tx97 *% 4) +% 2) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 3) *% 544)) +% (((tx97 *% 4) +% 2) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(5))))
-            let w117 = (((loadVector(arena, (2106400 +% ((((j95 *% 18496) +% ((ty96 *% 4) *% 544)) +% (((tx97 *% 4) +% 3) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 4) *% 544)) +% (((tx97 *% 4) +% 3) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 2) *% 544)) +% (((tx97 *% 4) +% 3) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(5))))
-            let w118 = ((((loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 3) *% 544)) +% (((tx97 *% 4) +% 3) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 4) *% 544)) +% (((tx97 *% 4) +% 3) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 1) *% 544)) +% (((tx97 *% 4) +% 3) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 2) *% 544)) +% (((tx97 *% 4) +% 3) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(4))))
-            let w119 = ((((loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 1) *% 544)) +% (((tx97 *% 4) +% 3) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 4) *% 544)) +% (((tx97 *% 4) +% 3) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 2) *% 544)) +% (((tx97 *% 4) +% 3) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 3) *% 544)) +% (((tx97 *% 4) +% 3) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(1))))
-            let w120 = ((((loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 3) *% 544)) +% (((tx97 *% 4) +% 3) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 4) *% 544)) +% (((tx97 *% 4) +% 3) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 1) *% 544)) +% (((tx97 *% 4) +% 3) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 2) *% 544)) +% (((tx97 *% 4) +% 3) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(1))))
-            let w121 = ((((loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 1) *% 544)) +% (((tx97 *% 4) +% 3) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 4) *% 544)) +% (((tx97 *% 4) +% 3) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 2) *% 544)) +% (((tx97 *% 4) +% 3) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 3) *% 544)) +% (((tx97 *% 4) +% 3) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(2))))
-            let w122 = (((loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 1) *% 544)) +% (((tx97 *% 4) +% 3) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 5) *% 544)) +% (((tx97 *% 4) +% 3) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 3) *% 544)) +% (((tx97 *% 4) +% 3) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(5))))
-            let w123 = (((loadVector(arena, (2106400 +% ((((j95 *% 18496) +% ((ty96 *% 4) *% 544)) +% (((tx97 *% 4) +% 4) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 4) *% 544)) +% (((tx97 *% 4) +% 4) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 2) *% 544)) +% (((tx97 *% 4) +% 4) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(5))))
-            let w124 = ((((loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 3) *% 544)) +% (((tx97 *% 4) +% 4) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 4) *% 544)) +% (((tx97 *% 4) +% 4) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 1) *% 544)) +% (((tx97 *% 4) +% 4) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 2) *% 544)) +% (((tx97 *% 4) +% 4) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(4))))
-            let w125 = ((((loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 1) *% 544)) +% (((tx97 *% 4) +% 4) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 4) *% 544)) +% (((tx97 *% 4) +% 4) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 2) *% 544)) +% (((tx97 *% 4) +% 4) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 3) *% 544)) +% (((tx97 *% 4) +% 4) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(1))))
-            let w126 = ((((loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 3) *% 544)) +% (((tx97 *% 4) +% 4) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 4) *% 544)) +% (((tx97 *% 4) +% 4) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 1) *% 544)) +% (((tx97 *% 4) +% 4) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 2) *% 544)) +% (((tx97 *% 4) +% 4) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(1))))
-            let w127 = ((((loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 1) *% 544)) +% (((tx97 *% 4) +% 4) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 4) *% 544)) +% (((tx97 *% 4) +% 4) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 2) *% 544)) +% (((tx97 *% 4) +% 4) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 3) *% 544)) +% (((tx97 *% 4) +% 4) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(2))))
-            let w128 = (((loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 1) *% 544)) +% (((tx97 *% 4) +% 4) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 5) *% 544)) +% (((tx97 *% 4) +% 4) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 3) *% 544)) +% (((tx97 *% 4) +% 4) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(5))))
-            let w129 = (((loadVector(arena, (2106400 +% ((((j95 *% 18496) +% ((ty96 *% 4) *% 544)) +% (((tx97 *% 4) +% 5) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 4) *% 544)) +% (((tx97 *% 4) +% 5) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 2) *% 544)) +% (((tx97 *% 4) +% 5) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(5))))
-            let w130 = ((((loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 3) *% 544)) +% (((tx97 *% 4) +% 5) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 4) *% 544)) +% (((tx97 *% 4) +% 5) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 1) *% 544)) +% (((tx97 *% 4) +% 5) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 2) *% 544)) +% (((tx97 *% 4) +% 5) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(4))))
-            let w131 = ((((loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 1) *% 544)) +% (((tx97 *% 4) +% 5) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 4) *% 544)) +% (((tx97 *% 4) +% 5) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 2) *% 544)) +% (((tx97 *% 4) +% 5) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 3) *% 544)) +% (((tx97 *% 4) +% 5) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(1))))
-            let w132 = ((((loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 3) *% 544)) +% (((tx97 *% 4) +% 5) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 4) *% 544)) +% (((tx97 *% 4) +% 5) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 1) *% 544)) +% (((tx97 *% 4) +% 5) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 2) *% 544)) +% (((tx97 *% 4) +% 5) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(1))))
-            let w133 = ((((loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 1) *% 544)) +% (((tx97 *% 4) +% 5) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 4) *% 544)) +% (((tx97 *% 4) +% 5) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 2) *% 544)) +% (((tx97 *% 4) +% 5) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 3) *% 544)) +% (((tx97 *% 4) +% 5) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(2))))
-            let w134 = (((loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 1) *% 544)) +% (((tx97 *% 4) +% 5) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 5) *% 544)) +% (((tx97 *% 4) +% 5) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j95 *% 18496) +% (((ty96 *% 4) +% 3) *% 544)) +% (((tx97 *% 4) +% 5) *% 16)) +% (cv98 *% 8)))) * Vector(repeating: Float(5))))
-            let w135 = (((w99 * Vector(repeating: Float(4))) + (w123 * Vector(repeating: Float(1)))) - (w111 * Vector(repeating: Float(5))))
-            let w136 = ((((w117 * Vector(repeating: Float(1))) + (w123 * Vector(repeating: Float(1)))) - (w105 * Vector(repeating: Float(4)))) - (w111 * Vector(repeating: Float(4))))
-            let w137 = ((((w105 * Vector(repeating: Float(4))) + (w123 * Vector(repeating: Float(1)))) - (w111 * Vector(repeating: Float(4)))) - (w117 * Vector(repeating: Float(1))))
-            let w138 = ((((w117 * Vector(repeating: Float(2))) + (w123 * Vector(repeating: Float(1)))) - (w105 * Vector(repeating: Float(2)))) - (w111 * Vector(repeating: Float(1))))
-            let w139 = ((((w105 * Vector(repeating: Float(2))) + (w123 * Vector(repeating: Float(1)))) - (w111 * Vector(repeating: Float(1)))) - (w117 * Vector(repeating: Float(2))))
-            let w140 = (((w105 * Vector(repeating: Float(4))) + (w129 * Vector(repeating: Float(1)))) - (w117 * Vector(repeating: Float(5))))
-            let w141 = (((w100 * Vector(repeating: Float(4))) + (w124 * Vector(repeating: Float(1)))) - (w112 * Vector(repeating: Float(5))))
-            let w142 = ((((w118 * Vector(repeating: Float(1))) + (w124 * Vector(repeating: Float(1)))) - (w106 * Vector(repeating: Float(4)))) - (w112 * Vector(repeating: Float(4))))
-            let w143 = ((((w106 * Vector(repeating: Float(4))) + (w124 * Vector(repeating: Float(1)))) - (w112 * Vector(repeating: Float(4)))) - (w118 * Vector(repeating: Float(1))))
-            let w144 = ((((w118 * Vector(repeating: Float(2))) + (w124 * Vector(repeating: Float(1)))) - (w106 * Vector(repeating: Float(2)))) - (w112 * Vector(repeating: Float(1))))
-            let w145 = ((((w106 * Vector(repeating: Float(2))) + (w124 * Vector(repeating: Float(1)))) - (w112 * Vector(repeating: Float(1)))) - (w118 * Vector(repeating: Float(2))))
-            let w146 = (((w106 * Vector(repeating: Float(4))) + (w130 * Vector(repeating: Float(1)))) - (w118 * Vector(repeating: Float(5))))
-            let w147 = (((w101 * Vector(repeating: Float(4))) + (w125 * Vector(repeating: Float(1)))) - (w113 * Vector(repeating: Float(5))))
-            let w148 = ((((w119 * Vector(repeating: Float(1))) + (w125 * Vector(repeating: Float(1)))) - (w107 * Vector(repeating: Float(4)))) - (w113 * Vector(repeating: Float(4))))
-            let w149 = ((((w107 * Vector(repeating: Float(4))) + (w125 * Vector(repeating: Float(1)))) - (w113 * Vector(repeating: Float(4)))) - (w119 * Vector(repeating: Float(1))))
-            let w150 = ((((w119 * Vector(repeating: Float(2))) + (w125 * Vector(repeating: Float(1)))) - (w107 * Vector(repeating: Float(2)))) - (w113 * Vector(repeating: Float(1))))
-            let w151 = ((((w107 * Vector(repeating: Float(2))) + (w125 * Vector(repeating: Float(1)))) - (w113 * Vector(repeating: Float(1)))) - (w119 * Vector(repeating: Float(2))))
-            let w152 = (((w107 * Vector(repeating: Float(4))) + (w131 * Vector(repeating: Float(1)))) - (w119 * Vector(repeating: Float(5))))
-            let w153 = (((w102 * Vector(repeating: Float(4))) + (w126 * Vector(repeating: Float(1)))) - (w114 * Vector(repeating: Float(5))))
-            let w154 = ((((w120 * Vector(repeating: Float(1))) + (w126 * Vector(repeating: Float(1)))) - (w108 * Vector(repeating: Float(4)))) - (w114 * Vector(repeating: Float(4))))
-            let w155 = ((((w108 * Vector(repeating: Float(4))) + (w126 * Vector(repeating: Float(1)))) - (w114 * Vector(repeating: Float(4)))) - (w120 * Vector(repeating: Float(1))))
-            let w156 = ((((w120 * Vector(repeating: Float(2))) + (w126 * Vector(repeating: Float(1)))) - (w108 * Vector(repeating: Float(2)))) - (w114 * Vector(repeating: Float(1))))
-            let w157 = ((((w108 * Vector(repeating: Float(2))) + (w126 * Vector(repeating: Float(1)))) - (w114 * Vector(repeating: Float(1)))) - (w120 * Vector(repeating: Float(2))))
-            let w158 = (((w108 * Vector(repeating: Float(4))) + (w132 * Vector(repeating: Float(1)))) - (w120 * Vector(repeating: Float(5))))
-            let w159 = (((w103 * Vector(repeating: Float(4))) + (w127 * Vector(repeating: Float(1)))) - (w115 * Vector(repeating: Float(5))))
-            let w160 = ((((w121 * Vector(repeating: Float(1))) + (w127 * Vector(repeating: Float(1)))) - (w109 * Vector(repeating: Float(4)))) - (w115 * Vector(repeating: Float(4))))
-            let w161 = ((((w109 * Vector(repeating: Float(4))) + (w127 * Vector(repeating: Float(1)))) - (w115 * Vector(repeating: Float(4)))) - (w121 * Vector(repeating: Float(1))))
-            let w162 = ((((w121 * Vector(repeating: Float(2))) + (w127 * Vector(repeating: Float(1)))) - (w109 * Vector(repeating: Float(2)))) - (w115 * Vector(repeating: Float(1))))
-            let w163 = ((((w109 * Vector(repeating: Float(2))) + (w127 * Vector(repeating: Float(1)))) - (w115 * Vector(repeating: Float(1)))) - (w121 * Vector(repeating: Float(2))))
-            let w164 = (((w109 * Vector(repeating: Float(4))) + (w133 * Vector(repeating: Float(1)))) - (w121 * Vector(repeating: Float(5))))
-            let w165 = (((w104 * Vector(repeating: Float(4))) + (w128 * Vector(repeating: Float(1)))) - (w116 * Vector(repeating: Float(5))))
-            let w166 = ((((w122 * Vector(repeating: Float(1))) + (w128 * Vector(repeating: Float(1)))) - (w110 * Vector(repeating: Float(4)))) - (w116 * Vector(repeating: Float(4))))
-            let w167 = ((((w110 * Vector(repeating: Float(4))) + (w128 * Vector(repeating: Float(1)))) - (w116 * Vector(repeating: Float(4)))) - (w122 * Vector(repeating: Float(1))))
-            let w168 = ((((w122 * Vector(repeating: Float(2))) + (w128 * Vector(repeating: Float(1)))) - (w110 * Vector(repeating: Float(2)))) - (w116 * Vector(repeating: Float(1))))
-            let w169 = ((((w110 * Vector(repeating: Float(2))) + (w128 * Vector(repeating: Float(1)))) - (w116 * Vector(repeating: Float(1)))) - (w122 * Vector(repeating: Float(2))))
-            let w170 = (((w110 * Vector(repeating: Float(4))) + (w134 * Vector(repeating: Float(1)))) - (w122 * Vector(repeating: Float(5))))
-            storeVector(arena, ((2124896 +% ((((j95 *% 64) +% (ty96 *% 8)) +% tx97) *% 16)) +% (cv98 *% 8)), w135)
-            storeVector(arena, ((2125920 +% ((((j95 *% 64) +% (ty96 *% 8)) +% tx97) *% 16)) +% (cv98 *% 8)), w136)
-            storeVector(arena, ((2126944 +% ((((j95 *% 64) +% (ty96 *% 8)) +% tx97) *% 16)) +% (cv98 *% 8)), w137)
-            storeVector(arena, ((2127968 +% ((((j95 *% 64) +% (ty96 *% 8)) +% tx97) *% 16)) +% (cv98 *% 8)), w138)
-            storeVector(arena, ((2128992 +% ((((j95 *% 64) +% (ty96 *% 8)) +% tx97) *% 16)) +% (cv98 *% 8)), w139)
-            storeVector(arena, ((2130016 +% ((((j95 *% 64) +% (ty96 *% 8)) +% tx97) *% 16)) +% (cv98 *% 8)), w140)
-            storeVector(arena, ((2131040 +% ((((j95 *% 64) +% (ty96 *% 8)) +% tx97) *% 16)) +% (cv98 *% 8)), w141)
-            storeVector(arena, ((2132064 +% ((((j95 *% 64) +% (ty96 *% 8)) +% tx97) *% 16)) +% (cv98 *% 8)), w142)
-            storeVector(arena, ((2133088 +% ((((j95 *% 64) +% (ty96 *% 8)) +% tx97) *% 16)) +% (cv98 *% 8)), w143)
-            storeVector(arena, ((2134112 +% ((((j95 *% 64) +% (ty96 *% 8)) +% tx97) *% 16)) +% (cv98 *% 8)), w144)
-            storeVector(arena, ((2135136 +% ((((j95 *% 64) +% (ty96 *% 8)) +% tx97) *% 16)) +% (cv98 *% 8)), w145)
-            storeVector(arena, ((2136160 +% ((((j95 *% 64) +% (ty96 *% 8)) +% tx97) *% 16)) +% (cv98 *% 8)), w146)
-            storeVector(arena, ((2137184 +% ((((j95 *% 64) +% (ty96 *% 8)) +% tx97) *% 16)) +% (cv98 *% 8)), w147)
-            storeVector(arena, ((2138208 +% ((((j95 *% 64) +% (ty96 *% 8)) +% tx97) *% 16)) +% (cv98 *% 8)), w148)
-            storeVector(arena, ((2139232 +% ((((j95 *% 64) +% (ty96 *% 8)) +% tx97) *% 16)) +% (cv98 *% 8)), w149)
-            storeVector(arena, ((2140256 +% ((((j95 *% 64) +% (ty96 *% 8)) +% tx97) *% 16)) +% (cv98 *% 8)), w150)
-            storeVector(arena, ((2141280 +% ((((j95 *% 64) +% (ty96 *% 8)) +% tx97) *% 16)) +% (cv98 *% 8)), w151)
-            storeVector(arena, ((2142304 +% ((((j95 *% 64) +% (ty96 *% 8)) +% tx97) *% 16)) +% (cv98 *% 8)), w152)
-            storeVector(arena, ((2143328 +% ((((j95 *% 64) +% (ty96 *% 8)) +% tx97) *% 16)) +% (cv98 *% 8)), w153)
-            storeVector(arena, ((2144352 +% ((((j95 *% 64) +% (ty96 *% 8)) +% tx97) *% 16)) +% (cv98 *% 8)), w154)
-            storeVector(arena, ((2145376 +% ((((j95 *% 64) +% (ty96 *% 8)) +% tx97) *% 16)) +% (cv98 *% 8)), w155)
-            storeVector(arena, ((2146400 +% ((((j95 *% 64) +% (ty96 *% 8)) +% tx97) *% 16)) +% (cv98 *% 8)), w156)
-            storeVector(arena, ((2147424 +% ((((j95 *% 64) +% (ty96 *% 8)) +% tx97) *% 16)) +% (cv98 *% 8)), w157)
-            storeVector(arena, ((2148448 +% ((((j95 *% 64) +% (ty96 *% 8)) +% tx97) *% 16)) +% (cv98 *% 8)), w158)
-            storeVector(arena, ((2149472 +% ((((j95 *% 64) +% (ty96 *% 8)) +% tx97) *% 16)) +% (cv98 *% 8)), w159)
-            storeVector(arena, ((2150496 +% ((((j95 *% 64) +% (ty96 *% 8)) +% tx97) *% 16)) +% (cv98 *% 8)), w160)
-            storeVector(arena, ((2151520 +% ((((j95 *% 64) +% (ty96 *% 8)) +% tx97) *% 16)) +% (cv98 *% 8)), w161)
-            storeVector(arena, ((2152544 +% ((((j95 *% 64) +% (ty96 *% 8)) +% tx97) *% 16)) +% (cv98 *% 8)), w162)
-            storeVector(arena, ((2153568 +% ((((j95 *% 64) +% (ty96 *% 8)) +% tx97) *% 16)) +% (cv98 *% 8)), w163)
-            storeVector(arena, ((2154592 +% ((((j95 *% 64) +% (ty96 *% 8)) +% tx97) *% 16)) +% (cv98 *% 8)), w164)
-            storeVector(arena, ((2155616 +% ((((j95 *% 64) +% (ty96 *% 8)) +% tx97) *% 16)) +% (cv98 *% 8)), w165)
-            storeVector(arena, ((2156640 +% ((((j95 *% 64) +% (ty96 *% 8)) +% tx97) *% 16)) +% (cv98 *% 8)), w166)
-            storeVector(arena, ((2157664 +% ((((j95 *% 64) +% (ty96 *% 8)) +% tx97) *% 16)) +% (cv98 *% 8)), w167)
-            storeVector(arena, ((2158688 +% ((((j95 *% 64) +% (ty96 *% 8)) +% tx97) *% 16)) +% (cv98 *% 8)), w168)
-            storeVector(arena, ((2159712 +% ((((j95 *% 64) +% (ty96 *% 8)) +% tx97) *% 16)) +% (cv98 *% 8)), w169)
-            storeVector(arena, ((2160736 +% ((((j95 *% 64) +% (ty96 *% 8)) +% tx97) *% 16)) +% (cv98 *% 8)), w170)
+    for j119 in 0..<1 {
+      for ty120 in 0..<8 {
+        for tx121 in 0..<8 {
+          for cv122 in 0..<2 {
+            let w123 = (((loadVector(arena, (2106400 +% ((((j119 *% 18496) +% ((ty120 *% 4) *% 544)) +% ((tx121 *% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 4) *% 544)) +% ((tx121 *% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 2) *% 544)) +% ((tx121 *% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(5))))
+            let w124 = ((((loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 3) *% 544)) +% ((tx121 *% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 4) *% 544)) +% ((tx121 *% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 1) *% 544)) +% ((tx121 *% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 2) *% 544)) +% ((tx121 *% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(4))))
+            let w125 = ((((loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 1) *% 544)) +% ((tx121 *% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 4) *% 544)) +% ((tx121 *% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 2) *% 544)) +% ((tx121 *% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 3) *% 544)) +% ((tx121 *% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1))))
+            let w126 = ((((loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 3) *% 544)) +% ((tx121 *% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 4) *% 544)) +% ((tx121 *% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 1) *% 544)) +% ((tx121 *% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 2) *% 544)) +% ((tx121 *% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1))))
+            let w127 = ((((loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 1) *% 544)) +% ((tx121 *% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 4) *% 544)) +% ((tx121 *% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 2) *% 544)) +% ((tx121 *% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 3) *% 544)) +% ((tx121 *% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(2))))
+            let w128 = (((loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 1) *% 544)) +% ((tx121 *% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 5) *% 544)) +% ((tx121 *% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 3) *% 544)) +% ((tx121 *% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(5))))
+            let w129 = (((loadVector(arena, (2106400 +% ((((j119 *% 18496) +% ((ty120 *% 4) *% 544)) +% (((tx121 *% 4) +% 1) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 4) *% 544)) +% (((tx121 *% 4) +% 1) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 2) *% 544)) +% (((tx121 *% 4) +% 1) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(5))))
+            let w130 = ((((loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 3) *% 544)) +% (((tx121 *% 4) +% 1) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 4) *% 544)) +% (((tx121 *% 4) +% 1) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 1) *% 544)) +% (((tx121 *% 4) +% 1) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 2) *% 544)) +% (((tx121 *% 4) +% 1) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(4))))
+            let w131 = ((((loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 1) *% 544)) +% (((tx121 *% 4) +% 1) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 4) *% 544)) +% (((tx121 *% 4) +% 1) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 2) *% 544)) +% (((tx121 *% 4) +% 1) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 3) *% 544)) +% (((tx121 *% 4) +% 1) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1))))
+            let w132 = ((((loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 3) *% 544)) +% (((tx121 *% 4) +% 1) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 4) *% 544)) +% (((tx121 *% 4) +% 1) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 1) *% 544)) +% (((tx121 *% 4) +% 1) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 2) *% 544)) +% (((tx121 *% 4) +% 1) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1))))
+            let w133 = ((((loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 1) *% 544)) +% (((tx121 *% 4) +% 1) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 4) *% 544)) +% (((tx121 *% 4) +% 1) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 2) *% 544)) +% (((tx121 *% 4) +% 1) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 3) *% 544)) +% (((tx121 *% 4) +% 1) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(2))))
+            let w134 = (((loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 1) *% 544)) +% (((tx121 *% 4) +% 1) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 5) *% 544)) +% (((tx121 *% 4) +% 1) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 3) *% 544)) +% (((tx121 *% 4) +% 1) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(5))))
+            let w135 = (((loadVector(arena, (2106400 +% ((((j119 *% 18496) +% ((ty120 *% 4) *% 544)) +% (((tx121 *% 4) +% 2) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 4) *% 544)) +% (((tx121 *% 4) +% 2) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 2) *% 544)) +% (((tx121 *% 4) +% 2) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(5))))
+            let w136 = ((((loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 3) *% 544)) +% (((tx121 *% 4) +% 2) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 4) *% 544)) +% (((tx121 *% 4) +% 2) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 1) *% 544)) +% (((tx121 *% 4) +% 2) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 2) *% 544)) +% (((tx121 *% 4) +% 2) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(4))))
+            let w137 = ((((loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 1) *% 544)) +% (((tx121 *% 4) +% 2) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 4) *% 544)) +% (((tx121 *% 4) +% 2) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 2) *% 544)) +% (((tx121 *% 4) +% 2) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 3) *% 544)) +% (((tx121 *% 4) +% 2) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1))))
+            let w138 = ((((loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 3) *% 544)) +% (((tx121 *% 4) +% 2) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 4) *% 544)) +% (((tx121 *% 4) +% 2) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 1) *% 544)) +% (((tx121 *% 4) +% 2) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 2) *% 544)) +% (((tx121 *% 4) +% 2) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1))))
+            let w139 = ((((loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 1) *% 544)) +% (((tx121 *% 4) +% 2) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 4) *% 544)) +% (((tx121 *% 4) +% 2) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 2) *% 544)) +% (((tx121 *% 4) +% 2) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 3) *% 544)) +% (((tx121 *% 4) +% 2) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(2))))
+            let w140 = (((loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 1) *% 544)) +% (((tx121 *% 4) +% 2) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 5) *% 544)) +% (((tx121 *% 4) +% 2) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 3) *% 544)) +% (((tx121 *% 4) +% 2) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(5))))
+            let w141 = (((loadVector(arena, (2106400 +% ((((j119 *% 18496) +% ((ty120 *% 4) *% 544)) +% (((tx121 *% 4) +% 3) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 4) *% 544)) +% (((tx121 *% 4) +% 3) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 2) *% 544)) +% (((tx121 *% 4) +% 3) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(5))))
+            let w142 = ((((loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 3) *% 544)) +% (((tx121 *% 4) +% 3) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 4) *% 544)) +% (((tx121 *% 4) +% 3) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 1) *% 544)) +% (((tx121 *% 4) +% 3) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 2) *% 544)) +% (((tx121 *% 4) +% 3) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(4))))
+            let w143 = ((((loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 1) *% 544)) +% (((tx121 *% 4) +% 3) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 4) *% 544)) +% (((tx121 *% 4) +% 3) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 2) *% 544)) +% (((tx121 *% 4) +% 3) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 3) *% 544)) +% (((tx121 *% 4) +% 3) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1))))
+            let w144 = ((((loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 3) *% 544)) +% (((tx121 *% 4) +% 3) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 4) *% 544)) +% (((tx121 *% 4) +% 3) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 1) *% 544)) +% (((tx121 *% 4) +% 3) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 2) *% 544)) +% (((tx121 *% 4) +% 3) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1))))
+            let w145 = ((((loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 1) *% 544)) +% (((tx121 *% 4) +% 3) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 4) *% 544)) +% (((tx121 *% 4) +% 3) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 2) *% 544)) +% (((tx121 *% 4) +% 3) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 3) *% 544)) +% (((tx121 *% 4) +% 3) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(2))))
+            let w146 = (((loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 1) *% 544)) +% (((tx121 *% 4) +% 3) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 5) *% 544)) +% (((tx121 *% 4) +% 3) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 3) *% 544)) +% (((tx121 *% 4) +% 3) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(5))))
+            let w147 = (((loadVector(arena, (2106400 +% ((((j119 *% 18496) +% ((ty120 *% 4) *% 544)) +% (((tx121 *% 4) +% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 4) *% 544)) +% (((tx121 *% 4) +% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 2) *% 544)) +% (((tx121 *% 4) +% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(5))))
+            let w148 = ((((loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 3) *% 544)) +% (((tx121 *% 4) +% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 4) *% 544)) +% (((tx121 *% 4) +% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 1) *% 544)) +% (((tx121 *% 4) +% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 2) *% 544)) +% (((tx121 *% 4) +% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(4))))
+            let w149 = ((((loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 1) *% 544)) +% (((tx121 *% 4) +% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 4) *% 544)) +% (((tx121 *% 4) +% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 2) *% 544)) +% (((tx121 *% 4) +% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 3) *% 544)) +% (((tx121 *% 4) +% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1))))
+            let w150 = ((((loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 3) *% 544)) +% (((tx121 *% 4) +% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 4) *% 544)) +% (((tx121 *% 4) +% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 1) *% 544)) +% (((tx121 *% 4) +% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 2) *% 544)) +% (((tx121 *% 4) +% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1))))
+            let w151 = ((((loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 1) *% 544)) +% (((tx121 *% 4) +% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 4) *% 544)) +% (((tx121 *% 4) +% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 2) *% 544)) +% (((tx121 *% 4) +% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 3) *% 544)) +% (((tx121 *% 4) +% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(2))))
+            let w152 = (((loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 1) *% 544)) +% (((tx121 *% 4) +% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 5) *% 544)) +% (((tx121 *% 4) +% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 3) *% 544)) +% (((tx121 *% 4) +% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(5))))
+            let w153 = (((loadVector(arena, (2106400 +% ((((j119 *% 18496) +% ((ty120 *% 4) *% 544)) +% (((tx121 *% 4) +% 5) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 4) *% 544)) +% (((tx121 *% 4) +% 5) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 2) *% 544)) +% (((tx121 *% 4) +% 5) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(5))))
+            let w154 = ((((loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 3) *% 544)) +% (((tx121 *% 4) +% 5) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 4) *% 544)) +% (((tx121 *% 4) +% 5) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 1) *% 544)) +% (((tx121 *% 4) +% 5) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 2) *% 544)) +% (((tx121 *% 4) +% 5) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(4))))
+            let w155 = ((((loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 1) *% 544)) +% (((tx121 *% 4) +% 5) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 4) *% 544)) +% (((tx121 *% 4) +% 5) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 2) *% 544)) +% (((tx121 *% 4) +% 5) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 3) *% 544)) +% (((tx121 *% 4) +% 5) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1))))
+            let w156 = ((((loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 3) *% 544)) +% (((tx121 *% 4) +% 5) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 4) *% 544)) +% (((tx121 *% 4) +% 5) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 1) *% 544)) +% (((tx121 *% 4) +% 5) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 2) *% 544)) +% (((tx121 *% 4) +% 5) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1))))
+            let w157 = ((((loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 1) *% 544)) +% (((tx121 *% 4) +% 5) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 4) *% 544)) +% (((tx121 *% 4) +% 5) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 2) *% 544)) +% (((tx121 *% 4) +% 5) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 3) *% 544)) +% (((tx121 *% 4) +% 5) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(2))))
+            let w158 = (((loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 1) *% 544)) +% (((tx121 *% 4) +% 5) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 5) *% 544)) +% (((tx121 *% 4) +% 5) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 3) *% 544)) +% (((tx121 *% 4) +% 5) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(5))))
+            let w159 = (((w123 * Vector(repeating: Float(4))) + (w147 * Vector(repeating: Float(1)))) - (w135 * Vector(repeating: Float(5))))
+            let w160 = ((((w141 * Vector(repeating: Float(1))) + (w147 * Vector(repeating: Float(1)))) - (w129 * Vector(repeating: Float(4)))) - (w135 * Vector(repeating: Float(4))))
+            let w161 = ((((w129 * Vector(repeating: Float(4))) + (w147 * Vector(repeating: Float(1)))) - (w135 * Vector(repeating: Float(4)))) - (w141 * Vector(repeating: Float(1))))
+            let w162 = ((((w141 * Vector(repeating: Float(2))) + (w147 * Vector(repeating: Float(1)))) - (w129 * Vector(repeating: Float(2)))) - (w135 * Vector(repeating: Float(1))))
+            let w163 = ((((w129 * Vector(repeating: Float(2))) + (w147 * Vector(repeating: Float(1)))) - (w135 * Vector(repeating: Float(1)))) - (w141 * Vector(repeating: Float(2))))
+            let w164 = (((w129 * Vector(repeating: Float(4))) + (w153 * Vector(repeating: Float(1)))) - (w141 * Vector(repeating: Float(5))))
+            let w165 = (((w124 * Vector(repeating: Float(4))) + (w148 * Vector(repeating: Float(1)))) - (w136 * Vector(repeating: Float(5))))
+            let w166 = ((((w142 * Vector(repeating: Float(1))) + (w148 * Vector(repeating: Float(1)))) - (w130 * Vector(repeating: Float(4)))) - (w136 * Vector(repeating: Float(4))))
+            let w167 = ((((w130 * Vector(repeating: Float(4))) + (w148 * Vector(repeating: Float(1)))) - (w136 * Vector(repeating: Float(4)))) - (w142 * Vector(repeating: Float(1))))
+            let w168 = ((((w142 * Vector(repeating: Float(2))) + (w148 * Vector(repeating: Float(1)))) - (w130 * Vector(repeating: Float(2)))) - (w136 * Vector(repeating: Float(1))))
+            let w169 = ((((w130 * Vector(repeating: Float(2))) + (w148 * Vector(repeating: Float(1)))) - (w136 * Vector(repeating: Float(1)))) - (w142 * Vector(repeating: Float(2))))
+            let w170 = (((w130 * Vector(repeating: Float(4))) + (w154 * Vector(repeating: Float(1)))) - (w142 * Vector(repeating: Float(5))))
+            let w171 = (((w125 * Vector(repeating: Float(4))) + (w149 * Vector(repeating: Float(1)))) - (w137 * Vector(repeating: Float(5))))
+            let w172 = ((((w143 * Vector(repeating: Float(1))) + (w149 * Vector(repeating: Float(1)))) - (w131 * Vector(repeating: Float(4)))) - (w137 * Vector(repeating: Float(4))))
+            let w173 = ((((w131 * Vector(repeating: Float(4))) + (w149 * Vector(repeating: Float(1)))) - (w137 * Vector(repeating: Float(4)))) - (w143 * Vector(repeating: Float(1))))
+            let w174 = ((((w143 * Vector(repeating: Float(2))) + (w149 * Vector(repeating: Float(1)))) - (w131 * Vector(repeating: Float(2)))) - (w137 * Vector(repeating: Float(1))))
+            let w175 = ((((w131 * Vector(repeating: Float(2))) + (w149 * Vector(repeating: Float(1)))) - (w137 * Vector(repeating: Float(1)))) - (w143 * Vector(repeating: Float(2))))
+            let w176 = (((w131 * Vector(repeating: Float(4))) + (w155 * Vector(repeating: Float(1)))) - (w143 * Vector(repeating: Float(5))))
+            let w177 = (((w126 * Vector(repeating: Float(4))) + (w150 * Vector(repeating: Float(1)))) - (w138 * Vector(repeating: Float(5))))
+            let w178 = ((((w144 * Vector(repeating: Float(1))) + (w150 * Vector(repeating: Float(1)))) - (w132 * Vector(repeating: Float(4)))) - (w138 * Vector(repeating: Float(4))))
+            let w179 = ((((w132 * Vector(repeating: Float(4))) + (w150 * Vector(repeating: Float(1)))) - (w138 * Vector(repeating: Float(4)))) - (w144 * Vector(repeating: Float(1))))
+            let w180 = ((((w144 * Vector(repeating: Float(2))) + (w150 * Vector(repeating: Float(1)))) - (w132 * Vector(repeating: Float(2)))) - (w138 * Vector(repeating: Float(1))))
+            let w181 = ((((w132 * Vector(repeating: Float(2))) + (w150 * Vector(repeating: Float(1)))) - (w138 * Vector(repeating: Float(1)))) - (w144 * Vector(repeating: Float(2))))
+            let w182 = (((w132 * Vector(repeating: Float(4))) + (w156 * Vector(repeating: Float(1)))) - (w144 * Vector(repeating: Float(5))))
+            let w183 = (((w127 * Vector(repeating: Float(4))) + (w151 * Vector(repeating: Float(1)))) - (w139 * Vector(repeating: Float(5))))
+            let w184 = ((((w145 * Vector(repeating: Float(1))) + (w151 * Vector(repeating: Float(1)))) - (w133 * Vector(repeating: Float(4)))) - (w139 * Vector(repeating: Float(4))))
+            let w185 = ((((w133 * Vector(repeating: Float(4))) + (w151 * Vector(repeating: Float(1)))) - (w139 * Vector(repeating: Float(4)))) - (w145 * Vector(repeating: Float(1))))
+            let w186 = ((((w145 * Vector(repeating: Float(2))) + (w151 * Vector(repeating: Float(1)))) - (w133 * Vector(repeating: Float(2)))) - (w139 * Vector(repeating: Float(1))))
+            let w187 = ((((w133 * Vector(repeating: Float(2))) + (w151 * Vector(repeating: Float(1)))) - (w139 * Vector(repeating: Float(1)))) - (w145 * Vector(repeating: Float(2))))
+            let w188 = (((w133 * Vector(repeating: Float(4))) + (w157 * Vector(repeating: Float(1)))) - (w145 * Vector(repeating: Float(5))))
+            let w189 = (((w128 * Vector(repeating: Float(4))) + (w152 * Vector(repeating: Float(1)))) - (w140 * Vector(repeating: Float(5))))
+            let w190 = ((((w146 * Vector(repeating: Float(1))) + (w152 * Vector(repeating: Float(1)))) - (w134 * Vector(repeating: Float(4)))) - (w140 * Vector(repeating: Float(4))))
+            let w191 = ((((w134 * Vector(repeating: Float(4))) + (w152 * Vector(repeating: Float(1)))) - (w140 * Vector(repeating: Float(4)))) - (w146 * Vector(repeating: Float(1))))
+            let w192 = ((((w146 * Vector(repeating: Float(2))) + (w152 * Vector(repeating: Float(1)))) - (w134 * Vector(repeating: Float(2)))) - (w140 * Vector(repeating: Float(1))))
+            let w193 = ((((w134 * Vector(repeating: Float(2))) + (w152 * Vector(repeating: Float(1)))) - (w140 * Vector(repeating: Float(1)))) - (w146 * Vector(repeating: Float(2))))
+            let w194 = (((w134 * Vector(repeating: Float(4))) + (w158 * Vector(repeating: Float(1)))) - (w146 * Vector(repeating: Float(5))))
+            storeVector(arena, ((2124896 +% ((((j119 *% 64) +% (ty120 *% 8)) +% tx121) *% 16)) +% (cv122 *% 8)), w159)
+            storeVector(arena, ((2125920 +% ((((j119 *% 64) +% (ty120 *% 8)) +% tx121) *% 16)) +% (cv122 *% 8)), w160)
+            storeVector(arena, ((2126944 +% ((((j119 *% 64) +% (ty120 *% 8)) +% tx121) *% 16)) +% (cv122 *% 8)), w161)
+            storeVector(arena, ((2127968 +% ((((j119 *% 64) +% (ty120 *% 8)) +% tx121) *% 16)) +% (cv122 *% 8)), w162)
+            storeVector(arena, ((2128992 +% ((((j119 *% 64) +% (ty120 *% 8)) +% tx121) *% 16)) +% (cv122 *% 8)), w163)
+            storeVector(arena, ((2130016 +% ((((j119 *% 64) +% (ty120 *% 8)) +% tx121) *% 16)) +% (cv122 *% 8)), w164)
+            storeVector(arena, ((2131040 +% ((((j119 *% 64) +% (ty120 *% 8)) +% tx121) *% 16)) +% (cv122 *% 8)), w165)
+            storeVector(arena, ((2132064 +% ((((j119 *% 64) +% (ty120 *% 8)) +% tx121) *% 16)) +% (cv122 *% 8)), w166)
+            storeVector(arena, ((2133088 +% ((((j119 *% 64) +% (ty120 *% 8)) +% tx121) *% 16)) +% (cv122 *% 8)), w167)
+            storeVector(arena, ((2134112 +% ((((j119 *% 64) +% (ty120 *% 8)) +% tx121) *% 16)) +% (cv122 *% 8)), w168)
+            storeVector(arena, ((2135136 +% ((((j119 *% 64) +% (ty120 *% 8)) +% tx121) *% 16)) +% (cv122 *% 8)), w169)
+            storeVector(arena, ((2136160 +% ((((j119 *% 64) +% (ty120 *% 8)) +% tx121) *% 16)) +% (cv122 *% 8)), w170)
+            storeVector(arena, ((2137184 +% ((((j119 *% 64) +% (ty120 *% 8)) +% tx121) *% 16)) +% (cv122 *% 8)), w171)
+            storeVector(arena, ((2138208 +% ((((j119 *% 64) +% (ty120 *% 8)) +% tx121) *% 16)) +% (cv122 *% 8)), w172)
+            storeVector(arena, ((2139232 +% ((((j119 *% 64) +% (ty120 *% 8)) +% tx121) *% 16)) +% (cv122 *% 8)), w173)
+            storeVector(arena, ((2140256 +% ((((j119 *% 64) +% (ty120 *% 8)) +% tx121) *% 16)) +% (cv122 *% 8)), w174)
+            storeVector(arena, ((2141280 +% ((((j119 *% 64) +% (ty120 *% 8)) +% tx121) *% 16)) +% (cv122 *% 8)), w175)
+            storeVector(arena, ((2142304 +% ((((j119 *% 64) +% (ty120 *% 8)) +% tx121) *% 16)) +% (cv122 *% 8)), w176)
+            storeVector(arena, ((2143328 +% ((((j119 *% 64) +% (ty120 *% 8)) +% tx121) *% 16)) +% (cv122 *% 8)), w177)
+            storeVector(arena, ((2144352 +% ((((j119 *% 64) +% (ty120 *% 8)) +% tx121) *% 16)) +% (cv122 *% 8)), w178)
+            storeVector(arena, ((2145376 +% ((((j119 *% 64) +% (ty120 *% 8)) +% tx121) *% 16)) +% (cv122 *% 8)), w179)
+            storeVector(arena, ((2146400 +% ((((j119 *% 64) +% (ty120 *% 8)) +% tx121) *% 16)) +% (cv122 *% 8)), w180)
+            storeVector(arena, ((2147424 +% ((((j119 *% 64) +% (ty120 *% 8)) +% tx121) *% 16)) +% (cv122 *% 8)), w181)
+            storeVector(arena, ((2148448 +% ((((j119 *% 64) +% (ty120 *% 8)) +% tx121) *% 16)) +% (cv122 *% 8)), w182)
+            storeVector(arena, ((2149472 +% ((((j119 *% 64) +% (ty120 *% 8)) +% tx121) *% 16)) +% (cv122 *% 8)), w183)
+            storeVector(arena, ((2150496 +% ((((j119 *% 64) +% (ty120 *% 8)) +% tx121) *% 16)) +% (cv122 *% 8)), w184)
+            storeVector(arena, ((2151520 +% ((((j119 *% 64) +% (ty120 *% 8)) +% tx121) *% 16)) +% (cv122 *% 8)), w185)
+            storeVector(arena, ((2152544 +% ((((j119 *% 64) +% (ty120 *% 8)) +% tx121) *% 16)) +% (cv122 *% 8)), w186)
+            storeVector(arena, ((2153568 +% ((((j119 *% 64) +% (ty120 *% 8)) +% tx121) *% 16)) +% (cv122 *% 8)), w187)
+            storeVector(arena, ((2154592 +% ((((j119 *% 64) +% (ty120 *% 8)) +% tx121) *% 16)) +% (cv122 *% 8)), w188)
+            storeVector(arena, ((2155616 +% ((((j119 *% 64) +% (ty120 *% 8)) +% tx121) *% 16)) +% (cv122 *% 8)), w189)
+            storeVector(arena, ((2156640 +% ((((j119 *% 64) +% (ty120 *% 8)) +% tx121) *% 16)) +% (cv122 *% 8)), w190)
+            storeVector(arena, ((2157664 +% ((((j119 *% 64) +% (ty120 *% 8)) +% tx121) *% 16)) +% (cv122 *% 8)), w191)
+            storeVector(arena, ((2158688 +% ((((j119 *% 64) +% (ty120 *% 8)) +% tx121) *% 16)) +% (cv122 *% 8)), w192)
+            storeVector(arena, ((2159712 +% ((((j119 *% 64) +% (ty120 *% 8)) +% tx121) *% 16)) +% (cv122 *% 8)), w193)
+            storeVector(arena, ((2160736 +% ((((j119 *% 64) +% (ty120 *% 8)) +% tx121) *% 16)) +% (cv122 *% 8)), w194)
           }
         }
       }
     }
-    parallelFor(pool, 2) { part171 in
-      for xi172 in 0..<36 {
-        do {  // gemm179
-          for nb173 in 0..<1 {
-            for mb174 in 0..<4 {
-              var t175_c0_0 = Vector()
-              var t175_c1_0 = Vector()
-              var t175_c2_0 = Vector()
-              var t175_c3_0 = Vector()
-              var t175_c4_0 = Vector()
-              var t175_c5_0 = Vector()
-              var t175_c6_0 = Vector()
-              var t175_c7_0 = Vector()
-              var t175_c8_0 = Vector()
-              var t175_c9_0 = Vector()
-              var t175_c10_0 = Vector()
-              var t175_c11_0 = Vector()
-              var t175_c12_0 = Vector()
-              var t175_c13_0 = Vector()
-              for k176 in 0..<16 {
-                let t175_b0 = loadVector(arena, ((((3279968 +% (xi172 *% 256)) +% (part171 *% 8)) +% (k176 *% 16)) +% (nb173 *% 8)))
-                let t175_a0 = Vector(repeating: arena[(((2124896 +% (xi172 *% 1024)) +% ((mb174 *% 14) *% 16)) +% k176)])
-                t175_c0_0 = t175_c0_0.addingProduct(t175_a0, t175_b0)
-                let t175_a1 = Vector(repeating: arena[(((2124896 +% (xi172 *% 1024)) +% (((mb174 *% 14) +% 1) *% 16)) +% k176)])
-                t175_c1_0 = t175_c1_0.addingProduct(t175_a1, t175_b0)
-                let t175_a2 = Vector(repeating: arena[(((2124896 +% (xi172 *% 1024)) +% (((mb174 *% 14) +% 2) *% 16)) +% k176)])
-                t175_c2_0 = t175_c2_0.addingProduct(t175_a2, t175_b0)
-                let t175_a3 = Vector(repeating: arena[(((2124896 +% (xi172 *% 1024)) +% (((mb174 *% 14) +% 3) *% 16)) +% k176)])
-                t175_c3_0 = t175_c3_0.addingProduct(t175_a3, t175_b0)
-                let t175_a4 = Vector(repeating: arena[(((2124896 +% (xi172 *% 1024)) +% (((mb174 *% 14) +% 4) *% 16)) +% k176)])
-                t175_c4_0 = t175_c4_0.addingProduct(t175_a4, t175_b0)
-                let t175_a5 = Vector(repeating: arena[(((2124896 +% (xi172 *% 1024)) +% (((mb174 *% 14) +% 5) *% 16)) +% k176)])
-                t175_c5_0 = t175_c5_0.addingProduct(t175_a5, t175_b0)
-                let t175_a6 = Vector(repeating: arena[(((2124896 +% (xi172 *% 1024)) +% (((mb174 *% 14) +% 6) *% 16)) +% k176)])
-                t175_c6_0 = t175_c6_0.addingProduct(t175_a6, t175_b0)
-                let t175_a7 = Vector(repeating: arena[(((2124896 +% (xi172 *% 1024)) +% (((mb174 *% 14) +% 7) *% 16)) +% k176)])
-                t175_c7_0 = t175_c7_0.addingProduct(t175_a7, t175_b0)
-                let t175_a8 = Vector(repeating: arena[(((2124896 +% (xi172 *% 1024)) +% (((mb174 *% 14) +% 8) *% 16)) +% k176)])
-                t175_c8_0 = t175_c8_0.addingProduct(t175_a8, t175_b0)
-                let t175_a9 = Vector(repeating: arena[(((2124896 +% (xi172 *% 1024)) +% (((mb174 *% 14) +% 9) *% 16)) +% k176)])
-                t175_c9_0 = t175_c9_0.addingProduct(t175_a9, t175_b0)
-                let t175_a10 = Vector(repeating: arena[(((2124896 +% (xi172 *% 1024)) +% (((mb174 *% 14) +% 10) *% 16)) +% k176)])
-                t175_c10_0 = t175_c10_0.addingProduct(t175_a10, t175_b0)
-                let t175_a11 = Vector(repeating: arena[(((2124896 +% (xi172 *% 1024)) +% (((mb174 *% 14) +% 11) *% 16)) +% k176)])
-                t175_c11_0 = t175_c11_0.addingProduct(t175_a11, t175_b0)
-                let t175_a12 = Vector(repeating: arena[(((2124896 +% (xi172 *% 1024)) +% (((mb174 *% 14) +% 12) *% 16)) +% k176)])
-                t175_c12_0 = t175_c12_0.addingProduct(t175_a12, t175_b0)
-                let t175_a13 = Vector(repeating: arena[(((2124896 +% (xi172 *% 1024)) +% (((mb174 *% 14) +% 13) *% 16)) +% k176)])
-                t175_c13_0 = t175_c13_0.addingProduct(t175_a13, t175_b0)
+    parallelFor(pool, 2) { part195 in
+      for xi196 in 0..<36 {
+        do {  // gemm203
+          for nb197 in 0..<1 {
+            for mb198 in 0..<4 {
+              var t199_c0_0 = Vector()
+              var t199_c1_0 = Vector()
+              var t199_c2_0 = Vector()
+              var t199_c3_0 = Vector()
+              var t199_c4_0 = Vector()
+              var t199_c5_0 = Vector()
+              var t199_c6_0 = Vector()
+              var t199_c7_0 = Vector()
+              var t199_c8_0 = Vector()
+              var t199_c9_0 = Vector()
+              var t199_c10_0 = Vector()
+              var t199_c11_0 = Vector()
+              var t199_c12_0 = Vector()
+              var t199_c13_0 = Vector()
+              for k200 in 0..<16 {
+                let t199_b0 = loadVector(arena, ((((3280400 +% (xi196 *% 256)) +% (part195 *% 8)) +% (k200 *% 16)) +% (nb197 *% 8)))
+                let t199_a0 = Vector(repeating: arena[(((2124896 +% (xi196 *% 1024)) +% ((mb198 *% 14) *% 16)) +% k200)])
+                t199_c0_0 = t199_c0_0.addingProduct(t199_a0, t199_b0)
+                let t199_a1 = Vector(repeating: arena[(((2124896 +% (xi196 *% 1024)) +% (((mb198 *% 14) +% 1) *% 16)) +% k200)])
+                t199_c1_0 = t199_c1_0.addingProduct(t199_a1, t199_b0)
+                let t199_a2 = Vector(repeating: arena[(((2124896 +% (xi196 *% 1024)) +% (((mb198 *% 14) +% 2) *% 16)) +% k200)])
+                t199_c2_0 = t199_c2_0.addingProduct(t199_a2, t199_b0)
+                let t199_a3 = Vector(repeating: arena[(((2124896 +% (xi196 *% 1024)) +% (((mb198 *% 14) +% 3) *% 16)) +% k200)])
+                t199_c3_0 = t199_c3_0.addingProduct(t199_a3, t199_b0)
+                let t199_a4 = Vector(repeating: arena[(((2124896 +% (xi196 *% 1024)) +% (((mb198 *% 14) +% 4) *% 16)) +% k200)])
+                t199_c4_0 = t199_c4_0.addingProduct(t199_a4, t199_b0)
+                let t199_a5 = Vector(repeating: arena[(((2124896 +% (xi196 *% 1024)) +% (((mb198 *% 14) +% 5) *% 16)) +% k200)])
+                t199_c5_0 = t199_c5_0.addingProduct(t199_a5, t199_b0)
+                let t199_a6 = Vector(repeating: arena[(((2124896 +% (xi196 *% 1024)) +% (((mb198 *% 14) +% 6) *% 16)) +% k200)])
+                t199_c6_0 = t199_c6_0.addingProduct(t199_a6, t199_b0)
+                let t199_a7 = Vector(repeating: arena[(((2124896 +% (xi196 *% 1024)) +% (((mb198 *% 14) +% 7) *% 16)) +% k200)])
+                t199_c7_0 = t199_c7_0.addingProduct(t199_a7, t199_b0)
+                let t199_a8 = Vector(repeating: arena[(((2124896 +% (xi196 *% 1024)) +% (((mb198 *% 14) +% 8) *% 16)) +% k200)])
+                t199_c8_0 = t199_c8_0.addingProduct(t199_a8, t199_b0)
+                let t199_a9 = Vector(repeating: arena[(((2124896 +% (xi196 *% 1024)) +% (((mb198 *% 14) +% 9) *% 16)) +% k200)])
+                t199_c9_0 = t199_c9_0.addingProduct(t199_a9, t199_b0)
+                let t199_a10 = Vector(repeating: arena[(((2124896 +% (xi196 *% 1024)) +% (((mb198 *% 14) +% 10) *% 16)) +% k200)])
+                t199_c10_0 = t199_c10_0.addingProduct(t199_a10, t199_b0)
+                let t199_a11 = Vector(repeating: arena[(((2124896 +% (xi196 *% 1024)) +% (((mb198 *% 14) +% 11) *% 16)) +% k200)])
+                t199_c11_0 = t199_c11_0.addingProduct(t199_a11, t199_b0)
+                let t199_a12 = Vector(repeating: arena[(((2124896 +% (xi196 *% 1024)) +% (((mb198 *% 14) +% 12) *% 16)) +% k200)])
+                t199_c12_0 = t199_c12_0.addingProduct(t199_a12, t199_b0)
+                let t199_a13 = Vector(repeating: arena[(((2124896 +% (xi196 *% 1024)) +% (((mb198 *% 14) +% 13) *% 16)) +% k200)])
+                t199_c13_0 = t199_c13_0.addingProduct(t199_a13, t199_b0)
               }
-              storeVector(arena, ((((2161760 +% (xi172 *% 1024)) +% (part171 *% 8)) +% ((mb174 *% 14) *% 16)) +% (nb173 *% 8)), t175_c0_0)
-              storeVector(arena, ((((2161760 +% (xi172 *% 1024)) +% (part171 *% 8)) +% (((mb174 *% 14) +% 1) *% 16)) +% (nb173 *% 8)), t175_c1_0)
-              storeVector(arena, ((((2161760 +% (xi172 *% 1024)) +% (part171 *% 8)) +% (((mb174 *% 14) +% 2) *% 16)) +% (nb173 *% 8)), t175_c2_0)
-              storeVector(arena, ((((2161760 +% (xi172 *% 1024)) +% (part171 *% 8)) +% (((mb174 *% 14) +% 3) *% 16)) +% (nb173 *% 8)), t175_c3_0)
-              storeVector(arena, ((((2161760 +% (xi172 *% 1024)) +% (part171 *% 8)) +% (((mb174 *% 14) +% 4) *% 16)) +% (nb173 *% 8)), t175_c4_0)
-              storeVector(arena, ((((2161760 +% (xi172 *% 1024)) +% (part171 *% 8)) +% (((mb174 *% 14) +% 5) *% 16)) +% (nb173 *% 8)), t175_c5_0)
-              storeVector(arena, ((((2161760 +% (xi172 *% 1024)) +% (part171 *% 8)) +% (((mb174 *% 14) +% 6) *% 16)) +% (nb173 *% 8)), t175_c6_0)
-              storeVector(arena, ((((2161760 +% (xi172 *% 1024)) +% (part171 *% 8)) +% (((mb174 *% 14) +% 7) *% 16)) +% (nb173 *% 8)), t175_c7_0)
-              storeVector(arena, ((((2161760 +% (xi172 *% 1024)) +% (part171 *% 8)) +% (((mb174 *% 14) +% 8) *% 16)) +% (nb173 *% 8)), t175_c8_0)
-              storeVector(arena, ((((2161760 +% (xi172 *% 1024)) +% (part171 *% 8)) +% (((mb174 *% 14) +% 9) *% 16)) +% (nb173 *% 8)), t175_c9_0)
-              storeVector(arena, ((((2161760 +% (xi172 *% 1024)) +% (part171 *% 8)) +% (((mb174 *% 14) +% 10) *% 16)) +% (nb173 *% 8)), t175_c10_0)
-              storeVector(arena, ((((2161760 +% (xi172 *% 1024)) +% (part171 *% 8)) +% (((mb174 *% 14) +% 11) *% 16)) +% (nb173 *% 8)), t175_c11_0)
-              storeVector(arena, ((((2161760 +% (xi172 *% 1024)) +% (part171 *% 8)) +% (((mb174 *% 14) +% 12) *% 16)) +% (nb173 *% 8)), t175_c12_0)
-              storeVector(arena, ((((2161760 +% (xi172 *% 1024)) +% (part171 *% 8)) +% (((mb174 *% 14) +% 13) *% 16)) +% (nb173 *% 8)), t175_c13_0)
+              storeVector(arena, ((((2161760 +% (xi196 *% 1024)) +% (part195 *% 8)) +% ((mb198 *% 14) *% 16)) +% (nb197 *% 8)), t199_c0_0)
+              storeVector(arena, ((((2161760 +% (xi196 *% 1024)) +% (part195 *% 8)) +% (((mb198 *% 14) +% 1) *% 16)) +% (nb197 *% 8)), t199_c1_0)
+              storeVector(arena, ((((2161760 +% (xi196 *% 1024)) +% (part195 *% 8)) +% (((mb198 *% 14) +% 2) *% 16)) +% (nb197 *% 8)), t199_c2_0)
+              storeVector(arena, ((((2161760 +% (xi196 *% 1024)) +% (part195 *% 8)) +% (((mb198 *% 14) +% 3) *% 16)) +% (nb197 *% 8)), t199_c3_0)
+              storeVector(arena, ((((2161760 +% (xi196 *% 1024)) +% (part195 *% 8)) +% (((mb198 *% 14) +% 4) *% 16)) +% (nb197 *% 8)), t199_c4_0)
+              storeVector(arena, ((((2161760 +% (xi196 *% 1024)) +% (part195 *% 8)) +% (((mb198 *% 14) +% 5) *% 16)) +% (nb197 *% 8)), t199_c5_0)
+              storeVector(arena, ((((2161760 +% (xi196 *% 1024)) +% (part195 *% 8)) +% (((mb198 *% 14) +% 6) *% 16)) +% (nb197 *% 8)), t199_c6_0)
+              storeVector(arena, ((((2161760 +% (xi196 *% 1024)) +% (part195 *% 8)) +% (((mb198 *% 14) +% 7) *% 16)) +% (nb197 *% 8)), t199_c7_0)
+              storeVector(arena, ((((2161760 +% (xi196 *% 1024)) +% (part195 *% 8)) +% (((mb198 *% 14) +% 8) *% 16)) +% (nb197 *% 8)), t199_c8_0)
+              storeVector(arena, ((((2161760 +% (xi196 *% 1024)) +% (part195 *% 8)) +% (((mb198 *% 14) +% 9) *% 16)) +% (nb197 *% 8)), t199_c9_0)
+              storeVector(arena, ((((2161760 +% (xi196 *% 1024)) +% (part195 *% 8)) +% (((mb198 *% 14) +% 10) *% 16)) +% (nb197 *% 8)), t199_c10_0)
+              storeVector(arena, ((((2161760 +% (xi196 *% 1024)) +% (part195 *% 8)) +% (((mb198 *% 14) +% 11) *% 16)) +% (nb197 *% 8)), t199_c11_0)
+              storeVector(arena, ((((2161760 +% (xi196 *% 1024)) +% (part195 *% 8)) +% (((mb198 *% 14) +% 12) *% 16)) +% (nb197 *% 8)), t199_c12_0)
+              storeVector(arena, ((((2161760 +% (xi196 *% 1024)) +% (part195 *% 8)) +% (((mb198 *% 14) +% 13) *% 16)) +% (nb197 *% 8)), t199_c13_0)
             }
-            var t177_c0_0 = Vector()
-            var t177_c1_0 = Vector()
-            var t177_c2_0 = Vector()
-            var t177_c3_0 = Vector()
-            var t177_c4_0 = Vector()
-            var t177_c5_0 = Vector()
-            var t177_c6_0 = Vector()
-            var t177_c7_0 = Vector()
-            for k178 in 0..<16 {
-              let t177_b0 = loadVector(arena, ((((3279968 +% (xi172 *% 256)) +% (part171 *% 8)) +% (k178 *% 16)) +% (nb173 *% 8)))
-              let t177_a0 = Vector(repeating: arena[(((2124896 +% (xi172 *% 1024)) +% 896) +% k178)])
-              t177_c0_0 = t177_c0_0.addingProduct(t177_a0, t177_b0)
-              let t177_a1 = Vector(repeating: arena[(((2124896 +% (xi172 *% 1024)) +% 912) +% k178)])
-              t177_c1_0 = t177_c1_0.addingProduct(t177_a1, t177_b0)
-              let t177_a2 = Vector(repeating: arena[(((2124896 +% (xi172 *% 1024)) +% 928) +% k178)])
-              t177_c2_0 = t177_c2_0.addingProduct(t177_a2, t177_b0)
-              let t177_a3 = Vector(repeating: arena[(((2124896 +% (xi172 *% 1024)) +% 944) +% k178)])
-              t177_c3_0 = t177_c3_0.addingProduct(t177_a3, t177_b0)
-              let t177_a4 = Vector(repeating: arena[(((2124896 +% (xi172 *% 1024)) +% 960) +% k178)])
-              t177_c4_0 = t177_c4_0.addingProduct(t177_a4, t177_b0)
-              let t177_a5 = Vector(repeating: arena[(((2124896 +% (xi172 *% 1024)) +% 976) +% k178)])
-              t177_c5_0 = t177_c5_0.addingProduct(t177_a5, t177_b0)
-              let t177_a6 = Vector(repeating: arena[(((2124896 +% (xi172 *% 1024)) +% 992) +% k178)])
-              t177_c6_0 = t177_c6_0.addingProduct(t177_a6, t177_b0)
-              let t177_a7 = Vector(repeating: arena[(((2124896 +% (xi172 *% 1024)) +% 1008) +% k178)])
-              t177_c7_0 = t177_c7_0.addingProduct(t177_a7, t177_b0)
+            var t201_c0_0 = Vector()
+            var t201_c1_0 = Vector()
+            var t201_c2_0 = Vector()
+            var t201_c3_0 = Vector()
+            var t201_c4_0 = Vector()
+            var t201_c5_0 = Vector()
+            var t201_c6_0 = Vector()
+            var t201_c7_0 = Vector()
+            for k202 in 0..<16 {
+              let t201_b0 = loadVector(arena, ((((3280400 +% (xi196 *% 256)) +% (part195 *% 8)) +% (k202 *% 16)) +% (nb197 *% 8)))
+              let t201_a0 = Vector(repeating: arena[(((2124896 +% (xi196 *% 1024)) +% 896) +% k202)])
+              t201_c0_0 = t201_c0_0.addingProduct(t201_a0, t201_b0)
+              let t201_a1 = Vector(repeating: arena[(((2124896 +% (xi196 *% 1024)) +% 912) +% k202)])
+              t201_c1_0 = t201_c1_0.addingProduct(t201_a1, t201_b0)
+              let t201_a2 = Vector(repeating: arena[(((2124896 +% (xi196 *% 1024)) +% 928) +% k202)])
+              t201_c2_0 = t201_c2_0.addingProduct(t201_a2, t201_b0)
+              let t201_a3 = Vector(repeating: arena[(((2124896 +% (xi196 *% 1024)) +% 944) +% k202)])
+              t201_c3_0 = t201_c3_0.addingProduct(t201_a3, t201_b0)
+              let t201_a4 = Vector(repeating: arena[(((2124896 +% (xi196 *% 1024)) +% 960) +% k202)])
+              t201_c4_0 = t201_c4_0.addingProduct(t201_a4, t201_b0)
+              let t201_a5 = Vector(repeating: arena[(((2124896 +% (xi196 *% 1024)) +% 976) +% k202)])
+              t201_c5_0 = t201_c5_0.addingProduct(t201_a5, t201_b0)
+              let t201_a6 = Vector(repeating: arena[(((2124896 +% (xi196 *% 1024)) +% 992) +% k202)])
+              t201_c6_0 = t201_c6_0.addingProduct(t201_a6, t201_b0)
+              let t201_a7 = Vector(repeating: arena[(((2124896 +% (xi196 *% 1024)) +% 1008) +% k202)])
+              t201_c7_0 = t201_c7_0.addingProduct(t201_a7, t201_b0)
             }
-            storeVector(arena, ((((2161760 +% (xi172 *% 1024)) +% (part171 *% 8)) +% 896) +% (nb173 *% 8)), t177_c0_0)
-            storeVector(arena, ((((2161760 +% (xi172 *% 1024)) +% (part171 *% 8)) +% 912) +% (nb173 *% 8)), t177_c1_0)
-            storeVector(arena, ((((2161760 +% (xi172 *% 1024)) +% (part171 *% 8)) +% 928) +% (nb173 *% 8)), t177_c2_0)
-            storeVector(arena, ((((2161760 +% (xi172 *% 1024)) +% (part171 *% 8)) +% 944) +% (nb173 *% 8)), t177_c3_0)
-            storeVector(arena, ((((2161760 +% (xi172 *% 1024)) +% (part171 *% 8)) +% 960) +% (nb173 *% 8)), t177_c4_0)
-            storeVector(arena, ((((2161760 +% (xi172 *% 1024)) +% (part171 *% 8)) +% 976) +% (nb173 *% 8)), t177_c5_0)
-            storeVector(arena, ((((2161760 +% (xi172 *% 1024)) +% (part171 *% 8)) +% 992) +% (nb173 *% 8)), t177_c6_0)
-            storeVector(arena, ((((2161760 +% (xi172 *% 1024)) +% (part171 *% 8)) +% 1008) +% (nb173 *% 8)), t177_c7_0)
+            storeVector(arena, ((((2161760 +% (xi196 *% 1024)) +% (part195 *% 8)) +% 896) +% (nb197 *% 8)), t201_c0_0)
+            storeVector(arena, ((((2161760 +% (xi196 *% 1024)) +% (part195 *% 8)) +% 912) +% (nb197 *% 8)), t201_c1_0)
+            storeVector(arena, ((((2161760 +% (xi196 *% 1024)) +% (part195 *% 8)) +% 928) +% (nb197 *% 8)), t201_c2_0)
+            storeVector(arena, ((((2161760 +% (xi196 *% 1024)) +% (part195 *% 8)) +% 944) +% (nb197 *% 8)), t201_c3_0)
+            storeVector(arena, ((((2161760 +% (xi196 *% 1024)) +% (part195 *% 8)) +% 960) +% (nb197 *% 8)), t201_c4_0)
+            storeVector(arena, ((((2161760 +% (xi196 *% 1024)) +% (part195 *% 8)) +% 976) +% (nb197 *% 8)), t201_c5_0)
+            storeVector(arena, ((((2161760 +% (xi196 *% 1024)) +% (part195 *% 8)) +% 992) +% (nb197 *% 8)), t201_c6_0)
+            storeVector(arena, ((((2161760 +% (xi196 *% 1024)) +% (part195 *% 8)) +% 1008) +% (nb197 *% 8)), t201_c7_0)
           }
         }
       }
-      for j180 in 0..<1 {
-        for ty181 in 0..<8 {
-          for tx182 in 0..<8 {
-            for cv183 in 0..<1 {
-              let w184 = ((((loadVector(arena, ((2161760 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) + loadVector(arena, ((2167904 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8))))) + loadVector(arena, ((2174048 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8))))) + loadVector(arena, ((2180192 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8))))) + loadVector(arena, ((2186336 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))))
-              let w185 = ((((loadVector(arena, ((2167904 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((2180192 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((2174048 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((2186336 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(2))))
-              let w186 = ((((loadVector(arena, ((2167904 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((2174048 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((2180192 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((2186336 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(4))))
-              let w187 = (((((loadVector(arena, ((2167904 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((2180192 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((2192480 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((2174048 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((2186336 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(8))))
-              let w188 = ((((loadVector(arena, ((2162784 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) + loadVector(arena, ((2168928 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8))))) + loadVector(arena, ((2175072 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8))))) + loadVector(arena, ((2181216 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8))))) + loadVector(arena, ((2187360 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))))
-              let w189 = ((((loadVector(arena, ((2168928 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((2181216 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((2175072 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((2187360 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(2))))
-              let w190 = ((((loadVector(arena, ((2168928 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((2175072 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((2181216 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((2187360 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(4))))
-              let w191 = (((((loadVector(arena, ((2168928 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((2181216 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((2193504 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((2175072 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((2187360 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(8))))
-              let w192 = ((((loadVector(arena, ((2163808 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) + loadVector(arena, ((2169952 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8))))) + loadVector(arena, ((2176096 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8))))) + loadVector(arena, ((2182240 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8))))) + loadVector(arena, ((2188384 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))))
-              let w193 = ((((loadVector(arena, ((2169952 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((2182240 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((2176096 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((2188384 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(2))))
-              let w194 = ((((loadVector(arena, ((2169952 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((2176096 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((2182240 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((2188384 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(4))))
-              let w195 = (((((loadVector(arena, ((2169952 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((2182240 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((2194528 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((2176096 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((2188384 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(8))))
-              let w196 = ((((loadVector(arena, ((2164832 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) + loadVector(arena, ((2170976 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8))))) + loadVector(arena, ((2177120 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8))))) + loadVector(arena, ((2183264 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8))))) + loadVector(arena, ((2189408 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))))
-              let w197 = ((((loadVector(arena, ((2170976 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((2183264 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((2177120 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((2189408 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(2))))
-              let w198 = ((((loadVector(arena, ((2170976 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((2177120 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((2183264 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((2189408 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(4))))
-              let w199 = (((((loadVector(arena, ((2170976 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((2183264 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((2195552 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((2177120 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((2189408 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(8))))
-              let w200 = ((((loadVector(arena, ((2165856 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) + loadVector(arena, ((2172000 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8))))) + loadVector(arena, ((2178144 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8))))) + loadVector(arena, ((2184288 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8))))) + loadVector(arena, ((2190432 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))))
-              let w201 = ((((loadVector(arena, ((2172000 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((2184288 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((2178144 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((2190432 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(2))))
-              let w202 = ((((loadVector(arena, ((2172000 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((2178144 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((2184288 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((2190432 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(4))))
-              let w203 = (((((loadVector(arena, ((2172000 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((2184288 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((2196576 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((2178144 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((2190432 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(8))))
-              let w204 = ((((loadVector(arena, ((2166880 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) + loadVector(arena, ((2173024 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8))))) + loadVector(arena, ((2179168 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8))))) + loadVector(arena, ((2185312 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8))))) + loadVector(arena, ((2191456 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))))
-              let w205 = ((((loadVector(arena, ((2173024 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((2185312 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((2179168 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((2191456 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(2))))
-              let w206 = ((((loadVector(arena, ((2173024 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((2179168 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((2185312 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((2191456 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(4))))
-              let w207 = (((((loadVector(arena, ((2173024 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((2185312 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((2197600 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((2179168 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((2191456 +% ((((j180 *% 64) +% (ty181 *% 8)) +% tx182) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8)))) * Vector(repeating: Float(8))))
-              let w208 = ((((w184 + w188) + w192) + w196) + w200)
-              let w209 = ((((w188 * Vector(repeating: Float(1))) + (w196 * Vector(repeating: Float(2)))) - (w192 * Vector(repeating: Float(1)))) - (w200 * Vector(repeating: Float(2))))
-              let w210 = ((((w188 * Vector(repeating: Float(1))) + (w192 * Vector(repeating: Float(1)))) + (w196 * Vector(repeating: Float(4)))) + (w200 * Vector(repeating: Float(4))))
-              let w211 = (((((w188 * Vector(repeating: Float(1))) + (w196 * Vector(repeating: Float(8)))) + (w204 * Vector(repeating: Float(1)))) - (w192 * Vector(repeating: Float(1)))) - (w200 * Vector(repeating: Float(8))))
-              let w212 = ((((w185 + w189) + w193) + w197) + w201)
-              let w213 = ((((w189 * Vector(repeating: Float(1))) + (w197 * Vector(repeating: Float(2)))) - (w193 * Vector(repeating: Float(1)))) - (w201 * Vector(repeating: Float(2))))
-              let w214 = ((((w189 * Vector(repeating: Float(1))) + (w193 * Vector(repeating: Float(1)))) + (w197 * Vector(repeating: Float(4)))) + (w201 * Vector(repeating: Float(4))))
-              let w215 = (((((w189 * Vector(repeating: Float(1))) + (w197 * Vector(repeating: Float(8)))) + (w205 * Vector(repeating: Float(1)))) - (w193 * Vector(repeating: Float(1)))) - (w201 * Vector(repeating: Float(8))))
-              let w216 = ((((w186 + w190) + w194) + w198) + w202)
-              let w217 = ((((w190 * Vector(repeating: Float(1))) + (w198 * Vector(repeating: Float(2)))) - (w194 * Vector(repeating: Float(1)))) - (w202 * Vector(repeating: Float(2))))
-              let w218 = ((((w190 * Vector(repeating: Float(1))) + (w194 * Vector(repeating: Float(1)))) + (w198 * Vector(repeating: Float(4)))) + (w202 * Vector(repeating: Float(4))))
-              let w219 = (((((w190 * Vector(repeating: Float(1))) + (w198 * Vector(repeating: Float(8)))) + (w206 * Vector(repeating: Float(1)))) - (w194 * Vector(repeating: Float(1)))) - (w202 * Vector(repeating: Float(8))))
-              let w220 = ((((w187 + w191) + w195) + w199) + w203)
-              let w221 = ((((w191 * Vector(repeating: Float(1))) + (w199 * Vector(repeating: Float(2)))) - (w195 * Vector(repeating: Float(1)))) - (w203 * Vector(repeating: Float(2))))
-              let w222 = ((((w191 * Vector(repeating: Float(1))) + (w195 * Vector(repeating: Float(1)))) + (w199 * Vector(repeating: Float(4)))) + (w203 * Vector(repeating: Float(4))))
-              let w223 = (((((w191 * Vector(repeating: Float(1))) + (w199 * Vector(repeating: Float(8)))) + (w207 * Vector(repeating: Float(1)))) - (w195 * Vector(repeating: Float(1)))) - (w203 * Vector(repeating: Float(8))))
-              storeVector(arena, ((2198624 +% (((((j180 *% 32) +% (ty181 *% 4)) *% 32) +% (tx182 *% 4)) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8))), Vector().replacing(with: ((w208 * loadVector(arena, ((part171 *% 8) +% (cv183 *% 8)))) + loadVector(arena, (16 +% ((part171 *% 8) +% (cv183 *% 8))))), where: ((w208 * loadVector(arena, ((part171 *% 8) +% (cv183 *% 8)))) + loadVector(arena, (16 +% ((part171 *% 8) +% (cv183 *% 8))))) .> Vector()))
-              storeVector(arena, ((2198624 +% ((((((j180 *% 32) +% (ty181 *% 4)) *% 32) +% (tx182 *% 4)) +% 1) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8))), Vector().replacing(with: ((w209 * loadVector(arena, ((part171 *% 8) +% (cv183 *% 8)))) + loadVector(arena, (16 +% ((part171 *% 8) +% (cv183 *% 8))))), where: ((w209 * loadVector(arena, ((part171 *% 8) +% (cv183 *% 8)))) + loadVector(arena, (16 +% ((part171 *% 8) +% (cv183 *% 8))))) .> Vector()))
-              storeVector(arena, ((2198624 +% ((((((j180 *% 32) +% (ty181 *% 4)) *% 32) +% (tx182 *% 4)) +% 2) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8))), Vector().replacing(with: ((w210 * loadVector(arena, ((part171 *% 8) +% (cv183 *% 8)))) + loadVector(arena, (16 +% ((part171 *% 8) +% (cv183 *% 8))))), where: ((w210 * loadVector(arena, ((part171 *% 8) +% (cv183 *% 8)))) + loadVector(arena, (16 +% ((part171 *% 8) +% (cv183 *% 8))))) .> Vector()))
-              storeVector(arena, ((2198624 +% ((((((j180 *% 32) +% (ty181 *% 4)) *% 32) +% (tx182 *% 4)) +% 3) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8))), Vector().replacing(with: ((w211 * loadVector(arena, ((part171 *% 8) +% (cv183 *% 8)))) + loadVector(arena, (16 +% ((part171 *% 8) +% (cv183 *% 8))))), where: ((w211 * loadVector(arena, ((part171 *% 8) +% (cv183 *% 8)))) + loadVector(arena, (16 +% ((part171 *% 8) +% (cv183 *% 8))))) .> Vector()))
-              storeVector(arena, ((2198624 +% ((((((j180 *% 32) +% (ty181 *% 4)) +% 1) *% 32) +% (tx182 *% 4)) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8))), Vector().replacing(with: ((w212 * loadVector(arena, ((part171 *% 8) +% (cv183 *% 8)))) + loadVector(arena, (16 +% ((part171 *% 8) +% (cv183 *% 8))))), where: ((w212 * loadVector(arena, ((part171 *% 8) +% (cv183 *% 8)))) + loadVector(arena, (16 +% ((part171 *% 8) +% (cv183 *% 8))))) .> Vector()))
-              storeVector(arena, ((2198624 +% (((((((j180 *% 32) +% (ty181 *% 4)) +% 1) *% 32) +% (tx182 *% 4)) +% 1) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8))), Vector().replacing(with: ((w213 * loadVector(arena, ((part171 *% 8) +% (cv183 *% 8)))) + loadVector(arena, (16 +% ((part171 *% 8) +% (cv183 *% 8))))), where: ((w213 * loadVector(arena, ((part171 *% 8) +% (cv183 *% 8)))) + loadVector(arena, (16 +% ((part171 *% 8) +% (cv183 *% 8))))) .> Vector()))
-              storeVector(arena, ((2198624 +% (((((((j180 *% 32) +% (ty181 *% 4)) +% 1) *% 32) +% (tx182 *% 4)) +% 2) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8))), Vector().replacing(with: ((w214 * loadVector(arena, ((part171 *% 8) +% (cv183 *% 8)))) + loadVector(arena, (16 +% ((part171 *% 8) +% (cv183 *% 8))))), where: ((w214 * loadVector(arena, ((part171 *% 8) +% (cv183 *% 8)))) + loadVector(arena, (16 +% ((part171 *% 8) +% (cv183 *% 8))))) .> Vector()))
-              storeVector(arena, ((2198624 +% (((((((j180 *% 32) +% (ty181 *% 4)) +% 1) *% 32) +% (tx182 *% 4)) +% 3) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8))), Vector().replacing(with: ((w215 * loadVector(arena, ((part171 *% 8) +% (cv183 *% 8)))) + loadVector(arena, (16 +% ((part171 *% 8) +% (cv183 *% 8))))), where: ((w215 * loadVector(arena, ((part171 *% 8) +% (cv183 *% 8)))) + loadVector(arena, (16 +% ((part171 *% 8) +% (cv183 *% 8))))) .> Vector()))
-              storeVector(arena, ((2198624 +% ((((((j180 *% 32) +% (ty181 *% 4)) +% 2) *% 32) +% (tx182 *% 4)) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8))), Vector().replacing(with: ((w216 * loadVector(arena, ((part171 *% 8) +% (cv183 *% 8)))) + loadVector(arena, (16 +% ((part171 *% 8) +% (cv183 *% 8))))), where: ((w216 * loadVector(arena, ((part171 *% 8) +% (cv183 *% 8)))) + loadVector(arena, (16 +% ((part171 *% 8) +% (cv183 *% 8))))) .> Vector()))
-              storeVector(arena, ((2198624 +% (((((((j180 *% 32) +% (ty181 *% 4)) +% 2) *% 32) +% (tx182 *% 4)) +% 1) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8))), Vector().replacing(with: ((w217 * loadVector(arena, ((part171 *% 8) +% (cv183 *% 8)))) + loadVector(arena, (16 +% ((part171 *% 8) +% (cv183 *% 8))))), where: ((w217 * loadVector(arena, ((part171 *% 8) +% (cv183 *% 8)))) + loadVector(arena, (16 +% ((part171 *% 8) +% (cv183 *% 8))))) .> Vector()))
-              storeVector(arena, ((2198624 +% (((((((j180 *% 32) +% (ty181 *% 4)) +% 2) *% 32) +% (tx182 *% 4)) +% 2) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8))), Vector().replacing(with: ((w218 * loadVector(arena, ((part171 *% 8) +% (cv183 *% 8)))) + loadVector(arena, (16 +% ((part171 *% 8) +% (cv183 *% 8))))), where: ((w218 * loadVector(arena, ((part171 *% 8) +% (cv183 *% 8)))) + loadVector(arena, (16 +% ((part171 *% 8) +% (cv183 *% 8))))) .> Vector()))
-              storeVector(arena, ((2198624 +% (((((((j180 *% 32) +% (ty181 *% 4)) +% 2) *% 32) +% (tx182 *% 4)) +% 3) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8))), Vector().replacing(with: ((w219 * loadVector(arena, ((part171 *% 8) +% (cv183 *% 8)))) + loadVector(arena, (16 +% ((part171 *% 8) +% (cv183 *% 8))))), where: ((w219 * loadVector(arena, ((part171 *% 8) +% (cv183 *% 8)))) + loadVector(arena, (16 +% ((part171 *% 8) +% (cv183 *% 8))))) .> Vector()))
-              storeVector(arena, ((2198624 +% ((((((j180 *% 32) +% (ty181 *% 4)) +% 3) *% 32) +% (tx182 *% 4)) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8))), Vector().replacing(with: ((w220 * loadVector(arena, ((part171 *% 8) +% (cv183 *% 8)))) + loadVector(arena, (16 +% ((part171 *% 8) +% (cv183 *% 8))))), where: ((w220 * loadVector(arena, ((part171 *% 8) +% (cv183 *% 8)))) + loadVector(arena, (16 +% ((part171 *% 8) +% (cv183 *% 8))))) .> Vector()))
-              storeVector(arena, ((2198624 +% (((((((j180 *% 32) +% (ty181 *% 4)) +% 3) *% 32) +% (tx182 *% 4)) +% 1) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8))), Vector().replacing(with: ((w221 * loadVector(arena, ((part171 *% 8) +% (cv183 *% 8)))) + loadVector(arena, (16 +% ((part171 *% 8) +% (cv183 *% 8))))), where: ((w221 * loadVector(arena, ((part171 *% 8) +% (cv183 *% 8)))) + loadVector(arena, (16 +% ((part171 *% 8) +% (cv183 *% 8))))) .> Vector()))
-              storeVector(arena, ((2198624 +% (((((((j180 *% 32) +% (ty181 *% 4)) +% 3) *% 32) +% (tx182 *% 4)) +% 2) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8))), Vector().replacing(with: ((w222 * loadVector(arena, ((part171 *% 8) +% (cv183 *% 8)))) + loadVector(arena, (16 +% ((part171 *% 8) +% (cv183 *% 8))))), where: ((w222 * loadVector(arena, ((part171 *% 8) +% (cv183 *% 8)))) + loadVector(arena, (16 +% ((part171 *% 8) +% (cv183 *% 8))))) .> Vector()))
-              storeVector(arena, ((2198624 +% (((((((j180 *% 32) +% (ty181 *% 4)) +% 3) *% 32) +% (tx182 *% 4)) +% 3) *% 16)) +% ((part171 *% 8) +% (cv183 *% 8))), Vector().replacing(with: ((w223 * loadVector(arena, ((part171 *% 8) +% (cv183 *% 8)))) + loadVector(arena, (16 +% ((part171 *% 8) +% (cv183 *% 8))))), where: ((w223 * loadVector(arena, ((part171 *% 8) +% (cv183 *% 8)))) + loadVector(arena, (16 +% ((part171 *% 8) +% (cv183 *% 8))))) .> Vector()))
+      for j204 in 0..<1 {
+        for ty205 in 0..<8 {
+          for tx206 in 0..<8 {
+            for cv207 in 0..<1 {
+              let w208 = ((((loadVector(arena, ((2161760 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, ((2167904 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8))))) + loadVector(arena, ((2174048 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8))))) + loadVector(arena, ((2180192 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8))))) + loadVector(arena, ((2186336 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))))
+              let w209 = ((((loadVector(arena, ((2167904 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((2180192 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((2174048 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((2186336 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(2))))
+              let w210 = ((((loadVector(arena, ((2167904 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((2174048 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((2180192 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((2186336 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(4))))
+              let w211 = (((((loadVector(arena, ((2167904 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((2180192 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((2192480 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((2174048 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((2186336 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(8))))
+              let w212 = ((((loadVector(arena, ((2162784 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, ((2168928 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8))))) + loadVector(arena, ((2175072 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8))))) + loadVector(arena, ((2181216 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8))))) + loadVector(arena, ((2187360 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))))
+              let w213 = ((((loadVector(arena, ((2168928 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((2181216 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((2175072 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((2187360 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(2))))
+              let w214 = ((((loadVector(arena, ((2168928 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((2175072 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((2181216 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((2187360 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(4))))
+              let w215 = (((((loadVector(arena, ((2168928 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((2181216 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((2193504 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((2175072 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((2187360 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(8))))
+              let w216 = ((((loadVector(arena, ((2163808 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, ((2169952 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8))))) + loadVector(arena, ((2176096 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8))))) + loadVector(arena, ((2182240 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8))))) + loadVector(arena, ((2188384 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))))
+              let w217 = ((((loadVector(arena, ((2169952 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((2182240 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((2176096 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((2188384 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(2))))
+              let w218 = ((((loadVector(arena, ((2169952 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((2176096 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((2182240 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((2188384 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(4))))
+              let w219 = (((((loadVector(arena, ((2169952 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((2182240 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((2194528 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((2176096 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((2188384 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(8))))
+              let w220 = ((((loadVector(arena, ((2164832 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, ((2170976 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8))))) + loadVector(arena, ((2177120 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8))))) + loadVector(arena, ((2183264 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8))))) + loadVector(arena, ((2189408 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))))
+              let w221 = ((((loadVector(arena, ((2170976 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((2183264 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((2177120 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((2189408 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(2))))
+              let w222 = ((((loadVector(arena, ((2170976 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((2177120 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((2183264 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((2189408 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(4))))
+              let w223 = (((((loadVector(arena, ((2170976 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((2183264 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((2195552 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((2177120 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((2189408 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(8))))
+              let w224 = ((((loadVector(arena, ((2165856 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, ((2172000 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8))))) + loadVector(arena, ((2178144 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8))))) + loadVector(arena, ((2184288 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8))))) + loadVector(arena, ((2190432 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))))
+              let w225 = ((((loadVector(arena, ((2172000 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((2184288 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((2178144 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((2190432 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(2))))
+              let w226 = ((((loadVector(arena, ((2172000 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((2178144 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((2184288 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((2190432 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(4))))
+              let w227 = (((((loadVector(arena, ((2172000 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((2184288 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((2196576 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((2178144 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((2190432 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(8))))
+              let w228 = ((((loadVector(arena, ((2166880 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, ((2173024 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8))))) + loadVector(arena, ((2179168 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8))))) + loadVector(arena, ((2185312 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8))))) + loadVector(arena, ((2191456 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))))
+              let w229 = ((((loadVector(arena, ((2173024 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((2185312 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((2179168 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((2191456 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(2))))
+              let w230 = ((((loadVector(arena, ((2173024 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((2179168 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((2185312 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((2191456 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(4))))
+              let w231 = (((((loadVector(arena, ((2173024 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((2185312 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((2197600 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((2179168 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((2191456 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(8))))
+              let w232 = ((((w208 + w212) + w216) + w220) + w224)
+              let w233 = ((((w212 * Vector(repeating: Float(1))) + (w220 * Vector(repeating: Float(2)))) - (w216 * Vector(repeating: Float(1)))) - (w224 * Vector(repeating: Float(2))))
+              let w234 = ((((w212 * Vector(repeating: Float(1))) + (w216 * Vector(repeating: Float(1)))) + (w220 * Vector(repeating: Float(4)))) + (w224 * Vector(repeating: Float(4))))
+              let w235 = (((((w212 * Vector(repeating: Float(1))) + (w220 * Vector(repeating: Float(8)))) + (w228 * Vector(repeating: Float(1)))) - (w216 * Vector(repeating: Float(1)))) - (w224 * Vector(repeating: Float(8))))
+              let w236 = ((((w209 + w213) + w217) + w221) + w225)
+              let w237 = ((((w213 * Vector(repeating: Float(1))) + (w221 * Vector(repeating: Float(2)))) - (w217 * Vector(repeating: Float(1)))) - (w225 * Vector(repeating: Float(2))))
+              let w238 = ((((w213 * Vector(repeating: Float(1))) + (w217 * Vector(repeating: Float(1)))) + (w221 * Vector(repeating: Float(4)))) + (w225 * Vector(repeating: Float(4))))
+              let w239 = (((((w213 * Vector(repeating: Float(1))) + (w221 * Vector(repeating: Float(8)))) + (w229 * Vector(repeating: Float(1)))) - (w217 * Vector(repeating: Float(1)))) - (w225 * Vector(repeating: Float(8))))
+              let w240 = ((((w210 + w214) + w218) + w222) + w226)
+              let w241 = ((((w214 * Vector(repeating: Float(1))) + (w222 * Vector(repeating: Float(2)))) - (w218 * Vector(repeating: Float(1)))) - (w226 * Vector(repeating: Float(2))))
+              let w242 = ((((w214 * Vector(repeating: Float(1))) + (w218 * Vector(repeating: Float(1)))) + (w222 * Vector(repeating: Float(4)))) + (w226 * Vector(repeating: Float(4))))
+              let w243 = (((((w214 * Vector(repeating: Float(1))) + (w222 * Vector(repeating: Float(8)))) + (w230 * Vector(repeating: Float(1)))) - (w218 * Vector(repeating: Float(1)))) - (w226 * Vector(repeating: Float(8))))
+              let w244 = ((((w211 + w215) + w219) + w223) + w227)
+              let w245 = ((((w215 * Vector(repeating: Float(1))) + (w223 * Vector(repeating: Float(2)))) - (w219 * Vector(repeating: Float(1)))) - (w227 * Vector(repeating: Float(2))))
+              let w246 = ((((w215 * Vector(repeating: Float(1))) + (w219 * Vector(repeating: Float(1)))) + (w223 * Vector(repeating: Float(4)))) + (w227 * Vector(repeating: Float(4))))
+              let w247 = (((((w215 * Vector(repeating: Float(1))) + (w223 * Vector(repeating: Float(8)))) + (w231 * Vector(repeating: Float(1)))) - (w219 * Vector(repeating: Float(1)))) - (w227 * Vector(repeating: Float(8))))
+              storeVector(arena, ((2198624 +% (((((j204 *% 32) +% (ty205 *% 4)) *% 32) +% (tx206 *% 4)) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8))), Vector().replacing(with: ((w232 * loadVector(arena, ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, (16 +% ((part195 *% 8) +% (cv207 *% 8))))), where: ((w232 * loadVector(arena, ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, (16 +% ((part195 *% 8) +% (cv207 *% 8))))) .> Vector()))
+              storeVector(arena, ((2198624 +% ((((((j204 *% 32) +% (ty205 *% 4)) *% 32) +% (tx206 *% 4)) +% 1) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8))), Vector().replacing(with: ((w233 * loadVector(arena, ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, (16 +% ((part195 *% 8) +% (cv207 *% 8))))), where: ((w233 * loadVector(arena, ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, (16 +% ((part195 *% 8) +% (cv207 *% 8))))) .> Vector()))
+              storeVector(arena, ((2198624 +% ((((((j204 *% 32) +% (ty205 *% 4)) *% 32) +% (tx206 *% 4)) +% 2) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8))), Vector().replacing(with: ((w234 * loadVector(arena, ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, (16 +% ((part195 *% 8) +% (cv207 *% 8))))), where: ((w234 * loadVector(arena, ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, (16 +% ((part195 *% 8) +% (cv207 *% 8))))) .> Vector()))
+              storeVector(arena, ((2198624 +% ((((((j204 *% 32) +% (ty205 *% 4)) *% 32) +% (tx206 *% 4)) +% 3) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8))), Vector().replacing(with: ((w235 * loadVector(arena, ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, (16 +% ((part195 *% 8) +% (cv207 *% 8))))), where: ((w235 * loadVector(arena, ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, (16 +% ((part195 *% 8) +% (cv207 *% 8))))) .> Vector()))
+              storeVector(arena, ((2198624 +% ((((((j204 *% 32) +% (ty205 *% 4)) +% 1) *% 32) +% (tx206 *% 4)) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8))), Vector().replacing(with: ((w236 * loadVector(arena, ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, (16 +% ((part195 *% 8) +% (cv207 *% 8))))), where: ((w236 * loadVector(arena, ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, (16 +% ((part195 *% 8) +% (cv207 *% 8))))) .> Vector()))
+              storeVector(arena, ((2198624 +% (((((((j204 *% 32) +% (ty205 *% 4)) +% 1) *% 32) +% (tx206 *% 4)) +% 1) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8))), Vector().replacing(with: ((w237 * loadVector(arena, ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, (16 +% ((part195 *% 8) +% (cv207 *% 8))))), where: ((w237 * loadVector(arena, ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, (16 +% ((part195 *% 8) +% (cv207 *% 8))))) .> Vector()))
+              storeVector(arena, ((2198624 +% (((((((j204 *% 32) +% (ty205 *% 4)) +% 1) *% 32) +% (tx206 *% 4)) +% 2) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8))), Vector().replacing(with: ((w238 * loadVector(arena, ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, (16 +% ((part195 *% 8) +% (cv207 *% 8))))), where: ((w238 * loadVector(arena, ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, (16 +% ((part195 *% 8) +% (cv207 *% 8))))) .> Vector()))
+              storeVector(arena, ((2198624 +% (((((((j204 *% 32) +% (ty205 *% 4)) +% 1) *% 32) +% (tx206 *% 4)) +% 3) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8))), Vector().replacing(with: ((w239 * loadVector(arena, ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, (16 +% ((part195 *% 8) +% (cv207 *% 8))))), where: ((w239 * loadVector(arena, ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, (16 +% ((part195 *% 8) +% (cv207 *% 8))))) .> Vector()))
+              storeVector(arena, ((2198624 +% ((((((j204 *% 32) +% (ty205 *% 4)) +% 2) *% 32) +% (tx206 *% 4)) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8))), Vector().replacing(with: ((w240 * loadVector(arena, ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, (16 +% ((part195 *% 8) +% (cv207 *% 8))))), where: ((w240 * loadVector(arena, ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, (16 +% ((part195 *% 8) +% (cv207 *% 8))))) .> Vector()))
+              storeVector(arena, ((2198624 +% (((((((j204 *% 32) +% (ty205 *% 4)) +% 2) *% 32) +% (tx206 *% 4)) +% 1) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8))), Vector().replacing(with: ((w241 * loadVector(arena, ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, (16 +% ((part195 *% 8) +% (cv207 *% 8))))), where: ((w241 * loadVector(arena, ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, (16 +% ((part195 *% 8) +% (cv207 *% 8))))) .> Vector()))
+              storeVector(arena, ((2198624 +% (((((((j204 *% 32) +% (ty205 *% 4)) +% 2) *% 32) +% (tx206 *% 4)) +% 2) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8))), Vector().replacing(with: ((w242 * loadVector(arena, ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, (16 +% ((part195 *% 8) +% (cv207 *% 8))))), where: ((w242 * loadVector(arena, ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, (16 +% ((part195 *% 8) +% (cv207 *% 8))))) .> Vector()))
+              storeVector(arena, ((2198624 +% (((((((j204 *% 32) +% (ty205 *% 4)) +% 2) *% 32) +% (tx206 *% 4)) +% 3) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8))), Vector().replacing(with: ((w243 * loadVector(arena, ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, (16 +% ((part195 *% 8) +% (cv207 *% 8))))), where: ((w243 * loadVector(arena, ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, (16 +% ((part195 *% 8) +% (cv207 *% 8))))) .> Vector()))
+              storeVector(arena, ((2198624 +% ((((((j204 *% 32) +% (ty205 *% 4)) +% 3) *% 32) +% (tx206 *% 4)) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8))), Vector().replacing(with: ((w244 * loadVector(arena, ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, (16 +% ((part195 *% 8) +% (cv207 *% 8))))), where: ((w244 * loadVector(arena, ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, (16 +% ((part195 *% 8) +% (cv207 *% 8))))) .> Vector()))
+              storeVector(arena, ((2198624 +% (((((((j204 *% 32) +% (ty205 *% 4)) +% 3) *% 32) +% (tx206 *% 4)) +% 1) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8))), Vector().replacing(with: ((w245 * loadVector(arena, ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, (16 +% ((part195 *% 8) +% (cv207 *% 8))))), where: ((w245 * loadVector(arena, ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, (16 +% ((part195 *% 8) +% (cv207 *% 8))))) .> Vector()))
+              storeVector(arena, ((2198624 +% (((((((j204 *% 32) +% (ty205 *% 4)) +% 3) *% 32) +% (tx206 *% 4)) +% 2) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8))), Vector().replacing(with: ((w246 * loadVector(arena, ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, (16 +% ((part195 *% 8) +% (cv207 *% 8))))), where: ((w246 * loadVector(arena, ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, (16 +% ((part195 *% 8) +% (cv207 *% 8))))) .> Vector()))
+              storeVector(arena, ((2198624 +% (((((((j204 *% 32) +% (ty205 *% 4)) +% 3) *% 32) +% (tx206 *% 4)) +% 3) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8))), Vector().replacing(with: ((w247 * loadVector(arena, ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, (16 +% ((part195 *% 8) +% (cv207 *% 8))))), where: ((w247 * loadVector(arena, ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, (16 +% ((part195 *% 8) +% (cv207 *% 8))))) .> Vector()))
             }
           }
         }
       }
-      for j224 in 0..<1 {
-        for qb225 in 0..<16 {
-          for c226 in 0..<8 {
-            for q227 in 0..<64 {
-              arena[(1048608 +% ((((g90 +% j224) *% 16384) +% (((part171 *% 8) +% c226) *% 1024)) +% (q227 +% (qb225 *% 64))))] = arena[((2198624 +% (((j224 *% 1024) +% (q227 +% (qb225 *% 64))) *% 16)) +% ((part171 *% 8) +% c226))]
-            }
+      for j248 in 0..<1 {
+        for q249 in 0..<1024 {
+          for c250 in 0..<8 {
+            arena[(1048608 +% (((((g114 +% j248) *% 1024) +% q249) *% 16) +% ((part195 *% 8) +% c250)))] = arena[((2198624 +% (((j248 *% 1024) +% q249) *% 16)) +% ((part195 *% 8) +% c250))]
           }
         }
       }
     }
   }
   // s1_bn2 = batchnorm_fold()
-  for c228 in 0..<2 {
-    let scale229_v = (loadVector(params, ((c228 *% 8) +% 5104)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c228 *% 8) +% 78122)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
-    storeVector(arena, (c228 *% 8), scale229_v)
-    storeVector(arena, ((c228 *% 8) +% 16), (loadVector(params, ((c228 *% 8) +% 5120)) - (loadVector(params, ((c228 *% 8) +% 78106)) * scale229_v)))
+  for c251 in 0..<2 {
+    let scale252_v = (loadVector(params, ((c251 *% 8) +% 5104)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c251 *% 8) +% 78122)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
+    storeVector(arena, (c251 *% 8), scale252_v)
+    storeVector(arena, ((c251 *% 8) +% 16), (loadVector(params, ((c251 *% 8) +% 5120)) - (loadVector(params, ((c251 *% 8) +% 78106)) * scale252_v)))
   }
   // s1_conv2 = conv2d_act(s1_conv1, s1_bn2, stem)
-  for i287 in 0..<2312 {
-    storeVector(arena, ((i287 *% 8) +% 3154976), Vector(repeating: Float(0)))
+  for i310 in 0..<2312 {
+    storeVector(arena, ((i310 *% 8) +% 3154976), Vector(repeating: Float(0)))
   }
-  for g288 in 0..<64 {
-    for j289 in 0..<1 {
-      for iy290 in 0..<32 {
-        for c291 in 0..<16 {
-          for ix292 in 0..<32 {
-            arena[(3154976 +% ((((j289 *% 18496) +% ((iy290 +% 1) *% 544)) +% ((ix292 +% 1) *% 16)) +% c291))] = arena[((((1048608 +% ((g288 +% j289) *% 16384)) +% (c291 *% 1024)) +% (iy290 *% 32)) +% ix292)]
+  for g311 in 0..<64 {
+    for j312 in 0..<1 {
+      for iy313 in 0..<32 {
+        for ix314 in 0..<32 {
+          for c315 in 0..<16 {
+            arena[(3154976 +% ((((j312 *% 18496) +% ((iy313 +% 1) *% 544)) +% ((ix314 +% 1) *% 16)) +% c315))] = arena[((1048608 +% ((((((g311 +% j312) *% 32) +% iy313) *% 32) +% ix314) *% 16)) +% c315)]
           }
         }
       }
     }
-    for j293 in 0..<1 {
-      for ty294 in 0..<8 {
-        for tx295 in 0..<8 {
-          for cv296 in 0..<2 {
-            let w297 = (((loadVector(arena, (3154976 +% ((((j293 *% 18496) +% ((ty294 *% 4) *% 544)) +% ((tx295 *% 4) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 4) *% 544)) +% ((tx295 *% 4) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 2) *% 544)) +% ((tx295 *% 4) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(5))))
-            let w298 = ((((loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 3) *% 544)) +% ((tx295 *% 4) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 4) *% 544)) +% ((tx295 *% 4) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 1) *% 544)) +% ((tx295 *% 4) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 2) *% 544)) +% ((tx295 *% 4) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(4))))
-            let w299 = ((((loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 1) *% 544)) +% ((tx295 *% 4) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 4) *% 544)) +% ((tx295 *% 4) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 2) *% 544)) +% ((tx295 *% 4) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 3) *% 544)) +% ((tx295 *% 4) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(1))))
-            let w300 = ((((loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 3) *% 544)) +% ((tx295 *% 4) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 4) *% 544)) +% ((tx295 *% 4) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 1) *% 544)) +% ((tx295 *% 4) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 2) *% 544)) +% ((tx295 *% 4) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(1))))
-            let w301 = ((((loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 1) *% 544)) +% ((tx295 *% 4) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 4) *% 544)) +% ((tx295 *% 4) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 2) *% 544)) +% ((tx295 *% 4) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 3) *% 544)) +% ((tx295 *% 4) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(2))))
-            let w302 = (((loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 1) *% 544)) +% ((tx295 *% 4) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 5) *% 544)) +% ((tx295 *% 4) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 3) *% 544)) +% ((tx295 *% 4) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(5))))
-            let w303 = (((loadVector(arena, (3154976 +% ((((j293 *% 18496) +% ((ty294 *% 4) *% 544)) +% (((tx295 *% 4) +% 1) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 4) *% 544)) +% (((tx295 *% 4) +% 1) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 2) *% 544)) +% (((tx295 *% 4) +% 1) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(5))))
-            let w304 = ((((loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 3) *% 544)) +% (((tx295 *% 4) +% 1) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 4) *% 544)) +% (((tx295 *% 4) +% 1) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 1) *% 544)) +% (((tx295 *% 4) +% 1) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 2) *% 544)) +% (((tx295 *% 4) +% 1) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(4))))
-            let w305 = ((((loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 1) *% 544)) +% (((tx295 *% 4) +% 1) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 4) *% 544)) +% (((tx295 *% 4) +% 1) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 2) *% 544)) +% (((tx295 *% 4) +% 1) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 3) *% 544)) +% (((tx295 *% 4) +% 1) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(1))))
-            let w306 = ((((loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 3) *% 544)) +% (((tx295 *% 4) +% 1) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 4) *% 544)) +% (((tx295 *% 4) +% 1) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 1) *% 544)) +% (((tx295 *% 4) +% 1) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 2) *% 544)) +% (((tx295 *% 4) +% 1) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(1))))
-            let w307 = ((((loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 1) *% 544)) +% (((tx295 *% 4) +% 1) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 4) *% 544)) +% (((tx295 *% 4) +% 1) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 2) *% 544)) +% (((tx295 *% 4) +% 1) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 3) *% 544)) +% (((tx295 *% 4) +% 1) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(2))))
-            let w308 = (((loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 1) *% 544)) +% (((tx295 *% 4) +% 1) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 5) *% 544)) +% (((tx295 *% 4) +% 1) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 3) *% 544)) +% (((tx295 *% 4) +% 1) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(5))))
-            let w309 = (((loadVector(arena, (3154976 +% ((((j293 *% 18496) +% ((ty294 *% 4) *% 544)) +% (((tx295 *% 4) +% 2) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 4) *% 544)) +% (((tx295 *% 4) +% 2) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 2) *% 544)) +% (((tx295 *% 4) +% 2) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(5))))
-            let w310 = ((((loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 3) *% 544)) +% (((tx295 *% 4) +% 2) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 4) *% 544)) +% (((tx295 *% 4) +% 2) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 1) *% 544)) +% (((tx295 *% 4) +% 2) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 2) *% 544)) +% (((tx295 *% 4) +% 2) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(4))))
-            let w311 = ((((loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 1) *% 544)) +% (((tx295 *% 4) +% 2) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 4) *% 544)) +% (((tx295 *% 4) +% 2) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 2) *% 544)) +% (((tx295 *% 4) +% 2) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 3) *% 544)) +% (((tx295 *% 4) +% 2) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(1))))
-            let w312 = ((((loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 3) *% 544)) +% (((tx295 *% 4) +% 2) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 4) *% 544)) +% (((tx295 *% 4) +% 2) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 1) *% 544)) +% (((tx295 *% 4) +% 2) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 2) *% 544)) +% (((tx295 *% 4) +% 2) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(1))))
-            let w313 = ((((loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 1) *% 544)) +% (((tx295 *% 4) +% 2) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 4) *% 544)) +% (((tx295 *% 4) +% 2) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 2) *% 544)) +% (((tx295 *% 4) +% 2) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 3) *% 544)) +% (((tx295 *% 4) +% 2) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(2))))
-            let w314 = (((loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 1) *% 544)) +% (((tx295 *% 4) +% 2) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 5) *% 544)) +% (((tx295 *% 4) +% 2) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 3) *% 544)) +% (((tx295 *% 4) +% 2) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(5))))
-            let w315 = (((loadVector(arena, (3154976 +% ((((j293 *% 18496) +% ((ty294 *% 4) *% 544)) +% (((tx295 *% 4) +% 3) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 4) *% 544)) +% (((tx295 *% 4) +% 3) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 2) *% 544)) +% (((tx295 *% 4) +% 3) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(5))))
-            let w316 = ((((loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 3) *% 544)) +% (((tx295 *% 4) +% 3) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 4) *% 544)) +% (((tx295 *% 4) +% 3) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 1) *% 544)) +% (((tx295 *% 4) +% 3) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 2) *% 544)) +% (((tx295 *% 4) +% 3) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(4))))
-            let w317 = ((((loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 1) *% 544)) +% (((tx295 *% 4) +% 3) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 4) *% 544)) +% (((tx295 *% 4) +% 3) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 2) *% 544)) +% (((tx295 *% 4) +% 3) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 3) *% 544)) +% (((tx295 *% 4) +% 3) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(1))))
-            let w318 = ((((loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 3) *% 544)) +% (((tx295 *% 4) +% 3) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 4) *% 544)) +% (((tx295 *% 4) +% 3) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 1) *% 544)) +% (((tx295 *% 4) +% 3) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 2) *% 544)) +% (((tx295 *% 4) +% 3) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(1))))
-            let w319 = ((((loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 1) *% 544)) +% (((tx295 *% 4) +% 3) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 4) *% 544)) +% (((tx295 *% 4) +% 3) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 2) *% 544)) +% (((tx295 *% 4) +% 3) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 3) *% 544)) +% (((tx295 *% 4) +% 3) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(2))))
-            let w320 = (((loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 1) *% 544)) +% (((tx295 *% 4) +% 3) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 5) *% 544)) +% (((tx295 *% 4) +% 3) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 3) *% 544)) +% (((tx295 *% 4) +% 3) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(5))))
-            let w321 = (((loadVector(arena, (3154976 +% ((((j293 *% 18496) +% ((ty294 *% 4) *% 544)) +% (((tx295 *% 4) +% 4) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 4) *% 544)) +% (((tx295 *% 4) +% 4) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 2) *% 544)) +% (((tx295 *% 4) +% 4) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(5))))
-            let w322 = ((((loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 3) *% 544)) +% (((tx295 *% 4) +% 4) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 4) *% 544)) +% (((tx295 *% 4) +% 4) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 1) *% 544)) +% (((tx295 *% 4) +% 4) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 2) *% 544)) +% (((tx295 *% 4) +% 4) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(4))))
-            let w323 = ((((loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 1) *% 544)) +% (((tx295 *% 4) +% 4) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 4) *% 544)) +% (((tx295 *% 4) +% 4) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 2) *% 544)) +% (((tx295 *% 4) +% 4) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 3) *% 544)) +% (((tx295 *% 4) +% 4) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(1))))
-            let w324 = ((((loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 3) *% 544)) +% (((tx295 *% 4) +% 4) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 4) *% 544)) +% (((tx295 *% 4) +% 4) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 1) *% 544)) +% (((tx295 *% 4) +% 4) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 2) *% 544)) +% (((tx295 *% 4) +% 4) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(1))))
-            let w325 = ((((loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 1) *% 544)) +% (((tx295 *% 4) +% 4) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 4) *% 544)) +% (((tx295 *% 4) +% 4) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 2) *% 544)) +% (((tx295 *% 4) +% 4) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 3) *% 544)) +% (((tx295 *% 4) +% 4) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(2))))
-            let w326 = (((loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 1) *% 544)) +% (((tx295 *% 4) +% 4) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 5) *% 544)) +% (((tx295 *% 4) +% 4) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 3) *% 544)) +% (((tx295 *% 4) +% 4) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(5))))
-            let w327 = (((loadVector(arena, (3154976 +% ((((j293 *% 18496) +% ((ty294 *% 4) *% 544)) +% (((tx295 *% 4) +% 5) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 4) *% 544)) +% (((tx295 *% 4) +% 5) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 2) *% 544)) +% (((tx295 *% 4) +% 5) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(5))))
-            let w328 = ((((loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 3) *% 544)) +% (((tx295 *% 4) +% 5) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 4) *% 544)) +% (((tx295 *% 4) +% 5) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 1) *% 544)) +% (((tx295 *% 4) +% 5) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 2) *% 544)) +% (((tx295 *% 4) +% 5) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(4))))
-            let w329 = ((((loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 1) *% 544)) +% (((tx295 *% 4) +% 5) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 4) *% 544)) +% (((tx295 *% 4) +% 5) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 2) *% 544)) +% (((tx295 *% 4) +% 5) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 3) *% 544)) +% (((tx295 *% 4) +% 5) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(1))))
-            let w330 = ((((loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 3) *% 544)) +% (((tx295 *% 4) +% 5) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 4) *% 544)) +% (((tx295 *% 4) +% 5) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 1) *% 544)) +% (((tx295 *% 4) +% 5) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 2) *% 544)) +% (((tx295 *% 4) +% 5) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(1))))
-            let w331 = ((((loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 1) *% 544)) +% (((tx295 *% 4) +% 5) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 4) *% 544)) +% (((tx295 *% 4) +% 5) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 2) *% 544)) +% (((tx295 *% 4) +% 5) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 3) *% 544)) +% (((tx295 *% 4) +% 5) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(2))))
-            let w332 = (((loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 1) *% 544)) +% (((tx295 *% 4) +% 5) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 5) *% 544)) +% (((tx295 *% 4) +% 5) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j293 *% 18496) +% (((ty294 *% 4) +% 3) *% 544)) +% (((tx295 *% 4) +% 5) *% 16)) +% (cv296 *% 8)))) * Vector(repeating: Float(5))))
-            let w333 = (((w297 * Vector(repeating: Float(4))) + (w321 * Vector(repeating: Float(1)))) - (w309 * Vector(repeating: Float(5))))
-            let w334 = ((((w315 * Vector(repeating: Float(1))) + (w321 * Vector(repeating: Float(1)))) - (w303 * Vector(repeating: Float(4)))) - (w309 * Vector(repeating: Float(4))))
-            let w335 = ((((w303 * Vector(repeating: Float(4))) + (w321 * Vector(repeating: Float(1)))) - (w309 * Vector(repeating: Float(4)))) - (w315 * Vector(repeating: Float(1))))
-            let w336 = ((((w315 * Vector(repeating: Float(2))) + (w321 * Vector(repeating: Float(1)))) - (w303 * Vector(repeating: Float(2)))) - (w309 * Vector(repeating: Float(1))))
-            let w337 = ((((w303 * Vector(repeating: Float(2))) + (w321 * Vector(repeating: Float(1)))) - (w309 * Vector(repeating: Float(1)))) - (w315 * Vector(repeating: Float(2))))
-            let w338 = (((w303 * Vector(repeating: Float(4))) + (w327 * Vector(repeating: Float(1)))) - (w315 * Vector(repeating: Float(5))))
-            let w339 = (((w298 * Vector(repeating: Float(4))) + (w322 * Vector(repeating: Float(1)))) - (w310 * Vector(repeating: Float(5))))
-            let w340 = ((((w316 * Vector(repeating: Float(1))) + (w322 * Vector(repeating: Float(1)))) - (w304 * Vector(repeating: Float(4)))) - (w310 * Vector(repeating: Float(4))))
-            let w341 = ((((w304 * Vector(repeating: Float(4))) + (w322 * Vector(repeating: Float(1)))) - (w310 * Vector(repeating: Float(4)))) - (w316 * Vector(repeating: Float(1))))
-            let w342 = ((((w316 * Vector(repeating: Float(2))) + (w322 * Vector(repeating: Float(1)))) - (w304 * Vector(repeating: Float(2)))) - (w310 * Vector(repeating: Float(1))))
-            let w343 = ((((w304 * Vector(repeating: Float(2))) + (w322 * Vector(repeating: Float(1)))) - (w310 * Vector(repeating: Float(1)))) - (w316 * Vector(repeating: Float(2))))
-            let w344 = (((w304 * Vector(repeating: Float(4))) + (w328 * Vector(repeating: Float(1)))) - (w316 * Vector(repeating: Float(5))))
-            let w345 = (((w299 * Vector(repeating: Float(4))) + (w323 * Vector(repeating: Float(1)))) - (w311 * Vector(repeating: Float(5))))
-            let w346 = ((((w317 * Vector(repeating: Float(1))) + (w323 * Vector(repeating: Float(1)))) - (w305 * Vector(repeating: Float(4)))) - (w311 * Vector(repeating: Float(4))))
-            let w347 = ((((w305 * Vector(repeating: Float(4))) + (w323 * Vector(repeating: Float(1)))) - (w311 * Vector(repeating: Float(4)))) - (w317 * Vector(repeating: Float(1))))
-            let w348 = ((((w317 * Vector(repeating: Float(2))) + (w323 * Vector(repeating: Float(1)))) - (w305 * Vector(repeating: Float(2)))) - (w311 * Vector(repeating: Float(1))))
-            let w349 = ((((w305 * Vector(repeating: Float(2))) + (w323 * Vector(repeating: Float(1)))) - (w311 * Vector(repeating: Float(1)))) - (w317 * Vector(repeating: Float(2))))
-            let w350 = (((w305 * Vector(repeating: Float(4))) + (w329 * Vector(repeating: Float(1)))) - (w317 * Vector(repeating: Float(5))))
-            let w351 = (((w300 * Vector(repeating: Float(4))) + (w324 * Vector(repeating: Float(1)))) - (w312 * Vector(repeating: Float(5))))
-            let w352 = ((((w318 * Vector(repeating: Float(1))) + (w324 * Vector(repeating: Float(1)))) - (w306 * Vector(repeating: Float(4)))) - (w312 * Vector(repeating: Float(4))))
-            let w353 = ((((w306 * Vector(repeating: Float(4))) + (w324 * Vector(repeating: Float(1)))) - (w312 * Vector(repeating: Float(4)))) - (w318 * Vector(repeating: Float(1))))
-            let w354 = ((((w318 * Vector(repeating: Float(2))) + (w324 * Vector(repeating: Float(1)))) - (w306 * Vector(repeating: Float(2)))) - (w312 * Vector(repeating: Float(1))))
-            let w355 = ((((w306 * Vector(repeating: Float(2))) + (w324 * Vector(repeating: Float(1)))) - (w312 * Vector(repeating: Float(1)))) - (w318 * Vector(repeating: Float(2))))
-            let w356 = (((w306 * Vector(repeating: Float(4))) + (w330 * Vector(repeating: Float(1)))) - (w318 * Vector(repeating: Float(5))))
-            let w357 = (((w301 * Vector(repeating: Float(4))) + (w325 * Vector(repeating: Float(1)))) - (w313 * Vector(repeating: Float(5))))
-            let w358 = ((((w319 * Vector(repeating: Float(1))) + (w325 * Vector(repeating: Float(1)))) - (w307 * Vector(repeating: Float(4)))) - (w313 * Vector(repeating: Float(4))))
-            let w359 = ((((w307 * Vector(repeating: Float(4))) + (w325 * Vector(repeating: Float(1)))) - (w313 * Vector(repeating: Float(4)))) - (w319 * Vector(repeating: Float(1))))
-            let w360 = ((((w319 * Vector(repeating: Float(2))) + (w325 * Vector(repeating: Float(1)))) - (w307 * Vector(repeating: Float(2)))) - (w313 * Vector(repeating: Float(1))))
-            let w361 = ((((w307 * Vector(repeating: Float(2))) + (w325 * Vector(repeating: Float(1)))) - (w313 * Vector(repeating: Float(1)))) - (w319 * Vector(repeating: Float(2))))
-            let w362 = (((w307 * Vector(repeating: Float(4))) + (w331 * Vector(repeating: Float(1)))) - (w319 * Vector(repeating: Float(5))))
-            let w363 = (((w302 * Vector(repeating: Float(4))) + (w326 * Vector(repeating: Float(1)))) - (w314 * Vector(repeating: Float(5))))
-            let w364 = ((((w320 * Vector(repeating: Float(1))) + (w326 * Vector(repeating: Float(1)))) - (w308 * Vector(repeating: Float(4)))) - (w314 * Vector(repeating: Float(4))))
-            let w365 = ((((w308 * Vector(repeating: Float(4))) + (w326 * Vector(repeating: Float(1)))) - (w314 * Vector(repeating: Float(4)))) - (w320 * Vector(repeating: Float(1))))
-            let w366 = ((((w320 * Vector(repeating: Float(2))) + (w326 * Vector(repeating: Float(1)))) - (w308 * Vector(repeating: Float(2)))) - (w314 * Vector(repeating: Float(1))))
-            let w367 = ((((w308 * Vector(repeating: Float(2))) + (w326 * Vector(repeating: Float(1)))) - (w314 * Vector(repeating: Float(1)))) - (w320 * Vector(repeating: Float(2))))
-            let w368 = (((w308 * Vector(repeating: Float(4))) + (w332 * Vector(repeating: Float(1)))) - (w320 * Vector(repeating: Float(5))))
-            storeVector(arena, ((3173472 +% ((((j293 *% 64) +% (ty294 *% 8)) +% tx295) *% 16)) +% (cv296 *% 8)), w333)
-            storeVector(arena, ((3174496 +% ((((j293 *% 64) +% (ty294 *% 8)) +% tx295) *% 16)) +% (cv296 *% 8)), w334)
-            storeVector(arena, ((3175520 +% ((((j293 *% 64) +% (ty294 *% 8)) +% tx295) *% 16)) +% (cv296 *% 8)), w335)
-            storeVector(arena, ((3176544 +% ((((j293 *% 64) +% (ty294 *% 8)) +% tx295) *% 16)) +% (cv296 *% 8)), w336)
-            storeVector(arena, ((3177568 +% ((((j293 *% 64) +% (ty294 *% 8)) +% tx295) *% 16)) +% (cv296 *% 8)), w337)
-            storeVector(arena, ((3178592 +% ((((j293 *% 64) +% (ty294 *% 8)) +% tx295) *% 16)) +% (cv296 *% 8)), w338)
-            storeVector(arena, ((3179616 +% ((((j293 *% 64) +% (ty294 *% 8)) +% tx295) *% 16)) +% (cv296 *% 8)), w339)
-            storeVector(arena, ((3180640 +% ((((j293 *% 64) +% (ty294 *% 8)) +% tx295) *% 16)) +% (cv296 *% 8)), w340)
-            storeVector(arena, ((3181664 +% ((((j293 *% 64) +% (ty294 *% 8)) +% tx295) *% 16)) +% (cv296 *% 8)), w341)
-            storeVector(arena, ((3182688 +% ((((j293 *% 64) +% (ty294 *% 8)) +% tx295) *% 16)) +% (cv296 *% 8)), w342)
-            storeVector(arena, ((3183712 +% ((((j293 *% 64) +% (ty294 *% 8)) +% tx295) *% 16)) +% (cv296 *% 8)), w343)
-            storeVector(arena, ((3184736 +% ((((j293 *% 64) +% (ty294 *% 8)) +% tx295) *% 16)) +% (cv296 *% 8)), w344)
-            storeVector(arena, ((3185760 +% ((((j293 *% 64) +% (ty294 *% 8)) +% tx295) *% 16)) +% (cv296 *% 8)), w345)
-            storeVector(arena, ((3186784 +% ((((j293 *% 64) +% (ty294 *% 8)) +% tx295) *% 16)) +% (cv296 *% 8)), w346)
-            storeVector(arena, ((3187808 +% ((((j293 *% 64) +% (ty294 *% 8)) +% tx295) *% 16)) +% (cv296 *% 8)), w347)
-            storeVector(arena, ((3188832 +% ((((j293 *% 64) +% (ty294 *% 8)) +% tx295) *% 16)) +% (cv296 *% 8)), w348)
-            storeVector(arena, ((3189856 +% ((((j293 *% 64) +% (ty294 *% 8)) +% tx295) *% 16)) +% (cv296 *% 8)), w349)
-            storeVector(arena, ((3190880 +% ((((j293 *% 64) +% (ty294 *% 8)) +% tx295) *% 16)) +% (cv296 *% 8)), w350)
-            storeVector(arena, ((3191904 +% ((((j293 *% 64) +% (ty294 *% 8)) +% tx295) *% 16)) +% (cv296 *% 8)), w351)
-            storeVector(arena, ((3192928 +% ((((j293 *% 64) +% (ty294 *% 8)) +% tx295) *% 16)) +% (cv296 *% 8)), w352)
-            storeVector(arena, ((3193952 +% ((((j293 *% 64) +% (ty294 *% 8)) +% tx295) *% 16)) +% (cv296 *% 8)), w353)
-            storeVector(arena, ((3194976 +% ((((j293 *% 64) +% (ty294 *% 8)) +% tx295) *% 16)) +% (cv296 *% 8)), w354)
-            storeVector(arena, ((3196000 +% ((((j293 *% 64) +% (ty294 *% 8)) +% tx295) *% 16)) +% (cv296 *% 8)), w355)
-            storeVector(arena, ((3197024 +% ((((j293 *% 64) +% (ty294 *% 8)) +% tx295) *% 16)) +% (cv296 *% 8)), w356)
-            storeVector(arena, ((3198048 +% ((((j293 *% 64) +% (ty294 *% 8)) +% tx295) *% 16)) +% (cv296 *% 8)), w357)
-            storeVector(arena, ((3199072 +% ((((j293 *% 64) +% (ty294 *% 8)) +% tx295) *% 16)) +% (cv296 *% 8)), w358)
-            storeVector(arena, ((3200096 +% ((((j293 *% 64) +% (ty294 *% 8)) +% tx295) *% 16)) +% (cv296 *% 8)), w359)
-            storeVector(arena, ((3201120 +% ((((j293 *% 64) +% (ty294 *% 8)) +% tx295) *% 16)) +% (cv296 *% 8)), w360)
-            storeVector(arena, ((3202144 +% ((((j293 *% 64) +% (ty294 *% 8)) +% tx295) *% 16)) +% (cv296 *% 8)), w361)
-            storeVector(arena, ((3203168 +% ((((j293 *% 64) +% (ty294 *% 8)) +% tx295) *% 16)) +% (cv296 *% 8)), w362)
-            storeVector(arena, ((3204192 +% ((((j293 *% 64) +% (ty294 *% 8)) +% tx295) *% 16)) +% (cv296 *% 8)), w363)
-            storeVector(arena, ((3205216 +% ((((j293 *% 64) +% (ty294 *% 8)) +% tx295) *% 16)) +% (cv296 *% 8)), w364)
-            storeVector(arena, ((3206240 +% ((((j293 *% 64) +% (ty294 *% 8)) +% tx295) *% 16)) +% (cv296 *% 8)), w365)
-            storeVector(arena, ((3207264 +% ((((j293 *% 64) +% (ty294 *% 8)) +% tx295) *% 16)) +% (cv296 *% 8)), w366)
-            storeVector(arena, ((3208288 +% ((((j293 *% 64) +% (ty294 *% 8)) +% tx295) *% 16)) +% (cv296 *% 8)), w367)
-            storeVector(arena, ((3209312 +% ((((j293 *% 64) +% (ty294 *% 8)) +% tx295) *% 16)) +% (cv296 *% 8)), w368)
+    for j316 in 0..<1 {
+      for ty317 in 0..<8 {
+        for tx318 in 0..<8 {
+          for cv319 in 0..<2 {
+            let w320 = (((loadVector(arena, (3154976 +% ((((j316 *% 18496) +% ((ty317 *% 4) *% 544)) +% ((tx318 *% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 4) *% 544)) +% ((tx318 *% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 2) *% 544)) +% ((tx318 *% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(5))))
+            let w321 = ((((loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 3) *% 544)) +% ((tx318 *% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 4) *% 544)) +% ((tx318 *% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 1) *% 544)) +% ((tx318 *% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 2) *% 544)) +% ((tx318 *% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(4))))
+            let w322 = ((((loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 1) *% 544)) +% ((tx318 *% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 4) *% 544)) +% ((tx318 *% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 2) *% 544)) +% ((tx318 *% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 3) *% 544)) +% ((tx318 *% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1))))
+            let w323 = ((((loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 3) *% 544)) +% ((tx318 *% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 4) *% 544)) +% ((tx318 *% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 1) *% 544)) +% ((tx318 *% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 2) *% 544)) +% ((tx318 *% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1))))
+            let w324 = ((((loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 1) *% 544)) +% ((tx318 *% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 4) *% 544)) +% ((tx318 *% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 2) *% 544)) +% ((tx318 *% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 3) *% 544)) +% ((tx318 *% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(2))))
+            let w325 = (((loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 1) *% 544)) +% ((tx318 *% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 5) *% 544)) +% ((tx318 *% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 3) *% 544)) +% ((tx318 *% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(5))))
+            let w326 = (((loadVector(arena, (3154976 +% ((((j316 *% 18496) +% ((ty317 *% 4) *% 544)) +% (((tx318 *% 4) +% 1) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 4) *% 544)) +% (((tx318 *% 4) +% 1) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 2) *% 544)) +% (((tx318 *% 4) +% 1) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(5))))
+            let w327 = ((((loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 3) *% 544)) +% (((tx318 *% 4) +% 1) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 4) *% 544)) +% (((tx318 *% 4) +% 1) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 1) *% 544)) +% (((tx318 *% 4) +% 1) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 2) *% 544)) +% (((tx318 *% 4) +% 1) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(4))))
+            let w328 = ((((loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 1) *% 544)) +% (((tx318 *% 4) +% 1) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 4) *% 544)) +% (((tx318 *% 4) +% 1) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 2) *% 544)) +% (((tx318 *% 4) +% 1) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 3) *% 544)) +% (((tx318 *% 4) +% 1) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1))))
+            let w329 = ((((loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 3) *% 544)) +% (((tx318 *% 4) +% 1) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 4) *% 544)) +% (((tx318 *% 4) +% 1) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 1) *% 544)) +% (((tx318 *% 4) +% 1) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 2) *% 544)) +% (((tx318 *% 4) +% 1) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1))))
+            let w330 = ((((loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 1) *% 544)) +% (((tx318 *% 4) +% 1) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 4) *% 544)) +% (((tx318 *% 4) +% 1) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 2) *% 544)) +% (((tx318 *% 4) +% 1) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 3) *% 544)) +% (((tx318 *% 4) +% 1) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(2))))
+            let w331 = (((loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 1) *% 544)) +% (((tx318 *% 4) +% 1) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 5) *% 544)) +% (((tx318 *% 4) +% 1) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 3) *% 544)) +% (((tx318 *% 4) +% 1) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(5))))
+            let w332 = (((loadVector(arena, (3154976 +% ((((j316 *% 18496) +% ((ty317 *% 4) *% 544)) +% (((tx318 *% 4) +% 2) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 4) *% 544)) +% (((tx318 *% 4) +% 2) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 2) *% 544)) +% (((tx318 *% 4) +% 2) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(5))))
+            let w333 = ((((loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 3) *% 544)) +% (((tx318 *% 4) +% 2) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 4) *% 544)) +% (((tx318 *% 4) +% 2) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 1) *% 544)) +% (((tx318 *% 4) +% 2) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 2) *% 544)) +% (((tx318 *% 4) +% 2) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(4))))
+            let w334 = ((((loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 1) *% 544)) +% (((tx318 *% 4) +% 2) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 4) *% 544)) +% (((tx318 *% 4) +% 2) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 2) *% 544)) +% (((tx318 *% 4) +% 2) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 3) *% 544)) +% (((tx318 *% 4) +% 2) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1))))
+            let w335 = ((((loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 3) *% 544)) +% (((tx318 *% 4) +% 2) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 4) *% 544)) +% (((tx318 *% 4) +% 2) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 1) *% 544)) +% (((tx318 *% 4) +% 2) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 2) *% 544)) +% (((tx318 *% 4) +% 2) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1))))
+            let w336 = ((((loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 1) *% 544)) +% (((tx318 *% 4) +% 2) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 4) *% 544)) +% (((tx318 *% 4) +% 2) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 2) *% 544)) +% (((tx318 *% 4) +% 2) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 3) *% 544)) +% (((tx318 *% 4) +% 2) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(2))))
+            let w337 = (((loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 1) *% 544)) +% (((tx318 *% 4) +% 2) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 5) *% 544)) +% (((tx318 *% 4) +% 2) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 3) *% 544)) +% (((tx318 *% 4) +% 2) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(5))))
+            let w338 = (((loadVector(arena, (3154976 +% ((((j316 *% 18496) +% ((ty317 *% 4) *% 544)) +% (((tx318 *% 4) +% 3) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 4) *% 544)) +% (((tx318 *% 4) +% 3) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 2) *% 544)) +% (((tx318 *% 4) +% 3) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(5))))
+            let w339 = ((((loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 3) *% 544)) +% (((tx318 *% 4) +% 3) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 4) *% 544)) +% (((tx318 *% 4) +% 3) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 1) *% 544)) +% (((tx318 *% 4) +% 3) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 2) *% 544)) +% (((tx318 *% 4) +% 3) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(4))))
+            let w340 = ((((loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 1) *% 544)) +% (((tx318 *% 4) +% 3) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 4) *% 544)) +% (((tx318 *% 4) +% 3) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 2) *% 544)) +% (((tx318 *% 4) +% 3) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 3) *% 544)) +% (((tx318 *% 4) +% 3) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1))))
+            let w341 = ((((loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 3) *% 544)) +% (((tx318 *% 4) +% 3) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 4) *% 544)) +% (((tx318 *% 4) +% 3) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 1) *% 544)) +% (((tx318 *% 4) +% 3) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 2) *% 544)) +% (((tx318 *% 4) +% 3) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1))))
+            let w342 = ((((loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 1) *% 544)) +% (((tx318 *% 4) +% 3) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 4) *% 544)) +% (((tx318 *% 4) +% 3) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 2) *% 544)) +% (((tx318 *% 4) +% 3) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 3) *% 544)) +% (((tx318 *% 4) +% 3) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(2))))
+            let w343 = (((loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 1) *% 544)) +% (((tx318 *% 4) +% 3) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 5) *% 544)) +% (((tx318 *% 4) +% 3) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 3) *% 544)) +% (((tx318 *% 4) +% 3) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(5))))
+            let w344 = (((loadVector(arena, (3154976 +% ((((j316 *% 18496) +% ((ty317 *% 4) *% 544)) +% (((tx318 *% 4) +% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 4) *% 544)) +% (((tx318 *% 4) +% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 2) *% 544)) +% (((tx318 *% 4) +% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(5))))
+            let w345 = ((((loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 3) *% 544)) +% (((tx318 *% 4) +% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 4) *% 544)) +% (((tx318 *% 4) +% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 1) *% 544)) +% (((tx318 *% 4) +% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 2) *% 544)) +% (((tx318 *% 4) +% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(4))))
+            let w346 = ((((loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 1) *% 544)) +% (((tx318 *% 4) +% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 4) *% 544)) +% (((tx318 *% 4) +% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 2) *% 544)) +% (((tx318 *% 4) +% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 3) *% 544)) +% (((tx318 *% 4) +% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1))))
+            let w347 = ((((loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 3) *% 544)) +% (((tx318 *% 4) +% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 4) *% 544)) +% (((tx318 *% 4) +% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 1) *% 544)) +% (((tx318 *% 4) +% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 2) *% 544)) +% (((tx318 *% 4) +% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1))))
+            let w348 = ((((loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 1) *% 544)) +% (((tx318 *% 4) +% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 4) *% 544)) +% (((tx318 *% 4) +% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 2) *% 544)) +% (((tx318 *% 4) +% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 3) *% 544)) +% (((tx318 *% 4) +% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(2))))
+            let w349 = (((loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 1) *% 544)) +% (((tx318 *% 4) +% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 5) *% 544)) +% (((tx318 *% 4) +% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 3) *% 544)) +% (((tx318 *% 4) +% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(5))))
+            let w350 = (((loadVector(arena, (3154976 +% ((((j316 *% 18496) +% ((ty317 *% 4) *% 544)) +% (((tx318 *% 4) +% 5) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 4) *% 544)) +% (((tx318 *% 4) +% 5) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 2) *% 544)) +% (((tx318 *% 4) +% 5) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(5))))
+            let w351 = ((((loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 3) *% 544)) +% (((tx318 *% 4) +% 5) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 4) *% 544)) +% (((tx318 *% 4) +% 5) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 1) *% 544)) +% (((tx318 *% 4) +% 5) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 2) *% 544)) +% (((tx318 *% 4) +% 5) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(4))))
+            let w352 = ((((loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 1) *% 544)) +% (((tx318 *% 4) +% 5) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 4) *% 544)) +% (((tx318 *% 4) +% 5) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 2) *% 544)) +% (((tx318 *% 4) +% 5) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 3) *% 544)) +% (((tx318 *% 4) +% 5) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1))))
+            let w353 = ((((loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 3) *% 544)) +% (((tx318 *% 4) +% 5) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 4) *% 544)) +% (((tx318 *% 4) +% 5) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 1) *% 544)) +% (((tx318 *% 4) +% 5) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 2) *% 544)) +% (((tx318 *% 4) +% 5) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1))))
+            let w354 = ((((loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 1) *% 544)) +% (((tx318 *% 4) +% 5) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 4) *% 544)) +% (((tx318 *% 4) +% 5) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 2) *% 544)) +% (((tx318 *% 4) +% 5) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 3) *% 544)) +% (((tx318 *% 4) +% 5) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(2))))
+            let w355 = (((loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 1) *% 544)) +% (((tx318 *% 4) +% 5) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 5) *% 544)) +% (((tx318 *% 4) +% 5) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 3) *% 544)) +% (((tx318 *% 4) +% 5) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(5))))
+            let w356 = (((w320 * Vector(repeating: Float(4))) + (w344 * Vector(repeating: Float(1)))) - (w332 * Vector(repeating: Float(5))))
+            let w357 = ((((w338 * Vector(repeating: Float(1))) + (w344 * Vector(repeating: Float(1)))) - (w326 * Vector(repeating: Float(4)))) - (w332 * Vector(repeating: Float(4))))
+            let w358 = ((((w326 * Vector(repeating: Float(4))) + (w344 * Vector(repeating: Float(1)))) - (w332 * Vector(repeating: Float(4)))) - (w338 * Vector(repeating: Float(1))))
+            let w359 = ((((w338 * Vector(repeating: Float(2))) + (w344 * Vector(repeating: Float(1)))) - (w326 * Vector(repeating: Float(2)))) - (w332 * Vector(repeating: Float(1))))
+            let w360 = ((((w326 * Vector(repeating: Float(2))) + (w344 * Vector(repeating: Float(1)))) - (w332 * Vector(repeating: Float(1)))) - (w338 * Vector(repeating: Float(2))))
+            let w361 = (((w326 * Vector(repeating: Float(4))) + (w350 * Vector(repeating: Float(1)))) - (w338 * Vector(repeating: Float(5))))
+            let w362 = (((w321 * Vector(repeating: Float(4))) + (w345 * Vector(repeating: Float(1)))) - (w333 * Vector(repeating: Float(5))))
+            let w363 = ((((w339 * Vector(repeating: Float(1))) + (w345 * Vector(repeating: Float(1)))) - (w327 * Vector(repeating: Float(4)))) - (w333 * Vector(repeating: Float(4))))
+            let w364 = ((((w327 * Vector(repeating: Float(4))) + (w345 * Vector(repeating: Float(1)))) - (w333 * Vector(repeating: Float(4)))) - (w339 * Vector(repeating: Float(1))))
+            let w365 = ((((w339 * Vector(repeating: Float(2))) + (w345 * Vector(repeating: Float(1)))) - (w327 * Vector(repeating: Float(2)))) - (w333 * Vector(repeating: Float(1))))
+            let w366 = ((((w327 * Vector(repeating: Float(2))) + (w345 * Vector(repeating: Float(1)))) - (w333 * Vector(repeating: Float(1)))) - (w339 * Vector(repeating: Float(2))))
+            let w367 = (((w327 * Vector(repeating: Float(4))) + (w351 * Vector(repeating: Float(1)))) - (w339 * Vector(repeating: Float(5))))
+            let w368 = (((w322 * Vector(repeating: Float(4))) + (w346 * Vector(repeating: Float(1)))) - (w334 * Vector(repeating: Float(5))))
+            let w369 = ((((w340 * Vector(repeating: Float(1))) + (w346 * Vector(repeating: Float(1)))) - (w328 * Vector(repeating: Float(4)))) - (w334 * Vector(repeating: Float(4))))
+            let w370 = ((((w328 * Vector(repeating: Float(4))) + (w346 * Vector(repeating: Float(1)))) - (w334 * Vector(repeating: Float(4)))) - (w340 * Vector(repeating: Float(1))))
+            let w371 = ((((w340 * Vector(repeating: Float(2))) + (w346 * Vector(repeating: Float(1)))) - (w328 * Vector(repeating: Float(2)))) - (w334 * Vector(repeating: Float(1))))
+            let w372 = ((((w328 * Vector(repeating: Float(2))) + (w346 * Vector(repeating: Float(1)))) - (w334 * Vector(repeating: Float(1)))) - (w340 * Vector(repeating: Float(2))))
+            let w373 = (((w328 * Vector(repeating: Float(4))) + (w352 * Vector(repeating: Float(1)))) - (w340 * Vector(repeating: Float(5))))
+            let w374 = (((w323 * Vector(repeating: Float(4))) + (w347 * Vector(repeating: Float(1)))) - (w335 * Vector(repeating: Float(5))))
+            let w375 = ((((w341 * Vector(repeating: Float(1))) + (w347 * Vector(repeating: Float(1)))) - (w329 * Vector(repeating: Float(4)))) - (w335 * Vector(repeating: Float(4))))
+            let w376 = ((((w329 * Vector(repeating: Float(4))) + (w347 * Vector(repeating: Float(1)))) - (w335 * Vector(repeating: Float(4)))) - (w341 * Vector(repeating: Float(1))))
+            let w377 = ((((w341 * Vector(repeating: Float(2))) + (w347 * Vector(repeating: Float(1)))) - (w329 * Vector(repeating: Float(2)))) - (w335 * Vector(repeating: Float(1))))
+            let w378 = ((((w329 * Vector(repeating: Float(2))) + (w347 * Vector(repeating: Float(1)))) - (w335 * Vector(repeating: Float(1)))) - (w341 * Vector(repeating: Float(2))))
+            let w379 = (((w329 * Vector(repeating: Float(4))) + (w353 * Vector(repeating: Float(1)))) - (w341 * Vector(repeating: Float(5))))
+            let w380 = (((w324 * Vector(repeating: Float(4))) + (w348 * Vector(repeating: Float(1)))) - (w336 * Vector(repeating: Float(5))))
+            let w381 = ((((w342 * Vector(repeating: Float(1))) + (w348 * Vector(repeating: Float(1)))) - (w330 * Vector(repeating: Float(4)))) - (w336 * Vector(repeating: Float(4))))
+            let w382 = ((((w330 * Vector(repeating: Float(4))) + (w348 * Vector(repeating: Float(1)))) - (w336 * Vector(repeating: Float(4)))) - (w342 * Vector(repeating: Float(1))))
+            let w383 = ((((w342 * Vector(repeating: Float(2))) + (w348 * Vector(repeating: Float(1)))) - (w330 * Vector(repeating: Float(2)))) - (w336 * Vector(repeating: Float(1))))
+            let w384 = ((((w330 * Vector(repeating: Float(2))) + (w348 * Vector(repeating: Float(1)))) - (w336 * Vector(repeating: Float(1)))) - (w342 * Vector(repeating: Float(2))))
+            let w385 = (((w330 * Vector(repeating: Float(4))) + (w354 * Vector(repeating: Float(1)))) - (w342 * Vector(repeating: Float(5))))
+            let w386 = (((w325 * Vector(repeating: Float(4))) + (w349 * Vector(repeating: Float(1)))) - (w337 * Vector(repeating: Float(5))))
+            let w387 = ((((w343 * Vector(repeating: Float(1))) + (w349 * Vector(repeating: Float(1)))) - (w331 * Vector(repeating: Float(4)))) - (w337 * Vector(repeating: Float(4))))
+            let w388 = ((((w331 * Vector(repeating: Float(4))) + (w349 * Vector(repeating: Float(1)))) - (w337 * Vector(repeating: Float(4)))) - (w343 * Vector(repeating: Float(1))))
+            let w389 = ((((w343 * Vector(repeating: Float(2))) + (w349 * Vector(repeating: Float(1)))) - (w331 * Vector(repeating: Float(2)))) - (w337 * Vector(repeating: Float(1))))
+            let w390 = ((((w331 * Vector(repeating: Float(2))) + (w349 * Vector(repeating: Float(1)))) - (w337 * Vector(repeating: Float(1)))) - (w343 * Vector(repeating: Float(2))))
+            let w391 = (((w331 * Vector(repeating: Float(4))) + (w355 * Vector(repeating: Float(1)))) - (w343 * Vector(repeating: Float(5))))
+            storeVector(arena, ((3173472 +% ((((j316 *% 64) +% (ty317 *% 8)) +% tx318) *% 16)) +% (cv319 *% 8)), w356)
+            storeVector(arena, ((3174496 +% ((((j316 *% 64) +% (ty317 *% 8)) +% tx318) *% 16)) +% (cv319 *% 8)), w357)
+            storeVector(arena, ((3175520 +% ((((j316 *% 64) +% (ty317 *% 8)) +% tx318) *% 16)) +% (cv319 *% 8)), w358)
+            storeVector(arena, ((3176544 +% ((((j316 *% 64) +% (ty317 *% 8)) +% tx318) *% 16)) +% (cv319 *% 8)), w359)
+            storeVector(arena, ((3177568 +% ((((j316 *% 64) +% (ty317 *% 8)) +% tx318) *% 16)) +% (cv319 *% 8)), w360)
+            storeVector(arena, ((3178592 +% ((((j316 *% 64) +% (ty317 *% 8)) +% tx318) *% 16)) +% (cv319 *% 8)), w361)
+            storeVector(arena, ((3179616 +% ((((j316 *% 64) +% (ty317 *% 8)) +% tx318) *% 16)) +% (cv319 *% 8)), w362)
+            storeVector(arena, ((3180640 +% ((((j316 *% 64) +% (ty317 *% 8)) +% tx318) *% 16)) +% (cv319 *% 8)), w363)
+            storeVector(arena, ((3181664 +% ((((j316 *% 64) +% (ty317 *% 8)) +% tx318) *% 16)) +% (cv319 *% 8)), w364)
+            storeVector(arena, ((3182688 +% ((((j316 *% 64) +% (ty317 *% 8)) +% tx318) *% 16)) +% (cv319 *% 8)), w365)
+            storeVector(arena, ((3183712 +% ((((j316 *% 64) +% (ty317 *% 8)) +% tx318) *% 16)) +% (cv319 *% 8)), w366)
+            storeVector(arena, ((3184736 +% ((((j316 *% 64) +% (ty317 *% 8)) +% tx318) *% 16)) +% (cv319 *% 8)), w367)
+            storeVector(arena, ((3185760 +% ((((j316 *% 64) +% (ty317 *% 8)) +% tx318) *% 16)) +% (cv319 *% 8)), w368)
+            storeVector(arena, ((3186784 +% ((((j316 *% 64) +% (ty317 *% 8)) +% tx318) *% 16)) +% (cv319 *% 8)), w369)
+            storeVector(arena, ((3187808 +% ((((j316 *% 64) +% (ty317 *% 8)) +% tx318) *% 16)) +% (cv319 *% 8)), w370)
+            storeVector(arena, ((3188832 +% ((((j316 *% 64) +% (ty317 *% 8)) +% tx318) *% 16)) +% (cv319 *% 8)), w371)
+            storeVector(arena, ((3189856 +% ((((j316 *% 64) +% (ty317 *% 8)) +% tx318) *% 16)) +% (cv319 *% 8)), w372)
+            storeVector(arena, ((3190880 +% ((((j316 *% 64) +% (ty317 *% 8)) +% tx318) *% 16)) +% (cv319 *% 8)), w373)
+            storeVector(arena, ((3191904 +% ((((j316 *% 64) +% (ty317 *% 8)) +% tx318) *% 16)) +% (cv319 *% 8)), w374)
+            storeVector(arena, ((3192928 +% ((((j316 *% 64) +% (ty317 *% 8)) +% tx318) *% 16)) +% (cv319 *% 8)), w375)
+            storeVector(arena, ((3193952 +% ((((j316 *% 64) +% (ty317 *% 8)) +% tx318) *% 16)) +% (cv319 *% 8)), w376)
+            storeVector(arena, ((3194976 +% ((((j316 *% 64) +% (ty317 *% 8)) +% tx318) *% 16)) +% (cv319 *% 8)), w377)
+            storeVector(arena, ((3196000 +% ((((j316 *% 64) +% (ty317 *% 8)) +% tx318) *% 16)) +% (cv319 *% 8)), w378)
+            storeVector(arena, ((3197024 +% ((((j316 *% 64) +% (ty317 *% 8)) +% tx318) *% 16)) +% (cv319 *% 8)), w379)
+            storeVector(arena, ((3198048 +% ((((j316 *% 64) +% (ty317 *% 8)) +% tx318) *% 16)) +% (cv319 *% 8)), w380)
+            storeVector(arena, ((3199072 +% ((((j316 *% 64) +% (ty317 *% 8)) +% tx318) *% 16)) +% (cv319 *% 8)), w381)
+            storeVector(arena, ((3200096 +% ((((j316 *% 64) +% (ty317 *% 8)) +% tx318) *% 16)) +% (cv319 *% 8)), w382)
+            storeVector(arena, ((3201120 +% ((((j316 *% 64) +% (ty317 *% 8)) +% tx318) *% 16)) +% (cv319 *% 8)), w383)
+            storeVector(arena, ((3202144 +% ((((j316 *% 64) +% (ty317 *% 8)) +% tx318) *% 16)) +% (cv319 *% 8)), w384)
+            storeVector(arena, ((3203168 +% ((((j316 *% 64) +% (ty317 *% 8)) +% tx318) *% 16)) +% (cv319 *% 8)), w385)
+            storeVector(arena, ((3204192 +% ((((j316 *% 64) +% (ty317 *% 8)) +% tx318) *% 16)) +% (cv319 *% 8)), w386)
+            storeVector(arena, ((3205216 +% ((((j316 *% 64) +% (ty317 *% 8)) +% tx318) *% 16)) +% (cv319 *% 8)), w387)
+            storeVector(arena, ((3206240 +% ((((j316 *% 64) +% (ty317 *% 8)) +% tx318) *% 16)) +% (cv319 *% 8)), w388)
+            storeVector(arena, ((3207264 +% ((((j316 *% 64) +% (ty317 *% 8)) +% tx318) *% 16)) +% (cv319 *% 8)), w389)
+            storeVector(arena, ((3208288 +% ((((j316 *% 64) +% (ty317 *% 8)) +% tx318) *% 16)) +% (cv319 *% 8)), w390)
+            storeVector(arena, ((3209312 +% ((((j316 *% 64) +% (ty317 *% 8)) +% tx318) *% 16)) +% (cv319 *% 8)), w391)
           }
         }
       }
     }
-    parallelFor(pool, 2) { part369 in
-      for xi370 in 0..<36 {
-        do {  // gemm377
-          for nb371 in 0..<1 {
-            for mb372 in 0..<4 {
-              var t373_c0_0 = Vector()
-              var t373_c1_0 = Vector()
-              var t373_c2_0 = Vector()
-              var t373_c3_0 = Vector()
-              var t373_c4_0 = Vector()
-              var t373_c5_0 = Vector()
-              var t373_c6_0 = Vector()
-              var t373_c7_0 = Vector()
-              var t373_c8_0 = Vector()
-              var t373_c9_0 = Vector()
-              var t373_c10_0 = Vector()
-              var t373_c11_0 = Vector()
-              var t373_c12_0 = Vector()
-              var t373_c13_0 = Vector()
-              for k374 in 0..<16 {
-                let t373_b0 = loadVector(arena, ((((3289184 +% (xi370 *% 256)) +% (part369 *% 8)) +% (k374 *% 16)) +% (nb371 *% 8)))
-                let t373_a0 = Vector(repeating: arena[(((3173472 +% (xi370 *% 1024)) +% ((mb372 *% 14) *% 16)) +% k374)])
-                t373_c0_0 = t373_c0_0.addingProduct(t373_a0, t373_b0)
-                let t373_a1 = Vector(repeating: arena[(((3173472 +% (xi370 *% 1024)) +% (((mb372 *% 14) +% 1) *% 16)) +% k374)])
-                t373_c1_0 = t373_c1_0.addingProduct(t373_a1, t373_b0)
-                let t373_a2 = Vector(repeating: arena[(((3173472 +% (xi370 *% 1024)) +% (((mb372 *% 14) +% 2) *% 16)) +% k374)])
-                t373_c2_0 = t373_c2_0.addingProduct(t373_a2, t373_b0)
-                let t373_a3 = Vector(repeating: arena[(((3173472 +% (xi370 *% 1024)) +% (((mb372 *% 14) +% 3) *% 16)) +% k374)])
-                t373_c3_0 = t373_c3_0.addingProduct(t373_a3, t373_b0)
-                let t373_a4 = Vector(repeating: arena[(((3173472 +% (xi370 *% 1024)) +% (((mb372 *% 14) +% 4) *% 16)) +% k374)])
-                t373_c4_0 = t373_c4_0.addingProduct(t373_a4, t373_b0)
-                let t373_a5 = Vector(repeating: arena[(((3173472 +% (xi370 *% 1024)) +% (((mb372 *% 14) +% 5) *% 16)) +% k374)])
-                t373_c5_0 = t373_c5_0.addingProduct(t373_a5, t373_b0)
-                let t373_a6 = Vector(repeating: arena[(((3173472 +% (xi370 *% 1024)) +% (((mb372 *% 14) +% 6) *% 16)) +% k374)])
-                t373_c6_0 = t373_c6_0.addingProduct(t373_a6, t373_b0)
-                let t373_a7 = Vector(repeating: arena[(((3173472 +% (xi370 *% 1024)) +% (((mb372 *% 14) +% 7) *% 16)) +% k374)])
-                t373_c7_0 = t373_c7_0.addingProduct(t373_a7, t373_b0)
-                let t373_a8 = Vector(repeating: arena[(((3173472 +% (xi370 *% 1024)) +% (((mb372 *% 14) +% 8) *% 16)) +% k374)])
-                t373_c8_0 = t373_c8_0.addingProduct(t373_a8, t373_b0)
-                let t373_a9 = Vector(repeating: arena[(((3173472 +% (xi370 *% 1024)) +% (((mb372 *% 14) +% 9) *% 16)) +% k374)])
-                t373_c9_0 = t373_c9_0.addingProduct(t373_a9, t373_b0)
-                let t373_a10 = Vector(repeating: arena[(((3173472 +% (xi370 *% 1024)) +% (((mb372 *% 14) +% 10) *% 16)) +% k374)])
-                t373_c10_0 = t373_c10_0.addingProduct(t373_a10, t373_b0)
-                let t373_a11 = Vector(repeating: arena[(((3173472 +% (xi370 *% 1024)) +% (((mb372 *% 14) +% 11) *% 16)) +% k374)])
-                t373_c11_0 = t373_c11_0.addingProduct(t373_a11, t373_b0)
-                let t373_a12 = Vector(repeating: arena[(((3173472 +% (xi370 *% 1024)) +% (((mb372 *% 14) +% 12) *% 16)) +% k374)])
-                t373_c12_0 = t373_c12_0.addingProduct(t373_a12, t373_b0)
-                let t373_a13 = Vector(repeating: arena[(((3173472 +% (xi370 *% 1024)) +% (((mb372 *% 14) +% 13) *% 16)) +% k374)])
-                t373_c13_0 = t373_c13_0.addingProduct(t373_a13, t373_b0)
+    parallelFor(pool, 2) { part392 in
+      for xi393 in 0..<36 {
+        do {  // gemm400
+          for nb394 in 0..<1 {
+            for mb395 in 0..<4 {
+              var t396_c0_0 = Vector()
+              var t396_c1_0 = Vector()
+              var t396_c2_0 = Vector()
+              var t396_c3_0 = Vector()
+              var t396_c4_0 = Vector()
+              var t396_c5_0 = Vector()
+              var t396_c6_0 = Vector()
+              var t396_c7_0 = Vector()
+              var t396_c8_0 = Vector()
+              var t396_c9_0 = Vector()
+              var t396_c10_0 = Vector()
+              var t396_c11_0 = Vector()
+              var t396_c12_0 = Vector()
+              var t396_c13_0 = Vector()
+              for k397 in 0..<16 {
+                let t396_b0 = loadVector(arena, ((((3289616 +% (xi393 *% 256)) +% (part392 *% 8)) +% (k397 *% 16)) +% (nb394 *% 8)))
+                let t396_a0 = Vector(repeating: arena[(((3173472 +% (xi393 *% 1024)) +% ((mb395 *% 14) *% 16)) +% k397)])
+                t396_c0_0 = t396_c0_0.addingProduct(t396_a0, t396_b0)
+                let t396_a1 = Vector(repeating: arena[(((3173472 +% (xi393 *% 1024)) +% (((mb395 *% 14) +% 1) *% 16)) +% k397)])
+                t396_c1_0 = t396_c1_0.addingProduct(t396_a1, t396_b0)
+                let t396_a2 = Vector(repeating: arena[(((3173472 +% (xi393 *% 1024)) +% (((mb395 *% 14) +% 2) *% 16)) +% k397)])
+                t396_c2_0 = t396_c2_0.addingProduct(t396_a2, t396_b0)
+                let t396_a3 = Vector(repeating: arena[(((3173472 +% (xi393 *% 1024)) +% (((mb395 *% 14) +% 3) *% 16)) +% k397)])
+                t396_c3_0 = t396_c3_0.addingProduct(t396_a3, t396_b0)
+                let t396_a4 = Vector(repeating: arena[(((3173472 +% (xi393 *% 1024)) +% (((mb395 *% 14) +% 4) *% 16)) +% k397)])
+                t396_c4_0 = t396_c4_0.addingProduct(t396_a4, t396_b0)
+                let t396_a5 = Vector(repeating: arena[(((3173472 +% (xi393 *% 1024)) +% (((mb395 *% 14) +% 5) *% 16)) +% k397)])
+                t396_c5_0 = t396_c5_0.addingProduct(t396_a5, t396_b0)
+                let t396_a6 = Vector(repeating: arena[(((3173472 +% (xi393 *% 1024)) +% (((mb395 *% 14) +% 6) *% 16)) +% k397)])
+                t396_c6_0 = t396_c6_0.addingProduct(t396_a6, t396_b0)
+                let t396_a7 = Vector(repeating: arena[(((3173472 +% (xi393 *% 1024)) +% (((mb395 *% 14) +% 7) *% 16)) +% k397)])
+                t396_c7_0 = t396_c7_0.addingProduct(t396_a7, t396_b0)
+                let t396_a8 = Vector(repeating: arena[(((3173472 +% (xi393 *% 1024)) +% (((mb395 *% 14) +% 8) *% 16)) +% k397)])
+                t396_c8_0 = t396_c8_0.addingProduct(t396_a8, t396_b0)
+                let t396_a9 = Vector(repeating: arena[(((3173472 +% (xi393 *% 1024)) +% (((mb395 *% 14) +% 9) *% 16)) +% k397)])
+                t396_c9_0 = t396_c9_0.addingProduct(t396_a9, t396_b0)
+                let t396_a10 = Vector(repeating: arena[(((3173472 +% (xi393 *% 1024)) +% (((mb395 *% 14) +% 10) *% 16)) +% k397)])
+                t396_c10_0 = t396_c10_0.addingProduct(t396_a10, t396_b0)
+                let t396_a11 = Vector(repeating: arena[(((3173472 +% (xi393 *% 1024)) +% (((mb395 *% 14) +% 11) *% 16)) +% k397)])
+                t396_c11_0 = t396_c11_0.addingProduct(t396_a11, t396_b0)
+                let t396_a12 = Vector(repeating: arena[(((3173472 +% (xi393 *% 1024)) +% (((mb395 *% 14) +% 12) *% 16)) +% k397)])
+                t396_c12_0 = t396_c12_0.addingProduct(t396_a12, t396_b0)
+                let t396_a13 = Vector(repeating: arena[(((3173472 +% (xi393 *% 1024)) +% (((mb395 *% 14) +% 13) *% 16)) +% k397)])
+                t396_c13_0 = t396_c13_0.addingProduct(t396_a13, t396_b0)
               }
-              storeVector(arena, ((((3210336 +% (xi370 *% 1024)) +% (part369 *% 8)) +% ((mb372 *% 14) *% 16)) +% (nb371 *% 8)), t373_c0_0)
-              storeVector(arena, ((((3210336 +% (xi370 *% 1024)) +% (part369 *% 8)) +% (((mb372 *% 14) +% 1) *% 16)) +% (nb371 *% 8)), t373_c1_0)
-              storeVector(arena, ((((3210336 +% (xi370 *% 1024)) +% (part369 *% 8)) +% (((mb372 *% 14) +% 2) *% 16)) +% (nb371 *% 8)), t373_c2_0)
-              storeVector(arena, ((((3210336 +% (xi370 *% 1024)) +% (part369 *% 8)) +% (((mb372 *% 14) +% 3) *% 16)) +% (nb371 *% 8)), t373_c3_0)
-              storeVector(arena, ((((3210336 +% (xi370 *% 1024)) +% (part369 *% 8)) +% (((mb372 *% 14) +% 4) *% 16)) +% (nb371 *% 8)), t373_c4_0)
-              storeVector(arena, ((((3210336 +% (xi370 *% 1024)) +% (part369 *% 8)) +% (((mb372 *% 14) +% 5) *% 16)) +% (nb371 *% 8)), t373_c5_0)
-              storeVector(arena, ((((3210336 +% (xi370 *% 1024)) +% (part369 *% 8)) +% (((mb372 *% 14) +% 6) *% 16)) +% (nb371 *% 8)), t373_c6_0)
-              storeVector(arena, ((((3210336 +% (xi370 *% 1024)) +% (part369 *% 8)) +% (((mb372 *% 14) +% 7) *% 16)) +% (nb371 *% 8)), t373_c7_0)
-              storeVector(arena, ((((3210336 +% (xi370 *% 1024)) +% (part369 *% 8)) +% (((mb372 *% 14) +% 8) *% 16)) +% (nb371 *% 8)), t373_c8_0)
-              storeVector(arena, ((((3210336 +% (xi370 *% 1024)) +% (part369 *% 8)) +% (((mb372 *% 14) +% 9) *% 16)) +% (nb371 *% 8)), t373_c9_0)
-              storeVector(arena, ((((3210336 +% (xi370 *% 1024)) +% (part369 *% 8)) +% (((mb372 *% 14) +% 10) *% 16)) +% (nb371 *% 8)), t373_c10_0)
-              storeVector(arena, ((((3210336 +% (xi370 *% 1024)) +% (part369 *% 8)) +% (((mb372 *% 14) +% 11) *% 16)) +% (nb371 *% 8)), t373_c11_0)
-              storeVector(arena, ((((3210336 +% (xi370 *% 1024)) +% (part369 *% 8)) +% (((mb372 *% 14) +% 12) *% 16)) +% (nb371 *% 8)), t373_c12_0)
-              storeVector(arena, ((((3210336 +% (xi370 *% 1024)) +% (part369 *% 8)) +% (((mb372 *% 14) +% 13) *% 16)) +% (nb371 *% 8)), t373_c13_0)
+              storeVector(arena, ((((3210336 +% (xi393 *% 1024)) +% (part392 *% 8)) +% ((mb395 *% 14) *% 16)) +% (nb394 *% 8)), t396_c0_0)
+              storeVector(arena, ((((3210336 +% (xi393 *% 1024)) +% (part392 *% 8)) +% (((mb395 *% 14) +% 1) *% 16)) +% (nb394 *% 8)), t396_c1_0)
+              storeVector(arena, ((((3210336 +% (xi393 *% 1024)) +% (part392 *% 8)) +% (((mb395 *% 14) +% 2) *% 16)) +% (nb394 *% 8)), t396_c2_0)
+              storeVector(arena, ((((3210336 +% (xi393 *% 1024)) +% (part392 *% 8)) +% (((mb395 *% 14) +% 3) *% 16)) +% (nb394 *% 8)), t396_c3_0)
+              storeVector(arena, ((((3210336 +% (xi393 *% 1024)) +% (part392 *% 8)) +% (((mb395 *% 14) +% 4) *% 16)) +% (nb394 *% 8)), t396_c4_0)
+              storeVector(arena, ((((3210336 +% (xi393 *% 1024)) +% (part392 *% 8)) +% (((mb395 *% 14) +% 5) *% 16)) +% (nb394 *% 8)), t396_c5_0)
+              storeVector(arena, ((((3210336 +% (xi393 *% 1024)) +% (part392 *% 8)) +% (((mb395 *% 14) +% 6) *% 16)) +% (nb394 *% 8)), t396_c6_0)
+              storeVector(arena, ((((3210336 +% (xi393 *% 1024)) +% (part392 *% 8)) +% (((mb395 *% 14) +% 7) *% 16)) +% (nb394 *% 8)), t396_c7_0)
+              storeVector(arena, ((((3210336 +% (xi393 *% 1024)) +% (part392 *% 8)) +% (((mb395 *% 14) +% 8) *% 16)) +% (nb394 *% 8)), t396_c8_0)
+              storeVector(arena, ((((3210336 +% (xi393 *% 1024)) +% (part392 *% 8)) +% (((mb395 *% 14) +% 9) *% 16)) +% (nb394 *% 8)), t396_c9_0)
+              storeVector(arena, ((((3210336 +% (xi393 *% 1024)) +% (part392 *% 8)) +% (((mb395 *% 14) +% 10) *% 16)) +% (nb394 *% 8)), t396_c10_0)
+              storeVector(arena, ((((3210336 +% (xi393 *% 1024)) +% (part392 *% 8)) +% (((mb395 *% 14) +% 11) *% 16)) +% (nb394 *% 8)), t396_c11_0)
+              storeVector(arena, ((((3210336 +% (xi393 *% 1024)) +% (part392 *% 8)) +% (((mb395 *% 14) +% 12) *% 16)) +% (nb394 *% 8)), t396_c12_0)
+              storeVector(arena, ((((3210336 +% (xi393 *% 1024)) +% (part392 *% 8)) +% (((mb395 *% 14) +% 13) *% 16)) +% (nb394 *% 8)), t396_c13_0)
             }
-            var t375_c0_0 = Vector()
-            var t375_c1_0 = Vector()
-            var t375_c2_0 = Vector()
-            var t375_c3_0 = Vector()
-            var t375_c4_0 = Vector()
-            var t375_c5_0 = Vector()
-            var t375_c6_0 = Vector()
-            var t375_c7_0 = Vector()
-            for k376 in 0..<16 {
-              let t375_b0 = loadVector(arena, ((((3289184 +% (xi370 *% 256)) +% (part369 *% 8)) +% (k376 *% 16)) +% (nb371 *% 8)))
-              let t375_a0 = Vector(repeating: arena[(((3173472 +% (xi370 *% 1024)) +% 896) +% k376)])
-              t375_c0_0 = t375_c0_0.addingProduct(t375_a0, t375_b0)
-              let t375_a1 = Vector(repeating: arena[(((3173472 +% (xi370 *% 1024)) +% 912) +% k376)])
-              t375_c1_0 = t375_c1_0.addingProduct(t375_a1, t375_b0)
-              let t375_a2 = Vector(repeating: arena[(((3173472 +% (xi370 *% 1024)) +% 928) +% k376)])
-              t375_c2_0 = t375_c2_0.addingProduct(t375_a2, t375_b0)
-              let t375_a3 = Vector(repeating: arena[(((3173472 +% (xi370 *% 1024)) +% 944) +% k376)])
-              t375_c3_0 = t375_c3_0.addingProduct(t375_a3, t375_b0)
-              let t375_a4 = Vector(repeating: arena[(((3173472 +% (xi370 *% 1024)) +% 960) +% k376)])
-              t375_c4_0 = t375_c4_0.addingProduct(t375_a4, t375_b0)
-              let t375_a5 = Vector(repeating: arena[(((3173472 +% (xi370 *% 1024)) +% 976) +% k376)])
-              t375_c5_0 = t375_c5_0.addingProduct(t375_a5, t375_b0)
-              let t375_a6 = Vector(repeating: arena[(((3173472 +% (xi370 *% 1024)) +% 992) +% k376)])
-              t375_c6_0 = t375_c6_0.addingProduct(t375_a6, t375_b0)
-              let t375_a7 = Vector(repeating: arena[(((3173472 +% (xi370 *% 1024)) +% 1008) +% k376)])
-              t375_c7_0 = t375_c7_0.addingProduct(t375_a7, t375_b0)
+            var t398_c0_0 = Vector()
+            var t398_c1_0 = Vector()
+            var t398_c2_0 = Vector()
+            var t398_c3_0 = Vector()
+            var t398_c4_0 = Vector()
+            var t398_c5_0 = Vector()
+            var t398_c6_0 = Vector()
+            var t398_c7_0 = Vector()
+            for k399 in 0..<16 {
+              let t398_b0 = loadVector(arena, ((((3289616 +% (xi393 *% 256)) +% (part392 *% 8)) +% (k399 *% 16)) +% (nb394 *% 8)))
+              let t398_a0 = Vector(repeating: arena[(((3173472 +% (xi393 *% 1024)) +% 896) +% k399)])
+              t398_c0_0 = t398_c0_0.addingProduct(t398_a0, t398_b0)
+              let t398_a1 = Vector(repeating: arena[(((3173472 +% (xi393 *% 1024)) +% 912) +% k399)])
+              t398_c1_0 = t398_c1_0.addingProduct(t398_a1, t398_b0)
+              let t398_a2 = Vector(repeating: arena[(((3173472 +% (xi393 *% 1024)) +% 928) +% k399)])
+              t398_c2_0 = t398_c2_0.addingProduct(t398_a2, t398_b0)
+              let t398_a3 = Vector(repeating: arena[(((3173472 +% (xi393 *% 1024)) +% 944) +% k399)])
+              t398_c3_0 = t398_c3_0.addingProduct(t398_a3, t398_b0)
+              let t398_a4 = Vector(repeating: arena[(((3173472 +% (xi393 *% 1024)) +% 960) +% k399)])
+              t398_c4_0 = t398_c4_0.addingProduct(t398_a4, t398_b0)
+              let t398_a5 = Vector(repeating: arena[(((3173472 +% (xi393 *% 1024)) +% 976) +% k399)])
+              t398_c5_0 = t398_c5_0.addingProduct(t398_a5, t398_b0)
+              let t398_a6 = Vector(repeating: arena[(((3173472 +% (xi393 *% 1024)) +% 992) +% k399)])
+              t398_c6_0 = t398_c6_0.addingProduct(t398_a6, t398_b0)
+              let t398_a7 = Vector(repeating: arena[(((3173472 +% (xi393 *% 1024)) +% 1008) +% k399)])
+              t398_c7_0 = t398_c7_0.addingProduct(t398_a7, t398_b0)
             }
-            storeVector(arena, ((((3210336 +% (xi370 *% 1024)) +% (part369 *% 8)) +% 896) +% (nb371 *% 8)), t375_c0_0)
-            storeVector(arena, ((((3210336 +% (xi370 *% 1024)) +% (part369 *% 8)) +% 912) +% (nb371 *% 8)), t375_c1_0)
-            storeVector(arena, ((((3210336 +% (xi370 *% 1024)) +% (part369 *% 8)) +% 928) +% (nb371 *% 8)), t375_c2_0)
-            storeVector(arena, ((((3210336 +% (xi370 *% 1024)) +% (part369 *% 8)) +% 944) +% (nb371 *% 8)), t375_c3_0)
-            storeVector(arena, ((((3210336 +% (xi370 *% 1024)) +% (part369 *% 8)) +% 960) +% (nb371 *% 8)), t375_c4_0)
-            storeVector(arena, ((((3210336 +% (xi370 *% 1024)) +% (part369 *% 8)) +% 976) +% (nb371 *% 8)), t375_c5_0)
-            storeVector(arena, ((((3210336 +% (xi370 *% 1024)) +% (part369 *% 8)) +% 992) +% (nb371 *% 8)), t375_c6_0)
-            storeVector(arena, ((((3210336 +% (xi370 *% 1024)) +% (part369 *% 8)) +% 1008) +% (nb371 *% 8)), t375_c7_0)
+            storeVector(arena, ((((3210336 +% (xi393 *% 1024)) +% (part392 *% 8)) +% 896) +% (nb394 *% 8)), t398_c0_0)
+            storeVector(arena, ((((3210336 +% (xi393 *% 1024)) +% (part392 *% 8)) +% 912) +% (nb394 *% 8)), t398_c1_0)
+            storeVector(arena, ((((3210336 +% (xi393 *% 1024)) +% (part392 *% 8)) +% 928) +% (nb394 *% 8)), t398_c2_0)
+            storeVector(arena, ((((3210336 +% (xi393 *% 1024)) +% (part392 *% 8)) +% 944) +% (nb394 *% 8)), t398_c3_0)
+            storeVector(arena, ((((3210336 +% (xi393 *% 1024)) +% (part392 *% 8)) +% 960) +% (nb394 *% 8)), t398_c4_0)
+            storeVector(arena, ((((3210336 +% (xi393 *% 1024)) +% (part392 *% 8)) +% 976) +% (nb394 *% 8)), t398_c5_0)
+            storeVector(arena, ((((3210336 +% (xi393 *% 1024)) +% (part392 *% 8)) +% 992) +% (nb394 *% 8)), t398_c6_0)
+            storeVector(arena, ((((3210336 +% (xi393 *% 1024)) +% (part392 *% 8)) +% 1008) +% (nb394 *% 8)), t398_c7_0)
           }
         }
       }
-      for j378 in 0..<1 {
-        for ty379 in 0..<8 {
-          for tx380 in 0..<8 {
-            for cv381 in 0..<1 {
-              let w382 = ((((loadVector(arena, ((3210336 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) + loadVector(arena, ((3216480 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8))))) + loadVector(arena, ((3222624 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8))))) + loadVector(arena, ((3228768 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8))))) + loadVector(arena, ((3234912 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))))
-              let w383 = ((((loadVector(arena, ((3216480 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((3228768 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((3222624 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((3234912 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(2))))
-              let w384 = ((((loadVector(arena, ((3216480 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((3222624 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((3228768 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((3234912 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(4))))
-              let w385 = (((((loadVector(arena, ((3216480 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((3228768 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((3241056 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((3222624 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((3234912 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(8))))
-              let w386 = ((((loadVector(arena, ((3211360 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) + loadVector(arena, ((3217504 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8))))) + loadVector(arena, ((3223648 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8))))) + loadVector(arena, ((3229792 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8))))) + loadVector(arena, ((3235936 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))))
-              let w387 = ((((loadVector(arena, ((3217504 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((3229792 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((3223648 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((3235936 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(2))))
-              let w388 = ((((loadVector(arena, ((3217504 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((3223648 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((3229792 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((3235936 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(4))))
-              let w389 = (((((loadVector(arena, ((3217504 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((3229792 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((3242080 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((3223648 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((3235936 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(8))))
-              let w390 = ((((loadVector(arena, ((3212384 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) + loadVector(arena, ((3218528 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8))))) + loadVector(arena, ((3224672 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8))))) + loadVector(arena, ((3230816 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8))))) + loadVector(arena, ((3236960 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))))
-              let w391 = ((((loadVector(arena, ((3218528 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((3230816 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((3224672 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((3236960 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(2))))
-              let w392 = ((((loadVector(arena, ((3218528 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((3224672 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((3230816 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((3236960 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(4))))
-              let w393 = (((((loadVector(arena, ((3218528 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((3230816 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((3243104 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((3224672 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((3236960 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(8))))
-              let w394 = ((((loadVector(arena, ((3213408 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) + loadVector(arena, ((3219552 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8))))) + loadVector(arena, ((3225696 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8))))) + loadVector(arena, ((3231840 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8))))) + loadVector(arena, ((3237984 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))))
-              let w395 = ((((loadVector(arena, ((3219552 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((3231840 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((3225696 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((3237984 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(2))))
-              let w396 = ((((loadVector(arena, ((3219552 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((3225696 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((3231840 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((3237984 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(4))))
-              let w397 = (((((loadVector(arena, ((3219552 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((3231840 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((3244128 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((3225696 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((3237984 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(8))))
-              let w398 = ((((loadVector(arena, ((3214432 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) + loadVector(arena, ((3220576 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8))))) + loadVector(arena, ((3226720 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8))))) + loadVector(arena, ((3232864 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8))))) + loadVector(arena, ((3239008 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))))
-              let w399 = ((((loadVector(arena, ((3220576 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((3232864 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((3226720 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((3239008 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(2))))
-              let w400 = ((((loadVector(arena, ((3220576 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((3226720 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((3232864 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((3239008 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(4))))
-              let w401 = (((((loadVector(arena, ((3220576 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((3232864 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((3245152 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((3226720 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((3239008 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(8))))
-              let w402 = ((((loadVector(arena, ((3215456 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) + loadVector(arena, ((3221600 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8))))) + loadVector(arena, ((3227744 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8))))) + loadVector(arena, ((3233888 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8))))) + loadVector(arena, ((3240032 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))))
-              let w403 = ((((loadVector(arena, ((3221600 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((3233888 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((3227744 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((3240032 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(2))))
-              let w404 = ((((loadVector(arena, ((3221600 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((3227744 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((3233888 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((3240032 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(4))))
-              let w405 = (((((loadVector(arena, ((3221600 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((3233888 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((3246176 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((3227744 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((3240032 +% ((((j378 *% 64) +% (ty379 *% 8)) +% tx380) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8)))) * Vector(repeating: Float(8))))
-              let w406 = ((((w382 + w386) + w390) + w394) + w398)
-              let w407 = ((((w386 * Vector(repeating: Float(1))) + (w394 * Vector(repeating: Float(2)))) - (w390 * Vector(repeating: Float(1)))) - (w398 * Vector(repeating: Float(2))))
-              let w408 = ((((w386 * Vector(repeating: Float(1))) + (w390 * Vector(repeating: Float(1)))) + (w394 * Vector(repeating: Float(4)))) + (w398 * Vector(repeating: Float(4))))
-              let w409 = (((((w386 * Vector(repeating: Float(1))) + (w394 * Vector(repeating: Float(8)))) + (w402 * Vector(repeating: Float(1)))) - (w390 * Vector(repeating: Float(1)))) - (w398 * Vector(repeating: Float(8))))
-              let w410 = ((((w383 + w387) + w391) + w395) + w399)
-              let w411 = ((((w387 * Vector(repeating: Float(1))) + (w395 * Vector(repeating: Float(2)))) - (w391 * Vector(repeating: Float(1)))) - (w399 * Vector(repeating: Float(2))))
-              let w412 = ((((w387 * Vector(repeating: Float(1))) + (w391 * Vector(repeating: Float(1)))) + (w395 * Vector(repeating: Float(4)))) + (w399 * Vector(repeating: Float(4))))
-              let w413 = (((((w387 * Vector(repeating: Float(1))) + (w395 * Vector(repeating: Float(8)))) + (w403 * Vector(repeating: Float(1)))) - (w391 * Vector(repeating: Float(1)))) - (w399 * Vector(repeating: Float(8))))
-              let w414 = ((((w384 + w388) + w392) + w396) + w400)
-              let w415 = ((((w388 * Vector(repeating: Float(1))) + (w396 * Vector(repeating: Float(2)))) - (w392 * Vector(repeating: Float(1)))) - (w400 * Vector(repeating: Float(2))))
-              let w416 = ((((w388 * Vector(repeating: Float(1))) + (w392 * Vector(repeating: Float(1)))) + (w396 * Vector(repeating: Float(4)))) + (w400 * Vector(repeating: Float(4))))
-              let w417 = (((((w388 * Vector(repeating: Float(1))) + (w396 * Vector(repeating: Float(8)))) + (w404 * Vector(repeating: Float(1)))) - (w392 * Vector(repeating: Float(1)))) - (w400 * Vector(repeating: Float(8))))
-              let w418 = ((((w385 + w389) + w393) + w397) + w401)
-              let w419 = ((((w389 * Vector(repeating: Float(1))) + (w397 * Vector(repeating: Float(2)))) - (w393 * Vector(repeating: Float(1)))) - (w401 * Vector(repeating: Float(2))))
-              let w420 = ((((w389 * Vector(repeating: Float(1))) + (w393 * Vector(repeating: Float(1)))) + (w397 * Vector(repeating: Float(4)))) + (w401 * Vector(repeating: Float(4))))
-              let w421 = (((((w389 * Vector(repeating: Float(1))) + (w397 * Vector(repeating: Float(8)))) + (w405 * Vector(repeating: Float(1)))) - (w393 * Vector(repeating: Float(1)))) - (w401 * Vector(repeating: Float(8))))
-              storeVector(arena, ((3247200 +% (((((j378 *% 32) +% (ty379 *% 4)) *% 32) +% (tx380 *% 4)) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8))), ((w406 * loadVector(arena, ((part369 *% 8) +% (cv381 *% 8)))) + loadVector(arena, (16 +% ((part369 *% 8) +% (cv381 *% 8))))))
-              storeVector(arena, ((3247200 +% ((((((j378 *% 32) +% (ty379 *% 4)) *% 32) +% (tx380 *% 4)) +% 1) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8))), ((w407 * loadVector(arena, ((part369 *% 8) +% (cv381 *% 8)))) + loadVector(arena, (16 +% ((part369 *% 8) +% (cv381 *% 8))))))
-              storeVector(arena, ((3247200 +% ((((((j378 *% 32) +% (ty379 *% 4)) *% 32) +% (tx380 *% 4)) +% 2) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8))), ((w408 * loadVector(arena, ((part369 *% 8) +% (cv381 *% 8)))) + loadVector(arena, (16 +% ((part369 *% 8) +% (cv381 *% 8))))))
-              storeVector(arena, ((3247200 +% ((((((j378 *% 32) +% (ty379 *% 4)) *% 32) +% (tx380 *% 4)) +% 3) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8))), ((w409 * loadVector(arena, ((part369 *% 8) +% (cv381 *% 8)))) + loadVector(arena, (16 +% ((part369 *% 8) +% (cv381 *% 8))))))
-              storeVector(arena, ((3247200 +% ((((((j378 *% 32) +% (ty379 *% 4)) +% 1) *% 32) +% (tx380 *% 4)) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8))), ((w410 * loadVector(arena, ((part369 *% 8) +% (cv381 *% 8)))) + loadVector(arena, (16 +% ((part369 *% 8) +% (cv381 *% 8))))))
-              storeVector(arena, ((3247200 +% (((((((j378 *% 32) +% (ty379 *% 4)) +% 1) *% 32) +% (tx380 *% 4)) +% 1) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8))), ((w411 * loadVector(arena, ((part369 *% 8) +% (cv381 *% 8)))) + loadVector(arena, (16 +% ((part369 *% 8) +% (cv381 *% 8))))))
-              storeVector(arena, ((3247200 +% (((((((j378 *% 32) +% (ty379 *% 4)) +% 1) *% 32) +% (tx380 *% 4)) +% 2) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8))), ((w412 * loadVector(arena, ((part369 *% 8) +% (cv381 *% 8)))) + loadVector(arena, (16 +% ((part369 *% 8) +% (cv381 *% 8))))))
-              storeVector(arena, ((3247200 +% (((((((j378 *% 32) +% (ty379 *% 4)) +% 1) *% 32) +% (tx380 *% 4)) +% 3) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8))), ((w413 * loadVector(arena, ((part369 *% 8) +% (cv381 *% 8)))) + loadVector(arena, (16 +% ((part369 *% 8) +% (cv381 *% 8))))))
-              storeVector(arena, ((3247200 +% ((((((j378 *% 32) +% (ty379 *% 4)) +% 2) *% 32) +% (tx380 *% 4)) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8))), ((w414 * loadVector(arena, ((part369 *% 8) +% (cv381 *% 8)))) + loadVector(arena, (16 +% ((part369 *% 8) +% (cv381 *% 8))))))
-              storeVector(arena, ((3247200 +% (((((((j378 *% 32) +% (ty379 *% 4)) +% 2) *% 32) +% (tx380 *% 4)) +% 1) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8))), ((w415 * loadVector(arena, ((part369 *% 8) +% (cv381 *% 8)))) + loadVector(arena, (16 +% ((part369 *% 8) +% (cv381 *% 8))))))
-              storeVector(arena, ((3247200 +% (((((((j378 *% 32) +% (ty379 *% 4)) +% 2) *% 32) +% (tx380 *% 4)) +% 2) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8))), ((w416 * loadVector(arena, ((part369 *% 8) +% (cv381 *% 8)))) + loadVector(arena, (16 +% ((part369 *% 8) +% (cv381 *% 8))))))
-              storeVector(arena, ((3247200 +% (((((((j378 *% 32) +% (ty379 *% 4)) +% 2) *% 32) +% (tx380 *% 4)) +% 3) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8))), ((w417 * loadVector(arena, ((part369 *% 8) +% (cv381 *% 8)))) + loadVector(arena, (16 +% ((part369 *% 8) +% (cv381 *% 8))))))
-              storeVector(arena, ((3247200 +% ((((((j378 *% 32) +% (ty379 *% 4)) +% 3) *% 32) +% (tx380 *% 4)) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8))), ((w418 * loadVector(arena, ((part369 *% 8) +% (cv381 *% 8)))) + loadVector(arena, (16 +% ((part369 *% 8) +% (cv381 *% 8))))))
-              storeVector(arena, ((3247200 +% (((((((j378 *% 32) +% (ty379 *% 4)) +% 3) *% 32) +% (tx380 *% 4)) +% 1) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8))), ((w419 * loadVector(arena, ((part369 *% 8) +% (cv381 *% 8)))) + loadVector(arena, (16 +% ((part369 *% 8) +% (cv381 *% 8))))))
-              storeVector(arena, ((3247200 +% (((((((j378 *% 32) +% (ty379 *% 4)) +% 3) *% 32) +% (tx380 *% 4)) +% 2) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8))), ((w420 * loadVector(arena, ((part369 *% 8) +% (cv381 *% 8)))) + loadVector(arena, (16 +% ((part369 *% 8) +% (cv381 *% 8))))))
-              storeVector(arena, ((3247200 +% (((((((j378 *% 32) +% (ty379 *% 4)) +% 3) *% 32) +% (tx380 *% 4)) +% 3) *% 16)) +% ((part369 *% 8) +% (cv381 *% 8))), ((w421 * loadVector(arena, ((part369 *% 8) +% (cv381 *% 8)))) + loadVector(arena, (16 +% ((part369 *% 8) +% (cv381 *% 8))))))
+      for j401 in 0..<1 {
+        for ty402 in 0..<8 {
+          for tx403 in 0..<8 {
+            for cv404 in 0..<1 {
+              let w405 = ((((loadVector(arena, ((3210336 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) + loadVector(arena, ((3216480 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8))))) + loadVector(arena, ((3222624 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8))))) + loadVector(arena, ((3228768 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8))))) + loadVector(arena, ((3234912 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))))
+              let w406 = ((((loadVector(arena, ((3216480 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((3228768 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((3222624 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((3234912 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(2))))
+              let w407 = ((((loadVector(arena, ((3216480 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((3222624 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((3228768 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((3234912 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(4))))
+              let w408 = (((((loadVector(arena, ((3216480 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((3228768 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((3241056 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((3222624 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((3234912 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(8))))
+              let w409 = ((((loadVector(arena, ((3211360 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) + loadVector(arena, ((3217504 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8))))) + loadVector(arena, ((3223648 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8))))) + loadVector(arena, ((3229792 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8))))) + loadVector(arena, ((3235936 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))))
+              let w410 = ((((loadVector(arena, ((3217504 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((3229792 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((3223648 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((3235936 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(2))))
+              let w411 = ((((loadVector(arena, ((3217504 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((3223648 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((3229792 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((3235936 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(4))))
+              let w412 = (((((loadVector(arena, ((3217504 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((3229792 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((3242080 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((3223648 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((3235936 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(8))))
+              let w413 = ((((loadVector(arena, ((3212384 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) + loadVector(arena, ((3218528 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8))))) + loadVector(arena, ((3224672 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8))))) + loadVector(arena, ((3230816 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8))))) + loadVector(arena, ((3236960 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))))
+              let w414 = ((((loadVector(arena, ((3218528 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((3230816 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((3224672 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((3236960 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(2))))
+              let w415 = ((((loadVector(arena, ((3218528 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((3224672 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((3230816 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((3236960 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(4))))
+              let w416 = (((((loadVector(arena, ((3218528 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((3230816 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((3243104 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((3224672 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((3236960 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(8))))
+              let w417 = ((((loadVector(arena, ((3213408 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) + loadVector(arena, ((3219552 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8))))) + loadVector(arena, ((3225696 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8))))) + loadVector(arena, ((3231840 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8))))) + loadVector(arena, ((3237984 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))))
+              let w418 = ((((loadVector(arena, ((3219552 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((3231840 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((3225696 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((3237984 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(2))))
+              let w419 = ((((loadVector(arena, ((3219552 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((3225696 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((3231840 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((3237984 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(4))))
+              let w420 = (((((loadVector(arena, ((3219552 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((3231840 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((3244128 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((3225696 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((3237984 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(8))))
+              let w421 = ((((loadVector(arena, ((3214432 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) + loadVector(arena, ((3220576 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8))))) + loadVector(arena, ((3226720 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8))))) + loadVector(arena, ((3232864 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8))))) + loadVector(arena, ((3239008 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))))
+              let w422 = ((((loadVector(arena, ((3220576 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((3232864 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((3226720 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((3239008 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(2))))
+              let w423 = ((((loadVector(arena, ((3220576 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((3226720 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((3232864 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((3239008 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(4))))
+              let w424 = (((((loadVector(arena, ((3220576 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((3232864 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((3245152 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((3226720 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((3239008 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(8))))
+              let w425 = ((((loadVector(arena, ((3215456 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) + loadVector(arena, ((3221600 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8))))) + loadVector(arena, ((3227744 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8))))) + loadVector(arena, ((3233888 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8))))) + loadVector(arena, ((3240032 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))))
+              let w426 = ((((loadVector(arena, ((3221600 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((3233888 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((3227744 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((3240032 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(2))))
+              let w427 = ((((loadVector(arena, ((3221600 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((3227744 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((3233888 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((3240032 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(4))))
+              let w428 = (((((loadVector(arena, ((3221600 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((3233888 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((3246176 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((3227744 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((3240032 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(8))))
+              let w429 = ((((w405 + w409) + w413) + w417) + w421)
+              let w430 = ((((w409 * Vector(repeating: Float(1))) + (w417 * Vector(repeating: Float(2)))) - (w413 * Vector(repeating: Float(1)))) - (w421 * Vector(repeating: Float(2))))
+              let w431 = ((((w409 * Vector(repeating: Float(1))) + (w413 * Vector(repeating: Float(1)))) + (w417 * Vector(repeating: Float(4)))) + (w421 * Vector(repeating: Float(4))))
+              let w432 = (((((w409 * Vector(repeating: Float(1))) + (w417 * Vector(repeating: Float(8)))) + (w425 * Vector(repeating: Float(1)))) - (w413 * Vector(repeating: Float(1)))) - (w421 * Vector(repeating: Float(8))))
+              let w433 = ((((w406 + w410) + w414) + w418) + w422)
+              let w434 = ((((w410 * Vector(repeating: Float(1))) + (w418 * Vector(repeating: Float(2)))) - (w414 * Vector(repeating: Float(1)))) - (w422 * Vector(repeating: Float(2))))
+              let w435 = ((((w410 * Vector(repeating: Float(1))) + (w414 * Vector(repeating: Float(1)))) + (w418 * Vector(repeating: Float(4)))) + (w422 * Vector(repeating: Float(4))))
+              let w436 = (((((w410 * Vector(repeating: Float(1))) + (w418 * Vector(repeating: Float(8)))) + (w426 * Vector(repeating: Float(1)))) - (w414 * Vector(repeating: Float(1)))) - (w422 * Vector(repeating: Float(8))))
+              let w437 = ((((w407 + w411) + w415) + w419) + w423)
+              let w438 = ((((w411 * Vector(repeating: Float(1))) + (w419 * Vector(repeating: Float(2)))) - (w415 * Vector(repeating: Float(1)))) - (w423 * Vector(repeating: Float(2))))
+              let w439 = ((((w411 * Vector(repeating: Float(1))) + (w415 * Vector(repeating: Float(1)))) + (w419 * Vector(repeating: Float(4)))) + (w423 * Vector(repeating: Float(4))))
+              let w440 = (((((w411 * Vector(repeating: Float(1))) + (w419 * Vector(repeating: Float(8)))) + (w427 * Vector(repeating: Float(1)))) - (w415 * Vector(repeating: Float(1)))) - (w423 * Vector(repeating: Float(8))))
+              let w441 = ((((w408 + w412) + w416) + w420) + w424)
+              let w442 = ((((w412 * Vector(repeating: Float(1))) + (w420 * Vector(repeating: Float(2)))) - (w416 * Vector(repeating: Float(1)))) - (w424 * Vector(repeating: Float(2))))
+              let w443 = ((((w412 * Vector(repeating: Float(1))) + (w416 * Vector(repeating: Float(1)))) + (w420 * Vector(repeating: Float(4)))) + (w424 * Vector(repeating: Float(4))))
+              let w444 = (((((w412 * Vector(repeating: Float(1))) + (w420 * Vector(repeating: Float(8)))) + (w428 * Vector(repeating: Float(1)))) - (w416 * Vector(repeating: Float(1)))) - (w424 * Vector(repeating: Float(8))))
+              storeVector(arena, ((3247200 +% (((((j401 *% 32) +% (ty402 *% 4)) *% 32) +% (tx403 *% 4)) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8))), ((w429 * loadVector(arena, ((part392 *% 8) +% (cv404 *% 8)))) + loadVector(arena, (16 +% ((part392 *% 8) +% (cv404 *% 8))))))
+              storeVector(arena, ((3247200 +% ((((((j401 *% 32) +% (ty402 *% 4)) *% 32) +% (tx403 *% 4)) +% 1) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8))), ((w430 * loadVector(arena, ((part392 *% 8) +% (cv404 *% 8)))) + loadVector(arena, (16 +% ((part392 *% 8) +% (cv404 *% 8))))))
+              storeVector(arena, ((3247200 +% ((((((j401 *% 32) +% (ty402 *% 4)) *% 32) +% (tx403 *% 4)) +% 2) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8))), ((w431 * loadVector(arena, ((part392 *% 8) +% (cv404 *% 8)))) + loadVector(arena, (16 +% ((part392 *% 8) +% (cv404 *% 8))))))
+              storeVector(arena, ((3247200 +% ((((((j401 *% 32) +% (ty402 *% 4)) *% 32) +% (tx403 *% 4)) +% 3) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8))), ((w432 * loadVector(arena, ((part392 *% 8) +% (cv404 *% 8)))) + loadVector(arena, (16 +% ((part392 *% 8) +% (cv404 *% 8))))))
+              storeVector(arena, ((3247200 +% ((((((j401 *% 32) +% (ty402 *% 4)) +% 1) *% 32) +% (tx403 *% 4)) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8))), ((w433 * loadVector(arena, ((part392 *% 8) +% (cv404 *% 8)))) + loadVector(arena, (16 +% ((part392 *% 8) +% (cv404 *% 8))))))
+              storeVector(arena, ((3247200 +% (((((((j401 *% 32) +% (ty402 *% 4)) +% 1) *% 32) +% (tx403 *% 4)) +% 1) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8))), ((w434 * loadVector(arena, ((part392 *% 8) +% (cv404 *% 8)))) + loadVector(arena, (16 +% ((part392 *% 8) +% (cv404 *% 8))))))
+              storeVector(arena, ((3247200 +% (((((((j401 *% 32) +% (ty402 *% 4)) +% 1) *% 32) +% (tx403 *% 4)) +% 2) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8))), ((w435 * loadVector(arena, ((part392 *% 8) +% (cv404 *% 8)))) + loadVector(arena, (16 +% ((part392 *% 8) +% (cv404 *% 8))))))
+              storeVector(arena, ((3247200 +% (((((((j401 *% 32) +% (ty402 *% 4)) +% 1) *% 32) +% (tx403 *% 4)) +% 3) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8))), ((w436 * loadVector(arena, ((part392 *% 8) +% (cv404 *% 8)))) + loadVector(arena, (16 +% ((part392 *% 8) +% (cv404 *% 8))))))
+              storeVector(arena, ((3247200 +% ((((((j401 *% 32) +% (ty402 *% 4)) +% 2) *% 32) +% (tx403 *% 4)) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8))), ((w437 * loadVector(arena, ((part392 *% 8) +% (cv404 *% 8)))) + loadVector(arena, (16 +% ((part392 *% 8) +% (cv404 *% 8))))))
+              storeVector(arena, ((3247200 +% (((((((j401 *% 32) +% (ty402 *% 4)) +% 2) *% 32) +% (tx403 *% 4)) +% 1) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8))), ((w438 * loadVector(arena, ((part392 *% 8) +% (cv404 *% 8)))) + loadVector(arena, (16 +% ((part392 *% 8) +% (cv404 *% 8))))))
+              storeVector(arena, ((3247200 +% (((((((j401 *% 32) +% (ty402 *% 4)) +% 2) *% 32) +% (tx403 *% 4)) +% 2) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8))), ((w439 * loadVector(arena, ((part392 *% 8) +% (cv404 *% 8)))) + loadVector(arena, (16 +% ((part392 *% 8) +% (cv404 *% 8))))))
+              storeVector(arena, ((3247200 +% (((((((j401 *% 32) +% (ty402 *% 4)) +% 2) *% 32) +% (tx403 *% 4)) +% 3) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8))), ((w440 * loadVector(arena, ((part392 *% 8) +% (cv404 *% 8)))) + loadVector(arena, (16 +% ((part392 *% 8) +% (cv404 *% 8))))))
+              storeVector(arena, ((3247200 +% ((((((j401 *% 32) +% (ty402 *% 4)) +% 3) *% 32) +% (tx403 *% 4)) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8))), ((w441 * loadVector(arena, ((part392 *% 8) +% (cv404 *% 8)))) + loadVector(arena, (16 +% ((part392 *% 8) +% (cv404 *% 8))))))
+              storeVector(arena, ((3247200 +% (((((((j401 *% 32) +% (ty402 *% 4)) +% 3) *% 32) +% (tx403 *% 4)) +% 1) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8))), ((w442 * loadVector(arena, ((part392 *% 8) +% (cv404 *% 8)))) + loadVector(arena, (16 +% ((part392 *% 8) +% (cv404 *% 8))))))
+              storeVector(arena, ((3247200 +% (((((((j401 *% 32) +% (ty402 *% 4)) +% 3) *% 32) +% (tx403 *% 4)) +% 2) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8))), ((w443 * loadVector(arena, ((part392 *% 8) +% (cv404 *% 8)))) + loadVector(arena, (16 +% ((part392 *% 8) +% (cv404 *% 8))))))
+              storeVector(arena, ((3247200 +% (((((((j401 *% 32) +% (ty402 *% 4)) +% 3) *% 32) +% (tx403 *% 4)) +% 3) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8))), ((w444 * loadVector(arena, ((part392 *% 8) +% (cv404 *% 8)))) + loadVector(arena, (16 +% ((part392 *% 8) +% (cv404 *% 8))))))
             }
           }
         }
       }
-      for j422 in 0..<1 {
-        for qb423 in 0..<16 {
-          for c424 in 0..<8 {
-            for q425 in 0..<64 {
-              arena[(2097184 +% ((((g288 +% j422) *% 16384) +% (((part369 *% 8) +% c424) *% 1024)) +% (q425 +% (qb423 *% 64))))] = ((arena[((3247200 +% (((j422 *% 1024) +% (q425 +% (qb423 *% 64))) *% 16)) +% ((part369 *% 8) +% c424))] + arena[(32 +% ((((g288 +% j422) *% 16384) +% (((part369 *% 8) +% c424) *% 1024)) +% (q425 +% (qb423 *% 64))))]) > Float(0) ? (arena[((3247200 +% (((j422 *% 1024) +% (q425 +% (qb423 *% 64))) *% 16)) +% ((part369 *% 8) +% c424))] + arena[(32 +% ((((g288 +% j422) *% 16384) +% (((part369 *% 8) +% c424) *% 1024)) +% (q425 +% (qb423 *% 64))))]) : Float(0))
-            }
+      for j445 in 0..<1 {
+        for q446 in 0..<1024 {
+          for c447 in 0..<8 {
+            arena[(2097184 +% (((((g311 +% j445) *% 1024) +% q446) *% 16) +% ((part392 *% 8) +% c447)))] = ((arena[((3247200 +% (((j445 *% 1024) +% q446) *% 16)) +% ((part392 *% 8) +% c447))] + arena[(32 +% (((((g311 +% j445) *% 1024) +% q446) *% 16) +% ((part392 *% 8) +% c447)))]) > Float(0) ? (arena[((3247200 +% (((j445 *% 1024) +% q446) *% 16)) +% ((part392 *% 8) +% c447))] + arena[(32 +% (((((g311 +% j445) *% 1024) +% q446) *% 16) +% ((part392 *% 8) +% c447)))]) : Float(0))
           }
         }
       }
     }
   }
   // s2_bn1 = batchnorm_fold()
-  for c426 in 0..<4 {
-    let scale427_v = (loadVector(params, ((c426 *% 8) +% 9744)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c426 *% 8) +% 78170)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
-    storeVector(arena, (c426 *% 8), scale427_v)
-    storeVector(arena, ((c426 *% 8) +% 32), (loadVector(params, ((c426 *% 8) +% 9776)) - (loadVector(params, ((c426 *% 8) +% 78138)) * scale427_v)))
+  for c448 in 0..<4 {
+    let scale449_v = (loadVector(params, ((c448 *% 8) +% 9744)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c448 *% 8) +% 78170)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
+    storeVector(arena, (c448 *% 8), scale449_v)
+    storeVector(arena, ((c448 *% 8) +% 32), (loadVector(params, ((c448 *% 8) +% 9776)) - (loadVector(params, ((c448 *% 8) +% 78138)) * scale449_v)))
   }
   // s2_conv1 = conv2d_relu(s1_conv2, s2_bn1)
-  for g428 in 0..<4 {
-    parallelFor(pool, 2) { part429 in
-      for j430 in 0..<16 {
-        for c431 in 0..<8 {
-          for ky432 in 0..<3 {
-            for oy433 in 0..<16 {
-              if (-1 < (((oy433 *% 2) +% ky432) +% -1) && (((oy433 *% 2) +% ky432) +% -1) < 32) {
-                for ox434 in 0..<15 {
-                  arena[(((524352 +% (((((c431 +% (part429 *% 8)) *% 3) +% ky432) *% 3) *% 4112)) +% (j430 *% 256)) +% ((oy433 *% 16) +% (ox434 +% 1)))] = arena[((((2097184 +% (((g428 *% 16) +% j430) *% 16384)) +% ((c431 +% (part429 *% 8)) *% 1024)) +% ((((oy433 *% 2) +% ky432) +% -1) *% 32)) +% (((ox434 +% 1) *% 2) +% -1))]
-                }
-                for ox435 in 0..<1 {
-                  arena[(((524352 +% (((((c431 +% (part429 *% 8)) *% 3) +% ky432) *% 3) *% 4112)) +% (j430 *% 256)) +% ((oy433 *% 16) +% ox435))] = Float(0)
-                }
-              }
-              if (((oy433 *% 2) +% ky432) +% -1) < 0 {
-                for ox436 in 0..<16 {
-                  arena[(((524352 +% (((((c431 +% (part429 *% 8)) *% 3) +% ky432) *% 3) *% 4112)) +% (j430 *% 256)) +% ((oy433 *% 16) +% ox436))] = Float(0)
-                }
-              }
-              if 31 < (((oy433 *% 2) +% ky432) +% -1) {
-                for ox436 in 0..<16 {
-                  arena[(((524352 +% (((((c431 +% (part429 *% 8)) *% 3) +% ky432) *% 3) *% 4112)) +% (j430 *% 256)) +% ((oy433 *% 16) +% ox436))] = Float(0)
-                }
+  parallelFor(pool, 2) { part460 in
+    for oy461 in 0..<32 {
+      for oy462 in 0..<16 {
+        for ky463 in 0..<3 {
+          if (-1 < (((((((oy461 +% (part460 *% 32)) % 1) *% 16) +% oy462) *% 2) +% ky463) +% -1) && (((((((oy461 +% (part460 *% 32)) % 1) *% 16) +% oy462) *% 2) +% ky463) +% -1) < 32) {
+            for ox464 in 0..<1 {
+              for c465 in 0..<2 {
+                storeVector(arena, ((c465 *% 8) +% (((524352 +% (part460 *% 36864)) +% (((oy462 *% 16) +% ox464) *% 144)) +% (ky463 *% 48))), Vector(repeating: Float(0)))
               }
             }
-            for oy437 in 0..<16 {
-              if (-1 < (((oy437 *% 2) +% ky432) +% -1) && (((oy437 *% 2) +% ky432) +% -1) < 32) {
-                for ox438 in 0..<16 {
-                  arena[(((524352 +% ((((((c431 +% (part429 *% 8)) *% 3) +% ky432) *% 3) +% 1) *% 4112)) +% (j430 *% 256)) +% ((oy437 *% 16) +% ox438))] = arena[((((2097184 +% (((g428 *% 16) +% j430) *% 16384)) +% ((c431 +% (part429 *% 8)) *% 1024)) +% ((((oy437 *% 2) +% ky432) +% -1) *% 32)) +% (ox438 *% 2))]
-                }
-              }
-              if (((oy437 *% 2) +% ky432) +% -1) < 0 {
-                for ox439 in 0..<16 {
-                  arena[(((524352 +% ((((((c431 +% (part429 *% 8)) *% 3) +% ky432) *% 3) +% 1) *% 4112)) +% (j430 *% 256)) +% ((oy437 *% 16) +% ox439))] = Float(0)
-                }
-              }
-              if 31 < (((oy437 *% 2) +% ky432) +% -1) {
-                for ox439 in 0..<16 {
-                  arena[(((524352 +% ((((((c431 +% (part429 *% 8)) *% 3) +% ky432) *% 3) +% 1) *% 4112)) +% (j430 *% 256)) +% ((oy437 *% 16) +% ox439))] = Float(0)
-                }
+            for ox466 in 0..<15 {
+              for c467 in 0..<2 {
+                storeVector(arena, ((c467 *% 8) +% (((524352 +% (part460 *% 36864)) +% (((oy462 *% 16) +% (ox466 +% 1)) *% 144)) +% (ky463 *% 48))), loadVector(arena, ((c467 *% 8) +% (2097184 +% (((((((oy461 +% (part460 *% 32)) / 1) *% 32) +% (((((((oy461 +% (part460 *% 32)) % 1) *% 16) +% oy462) *% 2) +% ky463) +% -1)) *% 32) +% (((ox466 +% 1) *% 2) +% -1)) *% 16)))))
               }
             }
-            for oy440 in 0..<16 {
-              if (-1 < (((oy440 *% 2) +% ky432) +% -1) && (((oy440 *% 2) +% ky432) +% -1) < 32) {
-                for ox441 in 0..<16 {
-                  arena[(((524352 +% ((((((c431 +% (part429 *% 8)) *% 3) +% ky432) *% 3) +% 2) *% 4112)) +% (j430 *% 256)) +% ((oy440 *% 16) +% ox441))] = arena[((((2097184 +% (((g428 *% 16) +% j430) *% 16384)) +% ((c431 +% (part429 *% 8)) *% 1024)) +% ((((oy440 *% 2) +% ky432) +% -1) *% 32)) +% ((ox441 *% 2) +% 1))]
-                }
+            for ox468 in 0..<16 {
+              for c469 in 0..<16 {
+                arena[((((524352 +% (part460 *% 36864)) +% (((oy462 *% 16) +% ox468) *% 144)) +% (c469 +% 16)) +% (ky463 *% 48))] = arena[((2097184 +% (((((((oy461 +% (part460 *% 32)) / 1) *% 32) +% (((((((oy461 +% (part460 *% 32)) % 1) *% 16) +% oy462) *% 2) +% ky463) +% -1)) *% 32) +% (ox468 *% 2)) *% 16)) +% c469)]
               }
-              if (((oy440 *% 2) +% ky432) +% -1) < 0 {
-                for ox442 in 0..<16 {
-                  arena[(((524352 +% ((((((c431 +% (part429 *% 8)) *% 3) +% ky432) *% 3) +% 2) *% 4112)) +% (j430 *% 256)) +% ((oy440 *% 16) +% ox442))] = Float(0)
-                }
+            }
+            for ox470 in 0..<16 {
+              for c471 in 0..<16 {
+                arena[((((524352 +% (part460 *% 36864)) +% (((oy462 *% 16) +% ox470) *% 144)) +% (c471 +% 32)) +% (ky463 *% 48))] = arena[((2097184 +% (((((((oy461 +% (part460 *% 32)) / 1) *% 32) +% (((((((oy461 +% (part460 *% 32)) % 1) *% 16) +% oy462) *% 2) +% ky463) +% -1)) *% 32) +% ((ox470 *% 2) +% 1)) *% 16)) +% c471)]
               }
-              if 31 < (((oy440 *% 2) +% ky432) +% -1) {
-                for ox442 in 0..<16 {
-                  arena[(((524352 +% ((((((c431 +% (part429 *% 8)) *% 3) +% ky432) *% 3) +% 2) *% 4112)) +% (j430 *% 256)) +% ((oy440 *% 16) +% ox442))] = Float(0)
-                }
+            }
+          }
+          if (((((((oy461 +% (part460 *% 32)) % 1) *% 16) +% oy462) *% 2) +% ky463) +% -1) < 0 {
+            for ox472 in 0..<16 {
+              for c473 in 0..<2 {
+                storeVector(arena, ((c473 *% 8) +% (((524352 +% (part460 *% 36864)) +% (((oy462 *% 16) +% ox472) *% 144)) +% (ky463 *% 48))), Vector(repeating: Float(0)))
+              }
+            }
+            for ox474 in 0..<16 {
+              for c475 in 0..<16 {
+                arena[((((524352 +% (part460 *% 36864)) +% (((oy462 *% 16) +% ox474) *% 144)) +% (c475 +% 16)) +% (ky463 *% 48))] = Float(0)
+              }
+            }
+            for ox476 in 0..<16 {
+              for c477 in 0..<16 {
+                arena[((((524352 +% (part460 *% 36864)) +% (((oy462 *% 16) +% ox476) *% 144)) +% (c477 +% 32)) +% (ky463 *% 48))] = Float(0)
+              }
+            }
+          }
+          if 31 < (((((((oy461 +% (part460 *% 32)) % 1) *% 16) +% oy462) *% 2) +% ky463) +% -1) {
+            for ox478 in 0..<16 {
+              for c479 in 0..<2 {
+                storeVector(arena, ((c479 *% 8) +% (((524352 +% (part460 *% 36864)) +% (((oy462 *% 16) +% ox478) *% 144)) +% (ky463 *% 48))), Vector(repeating: Float(0)))
+              }
+            }
+            for ox480 in 0..<16 {
+              for c481 in 0..<16 {
+                arena[((((524352 +% (part460 *% 36864)) +% (((oy462 *% 16) +% ox480) *% 144)) +% (c481 +% 16)) +% (ky463 *% 48))] = Float(0)
+              }
+            }
+            for ox482 in 0..<16 {
+              for c483 in 0..<16 {
+                arena[((((524352 +% (part460 *% 36864)) +% (((oy462 *% 16) +% ox482) *% 144)) +% (c483 +% 32)) +% (ky463 *% 48))] = Float(0)
               }
             }
           }
         }
       }
-    }
-    parallelFor(pool, 2) { part443 in
-      do {  // gemm451
-        for nb444 in 0..<170 {
-          for mb445 in 0..<4 {
-            var t446_c0_0 = Vector()
-            var t446_c0_1 = Vector()
-            var t446_c0_2 = Vector()
-            var t446_c1_0 = Vector()
-            var t446_c1_1 = Vector()
-            var t446_c1_2 = Vector()
-            var t446_c2_0 = Vector()
-            var t446_c2_1 = Vector()
-            var t446_c2_2 = Vector()
-            var t446_c3_0 = Vector()
-            var t446_c3_1 = Vector()
-            var t446_c3_2 = Vector()
-            for k447 in 0..<144 {
-              let t446_b0 = loadVector(arena, ((524352 +% (k447 *% 4112)) +% (nb444 *% 24)))
-              let t446_b1 = loadVector(arena, (((524352 +% (k447 *% 4112)) +% (nb444 *% 24)) +% 8))
-              let t446_b2 = loadVector(arena, (((524352 +% (k447 *% 4112)) +% (nb444 *% 24)) +% 16))
-              let t446_a0 = Vector(repeating: params[(((5136 +% ((part443 *% 16) *% 144)) +% ((mb445 *% 4) *% 144)) +% k447)])
-              t446_c0_0 = t446_c0_0.addingProduct(t446_a0, t446_b0)
-              t446_c0_1 = t446_c0_1.addingProduct(t446_a0, t446_b1)
-              t446_c0_2 = t446_c0_2.addingProduct(t446_a0, t446_b2)
-              let t446_a1 = Vector(repeating: params[(((5136 +% ((part443 *% 16) *% 144)) +% (((mb445 *% 4) +% 1) *% 144)) +% k447)])
-              t446_c1_0 = t446_c1_0.addingProduct(t446_a1, t446_b0)
-              t446_c1_1 = t446_c1_1.addingProduct(t446_a1, t446_b1)
-              t446_c1_2 = t446_c1_2.addingProduct(t446_a1, t446_b2)
-              let t446_a2 = Vector(repeating: params[(((5136 +% ((part443 *% 16) *% 144)) +% (((mb445 *% 4) +% 2) *% 144)) +% k447)])
-              t446_c2_0 = t446_c2_0.addingProduct(t446_a2, t446_b0)
-              t446_c2_1 = t446_c2_1.addingProduct(t446_a2, t446_b1)
-              t446_c2_2 = t446_c2_2.addingProduct(t446_a2, t446_b2)
-              let t446_a3 = Vector(repeating: params[(((5136 +% ((part443 *% 16) *% 144)) +% (((mb445 *% 4) +% 3) *% 144)) +% k447)])
-              t446_c3_0 = t446_c3_0.addingProduct(t446_a3, t446_b0)
-              t446_c3_1 = t446_c3_1.addingProduct(t446_a3, t446_b1)
-              t446_c3_2 = t446_c3_2.addingProduct(t446_a3, t446_b2)
+      do {  // gemm510
+        for nb484 in 0..<2 {
+          for mb485 in 0..<42 {
+            var t486_c0_0 = Vector()
+            var t486_c0_1 = Vector()
+            var t486_c1_0 = Vector()
+            var t486_c1_1 = Vector()
+            var t486_c2_0 = Vector()
+            var t486_c2_1 = Vector()
+            var t486_c3_0 = Vector()
+            var t486_c3_1 = Vector()
+            var t486_c4_0 = Vector()
+            var t486_c4_1 = Vector()
+            var t486_c5_0 = Vector()
+            var t486_c5_1 = Vector()
+            for k487 in 0..<144 {
+              let t486_b0 = loadVector(arena, ((3298832 +% ((nb484 *% 16) *% 144)) +% (k487 *% 16)))
+              let t486_b1 = loadVector(arena, (((3298832 +% ((nb484 *% 16) *% 144)) +% (k487 *% 16)) +% 8))
+              let t486_a0 = Vector(repeating: arena[(((524352 +% (part460 *% 36864)) +% ((mb485 *% 6) *% 144)) +% k487)])
+              t486_c0_0 = t486_c0_0.addingProduct(t486_a0, t486_b0)
+              t486_c0_1 = t486_c0_1.addingProduct(t486_a0, t486_b1)
+              let t486_a1 = Vector(repeating: arena[(((524352 +% (part460 *% 36864)) +% (((mb485 *% 6) +% 1) *% 144)) +% k487)])
+              t486_c1_0 = t486_c1_0.addingProduct(t486_a1, t486_b0)
+              t486_c1_1 = t486_c1_1.addingProduct(t486_a1, t486_b1)
+              let t486_a2 = Vector(repeating: arena[(((524352 +% (part460 *% 36864)) +% (((mb485 *% 6) +% 2) *% 144)) +% k487)])
+              t486_c2_0 = t486_c2_0.addingProduct(t486_a2, t486_b0)
+              t486_c2_1 = t486_c2_1.addingProduct(t486_a2, t486_b1)
+              let t486_a3 = Vector(repeating: arena[(((524352 +% (part460 *% 36864)) +% (((mb485 *% 6) +% 3) *% 144)) +% k487)])
+              t486_c3_0 = t486_c3_0.addingProduct(t486_a3, t486_b0)
+              t486_c3_1 = t486_c3_1.addingProduct(t486_a3, t486_b1)
+              let t486_a4 = Vector(repeating: arena[(((524352 +% (part460 *% 36864)) +% (((mb485 *% 6) +% 4) *% 144)) +% k487)])
+              t486_c4_0 = t486_c4_0.addingProduct(t486_a4, t486_b0)
+              t486_c4_1 = t486_c4_1.addingProduct(t486_a4, t486_b1)
+              let t486_a5 = Vector(repeating: arena[(((524352 +% (part460 *% 36864)) +% (((mb485 *% 6) +% 5) *% 144)) +% k487)])
+              t486_c5_0 = t486_c5_0.addingProduct(t486_a5, t486_b0)
+              t486_c5_1 = t486_c5_1.addingProduct(t486_a5, t486_b1)
             }
-            storeVector(arena, (((1116480 +% ((part443 *% 16) *% 4112)) +% ((mb445 *% 4) *% 4112)) +% (nb444 *% 24)), t446_c0_0)
-            storeVector(arena, ((((1116480 +% ((part443 *% 16) *% 4112)) +% ((mb445 *% 4) *% 4112)) +% (nb444 *% 24)) +% 8), t446_c0_1)
-            storeVector(arena, ((((1116480 +% ((part443 *% 16) *% 4112)) +% ((mb445 *% 4) *% 4112)) +% (nb444 *% 24)) +% 16), t446_c0_2)
-            storeVector(arena, (((1116480 +% ((part443 *% 16) *% 4112)) +% (((mb445 *% 4) +% 1) *% 4112)) +% (nb444 *% 24)), t446_c1_0)
-            storeVector(arena, ((((1116480 +% ((part443 *% 16) *% 4112)) +% (((mb445 *% 4) +% 1) *% 4112)) +% (nb444 *% 24)) +% 8), t446_c1_1)
-            storeVector(arena, ((((1116480 +% ((part443 *% 16) *% 4112)) +% (((mb445 *% 4) +% 1) *% 4112)) +% (nb444 *% 24)) +% 16), t446_c1_2)
-            storeVector(arena, (((1116480 +% ((part443 *% 16) *% 4112)) +% (((mb445 *% 4) +% 2) *% 4112)) +% (nb444 *% 24)), t446_c2_0)
-            storeVector(arena, ((((1116480 +% ((part443 *% 16) *% 4112)) +% (((mb445 *% 4) +% 2) *% 4112)) +% (nb444 *% 24)) +% 8), t446_c2_1)
-            storeVector(arena, ((((1116480 +% ((part443 *% 16) *% 4112)) +% (((mb445 *% 4) +% 2) *% 4112)) +% (nb444 *% 24)) +% 16), t446_c2_2)
-            storeVector(arena, (((1116480 +% ((part443 *% 16) *% 4112)) +% (((mb445 *% 4) +% 3) *% 4112)) +% (nb444 *% 24)), t446_c3_0)
-            storeVector(arena, ((((1116480 +% ((part443 *% 16) *% 4112)) +% (((mb445 *% 4) +% 3) *% 4112)) +% (nb444 *% 24)) +% 8), t446_c3_1)
-            storeVector(arena, ((((1116480 +% ((part443 *% 16) *% 4112)) +% (((mb445 *% 4) +% 3) *% 4112)) +% (nb444 *% 24)) +% 16), t446_c3_2)
+            storeVector(arena, (((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% ((mb485 *% 6) *% 32)) +% (nb484 *% 16)), t486_c0_0)
+            storeVector(arena, ((((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% ((mb485 *% 6) *% 32)) +% (nb484 *% 16)) +% 8), t486_c0_1)
+            storeVector(arena, (((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb485 *% 6) +% 1) *% 32)) +% (nb484 *% 16)), t486_c1_0)
+            storeVector(arena, ((((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb485 *% 6) +% 1) *% 32)) +% (nb484 *% 16)) +% 8), t486_c1_1)
+            storeVector(arena, (((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb485 *% 6) +% 2) *% 32)) +% (nb484 *% 16)), t486_c2_0)
+            storeVector(arena, ((((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb485 *% 6) +% 2) *% 32)) +% (nb484 *% 16)) +% 8), t486_c2_1)
+            storeVector(arena, (((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb485 *% 6) +% 3) *% 32)) +% (nb484 *% 16)), t486_c3_0)
+            storeVector(arena, ((((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb485 *% 6) +% 3) *% 32)) +% (nb484 *% 16)) +% 8), t486_c3_1)
+            storeVector(arena, (((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb485 *% 6) +% 4) *% 32)) +% (nb484 *% 16)), t486_c4_0)
+            storeVector(arena, ((((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb485 *% 6) +% 4) *% 32)) +% (nb484 *% 16)) +% 8), t486_c4_1)
+            storeVector(arena, (((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb485 *% 6) +% 5) *% 32)) +% (nb484 *% 16)), t486_c5_0)
+            storeVector(arena, ((((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb485 *% 6) +% 5) *% 32)) +% (nb484 *% 16)) +% 8), t486_c5_1)
+            for i488 in 0..<16 {
+              var t489: Float = ((arena[((((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% ((mb485 *% 6) *% 32)) +% (nb484 *% 16)) +% i488)] * arena[((nb484 *% 16) +% i488)]) + arena[(32 +% ((nb484 *% 16) +% i488))])
+              arena[((((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% ((mb485 *% 6) *% 32)) +% (nb484 *% 16)) +% i488)] = (t489 > Float(0) ? t489 : Float(0))
+            }
+            for i490 in 0..<16 {
+              var t491: Float = ((arena[((((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb485 *% 6) +% 1) *% 32)) +% (nb484 *% 16)) +% i490)] * arena[((nb484 *% 16) +% i490)]) + arena[(32 +% ((nb484 *% 16) +% i490))])
+              arena[((((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb485 *% 6) +% 1) *% 32)) +% (nb484 *% 16)) +% i490)] = (t491 > Float(0) ? t491 : Float(0))
+            }
+            for i492 in 0..<16 {
+              var t493: Float = ((arena[((((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb485 *% 6) +% 2) *% 32)) +% (nb484 *% 16)) +% i492)] * arena[((nb484 *% 16) +% i492)]) + arena[(32 +% ((nb484 *% 16) +% i492))])
+              arena[((((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb485 *% 6) +% 2) *% 32)) +% (nb484 *% 16)) +% i492)] = (t493 > Float(0) ? t493 : Float(0))
+            }
+            for i494 in 0..<16 {
+              var t495: Float = ((arena[((((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb485 *% 6) +% 3) *% 32)) +% (nb484 *% 16)) +% i494)] * arena[((nb484 *% 16) +% i494)]) + arena[(32 +% ((nb484 *% 16) +% i494))])
+              arena[((((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb485 *% 6) +% 3) *% 32)) +% (nb484 *% 16)) +% i494)] = (t495 > Float(0) ? t495 : Float(0))
+            }
+            for i496 in 0..<16 {
+              var t497: Float = ((arena[((((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb485 *% 6) +% 4) *% 32)) +% (nb484 *% 16)) +% i496)] * arena[((nb484 *% 16) +% i496)]) + arena[(32 +% ((nb484 *% 16) +% i496))])
+              arena[((((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb485 *% 6) +% 4) *% 32)) +% (nb484 *% 16)) +% i496)] = (t497 > Float(0) ? t497 : Float(0))
+            }
+            for i498 in 0..<16 {
+              var t499: Float = ((arena[((((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb485 *% 6) +% 5) *% 32)) +% (nb484 *% 16)) +% i498)] * arena[((nb484 *% 16) +% i498)]) + arena[(32 +% ((nb484 *% 16) +% i498))])
+              arena[((((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb485 *% 6) +% 5) *% 32)) +% (nb484 *% 16)) +% i498)] = (t499 > Float(0) ? t499 : Float(0))
+            }
           }
-        }
-        for mb448 in 0..<4 {
-          var t449_c0_0 = Vector()
-          var t449_c0_1 = Vector()
-          var t449_c1_0 = Vector()
-          var t449_c1_1 = Vector()
-          var t449_c2_0 = Vector()
-          var t449_c2_1 = Vector()
-          var t449_c3_0 = Vector()
-          var t449_c3_1 = Vector()
-          for k450 in 0..<144 {
-            let t449_b0 = loadVector(arena, ((524352 +% (k450 *% 4112)) +% 4080))
-            let t449_b1 = loadVector(arena, (((524352 +% (k450 *% 4112)) +% 4080) +% 8))
-            let t449_a0 = Vector(repeating: params[(((5136 +% ((part443 *% 16) *% 144)) +% ((mb448 *% 4) *% 144)) +% k450)])
-            t449_c0_0 = t449_c0_0.addingProduct(t449_a0, t449_b0)
-            t449_c0_1 = t449_c0_1.addingProduct(t449_a0, t449_b1)
-            let t449_a1 = Vector(repeating: params[(((5136 +% ((part443 *% 16) *% 144)) +% (((mb448 *% 4) +% 1) *% 144)) +% k450)])
-            t449_c1_0 = t449_c1_0.addingProduct(t449_a1, t449_b0)
-            t449_c1_1 = t449_c1_1.addingProduct(t449_a1, t449_b1)
-            let t449_a2 = Vector(repeating: params[(((5136 +% ((part443 *% 16) *% 144)) +% (((mb448 *% 4) +% 2) *% 144)) +% k450)])
-            t449_c2_0 = t449_c2_0.addingProduct(t449_a2, t449_b0)
-            t449_c2_1 = t449_c2_1.addingProduct(t449_a2, t449_b1)
-            let t449_a3 = Vector(repeating: params[(((5136 +% ((part443 *% 16) *% 144)) +% (((mb448 *% 4) +% 3) *% 144)) +% k450)])
-            t449_c3_0 = t449_c3_0.addingProduct(t449_a3, t449_b0)
-            t449_c3_1 = t449_c3_1.addingProduct(t449_a3, t449_b1)
+          var t500_c0_0 = Vector()
+          var t500_c0_1 = Vector()
+          var t500_c1_0 = Vector()
+          var t500_c1_1 = Vector()
+          var t500_c2_0 = Vector()
+          var t500_c2_1 = Vector()
+          var t500_c3_0 = Vector()
+          var t500_c3_1 = Vector()
+          for k501 in 0..<144 {
+            let t500_b0 = loadVector(arena, ((3298832 +% ((nb484 *% 16) *% 144)) +% (k501 *% 16)))
+            let t500_b1 = loadVector(arena, (((3298832 +% ((nb484 *% 16) *% 144)) +% (k501 *% 16)) +% 8))
+            let t500_a0 = Vector(repeating: arena[(((524352 +% (part460 *% 36864)) +% 36288) +% k501)])
+            t500_c0_0 = t500_c0_0.addingProduct(t500_a0, t500_b0)
+            t500_c0_1 = t500_c0_1.addingProduct(t500_a0, t500_b1)
+            let t500_a1 = Vector(repeating: arena[(((524352 +% (part460 *% 36864)) +% 36432) +% k501)])
+            t500_c1_0 = t500_c1_0.addingProduct(t500_a1, t500_b0)
+            t500_c1_1 = t500_c1_1.addingProduct(t500_a1, t500_b1)
+            let t500_a2 = Vector(repeating: arena[(((524352 +% (part460 *% 36864)) +% 36576) +% k501)])
+            t500_c2_0 = t500_c2_0.addingProduct(t500_a2, t500_b0)
+            t500_c2_1 = t500_c2_1.addingProduct(t500_a2, t500_b1)
+            let t500_a3 = Vector(repeating: arena[(((524352 +% (part460 *% 36864)) +% 36720) +% k501)])
+            t500_c3_0 = t500_c3_0.addingProduct(t500_a3, t500_b0)
+            t500_c3_1 = t500_c3_1.addingProduct(t500_a3, t500_b1)
           }
-          storeVector(arena, (((1116480 +% ((part443 *% 16) *% 4112)) +% ((mb448 *% 4) *% 4112)) +% 4080), t449_c0_0)
-          storeVector(arena, ((((1116480 +% ((part443 *% 16) *% 4112)) +% ((mb448 *% 4) *% 4112)) +% 4080) +% 8), t449_c0_1)
-          storeVector(arena, (((1116480 +% ((part443 *% 16) *% 4112)) +% (((mb448 *% 4) +% 1) *% 4112)) +% 4080), t449_c1_0)
-          storeVector(arena, ((((1116480 +% ((part443 *% 16) *% 4112)) +% (((mb448 *% 4) +% 1) *% 4112)) +% 4080) +% 8), t449_c1_1)
-          storeVector(arena, (((1116480 +% ((part443 *% 16) *% 4112)) +% (((mb448 *% 4) +% 2) *% 4112)) +% 4080), t449_c2_0)
-          storeVector(arena, ((((1116480 +% ((part443 *% 16) *% 4112)) +% (((mb448 *% 4) +% 2) *% 4112)) +% 4080) +% 8), t449_c2_1)
-          storeVector(arena, (((1116480 +% ((part443 *% 16) *% 4112)) +% (((mb448 *% 4) +% 3) *% 4112)) +% 4080), t449_c3_0)
-          storeVector(arena, ((((1116480 +% ((part443 *% 16) *% 4112)) +% (((mb448 *% 4) +% 3) *% 4112)) +% 4080) +% 8), t449_c3_1)
-        }
-      }
-      for j452 in 0..<16 {
-        for f453 in 0..<16 {
-          for i454 in 0..<256 {
-            arena[(64 +% (((((g428 *% 16) +% j452) *% 8192) +% ((f453 +% (part443 *% 16)) *% 256)) +% i454))] = (((arena[(((1116480 +% ((f453 +% (part443 *% 16)) *% 4112)) +% (j452 *% 256)) +% i454)] * arena[(f453 +% (part443 *% 16))]) + arena[(32 +% (f453 +% (part443 *% 16)))]) > Float(0) ? ((arena[(((1116480 +% ((f453 +% (part443 *% 16)) *% 4112)) +% (j452 *% 256)) +% i454)] * arena[(f453 +% (part443 *% 16))]) + arena[(32 +% (f453 +% (part443 *% 16)))]) : Float(0))
+          storeVector(arena, (((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8064) +% (nb484 *% 16)), t500_c0_0)
+          storeVector(arena, ((((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8064) +% (nb484 *% 16)) +% 8), t500_c0_1)
+          storeVector(arena, (((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8096) +% (nb484 *% 16)), t500_c1_0)
+          storeVector(arena, ((((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8096) +% (nb484 *% 16)) +% 8), t500_c1_1)
+          storeVector(arena, (((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8128) +% (nb484 *% 16)), t500_c2_0)
+          storeVector(arena, ((((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8128) +% (nb484 *% 16)) +% 8), t500_c2_1)
+          storeVector(arena, (((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8160) +% (nb484 *% 16)), t500_c3_0)
+          storeVector(arena, ((((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8160) +% (nb484 *% 16)) +% 8), t500_c3_1)
+          for i502 in 0..<16 {
+            var t503: Float = ((arena[((((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8064) +% (nb484 *% 16)) +% i502)] * arena[((nb484 *% 16) +% i502)]) + arena[(32 +% ((nb484 *% 16) +% i502))])
+            arena[((((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8064) +% (nb484 *% 16)) +% i502)] = (t503 > Float(0) ? t503 : Float(0))
+          }
+          for i504 in 0..<16 {
+            var t505: Float = ((arena[((((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8096) +% (nb484 *% 16)) +% i504)] * arena[((nb484 *% 16) +% i504)]) + arena[(32 +% ((nb484 *% 16) +% i504))])
+            arena[((((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8096) +% (nb484 *% 16)) +% i504)] = (t505 > Float(0) ? t505 : Float(0))
+          }
+          for i506 in 0..<16 {
+            var t507: Float = ((arena[((((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8128) +% (nb484 *% 16)) +% i506)] * arena[((nb484 *% 16) +% i506)]) + arena[(32 +% ((nb484 *% 16) +% i506))])
+            arena[((((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8128) +% (nb484 *% 16)) +% i506)] = (t507 > Float(0) ? t507 : Float(0))
+          }
+          for i508 in 0..<16 {
+            var t509: Float = ((arena[((((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8160) +% (nb484 *% 16)) +% i508)] * arena[((nb484 *% 16) +% i508)]) + arena[(32 +% ((nb484 *% 16) +% i508))])
+            arena[((((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8160) +% (nb484 *% 16)) +% i508)] = (t509 > Float(0) ? t509 : Float(0))
           }
         }
       }
     }
   }
   // s2_bn2 = batchnorm_fold()
-  for c455 in 0..<4 {
-    let scale456_v = (loadVector(params, ((c455 *% 8) +% 19024)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c455 *% 8) +% 78234)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
-    storeVector(arena, (c455 *% 8), scale456_v)
-    storeVector(arena, ((c455 *% 8) +% 32), (loadVector(params, ((c455 *% 8) +% 19056)) - (loadVector(params, ((c455 *% 8) +% 78202)) * scale456_v)))
+  for c511 in 0..<4 {
+    let scale512_v = (loadVector(params, ((c511 *% 8) +% 19024)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c511 *% 8) +% 78234)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
+    storeVector(arena, (c511 *% 8), scale512_v)
+    storeVector(arena, ((c511 *% 8) +% 32), (loadVector(params, ((c511 *% 8) +% 19056)) - (loadVector(params, ((c511 *% 8) +% 78202)) * scale512_v)))
   }
   // s2_pbn = batchnorm_fold()
-  for c457 in 0..<4 {
-    let scale458_v = (loadVector(params, ((c457 *% 8) +% 19600)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c457 *% 8) +% 78298)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
-    storeVector(arena, ((c457 *% 8) +% 524352), scale458_v)
-    storeVector(arena, ((c457 *% 8) +% 524384), (loadVector(params, ((c457 *% 8) +% 19632)) - (loadVector(params, ((c457 *% 8) +% 78266)) * scale458_v)))
+  for c513 in 0..<4 {
+    let scale514_v = (loadVector(params, ((c513 *% 8) +% 19600)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c513 *% 8) +% 78298)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
+    storeVector(arena, ((c513 *% 8) +% 524352), scale514_v)
+    storeVector(arena, ((c513 *% 8) +% 524384), (loadVector(params, ((c513 *% 8) +% 19632)) - (loadVector(params, ((c513 *% 8) +% 78266)) * scale514_v)))
   }
   // s2_proj = conv2d(s1_conv2, s2_pbn)
-  for g459 in 0..<4 {
-    parallelFor(pool, 2) { part460 in
-      for j461 in 0..<16 {
-        for c462 in 0..<8 {
-          for ky463 in 0..<1 {
-            for oy464 in 0..<16 {
-              for ox465 in 0..<16 {
-                arena[(((1048704 +% (((c462 +% (part460 *% 8)) +% ky463) *% 4112)) +% (j461 *% 256)) +% ((oy464 *% 16) +% ox465))] = arena[((((2097184 +% (((g459 *% 16) +% j461) *% 16384)) +% ((c462 +% (part460 *% 8)) *% 1024)) +% (((oy464 *% 2) +% ky463) *% 32)) +% (ox465 *% 2))]
+  parallelFor(pool, 2) { part517 in
+    for oy518 in 0..<32 {
+      for oy519 in 0..<16 {
+        for ky520 in 0..<1 {
+          if (-1 < ((((((oy518 +% (part517 *% 32)) % 1) *% 16) +% oy519) *% 2) +% ky520) && ((((((oy518 +% (part517 *% 32)) % 1) *% 16) +% oy519) *% 2) +% ky520) < 32) {
+            for ox521 in 0..<16 {
+              for c522 in 0..<2 {
+                storeVector(arena, ((c522 *% 8) +% (((1048704 +% (part517 *% 4096)) +% (((oy519 *% 16) +% ox521) *% 16)) +% (ky520 *% 16))), loadVector(arena, ((c522 *% 8) +% (2097184 +% (((((((oy518 +% (part517 *% 32)) / 1) *% 32) +% ((((((oy518 +% (part517 *% 32)) % 1) *% 16) +% oy519) *% 2) +% ky520)) *% 32) +% (ox521 *% 2)) *% 16)))))
+              }
+            }
+          }
+          if ((((((oy518 +% (part517 *% 32)) % 1) *% 16) +% oy519) *% 2) +% ky520) < 0 {
+            for ox523 in 0..<16 {
+              for c524 in 0..<2 {
+                storeVector(arena, ((c524 *% 8) +% (((1048704 +% (part517 *% 4096)) +% (((oy519 *% 16) +% ox523) *% 16)) +% (ky520 *% 16))), Vector(repeating: Float(0)))
+              }
+            }
+          }
+          if 31 < ((((((oy518 +% (part517 *% 32)) % 1) *% 16) +% oy519) *% 2) +% ky520) {
+            for ox525 in 0..<16 {
+              for c526 in 0..<2 {
+                storeVector(arena, ((c526 *% 8) +% (((1048704 +% (part517 *% 4096)) +% (((oy519 *% 16) +% ox525) *% 16)) +% (ky520 *% 16))), Vector(repeating: Float(0)))
               }
             }
           }
         }
       }
-    }
-    parallelFor(pool, 2) { part466 in
-      do {  // gemm474
-        for nb467 in 0..<170 {
-          for mb468 in 0..<4 {
-            var t469_c0_0 = Vector()
-            var t469_c0_1 = Vector()
-            var t469_c0_2 = Vector()
-            var t469_c1_0 = Vector()
-            var t469_c1_1 = Vector()
-            var t469_c1_2 = Vector()
-            var t469_c2_0 = Vector()
-            var t469_c2_1 = Vector()
-            var t469_c2_2 = Vector()
-            var t469_c3_0 = Vector()
-            var t469_c3_1 = Vector()
-            var t469_c3_2 = Vector()
-            for k470 in 0..<16 {
-              let t469_b0 = loadVector(arena, ((1048704 +% (k470 *% 4112)) +% (nb467 *% 24)))
-              let t469_b1 = loadVector(arena, (((1048704 +% (k470 *% 4112)) +% (nb467 *% 24)) +% 8))
-              let t469_b2 = loadVector(arena, (((1048704 +% (k470 *% 4112)) +% (nb467 *% 24)) +% 16))
-              let t469_a0 = Vector(repeating: params[(((19088 +% ((part466 *% 16) *% 16)) +% ((mb468 *% 4) *% 16)) +% k470)])
-              t469_c0_0 = t469_c0_0.addingProduct(t469_a0, t469_b0)
-              t469_c0_1 = t469_c0_1.addingProduct(t469_a0, t469_b1)
-              t469_c0_2 = t469_c0_2.addingProduct(t469_a0, t469_b2)
-              let t469_a1 = Vector(repeating: params[(((19088 +% ((part466 *% 16) *% 16)) +% (((mb468 *% 4) +% 1) *% 16)) +% k470)])
-              t469_c1_0 = t469_c1_0.addingProduct(t469_a1, t469_b0)
-              t469_c1_1 = t469_c1_1.addingProduct(t469_a1, t469_b1)
-              t469_c1_2 = t469_c1_2.addingProduct(t469_a1, t469_b2)
-              let t469_a2 = Vector(repeating: params[(((19088 +% ((part466 *% 16) *% 16)) +% (((mb468 *% 4) +% 2) *% 16)) +% k470)])
-              t469_c2_0 = t469_c2_0.addingProduct(t469_a2, t469_b0)
-              t469_c2_1 = t469_c2_1.addingProduct(t469_a2, t469_b1)
-              t469_c2_2 = t469_c2_2.addingProduct(t469_a2, t469_b2)
-              let t469_a3 = Vector(repeating: params[(((19088 +% ((part466 *% 16) *% 16)) +% (((mb468 *% 4) +% 3) *% 16)) +% k470)])
-              t469_c3_0 = t469_c3_0.addingProduct(t469_a3, t469_b0)
-              t469_c3_1 = t469_c3_1.addingProduct(t469_a3, t469_b1)
-              t469_c3_2 = t469_c3_2.addingProduct(t469_a3, t469_b2)
+      do {  // gemm543
+        for nb527 in 0..<2 {
+          for mb528 in 0..<42 {
+            var t529_c0_0 = Vector()
+            var t529_c0_1 = Vector()
+            var t529_c1_0 = Vector()
+            var t529_c1_1 = Vector()
+            var t529_c2_0 = Vector()
+            var t529_c2_1 = Vector()
+            var t529_c3_0 = Vector()
+            var t529_c3_1 = Vector()
+            var t529_c4_0 = Vector()
+            var t529_c4_1 = Vector()
+            var t529_c5_0 = Vector()
+            var t529_c5_1 = Vector()
+            for k530 in 0..<16 {
+              let t529_b0 = loadVector(arena, ((3303440 +% ((nb527 *% 16) *% 16)) +% (k530 *% 16)))
+              let t529_b1 = loadVector(arena, (((3303440 +% ((nb527 *% 16) *% 16)) +% (k530 *% 16)) +% 8))
+              let t529_a0 = Vector(repeating: arena[(((1048704 +% (part517 *% 4096)) +% ((mb528 *% 6) *% 16)) +% k530)])
+              t529_c0_0 = t529_c0_0.addingProduct(t529_a0, t529_b0)
+              t529_c0_1 = t529_c0_1.addingProduct(t529_a0, t529_b1)
+              let t529_a1 = Vector(repeating: arena[(((1048704 +% (part517 *% 4096)) +% (((mb528 *% 6) +% 1) *% 16)) +% k530)])
+              t529_c1_0 = t529_c1_0.addingProduct(t529_a1, t529_b0)
+              t529_c1_1 = t529_c1_1.addingProduct(t529_a1, t529_b1)
+              let t529_a2 = Vector(repeating: arena[(((1048704 +% (part517 *% 4096)) +% (((mb528 *% 6) +% 2) *% 16)) +% k530)])
+              t529_c2_0 = t529_c2_0.addingProduct(t529_a2, t529_b0)
+              t529_c2_1 = t529_c2_1.addingProduct(t529_a2, t529_b1)
+              let t529_a3 = Vector(repeating: arena[(((1048704 +% (part517 *% 4096)) +% (((mb528 *% 6) +% 3) *% 16)) +% k530)])
+              t529_c3_0 = t529_c3_0.addingProduct(t529_a3, t529_b0)
+              t529_c3_1 = t529_c3_1.addingProduct(t529_a3, t529_b1)
+              let t529_a4 = Vector(repeating: arena[(((1048704 +% (part517 *% 4096)) +% (((mb528 *% 6) +% 4) *% 16)) +% k530)])
+              t529_c4_0 = t529_c4_0.addingProduct(t529_a4, t529_b0)
+              t529_c4_1 = t529_c4_1.addingProduct(t529_a4, t529_b1)
+              let t529_a5 = Vector(repeating: arena[(((1048704 +% (part517 *% 4096)) +% (((mb528 *% 6) +% 5) *% 16)) +% k530)])
+              t529_c5_0 = t529_c5_0.addingProduct(t529_a5, t529_b0)
+              t529_c5_1 = t529_c5_1.addingProduct(t529_a5, t529_b1)
             }
-            storeVector(arena, (((1114496 +% ((part466 *% 16) *% 4112)) +% ((mb468 *% 4) *% 4112)) +% (nb467 *% 24)), t469_c0_0)
-            storeVector(arena, ((((1114496 +% ((part466 *% 16) *% 4112)) +% ((mb468 *% 4) *% 4112)) +% (nb467 *% 24)) +% 8), t469_c0_1)
-            storeVector(arena, ((((1114496 +% ((part466 *% 16) *% 4112)) +% ((mb468 *% 4) *% 4112)) +% (nb467 *% 24)) +% 16), t469_c0_2)
-            storeVector(arena, (((1114496 +% ((part466 *% 16) *% 4112)) +% (((mb468 *% 4) +% 1) *% 4112)) +% (nb467 *% 24)), t469_c1_0)
-            storeVector(arena, ((((1114496 +% ((part466 *% 16) *% 4112)) +% (((mb468 *% 4) +% 1) *% 4112)) +% (nb467 *% 24)) +% 8), t469_c1_1)
-            storeVector(arena, ((((1114496 +% ((part466 *% 16) *% 4112)) +% (((mb468 *% 4) +% 1) *% 4112)) +% (nb467 *% 24)) +% 16), t469_c1_2)
-            storeVector(arena, (((1114496 +% ((part466 *% 16) *% 4112)) +% (((mb468 *% 4) +% 2) *% 4112)) +% (nb467 *% 24)), t469_c2_0)
-            storeVector(arena, ((((1114496 +% ((part466 *% 16) *% 4112)) +% (((mb468 *% 4) +% 2) *% 4112)) +% (nb467 *% 24)) +% 8), t469_c2_1)
-            storeVector(arena, ((((1114496 +% ((part466 *% 16) *% 4112)) +% (((mb468 *% 4) +% 2) *% 4112)) +% (nb467 *% 24)) +% 16), t469_c2_2)
-            storeVector(arena, (((1114496 +% ((part466 *% 16) *% 4112)) +% (((mb468 *% 4) +% 3) *% 4112)) +% (nb467 *% 24)), t469_c3_0)
-            storeVector(arena, ((((1114496 +% ((part466 *% 16) *% 4112)) +% (((mb468 *% 4) +% 3) *% 4112)) +% (nb467 *% 24)) +% 8), t469_c3_1)
-            storeVector(arena, ((((1114496 +% ((part466 *% 16) *% 4112)) +% (((mb468 *% 4) +% 3) *% 4112)) +% (nb467 *% 24)) +% 16), t469_c3_2)
+            storeVector(arena, (((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% ((mb528 *% 6) *% 32)) +% (nb527 *% 16)), t529_c0_0)
+            storeVector(arena, ((((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% ((mb528 *% 6) *% 32)) +% (nb527 *% 16)) +% 8), t529_c0_1)
+            storeVector(arena, (((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb528 *% 6) +% 1) *% 32)) +% (nb527 *% 16)), t529_c1_0)
+            storeVector(arena, ((((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb528 *% 6) +% 1) *% 32)) +% (nb527 *% 16)) +% 8), t529_c1_1)
+            storeVector(arena, (((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb528 *% 6) +% 2) *% 32)) +% (nb527 *% 16)), t529_c2_0)
+            storeVector(arena, ((((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb528 *% 6) +% 2) *% 32)) +% (nb527 *% 16)) +% 8), t529_c2_1)
+            storeVector(arena, (((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb528 *% 6) +% 3) *% 32)) +% (nb527 *% 16)), t529_c3_0)
+            storeVector(arena, ((((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb528 *% 6) +% 3) *% 32)) +% (nb527 *% 16)) +% 8), t529_c3_1)
+            storeVector(arena, (((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb528 *% 6) +% 4) *% 32)) +% (nb527 *% 16)), t529_c4_0)
+            storeVector(arena, ((((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb528 *% 6) +% 4) *% 32)) +% (nb527 *% 16)) +% 8), t529_c4_1)
+            storeVector(arena, (((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb528 *% 6) +% 5) *% 32)) +% (nb527 *% 16)), t529_c5_0)
+            storeVector(arena, ((((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb528 *% 6) +% 5) *% 32)) +% (nb527 *% 16)) +% 8), t529_c5_1)
+            for i531 in 0..<16 {
+              arena[((((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% ((mb528 *% 6) *% 32)) +% (nb527 *% 16)) +% i531)] = ((arena[((((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% ((mb528 *% 6) *% 32)) +% (nb527 *% 16)) +% i531)] * arena[(524352 +% ((nb527 *% 16) +% i531))]) + arena[(524384 +% ((nb527 *% 16) +% i531))])
+            }
+            for i532 in 0..<16 {
+              arena[((((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb528 *% 6) +% 1) *% 32)) +% (nb527 *% 16)) +% i532)] = ((arena[((((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb528 *% 6) +% 1) *% 32)) +% (nb527 *% 16)) +% i532)] * arena[(524352 +% ((nb527 *% 16) +% i532))]) + arena[(524384 +% ((nb527 *% 16) +% i532))])
+            }
+            for i533 in 0..<16 {
+              arena[((((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb528 *% 6) +% 2) *% 32)) +% (nb527 *% 16)) +% i533)] = ((arena[((((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb528 *% 6) +% 2) *% 32)) +% (nb527 *% 16)) +% i533)] * arena[(524352 +% ((nb527 *% 16) +% i533))]) + arena[(524384 +% ((nb527 *% 16) +% i533))])
+            }
+            for i534 in 0..<16 {
+              arena[((((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb528 *% 6) +% 3) *% 32)) +% (nb527 *% 16)) +% i534)] = ((arena[((((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb528 *% 6) +% 3) *% 32)) +% (nb527 *% 16)) +% i534)] * arena[(524352 +% ((nb527 *% 16) +% i534))]) + arena[(524384 +% ((nb527 *% 16) +% i534))])
+            }
+            for i535 in 0..<16 {
+              arena[((((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb528 *% 6) +% 4) *% 32)) +% (nb527 *% 16)) +% i535)] = ((arena[((((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb528 *% 6) +% 4) *% 32)) +% (nb527 *% 16)) +% i535)] * arena[(524352 +% ((nb527 *% 16) +% i535))]) + arena[(524384 +% ((nb527 *% 16) +% i535))])
+            }
+            for i536 in 0..<16 {
+              arena[((((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb528 *% 6) +% 5) *% 32)) +% (nb527 *% 16)) +% i536)] = ((arena[((((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb528 *% 6) +% 5) *% 32)) +% (nb527 *% 16)) +% i536)] * arena[(524352 +% ((nb527 *% 16) +% i536))]) + arena[(524384 +% ((nb527 *% 16) +% i536))])
+            }
           }
-        }
-        for mb471 in 0..<4 {
-          var t472_c0_0 = Vector()
-          var t472_c0_1 = Vector()
-          var t472_c1_0 = Vector()
-          var t472_c1_1 = Vector()
-          var t472_c2_0 = Vector()
-          var t472_c2_1 = Vector()
-          var t472_c3_0 = Vector()
-          var t472_c3_1 = Vector()
-          for k473 in 0..<16 {
-            let t472_b0 = loadVector(arena, ((1048704 +% (k473 *% 4112)) +% 4080))
-            let t472_b1 = loadVector(arena, (((1048704 +% (k473 *% 4112)) +% 4080) +% 8))
-            let t472_a0 = Vector(repeating: params[(((19088 +% ((part466 *% 16) *% 16)) +% ((mb471 *% 4) *% 16)) +% k473)])
-            t472_c0_0 = t472_c0_0.addingProduct(t472_a0, t472_b0)
-            t472_c0_1 = t472_c0_1.addingProduct(t472_a0, t472_b1)
-            let t472_a1 = Vector(repeating: params[(((19088 +% ((part466 *% 16) *% 16)) +% (((mb471 *% 4) +% 1) *% 16)) +% k473)])
-            t472_c1_0 = t472_c1_0.addingProduct(t472_a1, t472_b0)
-            t472_c1_1 = t472_c1_1.addingProduct(t472_a1, t472_b1)
-            let t472_a2 = Vector(repeating: params[(((19088 +% ((part466 *% 16) *% 16)) +% (((mb471 *% 4) +% 2) *% 16)) +% k473)])
-            t472_c2_0 = t472_c2_0.addingProduct(t472_a2, t472_b0)
-            t472_c2_1 = t472_c2_1.addingProduct(t472_a2, t472_b1)
-            let t472_a3 = Vector(repeating: params[(((19088 +% ((part466 *% 16) *% 16)) +% (((mb471 *% 4) +% 3) *% 16)) +% k473)])
-            t472_c3_0 = t472_c3_0.addingProduct(t472_a3, t472_b0)
-            t472_c3_1 = t472_c3_1.addingProduct(t472_a3, t472_b1)
+          var t537_c0_0 = Vector()
+          var t537_c0_1 = Vector()
+          var t537_c1_0 = Vector()
+          var t537_c1_1 = Vector()
+          var t537_c2_0 = Vector()
+          var t537_c2_1 = Vector()
+          var t537_c3_0 = Vector()
+          var t537_c3_1 = Vector()
+          for k538 in 0..<16 {
+            let t537_b0 = loadVector(arena, ((3303440 +% ((nb527 *% 16) *% 16)) +% (k538 *% 16)))
+            let t537_b1 = loadVector(arena, (((3303440 +% ((nb527 *% 16) *% 16)) +% (k538 *% 16)) +% 8))
+            let t537_a0 = Vector(repeating: arena[(((1048704 +% (part517 *% 4096)) +% 4032) +% k538)])
+            t537_c0_0 = t537_c0_0.addingProduct(t537_a0, t537_b0)
+            t537_c0_1 = t537_c0_1.addingProduct(t537_a0, t537_b1)
+            let t537_a1 = Vector(repeating: arena[(((1048704 +% (part517 *% 4096)) +% 4048) +% k538)])
+            t537_c1_0 = t537_c1_0.addingProduct(t537_a1, t537_b0)
+            t537_c1_1 = t537_c1_1.addingProduct(t537_a1, t537_b1)
+            let t537_a2 = Vector(repeating: arena[(((1048704 +% (part517 *% 4096)) +% 4064) +% k538)])
+            t537_c2_0 = t537_c2_0.addingProduct(t537_a2, t537_b0)
+            t537_c2_1 = t537_c2_1.addingProduct(t537_a2, t537_b1)
+            let t537_a3 = Vector(repeating: arena[(((1048704 +% (part517 *% 4096)) +% 4080) +% k538)])
+            t537_c3_0 = t537_c3_0.addingProduct(t537_a3, t537_b0)
+            t537_c3_1 = t537_c3_1.addingProduct(t537_a3, t537_b1)
           }
-          storeVector(arena, (((1114496 +% ((part466 *% 16) *% 4112)) +% ((mb471 *% 4) *% 4112)) +% 4080), t472_c0_0)
-          storeVector(arena, ((((1114496 +% ((part466 *% 16) *% 4112)) +% ((mb471 *% 4) *% 4112)) +% 4080) +% 8), t472_c0_1)
-          storeVector(arena, (((1114496 +% ((part466 *% 16) *% 4112)) +% (((mb471 *% 4) +% 1) *% 4112)) +% 4080), t472_c1_0)
-          storeVector(arena, ((((1114496 +% ((part466 *% 16) *% 4112)) +% (((mb471 *% 4) +% 1) *% 4112)) +% 4080) +% 8), t472_c1_1)
-          storeVector(arena, (((1114496 +% ((part466 *% 16) *% 4112)) +% (((mb471 *% 4) +% 2) *% 4112)) +% 4080), t472_c2_0)
-          storeVector(arena, ((((1114496 +% ((part466 *% 16) *% 4112)) +% (((mb471 *% 4) +% 2) *% 4112)) +% 4080) +% 8), t472_c2_1)
-          storeVector(arena, (((1114496 +% ((part466 *% 16) *% 4112)) +% (((mb471 *% 4) +% 3) *% 4112)) +% 4080), t472_c3_0)
-          storeVector(arena, ((((1114496 +% ((part466 *% 16) *% 4112)) +% (((mb471 *% 4) +% 3) *% 4112)) +% 4080) +% 8), t472_c3_1)
-        }
-      }
-      for j475 in 0..<16 {
-        for f476 in 0..<16 {
-          for i477 in 0..<256 {
-            arena[(524416 +% (((((g459 *% 16) +% j475) *% 8192) +% ((f476 +% (part466 *% 16)) *% 256)) +% i477))] = ((arena[(((1114496 +% ((f476 +% (part466 *% 16)) *% 4112)) +% (j475 *% 256)) +% i477)] * arena[(524352 +% (f476 +% (part466 *% 16)))]) + arena[(524384 +% (f476 +% (part466 *% 16)))])
+          storeVector(arena, (((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8064) +% (nb527 *% 16)), t537_c0_0)
+          storeVector(arena, ((((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8064) +% (nb527 *% 16)) +% 8), t537_c0_1)
+          storeVector(arena, (((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8096) +% (nb527 *% 16)), t537_c1_0)
+          storeVector(arena, ((((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8096) +% (nb527 *% 16)) +% 8), t537_c1_1)
+          storeVector(arena, (((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8128) +% (nb527 *% 16)), t537_c2_0)
+          storeVector(arena, ((((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8128) +% (nb527 *% 16)) +% 8), t537_c2_1)
+          storeVector(arena, (((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8160) +% (nb527 *% 16)), t537_c3_0)
+          storeVector(arena, ((((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8160) +% (nb527 *% 16)) +% 8), t537_c3_1)
+          for i539 in 0..<16 {
+            arena[((((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8064) +% (nb527 *% 16)) +% i539)] = ((arena[((((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8064) +% (nb527 *% 16)) +% i539)] * arena[(524352 +% ((nb527 *% 16) +% i539))]) + arena[(524384 +% ((nb527 *% 16) +% i539))])
+          }
+          for i540 in 0..<16 {
+            arena[((((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8096) +% (nb527 *% 16)) +% i540)] = ((arena[((((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8096) +% (nb527 *% 16)) +% i540)] * arena[(524352 +% ((nb527 *% 16) +% i540))]) + arena[(524384 +% ((nb527 *% 16) +% i540))])
+          }
+          for i541 in 0..<16 {
+            arena[((((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8128) +% (nb527 *% 16)) +% i541)] = ((arena[((((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8128) +% (nb527 *% 16)) +% i541)] * arena[(524352 +% ((nb527 *% 16) +% i541))]) + arena[(524384 +% ((nb527 *% 16) +% i541))])
+          }
+          for i542 in 0..<16 {
+            arena[((((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8160) +% (nb527 *% 16)) +% i542)] = ((arena[((((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8160) +% (nb527 *% 16)) +% i542)] * arena[(524352 +% ((nb527 *% 16) +% i542))]) + arena[(524384 +% ((nb527 *% 16) +% i542))])
           }
         }
       }
     }
   }
   // s2_conv2 = conv2d_act(s2_conv1, s2_bn2, s2_proj)
-  for i535 in 0..<1296 {
-    storeVector(arena, ((i535 *% 8) +% 1609856), Vector(repeating: Float(0)))
+  for i601 in 0..<1296 {
+    storeVector(arena, ((i601 *% 8) +% 1609856), Vector(repeating: Float(0)))
   }
-  for g536 in 0..<64 {
-    for j537 in 0..<1 {
-      for iy538 in 0..<16 {
-        for c539 in 0..<32 {
-          for ix540 in 0..<16 {
-            arena[(1609856 +% ((((j537 *% 10368) +% ((iy538 +% 1) *% 576)) +% ((ix540 +% 1) *% 32)) +% c539))] = arena[((((64 +% ((g536 +% j537) *% 8192)) +% (c539 *% 256)) +% (iy538 *% 16)) +% ix540)]
+  for g602 in 0..<64 {
+    for j603 in 0..<1 {
+      for iy604 in 0..<16 {
+        for ix605 in 0..<16 {
+          for c606 in 0..<32 {
+            arena[(1609856 +% ((((j603 *% 10368) +% ((iy604 +% 1) *% 576)) +% ((ix605 +% 1) *% 32)) +% c606))] = arena[((64 +% ((((((g602 +% j603) *% 16) +% iy604) *% 16) +% ix605) *% 32)) +% c606)]
           }
         }
       }
     }
-    for j541 in 0..<1 {
-      for ty542 in 0..<4 {
-        for tx543 in 0..<4 {
-          for cv544 in 0..<4 {
-            let w545 = (((loadVector(arena, (1609856 +% ((((j541 *% 10368) +% ((ty542 *% 4) *% 576)) +% ((tx543 *% 4) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 4) *% 576)) +% ((tx543 *% 4) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 2) *% 576)) +% ((tx543 *% 4) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(5))))
-            let w546 = ((((loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 3) *% 576)) +% ((tx543 *% 4) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 4) *% 576)) +% ((tx543 *% 4) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 1) *% 576)) +% ((tx543 *% 4) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 2) *% 576)) +% ((tx543 *% 4) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(4))))
-            let w547 = ((((loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 1) *% 576)) +% ((tx543 *% 4) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 4) *% 576)) +% ((tx543 *% 4) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 2) *% 576)) +% ((tx543 *% 4) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 3) *% 576)) +% ((tx543 *% 4) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(1))))
-            let w548 = ((((loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 3) *% 576)) +% ((tx543 *% 4) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 4) *% 576)) +% ((tx543 *% 4) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 1) *% 576)) +% ((tx543 *% 4) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 2) *% 576)) +% ((tx543 *% 4) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(1))))
-            let w549 = ((((loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 1) *% 576)) +% ((tx543 *% 4) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 4) *% 576)) +% ((tx543 *% 4) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 2) *% 576)) +% ((tx543 *% 4) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 3) *% 576)) +% ((tx543 *% 4) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(2))))
-            let w550 = (((loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 1) *% 576)) +% ((tx543 *% 4) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 5) *% 576)) +% ((tx543 *% 4) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 3) *% 576)) +% ((tx543 *% 4) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(5))))
-            let w551 = (((loadVector(arena, (1609856 +% ((((j541 *% 10368) +% ((ty542 *% 4) *% 576)) +% (((tx543 *% 4) +% 1) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 4) *% 576)) +% (((tx543 *% 4) +% 1) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 2) *% 576)) +% (((tx543 *% 4) +% 1) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(5))))
-            let w552 = ((((loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 3) *% 576)) +% (((tx543 *% 4) +% 1) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 4) *% 576)) +% (((tx543 *% 4) +% 1) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 1) *% 576)) +% (((tx543 *% 4) +% 1) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 2) *% 576)) +% (((tx543 *% 4) +% 1) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(4))))
-            let w553 = ((((loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 1) *% 576)) +% (((tx543 *% 4) +% 1) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 4) *% 576)) +% (((tx543 *% 4) +% 1) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 2) *% 576)) +% (((tx543 *% 4) +% 1) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 3) *% 576)) +% (((tx543 *% 4) +% 1) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(1))))
-            let w554 = ((((loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 3) *% 576)) +% (((tx543 *% 4) +% 1) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 4) *% 576)) +% (((tx543 *% 4) +% 1) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 1) *% 576)) +% (((tx543 *% 4) +% 1) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 2) *% 576)) +% (((tx543 *% 4) +% 1) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(1))))
-            let w555 = ((((loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 1) *% 576)) +% (((tx543 *% 4) +% 1) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 4) *% 576)) +% (((tx543 *% 4) +% 1) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 2) *% 576)) +% (((tx543 *% 4) +% 1) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 3) *% 576)) +% (((tx543 *% 4) +% 1) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(2))))
-            let w556 = (((loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 1) *% 576)) +% (((tx543 *% 4) +% 1) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 5) *% 576)) +% (((tx543 *% 4) +% 1) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 3) *% 576)) +% (((tx543 *% 4) +% 1) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(5))))
-            let w557 = (((loadVector(arena, (1609856 +% ((((j541 *% 10368) +% ((ty542 *% 4) *% 576)) +% (((tx543 *% 4) +% 2) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 4) *% 576)) +% (((tx543 *% 4) +% 2) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 2) *% 576)) +% (((tx543 *% 4) +% 2) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(5))))
-            let w558 = ((((loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 3) *% 576)) +% (((tx543 *% 4) +% 2) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 4) *% 576)) +% (((tx543 *% 4) +% 2) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 1) *% 576)) +% (((tx543 *% 4) +% 2) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 2) *% 576)) +% (((tx543 *% 4) +% 2) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(4))))
-            let w559 = ((((loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 1) *% 576)) +% (((tx543 *% 4) +% 2) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 4) *% 576)) +% (((tx543 *% 4) +% 2) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 2) *% 576)) +% (((tx543 *% 4) +% 2) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 3) *% 576)) +% (((tx543 *% 4) +% 2) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(1))))
-            let w560 = ((((loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 3) *% 576)) +% (((tx543 *% 4) +% 2) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 4) *% 576)) +% (((tx543 *% 4) +% 2) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 1) *% 576)) +% (((tx543 *% 4) +% 2) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 2) *% 576)) +% (((tx543 *% 4) +% 2) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(1))))
-            let w561 = ((((loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 1) *% 576)) +% (((tx543 *% 4) +% 2) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 4) *% 576)) +% (((tx543 *% 4) +% 2) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 2) *% 576)) +% (((tx543 *% 4) +% 2) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 3) *% 576)) +% (((tx543 *% 4) +% 2) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(2))))
-            let w562 = (((loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 1) *% 576)) +% (((tx543 *% 4) +% 2) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 5) *% 576)) +% (((tx543 *% 4) +% 2) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 3) *% 576)) +% (((tx543 *% 4) +% 2) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(5))))
-            let w563 = (((loadVector(arena, (1609856 +% ((((j541 *% 10368) +% ((ty542 *% 4) *% 576)) +% (((tx543 *% 4) +% 3) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 4) *% 576)) +% (((tx543 *% 4) +% 3) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 2) *% 576)) +% (((tx543 *% 4) +% 3) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(5))))
-            let w564 = ((((loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 3) *% 576)) +% (((tx543 *% 4) +% 3) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 4) *% 576)) +% (((tx543 *% 4) +% 3) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 1) *% 576)) +% (((tx543 *% 4) +% 3) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 2) *% 576)) +% (((tx543 *% 4) +% 3) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(4))))
-            let w565 = ((((loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 1) *% 576)) +% (((tx543 *% 4) +% 3) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 4) *% 576)) +% (((tx543 *% 4) +% 3) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 2) *% 576)) +% (((tx543 *% 4) +% 3) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 3) *% 576)) +% (((tx543 *% 4) +% 3) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(1))))
-            let w566 = ((((loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 3) *% 576)) +% (((tx543 *% 4) +% 3) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 4) *% 576)) +% (((tx543 *% 4) +% 3) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 1) *% 576)) +% (((tx543 *% 4) +% 3) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 2) *% 576)) +% (((tx543 *% 4) +% 3) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(1))))
-            let w567 = ((((loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 1) *% 576)) +% (((tx543 *% 4) +% 3) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 4) *% 576)) +% (((tx543 *% 4) +% 3) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 2) *% 576)) +% (((tx543 *% 4) +% 3) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 3) *% 576)) +% (((tx543 *% 4) +% 3) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(2))))
-            let w568 = (((loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 1) *% 576)) +% (((tx543 *% 4) +% 3) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 5) *% 576)) +% (((tx543 *% 4) +% 3) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 3) *% 576)) +% (((tx543 *% 4) +% 3) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(5))))
-            let w569 = (((loadVector(arena, (1609856 +% ((((j541 *% 10368) +% ((ty542 *% 4) *% 576)) +% (((tx543 *% 4) +% 4) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 4) *% 576)) +% (((tx543 *% 4) +% 4) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 2) *% 576)) +% (((tx543 *% 4) +% 4) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(5))))
-            let w570 = ((((loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 3) *% 576)) +% (((tx543 *% 4) +% 4) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 4) *% 576)) +% (((tx543 *% 4) +% 4) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 1) *% 576)) +% (((tx543 *% 4) +% 4) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 2) *% 576)) +% (((tx543 *% 4) +% 4) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(4))))
-            let w571 = ((((loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 1) *% 576)) +% (((tx543 *% 4) +% 4) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 4) *% 576)) +% (((tx543 *% 4) +% 4) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 2) *% 576)) +% (((tx543 *% 4) +% 4) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 3) *% 576)) +% (((tx543 *% 4) +% 4) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(1))))
-            let w572 = ((((loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 3) *% 576)) +% (((tx543 *% 4) +% 4) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 4) *% 576)) +% (((tx543 *% 4) +% 4) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 1) *% 576)) +% (((tx543 *% 4) +% 4) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 2) *% 576)) +% (((tx543 *% 4) +% 4) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(1))))
-            let w573 = ((((loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 1) *% 576)) +% (((tx543 *% 4) +% 4) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 4) *% 576)) +% (((tx543 *% 4) +% 4) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 2) *% 576)) +% (((tx543 *% 4) +% 4) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 3) *% 576)) +% (((tx543 *% 4) +% 4) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(2))))
-            let w574 = (((loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 1) *% 576)) +% (((tx543 *% 4) +% 4) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 5) *% 576)) +% (((tx543 *% 4) +% 4) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 3) *% 576)) +% (((tx543 *% 4) +% 4) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(5))))
-            let w575 = (((loadVector(arena, (1609856 +% ((((j541 *% 10368) +% ((ty542 *% 4) *% 576)) +% (((tx543 *% 4) +% 5) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 4) *% 576)) +% (((tx543 *% 4) +% 5) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 2) *% 576)) +% (((tx543 *% 4) +% 5) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(5))))
-            let w576 = ((((loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 3) *% 576)) +% (((tx543 *% 4) +% 5) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 4) *% 576)) +% (((tx543 *% 4) +% 5) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 1) *% 576)) +% (((tx543 *% 4) +% 5) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 2) *% 576)) +% (((tx543 *% 4) +% 5) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(4))))
-            let w577 = ((((loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 1) *% 576)) +% (((tx543 *% 4) +% 5) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 4) *% 576)) +% (((tx543 *% 4) +% 5) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 2) *% 576)) +% (((tx543 *% 4) +% 5) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 3) *% 576)) +% (((tx543 *% 4) +% 5) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(1))))
-            let w578 = ((((loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 3) *% 576)) +% (((tx543 *% 4) +% 5) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 4) *% 576)) +% (((tx543 *% 4) +% 5) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 1) *% 576)) +% (((tx543 *% 4) +% 5) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 2) *% 576)) +% (((tx543 *% 4) +% 5) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(1))))
-            let w579 = ((((loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 1) *% 576)) +% (((tx543 *% 4) +% 5) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 4) *% 576)) +% (((tx543 *% 4) +% 5) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 2) *% 576)) +% (((tx543 *% 4) +% 5) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 3) *% 576)) +% (((tx543 *% 4) +% 5) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(2))))
-            let w580 = (((loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 1) *% 576)) +% (((tx543 *% 4) +% 5) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 5) *% 576)) +% (((tx543 *% 4) +% 5) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j541 *% 10368) +% (((ty542 *% 4) +% 3) *% 576)) +% (((tx543 *% 4) +% 5) *% 32)) +% (cv544 *% 8)))) * Vector(repeating: Float(5))))
-            let w581 = (((w545 * Vector(repeating: Float(4))) + (w569 * Vector(repeating: Float(1)))) - (w557 * Vector(repeating: Float(5))))
-            let w582 = ((((w563 * Vector(repeating: Float(1))) + (w569 * Vector(repeating: Float(1)))) - (w551 * Vector(repeating: Float(4)))) - (w557 * Vector(repeating: Float(4))))
-            let w583 = ((((w551 * Vector(repeating: Float(4))) + (w569 * Vector(repeating: Float(1)))) - (w557 * Vector(repeating: Float(4)))) - (w563 * Vector(repeating: Float(1))))
-            let w584 = ((((w563 * Vector(repeating: Float(2))) + (w569 * Vector(repeating: Float(1)))) - (w551 * Vector(repeating: Float(2)))) - (w557 * Vector(repeating: Float(1))))
-            let w585 = ((((w551 * Vector(repeating: Float(2))) + (w569 * Vector(repeating: Float(1)))) - (w557 * Vector(repeating: Float(1)))) - (w563 * Vector(repeating: Float(2))))
-            let w586 = (((w551 * Vector(repeating: Float(4))) + (w575 * Vector(repeating: Float(1)))) - (w563 * Vector(repeating: Float(5))))
-            let w587 = (((w546 * Vector(repeating: Float(4))) + (w570 * Vector(repeating: Float(1)))) - (w558 * Vector(repeating: Float(5))))
-            let w588 = ((((w564 * Vector(repeating: Float(1))) + (w570 * Vector(repeating: Float(1)))) - (w552 * Vector(repeating: Float(4)))) - (w558 * Vector(repeating: Float(4))))
-            let w589 = ((((w552 * Vector(repeating: Float(4))) + (w570 * Vector(repeating: Float(1)))) - (w558 * Vector(repeating: Float(4)))) - (w564 * Vector(repeating: Float(1))))
-            let w590 = ((((w564 * Vector(repeating: Float(2))) + (w570 * Vector(repeating: Float(1)))) - (w552 * Vector(repeating: Float(2)))) - (w558 * Vector(repeating: Float(1))))
-            let w591 = ((((w552 * Vector(repeating: Float(2))) + (w570 * Vector(repeating: Float(1)))) - (w558 * Vector(repeating: Float(1)))) - (w564 * Vector(repeating: Float(2))))
-            let w592 = (((w552 * Vector(repeating: Float(4))) + (w576 * Vector(repeating: Float(1)))) - (w564 * Vector(repeating: Float(5))))
-            let w593 = (((w547 * Vector(repeating: Float(4))) + (w571 * Vector(repeating: Float(1)))) - (w559 * Vector(repeating: Float(5))))
-            let w594 = ((((w565 * Vector(repeating: Float(1))) + (w571 * Vector(repeating: Float(1)))) - (w553 * Vector(repeating: Float(4)))) - (w559 * Vector(repeating: Float(4))))
-            let w595 = ((((w553 * Vector(repeating: Float(4))) + (w571 * Vector(repeating: Float(1)))) - (w559 * Vector(repeating: Float(4)))) - (w565 * Vector(repeating: Float(1))))
-            let w596 = ((((w565 * Vector(repeating: Float(2))) + (w571 * Vector(repeating: Float(1)))) - (w553 * Vector(repeating: Float(2)))) - (w559 * Vector(repeating: Float(1))))
-            let w597 = ((((w553 * Vector(repeating: Float(2))) + (w571 * Vector(repeating: Float(1)))) - (w559 * Vector(repeating: Float(1)))) - (w565 * Vector(repeating: Float(2))))
-            let w598 = (((w553 * Vector(repeating: Float(4))) + (w577 * Vector(repeating: Float(1)))) - (w565 * Vector(repeating: Float(5))))
-            let w599 = (((w548 * Vector(repeating: Float(4))) + (w572 * Vector(repeating: Float(1)))) - (w560 * Vector(repeating: Float(5))))
-            let w600 = ((((w566 * Vector(repeating: Float(1))) + (w572 * Vector(repeating: Float(1)))) - (w554 * Vector(repeating: Float(4)))) - (w560 * Vector(repeating: Float(4))))
-            let w601 = ((((w554 * Vector(repeating: Float(4))) + (w572 * Vector(repeating: Float(1)))) - (w560 * Vector(repeating: Float(4)))) - (w566 * Vector(repeating: Float(1))))
-            let w602 = ((((w566 * Vector(repeating: Float(2))) + (w572 * Vector(repeating: Float(1)))) - (w554 * Vector(repeating: Float(2)))) - (w560 * Vector(repeating: Float(1))))
-            let w603 = ((((w554 * Vector(repeating: Float(2))) + (w572 * Vector(repeating: Float(1)))) - (w560 * Vector(repeating: Float(1)))) - (w566 * Vector(repeating: Float(2))))
-            let w604 = (((w554 * Vector(repeating: Float(4))) + (w578 * Vector(repeating: Float(1)))) - (w566 * Vector(repeating: Float(5))))
-            let w605 = (((w549 * Vector(repeating: Float(4))) + (w573 * Vector(repeating: Float(1)))) - (w561 * Vector(repeating: Float(5))))
-            let w606 = ((((w567 * Vector(repeating: Float(1))) + (w573 * Vector(repeating: Float(1)))) - (w555 * Vector(repeating: Float(4)))) - (w561 * Vector(repeating: Float(4))))
-            let w607 = ((((w555 * Vector(repeating: Float(4))) + (w573 * Vector(repeating: Float(1)))) - (w561 * Vector(repeating: Float(4)))) - (w567 * Vector(repeating: Float(1))))
-            let w608 = ((((w567 * Vector(repeating: Float(2))) + (w573 * Vector(repeating: Float(1)))) - (w555 * Vector(repeating: Float(2)))) - (w561 * Vector(repeating: Float(1))))
-            let w609 = ((((w555 * Vector(repeating: Float(2))) + (w573 * Vector(repeating: Float(1)))) - (w561 * Vector(repeating: Float(1)))) - (w567 * Vector(repeating: Float(2))))
-            let w610 = (((w555 * Vector(repeating: Float(4))) + (w579 * Vector(repeating: Float(1)))) - (w567 * Vector(repeating: Float(5))))
-            let w611 = (((w550 * Vector(repeating: Float(4))) + (w574 * Vector(repeating: Float(1)))) - (w562 * Vector(repeating: Float(5))))
-            let w612 = ((((w568 * Vector(repeating: Float(1))) + (w574 * Vector(repeating: Float(1)))) - (w556 * Vector(repeating: Float(4)))) - (w562 * Vector(repeating: Float(4))))
-            let w613 = ((((w556 * Vector(repeating: Float(4))) + (w574 * Vector(repeating: Float(1)))) - (w562 * Vector(repeating: Float(4)))) - (w568 * Vector(repeating: Float(1))))
-            let w614 = ((((w568 * Vector(repeating: Float(2))) + (w574 * Vector(repeating: Float(1)))) - (w556 * Vector(repeating: Float(2)))) - (w562 * Vector(repeating: Float(1))))
-            let w615 = ((((w556 * Vector(repeating: Float(2))) + (w574 * Vector(repeating: Float(1)))) - (w562 * Vector(repeating: Float(1)))) - (w568 * Vector(repeating: Float(2))))
-            let w616 = (((w556 * Vector(repeating: Float(4))) + (w580 * Vector(repeating: Float(1)))) - (w568 * Vector(repeating: Float(5))))
-            storeVector(arena, ((1620224 +% ((((j541 *% 16) +% (ty542 *% 4)) +% tx543) *% 32)) +% (cv544 *% 8)), w581)
-            storeVector(arena, ((1620736 +% ((((j541 *% 16) +% (ty542 *% 4)) +% tx543) *% 32)) +% (cv544 *% 8)), w582)
-            storeVector(arena, ((1621248 +% ((((j541 *% 16) +% (ty542 *% 4)) +% tx543) *% 32)) +% (cv544 *% 8)), w583)
-            storeVector(arena, ((1621760 +% ((((j541 *% 16) +% (ty542 *% 4)) +% tx543) *% 32)) +% (cv544 *% 8)), w584)
-            storeVector(arena, ((1622272 +% ((((j541 *% 16) +% (ty542 *% 4)) +% tx543) *% 32)) +% (cv544 *% 8)), w585)
-            storeVector(arena, ((1622784 +% ((((j541 *% 16) +% (ty542 *% 4)) +% tx543) *% 32)) +% (cv544 *% 8)), w586)
-            storeVector(arena, ((1623296 +% ((((j541 *% 16) +% (ty542 *% 4)) +% tx543) *% 32)) +% (cv544 *% 8)), w587)
-            storeVector(arena, ((1623808 +% ((((j541 *% 16) +% (ty542 *% 4)) +% tx543) *% 32)) +% (cv544 *% 8)), w588)
-            storeVector(arena, ((1624320 +% ((((j541 *% 16) +% (ty542 *% 4)) +% tx543) *% 32)) +% (cv544 *% 8)), w589)
-            storeVector(arena, ((1624832 +% ((((j541 *% 16) +% (ty542 *% 4)) +% tx543) *% 32)) +% (cv544 *% 8)), w590)
-            storeVector(arena, ((1625344 +% ((((j541 *% 16) +% (ty542 *% 4)) +% tx543) *% 32)) +% (cv544 *% 8)), w591)
-            storeVector(arena, ((1625856 +% ((((j541 *% 16) +% (ty542 *% 4)) +% tx543) *% 32)) +% (cv544 *% 8)), w592)
-            storeVector(arena, ((1626368 +% ((((j541 *% 16) +% (ty542 *% 4)) +% tx543) *% 32)) +% (cv544 *% 8)), w593)
-            storeVector(arena, ((1626880 +% ((((j541 *% 16) +% (ty542 *% 4)) +% tx543) *% 32)) +% (cv544 *% 8)), w594)
-            storeVector(arena, ((1627392 +% ((((j541 *% 16) +% (ty542 *% 4)) +% tx543) *% 32)) +% (cv544 *% 8)), w595)
-            storeVector(arena, ((1627904 +% ((((j541 *% 16) +% (ty542 *% 4)) +% tx543) *% 32)) +% (cv544 *% 8)), w596)
-            storeVector(arena, ((1628416 +% ((((j541 *% 16) +% (ty542 *% 4)) +% tx543) *% 32)) +% (cv544 *% 8)), w597)
-            storeVector(arena, ((1628928 +% ((((j541 *% 16) +% (ty542 *% 4)) +% tx543) *% 32)) +% (cv544 *% 8)), w598)
-            storeVector(arena, ((1629440 +% ((((j541 *% 16) +% (ty542 *% 4)) +% tx543) *% 32)) +% (cv544 *% 8)), w599)
-            storeVector(arena, ((1629952 +% ((((j541 *% 16) +% (ty542 *% 4)) +% tx543) *% 32)) +% (cv544 *% 8)), w600)
-            storeVector(arena, ((1630464 +% ((((j541 *% 16) +% (ty542 *% 4)) +% tx543) *% 32)) +% (cv544 *% 8)), w601)
-            storeVector(arena, ((1630976 +% ((((j541 *% 16) +% (ty542 *% 4)) +% tx543) *% 32)) +% (cv544 *% 8)), w602)
-            storeVector(arena, ((1631488 +% ((((j541 *% 16) +% (ty542 *% 4)) +% tx543) *% 32)) +% (cv544 *% 8)), w603)
-            storeVector(arena, ((1632000 +% ((((j541 *% 16) +% (ty542 *% 4)) +% tx543) *% 32)) +% (cv544 *% 8)), w604)
-            storeVector(arena, ((1632512 +% ((((j541 *% 16) +% (ty542 *% 4)) +% tx543) *% 32)) +% (cv544 *% 8)), w605)
-            storeVector(arena, ((1633024 +% ((((j541 *% 16) +% (ty542 *% 4)) +% tx543) *% 32)) +% (cv544 *% 8)), w606)
-            storeVector(arena, ((1633536 +% ((((j541 *% 16) +% (ty542 *% 4)) +% tx543) *% 32)) +% (cv544 *% 8)), w607)
-            storeVector(arena, ((1634048 +% ((((j541 *% 16) +% (ty542 *% 4)) +% tx543) *% 32)) +% (cv544 *% 8)), w608)
-            storeVector(arena, ((1634560 +% ((((j541 *% 16) +% (ty542 *% 4)) +% tx543) *% 32)) +% (cv544 *% 8)), w609)
-            storeVector(arena, ((1635072 +% ((((j541 *% 16) +% (ty542 *% 4)) +% tx543) *% 32)) +% (cv544 *% 8)), w610)
-            storeVector(arena, ((1635584 +% ((((j541 *% 16) +% (ty542 *% 4)) +% tx543) *% 32)) +% (cv544 *% 8)), w611)
-            storeVector(arena, ((1636096 +% ((((j541 *% 16) +% (ty542 *% 4)) +% tx543) *% 32)) +% (cv544 *% 8)), w612)
-            storeVector(arena, ((1636608 +% ((((j541 *% 16) +% (ty542 *% 4)) +% tx543) *% 32)) +% (cv544 *% 8)), w613)
-            storeVector(arena, ((1637120 +% ((((j541 *% 16) +% (ty542 *% 4)) +% tx543) *% 32)) +% (cv544 *% 8)), w614)
-            storeVector(arena, ((1637632 +% ((((j541 *% 16) +% (ty542 *% 4)) +% tx543) *% 32)) +% (cv544 *% 8)), w615)
-            storeVector(arena, ((1638144 +% ((((j541 *% 16) +% (ty542 *% 4)) +% tx543) *% 32)) +% (cv544 *% 8)), w616)
+    for j607 in 0..<1 {
+      for ty608 in 0..<4 {
+        for tx609 in 0..<4 {
+          for cv610 in 0..<4 {
+            let w611 = (((loadVector(arena, (1609856 +% ((((j607 *% 10368) +% ((ty608 *% 4) *% 576)) +% ((tx609 *% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 4) *% 576)) +% ((tx609 *% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 2) *% 576)) +% ((tx609 *% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(5))))
+            let w612 = ((((loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 3) *% 576)) +% ((tx609 *% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 4) *% 576)) +% ((tx609 *% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 1) *% 576)) +% ((tx609 *% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 2) *% 576)) +% ((tx609 *% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(4))))
+            let w613 = ((((loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 1) *% 576)) +% ((tx609 *% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 4) *% 576)) +% ((tx609 *% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 2) *% 576)) +% ((tx609 *% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 3) *% 576)) +% ((tx609 *% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1))))
+            let w614 = ((((loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 3) *% 576)) +% ((tx609 *% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 4) *% 576)) +% ((tx609 *% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 1) *% 576)) +% ((tx609 *% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 2) *% 576)) +% ((tx609 *% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1))))
+            let w615 = ((((loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 1) *% 576)) +% ((tx609 *% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 4) *% 576)) +% ((tx609 *% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 2) *% 576)) +% ((tx609 *% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 3) *% 576)) +% ((tx609 *% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(2))))
+            let w616 = (((loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 1) *% 576)) +% ((tx609 *% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 5) *% 576)) +% ((tx609 *% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 3) *% 576)) +% ((tx609 *% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(5))))
+            let w617 = (((loadVector(arena, (1609856 +% ((((j607 *% 10368) +% ((ty608 *% 4) *% 576)) +% (((tx609 *% 4) +% 1) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 4) *% 576)) +% (((tx609 *% 4) +% 1) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 2) *% 576)) +% (((tx609 *% 4) +% 1) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(5))))
+            let w618 = ((((loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 3) *% 576)) +% (((tx609 *% 4) +% 1) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 4) *% 576)) +% (((tx609 *% 4) +% 1) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 1) *% 576)) +% (((tx609 *% 4) +% 1) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 2) *% 576)) +% (((tx609 *% 4) +% 1) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(4))))
+            let w619 = ((((loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 1) *% 576)) +% (((tx609 *% 4) +% 1) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 4) *% 576)) +% (((tx609 *% 4) +% 1) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 2) *% 576)) +% (((tx609 *% 4) +% 1) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 3) *% 576)) +% (((tx609 *% 4) +% 1) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1))))
+            let w620 = ((((loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 3) *% 576)) +% (((tx609 *% 4) +% 1) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 4) *% 576)) +% (((tx609 *% 4) +% 1) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 1) *% 576)) +% (((tx609 *% 4) +% 1) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 2) *% 576)) +% (((tx609 *% 4) +% 1) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1))))
+            let w621 = ((((loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 1) *% 576)) +% (((tx609 *% 4) +% 1) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 4) *% 576)) +% (((tx609 *% 4) +% 1) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 2) *% 576)) +% (((tx609 *% 4) +% 1) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 3) *% 576)) +% (((tx609 *% 4) +% 1) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(2))))
+            let w622 = (((loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 1) *% 576)) +% (((tx609 *% 4) +% 1) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 5) *% 576)) +% (((tx609 *% 4) +% 1) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 3) *% 576)) +% (((tx609 *% 4) +% 1) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(5))))
+            let w623 = (((loadVector(arena, (1609856 +% ((((j607 *% 10368) +% ((ty608 *% 4) *% 576)) +% (((tx609 *% 4) +% 2) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 4) *% 576)) +% (((tx609 *% 4) +% 2) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 2) *% 576)) +% (((tx609 *% 4) +% 2) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(5))))
+            let w624 = ((((loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 3) *% 576)) +% (((tx609 *% 4) +% 2) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 4) *% 576)) +% (((tx609 *% 4) +% 2) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 1) *% 576)) +% (((tx609 *% 4) +% 2) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 2) *% 576)) +% (((tx609 *% 4) +% 2) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(4))))
+            let w625 = ((((loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 1) *% 576)) +% (((tx609 *% 4) +% 2) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 4) *% 576)) +% (((tx609 *% 4) +% 2) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 2) *% 576)) +% (((tx609 *% 4) +% 2) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 3) *% 576)) +% (((tx609 *% 4) +% 2) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1))))
+            let w626 = ((((loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 3) *% 576)) +% (((tx609 *% 4) +% 2) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 4) *% 576)) +% (((tx609 *% 4) +% 2) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 1) *% 576)) +% (((tx609 *% 4) +% 2) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 2) *% 576)) +% (((tx609 *% 4) +% 2) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1))))
+            let w627 = ((((loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 1) *% 576)) +% (((tx609 *% 4) +% 2) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 4) *% 576)) +% (((tx609 *% 4) +% 2) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 2) *% 576)) +% (((tx609 *% 4) +% 2) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 3) *% 576)) +% (((tx609 *% 4) +% 2) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(2))))
+            let w628 = (((loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 1) *% 576)) +% (((tx609 *% 4) +% 2) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 5) *% 576)) +% (((tx609 *% 4) +% 2) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 3) *% 576)) +% (((tx609 *% 4) +% 2) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(5))))
+            let w629 = (((loadVector(arena, (1609856 +% ((((j607 *% 10368) +% ((ty608 *% 4) *% 576)) +% (((tx609 *% 4) +% 3) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 4) *% 576)) +% (((tx609 *% 4) +% 3) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 2) *% 576)) +% (((tx609 *% 4) +% 3) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(5))))
+            let w630 = ((((loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 3) *% 576)) +% (((tx609 *% 4) +% 3) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 4) *% 576)) +% (((tx609 *% 4) +% 3) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 1) *% 576)) +% (((tx609 *% 4) +% 3) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 2) *% 576)) +% (((tx609 *% 4) +% 3) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(4))))
+            let w631 = ((((loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 1) *% 576)) +% (((tx609 *% 4) +% 3) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 4) *% 576)) +% (((tx609 *% 4) +% 3) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 2) *% 576)) +% (((tx609 *% 4) +% 3) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 3) *% 576)) +% (((tx609 *% 4) +% 3) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1))))
+            let w632 = ((((loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 3) *% 576)) +% (((tx609 *% 4) +% 3) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 4) *% 576)) +% (((tx609 *% 4) +% 3) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 1) *% 576)) +% (((tx609 *% 4) +% 3) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 2) *% 576)) +% (((tx609 *% 4) +% 3) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1))))
+            let w633 = ((((loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 1) *% 576)) +% (((tx609 *% 4) +% 3) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 4) *% 576)) +% (((tx609 *% 4) +% 3) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 2) *% 576)) +% (((tx609 *% 4) +% 3) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 3) *% 576)) +% (((tx609 *% 4) +% 3) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(2))))
+            let w634 = (((loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 1) *% 576)) +% (((tx609 *% 4) +% 3) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 5) *% 576)) +% (((tx609 *% 4) +% 3) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 3) *% 576)) +% (((tx609 *% 4) +% 3) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(5))))
+            let w635 = (((loadVector(arena, (1609856 +% ((((j607 *% 10368) +% ((ty608 *% 4) *% 576)) +% (((tx609 *% 4) +% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 4) *% 576)) +% (((tx609 *% 4) +% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 2) *% 576)) +% (((tx609 *% 4) +% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(5))))
+            let w636 = ((((loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 3) *% 576)) +% (((tx609 *% 4) +% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 4) *% 576)) +% (((tx609 *% 4) +% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 1) *% 576)) +% (((tx609 *% 4) +% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 2) *% 576)) +% (((tx609 *% 4) +% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(4))))
+            let w637 = ((((loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 1) *% 576)) +% (((tx609 *% 4) +% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 4) *% 576)) +% (((tx609 *% 4) +% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 2) *% 576)) +% (((tx609 *% 4) +% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 3) *% 576)) +% (((tx609 *% 4) +% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1))))
+            let w638 = ((((loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 3) *% 576)) +% (((tx609 *% 4) +% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 4) *% 576)) +% (((tx609 *% 4) +% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 1) *% 576)) +% (((tx609 *% 4) +% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 2) *% 576)) +% (((tx609 *% 4) +% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1))))
+            let w639 = ((((loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 1) *% 576)) +% (((tx609 *% 4) +% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 4) *% 576)) +% (((tx609 *% 4) +% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 2) *% 576)) +% (((tx609 *% 4) +% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 3) *% 576)) +% (((tx609 *% 4) +% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(2))))
+            let w640 = (((loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 1) *% 576)) +% (((tx609 *% 4) +% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 5) *% 576)) +% (((tx609 *% 4) +% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 3) *% 576)) +% (((tx609 *% 4) +% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(5))))
+            let w641 = (((loadVector(arena, (1609856 +% ((((j607 *% 10368) +% ((ty608 *% 4) *% 576)) +% (((tx609 *% 4) +% 5) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 4) *% 576)) +% (((tx609 *% 4) +% 5) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 2) *% 576)) +% (((tx609 *% 4) +% 5) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(5))))
+            let w642 = ((((loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 3) *% 576)) +% (((tx609 *% 4) +% 5) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 4) *% 576)) +% (((tx609 *% 4) +% 5) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 1) *% 576)) +% (((tx609 *% 4) +% 5) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 2) *% 576)) +% (((tx609 *% 4) +% 5) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(4))))
+            let w643 = ((((loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 1) *% 576)) +% (((tx609 *% 4) +% 5) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 4) *% 576)) +% (((tx609 *% 4) +% 5) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 2) *% 576)) +% (((tx609 *% 4) +% 5) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 3) *% 576)) +% (((tx609 *% 4) +% 5) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1))))
+            let w644 = ((((loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 3) *% 576)) +% (((tx609 *% 4) +% 5) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 4) *% 576)) +% (((tx609 *% 4) +% 5) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 1) *% 576)) +% (((tx609 *% 4) +% 5) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 2) *% 576)) +% (((tx609 *% 4) +% 5) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1))))
+            let w645 = ((((loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 1) *% 576)) +% (((tx609 *% 4) +% 5) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 4) *% 576)) +% (((tx609 *% 4) +% 5) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 2) *% 576)) +% (((tx609 *% 4) +% 5) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 3) *% 576)) +% (((tx609 *% 4) +% 5) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(2))))
+            let w646 = (((loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 1) *% 576)) +% (((tx609 *% 4) +% 5) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 5) *% 576)) +% (((tx609 *% 4) +% 5) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 3) *% 576)) +% (((tx609 *% 4) +% 5) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(5))))
+            let w647 = (((w611 * Vector(repeating: Float(4))) + (w635 * Vector(repeating: Float(1)))) - (w623 * Vector(repeating: Float(5))))
+            let w648 = ((((w629 * Vector(repeating: Float(1))) + (w635 * Vector(repeating: Float(1)))) - (w617 * Vector(repeating: Float(4)))) - (w623 * Vector(repeating: Float(4))))
+            let w649 = ((((w617 * Vector(repeating: Float(4))) + (w635 * Vector(repeating: Float(1)))) - (w623 * Vector(repeating: Float(4)))) - (w629 * Vector(repeating: Float(1))))
+            let w650 = ((((w629 * Vector(repeating: Float(2))) + (w635 * Vector(repeating: Float(1)))) - (w617 * Vector(repeating: Float(2)))) - (w623 * Vector(repeating: Float(1))))
+            let w651 = ((((w617 * Vector(repeating: Float(2))) + (w635 * Vector(repeating: Float(1)))) - (w623 * Vector(repeating: Float(1)))) - (w629 * Vector(repeating: Float(2))))
+            let w652 = (((w617 * Vector(repeating: Float(4))) + (w641 * Vector(repeating: Float(1)))) - (w629 * Vector(repeating: Float(5))))
+            let w653 = (((w612 * Vector(repeating: Float(4))) + (w636 * Vector(repeating: Float(1)))) - (w624 * Vector(repeating: Float(5))))
+            let w654 = ((((w630 * Vector(repeating: Float(1))) + (w636 * Vector(repeating: Float(1)))) - (w618 * Vector(repeating: Float(4)))) - (w624 * Vector(repeating: Float(4))))
+            let w655 = ((((w618 * Vector(repeating: Float(4))) + (w636 * Vector(repeating: Float(1)))) - (w624 * Vector(repeating: Float(4)))) - (w630 * Vector(repeating: Float(1))))
+            let w656 = ((((w630 * Vector(repeating: Float(2))) + (w636 * Vector(repeating: Float(1)))) - (w618 * Vector(repeating: Float(2)))) - (w624 * Vector(repeating: Float(1))))
+            let w657 = ((((w618 * Vector(repeating: Float(2))) + (w636 * Vector(repeating: Float(1)))) - (w624 * Vector(repeating: Float(1)))) - (w630 * Vector(repeating: Float(2))))
+            let w658 = (((w618 * Vector(repeating: Float(4))) + (w642 * Vector(repeating: Float(1)))) - (w630 * Vector(repeating: Float(5))))
+            let w659 = (((w613 * Vector(repeating: Float(4))) + (w637 * Vector(repeating: Float(1)))) - (w625 * Vector(repeating: Float(5))))
+            let w660 = ((((w631 * Vector(repeating: Float(1))) + (w637 * Vector(repeating: Float(1)))) - (w619 * Vector(repeating: Float(4)))) - (w625 * Vector(repeating: Float(4))))
+            let w661 = ((((w619 * Vector(repeating: Float(4))) + (w637 * Vector(repeating: Float(1)))) - (w625 * Vector(repeating: Float(4)))) - (w631 * Vector(repeating: Float(1))))
+            let w662 = ((((w631 * Vector(repeating: Float(2))) + (w637 * Vector(repeating: Float(1)))) - (w619 * Vector(repeating: Float(2)))) - (w625 * Vector(repeating: Float(1))))
+            let w663 = ((((w619 * Vector(repeating: Float(2))) + (w637 * Vector(repeating: Float(1)))) - (w625 * Vector(repeating: Float(1)))) - (w631 * Vector(repeating: Float(2))))
+            let w664 = (((w619 * Vector(repeating: Float(4))) + (w643 * Vector(repeating: Float(1)))) - (w631 * Vector(repeating: Float(5))))
+            let w665 = (((w614 * Vector(repeating: Float(4))) + (w638 * Vector(repeating: Float(1)))) - (w626 * Vector(repeating: Float(5))))
+            let w666 = ((((w632 * Vector(repeating: Float(1))) + (w638 * Vector(repeating: Float(1)))) - (w620 * Vector(repeating: Float(4)))) - (w626 * Vector(repeating: Float(4))))
+            let w667 = ((((w620 * Vector(repeating: Float(4))) + (w638 * Vector(repeating: Float(1)))) - (w626 * Vector(repeating: Float(4)))) - (w632 * Vector(repeating: Float(1))))
+            let w668 = ((((w632 * Vector(repeating: Float(2))) + (w638 * Vector(repeating: Float(1)))) - (w620 * Vector(repeating: Float(2)))) - (w626 * Vector(repeating: Float(1))))
+            let w669 = ((((w620 * Vector(repeating: Float(2))) + (w638 * Vector(repeating: Float(1)))) - (w626 * Vector(repeating: Float(1)))) - (w632 * Vector(repeating: Float(2))))
+            let w670 = (((w620 * Vector(repeating: Float(4))) + (w644 * Vector(repeating: Float(1)))) - (w632 * Vector(repeating: Float(5))))
+            let w671 = (((w615 * Vector(repeating: Float(4))) + (w639 * Vector(repeating: Float(1)))) - (w627 * Vector(repeating: Float(5))))
+            let w672 = ((((w633 * Vector(repeating: Float(1))) + (w639 * Vector(repeating: Float(1)))) - (w621 * Vector(repeating: Float(4)))) - (w627 * Vector(repeating: Float(4))))
+            let w673 = ((((w621 * Vector(repeating: Float(4))) + (w639 * Vector(repeating: Float(1)))) - (w627 * Vector(repeating: Float(4)))) - (w633 * Vector(repeating: Float(1))))
+            let w674 = ((((w633 * Vector(repeating: Float(2))) + (w639 * Vector(repeating: Float(1)))) - (w621 * Vector(repeating: Float(2)))) - (w627 * Vector(repeating: Float(1))))
+            let w675 = ((((w621 * Vector(repeating: Float(2))) + (w639 * Vector(repeating: Float(1)))) - (w627 * Vector(repeating: Float(1)))) - (w633 * Vector(repeating: Float(2))))
+            let w676 = (((w621 * Vector(repeating: Float(4))) + (w645 * Vector(repeating: Float(1)))) - (w633 * Vector(repeating: Float(5))))
+            let w677 = (((w616 * Vector(repeating: Float(4))) + (w640 * Vector(repeating: Float(1)))) - (w628 * Vector(repeating: Float(5))))
+            let w678 = ((((w634 * Vector(repeating: Float(1))) + (w640 * Vector(repeating: Float(1)))) - (w622 * Vector(repeating: Float(4)))) - (w628 * Vector(repeating: Float(4))))
+            let w679 = ((((w622 * Vector(repeating: Float(4))) + (w640 * Vector(repeating: Float(1)))) - (w628 * Vector(repeating: Float(4)))) - (w634 * Vector(repeating: Float(1))))
+            let w680 = ((((w634 * Vector(repeating: Float(2))) + (w640 * Vector(repeating: Float(1)))) - (w622 * Vector(repeating: Float(2)))) - (w628 * Vector(repeating: Float(1))))
+            let w681 = ((((w622 * Vector(repeating: Float(2))) + (w640 * Vector(repeating: Float(1)))) - (w628 * Vector(repeating: Float(1)))) - (w634 * Vector(repeating: Float(2))))
+            let w682 = (((w622 * Vector(repeating: Float(4))) + (w646 * Vector(repeating: Float(1)))) - (w634 * Vector(repeating: Float(5))))
+            storeVector(arena, ((1620224 +% ((((j607 *% 16) +% (ty608 *% 4)) +% tx609) *% 32)) +% (cv610 *% 8)), w647)
+            storeVector(arena, ((1620736 +% ((((j607 *% 16) +% (ty608 *% 4)) +% tx609) *% 32)) +% (cv610 *% 8)), w648)
+            storeVector(arena, ((1621248 +% ((((j607 *% 16) +% (ty608 *% 4)) +% tx609) *% 32)) +% (cv610 *% 8)), w649)
+            storeVector(arena, ((1621760 +% ((((j607 *% 16) +% (ty608 *% 4)) +% tx609) *% 32)) +% (cv610 *% 8)), w650)
+            storeVector(arena, ((1622272 +% ((((j607 *% 16) +% (ty608 *% 4)) +% tx609) *% 32)) +% (cv610 *% 8)), w651)
+            storeVector(arena, ((1622784 +% ((((j607 *% 16) +% (ty608 *% 4)) +% tx609) *% 32)) +% (cv610 *% 8)), w652)
+            storeVector(arena, ((1623296 +% ((((j607 *% 16) +% (ty608 *% 4)) +% tx609) *% 32)) +% (cv610 *% 8)), w653)
+            storeVector(arena, ((1623808 +% ((((j607 *% 16) +% (ty608 *% 4)) +% tx609) *% 32)) +% (cv610 *% 8)), w654)
+            storeVector(arena, ((1624320 +% ((((j607 *% 16) +% (ty608 *% 4)) +% tx609) *% 32)) +% (cv610 *% 8)), w655)
+            storeVector(arena, ((1624832 +% ((((j607 *% 16) +% (ty608 *% 4)) +% tx609) *% 32)) +% (cv610 *% 8)), w656)
+            storeVector(arena, ((1625344 +% ((((j607 *% 16) +% (ty608 *% 4)) +% tx609) *% 32)) +% (cv610 *% 8)), w657)
+            storeVector(arena, ((1625856 +% ((((j607 *% 16) +% (ty608 *% 4)) +% tx609) *% 32)) +% (cv610 *% 8)), w658)
+            storeVector(arena, ((1626368 +% ((((j607 *% 16) +% (ty608 *% 4)) +% tx609) *% 32)) +% (cv610 *% 8)), w659)
+            storeVector(arena, ((1626880 +% ((((j607 *% 16) +% (ty608 *% 4)) +% tx609) *% 32)) +% (cv610 *% 8)), w660)
+            storeVector(arena, ((1627392 +% ((((j607 *% 16) +% (ty608 *% 4)) +% tx609) *% 32)) +% (cv610 *% 8)), w661)
+            storeVector(arena, ((1627904 +% ((((j607 *% 16) +% (ty608 *% 4)) +% tx609) *% 32)) +% (cv610 *% 8)), w662)
+            storeVector(arena, ((1628416 +% ((((j607 *% 16) +% (ty608 *% 4)) +% tx609) *% 32)) +% (cv610 *% 8)), w663)
+            storeVector(arena, ((1628928 +% ((((j607 *% 16) +% (ty608 *% 4)) +% tx609) *% 32)) +% (cv610 *% 8)), w664)
+            storeVector(arena, ((1629440 +% ((((j607 *% 16) +% (ty608 *% 4)) +% tx609) *% 32)) +% (cv610 *% 8)), w665)
+            storeVector(arena, ((1629952 +% ((((j607 *% 16) +% (ty608 *% 4)) +% tx609) *% 32)) +% (cv610 *% 8)), w666)
+            storeVector(arena, ((1630464 +% ((((j607 *% 16) +% (ty608 *% 4)) +% tx609) *% 32)) +% (cv610 *% 8)), w667)
+            storeVector(arena, ((1630976 +% ((((j607 *% 16) +% (ty608 *% 4)) +% tx609) *% 32)) +% (cv610 *% 8)), w668)
+            storeVector(arena, ((1631488 +% ((((j607 *% 16) +% (ty608 *% 4)) +% tx609) *% 32)) +% (cv610 *% 8)), w669)
+            storeVector(arena, ((1632000 +% ((((j607 *% 16) +% (ty608 *% 4)) +% tx609) *% 32)) +% (cv610 *% 8)), w670)
+            storeVector(arena, ((1632512 +% ((((j607 *% 16) +% (ty608 *% 4)) +% tx609) *% 32)) +% (cv610 *% 8)), w671)
+            storeVector(arena, ((1633024 +% ((((j607 *% 16) +% (ty608 *% 4)) +% tx609) *% 32)) +% (cv610 *% 8)), w672)
+            storeVector(arena, ((1633536 +% ((((j607 *% 16) +% (ty608 *% 4)) +% tx609) *% 32)) +% (cv610 *% 8)), w673)
+            storeVector(arena, ((1634048 +% ((((j607 *% 16) +% (ty608 *% 4)) +% tx609) *% 32)) +% (cv610 *% 8)), w674)
+            storeVector(arena, ((1634560 +% ((((j607 *% 16) +% (ty608 *% 4)) +% tx609) *% 32)) +% (cv610 *% 8)), w675)
+            storeVector(arena, ((1635072 +% ((((j607 *% 16) +% (ty608 *% 4)) +% tx609) *% 32)) +% (cv610 *% 8)), w676)
+            storeVector(arena, ((1635584 +% ((((j607 *% 16) +% (ty608 *% 4)) +% tx609) *% 32)) +% (cv610 *% 8)), w677)
+            storeVector(arena, ((1636096 +% ((((j607 *% 16) +% (ty608 *% 4)) +% tx609) *% 32)) +% (cv610 *% 8)), w678)
+            storeVector(arena, ((1636608 +% ((((j607 *% 16) +% (ty608 *% 4)) +% tx609) *% 32)) +% (cv610 *% 8)), w679)
+            storeVector(arena, ((1637120 +% ((((j607 *% 16) +% (ty608 *% 4)) +% tx609) *% 32)) +% (cv610 *% 8)), w680)
+            storeVector(arena, ((1637632 +% ((((j607 *% 16) +% (ty608 *% 4)) +% tx609) *% 32)) +% (cv610 *% 8)), w681)
+            storeVector(arena, ((1638144 +% ((((j607 *% 16) +% (ty608 *% 4)) +% tx609) *% 32)) +% (cv610 *% 8)), w682)
           }
         }
       }
     }
-    parallelFor(pool, 2) { part617 in
-      for xi618 in 0..<36 {
-        do {  // gemm625
-          for nb619 in 0..<1 {
-            for mb620 in 0..<2 {
-              var t621_c0_0 = Vector()
-              var t621_c0_1 = Vector()
-              var t621_c1_0 = Vector()
-              var t621_c1_1 = Vector()
-              var t621_c2_0 = Vector()
-              var t621_c2_1 = Vector()
-              var t621_c3_0 = Vector()
-              var t621_c3_1 = Vector()
-              var t621_c4_0 = Vector()
-              var t621_c4_1 = Vector()
-              var t621_c5_0 = Vector()
-              var t621_c5_1 = Vector()
-              for k622 in 0..<32 {
-                let t621_b0 = loadVector(arena, ((((3298400 +% (xi618 *% 1024)) +% (part617 *% 16)) +% (k622 *% 32)) +% (nb619 *% 16)))
-                let t621_b1 = loadVector(arena, (((((3298400 +% (xi618 *% 1024)) +% (part617 *% 16)) +% (k622 *% 32)) +% (nb619 *% 16)) +% 8))
-                let t621_a0 = Vector(repeating: arena[(((1620224 +% (xi618 *% 512)) +% ((mb620 *% 6) *% 32)) +% k622)])
-                t621_c0_0 = t621_c0_0.addingProduct(t621_a0, t621_b0)
-                t621_c0_1 = t621_c0_1.addingProduct(t621_a0, t621_b1)
-                let t621_a1 = Vector(repeating: arena[(((1620224 +% (xi618 *% 512)) +% (((mb620 *% 6) +% 1) *% 32)) +% k622)])
-                t621_c1_0 = t621_c1_0.addingProduct(t621_a1, t621_b0)
-                t621_c1_1 = t621_c1_1.addingProduct(t621_a1, t621_b1)
-                let t621_a2 = Vector(repeating: arena[(((1620224 +% (xi618 *% 512)) +% (((mb620 *% 6) +% 2) *% 32)) +% k622)])
-                t621_c2_0 = t621_c2_0.addingProduct(t621_a2, t621_b0)
-                t621_c2_1 = t621_c2_1.addingProduct(t621_a2, t621_b1)
-                let t621_a3 = Vector(repeating: arena[(((1620224 +% (xi618 *% 512)) +% (((mb620 *% 6) +% 3) *% 32)) +% k622)])
-                t621_c3_0 = t621_c3_0.addingProduct(t621_a3, t621_b0)
-                t621_c3_1 = t621_c3_1.addingProduct(t621_a3, t621_b1)
-                let t621_a4 = Vector(repeating: arena[(((1620224 +% (xi618 *% 512)) +% (((mb620 *% 6) +% 4) *% 32)) +% k622)])
-                t621_c4_0 = t621_c4_0.addingProduct(t621_a4, t621_b0)
-                t621_c4_1 = t621_c4_1.addingProduct(t621_a4, t621_b1)
-                let t621_a5 = Vector(repeating: arena[(((1620224 +% (xi618 *% 512)) +% (((mb620 *% 6) +% 5) *% 32)) +% k622)])
-                t621_c5_0 = t621_c5_0.addingProduct(t621_a5, t621_b0)
-                t621_c5_1 = t621_c5_1.addingProduct(t621_a5, t621_b1)
+    parallelFor(pool, 2) { part683 in
+      for xi684 in 0..<36 {
+        do {  // gemm691
+          for nb685 in 0..<1 {
+            for mb686 in 0..<2 {
+              var t687_c0_0 = Vector()
+              var t687_c0_1 = Vector()
+              var t687_c1_0 = Vector()
+              var t687_c1_1 = Vector()
+              var t687_c2_0 = Vector()
+              var t687_c2_1 = Vector()
+              var t687_c3_0 = Vector()
+              var t687_c3_1 = Vector()
+              var t687_c4_0 = Vector()
+              var t687_c4_1 = Vector()
+              var t687_c5_0 = Vector()
+              var t687_c5_1 = Vector()
+              for k688 in 0..<32 {
+                let t687_b0 = loadVector(arena, ((((3303952 +% (xi684 *% 1024)) +% (part683 *% 16)) +% (k688 *% 32)) +% (nb685 *% 16)))
+                let t687_b1 = loadVector(arena, (((((3303952 +% (xi684 *% 1024)) +% (part683 *% 16)) +% (k688 *% 32)) +% (nb685 *% 16)) +% 8))
+                let t687_a0 = Vector(repeating: arena[(((1620224 +% (xi684 *% 512)) +% ((mb686 *% 6) *% 32)) +% k688)])
+                t687_c0_0 = t687_c0_0.addingProduct(t687_a0, t687_b0)
+                t687_c0_1 = t687_c0_1.addingProduct(t687_a0, t687_b1)
+                let t687_a1 = Vector(repeating: arena[(((1620224 +% (xi684 *% 512)) +% (((mb686 *% 6) +% 1) *% 32)) +% k688)])
+                t687_c1_0 = t687_c1_0.addingProduct(t687_a1, t687_b0)
+                t687_c1_1 = t687_c1_1.addingProduct(t687_a1, t687_b1)
+                let t687_a2 = Vector(repeating: arena[(((1620224 +% (xi684 *% 512)) +% (((mb686 *% 6) +% 2) *% 32)) +% k688)])
+                t687_c2_0 = t687_c2_0.addingProduct(t687_a2, t687_b0)
+                t687_c2_1 = t687_c2_1.addingProduct(t687_a2, t687_b1)
+                let t687_a3 = Vector(repeating: arena[(((1620224 +% (xi684 *% 512)) +% (((mb686 *% 6) +% 3) *% 32)) +% k688)])
+                t687_c3_0 = t687_c3_0.addingProduct(t687_a3, t687_b0)
+                t687_c3_1 = t687_c3_1.addingProduct(t687_a3, t687_b1)
+                let t687_a4 = Vector(repeating: arena[(((1620224 +% (xi684 *% 512)) +% (((mb686 *% 6) +% 4) *% 32)) +% k688)])
+                t687_c4_0 = t687_c4_0.addingProduct(t687_a4, t687_b0)
+                t687_c4_1 = t687_c4_1.addingProduct(t687_a4, t687_b1)
+                let t687_a5 = Vector(repeating: arena[(((1620224 +% (xi684 *% 512)) +% (((mb686 *% 6) +% 5) *% 32)) +% k688)])
+                t687_c5_0 = t687_c5_0.addingProduct(t687_a5, t687_b0)
+                t687_c5_1 = t687_c5_1.addingProduct(t687_a5, t687_b1)
               }
-              storeVector(arena, ((((1638656 +% (xi618 *% 512)) +% (part617 *% 16)) +% ((mb620 *% 6) *% 32)) +% (nb619 *% 16)), t621_c0_0)
-              storeVector(arena, (((((1638656 +% (xi618 *% 512)) +% (part617 *% 16)) +% ((mb620 *% 6) *% 32)) +% (nb619 *% 16)) +% 8), t621_c0_1)
-              storeVector(arena, ((((1638656 +% (xi618 *% 512)) +% (part617 *% 16)) +% (((mb620 *% 6) +% 1) *% 32)) +% (nb619 *% 16)), t621_c1_0)
-              storeVector(arena, (((((1638656 +% (xi618 *% 512)) +% (part617 *% 16)) +% (((mb620 *% 6) +% 1) *% 32)) +% (nb619 *% 16)) +% 8), t621_c1_1)
-              storeVector(arena, ((((1638656 +% (xi618 *% 512)) +% (part617 *% 16)) +% (((mb620 *% 6) +% 2) *% 32)) +% (nb619 *% 16)), t621_c2_0)
-              storeVector(arena, (((((1638656 +% (xi618 *% 512)) +% (part617 *% 16)) +% (((mb620 *% 6) +% 2) *% 32)) +% (nb619 *% 16)) +% 8), t621_c2_1)
-              storeVector(arena, ((((1638656 +% (xi618 *% 512)) +% (part617 *% 16)) +% (((mb620 *% 6) +% 3) *% 32)) +% (nb619 *% 16)), t621_c3_0)
-              storeVector(arena, (((((1638656 +% (xi618 *% 512)) +% (part617 *% 16)) +% (((mb620 *% 6) +% 3) *% 32)) +% (nb619 *% 16)) +% 8), t621_c3_1)
-              storeVector(arena, ((((1638656 +% (xi618 *% 512)) +% (part617 *% 16)) +% (((mb620 *% 6) +% 4) *% 32)) +% (nb619 *% 16)), t621_c4_0)
-              storeVector(arena, (((((1638656 +% (xi618 *% 512)) +% (part617 *% 16)) +% (((mb620 *% 6) +% 4) *% 32)) +% (nb619 *% 16)) +% 8), t621_c4_1)
-              storeVector(arena, ((((1638656 +% (xi618 *% 512)) +% (part617 *% 16)) +% (((mb620 *% 6) +% 5) *% 32)) +% (nb619 *% 16)), t621_c5_0)
-              storeVector(arena, (((((1638656 +% (xi618 *% 512)) +% (part617 *% 16)) +% (((mb620 *% 6) +% 5) *% 32)) +% (nb619 *% 16)) +% 8), t621_c5_1)
+              storeVector(arena, ((((1638656 +% (xi684 *% 512)) +% (part683 *% 16)) +% ((mb686 *% 6) *% 32)) +% (nb685 *% 16)), t687_c0_0)
+              storeVector(arena, (((((1638656 +% (xi684 *% 512)) +% (part683 *% 16)) +% ((mb686 *% 6) *% 32)) +% (nb685 *% 16)) +% 8), t687_c0_1)
+              storeVector(arena, ((((1638656 +% (xi684 *% 512)) +% (part683 *% 16)) +% (((mb686 *% 6) +% 1) *% 32)) +% (nb685 *% 16)), t687_c1_0)
+              storeVector(arena, (((((1638656 +% (xi684 *% 512)) +% (part683 *% 16)) +% (((mb686 *% 6) +% 1) *% 32)) +% (nb685 *% 16)) +% 8), t687_c1_1)
+              storeVector(arena, ((((1638656 +% (xi684 *% 512)) +% (part683 *% 16)) +% (((mb686 *% 6) +% 2) *% 32)) +% (nb685 *% 16)), t687_c2_0)
+              storeVector(arena, (((((1638656 +% (xi684 *% 512)) +% (part683 *% 16)) +% (((mb686 *% 6) +% 2) *% 32)) +% (nb685 *% 16)) +% 8), t687_c2_1)
+              storeVector(arena, ((((1638656 +% (xi684 *% 512)) +% (part683 *% 16)) +% (((mb686 *% 6) +% 3) *% 32)) +% (nb685 *% 16)), t687_c3_0)
+              storeVector(arena, (((((1638656 +% (xi684 *% 512)) +% (part683 *% 16)) +% (((mb686 *% 6) +% 3) *% 32)) +% (nb685 *% 16)) +% 8), t687_c3_1)
+              storeVector(arena, ((((1638656 +% (xi684 *% 512)) +% (part683 *% 16)) +% (((mb686 *% 6) +% 4) *% 32)) +% (nb685 *% 16)), t687_c4_0)
+              storeVector(arena, (((((1638656 +% (xi684 *% 512)) +% (part683 *% 16)) +% (((mb686 *% 6) +% 4) *% 32)) +% (nb685 *% 16)) +% 8), t687_c4_1)
+              storeVector(arena, ((((1638656 +% (xi684 *% 512)) +% (part683 *% 16)) +% (((mb686 *% 6) +% 5) *% 32)) +% (nb685 *% 16)), t687_c5_0)
+              storeVector(arena, (((((1638656 +% (xi684 *% 512)) +% (part683 *% 16)) +% (((mb686 *% 6) +% 5) *% 32)) +% (nb685 *% 16)) +% 8), t687_c5_1)
             }
-            var t623_c0_0 = Vector()
-            var t623_c0_1 = Vector()
-            var t623_c1_0 = Vector()
-            var t623_c1_1 = Vector()
-            var t623_c2_0 = Vector()
-            var t623_c2_1 = Vector()
-            var t623_c3_0 = Vector()
-            var t623_c3_1 = Vector()
-            for k624 in 0..<32 {
-              let t623_b0 = loadVector(arena, ((((3298400 +% (xi618 *% 1024)) +% (part617 *% 16)) +% (k624 *% 32)) +% (nb619 *% 16)))
-              let t623_b1 = loadVector(arena, (((((3298400 +% (xi618 *% 1024)) +% (part617 *% 16)) +% (k624 *% 32)) +% (nb619 *% 16)) +% 8))
-              let t623_a0 = Vector(repeating: arena[(((1620224 +% (xi618 *% 512)) +% 384) +% k624)])
-              t623_c0_0 = t623_c0_0.addingProduct(t623_a0, t623_b0)
-              t623_c0_1 = t623_c0_1.addingProduct(t623_a0, t623_b1)
-              let t623_a1 = Vector(repeating: arena[(((1620224 +% (xi618 *% 512)) +% 416) +% k624)])
-              t623_c1_0 = t623_c1_0.addingProduct(t623_a1, t623_b0)
-              t623_c1_1 = t623_c1_1.addingProduct(t623_a1, t623_b1)
-              let t623_a2 = Vector(repeating: arena[(((1620224 +% (xi618 *% 512)) +% 448) +% k624)])
-              t623_c2_0 = t623_c2_0.addingProduct(t623_a2, t623_b0)
-              t623_c2_1 = t623_c2_1.addingProduct(t623_a2, t623_b1)
-              let t623_a3 = Vector(repeating: arena[(((1620224 +% (xi618 *% 512)) +% 480) +% k624)])
-              t623_c3_0 = t623_c3_0.addingProduct(t623_a3, t623_b0)
-              t623_c3_1 = t623_c3_1.addingProduct(t623_a3, t623_b1)
+            var t689_c0_0 = Vector()
+            var t689_c0_1 = Vector()
+            var t689_c1_0 = Vector()
+            var t689_c1_1 = Vector()
+            var t689_c2_0 = Vector()
+            var t689_c2_1 = Vector()
+            var t689_c3_0 = Vector()
+            var t689_c3_1 = Vector()
+            for k690 in 0..<32 {
+              let t689_b0 = loadVector(arena, ((((3303952 +% (xi684 *% 1024)) +% (part683 *% 16)) +% (k690 *% 32)) +% (nb685 *% 16)))
+              let t689_b1 = loadVector(arena, (((((3303952 +% (xi684 *% 1024)) +% (part683 *% 16)) +% (k690 *% 32)) +% (nb685 *% 16)) +% 8))
+              let t689_a0 = Vector(repeating: arena[(((1620224 +% (xi684 *% 512)) +% 384) +% k690)])
+              t689_c0_0 = t689_c0_0.addingProduct(t689_a0, t689_b0)
+              t689_c0_1 = t689_c0_1.addingProduct(t689_a0, t689_b1)
+              let t689_a1 = Vector(repeating: arena[(((1620224 +% (xi684 *% 512)) +% 416) +% k690)])
+              t689_c1_0 = t689_c1_0.addingProduct(t689_a1, t689_b0)
+              t689_c1_1 = t689_c1_1.addingProduct(t689_a1, t689_b1)
+              let t689_a2 = Vector(repeating: arena[(((1620224 +% (xi684 *% 512)) +% 448) +% k690)])
+              t689_c2_0 = t689_c2_0.addingProduct(t689_a2, t689_b0)
+              t689_c2_1 = t689_c2_1.addingProduct(t689_a2, t689_b1)
+              let t689_a3 = Vector(repeating: arena[(((1620224 +% (xi684 *% 512)) +% 480) +% k690)])
+              t689_c3_0 = t689_c3_0.addingProduct(t689_a3, t689_b0)
+              t689_c3_1 = t689_c3_1.addingProduct(t689_a3, t689_b1)
             }
-            storeVector(arena, ((((1638656 +% (xi618 *% 512)) +% (part617 *% 16)) +% 384) +% (nb619 *% 16)), t623_c0_0)
-            storeVector(arena, (((((1638656 +% (xi618 *% 512)) +% (part617 *% 16)) +% 384) +% (nb619 *% 16)) +% 8), t623_c0_1)
-            storeVector(arena, ((((1638656 +% (xi618 *% 512)) +% (part617 *% 16)) +% 416) +% (nb619 *% 16)), t623_c1_0)
-            storeVector(arena, (((((1638656 +% (xi618 *% 512)) +% (part617 *% 16)) +% 416) +% (nb619 *% 16)) +% 8), t623_c1_1)
-            storeVector(arena, ((((1638656 +% (xi618 *% 512)) +% (part617 *% 16)) +% 448) +% (nb619 *% 16)), t623_c2_0)
-            storeVector(arena, (((((1638656 +% (xi618 *% 512)) +% (part617 *% 16)) +% 448) +% (nb619 *% 16)) +% 8), t623_c2_1)
-            storeVector(arena, ((((1638656 +% (xi618 *% 512)) +% (part617 *% 16)) +% 480) +% (nb619 *% 16)), t623_c3_0)
-            storeVector(arena, (((((1638656 +% (xi618 *% 512)) +% (part617 *% 16)) +% 480) +% (nb619 *% 16)) +% 8), t623_c3_1)
+            storeVector(arena, ((((1638656 +% (xi684 *% 512)) +% (part683 *% 16)) +% 384) +% (nb685 *% 16)), t689_c0_0)
+            storeVector(arena, (((((1638656 +% (xi684 *% 512)) +% (part683 *% 16)) +% 384) +% (nb685 *% 16)) +% 8), t689_c0_1)
+            storeVector(arena, ((((1638656 +% (xi684 *% 512)) +% (part683 *% 16)) +% 416) +% (nb685 *% 16)), t689_c1_0)
+            storeVector(arena, (((((1638656 +% (xi684 *% 512)) +% (part683 *% 16)) +% 416) +% (nb685 *% 16)) +% 8), t689_c1_1)
+            storeVector(arena, ((((1638656 +% (xi684 *% 512)) +% (part683 *% 16)) +% 448) +% (nb685 *% 16)), t689_c2_0)
+            storeVector(arena, (((((1638656 +% (xi684 *% 512)) +% (part683 *% 16)) +% 448) +% (nb685 *% 16)) +% 8), t689_c2_1)
+            storeVector(arena, ((((1638656 +% (xi684 *% 512)) +% (part683 *% 16)) +% 480) +% (nb685 *% 16)), t689_c3_0)
+            storeVector(arena, (((((1638656 +% (xi684 *% 512)) +% (part683 *% 16)) +% 480) +% (nb685 *% 16)) +% 8), t689_c3_1)
           }
         }
       }
-      for j626 in 0..<1 {
-        for ty627 in 0..<4 {
-          for tx628 in 0..<4 {
-            for cv629 in 0..<2 {
-              let w630 = ((((loadVector(arena, ((1638656 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) + loadVector(arena, ((1641728 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8))))) + loadVector(arena, ((1644800 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8))))) + loadVector(arena, ((1647872 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8))))) + loadVector(arena, ((1650944 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))))
-              let w631 = ((((loadVector(arena, ((1641728 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1647872 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((1644800 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1650944 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(2))))
-              let w632 = ((((loadVector(arena, ((1641728 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1644800 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((1647872 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((1650944 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(4))))
-              let w633 = (((((loadVector(arena, ((1641728 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1647872 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((1654016 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1644800 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1650944 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(8))))
-              let w634 = ((((loadVector(arena, ((1639168 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) + loadVector(arena, ((1642240 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8))))) + loadVector(arena, ((1645312 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8))))) + loadVector(arena, ((1648384 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8))))) + loadVector(arena, ((1651456 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))))
-              let w635 = ((((loadVector(arena, ((1642240 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1648384 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((1645312 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1651456 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(2))))
-              let w636 = ((((loadVector(arena, ((1642240 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1645312 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((1648384 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((1651456 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(4))))
-              let w637 = (((((loadVector(arena, ((1642240 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1648384 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((1654528 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1645312 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1651456 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(8))))
-              let w638 = ((((loadVector(arena, ((1639680 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) + loadVector(arena, ((1642752 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8))))) + loadVector(arena, ((1645824 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8))))) + loadVector(arena, ((1648896 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8))))) + loadVector(arena, ((1651968 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))))
-              let w639 = ((((loadVector(arena, ((1642752 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1648896 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((1645824 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1651968 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(2))))
-              let w640 = ((((loadVector(arena, ((1642752 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1645824 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((1648896 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((1651968 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(4))))
-              let w641 = (((((loadVector(arena, ((1642752 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1648896 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((1655040 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1645824 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1651968 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(8))))
-              let w642 = ((((loadVector(arena, ((1640192 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) + loadVector(arena, ((1643264 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8))))) + loadVector(arena, ((1646336 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8))))) + loadVector(arena, ((1649408 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8))))) + loadVector(arena, ((1652480 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))))
-              let w643 = ((((loadVector(arena, ((1643264 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1649408 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((1646336 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1652480 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(2))))
-              let w644 = ((((loadVector(arena, ((1643264 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1646336 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((1649408 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((1652480 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(4))))
-              let w645 = (((((loadVector(arena, ((1643264 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1649408 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((1655552 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1646336 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1652480 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(8))))
-              let w646 = ((((loadVector(arena, ((1640704 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) + loadVector(arena, ((1643776 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8))))) + loadVector(arena, ((1646848 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8))))) + loadVector(arena, ((1649920 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8))))) + loadVector(arena, ((1652992 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))))
-              let w647 = ((((loadVector(arena, ((1643776 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1649920 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((1646848 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1652992 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(2))))
-              let w648 = ((((loadVector(arena, ((1643776 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1646848 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((1649920 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((1652992 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(4))))
-              let w649 = (((((loadVector(arena, ((1643776 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1649920 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((1656064 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1646848 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1652992 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(8))))
-              let w650 = ((((loadVector(arena, ((1641216 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) + loadVector(arena, ((1644288 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8))))) + loadVector(arena, ((1647360 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8))))) + loadVector(arena, ((1650432 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8))))) + loadVector(arena, ((1653504 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))))
-              let w651 = ((((loadVector(arena, ((1644288 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1650432 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((1647360 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1653504 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(2))))
-              let w652 = ((((loadVector(arena, ((1644288 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1647360 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((1650432 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((1653504 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(4))))
-              let w653 = (((((loadVector(arena, ((1644288 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1650432 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((1656576 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1647360 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1653504 +% ((((j626 *% 16) +% (ty627 *% 4)) +% tx628) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8)))) * Vector(repeating: Float(8))))
-              let w654 = ((((w630 + w634) + w638) + w642) + w646)
-              let w655 = ((((w634 * Vector(repeating: Float(1))) + (w642 * Vector(repeating: Float(2)))) - (w638 * Vector(repeating: Float(1)))) - (w646 * Vector(repeating: Float(2))))
-              let w656 = ((((w634 * Vector(repeating: Float(1))) + (w638 * Vector(repeating: Float(1)))) + (w642 * Vector(repeating: Float(4)))) + (w646 * Vector(repeating: Float(4))))
-              let w657 = (((((w634 * Vector(repeating: Float(1))) + (w642 * Vector(repeating: Float(8)))) + (w650 * Vector(repeating: Float(1)))) - (w638 * Vector(repeating: Float(1)))) - (w646 * Vector(repeating: Float(8))))
-              let w658 = ((((w631 + w635) + w639) + w643) + w647)
-              let w659 = ((((w635 * Vector(repeating: Float(1))) + (w643 * Vector(repeating: Float(2)))) - (w639 * Vector(repeating: Float(1)))) - (w647 * Vector(repeating: Float(2))))
-              let w660 = ((((w635 * Vector(repeating: Float(1))) + (w639 * Vector(repeating: Float(1)))) + (w643 * Vector(repeating: Float(4)))) + (w647 * Vector(repeating: Float(4))))
-              let w661 = (((((w635 * Vector(repeating: Float(1))) + (w643 * Vector(repeating: Float(8)))) + (w651 * Vector(repeating: Float(1)))) - (w639 * Vector(repeating: Float(1)))) - (w647 * Vector(repeating: Float(8))))
-              let w662 = ((((w632 + w636) + w640) + w644) + w648)
-              let w663 = ((((w636 * Vector(repeating: Float(1))) + (w644 * Vector(repeating: Float(2)))) - (w640 * Vector(repeating: Float(1)))) - (w648 * Vector(repeating: Float(2))))
-              let w664 = ((((w636 * Vector(repeating: Float(1))) + (w640 * Vector(repeating: Float(1)))) + (w644 * Vector(repeating: Float(4)))) + (w648 * Vector(repeating: Float(4))))
-              let w665 = (((((w636 * Vector(repeating: Float(1))) + (w644 * Vector(repeating: Float(8)))) + (w652 * Vector(repeating: Float(1)))) - (w640 * Vector(repeating: Float(1)))) - (w648 * Vector(repeating: Float(8))))
-              let w666 = ((((w633 + w637) + w641) + w645) + w649)
-              let w667 = ((((w637 * Vector(repeating: Float(1))) + (w645 * Vector(repeating: Float(2)))) - (w641 * Vector(repeating: Float(1)))) - (w649 * Vector(repeating: Float(2))))
-              let w668 = ((((w637 * Vector(repeating: Float(1))) + (w641 * Vector(repeating: Float(1)))) + (w645 * Vector(repeating: Float(4)))) + (w649 * Vector(repeating: Float(4))))
-              let w669 = (((((w637 * Vector(repeating: Float(1))) + (w645 * Vector(repeating: Float(8)))) + (w653 * Vector(repeating: Float(1)))) - (w641 * Vector(repeating: Float(1)))) - (w649 * Vector(repeating: Float(8))))
-              storeVector(arena, ((1657088 +% (((((j626 *% 16) +% (ty627 *% 4)) *% 16) +% (tx628 *% 4)) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8))), ((w654 * loadVector(arena, ((part617 *% 16) +% (cv629 *% 8)))) + loadVector(arena, (32 +% ((part617 *% 16) +% (cv629 *% 8))))))
-              storeVector(arena, ((1657088 +% ((((((j626 *% 16) +% (ty627 *% 4)) *% 16) +% (tx628 *% 4)) +% 1) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8))), ((w655 * loadVector(arena, ((part617 *% 16) +% (cv629 *% 8)))) + loadVector(arena, (32 +% ((part617 *% 16) +% (cv629 *% 8))))))
-              storeVector(arena, ((1657088 +% ((((((j626 *% 16) +% (ty627 *% 4)) *% 16) +% (tx628 *% 4)) +% 2) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8))), ((w656 * loadVector(arena, ((part617 *% 16) +% (cv629 *% 8)))) + loadVector(arena, (32 +% ((part617 *% 16) +% (cv629 *% 8))))))
-              storeVector(arena, ((1657088 +% ((((((j626 *% 16) +% (ty627 *% 4)) *% 16) +% (tx628 *% 4)) +% 3) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8))), ((w657 * loadVector(arena, ((part617 *% 16) +% (cv629 *% 8)))) + loadVector(arena, (32 +% ((part617 *% 16) +% (cv629 *% 8))))))
-              storeVector(arena, ((1657088 +% ((((((j626 *% 16) +% (ty627 *% 4)) +% 1) *% 16) +% (tx628 *% 4)) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8))), ((w658 * loadVector(arena, ((part617 *% 16) +% (cv629 *% 8)))) + loadVector(arena, (32 +% ((part617 *% 16) +% (cv629 *% 8))))))
-              storeVector(arena, ((1657088 +% (((((((j626 *% 16) +% (ty627 *% 4)) +% 1) *% 16) +% (tx628 *% 4)) +% 1) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8))), ((w659 * loadVector(arena, ((part617 *% 16) +% (cv629 *% 8)))) + loadVector(arena, (32 +% ((part617 *% 16) +% (cv629 *% 8))))))
-              storeVector(arena, ((1657088 +% (((((((j626 *% 16) +% (ty627 *% 4)) +% 1) *% 16) +% (tx628 *% 4)) +% 2) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8))), ((w660 * loadVector(arena, ((part617 *% 16) +% (cv629 *% 8)))) + loadVector(arena, (32 +% ((part617 *% 16) +% (cv629 *% 8))))))
-              storeVector(arena, ((1657088 +% (((((((j626 *% 16) +% (ty627 *% 4)) +% 1) *% 16) +% (tx628 *% 4)) +% 3) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8))), ((w661 * loadVector(arena, ((part617 *% 16) +% (cv629 *% 8)))) + loadVector(arena, (32 +% ((part617 *% 16) +% (cv629 *% 8))))))
-              storeVector(arena, ((1657088 +% ((((((j626 *% 16) +% (ty627 *% 4)) +% 2) *% 16) +% (tx628 *% 4)) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8))), ((w662 * loadVector(arena, ((part617 *% 16) +% (cv629 *% 8)))) + loadVector(arena, (32 +% ((part617 *% 16) +% (cv629 *% 8))))))
-              storeVector(arena, ((1657088 +% (((((((j626 *% 16) +% (ty627 *% 4)) +% 2) *% 16) +% (tx628 *% 4)) +% 1) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8))), ((w663 * loadVector(arena, ((part617 *% 16) +% (cv629 *% 8)))) + loadVector(arena, (32 +% ((part617 *% 16) +% (cv629 *% 8))))))
-              storeVector(arena, ((1657088 +% (((((((j626 *% 16) +% (ty627 *% 4)) +% 2) *% 16) +% (tx628 *% 4)) +% 2) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8))), ((w664 * loadVector(arena, ((part617 *% 16) +% (cv629 *% 8)))) + loadVector(arena, (32 +% ((part617 *% 16) +% (cv629 *% 8))))))
-              storeVector(arena, ((1657088 +% (((((((j626 *% 16) +% (ty627 *% 4)) +% 2) *% 16) +% (tx628 *% 4)) +% 3) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8))), ((w665 * loadVector(arena, ((part617 *% 16) +% (cv629 *% 8)))) + loadVector(arena, (32 +% ((part617 *% 16) +% (cv629 *% 8))))))
-              storeVector(arena, ((1657088 +% ((((((j626 *% 16) +% (ty627 *% 4)) +% 3) *% 16) +% (tx628 *% 4)) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8))), ((w666 * loadVector(arena, ((part617 *% 16) +% (cv629 *% 8)))) + loadVector(arena, (32 +% ((part617 *% 16) +% (cv629 *% 8))))))
-              storeVector(arena, ((1657088 +% (((((((j626 *% 16) +% (ty627 *% 4)) +% 3) *% 16) +% (tx628 *% 4)) +% 1) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8))), ((w667 * loadVector(arena, ((part617 *% 16) +% (cv629 *% 8)))) + loadVector(arena, (32 +% ((part617 *% 16) +% (cv629 *% 8))))))
-              storeVector(arena, ((1657088 +% (((((((j626 *% 16) +% (ty627 *% 4)) +% 3) *% 16) +% (tx628 *% 4)) +% 2) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8))), ((w668 * loadVector(arena, ((part617 *% 16) +% (cv629 *% 8)))) + loadVector(arena, (32 +% ((part617 *% 16) +% (cv629 *% 8))))))
-              storeVector(arena, ((1657088 +% (((((((j626 *% 16) +% (ty627 *% 4)) +% 3) *% 16) +% (tx628 *% 4)) +% 3) *% 32)) +% ((part617 *% 16) +% (cv629 *% 8))), ((w669 * loadVector(arena, ((part617 *% 16) +% (cv629 *% 8)))) + loadVector(arena, (32 +% ((part617 *% 16) +% (cv629 *% 8))))))
+      for j692 in 0..<1 {
+        for ty693 in 0..<4 {
+          for tx694 in 0..<4 {
+            for cv695 in 0..<2 {
+              let w696 = ((((loadVector(arena, ((1638656 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) + loadVector(arena, ((1641728 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8))))) + loadVector(arena, ((1644800 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8))))) + loadVector(arena, ((1647872 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8))))) + loadVector(arena, ((1650944 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))))
+              let w697 = ((((loadVector(arena, ((1641728 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1647872 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((1644800 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1650944 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(2))))
+              let w698 = ((((loadVector(arena, ((1641728 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1644800 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((1647872 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((1650944 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(4))))
+              let w699 = (((((loadVector(arena, ((1641728 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1647872 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((1654016 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1644800 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1650944 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(8))))
+              let w700 = ((((loadVector(arena, ((1639168 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) + loadVector(arena, ((1642240 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8))))) + loadVector(arena, ((1645312 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8))))) + loadVector(arena, ((1648384 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8))))) + loadVector(arena, ((1651456 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))))
+              let w701 = ((((loadVector(arena, ((1642240 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1648384 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((1645312 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1651456 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(2))))
+              let w702 = ((((loadVector(arena, ((1642240 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1645312 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((1648384 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((1651456 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(4))))
+              let w703 = (((((loadVector(arena, ((1642240 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1648384 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((1654528 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1645312 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1651456 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(8))))
+              let w704 = ((((loadVector(arena, ((1639680 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) + loadVector(arena, ((1642752 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8))))) + loadVector(arena, ((1645824 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8))))) + loadVector(arena, ((1648896 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8))))) + loadVector(arena, ((1651968 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))))
+              let w705 = ((((loadVector(arena, ((1642752 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1648896 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((1645824 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1651968 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(2))))
+              let w706 = ((((loadVector(arena, ((1642752 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1645824 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((1648896 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((1651968 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(4))))
+              let w707 = (((((loadVector(arena, ((1642752 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1648896 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((1655040 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1645824 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1651968 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(8))))
+              let w708 = ((((loadVector(arena, ((1640192 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) + loadVector(arena, ((1643264 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8))))) + loadVector(arena, ((1646336 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8))))) + loadVector(arena, ((1649408 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8))))) + loadVector(arena, ((1652480 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))))
+              let w709 = ((((loadVector(arena, ((1643264 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1649408 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((1646336 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1652480 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(2))))
+              let w710 = ((((loadVector(arena, ((1643264 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1646336 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((1649408 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((1652480 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(4))))
+              let w711 = (((((loadVector(arena, ((1643264 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1649408 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((1655552 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1646336 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1652480 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(8))))
+              let w712 = ((((loadVector(arena, ((1640704 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) + loadVector(arena, ((1643776 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8))))) + loadVector(arena, ((1646848 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8))))) + loadVector(arena, ((1649920 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8))))) + loadVector(arena, ((1652992 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))))
+              let w713 = ((((loadVector(arena, ((1643776 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1649920 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((1646848 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1652992 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(2))))
+              let w714 = ((((loadVector(arena, ((1643776 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1646848 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((1649920 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((1652992 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(4))))
+              let w715 = (((((loadVector(arena, ((1643776 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1649920 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((1656064 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1646848 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1652992 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(8))))
+              let w716 = ((((loadVector(arena, ((1641216 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) + loadVector(arena, ((1644288 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8))))) + loadVector(arena, ((1647360 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8))))) + loadVector(arena, ((1650432 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8))))) + loadVector(arena, ((1653504 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))))
+              let w717 = ((((loadVector(arena, ((1644288 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1650432 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((1647360 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1653504 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(2))))
+              let w718 = ((((loadVector(arena, ((1644288 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1647360 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((1650432 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((1653504 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(4))))
+              let w719 = (((((loadVector(arena, ((1644288 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1650432 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((1656576 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1647360 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1653504 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(8))))
+              let w720 = ((((w696 + w700) + w704) + w708) + w712)
+              let w721 = ((((w700 * Vector(repeating: Float(1))) + (w708 * Vector(repeating: Float(2)))) - (w704 * Vector(repeating: Float(1)))) - (w712 * Vector(repeating: Float(2))))
+              let w722 = ((((w700 * Vector(repeating: Float(1))) + (w704 * Vector(repeating: Float(1)))) + (w708 * Vector(repeating: Float(4)))) + (w712 * Vector(repeating: Float(4))))
+              let w723 = (((((w700 * Vector(repeating: Float(1))) + (w708 * Vector(repeating: Float(8)))) + (w716 * Vector(repeating: Float(1)))) - (w704 * Vector(repeating: Float(1)))) - (w712 * Vector(repeating: Float(8))))
+              let w724 = ((((w697 + w701) + w705) + w709) + w713)
+              let w725 = ((((w701 * Vector(repeating: Float(1))) + (w709 * Vector(repeating: Float(2)))) - (w705 * Vector(repeating: Float(1)))) - (w713 * Vector(repeating: Float(2))))
+              let w726 = ((((w701 * Vector(repeating: Float(1))) + (w705 * Vector(repeating: Float(1)))) + (w709 * Vector(repeating: Float(4)))) + (w713 * Vector(repeating: Float(4))))
+              let w727 = (((((w701 * Vector(repeating: Float(1))) + (w709 * Vector(repeating: Float(8)))) + (w717 * Vector(repeating: Float(1)))) - (w705 * Vector(repeating: Float(1)))) - (w713 * Vector(repeating: Float(8))))
+              let w728 = ((((w698 + w702) + w706) + w710) + w714)
+              let w729 = ((((w702 * Vector(repeating: Float(1))) + (w710 * Vector(repeating: Float(2)))) - (w706 * Vector(repeating: Float(1)))) - (w714 * Vector(repeating: Float(2))))
+              let w730 = ((((w702 * Vector(repeating: Float(1))) + (w706 * Vector(repeating: Float(1)))) + (w710 * Vector(repeating: Float(4)))) + (w714 * Vector(repeating: Float(4))))
+              let w731 = (((((w702 * Vector(repeating: Float(1))) + (w710 * Vector(repeating: Float(8)))) + (w718 * Vector(repeating: Float(1)))) - (w706 * Vector(repeating: Float(1)))) - (w714 * Vector(repeating: Float(8))))
+              let w732 = ((((w699 + w703) + w707) + w711) + w715)
+              let w733 = ((((w703 * Vector(repeating: Float(1))) + (w711 * Vector(repeating: Float(2)))) - (w707 * Vector(repeating: Float(1)))) - (w715 * Vector(repeating: Float(2))))
+              let w734 = ((((w703 * Vector(repeating: Float(1))) + (w707 * Vector(repeating: Float(1)))) + (w711 * Vector(repeating: Float(4)))) + (w715 * Vector(repeating: Float(4))))
+              let w735 = (((((w703 * Vector(repeating: Float(1))) + (w711 * Vector(repeating: Float(8)))) + (w719 * Vector(repeating: Float(1)))) - (w707 * Vector(repeating: Float(1)))) - (w715 * Vector(repeating: Float(8))))
+              storeVector(arena, ((1657088 +% (((((j692 *% 16) +% (ty693 *% 4)) *% 16) +% (tx694 *% 4)) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8))), ((w720 * loadVector(arena, ((part683 *% 16) +% (cv695 *% 8)))) + loadVector(arena, (32 +% ((part683 *% 16) +% (cv695 *% 8))))))
+              storeVector(arena, ((1657088 +% ((((((j692 *% 16) +% (ty693 *% 4)) *% 16) +% (tx694 *% 4)) +% 1) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8))), ((w721 * loadVector(arena, ((part683 *% 16) +% (cv695 *% 8)))) + loadVector(arena, (32 +% ((part683 *% 16) +% (cv695 *% 8))))))
+              storeVector(arena, ((1657088 +% ((((((j692 *% 16) +% (ty693 *% 4)) *% 16) +% (tx694 *% 4)) +% 2) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8))), ((w722 * loadVector(arena, ((part683 *% 16) +% (cv695 *% 8)))) + loadVector(arena, (32 +% ((part683 *% 16) +% (cv695 *% 8))))))
+              storeVector(arena, ((1657088 +% ((((((j692 *% 16) +% (ty693 *% 4)) *% 16) +% (tx694 *% 4)) +% 3) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8))), ((w723 * loadVector(arena, ((part683 *% 16) +% (cv695 *% 8)))) + loadVector(arena, (32 +% ((part683 *% 16) +% (cv695 *% 8))))))
+              storeVector(arena, ((1657088 +% ((((((j692 *% 16) +% (ty693 *% 4)) +% 1) *% 16) +% (tx694 *% 4)) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8))), ((w724 * loadVector(arena, ((part683 *% 16) +% (cv695 *% 8)))) + loadVector(arena, (32 +% ((part683 *% 16) +% (cv695 *% 8))))))
+              storeVector(arena, ((1657088 +% (((((((j692 *% 16) +% (ty693 *% 4)) +% 1) *% 16) +% (tx694 *% 4)) +% 1) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8))), ((w725 * loadVector(arena, ((part683 *% 16) +% (cv695 *% 8)))) + loadVector(arena, (32 +% ((part683 *% 16) +% (cv695 *% 8))))))
+              storeVector(arena, ((1657088 +% (((((((j692 *% 16) +% (ty693 *% 4)) +% 1) *% 16) +% (tx694 *% 4)) +% 2) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8))), ((w726 * loadVector(arena, ((part683 *% 16) +% (cv695 *% 8)))) + loadVector(arena, (32 +% ((part683 *% 16) +% (cv695 *% 8))))))
+              storeVector(arena, ((1657088 +% (((((((j692 *% 16) +% (ty693 *% 4)) +% 1) *% 16) +% (tx694 *% 4)) +% 3) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8))), ((w727 * loadVector(arena, ((part683 *% 16) +% (cv695 *% 8)))) + loadVector(arena, (32 +% ((part683 *% 16) +% (cv695 *% 8))))))
+              storeVector(arena, ((1657088 +% ((((((j692 *% 16) +% (ty693 *% 4)) +% 2) *% 16) +% (tx694 *% 4)) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8))), ((w728 * loadVector(arena, ((part683 *% 16) +% (cv695 *% 8)))) + loadVector(arena, (32 +% ((part683 *% 16) +% (cv695 *% 8))))))
+              storeVector(arena, ((1657088 +% (((((((j692 *% 16) +% (ty693 *% 4)) +% 2) *% 16) +% (tx694 *% 4)) +% 1) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8))), ((w729 * loadVector(arena, ((part683 *% 16) +% (cv695 *% 8)))) + loadVector(arena, (32 +% ((part683 *% 16) +% (cv695 *% 8))))))
+              storeVector(arena, ((1657088 +% (((((((j692 *% 16) +% (ty693 *% 4)) +% 2) *% 16) +% (tx694 *% 4)) +% 2) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8))), ((w730 * loadVector(arena, ((part683 *% 16) +% (cv695 *% 8)))) + loadVector(arena, (32 +% ((part683 *% 16) +% (cv695 *% 8))))))
+              storeVector(arena, ((1657088 +% (((((((j692 *% 16) +% (ty693 *% 4)) +% 2) *% 16) +% (tx694 *% 4)) +% 3) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8))), ((w731 * loadVector(arena, ((part683 *% 16) +% (cv695 *% 8)))) + loadVector(arena, (32 +% ((part683 *% 16) +% (cv695 *% 8))))))
+              storeVector(arena, ((1657088 +% ((((((j692 *% 16) +% (ty693 *% 4)) +% 3) *% 16) +% (tx694 *% 4)) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8))), ((w732 * loadVector(arena, ((part683 *% 16) +% (cv695 *% 8)))) + loadVector(arena, (32 +% ((part683 *% 16) +% (cv695 *% 8))))))
+              storeVector(arena, ((1657088 +% (((((((j692 *% 16) +% (ty693 *% 4)) +% 3) *% 16) +% (tx694 *% 4)) +% 1) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8))), ((w733 * loadVector(arena, ((part683 *% 16) +% (cv695 *% 8)))) + loadVector(arena, (32 +% ((part683 *% 16) +% (cv695 *% 8))))))
+              storeVector(arena, ((1657088 +% (((((((j692 *% 16) +% (ty693 *% 4)) +% 3) *% 16) +% (tx694 *% 4)) +% 2) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8))), ((w734 * loadVector(arena, ((part683 *% 16) +% (cv695 *% 8)))) + loadVector(arena, (32 +% ((part683 *% 16) +% (cv695 *% 8))))))
+              storeVector(arena, ((1657088 +% (((((((j692 *% 16) +% (ty693 *% 4)) +% 3) *% 16) +% (tx694 *% 4)) +% 3) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8))), ((w735 * loadVector(arena, ((part683 *% 16) +% (cv695 *% 8)))) + loadVector(arena, (32 +% ((part683 *% 16) +% (cv695 *% 8))))))
             }
           }
         }
       }
-      for j670 in 0..<1 {
-        for qb671 in 0..<4 {
-          for c672 in 0..<16 {
-            for q673 in 0..<64 {
-              arena[(1048704 +% ((((g536 +% j670) *% 8192) +% (((part617 *% 16) +% c672) *% 256)) +% (q673 +% (qb671 *% 64))))] = ((arena[((1657088 +% (((j670 *% 256) +% (q673 +% (qb671 *% 64))) *% 32)) +% ((part617 *% 16) +% c672))] + arena[(524416 +% ((((g536 +% j670) *% 8192) +% (((part617 *% 16) +% c672) *% 256)) +% (q673 +% (qb671 *% 64))))]) > Float(0) ? (arena[((1657088 +% (((j670 *% 256) +% (q673 +% (qb671 *% 64))) *% 32)) +% ((part617 *% 16) +% c672))] + arena[(524416 +% ((((g536 +% j670) *% 8192) +% (((part617 *% 16) +% c672) *% 256)) +% (q673 +% (qb671 *% 64))))]) : Float(0))
-            }
+      for j736 in 0..<1 {
+        for q737 in 0..<256 {
+          for c738 in 0..<16 {
+            arena[(1048704 +% (((((g602 +% j736) *% 256) +% q737) *% 32) +% ((part683 *% 16) +% c738)))] = ((arena[((1657088 +% (((j736 *% 256) +% q737) *% 32)) +% ((part683 *% 16) +% c738))] + arena[(524416 +% (((((g602 +% j736) *% 256) +% q737) *% 32) +% ((part683 *% 16) +% c738)))]) > Float(0) ? (arena[((1657088 +% (((j736 *% 256) +% q737) *% 32)) +% ((part683 *% 16) +% c738))] + arena[(524416 +% (((((g602 +% j736) *% 256) +% q737) *% 32) +% ((part683 *% 16) +% c738)))]) : Float(0))
           }
         }
       }
     }
   }
   // s3_bn1 = batchnorm_fold()
-  for c674 in 0..<8 {
-    let scale675_v = (loadVector(params, ((c674 *% 8) +% 38096)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c674 *% 8) +% 78394)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
-    storeVector(arena, (c674 *% 8), scale675_v)
-    storeVector(arena, ((c674 *% 8) +% 64), (loadVector(params, ((c674 *% 8) +% 38160)) - (loadVector(params, ((c674 *% 8) +% 78330)) * scale675_v)))
+  for c739 in 0..<8 {
+    let scale740_v = (loadVector(params, ((c739 *% 8) +% 38096)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c739 *% 8) +% 78394)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
+    storeVector(arena, (c739 *% 8), scale740_v)
+    storeVector(arena, ((c739 *% 8) +% 64), (loadVector(params, ((c739 *% 8) +% 38160)) - (loadVector(params, ((c739 *% 8) +% 78330)) * scale740_v)))
   }
   // s3_conv1 = conv2d_relu(s2_conv2, s3_bn1)
-  for g676 in 0..<4 {
-    parallelFor(pool, 2) { part677 in
-      for j678 in 0..<16 {
-        for c679 in 0..<16 {
-          for ky680 in 0..<3 {
-            for oy681 in 0..<8 {
-              if (-1 < (((oy681 *% 2) +% ky680) +% -1) && (((oy681 *% 2) +% ky680) +% -1) < 16) {
-                for ox682 in 0..<7 {
-                  arena[(((262272 +% (((((c679 +% (part677 *% 16)) *% 3) +% ky680) *% 3) *% 1040)) +% (j678 *% 64)) +% ((oy681 *% 8) +% (ox682 +% 1)))] = arena[((((1048704 +% (((g676 *% 16) +% j678) *% 8192)) +% ((c679 +% (part677 *% 16)) *% 256)) +% ((((oy681 *% 2) +% ky680) +% -1) *% 16)) +% (((ox682 +% 1) *% 2) +% -1))]
-                }
-                for ox683 in 0..<1 {
-                  arena[(((262272 +% (((((c679 +% (part677 *% 16)) *% 3) +% ky680) *% 3) *% 1040)) +% (j678 *% 64)) +% ((oy681 *% 8) +% ox683))] = Float(0)
-                }
-              }
-              if (((oy681 *% 2) +% ky680) +% -1) < 0 {
-                for ox684 in 0..<8 {
-                  arena[(((262272 +% (((((c679 +% (part677 *% 16)) *% 3) +% ky680) *% 3) *% 1040)) +% (j678 *% 64)) +% ((oy681 *% 8) +% ox684))] = Float(0)
-                }
-              }
-              if 15 < (((oy681 *% 2) +% ky680) +% -1) {
-                for ox684 in 0..<8 {
-                  arena[(((262272 +% (((((c679 +% (part677 *% 16)) *% 3) +% ky680) *% 3) *% 1040)) +% (j678 *% 64)) +% ((oy681 *% 8) +% ox684))] = Float(0)
-                }
+  parallelFor(pool, 2) { part751 in
+    for oy752 in 0..<32 {
+      for oy753 in 0..<8 {
+        for ky754 in 0..<3 {
+          if (-1 < (((((((oy752 +% (part751 *% 32)) % 1) *% 8) +% oy753) *% 2) +% ky754) +% -1) && (((((((oy752 +% (part751 *% 32)) % 1) *% 8) +% oy753) *% 2) +% ky754) +% -1) < 16) {
+            for ox755 in 0..<1 {
+              for c756 in 0..<4 {
+                storeVector(arena, ((c756 *% 8) +% (((262272 +% (part751 *% 18432)) +% (((oy753 *% 8) +% ox755) *% 288)) +% (ky754 *% 96))), Vector(repeating: Float(0)))
               }
             }
-            for oy685 in 0..<8 {
-              if (-1 < (((oy685 *% 2) +% ky680) +% -1) && (((oy685 *% 2) +% ky680) +% -1) < 16) {
-                for ox686 in 0..<8 {
-                  arena[(((262272 +% ((((((c679 +% (part677 *% 16)) *% 3) +% ky680) *% 3) +% 1) *% 1040)) +% (j678 *% 64)) +% ((oy685 *% 8) +% ox686))] = arena[((((1048704 +% (((g676 *% 16) +% j678) *% 8192)) +% ((c679 +% (part677 *% 16)) *% 256)) +% ((((oy685 *% 2) +% ky680) +% -1) *% 16)) +% (ox686 *% 2))]
-                }
-              }
-              if (((oy685 *% 2) +% ky680) +% -1) < 0 {
-                for ox687 in 0..<8 {
-                  arena[(((262272 +% ((((((c679 +% (part677 *% 16)) *% 3) +% ky680) *% 3) +% 1) *% 1040)) +% (j678 *% 64)) +% ((oy685 *% 8) +% ox687))] = Float(0)
-                }
-              }
-              if 15 < (((oy685 *% 2) +% ky680) +% -1) {
-                for ox687 in 0..<8 {
-                  arena[(((262272 +% ((((((c679 +% (part677 *% 16)) *% 3) +% ky680) *% 3) +% 1) *% 1040)) +% (j678 *% 64)) +% ((oy685 *% 8) +% ox687))] = Float(0)
-                }
+            for ox757 in 0..<7 {
+              for c758 in 0..<4 {
+                storeVector(arena, ((c758 *% 8) +% (((262272 +% (part751 *% 18432)) +% (((oy753 *% 8) +% (ox757 +% 1)) *% 288)) +% (ky754 *% 96))), loadVector(arena, ((c758 *% 8) +% (1048704 +% (((((((oy752 +% (part751 *% 32)) / 1) *% 16) +% (((((((oy752 +% (part751 *% 32)) % 1) *% 8) +% oy753) *% 2) +% ky754) +% -1)) *% 16) +% (((ox757 +% 1) *% 2) +% -1)) *% 32)))))
               }
             }
-            for oy688 in 0..<8 {
-              if (-1 < (((oy688 *% 2) +% ky680) +% -1) && (((oy688 *% 2) +% ky680) +% -1) < 16) {
-                for ox689 in 0..<8 {
-                  arena[(((262272 +% ((((((c679 +% (part677 *% 16)) *% 3) +% ky680) *% 3) +% 2) *% 1040)) +% (j678 *% 64)) +% ((oy688 *% 8) +% ox689))] = arena[((((1048704 +% (((g676 *% 16) +% j678) *% 8192)) +% ((c679 +% (part677 *% 16)) *% 256)) +% ((((oy688 *% 2) +% ky680) +% -1) *% 16)) +% ((ox689 *% 2) +% 1))]
-                }
+            for ox759 in 0..<8 {
+              for c760 in 0..<32 {
+                arena[((((262272 +% (part751 *% 18432)) +% (((oy753 *% 8) +% ox759) *% 288)) +% (c760 +% 32)) +% (ky754 *% 96))] = arena[((1048704 +% (((((((oy752 +% (part751 *% 32)) / 1) *% 16) +% (((((((oy752 +% (part751 *% 32)) % 1) *% 8) +% oy753) *% 2) +% ky754) +% -1)) *% 16) +% (ox759 *% 2)) *% 32)) +% c760)]
               }
-              if (((oy688 *% 2) +% ky680) +% -1) < 0 {
-                for ox690 in 0..<8 {
-                  arena[(((262272 +% ((((((c679 +% (part677 *% 16)) *% 3) +% ky680) *% 3) +% 2) *% 1040)) +% (j678 *% 64)) +% ((oy688 *% 8) +% ox690))] = Float(0)
-                }
+            }
+            for ox761 in 0..<8 {
+              for c762 in 0..<32 {
+                arena[((((262272 +% (part751 *% 18432)) +% (((oy753 *% 8) +% ox761) *% 288)) +% (c762 +% 64)) +% (ky754 *% 96))] = arena[((1048704 +% (((((((oy752 +% (part751 *% 32)) / 1) *% 16) +% (((((((oy752 +% (part751 *% 32)) % 1) *% 8) +% oy753) *% 2) +% ky754) +% -1)) *% 16) +% ((ox761 *% 2) +% 1)) *% 32)) +% c762)]
               }
-              if 15 < (((oy688 *% 2) +% ky680) +% -1) {
-                for ox690 in 0..<8 {
-                  arena[(((262272 +% ((((((c679 +% (part677 *% 16)) *% 3) +% ky680) *% 3) +% 2) *% 1040)) +% (j678 *% 64)) +% ((oy688 *% 8) +% ox690))] = Float(0)
-                }
+            }
+          }
+          if (((((((oy752 +% (part751 *% 32)) % 1) *% 8) +% oy753) *% 2) +% ky754) +% -1) < 0 {
+            for ox763 in 0..<8 {
+              for c764 in 0..<4 {
+                storeVector(arena, ((c764 *% 8) +% (((262272 +% (part751 *% 18432)) +% (((oy753 *% 8) +% ox763) *% 288)) +% (ky754 *% 96))), Vector(repeating: Float(0)))
+              }
+            }
+            for ox765 in 0..<8 {
+              for c766 in 0..<32 {
+                arena[((((262272 +% (part751 *% 18432)) +% (((oy753 *% 8) +% ox765) *% 288)) +% (c766 +% 32)) +% (ky754 *% 96))] = Float(0)
+              }
+            }
+            for ox767 in 0..<8 {
+              for c768 in 0..<32 {
+                arena[((((262272 +% (part751 *% 18432)) +% (((oy753 *% 8) +% ox767) *% 288)) +% (c768 +% 64)) +% (ky754 *% 96))] = Float(0)
+              }
+            }
+          }
+          if 15 < (((((((oy752 +% (part751 *% 32)) % 1) *% 8) +% oy753) *% 2) +% ky754) +% -1) {
+            for ox769 in 0..<8 {
+              for c770 in 0..<4 {
+                storeVector(arena, ((c770 *% 8) +% (((262272 +% (part751 *% 18432)) +% (((oy753 *% 8) +% ox769) *% 288)) +% (ky754 *% 96))), Vector(repeating: Float(0)))
+              }
+            }
+            for ox771 in 0..<8 {
+              for c772 in 0..<32 {
+                arena[((((262272 +% (part751 *% 18432)) +% (((oy753 *% 8) +% ox771) *% 288)) +% (c772 +% 32)) +% (ky754 *% 96))] = Float(0)
+              }
+            }
+            for ox773 in 0..<8 {
+              for c774 in 0..<32 {
+                arena[((((262272 +% (part751 *% 18432)) +% (((oy753 *% 8) +% ox773) *% 288)) +% (c774 +% 64)) +% (ky754 *% 96))] = Float(0)
               }
             }
           }
         }
       }
-    }
-    parallelFor(pool, 2) { part691 in
-      do {  // gemm699
-        for nb692 in 0..<42 {
-          for mb693 in 0..<8 {
-            var t694_c0_0 = Vector()
-            var t694_c0_1 = Vector()
-            var t694_c0_2 = Vector()
-            var t694_c1_0 = Vector()
-            var t694_c1_1 = Vector()
-            var t694_c1_2 = Vector()
-            var t694_c2_0 = Vector()
-            var t694_c2_1 = Vector()
-            var t694_c2_2 = Vector()
-            var t694_c3_0 = Vector()
-            var t694_c3_1 = Vector()
-            var t694_c3_2 = Vector()
-            for k695 in 0..<288 {
-              let t694_b0 = loadVector(arena, ((262272 +% (k695 *% 1040)) +% (nb692 *% 24)))
-              let t694_b1 = loadVector(arena, (((262272 +% (k695 *% 1040)) +% (nb692 *% 24)) +% 8))
-              let t694_b2 = loadVector(arena, (((262272 +% (k695 *% 1040)) +% (nb692 *% 24)) +% 16))
-              let t694_a0 = Vector(repeating: params[(((19664 +% ((part691 *% 32) *% 288)) +% ((mb693 *% 4) *% 288)) +% k695)])
-              t694_c0_0 = t694_c0_0.addingProduct(t694_a0, t694_b0)
-              t694_c0_1 = t694_c0_1.addingProduct(t694_a0, t694_b1)
-              t694_c0_2 = t694_c0_2.addingProduct(t694_a0, t694_b2)
-              let t694_a1 = Vector(repeating: params[(((19664 +% ((part691 *% 32) *% 288)) +% (((mb693 *% 4) +% 1) *% 288)) +% k695)])
-              t694_c1_0 = t694_c1_0.addingProduct(t694_a1, t694_b0)
-              t694_c1_1 = t694_c1_1.addingProduct(t694_a1, t694_b1)
-              t694_c1_2 = t694_c1_2.addingProduct(t694_a1, t694_b2)
-              let t694_a2 = Vector(repeating: params[(((19664 +% ((part691 *% 32) *% 288)) +% (((mb693 *% 4) +% 2) *% 288)) +% k695)])
-              t694_c2_0 = t694_c2_0.addingProduct(t694_a2, t694_b0)
-              t694_c2_1 = t694_c2_1.addingProduct(t694_a2, t694_b1)
-              t694_c2_2 = t694_c2_2.addingProduct(t694_a2, t694_b2)
-              let t694_a3 = Vector(repeating: params[(((19664 +% ((part691 *% 32) *% 288)) +% (((mb693 *% 4) +% 3) *% 288)) +% k695)])
-              t694_c3_0 = t694_c3_0.addingProduct(t694_a3, t694_b0)
-              t694_c3_1 = t694_c3_1.addingProduct(t694_a3, t694_b1)
-              t694_c3_2 = t694_c3_2.addingProduct(t694_a3, t694_b2)
+      do {  // gemm798
+        for nb775 in 0..<2 {
+          for mb776 in 0..<16 {
+            var t777_c0_0 = Vector()
+            var t777_c0_1 = Vector()
+            var t777_c0_2 = Vector()
+            var t777_c1_0 = Vector()
+            var t777_c1_1 = Vector()
+            var t777_c1_2 = Vector()
+            var t777_c2_0 = Vector()
+            var t777_c2_1 = Vector()
+            var t777_c2_2 = Vector()
+            var t777_c3_0 = Vector()
+            var t777_c3_1 = Vector()
+            var t777_c3_2 = Vector()
+            for k778 in 0..<288 {
+              let t777_b0 = loadVector(arena, ((3340816 +% ((nb775 *% 24) *% 288)) +% (k778 *% 24)))
+              let t777_b1 = loadVector(arena, (((3340816 +% ((nb775 *% 24) *% 288)) +% (k778 *% 24)) +% 8))
+              let t777_b2 = loadVector(arena, (((3340816 +% ((nb775 *% 24) *% 288)) +% (k778 *% 24)) +% 16))
+              let t777_a0 = Vector(repeating: arena[(((262272 +% (part751 *% 18432)) +% ((mb776 *% 4) *% 288)) +% k778)])
+              t777_c0_0 = t777_c0_0.addingProduct(t777_a0, t777_b0)
+              t777_c0_1 = t777_c0_1.addingProduct(t777_a0, t777_b1)
+              t777_c0_2 = t777_c0_2.addingProduct(t777_a0, t777_b2)
+              let t777_a1 = Vector(repeating: arena[(((262272 +% (part751 *% 18432)) +% (((mb776 *% 4) +% 1) *% 288)) +% k778)])
+              t777_c1_0 = t777_c1_0.addingProduct(t777_a1, t777_b0)
+              t777_c1_1 = t777_c1_1.addingProduct(t777_a1, t777_b1)
+              t777_c1_2 = t777_c1_2.addingProduct(t777_a1, t777_b2)
+              let t777_a2 = Vector(repeating: arena[(((262272 +% (part751 *% 18432)) +% (((mb776 *% 4) +% 2) *% 288)) +% k778)])
+              t777_c2_0 = t777_c2_0.addingProduct(t777_a2, t777_b0)
+              t777_c2_1 = t777_c2_1.addingProduct(t777_a2, t777_b1)
+              t777_c2_2 = t777_c2_2.addingProduct(t777_a2, t777_b2)
+              let t777_a3 = Vector(repeating: arena[(((262272 +% (part751 *% 18432)) +% (((mb776 *% 4) +% 3) *% 288)) +% k778)])
+              t777_c3_0 = t777_c3_0.addingProduct(t777_a3, t777_b0)
+              t777_c3_1 = t777_c3_1.addingProduct(t777_a3, t777_b1)
+              t777_c3_2 = t777_c3_2.addingProduct(t777_a3, t777_b2)
             }
-            storeVector(arena, (((561792 +% ((part691 *% 32) *% 1040)) +% ((mb693 *% 4) *% 1040)) +% (nb692 *% 24)), t694_c0_0)
-            storeVector(arena, ((((561792 +% ((part691 *% 32) *% 1040)) +% ((mb693 *% 4) *% 1040)) +% (nb692 *% 24)) +% 8), t694_c0_1)
-            storeVector(arena, ((((561792 +% ((part691 *% 32) *% 1040)) +% ((mb693 *% 4) *% 1040)) +% (nb692 *% 24)) +% 16), t694_c0_2)
-            storeVector(arena, (((561792 +% ((part691 *% 32) *% 1040)) +% (((mb693 *% 4) +% 1) *% 1040)) +% (nb692 *% 24)), t694_c1_0)
-            storeVector(arena, ((((561792 +% ((part691 *% 32) *% 1040)) +% (((mb693 *% 4) +% 1) *% 1040)) +% (nb692 *% 24)) +% 8), t694_c1_1)
-            storeVector(arena, ((((561792 +% ((part691 *% 32) *% 1040)) +% (((mb693 *% 4) +% 1) *% 1040)) +% (nb692 *% 24)) +% 16), t694_c1_2)
-            storeVector(arena, (((561792 +% ((part691 *% 32) *% 1040)) +% (((mb693 *% 4) +% 2) *% 1040)) +% (nb692 *% 24)), t694_c2_0)
-            storeVector(arena, ((((561792 +% ((part691 *% 32) *% 1040)) +% (((mb693 *% 4) +% 2) *% 1040)) +% (nb692 *% 24)) +% 8), t694_c2_1)
-            storeVector(arena, ((((561792 +% ((part691 *% 32) *% 1040)) +% (((mb693 *% 4) +% 2) *% 1040)) +% (nb692 *% 24)) +% 16), t694_c2_2)
-            storeVector(arena, (((561792 +% ((part691 *% 32) *% 1040)) +% (((mb693 *% 4) +% 3) *% 1040)) +% (nb692 *% 24)), t694_c3_0)
-            storeVector(arena, ((((561792 +% ((part691 *% 32) *% 1040)) +% (((mb693 *% 4) +% 3) *% 1040)) +% (nb692 *% 24)) +% 8), t694_c3_1)
-            storeVector(arena, ((((561792 +% ((part691 *% 32) *% 1040)) +% (((mb693 *% 4) +% 3) *% 1040)) +% (nb692 *% 24)) +% 16), t694_c3_2)
+            storeVector(arena, (((128 +% (((((oy752 +% (part751 *% 32)) / 1) *% 64) +% ((((oy752 +% (part751 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% ((mb776 *% 4) *% 64)) +% (nb775 *% 24)), t777_c0_0)
+            storeVector(arena, ((((128 +% (((((oy752 +% (part751 *% 32)) / 1) *% 64) +% ((((oy752 +% (part751 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% ((mb776 *% 4) *% 64)) +% (nb775 *% 24)) +% 8), t777_c0_1)
+            storeVector(arena, ((((128 +% (((((oy752 +% (part751 *% 32)) / 1) *% 64) +% ((((oy752 +% (part751 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% ((mb776 *% 4) *% 64)) +% (nb775 *% 24)) +% 16), t777_c0_2)
+            storeVector(arena, (((128 +% (((((oy752 +% (part751 *% 32)) / 1) *% 64) +% ((((oy752 +% (part751 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb776 *% 4) +% 1) *% 64)) +% (nb775 *% 24)), t777_c1_0)
+            storeVector(arena, ((((128 +% (((((oy752 +% (part751 *% 32)) / 1) *% 64) +% ((((oy752 +% (part751 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb776 *% 4) +% 1) *% 64)) +% (nb775 *% 24)) +% 8), t777_c1_1)
+            storeVector(arena, ((((128 +% (((((oy752 +% (part751 *% 32)) / 1) *% 64) +% ((((oy752 +% (part751 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb776 *% 4) +% 1) *% 64)) +% (nb775 *% 24)) +% 16), t777_c1_2)
+            storeVector(arena, (((128 +% (((((oy752 +% (part751 *% 32)) / 1) *% 64) +% ((((oy752 +% (part751 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb776 *% 4) +% 2) *% 64)) +% (nb775 *% 24)), t777_c2_0)
+            storeVector(arena, ((((128 +% (((((oy752 +% (part751 *% 32)) / 1) *% 64) +% ((((oy752 +% (part751 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb776 *% 4) +% 2) *% 64)) +% (nb775 *% 24)) +% 8), t777_c2_1)
+            storeVector(arena, ((((128 +% (((((oy752 +% (part751 *% 32)) / 1) *% 64) +% ((((oy752 +% (part751 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb776 *% 4) +% 2) *% 64)) +% (nb775 *% 24)) +% 16), t777_c2_2)
+            storeVector(arena, (((128 +% (((((oy752 +% (part751 *% 32)) / 1) *% 64) +% ((((oy752 +% (part751 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb776 *% 4) +% 3) *% 64)) +% (nb775 *% 24)), t777_c3_0)
+            storeVector(arena, ((((128 +% (((((oy752 +% (part751 *% 32)) / 1) *% 64) +% ((((oy752 +% (part751 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb776 *% 4) +% 3) *% 64)) +% (nb775 *% 24)) +% 8), t777_c3_1)
+            storeVector(arena, ((((128 +% (((((oy752 +% (part751 *% 32)) / 1) *% 64) +% ((((oy752 +% (part751 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb776 *% 4) +% 3) *% 64)) +% (nb775 *% 24)) +% 16), t777_c3_2)
+            for i779 in 0..<24 {
+              var t780: Float = ((arena[((((128 +% (((((oy752 +% (part751 *% 32)) / 1) *% 64) +% ((((oy752 +% (part751 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% ((mb776 *% 4) *% 64)) +% (nb775 *% 24)) +% i779)] * arena[((nb775 *% 24) +% i779)]) + arena[(64 +% ((nb775 *% 24) +% i779))])
+              arena[((((128 +% (((((oy752 +% (part751 *% 32)) / 1) *% 64) +% ((((oy752 +% (part751 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% ((mb776 *% 4) *% 64)) +% (nb775 *% 24)) +% i779)] = (t780 > Float(0) ? t780 : Float(0))
+            }
+            for i781 in 0..<24 {
+              var t782: Float = ((arena[((((128 +% (((((oy752 +% (part751 *% 32)) / 1) *% 64) +% ((((oy752 +% (part751 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb776 *% 4) +% 1) *% 64)) +% (nb775 *% 24)) +% i781)] * arena[((nb775 *% 24) +% i781)]) + arena[(64 +% ((nb775 *% 24) +% i781))])
+              arena[((((128 +% (((((oy752 +% (part751 *% 32)) / 1) *% 64) +% ((((oy752 +% (part751 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb776 *% 4) +% 1) *% 64)) +% (nb775 *% 24)) +% i781)] = (t782 > Float(0) ? t782 : Float(0))
+            }
+            for i783 in 0..<24 {
+              var t784: Float = ((arena[((((128 +% (((((oy752 +% (part751 *% 32)) / 1) *% 64) +% ((((oy752 +% (part751 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb776 *% 4) +% 2) *% 64)) +% (nb775 *% 24)) +% i783)] * arena[((nb775 *% 24) +% i783)]) + arena[(64 +% ((nb775 *% 24) +% i783))])
+              arena[((((128 +% (((((oy752 +% (part751 *% 32)) / 1) *% 64) +% ((((oy752 +% (part751 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb776 *% 4) +% 2) *% 64)) +% (nb775 *% 24)) +% i783)] = (t784 > Float(0) ? t784 : Float(0))
+            }
+            for i785 in 0..<24 {
+              var t786: Float = ((arena[((((128 +% (((((oy752 +% (part751 *% 32)) / 1) *% 64) +% ((((oy752 +% (part751 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb776 *% 4) +% 3) *% 64)) +% (nb775 *% 24)) +% i785)] * arena[((nb775 *% 24) +% i785)]) + arena[(64 +% ((nb775 *% 24) +% i785))])
+              arena[((((128 +% (((((oy752 +% (part751 *% 32)) / 1) *% 64) +% ((((oy752 +% (part751 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb776 *% 4) +% 3) *% 64)) +% (nb775 *% 24)) +% i785)] = (t786 > Float(0) ? t786 : Float(0))
+            }
           }
         }
-        for mb696 in 0..<8 {
-          var t697_c0_0 = Vector()
-          var t697_c0_1 = Vector()
-          var t697_c1_0 = Vector()
-          var t697_c1_1 = Vector()
-          var t697_c2_0 = Vector()
-          var t697_c2_1 = Vector()
-          var t697_c3_0 = Vector()
-          var t697_c3_1 = Vector()
-          for k698 in 0..<288 {
-            let t697_b0 = loadVector(arena, ((262272 +% (k698 *% 1040)) +% 1008))
-            let t697_b1 = loadVector(arena, (((262272 +% (k698 *% 1040)) +% 1008) +% 8))
-            let t697_a0 = Vector(repeating: params[(((19664 +% ((part691 *% 32) *% 288)) +% ((mb696 *% 4) *% 288)) +% k698)])
-            t697_c0_0 = t697_c0_0.addingProduct(t697_a0, t697_b0)
-            t697_c0_1 = t697_c0_1.addingProduct(t697_a0, t697_b1)
-            let t697_a1 = Vector(repeating: params[(((19664 +% ((part691 *% 32) *% 288)) +% (((mb696 *% 4) +% 1) *% 288)) +% k698)])
-            t697_c1_0 = t697_c1_0.addingProduct(t697_a1, t697_b0)
-            t697_c1_1 = t697_c1_1.addingProduct(t697_a1, t697_b1)
-            let t697_a2 = Vector(repeating: params[(((19664 +% ((part691 *% 32) *% 288)) +% (((mb696 *% 4) +% 2) *% 288)) +% k698)])
-            t697_c2_0 = t697_c2_0.addingProduct(t697_a2, t697_b0)
-            t697_c2_1 = t697_c2_1.addingProduct(t697_a2, t697_b1)
-            let t697_a3 = Vector(repeating: params[(((19664 +% ((part691 *% 32) *% 288)) +% (((mb696 *% 4) +% 3) *% 288)) +% k698)])
-            t697_c3_0 = t697_c3_0.addingProduct(t697_a3, t697_b0)
-            t697_c3_1 = t697_c3_1.addingProduct(t697_a3, t697_b1)
+        for mb787 in 0..<16 {
+          var t788_c0_0 = Vector()
+          var t788_c0_1 = Vector()
+          var t788_c1_0 = Vector()
+          var t788_c1_1 = Vector()
+          var t788_c2_0 = Vector()
+          var t788_c2_1 = Vector()
+          var t788_c3_0 = Vector()
+          var t788_c3_1 = Vector()
+          for k789 in 0..<288 {
+            let t788_b0 = loadVector(arena, (3354640 +% (k789 *% 24)))
+            let t788_b1 = loadVector(arena, ((3354640 +% (k789 *% 24)) +% 8))
+            let t788_a0 = Vector(repeating: arena[(((262272 +% (part751 *% 18432)) +% ((mb787 *% 4) *% 288)) +% k789)])
+            t788_c0_0 = t788_c0_0.addingProduct(t788_a0, t788_b0)
+            t788_c0_1 = t788_c0_1.addingProduct(t788_a0, t788_b1)
+            let t788_a1 = Vector(repeating: arena[(((262272 +% (part751 *% 18432)) +% (((mb787 *% 4) +% 1) *% 288)) +% k789)])
+            t788_c1_0 = t788_c1_0.addingProduct(t788_a1, t788_b0)
+            t788_c1_1 = t788_c1_1.addingProduct(t788_a1, t788_b1)
+            let t788_a2 = Vector(repeating: arena[(((262272 +% (part751 *% 18432)) +% (((mb787 *% 4) +% 2) *% 288)) +% k789)])
+            t788_c2_0 = t788_c2_0.addingProduct(t788_a2, t788_b0)
+            t788_c2_1 = t788_c2_1.addingProduct(t788_a2, t788_b1)
+            let t788_a3 = Vector(repeating: arena[(((262272 +% (part751 *% 18432)) +% (((mb787 *% 4) +% 3) *% 288)) +% k789)])
+            t788_c3_0 = t788_c3_0.addingProduct(t788_a3, t788_b0)
+            t788_c3_1 = t788_c3_1.addingProduct(t788_a3, t788_b1)
           }
-          storeVector(arena, (((561792 +% ((part691 *% 32) *% 1040)) +% ((mb696 *% 4) *% 1040)) +% 1008), t697_c0_0)
-          storeVector(arena, ((((561792 +% ((part691 *% 32) *% 1040)) +% ((mb696 *% 4) *% 1040)) +% 1008) +% 8), t697_c0_1)
-          storeVector(arena, (((561792 +% ((part691 *% 32) *% 1040)) +% (((mb696 *% 4) +% 1) *% 1040)) +% 1008), t697_c1_0)
-          storeVector(arena, ((((561792 +% ((part691 *% 32) *% 1040)) +% (((mb696 *% 4) +% 1) *% 1040)) +% 1008) +% 8), t697_c1_1)
-          storeVector(arena, (((561792 +% ((part691 *% 32) *% 1040)) +% (((mb696 *% 4) +% 2) *% 1040)) +% 1008), t697_c2_0)
-          storeVector(arena, ((((561792 +% ((part691 *% 32) *% 1040)) +% (((mb696 *% 4) +% 2) *% 1040)) +% 1008) +% 8), t697_c2_1)
-          storeVector(arena, (((561792 +% ((part691 *% 32) *% 1040)) +% (((mb696 *% 4) +% 3) *% 1040)) +% 1008), t697_c3_0)
-          storeVector(arena, ((((561792 +% ((part691 *% 32) *% 1040)) +% (((mb696 *% 4) +% 3) *% 1040)) +% 1008) +% 8), t697_c3_1)
-        }
-      }
-      for j700 in 0..<16 {
-        for f701 in 0..<32 {
-          for i702 in 0..<64 {
-            arena[(128 +% (((((g676 *% 16) +% j700) *% 4096) +% ((f701 +% (part691 *% 32)) *% 64)) +% i702))] = (((arena[(((561792 +% ((f701 +% (part691 *% 32)) *% 1040)) +% (j700 *% 64)) +% i702)] * arena[(f701 +% (part691 *% 32))]) + arena[(64 +% (f701 +% (part691 *% 32)))]) > Float(0) ? ((arena[(((561792 +% ((f701 +% (part691 *% 32)) *% 1040)) +% (j700 *% 64)) +% i702)] * arena[(f701 +% (part691 *% 32))]) + arena[(64 +% (f701 +% (part691 *% 32)))]) : Float(0))
+          storeVector(arena, (((128 +% (((((oy752 +% (part751 *% 32)) / 1) *% 64) +% ((((oy752 +% (part751 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% ((mb787 *% 4) *% 64)) +% 48), t788_c0_0)
+          storeVector(arena, ((((128 +% (((((oy752 +% (part751 *% 32)) / 1) *% 64) +% ((((oy752 +% (part751 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% ((mb787 *% 4) *% 64)) +% 48) +% 8), t788_c0_1)
+          storeVector(arena, (((128 +% (((((oy752 +% (part751 *% 32)) / 1) *% 64) +% ((((oy752 +% (part751 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb787 *% 4) +% 1) *% 64)) +% 48), t788_c1_0)
+          storeVector(arena, ((((128 +% (((((oy752 +% (part751 *% 32)) / 1) *% 64) +% ((((oy752 +% (part751 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb787 *% 4) +% 1) *% 64)) +% 48) +% 8), t788_c1_1)
+          storeVector(arena, (((128 +% (((((oy752 +% (part751 *% 32)) / 1) *% 64) +% ((((oy752 +% (part751 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb787 *% 4) +% 2) *% 64)) +% 48), t788_c2_0)
+          storeVector(arena, ((((128 +% (((((oy752 +% (part751 *% 32)) / 1) *% 64) +% ((((oy752 +% (part751 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb787 *% 4) +% 2) *% 64)) +% 48) +% 8), t788_c2_1)
+          storeVector(arena, (((128 +% (((((oy752 +% (part751 *% 32)) / 1) *% 64) +% ((((oy752 +% (part751 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb787 *% 4) +% 3) *% 64)) +% 48), t788_c3_0)
+          storeVector(arena, ((((128 +% (((((oy752 +% (part751 *% 32)) / 1) *% 64) +% ((((oy752 +% (part751 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb787 *% 4) +% 3) *% 64)) +% 48) +% 8), t788_c3_1)
+          for i790 in 0..<16 {
+            var t791: Float = ((arena[((((128 +% (((((oy752 +% (part751 *% 32)) / 1) *% 64) +% ((((oy752 +% (part751 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% ((mb787 *% 4) *% 64)) +% 48) +% i790)] * arena[(48 +% i790)]) + arena[(64 +% (48 +% i790))])
+            arena[((((128 +% (((((oy752 +% (part751 *% 32)) / 1) *% 64) +% ((((oy752 +% (part751 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% ((mb787 *% 4) *% 64)) +% 48) +% i790)] = (t791 > Float(0) ? t791 : Float(0))
+          }
+          for i792 in 0..<16 {
+            var t793: Float = ((arena[((((128 +% (((((oy752 +% (part751 *% 32)) / 1) *% 64) +% ((((oy752 +% (part751 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb787 *% 4) +% 1) *% 64)) +% 48) +% i792)] * arena[(48 +% i792)]) + arena[(64 +% (48 +% i792))])
+            arena[((((128 +% (((((oy752 +% (part751 *% 32)) / 1) *% 64) +% ((((oy752 +% (part751 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb787 *% 4) +% 1) *% 64)) +% 48) +% i792)] = (t793 > Float(0) ? t793 : Float(0))
+          }
+          for i794 in 0..<16 {
+            var t795: Float = ((arena[((((128 +% (((((oy752 +% (part751 *% 32)) / 1) *% 64) +% ((((oy752 +% (part751 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb787 *% 4) +% 2) *% 64)) +% 48) +% i794)] * arena[(48 +% i794)]) + arena[(64 +% (48 +% i794))])
+            arena[((((128 +% (((((oy752 +% (part751 *% 32)) / 1) *% 64) +% ((((oy752 +% (part751 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb787 *% 4) +% 2) *% 64)) +% 48) +% i794)] = (t795 > Float(0) ? t795 : Float(0))
+          }
+          for i796 in 0..<16 {
+            var t797: Float = ((arena[((((128 +% (((((oy752 +% (part751 *% 32)) / 1) *% 64) +% ((((oy752 +% (part751 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb787 *% 4) +% 3) *% 64)) +% 48) +% i796)] * arena[(48 +% i796)]) + arena[(64 +% (48 +% i796))])
+            arena[((((128 +% (((((oy752 +% (part751 *% 32)) / 1) *% 64) +% ((((oy752 +% (part751 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb787 *% 4) +% 3) *% 64)) +% 48) +% i796)] = (t797 > Float(0) ? t797 : Float(0))
           }
         }
       }
     }
   }
   // s3_bn2 = batchnorm_fold()
-  for c703 in 0..<8 {
-    let scale704_v = (loadVector(params, ((c703 *% 8) +% 75088)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c703 *% 8) +% 78522)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
-    storeVector(arena, (c703 *% 8), scale704_v)
-    storeVector(arena, ((c703 *% 8) +% 64), (loadVector(params, ((c703 *% 8) +% 75152)) - (loadVector(params, ((c703 *% 8) +% 78458)) * scale704_v)))
+  for c799 in 0..<8 {
+    let scale800_v = (loadVector(params, ((c799 *% 8) +% 75088)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c799 *% 8) +% 78522)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
+    storeVector(arena, (c799 *% 8), scale800_v)
+    storeVector(arena, ((c799 *% 8) +% 64), (loadVector(params, ((c799 *% 8) +% 75152)) - (loadVector(params, ((c799 *% 8) +% 78458)) * scale800_v)))
   }
   // s3_pbn = batchnorm_fold()
-  for c705 in 0..<8 {
-    let scale706_v = (loadVector(params, ((c705 *% 8) +% 77264)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c705 *% 8) +% 78650)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
-    storeVector(arena, ((c705 *% 8) +% 262272), scale706_v)
-    storeVector(arena, ((c705 *% 8) +% 262336), (loadVector(params, ((c705 *% 8) +% 77328)) - (loadVector(params, ((c705 *% 8) +% 78586)) * scale706_v)))
+  for c801 in 0..<8 {
+    let scale802_v = (loadVector(params, ((c801 *% 8) +% 77264)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c801 *% 8) +% 78650)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
+    storeVector(arena, ((c801 *% 8) +% 262272), scale802_v)
+    storeVector(arena, ((c801 *% 8) +% 262336), (loadVector(params, ((c801 *% 8) +% 77328)) - (loadVector(params, ((c801 *% 8) +% 78586)) * scale802_v)))
   }
   // s3_proj = conv2d(s2_conv2, s3_pbn)
-  for g707 in 0..<4 {
-    parallelFor(pool, 2) { part708 in
-      for j709 in 0..<16 {
-        for c710 in 0..<16 {
-          for ky711 in 0..<1 {
-            for oy712 in 0..<8 {
-              for ox713 in 0..<8 {
-                arena[(((524544 +% (((c710 +% (part708 *% 16)) +% ky711) *% 1040)) +% (j709 *% 64)) +% ((oy712 *% 8) +% ox713))] = arena[((((1048704 +% (((g707 *% 16) +% j709) *% 8192)) +% ((c710 +% (part708 *% 16)) *% 256)) +% (((oy712 *% 2) +% ky711) *% 16)) +% (ox713 *% 2))]
+  parallelFor(pool, 2) { part805 in
+    for oy806 in 0..<32 {
+      for oy807 in 0..<8 {
+        for ky808 in 0..<1 {
+          if (-1 < ((((((oy806 +% (part805 *% 32)) % 1) *% 8) +% oy807) *% 2) +% ky808) && ((((((oy806 +% (part805 *% 32)) % 1) *% 8) +% oy807) *% 2) +% ky808) < 16) {
+            for ox809 in 0..<8 {
+              for c810 in 0..<4 {
+                storeVector(arena, ((c810 *% 8) +% (((524544 +% (part805 *% 2048)) +% (((oy807 *% 8) +% ox809) *% 32)) +% (ky808 *% 32))), loadVector(arena, ((c810 *% 8) +% (1048704 +% (((((((oy806 +% (part805 *% 32)) / 1) *% 16) +% ((((((oy806 +% (part805 *% 32)) % 1) *% 8) +% oy807) *% 2) +% ky808)) *% 16) +% (ox809 *% 2)) *% 32)))))
+              }
+            }
+          }
+          if ((((((oy806 +% (part805 *% 32)) % 1) *% 8) +% oy807) *% 2) +% ky808) < 0 {
+            for ox811 in 0..<8 {
+              for c812 in 0..<4 {
+                storeVector(arena, ((c812 *% 8) +% (((524544 +% (part805 *% 2048)) +% (((oy807 *% 8) +% ox811) *% 32)) +% (ky808 *% 32))), Vector(repeating: Float(0)))
+              }
+            }
+          }
+          if 15 < ((((((oy806 +% (part805 *% 32)) % 1) *% 8) +% oy807) *% 2) +% ky808) {
+            for ox813 in 0..<8 {
+              for c814 in 0..<4 {
+                storeVector(arena, ((c814 *% 8) +% (((524544 +% (part805 *% 2048)) +% (((oy807 *% 8) +% ox813) *% 32)) +% (ky808 *% 32))), Vector(repeating: Float(0)))
               }
             }
           }
         }
       }
-    }
-    parallelFor(pool, 2) { part714 in
-      do {  // gemm722
-        for nb715 in 0..<42 {
-          for mb716 in 0..<8 {
-            var t717_c0_0 = Vector()
-            var t717_c0_1 = Vector()
-            var t717_c0_2 = Vector()
-            var t717_c1_0 = Vector()
-            var t717_c1_1 = Vector()
-            var t717_c1_2 = Vector()
-            var t717_c2_0 = Vector()
-            var t717_c2_1 = Vector()
-            var t717_c2_2 = Vector()
-            var t717_c3_0 = Vector()
-            var t717_c3_1 = Vector()
-            var t717_c3_2 = Vector()
-            for k718 in 0..<32 {
-              let t717_b0 = loadVector(arena, ((524544 +% (k718 *% 1040)) +% (nb715 *% 24)))
-              let t717_b1 = loadVector(arena, (((524544 +% (k718 *% 1040)) +% (nb715 *% 24)) +% 8))
-              let t717_b2 = loadVector(arena, (((524544 +% (k718 *% 1040)) +% (nb715 *% 24)) +% 16))
-              let t717_a0 = Vector(repeating: params[(((75216 +% ((part714 *% 32) *% 32)) +% ((mb716 *% 4) *% 32)) +% k718)])
-              t717_c0_0 = t717_c0_0.addingProduct(t717_a0, t717_b0)
-              t717_c0_1 = t717_c0_1.addingProduct(t717_a0, t717_b1)
-              t717_c0_2 = t717_c0_2.addingProduct(t717_a0, t717_b2)
-              let t717_a1 = Vector(repeating: params[(((75216 +% ((part714 *% 32) *% 32)) +% (((mb716 *% 4) +% 1) *% 32)) +% k718)])
-              t717_c1_0 = t717_c1_0.addingProduct(t717_a1, t717_b0)
-              t717_c1_1 = t717_c1_1.addingProduct(t717_a1, t717_b1)
-              t717_c1_2 = t717_c1_2.addingProduct(t717_a1, t717_b2)
-              let t717_a2 = Vector(repeating: params[(((75216 +% ((part714 *% 32) *% 32)) +% (((mb716 *% 4) +% 2) *% 32)) +% k718)])
-              t717_c2_0 = t717_c2_0.addingProduct(t717_a2, t717_b0)
-              t717_c2_1 = t717_c2_1.addingProduct(t717_a2, t717_b1)
-              t717_c2_2 = t717_c2_2.addingProduct(t717_a2, t717_b2)
-              let t717_a3 = Vector(repeating: params[(((75216 +% ((part714 *% 32) *% 32)) +% (((mb716 *% 4) +% 3) *% 32)) +% k718)])
-              t717_c3_0 = t717_c3_0.addingProduct(t717_a3, t717_b0)
-              t717_c3_1 = t717_c3_1.addingProduct(t717_a3, t717_b1)
-              t717_c3_2 = t717_c3_2.addingProduct(t717_a3, t717_b2)
+      do {  // gemm830
+        for nb815 in 0..<2 {
+          for mb816 in 0..<16 {
+            var t817_c0_0 = Vector()
+            var t817_c0_1 = Vector()
+            var t817_c0_2 = Vector()
+            var t817_c1_0 = Vector()
+            var t817_c1_1 = Vector()
+            var t817_c1_2 = Vector()
+            var t817_c2_0 = Vector()
+            var t817_c2_1 = Vector()
+            var t817_c2_2 = Vector()
+            var t817_c3_0 = Vector()
+            var t817_c3_1 = Vector()
+            var t817_c3_2 = Vector()
+            for k818 in 0..<32 {
+              let t817_b0 = loadVector(arena, ((3361552 +% ((nb815 *% 24) *% 32)) +% (k818 *% 24)))
+              let t817_b1 = loadVector(arena, (((3361552 +% ((nb815 *% 24) *% 32)) +% (k818 *% 24)) +% 8))
+              let t817_b2 = loadVector(arena, (((3361552 +% ((nb815 *% 24) *% 32)) +% (k818 *% 24)) +% 16))
+              let t817_a0 = Vector(repeating: arena[(((524544 +% (part805 *% 2048)) +% ((mb816 *% 4) *% 32)) +% k818)])
+              t817_c0_0 = t817_c0_0.addingProduct(t817_a0, t817_b0)
+              t817_c0_1 = t817_c0_1.addingProduct(t817_a0, t817_b1)
+              t817_c0_2 = t817_c0_2.addingProduct(t817_a0, t817_b2)
+              let t817_a1 = Vector(repeating: arena[(((524544 +% (part805 *% 2048)) +% (((mb816 *% 4) +% 1) *% 32)) +% k818)])
+              t817_c1_0 = t817_c1_0.addingProduct(t817_a1, t817_b0)
+              t817_c1_1 = t817_c1_1.addingProduct(t817_a1, t817_b1)
+              t817_c1_2 = t817_c1_2.addingProduct(t817_a1, t817_b2)
+              let t817_a2 = Vector(repeating: arena[(((524544 +% (part805 *% 2048)) +% (((mb816 *% 4) +% 2) *% 32)) +% k818)])
+              t817_c2_0 = t817_c2_0.addingProduct(t817_a2, t817_b0)
+              t817_c2_1 = t817_c2_1.addingProduct(t817_a2, t817_b1)
+              t817_c2_2 = t817_c2_2.addingProduct(t817_a2, t817_b2)
+              let t817_a3 = Vector(repeating: arena[(((524544 +% (part805 *% 2048)) +% (((mb816 *% 4) +% 3) *% 32)) +% k818)])
+              t817_c3_0 = t817_c3_0.addingProduct(t817_a3, t817_b0)
+              t817_c3_1 = t817_c3_1.addingProduct(t817_a3, t817_b1)
+              t817_c3_2 = t817_c3_2.addingProduct(t817_a3, t817_b2)
             }
-            storeVector(arena, (((557824 +% ((part714 *% 32) *% 1040)) +% ((mb716 *% 4) *% 1040)) +% (nb715 *% 24)), t717_c0_0)
-            storeVector(arena, ((((557824 +% ((part714 *% 32) *% 1040)) +% ((mb716 *% 4) *% 1040)) +% (nb715 *% 24)) +% 8), t717_c0_1)
-            storeVector(arena, ((((557824 +% ((part714 *% 32) *% 1040)) +% ((mb716 *% 4) *% 1040)) +% (nb715 *% 24)) +% 16), t717_c0_2)
-            storeVector(arena, (((557824 +% ((part714 *% 32) *% 1040)) +% (((mb716 *% 4) +% 1) *% 1040)) +% (nb715 *% 24)), t717_c1_0)
-            storeVector(arena, ((((557824 +% ((part714 *% 32) *% 1040)) +% (((mb716 *% 4) +% 1) *% 1040)) +% (nb715 *% 24)) +% 8), t717_c1_1)
-            storeVector(arena, ((((557824 +% ((part714 *% 32) *% 1040)) +% (((mb716 *% 4) +% 1) *% 1040)) +% (nb715 *% 24)) +% 16), t717_c1_2)
-            storeVector(arena, (((557824 +% ((part714 *% 32) *% 1040)) +% (((mb716 *% 4) +% 2) *% 1040)) +% (nb715 *% 24)), t717_c2_0)
-            storeVector(arena, ((((557824 +% ((part714 *% 32) *% 1040)) +% (((mb716 *% 4) +% 2) *% 1040)) +% (nb715 *% 24)) +% 8), t717_c2_1)
-            storeVector(arena, ((((557824 +% ((part714 *% 32) *% 1040)) +% (((mb716 *% 4) +% 2) *% 1040)) +% (nb715 *% 24)) +% 16), t717_c2_2)
-            storeVector(arena, (((557824 +% ((part714 *% 32) *% 1040)) +% (((mb716 *% 4) +% 3) *% 1040)) +% (nb715 *% 24)), t717_c3_0)
-            storeVector(arena, ((((557824 +% ((part714 *% 32) *% 1040)) +% (((mb716 *% 4) +% 3) *% 1040)) +% (nb715 *% 24)) +% 8), t717_c3_1)
-            storeVector(arena, ((((557824 +% ((part714 *% 32) *% 1040)) +% (((mb716 *% 4) +% 3) *% 1040)) +% (nb715 *% 24)) +% 16), t717_c3_2)
+            storeVector(arena, (((262400 +% (((((oy806 +% (part805 *% 32)) / 1) *% 64) +% ((((oy806 +% (part805 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% ((mb816 *% 4) *% 64)) +% (nb815 *% 24)), t817_c0_0)
+            storeVector(arena, ((((262400 +% (((((oy806 +% (part805 *% 32)) / 1) *% 64) +% ((((oy806 +% (part805 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% ((mb816 *% 4) *% 64)) +% (nb815 *% 24)) +% 8), t817_c0_1)
+            storeVector(arena, ((((262400 +% (((((oy806 +% (part805 *% 32)) / 1) *% 64) +% ((((oy806 +% (part805 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% ((mb816 *% 4) *% 64)) +% (nb815 *% 24)) +% 16), t817_c0_2)
+            storeVector(arena, (((262400 +% (((((oy806 +% (part805 *% 32)) / 1) *% 64) +% ((((oy806 +% (part805 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb816 *% 4) +% 1) *% 64)) +% (nb815 *% 24)), t817_c1_0)
+            storeVector(arena, ((((262400 +% (((((oy806 +% (part805 *% 32)) / 1) *% 64) +% ((((oy806 +% (part805 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb816 *% 4) +% 1) *% 64)) +% (nb815 *% 24)) +% 8), t817_c1_1)
+            storeVector(arena, ((((262400 +% (((((oy806 +% (part805 *% 32)) / 1) *% 64) +% ((((oy806 +% (part805 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb816 *% 4) +% 1) *% 64)) +% (nb815 *% 24)) +% 16), t817_c1_2)
+            storeVector(arena, (((262400 +% (((((oy806 +% (part805 *% 32)) / 1) *% 64) +% ((((oy806 +% (part805 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb816 *% 4) +% 2) *% 64)) +% (nb815 *% 24)), t817_c2_0)
+            storeVector(arena, ((((262400 +% (((((oy806 +% (part805 *% 32)) / 1) *% 64) +% ((((oy806 +% (part805 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb816 *% 4) +% 2) *% 64)) +% (nb815 *% 24)) +% 8), t817_c2_1)
+            storeVector(arena, ((((262400 +% (((((oy806 +% (part805 *% 32)) / 1) *% 64) +% ((((oy806 +% (part805 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb816 *% 4) +% 2) *% 64)) +% (nb815 *% 24)) +% 16), t817_c2_2)
+            storeVector(arena, (((262400 +% (((((oy806 +% (part805 *% 32)) / 1) *% 64) +% ((((oy806 +% (part805 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb816 *% 4) +% 3) *% 64)) +% (nb815 *% 24)), t817_c3_0)
+            storeVector(arena, ((((262400 +% (((((oy806 +% (part805 *% 32)) / 1) *% 64) +% ((((oy806 +% (part805 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb816 *% 4) +% 3) *% 64)) +% (nb815 *% 24)) +% 8), t817_c3_1)
+            storeVector(arena, ((((262400 +% (((((oy806 +% (part805 *% 32)) / 1) *% 64) +% ((((oy806 +% (part805 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb816 *% 4) +% 3) *% 64)) +% (nb815 *% 24)) +% 16), t817_c3_2)
+            for i819 in 0..<24 {
+              arena[((((262400 +% (((((oy806 +% (part805 *% 32)) / 1) *% 64) +% ((((oy806 +% (part805 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% ((mb816 *% 4) *% 64)) +% (nb815 *% 24)) +% i819)] = ((arena[((((262400 +% (((((oy806 +% (part805 *% 32)) / 1) *% 64) +% ((((oy806 +% (part805 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% ((mb816 *% 4) *% 64)) +% (nb815 *% 24)) +% i819)] * arena[(262272 +% ((nb815 *% 24) +% i819))]) + arena[(262336 +% ((nb815 *% 24) +% i819))])
+            }
+            for i820 in 0..<24 {
+              arena[((((262400 +% (((((oy806 +% (part805 *% 32)) / 1) *% 64) +% ((((oy806 +% (part805 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb816 *% 4) +% 1) *% 64)) +% (nb815 *% 24)) +% i820)] = ((arena[((((262400 +% (((((oy806 +% (part805 *% 32)) / 1) *% 64) +% ((((oy806 +% (part805 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb816 *% 4) +% 1) *% 64)) +% (nb815 *% 24)) +% i820)] * arena[(262272 +% ((nb815 *% 24) +% i820))]) + arena[(262336 +% ((nb815 *% 24) +% i820))])
+            }
+            for i821 in 0..<24 {
+              arena[((((262400 +% (((((oy806 +% (part805 *% 32)) / 1) *% 64) +% ((((oy806 +% (part805 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb816 *% 4) +% 2) *% 64)) +% (nb815 *% 24)) +% i821)] = ((arena[((((262400 +% (((((oy806 +% (part805 *% 32)) / 1) *% 64) +% ((((oy806 +% (part805 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb816 *% 4) +% 2) *% 64)) +% (nb815 *% 24)) +% i821)] * arena[(262272 +% ((nb815 *% 24) +% i821))]) + arena[(262336 +% ((nb815 *% 24) +% i821))])
+            }
+            for i822 in 0..<24 {
+              arena[((((262400 +% (((((oy806 +% (part805 *% 32)) / 1) *% 64) +% ((((oy806 +% (part805 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb816 *% 4) +% 3) *% 64)) +% (nb815 *% 24)) +% i822)] = ((arena[((((262400 +% (((((oy806 +% (part805 *% 32)) / 1) *% 64) +% ((((oy806 +% (part805 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb816 *% 4) +% 3) *% 64)) +% (nb815 *% 24)) +% i822)] * arena[(262272 +% ((nb815 *% 24) +% i822))]) + arena[(262336 +% ((nb815 *% 24) +% i822))])
+            }
           }
         }
-        for mb719 in 0..<8 {
-          var t720_c0_0 = Vector()
-          var t720_c0_1 = Vector()
-          var t720_c1_0 = Vector()
-          var t720_c1_1 = Vector()
-          var t720_c2_0 = Vector()
-          var t720_c2_1 = Vector()
-          var t720_c3_0 = Vector()
-          var t720_c3_1 = Vector()
-          for k721 in 0..<32 {
-            let t720_b0 = loadVector(arena, ((524544 +% (k721 *% 1040)) +% 1008))
-            let t720_b1 = loadVector(arena, (((524544 +% (k721 *% 1040)) +% 1008) +% 8))
-            let t720_a0 = Vector(repeating: params[(((75216 +% ((part714 *% 32) *% 32)) +% ((mb719 *% 4) *% 32)) +% k721)])
-            t720_c0_0 = t720_c0_0.addingProduct(t720_a0, t720_b0)
-            t720_c0_1 = t720_c0_1.addingProduct(t720_a0, t720_b1)
-            let t720_a1 = Vector(repeating: params[(((75216 +% ((part714 *% 32) *% 32)) +% (((mb719 *% 4) +% 1) *% 32)) +% k721)])
-            t720_c1_0 = t720_c1_0.addingProduct(t720_a1, t720_b0)
-            t720_c1_1 = t720_c1_1.addingProduct(t720_a1, t720_b1)
-            let t720_a2 = Vector(repeating: params[(((75216 +% ((part714 *% 32) *% 32)) +% (((mb719 *% 4) +% 2) *% 32)) +% k721)])
-            t720_c2_0 = t720_c2_0.addingProduct(t720_a2, t720_b0)
-            t720_c2_1 = t720_c2_1.addingProduct(t720_a2, t720_b1)
-            let t720_a3 = Vector(repeating: params[(((75216 +% ((part714 *% 32) *% 32)) +% (((mb719 *% 4) +% 3) *% 32)) +% k721)])
-            t720_c3_0 = t720_c3_0.addingProduct(t720_a3, t720_b0)
-            t720_c3_1 = t720_c3_1.addingProduct(t720_a3, t720_b1)
+        for mb823 in 0..<16 {
+          var t824_c0_0 = Vector()
+          var t824_c0_1 = Vector()
+          var t824_c1_0 = Vector()
+          var t824_c1_1 = Vector()
+          var t824_c2_0 = Vector()
+          var t824_c2_1 = Vector()
+          var t824_c3_0 = Vector()
+          var t824_c3_1 = Vector()
+          for k825 in 0..<32 {
+            let t824_b0 = loadVector(arena, (3363088 +% (k825 *% 24)))
+            let t824_b1 = loadVector(arena, ((3363088 +% (k825 *% 24)) +% 8))
+            let t824_a0 = Vector(repeating: arena[(((524544 +% (part805 *% 2048)) +% ((mb823 *% 4) *% 32)) +% k825)])
+            t824_c0_0 = t824_c0_0.addingProduct(t824_a0, t824_b0)
+            t824_c0_1 = t824_c0_1.addingProduct(t824_a0, t824_b1)
+            let t824_a1 = Vector(repeating: arena[(((524544 +% (part805 *% 2048)) +% (((mb823 *% 4) +% 1) *% 32)) +% k825)])
+            t824_c1_0 = t824_c1_0.addingProduct(t824_a1, t824_b0)
+            t824_c1_1 = t824_c1_1.addingProduct(t824_a1, t824_b1)
+            let t824_a2 = Vector(repeating: arena[(((524544 +% (part805 *% 2048)) +% (((mb823 *% 4) +% 2) *% 32)) +% k825)])
+            t824_c2_0 = t824_c2_0.addingProduct(t824_a2, t824_b0)
+            t824_c2_1 = t824_c2_1.addingProduct(t824_a2, t824_b1)
+            let t824_a3 = Vector(repeating: arena[(((524544 +% (part805 *% 2048)) +% (((mb823 *% 4) +% 3) *% 32)) +% k825)])
+            t824_c3_0 = t824_c3_0.addingProduct(t824_a3, t824_b0)
+            t824_c3_1 = t824_c3_1.addingProduct(t824_a3, t824_b1)
           }
-          storeVector(arena, (((557824 +% ((part714 *% 32) *% 1040)) +% ((mb719 *% 4) *% 1040)) +% 1008), t720_c0_0)
-          storeVector(arena, ((((557824 +% ((part714 *% 32) *% 1040)) +% ((mb719 *% 4) *% 1040)) +% 1008) +% 8), t720_c0_1)
-          storeVector(arena, (((557824 +% ((part714 *% 32) *% 1040)) +% (((mb719 *% 4) +% 1) *% 1040)) +% 1008), t720_c1_0)
-          storeVector(arena, ((((557824 +% ((part714 *% 32) *% 1040)) +% (((mb719 *% 4) +% 1) *% 1040)) +% 1008) +% 8), t720_c1_1)
-          storeVector(arena, (((557824 +% ((part714 *% 32) *% 1040)) +% (((mb719 *% 4) +% 2) *% 1040)) +% 1008), t720_c2_0)
-          storeVector(arena, ((((557824 +% ((part714 *% 32) *% 1040)) +% (((mb719 *% 4) +% 2) *% 1040)) +% 1008) +% 8), t720_c2_1)
-          storeVector(arena, (((557824 +% ((part714 *% 32) *% 1040)) +% (((mb719 *% 4) +% 3) *% 1040)) +% 1008), t720_c3_0)
-          storeVector(arena, ((((557824 +% ((part714 *% 32) *% 1040)) +% (((mb719 *% 4) +% 3) *% 1040)) +% 1008) +% 8), t720_c3_1)
-        }
-      }
-      for j723 in 0..<16 {
-        for f724 in 0..<32 {
-          for i725 in 0..<64 {
-            arena[(262400 +% (((((g707 *% 16) +% j723) *% 4096) +% ((f724 +% (part714 *% 32)) *% 64)) +% i725))] = ((arena[(((557824 +% ((f724 +% (part714 *% 32)) *% 1040)) +% (j723 *% 64)) +% i725)] * arena[(262272 +% (f724 +% (part714 *% 32)))]) + arena[(262336 +% (f724 +% (part714 *% 32)))])
+          storeVector(arena, (((262400 +% (((((oy806 +% (part805 *% 32)) / 1) *% 64) +% ((((oy806 +% (part805 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% ((mb823 *% 4) *% 64)) +% 48), t824_c0_0)
+          storeVector(arena, ((((262400 +% (((((oy806 +% (part805 *% 32)) / 1) *% 64) +% ((((oy806 +% (part805 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% ((mb823 *% 4) *% 64)) +% 48) +% 8), t824_c0_1)
+          storeVector(arena, (((262400 +% (((((oy806 +% (part805 *% 32)) / 1) *% 64) +% ((((oy806 +% (part805 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb823 *% 4) +% 1) *% 64)) +% 48), t824_c1_0)
+          storeVector(arena, ((((262400 +% (((((oy806 +% (part805 *% 32)) / 1) *% 64) +% ((((oy806 +% (part805 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb823 *% 4) +% 1) *% 64)) +% 48) +% 8), t824_c1_1)
+          storeVector(arena, (((262400 +% (((((oy806 +% (part805 *% 32)) / 1) *% 64) +% ((((oy806 +% (part805 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb823 *% 4) +% 2) *% 64)) +% 48), t824_c2_0)
+          storeVector(arena, ((((262400 +% (((((oy806 +% (part805 *% 32)) / 1) *% 64) +% ((((oy806 +% (part805 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb823 *% 4) +% 2) *% 64)) +% 48) +% 8), t824_c2_1)
+          storeVector(arena, (((262400 +% (((((oy806 +% (part805 *% 32)) / 1) *% 64) +% ((((oy806 +% (part805 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb823 *% 4) +% 3) *% 64)) +% 48), t824_c3_0)
+          storeVector(arena, ((((262400 +% (((((oy806 +% (part805 *% 32)) / 1) *% 64) +% ((((oy806 +% (part805 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb823 *% 4) +% 3) *% 64)) +% 48) +% 8), t824_c3_1)
+          for i826 in 0..<16 {
+            arena[((((262400 +% (((((oy806 +% (part805 *% 32)) / 1) *% 64) +% ((((oy806 +% (part805 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% ((mb823 *% 4) *% 64)) +% 48) +% i826)] = ((arena[((((262400 +% (((((oy806 +% (part805 *% 32)) / 1) *% 64) +% ((((oy806 +% (part805 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% ((mb823 *% 4) *% 64)) +% 48) +% i826)] * arena[(262272 +% (48 +% i826))]) + arena[(262336 +% (48 +% i826))])
+          }
+          for i827 in 0..<16 {
+            arena[((((262400 +% (((((oy806 +% (part805 *% 32)) / 1) *% 64) +% ((((oy806 +% (part805 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb823 *% 4) +% 1) *% 64)) +% 48) +% i827)] = ((arena[((((262400 +% (((((oy806 +% (part805 *% 32)) / 1) *% 64) +% ((((oy806 +% (part805 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb823 *% 4) +% 1) *% 64)) +% 48) +% i827)] * arena[(262272 +% (48 +% i827))]) + arena[(262336 +% (48 +% i827))])
+          }
+          for i828 in 0..<16 {
+            arena[((((262400 +% (((((oy806 +% (part805 *% 32)) / 1) *% 64) +% ((((oy806 +% (part805 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb823 *% 4) +% 2) *% 64)) +% 48) +% i828)] = ((arena[((((262400 +% (((((oy806 +% (part805 *% 32)) / 1) *% 64) +% ((((oy806 +% (part805 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb823 *% 4) +% 2) *% 64)) +% 48) +% i828)] * arena[(262272 +% (48 +% i828))]) + arena[(262336 +% (48 +% i828))])
+          }
+          for i829 in 0..<16 {
+            arena[((((262400 +% (((((oy806 +% (part805 *% 32)) / 1) *% 64) +% ((((oy806 +% (part805 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb823 *% 4) +% 3) *% 64)) +% 48) +% i829)] = ((arena[((((262400 +% (((((oy806 +% (part805 *% 32)) / 1) *% 64) +% ((((oy806 +% (part805 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb823 *% 4) +% 3) *% 64)) +% 48) +% i829)] * arena[(262272 +% (48 +% i829))]) + arena[(262336 +% (48 +% i829))])
           }
         }
       }
     }
   }
   // s3_conv2 = conv2d_act(s3_conv1, s3_bn2, s3_proj)
-  for i783 in 0..<800 {
-    storeVector(arena, ((i783 *% 8) +% 934144), Vector(repeating: Float(0)))
+  for i888 in 0..<800 {
+    storeVector(arena, ((i888 *% 8) +% 934144), Vector(repeating: Float(0)))
   }
-  for g784 in 0..<64 {
-    for j785 in 0..<1 {
-      for iy786 in 0..<8 {
-        for c787 in 0..<64 {
-          for ix788 in 0..<8 {
-            arena[(934144 +% ((((j785 *% 6400) +% ((iy786 +% 1) *% 640)) +% ((ix788 +% 1) *% 64)) +% c787))] = arena[((((128 +% ((g784 +% j785) *% 4096)) +% (c787 *% 64)) +% (iy786 *% 8)) +% ix788)]
+  for g889 in 0..<64 {
+    for j890 in 0..<1 {
+      for iy891 in 0..<8 {
+        for ix892 in 0..<8 {
+          for c893 in 0..<64 {
+            arena[(934144 +% ((((j890 *% 6400) +% ((iy891 +% 1) *% 640)) +% ((ix892 +% 1) *% 64)) +% c893))] = arena[((128 +% ((((((g889 +% j890) *% 8) +% iy891) *% 8) +% ix892) *% 64)) +% c893)]
           }
         }
       }
     }
-    for j789 in 0..<1 {
-      for ty790 in 0..<2 {
-        for tx791 in 0..<2 {
-          for cv792 in 0..<8 {
-            let w793 = (((loadVector(arena, (934144 +% ((((j789 *% 6400) +% ((ty790 *% 4) *% 640)) +% ((tx791 *% 4) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 4) *% 640)) +% ((tx791 *% 4) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 2) *% 640)) +% ((tx791 *% 4) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(5))))
-            let w794 = ((((loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 3) *% 640)) +% ((tx791 *% 4) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 4) *% 640)) +% ((tx791 *% 4) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 1) *% 640)) +% ((tx791 *% 4) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 2) *% 640)) +% ((tx791 *% 4) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(4))))
-            let w795 = ((((loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 1) *% 640)) +% ((tx791 *% 4) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 4) *% 640)) +% ((tx791 *% 4) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 2) *% 640)) +% ((tx791 *% 4) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 3) *% 640)) +% ((tx791 *% 4) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(1))))
-            let w796 = ((((loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 3) *% 640)) +% ((tx791 *% 4) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 4) *% 640)) +% ((tx791 *% 4) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 1) *% 640)) +% ((tx791 *% 4) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 2) *% 640)) +% ((tx791 *% 4) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(1))))
-            let w797 = ((((loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 1) *% 640)) +% ((tx791 *% 4) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 4) *% 640)) +% ((tx791 *% 4) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 2) *% 640)) +% ((tx791 *% 4) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 3) *% 640)) +% ((tx791 *% 4) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(2))))
-            let w798 = (((loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 1) *% 640)) +% ((tx791 *% 4) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 5) *% 640)) +% ((tx791 *% 4) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 3) *% 640)) +% ((tx791 *% 4) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(5))))
-            let w799 = (((loadVector(arena, (934144 +% ((((j789 *% 6400) +% ((ty790 *% 4) *% 640)) +% (((tx791 *% 4) +% 1) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 4) *% 640)) +% (((tx791 *% 4) +% 1) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 2) *% 640)) +% (((tx791 *% 4) +% 1) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(5))))
-            let w800 = ((((loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 3) *% 640)) +% (((tx791 *% 4) +% 1) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 4) *% 640)) +% (((tx791 *% 4) +% 1) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 1) *% 640)) +% (((tx791 *% 4) +% 1) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 2) *% 640)) +% (((tx791 *% 4) +% 1) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(4))))
-            let w801 = ((((loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 1) *% 640)) +% (((tx791 *% 4) +% 1) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 4) *% 640)) +% (((tx791 *% 4) +% 1) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 2) *% 640)) +% (((tx791 *% 4) +% 1) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 3) *% 640)) +% (((tx791 *% 4) +% 1) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(1))))
-            let w802 = ((((loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 3) *% 640)) +% (((tx791 *% 4) +% 1) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 4) *% 640)) +% (((tx791 *% 4) +% 1) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 1) *% 640)) +% (((tx791 *% 4) +% 1) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 2) *% 640)) +% (((tx791 *% 4) +% 1) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(1))))
-            let w803 = ((((loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 1) *% 640)) +% (((tx791 *% 4) +% 1) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 4) *% 640)) +% (((tx791 *% 4) +% 1) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 2) *% 640)) +% (((tx791 *% 4) +% 1) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 3) *% 640)) +% (((tx791 *% 4) +% 1) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(2))))
-            let w804 = (((loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 1) *% 640)) +% (((tx791 *% 4) +% 1) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 5) *% 640)) +% (((tx791 *% 4) +% 1) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 3) *% 640)) +% (((tx791 *% 4) +% 1) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(5))))
-            let w805 = (((loadVector(arena, (934144 +% ((((j789 *% 6400) +% ((ty790 *% 4) *% 640)) +% (((tx791 *% 4) +% 2) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 4) *% 640)) +% (((tx791 *% 4) +% 2) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 2) *% 640)) +% (((tx791 *% 4) +% 2) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(5))))
-            let w806 = ((((loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 3) *% 640)) +% (((tx791 *% 4) +% 2) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 4) *% 640)) +% (((tx791 *% 4) +% 2) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 1) *% 640)) +% (((tx791 *% 4) +% 2) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 2) *% 640)) +% (((tx791 *% 4) +% 2) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(4))))
-            let w807 = ((((loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 1) *% 640)) +% (((tx791 *% 4) +% 2) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 4) *% 640)) +% (((tx791 *% 4) +% 2) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 2) *% 640)) +% (((tx791 *% 4) +% 2) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 3) *% 640)) +% (((tx791 *% 4) +% 2) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(1))))
-            let w808 = ((((loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 3) *% 640)) +% (((tx791 *% 4) +% 2) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 4) *% 640)) +% (((tx791 *% 4) +% 2) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 1) *% 640)) +% (((tx791 *% 4) +% 2) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 2) *% 640)) +% (((tx791 *% 4) +% 2) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(1))))
-            let w809 = ((((loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 1) *% 640)) +% (((tx791 *% 4) +% 2) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 4) *% 640)) +% (((tx791 *% 4) +% 2) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 2) *% 640)) +% (((tx791 *% 4) +% 2) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 3) *% 640)) +% (((tx791 *% 4) +% 2) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(2))))
-            let w810 = (((loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 1) *% 640)) +% (((tx791 *% 4) +% 2) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 5) *% 640)) +% (((tx791 *% 4) +% 2) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 3) *% 640)) +% (((tx791 *% 4) +% 2) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(5))))
-            let w811 = (((loadVector(arena, (934144 +% ((((j789 *% 6400) +% ((ty790 *% 4) *% 640)) +% (((tx791 *% 4) +% 3) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 4) *% 640)) +% (((tx791 *% 4) +% 3) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 2) *% 640)) +% (((tx791 *% 4) +% 3) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(5))))
-            let w812 = ((((loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 3) *% 640)) +% (((tx791 *% 4) +% 3) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 4) *% 640)) +% (((tx791 *% 4) +% 3) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 1) *% 640)) +% (((tx791 *% 4) +% 3) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 2) *% 640)) +% (((tx791 *% 4) +% 3) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(4))))
-            let w813 = ((((loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 1) *% 640)) +% (((tx791 *% 4) +% 3) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 4) *% 640)) +% (((tx791 *% 4) +% 3) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 2) *% 640)) +% (((tx791 *% 4) +% 3) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 3) *% 640)) +% (((tx791 *% 4) +% 3) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(1))))
-            let w814 = ((((loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 3) *% 640)) +% (((tx791 *% 4) +% 3) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 4) *% 640)) +% (((tx791 *% 4) +% 3) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 1) *% 640)) +% (((tx791 *% 4) +% 3) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 2) *% 640)) +% (((tx791 *% 4) +% 3) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(1))))
-            let w815 = ((((loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 1) *% 640)) +% (((tx791 *% 4) +% 3) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 4) *% 640)) +% (((tx791 *% 4) +% 3) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 2) *% 640)) +% (((tx791 *% 4) +% 3) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 3) *% 640)) +% (((tx791 *% 4) +% 3) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(2))))
-            let w816 = (((loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 1) *% 640)) +% (((tx791 *% 4) +% 3) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 5) *% 640)) +% (((tx791 *% 4) +% 3) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 3) *% 640)) +% (((tx791 *% 4) +% 3) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(5))))
-            let w817 = (((loadVector(arena, (934144 +% ((((j789 *% 6400) +% ((ty790 *% 4) *% 640)) +% (((tx791 *% 4) +% 4) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 4) *% 640)) +% (((tx791 *% 4) +% 4) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 2) *% 640)) +% (((tx791 *% 4) +% 4) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(5))))
-            let w818 = ((((loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 3) *% 640)) +% (((tx791 *% 4) +% 4) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 4) *% 640)) +% (((tx791 *% 4) +% 4) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 1) *% 640)) +% (((tx791 *% 4) +% 4) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 2) *% 640)) +% (((tx791 *% 4) +% 4) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(4))))
-            let w819 = ((((loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 1) *% 640)) +% (((tx791 *% 4) +% 4) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 4) *% 640)) +% (((tx791 *% 4) +% 4) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 2) *% 640)) +% (((tx791 *% 4) +% 4) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 3) *% 640)) +% (((tx791 *% 4) +% 4) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(1))))
-            let w820 = ((((loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 3) *% 640)) +% (((tx791 *% 4) +% 4) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 4) *% 640)) +% (((tx791 *% 4) +% 4) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 1) *% 640)) +% (((tx791 *% 4) +% 4) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 2) *% 640)) +% (((tx791 *% 4) +% 4) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(1))))
-            let w821 = ((((loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 1) *% 640)) +% (((tx791 *% 4) +% 4) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 4) *% 640)) +% (((tx791 *% 4) +% 4) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 2) *% 640)) +% (((tx791 *% 4) +% 4) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 3) *% 640)) +% (((tx791 *% 4) +% 4) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(2))))
-            let w822 = (((loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 1) *% 640)) +% (((tx791 *% 4) +% 4) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 5) *% 640)) +% (((tx791 *% 4) +% 4) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 3) *% 640)) +% (((tx791 *% 4) +% 4) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(5))))
-            let w823 = (((loadVector(arena, (934144 +% ((((j789 *% 6400) +% ((ty790 *% 4) *% 640)) +% (((tx791 *% 4) +% 5) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 4) *% 640)) +% (((tx791 *% 4) +% 5) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 2) *% 640)) +% (((tx791 *% 4) +% 5) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(5))))
-            let w824 = ((((loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 3) *% 640)) +% (((tx791 *% 4) +% 5) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 4) *% 640)) +% (((tx791 *% 4) +% 5) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 1) *% 640)) +% (((tx791 *% 4) +% 5) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 2) *% 640)) +% (((tx791 *% 4) +% 5) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(4))))
-            let w825 = ((((loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 1) *% 640)) +% (((tx791 *% 4) +% 5) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 4) *% 640)) +% (((tx791 *% 4) +% 5) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 2) *% 640)) +% (((tx791 *% 4) +% 5) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 3) *% 640)) +% (((tx791 *% 4) +% 5) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(1))))
-            let w826 = ((((loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 3) *% 640)) +% (((tx791 *% 4) +% 5) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 4) *% 640)) +% (((tx791 *% 4) +% 5) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 1) *% 640)) +% (((tx791 *% 4) +% 5) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 2) *% 640)) +% (((tx791 *% 4) +% 5) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(1))))
-            let w827 = ((((loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 1) *% 640)) +% (((tx791 *% 4) +% 5) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 4) *% 640)) +% (((tx791 *% 4) +% 5) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 2) *% 640)) +% (((tx791 *% 4) +% 5) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 3) *% 640)) +% (((tx791 *% 4) +% 5) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(2))))
-            let w828 = (((loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 1) *% 640)) +% (((tx791 *% 4) +% 5) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 5) *% 640)) +% (((tx791 *% 4) +% 5) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j789 *% 6400) +% (((ty790 *% 4) +% 3) *% 640)) +% (((tx791 *% 4) +% 5) *% 64)) +% (cv792 *% 8)))) * Vector(repeating: Float(5))))
-            let w829 = (((w793 * Vector(repeating: Float(4))) + (w817 * Vector(repeating: Float(1)))) - (w805 * Vector(repeating: Float(5))))
-            let w830 = ((((w811 * Vector(repeating: Float(1))) + (w817 * Vector(repeating: Float(1)))) - (w799 * Vector(repeating: Float(4)))) - (w805 * Vector(repeating: Float(4))))
-            let w831 = ((((w799 * Vector(repeating: Float(4))) + (w817 * Vector(repeating: Float(1)))) - (w805 * Vector(repeating: Float(4)))) - (w811 * Vector(repeating: Float(1))))
-            let w832 = ((((w811 * Vector(repeating: Float(2))) + (w817 * Vector(repeating: Float(1)))) - (w799 * Vector(repeating: Float(2)))) - (w805 * Vector(repeating: Float(1))))
-            let w833 = ((((w799 * Vector(repeating: Float(2))) + (w817 * Vector(repeating: Float(1)))) - (w805 * Vector(repeating: Float(1)))) - (w811 * Vector(repeating: Float(2))))
-            let w834 = (((w799 * Vector(repeating: Float(4))) + (w823 * Vector(repeating: Float(1)))) - (w811 * Vector(repeating: Float(5))))
-            let w835 = (((w794 * Vector(repeating: Float(4))) + (w818 * Vector(repeating: Float(1)))) - (w806 * Vector(repeating: Float(5))))
-            let w836 = ((((w812 * Vector(repeating: Float(1))) + (w818 * Vector(repeating: Float(1)))) - (w800 * Vector(repeating: Float(4)))) - (w806 * Vector(repeating: Float(4))))
-            let w837 = ((((w800 * Vector(repeating: Float(4))) + (w818 * Vector(repeating: Float(1)))) - (w806 * Vector(repeating: Float(4)))) - (w812 * Vector(repeating: Float(1))))
-            let w838 = ((((w812 * Vector(repeating: Float(2))) + (w818 * Vector(repeating: Float(1)))) - (w800 * Vector(repeating: Float(2)))) - (w806 * Vector(repeating: Float(1))))
-            let w839 = ((((w800 * Vector(repeating: Float(2))) + (w818 * Vector(repeating: Float(1)))) - (w806 * Vector(repeating: Float(1)))) - (w812 * Vector(repeating: Float(2))))
-            let w840 = (((w800 * Vector(repeating: Float(4))) + (w824 * Vector(repeating: Float(1)))) - (w812 * Vector(repeating: Float(5))))
-            let w841 = (((w795 * Vector(repeating: Float(4))) + (w819 * Vector(repeating: Float(1)))) - (w807 * Vector(repeating: Float(5))))
-            let w842 = ((((w813 * Vector(repeating: Float(1))) + (w819 * Vector(repeating: Float(1)))) - (w801 * Vector(repeating: Float(4)))) - (w807 * Vector(repeating: Float(4))))
-            let w843 = ((((w801 * Vector(repeating: Float(4))) + (w819 * Vector(repeating: Float(1)))) - (w807 * Vector(repeating: Float(4)))) - (w813 * Vector(repeating: Float(1))))
-            let w844 = ((((w813 * Vector(repeating: Float(2))) + (w819 * Vector(repeating: Float(1)))) - (w801 * Vector(repeating: Float(2)))) - (w807 * Vector(repeating: Float(1))))
-            let w845 = ((((w801 * Vector(repeating: Float(2))) + (w819 * Vector(repeating: Float(1)))) - (w807 * Vector(repeating: Float(1)))) - (w813 * Vector(repeating: Float(2))))
-            let w846 = (((w801 * Vector(repeating: Float(4))) + (w825 * Vector(repeating: Float(1)))) - (w813 * Vector(repeating: Float(5))))
-            let w847 = (((w796 * Vector(repeating: Float(4))) + (w820 * Vector(repeating: Float(1)))) - (w808 * Vector(repeating: Float(5))))
-            let w848 = ((((w814 * Vector(repeating: Float(1))) + (w820 * Vector(repeating: Float(1)))) - (w802 * Vector(repeating: Float(4)))) - (w808 * Vector(repeating: Float(4))))
-            let w849 = ((((w802 * Vector(repeating: Float(4))) + (w820 * Vector(repeating: Float(1)))) - (w808 * Vector(repeating: Float(4)))) - (w814 * Vector(repeating: Float(1))))
-            let w850 = ((((w814 * Vector(repeating: Float(2))) + (w820 * Vector(repeating: Float(1)))) - (w802 * Vector(repeating: Float(2)))) - (w808 * Vector(repeating: Float(1))))
-            let w851 = ((((w802 * Vector(repeating: Float(2))) + (w820 * Vector(repeating: Float(1)))) - (w808 * Vector(repeating: Float(1)))) - (w814 * Vector(repeating: Float(2))))
-            let w852 = (((w802 * Vector(repeating: Float(4))) + (w826 * Vector(repeating: Float(1)))) - (w814 * Vector(repeating: Float(5))))
-            let w853 = (((w797 * Vector(repeating: Float(4))) + (w821 * Vector(repeating: Float(1)))) - (w809 * Vector(repeating: Float(5))))
-            let w854 = ((((w815 * Vector(repeating: Float(1))) + (w821 * Vector(repeating: Float(1)))) - (w803 * Vector(repeating: Float(4)))) - (w809 * Vector(repeating: Float(4))))
-            let w855 = ((((w803 * Vector(repeating: Float(4))) + (w821 * Vector(repeating: Float(1)))) - (w809 * Vector(repeating: Float(4)))) - (w815 * Vector(repeating: Float(1))))
-            let w856 = ((((w815 * Vector(repeating: Float(2))) + (w821 * Vector(repeating: Float(1)))) - (w803 * Vector(repeating: Float(2)))) - (w809 * Vector(repeating: Float(1))))
-            let w857 = ((((w803 * Vector(repeating: Float(2))) + (w821 * Vector(repeating: Float(1)))) - (w809 * Vector(repeating: Float(1)))) - (w815 * Vector(repeating: Float(2))))
-            let w858 = (((w803 * Vector(repeating: Float(4))) + (w827 * Vector(repeating: Float(1)))) - (w815 * Vector(repeating: Float(5))))
-            let w859 = (((w798 * Vector(repeating: Float(4))) + (w822 * Vector(repeating: Float(1)))) - (w810 * Vector(repeating: Float(5))))
-            let w860 = ((((w816 * Vector(repeating: Float(1))) + (w822 * Vector(repeating: Float(1)))) - (w804 * Vector(repeating: Float(4)))) - (w810 * Vector(repeating: Float(4))))
-            let w861 = ((((w804 * Vector(repeating: Float(4))) + (w822 * Vector(repeating: Float(1)))) - (w810 * Vector(repeating: Float(4)))) - (w816 * Vector(repeating: Float(1))))
-            let w862 = ((((w816 * Vector(repeating: Float(2))) + (w822 * Vector(repeating: Float(1)))) - (w804 * Vector(repeating: Float(2)))) - (w810 * Vector(repeating: Float(1))))
-            let w863 = ((((w804 * Vector(repeating: Float(2))) + (w822 * Vector(repeating: Float(1)))) - (w810 * Vector(repeating: Float(1)))) - (w816 * Vector(repeating: Float(2))))
-            let w864 = (((w804 * Vector(repeating: Float(4))) + (w828 * Vector(repeating: Float(1)))) - (w816 * Vector(repeating: Float(5))))
-            storeVector(arena, ((940544 +% ((((j789 *% 4) +% (ty790 *% 2)) +% tx791) *% 64)) +% (cv792 *% 8)), w829)
-            storeVector(arena, ((940800 +% ((((j789 *% 4) +% (ty790 *% 2)) +% tx791) *% 64)) +% (cv792 *% 8)), w830)
-            storeVector(arena, ((941056 +% ((((j789 *% 4) +% (ty790 *% 2)) +% tx791) *% 64)) +% (cv792 *% 8)), w831)
-            storeVector(arena, ((941312 +% ((((j789 *% 4) +% (ty790 *% 2)) +% tx791) *% 64)) +% (cv792 *% 8)), w832)
-            storeVector(arena, ((941568 +% ((((j789 *% 4) +% (ty790 *% 2)) +% tx791) *% 64)) +% (cv792 *% 8)), w833)
-            storeVector(arena, ((941824 +% ((((j789 *% 4) +% (ty790 *% 2)) +% tx791) *% 64)) +% (cv792 *% 8)), w834)
-            storeVector(arena, ((942080 +% ((((j789 *% 4) +% (ty790 *% 2)) +% tx791) *% 64)) +% (cv792 *% 8)), w835)
-            storeVector(arena, ((942336 +% ((((j789 *% 4) +% (ty790 *% 2)) +% tx791) *% 64)) +% (cv792 *% 8)), w836)
-            storeVector(arena, ((942592 +% ((((j789 *% 4) +% (ty790 *% 2)) +% tx791) *% 64)) +% (cv792 *% 8)), w837)
-            storeVector(arena, ((942848 +% ((((j789 *% 4) +% (ty790 *% 2)) +% tx791) *% 64)) +% (cv792 *% 8)), w838)
-            storeVector(arena, ((943104 +% ((((j789 *% 4) +% (ty790 *% 2)) +% tx791) *% 64)) +% (cv792 *% 8)), w839)
-            storeVector(arena, ((943360 +% ((((j789 *% 4) +% (ty790 *% 2)) +% tx791) *% 64)) +% (cv792 *% 8)), w840)
-            storeVector(arena, ((943616 +% ((((j789 *% 4) +% (ty790 *% 2)) +% tx791) *% 64)) +% (cv792 *% 8)), w841)
-            storeVector(arena, ((943872 +% ((((j789 *% 4) +% (ty790 *% 2)) +% tx791) *% 64)) +% (cv792 *% 8)), w842)
-            storeVector(arena, ((944128 +% ((((j789 *% 4) +% (ty790 *% 2)) +% tx791) *% 64)) +% (cv792 *% 8)), w843)
-            storeVector(arena, ((944384 +% ((((j789 *% 4) +% (ty790 *% 2)) +% tx791) *% 64)) +% (cv792 *% 8)), w844)
-            storeVector(arena, ((944640 +% ((((j789 *% 4) +% (ty790 *% 2)) +% tx791) *% 64)) +% (cv792 *% 8)), w845)
-            storeVector(arena, ((944896 +% ((((j789 *% 4) +% (ty790 *% 2)) +% tx791) *% 64)) +% (cv792 *% 8)), w846)
-            storeVector(arena, ((945152 +% ((((j789 *% 4) +% (ty790 *% 2)) +% tx791) *% 64)) +% (cv792 *% 8)), w847)
-            storeVector(arena, ((945408 +% ((((j789 *% 4) +% (ty790 *% 2)) +% tx791) *% 64)) +% (cv792 *% 8)), w848)
-            storeVector(arena, ((945664 +% ((((j789 *% 4) +% (ty790 *% 2)) +% tx791) *% 64)) +% (cv792 *% 8)), w849)
-            storeVector(arena, ((945920 +% ((((j789 *% 4) +% (ty790 *% 2)) +% tx791) *% 64)) +% (cv792 *% 8)), w850)
-            storeVector(arena, ((946176 +% ((((j789 *% 4) +% (ty790 *% 2)) +% tx791) *% 64)) +% (cv792 *% 8)), w851)
-            storeVector(arena, ((946432 +% ((((j789 *% 4) +% (ty790 *% 2)) +% tx791) *% 64)) +% (cv792 *% 8)), w852)
-            storeVector(arena, ((946688 +% ((((j789 *% 4) +% (ty790 *% 2)) +% tx791) *% 64)) +% (cv792 *% 8)), w853)
-            storeVector(arena, ((946944 +% ((((j789 *% 4) +% (ty790 *% 2)) +% tx791) *% 64)) +% (cv792 *% 8)), w854)
-            storeVector(arena, ((947200 +% ((((j789 *% 4) +% (ty790 *% 2)) +% tx791) *% 64)) +% (cv792 *% 8)), w855)
-            storeVector(arena, ((947456 +% ((((j789 *% 4) +% (ty790 *% 2)) +% tx791) *% 64)) +% (cv792 *% 8)), w856)
-            storeVector(arena, ((947712 +% ((((j789 *% 4) +% (ty790 *% 2)) +% tx791) *% 64)) +% (cv792 *% 8)), w857)
-            storeVector(arena, ((947968 +% ((((j789 *% 4) +% (ty790 *% 2)) +% tx791) *% 64)) +% (cv792 *% 8)), w858)
-            storeVector(arena, ((948224 +% ((((j789 *% 4) +% (ty790 *% 2)) +% tx791) *% 64)) +% (cv792 *% 8)), w859)
-            storeVector(arena, ((948480 +% ((((j789 *% 4) +% (ty790 *% 2)) +% tx791) *% 64)) +% (cv792 *% 8)), w860)
-            storeVector(arena, ((948736 +% ((((j789 *% 4) +% (ty790 *% 2)) +% tx791) *% 64)) +% (cv792 *% 8)), w861)
-            storeVector(arena, ((948992 +% ((((j789 *% 4) +% (ty790 *% 2)) +% tx791) *% 64)) +% (cv792 *% 8)), w862)
-            storeVector(arena, ((949248 +% ((((j789 *% 4) +% (ty790 *% 2)) +% tx791) *% 64)) +% (cv792 *% 8)), w863)
-            storeVector(arena, ((949504 +% ((((j789 *% 4) +% (ty790 *% 2)) +% tx791) *% 64)) +% (cv792 *% 8)), w864)
+    for j894 in 0..<1 {
+      for ty895 in 0..<2 {
+        for tx896 in 0..<2 {
+          for cv897 in 0..<8 {
+            let w898 = (((loadVector(arena, (934144 +% ((((j894 *% 6400) +% ((ty895 *% 4) *% 640)) +% ((tx896 *% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 4) *% 640)) +% ((tx896 *% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 2) *% 640)) +% ((tx896 *% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(5))))
+            let w899 = ((((loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 3) *% 640)) +% ((tx896 *% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 4) *% 640)) +% ((tx896 *% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 1) *% 640)) +% ((tx896 *% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 2) *% 640)) +% ((tx896 *% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(4))))
+            let w900 = ((((loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 1) *% 640)) +% ((tx896 *% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 4) *% 640)) +% ((tx896 *% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 2) *% 640)) +% ((tx896 *% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 3) *% 640)) +% ((tx896 *% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1))))
+            let w901 = ((((loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 3) *% 640)) +% ((tx896 *% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 4) *% 640)) +% ((tx896 *% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 1) *% 640)) +% ((tx896 *% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 2) *% 640)) +% ((tx896 *% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1))))
+            let w902 = ((((loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 1) *% 640)) +% ((tx896 *% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 4) *% 640)) +% ((tx896 *% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 2) *% 640)) +% ((tx896 *% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 3) *% 640)) +% ((tx896 *% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(2))))
+            let w903 = (((loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 1) *% 640)) +% ((tx896 *% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 5) *% 640)) +% ((tx896 *% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 3) *% 640)) +% ((tx896 *% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(5))))
+            let w904 = (((loadVector(arena, (934144 +% ((((j894 *% 6400) +% ((ty895 *% 4) *% 640)) +% (((tx896 *% 4) +% 1) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 4) *% 640)) +% (((tx896 *% 4) +% 1) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 2) *% 640)) +% (((tx896 *% 4) +% 1) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(5))))
+            let w905 = ((((loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 3) *% 640)) +% (((tx896 *% 4) +% 1) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 4) *% 640)) +% (((tx896 *% 4) +% 1) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 1) *% 640)) +% (((tx896 *% 4) +% 1) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 2) *% 640)) +% (((tx896 *% 4) +% 1) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(4))))
+            let w906 = ((((loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 1) *% 640)) +% (((tx896 *% 4) +% 1) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 4) *% 640)) +% (((tx896 *% 4) +% 1) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 2) *% 640)) +% (((tx896 *% 4) +% 1) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 3) *% 640)) +% (((tx896 *% 4) +% 1) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1))))
+            let w907 = ((((loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 3) *% 640)) +% (((tx896 *% 4) +% 1) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 4) *% 640)) +% (((tx896 *% 4) +% 1) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 1) *% 640)) +% (((tx896 *% 4) +% 1) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 2) *% 640)) +% (((tx896 *% 4) +% 1) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1))))
+            let w908 = ((((loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 1) *% 640)) +% (((tx896 *% 4) +% 1) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 4) *% 640)) +% (((tx896 *% 4) +% 1) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 2) *% 640)) +% (((tx896 *% 4) +% 1) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 3) *% 640)) +% (((tx896 *% 4) +% 1) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(2))))
+            let w909 = (((loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 1) *% 640)) +% (((tx896 *% 4) +% 1) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 5) *% 640)) +% (((tx896 *% 4) +% 1) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 3) *% 640)) +% (((tx896 *% 4) +% 1) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(5))))
+            let w910 = (((loadVector(arena, (934144 +% ((((j894 *% 6400) +% ((ty895 *% 4) *% 640)) +% (((tx896 *% 4) +% 2) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 4) *% 640)) +% (((tx896 *% 4) +% 2) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 2) *% 640)) +% (((tx896 *% 4) +% 2) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(5))))
+            let w911 = ((((loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 3) *% 640)) +% (((tx896 *% 4) +% 2) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 4) *% 640)) +% (((tx896 *% 4) +% 2) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 1) *% 640)) +% (((tx896 *% 4) +% 2) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 2) *% 640)) +% (((tx896 *% 4) +% 2) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(4))))
+            let w912 = ((((loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 1) *% 640)) +% (((tx896 *% 4) +% 2) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 4) *% 640)) +% (((tx896 *% 4) +% 2) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 2) *% 640)) +% (((tx896 *% 4) +% 2) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 3) *% 640)) +% (((tx896 *% 4) +% 2) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1))))
+            let w913 = ((((loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 3) *% 640)) +% (((tx896 *% 4) +% 2) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 4) *% 640)) +% (((tx896 *% 4) +% 2) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 1) *% 640)) +% (((tx896 *% 4) +% 2) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 2) *% 640)) +% (((tx896 *% 4) +% 2) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1))))
+            let w914 = ((((loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 1) *% 640)) +% (((tx896 *% 4) +% 2) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 4) *% 640)) +% (((tx896 *% 4) +% 2) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 2) *% 640)) +% (((tx896 *% 4) +% 2) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 3) *% 640)) +% (((tx896 *% 4) +% 2) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(2))))
+            let w915 = (((loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 1) *% 640)) +% (((tx896 *% 4) +% 2) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 5) *% 640)) +% (((tx896 *% 4) +% 2) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 3) *% 640)) +% (((tx896 *% 4) +% 2) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(5))))
+            let w916 = (((loadVector(arena, (934144 +% ((((j894 *% 6400) +% ((ty895 *% 4) *% 640)) +% (((tx896 *% 4) +% 3) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 4) *% 640)) +% (((tx896 *% 4) +% 3) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 2) *% 640)) +% (((tx896 *% 4) +% 3) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(5))))
+            let w917 = ((((loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 3) *% 640)) +% (((tx896 *% 4) +% 3) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 4) *% 640)) +% (((tx896 *% 4) +% 3) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 1) *% 640)) +% (((tx896 *% 4) +% 3) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 2) *% 640)) +% (((tx896 *% 4) +% 3) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(4))))
+            let w918 = ((((loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 1) *% 640)) +% (((tx896 *% 4) +% 3) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 4) *% 640)) +% (((tx896 *% 4) +% 3) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 2) *% 640)) +% (((tx896 *% 4) +% 3) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 3) *% 640)) +% (((tx896 *% 4) +% 3) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1))))
+            let w919 = ((((loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 3) *% 640)) +% (((tx896 *% 4) +% 3) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 4) *% 640)) +% (((tx896 *% 4) +% 3) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 1) *% 640)) +% (((tx896 *% 4) +% 3) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 2) *% 640)) +% (((tx896 *% 4) +% 3) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1))))
+            let w920 = ((((loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 1) *% 640)) +% (((tx896 *% 4) +% 3) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 4) *% 640)) +% (((tx896 *% 4) +% 3) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 2) *% 640)) +% (((tx896 *% 4) +% 3) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 3) *% 640)) +% (((tx896 *% 4) +% 3) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(2))))
+            let w921 = (((loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 1) *% 640)) +% (((tx896 *% 4) +% 3) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 5) *% 640)) +% (((tx896 *% 4) +% 3) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 3) *% 640)) +% (((tx896 *% 4) +% 3) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(5))))
+            let w922 = (((loadVector(arena, (934144 +% ((((j894 *% 6400) +% ((ty895 *% 4) *% 640)) +% (((tx896 *% 4) +% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 4) *% 640)) +% (((tx896 *% 4) +% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 2) *% 640)) +% (((tx896 *% 4) +% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(5))))
+            let w923 = ((((loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 3) *% 640)) +% (((tx896 *% 4) +% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 4) *% 640)) +% (((tx896 *% 4) +% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 1) *% 640)) +% (((tx896 *% 4) +% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 2) *% 640)) +% (((tx896 *% 4) +% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(4))))
+            let w924 = ((((loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 1) *% 640)) +% (((tx896 *% 4) +% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 4) *% 640)) +% (((tx896 *% 4) +% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 2) *% 640)) +% (((tx896 *% 4) +% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 3) *% 640)) +% (((tx896 *% 4) +% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1))))
+            let w925 = ((((loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 3) *% 640)) +% (((tx896 *% 4) +% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 4) *% 640)) +% (((tx896 *% 4) +% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 1) *% 640)) +% (((tx896 *% 4) +% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 2) *% 640)) +% (((tx896 *% 4) +% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1))))
+            let w926 = ((((loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 1) *% 640)) +% (((tx896 *% 4) +% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 4) *% 640)) +% (((tx896 *% 4) +% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 2) *% 640)) +% (((tx896 *% 4) +% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 3) *% 640)) +% (((tx896 *% 4) +% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(2))))
+            let w927 = (((loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 1) *% 640)) +% (((tx896 *% 4) +% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 5) *% 640)) +% (((tx896 *% 4) +% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 3) *% 640)) +% (((tx896 *% 4) +% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(5))))
+            let w928 = (((loadVector(arena, (934144 +% ((((j894 *% 6400) +% ((ty895 *% 4) *% 640)) +% (((tx896 *% 4) +% 5) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 4) *% 640)) +% (((tx896 *% 4) +% 5) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 2) *% 640)) +% (((tx896 *% 4) +% 5) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(5))))
+            let w929 = ((((loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 3) *% 640)) +% (((tx896 *% 4) +% 5) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 4) *% 640)) +% (((tx896 *% 4) +% 5) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 1) *% 640)) +% (((tx896 *% 4) +% 5) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 2) *% 640)) +% (((tx896 *% 4) +% 5) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(4))))
+            let w930 = ((((loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 1) *% 640)) +% (((tx896 *% 4) +% 5) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 4) *% 640)) +% (((tx896 *% 4) +% 5) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 2) *% 640)) +% (((tx896 *% 4) +% 5) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 3) *% 640)) +% (((tx896 *% 4) +% 5) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1))))
+            let w931 = ((((loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 3) *% 640)) +% (((tx896 *% 4) +% 5) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 4) *% 640)) +% (((tx896 *% 4) +% 5) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 1) *% 640)) +% (((tx896 *% 4) +% 5) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 2) *% 640)) +% (((tx896 *% 4) +% 5) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1))))
+            let w932 = ((((loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 1) *% 640)) +% (((tx896 *% 4) +% 5) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 4) *% 640)) +% (((tx896 *% 4) +% 5) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 2) *% 640)) +% (((tx896 *% 4) +% 5) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 3) *% 640)) +% (((tx896 *% 4) +% 5) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(2))))
+            let w933 = (((loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 1) *% 640)) +% (((tx896 *% 4) +% 5) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 5) *% 640)) +% (((tx896 *% 4) +% 5) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 3) *% 640)) +% (((tx896 *% 4) +% 5) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(5))))
+            let w934 = (((w898 * Vector(repeating: Float(4))) + (w922 * Vector(repeating: Float(1)))) - (w910 * Vector(repeating: Float(5))))
+            let w935 = ((((w916 * Vector(repeating: Float(1))) + (w922 * Vector(repeating: Float(1)))) - (w904 * Vector(repeating: Float(4)))) - (w910 * Vector(repeating: Float(4))))
+            let w936 = ((((w904 * Vector(repeating: Float(4))) + (w922 * Vector(repeating: Float(1)))) - (w910 * Vector(repeating: Float(4)))) - (w916 * Vector(repeating: Float(1))))
+            let w937 = ((((w916 * Vector(repeating: Float(2))) + (w922 * Vector(repeating: Float(1)))) - (w904 * Vector(repeating: Float(2)))) - (w910 * Vector(repeating: Float(1))))
+            let w938 = ((((w904 * Vector(repeating: Float(2))) + (w922 * Vector(repeating: Float(1)))) - (w910 * Vector(repeating: Float(1)))) - (w916 * Vector(repeating: Float(2))))
+            let w939 = (((w904 * Vector(repeating: Float(4))) + (w928 * Vector(repeating: Float(1)))) - (w916 * Vector(repeating: Float(5))))
+            let w940 = (((w899 * Vector(repeating: Float(4))) + (w923 * Vector(repeating: Float(1)))) - (w911 * Vector(repeating: Float(5))))
+            let w941 = ((((w917 * Vector(repeating: Float(1))) + (w923 * Vector(repeating: Float(1)))) - (w905 * Vector(repeating: Float(4)))) - (w911 * Vector(repeating: Float(4))))
+            let w942 = ((((w905 * Vector(repeating: Float(4))) + (w923 * Vector(repeating: Float(1)))) - (w911 * Vector(repeating: Float(4)))) - (w917 * Vector(repeating: Float(1))))
+            let w943 = ((((w917 * Vector(repeating: Float(2))) + (w923 * Vector(repeating: Float(1)))) - (w905 * Vector(repeating: Float(2)))) - (w911 * Vector(repeating: Float(1))))
+            let w944 = ((((w905 * Vector(repeating: Float(2))) + (w923 * Vector(repeating: Float(1)))) - (w911 * Vector(repeating: Float(1)))) - (w917 * Vector(repeating: Float(2))))
+            let w945 = (((w905 * Vector(repeating: Float(4))) + (w929 * Vector(repeating: Float(1)))) - (w917 * Vector(repeating: Float(5))))
+            let w946 = (((w900 * Vector(repeating: Float(4))) + (w924 * Vector(repeating: Float(1)))) - (w912 * Vector(repeating: Float(5))))
+            let w947 = ((((w918 * Vector(repeating: Float(1))) + (w924 * Vector(repeating: Float(1)))) - (w906 * Vector(repeating: Float(4)))) - (w912 * Vector(repeating: Float(4))))
+            let w948 = ((((w906 * Vector(repeating: Float(4))) + (w924 * Vector(repeating: Float(1)))) - (w912 * Vector(repeating: Float(4)))) - (w918 * Vector(repeating: Float(1))))
+            let w949 = ((((w918 * Vector(repeating: Float(2))) + (w924 * Vector(repeating: Float(1)))) - (w906 * Vector(repeating: Float(2)))) - (w912 * Vector(repeating: Float(1))))
+            let w950 = ((((w906 * Vector(repeating: Float(2))) + (w924 * Vector(repeating: Float(1)))) - (w912 * Vector(repeating: Float(1)))) - (w918 * Vector(repeating: Float(2))))
+            let w951 = (((w906 * Vector(repeating: Float(4))) + (w930 * Vector(repeating: Float(1)))) - (w918 * Vector(repeating: Float(5))))
+            let w952 = (((w901 * Vector(repeating: Float(4))) + (w925 * Vector(repeating: Float(1)))) - (w913 * Vector(repeating: Float(5))))
+            let w953 = ((((w919 * Vector(repeating: Float(1))) + (w925 * Vector(repeating: Float(1)))) - (w907 * Vector(repeating: Float(4)))) - (w913 * Vector(repeating: Float(4))))
+            let w954 = ((((w907 * Vector(repeating: Float(4))) + (w925 * Vector(repeating: Float(1)))) - (w913 * Vector(repeating: Float(4)))) - (w919 * Vector(repeating: Float(1))))
+            let w955 = ((((w919 * Vector(repeating: Float(2))) + (w925 * Vector(repeating: Float(1)))) - (w907 * Vector(repeating: Float(2)))) - (w913 * Vector(repeating: Float(1))))
+            let w956 = ((((w907 * Vector(repeating: Float(2))) + (w925 * Vector(repeating: Float(1)))) - (w913 * Vector(repeating: Float(1)))) - (w919 * Vector(repeating: Float(2))))
+            let w957 = (((w907 * Vector(repeating: Float(4))) + (w931 * Vector(repeating: Float(1)))) - (w919 * Vector(repeating: Float(5))))
+            let w958 = (((w902 * Vector(repeating: Float(4))) + (w926 * Vector(repeating: Float(1)))) - (w914 * Vector(repeating: Float(5))))
+            let w959 = ((((w920 * Vector(repeating: Float(1))) + (w926 * Vector(repeating: Float(1)))) - (w908 * Vector(repeating: Float(4)))) - (w914 * Vector(repeating: Float(4))))
+            let w960 = ((((w908 * Vector(repeating: Float(4))) + (w926 * Vector(repeating: Float(1)))) - (w914 * Vector(repeating: Float(4)))) - (w920 * Vector(repeating: Float(1))))
+            let w961 = ((((w920 * Vector(repeating: Float(2))) + (w926 * Vector(repeating: Float(1)))) - (w908 * Vector(repeating: Float(2)))) - (w914 * Vector(repeating: Float(1))))
+            let w962 = ((((w908 * Vector(repeating: Float(2))) + (w926 * Vector(repeating: Float(1)))) - (w914 * Vector(repeating: Float(1)))) - (w920 * Vector(repeating: Float(2))))
+            let w963 = (((w908 * Vector(repeating: Float(4))) + (w932 * Vector(repeating: Float(1)))) - (w920 * Vector(repeating: Float(5))))
+            let w964 = (((w903 * Vector(repeating: Float(4))) + (w927 * Vector(repeating: Float(1)))) - (w915 * Vector(repeating: Float(5))))
+            let w965 = ((((w921 * Vector(repeating: Float(1))) + (w927 * Vector(repeating: Float(1)))) - (w909 * Vector(repeating: Float(4)))) - (w915 * Vector(repeating: Float(4))))
+            let w966 = ((((w909 * Vector(repeating: Float(4))) + (w927 * Vector(repeating: Float(1)))) - (w915 * Vector(repeating: Float(4)))) - (w921 * Vector(repeating: Float(1))))
+            let w967 = ((((w921 * Vector(repeating: Float(2))) + (w927 * Vector(repeating: Float(1)))) - (w909 * Vector(repeating: Float(2)))) - (w915 * Vector(repeating: Float(1))))
+            let w968 = ((((w909 * Vector(repeating: Float(2))) + (w927 * Vector(repeating: Float(1)))) - (w915 * Vector(repeating: Float(1)))) - (w921 * Vector(repeating: Float(2))))
+            let w969 = (((w909 * Vector(repeating: Float(4))) + (w933 * Vector(repeating: Float(1)))) - (w921 * Vector(repeating: Float(5))))
+            storeVector(arena, ((940544 +% ((((j894 *% 4) +% (ty895 *% 2)) +% tx896) *% 64)) +% (cv897 *% 8)), w934)
+            storeVector(arena, ((940800 +% ((((j894 *% 4) +% (ty895 *% 2)) +% tx896) *% 64)) +% (cv897 *% 8)), w935)
+            storeVector(arena, ((941056 +% ((((j894 *% 4) +% (ty895 *% 2)) +% tx896) *% 64)) +% (cv897 *% 8)), w936)
+            storeVector(arena, ((941312 +% ((((j894 *% 4) +% (ty895 *% 2)) +% tx896) *% 64)) +% (cv897 *% 8)), w937)
+            storeVector(arena, ((941568 +% ((((j894 *% 4) +% (ty895 *% 2)) +% tx896) *% 64)) +% (cv897 *% 8)), w938)
+            storeVector(arena, ((941824 +% ((((j894 *% 4) +% (ty895 *% 2)) +% tx896) *% 64)) +% (cv897 *% 8)), w939)
+            storeVector(arena, ((942080 +% ((((j894 *% 4) +% (ty895 *% 2)) +% tx896) *% 64)) +% (cv897 *% 8)), w940)
+            storeVector(arena, ((942336 +% ((((j894 *% 4) +% (ty895 *% 2)) +% tx896) *% 64)) +% (cv897 *% 8)), w941)
+            storeVector(arena, ((942592 +% ((((j894 *% 4) +% (ty895 *% 2)) +% tx896) *% 64)) +% (cv897 *% 8)), w942)
+            storeVector(arena, ((942848 +% ((((j894 *% 4) +% (ty895 *% 2)) +% tx896) *% 64)) +% (cv897 *% 8)), w943)
+            storeVector(arena, ((943104 +% ((((j894 *% 4) +% (ty895 *% 2)) +% tx896) *% 64)) +% (cv897 *% 8)), w944)
+            storeVector(arena, ((943360 +% ((((j894 *% 4) +% (ty895 *% 2)) +% tx896) *% 64)) +% (cv897 *% 8)), w945)
+            storeVector(arena, ((943616 +% ((((j894 *% 4) +% (ty895 *% 2)) +% tx896) *% 64)) +% (cv897 *% 8)), w946)
+            storeVector(arena, ((943872 +% ((((j894 *% 4) +% (ty895 *% 2)) +% tx896) *% 64)) +% (cv897 *% 8)), w947)
+            storeVector(arena, ((944128 +% ((((j894 *% 4) +% (ty895 *% 2)) +% tx896) *% 64)) +% (cv897 *% 8)), w948)
+            storeVector(arena, ((944384 +% ((((j894 *% 4) +% (ty895 *% 2)) +% tx896) *% 64)) +% (cv897 *% 8)), w949)
+            storeVector(arena, ((944640 +% ((((j894 *% 4) +% (ty895 *% 2)) +% tx896) *% 64)) +% (cv897 *% 8)), w950)
+            storeVector(arena, ((944896 +% ((((j894 *% 4) +% (ty895 *% 2)) +% tx896) *% 64)) +% (cv897 *% 8)), w951)
+            storeVector(arena, ((945152 +% ((((j894 *% 4) +% (ty895 *% 2)) +% tx896) *% 64)) +% (cv897 *% 8)), w952)
+            storeVector(arena, ((945408 +% ((((j894 *% 4) +% (ty895 *% 2)) +% tx896) *% 64)) +% (cv897 *% 8)), w953)
+            storeVector(arena, ((945664 +% ((((j894 *% 4) +% (ty895 *% 2)) +% tx896) *% 64)) +% (cv897 *% 8)), w954)
+            storeVector(arena, ((945920 +% ((((j894 *% 4) +% (ty895 *% 2)) +% tx896) *% 64)) +% (cv897 *% 8)), w955)
+            storeVector(arena, ((946176 +% ((((j894 *% 4) +% (ty895 *% 2)) +% tx896) *% 64)) +% (cv897 *% 8)), w956)
+            storeVector(arena, ((946432 +% ((((j894 *% 4) +% (ty895 *% 2)) +% tx896) *% 64)) +% (cv897 *% 8)), w957)
+            storeVector(arena, ((946688 +% ((((j894 *% 4) +% (ty895 *% 2)) +% tx896) *% 64)) +% (cv897 *% 8)), w958)
+            storeVector(arena, ((946944 +% ((((j894 *% 4) +% (ty895 *% 2)) +% tx896) *% 64)) +% (cv897 *% 8)), w959)
+            storeVector(arena, ((947200 +% ((((j894 *% 4) +% (ty895 *% 2)) +% tx896) *% 64)) +% (cv897 *% 8)), w960)
+            storeVector(arena, ((947456 +% ((((j894 *% 4) +% (ty895 *% 2)) +% tx896) *% 64)) +% (cv897 *% 8)), w961)
+            storeVector(arena, ((947712 +% ((((j894 *% 4) +% (ty895 *% 2)) +% tx896) *% 64)) +% (cv897 *% 8)), w962)
+            storeVector(arena, ((947968 +% ((((j894 *% 4) +% (ty895 *% 2)) +% tx896) *% 64)) +% (cv897 *% 8)), w963)
+            storeVector(arena, ((948224 +% ((((j894 *% 4) +% (ty895 *% 2)) +% tx896) *% 64)) +% (cv897 *% 8)), w964)
+            storeVector(arena, ((948480 +% ((((j894 *% 4) +% (ty895 *% 2)) +% tx896) *% 64)) +% (cv897 *% 8)), w965)
+            storeVector(arena, ((948736 +% ((((j894 *% 4) +% (ty895 *% 2)) +% tx896) *% 64)) +% (cv897 *% 8)), w966)
+            storeVector(arena, ((948992 +% ((((j894 *% 4) +% (ty895 *% 2)) +% tx896) *% 64)) +% (cv897 *% 8)), w967)
+            storeVector(arena, ((949248 +% ((((j894 *% 4) +% (ty895 *% 2)) +% tx896) *% 64)) +% (cv897 *% 8)), w968)
+            storeVector(arena, ((949504 +% ((((j894 *% 4) +% (ty895 *% 2)) +% tx896) *% 64)) +% (cv897 *% 8)), w969)
           }
         }
       }
     }
-    parallelFor(pool, 2) { part865 in
-      for xi866 in 0..<36 {
-        do {  // gemm871
-          for nb867 in 0..<1 {
-            for mb868 in 0..<2 {
-              var t869_c0_0 = Vector()
-              var t869_c0_1 = Vector()
-              var t869_c0_2 = Vector()
-              var t869_c0_3 = Vector()
-              var t869_c1_0 = Vector()
-              var t869_c1_1 = Vector()
-              var t869_c1_2 = Vector()
-              var t869_c1_3 = Vector()
-              for k870 in 0..<64 {
-                let t869_b0 = loadVector(arena, ((((3335264 +% (xi866 *% 4096)) +% (part865 *% 32)) +% (k870 *% 64)) +% (nb867 *% 32)))
-                let t869_b1 = loadVector(arena, (((((3335264 +% (xi866 *% 4096)) +% (part865 *% 32)) +% (k870 *% 64)) +% (nb867 *% 32)) +% 8))
-                let t869_b2 = loadVector(arena, (((((3335264 +% (xi866 *% 4096)) +% (part865 *% 32)) +% (k870 *% 64)) +% (nb867 *% 32)) +% 16))
-                let t869_b3 = loadVector(arena, (((((3335264 +% (xi866 *% 4096)) +% (part865 *% 32)) +% (k870 *% 64)) +% (nb867 *% 32)) +% 24))
-                let t869_a0 = Vector(repeating: arena[(((940544 +% (xi866 *% 256)) +% ((mb868 *% 2) *% 64)) +% k870)])
-                t869_c0_0 = t869_c0_0.addingProduct(t869_a0, t869_b0)
-                t869_c0_1 = t869_c0_1.addingProduct(t869_a0, t869_b1)
-                t869_c0_2 = t869_c0_2.addingProduct(t869_a0, t869_b2)
-                t869_c0_3 = t869_c0_3.addingProduct(t869_a0, t869_b3)
-                let t869_a1 = Vector(repeating: arena[(((940544 +% (xi866 *% 256)) +% (((mb868 *% 2) +% 1) *% 64)) +% k870)])
-                t869_c1_0 = t869_c1_0.addingProduct(t869_a1, t869_b0)
-                t869_c1_1 = t869_c1_1.addingProduct(t869_a1, t869_b1)
-                t869_c1_2 = t869_c1_2.addingProduct(t869_a1, t869_b2)
-                t869_c1_3 = t869_c1_3.addingProduct(t869_a1, t869_b3)
+    parallelFor(pool, 2) { part970 in
+      for xi971 in 0..<36 {
+        do {  // gemm976
+          for nb972 in 0..<1 {
+            for mb973 in 0..<2 {
+              var t974_c0_0 = Vector()
+              var t974_c0_1 = Vector()
+              var t974_c0_2 = Vector()
+              var t974_c0_3 = Vector()
+              var t974_c1_0 = Vector()
+              var t974_c1_1 = Vector()
+              var t974_c1_2 = Vector()
+              var t974_c1_3 = Vector()
+              for k975 in 0..<64 {
+                let t974_b0 = loadVector(arena, ((((3363856 +% (xi971 *% 4096)) +% (part970 *% 32)) +% (k975 *% 64)) +% (nb972 *% 32)))
+                let t974_b1 = loadVector(arena, (((((3363856 +% (xi971 *% 4096)) +% (part970 *% 32)) +% (k975 *% 64)) +% (nb972 *% 32)) +% 8))
+                let t974_b2 = loadVector(arena, (((((3363856 +% (xi971 *% 4096)) +% (part970 *% 32)) +% (k975 *% 64)) +% (nb972 *% 32)) +% 16))
+                let t974_b3 = loadVector(arena, (((((3363856 +% (xi971 *% 4096)) +% (part970 *% 32)) +% (k975 *% 64)) +% (nb972 *% 32)) +% 24))
+                let t974_a0 = Vector(repeating: arena[(((940544 +% (xi971 *% 256)) +% ((mb973 *% 2) *% 64)) +% k975)])
+                t974_c0_0 = t974_c0_0.addingProduct(t974_a0, t974_b0)
+                t974_c0_1 = t974_c0_1.addingProduct(t974_a0, t974_b1)
+                t974_c0_2 = t974_c0_2.addingProduct(t974_a0, t974_b2)
+                t974_c0_3 = t974_c0_3.addingProduct(t974_a0, t974_b3)
+                let t974_a1 = Vector(repeating: arena[(((940544 +% (xi971 *% 256)) +% (((mb973 *% 2) +% 1) *% 64)) +% k975)])
+                t974_c1_0 = t974_c1_0.addingProduct(t974_a1, t974_b0)
+                t974_c1_1 = t974_c1_1.addingProduct(t974_a1, t974_b1)
+                t974_c1_2 = t974_c1_2.addingProduct(t974_a1, t974_b2)
+                t974_c1_3 = t974_c1_3.addingProduct(t974_a1, t974_b3)
               }
-              storeVector(arena, ((((949760 +% (xi866 *% 256)) +% (part865 *% 32)) +% ((mb868 *% 2) *% 64)) +% (nb867 *% 32)), t869_c0_0)
-              storeVector(arena, (((((949760 +% (xi866 *% 256)) +% (part865 *% 32)) +% ((mb868 *% 2) *% 64)) +% (nb867 *% 32)) +% 8), t869_c0_1)
-              storeVector(arena, (((((949760 +% (xi866 *% 256)) +% (part865 *% 32)) +% ((mb868 *% 2) *% 64)) +% (nb867 *% 32)) +% 16), t869_c0_2)
-              storeVector(arena, (((((949760 +% (xi866 *% 256)) +% (part865 *% 32)) +% ((mb868 *% 2) *% 64)) +% (nb867 *% 32)) +% 24), t869_c0_3)
-              storeVector(arena, ((((949760 +% (xi866 *% 256)) +% (part865 *% 32)) +% (((mb868 *% 2) +% 1) *% 64)) +% (nb867 *% 32)), t869_c1_0)
-              storeVector(arena, (((((949760 +% (xi866 *% 256)) +% (part865 *% 32)) +% (((mb868 *% 2) +% 1) *% 64)) +% (nb867 *% 32)) +% 8), t869_c1_1)
-              storeVector(arena, (((((949760 +% (xi866 *% 256)) +% (part865 *% 32)) +% (((mb868 *% 2) +% 1) *% 64)) +% (nb867 *% 32)) +% 16), t869_c1_2)
-              storeVector(arena, (((((949760 +% (xi866 *% 256)) +% (part865 *% 32)) +% (((mb868 *% 2) +% 1) *% 64)) +% (nb867 *% 32)) +% 24), t869_c1_3)
+              storeVector(arena, ((((949760 +% (xi971 *% 256)) +% (part970 *% 32)) +% ((mb973 *% 2) *% 64)) +% (nb972 *% 32)), t974_c0_0)
+              storeVector(arena, (((((949760 +% (xi971 *% 256)) +% (part970 *% 32)) +% ((mb973 *% 2) *% 64)) +% (nb972 *% 32)) +% 8), t974_c0_1)
+              storeVector(arena, (((((949760 +% (xi971 *% 256)) +% (part970 *% 32)) +% ((mb973 *% 2) *% 64)) +% (nb972 *% 32)) +% 16), t974_c0_2)
+              storeVector(arena, (((((949760 +% (xi971 *% 256)) +% (part970 *% 32)) +% ((mb973 *% 2) *% 64)) +% (nb972 *% 32)) +% 24), t974_c0_3)
+              storeVector(arena, ((((949760 +% (xi971 *% 256)) +% (part970 *% 32)) +% (((mb973 *% 2) +% 1) *% 64)) +% (nb972 *% 32)), t974_c1_0)
+              storeVector(arena, (((((949760 +% (xi971 *% 256)) +% (part970 *% 32)) +% (((mb973 *% 2) +% 1) *% 64)) +% (nb972 *% 32)) +% 8), t974_c1_1)
+              storeVector(arena, (((((949760 +% (xi971 *% 256)) +% (part970 *% 32)) +% (((mb973 *% 2) +% 1) *% 64)) +% (nb972 *% 32)) +% 16), t974_c1_2)
+              storeVector(arena, (((((949760 +% (xi971 *% 256)) +% (part970 *% 32)) +% (((mb973 *% 2) +% 1) *% 64)) +% (nb972 *% 32)) +% 24), t974_c1_3)
             }
           }
         }
       }
-      for j872 in 0..<1 {
-        for ty873 in 0..<2 {
-          for tx874 in 0..<2 {
-            for cv875 in 0..<4 {
-              let w876 = ((((loadVector(arena, ((949760 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) + loadVector(arena, ((951296 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8))))) + loadVector(arena, ((952832 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8))))) + loadVector(arena, ((954368 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8))))) + loadVector(arena, ((955904 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))))
-              let w877 = ((((loadVector(arena, ((951296 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((954368 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((952832 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((955904 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(2))))
-              let w878 = ((((loadVector(arena, ((951296 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((952832 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((954368 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((955904 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(4))))
-              let w879 = (((((loadVector(arena, ((951296 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((954368 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((957440 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((952832 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((955904 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(8))))
-              let w880 = ((((loadVector(arena, ((950016 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) + loadVector(arena, ((951552 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8))))) + loadVector(arena, ((953088 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8))))) + loadVector(arena, ((954624 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8))))) + loadVector(arena, ((956160 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))))
-              let w881 = ((((loadVector(arena, ((951552 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((954624 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((953088 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((956160 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(2))))
-              let w882 = ((((loadVector(arena, ((951552 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((953088 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((954624 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((956160 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(4))))
-              let w883 = (((((loadVector(arena, ((951552 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((954624 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((957696 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((953088 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((956160 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(8))))
-              let w884 = ((((loadVector(arena, ((950272 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) + loadVector(arena, ((951808 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8))))) + loadVector(arena, ((953344 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8))))) + loadVector(arena, ((954880 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8))))) + loadVector(arena, ((956416 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))))
-              let w885 = ((((loadVector(arena, ((951808 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((954880 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((953344 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((956416 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(2))))
-              let w886 = ((((loadVector(arena, ((951808 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((953344 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((954880 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((956416 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(4))))
-              let w887 = (((((loadVector(arena, ((951808 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((954880 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((957952 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((953344 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((956416 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(8))))
-              let w888 = ((((loadVector(arena, ((950528 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) + loadVector(arena, ((952064 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8))))) + loadVector(arena, ((953600 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8))))) + loadVector(arena, ((955136 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8))))) + loadVector(arena, ((956672 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))))
-              let w889 = ((((loadVector(arena, ((952064 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((955136 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((953600 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((956672 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(2))))
-              let w890 = ((((loadVector(arena, ((952064 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((953600 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((955136 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((956672 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(4))))
-              let w891 = (((((loadVector(arena, ((952064 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((955136 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((958208 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((953600 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((956672 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(8))))
-              let w892 = ((((loadVector(arena, ((950784 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) + loadVector(arena, ((952320 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8))))) + loadVector(arena, ((953856 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8))))) + loadVector(arena, ((955392 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8))))) + loadVector(arena, ((956928 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))))
-              let w893 = ((((loadVector(arena, ((952320 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((955392 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((953856 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((956928 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(2))))
-              let w894 = ((((loadVector(arena, ((952320 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((953856 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((955392 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((956928 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(4))))
-              let w895 = (((((loadVector(arena, ((952320 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((955392 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((958464 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((953856 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((956928 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(8))))
-              let w896 = ((((loadVector(arena, ((951040 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) + loadVector(arena, ((952576 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8))))) + loadVector(arena, ((954112 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8))))) + loadVector(arena, ((955648 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8))))) + loadVector(arena, ((957184 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))))
-              let w897 = ((((loadVector(arena, ((952576 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((955648 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((954112 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((957184 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(2))))
-              let w898 = ((((loadVector(arena, ((952576 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((954112 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((955648 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((957184 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(4))))
-              let w899 = (((((loadVector(arena, ((952576 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((955648 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((958720 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((954112 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((957184 +% ((((j872 *% 4) +% (ty873 *% 2)) +% tx874) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8)))) * Vector(repeating: Float(8))))
-              let w900 = ((((w876 + w880) + w884) + w888) + w892)
-              let w901 = ((((w880 * Vector(repeating: Float(1))) + (w888 * Vector(repeating: Float(2)))) - (w884 * Vector(repeating: Float(1)))) - (w892 * Vector(repeating: Float(2))))
-              let w902 = ((((w880 * Vector(repeating: Float(1))) + (w884 * Vector(repeating: Float(1)))) + (w888 * Vector(repeating: Float(4)))) + (w892 * Vector(repeating: Float(4))))
-              let w903 = (((((w880 * Vector(repeating: Float(1))) + (w888 * Vector(repeating: Float(8)))) + (w896 * Vector(repeating: Float(1)))) - (w884 * Vector(repeating: Float(1)))) - (w892 * Vector(repeating: Float(8))))
-              let w904 = ((((w877 + w881) + w885) + w889) + w893)
-              let w905 = ((((w881 * Vector(repeating: Float(1))) + (w889 * Vector(repeating: Float(2)))) - (w885 * Vector(repeating: Float(1)))) - (w893 * Vector(repeating: Float(2))))
-              let w906 = ((((w881 * Vector(repeating: Float(1))) + (w885 * Vector(repeating: Float(1)))) + (w889 * Vector(repeating: Float(4)))) + (w893 * Vector(repeating: Float(4))))
-              let w907 = (((((w881 * Vector(repeating: Float(1))) + (w889 * Vector(repeating: Float(8)))) + (w897 * Vector(repeating: Float(1)))) - (w885 * Vector(repeating: Float(1)))) - (w893 * Vector(repeating: Float(8))))
-              let w908 = ((((w878 + w882) + w886) + w890) + w894)
-              let w909 = ((((w882 * Vector(repeating: Float(1))) + (w890 * Vector(repeating: Float(2)))) - (w886 * Vector(repeating: Float(1)))) - (w894 * Vector(repeating: Float(2))))
-              let w910 = ((((w882 * Vector(repeating: Float(1))) + (w886 * Vector(repeating: Float(1)))) + (w890 * Vector(repeating: Float(4)))) + (w894 * Vector(repeating: Float(4))))
-              let w911 = (((((w882 * Vector(repeating: Float(1))) + (w890 * Vector(repeating: Float(8)))) + (w898 * Vector(repeating: Float(1)))) - (w886 * Vector(repeating: Float(1)))) - (w894 * Vector(repeating: Float(8))))
-              let w912 = ((((w879 + w883) + w887) + w891) + w895)
-              let w913 = ((((w883 * Vector(repeating: Float(1))) + (w891 * Vector(repeating: Float(2)))) - (w887 * Vector(repeating: Float(1)))) - (w895 * Vector(repeating: Float(2))))
-              let w914 = ((((w883 * Vector(repeating: Float(1))) + (w887 * Vector(repeating: Float(1)))) + (w891 * Vector(repeating: Float(4)))) + (w895 * Vector(repeating: Float(4))))
-              let w915 = (((((w883 * Vector(repeating: Float(1))) + (w891 * Vector(repeating: Float(8)))) + (w899 * Vector(repeating: Float(1)))) - (w887 * Vector(repeating: Float(1)))) - (w895 * Vector(repeating: Float(8))))
-              storeVector(arena, ((958976 +% (((((j872 *% 8) +% (ty873 *% 4)) *% 8) +% (tx874 *% 4)) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8))), ((w900 * loadVector(arena, ((part865 *% 32) +% (cv875 *% 8)))) + loadVector(arena, (64 +% ((part865 *% 32) +% (cv875 *% 8))))))
-              storeVector(arena, ((958976 +% ((((((j872 *% 8) +% (ty873 *% 4)) *% 8) +% (tx874 *% 4)) +% 1) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8))), ((w901 * loadVector(arena, ((part865 *% 32) +% (cv875 *% 8)))) + loadVector(arena, (64 +% ((part865 *% 32) +% (cv875 *% 8))))))
-              storeVector(arena, ((958976 +% ((((((j872 *% 8) +% (ty873 *% 4)) *% 8) +% (tx874 *% 4)) +% 2) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8))), ((w902 * loadVector(arena, ((part865 *% 32) +% (cv875 *% 8)))) + loadVector(arena, (64 +% ((part865 *% 32) +% (cv875 *% 8))))))
-              storeVector(arena, ((958976 +% ((((((j872 *% 8) +% (ty873 *% 4)) *% 8) +% (tx874 *% 4)) +% 3) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8))), ((w903 * loadVector(arena, ((part865 *% 32) +% (cv875 *% 8)))) + loadVector(arena, (64 +% ((part865 *% 32) +% (cv875 *% 8))))))
-              storeVector(arena, ((958976 +% ((((((j872 *% 8) +% (ty873 *% 4)) +% 1) *% 8) +% (tx874 *% 4)) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8))), ((w904 * loadVector(arena, ((part865 *% 32) +% (cv875 *% 8)))) + loadVector(arena, (64 +% ((part865 *% 32) +% (cv875 *% 8))))))
-              storeVector(arena, ((958976 +% (((((((j872 *% 8) +% (ty873 *% 4)) +% 1) *% 8) +% (tx874 *% 4)) +% 1) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8))), ((w905 * loadVector(arena, ((part865 *% 32) +% (cv875 *% 8)))) + loadVector(arena, (64 +% ((part865 *% 32) +% (cv875 *% 8))))))
-              storeVector(arena, ((958976 +% (((((((j872 *% 8) +% (ty873 *% 4)) +% 1) *% 8) +% (tx874 *% 4)) +% 2) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8))), ((w906 * loadVector(arena, ((part865 *% 32) +% (cv875 *% 8)))) + loadVector(arena, (64 +% ((part865 *% 32) +% (cv875 *% 8))))))
-              storeVector(arena, ((958976 +% (((((((j872 *% 8) +% (ty873 *% 4)) +% 1) *% 8) +% (tx874 *% 4)) +% 3) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8))), ((w907 * loadVector(arena, ((part865 *% 32) +% (cv875 *% 8)))) + loadVector(arena, (64 +% ((part865 *% 32) +% (cv875 *% 8))))))
-              storeVector(arena, ((958976 +% ((((((j872 *% 8) +% (ty873 *% 4)) +% 2) *% 8) +% (tx874 *% 4)) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8))), ((w908 * loadVector(arena, ((part865 *% 32) +% (cv875 *% 8)))) + loadVector(arena, (64 +% ((part865 *% 32) +% (cv875 *% 8))))))
-              storeVector(arena, ((958976 +% (((((((j872 *% 8) +% (ty873 *% 4)) +% 2) *% 8) +% (tx874 *% 4)) +% 1) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8))), ((w909 * loadVector(arena, ((part865 *% 32) +% (cv875 *% 8)))) + loadVector(arena, (64 +% ((part865 *% 32) +% (cv875 *% 8))))))
-              storeVector(arena, ((958976 +% (((((((j872 *% 8) +% (ty873 *% 4)) +% 2) *% 8) +% (tx874 *% 4)) +% 2) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8))), ((w910 * loadVector(arena, ((part865 *% 32) +% (cv875 *% 8)))) + loadVector(arena, (64 +% ((part865 *% 32) +% (cv875 *% 8))))))
-              storeVector(arena, ((958976 +% (((((((j872 *% 8) +% (ty873 *% 4)) +% 2) *% 8) +% (tx874 *% 4)) +% 3) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8))), ((w911 * loadVector(arena, ((part865 *% 32) +% (cv875 *% 8)))) + loadVector(arena, (64 +% ((part865 *% 32) +% (cv875 *% 8))))))
-              storeVector(arena, ((958976 +% ((((((j872 *% 8) +% (ty873 *% 4)) +% 3) *% 8) +% (tx874 *% 4)) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8))), ((w912 * loadVector(arena, ((part865 *% 32) +% (cv875 *% 8)))) + loadVector(arena, (64 +% ((part865 *% 32) +% (cv875 *% 8))))))
-              storeVector(arena, ((958976 +% (((((((j872 *% 8) +% (ty873 *% 4)) +% 3) *% 8) +% (tx874 *% 4)) +% 1) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8))), ((w913 * loadVector(arena, ((part865 *% 32) +% (cv875 *% 8)))) + loadVector(arena, (64 +% ((part865 *% 32) +% (cv875 *% 8))))))
-              storeVector(arena, ((958976 +% (((((((j872 *% 8) +% (ty873 *% 4)) +% 3) *% 8) +% (tx874 *% 4)) +% 2) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8))), ((w914 * loadVector(arena, ((part865 *% 32) +% (cv875 *% 8)))) + loadVector(arena, (64 +% ((part865 *% 32) +% (cv875 *% 8))))))
-              storeVector(arena, ((958976 +% (((((((j872 *% 8) +% (ty873 *% 4)) +% 3) *% 8) +% (tx874 *% 4)) +% 3) *% 64)) +% ((part865 *% 32) +% (cv875 *% 8))), ((w915 * loadVector(arena, ((part865 *% 32) +% (cv875 *% 8)))) + loadVector(arena, (64 +% ((part865 *% 32) +% (cv875 *% 8))))))
+      for j977 in 0..<1 {
+        for ty978 in 0..<2 {
+          for tx979 in 0..<2 {
+            for cv980 in 0..<4 {
+              let w981 = ((((loadVector(arena, ((949760 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) + loadVector(arena, ((951296 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8))))) + loadVector(arena, ((952832 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8))))) + loadVector(arena, ((954368 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8))))) + loadVector(arena, ((955904 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))))
+              let w982 = ((((loadVector(arena, ((951296 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((954368 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((952832 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((955904 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(2))))
+              let w983 = ((((loadVector(arena, ((951296 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((952832 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((954368 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((955904 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(4))))
+              let w984 = (((((loadVector(arena, ((951296 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((954368 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((957440 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((952832 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((955904 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(8))))
+              let w985 = ((((loadVector(arena, ((950016 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) + loadVector(arena, ((951552 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8))))) + loadVector(arena, ((953088 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8))))) + loadVector(arena, ((954624 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8))))) + loadVector(arena, ((956160 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))))
+              let w986 = ((((loadVector(arena, ((951552 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((954624 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((953088 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((956160 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(2))))
+              let w987 = ((((loadVector(arena, ((951552 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((953088 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((954624 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((956160 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(4))))
+              let w988 = (((((loadVector(arena, ((951552 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((954624 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((957696 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((953088 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((956160 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(8))))
+              let w989 = ((((loadVector(arena, ((950272 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) + loadVector(arena, ((951808 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8))))) + loadVector(arena, ((953344 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8))))) + loadVector(arena, ((954880 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8))))) + loadVector(arena, ((956416 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))))
+              let w990 = ((((loadVector(arena, ((951808 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((954880 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((953344 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((956416 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(2))))
+              let w991 = ((((loadVector(arena, ((951808 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((953344 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((954880 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((956416 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(4))))
+              let w992 = (((((loadVector(arena, ((951808 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((954880 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((957952 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((953344 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((956416 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(8))))
+              let w993 = ((((loadVector(arena, ((950528 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) + loadVector(arena, ((952064 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8))))) + loadVector(arena, ((953600 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8))))) + loadVector(arena, ((955136 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8))))) + loadVector(arena, ((956672 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))))
+              let w994 = ((((loadVector(arena, ((952064 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((955136 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((953600 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((956672 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(2))))
+              let w995 = ((((loadVector(arena, ((952064 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((953600 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((955136 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((956672 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(4))))
+              let w996 = (((((loadVector(arena, ((952064 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((955136 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((958208 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((953600 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((956672 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(8))))
+              let w997 = ((((loadVector(arena, ((950784 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) + loadVector(arena, ((952320 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8))))) + loadVector(arena, ((953856 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8))))) + loadVector(arena, ((955392 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8))))) + loadVector(arena, ((956928 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))))
+              let w998 = ((((loadVector(arena, ((952320 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((955392 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((953856 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((956928 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(2))))
+              let w999 = ((((loadVector(arena, ((952320 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((953856 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((955392 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((956928 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(4))))
+              let w1000 = (((((loadVector(arena, ((952320 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((955392 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((958464 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((953856 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((956928 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(8))))
+              let w1001 = ((((loadVector(arena, ((951040 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) + loadVector(arena, ((952576 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8))))) + loadVector(arena, ((954112 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8))))) + loadVector(arena, ((955648 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8))))) + loadVector(arena, ((957184 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))))
+              let w1002 = ((((loadVector(arena, ((952576 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((955648 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((954112 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((957184 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(2))))
+              let w1003 = ((((loadVector(arena, ((952576 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((954112 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((955648 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((957184 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(4))))
+              let w1004 = (((((loadVector(arena, ((952576 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((955648 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((958720 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((954112 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((957184 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(8))))
+              let w1005 = ((((w981 + w985) + w989) + w993) + w997)
+              let w1006 = ((((w985 * Vector(repeating: Float(1))) + (w993 * Vector(repeating: Float(2)))) - (w989 * Vector(repeating: Float(1)))) - (w997 * Vector(repeating: Float(2))))
+              let w1007 = ((((w985 * Vector(repeating: Float(1))) + (w989 * Vector(repeating: Float(1)))) + (w993 * Vector(repeating: Float(4)))) + (w997 * Vector(repeating: Float(4))))
+              let w1008 = (((((w985 * Vector(repeating: Float(1))) + (w993 * Vector(repeating: Float(8)))) + (w1001 * Vector(repeating: Float(1)))) - (w989 * Vector(repeating: Float(1)))) - (w997 * Vector(repeating: Float(8))))
+              let w1009 = ((((w982 + w986) + w990) + w994) + w998)
+              let w1010 = ((((w986 * Vector(repeating: Float(1))) + (w994 * Vector(repeating: Float(2)))) - (w990 * Vector(repeating: Float(1)))) - (w998 * Vector(repeating: Float(2))))
+              let w1011 = ((((w986 * Vector(repeating: Float(1))) + (w990 * Vector(repeating: Float(1)))) + (w994 * Vector(repeating: Float(4)))) + (w998 * Vector(repeating: Float(4))))
+              let w1012 = (((((w986 * Vector(repeating: Float(1))) + (w994 * Vector(repeating: Float(8)))) + (w1002 * Vector(repeating: Float(1)))) - (w990 * Vector(repeating: Float(1)))) - (w998 * Vector(repeating: Float(8))))
+              let w1013 = ((((w983 + w987) + w991) + w995) + w999)
+              let w1014 = ((((w987 * Vector(repeating: Float(1))) + (w995 * Vector(repeating: Float(2)))) - (w991 * Vector(repeating: Float(1)))) - (w999 * Vector(repeating: Float(2))))
+              let w1015 = ((((w987 * Vector(repeating: Float(1))) + (w991 * Vector(repeating: Float(1)))) + (w995 * Vector(repeating: Float(4)))) + (w999 * Vector(repeating: Float(4))))
+              let w1016 = (((((w987 * Vector(repeating: Float(1))) + (w995 * Vector(repeating: Float(8)))) + (w1003 * Vector(repeating: Float(1)))) - (w991 * Vector(repeating: Float(1)))) - (w999 * Vector(repeating: Float(8))))
+              let w1017 = ((((w984 + w988) + w992) + w996) + w1000)
+              let w1018 = ((((w988 * Vector(repeating: Float(1))) + (w996 * Vector(repeating: Float(2)))) - (w992 * Vector(repeating: Float(1)))) - (w1000 * Vector(repeating: Float(2))))
+              let w1019 = ((((w988 * Vector(repeating: Float(1))) + (w992 * Vector(repeating: Float(1)))) + (w996 * Vector(repeating: Float(4)))) + (w1000 * Vector(repeating: Float(4))))
+              let w1020 = (((((w988 * Vector(repeating: Float(1))) + (w996 * Vector(repeating: Float(8)))) + (w1004 * Vector(repeating: Float(1)))) - (w992 * Vector(repeating: Float(1)))) - (w1000 * Vector(repeating: Float(8))))
+              storeVector(arena, ((958976 +% (((((j977 *% 8) +% (ty978 *% 4)) *% 8) +% (tx979 *% 4)) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8))), ((w1005 * loadVector(arena, ((part970 *% 32) +% (cv980 *% 8)))) + loadVector(arena, (64 +% ((part970 *% 32) +% (cv980 *% 8))))))
+              storeVector(arena, ((958976 +% ((((((j977 *% 8) +% (ty978 *% 4)) *% 8) +% (tx979 *% 4)) +% 1) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8))), ((w1006 * loadVector(arena, ((part970 *% 32) +% (cv980 *% 8)))) + loadVector(arena, (64 +% ((part970 *% 32) +% (cv980 *% 8))))))
+              storeVector(arena, ((958976 +% ((((((j977 *% 8) +% (ty978 *% 4)) *% 8) +% (tx979 *% 4)) +% 2) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8))), ((w1007 * loadVector(arena, ((part970 *% 32) +% (cv980 *% 8)))) + loadVector(arena, (64 +% ((part970 *% 32) +% (cv980 *% 8))))))
+              storeVector(arena, ((958976 +% ((((((j977 *% 8) +% (ty978 *% 4)) *% 8) +% (tx979 *% 4)) +% 3) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8))), ((w1008 * loadVector(arena, ((part970 *% 32) +% (cv980 *% 8)))) + loadVector(arena, (64 +% ((part970 *% 32) +% (cv980 *% 8))))))
+              storeVector(arena, ((958976 +% ((((((j977 *% 8) +% (ty978 *% 4)) +% 1) *% 8) +% (tx979 *% 4)) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8))), ((w1009 * loadVector(arena, ((part970 *% 32) +% (cv980 *% 8)))) + loadVector(arena, (64 +% ((part970 *% 32) +% (cv980 *% 8))))))
+              storeVector(arena, ((958976 +% (((((((j977 *% 8) +% (ty978 *% 4)) +% 1) *% 8) +% (tx979 *% 4)) +% 1) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8))), ((w1010 * loadVector(arena, ((part970 *% 32) +% (cv980 *% 8)))) + loadVector(arena, (64 +% ((part970 *% 32) +% (cv980 *% 8))))))
+              storeVector(arena, ((958976 +% (((((((j977 *% 8) +% (ty978 *% 4)) +% 1) *% 8) +% (tx979 *% 4)) +% 2) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8))), ((w1011 * loadVector(arena, ((part970 *% 32) +% (cv980 *% 8)))) + loadVector(arena, (64 +% ((part970 *% 32) +% (cv980 *% 8))))))
+              storeVector(arena, ((958976 +% (((((((j977 *% 8) +% (ty978 *% 4)) +% 1) *% 8) +% (tx979 *% 4)) +% 3) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8))), ((w1012 * loadVector(arena, ((part970 *% 32) +% (cv980 *% 8)))) + loadVector(arena, (64 +% ((part970 *% 32) +% (cv980 *% 8))))))
+              storeVector(arena, ((958976 +% ((((((j977 *% 8) +% (ty978 *% 4)) +% 2) *% 8) +% (tx979 *% 4)) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8))), ((w1013 * loadVector(arena, ((part970 *% 32) +% (cv980 *% 8)))) + loadVector(arena, (64 +% ((part970 *% 32) +% (cv980 *% 8))))))
+              storeVector(arena, ((958976 +% (((((((j977 *% 8) +% (ty978 *% 4)) +% 2) *% 8) +% (tx979 *% 4)) +% 1) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8))), ((w1014 * loadVector(arena, ((part970 *% 32) +% (cv980 *% 8)))) + loadVector(arena, (64 +% ((part970 *% 32) +% (cv980 *% 8))))))
+              storeVector(arena, ((958976 +% (((((((j977 *% 8) +% (ty978 *% 4)) +% 2) *% 8) +% (tx979 *% 4)) +% 2) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8))), ((w1015 * loadVector(arena, ((part970 *% 32) +% (cv980 *% 8)))) + loadVector(arena, (64 +% ((part970 *% 32) +% (cv980 *% 8))))))
+              storeVector(arena, ((958976 +% (((((((j977 *% 8) +% (ty978 *% 4)) +% 2) *% 8) +% (tx979 *% 4)) +% 3) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8))), ((w1016 * loadVector(arena, ((part970 *% 32) +% (cv980 *% 8)))) + loadVector(arena, (64 +% ((part970 *% 32) +% (cv980 *% 8))))))
+              storeVector(arena, ((958976 +% ((((((j977 *% 8) +% (ty978 *% 4)) +% 3) *% 8) +% (tx979 *% 4)) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8))), ((w1017 * loadVector(arena, ((part970 *% 32) +% (cv980 *% 8)))) + loadVector(arena, (64 +% ((part970 *% 32) +% (cv980 *% 8))))))
+              storeVector(arena, ((958976 +% (((((((j977 *% 8) +% (ty978 *% 4)) +% 3) *% 8) +% (tx979 *% 4)) +% 1) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8))), ((w1018 * loadVector(arena, ((part970 *% 32) +% (cv980 *% 8)))) + loadVector(arena, (64 +% ((part970 *% 32) +% (cv980 *% 8))))))
+              storeVector(arena, ((958976 +% (((((((j977 *% 8) +% (ty978 *% 4)) +% 3) *% 8) +% (tx979 *% 4)) +% 2) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8))), ((w1019 * loadVector(arena, ((part970 *% 32) +% (cv980 *% 8)))) + loadVector(arena, (64 +% ((part970 *% 32) +% (cv980 *% 8))))))
+              storeVector(arena, ((958976 +% (((((((j977 *% 8) +% (ty978 *% 4)) +% 3) *% 8) +% (tx979 *% 4)) +% 3) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8))), ((w1020 * loadVector(arena, ((part970 *% 32) +% (cv980 *% 8)))) + loadVector(arena, (64 +% ((part970 *% 32) +% (cv980 *% 8))))))
             }
           }
         }
       }
-      for j916 in 0..<1 {
-        for c917 in 0..<32 {
-          for q918 in 0..<64 {
-            arena[(524544 +% ((((g784 +% j916) *% 4096) +% (((part865 *% 32) +% c917) *% 64)) +% q918))] = ((arena[((958976 +% (((j916 *% 64) +% q918) *% 64)) +% ((part865 *% 32) +% c917))] + arena[(262400 +% ((((g784 +% j916) *% 4096) +% (((part865 *% 32) +% c917) *% 64)) +% q918))]) > Float(0) ? (arena[((958976 +% (((j916 *% 64) +% q918) *% 64)) +% ((part865 *% 32) +% c917))] + arena[(262400 +% ((((g784 +% j916) *% 4096) +% (((part865 *% 32) +% c917) *% 64)) +% q918))]) : Float(0))
+      for j1021 in 0..<1 {
+        for q1022 in 0..<64 {
+          for c1023 in 0..<32 {
+            arena[(524544 +% (((((g889 +% j1021) *% 64) +% q1022) *% 64) +% ((part970 *% 32) +% c1023)))] = ((arena[((958976 +% (((j1021 *% 64) +% q1022) *% 64)) +% ((part970 *% 32) +% c1023))] + arena[(262400 +% (((((g889 +% j1021) *% 64) +% q1022) *% 64) +% ((part970 *% 32) +% c1023)))]) > Float(0) ? (arena[((958976 +% (((j1021 *% 64) +% q1022) *% 64)) +% ((part970 *% 32) +% c1023))] + arena[(262400 +% (((((g889 +% j1021) *% 64) +% q1022) *% 64) +% ((part970 *% 32) +% c1023)))]) : Float(0))
           }
         }
       }
     }
   }
   // gap = global_avgpool(s3_conv2)
-  parallelFor(pool, 2) { part919 in
-    for q920 in 0..<2048 {
-      var acc921 = Vector()
-      for cv922 in 0..<8 {
-        acc921 = (acc921 + loadVector(arena, ((524544 +% ((q920 +% (part919 *% 2048)) *% 64)) +% (cv922 *% 8))))
+  parallelFor(pool, 2) { part1024 in
+    for b1025 in 0..<64 {
+      for cv1026 in 0..<4 {
+        var acc1027 = Vector()
+        for p1028 in 0..<64 {
+          acc1027 = (acc1027 + loadVector(arena, ((524544 +% (((b1025 *% 64) +% p1028) *% 64)) +% ((cv1026 +% (part1024 *% 4)) *% 8))))
+        }
+        storeVector(arena, ((b1025 *% 64) +% ((cv1026 +% (part1024 *% 4)) *% 8)), (acc1027 / Vector(repeating: Float(64))))
       }
-      storeVector(arena, (4096 +% (part919 *% 8)), acc921)
-      var sum923: Float = (arena[(4096 +% (part919 *% 8))] + arena[((4096 +% (part919 *% 8)) +% 1)])
-      var sum924: Float = (sum923 + arena[((4096 +% (part919 *% 8)) +% 2)])
-      var sum925: Float = (sum924 + arena[((4096 +% (part919 *% 8)) +% 3)])
-      var sum926: Float = (sum925 + arena[((4096 +% (part919 *% 8)) +% 4)])
-      var sum927: Float = (sum926 + arena[((4096 +% (part919 *% 8)) +% 5)])
-      var sum928: Float = (sum927 + arena[((4096 +% (part919 *% 8)) +% 6)])
-      var sum929: Float = (sum928 + arena[((4096 +% (part919 *% 8)) +% 7)])
-      arena[(q920 +% (part919 *% 2048))] = (sum929 / Float(64))
     }
   }
   // flat = flatten(gap)
   // fc = dense(flat)
   sgemm(101, 111, 112, 64, 10, 64, 1, arena + 0, 64, params + 77392, 64, Float(bitPattern: 0x0), arena + 4096, 10)
-  for n930 in 0..<64 {
-    for u931 in 0..<1 {
-      storeVector(arena, ((u931 *% 8) +% (4096 +% (n930 *% 10))), (loadVector(arena, ((u931 *% 8) +% (4096 +% (n930 *% 10)))) + loadVector(params, ((u931 *% 8) +% 78032))))
+  for n1029 in 0..<64 {
+    for u1030 in 0..<1 {
+      storeVector(arena, ((u1030 *% 8) +% (4096 +% (n1029 *% 10))), (loadVector(arena, ((u1030 *% 8) +% (4096 +% (n1029 *% 10)))) + loadVector(params, ((u1030 *% 8) +% 78032))))
     }
-    for u931 in 0..<1 {
-      storePartial(arena, ((u931 +% 8) +% (4096 +% (n930 *% 10))), (loadPartial(arena, ((u931 +% 8) +% (4096 +% (n930 *% 10))), 2) + loadPartial(params, ((u931 +% 8) +% 78032), 2)), 2)
+    for u1030 in 0..<1 {
+      storePartial(arena, ((u1030 +% 8) +% (4096 +% (n1029 *% 10))), (loadPartial(arena, ((u1030 +% 8) +% (4096 +% (n1029 *% 10))), 2) + loadPartial(params, ((u1030 +% 8) +% 78032), 2)), 2)
     }
   }
 }

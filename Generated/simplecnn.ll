@@ -11942,7 +11942,7 @@ prepare.co52:                                     ; preds = %prepare.co52, %prep
   store float %w6446, ptr %prepare.w80, align 4
   %w65 = load float, ptr %prepare.w65, align 4
   %232 = mul nsw i64 %prepare.ci511, 64
-  %233 = add nsw i64 1344720, %232
+  %233 = add nsw i64 1074096, %232
   %234 = mul nsw i64 %0, 32
   %235 = add nsw i64 %234, %prepare.co522
   %236 = add nsw i64 %233, %235
@@ -11950,7 +11950,7 @@ prepare.co52:                                     ; preds = %prepare.co52, %prep
   store float %w65, ptr %arena47, align 4
   %w66 = load float, ptr %prepare.w66, align 4
   %237 = mul nsw i64 %prepare.ci511, 64
-  %238 = add nsw i64 1346768, %237
+  %238 = add nsw i64 1076144, %237
   %239 = mul nsw i64 %0, 32
   %240 = add nsw i64 %239, %prepare.co522
   %241 = add nsw i64 %238, %240
@@ -11958,7 +11958,7 @@ prepare.co52:                                     ; preds = %prepare.co52, %prep
   store float %w66, ptr %arena48, align 4
   %w67 = load float, ptr %prepare.w67, align 4
   %242 = mul nsw i64 %prepare.ci511, 64
-  %243 = add nsw i64 1348816, %242
+  %243 = add nsw i64 1078192, %242
   %244 = mul nsw i64 %0, 32
   %245 = add nsw i64 %244, %prepare.co522
   %246 = add nsw i64 %243, %245
@@ -11966,7 +11966,7 @@ prepare.co52:                                     ; preds = %prepare.co52, %prep
   store float %w67, ptr %arena49, align 4
   %w68 = load float, ptr %prepare.w68, align 4
   %247 = mul nsw i64 %prepare.ci511, 64
-  %248 = add nsw i64 1350864, %247
+  %248 = add nsw i64 1080240, %247
   %249 = mul nsw i64 %0, 32
   %250 = add nsw i64 %249, %prepare.co522
   %251 = add nsw i64 %248, %250
@@ -11974,7 +11974,7 @@ prepare.co52:                                     ; preds = %prepare.co52, %prep
   store float %w68, ptr %arena50, align 4
   %w69 = load float, ptr %prepare.w69, align 4
   %252 = mul nsw i64 %prepare.ci511, 64
-  %253 = add nsw i64 1352912, %252
+  %253 = add nsw i64 1082288, %252
   %254 = mul nsw i64 %0, 32
   %255 = add nsw i64 %254, %prepare.co522
   %256 = add nsw i64 %253, %255
@@ -11982,7 +11982,7 @@ prepare.co52:                                     ; preds = %prepare.co52, %prep
   store float %w69, ptr %arena51, align 4
   %w70 = load float, ptr %prepare.w70, align 4
   %257 = mul nsw i64 %prepare.ci511, 64
-  %258 = add nsw i64 1354960, %257
+  %258 = add nsw i64 1084336, %257
   %259 = mul nsw i64 %0, 32
   %260 = add nsw i64 %259, %prepare.co522
   %261 = add nsw i64 %258, %260
@@ -11990,7 +11990,7 @@ prepare.co52:                                     ; preds = %prepare.co52, %prep
   store float %w70, ptr %arena52, align 4
   %w71 = load float, ptr %prepare.w71, align 4
   %262 = mul nsw i64 %prepare.ci511, 64
-  %263 = add nsw i64 1357008, %262
+  %263 = add nsw i64 1086384, %262
   %264 = mul nsw i64 %0, 32
   %265 = add nsw i64 %264, %prepare.co522
   %266 = add nsw i64 %263, %265
@@ -11998,7 +11998,7 @@ prepare.co52:                                     ; preds = %prepare.co52, %prep
   store float %w71, ptr %arena53, align 4
   %w72 = load float, ptr %prepare.w72, align 4
   %267 = mul nsw i64 %prepare.ci511, 64
-  %268 = add nsw i64 1359056, %267
+  %268 = add nsw i64 1088432, %267
   %269 = mul nsw i64 %0, 32
   %270 = add nsw i64 %269, %prepare.co522
   %271 = add nsw i64 %268, %270
@@ -12006,7 +12006,7 @@ prepare.co52:                                     ; preds = %prepare.co52, %prep
   store float %w72, ptr %arena54, align 4
   %w73 = load float, ptr %prepare.w73, align 4
   %272 = mul nsw i64 %prepare.ci511, 64
-  %273 = add nsw i64 1361104, %272
+  %273 = add nsw i64 1090480, %272
   %274 = mul nsw i64 %0, 32
   %275 = add nsw i64 %274, %prepare.co522
   %276 = add nsw i64 %273, %275
@@ -12014,7 +12014,7 @@ prepare.co52:                                     ; preds = %prepare.co52, %prep
   store float %w73, ptr %arena55, align 4
   %w74 = load float, ptr %prepare.w74, align 4
   %277 = mul nsw i64 %prepare.ci511, 64
-  %278 = add nsw i64 1363152, %277
+  %278 = add nsw i64 1092528, %277
   %279 = mul nsw i64 %0, 32
   %280 = add nsw i64 %279, %prepare.co522
   %281 = add nsw i64 %278, %280
@@ -12022,7 +12022,7 @@ prepare.co52:                                     ; preds = %prepare.co52, %prep
   store float %w74, ptr %arena56, align 4
   %w75 = load float, ptr %prepare.w75, align 4
   %282 = mul nsw i64 %prepare.ci511, 64
-  %283 = add nsw i64 1365200, %282
+  %283 = add nsw i64 1094576, %282
   %284 = mul nsw i64 %0, 32
   %285 = add nsw i64 %284, %prepare.co522
   %286 = add nsw i64 %283, %285
@@ -12030,7 +12030,7 @@ prepare.co52:                                     ; preds = %prepare.co52, %prep
   store float %w75, ptr %arena57, align 4
   %w76 = load float, ptr %prepare.w76, align 4
   %287 = mul nsw i64 %prepare.ci511, 64
-  %288 = add nsw i64 1367248, %287
+  %288 = add nsw i64 1096624, %287
   %289 = mul nsw i64 %0, 32
   %290 = add nsw i64 %289, %prepare.co522
   %291 = add nsw i64 %288, %290
@@ -12038,7 +12038,7 @@ prepare.co52:                                     ; preds = %prepare.co52, %prep
   store float %w76, ptr %arena58, align 4
   %w77 = load float, ptr %prepare.w77, align 4
   %292 = mul nsw i64 %prepare.ci511, 64
-  %293 = add nsw i64 1369296, %292
+  %293 = add nsw i64 1098672, %292
   %294 = mul nsw i64 %0, 32
   %295 = add nsw i64 %294, %prepare.co522
   %296 = add nsw i64 %293, %295
@@ -12046,7 +12046,7 @@ prepare.co52:                                     ; preds = %prepare.co52, %prep
   store float %w77, ptr %arena59, align 4
   %w78 = load float, ptr %prepare.w78, align 4
   %297 = mul nsw i64 %prepare.ci511, 64
-  %298 = add nsw i64 1371344, %297
+  %298 = add nsw i64 1100720, %297
   %299 = mul nsw i64 %0, 32
   %300 = add nsw i64 %299, %prepare.co522
   %301 = add nsw i64 %298, %300
@@ -12054,7 +12054,7 @@ prepare.co52:                                     ; preds = %prepare.co52, %prep
   store float %w78, ptr %arena60, align 4
   %w79 = load float, ptr %prepare.w79, align 4
   %302 = mul nsw i64 %prepare.ci511, 64
-  %303 = add nsw i64 1373392, %302
+  %303 = add nsw i64 1102768, %302
   %304 = mul nsw i64 %0, 32
   %305 = add nsw i64 %304, %prepare.co522
   %306 = add nsw i64 %303, %305
@@ -12062,7 +12062,7 @@ prepare.co52:                                     ; preds = %prepare.co52, %prep
   store float %w79, ptr %arena61, align 4
   %w80 = load float, ptr %prepare.w80, align 4
   %307 = mul nsw i64 %prepare.ci511, 64
-  %308 = add nsw i64 1375440, %307
+  %308 = add nsw i64 1104816, %307
   %309 = mul nsw i64 %0, 32
   %310 = add nsw i64 %309, %prepare.co522
   %311 = add nsw i64 %308, %310
@@ -12130,7 +12130,7 @@ conv1.i1:                                         ; preds = %conv1.i1, %entry
   %3 = mul nsw i64 %2, 2
   %4 = add nsw i64 %1, %3
   %5 = sitofp i64 %4 to float
-  %6 = add nsw i64 1317776, %conv1.i11
+  %6 = add nsw i64 1060624, %conv1.i11
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %6
   store float %5, ptr %arena2, align 4
   %i1.next = add nsw i64 %conv1.i11, 1
@@ -12142,11 +12142,11 @@ conv1.i1.end:                                     ; preds = %conv1.i1
 
 conv1.i2:                                         ; preds = %conv1.i2, %conv1.i1.end
   %conv1.i23 = phi i64 [ 0, %conv1.i1.end ], [ %i2.next, %conv1.i2 ]
-  %8 = add nsw i64 1330320, %conv1.i23
+  %8 = add nsw i64 1066896, %conv1.i23
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %8
   store float 0.000000e+00, ptr %arena4, align 4
   %i2.next = add nsw i64 %conv1.i23, 1
-  %9 = icmp slt i64 %i2.next, 14400
+  %9 = icmp slt i64 %i2.next, 7200
   br i1 %9, label %conv1.i2, label %conv1.i2.end
 
 conv1.i2.end:                                     ; preds = %conv1.i2
@@ -12172,7 +12172,7 @@ conv1.c5:                                         ; preds = %conv1.qy6.end, %con
 
 conv1.c5.end:                                     ; preds = %conv1.qy6.end
   %j4.next = add nsw i64 %conv1.j46, 1
-  %10 = icmp slt i64 %j4.next, 16
+  %10 = icmp slt i64 %j4.next, 8
   br i1 %10, label %conv1.j4, label %conv1.j4.end
 
 conv1.qy6:                                        ; preds = %conv1.qx7.end, %conv1.c5
@@ -12186,7 +12186,7 @@ conv1.qy6.end:                                    ; preds = %conv1.qx7.end
 
 conv1.qx7:                                        ; preds = %conv1.qx7, %conv1.qy6
   %conv1.qx79 = phi i64 [ 0, %conv1.qy6 ], [ %qx7.next, %conv1.qx7 ]
-  %12 = mul nsw i64 %conv1.g35, 16
+  %12 = mul nsw i64 %conv1.g35, 8
   %13 = add nsw i64 %12, %conv1.j46
   %14 = mul nsw i64 %13, 784
   %15 = mul nsw i64 %conv1.c57, 784
@@ -12211,7 +12211,7 @@ conv1.qx7:                                        ; preds = %conv1.qx7, %conv1.q
   %33 = add nsw i64 %30, %32
   %34 = add nsw i64 %conv1.qx79, 1
   %35 = add nsw i64 %33, %34
-  %36 = add nsw i64 1330320, %35
+  %36 = add nsw i64 1066896, %35
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %36
   store float %26, ptr %arena11, align 4
   %qx7.next = add nsw i64 %conv1.qx79, 1
@@ -12236,7 +12236,7 @@ conv1.c9:                                         ; preds = %conv1.qy10.end, %co
 
 conv1.c9.end:                                     ; preds = %conv1.qy10.end
   %j8.next = add nsw i64 %conv1.j812, 1
-  %39 = icmp slt i64 %j8.next, 16
+  %39 = icmp slt i64 %j8.next, 8
   br i1 %39, label %conv1.j8, label %conv1.j8.end
 
 conv1.qy10:                                       ; preds = %conv1.qx11.end, %conv1.c9
@@ -12250,7 +12250,7 @@ conv1.qy10.end:                                   ; preds = %conv1.qx11.end
 
 conv1.qx11:                                       ; preds = %conv1.qx11, %conv1.qy10
   %conv1.qx1115 = phi i64 [ 0, %conv1.qy10 ], [ %qx11.next, %conv1.qx11 ]
-  %41 = mul nsw i64 %conv1.g35, 16
+  %41 = mul nsw i64 %conv1.g35, 8
   %42 = add nsw i64 %41, %conv1.j812
   %43 = mul nsw i64 %42, 784
   %44 = mul nsw i64 %conv1.c913, 784
@@ -12273,7 +12273,7 @@ conv1.qx11:                                       ; preds = %conv1.qx11, %conv1.
   %60 = mul nsw i64 %59, 15
   %61 = add nsw i64 %58, %60
   %62 = add nsw i64 %61, %conv1.qx1115
-  %63 = add nsw i64 1330320, %62
+  %63 = add nsw i64 1066896, %62
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %63
   store float %53, ptr %arena17, align 4
   %qx11.next = add nsw i64 %conv1.qx1115, 1
@@ -12298,7 +12298,7 @@ conv1.c13:                                        ; preds = %conv1.qy14.end, %co
 
 conv1.c13.end:                                    ; preds = %conv1.qy14.end
   %j12.next = add nsw i64 %conv1.j1218, 1
-  %66 = icmp slt i64 %j12.next, 16
+  %66 = icmp slt i64 %j12.next, 8
   br i1 %66, label %conv1.j12, label %conv1.j12.end
 
 conv1.qy14:                                       ; preds = %conv1.qx15.end, %conv1.c13
@@ -12312,7 +12312,7 @@ conv1.qy14.end:                                   ; preds = %conv1.qx15.end
 
 conv1.qx15:                                       ; preds = %conv1.qx15, %conv1.qy14
   %conv1.qx1521 = phi i64 [ 0, %conv1.qy14 ], [ %qx15.next, %conv1.qx15 ]
-  %68 = mul nsw i64 %conv1.g35, 16
+  %68 = mul nsw i64 %conv1.g35, 8
   %69 = add nsw i64 %68, %conv1.j1218
   %70 = mul nsw i64 %69, 784
   %71 = mul nsw i64 %conv1.c1319, 784
@@ -12335,7 +12335,7 @@ conv1.qx15:                                       ; preds = %conv1.qx15, %conv1.
   %87 = add nsw i64 %85, %86
   %88 = add nsw i64 %conv1.qx1521, 1
   %89 = add nsw i64 %87, %88
-  %90 = add nsw i64 1330320, %89
+  %90 = add nsw i64 1066896, %89
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %90
   store float %80, ptr %arena23, align 4
   %qx15.next = add nsw i64 %conv1.qx1521, 1
@@ -12360,7 +12360,7 @@ conv1.c17:                                        ; preds = %conv1.qy18.end, %co
 
 conv1.c17.end:                                    ; preds = %conv1.qy18.end
   %j16.next = add nsw i64 %conv1.j1624, 1
-  %93 = icmp slt i64 %j16.next, 16
+  %93 = icmp slt i64 %j16.next, 8
   br i1 %93, label %conv1.j16, label %conv1.j16.end
 
 conv1.qy18:                                       ; preds = %conv1.qx19.end, %conv1.c17
@@ -12374,7 +12374,7 @@ conv1.qy18.end:                                   ; preds = %conv1.qx19.end
 
 conv1.qx19:                                       ; preds = %conv1.qx19, %conv1.qy18
   %conv1.qx1927 = phi i64 [ 0, %conv1.qy18 ], [ %qx19.next, %conv1.qx19 ]
-  %95 = mul nsw i64 %conv1.g35, 16
+  %95 = mul nsw i64 %conv1.g35, 8
   %96 = add nsw i64 %95, %conv1.j1624
   %97 = mul nsw i64 %96, 784
   %98 = mul nsw i64 %conv1.c1725, 784
@@ -12395,7 +12395,7 @@ conv1.qx19:                                       ; preds = %conv1.qx19, %conv1.
   %112 = mul nsw i64 %conv1.qy1826, 15
   %113 = add nsw i64 %111, %112
   %114 = add nsw i64 %113, %conv1.qx1927
-  %115 = add nsw i64 1330320, %114
+  %115 = add nsw i64 1066896, %114
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %115
   store float %105, ptr %arena29, align 4
   %qx19.next = add nsw i64 %conv1.qx1927, 1
@@ -12421,7 +12421,7 @@ conv1.c21:                                        ; preds = %conv1.ky22.end, %co
 
 conv1.c21.end:                                    ; preds = %conv1.ky22.end
   %j20.next = add nsw i64 %conv1.j2030, 1
-  %118 = icmp slt i64 %j20.next, 16
+  %118 = icmp slt i64 %j20.next, 8
   br i1 %118, label %conv1.j20, label %conv1.j20.end, !llvm.loop !15
 
 conv1.ky22:                                       ; preds = %conv1.kx23.end, %conv1.c21
@@ -12491,14 +12491,14 @@ conv1.cv27:                                       ; preds = %conv1.cv27, %conv1.
   %141 = sdiv i64 %140, 2
   %142 = add nsw i64 %139, %141
   %143 = add nsw i64 %138, %142
-  %144 = add nsw i64 1330320, %143
+  %144 = add nsw i64 1066896, %143
   %arena38 = getelementptr inbounds float, ptr %arena, i64 %144
   %145 = load <8 x float>, ptr %arena38, align 4
   %146 = mul nsw i64 %conv1.c2131, 3
   %147 = add nsw i64 %146, %conv1.ky2232
   %148 = mul nsw i64 %147, 3
   %149 = add nsw i64 %148, %conv1.kx2333
-  %150 = mul nsw i64 %149, 12560
+  %150 = mul nsw i64 %149, 6288
   %151 = add nsw i64 802816, %150
   %152 = mul nsw i64 %conv1.j2030, 784
   %153 = add nsw i64 %151, %152
@@ -12536,14 +12536,14 @@ conv1.cv27.end:                                   ; preds = %conv1.cv27
   %179 = sdiv i64 %178, 2
   %180 = add nsw i64 8, %179
   %181 = add nsw i64 %177, %180
-  %182 = add nsw i64 1330320, %181
+  %182 = add nsw i64 1066896, %181
   %arena40 = getelementptr inbounds float, ptr %arena, i64 %182
   %183 = call <8 x float> @llvm.masked.load.v8f32.p0(ptr %arena40, i32 4, <8 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false>, <8 x float> zeroinitializer)
   %184 = mul nsw i64 %conv1.c2131, 3
   %185 = add nsw i64 %184, %conv1.ky2232
   %186 = mul nsw i64 %185, 3
   %187 = add nsw i64 %186, %conv1.kx2333
-  %188 = mul nsw i64 %187, 12560
+  %188 = mul nsw i64 %187, 6288
   %189 = add nsw i64 802816, %188
   %190 = mul nsw i64 %conv1.j2030, 784
   %191 = add nsw i64 %189, %190
@@ -12566,7 +12566,7 @@ conv1.j36:                                        ; preds = %conv1.f37.end, %con
 
 conv1.j36.end:                                    ; preds = %conv1.f37.end
   %g3.next = add nsw i64 %conv1.g35, 1
-  %200 = icmp slt i64 %g3.next, 4
+  %200 = icmp slt i64 %g3.next, 8
   br i1 %200, label %conv1.g3, label %conv1.g3.end
 
 conv1.f37:                                        ; preds = %conv1.q38.end, %conv1.j36
@@ -12575,13 +12575,13 @@ conv1.f37:                                        ; preds = %conv1.q38.end, %con
 
 conv1.f37.end:                                    ; preds = %conv1.q38.end
   %j36.next = add nsw i64 %conv1.j3642, 1
-  %201 = icmp slt i64 %j36.next, 16
+  %201 = icmp slt i64 %j36.next, 8
   br i1 %201, label %conv1.j36, label %conv1.j36.end
 
 conv1.q38:                                        ; preds = %conv1.q38, %conv1.f37
   %conv1.q3844 = phi i64 [ 0, %conv1.f37 ], [ %q38.next, %conv1.q38 ]
-  %202 = mul nsw i64 %conv1.f3743, 12560
-  %203 = add nsw i64 915856, %202
+  %202 = mul nsw i64 %conv1.f3743, 6288
+  %203 = add nsw i64 859408, %202
   %204 = mul nsw i64 %conv1.j3642, 784
   %205 = add nsw i64 %203, %204
   %206 = add nsw i64 %205, %conv1.q3844
@@ -12593,8 +12593,8 @@ conv1.q38:                                        ; preds = %conv1.q38, %conv1.f
   %210 = fadd float %207, %209
   store float %210, ptr %conv1.v39, align 4
   store float 0.000000e+00, ptr %conv1.at40, align 4
-  %211 = mul nsw i64 %conv1.f3743, 12560
-  %212 = add nsw i64 915856, %211
+  %211 = mul nsw i64 %conv1.f3743, 6288
+  %212 = add nsw i64 859408, %211
   %213 = mul nsw i64 %conv1.j3642, 784
   %214 = add nsw i64 %212, %213
   %215 = add nsw i64 %214, 196
@@ -12619,8 +12619,8 @@ conv1.q38:                                        ; preds = %conv1.q38, %conv1.f
   %v3952 = load float, ptr %conv1.v39, align 4
   %224 = select i1 %223, float %v4151, float %v3952
   store float %224, ptr %conv1.best42, align 4
-  %225 = mul nsw i64 %conv1.f3743, 12560
-  %226 = add nsw i64 915856, %225
+  %225 = mul nsw i64 %conv1.f3743, 6288
+  %226 = add nsw i64 859408, %225
   %227 = mul nsw i64 %conv1.j3642, 784
   %228 = add nsw i64 %226, %227
   %229 = add nsw i64 %228, 392
@@ -12645,8 +12645,8 @@ conv1.q38:                                        ; preds = %conv1.q38, %conv1.f
   %best4258 = load float, ptr %conv1.best42, align 4
   %238 = select i1 %237, float %v4457, float %best4258
   store float %238, ptr %conv1.best45, align 4
-  %239 = mul nsw i64 %conv1.f3743, 12560
-  %240 = add nsw i64 915856, %239
+  %239 = mul nsw i64 %conv1.f3743, 6288
+  %240 = add nsw i64 859408, %239
   %241 = mul nsw i64 %conv1.j3642, 784
   %242 = add nsw i64 %240, %241
   %243 = add nsw i64 %242, 588
@@ -12675,7 +12675,7 @@ conv1.q38:                                        ; preds = %conv1.q38, %conv1.f
   %253 = fcmp ogt float %best48, 0.000000e+00
   %best4865 = load float, ptr %conv1.best48, align 4
   %254 = select i1 %253, float %best4865, float 0.000000e+00
-  %255 = mul nsw i64 %conv1.g35, 16
+  %255 = mul nsw i64 %conv1.g35, 8
   %256 = add nsw i64 %255, %conv1.j3642
   %257 = mul nsw i64 %256, 6272
   %258 = mul nsw i64 %conv1.f3743, 196
@@ -12683,12 +12683,12 @@ conv1.q38:                                        ; preds = %conv1.q38, %conv1.f
   %260 = add nsw i64 %259, %conv1.q3844
   %arena66 = getelementptr inbounds float, ptr %arena, i64 %260
   store float %254, ptr %arena66, align 4
-  %261 = add nsw i64 1317776, %conv1.q3844
+  %261 = add nsw i64 1060624, %conv1.q3844
   %arena67 = getelementptr inbounds float, ptr %arena, i64 %261
   %262 = load float, ptr %arena67, align 4
   %at49 = load float, ptr %conv1.at49, align 4
   %263 = fadd float %262, %at49
-  %264 = mul nsw i64 %conv1.g35, 16
+  %264 = mul nsw i64 %conv1.g35, 8
   %265 = add nsw i64 %264, %conv1.j3642
   %266 = mul nsw i64 %265, 6272
   %267 = mul nsw i64 %conv1.f3743, 196
@@ -12714,15 +12714,10 @@ entry:
   %conv1.t33_a2 = alloca <8 x float>, align 32
   %conv1.t33_a1 = alloca <8 x float>, align 32
   %conv1.t33_a0 = alloca <8 x float>, align 32
-  %conv1.t33_b1 = alloca <8 x float>, align 32
   %conv1.t33_b0 = alloca <8 x float>, align 32
-  %conv1.t33_c3_1 = alloca <8 x float>, align 32
   %conv1.t33_c3_0 = alloca <8 x float>, align 32
-  %conv1.t33_c2_1 = alloca <8 x float>, align 32
   %conv1.t33_c2_0 = alloca <8 x float>, align 32
-  %conv1.t33_c1_1 = alloca <8 x float>, align 32
   %conv1.t33_c1_0 = alloca <8 x float>, align 32
-  %conv1.t33_c0_1 = alloca <8 x float>, align 32
   %conv1.t33_c0_0 = alloca <8 x float>, align 32
   %conv1.t30_a3 = alloca <8 x float>, align 32
   %conv1.t30_a2 = alloca <8 x float>, align 32
@@ -12770,19 +12765,19 @@ conv1.mb29:                                       ; preds = %conv1.k31.end, %con
 
 conv1.mb29.end:                                   ; preds = %conv1.k31.end
   %nb28.next = add nsw i64 %conv1.nb281, 1
-  %0 = icmp slt i64 %nb28.next, 522
+  %0 = icmp slt i64 %nb28.next, 261
   br i1 %0, label %conv1.nb28, label %conv1.nb28.end
 
 conv1.k31:                                        ; preds = %conv1.k31, %conv1.mb29
   %conv1.k313 = phi i64 [ 0, %conv1.mb29 ], [ %k31.next, %conv1.k31 ]
-  %1 = mul nsw i64 %conv1.k313, 12560
+  %1 = mul nsw i64 %conv1.k313, 6288
   %2 = add nsw i64 802816, %1
   %3 = mul nsw i64 %conv1.nb281, 24
   %4 = add nsw i64 %2, %3
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %4
   %5 = load <8 x float>, ptr %arena4, align 4
   store <8 x float> %5, ptr %conv1.t30_b0, align 32
-  %6 = mul nsw i64 %conv1.k313, 12560
+  %6 = mul nsw i64 %conv1.k313, 6288
   %7 = add nsw i64 802816, %6
   %8 = mul nsw i64 %conv1.nb281, 24
   %9 = add nsw i64 %7, %8
@@ -12790,7 +12785,7 @@ conv1.k31:                                        ; preds = %conv1.k31, %conv1.m
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %10
   %11 = load <8 x float>, ptr %arena5, align 4
   store <8 x float> %11, ptr %conv1.t30_b1, align 32
-  %12 = mul nsw i64 %conv1.k313, 12560
+  %12 = mul nsw i64 %conv1.k313, 6288
   %13 = add nsw i64 802816, %12
   %14 = mul nsw i64 %conv1.nb281, 24
   %15 = add nsw i64 %13, %14
@@ -12900,16 +12895,16 @@ conv1.k31:                                        ; preds = %conv1.k31, %conv1.m
 conv1.k31.end:                                    ; preds = %conv1.k31
   %t30_c0_028 = load <8 x float>, ptr %conv1.t30_c0_0, align 32
   %58 = mul nsw i64 %conv1.mb292, 4
-  %59 = mul nsw i64 %58, 12560
-  %60 = add nsw i64 915856, %59
+  %59 = mul nsw i64 %58, 6288
+  %60 = add nsw i64 859408, %59
   %61 = mul nsw i64 %conv1.nb281, 24
   %62 = add nsw i64 %60, %61
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %62
   store <8 x float> %t30_c0_028, ptr %arena29, align 4
   %t30_c0_130 = load <8 x float>, ptr %conv1.t30_c0_1, align 32
   %63 = mul nsw i64 %conv1.mb292, 4
-  %64 = mul nsw i64 %63, 12560
-  %65 = add nsw i64 915856, %64
+  %64 = mul nsw i64 %63, 6288
+  %65 = add nsw i64 859408, %64
   %66 = mul nsw i64 %conv1.nb281, 24
   %67 = add nsw i64 %65, %66
   %68 = add nsw i64 %67, 8
@@ -12917,8 +12912,8 @@ conv1.k31.end:                                    ; preds = %conv1.k31
   store <8 x float> %t30_c0_130, ptr %arena31, align 4
   %t30_c0_232 = load <8 x float>, ptr %conv1.t30_c0_2, align 32
   %69 = mul nsw i64 %conv1.mb292, 4
-  %70 = mul nsw i64 %69, 12560
-  %71 = add nsw i64 915856, %70
+  %70 = mul nsw i64 %69, 6288
+  %71 = add nsw i64 859408, %70
   %72 = mul nsw i64 %conv1.nb281, 24
   %73 = add nsw i64 %71, %72
   %74 = add nsw i64 %73, 16
@@ -12927,8 +12922,8 @@ conv1.k31.end:                                    ; preds = %conv1.k31
   %t30_c1_034 = load <8 x float>, ptr %conv1.t30_c1_0, align 32
   %75 = mul nsw i64 %conv1.mb292, 4
   %76 = add nsw i64 %75, 1
-  %77 = mul nsw i64 %76, 12560
-  %78 = add nsw i64 915856, %77
+  %77 = mul nsw i64 %76, 6288
+  %78 = add nsw i64 859408, %77
   %79 = mul nsw i64 %conv1.nb281, 24
   %80 = add nsw i64 %78, %79
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %80
@@ -12936,8 +12931,8 @@ conv1.k31.end:                                    ; preds = %conv1.k31
   %t30_c1_136 = load <8 x float>, ptr %conv1.t30_c1_1, align 32
   %81 = mul nsw i64 %conv1.mb292, 4
   %82 = add nsw i64 %81, 1
-  %83 = mul nsw i64 %82, 12560
-  %84 = add nsw i64 915856, %83
+  %83 = mul nsw i64 %82, 6288
+  %84 = add nsw i64 859408, %83
   %85 = mul nsw i64 %conv1.nb281, 24
   %86 = add nsw i64 %84, %85
   %87 = add nsw i64 %86, 8
@@ -12946,8 +12941,8 @@ conv1.k31.end:                                    ; preds = %conv1.k31
   %t30_c1_238 = load <8 x float>, ptr %conv1.t30_c1_2, align 32
   %88 = mul nsw i64 %conv1.mb292, 4
   %89 = add nsw i64 %88, 1
-  %90 = mul nsw i64 %89, 12560
-  %91 = add nsw i64 915856, %90
+  %90 = mul nsw i64 %89, 6288
+  %91 = add nsw i64 859408, %90
   %92 = mul nsw i64 %conv1.nb281, 24
   %93 = add nsw i64 %91, %92
   %94 = add nsw i64 %93, 16
@@ -12956,8 +12951,8 @@ conv1.k31.end:                                    ; preds = %conv1.k31
   %t30_c2_040 = load <8 x float>, ptr %conv1.t30_c2_0, align 32
   %95 = mul nsw i64 %conv1.mb292, 4
   %96 = add nsw i64 %95, 2
-  %97 = mul nsw i64 %96, 12560
-  %98 = add nsw i64 915856, %97
+  %97 = mul nsw i64 %96, 6288
+  %98 = add nsw i64 859408, %97
   %99 = mul nsw i64 %conv1.nb281, 24
   %100 = add nsw i64 %98, %99
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %100
@@ -12965,8 +12960,8 @@ conv1.k31.end:                                    ; preds = %conv1.k31
   %t30_c2_142 = load <8 x float>, ptr %conv1.t30_c2_1, align 32
   %101 = mul nsw i64 %conv1.mb292, 4
   %102 = add nsw i64 %101, 2
-  %103 = mul nsw i64 %102, 12560
-  %104 = add nsw i64 915856, %103
+  %103 = mul nsw i64 %102, 6288
+  %104 = add nsw i64 859408, %103
   %105 = mul nsw i64 %conv1.nb281, 24
   %106 = add nsw i64 %104, %105
   %107 = add nsw i64 %106, 8
@@ -12975,8 +12970,8 @@ conv1.k31.end:                                    ; preds = %conv1.k31
   %t30_c2_244 = load <8 x float>, ptr %conv1.t30_c2_2, align 32
   %108 = mul nsw i64 %conv1.mb292, 4
   %109 = add nsw i64 %108, 2
-  %110 = mul nsw i64 %109, 12560
-  %111 = add nsw i64 915856, %110
+  %110 = mul nsw i64 %109, 6288
+  %111 = add nsw i64 859408, %110
   %112 = mul nsw i64 %conv1.nb281, 24
   %113 = add nsw i64 %111, %112
   %114 = add nsw i64 %113, 16
@@ -12985,8 +12980,8 @@ conv1.k31.end:                                    ; preds = %conv1.k31
   %t30_c3_046 = load <8 x float>, ptr %conv1.t30_c3_0, align 32
   %115 = mul nsw i64 %conv1.mb292, 4
   %116 = add nsw i64 %115, 3
-  %117 = mul nsw i64 %116, 12560
-  %118 = add nsw i64 915856, %117
+  %117 = mul nsw i64 %116, 6288
+  %118 = add nsw i64 859408, %117
   %119 = mul nsw i64 %conv1.nb281, 24
   %120 = add nsw i64 %118, %119
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %120
@@ -12994,8 +12989,8 @@ conv1.k31.end:                                    ; preds = %conv1.k31
   %t30_c3_148 = load <8 x float>, ptr %conv1.t30_c3_1, align 32
   %121 = mul nsw i64 %conv1.mb292, 4
   %122 = add nsw i64 %121, 3
-  %123 = mul nsw i64 %122, 12560
-  %124 = add nsw i64 915856, %123
+  %123 = mul nsw i64 %122, 6288
+  %124 = add nsw i64 859408, %123
   %125 = mul nsw i64 %conv1.nb281, 24
   %126 = add nsw i64 %124, %125
   %127 = add nsw i64 %126, 8
@@ -13004,8 +12999,8 @@ conv1.k31.end:                                    ; preds = %conv1.k31
   %t30_c3_250 = load <8 x float>, ptr %conv1.t30_c3_2, align 32
   %128 = mul nsw i64 %conv1.mb292, 4
   %129 = add nsw i64 %128, 3
-  %130 = mul nsw i64 %129, 12560
-  %131 = add nsw i64 915856, %130
+  %130 = mul nsw i64 %129, 6288
+  %131 = add nsw i64 859408, %130
   %132 = mul nsw i64 %conv1.nb281, 24
   %133 = add nsw i64 %131, %132
   %134 = add nsw i64 %133, 16
@@ -13018,13 +13013,9 @@ conv1.k31.end:                                    ; preds = %conv1.k31
 conv1.mb32:                                       ; preds = %conv1.k34.end, %conv1.nb28.end
   %conv1.mb3252 = phi i64 [ 0, %conv1.nb28.end ], [ %mb32.next, %conv1.k34.end ]
   store <8 x float> zeroinitializer, ptr %conv1.t33_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t33_c0_1, align 32
   store <8 x float> zeroinitializer, ptr %conv1.t33_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t33_c1_1, align 32
   store <8 x float> zeroinitializer, ptr %conv1.t33_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t33_c2_1, align 32
   store <8 x float> zeroinitializer, ptr %conv1.t33_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t33_c3_1, align 32
   br label %conv1.k34
 
 conv1.mb32.end:                                   ; preds = %conv1.k34.end
@@ -13032,168 +13023,106 @@ conv1.mb32.end:                                   ; preds = %conv1.k34.end
 
 conv1.k34:                                        ; preds = %conv1.k34, %conv1.mb32
   %conv1.k3453 = phi i64 [ 0, %conv1.mb32 ], [ %k34.next, %conv1.k34 ]
-  %136 = mul nsw i64 %conv1.k3453, 12560
+  %136 = mul nsw i64 %conv1.k3453, 6288
   %137 = add nsw i64 802816, %136
-  %138 = add nsw i64 %137, 12528
+  %138 = add nsw i64 %137, 6264
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %138
   %139 = load <8 x float>, ptr %arena54, align 4
   store <8 x float> %139, ptr %conv1.t33_b0, align 32
-  %140 = mul nsw i64 %conv1.k3453, 12560
-  %141 = add nsw i64 802816, %140
-  %142 = add nsw i64 %141, 12528
-  %143 = add nsw i64 %142, 8
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %143
-  %144 = load <8 x float>, ptr %arena55, align 4
-  store <8 x float> %144, ptr %conv1.t33_b1, align 32
-  %145 = mul nsw i64 %conv1.mb3252, 4
-  %146 = mul nsw i64 %145, 9
-  %147 = add nsw i64 %146, %conv1.k3453
-  %params56 = getelementptr inbounds float, ptr %params, i64 %147
-  %148 = load float, ptr %params56, align 4
-  %149 = insertelement <8 x float> undef, float %148, i32 0
-  %150 = shufflevector <8 x float> %149, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %150, ptr %conv1.t33_a0, align 32
+  %140 = mul nsw i64 %conv1.mb3252, 4
+  %141 = mul nsw i64 %140, 9
+  %142 = add nsw i64 %141, %conv1.k3453
+  %params55 = getelementptr inbounds float, ptr %params, i64 %142
+  %143 = load float, ptr %params55, align 4
+  %144 = insertelement <8 x float> undef, float %143, i32 0
+  %145 = shufflevector <8 x float> %144, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %145, ptr %conv1.t33_a0, align 32
   %t33_a0 = load <8 x float>, ptr %conv1.t33_a0, align 32
   %t33_b0 = load <8 x float>, ptr %conv1.t33_b0, align 32
   %t33_c0_0 = load <8 x float>, ptr %conv1.t33_c0_0, align 32
-  %151 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t33_a0, <8 x float> %t33_b0, <8 x float> %t33_c0_0)
-  store <8 x float> %151, ptr %conv1.t33_c0_0, align 32
-  %t33_a057 = load <8 x float>, ptr %conv1.t33_a0, align 32
-  %t33_b1 = load <8 x float>, ptr %conv1.t33_b1, align 32
-  %t33_c0_1 = load <8 x float>, ptr %conv1.t33_c0_1, align 32
-  %152 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t33_a057, <8 x float> %t33_b1, <8 x float> %t33_c0_1)
-  store <8 x float> %152, ptr %conv1.t33_c0_1, align 32
-  %153 = mul nsw i64 %conv1.mb3252, 4
-  %154 = add nsw i64 %153, 1
-  %155 = mul nsw i64 %154, 9
-  %156 = add nsw i64 %155, %conv1.k3453
-  %params58 = getelementptr inbounds float, ptr %params, i64 %156
-  %157 = load float, ptr %params58, align 4
-  %158 = insertelement <8 x float> undef, float %157, i32 0
-  %159 = shufflevector <8 x float> %158, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %159, ptr %conv1.t33_a1, align 32
+  %146 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t33_a0, <8 x float> %t33_b0, <8 x float> %t33_c0_0)
+  store <8 x float> %146, ptr %conv1.t33_c0_0, align 32
+  %147 = mul nsw i64 %conv1.mb3252, 4
+  %148 = add nsw i64 %147, 1
+  %149 = mul nsw i64 %148, 9
+  %150 = add nsw i64 %149, %conv1.k3453
+  %params56 = getelementptr inbounds float, ptr %params, i64 %150
+  %151 = load float, ptr %params56, align 4
+  %152 = insertelement <8 x float> undef, float %151, i32 0
+  %153 = shufflevector <8 x float> %152, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %153, ptr %conv1.t33_a1, align 32
   %t33_a1 = load <8 x float>, ptr %conv1.t33_a1, align 32
-  %t33_b059 = load <8 x float>, ptr %conv1.t33_b0, align 32
+  %t33_b057 = load <8 x float>, ptr %conv1.t33_b0, align 32
   %t33_c1_0 = load <8 x float>, ptr %conv1.t33_c1_0, align 32
-  %160 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t33_a1, <8 x float> %t33_b059, <8 x float> %t33_c1_0)
-  store <8 x float> %160, ptr %conv1.t33_c1_0, align 32
-  %t33_a160 = load <8 x float>, ptr %conv1.t33_a1, align 32
-  %t33_b161 = load <8 x float>, ptr %conv1.t33_b1, align 32
-  %t33_c1_1 = load <8 x float>, ptr %conv1.t33_c1_1, align 32
-  %161 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t33_a160, <8 x float> %t33_b161, <8 x float> %t33_c1_1)
-  store <8 x float> %161, ptr %conv1.t33_c1_1, align 32
-  %162 = mul nsw i64 %conv1.mb3252, 4
-  %163 = add nsw i64 %162, 2
-  %164 = mul nsw i64 %163, 9
-  %165 = add nsw i64 %164, %conv1.k3453
-  %params62 = getelementptr inbounds float, ptr %params, i64 %165
-  %166 = load float, ptr %params62, align 4
-  %167 = insertelement <8 x float> undef, float %166, i32 0
-  %168 = shufflevector <8 x float> %167, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %168, ptr %conv1.t33_a2, align 32
+  %154 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t33_a1, <8 x float> %t33_b057, <8 x float> %t33_c1_0)
+  store <8 x float> %154, ptr %conv1.t33_c1_0, align 32
+  %155 = mul nsw i64 %conv1.mb3252, 4
+  %156 = add nsw i64 %155, 2
+  %157 = mul nsw i64 %156, 9
+  %158 = add nsw i64 %157, %conv1.k3453
+  %params58 = getelementptr inbounds float, ptr %params, i64 %158
+  %159 = load float, ptr %params58, align 4
+  %160 = insertelement <8 x float> undef, float %159, i32 0
+  %161 = shufflevector <8 x float> %160, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %161, ptr %conv1.t33_a2, align 32
   %t33_a2 = load <8 x float>, ptr %conv1.t33_a2, align 32
-  %t33_b063 = load <8 x float>, ptr %conv1.t33_b0, align 32
+  %t33_b059 = load <8 x float>, ptr %conv1.t33_b0, align 32
   %t33_c2_0 = load <8 x float>, ptr %conv1.t33_c2_0, align 32
-  %169 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t33_a2, <8 x float> %t33_b063, <8 x float> %t33_c2_0)
-  store <8 x float> %169, ptr %conv1.t33_c2_0, align 32
-  %t33_a264 = load <8 x float>, ptr %conv1.t33_a2, align 32
-  %t33_b165 = load <8 x float>, ptr %conv1.t33_b1, align 32
-  %t33_c2_1 = load <8 x float>, ptr %conv1.t33_c2_1, align 32
-  %170 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t33_a264, <8 x float> %t33_b165, <8 x float> %t33_c2_1)
-  store <8 x float> %170, ptr %conv1.t33_c2_1, align 32
-  %171 = mul nsw i64 %conv1.mb3252, 4
-  %172 = add nsw i64 %171, 3
-  %173 = mul nsw i64 %172, 9
-  %174 = add nsw i64 %173, %conv1.k3453
-  %params66 = getelementptr inbounds float, ptr %params, i64 %174
-  %175 = load float, ptr %params66, align 4
-  %176 = insertelement <8 x float> undef, float %175, i32 0
-  %177 = shufflevector <8 x float> %176, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %177, ptr %conv1.t33_a3, align 32
+  %162 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t33_a2, <8 x float> %t33_b059, <8 x float> %t33_c2_0)
+  store <8 x float> %162, ptr %conv1.t33_c2_0, align 32
+  %163 = mul nsw i64 %conv1.mb3252, 4
+  %164 = add nsw i64 %163, 3
+  %165 = mul nsw i64 %164, 9
+  %166 = add nsw i64 %165, %conv1.k3453
+  %params60 = getelementptr inbounds float, ptr %params, i64 %166
+  %167 = load float, ptr %params60, align 4
+  %168 = insertelement <8 x float> undef, float %167, i32 0
+  %169 = shufflevector <8 x float> %168, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %169, ptr %conv1.t33_a3, align 32
   %t33_a3 = load <8 x float>, ptr %conv1.t33_a3, align 32
-  %t33_b067 = load <8 x float>, ptr %conv1.t33_b0, align 32
+  %t33_b061 = load <8 x float>, ptr %conv1.t33_b0, align 32
   %t33_c3_0 = load <8 x float>, ptr %conv1.t33_c3_0, align 32
-  %178 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t33_a3, <8 x float> %t33_b067, <8 x float> %t33_c3_0)
-  store <8 x float> %178, ptr %conv1.t33_c3_0, align 32
-  %t33_a368 = load <8 x float>, ptr %conv1.t33_a3, align 32
-  %t33_b169 = load <8 x float>, ptr %conv1.t33_b1, align 32
-  %t33_c3_1 = load <8 x float>, ptr %conv1.t33_c3_1, align 32
-  %179 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t33_a368, <8 x float> %t33_b169, <8 x float> %t33_c3_1)
-  store <8 x float> %179, ptr %conv1.t33_c3_1, align 32
+  %170 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t33_a3, <8 x float> %t33_b061, <8 x float> %t33_c3_0)
+  store <8 x float> %170, ptr %conv1.t33_c3_0, align 32
   %k34.next = add nsw i64 %conv1.k3453, 1
-  %180 = icmp slt i64 %k34.next, 9
-  br i1 %180, label %conv1.k34, label %conv1.k34.end
+  %171 = icmp slt i64 %k34.next, 9
+  br i1 %171, label %conv1.k34, label %conv1.k34.end
 
 conv1.k34.end:                                    ; preds = %conv1.k34
-  %t33_c0_070 = load <8 x float>, ptr %conv1.t33_c0_0, align 32
+  %t33_c0_062 = load <8 x float>, ptr %conv1.t33_c0_0, align 32
+  %172 = mul nsw i64 %conv1.mb3252, 4
+  %173 = mul nsw i64 %172, 6288
+  %174 = add nsw i64 859408, %173
+  %175 = add nsw i64 %174, 6264
+  %arena63 = getelementptr inbounds float, ptr %arena, i64 %175
+  store <8 x float> %t33_c0_062, ptr %arena63, align 4
+  %t33_c1_064 = load <8 x float>, ptr %conv1.t33_c1_0, align 32
+  %176 = mul nsw i64 %conv1.mb3252, 4
+  %177 = add nsw i64 %176, 1
+  %178 = mul nsw i64 %177, 6288
+  %179 = add nsw i64 859408, %178
+  %180 = add nsw i64 %179, 6264
+  %arena65 = getelementptr inbounds float, ptr %arena, i64 %180
+  store <8 x float> %t33_c1_064, ptr %arena65, align 4
+  %t33_c2_066 = load <8 x float>, ptr %conv1.t33_c2_0, align 32
   %181 = mul nsw i64 %conv1.mb3252, 4
-  %182 = mul nsw i64 %181, 12560
-  %183 = add nsw i64 915856, %182
-  %184 = add nsw i64 %183, 12528
-  %arena71 = getelementptr inbounds float, ptr %arena, i64 %184
-  store <8 x float> %t33_c0_070, ptr %arena71, align 4
-  %t33_c0_172 = load <8 x float>, ptr %conv1.t33_c0_1, align 32
-  %185 = mul nsw i64 %conv1.mb3252, 4
-  %186 = mul nsw i64 %185, 12560
-  %187 = add nsw i64 915856, %186
-  %188 = add nsw i64 %187, 12528
-  %189 = add nsw i64 %188, 8
-  %arena73 = getelementptr inbounds float, ptr %arena, i64 %189
-  store <8 x float> %t33_c0_172, ptr %arena73, align 4
-  %t33_c1_074 = load <8 x float>, ptr %conv1.t33_c1_0, align 32
-  %190 = mul nsw i64 %conv1.mb3252, 4
-  %191 = add nsw i64 %190, 1
-  %192 = mul nsw i64 %191, 12560
-  %193 = add nsw i64 915856, %192
-  %194 = add nsw i64 %193, 12528
-  %arena75 = getelementptr inbounds float, ptr %arena, i64 %194
-  store <8 x float> %t33_c1_074, ptr %arena75, align 4
-  %t33_c1_176 = load <8 x float>, ptr %conv1.t33_c1_1, align 32
-  %195 = mul nsw i64 %conv1.mb3252, 4
-  %196 = add nsw i64 %195, 1
-  %197 = mul nsw i64 %196, 12560
-  %198 = add nsw i64 915856, %197
-  %199 = add nsw i64 %198, 12528
-  %200 = add nsw i64 %199, 8
-  %arena77 = getelementptr inbounds float, ptr %arena, i64 %200
-  store <8 x float> %t33_c1_176, ptr %arena77, align 4
-  %t33_c2_078 = load <8 x float>, ptr %conv1.t33_c2_0, align 32
-  %201 = mul nsw i64 %conv1.mb3252, 4
-  %202 = add nsw i64 %201, 2
-  %203 = mul nsw i64 %202, 12560
-  %204 = add nsw i64 915856, %203
-  %205 = add nsw i64 %204, 12528
-  %arena79 = getelementptr inbounds float, ptr %arena, i64 %205
-  store <8 x float> %t33_c2_078, ptr %arena79, align 4
-  %t33_c2_180 = load <8 x float>, ptr %conv1.t33_c2_1, align 32
-  %206 = mul nsw i64 %conv1.mb3252, 4
-  %207 = add nsw i64 %206, 2
-  %208 = mul nsw i64 %207, 12560
-  %209 = add nsw i64 915856, %208
-  %210 = add nsw i64 %209, 12528
-  %211 = add nsw i64 %210, 8
-  %arena81 = getelementptr inbounds float, ptr %arena, i64 %211
-  store <8 x float> %t33_c2_180, ptr %arena81, align 4
-  %t33_c3_082 = load <8 x float>, ptr %conv1.t33_c3_0, align 32
-  %212 = mul nsw i64 %conv1.mb3252, 4
-  %213 = add nsw i64 %212, 3
-  %214 = mul nsw i64 %213, 12560
-  %215 = add nsw i64 915856, %214
-  %216 = add nsw i64 %215, 12528
-  %arena83 = getelementptr inbounds float, ptr %arena, i64 %216
-  store <8 x float> %t33_c3_082, ptr %arena83, align 4
-  %t33_c3_184 = load <8 x float>, ptr %conv1.t33_c3_1, align 32
-  %217 = mul nsw i64 %conv1.mb3252, 4
-  %218 = add nsw i64 %217, 3
-  %219 = mul nsw i64 %218, 12560
-  %220 = add nsw i64 915856, %219
-  %221 = add nsw i64 %220, 12528
-  %222 = add nsw i64 %221, 8
-  %arena85 = getelementptr inbounds float, ptr %arena, i64 %222
-  store <8 x float> %t33_c3_184, ptr %arena85, align 4
+  %182 = add nsw i64 %181, 2
+  %183 = mul nsw i64 %182, 6288
+  %184 = add nsw i64 859408, %183
+  %185 = add nsw i64 %184, 6264
+  %arena67 = getelementptr inbounds float, ptr %arena, i64 %185
+  store <8 x float> %t33_c2_066, ptr %arena67, align 4
+  %t33_c3_068 = load <8 x float>, ptr %conv1.t33_c3_0, align 32
+  %186 = mul nsw i64 %conv1.mb3252, 4
+  %187 = add nsw i64 %186, 3
+  %188 = mul nsw i64 %187, 6288
+  %189 = add nsw i64 859408, %188
+  %190 = add nsw i64 %189, 6264
+  %arena69 = getelementptr inbounds float, ptr %arena, i64 %190
+  store <8 x float> %t33_c3_068, ptr %arena69, align 4
   %mb32.next = add nsw i64 %conv1.mb3252, 1
-  %223 = icmp slt i64 %mb32.next, 8
-  br i1 %223, label %conv1.mb32, label %conv1.mb32.end
+  %191 = icmp slt i64 %mb32.next, 8
+  br i1 %191, label %conv1.mb32, label %conv1.mb32.end
 }
 
 ; Function Attrs: noinline
@@ -14817,7 +14746,7 @@ conv2.mb126.end:                                  ; preds = %conv2.k128.end
 conv2.k128:                                       ; preds = %conv2.k128, %conv2.mb126
   %conv2.k1283 = phi i64 [ 0, %conv2.mb126 ], [ %k128.next, %conv2.k128 ]
   %2 = mul nsw i64 %0, 2048
-  %3 = add nsw i64 1344720, %2
+  %3 = add nsw i64 1074096, %2
   %4 = mul nsw i64 %1, 32
   %5 = add nsw i64 %3, %4
   %6 = mul nsw i64 %conv2.k1283, 64
@@ -14828,7 +14757,7 @@ conv2.k128:                                       ; preds = %conv2.k128, %conv2.
   %10 = load <8 x float>, ptr %arena4, align 4
   store <8 x float> %10, ptr %conv2.t127_b0, align 32
   %11 = mul nsw i64 %0, 2048
-  %12 = add nsw i64 1344720, %11
+  %12 = add nsw i64 1074096, %11
   %13 = mul nsw i64 %1, 32
   %14 = add nsw i64 %12, %13
   %15 = mul nsw i64 %conv2.k1283, 64
@@ -15093,7 +15022,7 @@ conv2.k128.end:                                   ; preds = %conv2.k128
 conv2.k130:                                       ; preds = %conv2.k130, %conv2.mb126.end
   %conv2.k13044 = phi i64 [ 0, %conv2.mb126.end ], [ %k130.next, %conv2.k130 ]
   %185 = mul nsw i64 %0, 2048
-  %186 = add nsw i64 1344720, %185
+  %186 = add nsw i64 1074096, %185
   %187 = mul nsw i64 %1, 32
   %188 = add nsw i64 %186, %187
   %189 = mul nsw i64 %conv2.k13044, 64
@@ -15104,7 +15033,7 @@ conv2.k130:                                       ; preds = %conv2.k130, %conv2.
   %193 = load <8 x float>, ptr %arena45, align 4
   store <8 x float> %193, ptr %conv2.t129_b0, align 32
   %194 = mul nsw i64 %0, 2048
-  %195 = add nsw i64 1344720, %194
+  %195 = add nsw i64 1074096, %194
   %196 = mul nsw i64 %1, 32
   %197 = add nsw i64 %195, %196
   %198 = mul nsw i64 %conv2.k13044, 64

@@ -1572,72 +1572,72 @@ public func simplecnn_infer_b64(
           var w78: Float = (((w56 + w60) + w64) * Float(bitPattern: 0x3f000000))
           var w79: Float = (((w56 + w64) - w60) * Float(bitPattern: 0x3f000000))
           var w80: Float = w64
-          arena[((1344720 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w65
-          arena[((1346768 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w66
-          arena[((1348816 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w67
-          arena[((1350864 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w68
-          arena[((1352912 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w69
-          arena[((1354960 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w70
-          arena[((1357008 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w71
-          arena[((1359056 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w72
-          arena[((1361104 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w73
-          arena[((1363152 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w74
-          arena[((1365200 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w75
-          arena[((1367248 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w76
-          arena[((1369296 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w77
-          arena[((1371344 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w78
-          arena[((1373392 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w79
-          arena[((1375440 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w80
+          arena[((1074096 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w65
+          arena[((1076144 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w66
+          arena[((1078192 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w67
+          arena[((1080240 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w68
+          arena[((1082288 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w69
+          arena[((1084336 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w70
+          arena[((1086384 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w71
+          arena[((1088432 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w72
+          arena[((1090480 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w73
+          arena[((1092528 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w74
+          arena[((1094576 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w75
+          arena[((1096624 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w76
+          arena[((1098672 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w77
+          arena[((1100720 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w78
+          arena[((1102768 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w79
+          arena[((1104816 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w80
         }
       }
     }
   }
   // conv1 = conv2d_relu_maxpool(image)
   for i1 in 0..<196 {
-    arena[(1317776 +% i1)] = Float((((i1 / 14) *% 56) +% ((i1 % 14) *% 2)))
+    arena[(1060624 +% i1)] = Float((((i1 / 14) *% 56) +% ((i1 % 14) *% 2)))
   }
-  for i2 in 0..<1800 {
-    storeVector(arena, ((i2 *% 8) +% 1330320), Vector(repeating: Float(0)))
+  for i2 in 0..<900 {
+    storeVector(arena, ((i2 *% 8) +% 1066896), Vector(repeating: Float(0)))
   }
-  for g3 in 0..<4 {
-    for j4 in 0..<16 {
+  for g3 in 0..<8 {
+    for j4 in 0..<8 {
       for c5 in 0..<1 {
         for qy6 in 0..<14 {
           for qx7 in 0..<14 {
-            arena[(1330320 +% ((((((j4 +% c5) *% 2) *% 2) *% 225) +% ((qy6 +% 1) *% 15)) +% (qx7 +% 1)))] = images[(((((((g3 *% 16) +% j4) *% 784) +% (c5 *% 784)) +% ((((qy6 +% 1) *% 2) +% -1) *% 28)) +% ((qx7 +% 1) *% 2)) +% -1)]
+            arena[(1066896 +% ((((((j4 +% c5) *% 2) *% 2) *% 225) +% ((qy6 +% 1) *% 15)) +% (qx7 +% 1)))] = images[(((((((g3 *% 8) +% j4) *% 784) +% (c5 *% 784)) +% ((((qy6 +% 1) *% 2) +% -1) *% 28)) +% ((qx7 +% 1) *% 2)) +% -1)]
           }
         }
       }
     }
-    for j8 in 0..<16 {
+    for j8 in 0..<8 {
       for c9 in 0..<1 {
         for qy10 in 0..<14 {
           for qx11 in 0..<14 {
-            arena[(1330320 +% (((((((j8 +% c9) *% 2) *% 2) +% 1) *% 225) +% ((qy10 +% 1) *% 15)) +% qx11))] = images[((((((g3 *% 16) +% j8) *% 784) +% (c9 *% 784)) +% ((((qy10 +% 1) *% 2) +% -1) *% 28)) +% (qx11 *% 2))]
+            arena[(1066896 +% (((((((j8 +% c9) *% 2) *% 2) +% 1) *% 225) +% ((qy10 +% 1) *% 15)) +% qx11))] = images[((((((g3 *% 8) +% j8) *% 784) +% (c9 *% 784)) +% ((((qy10 +% 1) *% 2) +% -1) *% 28)) +% (qx11 *% 2))]
           }
         }
       }
     }
-    for j12 in 0..<16 {
+    for j12 in 0..<8 {
       for c13 in 0..<1 {
         for qy14 in 0..<14 {
           for qx15 in 0..<14 {
-            arena[(1330320 +% (((((((j12 +% c13) *% 2) +% 1) *% 2) *% 225) +% (qy14 *% 15)) +% (qx15 +% 1)))] = images[(((((((g3 *% 16) +% j12) *% 784) +% (c13 *% 784)) +% ((qy14 *% 2) *% 28)) +% ((qx15 +% 1) *% 2)) +% -1)]
+            arena[(1066896 +% (((((((j12 +% c13) *% 2) +% 1) *% 2) *% 225) +% (qy14 *% 15)) +% (qx15 +% 1)))] = images[(((((((g3 *% 8) +% j12) *% 784) +% (c13 *% 784)) +% ((qy14 *% 2) *% 28)) +% ((qx15 +% 1) *% 2)) +% -1)]
           }
         }
       }
     }
-    for j16 in 0..<16 {
+    for j16 in 0..<8 {
       for c17 in 0..<1 {
         for qy18 in 0..<14 {
           for qx19 in 0..<14 {
-            arena[(1330320 +% ((((((((j16 +% c17) *% 2) +% 1) *% 2) +% 1) *% 225) +% (qy18 *% 15)) +% qx19))] = images[((((((g3 *% 16) +% j16) *% 784) +% (c17 *% 784)) +% ((qy18 *% 2) *% 28)) +% (qx19 *% 2))]
+            arena[(1066896 +% ((((((((j16 +% c17) *% 2) +% 1) *% 2) +% 1) *% 225) +% (qy18 *% 15)) +% qx19))] = images[((((((g3 *% 8) +% j16) *% 784) +% (c17 *% 784)) +% ((qy18 *% 2) *% 28)) +% (qx19 *% 2))]
           }
         }
       }
     }
     do {  // scalar loops
-      for j20 in 0..<16 {
+      for j20 in 0..<8 {
         for c21 in 0..<1 {
           for ky22 in 0..<3 {
             for kx23 in 0..<3 {
@@ -1645,9 +1645,9 @@ public func simplecnn_infer_b64(
                 for wx25 in 0..<2 {
                   for py26 in 0..<14 {
                     for cv27 in 0..<1 {
-                      storeVector(arena, (((((802816 +% (((((c21 *% 3) +% ky22) *% 3) +% kx23) *% 12560)) +% (j20 *% 784)) +% (((wy24 *% 2) +% wx25) *% 196)) +% (py26 *% 14)) +% (cv27 *% 8)), loadVector(arena, (1330320 +% ((((((((j20 +% c21) *% 2) +% ((wy24 +% ky22) % 2)) *% 2) +% ((wx25 +% kx23) % 2)) *% 225) +% ((py26 +% ((wy24 +% ky22) / 2)) *% 15)) +% ((cv27 *% 8) +% ((wx25 +% kx23) / 2))))))
+                      storeVector(arena, (((((802816 +% (((((c21 *% 3) +% ky22) *% 3) +% kx23) *% 6288)) +% (j20 *% 784)) +% (((wy24 *% 2) +% wx25) *% 196)) +% (py26 *% 14)) +% (cv27 *% 8)), loadVector(arena, (1066896 +% ((((((((j20 +% c21) *% 2) +% ((wy24 +% ky22) % 2)) *% 2) +% ((wx25 +% kx23) % 2)) *% 225) +% ((py26 +% ((wy24 +% ky22) / 2)) *% 15)) +% ((cv27 *% 8) +% ((wx25 +% kx23) / 2))))))
                     }
-                    storePartial(arena, (((((802816 +% (((((c21 *% 3) +% ky22) *% 3) +% kx23) *% 12560)) +% (j20 *% 784)) +% (((wy24 *% 2) +% wx25) *% 196)) +% (py26 *% 14)) +% 8), loadPartial(arena, (1330320 +% ((((((((j20 +% c21) *% 2) +% ((wy24 +% ky22) % 2)) *% 2) +% ((wx25 +% kx23) % 2)) *% 225) +% ((py26 +% ((wy24 +% ky22) / 2)) *% 15)) +% (8 +% ((wx25 +% kx23) / 2)))), 6), 6)
+                    storePartial(arena, (((((802816 +% (((((c21 *% 3) +% ky22) *% 3) +% kx23) *% 6288)) +% (j20 *% 784)) +% (((wy24 *% 2) +% wx25) *% 196)) +% (py26 *% 14)) +% 8), loadPartial(arena, (1066896 +% ((((((((j20 +% c21) *% 2) +% ((wy24 +% ky22) % 2)) *% 2) +% ((wx25 +% kx23) % 2)) *% 225) +% ((py26 +% ((wy24 +% ky22) / 2)) *% 15)) +% (8 +% ((wx25 +% kx23) / 2)))), 6), 6)
                   }
                 }
               }
@@ -1657,7 +1657,7 @@ public func simplecnn_infer_b64(
       }
     }
     do {  // gemm35
-      for nb28 in 0..<522 {
+      for nb28 in 0..<261 {
         for mb29 in 0..<8 {
           var t30_c0_0 = Vector()
           var t30_c0_1 = Vector()
@@ -1672,9 +1672,9 @@ public func simplecnn_infer_b64(
           var t30_c3_1 = Vector()
           var t30_c3_2 = Vector()
           for k31 in 0..<9 {
-            let t30_b0 = loadVector(arena, ((802816 +% (k31 *% 12560)) +% (nb28 *% 24)))
-            let t30_b1 = loadVector(arena, (((802816 +% (k31 *% 12560)) +% (nb28 *% 24)) +% 8))
-            let t30_b2 = loadVector(arena, (((802816 +% (k31 *% 12560)) +% (nb28 *% 24)) +% 16))
+            let t30_b0 = loadVector(arena, ((802816 +% (k31 *% 6288)) +% (nb28 *% 24)))
+            let t30_b1 = loadVector(arena, (((802816 +% (k31 *% 6288)) +% (nb28 *% 24)) +% 8))
+            let t30_b2 = loadVector(arena, (((802816 +% (k31 *% 6288)) +% (nb28 *% 24)) +% 16))
             let t30_a0 = Vector(repeating: params[(((mb29 *% 4) *% 9) +% k31)])
             t30_c0_0 = t30_c0_0.addingProduct(t30_a0, t30_b0)
             t30_c0_1 = t30_c0_1.addingProduct(t30_a0, t30_b1)
@@ -1692,71 +1692,58 @@ public func simplecnn_infer_b64(
             t30_c3_1 = t30_c3_1.addingProduct(t30_a3, t30_b1)
             t30_c3_2 = t30_c3_2.addingProduct(t30_a3, t30_b2)
           }
-          storeVector(arena, ((915856 +% ((mb29 *% 4) *% 12560)) +% (nb28 *% 24)), t30_c0_0)
-          storeVector(arena, (((915856 +% ((mb29 *% 4) *% 12560)) +% (nb28 *% 24)) +% 8), t30_c0_1)
-          storeVector(arena, (((915856 +% ((mb29 *% 4) *% 12560)) +% (nb28 *% 24)) +% 16), t30_c0_2)
-          storeVector(arena, ((915856 +% (((mb29 *% 4) +% 1) *% 12560)) +% (nb28 *% 24)), t30_c1_0)
-          storeVector(arena, (((915856 +% (((mb29 *% 4) +% 1) *% 12560)) +% (nb28 *% 24)) +% 8), t30_c1_1)
-          storeVector(arena, (((915856 +% (((mb29 *% 4) +% 1) *% 12560)) +% (nb28 *% 24)) +% 16), t30_c1_2)
-          storeVector(arena, ((915856 +% (((mb29 *% 4) +% 2) *% 12560)) +% (nb28 *% 24)), t30_c2_0)
-          storeVector(arena, (((915856 +% (((mb29 *% 4) +% 2) *% 12560)) +% (nb28 *% 24)) +% 8), t30_c2_1)
-          storeVector(arena, (((915856 +% (((mb29 *% 4) +% 2) *% 12560)) +% (nb28 *% 24)) +% 16), t30_c2_2)
-          storeVector(arena, ((915856 +% (((mb29 *% 4) +% 3) *% 12560)) +% (nb28 *% 24)), t30_c3_0)
-          storeVector(arena, (((915856 +% (((mb29 *% 4) +% 3) *% 12560)) +% (nb28 *% 24)) +% 8), t30_c3_1)
-          storeVector(arena, (((915856 +% (((mb29 *% 4) +% 3) *% 12560)) +% (nb28 *% 24)) +% 16), t30_c3_2)
+          storeVector(arena, ((859408 +% ((mb29 *% 4) *% 6288)) +% (nb28 *% 24)), t30_c0_0)
+          storeVector(arena, (((859408 +% ((mb29 *% 4) *% 6288)) +% (nb28 *% 24)) +% 8), t30_c0_1)
+          storeVector(arena, (((859408 +% ((mb29 *% 4) *% 6288)) +% (nb28 *% 24)) +% 16), t30_c0_2)
+          storeVector(arena, ((859408 +% (((mb29 *% 4) +% 1) *% 6288)) +% (nb28 *% 24)), t30_c1_0)
+          storeVector(arena, (((859408 +% (((mb29 *% 4) +% 1) *% 6288)) +% (nb28 *% 24)) +% 8), t30_c1_1)
+          storeVector(arena, (((859408 +% (((mb29 *% 4) +% 1) *% 6288)) +% (nb28 *% 24)) +% 16), t30_c1_2)
+          storeVector(arena, ((859408 +% (((mb29 *% 4) +% 2) *% 6288)) +% (nb28 *% 24)), t30_c2_0)
+          storeVector(arena, (((859408 +% (((mb29 *% 4) +% 2) *% 6288)) +% (nb28 *% 24)) +% 8), t30_c2_1)
+          storeVector(arena, (((859408 +% (((mb29 *% 4) +% 2) *% 6288)) +% (nb28 *% 24)) +% 16), t30_c2_2)
+          storeVector(arena, ((859408 +% (((mb29 *% 4) +% 3) *% 6288)) +% (nb28 *% 24)), t30_c3_0)
+          storeVector(arena, (((859408 +% (((mb29 *% 4) +% 3) *% 6288)) +% (nb28 *% 24)) +% 8), t30_c3_1)
+          storeVector(arena, (((859408 +% (((mb29 *% 4) +% 3) *% 6288)) +% (nb28 *% 24)) +% 16), t30_c3_2)
         }
       }
       for mb32 in 0..<8 {
         var t33_c0_0 = Vector()
-        var t33_c0_1 = Vector()
         var t33_c1_0 = Vector()
-        var t33_c1_1 = Vector()
         var t33_c2_0 = Vector()
-        var t33_c2_1 = Vector()
         var t33_c3_0 = Vector()
-        var t33_c3_1 = Vector()
         for k34 in 0..<9 {
-          let t33_b0 = loadVector(arena, ((802816 +% (k34 *% 12560)) +% 12528))
-          let t33_b1 = loadVector(arena, (((802816 +% (k34 *% 12560)) +% 12528) +% 8))
+          let t33_b0 = loadVector(arena, ((802816 +% (k34 *% 6288)) +% 6264))
           let t33_a0 = Vector(repeating: params[(((mb32 *% 4) *% 9) +% k34)])
           t33_c0_0 = t33_c0_0.addingProduct(t33_a0, t33_b0)
-          t33_c0_1 = t33_c0_1.addingProduct(t33_a0, t33_b1)
           let t33_a1 = Vector(repeating: params[((((mb32 *% 4) +% 1) *% 9) +% k34)])
           t33_c1_0 = t33_c1_0.addingProduct(t33_a1, t33_b0)
-          t33_c1_1 = t33_c1_1.addingProduct(t33_a1, t33_b1)
           let t33_a2 = Vector(repeating: params[((((mb32 *% 4) +% 2) *% 9) +% k34)])
           t33_c2_0 = t33_c2_0.addingProduct(t33_a2, t33_b0)
-          t33_c2_1 = t33_c2_1.addingProduct(t33_a2, t33_b1)
           let t33_a3 = Vector(repeating: params[((((mb32 *% 4) +% 3) *% 9) +% k34)])
           t33_c3_0 = t33_c3_0.addingProduct(t33_a3, t33_b0)
-          t33_c3_1 = t33_c3_1.addingProduct(t33_a3, t33_b1)
         }
-        storeVector(arena, ((915856 +% ((mb32 *% 4) *% 12560)) +% 12528), t33_c0_0)
-        storeVector(arena, (((915856 +% ((mb32 *% 4) *% 12560)) +% 12528) +% 8), t33_c0_1)
-        storeVector(arena, ((915856 +% (((mb32 *% 4) +% 1) *% 12560)) +% 12528), t33_c1_0)
-        storeVector(arena, (((915856 +% (((mb32 *% 4) +% 1) *% 12560)) +% 12528) +% 8), t33_c1_1)
-        storeVector(arena, ((915856 +% (((mb32 *% 4) +% 2) *% 12560)) +% 12528), t33_c2_0)
-        storeVector(arena, (((915856 +% (((mb32 *% 4) +% 2) *% 12560)) +% 12528) +% 8), t33_c2_1)
-        storeVector(arena, ((915856 +% (((mb32 *% 4) +% 3) *% 12560)) +% 12528), t33_c3_0)
-        storeVector(arena, (((915856 +% (((mb32 *% 4) +% 3) *% 12560)) +% 12528) +% 8), t33_c3_1)
+        storeVector(arena, ((859408 +% ((mb32 *% 4) *% 6288)) +% 6264), t33_c0_0)
+        storeVector(arena, ((859408 +% (((mb32 *% 4) +% 1) *% 6288)) +% 6264), t33_c1_0)
+        storeVector(arena, ((859408 +% (((mb32 *% 4) +% 2) *% 6288)) +% 6264), t33_c2_0)
+        storeVector(arena, ((859408 +% (((mb32 *% 4) +% 3) *% 6288)) +% 6264), t33_c3_0)
       }
     }
-    for j36 in 0..<16 {
+    for j36 in 0..<8 {
       for f37 in 0..<32 {
         for q38 in 0..<196 {
-          var v39: Float = (arena[(((915856 +% (f37 *% 12560)) +% (j36 *% 784)) +% q38)] + params[(288 +% f37)])
+          var v39: Float = (arena[(((859408 +% (f37 *% 6288)) +% (j36 *% 784)) +% q38)] + params[(288 +% f37)])
           var at40: Float = Float(0)
-          var v41: Float = (arena[((((915856 +% (f37 *% 12560)) +% (j36 *% 784)) +% 196) +% q38)] + params[(288 +% f37)])
+          var v41: Float = (arena[((((859408 +% (f37 *% 6288)) +% (j36 *% 784)) +% 196) +% q38)] + params[(288 +% f37)])
           var at43: Float = (v41 > v39 ? Float(1) : at40)
           var best42: Float = (v41 > v39 ? v41 : v39)
-          var v44: Float = (arena[((((915856 +% (f37 *% 12560)) +% (j36 *% 784)) +% 392) +% q38)] + params[(288 +% f37)])
+          var v44: Float = (arena[((((859408 +% (f37 *% 6288)) +% (j36 *% 784)) +% 392) +% q38)] + params[(288 +% f37)])
           var at46: Float = (v44 > best42 ? Float(28) : at43)
           var best45: Float = (v44 > best42 ? v44 : best42)
-          var v47: Float = (arena[((((915856 +% (f37 *% 12560)) +% (j36 *% 784)) +% 588) +% q38)] + params[(288 +% f37)])
+          var v47: Float = (arena[((((859408 +% (f37 *% 6288)) +% (j36 *% 784)) +% 588) +% q38)] + params[(288 +% f37)])
           var at49: Float = (v47 > best45 ? Float(29) : at46)
           var best48: Float = (v47 > best45 ? v47 : best45)
-          arena[(((((g3 *% 16) +% j36) *% 6272) +% (f37 *% 196)) +% q38)] = (best48 > Float(0) ? best48 : Float(0))
-          arena[(401408 +% (((((g3 *% 16) +% j36) *% 6272) +% (f37 *% 196)) +% q38))] = (arena[(1317776 +% q38)] + at49)
+          arena[(((((g3 *% 8) +% j36) *% 6272) +% (f37 *% 196)) +% q38)] = (best48 > Float(0) ? best48 : Float(0))
+          arena[(401408 +% (((((g3 *% 8) +% j36) *% 6272) +% (f37 *% 196)) +% q38))] = (arena[(1060624 +% q38)] + at49)
         }
       }
     }
@@ -1847,8 +1834,8 @@ public func simplecnn_infer_b64(
               var t127_c4_0 = Vector()
               var t127_c4_1 = Vector()
               for k128 in 0..<32 {
-                let t127_b0 = loadVector(arena, ((((1344720 +% (xi124 *% 2048)) +% (part123 *% 32)) +% (k128 *% 64)) +% (nb125 *% 16)))
-                let t127_b1 = loadVector(arena, (((((1344720 +% (xi124 *% 2048)) +% (part123 *% 32)) +% (k128 *% 64)) +% (nb125 *% 16)) +% 8))
+                let t127_b0 = loadVector(arena, ((((1074096 +% (xi124 *% 2048)) +% (part123 *% 32)) +% (k128 *% 64)) +% (nb125 *% 16)))
+                let t127_b1 = loadVector(arena, (((((1074096 +% (xi124 *% 2048)) +% (part123 *% 32)) +% (k128 *% 64)) +% (nb125 *% 16)) +% 8))
                 let t127_a0 = Vector(repeating: arena[(((843776 +% (xi124 *% 1568)) +% ((mb126 *% 5) *% 32)) +% k128)])
                 t127_c0_0 = t127_c0_0.addingProduct(t127_a0, t127_b0)
                 t127_c0_1 = t127_c0_1.addingProduct(t127_a0, t127_b1)
@@ -1885,8 +1872,8 @@ public func simplecnn_infer_b64(
             var t129_c3_0 = Vector()
             var t129_c3_1 = Vector()
             for k130 in 0..<32 {
-              let t129_b0 = loadVector(arena, ((((1344720 +% (xi124 *% 2048)) +% (part123 *% 32)) +% (k130 *% 64)) +% (nb125 *% 16)))
-              let t129_b1 = loadVector(arena, (((((1344720 +% (xi124 *% 2048)) +% (part123 *% 32)) +% (k130 *% 64)) +% (nb125 *% 16)) +% 8))
+              let t129_b0 = loadVector(arena, ((((1074096 +% (xi124 *% 2048)) +% (part123 *% 32)) +% (k130 *% 64)) +% (nb125 *% 16)))
+              let t129_b1 = loadVector(arena, (((((1074096 +% (xi124 *% 2048)) +% (part123 *% 32)) +% (k130 *% 64)) +% (nb125 *% 16)) +% 8))
               let t129_a0 = Vector(repeating: arena[(((843776 +% (xi124 *% 1568)) +% 1440) +% k130)])
               t129_c0_0 = t129_c0_0.addingProduct(t129_a0, t129_b0)
               t129_c0_1 = t129_c0_1.addingProduct(t129_a0, t129_b1)

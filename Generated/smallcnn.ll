@@ -11272,37 +11272,37 @@ declare float @llvm.sqrt.f32(float) #4
 
 define void @smallcnn_infer_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
 entry:
-  %part50.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
+  %part42.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
   %0 = icmp uge i64 0, %step
   br i1 %0, label %entry.then, label %entry.endif
 
 entry.then:                                       ; preds = %entry
-  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 0
+  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part42.context, i32 0, i32 0
   store ptr %params, ptr %1, align 8
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 1
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part42.context, i32 0, i32 1
   store ptr %grads, ptr %2, align 8
-  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 2
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part42.context, i32 0, i32 2
   store ptr %m, ptr %3, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 3
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part42.context, i32 0, i32 3
   store ptr %v, ptr %4, align 8
-  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 4
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part42.context, i32 0, i32 4
   store ptr %arena, ptr %5, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 5
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part42.context, i32 0, i32 5
   store ptr %images, ptr %6, align 8
-  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 6
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part42.context, i32 0, i32 6
   store ptr %labels, ptr %7, align 8
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 7
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part42.context, i32 0, i32 7
   store float %lr, ptr %8, align 4
-  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 8
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part42.context, i32 0, i32 8
   store i64 %step, ptr %9, align 4
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 9
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part42.context, i32 0, i32 9
   store i64 %seed, ptr %10, align 4
-  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 10
+  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part42.context, i32 0, i32 10
   store ptr %pool, ptr %11, align 8
   %12 = icmp eq ptr %pool, null
-  br i1 %12, label %prepare.part50.serial, label %prepare.part50.pool
+  br i1 %12, label %prepare.part42.serial, label %prepare.part42.pool
 
-entry.endif:                                      ; preds = %prepare.part50.done, %entry
+entry.endif:                                      ; preds = %prepare.part42.done, %entry
   call void @smallcnn_infer_b64.k0.conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   call void @smallcnn_infer_b64.k1.conv2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   call void @smallcnn_infer_b64.k2.flat(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
@@ -11310,39 +11310,31 @@ entry.endif:                                      ; preds = %prepare.part50.done
   call void @smallcnn_infer_b64.k4.fc2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   ret void
 
-prepare.part50.pool:                              ; preds = %entry.then
+prepare.part42.pool:                              ; preds = %entry.then
   %run = load ptr, ptr %pool, align 8
-  call void %run(ptr %pool, ptr @smallcnn_infer_b64.part50.task, ptr %part50.context, i64 2)
-  br label %prepare.part50.done
+  call void %run(ptr %pool, ptr @smallcnn_infer_b64.part42.task, ptr %part42.context, i64 2)
+  br label %prepare.part42.done
 
-prepare.part50.serial:                            ; preds = %entry.then
-  br label %prepare.part50
+prepare.part42.serial:                            ; preds = %entry.then
+  br label %prepare.part42
 
-prepare.part50.done:                              ; preds = %prepare.part50.end, %prepare.part50.pool
+prepare.part42.done:                              ; preds = %prepare.part42.end, %prepare.part42.pool
   br label %entry.endif
 
-prepare.part50:                                   ; preds = %prepare.part50, %prepare.part50.serial
-  %prepare.part501 = phi i64 [ 0, %prepare.part50.serial ], [ %part50.next, %prepare.part50 ]
-  call void @smallcnn_infer_b64.part50(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %prepare.part501)
-  %part50.next = add nsw i64 %prepare.part501, 1
-  %13 = icmp slt i64 %part50.next, 2
-  br i1 %13, label %prepare.part50, label %prepare.part50.end
+prepare.part42:                                   ; preds = %prepare.part42, %prepare.part42.serial
+  %prepare.part421 = phi i64 [ 0, %prepare.part42.serial ], [ %part42.next, %prepare.part42 ]
+  call void @smallcnn_infer_b64.part42(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %prepare.part421)
+  %part42.next = add nsw i64 %prepare.part421, 1
+  %13 = icmp slt i64 %part42.next, 2
+  br i1 %13, label %prepare.part42, label %prepare.part42.end
 
-prepare.part50.end:                               ; preds = %prepare.part50
-  br label %prepare.part50.done
+prepare.part42.end:                               ; preds = %prepare.part42
+  br label %prepare.part42.done
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_infer_b64.part50(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+define internal void @smallcnn_infer_b64.part42(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
 entry:
-  %prepare.w80 = alloca float, align 4
-  %prepare.w79 = alloca float, align 4
-  %prepare.w78 = alloca float, align 4
-  %prepare.w77 = alloca float, align 4
-  %prepare.w76 = alloca float, align 4
-  %prepare.w75 = alloca float, align 4
-  %prepare.w74 = alloca float, align 4
-  %prepare.w73 = alloca float, align 4
   %prepare.w72 = alloca float, align 4
   %prepare.w71 = alloca float, align 4
   %prepare.w70 = alloca float, align 4
@@ -11363,38 +11355,46 @@ entry:
   %prepare.w55 = alloca float, align 4
   %prepare.w54 = alloca float, align 4
   %prepare.w53 = alloca float, align 4
-  br label %prepare.ci51
+  %prepare.w52 = alloca float, align 4
+  %prepare.w51 = alloca float, align 4
+  %prepare.w50 = alloca float, align 4
+  %prepare.w49 = alloca float, align 4
+  %prepare.w48 = alloca float, align 4
+  %prepare.w47 = alloca float, align 4
+  %prepare.w46 = alloca float, align 4
+  %prepare.w45 = alloca float, align 4
+  br label %prepare.ci43
 
-prepare.ci51:                                     ; preds = %prepare.co52.end, %entry
-  %prepare.ci511 = phi i64 [ 0, %entry ], [ %ci51.next, %prepare.co52.end ]
-  br label %prepare.co52
+prepare.ci43:                                     ; preds = %prepare.co44.end, %entry
+  %prepare.ci431 = phi i64 [ 0, %entry ], [ %ci43.next, %prepare.co44.end ]
+  br label %prepare.co44
 
-prepare.ci51.end:                                 ; preds = %prepare.co52.end
+prepare.ci43.end:                                 ; preds = %prepare.co44.end
   ret void
 
-prepare.co52:                                     ; preds = %prepare.co52, %prepare.ci51
-  %prepare.co522 = phi i64 [ 0, %prepare.ci51 ], [ %co52.next, %prepare.co52 ]
+prepare.co44:                                     ; preds = %prepare.co44, %prepare.ci43
+  %prepare.co442 = phi i64 [ 0, %prepare.ci43 ], [ %co44.next, %prepare.co44 ]
   %1 = mul nsw i64 %0, 16
-  %2 = add nsw i64 %1, %prepare.co522
+  %2 = add nsw i64 %1, %prepare.co442
   %3 = mul nsw i64 %2, 16
-  %4 = add nsw i64 %3, %prepare.ci511
+  %4 = add nsw i64 %3, %prepare.ci431
   %5 = mul nsw i64 %4, 9
   %6 = add nsw i64 160, %5
   %params3 = getelementptr inbounds float, ptr %params, i64 %6
   %7 = load float, ptr %params3, align 4
-  store float %7, ptr %prepare.w53, align 4
+  store float %7, ptr %prepare.w45, align 4
   %8 = mul nsw i64 %0, 16
-  %9 = add nsw i64 %8, %prepare.co522
+  %9 = add nsw i64 %8, %prepare.co442
   %10 = mul nsw i64 %9, 16
-  %11 = add nsw i64 %10, %prepare.ci511
+  %11 = add nsw i64 %10, %prepare.ci431
   %12 = mul nsw i64 %11, 9
   %13 = add nsw i64 160, %12
   %params4 = getelementptr inbounds float, ptr %params, i64 %13
   %14 = load float, ptr %params4, align 4
   %15 = mul nsw i64 %0, 16
-  %16 = add nsw i64 %15, %prepare.co522
+  %16 = add nsw i64 %15, %prepare.co442
   %17 = mul nsw i64 %16, 16
-  %18 = add nsw i64 %17, %prepare.ci511
+  %18 = add nsw i64 %17, %prepare.ci431
   %19 = mul nsw i64 %18, 9
   %20 = add nsw i64 160, %19
   %21 = add nsw i64 %20, 3
@@ -11402,9 +11402,9 @@ prepare.co52:                                     ; preds = %prepare.co52, %prep
   %22 = load float, ptr %params5, align 4
   %23 = fadd float %14, %22
   %24 = mul nsw i64 %0, 16
-  %25 = add nsw i64 %24, %prepare.co522
+  %25 = add nsw i64 %24, %prepare.co442
   %26 = mul nsw i64 %25, 16
-  %27 = add nsw i64 %26, %prepare.ci511
+  %27 = add nsw i64 %26, %prepare.ci431
   %28 = mul nsw i64 %27, 9
   %29 = add nsw i64 160, %28
   %30 = add nsw i64 %29, 6
@@ -11412,19 +11412,19 @@ prepare.co52:                                     ; preds = %prepare.co52, %prep
   %31 = load float, ptr %params6, align 4
   %32 = fadd float %23, %31
   %33 = fmul float %32, 5.000000e-01
-  store float %33, ptr %prepare.w54, align 4
+  store float %33, ptr %prepare.w46, align 4
   %34 = mul nsw i64 %0, 16
-  %35 = add nsw i64 %34, %prepare.co522
+  %35 = add nsw i64 %34, %prepare.co442
   %36 = mul nsw i64 %35, 16
-  %37 = add nsw i64 %36, %prepare.ci511
+  %37 = add nsw i64 %36, %prepare.ci431
   %38 = mul nsw i64 %37, 9
   %39 = add nsw i64 160, %38
   %params7 = getelementptr inbounds float, ptr %params, i64 %39
   %40 = load float, ptr %params7, align 4
   %41 = mul nsw i64 %0, 16
-  %42 = add nsw i64 %41, %prepare.co522
+  %42 = add nsw i64 %41, %prepare.co442
   %43 = mul nsw i64 %42, 16
-  %44 = add nsw i64 %43, %prepare.ci511
+  %44 = add nsw i64 %43, %prepare.ci431
   %45 = mul nsw i64 %44, 9
   %46 = add nsw i64 160, %45
   %47 = add nsw i64 %46, 6
@@ -11432,9 +11432,9 @@ prepare.co52:                                     ; preds = %prepare.co52, %prep
   %48 = load float, ptr %params8, align 4
   %49 = fadd float %40, %48
   %50 = mul nsw i64 %0, 16
-  %51 = add nsw i64 %50, %prepare.co522
+  %51 = add nsw i64 %50, %prepare.co442
   %52 = mul nsw i64 %51, 16
-  %53 = add nsw i64 %52, %prepare.ci511
+  %53 = add nsw i64 %52, %prepare.ci431
   %54 = mul nsw i64 %53, 9
   %55 = add nsw i64 160, %54
   %56 = add nsw i64 %55, 3
@@ -11442,40 +11442,40 @@ prepare.co52:                                     ; preds = %prepare.co52, %prep
   %57 = load float, ptr %params9, align 4
   %58 = fsub float %49, %57
   %59 = fmul float %58, 5.000000e-01
-  store float %59, ptr %prepare.w55, align 4
+  store float %59, ptr %prepare.w47, align 4
   %60 = mul nsw i64 %0, 16
-  %61 = add nsw i64 %60, %prepare.co522
+  %61 = add nsw i64 %60, %prepare.co442
   %62 = mul nsw i64 %61, 16
-  %63 = add nsw i64 %62, %prepare.ci511
+  %63 = add nsw i64 %62, %prepare.ci431
   %64 = mul nsw i64 %63, 9
   %65 = add nsw i64 160, %64
   %66 = add nsw i64 %65, 6
   %params10 = getelementptr inbounds float, ptr %params, i64 %66
   %67 = load float, ptr %params10, align 4
-  store float %67, ptr %prepare.w56, align 4
+  store float %67, ptr %prepare.w48, align 4
   %68 = mul nsw i64 %0, 16
-  %69 = add nsw i64 %68, %prepare.co522
+  %69 = add nsw i64 %68, %prepare.co442
   %70 = mul nsw i64 %69, 16
-  %71 = add nsw i64 %70, %prepare.ci511
+  %71 = add nsw i64 %70, %prepare.ci431
   %72 = mul nsw i64 %71, 9
   %73 = add nsw i64 160, %72
   %74 = add nsw i64 %73, 1
   %params11 = getelementptr inbounds float, ptr %params, i64 %74
   %75 = load float, ptr %params11, align 4
-  store float %75, ptr %prepare.w57, align 4
+  store float %75, ptr %prepare.w49, align 4
   %76 = mul nsw i64 %0, 16
-  %77 = add nsw i64 %76, %prepare.co522
+  %77 = add nsw i64 %76, %prepare.co442
   %78 = mul nsw i64 %77, 16
-  %79 = add nsw i64 %78, %prepare.ci511
+  %79 = add nsw i64 %78, %prepare.ci431
   %80 = mul nsw i64 %79, 9
   %81 = add nsw i64 160, %80
   %82 = add nsw i64 %81, 1
   %params12 = getelementptr inbounds float, ptr %params, i64 %82
   %83 = load float, ptr %params12, align 4
   %84 = mul nsw i64 %0, 16
-  %85 = add nsw i64 %84, %prepare.co522
+  %85 = add nsw i64 %84, %prepare.co442
   %86 = mul nsw i64 %85, 16
-  %87 = add nsw i64 %86, %prepare.ci511
+  %87 = add nsw i64 %86, %prepare.ci431
   %88 = mul nsw i64 %87, 9
   %89 = add nsw i64 160, %88
   %90 = add nsw i64 %89, 4
@@ -11483,9 +11483,9 @@ prepare.co52:                                     ; preds = %prepare.co52, %prep
   %91 = load float, ptr %params13, align 4
   %92 = fadd float %83, %91
   %93 = mul nsw i64 %0, 16
-  %94 = add nsw i64 %93, %prepare.co522
+  %94 = add nsw i64 %93, %prepare.co442
   %95 = mul nsw i64 %94, 16
-  %96 = add nsw i64 %95, %prepare.ci511
+  %96 = add nsw i64 %95, %prepare.ci431
   %97 = mul nsw i64 %96, 9
   %98 = add nsw i64 160, %97
   %99 = add nsw i64 %98, 7
@@ -11493,20 +11493,20 @@ prepare.co52:                                     ; preds = %prepare.co52, %prep
   %100 = load float, ptr %params14, align 4
   %101 = fadd float %92, %100
   %102 = fmul float %101, 5.000000e-01
-  store float %102, ptr %prepare.w58, align 4
+  store float %102, ptr %prepare.w50, align 4
   %103 = mul nsw i64 %0, 16
-  %104 = add nsw i64 %103, %prepare.co522
+  %104 = add nsw i64 %103, %prepare.co442
   %105 = mul nsw i64 %104, 16
-  %106 = add nsw i64 %105, %prepare.ci511
+  %106 = add nsw i64 %105, %prepare.ci431
   %107 = mul nsw i64 %106, 9
   %108 = add nsw i64 160, %107
   %109 = add nsw i64 %108, 1
   %params15 = getelementptr inbounds float, ptr %params, i64 %109
   %110 = load float, ptr %params15, align 4
   %111 = mul nsw i64 %0, 16
-  %112 = add nsw i64 %111, %prepare.co522
+  %112 = add nsw i64 %111, %prepare.co442
   %113 = mul nsw i64 %112, 16
-  %114 = add nsw i64 %113, %prepare.ci511
+  %114 = add nsw i64 %113, %prepare.ci431
   %115 = mul nsw i64 %114, 9
   %116 = add nsw i64 160, %115
   %117 = add nsw i64 %116, 7
@@ -11514,9 +11514,9 @@ prepare.co52:                                     ; preds = %prepare.co52, %prep
   %118 = load float, ptr %params16, align 4
   %119 = fadd float %110, %118
   %120 = mul nsw i64 %0, 16
-  %121 = add nsw i64 %120, %prepare.co522
+  %121 = add nsw i64 %120, %prepare.co442
   %122 = mul nsw i64 %121, 16
-  %123 = add nsw i64 %122, %prepare.ci511
+  %123 = add nsw i64 %122, %prepare.ci431
   %124 = mul nsw i64 %123, 9
   %125 = add nsw i64 160, %124
   %126 = add nsw i64 %125, 4
@@ -11524,40 +11524,40 @@ prepare.co52:                                     ; preds = %prepare.co52, %prep
   %127 = load float, ptr %params17, align 4
   %128 = fsub float %119, %127
   %129 = fmul float %128, 5.000000e-01
-  store float %129, ptr %prepare.w59, align 4
+  store float %129, ptr %prepare.w51, align 4
   %130 = mul nsw i64 %0, 16
-  %131 = add nsw i64 %130, %prepare.co522
+  %131 = add nsw i64 %130, %prepare.co442
   %132 = mul nsw i64 %131, 16
-  %133 = add nsw i64 %132, %prepare.ci511
+  %133 = add nsw i64 %132, %prepare.ci431
   %134 = mul nsw i64 %133, 9
   %135 = add nsw i64 160, %134
   %136 = add nsw i64 %135, 7
   %params18 = getelementptr inbounds float, ptr %params, i64 %136
   %137 = load float, ptr %params18, align 4
-  store float %137, ptr %prepare.w60, align 4
+  store float %137, ptr %prepare.w52, align 4
   %138 = mul nsw i64 %0, 16
-  %139 = add nsw i64 %138, %prepare.co522
+  %139 = add nsw i64 %138, %prepare.co442
   %140 = mul nsw i64 %139, 16
-  %141 = add nsw i64 %140, %prepare.ci511
+  %141 = add nsw i64 %140, %prepare.ci431
   %142 = mul nsw i64 %141, 9
   %143 = add nsw i64 160, %142
   %144 = add nsw i64 %143, 2
   %params19 = getelementptr inbounds float, ptr %params, i64 %144
   %145 = load float, ptr %params19, align 4
-  store float %145, ptr %prepare.w61, align 4
+  store float %145, ptr %prepare.w53, align 4
   %146 = mul nsw i64 %0, 16
-  %147 = add nsw i64 %146, %prepare.co522
+  %147 = add nsw i64 %146, %prepare.co442
   %148 = mul nsw i64 %147, 16
-  %149 = add nsw i64 %148, %prepare.ci511
+  %149 = add nsw i64 %148, %prepare.ci431
   %150 = mul nsw i64 %149, 9
   %151 = add nsw i64 160, %150
   %152 = add nsw i64 %151, 2
   %params20 = getelementptr inbounds float, ptr %params, i64 %152
   %153 = load float, ptr %params20, align 4
   %154 = mul nsw i64 %0, 16
-  %155 = add nsw i64 %154, %prepare.co522
+  %155 = add nsw i64 %154, %prepare.co442
   %156 = mul nsw i64 %155, 16
-  %157 = add nsw i64 %156, %prepare.ci511
+  %157 = add nsw i64 %156, %prepare.ci431
   %158 = mul nsw i64 %157, 9
   %159 = add nsw i64 160, %158
   %160 = add nsw i64 %159, 5
@@ -11565,9 +11565,9 @@ prepare.co52:                                     ; preds = %prepare.co52, %prep
   %161 = load float, ptr %params21, align 4
   %162 = fadd float %153, %161
   %163 = mul nsw i64 %0, 16
-  %164 = add nsw i64 %163, %prepare.co522
+  %164 = add nsw i64 %163, %prepare.co442
   %165 = mul nsw i64 %164, 16
-  %166 = add nsw i64 %165, %prepare.ci511
+  %166 = add nsw i64 %165, %prepare.ci431
   %167 = mul nsw i64 %166, 9
   %168 = add nsw i64 160, %167
   %169 = add nsw i64 %168, 8
@@ -11575,20 +11575,20 @@ prepare.co52:                                     ; preds = %prepare.co52, %prep
   %170 = load float, ptr %params22, align 4
   %171 = fadd float %162, %170
   %172 = fmul float %171, 5.000000e-01
-  store float %172, ptr %prepare.w62, align 4
+  store float %172, ptr %prepare.w54, align 4
   %173 = mul nsw i64 %0, 16
-  %174 = add nsw i64 %173, %prepare.co522
+  %174 = add nsw i64 %173, %prepare.co442
   %175 = mul nsw i64 %174, 16
-  %176 = add nsw i64 %175, %prepare.ci511
+  %176 = add nsw i64 %175, %prepare.ci431
   %177 = mul nsw i64 %176, 9
   %178 = add nsw i64 160, %177
   %179 = add nsw i64 %178, 2
   %params23 = getelementptr inbounds float, ptr %params, i64 %179
   %180 = load float, ptr %params23, align 4
   %181 = mul nsw i64 %0, 16
-  %182 = add nsw i64 %181, %prepare.co522
+  %182 = add nsw i64 %181, %prepare.co442
   %183 = mul nsw i64 %182, 16
-  %184 = add nsw i64 %183, %prepare.ci511
+  %184 = add nsw i64 %183, %prepare.ci431
   %185 = mul nsw i64 %184, 9
   %186 = add nsw i64 160, %185
   %187 = add nsw i64 %186, 8
@@ -11596,9 +11596,9 @@ prepare.co52:                                     ; preds = %prepare.co52, %prep
   %188 = load float, ptr %params24, align 4
   %189 = fadd float %180, %188
   %190 = mul nsw i64 %0, 16
-  %191 = add nsw i64 %190, %prepare.co522
+  %191 = add nsw i64 %190, %prepare.co442
   %192 = mul nsw i64 %191, 16
-  %193 = add nsw i64 %192, %prepare.ci511
+  %193 = add nsw i64 %192, %prepare.ci431
   %194 = mul nsw i64 %193, 9
   %195 = add nsw i64 160, %194
   %196 = add nsw i64 %195, 5
@@ -11606,228 +11606,228 @@ prepare.co52:                                     ; preds = %prepare.co52, %prep
   %197 = load float, ptr %params25, align 4
   %198 = fsub float %189, %197
   %199 = fmul float %198, 5.000000e-01
-  store float %199, ptr %prepare.w63, align 4
+  store float %199, ptr %prepare.w55, align 4
   %200 = mul nsw i64 %0, 16
-  %201 = add nsw i64 %200, %prepare.co522
+  %201 = add nsw i64 %200, %prepare.co442
   %202 = mul nsw i64 %201, 16
-  %203 = add nsw i64 %202, %prepare.ci511
+  %203 = add nsw i64 %202, %prepare.ci431
   %204 = mul nsw i64 %203, 9
   %205 = add nsw i64 160, %204
   %206 = add nsw i64 %205, 8
   %params26 = getelementptr inbounds float, ptr %params, i64 %206
   %207 = load float, ptr %params26, align 4
-  store float %207, ptr %prepare.w64, align 4
+  store float %207, ptr %prepare.w56, align 4
+  %w45 = load float, ptr %prepare.w45, align 4
+  store float %w45, ptr %prepare.w57, align 4
+  %w4527 = load float, ptr %prepare.w45, align 4
+  %w49 = load float, ptr %prepare.w49, align 4
+  %208 = fadd float %w4527, %w49
   %w53 = load float, ptr %prepare.w53, align 4
-  store float %w53, ptr %prepare.w65, align 4
-  %w5327 = load float, ptr %prepare.w53, align 4
-  %w57 = load float, ptr %prepare.w57, align 4
-  %208 = fadd float %w5327, %w57
-  %w61 = load float, ptr %prepare.w61, align 4
-  %209 = fadd float %208, %w61
+  %209 = fadd float %208, %w53
   %210 = fmul float %209, 5.000000e-01
-  store float %210, ptr %prepare.w66, align 4
-  %w5328 = load float, ptr %prepare.w53, align 4
-  %w6129 = load float, ptr %prepare.w61, align 4
-  %211 = fadd float %w5328, %w6129
-  %w5730 = load float, ptr %prepare.w57, align 4
-  %212 = fsub float %211, %w5730
+  store float %210, ptr %prepare.w58, align 4
+  %w4528 = load float, ptr %prepare.w45, align 4
+  %w5329 = load float, ptr %prepare.w53, align 4
+  %211 = fadd float %w4528, %w5329
+  %w4930 = load float, ptr %prepare.w49, align 4
+  %212 = fsub float %211, %w4930
   %213 = fmul float %212, 5.000000e-01
-  store float %213, ptr %prepare.w67, align 4
-  %w6131 = load float, ptr %prepare.w61, align 4
-  store float %w6131, ptr %prepare.w68, align 4
+  store float %213, ptr %prepare.w59, align 4
+  %w5331 = load float, ptr %prepare.w53, align 4
+  store float %w5331, ptr %prepare.w60, align 4
+  %w46 = load float, ptr %prepare.w46, align 4
+  store float %w46, ptr %prepare.w61, align 4
+  %w4632 = load float, ptr %prepare.w46, align 4
+  %w50 = load float, ptr %prepare.w50, align 4
+  %214 = fadd float %w4632, %w50
   %w54 = load float, ptr %prepare.w54, align 4
-  store float %w54, ptr %prepare.w69, align 4
-  %w5432 = load float, ptr %prepare.w54, align 4
-  %w58 = load float, ptr %prepare.w58, align 4
-  %214 = fadd float %w5432, %w58
-  %w62 = load float, ptr %prepare.w62, align 4
-  %215 = fadd float %214, %w62
+  %215 = fadd float %214, %w54
   %216 = fmul float %215, 5.000000e-01
-  store float %216, ptr %prepare.w70, align 4
-  %w5433 = load float, ptr %prepare.w54, align 4
-  %w6234 = load float, ptr %prepare.w62, align 4
-  %217 = fadd float %w5433, %w6234
-  %w5835 = load float, ptr %prepare.w58, align 4
-  %218 = fsub float %217, %w5835
+  store float %216, ptr %prepare.w62, align 4
+  %w4633 = load float, ptr %prepare.w46, align 4
+  %w5434 = load float, ptr %prepare.w54, align 4
+  %217 = fadd float %w4633, %w5434
+  %w5035 = load float, ptr %prepare.w50, align 4
+  %218 = fsub float %217, %w5035
   %219 = fmul float %218, 5.000000e-01
-  store float %219, ptr %prepare.w71, align 4
-  %w6236 = load float, ptr %prepare.w62, align 4
-  store float %w6236, ptr %prepare.w72, align 4
+  store float %219, ptr %prepare.w63, align 4
+  %w5436 = load float, ptr %prepare.w54, align 4
+  store float %w5436, ptr %prepare.w64, align 4
+  %w47 = load float, ptr %prepare.w47, align 4
+  store float %w47, ptr %prepare.w65, align 4
+  %w4737 = load float, ptr %prepare.w47, align 4
+  %w51 = load float, ptr %prepare.w51, align 4
+  %220 = fadd float %w4737, %w51
   %w55 = load float, ptr %prepare.w55, align 4
-  store float %w55, ptr %prepare.w73, align 4
-  %w5537 = load float, ptr %prepare.w55, align 4
-  %w59 = load float, ptr %prepare.w59, align 4
-  %220 = fadd float %w5537, %w59
-  %w63 = load float, ptr %prepare.w63, align 4
-  %221 = fadd float %220, %w63
+  %221 = fadd float %220, %w55
   %222 = fmul float %221, 5.000000e-01
-  store float %222, ptr %prepare.w74, align 4
-  %w5538 = load float, ptr %prepare.w55, align 4
-  %w6339 = load float, ptr %prepare.w63, align 4
-  %223 = fadd float %w5538, %w6339
-  %w5940 = load float, ptr %prepare.w59, align 4
-  %224 = fsub float %223, %w5940
+  store float %222, ptr %prepare.w66, align 4
+  %w4738 = load float, ptr %prepare.w47, align 4
+  %w5539 = load float, ptr %prepare.w55, align 4
+  %223 = fadd float %w4738, %w5539
+  %w5140 = load float, ptr %prepare.w51, align 4
+  %224 = fsub float %223, %w5140
   %225 = fmul float %224, 5.000000e-01
-  store float %225, ptr %prepare.w75, align 4
-  %w6341 = load float, ptr %prepare.w63, align 4
-  store float %w6341, ptr %prepare.w76, align 4
+  store float %225, ptr %prepare.w67, align 4
+  %w5541 = load float, ptr %prepare.w55, align 4
+  store float %w5541, ptr %prepare.w68, align 4
+  %w48 = load float, ptr %prepare.w48, align 4
+  store float %w48, ptr %prepare.w69, align 4
+  %w4842 = load float, ptr %prepare.w48, align 4
+  %w52 = load float, ptr %prepare.w52, align 4
+  %226 = fadd float %w4842, %w52
   %w56 = load float, ptr %prepare.w56, align 4
-  store float %w56, ptr %prepare.w77, align 4
-  %w5642 = load float, ptr %prepare.w56, align 4
-  %w60 = load float, ptr %prepare.w60, align 4
-  %226 = fadd float %w5642, %w60
-  %w64 = load float, ptr %prepare.w64, align 4
-  %227 = fadd float %226, %w64
+  %227 = fadd float %226, %w56
   %228 = fmul float %227, 5.000000e-01
-  store float %228, ptr %prepare.w78, align 4
-  %w5643 = load float, ptr %prepare.w56, align 4
-  %w6444 = load float, ptr %prepare.w64, align 4
-  %229 = fadd float %w5643, %w6444
-  %w6045 = load float, ptr %prepare.w60, align 4
-  %230 = fsub float %229, %w6045
+  store float %228, ptr %prepare.w70, align 4
+  %w4843 = load float, ptr %prepare.w48, align 4
+  %w5644 = load float, ptr %prepare.w56, align 4
+  %229 = fadd float %w4843, %w5644
+  %w5245 = load float, ptr %prepare.w52, align 4
+  %230 = fsub float %229, %w5245
   %231 = fmul float %230, 5.000000e-01
-  store float %231, ptr %prepare.w79, align 4
-  %w6446 = load float, ptr %prepare.w64, align 4
-  store float %w6446, ptr %prepare.w80, align 4
-  %w65 = load float, ptr %prepare.w65, align 4
-  %232 = mul nsw i64 %prepare.ci511, 32
-  %233 = add nsw i64 742352, %232
+  store float %231, ptr %prepare.w71, align 4
+  %w5646 = load float, ptr %prepare.w56, align 4
+  store float %w5646, ptr %prepare.w72, align 4
+  %w57 = load float, ptr %prepare.w57, align 4
+  %232 = mul nsw i64 %prepare.ci431, 32
+  %233 = add nsw i64 572080, %232
   %234 = mul nsw i64 %0, 16
-  %235 = add nsw i64 %234, %prepare.co522
+  %235 = add nsw i64 %234, %prepare.co442
   %236 = add nsw i64 %233, %235
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %236
-  store float %w65, ptr %arena47, align 4
-  %w66 = load float, ptr %prepare.w66, align 4
-  %237 = mul nsw i64 %prepare.ci511, 32
-  %238 = add nsw i64 742864, %237
+  store float %w57, ptr %arena47, align 4
+  %w58 = load float, ptr %prepare.w58, align 4
+  %237 = mul nsw i64 %prepare.ci431, 32
+  %238 = add nsw i64 572592, %237
   %239 = mul nsw i64 %0, 16
-  %240 = add nsw i64 %239, %prepare.co522
+  %240 = add nsw i64 %239, %prepare.co442
   %241 = add nsw i64 %238, %240
   %arena48 = getelementptr inbounds float, ptr %arena, i64 %241
-  store float %w66, ptr %arena48, align 4
-  %w67 = load float, ptr %prepare.w67, align 4
-  %242 = mul nsw i64 %prepare.ci511, 32
-  %243 = add nsw i64 743376, %242
+  store float %w58, ptr %arena48, align 4
+  %w59 = load float, ptr %prepare.w59, align 4
+  %242 = mul nsw i64 %prepare.ci431, 32
+  %243 = add nsw i64 573104, %242
   %244 = mul nsw i64 %0, 16
-  %245 = add nsw i64 %244, %prepare.co522
+  %245 = add nsw i64 %244, %prepare.co442
   %246 = add nsw i64 %243, %245
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %246
-  store float %w67, ptr %arena49, align 4
-  %w68 = load float, ptr %prepare.w68, align 4
-  %247 = mul nsw i64 %prepare.ci511, 32
-  %248 = add nsw i64 743888, %247
+  store float %w59, ptr %arena49, align 4
+  %w60 = load float, ptr %prepare.w60, align 4
+  %247 = mul nsw i64 %prepare.ci431, 32
+  %248 = add nsw i64 573616, %247
   %249 = mul nsw i64 %0, 16
-  %250 = add nsw i64 %249, %prepare.co522
+  %250 = add nsw i64 %249, %prepare.co442
   %251 = add nsw i64 %248, %250
   %arena50 = getelementptr inbounds float, ptr %arena, i64 %251
-  store float %w68, ptr %arena50, align 4
-  %w69 = load float, ptr %prepare.w69, align 4
-  %252 = mul nsw i64 %prepare.ci511, 32
-  %253 = add nsw i64 744400, %252
+  store float %w60, ptr %arena50, align 4
+  %w61 = load float, ptr %prepare.w61, align 4
+  %252 = mul nsw i64 %prepare.ci431, 32
+  %253 = add nsw i64 574128, %252
   %254 = mul nsw i64 %0, 16
-  %255 = add nsw i64 %254, %prepare.co522
+  %255 = add nsw i64 %254, %prepare.co442
   %256 = add nsw i64 %253, %255
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %256
-  store float %w69, ptr %arena51, align 4
-  %w70 = load float, ptr %prepare.w70, align 4
-  %257 = mul nsw i64 %prepare.ci511, 32
-  %258 = add nsw i64 744912, %257
+  store float %w61, ptr %arena51, align 4
+  %w62 = load float, ptr %prepare.w62, align 4
+  %257 = mul nsw i64 %prepare.ci431, 32
+  %258 = add nsw i64 574640, %257
   %259 = mul nsw i64 %0, 16
-  %260 = add nsw i64 %259, %prepare.co522
+  %260 = add nsw i64 %259, %prepare.co442
   %261 = add nsw i64 %258, %260
   %arena52 = getelementptr inbounds float, ptr %arena, i64 %261
-  store float %w70, ptr %arena52, align 4
-  %w71 = load float, ptr %prepare.w71, align 4
-  %262 = mul nsw i64 %prepare.ci511, 32
-  %263 = add nsw i64 745424, %262
+  store float %w62, ptr %arena52, align 4
+  %w63 = load float, ptr %prepare.w63, align 4
+  %262 = mul nsw i64 %prepare.ci431, 32
+  %263 = add nsw i64 575152, %262
   %264 = mul nsw i64 %0, 16
-  %265 = add nsw i64 %264, %prepare.co522
+  %265 = add nsw i64 %264, %prepare.co442
   %266 = add nsw i64 %263, %265
   %arena53 = getelementptr inbounds float, ptr %arena, i64 %266
-  store float %w71, ptr %arena53, align 4
-  %w72 = load float, ptr %prepare.w72, align 4
-  %267 = mul nsw i64 %prepare.ci511, 32
-  %268 = add nsw i64 745936, %267
+  store float %w63, ptr %arena53, align 4
+  %w64 = load float, ptr %prepare.w64, align 4
+  %267 = mul nsw i64 %prepare.ci431, 32
+  %268 = add nsw i64 575664, %267
   %269 = mul nsw i64 %0, 16
-  %270 = add nsw i64 %269, %prepare.co522
+  %270 = add nsw i64 %269, %prepare.co442
   %271 = add nsw i64 %268, %270
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %271
-  store float %w72, ptr %arena54, align 4
-  %w73 = load float, ptr %prepare.w73, align 4
-  %272 = mul nsw i64 %prepare.ci511, 32
-  %273 = add nsw i64 746448, %272
+  store float %w64, ptr %arena54, align 4
+  %w65 = load float, ptr %prepare.w65, align 4
+  %272 = mul nsw i64 %prepare.ci431, 32
+  %273 = add nsw i64 576176, %272
   %274 = mul nsw i64 %0, 16
-  %275 = add nsw i64 %274, %prepare.co522
+  %275 = add nsw i64 %274, %prepare.co442
   %276 = add nsw i64 %273, %275
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %276
-  store float %w73, ptr %arena55, align 4
-  %w74 = load float, ptr %prepare.w74, align 4
-  %277 = mul nsw i64 %prepare.ci511, 32
-  %278 = add nsw i64 746960, %277
+  store float %w65, ptr %arena55, align 4
+  %w66 = load float, ptr %prepare.w66, align 4
+  %277 = mul nsw i64 %prepare.ci431, 32
+  %278 = add nsw i64 576688, %277
   %279 = mul nsw i64 %0, 16
-  %280 = add nsw i64 %279, %prepare.co522
+  %280 = add nsw i64 %279, %prepare.co442
   %281 = add nsw i64 %278, %280
   %arena56 = getelementptr inbounds float, ptr %arena, i64 %281
-  store float %w74, ptr %arena56, align 4
-  %w75 = load float, ptr %prepare.w75, align 4
-  %282 = mul nsw i64 %prepare.ci511, 32
-  %283 = add nsw i64 747472, %282
+  store float %w66, ptr %arena56, align 4
+  %w67 = load float, ptr %prepare.w67, align 4
+  %282 = mul nsw i64 %prepare.ci431, 32
+  %283 = add nsw i64 577200, %282
   %284 = mul nsw i64 %0, 16
-  %285 = add nsw i64 %284, %prepare.co522
+  %285 = add nsw i64 %284, %prepare.co442
   %286 = add nsw i64 %283, %285
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %286
-  store float %w75, ptr %arena57, align 4
-  %w76 = load float, ptr %prepare.w76, align 4
-  %287 = mul nsw i64 %prepare.ci511, 32
-  %288 = add nsw i64 747984, %287
+  store float %w67, ptr %arena57, align 4
+  %w68 = load float, ptr %prepare.w68, align 4
+  %287 = mul nsw i64 %prepare.ci431, 32
+  %288 = add nsw i64 577712, %287
   %289 = mul nsw i64 %0, 16
-  %290 = add nsw i64 %289, %prepare.co522
+  %290 = add nsw i64 %289, %prepare.co442
   %291 = add nsw i64 %288, %290
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %291
-  store float %w76, ptr %arena58, align 4
-  %w77 = load float, ptr %prepare.w77, align 4
-  %292 = mul nsw i64 %prepare.ci511, 32
-  %293 = add nsw i64 748496, %292
+  store float %w68, ptr %arena58, align 4
+  %w69 = load float, ptr %prepare.w69, align 4
+  %292 = mul nsw i64 %prepare.ci431, 32
+  %293 = add nsw i64 578224, %292
   %294 = mul nsw i64 %0, 16
-  %295 = add nsw i64 %294, %prepare.co522
+  %295 = add nsw i64 %294, %prepare.co442
   %296 = add nsw i64 %293, %295
   %arena59 = getelementptr inbounds float, ptr %arena, i64 %296
-  store float %w77, ptr %arena59, align 4
-  %w78 = load float, ptr %prepare.w78, align 4
-  %297 = mul nsw i64 %prepare.ci511, 32
-  %298 = add nsw i64 749008, %297
+  store float %w69, ptr %arena59, align 4
+  %w70 = load float, ptr %prepare.w70, align 4
+  %297 = mul nsw i64 %prepare.ci431, 32
+  %298 = add nsw i64 578736, %297
   %299 = mul nsw i64 %0, 16
-  %300 = add nsw i64 %299, %prepare.co522
+  %300 = add nsw i64 %299, %prepare.co442
   %301 = add nsw i64 %298, %300
   %arena60 = getelementptr inbounds float, ptr %arena, i64 %301
-  store float %w78, ptr %arena60, align 4
-  %w79 = load float, ptr %prepare.w79, align 4
-  %302 = mul nsw i64 %prepare.ci511, 32
-  %303 = add nsw i64 749520, %302
+  store float %w70, ptr %arena60, align 4
+  %w71 = load float, ptr %prepare.w71, align 4
+  %302 = mul nsw i64 %prepare.ci431, 32
+  %303 = add nsw i64 579248, %302
   %304 = mul nsw i64 %0, 16
-  %305 = add nsw i64 %304, %prepare.co522
+  %305 = add nsw i64 %304, %prepare.co442
   %306 = add nsw i64 %303, %305
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %306
-  store float %w79, ptr %arena61, align 4
-  %w80 = load float, ptr %prepare.w80, align 4
-  %307 = mul nsw i64 %prepare.ci511, 32
-  %308 = add nsw i64 750032, %307
+  store float %w71, ptr %arena61, align 4
+  %w72 = load float, ptr %prepare.w72, align 4
+  %307 = mul nsw i64 %prepare.ci431, 32
+  %308 = add nsw i64 579760, %307
   %309 = mul nsw i64 %0, 16
-  %310 = add nsw i64 %309, %prepare.co522
+  %310 = add nsw i64 %309, %prepare.co442
   %311 = add nsw i64 %308, %310
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %311
-  store float %w80, ptr %arena62, align 4
-  %co52.next = add nsw i64 %prepare.co522, 1
-  %312 = icmp slt i64 %co52.next, 16
-  br i1 %312, label %prepare.co52, label %prepare.co52.end
+  store float %w72, ptr %arena62, align 4
+  %co44.next = add nsw i64 %prepare.co442, 1
+  %312 = icmp slt i64 %co44.next, 16
+  br i1 %312, label %prepare.co44, label %prepare.co44.end
 
-prepare.co52.end:                                 ; preds = %prepare.co52
-  %ci51.next = add nsw i64 %prepare.ci511, 1
-  %313 = icmp slt i64 %ci51.next, 16
-  br i1 %313, label %prepare.ci51, label %prepare.ci51.end
+prepare.co44.end:                                 ; preds = %prepare.co44
+  %ci43.next = add nsw i64 %prepare.ci431, 1
+  %313 = icmp slt i64 %ci43.next, 16
+  br i1 %313, label %prepare.ci43, label %prepare.ci43.end
 }
 
-define internal void @smallcnn_infer_b64.part50.task(ptr %0, i64 %1) {
+define internal void @smallcnn_infer_b64.part42.task(ptr %0, i64 %1) {
 entry:
   %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
   %3 = load ptr, ptr %2, align 8
@@ -11851,24 +11851,24 @@ entry:
   %21 = load i64, ptr %20, align 4
   %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
   %23 = load ptr, ptr %22, align 8
-  call void @smallcnn_infer_b64.part50(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
+  call void @smallcnn_infer_b64.part42(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
   ret void
 }
 
 ; Function Attrs: noinline
 define internal void @smallcnn_infer_b64.k0.conv1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %conv1.best48 = alloca float, align 4
-  %conv1.at49 = alloca float, align 4
-  %conv1.v47 = alloca float, align 4
-  %conv1.best45 = alloca float, align 4
-  %conv1.at46 = alloca float, align 4
-  %conv1.v44 = alloca float, align 4
-  %conv1.best42 = alloca float, align 4
-  %conv1.at43 = alloca float, align 4
-  %conv1.v41 = alloca float, align 4
-  %conv1.at40 = alloca float, align 4
+  %conv1.best40 = alloca float, align 4
+  %conv1.at41 = alloca float, align 4
   %conv1.v39 = alloca float, align 4
+  %conv1.best37 = alloca float, align 4
+  %conv1.at38 = alloca float, align 4
+  %conv1.v36 = alloca float, align 4
+  %conv1.best34 = alloca float, align 4
+  %conv1.at35 = alloca float, align 4
+  %conv1.v33 = alloca float, align 4
+  %conv1.at32 = alloca float, align 4
+  %conv1.v31 = alloca float, align 4
   br label %conv1.i1
 
 conv1.i1:                                         ; preds = %conv1.i1, %entry
@@ -11879,7 +11879,7 @@ conv1.i1:                                         ; preds = %conv1.i1, %entry
   %3 = mul nsw i64 %2, 2
   %4 = add nsw i64 %1, %3
   %5 = sitofp i64 %4 to float
-  %6 = add nsw i64 715408, %conv1.i11
+  %6 = add nsw i64 558608, %conv1.i11
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %6
   store float %5, ptr %arena2, align 4
   %i1.next = add nsw i64 %conv1.i11, 1
@@ -11891,21 +11891,21 @@ conv1.i1.end:                                     ; preds = %conv1.i1
 
 conv1.i2:                                         ; preds = %conv1.i2, %conv1.i1.end
   %conv1.i23 = phi i64 [ 0, %conv1.i1.end ], [ %i2.next, %conv1.i2 ]
-  %8 = add nsw i64 727952, %conv1.i23
+  %8 = add nsw i64 564880, %conv1.i23
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %8
   store float 0.000000e+00, ptr %arena4, align 4
   %i2.next = add nsw i64 %conv1.i23, 1
-  %9 = icmp slt i64 %i2.next, 14400
+  %9 = icmp slt i64 %i2.next, 7200
   br i1 %9, label %conv1.i2, label %conv1.i2.end
 
 conv1.i2.end:                                     ; preds = %conv1.i2
   br label %conv1.g3
 
-conv1.g3:                                         ; preds = %conv1.j36.end, %conv1.i2.end
-  %conv1.g35 = phi i64 [ 0, %conv1.i2.end ], [ %g3.next, %conv1.j36.end ]
+conv1.g3:                                         ; preds = %conv1.j28.end, %conv1.i2.end
+  %conv1.g35 = phi i64 [ 0, %conv1.i2.end ], [ %g3.next, %conv1.j28.end ]
   br label %conv1.j4
 
-conv1.g3.end:                                     ; preds = %conv1.j36.end
+conv1.g3.end:                                     ; preds = %conv1.j28.end
   ret void
 
 conv1.j4:                                         ; preds = %conv1.c5.end, %conv1.g3
@@ -11921,7 +11921,7 @@ conv1.c5:                                         ; preds = %conv1.qy6.end, %con
 
 conv1.c5.end:                                     ; preds = %conv1.qy6.end
   %j4.next = add nsw i64 %conv1.j46, 1
-  %10 = icmp slt i64 %j4.next, 16
+  %10 = icmp slt i64 %j4.next, 8
   br i1 %10, label %conv1.j4, label %conv1.j4.end
 
 conv1.qy6:                                        ; preds = %conv1.qx7.end, %conv1.c5
@@ -11935,7 +11935,7 @@ conv1.qy6.end:                                    ; preds = %conv1.qx7.end
 
 conv1.qx7:                                        ; preds = %conv1.qx7, %conv1.qy6
   %conv1.qx79 = phi i64 [ 0, %conv1.qy6 ], [ %qx7.next, %conv1.qx7 ]
-  %12 = mul nsw i64 %conv1.g35, 16
+  %12 = mul nsw i64 %conv1.g35, 8
   %13 = add nsw i64 %12, %conv1.j46
   %14 = mul nsw i64 %13, 784
   %15 = mul nsw i64 %conv1.c57, 784
@@ -11960,7 +11960,7 @@ conv1.qx7:                                        ; preds = %conv1.qx7, %conv1.q
   %33 = add nsw i64 %30, %32
   %34 = add nsw i64 %conv1.qx79, 1
   %35 = add nsw i64 %33, %34
-  %36 = add nsw i64 727952, %35
+  %36 = add nsw i64 564880, %35
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %36
   store float %26, ptr %arena11, align 4
   %qx7.next = add nsw i64 %conv1.qx79, 1
@@ -11985,7 +11985,7 @@ conv1.c9:                                         ; preds = %conv1.qy10.end, %co
 
 conv1.c9.end:                                     ; preds = %conv1.qy10.end
   %j8.next = add nsw i64 %conv1.j812, 1
-  %39 = icmp slt i64 %j8.next, 16
+  %39 = icmp slt i64 %j8.next, 8
   br i1 %39, label %conv1.j8, label %conv1.j8.end
 
 conv1.qy10:                                       ; preds = %conv1.qx11.end, %conv1.c9
@@ -11999,7 +11999,7 @@ conv1.qy10.end:                                   ; preds = %conv1.qx11.end
 
 conv1.qx11:                                       ; preds = %conv1.qx11, %conv1.qy10
   %conv1.qx1115 = phi i64 [ 0, %conv1.qy10 ], [ %qx11.next, %conv1.qx11 ]
-  %41 = mul nsw i64 %conv1.g35, 16
+  %41 = mul nsw i64 %conv1.g35, 8
   %42 = add nsw i64 %41, %conv1.j812
   %43 = mul nsw i64 %42, 784
   %44 = mul nsw i64 %conv1.c913, 784
@@ -12022,7 +12022,7 @@ conv1.qx11:                                       ; preds = %conv1.qx11, %conv1.
   %60 = mul nsw i64 %59, 15
   %61 = add nsw i64 %58, %60
   %62 = add nsw i64 %61, %conv1.qx1115
-  %63 = add nsw i64 727952, %62
+  %63 = add nsw i64 564880, %62
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %63
   store float %53, ptr %arena17, align 4
   %qx11.next = add nsw i64 %conv1.qx1115, 1
@@ -12047,7 +12047,7 @@ conv1.c13:                                        ; preds = %conv1.qy14.end, %co
 
 conv1.c13.end:                                    ; preds = %conv1.qy14.end
   %j12.next = add nsw i64 %conv1.j1218, 1
-  %66 = icmp slt i64 %j12.next, 16
+  %66 = icmp slt i64 %j12.next, 8
   br i1 %66, label %conv1.j12, label %conv1.j12.end
 
 conv1.qy14:                                       ; preds = %conv1.qx15.end, %conv1.c13
@@ -12061,7 +12061,7 @@ conv1.qy14.end:                                   ; preds = %conv1.qx15.end
 
 conv1.qx15:                                       ; preds = %conv1.qx15, %conv1.qy14
   %conv1.qx1521 = phi i64 [ 0, %conv1.qy14 ], [ %qx15.next, %conv1.qx15 ]
-  %68 = mul nsw i64 %conv1.g35, 16
+  %68 = mul nsw i64 %conv1.g35, 8
   %69 = add nsw i64 %68, %conv1.j1218
   %70 = mul nsw i64 %69, 784
   %71 = mul nsw i64 %conv1.c1319, 784
@@ -12084,7 +12084,7 @@ conv1.qx15:                                       ; preds = %conv1.qx15, %conv1.
   %87 = add nsw i64 %85, %86
   %88 = add nsw i64 %conv1.qx1521, 1
   %89 = add nsw i64 %87, %88
-  %90 = add nsw i64 727952, %89
+  %90 = add nsw i64 564880, %89
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %90
   store float %80, ptr %arena23, align 4
   %qx15.next = add nsw i64 %conv1.qx1521, 1
@@ -12109,7 +12109,7 @@ conv1.c17:                                        ; preds = %conv1.qy18.end, %co
 
 conv1.c17.end:                                    ; preds = %conv1.qy18.end
   %j16.next = add nsw i64 %conv1.j1624, 1
-  %93 = icmp slt i64 %j16.next, 16
+  %93 = icmp slt i64 %j16.next, 8
   br i1 %93, label %conv1.j16, label %conv1.j16.end
 
 conv1.qy18:                                       ; preds = %conv1.qx19.end, %conv1.c17
@@ -12123,7 +12123,7 @@ conv1.qy18.end:                                   ; preds = %conv1.qx19.end
 
 conv1.qx19:                                       ; preds = %conv1.qx19, %conv1.qy18
   %conv1.qx1927 = phi i64 [ 0, %conv1.qy18 ], [ %qx19.next, %conv1.qx19 ]
-  %95 = mul nsw i64 %conv1.g35, 16
+  %95 = mul nsw i64 %conv1.g35, 8
   %96 = add nsw i64 %95, %conv1.j1624
   %97 = mul nsw i64 %96, 784
   %98 = mul nsw i64 %conv1.c1725, 784
@@ -12144,7 +12144,7 @@ conv1.qx19:                                       ; preds = %conv1.qx19, %conv1.
   %112 = mul nsw i64 %conv1.qy1826, 15
   %113 = add nsw i64 %111, %112
   %114 = add nsw i64 %113, %conv1.qx1927
-  %115 = add nsw i64 727952, %114
+  %115 = add nsw i64 564880, %114
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %115
   store float %105, ptr %arena29, align 4
   %qx19.next = add nsw i64 %conv1.qx1927, 1
@@ -12161,8 +12161,11 @@ conv1.j20:                                        ; preds = %conv1.c21.end, %con
   br label %conv1.c21
 
 conv1.j20.end:                                    ; preds = %conv1.c21.end
-  call void @smallcnn_infer_b64.k0.conv1.gemm35(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  br label %conv1.j36
+  %params42 = getelementptr inbounds float, ptr %params, i64 0
+  %arena43 = getelementptr inbounds float, ptr %arena, i64 401408
+  %arena44 = getelementptr inbounds float, ptr %arena, i64 458000
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 16, i32 6272, i32 9, float 1.000000e+00, ptr %params42, i32 9, ptr %arena43, i32 6288, float 0.000000e+00, ptr %arena44, i32 6288)
+  br label %conv1.j28
 
 conv1.c21:                                        ; preds = %conv1.ky22.end, %conv1.j20
   %conv1.c2131 = phi i64 [ 0, %conv1.j20 ], [ %c21.next, %conv1.ky22.end ]
@@ -12170,7 +12173,7 @@ conv1.c21:                                        ; preds = %conv1.ky22.end, %co
 
 conv1.c21.end:                                    ; preds = %conv1.ky22.end
   %j20.next = add nsw i64 %conv1.j2030, 1
-  %118 = icmp slt i64 %j20.next, 16
+  %118 = icmp slt i64 %j20.next, 8
   br i1 %118, label %conv1.j20, label %conv1.j20.end, !llvm.loop !15
 
 conv1.ky22:                                       ; preds = %conv1.kx23.end, %conv1.c21
@@ -12240,14 +12243,14 @@ conv1.cv27:                                       ; preds = %conv1.cv27, %conv1.
   %141 = sdiv i64 %140, 2
   %142 = add nsw i64 %139, %141
   %143 = add nsw i64 %138, %142
-  %144 = add nsw i64 727952, %143
+  %144 = add nsw i64 564880, %143
   %arena38 = getelementptr inbounds float, ptr %arena, i64 %144
   %145 = load <8 x float>, ptr %arena38, align 4
   %146 = mul nsw i64 %conv1.c2131, 3
   %147 = add nsw i64 %146, %conv1.ky2232
   %148 = mul nsw i64 %147, 3
   %149 = add nsw i64 %148, %conv1.kx2333
-  %150 = mul nsw i64 %149, 12560
+  %150 = mul nsw i64 %149, 6288
   %151 = add nsw i64 401408, %150
   %152 = mul nsw i64 %conv1.j2030, 784
   %153 = add nsw i64 %151, %152
@@ -12285,14 +12288,14 @@ conv1.cv27.end:                                   ; preds = %conv1.cv27
   %179 = sdiv i64 %178, 2
   %180 = add nsw i64 8, %179
   %181 = add nsw i64 %177, %180
-  %182 = add nsw i64 727952, %181
+  %182 = add nsw i64 564880, %181
   %arena40 = getelementptr inbounds float, ptr %arena, i64 %182
   %183 = call <8 x float> @llvm.masked.load.v8f32.p0(ptr %arena40, i32 4, <8 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false>, <8 x float> zeroinitializer)
   %184 = mul nsw i64 %conv1.c2131, 3
   %185 = add nsw i64 %184, %conv1.ky2232
   %186 = mul nsw i64 %185, 3
   %187 = add nsw i64 %186, %conv1.kx2333
-  %188 = mul nsw i64 %187, 12560
+  %188 = mul nsw i64 %187, 6288
   %189 = add nsw i64 401408, %188
   %190 = mul nsw i64 %conv1.j2030, 784
   %191 = add nsw i64 %189, %190
@@ -12309,654 +12312,157 @@ conv1.cv27.end:                                   ; preds = %conv1.cv27
   %199 = icmp slt i64 %py26.next, 14
   br i1 %199, label %conv1.py26, label %conv1.py26.end, !llvm.loop !22
 
-conv1.j36:                                        ; preds = %conv1.f37.end, %conv1.j20.end
-  %conv1.j3642 = phi i64 [ 0, %conv1.j20.end ], [ %j36.next, %conv1.f37.end ]
-  br label %conv1.f37
+conv1.j28:                                        ; preds = %conv1.f29.end, %conv1.j20.end
+  %conv1.j2845 = phi i64 [ 0, %conv1.j20.end ], [ %j28.next, %conv1.f29.end ]
+  br label %conv1.f29
 
-conv1.j36.end:                                    ; preds = %conv1.f37.end
+conv1.j28.end:                                    ; preds = %conv1.f29.end
   %g3.next = add nsw i64 %conv1.g35, 1
-  %200 = icmp slt i64 %g3.next, 4
+  %200 = icmp slt i64 %g3.next, 8
   br i1 %200, label %conv1.g3, label %conv1.g3.end
 
-conv1.f37:                                        ; preds = %conv1.q38.end, %conv1.j36
-  %conv1.f3743 = phi i64 [ 0, %conv1.j36 ], [ %f37.next, %conv1.q38.end ]
-  br label %conv1.q38
+conv1.f29:                                        ; preds = %conv1.q30.end, %conv1.j28
+  %conv1.f2946 = phi i64 [ 0, %conv1.j28 ], [ %f29.next, %conv1.q30.end ]
+  br label %conv1.q30
 
-conv1.f37.end:                                    ; preds = %conv1.q38.end
-  %j36.next = add nsw i64 %conv1.j3642, 1
-  %201 = icmp slt i64 %j36.next, 16
-  br i1 %201, label %conv1.j36, label %conv1.j36.end
+conv1.f29.end:                                    ; preds = %conv1.q30.end
+  %j28.next = add nsw i64 %conv1.j2845, 1
+  %201 = icmp slt i64 %j28.next, 8
+  br i1 %201, label %conv1.j28, label %conv1.j28.end
 
-conv1.q38:                                        ; preds = %conv1.q38, %conv1.f37
-  %conv1.q3844 = phi i64 [ 0, %conv1.f37 ], [ %q38.next, %conv1.q38 ]
-  %202 = mul nsw i64 %conv1.f3743, 12560
-  %203 = add nsw i64 514448, %202
-  %204 = mul nsw i64 %conv1.j3642, 784
+conv1.q30:                                        ; preds = %conv1.q30, %conv1.f29
+  %conv1.q3047 = phi i64 [ 0, %conv1.f29 ], [ %q30.next, %conv1.q30 ]
+  %202 = mul nsw i64 %conv1.f2946, 6288
+  %203 = add nsw i64 458000, %202
+  %204 = mul nsw i64 %conv1.j2845, 784
   %205 = add nsw i64 %203, %204
-  %206 = add nsw i64 %205, %conv1.q3844
-  %arena45 = getelementptr inbounds float, ptr %arena, i64 %206
-  %207 = load float, ptr %arena45, align 4
-  %208 = add nsw i64 144, %conv1.f3743
-  %params46 = getelementptr inbounds float, ptr %params, i64 %208
-  %209 = load float, ptr %params46, align 4
+  %206 = add nsw i64 %205, %conv1.q3047
+  %arena48 = getelementptr inbounds float, ptr %arena, i64 %206
+  %207 = load float, ptr %arena48, align 4
+  %208 = add nsw i64 144, %conv1.f2946
+  %params49 = getelementptr inbounds float, ptr %params, i64 %208
+  %209 = load float, ptr %params49, align 4
   %210 = fadd float %207, %209
-  store float %210, ptr %conv1.v39, align 4
-  store float 0.000000e+00, ptr %conv1.at40, align 4
-  %211 = mul nsw i64 %conv1.f3743, 12560
-  %212 = add nsw i64 514448, %211
-  %213 = mul nsw i64 %conv1.j3642, 784
+  store float %210, ptr %conv1.v31, align 4
+  store float 0.000000e+00, ptr %conv1.at32, align 4
+  %211 = mul nsw i64 %conv1.f2946, 6288
+  %212 = add nsw i64 458000, %211
+  %213 = mul nsw i64 %conv1.j2845, 784
   %214 = add nsw i64 %212, %213
   %215 = add nsw i64 %214, 196
-  %216 = add nsw i64 %215, %conv1.q3844
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %216
-  %217 = load float, ptr %arena47, align 4
-  %218 = add nsw i64 144, %conv1.f3743
-  %params48 = getelementptr inbounds float, ptr %params, i64 %218
-  %219 = load float, ptr %params48, align 4
+  %216 = add nsw i64 %215, %conv1.q3047
+  %arena50 = getelementptr inbounds float, ptr %arena, i64 %216
+  %217 = load float, ptr %arena50, align 4
+  %218 = add nsw i64 144, %conv1.f2946
+  %params51 = getelementptr inbounds float, ptr %params, i64 %218
+  %219 = load float, ptr %params51, align 4
   %220 = fadd float %217, %219
-  store float %220, ptr %conv1.v41, align 4
-  %v41 = load float, ptr %conv1.v41, align 4
-  %v39 = load float, ptr %conv1.v39, align 4
-  %221 = fcmp ogt float %v41, %v39
-  %at40 = load float, ptr %conv1.at40, align 4
-  %222 = select i1 %221, float 1.000000e+00, float %at40
-  store float %222, ptr %conv1.at43, align 4
-  %v4149 = load float, ptr %conv1.v41, align 4
-  %v3950 = load float, ptr %conv1.v39, align 4
-  %223 = fcmp ogt float %v4149, %v3950
-  %v4151 = load float, ptr %conv1.v41, align 4
-  %v3952 = load float, ptr %conv1.v39, align 4
-  %224 = select i1 %223, float %v4151, float %v3952
-  store float %224, ptr %conv1.best42, align 4
-  %225 = mul nsw i64 %conv1.f3743, 12560
-  %226 = add nsw i64 514448, %225
-  %227 = mul nsw i64 %conv1.j3642, 784
+  store float %220, ptr %conv1.v33, align 4
+  %v33 = load float, ptr %conv1.v33, align 4
+  %v31 = load float, ptr %conv1.v31, align 4
+  %221 = fcmp ogt float %v33, %v31
+  %at32 = load float, ptr %conv1.at32, align 4
+  %222 = select i1 %221, float 1.000000e+00, float %at32
+  store float %222, ptr %conv1.at35, align 4
+  %v3352 = load float, ptr %conv1.v33, align 4
+  %v3153 = load float, ptr %conv1.v31, align 4
+  %223 = fcmp ogt float %v3352, %v3153
+  %v3354 = load float, ptr %conv1.v33, align 4
+  %v3155 = load float, ptr %conv1.v31, align 4
+  %224 = select i1 %223, float %v3354, float %v3155
+  store float %224, ptr %conv1.best34, align 4
+  %225 = mul nsw i64 %conv1.f2946, 6288
+  %226 = add nsw i64 458000, %225
+  %227 = mul nsw i64 %conv1.j2845, 784
   %228 = add nsw i64 %226, %227
   %229 = add nsw i64 %228, 392
-  %230 = add nsw i64 %229, %conv1.q3844
-  %arena53 = getelementptr inbounds float, ptr %arena, i64 %230
-  %231 = load float, ptr %arena53, align 4
-  %232 = add nsw i64 144, %conv1.f3743
-  %params54 = getelementptr inbounds float, ptr %params, i64 %232
-  %233 = load float, ptr %params54, align 4
+  %230 = add nsw i64 %229, %conv1.q3047
+  %arena56 = getelementptr inbounds float, ptr %arena, i64 %230
+  %231 = load float, ptr %arena56, align 4
+  %232 = add nsw i64 144, %conv1.f2946
+  %params57 = getelementptr inbounds float, ptr %params, i64 %232
+  %233 = load float, ptr %params57, align 4
   %234 = fadd float %231, %233
-  store float %234, ptr %conv1.v44, align 4
-  %v44 = load float, ptr %conv1.v44, align 4
-  %best42 = load float, ptr %conv1.best42, align 4
-  %235 = fcmp ogt float %v44, %best42
-  %at43 = load float, ptr %conv1.at43, align 4
-  %236 = select i1 %235, float 2.800000e+01, float %at43
-  store float %236, ptr %conv1.at46, align 4
-  %v4455 = load float, ptr %conv1.v44, align 4
-  %best4256 = load float, ptr %conv1.best42, align 4
-  %237 = fcmp ogt float %v4455, %best4256
-  %v4457 = load float, ptr %conv1.v44, align 4
-  %best4258 = load float, ptr %conv1.best42, align 4
-  %238 = select i1 %237, float %v4457, float %best4258
-  store float %238, ptr %conv1.best45, align 4
-  %239 = mul nsw i64 %conv1.f3743, 12560
-  %240 = add nsw i64 514448, %239
-  %241 = mul nsw i64 %conv1.j3642, 784
+  store float %234, ptr %conv1.v36, align 4
+  %v36 = load float, ptr %conv1.v36, align 4
+  %best34 = load float, ptr %conv1.best34, align 4
+  %235 = fcmp ogt float %v36, %best34
+  %at35 = load float, ptr %conv1.at35, align 4
+  %236 = select i1 %235, float 2.800000e+01, float %at35
+  store float %236, ptr %conv1.at38, align 4
+  %v3658 = load float, ptr %conv1.v36, align 4
+  %best3459 = load float, ptr %conv1.best34, align 4
+  %237 = fcmp ogt float %v3658, %best3459
+  %v3660 = load float, ptr %conv1.v36, align 4
+  %best3461 = load float, ptr %conv1.best34, align 4
+  %238 = select i1 %237, float %v3660, float %best3461
+  store float %238, ptr %conv1.best37, align 4
+  %239 = mul nsw i64 %conv1.f2946, 6288
+  %240 = add nsw i64 458000, %239
+  %241 = mul nsw i64 %conv1.j2845, 784
   %242 = add nsw i64 %240, %241
   %243 = add nsw i64 %242, 588
-  %244 = add nsw i64 %243, %conv1.q3844
-  %arena59 = getelementptr inbounds float, ptr %arena, i64 %244
-  %245 = load float, ptr %arena59, align 4
-  %246 = add nsw i64 144, %conv1.f3743
-  %params60 = getelementptr inbounds float, ptr %params, i64 %246
-  %247 = load float, ptr %params60, align 4
+  %244 = add nsw i64 %243, %conv1.q3047
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %244
+  %245 = load float, ptr %arena62, align 4
+  %246 = add nsw i64 144, %conv1.f2946
+  %params63 = getelementptr inbounds float, ptr %params, i64 %246
+  %247 = load float, ptr %params63, align 4
   %248 = fadd float %245, %247
-  store float %248, ptr %conv1.v47, align 4
-  %v47 = load float, ptr %conv1.v47, align 4
-  %best45 = load float, ptr %conv1.best45, align 4
-  %249 = fcmp ogt float %v47, %best45
-  %at46 = load float, ptr %conv1.at46, align 4
-  %250 = select i1 %249, float 2.900000e+01, float %at46
-  store float %250, ptr %conv1.at49, align 4
-  %v4761 = load float, ptr %conv1.v47, align 4
-  %best4562 = load float, ptr %conv1.best45, align 4
-  %251 = fcmp ogt float %v4761, %best4562
-  %v4763 = load float, ptr %conv1.v47, align 4
-  %best4564 = load float, ptr %conv1.best45, align 4
-  %252 = select i1 %251, float %v4763, float %best4564
-  store float %252, ptr %conv1.best48, align 4
-  %best48 = load float, ptr %conv1.best48, align 4
-  %253 = fcmp ogt float %best48, 0.000000e+00
-  %best4865 = load float, ptr %conv1.best48, align 4
-  %254 = select i1 %253, float %best4865, float 0.000000e+00
-  %255 = mul nsw i64 %conv1.g35, 16
-  %256 = add nsw i64 %255, %conv1.j3642
+  store float %248, ptr %conv1.v39, align 4
+  %v39 = load float, ptr %conv1.v39, align 4
+  %best37 = load float, ptr %conv1.best37, align 4
+  %249 = fcmp ogt float %v39, %best37
+  %at38 = load float, ptr %conv1.at38, align 4
+  %250 = select i1 %249, float 2.900000e+01, float %at38
+  store float %250, ptr %conv1.at41, align 4
+  %v3964 = load float, ptr %conv1.v39, align 4
+  %best3765 = load float, ptr %conv1.best37, align 4
+  %251 = fcmp ogt float %v3964, %best3765
+  %v3966 = load float, ptr %conv1.v39, align 4
+  %best3767 = load float, ptr %conv1.best37, align 4
+  %252 = select i1 %251, float %v3966, float %best3767
+  store float %252, ptr %conv1.best40, align 4
+  %best40 = load float, ptr %conv1.best40, align 4
+  %253 = fcmp ogt float %best40, 0.000000e+00
+  %best4068 = load float, ptr %conv1.best40, align 4
+  %254 = select i1 %253, float %best4068, float 0.000000e+00
+  %255 = mul nsw i64 %conv1.g35, 8
+  %256 = add nsw i64 %255, %conv1.j2845
   %257 = mul nsw i64 %256, 3136
-  %258 = mul nsw i64 %conv1.f3743, 196
+  %258 = mul nsw i64 %conv1.f2946, 196
   %259 = add nsw i64 %257, %258
-  %260 = add nsw i64 %259, %conv1.q3844
-  %arena66 = getelementptr inbounds float, ptr %arena, i64 %260
-  store float %254, ptr %arena66, align 4
-  %261 = add nsw i64 715408, %conv1.q3844
-  %arena67 = getelementptr inbounds float, ptr %arena, i64 %261
-  %262 = load float, ptr %arena67, align 4
-  %at49 = load float, ptr %conv1.at49, align 4
-  %263 = fadd float %262, %at49
-  %264 = mul nsw i64 %conv1.g35, 16
-  %265 = add nsw i64 %264, %conv1.j3642
+  %260 = add nsw i64 %259, %conv1.q3047
+  %arena69 = getelementptr inbounds float, ptr %arena, i64 %260
+  store float %254, ptr %arena69, align 4
+  %261 = add nsw i64 558608, %conv1.q3047
+  %arena70 = getelementptr inbounds float, ptr %arena, i64 %261
+  %262 = load float, ptr %arena70, align 4
+  %at41 = load float, ptr %conv1.at41, align 4
+  %263 = fadd float %262, %at41
+  %264 = mul nsw i64 %conv1.g35, 8
+  %265 = add nsw i64 %264, %conv1.j2845
   %266 = mul nsw i64 %265, 3136
-  %267 = mul nsw i64 %conv1.f3743, 196
+  %267 = mul nsw i64 %conv1.f2946, 196
   %268 = add nsw i64 %266, %267
-  %269 = add nsw i64 %268, %conv1.q3844
+  %269 = add nsw i64 %268, %conv1.q3047
   %270 = add nsw i64 200704, %269
-  %arena68 = getelementptr inbounds float, ptr %arena, i64 %270
-  store float %263, ptr %arena68, align 4
-  %q38.next = add nsw i64 %conv1.q3844, 1
-  %271 = icmp slt i64 %q38.next, 196
-  br i1 %271, label %conv1.q38, label %conv1.q38.end
+  %arena71 = getelementptr inbounds float, ptr %arena, i64 %270
+  store float %263, ptr %arena71, align 4
+  %q30.next = add nsw i64 %conv1.q3047, 1
+  %271 = icmp slt i64 %q30.next, 196
+  br i1 %271, label %conv1.q30, label %conv1.q30.end
 
-conv1.q38.end:                                    ; preds = %conv1.q38
-  %f37.next = add nsw i64 %conv1.f3743, 1
-  %272 = icmp slt i64 %f37.next, 16
-  br i1 %272, label %conv1.f37, label %conv1.f37.end
-}
-
-; Function Attrs: noinline
-define internal void @smallcnn_infer_b64.k0.conv1.gemm35(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
-entry:
-  %conv1.t33_a3 = alloca <8 x float>, align 32
-  %conv1.t33_a2 = alloca <8 x float>, align 32
-  %conv1.t33_a1 = alloca <8 x float>, align 32
-  %conv1.t33_a0 = alloca <8 x float>, align 32
-  %conv1.t33_b1 = alloca <8 x float>, align 32
-  %conv1.t33_b0 = alloca <8 x float>, align 32
-  %conv1.t33_c3_1 = alloca <8 x float>, align 32
-  %conv1.t33_c3_0 = alloca <8 x float>, align 32
-  %conv1.t33_c2_1 = alloca <8 x float>, align 32
-  %conv1.t33_c2_0 = alloca <8 x float>, align 32
-  %conv1.t33_c1_1 = alloca <8 x float>, align 32
-  %conv1.t33_c1_0 = alloca <8 x float>, align 32
-  %conv1.t33_c0_1 = alloca <8 x float>, align 32
-  %conv1.t33_c0_0 = alloca <8 x float>, align 32
-  %conv1.t30_a3 = alloca <8 x float>, align 32
-  %conv1.t30_a2 = alloca <8 x float>, align 32
-  %conv1.t30_a1 = alloca <8 x float>, align 32
-  %conv1.t30_a0 = alloca <8 x float>, align 32
-  %conv1.t30_b2 = alloca <8 x float>, align 32
-  %conv1.t30_b1 = alloca <8 x float>, align 32
-  %conv1.t30_b0 = alloca <8 x float>, align 32
-  %conv1.t30_c3_2 = alloca <8 x float>, align 32
-  %conv1.t30_c3_1 = alloca <8 x float>, align 32
-  %conv1.t30_c3_0 = alloca <8 x float>, align 32
-  %conv1.t30_c2_2 = alloca <8 x float>, align 32
-  %conv1.t30_c2_1 = alloca <8 x float>, align 32
-  %conv1.t30_c2_0 = alloca <8 x float>, align 32
-  %conv1.t30_c1_2 = alloca <8 x float>, align 32
-  %conv1.t30_c1_1 = alloca <8 x float>, align 32
-  %conv1.t30_c1_0 = alloca <8 x float>, align 32
-  %conv1.t30_c0_2 = alloca <8 x float>, align 32
-  %conv1.t30_c0_1 = alloca <8 x float>, align 32
-  %conv1.t30_c0_0 = alloca <8 x float>, align 32
-  br label %conv1.nb28
-
-conv1.nb28:                                       ; preds = %conv1.mb29.end, %entry
-  %conv1.nb281 = phi i64 [ 0, %entry ], [ %nb28.next, %conv1.mb29.end ]
-  br label %conv1.mb29
-
-conv1.nb28.end:                                   ; preds = %conv1.mb29.end
-  br label %conv1.mb32
-
-conv1.mb29:                                       ; preds = %conv1.k31.end, %conv1.nb28
-  %conv1.mb292 = phi i64 [ 0, %conv1.nb28 ], [ %mb29.next, %conv1.k31.end ]
-  store <8 x float> zeroinitializer, ptr %conv1.t30_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t30_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t30_c0_2, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t30_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t30_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t30_c1_2, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t30_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t30_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t30_c2_2, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t30_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t30_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t30_c3_2, align 32
-  br label %conv1.k31
-
-conv1.mb29.end:                                   ; preds = %conv1.k31.end
-  %nb28.next = add nsw i64 %conv1.nb281, 1
-  %0 = icmp slt i64 %nb28.next, 522
-  br i1 %0, label %conv1.nb28, label %conv1.nb28.end
-
-conv1.k31:                                        ; preds = %conv1.k31, %conv1.mb29
-  %conv1.k313 = phi i64 [ 0, %conv1.mb29 ], [ %k31.next, %conv1.k31 ]
-  %1 = mul nsw i64 %conv1.k313, 12560
-  %2 = add nsw i64 401408, %1
-  %3 = mul nsw i64 %conv1.nb281, 24
-  %4 = add nsw i64 %2, %3
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %4
-  %5 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %5, ptr %conv1.t30_b0, align 32
-  %6 = mul nsw i64 %conv1.k313, 12560
-  %7 = add nsw i64 401408, %6
-  %8 = mul nsw i64 %conv1.nb281, 24
-  %9 = add nsw i64 %7, %8
-  %10 = add nsw i64 %9, 8
-  %arena5 = getelementptr inbounds float, ptr %arena, i64 %10
-  %11 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %11, ptr %conv1.t30_b1, align 32
-  %12 = mul nsw i64 %conv1.k313, 12560
-  %13 = add nsw i64 401408, %12
-  %14 = mul nsw i64 %conv1.nb281, 24
-  %15 = add nsw i64 %13, %14
-  %16 = add nsw i64 %15, 16
-  %arena6 = getelementptr inbounds float, ptr %arena, i64 %16
-  %17 = load <8 x float>, ptr %arena6, align 4
-  store <8 x float> %17, ptr %conv1.t30_b2, align 32
-  %18 = mul nsw i64 %conv1.mb292, 4
-  %19 = mul nsw i64 %18, 9
-  %20 = add nsw i64 %19, %conv1.k313
-  %params7 = getelementptr inbounds float, ptr %params, i64 %20
-  %21 = load float, ptr %params7, align 4
-  %22 = insertelement <8 x float> undef, float %21, i32 0
-  %23 = shufflevector <8 x float> %22, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %23, ptr %conv1.t30_a0, align 32
-  %t30_a0 = load <8 x float>, ptr %conv1.t30_a0, align 32
-  %t30_b0 = load <8 x float>, ptr %conv1.t30_b0, align 32
-  %t30_c0_0 = load <8 x float>, ptr %conv1.t30_c0_0, align 32
-  %24 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t30_a0, <8 x float> %t30_b0, <8 x float> %t30_c0_0)
-  store <8 x float> %24, ptr %conv1.t30_c0_0, align 32
-  %t30_a08 = load <8 x float>, ptr %conv1.t30_a0, align 32
-  %t30_b1 = load <8 x float>, ptr %conv1.t30_b1, align 32
-  %t30_c0_1 = load <8 x float>, ptr %conv1.t30_c0_1, align 32
-  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t30_a08, <8 x float> %t30_b1, <8 x float> %t30_c0_1)
-  store <8 x float> %25, ptr %conv1.t30_c0_1, align 32
-  %t30_a09 = load <8 x float>, ptr %conv1.t30_a0, align 32
-  %t30_b2 = load <8 x float>, ptr %conv1.t30_b2, align 32
-  %t30_c0_2 = load <8 x float>, ptr %conv1.t30_c0_2, align 32
-  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t30_a09, <8 x float> %t30_b2, <8 x float> %t30_c0_2)
-  store <8 x float> %26, ptr %conv1.t30_c0_2, align 32
-  %27 = mul nsw i64 %conv1.mb292, 4
-  %28 = add nsw i64 %27, 1
-  %29 = mul nsw i64 %28, 9
-  %30 = add nsw i64 %29, %conv1.k313
-  %params10 = getelementptr inbounds float, ptr %params, i64 %30
-  %31 = load float, ptr %params10, align 4
-  %32 = insertelement <8 x float> undef, float %31, i32 0
-  %33 = shufflevector <8 x float> %32, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %33, ptr %conv1.t30_a1, align 32
-  %t30_a1 = load <8 x float>, ptr %conv1.t30_a1, align 32
-  %t30_b011 = load <8 x float>, ptr %conv1.t30_b0, align 32
-  %t30_c1_0 = load <8 x float>, ptr %conv1.t30_c1_0, align 32
-  %34 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t30_a1, <8 x float> %t30_b011, <8 x float> %t30_c1_0)
-  store <8 x float> %34, ptr %conv1.t30_c1_0, align 32
-  %t30_a112 = load <8 x float>, ptr %conv1.t30_a1, align 32
-  %t30_b113 = load <8 x float>, ptr %conv1.t30_b1, align 32
-  %t30_c1_1 = load <8 x float>, ptr %conv1.t30_c1_1, align 32
-  %35 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t30_a112, <8 x float> %t30_b113, <8 x float> %t30_c1_1)
-  store <8 x float> %35, ptr %conv1.t30_c1_1, align 32
-  %t30_a114 = load <8 x float>, ptr %conv1.t30_a1, align 32
-  %t30_b215 = load <8 x float>, ptr %conv1.t30_b2, align 32
-  %t30_c1_2 = load <8 x float>, ptr %conv1.t30_c1_2, align 32
-  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t30_a114, <8 x float> %t30_b215, <8 x float> %t30_c1_2)
-  store <8 x float> %36, ptr %conv1.t30_c1_2, align 32
-  %37 = mul nsw i64 %conv1.mb292, 4
-  %38 = add nsw i64 %37, 2
-  %39 = mul nsw i64 %38, 9
-  %40 = add nsw i64 %39, %conv1.k313
-  %params16 = getelementptr inbounds float, ptr %params, i64 %40
-  %41 = load float, ptr %params16, align 4
-  %42 = insertelement <8 x float> undef, float %41, i32 0
-  %43 = shufflevector <8 x float> %42, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %43, ptr %conv1.t30_a2, align 32
-  %t30_a2 = load <8 x float>, ptr %conv1.t30_a2, align 32
-  %t30_b017 = load <8 x float>, ptr %conv1.t30_b0, align 32
-  %t30_c2_0 = load <8 x float>, ptr %conv1.t30_c2_0, align 32
-  %44 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t30_a2, <8 x float> %t30_b017, <8 x float> %t30_c2_0)
-  store <8 x float> %44, ptr %conv1.t30_c2_0, align 32
-  %t30_a218 = load <8 x float>, ptr %conv1.t30_a2, align 32
-  %t30_b119 = load <8 x float>, ptr %conv1.t30_b1, align 32
-  %t30_c2_1 = load <8 x float>, ptr %conv1.t30_c2_1, align 32
-  %45 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t30_a218, <8 x float> %t30_b119, <8 x float> %t30_c2_1)
-  store <8 x float> %45, ptr %conv1.t30_c2_1, align 32
-  %t30_a220 = load <8 x float>, ptr %conv1.t30_a2, align 32
-  %t30_b221 = load <8 x float>, ptr %conv1.t30_b2, align 32
-  %t30_c2_2 = load <8 x float>, ptr %conv1.t30_c2_2, align 32
-  %46 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t30_a220, <8 x float> %t30_b221, <8 x float> %t30_c2_2)
-  store <8 x float> %46, ptr %conv1.t30_c2_2, align 32
-  %47 = mul nsw i64 %conv1.mb292, 4
-  %48 = add nsw i64 %47, 3
-  %49 = mul nsw i64 %48, 9
-  %50 = add nsw i64 %49, %conv1.k313
-  %params22 = getelementptr inbounds float, ptr %params, i64 %50
-  %51 = load float, ptr %params22, align 4
-  %52 = insertelement <8 x float> undef, float %51, i32 0
-  %53 = shufflevector <8 x float> %52, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %53, ptr %conv1.t30_a3, align 32
-  %t30_a3 = load <8 x float>, ptr %conv1.t30_a3, align 32
-  %t30_b023 = load <8 x float>, ptr %conv1.t30_b0, align 32
-  %t30_c3_0 = load <8 x float>, ptr %conv1.t30_c3_0, align 32
-  %54 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t30_a3, <8 x float> %t30_b023, <8 x float> %t30_c3_0)
-  store <8 x float> %54, ptr %conv1.t30_c3_0, align 32
-  %t30_a324 = load <8 x float>, ptr %conv1.t30_a3, align 32
-  %t30_b125 = load <8 x float>, ptr %conv1.t30_b1, align 32
-  %t30_c3_1 = load <8 x float>, ptr %conv1.t30_c3_1, align 32
-  %55 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t30_a324, <8 x float> %t30_b125, <8 x float> %t30_c3_1)
-  store <8 x float> %55, ptr %conv1.t30_c3_1, align 32
-  %t30_a326 = load <8 x float>, ptr %conv1.t30_a3, align 32
-  %t30_b227 = load <8 x float>, ptr %conv1.t30_b2, align 32
-  %t30_c3_2 = load <8 x float>, ptr %conv1.t30_c3_2, align 32
-  %56 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t30_a326, <8 x float> %t30_b227, <8 x float> %t30_c3_2)
-  store <8 x float> %56, ptr %conv1.t30_c3_2, align 32
-  %k31.next = add nsw i64 %conv1.k313, 1
-  %57 = icmp slt i64 %k31.next, 9
-  br i1 %57, label %conv1.k31, label %conv1.k31.end
-
-conv1.k31.end:                                    ; preds = %conv1.k31
-  %t30_c0_028 = load <8 x float>, ptr %conv1.t30_c0_0, align 32
-  %58 = mul nsw i64 %conv1.mb292, 4
-  %59 = mul nsw i64 %58, 12560
-  %60 = add nsw i64 514448, %59
-  %61 = mul nsw i64 %conv1.nb281, 24
-  %62 = add nsw i64 %60, %61
-  %arena29 = getelementptr inbounds float, ptr %arena, i64 %62
-  store <8 x float> %t30_c0_028, ptr %arena29, align 4
-  %t30_c0_130 = load <8 x float>, ptr %conv1.t30_c0_1, align 32
-  %63 = mul nsw i64 %conv1.mb292, 4
-  %64 = mul nsw i64 %63, 12560
-  %65 = add nsw i64 514448, %64
-  %66 = mul nsw i64 %conv1.nb281, 24
-  %67 = add nsw i64 %65, %66
-  %68 = add nsw i64 %67, 8
-  %arena31 = getelementptr inbounds float, ptr %arena, i64 %68
-  store <8 x float> %t30_c0_130, ptr %arena31, align 4
-  %t30_c0_232 = load <8 x float>, ptr %conv1.t30_c0_2, align 32
-  %69 = mul nsw i64 %conv1.mb292, 4
-  %70 = mul nsw i64 %69, 12560
-  %71 = add nsw i64 514448, %70
-  %72 = mul nsw i64 %conv1.nb281, 24
-  %73 = add nsw i64 %71, %72
-  %74 = add nsw i64 %73, 16
-  %arena33 = getelementptr inbounds float, ptr %arena, i64 %74
-  store <8 x float> %t30_c0_232, ptr %arena33, align 4
-  %t30_c1_034 = load <8 x float>, ptr %conv1.t30_c1_0, align 32
-  %75 = mul nsw i64 %conv1.mb292, 4
-  %76 = add nsw i64 %75, 1
-  %77 = mul nsw i64 %76, 12560
-  %78 = add nsw i64 514448, %77
-  %79 = mul nsw i64 %conv1.nb281, 24
-  %80 = add nsw i64 %78, %79
-  %arena35 = getelementptr inbounds float, ptr %arena, i64 %80
-  store <8 x float> %t30_c1_034, ptr %arena35, align 4
-  %t30_c1_136 = load <8 x float>, ptr %conv1.t30_c1_1, align 32
-  %81 = mul nsw i64 %conv1.mb292, 4
-  %82 = add nsw i64 %81, 1
-  %83 = mul nsw i64 %82, 12560
-  %84 = add nsw i64 514448, %83
-  %85 = mul nsw i64 %conv1.nb281, 24
-  %86 = add nsw i64 %84, %85
-  %87 = add nsw i64 %86, 8
-  %arena37 = getelementptr inbounds float, ptr %arena, i64 %87
-  store <8 x float> %t30_c1_136, ptr %arena37, align 4
-  %t30_c1_238 = load <8 x float>, ptr %conv1.t30_c1_2, align 32
-  %88 = mul nsw i64 %conv1.mb292, 4
-  %89 = add nsw i64 %88, 1
-  %90 = mul nsw i64 %89, 12560
-  %91 = add nsw i64 514448, %90
-  %92 = mul nsw i64 %conv1.nb281, 24
-  %93 = add nsw i64 %91, %92
-  %94 = add nsw i64 %93, 16
-  %arena39 = getelementptr inbounds float, ptr %arena, i64 %94
-  store <8 x float> %t30_c1_238, ptr %arena39, align 4
-  %t30_c2_040 = load <8 x float>, ptr %conv1.t30_c2_0, align 32
-  %95 = mul nsw i64 %conv1.mb292, 4
-  %96 = add nsw i64 %95, 2
-  %97 = mul nsw i64 %96, 12560
-  %98 = add nsw i64 514448, %97
-  %99 = mul nsw i64 %conv1.nb281, 24
-  %100 = add nsw i64 %98, %99
-  %arena41 = getelementptr inbounds float, ptr %arena, i64 %100
-  store <8 x float> %t30_c2_040, ptr %arena41, align 4
-  %t30_c2_142 = load <8 x float>, ptr %conv1.t30_c2_1, align 32
-  %101 = mul nsw i64 %conv1.mb292, 4
-  %102 = add nsw i64 %101, 2
-  %103 = mul nsw i64 %102, 12560
-  %104 = add nsw i64 514448, %103
-  %105 = mul nsw i64 %conv1.nb281, 24
-  %106 = add nsw i64 %104, %105
-  %107 = add nsw i64 %106, 8
-  %arena43 = getelementptr inbounds float, ptr %arena, i64 %107
-  store <8 x float> %t30_c2_142, ptr %arena43, align 4
-  %t30_c2_244 = load <8 x float>, ptr %conv1.t30_c2_2, align 32
-  %108 = mul nsw i64 %conv1.mb292, 4
-  %109 = add nsw i64 %108, 2
-  %110 = mul nsw i64 %109, 12560
-  %111 = add nsw i64 514448, %110
-  %112 = mul nsw i64 %conv1.nb281, 24
-  %113 = add nsw i64 %111, %112
-  %114 = add nsw i64 %113, 16
-  %arena45 = getelementptr inbounds float, ptr %arena, i64 %114
-  store <8 x float> %t30_c2_244, ptr %arena45, align 4
-  %t30_c3_046 = load <8 x float>, ptr %conv1.t30_c3_0, align 32
-  %115 = mul nsw i64 %conv1.mb292, 4
-  %116 = add nsw i64 %115, 3
-  %117 = mul nsw i64 %116, 12560
-  %118 = add nsw i64 514448, %117
-  %119 = mul nsw i64 %conv1.nb281, 24
-  %120 = add nsw i64 %118, %119
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %120
-  store <8 x float> %t30_c3_046, ptr %arena47, align 4
-  %t30_c3_148 = load <8 x float>, ptr %conv1.t30_c3_1, align 32
-  %121 = mul nsw i64 %conv1.mb292, 4
-  %122 = add nsw i64 %121, 3
-  %123 = mul nsw i64 %122, 12560
-  %124 = add nsw i64 514448, %123
-  %125 = mul nsw i64 %conv1.nb281, 24
-  %126 = add nsw i64 %124, %125
-  %127 = add nsw i64 %126, 8
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %127
-  store <8 x float> %t30_c3_148, ptr %arena49, align 4
-  %t30_c3_250 = load <8 x float>, ptr %conv1.t30_c3_2, align 32
-  %128 = mul nsw i64 %conv1.mb292, 4
-  %129 = add nsw i64 %128, 3
-  %130 = mul nsw i64 %129, 12560
-  %131 = add nsw i64 514448, %130
-  %132 = mul nsw i64 %conv1.nb281, 24
-  %133 = add nsw i64 %131, %132
-  %134 = add nsw i64 %133, 16
-  %arena51 = getelementptr inbounds float, ptr %arena, i64 %134
-  store <8 x float> %t30_c3_250, ptr %arena51, align 4
-  %mb29.next = add nsw i64 %conv1.mb292, 1
-  %135 = icmp slt i64 %mb29.next, 4
-  br i1 %135, label %conv1.mb29, label %conv1.mb29.end
-
-conv1.mb32:                                       ; preds = %conv1.k34.end, %conv1.nb28.end
-  %conv1.mb3252 = phi i64 [ 0, %conv1.nb28.end ], [ %mb32.next, %conv1.k34.end ]
-  store <8 x float> zeroinitializer, ptr %conv1.t33_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t33_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t33_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t33_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t33_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t33_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t33_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t33_c3_1, align 32
-  br label %conv1.k34
-
-conv1.mb32.end:                                   ; preds = %conv1.k34.end
-  ret void
-
-conv1.k34:                                        ; preds = %conv1.k34, %conv1.mb32
-  %conv1.k3453 = phi i64 [ 0, %conv1.mb32 ], [ %k34.next, %conv1.k34 ]
-  %136 = mul nsw i64 %conv1.k3453, 12560
-  %137 = add nsw i64 401408, %136
-  %138 = add nsw i64 %137, 12528
-  %arena54 = getelementptr inbounds float, ptr %arena, i64 %138
-  %139 = load <8 x float>, ptr %arena54, align 4
-  store <8 x float> %139, ptr %conv1.t33_b0, align 32
-  %140 = mul nsw i64 %conv1.k3453, 12560
-  %141 = add nsw i64 401408, %140
-  %142 = add nsw i64 %141, 12528
-  %143 = add nsw i64 %142, 8
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %143
-  %144 = load <8 x float>, ptr %arena55, align 4
-  store <8 x float> %144, ptr %conv1.t33_b1, align 32
-  %145 = mul nsw i64 %conv1.mb3252, 4
-  %146 = mul nsw i64 %145, 9
-  %147 = add nsw i64 %146, %conv1.k3453
-  %params56 = getelementptr inbounds float, ptr %params, i64 %147
-  %148 = load float, ptr %params56, align 4
-  %149 = insertelement <8 x float> undef, float %148, i32 0
-  %150 = shufflevector <8 x float> %149, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %150, ptr %conv1.t33_a0, align 32
-  %t33_a0 = load <8 x float>, ptr %conv1.t33_a0, align 32
-  %t33_b0 = load <8 x float>, ptr %conv1.t33_b0, align 32
-  %t33_c0_0 = load <8 x float>, ptr %conv1.t33_c0_0, align 32
-  %151 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t33_a0, <8 x float> %t33_b0, <8 x float> %t33_c0_0)
-  store <8 x float> %151, ptr %conv1.t33_c0_0, align 32
-  %t33_a057 = load <8 x float>, ptr %conv1.t33_a0, align 32
-  %t33_b1 = load <8 x float>, ptr %conv1.t33_b1, align 32
-  %t33_c0_1 = load <8 x float>, ptr %conv1.t33_c0_1, align 32
-  %152 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t33_a057, <8 x float> %t33_b1, <8 x float> %t33_c0_1)
-  store <8 x float> %152, ptr %conv1.t33_c0_1, align 32
-  %153 = mul nsw i64 %conv1.mb3252, 4
-  %154 = add nsw i64 %153, 1
-  %155 = mul nsw i64 %154, 9
-  %156 = add nsw i64 %155, %conv1.k3453
-  %params58 = getelementptr inbounds float, ptr %params, i64 %156
-  %157 = load float, ptr %params58, align 4
-  %158 = insertelement <8 x float> undef, float %157, i32 0
-  %159 = shufflevector <8 x float> %158, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %159, ptr %conv1.t33_a1, align 32
-  %t33_a1 = load <8 x float>, ptr %conv1.t33_a1, align 32
-  %t33_b059 = load <8 x float>, ptr %conv1.t33_b0, align 32
-  %t33_c1_0 = load <8 x float>, ptr %conv1.t33_c1_0, align 32
-  %160 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t33_a1, <8 x float> %t33_b059, <8 x float> %t33_c1_0)
-  store <8 x float> %160, ptr %conv1.t33_c1_0, align 32
-  %t33_a160 = load <8 x float>, ptr %conv1.t33_a1, align 32
-  %t33_b161 = load <8 x float>, ptr %conv1.t33_b1, align 32
-  %t33_c1_1 = load <8 x float>, ptr %conv1.t33_c1_1, align 32
-  %161 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t33_a160, <8 x float> %t33_b161, <8 x float> %t33_c1_1)
-  store <8 x float> %161, ptr %conv1.t33_c1_1, align 32
-  %162 = mul nsw i64 %conv1.mb3252, 4
-  %163 = add nsw i64 %162, 2
-  %164 = mul nsw i64 %163, 9
-  %165 = add nsw i64 %164, %conv1.k3453
-  %params62 = getelementptr inbounds float, ptr %params, i64 %165
-  %166 = load float, ptr %params62, align 4
-  %167 = insertelement <8 x float> undef, float %166, i32 0
-  %168 = shufflevector <8 x float> %167, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %168, ptr %conv1.t33_a2, align 32
-  %t33_a2 = load <8 x float>, ptr %conv1.t33_a2, align 32
-  %t33_b063 = load <8 x float>, ptr %conv1.t33_b0, align 32
-  %t33_c2_0 = load <8 x float>, ptr %conv1.t33_c2_0, align 32
-  %169 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t33_a2, <8 x float> %t33_b063, <8 x float> %t33_c2_0)
-  store <8 x float> %169, ptr %conv1.t33_c2_0, align 32
-  %t33_a264 = load <8 x float>, ptr %conv1.t33_a2, align 32
-  %t33_b165 = load <8 x float>, ptr %conv1.t33_b1, align 32
-  %t33_c2_1 = load <8 x float>, ptr %conv1.t33_c2_1, align 32
-  %170 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t33_a264, <8 x float> %t33_b165, <8 x float> %t33_c2_1)
-  store <8 x float> %170, ptr %conv1.t33_c2_1, align 32
-  %171 = mul nsw i64 %conv1.mb3252, 4
-  %172 = add nsw i64 %171, 3
-  %173 = mul nsw i64 %172, 9
-  %174 = add nsw i64 %173, %conv1.k3453
-  %params66 = getelementptr inbounds float, ptr %params, i64 %174
-  %175 = load float, ptr %params66, align 4
-  %176 = insertelement <8 x float> undef, float %175, i32 0
-  %177 = shufflevector <8 x float> %176, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %177, ptr %conv1.t33_a3, align 32
-  %t33_a3 = load <8 x float>, ptr %conv1.t33_a3, align 32
-  %t33_b067 = load <8 x float>, ptr %conv1.t33_b0, align 32
-  %t33_c3_0 = load <8 x float>, ptr %conv1.t33_c3_0, align 32
-  %178 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t33_a3, <8 x float> %t33_b067, <8 x float> %t33_c3_0)
-  store <8 x float> %178, ptr %conv1.t33_c3_0, align 32
-  %t33_a368 = load <8 x float>, ptr %conv1.t33_a3, align 32
-  %t33_b169 = load <8 x float>, ptr %conv1.t33_b1, align 32
-  %t33_c3_1 = load <8 x float>, ptr %conv1.t33_c3_1, align 32
-  %179 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t33_a368, <8 x float> %t33_b169, <8 x float> %t33_c3_1)
-  store <8 x float> %179, ptr %conv1.t33_c3_1, align 32
-  %k34.next = add nsw i64 %conv1.k3453, 1
-  %180 = icmp slt i64 %k34.next, 9
-  br i1 %180, label %conv1.k34, label %conv1.k34.end
-
-conv1.k34.end:                                    ; preds = %conv1.k34
-  %t33_c0_070 = load <8 x float>, ptr %conv1.t33_c0_0, align 32
-  %181 = mul nsw i64 %conv1.mb3252, 4
-  %182 = mul nsw i64 %181, 12560
-  %183 = add nsw i64 514448, %182
-  %184 = add nsw i64 %183, 12528
-  %arena71 = getelementptr inbounds float, ptr %arena, i64 %184
-  store <8 x float> %t33_c0_070, ptr %arena71, align 4
-  %t33_c0_172 = load <8 x float>, ptr %conv1.t33_c0_1, align 32
-  %185 = mul nsw i64 %conv1.mb3252, 4
-  %186 = mul nsw i64 %185, 12560
-  %187 = add nsw i64 514448, %186
-  %188 = add nsw i64 %187, 12528
-  %189 = add nsw i64 %188, 8
-  %arena73 = getelementptr inbounds float, ptr %arena, i64 %189
-  store <8 x float> %t33_c0_172, ptr %arena73, align 4
-  %t33_c1_074 = load <8 x float>, ptr %conv1.t33_c1_0, align 32
-  %190 = mul nsw i64 %conv1.mb3252, 4
-  %191 = add nsw i64 %190, 1
-  %192 = mul nsw i64 %191, 12560
-  %193 = add nsw i64 514448, %192
-  %194 = add nsw i64 %193, 12528
-  %arena75 = getelementptr inbounds float, ptr %arena, i64 %194
-  store <8 x float> %t33_c1_074, ptr %arena75, align 4
-  %t33_c1_176 = load <8 x float>, ptr %conv1.t33_c1_1, align 32
-  %195 = mul nsw i64 %conv1.mb3252, 4
-  %196 = add nsw i64 %195, 1
-  %197 = mul nsw i64 %196, 12560
-  %198 = add nsw i64 514448, %197
-  %199 = add nsw i64 %198, 12528
-  %200 = add nsw i64 %199, 8
-  %arena77 = getelementptr inbounds float, ptr %arena, i64 %200
-  store <8 x float> %t33_c1_176, ptr %arena77, align 4
-  %t33_c2_078 = load <8 x float>, ptr %conv1.t33_c2_0, align 32
-  %201 = mul nsw i64 %conv1.mb3252, 4
-  %202 = add nsw i64 %201, 2
-  %203 = mul nsw i64 %202, 12560
-  %204 = add nsw i64 514448, %203
-  %205 = add nsw i64 %204, 12528
-  %arena79 = getelementptr inbounds float, ptr %arena, i64 %205
-  store <8 x float> %t33_c2_078, ptr %arena79, align 4
-  %t33_c2_180 = load <8 x float>, ptr %conv1.t33_c2_1, align 32
-  %206 = mul nsw i64 %conv1.mb3252, 4
-  %207 = add nsw i64 %206, 2
-  %208 = mul nsw i64 %207, 12560
-  %209 = add nsw i64 514448, %208
-  %210 = add nsw i64 %209, 12528
-  %211 = add nsw i64 %210, 8
-  %arena81 = getelementptr inbounds float, ptr %arena, i64 %211
-  store <8 x float> %t33_c2_180, ptr %arena81, align 4
-  %t33_c3_082 = load <8 x float>, ptr %conv1.t33_c3_0, align 32
-  %212 = mul nsw i64 %conv1.mb3252, 4
-  %213 = add nsw i64 %212, 3
-  %214 = mul nsw i64 %213, 12560
-  %215 = add nsw i64 514448, %214
-  %216 = add nsw i64 %215, 12528
-  %arena83 = getelementptr inbounds float, ptr %arena, i64 %216
-  store <8 x float> %t33_c3_082, ptr %arena83, align 4
-  %t33_c3_184 = load <8 x float>, ptr %conv1.t33_c3_1, align 32
-  %217 = mul nsw i64 %conv1.mb3252, 4
-  %218 = add nsw i64 %217, 3
-  %219 = mul nsw i64 %218, 12560
-  %220 = add nsw i64 514448, %219
-  %221 = add nsw i64 %220, 12528
-  %222 = add nsw i64 %221, 8
-  %arena85 = getelementptr inbounds float, ptr %arena, i64 %222
-  store <8 x float> %t33_c3_184, ptr %arena85, align 4
-  %mb32.next = add nsw i64 %conv1.mb3252, 1
-  %223 = icmp slt i64 %mb32.next, 4
-  br i1 %223, label %conv1.mb32, label %conv1.mb32.end
+conv1.q30.end:                                    ; preds = %conv1.q30
+  %f29.next = add nsw i64 %conv1.f2946, 1
+  %272 = icmp slt i64 %f29.next, 16
+  br i1 %272, label %conv1.f29, label %conv1.f29.end
 }
 
 ; Function Attrs: noinline
 define internal void @smallcnn_infer_b64.k1.conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %part123.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
-  %conv2.w122 = alloca <8 x float>, align 32
-  %conv2.w121 = alloca <8 x float>, align 32
-  %conv2.w120 = alloca <8 x float>, align 32
-  %conv2.w119 = alloca <8 x float>, align 32
-  %conv2.w118 = alloca <8 x float>, align 32
-  %conv2.w117 = alloca <8 x float>, align 32
-  %conv2.w116 = alloca <8 x float>, align 32
-  %conv2.w115 = alloca <8 x float>, align 32
+  %part115.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
   %conv2.w114 = alloca <8 x float>, align 32
   %conv2.w113 = alloca <8 x float>, align 32
   %conv2.w112 = alloca <8 x float>, align 32
@@ -12981,2060 +12487,2068 @@ entry:
   %conv2.w93 = alloca <8 x float>, align 32
   %conv2.w92 = alloca <8 x float>, align 32
   %conv2.w91 = alloca <8 x float>, align 32
-  br label %conv2.i81
+  %conv2.w90 = alloca <8 x float>, align 32
+  %conv2.w89 = alloca <8 x float>, align 32
+  %conv2.w88 = alloca <8 x float>, align 32
+  %conv2.w87 = alloca <8 x float>, align 32
+  %conv2.w86 = alloca <8 x float>, align 32
+  %conv2.w85 = alloca <8 x float>, align 32
+  %conv2.w84 = alloca <8 x float>, align 32
+  %conv2.w83 = alloca <8 x float>, align 32
+  br label %conv2.i73
 
-conv2.i81:                                        ; preds = %conv2.i81, %entry
-  %conv2.i811 = phi i64 [ 0, %entry ], [ %i81.next, %conv2.i81 ]
-  %0 = add nsw i64 409600, %conv2.i811
+conv2.i73:                                        ; preds = %conv2.i73, %entry
+  %conv2.i731 = phi i64 [ 0, %entry ], [ %i73.next, %conv2.i73 ]
+  %0 = add nsw i64 409600, %conv2.i731
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   store float 0.000000e+00, ptr %arena2, align 4
-  %i81.next = add nsw i64 %conv2.i811, 1
-  %1 = icmp slt i64 %i81.next, 4096
-  br i1 %1, label %conv2.i81, label %conv2.i81.end
+  %i73.next = add nsw i64 %conv2.i731, 1
+  %1 = icmp slt i64 %i73.next, 4096
+  br i1 %1, label %conv2.i73, label %conv2.i73.end
 
-conv2.i81.end:                                    ; preds = %conv2.i81
-  br label %conv2.g82
+conv2.i73.end:                                    ; preds = %conv2.i73
+  br label %conv2.g74
 
-conv2.g82:                                        ; preds = %conv2.part123.done, %conv2.i81.end
-  %conv2.g823 = phi i64 [ 0, %conv2.i81.end ], [ %g82.next, %conv2.part123.done ]
-  br label %conv2.j83
+conv2.g74:                                        ; preds = %conv2.part115.done, %conv2.i73.end
+  %conv2.g743 = phi i64 [ 0, %conv2.i73.end ], [ %g74.next, %conv2.part115.done ]
+  br label %conv2.j75
 
-conv2.g82.end:                                    ; preds = %conv2.part123.done
+conv2.g74.end:                                    ; preds = %conv2.part115.done
   ret void
 
-conv2.j83:                                        ; preds = %conv2.iy84.end, %conv2.g82
-  %conv2.j834 = phi i64 [ 0, %conv2.g82 ], [ %j83.next, %conv2.iy84.end ]
-  br label %conv2.iy84
+conv2.j75:                                        ; preds = %conv2.iy76.end, %conv2.g74
+  %conv2.j754 = phi i64 [ 0, %conv2.g74 ], [ %j75.next, %conv2.iy76.end ]
+  br label %conv2.iy76
 
-conv2.j83.end:                                    ; preds = %conv2.iy84.end
-  br label %conv2.j87
+conv2.j75.end:                                    ; preds = %conv2.iy76.end
+  br label %conv2.j79
 
-conv2.iy84:                                       ; preds = %conv2.c85.end, %conv2.j83
-  %conv2.iy845 = phi i64 [ 0, %conv2.j83 ], [ %iy84.next, %conv2.c85.end ]
-  br label %conv2.c85
+conv2.iy76:                                       ; preds = %conv2.c77.end, %conv2.j75
+  %conv2.iy765 = phi i64 [ 0, %conv2.j75 ], [ %iy76.next, %conv2.c77.end ]
+  br label %conv2.c77
 
-conv2.iy84.end:                                   ; preds = %conv2.c85.end
-  %j83.next = add nsw i64 %conv2.j834, 1
-  %2 = icmp slt i64 %j83.next, 1
-  br i1 %2, label %conv2.j83, label %conv2.j83.end
+conv2.iy76.end:                                   ; preds = %conv2.c77.end
+  %j75.next = add nsw i64 %conv2.j754, 1
+  %2 = icmp slt i64 %j75.next, 1
+  br i1 %2, label %conv2.j75, label %conv2.j75.end
 
-conv2.c85:                                        ; preds = %conv2.ix86.end, %conv2.iy84
-  %conv2.c856 = phi i64 [ 0, %conv2.iy84 ], [ %c85.next, %conv2.ix86.end ]
-  br label %conv2.ix86
+conv2.c77:                                        ; preds = %conv2.ix78.end, %conv2.iy76
+  %conv2.c776 = phi i64 [ 0, %conv2.iy76 ], [ %c77.next, %conv2.ix78.end ]
+  br label %conv2.ix78
 
-conv2.c85.end:                                    ; preds = %conv2.ix86.end
-  %iy84.next = add nsw i64 %conv2.iy845, 1
-  %3 = icmp slt i64 %iy84.next, 14
-  br i1 %3, label %conv2.iy84, label %conv2.iy84.end
+conv2.c77.end:                                    ; preds = %conv2.ix78.end
+  %iy76.next = add nsw i64 %conv2.iy765, 1
+  %3 = icmp slt i64 %iy76.next, 14
+  br i1 %3, label %conv2.iy76, label %conv2.iy76.end
 
-conv2.ix86:                                       ; preds = %conv2.ix86, %conv2.c85
-  %conv2.ix867 = phi i64 [ 0, %conv2.c85 ], [ %ix86.next, %conv2.ix86 ]
-  %4 = add nsw i64 %conv2.g823, %conv2.j834
+conv2.ix78:                                       ; preds = %conv2.ix78, %conv2.c77
+  %conv2.ix787 = phi i64 [ 0, %conv2.c77 ], [ %ix78.next, %conv2.ix78 ]
+  %4 = add nsw i64 %conv2.g743, %conv2.j754
   %5 = mul nsw i64 %4, 3136
-  %6 = mul nsw i64 %conv2.c856, 196
+  %6 = mul nsw i64 %conv2.c776, 196
   %7 = add nsw i64 %5, %6
-  %8 = mul nsw i64 %conv2.iy845, 14
+  %8 = mul nsw i64 %conv2.iy765, 14
   %9 = add nsw i64 %7, %8
-  %10 = add nsw i64 %9, %conv2.ix867
+  %10 = add nsw i64 %9, %conv2.ix787
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %10
   %11 = load float, ptr %arena8, align 4
-  %12 = mul nsw i64 %conv2.j834, 4096
-  %13 = add nsw i64 %conv2.iy845, 1
+  %12 = mul nsw i64 %conv2.j754, 4096
+  %13 = add nsw i64 %conv2.iy765, 1
   %14 = mul nsw i64 %13, 256
   %15 = add nsw i64 %12, %14
-  %16 = add nsw i64 %conv2.ix867, 1
+  %16 = add nsw i64 %conv2.ix787, 1
   %17 = mul nsw i64 %16, 16
   %18 = add nsw i64 %15, %17
-  %19 = add nsw i64 %18, %conv2.c856
+  %19 = add nsw i64 %18, %conv2.c776
   %20 = add nsw i64 409600, %19
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %20
   store float %11, ptr %arena9, align 4
-  %ix86.next = add nsw i64 %conv2.ix867, 1
-  %21 = icmp slt i64 %ix86.next, 14
-  br i1 %21, label %conv2.ix86, label %conv2.ix86.end
+  %ix78.next = add nsw i64 %conv2.ix787, 1
+  %21 = icmp slt i64 %ix78.next, 14
+  br i1 %21, label %conv2.ix78, label %conv2.ix78.end
 
-conv2.ix86.end:                                   ; preds = %conv2.ix86
-  %c85.next = add nsw i64 %conv2.c856, 1
-  %22 = icmp slt i64 %c85.next, 16
-  br i1 %22, label %conv2.c85, label %conv2.c85.end
+conv2.ix78.end:                                   ; preds = %conv2.ix78
+  %c77.next = add nsw i64 %conv2.c776, 1
+  %22 = icmp slt i64 %c77.next, 16
+  br i1 %22, label %conv2.c77, label %conv2.c77.end
 
-conv2.j87:                                        ; preds = %conv2.ty88.end, %conv2.j83.end
-  %conv2.j8710 = phi i64 [ 0, %conv2.j83.end ], [ %j87.next, %conv2.ty88.end ]
-  br label %conv2.ty88
+conv2.j79:                                        ; preds = %conv2.ty80.end, %conv2.j75.end
+  %conv2.j7910 = phi i64 [ 0, %conv2.j75.end ], [ %j79.next, %conv2.ty80.end ]
+  br label %conv2.ty80
 
-conv2.j87.end:                                    ; preds = %conv2.ty88.end
-  %23 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 0
+conv2.j79.end:                                    ; preds = %conv2.ty80.end
+  %23 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part115.context, i32 0, i32 0
   store ptr %params, ptr %23, align 8
-  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 1
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part115.context, i32 0, i32 1
   store ptr %grads, ptr %24, align 8
-  %25 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 2
+  %25 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part115.context, i32 0, i32 2
   store ptr %m, ptr %25, align 8
-  %26 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 3
+  %26 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part115.context, i32 0, i32 3
   store ptr %v, ptr %26, align 8
-  %27 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 4
+  %27 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part115.context, i32 0, i32 4
   store ptr %arena, ptr %27, align 8
-  %28 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 5
+  %28 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part115.context, i32 0, i32 5
   store ptr %images, ptr %28, align 8
-  %29 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 6
+  %29 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part115.context, i32 0, i32 6
   store ptr %labels, ptr %29, align 8
-  %30 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 7
+  %30 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part115.context, i32 0, i32 7
   store float %lr, ptr %30, align 4
-  %31 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 8
+  %31 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part115.context, i32 0, i32 8
   store i64 %step, ptr %31, align 4
-  %32 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 9
+  %32 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part115.context, i32 0, i32 9
   store i64 %seed, ptr %32, align 4
-  %33 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 10
+  %33 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part115.context, i32 0, i32 10
   store ptr %pool, ptr %33, align 8
-  %34 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 11
-  store i64 %conv2.g823, ptr %34, align 4
+  %34 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part115.context, i32 0, i32 11
+  store i64 %conv2.g743, ptr %34, align 4
   %35 = icmp eq ptr %pool, null
-  br i1 %35, label %conv2.part123.serial, label %conv2.part123.pool
+  br i1 %35, label %conv2.part115.serial, label %conv2.part115.pool
 
-conv2.ty88:                                       ; preds = %conv2.tx89.end, %conv2.j87
-  %conv2.ty8811 = phi i64 [ 0, %conv2.j87 ], [ %ty88.next, %conv2.tx89.end ]
-  br label %conv2.tx89
+conv2.ty80:                                       ; preds = %conv2.tx81.end, %conv2.j79
+  %conv2.ty8011 = phi i64 [ 0, %conv2.j79 ], [ %ty80.next, %conv2.tx81.end ]
+  br label %conv2.tx81
 
-conv2.ty88.end:                                   ; preds = %conv2.tx89.end
-  %j87.next = add nsw i64 %conv2.j8710, 1
-  %36 = icmp slt i64 %j87.next, 1
-  br i1 %36, label %conv2.j87, label %conv2.j87.end
+conv2.ty80.end:                                   ; preds = %conv2.tx81.end
+  %j79.next = add nsw i64 %conv2.j7910, 1
+  %36 = icmp slt i64 %j79.next, 1
+  br i1 %36, label %conv2.j79, label %conv2.j79.end
 
-conv2.tx89:                                       ; preds = %conv2.cv90.end, %conv2.ty88
-  %conv2.tx8912 = phi i64 [ 0, %conv2.ty88 ], [ %tx89.next, %conv2.cv90.end ]
-  br label %conv2.cv90
+conv2.tx81:                                       ; preds = %conv2.cv82.end, %conv2.ty80
+  %conv2.tx8112 = phi i64 [ 0, %conv2.ty80 ], [ %tx81.next, %conv2.cv82.end ]
+  br label %conv2.cv82
 
-conv2.tx89.end:                                   ; preds = %conv2.cv90.end
-  %ty88.next = add nsw i64 %conv2.ty8811, 1
-  %37 = icmp slt i64 %ty88.next, 7
-  br i1 %37, label %conv2.ty88, label %conv2.ty88.end
+conv2.tx81.end:                                   ; preds = %conv2.cv82.end
+  %ty80.next = add nsw i64 %conv2.ty8011, 1
+  %37 = icmp slt i64 %ty80.next, 7
+  br i1 %37, label %conv2.ty80, label %conv2.ty80.end
 
-conv2.cv90:                                       ; preds = %conv2.cv90, %conv2.tx89
-  %conv2.cv9013 = phi i64 [ 0, %conv2.tx89 ], [ %cv90.next, %conv2.cv90 ]
-  %38 = mul nsw i64 %conv2.j8710, 4096
-  %39 = mul nsw i64 %conv2.ty8811, 2
+conv2.cv82:                                       ; preds = %conv2.cv82, %conv2.tx81
+  %conv2.cv8213 = phi i64 [ 0, %conv2.tx81 ], [ %cv82.next, %conv2.cv82 ]
+  %38 = mul nsw i64 %conv2.j7910, 4096
+  %39 = mul nsw i64 %conv2.ty8011, 2
   %40 = mul nsw i64 %39, 256
   %41 = add nsw i64 %38, %40
-  %42 = mul nsw i64 %conv2.tx8912, 2
+  %42 = mul nsw i64 %conv2.tx8112, 2
   %43 = mul nsw i64 %42, 16
   %44 = add nsw i64 %41, %43
-  %45 = mul nsw i64 %conv2.cv9013, 8
+  %45 = mul nsw i64 %conv2.cv8213, 8
   %46 = add nsw i64 %44, %45
   %47 = add nsw i64 409600, %46
   %arena14 = getelementptr inbounds float, ptr %arena, i64 %47
   %48 = load <8 x float>, ptr %arena14, align 4
-  %49 = mul nsw i64 %conv2.j8710, 4096
-  %50 = mul nsw i64 %conv2.ty8811, 2
+  %49 = mul nsw i64 %conv2.j7910, 4096
+  %50 = mul nsw i64 %conv2.ty8011, 2
   %51 = add nsw i64 %50, 2
   %52 = mul nsw i64 %51, 256
   %53 = add nsw i64 %49, %52
-  %54 = mul nsw i64 %conv2.tx8912, 2
+  %54 = mul nsw i64 %conv2.tx8112, 2
   %55 = mul nsw i64 %54, 16
   %56 = add nsw i64 %53, %55
-  %57 = mul nsw i64 %conv2.cv9013, 8
+  %57 = mul nsw i64 %conv2.cv8213, 8
   %58 = add nsw i64 %56, %57
   %59 = add nsw i64 409600, %58
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %59
   %60 = load <8 x float>, ptr %arena15, align 4
   %61 = fsub <8 x float> %48, %60
-  store <8 x float> %61, ptr %conv2.w91, align 32
-  %62 = mul nsw i64 %conv2.j8710, 4096
-  %63 = mul nsw i64 %conv2.ty8811, 2
+  store <8 x float> %61, ptr %conv2.w83, align 32
+  %62 = mul nsw i64 %conv2.j7910, 4096
+  %63 = mul nsw i64 %conv2.ty8011, 2
   %64 = add nsw i64 %63, 1
   %65 = mul nsw i64 %64, 256
   %66 = add nsw i64 %62, %65
-  %67 = mul nsw i64 %conv2.tx8912, 2
+  %67 = mul nsw i64 %conv2.tx8112, 2
   %68 = mul nsw i64 %67, 16
   %69 = add nsw i64 %66, %68
-  %70 = mul nsw i64 %conv2.cv9013, 8
+  %70 = mul nsw i64 %conv2.cv8213, 8
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 409600, %71
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %72
   %73 = load <8 x float>, ptr %arena16, align 4
-  %74 = mul nsw i64 %conv2.j8710, 4096
-  %75 = mul nsw i64 %conv2.ty8811, 2
+  %74 = mul nsw i64 %conv2.j7910, 4096
+  %75 = mul nsw i64 %conv2.ty8011, 2
   %76 = add nsw i64 %75, 2
   %77 = mul nsw i64 %76, 256
   %78 = add nsw i64 %74, %77
-  %79 = mul nsw i64 %conv2.tx8912, 2
+  %79 = mul nsw i64 %conv2.tx8112, 2
   %80 = mul nsw i64 %79, 16
   %81 = add nsw i64 %78, %80
-  %82 = mul nsw i64 %conv2.cv9013, 8
+  %82 = mul nsw i64 %conv2.cv8213, 8
   %83 = add nsw i64 %81, %82
   %84 = add nsw i64 409600, %83
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %84
   %85 = load <8 x float>, ptr %arena17, align 4
   %86 = fadd <8 x float> %73, %85
-  store <8 x float> %86, ptr %conv2.w92, align 32
-  %87 = mul nsw i64 %conv2.j8710, 4096
-  %88 = mul nsw i64 %conv2.ty8811, 2
+  store <8 x float> %86, ptr %conv2.w84, align 32
+  %87 = mul nsw i64 %conv2.j7910, 4096
+  %88 = mul nsw i64 %conv2.ty8011, 2
   %89 = add nsw i64 %88, 2
   %90 = mul nsw i64 %89, 256
   %91 = add nsw i64 %87, %90
-  %92 = mul nsw i64 %conv2.tx8912, 2
+  %92 = mul nsw i64 %conv2.tx8112, 2
   %93 = mul nsw i64 %92, 16
   %94 = add nsw i64 %91, %93
-  %95 = mul nsw i64 %conv2.cv9013, 8
+  %95 = mul nsw i64 %conv2.cv8213, 8
   %96 = add nsw i64 %94, %95
   %97 = add nsw i64 409600, %96
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %97
   %98 = load <8 x float>, ptr %arena18, align 4
-  %99 = mul nsw i64 %conv2.j8710, 4096
-  %100 = mul nsw i64 %conv2.ty8811, 2
+  %99 = mul nsw i64 %conv2.j7910, 4096
+  %100 = mul nsw i64 %conv2.ty8011, 2
   %101 = add nsw i64 %100, 1
   %102 = mul nsw i64 %101, 256
   %103 = add nsw i64 %99, %102
-  %104 = mul nsw i64 %conv2.tx8912, 2
+  %104 = mul nsw i64 %conv2.tx8112, 2
   %105 = mul nsw i64 %104, 16
   %106 = add nsw i64 %103, %105
-  %107 = mul nsw i64 %conv2.cv9013, 8
+  %107 = mul nsw i64 %conv2.cv8213, 8
   %108 = add nsw i64 %106, %107
   %109 = add nsw i64 409600, %108
   %arena19 = getelementptr inbounds float, ptr %arena, i64 %109
   %110 = load <8 x float>, ptr %arena19, align 4
   %111 = fsub <8 x float> %98, %110
-  store <8 x float> %111, ptr %conv2.w93, align 32
-  %112 = mul nsw i64 %conv2.j8710, 4096
-  %113 = mul nsw i64 %conv2.ty8811, 2
+  store <8 x float> %111, ptr %conv2.w85, align 32
+  %112 = mul nsw i64 %conv2.j7910, 4096
+  %113 = mul nsw i64 %conv2.ty8011, 2
   %114 = add nsw i64 %113, 1
   %115 = mul nsw i64 %114, 256
   %116 = add nsw i64 %112, %115
-  %117 = mul nsw i64 %conv2.tx8912, 2
+  %117 = mul nsw i64 %conv2.tx8112, 2
   %118 = mul nsw i64 %117, 16
   %119 = add nsw i64 %116, %118
-  %120 = mul nsw i64 %conv2.cv9013, 8
+  %120 = mul nsw i64 %conv2.cv8213, 8
   %121 = add nsw i64 %119, %120
   %122 = add nsw i64 409600, %121
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %122
   %123 = load <8 x float>, ptr %arena20, align 4
-  %124 = mul nsw i64 %conv2.j8710, 4096
-  %125 = mul nsw i64 %conv2.ty8811, 2
+  %124 = mul nsw i64 %conv2.j7910, 4096
+  %125 = mul nsw i64 %conv2.ty8011, 2
   %126 = add nsw i64 %125, 3
   %127 = mul nsw i64 %126, 256
   %128 = add nsw i64 %124, %127
-  %129 = mul nsw i64 %conv2.tx8912, 2
+  %129 = mul nsw i64 %conv2.tx8112, 2
   %130 = mul nsw i64 %129, 16
   %131 = add nsw i64 %128, %130
-  %132 = mul nsw i64 %conv2.cv9013, 8
+  %132 = mul nsw i64 %conv2.cv8213, 8
   %133 = add nsw i64 %131, %132
   %134 = add nsw i64 409600, %133
   %arena21 = getelementptr inbounds float, ptr %arena, i64 %134
   %135 = load <8 x float>, ptr %arena21, align 4
   %136 = fsub <8 x float> %123, %135
-  store <8 x float> %136, ptr %conv2.w94, align 32
-  %137 = mul nsw i64 %conv2.j8710, 4096
-  %138 = mul nsw i64 %conv2.ty8811, 2
+  store <8 x float> %136, ptr %conv2.w86, align 32
+  %137 = mul nsw i64 %conv2.j7910, 4096
+  %138 = mul nsw i64 %conv2.ty8011, 2
   %139 = mul nsw i64 %138, 256
   %140 = add nsw i64 %137, %139
-  %141 = mul nsw i64 %conv2.tx8912, 2
+  %141 = mul nsw i64 %conv2.tx8112, 2
   %142 = add nsw i64 %141, 1
   %143 = mul nsw i64 %142, 16
   %144 = add nsw i64 %140, %143
-  %145 = mul nsw i64 %conv2.cv9013, 8
+  %145 = mul nsw i64 %conv2.cv8213, 8
   %146 = add nsw i64 %144, %145
   %147 = add nsw i64 409600, %146
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %147
   %148 = load <8 x float>, ptr %arena22, align 4
-  %149 = mul nsw i64 %conv2.j8710, 4096
-  %150 = mul nsw i64 %conv2.ty8811, 2
+  %149 = mul nsw i64 %conv2.j7910, 4096
+  %150 = mul nsw i64 %conv2.ty8011, 2
   %151 = add nsw i64 %150, 2
   %152 = mul nsw i64 %151, 256
   %153 = add nsw i64 %149, %152
-  %154 = mul nsw i64 %conv2.tx8912, 2
+  %154 = mul nsw i64 %conv2.tx8112, 2
   %155 = add nsw i64 %154, 1
   %156 = mul nsw i64 %155, 16
   %157 = add nsw i64 %153, %156
-  %158 = mul nsw i64 %conv2.cv9013, 8
+  %158 = mul nsw i64 %conv2.cv8213, 8
   %159 = add nsw i64 %157, %158
   %160 = add nsw i64 409600, %159
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %160
   %161 = load <8 x float>, ptr %arena23, align 4
   %162 = fsub <8 x float> %148, %161
-  store <8 x float> %162, ptr %conv2.w95, align 32
-  %163 = mul nsw i64 %conv2.j8710, 4096
-  %164 = mul nsw i64 %conv2.ty8811, 2
+  store <8 x float> %162, ptr %conv2.w87, align 32
+  %163 = mul nsw i64 %conv2.j7910, 4096
+  %164 = mul nsw i64 %conv2.ty8011, 2
   %165 = add nsw i64 %164, 1
   %166 = mul nsw i64 %165, 256
   %167 = add nsw i64 %163, %166
-  %168 = mul nsw i64 %conv2.tx8912, 2
+  %168 = mul nsw i64 %conv2.tx8112, 2
   %169 = add nsw i64 %168, 1
   %170 = mul nsw i64 %169, 16
   %171 = add nsw i64 %167, %170
-  %172 = mul nsw i64 %conv2.cv9013, 8
+  %172 = mul nsw i64 %conv2.cv8213, 8
   %173 = add nsw i64 %171, %172
   %174 = add nsw i64 409600, %173
   %arena24 = getelementptr inbounds float, ptr %arena, i64 %174
   %175 = load <8 x float>, ptr %arena24, align 4
-  %176 = mul nsw i64 %conv2.j8710, 4096
-  %177 = mul nsw i64 %conv2.ty8811, 2
+  %176 = mul nsw i64 %conv2.j7910, 4096
+  %177 = mul nsw i64 %conv2.ty8011, 2
   %178 = add nsw i64 %177, 2
   %179 = mul nsw i64 %178, 256
   %180 = add nsw i64 %176, %179
-  %181 = mul nsw i64 %conv2.tx8912, 2
+  %181 = mul nsw i64 %conv2.tx8112, 2
   %182 = add nsw i64 %181, 1
   %183 = mul nsw i64 %182, 16
   %184 = add nsw i64 %180, %183
-  %185 = mul nsw i64 %conv2.cv9013, 8
+  %185 = mul nsw i64 %conv2.cv8213, 8
   %186 = add nsw i64 %184, %185
   %187 = add nsw i64 409600, %186
   %arena25 = getelementptr inbounds float, ptr %arena, i64 %187
   %188 = load <8 x float>, ptr %arena25, align 4
   %189 = fadd <8 x float> %175, %188
-  store <8 x float> %189, ptr %conv2.w96, align 32
-  %190 = mul nsw i64 %conv2.j8710, 4096
-  %191 = mul nsw i64 %conv2.ty8811, 2
+  store <8 x float> %189, ptr %conv2.w88, align 32
+  %190 = mul nsw i64 %conv2.j7910, 4096
+  %191 = mul nsw i64 %conv2.ty8011, 2
   %192 = add nsw i64 %191, 2
   %193 = mul nsw i64 %192, 256
   %194 = add nsw i64 %190, %193
-  %195 = mul nsw i64 %conv2.tx8912, 2
+  %195 = mul nsw i64 %conv2.tx8112, 2
   %196 = add nsw i64 %195, 1
   %197 = mul nsw i64 %196, 16
   %198 = add nsw i64 %194, %197
-  %199 = mul nsw i64 %conv2.cv9013, 8
+  %199 = mul nsw i64 %conv2.cv8213, 8
   %200 = add nsw i64 %198, %199
   %201 = add nsw i64 409600, %200
   %arena26 = getelementptr inbounds float, ptr %arena, i64 %201
   %202 = load <8 x float>, ptr %arena26, align 4
-  %203 = mul nsw i64 %conv2.j8710, 4096
-  %204 = mul nsw i64 %conv2.ty8811, 2
+  %203 = mul nsw i64 %conv2.j7910, 4096
+  %204 = mul nsw i64 %conv2.ty8011, 2
   %205 = add nsw i64 %204, 1
   %206 = mul nsw i64 %205, 256
   %207 = add nsw i64 %203, %206
-  %208 = mul nsw i64 %conv2.tx8912, 2
+  %208 = mul nsw i64 %conv2.tx8112, 2
   %209 = add nsw i64 %208, 1
   %210 = mul nsw i64 %209, 16
   %211 = add nsw i64 %207, %210
-  %212 = mul nsw i64 %conv2.cv9013, 8
+  %212 = mul nsw i64 %conv2.cv8213, 8
   %213 = add nsw i64 %211, %212
   %214 = add nsw i64 409600, %213
   %arena27 = getelementptr inbounds float, ptr %arena, i64 %214
   %215 = load <8 x float>, ptr %arena27, align 4
   %216 = fsub <8 x float> %202, %215
-  store <8 x float> %216, ptr %conv2.w97, align 32
-  %217 = mul nsw i64 %conv2.j8710, 4096
-  %218 = mul nsw i64 %conv2.ty8811, 2
+  store <8 x float> %216, ptr %conv2.w89, align 32
+  %217 = mul nsw i64 %conv2.j7910, 4096
+  %218 = mul nsw i64 %conv2.ty8011, 2
   %219 = add nsw i64 %218, 1
   %220 = mul nsw i64 %219, 256
   %221 = add nsw i64 %217, %220
-  %222 = mul nsw i64 %conv2.tx8912, 2
+  %222 = mul nsw i64 %conv2.tx8112, 2
   %223 = add nsw i64 %222, 1
   %224 = mul nsw i64 %223, 16
   %225 = add nsw i64 %221, %224
-  %226 = mul nsw i64 %conv2.cv9013, 8
+  %226 = mul nsw i64 %conv2.cv8213, 8
   %227 = add nsw i64 %225, %226
   %228 = add nsw i64 409600, %227
   %arena28 = getelementptr inbounds float, ptr %arena, i64 %228
   %229 = load <8 x float>, ptr %arena28, align 4
-  %230 = mul nsw i64 %conv2.j8710, 4096
-  %231 = mul nsw i64 %conv2.ty8811, 2
+  %230 = mul nsw i64 %conv2.j7910, 4096
+  %231 = mul nsw i64 %conv2.ty8011, 2
   %232 = add nsw i64 %231, 3
   %233 = mul nsw i64 %232, 256
   %234 = add nsw i64 %230, %233
-  %235 = mul nsw i64 %conv2.tx8912, 2
+  %235 = mul nsw i64 %conv2.tx8112, 2
   %236 = add nsw i64 %235, 1
   %237 = mul nsw i64 %236, 16
   %238 = add nsw i64 %234, %237
-  %239 = mul nsw i64 %conv2.cv9013, 8
+  %239 = mul nsw i64 %conv2.cv8213, 8
   %240 = add nsw i64 %238, %239
   %241 = add nsw i64 409600, %240
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %241
   %242 = load <8 x float>, ptr %arena29, align 4
   %243 = fsub <8 x float> %229, %242
-  store <8 x float> %243, ptr %conv2.w98, align 32
-  %244 = mul nsw i64 %conv2.j8710, 4096
-  %245 = mul nsw i64 %conv2.ty8811, 2
+  store <8 x float> %243, ptr %conv2.w90, align 32
+  %244 = mul nsw i64 %conv2.j7910, 4096
+  %245 = mul nsw i64 %conv2.ty8011, 2
   %246 = mul nsw i64 %245, 256
   %247 = add nsw i64 %244, %246
-  %248 = mul nsw i64 %conv2.tx8912, 2
+  %248 = mul nsw i64 %conv2.tx8112, 2
   %249 = add nsw i64 %248, 2
   %250 = mul nsw i64 %249, 16
   %251 = add nsw i64 %247, %250
-  %252 = mul nsw i64 %conv2.cv9013, 8
+  %252 = mul nsw i64 %conv2.cv8213, 8
   %253 = add nsw i64 %251, %252
   %254 = add nsw i64 409600, %253
   %arena30 = getelementptr inbounds float, ptr %arena, i64 %254
   %255 = load <8 x float>, ptr %arena30, align 4
-  %256 = mul nsw i64 %conv2.j8710, 4096
-  %257 = mul nsw i64 %conv2.ty8811, 2
+  %256 = mul nsw i64 %conv2.j7910, 4096
+  %257 = mul nsw i64 %conv2.ty8011, 2
   %258 = add nsw i64 %257, 2
   %259 = mul nsw i64 %258, 256
   %260 = add nsw i64 %256, %259
-  %261 = mul nsw i64 %conv2.tx8912, 2
+  %261 = mul nsw i64 %conv2.tx8112, 2
   %262 = add nsw i64 %261, 2
   %263 = mul nsw i64 %262, 16
   %264 = add nsw i64 %260, %263
-  %265 = mul nsw i64 %conv2.cv9013, 8
+  %265 = mul nsw i64 %conv2.cv8213, 8
   %266 = add nsw i64 %264, %265
   %267 = add nsw i64 409600, %266
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %267
   %268 = load <8 x float>, ptr %arena31, align 4
   %269 = fsub <8 x float> %255, %268
-  store <8 x float> %269, ptr %conv2.w99, align 32
-  %270 = mul nsw i64 %conv2.j8710, 4096
-  %271 = mul nsw i64 %conv2.ty8811, 2
+  store <8 x float> %269, ptr %conv2.w91, align 32
+  %270 = mul nsw i64 %conv2.j7910, 4096
+  %271 = mul nsw i64 %conv2.ty8011, 2
   %272 = add nsw i64 %271, 1
   %273 = mul nsw i64 %272, 256
   %274 = add nsw i64 %270, %273
-  %275 = mul nsw i64 %conv2.tx8912, 2
+  %275 = mul nsw i64 %conv2.tx8112, 2
   %276 = add nsw i64 %275, 2
   %277 = mul nsw i64 %276, 16
   %278 = add nsw i64 %274, %277
-  %279 = mul nsw i64 %conv2.cv9013, 8
+  %279 = mul nsw i64 %conv2.cv8213, 8
   %280 = add nsw i64 %278, %279
   %281 = add nsw i64 409600, %280
   %arena32 = getelementptr inbounds float, ptr %arena, i64 %281
   %282 = load <8 x float>, ptr %arena32, align 4
-  %283 = mul nsw i64 %conv2.j8710, 4096
-  %284 = mul nsw i64 %conv2.ty8811, 2
+  %283 = mul nsw i64 %conv2.j7910, 4096
+  %284 = mul nsw i64 %conv2.ty8011, 2
   %285 = add nsw i64 %284, 2
   %286 = mul nsw i64 %285, 256
   %287 = add nsw i64 %283, %286
-  %288 = mul nsw i64 %conv2.tx8912, 2
+  %288 = mul nsw i64 %conv2.tx8112, 2
   %289 = add nsw i64 %288, 2
   %290 = mul nsw i64 %289, 16
   %291 = add nsw i64 %287, %290
-  %292 = mul nsw i64 %conv2.cv9013, 8
+  %292 = mul nsw i64 %conv2.cv8213, 8
   %293 = add nsw i64 %291, %292
   %294 = add nsw i64 409600, %293
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %294
   %295 = load <8 x float>, ptr %arena33, align 4
   %296 = fadd <8 x float> %282, %295
-  store <8 x float> %296, ptr %conv2.w100, align 32
-  %297 = mul nsw i64 %conv2.j8710, 4096
-  %298 = mul nsw i64 %conv2.ty8811, 2
+  store <8 x float> %296, ptr %conv2.w92, align 32
+  %297 = mul nsw i64 %conv2.j7910, 4096
+  %298 = mul nsw i64 %conv2.ty8011, 2
   %299 = add nsw i64 %298, 2
   %300 = mul nsw i64 %299, 256
   %301 = add nsw i64 %297, %300
-  %302 = mul nsw i64 %conv2.tx8912, 2
+  %302 = mul nsw i64 %conv2.tx8112, 2
   %303 = add nsw i64 %302, 2
   %304 = mul nsw i64 %303, 16
   %305 = add nsw i64 %301, %304
-  %306 = mul nsw i64 %conv2.cv9013, 8
+  %306 = mul nsw i64 %conv2.cv8213, 8
   %307 = add nsw i64 %305, %306
   %308 = add nsw i64 409600, %307
   %arena34 = getelementptr inbounds float, ptr %arena, i64 %308
   %309 = load <8 x float>, ptr %arena34, align 4
-  %310 = mul nsw i64 %conv2.j8710, 4096
-  %311 = mul nsw i64 %conv2.ty8811, 2
+  %310 = mul nsw i64 %conv2.j7910, 4096
+  %311 = mul nsw i64 %conv2.ty8011, 2
   %312 = add nsw i64 %311, 1
   %313 = mul nsw i64 %312, 256
   %314 = add nsw i64 %310, %313
-  %315 = mul nsw i64 %conv2.tx8912, 2
+  %315 = mul nsw i64 %conv2.tx8112, 2
   %316 = add nsw i64 %315, 2
   %317 = mul nsw i64 %316, 16
   %318 = add nsw i64 %314, %317
-  %319 = mul nsw i64 %conv2.cv9013, 8
+  %319 = mul nsw i64 %conv2.cv8213, 8
   %320 = add nsw i64 %318, %319
   %321 = add nsw i64 409600, %320
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %321
   %322 = load <8 x float>, ptr %arena35, align 4
   %323 = fsub <8 x float> %309, %322
-  store <8 x float> %323, ptr %conv2.w101, align 32
-  %324 = mul nsw i64 %conv2.j8710, 4096
-  %325 = mul nsw i64 %conv2.ty8811, 2
+  store <8 x float> %323, ptr %conv2.w93, align 32
+  %324 = mul nsw i64 %conv2.j7910, 4096
+  %325 = mul nsw i64 %conv2.ty8011, 2
   %326 = add nsw i64 %325, 1
   %327 = mul nsw i64 %326, 256
   %328 = add nsw i64 %324, %327
-  %329 = mul nsw i64 %conv2.tx8912, 2
+  %329 = mul nsw i64 %conv2.tx8112, 2
   %330 = add nsw i64 %329, 2
   %331 = mul nsw i64 %330, 16
   %332 = add nsw i64 %328, %331
-  %333 = mul nsw i64 %conv2.cv9013, 8
+  %333 = mul nsw i64 %conv2.cv8213, 8
   %334 = add nsw i64 %332, %333
   %335 = add nsw i64 409600, %334
   %arena36 = getelementptr inbounds float, ptr %arena, i64 %335
   %336 = load <8 x float>, ptr %arena36, align 4
-  %337 = mul nsw i64 %conv2.j8710, 4096
-  %338 = mul nsw i64 %conv2.ty8811, 2
+  %337 = mul nsw i64 %conv2.j7910, 4096
+  %338 = mul nsw i64 %conv2.ty8011, 2
   %339 = add nsw i64 %338, 3
   %340 = mul nsw i64 %339, 256
   %341 = add nsw i64 %337, %340
-  %342 = mul nsw i64 %conv2.tx8912, 2
+  %342 = mul nsw i64 %conv2.tx8112, 2
   %343 = add nsw i64 %342, 2
   %344 = mul nsw i64 %343, 16
   %345 = add nsw i64 %341, %344
-  %346 = mul nsw i64 %conv2.cv9013, 8
+  %346 = mul nsw i64 %conv2.cv8213, 8
   %347 = add nsw i64 %345, %346
   %348 = add nsw i64 409600, %347
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %348
   %349 = load <8 x float>, ptr %arena37, align 4
   %350 = fsub <8 x float> %336, %349
-  store <8 x float> %350, ptr %conv2.w102, align 32
-  %351 = mul nsw i64 %conv2.j8710, 4096
-  %352 = mul nsw i64 %conv2.ty8811, 2
+  store <8 x float> %350, ptr %conv2.w94, align 32
+  %351 = mul nsw i64 %conv2.j7910, 4096
+  %352 = mul nsw i64 %conv2.ty8011, 2
   %353 = mul nsw i64 %352, 256
   %354 = add nsw i64 %351, %353
-  %355 = mul nsw i64 %conv2.tx8912, 2
+  %355 = mul nsw i64 %conv2.tx8112, 2
   %356 = add nsw i64 %355, 3
   %357 = mul nsw i64 %356, 16
   %358 = add nsw i64 %354, %357
-  %359 = mul nsw i64 %conv2.cv9013, 8
+  %359 = mul nsw i64 %conv2.cv8213, 8
   %360 = add nsw i64 %358, %359
   %361 = add nsw i64 409600, %360
   %arena38 = getelementptr inbounds float, ptr %arena, i64 %361
   %362 = load <8 x float>, ptr %arena38, align 4
-  %363 = mul nsw i64 %conv2.j8710, 4096
-  %364 = mul nsw i64 %conv2.ty8811, 2
+  %363 = mul nsw i64 %conv2.j7910, 4096
+  %364 = mul nsw i64 %conv2.ty8011, 2
   %365 = add nsw i64 %364, 2
   %366 = mul nsw i64 %365, 256
   %367 = add nsw i64 %363, %366
-  %368 = mul nsw i64 %conv2.tx8912, 2
+  %368 = mul nsw i64 %conv2.tx8112, 2
   %369 = add nsw i64 %368, 3
   %370 = mul nsw i64 %369, 16
   %371 = add nsw i64 %367, %370
-  %372 = mul nsw i64 %conv2.cv9013, 8
+  %372 = mul nsw i64 %conv2.cv8213, 8
   %373 = add nsw i64 %371, %372
   %374 = add nsw i64 409600, %373
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %374
   %375 = load <8 x float>, ptr %arena39, align 4
   %376 = fsub <8 x float> %362, %375
-  store <8 x float> %376, ptr %conv2.w103, align 32
-  %377 = mul nsw i64 %conv2.j8710, 4096
-  %378 = mul nsw i64 %conv2.ty8811, 2
+  store <8 x float> %376, ptr %conv2.w95, align 32
+  %377 = mul nsw i64 %conv2.j7910, 4096
+  %378 = mul nsw i64 %conv2.ty8011, 2
   %379 = add nsw i64 %378, 1
   %380 = mul nsw i64 %379, 256
   %381 = add nsw i64 %377, %380
-  %382 = mul nsw i64 %conv2.tx8912, 2
+  %382 = mul nsw i64 %conv2.tx8112, 2
   %383 = add nsw i64 %382, 3
   %384 = mul nsw i64 %383, 16
   %385 = add nsw i64 %381, %384
-  %386 = mul nsw i64 %conv2.cv9013, 8
+  %386 = mul nsw i64 %conv2.cv8213, 8
   %387 = add nsw i64 %385, %386
   %388 = add nsw i64 409600, %387
   %arena40 = getelementptr inbounds float, ptr %arena, i64 %388
   %389 = load <8 x float>, ptr %arena40, align 4
-  %390 = mul nsw i64 %conv2.j8710, 4096
-  %391 = mul nsw i64 %conv2.ty8811, 2
+  %390 = mul nsw i64 %conv2.j7910, 4096
+  %391 = mul nsw i64 %conv2.ty8011, 2
   %392 = add nsw i64 %391, 2
   %393 = mul nsw i64 %392, 256
   %394 = add nsw i64 %390, %393
-  %395 = mul nsw i64 %conv2.tx8912, 2
+  %395 = mul nsw i64 %conv2.tx8112, 2
   %396 = add nsw i64 %395, 3
   %397 = mul nsw i64 %396, 16
   %398 = add nsw i64 %394, %397
-  %399 = mul nsw i64 %conv2.cv9013, 8
+  %399 = mul nsw i64 %conv2.cv8213, 8
   %400 = add nsw i64 %398, %399
   %401 = add nsw i64 409600, %400
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %401
   %402 = load <8 x float>, ptr %arena41, align 4
   %403 = fadd <8 x float> %389, %402
-  store <8 x float> %403, ptr %conv2.w104, align 32
-  %404 = mul nsw i64 %conv2.j8710, 4096
-  %405 = mul nsw i64 %conv2.ty8811, 2
+  store <8 x float> %403, ptr %conv2.w96, align 32
+  %404 = mul nsw i64 %conv2.j7910, 4096
+  %405 = mul nsw i64 %conv2.ty8011, 2
   %406 = add nsw i64 %405, 2
   %407 = mul nsw i64 %406, 256
   %408 = add nsw i64 %404, %407
-  %409 = mul nsw i64 %conv2.tx8912, 2
+  %409 = mul nsw i64 %conv2.tx8112, 2
   %410 = add nsw i64 %409, 3
   %411 = mul nsw i64 %410, 16
   %412 = add nsw i64 %408, %411
-  %413 = mul nsw i64 %conv2.cv9013, 8
+  %413 = mul nsw i64 %conv2.cv8213, 8
   %414 = add nsw i64 %412, %413
   %415 = add nsw i64 409600, %414
   %arena42 = getelementptr inbounds float, ptr %arena, i64 %415
   %416 = load <8 x float>, ptr %arena42, align 4
-  %417 = mul nsw i64 %conv2.j8710, 4096
-  %418 = mul nsw i64 %conv2.ty8811, 2
+  %417 = mul nsw i64 %conv2.j7910, 4096
+  %418 = mul nsw i64 %conv2.ty8011, 2
   %419 = add nsw i64 %418, 1
   %420 = mul nsw i64 %419, 256
   %421 = add nsw i64 %417, %420
-  %422 = mul nsw i64 %conv2.tx8912, 2
+  %422 = mul nsw i64 %conv2.tx8112, 2
   %423 = add nsw i64 %422, 3
   %424 = mul nsw i64 %423, 16
   %425 = add nsw i64 %421, %424
-  %426 = mul nsw i64 %conv2.cv9013, 8
+  %426 = mul nsw i64 %conv2.cv8213, 8
   %427 = add nsw i64 %425, %426
   %428 = add nsw i64 409600, %427
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %428
   %429 = load <8 x float>, ptr %arena43, align 4
   %430 = fsub <8 x float> %416, %429
-  store <8 x float> %430, ptr %conv2.w105, align 32
-  %431 = mul nsw i64 %conv2.j8710, 4096
-  %432 = mul nsw i64 %conv2.ty8811, 2
+  store <8 x float> %430, ptr %conv2.w97, align 32
+  %431 = mul nsw i64 %conv2.j7910, 4096
+  %432 = mul nsw i64 %conv2.ty8011, 2
   %433 = add nsw i64 %432, 1
   %434 = mul nsw i64 %433, 256
   %435 = add nsw i64 %431, %434
-  %436 = mul nsw i64 %conv2.tx8912, 2
+  %436 = mul nsw i64 %conv2.tx8112, 2
   %437 = add nsw i64 %436, 3
   %438 = mul nsw i64 %437, 16
   %439 = add nsw i64 %435, %438
-  %440 = mul nsw i64 %conv2.cv9013, 8
+  %440 = mul nsw i64 %conv2.cv8213, 8
   %441 = add nsw i64 %439, %440
   %442 = add nsw i64 409600, %441
   %arena44 = getelementptr inbounds float, ptr %arena, i64 %442
   %443 = load <8 x float>, ptr %arena44, align 4
-  %444 = mul nsw i64 %conv2.j8710, 4096
-  %445 = mul nsw i64 %conv2.ty8811, 2
+  %444 = mul nsw i64 %conv2.j7910, 4096
+  %445 = mul nsw i64 %conv2.ty8011, 2
   %446 = add nsw i64 %445, 3
   %447 = mul nsw i64 %446, 256
   %448 = add nsw i64 %444, %447
-  %449 = mul nsw i64 %conv2.tx8912, 2
+  %449 = mul nsw i64 %conv2.tx8112, 2
   %450 = add nsw i64 %449, 3
   %451 = mul nsw i64 %450, 16
   %452 = add nsw i64 %448, %451
-  %453 = mul nsw i64 %conv2.cv9013, 8
+  %453 = mul nsw i64 %conv2.cv8213, 8
   %454 = add nsw i64 %452, %453
   %455 = add nsw i64 409600, %454
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %455
   %456 = load <8 x float>, ptr %arena45, align 4
   %457 = fsub <8 x float> %443, %456
-  store <8 x float> %457, ptr %conv2.w106, align 32
+  store <8 x float> %457, ptr %conv2.w98, align 32
+  %w83 = load <8 x float>, ptr %conv2.w83, align 32
   %w91 = load <8 x float>, ptr %conv2.w91, align 32
-  %w99 = load <8 x float>, ptr %conv2.w99, align 32
-  %458 = fsub <8 x float> %w91, %w99
-  store <8 x float> %458, ptr %conv2.w107, align 32
+  %458 = fsub <8 x float> %w83, %w91
+  store <8 x float> %458, ptr %conv2.w99, align 32
+  %w87 = load <8 x float>, ptr %conv2.w87, align 32
+  %w9146 = load <8 x float>, ptr %conv2.w91, align 32
+  %459 = fadd <8 x float> %w87, %w9146
+  store <8 x float> %459, ptr %conv2.w100, align 32
+  %w9147 = load <8 x float>, ptr %conv2.w91, align 32
+  %w8748 = load <8 x float>, ptr %conv2.w87, align 32
+  %460 = fsub <8 x float> %w9147, %w8748
+  store <8 x float> %460, ptr %conv2.w101, align 32
+  %w8749 = load <8 x float>, ptr %conv2.w87, align 32
   %w95 = load <8 x float>, ptr %conv2.w95, align 32
-  %w9946 = load <8 x float>, ptr %conv2.w99, align 32
-  %459 = fadd <8 x float> %w95, %w9946
-  store <8 x float> %459, ptr %conv2.w108, align 32
-  %w9947 = load <8 x float>, ptr %conv2.w99, align 32
-  %w9548 = load <8 x float>, ptr %conv2.w95, align 32
-  %460 = fsub <8 x float> %w9947, %w9548
-  store <8 x float> %460, ptr %conv2.w109, align 32
-  %w9549 = load <8 x float>, ptr %conv2.w95, align 32
-  %w103 = load <8 x float>, ptr %conv2.w103, align 32
-  %461 = fsub <8 x float> %w9549, %w103
-  store <8 x float> %461, ptr %conv2.w110, align 32
+  %461 = fsub <8 x float> %w8749, %w95
+  store <8 x float> %461, ptr %conv2.w102, align 32
+  %w84 = load <8 x float>, ptr %conv2.w84, align 32
   %w92 = load <8 x float>, ptr %conv2.w92, align 32
-  %w100 = load <8 x float>, ptr %conv2.w100, align 32
-  %462 = fsub <8 x float> %w92, %w100
-  store <8 x float> %462, ptr %conv2.w111, align 32
+  %462 = fsub <8 x float> %w84, %w92
+  store <8 x float> %462, ptr %conv2.w103, align 32
+  %w88 = load <8 x float>, ptr %conv2.w88, align 32
+  %w9250 = load <8 x float>, ptr %conv2.w92, align 32
+  %463 = fadd <8 x float> %w88, %w9250
+  store <8 x float> %463, ptr %conv2.w104, align 32
+  %w9251 = load <8 x float>, ptr %conv2.w92, align 32
+  %w8852 = load <8 x float>, ptr %conv2.w88, align 32
+  %464 = fsub <8 x float> %w9251, %w8852
+  store <8 x float> %464, ptr %conv2.w105, align 32
+  %w8853 = load <8 x float>, ptr %conv2.w88, align 32
   %w96 = load <8 x float>, ptr %conv2.w96, align 32
-  %w10050 = load <8 x float>, ptr %conv2.w100, align 32
-  %463 = fadd <8 x float> %w96, %w10050
-  store <8 x float> %463, ptr %conv2.w112, align 32
-  %w10051 = load <8 x float>, ptr %conv2.w100, align 32
-  %w9652 = load <8 x float>, ptr %conv2.w96, align 32
-  %464 = fsub <8 x float> %w10051, %w9652
-  store <8 x float> %464, ptr %conv2.w113, align 32
-  %w9653 = load <8 x float>, ptr %conv2.w96, align 32
-  %w104 = load <8 x float>, ptr %conv2.w104, align 32
-  %465 = fsub <8 x float> %w9653, %w104
-  store <8 x float> %465, ptr %conv2.w114, align 32
+  %465 = fsub <8 x float> %w8853, %w96
+  store <8 x float> %465, ptr %conv2.w106, align 32
+  %w85 = load <8 x float>, ptr %conv2.w85, align 32
   %w93 = load <8 x float>, ptr %conv2.w93, align 32
-  %w101 = load <8 x float>, ptr %conv2.w101, align 32
-  %466 = fsub <8 x float> %w93, %w101
-  store <8 x float> %466, ptr %conv2.w115, align 32
+  %466 = fsub <8 x float> %w85, %w93
+  store <8 x float> %466, ptr %conv2.w107, align 32
+  %w89 = load <8 x float>, ptr %conv2.w89, align 32
+  %w9354 = load <8 x float>, ptr %conv2.w93, align 32
+  %467 = fadd <8 x float> %w89, %w9354
+  store <8 x float> %467, ptr %conv2.w108, align 32
+  %w9355 = load <8 x float>, ptr %conv2.w93, align 32
+  %w8956 = load <8 x float>, ptr %conv2.w89, align 32
+  %468 = fsub <8 x float> %w9355, %w8956
+  store <8 x float> %468, ptr %conv2.w109, align 32
+  %w8957 = load <8 x float>, ptr %conv2.w89, align 32
   %w97 = load <8 x float>, ptr %conv2.w97, align 32
-  %w10154 = load <8 x float>, ptr %conv2.w101, align 32
-  %467 = fadd <8 x float> %w97, %w10154
-  store <8 x float> %467, ptr %conv2.w116, align 32
-  %w10155 = load <8 x float>, ptr %conv2.w101, align 32
-  %w9756 = load <8 x float>, ptr %conv2.w97, align 32
-  %468 = fsub <8 x float> %w10155, %w9756
-  store <8 x float> %468, ptr %conv2.w117, align 32
-  %w9757 = load <8 x float>, ptr %conv2.w97, align 32
-  %w105 = load <8 x float>, ptr %conv2.w105, align 32
-  %469 = fsub <8 x float> %w9757, %w105
-  store <8 x float> %469, ptr %conv2.w118, align 32
+  %469 = fsub <8 x float> %w8957, %w97
+  store <8 x float> %469, ptr %conv2.w110, align 32
+  %w86 = load <8 x float>, ptr %conv2.w86, align 32
   %w94 = load <8 x float>, ptr %conv2.w94, align 32
-  %w102 = load <8 x float>, ptr %conv2.w102, align 32
-  %470 = fsub <8 x float> %w94, %w102
-  store <8 x float> %470, ptr %conv2.w119, align 32
+  %470 = fsub <8 x float> %w86, %w94
+  store <8 x float> %470, ptr %conv2.w111, align 32
+  %w90 = load <8 x float>, ptr %conv2.w90, align 32
+  %w9458 = load <8 x float>, ptr %conv2.w94, align 32
+  %471 = fadd <8 x float> %w90, %w9458
+  store <8 x float> %471, ptr %conv2.w112, align 32
+  %w9459 = load <8 x float>, ptr %conv2.w94, align 32
+  %w9060 = load <8 x float>, ptr %conv2.w90, align 32
+  %472 = fsub <8 x float> %w9459, %w9060
+  store <8 x float> %472, ptr %conv2.w113, align 32
+  %w9061 = load <8 x float>, ptr %conv2.w90, align 32
   %w98 = load <8 x float>, ptr %conv2.w98, align 32
-  %w10258 = load <8 x float>, ptr %conv2.w102, align 32
-  %471 = fadd <8 x float> %w98, %w10258
-  store <8 x float> %471, ptr %conv2.w120, align 32
-  %w10259 = load <8 x float>, ptr %conv2.w102, align 32
-  %w9860 = load <8 x float>, ptr %conv2.w98, align 32
-  %472 = fsub <8 x float> %w10259, %w9860
-  store <8 x float> %472, ptr %conv2.w121, align 32
-  %w9861 = load <8 x float>, ptr %conv2.w98, align 32
-  %w106 = load <8 x float>, ptr %conv2.w106, align 32
-  %473 = fsub <8 x float> %w9861, %w106
-  store <8 x float> %473, ptr %conv2.w122, align 32
-  %w107 = load <8 x float>, ptr %conv2.w107, align 32
-  %474 = mul nsw i64 %conv2.j8710, 49
-  %475 = mul nsw i64 %conv2.ty8811, 7
+  %473 = fsub <8 x float> %w9061, %w98
+  store <8 x float> %473, ptr %conv2.w114, align 32
+  %w99 = load <8 x float>, ptr %conv2.w99, align 32
+  %474 = mul nsw i64 %conv2.j7910, 49
+  %475 = mul nsw i64 %conv2.ty8011, 7
   %476 = add nsw i64 %474, %475
-  %477 = add nsw i64 %476, %conv2.tx8912
+  %477 = add nsw i64 %476, %conv2.tx8112
   %478 = mul nsw i64 %477, 16
   %479 = add nsw i64 413696, %478
-  %480 = mul nsw i64 %conv2.cv9013, 8
+  %480 = mul nsw i64 %conv2.cv8213, 8
   %481 = add nsw i64 %479, %480
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %481
-  store <8 x float> %w107, ptr %arena62, align 4
-  %w108 = load <8 x float>, ptr %conv2.w108, align 32
-  %482 = mul nsw i64 %conv2.j8710, 49
-  %483 = mul nsw i64 %conv2.ty8811, 7
+  store <8 x float> %w99, ptr %arena62, align 4
+  %w100 = load <8 x float>, ptr %conv2.w100, align 32
+  %482 = mul nsw i64 %conv2.j7910, 49
+  %483 = mul nsw i64 %conv2.ty8011, 7
   %484 = add nsw i64 %482, %483
-  %485 = add nsw i64 %484, %conv2.tx8912
+  %485 = add nsw i64 %484, %conv2.tx8112
   %486 = mul nsw i64 %485, 16
   %487 = add nsw i64 414480, %486
-  %488 = mul nsw i64 %conv2.cv9013, 8
+  %488 = mul nsw i64 %conv2.cv8213, 8
   %489 = add nsw i64 %487, %488
   %arena63 = getelementptr inbounds float, ptr %arena, i64 %489
-  store <8 x float> %w108, ptr %arena63, align 4
-  %w109 = load <8 x float>, ptr %conv2.w109, align 32
-  %490 = mul nsw i64 %conv2.j8710, 49
-  %491 = mul nsw i64 %conv2.ty8811, 7
+  store <8 x float> %w100, ptr %arena63, align 4
+  %w101 = load <8 x float>, ptr %conv2.w101, align 32
+  %490 = mul nsw i64 %conv2.j7910, 49
+  %491 = mul nsw i64 %conv2.ty8011, 7
   %492 = add nsw i64 %490, %491
-  %493 = add nsw i64 %492, %conv2.tx8912
+  %493 = add nsw i64 %492, %conv2.tx8112
   %494 = mul nsw i64 %493, 16
   %495 = add nsw i64 415264, %494
-  %496 = mul nsw i64 %conv2.cv9013, 8
+  %496 = mul nsw i64 %conv2.cv8213, 8
   %497 = add nsw i64 %495, %496
   %arena64 = getelementptr inbounds float, ptr %arena, i64 %497
-  store <8 x float> %w109, ptr %arena64, align 4
-  %w110 = load <8 x float>, ptr %conv2.w110, align 32
-  %498 = mul nsw i64 %conv2.j8710, 49
-  %499 = mul nsw i64 %conv2.ty8811, 7
+  store <8 x float> %w101, ptr %arena64, align 4
+  %w102 = load <8 x float>, ptr %conv2.w102, align 32
+  %498 = mul nsw i64 %conv2.j7910, 49
+  %499 = mul nsw i64 %conv2.ty8011, 7
   %500 = add nsw i64 %498, %499
-  %501 = add nsw i64 %500, %conv2.tx8912
+  %501 = add nsw i64 %500, %conv2.tx8112
   %502 = mul nsw i64 %501, 16
   %503 = add nsw i64 416048, %502
-  %504 = mul nsw i64 %conv2.cv9013, 8
+  %504 = mul nsw i64 %conv2.cv8213, 8
   %505 = add nsw i64 %503, %504
   %arena65 = getelementptr inbounds float, ptr %arena, i64 %505
-  store <8 x float> %w110, ptr %arena65, align 4
-  %w111 = load <8 x float>, ptr %conv2.w111, align 32
-  %506 = mul nsw i64 %conv2.j8710, 49
-  %507 = mul nsw i64 %conv2.ty8811, 7
+  store <8 x float> %w102, ptr %arena65, align 4
+  %w103 = load <8 x float>, ptr %conv2.w103, align 32
+  %506 = mul nsw i64 %conv2.j7910, 49
+  %507 = mul nsw i64 %conv2.ty8011, 7
   %508 = add nsw i64 %506, %507
-  %509 = add nsw i64 %508, %conv2.tx8912
+  %509 = add nsw i64 %508, %conv2.tx8112
   %510 = mul nsw i64 %509, 16
   %511 = add nsw i64 416832, %510
-  %512 = mul nsw i64 %conv2.cv9013, 8
+  %512 = mul nsw i64 %conv2.cv8213, 8
   %513 = add nsw i64 %511, %512
   %arena66 = getelementptr inbounds float, ptr %arena, i64 %513
-  store <8 x float> %w111, ptr %arena66, align 4
-  %w112 = load <8 x float>, ptr %conv2.w112, align 32
-  %514 = mul nsw i64 %conv2.j8710, 49
-  %515 = mul nsw i64 %conv2.ty8811, 7
+  store <8 x float> %w103, ptr %arena66, align 4
+  %w104 = load <8 x float>, ptr %conv2.w104, align 32
+  %514 = mul nsw i64 %conv2.j7910, 49
+  %515 = mul nsw i64 %conv2.ty8011, 7
   %516 = add nsw i64 %514, %515
-  %517 = add nsw i64 %516, %conv2.tx8912
+  %517 = add nsw i64 %516, %conv2.tx8112
   %518 = mul nsw i64 %517, 16
   %519 = add nsw i64 417616, %518
-  %520 = mul nsw i64 %conv2.cv9013, 8
+  %520 = mul nsw i64 %conv2.cv8213, 8
   %521 = add nsw i64 %519, %520
   %arena67 = getelementptr inbounds float, ptr %arena, i64 %521
-  store <8 x float> %w112, ptr %arena67, align 4
-  %w113 = load <8 x float>, ptr %conv2.w113, align 32
-  %522 = mul nsw i64 %conv2.j8710, 49
-  %523 = mul nsw i64 %conv2.ty8811, 7
+  store <8 x float> %w104, ptr %arena67, align 4
+  %w105 = load <8 x float>, ptr %conv2.w105, align 32
+  %522 = mul nsw i64 %conv2.j7910, 49
+  %523 = mul nsw i64 %conv2.ty8011, 7
   %524 = add nsw i64 %522, %523
-  %525 = add nsw i64 %524, %conv2.tx8912
+  %525 = add nsw i64 %524, %conv2.tx8112
   %526 = mul nsw i64 %525, 16
   %527 = add nsw i64 418400, %526
-  %528 = mul nsw i64 %conv2.cv9013, 8
+  %528 = mul nsw i64 %conv2.cv8213, 8
   %529 = add nsw i64 %527, %528
   %arena68 = getelementptr inbounds float, ptr %arena, i64 %529
-  store <8 x float> %w113, ptr %arena68, align 4
-  %w114 = load <8 x float>, ptr %conv2.w114, align 32
-  %530 = mul nsw i64 %conv2.j8710, 49
-  %531 = mul nsw i64 %conv2.ty8811, 7
+  store <8 x float> %w105, ptr %arena68, align 4
+  %w106 = load <8 x float>, ptr %conv2.w106, align 32
+  %530 = mul nsw i64 %conv2.j7910, 49
+  %531 = mul nsw i64 %conv2.ty8011, 7
   %532 = add nsw i64 %530, %531
-  %533 = add nsw i64 %532, %conv2.tx8912
+  %533 = add nsw i64 %532, %conv2.tx8112
   %534 = mul nsw i64 %533, 16
   %535 = add nsw i64 419184, %534
-  %536 = mul nsw i64 %conv2.cv9013, 8
+  %536 = mul nsw i64 %conv2.cv8213, 8
   %537 = add nsw i64 %535, %536
   %arena69 = getelementptr inbounds float, ptr %arena, i64 %537
-  store <8 x float> %w114, ptr %arena69, align 4
-  %w115 = load <8 x float>, ptr %conv2.w115, align 32
-  %538 = mul nsw i64 %conv2.j8710, 49
-  %539 = mul nsw i64 %conv2.ty8811, 7
+  store <8 x float> %w106, ptr %arena69, align 4
+  %w107 = load <8 x float>, ptr %conv2.w107, align 32
+  %538 = mul nsw i64 %conv2.j7910, 49
+  %539 = mul nsw i64 %conv2.ty8011, 7
   %540 = add nsw i64 %538, %539
-  %541 = add nsw i64 %540, %conv2.tx8912
+  %541 = add nsw i64 %540, %conv2.tx8112
   %542 = mul nsw i64 %541, 16
   %543 = add nsw i64 419968, %542
-  %544 = mul nsw i64 %conv2.cv9013, 8
+  %544 = mul nsw i64 %conv2.cv8213, 8
   %545 = add nsw i64 %543, %544
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %545
-  store <8 x float> %w115, ptr %arena70, align 4
-  %w116 = load <8 x float>, ptr %conv2.w116, align 32
-  %546 = mul nsw i64 %conv2.j8710, 49
-  %547 = mul nsw i64 %conv2.ty8811, 7
+  store <8 x float> %w107, ptr %arena70, align 4
+  %w108 = load <8 x float>, ptr %conv2.w108, align 32
+  %546 = mul nsw i64 %conv2.j7910, 49
+  %547 = mul nsw i64 %conv2.ty8011, 7
   %548 = add nsw i64 %546, %547
-  %549 = add nsw i64 %548, %conv2.tx8912
+  %549 = add nsw i64 %548, %conv2.tx8112
   %550 = mul nsw i64 %549, 16
   %551 = add nsw i64 420752, %550
-  %552 = mul nsw i64 %conv2.cv9013, 8
+  %552 = mul nsw i64 %conv2.cv8213, 8
   %553 = add nsw i64 %551, %552
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %553
-  store <8 x float> %w116, ptr %arena71, align 4
-  %w117 = load <8 x float>, ptr %conv2.w117, align 32
-  %554 = mul nsw i64 %conv2.j8710, 49
-  %555 = mul nsw i64 %conv2.ty8811, 7
+  store <8 x float> %w108, ptr %arena71, align 4
+  %w109 = load <8 x float>, ptr %conv2.w109, align 32
+  %554 = mul nsw i64 %conv2.j7910, 49
+  %555 = mul nsw i64 %conv2.ty8011, 7
   %556 = add nsw i64 %554, %555
-  %557 = add nsw i64 %556, %conv2.tx8912
+  %557 = add nsw i64 %556, %conv2.tx8112
   %558 = mul nsw i64 %557, 16
   %559 = add nsw i64 421536, %558
-  %560 = mul nsw i64 %conv2.cv9013, 8
+  %560 = mul nsw i64 %conv2.cv8213, 8
   %561 = add nsw i64 %559, %560
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %561
-  store <8 x float> %w117, ptr %arena72, align 4
-  %w118 = load <8 x float>, ptr %conv2.w118, align 32
-  %562 = mul nsw i64 %conv2.j8710, 49
-  %563 = mul nsw i64 %conv2.ty8811, 7
+  store <8 x float> %w109, ptr %arena72, align 4
+  %w110 = load <8 x float>, ptr %conv2.w110, align 32
+  %562 = mul nsw i64 %conv2.j7910, 49
+  %563 = mul nsw i64 %conv2.ty8011, 7
   %564 = add nsw i64 %562, %563
-  %565 = add nsw i64 %564, %conv2.tx8912
+  %565 = add nsw i64 %564, %conv2.tx8112
   %566 = mul nsw i64 %565, 16
   %567 = add nsw i64 422320, %566
-  %568 = mul nsw i64 %conv2.cv9013, 8
+  %568 = mul nsw i64 %conv2.cv8213, 8
   %569 = add nsw i64 %567, %568
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %569
-  store <8 x float> %w118, ptr %arena73, align 4
-  %w119 = load <8 x float>, ptr %conv2.w119, align 32
-  %570 = mul nsw i64 %conv2.j8710, 49
-  %571 = mul nsw i64 %conv2.ty8811, 7
+  store <8 x float> %w110, ptr %arena73, align 4
+  %w111 = load <8 x float>, ptr %conv2.w111, align 32
+  %570 = mul nsw i64 %conv2.j7910, 49
+  %571 = mul nsw i64 %conv2.ty8011, 7
   %572 = add nsw i64 %570, %571
-  %573 = add nsw i64 %572, %conv2.tx8912
+  %573 = add nsw i64 %572, %conv2.tx8112
   %574 = mul nsw i64 %573, 16
   %575 = add nsw i64 423104, %574
-  %576 = mul nsw i64 %conv2.cv9013, 8
+  %576 = mul nsw i64 %conv2.cv8213, 8
   %577 = add nsw i64 %575, %576
   %arena74 = getelementptr inbounds float, ptr %arena, i64 %577
-  store <8 x float> %w119, ptr %arena74, align 4
-  %w120 = load <8 x float>, ptr %conv2.w120, align 32
-  %578 = mul nsw i64 %conv2.j8710, 49
-  %579 = mul nsw i64 %conv2.ty8811, 7
+  store <8 x float> %w111, ptr %arena74, align 4
+  %w112 = load <8 x float>, ptr %conv2.w112, align 32
+  %578 = mul nsw i64 %conv2.j7910, 49
+  %579 = mul nsw i64 %conv2.ty8011, 7
   %580 = add nsw i64 %578, %579
-  %581 = add nsw i64 %580, %conv2.tx8912
+  %581 = add nsw i64 %580, %conv2.tx8112
   %582 = mul nsw i64 %581, 16
   %583 = add nsw i64 423888, %582
-  %584 = mul nsw i64 %conv2.cv9013, 8
+  %584 = mul nsw i64 %conv2.cv8213, 8
   %585 = add nsw i64 %583, %584
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %585
-  store <8 x float> %w120, ptr %arena75, align 4
-  %w121 = load <8 x float>, ptr %conv2.w121, align 32
-  %586 = mul nsw i64 %conv2.j8710, 49
-  %587 = mul nsw i64 %conv2.ty8811, 7
+  store <8 x float> %w112, ptr %arena75, align 4
+  %w113 = load <8 x float>, ptr %conv2.w113, align 32
+  %586 = mul nsw i64 %conv2.j7910, 49
+  %587 = mul nsw i64 %conv2.ty8011, 7
   %588 = add nsw i64 %586, %587
-  %589 = add nsw i64 %588, %conv2.tx8912
+  %589 = add nsw i64 %588, %conv2.tx8112
   %590 = mul nsw i64 %589, 16
   %591 = add nsw i64 424672, %590
-  %592 = mul nsw i64 %conv2.cv9013, 8
+  %592 = mul nsw i64 %conv2.cv8213, 8
   %593 = add nsw i64 %591, %592
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %593
-  store <8 x float> %w121, ptr %arena76, align 4
-  %w122 = load <8 x float>, ptr %conv2.w122, align 32
-  %594 = mul nsw i64 %conv2.j8710, 49
-  %595 = mul nsw i64 %conv2.ty8811, 7
+  store <8 x float> %w113, ptr %arena76, align 4
+  %w114 = load <8 x float>, ptr %conv2.w114, align 32
+  %594 = mul nsw i64 %conv2.j7910, 49
+  %595 = mul nsw i64 %conv2.ty8011, 7
   %596 = add nsw i64 %594, %595
-  %597 = add nsw i64 %596, %conv2.tx8912
+  %597 = add nsw i64 %596, %conv2.tx8112
   %598 = mul nsw i64 %597, 16
   %599 = add nsw i64 425456, %598
-  %600 = mul nsw i64 %conv2.cv9013, 8
+  %600 = mul nsw i64 %conv2.cv8213, 8
   %601 = add nsw i64 %599, %600
   %arena77 = getelementptr inbounds float, ptr %arena, i64 %601
-  store <8 x float> %w122, ptr %arena77, align 4
-  %cv90.next = add nsw i64 %conv2.cv9013, 1
-  %602 = icmp slt i64 %cv90.next, 2
-  br i1 %602, label %conv2.cv90, label %conv2.cv90.end
+  store <8 x float> %w114, ptr %arena77, align 4
+  %cv82.next = add nsw i64 %conv2.cv8213, 1
+  %602 = icmp slt i64 %cv82.next, 2
+  br i1 %602, label %conv2.cv82, label %conv2.cv82.end
 
-conv2.cv90.end:                                   ; preds = %conv2.cv90
-  %tx89.next = add nsw i64 %conv2.tx8912, 1
-  %603 = icmp slt i64 %tx89.next, 7
-  br i1 %603, label %conv2.tx89, label %conv2.tx89.end
+conv2.cv82.end:                                   ; preds = %conv2.cv82
+  %tx81.next = add nsw i64 %conv2.tx8112, 1
+  %603 = icmp slt i64 %tx81.next, 7
+  br i1 %603, label %conv2.tx81, label %conv2.tx81.end
 
-conv2.part123.pool:                               ; preds = %conv2.j87.end
+conv2.part115.pool:                               ; preds = %conv2.j79.end
   %run = load ptr, ptr %pool, align 8
-  call void %run(ptr %pool, ptr @smallcnn_infer_b64.k1.conv2.part123.task, ptr %part123.context, i64 2)
-  br label %conv2.part123.done
+  call void %run(ptr %pool, ptr @smallcnn_infer_b64.k1.conv2.part115.task, ptr %part115.context, i64 2)
+  br label %conv2.part115.done
 
-conv2.part123.serial:                             ; preds = %conv2.j87.end
-  br label %conv2.part123
+conv2.part115.serial:                             ; preds = %conv2.j79.end
+  br label %conv2.part115
 
-conv2.part123.done:                               ; preds = %conv2.part123.end, %conv2.part123.pool
-  %g82.next = add nsw i64 %conv2.g823, 1
-  %604 = icmp slt i64 %g82.next, 64
-  br i1 %604, label %conv2.g82, label %conv2.g82.end
+conv2.part115.done:                               ; preds = %conv2.part115.end, %conv2.part115.pool
+  %g74.next = add nsw i64 %conv2.g743, 1
+  %604 = icmp slt i64 %g74.next, 64
+  br i1 %604, label %conv2.g74, label %conv2.g74.end
 
-conv2.part123:                                    ; preds = %conv2.part123, %conv2.part123.serial
-  %conv2.part12378 = phi i64 [ 0, %conv2.part123.serial ], [ %part123.next, %conv2.part123 ]
-  call void @smallcnn_infer_b64.k1.conv2.part123(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.g823, i64 %conv2.part12378)
-  %part123.next = add nsw i64 %conv2.part12378, 1
-  %605 = icmp slt i64 %part123.next, 2
-  br i1 %605, label %conv2.part123, label %conv2.part123.end
+conv2.part115:                                    ; preds = %conv2.part115, %conv2.part115.serial
+  %conv2.part11578 = phi i64 [ 0, %conv2.part115.serial ], [ %part115.next, %conv2.part115 ]
+  call void @smallcnn_infer_b64.k1.conv2.part115(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.g743, i64 %conv2.part11578)
+  %part115.next = add nsw i64 %conv2.part11578, 1
+  %605 = icmp slt i64 %part115.next, 2
+  br i1 %605, label %conv2.part115, label %conv2.part115.end
 
-conv2.part123.end:                                ; preds = %conv2.part123
-  br label %conv2.part123.done
+conv2.part115.end:                                ; preds = %conv2.part115
+  br label %conv2.part115.done
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_infer_b64.k1.conv2.part123(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
+define internal void @smallcnn_infer_b64.k1.conv2.part115(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
 entry:
-  %conv2.at159 = alloca <8 x float>, align 32
-  %conv2.best158 = alloca <8 x float>, align 32
-  %conv2.v157 = alloca <8 x float>, align 32
-  %conv2.at156 = alloca <8 x float>, align 32
-  %conv2.best155 = alloca <8 x float>, align 32
-  %conv2.v154 = alloca <8 x float>, align 32
-  %conv2.at153 = alloca <8 x float>, align 32
-  %conv2.best152 = alloca <8 x float>, align 32
-  %conv2.v151 = alloca <8 x float>, align 32
-  %conv2.at150 = alloca <8 x float>, align 32
-  %conv2.best149 = alloca <8 x float>, align 32
-  %conv2.v148 = alloca <8 x float>, align 32
-  %conv2.w147 = alloca <8 x float>, align 32
-  %conv2.w146 = alloca <8 x float>, align 32
-  %conv2.w145 = alloca <8 x float>, align 32
-  %conv2.w144 = alloca <8 x float>, align 32
-  %conv2.w143 = alloca <8 x float>, align 32
-  %conv2.w142 = alloca <8 x float>, align 32
-  %conv2.w141 = alloca <8 x float>, align 32
-  %conv2.w140 = alloca <8 x float>, align 32
+  %conv2.at151 = alloca <8 x float>, align 32
+  %conv2.best150 = alloca <8 x float>, align 32
+  %conv2.v149 = alloca <8 x float>, align 32
+  %conv2.at148 = alloca <8 x float>, align 32
+  %conv2.best147 = alloca <8 x float>, align 32
+  %conv2.v146 = alloca <8 x float>, align 32
+  %conv2.at145 = alloca <8 x float>, align 32
+  %conv2.best144 = alloca <8 x float>, align 32
+  %conv2.v143 = alloca <8 x float>, align 32
+  %conv2.at142 = alloca <8 x float>, align 32
+  %conv2.best141 = alloca <8 x float>, align 32
+  %conv2.v140 = alloca <8 x float>, align 32
   %conv2.w139 = alloca <8 x float>, align 32
   %conv2.w138 = alloca <8 x float>, align 32
   %conv2.w137 = alloca <8 x float>, align 32
   %conv2.w136 = alloca <8 x float>, align 32
-  br label %conv2.xi124
+  %conv2.w135 = alloca <8 x float>, align 32
+  %conv2.w134 = alloca <8 x float>, align 32
+  %conv2.w133 = alloca <8 x float>, align 32
+  %conv2.w132 = alloca <8 x float>, align 32
+  %conv2.w131 = alloca <8 x float>, align 32
+  %conv2.w130 = alloca <8 x float>, align 32
+  %conv2.w129 = alloca <8 x float>, align 32
+  %conv2.w128 = alloca <8 x float>, align 32
+  br label %conv2.xi116
 
-conv2.xi124:                                      ; preds = %conv2.xi124, %entry
-  %conv2.xi1241 = phi i64 [ 0, %entry ], [ %xi124.next, %conv2.xi124 ]
-  call void @smallcnn_infer_b64.k1.conv2.part123.gemm131(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.xi1241, i64 %1)
-  %xi124.next = add nsw i64 %conv2.xi1241, 1
-  %2 = icmp slt i64 %xi124.next, 16
-  br i1 %2, label %conv2.xi124, label %conv2.xi124.end
+conv2.xi116:                                      ; preds = %conv2.xi116, %entry
+  %conv2.xi1161 = phi i64 [ 0, %entry ], [ %xi116.next, %conv2.xi116 ]
+  call void @smallcnn_infer_b64.k1.conv2.part115.gemm123(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.xi1161, i64 %1)
+  %xi116.next = add nsw i64 %conv2.xi1161, 1
+  %2 = icmp slt i64 %xi116.next, 16
+  br i1 %2, label %conv2.xi116, label %conv2.xi116.end
 
-conv2.xi124.end:                                  ; preds = %conv2.xi124
-  br label %conv2.j132
+conv2.xi116.end:                                  ; preds = %conv2.xi116
+  br label %conv2.j124
 
-conv2.j132:                                       ; preds = %conv2.ty133.end, %conv2.xi124.end
-  %conv2.j1322 = phi i64 [ 0, %conv2.xi124.end ], [ %j132.next, %conv2.ty133.end ]
-  br label %conv2.ty133
+conv2.j124:                                       ; preds = %conv2.ty125.end, %conv2.xi116.end
+  %conv2.j1242 = phi i64 [ 0, %conv2.xi116.end ], [ %j124.next, %conv2.ty125.end ]
+  br label %conv2.ty125
 
-conv2.j132.end:                                   ; preds = %conv2.ty133.end
-  br label %conv2.j160
+conv2.j124.end:                                   ; preds = %conv2.ty125.end
+  br label %conv2.j152
 
-conv2.ty133:                                      ; preds = %conv2.tx134.end, %conv2.j132
-  %conv2.ty1333 = phi i64 [ 0, %conv2.j132 ], [ %ty133.next, %conv2.tx134.end ]
-  br label %conv2.tx134
+conv2.ty125:                                      ; preds = %conv2.tx126.end, %conv2.j124
+  %conv2.ty1253 = phi i64 [ 0, %conv2.j124 ], [ %ty125.next, %conv2.tx126.end ]
+  br label %conv2.tx126
 
-conv2.ty133.end:                                  ; preds = %conv2.tx134.end
-  %j132.next = add nsw i64 %conv2.j1322, 1
-  %3 = icmp slt i64 %j132.next, 1
-  br i1 %3, label %conv2.j132, label %conv2.j132.end
+conv2.ty125.end:                                  ; preds = %conv2.tx126.end
+  %j124.next = add nsw i64 %conv2.j1242, 1
+  %3 = icmp slt i64 %j124.next, 1
+  br i1 %3, label %conv2.j124, label %conv2.j124.end
 
-conv2.tx134:                                      ; preds = %conv2.cv135.end, %conv2.ty133
-  %conv2.tx1344 = phi i64 [ 0, %conv2.ty133 ], [ %tx134.next, %conv2.cv135.end ]
-  br label %conv2.cv135
+conv2.tx126:                                      ; preds = %conv2.cv127.end, %conv2.ty125
+  %conv2.tx1264 = phi i64 [ 0, %conv2.ty125 ], [ %tx126.next, %conv2.cv127.end ]
+  br label %conv2.cv127
 
-conv2.tx134.end:                                  ; preds = %conv2.cv135.end
-  %ty133.next = add nsw i64 %conv2.ty1333, 1
-  %4 = icmp slt i64 %ty133.next, 7
-  br i1 %4, label %conv2.ty133, label %conv2.ty133.end
+conv2.tx126.end:                                  ; preds = %conv2.cv127.end
+  %ty125.next = add nsw i64 %conv2.ty1253, 1
+  %4 = icmp slt i64 %ty125.next, 7
+  br i1 %4, label %conv2.ty125, label %conv2.ty125.end
 
-conv2.cv135:                                      ; preds = %conv2.cv135, %conv2.tx134
-  %conv2.cv1355 = phi i64 [ 0, %conv2.tx134 ], [ %cv135.next, %conv2.cv135 ]
-  %5 = mul nsw i64 %conv2.j1322, 49
-  %6 = mul nsw i64 %conv2.ty1333, 7
+conv2.cv127:                                      ; preds = %conv2.cv127, %conv2.tx126
+  %conv2.cv1275 = phi i64 [ 0, %conv2.tx126 ], [ %cv127.next, %conv2.cv127 ]
+  %5 = mul nsw i64 %conv2.j1242, 49
+  %6 = mul nsw i64 %conv2.ty1253, 7
   %7 = add nsw i64 %5, %6
-  %8 = add nsw i64 %7, %conv2.tx1344
+  %8 = add nsw i64 %7, %conv2.tx1264
   %9 = mul nsw i64 %8, 32
   %10 = add nsw i64 426240, %9
   %11 = mul nsw i64 %1, 16
-  %12 = mul nsw i64 %conv2.cv1355, 8
+  %12 = mul nsw i64 %conv2.cv1275, 8
   %13 = add nsw i64 %11, %12
   %14 = add nsw i64 %10, %13
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %14
   %15 = load <8 x float>, ptr %arena6, align 4
-  %16 = mul nsw i64 %conv2.j1322, 49
-  %17 = mul nsw i64 %conv2.ty1333, 7
+  %16 = mul nsw i64 %conv2.j1242, 49
+  %17 = mul nsw i64 %conv2.ty1253, 7
   %18 = add nsw i64 %16, %17
-  %19 = add nsw i64 %18, %conv2.tx1344
+  %19 = add nsw i64 %18, %conv2.tx1264
   %20 = mul nsw i64 %19, 32
   %21 = add nsw i64 432512, %20
   %22 = mul nsw i64 %1, 16
-  %23 = mul nsw i64 %conv2.cv1355, 8
+  %23 = mul nsw i64 %conv2.cv1275, 8
   %24 = add nsw i64 %22, %23
   %25 = add nsw i64 %21, %24
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %25
   %26 = load <8 x float>, ptr %arena7, align 4
   %27 = fadd <8 x float> %15, %26
-  %28 = mul nsw i64 %conv2.j1322, 49
-  %29 = mul nsw i64 %conv2.ty1333, 7
+  %28 = mul nsw i64 %conv2.j1242, 49
+  %29 = mul nsw i64 %conv2.ty1253, 7
   %30 = add nsw i64 %28, %29
-  %31 = add nsw i64 %30, %conv2.tx1344
+  %31 = add nsw i64 %30, %conv2.tx1264
   %32 = mul nsw i64 %31, 32
   %33 = add nsw i64 438784, %32
   %34 = mul nsw i64 %1, 16
-  %35 = mul nsw i64 %conv2.cv1355, 8
+  %35 = mul nsw i64 %conv2.cv1275, 8
   %36 = add nsw i64 %34, %35
   %37 = add nsw i64 %33, %36
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %37
   %38 = load <8 x float>, ptr %arena8, align 4
   %39 = fadd <8 x float> %27, %38
-  store <8 x float> %39, ptr %conv2.w136, align 32
-  %40 = mul nsw i64 %conv2.j1322, 49
-  %41 = mul nsw i64 %conv2.ty1333, 7
+  store <8 x float> %39, ptr %conv2.w128, align 32
+  %40 = mul nsw i64 %conv2.j1242, 49
+  %41 = mul nsw i64 %conv2.ty1253, 7
   %42 = add nsw i64 %40, %41
-  %43 = add nsw i64 %42, %conv2.tx1344
+  %43 = add nsw i64 %42, %conv2.tx1264
   %44 = mul nsw i64 %43, 32
   %45 = add nsw i64 432512, %44
   %46 = mul nsw i64 %1, 16
-  %47 = mul nsw i64 %conv2.cv1355, 8
+  %47 = mul nsw i64 %conv2.cv1275, 8
   %48 = add nsw i64 %46, %47
   %49 = add nsw i64 %45, %48
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %49
   %50 = load <8 x float>, ptr %arena9, align 4
-  %51 = mul nsw i64 %conv2.j1322, 49
-  %52 = mul nsw i64 %conv2.ty1333, 7
+  %51 = mul nsw i64 %conv2.j1242, 49
+  %52 = mul nsw i64 %conv2.ty1253, 7
   %53 = add nsw i64 %51, %52
-  %54 = add nsw i64 %53, %conv2.tx1344
+  %54 = add nsw i64 %53, %conv2.tx1264
   %55 = mul nsw i64 %54, 32
   %56 = add nsw i64 438784, %55
   %57 = mul nsw i64 %1, 16
-  %58 = mul nsw i64 %conv2.cv1355, 8
+  %58 = mul nsw i64 %conv2.cv1275, 8
   %59 = add nsw i64 %57, %58
   %60 = add nsw i64 %56, %59
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %60
   %61 = load <8 x float>, ptr %arena10, align 4
   %62 = fsub <8 x float> %50, %61
-  %63 = mul nsw i64 %conv2.j1322, 49
-  %64 = mul nsw i64 %conv2.ty1333, 7
+  %63 = mul nsw i64 %conv2.j1242, 49
+  %64 = mul nsw i64 %conv2.ty1253, 7
   %65 = add nsw i64 %63, %64
-  %66 = add nsw i64 %65, %conv2.tx1344
+  %66 = add nsw i64 %65, %conv2.tx1264
   %67 = mul nsw i64 %66, 32
   %68 = add nsw i64 445056, %67
   %69 = mul nsw i64 %1, 16
-  %70 = mul nsw i64 %conv2.cv1355, 8
+  %70 = mul nsw i64 %conv2.cv1275, 8
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %68, %71
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %72
   %73 = load <8 x float>, ptr %arena11, align 4
   %74 = fsub <8 x float> %62, %73
-  store <8 x float> %74, ptr %conv2.w137, align 32
-  %75 = mul nsw i64 %conv2.j1322, 49
-  %76 = mul nsw i64 %conv2.ty1333, 7
+  store <8 x float> %74, ptr %conv2.w129, align 32
+  %75 = mul nsw i64 %conv2.j1242, 49
+  %76 = mul nsw i64 %conv2.ty1253, 7
   %77 = add nsw i64 %75, %76
-  %78 = add nsw i64 %77, %conv2.tx1344
+  %78 = add nsw i64 %77, %conv2.tx1264
   %79 = mul nsw i64 %78, 32
   %80 = add nsw i64 427808, %79
   %81 = mul nsw i64 %1, 16
-  %82 = mul nsw i64 %conv2.cv1355, 8
+  %82 = mul nsw i64 %conv2.cv1275, 8
   %83 = add nsw i64 %81, %82
   %84 = add nsw i64 %80, %83
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %84
   %85 = load <8 x float>, ptr %arena12, align 4
-  %86 = mul nsw i64 %conv2.j1322, 49
-  %87 = mul nsw i64 %conv2.ty1333, 7
+  %86 = mul nsw i64 %conv2.j1242, 49
+  %87 = mul nsw i64 %conv2.ty1253, 7
   %88 = add nsw i64 %86, %87
-  %89 = add nsw i64 %88, %conv2.tx1344
+  %89 = add nsw i64 %88, %conv2.tx1264
   %90 = mul nsw i64 %89, 32
   %91 = add nsw i64 434080, %90
   %92 = mul nsw i64 %1, 16
-  %93 = mul nsw i64 %conv2.cv1355, 8
+  %93 = mul nsw i64 %conv2.cv1275, 8
   %94 = add nsw i64 %92, %93
   %95 = add nsw i64 %91, %94
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %95
   %96 = load <8 x float>, ptr %arena13, align 4
   %97 = fadd <8 x float> %85, %96
-  %98 = mul nsw i64 %conv2.j1322, 49
-  %99 = mul nsw i64 %conv2.ty1333, 7
+  %98 = mul nsw i64 %conv2.j1242, 49
+  %99 = mul nsw i64 %conv2.ty1253, 7
   %100 = add nsw i64 %98, %99
-  %101 = add nsw i64 %100, %conv2.tx1344
+  %101 = add nsw i64 %100, %conv2.tx1264
   %102 = mul nsw i64 %101, 32
   %103 = add nsw i64 440352, %102
   %104 = mul nsw i64 %1, 16
-  %105 = mul nsw i64 %conv2.cv1355, 8
+  %105 = mul nsw i64 %conv2.cv1275, 8
   %106 = add nsw i64 %104, %105
   %107 = add nsw i64 %103, %106
   %arena14 = getelementptr inbounds float, ptr %arena, i64 %107
   %108 = load <8 x float>, ptr %arena14, align 4
   %109 = fadd <8 x float> %97, %108
-  store <8 x float> %109, ptr %conv2.w138, align 32
-  %110 = mul nsw i64 %conv2.j1322, 49
-  %111 = mul nsw i64 %conv2.ty1333, 7
+  store <8 x float> %109, ptr %conv2.w130, align 32
+  %110 = mul nsw i64 %conv2.j1242, 49
+  %111 = mul nsw i64 %conv2.ty1253, 7
   %112 = add nsw i64 %110, %111
-  %113 = add nsw i64 %112, %conv2.tx1344
+  %113 = add nsw i64 %112, %conv2.tx1264
   %114 = mul nsw i64 %113, 32
   %115 = add nsw i64 434080, %114
   %116 = mul nsw i64 %1, 16
-  %117 = mul nsw i64 %conv2.cv1355, 8
+  %117 = mul nsw i64 %conv2.cv1275, 8
   %118 = add nsw i64 %116, %117
   %119 = add nsw i64 %115, %118
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %119
   %120 = load <8 x float>, ptr %arena15, align 4
-  %121 = mul nsw i64 %conv2.j1322, 49
-  %122 = mul nsw i64 %conv2.ty1333, 7
+  %121 = mul nsw i64 %conv2.j1242, 49
+  %122 = mul nsw i64 %conv2.ty1253, 7
   %123 = add nsw i64 %121, %122
-  %124 = add nsw i64 %123, %conv2.tx1344
+  %124 = add nsw i64 %123, %conv2.tx1264
   %125 = mul nsw i64 %124, 32
   %126 = add nsw i64 440352, %125
   %127 = mul nsw i64 %1, 16
-  %128 = mul nsw i64 %conv2.cv1355, 8
+  %128 = mul nsw i64 %conv2.cv1275, 8
   %129 = add nsw i64 %127, %128
   %130 = add nsw i64 %126, %129
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %130
   %131 = load <8 x float>, ptr %arena16, align 4
   %132 = fsub <8 x float> %120, %131
-  %133 = mul nsw i64 %conv2.j1322, 49
-  %134 = mul nsw i64 %conv2.ty1333, 7
+  %133 = mul nsw i64 %conv2.j1242, 49
+  %134 = mul nsw i64 %conv2.ty1253, 7
   %135 = add nsw i64 %133, %134
-  %136 = add nsw i64 %135, %conv2.tx1344
+  %136 = add nsw i64 %135, %conv2.tx1264
   %137 = mul nsw i64 %136, 32
   %138 = add nsw i64 446624, %137
   %139 = mul nsw i64 %1, 16
-  %140 = mul nsw i64 %conv2.cv1355, 8
+  %140 = mul nsw i64 %conv2.cv1275, 8
   %141 = add nsw i64 %139, %140
   %142 = add nsw i64 %138, %141
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %142
   %143 = load <8 x float>, ptr %arena17, align 4
   %144 = fsub <8 x float> %132, %143
-  store <8 x float> %144, ptr %conv2.w139, align 32
-  %145 = mul nsw i64 %conv2.j1322, 49
-  %146 = mul nsw i64 %conv2.ty1333, 7
+  store <8 x float> %144, ptr %conv2.w131, align 32
+  %145 = mul nsw i64 %conv2.j1242, 49
+  %146 = mul nsw i64 %conv2.ty1253, 7
   %147 = add nsw i64 %145, %146
-  %148 = add nsw i64 %147, %conv2.tx1344
+  %148 = add nsw i64 %147, %conv2.tx1264
   %149 = mul nsw i64 %148, 32
   %150 = add nsw i64 429376, %149
   %151 = mul nsw i64 %1, 16
-  %152 = mul nsw i64 %conv2.cv1355, 8
+  %152 = mul nsw i64 %conv2.cv1275, 8
   %153 = add nsw i64 %151, %152
   %154 = add nsw i64 %150, %153
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %154
   %155 = load <8 x float>, ptr %arena18, align 4
-  %156 = mul nsw i64 %conv2.j1322, 49
-  %157 = mul nsw i64 %conv2.ty1333, 7
+  %156 = mul nsw i64 %conv2.j1242, 49
+  %157 = mul nsw i64 %conv2.ty1253, 7
   %158 = add nsw i64 %156, %157
-  %159 = add nsw i64 %158, %conv2.tx1344
+  %159 = add nsw i64 %158, %conv2.tx1264
   %160 = mul nsw i64 %159, 32
   %161 = add nsw i64 435648, %160
   %162 = mul nsw i64 %1, 16
-  %163 = mul nsw i64 %conv2.cv1355, 8
+  %163 = mul nsw i64 %conv2.cv1275, 8
   %164 = add nsw i64 %162, %163
   %165 = add nsw i64 %161, %164
   %arena19 = getelementptr inbounds float, ptr %arena, i64 %165
   %166 = load <8 x float>, ptr %arena19, align 4
   %167 = fadd <8 x float> %155, %166
-  %168 = mul nsw i64 %conv2.j1322, 49
-  %169 = mul nsw i64 %conv2.ty1333, 7
+  %168 = mul nsw i64 %conv2.j1242, 49
+  %169 = mul nsw i64 %conv2.ty1253, 7
   %170 = add nsw i64 %168, %169
-  %171 = add nsw i64 %170, %conv2.tx1344
+  %171 = add nsw i64 %170, %conv2.tx1264
   %172 = mul nsw i64 %171, 32
   %173 = add nsw i64 441920, %172
   %174 = mul nsw i64 %1, 16
-  %175 = mul nsw i64 %conv2.cv1355, 8
+  %175 = mul nsw i64 %conv2.cv1275, 8
   %176 = add nsw i64 %174, %175
   %177 = add nsw i64 %173, %176
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %177
   %178 = load <8 x float>, ptr %arena20, align 4
   %179 = fadd <8 x float> %167, %178
-  store <8 x float> %179, ptr %conv2.w140, align 32
-  %180 = mul nsw i64 %conv2.j1322, 49
-  %181 = mul nsw i64 %conv2.ty1333, 7
+  store <8 x float> %179, ptr %conv2.w132, align 32
+  %180 = mul nsw i64 %conv2.j1242, 49
+  %181 = mul nsw i64 %conv2.ty1253, 7
   %182 = add nsw i64 %180, %181
-  %183 = add nsw i64 %182, %conv2.tx1344
+  %183 = add nsw i64 %182, %conv2.tx1264
   %184 = mul nsw i64 %183, 32
   %185 = add nsw i64 435648, %184
   %186 = mul nsw i64 %1, 16
-  %187 = mul nsw i64 %conv2.cv1355, 8
+  %187 = mul nsw i64 %conv2.cv1275, 8
   %188 = add nsw i64 %186, %187
   %189 = add nsw i64 %185, %188
   %arena21 = getelementptr inbounds float, ptr %arena, i64 %189
   %190 = load <8 x float>, ptr %arena21, align 4
-  %191 = mul nsw i64 %conv2.j1322, 49
-  %192 = mul nsw i64 %conv2.ty1333, 7
+  %191 = mul nsw i64 %conv2.j1242, 49
+  %192 = mul nsw i64 %conv2.ty1253, 7
   %193 = add nsw i64 %191, %192
-  %194 = add nsw i64 %193, %conv2.tx1344
+  %194 = add nsw i64 %193, %conv2.tx1264
   %195 = mul nsw i64 %194, 32
   %196 = add nsw i64 441920, %195
   %197 = mul nsw i64 %1, 16
-  %198 = mul nsw i64 %conv2.cv1355, 8
+  %198 = mul nsw i64 %conv2.cv1275, 8
   %199 = add nsw i64 %197, %198
   %200 = add nsw i64 %196, %199
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %200
   %201 = load <8 x float>, ptr %arena22, align 4
   %202 = fsub <8 x float> %190, %201
-  %203 = mul nsw i64 %conv2.j1322, 49
-  %204 = mul nsw i64 %conv2.ty1333, 7
+  %203 = mul nsw i64 %conv2.j1242, 49
+  %204 = mul nsw i64 %conv2.ty1253, 7
   %205 = add nsw i64 %203, %204
-  %206 = add nsw i64 %205, %conv2.tx1344
+  %206 = add nsw i64 %205, %conv2.tx1264
   %207 = mul nsw i64 %206, 32
   %208 = add nsw i64 448192, %207
   %209 = mul nsw i64 %1, 16
-  %210 = mul nsw i64 %conv2.cv1355, 8
+  %210 = mul nsw i64 %conv2.cv1275, 8
   %211 = add nsw i64 %209, %210
   %212 = add nsw i64 %208, %211
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %212
   %213 = load <8 x float>, ptr %arena23, align 4
   %214 = fsub <8 x float> %202, %213
-  store <8 x float> %214, ptr %conv2.w141, align 32
-  %215 = mul nsw i64 %conv2.j1322, 49
-  %216 = mul nsw i64 %conv2.ty1333, 7
+  store <8 x float> %214, ptr %conv2.w133, align 32
+  %215 = mul nsw i64 %conv2.j1242, 49
+  %216 = mul nsw i64 %conv2.ty1253, 7
   %217 = add nsw i64 %215, %216
-  %218 = add nsw i64 %217, %conv2.tx1344
+  %218 = add nsw i64 %217, %conv2.tx1264
   %219 = mul nsw i64 %218, 32
   %220 = add nsw i64 430944, %219
   %221 = mul nsw i64 %1, 16
-  %222 = mul nsw i64 %conv2.cv1355, 8
+  %222 = mul nsw i64 %conv2.cv1275, 8
   %223 = add nsw i64 %221, %222
   %224 = add nsw i64 %220, %223
   %arena24 = getelementptr inbounds float, ptr %arena, i64 %224
   %225 = load <8 x float>, ptr %arena24, align 4
-  %226 = mul nsw i64 %conv2.j1322, 49
-  %227 = mul nsw i64 %conv2.ty1333, 7
+  %226 = mul nsw i64 %conv2.j1242, 49
+  %227 = mul nsw i64 %conv2.ty1253, 7
   %228 = add nsw i64 %226, %227
-  %229 = add nsw i64 %228, %conv2.tx1344
+  %229 = add nsw i64 %228, %conv2.tx1264
   %230 = mul nsw i64 %229, 32
   %231 = add nsw i64 437216, %230
   %232 = mul nsw i64 %1, 16
-  %233 = mul nsw i64 %conv2.cv1355, 8
+  %233 = mul nsw i64 %conv2.cv1275, 8
   %234 = add nsw i64 %232, %233
   %235 = add nsw i64 %231, %234
   %arena25 = getelementptr inbounds float, ptr %arena, i64 %235
   %236 = load <8 x float>, ptr %arena25, align 4
   %237 = fadd <8 x float> %225, %236
-  %238 = mul nsw i64 %conv2.j1322, 49
-  %239 = mul nsw i64 %conv2.ty1333, 7
+  %238 = mul nsw i64 %conv2.j1242, 49
+  %239 = mul nsw i64 %conv2.ty1253, 7
   %240 = add nsw i64 %238, %239
-  %241 = add nsw i64 %240, %conv2.tx1344
+  %241 = add nsw i64 %240, %conv2.tx1264
   %242 = mul nsw i64 %241, 32
   %243 = add nsw i64 443488, %242
   %244 = mul nsw i64 %1, 16
-  %245 = mul nsw i64 %conv2.cv1355, 8
+  %245 = mul nsw i64 %conv2.cv1275, 8
   %246 = add nsw i64 %244, %245
   %247 = add nsw i64 %243, %246
   %arena26 = getelementptr inbounds float, ptr %arena, i64 %247
   %248 = load <8 x float>, ptr %arena26, align 4
   %249 = fadd <8 x float> %237, %248
-  store <8 x float> %249, ptr %conv2.w142, align 32
-  %250 = mul nsw i64 %conv2.j1322, 49
-  %251 = mul nsw i64 %conv2.ty1333, 7
+  store <8 x float> %249, ptr %conv2.w134, align 32
+  %250 = mul nsw i64 %conv2.j1242, 49
+  %251 = mul nsw i64 %conv2.ty1253, 7
   %252 = add nsw i64 %250, %251
-  %253 = add nsw i64 %252, %conv2.tx1344
+  %253 = add nsw i64 %252, %conv2.tx1264
   %254 = mul nsw i64 %253, 32
   %255 = add nsw i64 437216, %254
   %256 = mul nsw i64 %1, 16
-  %257 = mul nsw i64 %conv2.cv1355, 8
+  %257 = mul nsw i64 %conv2.cv1275, 8
   %258 = add nsw i64 %256, %257
   %259 = add nsw i64 %255, %258
   %arena27 = getelementptr inbounds float, ptr %arena, i64 %259
   %260 = load <8 x float>, ptr %arena27, align 4
-  %261 = mul nsw i64 %conv2.j1322, 49
-  %262 = mul nsw i64 %conv2.ty1333, 7
+  %261 = mul nsw i64 %conv2.j1242, 49
+  %262 = mul nsw i64 %conv2.ty1253, 7
   %263 = add nsw i64 %261, %262
-  %264 = add nsw i64 %263, %conv2.tx1344
+  %264 = add nsw i64 %263, %conv2.tx1264
   %265 = mul nsw i64 %264, 32
   %266 = add nsw i64 443488, %265
   %267 = mul nsw i64 %1, 16
-  %268 = mul nsw i64 %conv2.cv1355, 8
+  %268 = mul nsw i64 %conv2.cv1275, 8
   %269 = add nsw i64 %267, %268
   %270 = add nsw i64 %266, %269
   %arena28 = getelementptr inbounds float, ptr %arena, i64 %270
   %271 = load <8 x float>, ptr %arena28, align 4
   %272 = fsub <8 x float> %260, %271
-  %273 = mul nsw i64 %conv2.j1322, 49
-  %274 = mul nsw i64 %conv2.ty1333, 7
+  %273 = mul nsw i64 %conv2.j1242, 49
+  %274 = mul nsw i64 %conv2.ty1253, 7
   %275 = add nsw i64 %273, %274
-  %276 = add nsw i64 %275, %conv2.tx1344
+  %276 = add nsw i64 %275, %conv2.tx1264
   %277 = mul nsw i64 %276, 32
   %278 = add nsw i64 449760, %277
   %279 = mul nsw i64 %1, 16
-  %280 = mul nsw i64 %conv2.cv1355, 8
+  %280 = mul nsw i64 %conv2.cv1275, 8
   %281 = add nsw i64 %279, %280
   %282 = add nsw i64 %278, %281
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %282
   %283 = load <8 x float>, ptr %arena29, align 4
   %284 = fsub <8 x float> %272, %283
-  store <8 x float> %284, ptr %conv2.w143, align 32
+  store <8 x float> %284, ptr %conv2.w135, align 32
+  %w128 = load <8 x float>, ptr %conv2.w128, align 32
+  %w130 = load <8 x float>, ptr %conv2.w130, align 32
+  %285 = fadd <8 x float> %w128, %w130
+  %w132 = load <8 x float>, ptr %conv2.w132, align 32
+  %286 = fadd <8 x float> %285, %w132
+  store <8 x float> %286, ptr %conv2.w136, align 32
+  %w13030 = load <8 x float>, ptr %conv2.w130, align 32
+  %w13231 = load <8 x float>, ptr %conv2.w132, align 32
+  %287 = fsub <8 x float> %w13030, %w13231
+  %w134 = load <8 x float>, ptr %conv2.w134, align 32
+  %288 = fsub <8 x float> %287, %w134
+  store <8 x float> %288, ptr %conv2.w137, align 32
+  %w129 = load <8 x float>, ptr %conv2.w129, align 32
+  %w131 = load <8 x float>, ptr %conv2.w131, align 32
+  %289 = fadd <8 x float> %w129, %w131
+  %w133 = load <8 x float>, ptr %conv2.w133, align 32
+  %290 = fadd <8 x float> %289, %w133
+  store <8 x float> %290, ptr %conv2.w138, align 32
+  %w13132 = load <8 x float>, ptr %conv2.w131, align 32
+  %w13333 = load <8 x float>, ptr %conv2.w133, align 32
+  %291 = fsub <8 x float> %w13132, %w13333
+  %w135 = load <8 x float>, ptr %conv2.w135, align 32
+  %292 = fsub <8 x float> %291, %w135
+  store <8 x float> %292, ptr %conv2.w139, align 32
   %w136 = load <8 x float>, ptr %conv2.w136, align 32
-  %w138 = load <8 x float>, ptr %conv2.w138, align 32
-  %285 = fadd <8 x float> %w136, %w138
-  %w140 = load <8 x float>, ptr %conv2.w140, align 32
-  %286 = fadd <8 x float> %285, %w140
-  store <8 x float> %286, ptr %conv2.w144, align 32
-  %w13830 = load <8 x float>, ptr %conv2.w138, align 32
-  %w14031 = load <8 x float>, ptr %conv2.w140, align 32
-  %287 = fsub <8 x float> %w13830, %w14031
-  %w142 = load <8 x float>, ptr %conv2.w142, align 32
-  %288 = fsub <8 x float> %287, %w142
-  store <8 x float> %288, ptr %conv2.w145, align 32
-  %w137 = load <8 x float>, ptr %conv2.w137, align 32
-  %w139 = load <8 x float>, ptr %conv2.w139, align 32
-  %289 = fadd <8 x float> %w137, %w139
-  %w141 = load <8 x float>, ptr %conv2.w141, align 32
-  %290 = fadd <8 x float> %289, %w141
-  store <8 x float> %290, ptr %conv2.w146, align 32
-  %w13932 = load <8 x float>, ptr %conv2.w139, align 32
-  %w14133 = load <8 x float>, ptr %conv2.w141, align 32
-  %291 = fsub <8 x float> %w13932, %w14133
-  %w143 = load <8 x float>, ptr %conv2.w143, align 32
-  %292 = fsub <8 x float> %291, %w143
-  store <8 x float> %292, ptr %conv2.w147, align 32
-  %w144 = load <8 x float>, ptr %conv2.w144, align 32
   %293 = mul nsw i64 %1, 16
-  %294 = mul nsw i64 %conv2.cv1355, 8
+  %294 = mul nsw i64 %conv2.cv1275, 8
   %295 = add nsw i64 %293, %294
   %296 = add nsw i64 4768, %295
   %params34 = getelementptr inbounds float, ptr %params, i64 %296
   %297 = load <8 x float>, ptr %params34, align 4
-  %298 = fadd <8 x float> %w144, %297
-  store <8 x float> %298, ptr %conv2.v148, align 32
-  %v148 = load <8 x float>, ptr %conv2.v148, align 32
-  store <8 x float> %v148, ptr %conv2.best149, align 32
-  %299 = mul nsw i64 %conv2.ty1333, 2
+  %298 = fadd <8 x float> %w136, %297
+  store <8 x float> %298, ptr %conv2.v140, align 32
+  %v140 = load <8 x float>, ptr %conv2.v140, align 32
+  store <8 x float> %v140, ptr %conv2.best141, align 32
+  %299 = mul nsw i64 %conv2.ty1253, 2
   %300 = mul nsw i64 %299, 14
-  %301 = mul nsw i64 %conv2.tx1344, 2
+  %301 = mul nsw i64 %conv2.tx1264, 2
   %302 = add nsw i64 %300, %301
   %303 = sitofp i64 %302 to float
   %304 = insertelement <8 x float> undef, float %303, i32 0
   %305 = shufflevector <8 x float> %304, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %305, ptr %conv2.at150, align 32
-  %w145 = load <8 x float>, ptr %conv2.w145, align 32
+  store <8 x float> %305, ptr %conv2.at142, align 32
+  %w137 = load <8 x float>, ptr %conv2.w137, align 32
   %306 = mul nsw i64 %1, 16
-  %307 = mul nsw i64 %conv2.cv1355, 8
+  %307 = mul nsw i64 %conv2.cv1275, 8
   %308 = add nsw i64 %306, %307
   %309 = add nsw i64 4768, %308
   %params35 = getelementptr inbounds float, ptr %params, i64 %309
   %310 = load <8 x float>, ptr %params35, align 4
-  %311 = fadd <8 x float> %w145, %310
-  store <8 x float> %311, ptr %conv2.v151, align 32
-  %v151 = load <8 x float>, ptr %conv2.v151, align 32
-  %best149 = load <8 x float>, ptr %conv2.best149, align 32
-  %312 = fcmp ogt <8 x float> %v151, %best149
-  %v15136 = load <8 x float>, ptr %conv2.v151, align 32
-  %best14937 = load <8 x float>, ptr %conv2.best149, align 32
-  %313 = select <8 x i1> %312, <8 x float> %v15136, <8 x float> %best14937
-  store <8 x float> %313, ptr %conv2.best152, align 32
-  %v15138 = load <8 x float>, ptr %conv2.v151, align 32
-  %best14939 = load <8 x float>, ptr %conv2.best149, align 32
-  %314 = fcmp ogt <8 x float> %v15138, %best14939
-  %315 = mul nsw i64 %conv2.ty1333, 2
+  %311 = fadd <8 x float> %w137, %310
+  store <8 x float> %311, ptr %conv2.v143, align 32
+  %v143 = load <8 x float>, ptr %conv2.v143, align 32
+  %best141 = load <8 x float>, ptr %conv2.best141, align 32
+  %312 = fcmp ogt <8 x float> %v143, %best141
+  %v14336 = load <8 x float>, ptr %conv2.v143, align 32
+  %best14137 = load <8 x float>, ptr %conv2.best141, align 32
+  %313 = select <8 x i1> %312, <8 x float> %v14336, <8 x float> %best14137
+  store <8 x float> %313, ptr %conv2.best144, align 32
+  %v14338 = load <8 x float>, ptr %conv2.v143, align 32
+  %best14139 = load <8 x float>, ptr %conv2.best141, align 32
+  %314 = fcmp ogt <8 x float> %v14338, %best14139
+  %315 = mul nsw i64 %conv2.ty1253, 2
   %316 = mul nsw i64 %315, 14
-  %317 = mul nsw i64 %conv2.tx1344, 2
+  %317 = mul nsw i64 %conv2.tx1264, 2
   %318 = add nsw i64 %316, %317
   %319 = add nsw i64 %318, 1
   %320 = sitofp i64 %319 to float
   %321 = insertelement <8 x float> undef, float %320, i32 0
   %322 = shufflevector <8 x float> %321, <8 x float> undef, <8 x i32> zeroinitializer
-  %at150 = load <8 x float>, ptr %conv2.at150, align 32
-  %323 = select <8 x i1> %314, <8 x float> %322, <8 x float> %at150
-  store <8 x float> %323, ptr %conv2.at153, align 32
-  %w146 = load <8 x float>, ptr %conv2.w146, align 32
+  %at142 = load <8 x float>, ptr %conv2.at142, align 32
+  %323 = select <8 x i1> %314, <8 x float> %322, <8 x float> %at142
+  store <8 x float> %323, ptr %conv2.at145, align 32
+  %w138 = load <8 x float>, ptr %conv2.w138, align 32
   %324 = mul nsw i64 %1, 16
-  %325 = mul nsw i64 %conv2.cv1355, 8
+  %325 = mul nsw i64 %conv2.cv1275, 8
   %326 = add nsw i64 %324, %325
   %327 = add nsw i64 4768, %326
   %params40 = getelementptr inbounds float, ptr %params, i64 %327
   %328 = load <8 x float>, ptr %params40, align 4
-  %329 = fadd <8 x float> %w146, %328
-  store <8 x float> %329, ptr %conv2.v154, align 32
-  %v154 = load <8 x float>, ptr %conv2.v154, align 32
-  %best152 = load <8 x float>, ptr %conv2.best152, align 32
-  %330 = fcmp ogt <8 x float> %v154, %best152
-  %v15441 = load <8 x float>, ptr %conv2.v154, align 32
-  %best15242 = load <8 x float>, ptr %conv2.best152, align 32
-  %331 = select <8 x i1> %330, <8 x float> %v15441, <8 x float> %best15242
-  store <8 x float> %331, ptr %conv2.best155, align 32
-  %v15443 = load <8 x float>, ptr %conv2.v154, align 32
-  %best15244 = load <8 x float>, ptr %conv2.best152, align 32
-  %332 = fcmp ogt <8 x float> %v15443, %best15244
-  %333 = mul nsw i64 %conv2.ty1333, 2
+  %329 = fadd <8 x float> %w138, %328
+  store <8 x float> %329, ptr %conv2.v146, align 32
+  %v146 = load <8 x float>, ptr %conv2.v146, align 32
+  %best144 = load <8 x float>, ptr %conv2.best144, align 32
+  %330 = fcmp ogt <8 x float> %v146, %best144
+  %v14641 = load <8 x float>, ptr %conv2.v146, align 32
+  %best14442 = load <8 x float>, ptr %conv2.best144, align 32
+  %331 = select <8 x i1> %330, <8 x float> %v14641, <8 x float> %best14442
+  store <8 x float> %331, ptr %conv2.best147, align 32
+  %v14643 = load <8 x float>, ptr %conv2.v146, align 32
+  %best14444 = load <8 x float>, ptr %conv2.best144, align 32
+  %332 = fcmp ogt <8 x float> %v14643, %best14444
+  %333 = mul nsw i64 %conv2.ty1253, 2
   %334 = add nsw i64 %333, 1
   %335 = mul nsw i64 %334, 14
-  %336 = mul nsw i64 %conv2.tx1344, 2
+  %336 = mul nsw i64 %conv2.tx1264, 2
   %337 = add nsw i64 %335, %336
   %338 = sitofp i64 %337 to float
   %339 = insertelement <8 x float> undef, float %338, i32 0
   %340 = shufflevector <8 x float> %339, <8 x float> undef, <8 x i32> zeroinitializer
-  %at153 = load <8 x float>, ptr %conv2.at153, align 32
-  %341 = select <8 x i1> %332, <8 x float> %340, <8 x float> %at153
-  store <8 x float> %341, ptr %conv2.at156, align 32
-  %w147 = load <8 x float>, ptr %conv2.w147, align 32
+  %at145 = load <8 x float>, ptr %conv2.at145, align 32
+  %341 = select <8 x i1> %332, <8 x float> %340, <8 x float> %at145
+  store <8 x float> %341, ptr %conv2.at148, align 32
+  %w139 = load <8 x float>, ptr %conv2.w139, align 32
   %342 = mul nsw i64 %1, 16
-  %343 = mul nsw i64 %conv2.cv1355, 8
+  %343 = mul nsw i64 %conv2.cv1275, 8
   %344 = add nsw i64 %342, %343
   %345 = add nsw i64 4768, %344
   %params45 = getelementptr inbounds float, ptr %params, i64 %345
   %346 = load <8 x float>, ptr %params45, align 4
-  %347 = fadd <8 x float> %w147, %346
-  store <8 x float> %347, ptr %conv2.v157, align 32
-  %v157 = load <8 x float>, ptr %conv2.v157, align 32
-  %best155 = load <8 x float>, ptr %conv2.best155, align 32
-  %348 = fcmp ogt <8 x float> %v157, %best155
-  %v15746 = load <8 x float>, ptr %conv2.v157, align 32
-  %best15547 = load <8 x float>, ptr %conv2.best155, align 32
-  %349 = select <8 x i1> %348, <8 x float> %v15746, <8 x float> %best15547
-  store <8 x float> %349, ptr %conv2.best158, align 32
-  %v15748 = load <8 x float>, ptr %conv2.v157, align 32
-  %best15549 = load <8 x float>, ptr %conv2.best155, align 32
-  %350 = fcmp ogt <8 x float> %v15748, %best15549
-  %351 = mul nsw i64 %conv2.ty1333, 2
+  %347 = fadd <8 x float> %w139, %346
+  store <8 x float> %347, ptr %conv2.v149, align 32
+  %v149 = load <8 x float>, ptr %conv2.v149, align 32
+  %best147 = load <8 x float>, ptr %conv2.best147, align 32
+  %348 = fcmp ogt <8 x float> %v149, %best147
+  %v14946 = load <8 x float>, ptr %conv2.v149, align 32
+  %best14747 = load <8 x float>, ptr %conv2.best147, align 32
+  %349 = select <8 x i1> %348, <8 x float> %v14946, <8 x float> %best14747
+  store <8 x float> %349, ptr %conv2.best150, align 32
+  %v14948 = load <8 x float>, ptr %conv2.v149, align 32
+  %best14749 = load <8 x float>, ptr %conv2.best147, align 32
+  %350 = fcmp ogt <8 x float> %v14948, %best14749
+  %351 = mul nsw i64 %conv2.ty1253, 2
   %352 = add nsw i64 %351, 1
   %353 = mul nsw i64 %352, 14
-  %354 = mul nsw i64 %conv2.tx1344, 2
+  %354 = mul nsw i64 %conv2.tx1264, 2
   %355 = add nsw i64 %353, %354
   %356 = add nsw i64 %355, 1
   %357 = sitofp i64 %356 to float
   %358 = insertelement <8 x float> undef, float %357, i32 0
   %359 = shufflevector <8 x float> %358, <8 x float> undef, <8 x i32> zeroinitializer
-  %at156 = load <8 x float>, ptr %conv2.at156, align 32
-  %360 = select <8 x i1> %350, <8 x float> %359, <8 x float> %at156
-  store <8 x float> %360, ptr %conv2.at159, align 32
-  %best158 = load <8 x float>, ptr %conv2.best158, align 32
-  %361 = fcmp ogt <8 x float> %best158, zeroinitializer
-  %best15850 = load <8 x float>, ptr %conv2.best158, align 32
-  %362 = select <8 x i1> %361, <8 x float> %best15850, <8 x float> zeroinitializer
-  %363 = mul nsw i64 %conv2.j1322, 49
-  %364 = mul nsw i64 %conv2.ty1333, 7
+  %at148 = load <8 x float>, ptr %conv2.at148, align 32
+  %360 = select <8 x i1> %350, <8 x float> %359, <8 x float> %at148
+  store <8 x float> %360, ptr %conv2.at151, align 32
+  %best150 = load <8 x float>, ptr %conv2.best150, align 32
+  %361 = fcmp ogt <8 x float> %best150, zeroinitializer
+  %best15050 = load <8 x float>, ptr %conv2.best150, align 32
+  %362 = select <8 x i1> %361, <8 x float> %best15050, <8 x float> zeroinitializer
+  %363 = mul nsw i64 %conv2.j1242, 49
+  %364 = mul nsw i64 %conv2.ty1253, 7
   %365 = add nsw i64 %363, %364
-  %366 = add nsw i64 %365, %conv2.tx1344
+  %366 = add nsw i64 %365, %conv2.tx1264
   %367 = mul nsw i64 %366, 32
   %368 = add nsw i64 451328, %367
   %369 = mul nsw i64 %1, 16
-  %370 = mul nsw i64 %conv2.cv1355, 8
+  %370 = mul nsw i64 %conv2.cv1275, 8
   %371 = add nsw i64 %369, %370
   %372 = add nsw i64 %368, %371
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %372
   store <8 x float> %362, ptr %arena51, align 4
-  %at159 = load <8 x float>, ptr %conv2.at159, align 32
-  %373 = mul nsw i64 %conv2.j1322, 49
-  %374 = mul nsw i64 %conv2.ty1333, 7
+  %at151 = load <8 x float>, ptr %conv2.at151, align 32
+  %373 = mul nsw i64 %conv2.j1242, 49
+  %374 = mul nsw i64 %conv2.ty1253, 7
   %375 = add nsw i64 %373, %374
-  %376 = add nsw i64 %375, %conv2.tx1344
+  %376 = add nsw i64 %375, %conv2.tx1264
   %377 = mul nsw i64 %376, 32
   %378 = add nsw i64 451328, %377
   %379 = mul nsw i64 %1, 16
-  %380 = mul nsw i64 %conv2.cv1355, 8
+  %380 = mul nsw i64 %conv2.cv1275, 8
   %381 = add nsw i64 %379, %380
   %382 = add nsw i64 %378, %381
   %383 = add nsw i64 %382, 1568
   %arena52 = getelementptr inbounds float, ptr %arena, i64 %383
-  store <8 x float> %at159, ptr %arena52, align 4
-  %cv135.next = add nsw i64 %conv2.cv1355, 1
-  %384 = icmp slt i64 %cv135.next, 2
-  br i1 %384, label %conv2.cv135, label %conv2.cv135.end
+  store <8 x float> %at151, ptr %arena52, align 4
+  %cv127.next = add nsw i64 %conv2.cv1275, 1
+  %384 = icmp slt i64 %cv127.next, 2
+  br i1 %384, label %conv2.cv127, label %conv2.cv127.end
 
-conv2.cv135.end:                                  ; preds = %conv2.cv135
-  %tx134.next = add nsw i64 %conv2.tx1344, 1
-  %385 = icmp slt i64 %tx134.next, 7
-  br i1 %385, label %conv2.tx134, label %conv2.tx134.end
+conv2.cv127.end:                                  ; preds = %conv2.cv127
+  %tx126.next = add nsw i64 %conv2.tx1264, 1
+  %385 = icmp slt i64 %tx126.next, 7
+  br i1 %385, label %conv2.tx126, label %conv2.tx126.end
 
-conv2.j160:                                       ; preds = %conv2.c161.end, %conv2.j132.end
-  %conv2.j16053 = phi i64 [ 0, %conv2.j132.end ], [ %j160.next, %conv2.c161.end ]
-  br label %conv2.c161
+conv2.j152:                                       ; preds = %conv2.c153.end, %conv2.j124.end
+  %conv2.j15253 = phi i64 [ 0, %conv2.j124.end ], [ %j152.next, %conv2.c153.end ]
+  br label %conv2.c153
 
-conv2.j160.end:                                   ; preds = %conv2.c161.end
-  br label %conv2.j163
+conv2.j152.end:                                   ; preds = %conv2.c153.end
+  br label %conv2.j155
 
-conv2.c161:                                       ; preds = %conv2.q162.end, %conv2.j160
-  %conv2.c16154 = phi i64 [ 0, %conv2.j160 ], [ %c161.next, %conv2.q162.end ]
-  br label %conv2.q162
+conv2.c153:                                       ; preds = %conv2.q154.end, %conv2.j152
+  %conv2.c15354 = phi i64 [ 0, %conv2.j152 ], [ %c153.next, %conv2.q154.end ]
+  br label %conv2.q154
 
-conv2.c161.end:                                   ; preds = %conv2.q162.end
-  %j160.next = add nsw i64 %conv2.j16053, 1
-  %386 = icmp slt i64 %j160.next, 1
-  br i1 %386, label %conv2.j160, label %conv2.j160.end
+conv2.c153.end:                                   ; preds = %conv2.q154.end
+  %j152.next = add nsw i64 %conv2.j15253, 1
+  %386 = icmp slt i64 %j152.next, 1
+  br i1 %386, label %conv2.j152, label %conv2.j152.end
 
-conv2.q162:                                       ; preds = %conv2.q162, %conv2.c161
-  %conv2.q16255 = phi i64 [ 0, %conv2.c161 ], [ %q162.next, %conv2.q162 ]
-  %387 = mul nsw i64 %conv2.j16053, 49
-  %388 = add nsw i64 %387, %conv2.q16255
+conv2.q154:                                       ; preds = %conv2.q154, %conv2.c153
+  %conv2.q15455 = phi i64 [ 0, %conv2.c153 ], [ %q154.next, %conv2.q154 ]
+  %387 = mul nsw i64 %conv2.j15253, 49
+  %388 = add nsw i64 %387, %conv2.q15455
   %389 = mul nsw i64 %388, 32
   %390 = add nsw i64 451328, %389
   %391 = mul nsw i64 %1, 16
-  %392 = add nsw i64 %391, %conv2.c16154
+  %392 = add nsw i64 %391, %conv2.c15354
   %393 = add nsw i64 %390, %392
   %arena56 = getelementptr inbounds float, ptr %arena, i64 %393
   %394 = load float, ptr %arena56, align 4
-  %395 = add nsw i64 %0, %conv2.j16053
+  %395 = add nsw i64 %0, %conv2.j15253
   %396 = mul nsw i64 %395, 1568
   %397 = mul nsw i64 %1, 16
-  %398 = add nsw i64 %397, %conv2.c16154
+  %398 = add nsw i64 %397, %conv2.c15354
   %399 = mul nsw i64 %398, 49
   %400 = add nsw i64 %396, %399
-  %401 = add nsw i64 %400, %conv2.q16255
+  %401 = add nsw i64 %400, %conv2.q15455
   %402 = add nsw i64 200704, %401
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %402
   store float %394, ptr %arena57, align 4
-  %q162.next = add nsw i64 %conv2.q16255, 1
-  %403 = icmp slt i64 %q162.next, 49
-  br i1 %403, label %conv2.q162, label %conv2.q162.end
+  %q154.next = add nsw i64 %conv2.q15455, 1
+  %403 = icmp slt i64 %q154.next, 49
+  br i1 %403, label %conv2.q154, label %conv2.q154.end
 
-conv2.q162.end:                                   ; preds = %conv2.q162
-  %c161.next = add nsw i64 %conv2.c16154, 1
-  %404 = icmp slt i64 %c161.next, 16
-  br i1 %404, label %conv2.c161, label %conv2.c161.end
+conv2.q154.end:                                   ; preds = %conv2.q154
+  %c153.next = add nsw i64 %conv2.c15354, 1
+  %404 = icmp slt i64 %c153.next, 16
+  br i1 %404, label %conv2.c153, label %conv2.c153.end
 
-conv2.j163:                                       ; preds = %conv2.c164.end, %conv2.j160.end
-  %conv2.j16358 = phi i64 [ 0, %conv2.j160.end ], [ %j163.next, %conv2.c164.end ]
-  br label %conv2.c164
+conv2.j155:                                       ; preds = %conv2.c156.end, %conv2.j152.end
+  %conv2.j15558 = phi i64 [ 0, %conv2.j152.end ], [ %j155.next, %conv2.c156.end ]
+  br label %conv2.c156
 
-conv2.j163.end:                                   ; preds = %conv2.c164.end
+conv2.j155.end:                                   ; preds = %conv2.c156.end
   ret void
 
-conv2.c164:                                       ; preds = %conv2.q165.end, %conv2.j163
-  %conv2.c16459 = phi i64 [ 0, %conv2.j163 ], [ %c164.next, %conv2.q165.end ]
-  br label %conv2.q165
+conv2.c156:                                       ; preds = %conv2.q157.end, %conv2.j155
+  %conv2.c15659 = phi i64 [ 0, %conv2.j155 ], [ %c156.next, %conv2.q157.end ]
+  br label %conv2.q157
 
-conv2.c164.end:                                   ; preds = %conv2.q165.end
-  %j163.next = add nsw i64 %conv2.j16358, 1
-  %405 = icmp slt i64 %j163.next, 1
-  br i1 %405, label %conv2.j163, label %conv2.j163.end
+conv2.c156.end:                                   ; preds = %conv2.q157.end
+  %j155.next = add nsw i64 %conv2.j15558, 1
+  %405 = icmp slt i64 %j155.next, 1
+  br i1 %405, label %conv2.j155, label %conv2.j155.end
 
-conv2.q165:                                       ; preds = %conv2.q165, %conv2.c164
-  %conv2.q16560 = phi i64 [ 0, %conv2.c164 ], [ %q165.next, %conv2.q165 ]
-  %406 = mul nsw i64 %conv2.j16358, 49
-  %407 = add nsw i64 %406, %conv2.q16560
+conv2.q157:                                       ; preds = %conv2.q157, %conv2.c156
+  %conv2.q15760 = phi i64 [ 0, %conv2.c156 ], [ %q157.next, %conv2.q157 ]
+  %406 = mul nsw i64 %conv2.j15558, 49
+  %407 = add nsw i64 %406, %conv2.q15760
   %408 = mul nsw i64 %407, 32
   %409 = add nsw i64 452896, %408
   %410 = mul nsw i64 %1, 16
-  %411 = add nsw i64 %410, %conv2.c16459
+  %411 = add nsw i64 %410, %conv2.c15659
   %412 = add nsw i64 %409, %411
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %412
   %413 = load float, ptr %arena61, align 4
-  %414 = add nsw i64 %0, %conv2.j16358
+  %414 = add nsw i64 %0, %conv2.j15558
   %415 = mul nsw i64 %414, 1568
   %416 = mul nsw i64 %1, 16
-  %417 = add nsw i64 %416, %conv2.c16459
+  %417 = add nsw i64 %416, %conv2.c15659
   %418 = mul nsw i64 %417, 49
   %419 = add nsw i64 %415, %418
-  %420 = add nsw i64 %419, %conv2.q16560
+  %420 = add nsw i64 %419, %conv2.q15760
   %421 = add nsw i64 301056, %420
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %421
   store float %413, ptr %arena62, align 4
-  %q165.next = add nsw i64 %conv2.q16560, 1
-  %422 = icmp slt i64 %q165.next, 49
-  br i1 %422, label %conv2.q165, label %conv2.q165.end
+  %q157.next = add nsw i64 %conv2.q15760, 1
+  %422 = icmp slt i64 %q157.next, 49
+  br i1 %422, label %conv2.q157, label %conv2.q157.end
 
-conv2.q165.end:                                   ; preds = %conv2.q165
-  %c164.next = add nsw i64 %conv2.c16459, 1
-  %423 = icmp slt i64 %c164.next, 16
-  br i1 %423, label %conv2.c164, label %conv2.c164.end
+conv2.q157.end:                                   ; preds = %conv2.q157
+  %c156.next = add nsw i64 %conv2.c15659, 1
+  %423 = icmp slt i64 %c156.next, 16
+  br i1 %423, label %conv2.c156, label %conv2.c156.end
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_infer_b64.k1.conv2.part123.gemm131(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
+define internal void @smallcnn_infer_b64.k1.conv2.part115.gemm123(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
 entry:
-  %conv2.t129_a3 = alloca <8 x float>, align 32
-  %conv2.t129_a2 = alloca <8 x float>, align 32
-  %conv2.t129_a1 = alloca <8 x float>, align 32
-  %conv2.t129_a0 = alloca <8 x float>, align 32
-  %conv2.t129_b1 = alloca <8 x float>, align 32
-  %conv2.t129_b0 = alloca <8 x float>, align 32
-  %conv2.t129_c3_1 = alloca <8 x float>, align 32
-  %conv2.t129_c3_0 = alloca <8 x float>, align 32
-  %conv2.t129_c2_1 = alloca <8 x float>, align 32
-  %conv2.t129_c2_0 = alloca <8 x float>, align 32
-  %conv2.t129_c1_1 = alloca <8 x float>, align 32
-  %conv2.t129_c1_0 = alloca <8 x float>, align 32
-  %conv2.t129_c0_1 = alloca <8 x float>, align 32
-  %conv2.t129_c0_0 = alloca <8 x float>, align 32
-  %conv2.t127_a4 = alloca <8 x float>, align 32
-  %conv2.t127_a3 = alloca <8 x float>, align 32
-  %conv2.t127_a2 = alloca <8 x float>, align 32
-  %conv2.t127_a1 = alloca <8 x float>, align 32
-  %conv2.t127_a0 = alloca <8 x float>, align 32
-  %conv2.t127_b1 = alloca <8 x float>, align 32
-  %conv2.t127_b0 = alloca <8 x float>, align 32
-  %conv2.t127_c4_1 = alloca <8 x float>, align 32
-  %conv2.t127_c4_0 = alloca <8 x float>, align 32
-  %conv2.t127_c3_1 = alloca <8 x float>, align 32
-  %conv2.t127_c3_0 = alloca <8 x float>, align 32
-  %conv2.t127_c2_1 = alloca <8 x float>, align 32
-  %conv2.t127_c2_0 = alloca <8 x float>, align 32
-  %conv2.t127_c1_1 = alloca <8 x float>, align 32
-  %conv2.t127_c1_0 = alloca <8 x float>, align 32
-  %conv2.t127_c0_1 = alloca <8 x float>, align 32
-  %conv2.t127_c0_0 = alloca <8 x float>, align 32
-  br label %conv2.nb125
+  %conv2.t121_a3 = alloca <8 x float>, align 32
+  %conv2.t121_a2 = alloca <8 x float>, align 32
+  %conv2.t121_a1 = alloca <8 x float>, align 32
+  %conv2.t121_a0 = alloca <8 x float>, align 32
+  %conv2.t121_b1 = alloca <8 x float>, align 32
+  %conv2.t121_b0 = alloca <8 x float>, align 32
+  %conv2.t121_c3_1 = alloca <8 x float>, align 32
+  %conv2.t121_c3_0 = alloca <8 x float>, align 32
+  %conv2.t121_c2_1 = alloca <8 x float>, align 32
+  %conv2.t121_c2_0 = alloca <8 x float>, align 32
+  %conv2.t121_c1_1 = alloca <8 x float>, align 32
+  %conv2.t121_c1_0 = alloca <8 x float>, align 32
+  %conv2.t121_c0_1 = alloca <8 x float>, align 32
+  %conv2.t121_c0_0 = alloca <8 x float>, align 32
+  %conv2.t119_a4 = alloca <8 x float>, align 32
+  %conv2.t119_a3 = alloca <8 x float>, align 32
+  %conv2.t119_a2 = alloca <8 x float>, align 32
+  %conv2.t119_a1 = alloca <8 x float>, align 32
+  %conv2.t119_a0 = alloca <8 x float>, align 32
+  %conv2.t119_b1 = alloca <8 x float>, align 32
+  %conv2.t119_b0 = alloca <8 x float>, align 32
+  %conv2.t119_c4_1 = alloca <8 x float>, align 32
+  %conv2.t119_c4_0 = alloca <8 x float>, align 32
+  %conv2.t119_c3_1 = alloca <8 x float>, align 32
+  %conv2.t119_c3_0 = alloca <8 x float>, align 32
+  %conv2.t119_c2_1 = alloca <8 x float>, align 32
+  %conv2.t119_c2_0 = alloca <8 x float>, align 32
+  %conv2.t119_c1_1 = alloca <8 x float>, align 32
+  %conv2.t119_c1_0 = alloca <8 x float>, align 32
+  %conv2.t119_c0_1 = alloca <8 x float>, align 32
+  %conv2.t119_c0_0 = alloca <8 x float>, align 32
+  br label %conv2.nb117
 
-conv2.nb125:                                      ; preds = %conv2.k130.end, %entry
-  %conv2.nb1251 = phi i64 [ 0, %entry ], [ %nb125.next, %conv2.k130.end ]
-  br label %conv2.mb126
+conv2.nb117:                                      ; preds = %conv2.k122.end, %entry
+  %conv2.nb1171 = phi i64 [ 0, %entry ], [ %nb117.next, %conv2.k122.end ]
+  br label %conv2.mb118
 
-conv2.nb125.end:                                  ; preds = %conv2.k130.end
+conv2.nb117.end:                                  ; preds = %conv2.k122.end
   ret void
 
-conv2.mb126:                                      ; preds = %conv2.k128.end, %conv2.nb125
-  %conv2.mb1262 = phi i64 [ 0, %conv2.nb125 ], [ %mb126.next, %conv2.k128.end ]
-  store <8 x float> zeroinitializer, ptr %conv2.t127_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t127_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t127_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t127_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t127_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t127_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t127_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t127_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t127_c4_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t127_c4_1, align 32
-  br label %conv2.k128
+conv2.mb118:                                      ; preds = %conv2.k120.end, %conv2.nb117
+  %conv2.mb1182 = phi i64 [ 0, %conv2.nb117 ], [ %mb118.next, %conv2.k120.end ]
+  store <8 x float> zeroinitializer, ptr %conv2.t119_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t119_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t119_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t119_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t119_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t119_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t119_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t119_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t119_c4_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t119_c4_1, align 32
+  br label %conv2.k120
 
-conv2.mb126.end:                                  ; preds = %conv2.k128.end
-  store <8 x float> zeroinitializer, ptr %conv2.t129_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t129_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t129_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t129_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t129_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t129_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t129_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t129_c3_1, align 32
-  br label %conv2.k130
+conv2.mb118.end:                                  ; preds = %conv2.k120.end
+  store <8 x float> zeroinitializer, ptr %conv2.t121_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t121_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t121_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t121_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t121_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t121_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t121_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t121_c3_1, align 32
+  br label %conv2.k122
 
-conv2.k128:                                       ; preds = %conv2.k128, %conv2.mb126
-  %conv2.k1283 = phi i64 [ 0, %conv2.mb126 ], [ %k128.next, %conv2.k128 ]
+conv2.k120:                                       ; preds = %conv2.k120, %conv2.mb118
+  %conv2.k1203 = phi i64 [ 0, %conv2.mb118 ], [ %k120.next, %conv2.k120 ]
   %2 = mul nsw i64 %0, 512
-  %3 = add nsw i64 742352, %2
+  %3 = add nsw i64 572080, %2
   %4 = mul nsw i64 %1, 16
   %5 = add nsw i64 %3, %4
-  %6 = mul nsw i64 %conv2.k1283, 32
+  %6 = mul nsw i64 %conv2.k1203, 32
   %7 = add nsw i64 %5, %6
-  %8 = mul nsw i64 %conv2.nb1251, 16
+  %8 = mul nsw i64 %conv2.nb1171, 16
   %9 = add nsw i64 %7, %8
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %9
   %10 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %10, ptr %conv2.t127_b0, align 32
+  store <8 x float> %10, ptr %conv2.t119_b0, align 32
   %11 = mul nsw i64 %0, 512
-  %12 = add nsw i64 742352, %11
+  %12 = add nsw i64 572080, %11
   %13 = mul nsw i64 %1, 16
   %14 = add nsw i64 %12, %13
-  %15 = mul nsw i64 %conv2.k1283, 32
+  %15 = mul nsw i64 %conv2.k1203, 32
   %16 = add nsw i64 %14, %15
-  %17 = mul nsw i64 %conv2.nb1251, 16
+  %17 = mul nsw i64 %conv2.nb1171, 16
   %18 = add nsw i64 %16, %17
   %19 = add nsw i64 %18, 8
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %19
   %20 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %20, ptr %conv2.t127_b1, align 32
+  store <8 x float> %20, ptr %conv2.t119_b1, align 32
   %21 = mul nsw i64 %0, 784
   %22 = add nsw i64 413696, %21
-  %23 = mul nsw i64 %conv2.mb1262, 5
+  %23 = mul nsw i64 %conv2.mb1182, 5
   %24 = mul nsw i64 %23, 16
   %25 = add nsw i64 %22, %24
-  %26 = add nsw i64 %25, %conv2.k1283
+  %26 = add nsw i64 %25, %conv2.k1203
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %26
   %27 = load float, ptr %arena6, align 4
   %28 = insertelement <8 x float> undef, float %27, i32 0
   %29 = shufflevector <8 x float> %28, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %29, ptr %conv2.t127_a0, align 32
-  %t127_a0 = load <8 x float>, ptr %conv2.t127_a0, align 32
-  %t127_b0 = load <8 x float>, ptr %conv2.t127_b0, align 32
-  %t127_c0_0 = load <8 x float>, ptr %conv2.t127_c0_0, align 32
-  %30 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t127_a0, <8 x float> %t127_b0, <8 x float> %t127_c0_0)
-  store <8 x float> %30, ptr %conv2.t127_c0_0, align 32
-  %t127_a07 = load <8 x float>, ptr %conv2.t127_a0, align 32
-  %t127_b1 = load <8 x float>, ptr %conv2.t127_b1, align 32
-  %t127_c0_1 = load <8 x float>, ptr %conv2.t127_c0_1, align 32
-  %31 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t127_a07, <8 x float> %t127_b1, <8 x float> %t127_c0_1)
-  store <8 x float> %31, ptr %conv2.t127_c0_1, align 32
+  store <8 x float> %29, ptr %conv2.t119_a0, align 32
+  %t119_a0 = load <8 x float>, ptr %conv2.t119_a0, align 32
+  %t119_b0 = load <8 x float>, ptr %conv2.t119_b0, align 32
+  %t119_c0_0 = load <8 x float>, ptr %conv2.t119_c0_0, align 32
+  %30 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t119_a0, <8 x float> %t119_b0, <8 x float> %t119_c0_0)
+  store <8 x float> %30, ptr %conv2.t119_c0_0, align 32
+  %t119_a07 = load <8 x float>, ptr %conv2.t119_a0, align 32
+  %t119_b1 = load <8 x float>, ptr %conv2.t119_b1, align 32
+  %t119_c0_1 = load <8 x float>, ptr %conv2.t119_c0_1, align 32
+  %31 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t119_a07, <8 x float> %t119_b1, <8 x float> %t119_c0_1)
+  store <8 x float> %31, ptr %conv2.t119_c0_1, align 32
   %32 = mul nsw i64 %0, 784
   %33 = add nsw i64 413696, %32
-  %34 = mul nsw i64 %conv2.mb1262, 5
+  %34 = mul nsw i64 %conv2.mb1182, 5
   %35 = add nsw i64 %34, 1
   %36 = mul nsw i64 %35, 16
   %37 = add nsw i64 %33, %36
-  %38 = add nsw i64 %37, %conv2.k1283
+  %38 = add nsw i64 %37, %conv2.k1203
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %38
   %39 = load float, ptr %arena8, align 4
   %40 = insertelement <8 x float> undef, float %39, i32 0
   %41 = shufflevector <8 x float> %40, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %41, ptr %conv2.t127_a1, align 32
-  %t127_a1 = load <8 x float>, ptr %conv2.t127_a1, align 32
-  %t127_b09 = load <8 x float>, ptr %conv2.t127_b0, align 32
-  %t127_c1_0 = load <8 x float>, ptr %conv2.t127_c1_0, align 32
-  %42 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t127_a1, <8 x float> %t127_b09, <8 x float> %t127_c1_0)
-  store <8 x float> %42, ptr %conv2.t127_c1_0, align 32
-  %t127_a110 = load <8 x float>, ptr %conv2.t127_a1, align 32
-  %t127_b111 = load <8 x float>, ptr %conv2.t127_b1, align 32
-  %t127_c1_1 = load <8 x float>, ptr %conv2.t127_c1_1, align 32
-  %43 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t127_a110, <8 x float> %t127_b111, <8 x float> %t127_c1_1)
-  store <8 x float> %43, ptr %conv2.t127_c1_1, align 32
+  store <8 x float> %41, ptr %conv2.t119_a1, align 32
+  %t119_a1 = load <8 x float>, ptr %conv2.t119_a1, align 32
+  %t119_b09 = load <8 x float>, ptr %conv2.t119_b0, align 32
+  %t119_c1_0 = load <8 x float>, ptr %conv2.t119_c1_0, align 32
+  %42 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t119_a1, <8 x float> %t119_b09, <8 x float> %t119_c1_0)
+  store <8 x float> %42, ptr %conv2.t119_c1_0, align 32
+  %t119_a110 = load <8 x float>, ptr %conv2.t119_a1, align 32
+  %t119_b111 = load <8 x float>, ptr %conv2.t119_b1, align 32
+  %t119_c1_1 = load <8 x float>, ptr %conv2.t119_c1_1, align 32
+  %43 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t119_a110, <8 x float> %t119_b111, <8 x float> %t119_c1_1)
+  store <8 x float> %43, ptr %conv2.t119_c1_1, align 32
   %44 = mul nsw i64 %0, 784
   %45 = add nsw i64 413696, %44
-  %46 = mul nsw i64 %conv2.mb1262, 5
+  %46 = mul nsw i64 %conv2.mb1182, 5
   %47 = add nsw i64 %46, 2
   %48 = mul nsw i64 %47, 16
   %49 = add nsw i64 %45, %48
-  %50 = add nsw i64 %49, %conv2.k1283
+  %50 = add nsw i64 %49, %conv2.k1203
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %50
   %51 = load float, ptr %arena12, align 4
   %52 = insertelement <8 x float> undef, float %51, i32 0
   %53 = shufflevector <8 x float> %52, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %53, ptr %conv2.t127_a2, align 32
-  %t127_a2 = load <8 x float>, ptr %conv2.t127_a2, align 32
-  %t127_b013 = load <8 x float>, ptr %conv2.t127_b0, align 32
-  %t127_c2_0 = load <8 x float>, ptr %conv2.t127_c2_0, align 32
-  %54 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t127_a2, <8 x float> %t127_b013, <8 x float> %t127_c2_0)
-  store <8 x float> %54, ptr %conv2.t127_c2_0, align 32
-  %t127_a214 = load <8 x float>, ptr %conv2.t127_a2, align 32
-  %t127_b115 = load <8 x float>, ptr %conv2.t127_b1, align 32
-  %t127_c2_1 = load <8 x float>, ptr %conv2.t127_c2_1, align 32
-  %55 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t127_a214, <8 x float> %t127_b115, <8 x float> %t127_c2_1)
-  store <8 x float> %55, ptr %conv2.t127_c2_1, align 32
+  store <8 x float> %53, ptr %conv2.t119_a2, align 32
+  %t119_a2 = load <8 x float>, ptr %conv2.t119_a2, align 32
+  %t119_b013 = load <8 x float>, ptr %conv2.t119_b0, align 32
+  %t119_c2_0 = load <8 x float>, ptr %conv2.t119_c2_0, align 32
+  %54 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t119_a2, <8 x float> %t119_b013, <8 x float> %t119_c2_0)
+  store <8 x float> %54, ptr %conv2.t119_c2_0, align 32
+  %t119_a214 = load <8 x float>, ptr %conv2.t119_a2, align 32
+  %t119_b115 = load <8 x float>, ptr %conv2.t119_b1, align 32
+  %t119_c2_1 = load <8 x float>, ptr %conv2.t119_c2_1, align 32
+  %55 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t119_a214, <8 x float> %t119_b115, <8 x float> %t119_c2_1)
+  store <8 x float> %55, ptr %conv2.t119_c2_1, align 32
   %56 = mul nsw i64 %0, 784
   %57 = add nsw i64 413696, %56
-  %58 = mul nsw i64 %conv2.mb1262, 5
+  %58 = mul nsw i64 %conv2.mb1182, 5
   %59 = add nsw i64 %58, 3
   %60 = mul nsw i64 %59, 16
   %61 = add nsw i64 %57, %60
-  %62 = add nsw i64 %61, %conv2.k1283
+  %62 = add nsw i64 %61, %conv2.k1203
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %62
   %63 = load float, ptr %arena16, align 4
   %64 = insertelement <8 x float> undef, float %63, i32 0
   %65 = shufflevector <8 x float> %64, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %65, ptr %conv2.t127_a3, align 32
-  %t127_a3 = load <8 x float>, ptr %conv2.t127_a3, align 32
-  %t127_b017 = load <8 x float>, ptr %conv2.t127_b0, align 32
-  %t127_c3_0 = load <8 x float>, ptr %conv2.t127_c3_0, align 32
-  %66 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t127_a3, <8 x float> %t127_b017, <8 x float> %t127_c3_0)
-  store <8 x float> %66, ptr %conv2.t127_c3_0, align 32
-  %t127_a318 = load <8 x float>, ptr %conv2.t127_a3, align 32
-  %t127_b119 = load <8 x float>, ptr %conv2.t127_b1, align 32
-  %t127_c3_1 = load <8 x float>, ptr %conv2.t127_c3_1, align 32
-  %67 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t127_a318, <8 x float> %t127_b119, <8 x float> %t127_c3_1)
-  store <8 x float> %67, ptr %conv2.t127_c3_1, align 32
+  store <8 x float> %65, ptr %conv2.t119_a3, align 32
+  %t119_a3 = load <8 x float>, ptr %conv2.t119_a3, align 32
+  %t119_b017 = load <8 x float>, ptr %conv2.t119_b0, align 32
+  %t119_c3_0 = load <8 x float>, ptr %conv2.t119_c3_0, align 32
+  %66 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t119_a3, <8 x float> %t119_b017, <8 x float> %t119_c3_0)
+  store <8 x float> %66, ptr %conv2.t119_c3_0, align 32
+  %t119_a318 = load <8 x float>, ptr %conv2.t119_a3, align 32
+  %t119_b119 = load <8 x float>, ptr %conv2.t119_b1, align 32
+  %t119_c3_1 = load <8 x float>, ptr %conv2.t119_c3_1, align 32
+  %67 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t119_a318, <8 x float> %t119_b119, <8 x float> %t119_c3_1)
+  store <8 x float> %67, ptr %conv2.t119_c3_1, align 32
   %68 = mul nsw i64 %0, 784
   %69 = add nsw i64 413696, %68
-  %70 = mul nsw i64 %conv2.mb1262, 5
+  %70 = mul nsw i64 %conv2.mb1182, 5
   %71 = add nsw i64 %70, 4
   %72 = mul nsw i64 %71, 16
   %73 = add nsw i64 %69, %72
-  %74 = add nsw i64 %73, %conv2.k1283
+  %74 = add nsw i64 %73, %conv2.k1203
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %74
   %75 = load float, ptr %arena20, align 4
   %76 = insertelement <8 x float> undef, float %75, i32 0
   %77 = shufflevector <8 x float> %76, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %77, ptr %conv2.t127_a4, align 32
-  %t127_a4 = load <8 x float>, ptr %conv2.t127_a4, align 32
-  %t127_b021 = load <8 x float>, ptr %conv2.t127_b0, align 32
-  %t127_c4_0 = load <8 x float>, ptr %conv2.t127_c4_0, align 32
-  %78 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t127_a4, <8 x float> %t127_b021, <8 x float> %t127_c4_0)
-  store <8 x float> %78, ptr %conv2.t127_c4_0, align 32
-  %t127_a422 = load <8 x float>, ptr %conv2.t127_a4, align 32
-  %t127_b123 = load <8 x float>, ptr %conv2.t127_b1, align 32
-  %t127_c4_1 = load <8 x float>, ptr %conv2.t127_c4_1, align 32
-  %79 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t127_a422, <8 x float> %t127_b123, <8 x float> %t127_c4_1)
-  store <8 x float> %79, ptr %conv2.t127_c4_1, align 32
-  %k128.next = add nsw i64 %conv2.k1283, 1
-  %80 = icmp slt i64 %k128.next, 16
-  br i1 %80, label %conv2.k128, label %conv2.k128.end
+  store <8 x float> %77, ptr %conv2.t119_a4, align 32
+  %t119_a4 = load <8 x float>, ptr %conv2.t119_a4, align 32
+  %t119_b021 = load <8 x float>, ptr %conv2.t119_b0, align 32
+  %t119_c4_0 = load <8 x float>, ptr %conv2.t119_c4_0, align 32
+  %78 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t119_a4, <8 x float> %t119_b021, <8 x float> %t119_c4_0)
+  store <8 x float> %78, ptr %conv2.t119_c4_0, align 32
+  %t119_a422 = load <8 x float>, ptr %conv2.t119_a4, align 32
+  %t119_b123 = load <8 x float>, ptr %conv2.t119_b1, align 32
+  %t119_c4_1 = load <8 x float>, ptr %conv2.t119_c4_1, align 32
+  %79 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t119_a422, <8 x float> %t119_b123, <8 x float> %t119_c4_1)
+  store <8 x float> %79, ptr %conv2.t119_c4_1, align 32
+  %k120.next = add nsw i64 %conv2.k1203, 1
+  %80 = icmp slt i64 %k120.next, 16
+  br i1 %80, label %conv2.k120, label %conv2.k120.end
 
-conv2.k128.end:                                   ; preds = %conv2.k128
-  %t127_c0_024 = load <8 x float>, ptr %conv2.t127_c0_0, align 32
+conv2.k120.end:                                   ; preds = %conv2.k120
+  %t119_c0_024 = load <8 x float>, ptr %conv2.t119_c0_0, align 32
   %81 = mul nsw i64 %0, 1568
   %82 = add nsw i64 426240, %81
   %83 = mul nsw i64 %1, 16
   %84 = add nsw i64 %82, %83
-  %85 = mul nsw i64 %conv2.mb1262, 5
+  %85 = mul nsw i64 %conv2.mb1182, 5
   %86 = mul nsw i64 %85, 32
   %87 = add nsw i64 %84, %86
-  %88 = mul nsw i64 %conv2.nb1251, 16
+  %88 = mul nsw i64 %conv2.nb1171, 16
   %89 = add nsw i64 %87, %88
   %arena25 = getelementptr inbounds float, ptr %arena, i64 %89
-  store <8 x float> %t127_c0_024, ptr %arena25, align 4
-  %t127_c0_126 = load <8 x float>, ptr %conv2.t127_c0_1, align 32
+  store <8 x float> %t119_c0_024, ptr %arena25, align 4
+  %t119_c0_126 = load <8 x float>, ptr %conv2.t119_c0_1, align 32
   %90 = mul nsw i64 %0, 1568
   %91 = add nsw i64 426240, %90
   %92 = mul nsw i64 %1, 16
   %93 = add nsw i64 %91, %92
-  %94 = mul nsw i64 %conv2.mb1262, 5
+  %94 = mul nsw i64 %conv2.mb1182, 5
   %95 = mul nsw i64 %94, 32
   %96 = add nsw i64 %93, %95
-  %97 = mul nsw i64 %conv2.nb1251, 16
+  %97 = mul nsw i64 %conv2.nb1171, 16
   %98 = add nsw i64 %96, %97
   %99 = add nsw i64 %98, 8
   %arena27 = getelementptr inbounds float, ptr %arena, i64 %99
-  store <8 x float> %t127_c0_126, ptr %arena27, align 4
-  %t127_c1_028 = load <8 x float>, ptr %conv2.t127_c1_0, align 32
+  store <8 x float> %t119_c0_126, ptr %arena27, align 4
+  %t119_c1_028 = load <8 x float>, ptr %conv2.t119_c1_0, align 32
   %100 = mul nsw i64 %0, 1568
   %101 = add nsw i64 426240, %100
   %102 = mul nsw i64 %1, 16
   %103 = add nsw i64 %101, %102
-  %104 = mul nsw i64 %conv2.mb1262, 5
+  %104 = mul nsw i64 %conv2.mb1182, 5
   %105 = add nsw i64 %104, 1
   %106 = mul nsw i64 %105, 32
   %107 = add nsw i64 %103, %106
-  %108 = mul nsw i64 %conv2.nb1251, 16
+  %108 = mul nsw i64 %conv2.nb1171, 16
   %109 = add nsw i64 %107, %108
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %109
-  store <8 x float> %t127_c1_028, ptr %arena29, align 4
-  %t127_c1_130 = load <8 x float>, ptr %conv2.t127_c1_1, align 32
+  store <8 x float> %t119_c1_028, ptr %arena29, align 4
+  %t119_c1_130 = load <8 x float>, ptr %conv2.t119_c1_1, align 32
   %110 = mul nsw i64 %0, 1568
   %111 = add nsw i64 426240, %110
   %112 = mul nsw i64 %1, 16
   %113 = add nsw i64 %111, %112
-  %114 = mul nsw i64 %conv2.mb1262, 5
+  %114 = mul nsw i64 %conv2.mb1182, 5
   %115 = add nsw i64 %114, 1
   %116 = mul nsw i64 %115, 32
   %117 = add nsw i64 %113, %116
-  %118 = mul nsw i64 %conv2.nb1251, 16
+  %118 = mul nsw i64 %conv2.nb1171, 16
   %119 = add nsw i64 %117, %118
   %120 = add nsw i64 %119, 8
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %120
-  store <8 x float> %t127_c1_130, ptr %arena31, align 4
-  %t127_c2_032 = load <8 x float>, ptr %conv2.t127_c2_0, align 32
+  store <8 x float> %t119_c1_130, ptr %arena31, align 4
+  %t119_c2_032 = load <8 x float>, ptr %conv2.t119_c2_0, align 32
   %121 = mul nsw i64 %0, 1568
   %122 = add nsw i64 426240, %121
   %123 = mul nsw i64 %1, 16
   %124 = add nsw i64 %122, %123
-  %125 = mul nsw i64 %conv2.mb1262, 5
+  %125 = mul nsw i64 %conv2.mb1182, 5
   %126 = add nsw i64 %125, 2
   %127 = mul nsw i64 %126, 32
   %128 = add nsw i64 %124, %127
-  %129 = mul nsw i64 %conv2.nb1251, 16
+  %129 = mul nsw i64 %conv2.nb1171, 16
   %130 = add nsw i64 %128, %129
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %130
-  store <8 x float> %t127_c2_032, ptr %arena33, align 4
-  %t127_c2_134 = load <8 x float>, ptr %conv2.t127_c2_1, align 32
+  store <8 x float> %t119_c2_032, ptr %arena33, align 4
+  %t119_c2_134 = load <8 x float>, ptr %conv2.t119_c2_1, align 32
   %131 = mul nsw i64 %0, 1568
   %132 = add nsw i64 426240, %131
   %133 = mul nsw i64 %1, 16
   %134 = add nsw i64 %132, %133
-  %135 = mul nsw i64 %conv2.mb1262, 5
+  %135 = mul nsw i64 %conv2.mb1182, 5
   %136 = add nsw i64 %135, 2
   %137 = mul nsw i64 %136, 32
   %138 = add nsw i64 %134, %137
-  %139 = mul nsw i64 %conv2.nb1251, 16
+  %139 = mul nsw i64 %conv2.nb1171, 16
   %140 = add nsw i64 %138, %139
   %141 = add nsw i64 %140, 8
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %141
-  store <8 x float> %t127_c2_134, ptr %arena35, align 4
-  %t127_c3_036 = load <8 x float>, ptr %conv2.t127_c3_0, align 32
+  store <8 x float> %t119_c2_134, ptr %arena35, align 4
+  %t119_c3_036 = load <8 x float>, ptr %conv2.t119_c3_0, align 32
   %142 = mul nsw i64 %0, 1568
   %143 = add nsw i64 426240, %142
   %144 = mul nsw i64 %1, 16
   %145 = add nsw i64 %143, %144
-  %146 = mul nsw i64 %conv2.mb1262, 5
+  %146 = mul nsw i64 %conv2.mb1182, 5
   %147 = add nsw i64 %146, 3
   %148 = mul nsw i64 %147, 32
   %149 = add nsw i64 %145, %148
-  %150 = mul nsw i64 %conv2.nb1251, 16
+  %150 = mul nsw i64 %conv2.nb1171, 16
   %151 = add nsw i64 %149, %150
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %151
-  store <8 x float> %t127_c3_036, ptr %arena37, align 4
-  %t127_c3_138 = load <8 x float>, ptr %conv2.t127_c3_1, align 32
+  store <8 x float> %t119_c3_036, ptr %arena37, align 4
+  %t119_c3_138 = load <8 x float>, ptr %conv2.t119_c3_1, align 32
   %152 = mul nsw i64 %0, 1568
   %153 = add nsw i64 426240, %152
   %154 = mul nsw i64 %1, 16
   %155 = add nsw i64 %153, %154
-  %156 = mul nsw i64 %conv2.mb1262, 5
+  %156 = mul nsw i64 %conv2.mb1182, 5
   %157 = add nsw i64 %156, 3
   %158 = mul nsw i64 %157, 32
   %159 = add nsw i64 %155, %158
-  %160 = mul nsw i64 %conv2.nb1251, 16
+  %160 = mul nsw i64 %conv2.nb1171, 16
   %161 = add nsw i64 %159, %160
   %162 = add nsw i64 %161, 8
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %162
-  store <8 x float> %t127_c3_138, ptr %arena39, align 4
-  %t127_c4_040 = load <8 x float>, ptr %conv2.t127_c4_0, align 32
+  store <8 x float> %t119_c3_138, ptr %arena39, align 4
+  %t119_c4_040 = load <8 x float>, ptr %conv2.t119_c4_0, align 32
   %163 = mul nsw i64 %0, 1568
   %164 = add nsw i64 426240, %163
   %165 = mul nsw i64 %1, 16
   %166 = add nsw i64 %164, %165
-  %167 = mul nsw i64 %conv2.mb1262, 5
+  %167 = mul nsw i64 %conv2.mb1182, 5
   %168 = add nsw i64 %167, 4
   %169 = mul nsw i64 %168, 32
   %170 = add nsw i64 %166, %169
-  %171 = mul nsw i64 %conv2.nb1251, 16
+  %171 = mul nsw i64 %conv2.nb1171, 16
   %172 = add nsw i64 %170, %171
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %172
-  store <8 x float> %t127_c4_040, ptr %arena41, align 4
-  %t127_c4_142 = load <8 x float>, ptr %conv2.t127_c4_1, align 32
+  store <8 x float> %t119_c4_040, ptr %arena41, align 4
+  %t119_c4_142 = load <8 x float>, ptr %conv2.t119_c4_1, align 32
   %173 = mul nsw i64 %0, 1568
   %174 = add nsw i64 426240, %173
   %175 = mul nsw i64 %1, 16
   %176 = add nsw i64 %174, %175
-  %177 = mul nsw i64 %conv2.mb1262, 5
+  %177 = mul nsw i64 %conv2.mb1182, 5
   %178 = add nsw i64 %177, 4
   %179 = mul nsw i64 %178, 32
   %180 = add nsw i64 %176, %179
-  %181 = mul nsw i64 %conv2.nb1251, 16
+  %181 = mul nsw i64 %conv2.nb1171, 16
   %182 = add nsw i64 %180, %181
   %183 = add nsw i64 %182, 8
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %183
-  store <8 x float> %t127_c4_142, ptr %arena43, align 4
-  %mb126.next = add nsw i64 %conv2.mb1262, 1
-  %184 = icmp slt i64 %mb126.next, 9
-  br i1 %184, label %conv2.mb126, label %conv2.mb126.end
+  store <8 x float> %t119_c4_142, ptr %arena43, align 4
+  %mb118.next = add nsw i64 %conv2.mb1182, 1
+  %184 = icmp slt i64 %mb118.next, 9
+  br i1 %184, label %conv2.mb118, label %conv2.mb118.end
 
-conv2.k130:                                       ; preds = %conv2.k130, %conv2.mb126.end
-  %conv2.k13044 = phi i64 [ 0, %conv2.mb126.end ], [ %k130.next, %conv2.k130 ]
+conv2.k122:                                       ; preds = %conv2.k122, %conv2.mb118.end
+  %conv2.k12244 = phi i64 [ 0, %conv2.mb118.end ], [ %k122.next, %conv2.k122 ]
   %185 = mul nsw i64 %0, 512
-  %186 = add nsw i64 742352, %185
+  %186 = add nsw i64 572080, %185
   %187 = mul nsw i64 %1, 16
   %188 = add nsw i64 %186, %187
-  %189 = mul nsw i64 %conv2.k13044, 32
+  %189 = mul nsw i64 %conv2.k12244, 32
   %190 = add nsw i64 %188, %189
-  %191 = mul nsw i64 %conv2.nb1251, 16
+  %191 = mul nsw i64 %conv2.nb1171, 16
   %192 = add nsw i64 %190, %191
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %192
   %193 = load <8 x float>, ptr %arena45, align 4
-  store <8 x float> %193, ptr %conv2.t129_b0, align 32
+  store <8 x float> %193, ptr %conv2.t121_b0, align 32
   %194 = mul nsw i64 %0, 512
-  %195 = add nsw i64 742352, %194
+  %195 = add nsw i64 572080, %194
   %196 = mul nsw i64 %1, 16
   %197 = add nsw i64 %195, %196
-  %198 = mul nsw i64 %conv2.k13044, 32
+  %198 = mul nsw i64 %conv2.k12244, 32
   %199 = add nsw i64 %197, %198
-  %200 = mul nsw i64 %conv2.nb1251, 16
+  %200 = mul nsw i64 %conv2.nb1171, 16
   %201 = add nsw i64 %199, %200
   %202 = add nsw i64 %201, 8
   %arena46 = getelementptr inbounds float, ptr %arena, i64 %202
   %203 = load <8 x float>, ptr %arena46, align 4
-  store <8 x float> %203, ptr %conv2.t129_b1, align 32
+  store <8 x float> %203, ptr %conv2.t121_b1, align 32
   %204 = mul nsw i64 %0, 784
   %205 = add nsw i64 413696, %204
   %206 = add nsw i64 %205, 720
-  %207 = add nsw i64 %206, %conv2.k13044
+  %207 = add nsw i64 %206, %conv2.k12244
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %207
   %208 = load float, ptr %arena47, align 4
   %209 = insertelement <8 x float> undef, float %208, i32 0
   %210 = shufflevector <8 x float> %209, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %210, ptr %conv2.t129_a0, align 32
-  %t129_a0 = load <8 x float>, ptr %conv2.t129_a0, align 32
-  %t129_b0 = load <8 x float>, ptr %conv2.t129_b0, align 32
-  %t129_c0_0 = load <8 x float>, ptr %conv2.t129_c0_0, align 32
-  %211 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t129_a0, <8 x float> %t129_b0, <8 x float> %t129_c0_0)
-  store <8 x float> %211, ptr %conv2.t129_c0_0, align 32
-  %t129_a048 = load <8 x float>, ptr %conv2.t129_a0, align 32
-  %t129_b1 = load <8 x float>, ptr %conv2.t129_b1, align 32
-  %t129_c0_1 = load <8 x float>, ptr %conv2.t129_c0_1, align 32
-  %212 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t129_a048, <8 x float> %t129_b1, <8 x float> %t129_c0_1)
-  store <8 x float> %212, ptr %conv2.t129_c0_1, align 32
+  store <8 x float> %210, ptr %conv2.t121_a0, align 32
+  %t121_a0 = load <8 x float>, ptr %conv2.t121_a0, align 32
+  %t121_b0 = load <8 x float>, ptr %conv2.t121_b0, align 32
+  %t121_c0_0 = load <8 x float>, ptr %conv2.t121_c0_0, align 32
+  %211 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t121_a0, <8 x float> %t121_b0, <8 x float> %t121_c0_0)
+  store <8 x float> %211, ptr %conv2.t121_c0_0, align 32
+  %t121_a048 = load <8 x float>, ptr %conv2.t121_a0, align 32
+  %t121_b1 = load <8 x float>, ptr %conv2.t121_b1, align 32
+  %t121_c0_1 = load <8 x float>, ptr %conv2.t121_c0_1, align 32
+  %212 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t121_a048, <8 x float> %t121_b1, <8 x float> %t121_c0_1)
+  store <8 x float> %212, ptr %conv2.t121_c0_1, align 32
   %213 = mul nsw i64 %0, 784
   %214 = add nsw i64 413696, %213
   %215 = add nsw i64 %214, 736
-  %216 = add nsw i64 %215, %conv2.k13044
+  %216 = add nsw i64 %215, %conv2.k12244
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %216
   %217 = load float, ptr %arena49, align 4
   %218 = insertelement <8 x float> undef, float %217, i32 0
   %219 = shufflevector <8 x float> %218, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %219, ptr %conv2.t129_a1, align 32
-  %t129_a1 = load <8 x float>, ptr %conv2.t129_a1, align 32
-  %t129_b050 = load <8 x float>, ptr %conv2.t129_b0, align 32
-  %t129_c1_0 = load <8 x float>, ptr %conv2.t129_c1_0, align 32
-  %220 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t129_a1, <8 x float> %t129_b050, <8 x float> %t129_c1_0)
-  store <8 x float> %220, ptr %conv2.t129_c1_0, align 32
-  %t129_a151 = load <8 x float>, ptr %conv2.t129_a1, align 32
-  %t129_b152 = load <8 x float>, ptr %conv2.t129_b1, align 32
-  %t129_c1_1 = load <8 x float>, ptr %conv2.t129_c1_1, align 32
-  %221 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t129_a151, <8 x float> %t129_b152, <8 x float> %t129_c1_1)
-  store <8 x float> %221, ptr %conv2.t129_c1_1, align 32
+  store <8 x float> %219, ptr %conv2.t121_a1, align 32
+  %t121_a1 = load <8 x float>, ptr %conv2.t121_a1, align 32
+  %t121_b050 = load <8 x float>, ptr %conv2.t121_b0, align 32
+  %t121_c1_0 = load <8 x float>, ptr %conv2.t121_c1_0, align 32
+  %220 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t121_a1, <8 x float> %t121_b050, <8 x float> %t121_c1_0)
+  store <8 x float> %220, ptr %conv2.t121_c1_0, align 32
+  %t121_a151 = load <8 x float>, ptr %conv2.t121_a1, align 32
+  %t121_b152 = load <8 x float>, ptr %conv2.t121_b1, align 32
+  %t121_c1_1 = load <8 x float>, ptr %conv2.t121_c1_1, align 32
+  %221 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t121_a151, <8 x float> %t121_b152, <8 x float> %t121_c1_1)
+  store <8 x float> %221, ptr %conv2.t121_c1_1, align 32
   %222 = mul nsw i64 %0, 784
   %223 = add nsw i64 413696, %222
   %224 = add nsw i64 %223, 752
-  %225 = add nsw i64 %224, %conv2.k13044
+  %225 = add nsw i64 %224, %conv2.k12244
   %arena53 = getelementptr inbounds float, ptr %arena, i64 %225
   %226 = load float, ptr %arena53, align 4
   %227 = insertelement <8 x float> undef, float %226, i32 0
   %228 = shufflevector <8 x float> %227, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %228, ptr %conv2.t129_a2, align 32
-  %t129_a2 = load <8 x float>, ptr %conv2.t129_a2, align 32
-  %t129_b054 = load <8 x float>, ptr %conv2.t129_b0, align 32
-  %t129_c2_0 = load <8 x float>, ptr %conv2.t129_c2_0, align 32
-  %229 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t129_a2, <8 x float> %t129_b054, <8 x float> %t129_c2_0)
-  store <8 x float> %229, ptr %conv2.t129_c2_0, align 32
-  %t129_a255 = load <8 x float>, ptr %conv2.t129_a2, align 32
-  %t129_b156 = load <8 x float>, ptr %conv2.t129_b1, align 32
-  %t129_c2_1 = load <8 x float>, ptr %conv2.t129_c2_1, align 32
-  %230 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t129_a255, <8 x float> %t129_b156, <8 x float> %t129_c2_1)
-  store <8 x float> %230, ptr %conv2.t129_c2_1, align 32
+  store <8 x float> %228, ptr %conv2.t121_a2, align 32
+  %t121_a2 = load <8 x float>, ptr %conv2.t121_a2, align 32
+  %t121_b054 = load <8 x float>, ptr %conv2.t121_b0, align 32
+  %t121_c2_0 = load <8 x float>, ptr %conv2.t121_c2_0, align 32
+  %229 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t121_a2, <8 x float> %t121_b054, <8 x float> %t121_c2_0)
+  store <8 x float> %229, ptr %conv2.t121_c2_0, align 32
+  %t121_a255 = load <8 x float>, ptr %conv2.t121_a2, align 32
+  %t121_b156 = load <8 x float>, ptr %conv2.t121_b1, align 32
+  %t121_c2_1 = load <8 x float>, ptr %conv2.t121_c2_1, align 32
+  %230 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t121_a255, <8 x float> %t121_b156, <8 x float> %t121_c2_1)
+  store <8 x float> %230, ptr %conv2.t121_c2_1, align 32
   %231 = mul nsw i64 %0, 784
   %232 = add nsw i64 413696, %231
   %233 = add nsw i64 %232, 768
-  %234 = add nsw i64 %233, %conv2.k13044
+  %234 = add nsw i64 %233, %conv2.k12244
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %234
   %235 = load float, ptr %arena57, align 4
   %236 = insertelement <8 x float> undef, float %235, i32 0
   %237 = shufflevector <8 x float> %236, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %237, ptr %conv2.t129_a3, align 32
-  %t129_a3 = load <8 x float>, ptr %conv2.t129_a3, align 32
-  %t129_b058 = load <8 x float>, ptr %conv2.t129_b0, align 32
-  %t129_c3_0 = load <8 x float>, ptr %conv2.t129_c3_0, align 32
-  %238 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t129_a3, <8 x float> %t129_b058, <8 x float> %t129_c3_0)
-  store <8 x float> %238, ptr %conv2.t129_c3_0, align 32
-  %t129_a359 = load <8 x float>, ptr %conv2.t129_a3, align 32
-  %t129_b160 = load <8 x float>, ptr %conv2.t129_b1, align 32
-  %t129_c3_1 = load <8 x float>, ptr %conv2.t129_c3_1, align 32
-  %239 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t129_a359, <8 x float> %t129_b160, <8 x float> %t129_c3_1)
-  store <8 x float> %239, ptr %conv2.t129_c3_1, align 32
-  %k130.next = add nsw i64 %conv2.k13044, 1
-  %240 = icmp slt i64 %k130.next, 16
-  br i1 %240, label %conv2.k130, label %conv2.k130.end
+  store <8 x float> %237, ptr %conv2.t121_a3, align 32
+  %t121_a3 = load <8 x float>, ptr %conv2.t121_a3, align 32
+  %t121_b058 = load <8 x float>, ptr %conv2.t121_b0, align 32
+  %t121_c3_0 = load <8 x float>, ptr %conv2.t121_c3_0, align 32
+  %238 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t121_a3, <8 x float> %t121_b058, <8 x float> %t121_c3_0)
+  store <8 x float> %238, ptr %conv2.t121_c3_0, align 32
+  %t121_a359 = load <8 x float>, ptr %conv2.t121_a3, align 32
+  %t121_b160 = load <8 x float>, ptr %conv2.t121_b1, align 32
+  %t121_c3_1 = load <8 x float>, ptr %conv2.t121_c3_1, align 32
+  %239 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t121_a359, <8 x float> %t121_b160, <8 x float> %t121_c3_1)
+  store <8 x float> %239, ptr %conv2.t121_c3_1, align 32
+  %k122.next = add nsw i64 %conv2.k12244, 1
+  %240 = icmp slt i64 %k122.next, 16
+  br i1 %240, label %conv2.k122, label %conv2.k122.end
 
-conv2.k130.end:                                   ; preds = %conv2.k130
-  %t129_c0_061 = load <8 x float>, ptr %conv2.t129_c0_0, align 32
+conv2.k122.end:                                   ; preds = %conv2.k122
+  %t121_c0_061 = load <8 x float>, ptr %conv2.t121_c0_0, align 32
   %241 = mul nsw i64 %0, 1568
   %242 = add nsw i64 426240, %241
   %243 = mul nsw i64 %1, 16
   %244 = add nsw i64 %242, %243
   %245 = add nsw i64 %244, 1440
-  %246 = mul nsw i64 %conv2.nb1251, 16
+  %246 = mul nsw i64 %conv2.nb1171, 16
   %247 = add nsw i64 %245, %246
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %247
-  store <8 x float> %t129_c0_061, ptr %arena62, align 4
-  %t129_c0_163 = load <8 x float>, ptr %conv2.t129_c0_1, align 32
+  store <8 x float> %t121_c0_061, ptr %arena62, align 4
+  %t121_c0_163 = load <8 x float>, ptr %conv2.t121_c0_1, align 32
   %248 = mul nsw i64 %0, 1568
   %249 = add nsw i64 426240, %248
   %250 = mul nsw i64 %1, 16
   %251 = add nsw i64 %249, %250
   %252 = add nsw i64 %251, 1440
-  %253 = mul nsw i64 %conv2.nb1251, 16
+  %253 = mul nsw i64 %conv2.nb1171, 16
   %254 = add nsw i64 %252, %253
   %255 = add nsw i64 %254, 8
   %arena64 = getelementptr inbounds float, ptr %arena, i64 %255
-  store <8 x float> %t129_c0_163, ptr %arena64, align 4
-  %t129_c1_065 = load <8 x float>, ptr %conv2.t129_c1_0, align 32
+  store <8 x float> %t121_c0_163, ptr %arena64, align 4
+  %t121_c1_065 = load <8 x float>, ptr %conv2.t121_c1_0, align 32
   %256 = mul nsw i64 %0, 1568
   %257 = add nsw i64 426240, %256
   %258 = mul nsw i64 %1, 16
   %259 = add nsw i64 %257, %258
   %260 = add nsw i64 %259, 1472
-  %261 = mul nsw i64 %conv2.nb1251, 16
+  %261 = mul nsw i64 %conv2.nb1171, 16
   %262 = add nsw i64 %260, %261
   %arena66 = getelementptr inbounds float, ptr %arena, i64 %262
-  store <8 x float> %t129_c1_065, ptr %arena66, align 4
-  %t129_c1_167 = load <8 x float>, ptr %conv2.t129_c1_1, align 32
+  store <8 x float> %t121_c1_065, ptr %arena66, align 4
+  %t121_c1_167 = load <8 x float>, ptr %conv2.t121_c1_1, align 32
   %263 = mul nsw i64 %0, 1568
   %264 = add nsw i64 426240, %263
   %265 = mul nsw i64 %1, 16
   %266 = add nsw i64 %264, %265
   %267 = add nsw i64 %266, 1472
-  %268 = mul nsw i64 %conv2.nb1251, 16
+  %268 = mul nsw i64 %conv2.nb1171, 16
   %269 = add nsw i64 %267, %268
   %270 = add nsw i64 %269, 8
   %arena68 = getelementptr inbounds float, ptr %arena, i64 %270
-  store <8 x float> %t129_c1_167, ptr %arena68, align 4
-  %t129_c2_069 = load <8 x float>, ptr %conv2.t129_c2_0, align 32
+  store <8 x float> %t121_c1_167, ptr %arena68, align 4
+  %t121_c2_069 = load <8 x float>, ptr %conv2.t121_c2_0, align 32
   %271 = mul nsw i64 %0, 1568
   %272 = add nsw i64 426240, %271
   %273 = mul nsw i64 %1, 16
   %274 = add nsw i64 %272, %273
   %275 = add nsw i64 %274, 1504
-  %276 = mul nsw i64 %conv2.nb1251, 16
+  %276 = mul nsw i64 %conv2.nb1171, 16
   %277 = add nsw i64 %275, %276
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %277
-  store <8 x float> %t129_c2_069, ptr %arena70, align 4
-  %t129_c2_171 = load <8 x float>, ptr %conv2.t129_c2_1, align 32
+  store <8 x float> %t121_c2_069, ptr %arena70, align 4
+  %t121_c2_171 = load <8 x float>, ptr %conv2.t121_c2_1, align 32
   %278 = mul nsw i64 %0, 1568
   %279 = add nsw i64 426240, %278
   %280 = mul nsw i64 %1, 16
   %281 = add nsw i64 %279, %280
   %282 = add nsw i64 %281, 1504
-  %283 = mul nsw i64 %conv2.nb1251, 16
+  %283 = mul nsw i64 %conv2.nb1171, 16
   %284 = add nsw i64 %282, %283
   %285 = add nsw i64 %284, 8
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %285
-  store <8 x float> %t129_c2_171, ptr %arena72, align 4
-  %t129_c3_073 = load <8 x float>, ptr %conv2.t129_c3_0, align 32
+  store <8 x float> %t121_c2_171, ptr %arena72, align 4
+  %t121_c3_073 = load <8 x float>, ptr %conv2.t121_c3_0, align 32
   %286 = mul nsw i64 %0, 1568
   %287 = add nsw i64 426240, %286
   %288 = mul nsw i64 %1, 16
   %289 = add nsw i64 %287, %288
   %290 = add nsw i64 %289, 1536
-  %291 = mul nsw i64 %conv2.nb1251, 16
+  %291 = mul nsw i64 %conv2.nb1171, 16
   %292 = add nsw i64 %290, %291
   %arena74 = getelementptr inbounds float, ptr %arena, i64 %292
-  store <8 x float> %t129_c3_073, ptr %arena74, align 4
-  %t129_c3_175 = load <8 x float>, ptr %conv2.t129_c3_1, align 32
+  store <8 x float> %t121_c3_073, ptr %arena74, align 4
+  %t121_c3_175 = load <8 x float>, ptr %conv2.t121_c3_1, align 32
   %293 = mul nsw i64 %0, 1568
   %294 = add nsw i64 426240, %293
   %295 = mul nsw i64 %1, 16
   %296 = add nsw i64 %294, %295
   %297 = add nsw i64 %296, 1536
-  %298 = mul nsw i64 %conv2.nb1251, 16
+  %298 = mul nsw i64 %conv2.nb1171, 16
   %299 = add nsw i64 %297, %298
   %300 = add nsw i64 %299, 8
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %300
-  store <8 x float> %t129_c3_175, ptr %arena76, align 4
-  %nb125.next = add nsw i64 %conv2.nb1251, 1
-  %301 = icmp slt i64 %nb125.next, 1
-  br i1 %301, label %conv2.nb125, label %conv2.nb125.end
+  store <8 x float> %t121_c3_175, ptr %arena76, align 4
+  %nb117.next = add nsw i64 %conv2.nb1171, 1
+  %301 = icmp slt i64 %nb117.next, 1
+  br i1 %301, label %conv2.nb117, label %conv2.nb117.end
 }
 
-define internal void @smallcnn_infer_b64.k1.conv2.part123.task(ptr %0, i64 %1) {
+define internal void @smallcnn_infer_b64.k1.conv2.part115.task(ptr %0, i64 %1) {
 entry:
   %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
   %3 = load ptr, ptr %2, align 8
@@ -15060,7 +14574,7 @@ entry:
   %23 = load ptr, ptr %22, align 8
   %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
   %25 = load i64, ptr %24, align 4
-  call void @smallcnn_infer_b64.k1.conv2.part123(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
+  call void @smallcnn_infer_b64.k1.conv2.part115(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
   ret void
 }
 
@@ -15073,563 +14587,563 @@ entry:
 ; Function Attrs: noinline
 define internal void @smallcnn_infer_b64.k3.fc1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %fc1.n166
+  br label %fc1.n158
 
-fc1.n166:                                         ; preds = %fc1.k167.end, %entry
-  %fc1.n1661 = phi i64 [ 0, %entry ], [ %n166.next, %fc1.k167.end ]
-  br label %fc1.k167
+fc1.n158:                                         ; preds = %fc1.k159.end, %entry
+  %fc1.n1581 = phi i64 [ 0, %entry ], [ %n158.next, %fc1.k159.end ]
+  br label %fc1.k159
 
-fc1.n166.end:                                     ; preds = %fc1.k167.end
-  call void @smallcnn_infer_b64.k3.fc1.gemm178(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  br label %fc1.n179
+fc1.n158.end:                                     ; preds = %fc1.k159.end
+  call void @smallcnn_infer_b64.k3.fc1.gemm170(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  br label %fc1.n171
 
-fc1.k167:                                         ; preds = %fc1.k167, %fc1.n166
-  %fc1.k1672 = phi i64 [ 0, %fc1.n166 ], [ %k167.next, %fc1.k167 ]
-  %0 = mul nsw i64 %fc1.n1661, 1568
+fc1.k159:                                         ; preds = %fc1.k159, %fc1.n158
+  %fc1.k1592 = phi i64 [ 0, %fc1.n158 ], [ %k159.next, %fc1.k159 ]
+  %0 = mul nsw i64 %fc1.n1581, 1568
   %1 = add nsw i64 200704, %0
-  %2 = add nsw i64 %1, %fc1.k1672
+  %2 = add nsw i64 %1, %fc1.k1592
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena3, align 4
-  %4 = mul nsw i64 %fc1.k1672, 64
+  %4 = mul nsw i64 %fc1.k1592, 64
   %5 = add nsw i64 8192, %4
-  %6 = add nsw i64 %5, %fc1.n1661
+  %6 = add nsw i64 %5, %fc1.n1581
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   store float %3, ptr %arena4, align 4
-  %k167.next = add nsw i64 %fc1.k1672, 1
-  %7 = icmp slt i64 %k167.next, 1568
-  br i1 %7, label %fc1.k167, label %fc1.k167.end
+  %k159.next = add nsw i64 %fc1.k1592, 1
+  %7 = icmp slt i64 %k159.next, 1568
+  br i1 %7, label %fc1.k159, label %fc1.k159.end
 
-fc1.k167.end:                                     ; preds = %fc1.k167
-  %n166.next = add nsw i64 %fc1.n1661, 1
-  %8 = icmp slt i64 %n166.next, 64
-  br i1 %8, label %fc1.n166, label %fc1.n166.end
+fc1.k159.end:                                     ; preds = %fc1.k159
+  %n158.next = add nsw i64 %fc1.n1581, 1
+  %8 = icmp slt i64 %n158.next, 64
+  br i1 %8, label %fc1.n158, label %fc1.n158.end
 
-fc1.n179:                                         ; preds = %fc1.u180.end, %fc1.n166.end
-  %fc1.n1795 = phi i64 [ 0, %fc1.n166.end ], [ %n179.next, %fc1.u180.end ]
-  br label %fc1.u180
+fc1.n171:                                         ; preds = %fc1.u172.end, %fc1.n158.end
+  %fc1.n1715 = phi i64 [ 0, %fc1.n158.end ], [ %n171.next, %fc1.u172.end ]
+  br label %fc1.u172
 
-fc1.n179.end:                                     ; preds = %fc1.u180.end
+fc1.n171.end:                                     ; preds = %fc1.u172.end
   ret void
 
-fc1.u180:                                         ; preds = %fc1.u180, %fc1.n179
-  %fc1.u1806 = phi i64 [ 0, %fc1.n179 ], [ %u180.next, %fc1.u180 ]
-  %9 = mul nsw i64 %fc1.u1806, 64
+fc1.u172:                                         ; preds = %fc1.u172, %fc1.n171
+  %fc1.u1726 = phi i64 [ 0, %fc1.n171 ], [ %u172.next, %fc1.u172 ]
+  %9 = mul nsw i64 %fc1.u1726, 64
   %10 = add nsw i64 108544, %9
-  %11 = add nsw i64 %10, %fc1.n1795
+  %11 = add nsw i64 %10, %fc1.n1715
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %11
   %12 = load float, ptr %arena7, align 4
-  %13 = add nsw i64 205504, %fc1.u1806
+  %13 = add nsw i64 205504, %fc1.u1726
   %params8 = getelementptr inbounds float, ptr %params, i64 %13
   %14 = load float, ptr %params8, align 4
   %15 = fadd float %12, %14
   %16 = fcmp ogt float %15, 0.000000e+00
-  %17 = mul nsw i64 %fc1.u1806, 64
+  %17 = mul nsw i64 %fc1.u1726, 64
   %18 = add nsw i64 108544, %17
-  %19 = add nsw i64 %18, %fc1.n1795
+  %19 = add nsw i64 %18, %fc1.n1715
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %19
   %20 = load float, ptr %arena9, align 4
-  %21 = add nsw i64 205504, %fc1.u1806
+  %21 = add nsw i64 205504, %fc1.u1726
   %params10 = getelementptr inbounds float, ptr %params, i64 %21
   %22 = load float, ptr %params10, align 4
   %23 = fadd float %20, %22
   %24 = select i1 %16, float %23, float 0.000000e+00
-  %25 = mul nsw i64 %fc1.n1795, 128
-  %26 = add nsw i64 %25, %fc1.u1806
+  %25 = mul nsw i64 %fc1.n1715, 128
+  %26 = add nsw i64 %25, %fc1.u1726
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %26
   store float %24, ptr %arena11, align 4
-  %u180.next = add nsw i64 %fc1.u1806, 1
-  %27 = icmp slt i64 %u180.next, 128
-  br i1 %27, label %fc1.u180, label %fc1.u180.end
+  %u172.next = add nsw i64 %fc1.u1726, 1
+  %27 = icmp slt i64 %u172.next, 128
+  br i1 %27, label %fc1.u172, label %fc1.u172.end
 
-fc1.u180.end:                                     ; preds = %fc1.u180
-  %n179.next = add nsw i64 %fc1.n1795, 1
-  %28 = icmp slt i64 %n179.next, 64
-  br i1 %28, label %fc1.n179, label %fc1.n179.end
+fc1.u172.end:                                     ; preds = %fc1.u172
+  %n171.next = add nsw i64 %fc1.n1715, 1
+  %28 = icmp slt i64 %n171.next, 64
+  br i1 %28, label %fc1.n171, label %fc1.n171.end
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_infer_b64.k3.fc1.gemm178(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @smallcnn_infer_b64.k3.fc1.gemm170(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %fc1.t176_a3 = alloca <8 x float>, align 32
-  %fc1.t176_a2 = alloca <8 x float>, align 32
-  %fc1.t176_a1 = alloca <8 x float>, align 32
-  %fc1.t176_a0 = alloca <8 x float>, align 32
-  %fc1.t176_b1 = alloca <8 x float>, align 32
-  %fc1.t176_b0 = alloca <8 x float>, align 32
-  %fc1.t176_c3_1 = alloca <8 x float>, align 32
-  %fc1.t176_c3_0 = alloca <8 x float>, align 32
-  %fc1.t176_c2_1 = alloca <8 x float>, align 32
-  %fc1.t176_c2_0 = alloca <8 x float>, align 32
-  %fc1.t176_c1_1 = alloca <8 x float>, align 32
-  %fc1.t176_c1_0 = alloca <8 x float>, align 32
-  %fc1.t176_c0_1 = alloca <8 x float>, align 32
-  %fc1.t176_c0_0 = alloca <8 x float>, align 32
-  %fc1.t173_a3 = alloca <8 x float>, align 32
-  %fc1.t173_a2 = alloca <8 x float>, align 32
-  %fc1.t173_a1 = alloca <8 x float>, align 32
-  %fc1.t173_a0 = alloca <8 x float>, align 32
-  %fc1.t173_b2 = alloca <8 x float>, align 32
-  %fc1.t173_b1 = alloca <8 x float>, align 32
-  %fc1.t173_b0 = alloca <8 x float>, align 32
-  %fc1.t173_c3_2 = alloca <8 x float>, align 32
-  %fc1.t173_c3_1 = alloca <8 x float>, align 32
-  %fc1.t173_c3_0 = alloca <8 x float>, align 32
-  %fc1.t173_c2_2 = alloca <8 x float>, align 32
-  %fc1.t173_c2_1 = alloca <8 x float>, align 32
-  %fc1.t173_c2_0 = alloca <8 x float>, align 32
-  %fc1.t173_c1_2 = alloca <8 x float>, align 32
-  %fc1.t173_c1_1 = alloca <8 x float>, align 32
-  %fc1.t173_c1_0 = alloca <8 x float>, align 32
-  %fc1.t173_c0_2 = alloca <8 x float>, align 32
-  %fc1.t173_c0_1 = alloca <8 x float>, align 32
-  %fc1.t173_c0_0 = alloca <8 x float>, align 32
-  br label %fc1.r168
+  %fc1.t168_a3 = alloca <8 x float>, align 32
+  %fc1.t168_a2 = alloca <8 x float>, align 32
+  %fc1.t168_a1 = alloca <8 x float>, align 32
+  %fc1.t168_a0 = alloca <8 x float>, align 32
+  %fc1.t168_b1 = alloca <8 x float>, align 32
+  %fc1.t168_b0 = alloca <8 x float>, align 32
+  %fc1.t168_c3_1 = alloca <8 x float>, align 32
+  %fc1.t168_c3_0 = alloca <8 x float>, align 32
+  %fc1.t168_c2_1 = alloca <8 x float>, align 32
+  %fc1.t168_c2_0 = alloca <8 x float>, align 32
+  %fc1.t168_c1_1 = alloca <8 x float>, align 32
+  %fc1.t168_c1_0 = alloca <8 x float>, align 32
+  %fc1.t168_c0_1 = alloca <8 x float>, align 32
+  %fc1.t168_c0_0 = alloca <8 x float>, align 32
+  %fc1.t165_a3 = alloca <8 x float>, align 32
+  %fc1.t165_a2 = alloca <8 x float>, align 32
+  %fc1.t165_a1 = alloca <8 x float>, align 32
+  %fc1.t165_a0 = alloca <8 x float>, align 32
+  %fc1.t165_b2 = alloca <8 x float>, align 32
+  %fc1.t165_b1 = alloca <8 x float>, align 32
+  %fc1.t165_b0 = alloca <8 x float>, align 32
+  %fc1.t165_c3_2 = alloca <8 x float>, align 32
+  %fc1.t165_c3_1 = alloca <8 x float>, align 32
+  %fc1.t165_c3_0 = alloca <8 x float>, align 32
+  %fc1.t165_c2_2 = alloca <8 x float>, align 32
+  %fc1.t165_c2_1 = alloca <8 x float>, align 32
+  %fc1.t165_c2_0 = alloca <8 x float>, align 32
+  %fc1.t165_c1_2 = alloca <8 x float>, align 32
+  %fc1.t165_c1_1 = alloca <8 x float>, align 32
+  %fc1.t165_c1_0 = alloca <8 x float>, align 32
+  %fc1.t165_c0_2 = alloca <8 x float>, align 32
+  %fc1.t165_c0_1 = alloca <8 x float>, align 32
+  %fc1.t165_c0_0 = alloca <8 x float>, align 32
+  br label %fc1.r160
 
-fc1.r168:                                         ; preds = %fc1.i169.end, %entry
-  %fc1.r1681 = phi i64 [ 0, %entry ], [ %r168.next, %fc1.i169.end ]
-  br label %fc1.i169
+fc1.r160:                                         ; preds = %fc1.i161.end, %entry
+  %fc1.r1601 = phi i64 [ 0, %entry ], [ %r160.next, %fc1.i161.end ]
+  br label %fc1.i161
 
-fc1.r168.end:                                     ; preds = %fc1.i169.end
-  br label %fc1.kp170
+fc1.r160.end:                                     ; preds = %fc1.i161.end
+  br label %fc1.kp162
 
-fc1.i169:                                         ; preds = %fc1.i169, %fc1.r168
-  %fc1.i1692 = phi i64 [ 0, %fc1.r168 ], [ %i169.next, %fc1.i169 ]
-  %0 = mul nsw i64 %fc1.r1681, 64
+fc1.i161:                                         ; preds = %fc1.i161, %fc1.r160
+  %fc1.i1612 = phi i64 [ 0, %fc1.r160 ], [ %i161.next, %fc1.i161 ]
+  %0 = mul nsw i64 %fc1.r1601, 64
   %1 = add nsw i64 108544, %0
-  %2 = add nsw i64 %1, %fc1.i1692
+  %2 = add nsw i64 %1, %fc1.i1612
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   store float 0.000000e+00, ptr %arena3, align 4
-  %i169.next = add nsw i64 %fc1.i1692, 1
-  %3 = icmp slt i64 %i169.next, 64
-  br i1 %3, label %fc1.i169, label %fc1.i169.end
+  %i161.next = add nsw i64 %fc1.i1612, 1
+  %3 = icmp slt i64 %i161.next, 64
+  br i1 %3, label %fc1.i161, label %fc1.i161.end
 
-fc1.i169.end:                                     ; preds = %fc1.i169
-  %r168.next = add nsw i64 %fc1.r1681, 1
-  %4 = icmp slt i64 %r168.next, 128
-  br i1 %4, label %fc1.r168, label %fc1.r168.end
+fc1.i161.end:                                     ; preds = %fc1.i161
+  %r160.next = add nsw i64 %fc1.r1601, 1
+  %4 = icmp slt i64 %r160.next, 128
+  br i1 %4, label %fc1.r160, label %fc1.r160.end
 
-fc1.kp170:                                        ; preds = %fc1.mb175.end, %fc1.r168.end
-  %fc1.kp1704 = phi i64 [ 0, %fc1.r168.end ], [ %kp170.next, %fc1.mb175.end ]
-  br label %fc1.nb171
+fc1.kp162:                                        ; preds = %fc1.mb167.end, %fc1.r160.end
+  %fc1.kp1624 = phi i64 [ 0, %fc1.r160.end ], [ %kp162.next, %fc1.mb167.end ]
+  br label %fc1.nb163
 
-fc1.kp170.end:                                    ; preds = %fc1.mb175.end
+fc1.kp162.end:                                    ; preds = %fc1.mb167.end
   ret void
 
-fc1.nb171:                                        ; preds = %fc1.mb172.end, %fc1.kp170
-  %fc1.nb1715 = phi i64 [ 0, %fc1.kp170 ], [ %nb171.next, %fc1.mb172.end ]
-  br label %fc1.mb172
+fc1.nb163:                                        ; preds = %fc1.mb164.end, %fc1.kp162
+  %fc1.nb1635 = phi i64 [ 0, %fc1.kp162 ], [ %nb163.next, %fc1.mb164.end ]
+  br label %fc1.mb164
 
-fc1.nb171.end:                                    ; preds = %fc1.mb172.end
-  br label %fc1.mb175
+fc1.nb163.end:                                    ; preds = %fc1.mb164.end
+  br label %fc1.mb167
 
-fc1.mb172:                                        ; preds = %fc1.k174.end, %fc1.nb171
-  %fc1.mb1726 = phi i64 [ 0, %fc1.nb171 ], [ %mb172.next, %fc1.k174.end ]
-  %5 = mul nsw i64 %fc1.mb1726, 4
+fc1.mb164:                                        ; preds = %fc1.k166.end, %fc1.nb163
+  %fc1.mb1646 = phi i64 [ 0, %fc1.nb163 ], [ %mb164.next, %fc1.k166.end ]
+  %5 = mul nsw i64 %fc1.mb1646, 4
   %6 = mul nsw i64 %5, 64
   %7 = add nsw i64 108544, %6
-  %8 = mul nsw i64 %fc1.nb1715, 24
+  %8 = mul nsw i64 %fc1.nb1635, 24
   %9 = add nsw i64 %7, %8
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %9
   %10 = load <8 x float>, ptr %arena7, align 4
-  store <8 x float> %10, ptr %fc1.t173_c0_0, align 32
-  %11 = mul nsw i64 %fc1.mb1726, 4
+  store <8 x float> %10, ptr %fc1.t165_c0_0, align 32
+  %11 = mul nsw i64 %fc1.mb1646, 4
   %12 = mul nsw i64 %11, 64
   %13 = add nsw i64 108544, %12
-  %14 = mul nsw i64 %fc1.nb1715, 24
+  %14 = mul nsw i64 %fc1.nb1635, 24
   %15 = add nsw i64 %13, %14
   %16 = add nsw i64 %15, 8
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %16
   %17 = load <8 x float>, ptr %arena8, align 4
-  store <8 x float> %17, ptr %fc1.t173_c0_1, align 32
-  %18 = mul nsw i64 %fc1.mb1726, 4
+  store <8 x float> %17, ptr %fc1.t165_c0_1, align 32
+  %18 = mul nsw i64 %fc1.mb1646, 4
   %19 = mul nsw i64 %18, 64
   %20 = add nsw i64 108544, %19
-  %21 = mul nsw i64 %fc1.nb1715, 24
+  %21 = mul nsw i64 %fc1.nb1635, 24
   %22 = add nsw i64 %20, %21
   %23 = add nsw i64 %22, 16
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %23
   %24 = load <8 x float>, ptr %arena9, align 4
-  store <8 x float> %24, ptr %fc1.t173_c0_2, align 32
-  %25 = mul nsw i64 %fc1.mb1726, 4
+  store <8 x float> %24, ptr %fc1.t165_c0_2, align 32
+  %25 = mul nsw i64 %fc1.mb1646, 4
   %26 = add nsw i64 %25, 1
   %27 = mul nsw i64 %26, 64
   %28 = add nsw i64 108544, %27
-  %29 = mul nsw i64 %fc1.nb1715, 24
+  %29 = mul nsw i64 %fc1.nb1635, 24
   %30 = add nsw i64 %28, %29
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = load <8 x float>, ptr %arena10, align 4
-  store <8 x float> %31, ptr %fc1.t173_c1_0, align 32
-  %32 = mul nsw i64 %fc1.mb1726, 4
+  store <8 x float> %31, ptr %fc1.t165_c1_0, align 32
+  %32 = mul nsw i64 %fc1.mb1646, 4
   %33 = add nsw i64 %32, 1
   %34 = mul nsw i64 %33, 64
   %35 = add nsw i64 108544, %34
-  %36 = mul nsw i64 %fc1.nb1715, 24
+  %36 = mul nsw i64 %fc1.nb1635, 24
   %37 = add nsw i64 %35, %36
   %38 = add nsw i64 %37, 8
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %38
   %39 = load <8 x float>, ptr %arena11, align 4
-  store <8 x float> %39, ptr %fc1.t173_c1_1, align 32
-  %40 = mul nsw i64 %fc1.mb1726, 4
+  store <8 x float> %39, ptr %fc1.t165_c1_1, align 32
+  %40 = mul nsw i64 %fc1.mb1646, 4
   %41 = add nsw i64 %40, 1
   %42 = mul nsw i64 %41, 64
   %43 = add nsw i64 108544, %42
-  %44 = mul nsw i64 %fc1.nb1715, 24
+  %44 = mul nsw i64 %fc1.nb1635, 24
   %45 = add nsw i64 %43, %44
   %46 = add nsw i64 %45, 16
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %46
   %47 = load <8 x float>, ptr %arena12, align 4
-  store <8 x float> %47, ptr %fc1.t173_c1_2, align 32
-  %48 = mul nsw i64 %fc1.mb1726, 4
+  store <8 x float> %47, ptr %fc1.t165_c1_2, align 32
+  %48 = mul nsw i64 %fc1.mb1646, 4
   %49 = add nsw i64 %48, 2
   %50 = mul nsw i64 %49, 64
   %51 = add nsw i64 108544, %50
-  %52 = mul nsw i64 %fc1.nb1715, 24
+  %52 = mul nsw i64 %fc1.nb1635, 24
   %53 = add nsw i64 %51, %52
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %53
   %54 = load <8 x float>, ptr %arena13, align 4
-  store <8 x float> %54, ptr %fc1.t173_c2_0, align 32
-  %55 = mul nsw i64 %fc1.mb1726, 4
+  store <8 x float> %54, ptr %fc1.t165_c2_0, align 32
+  %55 = mul nsw i64 %fc1.mb1646, 4
   %56 = add nsw i64 %55, 2
   %57 = mul nsw i64 %56, 64
   %58 = add nsw i64 108544, %57
-  %59 = mul nsw i64 %fc1.nb1715, 24
+  %59 = mul nsw i64 %fc1.nb1635, 24
   %60 = add nsw i64 %58, %59
   %61 = add nsw i64 %60, 8
   %arena14 = getelementptr inbounds float, ptr %arena, i64 %61
   %62 = load <8 x float>, ptr %arena14, align 4
-  store <8 x float> %62, ptr %fc1.t173_c2_1, align 32
-  %63 = mul nsw i64 %fc1.mb1726, 4
+  store <8 x float> %62, ptr %fc1.t165_c2_1, align 32
+  %63 = mul nsw i64 %fc1.mb1646, 4
   %64 = add nsw i64 %63, 2
   %65 = mul nsw i64 %64, 64
   %66 = add nsw i64 108544, %65
-  %67 = mul nsw i64 %fc1.nb1715, 24
+  %67 = mul nsw i64 %fc1.nb1635, 24
   %68 = add nsw i64 %66, %67
   %69 = add nsw i64 %68, 16
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %69
   %70 = load <8 x float>, ptr %arena15, align 4
-  store <8 x float> %70, ptr %fc1.t173_c2_2, align 32
-  %71 = mul nsw i64 %fc1.mb1726, 4
+  store <8 x float> %70, ptr %fc1.t165_c2_2, align 32
+  %71 = mul nsw i64 %fc1.mb1646, 4
   %72 = add nsw i64 %71, 3
   %73 = mul nsw i64 %72, 64
   %74 = add nsw i64 108544, %73
-  %75 = mul nsw i64 %fc1.nb1715, 24
+  %75 = mul nsw i64 %fc1.nb1635, 24
   %76 = add nsw i64 %74, %75
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %76
   %77 = load <8 x float>, ptr %arena16, align 4
-  store <8 x float> %77, ptr %fc1.t173_c3_0, align 32
-  %78 = mul nsw i64 %fc1.mb1726, 4
+  store <8 x float> %77, ptr %fc1.t165_c3_0, align 32
+  %78 = mul nsw i64 %fc1.mb1646, 4
   %79 = add nsw i64 %78, 3
   %80 = mul nsw i64 %79, 64
   %81 = add nsw i64 108544, %80
-  %82 = mul nsw i64 %fc1.nb1715, 24
+  %82 = mul nsw i64 %fc1.nb1635, 24
   %83 = add nsw i64 %81, %82
   %84 = add nsw i64 %83, 8
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %84
   %85 = load <8 x float>, ptr %arena17, align 4
-  store <8 x float> %85, ptr %fc1.t173_c3_1, align 32
-  %86 = mul nsw i64 %fc1.mb1726, 4
+  store <8 x float> %85, ptr %fc1.t165_c3_1, align 32
+  %86 = mul nsw i64 %fc1.mb1646, 4
   %87 = add nsw i64 %86, 3
   %88 = mul nsw i64 %87, 64
   %89 = add nsw i64 108544, %88
-  %90 = mul nsw i64 %fc1.nb1715, 24
+  %90 = mul nsw i64 %fc1.nb1635, 24
   %91 = add nsw i64 %89, %90
   %92 = add nsw i64 %91, 16
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %92
   %93 = load <8 x float>, ptr %arena18, align 4
-  store <8 x float> %93, ptr %fc1.t173_c3_2, align 32
-  br label %fc1.k174
+  store <8 x float> %93, ptr %fc1.t165_c3_2, align 32
+  br label %fc1.k166
 
-fc1.mb172.end:                                    ; preds = %fc1.k174.end
-  %nb171.next = add nsw i64 %fc1.nb1715, 1
-  %94 = icmp slt i64 %nb171.next, 2
-  br i1 %94, label %fc1.nb171, label %fc1.nb171.end
+fc1.mb164.end:                                    ; preds = %fc1.k166.end
+  %nb163.next = add nsw i64 %fc1.nb1635, 1
+  %94 = icmp slt i64 %nb163.next, 2
+  br i1 %94, label %fc1.nb163, label %fc1.nb163.end
 
-fc1.k174:                                         ; preds = %fc1.k174, %fc1.mb172
-  %fc1.k17419 = phi i64 [ 0, %fc1.mb172 ], [ %k174.next, %fc1.k174 ]
-  %95 = mul nsw i64 %fc1.kp1704, 784
-  %96 = add nsw i64 %fc1.k17419, %95
+fc1.k166:                                         ; preds = %fc1.k166, %fc1.mb164
+  %fc1.k16619 = phi i64 [ 0, %fc1.mb164 ], [ %k166.next, %fc1.k166 ]
+  %95 = mul nsw i64 %fc1.kp1624, 784
+  %96 = add nsw i64 %fc1.k16619, %95
   %97 = mul nsw i64 %96, 64
   %98 = add nsw i64 8192, %97
-  %99 = mul nsw i64 %fc1.nb1715, 24
+  %99 = mul nsw i64 %fc1.nb1635, 24
   %100 = add nsw i64 %98, %99
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %100
   %101 = load <8 x float>, ptr %arena20, align 4
-  store <8 x float> %101, ptr %fc1.t173_b0, align 32
-  %102 = mul nsw i64 %fc1.kp1704, 784
-  %103 = add nsw i64 %fc1.k17419, %102
+  store <8 x float> %101, ptr %fc1.t165_b0, align 32
+  %102 = mul nsw i64 %fc1.kp1624, 784
+  %103 = add nsw i64 %fc1.k16619, %102
   %104 = mul nsw i64 %103, 64
   %105 = add nsw i64 8192, %104
-  %106 = mul nsw i64 %fc1.nb1715, 24
+  %106 = mul nsw i64 %fc1.nb1635, 24
   %107 = add nsw i64 %105, %106
   %108 = add nsw i64 %107, 8
   %arena21 = getelementptr inbounds float, ptr %arena, i64 %108
   %109 = load <8 x float>, ptr %arena21, align 4
-  store <8 x float> %109, ptr %fc1.t173_b1, align 32
-  %110 = mul nsw i64 %fc1.kp1704, 784
-  %111 = add nsw i64 %fc1.k17419, %110
+  store <8 x float> %109, ptr %fc1.t165_b1, align 32
+  %110 = mul nsw i64 %fc1.kp1624, 784
+  %111 = add nsw i64 %fc1.k16619, %110
   %112 = mul nsw i64 %111, 64
   %113 = add nsw i64 8192, %112
-  %114 = mul nsw i64 %fc1.nb1715, 24
+  %114 = mul nsw i64 %fc1.nb1635, 24
   %115 = add nsw i64 %113, %114
   %116 = add nsw i64 %115, 16
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %116
   %117 = load <8 x float>, ptr %arena22, align 4
-  store <8 x float> %117, ptr %fc1.t173_b2, align 32
-  %118 = mul nsw i64 %fc1.mb1726, 4
+  store <8 x float> %117, ptr %fc1.t165_b2, align 32
+  %118 = mul nsw i64 %fc1.mb1646, 4
   %119 = mul nsw i64 %118, 1568
   %120 = add nsw i64 4800, %119
-  %121 = mul nsw i64 %fc1.kp1704, 784
-  %122 = add nsw i64 %fc1.k17419, %121
+  %121 = mul nsw i64 %fc1.kp1624, 784
+  %122 = add nsw i64 %fc1.k16619, %121
   %123 = add nsw i64 %120, %122
   %params23 = getelementptr inbounds float, ptr %params, i64 %123
   %124 = load float, ptr %params23, align 4
   %125 = insertelement <8 x float> undef, float %124, i32 0
   %126 = shufflevector <8 x float> %125, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %126, ptr %fc1.t173_a0, align 32
-  %t173_a0 = load <8 x float>, ptr %fc1.t173_a0, align 32
-  %t173_b0 = load <8 x float>, ptr %fc1.t173_b0, align 32
-  %t173_c0_0 = load <8 x float>, ptr %fc1.t173_c0_0, align 32
-  %127 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t173_a0, <8 x float> %t173_b0, <8 x float> %t173_c0_0)
-  store <8 x float> %127, ptr %fc1.t173_c0_0, align 32
-  %t173_a024 = load <8 x float>, ptr %fc1.t173_a0, align 32
-  %t173_b1 = load <8 x float>, ptr %fc1.t173_b1, align 32
-  %t173_c0_1 = load <8 x float>, ptr %fc1.t173_c0_1, align 32
-  %128 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t173_a024, <8 x float> %t173_b1, <8 x float> %t173_c0_1)
-  store <8 x float> %128, ptr %fc1.t173_c0_1, align 32
-  %t173_a025 = load <8 x float>, ptr %fc1.t173_a0, align 32
-  %t173_b2 = load <8 x float>, ptr %fc1.t173_b2, align 32
-  %t173_c0_2 = load <8 x float>, ptr %fc1.t173_c0_2, align 32
-  %129 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t173_a025, <8 x float> %t173_b2, <8 x float> %t173_c0_2)
-  store <8 x float> %129, ptr %fc1.t173_c0_2, align 32
-  %130 = mul nsw i64 %fc1.mb1726, 4
+  store <8 x float> %126, ptr %fc1.t165_a0, align 32
+  %t165_a0 = load <8 x float>, ptr %fc1.t165_a0, align 32
+  %t165_b0 = load <8 x float>, ptr %fc1.t165_b0, align 32
+  %t165_c0_0 = load <8 x float>, ptr %fc1.t165_c0_0, align 32
+  %127 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t165_a0, <8 x float> %t165_b0, <8 x float> %t165_c0_0)
+  store <8 x float> %127, ptr %fc1.t165_c0_0, align 32
+  %t165_a024 = load <8 x float>, ptr %fc1.t165_a0, align 32
+  %t165_b1 = load <8 x float>, ptr %fc1.t165_b1, align 32
+  %t165_c0_1 = load <8 x float>, ptr %fc1.t165_c0_1, align 32
+  %128 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t165_a024, <8 x float> %t165_b1, <8 x float> %t165_c0_1)
+  store <8 x float> %128, ptr %fc1.t165_c0_1, align 32
+  %t165_a025 = load <8 x float>, ptr %fc1.t165_a0, align 32
+  %t165_b2 = load <8 x float>, ptr %fc1.t165_b2, align 32
+  %t165_c0_2 = load <8 x float>, ptr %fc1.t165_c0_2, align 32
+  %129 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t165_a025, <8 x float> %t165_b2, <8 x float> %t165_c0_2)
+  store <8 x float> %129, ptr %fc1.t165_c0_2, align 32
+  %130 = mul nsw i64 %fc1.mb1646, 4
   %131 = add nsw i64 %130, 1
   %132 = mul nsw i64 %131, 1568
   %133 = add nsw i64 4800, %132
-  %134 = mul nsw i64 %fc1.kp1704, 784
-  %135 = add nsw i64 %fc1.k17419, %134
+  %134 = mul nsw i64 %fc1.kp1624, 784
+  %135 = add nsw i64 %fc1.k16619, %134
   %136 = add nsw i64 %133, %135
   %params26 = getelementptr inbounds float, ptr %params, i64 %136
   %137 = load float, ptr %params26, align 4
   %138 = insertelement <8 x float> undef, float %137, i32 0
   %139 = shufflevector <8 x float> %138, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %139, ptr %fc1.t173_a1, align 32
-  %t173_a1 = load <8 x float>, ptr %fc1.t173_a1, align 32
-  %t173_b027 = load <8 x float>, ptr %fc1.t173_b0, align 32
-  %t173_c1_0 = load <8 x float>, ptr %fc1.t173_c1_0, align 32
-  %140 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t173_a1, <8 x float> %t173_b027, <8 x float> %t173_c1_0)
-  store <8 x float> %140, ptr %fc1.t173_c1_0, align 32
-  %t173_a128 = load <8 x float>, ptr %fc1.t173_a1, align 32
-  %t173_b129 = load <8 x float>, ptr %fc1.t173_b1, align 32
-  %t173_c1_1 = load <8 x float>, ptr %fc1.t173_c1_1, align 32
-  %141 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t173_a128, <8 x float> %t173_b129, <8 x float> %t173_c1_1)
-  store <8 x float> %141, ptr %fc1.t173_c1_1, align 32
-  %t173_a130 = load <8 x float>, ptr %fc1.t173_a1, align 32
-  %t173_b231 = load <8 x float>, ptr %fc1.t173_b2, align 32
-  %t173_c1_2 = load <8 x float>, ptr %fc1.t173_c1_2, align 32
-  %142 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t173_a130, <8 x float> %t173_b231, <8 x float> %t173_c1_2)
-  store <8 x float> %142, ptr %fc1.t173_c1_2, align 32
-  %143 = mul nsw i64 %fc1.mb1726, 4
+  store <8 x float> %139, ptr %fc1.t165_a1, align 32
+  %t165_a1 = load <8 x float>, ptr %fc1.t165_a1, align 32
+  %t165_b027 = load <8 x float>, ptr %fc1.t165_b0, align 32
+  %t165_c1_0 = load <8 x float>, ptr %fc1.t165_c1_0, align 32
+  %140 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t165_a1, <8 x float> %t165_b027, <8 x float> %t165_c1_0)
+  store <8 x float> %140, ptr %fc1.t165_c1_0, align 32
+  %t165_a128 = load <8 x float>, ptr %fc1.t165_a1, align 32
+  %t165_b129 = load <8 x float>, ptr %fc1.t165_b1, align 32
+  %t165_c1_1 = load <8 x float>, ptr %fc1.t165_c1_1, align 32
+  %141 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t165_a128, <8 x float> %t165_b129, <8 x float> %t165_c1_1)
+  store <8 x float> %141, ptr %fc1.t165_c1_1, align 32
+  %t165_a130 = load <8 x float>, ptr %fc1.t165_a1, align 32
+  %t165_b231 = load <8 x float>, ptr %fc1.t165_b2, align 32
+  %t165_c1_2 = load <8 x float>, ptr %fc1.t165_c1_2, align 32
+  %142 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t165_a130, <8 x float> %t165_b231, <8 x float> %t165_c1_2)
+  store <8 x float> %142, ptr %fc1.t165_c1_2, align 32
+  %143 = mul nsw i64 %fc1.mb1646, 4
   %144 = add nsw i64 %143, 2
   %145 = mul nsw i64 %144, 1568
   %146 = add nsw i64 4800, %145
-  %147 = mul nsw i64 %fc1.kp1704, 784
-  %148 = add nsw i64 %fc1.k17419, %147
+  %147 = mul nsw i64 %fc1.kp1624, 784
+  %148 = add nsw i64 %fc1.k16619, %147
   %149 = add nsw i64 %146, %148
   %params32 = getelementptr inbounds float, ptr %params, i64 %149
   %150 = load float, ptr %params32, align 4
   %151 = insertelement <8 x float> undef, float %150, i32 0
   %152 = shufflevector <8 x float> %151, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %152, ptr %fc1.t173_a2, align 32
-  %t173_a2 = load <8 x float>, ptr %fc1.t173_a2, align 32
-  %t173_b033 = load <8 x float>, ptr %fc1.t173_b0, align 32
-  %t173_c2_0 = load <8 x float>, ptr %fc1.t173_c2_0, align 32
-  %153 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t173_a2, <8 x float> %t173_b033, <8 x float> %t173_c2_0)
-  store <8 x float> %153, ptr %fc1.t173_c2_0, align 32
-  %t173_a234 = load <8 x float>, ptr %fc1.t173_a2, align 32
-  %t173_b135 = load <8 x float>, ptr %fc1.t173_b1, align 32
-  %t173_c2_1 = load <8 x float>, ptr %fc1.t173_c2_1, align 32
-  %154 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t173_a234, <8 x float> %t173_b135, <8 x float> %t173_c2_1)
-  store <8 x float> %154, ptr %fc1.t173_c2_1, align 32
-  %t173_a236 = load <8 x float>, ptr %fc1.t173_a2, align 32
-  %t173_b237 = load <8 x float>, ptr %fc1.t173_b2, align 32
-  %t173_c2_2 = load <8 x float>, ptr %fc1.t173_c2_2, align 32
-  %155 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t173_a236, <8 x float> %t173_b237, <8 x float> %t173_c2_2)
-  store <8 x float> %155, ptr %fc1.t173_c2_2, align 32
-  %156 = mul nsw i64 %fc1.mb1726, 4
+  store <8 x float> %152, ptr %fc1.t165_a2, align 32
+  %t165_a2 = load <8 x float>, ptr %fc1.t165_a2, align 32
+  %t165_b033 = load <8 x float>, ptr %fc1.t165_b0, align 32
+  %t165_c2_0 = load <8 x float>, ptr %fc1.t165_c2_0, align 32
+  %153 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t165_a2, <8 x float> %t165_b033, <8 x float> %t165_c2_0)
+  store <8 x float> %153, ptr %fc1.t165_c2_0, align 32
+  %t165_a234 = load <8 x float>, ptr %fc1.t165_a2, align 32
+  %t165_b135 = load <8 x float>, ptr %fc1.t165_b1, align 32
+  %t165_c2_1 = load <8 x float>, ptr %fc1.t165_c2_1, align 32
+  %154 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t165_a234, <8 x float> %t165_b135, <8 x float> %t165_c2_1)
+  store <8 x float> %154, ptr %fc1.t165_c2_1, align 32
+  %t165_a236 = load <8 x float>, ptr %fc1.t165_a2, align 32
+  %t165_b237 = load <8 x float>, ptr %fc1.t165_b2, align 32
+  %t165_c2_2 = load <8 x float>, ptr %fc1.t165_c2_2, align 32
+  %155 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t165_a236, <8 x float> %t165_b237, <8 x float> %t165_c2_2)
+  store <8 x float> %155, ptr %fc1.t165_c2_2, align 32
+  %156 = mul nsw i64 %fc1.mb1646, 4
   %157 = add nsw i64 %156, 3
   %158 = mul nsw i64 %157, 1568
   %159 = add nsw i64 4800, %158
-  %160 = mul nsw i64 %fc1.kp1704, 784
-  %161 = add nsw i64 %fc1.k17419, %160
+  %160 = mul nsw i64 %fc1.kp1624, 784
+  %161 = add nsw i64 %fc1.k16619, %160
   %162 = add nsw i64 %159, %161
   %params38 = getelementptr inbounds float, ptr %params, i64 %162
   %163 = load float, ptr %params38, align 4
   %164 = insertelement <8 x float> undef, float %163, i32 0
   %165 = shufflevector <8 x float> %164, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %165, ptr %fc1.t173_a3, align 32
-  %t173_a3 = load <8 x float>, ptr %fc1.t173_a3, align 32
-  %t173_b039 = load <8 x float>, ptr %fc1.t173_b0, align 32
-  %t173_c3_0 = load <8 x float>, ptr %fc1.t173_c3_0, align 32
-  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t173_a3, <8 x float> %t173_b039, <8 x float> %t173_c3_0)
-  store <8 x float> %166, ptr %fc1.t173_c3_0, align 32
-  %t173_a340 = load <8 x float>, ptr %fc1.t173_a3, align 32
-  %t173_b141 = load <8 x float>, ptr %fc1.t173_b1, align 32
-  %t173_c3_1 = load <8 x float>, ptr %fc1.t173_c3_1, align 32
-  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t173_a340, <8 x float> %t173_b141, <8 x float> %t173_c3_1)
-  store <8 x float> %167, ptr %fc1.t173_c3_1, align 32
-  %t173_a342 = load <8 x float>, ptr %fc1.t173_a3, align 32
-  %t173_b243 = load <8 x float>, ptr %fc1.t173_b2, align 32
-  %t173_c3_2 = load <8 x float>, ptr %fc1.t173_c3_2, align 32
-  %168 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t173_a342, <8 x float> %t173_b243, <8 x float> %t173_c3_2)
-  store <8 x float> %168, ptr %fc1.t173_c3_2, align 32
-  %k174.next = add nsw i64 %fc1.k17419, 1
-  %169 = icmp slt i64 %k174.next, 784
-  br i1 %169, label %fc1.k174, label %fc1.k174.end
+  store <8 x float> %165, ptr %fc1.t165_a3, align 32
+  %t165_a3 = load <8 x float>, ptr %fc1.t165_a3, align 32
+  %t165_b039 = load <8 x float>, ptr %fc1.t165_b0, align 32
+  %t165_c3_0 = load <8 x float>, ptr %fc1.t165_c3_0, align 32
+  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t165_a3, <8 x float> %t165_b039, <8 x float> %t165_c3_0)
+  store <8 x float> %166, ptr %fc1.t165_c3_0, align 32
+  %t165_a340 = load <8 x float>, ptr %fc1.t165_a3, align 32
+  %t165_b141 = load <8 x float>, ptr %fc1.t165_b1, align 32
+  %t165_c3_1 = load <8 x float>, ptr %fc1.t165_c3_1, align 32
+  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t165_a340, <8 x float> %t165_b141, <8 x float> %t165_c3_1)
+  store <8 x float> %167, ptr %fc1.t165_c3_1, align 32
+  %t165_a342 = load <8 x float>, ptr %fc1.t165_a3, align 32
+  %t165_b243 = load <8 x float>, ptr %fc1.t165_b2, align 32
+  %t165_c3_2 = load <8 x float>, ptr %fc1.t165_c3_2, align 32
+  %168 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t165_a342, <8 x float> %t165_b243, <8 x float> %t165_c3_2)
+  store <8 x float> %168, ptr %fc1.t165_c3_2, align 32
+  %k166.next = add nsw i64 %fc1.k16619, 1
+  %169 = icmp slt i64 %k166.next, 784
+  br i1 %169, label %fc1.k166, label %fc1.k166.end
 
-fc1.k174.end:                                     ; preds = %fc1.k174
-  %t173_c0_044 = load <8 x float>, ptr %fc1.t173_c0_0, align 32
-  %170 = mul nsw i64 %fc1.mb1726, 4
+fc1.k166.end:                                     ; preds = %fc1.k166
+  %t165_c0_044 = load <8 x float>, ptr %fc1.t165_c0_0, align 32
+  %170 = mul nsw i64 %fc1.mb1646, 4
   %171 = mul nsw i64 %170, 64
   %172 = add nsw i64 108544, %171
-  %173 = mul nsw i64 %fc1.nb1715, 24
+  %173 = mul nsw i64 %fc1.nb1635, 24
   %174 = add nsw i64 %172, %173
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %174
-  store <8 x float> %t173_c0_044, ptr %arena45, align 4
-  %t173_c0_146 = load <8 x float>, ptr %fc1.t173_c0_1, align 32
-  %175 = mul nsw i64 %fc1.mb1726, 4
+  store <8 x float> %t165_c0_044, ptr %arena45, align 4
+  %t165_c0_146 = load <8 x float>, ptr %fc1.t165_c0_1, align 32
+  %175 = mul nsw i64 %fc1.mb1646, 4
   %176 = mul nsw i64 %175, 64
   %177 = add nsw i64 108544, %176
-  %178 = mul nsw i64 %fc1.nb1715, 24
+  %178 = mul nsw i64 %fc1.nb1635, 24
   %179 = add nsw i64 %177, %178
   %180 = add nsw i64 %179, 8
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %180
-  store <8 x float> %t173_c0_146, ptr %arena47, align 4
-  %t173_c0_248 = load <8 x float>, ptr %fc1.t173_c0_2, align 32
-  %181 = mul nsw i64 %fc1.mb1726, 4
+  store <8 x float> %t165_c0_146, ptr %arena47, align 4
+  %t165_c0_248 = load <8 x float>, ptr %fc1.t165_c0_2, align 32
+  %181 = mul nsw i64 %fc1.mb1646, 4
   %182 = mul nsw i64 %181, 64
   %183 = add nsw i64 108544, %182
-  %184 = mul nsw i64 %fc1.nb1715, 24
+  %184 = mul nsw i64 %fc1.nb1635, 24
   %185 = add nsw i64 %183, %184
   %186 = add nsw i64 %185, 16
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %186
-  store <8 x float> %t173_c0_248, ptr %arena49, align 4
-  %t173_c1_050 = load <8 x float>, ptr %fc1.t173_c1_0, align 32
-  %187 = mul nsw i64 %fc1.mb1726, 4
+  store <8 x float> %t165_c0_248, ptr %arena49, align 4
+  %t165_c1_050 = load <8 x float>, ptr %fc1.t165_c1_0, align 32
+  %187 = mul nsw i64 %fc1.mb1646, 4
   %188 = add nsw i64 %187, 1
   %189 = mul nsw i64 %188, 64
   %190 = add nsw i64 108544, %189
-  %191 = mul nsw i64 %fc1.nb1715, 24
+  %191 = mul nsw i64 %fc1.nb1635, 24
   %192 = add nsw i64 %190, %191
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %192
-  store <8 x float> %t173_c1_050, ptr %arena51, align 4
-  %t173_c1_152 = load <8 x float>, ptr %fc1.t173_c1_1, align 32
-  %193 = mul nsw i64 %fc1.mb1726, 4
+  store <8 x float> %t165_c1_050, ptr %arena51, align 4
+  %t165_c1_152 = load <8 x float>, ptr %fc1.t165_c1_1, align 32
+  %193 = mul nsw i64 %fc1.mb1646, 4
   %194 = add nsw i64 %193, 1
   %195 = mul nsw i64 %194, 64
   %196 = add nsw i64 108544, %195
-  %197 = mul nsw i64 %fc1.nb1715, 24
+  %197 = mul nsw i64 %fc1.nb1635, 24
   %198 = add nsw i64 %196, %197
   %199 = add nsw i64 %198, 8
   %arena53 = getelementptr inbounds float, ptr %arena, i64 %199
-  store <8 x float> %t173_c1_152, ptr %arena53, align 4
-  %t173_c1_254 = load <8 x float>, ptr %fc1.t173_c1_2, align 32
-  %200 = mul nsw i64 %fc1.mb1726, 4
+  store <8 x float> %t165_c1_152, ptr %arena53, align 4
+  %t165_c1_254 = load <8 x float>, ptr %fc1.t165_c1_2, align 32
+  %200 = mul nsw i64 %fc1.mb1646, 4
   %201 = add nsw i64 %200, 1
   %202 = mul nsw i64 %201, 64
   %203 = add nsw i64 108544, %202
-  %204 = mul nsw i64 %fc1.nb1715, 24
+  %204 = mul nsw i64 %fc1.nb1635, 24
   %205 = add nsw i64 %203, %204
   %206 = add nsw i64 %205, 16
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %206
-  store <8 x float> %t173_c1_254, ptr %arena55, align 4
-  %t173_c2_056 = load <8 x float>, ptr %fc1.t173_c2_0, align 32
-  %207 = mul nsw i64 %fc1.mb1726, 4
+  store <8 x float> %t165_c1_254, ptr %arena55, align 4
+  %t165_c2_056 = load <8 x float>, ptr %fc1.t165_c2_0, align 32
+  %207 = mul nsw i64 %fc1.mb1646, 4
   %208 = add nsw i64 %207, 2
   %209 = mul nsw i64 %208, 64
   %210 = add nsw i64 108544, %209
-  %211 = mul nsw i64 %fc1.nb1715, 24
+  %211 = mul nsw i64 %fc1.nb1635, 24
   %212 = add nsw i64 %210, %211
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %212
-  store <8 x float> %t173_c2_056, ptr %arena57, align 4
-  %t173_c2_158 = load <8 x float>, ptr %fc1.t173_c2_1, align 32
-  %213 = mul nsw i64 %fc1.mb1726, 4
+  store <8 x float> %t165_c2_056, ptr %arena57, align 4
+  %t165_c2_158 = load <8 x float>, ptr %fc1.t165_c2_1, align 32
+  %213 = mul nsw i64 %fc1.mb1646, 4
   %214 = add nsw i64 %213, 2
   %215 = mul nsw i64 %214, 64
   %216 = add nsw i64 108544, %215
-  %217 = mul nsw i64 %fc1.nb1715, 24
+  %217 = mul nsw i64 %fc1.nb1635, 24
   %218 = add nsw i64 %216, %217
   %219 = add nsw i64 %218, 8
   %arena59 = getelementptr inbounds float, ptr %arena, i64 %219
-  store <8 x float> %t173_c2_158, ptr %arena59, align 4
-  %t173_c2_260 = load <8 x float>, ptr %fc1.t173_c2_2, align 32
-  %220 = mul nsw i64 %fc1.mb1726, 4
+  store <8 x float> %t165_c2_158, ptr %arena59, align 4
+  %t165_c2_260 = load <8 x float>, ptr %fc1.t165_c2_2, align 32
+  %220 = mul nsw i64 %fc1.mb1646, 4
   %221 = add nsw i64 %220, 2
   %222 = mul nsw i64 %221, 64
   %223 = add nsw i64 108544, %222
-  %224 = mul nsw i64 %fc1.nb1715, 24
+  %224 = mul nsw i64 %fc1.nb1635, 24
   %225 = add nsw i64 %223, %224
   %226 = add nsw i64 %225, 16
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %226
-  store <8 x float> %t173_c2_260, ptr %arena61, align 4
-  %t173_c3_062 = load <8 x float>, ptr %fc1.t173_c3_0, align 32
-  %227 = mul nsw i64 %fc1.mb1726, 4
+  store <8 x float> %t165_c2_260, ptr %arena61, align 4
+  %t165_c3_062 = load <8 x float>, ptr %fc1.t165_c3_0, align 32
+  %227 = mul nsw i64 %fc1.mb1646, 4
   %228 = add nsw i64 %227, 3
   %229 = mul nsw i64 %228, 64
   %230 = add nsw i64 108544, %229
-  %231 = mul nsw i64 %fc1.nb1715, 24
+  %231 = mul nsw i64 %fc1.nb1635, 24
   %232 = add nsw i64 %230, %231
   %arena63 = getelementptr inbounds float, ptr %arena, i64 %232
-  store <8 x float> %t173_c3_062, ptr %arena63, align 4
-  %t173_c3_164 = load <8 x float>, ptr %fc1.t173_c3_1, align 32
-  %233 = mul nsw i64 %fc1.mb1726, 4
+  store <8 x float> %t165_c3_062, ptr %arena63, align 4
+  %t165_c3_164 = load <8 x float>, ptr %fc1.t165_c3_1, align 32
+  %233 = mul nsw i64 %fc1.mb1646, 4
   %234 = add nsw i64 %233, 3
   %235 = mul nsw i64 %234, 64
   %236 = add nsw i64 108544, %235
-  %237 = mul nsw i64 %fc1.nb1715, 24
+  %237 = mul nsw i64 %fc1.nb1635, 24
   %238 = add nsw i64 %236, %237
   %239 = add nsw i64 %238, 8
   %arena65 = getelementptr inbounds float, ptr %arena, i64 %239
-  store <8 x float> %t173_c3_164, ptr %arena65, align 4
-  %t173_c3_266 = load <8 x float>, ptr %fc1.t173_c3_2, align 32
-  %240 = mul nsw i64 %fc1.mb1726, 4
+  store <8 x float> %t165_c3_164, ptr %arena65, align 4
+  %t165_c3_266 = load <8 x float>, ptr %fc1.t165_c3_2, align 32
+  %240 = mul nsw i64 %fc1.mb1646, 4
   %241 = add nsw i64 %240, 3
   %242 = mul nsw i64 %241, 64
   %243 = add nsw i64 108544, %242
-  %244 = mul nsw i64 %fc1.nb1715, 24
+  %244 = mul nsw i64 %fc1.nb1635, 24
   %245 = add nsw i64 %243, %244
   %246 = add nsw i64 %245, 16
   %arena67 = getelementptr inbounds float, ptr %arena, i64 %246
-  store <8 x float> %t173_c3_266, ptr %arena67, align 4
-  %mb172.next = add nsw i64 %fc1.mb1726, 1
-  %247 = icmp slt i64 %mb172.next, 32
-  br i1 %247, label %fc1.mb172, label %fc1.mb172.end
+  store <8 x float> %t165_c3_266, ptr %arena67, align 4
+  %mb164.next = add nsw i64 %fc1.mb1646, 1
+  %247 = icmp slt i64 %mb164.next, 32
+  br i1 %247, label %fc1.mb164, label %fc1.mb164.end
 
-fc1.mb175:                                        ; preds = %fc1.k177.end, %fc1.nb171.end
-  %fc1.mb17568 = phi i64 [ 0, %fc1.nb171.end ], [ %mb175.next, %fc1.k177.end ]
-  %248 = mul nsw i64 %fc1.mb17568, 4
+fc1.mb167:                                        ; preds = %fc1.k169.end, %fc1.nb163.end
+  %fc1.mb16768 = phi i64 [ 0, %fc1.nb163.end ], [ %mb167.next, %fc1.k169.end ]
+  %248 = mul nsw i64 %fc1.mb16768, 4
   %249 = mul nsw i64 %248, 64
   %250 = add nsw i64 108544, %249
   %251 = add nsw i64 %250, 48
   %arena69 = getelementptr inbounds float, ptr %arena, i64 %251
   %252 = load <8 x float>, ptr %arena69, align 4
-  store <8 x float> %252, ptr %fc1.t176_c0_0, align 32
-  %253 = mul nsw i64 %fc1.mb17568, 4
+  store <8 x float> %252, ptr %fc1.t168_c0_0, align 32
+  %253 = mul nsw i64 %fc1.mb16768, 4
   %254 = mul nsw i64 %253, 64
   %255 = add nsw i64 108544, %254
   %256 = add nsw i64 %255, 48
   %257 = add nsw i64 %256, 8
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %257
   %258 = load <8 x float>, ptr %arena70, align 4
-  store <8 x float> %258, ptr %fc1.t176_c0_1, align 32
-  %259 = mul nsw i64 %fc1.mb17568, 4
+  store <8 x float> %258, ptr %fc1.t168_c0_1, align 32
+  %259 = mul nsw i64 %fc1.mb16768, 4
   %260 = add nsw i64 %259, 1
   %261 = mul nsw i64 %260, 64
   %262 = add nsw i64 108544, %261
   %263 = add nsw i64 %262, 48
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %263
   %264 = load <8 x float>, ptr %arena71, align 4
-  store <8 x float> %264, ptr %fc1.t176_c1_0, align 32
-  %265 = mul nsw i64 %fc1.mb17568, 4
+  store <8 x float> %264, ptr %fc1.t168_c1_0, align 32
+  %265 = mul nsw i64 %fc1.mb16768, 4
   %266 = add nsw i64 %265, 1
   %267 = mul nsw i64 %266, 64
   %268 = add nsw i64 108544, %267
@@ -15637,16 +15151,16 @@ fc1.mb175:                                        ; preds = %fc1.k177.end, %fc1.
   %270 = add nsw i64 %269, 8
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %270
   %271 = load <8 x float>, ptr %arena72, align 4
-  store <8 x float> %271, ptr %fc1.t176_c1_1, align 32
-  %272 = mul nsw i64 %fc1.mb17568, 4
+  store <8 x float> %271, ptr %fc1.t168_c1_1, align 32
+  %272 = mul nsw i64 %fc1.mb16768, 4
   %273 = add nsw i64 %272, 2
   %274 = mul nsw i64 %273, 64
   %275 = add nsw i64 108544, %274
   %276 = add nsw i64 %275, 48
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %276
   %277 = load <8 x float>, ptr %arena73, align 4
-  store <8 x float> %277, ptr %fc1.t176_c2_0, align 32
-  %278 = mul nsw i64 %fc1.mb17568, 4
+  store <8 x float> %277, ptr %fc1.t168_c2_0, align 32
+  %278 = mul nsw i64 %fc1.mb16768, 4
   %279 = add nsw i64 %278, 2
   %280 = mul nsw i64 %279, 64
   %281 = add nsw i64 108544, %280
@@ -15654,16 +15168,16 @@ fc1.mb175:                                        ; preds = %fc1.k177.end, %fc1.
   %283 = add nsw i64 %282, 8
   %arena74 = getelementptr inbounds float, ptr %arena, i64 %283
   %284 = load <8 x float>, ptr %arena74, align 4
-  store <8 x float> %284, ptr %fc1.t176_c2_1, align 32
-  %285 = mul nsw i64 %fc1.mb17568, 4
+  store <8 x float> %284, ptr %fc1.t168_c2_1, align 32
+  %285 = mul nsw i64 %fc1.mb16768, 4
   %286 = add nsw i64 %285, 3
   %287 = mul nsw i64 %286, 64
   %288 = add nsw i64 108544, %287
   %289 = add nsw i64 %288, 48
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %289
   %290 = load <8 x float>, ptr %arena75, align 4
-  store <8 x float> %290, ptr %fc1.t176_c3_0, align 32
-  %291 = mul nsw i64 %fc1.mb17568, 4
+  store <8 x float> %290, ptr %fc1.t168_c3_0, align 32
+  %291 = mul nsw i64 %fc1.mb16768, 4
   %292 = add nsw i64 %291, 3
   %293 = mul nsw i64 %292, 64
   %294 = add nsw i64 108544, %293
@@ -15671,194 +15185,194 @@ fc1.mb175:                                        ; preds = %fc1.k177.end, %fc1.
   %296 = add nsw i64 %295, 8
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %296
   %297 = load <8 x float>, ptr %arena76, align 4
-  store <8 x float> %297, ptr %fc1.t176_c3_1, align 32
-  br label %fc1.k177
+  store <8 x float> %297, ptr %fc1.t168_c3_1, align 32
+  br label %fc1.k169
 
-fc1.mb175.end:                                    ; preds = %fc1.k177.end
-  %kp170.next = add nsw i64 %fc1.kp1704, 1
-  %298 = icmp slt i64 %kp170.next, 2
-  br i1 %298, label %fc1.kp170, label %fc1.kp170.end
+fc1.mb167.end:                                    ; preds = %fc1.k169.end
+  %kp162.next = add nsw i64 %fc1.kp1624, 1
+  %298 = icmp slt i64 %kp162.next, 2
+  br i1 %298, label %fc1.kp162, label %fc1.kp162.end
 
-fc1.k177:                                         ; preds = %fc1.k177, %fc1.mb175
-  %fc1.k17777 = phi i64 [ 0, %fc1.mb175 ], [ %k177.next, %fc1.k177 ]
-  %299 = mul nsw i64 %fc1.kp1704, 784
-  %300 = add nsw i64 %fc1.k17777, %299
+fc1.k169:                                         ; preds = %fc1.k169, %fc1.mb167
+  %fc1.k16977 = phi i64 [ 0, %fc1.mb167 ], [ %k169.next, %fc1.k169 ]
+  %299 = mul nsw i64 %fc1.kp1624, 784
+  %300 = add nsw i64 %fc1.k16977, %299
   %301 = mul nsw i64 %300, 64
   %302 = add nsw i64 8192, %301
   %303 = add nsw i64 %302, 48
   %arena78 = getelementptr inbounds float, ptr %arena, i64 %303
   %304 = load <8 x float>, ptr %arena78, align 4
-  store <8 x float> %304, ptr %fc1.t176_b0, align 32
-  %305 = mul nsw i64 %fc1.kp1704, 784
-  %306 = add nsw i64 %fc1.k17777, %305
+  store <8 x float> %304, ptr %fc1.t168_b0, align 32
+  %305 = mul nsw i64 %fc1.kp1624, 784
+  %306 = add nsw i64 %fc1.k16977, %305
   %307 = mul nsw i64 %306, 64
   %308 = add nsw i64 8192, %307
   %309 = add nsw i64 %308, 48
   %310 = add nsw i64 %309, 8
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %310
   %311 = load <8 x float>, ptr %arena79, align 4
-  store <8 x float> %311, ptr %fc1.t176_b1, align 32
-  %312 = mul nsw i64 %fc1.mb17568, 4
+  store <8 x float> %311, ptr %fc1.t168_b1, align 32
+  %312 = mul nsw i64 %fc1.mb16768, 4
   %313 = mul nsw i64 %312, 1568
   %314 = add nsw i64 4800, %313
-  %315 = mul nsw i64 %fc1.kp1704, 784
-  %316 = add nsw i64 %fc1.k17777, %315
+  %315 = mul nsw i64 %fc1.kp1624, 784
+  %316 = add nsw i64 %fc1.k16977, %315
   %317 = add nsw i64 %314, %316
   %params80 = getelementptr inbounds float, ptr %params, i64 %317
   %318 = load float, ptr %params80, align 4
   %319 = insertelement <8 x float> undef, float %318, i32 0
   %320 = shufflevector <8 x float> %319, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %320, ptr %fc1.t176_a0, align 32
-  %t176_a0 = load <8 x float>, ptr %fc1.t176_a0, align 32
-  %t176_b0 = load <8 x float>, ptr %fc1.t176_b0, align 32
-  %t176_c0_0 = load <8 x float>, ptr %fc1.t176_c0_0, align 32
-  %321 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t176_a0, <8 x float> %t176_b0, <8 x float> %t176_c0_0)
-  store <8 x float> %321, ptr %fc1.t176_c0_0, align 32
-  %t176_a081 = load <8 x float>, ptr %fc1.t176_a0, align 32
-  %t176_b1 = load <8 x float>, ptr %fc1.t176_b1, align 32
-  %t176_c0_1 = load <8 x float>, ptr %fc1.t176_c0_1, align 32
-  %322 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t176_a081, <8 x float> %t176_b1, <8 x float> %t176_c0_1)
-  store <8 x float> %322, ptr %fc1.t176_c0_1, align 32
-  %323 = mul nsw i64 %fc1.mb17568, 4
+  store <8 x float> %320, ptr %fc1.t168_a0, align 32
+  %t168_a0 = load <8 x float>, ptr %fc1.t168_a0, align 32
+  %t168_b0 = load <8 x float>, ptr %fc1.t168_b0, align 32
+  %t168_c0_0 = load <8 x float>, ptr %fc1.t168_c0_0, align 32
+  %321 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t168_a0, <8 x float> %t168_b0, <8 x float> %t168_c0_0)
+  store <8 x float> %321, ptr %fc1.t168_c0_0, align 32
+  %t168_a081 = load <8 x float>, ptr %fc1.t168_a0, align 32
+  %t168_b1 = load <8 x float>, ptr %fc1.t168_b1, align 32
+  %t168_c0_1 = load <8 x float>, ptr %fc1.t168_c0_1, align 32
+  %322 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t168_a081, <8 x float> %t168_b1, <8 x float> %t168_c0_1)
+  store <8 x float> %322, ptr %fc1.t168_c0_1, align 32
+  %323 = mul nsw i64 %fc1.mb16768, 4
   %324 = add nsw i64 %323, 1
   %325 = mul nsw i64 %324, 1568
   %326 = add nsw i64 4800, %325
-  %327 = mul nsw i64 %fc1.kp1704, 784
-  %328 = add nsw i64 %fc1.k17777, %327
+  %327 = mul nsw i64 %fc1.kp1624, 784
+  %328 = add nsw i64 %fc1.k16977, %327
   %329 = add nsw i64 %326, %328
   %params82 = getelementptr inbounds float, ptr %params, i64 %329
   %330 = load float, ptr %params82, align 4
   %331 = insertelement <8 x float> undef, float %330, i32 0
   %332 = shufflevector <8 x float> %331, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %332, ptr %fc1.t176_a1, align 32
-  %t176_a1 = load <8 x float>, ptr %fc1.t176_a1, align 32
-  %t176_b083 = load <8 x float>, ptr %fc1.t176_b0, align 32
-  %t176_c1_0 = load <8 x float>, ptr %fc1.t176_c1_0, align 32
-  %333 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t176_a1, <8 x float> %t176_b083, <8 x float> %t176_c1_0)
-  store <8 x float> %333, ptr %fc1.t176_c1_0, align 32
-  %t176_a184 = load <8 x float>, ptr %fc1.t176_a1, align 32
-  %t176_b185 = load <8 x float>, ptr %fc1.t176_b1, align 32
-  %t176_c1_1 = load <8 x float>, ptr %fc1.t176_c1_1, align 32
-  %334 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t176_a184, <8 x float> %t176_b185, <8 x float> %t176_c1_1)
-  store <8 x float> %334, ptr %fc1.t176_c1_1, align 32
-  %335 = mul nsw i64 %fc1.mb17568, 4
+  store <8 x float> %332, ptr %fc1.t168_a1, align 32
+  %t168_a1 = load <8 x float>, ptr %fc1.t168_a1, align 32
+  %t168_b083 = load <8 x float>, ptr %fc1.t168_b0, align 32
+  %t168_c1_0 = load <8 x float>, ptr %fc1.t168_c1_0, align 32
+  %333 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t168_a1, <8 x float> %t168_b083, <8 x float> %t168_c1_0)
+  store <8 x float> %333, ptr %fc1.t168_c1_0, align 32
+  %t168_a184 = load <8 x float>, ptr %fc1.t168_a1, align 32
+  %t168_b185 = load <8 x float>, ptr %fc1.t168_b1, align 32
+  %t168_c1_1 = load <8 x float>, ptr %fc1.t168_c1_1, align 32
+  %334 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t168_a184, <8 x float> %t168_b185, <8 x float> %t168_c1_1)
+  store <8 x float> %334, ptr %fc1.t168_c1_1, align 32
+  %335 = mul nsw i64 %fc1.mb16768, 4
   %336 = add nsw i64 %335, 2
   %337 = mul nsw i64 %336, 1568
   %338 = add nsw i64 4800, %337
-  %339 = mul nsw i64 %fc1.kp1704, 784
-  %340 = add nsw i64 %fc1.k17777, %339
+  %339 = mul nsw i64 %fc1.kp1624, 784
+  %340 = add nsw i64 %fc1.k16977, %339
   %341 = add nsw i64 %338, %340
   %params86 = getelementptr inbounds float, ptr %params, i64 %341
   %342 = load float, ptr %params86, align 4
   %343 = insertelement <8 x float> undef, float %342, i32 0
   %344 = shufflevector <8 x float> %343, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %344, ptr %fc1.t176_a2, align 32
-  %t176_a2 = load <8 x float>, ptr %fc1.t176_a2, align 32
-  %t176_b087 = load <8 x float>, ptr %fc1.t176_b0, align 32
-  %t176_c2_0 = load <8 x float>, ptr %fc1.t176_c2_0, align 32
-  %345 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t176_a2, <8 x float> %t176_b087, <8 x float> %t176_c2_0)
-  store <8 x float> %345, ptr %fc1.t176_c2_0, align 32
-  %t176_a288 = load <8 x float>, ptr %fc1.t176_a2, align 32
-  %t176_b189 = load <8 x float>, ptr %fc1.t176_b1, align 32
-  %t176_c2_1 = load <8 x float>, ptr %fc1.t176_c2_1, align 32
-  %346 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t176_a288, <8 x float> %t176_b189, <8 x float> %t176_c2_1)
-  store <8 x float> %346, ptr %fc1.t176_c2_1, align 32
-  %347 = mul nsw i64 %fc1.mb17568, 4
+  store <8 x float> %344, ptr %fc1.t168_a2, align 32
+  %t168_a2 = load <8 x float>, ptr %fc1.t168_a2, align 32
+  %t168_b087 = load <8 x float>, ptr %fc1.t168_b0, align 32
+  %t168_c2_0 = load <8 x float>, ptr %fc1.t168_c2_0, align 32
+  %345 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t168_a2, <8 x float> %t168_b087, <8 x float> %t168_c2_0)
+  store <8 x float> %345, ptr %fc1.t168_c2_0, align 32
+  %t168_a288 = load <8 x float>, ptr %fc1.t168_a2, align 32
+  %t168_b189 = load <8 x float>, ptr %fc1.t168_b1, align 32
+  %t168_c2_1 = load <8 x float>, ptr %fc1.t168_c2_1, align 32
+  %346 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t168_a288, <8 x float> %t168_b189, <8 x float> %t168_c2_1)
+  store <8 x float> %346, ptr %fc1.t168_c2_1, align 32
+  %347 = mul nsw i64 %fc1.mb16768, 4
   %348 = add nsw i64 %347, 3
   %349 = mul nsw i64 %348, 1568
   %350 = add nsw i64 4800, %349
-  %351 = mul nsw i64 %fc1.kp1704, 784
-  %352 = add nsw i64 %fc1.k17777, %351
+  %351 = mul nsw i64 %fc1.kp1624, 784
+  %352 = add nsw i64 %fc1.k16977, %351
   %353 = add nsw i64 %350, %352
   %params90 = getelementptr inbounds float, ptr %params, i64 %353
   %354 = load float, ptr %params90, align 4
   %355 = insertelement <8 x float> undef, float %354, i32 0
   %356 = shufflevector <8 x float> %355, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %356, ptr %fc1.t176_a3, align 32
-  %t176_a3 = load <8 x float>, ptr %fc1.t176_a3, align 32
-  %t176_b091 = load <8 x float>, ptr %fc1.t176_b0, align 32
-  %t176_c3_0 = load <8 x float>, ptr %fc1.t176_c3_0, align 32
-  %357 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t176_a3, <8 x float> %t176_b091, <8 x float> %t176_c3_0)
-  store <8 x float> %357, ptr %fc1.t176_c3_0, align 32
-  %t176_a392 = load <8 x float>, ptr %fc1.t176_a3, align 32
-  %t176_b193 = load <8 x float>, ptr %fc1.t176_b1, align 32
-  %t176_c3_1 = load <8 x float>, ptr %fc1.t176_c3_1, align 32
-  %358 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t176_a392, <8 x float> %t176_b193, <8 x float> %t176_c3_1)
-  store <8 x float> %358, ptr %fc1.t176_c3_1, align 32
-  %k177.next = add nsw i64 %fc1.k17777, 1
-  %359 = icmp slt i64 %k177.next, 784
-  br i1 %359, label %fc1.k177, label %fc1.k177.end
+  store <8 x float> %356, ptr %fc1.t168_a3, align 32
+  %t168_a3 = load <8 x float>, ptr %fc1.t168_a3, align 32
+  %t168_b091 = load <8 x float>, ptr %fc1.t168_b0, align 32
+  %t168_c3_0 = load <8 x float>, ptr %fc1.t168_c3_0, align 32
+  %357 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t168_a3, <8 x float> %t168_b091, <8 x float> %t168_c3_0)
+  store <8 x float> %357, ptr %fc1.t168_c3_0, align 32
+  %t168_a392 = load <8 x float>, ptr %fc1.t168_a3, align 32
+  %t168_b193 = load <8 x float>, ptr %fc1.t168_b1, align 32
+  %t168_c3_1 = load <8 x float>, ptr %fc1.t168_c3_1, align 32
+  %358 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t168_a392, <8 x float> %t168_b193, <8 x float> %t168_c3_1)
+  store <8 x float> %358, ptr %fc1.t168_c3_1, align 32
+  %k169.next = add nsw i64 %fc1.k16977, 1
+  %359 = icmp slt i64 %k169.next, 784
+  br i1 %359, label %fc1.k169, label %fc1.k169.end
 
-fc1.k177.end:                                     ; preds = %fc1.k177
-  %t176_c0_094 = load <8 x float>, ptr %fc1.t176_c0_0, align 32
-  %360 = mul nsw i64 %fc1.mb17568, 4
+fc1.k169.end:                                     ; preds = %fc1.k169
+  %t168_c0_094 = load <8 x float>, ptr %fc1.t168_c0_0, align 32
+  %360 = mul nsw i64 %fc1.mb16768, 4
   %361 = mul nsw i64 %360, 64
   %362 = add nsw i64 108544, %361
   %363 = add nsw i64 %362, 48
   %arena95 = getelementptr inbounds float, ptr %arena, i64 %363
-  store <8 x float> %t176_c0_094, ptr %arena95, align 4
-  %t176_c0_196 = load <8 x float>, ptr %fc1.t176_c0_1, align 32
-  %364 = mul nsw i64 %fc1.mb17568, 4
+  store <8 x float> %t168_c0_094, ptr %arena95, align 4
+  %t168_c0_196 = load <8 x float>, ptr %fc1.t168_c0_1, align 32
+  %364 = mul nsw i64 %fc1.mb16768, 4
   %365 = mul nsw i64 %364, 64
   %366 = add nsw i64 108544, %365
   %367 = add nsw i64 %366, 48
   %368 = add nsw i64 %367, 8
   %arena97 = getelementptr inbounds float, ptr %arena, i64 %368
-  store <8 x float> %t176_c0_196, ptr %arena97, align 4
-  %t176_c1_098 = load <8 x float>, ptr %fc1.t176_c1_0, align 32
-  %369 = mul nsw i64 %fc1.mb17568, 4
+  store <8 x float> %t168_c0_196, ptr %arena97, align 4
+  %t168_c1_098 = load <8 x float>, ptr %fc1.t168_c1_0, align 32
+  %369 = mul nsw i64 %fc1.mb16768, 4
   %370 = add nsw i64 %369, 1
   %371 = mul nsw i64 %370, 64
   %372 = add nsw i64 108544, %371
   %373 = add nsw i64 %372, 48
   %arena99 = getelementptr inbounds float, ptr %arena, i64 %373
-  store <8 x float> %t176_c1_098, ptr %arena99, align 4
-  %t176_c1_1100 = load <8 x float>, ptr %fc1.t176_c1_1, align 32
-  %374 = mul nsw i64 %fc1.mb17568, 4
+  store <8 x float> %t168_c1_098, ptr %arena99, align 4
+  %t168_c1_1100 = load <8 x float>, ptr %fc1.t168_c1_1, align 32
+  %374 = mul nsw i64 %fc1.mb16768, 4
   %375 = add nsw i64 %374, 1
   %376 = mul nsw i64 %375, 64
   %377 = add nsw i64 108544, %376
   %378 = add nsw i64 %377, 48
   %379 = add nsw i64 %378, 8
   %arena101 = getelementptr inbounds float, ptr %arena, i64 %379
-  store <8 x float> %t176_c1_1100, ptr %arena101, align 4
-  %t176_c2_0102 = load <8 x float>, ptr %fc1.t176_c2_0, align 32
-  %380 = mul nsw i64 %fc1.mb17568, 4
+  store <8 x float> %t168_c1_1100, ptr %arena101, align 4
+  %t168_c2_0102 = load <8 x float>, ptr %fc1.t168_c2_0, align 32
+  %380 = mul nsw i64 %fc1.mb16768, 4
   %381 = add nsw i64 %380, 2
   %382 = mul nsw i64 %381, 64
   %383 = add nsw i64 108544, %382
   %384 = add nsw i64 %383, 48
   %arena103 = getelementptr inbounds float, ptr %arena, i64 %384
-  store <8 x float> %t176_c2_0102, ptr %arena103, align 4
-  %t176_c2_1104 = load <8 x float>, ptr %fc1.t176_c2_1, align 32
-  %385 = mul nsw i64 %fc1.mb17568, 4
+  store <8 x float> %t168_c2_0102, ptr %arena103, align 4
+  %t168_c2_1104 = load <8 x float>, ptr %fc1.t168_c2_1, align 32
+  %385 = mul nsw i64 %fc1.mb16768, 4
   %386 = add nsw i64 %385, 2
   %387 = mul nsw i64 %386, 64
   %388 = add nsw i64 108544, %387
   %389 = add nsw i64 %388, 48
   %390 = add nsw i64 %389, 8
   %arena105 = getelementptr inbounds float, ptr %arena, i64 %390
-  store <8 x float> %t176_c2_1104, ptr %arena105, align 4
-  %t176_c3_0106 = load <8 x float>, ptr %fc1.t176_c3_0, align 32
-  %391 = mul nsw i64 %fc1.mb17568, 4
+  store <8 x float> %t168_c2_1104, ptr %arena105, align 4
+  %t168_c3_0106 = load <8 x float>, ptr %fc1.t168_c3_0, align 32
+  %391 = mul nsw i64 %fc1.mb16768, 4
   %392 = add nsw i64 %391, 3
   %393 = mul nsw i64 %392, 64
   %394 = add nsw i64 108544, %393
   %395 = add nsw i64 %394, 48
   %arena107 = getelementptr inbounds float, ptr %arena, i64 %395
-  store <8 x float> %t176_c3_0106, ptr %arena107, align 4
-  %t176_c3_1108 = load <8 x float>, ptr %fc1.t176_c3_1, align 32
-  %396 = mul nsw i64 %fc1.mb17568, 4
+  store <8 x float> %t168_c3_0106, ptr %arena107, align 4
+  %t168_c3_1108 = load <8 x float>, ptr %fc1.t168_c3_1, align 32
+  %396 = mul nsw i64 %fc1.mb16768, 4
   %397 = add nsw i64 %396, 3
   %398 = mul nsw i64 %397, 64
   %399 = add nsw i64 108544, %398
   %400 = add nsw i64 %399, 48
   %401 = add nsw i64 %400, 8
   %arena109 = getelementptr inbounds float, ptr %arena, i64 %401
-  store <8 x float> %t176_c3_1108, ptr %arena109, align 4
-  %mb175.next = add nsw i64 %fc1.mb17568, 1
-  %402 = icmp slt i64 %mb175.next, 32
-  br i1 %402, label %fc1.mb175, label %fc1.mb175.end
+  store <8 x float> %t168_c3_1108, ptr %arena109, align 4
+  %mb167.next = add nsw i64 %fc1.mb16768, 1
+  %402 = icmp slt i64 %mb167.next, 32
+  br i1 %402, label %fc1.mb167, label %fc1.mb167.end
 }
 
 ; Function Attrs: noinline
@@ -15868,39 +15382,39 @@ entry:
   %params2 = getelementptr inbounds float, ptr %params, i64 205632
   %arena3 = getelementptr inbounds float, ptr %arena, i64 8192
   call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena1, i32 128, ptr %params2, i32 128, float 0.000000e+00, ptr %arena3, i32 10)
-  br label %fc2.n181
+  br label %fc2.n173
 
-fc2.n181:                                         ; preds = %fc2.u182.end, %entry
-  %fc2.n1814 = phi i64 [ 0, %entry ], [ %n181.next, %fc2.u182.end ]
-  br label %fc2.u182
+fc2.n173:                                         ; preds = %fc2.u174.end, %entry
+  %fc2.n1734 = phi i64 [ 0, %entry ], [ %n173.next, %fc2.u174.end ]
+  br label %fc2.u174
 
-fc2.n181.end:                                     ; preds = %fc2.u182.end
+fc2.n173.end:                                     ; preds = %fc2.u174.end
   ret void
 
-fc2.u182:                                         ; preds = %fc2.u182, %fc2.n181
-  %fc2.u1825 = phi i64 [ 0, %fc2.n181 ], [ %u182.next, %fc2.u182 ]
-  %0 = mul nsw i64 %fc2.n1814, 10
+fc2.u174:                                         ; preds = %fc2.u174, %fc2.n173
+  %fc2.u1745 = phi i64 [ 0, %fc2.n173 ], [ %u174.next, %fc2.u174 ]
+  %0 = mul nsw i64 %fc2.n1734, 10
   %1 = add nsw i64 8192, %0
-  %2 = add nsw i64 %1, %fc2.u1825
+  %2 = add nsw i64 %1, %fc2.u1745
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena6, align 4
-  %4 = add nsw i64 206912, %fc2.u1825
+  %4 = add nsw i64 206912, %fc2.u1745
   %params7 = getelementptr inbounds float, ptr %params, i64 %4
   %5 = load float, ptr %params7, align 4
   %6 = fadd float %3, %5
-  %7 = mul nsw i64 %fc2.n1814, 10
+  %7 = mul nsw i64 %fc2.n1734, 10
   %8 = add nsw i64 8192, %7
-  %9 = add nsw i64 %8, %fc2.u1825
+  %9 = add nsw i64 %8, %fc2.u1745
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %9
   store float %6, ptr %arena8, align 4
-  %u182.next = add nsw i64 %fc2.u1825, 1
-  %10 = icmp slt i64 %u182.next, 10
-  br i1 %10, label %fc2.u182, label %fc2.u182.end
+  %u174.next = add nsw i64 %fc2.u1745, 1
+  %10 = icmp slt i64 %u174.next, 10
+  br i1 %10, label %fc2.u174, label %fc2.u174.end
 
-fc2.u182.end:                                     ; preds = %fc2.u182
-  %n181.next = add nsw i64 %fc2.n1814, 1
-  %11 = icmp slt i64 %n181.next, 64
-  br i1 %11, label %fc2.n181, label %fc2.n181.end
+fc2.u174.end:                                     ; preds = %fc2.u174
+  %n173.next = add nsw i64 %fc2.n1734, 1
+  %11 = icmp slt i64 %n173.next, 64
+  br i1 %11, label %fc2.n173, label %fc2.n173.end
 }
 
 attributes #0 = { "prefer-vector-width"="256" "target-cpu"="x86-64-v3" }

@@ -1483,103 +1483,103 @@ public func smallcnn_infer_b64(
   let images = UnsafeMutablePointer(mutating: images.unsafelyUnwrapped)
   _ = (lr, step, seed, pool)
   if 0x0 as UInt64 >= UInt64(bitPattern: step) {
-    parallelFor(pool, 2) { part50 in
-      for ci51 in 0..<16 {
-        for co52 in 0..<16 {
-          var w53: Float = params[(160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9))]
-          var w54: Float = (((params[(160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9))] + params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 3)]) + params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-          var w55: Float = (((params[(160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9))] + params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 6)]) - params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-          var w56: Float = params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 6)]
-          var w57: Float = params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 1)]
-          var w58: Float = (((params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 1)] + params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 4)]) + params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-          var w59: Float = (((params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 1)] + params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 7)]) - params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-          var w60: Float = params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 7)]
-          var w61: Float = params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 2)]
-          var w62: Float = (((params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 2)] + params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 5)]) + params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-          var w63: Float = (((params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 2)] + params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 8)]) - params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-          var w64: Float = params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 8)]
-          var w65: Float = w53
-          var w66: Float = (((w53 + w57) + w61) * Float(bitPattern: 0x3f000000))
-          var w67: Float = (((w53 + w61) - w57) * Float(bitPattern: 0x3f000000))
-          var w68: Float = w61
-          var w69: Float = w54
-          var w70: Float = (((w54 + w58) + w62) * Float(bitPattern: 0x3f000000))
-          var w71: Float = (((w54 + w62) - w58) * Float(bitPattern: 0x3f000000))
-          var w72: Float = w62
-          var w73: Float = w55
-          var w74: Float = (((w55 + w59) + w63) * Float(bitPattern: 0x3f000000))
-          var w75: Float = (((w55 + w63) - w59) * Float(bitPattern: 0x3f000000))
-          var w76: Float = w63
-          var w77: Float = w56
-          var w78: Float = (((w56 + w60) + w64) * Float(bitPattern: 0x3f000000))
-          var w79: Float = (((w56 + w64) - w60) * Float(bitPattern: 0x3f000000))
-          var w80: Float = w64
-          arena[((742352 +% (ci51 *% 32)) +% ((part50 *% 16) +% co52))] = w65
-          arena[((742864 +% (ci51 *% 32)) +% ((part50 *% 16) +% co52))] = w66
-          arena[((743376 +% (ci51 *% 32)) +% ((part50 *% 16) +% co52))] = w67
-          arena[((743888 +% (ci51 *% 32)) +% ((part50 *% 16) +% co52))] = w68
-          arena[((744400 +% (ci51 *% 32)) +% ((part50 *% 16) +% co52))] = w69
-          arena[((744912 +% (ci51 *% 32)) +% ((part50 *% 16) +% co52))] = w70
-          arena[((745424 +% (ci51 *% 32)) +% ((part50 *% 16) +% co52))] = w71
-          arena[((745936 +% (ci51 *% 32)) +% ((part50 *% 16) +% co52))] = w72
-          arena[((746448 +% (ci51 *% 32)) +% ((part50 *% 16) +% co52))] = w73
-          arena[((746960 +% (ci51 *% 32)) +% ((part50 *% 16) +% co52))] = w74
-          arena[((747472 +% (ci51 *% 32)) +% ((part50 *% 16) +% co52))] = w75
-          arena[((747984 +% (ci51 *% 32)) +% ((part50 *% 16) +% co52))] = w76
-          arena[((748496 +% (ci51 *% 32)) +% ((part50 *% 16) +% co52))] = w77
-          arena[((749008 +% (ci51 *% 32)) +% ((part50 *% 16) +% co52))] = w78
-          arena[((749520 +% (ci51 *% 32)) +% ((part50 *% 16) +% co52))] = w79
-          arena[((750032 +% (ci51 *% 32)) +% ((part50 *% 16) +% co52))] = w80
+    parallelFor(pool, 2) { part42 in
+      for ci43 in 0..<16 {
+        for co44 in 0..<16 {
+          var w45: Float = params[(160 +% (((((part42 *% 16) +% co44) *% 16) +% ci43) *% 9))]
+          var w46: Float = (((params[(160 +% (((((part42 *% 16) +% co44) *% 16) +% ci43) *% 9))] + params[((160 +% (((((part42 *% 16) +% co44) *% 16) +% ci43) *% 9)) +% 3)]) + params[((160 +% (((((part42 *% 16) +% co44) *% 16) +% ci43) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+          var w47: Float = (((params[(160 +% (((((part42 *% 16) +% co44) *% 16) +% ci43) *% 9))] + params[((160 +% (((((part42 *% 16) +% co44) *% 16) +% ci43) *% 9)) +% 6)]) - params[((160 +% (((((part42 *% 16) +% co44) *% 16) +% ci43) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+          var w48: Float = params[((160 +% (((((part42 *% 16) +% co44) *% 16) +% ci43) *% 9)) +% 6)]
+          var w49: Float = params[((160 +% (((((part42 *% 16) +% co44) *% 16) +% ci43) *% 9)) +% 1)]
+          var w50: Float = (((params[((160 +% (((((part42 *% 16) +% co44) *% 16) +% ci43) *% 9)) +% 1)] + params[((160 +% (((((part42 *% 16) +% co44) *% 16) +% ci43) *% 9)) +% 4)]) + params[((160 +% (((((part42 *% 16) +% co44) *% 16) +% ci43) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+          var w51: Float = (((params[((160 +% (((((part42 *% 16) +% co44) *% 16) +% ci43) *% 9)) +% 1)] + params[((160 +% (((((part42 *% 16) +% co44) *% 16) +% ci43) *% 9)) +% 7)]) - params[((160 +% (((((part42 *% 16) +% co44) *% 16) +% ci43) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+          var w52: Float = params[((160 +% (((((part42 *% 16) +% co44) *% 16) +% ci43) *% 9)) +% 7)]
+          var w53: Float = params[((160 +% (((((part42 *% 16) +% co44) *% 16) +% ci43) *% 9)) +% 2)]
+          var w54: Float = (((params[((160 +% (((((part42 *% 16) +% co44) *% 16) +% ci43) *% 9)) +% 2)] + params[((160 +% (((((part42 *% 16) +% co44) *% 16) +% ci43) *% 9)) +% 5)]) + params[((160 +% (((((part42 *% 16) +% co44) *% 16) +% ci43) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+          var w55: Float = (((params[((160 +% (((((part42 *% 16) +% co44) *% 16) +% ci43) *% 9)) +% 2)] + params[((160 +% (((((part42 *% 16) +% co44) *% 16) +% ci43) *% 9)) +% 8)]) - params[((160 +% (((((part42 *% 16) +% co44) *% 16) +% ci43) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+          var w56: Float = params[((160 +% (((((part42 *% 16) +% co44) *% 16) +% ci43) *% 9)) +% 8)]
+          var w57: Float = w45
+          var w58: Float = (((w45 + w49) + w53) * Float(bitPattern: 0x3f000000))
+          var w59: Float = (((w45 + w53) - w49) * Float(bitPattern: 0x3f000000))
+          var w60: Float = w53
+          var w61: Float = w46
+          var w62: Float = (((w46 + w50) + w54) * Float(bitPattern: 0x3f000000))
+          var w63: Float = (((w46 + w54) - w50) * Float(bitPattern: 0x3f000000))
+          var w64: Float = w54
+          var w65: Float = w47
+          var w66: Float = (((w47 + w51) + w55) * Float(bitPattern: 0x3f000000))
+          var w67: Float = (((w47 + w55) - w51) * Float(bitPattern: 0x3f000000))
+          var w68: Float = w55
+          var w69: Float = w48
+          var w70: Float = (((w48 + w52) + w56) * Float(bitPattern: 0x3f000000))
+          var w71: Float = (((w48 + w56) - w52) * Float(bitPattern: 0x3f000000))
+          var w72: Float = w56
+          arena[((572080 +% (ci43 *% 32)) +% ((part42 *% 16) +% co44))] = w57
+          arena[((572592 +% (ci43 *% 32)) +% ((part42 *% 16) +% co44))] = w58
+          arena[((573104 +% (ci43 *% 32)) +% ((part42 *% 16) +% co44))] = w59
+          arena[((573616 +% (ci43 *% 32)) +% ((part42 *% 16) +% co44))] = w60
+          arena[((574128 +% (ci43 *% 32)) +% ((part42 *% 16) +% co44))] = w61
+          arena[((574640 +% (ci43 *% 32)) +% ((part42 *% 16) +% co44))] = w62
+          arena[((575152 +% (ci43 *% 32)) +% ((part42 *% 16) +% co44))] = w63
+          arena[((575664 +% (ci43 *% 32)) +% ((part42 *% 16) +% co44))] = w64
+          arena[((576176 +% (ci43 *% 32)) +% ((part42 *% 16) +% co44))] = w65
+          arena[((576688 +% (ci43 *% 32)) +% ((part42 *% 16) +% co44))] = w66
+          arena[((577200 +% (ci43 *% 32)) +% ((part42 *% 16) +% co44))] = w67
+          arena[((577712 +% (ci43 *% 32)) +% ((part42 *% 16) +% co44))] = w68
+          arena[((578224 +% (ci43 *% 32)) +% ((part42 *% 16) +% co44))] = w69
+          arena[((578736 +% (ci43 *% 32)) +% ((part42 *% 16) +% co44))] = w70
+          arena[((579248 +% (ci43 *% 32)) +% ((part42 *% 16) +% co44))] = w71
+          arena[((579760 +% (ci43 *% 32)) +% ((part42 *% 16) +% co44))] = w72
         }
       }
     }
   }
   // conv1 = conv2d_relu_maxpool(image)
   for i1 in 0..<196 {
-    arena[(715408 +% i1)] = Float((((i1 / 14) *% 56) +% ((i1 % 14) *% 2)))
+    arena[(558608 +% i1)] = Float((((i1 / 14) *% 56) +% ((i1 % 14) *% 2)))
   }
-  for i2 in 0..<1800 {
-    storeVector(arena, ((i2 *% 8) +% 727952), Vector(repeating: Float(0)))
+  for i2 in 0..<900 {
+    storeVector(arena, ((i2 *% 8) +% 564880), Vector(repeating: Float(0)))
   }
-  for g3 in 0..<4 {
-    for j4 in 0..<16 {
+  for g3 in 0..<8 {
+    for j4 in 0..<8 {
       for c5 in 0..<1 {
         for qy6 in 0..<14 {
           for qx7 in 0..<14 {
-            arena[(727952 +% ((((((j4 +% c5) *% 2) *% 2) *% 225) +% ((qy6 +% 1) *% 15)) +% (qx7 +% 1)))] = images[(((((((g3 *% 16) +% j4) *% 784) +% (c5 *% 784)) +% ((((qy6 +% 1) *% 2) +% -1) *% 28)) +% ((qx7 +% 1) *% 2)) +% -1)]
+            arena[(564880 +% ((((((j4 +% c5) *% 2) *% 2) *% 225) +% ((qy6 +% 1) *% 15)) +% (qx7 +% 1)))] = images[(((((((g3 *% 8) +% j4) *% 784) +% (c5 *% 784)) +% ((((qy6 +% 1) *% 2) +% -1) *% 28)) +% ((qx7 +% 1) *% 2)) +% -1)]
           }
         }
       }
     }
-    for j8 in 0..<16 {
+    for j8 in 0..<8 {
       for c9 in 0..<1 {
         for qy10 in 0..<14 {
           for qx11 in 0..<14 {
-            arena[(727952 +% (((((((j8 +% c9) *% 2) *% 2) +% 1) *% 225) +% ((qy10 +% 1) *% 15)) +% qx11))] = images[((((((g3 *% 16) +% j8) *% 784) +% (c9 *% 784)) +% ((((qy10 +% 1) *% 2) +% -1) *% 28)) +% (qx11 *% 2))]
+            arena[(564880 +% (((((((j8 +% c9) *% 2) *% 2) +% 1) *% 225) +% ((qy10 +% 1) *% 15)) +% qx11))] = images[((((((g3 *% 8) +% j8) *% 784) +% (c9 *% 784)) +% ((((qy10 +% 1) *% 2) +% -1) *% 28)) +% (qx11 *% 2))]
           }
         }
       }
     }
-    for j12 in 0..<16 {
+    for j12 in 0..<8 {
       for c13 in 0..<1 {
         for qy14 in 0..<14 {
           for qx15 in 0..<14 {
-            arena[(727952 +% (((((((j12 +% c13) *% 2) +% 1) *% 2) *% 225) +% (qy14 *% 15)) +% (qx15 +% 1)))] = images[(((((((g3 *% 16) +% j12) *% 784) +% (c13 *% 784)) +% ((qy14 *% 2) *% 28)) +% ((qx15 +% 1) *% 2)) +% -1)]
+            arena[(564880 +% (((((((j12 +% c13) *% 2) +% 1) *% 2) *% 225) +% (qy14 *% 15)) +% (qx15 +% 1)))] = images[(((((((g3 *% 8) +% j12) *% 784) +% (c13 *% 784)) +% ((qy14 *% 2) *% 28)) +% ((qx15 +% 1) *% 2)) +% -1)]
           }
         }
       }
     }
-    for j16 in 0..<16 {
+    for j16 in 0..<8 {
       for c17 in 0..<1 {
         for qy18 in 0..<14 {
           for qx19 in 0..<14 {
-            arena[(727952 +% ((((((((j16 +% c17) *% 2) +% 1) *% 2) +% 1) *% 225) +% (qy18 *% 15)) +% qx19))] = images[((((((g3 *% 16) +% j16) *% 784) +% (c17 *% 784)) +% ((qy18 *% 2) *% 28)) +% (qx19 *% 2))]
+            arena[(564880 +% ((((((((j16 +% c17) *% 2) +% 1) *% 2) +% 1) *% 225) +% (qy18 *% 15)) +% qx19))] = images[((((((g3 *% 8) +% j16) *% 784) +% (c17 *% 784)) +% ((qy18 *% 2) *% 28)) +% (qx19 *% 2))]
           }
         }
       }
     }
     do {  // scalar loops
-      for j20 in 0..<16 {
+      for j20 in 0..<8 {
         for c21 in 0..<1 {
           for ky22 in 0..<3 {
             for kx23 in 0..<3 {
@@ -1587,9 +1587,9 @@ public func smallcnn_infer_b64(
                 for wx25 in 0..<2 {
                   for py26 in 0..<14 {
                     for cv27 in 0..<1 {
-                      storeVector(arena, (((((401408 +% (((((c21 *% 3) +% ky22) *% 3) +% kx23) *% 12560)) +% (j20 *% 784)) +% (((wy24 *% 2) +% wx25) *% 196)) +% (py26 *% 14)) +% (cv27 *% 8)), loadVector(arena, (727952 +% ((((((((j20 +% c21) *% 2) +% ((wy24 +% ky22) % 2)) *% 2) +% ((wx25 +% kx23) % 2)) *% 225) +% ((py26 +% ((wy24 +% ky22) / 2)) *% 15)) +% ((cv27 *% 8) +% ((wx25 +% kx23) / 2))))))
+                      storeVector(arena, (((((401408 +% (((((c21 *% 3) +% ky22) *% 3) +% kx23) *% 6288)) +% (j20 *% 784)) +% (((wy24 *% 2) +% wx25) *% 196)) +% (py26 *% 14)) +% (cv27 *% 8)), loadVector(arena, (564880 +% ((((((((j20 +% c21) *% 2) +% ((wy24 +% ky22) % 2)) *% 2) +% ((wx25 +% kx23) % 2)) *% 225) +% ((py26 +% ((wy24 +% ky22) / 2)) *% 15)) +% ((cv27 *% 8) +% ((wx25 +% kx23) / 2))))))
                     }
-                    storePartial(arena, (((((401408 +% (((((c21 *% 3) +% ky22) *% 3) +% kx23) *% 12560)) +% (j20 *% 784)) +% (((wy24 *% 2) +% wx25) *% 196)) +% (py26 *% 14)) +% 8), loadPartial(arena, (727952 +% ((((((((j20 +% c21) *% 2) +% ((wy24 +% ky22) % 2)) *% 2) +% ((wx25 +% kx23) % 2)) *% 225) +% ((py26 +% ((wy24 +% ky22) / 2)) *% 15)) +% (8 +% ((wx25 +% kx23) / 2)))), 6), 6)
+                    storePartial(arena, (((((401408 +% (((((c21 *% 3) +% ky22) *% 3) +% kx23) *% 6288)) +% (j20 *% 784)) +% (((wy24 *% 2) +% wx25) *% 196)) +% (py26 *% 14)) +% 8), loadPartial(arena, (564880 +% ((((((((j20 +% c21) *% 2) +% ((wy24 +% ky22) % 2)) *% 2) +% ((wx25 +% kx23) % 2)) *% 225) +% ((py26 +% ((wy24 +% ky22) / 2)) *% 15)) +% (8 +% ((wx25 +% kx23) / 2)))), 6), 6)
                   }
                 }
               }
@@ -1598,306 +1598,222 @@ public func smallcnn_infer_b64(
         }
       }
     }
-    do {  // gemm35
-      for nb28 in 0..<522 {
-        for mb29 in 0..<4 {
-          var t30_c0_0 = Vector()
-          var t30_c0_1 = Vector()
-          var t30_c0_2 = Vector()
-          var t30_c1_0 = Vector()
-          var t30_c1_1 = Vector()
-          var t30_c1_2 = Vector()
-          var t30_c2_0 = Vector()
-          var t30_c2_1 = Vector()
-          var t30_c2_2 = Vector()
-          var t30_c3_0 = Vector()
-          var t30_c3_1 = Vector()
-          var t30_c3_2 = Vector()
-          for k31 in 0..<9 {
-            let t30_b0 = loadVector(arena, ((401408 +% (k31 *% 12560)) +% (nb28 *% 24)))
-            let t30_b1 = loadVector(arena, (((401408 +% (k31 *% 12560)) +% (nb28 *% 24)) +% 8))
-            let t30_b2 = loadVector(arena, (((401408 +% (k31 *% 12560)) +% (nb28 *% 24)) +% 16))
-            let t30_a0 = Vector(repeating: params[(((mb29 *% 4) *% 9) +% k31)])
-            t30_c0_0 = t30_c0_0.addingProduct(t30_a0, t30_b0)
-            t30_c0_1 = t30_c0_1.addingProduct(t30_a0, t30_b1)
-            t30_c0_2 = t30_c0_2.addingProduct(t30_a0, t30_b2)
-            let t30_a1 = Vector(repeating: params[((((mb29 *% 4) +% 1) *% 9) +% k31)])
-            t30_c1_0 = t30_c1_0.addingProduct(t30_a1, t30_b0)
-            t30_c1_1 = t30_c1_1.addingProduct(t30_a1, t30_b1)
-            t30_c1_2 = t30_c1_2.addingProduct(t30_a1, t30_b2)
-            let t30_a2 = Vector(repeating: params[((((mb29 *% 4) +% 2) *% 9) +% k31)])
-            t30_c2_0 = t30_c2_0.addingProduct(t30_a2, t30_b0)
-            t30_c2_1 = t30_c2_1.addingProduct(t30_a2, t30_b1)
-            t30_c2_2 = t30_c2_2.addingProduct(t30_a2, t30_b2)
-            let t30_a3 = Vector(repeating: params[((((mb29 *% 4) +% 3) *% 9) +% k31)])
-            t30_c3_0 = t30_c3_0.addingProduct(t30_a3, t30_b0)
-            t30_c3_1 = t30_c3_1.addingProduct(t30_a3, t30_b1)
-            t30_c3_2 = t30_c3_2.addingProduct(t30_a3, t30_b2)
-          }
-          storeVector(arena, ((514448 +% ((mb29 *% 4) *% 12560)) +% (nb28 *% 24)), t30_c0_0)
-          storeVector(arena, (((514448 +% ((mb29 *% 4) *% 12560)) +% (nb28 *% 24)) +% 8), t30_c0_1)
-          storeVector(arena, (((514448 +% ((mb29 *% 4) *% 12560)) +% (nb28 *% 24)) +% 16), t30_c0_2)
-          storeVector(arena, ((514448 +% (((mb29 *% 4) +% 1) *% 12560)) +% (nb28 *% 24)), t30_c1_0)
-          storeVector(arena, (((514448 +% (((mb29 *% 4) +% 1) *% 12560)) +% (nb28 *% 24)) +% 8), t30_c1_1)
-          storeVector(arena, (((514448 +% (((mb29 *% 4) +% 1) *% 12560)) +% (nb28 *% 24)) +% 16), t30_c1_2)
-          storeVector(arena, ((514448 +% (((mb29 *% 4) +% 2) *% 12560)) +% (nb28 *% 24)), t30_c2_0)
-          storeVector(arena, (((514448 +% (((mb29 *% 4) +% 2) *% 12560)) +% (nb28 *% 24)) +% 8), t30_c2_1)
-          storeVector(arena, (((514448 +% (((mb29 *% 4) +% 2) *% 12560)) +% (nb28 *% 24)) +% 16), t30_c2_2)
-          storeVector(arena, ((514448 +% (((mb29 *% 4) +% 3) *% 12560)) +% (nb28 *% 24)), t30_c3_0)
-          storeVector(arena, (((514448 +% (((mb29 *% 4) +% 3) *% 12560)) +% (nb28 *% 24)) +% 8), t30_c3_1)
-          storeVector(arena, (((514448 +% (((mb29 *% 4) +% 3) *% 12560)) +% (nb28 *% 24)) +% 16), t30_c3_2)
-        }
-      }
-      for mb32 in 0..<4 {
-        var t33_c0_0 = Vector()
-        var t33_c0_1 = Vector()
-        var t33_c1_0 = Vector()
-        var t33_c1_1 = Vector()
-        var t33_c2_0 = Vector()
-        var t33_c2_1 = Vector()
-        var t33_c3_0 = Vector()
-        var t33_c3_1 = Vector()
-        for k34 in 0..<9 {
-          let t33_b0 = loadVector(arena, ((401408 +% (k34 *% 12560)) +% 12528))
-          let t33_b1 = loadVector(arena, (((401408 +% (k34 *% 12560)) +% 12528) +% 8))
-          let t33_a0 = Vector(repeating: params[(((mb32 *% 4) *% 9) +% k34)])
-          t33_c0_0 = t33_c0_0.addingProduct(t33_a0, t33_b0)
-          t33_c0_1 = t33_c0_1.addingProduct(t33_a0, t33_b1)
-          let t33_a1 = Vector(repeating: params[((((mb32 *% 4) +% 1) *% 9) +% k34)])
-          t33_c1_0 = t33_c1_0.addingProduct(t33_a1, t33_b0)
-          t33_c1_1 = t33_c1_1.addingProduct(t33_a1, t33_b1)
-          let t33_a2 = Vector(repeating: params[((((mb32 *% 4) +% 2) *% 9) +% k34)])
-          t33_c2_0 = t33_c2_0.addingProduct(t33_a2, t33_b0)
-          t33_c2_1 = t33_c2_1.addingProduct(t33_a2, t33_b1)
-          let t33_a3 = Vector(repeating: params[((((mb32 *% 4) +% 3) *% 9) +% k34)])
-          t33_c3_0 = t33_c3_0.addingProduct(t33_a3, t33_b0)
-          t33_c3_1 = t33_c3_1.addingProduct(t33_a3, t33_b1)
-        }
-        storeVector(arena, ((514448 +% ((mb32 *% 4) *% 12560)) +% 12528), t33_c0_0)
-        storeVector(arena, (((514448 +% ((mb32 *% 4) *% 12560)) +% 12528) +% 8), t33_c0_1)
-        storeVector(arena, ((514448 +% (((mb32 *% 4) +% 1) *% 12560)) +% 12528), t33_c1_0)
-        storeVector(arena, (((514448 +% (((mb32 *% 4) +% 1) *% 12560)) +% 12528) +% 8), t33_c1_1)
-        storeVector(arena, ((514448 +% (((mb32 *% 4) +% 2) *% 12560)) +% 12528), t33_c2_0)
-        storeVector(arena, (((514448 +% (((mb32 *% 4) +% 2) *% 12560)) +% 12528) +% 8), t33_c2_1)
-        storeVector(arena, ((514448 +% (((mb32 *% 4) +% 3) *% 12560)) +% 12528), t33_c3_0)
-        storeVector(arena, (((514448 +% (((mb32 *% 4) +% 3) *% 12560)) +% 12528) +% 8), t33_c3_1)
-      }
-    }
-    for j36 in 0..<16 {
-      for f37 in 0..<16 {
-        for q38 in 0..<196 {
-          var v39: Float = (arena[(((514448 +% (f37 *% 12560)) +% (j36 *% 784)) +% q38)] + params[(144 +% f37)])
-          var at40: Float = Float(0)
-          var v41: Float = (arena[((((514448 +% (f37 *% 12560)) +% (j36 *% 784)) +% 196) +% q38)] + params[(144 +% f37)])
-          var at43: Float = (v41 > v39 ? Float(1) : at40)
-          var best42: Float = (v41 > v39 ? v41 : v39)
-          var v44: Float = (arena[((((514448 +% (f37 *% 12560)) +% (j36 *% 784)) +% 392) +% q38)] + params[(144 +% f37)])
-          var at46: Float = (v44 > best42 ? Float(28) : at43)
-          var best45: Float = (v44 > best42 ? v44 : best42)
-          var v47: Float = (arena[((((514448 +% (f37 *% 12560)) +% (j36 *% 784)) +% 588) +% q38)] + params[(144 +% f37)])
-          var at49: Float = (v47 > best45 ? Float(29) : at46)
-          var best48: Float = (v47 > best45 ? v47 : best45)
-          arena[(((((g3 *% 16) +% j36) *% 3136) +% (f37 *% 196)) +% q38)] = (best48 > Float(0) ? best48 : Float(0))
-          arena[(200704 +% (((((g3 *% 16) +% j36) *% 3136) +% (f37 *% 196)) +% q38))] = (arena[(715408 +% q38)] + at49)
+    sgemm(101, 111, 111, 16, 6272, 9, 1, params + 0, 9, arena + 401408, 6288, Float(bitPattern: 0x0), arena + 458000, 6288)
+    for j28 in 0..<8 {
+      for f29 in 0..<16 {
+        for q30 in 0..<196 {
+          var v31: Float = (arena[(((458000 +% (f29 *% 6288)) +% (j28 *% 784)) +% q30)] + params[(144 +% f29)])
+          var at32: Float = Float(0)
+          var v33: Float = (arena[((((458000 +% (f29 *% 6288)) +% (j28 *% 784)) +% 196) +% q30)] + params[(144 +% f29)])
+          var at35: Float = (v33 > v31 ? Float(1) : at32)
+          var best34: Float = (v33 > v31 ? v33 : v31)
+          var v36: Float = (arena[((((458000 +% (f29 *% 6288)) +% (j28 *% 784)) +% 392) +% q30)] + params[(144 +% f29)])
+          var at38: Float = (v36 > best34 ? Float(28) : at35)
+          var best37: Float = (v36 > best34 ? v36 : best34)
+          var v39: Float = (arena[((((458000 +% (f29 *% 6288)) +% (j28 *% 784)) +% 588) +% q30)] + params[(144 +% f29)])
+          var at41: Float = (v39 > best37 ? Float(29) : at38)
+          var best40: Float = (v39 > best37 ? v39 : best37)
+          arena[(((((g3 *% 8) +% j28) *% 3136) +% (f29 *% 196)) +% q30)] = (best40 > Float(0) ? best40 : Float(0))
+          arena[(200704 +% (((((g3 *% 8) +% j28) *% 3136) +% (f29 *% 196)) +% q30))] = (arena[(558608 +% q30)] + at41)
         }
       }
     }
   }
   // conv2 = conv2d_relu_maxpool(conv1)
-  for i81 in 0..<512 {
-    storeVector(arena, ((i81 *% 8) +% 409600), Vector(repeating: Float(0)))
+  for i73 in 0..<512 {
+    storeVector(arena, ((i73 *% 8) +% 409600), Vector(repeating: Float(0)))
   }
-  for g82 in 0..<64 {
-    for j83 in 0..<1 {
-      for iy84 in 0..<14 {
-        for c85 in 0..<16 {
-          for ix86 in 0..<14 {
-            arena[(409600 +% ((((j83 *% 4096) +% ((iy84 +% 1) *% 256)) +% ((ix86 +% 1) *% 16)) +% c85))] = arena[(((((g82 +% j83) *% 3136) +% (c85 *% 196)) +% (iy84 *% 14)) +% ix86)]
+  for g74 in 0..<64 {
+    for j75 in 0..<1 {
+      for iy76 in 0..<14 {
+        for c77 in 0..<16 {
+          for ix78 in 0..<14 {
+            arena[(409600 +% ((((j75 *% 4096) +% ((iy76 +% 1) *% 256)) +% ((ix78 +% 1) *% 16)) +% c77))] = arena[(((((g74 +% j75) *% 3136) +% (c77 *% 196)) +% (iy76 *% 14)) +% ix78)]
           }
         }
       }
     }
-    for j87 in 0..<1 {
-      for ty88 in 0..<7 {
-        for tx89 in 0..<7 {
-          for cv90 in 0..<2 {
-            let w91 = (loadVector(arena, (409600 +% ((((j87 *% 4096) +% ((ty88 *% 2) *% 256)) +% ((tx89 *% 2) *% 16)) +% (cv90 *% 8)))) - loadVector(arena, (409600 +% ((((j87 *% 4096) +% (((ty88 *% 2) +% 2) *% 256)) +% ((tx89 *% 2) *% 16)) +% (cv90 *% 8)))))
-            let w92 = (loadVector(arena, (409600 +% ((((j87 *% 4096) +% (((ty88 *% 2) +% 1) *% 256)) +% ((tx89 *% 2) *% 16)) +% (cv90 *% 8)))) + loadVector(arena, (409600 +% ((((j87 *% 4096) +% (((ty88 *% 2) +% 2) *% 256)) +% ((tx89 *% 2) *% 16)) +% (cv90 *% 8)))))
-            let w93 = (loadVector(arena, (409600 +% ((((j87 *% 4096) +% (((ty88 *% 2) +% 2) *% 256)) +% ((tx89 *% 2) *% 16)) +% (cv90 *% 8)))) - loadVector(arena, (409600 +% ((((j87 *% 4096) +% (((ty88 *% 2) +% 1) *% 256)) +% ((tx89 *% 2) *% 16)) +% (cv90 *% 8)))))
-            let w94 = (loadVector(arena, (409600 +% ((((j87 *% 4096) +% (((ty88 *% 2) +% 1) *% 256)) +% ((tx89 *% 2) *% 16)) +% (cv90 *% 8)))) - loadVector(arena, (409600 +% ((((j87 *% 4096) +% (((ty88 *% 2) +% 3) *% 256)) +% ((tx89 *% 2) *% 16)) +% (cv90 *% 8)))))
-            let w95 = (loadVector(arena, (409600 +% ((((j87 *% 4096) +% ((ty88 *% 2) *% 256)) +% (((tx89 *% 2) +% 1) *% 16)) +% (cv90 *% 8)))) - loadVector(arena, (409600 +% ((((j87 *% 4096) +% (((ty88 *% 2) +% 2) *% 256)) +% (((tx89 *% 2) +% 1) *% 16)) +% (cv90 *% 8)))))
-            let w96 = (loadVector(arena, (409600 +% ((((j87 *% 4096) +% (((ty88 *% 2) +% 1) *% 256)) +% (((tx89 *% 2) +% 1) *% 16)) +% (cv90 *% 8)))) + loadVector(arena, (409600 +% ((((j87 *% 4096) +% (((ty88 *% 2) +% 2) *% 256)) +% (((tx89 *% 2) +% 1) *% 16)) +% (cv90 *% 8)))))
-            let w97 = (loadVector(arena, (409600 +% ((((j87 *% 4096) +% (((ty88 *% 2) +% 2) *% 256)) +% (((tx89 *% 2) +% 1) *% 16)) +% (cv90 *% 8)))) - loadVector(arena, (409600 +% ((((j87 *% 4096) +% (((ty88 *% 2) +% 1) *% 256)) +% (((tx89 *% 2) +% 1) *% 16)) +% (cv90 *% 8)))))
-            let w98 = (loadVector(arena, (409600 +% ((((j87 *% 4096) +% (((ty88 *% 2) +% 1) *% 256)) +% (((tx89 *% 2) +% 1) *% 16)) +% (cv90 *% 8)))) - loadVector(arena, (409600 +% ((((j87 *% 4096) +% (((ty88 *% 2) +% 3) *% 256)) +% (((tx89 *% 2) +% 1) *% 16)) +% (cv90 *% 8)))))
-            let w99 = (loadVector(arena, (409600 +% ((((j87 *% 4096) +% ((ty88 *% 2) *% 256)) +% (((tx89 *% 2) +% 2) *% 16)) +% (cv90 *% 8)))) - loadVector(arena, (409600 +% ((((j87 *% 4096) +% (((ty88 *% 2) +% 2) *% 256)) +% (((tx89 *% 2) +% 2) *% 16)) +% (cv90 *% 8)))))
-            let w100 = (loadVector(arena, (409600 +% ((((j87 *% 4096) +% (((ty88 *% 2) +% 1) *% 256)) +% (((tx89 *% 2) +% 2) *% 16)) +% (cv90 *% 8)))) + loadVector(arena, (409600 +% ((((j87 *% 4096) +% (((ty88 *% 2) +% 2) *% 256)) +% (((tx89 *% 2) +% 2) *% 16)) +% (cv90 *% 8)))))
-            let w101 = (loadVector(arena, (409600 +% ((((j87 *% 4096) +% (((ty88 *% 2) +% 2) *% 256)) +% (((tx89 *% 2) +% 2) *% 16)) +% (cv90 *% 8)))) - loadVector(arena, (409600 +% ((((j87 *% 4096) +% (((ty88 *% 2) +% 1) *% 256)) +% (((tx89 *% 2) +% 2) *% 16)) +% (cv90 *% 8)))))
-            let w102 = (loadVector(arena, (409600 +% ((((j87 *% 4096) +% (((ty88 *% 2) +% 1) *% 256)) +% (((tx89 *% 2) +% 2) *% 16)) +% (cv90 *% 8)))) - loadVector(arena, (409600 +% ((((j87 *% 4096) +% (((ty88 *% 2) +% 3) *% 256)) +% (((tx89 *% 2) +% 2) *% 16)) +% (cv90 *% 8)))))
-            let w103 = (loadVector(arena, (409600 +% ((((j87 *% 4096) +% ((ty88 *% 2) *% 256)) +% (((tx89 *% 2) +% 3) *% 16)) +% (cv90 *% 8)))) - loadVector(arena, (409600 +% ((((j87 *% 4096) +% (((ty88 *% 2) +% 2) *% 256)) +% (((tx89 *% 2) +% 3) *% 16)) +% (cv90 *% 8)))))
-            let w104 = (loadVector(arena, (409600 +% ((((j87 *% 4096) +% (((ty88 *% 2) +% 1) *% 256)) +% (((tx89 *% 2) +% 3) *% 16)) +% (cv90 *% 8)))) + loadVector(arena, (409600 +% ((((j87 *% 4096) +% (((ty88 *% 2) +% 2) *% 256)) +% (((tx89 *% 2) +% 3) *% 16)) +% (cv90 *% 8)))))
-            let w105 = (loadVector(arena, (409600 +% ((((j87 *% 4096) +% (((ty88 *% 2) +% 2) *% 256)) +% (((tx89 *% 2) +% 3) *% 16)) +% (cv90 *% 8)))) - loadVector(arena, (409600 +% ((((j87 *% 4096) +% (((ty88 *% 2) +% 1) *% 256)) +% (((tx89 *% 2) +% 3) *% 16)) +% (cv90 *% 8)))))
-            let w106 = (loadVector(arena, (409600 +% ((((j87 *% 4096) +% (((ty88 *% 2) +% 1) *% 256)) +% (((tx89 *% 2) +% 3) *% 16)) +% (cv90 *% 8)))) - loadVector(arena, (409600 +% ((((j87 *% 4096) +% (((ty88 *% 2) +% 3) *% 256)) +% (((tx89 *% 2) +% 3) *% 16)) +% (cv90 *% 8)))))
-            let w107 = (w91 - w99)
-            let w108 = (w95 + w99)
-            let w109 = (w99 - w95)
-            let w110 = (w95 - w103)
-            let w111 = (w92 - w100)
-            let w112 = (w96 + w100)
-            let w113 = (w100 - w96)
-            let w114 = (w96 - w104)
-            let w115 = (w93 - w101)
-            let w116 = (w97 + w101)
-            let w117 = (w101 - w97)
-            let w118 = (w97 - w105)
-            let w119 = (w94 - w102)
-            let w120 = (w98 + w102)
-            let w121 = (w102 - w98)
-            let w122 = (w98 - w106)
-            storeVector(arena, ((413696 +% ((((j87 *% 49) +% (ty88 *% 7)) +% tx89) *% 16)) +% (cv90 *% 8)), w107)
-            storeVector(arena, ((414480 +% ((((j87 *% 49) +% (ty88 *% 7)) +% tx89) *% 16)) +% (cv90 *% 8)), w108)
-            storeVector(arena, ((415264 +% ((((j87 *% 49) +% (ty88 *% 7)) +% tx89) *% 16)) +% (cv90 *% 8)), w109)
-            storeVector(arena, ((416048 +% ((((j87 *% 49) +% (ty88 *% 7)) +% tx89) *% 16)) +% (cv90 *% 8)), w110)
-            storeVector(arena, ((416832 +% ((((j87 *% 49) +% (ty88 *% 7)) +% tx89) *% 16)) +% (cv90 *% 8)), w111)
-            storeVector(arena, ((417616 +% ((((j87 *% 49) +% (ty88 *% 7)) +% tx89) *% 16)) +% (cv90 *% 8)), w112)
-            storeVector(arena, ((418400 +% ((((j87 *% 49) +% (ty88 *% 7)) +% tx89) *% 16)) +% (cv90 *% 8)), w113)
-            storeVector(arena, ((419184 +% ((((j87 *% 49) +% (ty88 *% 7)) +% tx89) *% 16)) +% (cv90 *% 8)), w114)
-            storeVector(arena, ((419968 +% ((((j87 *% 49) +% (ty88 *% 7)) +% tx89) *% 16)) +% (cv90 *% 8)), w115)
-            storeVector(arena, ((420752 +% ((((j87 *% 49) +% (ty88 *% 7)) +% tx89) *% 16)) +% (cv90 *% 8)), w116)
-            storeVector(arena, ((421536 +% ((((j87 *% 49) +% (ty88 *% 7)) +% tx89) *% 16)) +% (cv90 *% 8)), w117)
-            storeVector(arena, ((422320 +% ((((j87 *% 49) +% (ty88 *% 7)) +% tx89) *% 16)) +% (cv90 *% 8)), w118)
-            storeVector(arena, ((423104 +% ((((j87 *% 49) +% (ty88 *% 7)) +% tx89) *% 16)) +% (cv90 *% 8)), w119)
-            storeVector(arena, ((423888 +% ((((j87 *% 49) +% (ty88 *% 7)) +% tx89) *% 16)) +% (cv90 *% 8)), w120)
-            storeVector(arena, ((424672 +% ((((j87 *% 49) +% (ty88 *% 7)) +% tx89) *% 16)) +% (cv90 *% 8)), w121)
-            storeVector(arena, ((425456 +% ((((j87 *% 49) +% (ty88 *% 7)) +% tx89) *% 16)) +% (cv90 *% 8)), w122)
+    for j79 in 0..<1 {
+      for ty80 in 0..<7 {
+        for tx81 in 0..<7 {
+          for cv82 in 0..<2 {
+            let w83 = (loadVector(arena, (409600 +% ((((j79 *% 4096) +% ((ty80 *% 2) *% 256)) +% ((tx81 *% 2) *% 16)) +% (cv82 *% 8)))) - loadVector(arena, (409600 +% ((((j79 *% 4096) +% (((ty80 *% 2) +% 2) *% 256)) +% ((tx81 *% 2) *% 16)) +% (cv82 *% 8)))))
+            let w84 = (loadVector(arena, (409600 +% ((((j79 *% 4096) +% (((ty80 *% 2) +% 1) *% 256)) +% ((tx81 *% 2) *% 16)) +% (cv82 *% 8)))) + loadVector(arena, (409600 +% ((((j79 *% 4096) +% (((ty80 *% 2) +% 2) *% 256)) +% ((tx81 *% 2) *% 16)) +% (cv82 *% 8)))))
+            let w85 = (loadVector(arena, (409600 +% ((((j79 *% 4096) +% (((ty80 *% 2) +% 2) *% 256)) +% ((tx81 *% 2) *% 16)) +% (cv82 *% 8)))) - loadVector(arena, (409600 +% ((((j79 *% 4096) +% (((ty80 *% 2) +% 1) *% 256)) +% ((tx81 *% 2) *% 16)) +% (cv82 *% 8)))))
+            let w86 = (loadVector(arena, (409600 +% ((((j79 *% 4096) +% (((ty80 *% 2) +% 1) *% 256)) +% ((tx81 *% 2) *% 16)) +% (cv82 *% 8)))) - loadVector(arena, (409600 +% ((((j79 *% 4096) +% (((ty80 *% 2) +% 3) *% 256)) +% ((tx81 *% 2) *% 16)) +% (cv82 *% 8)))))
+            let w87 = (loadVector(arena, (409600 +% ((((j79 *% 4096) +% ((ty80 *% 2) *% 256)) +% (((tx81 *% 2) +% 1) *% 16)) +% (cv82 *% 8)))) - loadVector(arena, (409600 +% ((((j79 *% 4096) +% (((ty80 *% 2) +% 2) *% 256)) +% (((tx81 *% 2) +% 1) *% 16)) +% (cv82 *% 8)))))
+            let w88 = (loadVector(arena, (409600 +% ((((j79 *% 4096) +% (((ty80 *% 2) +% 1) *% 256)) +% (((tx81 *% 2) +% 1) *% 16)) +% (cv82 *% 8)))) + loadVector(arena, (409600 +% ((((j79 *% 4096) +% (((ty80 *% 2) +% 2) *% 256)) +% (((tx81 *% 2) +% 1) *% 16)) +% (cv82 *% 8)))))
+            let w89 = (loadVector(arena, (409600 +% ((((j79 *% 4096) +% (((ty80 *% 2) +% 2) *% 256)) +% (((tx81 *% 2) +% 1) *% 16)) +% (cv82 *% 8)))) - loadVector(arena, (409600 +% ((((j79 *% 4096) +% (((ty80 *% 2) +% 1) *% 256)) +% (((tx81 *% 2) +% 1) *% 16)) +% (cv82 *% 8)))))
+            let w90 = (loadVector(arena, (409600 +% ((((j79 *% 4096) +% (((ty80 *% 2) +% 1) *% 256)) +% (((tx81 *% 2) +% 1) *% 16)) +% (cv82 *% 8)))) - loadVector(arena, (409600 +% ((((j79 *% 4096) +% (((ty80 *% 2) +% 3) *% 256)) +% (((tx81 *% 2) +% 1) *% 16)) +% (cv82 *% 8)))))
+            let w91 = (loadVector(arena, (409600 +% ((((j79 *% 4096) +% ((ty80 *% 2) *% 256)) +% (((tx81 *% 2) +% 2) *% 16)) +% (cv82 *% 8)))) - loadVector(arena, (409600 +% ((((j79 *% 4096) +% (((ty80 *% 2) +% 2) *% 256)) +% (((tx81 *% 2) +% 2) *% 16)) +% (cv82 *% 8)))))
+            let w92 = (loadVector(arena, (409600 +% ((((j79 *% 4096) +% (((ty80 *% 2) +% 1) *% 256)) +% (((tx81 *% 2) +% 2) *% 16)) +% (cv82 *% 8)))) + loadVector(arena, (409600 +% ((((j79 *% 4096) +% (((ty80 *% 2) +% 2) *% 256)) +% (((tx81 *% 2) +% 2) *% 16)) +% (cv82 *% 8)))))
+            let w93 = (loadVector(arena, (409600 +% ((((j79 *% 4096) +% (((ty80 *% 2) +% 2) *% 256)) +% (((tx81 *% 2) +% 2) *% 16)) +% (cv82 *% 8)))) - loadVector(arena, (409600 +% ((((j79 *% 4096) +% (((ty80 *% 2) +% 1) *% 256)) +% (((tx81 *% 2) +% 2) *% 16)) +% (cv82 *% 8)))))
+            let w94 = (loadVector(arena, (409600 +% ((((j79 *% 4096) +% (((ty80 *% 2) +% 1) *% 256)) +% (((tx81 *% 2) +% 2) *% 16)) +% (cv82 *% 8)))) - loadVector(arena, (409600 +% ((((j79 *% 4096) +% (((ty80 *% 2) +% 3) *% 256)) +% (((tx81 *% 2) +% 2) *% 16)) +% (cv82 *% 8)))))
+            let w95 = (loadVector(arena, (409600 +% ((((j79 *% 4096) +% ((ty80 *% 2) *% 256)) +% (((tx81 *% 2) +% 3) *% 16)) +% (cv82 *% 8)))) - loadVector(arena, (409600 +% ((((j79 *% 4096) +% (((ty80 *% 2) +% 2) *% 256)) +% (((tx81 *% 2) +% 3) *% 16)) +% (cv82 *% 8)))))
+            let w96 = (loadVector(arena, (409600 +% ((((j79 *% 4096) +% (((ty80 *% 2) +% 1) *% 256)) +% (((tx81 *% 2) +% 3) *% 16)) +% (cv82 *% 8)))) + loadVector(arena, (409600 +% ((((j79 *% 4096) +% (((ty80 *% 2) +% 2) *% 256)) +% (((tx81 *% 2) +% 3) *% 16)) +% (cv82 *% 8)))))
+            let w97 = (loadVector(arena, (409600 +% ((((j79 *% 4096) +% (((ty80 *% 2) +% 2) *% 256)) +% (((tx81 *% 2) +% 3) *% 16)) +% (cv82 *% 8)))) - loadVector(arena, (409600 +% ((((j79 *% 4096) +% (((ty80 *% 2) +% 1) *% 256)) +% (((tx81 *% 2) +% 3) *% 16)) +% (cv82 *% 8)))))
+            let w98 = (loadVector(arena, (409600 +% ((((j79 *% 4096) +% (((ty80 *% 2) +% 1) *% 256)) +% (((tx81 *% 2) +% 3) *% 16)) +% (cv82 *% 8)))) - loadVector(arena, (409600 +% ((((j79 *% 4096) +% (((ty80 *% 2) +% 3) *% 256)) +% (((tx81 *% 2) +% 3) *% 16)) +% (cv82 *% 8)))))
+            let w99 = (w83 - w91)
+            let w100 = (w87 + w91)
+            let w101 = (w91 - w87)
+            let w102 = (w87 - w95)
+            let w103 = (w84 - w92)
+            let w104 = (w88 + w92)
+            let w105 = (w92 - w88)
+            let w106 = (w88 - w96)
+            let w107 = (w85 - w93)
+            let w108 = (w89 + w93)
+            let w109 = (w93 - w89)
+            let w110 = (w89 - w97)
+            let w111 = (w86 - w94)
+            let w112 = (w90 + w94)
+            let w113 = (w94 - w90)
+            let w114 = (w90 - w98)
+            storeVector(arena, ((413696 +% ((((j79 *% 49) +% (ty80 *% 7)) +% tx81) *% 16)) +% (cv82 *% 8)), w99)
+            storeVector(arena, ((414480 +% ((((j79 *% 49) +% (ty80 *% 7)) +% tx81) *% 16)) +% (cv82 *% 8)), w100)
+            storeVector(arena, ((415264 +% ((((j79 *% 49) +% (ty80 *% 7)) +% tx81) *% 16)) +% (cv82 *% 8)), w101)
+            storeVector(arena, ((416048 +% ((((j79 *% 49) +% (ty80 *% 7)) +% tx81) *% 16)) +% (cv82 *% 8)), w102)
+            storeVector(arena, ((416832 +% ((((j79 *% 49) +% (ty80 *% 7)) +% tx81) *% 16)) +% (cv82 *% 8)), w103)
+            storeVector(arena, ((417616 +% ((((j79 *% 49) +% (ty80 *% 7)) +% tx81) *% 16)) +% (cv82 *% 8)), w104)
+            storeVector(arena, ((418400 +% ((((j79 *% 49) +% (ty80 *% 7)) +% tx81) *% 16)) +% (cv82 *% 8)), w105)
+            storeVector(arena, ((419184 +% ((((j79 *% 49) +% (ty80 *% 7)) +% tx81) *% 16)) +% (cv82 *% 8)), w106)
+            storeVector(arena, ((419968 +% ((((j79 *% 49) +% (ty80 *% 7)) +% tx81) *% 16)) +% (cv82 *% 8)), w107)
+            storeVector(arena, ((420752 +% ((((j79 *% 49) +% (ty80 *% 7)) +% tx81) *% 16)) +% (cv82 *% 8)), w108)
+            storeVector(arena, ((421536 +% ((((j79 *% 49) +% (ty80 *% 7)) +% tx81) *% 16)) +% (cv82 *% 8)), w109)
+            storeVector(arena, ((422320 +% ((((j79 *% 49) +% (ty80 *% 7)) +% tx81) *% 16)) +% (cv82 *% 8)), w110)
+            storeVector(arena, ((423104 +% ((((j79 *% 49) +% (ty80 *% 7)) +% tx81) *% 16)) +% (cv82 *% 8)), w111)
+            storeVector(arena, ((423888 +% ((((j79 *% 49) +% (ty80 *% 7)) +% tx81) *% 16)) +% (cv82 *% 8)), w112)
+            storeVector(arena, ((424672 +% ((((j79 *% 49) +% (ty80 *% 7)) +% tx81) *% 16)) +% (cv82 *% 8)), w113)
+            storeVector(arena, ((425456 +% ((((j79 *% 49) +% (ty80 *% 7)) +% tx81) *% 16)) +% (cv82 *% 8)), w114)
           }
         }
       }
     }
-    parallelFor(pool, 2) { part123 in
-      for xi124 in 0..<16 {
-        do {  // gemm131
-          for nb125 in 0..<1 {
-            for mb126 in 0..<9 {
-              var t127_c0_0 = Vector()
-              var t127_c0_1 = Vector()
-              var t127_c1_0 = Vector()
-              var t127_c1_1 = Vector()
-              var t127_c2_0 = Vector()
-              var t127_c2_1 = Vector()
-              var t127_c3_0 = Vector()
-              var t127_c3_1 = Vector()
-              var t127_c4_0 = Vector()
-              var t127_c4_1 = Vector()
-              for k128 in 0..<16 {
-                let t127_b0 = loadVector(arena, ((((742352 +% (xi124 *% 512)) +% (part123 *% 16)) +% (k128 *% 32)) +% (nb125 *% 16)))
-                let t127_b1 = loadVector(arena, (((((742352 +% (xi124 *% 512)) +% (part123 *% 16)) +% (k128 *% 32)) +% (nb125 *% 16)) +% 8))
-                let t127_a0 = Vector(repeating: arena[(((413696 +% (xi124 *% 784)) +% ((mb126 *% 5) *% 16)) +% k128)])
-                t127_c0_0 = t127_c0_0.addingProduct(t127_a0, t127_b0)
-                t127_c0_1 = t127_c0_1.addingProduct(t127_a0, t127_b1)
-                let t127_a1 = Vector(repeating: arena[(((413696 +% (xi124 *% 784)) +% (((mb126 *% 5) +% 1) *% 16)) +% k128)])
-                t127_c1_0 = t127_c1_0.addingProduct(t127_a1, t127_b0)
-                t127_c1_1 = t127_c1_1.addingProduct(t127_a1, t127_b1)
-                let t127_a2 = Vector(repeating: arena[(((413696 +% (xi124 *% 784)) +% (((mb126 *% 5) +% 2) *% 16)) +% k128)])
-                t127_c2_0 = t127_c2_0.addingProduct(t127_a2, t127_b0)
-                t127_c2_1 = t127_c2_1.addingProduct(t127_a2, t127_b1)
-                let t127_a3 = Vector(repeating: arena[(((413696 +% (xi124 *% 784)) +% (((mb126 *% 5) +% 3) *% 16)) +% k128)])
-                t127_c3_0 = t127_c3_0.addingProduct(t127_a3, t127_b0)
-                t127_c3_1 = t127_c3_1.addingProduct(t127_a3, t127_b1)
-                let t127_a4 = Vector(repeating: arena[(((413696 +% (xi124 *% 784)) +% (((mb126 *% 5) +% 4) *% 16)) +% k128)])
-                t127_c4_0 = t127_c4_0.addingProduct(t127_a4, t127_b0)
-                t127_c4_1 = t127_c4_1.addingProduct(t127_a4, t127_b1)
+    parallelFor(pool, 2) { part115 in
+      for xi116 in 0..<16 {
+        do {  // gemm123
+          for nb117 in 0..<1 {
+            for mb118 in 0..<9 {
+              var t119_c0_0 = Vector()
+              var t119_c0_1 = Vector()
+              var t119_c1_0 = Vector()
+              var t119_c1_1 = Vector()
+              var t119_c2_0 = Vector()
+              var t119_c2_1 = Vector()
+              var t119_c3_0 = Vector()
+              var t119_c3_1 = Vector()
+              var t119_c4_0 = Vector()
+              var t119_c4_1 = Vector()
+              for k120 in 0..<16 {
+                let t119_b0 = loadVector(arena, ((((572080 +% (xi116 *% 512)) +% (part115 *% 16)) +% (k120 *% 32)) +% (nb117 *% 16)))
+                let t119_b1 = loadVector(arena, (((((572080 +% (xi116 *% 512)) +% (part115 *% 16)) +% (k120 *% 32)) +% (nb117 *% 16)) +% 8))
+                let t119_a0 = Vector(repeating: arena[(((413696 +% (xi116 *% 784)) +% ((mb118 *% 5) *% 16)) +% k120)])
+                t119_c0_0 = t119_c0_0.addingProduct(t119_a0, t119_b0)
+                t119_c0_1 = t119_c0_1.addingProduct(t119_a0, t119_b1)
+                let t119_a1 = Vector(repeating: arena[(((413696 +% (xi116 *% 784)) +% (((mb118 *% 5) +% 1) *% 16)) +% k120)])
+                t119_c1_0 = t119_c1_0.addingProduct(t119_a1, t119_b0)
+                t119_c1_1 = t119_c1_1.addingProduct(t119_a1, t119_b1)
+                let t119_a2 = Vector(repeating: arena[(((413696 +% (xi116 *% 784)) +% (((mb118 *% 5) +% 2) *% 16)) +% k120)])
+                t119_c2_0 = t119_c2_0.addingProduct(t119_a2, t119_b0)
+                t119_c2_1 = t119_c2_1.addingProduct(t119_a2, t119_b1)
+                let t119_a3 = Vector(repeating: arena[(((413696 +% (xi116 *% 784)) +% (((mb118 *% 5) +% 3) *% 16)) +% k120)])
+                t119_c3_0 = t119_c3_0.addingProduct(t119_a3, t119_b0)
+                t119_c3_1 = t119_c3_1.addingProduct(t119_a3, t119_b1)
+                let t119_a4 = Vector(repeating: arena[(((413696 +% (xi116 *% 784)) +% (((mb118 *% 5) +% 4) *% 16)) +% k120)])
+                t119_c4_0 = t119_c4_0.addingProduct(t119_a4, t119_b0)
+                t119_c4_1 = t119_c4_1.addingProduct(t119_a4, t119_b1)
               }
-              storeVector(arena, ((((426240 +% (xi124 *% 1568)) +% (part123 *% 16)) +% ((mb126 *% 5) *% 32)) +% (nb125 *% 16)), t127_c0_0)
-              storeVector(arena, (((((426240 +% (xi124 *% 1568)) +% (part123 *% 16)) +% ((mb126 *% 5) *% 32)) +% (nb125 *% 16)) +% 8), t127_c0_1)
-              storeVector(arena, ((((426240 +% (xi124 *% 1568)) +% (part123 *% 16)) +% (((mb126 *% 5) +% 1) *% 32)) +% (nb125 *% 16)), t127_c1_0)
-              storeVector(arena, (((((426240 +% (xi124 *% 1568)) +% (part123 *% 16)) +% (((mb126 *% 5) +% 1) *% 32)) +% (nb125 *% 16)) +% 8), t127_c1_1)
-              storeVector(arena, ((((426240 +% (xi124 *% 1568)) +% (part123 *% 16)) +% (((mb126 *% 5) +% 2) *% 32)) +% (nb125 *% 16)), t127_c2_0)
-              storeVector(arena, (((((426240 +% (xi124 *% 1568)) +% (part123 *% 16)) +% (((mb126 *% 5) +% 2) *% 32)) +% (nb125 *% 16)) +% 8), t127_c2_1)
-              storeVector(arena, ((((426240 +% (xi124 *% 1568)) +% (part123 *% 16)) +% (((mb126 *% 5) +% 3) *% 32)) +% (nb125 *% 16)), t127_c3_0)
-              storeVector(arena, (((((426240 +% (xi124 *% 1568)) +% (part123 *% 16)) +% (((mb126 *% 5) +% 3) *% 32)) +% (nb125 *% 16)) +% 8), t127_c3_1)
-              storeVector(arena, ((((426240 +% (xi124 *% 1568)) +% (part123 *% 16)) +% (((mb126 *% 5) +% 4) *% 32)) +% (nb125 *% 16)), t127_c4_0)
-              storeVector(arena, (((((426240 +% (xi124 *% 1568)) +% (part123 *% 16)) +% (((mb126 *% 5) +% 4) *% 32)) +% (nb125 *% 16)) +% 8), t127_c4_1)
+              storeVector(arena, ((((426240 +% (xi116 *% 1568)) +% (part115 *% 16)) +% ((mb118 *% 5) *% 32)) +% (nb117 *% 16)), t119_c0_0)
+              storeVector(arena, (((((426240 +% (xi116 *% 1568)) +% (part115 *% 16)) +% ((mb118 *% 5) *% 32)) +% (nb117 *% 16)) +% 8), t119_c0_1)
+              storeVector(arena, ((((426240 +% (xi116 *% 1568)) +% (part115 *% 16)) +% (((mb118 *% 5) +% 1) *% 32)) +% (nb117 *% 16)), t119_c1_0)
+              storeVector(arena, (((((426240 +% (xi116 *% 1568)) +% (part115 *% 16)) +% (((mb118 *% 5) +% 1) *% 32)) +% (nb117 *% 16)) +% 8), t119_c1_1)
+              storeVector(arena, ((((426240 +% (xi116 *% 1568)) +% (part115 *% 16)) +% (((mb118 *% 5) +% 2) *% 32)) +% (nb117 *% 16)), t119_c2_0)
+              storeVector(arena, (((((426240 +% (xi116 *% 1568)) +% (part115 *% 16)) +% (((mb118 *% 5) +% 2) *% 32)) +% (nb117 *% 16)) +% 8), t119_c2_1)
+              storeVector(arena, ((((426240 +% (xi116 *% 1568)) +% (part115 *% 16)) +% (((mb118 *% 5) +% 3) *% 32)) +% (nb117 *% 16)), t119_c3_0)
+              storeVector(arena, (((((426240 +% (xi116 *% 1568)) +% (part115 *% 16)) +% (((mb118 *% 5) +% 3) *% 32)) +% (nb117 *% 16)) +% 8), t119_c3_1)
+              storeVector(arena, ((((426240 +% (xi116 *% 1568)) +% (part115 *% 16)) +% (((mb118 *% 5) +% 4) *% 32)) +% (nb117 *% 16)), t119_c4_0)
+              storeVector(arena, (((((426240 +% (xi116 *% 1568)) +% (part115 *% 16)) +% (((mb118 *% 5) +% 4) *% 32)) +% (nb117 *% 16)) +% 8), t119_c4_1)
             }
-            var t129_c0_0 = Vector()
-            var t129_c0_1 = Vector()
-            var t129_c1_0 = Vector()
-            var t129_c1_1 = Vector()
-            var t129_c2_0 = Vector()
-            var t129_c2_1 = Vector()
-            var t129_c3_0 = Vector()
-            var t129_c3_1 = Vector()
-            for k130 in 0..<16 {
-              let t129_b0 = loadVector(arena, ((((742352 +% (xi124 *% 512)) +% (part123 *% 16)) +% (k130 *% 32)) +% (nb125 *% 16)))
-              let t129_b1 = loadVector(arena, (((((742352 +% (xi124 *% 512)) +% (part123 *% 16)) +% (k130 *% 32)) +% (nb125 *% 16)) +% 8))
-              let t129_a0 = Vector(repeating: arena[(((413696 +% (xi124 *% 784)) +% 720) +% k130)])
-              t129_c0_0 = t129_c0_0.addingProduct(t129_a0, t129_b0)
-              t129_c0_1 = t129_c0_1.addingProduct(t129_a0, t129_b1)
-              let t129_a1 = Vector(repeating: arena[(((413696 +% (xi124 *% 784)) +% 736) +% k130)])
-              t129_c1_0 = t129_c1_0.addingProduct(t129_a1, t129_b0)
-              t129_c1_1 = t129_c1_1.addingProduct(t129_a1, t129_b1)
-              let t129_a2 = Vector(repeating: arena[(((413696 +% (xi124 *% 784)) +% 752) +% k130)])
-              t129_c2_0 = t129_c2_0.addingProduct(t129_a2, t129_b0)
-              t129_c2_1 = t129_c2_1.addingProduct(t129_a2, t129_b1)
-              let t129_a3 = Vector(repeating: arena[(((413696 +% (xi124 *% 784)) +% 768) +% k130)])
-              t129_c3_0 = t129_c3_0.addingProduct(t129_a3, t129_b0)
-              t129_c3_1 = t129_c3_1.addingProduct(t129_a3, t129_b1)
+            var t121_c0_0 = Vector()
+            var t121_c0_1 = Vector()
+            var t121_c1_0 = Vector()
+            var t121_c1_1 = Vector()
+            var t121_c2_0 = Vector()
+            var t121_c2_1 = Vector()
+            var t121_c3_0 = Vector()
+            var t121_c3_1 = Vector()
+            for k122 in 0..<16 {
+              let t121_b0 = loadVector(arena, ((((572080 +% (xi116 *% 512)) +% (part115 *% 16)) +% (k122 *% 32)) +% (nb117 *% 16)))
+              let t121_b1 = loadVector(arena, (((((572080 +% (xi116 *% 512)) +% (part115 *% 16)) +% (k122 *% 32)) +% (nb117 *% 16)) +% 8))
+              let t121_a0 = Vector(repeating: arena[(((413696 +% (xi116 *% 784)) +% 720) +% k122)])
+              t121_c0_0 = t121_c0_0.addingProduct(t121_a0, t121_b0)
+              t121_c0_1 = t121_c0_1.addingProduct(t121_a0, t121_b1)
+              let t121_a1 = Vector(repeating: arena[(((413696 +% (xi116 *% 784)) +% 736) +% k122)])
+              t121_c1_0 = t121_c1_0.addingProduct(t121_a1, t121_b0)
+              t121_c1_1 = t121_c1_1.addingProduct(t121_a1, t121_b1)
+              let t121_a2 = Vector(repeating: arena[(((413696 +% (xi116 *% 784)) +% 752) +% k122)])
+              t121_c2_0 = t121_c2_0.addingProduct(t121_a2, t121_b0)
+              t121_c2_1 = t121_c2_1.addingProduct(t121_a2, t121_b1)
+              let t121_a3 = Vector(repeating: arena[(((413696 +% (xi116 *% 784)) +% 768) +% k122)])
+              t121_c3_0 = t121_c3_0.addingProduct(t121_a3, t121_b0)
+              t121_c3_1 = t121_c3_1.addingProduct(t121_a3, t121_b1)
             }
-            storeVector(arena, ((((426240 +% (xi124 *% 1568)) +% (part123 *% 16)) +% 1440) +% (nb125 *% 16)), t129_c0_0)
-            storeVector(arena, (((((426240 +% (xi124 *% 1568)) +% (part123 *% 16)) +% 1440) +% (nb125 *% 16)) +% 8), t129_c0_1)
-            storeVector(arena, ((((426240 +% (xi124 *% 1568)) +% (part123 *% 16)) +% 1472) +% (nb125 *% 16)), t129_c1_0)
-            storeVector(arena, (((((426240 +% (xi124 *% 1568)) +% (part123 *% 16)) +% 1472) +% (nb125 *% 16)) +% 8), t129_c1_1)
-            storeVector(arena, ((((426240 +% (xi124 *% 1568)) +% (part123 *% 16)) +% 1504) +% (nb125 *% 16)), t129_c2_0)
-            storeVector(arena, (((((426240 +% (xi124 *% 1568)) +% (part123 *% 16)) +% 1504) +% (nb125 *% 16)) +% 8), t129_c2_1)
-            storeVector(arena, ((((426240 +% (xi124 *% 1568)) +% (part123 *% 16)) +% 1536) +% (nb125 *% 16)), t129_c3_0)
-            storeVector(arena, (((((426240 +% (xi124 *% 1568)) +% (part123 *% 16)) +% 1536) +% (nb125 *% 16)) +% 8), t129_c3_1)
+            storeVector(arena, ((((426240 +% (xi116 *% 1568)) +% (part115 *% 16)) +% 1440) +% (nb117 *% 16)), t121_c0_0)
+            storeVector(arena, (((((426240 +% (xi116 *% 1568)) +% (part115 *% 16)) +% 1440) +% (nb117 *% 16)) +% 8), t121_c0_1)
+            storeVector(arena, ((((426240 +% (xi116 *% 1568)) +% (part115 *% 16)) +% 1472) +% (nb117 *% 16)), t121_c1_0)
+            storeVector(arena, (((((426240 +% (xi116 *% 1568)) +% (part115 *% 16)) +% 1472) +% (nb117 *% 16)) +% 8), t121_c1_1)
+            storeVector(arena, ((((426240 +% (xi116 *% 1568)) +% (part115 *% 16)) +% 1504) +% (nb117 *% 16)), t121_c2_0)
+            storeVector(arena, (((((426240 +% (xi116 *% 1568)) +% (part115 *% 16)) +% 1504) +% (nb117 *% 16)) +% 8), t121_c2_1)
+            storeVector(arena, ((((426240 +% (xi116 *% 1568)) +% (part115 *% 16)) +% 1536) +% (nb117 *% 16)), t121_c3_0)
+            storeVector(arena, (((((426240 +% (xi116 *% 1568)) +% (part115 *% 16)) +% 1536) +% (nb117 *% 16)) +% 8), t121_c3_1)
           }
         }
       }
-      for j132 in 0..<1 {
-        for ty133 in 0..<7 {
-          for tx134 in 0..<7 {
-            for cv135 in 0..<2 {
-              let w136 = ((loadVector(arena, ((426240 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 32)) +% ((part123 *% 16) +% (cv135 *% 8)))) + loadVector(arena, ((432512 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 32)) +% ((part123 *% 16) +% (cv135 *% 8))))) + loadVector(arena, ((438784 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 32)) +% ((part123 *% 16) +% (cv135 *% 8)))))
-              let w137 = ((loadVector(arena, ((432512 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 32)) +% ((part123 *% 16) +% (cv135 *% 8)))) - loadVector(arena, ((438784 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 32)) +% ((part123 *% 16) +% (cv135 *% 8))))) - loadVector(arena, ((445056 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 32)) +% ((part123 *% 16) +% (cv135 *% 8)))))
-              let w138 = ((loadVector(arena, ((427808 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 32)) +% ((part123 *% 16) +% (cv135 *% 8)))) + loadVector(arena, ((434080 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 32)) +% ((part123 *% 16) +% (cv135 *% 8))))) + loadVector(arena, ((440352 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 32)) +% ((part123 *% 16) +% (cv135 *% 8)))))
-              let w139 = ((loadVector(arena, ((434080 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 32)) +% ((part123 *% 16) +% (cv135 *% 8)))) - loadVector(arena, ((440352 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 32)) +% ((part123 *% 16) +% (cv135 *% 8))))) - loadVector(arena, ((446624 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 32)) +% ((part123 *% 16) +% (cv135 *% 8)))))
-              let w140 = ((loadVector(arena, ((429376 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 32)) +% ((part123 *% 16) +% (cv135 *% 8)))) + loadVector(arena, ((435648 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 32)) +% ((part123 *% 16) +% (cv135 *% 8))))) + loadVector(arena, ((441920 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 32)) +% ((part123 *% 16) +% (cv135 *% 8)))))
-              let w141 = ((loadVector(arena, ((435648 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 32)) +% ((part123 *% 16) +% (cv135 *% 8)))) - loadVector(arena, ((441920 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 32)) +% ((part123 *% 16) +% (cv135 *% 8))))) - loadVector(arena, ((448192 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 32)) +% ((part123 *% 16) +% (cv135 *% 8)))))
-              let w142 = ((loadVector(arena, ((430944 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 32)) +% ((part123 *% 16) +% (cv135 *% 8)))) + loadVector(arena, ((437216 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 32)) +% ((part123 *% 16) +% (cv135 *% 8))))) + loadVector(arena, ((443488 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 32)) +% ((part123 *% 16) +% (cv135 *% 8)))))
-              let w143 = ((loadVector(arena, ((437216 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 32)) +% ((part123 *% 16) +% (cv135 *% 8)))) - loadVector(arena, ((443488 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 32)) +% ((part123 *% 16) +% (cv135 *% 8))))) - loadVector(arena, ((449760 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 32)) +% ((part123 *% 16) +% (cv135 *% 8)))))
-              let w144 = ((w136 + w138) + w140)
-              let w145 = ((w138 - w140) - w142)
-              let w146 = ((w137 + w139) + w141)
-              let w147 = ((w139 - w141) - w143)
-              let v148 = (w144 + loadVector(params, (4768 +% ((part123 *% 16) +% (cv135 *% 8)))))
-              let best149 = v148
-              let at150 = Vector(repeating: Float((((ty133 *% 2) *% 14) +% (tx134 *% 2))))
-              let v151 = (w145 + loadVector(params, (4768 +% ((part123 *% 16) +% (cv135 *% 8)))))
-              let best152 = best149.replacing(with: v151, where: v151 .> best149)
-              let at153 = at150.replacing(with: Vector(repeating: Float(((((ty133 *% 2) *% 14) +% (tx134 *% 2)) +% 1))), where: v151 .> best149)
-              let v154 = (w146 + loadVector(params, (4768 +% ((part123 *% 16) +% (cv135 *% 8)))))
-              let best155 = best152.replacing(with: v154, where: v154 .> best152)
-              let at156 = at153.replacing(with: Vector(repeating: Float(((((ty133 *% 2) +% 1) *% 14) +% (tx134 *% 2)))), where: v154 .> best152)
-              let v157 = (w147 + loadVector(params, (4768 +% ((part123 *% 16) +% (cv135 *% 8)))))
-              let best158 = best155.replacing(with: v157, where: v157 .> best155)
-              let at159 = at156.replacing(with: Vector(repeating: Float((((((ty133 *% 2) +% 1) *% 14) +% (tx134 *% 2)) +% 1))), where: v157 .> best155)
-              storeVector(arena, ((451328 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 32)) +% ((part123 *% 16) +% (cv135 *% 8))), Vector().replacing(with: best158, where: best158 .> Vector()))
-              storeVector(arena, (((451328 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 32)) +% ((part123 *% 16) +% (cv135 *% 8))) +% 1568), at159)
+      for j124 in 0..<1 {
+        for ty125 in 0..<7 {
+          for tx126 in 0..<7 {
+            for cv127 in 0..<2 {
+              let w128 = ((loadVector(arena, ((426240 +% ((((j124 *% 49) +% (ty125 *% 7)) +% tx126) *% 32)) +% ((part115 *% 16) +% (cv127 *% 8)))) + loadVector(arena, ((432512 +% ((((j124 *% 49) +% (ty125 *% 7)) +% tx126) *% 32)) +% ((part115 *% 16) +% (cv127 *% 8))))) + loadVector(arena, ((438784 +% ((((j124 *% 49) +% (ty125 *% 7)) +% tx126) *% 32)) +% ((part115 *% 16) +% (cv127 *% 8)))))
+              let w129 = ((loadVector(arena, ((432512 +% ((((j124 *% 49) +% (ty125 *% 7)) +% tx126) *% 32)) +% ((part115 *% 16) +% (cv127 *% 8)))) - loadVector(arena, ((438784 +% ((((j124 *% 49) +% (ty125 *% 7)) +% tx126) *% 32)) +% ((part115 *% 16) +% (cv127 *% 8))))) - loadVector(arena, ((445056 +% ((((j124 *% 49) +% (ty125 *% 7)) +% tx126) *% 32)) +% ((part115 *% 16) +% (cv127 *% 8)))))
+              let w130 = ((loadVector(arena, ((427808 +% ((((j124 *% 49) +% (ty125 *% 7)) +% tx126) *% 32)) +% ((part115 *% 16) +% (cv127 *% 8)))) + loadVector(arena, ((434080 +% ((((j124 *% 49) +% (ty125 *% 7)) +% tx126) *% 32)) +% ((part115 *% 16) +% (cv127 *% 8))))) + loadVector(arena, ((440352 +% ((((j124 *% 49) +% (ty125 *% 7)) +% tx126) *% 32)) +% ((part115 *% 16) +% (cv127 *% 8)))))
+              let w131 = ((loadVector(arena, ((434080 +% ((((j124 *% 49) +% (ty125 *% 7)) +% tx126) *% 32)) +% ((part115 *% 16) +% (cv127 *% 8)))) - loadVector(arena, ((440352 +% ((((j124 *% 49) +% (ty125 *% 7)) +% tx126) *% 32)) +% ((part115 *% 16) +% (cv127 *% 8))))) - loadVector(arena, ((446624 +% ((((j124 *% 49) +% (ty125 *% 7)) +% tx126) *% 32)) +% ((part115 *% 16) +% (cv127 *% 8)))))
+              let w132 = ((loadVector(arena, ((429376 +% ((((j124 *% 49) +% (ty125 *% 7)) +% tx126) *% 32)) +% ((part115 *% 16) +% (cv127 *% 8)))) + loadVector(arena, ((435648 +% ((((j124 *% 49) +% (ty125 *% 7)) +% tx126) *% 32)) +% ((part115 *% 16) +% (cv127 *% 8))))) + loadVector(arena, ((441920 +% ((((j124 *% 49) +% (ty125 *% 7)) +% tx126) *% 32)) +% ((part115 *% 16) +% (cv127 *% 8)))))
+              let w133 = ((loadVector(arena, ((435648 +% ((((j124 *% 49) +% (ty125 *% 7)) +% tx126) *% 32)) +% ((part115 *% 16) +% (cv127 *% 8)))) - loadVector(arena, ((441920 +% ((((j124 *% 49) +% (ty125 *% 7)) +% tx126) *% 32)) +% ((part115 *% 16) +% (cv127 *% 8))))) - loadVector(arena, ((448192 +% ((((j124 *% 49) +% (ty125 *% 7)) +% tx126) *% 32)) +% ((part115 *% 16) +% (cv127 *% 8)))))
+              let w134 = ((loadVector(arena, ((430944 +% ((((j124 *% 49) +% (ty125 *% 7)) +% tx126) *% 32)) +% ((part115 *% 16) +% (cv127 *% 8)))) + loadVector(arena, ((437216 +% ((((j124 *% 49) +% (ty125 *% 7)) +% tx126) *% 32)) +% ((part115 *% 16) +% (cv127 *% 8))))) + loadVector(arena, ((443488 +% ((((j124 *% 49) +% (ty125 *% 7)) +% tx126) *% 32)) +% ((part115 *% 16) +% (cv127 *% 8)))))
+              let w135 = ((loadVector(arena, ((437216 +% ((((j124 *% 49) +% (ty125 *% 7)) +% tx126) *% 32)) +% ((part115 *% 16) +% (cv127 *% 8)))) - loadVector(arena, ((443488 +% ((((j124 *% 49) +% (ty125 *% 7)) +% tx126) *% 32)) +% ((part115 *% 16) +% (cv127 *% 8))))) - loadVector(arena, ((449760 +% ((((j124 *% 49) +% (ty125 *% 7)) +% tx126) *% 32)) +% ((part115 *% 16) +% (cv127 *% 8)))))
+              let w136 = ((w128 + w130) + w132)
+              let w137 = ((w130 - w132) - w134)
+              let w138 = ((w129 + w131) + w133)
+              let w139 = ((w131 - w133) - w135)
+              let v140 = (w136 + loadVector(params, (4768 +% ((part115 *% 16) +% (cv127 *% 8)))))
+              let best141 = v140
+              let at142 = Vector(repeating: Float((((ty125 *% 2) *% 14) +% (tx126 *% 2))))
+              let v143 = (w137 + loadVector(params, (4768 +% ((part115 *% 16) +% (cv127 *% 8)))))
+              let best144 = best141.replacing(with: v143, where: v143 .> best141)
+              let at145 = at142.replacing(with: Vector(repeating: Float(((((ty125 *% 2) *% 14) +% (tx126 *% 2)) +% 1))), where: v143 .> best141)
+              let v146 = (w138 + loadVector(params, (4768 +% ((part115 *% 16) +% (cv127 *% 8)))))
+              let best147 = best144.replacing(with: v146, where: v146 .> best144)
+              let at148 = at145.replacing(with: Vector(repeating: Float(((((ty125 *% 2) +% 1) *% 14) +% (tx126 *% 2)))), where: v146 .> best144)
+              let v149 = (w139 + loadVector(params, (4768 +% ((part115 *% 16) +% (cv127 *% 8)))))
+              let best150 = best147.replacing(with: v149, where: v149 .> best147)
+              let at151 = at148.replacing(with: Vector(repeating: Float((((((ty125 *% 2) +% 1) *% 14) +% (tx126 *% 2)) +% 1))), where: v149 .> best147)
+              storeVector(arena, ((451328 +% ((((j124 *% 49) +% (ty125 *% 7)) +% tx126) *% 32)) +% ((part115 *% 16) +% (cv127 *% 8))), Vector().replacing(with: best150, where: best150 .> Vector()))
+              storeVector(arena, (((451328 +% ((((j124 *% 49) +% (ty125 *% 7)) +% tx126) *% 32)) +% ((part115 *% 16) +% (cv127 *% 8))) +% 1568), at151)
             }
           }
         }
       }
-      for j160 in 0..<1 {
-        for c161 in 0..<16 {
-          for q162 in 0..<49 {
-            arena[(200704 +% ((((g82 +% j160) *% 1568) +% (((part123 *% 16) +% c161) *% 49)) +% q162))] = arena[((451328 +% (((j160 *% 49) +% q162) *% 32)) +% ((part123 *% 16) +% c161))]
+      for j152 in 0..<1 {
+        for c153 in 0..<16 {
+          for q154 in 0..<49 {
+            arena[(200704 +% ((((g74 +% j152) *% 1568) +% (((part115 *% 16) +% c153) *% 49)) +% q154))] = arena[((451328 +% (((j152 *% 49) +% q154) *% 32)) +% ((part115 *% 16) +% c153))]
           }
         }
       }
-      for j163 in 0..<1 {
-        for c164 in 0..<16 {
-          for q165 in 0..<49 {
-            arena[(301056 +% ((((g82 +% j163) *% 1568) +% (((part123 *% 16) +% c164) *% 49)) +% q165))] = arena[((452896 +% (((j163 *% 49) +% q165) *% 32)) +% ((part123 *% 16) +% c164))]
+      for j155 in 0..<1 {
+        for c156 in 0..<16 {
+          for q157 in 0..<49 {
+            arena[(301056 +% ((((g74 +% j155) *% 1568) +% (((part115 *% 16) +% c156) *% 49)) +% q157))] = arena[((452896 +% (((j155 *% 49) +% q157) *% 32)) +% ((part115 *% 16) +% c156))]
           }
         }
       }
@@ -1905,116 +1821,116 @@ public func smallcnn_infer_b64(
   }
   // flat = flatten(conv2)
   // fc1 = dense_relu(flat)
-  for n166 in 0..<64 {
-    for k167 in 0..<1568 {
-      arena[((8192 +% (k167 *% 64)) +% n166)] = arena[((200704 +% (n166 *% 1568)) +% k167)]
+  for n158 in 0..<64 {
+    for k159 in 0..<1568 {
+      arena[((8192 +% (k159 *% 64)) +% n158)] = arena[((200704 +% (n158 *% 1568)) +% k159)]
     }
   }
-  do {  // gemm178
-    for r168 in 0..<128 {
-      for i169 in 0..<8 {
-        storeVector(arena, ((i169 *% 8) +% (108544 +% (r168 *% 64))), Vector(repeating: Float(0)))
+  do {  // gemm170
+    for r160 in 0..<128 {
+      for i161 in 0..<8 {
+        storeVector(arena, ((i161 *% 8) +% (108544 +% (r160 *% 64))), Vector(repeating: Float(0)))
       }
     }
-    for kp170 in 0..<2 {
-      for nb171 in 0..<2 {
-        for mb172 in 0..<32 {
-          var t173_c0_0 = loadVector(arena, ((108544 +% ((mb172 *% 4) *% 64)) +% (nb171 *% 24)))
-          var t173_c0_1 = loadVector(arena, (((108544 +% ((mb172 *% 4) *% 64)) +% (nb171 *% 24)) +% 8))
-          var t173_c0_2 = loadVector(arena, (((108544 +% ((mb172 *% 4) *% 64)) +% (nb171 *% 24)) +% 16))
-          var t173_c1_0 = loadVector(arena, ((108544 +% (((mb172 *% 4) +% 1) *% 64)) +% (nb171 *% 24)))
-          var t173_c1_1 = loadVector(arena, (((108544 +% (((mb172 *% 4) +% 1) *% 64)) +% (nb171 *% 24)) +% 8))
-          var t173_c1_2 = loadVector(arena, (((108544 +% (((mb172 *% 4) +% 1) *% 64)) +% (nb171 *% 24)) +% 16))
-          var t173_c2_0 = loadVector(arena, ((108544 +% (((mb172 *% 4) +% 2) *% 64)) +% (nb171 *% 24)))
-          var t173_c2_1 = loadVector(arena, (((108544 +% (((mb172 *% 4) +% 2) *% 64)) +% (nb171 *% 24)) +% 8))
-          var t173_c2_2 = loadVector(arena, (((108544 +% (((mb172 *% 4) +% 2) *% 64)) +% (nb171 *% 24)) +% 16))
-          var t173_c3_0 = loadVector(arena, ((108544 +% (((mb172 *% 4) +% 3) *% 64)) +% (nb171 *% 24)))
-          var t173_c3_1 = loadVector(arena, (((108544 +% (((mb172 *% 4) +% 3) *% 64)) +% (nb171 *% 24)) +% 8))
-          var t173_c3_2 = loadVector(arena, (((108544 +% (((mb172 *% 4) +% 3) *% 64)) +% (nb171 *% 24)) +% 16))
-          for k174 in 0..<784 {
-            let t173_b0 = loadVector(arena, ((8192 +% ((k174 +% (kp170 *% 784)) *% 64)) +% (nb171 *% 24)))
-            let t173_b1 = loadVector(arena, (((8192 +% ((k174 +% (kp170 *% 784)) *% 64)) +% (nb171 *% 24)) +% 8))
-            let t173_b2 = loadVector(arena, (((8192 +% ((k174 +% (kp170 *% 784)) *% 64)) +% (nb171 *% 24)) +% 16))
-            let t173_a0 = Vector(repeating: params[((4800 +% ((mb172 *% 4) *% 1568)) +% (k174 +% (kp170 *% 784)))])
-            t173_c0_0 = t173_c0_0.addingProduct(t173_a0, t173_b0)
-            t173_c0_1 = t173_c0_1.addingProduct(t173_a0, t173_b1)
-            t173_c0_2 = t173_c0_2.addingProduct(t173_a0, t173_b2)
-            let t173_a1 = Vector(repeating: params[((4800 +% (((mb172 *% 4) +% 1) *% 1568)) +% (k174 +% (kp170 *% 784)))])
-            t173_c1_0 = t173_c1_0.addingProduct(t173_a1, t173_b0)
-            t173_c1_1 = t173_c1_1.addingProduct(t173_a1, t173_b1)
-            t173_c1_2 = t173_c1_2.addingProduct(t173_a1, t173_b2)
-            let t173_a2 = Vector(repeating: params[((4800 +% (((mb172 *% 4) +% 2) *% 1568)) +% (k174 +% (kp170 *% 784)))])
-            t173_c2_0 = t173_c2_0.addingProduct(t173_a2, t173_b0)
-            t173_c2_1 = t173_c2_1.addingProduct(t173_a2, t173_b1)
-            t173_c2_2 = t173_c2_2.addingProduct(t173_a2, t173_b2)
-            let t173_a3 = Vector(repeating: params[((4800 +% (((mb172 *% 4) +% 3) *% 1568)) +% (k174 +% (kp170 *% 784)))])
-            t173_c3_0 = t173_c3_0.addingProduct(t173_a3, t173_b0)
-            t173_c3_1 = t173_c3_1.addingProduct(t173_a3, t173_b1)
-            t173_c3_2 = t173_c3_2.addingProduct(t173_a3, t173_b2)
+    for kp162 in 0..<2 {
+      for nb163 in 0..<2 {
+        for mb164 in 0..<32 {
+          var t165_c0_0 = loadVector(arena, ((108544 +% ((mb164 *% 4) *% 64)) +% (nb163 *% 24)))
+          var t165_c0_1 = loadVector(arena, (((108544 +% ((mb164 *% 4) *% 64)) +% (nb163 *% 24)) +% 8))
+          var t165_c0_2 = loadVector(arena, (((108544 +% ((mb164 *% 4) *% 64)) +% (nb163 *% 24)) +% 16))
+          var t165_c1_0 = loadVector(arena, ((108544 +% (((mb164 *% 4) +% 1) *% 64)) +% (nb163 *% 24)))
+          var t165_c1_1 = loadVector(arena, (((108544 +% (((mb164 *% 4) +% 1) *% 64)) +% (nb163 *% 24)) +% 8))
+          var t165_c1_2 = loadVector(arena, (((108544 +% (((mb164 *% 4) +% 1) *% 64)) +% (nb163 *% 24)) +% 16))
+          var t165_c2_0 = loadVector(arena, ((108544 +% (((mb164 *% 4) +% 2) *% 64)) +% (nb163 *% 24)))
+          var t165_c2_1 = loadVector(arena, (((108544 +% (((mb164 *% 4) +% 2) *% 64)) +% (nb163 *% 24)) +% 8))
+          var t165_c2_2 = loadVector(arena, (((108544 +% (((mb164 *% 4) +% 2) *% 64)) +% (nb163 *% 24)) +% 16))
+          var t165_c3_0 = loadVector(arena, ((108544 +% (((mb164 *% 4) +% 3) *% 64)) +% (nb163 *% 24)))
+          var t165_c3_1 = loadVector(arena, (((108544 +% (((mb164 *% 4) +% 3) *% 64)) +% (nb163 *% 24)) +% 8))
+          var t165_c3_2 = loadVector(arena, (((108544 +% (((mb164 *% 4) +% 3) *% 64)) +% (nb163 *% 24)) +% 16))
+          for k166 in 0..<784 {
+            let t165_b0 = loadVector(arena, ((8192 +% ((k166 +% (kp162 *% 784)) *% 64)) +% (nb163 *% 24)))
+            let t165_b1 = loadVector(arena, (((8192 +% ((k166 +% (kp162 *% 784)) *% 64)) +% (nb163 *% 24)) +% 8))
+            let t165_b2 = loadVector(arena, (((8192 +% ((k166 +% (kp162 *% 784)) *% 64)) +% (nb163 *% 24)) +% 16))
+            let t165_a0 = Vector(repeating: params[((4800 +% ((mb164 *% 4) *% 1568)) +% (k166 +% (kp162 *% 784)))])
+            t165_c0_0 = t165_c0_0.addingProduct(t165_a0, t165_b0)
+            t165_c0_1 = t165_c0_1.addingProduct(t165_a0, t165_b1)
+            t165_c0_2 = t165_c0_2.addingProduct(t165_a0, t165_b2)
+            let t165_a1 = Vector(repeating: params[((4800 +% (((mb164 *% 4) +% 1) *% 1568)) +% (k166 +% (kp162 *% 784)))])
+            t165_c1_0 = t165_c1_0.addingProduct(t165_a1, t165_b0)
+            t165_c1_1 = t165_c1_1.addingProduct(t165_a1, t165_b1)
+            t165_c1_2 = t165_c1_2.addingProduct(t165_a1, t165_b2)
+            let t165_a2 = Vector(repeating: params[((4800 +% (((mb164 *% 4) +% 2) *% 1568)) +% (k166 +% (kp162 *% 784)))])
+            t165_c2_0 = t165_c2_0.addingProduct(t165_a2, t165_b0)
+            t165_c2_1 = t165_c2_1.addingProduct(t165_a2, t165_b1)
+            t165_c2_2 = t165_c2_2.addingProduct(t165_a2, t165_b2)
+            let t165_a3 = Vector(repeating: params[((4800 +% (((mb164 *% 4) +% 3) *% 1568)) +% (k166 +% (kp162 *% 784)))])
+            t165_c3_0 = t165_c3_0.addingProduct(t165_a3, t165_b0)
+            t165_c3_1 = t165_c3_1.addingProduct(t165_a3, t165_b1)
+            t165_c3_2 = t165_c3_2.addingProduct(t165_a3, t165_b2)
           }
-          storeVector(arena, ((108544 +% ((mb172 *% 4) *% 64)) +% (nb171 *% 24)), t173_c0_0)
-          storeVector(arena, (((108544 +% ((mb172 *% 4) *% 64)) +% (nb171 *% 24)) +% 8), t173_c0_1)
-          storeVector(arena, (((108544 +% ((mb172 *% 4) *% 64)) +% (nb171 *% 24)) +% 16), t173_c0_2)
-          storeVector(arena, ((108544 +% (((mb172 *% 4) +% 1) *% 64)) +% (nb171 *% 24)), t173_c1_0)
-          storeVector(arena, (((108544 +% (((mb172 *% 4) +% 1) *% 64)) +% (nb171 *% 24)) +% 8), t173_c1_1)
-          storeVector(arena, (((108544 +% (((mb172 *% 4) +% 1) *% 64)) +% (nb171 *% 24)) +% 16), t173_c1_2)
-          storeVector(arena, ((108544 +% (((mb172 *% 4) +% 2) *% 64)) +% (nb171 *% 24)), t173_c2_0)
-          storeVector(arena, (((108544 +% (((mb172 *% 4) +% 2) *% 64)) +% (nb171 *% 24)) +% 8), t173_c2_1)
-          storeVector(arena, (((108544 +% (((mb172 *% 4) +% 2) *% 64)) +% (nb171 *% 24)) +% 16), t173_c2_2)
-          storeVector(arena, ((108544 +% (((mb172 *% 4) +% 3) *% 64)) +% (nb171 *% 24)), t173_c3_0)
-          storeVector(arena, (((108544 +% (((mb172 *% 4) +% 3) *% 64)) +% (nb171 *% 24)) +% 8), t173_c3_1)
-          storeVector(arena, (((108544 +% (((mb172 *% 4) +% 3) *% 64)) +% (nb171 *% 24)) +% 16), t173_c3_2)
+          storeVector(arena, ((108544 +% ((mb164 *% 4) *% 64)) +% (nb163 *% 24)), t165_c0_0)
+          storeVector(arena, (((108544 +% ((mb164 *% 4) *% 64)) +% (nb163 *% 24)) +% 8), t165_c0_1)
+          storeVector(arena, (((108544 +% ((mb164 *% 4) *% 64)) +% (nb163 *% 24)) +% 16), t165_c0_2)
+          storeVector(arena, ((108544 +% (((mb164 *% 4) +% 1) *% 64)) +% (nb163 *% 24)), t165_c1_0)
+          storeVector(arena, (((108544 +% (((mb164 *% 4) +% 1) *% 64)) +% (nb163 *% 24)) +% 8), t165_c1_1)
+          storeVector(arena, (((108544 +% (((mb164 *% 4) +% 1) *% 64)) +% (nb163 *% 24)) +% 16), t165_c1_2)
+          storeVector(arena, ((108544 +% (((mb164 *% 4) +% 2) *% 64)) +% (nb163 *% 24)), t165_c2_0)
+          storeVector(arena, (((108544 +% (((mb164 *% 4) +% 2) *% 64)) +% (nb163 *% 24)) +% 8), t165_c2_1)
+          storeVector(arena, (((108544 +% (((mb164 *% 4) +% 2) *% 64)) +% (nb163 *% 24)) +% 16), t165_c2_2)
+          storeVector(arena, ((108544 +% (((mb164 *% 4) +% 3) *% 64)) +% (nb163 *% 24)), t165_c3_0)
+          storeVector(arena, (((108544 +% (((mb164 *% 4) +% 3) *% 64)) +% (nb163 *% 24)) +% 8), t165_c3_1)
+          storeVector(arena, (((108544 +% (((mb164 *% 4) +% 3) *% 64)) +% (nb163 *% 24)) +% 16), t165_c3_2)
         }
       }
-      for mb175 in 0..<32 {
-        var t176_c0_0 = loadVector(arena, ((108544 +% ((mb175 *% 4) *% 64)) +% 48))
-        var t176_c0_1 = loadVector(arena, (((108544 +% ((mb175 *% 4) *% 64)) +% 48) +% 8))
-        var t176_c1_0 = loadVector(arena, ((108544 +% (((mb175 *% 4) +% 1) *% 64)) +% 48))
-        var t176_c1_1 = loadVector(arena, (((108544 +% (((mb175 *% 4) +% 1) *% 64)) +% 48) +% 8))
-        var t176_c2_0 = loadVector(arena, ((108544 +% (((mb175 *% 4) +% 2) *% 64)) +% 48))
-        var t176_c2_1 = loadVector(arena, (((108544 +% (((mb175 *% 4) +% 2) *% 64)) +% 48) +% 8))
-        var t176_c3_0 = loadVector(arena, ((108544 +% (((mb175 *% 4) +% 3) *% 64)) +% 48))
-        var t176_c3_1 = loadVector(arena, (((108544 +% (((mb175 *% 4) +% 3) *% 64)) +% 48) +% 8))
-        for k177 in 0..<784 {
-          let t176_b0 = loadVector(arena, ((8192 +% ((k177 +% (kp170 *% 784)) *% 64)) +% 48))
-          let t176_b1 = loadVector(arena, (((8192 +% ((k177 +% (kp170 *% 784)) *% 64)) +% 48) +% 8))
-          let t176_a0 = Vector(repeating: params[((4800 +% ((mb175 *% 4) *% 1568)) +% (k177 +% (kp170 *% 784)))])
-          t176_c0_0 = t176_c0_0.addingProduct(t176_a0, t176_b0)
-          t176_c0_1 = t176_c0_1.addingProduct(t176_a0, t176_b1)
-          let t176_a1 = Vector(repeating: params[((4800 +% (((mb175 *% 4) +% 1) *% 1568)) +% (k177 +% (kp170 *% 784)))])
-          t176_c1_0 = t176_c1_0.addingProduct(t176_a1, t176_b0)
-          t176_c1_1 = t176_c1_1.addingProduct(t176_a1, t176_b1)
-          let t176_a2 = Vector(repeating: params[((4800 +% (((mb175 *% 4) +% 2) *% 1568)) +% (k177 +% (kp170 *% 784)))])
-          t176_c2_0 = t176_c2_0.addingProduct(t176_a2, t176_b0)
-          t176_c2_1 = t176_c2_1.addingProduct(t176_a2, t176_b1)
-          let t176_a3 = Vector(repeating: params[((4800 +% (((mb175 *% 4) +% 3) *% 1568)) +% (k177 +% (kp170 *% 784)))])
-          t176_c3_0 = t176_c3_0.addingProduct(t176_a3, t176_b0)
-          t176_c3_1 = t176_c3_1.addingProduct(t176_a3, t176_b1)
+      for mb167 in 0..<32 {
+        var t168_c0_0 = loadVector(arena, ((108544 +% ((mb167 *% 4) *% 64)) +% 48))
+        var t168_c0_1 = loadVector(arena, (((108544 +% ((mb167 *% 4) *% 64)) +% 48) +% 8))
+        var t168_c1_0 = loadVector(arena, ((108544 +% (((mb167 *% 4) +% 1) *% 64)) +% 48))
+        var t168_c1_1 = loadVector(arena, (((108544 +% (((mb167 *% 4) +% 1) *% 64)) +% 48) +% 8))
+        var t168_c2_0 = loadVector(arena, ((108544 +% (((mb167 *% 4) +% 2) *% 64)) +% 48))
+        var t168_c2_1 = loadVector(arena, (((108544 +% (((mb167 *% 4) +% 2) *% 64)) +% 48) +% 8))
+        var t168_c3_0 = loadVector(arena, ((108544 +% (((mb167 *% 4) +% 3) *% 64)) +% 48))
+        var t168_c3_1 = loadVector(arena, (((108544 +% (((mb167 *% 4) +% 3) *% 64)) +% 48) +% 8))
+        for k169 in 0..<784 {
+          let t168_b0 = loadVector(arena, ((8192 +% ((k169 +% (kp162 *% 784)) *% 64)) +% 48))
+          let t168_b1 = loadVector(arena, (((8192 +% ((k169 +% (kp162 *% 784)) *% 64)) +% 48) +% 8))
+          let t168_a0 = Vector(repeating: params[((4800 +% ((mb167 *% 4) *% 1568)) +% (k169 +% (kp162 *% 784)))])
+          t168_c0_0 = t168_c0_0.addingProduct(t168_a0, t168_b0)
+          t168_c0_1 = t168_c0_1.addingProduct(t168_a0, t168_b1)
+          let t168_a1 = Vector(repeating: params[((4800 +% (((mb167 *% 4) +% 1) *% 1568)) +% (k169 +% (kp162 *% 784)))])
+          t168_c1_0 = t168_c1_0.addingProduct(t168_a1, t168_b0)
+          t168_c1_1 = t168_c1_1.addingProduct(t168_a1, t168_b1)
+          let t168_a2 = Vector(repeating: params[((4800 +% (((mb167 *% 4) +% 2) *% 1568)) +% (k169 +% (kp162 *% 784)))])
+          t168_c2_0 = t168_c2_0.addingProduct(t168_a2, t168_b0)
+          t168_c2_1 = t168_c2_1.addingProduct(t168_a2, t168_b1)
+          let t168_a3 = Vector(repeating: params[((4800 +% (((mb167 *% 4) +% 3) *% 1568)) +% (k169 +% (kp162 *% 784)))])
+          t168_c3_0 = t168_c3_0.addingProduct(t168_a3, t168_b0)
+          t168_c3_1 = t168_c3_1.addingProduct(t168_a3, t168_b1)
         }
-        storeVector(arena, ((108544 +% ((mb175 *% 4) *% 64)) +% 48), t176_c0_0)
-        storeVector(arena, (((108544 +% ((mb175 *% 4) *% 64)) +% 48) +% 8), t176_c0_1)
-        storeVector(arena, ((108544 +% (((mb175 *% 4) +% 1) *% 64)) +% 48), t176_c1_0)
-        storeVector(arena, (((108544 +% (((mb175 *% 4) +% 1) *% 64)) +% 48) +% 8), t176_c1_1)
-        storeVector(arena, ((108544 +% (((mb175 *% 4) +% 2) *% 64)) +% 48), t176_c2_0)
-        storeVector(arena, (((108544 +% (((mb175 *% 4) +% 2) *% 64)) +% 48) +% 8), t176_c2_1)
-        storeVector(arena, ((108544 +% (((mb175 *% 4) +% 3) *% 64)) +% 48), t176_c3_0)
-        storeVector(arena, (((108544 +% (((mb175 *% 4) +% 3) *% 64)) +% 48) +% 8), t176_c3_1)
+        storeVector(arena, ((108544 +% ((mb167 *% 4) *% 64)) +% 48), t168_c0_0)
+        storeVector(arena, (((108544 +% ((mb167 *% 4) *% 64)) +% 48) +% 8), t168_c0_1)
+        storeVector(arena, ((108544 +% (((mb167 *% 4) +% 1) *% 64)) +% 48), t168_c1_0)
+        storeVector(arena, (((108544 +% (((mb167 *% 4) +% 1) *% 64)) +% 48) +% 8), t168_c1_1)
+        storeVector(arena, ((108544 +% (((mb167 *% 4) +% 2) *% 64)) +% 48), t168_c2_0)
+        storeVector(arena, (((108544 +% (((mb167 *% 4) +% 2) *% 64)) +% 48) +% 8), t168_c2_1)
+        storeVector(arena, ((108544 +% (((mb167 *% 4) +% 3) *% 64)) +% 48), t168_c3_0)
+        storeVector(arena, (((108544 +% (((mb167 *% 4) +% 3) *% 64)) +% 48) +% 8), t168_c3_1)
       }
     }
   }
-  for n179 in 0..<64 {
-    for u180 in 0..<128 {
-      arena[((n179 *% 128) +% u180)] = ((arena[((108544 +% (u180 *% 64)) +% n179)] + params[(205504 +% u180)]) > Float(0) ? (arena[((108544 +% (u180 *% 64)) +% n179)] + params[(205504 +% u180)]) : Float(0))
+  for n171 in 0..<64 {
+    for u172 in 0..<128 {
+      arena[((n171 *% 128) +% u172)] = ((arena[((108544 +% (u172 *% 64)) +% n171)] + params[(205504 +% u172)]) > Float(0) ? (arena[((108544 +% (u172 *% 64)) +% n171)] + params[(205504 +% u172)]) : Float(0))
     }
   }
   // fc2 = dense(fc1)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 0, 128, params + 205632, 128, Float(bitPattern: 0x0), arena + 8192, 10)
-  for n181 in 0..<64 {
-    for u182 in 0..<1 {
-      storeVector(arena, ((u182 *% 8) +% (8192 +% (n181 *% 10))), (loadVector(arena, ((u182 *% 8) +% (8192 +% (n181 *% 10)))) + loadVector(params, ((u182 *% 8) +% 206912))))
+  for n173 in 0..<64 {
+    for u174 in 0..<1 {
+      storeVector(arena, ((u174 *% 8) +% (8192 +% (n173 *% 10))), (loadVector(arena, ((u174 *% 8) +% (8192 +% (n173 *% 10)))) + loadVector(params, ((u174 *% 8) +% 206912))))
     }
-    for u182 in 0..<1 {
-      storePartial(arena, ((u182 +% 8) +% (8192 +% (n181 *% 10))), (loadPartial(arena, ((u182 +% 8) +% (8192 +% (n181 *% 10))), 2) + loadPartial(params, ((u182 +% 8) +% 206912), 2)), 2)
+    for u174 in 0..<1 {
+      storePartial(arena, ((u174 +% 8) +% (8192 +% (n173 *% 10))), (loadPartial(arena, ((u174 +% 8) +% (8192 +% (n173 *% 10))), 2) + loadPartial(params, ((u174 +% 8) +% 206912), 2)), 2)
     }
   }
 }

@@ -13,9 +13,10 @@ enum LayoutRule: Equatable {
   /// channels-last at all (a depthwise conv, whose NCHW kernel runs short rows at a fraction of its lanes).
   case shared([Int], gains: Bool)
   /// A conv as a GEMM whose vectors run along the filters, its rows the output pixels: operand 0 read in either
-  /// layout (`inputEither`, a 1x1 conv: the input is A itself) or NCHW only; a `residual` operand in the result's
-  /// layout; a channels-last input only with a channels-last result.
-  case gemm(inputEither: Bool, residual: Int?)
+  /// layout (`inputEither`) or NCHW only; a `residual` operand in the result's layout; a channels-last input only
+  /// with a channels-last result. `gains`: a reason to be channels-last (a conv whose NCHW kernel moves its values
+  /// through channels-last copies, or runs its GEMM along short planes).
+  case gemm(inputEither: Bool, residual: Int?, gains: Bool)
   /// Operand 0 read in either layout, the result neutral (a global average pool).
   case reduction
 }
@@ -42,7 +43,7 @@ func chooseChannelsLast(_ g: Graph, _ shapes: ShapeTable, target: Target) -> Set
     switch rule {
     case .planar: ([], [])
     case .shared(let ps, _): ([n.name] + ps.map { n.args[$0] }, Set(ps))
-    case .gemm(_, let r): ([n.name] + (r.map { [n.args[$0]] } ?? []), Set([0] + (r.map { [$0] } ?? [])))
+    case .gemm(_, let r, _): ([n.name] + (r.map { [n.args[$0]] } ?? []), Set([0] + (r.map { [$0] } ?? [])))
     case .reduction: ([], [0])
     }
   }
@@ -57,7 +58,7 @@ func chooseChannelsLast(_ g: Graph, _ shapes: ShapeTable, target: Target) -> Set
       for (i, a) in n.args.enumerated() where !allowed.contains(i) { drop(a) }
       let deciding = agree.filter { !neutral($0) }
       if deciding.contains(where: { !last.contains($0) }) { deciding.forEach(drop) }
-      if case .gemm(let either, _) = rule {
+      if case .gemm(let either, _, _) = rule {
         if !either || !last.contains(n.name) { drop(n.args[0]) }
       }
     }
@@ -78,8 +79,9 @@ func chooseChannelsLast(_ g: Graph, _ shapes: ShapeTable, target: Target) -> Set
   for (n, rule) in zip(g.nodes, rules) {
     let agree = members(n, rule).agree.filter { !neutral($0) }
     for v in agree.dropFirst() { join(agree[0], v) }
-    if case .gemm(true, _) = rule { join(n.name, n.args[0]) }
+    if case .gemm(true, _, _) = rule { join(n.name, n.args[0]) }
     if case .shared(_, true) = rule, last.contains(n.name) { gaining.append(n.name) }
+    if case .gemm(_, _, true) = rule, last.contains(n.name) { gaining.append(n.name) }
   }
   let kept = Set(gaining.map(root))
   return last.filter { kept.contains(root($0)) }

@@ -161,6 +161,9 @@ struct Emitter {
   var splits: [ParallelSplit] = []
   /// The values this program keeps channels-last (`chooseChannelsLast`, at inference); the others are NCHW.
   var channelsLast: Set<String>
+  /// Whether a kernel whose result shares its first operand's layout (a pool, a depthwise conv) runs channels-last:
+  /// its result is, or it is neutral (one pixel, [N, C, 1, 1], the same bytes in both layouts) and the operand is.
+  func sharesChannelsLast(_ n: Node) -> Bool { channelsLast.contains(n.name) || channelsLast.contains(n.args[0]) }
   /// Statements an inference program skips when the caller says they already ran on this arena for these
   /// weights (step 1): what it derives from the weights (Winograd's transformed kernels) once instead of on
   /// every call, into `preparedFloats` floats of the arena from the planned arena's end.

@@ -103,11 +103,18 @@ public struct Target: Equatable, Hashable, Sendable, CustomStringConvertible {
 
   /// The most images one conv GEMM covers: enough columns that the column loop of the micro-kernel runs
   /// long, while the column matrix of a group stays within the core's L2 plus its share of L3 (it is
-  /// written by im2col and read once per row block). 16 was measured best for SimpleCNN on Zen 1-5.
-  public func convImageGroup(columnBytesPerImage: Int) -> Int {
-    let budget = l2 + l3
+  /// written by im2col and read once per row block). 16 was measured best for SimpleCNN training on Zen 1-5.
+  /// An inference program keeps a group's columns within `inferenceColumnShareOfL2` of L2, so a conv whose one
+  /// image is more runs an image at a time, in bands of rows (`rowBand`), its epilogue in the micro-kernel: a
+  /// host's L3 share (130 MB a core on a 2-vCPU guest of a large server) let ResNet-18's stem and 512-channel convs
+  /// take groups of 4 images at 1.5-3x the time per image of one.
+  public func convImageGroup(columnBytesPerImage: Int, training: Bool) -> Int {
+    let budget = training ? l2 + l3 : Int(Double(l2) * Self.inferenceColumnShareOfL2)
     return max(1, min(16, budget / max(1, columnBytesPerImage)))
   }
+
+  /// The share of L2 an inference conv's column matrix for a group of images may take.
+  public static let inferenceColumnShareOfL2 = 0.5
 
   /// The most equal parts an inference program splits a large layer into, for the threads of a pool
   /// (`Stmt.parallel`): one per physical core, at most `maxParallelParts`. The partition is fixed when the

@@ -422,61 +422,124 @@ import Testing
     }
   }
 
-  /// Convs whose column matrix would not stay in L2 run in bands of output rows (`rowBand`): a 7x7 stride-2 stem
-  /// with relu and a 5x5 conv with a residual and relu fused, against the interpreter at batch 1 and 2, on each
-  /// target, with one thread and two (the same bits).
+  /// Convs whose column matrix would not stay in L2 run in bands of output rows: a 7x7 stride-2 stem with relu and
+  /// a 5x5 conv with a residual and relu fused, NCHW (`rowBand`, when a flatten reads the last value) and
+  /// channels-last (`convColumnsChannelsLast`, when a global pool does), against the interpreter at batch 1 and 2,
+  /// on each target, with one thread and two (the same bits).
   @Test(arguments: TestTargets.names) func bandedConvsMatch(_ target: String) throws {
+    for last in [false, true] {
+      let source = """
+        input x: f32[N, 3, 64, 64]
+        input y: i32[N]
+        s = conv2d(x, filters: 8, kernel: 7, stride: 2, padding: 3)
+        r = relu(s)
+        c = conv2d(r, filters: 8, kernel: 5, padding: 2)
+        a = add(c, r)
+        ar = relu(a)
+        m = maxpool(ar, size: 3, stride: 2, padding: 1)
+        \(last ? "p = global_avgpool(m)" : "p = relu(m)")
+        f = flatten(p)
+        o = dense(f, units: 4)
+        loss = cross_entropy(o, y)
+        output o
+        minimize loss
+        """
+      try expectInferenceMatches(source, batches: [1, 2], target: target, "banded convs, channels-last \(last)") { program, batch in
+        #expect(Set(program.channelsLast) == (last ? ["s", "c", "m"] : []), "\(program.channelsLast)")
+        if batch == 1, !last { #expect(Set(program.splits.filter { $0.by == "row bands" }.map(\.node)) == ["s", "c"], "banded: \(program.splits)") }
+      }
+    }
+  }
+
+  /// Pools and a depthwise conv whose result is one pixel ([N, C, 1, 1], the same bytes in both layouts) reading
+  /// channels-last values take them channels-last (`sharesChannelsLast`): their result is in neither layout's set.
+  @Test(arguments: TestTargets.names) func onePixelResultsOfChannelsLastValuesMatch(_ target: String) throws {
     let source = """
-      input x: f32[N, 3, 64, 64]
+      input x: f32[N, 8, 9, 9]
       input y: i32[N]
-      s = conv2d(x, filters: 8, kernel: 7, stride: 2, padding: 3)
-      r = relu(s)
-      c = conv2d(r, filters: 8, kernel: 5, padding: 2)
-      a = add(c, r)
-      ar = relu(a)
-      m = maxpool(ar, size: 3, stride: 2, padding: 1)
-      p = global_avgpool(m)
-      f = flatten(p)
-      o = dense(f, units: 4)
+      c = conv2d(x, filters: 16, kernel: 3, stride: 2)
+      d = conv2d(c, filters: 16, kernel: 4, groups: 16)
+      a = avgpool(c, size: 3, stride: 2)
+      m = maxpool(c, size: 2, stride: 3)
+      s = add(d, a)
+      s2 = add(s, m)
+      f = flatten(s2)
+      o = dense(f, units: 3)
       loss = cross_entropy(o, y)
       output o
       minimize loss
       """
-    try expectInferenceMatches(source, batches: [1, 2], target: target, "banded convs") { program, batch in
-      // At batch 2 two images' columns make one GEMM (`convImageGroup`), which is not banded.
-      if batch == 1 { #expect(Set(program.splits.filter { $0.by == "row bands" }.map(\.node)) == ["s", "c"], "banded: \(program.splits)") }
+    try expectInferenceMatches(source, batches: [1, 2], target: target, "one-pixel results") { program, batch in
+      #expect(program.channelsLast == ["c"], "\(program.channelsLast)")
     }
   }
 
   /// Winograd passes of one image at a time whose transformed tiles would leave L2 run in bands of tile rows
-  /// (`winogradBand`), in either tile (F(2x2, 3x3) and F(4x4, 3x3)): with relu, and with a residual and relu fused,
+  /// (`winogradBand`), in either tile (F(2x2, 3x3) and F(4x4, 3x3)) and either layout (the values channels-last
+  /// when a global pool reads the last, NCHW when a flatten does): with relu, and with a residual and relu fused,
   /// against the interpreter at batch 1 and 3 (programs of 2 images and 1), on each target, with one thread and
   /// two (the same bits). The plane is large enough to band with the host's L2 and small enough to band in
   /// whole tile rows of at least `leastBandTiles` with the nominal AVX2 one.
   @Test(arguments: TestTargets.names, [ConvAlgorithm.winograd, .winogradF4])
   func bandedWinogradMatches(_ target: String, _ conv: ConvAlgorithm) throws {
+    for last in [true, false] {
+      let source = """
+        input x: f32[N, 16, 96, 96]
+        input y: i32[N]
+        c = conv2d(x, filters: 16, kernel: 3, padding: 1)
+        r = relu(c)
+        c2 = conv2d(r, filters: 16, kernel: 3, padding: 1)
+        a = add(c2, r)
+        ar = relu(a)
+        \(last ? "p = global_avgpool(ar)" : "p = maxpool(ar, size: 32)")
+        f = flatten(p)
+        o = dense(f, units: 3)
+        loss = cross_entropy(o, y)
+        output o
+        minimize loss
+        """
+      // A call of 3 runs as programs of 2 images and 1 (`balancedChunk`): the first bands each image in turn.
+      try expectInferenceMatches(source, batches: [1, 3], target: target, conv: conv, "banded Winograd \(conv), channels-last \(last)") { program, batch in
+        let side = conv == .winograd ? 2 : 4, tiles = (96 / side) * (96 / side)
+        #expect(program.convs.allSatisfy { $0.algorithm == .winograd && $0.tile == side }, "\(program.convs)")
+        #expect(Set(program.channelsLast) == (last ? ["c", "c2"] : []), "\(program.channelsLast)")
+        // A band's GEMMs run over its tiles, fewer than the image's.
+        let gemms = program.gemms.filter { ["c", "c2"].contains($0.node) }
+        #expect(Set(gemms.map(\.node)) == ["c", "c2"] && gemms.allSatisfy { $0.m < tiles }, "\(program.gemms)")
+      }
+    }
+  }
+
+  /// Channels-last convs through pixel-major columns (`convColumnsChannelsLast`), as in a ResNet: a 7x7 stride-2
+  /// stem reading the NCHW input, a padded max pool, 3x3 convs of stride 1 and 2 (im2col by the cost rule, or
+  /// Winograd reading and writing channels-last), a 1x1 stride-2 downsample, a fused residual; at batch 1 (the
+  /// whole image one band, its GEMM split by filters) and 4 (bands split over the pool), against the
+  /// interpreter on each target, one thread and two.
+  @Test(arguments: TestTargets.names) func channelsLastColumnConvsMatch(_ target: String) throws {
     let source = """
-      input x: f32[N, 16, 96, 96]
+      input x: f32[N, 3, 40, 40]
       input y: i32[N]
-      c = conv2d(x, filters: 16, kernel: 3, padding: 1)
-      r = relu(c)
-      c2 = conv2d(r, filters: 16, kernel: 3, padding: 1)
-      a = add(c2, r)
+      s = conv2d(x, filters: 32, kernel: 7, stride: 2, padding: 3)
+      sr = relu(s)
+      m = maxpool(sr, size: 3, stride: 2, padding: 1)
+      c1 = conv2d(m, filters: 64, kernel: 3, stride: 2, padding: 1)
+      r1 = relu(c1)
+      c2 = conv2d(r1, filters: 64, kernel: 3, padding: 1)
+      d = conv2d(m, filters: 64, kernel: 1, stride: 2)
+      a = add(c2, d)
       ar = relu(a)
-      p = global_avgpool(ar)
+      c3 = conv2d(ar, filters: 128, kernel: 3, padding: 0)
+      p = global_avgpool(c3)
       f = flatten(p)
       o = dense(f, units: 3)
       loss = cross_entropy(o, y)
       output o
       minimize loss
       """
-    // A call of 3 runs as programs of 2 images and 1 (`balancedChunk`): the first bands each image in turn.
-    try expectInferenceMatches(source, batches: [1, 3], target: target, conv: conv, "banded Winograd \(conv)") { program, batch in
-      let side = conv == .winograd ? 2 : 4, tiles = (96 / side) * (96 / side)
-      #expect(program.convs.allSatisfy { $0.algorithm == .winograd && $0.tile == side }, "\(program.convs)")
-      // A band's GEMMs run over its tiles, fewer than the image's.
-      let gemms = program.gemms.filter { ["c", "c2"].contains($0.node) }
-      #expect(Set(gemms.map(\.node)) == ["c", "c2"] && gemms.allSatisfy { $0.m < tiles }, "\(program.gemms)")
+    try expectInferenceMatches(source, batches: [1, 4], target: target, "channels-last column convs") { program, batch in
+      #expect(Set(program.channelsLast) == ["s", "m", "c1", "c2", "d", "c3"], "batch \(batch): \(program.channelsLast)")
+      // c3's 3x3 outputs are one band at batch 1: its GEMM splits by filters.
+      if batch == 1 { #expect(program.splits.contains { $0.node == "c3" && $0.by == "filters" } || program.splits.contains { $0.node == "c3" && $0.by == "rows" }, "\(program.splits)") }
     }
   }
 

@@ -30,10 +30,12 @@ import Testing
     }
   }
 
-  /// Without a depthwise conv nothing changes layout, however many convs could.
-  @Test(arguments: targets) func networksWithoutDepthwiseConvsStayNCHW(_ target: Target) throws {
+  /// A residual network runs channels-last from its stem (which reads the NCHW input through pixel-major
+  /// columns) to its global pool: every conv, the projections and the residual sums they fuse.
+  @Test(arguments: targets) func residualNetworksRunChannelsLast(_ target: Target) throws {
     let source = try String(contentsOf: Fixtures.graphs.appendingPathComponent("resnet8.graph"), encoding: .utf8)
-    #expect(try Self.program(source, target: target).channelsLast.isEmpty)
+    #expect(try Self.program(source, target: target).channelsLast
+            == ["stem", "s1_conv1", "s1_conv2", "s2_conv1", "s2_proj", "s2_conv2", "s3_conv1", "s3_proj", "s3_conv2"])
   }
 
   /// A depthwise conv whose value a kernel without a channels-last form reads (a flatten), or that reads the

@@ -35,14 +35,14 @@ extension Emitter {
   }
 
   /// The conv's geometry, with images grouped by the largest divisor of the batch up to the target's group.
-  static func convShape(_ a: Conv2DAttrs, x xd: [Int], target: Target) -> ConvShape {
+  static func convShape(_ a: Conv2DAttrs, x xd: [Int], target: Target, training: Bool) -> ConvShape {
     let oh = (xd[2] + 2 * a.padding - a.kernel) / a.stride + 1, ow = (xd[3] + 2 * a.padding - a.kernel) / a.stride + 1
-    let most = target.convImageGroup(columnBytesPerImage: xd[1] * a.kernel * a.kernel * oh * ow * MemoryLayout<Float>.size)
+    let most = target.convImageGroup(columnBytesPerImage: xd[1] * a.kernel * a.kernel * oh * ow * MemoryLayout<Float>.size, training: training)
     let group = (1...max(1, min(xd[0], most))).last { xd[0] % $0 == 0 }!
     return ConvShape(n: xd[0], c: xd[1], h: xd[2], w: xd[3], f: a.filters, k: a.kernel, oh: oh, ow: ow, group: group, padded: true)
   }
 
-  func convShape(_ a: Conv2DAttrs, x xd: [Int]) -> ConvShape { Self.convShape(a, x: xd, target: target) }
+  func convShape(_ a: Conv2DAttrs, x xd: [Int]) -> ConvShape { Self.convShape(a, x: xd, target: target, training: training) }
 
   /// Output positions `o` in 0..<outputs whose input position `o * step + shift` lies in [0, size): the range
   /// is static once the kernel offset is, so the copy loops carry no bounds checks.
@@ -126,8 +126,8 @@ extension Emitter {
 
   /// Floats of an im2col conv kernel's phase planes (`PhasePlanes`), after its other scratch: none without
   /// a pooling window (see `im2col`).
-  static func phaseFloats(_ a: Conv2DAttrs, x: [Int], window: Int, target: Target) -> Int {
-    window > 1 ? PhasePlanes(a, convShape(a, x: x, target: target), window: window).floats : 0
+  static func phaseFloats(_ a: Conv2DAttrs, x: [Int], window: Int, target: Target, training: Bool) -> Int {
+    window > 1 ? PhasePlanes(a, convShape(a, x: x, target: target, training: training), window: window).floats : 0
   }
 
   /// Zeroes the phase planes at `phases` (once per call: the padding they hold is never written), if any.
@@ -605,30 +605,34 @@ extension Emitter {
 // MARK: The conv ops' lowerings
 
 /// Scratch of a conv kernel: a group's column matrix and the conv result or gradient in GEMM layout.
-private func convScratch(_ a: Conv2DAttrs, x: String, _ shapes: ShapeTable, _ target: Target) -> (ckk: Int, cols: Int, row: Int, f: Int) {
-  let s = Emitter.convShape(a, x: shapes[x]!.dims, target: target)
+private func convScratch(_ a: Conv2DAttrs, x: String, _ shapes: ShapeTable, _ target: Target, training: Bool) -> (ckk: Int, cols: Int, row: Int, f: Int) {
+  let s = Emitter.convShape(a, x: shapes[x]!.dims, target: target, training: training)
   return (s.ckk, s.cols, s.row, s.f)
 }
 
 /// The layout rule of a forward conv whose fused residual, if any, is operand `residual`: a depthwise conv keeps
-/// its value's layout; a 1x1 conv reads either and may write channels-last.
+/// its value's layout; a conv of one group reads either and may write channels-last (a 1x1 conv reads the input
+/// as its GEMM's A, Winograd copies it channels-last anyway, the rest build pixel-major columns,
+/// `convColumnsChannelsLast`), and gains by it.
 private func convLayoutRule(_ attrs: Conv2DAttrs, _ n: Node, _ shapes: ShapeTable, _ target: Target, residual: Int?) -> LayoutRule {
   let x = shapes[n.args[0]]!.dims, a = attrs.clamped(input: x)
   guard x.count == 4, a.dilation == 1 else { return .planar }
   let shared = residual.map { [$0] } ?? []
   if a.groups == x[1], a.filters == x[1] { return .shared([0] + shared, gains: true) }
-  // Only 1x1 convs: through its column matrix read transposed, a stem conv (3 input channels) writing
-  // channels-last took 2.9 times its NCHW time (ShuffleNetV2's, 112 -> 320 us at batch 1).
-  guard a.groups == 1, a.kernel == 1, a.stride == 1, a.padding == 0 else { return .planar }
-  return .gemm(inputEither: true, residual: residual)
+  guard a.groups == 1 else { return .planar }
+  return .gemm(inputEither: true, residual: residual, gains: true)
 }
 
 extension Emitter {
   /// A forward conv in the layout chosen for its value: channels-last (a depthwise conv or a GEMM along the
   /// filters), else the NCHW kernels.
   mutating func forwardConv(_ n: Node, _ a: Conv2DAttrs, relu: Bool, tail: ConvTail = .none) {
+    if a.isDirect, sharesChannelsLast(n) { return depthwiseChannelsLast(n, a, relu: relu, tail: tail) }
     if channelsLast.contains(n.name) {
-      a.isDirect ? depthwiseChannelsLast(n, a, relu: relu, tail: tail) : convForwardChannelsLast(n, a, relu: relu, tail: tail)
+      if a.kernel == 1, a.stride == 1, a.padding == 0 { return convForwardChannelsLast(n, a, relu: relu, tail: tail) }
+      let pick = ConvCost.forward(a, x: dims(n.args[0]), target: target, largeTiles: true)
+      if choosesWinograd(n, pick) { return winogradForward(n, a, tile: pick.tile, relu: relu, pool: nil, tail: tail) }
+      convColumnsChannelsLast(n, a, relu: relu, tail: tail)
     } else if a.isDirect {
       directConv(n, a, relu: relu, tail: tail)
     } else {
@@ -652,13 +656,15 @@ extension Conv2DOp: Lowerable {
       let s = WinogradShape.forward(a, x: x, tile: pick.tile, target: target)
       return s.forwardFloats + s.planeFloats
     }
-    let g = convScratch(attrs, x: n.args[0], shapes, target), s = Emitter.convShape(a, x: x, target: target)
+    let g = convScratch(attrs, x: n.args[0], shapes, target, training: training), s = Emitter.convShape(a, x: x, target: target, training: training)
+    // An inference conv may be lowered channels-last through columns (the layouts are chosen after the plan).
+    let columnsLast = training || pool != nil ? 0 : Emitter.columnFloats(s, target: target)
     let window = Emitter.poolWindow(pool.map { let o = a.output(x); return $0.clamped(o.h, o.w) }, s)
     // The column matrix (none when the GEMM reads the input), the conv result, the pooling epilogue's table of
     // window positions, and the phase planes.
     let columns = Emitter.readsInputInPlace(a, s, window: window) ? 0 : g.ckk * g.row
     let result = Emitter.storesDirectly(s, window: window, pool: pool) ? 0 : g.f * g.row
-    return columns + result + g.cols + Emitter.phaseFloats(a, x: x, window: window, target: target)
+    return max(columnsLast, columns + result + g.cols + Emitter.phaseFloats(a, x: x, window: window, target: target, training: training))
   }
 }
 
@@ -696,7 +702,7 @@ extension Conv2DGradInputOp: Lowerable {
     let x = shapes[n.args[2]]!.dims, a = attrs.clamped(input: x)
     if a.isDirect { return Emitter.directConvShape(a, x: x).floats }
     if ConvCost.inputGradient(a, x: x, target: target).isWinograd { return WinogradShape.inputGradient(a, x: x, target: target).forwardFloats }
-    let g = convScratch(attrs, x: n.args[2], shapes, target)
+    let g = convScratch(attrs, x: n.args[2], shapes, target, training: training)
     return (g.ckk + g.f) * g.row
   }
 }
@@ -710,7 +716,7 @@ extension Conv2DGradWeightOp: Lowerable {
     let x = shapes[n.args[1]]!.dims, a = attrs.clamped(input: x)
     if a.isDirect { return Emitter.directConvShape(a, x: x).floats + target.lanes }
     if ConvCost.forward(a, x: x, target: target).isWinograd { return WeightGradientLayout.make(a, x: x, target: target).floats }
-    let g = convScratch(attrs, x: n.args[1], shapes, target)
+    let g = convScratch(attrs, x: n.args[1], shapes, target, training: training)
     return g.ckk * g.row + g.f * g.cols + g.ckk * g.f
   }
 }

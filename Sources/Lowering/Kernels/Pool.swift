@@ -189,7 +189,7 @@ extension Emitter {
 extension MaxPoolOp: Lowerable {
   func lower(_ n: Node, _ e: inout Emitter) {
     let p = attrs.clamped(input: e.dims(n.args[0]))
-    if e.channelsLast.contains(n.name) { return e.poolChannelsLast(n, p, max: true) }
+    if e.sharesChannelsLast(n) { return e.poolChannelsLast(n, p, max: true) }
     if p.isPlain { e.pool(n, p, max: true) } else { e.paddedPool(n, p, max: true) }
   }
   func layoutRule(_ n: Node, _ shapes: ShapeTable, _ target: Target) -> LayoutRule { .shared([0], gains: false) }
@@ -198,7 +198,7 @@ extension MaxPoolOp: Lowerable {
 extension AvgPoolOp: Lowerable {
   func lower(_ n: Node, _ e: inout Emitter) {
     let p = attrs.clamped(input: e.dims(n.args[0]))
-    if e.channelsLast.contains(n.name) { return e.poolChannelsLast(n, p, max: false) }
+    if e.sharesChannelsLast(n) { return e.poolChannelsLast(n, p, max: false) }
     if p.isPlain { e.pool(n, p, max: false) } else { e.paddedPool(n, p, max: false) }
   }
   func layoutRule(_ n: Node, _ shapes: ShapeTable, _ target: Target) -> LayoutRule { .shared([0], gains: false) }

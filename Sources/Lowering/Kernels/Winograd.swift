@@ -342,9 +342,17 @@ extension Emitter {
   /// Row by row, every channel of a row before the next row: the row's stores then hit the same `w` cache lines
   /// channel after channel while they are in L1. Channel by channel over the whole plane, each store missed L1
   /// (a stride of a pixel's channels): 0.42 ms for one 64-channel 56x56 image on one thread.
+  /// A channels-last `x` (`sourceLast`) is copied a pixel's channels at a time.
   mutating func copyChannelsLast(_ c: ChannelsLast, images: Int, from x: Placement, g: IExpr, into padded: Int,
-                                 channels: (first: IExpr, count: Int)? = nil) -> Stmt {
+                                 channels: (first: IExpr, count: Int)? = nil, sourceLast: Bool = false) -> Stmt {
     let (first, count) = channels ?? (.c(0), c.channels)
+    if sourceLast {
+      return loop("j", images) { e, j in [e.loop("iy", c.h) { e, iy in [e.loop("ix", c.w) { e, ix in [e.loop("c", count) { _, cv in
+        let ch = cv + first
+        return [.store(.arena, .c(padded) + c.at(j, iy + c.padding, ix + c.padding, ch),
+                       .load(x.base, .c(x.offset) + (((g * images + j) * c.h + iy) * c.w + ix) * c.channels + ch))]
+      }] }] }] }
+    }
     return loop("j", images) { e, j in [e.loop("iy", c.h) { e, iy in [e.loop("c", count) { e, cv in
       let ch = cv + first
       return [e.loop("ix", c.w) { _, ix in
@@ -446,6 +454,20 @@ extension Emitter {
   /// which L1 keeps while the other channels read them.
   static let transposeBlock = 64
 
+  /// Moves a group's channels-last staging to a channels-last `to(j, c, position)`, the channels `range` (first,
+  /// count) or all, the positions `positionRange` or all: loads and stores both run along the channels.
+  mutating func toChannelsLast(_ staging: Int, images: Int, positions: Int, channels: Int, range: (IExpr, Int)? = nil,
+                               positionRange: (IExpr, Int)? = nil, _ to: (IExpr, IExpr, IExpr, FExpr) -> Stmt) -> Stmt {
+    let (first, count) = range ?? (.c(0), channels), (q0, qs) = positionRange ?? (.c(0), positions)
+    return loop("j", images) { e, j in [e.loop("q", qs) { e, qv in
+      let q = qv + q0
+      return [e.loop("c", count) { _, k in
+        let c = first + k
+        return [to(j, c, q, .load(.arena, .c(staging) + (j * positions + q) * channels + c))]
+      }]
+    }] }
+  }
+
   /// Rows of tiles per band of a one-image inference Winograd pass whose transformed input and products would
   /// leave L2 (ResNet-18's 64-channel 56x56 convs: 3.2 MB each), or nil: the largest divisor of the tile rows
   /// whose band takes at most what `Self.bandShareOfL2Winograd` of L2 leaves beside the transformed kernels (every
@@ -472,7 +494,7 @@ extension Emitter {
   /// (each output `finished(value, first channel, lanes)`) and move-out to NCHW with the tail run back to back
   /// while the band's transformed tiles and products are in L2; the bands split over the pool.
   mutating func winogradBanded(_ s: WinogradShape, x: Placement, y: Placement, images: Int, scratch: Int, bandRows: Int,
-                               weight: (IExpr, IExpr, Int, Int) -> FExpr, tail: ConvTail,
+                               layouts: (input: Bool, output: Bool) = (false, false), weight: (IExpr, IExpr, Int, Int) -> FExpr, tail: ConvTail,
                                finished: (VExpr, IExpr, Int) -> VExpr) {
     let u = prepared(s.kernelFloats)
     let bands = s.tilesY / bandRows, tiles = bandRows * s.tilesX, plane = s.oh * s.ow
@@ -486,7 +508,8 @@ extension Emitter {
     let copyParts = parallelParts(units: s.cin, macs: s.cin * s.h * s.w * Self.elementwiseWeight)
     body.append(loop("g", images) { e, g in
       var out = e.inParts(copyParts, of: "input channels") { e, part in
-        [e.copyChannelsLast(s.input, images: 1, from: x, g: g, into: padded, channels: (part * (s.cin / copyParts), s.cin / copyParts))]
+        [e.copyChannelsLast(s.input, images: 1, from: x, g: g, into: padded, channels: (part * (s.cin / copyParts), s.cin / copyParts),
+                            sourceLast: layouts.input)]
       }
       out += e.inParts(parts, of: "bands of tile rows") { e, part in
         e.rowsInParts([0..<bands], parts: parts, part: part) { e, band, _ in
@@ -503,7 +526,14 @@ extension Emitter {
           out += e.transformOutput(s, products: m, channels: (.c(0), s.cout), tileRows: (ty0, bandRows)) { _, j, t, ty, tx, c0, lanes in
             Self.stageTile(s, j, t, ty, tx, c0, lanes, staging) { finished($0, c0, lanes) }
           }
-          return out + [e.fromChannelsLast(staging, images: 1, positions: plane, channels: s.cout, positionRange: (ty0 * s.tile.m * s.ow, bandRows * s.tile.m * s.ow)) {
+          let band = (ty0 * s.tile.m * s.ow, bandRows * s.tile.m * s.ow)
+          if layouts.output {
+            return out + [e.toChannelsLast(staging, images: 1, positions: plane, channels: s.cout, positionRange: band) { _, c, q, v in
+              let o = (g * plane + q) * s.cout + c
+              return .store(y.base, .c(y.offset) + o, tail.apply(v, at: o))
+            }]
+          }
+          return out + [e.fromChannelsLast(staging, images: 1, positions: plane, channels: s.cout, positionRange: band) {
             _, c, q, v in
             let o = g * (s.cout * plane) + c * plane + q
             return .store(y.base, .c(y.offset) + o, tail.apply(v, at: o))
@@ -522,7 +552,7 @@ extension Emitter {
   /// many equal runs of whole vectors: the kernel transform, and per group the GEMM columns, output
   /// transform and move-out of each run, are one part of a parallel statement. Every value is computed by
   /// the same operations in the same order as in one part.
-  mutating func winogradConv(_ s: WinogradShape, x: Placement, groups: Int, scratch: Int, parts: Int = 1,
+  mutating func winogradConv(_ s: WinogradShape, x: Placement, groups: Int, scratch: Int, parts: Int = 1, inputLast: Bool = false,
                              weight: (IExpr, IExpr, Int, Int) -> FExpr,
                              output: (inout Emitter, IExpr, [[VExpr]], IExpr, IExpr, IExpr, Int, Int) -> [Stmt],
                              after: (inout Emitter, IExpr, Int, (IExpr, Int)) -> [Stmt]) {
@@ -546,7 +576,8 @@ extension Emitter {
     let rowParts = parallelParts(units: s.tilesY, macs: s.tiles * s.cin * s.tile.positions * Self.elementwiseWeight)
     body.append(loop("g", groups) { e, g in
       var out = e.inParts(copyParts, of: "input channels") { e, part in
-        [e.copyChannelsLast(s.input, images: s.images, from: x, g: g, into: padded, channels: (part * (s.cin / copyParts), s.cin / copyParts))]
+        [e.copyChannelsLast(s.input, images: s.images, from: x, g: g, into: padded, channels: (part * (s.cin / copyParts), s.cin / copyParts),
+                            sourceLast: inputLast)]
       }
       out += e.inParts(rowParts, of: "rows of tiles") { e, part in
         [e.transformInput(s, padded: padded, into: v, tileRows: (part * (s.tilesY / rowParts), s.tilesY / rowParts))]
@@ -585,12 +616,16 @@ extension Emitter {
     let xd = dims(n.args[0]), x = at(n.args[0]), w = at("\(n.name).weight"), y = at(n.name)
     let s = WinogradShape.forward(a, x: xd, tile: tile, target: target), scratch = plan.scratch[n.name]!.offset, tmp = scratch + s.forwardFloats
     let bias = a.bias ? at("\(n.name).bias") : nil, fold = foldOperand(n, scaled: a.scaled), groups = xd[0] / s.images
+    // Channels-last values (inference, no pool): the copy in reads pixels' channels, the move out writes them.
+    let (inputLast, outputLast) = (channelsLast.contains(n.args[0]), channelsLast.contains(n.name))
+    precondition(pool == nil || !(inputLast || outputLast), "a pooled Winograd conv is planar")
     func biased(_ v: VExpr, _ c0: IExpr, _ lanes: Int) -> VExpr { Self.biasedVector(v, c0, lanes, bias: bias, fold: fold, channels: s.cout) }
     func relued(_ v: VExpr) -> VExpr { relu ? .selectGreater(v, .zero, v, .zero) : v }
     let plane = s.oh * s.ow, cs = ConvShape(n: xd[0], c: s.cin, h: s.h, w: s.w, f: s.cout, k: 3, oh: s.oh, ow: s.ow, group: s.images)
     let weight: (IExpr, IExpr, Int, Int) -> FExpr = { co, ci, ky, kx in .load(.params, .c(w.offset) + (co * s.cin + ci) * 9 + (ky * 3 + kx)) }
     if pool == nil, let rows = winogradBand(s, groups: groups) {
-      return winogradBanded(s, x: x, y: y, images: groups, scratch: scratch, bandRows: rows, weight: weight, tail: tail) { relued(biased($0, $1, $2)) }
+      return winogradBanded(s, x: x, y: y, images: groups, scratch: scratch, bandRows: rows, layouts: (inputLast, outputLast), weight: weight,
+                            tail: tail) { relued(biased($0, $1, $2)) }
     }
     if let pool, Self.poolWindow(pool, cs) == 2 {
       // Each 2x2 tile is one pooling window: its max (the first maximum wins, in row order as in the
@@ -629,10 +664,17 @@ extension Emitter {
         }, e.poolPlane(epilogue, pool, g: g)]
       })
     } else {
-      winogradConv(s, x: x, groups: groups, scratch: scratch, parts: winogradParts(s, groups: groups), weight: weight, output: { _, j, t, ty, tx, c0, lanes, staging in
+      winogradConv(s, x: x, groups: groups, scratch: scratch, parts: winogradParts(s, groups: groups), inputLast: inputLast, weight: weight,
+                   output: { _, j, t, ty, tx, c0, lanes, staging in
         Self.stageTile(s, j, t, ty, tx, c0, lanes, staging) { relued(biased($0, c0, lanes)) }
       }, after: { e, g, staging, range in
-        [e.fromChannelsLast(staging, images: s.images, positions: plane, channels: s.cout, range: range) { j, c, q, v in
+        if outputLast {
+          return [e.toChannelsLast(staging, images: s.images, positions: plane, channels: s.cout, range: range) { j, c, q, v in
+            let o = ((g * s.images + j) * plane + q) * s.cout + c
+            return .store(y.base, .c(y.offset) + o, tail.apply(v, at: o))
+          }]
+        }
+        return [e.fromChannelsLast(staging, images: s.images, positions: plane, channels: s.cout, range: range) { j, c, q, v in
           let o = (g * s.images + j) * (s.cout * plane) + c * plane + q
           return .store(y.base, .c(y.offset) + o, tail.apply(v, at: o))
         }]
