@@ -4795,484 +4795,455 @@ public func resnet8_infer_b64(
   let images = UnsafeMutablePointer(mutating: images.unsafelyUnwrapped)
   _ = (lr, step, seed, pool)
   if 0x0 as UInt64 >= UInt64(bitPattern: step) {
-    for c3 in 0..<3 {
-      for f4 in 0..<16 {
-        arena[(3279968 +% ((((f4 / 16) *% 432) +% ((c3 *% 9) *% 16)) +% (f4 % 16)))] = params[((f4 *% 27) +% (c3 *% 9))]
-      }
-      for f5 in 0..<16 {
-        arena[(3279968 +% ((((f5 / 16) *% 432) +% (((c3 *% 9) +% 1) *% 16)) +% (f5 % 16)))] = params[(((f5 *% 27) +% (c3 *% 9)) +% 1)]
-      }
-      for f6 in 0..<16 {
-        arena[(3279968 +% ((((f6 / 16) *% 432) +% (((c3 *% 9) +% 2) *% 16)) +% (f6 % 16)))] = params[(((f6 *% 27) +% (c3 *% 9)) +% 2)]
-      }
-      for f7 in 0..<16 {
-        arena[(3279968 +% ((((f7 / 16) *% 432) +% (((c3 *% 9) +% 3) *% 16)) +% (f7 % 16)))] = params[(((f7 *% 27) +% (c3 *% 9)) +% 3)]
-      }
-      for f8 in 0..<16 {
-        arena[(3279968 +% ((((f8 / 16) *% 432) +% (((c3 *% 9) +% 4) *% 16)) +% (f8 % 16)))] = params[(((f8 *% 27) +% (c3 *% 9)) +% 4)]
-      }
-      for f9 in 0..<16 {
-        arena[(3279968 +% ((((f9 / 16) *% 432) +% (((c3 *% 9) +% 5) *% 16)) +% (f9 % 16)))] = params[(((f9 *% 27) +% (c3 *% 9)) +% 5)]
-      }
-      for f10 in 0..<16 {
-        arena[(3279968 +% ((((f10 / 16) *% 432) +% (((c3 *% 9) +% 6) *% 16)) +% (f10 % 16)))] = params[(((f10 *% 27) +% (c3 *% 9)) +% 6)]
-      }
-      for f11 in 0..<16 {
-        arena[(3279968 +% ((((f11 / 16) *% 432) +% (((c3 *% 9) +% 7) *% 16)) +% (f11 % 16)))] = params[(((f11 *% 27) +% (c3 *% 9)) +% 7)]
-      }
-      for f12 in 0..<16 {
-        arena[(3279968 +% ((((f12 / 16) *% 432) +% (((c3 *% 9) +% 8) *% 16)) +% (f12 % 16)))] = params[(((f12 *% 27) +% (c3 *% 9)) +% 8)]
-      }
-    }
-    parallelFor(pool, 2) { part56 in
-      for ci57 in 0..<16 {
-        for co58 in 0..<8 {
-          var w59: Float = (params[(464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9))] * Float(bitPattern: 0x3e800000))
-          var w60: Float = ((((Float(-1) * params[(464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9))]) - params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 3)]) - params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 6)]) * Float(bitPattern: 0x3e2aaaab))
-          var w61: Float = (((params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 3)] - params[(464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9))]) - params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 6)]) * Float(bitPattern: 0x3e2aaaab))
-          var w62: Float = (((params[(464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9))] * Float(bitPattern: 0x3d2aaaab)) + (params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 3)] * Float(bitPattern: 0x3daaaaab))) + (params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 6)] * Float(bitPattern: 0x3e2aaaab)))
-          var w63: Float = (((params[(464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9))] * Float(bitPattern: 0x3d2aaaab)) + (params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 6)] * Float(bitPattern: 0x3e2aaaab))) - (params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 3)] * Float(bitPattern: 0x3daaaaab)))
-          var w64: Float = params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 6)]
-          var w65: Float = (params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 1)] * Float(bitPattern: 0x3e800000))
-          var w66: Float = ((((Float(-1) * params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 1)]) - params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 4)]) - params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 7)]) * Float(bitPattern: 0x3e2aaaab))
-          var w67: Float = (((params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 4)] - params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 1)]) - params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 7)]) * Float(bitPattern: 0x3e2aaaab))
-          var w68: Float = (((params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 1)] * Float(bitPattern: 0x3d2aaaab)) + (params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 4)] * Float(bitPattern: 0x3daaaaab))) + (params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 7)] * Float(bitPattern: 0x3e2aaaab)))
-          var w69: Float = (((params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 1)] * Float(bitPattern: 0x3d2aaaab)) + (params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 7)] * Float(bitPattern: 0x3e2aaaab))) - (params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 4)] * Float(bitPattern: 0x3daaaaab)))
-          var w70: Float = params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 7)]
-          var w71: Float = (params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 2)] * Float(bitPattern: 0x3e800000))
-          var w72: Float = ((((Float(-1) * params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 2)]) - params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 5)]) - params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 8)]) * Float(bitPattern: 0x3e2aaaab))
-          var w73: Float = (((params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 5)] - params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 2)]) - params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 8)]) * Float(bitPattern: 0x3e2aaaab))
-          var w74: Float = (((params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 2)] * Float(bitPattern: 0x3d2aaaab)) + (params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 5)] * Float(bitPattern: 0x3daaaaab))) + (params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 8)] * Float(bitPattern: 0x3e2aaaab)))
-          var w75: Float = (((params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 2)] * Float(bitPattern: 0x3d2aaaab)) + (params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 8)] * Float(bitPattern: 0x3e2aaaab))) - (params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 5)] * Float(bitPattern: 0x3daaaaab)))
-          var w76: Float = params[((464 +% (((((part56 *% 8) +% co58) *% 16) +% ci57) *% 9)) +% 8)]
-          var w77: Float = (w59 * Float(bitPattern: 0x3e800000))
-          var w78: Float = ((((Float(-1) * w59) - w65) - w71) * Float(bitPattern: 0x3e2aaaab))
-          var w79: Float = (((w65 - w59) - w71) * Float(bitPattern: 0x3e2aaaab))
-          var w80: Float = (((w59 * Float(bitPattern: 0x3d2aaaab)) + (w65 * Float(bitPattern: 0x3daaaaab))) + (w71 * Float(bitPattern: 0x3e2aaaab)))
-          var w81: Float = (((w59 * Float(bitPattern: 0x3d2aaaab)) + (w71 * Float(bitPattern: 0x3e2aaaab))) - (w65 * Float(bitPattern: 0x3daaaaab)))
-          var w82: Float = w71
-          var w83: Float = (w60 * Float(bitPattern: 0x3e800000))
-          var w84: Float = ((((Float(-1) * w60) - w66) - w72) * Float(bitPattern: 0x3e2aaaab))
-          var w85: Float = (((w66 - w60) - w72) * Float(bitPattern: 0x3e2aaaab))
-          var w86: Float = (((w60 * Float(bitPattern: 0x3d2aaaab)) + (w66 * Float(bitPattern: 0x3daaaaab))) + (w72 * Float(bitPattern: 0x3e2aaaab)))
-          var w87: Float = (((w60 * Float(bitPattern: 0x3d2aaaab)) + (w72 * Float(bitPattern: 0x3e2aaaab))) - (w66 * Float(bitPattern: 0x3daaaaab)))
-          var w88: Float = w72
-          var w89: Float = (w61 * Float(bitPattern: 0x3e800000))
-          var w90: Float = ((((Float(-1) * w61) - w67) - w73) * Float(bitPattern: 0x3e2aaaab))
-          var w91: Float = (((w67 - w61) - w73) * Float(bitPattern: 0x3e2aaaab))
-          var w92: Float = (((w61 * Float(bitPattern: 0x3d2aaaab)) + (w67 * Float(bitPattern: 0x3daaaaab))) + (w73 * Float(bitPattern: 0x3e2aaaab)))
-          var w93: Float = (((w61 * Float(bitPattern: 0x3d2aaaab)) + (w73 * Float(bitPattern: 0x3e2aaaab))) - (w67 * Float(bitPattern: 0x3daaaaab)))
-          var w94: Float = w73
-          var w95: Float = (w62 * Float(bitPattern: 0x3e800000))
-          var w96: Float = ((((Float(-1) * w62) - w68) - w74) * Float(bitPattern: 0x3e2aaaab))
-          var w97: Float = (((w68 - w62) - w74) * Float(bitPattern: 0x3e2aaaab))
-          var w98: Float = (((w62 * Float(bitPattern: 0x3d2aaaab)) + (w68 * Float(bitPattern: 0x3daaaaab))) + (w74 * Float(bitPattern: 0x3e2aaaab)))
-          var w99: Float = (((w62 * Float(bitPattern: 0x3d2aaaab)) + (w74 * Float(bitPattern: 0x3e2aaaab))) - (w68 * Float(bitPattern: 0x3daaaaab)))
-          var w100: Float = w74
-          var w101: Float = (w63 * Float(bitPattern: 0x3e800000))
-          var w102: Float = ((((Float(-1) * w63) - w69) - w75) * Float(bitPattern: 0x3e2aaaab))
-          var w103: Float = (((w69 - w63) - w75) * Float(bitPattern: 0x3e2aaaab))
-          var w104: Float = (((w63 * Float(bitPattern: 0x3d2aaaab)) + (w69 * Float(bitPattern: 0x3daaaaab))) + (w75 * Float(bitPattern: 0x3e2aaaab)))
-          var w105: Float = (((w63 * Float(bitPattern: 0x3d2aaaab)) + (w75 * Float(bitPattern: 0x3e2aaaab))) - (w69 * Float(bitPattern: 0x3daaaaab)))
-          var w106: Float = w75
-          var w107: Float = (w64 * Float(bitPattern: 0x3e800000))
-          var w108: Float = ((((Float(-1) * w64) - w70) - w76) * Float(bitPattern: 0x3e2aaaab))
-          var w109: Float = (((w70 - w64) - w76) * Float(bitPattern: 0x3e2aaaab))
-          var w110: Float = (((w64 * Float(bitPattern: 0x3d2aaaab)) + (w70 * Float(bitPattern: 0x3daaaaab))) + (w76 * Float(bitPattern: 0x3e2aaaab)))
-          var w111: Float = (((w64 * Float(bitPattern: 0x3d2aaaab)) + (w76 * Float(bitPattern: 0x3e2aaaab))) - (w70 * Float(bitPattern: 0x3daaaaab)))
-          var w112: Float = w76
-          arena[((3280400 +% (ci57 *% 16)) +% ((part56 *% 8) +% co58))] = w77
-          arena[((3280656 +% (ci57 *% 16)) +% ((part56 *% 8) +% co58))] = w78
-          arena[((3280912 +% (ci57 *% 16)) +% ((part56 *% 8) +% co58))] = w79
-          arena[((3281168 +% (ci57 *% 16)) +% ((part56 *% 8) +% co58))] = w80
-          arena[((3281424 +% (ci57 *% 16)) +% ((part56 *% 8) +% co58))] = w81
-          arena[((3281680 +% (ci57 *% 16)) +% ((part56 *% 8) +% co58))] = w82
-          arena[((3281936 +% (ci57 *% 16)) +% ((part56 *% 8) +% co58))] = w83
-          arena[((3282192 +% (ci57 *% 16)) +% ((part56 *% 8) +% co58))] = w84
-          arena[((3282448 +% (ci57 *% 16)) +% ((part56 *% 8) +% co58))] = w85
-          arena[((3282704 +% (ci57 *% 16)) +% ((part56 *% 8) +% co58))] = w86
-          arena[((3282960 +% (ci57 *% 16)) +% ((part56 *% 8) +% co58))] = w87
-          arena[((3283216 +% (ci57 *% 16)) +% ((part56 *% 8) +% co58))] = w88
-          arena[((3283472 +% (ci57 *% 16)) +% ((part56 *% 8) +% co58))] = w89
-          arena[((3283728 +% (ci57 *% 16)) +% ((part56 *% 8) +% co58))] = w90
-          arena[((3283984 +% (ci57 *% 16)) +% ((part56 *% 8) +% co58))] = w91
-          arena[((3284240 +% (ci57 *% 16)) +% ((part56 *% 8) +% co58))] = w92
-          arena[((3284496 +% (ci57 *% 16)) +% ((part56 *% 8) +% co58))] = w93
-          arena[((3284752 +% (ci57 *% 16)) +% ((part56 *% 8) +% co58))] = w94
-          arena[((3285008 +% (ci57 *% 16)) +% ((part56 *% 8) +% co58))] = w95
-          arena[((3285264 +% (ci57 *% 16)) +% ((part56 *% 8) +% co58))] = w96
-          arena[((3285520 +% (ci57 *% 16)) +% ((part56 *% 8) +% co58))] = w97
-          arena[((3285776 +% (ci57 *% 16)) +% ((part56 *% 8) +% co58))] = w98
-          arena[((3286032 +% (ci57 *% 16)) +% ((part56 *% 8) +% co58))] = w99
-          arena[((3286288 +% (ci57 *% 16)) +% ((part56 *% 8) +% co58))] = w100
-          arena[((3286544 +% (ci57 *% 16)) +% ((part56 *% 8) +% co58))] = w101
-          arena[((3286800 +% (ci57 *% 16)) +% ((part56 *% 8) +% co58))] = w102
-          arena[((3287056 +% (ci57 *% 16)) +% ((part56 *% 8) +% co58))] = w103
-          arena[((3287312 +% (ci57 *% 16)) +% ((part56 *% 8) +% co58))] = w104
-          arena[((3287568 +% (ci57 *% 16)) +% ((part56 *% 8) +% co58))] = w105
-          arena[((3287824 +% (ci57 *% 16)) +% ((part56 *% 8) +% co58))] = w106
-          arena[((3288080 +% (ci57 *% 16)) +% ((part56 *% 8) +% co58))] = w107
-          arena[((3288336 +% (ci57 *% 16)) +% ((part56 *% 8) +% co58))] = w108
-          arena[((3288592 +% (ci57 *% 16)) +% ((part56 *% 8) +% co58))] = w109
-          arena[((3288848 +% (ci57 *% 16)) +% ((part56 *% 8) +% co58))] = w110
-          arena[((3289104 +% (ci57 *% 16)) +% ((part56 *% 8) +% co58))] = w111
-          arena[((3289360 +% (ci57 *% 16)) +% ((part56 *% 8) +% co58))] = w112
+    parallelFor(pool, 2) { part24 in
+      for ci25 in 0..<16 {
+        for co26 in 0..<8 {
+          var w27: Float = (params[(464 +% (((((part24 *% 8) +% co26) *% 16) +% ci25) *% 9))] * Float(bitPattern: 0x3e800000))
+          var w28: Float = ((((Float(-1) * params[(464 +% (((((part24 *% 8) +% co26) *% 16) +% ci25) *% 9))]) - params[((464 +% (((((part24 *% 8) +% co26) *% 16) +% ci25) *% 9)) +% 3)]) - params[((464 +% (((((part24 *% 8) +% co26) *% 16) +% ci25) *% 9)) +% 6)]) * Float(bitPattern: 0x3e2aaaab))
+          var w29: Float = (((params[((464 +% (((((part24 *% 8) +% co26) *% 16) +% ci25) *% 9)) +% 3)] - params[(464 +% (((((part24 *% 8) +% co26) *% 16) +% ci25) *% 9))]) - params[((464 +% (((((part24 *% 8) +% co26) *% 16) +% ci25) *% 9)) +% 6)]) * Float(bitPattern: 0x3e2aaaab))
+          var w30: Float = (((params[(464 +% (((((part24 *% 8) +% co26) *% 16) +% ci25) *% 9))] * Float(bitPattern: 0x3d2aaaab)) + (params[((464 +% (((((part24 *% 8) +% co26) *% 16) +% ci25) *% 9)) +% 3)] * Float(bitPattern: 0x3daaaaab))) + (params[((464 +% (((((part24 *% 8) +% co26) *% 16) +% ci25) *% 9)) +% 6)] * Float(bitPattern: 0x3e2aaaab)))
+          var w31: Float = (((params[(464 +% (((((part24 *% 8) +% co26) *% 16) +% ci25) *% 9))] * Float(bitPattern: 0x3d2aaaab)) + (params[((464 +% (((((part24 *% 8) +% co26) *% 16) +% ci25) *% 9)) +% 6)] * Float(bitPattern: 0x3e2aaaab))) - (params[((464 +% (((((part24 *% 8) +% co26) *% 16) +% ci25) *% 9)) +% 3)] * Float(bitPattern: 0x3daaaaab)))
+          var w32: Float = params[((464 +% (((((part24 *% 8) +% co26) *% 16) +% ci25) *% 9)) +% 6)]
+          var w33: Float = (params[((464 +% (((((part24 *% 8) +% co26) *% 16) +% ci25) *% 9)) +% 1)] * Float(bitPattern: 0x3e800000))
+          var w34: Float = ((((Float(-1) * params[((464 +% (((((part24 *% 8) +% co26) *% 16) +% ci25) *% 9)) +% 1)]) - params[((464 +% (((((part24 *% 8) +% co26) *% 16) +% ci25) *% 9)) +% 4)]) - params[((464 +% (((((part24 *% 8) +% co26) *% 16) +% ci25) *% 9)) +% 7)]) * Float(bitPattern: 0x3e2aaaab))
+          var w35: Float = (((params[((464 +% (((((part24 *% 8) +% co26) *% 16) +% ci25) *% 9)) +% 4)] - params[((464 +% (((((part24 *% 8) +% co26) *% 16) +% ci25) *% 9)) +% 1)]) - params[((464 +% (((((part24 *% 8) +% co26) *% 16) +% ci25) *% 9)) +% 7)]) * Float(bitPattern: 0x3e2aaaab))
+          var w36: Float = (((params[((464 +% (((((part24 *% 8) +% co26) *% 16) +% ci25) *% 9)) +% 1)] * Float(bitPattern: 0x3d2aaaab)) + (params[((464 +% (((((part24 *% 8) +% co26) *% 16) +% ci25) *% 9)) +% 4)] * Float(bitPattern: 0x3daaaaab))) + (params[((464 +% (((((part24 *% 8) +% co26) *% 16) +% ci25) *% 9)) +% 7)] * Float(bitPattern: 0x3e2aaaab)))
+          var w37: Float = (((params[((464 +% (((((part24 *% 8) +% co26) *% 16) +% ci25) *% 9)) +% 1)] * Float(bitPattern: 0x3d2aaaab)) + (params[((464 +% (((((part24 *% 8) +% co26) *% 16) +% ci25) *% 9)) +% 7)] * Float(bitPattern: 0x3e2aaaab))) - (params[((464 +% (((((part24 *% 8) +% co26) *% 16) +% ci25) *% 9)) +% 4)] * Float(bitPattern: 0x3daaaaab)))
+          var w38: Float = params[((464 +% (((((part24 *% 8) +% co26) *% 16) +% ci25) *% 9)) +% 7)]
+          var w39: Float = (params[((464 +% (((((part24 *% 8) +% co26) *% 16) +% ci25) *% 9)) +% 2)] * Float(bitPattern: 0x3e800000))
+          var w40: Float = ((((Float(-1) * params[((464 +% (((((part24 *% 8) +% co26) *% 16) +% ci25) *% 9)) +% 2)]) - params[((464 +% (((((part24 *% 8) +% co26) *% 16) +% ci25) *% 9)) +% 5)]) - params[((464 +% (((((part24 *% 8) +% co26) *% 16) +% ci25) *% 9)) +% 8)]) * Float(bitPattern: 0x3e2aaaab))
+          var w41: Float = (((params[((464 +% (((((part24 *% 8) +% co26) *% 16) +% ci25) *% 9)) +% 5)] - params[((464 +% (((((part24 *% 8) +% co26) *% 16) +% ci25) *% 9)) +% 2)]) - params[((464 +% (((((part24 *% 8) +% co26) *% 16) +% ci25) *% 9)) +% 8)]) * Float(bitPattern: 0x3e2aaaab))
+          var w42: Float = (((params[((464 +% (((((part24 *% 8) +% co26) *% 16) +% ci25) *% 9)) +% 2)] * Float(bitPattern: 0x3d2aaaab)) + (params[((464 +% (((((part24 *% 8) +% co26) *% 16) +% ci25) *% 9)) +% 5)] * Float(bitPattern: 0x3daaaaab))) + (params[((464 +% (((((part24 *% 8) +% co26) *% 16) +% ci25) *% 9)) +% 8)] * Float(bitPattern: 0x3e2aaaab)))
+          var w43: Float = (((params[((464 +% (((((part24 *% 8) +% co26) *% 16) +% ci25) *% 9)) +% 2)] * Float(bitPattern: 0x3d2aaaab)) + (params[((464 +% (((((part24 *% 8) +% co26) *% 16) +% ci25) *% 9)) +% 8)] * Float(bitPattern: 0x3e2aaaab))) - (params[((464 +% (((((part24 *% 8) +% co26) *% 16) +% ci25) *% 9)) +% 5)] * Float(bitPattern: 0x3daaaaab)))
+          var w44: Float = params[((464 +% (((((part24 *% 8) +% co26) *% 16) +% ci25) *% 9)) +% 8)]
+          var w45: Float = (w27 * Float(bitPattern: 0x3e800000))
+          var w46: Float = ((((Float(-1) * w27) - w33) - w39) * Float(bitPattern: 0x3e2aaaab))
+          var w47: Float = (((w33 - w27) - w39) * Float(bitPattern: 0x3e2aaaab))
+          var w48: Float = (((w27 * Float(bitPattern: 0x3d2aaaab)) + (w33 * Float(bitPattern: 0x3daaaaab))) + (w39 * Float(bitPattern: 0x3e2aaaab)))
+          var w49: Float = (((w27 * Float(bitPattern: 0x3d2aaaab)) + (w39 * Float(bitPattern: 0x3e2aaaab))) - (w33 * Float(bitPattern: 0x3daaaaab)))
+          var w50: Float = w39
+          var w51: Float = (w28 * Float(bitPattern: 0x3e800000))
+          var w52: Float = ((((Float(-1) * w28) - w34) - w40) * Float(bitPattern: 0x3e2aaaab))
+          var w53: Float = (((w34 - w28) - w40) * Float(bitPattern: 0x3e2aaaab))
+          var w54: Float = (((w28 * Float(bitPattern: 0x3d2aaaab)) + (w34 * Float(bitPattern: 0x3daaaaab))) + (w40 * Float(bitPattern: 0x3e2aaaab)))
+          var w55: Float = (((w28 * Float(bitPattern: 0x3d2aaaab)) + (w40 * Float(bitPattern: 0x3e2aaaab))) - (w34 * Float(bitPattern: 0x3daaaaab)))
+          var w56: Float = w40
+          var w57: Float = (w29 * Float(bitPattern: 0x3e800000))
+          var w58: Float = ((((Float(-1) * w29) - w35) - w41) * Float(bitPattern: 0x3e2aaaab))
+          var w59: Float = (((w35 - w29) - w41) * Float(bitPattern: 0x3e2aaaab))
+          var w60: Float = (((w29 * Float(bitPattern: 0x3d2aaaab)) + (w35 * Float(bitPattern: 0x3daaaaab))) + (w41 * Float(bitPattern: 0x3e2aaaab)))
+          var w61: Float = (((w29 * Float(bitPattern: 0x3d2aaaab)) + (w41 * Float(bitPattern: 0x3e2aaaab))) - (w35 * Float(bitPattern: 0x3daaaaab)))
+          var w62: Float = w41
+          var w63: Float = (w30 * Float(bitPattern: 0x3e800000))
+          var w64: Float = ((((Float(-1) * w30) - w36) - w42) * Float(bitPattern: 0x3e2aaaab))
+          var w65: Float = (((w36 - w30) - w42) * Float(bitPattern: 0x3e2aaaab))
+          var w66: Float = (((w30 * Float(bitPattern: 0x3d2aaaab)) + (w36 * Float(bitPattern: 0x3daaaaab))) + (w42 * Float(bitPattern: 0x3e2aaaab)))
+          var w67: Float = (((w30 * Float(bitPattern: 0x3d2aaaab)) + (w42 * Float(bitPattern: 0x3e2aaaab))) - (w36 * Float(bitPattern: 0x3daaaaab)))
+          var w68: Float = w42
+          var w69: Float = (w31 * Float(bitPattern: 0x3e800000))
+          var w70: Float = ((((Float(-1) * w31) - w37) - w43) * Float(bitPattern: 0x3e2aaaab))
+          var w71: Float = (((w37 - w31) - w43) * Float(bitPattern: 0x3e2aaaab))
+          var w72: Float = (((w31 * Float(bitPattern: 0x3d2aaaab)) + (w37 * Float(bitPattern: 0x3daaaaab))) + (w43 * Float(bitPattern: 0x3e2aaaab)))
+          var w73: Float = (((w31 * Float(bitPattern: 0x3d2aaaab)) + (w43 * Float(bitPattern: 0x3e2aaaab))) - (w37 * Float(bitPattern: 0x3daaaaab)))
+          var w74: Float = w43
+          var w75: Float = (w32 * Float(bitPattern: 0x3e800000))
+          var w76: Float = ((((Float(-1) * w32) - w38) - w44) * Float(bitPattern: 0x3e2aaaab))
+          var w77: Float = (((w38 - w32) - w44) * Float(bitPattern: 0x3e2aaaab))
+          var w78: Float = (((w32 * Float(bitPattern: 0x3d2aaaab)) + (w38 * Float(bitPattern: 0x3daaaaab))) + (w44 * Float(bitPattern: 0x3e2aaaab)))
+          var w79: Float = (((w32 * Float(bitPattern: 0x3d2aaaab)) + (w44 * Float(bitPattern: 0x3e2aaaab))) - (w38 * Float(bitPattern: 0x3daaaaab)))
+          var w80: Float = w44
+          arena[((3279968 +% (ci25 *% 16)) +% ((part24 *% 8) +% co26))] = w45
+          arena[((3280224 +% (ci25 *% 16)) +% ((part24 *% 8) +% co26))] = w46
+          arena[((3280480 +% (ci25 *% 16)) +% ((part24 *% 8) +% co26))] = w47
+          arena[((3280736 +% (ci25 *% 16)) +% ((part24 *% 8) +% co26))] = w48
+          arena[((3280992 +% (ci25 *% 16)) +% ((part24 *% 8) +% co26))] = w49
+          arena[((3281248 +% (ci25 *% 16)) +% ((part24 *% 8) +% co26))] = w50
+          arena[((3281504 +% (ci25 *% 16)) +% ((part24 *% 8) +% co26))] = w51
+          arena[((3281760 +% (ci25 *% 16)) +% ((part24 *% 8) +% co26))] = w52
+          arena[((3282016 +% (ci25 *% 16)) +% ((part24 *% 8) +% co26))] = w53
+          arena[((3282272 +% (ci25 *% 16)) +% ((part24 *% 8) +% co26))] = w54
+          arena[((3282528 +% (ci25 *% 16)) +% ((part24 *% 8) +% co26))] = w55
+          arena[((3282784 +% (ci25 *% 16)) +% ((part24 *% 8) +% co26))] = w56
+          arena[((3283040 +% (ci25 *% 16)) +% ((part24 *% 8) +% co26))] = w57
+          arena[((3283296 +% (ci25 *% 16)) +% ((part24 *% 8) +% co26))] = w58
+          arena[((3283552 +% (ci25 *% 16)) +% ((part24 *% 8) +% co26))] = w59
+          arena[((3283808 +% (ci25 *% 16)) +% ((part24 *% 8) +% co26))] = w60
+          arena[((3284064 +% (ci25 *% 16)) +% ((part24 *% 8) +% co26))] = w61
+          arena[((3284320 +% (ci25 *% 16)) +% ((part24 *% 8) +% co26))] = w62
+          arena[((3284576 +% (ci25 *% 16)) +% ((part24 *% 8) +% co26))] = w63
+          arena[((3284832 +% (ci25 *% 16)) +% ((part24 *% 8) +% co26))] = w64
+          arena[((3285088 +% (ci25 *% 16)) +% ((part24 *% 8) +% co26))] = w65
+          arena[((3285344 +% (ci25 *% 16)) +% ((part24 *% 8) +% co26))] = w66
+          arena[((3285600 +% (ci25 *% 16)) +% ((part24 *% 8) +% co26))] = w67
+          arena[((3285856 +% (ci25 *% 16)) +% ((part24 *% 8) +% co26))] = w68
+          arena[((3286112 +% (ci25 *% 16)) +% ((part24 *% 8) +% co26))] = w69
+          arena[((3286368 +% (ci25 *% 16)) +% ((part24 *% 8) +% co26))] = w70
+          arena[((3286624 +% (ci25 *% 16)) +% ((part24 *% 8) +% co26))] = w71
+          arena[((3286880 +% (ci25 *% 16)) +% ((part24 *% 8) +% co26))] = w72
+          arena[((3287136 +% (ci25 *% 16)) +% ((part24 *% 8) +% co26))] = w73
+          arena[((3287392 +% (ci25 *% 16)) +% ((part24 *% 8) +% co26))] = w74
+          arena[((3287648 +% (ci25 *% 16)) +% ((part24 *% 8) +% co26))] = w75
+          arena[((3287904 +% (ci25 *% 16)) +% ((part24 *% 8) +% co26))] = w76
+          arena[((3288160 +% (ci25 *% 16)) +% ((part24 *% 8) +% co26))] = w77
+          arena[((3288416 +% (ci25 *% 16)) +% ((part24 *% 8) +% co26))] = w78
+          arena[((3288672 +% (ci25 *% 16)) +% ((part24 *% 8) +% co26))] = w79
+          arena[((3288928 +% (ci25 *% 16)) +% ((part24 *% 8) +% co26))] = w80
         }
       }
     }
-    parallelFor(pool, 2) { part253 in
-      for ci254 in 0..<16 {
-        for co255 in 0..<8 {
-          var w256: Float = (params[(2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9))] * Float(bitPattern: 0x3e800000))
-          var w257: Float = ((((Float(-1) * params[(2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9))]) - params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 3)]) - params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 6)]) * Float(bitPattern: 0x3e2aaaab))
-          var w258: Float = (((params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 3)] - params[(2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9))]) - params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 6)]) * Float(bitPattern: 0x3e2aaaab))
-          var w259: Float = (((params[(2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9))] * Float(bitPattern: 0x3d2aaaab)) + (params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 3)] * Float(bitPattern: 0x3daaaaab))) + (params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 6)] * Float(bitPattern: 0x3e2aaaab)))
-          var w260: Float = (((params[(2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9))] * Float(bitPattern: 0x3d2aaaab)) + (params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 6)] * Float(bitPattern: 0x3e2aaaab))) - (params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 3)] * Float(bitPattern: 0x3daaaaab)))
-          var w261: Float = params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 6)]
-          var w262: Float = (params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 1)] * Float(bitPattern: 0x3e800000))
-          var w263: Float = ((((Float(-1) * params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 1)]) - params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 4)]) - params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 7)]) * Float(bitPattern: 0x3e2aaaab))
-          var w264: Float = (((params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 4)] - params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 1)]) - params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 7)]) * Float(bitPattern: 0x3e2aaaab))
-          var w265: Float = (((params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 1)] * Float(bitPattern: 0x3d2aaaab)) + (params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 4)] * Float(bitPattern: 0x3daaaaab))) + (params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 7)] * Float(bitPattern: 0x3e2aaaab)))
-          var w266: Float = (((params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 1)] * Float(bitPattern: 0x3d2aaaab)) + (params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 7)] * Float(bitPattern: 0x3e2aaaab))) - (params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 4)] * Float(bitPattern: 0x3daaaaab)))
-          var w267: Float = params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 7)]
-          var w268: Float = (params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 2)] * Float(bitPattern: 0x3e800000))
-          var w269: Float = ((((Float(-1) * params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 2)]) - params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 5)]) - params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 8)]) * Float(bitPattern: 0x3e2aaaab))
-          var w270: Float = (((params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 5)] - params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 2)]) - params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 8)]) * Float(bitPattern: 0x3e2aaaab))
-          var w271: Float = (((params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 2)] * Float(bitPattern: 0x3d2aaaab)) + (params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 5)] * Float(bitPattern: 0x3daaaaab))) + (params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 8)] * Float(bitPattern: 0x3e2aaaab)))
-          var w272: Float = (((params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 2)] * Float(bitPattern: 0x3d2aaaab)) + (params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 8)] * Float(bitPattern: 0x3e2aaaab))) - (params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 5)] * Float(bitPattern: 0x3daaaaab)))
-          var w273: Float = params[((2800 +% (((((part253 *% 8) +% co255) *% 16) +% ci254) *% 9)) +% 8)]
-          var w274: Float = (w256 * Float(bitPattern: 0x3e800000))
-          var w275: Float = ((((Float(-1) * w256) - w262) - w268) * Float(bitPattern: 0x3e2aaaab))
-          var w276: Float = (((w262 - w256) - w268) * Float(bitPattern: 0x3e2aaaab))
-          var w277: Float = (((w256 * Float(bitPattern: 0x3d2aaaab)) + (w262 * Float(bitPattern: 0x3daaaaab))) + (w268 * Float(bitPattern: 0x3e2aaaab)))
-          var w278: Float = (((w256 * Float(bitPattern: 0x3d2aaaab)) + (w268 * Float(bitPattern: 0x3e2aaaab))) - (w262 * Float(bitPattern: 0x3daaaaab)))
-          var w279: Float = w268
-          var w280: Float = (w257 * Float(bitPattern: 0x3e800000))
-          var w281: Float = ((((Float(-1) * w257) - w263) - w269) * Float(bitPattern: 0x3e2aaaab))
-          var w282: Float = (((w263 - w257) - w269) * Float(bitPattern: 0x3e2aaaab))
-          var w283: Float = (((w257 * Float(bitPattern: 0x3d2aaaab)) + (w263 * Float(bitPattern: 0x3daaaaab))) + (w269 * Float(bitPattern: 0x3e2aaaab)))
-          var w284: Float = (((w257 * Float(bitPattern: 0x3d2aaaab)) + (w269 * Float(bitPattern: 0x3e2aaaab))) - (w263 * Float(bitPattern: 0x3daaaaab)))
-          var w285: Float = w269
-          var w286: Float = (w258 * Float(bitPattern: 0x3e800000))
-          var w287: Float = ((((Float(-1) * w258) - w264) - w270) * Float(bitPattern: 0x3e2aaaab))
-          var w288: Float = (((w264 - w258) - w270) * Float(bitPattern: 0x3e2aaaab))
-          var w289: Float = (((w258 * Float(bitPattern: 0x3d2aaaab)) + (w264 * Float(bitPattern: 0x3daaaaab))) + (w270 * Float(bitPattern: 0x3e2aaaab)))
-          var w290: Float = (((w258 * Float(bitPattern: 0x3d2aaaab)) + (w270 * Float(bitPattern: 0x3e2aaaab))) - (w264 * Float(bitPattern: 0x3daaaaab)))
-          var w291: Float = w270
-          var w292: Float = (w259 * Float(bitPattern: 0x3e800000))
-          var w293: Float = ((((Float(-1) * w259) - w265) - w271) * Float(bitPattern: 0x3e2aaaab))
-          var w294: Float = (((w265 - w259) - w271) * Float(bitPattern: 0x3e2aaaab))
-          var w295: Float = (((w259 * Float(bitPattern: 0x3d2aaaab)) + (w265 * Float(bitPattern: 0x3daaaaab))) + (w271 * Float(bitPattern: 0x3e2aaaab)))
-          var w296: Float = (((w259 * Float(bitPattern: 0x3d2aaaab)) + (w271 * Float(bitPattern: 0x3e2aaaab))) - (w265 * Float(bitPattern: 0x3daaaaab)))
-          var w297: Float = w271
-          var w298: Float = (w260 * Float(bitPattern: 0x3e800000))
-          var w299: Float = ((((Float(-1) * w260) - w266) - w272) * Float(bitPattern: 0x3e2aaaab))
-          var w300: Float = (((w266 - w260) - w272) * Float(bitPattern: 0x3e2aaaab))
-          var w301: Float = (((w260 * Float(bitPattern: 0x3d2aaaab)) + (w266 * Float(bitPattern: 0x3daaaaab))) + (w272 * Float(bitPattern: 0x3e2aaaab)))
-          var w302: Float = (((w260 * Float(bitPattern: 0x3d2aaaab)) + (w272 * Float(bitPattern: 0x3e2aaaab))) - (w266 * Float(bitPattern: 0x3daaaaab)))
-          var w303: Float = w272
-          var w304: Float = (w261 * Float(bitPattern: 0x3e800000))
-          var w305: Float = ((((Float(-1) * w261) - w267) - w273) * Float(bitPattern: 0x3e2aaaab))
-          var w306: Float = (((w267 - w261) - w273) * Float(bitPattern: 0x3e2aaaab))
-          var w307: Float = (((w261 * Float(bitPattern: 0x3d2aaaab)) + (w267 * Float(bitPattern: 0x3daaaaab))) + (w273 * Float(bitPattern: 0x3e2aaaab)))
-          var w308: Float = (((w261 * Float(bitPattern: 0x3d2aaaab)) + (w273 * Float(bitPattern: 0x3e2aaaab))) - (w267 * Float(bitPattern: 0x3daaaaab)))
-          var w309: Float = w273
-          arena[((3289616 +% (ci254 *% 16)) +% ((part253 *% 8) +% co255))] = w274
-          arena[((3289872 +% (ci254 *% 16)) +% ((part253 *% 8) +% co255))] = w275
-          arena[((3290128 +% (ci254 *% 16)) +% ((part253 *% 8) +% co255))] = w276
-          arena[((3290384 +% (ci254 *% 16)) +% ((part253 *% 8) +% co255))] = w277
-          arena[((3290640 +% (ci254 *% 16)) +% ((part253 *% 8) +% co255))] = w278
-          arena[((3290896 +% (ci254 *% 16)) +% ((part253 *% 8) +% co255))] = w279
-          arena[((3291152 +% (ci254 *% 16)) +% ((part253 *% 8) +% co255))] = w280
-          arena[((3291408 +% (ci254 *% 16)) +% ((part253 *% 8) +% co255))] = w281
-          arena[((3291664 +% (ci254 *% 16)) +% ((part253 *% 8) +% co255))] = w282
-          arena[((3291920 +% (ci254 *% 16)) +% ((part253 *% 8) +% co255))] = w283
-          arena[((3292176 +% (ci254 *% 16)) +% ((part253 *% 8) +% co255))] = w284
-          arena[((3292432 +% (ci254 *% 16)) +% ((part253 *% 8) +% co255))] = w285
-          arena[((3292688 +% (ci254 *% 16)) +% ((part253 *% 8) +% co255))] = w286
-          arena[((3292944 +% (ci254 *% 16)) +% ((part253 *% 8) +% co255))] = w287
-          arena[((3293200 +% (ci254 *% 16)) +% ((part253 *% 8) +% co255))] = w288
-          arena[((3293456 +% (ci254 *% 16)) +% ((part253 *% 8) +% co255))] = w289
-          arena[((3293712 +% (ci254 *% 16)) +% ((part253 *% 8) +% co255))] = w290
-          arena[((3293968 +% (ci254 *% 16)) +% ((part253 *% 8) +% co255))] = w291
-          arena[((3294224 +% (ci254 *% 16)) +% ((part253 *% 8) +% co255))] = w292
-          arena[((3294480 +% (ci254 *% 16)) +% ((part253 *% 8) +% co255))] = w293
-          arena[((3294736 +% (ci254 *% 16)) +% ((part253 *% 8) +% co255))] = w294
-          arena[((3294992 +% (ci254 *% 16)) +% ((part253 *% 8) +% co255))] = w295
-          arena[((3295248 +% (ci254 *% 16)) +% ((part253 *% 8) +% co255))] = w296
-          arena[((3295504 +% (ci254 *% 16)) +% ((part253 *% 8) +% co255))] = w297
-          arena[((3295760 +% (ci254 *% 16)) +% ((part253 *% 8) +% co255))] = w298
-          arena[((3296016 +% (ci254 *% 16)) +% ((part253 *% 8) +% co255))] = w299
-          arena[((3296272 +% (ci254 *% 16)) +% ((part253 *% 8) +% co255))] = w300
-          arena[((3296528 +% (ci254 *% 16)) +% ((part253 *% 8) +% co255))] = w301
-          arena[((3296784 +% (ci254 *% 16)) +% ((part253 *% 8) +% co255))] = w302
-          arena[((3297040 +% (ci254 *% 16)) +% ((part253 *% 8) +% co255))] = w303
-          arena[((3297296 +% (ci254 *% 16)) +% ((part253 *% 8) +% co255))] = w304
-          arena[((3297552 +% (ci254 *% 16)) +% ((part253 *% 8) +% co255))] = w305
-          arena[((3297808 +% (ci254 *% 16)) +% ((part253 *% 8) +% co255))] = w306
-          arena[((3298064 +% (ci254 *% 16)) +% ((part253 *% 8) +% co255))] = w307
-          arena[((3298320 +% (ci254 *% 16)) +% ((part253 *% 8) +% co255))] = w308
-          arena[((3298576 +% (ci254 *% 16)) +% ((part253 *% 8) +% co255))] = w309
+    parallelFor(pool, 2) { part222 in
+      for ci223 in 0..<16 {
+        for co224 in 0..<8 {
+          var w225: Float = (params[(2800 +% (((((part222 *% 8) +% co224) *% 16) +% ci223) *% 9))] * Float(bitPattern: 0x3e800000))
+          var w226: Float = ((((Float(-1) * params[(2800 +% (((((part222 *% 8) +% co224) *% 16) +% ci223) *% 9))]) - params[((2800 +% (((((part222 *% 8) +% co224) *% 16) +% ci223) *% 9)) +% 3)]) - params[((2800 +% (((((part222 *% 8) +% co224) *% 16) +% ci223) *% 9)) +% 6)]) * Float(bitPattern: 0x3e2aaaab))
+          var w227: Float = (((params[((2800 +% (((((part222 *% 8) +% co224) *% 16) +% ci223) *% 9)) +% 3)] - params[(2800 +% (((((part222 *% 8) +% co224) *% 16) +% ci223) *% 9))]) - params[((2800 +% (((((part222 *% 8) +% co224) *% 16) +% ci223) *% 9)) +% 6)]) * Float(bitPattern: 0x3e2aaaab))
+          var w228: Float = (((params[(2800 +% (((((part222 *% 8) +% co224) *% 16) +% ci223) *% 9))] * Float(bitPattern: 0x3d2aaaab)) + (params[((2800 +% (((((part222 *% 8) +% co224) *% 16) +% ci223) *% 9)) +% 3)] * Float(bitPattern: 0x3daaaaab))) + (params[((2800 +% (((((part222 *% 8) +% co224) *% 16) +% ci223) *% 9)) +% 6)] * Float(bitPattern: 0x3e2aaaab)))
+          var w229: Float = (((params[(2800 +% (((((part222 *% 8) +% co224) *% 16) +% ci223) *% 9))] * Float(bitPattern: 0x3d2aaaab)) + (params[((2800 +% (((((part222 *% 8) +% co224) *% 16) +% ci223) *% 9)) +% 6)] * Float(bitPattern: 0x3e2aaaab))) - (params[((2800 +% (((((part222 *% 8) +% co224) *% 16) +% ci223) *% 9)) +% 3)] * Float(bitPattern: 0x3daaaaab)))
+          var w230: Float = params[((2800 +% (((((part222 *% 8) +% co224) *% 16) +% ci223) *% 9)) +% 6)]
+          var w231: Float = (params[((2800 +% (((((part222 *% 8) +% co224) *% 16) +% ci223) *% 9)) +% 1)] * Float(bitPattern: 0x3e800000))
+          var w232: Float = ((((Float(-1) * params[((2800 +% (((((part222 *% 8) +% co224) *% 16) +% ci223) *% 9)) +% 1)]) - params[((2800 +% (((((part222 *% 8) +% co224) *% 16) +% ci223) *% 9)) +% 4)]) - params[((2800 +% (((((part222 *% 8) +% co224) *% 16) +% ci223) *% 9)) +% 7)]) * Float(bitPattern: 0x3e2aaaab))
+          var w233: Float = (((params[((2800 +% (((((part222 *% 8) +% co224) *% 16) +% ci223) *% 9)) +% 4)] - params[((2800 +% (((((part222 *% 8) +% co224) *% 16) +% ci223) *% 9)) +% 1)]) - params[((2800 +% (((((part222 *% 8) +% co224) *% 16) +% ci223) *% 9)) +% 7)]) * Float(bitPattern: 0x3e2aaaab))
+          var w234: Float = (((params[((2800 +% (((((part222 *% 8) +% co224) *% 16) +% ci223) *% 9)) +% 1)] * Float(bitPattern: 0x3d2aaaab)) + (params[((2800 +% (((((part222 *% 8) +% co224) *% 16) +% ci223) *% 9)) +% 4)] * Float(bitPattern: 0x3daaaaab))) + (params[((2800 +% (((((part222 *% 8) +% co224) *% 16) +% ci223) *% 9)) +% 7)] * Float(bitPattern: 0x3e2aaaab)))
+          var w235: Float = (((params[((2800 +% (((((part222 *% 8) +% co224) *% 16) +% ci223) *% 9)) +% 1)] * Float(bitPattern: 0x3d2aaaab)) + (params[((2800 +% (((((part222 *% 8) +% co224) *% 16) +% ci223) *% 9)) +% 7)] * Float(bitPattern: 0x3e2aaaab))) - (params[((2800 +% (((((part222 *% 8) +% co224) *% 16) +% ci223) *% 9)) +% 4)] * Float(bitPattern: 0x3daaaaab)))
+          var w236: Float = params[((2800 +% (((((part222 *% 8) +% co224) *% 16) +% ci223) *% 9)) +% 7)]
+          var w237: Float = (params[((2800 +% (((((part222 *% 8) +% co224) *% 16) +% ci223) *% 9)) +% 2)] * Float(bitPattern: 0x3e800000))
+          var w238: Float = ((((Float(-1) * params[((2800 +% (((((part222 *% 8) +% co224) *% 16) +% ci223) *% 9)) +% 2)]) - params[((2800 +% (((((part222 *% 8) +% co224) *% 16) +% ci223) *% 9)) +% 5)]) - params[((2800 +% (((((part222 *% 8) +% co224) *% 16) +% ci223) *% 9)) +% 8)]) * Float(bitPattern: 0x3e2aaaab))
+          var w239: Float = (((params[((2800 +% (((((part222 *% 8) +% co224) *% 16) +% ci223) *% 9)) +% 5)] - params[((2800 +% (((((part222 *% 8) +% co224) *% 16) +% ci223) *% 9)) +% 2)]) - params[((2800 +% (((((part222 *% 8) +% co224) *% 16) +% ci223) *% 9)) +% 8)]) * Float(bitPattern: 0x3e2aaaab))
+          var w240: Float = (((params[((2800 +% (((((part222 *% 8) +% co224) *% 16) +% ci223) *% 9)) +% 2)] * Float(bitPattern: 0x3d2aaaab)) + (params[((2800 +% (((((part222 *% 8) +% co224) *% 16) +% ci223) *% 9)) +% 5)] * Float(bitPattern: 0x3daaaaab))) + (params[((2800 +% (((((part222 *% 8) +% co224) *% 16) +% ci223) *% 9)) +% 8)] * Float(bitPattern: 0x3e2aaaab)))
+          var w241: Float = (((params[((2800 +% (((((part222 *% 8) +% co224) *% 16) +% ci223) *% 9)) +% 2)] * Float(bitPattern: 0x3d2aaaab)) + (params[((2800 +% (((((part222 *% 8) +% co224) *% 16) +% ci223) *% 9)) +% 8)] * Float(bitPattern: 0x3e2aaaab))) - (params[((2800 +% (((((part222 *% 8) +% co224) *% 16) +% ci223) *% 9)) +% 5)] * Float(bitPattern: 0x3daaaaab)))
+          var w242: Float = params[((2800 +% (((((part222 *% 8) +% co224) *% 16) +% ci223) *% 9)) +% 8)]
+          var w243: Float = (w225 * Float(bitPattern: 0x3e800000))
+          var w244: Float = ((((Float(-1) * w225) - w231) - w237) * Float(bitPattern: 0x3e2aaaab))
+          var w245: Float = (((w231 - w225) - w237) * Float(bitPattern: 0x3e2aaaab))
+          var w246: Float = (((w225 * Float(bitPattern: 0x3d2aaaab)) + (w231 * Float(bitPattern: 0x3daaaaab))) + (w237 * Float(bitPattern: 0x3e2aaaab)))
+          var w247: Float = (((w225 * Float(bitPattern: 0x3d2aaaab)) + (w237 * Float(bitPattern: 0x3e2aaaab))) - (w231 * Float(bitPattern: 0x3daaaaab)))
+          var w248: Float = w237
+          var w249: Float = (w226 * Float(bitPattern: 0x3e800000))
+          var w250: Float = ((((Float(-1) * w226) - w232) - w238) * Float(bitPattern: 0x3e2aaaab))
+          var w251: Float = (((w232 - w226) - w238) * Float(bitPattern: 0x3e2aaaab))
+          var w252: Float = (((w226 * Float(bitPattern: 0x3d2aaaab)) + (w232 * Float(bitPattern: 0x3daaaaab))) + (w238 * Float(bitPattern: 0x3e2aaaab)))
+          var w253: Float = (((w226 * Float(bitPattern: 0x3d2aaaab)) + (w238 * Float(bitPattern: 0x3e2aaaab))) - (w232 * Float(bitPattern: 0x3daaaaab)))
+          var w254: Float = w238
+          var w255: Float = (w227 * Float(bitPattern: 0x3e800000))
+          var w256: Float = ((((Float(-1) * w227) - w233) - w239) * Float(bitPattern: 0x3e2aaaab))
+          var w257: Float = (((w233 - w227) - w239) * Float(bitPattern: 0x3e2aaaab))
+          var w258: Float = (((w227 * Float(bitPattern: 0x3d2aaaab)) + (w233 * Float(bitPattern: 0x3daaaaab))) + (w239 * Float(bitPattern: 0x3e2aaaab)))
+          var w259: Float = (((w227 * Float(bitPattern: 0x3d2aaaab)) + (w239 * Float(bitPattern: 0x3e2aaaab))) - (w233 * Float(bitPattern: 0x3daaaaab)))
+          var w260: Float = w239
+          var w261: Float = (w228 * Float(bitPattern: 0x3e800000))
+          var w262: Float = ((((Float(-1) * w228) - w234) - w240) * Float(bitPattern: 0x3e2aaaab))
+          var w263: Float = (((w234 - w228) - w240) * Float(bitPattern: 0x3e2aaaab))
+          var w264: Float = (((w228 * Float(bitPattern: 0x3d2aaaab)) + (w234 * Float(bitPattern: 0x3daaaaab))) + (w240 * Float(bitPattern: 0x3e2aaaab)))
+          var w265: Float = (((w228 * Float(bitPattern: 0x3d2aaaab)) + (w240 * Float(bitPattern: 0x3e2aaaab))) - (w234 * Float(bitPattern: 0x3daaaaab)))
+          var w266: Float = w240
+          var w267: Float = (w229 * Float(bitPattern: 0x3e800000))
+          var w268: Float = ((((Float(-1) * w229) - w235) - w241) * Float(bitPattern: 0x3e2aaaab))
+          var w269: Float = (((w235 - w229) - w241) * Float(bitPattern: 0x3e2aaaab))
+          var w270: Float = (((w229 * Float(bitPattern: 0x3d2aaaab)) + (w235 * Float(bitPattern: 0x3daaaaab))) + (w241 * Float(bitPattern: 0x3e2aaaab)))
+          var w271: Float = (((w229 * Float(bitPattern: 0x3d2aaaab)) + (w241 * Float(bitPattern: 0x3e2aaaab))) - (w235 * Float(bitPattern: 0x3daaaaab)))
+          var w272: Float = w241
+          var w273: Float = (w230 * Float(bitPattern: 0x3e800000))
+          var w274: Float = ((((Float(-1) * w230) - w236) - w242) * Float(bitPattern: 0x3e2aaaab))
+          var w275: Float = (((w236 - w230) - w242) * Float(bitPattern: 0x3e2aaaab))
+          var w276: Float = (((w230 * Float(bitPattern: 0x3d2aaaab)) + (w236 * Float(bitPattern: 0x3daaaaab))) + (w242 * Float(bitPattern: 0x3e2aaaab)))
+          var w277: Float = (((w230 * Float(bitPattern: 0x3d2aaaab)) + (w242 * Float(bitPattern: 0x3e2aaaab))) - (w236 * Float(bitPattern: 0x3daaaaab)))
+          var w278: Float = w242
+          arena[((3289184 +% (ci223 *% 16)) +% ((part222 *% 8) +% co224))] = w243
+          arena[((3289440 +% (ci223 *% 16)) +% ((part222 *% 8) +% co224))] = w244
+          arena[((3289696 +% (ci223 *% 16)) +% ((part222 *% 8) +% co224))] = w245
+          arena[((3289952 +% (ci223 *% 16)) +% ((part222 *% 8) +% co224))] = w246
+          arena[((3290208 +% (ci223 *% 16)) +% ((part222 *% 8) +% co224))] = w247
+          arena[((3290464 +% (ci223 *% 16)) +% ((part222 *% 8) +% co224))] = w248
+          arena[((3290720 +% (ci223 *% 16)) +% ((part222 *% 8) +% co224))] = w249
+          arena[((3290976 +% (ci223 *% 16)) +% ((part222 *% 8) +% co224))] = w250
+          arena[((3291232 +% (ci223 *% 16)) +% ((part222 *% 8) +% co224))] = w251
+          arena[((3291488 +% (ci223 *% 16)) +% ((part222 *% 8) +% co224))] = w252
+          arena[((3291744 +% (ci223 *% 16)) +% ((part222 *% 8) +% co224))] = w253
+          arena[((3292000 +% (ci223 *% 16)) +% ((part222 *% 8) +% co224))] = w254
+          arena[((3292256 +% (ci223 *% 16)) +% ((part222 *% 8) +% co224))] = w255
+          arena[((3292512 +% (ci223 *% 16)) +% ((part222 *% 8) +% co224))] = w256
+          arena[((3292768 +% (ci223 *% 16)) +% ((part222 *% 8) +% co224))] = w257
+          arena[((3293024 +% (ci223 *% 16)) +% ((part222 *% 8) +% co224))] = w258
+          arena[((3293280 +% (ci223 *% 16)) +% ((part222 *% 8) +% co224))] = w259
+          arena[((3293536 +% (ci223 *% 16)) +% ((part222 *% 8) +% co224))] = w260
+          arena[((3293792 +% (ci223 *% 16)) +% ((part222 *% 8) +% co224))] = w261
+          arena[((3294048 +% (ci223 *% 16)) +% ((part222 *% 8) +% co224))] = w262
+          arena[((3294304 +% (ci223 *% 16)) +% ((part222 *% 8) +% co224))] = w263
+          arena[((3294560 +% (ci223 *% 16)) +% ((part222 *% 8) +% co224))] = w264
+          arena[((3294816 +% (ci223 *% 16)) +% ((part222 *% 8) +% co224))] = w265
+          arena[((3295072 +% (ci223 *% 16)) +% ((part222 *% 8) +% co224))] = w266
+          arena[((3295328 +% (ci223 *% 16)) +% ((part222 *% 8) +% co224))] = w267
+          arena[((3295584 +% (ci223 *% 16)) +% ((part222 *% 8) +% co224))] = w268
+          arena[((3295840 +% (ci223 *% 16)) +% ((part222 *% 8) +% co224))] = w269
+          arena[((3296096 +% (ci223 *% 16)) +% ((part222 *% 8) +% co224))] = w270
+          arena[((3296352 +% (ci223 *% 16)) +% ((part222 *% 8) +% co224))] = w271
+          arena[((3296608 +% (ci223 *% 16)) +% ((part222 *% 8) +% co224))] = w272
+          arena[((3296864 +% (ci223 *% 16)) +% ((part222 *% 8) +% co224))] = w273
+          arena[((3297120 +% (ci223 *% 16)) +% ((part222 *% 8) +% co224))] = w274
+          arena[((3297376 +% (ci223 *% 16)) +% ((part222 *% 8) +% co224))] = w275
+          arena[((3297632 +% (ci223 *% 16)) +% ((part222 *% 8) +% co224))] = w276
+          arena[((3297888 +% (ci223 *% 16)) +% ((part222 *% 8) +% co224))] = w277
+          arena[((3298144 +% (ci223 *% 16)) +% ((part222 *% 8) +% co224))] = w278
         }
       }
     }
-    for c450 in 0..<16 {
-      for f451 in 0..<32 {
-        arena[(3298832 +% ((((f451 / 16) *% 2304) +% (c450 *% 16)) +% (f451 % 16)))] = params[((5136 +% (f451 *% 144)) +% (c450 *% 9))]
+    for c420 in 0..<16 {
+      for f421 in 0..<32 {
+        arena[(3298400 +% ((((f421 / 16) *% 2304) +% ((c420 *% 9) *% 16)) +% (f421 % 16)))] = params[((5136 +% (f421 *% 144)) +% (c420 *% 9))]
       }
-      for f452 in 0..<32 {
-        arena[(3298832 +% ((((f452 / 16) *% 2304) +% ((c450 +% 16) *% 16)) +% (f452 % 16)))] = params[(((5136 +% (f452 *% 144)) +% (c450 *% 9)) +% 1)]
+      for f422 in 0..<32 {
+        arena[(3298400 +% ((((f422 / 16) *% 2304) +% (((c420 *% 9) +% 1) *% 16)) +% (f422 % 16)))] = params[(((5136 +% (f422 *% 144)) +% (c420 *% 9)) +% 1)]
       }
-      for f453 in 0..<32 {
-        arena[(3298832 +% ((((f453 / 16) *% 2304) +% ((c450 +% 32) *% 16)) +% (f453 % 16)))] = params[(((5136 +% (f453 *% 144)) +% (c450 *% 9)) +% 2)]
+      for f423 in 0..<32 {
+        arena[(3298400 +% ((((f423 / 16) *% 2304) +% (((c420 *% 9) +% 2) *% 16)) +% (f423 % 16)))] = params[(((5136 +% (f423 *% 144)) +% (c420 *% 9)) +% 2)]
       }
-      for f454 in 0..<32 {
-        arena[(3298832 +% ((((f454 / 16) *% 2304) +% ((c450 +% 48) *% 16)) +% (f454 % 16)))] = params[(((5136 +% (f454 *% 144)) +% (c450 *% 9)) +% 3)]
+      for f424 in 0..<32 {
+        arena[(3298400 +% ((((f424 / 16) *% 2304) +% (((c420 *% 9) +% 3) *% 16)) +% (f424 % 16)))] = params[(((5136 +% (f424 *% 144)) +% (c420 *% 9)) +% 3)]
       }
-      for f455 in 0..<32 {
-        arena[(3298832 +% ((((f455 / 16) *% 2304) +% ((c450 +% 64) *% 16)) +% (f455 % 16)))] = params[(((5136 +% (f455 *% 144)) +% (c450 *% 9)) +% 4)]
+      for f425 in 0..<32 {
+        arena[(3298400 +% ((((f425 / 16) *% 2304) +% (((c420 *% 9) +% 4) *% 16)) +% (f425 % 16)))] = params[(((5136 +% (f425 *% 144)) +% (c420 *% 9)) +% 4)]
       }
-      for f456 in 0..<32 {
-        arena[(3298832 +% ((((f456 / 16) *% 2304) +% ((c450 +% 80) *% 16)) +% (f456 % 16)))] = params[(((5136 +% (f456 *% 144)) +% (c450 *% 9)) +% 5)]
+      for f426 in 0..<32 {
+        arena[(3298400 +% ((((f426 / 16) *% 2304) +% (((c420 *% 9) +% 5) *% 16)) +% (f426 % 16)))] = params[(((5136 +% (f426 *% 144)) +% (c420 *% 9)) +% 5)]
       }
-      for f457 in 0..<32 {
-        arena[(3298832 +% ((((f457 / 16) *% 2304) +% ((c450 +% 96) *% 16)) +% (f457 % 16)))] = params[(((5136 +% (f457 *% 144)) +% (c450 *% 9)) +% 6)]
+      for f427 in 0..<32 {
+        arena[(3298400 +% ((((f427 / 16) *% 2304) +% (((c420 *% 9) +% 6) *% 16)) +% (f427 % 16)))] = params[(((5136 +% (f427 *% 144)) +% (c420 *% 9)) +% 6)]
       }
-      for f458 in 0..<32 {
-        arena[(3298832 +% ((((f458 / 16) *% 2304) +% ((c450 +% 112) *% 16)) +% (f458 % 16)))] = params[(((5136 +% (f458 *% 144)) +% (c450 *% 9)) +% 7)]
+      for f428 in 0..<32 {
+        arena[(3298400 +% ((((f428 / 16) *% 2304) +% (((c420 *% 9) +% 7) *% 16)) +% (f428 % 16)))] = params[(((5136 +% (f428 *% 144)) +% (c420 *% 9)) +% 7)]
       }
-      for f459 in 0..<32 {
-        arena[(3298832 +% ((((f459 / 16) *% 2304) +% ((c450 +% 128) *% 16)) +% (f459 % 16)))] = params[(((5136 +% (f459 *% 144)) +% (c450 *% 9)) +% 8)]
-      }
-    }
-    for c515 in 0..<16 {
-      for f516 in 0..<32 {
-        arena[(3303440 +% ((((f516 / 16) *% 256) +% (c515 *% 16)) +% (f516 % 16)))] = params[((19088 +% (f516 *% 16)) +% c515)]
+      for f429 in 0..<32 {
+        arena[(3298400 +% ((((f429 / 16) *% 2304) +% (((c420 *% 9) +% 8) *% 16)) +% (f429 % 16)))] = params[(((5136 +% (f429 *% 144)) +% (c420 *% 9)) +% 8)]
       }
     }
-    parallelFor(pool, 2) { part544 in
-      for ci545 in 0..<32 {
-        for co546 in 0..<16 {
-          var w547: Float = (params[(9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9))] * Float(bitPattern: 0x3e800000))
-          var w548: Float = ((((Float(-1) * params[(9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9))]) - params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 3)]) - params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 6)]) * Float(bitPattern: 0x3e2aaaab))
-          var w549: Float = (((params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 3)] - params[(9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9))]) - params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 6)]) * Float(bitPattern: 0x3e2aaaab))
-          var w550: Float = (((params[(9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9))] * Float(bitPattern: 0x3d2aaaab)) + (params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 3)] * Float(bitPattern: 0x3daaaaab))) + (params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 6)] * Float(bitPattern: 0x3e2aaaab)))
-          var w551: Float = (((params[(9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9))] * Float(bitPattern: 0x3d2aaaab)) + (params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 6)] * Float(bitPattern: 0x3e2aaaab))) - (params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 3)] * Float(bitPattern: 0x3daaaaab)))
-          var w552: Float = params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 6)]
-          var w553: Float = (params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 1)] * Float(bitPattern: 0x3e800000))
-          var w554: Float = ((((Float(-1) * params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 1)]) - params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 4)]) - params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 7)]) * Float(bitPattern: 0x3e2aaaab))
-          var w555: Float = (((params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 4)] - params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 1)]) - params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 7)]) * Float(bitPattern: 0x3e2aaaab))
-          var w556: Float = (((params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 1)] * Float(bitPattern: 0x3d2aaaab)) + (params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 4)] * Float(bitPattern: 0x3daaaaab))) + (params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 7)] * Float(bitPattern: 0x3e2aaaab)))
-          var w557: Float = (((params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 1)] * Float(bitPattern: 0x3d2aaaab)) + (params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 7)] * Float(bitPattern: 0x3e2aaaab))) - (params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 4)] * Float(bitPattern: 0x3daaaaab)))
-          var w558: Float = params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 7)]
-          var w559: Float = (params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 2)] * Float(bitPattern: 0x3e800000))
-          var w560: Float = ((((Float(-1) * params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 2)]) - params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 5)]) - params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 8)]) * Float(bitPattern: 0x3e2aaaab))
-          var w561: Float = (((params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 5)] - params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 2)]) - params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 8)]) * Float(bitPattern: 0x3e2aaaab))
-          var w562: Float = (((params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 2)] * Float(bitPattern: 0x3d2aaaab)) + (params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 5)] * Float(bitPattern: 0x3daaaaab))) + (params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 8)] * Float(bitPattern: 0x3e2aaaab)))
-          var w563: Float = (((params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 2)] * Float(bitPattern: 0x3d2aaaab)) + (params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 8)] * Float(bitPattern: 0x3e2aaaab))) - (params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 5)] * Float(bitPattern: 0x3daaaaab)))
-          var w564: Float = params[((9808 +% (((((part544 *% 16) +% co546) *% 32) +% ci545) *% 9)) +% 8)]
-          var w565: Float = (w547 * Float(bitPattern: 0x3e800000))
-          var w566: Float = ((((Float(-1) * w547) - w553) - w559) * Float(bitPattern: 0x3e2aaaab))
-          var w567: Float = (((w553 - w547) - w559) * Float(bitPattern: 0x3e2aaaab))
-          var w568: Float = (((w547 * Float(bitPattern: 0x3d2aaaab)) + (w553 * Float(bitPattern: 0x3daaaaab))) + (w559 * Float(bitPattern: 0x3e2aaaab)))
-          var w569: Float = (((w547 * Float(bitPattern: 0x3d2aaaab)) + (w559 * Float(bitPattern: 0x3e2aaaab))) - (w553 * Float(bitPattern: 0x3daaaaab)))
-          var w570: Float = w559
-          var w571: Float = (w548 * Float(bitPattern: 0x3e800000))
-          var w572: Float = ((((Float(-1) * w548) - w554) - w560) * Float(bitPattern: 0x3e2aaaab))
-          var w573: Float = (((w554 - w548) - w560) * Float(bitPattern: 0x3e2aaaab))
-          var w574: Float = (((w548 * Float(bitPattern: 0x3d2aaaab)) + (w554 * Float(bitPattern: 0x3daaaaab))) + (w560 * Float(bitPattern: 0x3e2aaaab)))
-          var w575: Float = (((w548 * Float(bitPattern: 0x3d2aaaab)) + (w560 * Float(bitPattern: 0x3e2aaaab))) - (w554 * Float(bitPattern: 0x3daaaaab)))
-          var w576: Float = w560
-          var w577: Float = (w549 * Float(bitPattern: 0x3e800000))
-          var w578: Float = ((((Float(-1) * w549) - w555) - w561) * Float(bitPattern: 0x3e2aaaab))
-          var w579: Float = (((w555 - w549) - w561) * Float(bitPattern: 0x3e2aaaab))
-          var w580: Float = (((w549 * Float(bitPattern: 0x3d2aaaab)) + (w555 * Float(bitPattern: 0x3daaaaab))) + (w561 * Float(bitPattern: 0x3e2aaaab)))
-          var w581: Float = (((w549 * Float(bitPattern: 0x3d2aaaab)) + (w561 * Float(bitPattern: 0x3e2aaaab))) - (w555 * Float(bitPattern: 0x3daaaaab)))
-          var w582: Float = w561
-          var w583: Float = (w550 * Float(bitPattern: 0x3e800000))
-          var w584: Float = ((((Float(-1) * w550) - w556) - w562) * Float(bitPattern: 0x3e2aaaab))
-          var w585: Float = (((w556 - w550) - w562) * Float(bitPattern: 0x3e2aaaab))
-          var w586: Float = (((w550 * Float(bitPattern: 0x3d2aaaab)) + (w556 * Float(bitPattern: 0x3daaaaab))) + (w562 * Float(bitPattern: 0x3e2aaaab)))
-          var w587: Float = (((w550 * Float(bitPattern: 0x3d2aaaab)) + (w562 * Float(bitPattern: 0x3e2aaaab))) - (w556 * Float(bitPattern: 0x3daaaaab)))
-          var w588: Float = w562
-          var w589: Float = (w551 * Float(bitPattern: 0x3e800000))
-          var w590: Float = ((((Float(-1) * w551) - w557) - w563) * Float(bitPattern: 0x3e2aaaab))
-          var w591: Float = (((w557 - w551) - w563) * Float(bitPattern: 0x3e2aaaab))
-          var w592: Float = (((w551 * Float(bitPattern: 0x3d2aaaab)) + (w557 * Float(bitPattern: 0x3daaaaab))) + (w563 * Float(bitPattern: 0x3e2aaaab)))
-          var w593: Float = (((w551 * Float(bitPattern: 0x3d2aaaab)) + (w563 * Float(bitPattern: 0x3e2aaaab))) - (w557 * Float(bitPattern: 0x3daaaaab)))
-          var w594: Float = w563
-          var w595: Float = (w552 * Float(bitPattern: 0x3e800000))
-          var w596: Float = ((((Float(-1) * w552) - w558) - w564) * Float(bitPattern: 0x3e2aaaab))
-          var w597: Float = (((w558 - w552) - w564) * Float(bitPattern: 0x3e2aaaab))
-          var w598: Float = (((w552 * Float(bitPattern: 0x3d2aaaab)) + (w558 * Float(bitPattern: 0x3daaaaab))) + (w564 * Float(bitPattern: 0x3e2aaaab)))
-          var w599: Float = (((w552 * Float(bitPattern: 0x3d2aaaab)) + (w564 * Float(bitPattern: 0x3e2aaaab))) - (w558 * Float(bitPattern: 0x3daaaaab)))
-          var w600: Float = w564
-          arena[((3303952 +% (ci545 *% 32)) +% ((part544 *% 16) +% co546))] = w565
-          arena[((3304976 +% (ci545 *% 32)) +% ((part544 *% 16) +% co546))] = w566
-          arena[((3306000 +% (ci545 *% 32)) +% ((part544 *% 16) +% co546))] = w567
-          arena[((3307024 +% (ci545 *% 32)) +% ((part544 *% 16) +% co546))] = w568
-          arena[((3308048 +% (ci545 *% 32)) +% ((part544 *% 16) +% co546))] = w569
-          arena[((3309072 +% (ci545 *% 32)) +% ((part544 *% 16) +% co546))] = w570
-          arena[((3310096 +% (ci545 *% 32)) +% ((part544 *% 16) +% co546))] = w571
-          arena[((3311120 +% (ci545 *% 32)) +% ((part544 *% 16) +% co546))] = w572
-          arena[((3312144 +% (ci545 *% 32)) +% ((part544 *% 16) +% co546))] = w573
-          arena[((3313168 +% (ci545 *% 32)) +% ((part544 *% 16) +% co546))] = w574
-          arena[((3314192 +% (ci545 *% 32)) +% ((part544 *% 16) +% co546))] = w575
-          arena[((3315216 +% (ci545 *% 32)) +% ((part544 *% 16) +% co546))] = w576
-          arena[((3316240 +% (ci545 *% 32)) +% ((part544 *% 16) +% co546))] = w577
-          arena[((3317264 +% (ci545 *% 32)) +% ((part544 *% 16) +% co546))] = w578
-          arena[((3318288 +% (ci545 *% 32)) +% ((part544 *% 16) +% co546))] = w579
-          arena[((3319312 +% (ci545 *% 32)) +% ((part544 *% 16) +% co546))] = w580
-          arena[((3320336 +% (ci545 *% 32)) +% ((part544 *% 16) +% co546))] = w581
-          arena[((3321360 +% (ci545 *% 32)) +% ((part544 *% 16) +% co546))] = w582
-          arena[((3322384 +% (ci545 *% 32)) +% ((part544 *% 16) +% co546))] = w583
-          arena[((3323408 +% (ci545 *% 32)) +% ((part544 *% 16) +% co546))] = w584
-          arena[((3324432 +% (ci545 *% 32)) +% ((part544 *% 16) +% co546))] = w585
-          arena[((3325456 +% (ci545 *% 32)) +% ((part544 *% 16) +% co546))] = w586
-          arena[((3326480 +% (ci545 *% 32)) +% ((part544 *% 16) +% co546))] = w587
-          arena[((3327504 +% (ci545 *% 32)) +% ((part544 *% 16) +% co546))] = w588
-          arena[((3328528 +% (ci545 *% 32)) +% ((part544 *% 16) +% co546))] = w589
-          arena[((3329552 +% (ci545 *% 32)) +% ((part544 *% 16) +% co546))] = w590
-          arena[((3330576 +% (ci545 *% 32)) +% ((part544 *% 16) +% co546))] = w591
-          arena[((3331600 +% (ci545 *% 32)) +% ((part544 *% 16) +% co546))] = w592
-          arena[((3332624 +% (ci545 *% 32)) +% ((part544 *% 16) +% co546))] = w593
-          arena[((3333648 +% (ci545 *% 32)) +% ((part544 *% 16) +% co546))] = w594
-          arena[((3334672 +% (ci545 *% 32)) +% ((part544 *% 16) +% co546))] = w595
-          arena[((3335696 +% (ci545 *% 32)) +% ((part544 *% 16) +% co546))] = w596
-          arena[((3336720 +% (ci545 *% 32)) +% ((part544 *% 16) +% co546))] = w597
-          arena[((3337744 +% (ci545 *% 32)) +% ((part544 *% 16) +% co546))] = w598
-          arena[((3338768 +% (ci545 *% 32)) +% ((part544 *% 16) +% co546))] = w599
-          arena[((3339792 +% (ci545 *% 32)) +% ((part544 *% 16) +% co546))] = w600
+    for c473 in 0..<16 {
+      for f474 in 0..<32 {
+        arena[(3303008 +% ((((f474 / 16) *% 256) +% (c473 *% 16)) +% (f474 % 16)))] = params[((19088 +% (f474 *% 16)) +% c473)]
+      }
+    }
+    parallelFor(pool, 2) { part502 in
+      for ci503 in 0..<32 {
+        for co504 in 0..<16 {
+          var w505: Float = (params[(9808 +% (((((part502 *% 16) +% co504) *% 32) +% ci503) *% 9))] * Float(bitPattern: 0x3e800000))
+          var w506: Float = ((((Float(-1) * params[(9808 +% (((((part502 *% 16) +% co504) *% 32) +% ci503) *% 9))]) - params[((9808 +% (((((part502 *% 16) +% co504) *% 32) +% ci503) *% 9)) +% 3)]) - params[((9808 +% (((((part502 *% 16) +% co504) *% 32) +% ci503) *% 9)) +% 6)]) * Float(bitPattern: 0x3e2aaaab))
+          var w507: Float = (((params[((9808 +% (((((part502 *% 16) +% co504) *% 32) +% ci503) *% 9)) +% 3)] - params[(9808 +% (((((part502 *% 16) +% co504) *% 32) +% ci503) *% 9))]) - params[((9808 +% (((((part502 *% 16) +% co504) *% 32) +% ci503) *% 9)) +% 6)]) * Float(bitPattern: 0x3e2aaaab))
+          var w508: Float = (((params[(9808 +% (((((part502 *% 16) +% co504) *% 32) +% ci503) *% 9))] * Float(bitPattern: 0x3d2aaaab)) + (params[((9808 +% (((((part502 *% 16) +% co504) *% 32) +% ci503) *% 9)) +% 3)] * Float(bitPattern: 0x3daaaaab))) + (params[((9808 +% (((((part502 *% 16) +% co504) *% 32) +% ci503) *% 9)) +% 6)] * Float(bitPattern: 0x3e2aaaab)))
+          var w509: Float = (((params[(9808 +% (((((part502 *% 16) +% co504) *% 32) +% ci503) *% 9))] * Float(bitPattern: 0x3d2aaaab)) + (params[((9808 +% (((((part502 *% 16) +% co504) *% 32) +% ci503) *% 9)) +% 6)] * Float(bitPattern: 0x3e2aaaab))) - (params[((9808 +% (((((part502 *% 16) +% co504) *% 32) +% ci503) *% 9)) +% 3)] * Float(bitPattern: 0x3daaaaab)))
+          var w510: Float = params[((9808 +% (((((part502 *% 16) +% co504) *% 32) +% ci503) *% 9)) +% 6)]
+          var w511: Float = (params[((9808 +% (((((part502 *% 16) +% co504) *% 32) +% ci503) *% 9)) +% 1)] * Float(bitPattern: 0x3e800000))
+          var w512: Float = ((((Float(-1) * params[((9808 +% (((((part502 *% 16) +% co504) *% 32) +% ci503) *% 9)) +% 1)]) - params[((9808 +% (((((part502 *% 16) +% co504) *% 32) +% ci503) *% 9)) +% 4)]) - params[((9808 +% (((((part502 *% 16) +% co504) *% 32) +% ci503) *% 9)) +% 7)]) * Float(bitPattern: 0x3e2aaaab))
+          var w513: Float = (((params[((9808 +% (((((part502 *% 16) +% co504) *% 32) +% ci503) *% 9)) +% 4)] - params[((9808 +% (((((part502 *% 16) +% co504) *% 32) +% ci503) *% 9)) +% 1)]) - params[((9808 +% (((((part502 *% 16) +% co504) *% 32) +% ci503) *% 9)) +% 7)]) * Float(bitPattern: 0x3e2aaaab))
+          var w514: Float = (((params[((9808 +% (((((part502 *% 16) +% co504) *% 32) +% ci503) *% 9)) +% 1)] * Float(bitPattern: 0x3d2aaaab)) + (params[((9808 +% (((((part502 *% 16) +% co504) *% 32) +% ci503) *% 9)) +% 4)] * Float(bitPattern: 0x3daaaaab))) + (params[((9808 +% (((((part502 *% 16) +% co504) *% 32) +% ci503) *% 9)) +% 7)] * Float(bitPattern: 0x3e2aaaab)))
+          var w515: Float = (((params[((9808 +% (((((part502 *% 16) +% co504) *% 32) +% ci503) *% 9)) +% 1)] * Float(bitPattern: 0x3d2aaaab)) + (params[((9808 +% (((((part502 *% 16) +% co504) *% 32) +% ci503) *% 9)) +% 7)] * Float(bitPattern: 0x3e2aaaab))) - (params[((9808 +% (((((part502 *% 16) +% co504) *% 32) +% ci503) *% 9)) +% 4)] * Float(bitPattern: 0x3daaaaab)))
+          var w516: Float = params[((9808 +% (((((part502 *% 16) +% co504) *% 32) +% ci503) *% 9)) +% 7)]
+          var w517: Float = (params[((9808 +% (((((part502 *% 16) +% co504) *% 32) +% ci503) *% 9)) +% 2)] * Float(bitPattern: 0x3e800000))
+          var w518: Float = ((((Float(-1) * params[((9808 +% (((((part502 *% 16) +% co504) *% 32) +% ci503) *% 9)) +% 2)]) - params[((9808 +% (((((part502 *% 16) +% co504) *% 32) +% ci503) *% 9)) +% 5)]) - params[((9808 +% (((((part502 *% 16) +% co504) *% 32) +% ci503) *% 9)) +% 8)]) * Float(bitPattern: 0x3e2aaaab))
+          var w519: Float = (((params[((9808 +% (((((part502 *% 16) +% co504) *% 32) +% ci503) *% 9)) +% 5)] - params[((9808 +% (((((part502 *% 16) +% co504) *% 32) +% ci503) *% 9)) +% 2)]) - params[((9808 +% (((((part502 *% 16) +% co504) *% 32) +% ci503) *% 9)) +% 8)]) * Float(bitPattern: 0x3e2aaaab))
+          var w520: Float = (((params[((9808 +% (((((part502 *% 16) +% co504) *% 32) +% ci503) *% 9)) +% 2)] * Float(bitPattern: 0x3d2aaaab)) + (params[((9808 +% (((((part502 *% 16) +% co504) *% 32) +% ci503) *% 9)) +% 5)] * Float(bitPattern: 0x3daaaaab))) + (params[((9808 +% (((((part502 *% 16) +% co504) *% 32) +% ci503) *% 9)) +% 8)] * Float(bitPattern: 0x3e2aaaab)))
+          var w521: Float = (((params[((9808 +% (((((part502 *% 16) +% co504) *% 32) +% ci503) *% 9)) +% 2)] * Float(bitPattern: 0x3d2aaaab)) + (params[((9808 +% (((((part502 *% 16) +% co504) *% 32) +% ci503) *% 9)) +% 8)] * Float(bitPattern: 0x3e2aaaab))) - (params[((9808 +% (((((part502 *% 16) +% co504) *% 32) +% ci503) *% 9)) +% 5)] * Float(bitPattern: 0x3daaaaab)))
+          var w522: Float = params[((9808 +% (((((part502 *% 16) +% co504) *% 32) +% ci503) *% 9)) +% 8)]
+          var w523: Float = (w505 * Float(bitPattern: 0x3e800000))
+          var w524: Float = ((((Float(-1) * w505) - w511) - w517) * Float(bitPattern: 0x3e2aaaab))
+          var w525: Float = (((w511 - w505) - w517) * Float(bitPattern: 0x3e2aaaab))
+          var w526: Float = (((w505 * Float(bitPattern: 0x3d2aaaab)) + (w511 * Float(bitPattern: 0x3daaaaab))) + (w517 * Float(bitPattern: 0x3e2aaaab)))
+          var w527: Float = (((w505 * Float(bitPattern: 0x3d2aaaab)) + (w517 * Float(bitPattern: 0x3e2aaaab))) - (w511 * Float(bitPattern: 0x3daaaaab)))
+          var w528: Float = w517
+          var w529: Float = (w506 * Float(bitPattern: 0x3e800000))
+          var w530: Float = ((((Float(-1) * w506) - w512) - w518) * Float(bitPattern: 0x3e2aaaab))
+          var w531: Float = (((w512 - w506) - w518) * Float(bitPattern: 0x3e2aaaab))
+          var w532: Float = (((w506 * Float(bitPattern: 0x3d2aaaab)) + (w512 * Float(bitPattern: 0x3daaaaab))) + (w518 * Float(bitPattern: 0x3e2aaaab)))
+          var w533: Float = (((w506 * Float(bitPattern: 0x3d2aaaab)) + (w518 * Float(bitPattern: 0x3e2aaaab))) - (w512 * Float(bitPattern: 0x3daaaaab)))
+          var w534: Float = w518
+          var w535: Float = (w507 * Float(bitPattern: 0x3e800000))
+          var w536: Float = ((((Float(-1) * w507) - w513) - w519) * Float(bitPattern: 0x3e2aaaab))
+          var w537: Float = (((w513 - w507) - w519) * Float(bitPattern: 0x3e2aaaab))
+          var w538: Float = (((w507 * Float(bitPattern: 0x3d2aaaab)) + (w513 * Float(bitPattern: 0x3daaaaab))) + (w519 * Float(bitPattern: 0x3e2aaaab)))
+          var w539: Float = (((w507 * Float(bitPattern: 0x3d2aaaab)) + (w519 * Float(bitPattern: 0x3e2aaaab))) - (w513 * Float(bitPattern: 0x3daaaaab)))
+          var w540: Float = w519
+          var w541: Float = (w508 * Float(bitPattern: 0x3e800000))
+          var w542: Float = ((((Float(-1) * w508) - w514) - w520) * Float(bitPattern: 0x3e2aaaab))
+          var w543: Float = (((w514 - w508) - w520) * Float(bitPattern: 0x3e2aaaab))
+          var w544: Float = (((w508 * Float(bitPattern: 0x3d2aaaab)) + (w514 * Float(bitPattern: 0x3daaaaab))) + (w520 * Float(bitPattern: 0x3e2aaaab)))
+          var w545: Float = (((w508 * Float(bitPattern: 0x3d2aaaab)) + (w520 * Float(bitPattern: 0x3e2aaaab))) - (w514 * Float(bitPattern: 0x3daaaaab)))
+          var w546: Float = w520
+          var w547: Float = (w509 * Float(bitPattern: 0x3e800000))
+          var w548: Float = ((((Float(-1) * w509) - w515) - w521) * Float(bitPattern: 0x3e2aaaab))
+          var w549: Float = (((w515 - w509) - w521) * Float(bitPattern: 0x3e2aaaab))
+          var w550: Float = (((w509 * Float(bitPattern: 0x3d2aaaab)) + (w515 * Float(bitPattern: 0x3daaaaab))) + (w521 * Float(bitPattern: 0x3e2aaaab)))
+          var w551: Float = (((w509 * Float(bitPattern: 0x3d2aaaab)) + (w521 * Float(bitPattern: 0x3e2aaaab))) - (w515 * Float(bitPattern: 0x3daaaaab)))
+          var w552: Float = w521
+          var w553: Float = (w510 * Float(bitPattern: 0x3e800000))
+          var w554: Float = ((((Float(-1) * w510) - w516) - w522) * Float(bitPattern: 0x3e2aaaab))
+          var w555: Float = (((w516 - w510) - w522) * Float(bitPattern: 0x3e2aaaab))
+          var w556: Float = (((w510 * Float(bitPattern: 0x3d2aaaab)) + (w516 * Float(bitPattern: 0x3daaaaab))) + (w522 * Float(bitPattern: 0x3e2aaaab)))
+          var w557: Float = (((w510 * Float(bitPattern: 0x3d2aaaab)) + (w522 * Float(bitPattern: 0x3e2aaaab))) - (w516 * Float(bitPattern: 0x3daaaaab)))
+          var w558: Float = w522
+          arena[((3303520 +% (ci503 *% 32)) +% ((part502 *% 16) +% co504))] = w523
+          arena[((3304544 +% (ci503 *% 32)) +% ((part502 *% 16) +% co504))] = w524
+          arena[((3305568 +% (ci503 *% 32)) +% ((part502 *% 16) +% co504))] = w525
+          arena[((3306592 +% (ci503 *% 32)) +% ((part502 *% 16) +% co504))] = w526
+          arena[((3307616 +% (ci503 *% 32)) +% ((part502 *% 16) +% co504))] = w527
+          arena[((3308640 +% (ci503 *% 32)) +% ((part502 *% 16) +% co504))] = w528
+          arena[((3309664 +% (ci503 *% 32)) +% ((part502 *% 16) +% co504))] = w529
+          arena[((3310688 +% (ci503 *% 32)) +% ((part502 *% 16) +% co504))] = w530
+          arena[((3311712 +% (ci503 *% 32)) +% ((part502 *% 16) +% co504))] = w531
+          arena[((3312736 +% (ci503 *% 32)) +% ((part502 *% 16) +% co504))] = w532
+          arena[((3313760 +% (ci503 *% 32)) +% ((part502 *% 16) +% co504))] = w533
+          arena[((3314784 +% (ci503 *% 32)) +% ((part502 *% 16) +% co504))] = w534
+          arena[((3315808 +% (ci503 *% 32)) +% ((part502 *% 16) +% co504))] = w535
+          arena[((3316832 +% (ci503 *% 32)) +% ((part502 *% 16) +% co504))] = w536
+          arena[((3317856 +% (ci503 *% 32)) +% ((part502 *% 16) +% co504))] = w537
+          arena[((3318880 +% (ci503 *% 32)) +% ((part502 *% 16) +% co504))] = w538
+          arena[((3319904 +% (ci503 *% 32)) +% ((part502 *% 16) +% co504))] = w539
+          arena[((3320928 +% (ci503 *% 32)) +% ((part502 *% 16) +% co504))] = w540
+          arena[((3321952 +% (ci503 *% 32)) +% ((part502 *% 16) +% co504))] = w541
+          arena[((3322976 +% (ci503 *% 32)) +% ((part502 *% 16) +% co504))] = w542
+          arena[((3324000 +% (ci503 *% 32)) +% ((part502 *% 16) +% co504))] = w543
+          arena[((3325024 +% (ci503 *% 32)) +% ((part502 *% 16) +% co504))] = w544
+          arena[((3326048 +% (ci503 *% 32)) +% ((part502 *% 16) +% co504))] = w545
+          arena[((3327072 +% (ci503 *% 32)) +% ((part502 *% 16) +% co504))] = w546
+          arena[((3328096 +% (ci503 *% 32)) +% ((part502 *% 16) +% co504))] = w547
+          arena[((3329120 +% (ci503 *% 32)) +% ((part502 *% 16) +% co504))] = w548
+          arena[((3330144 +% (ci503 *% 32)) +% ((part502 *% 16) +% co504))] = w549
+          arena[((3331168 +% (ci503 *% 32)) +% ((part502 *% 16) +% co504))] = w550
+          arena[((3332192 +% (ci503 *% 32)) +% ((part502 *% 16) +% co504))] = w551
+          arena[((3333216 +% (ci503 *% 32)) +% ((part502 *% 16) +% co504))] = w552
+          arena[((3334240 +% (ci503 *% 32)) +% ((part502 *% 16) +% co504))] = w553
+          arena[((3335264 +% (ci503 *% 32)) +% ((part502 *% 16) +% co504))] = w554
+          arena[((3336288 +% (ci503 *% 32)) +% ((part502 *% 16) +% co504))] = w555
+          arena[((3337312 +% (ci503 *% 32)) +% ((part502 *% 16) +% co504))] = w556
+          arena[((3338336 +% (ci503 *% 32)) +% ((part502 *% 16) +% co504))] = w557
+          arena[((3339360 +% (ci503 *% 32)) +% ((part502 *% 16) +% co504))] = w558
         }
       }
     }
-    for c741 in 0..<32 {
-      for f742 in 0..<64 {
-        arena[(3340816 +% ((((f742 / 24) *% 6912) +% (c741 *% 24)) +% (f742 % 24)))] = params[((19664 +% (f742 *% 288)) +% (c741 *% 9))]
+    for c699 in 0..<32 {
+      for f700 in 0..<64 {
+        arena[(3340384 +% ((((f700 / 24) *% 6912) +% (c699 *% 24)) +% (f700 % 24)))] = params[((19664 +% (f700 *% 288)) +% (c699 *% 9))]
       }
-      for f743 in 0..<64 {
-        arena[(3340816 +% ((((f743 / 24) *% 6912) +% ((c741 +% 32) *% 24)) +% (f743 % 24)))] = params[(((19664 +% (f743 *% 288)) +% (c741 *% 9)) +% 1)]
+      for f701 in 0..<64 {
+        arena[(3340384 +% ((((f701 / 24) *% 6912) +% ((c699 +% 32) *% 24)) +% (f701 % 24)))] = params[(((19664 +% (f701 *% 288)) +% (c699 *% 9)) +% 1)]
       }
-      for f744 in 0..<64 {
-        arena[(3340816 +% ((((f744 / 24) *% 6912) +% ((c741 +% 64) *% 24)) +% (f744 % 24)))] = params[(((19664 +% (f744 *% 288)) +% (c741 *% 9)) +% 2)]
+      for f702 in 0..<64 {
+        arena[(3340384 +% ((((f702 / 24) *% 6912) +% ((c699 +% 64) *% 24)) +% (f702 % 24)))] = params[(((19664 +% (f702 *% 288)) +% (c699 *% 9)) +% 2)]
       }
-      for f745 in 0..<64 {
-        arena[(3340816 +% ((((f745 / 24) *% 6912) +% ((c741 +% 96) *% 24)) +% (f745 % 24)))] = params[(((19664 +% (f745 *% 288)) +% (c741 *% 9)) +% 3)]
+      for f703 in 0..<64 {
+        arena[(3340384 +% ((((f703 / 24) *% 6912) +% ((c699 +% 96) *% 24)) +% (f703 % 24)))] = params[(((19664 +% (f703 *% 288)) +% (c699 *% 9)) +% 3)]
       }
-      for f746 in 0..<64 {
-        arena[(3340816 +% ((((f746 / 24) *% 6912) +% ((c741 +% 128) *% 24)) +% (f746 % 24)))] = params[(((19664 +% (f746 *% 288)) +% (c741 *% 9)) +% 4)]
+      for f704 in 0..<64 {
+        arena[(3340384 +% ((((f704 / 24) *% 6912) +% ((c699 +% 128) *% 24)) +% (f704 % 24)))] = params[(((19664 +% (f704 *% 288)) +% (c699 *% 9)) +% 4)]
       }
-      for f747 in 0..<64 {
-        arena[(3340816 +% ((((f747 / 24) *% 6912) +% ((c741 +% 160) *% 24)) +% (f747 % 24)))] = params[(((19664 +% (f747 *% 288)) +% (c741 *% 9)) +% 5)]
+      for f705 in 0..<64 {
+        arena[(3340384 +% ((((f705 / 24) *% 6912) +% ((c699 +% 160) *% 24)) +% (f705 % 24)))] = params[(((19664 +% (f705 *% 288)) +% (c699 *% 9)) +% 5)]
       }
-      for f748 in 0..<64 {
-        arena[(3340816 +% ((((f748 / 24) *% 6912) +% ((c741 +% 192) *% 24)) +% (f748 % 24)))] = params[(((19664 +% (f748 *% 288)) +% (c741 *% 9)) +% 6)]
+      for f706 in 0..<64 {
+        arena[(3340384 +% ((((f706 / 24) *% 6912) +% ((c699 +% 192) *% 24)) +% (f706 % 24)))] = params[(((19664 +% (f706 *% 288)) +% (c699 *% 9)) +% 6)]
       }
-      for f749 in 0..<64 {
-        arena[(3340816 +% ((((f749 / 24) *% 6912) +% ((c741 +% 224) *% 24)) +% (f749 % 24)))] = params[(((19664 +% (f749 *% 288)) +% (c741 *% 9)) +% 7)]
+      for f707 in 0..<64 {
+        arena[(3340384 +% ((((f707 / 24) *% 6912) +% ((c699 +% 224) *% 24)) +% (f707 % 24)))] = params[(((19664 +% (f707 *% 288)) +% (c699 *% 9)) +% 7)]
       }
-      for f750 in 0..<64 {
-        arena[(3340816 +% ((((f750 / 24) *% 6912) +% ((c741 +% 256) *% 24)) +% (f750 % 24)))] = params[(((19664 +% (f750 *% 288)) +% (c741 *% 9)) +% 8)]
-      }
-    }
-    for c803 in 0..<32 {
-      for f804 in 0..<64 {
-        arena[(3361552 +% ((((f804 / 24) *% 768) +% (c803 *% 24)) +% (f804 % 24)))] = params[((75216 +% (f804 *% 32)) +% c803)]
+      for f708 in 0..<64 {
+        arena[(3340384 +% ((((f708 / 24) *% 6912) +% ((c699 +% 256) *% 24)) +% (f708 % 24)))] = params[(((19664 +% (f708 *% 288)) +% (c699 *% 9)) +% 8)]
       }
     }
-    parallelFor(pool, 2) { part831 in
-      for ci832 in 0..<64 {
-        for co833 in 0..<32 {
-          var w834: Float = (params[(38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9))] * Float(bitPattern: 0x3e800000))
-          var w835: Float = ((((Float(-1) * params[(38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9))]) - params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 3)]) - params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 6)]) * Float(bitPattern: 0x3e2aaaab))
-          var w836: Float = (((params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 3)] - params[(38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9))]) - params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 6)]) * Float(bitPattern: 0x3e2aaaab))
-          var w837: Float = (((params[(38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9))] * Float(bitPattern: 0x3d2aaaab)) + (params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 3)] * Float(bitPattern: 0x3daaaaab))) + (params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 6)] * Float(bitPattern: 0x3e2aaaab)))
-          var w838: Float = (((params[(38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9))] * Float(bitPattern: 0x3d2aaaab)) + (params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 6)] * Float(bitPattern: 0x3e2aaaab))) - (params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 3)] * Float(bitPattern: 0x3daaaaab)))
-          var w839: Float = params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 6)]
-          var w840: Float = (params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 1)] * Float(bitPattern: 0x3e800000))
-          var w841: Float = ((((Float(-1) * params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 1)]) - params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 4)]) - params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 7)]) * Float(bitPattern: 0x3e2aaaab))
-          var w842: Float = (((params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 4)] - params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 1)]) - params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 7)]) * Float(bitPattern: 0x3e2aaaab))
-          var w843: Float = (((params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 1)] * Float(bitPattern: 0x3d2aaaab)) + (params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 4)] * Float(bitPattern: 0x3daaaaab))) + (params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 7)] * Float(bitPattern: 0x3e2aaaab)))
-          var w844: Float = (((params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 1)] * Float(bitPattern: 0x3d2aaaab)) + (params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 7)] * Float(bitPattern: 0x3e2aaaab))) - (params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 4)] * Float(bitPattern: 0x3daaaaab)))
-          var w845: Float = params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 7)]
-          var w846: Float = (params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 2)] * Float(bitPattern: 0x3e800000))
-          var w847: Float = ((((Float(-1) * params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 2)]) - params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 5)]) - params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 8)]) * Float(bitPattern: 0x3e2aaaab))
-          var w848: Float = (((params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 5)] - params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 2)]) - params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 8)]) * Float(bitPattern: 0x3e2aaaab))
-          var w849: Float = (((params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 2)] * Float(bitPattern: 0x3d2aaaab)) + (params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 5)] * Float(bitPattern: 0x3daaaaab))) + (params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 8)] * Float(bitPattern: 0x3e2aaaab)))
-          var w850: Float = (((params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 2)] * Float(bitPattern: 0x3d2aaaab)) + (params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 8)] * Float(bitPattern: 0x3e2aaaab))) - (params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 5)] * Float(bitPattern: 0x3daaaaab)))
-          var w851: Float = params[((38224 +% (((((part831 *% 32) +% co833) *% 64) +% ci832) *% 9)) +% 8)]
-          var w852: Float = (w834 * Float(bitPattern: 0x3e800000))
-          var w853: Float = ((((Float(-1) * w834) - w840) - w846) * Float(bitPattern: 0x3e2aaaab))
-          var w854: Float = (((w840 - w834) - w846) * Float(bitPattern: 0x3e2aaaab))
-          var w855: Float = (((w834 * Float(bitPattern: 0x3d2aaaab)) + (w840 * Float(bitPattern: 0x3daaaaab))) + (w846 * Float(bitPattern: 0x3e2aaaab)))
-          var w856: Float = (((w834 * Float(bitPattern: 0x3d2aaaab)) + (w846 * Float(bitPattern: 0x3e2aaaab))) - (w840 * Float(bitPattern: 0x3daaaaab)))
-          var w857: Float = w846
-          var w858: Float = (w835 * Float(bitPattern: 0x3e800000))
-          var w859: Float = ((((Float(-1) * w835) - w841) - w847) * Float(bitPattern: 0x3e2aaaab))
-          var w860: Float = (((w841 - w835) - w847) * Float(bitPattern: 0x3e2aaaab))
-          var w861: Float = (((w835 * Float(bitPattern: 0x3d2aaaab)) + (w841 * Float(bitPattern: 0x3daaaaab))) + (w847 * Float(bitPattern: 0x3e2aaaab)))
-          var w862: Float = (((w835 * Float(bitPattern: 0x3d2aaaab)) + (w847 * Float(bitPattern: 0x3e2aaaab))) - (w841 * Float(bitPattern: 0x3daaaaab)))
-          var w863: Float = w847
-          var w864: Float = (w836 * Float(bitPattern: 0x3e800000))
-          var w865: Float = ((((Float(-1) * w836) - w842) - w848) * Float(bitPattern: 0x3e2aaaab))
-          var w866: Float = (((w842 - w836) - w848) * Float(bitPattern: 0x3e2aaaab))
-          var w867: Float = (((w836 * Float(bitPattern: 0x3d2aaaab)) + (w842 * Float(bitPattern: 0x3daaaaab))) + (w848 * Float(bitPattern: 0x3e2aaaab)))
-          var w868: Float = (((w836 * Float(bitPattern: 0x3d2aaaab)) + (w848 * Float(bitPattern: 0x3e2aaaab))) - (w842 * Float(bitPattern: 0x3daaaaab)))
-          var w869: Float = w848
-          var w870: Float = (w837 * Float(bitPattern: 0x3e800000))
-          var w871: Float = ((((Float(-1) * w837) - w843) - w849) * Float(bitPattern: 0x3e2aaaab))
-          var w872: Float = (((w843 - w837) - w849) * Float(bitPattern: 0x3e2aaaab))
-          var w873: Float = (((w837 * Float(bitPattern: 0x3d2aaaab)) + (w843 * Float(bitPattern: 0x3daaaaab))) + (w849 * Float(bitPattern: 0x3e2aaaab)))
-          var w874: Float = (((w837 * Float(bitPattern: 0x3d2aaaab)) + (w849 * Float(bitPattern: 0x3e2aaaab))) - (w843 * Float(bitPattern: 0x3daaaaab)))
-          var w875: Float = w849
-          var w876: Float = (w838 * Float(bitPattern: 0x3e800000))
-          var w877: Float = ((((Float(-1) * w838) - w844) - w850) * Float(bitPattern: 0x3e2aaaab))
-          var w878: Float = (((w844 - w838) - w850) * Float(bitPattern: 0x3e2aaaab))
-          var w879: Float = (((w838 * Float(bitPattern: 0x3d2aaaab)) + (w844 * Float(bitPattern: 0x3daaaaab))) + (w850 * Float(bitPattern: 0x3e2aaaab)))
-          var w880: Float = (((w838 * Float(bitPattern: 0x3d2aaaab)) + (w850 * Float(bitPattern: 0x3e2aaaab))) - (w844 * Float(bitPattern: 0x3daaaaab)))
-          var w881: Float = w850
-          var w882: Float = (w839 * Float(bitPattern: 0x3e800000))
-          var w883: Float = ((((Float(-1) * w839) - w845) - w851) * Float(bitPattern: 0x3e2aaaab))
-          var w884: Float = (((w845 - w839) - w851) * Float(bitPattern: 0x3e2aaaab))
-          var w885: Float = (((w839 * Float(bitPattern: 0x3d2aaaab)) + (w845 * Float(bitPattern: 0x3daaaaab))) + (w851 * Float(bitPattern: 0x3e2aaaab)))
-          var w886: Float = (((w839 * Float(bitPattern: 0x3d2aaaab)) + (w851 * Float(bitPattern: 0x3e2aaaab))) - (w845 * Float(bitPattern: 0x3daaaaab)))
-          var w887: Float = w851
-          arena[((3363856 +% (ci832 *% 64)) +% ((part831 *% 32) +% co833))] = w852
-          arena[((3367952 +% (ci832 *% 64)) +% ((part831 *% 32) +% co833))] = w853
-          arena[((3372048 +% (ci832 *% 64)) +% ((part831 *% 32) +% co833))] = w854
-          arena[((3376144 +% (ci832 *% 64)) +% ((part831 *% 32) +% co833))] = w855
-          arena[((3380240 +% (ci832 *% 64)) +% ((part831 *% 32) +% co833))] = w856
-          arena[((3384336 +% (ci832 *% 64)) +% ((part831 *% 32) +% co833))] = w857
-          arena[((3388432 +% (ci832 *% 64)) +% ((part831 *% 32) +% co833))] = w858
-          arena[((3392528 +% (ci832 *% 64)) +% ((part831 *% 32) +% co833))] = w859
-          arena[((3396624 +% (ci832 *% 64)) +% ((part831 *% 32) +% co833))] = w860
-          arena[((3400720 +% (ci832 *% 64)) +% ((part831 *% 32) +% co833))] = w861
-          arena[((3404816 +% (ci832 *% 64)) +% ((part831 *% 32) +% co833))] = w862
-          arena[((3408912 +% (ci832 *% 64)) +% ((part831 *% 32) +% co833))] = w863
-          arena[((3413008 +% (ci832 *% 64)) +% ((part831 *% 32) +% co833))] = w864
-          arena[((3417104 +% (ci832 *% 64)) +% ((part831 *% 32) +% co833))] = w865
-          arena[((3421200 +% (ci832 *% 64)) +% ((part831 *% 32) +% co833))] = w866
-          arena[((3425296 +% (ci832 *% 64)) +% ((part831 *% 32) +% co833))] = w867
-          arena[((3429392 +% (ci832 *% 64)) +% ((part831 *% 32) +% co833))] = w868
-          arena[((3433488 +% (ci832 *% 64)) +% ((part831 *% 32) +% co833))] = w869
-          arena[((3437584 +% (ci832 *% 64)) +% ((part831 *% 32) +% co833))] = w870
-          arena[((3441680 +% (ci832 *% 64)) +% ((part831 *% 32) +% co833))] = w871
-          arena[((3445776 +% (ci832 *% 64)) +% ((part831 *% 32) +% co833))] = w872
-          arena[((3449872 +% (ci832 *% 64)) +% ((part831 *% 32) +% co833))] = w873
-          arena[((3453968 +% (ci832 *% 64)) +% ((part831 *% 32) +% co833))] = w874
-          arena[((3458064 +% (ci832 *% 64)) +% ((part831 *% 32) +% co833))] = w875
-          arena[((3462160 +% (ci832 *% 64)) +% ((part831 *% 32) +% co833))] = w876
-          arena[((3466256 +% (ci832 *% 64)) +% ((part831 *% 32) +% co833))] = w877
-          arena[((3470352 +% (ci832 *% 64)) +% ((part831 *% 32) +% co833))] = w878
-          arena[((3474448 +% (ci832 *% 64)) +% ((part831 *% 32) +% co833))] = w879
-          arena[((3478544 +% (ci832 *% 64)) +% ((part831 *% 32) +% co833))] = w880
-          arena[((3482640 +% (ci832 *% 64)) +% ((part831 *% 32) +% co833))] = w881
-          arena[((3486736 +% (ci832 *% 64)) +% ((part831 *% 32) +% co833))] = w882
-          arena[((3490832 +% (ci832 *% 64)) +% ((part831 *% 32) +% co833))] = w883
-          arena[((3494928 +% (ci832 *% 64)) +% ((part831 *% 32) +% co833))] = w884
-          arena[((3499024 +% (ci832 *% 64)) +% ((part831 *% 32) +% co833))] = w885
-          arena[((3503120 +% (ci832 *% 64)) +% ((part831 *% 32) +% co833))] = w886
-          arena[((3507216 +% (ci832 *% 64)) +% ((part831 *% 32) +% co833))] = w887
+    for c761 in 0..<32 {
+      for f762 in 0..<64 {
+        arena[(3361120 +% ((((f762 / 24) *% 768) +% (c761 *% 24)) +% (f762 % 24)))] = params[((75216 +% (f762 *% 32)) +% c761)]
+      }
+    }
+    parallelFor(pool, 2) { part789 in
+      for ci790 in 0..<64 {
+        for co791 in 0..<32 {
+          var w792: Float = (params[(38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9))] * Float(bitPattern: 0x3e800000))
+          var w793: Float = ((((Float(-1) * params[(38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9))]) - params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 3)]) - params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 6)]) * Float(bitPattern: 0x3e2aaaab))
+          var w794: Float = (((params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 3)] - params[(38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9))]) - params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 6)]) * Float(bitPattern: 0x3e2aaaab))
+          var w795: Float = (((params[(38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9))] * Float(bitPattern: 0x3d2aaaab)) + (params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 3)] * Float(bitPattern: 0x3daaaaab))) + (params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 6)] * Float(bitPattern: 0x3e2aaaab)))
+          var w796: Float = (((params[(38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9))] * Float(bitPattern: 0x3d2aaaab)) + (params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 6)] * Float(bitPattern: 0x3e2aaaab))) - (params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 3)] * Float(bitPattern: 0x3daaaaab)))
+          var w797: Float = params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 6)]
+          var w798: Float = (params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 1)] * Float(bitPattern: 0x3e800000))
+          var w799: Float = ((((Float(-1) * params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 1)]) - params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 4)]) - params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 7)]) * Float(bitPattern: 0x3e2aaaab))
+          var w800: Float = (((params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 4)] - params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 1)]) - params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 7)]) * Float(bitPattern: 0x3e2aaaab))
+          var w801: Float = (((params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 1)] * Float(bitPattern: 0x3d2aaaab)) + (params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 4)] * Float(bitPattern: 0x3daaaaab))) + (params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 7)] * Float(bitPattern: 0x3e2aaaab)))
+          var w802: Float = (((params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 1)] * Float(bitPattern: 0x3d2aaaab)) + (params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 7)] * Float(bitPattern: 0x3e2aaaab))) - (params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 4)] * Float(bitPattern: 0x3daaaaab)))
+          var w803: Float = params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 7)]
+          var w804: Float = (params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 2)] * Float(bitPattern: 0x3e800000))
+          var w805: Float = ((((Float(-1) * params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 2)]) - params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 5)]) - params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 8)]) * Float(bitPattern: 0x3e2aaaab))
+          var w806: Float = (((params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 5)] - params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 2)]) - params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 8)]) * Float(bitPattern: 0x3e2aaaab))
+          var w807: Float = (((params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 2)] * Float(bitPattern: 0x3d2aaaab)) + (params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 5)] * Float(bitPattern: 0x3daaaaab))) + (params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 8)] * Float(bitPattern: 0x3e2aaaab)))
+          var w808: Float = (((params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 2)] * Float(bitPattern: 0x3d2aaaab)) + (params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 8)] * Float(bitPattern: 0x3e2aaaab))) - (params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 5)] * Float(bitPattern: 0x3daaaaab)))
+          var w809: Float = params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 8)]
+          var w810: Float = (w792 * Float(bitPattern: 0x3e800000))
+          var w811: Float = ((((Float(-1) * w792) - w798) - w804) * Float(bitPattern: 0x3e2aaaab))
+          var w812: Float = (((w798 - w792) - w804) * Float(bitPattern: 0x3e2aaaab))
+          var w813: Float = (((w792 * Float(bitPattern: 0x3d2aaaab)) + (w798 * Float(bitPattern: 0x3daaaaab))) + (w804 * Float(bitPattern: 0x3e2aaaab)))
+          var w814: Float = (((w792 * Float(bitPattern: 0x3d2aaaab)) + (w804 * Float(bitPattern: 0x3e2aaaab))) - (w798 * Float(bitPattern: 0x3daaaaab)))
+          var w815: Float = w804
+          var w816: Float = (w793 * Float(bitPattern: 0x3e800000))
+          var w817: Float = ((((Float(-1) * w793) - w799) - w805) * Float(bitPattern: 0x3e2aaaab))
+          var w818: Float = (((w799 - w793) - w805) * Float(bitPattern: 0x3e2aaaab))
+          var w819: Float = (((w793 * Float(bitPattern: 0x3d2aaaab)) + (w799 * Float(bitPattern: 0x3daaaaab))) + (w805 * Float(bitPattern: 0x3e2aaaab)))
+          var w820: Float = (((w793 * Float(bitPattern: 0x3d2aaaab)) + (w805 * Float(bitPattern: 0x3e2aaaab))) - (w799 * Float(bitPattern: 0x3daaaaab)))
+          var w821: Float = w805
+          var w822: Float = (w794 * Float(bitPattern: 0x3e800000))
+          var w823: Float = ((((Float(-1) * w794) - w800) - w806) * Float(bitPattern: 0x3e2aaaab))
+          var w824: Float = (((w800 - w794) - w806) * Float(bitPattern: 0x3e2aaaab))
+          var w825: Float = (((w794 * Float(bitPattern: 0x3d2aaaab)) + (w800 * Float(bitPattern: 0x3daaaaab))) + (w806 * Float(bitPattern: 0x3e2aaaab)))
+          var w826: Float = (((w794 * Float(bitPattern: 0x3d2aaaab)) + (w806 * Float(bitPattern: 0x3e2aaaab))) - (w800 * Float(bitPattern: 0x3daaaaab)))
+          var w827: Float = w806
+          var w828: Float = (w795 * Float(bitPattern: 0x3e800000))
+          var w829: Float = ((((Float(-1) * w795) - w801) - w807) * Float(bitPattern: 0x3e2aaaab))
+          var w830: Float = (((w801 - w795) - w807) * Float(bitPattern: 0x3e2aaaab))
+          var w831: Float = (((w795 * Float(bitPattern: 0x3d2aaaab)) + (w801 * Float(bitPattern: 0x3daaaaab))) + (w807 * Float(bitPattern: 0x3e2aaaab)))
+          var w832: Float = (((w795 * Float(bitPattern: 0x3d2aaaab)) + (w807 * Float(bitPattern: 0x3e2aaaab))) - (w801 * Float(bitPattern: 0x3daaaaab)))
+          var w833: Float = w807
+          var w834: Float = (w796 * Float(bitPattern: 0x3e800000))
+          var w835: Float = ((((Float(-1) * w796) - w802) - w808) * Float(bitPattern: 0x3e2aaaab))
+          var w836: Float = (((w802 - w796) - w808) * Float(bitPattern: 0x3e2aaaab))
+          var w837: Float = (((w796 * Float(bitPattern: 0x3d2aaaab)) + (w802 * Float(bitPattern: 0x3daaaaab))) + (w808 * Float(bitPattern: 0x3e2aaaab)))
+          var w838: Float = (((w796 * Float(bitPattern: 0x3d2aaaab)) + (w808 * Float(bitPattern: 0x3e2aaaab))) - (w802 * Float(bitPattern: 0x3daaaaab)))
+          var w839: Float = w808
+          var w840: Float = (w797 * Float(bitPattern: 0x3e800000))
+          var w841: Float = ((((Float(-1) * w797) - w803) - w809) * Float(bitPattern: 0x3e2aaaab))
+          var w842: Float = (((w803 - w797) - w809) * Float(bitPattern: 0x3e2aaaab))
+          var w843: Float = (((w797 * Float(bitPattern: 0x3d2aaaab)) + (w803 * Float(bitPattern: 0x3daaaaab))) + (w809 * Float(bitPattern: 0x3e2aaaab)))
+          var w844: Float = (((w797 * Float(bitPattern: 0x3d2aaaab)) + (w809 * Float(bitPattern: 0x3e2aaaab))) - (w803 * Float(bitPattern: 0x3daaaaab)))
+          var w845: Float = w809
+          arena[((3363424 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w810
+          arena[((3367520 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w811
+          arena[((3371616 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w812
+          arena[((3375712 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w813
+          arena[((3379808 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w814
+          arena[((3383904 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w815
+          arena[((3388000 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w816
+          arena[((3392096 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w817
+          arena[((3396192 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w818
+          arena[((3400288 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w819
+          arena[((3404384 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w820
+          arena[((3408480 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w821
+          arena[((3412576 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w822
+          arena[((3416672 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w823
+          arena[((3420768 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w824
+          arena[((3424864 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w825
+          arena[((3428960 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w826
+          arena[((3433056 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w827
+          arena[((3437152 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w828
+          arena[((3441248 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w829
+          arena[((3445344 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w830
+          arena[((3449440 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w831
+          arena[((3453536 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w832
+          arena[((3457632 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w833
+          arena[((3461728 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w834
+          arena[((3465824 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w835
+          arena[((3469920 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w836
+          arena[((3474016 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w837
+          arena[((3478112 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w838
+          arena[((3482208 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w839
+          arena[((3486304 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w840
+          arena[((3490400 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w841
+          arena[((3494496 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w842
+          arena[((3498592 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w843
+          arena[((3502688 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w844
+          arena[((3506784 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w845
         }
       }
     }
@@ -5284,2048 +5255,1932 @@ public func resnet8_infer_b64(
     storeVector(arena, ((c1 *% 8) +% 16), (loadVector(params, ((c1 *% 8) +% 448)) - (loadVector(params, ((c1 *% 8) +% 78042)) * scale2_v)))
   }
   // stem = conv2d_relu(image, stem_bn)
-  parallelFor(pool, 2) { part13 in
-    for oy14 in 0..<32 {
-      for oy15 in 0..<32 {
-        for ky16 in 0..<3 {
-          if (-1 < ((((((oy14 +% (part13 *% 32)) % 1) *% 32) +% oy15) +% ky16) +% -1) && ((((((oy14 +% (part13 *% 32)) % 1) *% 32) +% oy15) +% ky16) +% -1) < 32) {
-            for ox17 in 0..<1 {
-              for c18 in 0..<3 {
-                arena[((((1048608 +% (part13 *% 27648)) +% (((oy15 *% 32) +% ox17) *% 27)) +% (c18 *% 9)) +% (ky16 *% 3))] = Float(0)
-                arena[((((1048608 +% (part13 *% 27648)) +% (((oy15 *% 32) +% ox17) *% 27)) +% ((c18 *% 9) +% 1)) +% (ky16 *% 3))] = images[((((((((oy14 +% (part13 *% 32)) / 1) *% 3) +% c18) *% 32) +% ((((((oy14 +% (part13 *% 32)) % 1) *% 32) +% oy15) +% ky16) +% -1)) *% 32) +% ox17)]
-                arena[((((1048608 +% (part13 *% 27648)) +% (((oy15 *% 32) +% ox17) *% 27)) +% ((c18 *% 9) +% 2)) +% (ky16 *% 3))] = images[((((((((oy14 +% (part13 *% 32)) / 1) *% 3) +% c18) *% 32) +% ((((((oy14 +% (part13 *% 32)) % 1) *% 32) +% oy15) +% ky16) +% -1)) *% 32) +% (ox17 +% 1))]
+  for g3 in 0..<32 {
+    for j4 in 0..<2 {
+      for c5 in 0..<3 {
+        for ky6 in 0..<3 {
+          for oy7 in 0..<32 {
+            if (-1 < ((oy7 +% ky6) +% -1) && ((oy7 +% ky6) +% -1) < 32) {
+              for ox8 in 0..<31 {
+                arena[(((1048608 +% ((((c5 *% 3) +% ky6) *% 3) *% 2064)) +% (j4 *% 1024)) +% ((oy7 *% 32) +% (ox8 +% 1)))] = images[((((((g3 *% 2) +% j4) *% 3072) +% (c5 *% 1024)) +% (((oy7 +% ky6) +% -1) *% 32)) +% ((ox8 +% 1) +% -1))]
+              }
+              for ox9 in 0..<1 {
+                arena[(((1048608 +% ((((c5 *% 3) +% ky6) *% 3) *% 2064)) +% (j4 *% 1024)) +% ((oy7 *% 32) +% ox9))] = Float(0)
               }
             }
-            for ox19 in 0..<30 {
-              for c20 in 0..<3 {
-                arena[((((1048608 +% (part13 *% 27648)) +% (((oy15 *% 32) +% (ox19 +% 1)) *% 27)) +% (c20 *% 9)) +% (ky16 *% 3))] = images[((((((((oy14 +% (part13 *% 32)) / 1) *% 3) +% c20) *% 32) +% ((((((oy14 +% (part13 *% 32)) % 1) *% 32) +% oy15) +% ky16) +% -1)) *% 32) +% ((ox19 +% 1) +% -1))]
-                arena[((((1048608 +% (part13 *% 27648)) +% (((oy15 *% 32) +% (ox19 +% 1)) *% 27)) +% ((c20 *% 9) +% 1)) +% (ky16 *% 3))] = images[((((((((oy14 +% (part13 *% 32)) / 1) *% 3) +% c20) *% 32) +% ((((((oy14 +% (part13 *% 32)) % 1) *% 32) +% oy15) +% ky16) +% -1)) *% 32) +% (ox19 +% 1))]
-                arena[((((1048608 +% (part13 *% 27648)) +% (((oy15 *% 32) +% (ox19 +% 1)) *% 27)) +% ((c20 *% 9) +% 2)) +% (ky16 *% 3))] = images[((((((((oy14 +% (part13 *% 32)) / 1) *% 3) +% c20) *% 32) +% ((((((oy14 +% (part13 *% 32)) % 1) *% 32) +% oy15) +% ky16) +% -1)) *% 32) +% ((ox19 +% 1) +% 1))]
+            if ((oy7 +% ky6) +% -1) < 0 {
+              for ox10 in 0..<32 {
+                arena[(((1048608 +% ((((c5 *% 3) +% ky6) *% 3) *% 2064)) +% (j4 *% 1024)) +% ((oy7 *% 32) +% ox10))] = Float(0)
               }
             }
-            for ox21 in 0..<1 {
-              for c22 in 0..<3 {
-                arena[((((1048608 +% (part13 *% 27648)) +% (((oy15 *% 32) +% (ox21 +% 31)) *% 27)) +% (c22 *% 9)) +% (ky16 *% 3))] = images[((((((((oy14 +% (part13 *% 32)) / 1) *% 3) +% c22) *% 32) +% ((((((oy14 +% (part13 *% 32)) % 1) *% 32) +% oy15) +% ky16) +% -1)) *% 32) +% ((ox21 +% 31) +% -1))]
-                arena[((((1048608 +% (part13 *% 27648)) +% (((oy15 *% 32) +% (ox21 +% 31)) *% 27)) +% ((c22 *% 9) +% 1)) +% (ky16 *% 3))] = images[((((((((oy14 +% (part13 *% 32)) / 1) *% 3) +% c22) *% 32) +% ((((((oy14 +% (part13 *% 32)) % 1) *% 32) +% oy15) +% ky16) +% -1)) *% 32) +% (ox21 +% 31))]
-                arena[((((1048608 +% (part13 *% 27648)) +% (((oy15 *% 32) +% (ox21 +% 31)) *% 27)) +% ((c22 *% 9) +% 2)) +% (ky16 *% 3))] = Float(0)
+            if 31 < ((oy7 +% ky6) +% -1) {
+              for ox10 in 0..<32 {
+                arena[(((1048608 +% ((((c5 *% 3) +% ky6) *% 3) *% 2064)) +% (j4 *% 1024)) +% ((oy7 *% 32) +% ox10))] = Float(0)
               }
             }
           }
-          if ((((((oy14 +% (part13 *% 32)) % 1) *% 32) +% oy15) +% ky16) +% -1) < 0 {
-            for ox23 in 0..<32 {
-              for c24 in 0..<3 {
-                arena[((((1048608 +% (part13 *% 27648)) +% (((oy15 *% 32) +% ox23) *% 27)) +% (c24 *% 9)) +% (ky16 *% 3))] = Float(0)
-                arena[((((1048608 +% (part13 *% 27648)) +% (((oy15 *% 32) +% ox23) *% 27)) +% ((c24 *% 9) +% 1)) +% (ky16 *% 3))] = Float(0)
-                arena[((((1048608 +% (part13 *% 27648)) +% (((oy15 *% 32) +% ox23) *% 27)) +% ((c24 *% 9) +% 2)) +% (ky16 *% 3))] = Float(0)
+          for oy11 in 0..<32 {
+            if (-1 < ((oy11 +% ky6) +% -1) && ((oy11 +% ky6) +% -1) < 32) {
+              for ox12 in 0..<32 {
+                arena[(((1048608 +% (((((c5 *% 3) +% ky6) *% 3) +% 1) *% 2064)) +% (j4 *% 1024)) +% ((oy11 *% 32) +% ox12))] = images[((((((g3 *% 2) +% j4) *% 3072) +% (c5 *% 1024)) +% (((oy11 +% ky6) +% -1) *% 32)) +% ox12)]
+              }
+            }
+            if ((oy11 +% ky6) +% -1) < 0 {
+              for ox13 in 0..<32 {
+                arena[(((1048608 +% (((((c5 *% 3) +% ky6) *% 3) +% 1) *% 2064)) +% (j4 *% 1024)) +% ((oy11 *% 32) +% ox13))] = Float(0)
+              }
+            }
+            if 31 < ((oy11 +% ky6) +% -1) {
+              for ox13 in 0..<32 {
+                arena[(((1048608 +% (((((c5 *% 3) +% ky6) *% 3) +% 1) *% 2064)) +% (j4 *% 1024)) +% ((oy11 *% 32) +% ox13))] = Float(0)
               }
             }
           }
-          if 31 < ((((((oy14 +% (part13 *% 32)) % 1) *% 32) +% oy15) +% ky16) +% -1) {
-            for ox25 in 0..<32 {
-              for c26 in 0..<3 {
-                arena[((((1048608 +% (part13 *% 27648)) +% (((oy15 *% 32) +% ox25) *% 27)) +% (c26 *% 9)) +% (ky16 *% 3))] = Float(0)
-                arena[((((1048608 +% (part13 *% 27648)) +% (((oy15 *% 32) +% ox25) *% 27)) +% ((c26 *% 9) +% 1)) +% (ky16 *% 3))] = Float(0)
-                arena[((((1048608 +% (part13 *% 27648)) +% (((oy15 *% 32) +% ox25) *% 27)) +% ((c26 *% 9) +% 2)) +% (ky16 *% 3))] = Float(0)
+          for oy14 in 0..<32 {
+            if (-1 < ((oy14 +% ky6) +% -1) && ((oy14 +% ky6) +% -1) < 32) {
+              for ox15 in 0..<31 {
+                arena[(((1048608 +% (((((c5 *% 3) +% ky6) *% 3) +% 2) *% 2064)) +% (j4 *% 1024)) +% ((oy14 *% 32) +% ox15))] = images[((((((g3 *% 2) +% j4) *% 3072) +% (c5 *% 1024)) +% (((oy14 +% ky6) +% -1) *% 32)) +% (ox15 +% 1))]
+              }
+              for ox16 in 0..<1 {
+                arena[(((1048608 +% (((((c5 *% 3) +% ky6) *% 3) +% 2) *% 2064)) +% (j4 *% 1024)) +% ((oy14 *% 32) +% (ox16 +% 31)))] = Float(0)
+              }
+            }
+            if ((oy14 +% ky6) +% -1) < 0 {
+              for ox17 in 0..<32 {
+                arena[(((1048608 +% (((((c5 *% 3) +% ky6) *% 3) +% 2) *% 2064)) +% (j4 *% 1024)) +% ((oy14 *% 32) +% ox17))] = Float(0)
+              }
+            }
+            if 31 < ((oy14 +% ky6) +% -1) {
+              for ox17 in 0..<32 {
+                arena[(((1048608 +% (((((c5 *% 3) +% ky6) *% 3) +% 2) *% 2064)) +% (j4 *% 1024)) +% ((oy14 *% 32) +% ox17))] = Float(0)
               }
             }
           }
         }
       }
-      do {  // gemm53
-        for nb27 in 0..<1 {
-          for mb28 in 0..<170 {
-            var t29_c0_0 = Vector()
-            var t29_c0_1 = Vector()
-            var t29_c1_0 = Vector()
-            var t29_c1_1 = Vector()
-            var t29_c2_0 = Vector()
-            var t29_c2_1 = Vector()
-            var t29_c3_0 = Vector()
-            var t29_c3_1 = Vector()
-            var t29_c4_0 = Vector()
-            var t29_c4_1 = Vector()
-            var t29_c5_0 = Vector()
-            var t29_c5_1 = Vector()
-            for k30 in 0..<27 {
-              let t29_b0 = loadVector(arena, ((3279968 +% ((nb27 *% 16) *% 27)) +% (k30 *% 16)))
-              let t29_b1 = loadVector(arena, (((3279968 +% ((nb27 *% 16) *% 27)) +% (k30 *% 16)) +% 8))
-              let t29_a0 = Vector(repeating: arena[(((1048608 +% (part13 *% 27648)) +% ((mb28 *% 6) *% 27)) +% k30)])
-              t29_c0_0 = t29_c0_0.addingProduct(t29_a0, t29_b0)
-              t29_c0_1 = t29_c0_1.addingProduct(t29_a0, t29_b1)
-              let t29_a1 = Vector(repeating: arena[(((1048608 +% (part13 *% 27648)) +% (((mb28 *% 6) +% 1) *% 27)) +% k30)])
-              t29_c1_0 = t29_c1_0.addingProduct(t29_a1, t29_b0)
-              t29_c1_1 = t29_c1_1.addingProduct(t29_a1, t29_b1)
-              let t29_a2 = Vector(repeating: arena[(((1048608 +% (part13 *% 27648)) +% (((mb28 *% 6) +% 2) *% 27)) +% k30)])
-              t29_c2_0 = t29_c2_0.addingProduct(t29_a2, t29_b0)
-              t29_c2_1 = t29_c2_1.addingProduct(t29_a2, t29_b1)
-              let t29_a3 = Vector(repeating: arena[(((1048608 +% (part13 *% 27648)) +% (((mb28 *% 6) +% 3) *% 27)) +% k30)])
-              t29_c3_0 = t29_c3_0.addingProduct(t29_a3, t29_b0)
-              t29_c3_1 = t29_c3_1.addingProduct(t29_a3, t29_b1)
-              let t29_a4 = Vector(repeating: arena[(((1048608 +% (part13 *% 27648)) +% (((mb28 *% 6) +% 4) *% 27)) +% k30)])
-              t29_c4_0 = t29_c4_0.addingProduct(t29_a4, t29_b0)
-              t29_c4_1 = t29_c4_1.addingProduct(t29_a4, t29_b1)
-              let t29_a5 = Vector(repeating: arena[(((1048608 +% (part13 *% 27648)) +% (((mb28 *% 6) +% 5) *% 27)) +% k30)])
-              t29_c5_0 = t29_c5_0.addingProduct(t29_a5, t29_b0)
-              t29_c5_1 = t29_c5_1.addingProduct(t29_a5, t29_b1)
-            }
-            storeVector(arena, (((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% ((mb28 *% 6) *% 16)) +% (nb27 *% 16)), t29_c0_0)
-            storeVector(arena, ((((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% ((mb28 *% 6) *% 16)) +% (nb27 *% 16)) +% 8), t29_c0_1)
-            storeVector(arena, (((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% (((mb28 *% 6) +% 1) *% 16)) +% (nb27 *% 16)), t29_c1_0)
-            storeVector(arena, ((((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% (((mb28 *% 6) +% 1) *% 16)) +% (nb27 *% 16)) +% 8), t29_c1_1)
-            storeVector(arena, (((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% (((mb28 *% 6) +% 2) *% 16)) +% (nb27 *% 16)), t29_c2_0)
-            storeVector(arena, ((((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% (((mb28 *% 6) +% 2) *% 16)) +% (nb27 *% 16)) +% 8), t29_c2_1)
-            storeVector(arena, (((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% (((mb28 *% 6) +% 3) *% 16)) +% (nb27 *% 16)), t29_c3_0)
-            storeVector(arena, ((((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% (((mb28 *% 6) +% 3) *% 16)) +% (nb27 *% 16)) +% 8), t29_c3_1)
-            storeVector(arena, (((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% (((mb28 *% 6) +% 4) *% 16)) +% (nb27 *% 16)), t29_c4_0)
-            storeVector(arena, ((((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% (((mb28 *% 6) +% 4) *% 16)) +% (nb27 *% 16)) +% 8), t29_c4_1)
-            storeVector(arena, (((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% (((mb28 *% 6) +% 5) *% 16)) +% (nb27 *% 16)), t29_c5_0)
-            storeVector(arena, ((((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% (((mb28 *% 6) +% 5) *% 16)) +% (nb27 *% 16)) +% 8), t29_c5_1)
-            for i31 in 0..<16 {
-              var t32: Float = ((arena[((((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% ((mb28 *% 6) *% 16)) +% (nb27 *% 16)) +% i31)] * arena[((nb27 *% 16) +% i31)]) + arena[(16 +% ((nb27 *% 16) +% i31))])
-              arena[((((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% ((mb28 *% 6) *% 16)) +% (nb27 *% 16)) +% i31)] = (t32 > Float(0) ? t32 : Float(0))
-            }
-            for i33 in 0..<16 {
-              var t34: Float = ((arena[((((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% (((mb28 *% 6) +% 1) *% 16)) +% (nb27 *% 16)) +% i33)] * arena[((nb27 *% 16) +% i33)]) + arena[(16 +% ((nb27 *% 16) +% i33))])
-              arena[((((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% (((mb28 *% 6) +% 1) *% 16)) +% (nb27 *% 16)) +% i33)] = (t34 > Float(0) ? t34 : Float(0))
-            }
-            for i35 in 0..<16 {
-              var t36: Float = ((arena[((((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% (((mb28 *% 6) +% 2) *% 16)) +% (nb27 *% 16)) +% i35)] * arena[((nb27 *% 16) +% i35)]) + arena[(16 +% ((nb27 *% 16) +% i35))])
-              arena[((((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% (((mb28 *% 6) +% 2) *% 16)) +% (nb27 *% 16)) +% i35)] = (t36 > Float(0) ? t36 : Float(0))
-            }
-            for i37 in 0..<16 {
-              var t38: Float = ((arena[((((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% (((mb28 *% 6) +% 3) *% 16)) +% (nb27 *% 16)) +% i37)] * arena[((nb27 *% 16) +% i37)]) + arena[(16 +% ((nb27 *% 16) +% i37))])
-              arena[((((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% (((mb28 *% 6) +% 3) *% 16)) +% (nb27 *% 16)) +% i37)] = (t38 > Float(0) ? t38 : Float(0))
-            }
-            for i39 in 0..<16 {
-              var t40: Float = ((arena[((((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% (((mb28 *% 6) +% 4) *% 16)) +% (nb27 *% 16)) +% i39)] * arena[((nb27 *% 16) +% i39)]) + arena[(16 +% ((nb27 *% 16) +% i39))])
-              arena[((((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% (((mb28 *% 6) +% 4) *% 16)) +% (nb27 *% 16)) +% i39)] = (t40 > Float(0) ? t40 : Float(0))
-            }
-            for i41 in 0..<16 {
-              var t42: Float = ((arena[((((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% (((mb28 *% 6) +% 5) *% 16)) +% (nb27 *% 16)) +% i41)] * arena[((nb27 *% 16) +% i41)]) + arena[(16 +% ((nb27 *% 16) +% i41))])
-              arena[((((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% (((mb28 *% 6) +% 5) *% 16)) +% (nb27 *% 16)) +% i41)] = (t42 > Float(0) ? t42 : Float(0))
-            }
-          }
-          var t43_c0_0 = Vector()
-          var t43_c0_1 = Vector()
-          var t43_c1_0 = Vector()
-          var t43_c1_1 = Vector()
-          var t43_c2_0 = Vector()
-          var t43_c2_1 = Vector()
-          var t43_c3_0 = Vector()
-          var t43_c3_1 = Vector()
-          for k44 in 0..<27 {
-            let t43_b0 = loadVector(arena, ((3279968 +% ((nb27 *% 16) *% 27)) +% (k44 *% 16)))
-            let t43_b1 = loadVector(arena, (((3279968 +% ((nb27 *% 16) *% 27)) +% (k44 *% 16)) +% 8))
-            let t43_a0 = Vector(repeating: arena[(((1048608 +% (part13 *% 27648)) +% 27540) +% k44)])
-            t43_c0_0 = t43_c0_0.addingProduct(t43_a0, t43_b0)
-            t43_c0_1 = t43_c0_1.addingProduct(t43_a0, t43_b1)
-            let t43_a1 = Vector(repeating: arena[(((1048608 +% (part13 *% 27648)) +% 27567) +% k44)])
-            t43_c1_0 = t43_c1_0.addingProduct(t43_a1, t43_b0)
-            t43_c1_1 = t43_c1_1.addingProduct(t43_a1, t43_b1)
-            let t43_a2 = Vector(repeating: arena[(((1048608 +% (part13 *% 27648)) +% 27594) +% k44)])
-            t43_c2_0 = t43_c2_0.addingProduct(t43_a2, t43_b0)
-            t43_c2_1 = t43_c2_1.addingProduct(t43_a2, t43_b1)
-            let t43_a3 = Vector(repeating: arena[(((1048608 +% (part13 *% 27648)) +% 27621) +% k44)])
-            t43_c3_0 = t43_c3_0.addingProduct(t43_a3, t43_b0)
-            t43_c3_1 = t43_c3_1.addingProduct(t43_a3, t43_b1)
-          }
-          storeVector(arena, (((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% 16320) +% (nb27 *% 16)), t43_c0_0)
-          storeVector(arena, ((((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% 16320) +% (nb27 *% 16)) +% 8), t43_c0_1)
-          storeVector(arena, (((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% 16336) +% (nb27 *% 16)), t43_c1_0)
-          storeVector(arena, ((((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% 16336) +% (nb27 *% 16)) +% 8), t43_c1_1)
-          storeVector(arena, (((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% 16352) +% (nb27 *% 16)), t43_c2_0)
-          storeVector(arena, ((((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% 16352) +% (nb27 *% 16)) +% 8), t43_c2_1)
-          storeVector(arena, (((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% 16368) +% (nb27 *% 16)), t43_c3_0)
-          storeVector(arena, ((((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% 16368) +% (nb27 *% 16)) +% 8), t43_c3_1)
-          for i45 in 0..<16 {
-            var t46: Float = ((arena[((((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% 16320) +% (nb27 *% 16)) +% i45)] * arena[((nb27 *% 16) +% i45)]) + arena[(16 +% ((nb27 *% 16) +% i45))])
-            arena[((((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% 16320) +% (nb27 *% 16)) +% i45)] = (t46 > Float(0) ? t46 : Float(0))
-          }
-          for i47 in 0..<16 {
-            var t48: Float = ((arena[((((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% 16336) +% (nb27 *% 16)) +% i47)] * arena[((nb27 *% 16) +% i47)]) + arena[(16 +% ((nb27 *% 16) +% i47))])
-            arena[((((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% 16336) +% (nb27 *% 16)) +% i47)] = (t48 > Float(0) ? t48 : Float(0))
-          }
-          for i49 in 0..<16 {
-            var t50: Float = ((arena[((((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% 16352) +% (nb27 *% 16)) +% i49)] * arena[((nb27 *% 16) +% i49)]) + arena[(16 +% ((nb27 *% 16) +% i49))])
-            arena[((((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% 16352) +% (nb27 *% 16)) +% i49)] = (t50 > Float(0) ? t50 : Float(0))
-          }
-          for i51 in 0..<16 {
-            var t52: Float = ((arena[((((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% 16368) +% (nb27 *% 16)) +% i51)] * arena[((nb27 *% 16) +% i51)]) + arena[(16 +% ((nb27 *% 16) +% i51))])
-            arena[((((32 +% (((((oy14 +% (part13 *% 32)) / 1) *% 1024) +% ((((oy14 +% (part13 *% 32)) % 1) *% 32) *% 32)) *% 16)) +% 16368) +% (nb27 *% 16)) +% i51)] = (t52 > Float(0) ? t52 : Float(0))
+    }
+    parallelFor(pool, 2) { part18 in
+      sgemm(101, 111, 111, 8, 2048, 27, 1, params + ((part18 *% 8) *% 27), 27, arena + 1048608, 2064, Float(bitPattern: 0x0), arena + (1104336 +% ((part18 *% 8) *% 2064)), 2064)
+      for j19 in 0..<2 {
+        for f20 in 0..<8 {
+          for i21 in 0..<1024 {
+            arena[(32 +% (((((g3 *% 2) +% j19) *% 16384) +% ((f20 +% (part18 *% 8)) *% 1024)) +% i21))] = (((arena[(((1104336 +% ((f20 +% (part18 *% 8)) *% 2064)) +% (j19 *% 1024)) +% i21)] * arena[(f20 +% (part18 *% 8))]) + arena[(16 +% (f20 +% (part18 *% 8)))]) > Float(0) ? ((arena[(((1104336 +% ((f20 +% (part18 *% 8)) *% 2064)) +% (j19 *% 1024)) +% i21)] * arena[(f20 +% (part18 *% 8))]) + arena[(16 +% (f20 +% (part18 *% 8)))]) : Float(0))
           }
         }
       }
     }
   }
   // s1_bn1 = batchnorm_fold()
-  for c54 in 0..<2 {
-    let scale55_v = (loadVector(params, ((c54 *% 8) +% 2768)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c54 *% 8) +% 78090)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
-    storeVector(arena, (c54 *% 8), scale55_v)
-    storeVector(arena, ((c54 *% 8) +% 16), (loadVector(params, ((c54 *% 8) +% 2784)) - (loadVector(params, ((c54 *% 8) +% 78074)) * scale55_v)))
+  for c22 in 0..<2 {
+    let scale23_v = (loadVector(params, ((c22 *% 8) +% 2768)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c22 *% 8) +% 78090)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
+    storeVector(arena, (c22 *% 8), scale23_v)
+    storeVector(arena, ((c22 *% 8) +% 16), (loadVector(params, ((c22 *% 8) +% 2784)) - (loadVector(params, ((c22 *% 8) +% 78074)) * scale23_v)))
   }
   // s1_conv1 = conv2d_relu(stem, s1_bn1)
-  for i113 in 0..<2312 {
-    storeVector(arena, ((i113 *% 8) +% 2106400), Vector(repeating: Float(0)))
+  for i81 in 0..<2312 {
+    storeVector(arena, ((i81 *% 8) +% 2106400), Vector(repeating: Float(0)))
   }
-  for g114 in 0..<64 {
-    for j115 in 0..<1 {
-      for iy116 in 0..<32 {
-        for ix117 in 0..<32 {
-          for c118 in 0..<16 {
-            arena[(2106400 +% ((((j115 *% 18496) +% ((iy116 +% 1) *% 544)) +% ((ix117 +% 1) *% 16)) +% c118))] = arena[((32 +% ((((((g114 +% j115) *% 32) +% iy116) *% 32) +% ix117) *% 16)) +% c118)]
+  for g82 in 0..<64 {
+    for j83 in 0..<1 {
+      for iy84 in 0..<32 {
+        for c85 in 0..<16 {
+          for ix86 in 0..<32 {
+            arena[(2106400 +% ((((j83 *% 18496) +% ((iy84 +% 1) *% 544)) +% ((ix86 +% 1) *% 16)) +% c85))] = arena[((((32 +% ((g82 +% j83) *% 16384)) +% (c85 *% 1024)) +% (iy84 *% 32)) +% ix86)]
           }
         }
       }
     }
-    for j119 in 0..<1 {
-      for ty120 in 0..<8 {
-        for tx121 in 0..<8 {
-          for cv122 in 0..<2 {
-            let w123 = (((loadVector(arena, (2106400 +% ((((j119 *% 18496) +% ((ty120 *% 4) *% 544)) +% ((tx121 *% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 4) *% 544)) +% ((tx121 *% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 2) *% 544)) +% ((tx121 *% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(5))))
-            let w124 = ((((loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 3) *% 544)) +% ((tx121 *% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 4) *% 544)) +% ((tx121 *% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 1) *% 544)) +% ((tx121 *% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 2) *% 544)) +% ((tx121 *% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(4))))
-            let w125 = ((((loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 1) *% 544)) +% ((tx121 *% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 4) *% 544)) +% ((tx121 *% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 2) *% 544)) +% ((tx121 *% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 3) *% 544)) +% ((tx121 *% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1))))
-            let w126 = ((((loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 3) *% 544)) +% ((tx121 *% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 4) *% 544)) +% ((tx121 *% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 1) *% 544)) +% ((tx121 *% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 2) *% 544)) +% ((tx121 *% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1))))
-            let w127 = ((((loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 1) *% 544)) +% ((tx121 *% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 4) *% 544)) +% ((tx121 *% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 2) *% 544)) +% ((tx121 *% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 3) *% 544)) +% ((tx121 *% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(2))))
-            let w128 = (((loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 1) *% 544)) +% ((tx121 *% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 5) *% 544)) +% ((tx121 *% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 3) *% 544)) +% ((tx121 *% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(5))))
-            let w129 = (((loadVector(arena, (2106400 +% ((((j119 *% 18496) +% ((ty120 *% 4) *% 544)) +% (((tx121 *% 4) +% 1) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 4) *% 544)) +% (((tx121 *% 4) +% 1) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 2) *% 544)) +% (((tx121 *% 4) +% 1) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(5))))
-            let w130 = ((((loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 3) *% 544)) +% (((tx121 *% 4) +% 1) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 4) *% 544)) +% (((tx121 *% 4) +% 1) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 1) *% 544)) +% (((tx121 *% 4) +% 1) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 2) *% 544)) +% (((tx121 *% 4) +% 1) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(4))))
-            let w131 = ((((loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 1) *% 544)) +% (((tx121 *% 4) +% 1) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 4) *% 544)) +% (((tx121 *% 4) +% 1) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 2) *% 544)) +% (((tx121 *% 4) +% 1) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 3) *% 544)) +% (((tx121 *% 4) +% 1) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1))))
-            let w132 = ((((loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 3) *% 544)) +% (((tx121 *% 4) +% 1) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 4) *% 544)) +% (((tx121 *% 4) +% 1) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 1) *% 544)) +% (((tx121 *% 4) +% 1) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 2) *% 544)) +% (((tx121 *% 4) +% 1) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1))))
-            let w133 = ((((loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 1) *% 544)) +% (((tx121 *% 4) +% 1) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 4) *% 544)) +% (((tx121 *% 4) +% 1) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 2) *% 544)) +% (((tx121 *% 4) +% 1) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 3) *% 544)) +% (((tx121 *% 4) +% 1) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(2))))
-            let w134 = (((loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 1) *% 544)) +% (((tx121 *% 4) +% 1) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 5) *% 544)) +% (((tx121 *% 4) +% 1) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 3) *% 544)) +% (((tx121 *% 4) +% 1) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(5))))
-            let w135 = (((loadVector(arena, (2106400 +% ((((j119 *% 18496) +% ((ty120 *% 4) *% 544)) +% (((tx121 *% 4) +% 2) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 4) *% 544)) +% (((tx121 *% 4) +% 2) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 2) *% 544)) +% (((tx121 *% 4) +% 2) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(5))))
-            let w136 = ((((loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 3) *% 544)) +% (((tx121 *% 4) +% 2) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 4) *% 544)) +% (((tx121 *% 4) +% 2) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 1) *% 544)) +% (((tx121 *% 4) +% 2) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 2) *% 544)) +% (((tx121 *% 4) +% 2) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(4))))
-            let w137 = ((((loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 1) *% 544)) +% (((tx121 *% 4) +% 2) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 4) *% 544)) +% (((tx121 *% 4) +% 2) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 2) *% 544)) +% (((tx121 *% 4) +% 2) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 3) *% 544)) +% (((tx121 *% 4) +% 2) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1))))
-            let w138 = ((((loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 3) *% 544)) +% (((tx121 *% 4) +% 2) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 4) *% 544)) +% (((tx121 *% 4) +% 2) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 1) *% 544)) +% (((tx121 *% 4) +% 2) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 2) *% 544)) +% (((tx121 *% 4) +% 2) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1))))
-            let w139 = ((((loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 1) *% 544)) +% (((tx121 *% 4) +% 2) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 4) *% 544)) +% (((tx121 *% 4) +% 2) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 2) *% 544)) +% (((tx121 *% 4) +% 2) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 3) *% 544)) +% (((tx121 *% 4) +% 2) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(2))))
-            let w140 = (((loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 1) *% 544)) +% (((tx121 *% 4) +% 2) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 5) *% 544)) +% (((tx121 *% 4) +% 2) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 3) *% 544)) +% (((tx121 *% 4) +% 2) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(5))))
-            let w141 = (((loadVector(arena, (2106400 +% ((((j119 *% 18496) +% ((ty120 *% 4) *% 544)) +% (((tx121 *% 4) +% 3) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 4) *% 544)) +% (((tx121 *% 4) +% 3) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 2) *% 544)) +% (((tx121 *% 4) +% 3) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(5))))
-            let w142 = ((((loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 3) *% 544)) +% (((tx121 *% 4) +% 3) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 4) *% 544)) +% (((tx121 *% 4) +% 3) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 1) *% 544)) +% (((tx121 *% 4) +% 3) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 2) *% 544)) +% (((tx121 *% 4) +% 3) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(4))))
-            let w143 = ((((loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 1) *% 544)) +% (((tx121 *% 4) +% 3) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 4) *% 544)) +% (((tx121 *% 4) +% 3) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 2) *% 544)) +% (((tx121 *% 4) +% 3) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 3) *% 544)) +% (((tx121 *% 4) +% 3) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1))))
-            let w144 = ((((loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 3) *% 544)) +% (((tx121 *% 4) +% 3) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 4) *% 544)) +% (((tx121 *% 4) +% 3) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 1) *% 544)) +% (((tx121 *% 4) +% 3) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 2) *% 544)) +% (((tx121 *% 4) +% 3) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1))))
-            let w145 = ((((loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 1) *% 544)) +% (((tx121 *% 4) +% 3) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 4) *% 544)) +% (((tx121 *% 4) +% 3) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 2) *% 544)) +% (((tx121 *% 4) +% 3) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 3) *% 544)) +% (((tx121 *% 4) +% 3) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(2))))
-            let w146 = (((loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 1) *% 544)) +% (((tx121 *% 4) +% 3) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 5) *% 544)) +% (((tx121 *% 4) +% 3) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 3) *% 544)) +% (((tx121 *% 4) +% 3) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(5))))
-            let w147 = (((loadVector(arena, (2106400 +% ((((j119 *% 18496) +% ((ty120 *% 4) *% 544)) +% (((tx121 *% 4) +% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 4) *% 544)) +% (((tx121 *% 4) +% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 2) *% 544)) +% (((tx121 *% 4) +% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(5))))
-            let w148 = ((((loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 3) *% 544)) +% (((tx121 *% 4) +% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 4) *% 544)) +% (((tx121 *% 4) +% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 1) *% 544)) +% (((tx121 *% 4) +% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 2) *% 544)) +% (((tx121 *% 4) +% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(4))))
-            let w149 = ((((loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 1) *% 544)) +% (((tx121 *% 4) +% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 4) *% 544)) +% (((tx121 *% 4) +% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 2) *% 544)) +% (((tx121 *% 4) +% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 3) *% 544)) +% (((tx121 *% 4) +% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1))))
-            let w150 = ((((loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 3) *% 544)) +% (((tx121 *% 4) +% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 4) *% 544)) +% (((tx121 *% 4) +% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 1) *% 544)) +% (((tx121 *% 4) +% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 2) *% 544)) +% (((tx121 *% 4) +% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1))))
-            let w151 = ((((loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 1) *% 544)) +% (((tx121 *% 4) +% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 4) *% 544)) +% (((tx121 *% 4) +% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 2) *% 544)) +% (((tx121 *% 4) +% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 3) *% 544)) +% (((tx121 *% 4) +% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(2))))
-            let w152 = (((loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 1) *% 544)) +% (((tx121 *% 4) +% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 5) *% 544)) +% (((tx121 *% 4) +% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 3) *% 544)) +% (((tx121 *% 4) +% 4) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(5))))
-            let w153 = (((loadVector(arena, (2106400 +% ((((j119 *% 18496) +% ((ty120 *% 4) *% 544)) +% (((tx121 *% 4) +% 5) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 4) *% 544)) +% (((tx121 *% 4) +% 5) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 2) *% 544)) +% (((tx121 *% 4) +% 5) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(5))))
-            let w154 = ((((loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 3) *% 544)) +% (((tx121 *% 4) +% 5) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 4) *% 544)) +% (((tx121 *% 4) +% 5) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 1) *% 544)) +% (((tx121 *% 4) +% 5) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 2) *% 544)) +% (((tx121 *% 4) +% 5) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(4))))
-            let w155 = ((((loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 1) *% 544)) +% (((tx121 *% 4) +% 5) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 4) *% 544)) +% (((tx121 *% 4) +% 5) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 2) *% 544)) +% (((tx121 *% 4) +% 5) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 3) *% 544)) +% (((tx121 *% 4) +% 5) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1))))
-            let w156 = ((((loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 3) *% 544)) +% (((tx121 *% 4) +% 5) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 4) *% 544)) +% (((tx121 *% 4) +% 5) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 1) *% 544)) +% (((tx121 *% 4) +% 5) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 2) *% 544)) +% (((tx121 *% 4) +% 5) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1))))
-            let w157 = ((((loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 1) *% 544)) +% (((tx121 *% 4) +% 5) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 4) *% 544)) +% (((tx121 *% 4) +% 5) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 2) *% 544)) +% (((tx121 *% 4) +% 5) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 3) *% 544)) +% (((tx121 *% 4) +% 5) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(2))))
-            let w158 = (((loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 1) *% 544)) +% (((tx121 *% 4) +% 5) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 5) *% 544)) +% (((tx121 *% 4) +% 5) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j119 *% 18496) +% (((ty120 *% 4) +% 3) *% 544)) +% (((tx121 *% 4) +% 5) *% 16)) +% (cv122 *% 8)))) * Vector(repeating: Float(5))))
-            let w159 = (((w123 * Vector(repeating: Float(4))) + (w147 * Vector(repeating: Float(1)))) - (w135 * Vector(repeating: Float(5))))
-            let w160 = ((((w141 * Vector(repeating: Float(1))) + (w147 * Vector(repeating: Float(1)))) - (w129 * Vector(repeating: Float(4)))) - (w135 * Vector(repeating: Float(4))))
-            let w161 = ((((w129 * Vector(repeating: Float(4))) + (w147 * Vector(repeating: Float(1)))) - (w135 * Vector(repeating: Float(4)))) - (w141 * Vector(repeating: Float(1))))
-            let w162 = ((((w141 * Vector(repeating: Float(2))) + (w147 * Vector(repeating: Float(1)))) - (w129 * Vector(repeating: Float(2)))) - (w135 * Vector(repeating: Float(1))))
-            let w163 = ((((w129 * Vector(repeating: Float(2))) + (w147 * Vector(repeating: Float(1)))) - (w135 * Vector(repeating: Float(1)))) - (w141 * Vector(repeating: Float(2))))
-            let w164 = (((w129 * Vector(repeating: Float(4))) + (w153 * Vector(repeating: Float(1)))) - (w141 * Vector(repeating: Float(5))))
-            let w165 = (((w124 * Vector(repeating: Float(4))) + (w148 * Vector(repeating: Float(1)))) - (w136 * Vector(repeating: Float(5))))
-            let w166 = ((((w142 * Vector(repeating: Float(1))) + (w148 * Vector(repeating: Float(1)))) - (w130 * Vector(repeating: Float(4)))) - (w136 * Vector(repeating: Float(4))))
-            let w167 = ((((w130 * Vector(repeating: Float(4))) + (w148 * Vector(repeating: Float(1)))) - (w136 * Vector(repeating: Float(4)))) - (w142 * Vector(repeating: Float(1))))
-            let w168 = ((((w142 * Vector(repeating: Float(2))) + (w148 * Vector(repeating: Float(1)))) - (w130 * Vector(repeating: Float(2)))) - (w136 * Vector(repeating: Float(1))))
-            let w169 = ((((w130 * Vector(repeating: Float(2))) + (w148 * Vector(repeating: Float(1)))) - (w136 * Vector(repeating: Float(1)))) - (w142 * Vector(repeating: Float(2))))
-            let w170 = (((w130 * Vector(repeating: Float(4))) + (w154 * Vector(repeating: Float(1)))) - (w142 * Vector(repeating: Float(5))))
-            let w171 = (((w125 * Vector(repeating: Float(4))) + (w149 * Vector(repeating: Float(1)))) - (w137 * Vector(repeating: Float(5))))
-            let w172 = ((((w143 * Vector(repeating: Float(1))) + (w149 * Vector(repeating: Float(1)))) - (w131 * Vector(repeating: Float(4)))) - (w137 * Vector(repeating: Float(4))))
-            let w173 = ((((w131 * Vector(repeating: Float(4))) + (w149 * Vector(repeating: Float(1)))) - (w137 * Vector(repeating: Float(4)))) - (w143 * Vector(repeating: Float(1))))
-            let w174 = ((((w143 * Vector(repeating: Float(2))) + (w149 * Vector(repeating: Float(1)))) - (w131 * Vector(repeating: Float(2)))) - (w137 * Vector(repeating: Float(1))))
-            let w175 = ((((w131 * Vector(repeating: Float(2))) + (w149 * Vector(repeating: Float(1)))) - (w137 * Vector(repeating: Float(1)))) - (w143 * Vector(repeating: Float(2))))
-            let w176 = (((w131 * Vector(repeating: Float(4))) + (w155 * Vector(repeating: Float(1)))) - (w143 * Vector(repeating: Float(5))))
-            let w177 = (((w126 * Vector(repeating: Float(4))) + (w150 * Vector(repeating: Float(1)))) - (w138 * Vector(repeating: Float(5))))
-            let w178 = ((((w144 * Vector(repeating: Float(1))) + (w150 * Vector(repeating: Float(1)))) - (w132 * Vector(repeating: Float(4)))) - (w138 * Vector(repeating: Float(4))))
-            let w179 = ((((w132 * Vector(repeating: Float(4))) + (w150 * Vector(repeating: Float(1)))) - (w138 * Vector(repeating: Float(4)))) - (w144 * Vector(repeating: Float(1))))
-            let w180 = ((((w144 * Vector(repeating: Float(2))) + (w150 * Vector(repeating: Float(1)))) - (w132 * Vector(repeating: Float(2)))) - (w138 * Vector(repeating: Float(1))))
-            let w181 = ((((w132 * Vector(repeating: Float(2))) + (w150 * Vector(repeating: Float(1)))) - (w138 * Vector(repeating: Float(1)))) - (w144 * Vector(repeating: Float(2))))
-            let w182 = (((w132 * Vector(repeating: Float(4))) + (w156 * Vector(repeating: Float(1)))) - (w144 * Vector(repeating: Float(5))))
-            let w183 = (((w127 * Vector(repeating: Float(4))) + (w151 * Vector(repeating: Float(1)))) - (w139 * Vector(repeating: Float(5))))
-            let w184 = ((((w145 * Vector(repeating: Float(1))) + (w151 * Vector(repeating: Float(1)))) - (w133 * Vector(repeating: Float(4)))) - (w139 * Vector(repeating: Float(4))))
-            let w185 = ((((w133 * Vector(repeating: Float(4))) + (w151 * Vector(repeating: Float(1)))) - (w139 * Vector(repeating: Float(4)))) - (w145 * Vector(repeating: Float(1))))
-            let w186 = ((((w145 * Vector(repeating: Float(2))) + (w151 * Vector(repeating: Float(1)))) - (w133 * Vector(repeating: Float(2)))) - (w139 * Vector(repeating: Float(1))))
-            let w187 = ((((w133 * Vector(repeating: Float(2))) + (w151 * Vector(repeating: Float(1)))) - (w139 * Vector(repeating: Float(1)))) - (w145 * Vector(repeating: Float(2))))
-            let w188 = (((w133 * Vector(repeating: Float(4))) + (w157 * Vector(repeating: Float(1)))) - (w145 * Vector(repeating: Float(5))))
-            let w189 = (((w128 * Vector(repeating: Float(4))) + (w152 * Vector(repeating: Float(1)))) - (w140 * Vector(repeating: Float(5))))
-            let w190 = ((((w146 * Vector(repeating: Float(1))) + (w152 * Vector(repeating: Float(1)))) - (w134 * Vector(repeating: Float(4)))) - (w140 * Vector(repeating: Float(4))))
-            let w191 = ((((w134 * Vector(repeating: Float(4))) + (w152 * Vector(repeating: Float(1)))) - (w140 * Vector(repeating: Float(4)))) - (w146 * Vector(repeating: Float(1))))
-            let w192 = ((((w146 * Vector(repeating: Float(2))) + (w152 * Vector(repeating: Float(1)))) - (w134 * Vector(repeating: Float(2)))) - (w140 * Vector(repeating: Float(1))))
-            let w193 = ((((w134 * Vector(repeating: Float(2))) + (w152 * Vector(repeating: Float(1)))) - (w140 * Vector(repeating: Float(1)))) - (w146 * Vector(repeating: Float(2))))
-            let w194 = (((w134 * Vector(repeating: Float(4))) + (w158 * Vector(repeating: Float(1)))) - (w146 * Vector(repeating: Float(5))))
-            storeVector(arena, ((2124896 +% ((((j119 *% 64) +% (ty120 *% 8)) +% tx121) *% 16)) +% (cv122 *% 8)), w159)
-            storeVector(arena, ((2125920 +% ((((j119 *% 64) +% (ty120 *% 8)) +% tx121) *% 16)) +% (cv122 *% 8)), w160)
-            storeVector(arena, ((2126944 +% ((((j119 *% 64) +% (ty120 *% 8)) +% tx121) *% 16)) +% (cv122 *% 8)), w161)
-            storeVector(arena, ((2127968 +% ((((j119 *% 64) +% (ty120 *% 8)) +% tx121) *% 16)) +% (cv122 *% 8)), w162)
-            storeVector(arena, ((2128992 +% ((((j119 *% 64) +% (ty120 *% 8)) +% tx121) *% 16)) +% (cv122 *% 8)), w163)
-            storeVector(arena, ((2130016 +% ((((j119 *% 64) +% (ty120 *% 8)) +% tx121) *% 16)) +% (cv122 *% 8)), w164)
-            storeVector(arena, ((2131040 +% ((((j119 *% 64) +% (ty120 *% 8)) +% tx121) *% 16)) +% (cv122 *% 8)), w165)
-            storeVector(arena, ((2132064 +% ((((j119 *% 64) +% (ty120 *% 8)) +% tx121) *% 16)) +% (cv122 *% 8)), w166)
-            storeVector(arena, ((2133088 +% ((((j119 *% 64) +% (ty120 *% 8)) +% tx121) *% 16)) +% (cv122 *% 8)), w167)
-            storeVector(arena, ((2134112 +% ((((j119 *% 64) +% (ty120 *% 8)) +% tx121) *% 16)) +% (cv122 *% 8)), w168)
-            storeVector(arena, ((2135136 +% ((((j119 *% 64) +% (ty120 *% 8)) +% tx121) *% 16)) +% (cv122 *% 8)), w169)
-            storeVector(arena, ((2136160 +% ((((j119 *% 64) +% (ty120 *% 8)) +% tx121) *% 16)) +% (cv122 *% 8)), w170)
-            storeVector(arena, ((2137184 +% ((((j119 *% 64) +% (ty120 *% 8)) +% tx121) *% 16)) +% (cv122 *% 8)), w171)
-            storeVector(arena, ((2138208 +% ((((j119 *% 64) +% (ty120 *% 8)) +% tx121) *% 16)) +% (cv122 *% 8)), w172)
-            storeVector(arena, ((2139232 +% ((((j119 *% 64) +% (ty120 *% 8)) +% tx121) *% 16)) +% (cv122 *% 8)), w173)
-            storeVector(arena, ((2140256 +% ((((j119 *% 64) +% (ty120 *% 8)) +% tx121) *% 16)) +% (cv122 *% 8)), w174)
-            storeVector(arena, ((2141280 +% ((((j119 *% 64) +% (ty120 *% 8)) +% tx121) *% 16)) +% (cv122 *% 8)), w175)
-            storeVector(arena, ((2142304 +% ((((j119 *% 64) +% (ty120 *% 8)) +% tx121) *% 16)) +% (cv122 *% 8)), w176)
-            storeVector(arena, ((2143328 +% ((((j119 *% 64) +% (ty120 *% 8)) +% tx121) *% 16)) +% (cv122 *% 8)), w177)
-            storeVector(arena, ((2144352 +% ((((j119 *% 64) +% (ty120 *% 8)) +% tx121) *% 16)) +% (cv122 *% 8)), w178)
-            storeVector(arena, ((2145376 +% ((((j119 *% 64) +% (ty120 *% 8)) +% tx121) *% 16)) +% (cv122 *% 8)), w179)
-            storeVector(arena, ((2146400 +% ((((j119 *% 64) +% (ty120 *% 8)) +% tx121) *% 16)) +% (cv122 *% 8)), w180)
-            storeVector(arena, ((2147424 +% ((((j119 *% 64) +% (ty120 *% 8)) +% tx121) *% 16)) +% (cv122 *% 8)), w181)
-            storeVector(arena, ((2148448 +% ((((j119 *% 64) +% (ty120 *% 8)) +% tx121) *% 16)) +% (cv122 *% 8)), w182)
-            storeVector(arena, ((2149472 +% ((((j119 *% 64) +% (ty120 *% 8)) +% tx121) *% 16)) +% (cv122 *% 8)), w183)
-            storeVector(arena, ((2150496 +% ((((j119 *% 64) +% (ty120 *% 8)) +% tx121) *% 16)) +% (cv122 *% 8)), w184)
-            storeVector(arena, ((2151520 +% ((((j119 *% 64) +% (ty120 *% 8)) +% tx121) *% 16)) +% (cv122 *% 8)), w185)
-            storeVector(arena, ((2152544 +% ((((j119 *% 64) +% (ty120 *% 8)) +% tx121) *% 16)) +% (cv122 *% 8)), w186)
-            storeVector(arena, ((2153568 +% ((((j119 *% 64) +% (ty120 *% 8)) +% tx121) *% 16)) +% (cv122 *% 8)), w187)
-            storeVector(arena, ((2154592 +% ((((j119 *% 64) +% (ty120 *% 8)) +% tx121) *% 16)) +% (cv122 *% 8)), w188)
-            storeVector(arena, ((2155616 +% ((((j119 *% 64) +% (ty120 *% 8)) +% tx121) *% 16)) +% (cv122 *% 8)), w189)
-            storeVector(arena, ((2156640 +% ((((j119 *% 64) +% (ty120 *% 8)) +% tx121) *% 16)) +% (cv122 *% 8)), w190)
-            storeVector(arena, ((2157664 +% ((((j119 *% 64) +% (ty120 *% 8)) +% tx121) *% 16)) +% (cv122 *% 8)), w191)
-            storeVector(arena, ((2158688 +% ((((j119 *% 64) +% (ty120 *% 8)) +% tx121) *% 16)) +% (cv122 *% 8)), w192)
-            storeVector(arena, ((2159712 +% ((((j119 *% 64) +% (ty120 *% 8)) +% tx121) *% 16)) +% (cv122 *% 8)), w193)
-            storeVector(arena, ((2160736 +% ((((j119 *% 64) +% (ty120 *% 8)) +% tx121) *% 16)) +% (cv122 *% 8)), w194)
+    for j87 in 0..<1 {
+      for ty88 in 0..<8 {
+        for tx89 in 0..<8 {
+          for cv90 in 0..<2 {
+            let w91 = (((loadVector(arena, (2106400 +% ((((j87 *% 18496) +% ((ty88 *% 4) *% 544)) +% ((tx89 *% 4) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 4) *% 544)) +% ((tx89 *% 4) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 2) *% 544)) +% ((tx89 *% 4) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(5))))
+            let w92 = ((((loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 3) *% 544)) +% ((tx89 *% 4) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 4) *% 544)) +% ((tx89 *% 4) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 1) *% 544)) +% ((tx89 *% 4) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 2) *% 544)) +% ((tx89 *% 4) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(4))))
+            let w93 = ((((loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 1) *% 544)) +% ((tx89 *% 4) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 4) *% 544)) +% ((tx89 *% 4) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 2) *% 544)) +% ((tx89 *% 4) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 3) *% 544)) +% ((tx89 *% 4) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(1))))
+            let w94 = ((((loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 3) *% 544)) +% ((tx89 *% 4) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 4) *% 544)) +% ((tx89 *% 4) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 1) *% 544)) +% ((tx89 *% 4) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 2) *% 544)) +% ((tx89 *% 4) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(1))))
+            let w95 = ((((loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 1) *% 544)) +% ((tx89 *% 4) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 4) *% 544)) +% ((tx89 *% 4) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 2) *% 544)) +% ((tx89 *% 4) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 3) *% 544)) +% ((tx89 *% 4) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(2))))
+            let w96 = (((loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 1) *% 544)) +% ((tx89 *% 4) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 5) *% 544)) +% ((tx89 *% 4) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 3) *% 544)) +% ((tx89 *% 4) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(5))))
+            let w97 = (((loadVector(arena, (2106400 +% ((((j87 *% 18496) +% ((ty88 *% 4) *% 544)) +% (((tx89 *% 4) +% 1) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 4) *% 544)) +% (((tx89 *% 4) +% 1) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 2) *% 544)) +% (((tx89 *% 4) +% 1) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(5))))
+            let w98 = ((((loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 3) *% 544)) +% (((tx89 *% 4) +% 1) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 4) *% 544)) +% (((tx89 *% 4) +% 1) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 1) *% 544)) +% (((tx89 *% 4) +% 1) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 2) *% 544)) +% (((tx89 *% 4) +% 1) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(4))))
+            let w99 = ((((loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 1) *% 544)) +% (((tx89 *% 4) +% 1) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 4) *% 544)) +% (((tx89 *% 4) +% 1) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 2) *% 544)) +% (((tx89 *% 4) +% 1) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 3) *% 544)) +% (((tx89 *% 4) +% 1) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(1))))
+            let w100 = ((((loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 3) *% 544)) +% (((tx89 *% 4) +% 1) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 4) *% 544)) +% (((tx89 *% 4) +% 1) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 1) *% 544)) +% (((tx89 *% 4) +% 1) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 2) *% 544)) +% (((tx89 *% 4) +% 1) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(1))))
+            let w101 = ((((loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 1) *% 544)) +% (((tx89 *% 4) +% 1) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 4) *% 544)) +% (((tx89 *% 4) +% 1) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 2) *% 544)) +% (((tx89 *% 4) +% 1) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 3) *% 544)) +% (((tx89 *% 4) +% 1) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(2))))
+            let w102 = (((loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 1) *% 544)) +% (((tx89 *% 4) +% 1) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 5) *% 544)) +% (((tx89 *% 4) +% 1) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 3) *% 544)) +% (((tx89 *% 4) +% 1) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(5))))
+            let w103 = (((loadVector(arena, (2106400 +% ((((j87 *% 18496) +% ((ty88 *% 4) *% 544)) +% (((tx89 *% 4) +% 2) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 4) *% 544)) +% (((tx89 *% 4) +% 2) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 2) *% 544)) +% (((tx89 *% 4) +% 2) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(5))))
+            let w104 = ((((loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 3) *% 544)) +% (((tx89 *% 4) +% 2) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 4) *% 544)) +% (((tx89 *% 4) +% 2) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 1) *% 544)) +% (((tx89 *% 4) +% 2) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 2) *% 544)) +% (((tx89 *% 4) +% 2) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(4))))
+            let w105 = ((((loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 1) *% 544)) +% (((tx89 *% 4) +% 2) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 4) *% 544)) +% (((tx89 *% 4) +% 2) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 2) *% 544)) +% (((tx89 *% 4) +% 2) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 3) *% 544)) +% (((tx89 *% 4) +% 2) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(1))))
+            let w106 = ((((loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 3) *% 544)) +% (((tx89 *% 4) +% 2) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 4) *% 544)) +% (((tx89 *% 4) +% 2) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 1) *% 544)) +% (((tx89 *% 4) +% 2) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 2) *% 544)) +% (((tx89 *% 4) +% 2) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(1))))
+            let w107 = ((((loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 1) *% 544)) +% (((tx89 *% 4) +% 2) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 4) *% 544)) +% (((tx89 *% 4) +% 2) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 2) *% 544)) +% (((tx89 *% 4) +% 2) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 3) *% 544)) +% (((tx89 *% 4) +% 2) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(2))))
+            let w108 = (((loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 1) *% 544)) +% (((tx89 *% 4) +% 2) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 5) *% 544)) +% (((tx89 *% 4) +% 2) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 3) *% 544)) +% (((tx89 *% 4) +% 2) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(5))))
+            let w109 = (((loadVector(arena, (2106400 +% ((((j87 *% 18496) +% ((ty88 *% 4) *% 544)) +% (((tx89 *% 4) +% 3) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 4) *% 544)) +% (((tx89 *% 4) +% 3) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 2) *% 544)) +% (((tx89 *% 4) +% 3) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(5))))
+            let w110 = ((((loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 3) *% 544)) +% (((tx89 *% 4) +% 3) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 4) *% 544)) +% (((tx89 *% 4) +% 3) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 1) *% 544)) +% (((tx89 *% 4) +% 3) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 2) *% 544)) +% (((tx89 *% 4) +% 3) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(4))))
+            let w111 = ((((loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 1) *% 544)) +% (((tx89 *% 4) +% 3) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 4) *% 544)) +% (((tx89 *% 4) +% 3) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 2) *% 544)) +% (((tx89 *% 4) +% 3) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 3) *% 544)) +% (((tx89 *% 4) +% 3) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(1))))
+            let w112 = ((((loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 3) *% 544)) +% (((tx89 *% 4) +% 3) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 4) *% 544)) +% (((tx89 *% 4) +% 3) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 1) *% 544)) +% (((tx89 *% 4) +% 3) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 2) *% 544)) +% (((tx89 *% 4) +% 3) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(1))))
+            let w113 = ((((loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 1) *% 544)) +% (((tx89 *% 4) +% 3) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 4) *% 544)) +% (((tx89 *% 4) +% 3) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 2) *% 544)) +% (((tx89 *% 4) +% 3) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 3) *% 544)) +% (((tx89 *% 4) +% 3) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(2))))
+            let w114 = (((loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 1) *% 544)) +% (((tx89 *% 4) +% 3) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 5) *% 544)) +% (((tx89 *% 4) +% 3) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 3) *% 544)) +% (((tx89 *% 4) +% 3) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(5))))
+            let w115 = (((loadVector(arena, (2106400 +% ((((j87 *% 18496) +% ((ty88 *% 4) *% 544)) +% (((tx89 *% 4) +% 4) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 4) *% 544)) +% (((tx89 *% 4) +% 4) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 2) *% 544)) +% (((tx89 *% 4) +% 4) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(5))))
+            let w116 = ((((loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 3) *% 544)) +% (((tx89 *% 4) +% 4) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 4) *% 544)) +% (((tx89 *% 4) +% 4) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 1) *% 544)) +% (((tx89 *% 4) +% 4) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 2) *% 544)) +% (((tx89 *% 4) +% 4) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(4))))
+            let w117 = ((((loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 1) *% 544)) +% (((tx89 *% 4) +% 4) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 4) *% 544)) +% (((tx89 *% 4) +% 4) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 2) *% 544)) +% (((tx89 *% 4) +% 4) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 3) *% 544)) +% (((tx89 *% 4) +% 4) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(1))))
+            let w118 = ((((loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 3) *% 544)) +% (((tx89 *% 4) +% 4) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 4) *% 544)) +% (((tx89 *% 4) +% 4) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 1) *% 544)) +% (((tx89 *% 4) +% 4) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 2) *% 544)) +% (((tx89 *% 4) +% 4) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(1))))
+            let w119 = ((((loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 1) *% 544)) +% (((tx89 *% 4) +% 4) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 4) *% 544)) +% (((tx89 *% 4) +% 4) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 2) *% 544)) +% (((tx89 *% 4) +% 4) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 3) *% 544)) +% (((tx89 *% 4) +% 4) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(2))))
+            let w120 = (((loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 1) *% 544)) +% (((tx89 *% 4) +% 4) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 5) *% 544)) +% (((tx89 *% 4) +% 4) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 3) *% 544)) +% (((tx89 *% 4) +% 4) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(5))))
+            let w121 = (((loadVector(arena, (2106400 +% ((((j87 *% 18496) +% ((ty88 *% 4) *% 544)) +% (((tx89 *% 4) +% 5) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 4) *% 544)) +% (((tx89 *% 4) +% 5) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 2) *% 544)) +% (((tx89 *% 4) +% 5) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(5))))
+            let w122 = ((((loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 3) *% 544)) +% (((tx89 *% 4) +% 5) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 4) *% 544)) +% (((tx89 *% 4) +% 5) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 1) *% 544)) +% (((tx89 *% 4) +% 5) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 2) *% 544)) +% (((tx89 *% 4) +% 5) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(4))))
+            let w123 = ((((loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 1) *% 544)) +% (((tx89 *% 4) +% 5) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 4) *% 544)) +% (((tx89 *% 4) +% 5) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 2) *% 544)) +% (((tx89 *% 4) +% 5) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 3) *% 544)) +% (((tx89 *% 4) +% 5) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(1))))
+            let w124 = ((((loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 3) *% 544)) +% (((tx89 *% 4) +% 5) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 4) *% 544)) +% (((tx89 *% 4) +% 5) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 1) *% 544)) +% (((tx89 *% 4) +% 5) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 2) *% 544)) +% (((tx89 *% 4) +% 5) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(1))))
+            let w125 = ((((loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 1) *% 544)) +% (((tx89 *% 4) +% 5) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 4) *% 544)) +% (((tx89 *% 4) +% 5) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 2) *% 544)) +% (((tx89 *% 4) +% 5) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 3) *% 544)) +% (((tx89 *% 4) +% 5) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(2))))
+            let w126 = (((loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 1) *% 544)) +% (((tx89 *% 4) +% 5) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 5) *% 544)) +% (((tx89 *% 4) +% 5) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (2106400 +% ((((j87 *% 18496) +% (((ty88 *% 4) +% 3) *% 544)) +% (((tx89 *% 4) +% 5) *% 16)) +% (cv90 *% 8)))) * Vector(repeating: Float(5))))
+            let w127 = (((w91 * Vector(repeating: Float(4))) + (w115 * Vector(repeating: Float(1)))) - (w103 * Vector(repeating: Float(5))))
+            let w128 = ((((w109 * Vector(repeating: Float(1))) + (w115 * Vector(repeating: Float(1)))) - (w97 * Vector(repeating: Float(4)))) - (w103 * Vector(repeating: Float(4))))
+            let w129 = ((((w97 * Vector(repeating: Float(4))) + (w115 * Vector(repeating: Float(1)))) - (w103 * Vector(repeating: Float(4)))) - (w109 * Vector(repeating: Float(1))))
+            let w130 = ((((w109 * Vector(repeating: Float(2))) + (w115 * Vector(repeating: Float(1)))) - (w97 * Vector(repeating: Float(2)))) - (w103 * Vector(repeating: Float(1))))
+            let w131 = ((((w97 * Vector(repeating: Float(2))) + (w115 * Vector(repeating: Float(1)))) - (w103 * Vector(repeating: Float(1)))) - (w109 * Vector(repeating: Float(2))))
+            let w132 = (((w97 * Vector(repeating: Float(4))) + (w121 * Vector(repeating: Float(1)))) - (w109 * Vector(repeating: Float(5))))
+            let w133 = (((w92 * Vector(repeating: Float(4))) + (w116 * Vector(repeating: Float(1)))) - (w104 * Vector(repeating: Float(5))))
+            let w134 = ((((w110 * Vector(repeating: Float(1))) + (w116 * Vector(repeating: Float(1)))) - (w98 * Vector(repeating: Float(4)))) - (w104 * Vector(repeating: Float(4))))
+            let w135 = ((((w98 * Vector(repeating: Float(4))) + (w116 * Vector(repeating: Float(1)))) - (w104 * Vector(repeating: Float(4)))) - (w110 * Vector(repeating: Float(1))))
+            let w136 = ((((w110 * Vector(repeating: Float(2))) + (w116 * Vector(repeating: Float(1)))) - (w98 * Vector(repeating: Float(2)))) - (w104 * Vector(repeating: Float(1))))
+            let w137 = ((((w98 * Vector(repeating: Float(2))) + (w116 * Vector(repeating: Float(1)))) - (w104 * Vector(repeating: Float(1)))) - (w110 * Vector(repeating: Float(2))))
+            let w138 = (((w98 * Vector(repeating: Float(4))) + (w122 * Vector(repeating: Float(1)))) - (w110 * Vector(repeating: Float(5))))
+            let w139 = (((w93 * Vector(repeating: Float(4))) + (w117 * Vector(repeating: Float(1)))) - (w105 * Vector(repeating: Float(5))))
+            let w140 = ((((w111 * Vector(repeating: Float(1))) + (w117 * Vector(repeating: Float(1)))) - (w99 * Vector(repeating: Float(4)))) - (w105 * Vector(repeating: Float(4))))
+            let w141 = ((((w99 * Vector(repeating: Float(4))) + (w117 * Vector(repeating: Float(1)))) - (w105 * Vector(repeating: Float(4)))) - (w111 * Vector(repeating: Float(1))))
+            let w142 = ((((w111 * Vector(repeating: Float(2))) + (w117 * Vector(repeating: Float(1)))) - (w99 * Vector(repeating: Float(2)))) - (w105 * Vector(repeating: Float(1))))
+            let w143 = ((((w99 * Vector(repeating: Float(2))) + (w117 * Vector(repeating: Float(1)))) - (w105 * Vector(repeating: Float(1)))) - (w111 * Vector(repeating: Float(2))))
+            let w144 = (((w99 * Vector(repeating: Float(4))) + (w123 * Vector(repeating: Float(1)))) - (w111 * Vector(repeating: Float(5))))
+            let w145 = (((w94 * Vector(repeating: Float(4))) + (w118 * Vector(repeating: Float(1)))) - (w106 * Vector(repeating: Float(5))))
+            let w146 = ((((w112 * Vector(repeating: Float(1))) + (w118 * Vector(repeating: Float(1)))) - (w100 * Vector(repeating: Float(4)))) - (w106 * Vector(repeating: Float(4))))
+            let w147 = ((((w100 * Vector(repeating: Float(4))) + (w118 * Vector(repeating: Float(1)))) - (w106 * Vector(repeating: Float(4)))) - (w112 * Vector(repeating: Float(1))))
+            let w148 = ((((w112 * Vector(repeating: Float(2))) + (w118 * Vector(repeating: Float(1)))) - (w100 * Vector(repeating: Float(2)))) - (w106 * Vector(repeating: Float(1))))
+            let w149 = ((((w100 * Vector(repeating: Float(2))) + (w118 * Vector(repeating: Float(1)))) - (w106 * Vector(repeating: Float(1)))) - (w112 * Vector(repeating: Float(2))))
+            let w150 = (((w100 * Vector(repeating: Float(4))) + (w124 * Vector(repeating: Float(1)))) - (w112 * Vector(repeating: Float(5))))
+            let w151 = (((w95 * Vector(repeating: Float(4))) + (w119 * Vector(repeating: Float(1)))) - (w107 * Vector(repeating: Float(5))))
+            let w152 = ((((w113 * Vector(repeating: Float(1))) + (w119 * Vector(repeating: Float(1)))) - (w101 * Vector(repeating: Float(4)))) - (w107 * Vector(repeating: Float(4))))
+            let w153 = ((((w101 * Vector(repeating: Float(4))) + (w119 * Vector(repeating: Float(1)))) - (w107 * Vector(repeating: Float(4)))) - (w113 * Vector(repeating: Float(1))))
+            let w154 = ((((w113 * Vector(repeating: Float(2))) + (w119 * Vector(repeating: Float(1)))) - (w101 * Vector(repeating: Float(2)))) - (w107 * Vector(repeating: Float(1))))
+            let w155 = ((((w101 * Vector(repeating: Float(2))) + (w119 * Vector(repeating: Float(1)))) - (w107 * Vector(repeating: Float(1)))) - (w113 * Vector(repeating: Float(2))))
+            let w156 = (((w101 * Vector(repeating: Float(4))) + (w125 * Vector(repeating: Float(1)))) - (w113 * Vector(repeating: Float(5))))
+            let w157 = (((w96 * Vector(repeating: Float(4))) + (w120 * Vector(repeating: Float(1)))) - (w108 * Vector(repeating: Float(5))))
+            let w158 = ((((w114 * Vector(repeating: Float(1))) + (w120 * Vector(repeating: Float(1)))) - (w102 * Vector(repeating: Float(4)))) - (w108 * Vector(repeating: Float(4))))
+            let w159 = ((((w102 * Vector(repeating: Float(4))) + (w120 * Vector(repeating: Float(1)))) - (w108 * Vector(repeating: Float(4)))) - (w114 * Vector(repeating: Float(1))))
+            let w160 = ((((w114 * Vector(repeating: Float(2))) + (w120 * Vector(repeating: Float(1)))) - (w102 * Vector(repeating: Float(2)))) - (w108 * Vector(repeating: Float(1))))
+            let w161 = ((((w102 * Vector(repeating: Float(2))) + (w120 * Vector(repeating: Float(1)))) - (w108 * Vector(repeating: Float(1)))) - (w114 * Vector(repeating: Float(2))))
+            let w162 = (((w102 * Vector(repeating: Float(4))) + (w126 * Vector(repeating: Float(1)))) - (w114 * Vector(repeating: Float(5))))
+            storeVector(arena, ((2124896 +% ((((j87 *% 64) +% (ty88 *% 8)) +% tx89) *% 16)) +% (cv90 *% 8)), w127)
+            storeVector(arena, ((2125920 +% ((((j87 *% 64) +% (ty88 *% 8)) +% tx89) *% 16)) +% (cv90 *% 8)), w128)
+            storeVector(arena, ((2126944 +% ((((j87 *% 64) +% (ty88 *% 8)) +% tx89) *% 16)) +% (cv90 *% 8)), w129)
+            storeVector(arena, ((2127968 +% ((((j87 *% 64) +% (ty88 *% 8)) +% tx89) *% 16)) +% (cv90 *% 8)), w130)
+            storeVector(arena, ((2128992 +% ((((j87 *% 64) +% (ty88 *% 8)) +% tx89) *% 16)) +% (cv90 *% 8)), w131)
+            storeVector(arena, ((2130016 +% ((((j87 *% 64) +% (ty88 *% 8)) +% tx89) *% 16)) +% (cv90 *% 8)), w132)
+            storeVector(arena, ((2131040 +% ((((j87 *% 64) +% (ty88 *% 8)) +% tx89) *% 16)) +% (cv90 *% 8)), w133)
+            storeVector(arena, ((2132064 +% ((((j87 *% 64) +% (ty88 *% 8)) +% tx89) *% 16)) +% (cv90 *% 8)), w134)
+            storeVector(arena, ((2133088 +% ((((j87 *% 64) +% (ty88 *% 8)) +% tx89) *% 16)) +% (cv90 *% 8)), w135)
+            storeVector(arena, ((2134112 +% ((((j87 *% 64) +% (ty88 *% 8)) +% tx89) *% 16)) +% (cv90 *% 8)), w136)
+            storeVector(arena, ((2135136 +% ((((j87 *% 64) +% (ty88 *% 8)) +% tx89) *% 16)) +% (cv90 *% 8)), w137)
+            storeVector(arena, ((2136160 +% ((((j87 *% 64) +% (ty88 *% 8)) +% tx89) *% 16)) +% (cv90 *% 8)), w138)
+            storeVector(arena, ((2137184 +% ((((j87 *% 64) +% (ty88 *% 8)) +% tx89) *% 16)) +% (cv90 *% 8)), w139)
+            storeVector(arena, ((2138208 +% ((((j87 *% 64) +% (ty88 *% 8)) +% tx89) *% 16)) +% (cv90 *% 8)), w140)
+            storeVector(arena, ((2139232 +% ((((j87 *% 64) +% (ty88 *% 8)) +% tx89) *% 16)) +% (cv90 *% 8)), w141)
+            storeVector(arena, ((2140256 +% ((((j87 *% 64) +% (ty88 *% 8)) +% tx89) *% 16)) +% (cv90 *% 8)), w142)
+            storeVector(arena, ((2141280 +% ((((j87 *% 64) +% (ty88 *% 8)) +% tx89) *% 16)) +% (cv90 *% 8)), w143)
+            storeVector(arena, ((2142304 +% ((((j87 *% 64) +% (ty88 *% 8)) +% tx89) *% 16)) +% (cv90 *% 8)), w144)
+            storeVector(arena, ((2143328 +% ((((j87 *% 64) +% (ty88 *% 8)) +% tx89) *% 16)) +% (cv90 *% 8)), w145)
+            storeVector(arena, ((2144352 +% ((((j87 *% 64) +% (ty88 *% 8)) +% tx89) *% 16)) +% (cv90 *% 8)), w146)
+            storeVector(arena, ((2145376 +% ((((j87 *% 64) +% (ty88 *% 8)) +% tx89) *% 16)) +% (cv90 *% 8)), w147)
+            storeVector(arena, ((2146400 +% ((((j87 *% 64) +% (ty88 *% 8)) +% tx89) *% 16)) +% (cv90 *% 8)), w148)
+            storeVector(arena, ((2147424 +% ((((j87 *% 64) +% (ty88 *% 8)) +% tx89) *% 16)) +% (cv90 *% 8)), w149)
+            storeVector(arena, ((2148448 +% ((((j87 *% 64) +% (ty88 *% 8)) +% tx89) *% 16)) +% (cv90 *% 8)), w150)
+            storeVector(arena, ((2149472 +% ((((j87 *% 64) +% (ty88 *% 8)) +% tx89) *% 16)) +% (cv90 *% 8)), w151)
+            storeVector(arena, ((2150496 +% ((((j87 *% 64) +% (ty88 *% 8)) +% tx89) *% 16)) +% (cv90 *% 8)), w152)
+            storeVector(arena, ((2151520 +% ((((j87 *% 64) +% (ty88 *% 8)) +% tx89) *% 16)) +% (cv90 *% 8)), w153)
+            storeVector(arena, ((2152544 +% ((((j87 *% 64) +% (ty88 *% 8)) +% tx89) *% 16)) +% (cv90 *% 8)), w154)
+            storeVector(arena, ((2153568 +% ((((j87 *% 64) +% (ty88 *% 8)) +% tx89) *% 16)) +% (cv90 *% 8)), w155)
+            storeVector(arena, ((2154592 +% ((((j87 *% 64) +% (ty88 *% 8)) +% tx89) *% 16)) +% (cv90 *% 8)), w156)
+            storeVector(arena, ((2155616 +% ((((j87 *% 64) +% (ty88 *% 8)) +% tx89) *% 16)) +% (cv90 *% 8)), w157)
+            storeVector(arena, ((2156640 +% ((((j87 *% 64) +% (ty88 *% 8)) +% tx89) *% 16)) +% (cv90 *% 8)), w158)
+            storeVector(arena, ((2157664 +% ((((j87 *% 64) +% (ty88 *% 8)) +% tx89) *% 16)) +% (cv90 *% 8)), w159)
+            storeVector(arena, ((2158688 +% ((((j87 *% 64) +% (ty88 *% 8)) +% tx89) *% 16)) +% (cv90 *% 8)), w160)
+            storeVector(arena, ((2159712 +% ((((j87 *% 64) +% (ty88 *% 8)) +% tx89) *% 16)) +% (cv90 *% 8)), w161)
+            storeVector(arena, ((2160736 +% ((((j87 *% 64) +% (ty88 *% 8)) +% tx89) *% 16)) +% (cv90 *% 8)), w162)
           }
         }
       }
     }
-    parallelFor(pool, 2) { part195 in
-      for xi196 in 0..<36 {
-        do {  // gemm203
-          for nb197 in 0..<1 {
-            for mb198 in 0..<4 {
-              var t199_c0_0 = Vector()
-              var t199_c1_0 = Vector()
-              var t199_c2_0 = Vector()
-              var t199_c3_0 = Vector()
-              var t199_c4_0 = Vector()
-              var t199_c5_0 = Vector()
-              var t199_c6_0 = Vector()
-              var t199_c7_0 = Vector()
-              var t199_c8_0 = Vector()
-              var t199_c9_0 = Vector()
-              var t199_c10_0 = Vector()
-              var t199_c11_0 = Vector()
-              var t199_c12_0 = Vector()
-              var t199_c13_0 = Vector()
-              for k200 in 0..<16 {
-                let t199_b0 = loadVector(arena, ((((3280400 +% (xi196 *% 256)) +% (part195 *% 8)) +% (k200 *% 16)) +% (nb197 *% 8)))
-                let t199_a0 = Vector(repeating: arena[(((2124896 +% (xi196 *% 1024)) +% ((mb198 *% 14) *% 16)) +% k200)])
-                t199_c0_0 = t199_c0_0.addingProduct(t199_a0, t199_b0)
-                let t199_a1 = Vector(repeating: arena[(((2124896 +% (xi196 *% 1024)) +% (((mb198 *% 14) +% 1) *% 16)) +% k200)])
-                t199_c1_0 = t199_c1_0.addingProduct(t199_a1, t199_b0)
-                let t199_a2 = Vector(repeating: arena[(((2124896 +% (xi196 *% 1024)) +% (((mb198 *% 14) +% 2) *% 16)) +% k200)])
-                t199_c2_0 = t199_c2_0.addingProduct(t199_a2, t199_b0)
-                let t199_a3 = Vector(repeating: arena[(((2124896 +% (xi196 *% 1024)) +% (((mb198 *% 14) +% 3) *% 16)) +% k200)])
-                t199_c3_0 = t199_c3_0.addingProduct(t199_a3, t199_b0)
-                let t199_a4 = Vector(repeating: arena[(((2124896 +% (xi196 *% 1024)) +% (((mb198 *% 14) +% 4) *% 16)) +% k200)])
-                t199_c4_0 = t199_c4_0.addingProduct(t199_a4, t199_b0)
-                let t199_a5 = Vector(repeating: arena[(((2124896 +% (xi196 *% 1024)) +% (((mb198 *% 14) +% 5) *% 16)) +% k200)])
-                t199_c5_0 = t199_c5_0.addingProduct(t199_a5, t199_b0)
-                let t199_a6 = Vector(repeating: arena[(((2124896 +% (xi196 *% 1024)) +% (((mb198 *% 14) +% 6) *% 16)) +% k200)])
-                t199_c6_0 = t199_c6_0.addingProduct(t199_a6, t199_b0)
-                let t199_a7 = Vector(repeating: arena[(((2124896 +% (xi196 *% 1024)) +% (((mb198 *% 14) +% 7) *% 16)) +% k200)])
-                t199_c7_0 = t199_c7_0.addingProduct(t199_a7, t199_b0)
-                let t199_a8 = Vector(repeating: arena[(((2124896 +% (xi196 *% 1024)) +% (((mb198 *% 14) +% 8) *% 16)) +% k200)])
-                t199_c8_0 = t199_c8_0.addingProduct(t199_a8, t199_b0)
-                let t199_a9 = Vector(repeating: arena[(((2124896 +% (xi196 *% 1024)) +% (((mb198 *% 14) +% 9) *% 16)) +% k200)])
-                t199_c9_0 = t199_c9_0.addingProduct(t199_a9, t199_b0)
-                let t199_a10 = Vector(repeating: arena[(((2124896 +% (xi196 *% 1024)) +% (((mb198 *% 14) +% 10) *% 16)) +% k200)])
-                t199_c10_0 = t199_c10_0.addingProduct(t199_a10, t199_b0)
-                let t199_a11 = Vector(repeating: arena[(((2124896 +% (xi196 *% 1024)) +% (((mb198 *% 14) +% 11) *% 16)) +% k200)])
-                t199_c11_0 = t199_c11_0.addingProduct(t199_a11, t199_b0)
-                let t199_a12 = Vector(repeating: arena[(((2124896 +% (xi196 *% 1024)) +% (((mb198 *% 14) +% 12) *% 16)) +% k200)])
-                t199_c12_0 = t199_c12_0.addingProduct(t199_a12, t199_b0)
-                let t199_a13 = Vector(repeating: arena[(((2124896 +% (xi196 *% 1024)) +% (((mb198 *% 14) +% 13) *% 16)) +% k200)])
-                t199_c13_0 = t199_c13_0.addingProduct(t199_a13, t199_b0)
+    parallelFor(pool, 2) { part163 in
+      for xi164 in 0..<36 {
+        do {  // gemm171
+          for nb165 in 0..<1 {
+            for mb166 in 0..<4 {
+              var t167_c0_0 = Vector()
+              var t167_c1_0 = Vector()
+              var t167_c2_0 = Vector()
+              var t167_c3_0 = Vector()
+              var t167_c4_0 = Vector()
+              var t167_c5_0 = Vector()
+              var t167_c6_0 = Vector()
+              var t167_c7_0 = Vector()
+              var t167_c8_0 = Vector()
+              var t167_c9_0 = Vector()
+              var t167_c10_0 = Vector()
+              var t167_c11_0 = Vector()
+              var t167_c12_0 = Vector()
+              var t167_c13_0 = Vector()
+              for k168 in 0..<16 {
+                let t167_b0 = loadVector(arena, ((((3279968 +% (xi164 *% 256)) +% (part163 *% 8)) +% (k168 *% 16)) +% (nb165 *% 8)))
+                let t167_a0 = Vector(repeating: arena[(((2124896 +% (xi164 *% 1024)) +% ((mb166 *% 14) *% 16)) +% k168)])
+                t167_c0_0 = t167_c0_0.addingProduct(t167_a0, t167_b0)
+                let t167_a1 = Vector(repeating: arena[(((2124896 +% (xi164 *% 1024)) +% (((mb166 *% 14) +% 1) *% 16)) +% k168)])
+                t167_c1_0 = t167_c1_0.addingProduct(t167_a1, t167_b0)
+                let t167_a2 = Vector(repeating: arena[(((2124896 +% (xi164 *% 1024)) +% (((mb166 *% 14) +% 2) *% 16)) +% k168)])
+                t167_c2_0 = t167_c2_0.addingProduct(t167_a2, t167_b0)
+                let t167_a3 = Vector(repeating: arena[(((2124896 +% (xi164 *% 1024)) +% (((mb166 *% 14) +% 3) *% 16)) +% k168)])
+                t167_c3_0 = t167_c3_0.addingProduct(t167_a3, t167_b0)
+                let t167_a4 = Vector(repeating: arena[(((2124896 +% (xi164 *% 1024)) +% (((mb166 *% 14) +% 4) *% 16)) +% k168)])
+                t167_c4_0 = t167_c4_0.addingProduct(t167_a4, t167_b0)
+                let t167_a5 = Vector(repeating: arena[(((2124896 +% (xi164 *% 1024)) +% (((mb166 *% 14) +% 5) *% 16)) +% k168)])
+                t167_c5_0 = t167_c5_0.addingProduct(t167_a5, t167_b0)
+                let t167_a6 = Vector(repeating: arena[(((2124896 +% (xi164 *% 1024)) +% (((mb166 *% 14) +% 6) *% 16)) +% k168)])
+                t167_c6_0 = t167_c6_0.addingProduct(t167_a6, t167_b0)
+                let t167_a7 = Vector(repeating: arena[(((2124896 +% (xi164 *% 1024)) +% (((mb166 *% 14) +% 7) *% 16)) +% k168)])
+                t167_c7_0 = t167_c7_0.addingProduct(t167_a7, t167_b0)
+                let t167_a8 = Vector(repeating: arena[(((2124896 +% (xi164 *% 1024)) +% (((mb166 *% 14) +% 8) *% 16)) +% k168)])
+                t167_c8_0 = t167_c8_0.addingProduct(t167_a8, t167_b0)
+                let t167_a9 = Vector(repeating: arena[(((2124896 +% (xi164 *% 1024)) +% (((mb166 *% 14) +% 9) *% 16)) +% k168)])
+                t167_c9_0 = t167_c9_0.addingProduct(t167_a9, t167_b0)
+                let t167_a10 = Vector(repeating: arena[(((2124896 +% (xi164 *% 1024)) +% (((mb166 *% 14) +% 10) *% 16)) +% k168)])
+                t167_c10_0 = t167_c10_0.addingProduct(t167_a10, t167_b0)
+                let t167_a11 = Vector(repeating: arena[(((2124896 +% (xi164 *% 1024)) +% (((mb166 *% 14) +% 11) *% 16)) +% k168)])
+                t167_c11_0 = t167_c11_0.addingProduct(t167_a11, t167_b0)
+                let t167_a12 = Vector(repeating: arena[(((2124896 +% (xi164 *% 1024)) +% (((mb166 *% 14) +% 12) *% 16)) +% k168)])
+                t167_c12_0 = t167_c12_0.addingProduct(t167_a12, t167_b0)
+                let t167_a13 = Vector(repeating: arena[(((2124896 +% (xi164 *% 1024)) +% (((mb166 *% 14) +% 13) *% 16)) +% k168)])
+                t167_c13_0 = t167_c13_0.addingProduct(t167_a13, t167_b0)
               }
-              storeVector(arena, ((((2161760 +% (xi196 *% 1024)) +% (part195 *% 8)) +% ((mb198 *% 14) *% 16)) +% (nb197 *% 8)), t199_c0_0)
-              storeVector(arena, ((((2161760 +% (xi196 *% 1024)) +% (part195 *% 8)) +% (((mb198 *% 14) +% 1) *% 16)) +% (nb197 *% 8)), t199_c1_0)
-              storeVector(arena, ((((2161760 +% (xi196 *% 1024)) +% (part195 *% 8)) +% (((mb198 *% 14) +% 2) *% 16)) +% (nb197 *% 8)), t199_c2_0)
-              storeVector(arena, ((((2161760 +% (xi196 *% 1024)) +% (part195 *% 8)) +% (((mb198 *% 14) +% 3) *% 16)) +% (nb197 *% 8)), t199_c3_0)
-              storeVector(arena, ((((2161760 +% (xi196 *% 1024)) +% (part195 *% 8)) +% (((mb198 *% 14) +% 4) *% 16)) +% (nb197 *% 8)), t199_c4_0)
-              storeVector(arena, ((((2161760 +% (xi196 *% 1024)) +% (part195 *% 8)) +% (((mb198 *% 14) +% 5) *% 16)) +% (nb197 *% 8)), t199_c5_0)
-              storeVector(arena, ((((2161760 +% (xi196 *% 1024)) +% (part195 *% 8)) +% (((mb198 *% 14) +% 6) *% 16)) +% (nb197 *% 8)), t199_c6_0)
-              storeVector(arena, ((((2161760 +% (xi196 *% 1024)) +% (part195 *% 8)) +% (((mb198 *% 14) +% 7) *% 16)) +% (nb197 *% 8)), t199_c7_0)
-              storeVector(arena, ((((2161760 +% (xi196 *% 1024)) +% (part195 *% 8)) +% (((mb198 *% 14) +% 8) *% 16)) +% (nb197 *% 8)), t199_c8_0)
-              storeVector(arena, ((((2161760 +% (xi196 *% 1024)) +% (part195 *% 8)) +% (((mb198 *% 14) +% 9) *% 16)) +% (nb197 *% 8)), t199_c9_0)
-              storeVector(arena, ((((2161760 +% (xi196 *% 1024)) +% (part195 *% 8)) +% (((mb198 *% 14) +% 10) *% 16)) +% (nb197 *% 8)), t199_c10_0)
-              storeVector(arena, ((((2161760 +% (xi196 *% 1024)) +% (part195 *% 8)) +% (((mb198 *% 14) +% 11) *% 16)) +% (nb197 *% 8)), t199_c11_0)
-              storeVector(arena, ((((2161760 +% (xi196 *% 1024)) +% (part195 *% 8)) +% (((mb198 *% 14) +% 12) *% 16)) +% (nb197 *% 8)), t199_c12_0)
-              storeVector(arena, ((((2161760 +% (xi196 *% 1024)) +% (part195 *% 8)) +% (((mb198 *% 14) +% 13) *% 16)) +% (nb197 *% 8)), t199_c13_0)
+              storeVector(arena, ((((2161760 +% (xi164 *% 1024)) +% (part163 *% 8)) +% ((mb166 *% 14) *% 16)) +% (nb165 *% 8)), t167_c0_0)
+              storeVector(arena, ((((2161760 +% (xi164 *% 1024)) +% (part163 *% 8)) +% (((mb166 *% 14) +% 1) *% 16)) +% (nb165 *% 8)), t167_c1_0)
+              storeVector(arena, ((((2161760 +% (xi164 *% 1024)) +% (part163 *% 8)) +% (((mb166 *% 14) +% 2) *% 16)) +% (nb165 *% 8)), t167_c2_0)
+              storeVector(arena, ((((2161760 +% (xi164 *% 1024)) +% (part163 *% 8)) +% (((mb166 *% 14) +% 3) *% 16)) +% (nb165 *% 8)), t167_c3_0)
+              storeVector(arena, ((((2161760 +% (xi164 *% 1024)) +% (part163 *% 8)) +% (((mb166 *% 14) +% 4) *% 16)) +% (nb165 *% 8)), t167_c4_0)
+              storeVector(arena, ((((2161760 +% (xi164 *% 1024)) +% (part163 *% 8)) +% (((mb166 *% 14) +% 5) *% 16)) +% (nb165 *% 8)), t167_c5_0)
+              storeVector(arena, ((((2161760 +% (xi164 *% 1024)) +% (part163 *% 8)) +% (((mb166 *% 14) +% 6) *% 16)) +% (nb165 *% 8)), t167_c6_0)
+              storeVector(arena, ((((2161760 +% (xi164 *% 1024)) +% (part163 *% 8)) +% (((mb166 *% 14) +% 7) *% 16)) +% (nb165 *% 8)), t167_c7_0)
+              storeVector(arena, ((((2161760 +% (xi164 *% 1024)) +% (part163 *% 8)) +% (((mb166 *% 14) +% 8) *% 16)) +% (nb165 *% 8)), t167_c8_0)
+              storeVector(arena, ((((2161760 +% (xi164 *% 1024)) +% (part163 *% 8)) +% (((mb166 *% 14) +% 9) *% 16)) +% (nb165 *% 8)), t167_c9_0)
+              storeVector(arena, ((((2161760 +% (xi164 *% 1024)) +% (part163 *% 8)) +% (((mb166 *% 14) +% 10) *% 16)) +% (nb165 *% 8)), t167_c10_0)
+              storeVector(arena, ((((2161760 +% (xi164 *% 1024)) +% (part163 *% 8)) +% (((mb166 *% 14) +% 11) *% 16)) +% (nb165 *% 8)), t167_c11_0)
+              storeVector(arena, ((((2161760 +% (xi164 *% 1024)) +% (part163 *% 8)) +% (((mb166 *% 14) +% 12) *% 16)) +% (nb165 *% 8)), t167_c12_0)
+              storeVector(arena, ((((2161760 +% (xi164 *% 1024)) +% (part163 *% 8)) +% (((mb166 *% 14) +% 13) *% 16)) +% (nb165 *% 8)), t167_c13_0)
             }
-            var t201_c0_0 = Vector()
-            var t201_c1_0 = Vector()
-            var t201_c2_0 = Vector()
-            var t201_c3_0 = Vector()
-            var t201_c4_0 = Vector()
-            var t201_c5_0 = Vector()
-            var t201_c6_0 = Vector()
-            var t201_c7_0 = Vector()
-            for k202 in 0..<16 {
-              let t201_b0 = loadVector(arena, ((((3280400 +% (xi196 *% 256)) +% (part195 *% 8)) +% (k202 *% 16)) +% (nb197 *% 8)))
-              let t201_a0 = Vector(repeating: arena[(((2124896 +% (xi196 *% 1024)) +% 896) +% k202)])
-              t201_c0_0 = t201_c0_0.addingProduct(t201_a0, t201_b0)
-              let t201_a1 = Vector(repeating: arena[(((2124896 +% (xi196 *% 1024)) +% 912) +% k202)])
-              t201_c1_0 = t201_c1_0.addingProduct(t201_a1, t201_b0)
-              let t201_a2 = Vector(repeating: arena[(((2124896 +% (xi196 *% 1024)) +% 928) +% k202)])
-              t201_c2_0 = t201_c2_0.addingProduct(t201_a2, t201_b0)
-              let t201_a3 = Vector(repeating: arena[(((2124896 +% (xi196 *% 1024)) +% 944) +% k202)])
-              t201_c3_0 = t201_c3_0.addingProduct(t201_a3, t201_b0)
-              let t201_a4 = Vector(repeating: arena[(((2124896 +% (xi196 *% 1024)) +% 960) +% k202)])
-              t201_c4_0 = t201_c4_0.addingProduct(t201_a4, t201_b0)
-              let t201_a5 = Vector(repeating: arena[(((2124896 +% (xi196 *% 1024)) +% 976) +% k202)])
-              t201_c5_0 = t201_c5_0.addingProduct(t201_a5, t201_b0)
-              let t201_a6 = Vector(repeating: arena[(((2124896 +% (xi196 *% 1024)) +% 992) +% k202)])
-              t201_c6_0 = t201_c6_0.addingProduct(t201_a6, t201_b0)
-              let t201_a7 = Vector(repeating: arena[(((2124896 +% (xi196 *% 1024)) +% 1008) +% k202)])
-              t201_c7_0 = t201_c7_0.addingProduct(t201_a7, t201_b0)
+            var t169_c0_0 = Vector()
+            var t169_c1_0 = Vector()
+            var t169_c2_0 = Vector()
+            var t169_c3_0 = Vector()
+            var t169_c4_0 = Vector()
+            var t169_c5_0 = Vector()
+            var t169_c6_0 = Vector()
+            var t169_c7_0 = Vector()
+            for k170 in 0..<16 {
+              let t169_b0 = loadVector(arena, ((((3279968 +% (xi164 *% 256)) +% (part163 *% 8)) +% (k170 *% 16)) +% (nb165 *% 8)))
+              let t169_a0 = Vector(repeating: arena[(((2124896 +% (xi164 *% 1024)) +% 896) +% k170)])
+              t169_c0_0 = t169_c0_0.addingProduct(t169_a0, t169_b0)
+              let t169_a1 = Vector(repeating: arena[(((2124896 +% (xi164 *% 1024)) +% 912) +% k170)])
+              t169_c1_0 = t169_c1_0.addingProduct(t169_a1, t169_b0)
+              let t169_a2 = Vector(repeating: arena[(((2124896 +% (xi164 *% 1024)) +% 928) +% k170)])
+              t169_c2_0 = t169_c2_0.addingProduct(t169_a2, t169_b0)
+              let t169_a3 = Vector(repeating: arena[(((2124896 +% (xi164 *% 1024)) +% 944) +% k170)])
+              t169_c3_0 = t169_c3_0.addingProduct(t169_a3, t169_b0)
+              let t169_a4 = Vector(repeating: arena[(((2124896 +% (xi164 *% 1024)) +% 960) +% k170)])
+              t169_c4_0 = t169_c4_0.addingProduct(t169_a4, t169_b0)
+              let t169_a5 = Vector(repeating: arena[(((2124896 +% (xi164 *% 1024)) +% 976) +% k170)])
+              t169_c5_0 = t169_c5_0.addingProduct(t169_a5, t169_b0)
+              let t169_a6 = Vector(repeating: arena[(((2124896 +% (xi164 *% 1024)) +% 992) +% k170)])
+              t169_c6_0 = t169_c6_0.addingProduct(t169_a6, t169_b0)
+              let t169_a7 = Vector(repeating: arena[(((2124896 +% (xi164 *% 1024)) +% 1008) +% k170)])
+              t169_c7_0 = t169_c7_0.addingProduct(t169_a7, t169_b0)
             }
-            storeVector(arena, ((((2161760 +% (xi196 *% 1024)) +% (part195 *% 8)) +% 896) +% (nb197 *% 8)), t201_c0_0)
-            storeVector(arena, ((((2161760 +% (xi196 *% 1024)) +% (part195 *% 8)) +% 912) +% (nb197 *% 8)), t201_c1_0)
-            storeVector(arena, ((((2161760 +% (xi196 *% 1024)) +% (part195 *% 8)) +% 928) +% (nb197 *% 8)), t201_c2_0)
-            storeVector(arena, ((((2161760 +% (xi196 *% 1024)) +% (part195 *% 8)) +% 944) +% (nb197 *% 8)), t201_c3_0)
-            storeVector(arena, ((((2161760 +% (xi196 *% 1024)) +% (part195 *% 8)) +% 960) +% (nb197 *% 8)), t201_c4_0)
-            storeVector(arena, ((((2161760 +% (xi196 *% 1024)) +% (part195 *% 8)) +% 976) +% (nb197 *% 8)), t201_c5_0)
-            storeVector(arena, ((((2161760 +% (xi196 *% 1024)) +% (part195 *% 8)) +% 992) +% (nb197 *% 8)), t201_c6_0)
-            storeVector(arena, ((((2161760 +% (xi196 *% 1024)) +% (part195 *% 8)) +% 1008) +% (nb197 *% 8)), t201_c7_0)
+            storeVector(arena, ((((2161760 +% (xi164 *% 1024)) +% (part163 *% 8)) +% 896) +% (nb165 *% 8)), t169_c0_0)
+            storeVector(arena, ((((2161760 +% (xi164 *% 1024)) +% (part163 *% 8)) +% 912) +% (nb165 *% 8)), t169_c1_0)
+            storeVector(arena, ((((2161760 +% (xi164 *% 1024)) +% (part163 *% 8)) +% 928) +% (nb165 *% 8)), t169_c2_0)
+            storeVector(arena, ((((2161760 +% (xi164 *% 1024)) +% (part163 *% 8)) +% 944) +% (nb165 *% 8)), t169_c3_0)
+            storeVector(arena, ((((2161760 +% (xi164 *% 1024)) +% (part163 *% 8)) +% 960) +% (nb165 *% 8)), t169_c4_0)
+            storeVector(arena, ((((2161760 +% (xi164 *% 1024)) +% (part163 *% 8)) +% 976) +% (nb165 *% 8)), t169_c5_0)
+            storeVector(arena, ((((2161760 +% (xi164 *% 1024)) +% (part163 *% 8)) +% 992) +% (nb165 *% 8)), t169_c6_0)
+            storeVector(arena, ((((2161760 +% (xi164 *% 1024)) +% (part163 *% 8)) +% 1008) +% (nb165 *% 8)), t169_c7_0)
           }
         }
       }
-      for j204 in 0..<1 {
-        for ty205 in 0..<8 {
-          for tx206 in 0..<8 {
-            for cv207 in 0..<1 {
-              let w208 = ((((loadVector(arena, ((2161760 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, ((2167904 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8))))) + loadVector(arena, ((2174048 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8))))) + loadVector(arena, ((2180192 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8))))) + loadVector(arena, ((2186336 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))))
-              let w209 = ((((loadVector(arena, ((2167904 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((2180192 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((2174048 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((2186336 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(2))))
-              let w210 = ((((loadVector(arena, ((2167904 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((2174048 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((2180192 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((2186336 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(4))))
-              let w211 = (((((loadVector(arena, ((2167904 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((2180192 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((2192480 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((2174048 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((2186336 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(8))))
-              let w212 = ((((loadVector(arena, ((2162784 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, ((2168928 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8))))) + loadVector(arena, ((2175072 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8))))) + loadVector(arena, ((2181216 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8))))) + loadVector(arena, ((2187360 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))))
-              let w213 = ((((loadVector(arena, ((2168928 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((2181216 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((2175072 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((2187360 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(2))))
-              let w214 = ((((loadVector(arena, ((2168928 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((2175072 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((2181216 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((2187360 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(4))))
-              let w215 = (((((loadVector(arena, ((2168928 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((2181216 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((2193504 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((2175072 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((2187360 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(8))))
-              let w216 = ((((loadVector(arena, ((2163808 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, ((2169952 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8))))) + loadVector(arena, ((2176096 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8))))) + loadVector(arena, ((2182240 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8))))) + loadVector(arena, ((2188384 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))))
-              let w217 = ((((loadVector(arena, ((2169952 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((2182240 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((2176096 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((2188384 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(2))))
-              let w218 = ((((loadVector(arena, ((2169952 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((2176096 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((2182240 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((2188384 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(4))))
-              let w219 = (((((loadVector(arena, ((2169952 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((2182240 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((2194528 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((2176096 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((2188384 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(8))))
-              let w220 = ((((loadVector(arena, ((2164832 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, ((2170976 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8))))) + loadVector(arena, ((2177120 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8))))) + loadVector(arena, ((2183264 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8))))) + loadVector(arena, ((2189408 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))))
-              let w221 = ((((loadVector(arena, ((2170976 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((2183264 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((2177120 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((2189408 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(2))))
-              let w222 = ((((loadVector(arena, ((2170976 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((2177120 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((2183264 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((2189408 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(4))))
-              let w223 = (((((loadVector(arena, ((2170976 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((2183264 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((2195552 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((2177120 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((2189408 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(8))))
-              let w224 = ((((loadVector(arena, ((2165856 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, ((2172000 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8))))) + loadVector(arena, ((2178144 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8))))) + loadVector(arena, ((2184288 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8))))) + loadVector(arena, ((2190432 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))))
-              let w225 = ((((loadVector(arena, ((2172000 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((2184288 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((2178144 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((2190432 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(2))))
-              let w226 = ((((loadVector(arena, ((2172000 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((2178144 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((2184288 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((2190432 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(4))))
-              let w227 = (((((loadVector(arena, ((2172000 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((2184288 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((2196576 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((2178144 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((2190432 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(8))))
-              let w228 = ((((loadVector(arena, ((2166880 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, ((2173024 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8))))) + loadVector(arena, ((2179168 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8))))) + loadVector(arena, ((2185312 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8))))) + loadVector(arena, ((2191456 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))))
-              let w229 = ((((loadVector(arena, ((2173024 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((2185312 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((2179168 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((2191456 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(2))))
-              let w230 = ((((loadVector(arena, ((2173024 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((2179168 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((2185312 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((2191456 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(4))))
-              let w231 = (((((loadVector(arena, ((2173024 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((2185312 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((2197600 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((2179168 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((2191456 +% ((((j204 *% 64) +% (ty205 *% 8)) +% tx206) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8)))) * Vector(repeating: Float(8))))
-              let w232 = ((((w208 + w212) + w216) + w220) + w224)
-              let w233 = ((((w212 * Vector(repeating: Float(1))) + (w220 * Vector(repeating: Float(2)))) - (w216 * Vector(repeating: Float(1)))) - (w224 * Vector(repeating: Float(2))))
-              let w234 = ((((w212 * Vector(repeating: Float(1))) + (w216 * Vector(repeating: Float(1)))) + (w220 * Vector(repeating: Float(4)))) + (w224 * Vector(repeating: Float(4))))
-              let w235 = (((((w212 * Vector(repeating: Float(1))) + (w220 * Vector(repeating: Float(8)))) + (w228 * Vector(repeating: Float(1)))) - (w216 * Vector(repeating: Float(1)))) - (w224 * Vector(repeating: Float(8))))
-              let w236 = ((((w209 + w213) + w217) + w221) + w225)
-              let w237 = ((((w213 * Vector(repeating: Float(1))) + (w221 * Vector(repeating: Float(2)))) - (w217 * Vector(repeating: Float(1)))) - (w225 * Vector(repeating: Float(2))))
-              let w238 = ((((w213 * Vector(repeating: Float(1))) + (w217 * Vector(repeating: Float(1)))) + (w221 * Vector(repeating: Float(4)))) + (w225 * Vector(repeating: Float(4))))
-              let w239 = (((((w213 * Vector(repeating: Float(1))) + (w221 * Vector(repeating: Float(8)))) + (w229 * Vector(repeating: Float(1)))) - (w217 * Vector(repeating: Float(1)))) - (w225 * Vector(repeating: Float(8))))
-              let w240 = ((((w210 + w214) + w218) + w222) + w226)
-              let w241 = ((((w214 * Vector(repeating: Float(1))) + (w222 * Vector(repeating: Float(2)))) - (w218 * Vector(repeating: Float(1)))) - (w226 * Vector(repeating: Float(2))))
-              let w242 = ((((w214 * Vector(repeating: Float(1))) + (w218 * Vector(repeating: Float(1)))) + (w222 * Vector(repeating: Float(4)))) + (w226 * Vector(repeating: Float(4))))
-              let w243 = (((((w214 * Vector(repeating: Float(1))) + (w222 * Vector(repeating: Float(8)))) + (w230 * Vector(repeating: Float(1)))) - (w218 * Vector(repeating: Float(1)))) - (w226 * Vector(repeating: Float(8))))
-              let w244 = ((((w211 + w215) + w219) + w223) + w227)
-              let w245 = ((((w215 * Vector(repeating: Float(1))) + (w223 * Vector(repeating: Float(2)))) - (w219 * Vector(repeating: Float(1)))) - (w227 * Vector(repeating: Float(2))))
-              let w246 = ((((w215 * Vector(repeating: Float(1))) + (w219 * Vector(repeating: Float(1)))) + (w223 * Vector(repeating: Float(4)))) + (w227 * Vector(repeating: Float(4))))
-              let w247 = (((((w215 * Vector(repeating: Float(1))) + (w223 * Vector(repeating: Float(8)))) + (w231 * Vector(repeating: Float(1)))) - (w219 * Vector(repeating: Float(1)))) - (w227 * Vector(repeating: Float(8))))
-              storeVector(arena, ((2198624 +% (((((j204 *% 32) +% (ty205 *% 4)) *% 32) +% (tx206 *% 4)) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8))), Vector().replacing(with: ((w232 * loadVector(arena, ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, (16 +% ((part195 *% 8) +% (cv207 *% 8))))), where: ((w232 * loadVector(arena, ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, (16 +% ((part195 *% 8) +% (cv207 *% 8))))) .> Vector()))
-              storeVector(arena, ((2198624 +% ((((((j204 *% 32) +% (ty205 *% 4)) *% 32) +% (tx206 *% 4)) +% 1) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8))), Vector().replacing(with: ((w233 * loadVector(arena, ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, (16 +% ((part195 *% 8) +% (cv207 *% 8))))), where: ((w233 * loadVector(arena, ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, (16 +% ((part195 *% 8) +% (cv207 *% 8))))) .> Vector()))
-              storeVector(arena, ((2198624 +% ((((((j204 *% 32) +% (ty205 *% 4)) *% 32) +% (tx206 *% 4)) +% 2) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8))), Vector().replacing(with: ((w234 * loadVector(arena, ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, (16 +% ((part195 *% 8) +% (cv207 *% 8))))), where: ((w234 * loadVector(arena, ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, (16 +% ((part195 *% 8) +% (cv207 *% 8))))) .> Vector()))
-              storeVector(arena, ((2198624 +% ((((((j204 *% 32) +% (ty205 *% 4)) *% 32) +% (tx206 *% 4)) +% 3) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8))), Vector().replacing(with: ((w235 * loadVector(arena, ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, (16 +% ((part195 *% 8) +% (cv207 *% 8))))), where: ((w235 * loadVector(arena, ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, (16 +% ((part195 *% 8) +% (cv207 *% 8))))) .> Vector()))
-              storeVector(arena, ((2198624 +% ((((((j204 *% 32) +% (ty205 *% 4)) +% 1) *% 32) +% (tx206 *% 4)) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8))), Vector().replacing(with: ((w236 * loadVector(arena, ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, (16 +% ((part195 *% 8) +% (cv207 *% 8))))), where: ((w236 * loadVector(arena, ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, (16 +% ((part195 *% 8) +% (cv207 *% 8))))) .> Vector()))
-              storeVector(arena, ((2198624 +% (((((((j204 *% 32) +% (ty205 *% 4)) +% 1) *% 32) +% (tx206 *% 4)) +% 1) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8))), Vector().replacing(with: ((w237 * loadVector(arena, ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, (16 +% ((part195 *% 8) +% (cv207 *% 8))))), where: ((w237 * loadVector(arena, ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, (16 +% ((part195 *% 8) +% (cv207 *% 8))))) .> Vector()))
-              storeVector(arena, ((2198624 +% (((((((j204 *% 32) +% (ty205 *% 4)) +% 1) *% 32) +% (tx206 *% 4)) +% 2) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8))), Vector().replacing(with: ((w238 * loadVector(arena, ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, (16 +% ((part195 *% 8) +% (cv207 *% 8))))), where: ((w238 * loadVector(arena, ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, (16 +% ((part195 *% 8) +% (cv207 *% 8))))) .> Vector()))
-              storeVector(arena, ((2198624 +% (((((((j204 *% 32) +% (ty205 *% 4)) +% 1) *% 32) +% (tx206 *% 4)) +% 3) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8))), Vector().replacing(with: ((w239 * loadVector(arena, ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, (16 +% ((part195 *% 8) +% (cv207 *% 8))))), where: ((w239 * loadVector(arena, ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, (16 +% ((part195 *% 8) +% (cv207 *% 8))))) .> Vector()))
-              storeVector(arena, ((2198624 +% ((((((j204 *% 32) +% (ty205 *% 4)) +% 2) *% 32) +% (tx206 *% 4)) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8))), Vector().replacing(with: ((w240 * loadVector(arena, ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, (16 +% ((part195 *% 8) +% (cv207 *% 8))))), where: ((w240 * loadVector(arena, ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, (16 +% ((part195 *% 8) +% (cv207 *% 8))))) .> Vector()))
-              storeVector(arena, ((2198624 +% (((((((j204 *% 32) +% (ty205 *% 4)) +% 2) *% 32) +% (tx206 *% 4)) +% 1) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8))), Vector().replacing(with: ((w241 * loadVector(arena, ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, (16 +% ((part195 *% 8) +% (cv207 *% 8))))), where: ((w241 * loadVector(arena, ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, (16 +% ((part195 *% 8) +% (cv207 *% 8))))) .> Vector()))
-              storeVector(arena, ((2198624 +% (((((((j204 *% 32) +% (ty205 *% 4)) +% 2) *% 32) +% (tx206 *% 4)) +% 2) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8))), Vector().replacing(with: ((w242 * loadVector(arena, ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, (16 +% ((part195 *% 8) +% (cv207 *% 8))))), where: ((w242 * loadVector(arena, ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, (16 +% ((part195 *% 8) +% (cv207 *% 8))))) .> Vector()))
-              storeVector(arena, ((2198624 +% (((((((j204 *% 32) +% (ty205 *% 4)) +% 2) *% 32) +% (tx206 *% 4)) +% 3) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8))), Vector().replacing(with: ((w243 * loadVector(arena, ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, (16 +% ((part195 *% 8) +% (cv207 *% 8))))), where: ((w243 * loadVector(arena, ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, (16 +% ((part195 *% 8) +% (cv207 *% 8))))) .> Vector()))
-              storeVector(arena, ((2198624 +% ((((((j204 *% 32) +% (ty205 *% 4)) +% 3) *% 32) +% (tx206 *% 4)) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8))), Vector().replacing(with: ((w244 * loadVector(arena, ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, (16 +% ((part195 *% 8) +% (cv207 *% 8))))), where: ((w244 * loadVector(arena, ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, (16 +% ((part195 *% 8) +% (cv207 *% 8))))) .> Vector()))
-              storeVector(arena, ((2198624 +% (((((((j204 *% 32) +% (ty205 *% 4)) +% 3) *% 32) +% (tx206 *% 4)) +% 1) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8))), Vector().replacing(with: ((w245 * loadVector(arena, ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, (16 +% ((part195 *% 8) +% (cv207 *% 8))))), where: ((w245 * loadVector(arena, ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, (16 +% ((part195 *% 8) +% (cv207 *% 8))))) .> Vector()))
-              storeVector(arena, ((2198624 +% (((((((j204 *% 32) +% (ty205 *% 4)) +% 3) *% 32) +% (tx206 *% 4)) +% 2) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8))), Vector().replacing(with: ((w246 * loadVector(arena, ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, (16 +% ((part195 *% 8) +% (cv207 *% 8))))), where: ((w246 * loadVector(arena, ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, (16 +% ((part195 *% 8) +% (cv207 *% 8))))) .> Vector()))
-              storeVector(arena, ((2198624 +% (((((((j204 *% 32) +% (ty205 *% 4)) +% 3) *% 32) +% (tx206 *% 4)) +% 3) *% 16)) +% ((part195 *% 8) +% (cv207 *% 8))), Vector().replacing(with: ((w247 * loadVector(arena, ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, (16 +% ((part195 *% 8) +% (cv207 *% 8))))), where: ((w247 * loadVector(arena, ((part195 *% 8) +% (cv207 *% 8)))) + loadVector(arena, (16 +% ((part195 *% 8) +% (cv207 *% 8))))) .> Vector()))
+      for j172 in 0..<1 {
+        for ty173 in 0..<8 {
+          for tx174 in 0..<8 {
+            for cv175 in 0..<1 {
+              let w176 = ((((loadVector(arena, ((2161760 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) + loadVector(arena, ((2167904 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8))))) + loadVector(arena, ((2174048 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8))))) + loadVector(arena, ((2180192 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8))))) + loadVector(arena, ((2186336 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))))
+              let w177 = ((((loadVector(arena, ((2167904 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((2180192 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((2174048 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((2186336 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(2))))
+              let w178 = ((((loadVector(arena, ((2167904 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((2174048 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((2180192 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((2186336 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(4))))
+              let w179 = (((((loadVector(arena, ((2167904 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((2180192 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((2192480 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((2174048 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((2186336 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(8))))
+              let w180 = ((((loadVector(arena, ((2162784 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) + loadVector(arena, ((2168928 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8))))) + loadVector(arena, ((2175072 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8))))) + loadVector(arena, ((2181216 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8))))) + loadVector(arena, ((2187360 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))))
+              let w181 = ((((loadVector(arena, ((2168928 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((2181216 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((2175072 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((2187360 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(2))))
+              let w182 = ((((loadVector(arena, ((2168928 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((2175072 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((2181216 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((2187360 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(4))))
+              let w183 = (((((loadVector(arena, ((2168928 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((2181216 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((2193504 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((2175072 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((2187360 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(8))))
+              let w184 = ((((loadVector(arena, ((2163808 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) + loadVector(arena, ((2169952 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8))))) + loadVector(arena, ((2176096 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8))))) + loadVector(arena, ((2182240 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8))))) + loadVector(arena, ((2188384 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))))
+              let w185 = ((((loadVector(arena, ((2169952 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((2182240 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((2176096 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((2188384 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(2))))
+              let w186 = ((((loadVector(arena, ((2169952 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((2176096 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((2182240 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((2188384 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(4))))
+              let w187 = (((((loadVector(arena, ((2169952 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((2182240 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((2194528 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((2176096 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((2188384 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(8))))
+              let w188 = ((((loadVector(arena, ((2164832 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) + loadVector(arena, ((2170976 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8))))) + loadVector(arena, ((2177120 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8))))) + loadVector(arena, ((2183264 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8))))) + loadVector(arena, ((2189408 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))))
+              let w189 = ((((loadVector(arena, ((2170976 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((2183264 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((2177120 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((2189408 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(2))))
+              let w190 = ((((loadVector(arena, ((2170976 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((2177120 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((2183264 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((2189408 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(4))))
+              let w191 = (((((loadVector(arena, ((2170976 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((2183264 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((2195552 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((2177120 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((2189408 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(8))))
+              let w192 = ((((loadVector(arena, ((2165856 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) + loadVector(arena, ((2172000 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8))))) + loadVector(arena, ((2178144 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8))))) + loadVector(arena, ((2184288 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8))))) + loadVector(arena, ((2190432 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))))
+              let w193 = ((((loadVector(arena, ((2172000 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((2184288 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((2178144 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((2190432 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(2))))
+              let w194 = ((((loadVector(arena, ((2172000 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((2178144 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((2184288 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((2190432 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(4))))
+              let w195 = (((((loadVector(arena, ((2172000 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((2184288 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((2196576 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((2178144 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((2190432 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(8))))
+              let w196 = ((((loadVector(arena, ((2166880 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) + loadVector(arena, ((2173024 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8))))) + loadVector(arena, ((2179168 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8))))) + loadVector(arena, ((2185312 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8))))) + loadVector(arena, ((2191456 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))))
+              let w197 = ((((loadVector(arena, ((2173024 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((2185312 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((2179168 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((2191456 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(2))))
+              let w198 = ((((loadVector(arena, ((2173024 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((2179168 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((2185312 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((2191456 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(4))))
+              let w199 = (((((loadVector(arena, ((2173024 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((2185312 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((2197600 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((2179168 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((2191456 +% ((((j172 *% 64) +% (ty173 *% 8)) +% tx174) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8)))) * Vector(repeating: Float(8))))
+              let w200 = ((((w176 + w180) + w184) + w188) + w192)
+              let w201 = ((((w180 * Vector(repeating: Float(1))) + (w188 * Vector(repeating: Float(2)))) - (w184 * Vector(repeating: Float(1)))) - (w192 * Vector(repeating: Float(2))))
+              let w202 = ((((w180 * Vector(repeating: Float(1))) + (w184 * Vector(repeating: Float(1)))) + (w188 * Vector(repeating: Float(4)))) + (w192 * Vector(repeating: Float(4))))
+              let w203 = (((((w180 * Vector(repeating: Float(1))) + (w188 * Vector(repeating: Float(8)))) + (w196 * Vector(repeating: Float(1)))) - (w184 * Vector(repeating: Float(1)))) - (w192 * Vector(repeating: Float(8))))
+              let w204 = ((((w177 + w181) + w185) + w189) + w193)
+              let w205 = ((((w181 * Vector(repeating: Float(1))) + (w189 * Vector(repeating: Float(2)))) - (w185 * Vector(repeating: Float(1)))) - (w193 * Vector(repeating: Float(2))))
+              let w206 = ((((w181 * Vector(repeating: Float(1))) + (w185 * Vector(repeating: Float(1)))) + (w189 * Vector(repeating: Float(4)))) + (w193 * Vector(repeating: Float(4))))
+              let w207 = (((((w181 * Vector(repeating: Float(1))) + (w189 * Vector(repeating: Float(8)))) + (w197 * Vector(repeating: Float(1)))) - (w185 * Vector(repeating: Float(1)))) - (w193 * Vector(repeating: Float(8))))
+              let w208 = ((((w178 + w182) + w186) + w190) + w194)
+              let w209 = ((((w182 * Vector(repeating: Float(1))) + (w190 * Vector(repeating: Float(2)))) - (w186 * Vector(repeating: Float(1)))) - (w194 * Vector(repeating: Float(2))))
+              let w210 = ((((w182 * Vector(repeating: Float(1))) + (w186 * Vector(repeating: Float(1)))) + (w190 * Vector(repeating: Float(4)))) + (w194 * Vector(repeating: Float(4))))
+              let w211 = (((((w182 * Vector(repeating: Float(1))) + (w190 * Vector(repeating: Float(8)))) + (w198 * Vector(repeating: Float(1)))) - (w186 * Vector(repeating: Float(1)))) - (w194 * Vector(repeating: Float(8))))
+              let w212 = ((((w179 + w183) + w187) + w191) + w195)
+              let w213 = ((((w183 * Vector(repeating: Float(1))) + (w191 * Vector(repeating: Float(2)))) - (w187 * Vector(repeating: Float(1)))) - (w195 * Vector(repeating: Float(2))))
+              let w214 = ((((w183 * Vector(repeating: Float(1))) + (w187 * Vector(repeating: Float(1)))) + (w191 * Vector(repeating: Float(4)))) + (w195 * Vector(repeating: Float(4))))
+              let w215 = (((((w183 * Vector(repeating: Float(1))) + (w191 * Vector(repeating: Float(8)))) + (w199 * Vector(repeating: Float(1)))) - (w187 * Vector(repeating: Float(1)))) - (w195 * Vector(repeating: Float(8))))
+              storeVector(arena, ((2198624 +% (((((j172 *% 32) +% (ty173 *% 4)) *% 32) +% (tx174 *% 4)) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8))), Vector().replacing(with: ((w200 * loadVector(arena, ((part163 *% 8) +% (cv175 *% 8)))) + loadVector(arena, (16 +% ((part163 *% 8) +% (cv175 *% 8))))), where: ((w200 * loadVector(arena, ((part163 *% 8) +% (cv175 *% 8)))) + loadVector(arena, (16 +% ((part163 *% 8) +% (cv175 *% 8))))) .> Vector()))
+              storeVector(arena, ((2198624 +% ((((((j172 *% 32) +% (ty173 *% 4)) *% 32) +% (tx174 *% 4)) +% 1) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8))), Vector().replacing(with: ((w201 * loadVector(arena, ((part163 *% 8) +% (cv175 *% 8)))) + loadVector(arena, (16 +% ((part163 *% 8) +% (cv175 *% 8))))), where: ((w201 * loadVector(arena, ((part163 *% 8) +% (cv175 *% 8)))) + loadVector(arena, (16 +% ((part163 *% 8) +% (cv175 *% 8))))) .> Vector()))
+              storeVector(arena, ((2198624 +% ((((((j172 *% 32) +% (ty173 *% 4)) *% 32) +% (tx174 *% 4)) +% 2) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8))), Vector().replacing(with: ((w202 * loadVector(arena, ((part163 *% 8) +% (cv175 *% 8)))) + loadVector(arena, (16 +% ((part163 *% 8) +% (cv175 *% 8))))), where: ((w202 * loadVector(arena, ((part163 *% 8) +% (cv175 *% 8)))) + loadVector(arena, (16 +% ((part163 *% 8) +% (cv175 *% 8))))) .> Vector()))
+              storeVector(arena, ((2198624 +% ((((((j172 *% 32) +% (ty173 *% 4)) *% 32) +% (tx174 *% 4)) +% 3) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8))), Vector().replacing(with: ((w203 * loadVector(arena, ((part163 *% 8) +% (cv175 *% 8)))) + loadVector(arena, (16 +% ((part163 *% 8) +% (cv175 *% 8))))), where: ((w203 * loadVector(arena, ((part163 *% 8) +% (cv175 *% 8)))) + loadVector(arena, (16 +% ((part163 *% 8) +% (cv175 *% 8))))) .> Vector()))
+              storeVector(arena, ((2198624 +% ((((((j172 *% 32) +% (ty173 *% 4)) +% 1) *% 32) +% (tx174 *% 4)) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8))), Vector().replacing(with: ((w204 * loadVector(arena, ((part163 *% 8) +% (cv175 *% 8)))) + loadVector(arena, (16 +% ((part163 *% 8) +% (cv175 *% 8))))), where: ((w204 * loadVector(arena, ((part163 *% 8) +% (cv175 *% 8)))) + loadVector(arena, (16 +% ((part163 *% 8) +% (cv175 *% 8))))) .> Vector()))
+              storeVector(arena, ((2198624 +% (((((((j172 *% 32) +% (ty173 *% 4)) +% 1) *% 32) +% (tx174 *% 4)) +% 1) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8))), Vector().replacing(with: ((w205 * loadVector(arena, ((part163 *% 8) +% (cv175 *% 8)))) + loadVector(arena, (16 +% ((part163 *% 8) +% (cv175 *% 8))))), where: ((w205 * loadVector(arena, ((part163 *% 8) +% (cv175 *% 8)))) + loadVector(arena, (16 +% ((part163 *% 8) +% (cv175 *% 8))))) .> Vector()))
+              storeVector(arena, ((2198624 +% (((((((j172 *% 32) +% (ty173 *% 4)) +% 1) *% 32) +% (tx174 *% 4)) +% 2) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8))), Vector().replacing(with: ((w206 * loadVector(arena, ((part163 *% 8) +% (cv175 *% 8)))) + loadVector(arena, (16 +% ((part163 *% 8) +% (cv175 *% 8))))), where: ((w206 * loadVector(arena, ((part163 *% 8) +% (cv175 *% 8)))) + loadVector(arena, (16 +% ((part163 *% 8) +% (cv175 *% 8))))) .> Vector()))
+              storeVector(arena, ((2198624 +% (((((((j172 *% 32) +% (ty173 *% 4)) +% 1) *% 32) +% (tx174 *% 4)) +% 3) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8))), Vector().replacing(with: ((w207 * loadVector(arena, ((part163 *% 8) +% (cv175 *% 8)))) + loadVector(arena, (16 +% ((part163 *% 8) +% (cv175 *% 8))))), where: ((w207 * loadVector(arena, ((part163 *% 8) +% (cv175 *% 8)))) + loadVector(arena, (16 +% ((part163 *% 8) +% (cv175 *% 8))))) .> Vector()))
+              storeVector(arena, ((2198624 +% ((((((j172 *% 32) +% (ty173 *% 4)) +% 2) *% 32) +% (tx174 *% 4)) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8))), Vector().replacing(with: ((w208 * loadVector(arena, ((part163 *% 8) +% (cv175 *% 8)))) + loadVector(arena, (16 +% ((part163 *% 8) +% (cv175 *% 8))))), where: ((w208 * loadVector(arena, ((part163 *% 8) +% (cv175 *% 8)))) + loadVector(arena, (16 +% ((part163 *% 8) +% (cv175 *% 8))))) .> Vector()))
+              storeVector(arena, ((2198624 +% (((((((j172 *% 32) +% (ty173 *% 4)) +% 2) *% 32) +% (tx174 *% 4)) +% 1) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8))), Vector().replacing(with: ((w209 * loadVector(arena, ((part163 *% 8) +% (cv175 *% 8)))) + loadVector(arena, (16 +% ((part163 *% 8) +% (cv175 *% 8))))), where: ((w209 * loadVector(arena, ((part163 *% 8) +% (cv175 *% 8)))) + loadVector(arena, (16 +% ((part163 *% 8) +% (cv175 *% 8))))) .> Vector()))
+              storeVector(arena, ((2198624 +% (((((((j172 *% 32) +% (ty173 *% 4)) +% 2) *% 32) +% (tx174 *% 4)) +% 2) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8))), Vector().replacing(with: ((w210 * loadVector(arena, ((part163 *% 8) +% (cv175 *% 8)))) + loadVector(arena, (16 +% ((part163 *% 8) +% (cv175 *% 8))))), where: ((w210 * loadVector(arena, ((part163 *% 8) +% (cv175 *% 8)))) + loadVector(arena, (16 +% ((part163 *% 8) +% (cv175 *% 8))))) .> Vector()))
+              storeVector(arena, ((2198624 +% (((((((j172 *% 32) +% (ty173 *% 4)) +% 2) *% 32) +% (tx174 *% 4)) +% 3) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8))), Vector().replacing(with: ((w211 * loadVector(arena, ((part163 *% 8) +% (cv175 *% 8)))) + loadVector(arena, (16 +% ((part163 *% 8) +% (cv175 *% 8))))), where: ((w211 * loadVector(arena, ((part163 *% 8) +% (cv175 *% 8)))) + loadVector(arena, (16 +% ((part163 *% 8) +% (cv175 *% 8))))) .> Vector()))
+              storeVector(arena, ((2198624 +% ((((((j172 *% 32) +% (ty173 *% 4)) +% 3) *% 32) +% (tx174 *% 4)) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8))), Vector().replacing(with: ((w212 * loadVector(arena, ((part163 *% 8) +% (cv175 *% 8)))) + loadVector(arena, (16 +% ((part163 *% 8) +% (cv175 *% 8))))), where: ((w212 * loadVector(arena, ((part163 *% 8) +% (cv175 *% 8)))) + loadVector(arena, (16 +% ((part163 *% 8) +% (cv175 *% 8))))) .> Vector()))
+              storeVector(arena, ((2198624 +% (((((((j172 *% 32) +% (ty173 *% 4)) +% 3) *% 32) +% (tx174 *% 4)) +% 1) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8))), Vector().replacing(with: ((w213 * loadVector(arena, ((part163 *% 8) +% (cv175 *% 8)))) + loadVector(arena, (16 +% ((part163 *% 8) +% (cv175 *% 8))))), where: ((w213 * loadVector(arena, ((part163 *% 8) +% (cv175 *% 8)))) + loadVector(arena, (16 +% ((part163 *% 8) +% (cv175 *% 8))))) .> Vector()))
+              storeVector(arena, ((2198624 +% (((((((j172 *% 32) +% (ty173 *% 4)) +% 3) *% 32) +% (tx174 *% 4)) +% 2) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8))), Vector().replacing(with: ((w214 * loadVector(arena, ((part163 *% 8) +% (cv175 *% 8)))) + loadVector(arena, (16 +% ((part163 *% 8) +% (cv175 *% 8))))), where: ((w214 * loadVector(arena, ((part163 *% 8) +% (cv175 *% 8)))) + loadVector(arena, (16 +% ((part163 *% 8) +% (cv175 *% 8))))) .> Vector()))
+              storeVector(arena, ((2198624 +% (((((((j172 *% 32) +% (ty173 *% 4)) +% 3) *% 32) +% (tx174 *% 4)) +% 3) *% 16)) +% ((part163 *% 8) +% (cv175 *% 8))), Vector().replacing(with: ((w215 * loadVector(arena, ((part163 *% 8) +% (cv175 *% 8)))) + loadVector(arena, (16 +% ((part163 *% 8) +% (cv175 *% 8))))), where: ((w215 * loadVector(arena, ((part163 *% 8) +% (cv175 *% 8)))) + loadVector(arena, (16 +% ((part163 *% 8) +% (cv175 *% 8))))) .> Vector()))
             }
           }
         }
       }
-      for j248 in 0..<1 {
-        for q249 in 0..<1024 {
-          for c250 in 0..<8 {
-            arena[(1048608 +% (((((g114 +% j248) *% 1024) +% q249) *% 16) +% ((part195 *% 8) +% c250)))] = arena[((2198624 +% (((j248 *% 1024) +% q249) *% 16)) +% ((part195 *% 8) +% c250))]
+      for j216 in 0..<1 {
+        for qb217 in 0..<16 {
+          for c218 in 0..<8 {
+            for q219 in 0..<64 {
+              arena[(1048608 +% ((((g82 +% j216) *% 16384) +% (((part163 *% 8) +% c218) *% 1024)) +% (q219 +% (qb217 *% 64))))] = arena[((2198624 +% (((j216 *% 1024) +% (q219 +% (qb217 *% 64))) *% 16)) +% ((part163 *% 8) +% c218))]
+            }
           }
         }
       }
     }
   }
   // s1_bn2 = batchnorm_fold()
-  for c251 in 0..<2 {
-    let scale252_v = (loadVector(params, ((c251 *% 8) +% 5104)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c251 *% 8) +% 78122)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
-    storeVector(arena, (c251 *% 8), scale252_v)
-    storeVector(arena, ((c251 *% 8) +% 16), (loadVector(params, ((c251 *% 8) +% 5120)) - (loadVector(params, ((c251 *% 8) +% 78106)) * scale252_v)))
+  for c220 in 0..<2 {
+    let scale221_v = (loadVector(params, ((c220 *% 8) +% 5104)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c220 *% 8) +% 78122)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
+    storeVector(arena, (c220 *% 8), scale221_v)
+    storeVector(arena, ((c220 *% 8) +% 16), (loadVector(params, ((c220 *% 8) +% 5120)) - (loadVector(params, ((c220 *% 8) +% 78106)) * scale221_v)))
   }
   // s1_conv2 = conv2d_act(s1_conv1, s1_bn2, stem)
-  for i310 in 0..<2312 {
-    storeVector(arena, ((i310 *% 8) +% 3154976), Vector(repeating: Float(0)))
+  for i279 in 0..<2312 {
+    storeVector(arena, ((i279 *% 8) +% 3154976), Vector(repeating: Float(0)))
   }
-  for g311 in 0..<64 {
-    for j312 in 0..<1 {
-      for iy313 in 0..<32 {
-        for ix314 in 0..<32 {
-          for c315 in 0..<16 {
-            arena[(3154976 +% ((((j312 *% 18496) +% ((iy313 +% 1) *% 544)) +% ((ix314 +% 1) *% 16)) +% c315))] = arena[((1048608 +% ((((((g311 +% j312) *% 32) +% iy313) *% 32) +% ix314) *% 16)) +% c315)]
+  for g280 in 0..<64 {
+    for j281 in 0..<1 {
+      for iy282 in 0..<32 {
+        for c283 in 0..<16 {
+          for ix284 in 0..<32 {
+            arena[(3154976 +% ((((j281 *% 18496) +% ((iy282 +% 1) *% 544)) +% ((ix284 +% 1) *% 16)) +% c283))] = arena[((((1048608 +% ((g280 +% j281) *% 16384)) +% (c283 *% 1024)) +% (iy282 *% 32)) +% ix284)]
           }
         }
       }
     }
-    for j316 in 0..<1 {
-      for ty317 in 0..<8 {
-        for tx318 in 0..<8 {
-          for cv319 in 0..<2 {
-            let w320 = (((loadVector(arena, (3154976 +% ((((j316 *% 18496) +% ((ty317 *% 4) *% 544)) +% ((tx318 *% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 4) *% 544)) +% ((tx318 *% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 2) *% 544)) +% ((tx318 *% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(5))))
-            let w321 = ((((loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 3) *% 544)) +% ((tx318 *% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 4) *% 544)) +% ((tx318 *% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 1) *% 544)) +% ((tx318 *% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 2) *% 544)) +% ((tx318 *% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(4))))
-            let w322 = ((((loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 1) *% 544)) +% ((tx318 *% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 4) *% 544)) +% ((tx318 *% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 2) *% 544)) +% ((tx318 *% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 3) *% 544)) +% ((tx318 *% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1))))
-            let w323 = ((((loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 3) *% 544)) +% ((tx318 *% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 4) *% 544)) +% ((tx318 *% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 1) *% 544)) +% ((tx318 *% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 2) *% 544)) +% ((tx318 *% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1))))
-            let w324 = ((((loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 1) *% 544)) +% ((tx318 *% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 4) *% 544)) +% ((tx318 *% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 2) *% 544)) +% ((tx318 *% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 3) *% 544)) +% ((tx318 *% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(2))))
-            let w325 = (((loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 1) *% 544)) +% ((tx318 *% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 5) *% 544)) +% ((tx318 *% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 3) *% 544)) +% ((tx318 *% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(5))))
-            let w326 = (((loadVector(arena, (3154976 +% ((((j316 *% 18496) +% ((ty317 *% 4) *% 544)) +% (((tx318 *% 4) +% 1) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 4) *% 544)) +% (((tx318 *% 4) +% 1) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 2) *% 544)) +% (((tx318 *% 4) +% 1) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(5))))
-            let w327 = ((((loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 3) *% 544)) +% (((tx318 *% 4) +% 1) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 4) *% 544)) +% (((tx318 *% 4) +% 1) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 1) *% 544)) +% (((tx318 *% 4) +% 1) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 2) *% 544)) +% (((tx318 *% 4) +% 1) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(4))))
-            let w328 = ((((loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 1) *% 544)) +% (((tx318 *% 4) +% 1) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 4) *% 544)) +% (((tx318 *% 4) +% 1) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 2) *% 544)) +% (((tx318 *% 4) +% 1) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 3) *% 544)) +% (((tx318 *% 4) +% 1) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1))))
-            let w329 = ((((loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 3) *% 544)) +% (((tx318 *% 4) +% 1) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 4) *% 544)) +% (((tx318 *% 4) +% 1) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 1) *% 544)) +% (((tx318 *% 4) +% 1) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 2) *% 544)) +% (((tx318 *% 4) +% 1) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1))))
-            let w330 = ((((loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 1) *% 544)) +% (((tx318 *% 4) +% 1) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 4) *% 544)) +% (((tx318 *% 4) +% 1) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 2) *% 544)) +% (((tx318 *% 4) +% 1) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 3) *% 544)) +% (((tx318 *% 4) +% 1) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(2))))
-            let w331 = (((loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 1) *% 544)) +% (((tx318 *% 4) +% 1) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 5) *% 544)) +% (((tx318 *% 4) +% 1) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 3) *% 544)) +% (((tx318 *% 4) +% 1) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(5))))
-            let w332 = (((loadVector(arena, (3154976 +% ((((j316 *% 18496) +% ((ty317 *% 4) *% 544)) +% (((tx318 *% 4) +% 2) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 4) *% 544)) +% (((tx318 *% 4) +% 2) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 2) *% 544)) +% (((tx318 *% 4) +% 2) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(5))))
-            let w333 = ((((loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 3) *% 544)) +% (((tx318 *% 4) +% 2) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 4) *% 544)) +% (((tx318 *% 4) +% 2) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 1) *% 544)) +% (((tx318 *% 4) +% 2) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 2) *% 544)) +% (((tx318 *% 4) +% 2) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(4))))
-            let w334 = ((((loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 1) *% 544)) +% (((tx318 *% 4) +% 2) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 4) *% 544)) +% (((tx318 *% 4) +% 2) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 2) *% 544)) +% (((tx318 *% 4) +% 2) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 3) *% 544)) +% (((tx318 *% 4) +% 2) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1))))
-            let w335 = ((((loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 3) *% 544)) +% (((tx318 *% 4) +% 2) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 4) *% 544)) +% (((tx318 *% 4) +% 2) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 1) *% 544)) +% (((tx318 *% 4) +% 2) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 2) *% 544)) +% (((tx318 *% 4) +% 2) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1))))
-            let w336 = ((((loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 1) *% 544)) +% (((tx318 *% 4) +% 2) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 4) *% 544)) +% (((tx318 *% 4) +% 2) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 2) *% 544)) +% (((tx318 *% 4) +% 2) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 3) *% 544)) +% (((tx318 *% 4) +% 2) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(2))))
-            let w337 = (((loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 1) *% 544)) +% (((tx318 *% 4) +% 2) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 5) *% 544)) +% (((tx318 *% 4) +% 2) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 3) *% 544)) +% (((tx318 *% 4) +% 2) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(5))))
-            let w338 = (((loadVector(arena, (3154976 +% ((((j316 *% 18496) +% ((ty317 *% 4) *% 544)) +% (((tx318 *% 4) +% 3) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 4) *% 544)) +% (((tx318 *% 4) +% 3) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 2) *% 544)) +% (((tx318 *% 4) +% 3) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(5))))
-            let w339 = ((((loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 3) *% 544)) +% (((tx318 *% 4) +% 3) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 4) *% 544)) +% (((tx318 *% 4) +% 3) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 1) *% 544)) +% (((tx318 *% 4) +% 3) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 2) *% 544)) +% (((tx318 *% 4) +% 3) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(4))))
-            let w340 = ((((loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 1) *% 544)) +% (((tx318 *% 4) +% 3) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 4) *% 544)) +% (((tx318 *% 4) +% 3) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 2) *% 544)) +% (((tx318 *% 4) +% 3) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 3) *% 544)) +% (((tx318 *% 4) +% 3) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1))))
-            let w341 = ((((loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 3) *% 544)) +% (((tx318 *% 4) +% 3) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 4) *% 544)) +% (((tx318 *% 4) +% 3) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 1) *% 544)) +% (((tx318 *% 4) +% 3) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 2) *% 544)) +% (((tx318 *% 4) +% 3) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1))))
-            let w342 = ((((loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 1) *% 544)) +% (((tx318 *% 4) +% 3) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 4) *% 544)) +% (((tx318 *% 4) +% 3) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 2) *% 544)) +% (((tx318 *% 4) +% 3) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 3) *% 544)) +% (((tx318 *% 4) +% 3) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(2))))
-            let w343 = (((loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 1) *% 544)) +% (((tx318 *% 4) +% 3) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 5) *% 544)) +% (((tx318 *% 4) +% 3) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 3) *% 544)) +% (((tx318 *% 4) +% 3) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(5))))
-            let w344 = (((loadVector(arena, (3154976 +% ((((j316 *% 18496) +% ((ty317 *% 4) *% 544)) +% (((tx318 *% 4) +% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 4) *% 544)) +% (((tx318 *% 4) +% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 2) *% 544)) +% (((tx318 *% 4) +% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(5))))
-            let w345 = ((((loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 3) *% 544)) +% (((tx318 *% 4) +% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 4) *% 544)) +% (((tx318 *% 4) +% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 1) *% 544)) +% (((tx318 *% 4) +% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 2) *% 544)) +% (((tx318 *% 4) +% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(4))))
-            let w346 = ((((loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 1) *% 544)) +% (((tx318 *% 4) +% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 4) *% 544)) +% (((tx318 *% 4) +% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 2) *% 544)) +% (((tx318 *% 4) +% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 3) *% 544)) +% (((tx318 *% 4) +% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1))))
-            let w347 = ((((loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 3) *% 544)) +% (((tx318 *% 4) +% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 4) *% 544)) +% (((tx318 *% 4) +% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 1) *% 544)) +% (((tx318 *% 4) +% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 2) *% 544)) +% (((tx318 *% 4) +% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1))))
-            let w348 = ((((loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 1) *% 544)) +% (((tx318 *% 4) +% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 4) *% 544)) +% (((tx318 *% 4) +% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 2) *% 544)) +% (((tx318 *% 4) +% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 3) *% 544)) +% (((tx318 *% 4) +% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(2))))
-            let w349 = (((loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 1) *% 544)) +% (((tx318 *% 4) +% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 5) *% 544)) +% (((tx318 *% 4) +% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 3) *% 544)) +% (((tx318 *% 4) +% 4) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(5))))
-            let w350 = (((loadVector(arena, (3154976 +% ((((j316 *% 18496) +% ((ty317 *% 4) *% 544)) +% (((tx318 *% 4) +% 5) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 4) *% 544)) +% (((tx318 *% 4) +% 5) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 2) *% 544)) +% (((tx318 *% 4) +% 5) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(5))))
-            let w351 = ((((loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 3) *% 544)) +% (((tx318 *% 4) +% 5) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 4) *% 544)) +% (((tx318 *% 4) +% 5) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 1) *% 544)) +% (((tx318 *% 4) +% 5) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 2) *% 544)) +% (((tx318 *% 4) +% 5) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(4))))
-            let w352 = ((((loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 1) *% 544)) +% (((tx318 *% 4) +% 5) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 4) *% 544)) +% (((tx318 *% 4) +% 5) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 2) *% 544)) +% (((tx318 *% 4) +% 5) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 3) *% 544)) +% (((tx318 *% 4) +% 5) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1))))
-            let w353 = ((((loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 3) *% 544)) +% (((tx318 *% 4) +% 5) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 4) *% 544)) +% (((tx318 *% 4) +% 5) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 1) *% 544)) +% (((tx318 *% 4) +% 5) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 2) *% 544)) +% (((tx318 *% 4) +% 5) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1))))
-            let w354 = ((((loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 1) *% 544)) +% (((tx318 *% 4) +% 5) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 4) *% 544)) +% (((tx318 *% 4) +% 5) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 2) *% 544)) +% (((tx318 *% 4) +% 5) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 3) *% 544)) +% (((tx318 *% 4) +% 5) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(2))))
-            let w355 = (((loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 1) *% 544)) +% (((tx318 *% 4) +% 5) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 5) *% 544)) +% (((tx318 *% 4) +% 5) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j316 *% 18496) +% (((ty317 *% 4) +% 3) *% 544)) +% (((tx318 *% 4) +% 5) *% 16)) +% (cv319 *% 8)))) * Vector(repeating: Float(5))))
-            let w356 = (((w320 * Vector(repeating: Float(4))) + (w344 * Vector(repeating: Float(1)))) - (w332 * Vector(repeating: Float(5))))
-            let w357 = ((((w338 * Vector(repeating: Float(1))) + (w344 * Vector(repeating: Float(1)))) - (w326 * Vector(repeating: Float(4)))) - (w332 * Vector(repeating: Float(4))))
-            let w358 = ((((w326 * Vector(repeating: Float(4))) + (w344 * Vector(repeating: Float(1)))) - (w332 * Vector(repeating: Float(4)))) - (w338 * Vector(repeating: Float(1))))
-            let w359 = ((((w338 * Vector(repeating: Float(2))) + (w344 * Vector(repeating: Float(1)))) - (w326 * Vector(repeating: Float(2)))) - (w332 * Vector(repeating: Float(1))))
-            let w360 = ((((w326 * Vector(repeating: Float(2))) + (w344 * Vector(repeating: Float(1)))) - (w332 * Vector(repeating: Float(1)))) - (w338 * Vector(repeating: Float(2))))
-            let w361 = (((w326 * Vector(repeating: Float(4))) + (w350 * Vector(repeating: Float(1)))) - (w338 * Vector(repeating: Float(5))))
-            let w362 = (((w321 * Vector(repeating: Float(4))) + (w345 * Vector(repeating: Float(1)))) - (w333 * Vector(repeating: Float(5))))
-            let w363 = ((((w339 * Vector(repeating: Float(1))) + (w345 * Vector(repeating: Float(1)))) - (w327 * Vector(repeating: Float(4)))) - (w333 * Vector(repeating: Float(4))))
-            let w364 = ((((w327 * Vector(repeating: Float(4))) + (w345 * Vector(repeating: Float(1)))) - (w333 * Vector(repeating: Float(4)))) - (w339 * Vector(repeating: Float(1))))
-            let w365 = ((((w339 * Vector(repeating: Float(2))) + (w345 * Vector(repeating: Float(1)))) - (w327 * Vector(repeating: Float(2)))) - (w333 * Vector(repeating: Float(1))))
-            let w366 = ((((w327 * Vector(repeating: Float(2))) + (w345 * Vector(repeating: Float(1)))) - (w333 * Vector(repeating: Float(1)))) - (w339 * Vector(repeating: Float(2))))
-            let w367 = (((w327 * Vector(repeating: Float(4))) + (w351 * Vector(repeating: Float(1)))) - (w339 * Vector(repeating: Float(5))))
-            let w368 = (((w322 * Vector(repeating: Float(4))) + (w346 * Vector(repeating: Float(1)))) - (w334 * Vector(repeating: Float(5))))
-            let w369 = ((((w340 * Vector(repeating: Float(1))) + (w346 * Vector(repeating: Float(1)))) - (w328 * Vector(repeating: Float(4)))) - (w334 * Vector(repeating: Float(4))))
-            let w370 = ((((w328 * Vector(repeating: Float(4))) + (w346 * Vector(repeating: Float(1)))) - (w334 * Vector(repeating: Float(4)))) - (w340 * Vector(repeating: Float(1))))
-            let w371 = ((((w340 * Vector(repeating: Float(2))) + (w346 * Vector(repeating: Float(1)))) - (w328 * Vector(repeating: Float(2)))) - (w334 * Vector(repeating: Float(1))))
-            let w372 = ((((w328 * Vector(repeating: Float(2))) + (w346 * Vector(repeating: Float(1)))) - (w334 * Vector(repeating: Float(1)))) - (w340 * Vector(repeating: Float(2))))
-            let w373 = (((w328 * Vector(repeating: Float(4))) + (w352 * Vector(repeating: Float(1)))) - (w340 * Vector(repeating: Float(5))))
-            let w374 = (((w323 * Vector(repeating: Float(4))) + (w347 * Vector(repeating: Float(1)))) - (w335 * Vector(repeating: Float(5))))
-            let w375 = ((((w341 * Vector(repeating: Float(1))) + (w347 * Vector(repeating: Float(1)))) - (w329 * Vector(repeating: Float(4)))) - (w335 * Vector(repeating: Float(4))))
-            let w376 = ((((w329 * Vector(repeating: Float(4))) + (w347 * Vector(repeating: Float(1)))) - (w335 * Vector(repeating: Float(4)))) - (w341 * Vector(repeating: Float(1))))
-            let w377 = ((((w341 * Vector(repeating: Float(2))) + (w347 * Vector(repeating: Float(1)))) - (w329 * Vector(repeating: Float(2)))) - (w335 * Vector(repeating: Float(1))))
-            let w378 = ((((w329 * Vector(repeating: Float(2))) + (w347 * Vector(repeating: Float(1)))) - (w335 * Vector(repeating: Float(1)))) - (w341 * Vector(repeating: Float(2))))
-            let w379 = (((w329 * Vector(repeating: Float(4))) + (w353 * Vector(repeating: Float(1)))) - (w341 * Vector(repeating: Float(5))))
-            let w380 = (((w324 * Vector(repeating: Float(4))) + (w348 * Vector(repeating: Float(1)))) - (w336 * Vector(repeating: Float(5))))
-            let w381 = ((((w342 * Vector(repeating: Float(1))) + (w348 * Vector(repeating: Float(1)))) - (w330 * Vector(repeating: Float(4)))) - (w336 * Vector(repeating: Float(4))))
-            let w382 = ((((w330 * Vector(repeating: Float(4))) + (w348 * Vector(repeating: Float(1)))) - (w336 * Vector(repeating: Float(4)))) - (w342 * Vector(repeating: Float(1))))
-            let w383 = ((((w342 * Vector(repeating: Float(2))) + (w348 * Vector(repeating: Float(1)))) - (w330 * Vector(repeating: Float(2)))) - (w336 * Vector(repeating: Float(1))))
-            let w384 = ((((w330 * Vector(repeating: Float(2))) + (w348 * Vector(repeating: Float(1)))) - (w336 * Vector(repeating: Float(1)))) - (w342 * Vector(repeating: Float(2))))
-            let w385 = (((w330 * Vector(repeating: Float(4))) + (w354 * Vector(repeating: Float(1)))) - (w342 * Vector(repeating: Float(5))))
-            let w386 = (((w325 * Vector(repeating: Float(4))) + (w349 * Vector(repeating: Float(1)))) - (w337 * Vector(repeating: Float(5))))
-            let w387 = ((((w343 * Vector(repeating: Float(1))) + (w349 * Vector(repeating: Float(1)))) - (w331 * Vector(repeating: Float(4)))) - (w337 * Vector(repeating: Float(4))))
-            let w388 = ((((w331 * Vector(repeating: Float(4))) + (w349 * Vector(repeating: Float(1)))) - (w337 * Vector(repeating: Float(4)))) - (w343 * Vector(repeating: Float(1))))
-            let w389 = ((((w343 * Vector(repeating: Float(2))) + (w349 * Vector(repeating: Float(1)))) - (w331 * Vector(repeating: Float(2)))) - (w337 * Vector(repeating: Float(1))))
-            let w390 = ((((w331 * Vector(repeating: Float(2))) + (w349 * Vector(repeating: Float(1)))) - (w337 * Vector(repeating: Float(1)))) - (w343 * Vector(repeating: Float(2))))
-            let w391 = (((w331 * Vector(repeating: Float(4))) + (w355 * Vector(repeating: Float(1)))) - (w343 * Vector(repeating: Float(5))))
-            storeVector(arena, ((3173472 +% ((((j316 *% 64) +% (ty317 *% 8)) +% tx318) *% 16)) +% (cv319 *% 8)), w356)
-            storeVector(arena, ((3174496 +% ((((j316 *% 64) +% (ty317 *% 8)) +% tx318) *% 16)) +% (cv319 *% 8)), w357)
-            storeVector(arena, ((3175520 +% ((((j316 *% 64) +% (ty317 *% 8)) +% tx318) *% 16)) +% (cv319 *% 8)), w358)
-            storeVector(arena, ((3176544 +% ((((j316 *% 64) +% (ty317 *% 8)) +% tx318) *% 16)) +% (cv319 *% 8)), w359)
-            storeVector(arena, ((3177568 +% ((((j316 *% 64) +% (ty317 *% 8)) +% tx318) *% 16)) +% (cv319 *% 8)), w360)
-            storeVector(arena, ((3178592 +% ((((j316 *% 64) +% (ty317 *% 8)) +% tx318) *% 16)) +% (cv319 *% 8)), w361)
-            storeVector(arena, ((3179616 +% ((((j316 *% 64) +% (ty317 *% 8)) +% tx318) *% 16)) +% (cv319 *% 8)), w362)
-            storeVector(arena, ((3180640 +% ((((j316 *% 64) +% (ty317 *% 8)) +% tx318) *% 16)) +% (cv319 *% 8)), w363)
-            storeVector(arena, ((3181664 +% ((((j316 *% 64) +% (ty317 *% 8)) +% tx318) *% 16)) +% (cv319 *% 8)), w364)
-            storeVector(arena, ((3182688 +% ((((j316 *% 64) +% (ty317 *% 8)) +% tx318) *% 16)) +% (cv319 *% 8)), w365)
-            storeVector(arena, ((3183712 +% ((((j316 *% 64) +% (ty317 *% 8)) +% tx318) *% 16)) +% (cv319 *% 8)), w366)
-            storeVector(arena, ((3184736 +% ((((j316 *% 64) +% (ty317 *% 8)) +% tx318) *% 16)) +% (cv319 *% 8)), w367)
-            storeVector(arena, ((3185760 +% ((((j316 *% 64) +% (ty317 *% 8)) +% tx318) *% 16)) +% (cv319 *% 8)), w368)
-            storeVector(arena, ((3186784 +% ((((j316 *% 64) +% (ty317 *% 8)) +% tx318) *% 16)) +% (cv319 *% 8)), w369)
-            storeVector(arena, ((3187808 +% ((((j316 *% 64) +% (ty317 *% 8)) +% tx318) *% 16)) +% (cv319 *% 8)), w370)
-            storeVector(arena, ((3188832 +% ((((j316 *% 64) +% (ty317 *% 8)) +% tx318) *% 16)) +% (cv319 *% 8)), w371)
-            storeVector(arena, ((3189856 +% ((((j316 *% 64) +% (ty317 *% 8)) +% tx318) *% 16)) +% (cv319 *% 8)), w372)
-            storeVector(arena, ((3190880 +% ((((j316 *% 64) +% (ty317 *% 8)) +% tx318) *% 16)) +% (cv319 *% 8)), w373)
-            storeVector(arena, ((3191904 +% ((((j316 *% 64) +% (ty317 *% 8)) +% tx318) *% 16)) +% (cv319 *% 8)), w374)
-            storeVector(arena, ((3192928 +% ((((j316 *% 64) +% (ty317 *% 8)) +% tx318) *% 16)) +% (cv319 *% 8)), w375)
-            storeVector(arena, ((3193952 +% ((((j316 *% 64) +% (ty317 *% 8)) +% tx318) *% 16)) +% (cv319 *% 8)), w376)
-            storeVector(arena, ((3194976 +% ((((j316 *% 64) +% (ty317 *% 8)) +% tx318) *% 16)) +% (cv319 *% 8)), w377)
-            storeVector(arena, ((3196000 +% ((((j316 *% 64) +% (ty317 *% 8)) +% tx318) *% 16)) +% (cv319 *% 8)), w378)
-            storeVector(arena, ((3197024 +% ((((j316 *% 64) +% (ty317 *% 8)) +% tx318) *% 16)) +% (cv319 *% 8)), w379)
-            storeVector(arena, ((3198048 +% ((((j316 *% 64) +% (ty317 *% 8)) +% tx318) *% 16)) +% (cv319 *% 8)), w380)
-            storeVector(arena, ((3199072 +% ((((j316 *% 64) +% (ty317 *% 8)) +% tx318) *% 16)) +% (cv319 *% 8)), w381)
-            storeVector(arena, ((3200096 +% ((((j316 *% 64) +% (ty317 *% 8)) +% tx318) *% 16)) +% (cv319 *% 8)), w382)
-            storeVector(arena, ((3201120 +% ((((j316 *% 64) +% (ty317 *% 8)) +% tx318) *% 16)) +% (cv319 *% 8)), w383)
-            storeVector(arena, ((3202144 +% ((((j316 *% 64) +% (ty317 *% 8)) +% tx318) *% 16)) +% (cv319 *% 8)), w384)
-            storeVector(arena, ((3203168 +% ((((j316 *% 64) +% (ty317 *% 8)) +% tx318) *% 16)) +% (cv319 *% 8)), w385)
-            storeVector(arena, ((3204192 +% ((((j316 *% 64) +% (ty317 *% 8)) +% tx318) *% 16)) +% (cv319 *% 8)), w386)
-            storeVector(arena, ((3205216 +% ((((j316 *% 64) +% (ty317 *% 8)) +% tx318) *% 16)) +% (cv319 *% 8)), w387)
-            storeVector(arena, ((3206240 +% ((((j316 *% 64) +% (ty317 *% 8)) +% tx318) *% 16)) +% (cv319 *% 8)), w388)
-            storeVector(arena, ((3207264 +% ((((j316 *% 64) +% (ty317 *% 8)) +% tx318) *% 16)) +% (cv319 *% 8)), w389)
-            storeVector(arena, ((3208288 +% ((((j316 *% 64) +% (ty317 *% 8)) +% tx318) *% 16)) +% (cv319 *% 8)), w390)
-            storeVector(arena, ((3209312 +% ((((j316 *% 64) +% (ty317 *% 8)) +% tx318) *% 16)) +% (cv319 *% 8)), w391)
+    for j285 in 0..<1 {
+      for ty286 in 0..<8 {
+        for tx287 in 0..<8 {
+          for cv288 in 0..<2 {
+            let w289 = (((loadVector(arena, (3154976 +% ((((j285 *% 18496) +% ((ty286 *% 4) *% 544)) +% ((tx287 *% 4) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 4) *% 544)) +% ((tx287 *% 4) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 2) *% 544)) +% ((tx287 *% 4) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(5))))
+            let w290 = ((((loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 3) *% 544)) +% ((tx287 *% 4) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 4) *% 544)) +% ((tx287 *% 4) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 1) *% 544)) +% ((tx287 *% 4) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 2) *% 544)) +% ((tx287 *% 4) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(4))))
+            let w291 = ((((loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 1) *% 544)) +% ((tx287 *% 4) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 4) *% 544)) +% ((tx287 *% 4) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 2) *% 544)) +% ((tx287 *% 4) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 3) *% 544)) +% ((tx287 *% 4) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(1))))
+            let w292 = ((((loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 3) *% 544)) +% ((tx287 *% 4) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 4) *% 544)) +% ((tx287 *% 4) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 1) *% 544)) +% ((tx287 *% 4) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 2) *% 544)) +% ((tx287 *% 4) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(1))))
+            let w293 = ((((loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 1) *% 544)) +% ((tx287 *% 4) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 4) *% 544)) +% ((tx287 *% 4) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 2) *% 544)) +% ((tx287 *% 4) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 3) *% 544)) +% ((tx287 *% 4) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(2))))
+            let w294 = (((loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 1) *% 544)) +% ((tx287 *% 4) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 5) *% 544)) +% ((tx287 *% 4) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 3) *% 544)) +% ((tx287 *% 4) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(5))))
+            let w295 = (((loadVector(arena, (3154976 +% ((((j285 *% 18496) +% ((ty286 *% 4) *% 544)) +% (((tx287 *% 4) +% 1) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 4) *% 544)) +% (((tx287 *% 4) +% 1) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 2) *% 544)) +% (((tx287 *% 4) +% 1) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(5))))
+            let w296 = ((((loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 3) *% 544)) +% (((tx287 *% 4) +% 1) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 4) *% 544)) +% (((tx287 *% 4) +% 1) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 1) *% 544)) +% (((tx287 *% 4) +% 1) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 2) *% 544)) +% (((tx287 *% 4) +% 1) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(4))))
+            let w297 = ((((loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 1) *% 544)) +% (((tx287 *% 4) +% 1) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 4) *% 544)) +% (((tx287 *% 4) +% 1) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 2) *% 544)) +% (((tx287 *% 4) +% 1) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 3) *% 544)) +% (((tx287 *% 4) +% 1) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(1))))
+            let w298 = ((((loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 3) *% 544)) +% (((tx287 *% 4) +% 1) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 4) *% 544)) +% (((tx287 *% 4) +% 1) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 1) *% 544)) +% (((tx287 *% 4) +% 1) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 2) *% 544)) +% (((tx287 *% 4) +% 1) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(1))))
+            let w299 = ((((loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 1) *% 544)) +% (((tx287 *% 4) +% 1) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 4) *% 544)) +% (((tx287 *% 4) +% 1) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 2) *% 544)) +% (((tx287 *% 4) +% 1) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 3) *% 544)) +% (((tx287 *% 4) +% 1) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(2))))
+            let w300 = (((loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 1) *% 544)) +% (((tx287 *% 4) +% 1) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 5) *% 544)) +% (((tx287 *% 4) +% 1) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 3) *% 544)) +% (((tx287 *% 4) +% 1) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(5))))
+            let w301 = (((loadVector(arena, (3154976 +% ((((j285 *% 18496) +% ((ty286 *% 4) *% 544)) +% (((tx287 *% 4) +% 2) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 4) *% 544)) +% (((tx287 *% 4) +% 2) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 2) *% 544)) +% (((tx287 *% 4) +% 2) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(5))))
+            let w302 = ((((loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 3) *% 544)) +% (((tx287 *% 4) +% 2) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 4) *% 544)) +% (((tx287 *% 4) +% 2) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 1) *% 544)) +% (((tx287 *% 4) +% 2) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 2) *% 544)) +% (((tx287 *% 4) +% 2) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(4))))
+            let w303 = ((((loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 1) *% 544)) +% (((tx287 *% 4) +% 2) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 4) *% 544)) +% (((tx287 *% 4) +% 2) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 2) *% 544)) +% (((tx287 *% 4) +% 2) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 3) *% 544)) +% (((tx287 *% 4) +% 2) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(1))))
+            let w304 = ((((loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 3) *% 544)) +% (((tx287 *% 4) +% 2) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 4) *% 544)) +% (((tx287 *% 4) +% 2) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 1) *% 544)) +% (((tx287 *% 4) +% 2) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 2) *% 544)) +% (((tx287 *% 4) +% 2) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(1))))
+            let w305 = ((((loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 1) *% 544)) +% (((tx287 *% 4) +% 2) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 4) *% 544)) +% (((tx287 *% 4) +% 2) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 2) *% 544)) +% (((tx287 *% 4) +% 2) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 3) *% 544)) +% (((tx287 *% 4) +% 2) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(2))))
+            let w306 = (((loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 1) *% 544)) +% (((tx287 *% 4) +% 2) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 5) *% 544)) +% (((tx287 *% 4) +% 2) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 3) *% 544)) +% (((tx287 *% 4) +% 2) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(5))))
+            let w307 = (((loadVector(arena, (3154976 +% ((((j285 *% 18496) +% ((ty286 *% 4) *% 544)) +% (((tx287 *% 4) +% 3) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 4) *% 544)) +% (((tx287 *% 4) +% 3) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 2) *% 544)) +% (((tx287 *% 4) +% 3) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(5))))
+            let w308 = ((((loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 3) *% 544)) +% (((tx287 *% 4) +% 3) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 4) *% 544)) +% (((tx287 *% 4) +% 3) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 1) *% 544)) +% (((tx287 *% 4) +% 3) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 2) *% 544)) +% (((tx287 *% 4) +% 3) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(4))))
+            let w309 = ((((loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 1) *% 544)) +% (((tx287 *% 4) +% 3) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 4) *% 544)) +% (((tx287 *% 4) +% 3) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 2) *% 544)) +% (((tx287 *% 4) +% 3) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 3) *% 544)) +% (((tx287 *% 4) +% 3) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(1))))
+            let w310 = ((((loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 3) *% 544)) +% (((tx287 *% 4) +% 3) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 4) *% 544)) +% (((tx287 *% 4) +% 3) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 1) *% 544)) +% (((tx287 *% 4) +% 3) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 2) *% 544)) +% (((tx287 *% 4) +% 3) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(1))))
+            let w311 = ((((loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 1) *% 544)) +% (((tx287 *% 4) +% 3) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 4) *% 544)) +% (((tx287 *% 4) +% 3) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 2) *% 544)) +% (((tx287 *% 4) +% 3) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 3) *% 544)) +% (((tx287 *% 4) +% 3) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(2))))
+            let w312 = (((loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 1) *% 544)) +% (((tx287 *% 4) +% 3) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 5) *% 544)) +% (((tx287 *% 4) +% 3) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 3) *% 544)) +% (((tx287 *% 4) +% 3) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(5))))
+            let w313 = (((loadVector(arena, (3154976 +% ((((j285 *% 18496) +% ((ty286 *% 4) *% 544)) +% (((tx287 *% 4) +% 4) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 4) *% 544)) +% (((tx287 *% 4) +% 4) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 2) *% 544)) +% (((tx287 *% 4) +% 4) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(5))))
+            let w314 = ((((loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 3) *% 544)) +% (((tx287 *% 4) +% 4) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 4) *% 544)) +% (((tx287 *% 4) +% 4) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 1) *% 544)) +% (((tx287 *% 4) +% 4) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 2) *% 544)) +% (((tx287 *% 4) +% 4) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(4))))
+            let w315 = ((((loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 1) *% 544)) +% (((tx287 *% 4) +% 4) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 4) *% 544)) +% (((tx287 *% 4) +% 4) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 2) *% 544)) +% (((tx287 *% 4) +% 4) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 3) *% 544)) +% (((tx287 *% 4) +% 4) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(1))))
+            let w316 = ((((loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 3) *% 544)) +% (((tx287 *% 4) +% 4) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 4) *% 544)) +% (((tx287 *% 4) +% 4) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 1) *% 544)) +% (((tx287 *% 4) +% 4) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 2) *% 544)) +% (((tx287 *% 4) +% 4) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(1))))
+            let w317 = ((((loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 1) *% 544)) +% (((tx287 *% 4) +% 4) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 4) *% 544)) +% (((tx287 *% 4) +% 4) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 2) *% 544)) +% (((tx287 *% 4) +% 4) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 3) *% 544)) +% (((tx287 *% 4) +% 4) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(2))))
+            let w318 = (((loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 1) *% 544)) +% (((tx287 *% 4) +% 4) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 5) *% 544)) +% (((tx287 *% 4) +% 4) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 3) *% 544)) +% (((tx287 *% 4) +% 4) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(5))))
+            let w319 = (((loadVector(arena, (3154976 +% ((((j285 *% 18496) +% ((ty286 *% 4) *% 544)) +% (((tx287 *% 4) +% 5) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 4) *% 544)) +% (((tx287 *% 4) +% 5) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 2) *% 544)) +% (((tx287 *% 4) +% 5) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(5))))
+            let w320 = ((((loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 3) *% 544)) +% (((tx287 *% 4) +% 5) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 4) *% 544)) +% (((tx287 *% 4) +% 5) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 1) *% 544)) +% (((tx287 *% 4) +% 5) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 2) *% 544)) +% (((tx287 *% 4) +% 5) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(4))))
+            let w321 = ((((loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 1) *% 544)) +% (((tx287 *% 4) +% 5) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 4) *% 544)) +% (((tx287 *% 4) +% 5) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 2) *% 544)) +% (((tx287 *% 4) +% 5) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 3) *% 544)) +% (((tx287 *% 4) +% 5) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(1))))
+            let w322 = ((((loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 3) *% 544)) +% (((tx287 *% 4) +% 5) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 4) *% 544)) +% (((tx287 *% 4) +% 5) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 1) *% 544)) +% (((tx287 *% 4) +% 5) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 2) *% 544)) +% (((tx287 *% 4) +% 5) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(1))))
+            let w323 = ((((loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 1) *% 544)) +% (((tx287 *% 4) +% 5) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 4) *% 544)) +% (((tx287 *% 4) +% 5) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 2) *% 544)) +% (((tx287 *% 4) +% 5) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 3) *% 544)) +% (((tx287 *% 4) +% 5) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(2))))
+            let w324 = (((loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 1) *% 544)) +% (((tx287 *% 4) +% 5) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 5) *% 544)) +% (((tx287 *% 4) +% 5) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (3154976 +% ((((j285 *% 18496) +% (((ty286 *% 4) +% 3) *% 544)) +% (((tx287 *% 4) +% 5) *% 16)) +% (cv288 *% 8)))) * Vector(repeating: Float(5))))
+            let w325 = (((w289 * Vector(repeating: Float(4))) + (w313 * Vector(repeating: Float(1)))) - (w301 * Vector(repeating: Float(5))))
+            let w326 = ((((w307 * Vector(repeating: Float(1))) + (w313 * Vector(repeating: Float(1)))) - (w295 * Vector(repeating: Float(4)))) - (w301 * Vector(repeating: Float(4))))
+            let w327 = ((((w295 * Vector(repeating: Float(4))) + (w313 * Vector(repeating: Float(1)))) - (w301 * Vector(repeating: Float(4)))) - (w307 * Vector(repeating: Float(1))))
+            let w328 = ((((w307 * Vector(repeating: Float(2))) + (w313 * Vector(repeating: Float(1)))) - (w295 * Vector(repeating: Float(2)))) - (w301 * Vector(repeating: Float(1))))
+            let w329 = ((((w295 * Vector(repeating: Float(2))) + (w313 * Vector(repeating: Float(1)))) - (w301 * Vector(repeating: Float(1)))) - (w307 * Vector(repeating: Float(2))))
+            let w330 = (((w295 * Vector(repeating: Float(4))) + (w319 * Vector(repeating: Float(1)))) - (w307 * Vector(repeating: Float(5))))
+            let w331 = (((w290 * Vector(repeating: Float(4))) + (w314 * Vector(repeating: Float(1)))) - (w302 * Vector(repeating: Float(5))))
+            let w332 = ((((w308 * Vector(repeating: Float(1))) + (w314 * Vector(repeating: Float(1)))) - (w296 * Vector(repeating: Float(4)))) - (w302 * Vector(repeating: Float(4))))
+            let w333 = ((((w296 * Vector(repeating: Float(4))) + (w314 * Vector(repeating: Float(1)))) - (w302 * Vector(repeating: Float(4)))) - (w308 * Vector(repeating: Float(1))))
+            let w334 = ((((w308 * Vector(repeating: Float(2))) + (w314 * Vector(repeating: Float(1)))) - (w296 * Vector(repeating: Float(2)))) - (w302 * Vector(repeating: Float(1))))
+            let w335 = ((((w296 * Vector(repeating: Float(2))) + (w314 * Vector(repeating: Float(1)))) - (w302 * Vector(repeating: Float(1)))) - (w308 * Vector(repeating: Float(2))))
+            let w336 = (((w296 * Vector(repeating: Float(4))) + (w320 * Vector(repeating: Float(1)))) - (w308 * Vector(repeating: Float(5))))
+            let w337 = (((w291 * Vector(repeating: Float(4))) + (w315 * Vector(repeating: Float(1)))) - (w303 * Vector(repeating: Float(5))))
+            let w338 = ((((w309 * Vector(repeating: Float(1))) + (w315 * Vector(repeating: Float(1)))) - (w297 * Vector(repeating: Float(4)))) - (w303 * Vector(repeating: Float(4))))
+            let w339 = ((((w297 * Vector(repeating: Float(4))) + (w315 * Vector(repeating: Float(1)))) - (w303 * Vector(repeating: Float(4)))) - (w309 * Vector(repeating: Float(1))))
+            let w340 = ((((w309 * Vector(repeating: Float(2))) + (w315 * Vector(repeating: Float(1)))) - (w297 * Vector(repeating: Float(2)))) - (w303 * Vector(repeating: Float(1))))
+            let w341 = ((((w297 * Vector(repeating: Float(2))) + (w315 * Vector(repeating: Float(1)))) - (w303 * Vector(repeating: Float(1)))) - (w309 * Vector(repeating: Float(2))))
+            let w342 = (((w297 * Vector(repeating: Float(4))) + (w321 * Vector(repeating: Float(1)))) - (w309 * Vector(repeating: Float(5))))
+            let w343 = (((w292 * Vector(repeating: Float(4))) + (w316 * Vector(repeating: Float(1)))) - (w304 * Vector(repeating: Float(5))))
+            let w344 = ((((w310 * Vector(repeating: Float(1))) + (w316 * Vector(repeating: Float(1)))) - (w298 * Vector(repeating: Float(4)))) - (w304 * Vector(repeating: Float(4))))
+            let w345 = ((((w298 * Vector(repeating: Float(4))) + (w316 * Vector(repeating: Float(1)))) - (w304 * Vector(repeating: Float(4)))) - (w310 * Vector(repeating: Float(1))))
+            let w346 = ((((w310 * Vector(repeating: Float(2))) + (w316 * Vector(repeating: Float(1)))) - (w298 * Vector(repeating: Float(2)))) - (w304 * Vector(repeating: Float(1))))
+            let w347 = ((((w298 * Vector(repeating: Float(2))) + (w316 * Vector(repeating: Float(1)))) - (w304 * Vector(repeating: Float(1)))) - (w310 * Vector(repeating: Float(2))))
+            let w348 = (((w298 * Vector(repeating: Float(4))) + (w322 * Vector(repeating: Float(1)))) - (w310 * Vector(repeating: Float(5))))
+            let w349 = (((w293 * Vector(repeating: Float(4))) + (w317 * Vector(repeating: Float(1)))) - (w305 * Vector(repeating: Float(5))))
+            let w350 = ((((w311 * Vector(repeating: Float(1))) + (w317 * Vector(repeating: Float(1)))) - (w299 * Vector(repeating: Float(4)))) - (w305 * Vector(repeating: Float(4))))
+            let w351 = ((((w299 * Vector(repeating: Float(4))) + (w317 * Vector(repeating: Float(1)))) - (w305 * Vector(repeating: Float(4)))) - (w311 * Vector(repeating: Float(1))))
+            let w352 = ((((w311 * Vector(repeating: Float(2))) + (w317 * Vector(repeating: Float(1)))) - (w299 * Vector(repeating: Float(2)))) - (w305 * Vector(repeating: Float(1))))
+            let w353 = ((((w299 * Vector(repeating: Float(2))) + (w317 * Vector(repeating: Float(1)))) - (w305 * Vector(repeating: Float(1)))) - (w311 * Vector(repeating: Float(2))))
+            let w354 = (((w299 * Vector(repeating: Float(4))) + (w323 * Vector(repeating: Float(1)))) - (w311 * Vector(repeating: Float(5))))
+            let w355 = (((w294 * Vector(repeating: Float(4))) + (w318 * Vector(repeating: Float(1)))) - (w306 * Vector(repeating: Float(5))))
+            let w356 = ((((w312 * Vector(repeating: Float(1))) + (w318 * Vector(repeating: Float(1)))) - (w300 * Vector(repeating: Float(4)))) - (w306 * Vector(repeating: Float(4))))
+            let w357 = ((((w300 * Vector(repeating: Float(4))) + (w318 * Vector(repeating: Float(1)))) - (w306 * Vector(repeating: Float(4)))) - (w312 * Vector(repeating: Float(1))))
+            let w358 = ((((w312 * Vector(repeating: Float(2))) + (w318 * Vector(repeating: Float(1)))) - (w300 * Vector(repeating: Float(2)))) - (w306 * Vector(repeating: Float(1))))
+            let w359 = ((((w300 * Vector(repeating: Float(2))) + (w318 * Vector(repeating: Float(1)))) - (w306 * Vector(repeating: Float(1)))) - (w312 * Vector(repeating: Float(2))))
+            let w360 = (((w300 * Vector(repeating: Float(4))) + (w324 * Vector(repeating: Float(1)))) - (w312 * Vector(repeating: Float(5))))
+            storeVector(arena, ((3173472 +% ((((j285 *% 64) +% (ty286 *% 8)) +% tx287) *% 16)) +% (cv288 *% 8)), w325)
+            storeVector(arena, ((3174496 +% ((((j285 *% 64) +% (ty286 *% 8)) +% tx287) *% 16)) +% (cv288 *% 8)), w326)
+            storeVector(arena, ((3175520 +% ((((j285 *% 64) +% (ty286 *% 8)) +% tx287) *% 16)) +% (cv288 *% 8)), w327)
+            storeVector(arena, ((3176544 +% ((((j285 *% 64) +% (ty286 *% 8)) +% tx287) *% 16)) +% (cv288 *% 8)), w328)
+            storeVector(arena, ((3177568 +% ((((j285 *% 64) +% (ty286 *% 8)) +% tx287) *% 16)) +% (cv288 *% 8)), w329)
+            storeVector(arena, ((3178592 +% ((((j285 *% 64) +% (ty286 *% 8)) +% tx287) *% 16)) +% (cv288 *% 8)), w330)
+            storeVector(arena, ((3179616 +% ((((j285 *% 64) +% (ty286 *% 8)) +% tx287) *% 16)) +% (cv288 *% 8)), w331)
+            storeVector(arena, ((3180640 +% ((((j285 *% 64) +% (ty286 *% 8)) +% tx287) *% 16)) +% (cv288 *% 8)), w332)
+            storeVector(arena, ((3181664 +% ((((j285 *% 64) +% (ty286 *% 8)) +% tx287) *% 16)) +% (cv288 *% 8)), w333)
+            storeVector(arena, ((3182688 +% ((((j285 *% 64) +% (ty286 *% 8)) +% tx287) *% 16)) +% (cv288 *% 8)), w334)
+            storeVector(arena, ((3183712 +% ((((j285 *% 64) +% (ty286 *% 8)) +% tx287) *% 16)) +% (cv288 *% 8)), w335)
+            storeVector(arena, ((3184736 +% ((((j285 *% 64) +% (ty286 *% 8)) +% tx287) *% 16)) +% (cv288 *% 8)), w336)
+            storeVector(arena, ((3185760 +% ((((j285 *% 64) +% (ty286 *% 8)) +% tx287) *% 16)) +% (cv288 *% 8)), w337)
+            storeVector(arena, ((3186784 +% ((((j285 *% 64) +% (ty286 *% 8)) +% tx287) *% 16)) +% (cv288 *% 8)), w338)
+            storeVector(arena, ((3187808 +% ((((j285 *% 64) +% (ty286 *% 8)) +% tx287) *% 16)) +% (cv288 *% 8)), w339)
+            storeVector(arena, ((3188832 +% ((((j285 *% 64) +% (ty286 *% 8)) +% tx287) *% 16)) +% (cv288 *% 8)), w340)
+            storeVector(arena, ((3189856 +% ((((j285 *% 64) +% (ty286 *% 8)) +% tx287) *% 16)) +% (cv288 *% 8)), w341)
+            storeVector(arena, ((3190880 +% ((((j285 *% 64) +% (ty286 *% 8)) +% tx287) *% 16)) +% (cv288 *% 8)), w342)
+            storeVector(arena, ((3191904 +% ((((j285 *% 64) +% (ty286 *% 8)) +% tx287) *% 16)) +% (cv288 *% 8)), w343)
+            storeVector(arena, ((3192928 +% ((((j285 *% 64) +% (ty286 *% 8)) +% tx287) *% 16)) +% (cv288 *% 8)), w344)
+            storeVector(arena, ((3193952 +% ((((j285 *% 64) +% (ty286 *% 8)) +% tx287) *% 16)) +% (cv288 *% 8)), w345)
+            storeVector(arena, ((3194976 +% ((((j285 *% 64) +% (ty286 *% 8)) +% tx287) *% 16)) +% (cv288 *% 8)), w346)
+            storeVector(arena, ((3196000 +% ((((j285 *% 64) +% (ty286 *% 8)) +% tx287) *% 16)) +% (cv288 *% 8)), w347)
+            storeVector(arena, ((3197024 +% ((((j285 *% 64) +% (ty286 *% 8)) +% tx287) *% 16)) +% (cv288 *% 8)), w348)
+            storeVector(arena, ((3198048 +% ((((j285 *% 64) +% (ty286 *% 8)) +% tx287) *% 16)) +% (cv288 *% 8)), w349)
+            storeVector(arena, ((3199072 +% ((((j285 *% 64) +% (ty286 *% 8)) +% tx287) *% 16)) +% (cv288 *% 8)), w350)
+            storeVector(arena, ((3200096 +% ((((j285 *% 64) +% (ty286 *% 8)) +% tx287) *% 16)) +% (cv288 *% 8)), w351)
+            storeVector(arena, ((3201120 +% ((((j285 *% 64) +% (ty286 *% 8)) +% tx287) *% 16)) +% (cv288 *% 8)), w352)
+            storeVector(arena, ((3202144 +% ((((j285 *% 64) +% (ty286 *% 8)) +% tx287) *% 16)) +% (cv288 *% 8)), w353)
+            storeVector(arena, ((3203168 +% ((((j285 *% 64) +% (ty286 *% 8)) +% tx287) *% 16)) +% (cv288 *% 8)), w354)
+            storeVector(arena, ((3204192 +% ((((j285 *% 64) +% (ty286 *% 8)) +% tx287) *% 16)) +% (cv288 *% 8)), w355)
+            storeVector(arena, ((3205216 +% ((((j285 *% 64) +% (ty286 *% 8)) +% tx287) *% 16)) +% (cv288 *% 8)), w356)
+            storeVector(arena, ((3206240 +% ((((j285 *% 64) +% (ty286 *% 8)) +% tx287) *% 16)) +% (cv288 *% 8)), w357)
+            storeVector(arena, ((3207264 +% ((((j285 *% 64) +% (ty286 *% 8)) +% tx287) *% 16)) +% (cv288 *% 8)), w358)
+            storeVector(arena, ((3208288 +% ((((j285 *% 64) +% (ty286 *% 8)) +% tx287) *% 16)) +% (cv288 *% 8)), w359)
+            storeVector(arena, ((3209312 +% ((((j285 *% 64) +% (ty286 *% 8)) +% tx287) *% 16)) +% (cv288 *% 8)), w360)
           }
         }
       }
     }
-    parallelFor(pool, 2) { part392 in
-      for xi393 in 0..<36 {
-        do {  // gemm400
-          for nb394 in 0..<1 {
-            for mb395 in 0..<4 {
-              var t396_c0_0 = Vector()
-              var t396_c1_0 = Vector()
-              var t396_c2_0 = Vector()
-              var t396_c3_0 = Vector()
-              var t396_c4_0 = Vector()
-              var t396_c5_0 = Vector()
-              var t396_c6_0 = Vector()
-              var t396_c7_0 = Vector()
-              var t396_c8_0 = Vector()
-              var t396_c9_0 = Vector()
-              var t396_c10_0 = Vector()
-              var t396_c11_0 = Vector()
-              var t396_c12_0 = Vector()
-              var t396_c13_0 = Vector()
-              for k397 in 0..<16 {
-                let t396_b0 = loadVector(arena, ((((3289616 +% (xi393 *% 256)) +% (part392 *% 8)) +% (k397 *% 16)) +% (nb394 *% 8)))
-                let t396_a0 = Vector(repeating: arena[(((3173472 +% (xi393 *% 1024)) +% ((mb395 *% 14) *% 16)) +% k397)])
-                t396_c0_0 = t396_c0_0.addingProduct(t396_a0, t396_b0)
-                let t396_a1 = Vector(repeating: arena[(((3173472 +% (xi393 *% 1024)) +% (((mb395 *% 14) +% 1) *% 16)) +% k397)])
-                t396_c1_0 = t396_c1_0.addingProduct(t396_a1, t396_b0)
-                let t396_a2 = Vector(repeating: arena[(((3173472 +% (xi393 *% 1024)) +% (((mb395 *% 14) +% 2) *% 16)) +% k397)])
-                t396_c2_0 = t396_c2_0.addingProduct(t396_a2, t396_b0)
-                let t396_a3 = Vector(repeating: arena[(((3173472 +% (xi393 *% 1024)) +% (((mb395 *% 14) +% 3) *% 16)) +% k397)])
-                t396_c3_0 = t396_c3_0.addingProduct(t396_a3, t396_b0)
-                let t396_a4 = Vector(repeating: arena[(((3173472 +% (xi393 *% 1024)) +% (((mb395 *% 14) +% 4) *% 16)) +% k397)])
-                t396_c4_0 = t396_c4_0.addingProduct(t396_a4, t396_b0)
-                let t396_a5 = Vector(repeating: arena[(((3173472 +% (xi393 *% 1024)) +% (((mb395 *% 14) +% 5) *% 16)) +% k397)])
-                t396_c5_0 = t396_c5_0.addingProduct(t396_a5, t396_b0)
-                let t396_a6 = Vector(repeating: arena[(((3173472 +% (xi393 *% 1024)) +% (((mb395 *% 14) +% 6) *% 16)) +% k397)])
-                t396_c6_0 = t396_c6_0.addingProduct(t396_a6, t396_b0)
-                let t396_a7 = Vector(repeating: arena[(((3173472 +% (xi393 *% 1024)) +% (((mb395 *% 14) +% 7) *% 16)) +% k397)])
-                t396_c7_0 = t396_c7_0.addingProduct(t396_a7, t396_b0)
-                let t396_a8 = Vector(repeating: arena[(((3173472 +% (xi393 *% 1024)) +% (((mb395 *% 14) +% 8) *% 16)) +% k397)])
-                t396_c8_0 = t396_c8_0.addingProduct(t396_a8, t396_b0)
-                let t396_a9 = Vector(repeating: arena[(((3173472 +% (xi393 *% 1024)) +% (((mb395 *% 14) +% 9) *% 16)) +% k397)])
-                t396_c9_0 = t396_c9_0.addingProduct(t396_a9, t396_b0)
-                let t396_a10 = Vector(repeating: arena[(((3173472 +% (xi393 *% 1024)) +% (((mb395 *% 14) +% 10) *% 16)) +% k397)])
-                t396_c10_0 = t396_c10_0.addingProduct(t396_a10, t396_b0)
-                let t396_a11 = Vector(repeating: arena[(((3173472 +% (xi393 *% 1024)) +% (((mb395 *% 14) +% 11) *% 16)) +% k397)])
-                t396_c11_0 = t396_c11_0.addingProduct(t396_a11, t396_b0)
-                let t396_a12 = Vector(repeating: arena[(((3173472 +% (xi393 *% 1024)) +% (((mb395 *% 14) +% 12) *% 16)) +% k397)])
-                t396_c12_0 = t396_c12_0.addingProduct(t396_a12, t396_b0)
-                let t396_a13 = Vector(repeating: arena[(((3173472 +% (xi393 *% 1024)) +% (((mb395 *% 14) +% 13) *% 16)) +% k397)])
-                t396_c13_0 = t396_c13_0.addingProduct(t396_a13, t396_b0)
+    parallelFor(pool, 2) { part361 in
+      for xi362 in 0..<36 {
+        do {  // gemm369
+          for nb363 in 0..<1 {
+            for mb364 in 0..<4 {
+              var t365_c0_0 = Vector()
+              var t365_c1_0 = Vector()
+              var t365_c2_0 = Vector()
+              var t365_c3_0 = Vector()
+              var t365_c4_0 = Vector()
+              var t365_c5_0 = Vector()
+              var t365_c6_0 = Vector()
+              var t365_c7_0 = Vector()
+              var t365_c8_0 = Vector()
+              var t365_c9_0 = Vector()
+              var t365_c10_0 = Vector()
+              var t365_c11_0 = Vector()
+              var t365_c12_0 = Vector()
+              var t365_c13_0 = Vector()
+              for k366 in 0..<16 {
+                let t365_b0 = loadVector(arena, ((((3289184 +% (xi362 *% 256)) +% (part361 *% 8)) +% (k366 *% 16)) +% (nb363 *% 8)))
+                let t365_a0 = Vector(repeating: arena[(((3173472 +% (xi362 *% 1024)) +% ((mb364 *% 14) *% 16)) +% k366)])
+                t365_c0_0 = t365_c0_0.addingProduct(t365_a0, t365_b0)
+                let t365_a1 = Vector(repeating: arena[(((3173472 +% (xi362 *% 1024)) +% (((mb364 *% 14) +% 1) *% 16)) +% k366)])
+                t365_c1_0 = t365_c1_0.addingProduct(t365_a1, t365_b0)
+                let t365_a2 = Vector(repeating: arena[(((3173472 +% (xi362 *% 1024)) +% (((mb364 *% 14) +% 2) *% 16)) +% k366)])
+                t365_c2_0 = t365_c2_0.addingProduct(t365_a2, t365_b0)
+                let t365_a3 = Vector(repeating: arena[(((3173472 +% (xi362 *% 1024)) +% (((mb364 *% 14) +% 3) *% 16)) +% k366)])
+                t365_c3_0 = t365_c3_0.addingProduct(t365_a3, t365_b0)
+                let t365_a4 = Vector(repeating: arena[(((3173472 +% (xi362 *% 1024)) +% (((mb364 *% 14) +% 4) *% 16)) +% k366)])
+                t365_c4_0 = t365_c4_0.addingProduct(t365_a4, t365_b0)
+                let t365_a5 = Vector(repeating: arena[(((3173472 +% (xi362 *% 1024)) +% (((mb364 *% 14) +% 5) *% 16)) +% k366)])
+                t365_c5_0 = t365_c5_0.addingProduct(t365_a5, t365_b0)
+                let t365_a6 = Vector(repeating: arena[(((3173472 +% (xi362 *% 1024)) +% (((mb364 *% 14) +% 6) *% 16)) +% k366)])
+                t365_c6_0 = t365_c6_0.addingProduct(t365_a6, t365_b0)
+                let t365_a7 = Vector(repeating: arena[(((3173472 +% (xi362 *% 1024)) +% (((mb364 *% 14) +% 7) *% 16)) +% k366)])
+                t365_c7_0 = t365_c7_0.addingProduct(t365_a7, t365_b0)
+                let t365_a8 = Vector(repeating: arena[(((3173472 +% (xi362 *% 1024)) +% (((mb364 *% 14) +% 8) *% 16)) +% k366)])
+                t365_c8_0 = t365_c8_0.addingProduct(t365_a8, t365_b0)
+                let t365_a9 = Vector(repeating: arena[(((3173472 +% (xi362 *% 1024)) +% (((mb364 *% 14) +% 9) *% 16)) +% k366)])
+                t365_c9_0 = t365_c9_0.addingProduct(t365_a9, t365_b0)
+                let t365_a10 = Vector(repeating: arena[(((3173472 +% (xi362 *% 1024)) +% (((mb364 *% 14) +% 10) *% 16)) +% k366)])
+                t365_c10_0 = t365_c10_0.addingProduct(t365_a10, t365_b0)
+                let t365_a11 = Vector(repeating: arena[(((3173472 +% (xi362 *% 1024)) +% (((mb364 *% 14) +% 11) *% 16)) +% k366)])
+                t365_c11_0 = t365_c11_0.addingProduct(t365_a11, t365_b0)
+                let t365_a12 = Vector(repeating: arena[(((3173472 +% (xi362 *% 1024)) +% (((mb364 *% 14) +% 12) *% 16)) +% k366)])
+                t365_c12_0 = t365_c12_0.addingProduct(t365_a12, t365_b0)
+                let t365_a13 = Vector(repeating: arena[(((3173472 +% (xi362 *% 1024)) +% (((mb364 *% 14) +% 13) *% 16)) +% k366)])
+                t365_c13_0 = t365_c13_0.addingProduct(t365_a13, t365_b0)
               }
-              storeVector(arena, ((((3210336 +% (xi393 *% 1024)) +% (part392 *% 8)) +% ((mb395 *% 14) *% 16)) +% (nb394 *% 8)), t396_c0_0)
-              storeVector(arena, ((((3210336 +% (xi393 *% 1024)) +% (part392 *% 8)) +% (((mb395 *% 14) +% 1) *% 16)) +% (nb394 *% 8)), t396_c1_0)
-              storeVector(arena, ((((3210336 +% (xi393 *% 1024)) +% (part392 *% 8)) +% (((mb395 *% 14) +% 2) *% 16)) +% (nb394 *% 8)), t396_c2_0)
-              storeVector(arena, ((((3210336 +% (xi393 *% 1024)) +% (part392 *% 8)) +% (((mb395 *% 14) +% 3) *% 16)) +% (nb394 *% 8)), t396_c3_0)
-              storeVector(arena, ((((3210336 +% (xi393 *% 1024)) +% (part392 *% 8)) +% (((mb395 *% 14) +% 4) *% 16)) +% (nb394 *% 8)), t396_c4_0)
-              storeVector(arena, ((((3210336 +% (xi393 *% 1024)) +% (part392 *% 8)) +% (((mb395 *% 14) +% 5) *% 16)) +% (nb394 *% 8)), t396_c5_0)
-              storeVector(arena, ((((3210336 +% (xi393 *% 1024)) +% (part392 *% 8)) +% (((mb395 *% 14) +% 6) *% 16)) +% (nb394 *% 8)), t396_c6_0)
-              storeVector(arena, ((((3210336 +% (xi393 *% 1024)) +% (part392 *% 8)) +% (((mb395 *% 14) +% 7) *% 16)) +% (nb394 *% 8)), t396_c7_0)
-              storeVector(arena, ((((3210336 +% (xi393 *% 1024)) +% (part392 *% 8)) +% (((mb395 *% 14) +% 8) *% 16)) +% (nb394 *% 8)), t396_c8_0)
-              storeVector(arena, ((((3210336 +% (xi393 *% 1024)) +% (part392 *% 8)) +% (((mb395 *% 14) +% 9) *% 16)) +% (nb394 *% 8)), t396_c9_0)
-              storeVector(arena, ((((3210336 +% (xi393 *% 1024)) +% (part392 *% 8)) +% (((mb395 *% 14) +% 10) *% 16)) +% (nb394 *% 8)), t396_c10_0)
-              storeVector(arena, ((((3210336 +% (xi393 *% 1024)) +% (part392 *% 8)) +% (((mb395 *% 14) +% 11) *% 16)) +% (nb394 *% 8)), t396_c11_0)
-              storeVector(arena, ((((3210336 +% (xi393 *% 1024)) +% (part392 *% 8)) +% (((mb395 *% 14) +% 12) *% 16)) +% (nb394 *% 8)), t396_c12_0)
-              storeVector(arena, ((((3210336 +% (xi393 *% 1024)) +% (part392 *% 8)) +% (((mb395 *% 14) +% 13) *% 16)) +% (nb394 *% 8)), t396_c13_0)
+              storeVector(arena, ((((3210336 +% (xi362 *% 1024)) +% (part361 *% 8)) +% ((mb364 *% 14) *% 16)) +% (nb363 *% 8)), t365_c0_0)
+              storeVector(arena, ((((3210336 +% (xi362 *% 1024)) +% (part361 *% 8)) +% (((mb364 *% 14) +% 1) *% 16)) +% (nb363 *% 8)), t365_c1_0)
+              storeVector(arena, ((((3210336 +% (xi362 *% 1024)) +% (part361 *% 8)) +% (((mb364 *% 14) +% 2) *% 16)) +% (nb363 *% 8)), t365_c2_0)
+              storeVector(arena, ((((3210336 +% (xi362 *% 1024)) +% (part361 *% 8)) +% (((mb364 *% 14) +% 3) *% 16)) +% (nb363 *% 8)), t365_c3_0)
+              storeVector(arena, ((((3210336 +% (xi362 *% 1024)) +% (part361 *% 8)) +% (((mb364 *% 14) +% 4) *% 16)) +% (nb363 *% 8)), t365_c4_0)
+              storeVector(arena, ((((3210336 +% (xi362 *% 1024)) +% (part361 *% 8)) +% (((mb364 *% 14) +% 5) *% 16)) +% (nb363 *% 8)), t365_c5_0)
+              storeVector(arena, ((((3210336 +% (xi362 *% 1024)) +% (part361 *% 8)) +% (((mb364 *% 14) +% 6) *% 16)) +% (nb363 *% 8)), t365_c6_0)
+              storeVector(arena, ((((3210336 +% (xi362 *% 1024)) +% (part361 *% 8)) +% (((mb364 *% 14) +% 7) *% 16)) +% (nb363 *% 8)), t365_c7_0)
+              storeVector(arena, ((((3210336 +% (xi362 *% 1024)) +% (part361 *% 8)) +% (((mb364 *% 14) +% 8) *% 16)) +% (nb363 *% 8)), t365_c8_0)
+              storeVector(arena, ((((3210336 +% (xi362 *% 1024)) +% (part361 *% 8)) +% (((mb364 *% 14) +% 9) *% 16)) +% (nb363 *% 8)), t365_c9_0)
+              storeVector(arena, ((((3210336 +% (xi362 *% 1024)) +% (part361 *% 8)) +% (((mb364 *% 14) +% 10) *% 16)) +% (nb363 *% 8)), t365_c10_0)
+              storeVector(arena, ((((3210336 +% (xi362 *% 1024)) +% (part361 *% 8)) +% (((mb364 *% 14) +% 11) *% 16)) +% (nb363 *% 8)), t365_c11_0)
+              storeVector(arena, ((((3210336 +% (xi362 *% 1024)) +% (part361 *% 8)) +% (((mb364 *% 14) +% 12) *% 16)) +% (nb363 *% 8)), t365_c12_0)
+              storeVector(arena, ((((3210336 +% (xi362 *% 1024)) +% (part361 *% 8)) +% (((mb364 *% 14) +% 13) *% 16)) +% (nb363 *% 8)), t365_c13_0)
             }
-            var t398_c0_0 = Vector()
-            var t398_c1_0 = Vector()
-            var t398_c2_0 = Vector()
-            var t398_c3_0 = Vector()
-            var t398_c4_0 = Vector()
-            var t398_c5_0 = Vector()
-            var t398_c6_0 = Vector()
-            var t398_c7_0 = Vector()
-            for k399 in 0..<16 {
-              let t398_b0 = loadVector(arena, ((((3289616 +% (xi393 *% 256)) +% (part392 *% 8)) +% (k399 *% 16)) +% (nb394 *% 8)))
-              let t398_a0 = Vector(repeating: arena[(((3173472 +% (xi393 *% 1024)) +% 896) +% k399)])
-              t398_c0_0 = t398_c0_0.addingProduct(t398_a0, t398_b0)
-              let t398_a1 = Vector(repeating: arena[(((3173472 +% (xi393 *% 1024)) +% 912) +% k399)])
-              t398_c1_0 = t398_c1_0.addingProduct(t398_a1, t398_b0)
-              let t398_a2 = Vector(repeating: arena[(((3173472 +% (xi393 *% 1024)) +% 928) +% k399)])
-              t398_c2_0 = t398_c2_0.addingProduct(t398_a2, t398_b0)
-              let t398_a3 = Vector(repeating: arena[(((3173472 +% (xi393 *% 1024)) +% 944) +% k399)])
-              t398_c3_0 = t398_c3_0.addingProduct(t398_a3, t398_b0)
-              let t398_a4 = Vector(repeating: arena[(((3173472 +% (xi393 *% 1024)) +% 960) +% k399)])
-              t398_c4_0 = t398_c4_0.addingProduct(t398_a4, t398_b0)
-              let t398_a5 = Vector(repeating: arena[(((3173472 +% (xi393 *% 1024)) +% 976) +% k399)])
-              t398_c5_0 = t398_c5_0.addingProduct(t398_a5, t398_b0)
-              let t398_a6 = Vector(repeating: arena[(((3173472 +% (xi393 *% 1024)) +% 992) +% k399)])
-              t398_c6_0 = t398_c6_0.addingProduct(t398_a6, t398_b0)
-              let t398_a7 = Vector(repeating: arena[(((3173472 +% (xi393 *% 1024)) +% 1008) +% k399)])
-              t398_c7_0 = t398_c7_0.addingProduct(t398_a7, t398_b0)
+            var t367_c0_0 = Vector()
+            var t367_c1_0 = Vector()
+            var t367_c2_0 = Vector()
+            var t367_c3_0 = Vector()
+            var t367_c4_0 = Vector()
+            var t367_c5_0 = Vector()
+            var t367_c6_0 = Vector()
+            var t367_c7_0 = Vector()
+            for k368 in 0..<16 {
+              let t367_b0 = loadVector(arena, ((((3289184 +% (xi362 *% 256)) +% (part361 *% 8)) +% (k368 *% 16)) +% (nb363 *% 8)))
+              let t367_a0 = Vector(repeating: arena[(((3173472 +% (xi362 *% 1024)) +% 896) +% k368)])
+              t367_c0_0 = t367_c0_0.addingProduct(t367_a0, t367_b0)
+              let t367_a1 = Vector(repeating: arena[(((3173472 +% (xi362 *% 1024)) +% 912) +% k368)])
+              t367_c1_0 = t367_c1_0.addingProduct(t367_a1, t367_b0)
+              let t367_a2 = Vector(repeating: arena[(((3173472 +% (xi362 *% 1024)) +% 928) +% k368)])
+              t367_c2_0 = t367_c2_0.addingProduct(t367_a2, t367_b0)
+              let t367_a3 = Vector(repeating: arena[(((3173472 +% (xi362 *% 1024)) +% 944) +% k368)])
+              t367_c3_0 = t367_c3_0.addingProduct(t367_a3, t367_b0)
+              let t367_a4 = Vector(repeating: arena[(((3173472 +% (xi362 *% 1024)) +% 960) +% k368)])
+              t367_c4_0 = t367_c4_0.addingProduct(t367_a4, t367_b0)
+              let t367_a5 = Vector(repeating: arena[(((3173472 +% (xi362 *% 1024)) +% 976) +% k368)])
+              t367_c5_0 = t367_c5_0.addingProduct(t367_a5, t367_b0)
+              let t367_a6 = Vector(repeating: arena[(((3173472 +% (xi362 *% 1024)) +% 992) +% k368)])
+              t367_c6_0 = t367_c6_0.addingProduct(t367_a6, t367_b0)
+              let t367_a7 = Vector(repeating: arena[(((3173472 +% (xi362 *% 1024)) +% 1008) +% k368)])
+              t367_c7_0 = t367_c7_0.addingProduct(t367_a7, t367_b0)
             }
-            storeVector(arena, ((((3210336 +% (xi393 *% 1024)) +% (part392 *% 8)) +% 896) +% (nb394 *% 8)), t398_c0_0)
-            storeVector(arena, ((((3210336 +% (xi393 *% 1024)) +% (part392 *% 8)) +% 912) +% (nb394 *% 8)), t398_c1_0)
-            storeVector(arena, ((((3210336 +% (xi393 *% 1024)) +% (part392 *% 8)) +% 928) +% (nb394 *% 8)), t398_c2_0)
-            storeVector(arena, ((((3210336 +% (xi393 *% 1024)) +% (part392 *% 8)) +% 944) +% (nb394 *% 8)), t398_c3_0)
-            storeVector(arena, ((((3210336 +% (xi393 *% 1024)) +% (part392 *% 8)) +% 960) +% (nb394 *% 8)), t398_c4_0)
-            storeVector(arena, ((((3210336 +% (xi393 *% 1024)) +% (part392 *% 8)) +% 976) +% (nb394 *% 8)), t398_c5_0)
-            storeVector(arena, ((((3210336 +% (xi393 *% 1024)) +% (part392 *% 8)) +% 992) +% (nb394 *% 8)), t398_c6_0)
-            storeVector(arena, ((((3210336 +% (xi393 *% 1024)) +% (part392 *% 8)) +% 1008) +% (nb394 *% 8)), t398_c7_0)
+            storeVector(arena, ((((3210336 +% (xi362 *% 1024)) +% (part361 *% 8)) +% 896) +% (nb363 *% 8)), t367_c0_0)
+            storeVector(arena, ((((3210336 +% (xi362 *% 1024)) +% (part361 *% 8)) +% 912) +% (nb363 *% 8)), t367_c1_0)
+            storeVector(arena, ((((3210336 +% (xi362 *% 1024)) +% (part361 *% 8)) +% 928) +% (nb363 *% 8)), t367_c2_0)
+            storeVector(arena, ((((3210336 +% (xi362 *% 1024)) +% (part361 *% 8)) +% 944) +% (nb363 *% 8)), t367_c3_0)
+            storeVector(arena, ((((3210336 +% (xi362 *% 1024)) +% (part361 *% 8)) +% 960) +% (nb363 *% 8)), t367_c4_0)
+            storeVector(arena, ((((3210336 +% (xi362 *% 1024)) +% (part361 *% 8)) +% 976) +% (nb363 *% 8)), t367_c5_0)
+            storeVector(arena, ((((3210336 +% (xi362 *% 1024)) +% (part361 *% 8)) +% 992) +% (nb363 *% 8)), t367_c6_0)
+            storeVector(arena, ((((3210336 +% (xi362 *% 1024)) +% (part361 *% 8)) +% 1008) +% (nb363 *% 8)), t367_c7_0)
           }
         }
       }
-      for j401 in 0..<1 {
-        for ty402 in 0..<8 {
-          for tx403 in 0..<8 {
-            for cv404 in 0..<1 {
-              let w405 = ((((loadVector(arena, ((3210336 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) + loadVector(arena, ((3216480 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8))))) + loadVector(arena, ((3222624 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8))))) + loadVector(arena, ((3228768 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8))))) + loadVector(arena, ((3234912 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))))
-              let w406 = ((((loadVector(arena, ((3216480 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((3228768 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((3222624 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((3234912 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(2))))
-              let w407 = ((((loadVector(arena, ((3216480 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((3222624 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((3228768 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((3234912 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(4))))
-              let w408 = (((((loadVector(arena, ((3216480 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((3228768 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((3241056 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((3222624 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((3234912 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(8))))
-              let w409 = ((((loadVector(arena, ((3211360 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) + loadVector(arena, ((3217504 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8))))) + loadVector(arena, ((3223648 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8))))) + loadVector(arena, ((3229792 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8))))) + loadVector(arena, ((3235936 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))))
-              let w410 = ((((loadVector(arena, ((3217504 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((3229792 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((3223648 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((3235936 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(2))))
-              let w411 = ((((loadVector(arena, ((3217504 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((3223648 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((3229792 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((3235936 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(4))))
-              let w412 = (((((loadVector(arena, ((3217504 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((3229792 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((3242080 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((3223648 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((3235936 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(8))))
-              let w413 = ((((loadVector(arena, ((3212384 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) + loadVector(arena, ((3218528 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8))))) + loadVector(arena, ((3224672 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8))))) + loadVector(arena, ((3230816 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8))))) + loadVector(arena, ((3236960 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))))
-              let w414 = ((((loadVector(arena, ((3218528 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((3230816 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((3224672 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((3236960 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(2))))
-              let w415 = ((((loadVector(arena, ((3218528 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((3224672 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((3230816 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((3236960 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(4))))
-              let w416 = (((((loadVector(arena, ((3218528 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((3230816 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((3243104 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((3224672 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((3236960 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(8))))
-              let w417 = ((((loadVector(arena, ((3213408 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) + loadVector(arena, ((3219552 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8))))) + loadVector(arena, ((3225696 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8))))) + loadVector(arena, ((3231840 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8))))) + loadVector(arena, ((3237984 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))))
-              let w418 = ((((loadVector(arena, ((3219552 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((3231840 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((3225696 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((3237984 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(2))))
-              let w419 = ((((loadVector(arena, ((3219552 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((3225696 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((3231840 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((3237984 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(4))))
-              let w420 = (((((loadVector(arena, ((3219552 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((3231840 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((3244128 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((3225696 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((3237984 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(8))))
-              let w421 = ((((loadVector(arena, ((3214432 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) + loadVector(arena, ((3220576 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8))))) + loadVector(arena, ((3226720 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8))))) + loadVector(arena, ((3232864 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8))))) + loadVector(arena, ((3239008 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))))
-              let w422 = ((((loadVector(arena, ((3220576 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((3232864 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((3226720 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((3239008 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(2))))
-              let w423 = ((((loadVector(arena, ((3220576 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((3226720 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((3232864 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((3239008 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(4))))
-              let w424 = (((((loadVector(arena, ((3220576 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((3232864 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((3245152 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((3226720 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((3239008 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(8))))
-              let w425 = ((((loadVector(arena, ((3215456 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) + loadVector(arena, ((3221600 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8))))) + loadVector(arena, ((3227744 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8))))) + loadVector(arena, ((3233888 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8))))) + loadVector(arena, ((3240032 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))))
-              let w426 = ((((loadVector(arena, ((3221600 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((3233888 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((3227744 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((3240032 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(2))))
-              let w427 = ((((loadVector(arena, ((3221600 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((3227744 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((3233888 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((3240032 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(4))))
-              let w428 = (((((loadVector(arena, ((3221600 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((3233888 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((3246176 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((3227744 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((3240032 +% ((((j401 *% 64) +% (ty402 *% 8)) +% tx403) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8)))) * Vector(repeating: Float(8))))
-              let w429 = ((((w405 + w409) + w413) + w417) + w421)
-              let w430 = ((((w409 * Vector(repeating: Float(1))) + (w417 * Vector(repeating: Float(2)))) - (w413 * Vector(repeating: Float(1)))) - (w421 * Vector(repeating: Float(2))))
-              let w431 = ((((w409 * Vector(repeating: Float(1))) + (w413 * Vector(repeating: Float(1)))) + (w417 * Vector(repeating: Float(4)))) + (w421 * Vector(repeating: Float(4))))
-              let w432 = (((((w409 * Vector(repeating: Float(1))) + (w417 * Vector(repeating: Float(8)))) + (w425 * Vector(repeating: Float(1)))) - (w413 * Vector(repeating: Float(1)))) - (w421 * Vector(repeating: Float(8))))
-              let w433 = ((((w406 + w410) + w414) + w418) + w422)
-              let w434 = ((((w410 * Vector(repeating: Float(1))) + (w418 * Vector(repeating: Float(2)))) - (w414 * Vector(repeating: Float(1)))) - (w422 * Vector(repeating: Float(2))))
-              let w435 = ((((w410 * Vector(repeating: Float(1))) + (w414 * Vector(repeating: Float(1)))) + (w418 * Vector(repeating: Float(4)))) + (w422 * Vector(repeating: Float(4))))
-              let w436 = (((((w410 * Vector(repeating: Float(1))) + (w418 * Vector(repeating: Float(8)))) + (w426 * Vector(repeating: Float(1)))) - (w414 * Vector(repeating: Float(1)))) - (w422 * Vector(repeating: Float(8))))
-              let w437 = ((((w407 + w411) + w415) + w419) + w423)
-              let w438 = ((((w411 * Vector(repeating: Float(1))) + (w419 * Vector(repeating: Float(2)))) - (w415 * Vector(repeating: Float(1)))) - (w423 * Vector(repeating: Float(2))))
-              let w439 = ((((w411 * Vector(repeating: Float(1))) + (w415 * Vector(repeating: Float(1)))) + (w419 * Vector(repeating: Float(4)))) + (w423 * Vector(repeating: Float(4))))
-              let w440 = (((((w411 * Vector(repeating: Float(1))) + (w419 * Vector(repeating: Float(8)))) + (w427 * Vector(repeating: Float(1)))) - (w415 * Vector(repeating: Float(1)))) - (w423 * Vector(repeating: Float(8))))
-              let w441 = ((((w408 + w412) + w416) + w420) + w424)
-              let w442 = ((((w412 * Vector(repeating: Float(1))) + (w420 * Vector(repeating: Float(2)))) - (w416 * Vector(repeating: Float(1)))) - (w424 * Vector(repeating: Float(2))))
-              let w443 = ((((w412 * Vector(repeating: Float(1))) + (w416 * Vector(repeating: Float(1)))) + (w420 * Vector(repeating: Float(4)))) + (w424 * Vector(repeating: Float(4))))
-              let w444 = (((((w412 * Vector(repeating: Float(1))) + (w420 * Vector(repeating: Float(8)))) + (w428 * Vector(repeating: Float(1)))) - (w416 * Vector(repeating: Float(1)))) - (w424 * Vector(repeating: Float(8))))
-              storeVector(arena, ((3247200 +% (((((j401 *% 32) +% (ty402 *% 4)) *% 32) +% (tx403 *% 4)) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8))), ((w429 * loadVector(arena, ((part392 *% 8) +% (cv404 *% 8)))) + loadVector(arena, (16 +% ((part392 *% 8) +% (cv404 *% 8))))))
-              storeVector(arena, ((3247200 +% ((((((j401 *% 32) +% (ty402 *% 4)) *% 32) +% (tx403 *% 4)) +% 1) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8))), ((w430 * loadVector(arena, ((part392 *% 8) +% (cv404 *% 8)))) + loadVector(arena, (16 +% ((part392 *% 8) +% (cv404 *% 8))))))
-              storeVector(arena, ((3247200 +% ((((((j401 *% 32) +% (ty402 *% 4)) *% 32) +% (tx403 *% 4)) +% 2) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8))), ((w431 * loadVector(arena, ((part392 *% 8) +% (cv404 *% 8)))) + loadVector(arena, (16 +% ((part392 *% 8) +% (cv404 *% 8))))))
-              storeVector(arena, ((3247200 +% ((((((j401 *% 32) +% (ty402 *% 4)) *% 32) +% (tx403 *% 4)) +% 3) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8))), ((w432 * loadVector(arena, ((part392 *% 8) +% (cv404 *% 8)))) + loadVector(arena, (16 +% ((part392 *% 8) +% (cv404 *% 8))))))
-              storeVector(arena, ((3247200 +% ((((((j401 *% 32) +% (ty402 *% 4)) +% 1) *% 32) +% (tx403 *% 4)) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8))), ((w433 * loadVector(arena, ((part392 *% 8) +% (cv404 *% 8)))) + loadVector(arena, (16 +% ((part392 *% 8) +% (cv404 *% 8))))))
-              storeVector(arena, ((3247200 +% (((((((j401 *% 32) +% (ty402 *% 4)) +% 1) *% 32) +% (tx403 *% 4)) +% 1) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8))), ((w434 * loadVector(arena, ((part392 *% 8) +% (cv404 *% 8)))) + loadVector(arena, (16 +% ((part392 *% 8) +% (cv404 *% 8))))))
-              storeVector(arena, ((3247200 +% (((((((j401 *% 32) +% (ty402 *% 4)) +% 1) *% 32) +% (tx403 *% 4)) +% 2) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8))), ((w435 * loadVector(arena, ((part392 *% 8) +% (cv404 *% 8)))) + loadVector(arena, (16 +% ((part392 *% 8) +% (cv404 *% 8))))))
-              storeVector(arena, ((3247200 +% (((((((j401 *% 32) +% (ty402 *% 4)) +% 1) *% 32) +% (tx403 *% 4)) +% 3) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8))), ((w436 * loadVector(arena, ((part392 *% 8) +% (cv404 *% 8)))) + loadVector(arena, (16 +% ((part392 *% 8) +% (cv404 *% 8))))))
-              storeVector(arena, ((3247200 +% ((((((j401 *% 32) +% (ty402 *% 4)) +% 2) *% 32) +% (tx403 *% 4)) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8))), ((w437 * loadVector(arena, ((part392 *% 8) +% (cv404 *% 8)))) + loadVector(arena, (16 +% ((part392 *% 8) +% (cv404 *% 8))))))
-              storeVector(arena, ((3247200 +% (((((((j401 *% 32) +% (ty402 *% 4)) +% 2) *% 32) +% (tx403 *% 4)) +% 1) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8))), ((w438 * loadVector(arena, ((part392 *% 8) +% (cv404 *% 8)))) + loadVector(arena, (16 +% ((part392 *% 8) +% (cv404 *% 8))))))
-              storeVector(arena, ((3247200 +% (((((((j401 *% 32) +% (ty402 *% 4)) +% 2) *% 32) +% (tx403 *% 4)) +% 2) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8))), ((w439 * loadVector(arena, ((part392 *% 8) +% (cv404 *% 8)))) + loadVector(arena, (16 +% ((part392 *% 8) +% (cv404 *% 8))))))
-              storeVector(arena, ((3247200 +% (((((((j401 *% 32) +% (ty402 *% 4)) +% 2) *% 32) +% (tx403 *% 4)) +% 3) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8))), ((w440 * loadVector(arena, ((part392 *% 8) +% (cv404 *% 8)))) + loadVector(arena, (16 +% ((part392 *% 8) +% (cv404 *% 8))))))
-              storeVector(arena, ((3247200 +% ((((((j401 *% 32) +% (ty402 *% 4)) +% 3) *% 32) +% (tx403 *% 4)) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8))), ((w441 * loadVector(arena, ((part392 *% 8) +% (cv404 *% 8)))) + loadVector(arena, (16 +% ((part392 *% 8) +% (cv404 *% 8))))))
-              storeVector(arena, ((3247200 +% (((((((j401 *% 32) +% (ty402 *% 4)) +% 3) *% 32) +% (tx403 *% 4)) +% 1) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8))), ((w442 * loadVector(arena, ((part392 *% 8) +% (cv404 *% 8)))) + loadVector(arena, (16 +% ((part392 *% 8) +% (cv404 *% 8))))))
-              storeVector(arena, ((3247200 +% (((((((j401 *% 32) +% (ty402 *% 4)) +% 3) *% 32) +% (tx403 *% 4)) +% 2) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8))), ((w443 * loadVector(arena, ((part392 *% 8) +% (cv404 *% 8)))) + loadVector(arena, (16 +% ((part392 *% 8) +% (cv404 *% 8))))))
-              storeVector(arena, ((3247200 +% (((((((j401 *% 32) +% (ty402 *% 4)) +% 3) *% 32) +% (tx403 *% 4)) +% 3) *% 16)) +% ((part392 *% 8) +% (cv404 *% 8))), ((w444 * loadVector(arena, ((part392 *% 8) +% (cv404 *% 8)))) + loadVector(arena, (16 +% ((part392 *% 8) +% (cv404 *% 8))))))
+      for j370 in 0..<1 {
+        for ty371 in 0..<8 {
+          for tx372 in 0..<8 {
+            for cv373 in 0..<1 {
+              let w374 = ((((loadVector(arena, ((3210336 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) + loadVector(arena, ((3216480 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8))))) + loadVector(arena, ((3222624 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8))))) + loadVector(arena, ((3228768 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8))))) + loadVector(arena, ((3234912 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))))
+              let w375 = ((((loadVector(arena, ((3216480 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((3228768 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((3222624 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((3234912 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(2))))
+              let w376 = ((((loadVector(arena, ((3216480 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((3222624 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((3228768 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((3234912 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(4))))
+              let w377 = (((((loadVector(arena, ((3216480 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((3228768 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((3241056 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((3222624 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((3234912 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(8))))
+              let w378 = ((((loadVector(arena, ((3211360 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) + loadVector(arena, ((3217504 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8))))) + loadVector(arena, ((3223648 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8))))) + loadVector(arena, ((3229792 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8))))) + loadVector(arena, ((3235936 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))))
+              let w379 = ((((loadVector(arena, ((3217504 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((3229792 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((3223648 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((3235936 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(2))))
+              let w380 = ((((loadVector(arena, ((3217504 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((3223648 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((3229792 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((3235936 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(4))))
+              let w381 = (((((loadVector(arena, ((3217504 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((3229792 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((3242080 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((3223648 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((3235936 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(8))))
+              let w382 = ((((loadVector(arena, ((3212384 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) + loadVector(arena, ((3218528 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8))))) + loadVector(arena, ((3224672 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8))))) + loadVector(arena, ((3230816 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8))))) + loadVector(arena, ((3236960 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))))
+              let w383 = ((((loadVector(arena, ((3218528 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((3230816 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((3224672 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((3236960 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(2))))
+              let w384 = ((((loadVector(arena, ((3218528 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((3224672 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((3230816 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((3236960 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(4))))
+              let w385 = (((((loadVector(arena, ((3218528 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((3230816 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((3243104 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((3224672 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((3236960 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(8))))
+              let w386 = ((((loadVector(arena, ((3213408 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) + loadVector(arena, ((3219552 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8))))) + loadVector(arena, ((3225696 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8))))) + loadVector(arena, ((3231840 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8))))) + loadVector(arena, ((3237984 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))))
+              let w387 = ((((loadVector(arena, ((3219552 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((3231840 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((3225696 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((3237984 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(2))))
+              let w388 = ((((loadVector(arena, ((3219552 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((3225696 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((3231840 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((3237984 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(4))))
+              let w389 = (((((loadVector(arena, ((3219552 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((3231840 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((3244128 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((3225696 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((3237984 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(8))))
+              let w390 = ((((loadVector(arena, ((3214432 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) + loadVector(arena, ((3220576 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8))))) + loadVector(arena, ((3226720 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8))))) + loadVector(arena, ((3232864 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8))))) + loadVector(arena, ((3239008 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))))
+              let w391 = ((((loadVector(arena, ((3220576 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((3232864 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((3226720 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((3239008 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(2))))
+              let w392 = ((((loadVector(arena, ((3220576 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((3226720 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((3232864 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((3239008 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(4))))
+              let w393 = (((((loadVector(arena, ((3220576 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((3232864 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((3245152 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((3226720 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((3239008 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(8))))
+              let w394 = ((((loadVector(arena, ((3215456 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) + loadVector(arena, ((3221600 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8))))) + loadVector(arena, ((3227744 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8))))) + loadVector(arena, ((3233888 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8))))) + loadVector(arena, ((3240032 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))))
+              let w395 = ((((loadVector(arena, ((3221600 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((3233888 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((3227744 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((3240032 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(2))))
+              let w396 = ((((loadVector(arena, ((3221600 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((3227744 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((3233888 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((3240032 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(4))))
+              let w397 = (((((loadVector(arena, ((3221600 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((3233888 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((3246176 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((3227744 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((3240032 +% ((((j370 *% 64) +% (ty371 *% 8)) +% tx372) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8)))) * Vector(repeating: Float(8))))
+              let w398 = ((((w374 + w378) + w382) + w386) + w390)
+              let w399 = ((((w378 * Vector(repeating: Float(1))) + (w386 * Vector(repeating: Float(2)))) - (w382 * Vector(repeating: Float(1)))) - (w390 * Vector(repeating: Float(2))))
+              let w400 = ((((w378 * Vector(repeating: Float(1))) + (w382 * Vector(repeating: Float(1)))) + (w386 * Vector(repeating: Float(4)))) + (w390 * Vector(repeating: Float(4))))
+              let w401 = (((((w378 * Vector(repeating: Float(1))) + (w386 * Vector(repeating: Float(8)))) + (w394 * Vector(repeating: Float(1)))) - (w382 * Vector(repeating: Float(1)))) - (w390 * Vector(repeating: Float(8))))
+              let w402 = ((((w375 + w379) + w383) + w387) + w391)
+              let w403 = ((((w379 * Vector(repeating: Float(1))) + (w387 * Vector(repeating: Float(2)))) - (w383 * Vector(repeating: Float(1)))) - (w391 * Vector(repeating: Float(2))))
+              let w404 = ((((w379 * Vector(repeating: Float(1))) + (w383 * Vector(repeating: Float(1)))) + (w387 * Vector(repeating: Float(4)))) + (w391 * Vector(repeating: Float(4))))
+              let w405 = (((((w379 * Vector(repeating: Float(1))) + (w387 * Vector(repeating: Float(8)))) + (w395 * Vector(repeating: Float(1)))) - (w383 * Vector(repeating: Float(1)))) - (w391 * Vector(repeating: Float(8))))
+              let w406 = ((((w376 + w380) + w384) + w388) + w392)
+              let w407 = ((((w380 * Vector(repeating: Float(1))) + (w388 * Vector(repeating: Float(2)))) - (w384 * Vector(repeating: Float(1)))) - (w392 * Vector(repeating: Float(2))))
+              let w408 = ((((w380 * Vector(repeating: Float(1))) + (w384 * Vector(repeating: Float(1)))) + (w388 * Vector(repeating: Float(4)))) + (w392 * Vector(repeating: Float(4))))
+              let w409 = (((((w380 * Vector(repeating: Float(1))) + (w388 * Vector(repeating: Float(8)))) + (w396 * Vector(repeating: Float(1)))) - (w384 * Vector(repeating: Float(1)))) - (w392 * Vector(repeating: Float(8))))
+              let w410 = ((((w377 + w381) + w385) + w389) + w393)
+              let w411 = ((((w381 * Vector(repeating: Float(1))) + (w389 * Vector(repeating: Float(2)))) - (w385 * Vector(repeating: Float(1)))) - (w393 * Vector(repeating: Float(2))))
+              let w412 = ((((w381 * Vector(repeating: Float(1))) + (w385 * Vector(repeating: Float(1)))) + (w389 * Vector(repeating: Float(4)))) + (w393 * Vector(repeating: Float(4))))
+              let w413 = (((((w381 * Vector(repeating: Float(1))) + (w389 * Vector(repeating: Float(8)))) + (w397 * Vector(repeating: Float(1)))) - (w385 * Vector(repeating: Float(1)))) - (w393 * Vector(repeating: Float(8))))
+              storeVector(arena, ((3247200 +% (((((j370 *% 32) +% (ty371 *% 4)) *% 32) +% (tx372 *% 4)) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8))), ((w398 * loadVector(arena, ((part361 *% 8) +% (cv373 *% 8)))) + loadVector(arena, (16 +% ((part361 *% 8) +% (cv373 *% 8))))))
+              storeVector(arena, ((3247200 +% ((((((j370 *% 32) +% (ty371 *% 4)) *% 32) +% (tx372 *% 4)) +% 1) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8))), ((w399 * loadVector(arena, ((part361 *% 8) +% (cv373 *% 8)))) + loadVector(arena, (16 +% ((part361 *% 8) +% (cv373 *% 8))))))
+              storeVector(arena, ((3247200 +% ((((((j370 *% 32) +% (ty371 *% 4)) *% 32) +% (tx372 *% 4)) +% 2) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8))), ((w400 * loadVector(arena, ((part361 *% 8) +% (cv373 *% 8)))) + loadVector(arena, (16 +% ((part361 *% 8) +% (cv373 *% 8))))))
+              storeVector(arena, ((3247200 +% ((((((j370 *% 32) +% (ty371 *% 4)) *% 32) +% (tx372 *% 4)) +% 3) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8))), ((w401 * loadVector(arena, ((part361 *% 8) +% (cv373 *% 8)))) + loadVector(arena, (16 +% ((part361 *% 8) +% (cv373 *% 8))))))
+              storeVector(arena, ((3247200 +% ((((((j370 *% 32) +% (ty371 *% 4)) +% 1) *% 32) +% (tx372 *% 4)) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8))), ((w402 * loadVector(arena, ((part361 *% 8) +% (cv373 *% 8)))) + loadVector(arena, (16 +% ((part361 *% 8) +% (cv373 *% 8))))))
+              storeVector(arena, ((3247200 +% (((((((j370 *% 32) +% (ty371 *% 4)) +% 1) *% 32) +% (tx372 *% 4)) +% 1) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8))), ((w403 * loadVector(arena, ((part361 *% 8) +% (cv373 *% 8)))) + loadVector(arena, (16 +% ((part361 *% 8) +% (cv373 *% 8))))))
+              storeVector(arena, ((3247200 +% (((((((j370 *% 32) +% (ty371 *% 4)) +% 1) *% 32) +% (tx372 *% 4)) +% 2) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8))), ((w404 * loadVector(arena, ((part361 *% 8) +% (cv373 *% 8)))) + loadVector(arena, (16 +% ((part361 *% 8) +% (cv373 *% 8))))))
+              storeVector(arena, ((3247200 +% (((((((j370 *% 32) +% (ty371 *% 4)) +% 1) *% 32) +% (tx372 *% 4)) +% 3) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8))), ((w405 * loadVector(arena, ((part361 *% 8) +% (cv373 *% 8)))) + loadVector(arena, (16 +% ((part361 *% 8) +% (cv373 *% 8))))))
+              storeVector(arena, ((3247200 +% ((((((j370 *% 32) +% (ty371 *% 4)) +% 2) *% 32) +% (tx372 *% 4)) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8))), ((w406 * loadVector(arena, ((part361 *% 8) +% (cv373 *% 8)))) + loadVector(arena, (16 +% ((part361 *% 8) +% (cv373 *% 8))))))
+              storeVector(arena, ((3247200 +% (((((((j370 *% 32) +% (ty371 *% 4)) +% 2) *% 32) +% (tx372 *% 4)) +% 1) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8))), ((w407 * loadVector(arena, ((part361 *% 8) +% (cv373 *% 8)))) + loadVector(arena, (16 +% ((part361 *% 8) +% (cv373 *% 8))))))
+              storeVector(arena, ((3247200 +% (((((((j370 *% 32) +% (ty371 *% 4)) +% 2) *% 32) +% (tx372 *% 4)) +% 2) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8))), ((w408 * loadVector(arena, ((part361 *% 8) +% (cv373 *% 8)))) + loadVector(arena, (16 +% ((part361 *% 8) +% (cv373 *% 8))))))
+              storeVector(arena, ((3247200 +% (((((((j370 *% 32) +% (ty371 *% 4)) +% 2) *% 32) +% (tx372 *% 4)) +% 3) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8))), ((w409 * loadVector(arena, ((part361 *% 8) +% (cv373 *% 8)))) + loadVector(arena, (16 +% ((part361 *% 8) +% (cv373 *% 8))))))
+              storeVector(arena, ((3247200 +% ((((((j370 *% 32) +% (ty371 *% 4)) +% 3) *% 32) +% (tx372 *% 4)) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8))), ((w410 * loadVector(arena, ((part361 *% 8) +% (cv373 *% 8)))) + loadVector(arena, (16 +% ((part361 *% 8) +% (cv373 *% 8))))))
+              storeVector(arena, ((3247200 +% (((((((j370 *% 32) +% (ty371 *% 4)) +% 3) *% 32) +% (tx372 *% 4)) +% 1) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8))), ((w411 * loadVector(arena, ((part361 *% 8) +% (cv373 *% 8)))) + loadVector(arena, (16 +% ((part361 *% 8) +% (cv373 *% 8))))))
+              storeVector(arena, ((3247200 +% (((((((j370 *% 32) +% (ty371 *% 4)) +% 3) *% 32) +% (tx372 *% 4)) +% 2) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8))), ((w412 * loadVector(arena, ((part361 *% 8) +% (cv373 *% 8)))) + loadVector(arena, (16 +% ((part361 *% 8) +% (cv373 *% 8))))))
+              storeVector(arena, ((3247200 +% (((((((j370 *% 32) +% (ty371 *% 4)) +% 3) *% 32) +% (tx372 *% 4)) +% 3) *% 16)) +% ((part361 *% 8) +% (cv373 *% 8))), ((w413 * loadVector(arena, ((part361 *% 8) +% (cv373 *% 8)))) + loadVector(arena, (16 +% ((part361 *% 8) +% (cv373 *% 8))))))
             }
           }
         }
       }
-      for j445 in 0..<1 {
-        for q446 in 0..<1024 {
-          for c447 in 0..<8 {
-            arena[(2097184 +% (((((g311 +% j445) *% 1024) +% q446) *% 16) +% ((part392 *% 8) +% c447)))] = ((arena[((3247200 +% (((j445 *% 1024) +% q446) *% 16)) +% ((part392 *% 8) +% c447))] + arena[(32 +% (((((g311 +% j445) *% 1024) +% q446) *% 16) +% ((part392 *% 8) +% c447)))]) > Float(0) ? (arena[((3247200 +% (((j445 *% 1024) +% q446) *% 16)) +% ((part392 *% 8) +% c447))] + arena[(32 +% (((((g311 +% j445) *% 1024) +% q446) *% 16) +% ((part392 *% 8) +% c447)))]) : Float(0))
+      for j414 in 0..<1 {
+        for qb415 in 0..<16 {
+          for c416 in 0..<8 {
+            for q417 in 0..<64 {
+              arena[(2097184 +% ((((g280 +% j414) *% 16384) +% (((part361 *% 8) +% c416) *% 1024)) +% (q417 +% (qb415 *% 64))))] = ((arena[((3247200 +% (((j414 *% 1024) +% (q417 +% (qb415 *% 64))) *% 16)) +% ((part361 *% 8) +% c416))] + arena[(32 +% ((((g280 +% j414) *% 16384) +% (((part361 *% 8) +% c416) *% 1024)) +% (q417 +% (qb415 *% 64))))]) > Float(0) ? (arena[((3247200 +% (((j414 *% 1024) +% (q417 +% (qb415 *% 64))) *% 16)) +% ((part361 *% 8) +% c416))] + arena[(32 +% ((((g280 +% j414) *% 16384) +% (((part361 *% 8) +% c416) *% 1024)) +% (q417 +% (qb415 *% 64))))]) : Float(0))
+            }
           }
         }
       }
     }
   }
   // s2_bn1 = batchnorm_fold()
-  for c448 in 0..<4 {
-    let scale449_v = (loadVector(params, ((c448 *% 8) +% 9744)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c448 *% 8) +% 78170)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
-    storeVector(arena, (c448 *% 8), scale449_v)
-    storeVector(arena, ((c448 *% 8) +% 32), (loadVector(params, ((c448 *% 8) +% 9776)) - (loadVector(params, ((c448 *% 8) +% 78138)) * scale449_v)))
+  for c418 in 0..<4 {
+    let scale419_v = (loadVector(params, ((c418 *% 8) +% 9744)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c418 *% 8) +% 78170)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
+    storeVector(arena, (c418 *% 8), scale419_v)
+    storeVector(arena, ((c418 *% 8) +% 32), (loadVector(params, ((c418 *% 8) +% 9776)) - (loadVector(params, ((c418 *% 8) +% 78138)) * scale419_v)))
   }
   // s2_conv1 = conv2d_relu(s1_conv2, s2_bn1)
-  parallelFor(pool, 2) { part460 in
-    for oy461 in 0..<32 {
-      for oy462 in 0..<16 {
-        for ky463 in 0..<3 {
-          if (-1 < (((((((oy461 +% (part460 *% 32)) % 1) *% 16) +% oy462) *% 2) +% ky463) +% -1) && (((((((oy461 +% (part460 *% 32)) % 1) *% 16) +% oy462) *% 2) +% ky463) +% -1) < 32) {
-            for ox464 in 0..<1 {
-              for c465 in 0..<2 {
-                storeVector(arena, ((c465 *% 8) +% (((524352 +% (part460 *% 36864)) +% (((oy462 *% 16) +% ox464) *% 144)) +% (ky463 *% 48))), Vector(repeating: Float(0)))
+  parallelFor(pool, 2) { part430 in
+    for oy431 in 0..<32 {
+      for oy432 in 0..<16 {
+        for ky433 in 0..<3 {
+          if (-1 < (((((((oy431 +% (part430 *% 32)) % 1) *% 16) +% oy432) *% 2) +% ky433) +% -1) && (((((((oy431 +% (part430 *% 32)) % 1) *% 16) +% oy432) *% 2) +% ky433) +% -1) < 32) {
+            for ox434 in 0..<1 {
+              for c435 in 0..<16 {
+                arena[((((524352 +% (part430 *% 36864)) +% (((oy432 *% 16) +% ox434) *% 144)) +% (c435 *% 9)) +% (ky433 *% 3))] = Float(0)
+                arena[((((524352 +% (part430 *% 36864)) +% (((oy432 *% 16) +% ox434) *% 144)) +% ((c435 *% 9) +% 1)) +% (ky433 *% 3))] = arena[((2097184 +% (((((((oy431 +% (part430 *% 32)) / 1) *% 16) +% c435) *% 32) +% (((((((oy431 +% (part430 *% 32)) % 1) *% 16) +% oy432) *% 2) +% ky433) +% -1)) *% 32)) +% (ox434 *% 2))]
+                arena[((((524352 +% (part430 *% 36864)) +% (((oy432 *% 16) +% ox434) *% 144)) +% ((c435 *% 9) +% 2)) +% (ky433 *% 3))] = arena[((2097184 +% (((((((oy431 +% (part430 *% 32)) / 1) *% 16) +% c435) *% 32) +% (((((((oy431 +% (part430 *% 32)) % 1) *% 16) +% oy432) *% 2) +% ky433) +% -1)) *% 32)) +% ((ox434 *% 2) +% 1))]
               }
             }
-            for ox466 in 0..<15 {
-              for c467 in 0..<2 {
-                storeVector(arena, ((c467 *% 8) +% (((524352 +% (part460 *% 36864)) +% (((oy462 *% 16) +% (ox466 +% 1)) *% 144)) +% (ky463 *% 48))), loadVector(arena, ((c467 *% 8) +% (2097184 +% (((((((oy461 +% (part460 *% 32)) / 1) *% 32) +% (((((((oy461 +% (part460 *% 32)) % 1) *% 16) +% oy462) *% 2) +% ky463) +% -1)) *% 32) +% (((ox466 +% 1) *% 2) +% -1)) *% 16)))))
-              }
-            }
-            for ox468 in 0..<16 {
-              for c469 in 0..<16 {
-                arena[((((524352 +% (part460 *% 36864)) +% (((oy462 *% 16) +% ox468) *% 144)) +% (c469 +% 16)) +% (ky463 *% 48))] = arena[((2097184 +% (((((((oy461 +% (part460 *% 32)) / 1) *% 32) +% (((((((oy461 +% (part460 *% 32)) % 1) *% 16) +% oy462) *% 2) +% ky463) +% -1)) *% 32) +% (ox468 *% 2)) *% 16)) +% c469)]
-              }
-            }
-            for ox470 in 0..<16 {
-              for c471 in 0..<16 {
-                arena[((((524352 +% (part460 *% 36864)) +% (((oy462 *% 16) +% ox470) *% 144)) +% (c471 +% 32)) +% (ky463 *% 48))] = arena[((2097184 +% (((((((oy461 +% (part460 *% 32)) / 1) *% 32) +% (((((((oy461 +% (part460 *% 32)) % 1) *% 16) +% oy462) *% 2) +% ky463) +% -1)) *% 32) +% ((ox470 *% 2) +% 1)) *% 16)) +% c471)]
+            for ox436 in 0..<15 {
+              for c437 in 0..<16 {
+                arena[((((524352 +% (part430 *% 36864)) +% (((oy432 *% 16) +% (ox436 +% 1)) *% 144)) +% (c437 *% 9)) +% (ky433 *% 3))] = arena[((2097184 +% (((((((oy431 +% (part430 *% 32)) / 1) *% 16) +% c437) *% 32) +% (((((((oy431 +% (part430 *% 32)) % 1) *% 16) +% oy432) *% 2) +% ky433) +% -1)) *% 32)) +% (((ox436 +% 1) *% 2) +% -1))]
+                arena[((((524352 +% (part430 *% 36864)) +% (((oy432 *% 16) +% (ox436 +% 1)) *% 144)) +% ((c437 *% 9) +% 1)) +% (ky433 *% 3))] = arena[((2097184 +% (((((((oy431 +% (part430 *% 32)) / 1) *% 16) +% c437) *% 32) +% (((((((oy431 +% (part430 *% 32)) % 1) *% 16) +% oy432) *% 2) +% ky433) +% -1)) *% 32)) +% ((ox436 +% 1) *% 2))]
+                arena[((((524352 +% (part430 *% 36864)) +% (((oy432 *% 16) +% (ox436 +% 1)) *% 144)) +% ((c437 *% 9) +% 2)) +% (ky433 *% 3))] = arena[((2097184 +% (((((((oy431 +% (part430 *% 32)) / 1) *% 16) +% c437) *% 32) +% (((((((oy431 +% (part430 *% 32)) % 1) *% 16) +% oy432) *% 2) +% ky433) +% -1)) *% 32)) +% (((ox436 +% 1) *% 2) +% 1))]
               }
             }
           }
-          if (((((((oy461 +% (part460 *% 32)) % 1) *% 16) +% oy462) *% 2) +% ky463) +% -1) < 0 {
-            for ox472 in 0..<16 {
-              for c473 in 0..<2 {
-                storeVector(arena, ((c473 *% 8) +% (((524352 +% (part460 *% 36864)) +% (((oy462 *% 16) +% ox472) *% 144)) +% (ky463 *% 48))), Vector(repeating: Float(0)))
-              }
-            }
-            for ox474 in 0..<16 {
-              for c475 in 0..<16 {
-                arena[((((524352 +% (part460 *% 36864)) +% (((oy462 *% 16) +% ox474) *% 144)) +% (c475 +% 16)) +% (ky463 *% 48))] = Float(0)
-              }
-            }
-            for ox476 in 0..<16 {
-              for c477 in 0..<16 {
-                arena[((((524352 +% (part460 *% 36864)) +% (((oy462 *% 16) +% ox476) *% 144)) +% (c477 +% 32)) +% (ky463 *% 48))] = Float(0)
+          if (((((((oy431 +% (part430 *% 32)) % 1) *% 16) +% oy432) *% 2) +% ky433) +% -1) < 0 {
+            for ox438 in 0..<16 {
+              for c439 in 0..<16 {
+                arena[((((524352 +% (part430 *% 36864)) +% (((oy432 *% 16) +% ox438) *% 144)) +% (c439 *% 9)) +% (ky433 *% 3))] = Float(0)
+                arena[((((524352 +% (part430 *% 36864)) +% (((oy432 *% 16) +% ox438) *% 144)) +% ((c439 *% 9) +% 1)) +% (ky433 *% 3))] = Float(0)
+                arena[((((524352 +% (part430 *% 36864)) +% (((oy432 *% 16) +% ox438) *% 144)) +% ((c439 *% 9) +% 2)) +% (ky433 *% 3))] = Float(0)
               }
             }
           }
-          if 31 < (((((((oy461 +% (part460 *% 32)) % 1) *% 16) +% oy462) *% 2) +% ky463) +% -1) {
-            for ox478 in 0..<16 {
-              for c479 in 0..<2 {
-                storeVector(arena, ((c479 *% 8) +% (((524352 +% (part460 *% 36864)) +% (((oy462 *% 16) +% ox478) *% 144)) +% (ky463 *% 48))), Vector(repeating: Float(0)))
-              }
-            }
-            for ox480 in 0..<16 {
-              for c481 in 0..<16 {
-                arena[((((524352 +% (part460 *% 36864)) +% (((oy462 *% 16) +% ox480) *% 144)) +% (c481 +% 16)) +% (ky463 *% 48))] = Float(0)
-              }
-            }
-            for ox482 in 0..<16 {
-              for c483 in 0..<16 {
-                arena[((((524352 +% (part460 *% 36864)) +% (((oy462 *% 16) +% ox482) *% 144)) +% (c483 +% 32)) +% (ky463 *% 48))] = Float(0)
+          if 31 < (((((((oy431 +% (part430 *% 32)) % 1) *% 16) +% oy432) *% 2) +% ky433) +% -1) {
+            for ox440 in 0..<16 {
+              for c441 in 0..<16 {
+                arena[((((524352 +% (part430 *% 36864)) +% (((oy432 *% 16) +% ox440) *% 144)) +% (c441 *% 9)) +% (ky433 *% 3))] = Float(0)
+                arena[((((524352 +% (part430 *% 36864)) +% (((oy432 *% 16) +% ox440) *% 144)) +% ((c441 *% 9) +% 1)) +% (ky433 *% 3))] = Float(0)
+                arena[((((524352 +% (part430 *% 36864)) +% (((oy432 *% 16) +% ox440) *% 144)) +% ((c441 *% 9) +% 2)) +% (ky433 *% 3))] = Float(0)
               }
             }
           }
         }
       }
-      do {  // gemm510
-        for nb484 in 0..<2 {
-          for mb485 in 0..<42 {
-            var t486_c0_0 = Vector()
-            var t486_c0_1 = Vector()
-            var t486_c1_0 = Vector()
-            var t486_c1_1 = Vector()
-            var t486_c2_0 = Vector()
-            var t486_c2_1 = Vector()
-            var t486_c3_0 = Vector()
-            var t486_c3_1 = Vector()
-            var t486_c4_0 = Vector()
-            var t486_c4_1 = Vector()
-            var t486_c5_0 = Vector()
-            var t486_c5_1 = Vector()
-            for k487 in 0..<144 {
-              let t486_b0 = loadVector(arena, ((3298832 +% ((nb484 *% 16) *% 144)) +% (k487 *% 16)))
-              let t486_b1 = loadVector(arena, (((3298832 +% ((nb484 *% 16) *% 144)) +% (k487 *% 16)) +% 8))
-              let t486_a0 = Vector(repeating: arena[(((524352 +% (part460 *% 36864)) +% ((mb485 *% 6) *% 144)) +% k487)])
-              t486_c0_0 = t486_c0_0.addingProduct(t486_a0, t486_b0)
-              t486_c0_1 = t486_c0_1.addingProduct(t486_a0, t486_b1)
-              let t486_a1 = Vector(repeating: arena[(((524352 +% (part460 *% 36864)) +% (((mb485 *% 6) +% 1) *% 144)) +% k487)])
-              t486_c1_0 = t486_c1_0.addingProduct(t486_a1, t486_b0)
-              t486_c1_1 = t486_c1_1.addingProduct(t486_a1, t486_b1)
-              let t486_a2 = Vector(repeating: arena[(((524352 +% (part460 *% 36864)) +% (((mb485 *% 6) +% 2) *% 144)) +% k487)])
-              t486_c2_0 = t486_c2_0.addingProduct(t486_a2, t486_b0)
-              t486_c2_1 = t486_c2_1.addingProduct(t486_a2, t486_b1)
-              let t486_a3 = Vector(repeating: arena[(((524352 +% (part460 *% 36864)) +% (((mb485 *% 6) +% 3) *% 144)) +% k487)])
-              t486_c3_0 = t486_c3_0.addingProduct(t486_a3, t486_b0)
-              t486_c3_1 = t486_c3_1.addingProduct(t486_a3, t486_b1)
-              let t486_a4 = Vector(repeating: arena[(((524352 +% (part460 *% 36864)) +% (((mb485 *% 6) +% 4) *% 144)) +% k487)])
-              t486_c4_0 = t486_c4_0.addingProduct(t486_a4, t486_b0)
-              t486_c4_1 = t486_c4_1.addingProduct(t486_a4, t486_b1)
-              let t486_a5 = Vector(repeating: arena[(((524352 +% (part460 *% 36864)) +% (((mb485 *% 6) +% 5) *% 144)) +% k487)])
-              t486_c5_0 = t486_c5_0.addingProduct(t486_a5, t486_b0)
-              t486_c5_1 = t486_c5_1.addingProduct(t486_a5, t486_b1)
+      do {  // gemm468
+        for nb442 in 0..<2 {
+          for mb443 in 0..<42 {
+            var t444_c0_0 = Vector()
+            var t444_c0_1 = Vector()
+            var t444_c1_0 = Vector()
+            var t444_c1_1 = Vector()
+            var t444_c2_0 = Vector()
+            var t444_c2_1 = Vector()
+            var t444_c3_0 = Vector()
+            var t444_c3_1 = Vector()
+            var t444_c4_0 = Vector()
+            var t444_c4_1 = Vector()
+            var t444_c5_0 = Vector()
+            var t444_c5_1 = Vector()
+            for k445 in 0..<144 {
+              let t444_b0 = loadVector(arena, ((3298400 +% ((nb442 *% 16) *% 144)) +% (k445 *% 16)))
+              let t444_b1 = loadVector(arena, (((3298400 +% ((nb442 *% 16) *% 144)) +% (k445 *% 16)) +% 8))
+              let t444_a0 = Vector(repeating: arena[(((524352 +% (part430 *% 36864)) +% ((mb443 *% 6) *% 144)) +% k445)])
+              t444_c0_0 = t444_c0_0.addingProduct(t444_a0, t444_b0)
+              t444_c0_1 = t444_c0_1.addingProduct(t444_a0, t444_b1)
+              let t444_a1 = Vector(repeating: arena[(((524352 +% (part430 *% 36864)) +% (((mb443 *% 6) +% 1) *% 144)) +% k445)])
+              t444_c1_0 = t444_c1_0.addingProduct(t444_a1, t444_b0)
+              t444_c1_1 = t444_c1_1.addingProduct(t444_a1, t444_b1)
+              let t444_a2 = Vector(repeating: arena[(((524352 +% (part430 *% 36864)) +% (((mb443 *% 6) +% 2) *% 144)) +% k445)])
+              t444_c2_0 = t444_c2_0.addingProduct(t444_a2, t444_b0)
+              t444_c2_1 = t444_c2_1.addingProduct(t444_a2, t444_b1)
+              let t444_a3 = Vector(repeating: arena[(((524352 +% (part430 *% 36864)) +% (((mb443 *% 6) +% 3) *% 144)) +% k445)])
+              t444_c3_0 = t444_c3_0.addingProduct(t444_a3, t444_b0)
+              t444_c3_1 = t444_c3_1.addingProduct(t444_a3, t444_b1)
+              let t444_a4 = Vector(repeating: arena[(((524352 +% (part430 *% 36864)) +% (((mb443 *% 6) +% 4) *% 144)) +% k445)])
+              t444_c4_0 = t444_c4_0.addingProduct(t444_a4, t444_b0)
+              t444_c4_1 = t444_c4_1.addingProduct(t444_a4, t444_b1)
+              let t444_a5 = Vector(repeating: arena[(((524352 +% (part430 *% 36864)) +% (((mb443 *% 6) +% 5) *% 144)) +% k445)])
+              t444_c5_0 = t444_c5_0.addingProduct(t444_a5, t444_b0)
+              t444_c5_1 = t444_c5_1.addingProduct(t444_a5, t444_b1)
             }
-            storeVector(arena, (((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% ((mb485 *% 6) *% 32)) +% (nb484 *% 16)), t486_c0_0)
-            storeVector(arena, ((((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% ((mb485 *% 6) *% 32)) +% (nb484 *% 16)) +% 8), t486_c0_1)
-            storeVector(arena, (((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb485 *% 6) +% 1) *% 32)) +% (nb484 *% 16)), t486_c1_0)
-            storeVector(arena, ((((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb485 *% 6) +% 1) *% 32)) +% (nb484 *% 16)) +% 8), t486_c1_1)
-            storeVector(arena, (((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb485 *% 6) +% 2) *% 32)) +% (nb484 *% 16)), t486_c2_0)
-            storeVector(arena, ((((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb485 *% 6) +% 2) *% 32)) +% (nb484 *% 16)) +% 8), t486_c2_1)
-            storeVector(arena, (((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb485 *% 6) +% 3) *% 32)) +% (nb484 *% 16)), t486_c3_0)
-            storeVector(arena, ((((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb485 *% 6) +% 3) *% 32)) +% (nb484 *% 16)) +% 8), t486_c3_1)
-            storeVector(arena, (((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb485 *% 6) +% 4) *% 32)) +% (nb484 *% 16)), t486_c4_0)
-            storeVector(arena, ((((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb485 *% 6) +% 4) *% 32)) +% (nb484 *% 16)) +% 8), t486_c4_1)
-            storeVector(arena, (((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb485 *% 6) +% 5) *% 32)) +% (nb484 *% 16)), t486_c5_0)
-            storeVector(arena, ((((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb485 *% 6) +% 5) *% 32)) +% (nb484 *% 16)) +% 8), t486_c5_1)
-            for i488 in 0..<16 {
-              var t489: Float = ((arena[((((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% ((mb485 *% 6) *% 32)) +% (nb484 *% 16)) +% i488)] * arena[((nb484 *% 16) +% i488)]) + arena[(32 +% ((nb484 *% 16) +% i488))])
-              arena[((((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% ((mb485 *% 6) *% 32)) +% (nb484 *% 16)) +% i488)] = (t489 > Float(0) ? t489 : Float(0))
+            storeVector(arena, (((64 +% (((((oy431 +% (part430 *% 32)) / 1) *% 256) +% ((((oy431 +% (part430 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% ((mb443 *% 6) *% 32)) +% (nb442 *% 16)), t444_c0_0)
+            storeVector(arena, ((((64 +% (((((oy431 +% (part430 *% 32)) / 1) *% 256) +% ((((oy431 +% (part430 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% ((mb443 *% 6) *% 32)) +% (nb442 *% 16)) +% 8), t444_c0_1)
+            storeVector(arena, (((64 +% (((((oy431 +% (part430 *% 32)) / 1) *% 256) +% ((((oy431 +% (part430 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb443 *% 6) +% 1) *% 32)) +% (nb442 *% 16)), t444_c1_0)
+            storeVector(arena, ((((64 +% (((((oy431 +% (part430 *% 32)) / 1) *% 256) +% ((((oy431 +% (part430 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb443 *% 6) +% 1) *% 32)) +% (nb442 *% 16)) +% 8), t444_c1_1)
+            storeVector(arena, (((64 +% (((((oy431 +% (part430 *% 32)) / 1) *% 256) +% ((((oy431 +% (part430 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb443 *% 6) +% 2) *% 32)) +% (nb442 *% 16)), t444_c2_0)
+            storeVector(arena, ((((64 +% (((((oy431 +% (part430 *% 32)) / 1) *% 256) +% ((((oy431 +% (part430 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb443 *% 6) +% 2) *% 32)) +% (nb442 *% 16)) +% 8), t444_c2_1)
+            storeVector(arena, (((64 +% (((((oy431 +% (part430 *% 32)) / 1) *% 256) +% ((((oy431 +% (part430 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb443 *% 6) +% 3) *% 32)) +% (nb442 *% 16)), t444_c3_0)
+            storeVector(arena, ((((64 +% (((((oy431 +% (part430 *% 32)) / 1) *% 256) +% ((((oy431 +% (part430 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb443 *% 6) +% 3) *% 32)) +% (nb442 *% 16)) +% 8), t444_c3_1)
+            storeVector(arena, (((64 +% (((((oy431 +% (part430 *% 32)) / 1) *% 256) +% ((((oy431 +% (part430 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb443 *% 6) +% 4) *% 32)) +% (nb442 *% 16)), t444_c4_0)
+            storeVector(arena, ((((64 +% (((((oy431 +% (part430 *% 32)) / 1) *% 256) +% ((((oy431 +% (part430 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb443 *% 6) +% 4) *% 32)) +% (nb442 *% 16)) +% 8), t444_c4_1)
+            storeVector(arena, (((64 +% (((((oy431 +% (part430 *% 32)) / 1) *% 256) +% ((((oy431 +% (part430 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb443 *% 6) +% 5) *% 32)) +% (nb442 *% 16)), t444_c5_0)
+            storeVector(arena, ((((64 +% (((((oy431 +% (part430 *% 32)) / 1) *% 256) +% ((((oy431 +% (part430 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb443 *% 6) +% 5) *% 32)) +% (nb442 *% 16)) +% 8), t444_c5_1)
+            for i446 in 0..<16 {
+              var t447: Float = ((arena[((((64 +% (((((oy431 +% (part430 *% 32)) / 1) *% 256) +% ((((oy431 +% (part430 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% ((mb443 *% 6) *% 32)) +% (nb442 *% 16)) +% i446)] * arena[((nb442 *% 16) +% i446)]) + arena[(32 +% ((nb442 *% 16) +% i446))])
+              arena[((((64 +% (((((oy431 +% (part430 *% 32)) / 1) *% 256) +% ((((oy431 +% (part430 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% ((mb443 *% 6) *% 32)) +% (nb442 *% 16)) +% i446)] = (t447 > Float(0) ? t447 : Float(0))
             }
-            for i490 in 0..<16 {
-              var t491: Float = ((arena[((((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb485 *% 6) +% 1) *% 32)) +% (nb484 *% 16)) +% i490)] * arena[((nb484 *% 16) +% i490)]) + arena[(32 +% ((nb484 *% 16) +% i490))])
-              arena[((((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb485 *% 6) +% 1) *% 32)) +% (nb484 *% 16)) +% i490)] = (t491 > Float(0) ? t491 : Float(0))
+            for i448 in 0..<16 {
+              var t449: Float = ((arena[((((64 +% (((((oy431 +% (part430 *% 32)) / 1) *% 256) +% ((((oy431 +% (part430 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb443 *% 6) +% 1) *% 32)) +% (nb442 *% 16)) +% i448)] * arena[((nb442 *% 16) +% i448)]) + arena[(32 +% ((nb442 *% 16) +% i448))])
+              arena[((((64 +% (((((oy431 +% (part430 *% 32)) / 1) *% 256) +% ((((oy431 +% (part430 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb443 *% 6) +% 1) *% 32)) +% (nb442 *% 16)) +% i448)] = (t449 > Float(0) ? t449 : Float(0))
             }
-            for i492 in 0..<16 {
-              var t493: Float = ((arena[((((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb485 *% 6) +% 2) *% 32)) +% (nb484 *% 16)) +% i492)] * arena[((nb484 *% 16) +% i492)]) + arena[(32 +% ((nb484 *% 16) +% i492))])
-              arena[((((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb485 *% 6) +% 2) *% 32)) +% (nb484 *% 16)) +% i492)] = (t493 > Float(0) ? t493 : Float(0))
+            for i450 in 0..<16 {
+              var t451: Float = ((arena[((((64 +% (((((oy431 +% (part430 *% 32)) / 1) *% 256) +% ((((oy431 +% (part430 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb443 *% 6) +% 2) *% 32)) +% (nb442 *% 16)) +% i450)] * arena[((nb442 *% 16) +% i450)]) + arena[(32 +% ((nb442 *% 16) +% i450))])
+              arena[((((64 +% (((((oy431 +% (part430 *% 32)) / 1) *% 256) +% ((((oy431 +% (part430 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb443 *% 6) +% 2) *% 32)) +% (nb442 *% 16)) +% i450)] = (t451 > Float(0) ? t451 : Float(0))
             }
-            for i494 in 0..<16 {
-              var t495: Float = ((arena[((((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb485 *% 6) +% 3) *% 32)) +% (nb484 *% 16)) +% i494)] * arena[((nb484 *% 16) +% i494)]) + arena[(32 +% ((nb484 *% 16) +% i494))])
-              arena[((((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb485 *% 6) +% 3) *% 32)) +% (nb484 *% 16)) +% i494)] = (t495 > Float(0) ? t495 : Float(0))
+            for i452 in 0..<16 {
+              var t453: Float = ((arena[((((64 +% (((((oy431 +% (part430 *% 32)) / 1) *% 256) +% ((((oy431 +% (part430 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb443 *% 6) +% 3) *% 32)) +% (nb442 *% 16)) +% i452)] * arena[((nb442 *% 16) +% i452)]) + arena[(32 +% ((nb442 *% 16) +% i452))])
+              arena[((((64 +% (((((oy431 +% (part430 *% 32)) / 1) *% 256) +% ((((oy431 +% (part430 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb443 *% 6) +% 3) *% 32)) +% (nb442 *% 16)) +% i452)] = (t453 > Float(0) ? t453 : Float(0))
             }
-            for i496 in 0..<16 {
-              var t497: Float = ((arena[((((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb485 *% 6) +% 4) *% 32)) +% (nb484 *% 16)) +% i496)] * arena[((nb484 *% 16) +% i496)]) + arena[(32 +% ((nb484 *% 16) +% i496))])
-              arena[((((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb485 *% 6) +% 4) *% 32)) +% (nb484 *% 16)) +% i496)] = (t497 > Float(0) ? t497 : Float(0))
+            for i454 in 0..<16 {
+              var t455: Float = ((arena[((((64 +% (((((oy431 +% (part430 *% 32)) / 1) *% 256) +% ((((oy431 +% (part430 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb443 *% 6) +% 4) *% 32)) +% (nb442 *% 16)) +% i454)] * arena[((nb442 *% 16) +% i454)]) + arena[(32 +% ((nb442 *% 16) +% i454))])
+              arena[((((64 +% (((((oy431 +% (part430 *% 32)) / 1) *% 256) +% ((((oy431 +% (part430 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb443 *% 6) +% 4) *% 32)) +% (nb442 *% 16)) +% i454)] = (t455 > Float(0) ? t455 : Float(0))
             }
-            for i498 in 0..<16 {
-              var t499: Float = ((arena[((((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb485 *% 6) +% 5) *% 32)) +% (nb484 *% 16)) +% i498)] * arena[((nb484 *% 16) +% i498)]) + arena[(32 +% ((nb484 *% 16) +% i498))])
-              arena[((((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb485 *% 6) +% 5) *% 32)) +% (nb484 *% 16)) +% i498)] = (t499 > Float(0) ? t499 : Float(0))
+            for i456 in 0..<16 {
+              var t457: Float = ((arena[((((64 +% (((((oy431 +% (part430 *% 32)) / 1) *% 256) +% ((((oy431 +% (part430 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb443 *% 6) +% 5) *% 32)) +% (nb442 *% 16)) +% i456)] * arena[((nb442 *% 16) +% i456)]) + arena[(32 +% ((nb442 *% 16) +% i456))])
+              arena[((((64 +% (((((oy431 +% (part430 *% 32)) / 1) *% 256) +% ((((oy431 +% (part430 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb443 *% 6) +% 5) *% 32)) +% (nb442 *% 16)) +% i456)] = (t457 > Float(0) ? t457 : Float(0))
             }
           }
-          var t500_c0_0 = Vector()
-          var t500_c0_1 = Vector()
-          var t500_c1_0 = Vector()
-          var t500_c1_1 = Vector()
-          var t500_c2_0 = Vector()
-          var t500_c2_1 = Vector()
-          var t500_c3_0 = Vector()
-          var t500_c3_1 = Vector()
-          for k501 in 0..<144 {
-            let t500_b0 = loadVector(arena, ((3298832 +% ((nb484 *% 16) *% 144)) +% (k501 *% 16)))
-            let t500_b1 = loadVector(arena, (((3298832 +% ((nb484 *% 16) *% 144)) +% (k501 *% 16)) +% 8))
-            let t500_a0 = Vector(repeating: arena[(((524352 +% (part460 *% 36864)) +% 36288) +% k501)])
-            t500_c0_0 = t500_c0_0.addingProduct(t500_a0, t500_b0)
-            t500_c0_1 = t500_c0_1.addingProduct(t500_a0, t500_b1)
-            let t500_a1 = Vector(repeating: arena[(((524352 +% (part460 *% 36864)) +% 36432) +% k501)])
-            t500_c1_0 = t500_c1_0.addingProduct(t500_a1, t500_b0)
-            t500_c1_1 = t500_c1_1.addingProduct(t500_a1, t500_b1)
-            let t500_a2 = Vector(repeating: arena[(((524352 +% (part460 *% 36864)) +% 36576) +% k501)])
-            t500_c2_0 = t500_c2_0.addingProduct(t500_a2, t500_b0)
-            t500_c2_1 = t500_c2_1.addingProduct(t500_a2, t500_b1)
-            let t500_a3 = Vector(repeating: arena[(((524352 +% (part460 *% 36864)) +% 36720) +% k501)])
-            t500_c3_0 = t500_c3_0.addingProduct(t500_a3, t500_b0)
-            t500_c3_1 = t500_c3_1.addingProduct(t500_a3, t500_b1)
+          var t458_c0_0 = Vector()
+          var t458_c0_1 = Vector()
+          var t458_c1_0 = Vector()
+          var t458_c1_1 = Vector()
+          var t458_c2_0 = Vector()
+          var t458_c2_1 = Vector()
+          var t458_c3_0 = Vector()
+          var t458_c3_1 = Vector()
+          for k459 in 0..<144 {
+            let t458_b0 = loadVector(arena, ((3298400 +% ((nb442 *% 16) *% 144)) +% (k459 *% 16)))
+            let t458_b1 = loadVector(arena, (((3298400 +% ((nb442 *% 16) *% 144)) +% (k459 *% 16)) +% 8))
+            let t458_a0 = Vector(repeating: arena[(((524352 +% (part430 *% 36864)) +% 36288) +% k459)])
+            t458_c0_0 = t458_c0_0.addingProduct(t458_a0, t458_b0)
+            t458_c0_1 = t458_c0_1.addingProduct(t458_a0, t458_b1)
+            let t458_a1 = Vector(repeating: arena[(((524352 +% (part430 *% 36864)) +% 36432) +% k459)])
+            t458_c1_0 = t458_c1_0.addingProduct(t458_a1, t458_b0)
+            t458_c1_1 = t458_c1_1.addingProduct(t458_a1, t458_b1)
+            let t458_a2 = Vector(repeating: arena[(((524352 +% (part430 *% 36864)) +% 36576) +% k459)])
+            t458_c2_0 = t458_c2_0.addingProduct(t458_a2, t458_b0)
+            t458_c2_1 = t458_c2_1.addingProduct(t458_a2, t458_b1)
+            let t458_a3 = Vector(repeating: arena[(((524352 +% (part430 *% 36864)) +% 36720) +% k459)])
+            t458_c3_0 = t458_c3_0.addingProduct(t458_a3, t458_b0)
+            t458_c3_1 = t458_c3_1.addingProduct(t458_a3, t458_b1)
           }
-          storeVector(arena, (((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8064) +% (nb484 *% 16)), t500_c0_0)
-          storeVector(arena, ((((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8064) +% (nb484 *% 16)) +% 8), t500_c0_1)
-          storeVector(arena, (((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8096) +% (nb484 *% 16)), t500_c1_0)
-          storeVector(arena, ((((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8096) +% (nb484 *% 16)) +% 8), t500_c1_1)
-          storeVector(arena, (((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8128) +% (nb484 *% 16)), t500_c2_0)
-          storeVector(arena, ((((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8128) +% (nb484 *% 16)) +% 8), t500_c2_1)
-          storeVector(arena, (((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8160) +% (nb484 *% 16)), t500_c3_0)
-          storeVector(arena, ((((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8160) +% (nb484 *% 16)) +% 8), t500_c3_1)
-          for i502 in 0..<16 {
-            var t503: Float = ((arena[((((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8064) +% (nb484 *% 16)) +% i502)] * arena[((nb484 *% 16) +% i502)]) + arena[(32 +% ((nb484 *% 16) +% i502))])
-            arena[((((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8064) +% (nb484 *% 16)) +% i502)] = (t503 > Float(0) ? t503 : Float(0))
+          storeVector(arena, (((64 +% (((((oy431 +% (part430 *% 32)) / 1) *% 256) +% ((((oy431 +% (part430 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8064) +% (nb442 *% 16)), t458_c0_0)
+          storeVector(arena, ((((64 +% (((((oy431 +% (part430 *% 32)) / 1) *% 256) +% ((((oy431 +% (part430 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8064) +% (nb442 *% 16)) +% 8), t458_c0_1)
+          storeVector(arena, (((64 +% (((((oy431 +% (part430 *% 32)) / 1) *% 256) +% ((((oy431 +% (part430 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8096) +% (nb442 *% 16)), t458_c1_0)
+          storeVector(arena, ((((64 +% (((((oy431 +% (part430 *% 32)) / 1) *% 256) +% ((((oy431 +% (part430 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8096) +% (nb442 *% 16)) +% 8), t458_c1_1)
+          storeVector(arena, (((64 +% (((((oy431 +% (part430 *% 32)) / 1) *% 256) +% ((((oy431 +% (part430 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8128) +% (nb442 *% 16)), t458_c2_0)
+          storeVector(arena, ((((64 +% (((((oy431 +% (part430 *% 32)) / 1) *% 256) +% ((((oy431 +% (part430 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8128) +% (nb442 *% 16)) +% 8), t458_c2_1)
+          storeVector(arena, (((64 +% (((((oy431 +% (part430 *% 32)) / 1) *% 256) +% ((((oy431 +% (part430 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8160) +% (nb442 *% 16)), t458_c3_0)
+          storeVector(arena, ((((64 +% (((((oy431 +% (part430 *% 32)) / 1) *% 256) +% ((((oy431 +% (part430 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8160) +% (nb442 *% 16)) +% 8), t458_c3_1)
+          for i460 in 0..<16 {
+            var t461: Float = ((arena[((((64 +% (((((oy431 +% (part430 *% 32)) / 1) *% 256) +% ((((oy431 +% (part430 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8064) +% (nb442 *% 16)) +% i460)] * arena[((nb442 *% 16) +% i460)]) + arena[(32 +% ((nb442 *% 16) +% i460))])
+            arena[((((64 +% (((((oy431 +% (part430 *% 32)) / 1) *% 256) +% ((((oy431 +% (part430 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8064) +% (nb442 *% 16)) +% i460)] = (t461 > Float(0) ? t461 : Float(0))
           }
-          for i504 in 0..<16 {
-            var t505: Float = ((arena[((((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8096) +% (nb484 *% 16)) +% i504)] * arena[((nb484 *% 16) +% i504)]) + arena[(32 +% ((nb484 *% 16) +% i504))])
-            arena[((((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8096) +% (nb484 *% 16)) +% i504)] = (t505 > Float(0) ? t505 : Float(0))
+          for i462 in 0..<16 {
+            var t463: Float = ((arena[((((64 +% (((((oy431 +% (part430 *% 32)) / 1) *% 256) +% ((((oy431 +% (part430 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8096) +% (nb442 *% 16)) +% i462)] * arena[((nb442 *% 16) +% i462)]) + arena[(32 +% ((nb442 *% 16) +% i462))])
+            arena[((((64 +% (((((oy431 +% (part430 *% 32)) / 1) *% 256) +% ((((oy431 +% (part430 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8096) +% (nb442 *% 16)) +% i462)] = (t463 > Float(0) ? t463 : Float(0))
           }
-          for i506 in 0..<16 {
-            var t507: Float = ((arena[((((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8128) +% (nb484 *% 16)) +% i506)] * arena[((nb484 *% 16) +% i506)]) + arena[(32 +% ((nb484 *% 16) +% i506))])
-            arena[((((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8128) +% (nb484 *% 16)) +% i506)] = (t507 > Float(0) ? t507 : Float(0))
+          for i464 in 0..<16 {
+            var t465: Float = ((arena[((((64 +% (((((oy431 +% (part430 *% 32)) / 1) *% 256) +% ((((oy431 +% (part430 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8128) +% (nb442 *% 16)) +% i464)] * arena[((nb442 *% 16) +% i464)]) + arena[(32 +% ((nb442 *% 16) +% i464))])
+            arena[((((64 +% (((((oy431 +% (part430 *% 32)) / 1) *% 256) +% ((((oy431 +% (part430 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8128) +% (nb442 *% 16)) +% i464)] = (t465 > Float(0) ? t465 : Float(0))
           }
-          for i508 in 0..<16 {
-            var t509: Float = ((arena[((((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8160) +% (nb484 *% 16)) +% i508)] * arena[((nb484 *% 16) +% i508)]) + arena[(32 +% ((nb484 *% 16) +% i508))])
-            arena[((((64 +% (((((oy461 +% (part460 *% 32)) / 1) *% 256) +% ((((oy461 +% (part460 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8160) +% (nb484 *% 16)) +% i508)] = (t509 > Float(0) ? t509 : Float(0))
+          for i466 in 0..<16 {
+            var t467: Float = ((arena[((((64 +% (((((oy431 +% (part430 *% 32)) / 1) *% 256) +% ((((oy431 +% (part430 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8160) +% (nb442 *% 16)) +% i466)] * arena[((nb442 *% 16) +% i466)]) + arena[(32 +% ((nb442 *% 16) +% i466))])
+            arena[((((64 +% (((((oy431 +% (part430 *% 32)) / 1) *% 256) +% ((((oy431 +% (part430 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8160) +% (nb442 *% 16)) +% i466)] = (t467 > Float(0) ? t467 : Float(0))
           }
         }
       }
     }
   }
   // s2_bn2 = batchnorm_fold()
-  for c511 in 0..<4 {
-    let scale512_v = (loadVector(params, ((c511 *% 8) +% 19024)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c511 *% 8) +% 78234)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
-    storeVector(arena, (c511 *% 8), scale512_v)
-    storeVector(arena, ((c511 *% 8) +% 32), (loadVector(params, ((c511 *% 8) +% 19056)) - (loadVector(params, ((c511 *% 8) +% 78202)) * scale512_v)))
+  for c469 in 0..<4 {
+    let scale470_v = (loadVector(params, ((c469 *% 8) +% 19024)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c469 *% 8) +% 78234)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
+    storeVector(arena, (c469 *% 8), scale470_v)
+    storeVector(arena, ((c469 *% 8) +% 32), (loadVector(params, ((c469 *% 8) +% 19056)) - (loadVector(params, ((c469 *% 8) +% 78202)) * scale470_v)))
   }
   // s2_pbn = batchnorm_fold()
-  for c513 in 0..<4 {
-    let scale514_v = (loadVector(params, ((c513 *% 8) +% 19600)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c513 *% 8) +% 78298)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
-    storeVector(arena, ((c513 *% 8) +% 524352), scale514_v)
-    storeVector(arena, ((c513 *% 8) +% 524384), (loadVector(params, ((c513 *% 8) +% 19632)) - (loadVector(params, ((c513 *% 8) +% 78266)) * scale514_v)))
+  for c471 in 0..<4 {
+    let scale472_v = (loadVector(params, ((c471 *% 8) +% 19600)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c471 *% 8) +% 78298)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
+    storeVector(arena, ((c471 *% 8) +% 524352), scale472_v)
+    storeVector(arena, ((c471 *% 8) +% 524384), (loadVector(params, ((c471 *% 8) +% 19632)) - (loadVector(params, ((c471 *% 8) +% 78266)) * scale472_v)))
   }
   // s2_proj = conv2d(s1_conv2, s2_pbn)
-  parallelFor(pool, 2) { part517 in
-    for oy518 in 0..<32 {
-      for oy519 in 0..<16 {
-        for ky520 in 0..<1 {
-          if (-1 < ((((((oy518 +% (part517 *% 32)) % 1) *% 16) +% oy519) *% 2) +% ky520) && ((((((oy518 +% (part517 *% 32)) % 1) *% 16) +% oy519) *% 2) +% ky520) < 32) {
-            for ox521 in 0..<16 {
-              for c522 in 0..<2 {
-                storeVector(arena, ((c522 *% 8) +% (((1048704 +% (part517 *% 4096)) +% (((oy519 *% 16) +% ox521) *% 16)) +% (ky520 *% 16))), loadVector(arena, ((c522 *% 8) +% (2097184 +% (((((((oy518 +% (part517 *% 32)) / 1) *% 32) +% ((((((oy518 +% (part517 *% 32)) % 1) *% 16) +% oy519) *% 2) +% ky520)) *% 32) +% (ox521 *% 2)) *% 16)))))
+  parallelFor(pool, 2) { part475 in
+    for oy476 in 0..<32 {
+      for oy477 in 0..<16 {
+        for ky478 in 0..<1 {
+          if (-1 < ((((((oy476 +% (part475 *% 32)) % 1) *% 16) +% oy477) *% 2) +% ky478) && ((((((oy476 +% (part475 *% 32)) % 1) *% 16) +% oy477) *% 2) +% ky478) < 32) {
+            for ox479 in 0..<16 {
+              for c480 in 0..<16 {
+                arena[((((1048704 +% (part475 *% 4096)) +% (((oy477 *% 16) +% ox479) *% 16)) +% c480) +% ky478)] = arena[((2097184 +% (((((((oy476 +% (part475 *% 32)) / 1) *% 16) +% c480) *% 32) +% ((((((oy476 +% (part475 *% 32)) % 1) *% 16) +% oy477) *% 2) +% ky478)) *% 32)) +% (ox479 *% 2))]
               }
             }
           }
-          if ((((((oy518 +% (part517 *% 32)) % 1) *% 16) +% oy519) *% 2) +% ky520) < 0 {
-            for ox523 in 0..<16 {
-              for c524 in 0..<2 {
-                storeVector(arena, ((c524 *% 8) +% (((1048704 +% (part517 *% 4096)) +% (((oy519 *% 16) +% ox523) *% 16)) +% (ky520 *% 16))), Vector(repeating: Float(0)))
+          if ((((((oy476 +% (part475 *% 32)) % 1) *% 16) +% oy477) *% 2) +% ky478) < 0 {
+            for ox481 in 0..<16 {
+              for c482 in 0..<2 {
+                storeVector(arena, ((c482 *% 8) +% (((1048704 +% (part475 *% 4096)) +% (((oy477 *% 16) +% ox481) *% 16)) +% ky478)), Vector(repeating: Float(0)))
               }
             }
           }
-          if 31 < ((((((oy518 +% (part517 *% 32)) % 1) *% 16) +% oy519) *% 2) +% ky520) {
-            for ox525 in 0..<16 {
-              for c526 in 0..<2 {
-                storeVector(arena, ((c526 *% 8) +% (((1048704 +% (part517 *% 4096)) +% (((oy519 *% 16) +% ox525) *% 16)) +% (ky520 *% 16))), Vector(repeating: Float(0)))
+          if 31 < ((((((oy476 +% (part475 *% 32)) % 1) *% 16) +% oy477) *% 2) +% ky478) {
+            for ox483 in 0..<16 {
+              for c484 in 0..<2 {
+                storeVector(arena, ((c484 *% 8) +% (((1048704 +% (part475 *% 4096)) +% (((oy477 *% 16) +% ox483) *% 16)) +% ky478)), Vector(repeating: Float(0)))
               }
             }
           }
         }
       }
-      do {  // gemm543
-        for nb527 in 0..<2 {
-          for mb528 in 0..<42 {
-            var t529_c0_0 = Vector()
-            var t529_c0_1 = Vector()
-            var t529_c1_0 = Vector()
-            var t529_c1_1 = Vector()
-            var t529_c2_0 = Vector()
-            var t529_c2_1 = Vector()
-            var t529_c3_0 = Vector()
-            var t529_c3_1 = Vector()
-            var t529_c4_0 = Vector()
-            var t529_c4_1 = Vector()
-            var t529_c5_0 = Vector()
-            var t529_c5_1 = Vector()
-            for k530 in 0..<16 {
-              let t529_b0 = loadVector(arena, ((3303440 +% ((nb527 *% 16) *% 16)) +% (k530 *% 16)))
-              let t529_b1 = loadVector(arena, (((3303440 +% ((nb527 *% 16) *% 16)) +% (k530 *% 16)) +% 8))
-              let t529_a0 = Vector(repeating: arena[(((1048704 +% (part517 *% 4096)) +% ((mb528 *% 6) *% 16)) +% k530)])
-              t529_c0_0 = t529_c0_0.addingProduct(t529_a0, t529_b0)
-              t529_c0_1 = t529_c0_1.addingProduct(t529_a0, t529_b1)
-              let t529_a1 = Vector(repeating: arena[(((1048704 +% (part517 *% 4096)) +% (((mb528 *% 6) +% 1) *% 16)) +% k530)])
-              t529_c1_0 = t529_c1_0.addingProduct(t529_a1, t529_b0)
-              t529_c1_1 = t529_c1_1.addingProduct(t529_a1, t529_b1)
-              let t529_a2 = Vector(repeating: arena[(((1048704 +% (part517 *% 4096)) +% (((mb528 *% 6) +% 2) *% 16)) +% k530)])
-              t529_c2_0 = t529_c2_0.addingProduct(t529_a2, t529_b0)
-              t529_c2_1 = t529_c2_1.addingProduct(t529_a2, t529_b1)
-              let t529_a3 = Vector(repeating: arena[(((1048704 +% (part517 *% 4096)) +% (((mb528 *% 6) +% 3) *% 16)) +% k530)])
-              t529_c3_0 = t529_c3_0.addingProduct(t529_a3, t529_b0)
-              t529_c3_1 = t529_c3_1.addingProduct(t529_a3, t529_b1)
-              let t529_a4 = Vector(repeating: arena[(((1048704 +% (part517 *% 4096)) +% (((mb528 *% 6) +% 4) *% 16)) +% k530)])
-              t529_c4_0 = t529_c4_0.addingProduct(t529_a4, t529_b0)
-              t529_c4_1 = t529_c4_1.addingProduct(t529_a4, t529_b1)
-              let t529_a5 = Vector(repeating: arena[(((1048704 +% (part517 *% 4096)) +% (((mb528 *% 6) +% 5) *% 16)) +% k530)])
-              t529_c5_0 = t529_c5_0.addingProduct(t529_a5, t529_b0)
-              t529_c5_1 = t529_c5_1.addingProduct(t529_a5, t529_b1)
+      do {  // gemm501
+        for nb485 in 0..<2 {
+          for mb486 in 0..<42 {
+            var t487_c0_0 = Vector()
+            var t487_c0_1 = Vector()
+            var t487_c1_0 = Vector()
+            var t487_c1_1 = Vector()
+            var t487_c2_0 = Vector()
+            var t487_c2_1 = Vector()
+            var t487_c3_0 = Vector()
+            var t487_c3_1 = Vector()
+            var t487_c4_0 = Vector()
+            var t487_c4_1 = Vector()
+            var t487_c5_0 = Vector()
+            var t487_c5_1 = Vector()
+            for k488 in 0..<16 {
+              let t487_b0 = loadVector(arena, ((3303008 +% ((nb485 *% 16) *% 16)) +% (k488 *% 16)))
+              let t487_b1 = loadVector(arena, (((3303008 +% ((nb485 *% 16) *% 16)) +% (k488 *% 16)) +% 8))
+              let t487_a0 = Vector(repeating: arena[(((1048704 +% (part475 *% 4096)) +% ((mb486 *% 6) *% 16)) +% k488)])
+              t487_c0_0 = t487_c0_0.addingProduct(t487_a0, t487_b0)
+              t487_c0_1 = t487_c0_1.addingProduct(t487_a0, t487_b1)
+              let t487_a1 = Vector(repeating: arena[(((1048704 +% (part475 *% 4096)) +% (((mb486 *% 6) +% 1) *% 16)) +% k488)])
+              t487_c1_0 = t487_c1_0.addingProduct(t487_a1, t487_b0)
+              t487_c1_1 = t487_c1_1.addingProduct(t487_a1, t487_b1)
+              let t487_a2 = Vector(repeating: arena[(((1048704 +% (part475 *% 4096)) +% (((mb486 *% 6) +% 2) *% 16)) +% k488)])
+              t487_c2_0 = t487_c2_0.addingProduct(t487_a2, t487_b0)
+              t487_c2_1 = t487_c2_1.addingProduct(t487_a2, t487_b1)
+              let t487_a3 = Vector(repeating: arena[(((1048704 +% (part475 *% 4096)) +% (((mb486 *% 6) +% 3) *% 16)) +% k488)])
+              t487_c3_0 = t487_c3_0.addingProduct(t487_a3, t487_b0)
+              t487_c3_1 = t487_c3_1.addingProduct(t487_a3, t487_b1)
+              let t487_a4 = Vector(repeating: arena[(((1048704 +% (part475 *% 4096)) +% (((mb486 *% 6) +% 4) *% 16)) +% k488)])
+              t487_c4_0 = t487_c4_0.addingProduct(t487_a4, t487_b0)
+              t487_c4_1 = t487_c4_1.addingProduct(t487_a4, t487_b1)
+              let t487_a5 = Vector(repeating: arena[(((1048704 +% (part475 *% 4096)) +% (((mb486 *% 6) +% 5) *% 16)) +% k488)])
+              t487_c5_0 = t487_c5_0.addingProduct(t487_a5, t487_b0)
+              t487_c5_1 = t487_c5_1.addingProduct(t487_a5, t487_b1)
             }
-            storeVector(arena, (((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% ((mb528 *% 6) *% 32)) +% (nb527 *% 16)), t529_c0_0)
-            storeVector(arena, ((((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% ((mb528 *% 6) *% 32)) +% (nb527 *% 16)) +% 8), t529_c0_1)
-            storeVector(arena, (((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb528 *% 6) +% 1) *% 32)) +% (nb527 *% 16)), t529_c1_0)
-            storeVector(arena, ((((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb528 *% 6) +% 1) *% 32)) +% (nb527 *% 16)) +% 8), t529_c1_1)
-            storeVector(arena, (((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb528 *% 6) +% 2) *% 32)) +% (nb527 *% 16)), t529_c2_0)
-            storeVector(arena, ((((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb528 *% 6) +% 2) *% 32)) +% (nb527 *% 16)) +% 8), t529_c2_1)
-            storeVector(arena, (((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb528 *% 6) +% 3) *% 32)) +% (nb527 *% 16)), t529_c3_0)
-            storeVector(arena, ((((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb528 *% 6) +% 3) *% 32)) +% (nb527 *% 16)) +% 8), t529_c3_1)
-            storeVector(arena, (((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb528 *% 6) +% 4) *% 32)) +% (nb527 *% 16)), t529_c4_0)
-            storeVector(arena, ((((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb528 *% 6) +% 4) *% 32)) +% (nb527 *% 16)) +% 8), t529_c4_1)
-            storeVector(arena, (((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb528 *% 6) +% 5) *% 32)) +% (nb527 *% 16)), t529_c5_0)
-            storeVector(arena, ((((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb528 *% 6) +% 5) *% 32)) +% (nb527 *% 16)) +% 8), t529_c5_1)
-            for i531 in 0..<16 {
-              arena[((((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% ((mb528 *% 6) *% 32)) +% (nb527 *% 16)) +% i531)] = ((arena[((((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% ((mb528 *% 6) *% 32)) +% (nb527 *% 16)) +% i531)] * arena[(524352 +% ((nb527 *% 16) +% i531))]) + arena[(524384 +% ((nb527 *% 16) +% i531))])
+            storeVector(arena, (((524416 +% (((((oy476 +% (part475 *% 32)) / 1) *% 256) +% ((((oy476 +% (part475 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% ((mb486 *% 6) *% 32)) +% (nb485 *% 16)), t487_c0_0)
+            storeVector(arena, ((((524416 +% (((((oy476 +% (part475 *% 32)) / 1) *% 256) +% ((((oy476 +% (part475 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% ((mb486 *% 6) *% 32)) +% (nb485 *% 16)) +% 8), t487_c0_1)
+            storeVector(arena, (((524416 +% (((((oy476 +% (part475 *% 32)) / 1) *% 256) +% ((((oy476 +% (part475 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb486 *% 6) +% 1) *% 32)) +% (nb485 *% 16)), t487_c1_0)
+            storeVector(arena, ((((524416 +% (((((oy476 +% (part475 *% 32)) / 1) *% 256) +% ((((oy476 +% (part475 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb486 *% 6) +% 1) *% 32)) +% (nb485 *% 16)) +% 8), t487_c1_1)
+            storeVector(arena, (((524416 +% (((((oy476 +% (part475 *% 32)) / 1) *% 256) +% ((((oy476 +% (part475 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb486 *% 6) +% 2) *% 32)) +% (nb485 *% 16)), t487_c2_0)
+            storeVector(arena, ((((524416 +% (((((oy476 +% (part475 *% 32)) / 1) *% 256) +% ((((oy476 +% (part475 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb486 *% 6) +% 2) *% 32)) +% (nb485 *% 16)) +% 8), t487_c2_1)
+            storeVector(arena, (((524416 +% (((((oy476 +% (part475 *% 32)) / 1) *% 256) +% ((((oy476 +% (part475 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb486 *% 6) +% 3) *% 32)) +% (nb485 *% 16)), t487_c3_0)
+            storeVector(arena, ((((524416 +% (((((oy476 +% (part475 *% 32)) / 1) *% 256) +% ((((oy476 +% (part475 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb486 *% 6) +% 3) *% 32)) +% (nb485 *% 16)) +% 8), t487_c3_1)
+            storeVector(arena, (((524416 +% (((((oy476 +% (part475 *% 32)) / 1) *% 256) +% ((((oy476 +% (part475 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb486 *% 6) +% 4) *% 32)) +% (nb485 *% 16)), t487_c4_0)
+            storeVector(arena, ((((524416 +% (((((oy476 +% (part475 *% 32)) / 1) *% 256) +% ((((oy476 +% (part475 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb486 *% 6) +% 4) *% 32)) +% (nb485 *% 16)) +% 8), t487_c4_1)
+            storeVector(arena, (((524416 +% (((((oy476 +% (part475 *% 32)) / 1) *% 256) +% ((((oy476 +% (part475 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb486 *% 6) +% 5) *% 32)) +% (nb485 *% 16)), t487_c5_0)
+            storeVector(arena, ((((524416 +% (((((oy476 +% (part475 *% 32)) / 1) *% 256) +% ((((oy476 +% (part475 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb486 *% 6) +% 5) *% 32)) +% (nb485 *% 16)) +% 8), t487_c5_1)
+            for i489 in 0..<16 {
+              arena[((((524416 +% (((((oy476 +% (part475 *% 32)) / 1) *% 256) +% ((((oy476 +% (part475 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% ((mb486 *% 6) *% 32)) +% (nb485 *% 16)) +% i489)] = ((arena[((((524416 +% (((((oy476 +% (part475 *% 32)) / 1) *% 256) +% ((((oy476 +% (part475 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% ((mb486 *% 6) *% 32)) +% (nb485 *% 16)) +% i489)] * arena[(524352 +% ((nb485 *% 16) +% i489))]) + arena[(524384 +% ((nb485 *% 16) +% i489))])
             }
-            for i532 in 0..<16 {
-              arena[((((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb528 *% 6) +% 1) *% 32)) +% (nb527 *% 16)) +% i532)] = ((arena[((((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb528 *% 6) +% 1) *% 32)) +% (nb527 *% 16)) +% i532)] * arena[(524352 +% ((nb527 *% 16) +% i532))]) + arena[(524384 +% ((nb527 *% 16) +% i532))])
+            for i490 in 0..<16 {
+              arena[((((524416 +% (((((oy476 +% (part475 *% 32)) / 1) *% 256) +% ((((oy476 +% (part475 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb486 *% 6) +% 1) *% 32)) +% (nb485 *% 16)) +% i490)] = ((arena[((((524416 +% (((((oy476 +% (part475 *% 32)) / 1) *% 256) +% ((((oy476 +% (part475 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb486 *% 6) +% 1) *% 32)) +% (nb485 *% 16)) +% i490)] * arena[(524352 +% ((nb485 *% 16) +% i490))]) + arena[(524384 +% ((nb485 *% 16) +% i490))])
             }
-            for i533 in 0..<16 {
-              arena[((((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb528 *% 6) +% 2) *% 32)) +% (nb527 *% 16)) +% i533)] = ((arena[((((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb528 *% 6) +% 2) *% 32)) +% (nb527 *% 16)) +% i533)] * arena[(524352 +% ((nb527 *% 16) +% i533))]) + arena[(524384 +% ((nb527 *% 16) +% i533))])
+            for i491 in 0..<16 {
+              arena[((((524416 +% (((((oy476 +% (part475 *% 32)) / 1) *% 256) +% ((((oy476 +% (part475 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb486 *% 6) +% 2) *% 32)) +% (nb485 *% 16)) +% i491)] = ((arena[((((524416 +% (((((oy476 +% (part475 *% 32)) / 1) *% 256) +% ((((oy476 +% (part475 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb486 *% 6) +% 2) *% 32)) +% (nb485 *% 16)) +% i491)] * arena[(524352 +% ((nb485 *% 16) +% i491))]) + arena[(524384 +% ((nb485 *% 16) +% i491))])
             }
-            for i534 in 0..<16 {
-              arena[((((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb528 *% 6) +% 3) *% 32)) +% (nb527 *% 16)) +% i534)] = ((arena[((((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb528 *% 6) +% 3) *% 32)) +% (nb527 *% 16)) +% i534)] * arena[(524352 +% ((nb527 *% 16) +% i534))]) + arena[(524384 +% ((nb527 *% 16) +% i534))])
+            for i492 in 0..<16 {
+              arena[((((524416 +% (((((oy476 +% (part475 *% 32)) / 1) *% 256) +% ((((oy476 +% (part475 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb486 *% 6) +% 3) *% 32)) +% (nb485 *% 16)) +% i492)] = ((arena[((((524416 +% (((((oy476 +% (part475 *% 32)) / 1) *% 256) +% ((((oy476 +% (part475 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb486 *% 6) +% 3) *% 32)) +% (nb485 *% 16)) +% i492)] * arena[(524352 +% ((nb485 *% 16) +% i492))]) + arena[(524384 +% ((nb485 *% 16) +% i492))])
             }
-            for i535 in 0..<16 {
-              arena[((((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb528 *% 6) +% 4) *% 32)) +% (nb527 *% 16)) +% i535)] = ((arena[((((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb528 *% 6) +% 4) *% 32)) +% (nb527 *% 16)) +% i535)] * arena[(524352 +% ((nb527 *% 16) +% i535))]) + arena[(524384 +% ((nb527 *% 16) +% i535))])
+            for i493 in 0..<16 {
+              arena[((((524416 +% (((((oy476 +% (part475 *% 32)) / 1) *% 256) +% ((((oy476 +% (part475 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb486 *% 6) +% 4) *% 32)) +% (nb485 *% 16)) +% i493)] = ((arena[((((524416 +% (((((oy476 +% (part475 *% 32)) / 1) *% 256) +% ((((oy476 +% (part475 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb486 *% 6) +% 4) *% 32)) +% (nb485 *% 16)) +% i493)] * arena[(524352 +% ((nb485 *% 16) +% i493))]) + arena[(524384 +% ((nb485 *% 16) +% i493))])
             }
-            for i536 in 0..<16 {
-              arena[((((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb528 *% 6) +% 5) *% 32)) +% (nb527 *% 16)) +% i536)] = ((arena[((((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb528 *% 6) +% 5) *% 32)) +% (nb527 *% 16)) +% i536)] * arena[(524352 +% ((nb527 *% 16) +% i536))]) + arena[(524384 +% ((nb527 *% 16) +% i536))])
+            for i494 in 0..<16 {
+              arena[((((524416 +% (((((oy476 +% (part475 *% 32)) / 1) *% 256) +% ((((oy476 +% (part475 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb486 *% 6) +% 5) *% 32)) +% (nb485 *% 16)) +% i494)] = ((arena[((((524416 +% (((((oy476 +% (part475 *% 32)) / 1) *% 256) +% ((((oy476 +% (part475 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% (((mb486 *% 6) +% 5) *% 32)) +% (nb485 *% 16)) +% i494)] * arena[(524352 +% ((nb485 *% 16) +% i494))]) + arena[(524384 +% ((nb485 *% 16) +% i494))])
             }
           }
-          var t537_c0_0 = Vector()
-          var t537_c0_1 = Vector()
-          var t537_c1_0 = Vector()
-          var t537_c1_1 = Vector()
-          var t537_c2_0 = Vector()
-          var t537_c2_1 = Vector()
-          var t537_c3_0 = Vector()
-          var t537_c3_1 = Vector()
-          for k538 in 0..<16 {
-            let t537_b0 = loadVector(arena, ((3303440 +% ((nb527 *% 16) *% 16)) +% (k538 *% 16)))
-            let t537_b1 = loadVector(arena, (((3303440 +% ((nb527 *% 16) *% 16)) +% (k538 *% 16)) +% 8))
-            let t537_a0 = Vector(repeating: arena[(((1048704 +% (part517 *% 4096)) +% 4032) +% k538)])
-            t537_c0_0 = t537_c0_0.addingProduct(t537_a0, t537_b0)
-            t537_c0_1 = t537_c0_1.addingProduct(t537_a0, t537_b1)
-            let t537_a1 = Vector(repeating: arena[(((1048704 +% (part517 *% 4096)) +% 4048) +% k538)])
-            t537_c1_0 = t537_c1_0.addingProduct(t537_a1, t537_b0)
-            t537_c1_1 = t537_c1_1.addingProduct(t537_a1, t537_b1)
-            let t537_a2 = Vector(repeating: arena[(((1048704 +% (part517 *% 4096)) +% 4064) +% k538)])
-            t537_c2_0 = t537_c2_0.addingProduct(t537_a2, t537_b0)
-            t537_c2_1 = t537_c2_1.addingProduct(t537_a2, t537_b1)
-            let t537_a3 = Vector(repeating: arena[(((1048704 +% (part517 *% 4096)) +% 4080) +% k538)])
-            t537_c3_0 = t537_c3_0.addingProduct(t537_a3, t537_b0)
-            t537_c3_1 = t537_c3_1.addingProduct(t537_a3, t537_b1)
+          var t495_c0_0 = Vector()
+          var t495_c0_1 = Vector()
+          var t495_c1_0 = Vector()
+          var t495_c1_1 = Vector()
+          var t495_c2_0 = Vector()
+          var t495_c2_1 = Vector()
+          var t495_c3_0 = Vector()
+          var t495_c3_1 = Vector()
+          for k496 in 0..<16 {
+            let t495_b0 = loadVector(arena, ((3303008 +% ((nb485 *% 16) *% 16)) +% (k496 *% 16)))
+            let t495_b1 = loadVector(arena, (((3303008 +% ((nb485 *% 16) *% 16)) +% (k496 *% 16)) +% 8))
+            let t495_a0 = Vector(repeating: arena[(((1048704 +% (part475 *% 4096)) +% 4032) +% k496)])
+            t495_c0_0 = t495_c0_0.addingProduct(t495_a0, t495_b0)
+            t495_c0_1 = t495_c0_1.addingProduct(t495_a0, t495_b1)
+            let t495_a1 = Vector(repeating: arena[(((1048704 +% (part475 *% 4096)) +% 4048) +% k496)])
+            t495_c1_0 = t495_c1_0.addingProduct(t495_a1, t495_b0)
+            t495_c1_1 = t495_c1_1.addingProduct(t495_a1, t495_b1)
+            let t495_a2 = Vector(repeating: arena[(((1048704 +% (part475 *% 4096)) +% 4064) +% k496)])
+            t495_c2_0 = t495_c2_0.addingProduct(t495_a2, t495_b0)
+            t495_c2_1 = t495_c2_1.addingProduct(t495_a2, t495_b1)
+            let t495_a3 = Vector(repeating: arena[(((1048704 +% (part475 *% 4096)) +% 4080) +% k496)])
+            t495_c3_0 = t495_c3_0.addingProduct(t495_a3, t495_b0)
+            t495_c3_1 = t495_c3_1.addingProduct(t495_a3, t495_b1)
           }
-          storeVector(arena, (((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8064) +% (nb527 *% 16)), t537_c0_0)
-          storeVector(arena, ((((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8064) +% (nb527 *% 16)) +% 8), t537_c0_1)
-          storeVector(arena, (((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8096) +% (nb527 *% 16)), t537_c1_0)
-          storeVector(arena, ((((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8096) +% (nb527 *% 16)) +% 8), t537_c1_1)
-          storeVector(arena, (((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8128) +% (nb527 *% 16)), t537_c2_0)
-          storeVector(arena, ((((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8128) +% (nb527 *% 16)) +% 8), t537_c2_1)
-          storeVector(arena, (((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8160) +% (nb527 *% 16)), t537_c3_0)
-          storeVector(arena, ((((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8160) +% (nb527 *% 16)) +% 8), t537_c3_1)
-          for i539 in 0..<16 {
-            arena[((((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8064) +% (nb527 *% 16)) +% i539)] = ((arena[((((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8064) +% (nb527 *% 16)) +% i539)] * arena[(524352 +% ((nb527 *% 16) +% i539))]) + arena[(524384 +% ((nb527 *% 16) +% i539))])
+          storeVector(arena, (((524416 +% (((((oy476 +% (part475 *% 32)) / 1) *% 256) +% ((((oy476 +% (part475 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8064) +% (nb485 *% 16)), t495_c0_0)
+          storeVector(arena, ((((524416 +% (((((oy476 +% (part475 *% 32)) / 1) *% 256) +% ((((oy476 +% (part475 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8064) +% (nb485 *% 16)) +% 8), t495_c0_1)
+          storeVector(arena, (((524416 +% (((((oy476 +% (part475 *% 32)) / 1) *% 256) +% ((((oy476 +% (part475 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8096) +% (nb485 *% 16)), t495_c1_0)
+          storeVector(arena, ((((524416 +% (((((oy476 +% (part475 *% 32)) / 1) *% 256) +% ((((oy476 +% (part475 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8096) +% (nb485 *% 16)) +% 8), t495_c1_1)
+          storeVector(arena, (((524416 +% (((((oy476 +% (part475 *% 32)) / 1) *% 256) +% ((((oy476 +% (part475 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8128) +% (nb485 *% 16)), t495_c2_0)
+          storeVector(arena, ((((524416 +% (((((oy476 +% (part475 *% 32)) / 1) *% 256) +% ((((oy476 +% (part475 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8128) +% (nb485 *% 16)) +% 8), t495_c2_1)
+          storeVector(arena, (((524416 +% (((((oy476 +% (part475 *% 32)) / 1) *% 256) +% ((((oy476 +% (part475 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8160) +% (nb485 *% 16)), t495_c3_0)
+          storeVector(arena, ((((524416 +% (((((oy476 +% (part475 *% 32)) / 1) *% 256) +% ((((oy476 +% (part475 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8160) +% (nb485 *% 16)) +% 8), t495_c3_1)
+          for i497 in 0..<16 {
+            arena[((((524416 +% (((((oy476 +% (part475 *% 32)) / 1) *% 256) +% ((((oy476 +% (part475 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8064) +% (nb485 *% 16)) +% i497)] = ((arena[((((524416 +% (((((oy476 +% (part475 *% 32)) / 1) *% 256) +% ((((oy476 +% (part475 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8064) +% (nb485 *% 16)) +% i497)] * arena[(524352 +% ((nb485 *% 16) +% i497))]) + arena[(524384 +% ((nb485 *% 16) +% i497))])
           }
-          for i540 in 0..<16 {
-            arena[((((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8096) +% (nb527 *% 16)) +% i540)] = ((arena[((((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8096) +% (nb527 *% 16)) +% i540)] * arena[(524352 +% ((nb527 *% 16) +% i540))]) + arena[(524384 +% ((nb527 *% 16) +% i540))])
+          for i498 in 0..<16 {
+            arena[((((524416 +% (((((oy476 +% (part475 *% 32)) / 1) *% 256) +% ((((oy476 +% (part475 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8096) +% (nb485 *% 16)) +% i498)] = ((arena[((((524416 +% (((((oy476 +% (part475 *% 32)) / 1) *% 256) +% ((((oy476 +% (part475 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8096) +% (nb485 *% 16)) +% i498)] * arena[(524352 +% ((nb485 *% 16) +% i498))]) + arena[(524384 +% ((nb485 *% 16) +% i498))])
           }
-          for i541 in 0..<16 {
-            arena[((((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8128) +% (nb527 *% 16)) +% i541)] = ((arena[((((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8128) +% (nb527 *% 16)) +% i541)] * arena[(524352 +% ((nb527 *% 16) +% i541))]) + arena[(524384 +% ((nb527 *% 16) +% i541))])
+          for i499 in 0..<16 {
+            arena[((((524416 +% (((((oy476 +% (part475 *% 32)) / 1) *% 256) +% ((((oy476 +% (part475 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8128) +% (nb485 *% 16)) +% i499)] = ((arena[((((524416 +% (((((oy476 +% (part475 *% 32)) / 1) *% 256) +% ((((oy476 +% (part475 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8128) +% (nb485 *% 16)) +% i499)] * arena[(524352 +% ((nb485 *% 16) +% i499))]) + arena[(524384 +% ((nb485 *% 16) +% i499))])
           }
-          for i542 in 0..<16 {
-            arena[((((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8160) +% (nb527 *% 16)) +% i542)] = ((arena[((((524416 +% (((((oy518 +% (part517 *% 32)) / 1) *% 256) +% ((((oy518 +% (part517 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8160) +% (nb527 *% 16)) +% i542)] * arena[(524352 +% ((nb527 *% 16) +% i542))]) + arena[(524384 +% ((nb527 *% 16) +% i542))])
+          for i500 in 0..<16 {
+            arena[((((524416 +% (((((oy476 +% (part475 *% 32)) / 1) *% 256) +% ((((oy476 +% (part475 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8160) +% (nb485 *% 16)) +% i500)] = ((arena[((((524416 +% (((((oy476 +% (part475 *% 32)) / 1) *% 256) +% ((((oy476 +% (part475 *% 32)) % 1) *% 16) *% 16)) *% 32)) +% 8160) +% (nb485 *% 16)) +% i500)] * arena[(524352 +% ((nb485 *% 16) +% i500))]) + arena[(524384 +% ((nb485 *% 16) +% i500))])
           }
         }
       }
     }
   }
   // s2_conv2 = conv2d_act(s2_conv1, s2_bn2, s2_proj)
-  for i601 in 0..<1296 {
-    storeVector(arena, ((i601 *% 8) +% 1609856), Vector(repeating: Float(0)))
+  for i559 in 0..<1296 {
+    storeVector(arena, ((i559 *% 8) +% 1609856), Vector(repeating: Float(0)))
   }
-  for g602 in 0..<64 {
-    for j603 in 0..<1 {
-      for iy604 in 0..<16 {
-        for ix605 in 0..<16 {
-          for c606 in 0..<32 {
-            arena[(1609856 +% ((((j603 *% 10368) +% ((iy604 +% 1) *% 576)) +% ((ix605 +% 1) *% 32)) +% c606))] = arena[((64 +% ((((((g602 +% j603) *% 16) +% iy604) *% 16) +% ix605) *% 32)) +% c606)]
+  for g560 in 0..<64 {
+    for j561 in 0..<1 {
+      for iy562 in 0..<16 {
+        for ix563 in 0..<16 {
+          for c564 in 0..<32 {
+            arena[(1609856 +% ((((j561 *% 10368) +% ((iy562 +% 1) *% 576)) +% ((ix563 +% 1) *% 32)) +% c564))] = arena[((64 +% ((((((g560 +% j561) *% 16) +% iy562) *% 16) +% ix563) *% 32)) +% c564)]
           }
         }
       }
     }
-    for j607 in 0..<1 {
-      for ty608 in 0..<4 {
-        for tx609 in 0..<4 {
-          for cv610 in 0..<4 {
-            let w611 = (((loadVector(arena, (1609856 +% ((((j607 *% 10368) +% ((ty608 *% 4) *% 576)) +% ((tx609 *% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 4) *% 576)) +% ((tx609 *% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 2) *% 576)) +% ((tx609 *% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(5))))
-            let w612 = ((((loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 3) *% 576)) +% ((tx609 *% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 4) *% 576)) +% ((tx609 *% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 1) *% 576)) +% ((tx609 *% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 2) *% 576)) +% ((tx609 *% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(4))))
-            let w613 = ((((loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 1) *% 576)) +% ((tx609 *% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 4) *% 576)) +% ((tx609 *% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 2) *% 576)) +% ((tx609 *% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 3) *% 576)) +% ((tx609 *% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1))))
-            let w614 = ((((loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 3) *% 576)) +% ((tx609 *% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 4) *% 576)) +% ((tx609 *% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 1) *% 576)) +% ((tx609 *% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 2) *% 576)) +% ((tx609 *% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1))))
-            let w615 = ((((loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 1) *% 576)) +% ((tx609 *% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 4) *% 576)) +% ((tx609 *% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 2) *% 576)) +% ((tx609 *% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 3) *% 576)) +% ((tx609 *% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(2))))
-            let w616 = (((loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 1) *% 576)) +% ((tx609 *% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 5) *% 576)) +% ((tx609 *% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 3) *% 576)) +% ((tx609 *% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(5))))
-            let w617 = (((loadVector(arena, (1609856 +% ((((j607 *% 10368) +% ((ty608 *% 4) *% 576)) +% (((tx609 *% 4) +% 1) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 4) *% 576)) +% (((tx609 *% 4) +% 1) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 2) *% 576)) +% (((tx609 *% 4) +% 1) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(5))))
-            let w618 = ((((loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 3) *% 576)) +% (((tx609 *% 4) +% 1) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 4) *% 576)) +% (((tx609 *% 4) +% 1) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 1) *% 576)) +% (((tx609 *% 4) +% 1) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 2) *% 576)) +% (((tx609 *% 4) +% 1) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(4))))
-            let w619 = ((((loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 1) *% 576)) +% (((tx609 *% 4) +% 1) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 4) *% 576)) +% (((tx609 *% 4) +% 1) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 2) *% 576)) +% (((tx609 *% 4) +% 1) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 3) *% 576)) +% (((tx609 *% 4) +% 1) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1))))
-            let w620 = ((((loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 3) *% 576)) +% (((tx609 *% 4) +% 1) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 4) *% 576)) +% (((tx609 *% 4) +% 1) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 1) *% 576)) +% (((tx609 *% 4) +% 1) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 2) *% 576)) +% (((tx609 *% 4) +% 1) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1))))
-            let w621 = ((((loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 1) *% 576)) +% (((tx609 *% 4) +% 1) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 4) *% 576)) +% (((tx609 *% 4) +% 1) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 2) *% 576)) +% (((tx609 *% 4) +% 1) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 3) *% 576)) +% (((tx609 *% 4) +% 1) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(2))))
-            let w622 = (((loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 1) *% 576)) +% (((tx609 *% 4) +% 1) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 5) *% 576)) +% (((tx609 *% 4) +% 1) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 3) *% 576)) +% (((tx609 *% 4) +% 1) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(5))))
-            let w623 = (((loadVector(arena, (1609856 +% ((((j607 *% 10368) +% ((ty608 *% 4) *% 576)) +% (((tx609 *% 4) +% 2) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 4) *% 576)) +% (((tx609 *% 4) +% 2) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 2) *% 576)) +% (((tx609 *% 4) +% 2) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(5))))
-            let w624 = ((((loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 3) *% 576)) +% (((tx609 *% 4) +% 2) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 4) *% 576)) +% (((tx609 *% 4) +% 2) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 1) *% 576)) +% (((tx609 *% 4) +% 2) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 2) *% 576)) +% (((tx609 *% 4) +% 2) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(4))))
-            let w625 = ((((loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 1) *% 576)) +% (((tx609 *% 4) +% 2) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 4) *% 576)) +% (((tx609 *% 4) +% 2) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 2) *% 576)) +% (((tx609 *% 4) +% 2) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 3) *% 576)) +% (((tx609 *% 4) +% 2) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1))))
-            let w626 = ((((loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 3) *% 576)) +% (((tx609 *% 4) +% 2) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 4) *% 576)) +% (((tx609 *% 4) +% 2) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 1) *% 576)) +% (((tx609 *% 4) +% 2) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 2) *% 576)) +% (((tx609 *% 4) +% 2) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1))))
-            let w627 = ((((loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 1) *% 576)) +% (((tx609 *% 4) +% 2) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 4) *% 576)) +% (((tx609 *% 4) +% 2) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 2) *% 576)) +% (((tx609 *% 4) +% 2) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 3) *% 576)) +% (((tx609 *% 4) +% 2) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(2))))
-            let w628 = (((loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 1) *% 576)) +% (((tx609 *% 4) +% 2) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 5) *% 576)) +% (((tx609 *% 4) +% 2) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 3) *% 576)) +% (((tx609 *% 4) +% 2) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(5))))
-            let w629 = (((loadVector(arena, (1609856 +% ((((j607 *% 10368) +% ((ty608 *% 4) *% 576)) +% (((tx609 *% 4) +% 3) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 4) *% 576)) +% (((tx609 *% 4) +% 3) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 2) *% 576)) +% (((tx609 *% 4) +% 3) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(5))))
-            let w630 = ((((loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 3) *% 576)) +% (((tx609 *% 4) +% 3) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 4) *% 576)) +% (((tx609 *% 4) +% 3) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 1) *% 576)) +% (((tx609 *% 4) +% 3) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 2) *% 576)) +% (((tx609 *% 4) +% 3) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(4))))
-            let w631 = ((((loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 1) *% 576)) +% (((tx609 *% 4) +% 3) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 4) *% 576)) +% (((tx609 *% 4) +% 3) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 2) *% 576)) +% (((tx609 *% 4) +% 3) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 3) *% 576)) +% (((tx609 *% 4) +% 3) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1))))
-            let w632 = ((((loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 3) *% 576)) +% (((tx609 *% 4) +% 3) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 4) *% 576)) +% (((tx609 *% 4) +% 3) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 1) *% 576)) +% (((tx609 *% 4) +% 3) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 2) *% 576)) +% (((tx609 *% 4) +% 3) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1))))
-            let w633 = ((((loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 1) *% 576)) +% (((tx609 *% 4) +% 3) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 4) *% 576)) +% (((tx609 *% 4) +% 3) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 2) *% 576)) +% (((tx609 *% 4) +% 3) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 3) *% 576)) +% (((tx609 *% 4) +% 3) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(2))))
-            let w634 = (((loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 1) *% 576)) +% (((tx609 *% 4) +% 3) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 5) *% 576)) +% (((tx609 *% 4) +% 3) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 3) *% 576)) +% (((tx609 *% 4) +% 3) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(5))))
-            let w635 = (((loadVector(arena, (1609856 +% ((((j607 *% 10368) +% ((ty608 *% 4) *% 576)) +% (((tx609 *% 4) +% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 4) *% 576)) +% (((tx609 *% 4) +% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 2) *% 576)) +% (((tx609 *% 4) +% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(5))))
-            let w636 = ((((loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 3) *% 576)) +% (((tx609 *% 4) +% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 4) *% 576)) +% (((tx609 *% 4) +% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 1) *% 576)) +% (((tx609 *% 4) +% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 2) *% 576)) +% (((tx609 *% 4) +% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(4))))
-            let w637 = ((((loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 1) *% 576)) +% (((tx609 *% 4) +% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 4) *% 576)) +% (((tx609 *% 4) +% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 2) *% 576)) +% (((tx609 *% 4) +% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 3) *% 576)) +% (((tx609 *% 4) +% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1))))
-            let w638 = ((((loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 3) *% 576)) +% (((tx609 *% 4) +% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 4) *% 576)) +% (((tx609 *% 4) +% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 1) *% 576)) +% (((tx609 *% 4) +% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 2) *% 576)) +% (((tx609 *% 4) +% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1))))
-            let w639 = ((((loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 1) *% 576)) +% (((tx609 *% 4) +% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 4) *% 576)) +% (((tx609 *% 4) +% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 2) *% 576)) +% (((tx609 *% 4) +% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 3) *% 576)) +% (((tx609 *% 4) +% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(2))))
-            let w640 = (((loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 1) *% 576)) +% (((tx609 *% 4) +% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 5) *% 576)) +% (((tx609 *% 4) +% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 3) *% 576)) +% (((tx609 *% 4) +% 4) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(5))))
-            let w641 = (((loadVector(arena, (1609856 +% ((((j607 *% 10368) +% ((ty608 *% 4) *% 576)) +% (((tx609 *% 4) +% 5) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 4) *% 576)) +% (((tx609 *% 4) +% 5) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 2) *% 576)) +% (((tx609 *% 4) +% 5) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(5))))
-            let w642 = ((((loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 3) *% 576)) +% (((tx609 *% 4) +% 5) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 4) *% 576)) +% (((tx609 *% 4) +% 5) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 1) *% 576)) +% (((tx609 *% 4) +% 5) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 2) *% 576)) +% (((tx609 *% 4) +% 5) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(4))))
-            let w643 = ((((loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 1) *% 576)) +% (((tx609 *% 4) +% 5) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 4) *% 576)) +% (((tx609 *% 4) +% 5) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 2) *% 576)) +% (((tx609 *% 4) +% 5) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 3) *% 576)) +% (((tx609 *% 4) +% 5) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1))))
-            let w644 = ((((loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 3) *% 576)) +% (((tx609 *% 4) +% 5) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 4) *% 576)) +% (((tx609 *% 4) +% 5) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 1) *% 576)) +% (((tx609 *% 4) +% 5) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 2) *% 576)) +% (((tx609 *% 4) +% 5) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1))))
-            let w645 = ((((loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 1) *% 576)) +% (((tx609 *% 4) +% 5) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 4) *% 576)) +% (((tx609 *% 4) +% 5) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 2) *% 576)) +% (((tx609 *% 4) +% 5) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 3) *% 576)) +% (((tx609 *% 4) +% 5) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(2))))
-            let w646 = (((loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 1) *% 576)) +% (((tx609 *% 4) +% 5) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 5) *% 576)) +% (((tx609 *% 4) +% 5) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j607 *% 10368) +% (((ty608 *% 4) +% 3) *% 576)) +% (((tx609 *% 4) +% 5) *% 32)) +% (cv610 *% 8)))) * Vector(repeating: Float(5))))
-            let w647 = (((w611 * Vector(repeating: Float(4))) + (w635 * Vector(repeating: Float(1)))) - (w623 * Vector(repeating: Float(5))))
-            let w648 = ((((w629 * Vector(repeating: Float(1))) + (w635 * Vector(repeating: Float(1)))) - (w617 * Vector(repeating: Float(4)))) - (w623 * Vector(repeating: Float(4))))
-            let w649 = ((((w617 * Vector(repeating: Float(4))) + (w635 * Vector(repeating: Float(1)))) - (w623 * Vector(repeating: Float(4)))) - (w629 * Vector(repeating: Float(1))))
-            let w650 = ((((w629 * Vector(repeating: Float(2))) + (w635 * Vector(repeating: Float(1)))) - (w617 * Vector(repeating: Float(2)))) - (w623 * Vector(repeating: Float(1))))
-            let w651 = ((((w617 * Vector(repeating: Float(2))) + (w635 * Vector(repeating: Float(1)))) - (w623 * Vector(repeating: Float(1)))) - (w629 * Vector(repeating: Float(2))))
-            let w652 = (((w617 * Vector(repeating: Float(4))) + (w641 * Vector(repeating: Float(1)))) - (w629 * Vector(repeating: Float(5))))
-            let w653 = (((w612 * Vector(repeating: Float(4))) + (w636 * Vector(repeating: Float(1)))) - (w624 * Vector(repeating: Float(5))))
-            let w654 = ((((w630 * Vector(repeating: Float(1))) + (w636 * Vector(repeating: Float(1)))) - (w618 * Vector(repeating: Float(4)))) - (w624 * Vector(repeating: Float(4))))
-            let w655 = ((((w618 * Vector(repeating: Float(4))) + (w636 * Vector(repeating: Float(1)))) - (w624 * Vector(repeating: Float(4)))) - (w630 * Vector(repeating: Float(1))))
-            let w656 = ((((w630 * Vector(repeating: Float(2))) + (w636 * Vector(repeating: Float(1)))) - (w618 * Vector(repeating: Float(2)))) - (w624 * Vector(repeating: Float(1))))
-            let w657 = ((((w618 * Vector(repeating: Float(2))) + (w636 * Vector(repeating: Float(1)))) - (w624 * Vector(repeating: Float(1)))) - (w630 * Vector(repeating: Float(2))))
-            let w658 = (((w618 * Vector(repeating: Float(4))) + (w642 * Vector(repeating: Float(1)))) - (w630 * Vector(repeating: Float(5))))
-            let w659 = (((w613 * Vector(repeating: Float(4))) + (w637 * Vector(repeating: Float(1)))) - (w625 * Vector(repeating: Float(5))))
-            let w660 = ((((w631 * Vector(repeating: Float(1))) + (w637 * Vector(repeating: Float(1)))) - (w619 * Vector(repeating: Float(4)))) - (w625 * Vector(repeating: Float(4))))
-            let w661 = ((((w619 * Vector(repeating: Float(4))) + (w637 * Vector(repeating: Float(1)))) - (w625 * Vector(repeating: Float(4)))) - (w631 * Vector(repeating: Float(1))))
-            let w662 = ((((w631 * Vector(repeating: Float(2))) + (w637 * Vector(repeating: Float(1)))) - (w619 * Vector(repeating: Float(2)))) - (w625 * Vector(repeating: Float(1))))
-            let w663 = ((((w619 * Vector(repeating: Float(2))) + (w637 * Vector(repeating: Float(1)))) - (w625 * Vector(repeating: Float(1)))) - (w631 * Vector(repeating: Float(2))))
-            let w664 = (((w619 * Vector(repeating: Float(4))) + (w643 * Vector(repeating: Float(1)))) - (w631 * Vector(repeating: Float(5))))
-            let w665 = (((w614 * Vector(repeating: Float(4))) + (w638 * Vector(repeating: Float(1)))) - (w626 * Vector(repeating: Float(5))))
-            let w666 = ((((w632 * Vector(repeating: Float(1))) + (w638 * Vector(repeating: Float(1)))) - (w620 * Vector(repeating: Float(4)))) - (w626 * Vector(repeating: Float(4))))
-            let w667 = ((((w620 * Vector(repeating: Float(4))) + (w638 * Vector(repeating: Float(1)))) - (w626 * Vector(repeating: Float(4)))) - (w632 * Vector(repeating: Float(1))))
-            let w668 = ((((w632 * Vector(repeating: Float(2))) + (w638 * Vector(repeating: Float(1)))) - (w620 * Vector(repeating: Float(2)))) - (w626 * Vector(repeating: Float(1))))
-            let w669 = ((((w620 * Vector(repeating: Float(2))) + (w638 * Vector(repeating: Float(1)))) - (w626 * Vector(repeating: Float(1)))) - (w632 * Vector(repeating: Float(2))))
-            let w670 = (((w620 * Vector(repeating: Float(4))) + (w644 * Vector(repeating: Float(1)))) - (w632 * Vector(repeating: Float(5))))
-            let w671 = (((w615 * Vector(repeating: Float(4))) + (w639 * Vector(repeating: Float(1)))) - (w627 * Vector(repeating: Float(5))))
-            let w672 = ((((w633 * Vector(repeating: Float(1))) + (w639 * Vector(repeating: Float(1)))) - (w621 * Vector(repeating: Float(4)))) - (w627 * Vector(repeating: Float(4))))
-            let w673 = ((((w621 * Vector(repeating: Float(4))) + (w639 * Vector(repeating: Float(1)))) - (w627 * Vector(repeating: Float(4)))) - (w633 * Vector(repeating: Float(1))))
-            let w674 = ((((w633 * Vector(repeating: Float(2))) + (w639 * Vector(repeating: Float(1)))) - (w621 * Vector(repeating: Float(2)))) - (w627 * Vector(repeating: Float(1))))
-            let w675 = ((((w621 * Vector(repeating: Float(2))) + (w639 * Vector(repeating: Float(1)))) - (w627 * Vector(repeating: Float(1)))) - (w633 * Vector(repeating: Float(2))))
-            let w676 = (((w621 * Vector(repeating: Float(4))) + (w645 * Vector(repeating: Float(1)))) - (w633 * Vector(repeating: Float(5))))
-            let w677 = (((w616 * Vector(repeating: Float(4))) + (w640 * Vector(repeating: Float(1)))) - (w628 * Vector(repeating: Float(5))))
-            let w678 = ((((w634 * Vector(repeating: Float(1))) + (w640 * Vector(repeating: Float(1)))) - (w622 * Vector(repeating: Float(4)))) - (w628 * Vector(repeating: Float(4))))
-            let w679 = ((((w622 * Vector(repeating: Float(4))) + (w640 * Vector(repeating: Float(1)))) - (w628 * Vector(repeating: Float(4)))) - (w634 * Vector(repeating: Float(1))))
-            let w680 = ((((w634 * Vector(repeating: Float(2))) + (w640 * Vector(repeating: Float(1)))) - (w622 * Vector(repeating: Float(2)))) - (w628 * Vector(repeating: Float(1))))
-            let w681 = ((((w622 * Vector(repeating: Float(2))) + (w640 * Vector(repeating: Float(1)))) - (w628 * Vector(repeating: Float(1)))) - (w634 * Vector(repeating: Float(2))))
-            let w682 = (((w622 * Vector(repeating: Float(4))) + (w646 * Vector(repeating: Float(1)))) - (w634 * Vector(repeating: Float(5))))
-            storeVector(arena, ((1620224 +% ((((j607 *% 16) +% (ty608 *% 4)) +% tx609) *% 32)) +% (cv610 *% 8)), w647)
-            storeVector(arena, ((1620736 +% ((((j607 *% 16) +% (ty608 *% 4)) +% tx609) *% 32)) +% (cv610 *% 8)), w648)
-            storeVector(arena, ((1621248 +% ((((j607 *% 16) +% (ty608 *% 4)) +% tx609) *% 32)) +% (cv610 *% 8)), w649)
-            storeVector(arena, ((1621760 +% ((((j607 *% 16) +% (ty608 *% 4)) +% tx609) *% 32)) +% (cv610 *% 8)), w650)
-            storeVector(arena, ((1622272 +% ((((j607 *% 16) +% (ty608 *% 4)) +% tx609) *% 32)) +% (cv610 *% 8)), w651)
-            storeVector(arena, ((1622784 +% ((((j607 *% 16) +% (ty608 *% 4)) +% tx609) *% 32)) +% (cv610 *% 8)), w652)
-            storeVector(arena, ((1623296 +% ((((j607 *% 16) +% (ty608 *% 4)) +% tx609) *% 32)) +% (cv610 *% 8)), w653)
-            storeVector(arena, ((1623808 +% ((((j607 *% 16) +% (ty608 *% 4)) +% tx609) *% 32)) +% (cv610 *% 8)), w654)
-            storeVector(arena, ((1624320 +% ((((j607 *% 16) +% (ty608 *% 4)) +% tx609) *% 32)) +% (cv610 *% 8)), w655)
-            storeVector(arena, ((1624832 +% ((((j607 *% 16) +% (ty608 *% 4)) +% tx609) *% 32)) +% (cv610 *% 8)), w656)
-            storeVector(arena, ((1625344 +% ((((j607 *% 16) +% (ty608 *% 4)) +% tx609) *% 32)) +% (cv610 *% 8)), w657)
-            storeVector(arena, ((1625856 +% ((((j607 *% 16) +% (ty608 *% 4)) +% tx609) *% 32)) +% (cv610 *% 8)), w658)
-            storeVector(arena, ((1626368 +% ((((j607 *% 16) +% (ty608 *% 4)) +% tx609) *% 32)) +% (cv610 *% 8)), w659)
-            storeVector(arena, ((1626880 +% ((((j607 *% 16) +% (ty608 *% 4)) +% tx609) *% 32)) +% (cv610 *% 8)), w660)
-            storeVector(arena, ((1627392 +% ((((j607 *% 16) +% (ty608 *% 4)) +% tx609) *% 32)) +% (cv610 *% 8)), w661)
-            storeVector(arena, ((1627904 +% ((((j607 *% 16) +% (ty608 *% 4)) +% tx609) *% 32)) +% (cv610 *% 8)), w662)
-            storeVector(arena, ((1628416 +% ((((j607 *% 16) +% (ty608 *% 4)) +% tx609) *% 32)) +% (cv610 *% 8)), w663)
-            storeVector(arena, ((1628928 +% ((((j607 *% 16) +% (ty608 *% 4)) +% tx609) *% 32)) +% (cv610 *% 8)), w664)
-            storeVector(arena, ((1629440 +% ((((j607 *% 16) +% (ty608 *% 4)) +% tx609) *% 32)) +% (cv610 *% 8)), w665)
-            storeVector(arena, ((1629952 +% ((((j607 *% 16) +% (ty608 *% 4)) +% tx609) *% 32)) +% (cv610 *% 8)), w666)
-            storeVector(arena, ((1630464 +% ((((j607 *% 16) +% (ty608 *% 4)) +% tx609) *% 32)) +% (cv610 *% 8)), w667)
-            storeVector(arena, ((1630976 +% ((((j607 *% 16) +% (ty608 *% 4)) +% tx609) *% 32)) +% (cv610 *% 8)), w668)
-            storeVector(arena, ((1631488 +% ((((j607 *% 16) +% (ty608 *% 4)) +% tx609) *% 32)) +% (cv610 *% 8)), w669)
-            storeVector(arena, ((1632000 +% ((((j607 *% 16) +% (ty608 *% 4)) +% tx609) *% 32)) +% (cv610 *% 8)), w670)
-            storeVector(arena, ((1632512 +% ((((j607 *% 16) +% (ty608 *% 4)) +% tx609) *% 32)) +% (cv610 *% 8)), w671)
-            storeVector(arena, ((1633024 +% ((((j607 *% 16) +% (ty608 *% 4)) +% tx609) *% 32)) +% (cv610 *% 8)), w672)
-            storeVector(arena, ((1633536 +% ((((j607 *% 16) +% (ty608 *% 4)) +% tx609) *% 32)) +% (cv610 *% 8)), w673)
-            storeVector(arena, ((1634048 +% ((((j607 *% 16) +% (ty608 *% 4)) +% tx609) *% 32)) +% (cv610 *% 8)), w674)
-            storeVector(arena, ((1634560 +% ((((j607 *% 16) +% (ty608 *% 4)) +% tx609) *% 32)) +% (cv610 *% 8)), w675)
-            storeVector(arena, ((1635072 +% ((((j607 *% 16) +% (ty608 *% 4)) +% tx609) *% 32)) +% (cv610 *% 8)), w676)
-            storeVector(arena, ((1635584 +% ((((j607 *% 16) +% (ty608 *% 4)) +% tx609) *% 32)) +% (cv610 *% 8)), w677)
-            storeVector(arena, ((1636096 +% ((((j607 *% 16) +% (ty608 *% 4)) +% tx609) *% 32)) +% (cv610 *% 8)), w678)
-            storeVector(arena, ((1636608 +% ((((j607 *% 16) +% (ty608 *% 4)) +% tx609) *% 32)) +% (cv610 *% 8)), w679)
-            storeVector(arena, ((1637120 +% ((((j607 *% 16) +% (ty608 *% 4)) +% tx609) *% 32)) +% (cv610 *% 8)), w680)
-            storeVector(arena, ((1637632 +% ((((j607 *% 16) +% (ty608 *% 4)) +% tx609) *% 32)) +% (cv610 *% 8)), w681)
-            storeVector(arena, ((1638144 +% ((((j607 *% 16) +% (ty608 *% 4)) +% tx609) *% 32)) +% (cv610 *% 8)), w682)
+    for j565 in 0..<1 {
+      for ty566 in 0..<4 {
+        for tx567 in 0..<4 {
+          for cv568 in 0..<4 {
+            let w569 = (((loadVector(arena, (1609856 +% ((((j565 *% 10368) +% ((ty566 *% 4) *% 576)) +% ((tx567 *% 4) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 4) *% 576)) +% ((tx567 *% 4) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 2) *% 576)) +% ((tx567 *% 4) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(5))))
+            let w570 = ((((loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 3) *% 576)) +% ((tx567 *% 4) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 4) *% 576)) +% ((tx567 *% 4) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 1) *% 576)) +% ((tx567 *% 4) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 2) *% 576)) +% ((tx567 *% 4) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(4))))
+            let w571 = ((((loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 1) *% 576)) +% ((tx567 *% 4) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 4) *% 576)) +% ((tx567 *% 4) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 2) *% 576)) +% ((tx567 *% 4) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 3) *% 576)) +% ((tx567 *% 4) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(1))))
+            let w572 = ((((loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 3) *% 576)) +% ((tx567 *% 4) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 4) *% 576)) +% ((tx567 *% 4) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 1) *% 576)) +% ((tx567 *% 4) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 2) *% 576)) +% ((tx567 *% 4) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(1))))
+            let w573 = ((((loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 1) *% 576)) +% ((tx567 *% 4) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 4) *% 576)) +% ((tx567 *% 4) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 2) *% 576)) +% ((tx567 *% 4) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 3) *% 576)) +% ((tx567 *% 4) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(2))))
+            let w574 = (((loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 1) *% 576)) +% ((tx567 *% 4) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 5) *% 576)) +% ((tx567 *% 4) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 3) *% 576)) +% ((tx567 *% 4) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(5))))
+            let w575 = (((loadVector(arena, (1609856 +% ((((j565 *% 10368) +% ((ty566 *% 4) *% 576)) +% (((tx567 *% 4) +% 1) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 4) *% 576)) +% (((tx567 *% 4) +% 1) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 2) *% 576)) +% (((tx567 *% 4) +% 1) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(5))))
+            let w576 = ((((loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 3) *% 576)) +% (((tx567 *% 4) +% 1) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 4) *% 576)) +% (((tx567 *% 4) +% 1) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 1) *% 576)) +% (((tx567 *% 4) +% 1) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 2) *% 576)) +% (((tx567 *% 4) +% 1) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(4))))
+            let w577 = ((((loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 1) *% 576)) +% (((tx567 *% 4) +% 1) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 4) *% 576)) +% (((tx567 *% 4) +% 1) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 2) *% 576)) +% (((tx567 *% 4) +% 1) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 3) *% 576)) +% (((tx567 *% 4) +% 1) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(1))))
+            let w578 = ((((loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 3) *% 576)) +% (((tx567 *% 4) +% 1) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 4) *% 576)) +% (((tx567 *% 4) +% 1) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 1) *% 576)) +% (((tx567 *% 4) +% 1) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 2) *% 576)) +% (((tx567 *% 4) +% 1) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(1))))
+            let w579 = ((((loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 1) *% 576)) +% (((tx567 *% 4) +% 1) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 4) *% 576)) +% (((tx567 *% 4) +% 1) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 2) *% 576)) +% (((tx567 *% 4) +% 1) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 3) *% 576)) +% (((tx567 *% 4) +% 1) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(2))))
+            let w580 = (((loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 1) *% 576)) +% (((tx567 *% 4) +% 1) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 5) *% 576)) +% (((tx567 *% 4) +% 1) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 3) *% 576)) +% (((tx567 *% 4) +% 1) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(5))))
+            let w581 = (((loadVector(arena, (1609856 +% ((((j565 *% 10368) +% ((ty566 *% 4) *% 576)) +% (((tx567 *% 4) +% 2) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 4) *% 576)) +% (((tx567 *% 4) +% 2) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 2) *% 576)) +% (((tx567 *% 4) +% 2) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(5))))
+            let w582 = ((((loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 3) *% 576)) +% (((tx567 *% 4) +% 2) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 4) *% 576)) +% (((tx567 *% 4) +% 2) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 1) *% 576)) +% (((tx567 *% 4) +% 2) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 2) *% 576)) +% (((tx567 *% 4) +% 2) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(4))))
+            let w583 = ((((loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 1) *% 576)) +% (((tx567 *% 4) +% 2) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 4) *% 576)) +% (((tx567 *% 4) +% 2) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 2) *% 576)) +% (((tx567 *% 4) +% 2) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 3) *% 576)) +% (((tx567 *% 4) +% 2) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(1))))
+            let w584 = ((((loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 3) *% 576)) +% (((tx567 *% 4) +% 2) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 4) *% 576)) +% (((tx567 *% 4) +% 2) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 1) *% 576)) +% (((tx567 *% 4) +% 2) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 2) *% 576)) +% (((tx567 *% 4) +% 2) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(1))))
+            let w585 = ((((loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 1) *% 576)) +% (((tx567 *% 4) +% 2) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 4) *% 576)) +% (((tx567 *% 4) +% 2) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 2) *% 576)) +% (((tx567 *% 4) +% 2) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 3) *% 576)) +% (((tx567 *% 4) +% 2) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(2))))
+            let w586 = (((loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 1) *% 576)) +% (((tx567 *% 4) +% 2) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 5) *% 576)) +% (((tx567 *% 4) +% 2) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 3) *% 576)) +% (((tx567 *% 4) +% 2) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(5))))
+            let w587 = (((loadVector(arena, (1609856 +% ((((j565 *% 10368) +% ((ty566 *% 4) *% 576)) +% (((tx567 *% 4) +% 3) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 4) *% 576)) +% (((tx567 *% 4) +% 3) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 2) *% 576)) +% (((tx567 *% 4) +% 3) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(5))))
+            let w588 = ((((loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 3) *% 576)) +% (((tx567 *% 4) +% 3) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 4) *% 576)) +% (((tx567 *% 4) +% 3) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 1) *% 576)) +% (((tx567 *% 4) +% 3) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 2) *% 576)) +% (((tx567 *% 4) +% 3) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(4))))
+            let w589 = ((((loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 1) *% 576)) +% (((tx567 *% 4) +% 3) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 4) *% 576)) +% (((tx567 *% 4) +% 3) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 2) *% 576)) +% (((tx567 *% 4) +% 3) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 3) *% 576)) +% (((tx567 *% 4) +% 3) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(1))))
+            let w590 = ((((loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 3) *% 576)) +% (((tx567 *% 4) +% 3) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 4) *% 576)) +% (((tx567 *% 4) +% 3) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 1) *% 576)) +% (((tx567 *% 4) +% 3) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 2) *% 576)) +% (((tx567 *% 4) +% 3) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(1))))
+            let w591 = ((((loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 1) *% 576)) +% (((tx567 *% 4) +% 3) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 4) *% 576)) +% (((tx567 *% 4) +% 3) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 2) *% 576)) +% (((tx567 *% 4) +% 3) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 3) *% 576)) +% (((tx567 *% 4) +% 3) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(2))))
+            let w592 = (((loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 1) *% 576)) +% (((tx567 *% 4) +% 3) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 5) *% 576)) +% (((tx567 *% 4) +% 3) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 3) *% 576)) +% (((tx567 *% 4) +% 3) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(5))))
+            let w593 = (((loadVector(arena, (1609856 +% ((((j565 *% 10368) +% ((ty566 *% 4) *% 576)) +% (((tx567 *% 4) +% 4) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 4) *% 576)) +% (((tx567 *% 4) +% 4) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 2) *% 576)) +% (((tx567 *% 4) +% 4) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(5))))
+            let w594 = ((((loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 3) *% 576)) +% (((tx567 *% 4) +% 4) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 4) *% 576)) +% (((tx567 *% 4) +% 4) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 1) *% 576)) +% (((tx567 *% 4) +% 4) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 2) *% 576)) +% (((tx567 *% 4) +% 4) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(4))))
+            let w595 = ((((loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 1) *% 576)) +% (((tx567 *% 4) +% 4) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 4) *% 576)) +% (((tx567 *% 4) +% 4) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 2) *% 576)) +% (((tx567 *% 4) +% 4) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 3) *% 576)) +% (((tx567 *% 4) +% 4) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(1))))
+            let w596 = ((((loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 3) *% 576)) +% (((tx567 *% 4) +% 4) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 4) *% 576)) +% (((tx567 *% 4) +% 4) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 1) *% 576)) +% (((tx567 *% 4) +% 4) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 2) *% 576)) +% (((tx567 *% 4) +% 4) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(1))))
+            let w597 = ((((loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 1) *% 576)) +% (((tx567 *% 4) +% 4) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 4) *% 576)) +% (((tx567 *% 4) +% 4) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 2) *% 576)) +% (((tx567 *% 4) +% 4) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 3) *% 576)) +% (((tx567 *% 4) +% 4) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(2))))
+            let w598 = (((loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 1) *% 576)) +% (((tx567 *% 4) +% 4) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 5) *% 576)) +% (((tx567 *% 4) +% 4) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 3) *% 576)) +% (((tx567 *% 4) +% 4) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(5))))
+            let w599 = (((loadVector(arena, (1609856 +% ((((j565 *% 10368) +% ((ty566 *% 4) *% 576)) +% (((tx567 *% 4) +% 5) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 4) *% 576)) +% (((tx567 *% 4) +% 5) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 2) *% 576)) +% (((tx567 *% 4) +% 5) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(5))))
+            let w600 = ((((loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 3) *% 576)) +% (((tx567 *% 4) +% 5) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 4) *% 576)) +% (((tx567 *% 4) +% 5) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 1) *% 576)) +% (((tx567 *% 4) +% 5) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 2) *% 576)) +% (((tx567 *% 4) +% 5) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(4))))
+            let w601 = ((((loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 1) *% 576)) +% (((tx567 *% 4) +% 5) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 4) *% 576)) +% (((tx567 *% 4) +% 5) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 2) *% 576)) +% (((tx567 *% 4) +% 5) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 3) *% 576)) +% (((tx567 *% 4) +% 5) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(1))))
+            let w602 = ((((loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 3) *% 576)) +% (((tx567 *% 4) +% 5) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 4) *% 576)) +% (((tx567 *% 4) +% 5) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 1) *% 576)) +% (((tx567 *% 4) +% 5) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 2) *% 576)) +% (((tx567 *% 4) +% 5) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(1))))
+            let w603 = ((((loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 1) *% 576)) +% (((tx567 *% 4) +% 5) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 4) *% 576)) +% (((tx567 *% 4) +% 5) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 2) *% 576)) +% (((tx567 *% 4) +% 5) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 3) *% 576)) +% (((tx567 *% 4) +% 5) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(2))))
+            let w604 = (((loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 1) *% 576)) +% (((tx567 *% 4) +% 5) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 5) *% 576)) +% (((tx567 *% 4) +% 5) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (1609856 +% ((((j565 *% 10368) +% (((ty566 *% 4) +% 3) *% 576)) +% (((tx567 *% 4) +% 5) *% 32)) +% (cv568 *% 8)))) * Vector(repeating: Float(5))))
+            let w605 = (((w569 * Vector(repeating: Float(4))) + (w593 * Vector(repeating: Float(1)))) - (w581 * Vector(repeating: Float(5))))
+            let w606 = ((((w587 * Vector(repeating: Float(1))) + (w593 * Vector(repeating: Float(1)))) - (w575 * Vector(repeating: Float(4)))) - (w581 * Vector(repeating: Float(4))))
+            let w607 = ((((w575 * Vector(repeating: Float(4))) + (w593 * Vector(repeating: Float(1)))) - (w581 * Vector(repeating: Float(4)))) - (w587 * Vector(repeating: Float(1))))
+            let w608 = ((((w587 * Vector(repeating: Float(2))) + (w593 * Vector(repeating: Float(1)))) - (w575 * Vector(repeating: Float(2)))) - (w581 * Vector(repeating: Float(1))))
+            let w609 = ((((w575 * Vector(repeating: Float(2))) + (w593 * Vector(repeating: Float(1)))) - (w581 * Vector(repeating: Float(1)))) - (w587 * Vector(repeating: Float(2))))
+            let w610 = (((w575 * Vector(repeating: Float(4))) + (w599 * Vector(repeating: Float(1)))) - (w587 * Vector(repeating: Float(5))))
+            let w611 = (((w570 * Vector(repeating: Float(4))) + (w594 * Vector(repeating: Float(1)))) - (w582 * Vector(repeating: Float(5))))
+            let w612 = ((((w588 * Vector(repeating: Float(1))) + (w594 * Vector(repeating: Float(1)))) - (w576 * Vector(repeating: Float(4)))) - (w582 * Vector(repeating: Float(4))))
+            let w613 = ((((w576 * Vector(repeating: Float(4))) + (w594 * Vector(repeating: Float(1)))) - (w582 * Vector(repeating: Float(4)))) - (w588 * Vector(repeating: Float(1))))
+            let w614 = ((((w588 * Vector(repeating: Float(2))) + (w594 * Vector(repeating: Float(1)))) - (w576 * Vector(repeating: Float(2)))) - (w582 * Vector(repeating: Float(1))))
+            let w615 = ((((w576 * Vector(repeating: Float(2))) + (w594 * Vector(repeating: Float(1)))) - (w582 * Vector(repeating: Float(1)))) - (w588 * Vector(repeating: Float(2))))
+            let w616 = (((w576 * Vector(repeating: Float(4))) + (w600 * Vector(repeating: Float(1)))) - (w588 * Vector(repeating: Float(5))))
+            let w617 = (((w571 * Vector(repeating: Float(4))) + (w595 * Vector(repeating: Float(1)))) - (w583 * Vector(repeating: Float(5))))
+            let w618 = ((((w589 * Vector(repeating: Float(1))) + (w595 * Vector(repeating: Float(1)))) - (w577 * Vector(repeating: Float(4)))) - (w583 * Vector(repeating: Float(4))))
+            let w619 = ((((w577 * Vector(repeating: Float(4))) + (w595 * Vector(repeating: Float(1)))) - (w583 * Vector(repeating: Float(4)))) - (w589 * Vector(repeating: Float(1))))
+            let w620 = ((((w589 * Vector(repeating: Float(2))) + (w595 * Vector(repeating: Float(1)))) - (w577 * Vector(repeating: Float(2)))) - (w583 * Vector(repeating: Float(1))))
+            let w621 = ((((w577 * Vector(repeating: Float(2))) + (w595 * Vector(repeating: Float(1)))) - (w583 * Vector(repeating: Float(1)))) - (w589 * Vector(repeating: Float(2))))
+            let w622 = (((w577 * Vector(repeating: Float(4))) + (w601 * Vector(repeating: Float(1)))) - (w589 * Vector(repeating: Float(5))))
+            let w623 = (((w572 * Vector(repeating: Float(4))) + (w596 * Vector(repeating: Float(1)))) - (w584 * Vector(repeating: Float(5))))
+            let w624 = ((((w590 * Vector(repeating: Float(1))) + (w596 * Vector(repeating: Float(1)))) - (w578 * Vector(repeating: Float(4)))) - (w584 * Vector(repeating: Float(4))))
+            let w625 = ((((w578 * Vector(repeating: Float(4))) + (w596 * Vector(repeating: Float(1)))) - (w584 * Vector(repeating: Float(4)))) - (w590 * Vector(repeating: Float(1))))
+            let w626 = ((((w590 * Vector(repeating: Float(2))) + (w596 * Vector(repeating: Float(1)))) - (w578 * Vector(repeating: Float(2)))) - (w584 * Vector(repeating: Float(1))))
+            let w627 = ((((w578 * Vector(repeating: Float(2))) + (w596 * Vector(repeating: Float(1)))) - (w584 * Vector(repeating: Float(1)))) - (w590 * Vector(repeating: Float(2))))
+            let w628 = (((w578 * Vector(repeating: Float(4))) + (w602 * Vector(repeating: Float(1)))) - (w590 * Vector(repeating: Float(5))))
+            let w629 = (((w573 * Vector(repeating: Float(4))) + (w597 * Vector(repeating: Float(1)))) - (w585 * Vector(repeating: Float(5))))
+            let w630 = ((((w591 * Vector(repeating: Float(1))) + (w597 * Vector(repeating: Float(1)))) - (w579 * Vector(repeating: Float(4)))) - (w585 * Vector(repeating: Float(4))))
+            let w631 = ((((w579 * Vector(repeating: Float(4))) + (w597 * Vector(repeating: Float(1)))) - (w585 * Vector(repeating: Float(4)))) - (w591 * Vector(repeating: Float(1))))
+            let w632 = ((((w591 * Vector(repeating: Float(2))) + (w597 * Vector(repeating: Float(1)))) - (w579 * Vector(repeating: Float(2)))) - (w585 * Vector(repeating: Float(1))))
+            let w633 = ((((w579 * Vector(repeating: Float(2))) + (w597 * Vector(repeating: Float(1)))) - (w585 * Vector(repeating: Float(1)))) - (w591 * Vector(repeating: Float(2))))
+            let w634 = (((w579 * Vector(repeating: Float(4))) + (w603 * Vector(repeating: Float(1)))) - (w591 * Vector(repeating: Float(5))))
+            let w635 = (((w574 * Vector(repeating: Float(4))) + (w598 * Vector(repeating: Float(1)))) - (w586 * Vector(repeating: Float(5))))
+            let w636 = ((((w592 * Vector(repeating: Float(1))) + (w598 * Vector(repeating: Float(1)))) - (w580 * Vector(repeating: Float(4)))) - (w586 * Vector(repeating: Float(4))))
+            let w637 = ((((w580 * Vector(repeating: Float(4))) + (w598 * Vector(repeating: Float(1)))) - (w586 * Vector(repeating: Float(4)))) - (w592 * Vector(repeating: Float(1))))
+            let w638 = ((((w592 * Vector(repeating: Float(2))) + (w598 * Vector(repeating: Float(1)))) - (w580 * Vector(repeating: Float(2)))) - (w586 * Vector(repeating: Float(1))))
+            let w639 = ((((w580 * Vector(repeating: Float(2))) + (w598 * Vector(repeating: Float(1)))) - (w586 * Vector(repeating: Float(1)))) - (w592 * Vector(repeating: Float(2))))
+            let w640 = (((w580 * Vector(repeating: Float(4))) + (w604 * Vector(repeating: Float(1)))) - (w592 * Vector(repeating: Float(5))))
+            storeVector(arena, ((1620224 +% ((((j565 *% 16) +% (ty566 *% 4)) +% tx567) *% 32)) +% (cv568 *% 8)), w605)
+            storeVector(arena, ((1620736 +% ((((j565 *% 16) +% (ty566 *% 4)) +% tx567) *% 32)) +% (cv568 *% 8)), w606)
+            storeVector(arena, ((1621248 +% ((((j565 *% 16) +% (ty566 *% 4)) +% tx567) *% 32)) +% (cv568 *% 8)), w607)
+            storeVector(arena, ((1621760 +% ((((j565 *% 16) +% (ty566 *% 4)) +% tx567) *% 32)) +% (cv568 *% 8)), w608)
+            storeVector(arena, ((1622272 +% ((((j565 *% 16) +% (ty566 *% 4)) +% tx567) *% 32)) +% (cv568 *% 8)), w609)
+            storeVector(arena, ((1622784 +% ((((j565 *% 16) +% (ty566 *% 4)) +% tx567) *% 32)) +% (cv568 *% 8)), w610)
+            storeVector(arena, ((1623296 +% ((((j565 *% 16) +% (ty566 *% 4)) +% tx567) *% 32)) +% (cv568 *% 8)), w611)
+            storeVector(arena, ((1623808 +% ((((j565 *% 16) +% (ty566 *% 4)) +% tx567) *% 32)) +% (cv568 *% 8)), w612)
+            storeVector(arena, ((1624320 +% ((((j565 *% 16) +% (ty566 *% 4)) +% tx567) *% 32)) +% (cv568 *% 8)), w613)
+            storeVector(arena, ((1624832 +% ((((j565 *% 16) +% (ty566 *% 4)) +% tx567) *% 32)) +% (cv568 *% 8)), w614)
+            storeVector(arena, ((1625344 +% ((((j565 *% 16) +% (ty566 *% 4)) +% tx567) *% 32)) +% (cv568 *% 8)), w615)
+            storeVector(arena, ((1625856 +% ((((j565 *% 16) +% (ty566 *% 4)) +% tx567) *% 32)) +% (cv568 *% 8)), w616)
+            storeVector(arena, ((1626368 +% ((((j565 *% 16) +% (ty566 *% 4)) +% tx567) *% 32)) +% (cv568 *% 8)), w617)
+            storeVector(arena, ((1626880 +% ((((j565 *% 16) +% (ty566 *% 4)) +% tx567) *% 32)) +% (cv568 *% 8)), w618)
+            storeVector(arena, ((1627392 +% ((((j565 *% 16) +% (ty566 *% 4)) +% tx567) *% 32)) +% (cv568 *% 8)), w619)
+            storeVector(arena, ((1627904 +% ((((j565 *% 16) +% (ty566 *% 4)) +% tx567) *% 32)) +% (cv568 *% 8)), w620)
+            storeVector(arena, ((1628416 +% ((((j565 *% 16) +% (ty566 *% 4)) +% tx567) *% 32)) +% (cv568 *% 8)), w621)
+            storeVector(arena, ((1628928 +% ((((j565 *% 16) +% (ty566 *% 4)) +% tx567) *% 32)) +% (cv568 *% 8)), w622)
+            storeVector(arena, ((1629440 +% ((((j565 *% 16) +% (ty566 *% 4)) +% tx567) *% 32)) +% (cv568 *% 8)), w623)
+            storeVector(arena, ((1629952 +% ((((j565 *% 16) +% (ty566 *% 4)) +% tx567) *% 32)) +% (cv568 *% 8)), w624)
+            storeVector(arena, ((1630464 +% ((((j565 *% 16) +% (ty566 *% 4)) +% tx567) *% 32)) +% (cv568 *% 8)), w625)
+            storeVector(arena, ((1630976 +% ((((j565 *% 16) +% (ty566 *% 4)) +% tx567) *% 32)) +% (cv568 *% 8)), w626)
+            storeVector(arena, ((1631488 +% ((((j565 *% 16) +% (ty566 *% 4)) +% tx567) *% 32)) +% (cv568 *% 8)), w627)
+            storeVector(arena, ((1632000 +% ((((j565 *% 16) +% (ty566 *% 4)) +% tx567) *% 32)) +% (cv568 *% 8)), w628)
+            storeVector(arena, ((1632512 +% ((((j565 *% 16) +% (ty566 *% 4)) +% tx567) *% 32)) +% (cv568 *% 8)), w629)
+            storeVector(arena, ((1633024 +% ((((j565 *% 16) +% (ty566 *% 4)) +% tx567) *% 32)) +% (cv568 *% 8)), w630)
+            storeVector(arena, ((1633536 +% ((((j565 *% 16) +% (ty566 *% 4)) +% tx567) *% 32)) +% (cv568 *% 8)), w631)
+            storeVector(arena, ((1634048 +% ((((j565 *% 16) +% (ty566 *% 4)) +% tx567) *% 32)) +% (cv568 *% 8)), w632)
+            storeVector(arena, ((1634560 +% ((((j565 *% 16) +% (ty566 *% 4)) +% tx567) *% 32)) +% (cv568 *% 8)), w633)
+            storeVector(arena, ((1635072 +% ((((j565 *% 16) +% (ty566 *% 4)) +% tx567) *% 32)) +% (cv568 *% 8)), w634)
+            storeVector(arena, ((1635584 +% ((((j565 *% 16) +% (ty566 *% 4)) +% tx567) *% 32)) +% (cv568 *% 8)), w635)
+            storeVector(arena, ((1636096 +% ((((j565 *% 16) +% (ty566 *% 4)) +% tx567) *% 32)) +% (cv568 *% 8)), w636)
+            storeVector(arena, ((1636608 +% ((((j565 *% 16) +% (ty566 *% 4)) +% tx567) *% 32)) +% (cv568 *% 8)), w637)
+            storeVector(arena, ((1637120 +% ((((j565 *% 16) +% (ty566 *% 4)) +% tx567) *% 32)) +% (cv568 *% 8)), w638)
+            storeVector(arena, ((1637632 +% ((((j565 *% 16) +% (ty566 *% 4)) +% tx567) *% 32)) +% (cv568 *% 8)), w639)
+            storeVector(arena, ((1638144 +% ((((j565 *% 16) +% (ty566 *% 4)) +% tx567) *% 32)) +% (cv568 *% 8)), w640)
           }
         }
       }
     }
-    parallelFor(pool, 2) { part683 in
-      for xi684 in 0..<36 {
-        do {  // gemm691
-          for nb685 in 0..<1 {
-            for mb686 in 0..<2 {
-              var t687_c0_0 = Vector()
-              var t687_c0_1 = Vector()
-              var t687_c1_0 = Vector()
-              var t687_c1_1 = Vector()
-              var t687_c2_0 = Vector()
-              var t687_c2_1 = Vector()
-              var t687_c3_0 = Vector()
-              var t687_c3_1 = Vector()
-              var t687_c4_0 = Vector()
-              var t687_c4_1 = Vector()
-              var t687_c5_0 = Vector()
-              var t687_c5_1 = Vector()
-              for k688 in 0..<32 {
-                let t687_b0 = loadVector(arena, ((((3303952 +% (xi684 *% 1024)) +% (part683 *% 16)) +% (k688 *% 32)) +% (nb685 *% 16)))
-                let t687_b1 = loadVector(arena, (((((3303952 +% (xi684 *% 1024)) +% (part683 *% 16)) +% (k688 *% 32)) +% (nb685 *% 16)) +% 8))
-                let t687_a0 = Vector(repeating: arena[(((1620224 +% (xi684 *% 512)) +% ((mb686 *% 6) *% 32)) +% k688)])
-                t687_c0_0 = t687_c0_0.addingProduct(t687_a0, t687_b0)
-                t687_c0_1 = t687_c0_1.addingProduct(t687_a0, t687_b1)
-                let t687_a1 = Vector(repeating: arena[(((1620224 +% (xi684 *% 512)) +% (((mb686 *% 6) +% 1) *% 32)) +% k688)])
-                t687_c1_0 = t687_c1_0.addingProduct(t687_a1, t687_b0)
-                t687_c1_1 = t687_c1_1.addingProduct(t687_a1, t687_b1)
-                let t687_a2 = Vector(repeating: arena[(((1620224 +% (xi684 *% 512)) +% (((mb686 *% 6) +% 2) *% 32)) +% k688)])
-                t687_c2_0 = t687_c2_0.addingProduct(t687_a2, t687_b0)
-                t687_c2_1 = t687_c2_1.addingProduct(t687_a2, t687_b1)
-                let t687_a3 = Vector(repeating: arena[(((1620224 +% (xi684 *% 512)) +% (((mb686 *% 6) +% 3) *% 32)) +% k688)])
-                t687_c3_0 = t687_c3_0.addingProduct(t687_a3, t687_b0)
-                t687_c3_1 = t687_c3_1.addingProduct(t687_a3, t687_b1)
-                let t687_a4 = Vector(repeating: arena[(((1620224 +% (xi684 *% 512)) +% (((mb686 *% 6) +% 4) *% 32)) +% k688)])
-                t687_c4_0 = t687_c4_0.addingProduct(t687_a4, t687_b0)
-                t687_c4_1 = t687_c4_1.addingProduct(t687_a4, t687_b1)
-                let t687_a5 = Vector(repeating: arena[(((1620224 +% (xi684 *% 512)) +% (((mb686 *% 6) +% 5) *% 32)) +% k688)])
-                t687_c5_0 = t687_c5_0.addingProduct(t687_a5, t687_b0)
-                t687_c5_1 = t687_c5_1.addingProduct(t687_a5, t687_b1)
+    parallelFor(pool, 2) { part641 in
+      for xi642 in 0..<36 {
+        do {  // gemm649
+          for nb643 in 0..<1 {
+            for mb644 in 0..<2 {
+              var t645_c0_0 = Vector()
+              var t645_c0_1 = Vector()
+              var t645_c1_0 = Vector()
+              var t645_c1_1 = Vector()
+              var t645_c2_0 = Vector()
+              var t645_c2_1 = Vector()
+              var t645_c3_0 = Vector()
+              var t645_c3_1 = Vector()
+              var t645_c4_0 = Vector()
+              var t645_c4_1 = Vector()
+              var t645_c5_0 = Vector()
+              var t645_c5_1 = Vector()
+              for k646 in 0..<32 {
+                let t645_b0 = loadVector(arena, ((((3303520 +% (xi642 *% 1024)) +% (part641 *% 16)) +% (k646 *% 32)) +% (nb643 *% 16)))
+                let t645_b1 = loadVector(arena, (((((3303520 +% (xi642 *% 1024)) +% (part641 *% 16)) +% (k646 *% 32)) +% (nb643 *% 16)) +% 8))
+                let t645_a0 = Vector(repeating: arena[(((1620224 +% (xi642 *% 512)) +% ((mb644 *% 6) *% 32)) +% k646)])
+                t645_c0_0 = t645_c0_0.addingProduct(t645_a0, t645_b0)
+                t645_c0_1 = t645_c0_1.addingProduct(t645_a0, t645_b1)
+                let t645_a1 = Vector(repeating: arena[(((1620224 +% (xi642 *% 512)) +% (((mb644 *% 6) +% 1) *% 32)) +% k646)])
+                t645_c1_0 = t645_c1_0.addingProduct(t645_a1, t645_b0)
+                t645_c1_1 = t645_c1_1.addingProduct(t645_a1, t645_b1)
+                let t645_a2 = Vector(repeating: arena[(((1620224 +% (xi642 *% 512)) +% (((mb644 *% 6) +% 2) *% 32)) +% k646)])
+                t645_c2_0 = t645_c2_0.addingProduct(t645_a2, t645_b0)
+                t645_c2_1 = t645_c2_1.addingProduct(t645_a2, t645_b1)
+                let t645_a3 = Vector(repeating: arena[(((1620224 +% (xi642 *% 512)) +% (((mb644 *% 6) +% 3) *% 32)) +% k646)])
+                t645_c3_0 = t645_c3_0.addingProduct(t645_a3, t645_b0)
+                t645_c3_1 = t645_c3_1.addingProduct(t645_a3, t645_b1)
+                let t645_a4 = Vector(repeating: arena[(((1620224 +% (xi642 *% 512)) +% (((mb644 *% 6) +% 4) *% 32)) +% k646)])
+                t645_c4_0 = t645_c4_0.addingProduct(t645_a4, t645_b0)
+                t645_c4_1 = t645_c4_1.addingProduct(t645_a4, t645_b1)
+                let t645_a5 = Vector(repeating: arena[(((1620224 +% (xi642 *% 512)) +% (((mb644 *% 6) +% 5) *% 32)) +% k646)])
+                t645_c5_0 = t645_c5_0.addingProduct(t645_a5, t645_b0)
+                t645_c5_1 = t645_c5_1.addingProduct(t645_a5, t645_b1)
               }
-              storeVector(arena, ((((1638656 +% (xi684 *% 512)) +% (part683 *% 16)) +% ((mb686 *% 6) *% 32)) +% (nb685 *% 16)), t687_c0_0)
-              storeVector(arena, (((((1638656 +% (xi684 *% 512)) +% (part683 *% 16)) +% ((mb686 *% 6) *% 32)) +% (nb685 *% 16)) +% 8), t687_c0_1)
-              storeVector(arena, ((((1638656 +% (xi684 *% 512)) +% (part683 *% 16)) +% (((mb686 *% 6) +% 1) *% 32)) +% (nb685 *% 16)), t687_c1_0)
-              storeVector(arena, (((((1638656 +% (xi684 *% 512)) +% (part683 *% 16)) +% (((mb686 *% 6) +% 1) *% 32)) +% (nb685 *% 16)) +% 8), t687_c1_1)
-              storeVector(arena, ((((1638656 +% (xi684 *% 512)) +% (part683 *% 16)) +% (((mb686 *% 6) +% 2) *% 32)) +% (nb685 *% 16)), t687_c2_0)
-              storeVector(arena, (((((1638656 +% (xi684 *% 512)) +% (part683 *% 16)) +% (((mb686 *% 6) +% 2) *% 32)) +% (nb685 *% 16)) +% 8), t687_c2_1)
-              storeVector(arena, ((((1638656 +% (xi684 *% 512)) +% (part683 *% 16)) +% (((mb686 *% 6) +% 3) *% 32)) +% (nb685 *% 16)), t687_c3_0)
-              storeVector(arena, (((((1638656 +% (xi684 *% 512)) +% (part683 *% 16)) +% (((mb686 *% 6) +% 3) *% 32)) +% (nb685 *% 16)) +% 8), t687_c3_1)
-              storeVector(arena, ((((1638656 +% (xi684 *% 512)) +% (part683 *% 16)) +% (((mb686 *% 6) +% 4) *% 32)) +% (nb685 *% 16)), t687_c4_0)
-              storeVector(arena, (((((1638656 +% (xi684 *% 512)) +% (part683 *% 16)) +% (((mb686 *% 6) +% 4) *% 32)) +% (nb685 *% 16)) +% 8), t687_c4_1)
-              storeVector(arena, ((((1638656 +% (xi684 *% 512)) +% (part683 *% 16)) +% (((mb686 *% 6) +% 5) *% 32)) +% (nb685 *% 16)), t687_c5_0)
-              storeVector(arena, (((((1638656 +% (xi684 *% 512)) +% (part683 *% 16)) +% (((mb686 *% 6) +% 5) *% 32)) +% (nb685 *% 16)) +% 8), t687_c5_1)
+              storeVector(arena, ((((1638656 +% (xi642 *% 512)) +% (part641 *% 16)) +% ((mb644 *% 6) *% 32)) +% (nb643 *% 16)), t645_c0_0)
+              storeVector(arena, (((((1638656 +% (xi642 *% 512)) +% (part641 *% 16)) +% ((mb644 *% 6) *% 32)) +% (nb643 *% 16)) +% 8), t645_c0_1)
+              storeVector(arena, ((((1638656 +% (xi642 *% 512)) +% (part641 *% 16)) +% (((mb644 *% 6) +% 1) *% 32)) +% (nb643 *% 16)), t645_c1_0)
+              storeVector(arena, (((((1638656 +% (xi642 *% 512)) +% (part641 *% 16)) +% (((mb644 *% 6) +% 1) *% 32)) +% (nb643 *% 16)) +% 8), t645_c1_1)
+              storeVector(arena, ((((1638656 +% (xi642 *% 512)) +% (part641 *% 16)) +% (((mb644 *% 6) +% 2) *% 32)) +% (nb643 *% 16)), t645_c2_0)
+              storeVector(arena, (((((1638656 +% (xi642 *% 512)) +% (part641 *% 16)) +% (((mb644 *% 6) +% 2) *% 32)) +% (nb643 *% 16)) +% 8), t645_c2_1)
+              storeVector(arena, ((((1638656 +% (xi642 *% 512)) +% (part641 *% 16)) +% (((mb644 *% 6) +% 3) *% 32)) +% (nb643 *% 16)), t645_c3_0)
+              storeVector(arena, (((((1638656 +% (xi642 *% 512)) +% (part641 *% 16)) +% (((mb644 *% 6) +% 3) *% 32)) +% (nb643 *% 16)) +% 8), t645_c3_1)
+              storeVector(arena, ((((1638656 +% (xi642 *% 512)) +% (part641 *% 16)) +% (((mb644 *% 6) +% 4) *% 32)) +% (nb643 *% 16)), t645_c4_0)
+              storeVector(arena, (((((1638656 +% (xi642 *% 512)) +% (part641 *% 16)) +% (((mb644 *% 6) +% 4) *% 32)) +% (nb643 *% 16)) +% 8), t645_c4_1)
+              storeVector(arena, ((((1638656 +% (xi642 *% 512)) +% (part641 *% 16)) +% (((mb644 *% 6) +% 5) *% 32)) +% (nb643 *% 16)), t645_c5_0)
+              storeVector(arena, (((((1638656 +% (xi642 *% 512)) +% (part641 *% 16)) +% (((mb644 *% 6) +% 5) *% 32)) +% (nb643 *% 16)) +% 8), t645_c5_1)
             }
-            var t689_c0_0 = Vector()
-            var t689_c0_1 = Vector()
-            var t689_c1_0 = Vector()
-            var t689_c1_1 = Vector()
-            var t689_c2_0 = Vector()
-            var t689_c2_1 = Vector()
-            var t689_c3_0 = Vector()
-            var t689_c3_1 = Vector()
-            for k690 in 0..<32 {
-              let t689_b0 = loadVector(arena, ((((3303952 +% (xi684 *% 1024)) +% (part683 *% 16)) +% (k690 *% 32)) +% (nb685 *% 16)))
-              let t689_b1 = loadVector(arena, (((((3303952 +% (xi684 *% 1024)) +% (part683 *% 16)) +% (k690 *% 32)) +% (nb685 *% 16)) +% 8))
-              let t689_a0 = Vector(repeating: arena[(((1620224 +% (xi684 *% 512)) +% 384) +% k690)])
-              t689_c0_0 = t689_c0_0.addingProduct(t689_a0, t689_b0)
-              t689_c0_1 = t689_c0_1.addingProduct(t689_a0, t689_b1)
-              let t689_a1 = Vector(repeating: arena[(((1620224 +% (xi684 *% 512)) +% 416) +% k690)])
-              t689_c1_0 = t689_c1_0.addingProduct(t689_a1, t689_b0)
-              t689_c1_1 = t689_c1_1.addingProduct(t689_a1, t689_b1)
-              let t689_a2 = Vector(repeating: arena[(((1620224 +% (xi684 *% 512)) +% 448) +% k690)])
-              t689_c2_0 = t689_c2_0.addingProduct(t689_a2, t689_b0)
-              t689_c2_1 = t689_c2_1.addingProduct(t689_a2, t689_b1)
-              let t689_a3 = Vector(repeating: arena[(((1620224 +% (xi684 *% 512)) +% 480) +% k690)])
-              t689_c3_0 = t689_c3_0.addingProduct(t689_a3, t689_b0)
-              t689_c3_1 = t689_c3_1.addingProduct(t689_a3, t689_b1)
+            var t647_c0_0 = Vector()
+            var t647_c0_1 = Vector()
+            var t647_c1_0 = Vector()
+            var t647_c1_1 = Vector()
+            var t647_c2_0 = Vector()
+            var t647_c2_1 = Vector()
+            var t647_c3_0 = Vector()
+            var t647_c3_1 = Vector()
+            for k648 in 0..<32 {
+              let t647_b0 = loadVector(arena, ((((3303520 +% (xi642 *% 1024)) +% (part641 *% 16)) +% (k648 *% 32)) +% (nb643 *% 16)))
+              let t647_b1 = loadVector(arena, (((((3303520 +% (xi642 *% 1024)) +% (part641 *% 16)) +% (k648 *% 32)) +% (nb643 *% 16)) +% 8))
+              let t647_a0 = Vector(repeating: arena[(((1620224 +% (xi642 *% 512)) +% 384) +% k648)])
+              t647_c0_0 = t647_c0_0.addingProduct(t647_a0, t647_b0)
+              t647_c0_1 = t647_c0_1.addingProduct(t647_a0, t647_b1)
+              let t647_a1 = Vector(repeating: arena[(((1620224 +% (xi642 *% 512)) +% 416) +% k648)])
+              t647_c1_0 = t647_c1_0.addingProduct(t647_a1, t647_b0)
+              t647_c1_1 = t647_c1_1.addingProduct(t647_a1, t647_b1)
+              let t647_a2 = Vector(repeating: arena[(((1620224 +% (xi642 *% 512)) +% 448) +% k648)])
+              t647_c2_0 = t647_c2_0.addingProduct(t647_a2, t647_b0)
+              t647_c2_1 = t647_c2_1.addingProduct(t647_a2, t647_b1)
+              let t647_a3 = Vector(repeating: arena[(((1620224 +% (xi642 *% 512)) +% 480) +% k648)])
+              t647_c3_0 = t647_c3_0.addingProduct(t647_a3, t647_b0)
+              t647_c3_1 = t647_c3_1.addingProduct(t647_a3, t647_b1)
             }
-            storeVector(arena, ((((1638656 +% (xi684 *% 512)) +% (part683 *% 16)) +% 384) +% (nb685 *% 16)), t689_c0_0)
-            storeVector(arena, (((((1638656 +% (xi684 *% 512)) +% (part683 *% 16)) +% 384) +% (nb685 *% 16)) +% 8), t689_c0_1)
-            storeVector(arena, ((((1638656 +% (xi684 *% 512)) +% (part683 *% 16)) +% 416) +% (nb685 *% 16)), t689_c1_0)
-            storeVector(arena, (((((1638656 +% (xi684 *% 512)) +% (part683 *% 16)) +% 416) +% (nb685 *% 16)) +% 8), t689_c1_1)
-            storeVector(arena, ((((1638656 +% (xi684 *% 512)) +% (part683 *% 16)) +% 448) +% (nb685 *% 16)), t689_c2_0)
-            storeVector(arena, (((((1638656 +% (xi684 *% 512)) +% (part683 *% 16)) +% 448) +% (nb685 *% 16)) +% 8), t689_c2_1)
-            storeVector(arena, ((((1638656 +% (xi684 *% 512)) +% (part683 *% 16)) +% 480) +% (nb685 *% 16)), t689_c3_0)
-            storeVector(arena, (((((1638656 +% (xi684 *% 512)) +% (part683 *% 16)) +% 480) +% (nb685 *% 16)) +% 8), t689_c3_1)
+            storeVector(arena, ((((1638656 +% (xi642 *% 512)) +% (part641 *% 16)) +% 384) +% (nb643 *% 16)), t647_c0_0)
+            storeVector(arena, (((((1638656 +% (xi642 *% 512)) +% (part641 *% 16)) +% 384) +% (nb643 *% 16)) +% 8), t647_c0_1)
+            storeVector(arena, ((((1638656 +% (xi642 *% 512)) +% (part641 *% 16)) +% 416) +% (nb643 *% 16)), t647_c1_0)
+            storeVector(arena, (((((1638656 +% (xi642 *% 512)) +% (part641 *% 16)) +% 416) +% (nb643 *% 16)) +% 8), t647_c1_1)
+            storeVector(arena, ((((1638656 +% (xi642 *% 512)) +% (part641 *% 16)) +% 448) +% (nb643 *% 16)), t647_c2_0)
+            storeVector(arena, (((((1638656 +% (xi642 *% 512)) +% (part641 *% 16)) +% 448) +% (nb643 *% 16)) +% 8), t647_c2_1)
+            storeVector(arena, ((((1638656 +% (xi642 *% 512)) +% (part641 *% 16)) +% 480) +% (nb643 *% 16)), t647_c3_0)
+            storeVector(arena, (((((1638656 +% (xi642 *% 512)) +% (part641 *% 16)) +% 480) +% (nb643 *% 16)) +% 8), t647_c3_1)
           }
         }
       }
-      for j692 in 0..<1 {
-        for ty693 in 0..<4 {
-          for tx694 in 0..<4 {
-            for cv695 in 0..<2 {
-              let w696 = ((((loadVector(arena, ((1638656 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) + loadVector(arena, ((1641728 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8))))) + loadVector(arena, ((1644800 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8))))) + loadVector(arena, ((1647872 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8))))) + loadVector(arena, ((1650944 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))))
-              let w697 = ((((loadVector(arena, ((1641728 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1647872 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((1644800 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1650944 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(2))))
-              let w698 = ((((loadVector(arena, ((1641728 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1644800 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((1647872 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((1650944 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(4))))
-              let w699 = (((((loadVector(arena, ((1641728 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1647872 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((1654016 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1644800 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1650944 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(8))))
-              let w700 = ((((loadVector(arena, ((1639168 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) + loadVector(arena, ((1642240 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8))))) + loadVector(arena, ((1645312 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8))))) + loadVector(arena, ((1648384 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8))))) + loadVector(arena, ((1651456 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))))
-              let w701 = ((((loadVector(arena, ((1642240 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1648384 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((1645312 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1651456 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(2))))
-              let w702 = ((((loadVector(arena, ((1642240 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1645312 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((1648384 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((1651456 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(4))))
-              let w703 = (((((loadVector(arena, ((1642240 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1648384 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((1654528 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1645312 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1651456 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(8))))
-              let w704 = ((((loadVector(arena, ((1639680 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) + loadVector(arena, ((1642752 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8))))) + loadVector(arena, ((1645824 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8))))) + loadVector(arena, ((1648896 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8))))) + loadVector(arena, ((1651968 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))))
-              let w705 = ((((loadVector(arena, ((1642752 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1648896 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((1645824 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1651968 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(2))))
-              let w706 = ((((loadVector(arena, ((1642752 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1645824 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((1648896 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((1651968 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(4))))
-              let w707 = (((((loadVector(arena, ((1642752 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1648896 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((1655040 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1645824 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1651968 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(8))))
-              let w708 = ((((loadVector(arena, ((1640192 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) + loadVector(arena, ((1643264 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8))))) + loadVector(arena, ((1646336 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8))))) + loadVector(arena, ((1649408 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8))))) + loadVector(arena, ((1652480 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))))
-              let w709 = ((((loadVector(arena, ((1643264 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1649408 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((1646336 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1652480 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(2))))
-              let w710 = ((((loadVector(arena, ((1643264 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1646336 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((1649408 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((1652480 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(4))))
-              let w711 = (((((loadVector(arena, ((1643264 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1649408 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((1655552 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1646336 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1652480 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(8))))
-              let w712 = ((((loadVector(arena, ((1640704 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) + loadVector(arena, ((1643776 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8))))) + loadVector(arena, ((1646848 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8))))) + loadVector(arena, ((1649920 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8))))) + loadVector(arena, ((1652992 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))))
-              let w713 = ((((loadVector(arena, ((1643776 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1649920 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((1646848 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1652992 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(2))))
-              let w714 = ((((loadVector(arena, ((1643776 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1646848 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((1649920 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((1652992 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(4))))
-              let w715 = (((((loadVector(arena, ((1643776 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1649920 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((1656064 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1646848 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1652992 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(8))))
-              let w716 = ((((loadVector(arena, ((1641216 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) + loadVector(arena, ((1644288 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8))))) + loadVector(arena, ((1647360 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8))))) + loadVector(arena, ((1650432 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8))))) + loadVector(arena, ((1653504 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))))
-              let w717 = ((((loadVector(arena, ((1644288 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1650432 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((1647360 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1653504 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(2))))
-              let w718 = ((((loadVector(arena, ((1644288 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1647360 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((1650432 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((1653504 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(4))))
-              let w719 = (((((loadVector(arena, ((1644288 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1650432 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((1656576 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1647360 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1653504 +% ((((j692 *% 16) +% (ty693 *% 4)) +% tx694) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8)))) * Vector(repeating: Float(8))))
-              let w720 = ((((w696 + w700) + w704) + w708) + w712)
-              let w721 = ((((w700 * Vector(repeating: Float(1))) + (w708 * Vector(repeating: Float(2)))) - (w704 * Vector(repeating: Float(1)))) - (w712 * Vector(repeating: Float(2))))
-              let w722 = ((((w700 * Vector(repeating: Float(1))) + (w704 * Vector(repeating: Float(1)))) + (w708 * Vector(repeating: Float(4)))) + (w712 * Vector(repeating: Float(4))))
-              let w723 = (((((w700 * Vector(repeating: Float(1))) + (w708 * Vector(repeating: Float(8)))) + (w716 * Vector(repeating: Float(1)))) - (w704 * Vector(repeating: Float(1)))) - (w712 * Vector(repeating: Float(8))))
-              let w724 = ((((w697 + w701) + w705) + w709) + w713)
-              let w725 = ((((w701 * Vector(repeating: Float(1))) + (w709 * Vector(repeating: Float(2)))) - (w705 * Vector(repeating: Float(1)))) - (w713 * Vector(repeating: Float(2))))
-              let w726 = ((((w701 * Vector(repeating: Float(1))) + (w705 * Vector(repeating: Float(1)))) + (w709 * Vector(repeating: Float(4)))) + (w713 * Vector(repeating: Float(4))))
-              let w727 = (((((w701 * Vector(repeating: Float(1))) + (w709 * Vector(repeating: Float(8)))) + (w717 * Vector(repeating: Float(1)))) - (w705 * Vector(repeating: Float(1)))) - (w713 * Vector(repeating: Float(8))))
-              let w728 = ((((w698 + w702) + w706) + w710) + w714)
-              let w729 = ((((w702 * Vector(repeating: Float(1))) + (w710 * Vector(repeating: Float(2)))) - (w706 * Vector(repeating: Float(1)))) - (w714 * Vector(repeating: Float(2))))
-              let w730 = ((((w702 * Vector(repeating: Float(1))) + (w706 * Vector(repeating: Float(1)))) + (w710 * Vector(repeating: Float(4)))) + (w714 * Vector(repeating: Float(4))))
-              let w731 = (((((w702 * Vector(repeating: Float(1))) + (w710 * Vector(repeating: Float(8)))) + (w718 * Vector(repeating: Float(1)))) - (w706 * Vector(repeating: Float(1)))) - (w714 * Vector(repeating: Float(8))))
-              let w732 = ((((w699 + w703) + w707) + w711) + w715)
-              let w733 = ((((w703 * Vector(repeating: Float(1))) + (w711 * Vector(repeating: Float(2)))) - (w707 * Vector(repeating: Float(1)))) - (w715 * Vector(repeating: Float(2))))
-              let w734 = ((((w703 * Vector(repeating: Float(1))) + (w707 * Vector(repeating: Float(1)))) + (w711 * Vector(repeating: Float(4)))) + (w715 * Vector(repeating: Float(4))))
-              let w735 = (((((w703 * Vector(repeating: Float(1))) + (w711 * Vector(repeating: Float(8)))) + (w719 * Vector(repeating: Float(1)))) - (w707 * Vector(repeating: Float(1)))) - (w715 * Vector(repeating: Float(8))))
-              storeVector(arena, ((1657088 +% (((((j692 *% 16) +% (ty693 *% 4)) *% 16) +% (tx694 *% 4)) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8))), ((w720 * loadVector(arena, ((part683 *% 16) +% (cv695 *% 8)))) + loadVector(arena, (32 +% ((part683 *% 16) +% (cv695 *% 8))))))
-              storeVector(arena, ((1657088 +% ((((((j692 *% 16) +% (ty693 *% 4)) *% 16) +% (tx694 *% 4)) +% 1) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8))), ((w721 * loadVector(arena, ((part683 *% 16) +% (cv695 *% 8)))) + loadVector(arena, (32 +% ((part683 *% 16) +% (cv695 *% 8))))))
-              storeVector(arena, ((1657088 +% ((((((j692 *% 16) +% (ty693 *% 4)) *% 16) +% (tx694 *% 4)) +% 2) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8))), ((w722 * loadVector(arena, ((part683 *% 16) +% (cv695 *% 8)))) + loadVector(arena, (32 +% ((part683 *% 16) +% (cv695 *% 8))))))
-              storeVector(arena, ((1657088 +% ((((((j692 *% 16) +% (ty693 *% 4)) *% 16) +% (tx694 *% 4)) +% 3) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8))), ((w723 * loadVector(arena, ((part683 *% 16) +% (cv695 *% 8)))) + loadVector(arena, (32 +% ((part683 *% 16) +% (cv695 *% 8))))))
-              storeVector(arena, ((1657088 +% ((((((j692 *% 16) +% (ty693 *% 4)) +% 1) *% 16) +% (tx694 *% 4)) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8))), ((w724 * loadVector(arena, ((part683 *% 16) +% (cv695 *% 8)))) + loadVector(arena, (32 +% ((part683 *% 16) +% (cv695 *% 8))))))
-              storeVector(arena, ((1657088 +% (((((((j692 *% 16) +% (ty693 *% 4)) +% 1) *% 16) +% (tx694 *% 4)) +% 1) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8))), ((w725 * loadVector(arena, ((part683 *% 16) +% (cv695 *% 8)))) + loadVector(arena, (32 +% ((part683 *% 16) +% (cv695 *% 8))))))
-              storeVector(arena, ((1657088 +% (((((((j692 *% 16) +% (ty693 *% 4)) +% 1) *% 16) +% (tx694 *% 4)) +% 2) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8))), ((w726 * loadVector(arena, ((part683 *% 16) +% (cv695 *% 8)))) + loadVector(arena, (32 +% ((part683 *% 16) +% (cv695 *% 8))))))
-              storeVector(arena, ((1657088 +% (((((((j692 *% 16) +% (ty693 *% 4)) +% 1) *% 16) +% (tx694 *% 4)) +% 3) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8))), ((w727 * loadVector(arena, ((part683 *% 16) +% (cv695 *% 8)))) + loadVector(arena, (32 +% ((part683 *% 16) +% (cv695 *% 8))))))
-              storeVector(arena, ((1657088 +% ((((((j692 *% 16) +% (ty693 *% 4)) +% 2) *% 16) +% (tx694 *% 4)) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8))), ((w728 * loadVector(arena, ((part683 *% 16) +% (cv695 *% 8)))) + loadVector(arena, (32 +% ((part683 *% 16) +% (cv695 *% 8))))))
-              storeVector(arena, ((1657088 +% (((((((j692 *% 16) +% (ty693 *% 4)) +% 2) *% 16) +% (tx694 *% 4)) +% 1) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8))), ((w729 * loadVector(arena, ((part683 *% 16) +% (cv695 *% 8)))) + loadVector(arena, (32 +% ((part683 *% 16) +% (cv695 *% 8))))))
-              storeVector(arena, ((1657088 +% (((((((j692 *% 16) +% (ty693 *% 4)) +% 2) *% 16) +% (tx694 *% 4)) +% 2) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8))), ((w730 * loadVector(arena, ((part683 *% 16) +% (cv695 *% 8)))) + loadVector(arena, (32 +% ((part683 *% 16) +% (cv695 *% 8))))))
-              storeVector(arena, ((1657088 +% (((((((j692 *% 16) +% (ty693 *% 4)) +% 2) *% 16) +% (tx694 *% 4)) +% 3) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8))), ((w731 * loadVector(arena, ((part683 *% 16) +% (cv695 *% 8)))) + loadVector(arena, (32 +% ((part683 *% 16) +% (cv695 *% 8))))))
-              storeVector(arena, ((1657088 +% ((((((j692 *% 16) +% (ty693 *% 4)) +% 3) *% 16) +% (tx694 *% 4)) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8))), ((w732 * loadVector(arena, ((part683 *% 16) +% (cv695 *% 8)))) + loadVector(arena, (32 +% ((part683 *% 16) +% (cv695 *% 8))))))
-              storeVector(arena, ((1657088 +% (((((((j692 *% 16) +% (ty693 *% 4)) +% 3) *% 16) +% (tx694 *% 4)) +% 1) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8))), ((w733 * loadVector(arena, ((part683 *% 16) +% (cv695 *% 8)))) + loadVector(arena, (32 +% ((part683 *% 16) +% (cv695 *% 8))))))
-              storeVector(arena, ((1657088 +% (((((((j692 *% 16) +% (ty693 *% 4)) +% 3) *% 16) +% (tx694 *% 4)) +% 2) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8))), ((w734 * loadVector(arena, ((part683 *% 16) +% (cv695 *% 8)))) + loadVector(arena, (32 +% ((part683 *% 16) +% (cv695 *% 8))))))
-              storeVector(arena, ((1657088 +% (((((((j692 *% 16) +% (ty693 *% 4)) +% 3) *% 16) +% (tx694 *% 4)) +% 3) *% 32)) +% ((part683 *% 16) +% (cv695 *% 8))), ((w735 * loadVector(arena, ((part683 *% 16) +% (cv695 *% 8)))) + loadVector(arena, (32 +% ((part683 *% 16) +% (cv695 *% 8))))))
+      for j650 in 0..<1 {
+        for ty651 in 0..<4 {
+          for tx652 in 0..<4 {
+            for cv653 in 0..<2 {
+              let w654 = ((((loadVector(arena, ((1638656 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) + loadVector(arena, ((1641728 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8))))) + loadVector(arena, ((1644800 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8))))) + loadVector(arena, ((1647872 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8))))) + loadVector(arena, ((1650944 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))))
+              let w655 = ((((loadVector(arena, ((1641728 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1647872 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((1644800 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1650944 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(2))))
+              let w656 = ((((loadVector(arena, ((1641728 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1644800 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((1647872 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((1650944 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(4))))
+              let w657 = (((((loadVector(arena, ((1641728 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1647872 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((1654016 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1644800 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1650944 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(8))))
+              let w658 = ((((loadVector(arena, ((1639168 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) + loadVector(arena, ((1642240 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8))))) + loadVector(arena, ((1645312 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8))))) + loadVector(arena, ((1648384 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8))))) + loadVector(arena, ((1651456 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))))
+              let w659 = ((((loadVector(arena, ((1642240 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1648384 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((1645312 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1651456 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(2))))
+              let w660 = ((((loadVector(arena, ((1642240 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1645312 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((1648384 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((1651456 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(4))))
+              let w661 = (((((loadVector(arena, ((1642240 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1648384 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((1654528 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1645312 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1651456 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(8))))
+              let w662 = ((((loadVector(arena, ((1639680 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) + loadVector(arena, ((1642752 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8))))) + loadVector(arena, ((1645824 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8))))) + loadVector(arena, ((1648896 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8))))) + loadVector(arena, ((1651968 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))))
+              let w663 = ((((loadVector(arena, ((1642752 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1648896 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((1645824 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1651968 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(2))))
+              let w664 = ((((loadVector(arena, ((1642752 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1645824 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((1648896 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((1651968 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(4))))
+              let w665 = (((((loadVector(arena, ((1642752 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1648896 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((1655040 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1645824 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1651968 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(8))))
+              let w666 = ((((loadVector(arena, ((1640192 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) + loadVector(arena, ((1643264 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8))))) + loadVector(arena, ((1646336 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8))))) + loadVector(arena, ((1649408 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8))))) + loadVector(arena, ((1652480 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))))
+              let w667 = ((((loadVector(arena, ((1643264 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1649408 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((1646336 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1652480 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(2))))
+              let w668 = ((((loadVector(arena, ((1643264 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1646336 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((1649408 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((1652480 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(4))))
+              let w669 = (((((loadVector(arena, ((1643264 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1649408 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((1655552 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1646336 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1652480 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(8))))
+              let w670 = ((((loadVector(arena, ((1640704 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) + loadVector(arena, ((1643776 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8))))) + loadVector(arena, ((1646848 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8))))) + loadVector(arena, ((1649920 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8))))) + loadVector(arena, ((1652992 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))))
+              let w671 = ((((loadVector(arena, ((1643776 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1649920 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((1646848 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1652992 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(2))))
+              let w672 = ((((loadVector(arena, ((1643776 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1646848 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((1649920 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((1652992 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(4))))
+              let w673 = (((((loadVector(arena, ((1643776 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1649920 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((1656064 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1646848 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1652992 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(8))))
+              let w674 = ((((loadVector(arena, ((1641216 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) + loadVector(arena, ((1644288 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8))))) + loadVector(arena, ((1647360 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8))))) + loadVector(arena, ((1650432 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8))))) + loadVector(arena, ((1653504 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))))
+              let w675 = ((((loadVector(arena, ((1644288 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1650432 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((1647360 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1653504 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(2))))
+              let w676 = ((((loadVector(arena, ((1644288 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1647360 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((1650432 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((1653504 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(4))))
+              let w677 = (((((loadVector(arena, ((1644288 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((1650432 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((1656576 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1647360 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((1653504 +% ((((j650 *% 16) +% (ty651 *% 4)) +% tx652) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8)))) * Vector(repeating: Float(8))))
+              let w678 = ((((w654 + w658) + w662) + w666) + w670)
+              let w679 = ((((w658 * Vector(repeating: Float(1))) + (w666 * Vector(repeating: Float(2)))) - (w662 * Vector(repeating: Float(1)))) - (w670 * Vector(repeating: Float(2))))
+              let w680 = ((((w658 * Vector(repeating: Float(1))) + (w662 * Vector(repeating: Float(1)))) + (w666 * Vector(repeating: Float(4)))) + (w670 * Vector(repeating: Float(4))))
+              let w681 = (((((w658 * Vector(repeating: Float(1))) + (w666 * Vector(repeating: Float(8)))) + (w674 * Vector(repeating: Float(1)))) - (w662 * Vector(repeating: Float(1)))) - (w670 * Vector(repeating: Float(8))))
+              let w682 = ((((w655 + w659) + w663) + w667) + w671)
+              let w683 = ((((w659 * Vector(repeating: Float(1))) + (w667 * Vector(repeating: Float(2)))) - (w663 * Vector(repeating: Float(1)))) - (w671 * Vector(repeating: Float(2))))
+              let w684 = ((((w659 * Vector(repeating: Float(1))) + (w663 * Vector(repeating: Float(1)))) + (w667 * Vector(repeating: Float(4)))) + (w671 * Vector(repeating: Float(4))))
+              let w685 = (((((w659 * Vector(repeating: Float(1))) + (w667 * Vector(repeating: Float(8)))) + (w675 * Vector(repeating: Float(1)))) - (w663 * Vector(repeating: Float(1)))) - (w671 * Vector(repeating: Float(8))))
+              let w686 = ((((w656 + w660) + w664) + w668) + w672)
+              let w687 = ((((w660 * Vector(repeating: Float(1))) + (w668 * Vector(repeating: Float(2)))) - (w664 * Vector(repeating: Float(1)))) - (w672 * Vector(repeating: Float(2))))
+              let w688 = ((((w660 * Vector(repeating: Float(1))) + (w664 * Vector(repeating: Float(1)))) + (w668 * Vector(repeating: Float(4)))) + (w672 * Vector(repeating: Float(4))))
+              let w689 = (((((w660 * Vector(repeating: Float(1))) + (w668 * Vector(repeating: Float(8)))) + (w676 * Vector(repeating: Float(1)))) - (w664 * Vector(repeating: Float(1)))) - (w672 * Vector(repeating: Float(8))))
+              let w690 = ((((w657 + w661) + w665) + w669) + w673)
+              let w691 = ((((w661 * Vector(repeating: Float(1))) + (w669 * Vector(repeating: Float(2)))) - (w665 * Vector(repeating: Float(1)))) - (w673 * Vector(repeating: Float(2))))
+              let w692 = ((((w661 * Vector(repeating: Float(1))) + (w665 * Vector(repeating: Float(1)))) + (w669 * Vector(repeating: Float(4)))) + (w673 * Vector(repeating: Float(4))))
+              let w693 = (((((w661 * Vector(repeating: Float(1))) + (w669 * Vector(repeating: Float(8)))) + (w677 * Vector(repeating: Float(1)))) - (w665 * Vector(repeating: Float(1)))) - (w673 * Vector(repeating: Float(8))))
+              storeVector(arena, ((1657088 +% (((((j650 *% 16) +% (ty651 *% 4)) *% 16) +% (tx652 *% 4)) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8))), ((w678 * loadVector(arena, ((part641 *% 16) +% (cv653 *% 8)))) + loadVector(arena, (32 +% ((part641 *% 16) +% (cv653 *% 8))))))
+              storeVector(arena, ((1657088 +% ((((((j650 *% 16) +% (ty651 *% 4)) *% 16) +% (tx652 *% 4)) +% 1) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8))), ((w679 * loadVector(arena, ((part641 *% 16) +% (cv653 *% 8)))) + loadVector(arena, (32 +% ((part641 *% 16) +% (cv653 *% 8))))))
+              storeVector(arena, ((1657088 +% ((((((j650 *% 16) +% (ty651 *% 4)) *% 16) +% (tx652 *% 4)) +% 2) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8))), ((w680 * loadVector(arena, ((part641 *% 16) +% (cv653 *% 8)))) + loadVector(arena, (32 +% ((part641 *% 16) +% (cv653 *% 8))))))
+              storeVector(arena, ((1657088 +% ((((((j650 *% 16) +% (ty651 *% 4)) *% 16) +% (tx652 *% 4)) +% 3) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8))), ((w681 * loadVector(arena, ((part641 *% 16) +% (cv653 *% 8)))) + loadVector(arena, (32 +% ((part641 *% 16) +% (cv653 *% 8))))))
+              storeVector(arena, ((1657088 +% ((((((j650 *% 16) +% (ty651 *% 4)) +% 1) *% 16) +% (tx652 *% 4)) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8))), ((w682 * loadVector(arena, ((part641 *% 16) +% (cv653 *% 8)))) + loadVector(arena, (32 +% ((part641 *% 16) +% (cv653 *% 8))))))
+              storeVector(arena, ((1657088 +% (((((((j650 *% 16) +% (ty651 *% 4)) +% 1) *% 16) +% (tx652 *% 4)) +% 1) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8))), ((w683 * loadVector(arena, ((part641 *% 16) +% (cv653 *% 8)))) + loadVector(arena, (32 +% ((part641 *% 16) +% (cv653 *% 8))))))
+              storeVector(arena, ((1657088 +% (((((((j650 *% 16) +% (ty651 *% 4)) +% 1) *% 16) +% (tx652 *% 4)) +% 2) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8))), ((w684 * loadVector(arena, ((part641 *% 16) +% (cv653 *% 8)))) + loadVector(arena, (32 +% ((part641 *% 16) +% (cv653 *% 8))))))
+              storeVector(arena, ((1657088 +% (((((((j650 *% 16) +% (ty651 *% 4)) +% 1) *% 16) +% (tx652 *% 4)) +% 3) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8))), ((w685 * loadVector(arena, ((part641 *% 16) +% (cv653 *% 8)))) + loadVector(arena, (32 +% ((part641 *% 16) +% (cv653 *% 8))))))
+              storeVector(arena, ((1657088 +% ((((((j650 *% 16) +% (ty651 *% 4)) +% 2) *% 16) +% (tx652 *% 4)) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8))), ((w686 * loadVector(arena, ((part641 *% 16) +% (cv653 *% 8)))) + loadVector(arena, (32 +% ((part641 *% 16) +% (cv653 *% 8))))))
+              storeVector(arena, ((1657088 +% (((((((j650 *% 16) +% (ty651 *% 4)) +% 2) *% 16) +% (tx652 *% 4)) +% 1) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8))), ((w687 * loadVector(arena, ((part641 *% 16) +% (cv653 *% 8)))) + loadVector(arena, (32 +% ((part641 *% 16) +% (cv653 *% 8))))))
+              storeVector(arena, ((1657088 +% (((((((j650 *% 16) +% (ty651 *% 4)) +% 2) *% 16) +% (tx652 *% 4)) +% 2) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8))), ((w688 * loadVector(arena, ((part641 *% 16) +% (cv653 *% 8)))) + loadVector(arena, (32 +% ((part641 *% 16) +% (cv653 *% 8))))))
+              storeVector(arena, ((1657088 +% (((((((j650 *% 16) +% (ty651 *% 4)) +% 2) *% 16) +% (tx652 *% 4)) +% 3) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8))), ((w689 * loadVector(arena, ((part641 *% 16) +% (cv653 *% 8)))) + loadVector(arena, (32 +% ((part641 *% 16) +% (cv653 *% 8))))))
+              storeVector(arena, ((1657088 +% ((((((j650 *% 16) +% (ty651 *% 4)) +% 3) *% 16) +% (tx652 *% 4)) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8))), ((w690 * loadVector(arena, ((part641 *% 16) +% (cv653 *% 8)))) + loadVector(arena, (32 +% ((part641 *% 16) +% (cv653 *% 8))))))
+              storeVector(arena, ((1657088 +% (((((((j650 *% 16) +% (ty651 *% 4)) +% 3) *% 16) +% (tx652 *% 4)) +% 1) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8))), ((w691 * loadVector(arena, ((part641 *% 16) +% (cv653 *% 8)))) + loadVector(arena, (32 +% ((part641 *% 16) +% (cv653 *% 8))))))
+              storeVector(arena, ((1657088 +% (((((((j650 *% 16) +% (ty651 *% 4)) +% 3) *% 16) +% (tx652 *% 4)) +% 2) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8))), ((w692 * loadVector(arena, ((part641 *% 16) +% (cv653 *% 8)))) + loadVector(arena, (32 +% ((part641 *% 16) +% (cv653 *% 8))))))
+              storeVector(arena, ((1657088 +% (((((((j650 *% 16) +% (ty651 *% 4)) +% 3) *% 16) +% (tx652 *% 4)) +% 3) *% 32)) +% ((part641 *% 16) +% (cv653 *% 8))), ((w693 * loadVector(arena, ((part641 *% 16) +% (cv653 *% 8)))) + loadVector(arena, (32 +% ((part641 *% 16) +% (cv653 *% 8))))))
             }
           }
         }
       }
-      for j736 in 0..<1 {
-        for q737 in 0..<256 {
-          for c738 in 0..<16 {
-            arena[(1048704 +% (((((g602 +% j736) *% 256) +% q737) *% 32) +% ((part683 *% 16) +% c738)))] = ((arena[((1657088 +% (((j736 *% 256) +% q737) *% 32)) +% ((part683 *% 16) +% c738))] + arena[(524416 +% (((((g602 +% j736) *% 256) +% q737) *% 32) +% ((part683 *% 16) +% c738)))]) > Float(0) ? (arena[((1657088 +% (((j736 *% 256) +% q737) *% 32)) +% ((part683 *% 16) +% c738))] + arena[(524416 +% (((((g602 +% j736) *% 256) +% q737) *% 32) +% ((part683 *% 16) +% c738)))]) : Float(0))
+      for j694 in 0..<1 {
+        for q695 in 0..<256 {
+          for c696 in 0..<16 {
+            arena[(1048704 +% (((((g560 +% j694) *% 256) +% q695) *% 32) +% ((part641 *% 16) +% c696)))] = ((arena[((1657088 +% (((j694 *% 256) +% q695) *% 32)) +% ((part641 *% 16) +% c696))] + arena[(524416 +% (((((g560 +% j694) *% 256) +% q695) *% 32) +% ((part641 *% 16) +% c696)))]) > Float(0) ? (arena[((1657088 +% (((j694 *% 256) +% q695) *% 32)) +% ((part641 *% 16) +% c696))] + arena[(524416 +% (((((g560 +% j694) *% 256) +% q695) *% 32) +% ((part641 *% 16) +% c696)))]) : Float(0))
           }
         }
       }
     }
   }
   // s3_bn1 = batchnorm_fold()
-  for c739 in 0..<8 {
-    let scale740_v = (loadVector(params, ((c739 *% 8) +% 38096)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c739 *% 8) +% 78394)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
-    storeVector(arena, (c739 *% 8), scale740_v)
-    storeVector(arena, ((c739 *% 8) +% 64), (loadVector(params, ((c739 *% 8) +% 38160)) - (loadVector(params, ((c739 *% 8) +% 78330)) * scale740_v)))
+  for c697 in 0..<8 {
+    let scale698_v = (loadVector(params, ((c697 *% 8) +% 38096)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c697 *% 8) +% 78394)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
+    storeVector(arena, (c697 *% 8), scale698_v)
+    storeVector(arena, ((c697 *% 8) +% 64), (loadVector(params, ((c697 *% 8) +% 38160)) - (loadVector(params, ((c697 *% 8) +% 78330)) * scale698_v)))
   }
   // s3_conv1 = conv2d_relu(s2_conv2, s3_bn1)
-  parallelFor(pool, 2) { part751 in
-    for oy752 in 0..<32 {
-      for oy753 in 0..<8 {
-        for ky754 in 0..<3 {
-          if (-1 < (((((((oy752 +% (part751 *% 32)) % 1) *% 8) +% oy753) *% 2) +% ky754) +% -1) && (((((((oy752 +% (part751 *% 32)) % 1) *% 8) +% oy753) *% 2) +% ky754) +% -1) < 16) {
-            for ox755 in 0..<1 {
-              for c756 in 0..<4 {
-                storeVector(arena, ((c756 *% 8) +% (((262272 +% (part751 *% 18432)) +% (((oy753 *% 8) +% ox755) *% 288)) +% (ky754 *% 96))), Vector(repeating: Float(0)))
+  parallelFor(pool, 2) { part709 in
+    for oy710 in 0..<32 {
+      for oy711 in 0..<8 {
+        for ky712 in 0..<3 {
+          if (-1 < (((((((oy710 +% (part709 *% 32)) % 1) *% 8) +% oy711) *% 2) +% ky712) +% -1) && (((((((oy710 +% (part709 *% 32)) % 1) *% 8) +% oy711) *% 2) +% ky712) +% -1) < 16) {
+            for ox713 in 0..<1 {
+              for c714 in 0..<4 {
+                storeVector(arena, ((c714 *% 8) +% (((262272 +% (part709 *% 18432)) +% (((oy711 *% 8) +% ox713) *% 288)) +% (ky712 *% 96))), Vector(repeating: Float(0)))
               }
             }
-            for ox757 in 0..<7 {
-              for c758 in 0..<4 {
-                storeVector(arena, ((c758 *% 8) +% (((262272 +% (part751 *% 18432)) +% (((oy753 *% 8) +% (ox757 +% 1)) *% 288)) +% (ky754 *% 96))), loadVector(arena, ((c758 *% 8) +% (1048704 +% (((((((oy752 +% (part751 *% 32)) / 1) *% 16) +% (((((((oy752 +% (part751 *% 32)) % 1) *% 8) +% oy753) *% 2) +% ky754) +% -1)) *% 16) +% (((ox757 +% 1) *% 2) +% -1)) *% 32)))))
+            for ox715 in 0..<7 {
+              for c716 in 0..<4 {
+                storeVector(arena, ((c716 *% 8) +% (((262272 +% (part709 *% 18432)) +% (((oy711 *% 8) +% (ox715 +% 1)) *% 288)) +% (ky712 *% 96))), loadVector(arena, ((c716 *% 8) +% (1048704 +% (((((((oy710 +% (part709 *% 32)) / 1) *% 16) +% (((((((oy710 +% (part709 *% 32)) % 1) *% 8) +% oy711) *% 2) +% ky712) +% -1)) *% 16) +% (((ox715 +% 1) *% 2) +% -1)) *% 32)))))
               }
             }
-            for ox759 in 0..<8 {
-              for c760 in 0..<32 {
-                arena[((((262272 +% (part751 *% 18432)) +% (((oy753 *% 8) +% ox759) *% 288)) +% (c760 +% 32)) +% (ky754 *% 96))] = arena[((1048704 +% (((((((oy752 +% (part751 *% 32)) / 1) *% 16) +% (((((((oy752 +% (part751 *% 32)) % 1) *% 8) +% oy753) *% 2) +% ky754) +% -1)) *% 16) +% (ox759 *% 2)) *% 32)) +% c760)]
+            for ox717 in 0..<8 {
+              for c718 in 0..<32 {
+                arena[((((262272 +% (part709 *% 18432)) +% (((oy711 *% 8) +% ox717) *% 288)) +% (c718 +% 32)) +% (ky712 *% 96))] = arena[((1048704 +% (((((((oy710 +% (part709 *% 32)) / 1) *% 16) +% (((((((oy710 +% (part709 *% 32)) % 1) *% 8) +% oy711) *% 2) +% ky712) +% -1)) *% 16) +% (ox717 *% 2)) *% 32)) +% c718)]
               }
             }
-            for ox761 in 0..<8 {
-              for c762 in 0..<32 {
-                arena[((((262272 +% (part751 *% 18432)) +% (((oy753 *% 8) +% ox761) *% 288)) +% (c762 +% 64)) +% (ky754 *% 96))] = arena[((1048704 +% (((((((oy752 +% (part751 *% 32)) / 1) *% 16) +% (((((((oy752 +% (part751 *% 32)) % 1) *% 8) +% oy753) *% 2) +% ky754) +% -1)) *% 16) +% ((ox761 *% 2) +% 1)) *% 32)) +% c762)]
-              }
-            }
-          }
-          if (((((((oy752 +% (part751 *% 32)) % 1) *% 8) +% oy753) *% 2) +% ky754) +% -1) < 0 {
-            for ox763 in 0..<8 {
-              for c764 in 0..<4 {
-                storeVector(arena, ((c764 *% 8) +% (((262272 +% (part751 *% 18432)) +% (((oy753 *% 8) +% ox763) *% 288)) +% (ky754 *% 96))), Vector(repeating: Float(0)))
-              }
-            }
-            for ox765 in 0..<8 {
-              for c766 in 0..<32 {
-                arena[((((262272 +% (part751 *% 18432)) +% (((oy753 *% 8) +% ox765) *% 288)) +% (c766 +% 32)) +% (ky754 *% 96))] = Float(0)
-              }
-            }
-            for ox767 in 0..<8 {
-              for c768 in 0..<32 {
-                arena[((((262272 +% (part751 *% 18432)) +% (((oy753 *% 8) +% ox767) *% 288)) +% (c768 +% 64)) +% (ky754 *% 96))] = Float(0)
+            for ox719 in 0..<8 {
+              for c720 in 0..<32 {
+                arena[((((262272 +% (part709 *% 18432)) +% (((oy711 *% 8) +% ox719) *% 288)) +% (c720 +% 64)) +% (ky712 *% 96))] = arena[((1048704 +% (((((((oy710 +% (part709 *% 32)) / 1) *% 16) +% (((((((oy710 +% (part709 *% 32)) % 1) *% 8) +% oy711) *% 2) +% ky712) +% -1)) *% 16) +% ((ox719 *% 2) +% 1)) *% 32)) +% c720)]
               }
             }
           }
-          if 15 < (((((((oy752 +% (part751 *% 32)) % 1) *% 8) +% oy753) *% 2) +% ky754) +% -1) {
-            for ox769 in 0..<8 {
-              for c770 in 0..<4 {
-                storeVector(arena, ((c770 *% 8) +% (((262272 +% (part751 *% 18432)) +% (((oy753 *% 8) +% ox769) *% 288)) +% (ky754 *% 96))), Vector(repeating: Float(0)))
+          if (((((((oy710 +% (part709 *% 32)) % 1) *% 8) +% oy711) *% 2) +% ky712) +% -1) < 0 {
+            for ox721 in 0..<8 {
+              for c722 in 0..<4 {
+                storeVector(arena, ((c722 *% 8) +% (((262272 +% (part709 *% 18432)) +% (((oy711 *% 8) +% ox721) *% 288)) +% (ky712 *% 96))), Vector(repeating: Float(0)))
               }
             }
-            for ox771 in 0..<8 {
-              for c772 in 0..<32 {
-                arena[((((262272 +% (part751 *% 18432)) +% (((oy753 *% 8) +% ox771) *% 288)) +% (c772 +% 32)) +% (ky754 *% 96))] = Float(0)
+            for ox723 in 0..<8 {
+              for c724 in 0..<32 {
+                arena[((((262272 +% (part709 *% 18432)) +% (((oy711 *% 8) +% ox723) *% 288)) +% (c724 +% 32)) +% (ky712 *% 96))] = Float(0)
               }
             }
-            for ox773 in 0..<8 {
-              for c774 in 0..<32 {
-                arena[((((262272 +% (part751 *% 18432)) +% (((oy753 *% 8) +% ox773) *% 288)) +% (c774 +% 64)) +% (ky754 *% 96))] = Float(0)
+            for ox725 in 0..<8 {
+              for c726 in 0..<32 {
+                arena[((((262272 +% (part709 *% 18432)) +% (((oy711 *% 8) +% ox725) *% 288)) +% (c726 +% 64)) +% (ky712 *% 96))] = Float(0)
+              }
+            }
+          }
+          if 15 < (((((((oy710 +% (part709 *% 32)) % 1) *% 8) +% oy711) *% 2) +% ky712) +% -1) {
+            for ox727 in 0..<8 {
+              for c728 in 0..<4 {
+                storeVector(arena, ((c728 *% 8) +% (((262272 +% (part709 *% 18432)) +% (((oy711 *% 8) +% ox727) *% 288)) +% (ky712 *% 96))), Vector(repeating: Float(0)))
+              }
+            }
+            for ox729 in 0..<8 {
+              for c730 in 0..<32 {
+                arena[((((262272 +% (part709 *% 18432)) +% (((oy711 *% 8) +% ox729) *% 288)) +% (c730 +% 32)) +% (ky712 *% 96))] = Float(0)
+              }
+            }
+            for ox731 in 0..<8 {
+              for c732 in 0..<32 {
+                arena[((((262272 +% (part709 *% 18432)) +% (((oy711 *% 8) +% ox731) *% 288)) +% (c732 +% 64)) +% (ky712 *% 96))] = Float(0)
               }
             }
           }
         }
       }
-      do {  // gemm798
-        for nb775 in 0..<2 {
-          for mb776 in 0..<16 {
-            var t777_c0_0 = Vector()
-            var t777_c0_1 = Vector()
-            var t777_c0_2 = Vector()
-            var t777_c1_0 = Vector()
-            var t777_c1_1 = Vector()
-            var t777_c1_2 = Vector()
-            var t777_c2_0 = Vector()
-            var t777_c2_1 = Vector()
-            var t777_c2_2 = Vector()
-            var t777_c3_0 = Vector()
-            var t777_c3_1 = Vector()
-            var t777_c3_2 = Vector()
-            for k778 in 0..<288 {
-              let t777_b0 = loadVector(arena, ((3340816 +% ((nb775 *% 24) *% 288)) +% (k778 *% 24)))
-              let t777_b1 = loadVector(arena, (((3340816 +% ((nb775 *% 24) *% 288)) +% (k778 *% 24)) +% 8))
-              let t777_b2 = loadVector(arena, (((3340816 +% ((nb775 *% 24) *% 288)) +% (k778 *% 24)) +% 16))
-              let t777_a0 = Vector(repeating: arena[(((262272 +% (part751 *% 18432)) +% ((mb776 *% 4) *% 288)) +% k778)])
-              t777_c0_0 = t777_c0_0.addingProduct(t777_a0, t777_b0)
-              t777_c0_1 = t777_c0_1.addingProduct(t777_a0, t777_b1)
-              t777_c0_2 = t777_c0_2.addingProduct(t777_a0, t777_b2)
-              let t777_a1 = Vector(repeating: arena[(((262272 +% (part751 *% 18432)) +% (((mb776 *% 4) +% 1) *% 288)) +% k778)])
-              t777_c1_0 = t777_c1_0.addingProduct(t777_a1, t777_b0)
-              t777_c1_1 = t777_c1_1.addingProduct(t777_a1, t777_b1)
-              t777_c1_2 = t777_c1_2.addingProduct(t777_a1, t777_b2)
-              let t777_a2 = Vector(repeating: arena[(((262272 +% (part751 *% 18432)) +% (((mb776 *% 4) +% 2) *% 288)) +% k778)])
-              t777_c2_0 = t777_c2_0.addingProduct(t777_a2, t777_b0)
-              t777_c2_1 = t777_c2_1.addingProduct(t777_a2, t777_b1)
-              t777_c2_2 = t777_c2_2.addingProduct(t777_a2, t777_b2)
-              let t777_a3 = Vector(repeating: arena[(((262272 +% (part751 *% 18432)) +% (((mb776 *% 4) +% 3) *% 288)) +% k778)])
-              t777_c3_0 = t777_c3_0.addingProduct(t777_a3, t777_b0)
-              t777_c3_1 = t777_c3_1.addingProduct(t777_a3, t777_b1)
-              t777_c3_2 = t777_c3_2.addingProduct(t777_a3, t777_b2)
+      do {  // gemm756
+        for nb733 in 0..<2 {
+          for mb734 in 0..<16 {
+            var t735_c0_0 = Vector()
+            var t735_c0_1 = Vector()
+            var t735_c0_2 = Vector()
+            var t735_c1_0 = Vector()
+            var t735_c1_1 = Vector()
+            var t735_c1_2 = Vector()
+            var t735_c2_0 = Vector()
+            var t735_c2_1 = Vector()
+            var t735_c2_2 = Vector()
+            var t735_c3_0 = Vector()
+            var t735_c3_1 = Vector()
+            var t735_c3_2 = Vector()
+            for k736 in 0..<288 {
+              let t735_b0 = loadVector(arena, ((3340384 +% ((nb733 *% 24) *% 288)) +% (k736 *% 24)))
+              let t735_b1 = loadVector(arena, (((3340384 +% ((nb733 *% 24) *% 288)) +% (k736 *% 24)) +% 8))
+              let t735_b2 = loadVector(arena, (((3340384 +% ((nb733 *% 24) *% 288)) +% (k736 *% 24)) +% 16))
+              let t735_a0 = Vector(repeating: arena[(((262272 +% (part709 *% 18432)) +% ((mb734 *% 4) *% 288)) +% k736)])
+              t735_c0_0 = t735_c0_0.addingProduct(t735_a0, t735_b0)
+              t735_c0_1 = t735_c0_1.addingProduct(t735_a0, t735_b1)
+              t735_c0_2 = t735_c0_2.addingProduct(t735_a0, t735_b2)
+              let t735_a1 = Vector(repeating: arena[(((262272 +% (part709 *% 18432)) +% (((mb734 *% 4) +% 1) *% 288)) +% k736)])
+              t735_c1_0 = t735_c1_0.addingProduct(t735_a1, t735_b0)
+              t735_c1_1 = t735_c1_1.addingProduct(t735_a1, t735_b1)
+              t735_c1_2 = t735_c1_2.addingProduct(t735_a1, t735_b2)
+              let t735_a2 = Vector(repeating: arena[(((262272 +% (part709 *% 18432)) +% (((mb734 *% 4) +% 2) *% 288)) +% k736)])
+              t735_c2_0 = t735_c2_0.addingProduct(t735_a2, t735_b0)
+              t735_c2_1 = t735_c2_1.addingProduct(t735_a2, t735_b1)
+              t735_c2_2 = t735_c2_2.addingProduct(t735_a2, t735_b2)
+              let t735_a3 = Vector(repeating: arena[(((262272 +% (part709 *% 18432)) +% (((mb734 *% 4) +% 3) *% 288)) +% k736)])
+              t735_c3_0 = t735_c3_0.addingProduct(t735_a3, t735_b0)
+              t735_c3_1 = t735_c3_1.addingProduct(t735_a3, t735_b1)
+              t735_c3_2 = t735_c3_2.addingProduct(t735_a3, t735_b2)
             }
-            storeVector(arena, (((128 +% (((((oy752 +% (part751 *% 32)) / 1) *% 64) +% ((((oy752 +% (part751 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% ((mb776 *% 4) *% 64)) +% (nb775 *% 24)), t777_c0_0)
-            storeVector(arena, ((((128 +% (((((oy752 +% (part751 *% 32)) / 1) *% 64) +% ((((oy752 +% (part751 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% ((mb776 *% 4) *% 64)) +% (nb775 *% 24)) +% 8), t777_c0_1)
-            storeVector(arena, ((((128 +% (((((oy752 +% (part751 *% 32)) / 1) *% 64) +% ((((oy752 +% (part751 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% ((mb776 *% 4) *% 64)) +% (nb775 *% 24)) +% 16), t777_c0_2)
-            storeVector(arena, (((128 +% (((((oy752 +% (part751 *% 32)) / 1) *% 64) +% ((((oy752 +% (part751 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb776 *% 4) +% 1) *% 64)) +% (nb775 *% 24)), t777_c1_0)
-            storeVector(arena, ((((128 +% (((((oy752 +% (part751 *% 32)) / 1) *% 64) +% ((((oy752 +% (part751 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb776 *% 4) +% 1) *% 64)) +% (nb775 *% 24)) +% 8), t777_c1_1)
-            storeVector(arena, ((((128 +% (((((oy752 +% (part751 *% 32)) / 1) *% 64) +% ((((oy752 +% (part751 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb776 *% 4) +% 1) *% 64)) +% (nb775 *% 24)) +% 16), t777_c1_2)
-            storeVector(arena, (((128 +% (((((oy752 +% (part751 *% 32)) / 1) *% 64) +% ((((oy752 +% (part751 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb776 *% 4) +% 2) *% 64)) +% (nb775 *% 24)), t777_c2_0)
-            storeVector(arena, ((((128 +% (((((oy752 +% (part751 *% 32)) / 1) *% 64) +% ((((oy752 +% (part751 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb776 *% 4) +% 2) *% 64)) +% (nb775 *% 24)) +% 8), t777_c2_1)
-            storeVector(arena, ((((128 +% (((((oy752 +% (part751 *% 32)) / 1) *% 64) +% ((((oy752 +% (part751 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb776 *% 4) +% 2) *% 64)) +% (nb775 *% 24)) +% 16), t777_c2_2)
-            storeVector(arena, (((128 +% (((((oy752 +% (part751 *% 32)) / 1) *% 64) +% ((((oy752 +% (part751 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb776 *% 4) +% 3) *% 64)) +% (nb775 *% 24)), t777_c3_0)
-            storeVector(arena, ((((128 +% (((((oy752 +% (part751 *% 32)) / 1) *% 64) +% ((((oy752 +% (part751 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb776 *% 4) +% 3) *% 64)) +% (nb775 *% 24)) +% 8), t777_c3_1)
-            storeVector(arena, ((((128 +% (((((oy752 +% (part751 *% 32)) / 1) *% 64) +% ((((oy752 +% (part751 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb776 *% 4) +% 3) *% 64)) +% (nb775 *% 24)) +% 16), t777_c3_2)
-            for i779 in 0..<24 {
-              var t780: Float = ((arena[((((128 +% (((((oy752 +% (part751 *% 32)) / 1) *% 64) +% ((((oy752 +% (part751 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% ((mb776 *% 4) *% 64)) +% (nb775 *% 24)) +% i779)] * arena[((nb775 *% 24) +% i779)]) + arena[(64 +% ((nb775 *% 24) +% i779))])
-              arena[((((128 +% (((((oy752 +% (part751 *% 32)) / 1) *% 64) +% ((((oy752 +% (part751 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% ((mb776 *% 4) *% 64)) +% (nb775 *% 24)) +% i779)] = (t780 > Float(0) ? t780 : Float(0))
+            storeVector(arena, (((128 +% (((((oy710 +% (part709 *% 32)) / 1) *% 64) +% ((((oy710 +% (part709 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% ((mb734 *% 4) *% 64)) +% (nb733 *% 24)), t735_c0_0)
+            storeVector(arena, ((((128 +% (((((oy710 +% (part709 *% 32)) / 1) *% 64) +% ((((oy710 +% (part709 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% ((mb734 *% 4) *% 64)) +% (nb733 *% 24)) +% 8), t735_c0_1)
+            storeVector(arena, ((((128 +% (((((oy710 +% (part709 *% 32)) / 1) *% 64) +% ((((oy710 +% (part709 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% ((mb734 *% 4) *% 64)) +% (nb733 *% 24)) +% 16), t735_c0_2)
+            storeVector(arena, (((128 +% (((((oy710 +% (part709 *% 32)) / 1) *% 64) +% ((((oy710 +% (part709 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb734 *% 4) +% 1) *% 64)) +% (nb733 *% 24)), t735_c1_0)
+            storeVector(arena, ((((128 +% (((((oy710 +% (part709 *% 32)) / 1) *% 64) +% ((((oy710 +% (part709 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb734 *% 4) +% 1) *% 64)) +% (nb733 *% 24)) +% 8), t735_c1_1)
+            storeVector(arena, ((((128 +% (((((oy710 +% (part709 *% 32)) / 1) *% 64) +% ((((oy710 +% (part709 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb734 *% 4) +% 1) *% 64)) +% (nb733 *% 24)) +% 16), t735_c1_2)
+            storeVector(arena, (((128 +% (((((oy710 +% (part709 *% 32)) / 1) *% 64) +% ((((oy710 +% (part709 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb734 *% 4) +% 2) *% 64)) +% (nb733 *% 24)), t735_c2_0)
+            storeVector(arena, ((((128 +% (((((oy710 +% (part709 *% 32)) / 1) *% 64) +% ((((oy710 +% (part709 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb734 *% 4) +% 2) *% 64)) +% (nb733 *% 24)) +% 8), t735_c2_1)
+            storeVector(arena, ((((128 +% (((((oy710 +% (part709 *% 32)) / 1) *% 64) +% ((((oy710 +% (part709 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb734 *% 4) +% 2) *% 64)) +% (nb733 *% 24)) +% 16), t735_c2_2)
+            storeVector(arena, (((128 +% (((((oy710 +% (part709 *% 32)) / 1) *% 64) +% ((((oy710 +% (part709 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb734 *% 4) +% 3) *% 64)) +% (nb733 *% 24)), t735_c3_0)
+            storeVector(arena, ((((128 +% (((((oy710 +% (part709 *% 32)) / 1) *% 64) +% ((((oy710 +% (part709 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb734 *% 4) +% 3) *% 64)) +% (nb733 *% 24)) +% 8), t735_c3_1)
+            storeVector(arena, ((((128 +% (((((oy710 +% (part709 *% 32)) / 1) *% 64) +% ((((oy710 +% (part709 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb734 *% 4) +% 3) *% 64)) +% (nb733 *% 24)) +% 16), t735_c3_2)
+            for i737 in 0..<24 {
+              var t738: Float = ((arena[((((128 +% (((((oy710 +% (part709 *% 32)) / 1) *% 64) +% ((((oy710 +% (part709 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% ((mb734 *% 4) *% 64)) +% (nb733 *% 24)) +% i737)] * arena[((nb733 *% 24) +% i737)]) + arena[(64 +% ((nb733 *% 24) +% i737))])
+              arena[((((128 +% (((((oy710 +% (part709 *% 32)) / 1) *% 64) +% ((((oy710 +% (part709 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% ((mb734 *% 4) *% 64)) +% (nb733 *% 24)) +% i737)] = (t738 > Float(0) ? t738 : Float(0))
             }
-            for i781 in 0..<24 {
-              var t782: Float = ((arena[((((128 +% (((((oy752 +% (part751 *% 32)) / 1) *% 64) +% ((((oy752 +% (part751 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb776 *% 4) +% 1) *% 64)) +% (nb775 *% 24)) +% i781)] * arena[((nb775 *% 24) +% i781)]) + arena[(64 +% ((nb775 *% 24) +% i781))])
-              arena[((((128 +% (((((oy752 +% (part751 *% 32)) / 1) *% 64) +% ((((oy752 +% (part751 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb776 *% 4) +% 1) *% 64)) +% (nb775 *% 24)) +% i781)] = (t782 > Float(0) ? t782 : Float(0))
+            for i739 in 0..<24 {
+              var t740: Float = ((arena[((((128 +% (((((oy710 +% (part709 *% 32)) / 1) *% 64) +% ((((oy710 +% (part709 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb734 *% 4) +% 1) *% 64)) +% (nb733 *% 24)) +% i739)] * arena[((nb733 *% 24) +% i739)]) + arena[(64 +% ((nb733 *% 24) +% i739))])
+              arena[((((128 +% (((((oy710 +% (part709 *% 32)) / 1) *% 64) +% ((((oy710 +% (part709 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb734 *% 4) +% 1) *% 64)) +% (nb733 *% 24)) +% i739)] = (t740 > Float(0) ? t740 : Float(0))
             }
-            for i783 in 0..<24 {
-              var t784: Float = ((arena[((((128 +% (((((oy752 +% (part751 *% 32)) / 1) *% 64) +% ((((oy752 +% (part751 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb776 *% 4) +% 2) *% 64)) +% (nb775 *% 24)) +% i783)] * arena[((nb775 *% 24) +% i783)]) + arena[(64 +% ((nb775 *% 24) +% i783))])
-              arena[((((128 +% (((((oy752 +% (part751 *% 32)) / 1) *% 64) +% ((((oy752 +% (part751 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb776 *% 4) +% 2) *% 64)) +% (nb775 *% 24)) +% i783)] = (t784 > Float(0) ? t784 : Float(0))
+            for i741 in 0..<24 {
+              var t742: Float = ((arena[((((128 +% (((((oy710 +% (part709 *% 32)) / 1) *% 64) +% ((((oy710 +% (part709 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb734 *% 4) +% 2) *% 64)) +% (nb733 *% 24)) +% i741)] * arena[((nb733 *% 24) +% i741)]) + arena[(64 +% ((nb733 *% 24) +% i741))])
+              arena[((((128 +% (((((oy710 +% (part709 *% 32)) / 1) *% 64) +% ((((oy710 +% (part709 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb734 *% 4) +% 2) *% 64)) +% (nb733 *% 24)) +% i741)] = (t742 > Float(0) ? t742 : Float(0))
             }
-            for i785 in 0..<24 {
-              var t786: Float = ((arena[((((128 +% (((((oy752 +% (part751 *% 32)) / 1) *% 64) +% ((((oy752 +% (part751 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb776 *% 4) +% 3) *% 64)) +% (nb775 *% 24)) +% i785)] * arena[((nb775 *% 24) +% i785)]) + arena[(64 +% ((nb775 *% 24) +% i785))])
-              arena[((((128 +% (((((oy752 +% (part751 *% 32)) / 1) *% 64) +% ((((oy752 +% (part751 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb776 *% 4) +% 3) *% 64)) +% (nb775 *% 24)) +% i785)] = (t786 > Float(0) ? t786 : Float(0))
+            for i743 in 0..<24 {
+              var t744: Float = ((arena[((((128 +% (((((oy710 +% (part709 *% 32)) / 1) *% 64) +% ((((oy710 +% (part709 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb734 *% 4) +% 3) *% 64)) +% (nb733 *% 24)) +% i743)] * arena[((nb733 *% 24) +% i743)]) + arena[(64 +% ((nb733 *% 24) +% i743))])
+              arena[((((128 +% (((((oy710 +% (part709 *% 32)) / 1) *% 64) +% ((((oy710 +% (part709 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb734 *% 4) +% 3) *% 64)) +% (nb733 *% 24)) +% i743)] = (t744 > Float(0) ? t744 : Float(0))
             }
           }
         }
-        for mb787 in 0..<16 {
-          var t788_c0_0 = Vector()
-          var t788_c0_1 = Vector()
-          var t788_c1_0 = Vector()
-          var t788_c1_1 = Vector()
-          var t788_c2_0 = Vector()
-          var t788_c2_1 = Vector()
-          var t788_c3_0 = Vector()
-          var t788_c3_1 = Vector()
-          for k789 in 0..<288 {
-            let t788_b0 = loadVector(arena, (3354640 +% (k789 *% 24)))
-            let t788_b1 = loadVector(arena, ((3354640 +% (k789 *% 24)) +% 8))
-            let t788_a0 = Vector(repeating: arena[(((262272 +% (part751 *% 18432)) +% ((mb787 *% 4) *% 288)) +% k789)])
-            t788_c0_0 = t788_c0_0.addingProduct(t788_a0, t788_b0)
-            t788_c0_1 = t788_c0_1.addingProduct(t788_a0, t788_b1)
-            let t788_a1 = Vector(repeating: arena[(((262272 +% (part751 *% 18432)) +% (((mb787 *% 4) +% 1) *% 288)) +% k789)])
-            t788_c1_0 = t788_c1_0.addingProduct(t788_a1, t788_b0)
-            t788_c1_1 = t788_c1_1.addingProduct(t788_a1, t788_b1)
-            let t788_a2 = Vector(repeating: arena[(((262272 +% (part751 *% 18432)) +% (((mb787 *% 4) +% 2) *% 288)) +% k789)])
-            t788_c2_0 = t788_c2_0.addingProduct(t788_a2, t788_b0)
-            t788_c2_1 = t788_c2_1.addingProduct(t788_a2, t788_b1)
-            let t788_a3 = Vector(repeating: arena[(((262272 +% (part751 *% 18432)) +% (((mb787 *% 4) +% 3) *% 288)) +% k789)])
-            t788_c3_0 = t788_c3_0.addingProduct(t788_a3, t788_b0)
-            t788_c3_1 = t788_c3_1.addingProduct(t788_a3, t788_b1)
+        for mb745 in 0..<16 {
+          var t746_c0_0 = Vector()
+          var t746_c0_1 = Vector()
+          var t746_c1_0 = Vector()
+          var t746_c1_1 = Vector()
+          var t746_c2_0 = Vector()
+          var t746_c2_1 = Vector()
+          var t746_c3_0 = Vector()
+          var t746_c3_1 = Vector()
+          for k747 in 0..<288 {
+            let t746_b0 = loadVector(arena, (3354208 +% (k747 *% 24)))
+            let t746_b1 = loadVector(arena, ((3354208 +% (k747 *% 24)) +% 8))
+            let t746_a0 = Vector(repeating: arena[(((262272 +% (part709 *% 18432)) +% ((mb745 *% 4) *% 288)) +% k747)])
+            t746_c0_0 = t746_c0_0.addingProduct(t746_a0, t746_b0)
+            t746_c0_1 = t746_c0_1.addingProduct(t746_a0, t746_b1)
+            let t746_a1 = Vector(repeating: arena[(((262272 +% (part709 *% 18432)) +% (((mb745 *% 4) +% 1) *% 288)) +% k747)])
+            t746_c1_0 = t746_c1_0.addingProduct(t746_a1, t746_b0)
+            t746_c1_1 = t746_c1_1.addingProduct(t746_a1, t746_b1)
+            let t746_a2 = Vector(repeating: arena[(((262272 +% (part709 *% 18432)) +% (((mb745 *% 4) +% 2) *% 288)) +% k747)])
+            t746_c2_0 = t746_c2_0.addingProduct(t746_a2, t746_b0)
+            t746_c2_1 = t746_c2_1.addingProduct(t746_a2, t746_b1)
+            let t746_a3 = Vector(repeating: arena[(((262272 +% (part709 *% 18432)) +% (((mb745 *% 4) +% 3) *% 288)) +% k747)])
+            t746_c3_0 = t746_c3_0.addingProduct(t746_a3, t746_b0)
+            t746_c3_1 = t746_c3_1.addingProduct(t746_a3, t746_b1)
           }
-          storeVector(arena, (((128 +% (((((oy752 +% (part751 *% 32)) / 1) *% 64) +% ((((oy752 +% (part751 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% ((mb787 *% 4) *% 64)) +% 48), t788_c0_0)
-          storeVector(arena, ((((128 +% (((((oy752 +% (part751 *% 32)) / 1) *% 64) +% ((((oy752 +% (part751 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% ((mb787 *% 4) *% 64)) +% 48) +% 8), t788_c0_1)
-          storeVector(arena, (((128 +% (((((oy752 +% (part751 *% 32)) / 1) *% 64) +% ((((oy752 +% (part751 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb787 *% 4) +% 1) *% 64)) +% 48), t788_c1_0)
-          storeVector(arena, ((((128 +% (((((oy752 +% (part751 *% 32)) / 1) *% 64) +% ((((oy752 +% (part751 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb787 *% 4) +% 1) *% 64)) +% 48) +% 8), t788_c1_1)
-          storeVector(arena, (((128 +% (((((oy752 +% (part751 *% 32)) / 1) *% 64) +% ((((oy752 +% (part751 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb787 *% 4) +% 2) *% 64)) +% 48), t788_c2_0)
-          storeVector(arena, ((((128 +% (((((oy752 +% (part751 *% 32)) / 1) *% 64) +% ((((oy752 +% (part751 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb787 *% 4) +% 2) *% 64)) +% 48) +% 8), t788_c2_1)
-          storeVector(arena, (((128 +% (((((oy752 +% (part751 *% 32)) / 1) *% 64) +% ((((oy752 +% (part751 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb787 *% 4) +% 3) *% 64)) +% 48), t788_c3_0)
-          storeVector(arena, ((((128 +% (((((oy752 +% (part751 *% 32)) / 1) *% 64) +% ((((oy752 +% (part751 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb787 *% 4) +% 3) *% 64)) +% 48) +% 8), t788_c3_1)
-          for i790 in 0..<16 {
-            var t791: Float = ((arena[((((128 +% (((((oy752 +% (part751 *% 32)) / 1) *% 64) +% ((((oy752 +% (part751 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% ((mb787 *% 4) *% 64)) +% 48) +% i790)] * arena[(48 +% i790)]) + arena[(64 +% (48 +% i790))])
-            arena[((((128 +% (((((oy752 +% (part751 *% 32)) / 1) *% 64) +% ((((oy752 +% (part751 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% ((mb787 *% 4) *% 64)) +% 48) +% i790)] = (t791 > Float(0) ? t791 : Float(0))
+          storeVector(arena, (((128 +% (((((oy710 +% (part709 *% 32)) / 1) *% 64) +% ((((oy710 +% (part709 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% ((mb745 *% 4) *% 64)) +% 48), t746_c0_0)
+          storeVector(arena, ((((128 +% (((((oy710 +% (part709 *% 32)) / 1) *% 64) +% ((((oy710 +% (part709 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% ((mb745 *% 4) *% 64)) +% 48) +% 8), t746_c0_1)
+          storeVector(arena, (((128 +% (((((oy710 +% (part709 *% 32)) / 1) *% 64) +% ((((oy710 +% (part709 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb745 *% 4) +% 1) *% 64)) +% 48), t746_c1_0)
+          storeVector(arena, ((((128 +% (((((oy710 +% (part709 *% 32)) / 1) *% 64) +% ((((oy710 +% (part709 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb745 *% 4) +% 1) *% 64)) +% 48) +% 8), t746_c1_1)
+          storeVector(arena, (((128 +% (((((oy710 +% (part709 *% 32)) / 1) *% 64) +% ((((oy710 +% (part709 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb745 *% 4) +% 2) *% 64)) +% 48), t746_c2_0)
+          storeVector(arena, ((((128 +% (((((oy710 +% (part709 *% 32)) / 1) *% 64) +% ((((oy710 +% (part709 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb745 *% 4) +% 2) *% 64)) +% 48) +% 8), t746_c2_1)
+          storeVector(arena, (((128 +% (((((oy710 +% (part709 *% 32)) / 1) *% 64) +% ((((oy710 +% (part709 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb745 *% 4) +% 3) *% 64)) +% 48), t746_c3_0)
+          storeVector(arena, ((((128 +% (((((oy710 +% (part709 *% 32)) / 1) *% 64) +% ((((oy710 +% (part709 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb745 *% 4) +% 3) *% 64)) +% 48) +% 8), t746_c3_1)
+          for i748 in 0..<16 {
+            var t749: Float = ((arena[((((128 +% (((((oy710 +% (part709 *% 32)) / 1) *% 64) +% ((((oy710 +% (part709 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% ((mb745 *% 4) *% 64)) +% 48) +% i748)] * arena[(48 +% i748)]) + arena[(64 +% (48 +% i748))])
+            arena[((((128 +% (((((oy710 +% (part709 *% 32)) / 1) *% 64) +% ((((oy710 +% (part709 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% ((mb745 *% 4) *% 64)) +% 48) +% i748)] = (t749 > Float(0) ? t749 : Float(0))
           }
-          for i792 in 0..<16 {
-            var t793: Float = ((arena[((((128 +% (((((oy752 +% (part751 *% 32)) / 1) *% 64) +% ((((oy752 +% (part751 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb787 *% 4) +% 1) *% 64)) +% 48) +% i792)] * arena[(48 +% i792)]) + arena[(64 +% (48 +% i792))])
-            arena[((((128 +% (((((oy752 +% (part751 *% 32)) / 1) *% 64) +% ((((oy752 +% (part751 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb787 *% 4) +% 1) *% 64)) +% 48) +% i792)] = (t793 > Float(0) ? t793 : Float(0))
+          for i750 in 0..<16 {
+            var t751: Float = ((arena[((((128 +% (((((oy710 +% (part709 *% 32)) / 1) *% 64) +% ((((oy710 +% (part709 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb745 *% 4) +% 1) *% 64)) +% 48) +% i750)] * arena[(48 +% i750)]) + arena[(64 +% (48 +% i750))])
+            arena[((((128 +% (((((oy710 +% (part709 *% 32)) / 1) *% 64) +% ((((oy710 +% (part709 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb745 *% 4) +% 1) *% 64)) +% 48) +% i750)] = (t751 > Float(0) ? t751 : Float(0))
           }
-          for i794 in 0..<16 {
-            var t795: Float = ((arena[((((128 +% (((((oy752 +% (part751 *% 32)) / 1) *% 64) +% ((((oy752 +% (part751 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb787 *% 4) +% 2) *% 64)) +% 48) +% i794)] * arena[(48 +% i794)]) + arena[(64 +% (48 +% i794))])
-            arena[((((128 +% (((((oy752 +% (part751 *% 32)) / 1) *% 64) +% ((((oy752 +% (part751 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb787 *% 4) +% 2) *% 64)) +% 48) +% i794)] = (t795 > Float(0) ? t795 : Float(0))
+          for i752 in 0..<16 {
+            var t753: Float = ((arena[((((128 +% (((((oy710 +% (part709 *% 32)) / 1) *% 64) +% ((((oy710 +% (part709 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb745 *% 4) +% 2) *% 64)) +% 48) +% i752)] * arena[(48 +% i752)]) + arena[(64 +% (48 +% i752))])
+            arena[((((128 +% (((((oy710 +% (part709 *% 32)) / 1) *% 64) +% ((((oy710 +% (part709 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb745 *% 4) +% 2) *% 64)) +% 48) +% i752)] = (t753 > Float(0) ? t753 : Float(0))
           }
-          for i796 in 0..<16 {
-            var t797: Float = ((arena[((((128 +% (((((oy752 +% (part751 *% 32)) / 1) *% 64) +% ((((oy752 +% (part751 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb787 *% 4) +% 3) *% 64)) +% 48) +% i796)] * arena[(48 +% i796)]) + arena[(64 +% (48 +% i796))])
-            arena[((((128 +% (((((oy752 +% (part751 *% 32)) / 1) *% 64) +% ((((oy752 +% (part751 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb787 *% 4) +% 3) *% 64)) +% 48) +% i796)] = (t797 > Float(0) ? t797 : Float(0))
+          for i754 in 0..<16 {
+            var t755: Float = ((arena[((((128 +% (((((oy710 +% (part709 *% 32)) / 1) *% 64) +% ((((oy710 +% (part709 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb745 *% 4) +% 3) *% 64)) +% 48) +% i754)] * arena[(48 +% i754)]) + arena[(64 +% (48 +% i754))])
+            arena[((((128 +% (((((oy710 +% (part709 *% 32)) / 1) *% 64) +% ((((oy710 +% (part709 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb745 *% 4) +% 3) *% 64)) +% 48) +% i754)] = (t755 > Float(0) ? t755 : Float(0))
           }
         }
       }
     }
   }
   // s3_bn2 = batchnorm_fold()
-  for c799 in 0..<8 {
-    let scale800_v = (loadVector(params, ((c799 *% 8) +% 75088)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c799 *% 8) +% 78522)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
-    storeVector(arena, (c799 *% 8), scale800_v)
-    storeVector(arena, ((c799 *% 8) +% 64), (loadVector(params, ((c799 *% 8) +% 75152)) - (loadVector(params, ((c799 *% 8) +% 78458)) * scale800_v)))
+  for c757 in 0..<8 {
+    let scale758_v = (loadVector(params, ((c757 *% 8) +% 75088)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c757 *% 8) +% 78522)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
+    storeVector(arena, (c757 *% 8), scale758_v)
+    storeVector(arena, ((c757 *% 8) +% 64), (loadVector(params, ((c757 *% 8) +% 75152)) - (loadVector(params, ((c757 *% 8) +% 78458)) * scale758_v)))
   }
   // s3_pbn = batchnorm_fold()
-  for c801 in 0..<8 {
-    let scale802_v = (loadVector(params, ((c801 *% 8) +% 77264)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c801 *% 8) +% 78650)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
-    storeVector(arena, ((c801 *% 8) +% 262272), scale802_v)
-    storeVector(arena, ((c801 *% 8) +% 262336), (loadVector(params, ((c801 *% 8) +% 77328)) - (loadVector(params, ((c801 *% 8) +% 78586)) * scale802_v)))
+  for c759 in 0..<8 {
+    let scale760_v = (loadVector(params, ((c759 *% 8) +% 77264)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c759 *% 8) +% 78650)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
+    storeVector(arena, ((c759 *% 8) +% 262272), scale760_v)
+    storeVector(arena, ((c759 *% 8) +% 262336), (loadVector(params, ((c759 *% 8) +% 77328)) - (loadVector(params, ((c759 *% 8) +% 78586)) * scale760_v)))
   }
   // s3_proj = conv2d(s2_conv2, s3_pbn)
-  parallelFor(pool, 2) { part805 in
-    for oy806 in 0..<32 {
-      for oy807 in 0..<8 {
-        for ky808 in 0..<1 {
-          if (-1 < ((((((oy806 +% (part805 *% 32)) % 1) *% 8) +% oy807) *% 2) +% ky808) && ((((((oy806 +% (part805 *% 32)) % 1) *% 8) +% oy807) *% 2) +% ky808) < 16) {
-            for ox809 in 0..<8 {
-              for c810 in 0..<4 {
-                storeVector(arena, ((c810 *% 8) +% (((524544 +% (part805 *% 2048)) +% (((oy807 *% 8) +% ox809) *% 32)) +% (ky808 *% 32))), loadVector(arena, ((c810 *% 8) +% (1048704 +% (((((((oy806 +% (part805 *% 32)) / 1) *% 16) +% ((((((oy806 +% (part805 *% 32)) % 1) *% 8) +% oy807) *% 2) +% ky808)) *% 16) +% (ox809 *% 2)) *% 32)))))
+  parallelFor(pool, 2) { part763 in
+    for oy764 in 0..<32 {
+      for oy765 in 0..<8 {
+        for ky766 in 0..<1 {
+          if (-1 < ((((((oy764 +% (part763 *% 32)) % 1) *% 8) +% oy765) *% 2) +% ky766) && ((((((oy764 +% (part763 *% 32)) % 1) *% 8) +% oy765) *% 2) +% ky766) < 16) {
+            for ox767 in 0..<8 {
+              for c768 in 0..<4 {
+                storeVector(arena, ((c768 *% 8) +% (((524544 +% (part763 *% 2048)) +% (((oy765 *% 8) +% ox767) *% 32)) +% (ky766 *% 32))), loadVector(arena, ((c768 *% 8) +% (1048704 +% (((((((oy764 +% (part763 *% 32)) / 1) *% 16) +% ((((((oy764 +% (part763 *% 32)) % 1) *% 8) +% oy765) *% 2) +% ky766)) *% 16) +% (ox767 *% 2)) *% 32)))))
               }
             }
           }
-          if ((((((oy806 +% (part805 *% 32)) % 1) *% 8) +% oy807) *% 2) +% ky808) < 0 {
-            for ox811 in 0..<8 {
-              for c812 in 0..<4 {
-                storeVector(arena, ((c812 *% 8) +% (((524544 +% (part805 *% 2048)) +% (((oy807 *% 8) +% ox811) *% 32)) +% (ky808 *% 32))), Vector(repeating: Float(0)))
+          if ((((((oy764 +% (part763 *% 32)) % 1) *% 8) +% oy765) *% 2) +% ky766) < 0 {
+            for ox769 in 0..<8 {
+              for c770 in 0..<4 {
+                storeVector(arena, ((c770 *% 8) +% (((524544 +% (part763 *% 2048)) +% (((oy765 *% 8) +% ox769) *% 32)) +% (ky766 *% 32))), Vector(repeating: Float(0)))
               }
             }
           }
-          if 15 < ((((((oy806 +% (part805 *% 32)) % 1) *% 8) +% oy807) *% 2) +% ky808) {
-            for ox813 in 0..<8 {
-              for c814 in 0..<4 {
-                storeVector(arena, ((c814 *% 8) +% (((524544 +% (part805 *% 2048)) +% (((oy807 *% 8) +% ox813) *% 32)) +% (ky808 *% 32))), Vector(repeating: Float(0)))
+          if 15 < ((((((oy764 +% (part763 *% 32)) % 1) *% 8) +% oy765) *% 2) +% ky766) {
+            for ox771 in 0..<8 {
+              for c772 in 0..<4 {
+                storeVector(arena, ((c772 *% 8) +% (((524544 +% (part763 *% 2048)) +% (((oy765 *% 8) +% ox771) *% 32)) +% (ky766 *% 32))), Vector(repeating: Float(0)))
               }
             }
           }
         }
       }
-      do {  // gemm830
-        for nb815 in 0..<2 {
-          for mb816 in 0..<16 {
-            var t817_c0_0 = Vector()
-            var t817_c0_1 = Vector()
-            var t817_c0_2 = Vector()
-            var t817_c1_0 = Vector()
-            var t817_c1_1 = Vector()
-            var t817_c1_2 = Vector()
-            var t817_c2_0 = Vector()
-            var t817_c2_1 = Vector()
-            var t817_c2_2 = Vector()
-            var t817_c3_0 = Vector()
-            var t817_c3_1 = Vector()
-            var t817_c3_2 = Vector()
-            for k818 in 0..<32 {
-              let t817_b0 = loadVector(arena, ((3361552 +% ((nb815 *% 24) *% 32)) +% (k818 *% 24)))
-              let t817_b1 = loadVector(arena, (((3361552 +% ((nb815 *% 24) *% 32)) +% (k818 *% 24)) +% 8))
-              let t817_b2 = loadVector(arena, (((3361552 +% ((nb815 *% 24) *% 32)) +% (k818 *% 24)) +% 16))
-              let t817_a0 = Vector(repeating: arena[(((524544 +% (part805 *% 2048)) +% ((mb816 *% 4) *% 32)) +% k818)])
-              t817_c0_0 = t817_c0_0.addingProduct(t817_a0, t817_b0)
-              t817_c0_1 = t817_c0_1.addingProduct(t817_a0, t817_b1)
-              t817_c0_2 = t817_c0_2.addingProduct(t817_a0, t817_b2)
-              let t817_a1 = Vector(repeating: arena[(((524544 +% (part805 *% 2048)) +% (((mb816 *% 4) +% 1) *% 32)) +% k818)])
-              t817_c1_0 = t817_c1_0.addingProduct(t817_a1, t817_b0)
-              t817_c1_1 = t817_c1_1.addingProduct(t817_a1, t817_b1)
-              t817_c1_2 = t817_c1_2.addingProduct(t817_a1, t817_b2)
-              let t817_a2 = Vector(repeating: arena[(((524544 +% (part805 *% 2048)) +% (((mb816 *% 4) +% 2) *% 32)) +% k818)])
-              t817_c2_0 = t817_c2_0.addingProduct(t817_a2, t817_b0)
-              t817_c2_1 = t817_c2_1.addingProduct(t817_a2, t817_b1)
-              t817_c2_2 = t817_c2_2.addingProduct(t817_a2, t817_b2)
-              let t817_a3 = Vector(repeating: arena[(((524544 +% (part805 *% 2048)) +% (((mb816 *% 4) +% 3) *% 32)) +% k818)])
-              t817_c3_0 = t817_c3_0.addingProduct(t817_a3, t817_b0)
-              t817_c3_1 = t817_c3_1.addingProduct(t817_a3, t817_b1)
-              t817_c3_2 = t817_c3_2.addingProduct(t817_a3, t817_b2)
+      do {  // gemm788
+        for nb773 in 0..<2 {
+          for mb774 in 0..<16 {
+            var t775_c0_0 = Vector()
+            var t775_c0_1 = Vector()
+            var t775_c0_2 = Vector()
+            var t775_c1_0 = Vector()
+            var t775_c1_1 = Vector()
+            var t775_c1_2 = Vector()
+            var t775_c2_0 = Vector()
+            var t775_c2_1 = Vector()
+            var t775_c2_2 = Vector()
+            var t775_c3_0 = Vector()
+            var t775_c3_1 = Vector()
+            var t775_c3_2 = Vector()
+            for k776 in 0..<32 {
+              let t775_b0 = loadVector(arena, ((3361120 +% ((nb773 *% 24) *% 32)) +% (k776 *% 24)))
+              let t775_b1 = loadVector(arena, (((3361120 +% ((nb773 *% 24) *% 32)) +% (k776 *% 24)) +% 8))
+              let t775_b2 = loadVector(arena, (((3361120 +% ((nb773 *% 24) *% 32)) +% (k776 *% 24)) +% 16))
+              let t775_a0 = Vector(repeating: arena[(((524544 +% (part763 *% 2048)) +% ((mb774 *% 4) *% 32)) +% k776)])
+              t775_c0_0 = t775_c0_0.addingProduct(t775_a0, t775_b0)
+              t775_c0_1 = t775_c0_1.addingProduct(t775_a0, t775_b1)
+              t775_c0_2 = t775_c0_2.addingProduct(t775_a0, t775_b2)
+              let t775_a1 = Vector(repeating: arena[(((524544 +% (part763 *% 2048)) +% (((mb774 *% 4) +% 1) *% 32)) +% k776)])
+              t775_c1_0 = t775_c1_0.addingProduct(t775_a1, t775_b0)
+              t775_c1_1 = t775_c1_1.addingProduct(t775_a1, t775_b1)
+              t775_c1_2 = t775_c1_2.addingProduct(t775_a1, t775_b2)
+              let t775_a2 = Vector(repeating: arena[(((524544 +% (part763 *% 2048)) +% (((mb774 *% 4) +% 2) *% 32)) +% k776)])
+              t775_c2_0 = t775_c2_0.addingProduct(t775_a2, t775_b0)
+              t775_c2_1 = t775_c2_1.addingProduct(t775_a2, t775_b1)
+              t775_c2_2 = t775_c2_2.addingProduct(t775_a2, t775_b2)
+              let t775_a3 = Vector(repeating: arena[(((524544 +% (part763 *% 2048)) +% (((mb774 *% 4) +% 3) *% 32)) +% k776)])
+              t775_c3_0 = t775_c3_0.addingProduct(t775_a3, t775_b0)
+              t775_c3_1 = t775_c3_1.addingProduct(t775_a3, t775_b1)
+              t775_c3_2 = t775_c3_2.addingProduct(t775_a3, t775_b2)
             }
-            storeVector(arena, (((262400 +% (((((oy806 +% (part805 *% 32)) / 1) *% 64) +% ((((oy806 +% (part805 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% ((mb816 *% 4) *% 64)) +% (nb815 *% 24)), t817_c0_0)
-            storeVector(arena, ((((262400 +% (((((oy806 +% (part805 *% 32)) / 1) *% 64) +% ((((oy806 +% (part805 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% ((mb816 *% 4) *% 64)) +% (nb815 *% 24)) +% 8), t817_c0_1)
-            storeVector(arena, ((((262400 +% (((((oy806 +% (part805 *% 32)) / 1) *% 64) +% ((((oy806 +% (part805 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% ((mb816 *% 4) *% 64)) +% (nb815 *% 24)) +% 16), t817_c0_2)
-            storeVector(arena, (((262400 +% (((((oy806 +% (part805 *% 32)) / 1) *% 64) +% ((((oy806 +% (part805 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb816 *% 4) +% 1) *% 64)) +% (nb815 *% 24)), t817_c1_0)
-            storeVector(arena, ((((262400 +% (((((oy806 +% (part805 *% 32)) / 1) *% 64) +% ((((oy806 +% (part805 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb816 *% 4) +% 1) *% 64)) +% (nb815 *% 24)) +% 8), t817_c1_1)
-            storeVector(arena, ((((262400 +% (((((oy806 +% (part805 *% 32)) / 1) *% 64) +% ((((oy806 +% (part805 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb816 *% 4) +% 1) *% 64)) +% (nb815 *% 24)) +% 16), t817_c1_2)
-            storeVector(arena, (((262400 +% (((((oy806 +% (part805 *% 32)) / 1) *% 64) +% ((((oy806 +% (part805 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb816 *% 4) +% 2) *% 64)) +% (nb815 *% 24)), t817_c2_0)
-            storeVector(arena, ((((262400 +% (((((oy806 +% (part805 *% 32)) / 1) *% 64) +% ((((oy806 +% (part805 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb816 *% 4) +% 2) *% 64)) +% (nb815 *% 24)) +% 8), t817_c2_1)
-            storeVector(arena, ((((262400 +% (((((oy806 +% (part805 *% 32)) / 1) *% 64) +% ((((oy806 +% (part805 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb816 *% 4) +% 2) *% 64)) +% (nb815 *% 24)) +% 16), t817_c2_2)
-            storeVector(arena, (((262400 +% (((((oy806 +% (part805 *% 32)) / 1) *% 64) +% ((((oy806 +% (part805 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb816 *% 4) +% 3) *% 64)) +% (nb815 *% 24)), t817_c3_0)
-            storeVector(arena, ((((262400 +% (((((oy806 +% (part805 *% 32)) / 1) *% 64) +% ((((oy806 +% (part805 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb816 *% 4) +% 3) *% 64)) +% (nb815 *% 24)) +% 8), t817_c3_1)
-            storeVector(arena, ((((262400 +% (((((oy806 +% (part805 *% 32)) / 1) *% 64) +% ((((oy806 +% (part805 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb816 *% 4) +% 3) *% 64)) +% (nb815 *% 24)) +% 16), t817_c3_2)
-            for i819 in 0..<24 {
-              arena[((((262400 +% (((((oy806 +% (part805 *% 32)) / 1) *% 64) +% ((((oy806 +% (part805 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% ((mb816 *% 4) *% 64)) +% (nb815 *% 24)) +% i819)] = ((arena[((((262400 +% (((((oy806 +% (part805 *% 32)) / 1) *% 64) +% ((((oy806 +% (part805 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% ((mb816 *% 4) *% 64)) +% (nb815 *% 24)) +% i819)] * arena[(262272 +% ((nb815 *% 24) +% i819))]) + arena[(262336 +% ((nb815 *% 24) +% i819))])
+            storeVector(arena, (((262400 +% (((((oy764 +% (part763 *% 32)) / 1) *% 64) +% ((((oy764 +% (part763 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% ((mb774 *% 4) *% 64)) +% (nb773 *% 24)), t775_c0_0)
+            storeVector(arena, ((((262400 +% (((((oy764 +% (part763 *% 32)) / 1) *% 64) +% ((((oy764 +% (part763 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% ((mb774 *% 4) *% 64)) +% (nb773 *% 24)) +% 8), t775_c0_1)
+            storeVector(arena, ((((262400 +% (((((oy764 +% (part763 *% 32)) / 1) *% 64) +% ((((oy764 +% (part763 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% ((mb774 *% 4) *% 64)) +% (nb773 *% 24)) +% 16), t775_c0_2)
+            storeVector(arena, (((262400 +% (((((oy764 +% (part763 *% 32)) / 1) *% 64) +% ((((oy764 +% (part763 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb774 *% 4) +% 1) *% 64)) +% (nb773 *% 24)), t775_c1_0)
+            storeVector(arena, ((((262400 +% (((((oy764 +% (part763 *% 32)) / 1) *% 64) +% ((((oy764 +% (part763 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb774 *% 4) +% 1) *% 64)) +% (nb773 *% 24)) +% 8), t775_c1_1)
+            storeVector(arena, ((((262400 +% (((((oy764 +% (part763 *% 32)) / 1) *% 64) +% ((((oy764 +% (part763 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb774 *% 4) +% 1) *% 64)) +% (nb773 *% 24)) +% 16), t775_c1_2)
+            storeVector(arena, (((262400 +% (((((oy764 +% (part763 *% 32)) / 1) *% 64) +% ((((oy764 +% (part763 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb774 *% 4) +% 2) *% 64)) +% (nb773 *% 24)), t775_c2_0)
+            storeVector(arena, ((((262400 +% (((((oy764 +% (part763 *% 32)) / 1) *% 64) +% ((((oy764 +% (part763 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb774 *% 4) +% 2) *% 64)) +% (nb773 *% 24)) +% 8), t775_c2_1)
+            storeVector(arena, ((((262400 +% (((((oy764 +% (part763 *% 32)) / 1) *% 64) +% ((((oy764 +% (part763 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb774 *% 4) +% 2) *% 64)) +% (nb773 *% 24)) +% 16), t775_c2_2)
+            storeVector(arena, (((262400 +% (((((oy764 +% (part763 *% 32)) / 1) *% 64) +% ((((oy764 +% (part763 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb774 *% 4) +% 3) *% 64)) +% (nb773 *% 24)), t775_c3_0)
+            storeVector(arena, ((((262400 +% (((((oy764 +% (part763 *% 32)) / 1) *% 64) +% ((((oy764 +% (part763 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb774 *% 4) +% 3) *% 64)) +% (nb773 *% 24)) +% 8), t775_c3_1)
+            storeVector(arena, ((((262400 +% (((((oy764 +% (part763 *% 32)) / 1) *% 64) +% ((((oy764 +% (part763 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb774 *% 4) +% 3) *% 64)) +% (nb773 *% 24)) +% 16), t775_c3_2)
+            for i777 in 0..<24 {
+              arena[((((262400 +% (((((oy764 +% (part763 *% 32)) / 1) *% 64) +% ((((oy764 +% (part763 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% ((mb774 *% 4) *% 64)) +% (nb773 *% 24)) +% i777)] = ((arena[((((262400 +% (((((oy764 +% (part763 *% 32)) / 1) *% 64) +% ((((oy764 +% (part763 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% ((mb774 *% 4) *% 64)) +% (nb773 *% 24)) +% i777)] * arena[(262272 +% ((nb773 *% 24) +% i777))]) + arena[(262336 +% ((nb773 *% 24) +% i777))])
             }
-            for i820 in 0..<24 {
-              arena[((((262400 +% (((((oy806 +% (part805 *% 32)) / 1) *% 64) +% ((((oy806 +% (part805 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb816 *% 4) +% 1) *% 64)) +% (nb815 *% 24)) +% i820)] = ((arena[((((262400 +% (((((oy806 +% (part805 *% 32)) / 1) *% 64) +% ((((oy806 +% (part805 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb816 *% 4) +% 1) *% 64)) +% (nb815 *% 24)) +% i820)] * arena[(262272 +% ((nb815 *% 24) +% i820))]) + arena[(262336 +% ((nb815 *% 24) +% i820))])
+            for i778 in 0..<24 {
+              arena[((((262400 +% (((((oy764 +% (part763 *% 32)) / 1) *% 64) +% ((((oy764 +% (part763 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb774 *% 4) +% 1) *% 64)) +% (nb773 *% 24)) +% i778)] = ((arena[((((262400 +% (((((oy764 +% (part763 *% 32)) / 1) *% 64) +% ((((oy764 +% (part763 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb774 *% 4) +% 1) *% 64)) +% (nb773 *% 24)) +% i778)] * arena[(262272 +% ((nb773 *% 24) +% i778))]) + arena[(262336 +% ((nb773 *% 24) +% i778))])
             }
-            for i821 in 0..<24 {
-              arena[((((262400 +% (((((oy806 +% (part805 *% 32)) / 1) *% 64) +% ((((oy806 +% (part805 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb816 *% 4) +% 2) *% 64)) +% (nb815 *% 24)) +% i821)] = ((arena[((((262400 +% (((((oy806 +% (part805 *% 32)) / 1) *% 64) +% ((((oy806 +% (part805 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb816 *% 4) +% 2) *% 64)) +% (nb815 *% 24)) +% i821)] * arena[(262272 +% ((nb815 *% 24) +% i821))]) + arena[(262336 +% ((nb815 *% 24) +% i821))])
+            for i779 in 0..<24 {
+              arena[((((262400 +% (((((oy764 +% (part763 *% 32)) / 1) *% 64) +% ((((oy764 +% (part763 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb774 *% 4) +% 2) *% 64)) +% (nb773 *% 24)) +% i779)] = ((arena[((((262400 +% (((((oy764 +% (part763 *% 32)) / 1) *% 64) +% ((((oy764 +% (part763 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb774 *% 4) +% 2) *% 64)) +% (nb773 *% 24)) +% i779)] * arena[(262272 +% ((nb773 *% 24) +% i779))]) + arena[(262336 +% ((nb773 *% 24) +% i779))])
             }
-            for i822 in 0..<24 {
-              arena[((((262400 +% (((((oy806 +% (part805 *% 32)) / 1) *% 64) +% ((((oy806 +% (part805 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb816 *% 4) +% 3) *% 64)) +% (nb815 *% 24)) +% i822)] = ((arena[((((262400 +% (((((oy806 +% (part805 *% 32)) / 1) *% 64) +% ((((oy806 +% (part805 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb816 *% 4) +% 3) *% 64)) +% (nb815 *% 24)) +% i822)] * arena[(262272 +% ((nb815 *% 24) +% i822))]) + arena[(262336 +% ((nb815 *% 24) +% i822))])
+            for i780 in 0..<24 {
+              arena[((((262400 +% (((((oy764 +% (part763 *% 32)) / 1) *% 64) +% ((((oy764 +% (part763 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb774 *% 4) +% 3) *% 64)) +% (nb773 *% 24)) +% i780)] = ((arena[((((262400 +% (((((oy764 +% (part763 *% 32)) / 1) *% 64) +% ((((oy764 +% (part763 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb774 *% 4) +% 3) *% 64)) +% (nb773 *% 24)) +% i780)] * arena[(262272 +% ((nb773 *% 24) +% i780))]) + arena[(262336 +% ((nb773 *% 24) +% i780))])
             }
           }
         }
-        for mb823 in 0..<16 {
-          var t824_c0_0 = Vector()
-          var t824_c0_1 = Vector()
-          var t824_c1_0 = Vector()
-          var t824_c1_1 = Vector()
-          var t824_c2_0 = Vector()
-          var t824_c2_1 = Vector()
-          var t824_c3_0 = Vector()
-          var t824_c3_1 = Vector()
-          for k825 in 0..<32 {
-            let t824_b0 = loadVector(arena, (3363088 +% (k825 *% 24)))
-            let t824_b1 = loadVector(arena, ((3363088 +% (k825 *% 24)) +% 8))
-            let t824_a0 = Vector(repeating: arena[(((524544 +% (part805 *% 2048)) +% ((mb823 *% 4) *% 32)) +% k825)])
-            t824_c0_0 = t824_c0_0.addingProduct(t824_a0, t824_b0)
-            t824_c0_1 = t824_c0_1.addingProduct(t824_a0, t824_b1)
-            let t824_a1 = Vector(repeating: arena[(((524544 +% (part805 *% 2048)) +% (((mb823 *% 4) +% 1) *% 32)) +% k825)])
-            t824_c1_0 = t824_c1_0.addingProduct(t824_a1, t824_b0)
-            t824_c1_1 = t824_c1_1.addingProduct(t824_a1, t824_b1)
-            let t824_a2 = Vector(repeating: arena[(((524544 +% (part805 *% 2048)) +% (((mb823 *% 4) +% 2) *% 32)) +% k825)])
-            t824_c2_0 = t824_c2_0.addingProduct(t824_a2, t824_b0)
-            t824_c2_1 = t824_c2_1.addingProduct(t824_a2, t824_b1)
-            let t824_a3 = Vector(repeating: arena[(((524544 +% (part805 *% 2048)) +% (((mb823 *% 4) +% 3) *% 32)) +% k825)])
-            t824_c3_0 = t824_c3_0.addingProduct(t824_a3, t824_b0)
-            t824_c3_1 = t824_c3_1.addingProduct(t824_a3, t824_b1)
+        for mb781 in 0..<16 {
+          var t782_c0_0 = Vector()
+          var t782_c0_1 = Vector()
+          var t782_c1_0 = Vector()
+          var t782_c1_1 = Vector()
+          var t782_c2_0 = Vector()
+          var t782_c2_1 = Vector()
+          var t782_c3_0 = Vector()
+          var t782_c3_1 = Vector()
+          for k783 in 0..<32 {
+            let t782_b0 = loadVector(arena, (3362656 +% (k783 *% 24)))
+            let t782_b1 = loadVector(arena, ((3362656 +% (k783 *% 24)) +% 8))
+            let t782_a0 = Vector(repeating: arena[(((524544 +% (part763 *% 2048)) +% ((mb781 *% 4) *% 32)) +% k783)])
+            t782_c0_0 = t782_c0_0.addingProduct(t782_a0, t782_b0)
+            t782_c0_1 = t782_c0_1.addingProduct(t782_a0, t782_b1)
+            let t782_a1 = Vector(repeating: arena[(((524544 +% (part763 *% 2048)) +% (((mb781 *% 4) +% 1) *% 32)) +% k783)])
+            t782_c1_0 = t782_c1_0.addingProduct(t782_a1, t782_b0)
+            t782_c1_1 = t782_c1_1.addingProduct(t782_a1, t782_b1)
+            let t782_a2 = Vector(repeating: arena[(((524544 +% (part763 *% 2048)) +% (((mb781 *% 4) +% 2) *% 32)) +% k783)])
+            t782_c2_0 = t782_c2_0.addingProduct(t782_a2, t782_b0)
+            t782_c2_1 = t782_c2_1.addingProduct(t782_a2, t782_b1)
+            let t782_a3 = Vector(repeating: arena[(((524544 +% (part763 *% 2048)) +% (((mb781 *% 4) +% 3) *% 32)) +% k783)])
+            t782_c3_0 = t782_c3_0.addingProduct(t782_a3, t782_b0)
+            t782_c3_1 = t782_c3_1.addingProduct(t782_a3, t782_b1)
           }
-          storeVector(arena, (((262400 +% (((((oy806 +% (part805 *% 32)) / 1) *% 64) +% ((((oy806 +% (part805 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% ((mb823 *% 4) *% 64)) +% 48), t824_c0_0)
-          storeVector(arena, ((((262400 +% (((((oy806 +% (part805 *% 32)) / 1) *% 64) +% ((((oy806 +% (part805 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% ((mb823 *% 4) *% 64)) +% 48) +% 8), t824_c0_1)
-          storeVector(arena, (((262400 +% (((((oy806 +% (part805 *% 32)) / 1) *% 64) +% ((((oy806 +% (part805 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb823 *% 4) +% 1) *% 64)) +% 48), t824_c1_0)
-          storeVector(arena, ((((262400 +% (((((oy806 +% (part805 *% 32)) / 1) *% 64) +% ((((oy806 +% (part805 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb823 *% 4) +% 1) *% 64)) +% 48) +% 8), t824_c1_1)
-          storeVector(arena, (((262400 +% (((((oy806 +% (part805 *% 32)) / 1) *% 64) +% ((((oy806 +% (part805 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb823 *% 4) +% 2) *% 64)) +% 48), t824_c2_0)
-          storeVector(arena, ((((262400 +% (((((oy806 +% (part805 *% 32)) / 1) *% 64) +% ((((oy806 +% (part805 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb823 *% 4) +% 2) *% 64)) +% 48) +% 8), t824_c2_1)
-          storeVector(arena, (((262400 +% (((((oy806 +% (part805 *% 32)) / 1) *% 64) +% ((((oy806 +% (part805 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb823 *% 4) +% 3) *% 64)) +% 48), t824_c3_0)
-          storeVector(arena, ((((262400 +% (((((oy806 +% (part805 *% 32)) / 1) *% 64) +% ((((oy806 +% (part805 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb823 *% 4) +% 3) *% 64)) +% 48) +% 8), t824_c3_1)
-          for i826 in 0..<16 {
-            arena[((((262400 +% (((((oy806 +% (part805 *% 32)) / 1) *% 64) +% ((((oy806 +% (part805 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% ((mb823 *% 4) *% 64)) +% 48) +% i826)] = ((arena[((((262400 +% (((((oy806 +% (part805 *% 32)) / 1) *% 64) +% ((((oy806 +% (part805 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% ((mb823 *% 4) *% 64)) +% 48) +% i826)] * arena[(262272 +% (48 +% i826))]) + arena[(262336 +% (48 +% i826))])
+          storeVector(arena, (((262400 +% (((((oy764 +% (part763 *% 32)) / 1) *% 64) +% ((((oy764 +% (part763 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% ((mb781 *% 4) *% 64)) +% 48), t782_c0_0)
+          storeVector(arena, ((((262400 +% (((((oy764 +% (part763 *% 32)) / 1) *% 64) +% ((((oy764 +% (part763 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% ((mb781 *% 4) *% 64)) +% 48) +% 8), t782_c0_1)
+          storeVector(arena, (((262400 +% (((((oy764 +% (part763 *% 32)) / 1) *% 64) +% ((((oy764 +% (part763 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb781 *% 4) +% 1) *% 64)) +% 48), t782_c1_0)
+          storeVector(arena, ((((262400 +% (((((oy764 +% (part763 *% 32)) / 1) *% 64) +% ((((oy764 +% (part763 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb781 *% 4) +% 1) *% 64)) +% 48) +% 8), t782_c1_1)
+          storeVector(arena, (((262400 +% (((((oy764 +% (part763 *% 32)) / 1) *% 64) +% ((((oy764 +% (part763 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb781 *% 4) +% 2) *% 64)) +% 48), t782_c2_0)
+          storeVector(arena, ((((262400 +% (((((oy764 +% (part763 *% 32)) / 1) *% 64) +% ((((oy764 +% (part763 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb781 *% 4) +% 2) *% 64)) +% 48) +% 8), t782_c2_1)
+          storeVector(arena, (((262400 +% (((((oy764 +% (part763 *% 32)) / 1) *% 64) +% ((((oy764 +% (part763 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb781 *% 4) +% 3) *% 64)) +% 48), t782_c3_0)
+          storeVector(arena, ((((262400 +% (((((oy764 +% (part763 *% 32)) / 1) *% 64) +% ((((oy764 +% (part763 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb781 *% 4) +% 3) *% 64)) +% 48) +% 8), t782_c3_1)
+          for i784 in 0..<16 {
+            arena[((((262400 +% (((((oy764 +% (part763 *% 32)) / 1) *% 64) +% ((((oy764 +% (part763 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% ((mb781 *% 4) *% 64)) +% 48) +% i784)] = ((arena[((((262400 +% (((((oy764 +% (part763 *% 32)) / 1) *% 64) +% ((((oy764 +% (part763 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% ((mb781 *% 4) *% 64)) +% 48) +% i784)] * arena[(262272 +% (48 +% i784))]) + arena[(262336 +% (48 +% i784))])
           }
-          for i827 in 0..<16 {
-            arena[((((262400 +% (((((oy806 +% (part805 *% 32)) / 1) *% 64) +% ((((oy806 +% (part805 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb823 *% 4) +% 1) *% 64)) +% 48) +% i827)] = ((arena[((((262400 +% (((((oy806 +% (part805 *% 32)) / 1) *% 64) +% ((((oy806 +% (part805 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb823 *% 4) +% 1) *% 64)) +% 48) +% i827)] * arena[(262272 +% (48 +% i827))]) + arena[(262336 +% (48 +% i827))])
+          for i785 in 0..<16 {
+            arena[((((262400 +% (((((oy764 +% (part763 *% 32)) / 1) *% 64) +% ((((oy764 +% (part763 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb781 *% 4) +% 1) *% 64)) +% 48) +% i785)] = ((arena[((((262400 +% (((((oy764 +% (part763 *% 32)) / 1) *% 64) +% ((((oy764 +% (part763 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb781 *% 4) +% 1) *% 64)) +% 48) +% i785)] * arena[(262272 +% (48 +% i785))]) + arena[(262336 +% (48 +% i785))])
           }
-          for i828 in 0..<16 {
-            arena[((((262400 +% (((((oy806 +% (part805 *% 32)) / 1) *% 64) +% ((((oy806 +% (part805 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb823 *% 4) +% 2) *% 64)) +% 48) +% i828)] = ((arena[((((262400 +% (((((oy806 +% (part805 *% 32)) / 1) *% 64) +% ((((oy806 +% (part805 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb823 *% 4) +% 2) *% 64)) +% 48) +% i828)] * arena[(262272 +% (48 +% i828))]) + arena[(262336 +% (48 +% i828))])
+          for i786 in 0..<16 {
+            arena[((((262400 +% (((((oy764 +% (part763 *% 32)) / 1) *% 64) +% ((((oy764 +% (part763 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb781 *% 4) +% 2) *% 64)) +% 48) +% i786)] = ((arena[((((262400 +% (((((oy764 +% (part763 *% 32)) / 1) *% 64) +% ((((oy764 +% (part763 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb781 *% 4) +% 2) *% 64)) +% 48) +% i786)] * arena[(262272 +% (48 +% i786))]) + arena[(262336 +% (48 +% i786))])
           }
-          for i829 in 0..<16 {
-            arena[((((262400 +% (((((oy806 +% (part805 *% 32)) / 1) *% 64) +% ((((oy806 +% (part805 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb823 *% 4) +% 3) *% 64)) +% 48) +% i829)] = ((arena[((((262400 +% (((((oy806 +% (part805 *% 32)) / 1) *% 64) +% ((((oy806 +% (part805 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb823 *% 4) +% 3) *% 64)) +% 48) +% i829)] * arena[(262272 +% (48 +% i829))]) + arena[(262336 +% (48 +% i829))])
+          for i787 in 0..<16 {
+            arena[((((262400 +% (((((oy764 +% (part763 *% 32)) / 1) *% 64) +% ((((oy764 +% (part763 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb781 *% 4) +% 3) *% 64)) +% 48) +% i787)] = ((arena[((((262400 +% (((((oy764 +% (part763 *% 32)) / 1) *% 64) +% ((((oy764 +% (part763 *% 32)) % 1) *% 8) *% 8)) *% 64)) +% (((mb781 *% 4) +% 3) *% 64)) +% 48) +% i787)] * arena[(262272 +% (48 +% i787))]) + arena[(262336 +% (48 +% i787))])
           }
         }
       }
     }
   }
   // s3_conv2 = conv2d_act(s3_conv1, s3_bn2, s3_proj)
-  for i888 in 0..<800 {
-    storeVector(arena, ((i888 *% 8) +% 934144), Vector(repeating: Float(0)))
+  for i846 in 0..<800 {
+    storeVector(arena, ((i846 *% 8) +% 934144), Vector(repeating: Float(0)))
   }
-  for g889 in 0..<64 {
-    for j890 in 0..<1 {
-      for iy891 in 0..<8 {
-        for ix892 in 0..<8 {
-          for c893 in 0..<64 {
-            arena[(934144 +% ((((j890 *% 6400) +% ((iy891 +% 1) *% 640)) +% ((ix892 +% 1) *% 64)) +% c893))] = arena[((128 +% ((((((g889 +% j890) *% 8) +% iy891) *% 8) +% ix892) *% 64)) +% c893)]
+  for g847 in 0..<64 {
+    for j848 in 0..<1 {
+      for iy849 in 0..<8 {
+        for ix850 in 0..<8 {
+          for c851 in 0..<64 {
+            arena[(934144 +% ((((j848 *% 6400) +% ((iy849 +% 1) *% 640)) +% ((ix850 +% 1) *% 64)) +% c851))] = arena[((128 +% ((((((g847 +% j848) *% 8) +% iy849) *% 8) +% ix850) *% 64)) +% c851)]
           }
         }
       }
     }
-    for j894 in 0..<1 {
-      for ty895 in 0..<2 {
-        for tx896 in 0..<2 {
-          for cv897 in 0..<8 {
-            let w898 = (((loadVector(arena, (934144 +% ((((j894 *% 6400) +% ((ty895 *% 4) *% 640)) +% ((tx896 *% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 4) *% 640)) +% ((tx896 *% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 2) *% 640)) +% ((tx896 *% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(5))))
-            let w899 = ((((loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 3) *% 640)) +% ((tx896 *% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 4) *% 640)) +% ((tx896 *% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 1) *% 640)) +% ((tx896 *% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 2) *% 640)) +% ((tx896 *% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(4))))
-            let w900 = ((((loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 1) *% 640)) +% ((tx896 *% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 4) *% 640)) +% ((tx896 *% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 2) *% 640)) +% ((tx896 *% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 3) *% 640)) +% ((tx896 *% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1))))
-            let w901 = ((((loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 3) *% 640)) +% ((tx896 *% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 4) *% 640)) +% ((tx896 *% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 1) *% 640)) +% ((tx896 *% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 2) *% 640)) +% ((tx896 *% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1))))
-            let w902 = ((((loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 1) *% 640)) +% ((tx896 *% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 4) *% 640)) +% ((tx896 *% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 2) *% 640)) +% ((tx896 *% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 3) *% 640)) +% ((tx896 *% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(2))))
-            let w903 = (((loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 1) *% 640)) +% ((tx896 *% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 5) *% 640)) +% ((tx896 *% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 3) *% 640)) +% ((tx896 *% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(5))))
-            let w904 = (((loadVector(arena, (934144 +% ((((j894 *% 6400) +% ((ty895 *% 4) *% 640)) +% (((tx896 *% 4) +% 1) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 4) *% 640)) +% (((tx896 *% 4) +% 1) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 2) *% 640)) +% (((tx896 *% 4) +% 1) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(5))))
-            let w905 = ((((loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 3) *% 640)) +% (((tx896 *% 4) +% 1) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 4) *% 640)) +% (((tx896 *% 4) +% 1) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 1) *% 640)) +% (((tx896 *% 4) +% 1) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 2) *% 640)) +% (((tx896 *% 4) +% 1) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(4))))
-            let w906 = ((((loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 1) *% 640)) +% (((tx896 *% 4) +% 1) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 4) *% 640)) +% (((tx896 *% 4) +% 1) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 2) *% 640)) +% (((tx896 *% 4) +% 1) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 3) *% 640)) +% (((tx896 *% 4) +% 1) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1))))
-            let w907 = ((((loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 3) *% 640)) +% (((tx896 *% 4) +% 1) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 4) *% 640)) +% (((tx896 *% 4) +% 1) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 1) *% 640)) +% (((tx896 *% 4) +% 1) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 2) *% 640)) +% (((tx896 *% 4) +% 1) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1))))
-            let w908 = ((((loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 1) *% 640)) +% (((tx896 *% 4) +% 1) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 4) *% 640)) +% (((tx896 *% 4) +% 1) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 2) *% 640)) +% (((tx896 *% 4) +% 1) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 3) *% 640)) +% (((tx896 *% 4) +% 1) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(2))))
-            let w909 = (((loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 1) *% 640)) +% (((tx896 *% 4) +% 1) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 5) *% 640)) +% (((tx896 *% 4) +% 1) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 3) *% 640)) +% (((tx896 *% 4) +% 1) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(5))))
-            let w910 = (((loadVector(arena, (934144 +% ((((j894 *% 6400) +% ((ty895 *% 4) *% 640)) +% (((tx896 *% 4) +% 2) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 4) *% 640)) +% (((tx896 *% 4) +% 2) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 2) *% 640)) +% (((tx896 *% 4) +% 2) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(5))))
-            let w911 = ((((loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 3) *% 640)) +% (((tx896 *% 4) +% 2) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 4) *% 640)) +% (((tx896 *% 4) +% 2) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 1) *% 640)) +% (((tx896 *% 4) +% 2) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 2) *% 640)) +% (((tx896 *% 4) +% 2) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(4))))
-            let w912 = ((((loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 1) *% 640)) +% (((tx896 *% 4) +% 2) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 4) *% 640)) +% (((tx896 *% 4) +% 2) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 2) *% 640)) +% (((tx896 *% 4) +% 2) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 3) *% 640)) +% (((tx896 *% 4) +% 2) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1))))
-            let w913 = ((((loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 3) *% 640)) +% (((tx896 *% 4) +% 2) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 4) *% 640)) +% (((tx896 *% 4) +% 2) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 1) *% 640)) +% (((tx896 *% 4) +% 2) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 2) *% 640)) +% (((tx896 *% 4) +% 2) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1))))
-            let w914 = ((((loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 1) *% 640)) +% (((tx896 *% 4) +% 2) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 4) *% 640)) +% (((tx896 *% 4) +% 2) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 2) *% 640)) +% (((tx896 *% 4) +% 2) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 3) *% 640)) +% (((tx896 *% 4) +% 2) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(2))))
-            let w915 = (((loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 1) *% 640)) +% (((tx896 *% 4) +% 2) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 5) *% 640)) +% (((tx896 *% 4) +% 2) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 3) *% 640)) +% (((tx896 *% 4) +% 2) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(5))))
-            let w916 = (((loadVector(arena, (934144 +% ((((j894 *% 6400) +% ((ty895 *% 4) *% 640)) +% (((tx896 *% 4) +% 3) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 4) *% 640)) +% (((tx896 *% 4) +% 3) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 2) *% 640)) +% (((tx896 *% 4) +% 3) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(5))))
-            let w917 = ((((loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 3) *% 640)) +% (((tx896 *% 4) +% 3) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 4) *% 640)) +% (((tx896 *% 4) +% 3) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 1) *% 640)) +% (((tx896 *% 4) +% 3) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 2) *% 640)) +% (((tx896 *% 4) +% 3) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(4))))
-            let w918 = ((((loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 1) *% 640)) +% (((tx896 *% 4) +% 3) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 4) *% 640)) +% (((tx896 *% 4) +% 3) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 2) *% 640)) +% (((tx896 *% 4) +% 3) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 3) *% 640)) +% (((tx896 *% 4) +% 3) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1))))
-            let w919 = ((((loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 3) *% 640)) +% (((tx896 *% 4) +% 3) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 4) *% 640)) +% (((tx896 *% 4) +% 3) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 1) *% 640)) +% (((tx896 *% 4) +% 3) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 2) *% 640)) +% (((tx896 *% 4) +% 3) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1))))
-            let w920 = ((((loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 1) *% 640)) +% (((tx896 *% 4) +% 3) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 4) *% 640)) +% (((tx896 *% 4) +% 3) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 2) *% 640)) +% (((tx896 *% 4) +% 3) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 3) *% 640)) +% (((tx896 *% 4) +% 3) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(2))))
-            let w921 = (((loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 1) *% 640)) +% (((tx896 *% 4) +% 3) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 5) *% 640)) +% (((tx896 *% 4) +% 3) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 3) *% 640)) +% (((tx896 *% 4) +% 3) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(5))))
-            let w922 = (((loadVector(arena, (934144 +% ((((j894 *% 6400) +% ((ty895 *% 4) *% 640)) +% (((tx896 *% 4) +% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 4) *% 640)) +% (((tx896 *% 4) +% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 2) *% 640)) +% (((tx896 *% 4) +% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(5))))
-            let w923 = ((((loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 3) *% 640)) +% (((tx896 *% 4) +% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 4) *% 640)) +% (((tx896 *% 4) +% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 1) *% 640)) +% (((tx896 *% 4) +% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 2) *% 640)) +% (((tx896 *% 4) +% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(4))))
-            let w924 = ((((loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 1) *% 640)) +% (((tx896 *% 4) +% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 4) *% 640)) +% (((tx896 *% 4) +% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 2) *% 640)) +% (((tx896 *% 4) +% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 3) *% 640)) +% (((tx896 *% 4) +% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1))))
-            let w925 = ((((loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 3) *% 640)) +% (((tx896 *% 4) +% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 4) *% 640)) +% (((tx896 *% 4) +% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 1) *% 640)) +% (((tx896 *% 4) +% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 2) *% 640)) +% (((tx896 *% 4) +% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1))))
-            let w926 = ((((loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 1) *% 640)) +% (((tx896 *% 4) +% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 4) *% 640)) +% (((tx896 *% 4) +% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 2) *% 640)) +% (((tx896 *% 4) +% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 3) *% 640)) +% (((tx896 *% 4) +% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(2))))
-            let w927 = (((loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 1) *% 640)) +% (((tx896 *% 4) +% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 5) *% 640)) +% (((tx896 *% 4) +% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 3) *% 640)) +% (((tx896 *% 4) +% 4) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(5))))
-            let w928 = (((loadVector(arena, (934144 +% ((((j894 *% 6400) +% ((ty895 *% 4) *% 640)) +% (((tx896 *% 4) +% 5) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 4) *% 640)) +% (((tx896 *% 4) +% 5) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 2) *% 640)) +% (((tx896 *% 4) +% 5) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(5))))
-            let w929 = ((((loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 3) *% 640)) +% (((tx896 *% 4) +% 5) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 4) *% 640)) +% (((tx896 *% 4) +% 5) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 1) *% 640)) +% (((tx896 *% 4) +% 5) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 2) *% 640)) +% (((tx896 *% 4) +% 5) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(4))))
-            let w930 = ((((loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 1) *% 640)) +% (((tx896 *% 4) +% 5) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 4) *% 640)) +% (((tx896 *% 4) +% 5) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 2) *% 640)) +% (((tx896 *% 4) +% 5) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 3) *% 640)) +% (((tx896 *% 4) +% 5) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1))))
-            let w931 = ((((loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 3) *% 640)) +% (((tx896 *% 4) +% 5) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 4) *% 640)) +% (((tx896 *% 4) +% 5) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 1) *% 640)) +% (((tx896 *% 4) +% 5) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 2) *% 640)) +% (((tx896 *% 4) +% 5) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1))))
-            let w932 = ((((loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 1) *% 640)) +% (((tx896 *% 4) +% 5) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 4) *% 640)) +% (((tx896 *% 4) +% 5) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 2) *% 640)) +% (((tx896 *% 4) +% 5) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 3) *% 640)) +% (((tx896 *% 4) +% 5) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(2))))
-            let w933 = (((loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 1) *% 640)) +% (((tx896 *% 4) +% 5) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 5) *% 640)) +% (((tx896 *% 4) +% 5) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j894 *% 6400) +% (((ty895 *% 4) +% 3) *% 640)) +% (((tx896 *% 4) +% 5) *% 64)) +% (cv897 *% 8)))) * Vector(repeating: Float(5))))
-            let w934 = (((w898 * Vector(repeating: Float(4))) + (w922 * Vector(repeating: Float(1)))) - (w910 * Vector(repeating: Float(5))))
-            let w935 = ((((w916 * Vector(repeating: Float(1))) + (w922 * Vector(repeating: Float(1)))) - (w904 * Vector(repeating: Float(4)))) - (w910 * Vector(repeating: Float(4))))
-            let w936 = ((((w904 * Vector(repeating: Float(4))) + (w922 * Vector(repeating: Float(1)))) - (w910 * Vector(repeating: Float(4)))) - (w916 * Vector(repeating: Float(1))))
-            let w937 = ((((w916 * Vector(repeating: Float(2))) + (w922 * Vector(repeating: Float(1)))) - (w904 * Vector(repeating: Float(2)))) - (w910 * Vector(repeating: Float(1))))
-            let w938 = ((((w904 * Vector(repeating: Float(2))) + (w922 * Vector(repeating: Float(1)))) - (w910 * Vector(repeating: Float(1)))) - (w916 * Vector(repeating: Float(2))))
-            let w939 = (((w904 * Vector(repeating: Float(4))) + (w928 * Vector(repeating: Float(1)))) - (w916 * Vector(repeating: Float(5))))
-            let w940 = (((w899 * Vector(repeating: Float(4))) + (w923 * Vector(repeating: Float(1)))) - (w911 * Vector(repeating: Float(5))))
-            let w941 = ((((w917 * Vector(repeating: Float(1))) + (w923 * Vector(repeating: Float(1)))) - (w905 * Vector(repeating: Float(4)))) - (w911 * Vector(repeating: Float(4))))
-            let w942 = ((((w905 * Vector(repeating: Float(4))) + (w923 * Vector(repeating: Float(1)))) - (w911 * Vector(repeating: Float(4)))) - (w917 * Vector(repeating: Float(1))))
-            let w943 = ((((w917 * Vector(repeating: Float(2))) + (w923 * Vector(repeating: Float(1)))) - (w905 * Vector(repeating: Float(2)))) - (w911 * Vector(repeating: Float(1))))
-            let w944 = ((((w905 * Vector(repeating: Float(2))) + (w923 * Vector(repeating: Float(1)))) - (w911 * Vector(repeating: Float(1)))) - (w917 * Vector(repeating: Float(2))))
-            let w945 = (((w905 * Vector(repeating: Float(4))) + (w929 * Vector(repeating: Float(1)))) - (w917 * Vector(repeating: Float(5))))
-            let w946 = (((w900 * Vector(repeating: Float(4))) + (w924 * Vector(repeating: Float(1)))) - (w912 * Vector(repeating: Float(5))))
-            let w947 = ((((w918 * Vector(repeating: Float(1))) + (w924 * Vector(repeating: Float(1)))) - (w906 * Vector(repeating: Float(4)))) - (w912 * Vector(repeating: Float(4))))
-            let w948 = ((((w906 * Vector(repeating: Float(4))) + (w924 * Vector(repeating: Float(1)))) - (w912 * Vector(repeating: Float(4)))) - (w918 * Vector(repeating: Float(1))))
-            let w949 = ((((w918 * Vector(repeating: Float(2))) + (w924 * Vector(repeating: Float(1)))) - (w906 * Vector(repeating: Float(2)))) - (w912 * Vector(repeating: Float(1))))
-            let w950 = ((((w906 * Vector(repeating: Float(2))) + (w924 * Vector(repeating: Float(1)))) - (w912 * Vector(repeating: Float(1)))) - (w918 * Vector(repeating: Float(2))))
-            let w951 = (((w906 * Vector(repeating: Float(4))) + (w930 * Vector(repeating: Float(1)))) - (w918 * Vector(repeating: Float(5))))
-            let w952 = (((w901 * Vector(repeating: Float(4))) + (w925 * Vector(repeating: Float(1)))) - (w913 * Vector(repeating: Float(5))))
-            let w953 = ((((w919 * Vector(repeating: Float(1))) + (w925 * Vector(repeating: Float(1)))) - (w907 * Vector(repeating: Float(4)))) - (w913 * Vector(repeating: Float(4))))
-            let w954 = ((((w907 * Vector(repeating: Float(4))) + (w925 * Vector(repeating: Float(1)))) - (w913 * Vector(repeating: Float(4)))) - (w919 * Vector(repeating: Float(1))))
-            let w955 = ((((w919 * Vector(repeating: Float(2))) + (w925 * Vector(repeating: Float(1)))) - (w907 * Vector(repeating: Float(2)))) - (w913 * Vector(repeating: Float(1))))
-            let w956 = ((((w907 * Vector(repeating: Float(2))) + (w925 * Vector(repeating: Float(1)))) - (w913 * Vector(repeating: Float(1)))) - (w919 * Vector(repeating: Float(2))))
-            let w957 = (((w907 * Vector(repeating: Float(4))) + (w931 * Vector(repeating: Float(1)))) - (w919 * Vector(repeating: Float(5))))
-            let w958 = (((w902 * Vector(repeating: Float(4))) + (w926 * Vector(repeating: Float(1)))) - (w914 * Vector(repeating: Float(5))))
-            let w959 = ((((w920 * Vector(repeating: Float(1))) + (w926 * Vector(repeating: Float(1)))) - (w908 * Vector(repeating: Float(4)))) - (w914 * Vector(repeating: Float(4))))
-            let w960 = ((((w908 * Vector(repeating: Float(4))) + (w926 * Vector(repeating: Float(1)))) - (w914 * Vector(repeating: Float(4)))) - (w920 * Vector(repeating: Float(1))))
-            let w961 = ((((w920 * Vector(repeating: Float(2))) + (w926 * Vector(repeating: Float(1)))) - (w908 * Vector(repeating: Float(2)))) - (w914 * Vector(repeating: Float(1))))
-            let w962 = ((((w908 * Vector(repeating: Float(2))) + (w926 * Vector(repeating: Float(1)))) - (w914 * Vector(repeating: Float(1)))) - (w920 * Vector(repeating: Float(2))))
-            let w963 = (((w908 * Vector(repeating: Float(4))) + (w932 * Vector(repeating: Float(1)))) - (w920 * Vector(repeating: Float(5))))
-            let w964 = (((w903 * Vector(repeating: Float(4))) + (w927 * Vector(repeating: Float(1)))) - (w915 * Vector(repeating: Float(5))))
-            let w965 = ((((w921 * Vector(repeating: Float(1))) + (w927 * Vector(repeating: Float(1)))) - (w909 * Vector(repeating: Float(4)))) - (w915 * Vector(repeating: Float(4))))
-            let w966 = ((((w909 * Vector(repeating: Float(4))) + (w927 * Vector(repeating: Float(1)))) - (w915 * Vector(repeating: Float(4)))) - (w921 * Vector(repeating: Float(1))))
-            let w967 = ((((w921 * Vector(repeating: Float(2))) + (w927 * Vector(repeating: Float(1)))) - (w909 * Vector(repeating: Float(2)))) - (w915 * Vector(repeating: Float(1))))
-            let w968 = ((((w909 * Vector(repeating: Float(2))) + (w927 * Vector(repeating: Float(1)))) - (w915 * Vector(repeating: Float(1)))) - (w921 * Vector(repeating: Float(2))))
-            let w969 = (((w909 * Vector(repeating: Float(4))) + (w933 * Vector(repeating: Float(1)))) - (w921 * Vector(repeating: Float(5))))
-            storeVector(arena, ((940544 +% ((((j894 *% 4) +% (ty895 *% 2)) +% tx896) *% 64)) +% (cv897 *% 8)), w934)
-            storeVector(arena, ((940800 +% ((((j894 *% 4) +% (ty895 *% 2)) +% tx896) *% 64)) +% (cv897 *% 8)), w935)
-            storeVector(arena, ((941056 +% ((((j894 *% 4) +% (ty895 *% 2)) +% tx896) *% 64)) +% (cv897 *% 8)), w936)
-            storeVector(arena, ((941312 +% ((((j894 *% 4) +% (ty895 *% 2)) +% tx896) *% 64)) +% (cv897 *% 8)), w937)
-            storeVector(arena, ((941568 +% ((((j894 *% 4) +% (ty895 *% 2)) +% tx896) *% 64)) +% (cv897 *% 8)), w938)
-            storeVector(arena, ((941824 +% ((((j894 *% 4) +% (ty895 *% 2)) +% tx896) *% 64)) +% (cv897 *% 8)), w939)
-            storeVector(arena, ((942080 +% ((((j894 *% 4) +% (ty895 *% 2)) +% tx896) *% 64)) +% (cv897 *% 8)), w940)
-            storeVector(arena, ((942336 +% ((((j894 *% 4) +% (ty895 *% 2)) +% tx896) *% 64)) +% (cv897 *% 8)), w941)
-            storeVector(arena, ((942592 +% ((((j894 *% 4) +% (ty895 *% 2)) +% tx896) *% 64)) +% (cv897 *% 8)), w942)
-            storeVector(arena, ((942848 +% ((((j894 *% 4) +% (ty895 *% 2)) +% tx896) *% 64)) +% (cv897 *% 8)), w943)
-            storeVector(arena, ((943104 +% ((((j894 *% 4) +% (ty895 *% 2)) +% tx896) *% 64)) +% (cv897 *% 8)), w944)
-            storeVector(arena, ((943360 +% ((((j894 *% 4) +% (ty895 *% 2)) +% tx896) *% 64)) +% (cv897 *% 8)), w945)
-            storeVector(arena, ((943616 +% ((((j894 *% 4) +% (ty895 *% 2)) +% tx896) *% 64)) +% (cv897 *% 8)), w946)
-            storeVector(arena, ((943872 +% ((((j894 *% 4) +% (ty895 *% 2)) +% tx896) *% 64)) +% (cv897 *% 8)), w947)
-            storeVector(arena, ((944128 +% ((((j894 *% 4) +% (ty895 *% 2)) +% tx896) *% 64)) +% (cv897 *% 8)), w948)
-            storeVector(arena, ((944384 +% ((((j894 *% 4) +% (ty895 *% 2)) +% tx896) *% 64)) +% (cv897 *% 8)), w949)
-            storeVector(arena, ((944640 +% ((((j894 *% 4) +% (ty895 *% 2)) +% tx896) *% 64)) +% (cv897 *% 8)), w950)
-            storeVector(arena, ((944896 +% ((((j894 *% 4) +% (ty895 *% 2)) +% tx896) *% 64)) +% (cv897 *% 8)), w951)
-            storeVector(arena, ((945152 +% ((((j894 *% 4) +% (ty895 *% 2)) +% tx896) *% 64)) +% (cv897 *% 8)), w952)
-            storeVector(arena, ((945408 +% ((((j894 *% 4) +% (ty895 *% 2)) +% tx896) *% 64)) +% (cv897 *% 8)), w953)
-            storeVector(arena, ((945664 +% ((((j894 *% 4) +% (ty895 *% 2)) +% tx896) *% 64)) +% (cv897 *% 8)), w954)
-            storeVector(arena, ((945920 +% ((((j894 *% 4) +% (ty895 *% 2)) +% tx896) *% 64)) +% (cv897 *% 8)), w955)
-            storeVector(arena, ((946176 +% ((((j894 *% 4) +% (ty895 *% 2)) +% tx896) *% 64)) +% (cv897 *% 8)), w956)
-            storeVector(arena, ((946432 +% ((((j894 *% 4) +% (ty895 *% 2)) +% tx896) *% 64)) +% (cv897 *% 8)), w957)
-            storeVector(arena, ((946688 +% ((((j894 *% 4) +% (ty895 *% 2)) +% tx896) *% 64)) +% (cv897 *% 8)), w958)
-            storeVector(arena, ((946944 +% ((((j894 *% 4) +% (ty895 *% 2)) +% tx896) *% 64)) +% (cv897 *% 8)), w959)
-            storeVector(arena, ((947200 +% ((((j894 *% 4) +% (ty895 *% 2)) +% tx896) *% 64)) +% (cv897 *% 8)), w960)
-            storeVector(arena, ((947456 +% ((((j894 *% 4) +% (ty895 *% 2)) +% tx896) *% 64)) +% (cv897 *% 8)), w961)
-            storeVector(arena, ((947712 +% ((((j894 *% 4) +% (ty895 *% 2)) +% tx896) *% 64)) +% (cv897 *% 8)), w962)
-            storeVector(arena, ((947968 +% ((((j894 *% 4) +% (ty895 *% 2)) +% tx896) *% 64)) +% (cv897 *% 8)), w963)
-            storeVector(arena, ((948224 +% ((((j894 *% 4) +% (ty895 *% 2)) +% tx896) *% 64)) +% (cv897 *% 8)), w964)
-            storeVector(arena, ((948480 +% ((((j894 *% 4) +% (ty895 *% 2)) +% tx896) *% 64)) +% (cv897 *% 8)), w965)
-            storeVector(arena, ((948736 +% ((((j894 *% 4) +% (ty895 *% 2)) +% tx896) *% 64)) +% (cv897 *% 8)), w966)
-            storeVector(arena, ((948992 +% ((((j894 *% 4) +% (ty895 *% 2)) +% tx896) *% 64)) +% (cv897 *% 8)), w967)
-            storeVector(arena, ((949248 +% ((((j894 *% 4) +% (ty895 *% 2)) +% tx896) *% 64)) +% (cv897 *% 8)), w968)
-            storeVector(arena, ((949504 +% ((((j894 *% 4) +% (ty895 *% 2)) +% tx896) *% 64)) +% (cv897 *% 8)), w969)
+    for j852 in 0..<1 {
+      for ty853 in 0..<2 {
+        for tx854 in 0..<2 {
+          for cv855 in 0..<8 {
+            let w856 = (((loadVector(arena, (934144 +% ((((j852 *% 6400) +% ((ty853 *% 4) *% 640)) +% ((tx854 *% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 4) *% 640)) +% ((tx854 *% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 2) *% 640)) +% ((tx854 *% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(5))))
+            let w857 = ((((loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 3) *% 640)) +% ((tx854 *% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 4) *% 640)) +% ((tx854 *% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 1) *% 640)) +% ((tx854 *% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 2) *% 640)) +% ((tx854 *% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(4))))
+            let w858 = ((((loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 1) *% 640)) +% ((tx854 *% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 4) *% 640)) +% ((tx854 *% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 2) *% 640)) +% ((tx854 *% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 3) *% 640)) +% ((tx854 *% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1))))
+            let w859 = ((((loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 3) *% 640)) +% ((tx854 *% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 4) *% 640)) +% ((tx854 *% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 1) *% 640)) +% ((tx854 *% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 2) *% 640)) +% ((tx854 *% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1))))
+            let w860 = ((((loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 1) *% 640)) +% ((tx854 *% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 4) *% 640)) +% ((tx854 *% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 2) *% 640)) +% ((tx854 *% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 3) *% 640)) +% ((tx854 *% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(2))))
+            let w861 = (((loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 1) *% 640)) +% ((tx854 *% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 5) *% 640)) +% ((tx854 *% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 3) *% 640)) +% ((tx854 *% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(5))))
+            let w862 = (((loadVector(arena, (934144 +% ((((j852 *% 6400) +% ((ty853 *% 4) *% 640)) +% (((tx854 *% 4) +% 1) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 4) *% 640)) +% (((tx854 *% 4) +% 1) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 2) *% 640)) +% (((tx854 *% 4) +% 1) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(5))))
+            let w863 = ((((loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 3) *% 640)) +% (((tx854 *% 4) +% 1) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 4) *% 640)) +% (((tx854 *% 4) +% 1) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 1) *% 640)) +% (((tx854 *% 4) +% 1) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 2) *% 640)) +% (((tx854 *% 4) +% 1) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(4))))
+            let w864 = ((((loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 1) *% 640)) +% (((tx854 *% 4) +% 1) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 4) *% 640)) +% (((tx854 *% 4) +% 1) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 2) *% 640)) +% (((tx854 *% 4) +% 1) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 3) *% 640)) +% (((tx854 *% 4) +% 1) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1))))
+            let w865 = ((((loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 3) *% 640)) +% (((tx854 *% 4) +% 1) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 4) *% 640)) +% (((tx854 *% 4) +% 1) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 1) *% 640)) +% (((tx854 *% 4) +% 1) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 2) *% 640)) +% (((tx854 *% 4) +% 1) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1))))
+            let w866 = ((((loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 1) *% 640)) +% (((tx854 *% 4) +% 1) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 4) *% 640)) +% (((tx854 *% 4) +% 1) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 2) *% 640)) +% (((tx854 *% 4) +% 1) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 3) *% 640)) +% (((tx854 *% 4) +% 1) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(2))))
+            let w867 = (((loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 1) *% 640)) +% (((tx854 *% 4) +% 1) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 5) *% 640)) +% (((tx854 *% 4) +% 1) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 3) *% 640)) +% (((tx854 *% 4) +% 1) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(5))))
+            let w868 = (((loadVector(arena, (934144 +% ((((j852 *% 6400) +% ((ty853 *% 4) *% 640)) +% (((tx854 *% 4) +% 2) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 4) *% 640)) +% (((tx854 *% 4) +% 2) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 2) *% 640)) +% (((tx854 *% 4) +% 2) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(5))))
+            let w869 = ((((loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 3) *% 640)) +% (((tx854 *% 4) +% 2) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 4) *% 640)) +% (((tx854 *% 4) +% 2) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 1) *% 640)) +% (((tx854 *% 4) +% 2) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 2) *% 640)) +% (((tx854 *% 4) +% 2) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(4))))
+            let w870 = ((((loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 1) *% 640)) +% (((tx854 *% 4) +% 2) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 4) *% 640)) +% (((tx854 *% 4) +% 2) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 2) *% 640)) +% (((tx854 *% 4) +% 2) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 3) *% 640)) +% (((tx854 *% 4) +% 2) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1))))
+            let w871 = ((((loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 3) *% 640)) +% (((tx854 *% 4) +% 2) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 4) *% 640)) +% (((tx854 *% 4) +% 2) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 1) *% 640)) +% (((tx854 *% 4) +% 2) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 2) *% 640)) +% (((tx854 *% 4) +% 2) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1))))
+            let w872 = ((((loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 1) *% 640)) +% (((tx854 *% 4) +% 2) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 4) *% 640)) +% (((tx854 *% 4) +% 2) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 2) *% 640)) +% (((tx854 *% 4) +% 2) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 3) *% 640)) +% (((tx854 *% 4) +% 2) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(2))))
+            let w873 = (((loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 1) *% 640)) +% (((tx854 *% 4) +% 2) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 5) *% 640)) +% (((tx854 *% 4) +% 2) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 3) *% 640)) +% (((tx854 *% 4) +% 2) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(5))))
+            let w874 = (((loadVector(arena, (934144 +% ((((j852 *% 6400) +% ((ty853 *% 4) *% 640)) +% (((tx854 *% 4) +% 3) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 4) *% 640)) +% (((tx854 *% 4) +% 3) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 2) *% 640)) +% (((tx854 *% 4) +% 3) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(5))))
+            let w875 = ((((loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 3) *% 640)) +% (((tx854 *% 4) +% 3) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 4) *% 640)) +% (((tx854 *% 4) +% 3) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 1) *% 640)) +% (((tx854 *% 4) +% 3) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 2) *% 640)) +% (((tx854 *% 4) +% 3) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(4))))
+            let w876 = ((((loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 1) *% 640)) +% (((tx854 *% 4) +% 3) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 4) *% 640)) +% (((tx854 *% 4) +% 3) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 2) *% 640)) +% (((tx854 *% 4) +% 3) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 3) *% 640)) +% (((tx854 *% 4) +% 3) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1))))
+            let w877 = ((((loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 3) *% 640)) +% (((tx854 *% 4) +% 3) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 4) *% 640)) +% (((tx854 *% 4) +% 3) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 1) *% 640)) +% (((tx854 *% 4) +% 3) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 2) *% 640)) +% (((tx854 *% 4) +% 3) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1))))
+            let w878 = ((((loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 1) *% 640)) +% (((tx854 *% 4) +% 3) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 4) *% 640)) +% (((tx854 *% 4) +% 3) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 2) *% 640)) +% (((tx854 *% 4) +% 3) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 3) *% 640)) +% (((tx854 *% 4) +% 3) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(2))))
+            let w879 = (((loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 1) *% 640)) +% (((tx854 *% 4) +% 3) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 5) *% 640)) +% (((tx854 *% 4) +% 3) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 3) *% 640)) +% (((tx854 *% 4) +% 3) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(5))))
+            let w880 = (((loadVector(arena, (934144 +% ((((j852 *% 6400) +% ((ty853 *% 4) *% 640)) +% (((tx854 *% 4) +% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 4) *% 640)) +% (((tx854 *% 4) +% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 2) *% 640)) +% (((tx854 *% 4) +% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(5))))
+            let w881 = ((((loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 3) *% 640)) +% (((tx854 *% 4) +% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 4) *% 640)) +% (((tx854 *% 4) +% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 1) *% 640)) +% (((tx854 *% 4) +% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 2) *% 640)) +% (((tx854 *% 4) +% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(4))))
+            let w882 = ((((loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 1) *% 640)) +% (((tx854 *% 4) +% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 4) *% 640)) +% (((tx854 *% 4) +% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 2) *% 640)) +% (((tx854 *% 4) +% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 3) *% 640)) +% (((tx854 *% 4) +% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1))))
+            let w883 = ((((loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 3) *% 640)) +% (((tx854 *% 4) +% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 4) *% 640)) +% (((tx854 *% 4) +% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 1) *% 640)) +% (((tx854 *% 4) +% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 2) *% 640)) +% (((tx854 *% 4) +% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1))))
+            let w884 = ((((loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 1) *% 640)) +% (((tx854 *% 4) +% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 4) *% 640)) +% (((tx854 *% 4) +% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 2) *% 640)) +% (((tx854 *% 4) +% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 3) *% 640)) +% (((tx854 *% 4) +% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(2))))
+            let w885 = (((loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 1) *% 640)) +% (((tx854 *% 4) +% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 5) *% 640)) +% (((tx854 *% 4) +% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 3) *% 640)) +% (((tx854 *% 4) +% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(5))))
+            let w886 = (((loadVector(arena, (934144 +% ((((j852 *% 6400) +% ((ty853 *% 4) *% 640)) +% (((tx854 *% 4) +% 5) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 4) *% 640)) +% (((tx854 *% 4) +% 5) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 2) *% 640)) +% (((tx854 *% 4) +% 5) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(5))))
+            let w887 = ((((loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 3) *% 640)) +% (((tx854 *% 4) +% 5) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 4) *% 640)) +% (((tx854 *% 4) +% 5) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 1) *% 640)) +% (((tx854 *% 4) +% 5) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 2) *% 640)) +% (((tx854 *% 4) +% 5) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(4))))
+            let w888 = ((((loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 1) *% 640)) +% (((tx854 *% 4) +% 5) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 4) *% 640)) +% (((tx854 *% 4) +% 5) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 2) *% 640)) +% (((tx854 *% 4) +% 5) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 3) *% 640)) +% (((tx854 *% 4) +% 5) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1))))
+            let w889 = ((((loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 3) *% 640)) +% (((tx854 *% 4) +% 5) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 4) *% 640)) +% (((tx854 *% 4) +% 5) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 1) *% 640)) +% (((tx854 *% 4) +% 5) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 2) *% 640)) +% (((tx854 *% 4) +% 5) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1))))
+            let w890 = ((((loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 1) *% 640)) +% (((tx854 *% 4) +% 5) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 4) *% 640)) +% (((tx854 *% 4) +% 5) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 2) *% 640)) +% (((tx854 *% 4) +% 5) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 3) *% 640)) +% (((tx854 *% 4) +% 5) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(2))))
+            let w891 = (((loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 1) *% 640)) +% (((tx854 *% 4) +% 5) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 5) *% 640)) +% (((tx854 *% 4) +% 5) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 3) *% 640)) +% (((tx854 *% 4) +% 5) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(5))))
+            let w892 = (((w856 * Vector(repeating: Float(4))) + (w880 * Vector(repeating: Float(1)))) - (w868 * Vector(repeating: Float(5))))
+            let w893 = ((((w874 * Vector(repeating: Float(1))) + (w880 * Vector(repeating: Float(1)))) - (w862 * Vector(repeating: Float(4)))) - (w868 * Vector(repeating: Float(4))))
+            let w894 = ((((w862 * Vector(repeating: Float(4))) + (w880 * Vector(repeating: Float(1)))) - (w868 * Vector(repeating: Float(4)))) - (w874 * Vector(repeating: Float(1))))
+            let w895 = ((((w874 * Vector(repeating: Float(2))) + (w880 * Vector(repeating: Float(1)))) - (w862 * Vector(repeating: Float(2)))) - (w868 * Vector(repeating: Float(1))))
+            let w896 = ((((w862 * Vector(repeating: Float(2))) + (w880 * Vector(repeating: Float(1)))) - (w868 * Vector(repeating: Float(1)))) - (w874 * Vector(repeating: Float(2))))
+            let w897 = (((w862 * Vector(repeating: Float(4))) + (w886 * Vector(repeating: Float(1)))) - (w874 * Vector(repeating: Float(5))))
+            let w898 = (((w857 * Vector(repeating: Float(4))) + (w881 * Vector(repeating: Float(1)))) - (w869 * Vector(repeating: Float(5))))
+            let w899 = ((((w875 * Vector(repeating: Float(1))) + (w881 * Vector(repeating: Float(1)))) - (w863 * Vector(repeating: Float(4)))) - (w869 * Vector(repeating: Float(4))))
+            let w900 = ((((w863 * Vector(repeating: Float(4))) + (w881 * Vector(repeating: Float(1)))) - (w869 * Vector(repeating: Float(4)))) - (w875 * Vector(repeating: Float(1))))
+            let w901 = ((((w875 * Vector(repeating: Float(2))) + (w881 * Vector(repeating: Float(1)))) - (w863 * Vector(repeating: Float(2)))) - (w869 * Vector(repeating: Float(1))))
+            let w902 = ((((w863 * Vector(repeating: Float(2))) + (w881 * Vector(repeating: Float(1)))) - (w869 * Vector(repeating: Float(1)))) - (w875 * Vector(repeating: Float(2))))
+            let w903 = (((w863 * Vector(repeating: Float(4))) + (w887 * Vector(repeating: Float(1)))) - (w875 * Vector(repeating: Float(5))))
+            let w904 = (((w858 * Vector(repeating: Float(4))) + (w882 * Vector(repeating: Float(1)))) - (w870 * Vector(repeating: Float(5))))
+            let w905 = ((((w876 * Vector(repeating: Float(1))) + (w882 * Vector(repeating: Float(1)))) - (w864 * Vector(repeating: Float(4)))) - (w870 * Vector(repeating: Float(4))))
+            let w906 = ((((w864 * Vector(repeating: Float(4))) + (w882 * Vector(repeating: Float(1)))) - (w870 * Vector(repeating: Float(4)))) - (w876 * Vector(repeating: Float(1))))
+            let w907 = ((((w876 * Vector(repeating: Float(2))) + (w882 * Vector(repeating: Float(1)))) - (w864 * Vector(repeating: Float(2)))) - (w870 * Vector(repeating: Float(1))))
+            let w908 = ((((w864 * Vector(repeating: Float(2))) + (w882 * Vector(repeating: Float(1)))) - (w870 * Vector(repeating: Float(1)))) - (w876 * Vector(repeating: Float(2))))
+            let w909 = (((w864 * Vector(repeating: Float(4))) + (w888 * Vector(repeating: Float(1)))) - (w876 * Vector(repeating: Float(5))))
+            let w910 = (((w859 * Vector(repeating: Float(4))) + (w883 * Vector(repeating: Float(1)))) - (w871 * Vector(repeating: Float(5))))
+            let w911 = ((((w877 * Vector(repeating: Float(1))) + (w883 * Vector(repeating: Float(1)))) - (w865 * Vector(repeating: Float(4)))) - (w871 * Vector(repeating: Float(4))))
+            let w912 = ((((w865 * Vector(repeating: Float(4))) + (w883 * Vector(repeating: Float(1)))) - (w871 * Vector(repeating: Float(4)))) - (w877 * Vector(repeating: Float(1))))
+            let w913 = ((((w877 * Vector(repeating: Float(2))) + (w883 * Vector(repeating: Float(1)))) - (w865 * Vector(repeating: Float(2)))) - (w871 * Vector(repeating: Float(1))))
+            let w914 = ((((w865 * Vector(repeating: Float(2))) + (w883 * Vector(repeating: Float(1)))) - (w871 * Vector(repeating: Float(1)))) - (w877 * Vector(repeating: Float(2))))
+            let w915 = (((w865 * Vector(repeating: Float(4))) + (w889 * Vector(repeating: Float(1)))) - (w877 * Vector(repeating: Float(5))))
+            let w916 = (((w860 * Vector(repeating: Float(4))) + (w884 * Vector(repeating: Float(1)))) - (w872 * Vector(repeating: Float(5))))
+            let w917 = ((((w878 * Vector(repeating: Float(1))) + (w884 * Vector(repeating: Float(1)))) - (w866 * Vector(repeating: Float(4)))) - (w872 * Vector(repeating: Float(4))))
+            let w918 = ((((w866 * Vector(repeating: Float(4))) + (w884 * Vector(repeating: Float(1)))) - (w872 * Vector(repeating: Float(4)))) - (w878 * Vector(repeating: Float(1))))
+            let w919 = ((((w878 * Vector(repeating: Float(2))) + (w884 * Vector(repeating: Float(1)))) - (w866 * Vector(repeating: Float(2)))) - (w872 * Vector(repeating: Float(1))))
+            let w920 = ((((w866 * Vector(repeating: Float(2))) + (w884 * Vector(repeating: Float(1)))) - (w872 * Vector(repeating: Float(1)))) - (w878 * Vector(repeating: Float(2))))
+            let w921 = (((w866 * Vector(repeating: Float(4))) + (w890 * Vector(repeating: Float(1)))) - (w878 * Vector(repeating: Float(5))))
+            let w922 = (((w861 * Vector(repeating: Float(4))) + (w885 * Vector(repeating: Float(1)))) - (w873 * Vector(repeating: Float(5))))
+            let w923 = ((((w879 * Vector(repeating: Float(1))) + (w885 * Vector(repeating: Float(1)))) - (w867 * Vector(repeating: Float(4)))) - (w873 * Vector(repeating: Float(4))))
+            let w924 = ((((w867 * Vector(repeating: Float(4))) + (w885 * Vector(repeating: Float(1)))) - (w873 * Vector(repeating: Float(4)))) - (w879 * Vector(repeating: Float(1))))
+            let w925 = ((((w879 * Vector(repeating: Float(2))) + (w885 * Vector(repeating: Float(1)))) - (w867 * Vector(repeating: Float(2)))) - (w873 * Vector(repeating: Float(1))))
+            let w926 = ((((w867 * Vector(repeating: Float(2))) + (w885 * Vector(repeating: Float(1)))) - (w873 * Vector(repeating: Float(1)))) - (w879 * Vector(repeating: Float(2))))
+            let w927 = (((w867 * Vector(repeating: Float(4))) + (w891 * Vector(repeating: Float(1)))) - (w879 * Vector(repeating: Float(5))))
+            storeVector(arena, ((940544 +% ((((j852 *% 4) +% (ty853 *% 2)) +% tx854) *% 64)) +% (cv855 *% 8)), w892)
+            storeVector(arena, ((940800 +% ((((j852 *% 4) +% (ty853 *% 2)) +% tx854) *% 64)) +% (cv855 *% 8)), w893)
+            storeVector(arena, ((941056 +% ((((j852 *% 4) +% (ty853 *% 2)) +% tx854) *% 64)) +% (cv855 *% 8)), w894)
+            storeVector(arena, ((941312 +% ((((j852 *% 4) +% (ty853 *% 2)) +% tx854) *% 64)) +% (cv855 *% 8)), w895)
+            storeVector(arena, ((941568 +% ((((j852 *% 4) +% (ty853 *% 2)) +% tx854) *% 64)) +% (cv855 *% 8)), w896)
+            storeVector(arena, ((941824 +% ((((j852 *% 4) +% (ty853 *% 2)) +% tx854) *% 64)) +% (cv855 *% 8)), w897)
+            storeVector(arena, ((942080 +% ((((j852 *% 4) +% (ty853 *% 2)) +% tx854) *% 64)) +% (cv855 *% 8)), w898)
+            storeVector(arena, ((942336 +% ((((j852 *% 4) +% (ty853 *% 2)) +% tx854) *% 64)) +% (cv855 *% 8)), w899)
+            storeVector(arena, ((942592 +% ((((j852 *% 4) +% (ty853 *% 2)) +% tx854) *% 64)) +% (cv855 *% 8)), w900)
+            storeVector(arena, ((942848 +% ((((j852 *% 4) +% (ty853 *% 2)) +% tx854) *% 64)) +% (cv855 *% 8)), w901)
+            storeVector(arena, ((943104 +% ((((j852 *% 4) +% (ty853 *% 2)) +% tx854) *% 64)) +% (cv855 *% 8)), w902)
+            storeVector(arena, ((943360 +% ((((j852 *% 4) +% (ty853 *% 2)) +% tx854) *% 64)) +% (cv855 *% 8)), w903)
+            storeVector(arena, ((943616 +% ((((j852 *% 4) +% (ty853 *% 2)) +% tx854) *% 64)) +% (cv855 *% 8)), w904)
+            storeVector(arena, ((943872 +% ((((j852 *% 4) +% (ty853 *% 2)) +% tx854) *% 64)) +% (cv855 *% 8)), w905)
+            storeVector(arena, ((944128 +% ((((j852 *% 4) +% (ty853 *% 2)) +% tx854) *% 64)) +% (cv855 *% 8)), w906)
+            storeVector(arena, ((944384 +% ((((j852 *% 4) +% (ty853 *% 2)) +% tx854) *% 64)) +% (cv855 *% 8)), w907)
+            storeVector(arena, ((944640 +% ((((j852 *% 4) +% (ty853 *% 2)) +% tx854) *% 64)) +% (cv855 *% 8)), w908)
+            storeVector(arena, ((944896 +% ((((j852 *% 4) +% (ty853 *% 2)) +% tx854) *% 64)) +% (cv855 *% 8)), w909)
+            storeVector(arena, ((945152 +% ((((j852 *% 4) +% (ty853 *% 2)) +% tx854) *% 64)) +% (cv855 *% 8)), w910)
+            storeVector(arena, ((945408 +% ((((j852 *% 4) +% (ty853 *% 2)) +% tx854) *% 64)) +% (cv855 *% 8)), w911)
+            storeVector(arena, ((945664 +% ((((j852 *% 4) +% (ty853 *% 2)) +% tx854) *% 64)) +% (cv855 *% 8)), w912)
+            storeVector(arena, ((945920 +% ((((j852 *% 4) +% (ty853 *% 2)) +% tx854) *% 64)) +% (cv855 *% 8)), w913)
+            storeVector(arena, ((946176 +% ((((j852 *% 4) +% (ty853 *% 2)) +% tx854) *% 64)) +% (cv855 *% 8)), w914)
+            storeVector(arena, ((946432 +% ((((j852 *% 4) +% (ty853 *% 2)) +% tx854) *% 64)) +% (cv855 *% 8)), w915)
+            storeVector(arena, ((946688 +% ((((j852 *% 4) +% (ty853 *% 2)) +% tx854) *% 64)) +% (cv855 *% 8)), w916)
+            storeVector(arena, ((946944 +% ((((j852 *% 4) +% (ty853 *% 2)) +% tx854) *% 64)) +% (cv855 *% 8)), w917)
+            storeVector(arena, ((947200 +% ((((j852 *% 4) +% (ty853 *% 2)) +% tx854) *% 64)) +% (cv855 *% 8)), w918)
+            storeVector(arena, ((947456 +% ((((j852 *% 4) +% (ty853 *% 2)) +% tx854) *% 64)) +% (cv855 *% 8)), w919)
+            storeVector(arena, ((947712 +% ((((j852 *% 4) +% (ty853 *% 2)) +% tx854) *% 64)) +% (cv855 *% 8)), w920)
+            storeVector(arena, ((947968 +% ((((j852 *% 4) +% (ty853 *% 2)) +% tx854) *% 64)) +% (cv855 *% 8)), w921)
+            storeVector(arena, ((948224 +% ((((j852 *% 4) +% (ty853 *% 2)) +% tx854) *% 64)) +% (cv855 *% 8)), w922)
+            storeVector(arena, ((948480 +% ((((j852 *% 4) +% (ty853 *% 2)) +% tx854) *% 64)) +% (cv855 *% 8)), w923)
+            storeVector(arena, ((948736 +% ((((j852 *% 4) +% (ty853 *% 2)) +% tx854) *% 64)) +% (cv855 *% 8)), w924)
+            storeVector(arena, ((948992 +% ((((j852 *% 4) +% (ty853 *% 2)) +% tx854) *% 64)) +% (cv855 *% 8)), w925)
+            storeVector(arena, ((949248 +% ((((j852 *% 4) +% (ty853 *% 2)) +% tx854) *% 64)) +% (cv855 *% 8)), w926)
+            storeVector(arena, ((949504 +% ((((j852 *% 4) +% (ty853 *% 2)) +% tx854) *% 64)) +% (cv855 *% 8)), w927)
           }
         }
       }
     }
-    parallelFor(pool, 2) { part970 in
-      for xi971 in 0..<36 {
-        do {  // gemm976
-          for nb972 in 0..<1 {
-            for mb973 in 0..<2 {
-              var t974_c0_0 = Vector()
-              var t974_c0_1 = Vector()
-              var t974_c0_2 = Vector()
-              var t974_c0_3 = Vector()
-              var t974_c1_0 = Vector()
-              var t974_c1_1 = Vector()
-              var t974_c1_2 = Vector()
-              var t974_c1_3 = Vector()
-              for k975 in 0..<64 {
-                let t974_b0 = loadVector(arena, ((((3363856 +% (xi971 *% 4096)) +% (part970 *% 32)) +% (k975 *% 64)) +% (nb972 *% 32)))
-                let t974_b1 = loadVector(arena, (((((3363856 +% (xi971 *% 4096)) +% (part970 *% 32)) +% (k975 *% 64)) +% (nb972 *% 32)) +% 8))
-                let t974_b2 = loadVector(arena, (((((3363856 +% (xi971 *% 4096)) +% (part970 *% 32)) +% (k975 *% 64)) +% (nb972 *% 32)) +% 16))
-                let t974_b3 = loadVector(arena, (((((3363856 +% (xi971 *% 4096)) +% (part970 *% 32)) +% (k975 *% 64)) +% (nb972 *% 32)) +% 24))
-                let t974_a0 = Vector(repeating: arena[(((940544 +% (xi971 *% 256)) +% ((mb973 *% 2) *% 64)) +% k975)])
-                t974_c0_0 = t974_c0_0.addingProduct(t974_a0, t974_b0)
-                t974_c0_1 = t974_c0_1.addingProduct(t974_a0, t974_b1)
-                t974_c0_2 = t974_c0_2.addingProduct(t974_a0, t974_b2)
-                t974_c0_3 = t974_c0_3.addingProduct(t974_a0, t974_b3)
-                let t974_a1 = Vector(repeating: arena[(((940544 +% (xi971 *% 256)) +% (((mb973 *% 2) +% 1) *% 64)) +% k975)])
-                t974_c1_0 = t974_c1_0.addingProduct(t974_a1, t974_b0)
-                t974_c1_1 = t974_c1_1.addingProduct(t974_a1, t974_b1)
-                t974_c1_2 = t974_c1_2.addingProduct(t974_a1, t974_b2)
-                t974_c1_3 = t974_c1_3.addingProduct(t974_a1, t974_b3)
+    parallelFor(pool, 2) { part928 in
+      for xi929 in 0..<36 {
+        do {  // gemm934
+          for nb930 in 0..<1 {
+            for mb931 in 0..<2 {
+              var t932_c0_0 = Vector()
+              var t932_c0_1 = Vector()
+              var t932_c0_2 = Vector()
+              var t932_c0_3 = Vector()
+              var t932_c1_0 = Vector()
+              var t932_c1_1 = Vector()
+              var t932_c1_2 = Vector()
+              var t932_c1_3 = Vector()
+              for k933 in 0..<64 {
+                let t932_b0 = loadVector(arena, ((((3363424 +% (xi929 *% 4096)) +% (part928 *% 32)) +% (k933 *% 64)) +% (nb930 *% 32)))
+                let t932_b1 = loadVector(arena, (((((3363424 +% (xi929 *% 4096)) +% (part928 *% 32)) +% (k933 *% 64)) +% (nb930 *% 32)) +% 8))
+                let t932_b2 = loadVector(arena, (((((3363424 +% (xi929 *% 4096)) +% (part928 *% 32)) +% (k933 *% 64)) +% (nb930 *% 32)) +% 16))
+                let t932_b3 = loadVector(arena, (((((3363424 +% (xi929 *% 4096)) +% (part928 *% 32)) +% (k933 *% 64)) +% (nb930 *% 32)) +% 24))
+                let t932_a0 = Vector(repeating: arena[(((940544 +% (xi929 *% 256)) +% ((mb931 *% 2) *% 64)) +% k933)])
+                t932_c0_0 = t932_c0_0.addingProduct(t932_a0, t932_b0)
+                t932_c0_1 = t932_c0_1.addingProduct(t932_a0, t932_b1)
+                t932_c0_2 = t932_c0_2.addingProduct(t932_a0, t932_b2)
+                t932_c0_3 = t932_c0_3.addingProduct(t932_a0, t932_b3)
+                let t932_a1 = Vector(repeating: arena[(((940544 +% (xi929 *% 256)) +% (((mb931 *% 2) +% 1) *% 64)) +% k933)])
+                t932_c1_0 = t932_c1_0.addingProduct(t932_a1, t932_b0)
+                t932_c1_1 = t932_c1_1.addingProduct(t932_a1, t932_b1)
+                t932_c1_2 = t932_c1_2.addingProduct(t932_a1, t932_b2)
+                t932_c1_3 = t932_c1_3.addingProduct(t932_a1, t932_b3)
               }
-              storeVector(arena, ((((949760 +% (xi971 *% 256)) +% (part970 *% 32)) +% ((mb973 *% 2) *% 64)) +% (nb972 *% 32)), t974_c0_0)
-              storeVector(arena, (((((949760 +% (xi971 *% 256)) +% (part970 *% 32)) +% ((mb973 *% 2) *% 64)) +% (nb972 *% 32)) +% 8), t974_c0_1)
-              storeVector(arena, (((((949760 +% (xi971 *% 256)) +% (part970 *% 32)) +% ((mb973 *% 2) *% 64)) +% (nb972 *% 32)) +% 16), t974_c0_2)
-              storeVector(arena, (((((949760 +% (xi971 *% 256)) +% (part970 *% 32)) +% ((mb973 *% 2) *% 64)) +% (nb972 *% 32)) +% 24), t974_c0_3)
-              storeVector(arena, ((((949760 +% (xi971 *% 256)) +% (part970 *% 32)) +% (((mb973 *% 2) +% 1) *% 64)) +% (nb972 *% 32)), t974_c1_0)
-              storeVector(arena, (((((949760 +% (xi971 *% 256)) +% (part970 *% 32)) +% (((mb973 *% 2) +% 1) *% 64)) +% (nb972 *% 32)) +% 8), t974_c1_1)
-              storeVector(arena, (((((949760 +% (xi971 *% 256)) +% (part970 *% 32)) +% (((mb973 *% 2) +% 1) *% 64)) +% (nb972 *% 32)) +% 16), t974_c1_2)
-              storeVector(arena, (((((949760 +% (xi971 *% 256)) +% (part970 *% 32)) +% (((mb973 *% 2) +% 1) *% 64)) +% (nb972 *% 32)) +% 24), t974_c1_3)
+              storeVector(arena, ((((949760 +% (xi929 *% 256)) +% (part928 *% 32)) +% ((mb931 *% 2) *% 64)) +% (nb930 *% 32)), t932_c0_0)
+              storeVector(arena, (((((949760 +% (xi929 *% 256)) +% (part928 *% 32)) +% ((mb931 *% 2) *% 64)) +% (nb930 *% 32)) +% 8), t932_c0_1)
+              storeVector(arena, (((((949760 +% (xi929 *% 256)) +% (part928 *% 32)) +% ((mb931 *% 2) *% 64)) +% (nb930 *% 32)) +% 16), t932_c0_2)
+              storeVector(arena, (((((949760 +% (xi929 *% 256)) +% (part928 *% 32)) +% ((mb931 *% 2) *% 64)) +% (nb930 *% 32)) +% 24), t932_c0_3)
+              storeVector(arena, ((((949760 +% (xi929 *% 256)) +% (part928 *% 32)) +% (((mb931 *% 2) +% 1) *% 64)) +% (nb930 *% 32)), t932_c1_0)
+              storeVector(arena, (((((949760 +% (xi929 *% 256)) +% (part928 *% 32)) +% (((mb931 *% 2) +% 1) *% 64)) +% (nb930 *% 32)) +% 8), t932_c1_1)
+              storeVector(arena, (((((949760 +% (xi929 *% 256)) +% (part928 *% 32)) +% (((mb931 *% 2) +% 1) *% 64)) +% (nb930 *% 32)) +% 16), t932_c1_2)
+              storeVector(arena, (((((949760 +% (xi929 *% 256)) +% (part928 *% 32)) +% (((mb931 *% 2) +% 1) *% 64)) +% (nb930 *% 32)) +% 24), t932_c1_3)
             }
           }
         }
       }
-      for j977 in 0..<1 {
-        for ty978 in 0..<2 {
-          for tx979 in 0..<2 {
-            for cv980 in 0..<4 {
-              let w981 = ((((loadVector(arena, ((949760 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) + loadVector(arena, ((951296 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8))))) + loadVector(arena, ((952832 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8))))) + loadVector(arena, ((954368 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8))))) + loadVector(arena, ((955904 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))))
-              let w982 = ((((loadVector(arena, ((951296 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((954368 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((952832 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((955904 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(2))))
-              let w983 = ((((loadVector(arena, ((951296 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((952832 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((954368 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((955904 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(4))))
-              let w984 = (((((loadVector(arena, ((951296 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((954368 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((957440 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((952832 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((955904 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(8))))
-              let w985 = ((((loadVector(arena, ((950016 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) + loadVector(arena, ((951552 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8))))) + loadVector(arena, ((953088 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8))))) + loadVector(arena, ((954624 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8))))) + loadVector(arena, ((956160 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))))
-              let w986 = ((((loadVector(arena, ((951552 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((954624 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((953088 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((956160 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(2))))
-              let w987 = ((((loadVector(arena, ((951552 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((953088 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((954624 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((956160 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(4))))
-              let w988 = (((((loadVector(arena, ((951552 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((954624 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((957696 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((953088 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((956160 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(8))))
-              let w989 = ((((loadVector(arena, ((950272 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) + loadVector(arena, ((951808 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8))))) + loadVector(arena, ((953344 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8))))) + loadVector(arena, ((954880 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8))))) + loadVector(arena, ((956416 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))))
-              let w990 = ((((loadVector(arena, ((951808 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((954880 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((953344 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((956416 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(2))))
-              let w991 = ((((loadVector(arena, ((951808 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((953344 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((954880 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((956416 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(4))))
-              let w992 = (((((loadVector(arena, ((951808 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((954880 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((957952 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((953344 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((956416 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(8))))
-              let w993 = ((((loadVector(arena, ((950528 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) + loadVector(arena, ((952064 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8))))) + loadVector(arena, ((953600 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8))))) + loadVector(arena, ((955136 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8))))) + loadVector(arena, ((956672 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))))
-              let w994 = ((((loadVector(arena, ((952064 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((955136 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((953600 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((956672 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(2))))
-              let w995 = ((((loadVector(arena, ((952064 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((953600 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((955136 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((956672 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(4))))
-              let w996 = (((((loadVector(arena, ((952064 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((955136 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((958208 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((953600 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((956672 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(8))))
-              let w997 = ((((loadVector(arena, ((950784 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) + loadVector(arena, ((952320 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8))))) + loadVector(arena, ((953856 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8))))) + loadVector(arena, ((955392 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8))))) + loadVector(arena, ((956928 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))))
-              let w998 = ((((loadVector(arena, ((952320 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((955392 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((953856 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((956928 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(2))))
-              let w999 = ((((loadVector(arena, ((952320 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((953856 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((955392 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((956928 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(4))))
-              let w1000 = (((((loadVector(arena, ((952320 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((955392 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((958464 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((953856 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((956928 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(8))))
-              let w1001 = ((((loadVector(arena, ((951040 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) + loadVector(arena, ((952576 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8))))) + loadVector(arena, ((954112 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8))))) + loadVector(arena, ((955648 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8))))) + loadVector(arena, ((957184 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))))
-              let w1002 = ((((loadVector(arena, ((952576 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((955648 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((954112 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((957184 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(2))))
-              let w1003 = ((((loadVector(arena, ((952576 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((954112 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((955648 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((957184 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(4))))
-              let w1004 = (((((loadVector(arena, ((952576 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((955648 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((958720 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((954112 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((957184 +% ((((j977 *% 4) +% (ty978 *% 2)) +% tx979) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8)))) * Vector(repeating: Float(8))))
-              let w1005 = ((((w981 + w985) + w989) + w993) + w997)
-              let w1006 = ((((w985 * Vector(repeating: Float(1))) + (w993 * Vector(repeating: Float(2)))) - (w989 * Vector(repeating: Float(1)))) - (w997 * Vector(repeating: Float(2))))
-              let w1007 = ((((w985 * Vector(repeating: Float(1))) + (w989 * Vector(repeating: Float(1)))) + (w993 * Vector(repeating: Float(4)))) + (w997 * Vector(repeating: Float(4))))
-              let w1008 = (((((w985 * Vector(repeating: Float(1))) + (w993 * Vector(repeating: Float(8)))) + (w1001 * Vector(repeating: Float(1)))) - (w989 * Vector(repeating: Float(1)))) - (w997 * Vector(repeating: Float(8))))
-              let w1009 = ((((w982 + w986) + w990) + w994) + w998)
-              let w1010 = ((((w986 * Vector(repeating: Float(1))) + (w994 * Vector(repeating: Float(2)))) - (w990 * Vector(repeating: Float(1)))) - (w998 * Vector(repeating: Float(2))))
-              let w1011 = ((((w986 * Vector(repeating: Float(1))) + (w990 * Vector(repeating: Float(1)))) + (w994 * Vector(repeating: Float(4)))) + (w998 * Vector(repeating: Float(4))))
-              let w1012 = (((((w986 * Vector(repeating: Float(1))) + (w994 * Vector(repeating: Float(8)))) + (w1002 * Vector(repeating: Float(1)))) - (w990 * Vector(repeating: Float(1)))) - (w998 * Vector(repeating: Float(8))))
-              let w1013 = ((((w983 + w987) + w991) + w995) + w999)
-              let w1014 = ((((w987 * Vector(repeating: Float(1))) + (w995 * Vector(repeating: Float(2)))) - (w991 * Vector(repeating: Float(1)))) - (w999 * Vector(repeating: Float(2))))
-              let w1015 = ((((w987 * Vector(repeating: Float(1))) + (w991 * Vector(repeating: Float(1)))) + (w995 * Vector(repeating: Float(4)))) + (w999 * Vector(repeating: Float(4))))
-              let w1016 = (((((w987 * Vector(repeating: Float(1))) + (w995 * Vector(repeating: Float(8)))) + (w1003 * Vector(repeating: Float(1)))) - (w991 * Vector(repeating: Float(1)))) - (w999 * Vector(repeating: Float(8))))
-              let w1017 = ((((w984 + w988) + w992) + w996) + w1000)
-              let w1018 = ((((w988 * Vector(repeating: Float(1))) + (w996 * Vector(repeating: Float(2)))) - (w992 * Vector(repeating: Float(1)))) - (w1000 * Vector(repeating: Float(2))))
-              let w1019 = ((((w988 * Vector(repeating: Float(1))) + (w992 * Vector(repeating: Float(1)))) + (w996 * Vector(repeating: Float(4)))) + (w1000 * Vector(repeating: Float(4))))
-              let w1020 = (((((w988 * Vector(repeating: Float(1))) + (w996 * Vector(repeating: Float(8)))) + (w1004 * Vector(repeating: Float(1)))) - (w992 * Vector(repeating: Float(1)))) - (w1000 * Vector(repeating: Float(8))))
-              storeVector(arena, ((958976 +% (((((j977 *% 8) +% (ty978 *% 4)) *% 8) +% (tx979 *% 4)) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8))), ((w1005 * loadVector(arena, ((part970 *% 32) +% (cv980 *% 8)))) + loadVector(arena, (64 +% ((part970 *% 32) +% (cv980 *% 8))))))
-              storeVector(arena, ((958976 +% ((((((j977 *% 8) +% (ty978 *% 4)) *% 8) +% (tx979 *% 4)) +% 1) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8))), ((w1006 * loadVector(arena, ((part970 *% 32) +% (cv980 *% 8)))) + loadVector(arena, (64 +% ((part970 *% 32) +% (cv980 *% 8))))))
-              storeVector(arena, ((958976 +% ((((((j977 *% 8) +% (ty978 *% 4)) *% 8) +% (tx979 *% 4)) +% 2) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8))), ((w1007 * loadVector(arena, ((part970 *% 32) +% (cv980 *% 8)))) + loadVector(arena, (64 +% ((part970 *% 32) +% (cv980 *% 8))))))
-              storeVector(arena, ((958976 +% ((((((j977 *% 8) +% (ty978 *% 4)) *% 8) +% (tx979 *% 4)) +% 3) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8))), ((w1008 * loadVector(arena, ((part970 *% 32) +% (cv980 *% 8)))) + loadVector(arena, (64 +% ((part970 *% 32) +% (cv980 *% 8))))))
-              storeVector(arena, ((958976 +% ((((((j977 *% 8) +% (ty978 *% 4)) +% 1) *% 8) +% (tx979 *% 4)) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8))), ((w1009 * loadVector(arena, ((part970 *% 32) +% (cv980 *% 8)))) + loadVector(arena, (64 +% ((part970 *% 32) +% (cv980 *% 8))))))
-              storeVector(arena, ((958976 +% (((((((j977 *% 8) +% (ty978 *% 4)) +% 1) *% 8) +% (tx979 *% 4)) +% 1) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8))), ((w1010 * loadVector(arena, ((part970 *% 32) +% (cv980 *% 8)))) + loadVector(arena, (64 +% ((part970 *% 32) +% (cv980 *% 8))))))
-              storeVector(arena, ((958976 +% (((((((j977 *% 8) +% (ty978 *% 4)) +% 1) *% 8) +% (tx979 *% 4)) +% 2) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8))), ((w1011 * loadVector(arena, ((part970 *% 32) +% (cv980 *% 8)))) + loadVector(arena, (64 +% ((part970 *% 32) +% (cv980 *% 8))))))
-              storeVector(arena, ((958976 +% (((((((j977 *% 8) +% (ty978 *% 4)) +% 1) *% 8) +% (tx979 *% 4)) +% 3) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8))), ((w1012 * loadVector(arena, ((part970 *% 32) +% (cv980 *% 8)))) + loadVector(arena, (64 +% ((part970 *% 32) +% (cv980 *% 8))))))
-              storeVector(arena, ((958976 +% ((((((j977 *% 8) +% (ty978 *% 4)) +% 2) *% 8) +% (tx979 *% 4)) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8))), ((w1013 * loadVector(arena, ((part970 *% 32) +% (cv980 *% 8)))) + loadVector(arena, (64 +% ((part970 *% 32) +% (cv980 *% 8))))))
-              storeVector(arena, ((958976 +% (((((((j977 *% 8) +% (ty978 *% 4)) +% 2) *% 8) +% (tx979 *% 4)) +% 1) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8))), ((w1014 * loadVector(arena, ((part970 *% 32) +% (cv980 *% 8)))) + loadVector(arena, (64 +% ((part970 *% 32) +% (cv980 *% 8))))))
-              storeVector(arena, ((958976 +% (((((((j977 *% 8) +% (ty978 *% 4)) +% 2) *% 8) +% (tx979 *% 4)) +% 2) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8))), ((w1015 * loadVector(arena, ((part970 *% 32) +% (cv980 *% 8)))) + loadVector(arena, (64 +% ((part970 *% 32) +% (cv980 *% 8))))))
-              storeVector(arena, ((958976 +% (((((((j977 *% 8) +% (ty978 *% 4)) +% 2) *% 8) +% (tx979 *% 4)) +% 3) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8))), ((w1016 * loadVector(arena, ((part970 *% 32) +% (cv980 *% 8)))) + loadVector(arena, (64 +% ((part970 *% 32) +% (cv980 *% 8))))))
-              storeVector(arena, ((958976 +% ((((((j977 *% 8) +% (ty978 *% 4)) +% 3) *% 8) +% (tx979 *% 4)) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8))), ((w1017 * loadVector(arena, ((part970 *% 32) +% (cv980 *% 8)))) + loadVector(arena, (64 +% ((part970 *% 32) +% (cv980 *% 8))))))
-              storeVector(arena, ((958976 +% (((((((j977 *% 8) +% (ty978 *% 4)) +% 3) *% 8) +% (tx979 *% 4)) +% 1) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8))), ((w1018 * loadVector(arena, ((part970 *% 32) +% (cv980 *% 8)))) + loadVector(arena, (64 +% ((part970 *% 32) +% (cv980 *% 8))))))
-              storeVector(arena, ((958976 +% (((((((j977 *% 8) +% (ty978 *% 4)) +% 3) *% 8) +% (tx979 *% 4)) +% 2) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8))), ((w1019 * loadVector(arena, ((part970 *% 32) +% (cv980 *% 8)))) + loadVector(arena, (64 +% ((part970 *% 32) +% (cv980 *% 8))))))
-              storeVector(arena, ((958976 +% (((((((j977 *% 8) +% (ty978 *% 4)) +% 3) *% 8) +% (tx979 *% 4)) +% 3) *% 64)) +% ((part970 *% 32) +% (cv980 *% 8))), ((w1020 * loadVector(arena, ((part970 *% 32) +% (cv980 *% 8)))) + loadVector(arena, (64 +% ((part970 *% 32) +% (cv980 *% 8))))))
+      for j935 in 0..<1 {
+        for ty936 in 0..<2 {
+          for tx937 in 0..<2 {
+            for cv938 in 0..<4 {
+              let w939 = ((((loadVector(arena, ((949760 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) + loadVector(arena, ((951296 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8))))) + loadVector(arena, ((952832 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8))))) + loadVector(arena, ((954368 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8))))) + loadVector(arena, ((955904 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))))
+              let w940 = ((((loadVector(arena, ((951296 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((954368 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((952832 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((955904 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(2))))
+              let w941 = ((((loadVector(arena, ((951296 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((952832 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((954368 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((955904 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(4))))
+              let w942 = (((((loadVector(arena, ((951296 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((954368 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((957440 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((952832 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((955904 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(8))))
+              let w943 = ((((loadVector(arena, ((950016 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) + loadVector(arena, ((951552 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8))))) + loadVector(arena, ((953088 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8))))) + loadVector(arena, ((954624 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8))))) + loadVector(arena, ((956160 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))))
+              let w944 = ((((loadVector(arena, ((951552 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((954624 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((953088 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((956160 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(2))))
+              let w945 = ((((loadVector(arena, ((951552 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((953088 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((954624 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((956160 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(4))))
+              let w946 = (((((loadVector(arena, ((951552 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((954624 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((957696 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((953088 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((956160 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(8))))
+              let w947 = ((((loadVector(arena, ((950272 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) + loadVector(arena, ((951808 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8))))) + loadVector(arena, ((953344 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8))))) + loadVector(arena, ((954880 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8))))) + loadVector(arena, ((956416 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))))
+              let w948 = ((((loadVector(arena, ((951808 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((954880 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((953344 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((956416 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(2))))
+              let w949 = ((((loadVector(arena, ((951808 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((953344 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((954880 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((956416 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(4))))
+              let w950 = (((((loadVector(arena, ((951808 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((954880 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((957952 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((953344 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((956416 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(8))))
+              let w951 = ((((loadVector(arena, ((950528 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) + loadVector(arena, ((952064 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8))))) + loadVector(arena, ((953600 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8))))) + loadVector(arena, ((955136 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8))))) + loadVector(arena, ((956672 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))))
+              let w952 = ((((loadVector(arena, ((952064 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((955136 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((953600 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((956672 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(2))))
+              let w953 = ((((loadVector(arena, ((952064 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((953600 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((955136 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((956672 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(4))))
+              let w954 = (((((loadVector(arena, ((952064 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((955136 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((958208 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((953600 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((956672 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(8))))
+              let w955 = ((((loadVector(arena, ((950784 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) + loadVector(arena, ((952320 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8))))) + loadVector(arena, ((953856 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8))))) + loadVector(arena, ((955392 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8))))) + loadVector(arena, ((956928 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))))
+              let w956 = ((((loadVector(arena, ((952320 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((955392 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((953856 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((956928 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(2))))
+              let w957 = ((((loadVector(arena, ((952320 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((953856 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((955392 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((956928 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(4))))
+              let w958 = (((((loadVector(arena, ((952320 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((955392 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((958464 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((953856 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((956928 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(8))))
+              let w959 = ((((loadVector(arena, ((951040 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) + loadVector(arena, ((952576 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8))))) + loadVector(arena, ((954112 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8))))) + loadVector(arena, ((955648 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8))))) + loadVector(arena, ((957184 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))))
+              let w960 = ((((loadVector(arena, ((952576 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((955648 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((954112 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((957184 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(2))))
+              let w961 = ((((loadVector(arena, ((952576 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((954112 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((955648 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((957184 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(4))))
+              let w962 = (((((loadVector(arena, ((952576 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((955648 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((958720 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((954112 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((957184 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(8))))
+              let w963 = ((((w939 + w943) + w947) + w951) + w955)
+              let w964 = ((((w943 * Vector(repeating: Float(1))) + (w951 * Vector(repeating: Float(2)))) - (w947 * Vector(repeating: Float(1)))) - (w955 * Vector(repeating: Float(2))))
+              let w965 = ((((w943 * Vector(repeating: Float(1))) + (w947 * Vector(repeating: Float(1)))) + (w951 * Vector(repeating: Float(4)))) + (w955 * Vector(repeating: Float(4))))
+              let w966 = (((((w943 * Vector(repeating: Float(1))) + (w951 * Vector(repeating: Float(8)))) + (w959 * Vector(repeating: Float(1)))) - (w947 * Vector(repeating: Float(1)))) - (w955 * Vector(repeating: Float(8))))
+              let w967 = ((((w940 + w944) + w948) + w952) + w956)
+              let w968 = ((((w944 * Vector(repeating: Float(1))) + (w952 * Vector(repeating: Float(2)))) - (w948 * Vector(repeating: Float(1)))) - (w956 * Vector(repeating: Float(2))))
+              let w969 = ((((w944 * Vector(repeating: Float(1))) + (w948 * Vector(repeating: Float(1)))) + (w952 * Vector(repeating: Float(4)))) + (w956 * Vector(repeating: Float(4))))
+              let w970 = (((((w944 * Vector(repeating: Float(1))) + (w952 * Vector(repeating: Float(8)))) + (w960 * Vector(repeating: Float(1)))) - (w948 * Vector(repeating: Float(1)))) - (w956 * Vector(repeating: Float(8))))
+              let w971 = ((((w941 + w945) + w949) + w953) + w957)
+              let w972 = ((((w945 * Vector(repeating: Float(1))) + (w953 * Vector(repeating: Float(2)))) - (w949 * Vector(repeating: Float(1)))) - (w957 * Vector(repeating: Float(2))))
+              let w973 = ((((w945 * Vector(repeating: Float(1))) + (w949 * Vector(repeating: Float(1)))) + (w953 * Vector(repeating: Float(4)))) + (w957 * Vector(repeating: Float(4))))
+              let w974 = (((((w945 * Vector(repeating: Float(1))) + (w953 * Vector(repeating: Float(8)))) + (w961 * Vector(repeating: Float(1)))) - (w949 * Vector(repeating: Float(1)))) - (w957 * Vector(repeating: Float(8))))
+              let w975 = ((((w942 + w946) + w950) + w954) + w958)
+              let w976 = ((((w946 * Vector(repeating: Float(1))) + (w954 * Vector(repeating: Float(2)))) - (w950 * Vector(repeating: Float(1)))) - (w958 * Vector(repeating: Float(2))))
+              let w977 = ((((w946 * Vector(repeating: Float(1))) + (w950 * Vector(repeating: Float(1)))) + (w954 * Vector(repeating: Float(4)))) + (w958 * Vector(repeating: Float(4))))
+              let w978 = (((((w946 * Vector(repeating: Float(1))) + (w954 * Vector(repeating: Float(8)))) + (w962 * Vector(repeating: Float(1)))) - (w950 * Vector(repeating: Float(1)))) - (w958 * Vector(repeating: Float(8))))
+              storeVector(arena, ((958976 +% (((((j935 *% 8) +% (ty936 *% 4)) *% 8) +% (tx937 *% 4)) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8))), ((w963 * loadVector(arena, ((part928 *% 32) +% (cv938 *% 8)))) + loadVector(arena, (64 +% ((part928 *% 32) +% (cv938 *% 8))))))
+              storeVector(arena, ((958976 +% ((((((j935 *% 8) +% (ty936 *% 4)) *% 8) +% (tx937 *% 4)) +% 1) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8))), ((w964 * loadVector(arena, ((part928 *% 32) +% (cv938 *% 8)))) + loadVector(arena, (64 +% ((part928 *% 32) +% (cv938 *% 8))))))
+              storeVector(arena, ((958976 +% ((((((j935 *% 8) +% (ty936 *% 4)) *% 8) +% (tx937 *% 4)) +% 2) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8))), ((w965 * loadVector(arena, ((part928 *% 32) +% (cv938 *% 8)))) + loadVector(arena, (64 +% ((part928 *% 32) +% (cv938 *% 8))))))
+              storeVector(arena, ((958976 +% ((((((j935 *% 8) +% (ty936 *% 4)) *% 8) +% (tx937 *% 4)) +% 3) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8))), ((w966 * loadVector(arena, ((part928 *% 32) +% (cv938 *% 8)))) + loadVector(arena, (64 +% ((part928 *% 32) +% (cv938 *% 8))))))
+              storeVector(arena, ((958976 +% ((((((j935 *% 8) +% (ty936 *% 4)) +% 1) *% 8) +% (tx937 *% 4)) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8))), ((w967 * loadVector(arena, ((part928 *% 32) +% (cv938 *% 8)))) + loadVector(arena, (64 +% ((part928 *% 32) +% (cv938 *% 8))))))
+              storeVector(arena, ((958976 +% (((((((j935 *% 8) +% (ty936 *% 4)) +% 1) *% 8) +% (tx937 *% 4)) +% 1) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8))), ((w968 * loadVector(arena, ((part928 *% 32) +% (cv938 *% 8)))) + loadVector(arena, (64 +% ((part928 *% 32) +% (cv938 *% 8))))))
+              storeVector(arena, ((958976 +% (((((((j935 *% 8) +% (ty936 *% 4)) +% 1) *% 8) +% (tx937 *% 4)) +% 2) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8))), ((w969 * loadVector(arena, ((part928 *% 32) +% (cv938 *% 8)))) + loadVector(arena, (64 +% ((part928 *% 32) +% (cv938 *% 8))))))
+              storeVector(arena, ((958976 +% (((((((j935 *% 8) +% (ty936 *% 4)) +% 1) *% 8) +% (tx937 *% 4)) +% 3) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8))), ((w970 * loadVector(arena, ((part928 *% 32) +% (cv938 *% 8)))) + loadVector(arena, (64 +% ((part928 *% 32) +% (cv938 *% 8))))))
+              storeVector(arena, ((958976 +% ((((((j935 *% 8) +% (ty936 *% 4)) +% 2) *% 8) +% (tx937 *% 4)) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8))), ((w971 * loadVector(arena, ((part928 *% 32) +% (cv938 *% 8)))) + loadVector(arena, (64 +% ((part928 *% 32) +% (cv938 *% 8))))))
+              storeVector(arena, ((958976 +% (((((((j935 *% 8) +% (ty936 *% 4)) +% 2) *% 8) +% (tx937 *% 4)) +% 1) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8))), ((w972 * loadVector(arena, ((part928 *% 32) +% (cv938 *% 8)))) + loadVector(arena, (64 +% ((part928 *% 32) +% (cv938 *% 8))))))
+              storeVector(arena, ((958976 +% (((((((j935 *% 8) +% (ty936 *% 4)) +% 2) *% 8) +% (tx937 *% 4)) +% 2) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8))), ((w973 * loadVector(arena, ((part928 *% 32) +% (cv938 *% 8)))) + loadVector(arena, (64 +% ((part928 *% 32) +% (cv938 *% 8))))))
+              storeVector(arena, ((958976 +% (((((((j935 *% 8) +% (ty936 *% 4)) +% 2) *% 8) +% (tx937 *% 4)) +% 3) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8))), ((w974 * loadVector(arena, ((part928 *% 32) +% (cv938 *% 8)))) + loadVector(arena, (64 +% ((part928 *% 32) +% (cv938 *% 8))))))
+              storeVector(arena, ((958976 +% ((((((j935 *% 8) +% (ty936 *% 4)) +% 3) *% 8) +% (tx937 *% 4)) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8))), ((w975 * loadVector(arena, ((part928 *% 32) +% (cv938 *% 8)))) + loadVector(arena, (64 +% ((part928 *% 32) +% (cv938 *% 8))))))
+              storeVector(arena, ((958976 +% (((((((j935 *% 8) +% (ty936 *% 4)) +% 3) *% 8) +% (tx937 *% 4)) +% 1) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8))), ((w976 * loadVector(arena, ((part928 *% 32) +% (cv938 *% 8)))) + loadVector(arena, (64 +% ((part928 *% 32) +% (cv938 *% 8))))))
+              storeVector(arena, ((958976 +% (((((((j935 *% 8) +% (ty936 *% 4)) +% 3) *% 8) +% (tx937 *% 4)) +% 2) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8))), ((w977 * loadVector(arena, ((part928 *% 32) +% (cv938 *% 8)))) + loadVector(arena, (64 +% ((part928 *% 32) +% (cv938 *% 8))))))
+              storeVector(arena, ((958976 +% (((((((j935 *% 8) +% (ty936 *% 4)) +% 3) *% 8) +% (tx937 *% 4)) +% 3) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8))), ((w978 * loadVector(arena, ((part928 *% 32) +% (cv938 *% 8)))) + loadVector(arena, (64 +% ((part928 *% 32) +% (cv938 *% 8))))))
             }
           }
         }
       }
-      for j1021 in 0..<1 {
-        for q1022 in 0..<64 {
-          for c1023 in 0..<32 {
-            arena[(524544 +% (((((g889 +% j1021) *% 64) +% q1022) *% 64) +% ((part970 *% 32) +% c1023)))] = ((arena[((958976 +% (((j1021 *% 64) +% q1022) *% 64)) +% ((part970 *% 32) +% c1023))] + arena[(262400 +% (((((g889 +% j1021) *% 64) +% q1022) *% 64) +% ((part970 *% 32) +% c1023)))]) > Float(0) ? (arena[((958976 +% (((j1021 *% 64) +% q1022) *% 64)) +% ((part970 *% 32) +% c1023))] + arena[(262400 +% (((((g889 +% j1021) *% 64) +% q1022) *% 64) +% ((part970 *% 32) +% c1023)))]) : Float(0))
+      for j979 in 0..<1 {
+        for q980 in 0..<64 {
+          for c981 in 0..<32 {
+            arena[(524544 +% (((((g847 +% j979) *% 64) +% q980) *% 64) +% ((part928 *% 32) +% c981)))] = ((arena[((958976 +% (((j979 *% 64) +% q980) *% 64)) +% ((part928 *% 32) +% c981))] + arena[(262400 +% (((((g847 +% j979) *% 64) +% q980) *% 64) +% ((part928 *% 32) +% c981)))]) > Float(0) ? (arena[((958976 +% (((j979 *% 64) +% q980) *% 64)) +% ((part928 *% 32) +% c981))] + arena[(262400 +% (((((g847 +% j979) *% 64) +% q980) *% 64) +% ((part928 *% 32) +% c981)))]) : Float(0))
           }
         }
       }
     }
   }
   // gap = global_avgpool(s3_conv2)
-  parallelFor(pool, 2) { part1024 in
-    for b1025 in 0..<64 {
-      for cv1026 in 0..<4 {
-        var acc1027 = Vector()
-        for p1028 in 0..<64 {
-          acc1027 = (acc1027 + loadVector(arena, ((524544 +% (((b1025 *% 64) +% p1028) *% 64)) +% ((cv1026 +% (part1024 *% 4)) *% 8))))
+  parallelFor(pool, 2) { part982 in
+    for b983 in 0..<64 {
+      for cv984 in 0..<4 {
+        var acc985 = Vector()
+        for p986 in 0..<64 {
+          acc985 = (acc985 + loadVector(arena, ((524544 +% (((b983 *% 64) +% p986) *% 64)) +% ((cv984 +% (part982 *% 4)) *% 8))))
         }
-        storeVector(arena, ((b1025 *% 64) +% ((cv1026 +% (part1024 *% 4)) *% 8)), (acc1027 / Vector(repeating: Float(64))))
+        storeVector(arena, ((b983 *% 64) +% ((cv984 +% (part982 *% 4)) *% 8)), (acc985 / Vector(repeating: Float(64))))
       }
     }
   }
   // flat = flatten(gap)
   // fc = dense(flat)
   sgemm(101, 111, 112, 64, 10, 64, 1, arena + 0, 64, params + 77392, 64, Float(bitPattern: 0x0), arena + 4096, 10)
-  for n1029 in 0..<64 {
-    for u1030 in 0..<1 {
-      storeVector(arena, ((u1030 *% 8) +% (4096 +% (n1029 *% 10))), (loadVector(arena, ((u1030 *% 8) +% (4096 +% (n1029 *% 10)))) + loadVector(params, ((u1030 *% 8) +% 78032))))
+  for n987 in 0..<64 {
+    for u988 in 0..<1 {
+      storeVector(arena, ((u988 *% 8) +% (4096 +% (n987 *% 10))), (loadVector(arena, ((u988 *% 8) +% (4096 +% (n987 *% 10)))) + loadVector(params, ((u988 *% 8) +% 78032))))
     }
-    for u1030 in 0..<1 {
-      storePartial(arena, ((u1030 +% 8) +% (4096 +% (n1029 *% 10))), (loadPartial(arena, ((u1030 +% 8) +% (4096 +% (n1029 *% 10))), 2) + loadPartial(params, ((u1030 +% 8) +% 78032), 2)), 2)
+    for u988 in 0..<1 {
+      storePartial(arena, ((u988 +% 8) +% (4096 +% (n987 *% 10))), (loadPartial(arena, ((u988 +% 8) +% (4096 +% (n987 *% 10))), 2) + loadPartial(params, ((u988 +% 8) +% 78032), 2)), 2)
     }
   }
 }

@@ -30,12 +30,13 @@ import Testing
     }
   }
 
-  /// A residual network runs channels-last from its stem (which reads the NCHW input through pixel-major
-  /// columns) to its global pool: every conv, the projections and the residual sums they fuse.
+  /// A residual network runs channels-last up to its global pool from its first conv whose columns are deep
+  /// enough (`leastColumnDepth`): ResNet-8's 3x3 stem on 3 channels (27 floats) stays NCHW, and with it the first
+  /// stage, whose residual sums read the stem's value; the second stage's strided conv and projection read that
+  /// NCHW value and write channels-last, and the rest follows.
   @Test(arguments: targets) func residualNetworksRunChannelsLast(_ target: Target) throws {
     let source = try String(contentsOf: Fixtures.graphs.appendingPathComponent("resnet8.graph"), encoding: .utf8)
-    #expect(try Self.program(source, target: target).channelsLast
-            == ["stem", "s1_conv1", "s1_conv2", "s2_conv1", "s2_proj", "s2_conv2", "s3_conv1", "s3_proj", "s3_conv2"])
+    #expect(try Self.program(source, target: target).channelsLast == ["s2_conv1", "s2_proj", "s2_conv2", "s3_conv1", "s3_proj", "s3_conv2"])
   }
 
   /// A depthwise conv whose value a kernel without a channels-last form reads (a flatten), or that reads the

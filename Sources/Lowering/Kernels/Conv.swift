@@ -620,6 +620,9 @@ private func convLayoutRule(_ attrs: Conv2DAttrs, _ n: Node, _ shapes: ShapeTabl
   let shared = residual.map { [$0] } ?? []
   if a.groups == x[1], a.filters == x[1] { return .shared([0] + shared, gains: true) }
   guard a.groups == 1 else { return .planar }
+  // Columns of k x k taps shorter than a few dozen floats leave the micro-kernel's K loop too short to pay for
+  // gathering them (a strided 1x1 conv's columns are whole pixels, as a 1x1 conv's input is).
+  if a.kernel > 1, x[1] * a.kernel * a.kernel < Emitter.leastColumnDepth { return .planar }
   return .gemm(inputEither: true, residual: residual, gains: true)
 }
 

@@ -21,6 +21,11 @@ extension Emitter {
     return (1...s.oh).last { s.oh % $0 == 0 && $0 * rowFloats <= l2 / bandShareOfL2 } ?? 1
   }
 
+  /// The fewest floats per column row (C * k * k) a conv runs channels-last through columns with: MobileNetV2's 3x3
+  /// stem on 3 channels (27) took 250 us that way against 168 NCHW at batch 1; ResNet's 7x7 one (147) took about
+  /// its NCHW time, and its max pool then ran channels-last in a third of its NCHW time.
+  static let leastColumnDepth = 64
+
   /// The share of L2 a whole image's columns may take as one band.
   static let wholeImageShareOfL2 = 0.5
 
