@@ -22,9 +22,9 @@ enum LayoutRule: Equatable {
 }
 
 /// The values an inference program keeps channels-last: the largest set every kernel around it can take (each
-/// node's `LayoutRule`), kept only in connected groups that hold a depthwise conv, so a network without one is
-/// lowered exactly as before. The graph's input and output stay NCHW, as users give and read them, and no
-/// reorder is placed: a group's edges are 1x1 convs that read NCHW and write channels-last, and neutral values.
+/// node's `LayoutRule`), kept only in connected groups that hold a kernel that gains by it (a depthwise conv, a
+/// conv lowered as a GEMM along its filters). The graph's input and output stay NCHW, as users give and read them,
+/// and no reorder is placed: a group's edges are convs that read NCHW and write channels-last, and neutral values.
 func chooseChannelsLast(_ g: Graph, _ shapes: ShapeTable, target: Target) -> Set<String> {
   func neutral(_ v: String) -> Bool {
     guard let d = shapes[v]?.dims, d.count == 4 else { return true }
@@ -63,7 +63,13 @@ func chooseChannelsLast(_ g: Graph, _ shapes: ShapeTable, target: Target) -> Set
       }
     }
   }
-  // Connected groups (values that must agree, a 1x1 conv's input and result), kept where a depthwise conv gains.
+  return keptGroups(of: last, g, rules, members: members, neutral: neutral)
+}
+
+/// The values of `last` in connected groups (values that must agree, a GEMM conv's input and result) that hold
+/// a kernel that gains by being channels-last.
+private func keptGroups(of last: Set<String>, _ g: Graph, _ rules: [LayoutRule], members: (Node, LayoutRule) -> (agree: [String], allowed: Set<Int>),
+                        neutral: (String) -> Bool) -> Set<String> {
   var parent: [String: String] = [:]
   func root(_ v: String) -> String {
     var r = v

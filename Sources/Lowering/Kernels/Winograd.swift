@@ -527,17 +527,7 @@ extension Emitter {
             Self.stageTile(s, j, t, ty, tx, c0, lanes, staging) { finished($0, c0, lanes) }
           }
           let band = (ty0 * s.tile.m * s.ow, bandRows * s.tile.m * s.ow)
-          if layouts.output {
-            return out + [e.toChannelsLast(staging, images: 1, positions: plane, channels: s.cout, positionRange: band) { _, c, q, v in
-              let o = (g * plane + q) * s.cout + c
-              return .store(y.base, .c(y.offset) + o, tail.apply(v, at: o))
-            }]
-          }
-          return out + [e.fromChannelsLast(staging, images: 1, positions: plane, channels: s.cout, positionRange: band) {
-            _, c, q, v in
-            let o = g * (s.cout * plane) + c * plane + q
-            return .store(y.base, .c(y.offset) + o, tail.apply(v, at: o))
-          }]
+          return out + [e.moveOut(s, staging: staging, g: g, images: 1, to: y, last: layouts.output, tail: tail, positionRange: band)]
         }
       }
       return out
@@ -668,17 +658,26 @@ extension Emitter {
                    output: { _, j, t, ty, tx, c0, lanes, staging in
         Self.stageTile(s, j, t, ty, tx, c0, lanes, staging) { relued(biased($0, c0, lanes)) }
       }, after: { e, g, staging, range in
-        if outputLast {
-          return [e.toChannelsLast(staging, images: s.images, positions: plane, channels: s.cout, range: range) { j, c, q, v in
-            let o = ((g * s.images + j) * plane + q) * s.cout + c
-            return .store(y.base, .c(y.offset) + o, tail.apply(v, at: o))
-          }]
-        }
-        return [e.fromChannelsLast(staging, images: s.images, positions: plane, channels: s.cout, range: range) { j, c, q, v in
-          let o = (g * s.images + j) * (s.cout * plane) + c * plane + q
-          return .store(y.base, .c(y.offset) + o, tail.apply(v, at: o))
-        }]
+        [e.moveOut(s, staging: staging, g: g, images: s.images, to: y, last: outputLast, tail: tail, range: range)]
       })
+    }
+  }
+
+  /// Moves the staged outputs of images g * images + j (channels-last) to `y` in its layout, the tail applied:
+  /// channels-last as contiguous runs, NCHW in blocks of positions; the channels `range` and positions
+  /// `positionRange` (first, count), or all.
+  mutating func moveOut(_ s: WinogradShape, staging: Int, g: IExpr, images: Int, to y: Placement, last: Bool, tail: ConvTail,
+                        range: (IExpr, Int)? = nil, positionRange: (IExpr, Int)? = nil) -> Stmt {
+    let plane = s.oh * s.ow
+    if last {
+      return toChannelsLast(staging, images: images, positions: plane, channels: s.cout, range: range, positionRange: positionRange) { j, c, q, v in
+        let o = ((g * images + j) * plane + q) * s.cout + c
+        return .store(y.base, .c(y.offset) + o, tail.apply(v, at: o))
+      }
+    }
+    return fromChannelsLast(staging, images: images, positions: plane, channels: s.cout, range: range, positionRange: positionRange) { j, c, q, v in
+      let o = (g * images + j) * (s.cout * plane) + c * plane + q
+      return .store(y.base, .c(y.offset) + o, tail.apply(v, at: o))
     }
   }
 
