@@ -451,6 +451,29 @@ import Testing
     }
   }
 
+  /// 1x1 convs whose weights leave half of L2 split over the pool by filters (each core streams its share of W^T
+  /// once), from an NCHW input and from a channels-last one, against the interpreter at batch 1 and 2, on each
+  /// target, one thread and two.
+  @Test(arguments: TestTargets.names) func wideOneByOneConvsSplitByFiltersMatch(_ target: String) throws {
+    let source = """
+      input x: f32[N, 640, 4, 4]
+      input y: i32[N]
+      c = conv2d(x, filters: 512, kernel: 1)
+      r = relu(c)
+      c2 = conv2d(r, filters: 640, kernel: 1)
+      p = global_avgpool(c2)
+      f = flatten(p)
+      o = dense(f, units: 3)
+      loss = cross_entropy(o, y)
+      output o
+      minimize loss
+      """
+    try expectInferenceMatches(source, batches: [1, 2], target: target, "wide 1x1 convs") { program, batch in
+      #expect(Set(program.channelsLast) == ["c", "c2"], "\(program.channelsLast)")
+      #expect(Set(program.splits.filter { $0.by == "filters" }.map(\.node)) == ["c", "c2"], "\(program.splits)")
+    }
+  }
+
   /// Pools and a depthwise conv whose result is one pixel ([N, C, 1, 1], the same bytes in both layouts) reading
   /// channels-last values take them channels-last (`sharesChannelsLast`): their result is in neither layout's set.
   @Test(arguments: TestTargets.names) func onePixelResultsOfChannelsLastValuesMatch(_ target: String) throws {

@@ -408,20 +408,31 @@ extension Emitter {
     // a 1,024-filter W^T has rows 4 KiB apart, whose column blocks fell in the same L1 sets, and the micro-kernel
     // streamed them from L2 for every block of pixels (ShuffleNetV2's last 1x1 conv ran at half speed).
     let vectors = GemmBlocking.choose(m: max(rows, more), n: s.f, k: s.ckk, target: target).vectors, width = vectors * lanes
+    // Weights that leave half of L2 split by filters instead, in whole panels, so each core streams its share of
+    // them once: split by pixels, both read all of them (ResNet-50's 2,048-filter 7x7 convs, 4 MB, ran at 1.85x
+    // the other engine's time).
+    let filterParts = filterSplitParts(filters: s.f, width: width, macs: macs)
+    let byFilters = s.ckk * s.f * MemoryLayout<Float>.size > target.l2 / 2 && filterParts > 1
     let wt = prepared((s.f + width - 1) / width * width * s.ckk)
     prepare.append(loop("p", s.ckk) { e, p in [e.loop("f", s.f) { _, f in
       [.store(.arena, .c(wt) + GemmBlocking.packedIndex(p, f, k: s.ckk, width: width), .load(.params, .c(w.offset) + f * s.ckk + p))]
     }] })
     body.append(loop("g", blocks) { e, g in
-      func gemm(_ e: inout Emitter, first r0: IExpr, count: Int) -> [Stmt] {
+      // The GEMM of `count` pixels from r0, for the filters (first, count) or all.
+      func gemm(_ e: inout Emitter, first r0: IExpr, count: Int, filters: (first: IExpr, count: Int)? = nil) -> [Stmt] {
         let (aBase, aRow, aCol): (IExpr, Int, Int) = inputLast ? (.c(x.offset) + r0 * s.c, s.c, 1) : (.c(x.offset) + g * (s.c * s.plane) + r0, 1, s.plane)
-        let first = g * m + r0
-        var gemm = TiledGemm(m: count, n: s.f, k: s.ckk, a: (x.base, aBase), aRow: aRow, aCol: aCol,
-                             b: (.arena, .c(wt)), ldb: width, c: (epilogue.y.base, .c(epilogue.y.offset) + first * s.f), ldc: s.f,
+        let first = g * m + r0, (f0, fs) = filters ?? (.c(0), s.f)
+        var gemm = TiledGemm(m: count, n: fs, k: s.ckk, a: (x.base, aBase), aRow: aRow, aCol: aCol,
+                             b: (.arena, .c(wt) + f0 * s.ckk), ldb: width, c: (epilogue.y.base, .c(epilogue.y.offset) + f0 + first * s.f), ldc: s.f,
                              accumulate: false, calls: blocks * parts)
         gemm.packedVectors = vectors
-        gemm.epilogue = { row, column, v in epilogue.finished(v, column, relu: relu, tail: tail, at: (first + row) * s.f + column) }
+        gemm.epilogue = { row, column, v in epilogue.finished(v, column + f0, relu: relu, tail: tail, at: (first + row) * s.f + column + f0) }
         return e.tiledGemm(gemm)
+      }
+      if byFilters {
+        return e.inParts(filterParts, of: "filters") { e, part in
+          e.filterRanges(s.f, width: width, parts: filterParts, part: part) { e, range in gemm(&e, first: .c(0), count: m, filters: range) }
+        }
       }
       return e.inParts(parts, of: "pixels") { e, part in
         var out = rows > 0 ? gemm(&e, first: part * rows, count: rows) : []

@@ -15,9 +15,15 @@ extension Emitter {
   /// `bandShareOfL2` of it (at least one row), so each band's columns are written and read by the GEMM in L2.
   /// Every band's GEMM reads all of W^T: ResNet-18's 512-channel 7x7 convs (9.4 MB of weights) in bands of one row
   /// took 3.7 times as long as whole.
+  ///
+  /// Weights that leave half of L2 are streamed from L3 by every band: with fewer images than the pool's parts, the
+  /// whole image is one band while its columns fit L2, its GEMM split by filters (ResNet-50's 256-channel 3x3
+  /// stride-2 conv, 2.4 MB of weights, in 7 bands of 2 rows took 2.4x the other engine's time at batch 1). A program
+  /// of several images on one core keeps the small bands: whole, the columns left L2 beside the streamed weights.
   static func columnBandRows(_ s: ConvShape, target: Target) -> Int {
-    let rowFloats = s.ow * s.ckk, l2 = target.l2 / MemoryLayout<Float>.size
+    let rowFloats = s.ow * s.ckk, l2 = target.l2 / MemoryLayout<Float>.size, weights = s.ckk * s.f
     if Double(s.oh * rowFloats) <= Double(l2) * wholeImageShareOfL2 { return s.oh }
+    if weights > l2 / 2, s.n < target.parallelParts, s.oh * rowFloats <= l2 { return s.oh }
     return (1...s.oh).last { s.oh % $0 == 0 && $0 * rowFloats <= l2 / bandShareOfL2 } ?? 1
   }
 
@@ -45,8 +51,8 @@ extension Emitter {
     // Fewer bands than the pool's parts (a whole image at batch 1): the GEMM splits by filters in whole panels of
     // W^T, so each core reads part of the weights; where the filters do not split, the bands shrink until there
     // are as many as parts.
-    let filterParts = parallelParts(units: s.f / width(bandRows), macs: macs)
-    let byFilters = s.n * (s.oh / bandRows) < target.parallelParts && filterParts > 1 && s.f % (filterParts * width(bandRows)) == 0
+    let filterParts = filterSplitParts(filters: s.f, width: width(bandRows), macs: macs)
+    let byFilters = s.n * (s.oh / bandRows) < target.parallelParts && filterParts > 1
     if !byFilters, s.n * (s.oh / bandRows) < target.parallelParts, parallelParts(macs: macs) > 1 {
       bandRows = (1...bandRows).last { s.oh % $0 == 0 && s.n * (s.oh / $0) >= target.parallelParts } ?? 1
     }
@@ -71,7 +77,7 @@ extension Emitter {
     }
     // Split by filters: each band's columns split by rows, then its GEMM by filters.
     if byFilters {
-      let col = IExpr.c(scratch), perPart = s.f / filterParts
+      let col = IExpr.c(scratch)
       body.append(loop("band", bands) { e, band in
         let image = IExpr.div(band, perImage), first = IExpr.rem(band, perImage) * bandRows
         let rowParts = e.parallelParts(units: bandRows, macs: pixels * s.ckk * Self.elementwiseWeight)
@@ -80,7 +86,7 @@ extension Emitter {
             e.pixelColumns(a, s, x: x, inputLast: inputLast, image: image, rows: (first + row, 1), col: col + row * (s.ow * s.ckk), p: p)
           }
         } + e.inParts(filterParts, of: "filters") { e, part in
-          gemm(&e, col: col, image: image, first: first, filters: (part * perPart, perPart))
+          e.filterRanges(s.f, width: width, parts: filterParts, part: part) { e, range in gemm(&e, col: col, image: image, first: first, filters: range) }
         }
       })
       return
@@ -93,6 +99,21 @@ extension Emitter {
           + gemm(&e, col: col, image: image, first: first)
       }
     }
+  }
+
+  /// The parts a GEMM along `filters` splits into by whole panels of `width` filters for a pool (1: unsplit).
+  func filterSplitParts(filters: Int, width: Int, macs: Int) -> Int {
+    let parts = parallelParts(macs: macs), panels = (filters + width - 1) / width
+    return panels >= parts ? parts : 1
+  }
+
+  /// `body(first filter, count)` for part `part` of `parts` of `filters` in whole panels of `width`: an equal
+  /// number of panels each, the last part also the rest (its last panel maybe short).
+  mutating func filterRanges(_ filters: Int, width: Int, parts: Int, part: IExpr,
+                             _ body: (inout Emitter, (first: IExpr, count: Int)) -> [Stmt]) -> [Stmt] {
+    let per = (filters + width - 1) / width / parts * width, last = filters - (parts - 1) * per
+    guard last != per else { return body(&self, (part * per, per)) }
+    return [.when(.ilt(part, .c(parts - 1)), body(&self, (part * per, per))), .when(.ieq(part, .c(parts - 1)), body(&self, (.c((parts - 1) * per), last)))]
   }
 
   /// The pixel-major columns of output rows `rows` (first, count) of `image`: col[(row * ow + ox) * ckk + p(c, tap)],
