@@ -497,7 +497,7 @@ extension Emitter {
                                layouts: (input: Bool, output: Bool) = (false, false), weight: (IExpr, IExpr, Int, Int) -> FExpr, tail: ConvTail,
                                finished: (VExpr, IExpr, Int) -> VExpr) {
     let u = prepared(s.kernelFloats)
-    let bands = s.tilesY / bandRows, tiles = bandRows * s.tilesX, plane = s.oh * s.ow
+    let bands = s.tilesY / bandRows, tiles = bandRows * s.tilesX
     let parts = parallelParts(macs: s.tiles * s.tile.positions * s.cin * s.cout)
     // Each part's band of transformed tiles and products is rewritten band after band in place, so it stays in
     // that core's L2 (`winogradBandFloats`).
