@@ -413,10 +413,7 @@ extension Emitter {
     // the other engine's time).
     let filterParts = filterSplitParts(filters: s.f, width: width, macs: macs)
     let byFilters = s.ckk * s.f * MemoryLayout<Float>.size > target.l2 / 2 && filterParts > 1
-    let wt = prepared((s.f + width - 1) / width * width * s.ckk)
-    prepare.append(loop("p", s.ckk) { e, p in [e.loop("f", s.f) { _, f in
-      [.store(.arena, .c(wt) + GemmBlocking.packedIndex(p, f, k: s.ckk, width: width), .load(.params, .c(w.offset) + f * s.ckk + p))]
-    }] })
+    let wt = preparedWeightsT(w, s, taps: 1, width: width) { c, _ in c }
     body.append(loop("g", blocks) { e, g in
       // The GEMM of `count` pixels from r0, for the filters (first, count) or all.
       func gemm(_ e: inout Emitter, first r0: IExpr, count: Int, filters: (first: IExpr, count: Int)? = nil) -> [Stmt] {

@@ -59,12 +59,9 @@ extension Emitter {
     let perImage = s.oh / bandRows, bands = s.n * perImage, pixels = bandRows * s.ow, k = a.kernel, kk = k * k
     let parts = parallelParts(units: bands, macs: macs)
     let vectors = width(bandRows) / lanes, width = vectors * lanes
-    let wt = prepared((s.f + width - 1) / width * width * s.ckk)
     // K index p of (channel, tap): the columns' order.
     let p: (IExpr, Int) -> IExpr = inputLast ? { c, tap in c + tap * s.c } : { c, tap in c * kk + tap }
-    prepare.append(loop("c", s.c) { e, c in (0..<kk).map { tap in e.loop("f", s.f) { _, f in
-      [.store(.arena, .c(wt) + GemmBlocking.packedIndex(p(c, tap), f, k: s.ckk, width: width), .load(.params, .c(w.offset) + f * s.ckk + c * kk + tap))]
-    } } })
+    let wt = preparedWeightsT(w, s, taps: kk, width: width, p: p)
     let scratch = plan.scratch[n.name]!.offset
     // The GEMM of a band's columns for the filters (first, count): a first filter on a panel of W^T.
     func gemm(_ e: inout Emitter, col: IExpr, image: IExpr, first: IExpr, filters: (first: IExpr, count: Int)? = nil) -> [Stmt] {
@@ -99,6 +96,16 @@ extension Emitter {
           + gemm(&e, col: col, image: image, first: first)
       }
     }
+  }
+
+  /// W^T[k*k*C x F] of conv weights `w` ([F][C][k][k]) packed once per set of weights in column panels of `width`
+  /// filters (`TiledGemm.packedVectors`), row p(c, tap) holding channel c's tap: the prepared arena offset.
+  mutating func preparedWeightsT(_ w: Placement, _ s: ConvShape, taps: Int, width: Int, p: (IExpr, Int) -> IExpr) -> Int {
+    let wt = prepared((s.f + width - 1) / width * width * s.ckk)
+    prepare.append(loop("c", s.c) { e, c in (0..<taps).map { tap in e.loop("f", s.f) { _, f in
+      [.store(.arena, .c(wt) + GemmBlocking.packedIndex(p(c, tap), f, k: s.ckk, width: width), .load(.params, .c(w.offset) + f * s.ckk + c * taps + tap))]
+    } } })
+    return wt
   }
 
   /// The parts a GEMM along `filters` splits into by whole panels of `width` filters for a pool (1: unsplit).

@@ -14,17 +14,10 @@ import Passes
 /// matrices: the input gradient is the forward algorithm on dy with the flipped, transposed kernel, and the
 /// weight gradient is the exact derivative of the forward formula, G^T [sum over tiles (A dy A^T) . (B^T d B)] G,
 /// with the sum over tiles one GEMM per xi. Every sum is in a fixed order, so results are the same run after
-/// run and whatever the thread count; the fp32 error is about twice direct convolution's (tested).
+/// run and whatever the thread count; the fp32 error is about twice direct convolution's (tested). Inference passes
+/// may use F(4x4, 3x3) instead (`WinogradTile`), through the same code with its tile's side and matrices.
 enum Winograd {
-  /// B^T: the 4x4 input tile to its transform (interpolation points 0, 1, -1 and infinity).
-  static let inputTransform = WinogradTile.f2.inputTransform
-  /// G: the 3x3 kernel to its 4x4 transform.
-  static let kernelTransform = WinogradTile.f2.kernelTransform
-  /// A^T: the 4x4 product back to the 2x2 output tile.
-  static let outputTransform = WinogradTile.f2.outputTransform
-  /// Positions of the transformed tile: one GEMM each.
-  static let positions = WinogradTile.f2.positions
-
+  /// A matrix's transpose (the weight gradient's A and G).
   static func transposed(_ m: [[Float]]) -> [[Float]] { m[0].indices.map { j in m.map { $0[j] } } }
 }
 
@@ -147,8 +140,8 @@ struct WeightGradientLayout {
   var s: WinogradShape
   var dy: ChannelsLast { ChannelsLast(channels: s.cout, h: s.oh, w: s.ow, paddedH: 2 * s.tilesY, paddedW: 2 * s.tilesX, padding: 0) }
   var dyFloats: Int { s.images * dy.floats }
-  var dyTransformFloats: Int { Winograd.positions * s.tiles * s.cout }
-  var sumFloats: Int { Winograd.positions * s.cin * s.cout }
+  var dyTransformFloats: Int { s.tile.positions * s.tiles * s.cout }
+  var sumFloats: Int { s.tile.positions * s.cin * s.cout }
   /// Scratch: padded input, transformed input, dy channels-last, transformed dy, and the per-position sums.
   var floats: Int { s.paddedFloats + s.transformedFloats + dyFloats + dyTransformFloats + sumFloats }
 
@@ -713,23 +706,23 @@ extension Emitter {
       out.append(e.loop("j", s.images) { e, j in [e.loop("ty", s.tilesY) { e, ty in [e.loop("tx", s.tilesX) { e, tx in
         e.vectorRuns(s.cout) { e, f0, lanes in
           let d = (0..<2).map { r in (0..<2).map { c in VExpr.load(.arena, .c(dyLast) + q.at(j, ty * 2 + r, tx * 2 + c, f0), lanes: lanes) } }
-          let a = Winograd.transposed(Winograd.outputTransform)
+          let a = Winograd.transposed(s.tile.outputTransform)
           var (out, t) = e.transform(a, d, a)
           let tile = j * s.tilesPerImage + ty * s.tilesX + tx
-          for xi in 0..<Winograd.positions {
+          for xi in 0..<s.tile.positions {
             out.append(.vstore(.arena, .c(z + xi * s.tiles * s.cout) + tile * s.cout + f0, t[xi / 4][xi % 4], lanes: lanes))
           }
           return out
         }
       }] }] })
-      out.append(e.loop("xi", Winograd.positions) { e, xi in
+      out.append(e.loop("xi", s.tile.positions) { e, xi in
         e.tiledGemm(TiledGemm(m: s.cin, n: s.cout, k: s.tiles, a: (.arena, .c(v) + xi * (s.tiles * s.cin)), aRow: 1, aCol: s.cin,
                               b: (.arena, .c(z) + xi * (s.tiles * s.cout)), ldb: s.cout,
                               c: (.arena, .c(sum) + xi * (s.cin * s.cout)), ldc: s.cout, accumulate: true))
       })
       return out
     })
-    let gT = Winograd.transposed(Winograd.kernelTransform)
+    let gT = Winograd.transposed(s.tile.kernelTransform)
     body.append(.scalarLoops([loop("f", s.cout) { e, f in [e.loop("c", s.cin) { e, c in
       let m = (0..<4).map { r in (0..<4).map { cc in FExpr.load(.arena, .c(sum + (r * 4 + cc) * s.cin * s.cout) + c * s.cout + f) } }
       var (out, t) = e.transform(gT, m, gT)
