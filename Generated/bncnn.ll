@@ -3,52 +3,52 @@
 source_filename = "bncnn"
 target triple = "x86_64-unknown-linux-gnu"
 
-define void @bncnn_train_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
+define void @bncnn_train_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
 entry:
-  call void @bncnn_train_b64.k0.conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @bncnn_train_b64.k1.bn1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @bncnn_train_b64.k2.relu1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @bncnn_train_b64.k3.pool1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @bncnn_train_b64.k4.conv2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @bncnn_train_b64.k5.bn2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @bncnn_train_b64.k6.relu2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @bncnn_train_b64.k7.pool2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @bncnn_train_b64.k8.flat(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @bncnn_train_b64.k9.fc1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @bncnn_train_b64.k10.bn3(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @bncnn_train_b64.k11.relu3(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @bncnn_train_b64.k12.fc2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @bncnn_train_b64.k13.loss(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @bncnn_train_b64.k14.fc2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @bncnn_train_b64.k15.fc2_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @bncnn_train_b64.k16.fc2_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @bncnn_train_b64.k17.relu3_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @bncnn_train_b64.k18.bn3_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @bncnn_train_b64.k19.bn3_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @bncnn_train_b64.k20.bn3_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @bncnn_train_b64.k21.fc1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @bncnn_train_b64.k22.fc1_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @bncnn_train_b64.k23.flat_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @bncnn_train_b64.k24.pool2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @bncnn_train_b64.k25.relu2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @bncnn_train_b64.k26.bn2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @bncnn_train_b64.k27.bn2_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @bncnn_train_b64.k28.bn2_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @bncnn_train_b64.k29.conv2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @bncnn_train_b64.k30.conv2_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @bncnn_train_b64.k31.pool1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @bncnn_train_b64.k32.relu1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @bncnn_train_b64.k33.bn1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @bncnn_train_b64.k34.bn1_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @bncnn_train_b64.k35.bn1_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @bncnn_train_b64.k36.conv1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @bncnn_train_b64.k37.conv1_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @bncnn_train_b64.k38.adam(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @bncnn_train_b64.k0.conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @bncnn_train_b64.k1.bn1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @bncnn_train_b64.k2.relu1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @bncnn_train_b64.k3.pool1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @bncnn_train_b64.k4.conv2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @bncnn_train_b64.k5.bn2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @bncnn_train_b64.k6.relu2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @bncnn_train_b64.k7.pool2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @bncnn_train_b64.k8.flat(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @bncnn_train_b64.k9.fc1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @bncnn_train_b64.k10.bn3(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @bncnn_train_b64.k11.relu3(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @bncnn_train_b64.k12.fc2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @bncnn_train_b64.k13.loss(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @bncnn_train_b64.k14.fc2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @bncnn_train_b64.k15.fc2_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @bncnn_train_b64.k16.fc2_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @bncnn_train_b64.k17.relu3_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @bncnn_train_b64.k18.bn3_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @bncnn_train_b64.k19.bn3_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @bncnn_train_b64.k20.bn3_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @bncnn_train_b64.k21.fc1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @bncnn_train_b64.k22.fc1_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @bncnn_train_b64.k23.flat_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @bncnn_train_b64.k24.pool2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @bncnn_train_b64.k25.relu2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @bncnn_train_b64.k26.bn2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @bncnn_train_b64.k27.bn2_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @bncnn_train_b64.k28.bn2_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @bncnn_train_b64.k29.conv2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @bncnn_train_b64.k30.conv2_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @bncnn_train_b64.k31.pool1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @bncnn_train_b64.k32.relu1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @bncnn_train_b64.k33.bn1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @bncnn_train_b64.k34.bn1_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @bncnn_train_b64.k35.bn1_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @bncnn_train_b64.k36.conv1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @bncnn_train_b64.k37.conv1_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @bncnn_train_b64.k38.adam(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_train_b64.k0.conv1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @bncnn_train_b64.k0.conv1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %conv1.g1
 
@@ -64,7 +64,7 @@ conv1.j2:                                         ; preds = %conv1.c3.end, %conv
   br label %conv1.c3
 
 conv1.j2.end:                                     ; preds = %conv1.c3.end
-  call void @bncnn_train_b64.k0.conv1.gemm23(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @bncnn_train_b64.k0.conv1.gemm23(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   br label %conv1.j24
 
 conv1.c3:                                         ; preds = %conv1.ky4.end, %conv1.j2
@@ -532,7 +532,7 @@ conv1.i26.end:                                    ; preds = %conv1.i26
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_train_b64.k0.conv1.gemm23(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @bncnn_train_b64.k0.conv1.gemm23(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv1.t21_a3 = alloca <8 x float>, align 32
   %conv1.t21_a2 = alloca <8 x float>, align 32
@@ -1024,7 +1024,7 @@ conv1.k22.end:                                    ; preds = %conv1.k22
 declare <8 x float> @llvm.fma.v8f32(<8 x float>, <8 x float>, <8 x float>) #2
 
 ; Function Attrs: noinline
-define internal void @bncnn_train_b64.k1.bn1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @bncnn_train_b64.k1.bn1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %bn1.scale30 = alloca float, align 4
   %bn1.var29 = alloca float, align 4
@@ -1289,7 +1289,7 @@ bn1.i56.end:                                      ; preds = %bn1.i56
 declare float @llvm.sqrt.f32(float) #2
 
 ; Function Attrs: noinline
-define internal void @bncnn_train_b64.k2.relu1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @bncnn_train_b64.k2.relu1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %relu1.i57
 
@@ -1315,7 +1315,7 @@ relu1.i57.end:                                    ; preds = %relu1.i57
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_train_b64.k3.pool1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @bncnn_train_b64.k3.pool1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %pool1.acc61 = alloca float, align 4
   br label %pool1.q58
@@ -1418,7 +1418,7 @@ pool1.px60.end:                                   ; preds = %pool1.px60
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_train_b64.k4.conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @bncnn_train_b64.k4.conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv2.w157 = alloca <8 x float>, align 32
   %conv2.w156 = alloca <8 x float>, align 32
@@ -2697,7 +2697,7 @@ conv2.cv101.end:                                  ; preds = %conv2.cv101
 
 conv2.xi134:                                      ; preds = %conv2.xi134, %conv2.j98.end
   %conv2.xi134140 = phi i64 [ 0, %conv2.j98.end ], [ %xi134.next, %conv2.xi134 ]
-  call void @bncnn_train_b64.k4.conv2.gemm141(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.xi134140)
+  call void @bncnn_train_b64.k4.conv2.gemm141(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.xi134140)
   %xi134.next = add nsw i64 %conv2.xi134140, 1
   %825 = icmp slt i64 %xi134.next, 16
   br i1 %825, label %conv2.xi134, label %conv2.xi134.end
@@ -3179,7 +3179,7 @@ conv2.q163.end:                                   ; preds = %conv2.q163
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_train_b64.k4.conv2.gemm141(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+define internal void @bncnn_train_b64.k4.conv2.gemm141(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
 entry:
   %conv2.t139_a3 = alloca <8 x float>, align 32
   %conv2.t139_a2 = alloca <8 x float>, align 32
@@ -3674,7 +3674,7 @@ conv2.k140.end:                                   ; preds = %conv2.k140
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_train_b64.k5.bn2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @bncnn_train_b64.k5.bn2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %bn2.scale167 = alloca float, align 4
   %bn2.var166 = alloca float, align 4
@@ -3993,7 +3993,7 @@ bn2.i195.end:                                     ; preds = %bn2.i195
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_train_b64.k6.relu2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @bncnn_train_b64.k6.relu2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %relu2.i196
 
@@ -4019,7 +4019,7 @@ relu2.i196.end:                                   ; preds = %relu2.i196
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_train_b64.k7.pool2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @bncnn_train_b64.k7.pool2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %pool2.acc200 = alloca float, align 4
   br label %pool2.q197
@@ -4122,13 +4122,13 @@ pool2.px199.end:                                  ; preds = %pool2.px199
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_train_b64.k8.flat(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @bncnn_train_b64.k8.flat(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_train_b64.k9.fc1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @bncnn_train_b64.k9.fc1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %fc1.n201
 
@@ -4137,7 +4137,7 @@ fc1.n201:                                         ; preds = %fc1.k202.end, %entr
   br label %fc1.k202
 
 fc1.n201.end:                                     ; preds = %fc1.k202.end
-  call void @bncnn_train_b64.k9.fc1.gemm213(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @bncnn_train_b64.k9.fc1.gemm213(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   br label %fc1.n214
 
 fc1.k202:                                         ; preds = %fc1.k202, %fc1.n201
@@ -4191,7 +4191,7 @@ fc1.u215.end:                                     ; preds = %fc1.u215
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_train_b64.k9.fc1.gemm213(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @bncnn_train_b64.k9.fc1.gemm213(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %fc1.t211_a3 = alloca <8 x float>, align 32
   %fc1.t211_a2 = alloca <8 x float>, align 32
@@ -4905,7 +4905,7 @@ fc1.k212.end:                                     ; preds = %fc1.k212
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_train_b64.k10.bn3(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @bncnn_train_b64.k10.bn3(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %bn3.scale219 = alloca float, align 4
   %bn3.var218 = alloca float, align 4
@@ -5148,7 +5148,7 @@ bn3.n244.end:                                     ; preds = %bn3.n244
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_train_b64.k11.relu3(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @bncnn_train_b64.k11.relu3(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %relu3.i245
 
@@ -5174,7 +5174,7 @@ relu3.i245.end:                                   ; preds = %relu3.i245
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_train_b64.k12.fc2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @bncnn_train_b64.k12.fc2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %arena1 = getelementptr inbounds float, ptr %arena, i64 3027328
   %params2 = getelementptr inbounds float, ptr %params, i64 420576
@@ -5218,7 +5218,7 @@ fc2.u247.end:                                     ; preds = %fc2.u247
 declare void @cblas_sgemm(i32, i32, i32, i32, i32, i32, float, ptr, i32, ptr, i32, float, ptr, i32)
 
 ; Function Attrs: noinline
-define internal void @bncnn_train_b64.k13.loss(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @bncnn_train_b64.k13.loss(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %loss.s251 = alloca float, align 4
   %loss.m250 = alloca float, align 4
@@ -5343,7 +5343,7 @@ declare float @llvm.floor.f32(float) #2
 declare float @llvm.log.f32(float) #2
 
 ; Function Attrs: noinline
-define internal void @bncnn_train_b64.k14.fc2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @bncnn_train_b64.k14.fc2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %fc2_grad.s256 = alloca float, align 4
   %fc2_grad.m255 = alloca float, align 4
@@ -5553,7 +5553,7 @@ fc2_grad.k259.end:                                ; preds = %fc2_grad.k259
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_train_b64.k15.fc2_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @bncnn_train_b64.k15.fc2_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %arena1 = getelementptr inbounds float, ptr %arena, i64 3019536
   %arena2 = getelementptr inbounds float, ptr %arena, i64 3027328
@@ -5563,7 +5563,7 @@ entry:
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_train_b64.k16.fc2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @bncnn_train_b64.k16.fc2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %fc2_bias_grad.acc261 = alloca float, align 4
   br label %fc2_bias_grad.u260
@@ -5601,7 +5601,7 @@ fc2_bias_grad.n262.end:                           ; preds = %fc2_bias_grad.n262
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_train_b64.k17.relu3_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @bncnn_train_b64.k17.relu3_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %arena1 = getelementptr inbounds float, ptr %arena, i64 3019536
   %params2 = getelementptr inbounds float, ptr %params, i64 420576
@@ -5611,7 +5611,7 @@ entry:
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_train_b64.k18.bn3_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @bncnn_train_b64.k18.bn3_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %bn3_grad.i263
 
@@ -5637,7 +5637,7 @@ bn3_grad.i263.end:                                ; preds = %bn3_grad.i263
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_train_b64.k19.bn3_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @bncnn_train_b64.k19.bn3_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %bn3_weight_grad.sum_x265 = alloca float, align 4
   %bn3_weight_grad.sum278 = alloca float, align 4
@@ -5762,7 +5762,7 @@ bn3_weight_grad.i271.end:                         ; preds = %bn3_weight_grad.i27
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_train_b64.k20.bn3_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @bncnn_train_b64.k20.bn3_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %bn3_bias_grad.sum280 = alloca float, align 4
   %bn3_bias_grad.sum291 = alloca float, align 4
@@ -5863,7 +5863,7 @@ bn3_bias_grad.i284.end:                           ; preds = %bn3_bias_grad.i284
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_train_b64.k21.fc1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @bncnn_train_b64.k21.fc1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %fc1_grad.mean_dy_x298 = alloca float, align 4
   %fc1_grad.mean_dy297 = alloca float, align 4
@@ -5948,14 +5948,14 @@ fc1_grad.n299.end:                                ; preds = %fc1_grad.n299
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_train_b64.k22.fc1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @bncnn_train_b64.k22.fc1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  call void @bncnn_train_b64.k22.fc1_weight_grad.gemm307(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @bncnn_train_b64.k22.fc1_weight_grad.gemm307(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_train_b64.k22.fc1_weight_grad.gemm307(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @bncnn_train_b64.k22.fc1_weight_grad.gemm307(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %fc1_weight_grad.t305_a3 = alloca <8 x float>, align 32
   %fc1_weight_grad.t305_a2 = alloca <8 x float>, align 32
@@ -6452,14 +6452,14 @@ fc1_weight_grad.k306.end:                         ; preds = %fc1_weight_grad.k30
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_train_b64.k23.flat_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @bncnn_train_b64.k23.flat_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  call void @bncnn_train_b64.k23.flat_grad.gemm315(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @bncnn_train_b64.k23.flat_grad.gemm315(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_train_b64.k23.flat_grad.gemm315(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @bncnn_train_b64.k23.flat_grad.gemm315(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %flat_grad.t313_a3 = alloca <8 x float>, align 32
   %flat_grad.t313_a2 = alloca <8 x float>, align 32
@@ -6956,13 +6956,13 @@ flat_grad.k314.end:                               ; preds = %flat_grad.k314
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_train_b64.k24.pool2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @bncnn_train_b64.k24.pool2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_train_b64.k25.relu2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @bncnn_train_b64.k25.relu2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %relu2_grad.bi321 = alloca float, align 4
   %relu2_grad.best320 = alloca float, align 4
@@ -7215,7 +7215,7 @@ relu2_grad.px319.end:                             ; preds = %relu2_grad.px319
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_train_b64.k26.bn2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @bncnn_train_b64.k26.bn2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %bn2_grad.i322
 
@@ -7241,7 +7241,7 @@ bn2_grad.i322.end:                                ; preds = %bn2_grad.i322
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_train_b64.k27.bn2_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @bncnn_train_b64.k27.bn2_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %bn2_weight_grad.sum_x324 = alloca float, align 4
   %bn2_weight_grad.sum338 = alloca float, align 4
@@ -7407,7 +7407,7 @@ bn2_weight_grad.i331.end:                         ; preds = %bn2_weight_grad.i33
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_train_b64.k28.bn2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @bncnn_train_b64.k28.bn2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %bn2_bias_grad.sum340 = alloca float, align 4
   %bn2_bias_grad.sum352 = alloca float, align 4
@@ -7530,7 +7530,7 @@ bn2_bias_grad.i345.end:                           ; preds = %bn2_bias_grad.i345
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_train_b64.k29.conv2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @bncnn_train_b64.k29.conv2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv2_grad.mean_dy_x359 = alloca float, align 4
   %conv2_grad.mean_dy358 = alloca float, align 4
@@ -7630,7 +7630,7 @@ conv2_grad.i361.end:                              ; preds = %conv2_grad.i361
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_train_b64.k30.conv2_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @bncnn_train_b64.k30.conv2_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv2_weight_grad.w461 = alloca float, align 4
   %conv2_weight_grad.w460 = alloca float, align 4
@@ -9445,7 +9445,7 @@ conv2_weight_grad.c440.end:                       ; preds = %conv2_weight_grad.c
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_train_b64.k31.pool1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @bncnn_train_b64.k31.pool1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %pool1_grad.w557 = alloca <8 x float>, align 32
   %pool1_grad.w556 = alloca <8 x float>, align 32
@@ -10724,7 +10724,7 @@ pool1_grad.cv501.end:                             ; preds = %pool1_grad.cv501
 
 pool1_grad.xi534:                                 ; preds = %pool1_grad.xi534, %pool1_grad.j498.end
   %pool1_grad.xi534140 = phi i64 [ 0, %pool1_grad.j498.end ], [ %xi534.next, %pool1_grad.xi534 ]
-  call void @bncnn_train_b64.k31.pool1_grad.gemm541(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %pool1_grad.xi534140)
+  call void @bncnn_train_b64.k31.pool1_grad.gemm541(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %pool1_grad.xi534140)
   %xi534.next = add nsw i64 %pool1_grad.xi534140, 1
   %825 = icmp slt i64 %xi534.next, 16
   br i1 %825, label %pool1_grad.xi534, label %pool1_grad.xi534.end
@@ -11206,7 +11206,7 @@ pool1_grad.q563.end:                              ; preds = %pool1_grad.q563
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_train_b64.k31.pool1_grad.gemm541(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+define internal void @bncnn_train_b64.k31.pool1_grad.gemm541(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
 entry:
   %pool1_grad.t539_a3 = alloca <8 x float>, align 32
   %pool1_grad.t539_a2 = alloca <8 x float>, align 32
@@ -11701,7 +11701,7 @@ pool1_grad.k540.end:                              ; preds = %pool1_grad.k540
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_train_b64.k32.relu1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @bncnn_train_b64.k32.relu1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %relu1_grad.bi569 = alloca float, align 4
   %relu1_grad.best568 = alloca float, align 4
@@ -11954,7 +11954,7 @@ relu1_grad.px567.end:                             ; preds = %relu1_grad.px567
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_train_b64.k33.bn1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @bncnn_train_b64.k33.bn1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %bn1_grad.i570
 
@@ -11980,7 +11980,7 @@ bn1_grad.i570.end:                                ; preds = %bn1_grad.i570
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_train_b64.k34.bn1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @bncnn_train_b64.k34.bn1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %bn1_weight_grad.sum_x572 = alloca float, align 4
   %bn1_weight_grad.sum585 = alloca float, align 4
@@ -12112,7 +12112,7 @@ bn1_weight_grad.v578.end:                         ; preds = %bn1_weight_grad.v57
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_train_b64.k35.bn1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @bncnn_train_b64.k35.bn1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %bn1_bias_grad.sum587 = alloca float, align 4
   %bn1_bias_grad.sum598 = alloca float, align 4
@@ -12215,7 +12215,7 @@ bn1_bias_grad.v591.end:                           ; preds = %bn1_bias_grad.v591
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_train_b64.k36.conv1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @bncnn_train_b64.k36.conv1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv1_grad.mean_dy_x605 = alloca float, align 4
   %conv1_grad.mean_dy604 = alloca float, align 4
@@ -12314,7 +12314,7 @@ conv1_grad.i607.end:                              ; preds = %conv1_grad.i607
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_train_b64.k37.conv1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @bncnn_train_b64.k37.conv1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %conv1_weight_grad.i608
 
@@ -12757,7 +12757,7 @@ conv1_weight_grad.j624:                           ; preds = %conv1_weight_grad.i
   br label %conv1_weight_grad.i625
 
 conv1_weight_grad.j624.end:                       ; preds = %conv1_weight_grad.i625.end
-  call void @bncnn_train_b64.k37.conv1_weight_grad.gemm634(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @bncnn_train_b64.k37.conv1_weight_grad.gemm634(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   %g609.next = add nsw i64 %conv1_weight_grad.g6093, 1
   %202 = icmp slt i64 %g609.next, 4
   br i1 %202, label %conv1_weight_grad.g609, label %conv1_weight_grad.g609.end
@@ -12827,7 +12827,7 @@ conv1_weight_grad.r636.end:                       ; preds = %conv1_weight_grad.r
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_train_b64.k37.conv1_weight_grad.gemm634(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @bncnn_train_b64.k37.conv1_weight_grad.gemm634(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv1_weight_grad.t632_a3 = alloca <8 x float>, align 32
   %conv1_weight_grad.t632_a2 = alloca <8 x float>, align 32
@@ -13397,7 +13397,7 @@ conv1_weight_grad.k633.end:                       ; preds = %conv1_weight_grad.k
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_train_b64.k38.adam(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @bncnn_train_b64.k38.adam(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %adam.v_new = alloca float, align 4
   %adam.m_new = alloca float, align 4
@@ -13543,47 +13543,49 @@ adam.i639.end:                                    ; preds = %adam.i639
   ret void
 }
 
-define void @bncnn_infer_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
+define void @bncnn_infer_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
 entry:
-  %part54.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
+  %part54.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
   %0 = icmp uge i64 0, %step
   br i1 %0, label %entry.then, label %entry.endif
 
 entry.then:                                       ; preds = %entry
-  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part54.context, i32 0, i32 0
+  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part54.context, i32 0, i32 0
   store ptr %params, ptr %1, align 8
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part54.context, i32 0, i32 1
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part54.context, i32 0, i32 1
   store ptr %grads, ptr %2, align 8
-  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part54.context, i32 0, i32 2
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part54.context, i32 0, i32 2
   store ptr %m, ptr %3, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part54.context, i32 0, i32 3
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part54.context, i32 0, i32 3
   store ptr %v, ptr %4, align 8
-  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part54.context, i32 0, i32 4
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part54.context, i32 0, i32 4
   store ptr %arena, ptr %5, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part54.context, i32 0, i32 5
-  store ptr %images, ptr %6, align 8
-  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part54.context, i32 0, i32 6
-  store ptr %labels, ptr %7, align 8
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part54.context, i32 0, i32 7
-  store float %lr, ptr %8, align 4
-  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part54.context, i32 0, i32 8
-  store i64 %step, ptr %9, align 4
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part54.context, i32 0, i32 9
-  store i64 %seed, ptr %10, align 4
-  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part54.context, i32 0, i32 10
-  store ptr %pool, ptr %11, align 8
-  %12 = icmp eq ptr %pool, null
-  br i1 %12, label %prepare.part54.serial, label %prepare.part54.pool
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part54.context, i32 0, i32 5
+  store ptr %prepared, ptr %6, align 8
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part54.context, i32 0, i32 6
+  store ptr %images, ptr %7, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part54.context, i32 0, i32 7
+  store ptr %labels, ptr %8, align 8
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part54.context, i32 0, i32 8
+  store float %lr, ptr %9, align 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part54.context, i32 0, i32 9
+  store i64 %step, ptr %10, align 4
+  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part54.context, i32 0, i32 10
+  store i64 %seed, ptr %11, align 4
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part54.context, i32 0, i32 11
+  store ptr %pool, ptr %12, align 8
+  %13 = icmp eq ptr %pool, null
+  br i1 %13, label %prepare.part54.serial, label %prepare.part54.pool
 
 entry.endif:                                      ; preds = %prepare.part54.done, %entry
-  call void @bncnn_infer_b64.k0.bn1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @bncnn_infer_b64.k1.conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @bncnn_infer_b64.k2.bn2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @bncnn_infer_b64.k3.conv2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @bncnn_infer_b64.k4.flat(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @bncnn_infer_b64.k5.bn3(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @bncnn_infer_b64.k6.fc1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @bncnn_infer_b64.k7.fc2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @bncnn_infer_b64.k0.bn1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @bncnn_infer_b64.k1.conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @bncnn_infer_b64.k2.bn2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @bncnn_infer_b64.k3.conv2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @bncnn_infer_b64.k4.flat(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @bncnn_infer_b64.k5.bn3(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @bncnn_infer_b64.k6.fc1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @bncnn_infer_b64.k7.fc2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   ret void
 
 prepare.part54.pool:                              ; preds = %entry.then
@@ -13599,17 +13601,17 @@ prepare.part54.done:                              ; preds = %prepare.part54.end,
 
 prepare.part54:                                   ; preds = %prepare.part54, %prepare.part54.serial
   %prepare.part541 = phi i64 [ 0, %prepare.part54.serial ], [ %part54.next, %prepare.part54 ]
-  call void @bncnn_infer_b64.part54(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %prepare.part541)
+  call void @bncnn_infer_b64.part54(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %prepare.part541)
   %part54.next = add nsw i64 %prepare.part541, 1
-  %13 = icmp slt i64 %part54.next, 2
-  br i1 %13, label %prepare.part54, label %prepare.part54.end
+  %14 = icmp slt i64 %part54.next, 2
+  br i1 %14, label %prepare.part54, label %prepare.part54.end
 
 prepare.part54.end:                               ; preds = %prepare.part54
   br label %prepare.part54.done
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_infer_b64.part54(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+define internal void @bncnn_infer_b64.part54(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
 entry:
   %prepare.w84 = alloca float, align 4
   %prepare.w83 = alloca float, align 4
@@ -13967,172 +13969,173 @@ prepare.co56:                                     ; preds = %prepare.co56, %prep
   store float %w6846, ptr %prepare.w84, align 4
   %w69 = load float, ptr %prepare.w69, align 4
   %232 = mul nsw i64 %prepare.ci551, 64
-  %233 = add nsw i64 1074160, %232
-  %234 = mul nsw i64 %0, 32
-  %235 = add nsw i64 %234, %prepare.co562
-  %236 = add nsw i64 %233, %235
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %236
-  store float %w69, ptr %arena47, align 4
+  %233 = mul nsw i64 %0, 32
+  %234 = add nsw i64 %233, %prepare.co562
+  %235 = add nsw i64 %232, %234
+  %prepared47 = getelementptr inbounds float, ptr %prepared, i64 %235
+  store float %w69, ptr %prepared47, align 4
   %w70 = load float, ptr %prepare.w70, align 4
-  %237 = mul nsw i64 %prepare.ci551, 64
-  %238 = add nsw i64 1076208, %237
-  %239 = mul nsw i64 %0, 32
-  %240 = add nsw i64 %239, %prepare.co562
-  %241 = add nsw i64 %238, %240
-  %arena48 = getelementptr inbounds float, ptr %arena, i64 %241
-  store float %w70, ptr %arena48, align 4
+  %236 = mul nsw i64 %prepare.ci551, 64
+  %237 = add nsw i64 2048, %236
+  %238 = mul nsw i64 %0, 32
+  %239 = add nsw i64 %238, %prepare.co562
+  %240 = add nsw i64 %237, %239
+  %prepared48 = getelementptr inbounds float, ptr %prepared, i64 %240
+  store float %w70, ptr %prepared48, align 4
   %w71 = load float, ptr %prepare.w71, align 4
-  %242 = mul nsw i64 %prepare.ci551, 64
-  %243 = add nsw i64 1078256, %242
-  %244 = mul nsw i64 %0, 32
-  %245 = add nsw i64 %244, %prepare.co562
-  %246 = add nsw i64 %243, %245
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %246
-  store float %w71, ptr %arena49, align 4
+  %241 = mul nsw i64 %prepare.ci551, 64
+  %242 = add nsw i64 4096, %241
+  %243 = mul nsw i64 %0, 32
+  %244 = add nsw i64 %243, %prepare.co562
+  %245 = add nsw i64 %242, %244
+  %prepared49 = getelementptr inbounds float, ptr %prepared, i64 %245
+  store float %w71, ptr %prepared49, align 4
   %w72 = load float, ptr %prepare.w72, align 4
-  %247 = mul nsw i64 %prepare.ci551, 64
-  %248 = add nsw i64 1080304, %247
-  %249 = mul nsw i64 %0, 32
-  %250 = add nsw i64 %249, %prepare.co562
-  %251 = add nsw i64 %248, %250
-  %arena50 = getelementptr inbounds float, ptr %arena, i64 %251
-  store float %w72, ptr %arena50, align 4
+  %246 = mul nsw i64 %prepare.ci551, 64
+  %247 = add nsw i64 6144, %246
+  %248 = mul nsw i64 %0, 32
+  %249 = add nsw i64 %248, %prepare.co562
+  %250 = add nsw i64 %247, %249
+  %prepared50 = getelementptr inbounds float, ptr %prepared, i64 %250
+  store float %w72, ptr %prepared50, align 4
   %w73 = load float, ptr %prepare.w73, align 4
-  %252 = mul nsw i64 %prepare.ci551, 64
-  %253 = add nsw i64 1082352, %252
-  %254 = mul nsw i64 %0, 32
-  %255 = add nsw i64 %254, %prepare.co562
-  %256 = add nsw i64 %253, %255
-  %arena51 = getelementptr inbounds float, ptr %arena, i64 %256
-  store float %w73, ptr %arena51, align 4
+  %251 = mul nsw i64 %prepare.ci551, 64
+  %252 = add nsw i64 8192, %251
+  %253 = mul nsw i64 %0, 32
+  %254 = add nsw i64 %253, %prepare.co562
+  %255 = add nsw i64 %252, %254
+  %prepared51 = getelementptr inbounds float, ptr %prepared, i64 %255
+  store float %w73, ptr %prepared51, align 4
   %w74 = load float, ptr %prepare.w74, align 4
-  %257 = mul nsw i64 %prepare.ci551, 64
-  %258 = add nsw i64 1084400, %257
-  %259 = mul nsw i64 %0, 32
-  %260 = add nsw i64 %259, %prepare.co562
-  %261 = add nsw i64 %258, %260
-  %arena52 = getelementptr inbounds float, ptr %arena, i64 %261
-  store float %w74, ptr %arena52, align 4
+  %256 = mul nsw i64 %prepare.ci551, 64
+  %257 = add nsw i64 10240, %256
+  %258 = mul nsw i64 %0, 32
+  %259 = add nsw i64 %258, %prepare.co562
+  %260 = add nsw i64 %257, %259
+  %prepared52 = getelementptr inbounds float, ptr %prepared, i64 %260
+  store float %w74, ptr %prepared52, align 4
   %w75 = load float, ptr %prepare.w75, align 4
-  %262 = mul nsw i64 %prepare.ci551, 64
-  %263 = add nsw i64 1086448, %262
-  %264 = mul nsw i64 %0, 32
-  %265 = add nsw i64 %264, %prepare.co562
-  %266 = add nsw i64 %263, %265
-  %arena53 = getelementptr inbounds float, ptr %arena, i64 %266
-  store float %w75, ptr %arena53, align 4
+  %261 = mul nsw i64 %prepare.ci551, 64
+  %262 = add nsw i64 12288, %261
+  %263 = mul nsw i64 %0, 32
+  %264 = add nsw i64 %263, %prepare.co562
+  %265 = add nsw i64 %262, %264
+  %prepared53 = getelementptr inbounds float, ptr %prepared, i64 %265
+  store float %w75, ptr %prepared53, align 4
   %w76 = load float, ptr %prepare.w76, align 4
-  %267 = mul nsw i64 %prepare.ci551, 64
-  %268 = add nsw i64 1088496, %267
-  %269 = mul nsw i64 %0, 32
-  %270 = add nsw i64 %269, %prepare.co562
-  %271 = add nsw i64 %268, %270
-  %arena54 = getelementptr inbounds float, ptr %arena, i64 %271
-  store float %w76, ptr %arena54, align 4
+  %266 = mul nsw i64 %prepare.ci551, 64
+  %267 = add nsw i64 14336, %266
+  %268 = mul nsw i64 %0, 32
+  %269 = add nsw i64 %268, %prepare.co562
+  %270 = add nsw i64 %267, %269
+  %prepared54 = getelementptr inbounds float, ptr %prepared, i64 %270
+  store float %w76, ptr %prepared54, align 4
   %w77 = load float, ptr %prepare.w77, align 4
-  %272 = mul nsw i64 %prepare.ci551, 64
-  %273 = add nsw i64 1090544, %272
-  %274 = mul nsw i64 %0, 32
-  %275 = add nsw i64 %274, %prepare.co562
-  %276 = add nsw i64 %273, %275
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %276
-  store float %w77, ptr %arena55, align 4
+  %271 = mul nsw i64 %prepare.ci551, 64
+  %272 = add nsw i64 16384, %271
+  %273 = mul nsw i64 %0, 32
+  %274 = add nsw i64 %273, %prepare.co562
+  %275 = add nsw i64 %272, %274
+  %prepared55 = getelementptr inbounds float, ptr %prepared, i64 %275
+  store float %w77, ptr %prepared55, align 4
   %w78 = load float, ptr %prepare.w78, align 4
-  %277 = mul nsw i64 %prepare.ci551, 64
-  %278 = add nsw i64 1092592, %277
-  %279 = mul nsw i64 %0, 32
-  %280 = add nsw i64 %279, %prepare.co562
-  %281 = add nsw i64 %278, %280
-  %arena56 = getelementptr inbounds float, ptr %arena, i64 %281
-  store float %w78, ptr %arena56, align 4
+  %276 = mul nsw i64 %prepare.ci551, 64
+  %277 = add nsw i64 18432, %276
+  %278 = mul nsw i64 %0, 32
+  %279 = add nsw i64 %278, %prepare.co562
+  %280 = add nsw i64 %277, %279
+  %prepared56 = getelementptr inbounds float, ptr %prepared, i64 %280
+  store float %w78, ptr %prepared56, align 4
   %w79 = load float, ptr %prepare.w79, align 4
-  %282 = mul nsw i64 %prepare.ci551, 64
-  %283 = add nsw i64 1094640, %282
-  %284 = mul nsw i64 %0, 32
-  %285 = add nsw i64 %284, %prepare.co562
-  %286 = add nsw i64 %283, %285
-  %arena57 = getelementptr inbounds float, ptr %arena, i64 %286
-  store float %w79, ptr %arena57, align 4
+  %281 = mul nsw i64 %prepare.ci551, 64
+  %282 = add nsw i64 20480, %281
+  %283 = mul nsw i64 %0, 32
+  %284 = add nsw i64 %283, %prepare.co562
+  %285 = add nsw i64 %282, %284
+  %prepared57 = getelementptr inbounds float, ptr %prepared, i64 %285
+  store float %w79, ptr %prepared57, align 4
   %w80 = load float, ptr %prepare.w80, align 4
-  %287 = mul nsw i64 %prepare.ci551, 64
-  %288 = add nsw i64 1096688, %287
-  %289 = mul nsw i64 %0, 32
-  %290 = add nsw i64 %289, %prepare.co562
-  %291 = add nsw i64 %288, %290
-  %arena58 = getelementptr inbounds float, ptr %arena, i64 %291
-  store float %w80, ptr %arena58, align 4
+  %286 = mul nsw i64 %prepare.ci551, 64
+  %287 = add nsw i64 22528, %286
+  %288 = mul nsw i64 %0, 32
+  %289 = add nsw i64 %288, %prepare.co562
+  %290 = add nsw i64 %287, %289
+  %prepared58 = getelementptr inbounds float, ptr %prepared, i64 %290
+  store float %w80, ptr %prepared58, align 4
   %w81 = load float, ptr %prepare.w81, align 4
-  %292 = mul nsw i64 %prepare.ci551, 64
-  %293 = add nsw i64 1098736, %292
-  %294 = mul nsw i64 %0, 32
-  %295 = add nsw i64 %294, %prepare.co562
-  %296 = add nsw i64 %293, %295
-  %arena59 = getelementptr inbounds float, ptr %arena, i64 %296
-  store float %w81, ptr %arena59, align 4
+  %291 = mul nsw i64 %prepare.ci551, 64
+  %292 = add nsw i64 24576, %291
+  %293 = mul nsw i64 %0, 32
+  %294 = add nsw i64 %293, %prepare.co562
+  %295 = add nsw i64 %292, %294
+  %prepared59 = getelementptr inbounds float, ptr %prepared, i64 %295
+  store float %w81, ptr %prepared59, align 4
   %w82 = load float, ptr %prepare.w82, align 4
-  %297 = mul nsw i64 %prepare.ci551, 64
-  %298 = add nsw i64 1100784, %297
-  %299 = mul nsw i64 %0, 32
-  %300 = add nsw i64 %299, %prepare.co562
-  %301 = add nsw i64 %298, %300
-  %arena60 = getelementptr inbounds float, ptr %arena, i64 %301
-  store float %w82, ptr %arena60, align 4
+  %296 = mul nsw i64 %prepare.ci551, 64
+  %297 = add nsw i64 26624, %296
+  %298 = mul nsw i64 %0, 32
+  %299 = add nsw i64 %298, %prepare.co562
+  %300 = add nsw i64 %297, %299
+  %prepared60 = getelementptr inbounds float, ptr %prepared, i64 %300
+  store float %w82, ptr %prepared60, align 4
   %w83 = load float, ptr %prepare.w83, align 4
-  %302 = mul nsw i64 %prepare.ci551, 64
-  %303 = add nsw i64 1102832, %302
-  %304 = mul nsw i64 %0, 32
-  %305 = add nsw i64 %304, %prepare.co562
-  %306 = add nsw i64 %303, %305
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %306
-  store float %w83, ptr %arena61, align 4
+  %301 = mul nsw i64 %prepare.ci551, 64
+  %302 = add nsw i64 28672, %301
+  %303 = mul nsw i64 %0, 32
+  %304 = add nsw i64 %303, %prepare.co562
+  %305 = add nsw i64 %302, %304
+  %prepared61 = getelementptr inbounds float, ptr %prepared, i64 %305
+  store float %w83, ptr %prepared61, align 4
   %w84 = load float, ptr %prepare.w84, align 4
-  %307 = mul nsw i64 %prepare.ci551, 64
-  %308 = add nsw i64 1104880, %307
-  %309 = mul nsw i64 %0, 32
-  %310 = add nsw i64 %309, %prepare.co562
-  %311 = add nsw i64 %308, %310
-  %arena62 = getelementptr inbounds float, ptr %arena, i64 %311
-  store float %w84, ptr %arena62, align 4
+  %306 = mul nsw i64 %prepare.ci551, 64
+  %307 = add nsw i64 30720, %306
+  %308 = mul nsw i64 %0, 32
+  %309 = add nsw i64 %308, %prepare.co562
+  %310 = add nsw i64 %307, %309
+  %prepared62 = getelementptr inbounds float, ptr %prepared, i64 %310
+  store float %w84, ptr %prepared62, align 4
   %co56.next = add nsw i64 %prepare.co562, 1
-  %312 = icmp slt i64 %co56.next, 32
-  br i1 %312, label %prepare.co56, label %prepare.co56.end
+  %311 = icmp slt i64 %co56.next, 32
+  br i1 %311, label %prepare.co56, label %prepare.co56.end
 
 prepare.co56.end:                                 ; preds = %prepare.co56
   %ci55.next = add nsw i64 %prepare.ci551, 1
-  %313 = icmp slt i64 %ci55.next, 32
-  br i1 %313, label %prepare.ci55, label %prepare.ci55.end
+  %312 = icmp slt i64 %ci55.next, 32
+  br i1 %312, label %prepare.ci55, label %prepare.ci55.end
 }
 
 define internal void @bncnn_infer_b64.part54.task(ptr %0, i64 %1) {
 entry:
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
   %3 = load ptr, ptr %2, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
   %5 = load ptr, ptr %4, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
   %7 = load ptr, ptr %6, align 8
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
   %9 = load ptr, ptr %8, align 8
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
   %11 = load ptr, ptr %10, align 8
-  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
   %13 = load ptr, ptr %12, align 8
-  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
   %15 = load ptr, ptr %14, align 8
-  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
-  %17 = load float, ptr %16, align 4
-  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
-  %19 = load i64, ptr %18, align 4
-  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
+  %17 = load ptr, ptr %16, align 8
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
+  %19 = load float, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
   %21 = load i64, ptr %20, align 4
-  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
-  %23 = load ptr, ptr %22, align 8
-  call void @bncnn_infer_b64.part54(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
+  %23 = load i64, ptr %22, align 4
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 11
+  %25 = load ptr, ptr %24, align 8
+  call void @bncnn_infer_b64.part54(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, ptr %17, float %19, i64 %21, i64 %23, ptr %25, i64 %1)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_infer_b64.k0.bn1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @bncnn_infer_b64.k0.bn1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %bn1.scale2 = alloca float, align 4
   br label %bn1.c1
@@ -14174,7 +14177,7 @@ bn1.c1.end:                                       ; preds = %bn1.c1
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_infer_b64.k1.conv1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @bncnn_infer_b64.k1.conv1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv1.best50 = alloca float, align 4
   %conv1.at51 = alloca float, align 4
@@ -14479,7 +14482,7 @@ conv1.j22:                                        ; preds = %conv1.c23.end, %con
   br label %conv1.c23
 
 conv1.j22.end:                                    ; preds = %conv1.c23.end
-  call void @bncnn_infer_b64.k1.conv1.gemm37(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @bncnn_infer_b64.k1.conv1.gemm37(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   br label %conv1.j38
 
 conv1.c23:                                        ; preds = %conv1.ky24.end, %conv1.j22
@@ -14794,7 +14797,7 @@ declare <8 x float> @llvm.masked.load.v8f32.p0(ptr nocapture, i32 immarg, <8 x i
 declare void @llvm.masked.store.v8f32.p0(<8 x float>, ptr nocapture, i32 immarg, <8 x i1>) #4
 
 ; Function Attrs: noinline
-define internal void @bncnn_infer_b64.k1.conv1.gemm37(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @bncnn_infer_b64.k1.conv1.gemm37(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv1.t35_a3 = alloca <8 x float>, align 32
   %conv1.t35_a2 = alloca <8 x float>, align 32
@@ -15212,7 +15215,7 @@ conv1.k36.end:                                    ; preds = %conv1.k36
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_infer_b64.k2.bn2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @bncnn_infer_b64.k2.bn2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %bn2.scale53 = alloca float, align 4
   br label %bn2.c52
@@ -15255,9 +15258,9 @@ bn2.c52.end:                                      ; preds = %bn2.c52
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_infer_b64.k3.conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @bncnn_infer_b64.k3.conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %part127.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
+  %part127.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
   %conv2.w126 = alloca <8 x float>, align 32
   %conv2.w125 = alloca <8 x float>, align 32
   %conv2.w124 = alloca <8 x float>, align 32
@@ -15373,32 +15376,34 @@ conv2.j91:                                        ; preds = %conv2.ty92.end, %co
   br label %conv2.ty92
 
 conv2.j91.end:                                    ; preds = %conv2.ty92.end
-  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part127.context, i32 0, i32 0
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part127.context, i32 0, i32 0
   store ptr %params, ptr %24, align 8
-  %25 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part127.context, i32 0, i32 1
+  %25 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part127.context, i32 0, i32 1
   store ptr %grads, ptr %25, align 8
-  %26 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part127.context, i32 0, i32 2
+  %26 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part127.context, i32 0, i32 2
   store ptr %m, ptr %26, align 8
-  %27 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part127.context, i32 0, i32 3
+  %27 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part127.context, i32 0, i32 3
   store ptr %v, ptr %27, align 8
-  %28 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part127.context, i32 0, i32 4
+  %28 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part127.context, i32 0, i32 4
   store ptr %arena, ptr %28, align 8
-  %29 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part127.context, i32 0, i32 5
-  store ptr %images, ptr %29, align 8
-  %30 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part127.context, i32 0, i32 6
-  store ptr %labels, ptr %30, align 8
-  %31 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part127.context, i32 0, i32 7
-  store float %lr, ptr %31, align 4
-  %32 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part127.context, i32 0, i32 8
-  store i64 %step, ptr %32, align 4
-  %33 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part127.context, i32 0, i32 9
-  store i64 %seed, ptr %33, align 4
-  %34 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part127.context, i32 0, i32 10
-  store ptr %pool, ptr %34, align 8
-  %35 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part127.context, i32 0, i32 11
-  store i64 %conv2.g863, ptr %35, align 4
-  %36 = icmp eq ptr %pool, null
-  br i1 %36, label %conv2.part127.serial, label %conv2.part127.pool
+  %29 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part127.context, i32 0, i32 5
+  store ptr %prepared, ptr %29, align 8
+  %30 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part127.context, i32 0, i32 6
+  store ptr %images, ptr %30, align 8
+  %31 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part127.context, i32 0, i32 7
+  store ptr %labels, ptr %31, align 8
+  %32 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part127.context, i32 0, i32 8
+  store float %lr, ptr %32, align 4
+  %33 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part127.context, i32 0, i32 9
+  store i64 %step, ptr %33, align 4
+  %34 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part127.context, i32 0, i32 10
+  store i64 %seed, ptr %34, align 4
+  %35 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part127.context, i32 0, i32 11
+  store ptr %pool, ptr %35, align 8
+  %36 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part127.context, i32 0, i32 12
+  store i64 %conv2.g863, ptr %36, align 4
+  %37 = icmp eq ptr %pool, null
+  br i1 %37, label %conv2.part127.serial, label %conv2.part127.pool
 
 conv2.ty92:                                       ; preds = %conv2.tx93.end, %conv2.j91
   %conv2.ty9211 = phi i64 [ 0, %conv2.j91 ], [ %ty92.next, %conv2.tx93.end ]
@@ -15406,8 +15411,8 @@ conv2.ty92:                                       ; preds = %conv2.tx93.end, %co
 
 conv2.ty92.end:                                   ; preds = %conv2.tx93.end
   %j91.next = add nsw i64 %conv2.j9110, 1
-  %37 = icmp slt i64 %j91.next, 1
-  br i1 %37, label %conv2.j91, label %conv2.j91.end
+  %38 = icmp slt i64 %j91.next, 1
+  br i1 %38, label %conv2.j91, label %conv2.j91.end
 
 conv2.tx93:                                       ; preds = %conv2.cv94.end, %conv2.ty92
   %conv2.tx9312 = phi i64 [ 0, %conv2.ty92 ], [ %tx93.next, %conv2.cv94.end ]
@@ -15415,727 +15420,727 @@ conv2.tx93:                                       ; preds = %conv2.cv94.end, %co
 
 conv2.tx93.end:                                   ; preds = %conv2.cv94.end
   %ty92.next = add nsw i64 %conv2.ty9211, 1
-  %38 = icmp slt i64 %ty92.next, 7
-  br i1 %38, label %conv2.ty92, label %conv2.ty92.end
+  %39 = icmp slt i64 %ty92.next, 7
+  br i1 %39, label %conv2.ty92, label %conv2.ty92.end
 
 conv2.cv94:                                       ; preds = %conv2.cv94, %conv2.tx93
   %conv2.cv9413 = phi i64 [ 0, %conv2.tx93 ], [ %cv94.next, %conv2.cv94 ]
-  %39 = mul nsw i64 %conv2.j9110, 8192
-  %40 = mul nsw i64 %conv2.ty9211, 2
-  %41 = mul nsw i64 %40, 512
-  %42 = add nsw i64 %39, %41
-  %43 = mul nsw i64 %conv2.tx9312, 2
-  %44 = mul nsw i64 %43, 32
-  %45 = add nsw i64 %42, %44
-  %46 = mul nsw i64 %conv2.cv9413, 8
-  %47 = add nsw i64 %45, %46
-  %48 = add nsw i64 835776, %47
-  %arena14 = getelementptr inbounds float, ptr %arena, i64 %48
-  %49 = load <8 x float>, ptr %arena14, align 4
-  %50 = mul nsw i64 %conv2.j9110, 8192
-  %51 = mul nsw i64 %conv2.ty9211, 2
-  %52 = add nsw i64 %51, 2
-  %53 = mul nsw i64 %52, 512
-  %54 = add nsw i64 %50, %53
-  %55 = mul nsw i64 %conv2.tx9312, 2
-  %56 = mul nsw i64 %55, 32
-  %57 = add nsw i64 %54, %56
-  %58 = mul nsw i64 %conv2.cv9413, 8
-  %59 = add nsw i64 %57, %58
-  %60 = add nsw i64 835776, %59
-  %arena15 = getelementptr inbounds float, ptr %arena, i64 %60
-  %61 = load <8 x float>, ptr %arena15, align 4
-  %62 = fsub <8 x float> %49, %61
-  store <8 x float> %62, ptr %conv2.w95, align 32
-  %63 = mul nsw i64 %conv2.j9110, 8192
-  %64 = mul nsw i64 %conv2.ty9211, 2
-  %65 = add nsw i64 %64, 1
-  %66 = mul nsw i64 %65, 512
-  %67 = add nsw i64 %63, %66
-  %68 = mul nsw i64 %conv2.tx9312, 2
-  %69 = mul nsw i64 %68, 32
-  %70 = add nsw i64 %67, %69
-  %71 = mul nsw i64 %conv2.cv9413, 8
-  %72 = add nsw i64 %70, %71
-  %73 = add nsw i64 835776, %72
-  %arena16 = getelementptr inbounds float, ptr %arena, i64 %73
-  %74 = load <8 x float>, ptr %arena16, align 4
-  %75 = mul nsw i64 %conv2.j9110, 8192
-  %76 = mul nsw i64 %conv2.ty9211, 2
-  %77 = add nsw i64 %76, 2
-  %78 = mul nsw i64 %77, 512
-  %79 = add nsw i64 %75, %78
-  %80 = mul nsw i64 %conv2.tx9312, 2
-  %81 = mul nsw i64 %80, 32
-  %82 = add nsw i64 %79, %81
-  %83 = mul nsw i64 %conv2.cv9413, 8
-  %84 = add nsw i64 %82, %83
-  %85 = add nsw i64 835776, %84
-  %arena17 = getelementptr inbounds float, ptr %arena, i64 %85
-  %86 = load <8 x float>, ptr %arena17, align 4
-  %87 = fadd <8 x float> %74, %86
-  store <8 x float> %87, ptr %conv2.w96, align 32
-  %88 = mul nsw i64 %conv2.j9110, 8192
-  %89 = mul nsw i64 %conv2.ty9211, 2
-  %90 = add nsw i64 %89, 2
-  %91 = mul nsw i64 %90, 512
-  %92 = add nsw i64 %88, %91
-  %93 = mul nsw i64 %conv2.tx9312, 2
-  %94 = mul nsw i64 %93, 32
-  %95 = add nsw i64 %92, %94
-  %96 = mul nsw i64 %conv2.cv9413, 8
-  %97 = add nsw i64 %95, %96
-  %98 = add nsw i64 835776, %97
-  %arena18 = getelementptr inbounds float, ptr %arena, i64 %98
-  %99 = load <8 x float>, ptr %arena18, align 4
-  %100 = mul nsw i64 %conv2.j9110, 8192
-  %101 = mul nsw i64 %conv2.ty9211, 2
-  %102 = add nsw i64 %101, 1
-  %103 = mul nsw i64 %102, 512
-  %104 = add nsw i64 %100, %103
-  %105 = mul nsw i64 %conv2.tx9312, 2
-  %106 = mul nsw i64 %105, 32
-  %107 = add nsw i64 %104, %106
-  %108 = mul nsw i64 %conv2.cv9413, 8
-  %109 = add nsw i64 %107, %108
-  %110 = add nsw i64 835776, %109
-  %arena19 = getelementptr inbounds float, ptr %arena, i64 %110
-  %111 = load <8 x float>, ptr %arena19, align 4
-  %112 = fsub <8 x float> %99, %111
-  store <8 x float> %112, ptr %conv2.w97, align 32
-  %113 = mul nsw i64 %conv2.j9110, 8192
-  %114 = mul nsw i64 %conv2.ty9211, 2
-  %115 = add nsw i64 %114, 1
-  %116 = mul nsw i64 %115, 512
-  %117 = add nsw i64 %113, %116
-  %118 = mul nsw i64 %conv2.tx9312, 2
-  %119 = mul nsw i64 %118, 32
-  %120 = add nsw i64 %117, %119
-  %121 = mul nsw i64 %conv2.cv9413, 8
-  %122 = add nsw i64 %120, %121
-  %123 = add nsw i64 835776, %122
-  %arena20 = getelementptr inbounds float, ptr %arena, i64 %123
-  %124 = load <8 x float>, ptr %arena20, align 4
-  %125 = mul nsw i64 %conv2.j9110, 8192
-  %126 = mul nsw i64 %conv2.ty9211, 2
-  %127 = add nsw i64 %126, 3
-  %128 = mul nsw i64 %127, 512
-  %129 = add nsw i64 %125, %128
-  %130 = mul nsw i64 %conv2.tx9312, 2
-  %131 = mul nsw i64 %130, 32
-  %132 = add nsw i64 %129, %131
-  %133 = mul nsw i64 %conv2.cv9413, 8
-  %134 = add nsw i64 %132, %133
-  %135 = add nsw i64 835776, %134
-  %arena21 = getelementptr inbounds float, ptr %arena, i64 %135
-  %136 = load <8 x float>, ptr %arena21, align 4
-  %137 = fsub <8 x float> %124, %136
-  store <8 x float> %137, ptr %conv2.w98, align 32
-  %138 = mul nsw i64 %conv2.j9110, 8192
-  %139 = mul nsw i64 %conv2.ty9211, 2
-  %140 = mul nsw i64 %139, 512
-  %141 = add nsw i64 %138, %140
-  %142 = mul nsw i64 %conv2.tx9312, 2
-  %143 = add nsw i64 %142, 1
-  %144 = mul nsw i64 %143, 32
-  %145 = add nsw i64 %141, %144
-  %146 = mul nsw i64 %conv2.cv9413, 8
-  %147 = add nsw i64 %145, %146
-  %148 = add nsw i64 835776, %147
-  %arena22 = getelementptr inbounds float, ptr %arena, i64 %148
-  %149 = load <8 x float>, ptr %arena22, align 4
-  %150 = mul nsw i64 %conv2.j9110, 8192
-  %151 = mul nsw i64 %conv2.ty9211, 2
-  %152 = add nsw i64 %151, 2
-  %153 = mul nsw i64 %152, 512
-  %154 = add nsw i64 %150, %153
-  %155 = mul nsw i64 %conv2.tx9312, 2
-  %156 = add nsw i64 %155, 1
-  %157 = mul nsw i64 %156, 32
-  %158 = add nsw i64 %154, %157
-  %159 = mul nsw i64 %conv2.cv9413, 8
-  %160 = add nsw i64 %158, %159
-  %161 = add nsw i64 835776, %160
-  %arena23 = getelementptr inbounds float, ptr %arena, i64 %161
-  %162 = load <8 x float>, ptr %arena23, align 4
-  %163 = fsub <8 x float> %149, %162
-  store <8 x float> %163, ptr %conv2.w99, align 32
-  %164 = mul nsw i64 %conv2.j9110, 8192
-  %165 = mul nsw i64 %conv2.ty9211, 2
-  %166 = add nsw i64 %165, 1
-  %167 = mul nsw i64 %166, 512
-  %168 = add nsw i64 %164, %167
-  %169 = mul nsw i64 %conv2.tx9312, 2
-  %170 = add nsw i64 %169, 1
-  %171 = mul nsw i64 %170, 32
-  %172 = add nsw i64 %168, %171
-  %173 = mul nsw i64 %conv2.cv9413, 8
-  %174 = add nsw i64 %172, %173
-  %175 = add nsw i64 835776, %174
-  %arena24 = getelementptr inbounds float, ptr %arena, i64 %175
-  %176 = load <8 x float>, ptr %arena24, align 4
-  %177 = mul nsw i64 %conv2.j9110, 8192
-  %178 = mul nsw i64 %conv2.ty9211, 2
-  %179 = add nsw i64 %178, 2
-  %180 = mul nsw i64 %179, 512
-  %181 = add nsw i64 %177, %180
-  %182 = mul nsw i64 %conv2.tx9312, 2
-  %183 = add nsw i64 %182, 1
-  %184 = mul nsw i64 %183, 32
-  %185 = add nsw i64 %181, %184
-  %186 = mul nsw i64 %conv2.cv9413, 8
-  %187 = add nsw i64 %185, %186
-  %188 = add nsw i64 835776, %187
-  %arena25 = getelementptr inbounds float, ptr %arena, i64 %188
-  %189 = load <8 x float>, ptr %arena25, align 4
-  %190 = fadd <8 x float> %176, %189
-  store <8 x float> %190, ptr %conv2.w100, align 32
-  %191 = mul nsw i64 %conv2.j9110, 8192
-  %192 = mul nsw i64 %conv2.ty9211, 2
-  %193 = add nsw i64 %192, 2
-  %194 = mul nsw i64 %193, 512
-  %195 = add nsw i64 %191, %194
-  %196 = mul nsw i64 %conv2.tx9312, 2
-  %197 = add nsw i64 %196, 1
-  %198 = mul nsw i64 %197, 32
-  %199 = add nsw i64 %195, %198
-  %200 = mul nsw i64 %conv2.cv9413, 8
-  %201 = add nsw i64 %199, %200
-  %202 = add nsw i64 835776, %201
-  %arena26 = getelementptr inbounds float, ptr %arena, i64 %202
-  %203 = load <8 x float>, ptr %arena26, align 4
-  %204 = mul nsw i64 %conv2.j9110, 8192
-  %205 = mul nsw i64 %conv2.ty9211, 2
-  %206 = add nsw i64 %205, 1
-  %207 = mul nsw i64 %206, 512
-  %208 = add nsw i64 %204, %207
-  %209 = mul nsw i64 %conv2.tx9312, 2
-  %210 = add nsw i64 %209, 1
-  %211 = mul nsw i64 %210, 32
-  %212 = add nsw i64 %208, %211
-  %213 = mul nsw i64 %conv2.cv9413, 8
-  %214 = add nsw i64 %212, %213
-  %215 = add nsw i64 835776, %214
-  %arena27 = getelementptr inbounds float, ptr %arena, i64 %215
-  %216 = load <8 x float>, ptr %arena27, align 4
-  %217 = fsub <8 x float> %203, %216
-  store <8 x float> %217, ptr %conv2.w101, align 32
-  %218 = mul nsw i64 %conv2.j9110, 8192
-  %219 = mul nsw i64 %conv2.ty9211, 2
-  %220 = add nsw i64 %219, 1
-  %221 = mul nsw i64 %220, 512
-  %222 = add nsw i64 %218, %221
-  %223 = mul nsw i64 %conv2.tx9312, 2
-  %224 = add nsw i64 %223, 1
-  %225 = mul nsw i64 %224, 32
-  %226 = add nsw i64 %222, %225
-  %227 = mul nsw i64 %conv2.cv9413, 8
-  %228 = add nsw i64 %226, %227
-  %229 = add nsw i64 835776, %228
-  %arena28 = getelementptr inbounds float, ptr %arena, i64 %229
-  %230 = load <8 x float>, ptr %arena28, align 4
-  %231 = mul nsw i64 %conv2.j9110, 8192
-  %232 = mul nsw i64 %conv2.ty9211, 2
-  %233 = add nsw i64 %232, 3
-  %234 = mul nsw i64 %233, 512
-  %235 = add nsw i64 %231, %234
-  %236 = mul nsw i64 %conv2.tx9312, 2
-  %237 = add nsw i64 %236, 1
-  %238 = mul nsw i64 %237, 32
-  %239 = add nsw i64 %235, %238
-  %240 = mul nsw i64 %conv2.cv9413, 8
-  %241 = add nsw i64 %239, %240
-  %242 = add nsw i64 835776, %241
-  %arena29 = getelementptr inbounds float, ptr %arena, i64 %242
-  %243 = load <8 x float>, ptr %arena29, align 4
-  %244 = fsub <8 x float> %230, %243
-  store <8 x float> %244, ptr %conv2.w102, align 32
-  %245 = mul nsw i64 %conv2.j9110, 8192
-  %246 = mul nsw i64 %conv2.ty9211, 2
-  %247 = mul nsw i64 %246, 512
-  %248 = add nsw i64 %245, %247
-  %249 = mul nsw i64 %conv2.tx9312, 2
-  %250 = add nsw i64 %249, 2
-  %251 = mul nsw i64 %250, 32
-  %252 = add nsw i64 %248, %251
-  %253 = mul nsw i64 %conv2.cv9413, 8
-  %254 = add nsw i64 %252, %253
-  %255 = add nsw i64 835776, %254
-  %arena30 = getelementptr inbounds float, ptr %arena, i64 %255
-  %256 = load <8 x float>, ptr %arena30, align 4
-  %257 = mul nsw i64 %conv2.j9110, 8192
-  %258 = mul nsw i64 %conv2.ty9211, 2
-  %259 = add nsw i64 %258, 2
-  %260 = mul nsw i64 %259, 512
-  %261 = add nsw i64 %257, %260
-  %262 = mul nsw i64 %conv2.tx9312, 2
-  %263 = add nsw i64 %262, 2
-  %264 = mul nsw i64 %263, 32
-  %265 = add nsw i64 %261, %264
-  %266 = mul nsw i64 %conv2.cv9413, 8
-  %267 = add nsw i64 %265, %266
-  %268 = add nsw i64 835776, %267
-  %arena31 = getelementptr inbounds float, ptr %arena, i64 %268
-  %269 = load <8 x float>, ptr %arena31, align 4
-  %270 = fsub <8 x float> %256, %269
-  store <8 x float> %270, ptr %conv2.w103, align 32
-  %271 = mul nsw i64 %conv2.j9110, 8192
-  %272 = mul nsw i64 %conv2.ty9211, 2
-  %273 = add nsw i64 %272, 1
-  %274 = mul nsw i64 %273, 512
-  %275 = add nsw i64 %271, %274
-  %276 = mul nsw i64 %conv2.tx9312, 2
-  %277 = add nsw i64 %276, 2
-  %278 = mul nsw i64 %277, 32
-  %279 = add nsw i64 %275, %278
-  %280 = mul nsw i64 %conv2.cv9413, 8
-  %281 = add nsw i64 %279, %280
-  %282 = add nsw i64 835776, %281
-  %arena32 = getelementptr inbounds float, ptr %arena, i64 %282
-  %283 = load <8 x float>, ptr %arena32, align 4
-  %284 = mul nsw i64 %conv2.j9110, 8192
-  %285 = mul nsw i64 %conv2.ty9211, 2
-  %286 = add nsw i64 %285, 2
-  %287 = mul nsw i64 %286, 512
-  %288 = add nsw i64 %284, %287
-  %289 = mul nsw i64 %conv2.tx9312, 2
-  %290 = add nsw i64 %289, 2
-  %291 = mul nsw i64 %290, 32
-  %292 = add nsw i64 %288, %291
-  %293 = mul nsw i64 %conv2.cv9413, 8
-  %294 = add nsw i64 %292, %293
-  %295 = add nsw i64 835776, %294
-  %arena33 = getelementptr inbounds float, ptr %arena, i64 %295
-  %296 = load <8 x float>, ptr %arena33, align 4
-  %297 = fadd <8 x float> %283, %296
-  store <8 x float> %297, ptr %conv2.w104, align 32
-  %298 = mul nsw i64 %conv2.j9110, 8192
-  %299 = mul nsw i64 %conv2.ty9211, 2
-  %300 = add nsw i64 %299, 2
-  %301 = mul nsw i64 %300, 512
-  %302 = add nsw i64 %298, %301
-  %303 = mul nsw i64 %conv2.tx9312, 2
-  %304 = add nsw i64 %303, 2
-  %305 = mul nsw i64 %304, 32
-  %306 = add nsw i64 %302, %305
-  %307 = mul nsw i64 %conv2.cv9413, 8
-  %308 = add nsw i64 %306, %307
-  %309 = add nsw i64 835776, %308
-  %arena34 = getelementptr inbounds float, ptr %arena, i64 %309
-  %310 = load <8 x float>, ptr %arena34, align 4
-  %311 = mul nsw i64 %conv2.j9110, 8192
-  %312 = mul nsw i64 %conv2.ty9211, 2
-  %313 = add nsw i64 %312, 1
-  %314 = mul nsw i64 %313, 512
-  %315 = add nsw i64 %311, %314
-  %316 = mul nsw i64 %conv2.tx9312, 2
-  %317 = add nsw i64 %316, 2
-  %318 = mul nsw i64 %317, 32
-  %319 = add nsw i64 %315, %318
-  %320 = mul nsw i64 %conv2.cv9413, 8
-  %321 = add nsw i64 %319, %320
-  %322 = add nsw i64 835776, %321
-  %arena35 = getelementptr inbounds float, ptr %arena, i64 %322
-  %323 = load <8 x float>, ptr %arena35, align 4
-  %324 = fsub <8 x float> %310, %323
-  store <8 x float> %324, ptr %conv2.w105, align 32
-  %325 = mul nsw i64 %conv2.j9110, 8192
-  %326 = mul nsw i64 %conv2.ty9211, 2
-  %327 = add nsw i64 %326, 1
-  %328 = mul nsw i64 %327, 512
-  %329 = add nsw i64 %325, %328
-  %330 = mul nsw i64 %conv2.tx9312, 2
-  %331 = add nsw i64 %330, 2
-  %332 = mul nsw i64 %331, 32
-  %333 = add nsw i64 %329, %332
-  %334 = mul nsw i64 %conv2.cv9413, 8
-  %335 = add nsw i64 %333, %334
-  %336 = add nsw i64 835776, %335
-  %arena36 = getelementptr inbounds float, ptr %arena, i64 %336
-  %337 = load <8 x float>, ptr %arena36, align 4
-  %338 = mul nsw i64 %conv2.j9110, 8192
-  %339 = mul nsw i64 %conv2.ty9211, 2
-  %340 = add nsw i64 %339, 3
-  %341 = mul nsw i64 %340, 512
-  %342 = add nsw i64 %338, %341
-  %343 = mul nsw i64 %conv2.tx9312, 2
-  %344 = add nsw i64 %343, 2
-  %345 = mul nsw i64 %344, 32
-  %346 = add nsw i64 %342, %345
-  %347 = mul nsw i64 %conv2.cv9413, 8
-  %348 = add nsw i64 %346, %347
-  %349 = add nsw i64 835776, %348
-  %arena37 = getelementptr inbounds float, ptr %arena, i64 %349
-  %350 = load <8 x float>, ptr %arena37, align 4
-  %351 = fsub <8 x float> %337, %350
-  store <8 x float> %351, ptr %conv2.w106, align 32
-  %352 = mul nsw i64 %conv2.j9110, 8192
-  %353 = mul nsw i64 %conv2.ty9211, 2
-  %354 = mul nsw i64 %353, 512
-  %355 = add nsw i64 %352, %354
-  %356 = mul nsw i64 %conv2.tx9312, 2
-  %357 = add nsw i64 %356, 3
-  %358 = mul nsw i64 %357, 32
-  %359 = add nsw i64 %355, %358
-  %360 = mul nsw i64 %conv2.cv9413, 8
-  %361 = add nsw i64 %359, %360
-  %362 = add nsw i64 835776, %361
-  %arena38 = getelementptr inbounds float, ptr %arena, i64 %362
-  %363 = load <8 x float>, ptr %arena38, align 4
-  %364 = mul nsw i64 %conv2.j9110, 8192
-  %365 = mul nsw i64 %conv2.ty9211, 2
-  %366 = add nsw i64 %365, 2
-  %367 = mul nsw i64 %366, 512
-  %368 = add nsw i64 %364, %367
-  %369 = mul nsw i64 %conv2.tx9312, 2
-  %370 = add nsw i64 %369, 3
-  %371 = mul nsw i64 %370, 32
-  %372 = add nsw i64 %368, %371
-  %373 = mul nsw i64 %conv2.cv9413, 8
-  %374 = add nsw i64 %372, %373
-  %375 = add nsw i64 835776, %374
-  %arena39 = getelementptr inbounds float, ptr %arena, i64 %375
-  %376 = load <8 x float>, ptr %arena39, align 4
-  %377 = fsub <8 x float> %363, %376
-  store <8 x float> %377, ptr %conv2.w107, align 32
-  %378 = mul nsw i64 %conv2.j9110, 8192
-  %379 = mul nsw i64 %conv2.ty9211, 2
-  %380 = add nsw i64 %379, 1
-  %381 = mul nsw i64 %380, 512
-  %382 = add nsw i64 %378, %381
-  %383 = mul nsw i64 %conv2.tx9312, 2
-  %384 = add nsw i64 %383, 3
-  %385 = mul nsw i64 %384, 32
-  %386 = add nsw i64 %382, %385
-  %387 = mul nsw i64 %conv2.cv9413, 8
-  %388 = add nsw i64 %386, %387
-  %389 = add nsw i64 835776, %388
-  %arena40 = getelementptr inbounds float, ptr %arena, i64 %389
-  %390 = load <8 x float>, ptr %arena40, align 4
-  %391 = mul nsw i64 %conv2.j9110, 8192
-  %392 = mul nsw i64 %conv2.ty9211, 2
-  %393 = add nsw i64 %392, 2
-  %394 = mul nsw i64 %393, 512
-  %395 = add nsw i64 %391, %394
-  %396 = mul nsw i64 %conv2.tx9312, 2
-  %397 = add nsw i64 %396, 3
-  %398 = mul nsw i64 %397, 32
-  %399 = add nsw i64 %395, %398
-  %400 = mul nsw i64 %conv2.cv9413, 8
-  %401 = add nsw i64 %399, %400
-  %402 = add nsw i64 835776, %401
-  %arena41 = getelementptr inbounds float, ptr %arena, i64 %402
-  %403 = load <8 x float>, ptr %arena41, align 4
-  %404 = fadd <8 x float> %390, %403
-  store <8 x float> %404, ptr %conv2.w108, align 32
-  %405 = mul nsw i64 %conv2.j9110, 8192
-  %406 = mul nsw i64 %conv2.ty9211, 2
-  %407 = add nsw i64 %406, 2
-  %408 = mul nsw i64 %407, 512
-  %409 = add nsw i64 %405, %408
-  %410 = mul nsw i64 %conv2.tx9312, 2
-  %411 = add nsw i64 %410, 3
-  %412 = mul nsw i64 %411, 32
-  %413 = add nsw i64 %409, %412
-  %414 = mul nsw i64 %conv2.cv9413, 8
-  %415 = add nsw i64 %413, %414
-  %416 = add nsw i64 835776, %415
-  %arena42 = getelementptr inbounds float, ptr %arena, i64 %416
-  %417 = load <8 x float>, ptr %arena42, align 4
-  %418 = mul nsw i64 %conv2.j9110, 8192
-  %419 = mul nsw i64 %conv2.ty9211, 2
-  %420 = add nsw i64 %419, 1
-  %421 = mul nsw i64 %420, 512
-  %422 = add nsw i64 %418, %421
-  %423 = mul nsw i64 %conv2.tx9312, 2
-  %424 = add nsw i64 %423, 3
-  %425 = mul nsw i64 %424, 32
-  %426 = add nsw i64 %422, %425
-  %427 = mul nsw i64 %conv2.cv9413, 8
-  %428 = add nsw i64 %426, %427
-  %429 = add nsw i64 835776, %428
-  %arena43 = getelementptr inbounds float, ptr %arena, i64 %429
-  %430 = load <8 x float>, ptr %arena43, align 4
-  %431 = fsub <8 x float> %417, %430
-  store <8 x float> %431, ptr %conv2.w109, align 32
-  %432 = mul nsw i64 %conv2.j9110, 8192
-  %433 = mul nsw i64 %conv2.ty9211, 2
-  %434 = add nsw i64 %433, 1
-  %435 = mul nsw i64 %434, 512
-  %436 = add nsw i64 %432, %435
-  %437 = mul nsw i64 %conv2.tx9312, 2
-  %438 = add nsw i64 %437, 3
-  %439 = mul nsw i64 %438, 32
-  %440 = add nsw i64 %436, %439
-  %441 = mul nsw i64 %conv2.cv9413, 8
-  %442 = add nsw i64 %440, %441
-  %443 = add nsw i64 835776, %442
-  %arena44 = getelementptr inbounds float, ptr %arena, i64 %443
-  %444 = load <8 x float>, ptr %arena44, align 4
-  %445 = mul nsw i64 %conv2.j9110, 8192
-  %446 = mul nsw i64 %conv2.ty9211, 2
-  %447 = add nsw i64 %446, 3
-  %448 = mul nsw i64 %447, 512
-  %449 = add nsw i64 %445, %448
-  %450 = mul nsw i64 %conv2.tx9312, 2
-  %451 = add nsw i64 %450, 3
-  %452 = mul nsw i64 %451, 32
-  %453 = add nsw i64 %449, %452
-  %454 = mul nsw i64 %conv2.cv9413, 8
-  %455 = add nsw i64 %453, %454
-  %456 = add nsw i64 835776, %455
-  %arena45 = getelementptr inbounds float, ptr %arena, i64 %456
-  %457 = load <8 x float>, ptr %arena45, align 4
-  %458 = fsub <8 x float> %444, %457
-  store <8 x float> %458, ptr %conv2.w110, align 32
+  %40 = mul nsw i64 %conv2.j9110, 8192
+  %41 = mul nsw i64 %conv2.ty9211, 2
+  %42 = mul nsw i64 %41, 512
+  %43 = add nsw i64 %40, %42
+  %44 = mul nsw i64 %conv2.tx9312, 2
+  %45 = mul nsw i64 %44, 32
+  %46 = add nsw i64 %43, %45
+  %47 = mul nsw i64 %conv2.cv9413, 8
+  %48 = add nsw i64 %46, %47
+  %49 = add nsw i64 835776, %48
+  %arena14 = getelementptr inbounds float, ptr %arena, i64 %49
+  %50 = load <8 x float>, ptr %arena14, align 4
+  %51 = mul nsw i64 %conv2.j9110, 8192
+  %52 = mul nsw i64 %conv2.ty9211, 2
+  %53 = add nsw i64 %52, 2
+  %54 = mul nsw i64 %53, 512
+  %55 = add nsw i64 %51, %54
+  %56 = mul nsw i64 %conv2.tx9312, 2
+  %57 = mul nsw i64 %56, 32
+  %58 = add nsw i64 %55, %57
+  %59 = mul nsw i64 %conv2.cv9413, 8
+  %60 = add nsw i64 %58, %59
+  %61 = add nsw i64 835776, %60
+  %arena15 = getelementptr inbounds float, ptr %arena, i64 %61
+  %62 = load <8 x float>, ptr %arena15, align 4
+  %63 = fsub <8 x float> %50, %62
+  store <8 x float> %63, ptr %conv2.w95, align 32
+  %64 = mul nsw i64 %conv2.j9110, 8192
+  %65 = mul nsw i64 %conv2.ty9211, 2
+  %66 = add nsw i64 %65, 1
+  %67 = mul nsw i64 %66, 512
+  %68 = add nsw i64 %64, %67
+  %69 = mul nsw i64 %conv2.tx9312, 2
+  %70 = mul nsw i64 %69, 32
+  %71 = add nsw i64 %68, %70
+  %72 = mul nsw i64 %conv2.cv9413, 8
+  %73 = add nsw i64 %71, %72
+  %74 = add nsw i64 835776, %73
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %74
+  %75 = load <8 x float>, ptr %arena16, align 4
+  %76 = mul nsw i64 %conv2.j9110, 8192
+  %77 = mul nsw i64 %conv2.ty9211, 2
+  %78 = add nsw i64 %77, 2
+  %79 = mul nsw i64 %78, 512
+  %80 = add nsw i64 %76, %79
+  %81 = mul nsw i64 %conv2.tx9312, 2
+  %82 = mul nsw i64 %81, 32
+  %83 = add nsw i64 %80, %82
+  %84 = mul nsw i64 %conv2.cv9413, 8
+  %85 = add nsw i64 %83, %84
+  %86 = add nsw i64 835776, %85
+  %arena17 = getelementptr inbounds float, ptr %arena, i64 %86
+  %87 = load <8 x float>, ptr %arena17, align 4
+  %88 = fadd <8 x float> %75, %87
+  store <8 x float> %88, ptr %conv2.w96, align 32
+  %89 = mul nsw i64 %conv2.j9110, 8192
+  %90 = mul nsw i64 %conv2.ty9211, 2
+  %91 = add nsw i64 %90, 2
+  %92 = mul nsw i64 %91, 512
+  %93 = add nsw i64 %89, %92
+  %94 = mul nsw i64 %conv2.tx9312, 2
+  %95 = mul nsw i64 %94, 32
+  %96 = add nsw i64 %93, %95
+  %97 = mul nsw i64 %conv2.cv9413, 8
+  %98 = add nsw i64 %96, %97
+  %99 = add nsw i64 835776, %98
+  %arena18 = getelementptr inbounds float, ptr %arena, i64 %99
+  %100 = load <8 x float>, ptr %arena18, align 4
+  %101 = mul nsw i64 %conv2.j9110, 8192
+  %102 = mul nsw i64 %conv2.ty9211, 2
+  %103 = add nsw i64 %102, 1
+  %104 = mul nsw i64 %103, 512
+  %105 = add nsw i64 %101, %104
+  %106 = mul nsw i64 %conv2.tx9312, 2
+  %107 = mul nsw i64 %106, 32
+  %108 = add nsw i64 %105, %107
+  %109 = mul nsw i64 %conv2.cv9413, 8
+  %110 = add nsw i64 %108, %109
+  %111 = add nsw i64 835776, %110
+  %arena19 = getelementptr inbounds float, ptr %arena, i64 %111
+  %112 = load <8 x float>, ptr %arena19, align 4
+  %113 = fsub <8 x float> %100, %112
+  store <8 x float> %113, ptr %conv2.w97, align 32
+  %114 = mul nsw i64 %conv2.j9110, 8192
+  %115 = mul nsw i64 %conv2.ty9211, 2
+  %116 = add nsw i64 %115, 1
+  %117 = mul nsw i64 %116, 512
+  %118 = add nsw i64 %114, %117
+  %119 = mul nsw i64 %conv2.tx9312, 2
+  %120 = mul nsw i64 %119, 32
+  %121 = add nsw i64 %118, %120
+  %122 = mul nsw i64 %conv2.cv9413, 8
+  %123 = add nsw i64 %121, %122
+  %124 = add nsw i64 835776, %123
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %124
+  %125 = load <8 x float>, ptr %arena20, align 4
+  %126 = mul nsw i64 %conv2.j9110, 8192
+  %127 = mul nsw i64 %conv2.ty9211, 2
+  %128 = add nsw i64 %127, 3
+  %129 = mul nsw i64 %128, 512
+  %130 = add nsw i64 %126, %129
+  %131 = mul nsw i64 %conv2.tx9312, 2
+  %132 = mul nsw i64 %131, 32
+  %133 = add nsw i64 %130, %132
+  %134 = mul nsw i64 %conv2.cv9413, 8
+  %135 = add nsw i64 %133, %134
+  %136 = add nsw i64 835776, %135
+  %arena21 = getelementptr inbounds float, ptr %arena, i64 %136
+  %137 = load <8 x float>, ptr %arena21, align 4
+  %138 = fsub <8 x float> %125, %137
+  store <8 x float> %138, ptr %conv2.w98, align 32
+  %139 = mul nsw i64 %conv2.j9110, 8192
+  %140 = mul nsw i64 %conv2.ty9211, 2
+  %141 = mul nsw i64 %140, 512
+  %142 = add nsw i64 %139, %141
+  %143 = mul nsw i64 %conv2.tx9312, 2
+  %144 = add nsw i64 %143, 1
+  %145 = mul nsw i64 %144, 32
+  %146 = add nsw i64 %142, %145
+  %147 = mul nsw i64 %conv2.cv9413, 8
+  %148 = add nsw i64 %146, %147
+  %149 = add nsw i64 835776, %148
+  %arena22 = getelementptr inbounds float, ptr %arena, i64 %149
+  %150 = load <8 x float>, ptr %arena22, align 4
+  %151 = mul nsw i64 %conv2.j9110, 8192
+  %152 = mul nsw i64 %conv2.ty9211, 2
+  %153 = add nsw i64 %152, 2
+  %154 = mul nsw i64 %153, 512
+  %155 = add nsw i64 %151, %154
+  %156 = mul nsw i64 %conv2.tx9312, 2
+  %157 = add nsw i64 %156, 1
+  %158 = mul nsw i64 %157, 32
+  %159 = add nsw i64 %155, %158
+  %160 = mul nsw i64 %conv2.cv9413, 8
+  %161 = add nsw i64 %159, %160
+  %162 = add nsw i64 835776, %161
+  %arena23 = getelementptr inbounds float, ptr %arena, i64 %162
+  %163 = load <8 x float>, ptr %arena23, align 4
+  %164 = fsub <8 x float> %150, %163
+  store <8 x float> %164, ptr %conv2.w99, align 32
+  %165 = mul nsw i64 %conv2.j9110, 8192
+  %166 = mul nsw i64 %conv2.ty9211, 2
+  %167 = add nsw i64 %166, 1
+  %168 = mul nsw i64 %167, 512
+  %169 = add nsw i64 %165, %168
+  %170 = mul nsw i64 %conv2.tx9312, 2
+  %171 = add nsw i64 %170, 1
+  %172 = mul nsw i64 %171, 32
+  %173 = add nsw i64 %169, %172
+  %174 = mul nsw i64 %conv2.cv9413, 8
+  %175 = add nsw i64 %173, %174
+  %176 = add nsw i64 835776, %175
+  %arena24 = getelementptr inbounds float, ptr %arena, i64 %176
+  %177 = load <8 x float>, ptr %arena24, align 4
+  %178 = mul nsw i64 %conv2.j9110, 8192
+  %179 = mul nsw i64 %conv2.ty9211, 2
+  %180 = add nsw i64 %179, 2
+  %181 = mul nsw i64 %180, 512
+  %182 = add nsw i64 %178, %181
+  %183 = mul nsw i64 %conv2.tx9312, 2
+  %184 = add nsw i64 %183, 1
+  %185 = mul nsw i64 %184, 32
+  %186 = add nsw i64 %182, %185
+  %187 = mul nsw i64 %conv2.cv9413, 8
+  %188 = add nsw i64 %186, %187
+  %189 = add nsw i64 835776, %188
+  %arena25 = getelementptr inbounds float, ptr %arena, i64 %189
+  %190 = load <8 x float>, ptr %arena25, align 4
+  %191 = fadd <8 x float> %177, %190
+  store <8 x float> %191, ptr %conv2.w100, align 32
+  %192 = mul nsw i64 %conv2.j9110, 8192
+  %193 = mul nsw i64 %conv2.ty9211, 2
+  %194 = add nsw i64 %193, 2
+  %195 = mul nsw i64 %194, 512
+  %196 = add nsw i64 %192, %195
+  %197 = mul nsw i64 %conv2.tx9312, 2
+  %198 = add nsw i64 %197, 1
+  %199 = mul nsw i64 %198, 32
+  %200 = add nsw i64 %196, %199
+  %201 = mul nsw i64 %conv2.cv9413, 8
+  %202 = add nsw i64 %200, %201
+  %203 = add nsw i64 835776, %202
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 %203
+  %204 = load <8 x float>, ptr %arena26, align 4
+  %205 = mul nsw i64 %conv2.j9110, 8192
+  %206 = mul nsw i64 %conv2.ty9211, 2
+  %207 = add nsw i64 %206, 1
+  %208 = mul nsw i64 %207, 512
+  %209 = add nsw i64 %205, %208
+  %210 = mul nsw i64 %conv2.tx9312, 2
+  %211 = add nsw i64 %210, 1
+  %212 = mul nsw i64 %211, 32
+  %213 = add nsw i64 %209, %212
+  %214 = mul nsw i64 %conv2.cv9413, 8
+  %215 = add nsw i64 %213, %214
+  %216 = add nsw i64 835776, %215
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 %216
+  %217 = load <8 x float>, ptr %arena27, align 4
+  %218 = fsub <8 x float> %204, %217
+  store <8 x float> %218, ptr %conv2.w101, align 32
+  %219 = mul nsw i64 %conv2.j9110, 8192
+  %220 = mul nsw i64 %conv2.ty9211, 2
+  %221 = add nsw i64 %220, 1
+  %222 = mul nsw i64 %221, 512
+  %223 = add nsw i64 %219, %222
+  %224 = mul nsw i64 %conv2.tx9312, 2
+  %225 = add nsw i64 %224, 1
+  %226 = mul nsw i64 %225, 32
+  %227 = add nsw i64 %223, %226
+  %228 = mul nsw i64 %conv2.cv9413, 8
+  %229 = add nsw i64 %227, %228
+  %230 = add nsw i64 835776, %229
+  %arena28 = getelementptr inbounds float, ptr %arena, i64 %230
+  %231 = load <8 x float>, ptr %arena28, align 4
+  %232 = mul nsw i64 %conv2.j9110, 8192
+  %233 = mul nsw i64 %conv2.ty9211, 2
+  %234 = add nsw i64 %233, 3
+  %235 = mul nsw i64 %234, 512
+  %236 = add nsw i64 %232, %235
+  %237 = mul nsw i64 %conv2.tx9312, 2
+  %238 = add nsw i64 %237, 1
+  %239 = mul nsw i64 %238, 32
+  %240 = add nsw i64 %236, %239
+  %241 = mul nsw i64 %conv2.cv9413, 8
+  %242 = add nsw i64 %240, %241
+  %243 = add nsw i64 835776, %242
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %243
+  %244 = load <8 x float>, ptr %arena29, align 4
+  %245 = fsub <8 x float> %231, %244
+  store <8 x float> %245, ptr %conv2.w102, align 32
+  %246 = mul nsw i64 %conv2.j9110, 8192
+  %247 = mul nsw i64 %conv2.ty9211, 2
+  %248 = mul nsw i64 %247, 512
+  %249 = add nsw i64 %246, %248
+  %250 = mul nsw i64 %conv2.tx9312, 2
+  %251 = add nsw i64 %250, 2
+  %252 = mul nsw i64 %251, 32
+  %253 = add nsw i64 %249, %252
+  %254 = mul nsw i64 %conv2.cv9413, 8
+  %255 = add nsw i64 %253, %254
+  %256 = add nsw i64 835776, %255
+  %arena30 = getelementptr inbounds float, ptr %arena, i64 %256
+  %257 = load <8 x float>, ptr %arena30, align 4
+  %258 = mul nsw i64 %conv2.j9110, 8192
+  %259 = mul nsw i64 %conv2.ty9211, 2
+  %260 = add nsw i64 %259, 2
+  %261 = mul nsw i64 %260, 512
+  %262 = add nsw i64 %258, %261
+  %263 = mul nsw i64 %conv2.tx9312, 2
+  %264 = add nsw i64 %263, 2
+  %265 = mul nsw i64 %264, 32
+  %266 = add nsw i64 %262, %265
+  %267 = mul nsw i64 %conv2.cv9413, 8
+  %268 = add nsw i64 %266, %267
+  %269 = add nsw i64 835776, %268
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %269
+  %270 = load <8 x float>, ptr %arena31, align 4
+  %271 = fsub <8 x float> %257, %270
+  store <8 x float> %271, ptr %conv2.w103, align 32
+  %272 = mul nsw i64 %conv2.j9110, 8192
+  %273 = mul nsw i64 %conv2.ty9211, 2
+  %274 = add nsw i64 %273, 1
+  %275 = mul nsw i64 %274, 512
+  %276 = add nsw i64 %272, %275
+  %277 = mul nsw i64 %conv2.tx9312, 2
+  %278 = add nsw i64 %277, 2
+  %279 = mul nsw i64 %278, 32
+  %280 = add nsw i64 %276, %279
+  %281 = mul nsw i64 %conv2.cv9413, 8
+  %282 = add nsw i64 %280, %281
+  %283 = add nsw i64 835776, %282
+  %arena32 = getelementptr inbounds float, ptr %arena, i64 %283
+  %284 = load <8 x float>, ptr %arena32, align 4
+  %285 = mul nsw i64 %conv2.j9110, 8192
+  %286 = mul nsw i64 %conv2.ty9211, 2
+  %287 = add nsw i64 %286, 2
+  %288 = mul nsw i64 %287, 512
+  %289 = add nsw i64 %285, %288
+  %290 = mul nsw i64 %conv2.tx9312, 2
+  %291 = add nsw i64 %290, 2
+  %292 = mul nsw i64 %291, 32
+  %293 = add nsw i64 %289, %292
+  %294 = mul nsw i64 %conv2.cv9413, 8
+  %295 = add nsw i64 %293, %294
+  %296 = add nsw i64 835776, %295
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 %296
+  %297 = load <8 x float>, ptr %arena33, align 4
+  %298 = fadd <8 x float> %284, %297
+  store <8 x float> %298, ptr %conv2.w104, align 32
+  %299 = mul nsw i64 %conv2.j9110, 8192
+  %300 = mul nsw i64 %conv2.ty9211, 2
+  %301 = add nsw i64 %300, 2
+  %302 = mul nsw i64 %301, 512
+  %303 = add nsw i64 %299, %302
+  %304 = mul nsw i64 %conv2.tx9312, 2
+  %305 = add nsw i64 %304, 2
+  %306 = mul nsw i64 %305, 32
+  %307 = add nsw i64 %303, %306
+  %308 = mul nsw i64 %conv2.cv9413, 8
+  %309 = add nsw i64 %307, %308
+  %310 = add nsw i64 835776, %309
+  %arena34 = getelementptr inbounds float, ptr %arena, i64 %310
+  %311 = load <8 x float>, ptr %arena34, align 4
+  %312 = mul nsw i64 %conv2.j9110, 8192
+  %313 = mul nsw i64 %conv2.ty9211, 2
+  %314 = add nsw i64 %313, 1
+  %315 = mul nsw i64 %314, 512
+  %316 = add nsw i64 %312, %315
+  %317 = mul nsw i64 %conv2.tx9312, 2
+  %318 = add nsw i64 %317, 2
+  %319 = mul nsw i64 %318, 32
+  %320 = add nsw i64 %316, %319
+  %321 = mul nsw i64 %conv2.cv9413, 8
+  %322 = add nsw i64 %320, %321
+  %323 = add nsw i64 835776, %322
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %323
+  %324 = load <8 x float>, ptr %arena35, align 4
+  %325 = fsub <8 x float> %311, %324
+  store <8 x float> %325, ptr %conv2.w105, align 32
+  %326 = mul nsw i64 %conv2.j9110, 8192
+  %327 = mul nsw i64 %conv2.ty9211, 2
+  %328 = add nsw i64 %327, 1
+  %329 = mul nsw i64 %328, 512
+  %330 = add nsw i64 %326, %329
+  %331 = mul nsw i64 %conv2.tx9312, 2
+  %332 = add nsw i64 %331, 2
+  %333 = mul nsw i64 %332, 32
+  %334 = add nsw i64 %330, %333
+  %335 = mul nsw i64 %conv2.cv9413, 8
+  %336 = add nsw i64 %334, %335
+  %337 = add nsw i64 835776, %336
+  %arena36 = getelementptr inbounds float, ptr %arena, i64 %337
+  %338 = load <8 x float>, ptr %arena36, align 4
+  %339 = mul nsw i64 %conv2.j9110, 8192
+  %340 = mul nsw i64 %conv2.ty9211, 2
+  %341 = add nsw i64 %340, 3
+  %342 = mul nsw i64 %341, 512
+  %343 = add nsw i64 %339, %342
+  %344 = mul nsw i64 %conv2.tx9312, 2
+  %345 = add nsw i64 %344, 2
+  %346 = mul nsw i64 %345, 32
+  %347 = add nsw i64 %343, %346
+  %348 = mul nsw i64 %conv2.cv9413, 8
+  %349 = add nsw i64 %347, %348
+  %350 = add nsw i64 835776, %349
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %350
+  %351 = load <8 x float>, ptr %arena37, align 4
+  %352 = fsub <8 x float> %338, %351
+  store <8 x float> %352, ptr %conv2.w106, align 32
+  %353 = mul nsw i64 %conv2.j9110, 8192
+  %354 = mul nsw i64 %conv2.ty9211, 2
+  %355 = mul nsw i64 %354, 512
+  %356 = add nsw i64 %353, %355
+  %357 = mul nsw i64 %conv2.tx9312, 2
+  %358 = add nsw i64 %357, 3
+  %359 = mul nsw i64 %358, 32
+  %360 = add nsw i64 %356, %359
+  %361 = mul nsw i64 %conv2.cv9413, 8
+  %362 = add nsw i64 %360, %361
+  %363 = add nsw i64 835776, %362
+  %arena38 = getelementptr inbounds float, ptr %arena, i64 %363
+  %364 = load <8 x float>, ptr %arena38, align 4
+  %365 = mul nsw i64 %conv2.j9110, 8192
+  %366 = mul nsw i64 %conv2.ty9211, 2
+  %367 = add nsw i64 %366, 2
+  %368 = mul nsw i64 %367, 512
+  %369 = add nsw i64 %365, %368
+  %370 = mul nsw i64 %conv2.tx9312, 2
+  %371 = add nsw i64 %370, 3
+  %372 = mul nsw i64 %371, 32
+  %373 = add nsw i64 %369, %372
+  %374 = mul nsw i64 %conv2.cv9413, 8
+  %375 = add nsw i64 %373, %374
+  %376 = add nsw i64 835776, %375
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %376
+  %377 = load <8 x float>, ptr %arena39, align 4
+  %378 = fsub <8 x float> %364, %377
+  store <8 x float> %378, ptr %conv2.w107, align 32
+  %379 = mul nsw i64 %conv2.j9110, 8192
+  %380 = mul nsw i64 %conv2.ty9211, 2
+  %381 = add nsw i64 %380, 1
+  %382 = mul nsw i64 %381, 512
+  %383 = add nsw i64 %379, %382
+  %384 = mul nsw i64 %conv2.tx9312, 2
+  %385 = add nsw i64 %384, 3
+  %386 = mul nsw i64 %385, 32
+  %387 = add nsw i64 %383, %386
+  %388 = mul nsw i64 %conv2.cv9413, 8
+  %389 = add nsw i64 %387, %388
+  %390 = add nsw i64 835776, %389
+  %arena40 = getelementptr inbounds float, ptr %arena, i64 %390
+  %391 = load <8 x float>, ptr %arena40, align 4
+  %392 = mul nsw i64 %conv2.j9110, 8192
+  %393 = mul nsw i64 %conv2.ty9211, 2
+  %394 = add nsw i64 %393, 2
+  %395 = mul nsw i64 %394, 512
+  %396 = add nsw i64 %392, %395
+  %397 = mul nsw i64 %conv2.tx9312, 2
+  %398 = add nsw i64 %397, 3
+  %399 = mul nsw i64 %398, 32
+  %400 = add nsw i64 %396, %399
+  %401 = mul nsw i64 %conv2.cv9413, 8
+  %402 = add nsw i64 %400, %401
+  %403 = add nsw i64 835776, %402
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %403
+  %404 = load <8 x float>, ptr %arena41, align 4
+  %405 = fadd <8 x float> %391, %404
+  store <8 x float> %405, ptr %conv2.w108, align 32
+  %406 = mul nsw i64 %conv2.j9110, 8192
+  %407 = mul nsw i64 %conv2.ty9211, 2
+  %408 = add nsw i64 %407, 2
+  %409 = mul nsw i64 %408, 512
+  %410 = add nsw i64 %406, %409
+  %411 = mul nsw i64 %conv2.tx9312, 2
+  %412 = add nsw i64 %411, 3
+  %413 = mul nsw i64 %412, 32
+  %414 = add nsw i64 %410, %413
+  %415 = mul nsw i64 %conv2.cv9413, 8
+  %416 = add nsw i64 %414, %415
+  %417 = add nsw i64 835776, %416
+  %arena42 = getelementptr inbounds float, ptr %arena, i64 %417
+  %418 = load <8 x float>, ptr %arena42, align 4
+  %419 = mul nsw i64 %conv2.j9110, 8192
+  %420 = mul nsw i64 %conv2.ty9211, 2
+  %421 = add nsw i64 %420, 1
+  %422 = mul nsw i64 %421, 512
+  %423 = add nsw i64 %419, %422
+  %424 = mul nsw i64 %conv2.tx9312, 2
+  %425 = add nsw i64 %424, 3
+  %426 = mul nsw i64 %425, 32
+  %427 = add nsw i64 %423, %426
+  %428 = mul nsw i64 %conv2.cv9413, 8
+  %429 = add nsw i64 %427, %428
+  %430 = add nsw i64 835776, %429
+  %arena43 = getelementptr inbounds float, ptr %arena, i64 %430
+  %431 = load <8 x float>, ptr %arena43, align 4
+  %432 = fsub <8 x float> %418, %431
+  store <8 x float> %432, ptr %conv2.w109, align 32
+  %433 = mul nsw i64 %conv2.j9110, 8192
+  %434 = mul nsw i64 %conv2.ty9211, 2
+  %435 = add nsw i64 %434, 1
+  %436 = mul nsw i64 %435, 512
+  %437 = add nsw i64 %433, %436
+  %438 = mul nsw i64 %conv2.tx9312, 2
+  %439 = add nsw i64 %438, 3
+  %440 = mul nsw i64 %439, 32
+  %441 = add nsw i64 %437, %440
+  %442 = mul nsw i64 %conv2.cv9413, 8
+  %443 = add nsw i64 %441, %442
+  %444 = add nsw i64 835776, %443
+  %arena44 = getelementptr inbounds float, ptr %arena, i64 %444
+  %445 = load <8 x float>, ptr %arena44, align 4
+  %446 = mul nsw i64 %conv2.j9110, 8192
+  %447 = mul nsw i64 %conv2.ty9211, 2
+  %448 = add nsw i64 %447, 3
+  %449 = mul nsw i64 %448, 512
+  %450 = add nsw i64 %446, %449
+  %451 = mul nsw i64 %conv2.tx9312, 2
+  %452 = add nsw i64 %451, 3
+  %453 = mul nsw i64 %452, 32
+  %454 = add nsw i64 %450, %453
+  %455 = mul nsw i64 %conv2.cv9413, 8
+  %456 = add nsw i64 %454, %455
+  %457 = add nsw i64 835776, %456
+  %arena45 = getelementptr inbounds float, ptr %arena, i64 %457
+  %458 = load <8 x float>, ptr %arena45, align 4
+  %459 = fsub <8 x float> %445, %458
+  store <8 x float> %459, ptr %conv2.w110, align 32
   %w95 = load <8 x float>, ptr %conv2.w95, align 32
   %w103 = load <8 x float>, ptr %conv2.w103, align 32
-  %459 = fsub <8 x float> %w95, %w103
-  store <8 x float> %459, ptr %conv2.w111, align 32
+  %460 = fsub <8 x float> %w95, %w103
+  store <8 x float> %460, ptr %conv2.w111, align 32
   %w99 = load <8 x float>, ptr %conv2.w99, align 32
   %w10346 = load <8 x float>, ptr %conv2.w103, align 32
-  %460 = fadd <8 x float> %w99, %w10346
-  store <8 x float> %460, ptr %conv2.w112, align 32
+  %461 = fadd <8 x float> %w99, %w10346
+  store <8 x float> %461, ptr %conv2.w112, align 32
   %w10347 = load <8 x float>, ptr %conv2.w103, align 32
   %w9948 = load <8 x float>, ptr %conv2.w99, align 32
-  %461 = fsub <8 x float> %w10347, %w9948
-  store <8 x float> %461, ptr %conv2.w113, align 32
+  %462 = fsub <8 x float> %w10347, %w9948
+  store <8 x float> %462, ptr %conv2.w113, align 32
   %w9949 = load <8 x float>, ptr %conv2.w99, align 32
   %w107 = load <8 x float>, ptr %conv2.w107, align 32
-  %462 = fsub <8 x float> %w9949, %w107
-  store <8 x float> %462, ptr %conv2.w114, align 32
+  %463 = fsub <8 x float> %w9949, %w107
+  store <8 x float> %463, ptr %conv2.w114, align 32
   %w96 = load <8 x float>, ptr %conv2.w96, align 32
   %w104 = load <8 x float>, ptr %conv2.w104, align 32
-  %463 = fsub <8 x float> %w96, %w104
-  store <8 x float> %463, ptr %conv2.w115, align 32
+  %464 = fsub <8 x float> %w96, %w104
+  store <8 x float> %464, ptr %conv2.w115, align 32
   %w100 = load <8 x float>, ptr %conv2.w100, align 32
   %w10450 = load <8 x float>, ptr %conv2.w104, align 32
-  %464 = fadd <8 x float> %w100, %w10450
-  store <8 x float> %464, ptr %conv2.w116, align 32
+  %465 = fadd <8 x float> %w100, %w10450
+  store <8 x float> %465, ptr %conv2.w116, align 32
   %w10451 = load <8 x float>, ptr %conv2.w104, align 32
   %w10052 = load <8 x float>, ptr %conv2.w100, align 32
-  %465 = fsub <8 x float> %w10451, %w10052
-  store <8 x float> %465, ptr %conv2.w117, align 32
+  %466 = fsub <8 x float> %w10451, %w10052
+  store <8 x float> %466, ptr %conv2.w117, align 32
   %w10053 = load <8 x float>, ptr %conv2.w100, align 32
   %w108 = load <8 x float>, ptr %conv2.w108, align 32
-  %466 = fsub <8 x float> %w10053, %w108
-  store <8 x float> %466, ptr %conv2.w118, align 32
+  %467 = fsub <8 x float> %w10053, %w108
+  store <8 x float> %467, ptr %conv2.w118, align 32
   %w97 = load <8 x float>, ptr %conv2.w97, align 32
   %w105 = load <8 x float>, ptr %conv2.w105, align 32
-  %467 = fsub <8 x float> %w97, %w105
-  store <8 x float> %467, ptr %conv2.w119, align 32
+  %468 = fsub <8 x float> %w97, %w105
+  store <8 x float> %468, ptr %conv2.w119, align 32
   %w101 = load <8 x float>, ptr %conv2.w101, align 32
   %w10554 = load <8 x float>, ptr %conv2.w105, align 32
-  %468 = fadd <8 x float> %w101, %w10554
-  store <8 x float> %468, ptr %conv2.w120, align 32
+  %469 = fadd <8 x float> %w101, %w10554
+  store <8 x float> %469, ptr %conv2.w120, align 32
   %w10555 = load <8 x float>, ptr %conv2.w105, align 32
   %w10156 = load <8 x float>, ptr %conv2.w101, align 32
-  %469 = fsub <8 x float> %w10555, %w10156
-  store <8 x float> %469, ptr %conv2.w121, align 32
+  %470 = fsub <8 x float> %w10555, %w10156
+  store <8 x float> %470, ptr %conv2.w121, align 32
   %w10157 = load <8 x float>, ptr %conv2.w101, align 32
   %w109 = load <8 x float>, ptr %conv2.w109, align 32
-  %470 = fsub <8 x float> %w10157, %w109
-  store <8 x float> %470, ptr %conv2.w122, align 32
+  %471 = fsub <8 x float> %w10157, %w109
+  store <8 x float> %471, ptr %conv2.w122, align 32
   %w98 = load <8 x float>, ptr %conv2.w98, align 32
   %w106 = load <8 x float>, ptr %conv2.w106, align 32
-  %471 = fsub <8 x float> %w98, %w106
-  store <8 x float> %471, ptr %conv2.w123, align 32
+  %472 = fsub <8 x float> %w98, %w106
+  store <8 x float> %472, ptr %conv2.w123, align 32
   %w102 = load <8 x float>, ptr %conv2.w102, align 32
   %w10658 = load <8 x float>, ptr %conv2.w106, align 32
-  %472 = fadd <8 x float> %w102, %w10658
-  store <8 x float> %472, ptr %conv2.w124, align 32
+  %473 = fadd <8 x float> %w102, %w10658
+  store <8 x float> %473, ptr %conv2.w124, align 32
   %w10659 = load <8 x float>, ptr %conv2.w106, align 32
   %w10260 = load <8 x float>, ptr %conv2.w102, align 32
-  %473 = fsub <8 x float> %w10659, %w10260
-  store <8 x float> %473, ptr %conv2.w125, align 32
+  %474 = fsub <8 x float> %w10659, %w10260
+  store <8 x float> %474, ptr %conv2.w125, align 32
   %w10261 = load <8 x float>, ptr %conv2.w102, align 32
   %w110 = load <8 x float>, ptr %conv2.w110, align 32
-  %474 = fsub <8 x float> %w10261, %w110
-  store <8 x float> %474, ptr %conv2.w126, align 32
+  %475 = fsub <8 x float> %w10261, %w110
+  store <8 x float> %475, ptr %conv2.w126, align 32
   %w111 = load <8 x float>, ptr %conv2.w111, align 32
-  %475 = mul nsw i64 %conv2.j9110, 49
-  %476 = mul nsw i64 %conv2.ty9211, 7
-  %477 = add nsw i64 %475, %476
-  %478 = add nsw i64 %477, %conv2.tx9312
-  %479 = mul nsw i64 %478, 32
-  %480 = add nsw i64 843968, %479
-  %481 = mul nsw i64 %conv2.cv9413, 8
-  %482 = add nsw i64 %480, %481
-  %arena62 = getelementptr inbounds float, ptr %arena, i64 %482
+  %476 = mul nsw i64 %conv2.j9110, 49
+  %477 = mul nsw i64 %conv2.ty9211, 7
+  %478 = add nsw i64 %476, %477
+  %479 = add nsw i64 %478, %conv2.tx9312
+  %480 = mul nsw i64 %479, 32
+  %481 = add nsw i64 843968, %480
+  %482 = mul nsw i64 %conv2.cv9413, 8
+  %483 = add nsw i64 %481, %482
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %483
   store <8 x float> %w111, ptr %arena62, align 4
   %w112 = load <8 x float>, ptr %conv2.w112, align 32
-  %483 = mul nsw i64 %conv2.j9110, 49
-  %484 = mul nsw i64 %conv2.ty9211, 7
-  %485 = add nsw i64 %483, %484
-  %486 = add nsw i64 %485, %conv2.tx9312
-  %487 = mul nsw i64 %486, 32
-  %488 = add nsw i64 845536, %487
-  %489 = mul nsw i64 %conv2.cv9413, 8
-  %490 = add nsw i64 %488, %489
-  %arena63 = getelementptr inbounds float, ptr %arena, i64 %490
+  %484 = mul nsw i64 %conv2.j9110, 49
+  %485 = mul nsw i64 %conv2.ty9211, 7
+  %486 = add nsw i64 %484, %485
+  %487 = add nsw i64 %486, %conv2.tx9312
+  %488 = mul nsw i64 %487, 32
+  %489 = add nsw i64 845536, %488
+  %490 = mul nsw i64 %conv2.cv9413, 8
+  %491 = add nsw i64 %489, %490
+  %arena63 = getelementptr inbounds float, ptr %arena, i64 %491
   store <8 x float> %w112, ptr %arena63, align 4
   %w113 = load <8 x float>, ptr %conv2.w113, align 32
-  %491 = mul nsw i64 %conv2.j9110, 49
-  %492 = mul nsw i64 %conv2.ty9211, 7
-  %493 = add nsw i64 %491, %492
-  %494 = add nsw i64 %493, %conv2.tx9312
-  %495 = mul nsw i64 %494, 32
-  %496 = add nsw i64 847104, %495
-  %497 = mul nsw i64 %conv2.cv9413, 8
-  %498 = add nsw i64 %496, %497
-  %arena64 = getelementptr inbounds float, ptr %arena, i64 %498
+  %492 = mul nsw i64 %conv2.j9110, 49
+  %493 = mul nsw i64 %conv2.ty9211, 7
+  %494 = add nsw i64 %492, %493
+  %495 = add nsw i64 %494, %conv2.tx9312
+  %496 = mul nsw i64 %495, 32
+  %497 = add nsw i64 847104, %496
+  %498 = mul nsw i64 %conv2.cv9413, 8
+  %499 = add nsw i64 %497, %498
+  %arena64 = getelementptr inbounds float, ptr %arena, i64 %499
   store <8 x float> %w113, ptr %arena64, align 4
   %w114 = load <8 x float>, ptr %conv2.w114, align 32
-  %499 = mul nsw i64 %conv2.j9110, 49
-  %500 = mul nsw i64 %conv2.ty9211, 7
-  %501 = add nsw i64 %499, %500
-  %502 = add nsw i64 %501, %conv2.tx9312
-  %503 = mul nsw i64 %502, 32
-  %504 = add nsw i64 848672, %503
-  %505 = mul nsw i64 %conv2.cv9413, 8
-  %506 = add nsw i64 %504, %505
-  %arena65 = getelementptr inbounds float, ptr %arena, i64 %506
+  %500 = mul nsw i64 %conv2.j9110, 49
+  %501 = mul nsw i64 %conv2.ty9211, 7
+  %502 = add nsw i64 %500, %501
+  %503 = add nsw i64 %502, %conv2.tx9312
+  %504 = mul nsw i64 %503, 32
+  %505 = add nsw i64 848672, %504
+  %506 = mul nsw i64 %conv2.cv9413, 8
+  %507 = add nsw i64 %505, %506
+  %arena65 = getelementptr inbounds float, ptr %arena, i64 %507
   store <8 x float> %w114, ptr %arena65, align 4
   %w115 = load <8 x float>, ptr %conv2.w115, align 32
-  %507 = mul nsw i64 %conv2.j9110, 49
-  %508 = mul nsw i64 %conv2.ty9211, 7
-  %509 = add nsw i64 %507, %508
-  %510 = add nsw i64 %509, %conv2.tx9312
-  %511 = mul nsw i64 %510, 32
-  %512 = add nsw i64 850240, %511
-  %513 = mul nsw i64 %conv2.cv9413, 8
-  %514 = add nsw i64 %512, %513
-  %arena66 = getelementptr inbounds float, ptr %arena, i64 %514
+  %508 = mul nsw i64 %conv2.j9110, 49
+  %509 = mul nsw i64 %conv2.ty9211, 7
+  %510 = add nsw i64 %508, %509
+  %511 = add nsw i64 %510, %conv2.tx9312
+  %512 = mul nsw i64 %511, 32
+  %513 = add nsw i64 850240, %512
+  %514 = mul nsw i64 %conv2.cv9413, 8
+  %515 = add nsw i64 %513, %514
+  %arena66 = getelementptr inbounds float, ptr %arena, i64 %515
   store <8 x float> %w115, ptr %arena66, align 4
   %w116 = load <8 x float>, ptr %conv2.w116, align 32
-  %515 = mul nsw i64 %conv2.j9110, 49
-  %516 = mul nsw i64 %conv2.ty9211, 7
-  %517 = add nsw i64 %515, %516
-  %518 = add nsw i64 %517, %conv2.tx9312
-  %519 = mul nsw i64 %518, 32
-  %520 = add nsw i64 851808, %519
-  %521 = mul nsw i64 %conv2.cv9413, 8
-  %522 = add nsw i64 %520, %521
-  %arena67 = getelementptr inbounds float, ptr %arena, i64 %522
+  %516 = mul nsw i64 %conv2.j9110, 49
+  %517 = mul nsw i64 %conv2.ty9211, 7
+  %518 = add nsw i64 %516, %517
+  %519 = add nsw i64 %518, %conv2.tx9312
+  %520 = mul nsw i64 %519, 32
+  %521 = add nsw i64 851808, %520
+  %522 = mul nsw i64 %conv2.cv9413, 8
+  %523 = add nsw i64 %521, %522
+  %arena67 = getelementptr inbounds float, ptr %arena, i64 %523
   store <8 x float> %w116, ptr %arena67, align 4
   %w117 = load <8 x float>, ptr %conv2.w117, align 32
-  %523 = mul nsw i64 %conv2.j9110, 49
-  %524 = mul nsw i64 %conv2.ty9211, 7
-  %525 = add nsw i64 %523, %524
-  %526 = add nsw i64 %525, %conv2.tx9312
-  %527 = mul nsw i64 %526, 32
-  %528 = add nsw i64 853376, %527
-  %529 = mul nsw i64 %conv2.cv9413, 8
-  %530 = add nsw i64 %528, %529
-  %arena68 = getelementptr inbounds float, ptr %arena, i64 %530
+  %524 = mul nsw i64 %conv2.j9110, 49
+  %525 = mul nsw i64 %conv2.ty9211, 7
+  %526 = add nsw i64 %524, %525
+  %527 = add nsw i64 %526, %conv2.tx9312
+  %528 = mul nsw i64 %527, 32
+  %529 = add nsw i64 853376, %528
+  %530 = mul nsw i64 %conv2.cv9413, 8
+  %531 = add nsw i64 %529, %530
+  %arena68 = getelementptr inbounds float, ptr %arena, i64 %531
   store <8 x float> %w117, ptr %arena68, align 4
   %w118 = load <8 x float>, ptr %conv2.w118, align 32
-  %531 = mul nsw i64 %conv2.j9110, 49
-  %532 = mul nsw i64 %conv2.ty9211, 7
-  %533 = add nsw i64 %531, %532
-  %534 = add nsw i64 %533, %conv2.tx9312
-  %535 = mul nsw i64 %534, 32
-  %536 = add nsw i64 854944, %535
-  %537 = mul nsw i64 %conv2.cv9413, 8
-  %538 = add nsw i64 %536, %537
-  %arena69 = getelementptr inbounds float, ptr %arena, i64 %538
+  %532 = mul nsw i64 %conv2.j9110, 49
+  %533 = mul nsw i64 %conv2.ty9211, 7
+  %534 = add nsw i64 %532, %533
+  %535 = add nsw i64 %534, %conv2.tx9312
+  %536 = mul nsw i64 %535, 32
+  %537 = add nsw i64 854944, %536
+  %538 = mul nsw i64 %conv2.cv9413, 8
+  %539 = add nsw i64 %537, %538
+  %arena69 = getelementptr inbounds float, ptr %arena, i64 %539
   store <8 x float> %w118, ptr %arena69, align 4
   %w119 = load <8 x float>, ptr %conv2.w119, align 32
-  %539 = mul nsw i64 %conv2.j9110, 49
-  %540 = mul nsw i64 %conv2.ty9211, 7
-  %541 = add nsw i64 %539, %540
-  %542 = add nsw i64 %541, %conv2.tx9312
-  %543 = mul nsw i64 %542, 32
-  %544 = add nsw i64 856512, %543
-  %545 = mul nsw i64 %conv2.cv9413, 8
-  %546 = add nsw i64 %544, %545
-  %arena70 = getelementptr inbounds float, ptr %arena, i64 %546
+  %540 = mul nsw i64 %conv2.j9110, 49
+  %541 = mul nsw i64 %conv2.ty9211, 7
+  %542 = add nsw i64 %540, %541
+  %543 = add nsw i64 %542, %conv2.tx9312
+  %544 = mul nsw i64 %543, 32
+  %545 = add nsw i64 856512, %544
+  %546 = mul nsw i64 %conv2.cv9413, 8
+  %547 = add nsw i64 %545, %546
+  %arena70 = getelementptr inbounds float, ptr %arena, i64 %547
   store <8 x float> %w119, ptr %arena70, align 4
   %w120 = load <8 x float>, ptr %conv2.w120, align 32
-  %547 = mul nsw i64 %conv2.j9110, 49
-  %548 = mul nsw i64 %conv2.ty9211, 7
-  %549 = add nsw i64 %547, %548
-  %550 = add nsw i64 %549, %conv2.tx9312
-  %551 = mul nsw i64 %550, 32
-  %552 = add nsw i64 858080, %551
-  %553 = mul nsw i64 %conv2.cv9413, 8
-  %554 = add nsw i64 %552, %553
-  %arena71 = getelementptr inbounds float, ptr %arena, i64 %554
+  %548 = mul nsw i64 %conv2.j9110, 49
+  %549 = mul nsw i64 %conv2.ty9211, 7
+  %550 = add nsw i64 %548, %549
+  %551 = add nsw i64 %550, %conv2.tx9312
+  %552 = mul nsw i64 %551, 32
+  %553 = add nsw i64 858080, %552
+  %554 = mul nsw i64 %conv2.cv9413, 8
+  %555 = add nsw i64 %553, %554
+  %arena71 = getelementptr inbounds float, ptr %arena, i64 %555
   store <8 x float> %w120, ptr %arena71, align 4
   %w121 = load <8 x float>, ptr %conv2.w121, align 32
-  %555 = mul nsw i64 %conv2.j9110, 49
-  %556 = mul nsw i64 %conv2.ty9211, 7
-  %557 = add nsw i64 %555, %556
-  %558 = add nsw i64 %557, %conv2.tx9312
-  %559 = mul nsw i64 %558, 32
-  %560 = add nsw i64 859648, %559
-  %561 = mul nsw i64 %conv2.cv9413, 8
-  %562 = add nsw i64 %560, %561
-  %arena72 = getelementptr inbounds float, ptr %arena, i64 %562
+  %556 = mul nsw i64 %conv2.j9110, 49
+  %557 = mul nsw i64 %conv2.ty9211, 7
+  %558 = add nsw i64 %556, %557
+  %559 = add nsw i64 %558, %conv2.tx9312
+  %560 = mul nsw i64 %559, 32
+  %561 = add nsw i64 859648, %560
+  %562 = mul nsw i64 %conv2.cv9413, 8
+  %563 = add nsw i64 %561, %562
+  %arena72 = getelementptr inbounds float, ptr %arena, i64 %563
   store <8 x float> %w121, ptr %arena72, align 4
   %w122 = load <8 x float>, ptr %conv2.w122, align 32
-  %563 = mul nsw i64 %conv2.j9110, 49
-  %564 = mul nsw i64 %conv2.ty9211, 7
-  %565 = add nsw i64 %563, %564
-  %566 = add nsw i64 %565, %conv2.tx9312
-  %567 = mul nsw i64 %566, 32
-  %568 = add nsw i64 861216, %567
-  %569 = mul nsw i64 %conv2.cv9413, 8
-  %570 = add nsw i64 %568, %569
-  %arena73 = getelementptr inbounds float, ptr %arena, i64 %570
+  %564 = mul nsw i64 %conv2.j9110, 49
+  %565 = mul nsw i64 %conv2.ty9211, 7
+  %566 = add nsw i64 %564, %565
+  %567 = add nsw i64 %566, %conv2.tx9312
+  %568 = mul nsw i64 %567, 32
+  %569 = add nsw i64 861216, %568
+  %570 = mul nsw i64 %conv2.cv9413, 8
+  %571 = add nsw i64 %569, %570
+  %arena73 = getelementptr inbounds float, ptr %arena, i64 %571
   store <8 x float> %w122, ptr %arena73, align 4
   %w123 = load <8 x float>, ptr %conv2.w123, align 32
-  %571 = mul nsw i64 %conv2.j9110, 49
-  %572 = mul nsw i64 %conv2.ty9211, 7
-  %573 = add nsw i64 %571, %572
-  %574 = add nsw i64 %573, %conv2.tx9312
-  %575 = mul nsw i64 %574, 32
-  %576 = add nsw i64 862784, %575
-  %577 = mul nsw i64 %conv2.cv9413, 8
-  %578 = add nsw i64 %576, %577
-  %arena74 = getelementptr inbounds float, ptr %arena, i64 %578
+  %572 = mul nsw i64 %conv2.j9110, 49
+  %573 = mul nsw i64 %conv2.ty9211, 7
+  %574 = add nsw i64 %572, %573
+  %575 = add nsw i64 %574, %conv2.tx9312
+  %576 = mul nsw i64 %575, 32
+  %577 = add nsw i64 862784, %576
+  %578 = mul nsw i64 %conv2.cv9413, 8
+  %579 = add nsw i64 %577, %578
+  %arena74 = getelementptr inbounds float, ptr %arena, i64 %579
   store <8 x float> %w123, ptr %arena74, align 4
   %w124 = load <8 x float>, ptr %conv2.w124, align 32
-  %579 = mul nsw i64 %conv2.j9110, 49
-  %580 = mul nsw i64 %conv2.ty9211, 7
-  %581 = add nsw i64 %579, %580
-  %582 = add nsw i64 %581, %conv2.tx9312
-  %583 = mul nsw i64 %582, 32
-  %584 = add nsw i64 864352, %583
-  %585 = mul nsw i64 %conv2.cv9413, 8
-  %586 = add nsw i64 %584, %585
-  %arena75 = getelementptr inbounds float, ptr %arena, i64 %586
+  %580 = mul nsw i64 %conv2.j9110, 49
+  %581 = mul nsw i64 %conv2.ty9211, 7
+  %582 = add nsw i64 %580, %581
+  %583 = add nsw i64 %582, %conv2.tx9312
+  %584 = mul nsw i64 %583, 32
+  %585 = add nsw i64 864352, %584
+  %586 = mul nsw i64 %conv2.cv9413, 8
+  %587 = add nsw i64 %585, %586
+  %arena75 = getelementptr inbounds float, ptr %arena, i64 %587
   store <8 x float> %w124, ptr %arena75, align 4
   %w125 = load <8 x float>, ptr %conv2.w125, align 32
-  %587 = mul nsw i64 %conv2.j9110, 49
-  %588 = mul nsw i64 %conv2.ty9211, 7
-  %589 = add nsw i64 %587, %588
-  %590 = add nsw i64 %589, %conv2.tx9312
-  %591 = mul nsw i64 %590, 32
-  %592 = add nsw i64 865920, %591
-  %593 = mul nsw i64 %conv2.cv9413, 8
-  %594 = add nsw i64 %592, %593
-  %arena76 = getelementptr inbounds float, ptr %arena, i64 %594
+  %588 = mul nsw i64 %conv2.j9110, 49
+  %589 = mul nsw i64 %conv2.ty9211, 7
+  %590 = add nsw i64 %588, %589
+  %591 = add nsw i64 %590, %conv2.tx9312
+  %592 = mul nsw i64 %591, 32
+  %593 = add nsw i64 865920, %592
+  %594 = mul nsw i64 %conv2.cv9413, 8
+  %595 = add nsw i64 %593, %594
+  %arena76 = getelementptr inbounds float, ptr %arena, i64 %595
   store <8 x float> %w125, ptr %arena76, align 4
   %w126 = load <8 x float>, ptr %conv2.w126, align 32
-  %595 = mul nsw i64 %conv2.j9110, 49
-  %596 = mul nsw i64 %conv2.ty9211, 7
-  %597 = add nsw i64 %595, %596
-  %598 = add nsw i64 %597, %conv2.tx9312
-  %599 = mul nsw i64 %598, 32
-  %600 = add nsw i64 867488, %599
-  %601 = mul nsw i64 %conv2.cv9413, 8
-  %602 = add nsw i64 %600, %601
-  %arena77 = getelementptr inbounds float, ptr %arena, i64 %602
+  %596 = mul nsw i64 %conv2.j9110, 49
+  %597 = mul nsw i64 %conv2.ty9211, 7
+  %598 = add nsw i64 %596, %597
+  %599 = add nsw i64 %598, %conv2.tx9312
+  %600 = mul nsw i64 %599, 32
+  %601 = add nsw i64 867488, %600
+  %602 = mul nsw i64 %conv2.cv9413, 8
+  %603 = add nsw i64 %601, %602
+  %arena77 = getelementptr inbounds float, ptr %arena, i64 %603
   store <8 x float> %w126, ptr %arena77, align 4
   %cv94.next = add nsw i64 %conv2.cv9413, 1
-  %603 = icmp slt i64 %cv94.next, 4
-  br i1 %603, label %conv2.cv94, label %conv2.cv94.end
+  %604 = icmp slt i64 %cv94.next, 4
+  br i1 %604, label %conv2.cv94, label %conv2.cv94.end
 
 conv2.cv94.end:                                   ; preds = %conv2.cv94
   %tx93.next = add nsw i64 %conv2.tx9312, 1
-  %604 = icmp slt i64 %tx93.next, 7
-  br i1 %604, label %conv2.tx93, label %conv2.tx93.end
+  %605 = icmp slt i64 %tx93.next, 7
+  br i1 %605, label %conv2.tx93, label %conv2.tx93.end
 
 conv2.part127.pool:                               ; preds = %conv2.j91.end
   %run = load ptr, ptr %pool, align 8
@@ -16147,22 +16152,22 @@ conv2.part127.serial:                             ; preds = %conv2.j91.end
 
 conv2.part127.done:                               ; preds = %conv2.part127.end, %conv2.part127.pool
   %g86.next = add nsw i64 %conv2.g863, 1
-  %605 = icmp slt i64 %g86.next, 64
-  br i1 %605, label %conv2.g86, label %conv2.g86.end
+  %606 = icmp slt i64 %g86.next, 64
+  br i1 %606, label %conv2.g86, label %conv2.g86.end
 
 conv2.part127:                                    ; preds = %conv2.part127, %conv2.part127.serial
   %conv2.part12778 = phi i64 [ 0, %conv2.part127.serial ], [ %part127.next, %conv2.part127 ]
-  call void @bncnn_infer_b64.k3.conv2.part127(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.g863, i64 %conv2.part12778)
+  call void @bncnn_infer_b64.k3.conv2.part127(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.g863, i64 %conv2.part12778)
   %part127.next = add nsw i64 %conv2.part12778, 1
-  %606 = icmp slt i64 %part127.next, 2
-  br i1 %606, label %conv2.part127, label %conv2.part127.end
+  %607 = icmp slt i64 %part127.next, 2
+  br i1 %607, label %conv2.part127, label %conv2.part127.end
 
 conv2.part127.end:                                ; preds = %conv2.part127
   br label %conv2.part127.done
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_infer_b64.k3.conv2.part127(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
+define internal void @bncnn_infer_b64.k3.conv2.part127(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
 entry:
   %conv2.at163 = alloca <8 x float>, align 32
   %conv2.best162 = alloca <8 x float>, align 32
@@ -16192,7 +16197,7 @@ entry:
 
 conv2.xi128:                                      ; preds = %conv2.xi128, %entry
   %conv2.xi1281 = phi i64 [ 0, %entry ], [ %xi128.next, %conv2.xi128 ]
-  call void @bncnn_infer_b64.k3.conv2.part127.gemm135(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.xi1281, i64 %1)
+  call void @bncnn_infer_b64.k3.conv2.part127.gemm135(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.xi1281, i64 %1)
   %xi128.next = add nsw i64 %conv2.xi1281, 1
   %2 = icmp slt i64 %xi128.next, 16
   br i1 %2, label %conv2.xi128, label %conv2.xi128.end
@@ -16834,7 +16839,7 @@ conv2.q169.end:                                   ; preds = %conv2.q169
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_infer_b64.k3.conv2.part127.gemm135(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
+define internal void @bncnn_infer_b64.k3.conv2.part127.gemm135(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
 entry:
   %conv2.t133_a3 = alloca <8 x float>, align 32
   %conv2.t133_a2 = alloca <8 x float>, align 32
@@ -16904,512 +16909,510 @@ conv2.mb130.end:                                  ; preds = %conv2.k132.end
 conv2.k132:                                       ; preds = %conv2.k132, %conv2.mb130
   %conv2.k1323 = phi i64 [ 0, %conv2.mb130 ], [ %k132.next, %conv2.k132 ]
   %2 = mul nsw i64 %0, 2048
-  %3 = add nsw i64 1074160, %2
-  %4 = mul nsw i64 %1, 32
-  %5 = add nsw i64 %3, %4
-  %6 = mul nsw i64 %conv2.k1323, 64
-  %7 = add nsw i64 %5, %6
-  %8 = mul nsw i64 %conv2.nb1291, 16
-  %9 = add nsw i64 %7, %8
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %9
-  %10 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %10, ptr %conv2.t131_b0, align 32
-  %11 = mul nsw i64 %0, 2048
-  %12 = add nsw i64 1074160, %11
-  %13 = mul nsw i64 %1, 32
+  %3 = mul nsw i64 %1, 32
+  %4 = add nsw i64 %2, %3
+  %5 = mul nsw i64 %conv2.k1323, 64
+  %6 = add nsw i64 %4, %5
+  %7 = mul nsw i64 %conv2.nb1291, 16
+  %8 = add nsw i64 %6, %7
+  %prepared4 = getelementptr inbounds float, ptr %prepared, i64 %8
+  %9 = load <8 x float>, ptr %prepared4, align 4
+  store <8 x float> %9, ptr %conv2.t131_b0, align 32
+  %10 = mul nsw i64 %0, 2048
+  %11 = mul nsw i64 %1, 32
+  %12 = add nsw i64 %10, %11
+  %13 = mul nsw i64 %conv2.k1323, 64
   %14 = add nsw i64 %12, %13
-  %15 = mul nsw i64 %conv2.k1323, 64
+  %15 = mul nsw i64 %conv2.nb1291, 16
   %16 = add nsw i64 %14, %15
-  %17 = mul nsw i64 %conv2.nb1291, 16
-  %18 = add nsw i64 %16, %17
-  %19 = add nsw i64 %18, 8
-  %arena5 = getelementptr inbounds float, ptr %arena, i64 %19
-  %20 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %20, ptr %conv2.t131_b1, align 32
-  %21 = mul nsw i64 %0, 1568
-  %22 = add nsw i64 843968, %21
-  %23 = mul nsw i64 %conv2.mb1302, 5
-  %24 = mul nsw i64 %23, 32
-  %25 = add nsw i64 %22, %24
-  %26 = add nsw i64 %25, %conv2.k1323
-  %arena6 = getelementptr inbounds float, ptr %arena, i64 %26
-  %27 = load float, ptr %arena6, align 4
-  %28 = insertelement <8 x float> undef, float %27, i32 0
-  %29 = shufflevector <8 x float> %28, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %29, ptr %conv2.t131_a0, align 32
+  %17 = add nsw i64 %16, 8
+  %prepared5 = getelementptr inbounds float, ptr %prepared, i64 %17
+  %18 = load <8 x float>, ptr %prepared5, align 4
+  store <8 x float> %18, ptr %conv2.t131_b1, align 32
+  %19 = mul nsw i64 %0, 1568
+  %20 = add nsw i64 843968, %19
+  %21 = mul nsw i64 %conv2.mb1302, 5
+  %22 = mul nsw i64 %21, 32
+  %23 = add nsw i64 %20, %22
+  %24 = add nsw i64 %23, %conv2.k1323
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %24
+  %25 = load float, ptr %arena6, align 4
+  %26 = insertelement <8 x float> undef, float %25, i32 0
+  %27 = shufflevector <8 x float> %26, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %27, ptr %conv2.t131_a0, align 32
   %t131_a0 = load <8 x float>, ptr %conv2.t131_a0, align 32
   %t131_b0 = load <8 x float>, ptr %conv2.t131_b0, align 32
   %t131_c0_0 = load <8 x float>, ptr %conv2.t131_c0_0, align 32
-  %30 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t131_a0, <8 x float> %t131_b0, <8 x float> %t131_c0_0)
-  store <8 x float> %30, ptr %conv2.t131_c0_0, align 32
+  %28 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t131_a0, <8 x float> %t131_b0, <8 x float> %t131_c0_0)
+  store <8 x float> %28, ptr %conv2.t131_c0_0, align 32
   %t131_a07 = load <8 x float>, ptr %conv2.t131_a0, align 32
   %t131_b1 = load <8 x float>, ptr %conv2.t131_b1, align 32
   %t131_c0_1 = load <8 x float>, ptr %conv2.t131_c0_1, align 32
-  %31 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t131_a07, <8 x float> %t131_b1, <8 x float> %t131_c0_1)
-  store <8 x float> %31, ptr %conv2.t131_c0_1, align 32
-  %32 = mul nsw i64 %0, 1568
-  %33 = add nsw i64 843968, %32
-  %34 = mul nsw i64 %conv2.mb1302, 5
-  %35 = add nsw i64 %34, 1
-  %36 = mul nsw i64 %35, 32
-  %37 = add nsw i64 %33, %36
-  %38 = add nsw i64 %37, %conv2.k1323
-  %arena8 = getelementptr inbounds float, ptr %arena, i64 %38
-  %39 = load float, ptr %arena8, align 4
-  %40 = insertelement <8 x float> undef, float %39, i32 0
-  %41 = shufflevector <8 x float> %40, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %41, ptr %conv2.t131_a1, align 32
+  %29 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t131_a07, <8 x float> %t131_b1, <8 x float> %t131_c0_1)
+  store <8 x float> %29, ptr %conv2.t131_c0_1, align 32
+  %30 = mul nsw i64 %0, 1568
+  %31 = add nsw i64 843968, %30
+  %32 = mul nsw i64 %conv2.mb1302, 5
+  %33 = add nsw i64 %32, 1
+  %34 = mul nsw i64 %33, 32
+  %35 = add nsw i64 %31, %34
+  %36 = add nsw i64 %35, %conv2.k1323
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %36
+  %37 = load float, ptr %arena8, align 4
+  %38 = insertelement <8 x float> undef, float %37, i32 0
+  %39 = shufflevector <8 x float> %38, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %39, ptr %conv2.t131_a1, align 32
   %t131_a1 = load <8 x float>, ptr %conv2.t131_a1, align 32
   %t131_b09 = load <8 x float>, ptr %conv2.t131_b0, align 32
   %t131_c1_0 = load <8 x float>, ptr %conv2.t131_c1_0, align 32
-  %42 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t131_a1, <8 x float> %t131_b09, <8 x float> %t131_c1_0)
-  store <8 x float> %42, ptr %conv2.t131_c1_0, align 32
+  %40 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t131_a1, <8 x float> %t131_b09, <8 x float> %t131_c1_0)
+  store <8 x float> %40, ptr %conv2.t131_c1_0, align 32
   %t131_a110 = load <8 x float>, ptr %conv2.t131_a1, align 32
   %t131_b111 = load <8 x float>, ptr %conv2.t131_b1, align 32
   %t131_c1_1 = load <8 x float>, ptr %conv2.t131_c1_1, align 32
-  %43 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t131_a110, <8 x float> %t131_b111, <8 x float> %t131_c1_1)
-  store <8 x float> %43, ptr %conv2.t131_c1_1, align 32
-  %44 = mul nsw i64 %0, 1568
-  %45 = add nsw i64 843968, %44
-  %46 = mul nsw i64 %conv2.mb1302, 5
-  %47 = add nsw i64 %46, 2
-  %48 = mul nsw i64 %47, 32
-  %49 = add nsw i64 %45, %48
-  %50 = add nsw i64 %49, %conv2.k1323
-  %arena12 = getelementptr inbounds float, ptr %arena, i64 %50
-  %51 = load float, ptr %arena12, align 4
-  %52 = insertelement <8 x float> undef, float %51, i32 0
-  %53 = shufflevector <8 x float> %52, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %53, ptr %conv2.t131_a2, align 32
+  %41 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t131_a110, <8 x float> %t131_b111, <8 x float> %t131_c1_1)
+  store <8 x float> %41, ptr %conv2.t131_c1_1, align 32
+  %42 = mul nsw i64 %0, 1568
+  %43 = add nsw i64 843968, %42
+  %44 = mul nsw i64 %conv2.mb1302, 5
+  %45 = add nsw i64 %44, 2
+  %46 = mul nsw i64 %45, 32
+  %47 = add nsw i64 %43, %46
+  %48 = add nsw i64 %47, %conv2.k1323
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 %48
+  %49 = load float, ptr %arena12, align 4
+  %50 = insertelement <8 x float> undef, float %49, i32 0
+  %51 = shufflevector <8 x float> %50, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %51, ptr %conv2.t131_a2, align 32
   %t131_a2 = load <8 x float>, ptr %conv2.t131_a2, align 32
   %t131_b013 = load <8 x float>, ptr %conv2.t131_b0, align 32
   %t131_c2_0 = load <8 x float>, ptr %conv2.t131_c2_0, align 32
-  %54 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t131_a2, <8 x float> %t131_b013, <8 x float> %t131_c2_0)
-  store <8 x float> %54, ptr %conv2.t131_c2_0, align 32
+  %52 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t131_a2, <8 x float> %t131_b013, <8 x float> %t131_c2_0)
+  store <8 x float> %52, ptr %conv2.t131_c2_0, align 32
   %t131_a214 = load <8 x float>, ptr %conv2.t131_a2, align 32
   %t131_b115 = load <8 x float>, ptr %conv2.t131_b1, align 32
   %t131_c2_1 = load <8 x float>, ptr %conv2.t131_c2_1, align 32
-  %55 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t131_a214, <8 x float> %t131_b115, <8 x float> %t131_c2_1)
-  store <8 x float> %55, ptr %conv2.t131_c2_1, align 32
-  %56 = mul nsw i64 %0, 1568
-  %57 = add nsw i64 843968, %56
-  %58 = mul nsw i64 %conv2.mb1302, 5
-  %59 = add nsw i64 %58, 3
-  %60 = mul nsw i64 %59, 32
-  %61 = add nsw i64 %57, %60
-  %62 = add nsw i64 %61, %conv2.k1323
-  %arena16 = getelementptr inbounds float, ptr %arena, i64 %62
-  %63 = load float, ptr %arena16, align 4
-  %64 = insertelement <8 x float> undef, float %63, i32 0
-  %65 = shufflevector <8 x float> %64, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %65, ptr %conv2.t131_a3, align 32
+  %53 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t131_a214, <8 x float> %t131_b115, <8 x float> %t131_c2_1)
+  store <8 x float> %53, ptr %conv2.t131_c2_1, align 32
+  %54 = mul nsw i64 %0, 1568
+  %55 = add nsw i64 843968, %54
+  %56 = mul nsw i64 %conv2.mb1302, 5
+  %57 = add nsw i64 %56, 3
+  %58 = mul nsw i64 %57, 32
+  %59 = add nsw i64 %55, %58
+  %60 = add nsw i64 %59, %conv2.k1323
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %60
+  %61 = load float, ptr %arena16, align 4
+  %62 = insertelement <8 x float> undef, float %61, i32 0
+  %63 = shufflevector <8 x float> %62, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %63, ptr %conv2.t131_a3, align 32
   %t131_a3 = load <8 x float>, ptr %conv2.t131_a3, align 32
   %t131_b017 = load <8 x float>, ptr %conv2.t131_b0, align 32
   %t131_c3_0 = load <8 x float>, ptr %conv2.t131_c3_0, align 32
-  %66 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t131_a3, <8 x float> %t131_b017, <8 x float> %t131_c3_0)
-  store <8 x float> %66, ptr %conv2.t131_c3_0, align 32
+  %64 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t131_a3, <8 x float> %t131_b017, <8 x float> %t131_c3_0)
+  store <8 x float> %64, ptr %conv2.t131_c3_0, align 32
   %t131_a318 = load <8 x float>, ptr %conv2.t131_a3, align 32
   %t131_b119 = load <8 x float>, ptr %conv2.t131_b1, align 32
   %t131_c3_1 = load <8 x float>, ptr %conv2.t131_c3_1, align 32
-  %67 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t131_a318, <8 x float> %t131_b119, <8 x float> %t131_c3_1)
-  store <8 x float> %67, ptr %conv2.t131_c3_1, align 32
-  %68 = mul nsw i64 %0, 1568
-  %69 = add nsw i64 843968, %68
-  %70 = mul nsw i64 %conv2.mb1302, 5
-  %71 = add nsw i64 %70, 4
-  %72 = mul nsw i64 %71, 32
-  %73 = add nsw i64 %69, %72
-  %74 = add nsw i64 %73, %conv2.k1323
-  %arena20 = getelementptr inbounds float, ptr %arena, i64 %74
-  %75 = load float, ptr %arena20, align 4
-  %76 = insertelement <8 x float> undef, float %75, i32 0
-  %77 = shufflevector <8 x float> %76, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %77, ptr %conv2.t131_a4, align 32
+  %65 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t131_a318, <8 x float> %t131_b119, <8 x float> %t131_c3_1)
+  store <8 x float> %65, ptr %conv2.t131_c3_1, align 32
+  %66 = mul nsw i64 %0, 1568
+  %67 = add nsw i64 843968, %66
+  %68 = mul nsw i64 %conv2.mb1302, 5
+  %69 = add nsw i64 %68, 4
+  %70 = mul nsw i64 %69, 32
+  %71 = add nsw i64 %67, %70
+  %72 = add nsw i64 %71, %conv2.k1323
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %72
+  %73 = load float, ptr %arena20, align 4
+  %74 = insertelement <8 x float> undef, float %73, i32 0
+  %75 = shufflevector <8 x float> %74, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %75, ptr %conv2.t131_a4, align 32
   %t131_a4 = load <8 x float>, ptr %conv2.t131_a4, align 32
   %t131_b021 = load <8 x float>, ptr %conv2.t131_b0, align 32
   %t131_c4_0 = load <8 x float>, ptr %conv2.t131_c4_0, align 32
-  %78 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t131_a4, <8 x float> %t131_b021, <8 x float> %t131_c4_0)
-  store <8 x float> %78, ptr %conv2.t131_c4_0, align 32
+  %76 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t131_a4, <8 x float> %t131_b021, <8 x float> %t131_c4_0)
+  store <8 x float> %76, ptr %conv2.t131_c4_0, align 32
   %t131_a422 = load <8 x float>, ptr %conv2.t131_a4, align 32
   %t131_b123 = load <8 x float>, ptr %conv2.t131_b1, align 32
   %t131_c4_1 = load <8 x float>, ptr %conv2.t131_c4_1, align 32
-  %79 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t131_a422, <8 x float> %t131_b123, <8 x float> %t131_c4_1)
-  store <8 x float> %79, ptr %conv2.t131_c4_1, align 32
+  %77 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t131_a422, <8 x float> %t131_b123, <8 x float> %t131_c4_1)
+  store <8 x float> %77, ptr %conv2.t131_c4_1, align 32
   %k132.next = add nsw i64 %conv2.k1323, 1
-  %80 = icmp slt i64 %k132.next, 32
-  br i1 %80, label %conv2.k132, label %conv2.k132.end
+  %78 = icmp slt i64 %k132.next, 32
+  br i1 %78, label %conv2.k132, label %conv2.k132.end
 
 conv2.k132.end:                                   ; preds = %conv2.k132
   %t131_c0_024 = load <8 x float>, ptr %conv2.t131_c0_0, align 32
-  %81 = mul nsw i64 %0, 3136
-  %82 = add nsw i64 869056, %81
-  %83 = mul nsw i64 %1, 32
-  %84 = add nsw i64 %82, %83
-  %85 = mul nsw i64 %conv2.mb1302, 5
-  %86 = mul nsw i64 %85, 64
-  %87 = add nsw i64 %84, %86
-  %88 = mul nsw i64 %conv2.nb1291, 16
-  %89 = add nsw i64 %87, %88
-  %arena25 = getelementptr inbounds float, ptr %arena, i64 %89
+  %79 = mul nsw i64 %0, 3136
+  %80 = add nsw i64 869056, %79
+  %81 = mul nsw i64 %1, 32
+  %82 = add nsw i64 %80, %81
+  %83 = mul nsw i64 %conv2.mb1302, 5
+  %84 = mul nsw i64 %83, 64
+  %85 = add nsw i64 %82, %84
+  %86 = mul nsw i64 %conv2.nb1291, 16
+  %87 = add nsw i64 %85, %86
+  %arena25 = getelementptr inbounds float, ptr %arena, i64 %87
   store <8 x float> %t131_c0_024, ptr %arena25, align 4
   %t131_c0_126 = load <8 x float>, ptr %conv2.t131_c0_1, align 32
-  %90 = mul nsw i64 %0, 3136
-  %91 = add nsw i64 869056, %90
-  %92 = mul nsw i64 %1, 32
-  %93 = add nsw i64 %91, %92
-  %94 = mul nsw i64 %conv2.mb1302, 5
-  %95 = mul nsw i64 %94, 64
-  %96 = add nsw i64 %93, %95
-  %97 = mul nsw i64 %conv2.nb1291, 16
-  %98 = add nsw i64 %96, %97
-  %99 = add nsw i64 %98, 8
-  %arena27 = getelementptr inbounds float, ptr %arena, i64 %99
+  %88 = mul nsw i64 %0, 3136
+  %89 = add nsw i64 869056, %88
+  %90 = mul nsw i64 %1, 32
+  %91 = add nsw i64 %89, %90
+  %92 = mul nsw i64 %conv2.mb1302, 5
+  %93 = mul nsw i64 %92, 64
+  %94 = add nsw i64 %91, %93
+  %95 = mul nsw i64 %conv2.nb1291, 16
+  %96 = add nsw i64 %94, %95
+  %97 = add nsw i64 %96, 8
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 %97
   store <8 x float> %t131_c0_126, ptr %arena27, align 4
   %t131_c1_028 = load <8 x float>, ptr %conv2.t131_c1_0, align 32
-  %100 = mul nsw i64 %0, 3136
-  %101 = add nsw i64 869056, %100
-  %102 = mul nsw i64 %1, 32
-  %103 = add nsw i64 %101, %102
-  %104 = mul nsw i64 %conv2.mb1302, 5
-  %105 = add nsw i64 %104, 1
-  %106 = mul nsw i64 %105, 64
-  %107 = add nsw i64 %103, %106
-  %108 = mul nsw i64 %conv2.nb1291, 16
-  %109 = add nsw i64 %107, %108
-  %arena29 = getelementptr inbounds float, ptr %arena, i64 %109
+  %98 = mul nsw i64 %0, 3136
+  %99 = add nsw i64 869056, %98
+  %100 = mul nsw i64 %1, 32
+  %101 = add nsw i64 %99, %100
+  %102 = mul nsw i64 %conv2.mb1302, 5
+  %103 = add nsw i64 %102, 1
+  %104 = mul nsw i64 %103, 64
+  %105 = add nsw i64 %101, %104
+  %106 = mul nsw i64 %conv2.nb1291, 16
+  %107 = add nsw i64 %105, %106
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %107
   store <8 x float> %t131_c1_028, ptr %arena29, align 4
   %t131_c1_130 = load <8 x float>, ptr %conv2.t131_c1_1, align 32
-  %110 = mul nsw i64 %0, 3136
-  %111 = add nsw i64 869056, %110
-  %112 = mul nsw i64 %1, 32
-  %113 = add nsw i64 %111, %112
-  %114 = mul nsw i64 %conv2.mb1302, 5
-  %115 = add nsw i64 %114, 1
-  %116 = mul nsw i64 %115, 64
-  %117 = add nsw i64 %113, %116
-  %118 = mul nsw i64 %conv2.nb1291, 16
-  %119 = add nsw i64 %117, %118
-  %120 = add nsw i64 %119, 8
-  %arena31 = getelementptr inbounds float, ptr %arena, i64 %120
+  %108 = mul nsw i64 %0, 3136
+  %109 = add nsw i64 869056, %108
+  %110 = mul nsw i64 %1, 32
+  %111 = add nsw i64 %109, %110
+  %112 = mul nsw i64 %conv2.mb1302, 5
+  %113 = add nsw i64 %112, 1
+  %114 = mul nsw i64 %113, 64
+  %115 = add nsw i64 %111, %114
+  %116 = mul nsw i64 %conv2.nb1291, 16
+  %117 = add nsw i64 %115, %116
+  %118 = add nsw i64 %117, 8
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %118
   store <8 x float> %t131_c1_130, ptr %arena31, align 4
   %t131_c2_032 = load <8 x float>, ptr %conv2.t131_c2_0, align 32
-  %121 = mul nsw i64 %0, 3136
-  %122 = add nsw i64 869056, %121
-  %123 = mul nsw i64 %1, 32
-  %124 = add nsw i64 %122, %123
-  %125 = mul nsw i64 %conv2.mb1302, 5
-  %126 = add nsw i64 %125, 2
-  %127 = mul nsw i64 %126, 64
-  %128 = add nsw i64 %124, %127
-  %129 = mul nsw i64 %conv2.nb1291, 16
-  %130 = add nsw i64 %128, %129
-  %arena33 = getelementptr inbounds float, ptr %arena, i64 %130
+  %119 = mul nsw i64 %0, 3136
+  %120 = add nsw i64 869056, %119
+  %121 = mul nsw i64 %1, 32
+  %122 = add nsw i64 %120, %121
+  %123 = mul nsw i64 %conv2.mb1302, 5
+  %124 = add nsw i64 %123, 2
+  %125 = mul nsw i64 %124, 64
+  %126 = add nsw i64 %122, %125
+  %127 = mul nsw i64 %conv2.nb1291, 16
+  %128 = add nsw i64 %126, %127
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 %128
   store <8 x float> %t131_c2_032, ptr %arena33, align 4
   %t131_c2_134 = load <8 x float>, ptr %conv2.t131_c2_1, align 32
-  %131 = mul nsw i64 %0, 3136
-  %132 = add nsw i64 869056, %131
-  %133 = mul nsw i64 %1, 32
-  %134 = add nsw i64 %132, %133
-  %135 = mul nsw i64 %conv2.mb1302, 5
-  %136 = add nsw i64 %135, 2
-  %137 = mul nsw i64 %136, 64
-  %138 = add nsw i64 %134, %137
-  %139 = mul nsw i64 %conv2.nb1291, 16
-  %140 = add nsw i64 %138, %139
-  %141 = add nsw i64 %140, 8
-  %arena35 = getelementptr inbounds float, ptr %arena, i64 %141
+  %129 = mul nsw i64 %0, 3136
+  %130 = add nsw i64 869056, %129
+  %131 = mul nsw i64 %1, 32
+  %132 = add nsw i64 %130, %131
+  %133 = mul nsw i64 %conv2.mb1302, 5
+  %134 = add nsw i64 %133, 2
+  %135 = mul nsw i64 %134, 64
+  %136 = add nsw i64 %132, %135
+  %137 = mul nsw i64 %conv2.nb1291, 16
+  %138 = add nsw i64 %136, %137
+  %139 = add nsw i64 %138, 8
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %139
   store <8 x float> %t131_c2_134, ptr %arena35, align 4
   %t131_c3_036 = load <8 x float>, ptr %conv2.t131_c3_0, align 32
-  %142 = mul nsw i64 %0, 3136
-  %143 = add nsw i64 869056, %142
-  %144 = mul nsw i64 %1, 32
-  %145 = add nsw i64 %143, %144
-  %146 = mul nsw i64 %conv2.mb1302, 5
-  %147 = add nsw i64 %146, 3
-  %148 = mul nsw i64 %147, 64
-  %149 = add nsw i64 %145, %148
-  %150 = mul nsw i64 %conv2.nb1291, 16
-  %151 = add nsw i64 %149, %150
-  %arena37 = getelementptr inbounds float, ptr %arena, i64 %151
+  %140 = mul nsw i64 %0, 3136
+  %141 = add nsw i64 869056, %140
+  %142 = mul nsw i64 %1, 32
+  %143 = add nsw i64 %141, %142
+  %144 = mul nsw i64 %conv2.mb1302, 5
+  %145 = add nsw i64 %144, 3
+  %146 = mul nsw i64 %145, 64
+  %147 = add nsw i64 %143, %146
+  %148 = mul nsw i64 %conv2.nb1291, 16
+  %149 = add nsw i64 %147, %148
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %149
   store <8 x float> %t131_c3_036, ptr %arena37, align 4
   %t131_c3_138 = load <8 x float>, ptr %conv2.t131_c3_1, align 32
-  %152 = mul nsw i64 %0, 3136
-  %153 = add nsw i64 869056, %152
-  %154 = mul nsw i64 %1, 32
-  %155 = add nsw i64 %153, %154
-  %156 = mul nsw i64 %conv2.mb1302, 5
-  %157 = add nsw i64 %156, 3
-  %158 = mul nsw i64 %157, 64
-  %159 = add nsw i64 %155, %158
-  %160 = mul nsw i64 %conv2.nb1291, 16
-  %161 = add nsw i64 %159, %160
-  %162 = add nsw i64 %161, 8
-  %arena39 = getelementptr inbounds float, ptr %arena, i64 %162
+  %150 = mul nsw i64 %0, 3136
+  %151 = add nsw i64 869056, %150
+  %152 = mul nsw i64 %1, 32
+  %153 = add nsw i64 %151, %152
+  %154 = mul nsw i64 %conv2.mb1302, 5
+  %155 = add nsw i64 %154, 3
+  %156 = mul nsw i64 %155, 64
+  %157 = add nsw i64 %153, %156
+  %158 = mul nsw i64 %conv2.nb1291, 16
+  %159 = add nsw i64 %157, %158
+  %160 = add nsw i64 %159, 8
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %160
   store <8 x float> %t131_c3_138, ptr %arena39, align 4
   %t131_c4_040 = load <8 x float>, ptr %conv2.t131_c4_0, align 32
-  %163 = mul nsw i64 %0, 3136
-  %164 = add nsw i64 869056, %163
-  %165 = mul nsw i64 %1, 32
-  %166 = add nsw i64 %164, %165
-  %167 = mul nsw i64 %conv2.mb1302, 5
-  %168 = add nsw i64 %167, 4
-  %169 = mul nsw i64 %168, 64
-  %170 = add nsw i64 %166, %169
-  %171 = mul nsw i64 %conv2.nb1291, 16
-  %172 = add nsw i64 %170, %171
-  %arena41 = getelementptr inbounds float, ptr %arena, i64 %172
+  %161 = mul nsw i64 %0, 3136
+  %162 = add nsw i64 869056, %161
+  %163 = mul nsw i64 %1, 32
+  %164 = add nsw i64 %162, %163
+  %165 = mul nsw i64 %conv2.mb1302, 5
+  %166 = add nsw i64 %165, 4
+  %167 = mul nsw i64 %166, 64
+  %168 = add nsw i64 %164, %167
+  %169 = mul nsw i64 %conv2.nb1291, 16
+  %170 = add nsw i64 %168, %169
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %170
   store <8 x float> %t131_c4_040, ptr %arena41, align 4
   %t131_c4_142 = load <8 x float>, ptr %conv2.t131_c4_1, align 32
-  %173 = mul nsw i64 %0, 3136
-  %174 = add nsw i64 869056, %173
-  %175 = mul nsw i64 %1, 32
-  %176 = add nsw i64 %174, %175
-  %177 = mul nsw i64 %conv2.mb1302, 5
-  %178 = add nsw i64 %177, 4
-  %179 = mul nsw i64 %178, 64
-  %180 = add nsw i64 %176, %179
-  %181 = mul nsw i64 %conv2.nb1291, 16
-  %182 = add nsw i64 %180, %181
-  %183 = add nsw i64 %182, 8
-  %arena43 = getelementptr inbounds float, ptr %arena, i64 %183
+  %171 = mul nsw i64 %0, 3136
+  %172 = add nsw i64 869056, %171
+  %173 = mul nsw i64 %1, 32
+  %174 = add nsw i64 %172, %173
+  %175 = mul nsw i64 %conv2.mb1302, 5
+  %176 = add nsw i64 %175, 4
+  %177 = mul nsw i64 %176, 64
+  %178 = add nsw i64 %174, %177
+  %179 = mul nsw i64 %conv2.nb1291, 16
+  %180 = add nsw i64 %178, %179
+  %181 = add nsw i64 %180, 8
+  %arena43 = getelementptr inbounds float, ptr %arena, i64 %181
   store <8 x float> %t131_c4_142, ptr %arena43, align 4
   %mb130.next = add nsw i64 %conv2.mb1302, 1
-  %184 = icmp slt i64 %mb130.next, 9
-  br i1 %184, label %conv2.mb130, label %conv2.mb130.end
+  %182 = icmp slt i64 %mb130.next, 9
+  br i1 %182, label %conv2.mb130, label %conv2.mb130.end
 
 conv2.k134:                                       ; preds = %conv2.k134, %conv2.mb130.end
   %conv2.k13444 = phi i64 [ 0, %conv2.mb130.end ], [ %k134.next, %conv2.k134 ]
-  %185 = mul nsw i64 %0, 2048
-  %186 = add nsw i64 1074160, %185
-  %187 = mul nsw i64 %1, 32
-  %188 = add nsw i64 %186, %187
-  %189 = mul nsw i64 %conv2.k13444, 64
-  %190 = add nsw i64 %188, %189
-  %191 = mul nsw i64 %conv2.nb1291, 16
-  %192 = add nsw i64 %190, %191
-  %arena45 = getelementptr inbounds float, ptr %arena, i64 %192
-  %193 = load <8 x float>, ptr %arena45, align 4
-  store <8 x float> %193, ptr %conv2.t133_b0, align 32
-  %194 = mul nsw i64 %0, 2048
-  %195 = add nsw i64 1074160, %194
-  %196 = mul nsw i64 %1, 32
+  %183 = mul nsw i64 %0, 2048
+  %184 = mul nsw i64 %1, 32
+  %185 = add nsw i64 %183, %184
+  %186 = mul nsw i64 %conv2.k13444, 64
+  %187 = add nsw i64 %185, %186
+  %188 = mul nsw i64 %conv2.nb1291, 16
+  %189 = add nsw i64 %187, %188
+  %prepared45 = getelementptr inbounds float, ptr %prepared, i64 %189
+  %190 = load <8 x float>, ptr %prepared45, align 4
+  store <8 x float> %190, ptr %conv2.t133_b0, align 32
+  %191 = mul nsw i64 %0, 2048
+  %192 = mul nsw i64 %1, 32
+  %193 = add nsw i64 %191, %192
+  %194 = mul nsw i64 %conv2.k13444, 64
+  %195 = add nsw i64 %193, %194
+  %196 = mul nsw i64 %conv2.nb1291, 16
   %197 = add nsw i64 %195, %196
-  %198 = mul nsw i64 %conv2.k13444, 64
-  %199 = add nsw i64 %197, %198
-  %200 = mul nsw i64 %conv2.nb1291, 16
-  %201 = add nsw i64 %199, %200
-  %202 = add nsw i64 %201, 8
-  %arena46 = getelementptr inbounds float, ptr %arena, i64 %202
-  %203 = load <8 x float>, ptr %arena46, align 4
-  store <8 x float> %203, ptr %conv2.t133_b1, align 32
-  %204 = mul nsw i64 %0, 1568
-  %205 = add nsw i64 843968, %204
-  %206 = add nsw i64 %205, 1440
-  %207 = add nsw i64 %206, %conv2.k13444
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %207
-  %208 = load float, ptr %arena47, align 4
-  %209 = insertelement <8 x float> undef, float %208, i32 0
-  %210 = shufflevector <8 x float> %209, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %210, ptr %conv2.t133_a0, align 32
+  %198 = add nsw i64 %197, 8
+  %prepared46 = getelementptr inbounds float, ptr %prepared, i64 %198
+  %199 = load <8 x float>, ptr %prepared46, align 4
+  store <8 x float> %199, ptr %conv2.t133_b1, align 32
+  %200 = mul nsw i64 %0, 1568
+  %201 = add nsw i64 843968, %200
+  %202 = add nsw i64 %201, 1440
+  %203 = add nsw i64 %202, %conv2.k13444
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %203
+  %204 = load float, ptr %arena47, align 4
+  %205 = insertelement <8 x float> undef, float %204, i32 0
+  %206 = shufflevector <8 x float> %205, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %206, ptr %conv2.t133_a0, align 32
   %t133_a0 = load <8 x float>, ptr %conv2.t133_a0, align 32
   %t133_b0 = load <8 x float>, ptr %conv2.t133_b0, align 32
   %t133_c0_0 = load <8 x float>, ptr %conv2.t133_c0_0, align 32
-  %211 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t133_a0, <8 x float> %t133_b0, <8 x float> %t133_c0_0)
-  store <8 x float> %211, ptr %conv2.t133_c0_0, align 32
+  %207 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t133_a0, <8 x float> %t133_b0, <8 x float> %t133_c0_0)
+  store <8 x float> %207, ptr %conv2.t133_c0_0, align 32
   %t133_a048 = load <8 x float>, ptr %conv2.t133_a0, align 32
   %t133_b1 = load <8 x float>, ptr %conv2.t133_b1, align 32
   %t133_c0_1 = load <8 x float>, ptr %conv2.t133_c0_1, align 32
-  %212 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t133_a048, <8 x float> %t133_b1, <8 x float> %t133_c0_1)
-  store <8 x float> %212, ptr %conv2.t133_c0_1, align 32
-  %213 = mul nsw i64 %0, 1568
-  %214 = add nsw i64 843968, %213
-  %215 = add nsw i64 %214, 1472
-  %216 = add nsw i64 %215, %conv2.k13444
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %216
-  %217 = load float, ptr %arena49, align 4
-  %218 = insertelement <8 x float> undef, float %217, i32 0
-  %219 = shufflevector <8 x float> %218, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %219, ptr %conv2.t133_a1, align 32
+  %208 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t133_a048, <8 x float> %t133_b1, <8 x float> %t133_c0_1)
+  store <8 x float> %208, ptr %conv2.t133_c0_1, align 32
+  %209 = mul nsw i64 %0, 1568
+  %210 = add nsw i64 843968, %209
+  %211 = add nsw i64 %210, 1472
+  %212 = add nsw i64 %211, %conv2.k13444
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %212
+  %213 = load float, ptr %arena49, align 4
+  %214 = insertelement <8 x float> undef, float %213, i32 0
+  %215 = shufflevector <8 x float> %214, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %215, ptr %conv2.t133_a1, align 32
   %t133_a1 = load <8 x float>, ptr %conv2.t133_a1, align 32
   %t133_b050 = load <8 x float>, ptr %conv2.t133_b0, align 32
   %t133_c1_0 = load <8 x float>, ptr %conv2.t133_c1_0, align 32
-  %220 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t133_a1, <8 x float> %t133_b050, <8 x float> %t133_c1_0)
-  store <8 x float> %220, ptr %conv2.t133_c1_0, align 32
+  %216 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t133_a1, <8 x float> %t133_b050, <8 x float> %t133_c1_0)
+  store <8 x float> %216, ptr %conv2.t133_c1_0, align 32
   %t133_a151 = load <8 x float>, ptr %conv2.t133_a1, align 32
   %t133_b152 = load <8 x float>, ptr %conv2.t133_b1, align 32
   %t133_c1_1 = load <8 x float>, ptr %conv2.t133_c1_1, align 32
-  %221 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t133_a151, <8 x float> %t133_b152, <8 x float> %t133_c1_1)
-  store <8 x float> %221, ptr %conv2.t133_c1_1, align 32
-  %222 = mul nsw i64 %0, 1568
-  %223 = add nsw i64 843968, %222
-  %224 = add nsw i64 %223, 1504
-  %225 = add nsw i64 %224, %conv2.k13444
-  %arena53 = getelementptr inbounds float, ptr %arena, i64 %225
-  %226 = load float, ptr %arena53, align 4
-  %227 = insertelement <8 x float> undef, float %226, i32 0
-  %228 = shufflevector <8 x float> %227, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %228, ptr %conv2.t133_a2, align 32
+  %217 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t133_a151, <8 x float> %t133_b152, <8 x float> %t133_c1_1)
+  store <8 x float> %217, ptr %conv2.t133_c1_1, align 32
+  %218 = mul nsw i64 %0, 1568
+  %219 = add nsw i64 843968, %218
+  %220 = add nsw i64 %219, 1504
+  %221 = add nsw i64 %220, %conv2.k13444
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %221
+  %222 = load float, ptr %arena53, align 4
+  %223 = insertelement <8 x float> undef, float %222, i32 0
+  %224 = shufflevector <8 x float> %223, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %224, ptr %conv2.t133_a2, align 32
   %t133_a2 = load <8 x float>, ptr %conv2.t133_a2, align 32
   %t133_b054 = load <8 x float>, ptr %conv2.t133_b0, align 32
   %t133_c2_0 = load <8 x float>, ptr %conv2.t133_c2_0, align 32
-  %229 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t133_a2, <8 x float> %t133_b054, <8 x float> %t133_c2_0)
-  store <8 x float> %229, ptr %conv2.t133_c2_0, align 32
+  %225 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t133_a2, <8 x float> %t133_b054, <8 x float> %t133_c2_0)
+  store <8 x float> %225, ptr %conv2.t133_c2_0, align 32
   %t133_a255 = load <8 x float>, ptr %conv2.t133_a2, align 32
   %t133_b156 = load <8 x float>, ptr %conv2.t133_b1, align 32
   %t133_c2_1 = load <8 x float>, ptr %conv2.t133_c2_1, align 32
-  %230 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t133_a255, <8 x float> %t133_b156, <8 x float> %t133_c2_1)
-  store <8 x float> %230, ptr %conv2.t133_c2_1, align 32
-  %231 = mul nsw i64 %0, 1568
-  %232 = add nsw i64 843968, %231
-  %233 = add nsw i64 %232, 1536
-  %234 = add nsw i64 %233, %conv2.k13444
-  %arena57 = getelementptr inbounds float, ptr %arena, i64 %234
-  %235 = load float, ptr %arena57, align 4
-  %236 = insertelement <8 x float> undef, float %235, i32 0
-  %237 = shufflevector <8 x float> %236, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %237, ptr %conv2.t133_a3, align 32
+  %226 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t133_a255, <8 x float> %t133_b156, <8 x float> %t133_c2_1)
+  store <8 x float> %226, ptr %conv2.t133_c2_1, align 32
+  %227 = mul nsw i64 %0, 1568
+  %228 = add nsw i64 843968, %227
+  %229 = add nsw i64 %228, 1536
+  %230 = add nsw i64 %229, %conv2.k13444
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %230
+  %231 = load float, ptr %arena57, align 4
+  %232 = insertelement <8 x float> undef, float %231, i32 0
+  %233 = shufflevector <8 x float> %232, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %233, ptr %conv2.t133_a3, align 32
   %t133_a3 = load <8 x float>, ptr %conv2.t133_a3, align 32
   %t133_b058 = load <8 x float>, ptr %conv2.t133_b0, align 32
   %t133_c3_0 = load <8 x float>, ptr %conv2.t133_c3_0, align 32
-  %238 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t133_a3, <8 x float> %t133_b058, <8 x float> %t133_c3_0)
-  store <8 x float> %238, ptr %conv2.t133_c3_0, align 32
+  %234 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t133_a3, <8 x float> %t133_b058, <8 x float> %t133_c3_0)
+  store <8 x float> %234, ptr %conv2.t133_c3_0, align 32
   %t133_a359 = load <8 x float>, ptr %conv2.t133_a3, align 32
   %t133_b160 = load <8 x float>, ptr %conv2.t133_b1, align 32
   %t133_c3_1 = load <8 x float>, ptr %conv2.t133_c3_1, align 32
-  %239 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t133_a359, <8 x float> %t133_b160, <8 x float> %t133_c3_1)
-  store <8 x float> %239, ptr %conv2.t133_c3_1, align 32
+  %235 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t133_a359, <8 x float> %t133_b160, <8 x float> %t133_c3_1)
+  store <8 x float> %235, ptr %conv2.t133_c3_1, align 32
   %k134.next = add nsw i64 %conv2.k13444, 1
-  %240 = icmp slt i64 %k134.next, 32
-  br i1 %240, label %conv2.k134, label %conv2.k134.end
+  %236 = icmp slt i64 %k134.next, 32
+  br i1 %236, label %conv2.k134, label %conv2.k134.end
 
 conv2.k134.end:                                   ; preds = %conv2.k134
   %t133_c0_061 = load <8 x float>, ptr %conv2.t133_c0_0, align 32
-  %241 = mul nsw i64 %0, 3136
-  %242 = add nsw i64 869056, %241
-  %243 = mul nsw i64 %1, 32
-  %244 = add nsw i64 %242, %243
-  %245 = add nsw i64 %244, 2880
-  %246 = mul nsw i64 %conv2.nb1291, 16
-  %247 = add nsw i64 %245, %246
-  %arena62 = getelementptr inbounds float, ptr %arena, i64 %247
+  %237 = mul nsw i64 %0, 3136
+  %238 = add nsw i64 869056, %237
+  %239 = mul nsw i64 %1, 32
+  %240 = add nsw i64 %238, %239
+  %241 = add nsw i64 %240, 2880
+  %242 = mul nsw i64 %conv2.nb1291, 16
+  %243 = add nsw i64 %241, %242
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %243
   store <8 x float> %t133_c0_061, ptr %arena62, align 4
   %t133_c0_163 = load <8 x float>, ptr %conv2.t133_c0_1, align 32
-  %248 = mul nsw i64 %0, 3136
-  %249 = add nsw i64 869056, %248
-  %250 = mul nsw i64 %1, 32
-  %251 = add nsw i64 %249, %250
-  %252 = add nsw i64 %251, 2880
-  %253 = mul nsw i64 %conv2.nb1291, 16
-  %254 = add nsw i64 %252, %253
-  %255 = add nsw i64 %254, 8
-  %arena64 = getelementptr inbounds float, ptr %arena, i64 %255
+  %244 = mul nsw i64 %0, 3136
+  %245 = add nsw i64 869056, %244
+  %246 = mul nsw i64 %1, 32
+  %247 = add nsw i64 %245, %246
+  %248 = add nsw i64 %247, 2880
+  %249 = mul nsw i64 %conv2.nb1291, 16
+  %250 = add nsw i64 %248, %249
+  %251 = add nsw i64 %250, 8
+  %arena64 = getelementptr inbounds float, ptr %arena, i64 %251
   store <8 x float> %t133_c0_163, ptr %arena64, align 4
   %t133_c1_065 = load <8 x float>, ptr %conv2.t133_c1_0, align 32
-  %256 = mul nsw i64 %0, 3136
-  %257 = add nsw i64 869056, %256
-  %258 = mul nsw i64 %1, 32
-  %259 = add nsw i64 %257, %258
-  %260 = add nsw i64 %259, 2944
-  %261 = mul nsw i64 %conv2.nb1291, 16
-  %262 = add nsw i64 %260, %261
-  %arena66 = getelementptr inbounds float, ptr %arena, i64 %262
+  %252 = mul nsw i64 %0, 3136
+  %253 = add nsw i64 869056, %252
+  %254 = mul nsw i64 %1, 32
+  %255 = add nsw i64 %253, %254
+  %256 = add nsw i64 %255, 2944
+  %257 = mul nsw i64 %conv2.nb1291, 16
+  %258 = add nsw i64 %256, %257
+  %arena66 = getelementptr inbounds float, ptr %arena, i64 %258
   store <8 x float> %t133_c1_065, ptr %arena66, align 4
   %t133_c1_167 = load <8 x float>, ptr %conv2.t133_c1_1, align 32
-  %263 = mul nsw i64 %0, 3136
-  %264 = add nsw i64 869056, %263
-  %265 = mul nsw i64 %1, 32
-  %266 = add nsw i64 %264, %265
-  %267 = add nsw i64 %266, 2944
-  %268 = mul nsw i64 %conv2.nb1291, 16
-  %269 = add nsw i64 %267, %268
-  %270 = add nsw i64 %269, 8
-  %arena68 = getelementptr inbounds float, ptr %arena, i64 %270
+  %259 = mul nsw i64 %0, 3136
+  %260 = add nsw i64 869056, %259
+  %261 = mul nsw i64 %1, 32
+  %262 = add nsw i64 %260, %261
+  %263 = add nsw i64 %262, 2944
+  %264 = mul nsw i64 %conv2.nb1291, 16
+  %265 = add nsw i64 %263, %264
+  %266 = add nsw i64 %265, 8
+  %arena68 = getelementptr inbounds float, ptr %arena, i64 %266
   store <8 x float> %t133_c1_167, ptr %arena68, align 4
   %t133_c2_069 = load <8 x float>, ptr %conv2.t133_c2_0, align 32
-  %271 = mul nsw i64 %0, 3136
-  %272 = add nsw i64 869056, %271
-  %273 = mul nsw i64 %1, 32
-  %274 = add nsw i64 %272, %273
-  %275 = add nsw i64 %274, 3008
-  %276 = mul nsw i64 %conv2.nb1291, 16
-  %277 = add nsw i64 %275, %276
-  %arena70 = getelementptr inbounds float, ptr %arena, i64 %277
+  %267 = mul nsw i64 %0, 3136
+  %268 = add nsw i64 869056, %267
+  %269 = mul nsw i64 %1, 32
+  %270 = add nsw i64 %268, %269
+  %271 = add nsw i64 %270, 3008
+  %272 = mul nsw i64 %conv2.nb1291, 16
+  %273 = add nsw i64 %271, %272
+  %arena70 = getelementptr inbounds float, ptr %arena, i64 %273
   store <8 x float> %t133_c2_069, ptr %arena70, align 4
   %t133_c2_171 = load <8 x float>, ptr %conv2.t133_c2_1, align 32
-  %278 = mul nsw i64 %0, 3136
-  %279 = add nsw i64 869056, %278
-  %280 = mul nsw i64 %1, 32
-  %281 = add nsw i64 %279, %280
-  %282 = add nsw i64 %281, 3008
-  %283 = mul nsw i64 %conv2.nb1291, 16
-  %284 = add nsw i64 %282, %283
-  %285 = add nsw i64 %284, 8
-  %arena72 = getelementptr inbounds float, ptr %arena, i64 %285
+  %274 = mul nsw i64 %0, 3136
+  %275 = add nsw i64 869056, %274
+  %276 = mul nsw i64 %1, 32
+  %277 = add nsw i64 %275, %276
+  %278 = add nsw i64 %277, 3008
+  %279 = mul nsw i64 %conv2.nb1291, 16
+  %280 = add nsw i64 %278, %279
+  %281 = add nsw i64 %280, 8
+  %arena72 = getelementptr inbounds float, ptr %arena, i64 %281
   store <8 x float> %t133_c2_171, ptr %arena72, align 4
   %t133_c3_073 = load <8 x float>, ptr %conv2.t133_c3_0, align 32
-  %286 = mul nsw i64 %0, 3136
-  %287 = add nsw i64 869056, %286
-  %288 = mul nsw i64 %1, 32
-  %289 = add nsw i64 %287, %288
-  %290 = add nsw i64 %289, 3072
-  %291 = mul nsw i64 %conv2.nb1291, 16
-  %292 = add nsw i64 %290, %291
-  %arena74 = getelementptr inbounds float, ptr %arena, i64 %292
+  %282 = mul nsw i64 %0, 3136
+  %283 = add nsw i64 869056, %282
+  %284 = mul nsw i64 %1, 32
+  %285 = add nsw i64 %283, %284
+  %286 = add nsw i64 %285, 3072
+  %287 = mul nsw i64 %conv2.nb1291, 16
+  %288 = add nsw i64 %286, %287
+  %arena74 = getelementptr inbounds float, ptr %arena, i64 %288
   store <8 x float> %t133_c3_073, ptr %arena74, align 4
   %t133_c3_175 = load <8 x float>, ptr %conv2.t133_c3_1, align 32
-  %293 = mul nsw i64 %0, 3136
-  %294 = add nsw i64 869056, %293
-  %295 = mul nsw i64 %1, 32
-  %296 = add nsw i64 %294, %295
-  %297 = add nsw i64 %296, 3072
-  %298 = mul nsw i64 %conv2.nb1291, 16
-  %299 = add nsw i64 %297, %298
-  %300 = add nsw i64 %299, 8
-  %arena76 = getelementptr inbounds float, ptr %arena, i64 %300
+  %289 = mul nsw i64 %0, 3136
+  %290 = add nsw i64 869056, %289
+  %291 = mul nsw i64 %1, 32
+  %292 = add nsw i64 %290, %291
+  %293 = add nsw i64 %292, 3072
+  %294 = mul nsw i64 %conv2.nb1291, 16
+  %295 = add nsw i64 %293, %294
+  %296 = add nsw i64 %295, 8
+  %arena76 = getelementptr inbounds float, ptr %arena, i64 %296
   store <8 x float> %t133_c3_175, ptr %arena76, align 4
   %nb129.next = add nsw i64 %conv2.nb1291, 1
-  %301 = icmp slt i64 %nb129.next, 2
-  br i1 %301, label %conv2.nb129, label %conv2.nb129.end
+  %297 = icmp slt i64 %nb129.next, 2
+  br i1 %297, label %conv2.nb129, label %conv2.nb129.end
 }
 
 define internal void @bncnn_infer_b64.k3.conv2.part127.task(ptr %0, i64 %1) {
 entry:
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
   %3 = load ptr, ptr %2, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 1
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 1
   %5 = load ptr, ptr %4, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 2
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 2
   %7 = load ptr, ptr %6, align 8
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 3
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 3
   %9 = load ptr, ptr %8, align 8
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 4
   %11 = load ptr, ptr %10, align 8
-  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 5
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 5
   %13 = load ptr, ptr %12, align 8
-  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 6
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 6
   %15 = load ptr, ptr %14, align 8
-  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 7
-  %17 = load float, ptr %16, align 4
-  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 8
-  %19 = load i64, ptr %18, align 4
-  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 9
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 7
+  %17 = load ptr, ptr %16, align 8
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 8
+  %19 = load float, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 9
   %21 = load i64, ptr %20, align 4
-  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 10
-  %23 = load ptr, ptr %22, align 8
-  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
-  %25 = load i64, ptr %24, align 4
-  call void @bncnn_infer_b64.k3.conv2.part127(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 10
+  %23 = load i64, ptr %22, align 4
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
+  %25 = load ptr, ptr %24, align 8
+  %26 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 12
+  %27 = load i64, ptr %26, align 4
+  call void @bncnn_infer_b64.k3.conv2.part127(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, ptr %17, float %19, i64 %21, i64 %23, ptr %25, i64 %27, i64 %1)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_infer_b64.k4.flat(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @bncnn_infer_b64.k4.flat(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_infer_b64.k5.bn3(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @bncnn_infer_b64.k5.bn3(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %bn3.scale171 = alloca float, align 4
   br label %bn3.c170
@@ -17451,7 +17454,7 @@ bn3.c170.end:                                     ; preds = %bn3.c170
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_infer_b64.k6.fc1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @bncnn_infer_b64.k6.fc1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %fc1.n172
 
@@ -17460,7 +17463,7 @@ fc1.n172:                                         ; preds = %fc1.k173.end, %entr
   br label %fc1.k173
 
 fc1.n172.end:                                     ; preds = %fc1.k173.end
-  call void @bncnn_infer_b64.k6.fc1.gemm184(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @bncnn_infer_b64.k6.fc1.gemm184(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   br label %fc1.n185
 
 fc1.k173:                                         ; preds = %fc1.k173, %fc1.n172
@@ -17535,7 +17538,7 @@ fc1.u186.end:                                     ; preds = %fc1.u186
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_infer_b64.k6.fc1.gemm184(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @bncnn_infer_b64.k6.fc1.gemm184(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %fc1.t182_a3 = alloca <8 x float>, align 32
   %fc1.t182_a2 = alloca <8 x float>, align 32
@@ -18249,7 +18252,7 @@ fc1.k183.end:                                     ; preds = %fc1.k183
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_infer_b64.k7.fc2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @bncnn_infer_b64.k7.fc2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %arena1 = getelementptr inbounds float, ptr %arena, i64 256
   %params2 = getelementptr inbounds float, ptr %params, i64 420576

@@ -3,38 +3,38 @@
 source_filename = "convnet"
 target triple = "x86_64-unknown-linux-gnu"
 
-define void @convnet_train_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
+define void @convnet_train_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
 entry:
-  call void @convnet_train_b64.k0.conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @convnet_train_b64.k1.conv2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @convnet_train_b64.k2.flat(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @convnet_train_b64.k3.fc1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @convnet_train_b64.k4.drop(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @convnet_train_b64.k5.fc2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @convnet_train_b64.k6.loss(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @convnet_train_b64.k7.fc2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @convnet_train_b64.k8.fc2_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @convnet_train_b64.k9.fc2_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @convnet_train_b64.k10.drop_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @convnet_train_b64.k11.relu3_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @convnet_train_b64.k12.fc1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @convnet_train_b64.k13.fc1_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @convnet_train_b64.k14.fc1_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @convnet_train_b64.k15.flat_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @convnet_train_b64.k16.pool_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @convnet_train_b64.k17.conv2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @convnet_train_b64.k18.conv2_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @convnet_train_b64.k19.conv2_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @convnet_train_b64.k20.relu1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @convnet_train_b64.k21.conv1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @convnet_train_b64.k22.conv1_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @convnet_train_b64.k23.conv1_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @convnet_train_b64.k24.adam(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @convnet_train_b64.k0.conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @convnet_train_b64.k1.conv2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @convnet_train_b64.k2.flat(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @convnet_train_b64.k3.fc1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @convnet_train_b64.k4.drop(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @convnet_train_b64.k5.fc2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @convnet_train_b64.k6.loss(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @convnet_train_b64.k7.fc2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @convnet_train_b64.k8.fc2_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @convnet_train_b64.k9.fc2_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @convnet_train_b64.k10.drop_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @convnet_train_b64.k11.relu3_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @convnet_train_b64.k12.fc1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @convnet_train_b64.k13.fc1_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @convnet_train_b64.k14.fc1_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @convnet_train_b64.k15.flat_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @convnet_train_b64.k16.pool_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @convnet_train_b64.k17.conv2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @convnet_train_b64.k18.conv2_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @convnet_train_b64.k19.conv2_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @convnet_train_b64.k20.relu1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @convnet_train_b64.k21.conv1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @convnet_train_b64.k22.conv1_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @convnet_train_b64.k23.conv1_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @convnet_train_b64.k24.adam(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_train_b64.k0.conv1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @convnet_train_b64.k0.conv1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %conv1.g1
 
@@ -50,7 +50,7 @@ conv1.j2:                                         ; preds = %conv1.c3.end, %conv
   br label %conv1.c3
 
 conv1.j2.end:                                     ; preds = %conv1.c3.end
-  call void @convnet_train_b64.k0.conv1.gemm23(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @convnet_train_b64.k0.conv1.gemm23(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   br label %conv1.j24
 
 conv1.c3:                                         ; preds = %conv1.ky4.end, %conv1.j2
@@ -535,7 +535,7 @@ conv1.i26.end:                                    ; preds = %conv1.i26
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_train_b64.k0.conv1.gemm23(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @convnet_train_b64.k0.conv1.gemm23(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv1.t21_a3 = alloca <8 x float>, align 32
   %conv1.t21_a2 = alloca <8 x float>, align 32
@@ -1027,7 +1027,7 @@ conv1.k22.end:                                    ; preds = %conv1.k22
 declare <8 x float> @llvm.fma.v8f32(<8 x float>, <8 x float>, <8 x float>) #2
 
 ; Function Attrs: noinline
-define internal void @convnet_train_b64.k1.conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @convnet_train_b64.k1.conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv2.at135 = alloca <8 x float>, align 32
   %conv2.best134 = alloca <8 x float>, align 32
@@ -2317,7 +2317,7 @@ conv2.cv66.end:                                   ; preds = %conv2.cv66
 
 conv2.xi99:                                       ; preds = %conv2.xi99, %conv2.j63.end
   %conv2.xi99140 = phi i64 [ 0, %conv2.j63.end ], [ %xi99.next, %conv2.xi99 ]
-  call void @convnet_train_b64.k1.conv2.gemm107(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.xi99140)
+  call void @convnet_train_b64.k1.conv2.gemm107(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.xi99140)
   %xi99.next = add nsw i64 %conv2.xi99140, 1
   %824 = icmp slt i64 %xi99.next, 16
   br i1 %824, label %conv2.xi99, label %conv2.xi99.end
@@ -2961,7 +2961,7 @@ conv2.q147.end:                                   ; preds = %conv2.q147
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_train_b64.k1.conv2.gemm107(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+define internal void @convnet_train_b64.k1.conv2.gemm107(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
 entry:
   %conv2.t105_a3 = alloca <8 x float>, align 32
   %conv2.t105_a2 = alloca <8 x float>, align 32
@@ -3524,13 +3524,13 @@ conv2.k106.end:                                   ; preds = %conv2.k106
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_train_b64.k2.flat(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @convnet_train_b64.k2.flat(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_train_b64.k3.fc1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @convnet_train_b64.k3.fc1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %fc1.n148
 
@@ -3539,7 +3539,7 @@ fc1.n148:                                         ; preds = %fc1.k149.end, %entr
   br label %fc1.k149
 
 fc1.n148.end:                                     ; preds = %fc1.k149.end
-  call void @convnet_train_b64.k3.fc1.gemm160(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @convnet_train_b64.k3.fc1.gemm160(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   br label %fc1.n161
 
 fc1.k149:                                         ; preds = %fc1.k149, %fc1.n148
@@ -3608,7 +3608,7 @@ fc1.u162.end:                                     ; preds = %fc1.u162
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_train_b64.k3.fc1.gemm160(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @convnet_train_b64.k3.fc1.gemm160(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %fc1.t158_a3 = alloca <8 x float>, align 32
   %fc1.t158_a2 = alloca <8 x float>, align 32
@@ -4322,7 +4322,7 @@ fc1.k159.end:                                     ; preds = %fc1.k159
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_train_b64.k4.drop(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @convnet_train_b64.k4.drop(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %0 = xor i64 %seed, -1035080904108319828
   %1 = lshr i64 %0, 30
@@ -4375,7 +4375,7 @@ drop.i171.end:                                    ; preds = %drop.i171
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_train_b64.k5.fc2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @convnet_train_b64.k5.fc2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %arena1 = getelementptr inbounds float, ptr %arena, i64 3219456
   %params2 = getelementptr inbounds float, ptr %params, i64 1624576
@@ -4419,7 +4419,7 @@ fc2.u177.end:                                     ; preds = %fc2.u177
 declare void @cblas_sgemm(i32, i32, i32, i32, i32, i32, float, ptr, i32, ptr, i32, float, ptr, i32)
 
 ; Function Attrs: noinline
-define internal void @convnet_train_b64.k6.loss(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @convnet_train_b64.k6.loss(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %loss.s181 = alloca float, align 4
   %loss.m180 = alloca float, align 4
@@ -4544,7 +4544,7 @@ declare float @llvm.floor.f32(float) #2
 declare float @llvm.log.f32(float) #2
 
 ; Function Attrs: noinline
-define internal void @convnet_train_b64.k7.fc2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @convnet_train_b64.k7.fc2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %fc2_grad.s186 = alloca float, align 4
   %fc2_grad.m185 = alloca float, align 4
@@ -4754,7 +4754,7 @@ fc2_grad.k189.end:                                ; preds = %fc2_grad.k189
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_train_b64.k8.fc2_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @convnet_train_b64.k8.fc2_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %arena1 = getelementptr inbounds float, ptr %arena, i64 3228304
   %arena2 = getelementptr inbounds float, ptr %arena, i64 3219456
@@ -4764,7 +4764,7 @@ entry:
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_train_b64.k9.fc2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @convnet_train_b64.k9.fc2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %fc2_bias_grad.acc191 = alloca float, align 4
   br label %fc2_bias_grad.u190
@@ -4802,7 +4802,7 @@ fc2_bias_grad.n192.end:                           ; preds = %fc2_bias_grad.n192
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_train_b64.k10.drop_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @convnet_train_b64.k10.drop_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %arena1 = getelementptr inbounds float, ptr %arena, i64 3228304
   %params2 = getelementptr inbounds float, ptr %params, i64 1624576
@@ -4812,7 +4812,7 @@ entry:
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_train_b64.k11.relu3_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @convnet_train_b64.k11.relu3_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %0 = xor i64 %seed, -1035080904108319828
   %1 = lshr i64 %0, 30
@@ -4865,7 +4865,7 @@ relu3_grad.i201.end:                              ; preds = %relu3_grad.i201
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_train_b64.k12.fc1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @convnet_train_b64.k12.fc1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %fc1_grad.i206
 
@@ -4891,14 +4891,14 @@ fc1_grad.i206.end:                                ; preds = %fc1_grad.i206
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_train_b64.k13.fc1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @convnet_train_b64.k13.fc1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  call void @convnet_train_b64.k13.fc1_weight_grad.gemm214(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @convnet_train_b64.k13.fc1_weight_grad.gemm214(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_train_b64.k13.fc1_weight_grad.gemm214(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @convnet_train_b64.k13.fc1_weight_grad.gemm214(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %fc1_weight_grad.t212_a3 = alloca <8 x float>, align 32
   %fc1_weight_grad.t212_a2 = alloca <8 x float>, align 32
@@ -5395,7 +5395,7 @@ fc1_weight_grad.k213.end:                         ; preds = %fc1_weight_grad.k21
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_train_b64.k14.fc1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @convnet_train_b64.k14.fc1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %fc1_bias_grad.acc216 = alloca float, align 4
   br label %fc1_bias_grad.u215
@@ -5433,14 +5433,14 @@ fc1_bias_grad.n217.end:                           ; preds = %fc1_bias_grad.n217
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_train_b64.k15.flat_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @convnet_train_b64.k15.flat_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  call void @convnet_train_b64.k15.flat_grad.gemm225(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @convnet_train_b64.k15.flat_grad.gemm225(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_train_b64.k15.flat_grad.gemm225(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @convnet_train_b64.k15.flat_grad.gemm225(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %flat_grad.t223_a3 = alloca <8 x float>, align 32
   %flat_grad.t223_a2 = alloca <8 x float>, align 32
@@ -5937,13 +5937,13 @@ flat_grad.k224.end:                               ; preds = %flat_grad.k224
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_train_b64.k16.pool_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @convnet_train_b64.k16.pool_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_train_b64.k17.conv2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @convnet_train_b64.k17.conv2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %conv2_grad.i226
 
@@ -6009,7 +6009,7 @@ conv2_grad.endif:                                 ; preds = %conv2_grad.then, %c
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_train_b64.k18.conv2_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @convnet_train_b64.k18.conv2_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv2_weight_grad.w328 = alloca float, align 4
   %conv2_weight_grad.w327 = alloca float, align 4
@@ -7823,7 +7823,7 @@ conv2_weight_grad.c307.end:                       ; preds = %conv2_weight_grad.c
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_train_b64.k19.conv2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @convnet_train_b64.k19.conv2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv2_bias_grad.sum339 = alloca float, align 4
   %conv2_bias_grad.sum338 = alloca float, align 4
@@ -7919,7 +7919,7 @@ conv2_bias_grad.i332.end:                         ; preds = %conv2_bias_grad.i33
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_train_b64.k20.relu1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @convnet_train_b64.k20.relu1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %relu1_grad.w435 = alloca <8 x float>, align 32
   %relu1_grad.w434 = alloca <8 x float>, align 32
@@ -9198,7 +9198,7 @@ relu1_grad.cv379.end:                             ; preds = %relu1_grad.cv379
 
 relu1_grad.xi412:                                 ; preds = %relu1_grad.xi412, %relu1_grad.j376.end
   %relu1_grad.xi412140 = phi i64 [ 0, %relu1_grad.j376.end ], [ %xi412.next, %relu1_grad.xi412 ]
-  call void @convnet_train_b64.k20.relu1_grad.gemm419(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %relu1_grad.xi412140)
+  call void @convnet_train_b64.k20.relu1_grad.gemm419(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %relu1_grad.xi412140)
   %xi412.next = add nsw i64 %relu1_grad.xi412140, 1
   %825 = icmp slt i64 %xi412.next, 16
   br i1 %825, label %relu1_grad.xi412, label %relu1_grad.xi412.end
@@ -9680,7 +9680,7 @@ relu1_grad.q441.end:                              ; preds = %relu1_grad.q441
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_train_b64.k20.relu1_grad.gemm419(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+define internal void @convnet_train_b64.k20.relu1_grad.gemm419(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
 entry:
   %relu1_grad.t417_a3 = alloca <8 x float>, align 32
   %relu1_grad.t417_a2 = alloca <8 x float>, align 32
@@ -10225,7 +10225,7 @@ relu1_grad.k418.end:                              ; preds = %relu1_grad.k418
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_train_b64.k21.conv1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @convnet_train_b64.k21.conv1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %conv1_grad.i442
 
@@ -10250,7 +10250,7 @@ conv1_grad.i442.end:                              ; preds = %conv1_grad.i442
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_train_b64.k22.conv1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @convnet_train_b64.k22.conv1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %conv1_weight_grad.i443
 
@@ -10693,7 +10693,7 @@ conv1_weight_grad.j459:                           ; preds = %conv1_weight_grad.i
   br label %conv1_weight_grad.i460
 
 conv1_weight_grad.j459.end:                       ; preds = %conv1_weight_grad.i460.end
-  call void @convnet_train_b64.k22.conv1_weight_grad.gemm469(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @convnet_train_b64.k22.conv1_weight_grad.gemm469(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   %g444.next = add nsw i64 %conv1_weight_grad.g4443, 1
   %202 = icmp slt i64 %g444.next, 4
   br i1 %202, label %conv1_weight_grad.g444, label %conv1_weight_grad.g444.end
@@ -10763,7 +10763,7 @@ conv1_weight_grad.r471.end:                       ; preds = %conv1_weight_grad.r
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_train_b64.k22.conv1_weight_grad.gemm469(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @convnet_train_b64.k22.conv1_weight_grad.gemm469(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv1_weight_grad.t467_a3 = alloca <8 x float>, align 32
   %conv1_weight_grad.t467_a2 = alloca <8 x float>, align 32
@@ -11333,7 +11333,7 @@ conv1_weight_grad.k468.end:                       ; preds = %conv1_weight_grad.k
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_train_b64.k23.conv1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @convnet_train_b64.k23.conv1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv1_bias_grad.sum482 = alloca float, align 4
   %conv1_bias_grad.sum481 = alloca float, align 4
@@ -11429,7 +11429,7 @@ conv1_bias_grad.i475.end:                         ; preds = %conv1_bias_grad.i47
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_train_b64.k24.adam(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @convnet_train_b64.k24.adam(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %adam.v_new = alloca float, align 4
   %adam.m_new = alloca float, align 4
@@ -11578,45 +11578,47 @@ adam.i485.end:                                    ; preds = %adam.i485
 ; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
 declare float @llvm.sqrt.f32(float) #2
 
-define void @convnet_infer_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
+define void @convnet_infer_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
 entry:
-  %part28.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
+  %part28.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
   %0 = icmp uge i64 0, %step
   br i1 %0, label %entry.then, label %entry.endif
 
 entry.then:                                       ; preds = %entry
-  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 0
+  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 0
   store ptr %params, ptr %1, align 8
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 1
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 1
   store ptr %grads, ptr %2, align 8
-  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 2
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 2
   store ptr %m, ptr %3, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 3
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 3
   store ptr %v, ptr %4, align 8
-  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 4
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 4
   store ptr %arena, ptr %5, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 5
-  store ptr %images, ptr %6, align 8
-  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 6
-  store ptr %labels, ptr %7, align 8
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 7
-  store float %lr, ptr %8, align 4
-  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 8
-  store i64 %step, ptr %9, align 4
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 9
-  store i64 %seed, ptr %10, align 4
-  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 10
-  store ptr %pool, ptr %11, align 8
-  %12 = icmp eq ptr %pool, null
-  br i1 %12, label %prepare.part28.serial, label %prepare.part28.pool
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 5
+  store ptr %prepared, ptr %6, align 8
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 6
+  store ptr %images, ptr %7, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 7
+  store ptr %labels, ptr %8, align 8
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 8
+  store float %lr, ptr %9, align 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 9
+  store i64 %step, ptr %10, align 4
+  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 10
+  store i64 %seed, ptr %11, align 4
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 11
+  store ptr %pool, ptr %12, align 8
+  %13 = icmp eq ptr %pool, null
+  br i1 %13, label %prepare.part28.serial, label %prepare.part28.pool
 
 entry.endif:                                      ; preds = %prepare.part28.done, %entry
-  call void @convnet_infer_b64.k0.conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @convnet_infer_b64.k1.conv2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @convnet_infer_b64.k2.flat(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @convnet_infer_b64.k3.fc1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @convnet_infer_b64.k4.drop(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @convnet_infer_b64.k5.fc2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @convnet_infer_b64.k0.conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @convnet_infer_b64.k1.conv2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @convnet_infer_b64.k2.flat(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @convnet_infer_b64.k3.fc1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @convnet_infer_b64.k4.drop(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @convnet_infer_b64.k5.fc2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   ret void
 
 prepare.part28.pool:                              ; preds = %entry.then
@@ -11632,17 +11634,17 @@ prepare.part28.done:                              ; preds = %prepare.part28.end,
 
 prepare.part28:                                   ; preds = %prepare.part28, %prepare.part28.serial
   %prepare.part281 = phi i64 [ 0, %prepare.part28.serial ], [ %part28.next, %prepare.part28 ]
-  call void @convnet_infer_b64.part28(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %prepare.part281)
+  call void @convnet_infer_b64.part28(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %prepare.part281)
   %part28.next = add nsw i64 %prepare.part281, 1
-  %13 = icmp slt i64 %part28.next, 2
-  br i1 %13, label %prepare.part28, label %prepare.part28.end
+  %14 = icmp slt i64 %part28.next, 2
+  br i1 %14, label %prepare.part28, label %prepare.part28.end
 
 prepare.part28.end:                               ; preds = %prepare.part28
   br label %prepare.part28.done
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_infer_b64.part28(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+define internal void @convnet_infer_b64.part28(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
 entry:
   %prepare.w58 = alloca float, align 4
   %prepare.w57 = alloca float, align 4
@@ -12000,174 +12002,175 @@ prepare.co30:                                     ; preds = %prepare.co30, %prep
   store float %w4246, ptr %prepare.w58, align 4
   %w43 = load float, ptr %prepare.w43, align 4
   %232 = mul nsw i64 %prepare.ci291, 64
-  %233 = add nsw i64 3674240, %232
-  %234 = mul nsw i64 %0, 32
-  %235 = add nsw i64 %234, %prepare.co302
-  %236 = add nsw i64 %233, %235
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %236
-  store float %w43, ptr %arena47, align 4
+  %233 = mul nsw i64 %0, 32
+  %234 = add nsw i64 %233, %prepare.co302
+  %235 = add nsw i64 %232, %234
+  %prepared47 = getelementptr inbounds float, ptr %prepared, i64 %235
+  store float %w43, ptr %prepared47, align 4
   %w44 = load float, ptr %prepare.w44, align 4
-  %237 = mul nsw i64 %prepare.ci291, 64
-  %238 = add nsw i64 3676288, %237
-  %239 = mul nsw i64 %0, 32
-  %240 = add nsw i64 %239, %prepare.co302
-  %241 = add nsw i64 %238, %240
-  %arena48 = getelementptr inbounds float, ptr %arena, i64 %241
-  store float %w44, ptr %arena48, align 4
+  %236 = mul nsw i64 %prepare.ci291, 64
+  %237 = add nsw i64 2048, %236
+  %238 = mul nsw i64 %0, 32
+  %239 = add nsw i64 %238, %prepare.co302
+  %240 = add nsw i64 %237, %239
+  %prepared48 = getelementptr inbounds float, ptr %prepared, i64 %240
+  store float %w44, ptr %prepared48, align 4
   %w45 = load float, ptr %prepare.w45, align 4
-  %242 = mul nsw i64 %prepare.ci291, 64
-  %243 = add nsw i64 3678336, %242
-  %244 = mul nsw i64 %0, 32
-  %245 = add nsw i64 %244, %prepare.co302
-  %246 = add nsw i64 %243, %245
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %246
-  store float %w45, ptr %arena49, align 4
+  %241 = mul nsw i64 %prepare.ci291, 64
+  %242 = add nsw i64 4096, %241
+  %243 = mul nsw i64 %0, 32
+  %244 = add nsw i64 %243, %prepare.co302
+  %245 = add nsw i64 %242, %244
+  %prepared49 = getelementptr inbounds float, ptr %prepared, i64 %245
+  store float %w45, ptr %prepared49, align 4
   %w46 = load float, ptr %prepare.w46, align 4
-  %247 = mul nsw i64 %prepare.ci291, 64
-  %248 = add nsw i64 3680384, %247
-  %249 = mul nsw i64 %0, 32
-  %250 = add nsw i64 %249, %prepare.co302
-  %251 = add nsw i64 %248, %250
-  %arena50 = getelementptr inbounds float, ptr %arena, i64 %251
-  store float %w46, ptr %arena50, align 4
+  %246 = mul nsw i64 %prepare.ci291, 64
+  %247 = add nsw i64 6144, %246
+  %248 = mul nsw i64 %0, 32
+  %249 = add nsw i64 %248, %prepare.co302
+  %250 = add nsw i64 %247, %249
+  %prepared50 = getelementptr inbounds float, ptr %prepared, i64 %250
+  store float %w46, ptr %prepared50, align 4
   %w47 = load float, ptr %prepare.w47, align 4
-  %252 = mul nsw i64 %prepare.ci291, 64
-  %253 = add nsw i64 3682432, %252
-  %254 = mul nsw i64 %0, 32
-  %255 = add nsw i64 %254, %prepare.co302
-  %256 = add nsw i64 %253, %255
-  %arena51 = getelementptr inbounds float, ptr %arena, i64 %256
-  store float %w47, ptr %arena51, align 4
+  %251 = mul nsw i64 %prepare.ci291, 64
+  %252 = add nsw i64 8192, %251
+  %253 = mul nsw i64 %0, 32
+  %254 = add nsw i64 %253, %prepare.co302
+  %255 = add nsw i64 %252, %254
+  %prepared51 = getelementptr inbounds float, ptr %prepared, i64 %255
+  store float %w47, ptr %prepared51, align 4
   %w48 = load float, ptr %prepare.w48, align 4
-  %257 = mul nsw i64 %prepare.ci291, 64
-  %258 = add nsw i64 3684480, %257
-  %259 = mul nsw i64 %0, 32
-  %260 = add nsw i64 %259, %prepare.co302
-  %261 = add nsw i64 %258, %260
-  %arena52 = getelementptr inbounds float, ptr %arena, i64 %261
-  store float %w48, ptr %arena52, align 4
+  %256 = mul nsw i64 %prepare.ci291, 64
+  %257 = add nsw i64 10240, %256
+  %258 = mul nsw i64 %0, 32
+  %259 = add nsw i64 %258, %prepare.co302
+  %260 = add nsw i64 %257, %259
+  %prepared52 = getelementptr inbounds float, ptr %prepared, i64 %260
+  store float %w48, ptr %prepared52, align 4
   %w49 = load float, ptr %prepare.w49, align 4
-  %262 = mul nsw i64 %prepare.ci291, 64
-  %263 = add nsw i64 3686528, %262
-  %264 = mul nsw i64 %0, 32
-  %265 = add nsw i64 %264, %prepare.co302
-  %266 = add nsw i64 %263, %265
-  %arena53 = getelementptr inbounds float, ptr %arena, i64 %266
-  store float %w49, ptr %arena53, align 4
+  %261 = mul nsw i64 %prepare.ci291, 64
+  %262 = add nsw i64 12288, %261
+  %263 = mul nsw i64 %0, 32
+  %264 = add nsw i64 %263, %prepare.co302
+  %265 = add nsw i64 %262, %264
+  %prepared53 = getelementptr inbounds float, ptr %prepared, i64 %265
+  store float %w49, ptr %prepared53, align 4
   %w50 = load float, ptr %prepare.w50, align 4
-  %267 = mul nsw i64 %prepare.ci291, 64
-  %268 = add nsw i64 3688576, %267
-  %269 = mul nsw i64 %0, 32
-  %270 = add nsw i64 %269, %prepare.co302
-  %271 = add nsw i64 %268, %270
-  %arena54 = getelementptr inbounds float, ptr %arena, i64 %271
-  store float %w50, ptr %arena54, align 4
+  %266 = mul nsw i64 %prepare.ci291, 64
+  %267 = add nsw i64 14336, %266
+  %268 = mul nsw i64 %0, 32
+  %269 = add nsw i64 %268, %prepare.co302
+  %270 = add nsw i64 %267, %269
+  %prepared54 = getelementptr inbounds float, ptr %prepared, i64 %270
+  store float %w50, ptr %prepared54, align 4
   %w51 = load float, ptr %prepare.w51, align 4
-  %272 = mul nsw i64 %prepare.ci291, 64
-  %273 = add nsw i64 3690624, %272
-  %274 = mul nsw i64 %0, 32
-  %275 = add nsw i64 %274, %prepare.co302
-  %276 = add nsw i64 %273, %275
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %276
-  store float %w51, ptr %arena55, align 4
+  %271 = mul nsw i64 %prepare.ci291, 64
+  %272 = add nsw i64 16384, %271
+  %273 = mul nsw i64 %0, 32
+  %274 = add nsw i64 %273, %prepare.co302
+  %275 = add nsw i64 %272, %274
+  %prepared55 = getelementptr inbounds float, ptr %prepared, i64 %275
+  store float %w51, ptr %prepared55, align 4
   %w52 = load float, ptr %prepare.w52, align 4
-  %277 = mul nsw i64 %prepare.ci291, 64
-  %278 = add nsw i64 3692672, %277
-  %279 = mul nsw i64 %0, 32
-  %280 = add nsw i64 %279, %prepare.co302
-  %281 = add nsw i64 %278, %280
-  %arena56 = getelementptr inbounds float, ptr %arena, i64 %281
-  store float %w52, ptr %arena56, align 4
+  %276 = mul nsw i64 %prepare.ci291, 64
+  %277 = add nsw i64 18432, %276
+  %278 = mul nsw i64 %0, 32
+  %279 = add nsw i64 %278, %prepare.co302
+  %280 = add nsw i64 %277, %279
+  %prepared56 = getelementptr inbounds float, ptr %prepared, i64 %280
+  store float %w52, ptr %prepared56, align 4
   %w53 = load float, ptr %prepare.w53, align 4
-  %282 = mul nsw i64 %prepare.ci291, 64
-  %283 = add nsw i64 3694720, %282
-  %284 = mul nsw i64 %0, 32
-  %285 = add nsw i64 %284, %prepare.co302
-  %286 = add nsw i64 %283, %285
-  %arena57 = getelementptr inbounds float, ptr %arena, i64 %286
-  store float %w53, ptr %arena57, align 4
+  %281 = mul nsw i64 %prepare.ci291, 64
+  %282 = add nsw i64 20480, %281
+  %283 = mul nsw i64 %0, 32
+  %284 = add nsw i64 %283, %prepare.co302
+  %285 = add nsw i64 %282, %284
+  %prepared57 = getelementptr inbounds float, ptr %prepared, i64 %285
+  store float %w53, ptr %prepared57, align 4
   %w54 = load float, ptr %prepare.w54, align 4
-  %287 = mul nsw i64 %prepare.ci291, 64
-  %288 = add nsw i64 3696768, %287
-  %289 = mul nsw i64 %0, 32
-  %290 = add nsw i64 %289, %prepare.co302
-  %291 = add nsw i64 %288, %290
-  %arena58 = getelementptr inbounds float, ptr %arena, i64 %291
-  store float %w54, ptr %arena58, align 4
+  %286 = mul nsw i64 %prepare.ci291, 64
+  %287 = add nsw i64 22528, %286
+  %288 = mul nsw i64 %0, 32
+  %289 = add nsw i64 %288, %prepare.co302
+  %290 = add nsw i64 %287, %289
+  %prepared58 = getelementptr inbounds float, ptr %prepared, i64 %290
+  store float %w54, ptr %prepared58, align 4
   %w55 = load float, ptr %prepare.w55, align 4
-  %292 = mul nsw i64 %prepare.ci291, 64
-  %293 = add nsw i64 3698816, %292
-  %294 = mul nsw i64 %0, 32
-  %295 = add nsw i64 %294, %prepare.co302
-  %296 = add nsw i64 %293, %295
-  %arena59 = getelementptr inbounds float, ptr %arena, i64 %296
-  store float %w55, ptr %arena59, align 4
+  %291 = mul nsw i64 %prepare.ci291, 64
+  %292 = add nsw i64 24576, %291
+  %293 = mul nsw i64 %0, 32
+  %294 = add nsw i64 %293, %prepare.co302
+  %295 = add nsw i64 %292, %294
+  %prepared59 = getelementptr inbounds float, ptr %prepared, i64 %295
+  store float %w55, ptr %prepared59, align 4
   %w56 = load float, ptr %prepare.w56, align 4
-  %297 = mul nsw i64 %prepare.ci291, 64
-  %298 = add nsw i64 3700864, %297
-  %299 = mul nsw i64 %0, 32
-  %300 = add nsw i64 %299, %prepare.co302
-  %301 = add nsw i64 %298, %300
-  %arena60 = getelementptr inbounds float, ptr %arena, i64 %301
-  store float %w56, ptr %arena60, align 4
+  %296 = mul nsw i64 %prepare.ci291, 64
+  %297 = add nsw i64 26624, %296
+  %298 = mul nsw i64 %0, 32
+  %299 = add nsw i64 %298, %prepare.co302
+  %300 = add nsw i64 %297, %299
+  %prepared60 = getelementptr inbounds float, ptr %prepared, i64 %300
+  store float %w56, ptr %prepared60, align 4
   %w57 = load float, ptr %prepare.w57, align 4
-  %302 = mul nsw i64 %prepare.ci291, 64
-  %303 = add nsw i64 3702912, %302
-  %304 = mul nsw i64 %0, 32
-  %305 = add nsw i64 %304, %prepare.co302
-  %306 = add nsw i64 %303, %305
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %306
-  store float %w57, ptr %arena61, align 4
+  %301 = mul nsw i64 %prepare.ci291, 64
+  %302 = add nsw i64 28672, %301
+  %303 = mul nsw i64 %0, 32
+  %304 = add nsw i64 %303, %prepare.co302
+  %305 = add nsw i64 %302, %304
+  %prepared61 = getelementptr inbounds float, ptr %prepared, i64 %305
+  store float %w57, ptr %prepared61, align 4
   %w58 = load float, ptr %prepare.w58, align 4
-  %307 = mul nsw i64 %prepare.ci291, 64
-  %308 = add nsw i64 3704960, %307
-  %309 = mul nsw i64 %0, 32
-  %310 = add nsw i64 %309, %prepare.co302
-  %311 = add nsw i64 %308, %310
-  %arena62 = getelementptr inbounds float, ptr %arena, i64 %311
-  store float %w58, ptr %arena62, align 4
+  %306 = mul nsw i64 %prepare.ci291, 64
+  %307 = add nsw i64 30720, %306
+  %308 = mul nsw i64 %0, 32
+  %309 = add nsw i64 %308, %prepare.co302
+  %310 = add nsw i64 %307, %309
+  %prepared62 = getelementptr inbounds float, ptr %prepared, i64 %310
+  store float %w58, ptr %prepared62, align 4
   %co30.next = add nsw i64 %prepare.co302, 1
-  %312 = icmp slt i64 %co30.next, 32
-  br i1 %312, label %prepare.co30, label %prepare.co30.end
+  %311 = icmp slt i64 %co30.next, 32
+  br i1 %311, label %prepare.co30, label %prepare.co30.end
 
 prepare.co30.end:                                 ; preds = %prepare.co30
   %ci29.next = add nsw i64 %prepare.ci291, 1
-  %313 = icmp slt i64 %ci29.next, 32
-  br i1 %313, label %prepare.ci29, label %prepare.ci29.end
+  %312 = icmp slt i64 %ci29.next, 32
+  br i1 %312, label %prepare.ci29, label %prepare.ci29.end
 }
 
 define internal void @convnet_infer_b64.part28.task(ptr %0, i64 %1) {
 entry:
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
   %3 = load ptr, ptr %2, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
   %5 = load ptr, ptr %4, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
   %7 = load ptr, ptr %6, align 8
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
   %9 = load ptr, ptr %8, align 8
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
   %11 = load ptr, ptr %10, align 8
-  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
   %13 = load ptr, ptr %12, align 8
-  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
   %15 = load ptr, ptr %14, align 8
-  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
-  %17 = load float, ptr %16, align 4
-  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
-  %19 = load i64, ptr %18, align 4
-  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
+  %17 = load ptr, ptr %16, align 8
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
+  %19 = load float, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
   %21 = load i64, ptr %20, align 4
-  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
-  %23 = load ptr, ptr %22, align 8
-  call void @convnet_infer_b64.part28(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
+  %23 = load i64, ptr %22, align 4
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 11
+  %25 = load ptr, ptr %24, align 8
+  call void @convnet_infer_b64.part28(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, ptr %17, float %19, i64 %21, i64 %23, ptr %25, i64 %1)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_infer_b64.k0.conv1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @convnet_infer_b64.k0.conv1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %part16.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
+  %part16.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
   br label %conv1.g1
 
 conv1.g1:                                         ; preds = %conv1.part16.done, %entry
@@ -12182,32 +12185,34 @@ conv1.j2:                                         ; preds = %conv1.c3.end, %conv
   br label %conv1.c3
 
 conv1.j2.end:                                     ; preds = %conv1.c3.end
-  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 0
+  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 0
   store ptr %params, ptr %0, align 8
-  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 1
+  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 1
   store ptr %grads, ptr %1, align 8
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 2
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 2
   store ptr %m, ptr %2, align 8
-  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 3
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 3
   store ptr %v, ptr %3, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 4
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 4
   store ptr %arena, ptr %4, align 8
-  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 5
-  store ptr %images, ptr %5, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 6
-  store ptr %labels, ptr %6, align 8
-  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 7
-  store float %lr, ptr %7, align 4
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 8
-  store i64 %step, ptr %8, align 4
-  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 9
-  store i64 %seed, ptr %9, align 4
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 10
-  store ptr %pool, ptr %10, align 8
-  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 11
-  store i64 %conv1.g11, ptr %11, align 4
-  %12 = icmp eq ptr %pool, null
-  br i1 %12, label %conv1.part16.serial, label %conv1.part16.pool
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 5
+  store ptr %prepared, ptr %5, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 6
+  store ptr %images, ptr %6, align 8
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 7
+  store ptr %labels, ptr %7, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 8
+  store float %lr, ptr %8, align 4
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 9
+  store i64 %step, ptr %9, align 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 10
+  store i64 %seed, ptr %10, align 4
+  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 11
+  store ptr %pool, ptr %11, align 8
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 12
+  store i64 %conv1.g11, ptr %12, align 4
+  %13 = icmp eq ptr %pool, null
+  br i1 %13, label %conv1.part16.serial, label %conv1.part16.pool
 
 conv1.c3:                                         ; preds = %conv1.ky4.end, %conv1.j2
   %conv1.c33 = phi i64 [ 0, %conv1.j2 ], [ %c3.next, %conv1.ky4.end ]
@@ -12215,8 +12220,8 @@ conv1.c3:                                         ; preds = %conv1.ky4.end, %con
 
 conv1.c3.end:                                     ; preds = %conv1.ky4.end
   %j2.next = add nsw i64 %conv1.j22, 1
-  %13 = icmp slt i64 %j2.next, 8
-  br i1 %13, label %conv1.j2, label %conv1.j2.end
+  %14 = icmp slt i64 %j2.next, 8
+  br i1 %14, label %conv1.j2, label %conv1.j2.end
 
 conv1.ky4:                                        ; preds = %conv1.oy12.end, %conv1.c3
   %conv1.ky44 = phi i64 [ 0, %conv1.c3 ], [ %ky4.next, %conv1.oy12.end ]
@@ -12224,19 +12229,19 @@ conv1.ky4:                                        ; preds = %conv1.oy12.end, %co
 
 conv1.ky4.end:                                    ; preds = %conv1.oy12.end
   %c3.next = add nsw i64 %conv1.c33, 1
-  %14 = icmp slt i64 %c3.next, 1
-  br i1 %14, label %conv1.c3, label %conv1.c3.end
+  %15 = icmp slt i64 %c3.next, 1
+  br i1 %15, label %conv1.c3, label %conv1.c3.end
 
 conv1.oy5:                                        ; preds = %conv1.endif16, %conv1.ky4
   %conv1.oy55 = phi i64 [ 0, %conv1.ky4 ], [ %oy5.next, %conv1.endif16 ]
-  %15 = add nsw i64 %conv1.oy55, %conv1.ky44
-  %16 = add nsw i64 %15, -1
-  %17 = icmp slt i64 -1, %16
-  %18 = add nsw i64 %conv1.oy55, %conv1.ky44
-  %19 = add nsw i64 %18, -1
-  %20 = icmp slt i64 %19, 28
-  %21 = and i1 %17, %20
-  br i1 %21, label %conv1.then, label %conv1.endif
+  %16 = add nsw i64 %conv1.oy55, %conv1.ky44
+  %17 = add nsw i64 %16, -1
+  %18 = icmp slt i64 -1, %17
+  %19 = add nsw i64 %conv1.oy55, %conv1.ky44
+  %20 = add nsw i64 %19, -1
+  %21 = icmp slt i64 %20, 28
+  %22 = and i1 %18, %21
+  br i1 %22, label %conv1.then, label %conv1.endif
 
 conv1.oy5.end:                                    ; preds = %conv1.endif16
   br label %conv1.oy9
@@ -12245,64 +12250,64 @@ conv1.then:                                       ; preds = %conv1.oy5
   br label %conv1.ox6
 
 conv1.endif:                                      ; preds = %conv1.ox7.end, %conv1.oy5
-  %22 = add nsw i64 %conv1.oy55, %conv1.ky44
-  %23 = add nsw i64 %22, -1
-  %24 = icmp slt i64 %23, 0
-  br i1 %24, label %conv1.then11, label %conv1.endif12
+  %23 = add nsw i64 %conv1.oy55, %conv1.ky44
+  %24 = add nsw i64 %23, -1
+  %25 = icmp slt i64 %24, 0
+  br i1 %25, label %conv1.then11, label %conv1.endif12
 
 conv1.ox6:                                        ; preds = %conv1.ox6, %conv1.then
   %conv1.ox66 = phi i64 [ 0, %conv1.then ], [ %ox6.next, %conv1.ox6 ]
-  %25 = mul nsw i64 %conv1.g11, 8
-  %26 = add nsw i64 %25, %conv1.j22
-  %27 = mul nsw i64 %26, 784
-  %28 = mul nsw i64 %conv1.c33, 784
-  %29 = add nsw i64 %27, %28
-  %30 = add nsw i64 %conv1.oy55, %conv1.ky44
-  %31 = add nsw i64 %30, -1
-  %32 = mul nsw i64 %31, 28
-  %33 = add nsw i64 %29, %32
-  %34 = add nsw i64 %conv1.ox66, 1
-  %35 = add nsw i64 %34, -1
-  %36 = add nsw i64 %33, %35
-  %images7 = getelementptr inbounds float, ptr %images, i64 %36
-  %37 = load float, ptr %images7, align 4
-  %38 = mul nsw i64 %conv1.c33, 3
-  %39 = add nsw i64 %38, %conv1.ky44
-  %40 = mul nsw i64 %39, 3
-  %41 = mul nsw i64 %40, 6288
-  %42 = add nsw i64 1605632, %41
-  %43 = mul nsw i64 %conv1.j22, 784
-  %44 = add nsw i64 %42, %43
-  %45 = mul nsw i64 %conv1.oy55, 28
-  %46 = add nsw i64 %conv1.ox66, 1
-  %47 = add nsw i64 %45, %46
-  %48 = add nsw i64 %44, %47
-  %arena8 = getelementptr inbounds float, ptr %arena, i64 %48
-  store float %37, ptr %arena8, align 4
+  %26 = mul nsw i64 %conv1.g11, 8
+  %27 = add nsw i64 %26, %conv1.j22
+  %28 = mul nsw i64 %27, 784
+  %29 = mul nsw i64 %conv1.c33, 784
+  %30 = add nsw i64 %28, %29
+  %31 = add nsw i64 %conv1.oy55, %conv1.ky44
+  %32 = add nsw i64 %31, -1
+  %33 = mul nsw i64 %32, 28
+  %34 = add nsw i64 %30, %33
+  %35 = add nsw i64 %conv1.ox66, 1
+  %36 = add nsw i64 %35, -1
+  %37 = add nsw i64 %34, %36
+  %images7 = getelementptr inbounds float, ptr %images, i64 %37
+  %38 = load float, ptr %images7, align 4
+  %39 = mul nsw i64 %conv1.c33, 3
+  %40 = add nsw i64 %39, %conv1.ky44
+  %41 = mul nsw i64 %40, 3
+  %42 = mul nsw i64 %41, 6288
+  %43 = add nsw i64 1605632, %42
+  %44 = mul nsw i64 %conv1.j22, 784
+  %45 = add nsw i64 %43, %44
+  %46 = mul nsw i64 %conv1.oy55, 28
+  %47 = add nsw i64 %conv1.ox66, 1
+  %48 = add nsw i64 %46, %47
+  %49 = add nsw i64 %45, %48
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %49
+  store float %38, ptr %arena8, align 4
   %ox6.next = add nsw i64 %conv1.ox66, 1
-  %49 = icmp slt i64 %ox6.next, 27
-  br i1 %49, label %conv1.ox6, label %conv1.ox6.end
+  %50 = icmp slt i64 %ox6.next, 27
+  br i1 %50, label %conv1.ox6, label %conv1.ox6.end
 
 conv1.ox6.end:                                    ; preds = %conv1.ox6
   br label %conv1.ox7
 
 conv1.ox7:                                        ; preds = %conv1.ox7, %conv1.ox6.end
   %conv1.ox79 = phi i64 [ 0, %conv1.ox6.end ], [ %ox7.next, %conv1.ox7 ]
-  %50 = mul nsw i64 %conv1.c33, 3
-  %51 = add nsw i64 %50, %conv1.ky44
-  %52 = mul nsw i64 %51, 3
-  %53 = mul nsw i64 %52, 6288
-  %54 = add nsw i64 1605632, %53
-  %55 = mul nsw i64 %conv1.j22, 784
-  %56 = add nsw i64 %54, %55
-  %57 = mul nsw i64 %conv1.oy55, 28
-  %58 = add nsw i64 %57, %conv1.ox79
-  %59 = add nsw i64 %56, %58
-  %arena10 = getelementptr inbounds float, ptr %arena, i64 %59
+  %51 = mul nsw i64 %conv1.c33, 3
+  %52 = add nsw i64 %51, %conv1.ky44
+  %53 = mul nsw i64 %52, 3
+  %54 = mul nsw i64 %53, 6288
+  %55 = add nsw i64 1605632, %54
+  %56 = mul nsw i64 %conv1.j22, 784
+  %57 = add nsw i64 %55, %56
+  %58 = mul nsw i64 %conv1.oy55, 28
+  %59 = add nsw i64 %58, %conv1.ox79
+  %60 = add nsw i64 %57, %59
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 %60
   store float 0.000000e+00, ptr %arena10, align 4
   %ox7.next = add nsw i64 %conv1.ox79, 1
-  %60 = icmp slt i64 %ox7.next, 1
-  br i1 %60, label %conv1.ox7, label %conv1.ox7.end
+  %61 = icmp slt i64 %ox7.next, 1
+  br i1 %61, label %conv1.ox7, label %conv1.ox7.end
 
 conv1.ox7.end:                                    ; preds = %conv1.ox7
   br label %conv1.endif
@@ -12311,28 +12316,28 @@ conv1.then11:                                     ; preds = %conv1.endif
   br label %conv1.ox8
 
 conv1.endif12:                                    ; preds = %conv1.ox8.end, %conv1.endif
-  %61 = add nsw i64 %conv1.oy55, %conv1.ky44
-  %62 = add nsw i64 %61, -1
-  %63 = icmp slt i64 27, %62
-  br i1 %63, label %conv1.then15, label %conv1.endif16
+  %62 = add nsw i64 %conv1.oy55, %conv1.ky44
+  %63 = add nsw i64 %62, -1
+  %64 = icmp slt i64 27, %63
+  br i1 %64, label %conv1.then15, label %conv1.endif16
 
 conv1.ox8:                                        ; preds = %conv1.ox8, %conv1.then11
   %conv1.ox813 = phi i64 [ 0, %conv1.then11 ], [ %ox8.next, %conv1.ox8 ]
-  %64 = mul nsw i64 %conv1.c33, 3
-  %65 = add nsw i64 %64, %conv1.ky44
-  %66 = mul nsw i64 %65, 3
-  %67 = mul nsw i64 %66, 6288
-  %68 = add nsw i64 1605632, %67
-  %69 = mul nsw i64 %conv1.j22, 784
-  %70 = add nsw i64 %68, %69
-  %71 = mul nsw i64 %conv1.oy55, 28
-  %72 = add nsw i64 %71, %conv1.ox813
-  %73 = add nsw i64 %70, %72
-  %arena14 = getelementptr inbounds float, ptr %arena, i64 %73
+  %65 = mul nsw i64 %conv1.c33, 3
+  %66 = add nsw i64 %65, %conv1.ky44
+  %67 = mul nsw i64 %66, 3
+  %68 = mul nsw i64 %67, 6288
+  %69 = add nsw i64 1605632, %68
+  %70 = mul nsw i64 %conv1.j22, 784
+  %71 = add nsw i64 %69, %70
+  %72 = mul nsw i64 %conv1.oy55, 28
+  %73 = add nsw i64 %72, %conv1.ox813
+  %74 = add nsw i64 %71, %73
+  %arena14 = getelementptr inbounds float, ptr %arena, i64 %74
   store float 0.000000e+00, ptr %arena14, align 4
   %ox8.next = add nsw i64 %conv1.ox813, 1
-  %74 = icmp slt i64 %ox8.next, 28
-  br i1 %74, label %conv1.ox8, label %conv1.ox8.end
+  %75 = icmp slt i64 %ox8.next, 28
+  br i1 %75, label %conv1.ox8, label %conv1.ox8.end
 
 conv1.ox8.end:                                    ; preds = %conv1.ox8
   br label %conv1.endif12
@@ -12342,40 +12347,40 @@ conv1.then15:                                     ; preds = %conv1.endif12
 
 conv1.endif16:                                    ; preds = %conv1.ox8.end18, %conv1.endif12
   %oy5.next = add nsw i64 %conv1.oy55, 1
-  %75 = icmp slt i64 %oy5.next, 28
-  br i1 %75, label %conv1.oy5, label %conv1.oy5.end
+  %76 = icmp slt i64 %oy5.next, 28
+  br i1 %76, label %conv1.oy5, label %conv1.oy5.end
 
 conv1.ox817:                                      ; preds = %conv1.ox817, %conv1.then15
   %conv1.ox819 = phi i64 [ 0, %conv1.then15 ], [ %ox8.next21, %conv1.ox817 ]
-  %76 = mul nsw i64 %conv1.c33, 3
-  %77 = add nsw i64 %76, %conv1.ky44
-  %78 = mul nsw i64 %77, 3
-  %79 = mul nsw i64 %78, 6288
-  %80 = add nsw i64 1605632, %79
-  %81 = mul nsw i64 %conv1.j22, 784
-  %82 = add nsw i64 %80, %81
-  %83 = mul nsw i64 %conv1.oy55, 28
-  %84 = add nsw i64 %83, %conv1.ox819
-  %85 = add nsw i64 %82, %84
-  %arena20 = getelementptr inbounds float, ptr %arena, i64 %85
+  %77 = mul nsw i64 %conv1.c33, 3
+  %78 = add nsw i64 %77, %conv1.ky44
+  %79 = mul nsw i64 %78, 3
+  %80 = mul nsw i64 %79, 6288
+  %81 = add nsw i64 1605632, %80
+  %82 = mul nsw i64 %conv1.j22, 784
+  %83 = add nsw i64 %81, %82
+  %84 = mul nsw i64 %conv1.oy55, 28
+  %85 = add nsw i64 %84, %conv1.ox819
+  %86 = add nsw i64 %83, %85
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %86
   store float 0.000000e+00, ptr %arena20, align 4
   %ox8.next21 = add nsw i64 %conv1.ox819, 1
-  %86 = icmp slt i64 %ox8.next21, 28
-  br i1 %86, label %conv1.ox817, label %conv1.ox8.end18
+  %87 = icmp slt i64 %ox8.next21, 28
+  br i1 %87, label %conv1.ox817, label %conv1.ox8.end18
 
 conv1.ox8.end18:                                  ; preds = %conv1.ox817
   br label %conv1.endif16
 
 conv1.oy9:                                        ; preds = %conv1.endif33, %conv1.oy5.end
   %conv1.oy922 = phi i64 [ 0, %conv1.oy5.end ], [ %oy9.next, %conv1.endif33 ]
-  %87 = add nsw i64 %conv1.oy922, %conv1.ky44
-  %88 = add nsw i64 %87, -1
-  %89 = icmp slt i64 -1, %88
-  %90 = add nsw i64 %conv1.oy922, %conv1.ky44
-  %91 = add nsw i64 %90, -1
-  %92 = icmp slt i64 %91, 28
-  %93 = and i1 %89, %92
-  br i1 %93, label %conv1.then23, label %conv1.endif24
+  %88 = add nsw i64 %conv1.oy922, %conv1.ky44
+  %89 = add nsw i64 %88, -1
+  %90 = icmp slt i64 -1, %89
+  %91 = add nsw i64 %conv1.oy922, %conv1.ky44
+  %92 = add nsw i64 %91, -1
+  %93 = icmp slt i64 %92, 28
+  %94 = and i1 %90, %93
+  br i1 %94, label %conv1.then23, label %conv1.endif24
 
 conv1.oy9.end:                                    ; preds = %conv1.endif33
   br label %conv1.oy12
@@ -12384,41 +12389,41 @@ conv1.then23:                                     ; preds = %conv1.oy9
   br label %conv1.ox10
 
 conv1.endif24:                                    ; preds = %conv1.ox10.end, %conv1.oy9
-  %94 = add nsw i64 %conv1.oy922, %conv1.ky44
-  %95 = add nsw i64 %94, -1
-  %96 = icmp slt i64 %95, 0
-  br i1 %96, label %conv1.then28, label %conv1.endif29
+  %95 = add nsw i64 %conv1.oy922, %conv1.ky44
+  %96 = add nsw i64 %95, -1
+  %97 = icmp slt i64 %96, 0
+  br i1 %97, label %conv1.then28, label %conv1.endif29
 
 conv1.ox10:                                       ; preds = %conv1.ox10, %conv1.then23
   %conv1.ox1025 = phi i64 [ 0, %conv1.then23 ], [ %ox10.next, %conv1.ox10 ]
-  %97 = mul nsw i64 %conv1.g11, 8
-  %98 = add nsw i64 %97, %conv1.j22
-  %99 = mul nsw i64 %98, 784
-  %100 = mul nsw i64 %conv1.c33, 784
-  %101 = add nsw i64 %99, %100
-  %102 = add nsw i64 %conv1.oy922, %conv1.ky44
-  %103 = add nsw i64 %102, -1
-  %104 = mul nsw i64 %103, 28
-  %105 = add nsw i64 %101, %104
-  %106 = add nsw i64 %105, %conv1.ox1025
-  %images26 = getelementptr inbounds float, ptr %images, i64 %106
-  %107 = load float, ptr %images26, align 4
-  %108 = mul nsw i64 %conv1.c33, 3
-  %109 = add nsw i64 %108, %conv1.ky44
-  %110 = mul nsw i64 %109, 3
-  %111 = add nsw i64 %110, 1
-  %112 = mul nsw i64 %111, 6288
-  %113 = add nsw i64 1605632, %112
-  %114 = mul nsw i64 %conv1.j22, 784
-  %115 = add nsw i64 %113, %114
-  %116 = mul nsw i64 %conv1.oy922, 28
-  %117 = add nsw i64 %116, %conv1.ox1025
-  %118 = add nsw i64 %115, %117
-  %arena27 = getelementptr inbounds float, ptr %arena, i64 %118
-  store float %107, ptr %arena27, align 4
+  %98 = mul nsw i64 %conv1.g11, 8
+  %99 = add nsw i64 %98, %conv1.j22
+  %100 = mul nsw i64 %99, 784
+  %101 = mul nsw i64 %conv1.c33, 784
+  %102 = add nsw i64 %100, %101
+  %103 = add nsw i64 %conv1.oy922, %conv1.ky44
+  %104 = add nsw i64 %103, -1
+  %105 = mul nsw i64 %104, 28
+  %106 = add nsw i64 %102, %105
+  %107 = add nsw i64 %106, %conv1.ox1025
+  %images26 = getelementptr inbounds float, ptr %images, i64 %107
+  %108 = load float, ptr %images26, align 4
+  %109 = mul nsw i64 %conv1.c33, 3
+  %110 = add nsw i64 %109, %conv1.ky44
+  %111 = mul nsw i64 %110, 3
+  %112 = add nsw i64 %111, 1
+  %113 = mul nsw i64 %112, 6288
+  %114 = add nsw i64 1605632, %113
+  %115 = mul nsw i64 %conv1.j22, 784
+  %116 = add nsw i64 %114, %115
+  %117 = mul nsw i64 %conv1.oy922, 28
+  %118 = add nsw i64 %117, %conv1.ox1025
+  %119 = add nsw i64 %116, %118
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 %119
+  store float %108, ptr %arena27, align 4
   %ox10.next = add nsw i64 %conv1.ox1025, 1
-  %119 = icmp slt i64 %ox10.next, 28
-  br i1 %119, label %conv1.ox10, label %conv1.ox10.end
+  %120 = icmp slt i64 %ox10.next, 28
+  br i1 %120, label %conv1.ox10, label %conv1.ox10.end
 
 conv1.ox10.end:                                   ; preds = %conv1.ox10
   br label %conv1.endif24
@@ -12427,29 +12432,29 @@ conv1.then28:                                     ; preds = %conv1.endif24
   br label %conv1.ox11
 
 conv1.endif29:                                    ; preds = %conv1.ox11.end, %conv1.endif24
-  %120 = add nsw i64 %conv1.oy922, %conv1.ky44
-  %121 = add nsw i64 %120, -1
-  %122 = icmp slt i64 27, %121
-  br i1 %122, label %conv1.then32, label %conv1.endif33
+  %121 = add nsw i64 %conv1.oy922, %conv1.ky44
+  %122 = add nsw i64 %121, -1
+  %123 = icmp slt i64 27, %122
+  br i1 %123, label %conv1.then32, label %conv1.endif33
 
 conv1.ox11:                                       ; preds = %conv1.ox11, %conv1.then28
   %conv1.ox1130 = phi i64 [ 0, %conv1.then28 ], [ %ox11.next, %conv1.ox11 ]
-  %123 = mul nsw i64 %conv1.c33, 3
-  %124 = add nsw i64 %123, %conv1.ky44
-  %125 = mul nsw i64 %124, 3
-  %126 = add nsw i64 %125, 1
-  %127 = mul nsw i64 %126, 6288
-  %128 = add nsw i64 1605632, %127
-  %129 = mul nsw i64 %conv1.j22, 784
-  %130 = add nsw i64 %128, %129
-  %131 = mul nsw i64 %conv1.oy922, 28
-  %132 = add nsw i64 %131, %conv1.ox1130
-  %133 = add nsw i64 %130, %132
-  %arena31 = getelementptr inbounds float, ptr %arena, i64 %133
+  %124 = mul nsw i64 %conv1.c33, 3
+  %125 = add nsw i64 %124, %conv1.ky44
+  %126 = mul nsw i64 %125, 3
+  %127 = add nsw i64 %126, 1
+  %128 = mul nsw i64 %127, 6288
+  %129 = add nsw i64 1605632, %128
+  %130 = mul nsw i64 %conv1.j22, 784
+  %131 = add nsw i64 %129, %130
+  %132 = mul nsw i64 %conv1.oy922, 28
+  %133 = add nsw i64 %132, %conv1.ox1130
+  %134 = add nsw i64 %131, %133
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %134
   store float 0.000000e+00, ptr %arena31, align 4
   %ox11.next = add nsw i64 %conv1.ox1130, 1
-  %134 = icmp slt i64 %ox11.next, 28
-  br i1 %134, label %conv1.ox11, label %conv1.ox11.end
+  %135 = icmp slt i64 %ox11.next, 28
+  br i1 %135, label %conv1.ox11, label %conv1.ox11.end
 
 conv1.ox11.end:                                   ; preds = %conv1.ox11
   br label %conv1.endif29
@@ -12459,110 +12464,110 @@ conv1.then32:                                     ; preds = %conv1.endif29
 
 conv1.endif33:                                    ; preds = %conv1.ox11.end35, %conv1.endif29
   %oy9.next = add nsw i64 %conv1.oy922, 1
-  %135 = icmp slt i64 %oy9.next, 28
-  br i1 %135, label %conv1.oy9, label %conv1.oy9.end
+  %136 = icmp slt i64 %oy9.next, 28
+  br i1 %136, label %conv1.oy9, label %conv1.oy9.end
 
 conv1.ox1134:                                     ; preds = %conv1.ox1134, %conv1.then32
   %conv1.ox1136 = phi i64 [ 0, %conv1.then32 ], [ %ox11.next38, %conv1.ox1134 ]
-  %136 = mul nsw i64 %conv1.c33, 3
-  %137 = add nsw i64 %136, %conv1.ky44
-  %138 = mul nsw i64 %137, 3
-  %139 = add nsw i64 %138, 1
-  %140 = mul nsw i64 %139, 6288
-  %141 = add nsw i64 1605632, %140
-  %142 = mul nsw i64 %conv1.j22, 784
-  %143 = add nsw i64 %141, %142
-  %144 = mul nsw i64 %conv1.oy922, 28
-  %145 = add nsw i64 %144, %conv1.ox1136
-  %146 = add nsw i64 %143, %145
-  %arena37 = getelementptr inbounds float, ptr %arena, i64 %146
+  %137 = mul nsw i64 %conv1.c33, 3
+  %138 = add nsw i64 %137, %conv1.ky44
+  %139 = mul nsw i64 %138, 3
+  %140 = add nsw i64 %139, 1
+  %141 = mul nsw i64 %140, 6288
+  %142 = add nsw i64 1605632, %141
+  %143 = mul nsw i64 %conv1.j22, 784
+  %144 = add nsw i64 %142, %143
+  %145 = mul nsw i64 %conv1.oy922, 28
+  %146 = add nsw i64 %145, %conv1.ox1136
+  %147 = add nsw i64 %144, %146
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %147
   store float 0.000000e+00, ptr %arena37, align 4
   %ox11.next38 = add nsw i64 %conv1.ox1136, 1
-  %147 = icmp slt i64 %ox11.next38, 28
-  br i1 %147, label %conv1.ox1134, label %conv1.ox11.end35
+  %148 = icmp slt i64 %ox11.next38, 28
+  br i1 %148, label %conv1.ox1134, label %conv1.ox11.end35
 
 conv1.ox11.end35:                                 ; preds = %conv1.ox1134
   br label %conv1.endif33
 
 conv1.oy12:                                       ; preds = %conv1.endif52, %conv1.oy9.end
   %conv1.oy1239 = phi i64 [ 0, %conv1.oy9.end ], [ %oy12.next, %conv1.endif52 ]
-  %148 = add nsw i64 %conv1.oy1239, %conv1.ky44
-  %149 = add nsw i64 %148, -1
-  %150 = icmp slt i64 -1, %149
-  %151 = add nsw i64 %conv1.oy1239, %conv1.ky44
-  %152 = add nsw i64 %151, -1
-  %153 = icmp slt i64 %152, 28
-  %154 = and i1 %150, %153
-  br i1 %154, label %conv1.then40, label %conv1.endif41
+  %149 = add nsw i64 %conv1.oy1239, %conv1.ky44
+  %150 = add nsw i64 %149, -1
+  %151 = icmp slt i64 -1, %150
+  %152 = add nsw i64 %conv1.oy1239, %conv1.ky44
+  %153 = add nsw i64 %152, -1
+  %154 = icmp slt i64 %153, 28
+  %155 = and i1 %151, %154
+  br i1 %155, label %conv1.then40, label %conv1.endif41
 
 conv1.oy12.end:                                   ; preds = %conv1.endif52
   %ky4.next = add nsw i64 %conv1.ky44, 1
-  %155 = icmp slt i64 %ky4.next, 3
-  br i1 %155, label %conv1.ky4, label %conv1.ky4.end
+  %156 = icmp slt i64 %ky4.next, 3
+  br i1 %156, label %conv1.ky4, label %conv1.ky4.end
 
 conv1.then40:                                     ; preds = %conv1.oy12
   br label %conv1.ox13
 
 conv1.endif41:                                    ; preds = %conv1.ox14.end, %conv1.oy12
-  %156 = add nsw i64 %conv1.oy1239, %conv1.ky44
-  %157 = add nsw i64 %156, -1
-  %158 = icmp slt i64 %157, 0
-  br i1 %158, label %conv1.then47, label %conv1.endif48
+  %157 = add nsw i64 %conv1.oy1239, %conv1.ky44
+  %158 = add nsw i64 %157, -1
+  %159 = icmp slt i64 %158, 0
+  br i1 %159, label %conv1.then47, label %conv1.endif48
 
 conv1.ox13:                                       ; preds = %conv1.ox13, %conv1.then40
   %conv1.ox1342 = phi i64 [ 0, %conv1.then40 ], [ %ox13.next, %conv1.ox13 ]
-  %159 = mul nsw i64 %conv1.g11, 8
-  %160 = add nsw i64 %159, %conv1.j22
-  %161 = mul nsw i64 %160, 784
-  %162 = mul nsw i64 %conv1.c33, 784
-  %163 = add nsw i64 %161, %162
-  %164 = add nsw i64 %conv1.oy1239, %conv1.ky44
-  %165 = add nsw i64 %164, -1
-  %166 = mul nsw i64 %165, 28
-  %167 = add nsw i64 %163, %166
-  %168 = add nsw i64 %conv1.ox1342, 1
-  %169 = add nsw i64 %167, %168
-  %images43 = getelementptr inbounds float, ptr %images, i64 %169
-  %170 = load float, ptr %images43, align 4
-  %171 = mul nsw i64 %conv1.c33, 3
-  %172 = add nsw i64 %171, %conv1.ky44
-  %173 = mul nsw i64 %172, 3
-  %174 = add nsw i64 %173, 2
-  %175 = mul nsw i64 %174, 6288
-  %176 = add nsw i64 1605632, %175
-  %177 = mul nsw i64 %conv1.j22, 784
-  %178 = add nsw i64 %176, %177
-  %179 = mul nsw i64 %conv1.oy1239, 28
-  %180 = add nsw i64 %179, %conv1.ox1342
-  %181 = add nsw i64 %178, %180
-  %arena44 = getelementptr inbounds float, ptr %arena, i64 %181
-  store float %170, ptr %arena44, align 4
+  %160 = mul nsw i64 %conv1.g11, 8
+  %161 = add nsw i64 %160, %conv1.j22
+  %162 = mul nsw i64 %161, 784
+  %163 = mul nsw i64 %conv1.c33, 784
+  %164 = add nsw i64 %162, %163
+  %165 = add nsw i64 %conv1.oy1239, %conv1.ky44
+  %166 = add nsw i64 %165, -1
+  %167 = mul nsw i64 %166, 28
+  %168 = add nsw i64 %164, %167
+  %169 = add nsw i64 %conv1.ox1342, 1
+  %170 = add nsw i64 %168, %169
+  %images43 = getelementptr inbounds float, ptr %images, i64 %170
+  %171 = load float, ptr %images43, align 4
+  %172 = mul nsw i64 %conv1.c33, 3
+  %173 = add nsw i64 %172, %conv1.ky44
+  %174 = mul nsw i64 %173, 3
+  %175 = add nsw i64 %174, 2
+  %176 = mul nsw i64 %175, 6288
+  %177 = add nsw i64 1605632, %176
+  %178 = mul nsw i64 %conv1.j22, 784
+  %179 = add nsw i64 %177, %178
+  %180 = mul nsw i64 %conv1.oy1239, 28
+  %181 = add nsw i64 %180, %conv1.ox1342
+  %182 = add nsw i64 %179, %181
+  %arena44 = getelementptr inbounds float, ptr %arena, i64 %182
+  store float %171, ptr %arena44, align 4
   %ox13.next = add nsw i64 %conv1.ox1342, 1
-  %182 = icmp slt i64 %ox13.next, 27
-  br i1 %182, label %conv1.ox13, label %conv1.ox13.end
+  %183 = icmp slt i64 %ox13.next, 27
+  br i1 %183, label %conv1.ox13, label %conv1.ox13.end
 
 conv1.ox13.end:                                   ; preds = %conv1.ox13
   br label %conv1.ox14
 
 conv1.ox14:                                       ; preds = %conv1.ox14, %conv1.ox13.end
   %conv1.ox1445 = phi i64 [ 0, %conv1.ox13.end ], [ %ox14.next, %conv1.ox14 ]
-  %183 = mul nsw i64 %conv1.c33, 3
-  %184 = add nsw i64 %183, %conv1.ky44
-  %185 = mul nsw i64 %184, 3
-  %186 = add nsw i64 %185, 2
-  %187 = mul nsw i64 %186, 6288
-  %188 = add nsw i64 1605632, %187
-  %189 = mul nsw i64 %conv1.j22, 784
-  %190 = add nsw i64 %188, %189
-  %191 = mul nsw i64 %conv1.oy1239, 28
-  %192 = add nsw i64 %conv1.ox1445, 27
-  %193 = add nsw i64 %191, %192
-  %194 = add nsw i64 %190, %193
-  %arena46 = getelementptr inbounds float, ptr %arena, i64 %194
+  %184 = mul nsw i64 %conv1.c33, 3
+  %185 = add nsw i64 %184, %conv1.ky44
+  %186 = mul nsw i64 %185, 3
+  %187 = add nsw i64 %186, 2
+  %188 = mul nsw i64 %187, 6288
+  %189 = add nsw i64 1605632, %188
+  %190 = mul nsw i64 %conv1.j22, 784
+  %191 = add nsw i64 %189, %190
+  %192 = mul nsw i64 %conv1.oy1239, 28
+  %193 = add nsw i64 %conv1.ox1445, 27
+  %194 = add nsw i64 %192, %193
+  %195 = add nsw i64 %191, %194
+  %arena46 = getelementptr inbounds float, ptr %arena, i64 %195
   store float 0.000000e+00, ptr %arena46, align 4
   %ox14.next = add nsw i64 %conv1.ox1445, 1
-  %195 = icmp slt i64 %ox14.next, 1
-  br i1 %195, label %conv1.ox14, label %conv1.ox14.end
+  %196 = icmp slt i64 %ox14.next, 1
+  br i1 %196, label %conv1.ox14, label %conv1.ox14.end
 
 conv1.ox14.end:                                   ; preds = %conv1.ox14
   br label %conv1.endif41
@@ -12571,29 +12576,29 @@ conv1.then47:                                     ; preds = %conv1.endif41
   br label %conv1.ox15
 
 conv1.endif48:                                    ; preds = %conv1.ox15.end, %conv1.endif41
-  %196 = add nsw i64 %conv1.oy1239, %conv1.ky44
-  %197 = add nsw i64 %196, -1
-  %198 = icmp slt i64 27, %197
-  br i1 %198, label %conv1.then51, label %conv1.endif52
+  %197 = add nsw i64 %conv1.oy1239, %conv1.ky44
+  %198 = add nsw i64 %197, -1
+  %199 = icmp slt i64 27, %198
+  br i1 %199, label %conv1.then51, label %conv1.endif52
 
 conv1.ox15:                                       ; preds = %conv1.ox15, %conv1.then47
   %conv1.ox1549 = phi i64 [ 0, %conv1.then47 ], [ %ox15.next, %conv1.ox15 ]
-  %199 = mul nsw i64 %conv1.c33, 3
-  %200 = add nsw i64 %199, %conv1.ky44
-  %201 = mul nsw i64 %200, 3
-  %202 = add nsw i64 %201, 2
-  %203 = mul nsw i64 %202, 6288
-  %204 = add nsw i64 1605632, %203
-  %205 = mul nsw i64 %conv1.j22, 784
-  %206 = add nsw i64 %204, %205
-  %207 = mul nsw i64 %conv1.oy1239, 28
-  %208 = add nsw i64 %207, %conv1.ox1549
-  %209 = add nsw i64 %206, %208
-  %arena50 = getelementptr inbounds float, ptr %arena, i64 %209
+  %200 = mul nsw i64 %conv1.c33, 3
+  %201 = add nsw i64 %200, %conv1.ky44
+  %202 = mul nsw i64 %201, 3
+  %203 = add nsw i64 %202, 2
+  %204 = mul nsw i64 %203, 6288
+  %205 = add nsw i64 1605632, %204
+  %206 = mul nsw i64 %conv1.j22, 784
+  %207 = add nsw i64 %205, %206
+  %208 = mul nsw i64 %conv1.oy1239, 28
+  %209 = add nsw i64 %208, %conv1.ox1549
+  %210 = add nsw i64 %207, %209
+  %arena50 = getelementptr inbounds float, ptr %arena, i64 %210
   store float 0.000000e+00, ptr %arena50, align 4
   %ox15.next = add nsw i64 %conv1.ox1549, 1
-  %210 = icmp slt i64 %ox15.next, 28
-  br i1 %210, label %conv1.ox15, label %conv1.ox15.end
+  %211 = icmp slt i64 %ox15.next, 28
+  br i1 %211, label %conv1.ox15, label %conv1.ox15.end
 
 conv1.ox15.end:                                   ; preds = %conv1.ox15
   br label %conv1.endif48
@@ -12603,27 +12608,27 @@ conv1.then51:                                     ; preds = %conv1.endif48
 
 conv1.endif52:                                    ; preds = %conv1.ox15.end54, %conv1.endif48
   %oy12.next = add nsw i64 %conv1.oy1239, 1
-  %211 = icmp slt i64 %oy12.next, 28
-  br i1 %211, label %conv1.oy12, label %conv1.oy12.end
+  %212 = icmp slt i64 %oy12.next, 28
+  br i1 %212, label %conv1.oy12, label %conv1.oy12.end
 
 conv1.ox1553:                                     ; preds = %conv1.ox1553, %conv1.then51
   %conv1.ox1555 = phi i64 [ 0, %conv1.then51 ], [ %ox15.next57, %conv1.ox1553 ]
-  %212 = mul nsw i64 %conv1.c33, 3
-  %213 = add nsw i64 %212, %conv1.ky44
-  %214 = mul nsw i64 %213, 3
-  %215 = add nsw i64 %214, 2
-  %216 = mul nsw i64 %215, 6288
-  %217 = add nsw i64 1605632, %216
-  %218 = mul nsw i64 %conv1.j22, 784
-  %219 = add nsw i64 %217, %218
-  %220 = mul nsw i64 %conv1.oy1239, 28
-  %221 = add nsw i64 %220, %conv1.ox1555
-  %222 = add nsw i64 %219, %221
-  %arena56 = getelementptr inbounds float, ptr %arena, i64 %222
+  %213 = mul nsw i64 %conv1.c33, 3
+  %214 = add nsw i64 %213, %conv1.ky44
+  %215 = mul nsw i64 %214, 3
+  %216 = add nsw i64 %215, 2
+  %217 = mul nsw i64 %216, 6288
+  %218 = add nsw i64 1605632, %217
+  %219 = mul nsw i64 %conv1.j22, 784
+  %220 = add nsw i64 %218, %219
+  %221 = mul nsw i64 %conv1.oy1239, 28
+  %222 = add nsw i64 %221, %conv1.ox1555
+  %223 = add nsw i64 %220, %222
+  %arena56 = getelementptr inbounds float, ptr %arena, i64 %223
   store float 0.000000e+00, ptr %arena56, align 4
   %ox15.next57 = add nsw i64 %conv1.ox1555, 1
-  %223 = icmp slt i64 %ox15.next57, 28
-  br i1 %223, label %conv1.ox1553, label %conv1.ox15.end54
+  %224 = icmp slt i64 %ox15.next57, 28
+  br i1 %224, label %conv1.ox1553, label %conv1.ox15.end54
 
 conv1.ox15.end54:                                 ; preds = %conv1.ox1553
   br label %conv1.endif52
@@ -12638,24 +12643,24 @@ conv1.part16.serial:                              ; preds = %conv1.j2.end
 
 conv1.part16.done:                                ; preds = %conv1.part16.end, %conv1.part16.pool
   %g1.next = add nsw i64 %conv1.g11, 1
-  %224 = icmp slt i64 %g1.next, 8
-  br i1 %224, label %conv1.g1, label %conv1.g1.end
+  %225 = icmp slt i64 %g1.next, 8
+  br i1 %225, label %conv1.g1, label %conv1.g1.end
 
 conv1.part16:                                     ; preds = %conv1.part16, %conv1.part16.serial
   %conv1.part1658 = phi i64 [ 0, %conv1.part16.serial ], [ %part16.next, %conv1.part16 ]
-  call void @convnet_infer_b64.k0.conv1.part16(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv1.g11, i64 %conv1.part1658)
+  call void @convnet_infer_b64.k0.conv1.part16(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv1.g11, i64 %conv1.part1658)
   %part16.next = add nsw i64 %conv1.part1658, 1
-  %225 = icmp slt i64 %part16.next, 2
-  br i1 %225, label %conv1.part16, label %conv1.part16.end
+  %226 = icmp slt i64 %part16.next, 2
+  br i1 %226, label %conv1.part16, label %conv1.part16.end
 
 conv1.part16.end:                                 ; preds = %conv1.part16
   br label %conv1.part16.done
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_infer_b64.k0.conv1.part16(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
+define internal void @convnet_infer_b64.k0.conv1.part16(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
 entry:
-  call void @convnet_infer_b64.k0.conv1.part16.gemm24(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %1)
+  call void @convnet_infer_b64.k0.conv1.part16.gemm24(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %1)
   br label %conv1.j25
 
 conv1.j25:                                        ; preds = %conv1.f26.end, %entry
@@ -12729,7 +12734,7 @@ conv1.i27.end:                                    ; preds = %conv1.i27
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_infer_b64.k0.conv1.part16.gemm24(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+define internal void @convnet_infer_b64.k0.conv1.part16.gemm24(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
 entry:
   %conv1.t22_a3 = alloca <8 x float>, align 32
   %conv1.t22_a2 = alloca <8 x float>, align 32
@@ -13220,39 +13225,41 @@ conv1.k23.end:                                    ; preds = %conv1.k23
 
 define internal void @convnet_infer_b64.k0.conv1.part16.task(ptr %0, i64 %1) {
 entry:
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
   %3 = load ptr, ptr %2, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 1
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 1
   %5 = load ptr, ptr %4, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 2
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 2
   %7 = load ptr, ptr %6, align 8
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 3
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 3
   %9 = load ptr, ptr %8, align 8
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 4
   %11 = load ptr, ptr %10, align 8
-  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 5
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 5
   %13 = load ptr, ptr %12, align 8
-  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 6
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 6
   %15 = load ptr, ptr %14, align 8
-  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 7
-  %17 = load float, ptr %16, align 4
-  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 8
-  %19 = load i64, ptr %18, align 4
-  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 9
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 7
+  %17 = load ptr, ptr %16, align 8
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 8
+  %19 = load float, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 9
   %21 = load i64, ptr %20, align 4
-  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 10
-  %23 = load ptr, ptr %22, align 8
-  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
-  %25 = load i64, ptr %24, align 4
-  call void @convnet_infer_b64.k0.conv1.part16(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 10
+  %23 = load i64, ptr %22, align 4
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
+  %25 = load ptr, ptr %24, align 8
+  %26 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 12
+  %27 = load i64, ptr %26, align 4
+  call void @convnet_infer_b64.k0.conv1.part16(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, ptr %17, float %19, i64 %21, i64 %23, ptr %25, i64 %27, i64 %1)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_infer_b64.k1.conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @convnet_infer_b64.k1.conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %part102.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
-  %part65.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
+  %part102.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
+  %part65.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
   br label %conv2.i59
 
 conv2.i59:                                        ; preds = %conv2.i59, %entry
@@ -13279,30 +13286,32 @@ conv2.j61:                                        ; preds = %conv2.iy62.end, %co
   br label %conv2.iy62
 
 conv2.j61.end:                                    ; preds = %conv2.iy62.end
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part65.context, i32 0, i32 0
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part65.context, i32 0, i32 0
   store ptr %params, ptr %2, align 8
-  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part65.context, i32 0, i32 1
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part65.context, i32 0, i32 1
   store ptr %grads, ptr %3, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part65.context, i32 0, i32 2
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part65.context, i32 0, i32 2
   store ptr %m, ptr %4, align 8
-  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part65.context, i32 0, i32 3
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part65.context, i32 0, i32 3
   store ptr %v, ptr %5, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part65.context, i32 0, i32 4
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part65.context, i32 0, i32 4
   store ptr %arena, ptr %6, align 8
-  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part65.context, i32 0, i32 5
-  store ptr %images, ptr %7, align 8
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part65.context, i32 0, i32 6
-  store ptr %labels, ptr %8, align 8
-  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part65.context, i32 0, i32 7
-  store float %lr, ptr %9, align 4
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part65.context, i32 0, i32 8
-  store i64 %step, ptr %10, align 4
-  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part65.context, i32 0, i32 9
-  store i64 %seed, ptr %11, align 4
-  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part65.context, i32 0, i32 10
-  store ptr %pool, ptr %12, align 8
-  %13 = icmp eq ptr %pool, null
-  br i1 %13, label %conv2.part65.serial, label %conv2.part65.pool
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part65.context, i32 0, i32 5
+  store ptr %prepared, ptr %7, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part65.context, i32 0, i32 6
+  store ptr %images, ptr %8, align 8
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part65.context, i32 0, i32 7
+  store ptr %labels, ptr %9, align 8
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part65.context, i32 0, i32 8
+  store float %lr, ptr %10, align 4
+  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part65.context, i32 0, i32 9
+  store i64 %step, ptr %11, align 4
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part65.context, i32 0, i32 10
+  store i64 %seed, ptr %12, align 4
+  %13 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part65.context, i32 0, i32 11
+  store ptr %pool, ptr %13, align 8
+  %14 = icmp eq ptr %pool, null
+  br i1 %14, label %conv2.part65.serial, label %conv2.part65.pool
 
 conv2.iy62:                                       ; preds = %conv2.c63.end, %conv2.j61
   %conv2.iy625 = phi i64 [ 0, %conv2.j61 ], [ %iy62.next, %conv2.c63.end ]
@@ -13310,8 +13319,8 @@ conv2.iy62:                                       ; preds = %conv2.c63.end, %con
 
 conv2.iy62.end:                                   ; preds = %conv2.c63.end
   %j61.next = add nsw i64 %conv2.j614, 1
-  %14 = icmp slt i64 %j61.next, 1
-  br i1 %14, label %conv2.j61, label %conv2.j61.end
+  %15 = icmp slt i64 %j61.next, 1
+  br i1 %15, label %conv2.j61, label %conv2.j61.end
 
 conv2.c63:                                        ; preds = %conv2.ix64.end, %conv2.iy62
   %conv2.c636 = phi i64 [ 0, %conv2.iy62 ], [ %c63.next, %conv2.ix64.end ]
@@ -13319,39 +13328,39 @@ conv2.c63:                                        ; preds = %conv2.ix64.end, %co
 
 conv2.c63.end:                                    ; preds = %conv2.ix64.end
   %iy62.next = add nsw i64 %conv2.iy625, 1
-  %15 = icmp slt i64 %iy62.next, 28
-  br i1 %15, label %conv2.iy62, label %conv2.iy62.end
+  %16 = icmp slt i64 %iy62.next, 28
+  br i1 %16, label %conv2.iy62, label %conv2.iy62.end
 
 conv2.ix64:                                       ; preds = %conv2.ix64, %conv2.c63
   %conv2.ix647 = phi i64 [ 0, %conv2.c63 ], [ %ix64.next, %conv2.ix64 ]
-  %16 = add nsw i64 %conv2.g603, %conv2.j614
-  %17 = mul nsw i64 %16, 25088
-  %18 = mul nsw i64 %conv2.c636, 784
-  %19 = add nsw i64 %17, %18
-  %20 = mul nsw i64 %conv2.iy625, 28
-  %21 = add nsw i64 %19, %20
-  %22 = add nsw i64 %21, %conv2.ix647
-  %arena8 = getelementptr inbounds float, ptr %arena, i64 %22
-  %23 = load float, ptr %arena8, align 4
-  %24 = mul nsw i64 %conv2.j614, 28800
-  %25 = add nsw i64 %conv2.iy625, 1
-  %26 = mul nsw i64 %25, 960
-  %27 = add nsw i64 %24, %26
-  %28 = add nsw i64 %conv2.ix647, 1
-  %29 = mul nsw i64 %28, 32
-  %30 = add nsw i64 %27, %29
-  %31 = add nsw i64 %30, %conv2.c636
-  %32 = add nsw i64 3244032, %31
-  %arena9 = getelementptr inbounds float, ptr %arena, i64 %32
-  store float %23, ptr %arena9, align 4
+  %17 = add nsw i64 %conv2.g603, %conv2.j614
+  %18 = mul nsw i64 %17, 25088
+  %19 = mul nsw i64 %conv2.c636, 784
+  %20 = add nsw i64 %18, %19
+  %21 = mul nsw i64 %conv2.iy625, 28
+  %22 = add nsw i64 %20, %21
+  %23 = add nsw i64 %22, %conv2.ix647
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %23
+  %24 = load float, ptr %arena8, align 4
+  %25 = mul nsw i64 %conv2.j614, 28800
+  %26 = add nsw i64 %conv2.iy625, 1
+  %27 = mul nsw i64 %26, 960
+  %28 = add nsw i64 %25, %27
+  %29 = add nsw i64 %conv2.ix647, 1
+  %30 = mul nsw i64 %29, 32
+  %31 = add nsw i64 %28, %30
+  %32 = add nsw i64 %31, %conv2.c636
+  %33 = add nsw i64 3244032, %32
+  %arena9 = getelementptr inbounds float, ptr %arena, i64 %33
+  store float %24, ptr %arena9, align 4
   %ix64.next = add nsw i64 %conv2.ix647, 1
-  %33 = icmp slt i64 %ix64.next, 28
-  br i1 %33, label %conv2.ix64, label %conv2.ix64.end
+  %34 = icmp slt i64 %ix64.next, 28
+  br i1 %34, label %conv2.ix64, label %conv2.ix64.end
 
 conv2.ix64.end:                                   ; preds = %conv2.ix64
   %c63.next = add nsw i64 %conv2.c636, 1
-  %34 = icmp slt i64 %c63.next, 32
-  br i1 %34, label %conv2.c63, label %conv2.c63.end
+  %35 = icmp slt i64 %c63.next, 32
+  br i1 %35, label %conv2.c63, label %conv2.c63.end
 
 conv2.part65.pool:                                ; preds = %conv2.j61.end
   %run = load ptr, ptr %pool, align 8
@@ -13362,39 +13371,41 @@ conv2.part65.serial:                              ; preds = %conv2.j61.end
   br label %conv2.part65
 
 conv2.part65.done:                                ; preds = %conv2.part65.end, %conv2.part65.pool
-  %35 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 0
-  store ptr %params, ptr %35, align 8
-  %36 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 1
-  store ptr %grads, ptr %36, align 8
-  %37 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 2
-  store ptr %m, ptr %37, align 8
-  %38 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 3
-  store ptr %v, ptr %38, align 8
-  %39 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 4
-  store ptr %arena, ptr %39, align 8
-  %40 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 5
-  store ptr %images, ptr %40, align 8
-  %41 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 6
-  store ptr %labels, ptr %41, align 8
-  %42 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 7
-  store float %lr, ptr %42, align 4
-  %43 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 8
-  store i64 %step, ptr %43, align 4
-  %44 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 9
-  store i64 %seed, ptr %44, align 4
-  %45 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 10
-  store ptr %pool, ptr %45, align 8
-  %46 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 11
-  store i64 %conv2.g603, ptr %46, align 4
-  %47 = icmp eq ptr %pool, null
-  br i1 %47, label %conv2.part102.serial, label %conv2.part102.pool
+  %36 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 0
+  store ptr %params, ptr %36, align 8
+  %37 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 1
+  store ptr %grads, ptr %37, align 8
+  %38 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 2
+  store ptr %m, ptr %38, align 8
+  %39 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 3
+  store ptr %v, ptr %39, align 8
+  %40 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 4
+  store ptr %arena, ptr %40, align 8
+  %41 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 5
+  store ptr %prepared, ptr %41, align 8
+  %42 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 6
+  store ptr %images, ptr %42, align 8
+  %43 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 7
+  store ptr %labels, ptr %43, align 8
+  %44 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 8
+  store float %lr, ptr %44, align 4
+  %45 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 9
+  store i64 %step, ptr %45, align 4
+  %46 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 10
+  store i64 %seed, ptr %46, align 4
+  %47 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 11
+  store ptr %pool, ptr %47, align 8
+  %48 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part102.context, i32 0, i32 12
+  store i64 %conv2.g603, ptr %48, align 4
+  %49 = icmp eq ptr %pool, null
+  br i1 %49, label %conv2.part102.serial, label %conv2.part102.pool
 
 conv2.part65:                                     ; preds = %conv2.part65, %conv2.part65.serial
   %conv2.part6510 = phi i64 [ 0, %conv2.part65.serial ], [ %part65.next, %conv2.part65 ]
-  call void @convnet_infer_b64.k1.conv2.part65(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.part6510)
+  call void @convnet_infer_b64.k1.conv2.part65(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.part6510)
   %part65.next = add nsw i64 %conv2.part6510, 1
-  %48 = icmp slt i64 %part65.next, 2
-  br i1 %48, label %conv2.part65, label %conv2.part65.end
+  %50 = icmp slt i64 %part65.next, 2
+  br i1 %50, label %conv2.part65, label %conv2.part65.end
 
 conv2.part65.end:                                 ; preds = %conv2.part65
   br label %conv2.part65.done
@@ -13409,22 +13420,22 @@ conv2.part102.serial:                             ; preds = %conv2.part65.done
 
 conv2.part102.done:                               ; preds = %conv2.part102.end, %conv2.part102.pool
   %g60.next = add nsw i64 %conv2.g603, 1
-  %49 = icmp slt i64 %g60.next, 64
-  br i1 %49, label %conv2.g60, label %conv2.g60.end
+  %51 = icmp slt i64 %g60.next, 64
+  br i1 %51, label %conv2.g60, label %conv2.g60.end
 
 conv2.part102:                                    ; preds = %conv2.part102, %conv2.part102.serial
   %conv2.part10212 = phi i64 [ 0, %conv2.part102.serial ], [ %part102.next, %conv2.part102 ]
-  call void @convnet_infer_b64.k1.conv2.part102(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.g603, i64 %conv2.part10212)
+  call void @convnet_infer_b64.k1.conv2.part102(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.g603, i64 %conv2.part10212)
   %part102.next = add nsw i64 %conv2.part10212, 1
-  %50 = icmp slt i64 %part102.next, 2
-  br i1 %50, label %conv2.part102, label %conv2.part102.end
+  %52 = icmp slt i64 %part102.next, 2
+  br i1 %52, label %conv2.part102, label %conv2.part102.end
 
 conv2.part102.end:                                ; preds = %conv2.part102
   br label %conv2.part102.done
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_infer_b64.k1.conv2.part65(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+define internal void @convnet_infer_b64.k1.conv2.part65(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
 entry:
   %conv2.w101 = alloca <8 x float>, align 32
   %conv2.w100 = alloca <8 x float>, align 32
@@ -14303,34 +14314,36 @@ conv2.cv69.end:                                   ; preds = %conv2.cv69
 
 define internal void @convnet_infer_b64.k1.conv2.part65.task(ptr %0, i64 %1) {
 entry:
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
   %3 = load ptr, ptr %2, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
   %5 = load ptr, ptr %4, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
   %7 = load ptr, ptr %6, align 8
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
   %9 = load ptr, ptr %8, align 8
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
   %11 = load ptr, ptr %10, align 8
-  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
   %13 = load ptr, ptr %12, align 8
-  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
   %15 = load ptr, ptr %14, align 8
-  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
-  %17 = load float, ptr %16, align 4
-  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
-  %19 = load i64, ptr %18, align 4
-  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
+  %17 = load ptr, ptr %16, align 8
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
+  %19 = load float, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
   %21 = load i64, ptr %20, align 4
-  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
-  %23 = load ptr, ptr %22, align 8
-  call void @convnet_infer_b64.k1.conv2.part65(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
+  %23 = load i64, ptr %22, align 4
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 11
+  %25 = load ptr, ptr %24, align 8
+  call void @convnet_infer_b64.k1.conv2.part65(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, ptr %17, float %19, i64 %21, i64 %23, ptr %25, i64 %1)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_infer_b64.k1.conv2.part102(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
+define internal void @convnet_infer_b64.k1.conv2.part102(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
 entry:
   %conv2.at138 = alloca <8 x float>, align 32
   %conv2.best137 = alloca <8 x float>, align 32
@@ -14360,7 +14373,7 @@ entry:
 
 conv2.xi103:                                      ; preds = %conv2.xi103, %entry
   %conv2.xi1031 = phi i64 [ 0, %entry ], [ %xi103.next, %conv2.xi103 ]
-  call void @convnet_infer_b64.k1.conv2.part102.gemm110(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.xi1031, i64 %1)
+  call void @convnet_infer_b64.k1.conv2.part102.gemm110(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.xi1031, i64 %1)
   %xi103.next = add nsw i64 %conv2.xi1031, 1
   %2 = icmp slt i64 %xi103.next, 16
   br i1 %2, label %conv2.xi103, label %conv2.xi103.end
@@ -15078,7 +15091,7 @@ conv2.q150.end:                                   ; preds = %conv2.q150
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_infer_b64.k1.conv2.part102.gemm110(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
+define internal void @convnet_infer_b64.k1.conv2.part102.gemm110(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
 entry:
   %conv2.t108_a3 = alloca <8 x float>, align 32
   %conv2.t108_a2 = alloca <8 x float>, align 32
@@ -15153,561 +15166,559 @@ conv2.mb105.end:                                  ; preds = %conv2.k107.end
 conv2.k107:                                       ; preds = %conv2.k107, %conv2.mb105
   %conv2.k1073 = phi i64 [ 0, %conv2.mb105 ], [ %k107.next, %conv2.k107 ]
   %2 = mul nsw i64 %0, 2048
-  %3 = add nsw i64 3674240, %2
-  %4 = mul nsw i64 %1, 32
-  %5 = add nsw i64 %3, %4
-  %6 = mul nsw i64 %conv2.k1073, 64
-  %7 = add nsw i64 %5, %6
-  %8 = mul nsw i64 %conv2.nb1041, 16
-  %9 = add nsw i64 %7, %8
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %9
-  %10 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %10, ptr %conv2.t106_b0, align 32
-  %11 = mul nsw i64 %0, 2048
-  %12 = add nsw i64 3674240, %11
-  %13 = mul nsw i64 %1, 32
+  %3 = mul nsw i64 %1, 32
+  %4 = add nsw i64 %2, %3
+  %5 = mul nsw i64 %conv2.k1073, 64
+  %6 = add nsw i64 %4, %5
+  %7 = mul nsw i64 %conv2.nb1041, 16
+  %8 = add nsw i64 %6, %7
+  %prepared4 = getelementptr inbounds float, ptr %prepared, i64 %8
+  %9 = load <8 x float>, ptr %prepared4, align 4
+  store <8 x float> %9, ptr %conv2.t106_b0, align 32
+  %10 = mul nsw i64 %0, 2048
+  %11 = mul nsw i64 %1, 32
+  %12 = add nsw i64 %10, %11
+  %13 = mul nsw i64 %conv2.k1073, 64
   %14 = add nsw i64 %12, %13
-  %15 = mul nsw i64 %conv2.k1073, 64
+  %15 = mul nsw i64 %conv2.nb1041, 16
   %16 = add nsw i64 %14, %15
-  %17 = mul nsw i64 %conv2.nb1041, 16
-  %18 = add nsw i64 %16, %17
-  %19 = add nsw i64 %18, 8
-  %arena5 = getelementptr inbounds float, ptr %arena, i64 %19
-  %20 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %20, ptr %conv2.t106_b1, align 32
-  %21 = mul nsw i64 %0, 6272
-  %22 = add nsw i64 3272832, %21
-  %23 = mul nsw i64 %conv2.mb1052, 6
-  %24 = mul nsw i64 %23, 32
-  %25 = add nsw i64 %22, %24
-  %26 = add nsw i64 %25, %conv2.k1073
-  %arena6 = getelementptr inbounds float, ptr %arena, i64 %26
-  %27 = load float, ptr %arena6, align 4
-  %28 = insertelement <8 x float> undef, float %27, i32 0
-  %29 = shufflevector <8 x float> %28, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %29, ptr %conv2.t106_a0, align 32
+  %17 = add nsw i64 %16, 8
+  %prepared5 = getelementptr inbounds float, ptr %prepared, i64 %17
+  %18 = load <8 x float>, ptr %prepared5, align 4
+  store <8 x float> %18, ptr %conv2.t106_b1, align 32
+  %19 = mul nsw i64 %0, 6272
+  %20 = add nsw i64 3272832, %19
+  %21 = mul nsw i64 %conv2.mb1052, 6
+  %22 = mul nsw i64 %21, 32
+  %23 = add nsw i64 %20, %22
+  %24 = add nsw i64 %23, %conv2.k1073
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %24
+  %25 = load float, ptr %arena6, align 4
+  %26 = insertelement <8 x float> undef, float %25, i32 0
+  %27 = shufflevector <8 x float> %26, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %27, ptr %conv2.t106_a0, align 32
   %t106_a0 = load <8 x float>, ptr %conv2.t106_a0, align 32
   %t106_b0 = load <8 x float>, ptr %conv2.t106_b0, align 32
   %t106_c0_0 = load <8 x float>, ptr %conv2.t106_c0_0, align 32
-  %30 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a0, <8 x float> %t106_b0, <8 x float> %t106_c0_0)
-  store <8 x float> %30, ptr %conv2.t106_c0_0, align 32
+  %28 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a0, <8 x float> %t106_b0, <8 x float> %t106_c0_0)
+  store <8 x float> %28, ptr %conv2.t106_c0_0, align 32
   %t106_a07 = load <8 x float>, ptr %conv2.t106_a0, align 32
   %t106_b1 = load <8 x float>, ptr %conv2.t106_b1, align 32
   %t106_c0_1 = load <8 x float>, ptr %conv2.t106_c0_1, align 32
-  %31 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a07, <8 x float> %t106_b1, <8 x float> %t106_c0_1)
-  store <8 x float> %31, ptr %conv2.t106_c0_1, align 32
-  %32 = mul nsw i64 %0, 6272
-  %33 = add nsw i64 3272832, %32
-  %34 = mul nsw i64 %conv2.mb1052, 6
-  %35 = add nsw i64 %34, 1
-  %36 = mul nsw i64 %35, 32
-  %37 = add nsw i64 %33, %36
-  %38 = add nsw i64 %37, %conv2.k1073
-  %arena8 = getelementptr inbounds float, ptr %arena, i64 %38
-  %39 = load float, ptr %arena8, align 4
-  %40 = insertelement <8 x float> undef, float %39, i32 0
-  %41 = shufflevector <8 x float> %40, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %41, ptr %conv2.t106_a1, align 32
+  %29 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a07, <8 x float> %t106_b1, <8 x float> %t106_c0_1)
+  store <8 x float> %29, ptr %conv2.t106_c0_1, align 32
+  %30 = mul nsw i64 %0, 6272
+  %31 = add nsw i64 3272832, %30
+  %32 = mul nsw i64 %conv2.mb1052, 6
+  %33 = add nsw i64 %32, 1
+  %34 = mul nsw i64 %33, 32
+  %35 = add nsw i64 %31, %34
+  %36 = add nsw i64 %35, %conv2.k1073
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %36
+  %37 = load float, ptr %arena8, align 4
+  %38 = insertelement <8 x float> undef, float %37, i32 0
+  %39 = shufflevector <8 x float> %38, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %39, ptr %conv2.t106_a1, align 32
   %t106_a1 = load <8 x float>, ptr %conv2.t106_a1, align 32
   %t106_b09 = load <8 x float>, ptr %conv2.t106_b0, align 32
   %t106_c1_0 = load <8 x float>, ptr %conv2.t106_c1_0, align 32
-  %42 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a1, <8 x float> %t106_b09, <8 x float> %t106_c1_0)
-  store <8 x float> %42, ptr %conv2.t106_c1_0, align 32
+  %40 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a1, <8 x float> %t106_b09, <8 x float> %t106_c1_0)
+  store <8 x float> %40, ptr %conv2.t106_c1_0, align 32
   %t106_a110 = load <8 x float>, ptr %conv2.t106_a1, align 32
   %t106_b111 = load <8 x float>, ptr %conv2.t106_b1, align 32
   %t106_c1_1 = load <8 x float>, ptr %conv2.t106_c1_1, align 32
-  %43 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a110, <8 x float> %t106_b111, <8 x float> %t106_c1_1)
-  store <8 x float> %43, ptr %conv2.t106_c1_1, align 32
-  %44 = mul nsw i64 %0, 6272
-  %45 = add nsw i64 3272832, %44
-  %46 = mul nsw i64 %conv2.mb1052, 6
-  %47 = add nsw i64 %46, 2
-  %48 = mul nsw i64 %47, 32
-  %49 = add nsw i64 %45, %48
-  %50 = add nsw i64 %49, %conv2.k1073
-  %arena12 = getelementptr inbounds float, ptr %arena, i64 %50
-  %51 = load float, ptr %arena12, align 4
-  %52 = insertelement <8 x float> undef, float %51, i32 0
-  %53 = shufflevector <8 x float> %52, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %53, ptr %conv2.t106_a2, align 32
+  %41 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a110, <8 x float> %t106_b111, <8 x float> %t106_c1_1)
+  store <8 x float> %41, ptr %conv2.t106_c1_1, align 32
+  %42 = mul nsw i64 %0, 6272
+  %43 = add nsw i64 3272832, %42
+  %44 = mul nsw i64 %conv2.mb1052, 6
+  %45 = add nsw i64 %44, 2
+  %46 = mul nsw i64 %45, 32
+  %47 = add nsw i64 %43, %46
+  %48 = add nsw i64 %47, %conv2.k1073
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 %48
+  %49 = load float, ptr %arena12, align 4
+  %50 = insertelement <8 x float> undef, float %49, i32 0
+  %51 = shufflevector <8 x float> %50, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %51, ptr %conv2.t106_a2, align 32
   %t106_a2 = load <8 x float>, ptr %conv2.t106_a2, align 32
   %t106_b013 = load <8 x float>, ptr %conv2.t106_b0, align 32
   %t106_c2_0 = load <8 x float>, ptr %conv2.t106_c2_0, align 32
-  %54 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a2, <8 x float> %t106_b013, <8 x float> %t106_c2_0)
-  store <8 x float> %54, ptr %conv2.t106_c2_0, align 32
+  %52 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a2, <8 x float> %t106_b013, <8 x float> %t106_c2_0)
+  store <8 x float> %52, ptr %conv2.t106_c2_0, align 32
   %t106_a214 = load <8 x float>, ptr %conv2.t106_a2, align 32
   %t106_b115 = load <8 x float>, ptr %conv2.t106_b1, align 32
   %t106_c2_1 = load <8 x float>, ptr %conv2.t106_c2_1, align 32
-  %55 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a214, <8 x float> %t106_b115, <8 x float> %t106_c2_1)
-  store <8 x float> %55, ptr %conv2.t106_c2_1, align 32
-  %56 = mul nsw i64 %0, 6272
-  %57 = add nsw i64 3272832, %56
-  %58 = mul nsw i64 %conv2.mb1052, 6
-  %59 = add nsw i64 %58, 3
-  %60 = mul nsw i64 %59, 32
-  %61 = add nsw i64 %57, %60
-  %62 = add nsw i64 %61, %conv2.k1073
-  %arena16 = getelementptr inbounds float, ptr %arena, i64 %62
-  %63 = load float, ptr %arena16, align 4
-  %64 = insertelement <8 x float> undef, float %63, i32 0
-  %65 = shufflevector <8 x float> %64, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %65, ptr %conv2.t106_a3, align 32
+  %53 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a214, <8 x float> %t106_b115, <8 x float> %t106_c2_1)
+  store <8 x float> %53, ptr %conv2.t106_c2_1, align 32
+  %54 = mul nsw i64 %0, 6272
+  %55 = add nsw i64 3272832, %54
+  %56 = mul nsw i64 %conv2.mb1052, 6
+  %57 = add nsw i64 %56, 3
+  %58 = mul nsw i64 %57, 32
+  %59 = add nsw i64 %55, %58
+  %60 = add nsw i64 %59, %conv2.k1073
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %60
+  %61 = load float, ptr %arena16, align 4
+  %62 = insertelement <8 x float> undef, float %61, i32 0
+  %63 = shufflevector <8 x float> %62, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %63, ptr %conv2.t106_a3, align 32
   %t106_a3 = load <8 x float>, ptr %conv2.t106_a3, align 32
   %t106_b017 = load <8 x float>, ptr %conv2.t106_b0, align 32
   %t106_c3_0 = load <8 x float>, ptr %conv2.t106_c3_0, align 32
-  %66 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a3, <8 x float> %t106_b017, <8 x float> %t106_c3_0)
-  store <8 x float> %66, ptr %conv2.t106_c3_0, align 32
+  %64 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a3, <8 x float> %t106_b017, <8 x float> %t106_c3_0)
+  store <8 x float> %64, ptr %conv2.t106_c3_0, align 32
   %t106_a318 = load <8 x float>, ptr %conv2.t106_a3, align 32
   %t106_b119 = load <8 x float>, ptr %conv2.t106_b1, align 32
   %t106_c3_1 = load <8 x float>, ptr %conv2.t106_c3_1, align 32
-  %67 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a318, <8 x float> %t106_b119, <8 x float> %t106_c3_1)
-  store <8 x float> %67, ptr %conv2.t106_c3_1, align 32
-  %68 = mul nsw i64 %0, 6272
-  %69 = add nsw i64 3272832, %68
-  %70 = mul nsw i64 %conv2.mb1052, 6
-  %71 = add nsw i64 %70, 4
-  %72 = mul nsw i64 %71, 32
-  %73 = add nsw i64 %69, %72
-  %74 = add nsw i64 %73, %conv2.k1073
-  %arena20 = getelementptr inbounds float, ptr %arena, i64 %74
-  %75 = load float, ptr %arena20, align 4
-  %76 = insertelement <8 x float> undef, float %75, i32 0
-  %77 = shufflevector <8 x float> %76, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %77, ptr %conv2.t106_a4, align 32
+  %65 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a318, <8 x float> %t106_b119, <8 x float> %t106_c3_1)
+  store <8 x float> %65, ptr %conv2.t106_c3_1, align 32
+  %66 = mul nsw i64 %0, 6272
+  %67 = add nsw i64 3272832, %66
+  %68 = mul nsw i64 %conv2.mb1052, 6
+  %69 = add nsw i64 %68, 4
+  %70 = mul nsw i64 %69, 32
+  %71 = add nsw i64 %67, %70
+  %72 = add nsw i64 %71, %conv2.k1073
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %72
+  %73 = load float, ptr %arena20, align 4
+  %74 = insertelement <8 x float> undef, float %73, i32 0
+  %75 = shufflevector <8 x float> %74, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %75, ptr %conv2.t106_a4, align 32
   %t106_a4 = load <8 x float>, ptr %conv2.t106_a4, align 32
   %t106_b021 = load <8 x float>, ptr %conv2.t106_b0, align 32
   %t106_c4_0 = load <8 x float>, ptr %conv2.t106_c4_0, align 32
-  %78 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a4, <8 x float> %t106_b021, <8 x float> %t106_c4_0)
-  store <8 x float> %78, ptr %conv2.t106_c4_0, align 32
+  %76 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a4, <8 x float> %t106_b021, <8 x float> %t106_c4_0)
+  store <8 x float> %76, ptr %conv2.t106_c4_0, align 32
   %t106_a422 = load <8 x float>, ptr %conv2.t106_a4, align 32
   %t106_b123 = load <8 x float>, ptr %conv2.t106_b1, align 32
   %t106_c4_1 = load <8 x float>, ptr %conv2.t106_c4_1, align 32
-  %79 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a422, <8 x float> %t106_b123, <8 x float> %t106_c4_1)
-  store <8 x float> %79, ptr %conv2.t106_c4_1, align 32
-  %80 = mul nsw i64 %0, 6272
-  %81 = add nsw i64 3272832, %80
-  %82 = mul nsw i64 %conv2.mb1052, 6
-  %83 = add nsw i64 %82, 5
-  %84 = mul nsw i64 %83, 32
-  %85 = add nsw i64 %81, %84
-  %86 = add nsw i64 %85, %conv2.k1073
-  %arena24 = getelementptr inbounds float, ptr %arena, i64 %86
-  %87 = load float, ptr %arena24, align 4
-  %88 = insertelement <8 x float> undef, float %87, i32 0
-  %89 = shufflevector <8 x float> %88, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %89, ptr %conv2.t106_a5, align 32
+  %77 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a422, <8 x float> %t106_b123, <8 x float> %t106_c4_1)
+  store <8 x float> %77, ptr %conv2.t106_c4_1, align 32
+  %78 = mul nsw i64 %0, 6272
+  %79 = add nsw i64 3272832, %78
+  %80 = mul nsw i64 %conv2.mb1052, 6
+  %81 = add nsw i64 %80, 5
+  %82 = mul nsw i64 %81, 32
+  %83 = add nsw i64 %79, %82
+  %84 = add nsw i64 %83, %conv2.k1073
+  %arena24 = getelementptr inbounds float, ptr %arena, i64 %84
+  %85 = load float, ptr %arena24, align 4
+  %86 = insertelement <8 x float> undef, float %85, i32 0
+  %87 = shufflevector <8 x float> %86, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %87, ptr %conv2.t106_a5, align 32
   %t106_a5 = load <8 x float>, ptr %conv2.t106_a5, align 32
   %t106_b025 = load <8 x float>, ptr %conv2.t106_b0, align 32
   %t106_c5_0 = load <8 x float>, ptr %conv2.t106_c5_0, align 32
-  %90 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a5, <8 x float> %t106_b025, <8 x float> %t106_c5_0)
-  store <8 x float> %90, ptr %conv2.t106_c5_0, align 32
+  %88 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a5, <8 x float> %t106_b025, <8 x float> %t106_c5_0)
+  store <8 x float> %88, ptr %conv2.t106_c5_0, align 32
   %t106_a526 = load <8 x float>, ptr %conv2.t106_a5, align 32
   %t106_b127 = load <8 x float>, ptr %conv2.t106_b1, align 32
   %t106_c5_1 = load <8 x float>, ptr %conv2.t106_c5_1, align 32
-  %91 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a526, <8 x float> %t106_b127, <8 x float> %t106_c5_1)
-  store <8 x float> %91, ptr %conv2.t106_c5_1, align 32
+  %89 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a526, <8 x float> %t106_b127, <8 x float> %t106_c5_1)
+  store <8 x float> %89, ptr %conv2.t106_c5_1, align 32
   %k107.next = add nsw i64 %conv2.k1073, 1
-  %92 = icmp slt i64 %k107.next, 32
-  br i1 %92, label %conv2.k107, label %conv2.k107.end
+  %90 = icmp slt i64 %k107.next, 32
+  br i1 %90, label %conv2.k107, label %conv2.k107.end
 
 conv2.k107.end:                                   ; preds = %conv2.k107
   %t106_c0_028 = load <8 x float>, ptr %conv2.t106_c0_0, align 32
-  %93 = mul nsw i64 %0, 12544
-  %94 = add nsw i64 3373184, %93
-  %95 = mul nsw i64 %1, 32
-  %96 = add nsw i64 %94, %95
-  %97 = mul nsw i64 %conv2.mb1052, 6
-  %98 = mul nsw i64 %97, 64
-  %99 = add nsw i64 %96, %98
-  %100 = mul nsw i64 %conv2.nb1041, 16
-  %101 = add nsw i64 %99, %100
-  %arena29 = getelementptr inbounds float, ptr %arena, i64 %101
+  %91 = mul nsw i64 %0, 12544
+  %92 = add nsw i64 3373184, %91
+  %93 = mul nsw i64 %1, 32
+  %94 = add nsw i64 %92, %93
+  %95 = mul nsw i64 %conv2.mb1052, 6
+  %96 = mul nsw i64 %95, 64
+  %97 = add nsw i64 %94, %96
+  %98 = mul nsw i64 %conv2.nb1041, 16
+  %99 = add nsw i64 %97, %98
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %99
   store <8 x float> %t106_c0_028, ptr %arena29, align 4
   %t106_c0_130 = load <8 x float>, ptr %conv2.t106_c0_1, align 32
-  %102 = mul nsw i64 %0, 12544
-  %103 = add nsw i64 3373184, %102
-  %104 = mul nsw i64 %1, 32
-  %105 = add nsw i64 %103, %104
-  %106 = mul nsw i64 %conv2.mb1052, 6
-  %107 = mul nsw i64 %106, 64
-  %108 = add nsw i64 %105, %107
-  %109 = mul nsw i64 %conv2.nb1041, 16
-  %110 = add nsw i64 %108, %109
-  %111 = add nsw i64 %110, 8
-  %arena31 = getelementptr inbounds float, ptr %arena, i64 %111
+  %100 = mul nsw i64 %0, 12544
+  %101 = add nsw i64 3373184, %100
+  %102 = mul nsw i64 %1, 32
+  %103 = add nsw i64 %101, %102
+  %104 = mul nsw i64 %conv2.mb1052, 6
+  %105 = mul nsw i64 %104, 64
+  %106 = add nsw i64 %103, %105
+  %107 = mul nsw i64 %conv2.nb1041, 16
+  %108 = add nsw i64 %106, %107
+  %109 = add nsw i64 %108, 8
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %109
   store <8 x float> %t106_c0_130, ptr %arena31, align 4
   %t106_c1_032 = load <8 x float>, ptr %conv2.t106_c1_0, align 32
-  %112 = mul nsw i64 %0, 12544
-  %113 = add nsw i64 3373184, %112
-  %114 = mul nsw i64 %1, 32
-  %115 = add nsw i64 %113, %114
-  %116 = mul nsw i64 %conv2.mb1052, 6
-  %117 = add nsw i64 %116, 1
-  %118 = mul nsw i64 %117, 64
-  %119 = add nsw i64 %115, %118
-  %120 = mul nsw i64 %conv2.nb1041, 16
-  %121 = add nsw i64 %119, %120
-  %arena33 = getelementptr inbounds float, ptr %arena, i64 %121
+  %110 = mul nsw i64 %0, 12544
+  %111 = add nsw i64 3373184, %110
+  %112 = mul nsw i64 %1, 32
+  %113 = add nsw i64 %111, %112
+  %114 = mul nsw i64 %conv2.mb1052, 6
+  %115 = add nsw i64 %114, 1
+  %116 = mul nsw i64 %115, 64
+  %117 = add nsw i64 %113, %116
+  %118 = mul nsw i64 %conv2.nb1041, 16
+  %119 = add nsw i64 %117, %118
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 %119
   store <8 x float> %t106_c1_032, ptr %arena33, align 4
   %t106_c1_134 = load <8 x float>, ptr %conv2.t106_c1_1, align 32
-  %122 = mul nsw i64 %0, 12544
-  %123 = add nsw i64 3373184, %122
-  %124 = mul nsw i64 %1, 32
-  %125 = add nsw i64 %123, %124
-  %126 = mul nsw i64 %conv2.mb1052, 6
-  %127 = add nsw i64 %126, 1
-  %128 = mul nsw i64 %127, 64
-  %129 = add nsw i64 %125, %128
-  %130 = mul nsw i64 %conv2.nb1041, 16
-  %131 = add nsw i64 %129, %130
-  %132 = add nsw i64 %131, 8
-  %arena35 = getelementptr inbounds float, ptr %arena, i64 %132
+  %120 = mul nsw i64 %0, 12544
+  %121 = add nsw i64 3373184, %120
+  %122 = mul nsw i64 %1, 32
+  %123 = add nsw i64 %121, %122
+  %124 = mul nsw i64 %conv2.mb1052, 6
+  %125 = add nsw i64 %124, 1
+  %126 = mul nsw i64 %125, 64
+  %127 = add nsw i64 %123, %126
+  %128 = mul nsw i64 %conv2.nb1041, 16
+  %129 = add nsw i64 %127, %128
+  %130 = add nsw i64 %129, 8
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %130
   store <8 x float> %t106_c1_134, ptr %arena35, align 4
   %t106_c2_036 = load <8 x float>, ptr %conv2.t106_c2_0, align 32
-  %133 = mul nsw i64 %0, 12544
-  %134 = add nsw i64 3373184, %133
-  %135 = mul nsw i64 %1, 32
-  %136 = add nsw i64 %134, %135
-  %137 = mul nsw i64 %conv2.mb1052, 6
-  %138 = add nsw i64 %137, 2
-  %139 = mul nsw i64 %138, 64
-  %140 = add nsw i64 %136, %139
-  %141 = mul nsw i64 %conv2.nb1041, 16
-  %142 = add nsw i64 %140, %141
-  %arena37 = getelementptr inbounds float, ptr %arena, i64 %142
+  %131 = mul nsw i64 %0, 12544
+  %132 = add nsw i64 3373184, %131
+  %133 = mul nsw i64 %1, 32
+  %134 = add nsw i64 %132, %133
+  %135 = mul nsw i64 %conv2.mb1052, 6
+  %136 = add nsw i64 %135, 2
+  %137 = mul nsw i64 %136, 64
+  %138 = add nsw i64 %134, %137
+  %139 = mul nsw i64 %conv2.nb1041, 16
+  %140 = add nsw i64 %138, %139
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %140
   store <8 x float> %t106_c2_036, ptr %arena37, align 4
   %t106_c2_138 = load <8 x float>, ptr %conv2.t106_c2_1, align 32
-  %143 = mul nsw i64 %0, 12544
-  %144 = add nsw i64 3373184, %143
-  %145 = mul nsw i64 %1, 32
-  %146 = add nsw i64 %144, %145
-  %147 = mul nsw i64 %conv2.mb1052, 6
-  %148 = add nsw i64 %147, 2
-  %149 = mul nsw i64 %148, 64
-  %150 = add nsw i64 %146, %149
-  %151 = mul nsw i64 %conv2.nb1041, 16
-  %152 = add nsw i64 %150, %151
-  %153 = add nsw i64 %152, 8
-  %arena39 = getelementptr inbounds float, ptr %arena, i64 %153
+  %141 = mul nsw i64 %0, 12544
+  %142 = add nsw i64 3373184, %141
+  %143 = mul nsw i64 %1, 32
+  %144 = add nsw i64 %142, %143
+  %145 = mul nsw i64 %conv2.mb1052, 6
+  %146 = add nsw i64 %145, 2
+  %147 = mul nsw i64 %146, 64
+  %148 = add nsw i64 %144, %147
+  %149 = mul nsw i64 %conv2.nb1041, 16
+  %150 = add nsw i64 %148, %149
+  %151 = add nsw i64 %150, 8
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %151
   store <8 x float> %t106_c2_138, ptr %arena39, align 4
   %t106_c3_040 = load <8 x float>, ptr %conv2.t106_c3_0, align 32
-  %154 = mul nsw i64 %0, 12544
-  %155 = add nsw i64 3373184, %154
-  %156 = mul nsw i64 %1, 32
-  %157 = add nsw i64 %155, %156
-  %158 = mul nsw i64 %conv2.mb1052, 6
-  %159 = add nsw i64 %158, 3
-  %160 = mul nsw i64 %159, 64
-  %161 = add nsw i64 %157, %160
-  %162 = mul nsw i64 %conv2.nb1041, 16
-  %163 = add nsw i64 %161, %162
-  %arena41 = getelementptr inbounds float, ptr %arena, i64 %163
+  %152 = mul nsw i64 %0, 12544
+  %153 = add nsw i64 3373184, %152
+  %154 = mul nsw i64 %1, 32
+  %155 = add nsw i64 %153, %154
+  %156 = mul nsw i64 %conv2.mb1052, 6
+  %157 = add nsw i64 %156, 3
+  %158 = mul nsw i64 %157, 64
+  %159 = add nsw i64 %155, %158
+  %160 = mul nsw i64 %conv2.nb1041, 16
+  %161 = add nsw i64 %159, %160
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %161
   store <8 x float> %t106_c3_040, ptr %arena41, align 4
   %t106_c3_142 = load <8 x float>, ptr %conv2.t106_c3_1, align 32
-  %164 = mul nsw i64 %0, 12544
-  %165 = add nsw i64 3373184, %164
-  %166 = mul nsw i64 %1, 32
-  %167 = add nsw i64 %165, %166
-  %168 = mul nsw i64 %conv2.mb1052, 6
-  %169 = add nsw i64 %168, 3
-  %170 = mul nsw i64 %169, 64
-  %171 = add nsw i64 %167, %170
-  %172 = mul nsw i64 %conv2.nb1041, 16
-  %173 = add nsw i64 %171, %172
-  %174 = add nsw i64 %173, 8
-  %arena43 = getelementptr inbounds float, ptr %arena, i64 %174
+  %162 = mul nsw i64 %0, 12544
+  %163 = add nsw i64 3373184, %162
+  %164 = mul nsw i64 %1, 32
+  %165 = add nsw i64 %163, %164
+  %166 = mul nsw i64 %conv2.mb1052, 6
+  %167 = add nsw i64 %166, 3
+  %168 = mul nsw i64 %167, 64
+  %169 = add nsw i64 %165, %168
+  %170 = mul nsw i64 %conv2.nb1041, 16
+  %171 = add nsw i64 %169, %170
+  %172 = add nsw i64 %171, 8
+  %arena43 = getelementptr inbounds float, ptr %arena, i64 %172
   store <8 x float> %t106_c3_142, ptr %arena43, align 4
   %t106_c4_044 = load <8 x float>, ptr %conv2.t106_c4_0, align 32
-  %175 = mul nsw i64 %0, 12544
-  %176 = add nsw i64 3373184, %175
-  %177 = mul nsw i64 %1, 32
-  %178 = add nsw i64 %176, %177
-  %179 = mul nsw i64 %conv2.mb1052, 6
-  %180 = add nsw i64 %179, 4
-  %181 = mul nsw i64 %180, 64
-  %182 = add nsw i64 %178, %181
-  %183 = mul nsw i64 %conv2.nb1041, 16
-  %184 = add nsw i64 %182, %183
-  %arena45 = getelementptr inbounds float, ptr %arena, i64 %184
+  %173 = mul nsw i64 %0, 12544
+  %174 = add nsw i64 3373184, %173
+  %175 = mul nsw i64 %1, 32
+  %176 = add nsw i64 %174, %175
+  %177 = mul nsw i64 %conv2.mb1052, 6
+  %178 = add nsw i64 %177, 4
+  %179 = mul nsw i64 %178, 64
+  %180 = add nsw i64 %176, %179
+  %181 = mul nsw i64 %conv2.nb1041, 16
+  %182 = add nsw i64 %180, %181
+  %arena45 = getelementptr inbounds float, ptr %arena, i64 %182
   store <8 x float> %t106_c4_044, ptr %arena45, align 4
   %t106_c4_146 = load <8 x float>, ptr %conv2.t106_c4_1, align 32
-  %185 = mul nsw i64 %0, 12544
-  %186 = add nsw i64 3373184, %185
-  %187 = mul nsw i64 %1, 32
-  %188 = add nsw i64 %186, %187
-  %189 = mul nsw i64 %conv2.mb1052, 6
-  %190 = add nsw i64 %189, 4
-  %191 = mul nsw i64 %190, 64
-  %192 = add nsw i64 %188, %191
-  %193 = mul nsw i64 %conv2.nb1041, 16
-  %194 = add nsw i64 %192, %193
-  %195 = add nsw i64 %194, 8
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %195
+  %183 = mul nsw i64 %0, 12544
+  %184 = add nsw i64 3373184, %183
+  %185 = mul nsw i64 %1, 32
+  %186 = add nsw i64 %184, %185
+  %187 = mul nsw i64 %conv2.mb1052, 6
+  %188 = add nsw i64 %187, 4
+  %189 = mul nsw i64 %188, 64
+  %190 = add nsw i64 %186, %189
+  %191 = mul nsw i64 %conv2.nb1041, 16
+  %192 = add nsw i64 %190, %191
+  %193 = add nsw i64 %192, 8
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %193
   store <8 x float> %t106_c4_146, ptr %arena47, align 4
   %t106_c5_048 = load <8 x float>, ptr %conv2.t106_c5_0, align 32
-  %196 = mul nsw i64 %0, 12544
-  %197 = add nsw i64 3373184, %196
-  %198 = mul nsw i64 %1, 32
-  %199 = add nsw i64 %197, %198
-  %200 = mul nsw i64 %conv2.mb1052, 6
-  %201 = add nsw i64 %200, 5
-  %202 = mul nsw i64 %201, 64
-  %203 = add nsw i64 %199, %202
-  %204 = mul nsw i64 %conv2.nb1041, 16
-  %205 = add nsw i64 %203, %204
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %205
+  %194 = mul nsw i64 %0, 12544
+  %195 = add nsw i64 3373184, %194
+  %196 = mul nsw i64 %1, 32
+  %197 = add nsw i64 %195, %196
+  %198 = mul nsw i64 %conv2.mb1052, 6
+  %199 = add nsw i64 %198, 5
+  %200 = mul nsw i64 %199, 64
+  %201 = add nsw i64 %197, %200
+  %202 = mul nsw i64 %conv2.nb1041, 16
+  %203 = add nsw i64 %201, %202
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %203
   store <8 x float> %t106_c5_048, ptr %arena49, align 4
   %t106_c5_150 = load <8 x float>, ptr %conv2.t106_c5_1, align 32
-  %206 = mul nsw i64 %0, 12544
-  %207 = add nsw i64 3373184, %206
-  %208 = mul nsw i64 %1, 32
-  %209 = add nsw i64 %207, %208
-  %210 = mul nsw i64 %conv2.mb1052, 6
-  %211 = add nsw i64 %210, 5
-  %212 = mul nsw i64 %211, 64
-  %213 = add nsw i64 %209, %212
-  %214 = mul nsw i64 %conv2.nb1041, 16
-  %215 = add nsw i64 %213, %214
-  %216 = add nsw i64 %215, 8
-  %arena51 = getelementptr inbounds float, ptr %arena, i64 %216
+  %204 = mul nsw i64 %0, 12544
+  %205 = add nsw i64 3373184, %204
+  %206 = mul nsw i64 %1, 32
+  %207 = add nsw i64 %205, %206
+  %208 = mul nsw i64 %conv2.mb1052, 6
+  %209 = add nsw i64 %208, 5
+  %210 = mul nsw i64 %209, 64
+  %211 = add nsw i64 %207, %210
+  %212 = mul nsw i64 %conv2.nb1041, 16
+  %213 = add nsw i64 %211, %212
+  %214 = add nsw i64 %213, 8
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %214
   store <8 x float> %t106_c5_150, ptr %arena51, align 4
   %mb105.next = add nsw i64 %conv2.mb1052, 1
-  %217 = icmp slt i64 %mb105.next, 32
-  br i1 %217, label %conv2.mb105, label %conv2.mb105.end
+  %215 = icmp slt i64 %mb105.next, 32
+  br i1 %215, label %conv2.mb105, label %conv2.mb105.end
 
 conv2.k109:                                       ; preds = %conv2.k109, %conv2.mb105.end
   %conv2.k10952 = phi i64 [ 0, %conv2.mb105.end ], [ %k109.next, %conv2.k109 ]
-  %218 = mul nsw i64 %0, 2048
-  %219 = add nsw i64 3674240, %218
-  %220 = mul nsw i64 %1, 32
-  %221 = add nsw i64 %219, %220
-  %222 = mul nsw i64 %conv2.k10952, 64
-  %223 = add nsw i64 %221, %222
-  %224 = mul nsw i64 %conv2.nb1041, 16
-  %225 = add nsw i64 %223, %224
-  %arena53 = getelementptr inbounds float, ptr %arena, i64 %225
-  %226 = load <8 x float>, ptr %arena53, align 4
-  store <8 x float> %226, ptr %conv2.t108_b0, align 32
-  %227 = mul nsw i64 %0, 2048
-  %228 = add nsw i64 3674240, %227
-  %229 = mul nsw i64 %1, 32
+  %216 = mul nsw i64 %0, 2048
+  %217 = mul nsw i64 %1, 32
+  %218 = add nsw i64 %216, %217
+  %219 = mul nsw i64 %conv2.k10952, 64
+  %220 = add nsw i64 %218, %219
+  %221 = mul nsw i64 %conv2.nb1041, 16
+  %222 = add nsw i64 %220, %221
+  %prepared53 = getelementptr inbounds float, ptr %prepared, i64 %222
+  %223 = load <8 x float>, ptr %prepared53, align 4
+  store <8 x float> %223, ptr %conv2.t108_b0, align 32
+  %224 = mul nsw i64 %0, 2048
+  %225 = mul nsw i64 %1, 32
+  %226 = add nsw i64 %224, %225
+  %227 = mul nsw i64 %conv2.k10952, 64
+  %228 = add nsw i64 %226, %227
+  %229 = mul nsw i64 %conv2.nb1041, 16
   %230 = add nsw i64 %228, %229
-  %231 = mul nsw i64 %conv2.k10952, 64
-  %232 = add nsw i64 %230, %231
-  %233 = mul nsw i64 %conv2.nb1041, 16
-  %234 = add nsw i64 %232, %233
-  %235 = add nsw i64 %234, 8
-  %arena54 = getelementptr inbounds float, ptr %arena, i64 %235
-  %236 = load <8 x float>, ptr %arena54, align 4
-  store <8 x float> %236, ptr %conv2.t108_b1, align 32
-  %237 = mul nsw i64 %0, 6272
-  %238 = add nsw i64 3272832, %237
-  %239 = add nsw i64 %238, 6144
-  %240 = add nsw i64 %239, %conv2.k10952
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %240
-  %241 = load float, ptr %arena55, align 4
-  %242 = insertelement <8 x float> undef, float %241, i32 0
-  %243 = shufflevector <8 x float> %242, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %243, ptr %conv2.t108_a0, align 32
+  %231 = add nsw i64 %230, 8
+  %prepared54 = getelementptr inbounds float, ptr %prepared, i64 %231
+  %232 = load <8 x float>, ptr %prepared54, align 4
+  store <8 x float> %232, ptr %conv2.t108_b1, align 32
+  %233 = mul nsw i64 %0, 6272
+  %234 = add nsw i64 3272832, %233
+  %235 = add nsw i64 %234, 6144
+  %236 = add nsw i64 %235, %conv2.k10952
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %236
+  %237 = load float, ptr %arena55, align 4
+  %238 = insertelement <8 x float> undef, float %237, i32 0
+  %239 = shufflevector <8 x float> %238, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %239, ptr %conv2.t108_a0, align 32
   %t108_a0 = load <8 x float>, ptr %conv2.t108_a0, align 32
   %t108_b0 = load <8 x float>, ptr %conv2.t108_b0, align 32
   %t108_c0_0 = load <8 x float>, ptr %conv2.t108_c0_0, align 32
-  %244 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t108_a0, <8 x float> %t108_b0, <8 x float> %t108_c0_0)
-  store <8 x float> %244, ptr %conv2.t108_c0_0, align 32
+  %240 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t108_a0, <8 x float> %t108_b0, <8 x float> %t108_c0_0)
+  store <8 x float> %240, ptr %conv2.t108_c0_0, align 32
   %t108_a056 = load <8 x float>, ptr %conv2.t108_a0, align 32
   %t108_b1 = load <8 x float>, ptr %conv2.t108_b1, align 32
   %t108_c0_1 = load <8 x float>, ptr %conv2.t108_c0_1, align 32
-  %245 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t108_a056, <8 x float> %t108_b1, <8 x float> %t108_c0_1)
-  store <8 x float> %245, ptr %conv2.t108_c0_1, align 32
-  %246 = mul nsw i64 %0, 6272
-  %247 = add nsw i64 3272832, %246
-  %248 = add nsw i64 %247, 6176
-  %249 = add nsw i64 %248, %conv2.k10952
-  %arena57 = getelementptr inbounds float, ptr %arena, i64 %249
-  %250 = load float, ptr %arena57, align 4
-  %251 = insertelement <8 x float> undef, float %250, i32 0
-  %252 = shufflevector <8 x float> %251, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %252, ptr %conv2.t108_a1, align 32
+  %241 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t108_a056, <8 x float> %t108_b1, <8 x float> %t108_c0_1)
+  store <8 x float> %241, ptr %conv2.t108_c0_1, align 32
+  %242 = mul nsw i64 %0, 6272
+  %243 = add nsw i64 3272832, %242
+  %244 = add nsw i64 %243, 6176
+  %245 = add nsw i64 %244, %conv2.k10952
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %245
+  %246 = load float, ptr %arena57, align 4
+  %247 = insertelement <8 x float> undef, float %246, i32 0
+  %248 = shufflevector <8 x float> %247, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %248, ptr %conv2.t108_a1, align 32
   %t108_a1 = load <8 x float>, ptr %conv2.t108_a1, align 32
   %t108_b058 = load <8 x float>, ptr %conv2.t108_b0, align 32
   %t108_c1_0 = load <8 x float>, ptr %conv2.t108_c1_0, align 32
-  %253 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t108_a1, <8 x float> %t108_b058, <8 x float> %t108_c1_0)
-  store <8 x float> %253, ptr %conv2.t108_c1_0, align 32
+  %249 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t108_a1, <8 x float> %t108_b058, <8 x float> %t108_c1_0)
+  store <8 x float> %249, ptr %conv2.t108_c1_0, align 32
   %t108_a159 = load <8 x float>, ptr %conv2.t108_a1, align 32
   %t108_b160 = load <8 x float>, ptr %conv2.t108_b1, align 32
   %t108_c1_1 = load <8 x float>, ptr %conv2.t108_c1_1, align 32
-  %254 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t108_a159, <8 x float> %t108_b160, <8 x float> %t108_c1_1)
-  store <8 x float> %254, ptr %conv2.t108_c1_1, align 32
-  %255 = mul nsw i64 %0, 6272
-  %256 = add nsw i64 3272832, %255
-  %257 = add nsw i64 %256, 6208
-  %258 = add nsw i64 %257, %conv2.k10952
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %258
-  %259 = load float, ptr %arena61, align 4
-  %260 = insertelement <8 x float> undef, float %259, i32 0
-  %261 = shufflevector <8 x float> %260, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %261, ptr %conv2.t108_a2, align 32
+  %250 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t108_a159, <8 x float> %t108_b160, <8 x float> %t108_c1_1)
+  store <8 x float> %250, ptr %conv2.t108_c1_1, align 32
+  %251 = mul nsw i64 %0, 6272
+  %252 = add nsw i64 3272832, %251
+  %253 = add nsw i64 %252, 6208
+  %254 = add nsw i64 %253, %conv2.k10952
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %254
+  %255 = load float, ptr %arena61, align 4
+  %256 = insertelement <8 x float> undef, float %255, i32 0
+  %257 = shufflevector <8 x float> %256, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %257, ptr %conv2.t108_a2, align 32
   %t108_a2 = load <8 x float>, ptr %conv2.t108_a2, align 32
   %t108_b062 = load <8 x float>, ptr %conv2.t108_b0, align 32
   %t108_c2_0 = load <8 x float>, ptr %conv2.t108_c2_0, align 32
-  %262 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t108_a2, <8 x float> %t108_b062, <8 x float> %t108_c2_0)
-  store <8 x float> %262, ptr %conv2.t108_c2_0, align 32
+  %258 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t108_a2, <8 x float> %t108_b062, <8 x float> %t108_c2_0)
+  store <8 x float> %258, ptr %conv2.t108_c2_0, align 32
   %t108_a263 = load <8 x float>, ptr %conv2.t108_a2, align 32
   %t108_b164 = load <8 x float>, ptr %conv2.t108_b1, align 32
   %t108_c2_1 = load <8 x float>, ptr %conv2.t108_c2_1, align 32
-  %263 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t108_a263, <8 x float> %t108_b164, <8 x float> %t108_c2_1)
-  store <8 x float> %263, ptr %conv2.t108_c2_1, align 32
-  %264 = mul nsw i64 %0, 6272
-  %265 = add nsw i64 3272832, %264
-  %266 = add nsw i64 %265, 6240
-  %267 = add nsw i64 %266, %conv2.k10952
-  %arena65 = getelementptr inbounds float, ptr %arena, i64 %267
-  %268 = load float, ptr %arena65, align 4
-  %269 = insertelement <8 x float> undef, float %268, i32 0
-  %270 = shufflevector <8 x float> %269, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %270, ptr %conv2.t108_a3, align 32
+  %259 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t108_a263, <8 x float> %t108_b164, <8 x float> %t108_c2_1)
+  store <8 x float> %259, ptr %conv2.t108_c2_1, align 32
+  %260 = mul nsw i64 %0, 6272
+  %261 = add nsw i64 3272832, %260
+  %262 = add nsw i64 %261, 6240
+  %263 = add nsw i64 %262, %conv2.k10952
+  %arena65 = getelementptr inbounds float, ptr %arena, i64 %263
+  %264 = load float, ptr %arena65, align 4
+  %265 = insertelement <8 x float> undef, float %264, i32 0
+  %266 = shufflevector <8 x float> %265, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %266, ptr %conv2.t108_a3, align 32
   %t108_a3 = load <8 x float>, ptr %conv2.t108_a3, align 32
   %t108_b066 = load <8 x float>, ptr %conv2.t108_b0, align 32
   %t108_c3_0 = load <8 x float>, ptr %conv2.t108_c3_0, align 32
-  %271 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t108_a3, <8 x float> %t108_b066, <8 x float> %t108_c3_0)
-  store <8 x float> %271, ptr %conv2.t108_c3_0, align 32
+  %267 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t108_a3, <8 x float> %t108_b066, <8 x float> %t108_c3_0)
+  store <8 x float> %267, ptr %conv2.t108_c3_0, align 32
   %t108_a367 = load <8 x float>, ptr %conv2.t108_a3, align 32
   %t108_b168 = load <8 x float>, ptr %conv2.t108_b1, align 32
   %t108_c3_1 = load <8 x float>, ptr %conv2.t108_c3_1, align 32
-  %272 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t108_a367, <8 x float> %t108_b168, <8 x float> %t108_c3_1)
-  store <8 x float> %272, ptr %conv2.t108_c3_1, align 32
+  %268 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t108_a367, <8 x float> %t108_b168, <8 x float> %t108_c3_1)
+  store <8 x float> %268, ptr %conv2.t108_c3_1, align 32
   %k109.next = add nsw i64 %conv2.k10952, 1
-  %273 = icmp slt i64 %k109.next, 32
-  br i1 %273, label %conv2.k109, label %conv2.k109.end
+  %269 = icmp slt i64 %k109.next, 32
+  br i1 %269, label %conv2.k109, label %conv2.k109.end
 
 conv2.k109.end:                                   ; preds = %conv2.k109
   %t108_c0_069 = load <8 x float>, ptr %conv2.t108_c0_0, align 32
-  %274 = mul nsw i64 %0, 12544
-  %275 = add nsw i64 3373184, %274
-  %276 = mul nsw i64 %1, 32
-  %277 = add nsw i64 %275, %276
-  %278 = add nsw i64 %277, 12288
-  %279 = mul nsw i64 %conv2.nb1041, 16
-  %280 = add nsw i64 %278, %279
-  %arena70 = getelementptr inbounds float, ptr %arena, i64 %280
+  %270 = mul nsw i64 %0, 12544
+  %271 = add nsw i64 3373184, %270
+  %272 = mul nsw i64 %1, 32
+  %273 = add nsw i64 %271, %272
+  %274 = add nsw i64 %273, 12288
+  %275 = mul nsw i64 %conv2.nb1041, 16
+  %276 = add nsw i64 %274, %275
+  %arena70 = getelementptr inbounds float, ptr %arena, i64 %276
   store <8 x float> %t108_c0_069, ptr %arena70, align 4
   %t108_c0_171 = load <8 x float>, ptr %conv2.t108_c0_1, align 32
-  %281 = mul nsw i64 %0, 12544
-  %282 = add nsw i64 3373184, %281
-  %283 = mul nsw i64 %1, 32
-  %284 = add nsw i64 %282, %283
-  %285 = add nsw i64 %284, 12288
-  %286 = mul nsw i64 %conv2.nb1041, 16
-  %287 = add nsw i64 %285, %286
-  %288 = add nsw i64 %287, 8
-  %arena72 = getelementptr inbounds float, ptr %arena, i64 %288
+  %277 = mul nsw i64 %0, 12544
+  %278 = add nsw i64 3373184, %277
+  %279 = mul nsw i64 %1, 32
+  %280 = add nsw i64 %278, %279
+  %281 = add nsw i64 %280, 12288
+  %282 = mul nsw i64 %conv2.nb1041, 16
+  %283 = add nsw i64 %281, %282
+  %284 = add nsw i64 %283, 8
+  %arena72 = getelementptr inbounds float, ptr %arena, i64 %284
   store <8 x float> %t108_c0_171, ptr %arena72, align 4
   %t108_c1_073 = load <8 x float>, ptr %conv2.t108_c1_0, align 32
-  %289 = mul nsw i64 %0, 12544
-  %290 = add nsw i64 3373184, %289
-  %291 = mul nsw i64 %1, 32
-  %292 = add nsw i64 %290, %291
-  %293 = add nsw i64 %292, 12352
-  %294 = mul nsw i64 %conv2.nb1041, 16
-  %295 = add nsw i64 %293, %294
-  %arena74 = getelementptr inbounds float, ptr %arena, i64 %295
+  %285 = mul nsw i64 %0, 12544
+  %286 = add nsw i64 3373184, %285
+  %287 = mul nsw i64 %1, 32
+  %288 = add nsw i64 %286, %287
+  %289 = add nsw i64 %288, 12352
+  %290 = mul nsw i64 %conv2.nb1041, 16
+  %291 = add nsw i64 %289, %290
+  %arena74 = getelementptr inbounds float, ptr %arena, i64 %291
   store <8 x float> %t108_c1_073, ptr %arena74, align 4
   %t108_c1_175 = load <8 x float>, ptr %conv2.t108_c1_1, align 32
-  %296 = mul nsw i64 %0, 12544
-  %297 = add nsw i64 3373184, %296
-  %298 = mul nsw i64 %1, 32
-  %299 = add nsw i64 %297, %298
-  %300 = add nsw i64 %299, 12352
-  %301 = mul nsw i64 %conv2.nb1041, 16
-  %302 = add nsw i64 %300, %301
-  %303 = add nsw i64 %302, 8
-  %arena76 = getelementptr inbounds float, ptr %arena, i64 %303
+  %292 = mul nsw i64 %0, 12544
+  %293 = add nsw i64 3373184, %292
+  %294 = mul nsw i64 %1, 32
+  %295 = add nsw i64 %293, %294
+  %296 = add nsw i64 %295, 12352
+  %297 = mul nsw i64 %conv2.nb1041, 16
+  %298 = add nsw i64 %296, %297
+  %299 = add nsw i64 %298, 8
+  %arena76 = getelementptr inbounds float, ptr %arena, i64 %299
   store <8 x float> %t108_c1_175, ptr %arena76, align 4
   %t108_c2_077 = load <8 x float>, ptr %conv2.t108_c2_0, align 32
-  %304 = mul nsw i64 %0, 12544
-  %305 = add nsw i64 3373184, %304
-  %306 = mul nsw i64 %1, 32
-  %307 = add nsw i64 %305, %306
-  %308 = add nsw i64 %307, 12416
-  %309 = mul nsw i64 %conv2.nb1041, 16
-  %310 = add nsw i64 %308, %309
-  %arena78 = getelementptr inbounds float, ptr %arena, i64 %310
+  %300 = mul nsw i64 %0, 12544
+  %301 = add nsw i64 3373184, %300
+  %302 = mul nsw i64 %1, 32
+  %303 = add nsw i64 %301, %302
+  %304 = add nsw i64 %303, 12416
+  %305 = mul nsw i64 %conv2.nb1041, 16
+  %306 = add nsw i64 %304, %305
+  %arena78 = getelementptr inbounds float, ptr %arena, i64 %306
   store <8 x float> %t108_c2_077, ptr %arena78, align 4
   %t108_c2_179 = load <8 x float>, ptr %conv2.t108_c2_1, align 32
-  %311 = mul nsw i64 %0, 12544
-  %312 = add nsw i64 3373184, %311
-  %313 = mul nsw i64 %1, 32
-  %314 = add nsw i64 %312, %313
-  %315 = add nsw i64 %314, 12416
-  %316 = mul nsw i64 %conv2.nb1041, 16
-  %317 = add nsw i64 %315, %316
-  %318 = add nsw i64 %317, 8
-  %arena80 = getelementptr inbounds float, ptr %arena, i64 %318
+  %307 = mul nsw i64 %0, 12544
+  %308 = add nsw i64 3373184, %307
+  %309 = mul nsw i64 %1, 32
+  %310 = add nsw i64 %308, %309
+  %311 = add nsw i64 %310, 12416
+  %312 = mul nsw i64 %conv2.nb1041, 16
+  %313 = add nsw i64 %311, %312
+  %314 = add nsw i64 %313, 8
+  %arena80 = getelementptr inbounds float, ptr %arena, i64 %314
   store <8 x float> %t108_c2_179, ptr %arena80, align 4
   %t108_c3_081 = load <8 x float>, ptr %conv2.t108_c3_0, align 32
-  %319 = mul nsw i64 %0, 12544
-  %320 = add nsw i64 3373184, %319
-  %321 = mul nsw i64 %1, 32
-  %322 = add nsw i64 %320, %321
-  %323 = add nsw i64 %322, 12480
-  %324 = mul nsw i64 %conv2.nb1041, 16
-  %325 = add nsw i64 %323, %324
-  %arena82 = getelementptr inbounds float, ptr %arena, i64 %325
+  %315 = mul nsw i64 %0, 12544
+  %316 = add nsw i64 3373184, %315
+  %317 = mul nsw i64 %1, 32
+  %318 = add nsw i64 %316, %317
+  %319 = add nsw i64 %318, 12480
+  %320 = mul nsw i64 %conv2.nb1041, 16
+  %321 = add nsw i64 %319, %320
+  %arena82 = getelementptr inbounds float, ptr %arena, i64 %321
   store <8 x float> %t108_c3_081, ptr %arena82, align 4
   %t108_c3_183 = load <8 x float>, ptr %conv2.t108_c3_1, align 32
-  %326 = mul nsw i64 %0, 12544
-  %327 = add nsw i64 3373184, %326
-  %328 = mul nsw i64 %1, 32
-  %329 = add nsw i64 %327, %328
-  %330 = add nsw i64 %329, 12480
-  %331 = mul nsw i64 %conv2.nb1041, 16
-  %332 = add nsw i64 %330, %331
-  %333 = add nsw i64 %332, 8
-  %arena84 = getelementptr inbounds float, ptr %arena, i64 %333
+  %322 = mul nsw i64 %0, 12544
+  %323 = add nsw i64 3373184, %322
+  %324 = mul nsw i64 %1, 32
+  %325 = add nsw i64 %323, %324
+  %326 = add nsw i64 %325, 12480
+  %327 = mul nsw i64 %conv2.nb1041, 16
+  %328 = add nsw i64 %326, %327
+  %329 = add nsw i64 %328, 8
+  %arena84 = getelementptr inbounds float, ptr %arena, i64 %329
   store <8 x float> %t108_c3_183, ptr %arena84, align 4
   %nb104.next = add nsw i64 %conv2.nb1041, 1
-  %334 = icmp slt i64 %nb104.next, 2
-  br i1 %334, label %conv2.nb104, label %conv2.nb104.end
+  %330 = icmp slt i64 %nb104.next, 2
+  br i1 %330, label %conv2.nb104, label %conv2.nb104.end
 }
 
 define internal void @convnet_infer_b64.k1.conv2.part102.task(ptr %0, i64 %1) {
 entry:
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
   %3 = load ptr, ptr %2, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 1
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 1
   %5 = load ptr, ptr %4, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 2
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 2
   %7 = load ptr, ptr %6, align 8
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 3
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 3
   %9 = load ptr, ptr %8, align 8
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 4
   %11 = load ptr, ptr %10, align 8
-  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 5
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 5
   %13 = load ptr, ptr %12, align 8
-  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 6
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 6
   %15 = load ptr, ptr %14, align 8
-  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 7
-  %17 = load float, ptr %16, align 4
-  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 8
-  %19 = load i64, ptr %18, align 4
-  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 9
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 7
+  %17 = load ptr, ptr %16, align 8
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 8
+  %19 = load float, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 9
   %21 = load i64, ptr %20, align 4
-  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 10
-  %23 = load ptr, ptr %22, align 8
-  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
-  %25 = load i64, ptr %24, align 4
-  call void @convnet_infer_b64.k1.conv2.part102(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 10
+  %23 = load i64, ptr %22, align 4
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
+  %25 = load ptr, ptr %24, align 8
+  %26 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 12
+  %27 = load i64, ptr %26, align 4
+  call void @convnet_infer_b64.k1.conv2.part102(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, ptr %17, float %19, i64 %21, i64 %23, ptr %25, i64 %27, i64 %1)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_infer_b64.k2.flat(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @convnet_infer_b64.k2.flat(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_infer_b64.k3.fc1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @convnet_infer_b64.k3.fc1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %fc1.n151
 
@@ -15716,7 +15727,7 @@ fc1.n151:                                         ; preds = %fc1.k152.end, %entr
   br label %fc1.k152
 
 fc1.n151.end:                                     ; preds = %fc1.k152.end
-  call void @convnet_infer_b64.k3.fc1.gemm163(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @convnet_infer_b64.k3.fc1.gemm163(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   br label %fc1.n164
 
 fc1.k152:                                         ; preds = %fc1.k152, %fc1.n151
@@ -15784,7 +15795,7 @@ fc1.u165.end:                                     ; preds = %fc1.u165
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_infer_b64.k3.fc1.gemm163(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @convnet_infer_b64.k3.fc1.gemm163(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %fc1.t161_a3 = alloca <8 x float>, align 32
   %fc1.t161_a2 = alloca <8 x float>, align 32
@@ -16498,13 +16509,13 @@ fc1.k162.end:                                     ; preds = %fc1.k162
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_infer_b64.k4.drop(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @convnet_infer_b64.k4.drop(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_infer_b64.k5.fc2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @convnet_infer_b64.k5.fc2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %arena1 = getelementptr inbounds float, ptr %arena, i64 0
   %params2 = getelementptr inbounds float, ptr %params, i64 1624576

@@ -3,45 +3,45 @@
 source_filename = "lenet5"
 target triple = "x86_64-unknown-linux-gnu"
 
-define void @lenet5_train_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
+define void @lenet5_train_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
 entry:
-  call void @lenet5_train_b64.k0.conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @lenet5_train_b64.k1.pool1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @lenet5_train_b64.k2.conv2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @lenet5_train_b64.k3.pool2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @lenet5_train_b64.k4.flat(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @lenet5_train_b64.k5.fc1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @lenet5_train_b64.k6.fc2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @lenet5_train_b64.k7.fc3(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @lenet5_train_b64.k8.loss(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @lenet5_train_b64.k9.fc3_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @lenet5_train_b64.k10.fc3_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @lenet5_train_b64.k11.fc3_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @lenet5_train_b64.k12.relu4_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @lenet5_train_b64.k13.fc2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @lenet5_train_b64.k14.fc2_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @lenet5_train_b64.k15.fc2_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @lenet5_train_b64.k16.relu3_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @lenet5_train_b64.k17.fc1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @lenet5_train_b64.k18.fc1_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @lenet5_train_b64.k19.fc1_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @lenet5_train_b64.k20.flat_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @lenet5_train_b64.k21.pool2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @lenet5_train_b64.k22.relu2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @lenet5_train_b64.k23.conv2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @lenet5_train_b64.k24.conv2_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @lenet5_train_b64.k25.conv2_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @lenet5_train_b64.k26.pool1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @lenet5_train_b64.k27.relu1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @lenet5_train_b64.k28.conv1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @lenet5_train_b64.k29.conv1_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @lenet5_train_b64.k30.conv1_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @lenet5_train_b64.k31.adam(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_train_b64.k0.conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_train_b64.k1.pool1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_train_b64.k2.conv2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_train_b64.k3.pool2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_train_b64.k4.flat(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_train_b64.k5.fc1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_train_b64.k6.fc2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_train_b64.k7.fc3(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_train_b64.k8.loss(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_train_b64.k9.fc3_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_train_b64.k10.fc3_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_train_b64.k11.fc3_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_train_b64.k12.relu4_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_train_b64.k13.fc2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_train_b64.k14.fc2_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_train_b64.k15.fc2_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_train_b64.k16.relu3_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_train_b64.k17.fc1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_train_b64.k18.fc1_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_train_b64.k19.fc1_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_train_b64.k20.flat_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_train_b64.k21.pool2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_train_b64.k22.relu2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_train_b64.k23.conv2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_train_b64.k24.conv2_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_train_b64.k25.conv2_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_train_b64.k26.pool1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_train_b64.k27.relu1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_train_b64.k28.conv1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_train_b64.k29.conv1_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_train_b64.k30.conv1_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_train_b64.k31.adam(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k0.conv1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @lenet5_train_b64.k0.conv1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %conv1.g1
 
@@ -57,7 +57,7 @@ conv1.j2:                                         ; preds = %conv1.c3.end, %conv
   br label %conv1.c3
 
 conv1.j2.end:                                     ; preds = %conv1.c3.end
-  call void @lenet5_train_b64.k0.conv1.gemm28(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_train_b64.k0.conv1.gemm28(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   br label %conv1.j29
 
 conv1.c3:                                         ; preds = %conv1.ky4.end, %conv1.j2
@@ -827,7 +827,7 @@ conv1.i31.end:                                    ; preds = %conv1.i31
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k0.conv1.gemm28(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @lenet5_train_b64.k0.conv1.gemm28(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv1.t26_a5 = alloca <8 x float>, align 32
   %conv1.t26_a4 = alloca <8 x float>, align 32
@@ -1135,7 +1135,7 @@ conv1.k27.end:                                    ; preds = %conv1.k27
 declare <8 x float> @llvm.fma.v8f32(<8 x float>, <8 x float>, <8 x float>) #2
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k1.pool1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @lenet5_train_b64.k1.pool1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %pool1.acc35 = alloca float, align 4
   br label %pool1.q32
@@ -1223,7 +1223,7 @@ pool1.px34.end:                                   ; preds = %pool1.px34
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k2.conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @lenet5_train_b64.k2.conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %conv2.g36
 
@@ -1239,7 +1239,7 @@ conv2.j37:                                        ; preds = %conv2.c38.end, %con
   br label %conv2.c38
 
 conv2.j37.end:                                    ; preds = %conv2.c38.end
-  call void @lenet5_train_b64.k2.conv2.gemm57(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_train_b64.k2.conv2.gemm57(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   br label %conv2.j58
 
 conv2.c38:                                        ; preds = %conv2.ky39.end, %conv2.j37
@@ -1544,7 +1544,7 @@ conv2.i60.end:                                    ; preds = %conv2.i60
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k2.conv2.gemm57(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @lenet5_train_b64.k2.conv2.gemm57(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv2.t55_a3 = alloca <8 x float>, align 32
   %conv2.t55_a2 = alloca <8 x float>, align 32
@@ -2041,7 +2041,7 @@ conv2.k56.end:                                    ; preds = %conv2.k56
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k3.pool2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @lenet5_train_b64.k3.pool2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %pool2.acc64 = alloca float, align 4
   br label %pool2.q61
@@ -2133,13 +2133,13 @@ pool2.px63.end:                                   ; preds = %pool2.px63
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k4.flat(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @lenet5_train_b64.k4.flat(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k5.fc1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @lenet5_train_b64.k5.fc1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %fc1.n65
 
@@ -2148,7 +2148,7 @@ fc1.n65:                                          ; preds = %fc1.k66.end, %entry
   br label %fc1.k66
 
 fc1.n65.end:                                      ; preds = %fc1.k66.end
-  call void @lenet5_train_b64.k5.fc1.gemm74(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_train_b64.k5.fc1.gemm74(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   br label %fc1.n75
 
 fc1.k66:                                          ; preds = %fc1.k66, %fc1.n65
@@ -2217,7 +2217,7 @@ fc1.u76.end:                                      ; preds = %fc1.u76
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k5.fc1.gemm74(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @lenet5_train_b64.k5.fc1.gemm74(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %fc1.t72_a3 = alloca <8 x float>, align 32
   %fc1.t72_a2 = alloca <8 x float>, align 32
@@ -2714,7 +2714,7 @@ fc1.k73.end:                                      ; preds = %fc1.k73
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k6.fc2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @lenet5_train_b64.k6.fc2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %arena1 = getelementptr inbounds float, ptr %arena, i64 504320
   %params2 = getelementptr inbounds float, ptr %params, i64 50692
@@ -2769,7 +2769,7 @@ fc2.u78.end:                                      ; preds = %fc2.u78
 declare void @cblas_sgemm(i32, i32, i32, i32, i32, i32, float, ptr, i32, ptr, i32, float, ptr, i32)
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k7.fc3(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @lenet5_train_b64.k7.fc3(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %arena1 = getelementptr inbounds float, ptr %arena, i64 512000
   %params2 = getelementptr inbounds float, ptr %params, i64 60856
@@ -2811,7 +2811,7 @@ fc3.u80.end:                                      ; preds = %fc3.u80
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k8.loss(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @lenet5_train_b64.k8.loss(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %loss.s84 = alloca float, align 4
   %loss.m83 = alloca float, align 4
@@ -2936,7 +2936,7 @@ declare float @llvm.floor.f32(float) #2
 declare float @llvm.log.f32(float) #2
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k9.fc3_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @lenet5_train_b64.k9.fc3_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %fc3_grad.s89 = alloca float, align 4
   %fc3_grad.m88 = alloca float, align 4
@@ -3146,7 +3146,7 @@ fc3_grad.k92.end:                                 ; preds = %fc3_grad.k92
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k10.fc3_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @lenet5_train_b64.k10.fc3_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %arena1 = getelementptr inbounds float, ptr %arena, i64 518032
   %arena2 = getelementptr inbounds float, ptr %arena, i64 512000
@@ -3156,7 +3156,7 @@ entry:
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k11.fc3_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @lenet5_train_b64.k11.fc3_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %fc3_bias_grad.acc94 = alloca float, align 4
   br label %fc3_bias_grad.u93
@@ -3194,7 +3194,7 @@ fc3_bias_grad.n95.end:                            ; preds = %fc3_bias_grad.n95
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k12.relu4_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @lenet5_train_b64.k12.relu4_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %arena1 = getelementptr inbounds float, ptr %arena, i64 518032
   %params2 = getelementptr inbounds float, ptr %params, i64 60856
@@ -3204,7 +3204,7 @@ entry:
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k13.fc2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @lenet5_train_b64.k13.fc2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %fc2_grad.i96
 
@@ -3230,7 +3230,7 @@ fc2_grad.i96.end:                                 ; preds = %fc2_grad.i96
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k14.fc2_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @lenet5_train_b64.k14.fc2_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %arena1 = getelementptr inbounds float, ptr %arena, i64 524048
   %arena2 = getelementptr inbounds float, ptr %arena, i64 504320
@@ -3240,7 +3240,7 @@ entry:
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k15.fc2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @lenet5_train_b64.k15.fc2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %fc2_bias_grad.acc98 = alloca float, align 4
   br label %fc2_bias_grad.u97
@@ -3278,7 +3278,7 @@ fc2_bias_grad.n99.end:                            ; preds = %fc2_bias_grad.n99
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k16.relu3_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @lenet5_train_b64.k16.relu3_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %arena1 = getelementptr inbounds float, ptr %arena, i64 524048
   %params2 = getelementptr inbounds float, ptr %params, i64 50692
@@ -3288,7 +3288,7 @@ entry:
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k17.fc1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @lenet5_train_b64.k17.fc1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %fc1_grad.i100
 
@@ -3314,14 +3314,14 @@ fc1_grad.i100.end:                                ; preds = %fc1_grad.i100
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k18.fc1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @lenet5_train_b64.k18.fc1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  call void @lenet5_train_b64.k18.fc1_weight_grad.gemm108(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_train_b64.k18.fc1_weight_grad.gemm108(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k18.fc1_weight_grad.gemm108(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @lenet5_train_b64.k18.fc1_weight_grad.gemm108(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %fc1_weight_grad.t106_a3 = alloca <8 x float>, align 32
   %fc1_weight_grad.t106_a2 = alloca <8 x float>, align 32
@@ -3818,7 +3818,7 @@ fc1_weight_grad.k107.end:                         ; preds = %fc1_weight_grad.k10
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k19.fc1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @lenet5_train_b64.k19.fc1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %fc1_bias_grad.acc110 = alloca float, align 4
   br label %fc1_bias_grad.u109
@@ -3856,14 +3856,14 @@ fc1_bias_grad.n111.end:                           ; preds = %fc1_bias_grad.n111
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k20.flat_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @lenet5_train_b64.k20.flat_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  call void @lenet5_train_b64.k20.flat_grad.gemm119(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_train_b64.k20.flat_grad.gemm119(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k20.flat_grad.gemm119(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @lenet5_train_b64.k20.flat_grad.gemm119(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %flat_grad.t117_a3 = alloca <8 x float>, align 32
   %flat_grad.t117_a2 = alloca <8 x float>, align 32
@@ -4360,13 +4360,13 @@ flat_grad.k118.end:                               ; preds = %flat_grad.k118
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k21.pool2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @lenet5_train_b64.k21.pool2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k22.relu2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @lenet5_train_b64.k22.relu2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %relu2_grad.i120
 
@@ -4450,7 +4450,7 @@ relu2_grad.kx125.end:                             ; preds = %relu2_grad.kx125
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k23.conv2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @lenet5_train_b64.k23.conv2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %conv2_grad.i126
 
@@ -4476,7 +4476,7 @@ conv2_grad.i126.end:                              ; preds = %conv2_grad.i126
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k24.conv2_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @lenet5_train_b64.k24.conv2_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %conv2_weight_grad.i127
 
@@ -4749,7 +4749,7 @@ conv2_weight_grad.j142:                           ; preds = %conv2_weight_grad.i
   br label %conv2_weight_grad.i143
 
 conv2_weight_grad.j142.end:                       ; preds = %conv2_weight_grad.i143.end
-  call void @lenet5_train_b64.k24.conv2_weight_grad.gemm149(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_train_b64.k24.conv2_weight_grad.gemm149(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   %g128.next = add nsw i64 %conv2_weight_grad.g1283, 1
   %128 = icmp slt i64 %g128.next, 4
   br i1 %128, label %conv2_weight_grad.g128, label %conv2_weight_grad.g128.end
@@ -4820,7 +4820,7 @@ conv2_weight_grad.r151.end:                       ; preds = %conv2_weight_grad.r
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k24.conv2_weight_grad.gemm149(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @lenet5_train_b64.k24.conv2_weight_grad.gemm149(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv2_weight_grad.t147_a5 = alloca <8 x float>, align 32
   %conv2_weight_grad.t147_a4 = alloca <8 x float>, align 32
@@ -5231,7 +5231,7 @@ conv2_weight_grad.k148.end:                       ; preds = %conv2_weight_grad.k
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k25.conv2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @lenet5_train_b64.k25.conv2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv2_bias_grad.sum162 = alloca float, align 4
   %conv2_bias_grad.sum161 = alloca float, align 4
@@ -5340,7 +5340,7 @@ conv2_bias_grad.i155.end:                         ; preds = %conv2_bias_grad.i15
 declare <8 x float> @llvm.masked.load.v8f32.p0(ptr nocapture, i32 immarg, <8 x i1>, <8 x float>) #3
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k26.pool1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @lenet5_train_b64.k26.pool1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %pool1_grad.sum967 = alloca float, align 4
   %pool1_grad.sum964 = alloca float, align 4
@@ -5981,7 +5981,7 @@ pool1_grad.j164:                                  ; preds = %pool1_grad.f165.end
   br label %pool1_grad.f165
 
 pool1_grad.j164.end:                              ; preds = %pool1_grad.f165.end
-  call void @lenet5_train_b64.k26.pool1_grad.gemm178(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_train_b64.k26.pool1_grad.gemm178(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   br label %pool1_grad.j179
 
 pool1_grad.f165:                                  ; preds = %pool1_grad.i166.end, %pool1_grad.j164
@@ -18779,7 +18779,7 @@ pool1_grad.ix966.end:                             ; preds = %pool1_grad.ix966
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k26.pool1_grad.gemm178(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @lenet5_train_b64.k26.pool1_grad.gemm178(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %pool1_grad.t176_a1 = alloca <8 x float>, align 32
   %pool1_grad.t176_a0 = alloca <8 x float>, align 32
@@ -19483,7 +19483,7 @@ pool1_grad.k177.end:                              ; preds = %pool1_grad.k177
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k27.relu1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @lenet5_train_b64.k27.relu1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %relu1_grad.i968
 
@@ -19567,7 +19567,7 @@ relu1_grad.kx973.end:                             ; preds = %relu1_grad.kx973
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k28.conv1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @lenet5_train_b64.k28.conv1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %conv1_grad.i974
 
@@ -19592,7 +19592,7 @@ conv1_grad.i974.end:                              ; preds = %conv1_grad.i974
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k29.conv1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @lenet5_train_b64.k29.conv1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %conv1_weight_grad.i975
 
@@ -20312,7 +20312,7 @@ conv1_weight_grad.j999:                           ; preds = %conv1_weight_grad.i
   br label %conv1_weight_grad.i1000
 
 conv1_weight_grad.j999.end:                       ; preds = %conv1_weight_grad.i1000.end
-  call void @lenet5_train_b64.k29.conv1_weight_grad.gemm1008(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_train_b64.k29.conv1_weight_grad.gemm1008(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   %g976.next = add nsw i64 %conv1_weight_grad.g9763, 1
   %345 = icmp slt i64 %g976.next, 4
   br i1 %345, label %conv1_weight_grad.g976, label %conv1_weight_grad.g976.end
@@ -20382,7 +20382,7 @@ conv1_weight_grad.r1010.end:                      ; preds = %conv1_weight_grad.r
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k29.conv1_weight_grad.gemm1008(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @lenet5_train_b64.k29.conv1_weight_grad.gemm1008(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv1_weight_grad.t1006_a10 = alloca <8 x float>, align 32
   %conv1_weight_grad.t1006_a9 = alloca <8 x float>, align 32
@@ -21119,7 +21119,7 @@ conv1_weight_grad.k1007.end:                      ; preds = %conv1_weight_grad.k
 declare void @llvm.masked.store.v8f32.p0(<8 x float>, ptr nocapture, i32 immarg, <8 x i1>) #4
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k30.conv1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @lenet5_train_b64.k30.conv1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv1_bias_grad.sum1021 = alloca float, align 4
   %conv1_bias_grad.sum1020 = alloca float, align 4
@@ -21215,7 +21215,7 @@ conv1_bias_grad.i1014.end:                        ; preds = %conv1_bias_grad.i10
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k31.adam(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @lenet5_train_b64.k31.adam(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %adam.v_new = alloca float, align 4
   %adam.m_new = alloca float, align 4
@@ -21364,23 +21364,23 @@ adam.i1024.end:                                   ; preds = %adam.i1024
 ; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
 declare float @llvm.sqrt.f32(float) #2
 
-define void @lenet5_infer_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
+define void @lenet5_infer_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
 entry:
-  call void @lenet5_infer_b64.k0.conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @lenet5_infer_b64.k1.pool1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @lenet5_infer_b64.k2.conv2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @lenet5_infer_b64.k3.pool2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @lenet5_infer_b64.k4.flat(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @lenet5_infer_b64.k5.fc1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @lenet5_infer_b64.k6.fc2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @lenet5_infer_b64.k7.fc3(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_infer_b64.k0.conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_infer_b64.k1.pool1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_infer_b64.k2.conv2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_infer_b64.k3.pool2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_infer_b64.k4.flat(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_infer_b64.k5.fc1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_infer_b64.k6.fc2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_infer_b64.k7.fc3(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_infer_b64.k0.conv1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @lenet5_infer_b64.k0.conv1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %part24.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
+  %part24.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
   br label %conv1.g1
 
 conv1.g1:                                         ; preds = %conv1.part24.done, %entry
@@ -21395,32 +21395,34 @@ conv1.j2:                                         ; preds = %conv1.c3.end, %conv
   br label %conv1.c3
 
 conv1.j2.end:                                     ; preds = %conv1.c3.end
-  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part24.context, i32 0, i32 0
+  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part24.context, i32 0, i32 0
   store ptr %params, ptr %0, align 8
-  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part24.context, i32 0, i32 1
+  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part24.context, i32 0, i32 1
   store ptr %grads, ptr %1, align 8
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part24.context, i32 0, i32 2
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part24.context, i32 0, i32 2
   store ptr %m, ptr %2, align 8
-  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part24.context, i32 0, i32 3
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part24.context, i32 0, i32 3
   store ptr %v, ptr %3, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part24.context, i32 0, i32 4
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part24.context, i32 0, i32 4
   store ptr %arena, ptr %4, align 8
-  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part24.context, i32 0, i32 5
-  store ptr %images, ptr %5, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part24.context, i32 0, i32 6
-  store ptr %labels, ptr %6, align 8
-  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part24.context, i32 0, i32 7
-  store float %lr, ptr %7, align 4
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part24.context, i32 0, i32 8
-  store i64 %step, ptr %8, align 4
-  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part24.context, i32 0, i32 9
-  store i64 %seed, ptr %9, align 4
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part24.context, i32 0, i32 10
-  store ptr %pool, ptr %10, align 8
-  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part24.context, i32 0, i32 11
-  store i64 %conv1.g11, ptr %11, align 4
-  %12 = icmp eq ptr %pool, null
-  br i1 %12, label %conv1.part24.serial, label %conv1.part24.pool
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part24.context, i32 0, i32 5
+  store ptr %prepared, ptr %5, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part24.context, i32 0, i32 6
+  store ptr %images, ptr %6, align 8
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part24.context, i32 0, i32 7
+  store ptr %labels, ptr %7, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part24.context, i32 0, i32 8
+  store float %lr, ptr %8, align 4
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part24.context, i32 0, i32 9
+  store i64 %step, ptr %9, align 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part24.context, i32 0, i32 10
+  store i64 %seed, ptr %10, align 4
+  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part24.context, i32 0, i32 11
+  store ptr %pool, ptr %11, align 8
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part24.context, i32 0, i32 12
+  store i64 %conv1.g11, ptr %12, align 4
+  %13 = icmp eq ptr %pool, null
+  br i1 %13, label %conv1.part24.serial, label %conv1.part24.pool
 
 conv1.c3:                                         ; preds = %conv1.ky4.end, %conv1.j2
   %conv1.c33 = phi i64 [ 0, %conv1.j2 ], [ %c3.next, %conv1.ky4.end ]
@@ -21428,8 +21430,8 @@ conv1.c3:                                         ; preds = %conv1.ky4.end, %con
 
 conv1.c3.end:                                     ; preds = %conv1.ky4.end
   %j2.next = add nsw i64 %conv1.j22, 1
-  %13 = icmp slt i64 %j2.next, 2
-  br i1 %13, label %conv1.j2, label %conv1.j2.end
+  %14 = icmp slt i64 %j2.next, 2
+  br i1 %14, label %conv1.j2, label %conv1.j2.end
 
 conv1.ky4:                                        ; preds = %conv1.oy20.end, %conv1.c3
   %conv1.ky44 = phi i64 [ 0, %conv1.c3 ], [ %ky4.next, %conv1.oy20.end ]
@@ -21437,19 +21439,19 @@ conv1.ky4:                                        ; preds = %conv1.oy20.end, %co
 
 conv1.ky4.end:                                    ; preds = %conv1.oy20.end
   %c3.next = add nsw i64 %conv1.c33, 1
-  %14 = icmp slt i64 %c3.next, 1
-  br i1 %14, label %conv1.c3, label %conv1.c3.end
+  %15 = icmp slt i64 %c3.next, 1
+  br i1 %15, label %conv1.c3, label %conv1.c3.end
 
 conv1.oy5:                                        ; preds = %conv1.endif16, %conv1.ky4
   %conv1.oy55 = phi i64 [ 0, %conv1.ky4 ], [ %oy5.next, %conv1.endif16 ]
-  %15 = add nsw i64 %conv1.oy55, %conv1.ky44
-  %16 = add nsw i64 %15, -2
-  %17 = icmp slt i64 -1, %16
-  %18 = add nsw i64 %conv1.oy55, %conv1.ky44
-  %19 = add nsw i64 %18, -2
-  %20 = icmp slt i64 %19, 28
-  %21 = and i1 %17, %20
-  br i1 %21, label %conv1.then, label %conv1.endif
+  %16 = add nsw i64 %conv1.oy55, %conv1.ky44
+  %17 = add nsw i64 %16, -2
+  %18 = icmp slt i64 -1, %17
+  %19 = add nsw i64 %conv1.oy55, %conv1.ky44
+  %20 = add nsw i64 %19, -2
+  %21 = icmp slt i64 %20, 28
+  %22 = and i1 %18, %21
+  br i1 %22, label %conv1.then, label %conv1.endif
 
 conv1.oy5.end:                                    ; preds = %conv1.endif16
   br label %conv1.oy9
@@ -21458,64 +21460,64 @@ conv1.then:                                       ; preds = %conv1.oy5
   br label %conv1.ox6
 
 conv1.endif:                                      ; preds = %conv1.ox7.end, %conv1.oy5
-  %22 = add nsw i64 %conv1.oy55, %conv1.ky44
-  %23 = add nsw i64 %22, -2
-  %24 = icmp slt i64 %23, 0
-  br i1 %24, label %conv1.then11, label %conv1.endif12
+  %23 = add nsw i64 %conv1.oy55, %conv1.ky44
+  %24 = add nsw i64 %23, -2
+  %25 = icmp slt i64 %24, 0
+  br i1 %25, label %conv1.then11, label %conv1.endif12
 
 conv1.ox6:                                        ; preds = %conv1.ox6, %conv1.then
   %conv1.ox66 = phi i64 [ 0, %conv1.then ], [ %ox6.next, %conv1.ox6 ]
-  %25 = mul nsw i64 %conv1.g11, 2
-  %26 = add nsw i64 %25, %conv1.j22
-  %27 = mul nsw i64 %26, 784
-  %28 = mul nsw i64 %conv1.c33, 784
-  %29 = add nsw i64 %27, %28
-  %30 = add nsw i64 %conv1.oy55, %conv1.ky44
-  %31 = add nsw i64 %30, -2
-  %32 = mul nsw i64 %31, 28
-  %33 = add nsw i64 %29, %32
-  %34 = add nsw i64 %conv1.ox66, 2
-  %35 = add nsw i64 %34, -2
-  %36 = add nsw i64 %33, %35
-  %images7 = getelementptr inbounds float, ptr %images, i64 %36
-  %37 = load float, ptr %images7, align 4
-  %38 = mul nsw i64 %conv1.c33, 5
-  %39 = add nsw i64 %38, %conv1.ky44
-  %40 = mul nsw i64 %39, 5
-  %41 = mul nsw i64 %40, 1584
-  %42 = add nsw i64 301056, %41
-  %43 = mul nsw i64 %conv1.j22, 784
-  %44 = add nsw i64 %42, %43
-  %45 = mul nsw i64 %conv1.oy55, 28
-  %46 = add nsw i64 %conv1.ox66, 2
-  %47 = add nsw i64 %45, %46
-  %48 = add nsw i64 %44, %47
-  %arena8 = getelementptr inbounds float, ptr %arena, i64 %48
-  store float %37, ptr %arena8, align 4
+  %26 = mul nsw i64 %conv1.g11, 2
+  %27 = add nsw i64 %26, %conv1.j22
+  %28 = mul nsw i64 %27, 784
+  %29 = mul nsw i64 %conv1.c33, 784
+  %30 = add nsw i64 %28, %29
+  %31 = add nsw i64 %conv1.oy55, %conv1.ky44
+  %32 = add nsw i64 %31, -2
+  %33 = mul nsw i64 %32, 28
+  %34 = add nsw i64 %30, %33
+  %35 = add nsw i64 %conv1.ox66, 2
+  %36 = add nsw i64 %35, -2
+  %37 = add nsw i64 %34, %36
+  %images7 = getelementptr inbounds float, ptr %images, i64 %37
+  %38 = load float, ptr %images7, align 4
+  %39 = mul nsw i64 %conv1.c33, 5
+  %40 = add nsw i64 %39, %conv1.ky44
+  %41 = mul nsw i64 %40, 5
+  %42 = mul nsw i64 %41, 1584
+  %43 = add nsw i64 301056, %42
+  %44 = mul nsw i64 %conv1.j22, 784
+  %45 = add nsw i64 %43, %44
+  %46 = mul nsw i64 %conv1.oy55, 28
+  %47 = add nsw i64 %conv1.ox66, 2
+  %48 = add nsw i64 %46, %47
+  %49 = add nsw i64 %45, %48
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %49
+  store float %38, ptr %arena8, align 4
   %ox6.next = add nsw i64 %conv1.ox66, 1
-  %49 = icmp slt i64 %ox6.next, 26
-  br i1 %49, label %conv1.ox6, label %conv1.ox6.end
+  %50 = icmp slt i64 %ox6.next, 26
+  br i1 %50, label %conv1.ox6, label %conv1.ox6.end
 
 conv1.ox6.end:                                    ; preds = %conv1.ox6
   br label %conv1.ox7
 
 conv1.ox7:                                        ; preds = %conv1.ox7, %conv1.ox6.end
   %conv1.ox79 = phi i64 [ 0, %conv1.ox6.end ], [ %ox7.next, %conv1.ox7 ]
-  %50 = mul nsw i64 %conv1.c33, 5
-  %51 = add nsw i64 %50, %conv1.ky44
-  %52 = mul nsw i64 %51, 5
-  %53 = mul nsw i64 %52, 1584
-  %54 = add nsw i64 301056, %53
-  %55 = mul nsw i64 %conv1.j22, 784
-  %56 = add nsw i64 %54, %55
-  %57 = mul nsw i64 %conv1.oy55, 28
-  %58 = add nsw i64 %57, %conv1.ox79
-  %59 = add nsw i64 %56, %58
-  %arena10 = getelementptr inbounds float, ptr %arena, i64 %59
+  %51 = mul nsw i64 %conv1.c33, 5
+  %52 = add nsw i64 %51, %conv1.ky44
+  %53 = mul nsw i64 %52, 5
+  %54 = mul nsw i64 %53, 1584
+  %55 = add nsw i64 301056, %54
+  %56 = mul nsw i64 %conv1.j22, 784
+  %57 = add nsw i64 %55, %56
+  %58 = mul nsw i64 %conv1.oy55, 28
+  %59 = add nsw i64 %58, %conv1.ox79
+  %60 = add nsw i64 %57, %59
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 %60
   store float 0.000000e+00, ptr %arena10, align 4
   %ox7.next = add nsw i64 %conv1.ox79, 1
-  %60 = icmp slt i64 %ox7.next, 2
-  br i1 %60, label %conv1.ox7, label %conv1.ox7.end
+  %61 = icmp slt i64 %ox7.next, 2
+  br i1 %61, label %conv1.ox7, label %conv1.ox7.end
 
 conv1.ox7.end:                                    ; preds = %conv1.ox7
   br label %conv1.endif
@@ -21524,28 +21526,28 @@ conv1.then11:                                     ; preds = %conv1.endif
   br label %conv1.ox8
 
 conv1.endif12:                                    ; preds = %conv1.ox8.end, %conv1.endif
-  %61 = add nsw i64 %conv1.oy55, %conv1.ky44
-  %62 = add nsw i64 %61, -2
-  %63 = icmp slt i64 27, %62
-  br i1 %63, label %conv1.then15, label %conv1.endif16
+  %62 = add nsw i64 %conv1.oy55, %conv1.ky44
+  %63 = add nsw i64 %62, -2
+  %64 = icmp slt i64 27, %63
+  br i1 %64, label %conv1.then15, label %conv1.endif16
 
 conv1.ox8:                                        ; preds = %conv1.ox8, %conv1.then11
   %conv1.ox813 = phi i64 [ 0, %conv1.then11 ], [ %ox8.next, %conv1.ox8 ]
-  %64 = mul nsw i64 %conv1.c33, 5
-  %65 = add nsw i64 %64, %conv1.ky44
-  %66 = mul nsw i64 %65, 5
-  %67 = mul nsw i64 %66, 1584
-  %68 = add nsw i64 301056, %67
-  %69 = mul nsw i64 %conv1.j22, 784
-  %70 = add nsw i64 %68, %69
-  %71 = mul nsw i64 %conv1.oy55, 28
-  %72 = add nsw i64 %71, %conv1.ox813
-  %73 = add nsw i64 %70, %72
-  %arena14 = getelementptr inbounds float, ptr %arena, i64 %73
+  %65 = mul nsw i64 %conv1.c33, 5
+  %66 = add nsw i64 %65, %conv1.ky44
+  %67 = mul nsw i64 %66, 5
+  %68 = mul nsw i64 %67, 1584
+  %69 = add nsw i64 301056, %68
+  %70 = mul nsw i64 %conv1.j22, 784
+  %71 = add nsw i64 %69, %70
+  %72 = mul nsw i64 %conv1.oy55, 28
+  %73 = add nsw i64 %72, %conv1.ox813
+  %74 = add nsw i64 %71, %73
+  %arena14 = getelementptr inbounds float, ptr %arena, i64 %74
   store float 0.000000e+00, ptr %arena14, align 4
   %ox8.next = add nsw i64 %conv1.ox813, 1
-  %74 = icmp slt i64 %ox8.next, 28
-  br i1 %74, label %conv1.ox8, label %conv1.ox8.end
+  %75 = icmp slt i64 %ox8.next, 28
+  br i1 %75, label %conv1.ox8, label %conv1.ox8.end
 
 conv1.ox8.end:                                    ; preds = %conv1.ox8
   br label %conv1.endif12
@@ -21555,40 +21557,40 @@ conv1.then15:                                     ; preds = %conv1.endif12
 
 conv1.endif16:                                    ; preds = %conv1.ox8.end18, %conv1.endif12
   %oy5.next = add nsw i64 %conv1.oy55, 1
-  %75 = icmp slt i64 %oy5.next, 28
-  br i1 %75, label %conv1.oy5, label %conv1.oy5.end
+  %76 = icmp slt i64 %oy5.next, 28
+  br i1 %76, label %conv1.oy5, label %conv1.oy5.end
 
 conv1.ox817:                                      ; preds = %conv1.ox817, %conv1.then15
   %conv1.ox819 = phi i64 [ 0, %conv1.then15 ], [ %ox8.next21, %conv1.ox817 ]
-  %76 = mul nsw i64 %conv1.c33, 5
-  %77 = add nsw i64 %76, %conv1.ky44
-  %78 = mul nsw i64 %77, 5
-  %79 = mul nsw i64 %78, 1584
-  %80 = add nsw i64 301056, %79
-  %81 = mul nsw i64 %conv1.j22, 784
-  %82 = add nsw i64 %80, %81
-  %83 = mul nsw i64 %conv1.oy55, 28
-  %84 = add nsw i64 %83, %conv1.ox819
-  %85 = add nsw i64 %82, %84
-  %arena20 = getelementptr inbounds float, ptr %arena, i64 %85
+  %77 = mul nsw i64 %conv1.c33, 5
+  %78 = add nsw i64 %77, %conv1.ky44
+  %79 = mul nsw i64 %78, 5
+  %80 = mul nsw i64 %79, 1584
+  %81 = add nsw i64 301056, %80
+  %82 = mul nsw i64 %conv1.j22, 784
+  %83 = add nsw i64 %81, %82
+  %84 = mul nsw i64 %conv1.oy55, 28
+  %85 = add nsw i64 %84, %conv1.ox819
+  %86 = add nsw i64 %83, %85
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %86
   store float 0.000000e+00, ptr %arena20, align 4
   %ox8.next21 = add nsw i64 %conv1.ox819, 1
-  %86 = icmp slt i64 %ox8.next21, 28
-  br i1 %86, label %conv1.ox817, label %conv1.ox8.end18
+  %87 = icmp slt i64 %ox8.next21, 28
+  br i1 %87, label %conv1.ox817, label %conv1.ox8.end18
 
 conv1.ox8.end18:                                  ; preds = %conv1.ox817
   br label %conv1.endif16
 
 conv1.oy9:                                        ; preds = %conv1.endif35, %conv1.oy5.end
   %conv1.oy922 = phi i64 [ 0, %conv1.oy5.end ], [ %oy9.next, %conv1.endif35 ]
-  %87 = add nsw i64 %conv1.oy922, %conv1.ky44
-  %88 = add nsw i64 %87, -2
-  %89 = icmp slt i64 -1, %88
-  %90 = add nsw i64 %conv1.oy922, %conv1.ky44
-  %91 = add nsw i64 %90, -2
-  %92 = icmp slt i64 %91, 28
-  %93 = and i1 %89, %92
-  br i1 %93, label %conv1.then23, label %conv1.endif24
+  %88 = add nsw i64 %conv1.oy922, %conv1.ky44
+  %89 = add nsw i64 %88, -2
+  %90 = icmp slt i64 -1, %89
+  %91 = add nsw i64 %conv1.oy922, %conv1.ky44
+  %92 = add nsw i64 %91, -2
+  %93 = icmp slt i64 %92, 28
+  %94 = and i1 %90, %93
+  br i1 %94, label %conv1.then23, label %conv1.endif24
 
 conv1.oy9.end:                                    ; preds = %conv1.endif35
   br label %conv1.oy13
@@ -21597,66 +21599,66 @@ conv1.then23:                                     ; preds = %conv1.oy9
   br label %conv1.ox10
 
 conv1.endif24:                                    ; preds = %conv1.ox11.end, %conv1.oy9
-  %94 = add nsw i64 %conv1.oy922, %conv1.ky44
-  %95 = add nsw i64 %94, -2
-  %96 = icmp slt i64 %95, 0
-  br i1 %96, label %conv1.then30, label %conv1.endif31
+  %95 = add nsw i64 %conv1.oy922, %conv1.ky44
+  %96 = add nsw i64 %95, -2
+  %97 = icmp slt i64 %96, 0
+  br i1 %97, label %conv1.then30, label %conv1.endif31
 
 conv1.ox10:                                       ; preds = %conv1.ox10, %conv1.then23
   %conv1.ox1025 = phi i64 [ 0, %conv1.then23 ], [ %ox10.next, %conv1.ox10 ]
-  %97 = mul nsw i64 %conv1.g11, 2
-  %98 = add nsw i64 %97, %conv1.j22
-  %99 = mul nsw i64 %98, 784
-  %100 = mul nsw i64 %conv1.c33, 784
-  %101 = add nsw i64 %99, %100
-  %102 = add nsw i64 %conv1.oy922, %conv1.ky44
-  %103 = add nsw i64 %102, -2
-  %104 = mul nsw i64 %103, 28
-  %105 = add nsw i64 %101, %104
-  %106 = add nsw i64 %conv1.ox1025, 1
-  %107 = add nsw i64 %106, -1
-  %108 = add nsw i64 %105, %107
-  %images26 = getelementptr inbounds float, ptr %images, i64 %108
-  %109 = load float, ptr %images26, align 4
-  %110 = mul nsw i64 %conv1.c33, 5
-  %111 = add nsw i64 %110, %conv1.ky44
-  %112 = mul nsw i64 %111, 5
-  %113 = add nsw i64 %112, 1
-  %114 = mul nsw i64 %113, 1584
-  %115 = add nsw i64 301056, %114
-  %116 = mul nsw i64 %conv1.j22, 784
-  %117 = add nsw i64 %115, %116
-  %118 = mul nsw i64 %conv1.oy922, 28
-  %119 = add nsw i64 %conv1.ox1025, 1
-  %120 = add nsw i64 %118, %119
-  %121 = add nsw i64 %117, %120
-  %arena27 = getelementptr inbounds float, ptr %arena, i64 %121
-  store float %109, ptr %arena27, align 4
+  %98 = mul nsw i64 %conv1.g11, 2
+  %99 = add nsw i64 %98, %conv1.j22
+  %100 = mul nsw i64 %99, 784
+  %101 = mul nsw i64 %conv1.c33, 784
+  %102 = add nsw i64 %100, %101
+  %103 = add nsw i64 %conv1.oy922, %conv1.ky44
+  %104 = add nsw i64 %103, -2
+  %105 = mul nsw i64 %104, 28
+  %106 = add nsw i64 %102, %105
+  %107 = add nsw i64 %conv1.ox1025, 1
+  %108 = add nsw i64 %107, -1
+  %109 = add nsw i64 %106, %108
+  %images26 = getelementptr inbounds float, ptr %images, i64 %109
+  %110 = load float, ptr %images26, align 4
+  %111 = mul nsw i64 %conv1.c33, 5
+  %112 = add nsw i64 %111, %conv1.ky44
+  %113 = mul nsw i64 %112, 5
+  %114 = add nsw i64 %113, 1
+  %115 = mul nsw i64 %114, 1584
+  %116 = add nsw i64 301056, %115
+  %117 = mul nsw i64 %conv1.j22, 784
+  %118 = add nsw i64 %116, %117
+  %119 = mul nsw i64 %conv1.oy922, 28
+  %120 = add nsw i64 %conv1.ox1025, 1
+  %121 = add nsw i64 %119, %120
+  %122 = add nsw i64 %118, %121
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 %122
+  store float %110, ptr %arena27, align 4
   %ox10.next = add nsw i64 %conv1.ox1025, 1
-  %122 = icmp slt i64 %ox10.next, 27
-  br i1 %122, label %conv1.ox10, label %conv1.ox10.end
+  %123 = icmp slt i64 %ox10.next, 27
+  br i1 %123, label %conv1.ox10, label %conv1.ox10.end
 
 conv1.ox10.end:                                   ; preds = %conv1.ox10
   br label %conv1.ox11
 
 conv1.ox11:                                       ; preds = %conv1.ox11, %conv1.ox10.end
   %conv1.ox1128 = phi i64 [ 0, %conv1.ox10.end ], [ %ox11.next, %conv1.ox11 ]
-  %123 = mul nsw i64 %conv1.c33, 5
-  %124 = add nsw i64 %123, %conv1.ky44
-  %125 = mul nsw i64 %124, 5
-  %126 = add nsw i64 %125, 1
-  %127 = mul nsw i64 %126, 1584
-  %128 = add nsw i64 301056, %127
-  %129 = mul nsw i64 %conv1.j22, 784
-  %130 = add nsw i64 %128, %129
-  %131 = mul nsw i64 %conv1.oy922, 28
-  %132 = add nsw i64 %131, %conv1.ox1128
-  %133 = add nsw i64 %130, %132
-  %arena29 = getelementptr inbounds float, ptr %arena, i64 %133
+  %124 = mul nsw i64 %conv1.c33, 5
+  %125 = add nsw i64 %124, %conv1.ky44
+  %126 = mul nsw i64 %125, 5
+  %127 = add nsw i64 %126, 1
+  %128 = mul nsw i64 %127, 1584
+  %129 = add nsw i64 301056, %128
+  %130 = mul nsw i64 %conv1.j22, 784
+  %131 = add nsw i64 %129, %130
+  %132 = mul nsw i64 %conv1.oy922, 28
+  %133 = add nsw i64 %132, %conv1.ox1128
+  %134 = add nsw i64 %131, %133
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %134
   store float 0.000000e+00, ptr %arena29, align 4
   %ox11.next = add nsw i64 %conv1.ox1128, 1
-  %134 = icmp slt i64 %ox11.next, 1
-  br i1 %134, label %conv1.ox11, label %conv1.ox11.end
+  %135 = icmp slt i64 %ox11.next, 1
+  br i1 %135, label %conv1.ox11, label %conv1.ox11.end
 
 conv1.ox11.end:                                   ; preds = %conv1.ox11
   br label %conv1.endif24
@@ -21665,29 +21667,29 @@ conv1.then30:                                     ; preds = %conv1.endif24
   br label %conv1.ox12
 
 conv1.endif31:                                    ; preds = %conv1.ox12.end, %conv1.endif24
-  %135 = add nsw i64 %conv1.oy922, %conv1.ky44
-  %136 = add nsw i64 %135, -2
-  %137 = icmp slt i64 27, %136
-  br i1 %137, label %conv1.then34, label %conv1.endif35
+  %136 = add nsw i64 %conv1.oy922, %conv1.ky44
+  %137 = add nsw i64 %136, -2
+  %138 = icmp slt i64 27, %137
+  br i1 %138, label %conv1.then34, label %conv1.endif35
 
 conv1.ox12:                                       ; preds = %conv1.ox12, %conv1.then30
   %conv1.ox1232 = phi i64 [ 0, %conv1.then30 ], [ %ox12.next, %conv1.ox12 ]
-  %138 = mul nsw i64 %conv1.c33, 5
-  %139 = add nsw i64 %138, %conv1.ky44
-  %140 = mul nsw i64 %139, 5
-  %141 = add nsw i64 %140, 1
-  %142 = mul nsw i64 %141, 1584
-  %143 = add nsw i64 301056, %142
-  %144 = mul nsw i64 %conv1.j22, 784
-  %145 = add nsw i64 %143, %144
-  %146 = mul nsw i64 %conv1.oy922, 28
-  %147 = add nsw i64 %146, %conv1.ox1232
-  %148 = add nsw i64 %145, %147
-  %arena33 = getelementptr inbounds float, ptr %arena, i64 %148
+  %139 = mul nsw i64 %conv1.c33, 5
+  %140 = add nsw i64 %139, %conv1.ky44
+  %141 = mul nsw i64 %140, 5
+  %142 = add nsw i64 %141, 1
+  %143 = mul nsw i64 %142, 1584
+  %144 = add nsw i64 301056, %143
+  %145 = mul nsw i64 %conv1.j22, 784
+  %146 = add nsw i64 %144, %145
+  %147 = mul nsw i64 %conv1.oy922, 28
+  %148 = add nsw i64 %147, %conv1.ox1232
+  %149 = add nsw i64 %146, %148
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 %149
   store float 0.000000e+00, ptr %arena33, align 4
   %ox12.next = add nsw i64 %conv1.ox1232, 1
-  %149 = icmp slt i64 %ox12.next, 28
-  br i1 %149, label %conv1.ox12, label %conv1.ox12.end
+  %150 = icmp slt i64 %ox12.next, 28
+  br i1 %150, label %conv1.ox12, label %conv1.ox12.end
 
 conv1.ox12.end:                                   ; preds = %conv1.ox12
   br label %conv1.endif31
@@ -21697,41 +21699,41 @@ conv1.then34:                                     ; preds = %conv1.endif31
 
 conv1.endif35:                                    ; preds = %conv1.ox12.end37, %conv1.endif31
   %oy9.next = add nsw i64 %conv1.oy922, 1
-  %150 = icmp slt i64 %oy9.next, 28
-  br i1 %150, label %conv1.oy9, label %conv1.oy9.end
+  %151 = icmp slt i64 %oy9.next, 28
+  br i1 %151, label %conv1.oy9, label %conv1.oy9.end
 
 conv1.ox1236:                                     ; preds = %conv1.ox1236, %conv1.then34
   %conv1.ox1238 = phi i64 [ 0, %conv1.then34 ], [ %ox12.next40, %conv1.ox1236 ]
-  %151 = mul nsw i64 %conv1.c33, 5
-  %152 = add nsw i64 %151, %conv1.ky44
-  %153 = mul nsw i64 %152, 5
-  %154 = add nsw i64 %153, 1
-  %155 = mul nsw i64 %154, 1584
-  %156 = add nsw i64 301056, %155
-  %157 = mul nsw i64 %conv1.j22, 784
-  %158 = add nsw i64 %156, %157
-  %159 = mul nsw i64 %conv1.oy922, 28
-  %160 = add nsw i64 %159, %conv1.ox1238
-  %161 = add nsw i64 %158, %160
-  %arena39 = getelementptr inbounds float, ptr %arena, i64 %161
+  %152 = mul nsw i64 %conv1.c33, 5
+  %153 = add nsw i64 %152, %conv1.ky44
+  %154 = mul nsw i64 %153, 5
+  %155 = add nsw i64 %154, 1
+  %156 = mul nsw i64 %155, 1584
+  %157 = add nsw i64 301056, %156
+  %158 = mul nsw i64 %conv1.j22, 784
+  %159 = add nsw i64 %157, %158
+  %160 = mul nsw i64 %conv1.oy922, 28
+  %161 = add nsw i64 %160, %conv1.ox1238
+  %162 = add nsw i64 %159, %161
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %162
   store float 0.000000e+00, ptr %arena39, align 4
   %ox12.next40 = add nsw i64 %conv1.ox1238, 1
-  %162 = icmp slt i64 %ox12.next40, 28
-  br i1 %162, label %conv1.ox1236, label %conv1.ox12.end37
+  %163 = icmp slt i64 %ox12.next40, 28
+  br i1 %163, label %conv1.ox1236, label %conv1.ox12.end37
 
 conv1.ox12.end37:                                 ; preds = %conv1.ox1236
   br label %conv1.endif35
 
 conv1.oy13:                                       ; preds = %conv1.endif52, %conv1.oy9.end
   %conv1.oy1341 = phi i64 [ 0, %conv1.oy9.end ], [ %oy13.next, %conv1.endif52 ]
-  %163 = add nsw i64 %conv1.oy1341, %conv1.ky44
-  %164 = add nsw i64 %163, -2
-  %165 = icmp slt i64 -1, %164
-  %166 = add nsw i64 %conv1.oy1341, %conv1.ky44
-  %167 = add nsw i64 %166, -2
-  %168 = icmp slt i64 %167, 28
-  %169 = and i1 %165, %168
-  br i1 %169, label %conv1.then42, label %conv1.endif43
+  %164 = add nsw i64 %conv1.oy1341, %conv1.ky44
+  %165 = add nsw i64 %164, -2
+  %166 = icmp slt i64 -1, %165
+  %167 = add nsw i64 %conv1.oy1341, %conv1.ky44
+  %168 = add nsw i64 %167, -2
+  %169 = icmp slt i64 %168, 28
+  %170 = and i1 %166, %169
+  br i1 %170, label %conv1.then42, label %conv1.endif43
 
 conv1.oy13.end:                                   ; preds = %conv1.endif52
   br label %conv1.oy16
@@ -21740,41 +21742,41 @@ conv1.then42:                                     ; preds = %conv1.oy13
   br label %conv1.ox14
 
 conv1.endif43:                                    ; preds = %conv1.ox14.end, %conv1.oy13
-  %170 = add nsw i64 %conv1.oy1341, %conv1.ky44
-  %171 = add nsw i64 %170, -2
-  %172 = icmp slt i64 %171, 0
-  br i1 %172, label %conv1.then47, label %conv1.endif48
+  %171 = add nsw i64 %conv1.oy1341, %conv1.ky44
+  %172 = add nsw i64 %171, -2
+  %173 = icmp slt i64 %172, 0
+  br i1 %173, label %conv1.then47, label %conv1.endif48
 
 conv1.ox14:                                       ; preds = %conv1.ox14, %conv1.then42
   %conv1.ox1444 = phi i64 [ 0, %conv1.then42 ], [ %ox14.next, %conv1.ox14 ]
-  %173 = mul nsw i64 %conv1.g11, 2
-  %174 = add nsw i64 %173, %conv1.j22
-  %175 = mul nsw i64 %174, 784
-  %176 = mul nsw i64 %conv1.c33, 784
-  %177 = add nsw i64 %175, %176
-  %178 = add nsw i64 %conv1.oy1341, %conv1.ky44
-  %179 = add nsw i64 %178, -2
-  %180 = mul nsw i64 %179, 28
-  %181 = add nsw i64 %177, %180
-  %182 = add nsw i64 %181, %conv1.ox1444
-  %images45 = getelementptr inbounds float, ptr %images, i64 %182
-  %183 = load float, ptr %images45, align 4
-  %184 = mul nsw i64 %conv1.c33, 5
-  %185 = add nsw i64 %184, %conv1.ky44
-  %186 = mul nsw i64 %185, 5
-  %187 = add nsw i64 %186, 2
-  %188 = mul nsw i64 %187, 1584
-  %189 = add nsw i64 301056, %188
-  %190 = mul nsw i64 %conv1.j22, 784
-  %191 = add nsw i64 %189, %190
-  %192 = mul nsw i64 %conv1.oy1341, 28
-  %193 = add nsw i64 %192, %conv1.ox1444
-  %194 = add nsw i64 %191, %193
-  %arena46 = getelementptr inbounds float, ptr %arena, i64 %194
-  store float %183, ptr %arena46, align 4
+  %174 = mul nsw i64 %conv1.g11, 2
+  %175 = add nsw i64 %174, %conv1.j22
+  %176 = mul nsw i64 %175, 784
+  %177 = mul nsw i64 %conv1.c33, 784
+  %178 = add nsw i64 %176, %177
+  %179 = add nsw i64 %conv1.oy1341, %conv1.ky44
+  %180 = add nsw i64 %179, -2
+  %181 = mul nsw i64 %180, 28
+  %182 = add nsw i64 %178, %181
+  %183 = add nsw i64 %182, %conv1.ox1444
+  %images45 = getelementptr inbounds float, ptr %images, i64 %183
+  %184 = load float, ptr %images45, align 4
+  %185 = mul nsw i64 %conv1.c33, 5
+  %186 = add nsw i64 %185, %conv1.ky44
+  %187 = mul nsw i64 %186, 5
+  %188 = add nsw i64 %187, 2
+  %189 = mul nsw i64 %188, 1584
+  %190 = add nsw i64 301056, %189
+  %191 = mul nsw i64 %conv1.j22, 784
+  %192 = add nsw i64 %190, %191
+  %193 = mul nsw i64 %conv1.oy1341, 28
+  %194 = add nsw i64 %193, %conv1.ox1444
+  %195 = add nsw i64 %192, %194
+  %arena46 = getelementptr inbounds float, ptr %arena, i64 %195
+  store float %184, ptr %arena46, align 4
   %ox14.next = add nsw i64 %conv1.ox1444, 1
-  %195 = icmp slt i64 %ox14.next, 28
-  br i1 %195, label %conv1.ox14, label %conv1.ox14.end
+  %196 = icmp slt i64 %ox14.next, 28
+  br i1 %196, label %conv1.ox14, label %conv1.ox14.end
 
 conv1.ox14.end:                                   ; preds = %conv1.ox14
   br label %conv1.endif43
@@ -21783,29 +21785,29 @@ conv1.then47:                                     ; preds = %conv1.endif43
   br label %conv1.ox15
 
 conv1.endif48:                                    ; preds = %conv1.ox15.end, %conv1.endif43
-  %196 = add nsw i64 %conv1.oy1341, %conv1.ky44
-  %197 = add nsw i64 %196, -2
-  %198 = icmp slt i64 27, %197
-  br i1 %198, label %conv1.then51, label %conv1.endif52
+  %197 = add nsw i64 %conv1.oy1341, %conv1.ky44
+  %198 = add nsw i64 %197, -2
+  %199 = icmp slt i64 27, %198
+  br i1 %199, label %conv1.then51, label %conv1.endif52
 
 conv1.ox15:                                       ; preds = %conv1.ox15, %conv1.then47
   %conv1.ox1549 = phi i64 [ 0, %conv1.then47 ], [ %ox15.next, %conv1.ox15 ]
-  %199 = mul nsw i64 %conv1.c33, 5
-  %200 = add nsw i64 %199, %conv1.ky44
-  %201 = mul nsw i64 %200, 5
-  %202 = add nsw i64 %201, 2
-  %203 = mul nsw i64 %202, 1584
-  %204 = add nsw i64 301056, %203
-  %205 = mul nsw i64 %conv1.j22, 784
-  %206 = add nsw i64 %204, %205
-  %207 = mul nsw i64 %conv1.oy1341, 28
-  %208 = add nsw i64 %207, %conv1.ox1549
-  %209 = add nsw i64 %206, %208
-  %arena50 = getelementptr inbounds float, ptr %arena, i64 %209
+  %200 = mul nsw i64 %conv1.c33, 5
+  %201 = add nsw i64 %200, %conv1.ky44
+  %202 = mul nsw i64 %201, 5
+  %203 = add nsw i64 %202, 2
+  %204 = mul nsw i64 %203, 1584
+  %205 = add nsw i64 301056, %204
+  %206 = mul nsw i64 %conv1.j22, 784
+  %207 = add nsw i64 %205, %206
+  %208 = mul nsw i64 %conv1.oy1341, 28
+  %209 = add nsw i64 %208, %conv1.ox1549
+  %210 = add nsw i64 %207, %209
+  %arena50 = getelementptr inbounds float, ptr %arena, i64 %210
   store float 0.000000e+00, ptr %arena50, align 4
   %ox15.next = add nsw i64 %conv1.ox1549, 1
-  %210 = icmp slt i64 %ox15.next, 28
-  br i1 %210, label %conv1.ox15, label %conv1.ox15.end
+  %211 = icmp slt i64 %ox15.next, 28
+  br i1 %211, label %conv1.ox15, label %conv1.ox15.end
 
 conv1.ox15.end:                                   ; preds = %conv1.ox15
   br label %conv1.endif48
@@ -21815,41 +21817,41 @@ conv1.then51:                                     ; preds = %conv1.endif48
 
 conv1.endif52:                                    ; preds = %conv1.ox15.end54, %conv1.endif48
   %oy13.next = add nsw i64 %conv1.oy1341, 1
-  %211 = icmp slt i64 %oy13.next, 28
-  br i1 %211, label %conv1.oy13, label %conv1.oy13.end
+  %212 = icmp slt i64 %oy13.next, 28
+  br i1 %212, label %conv1.oy13, label %conv1.oy13.end
 
 conv1.ox1553:                                     ; preds = %conv1.ox1553, %conv1.then51
   %conv1.ox1555 = phi i64 [ 0, %conv1.then51 ], [ %ox15.next57, %conv1.ox1553 ]
-  %212 = mul nsw i64 %conv1.c33, 5
-  %213 = add nsw i64 %212, %conv1.ky44
-  %214 = mul nsw i64 %213, 5
-  %215 = add nsw i64 %214, 2
-  %216 = mul nsw i64 %215, 1584
-  %217 = add nsw i64 301056, %216
-  %218 = mul nsw i64 %conv1.j22, 784
-  %219 = add nsw i64 %217, %218
-  %220 = mul nsw i64 %conv1.oy1341, 28
-  %221 = add nsw i64 %220, %conv1.ox1555
-  %222 = add nsw i64 %219, %221
-  %arena56 = getelementptr inbounds float, ptr %arena, i64 %222
+  %213 = mul nsw i64 %conv1.c33, 5
+  %214 = add nsw i64 %213, %conv1.ky44
+  %215 = mul nsw i64 %214, 5
+  %216 = add nsw i64 %215, 2
+  %217 = mul nsw i64 %216, 1584
+  %218 = add nsw i64 301056, %217
+  %219 = mul nsw i64 %conv1.j22, 784
+  %220 = add nsw i64 %218, %219
+  %221 = mul nsw i64 %conv1.oy1341, 28
+  %222 = add nsw i64 %221, %conv1.ox1555
+  %223 = add nsw i64 %220, %222
+  %arena56 = getelementptr inbounds float, ptr %arena, i64 %223
   store float 0.000000e+00, ptr %arena56, align 4
   %ox15.next57 = add nsw i64 %conv1.ox1555, 1
-  %223 = icmp slt i64 %ox15.next57, 28
-  br i1 %223, label %conv1.ox1553, label %conv1.ox15.end54
+  %224 = icmp slt i64 %ox15.next57, 28
+  br i1 %224, label %conv1.ox1553, label %conv1.ox15.end54
 
 conv1.ox15.end54:                                 ; preds = %conv1.ox1553
   br label %conv1.endif52
 
 conv1.oy16:                                       ; preds = %conv1.endif71, %conv1.oy13.end
   %conv1.oy1658 = phi i64 [ 0, %conv1.oy13.end ], [ %oy16.next, %conv1.endif71 ]
-  %224 = add nsw i64 %conv1.oy1658, %conv1.ky44
-  %225 = add nsw i64 %224, -2
-  %226 = icmp slt i64 -1, %225
-  %227 = add nsw i64 %conv1.oy1658, %conv1.ky44
-  %228 = add nsw i64 %227, -2
-  %229 = icmp slt i64 %228, 28
-  %230 = and i1 %226, %229
-  br i1 %230, label %conv1.then59, label %conv1.endif60
+  %225 = add nsw i64 %conv1.oy1658, %conv1.ky44
+  %226 = add nsw i64 %225, -2
+  %227 = icmp slt i64 -1, %226
+  %228 = add nsw i64 %conv1.oy1658, %conv1.ky44
+  %229 = add nsw i64 %228, -2
+  %230 = icmp slt i64 %229, 28
+  %231 = and i1 %227, %230
+  br i1 %231, label %conv1.then59, label %conv1.endif60
 
 conv1.oy16.end:                                   ; preds = %conv1.endif71
   br label %conv1.oy20
@@ -21858,65 +21860,65 @@ conv1.then59:                                     ; preds = %conv1.oy16
   br label %conv1.ox17
 
 conv1.endif60:                                    ; preds = %conv1.ox18.end, %conv1.oy16
-  %231 = add nsw i64 %conv1.oy1658, %conv1.ky44
-  %232 = add nsw i64 %231, -2
-  %233 = icmp slt i64 %232, 0
-  br i1 %233, label %conv1.then66, label %conv1.endif67
+  %232 = add nsw i64 %conv1.oy1658, %conv1.ky44
+  %233 = add nsw i64 %232, -2
+  %234 = icmp slt i64 %233, 0
+  br i1 %234, label %conv1.then66, label %conv1.endif67
 
 conv1.ox17:                                       ; preds = %conv1.ox17, %conv1.then59
   %conv1.ox1761 = phi i64 [ 0, %conv1.then59 ], [ %ox17.next, %conv1.ox17 ]
-  %234 = mul nsw i64 %conv1.g11, 2
-  %235 = add nsw i64 %234, %conv1.j22
-  %236 = mul nsw i64 %235, 784
-  %237 = mul nsw i64 %conv1.c33, 784
-  %238 = add nsw i64 %236, %237
-  %239 = add nsw i64 %conv1.oy1658, %conv1.ky44
-  %240 = add nsw i64 %239, -2
-  %241 = mul nsw i64 %240, 28
-  %242 = add nsw i64 %238, %241
-  %243 = add nsw i64 %conv1.ox1761, 1
-  %244 = add nsw i64 %242, %243
-  %images62 = getelementptr inbounds float, ptr %images, i64 %244
-  %245 = load float, ptr %images62, align 4
-  %246 = mul nsw i64 %conv1.c33, 5
-  %247 = add nsw i64 %246, %conv1.ky44
-  %248 = mul nsw i64 %247, 5
-  %249 = add nsw i64 %248, 3
-  %250 = mul nsw i64 %249, 1584
-  %251 = add nsw i64 301056, %250
-  %252 = mul nsw i64 %conv1.j22, 784
-  %253 = add nsw i64 %251, %252
-  %254 = mul nsw i64 %conv1.oy1658, 28
-  %255 = add nsw i64 %254, %conv1.ox1761
-  %256 = add nsw i64 %253, %255
-  %arena63 = getelementptr inbounds float, ptr %arena, i64 %256
-  store float %245, ptr %arena63, align 4
+  %235 = mul nsw i64 %conv1.g11, 2
+  %236 = add nsw i64 %235, %conv1.j22
+  %237 = mul nsw i64 %236, 784
+  %238 = mul nsw i64 %conv1.c33, 784
+  %239 = add nsw i64 %237, %238
+  %240 = add nsw i64 %conv1.oy1658, %conv1.ky44
+  %241 = add nsw i64 %240, -2
+  %242 = mul nsw i64 %241, 28
+  %243 = add nsw i64 %239, %242
+  %244 = add nsw i64 %conv1.ox1761, 1
+  %245 = add nsw i64 %243, %244
+  %images62 = getelementptr inbounds float, ptr %images, i64 %245
+  %246 = load float, ptr %images62, align 4
+  %247 = mul nsw i64 %conv1.c33, 5
+  %248 = add nsw i64 %247, %conv1.ky44
+  %249 = mul nsw i64 %248, 5
+  %250 = add nsw i64 %249, 3
+  %251 = mul nsw i64 %250, 1584
+  %252 = add nsw i64 301056, %251
+  %253 = mul nsw i64 %conv1.j22, 784
+  %254 = add nsw i64 %252, %253
+  %255 = mul nsw i64 %conv1.oy1658, 28
+  %256 = add nsw i64 %255, %conv1.ox1761
+  %257 = add nsw i64 %254, %256
+  %arena63 = getelementptr inbounds float, ptr %arena, i64 %257
+  store float %246, ptr %arena63, align 4
   %ox17.next = add nsw i64 %conv1.ox1761, 1
-  %257 = icmp slt i64 %ox17.next, 27
-  br i1 %257, label %conv1.ox17, label %conv1.ox17.end
+  %258 = icmp slt i64 %ox17.next, 27
+  br i1 %258, label %conv1.ox17, label %conv1.ox17.end
 
 conv1.ox17.end:                                   ; preds = %conv1.ox17
   br label %conv1.ox18
 
 conv1.ox18:                                       ; preds = %conv1.ox18, %conv1.ox17.end
   %conv1.ox1864 = phi i64 [ 0, %conv1.ox17.end ], [ %ox18.next, %conv1.ox18 ]
-  %258 = mul nsw i64 %conv1.c33, 5
-  %259 = add nsw i64 %258, %conv1.ky44
-  %260 = mul nsw i64 %259, 5
-  %261 = add nsw i64 %260, 3
-  %262 = mul nsw i64 %261, 1584
-  %263 = add nsw i64 301056, %262
-  %264 = mul nsw i64 %conv1.j22, 784
-  %265 = add nsw i64 %263, %264
-  %266 = mul nsw i64 %conv1.oy1658, 28
-  %267 = add nsw i64 %conv1.ox1864, 27
-  %268 = add nsw i64 %266, %267
-  %269 = add nsw i64 %265, %268
-  %arena65 = getelementptr inbounds float, ptr %arena, i64 %269
+  %259 = mul nsw i64 %conv1.c33, 5
+  %260 = add nsw i64 %259, %conv1.ky44
+  %261 = mul nsw i64 %260, 5
+  %262 = add nsw i64 %261, 3
+  %263 = mul nsw i64 %262, 1584
+  %264 = add nsw i64 301056, %263
+  %265 = mul nsw i64 %conv1.j22, 784
+  %266 = add nsw i64 %264, %265
+  %267 = mul nsw i64 %conv1.oy1658, 28
+  %268 = add nsw i64 %conv1.ox1864, 27
+  %269 = add nsw i64 %267, %268
+  %270 = add nsw i64 %266, %269
+  %arena65 = getelementptr inbounds float, ptr %arena, i64 %270
   store float 0.000000e+00, ptr %arena65, align 4
   %ox18.next = add nsw i64 %conv1.ox1864, 1
-  %270 = icmp slt i64 %ox18.next, 1
-  br i1 %270, label %conv1.ox18, label %conv1.ox18.end
+  %271 = icmp slt i64 %ox18.next, 1
+  br i1 %271, label %conv1.ox18, label %conv1.ox18.end
 
 conv1.ox18.end:                                   ; preds = %conv1.ox18
   br label %conv1.endif60
@@ -21925,29 +21927,29 @@ conv1.then66:                                     ; preds = %conv1.endif60
   br label %conv1.ox19
 
 conv1.endif67:                                    ; preds = %conv1.ox19.end, %conv1.endif60
-  %271 = add nsw i64 %conv1.oy1658, %conv1.ky44
-  %272 = add nsw i64 %271, -2
-  %273 = icmp slt i64 27, %272
-  br i1 %273, label %conv1.then70, label %conv1.endif71
+  %272 = add nsw i64 %conv1.oy1658, %conv1.ky44
+  %273 = add nsw i64 %272, -2
+  %274 = icmp slt i64 27, %273
+  br i1 %274, label %conv1.then70, label %conv1.endif71
 
 conv1.ox19:                                       ; preds = %conv1.ox19, %conv1.then66
   %conv1.ox1968 = phi i64 [ 0, %conv1.then66 ], [ %ox19.next, %conv1.ox19 ]
-  %274 = mul nsw i64 %conv1.c33, 5
-  %275 = add nsw i64 %274, %conv1.ky44
-  %276 = mul nsw i64 %275, 5
-  %277 = add nsw i64 %276, 3
-  %278 = mul nsw i64 %277, 1584
-  %279 = add nsw i64 301056, %278
-  %280 = mul nsw i64 %conv1.j22, 784
-  %281 = add nsw i64 %279, %280
-  %282 = mul nsw i64 %conv1.oy1658, 28
-  %283 = add nsw i64 %282, %conv1.ox1968
-  %284 = add nsw i64 %281, %283
-  %arena69 = getelementptr inbounds float, ptr %arena, i64 %284
+  %275 = mul nsw i64 %conv1.c33, 5
+  %276 = add nsw i64 %275, %conv1.ky44
+  %277 = mul nsw i64 %276, 5
+  %278 = add nsw i64 %277, 3
+  %279 = mul nsw i64 %278, 1584
+  %280 = add nsw i64 301056, %279
+  %281 = mul nsw i64 %conv1.j22, 784
+  %282 = add nsw i64 %280, %281
+  %283 = mul nsw i64 %conv1.oy1658, 28
+  %284 = add nsw i64 %283, %conv1.ox1968
+  %285 = add nsw i64 %282, %284
+  %arena69 = getelementptr inbounds float, ptr %arena, i64 %285
   store float 0.000000e+00, ptr %arena69, align 4
   %ox19.next = add nsw i64 %conv1.ox1968, 1
-  %285 = icmp slt i64 %ox19.next, 28
-  br i1 %285, label %conv1.ox19, label %conv1.ox19.end
+  %286 = icmp slt i64 %ox19.next, 28
+  br i1 %286, label %conv1.ox19, label %conv1.ox19.end
 
 conv1.ox19.end:                                   ; preds = %conv1.ox19
   br label %conv1.endif67
@@ -21957,110 +21959,110 @@ conv1.then70:                                     ; preds = %conv1.endif67
 
 conv1.endif71:                                    ; preds = %conv1.ox19.end73, %conv1.endif67
   %oy16.next = add nsw i64 %conv1.oy1658, 1
-  %286 = icmp slt i64 %oy16.next, 28
-  br i1 %286, label %conv1.oy16, label %conv1.oy16.end
+  %287 = icmp slt i64 %oy16.next, 28
+  br i1 %287, label %conv1.oy16, label %conv1.oy16.end
 
 conv1.ox1972:                                     ; preds = %conv1.ox1972, %conv1.then70
   %conv1.ox1974 = phi i64 [ 0, %conv1.then70 ], [ %ox19.next76, %conv1.ox1972 ]
-  %287 = mul nsw i64 %conv1.c33, 5
-  %288 = add nsw i64 %287, %conv1.ky44
-  %289 = mul nsw i64 %288, 5
-  %290 = add nsw i64 %289, 3
-  %291 = mul nsw i64 %290, 1584
-  %292 = add nsw i64 301056, %291
-  %293 = mul nsw i64 %conv1.j22, 784
-  %294 = add nsw i64 %292, %293
-  %295 = mul nsw i64 %conv1.oy1658, 28
-  %296 = add nsw i64 %295, %conv1.ox1974
-  %297 = add nsw i64 %294, %296
-  %arena75 = getelementptr inbounds float, ptr %arena, i64 %297
+  %288 = mul nsw i64 %conv1.c33, 5
+  %289 = add nsw i64 %288, %conv1.ky44
+  %290 = mul nsw i64 %289, 5
+  %291 = add nsw i64 %290, 3
+  %292 = mul nsw i64 %291, 1584
+  %293 = add nsw i64 301056, %292
+  %294 = mul nsw i64 %conv1.j22, 784
+  %295 = add nsw i64 %293, %294
+  %296 = mul nsw i64 %conv1.oy1658, 28
+  %297 = add nsw i64 %296, %conv1.ox1974
+  %298 = add nsw i64 %295, %297
+  %arena75 = getelementptr inbounds float, ptr %arena, i64 %298
   store float 0.000000e+00, ptr %arena75, align 4
   %ox19.next76 = add nsw i64 %conv1.ox1974, 1
-  %298 = icmp slt i64 %ox19.next76, 28
-  br i1 %298, label %conv1.ox1972, label %conv1.ox19.end73
+  %299 = icmp slt i64 %ox19.next76, 28
+  br i1 %299, label %conv1.ox1972, label %conv1.ox19.end73
 
 conv1.ox19.end73:                                 ; preds = %conv1.ox1972
   br label %conv1.endif71
 
 conv1.oy20:                                       ; preds = %conv1.endif90, %conv1.oy16.end
   %conv1.oy2077 = phi i64 [ 0, %conv1.oy16.end ], [ %oy20.next, %conv1.endif90 ]
-  %299 = add nsw i64 %conv1.oy2077, %conv1.ky44
-  %300 = add nsw i64 %299, -2
-  %301 = icmp slt i64 -1, %300
-  %302 = add nsw i64 %conv1.oy2077, %conv1.ky44
-  %303 = add nsw i64 %302, -2
-  %304 = icmp slt i64 %303, 28
-  %305 = and i1 %301, %304
-  br i1 %305, label %conv1.then78, label %conv1.endif79
+  %300 = add nsw i64 %conv1.oy2077, %conv1.ky44
+  %301 = add nsw i64 %300, -2
+  %302 = icmp slt i64 -1, %301
+  %303 = add nsw i64 %conv1.oy2077, %conv1.ky44
+  %304 = add nsw i64 %303, -2
+  %305 = icmp slt i64 %304, 28
+  %306 = and i1 %302, %305
+  br i1 %306, label %conv1.then78, label %conv1.endif79
 
 conv1.oy20.end:                                   ; preds = %conv1.endif90
   %ky4.next = add nsw i64 %conv1.ky44, 1
-  %306 = icmp slt i64 %ky4.next, 5
-  br i1 %306, label %conv1.ky4, label %conv1.ky4.end
+  %307 = icmp slt i64 %ky4.next, 5
+  br i1 %307, label %conv1.ky4, label %conv1.ky4.end
 
 conv1.then78:                                     ; preds = %conv1.oy20
   br label %conv1.ox21
 
 conv1.endif79:                                    ; preds = %conv1.ox22.end, %conv1.oy20
-  %307 = add nsw i64 %conv1.oy2077, %conv1.ky44
-  %308 = add nsw i64 %307, -2
-  %309 = icmp slt i64 %308, 0
-  br i1 %309, label %conv1.then85, label %conv1.endif86
+  %308 = add nsw i64 %conv1.oy2077, %conv1.ky44
+  %309 = add nsw i64 %308, -2
+  %310 = icmp slt i64 %309, 0
+  br i1 %310, label %conv1.then85, label %conv1.endif86
 
 conv1.ox21:                                       ; preds = %conv1.ox21, %conv1.then78
   %conv1.ox2180 = phi i64 [ 0, %conv1.then78 ], [ %ox21.next, %conv1.ox21 ]
-  %310 = mul nsw i64 %conv1.g11, 2
-  %311 = add nsw i64 %310, %conv1.j22
-  %312 = mul nsw i64 %311, 784
-  %313 = mul nsw i64 %conv1.c33, 784
-  %314 = add nsw i64 %312, %313
-  %315 = add nsw i64 %conv1.oy2077, %conv1.ky44
-  %316 = add nsw i64 %315, -2
-  %317 = mul nsw i64 %316, 28
-  %318 = add nsw i64 %314, %317
-  %319 = add nsw i64 %conv1.ox2180, 2
-  %320 = add nsw i64 %318, %319
-  %images81 = getelementptr inbounds float, ptr %images, i64 %320
-  %321 = load float, ptr %images81, align 4
-  %322 = mul nsw i64 %conv1.c33, 5
-  %323 = add nsw i64 %322, %conv1.ky44
-  %324 = mul nsw i64 %323, 5
-  %325 = add nsw i64 %324, 4
-  %326 = mul nsw i64 %325, 1584
-  %327 = add nsw i64 301056, %326
-  %328 = mul nsw i64 %conv1.j22, 784
-  %329 = add nsw i64 %327, %328
-  %330 = mul nsw i64 %conv1.oy2077, 28
-  %331 = add nsw i64 %330, %conv1.ox2180
-  %332 = add nsw i64 %329, %331
-  %arena82 = getelementptr inbounds float, ptr %arena, i64 %332
-  store float %321, ptr %arena82, align 4
+  %311 = mul nsw i64 %conv1.g11, 2
+  %312 = add nsw i64 %311, %conv1.j22
+  %313 = mul nsw i64 %312, 784
+  %314 = mul nsw i64 %conv1.c33, 784
+  %315 = add nsw i64 %313, %314
+  %316 = add nsw i64 %conv1.oy2077, %conv1.ky44
+  %317 = add nsw i64 %316, -2
+  %318 = mul nsw i64 %317, 28
+  %319 = add nsw i64 %315, %318
+  %320 = add nsw i64 %conv1.ox2180, 2
+  %321 = add nsw i64 %319, %320
+  %images81 = getelementptr inbounds float, ptr %images, i64 %321
+  %322 = load float, ptr %images81, align 4
+  %323 = mul nsw i64 %conv1.c33, 5
+  %324 = add nsw i64 %323, %conv1.ky44
+  %325 = mul nsw i64 %324, 5
+  %326 = add nsw i64 %325, 4
+  %327 = mul nsw i64 %326, 1584
+  %328 = add nsw i64 301056, %327
+  %329 = mul nsw i64 %conv1.j22, 784
+  %330 = add nsw i64 %328, %329
+  %331 = mul nsw i64 %conv1.oy2077, 28
+  %332 = add nsw i64 %331, %conv1.ox2180
+  %333 = add nsw i64 %330, %332
+  %arena82 = getelementptr inbounds float, ptr %arena, i64 %333
+  store float %322, ptr %arena82, align 4
   %ox21.next = add nsw i64 %conv1.ox2180, 1
-  %333 = icmp slt i64 %ox21.next, 26
-  br i1 %333, label %conv1.ox21, label %conv1.ox21.end
+  %334 = icmp slt i64 %ox21.next, 26
+  br i1 %334, label %conv1.ox21, label %conv1.ox21.end
 
 conv1.ox21.end:                                   ; preds = %conv1.ox21
   br label %conv1.ox22
 
 conv1.ox22:                                       ; preds = %conv1.ox22, %conv1.ox21.end
   %conv1.ox2283 = phi i64 [ 0, %conv1.ox21.end ], [ %ox22.next, %conv1.ox22 ]
-  %334 = mul nsw i64 %conv1.c33, 5
-  %335 = add nsw i64 %334, %conv1.ky44
-  %336 = mul nsw i64 %335, 5
-  %337 = add nsw i64 %336, 4
-  %338 = mul nsw i64 %337, 1584
-  %339 = add nsw i64 301056, %338
-  %340 = mul nsw i64 %conv1.j22, 784
-  %341 = add nsw i64 %339, %340
-  %342 = mul nsw i64 %conv1.oy2077, 28
-  %343 = add nsw i64 %conv1.ox2283, 26
-  %344 = add nsw i64 %342, %343
-  %345 = add nsw i64 %341, %344
-  %arena84 = getelementptr inbounds float, ptr %arena, i64 %345
+  %335 = mul nsw i64 %conv1.c33, 5
+  %336 = add nsw i64 %335, %conv1.ky44
+  %337 = mul nsw i64 %336, 5
+  %338 = add nsw i64 %337, 4
+  %339 = mul nsw i64 %338, 1584
+  %340 = add nsw i64 301056, %339
+  %341 = mul nsw i64 %conv1.j22, 784
+  %342 = add nsw i64 %340, %341
+  %343 = mul nsw i64 %conv1.oy2077, 28
+  %344 = add nsw i64 %conv1.ox2283, 26
+  %345 = add nsw i64 %343, %344
+  %346 = add nsw i64 %342, %345
+  %arena84 = getelementptr inbounds float, ptr %arena, i64 %346
   store float 0.000000e+00, ptr %arena84, align 4
   %ox22.next = add nsw i64 %conv1.ox2283, 1
-  %346 = icmp slt i64 %ox22.next, 2
-  br i1 %346, label %conv1.ox22, label %conv1.ox22.end
+  %347 = icmp slt i64 %ox22.next, 2
+  br i1 %347, label %conv1.ox22, label %conv1.ox22.end
 
 conv1.ox22.end:                                   ; preds = %conv1.ox22
   br label %conv1.endif79
@@ -22069,29 +22071,29 @@ conv1.then85:                                     ; preds = %conv1.endif79
   br label %conv1.ox23
 
 conv1.endif86:                                    ; preds = %conv1.ox23.end, %conv1.endif79
-  %347 = add nsw i64 %conv1.oy2077, %conv1.ky44
-  %348 = add nsw i64 %347, -2
-  %349 = icmp slt i64 27, %348
-  br i1 %349, label %conv1.then89, label %conv1.endif90
+  %348 = add nsw i64 %conv1.oy2077, %conv1.ky44
+  %349 = add nsw i64 %348, -2
+  %350 = icmp slt i64 27, %349
+  br i1 %350, label %conv1.then89, label %conv1.endif90
 
 conv1.ox23:                                       ; preds = %conv1.ox23, %conv1.then85
   %conv1.ox2387 = phi i64 [ 0, %conv1.then85 ], [ %ox23.next, %conv1.ox23 ]
-  %350 = mul nsw i64 %conv1.c33, 5
-  %351 = add nsw i64 %350, %conv1.ky44
-  %352 = mul nsw i64 %351, 5
-  %353 = add nsw i64 %352, 4
-  %354 = mul nsw i64 %353, 1584
-  %355 = add nsw i64 301056, %354
-  %356 = mul nsw i64 %conv1.j22, 784
-  %357 = add nsw i64 %355, %356
-  %358 = mul nsw i64 %conv1.oy2077, 28
-  %359 = add nsw i64 %358, %conv1.ox2387
-  %360 = add nsw i64 %357, %359
-  %arena88 = getelementptr inbounds float, ptr %arena, i64 %360
+  %351 = mul nsw i64 %conv1.c33, 5
+  %352 = add nsw i64 %351, %conv1.ky44
+  %353 = mul nsw i64 %352, 5
+  %354 = add nsw i64 %353, 4
+  %355 = mul nsw i64 %354, 1584
+  %356 = add nsw i64 301056, %355
+  %357 = mul nsw i64 %conv1.j22, 784
+  %358 = add nsw i64 %356, %357
+  %359 = mul nsw i64 %conv1.oy2077, 28
+  %360 = add nsw i64 %359, %conv1.ox2387
+  %361 = add nsw i64 %358, %360
+  %arena88 = getelementptr inbounds float, ptr %arena, i64 %361
   store float 0.000000e+00, ptr %arena88, align 4
   %ox23.next = add nsw i64 %conv1.ox2387, 1
-  %361 = icmp slt i64 %ox23.next, 28
-  br i1 %361, label %conv1.ox23, label %conv1.ox23.end
+  %362 = icmp slt i64 %ox23.next, 28
+  br i1 %362, label %conv1.ox23, label %conv1.ox23.end
 
 conv1.ox23.end:                                   ; preds = %conv1.ox23
   br label %conv1.endif86
@@ -22101,27 +22103,27 @@ conv1.then89:                                     ; preds = %conv1.endif86
 
 conv1.endif90:                                    ; preds = %conv1.ox23.end92, %conv1.endif86
   %oy20.next = add nsw i64 %conv1.oy2077, 1
-  %362 = icmp slt i64 %oy20.next, 28
-  br i1 %362, label %conv1.oy20, label %conv1.oy20.end
+  %363 = icmp slt i64 %oy20.next, 28
+  br i1 %363, label %conv1.oy20, label %conv1.oy20.end
 
 conv1.ox2391:                                     ; preds = %conv1.ox2391, %conv1.then89
   %conv1.ox2393 = phi i64 [ 0, %conv1.then89 ], [ %ox23.next95, %conv1.ox2391 ]
-  %363 = mul nsw i64 %conv1.c33, 5
-  %364 = add nsw i64 %363, %conv1.ky44
-  %365 = mul nsw i64 %364, 5
-  %366 = add nsw i64 %365, 4
-  %367 = mul nsw i64 %366, 1584
-  %368 = add nsw i64 301056, %367
-  %369 = mul nsw i64 %conv1.j22, 784
-  %370 = add nsw i64 %368, %369
-  %371 = mul nsw i64 %conv1.oy2077, 28
-  %372 = add nsw i64 %371, %conv1.ox2393
-  %373 = add nsw i64 %370, %372
-  %arena94 = getelementptr inbounds float, ptr %arena, i64 %373
+  %364 = mul nsw i64 %conv1.c33, 5
+  %365 = add nsw i64 %364, %conv1.ky44
+  %366 = mul nsw i64 %365, 5
+  %367 = add nsw i64 %366, 4
+  %368 = mul nsw i64 %367, 1584
+  %369 = add nsw i64 301056, %368
+  %370 = mul nsw i64 %conv1.j22, 784
+  %371 = add nsw i64 %369, %370
+  %372 = mul nsw i64 %conv1.oy2077, 28
+  %373 = add nsw i64 %372, %conv1.ox2393
+  %374 = add nsw i64 %371, %373
+  %arena94 = getelementptr inbounds float, ptr %arena, i64 %374
   store float 0.000000e+00, ptr %arena94, align 4
   %ox23.next95 = add nsw i64 %conv1.ox2393, 1
-  %374 = icmp slt i64 %ox23.next95, 28
-  br i1 %374, label %conv1.ox2391, label %conv1.ox23.end92
+  %375 = icmp slt i64 %ox23.next95, 28
+  br i1 %375, label %conv1.ox2391, label %conv1.ox23.end92
 
 conv1.ox23.end92:                                 ; preds = %conv1.ox2391
   br label %conv1.endif90
@@ -22136,22 +22138,22 @@ conv1.part24.serial:                              ; preds = %conv1.j2.end
 
 conv1.part24.done:                                ; preds = %conv1.part24.end, %conv1.part24.pool
   %g1.next = add nsw i64 %conv1.g11, 1
-  %375 = icmp slt i64 %g1.next, 32
-  br i1 %375, label %conv1.g1, label %conv1.g1.end
+  %376 = icmp slt i64 %g1.next, 32
+  br i1 %376, label %conv1.g1, label %conv1.g1.end
 
 conv1.part24:                                     ; preds = %conv1.part24, %conv1.part24.serial
   %conv1.part2496 = phi i64 [ 0, %conv1.part24.serial ], [ %part24.next, %conv1.part24 ]
-  call void @lenet5_infer_b64.k0.conv1.part24(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv1.g11, i64 %conv1.part2496)
+  call void @lenet5_infer_b64.k0.conv1.part24(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv1.g11, i64 %conv1.part2496)
   %part24.next = add nsw i64 %conv1.part2496, 1
-  %376 = icmp slt i64 %part24.next, 2
-  br i1 %376, label %conv1.part24, label %conv1.part24.end
+  %377 = icmp slt i64 %part24.next, 2
+  br i1 %377, label %conv1.part24, label %conv1.part24.end
 
 conv1.part24.end:                                 ; preds = %conv1.part24
   br label %conv1.part24.done
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_infer_b64.k0.conv1.part24(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
+define internal void @lenet5_infer_b64.k0.conv1.part24(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
 entry:
   %2 = mul nsw i64 %1, 3
   %3 = mul nsw i64 %2, 25
@@ -22236,62 +22238,66 @@ conv1.i27.end:                                    ; preds = %conv1.i27
 
 define internal void @lenet5_infer_b64.k0.conv1.part24.task(ptr %0, i64 %1) {
 entry:
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
   %3 = load ptr, ptr %2, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 1
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 1
   %5 = load ptr, ptr %4, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 2
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 2
   %7 = load ptr, ptr %6, align 8
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 3
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 3
   %9 = load ptr, ptr %8, align 8
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 4
   %11 = load ptr, ptr %10, align 8
-  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 5
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 5
   %13 = load ptr, ptr %12, align 8
-  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 6
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 6
   %15 = load ptr, ptr %14, align 8
-  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 7
-  %17 = load float, ptr %16, align 4
-  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 8
-  %19 = load i64, ptr %18, align 4
-  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 9
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 7
+  %17 = load ptr, ptr %16, align 8
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 8
+  %19 = load float, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 9
   %21 = load i64, ptr %20, align 4
-  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 10
-  %23 = load ptr, ptr %22, align 8
-  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
-  %25 = load i64, ptr %24, align 4
-  call void @lenet5_infer_b64.k0.conv1.part24(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 10
+  %23 = load i64, ptr %22, align 4
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
+  %25 = load ptr, ptr %24, align 8
+  %26 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 12
+  %27 = load i64, ptr %26, align 4
+  call void @lenet5_infer_b64.k0.conv1.part24(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, ptr %17, float %19, i64 %21, i64 %23, ptr %25, i64 %27, i64 %1)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_infer_b64.k1.pool1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @lenet5_infer_b64.k1.pool1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %part28.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
-  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 0
+  %part28.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
+  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 0
   store ptr %params, ptr %0, align 8
-  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 1
+  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 1
   store ptr %grads, ptr %1, align 8
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 2
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 2
   store ptr %m, ptr %2, align 8
-  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 3
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 3
   store ptr %v, ptr %3, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 4
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 4
   store ptr %arena, ptr %4, align 8
-  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 5
-  store ptr %images, ptr %5, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 6
-  store ptr %labels, ptr %6, align 8
-  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 7
-  store float %lr, ptr %7, align 4
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 8
-  store i64 %step, ptr %8, align 4
-  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 9
-  store i64 %seed, ptr %9, align 4
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 10
-  store ptr %pool, ptr %10, align 8
-  %11 = icmp eq ptr %pool, null
-  br i1 %11, label %pool1.part28.serial, label %pool1.part28.pool
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 5
+  store ptr %prepared, ptr %5, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 6
+  store ptr %images, ptr %6, align 8
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 7
+  store ptr %labels, ptr %7, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 8
+  store float %lr, ptr %8, align 4
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 9
+  store i64 %step, ptr %9, align 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 10
+  store i64 %seed, ptr %10, align 4
+  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part28.context, i32 0, i32 11
+  store ptr %pool, ptr %11, align 8
+  %12 = icmp eq ptr %pool, null
+  br i1 %12, label %pool1.part28.serial, label %pool1.part28.pool
 
 pool1.part28.pool:                                ; preds = %entry
   %run = load ptr, ptr %pool, align 8
@@ -22306,17 +22312,17 @@ pool1.part28.done:                                ; preds = %pool1.part28.end, %
 
 pool1.part28:                                     ; preds = %pool1.part28, %pool1.part28.serial
   %pool1.part281 = phi i64 [ 0, %pool1.part28.serial ], [ %part28.next, %pool1.part28 ]
-  call void @lenet5_infer_b64.k1.pool1.part28(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %pool1.part281)
+  call void @lenet5_infer_b64.k1.pool1.part28(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %pool1.part281)
   %part28.next = add nsw i64 %pool1.part281, 1
-  %12 = icmp slt i64 %part28.next, 2
-  br i1 %12, label %pool1.part28, label %pool1.part28.end
+  %13 = icmp slt i64 %part28.next, 2
+  br i1 %13, label %pool1.part28, label %pool1.part28.end
 
 pool1.part28.end:                                 ; preds = %pool1.part28
   br label %pool1.part28.done
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_infer_b64.k1.pool1.part28(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+define internal void @lenet5_infer_b64.k1.pool1.part28(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
 entry:
   %pool1.acc32 = alloca float, align 4
   br label %pool1.q29
@@ -22415,67 +22421,71 @@ pool1.px31.end:                                   ; preds = %pool1.px31
 
 define internal void @lenet5_infer_b64.k1.pool1.part28.task(ptr %0, i64 %1) {
 entry:
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
   %3 = load ptr, ptr %2, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
   %5 = load ptr, ptr %4, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
   %7 = load ptr, ptr %6, align 8
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
   %9 = load ptr, ptr %8, align 8
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
   %11 = load ptr, ptr %10, align 8
-  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
   %13 = load ptr, ptr %12, align 8
-  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
   %15 = load ptr, ptr %14, align 8
-  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
-  %17 = load float, ptr %16, align 4
-  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
-  %19 = load i64, ptr %18, align 4
-  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
+  %17 = load ptr, ptr %16, align 8
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
+  %19 = load float, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
   %21 = load i64, ptr %20, align 4
-  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
-  %23 = load ptr, ptr %22, align 8
-  call void @lenet5_infer_b64.k1.pool1.part28(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
+  %23 = load i64, ptr %22, align 4
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 11
+  %25 = load ptr, ptr %24, align 8
+  call void @lenet5_infer_b64.k1.pool1.part28(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, ptr %17, float %19, i64 %21, i64 %23, ptr %25, i64 %1)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_infer_b64.k2.conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @lenet5_infer_b64.k2.conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %part48.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
-  %part34.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
+  %part48.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
+  %part34.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
   br label %conv2.g33
 
 conv2.g33:                                        ; preds = %conv2.part48.done, %entry
   %conv2.g331 = phi i64 [ 0, %entry ], [ %g33.next, %conv2.part48.done ]
-  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part34.context, i32 0, i32 0
+  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part34.context, i32 0, i32 0
   store ptr %params, ptr %0, align 8
-  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part34.context, i32 0, i32 1
+  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part34.context, i32 0, i32 1
   store ptr %grads, ptr %1, align 8
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part34.context, i32 0, i32 2
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part34.context, i32 0, i32 2
   store ptr %m, ptr %2, align 8
-  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part34.context, i32 0, i32 3
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part34.context, i32 0, i32 3
   store ptr %v, ptr %3, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part34.context, i32 0, i32 4
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part34.context, i32 0, i32 4
   store ptr %arena, ptr %4, align 8
-  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part34.context, i32 0, i32 5
-  store ptr %images, ptr %5, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part34.context, i32 0, i32 6
-  store ptr %labels, ptr %6, align 8
-  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part34.context, i32 0, i32 7
-  store float %lr, ptr %7, align 4
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part34.context, i32 0, i32 8
-  store i64 %step, ptr %8, align 4
-  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part34.context, i32 0, i32 9
-  store i64 %seed, ptr %9, align 4
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part34.context, i32 0, i32 10
-  store ptr %pool, ptr %10, align 8
-  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part34.context, i32 0, i32 11
-  store i64 %conv2.g331, ptr %11, align 4
-  %12 = icmp eq ptr %pool, null
-  br i1 %12, label %conv2.part34.serial, label %conv2.part34.pool
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part34.context, i32 0, i32 5
+  store ptr %prepared, ptr %5, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part34.context, i32 0, i32 6
+  store ptr %images, ptr %6, align 8
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part34.context, i32 0, i32 7
+  store ptr %labels, ptr %7, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part34.context, i32 0, i32 8
+  store float %lr, ptr %8, align 4
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part34.context, i32 0, i32 9
+  store i64 %step, ptr %9, align 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part34.context, i32 0, i32 10
+  store i64 %seed, ptr %10, align 4
+  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part34.context, i32 0, i32 11
+  store ptr %pool, ptr %11, align 8
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part34.context, i32 0, i32 12
+  store i64 %conv2.g331, ptr %12, align 4
+  %13 = icmp eq ptr %pool, null
+  br i1 %13, label %conv2.part34.serial, label %conv2.part34.pool
 
 conv2.g33.end:                                    ; preds = %conv2.part48.done
   ret void
@@ -22489,39 +22499,41 @@ conv2.part34.serial:                              ; preds = %conv2.g33
   br label %conv2.part34
 
 conv2.part34.done:                                ; preds = %conv2.part34.end, %conv2.part34.pool
-  %13 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part48.context, i32 0, i32 0
-  store ptr %params, ptr %13, align 8
-  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part48.context, i32 0, i32 1
-  store ptr %grads, ptr %14, align 8
-  %15 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part48.context, i32 0, i32 2
-  store ptr %m, ptr %15, align 8
-  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part48.context, i32 0, i32 3
-  store ptr %v, ptr %16, align 8
-  %17 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part48.context, i32 0, i32 4
-  store ptr %arena, ptr %17, align 8
-  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part48.context, i32 0, i32 5
-  store ptr %images, ptr %18, align 8
-  %19 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part48.context, i32 0, i32 6
-  store ptr %labels, ptr %19, align 8
-  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part48.context, i32 0, i32 7
-  store float %lr, ptr %20, align 4
-  %21 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part48.context, i32 0, i32 8
-  store i64 %step, ptr %21, align 4
-  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part48.context, i32 0, i32 9
-  store i64 %seed, ptr %22, align 4
-  %23 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part48.context, i32 0, i32 10
-  store ptr %pool, ptr %23, align 8
-  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part48.context, i32 0, i32 11
-  store i64 %conv2.g331, ptr %24, align 4
-  %25 = icmp eq ptr %pool, null
-  br i1 %25, label %conv2.part48.serial, label %conv2.part48.pool
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part48.context, i32 0, i32 0
+  store ptr %params, ptr %14, align 8
+  %15 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part48.context, i32 0, i32 1
+  store ptr %grads, ptr %15, align 8
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part48.context, i32 0, i32 2
+  store ptr %m, ptr %16, align 8
+  %17 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part48.context, i32 0, i32 3
+  store ptr %v, ptr %17, align 8
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part48.context, i32 0, i32 4
+  store ptr %arena, ptr %18, align 8
+  %19 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part48.context, i32 0, i32 5
+  store ptr %prepared, ptr %19, align 8
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part48.context, i32 0, i32 6
+  store ptr %images, ptr %20, align 8
+  %21 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part48.context, i32 0, i32 7
+  store ptr %labels, ptr %21, align 8
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part48.context, i32 0, i32 8
+  store float %lr, ptr %22, align 4
+  %23 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part48.context, i32 0, i32 9
+  store i64 %step, ptr %23, align 4
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part48.context, i32 0, i32 10
+  store i64 %seed, ptr %24, align 4
+  %25 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part48.context, i32 0, i32 11
+  store ptr %pool, ptr %25, align 8
+  %26 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part48.context, i32 0, i32 12
+  store i64 %conv2.g331, ptr %26, align 4
+  %27 = icmp eq ptr %pool, null
+  br i1 %27, label %conv2.part48.serial, label %conv2.part48.pool
 
 conv2.part34:                                     ; preds = %conv2.part34, %conv2.part34.serial
   %conv2.part342 = phi i64 [ 0, %conv2.part34.serial ], [ %part34.next, %conv2.part34 ]
-  call void @lenet5_infer_b64.k2.conv2.part34(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.g331, i64 %conv2.part342)
+  call void @lenet5_infer_b64.k2.conv2.part34(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.g331, i64 %conv2.part342)
   %part34.next = add nsw i64 %conv2.part342, 1
-  %26 = icmp slt i64 %part34.next, 2
-  br i1 %26, label %conv2.part34, label %conv2.part34.end
+  %28 = icmp slt i64 %part34.next, 2
+  br i1 %28, label %conv2.part34, label %conv2.part34.end
 
 conv2.part34.end:                                 ; preds = %conv2.part34
   br label %conv2.part34.done
@@ -22536,22 +22548,22 @@ conv2.part48.serial:                              ; preds = %conv2.part34.done
 
 conv2.part48.done:                                ; preds = %conv2.part48.end, %conv2.part48.pool
   %g33.next = add nsw i64 %conv2.g331, 1
-  %27 = icmp slt i64 %g33.next, 16
-  br i1 %27, label %conv2.g33, label %conv2.g33.end
+  %29 = icmp slt i64 %g33.next, 16
+  br i1 %29, label %conv2.g33, label %conv2.g33.end
 
 conv2.part48:                                     ; preds = %conv2.part48, %conv2.part48.serial
   %conv2.part484 = phi i64 [ 0, %conv2.part48.serial ], [ %part48.next, %conv2.part48 ]
-  call void @lenet5_infer_b64.k2.conv2.part48(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.g331, i64 %conv2.part484)
+  call void @lenet5_infer_b64.k2.conv2.part48(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.g331, i64 %conv2.part484)
   %part48.next = add nsw i64 %conv2.part484, 1
-  %28 = icmp slt i64 %part48.next, 2
-  br i1 %28, label %conv2.part48, label %conv2.part48.end
+  %30 = icmp slt i64 %part48.next, 2
+  br i1 %30, label %conv2.part48, label %conv2.part48.end
 
 conv2.part48.end:                                 ; preds = %conv2.part48
   br label %conv2.part48.done
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_infer_b64.k2.conv2.part34(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
+define internal void @lenet5_infer_b64.k2.conv2.part34(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
 entry:
   br label %conv2.j35
 
@@ -22823,36 +22835,38 @@ conv2.ox47.end:                                   ; preds = %conv2.ox47
 
 define internal void @lenet5_infer_b64.k2.conv2.part34.task(ptr %0, i64 %1) {
 entry:
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
   %3 = load ptr, ptr %2, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 1
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 1
   %5 = load ptr, ptr %4, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 2
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 2
   %7 = load ptr, ptr %6, align 8
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 3
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 3
   %9 = load ptr, ptr %8, align 8
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 4
   %11 = load ptr, ptr %10, align 8
-  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 5
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 5
   %13 = load ptr, ptr %12, align 8
-  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 6
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 6
   %15 = load ptr, ptr %14, align 8
-  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 7
-  %17 = load float, ptr %16, align 4
-  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 8
-  %19 = load i64, ptr %18, align 4
-  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 9
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 7
+  %17 = load ptr, ptr %16, align 8
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 8
+  %19 = load float, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 9
   %21 = load i64, ptr %20, align 4
-  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 10
-  %23 = load ptr, ptr %22, align 8
-  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
-  %25 = load i64, ptr %24, align 4
-  call void @lenet5_infer_b64.k2.conv2.part34(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 10
+  %23 = load i64, ptr %22, align 4
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
+  %25 = load ptr, ptr %24, align 8
+  %26 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 12
+  %27 = load i64, ptr %26, align 4
+  call void @lenet5_infer_b64.k2.conv2.part34(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, ptr %17, float %19, i64 %21, i64 %23, ptr %25, i64 %27, i64 %1)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_infer_b64.k2.conv2.part48(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
+define internal void @lenet5_infer_b64.k2.conv2.part48(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
 entry:
   %2 = mul nsw i64 %1, 8
   %3 = mul nsw i64 %2, 150
@@ -22938,36 +22952,38 @@ conv2.i51.end:                                    ; preds = %conv2.i51
 
 define internal void @lenet5_infer_b64.k2.conv2.part48.task(ptr %0, i64 %1) {
 entry:
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
   %3 = load ptr, ptr %2, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 1
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 1
   %5 = load ptr, ptr %4, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 2
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 2
   %7 = load ptr, ptr %6, align 8
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 3
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 3
   %9 = load ptr, ptr %8, align 8
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 4
   %11 = load ptr, ptr %10, align 8
-  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 5
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 5
   %13 = load ptr, ptr %12, align 8
-  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 6
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 6
   %15 = load ptr, ptr %14, align 8
-  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 7
-  %17 = load float, ptr %16, align 4
-  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 8
-  %19 = load i64, ptr %18, align 4
-  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 9
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 7
+  %17 = load ptr, ptr %16, align 8
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 8
+  %19 = load float, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 9
   %21 = load i64, ptr %20, align 4
-  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 10
-  %23 = load ptr, ptr %22, align 8
-  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
-  %25 = load i64, ptr %24, align 4
-  call void @lenet5_infer_b64.k2.conv2.part48(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 10
+  %23 = load i64, ptr %22, align 4
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
+  %25 = load ptr, ptr %24, align 8
+  %26 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 12
+  %27 = load i64, ptr %26, align 4
+  call void @lenet5_infer_b64.k2.conv2.part48(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, ptr %17, float %19, i64 %21, i64 %23, ptr %25, i64 %27, i64 %1)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_infer_b64.k3.pool2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @lenet5_infer_b64.k3.pool2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %pool2.acc55 = alloca float, align 4
   br label %pool2.q52
@@ -23055,13 +23071,13 @@ pool2.px54.end:                                   ; preds = %pool2.px54
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_infer_b64.k4.flat(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @lenet5_infer_b64.k4.flat(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_infer_b64.k5.fc1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @lenet5_infer_b64.k5.fc1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %fc1.n56
 
@@ -23070,7 +23086,7 @@ fc1.n56:                                          ; preds = %fc1.k57.end, %entry
   br label %fc1.k57
 
 fc1.n56.end:                                      ; preds = %fc1.k57.end
-  call void @lenet5_infer_b64.k5.fc1.gemm65(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_infer_b64.k5.fc1.gemm65(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   br label %fc1.n66
 
 fc1.k57:                                          ; preds = %fc1.k57, %fc1.n56
@@ -23138,7 +23154,7 @@ fc1.u67.end:                                      ; preds = %fc1.u67
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_infer_b64.k5.fc1.gemm65(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @lenet5_infer_b64.k5.fc1.gemm65(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %fc1.t63_a3 = alloca <8 x float>, align 32
   %fc1.t63_a2 = alloca <8 x float>, align 32
@@ -23635,7 +23651,7 @@ fc1.k64.end:                                      ; preds = %fc1.k64
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_infer_b64.k6.fc2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @lenet5_infer_b64.k6.fc2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %arena1 = getelementptr inbounds float, ptr %arena, i64 0
   %params2 = getelementptr inbounds float, ptr %params, i64 50692
@@ -23688,7 +23704,7 @@ fc2.u69.end:                                      ; preds = %fc2.u69
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_infer_b64.k7.fc3(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @lenet5_infer_b64.k7.fc3(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %arena1 = getelementptr inbounds float, ptr %arena, i64 7680
   %params2 = getelementptr inbounds float, ptr %params, i64 60856

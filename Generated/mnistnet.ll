@@ -3,41 +3,41 @@
 source_filename = "mnistnet"
 target triple = "x86_64-unknown-linux-gnu"
 
-define void @mnistnet_train_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
+define void @mnistnet_train_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
 entry:
-  call void @mnistnet_train_b64.k0.conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @mnistnet_train_b64.k1.conv2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @mnistnet_train_b64.k2.drop1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @mnistnet_train_b64.k3.flat(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @mnistnet_train_b64.k4.fc1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @mnistnet_train_b64.k5.drop2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @mnistnet_train_b64.k6.fc2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @mnistnet_train_b64.k7.probs(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @mnistnet_train_b64.k8.loss(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @mnistnet_train_b64.k9.fc2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @mnistnet_train_b64.k10.fc2_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @mnistnet_train_b64.k11.fc2_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @mnistnet_train_b64.k12.drop2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @mnistnet_train_b64.k13.relu3_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @mnistnet_train_b64.k14.fc1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @mnistnet_train_b64.k15.fc1_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @mnistnet_train_b64.k16.fc1_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @mnistnet_train_b64.k17.flat_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @mnistnet_train_b64.k18.drop1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @mnistnet_train_b64.k19.pool_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @mnistnet_train_b64.k20.conv2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @mnistnet_train_b64.k21.conv2_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @mnistnet_train_b64.k22.conv2_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @mnistnet_train_b64.k23.relu1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @mnistnet_train_b64.k24.conv1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @mnistnet_train_b64.k25.conv1_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @mnistnet_train_b64.k26.conv1_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @mnistnet_train_b64.k27.adam(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_train_b64.k0.conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_train_b64.k1.conv2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_train_b64.k2.drop1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_train_b64.k3.flat(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_train_b64.k4.fc1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_train_b64.k5.drop2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_train_b64.k6.fc2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_train_b64.k7.probs(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_train_b64.k8.loss(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_train_b64.k9.fc2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_train_b64.k10.fc2_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_train_b64.k11.fc2_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_train_b64.k12.drop2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_train_b64.k13.relu3_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_train_b64.k14.fc1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_train_b64.k15.fc1_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_train_b64.k16.fc1_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_train_b64.k17.flat_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_train_b64.k18.drop1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_train_b64.k19.pool_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_train_b64.k20.conv2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_train_b64.k21.conv2_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_train_b64.k22.conv2_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_train_b64.k23.relu1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_train_b64.k24.conv1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_train_b64.k25.conv1_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_train_b64.k26.conv1_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_train_b64.k27.adam(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k0.conv1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @mnistnet_train_b64.k0.conv1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %conv1.g1
 
@@ -53,7 +53,7 @@ conv1.j2:                                         ; preds = %conv1.c3.end, %conv
   br label %conv1.c3
 
 conv1.j2.end:                                     ; preds = %conv1.c3.end
-  call void @mnistnet_train_b64.k0.conv1.gemm18(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_train_b64.k0.conv1.gemm18(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   br label %conv1.j19
 
 conv1.c3:                                         ; preds = %conv1.ky4.end, %conv1.j2
@@ -266,7 +266,7 @@ conv1.i21.end:                                    ; preds = %conv1.i21
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k0.conv1.gemm18(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @mnistnet_train_b64.k0.conv1.gemm18(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv1.t16_a3 = alloca <8 x float>, align 32
   %conv1.t16_a2 = alloca <8 x float>, align 32
@@ -758,7 +758,7 @@ conv1.k17.end:                                    ; preds = %conv1.k17
 declare <8 x float> @llvm.fma.v8f32(<8 x float>, <8 x float>, <8 x float>) #2
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k1.conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @mnistnet_train_b64.k1.conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv2.at130 = alloca <8 x float>, align 32
   %conv2.best129 = alloca <8 x float>, align 32
@@ -2046,7 +2046,7 @@ conv2.cv61.end:                                   ; preds = %conv2.cv61
 
 conv2.xi94:                                       ; preds = %conv2.xi94, %conv2.j58.end
   %conv2.xi94140 = phi i64 [ 0, %conv2.j58.end ], [ %xi94.next, %conv2.xi94 ]
-  call void @mnistnet_train_b64.k1.conv2.gemm102(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.xi94140)
+  call void @mnistnet_train_b64.k1.conv2.gemm102(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.xi94140)
   %xi94.next = add nsw i64 %conv2.xi94140, 1
   %822 = icmp slt i64 %xi94.next, 16
   br i1 %822, label %conv2.xi94, label %conv2.xi94.end
@@ -2690,7 +2690,7 @@ conv2.q142.end:                                   ; preds = %conv2.q142
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k1.conv2.gemm102(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+define internal void @mnistnet_train_b64.k1.conv2.gemm102(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
 entry:
   %conv2.t100_a3 = alloca <8 x float>, align 32
   %conv2.t100_a2 = alloca <8 x float>, align 32
@@ -3253,7 +3253,7 @@ conv2.k101.end:                                   ; preds = %conv2.k101
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k2.drop1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @mnistnet_train_b64.k2.drop1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %0 = xor i64 %seed, 7835718858194987975
   %1 = lshr i64 %0, 30
@@ -3306,13 +3306,13 @@ drop1.i151.end:                                   ; preds = %drop1.i151
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k3.flat(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @mnistnet_train_b64.k3.flat(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k4.fc1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @mnistnet_train_b64.k4.fc1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %fc1.n156
 
@@ -3321,7 +3321,7 @@ fc1.n156:                                         ; preds = %fc1.k157.end, %entr
   br label %fc1.k157
 
 fc1.n156.end:                                     ; preds = %fc1.k157.end
-  call void @mnistnet_train_b64.k4.fc1.gemm168(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_train_b64.k4.fc1.gemm168(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   br label %fc1.n169
 
 fc1.k157:                                         ; preds = %fc1.k157, %fc1.n156
@@ -3390,7 +3390,7 @@ fc1.u170.end:                                     ; preds = %fc1.u170
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k4.fc1.gemm168(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @mnistnet_train_b64.k4.fc1.gemm168(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %fc1.t166_a3 = alloca <8 x float>, align 32
   %fc1.t166_a2 = alloca <8 x float>, align 32
@@ -4104,7 +4104,7 @@ fc1.k167.end:                                     ; preds = %fc1.k167
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k5.drop2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @mnistnet_train_b64.k5.drop2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %0 = xor i64 %seed, 7835719957706616186
   %1 = lshr i64 %0, 30
@@ -4157,7 +4157,7 @@ drop2.i179.end:                                   ; preds = %drop2.i179
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k6.fc2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @mnistnet_train_b64.k6.fc2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %arena1 = getelementptr inbounds float, ptr %arena, i64 3162112
   %params2 = getelementptr inbounds float, ptr %params, i64 1198592
@@ -4201,7 +4201,7 @@ fc2.u185.end:                                     ; preds = %fc2.u185
 declare void @cblas_sgemm(i32, i32, i32, i32, i32, i32, float, ptr, i32, ptr, i32, float, ptr, i32)
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k7.probs(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @mnistnet_train_b64.k7.probs(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %probs.s188 = alloca float, align 4
   %probs.m187 = alloca float, align 4
@@ -4361,7 +4361,7 @@ probs.k191.end:                                   ; preds = %probs.k191
 declare float @llvm.floor.f32(float) #2
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k8.loss(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @mnistnet_train_b64.k8.loss(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %loss.s195 = alloca float, align 4
   %loss.m194 = alloca float, align 4
@@ -4483,7 +4483,7 @@ loss.k197.end:                                    ; preds = %loss.k197
 declare float @llvm.log.f32(float) #2
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k9.fc2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @mnistnet_train_b64.k9.fc2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %fc2_grad.s200 = alloca float, align 4
   %fc2_grad.m199 = alloca float, align 4
@@ -4693,7 +4693,7 @@ fc2_grad.k203.end:                                ; preds = %fc2_grad.k203
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k10.fc2_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @mnistnet_train_b64.k10.fc2_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %arena1 = getelementptr inbounds float, ptr %arena, i64 3171600
   %arena2 = getelementptr inbounds float, ptr %arena, i64 3162112
@@ -4703,7 +4703,7 @@ entry:
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k11.fc2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @mnistnet_train_b64.k11.fc2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %fc2_bias_grad.acc205 = alloca float, align 4
   br label %fc2_bias_grad.u204
@@ -4741,7 +4741,7 @@ fc2_bias_grad.n206.end:                           ; preds = %fc2_bias_grad.n206
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k12.drop2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @mnistnet_train_b64.k12.drop2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %arena1 = getelementptr inbounds float, ptr %arena, i64 3171600
   %params2 = getelementptr inbounds float, ptr %params, i64 1198592
@@ -4751,7 +4751,7 @@ entry:
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k13.relu3_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @mnistnet_train_b64.k13.relu3_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %0 = xor i64 %seed, 7835719957706616186
   %1 = lshr i64 %0, 30
@@ -4804,7 +4804,7 @@ relu3_grad.i215.end:                              ; preds = %relu3_grad.i215
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k14.fc1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @mnistnet_train_b64.k14.fc1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %fc1_grad.i220
 
@@ -4830,14 +4830,14 @@ fc1_grad.i220.end:                                ; preds = %fc1_grad.i220
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k15.fc1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @mnistnet_train_b64.k15.fc1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  call void @mnistnet_train_b64.k15.fc1_weight_grad.gemm225(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_train_b64.k15.fc1_weight_grad.gemm225(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k15.fc1_weight_grad.gemm225(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @mnistnet_train_b64.k15.fc1_weight_grad.gemm225(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %fc1_weight_grad.t223_a3 = alloca <8 x float>, align 32
   %fc1_weight_grad.t223_a2 = alloca <8 x float>, align 32
@@ -5136,7 +5136,7 @@ fc1_weight_grad.k224.end:                         ; preds = %fc1_weight_grad.k22
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k16.fc1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @mnistnet_train_b64.k16.fc1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %fc1_bias_grad.acc227 = alloca float, align 4
   br label %fc1_bias_grad.u226
@@ -5174,14 +5174,14 @@ fc1_bias_grad.n228.end:                           ; preds = %fc1_bias_grad.n228
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k17.flat_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @mnistnet_train_b64.k17.flat_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  call void @mnistnet_train_b64.k17.flat_grad.gemm233(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_train_b64.k17.flat_grad.gemm233(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k17.flat_grad.gemm233(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @mnistnet_train_b64.k17.flat_grad.gemm233(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %flat_grad.t231_a3 = alloca <8 x float>, align 32
   %flat_grad.t231_a2 = alloca <8 x float>, align 32
@@ -5480,13 +5480,13 @@ flat_grad.k232.end:                               ; preds = %flat_grad.k232
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k18.drop1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @mnistnet_train_b64.k18.drop1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k19.pool_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @mnistnet_train_b64.k19.pool_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %0 = xor i64 %seed, 7835718858194987975
   %1 = lshr i64 %0, 30
@@ -5539,7 +5539,7 @@ pool_grad.i242.end:                               ; preds = %pool_grad.i242
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k20.conv2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @mnistnet_train_b64.k20.conv2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %conv2_grad.i247
 
@@ -5605,7 +5605,7 @@ conv2_grad.endif:                                 ; preds = %conv2_grad.then, %c
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k21.conv2_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @mnistnet_train_b64.k21.conv2_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv2_weight_grad.w349 = alloca float, align 4
   %conv2_weight_grad.w348 = alloca float, align 4
@@ -7417,7 +7417,7 @@ conv2_weight_grad.c328.end:                       ; preds = %conv2_weight_grad.c
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k22.conv2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @mnistnet_train_b64.k22.conv2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv2_bias_grad.sum360 = alloca float, align 4
   %conv2_bias_grad.sum359 = alloca float, align 4
@@ -7513,7 +7513,7 @@ conv2_bias_grad.i353.end:                         ; preds = %conv2_bias_grad.i35
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k23.relu1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @mnistnet_train_b64.k23.relu1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %relu1_grad.w456 = alloca <8 x float>, align 32
   %relu1_grad.w455 = alloca <8 x float>, align 32
@@ -8792,7 +8792,7 @@ relu1_grad.cv400.end:                             ; preds = %relu1_grad.cv400
 
 relu1_grad.xi433:                                 ; preds = %relu1_grad.xi433, %relu1_grad.j397.end
   %relu1_grad.xi433140 = phi i64 [ 0, %relu1_grad.j397.end ], [ %xi433.next, %relu1_grad.xi433 ]
-  call void @mnistnet_train_b64.k23.relu1_grad.gemm440(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %relu1_grad.xi433140)
+  call void @mnistnet_train_b64.k23.relu1_grad.gemm440(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %relu1_grad.xi433140)
   %xi433.next = add nsw i64 %relu1_grad.xi433140, 1
   %825 = icmp slt i64 %xi433.next, 16
   br i1 %825, label %relu1_grad.xi433, label %relu1_grad.xi433.end
@@ -9274,7 +9274,7 @@ relu1_grad.q462.end:                              ; preds = %relu1_grad.q462
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k23.relu1_grad.gemm440(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+define internal void @mnistnet_train_b64.k23.relu1_grad.gemm440(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
 entry:
   %relu1_grad.t438_a0 = alloca <8 x float>, align 32
   %relu1_grad.t438_b1 = alloca <8 x float>, align 32
@@ -9696,7 +9696,7 @@ relu1_grad.k439.end:                              ; preds = %relu1_grad.k439
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k24.conv1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @mnistnet_train_b64.k24.conv1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %conv1_grad.i463
 
@@ -9721,7 +9721,7 @@ conv1_grad.i463.end:                              ; preds = %conv1_grad.i463
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k25.conv1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @mnistnet_train_b64.k25.conv1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %conv1_weight_grad.i464
 
@@ -9900,7 +9900,7 @@ conv1_weight_grad.j475:                           ; preds = %conv1_weight_grad.i
   br label %conv1_weight_grad.i476
 
 conv1_weight_grad.j475.end:                       ; preds = %conv1_weight_grad.i476.end
-  call void @mnistnet_train_b64.k25.conv1_weight_grad.gemm485(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_train_b64.k25.conv1_weight_grad.gemm485(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   %g465.next = add nsw i64 %conv1_weight_grad.g4653, 1
   %72 = icmp slt i64 %g465.next, 4
   br i1 %72, label %conv1_weight_grad.g465, label %conv1_weight_grad.g465.end
@@ -9970,7 +9970,7 @@ conv1_weight_grad.r487.end:                       ; preds = %conv1_weight_grad.r
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k25.conv1_weight_grad.gemm485(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @mnistnet_train_b64.k25.conv1_weight_grad.gemm485(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv1_weight_grad.t483_a3 = alloca <8 x float>, align 32
   %conv1_weight_grad.t483_a2 = alloca <8 x float>, align 32
@@ -10540,7 +10540,7 @@ conv1_weight_grad.k484.end:                       ; preds = %conv1_weight_grad.k
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k26.conv1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @mnistnet_train_b64.k26.conv1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv1_bias_grad.sum498 = alloca float, align 4
   %conv1_bias_grad.sum497 = alloca float, align 4
@@ -10649,7 +10649,7 @@ conv1_bias_grad.i491.end:                         ; preds = %conv1_bias_grad.i49
 declare <8 x float> @llvm.masked.load.v8f32.p0(ptr nocapture, i32 immarg, <8 x i1>, <8 x float>) #3
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k27.adam(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @mnistnet_train_b64.k27.adam(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %adam.v_new = alloca float, align 4
   %adam.m_new = alloca float, align 4
@@ -10798,47 +10798,49 @@ adam.i501.end:                                    ; preds = %adam.i501
 ; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
 declare float @llvm.sqrt.f32(float) #2
 
-define void @mnistnet_infer_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
+define void @mnistnet_infer_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
 entry:
-  %part23.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
+  %part23.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
   %0 = icmp uge i64 0, %step
   br i1 %0, label %entry.then, label %entry.endif
 
 entry.then:                                       ; preds = %entry
-  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part23.context, i32 0, i32 0
+  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part23.context, i32 0, i32 0
   store ptr %params, ptr %1, align 8
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part23.context, i32 0, i32 1
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part23.context, i32 0, i32 1
   store ptr %grads, ptr %2, align 8
-  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part23.context, i32 0, i32 2
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part23.context, i32 0, i32 2
   store ptr %m, ptr %3, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part23.context, i32 0, i32 3
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part23.context, i32 0, i32 3
   store ptr %v, ptr %4, align 8
-  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part23.context, i32 0, i32 4
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part23.context, i32 0, i32 4
   store ptr %arena, ptr %5, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part23.context, i32 0, i32 5
-  store ptr %images, ptr %6, align 8
-  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part23.context, i32 0, i32 6
-  store ptr %labels, ptr %7, align 8
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part23.context, i32 0, i32 7
-  store float %lr, ptr %8, align 4
-  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part23.context, i32 0, i32 8
-  store i64 %step, ptr %9, align 4
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part23.context, i32 0, i32 9
-  store i64 %seed, ptr %10, align 4
-  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part23.context, i32 0, i32 10
-  store ptr %pool, ptr %11, align 8
-  %12 = icmp eq ptr %pool, null
-  br i1 %12, label %prepare.part23.serial, label %prepare.part23.pool
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part23.context, i32 0, i32 5
+  store ptr %prepared, ptr %6, align 8
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part23.context, i32 0, i32 6
+  store ptr %images, ptr %7, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part23.context, i32 0, i32 7
+  store ptr %labels, ptr %8, align 8
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part23.context, i32 0, i32 8
+  store float %lr, ptr %9, align 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part23.context, i32 0, i32 9
+  store i64 %step, ptr %10, align 4
+  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part23.context, i32 0, i32 10
+  store i64 %seed, ptr %11, align 4
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part23.context, i32 0, i32 11
+  store ptr %pool, ptr %12, align 8
+  %13 = icmp eq ptr %pool, null
+  br i1 %13, label %prepare.part23.serial, label %prepare.part23.pool
 
 entry.endif:                                      ; preds = %prepare.part23.done, %entry
-  call void @mnistnet_infer_b64.k0.conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @mnistnet_infer_b64.k1.conv2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @mnistnet_infer_b64.k2.drop1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @mnistnet_infer_b64.k3.flat(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @mnistnet_infer_b64.k4.fc1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @mnistnet_infer_b64.k5.drop2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @mnistnet_infer_b64.k6.fc2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @mnistnet_infer_b64.k7.probs(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_infer_b64.k0.conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_infer_b64.k1.conv2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_infer_b64.k2.drop1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_infer_b64.k3.flat(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_infer_b64.k4.fc1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_infer_b64.k5.drop2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_infer_b64.k6.fc2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_infer_b64.k7.probs(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   ret void
 
 prepare.part23.pool:                              ; preds = %entry.then
@@ -10854,17 +10856,17 @@ prepare.part23.done:                              ; preds = %prepare.part23.end,
 
 prepare.part23:                                   ; preds = %prepare.part23, %prepare.part23.serial
   %prepare.part231 = phi i64 [ 0, %prepare.part23.serial ], [ %part23.next, %prepare.part23 ]
-  call void @mnistnet_infer_b64.part23(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %prepare.part231)
+  call void @mnistnet_infer_b64.part23(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %prepare.part231)
   %part23.next = add nsw i64 %prepare.part231, 1
-  %13 = icmp slt i64 %part23.next, 2
-  br i1 %13, label %prepare.part23, label %prepare.part23.end
+  %14 = icmp slt i64 %part23.next, 2
+  br i1 %14, label %prepare.part23, label %prepare.part23.end
 
 prepare.part23.end:                               ; preds = %prepare.part23
   br label %prepare.part23.done
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_infer_b64.part23(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+define internal void @mnistnet_infer_b64.part23(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
 entry:
   %prepare.w53 = alloca float, align 4
   %prepare.w52 = alloca float, align 4
@@ -11222,174 +11224,175 @@ prepare.co25:                                     ; preds = %prepare.co25, %prep
   store float %w3746, ptr %prepare.w53, align 4
   %w38 = load float, ptr %prepare.w38, align 4
   %232 = mul nsw i64 %prepare.ci241, 64
-  %233 = add nsw i64 2913408, %232
-  %234 = mul nsw i64 %0, 32
-  %235 = add nsw i64 %234, %prepare.co252
-  %236 = add nsw i64 %233, %235
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %236
-  store float %w38, ptr %arena47, align 4
+  %233 = mul nsw i64 %0, 32
+  %234 = add nsw i64 %233, %prepare.co252
+  %235 = add nsw i64 %232, %234
+  %prepared47 = getelementptr inbounds float, ptr %prepared, i64 %235
+  store float %w38, ptr %prepared47, align 4
   %w39 = load float, ptr %prepare.w39, align 4
-  %237 = mul nsw i64 %prepare.ci241, 64
-  %238 = add nsw i64 2915456, %237
-  %239 = mul nsw i64 %0, 32
-  %240 = add nsw i64 %239, %prepare.co252
-  %241 = add nsw i64 %238, %240
-  %arena48 = getelementptr inbounds float, ptr %arena, i64 %241
-  store float %w39, ptr %arena48, align 4
+  %236 = mul nsw i64 %prepare.ci241, 64
+  %237 = add nsw i64 2048, %236
+  %238 = mul nsw i64 %0, 32
+  %239 = add nsw i64 %238, %prepare.co252
+  %240 = add nsw i64 %237, %239
+  %prepared48 = getelementptr inbounds float, ptr %prepared, i64 %240
+  store float %w39, ptr %prepared48, align 4
   %w40 = load float, ptr %prepare.w40, align 4
-  %242 = mul nsw i64 %prepare.ci241, 64
-  %243 = add nsw i64 2917504, %242
-  %244 = mul nsw i64 %0, 32
-  %245 = add nsw i64 %244, %prepare.co252
-  %246 = add nsw i64 %243, %245
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %246
-  store float %w40, ptr %arena49, align 4
+  %241 = mul nsw i64 %prepare.ci241, 64
+  %242 = add nsw i64 4096, %241
+  %243 = mul nsw i64 %0, 32
+  %244 = add nsw i64 %243, %prepare.co252
+  %245 = add nsw i64 %242, %244
+  %prepared49 = getelementptr inbounds float, ptr %prepared, i64 %245
+  store float %w40, ptr %prepared49, align 4
   %w41 = load float, ptr %prepare.w41, align 4
-  %247 = mul nsw i64 %prepare.ci241, 64
-  %248 = add nsw i64 2919552, %247
-  %249 = mul nsw i64 %0, 32
-  %250 = add nsw i64 %249, %prepare.co252
-  %251 = add nsw i64 %248, %250
-  %arena50 = getelementptr inbounds float, ptr %arena, i64 %251
-  store float %w41, ptr %arena50, align 4
+  %246 = mul nsw i64 %prepare.ci241, 64
+  %247 = add nsw i64 6144, %246
+  %248 = mul nsw i64 %0, 32
+  %249 = add nsw i64 %248, %prepare.co252
+  %250 = add nsw i64 %247, %249
+  %prepared50 = getelementptr inbounds float, ptr %prepared, i64 %250
+  store float %w41, ptr %prepared50, align 4
   %w42 = load float, ptr %prepare.w42, align 4
-  %252 = mul nsw i64 %prepare.ci241, 64
-  %253 = add nsw i64 2921600, %252
-  %254 = mul nsw i64 %0, 32
-  %255 = add nsw i64 %254, %prepare.co252
-  %256 = add nsw i64 %253, %255
-  %arena51 = getelementptr inbounds float, ptr %arena, i64 %256
-  store float %w42, ptr %arena51, align 4
+  %251 = mul nsw i64 %prepare.ci241, 64
+  %252 = add nsw i64 8192, %251
+  %253 = mul nsw i64 %0, 32
+  %254 = add nsw i64 %253, %prepare.co252
+  %255 = add nsw i64 %252, %254
+  %prepared51 = getelementptr inbounds float, ptr %prepared, i64 %255
+  store float %w42, ptr %prepared51, align 4
   %w43 = load float, ptr %prepare.w43, align 4
-  %257 = mul nsw i64 %prepare.ci241, 64
-  %258 = add nsw i64 2923648, %257
-  %259 = mul nsw i64 %0, 32
-  %260 = add nsw i64 %259, %prepare.co252
-  %261 = add nsw i64 %258, %260
-  %arena52 = getelementptr inbounds float, ptr %arena, i64 %261
-  store float %w43, ptr %arena52, align 4
+  %256 = mul nsw i64 %prepare.ci241, 64
+  %257 = add nsw i64 10240, %256
+  %258 = mul nsw i64 %0, 32
+  %259 = add nsw i64 %258, %prepare.co252
+  %260 = add nsw i64 %257, %259
+  %prepared52 = getelementptr inbounds float, ptr %prepared, i64 %260
+  store float %w43, ptr %prepared52, align 4
   %w44 = load float, ptr %prepare.w44, align 4
-  %262 = mul nsw i64 %prepare.ci241, 64
-  %263 = add nsw i64 2925696, %262
-  %264 = mul nsw i64 %0, 32
-  %265 = add nsw i64 %264, %prepare.co252
-  %266 = add nsw i64 %263, %265
-  %arena53 = getelementptr inbounds float, ptr %arena, i64 %266
-  store float %w44, ptr %arena53, align 4
+  %261 = mul nsw i64 %prepare.ci241, 64
+  %262 = add nsw i64 12288, %261
+  %263 = mul nsw i64 %0, 32
+  %264 = add nsw i64 %263, %prepare.co252
+  %265 = add nsw i64 %262, %264
+  %prepared53 = getelementptr inbounds float, ptr %prepared, i64 %265
+  store float %w44, ptr %prepared53, align 4
   %w45 = load float, ptr %prepare.w45, align 4
-  %267 = mul nsw i64 %prepare.ci241, 64
-  %268 = add nsw i64 2927744, %267
-  %269 = mul nsw i64 %0, 32
-  %270 = add nsw i64 %269, %prepare.co252
-  %271 = add nsw i64 %268, %270
-  %arena54 = getelementptr inbounds float, ptr %arena, i64 %271
-  store float %w45, ptr %arena54, align 4
+  %266 = mul nsw i64 %prepare.ci241, 64
+  %267 = add nsw i64 14336, %266
+  %268 = mul nsw i64 %0, 32
+  %269 = add nsw i64 %268, %prepare.co252
+  %270 = add nsw i64 %267, %269
+  %prepared54 = getelementptr inbounds float, ptr %prepared, i64 %270
+  store float %w45, ptr %prepared54, align 4
   %w46 = load float, ptr %prepare.w46, align 4
-  %272 = mul nsw i64 %prepare.ci241, 64
-  %273 = add nsw i64 2929792, %272
-  %274 = mul nsw i64 %0, 32
-  %275 = add nsw i64 %274, %prepare.co252
-  %276 = add nsw i64 %273, %275
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %276
-  store float %w46, ptr %arena55, align 4
+  %271 = mul nsw i64 %prepare.ci241, 64
+  %272 = add nsw i64 16384, %271
+  %273 = mul nsw i64 %0, 32
+  %274 = add nsw i64 %273, %prepare.co252
+  %275 = add nsw i64 %272, %274
+  %prepared55 = getelementptr inbounds float, ptr %prepared, i64 %275
+  store float %w46, ptr %prepared55, align 4
   %w47 = load float, ptr %prepare.w47, align 4
-  %277 = mul nsw i64 %prepare.ci241, 64
-  %278 = add nsw i64 2931840, %277
-  %279 = mul nsw i64 %0, 32
-  %280 = add nsw i64 %279, %prepare.co252
-  %281 = add nsw i64 %278, %280
-  %arena56 = getelementptr inbounds float, ptr %arena, i64 %281
-  store float %w47, ptr %arena56, align 4
+  %276 = mul nsw i64 %prepare.ci241, 64
+  %277 = add nsw i64 18432, %276
+  %278 = mul nsw i64 %0, 32
+  %279 = add nsw i64 %278, %prepare.co252
+  %280 = add nsw i64 %277, %279
+  %prepared56 = getelementptr inbounds float, ptr %prepared, i64 %280
+  store float %w47, ptr %prepared56, align 4
   %w48 = load float, ptr %prepare.w48, align 4
-  %282 = mul nsw i64 %prepare.ci241, 64
-  %283 = add nsw i64 2933888, %282
-  %284 = mul nsw i64 %0, 32
-  %285 = add nsw i64 %284, %prepare.co252
-  %286 = add nsw i64 %283, %285
-  %arena57 = getelementptr inbounds float, ptr %arena, i64 %286
-  store float %w48, ptr %arena57, align 4
+  %281 = mul nsw i64 %prepare.ci241, 64
+  %282 = add nsw i64 20480, %281
+  %283 = mul nsw i64 %0, 32
+  %284 = add nsw i64 %283, %prepare.co252
+  %285 = add nsw i64 %282, %284
+  %prepared57 = getelementptr inbounds float, ptr %prepared, i64 %285
+  store float %w48, ptr %prepared57, align 4
   %w49 = load float, ptr %prepare.w49, align 4
-  %287 = mul nsw i64 %prepare.ci241, 64
-  %288 = add nsw i64 2935936, %287
-  %289 = mul nsw i64 %0, 32
-  %290 = add nsw i64 %289, %prepare.co252
-  %291 = add nsw i64 %288, %290
-  %arena58 = getelementptr inbounds float, ptr %arena, i64 %291
-  store float %w49, ptr %arena58, align 4
+  %286 = mul nsw i64 %prepare.ci241, 64
+  %287 = add nsw i64 22528, %286
+  %288 = mul nsw i64 %0, 32
+  %289 = add nsw i64 %288, %prepare.co252
+  %290 = add nsw i64 %287, %289
+  %prepared58 = getelementptr inbounds float, ptr %prepared, i64 %290
+  store float %w49, ptr %prepared58, align 4
   %w50 = load float, ptr %prepare.w50, align 4
-  %292 = mul nsw i64 %prepare.ci241, 64
-  %293 = add nsw i64 2937984, %292
-  %294 = mul nsw i64 %0, 32
-  %295 = add nsw i64 %294, %prepare.co252
-  %296 = add nsw i64 %293, %295
-  %arena59 = getelementptr inbounds float, ptr %arena, i64 %296
-  store float %w50, ptr %arena59, align 4
+  %291 = mul nsw i64 %prepare.ci241, 64
+  %292 = add nsw i64 24576, %291
+  %293 = mul nsw i64 %0, 32
+  %294 = add nsw i64 %293, %prepare.co252
+  %295 = add nsw i64 %292, %294
+  %prepared59 = getelementptr inbounds float, ptr %prepared, i64 %295
+  store float %w50, ptr %prepared59, align 4
   %w51 = load float, ptr %prepare.w51, align 4
-  %297 = mul nsw i64 %prepare.ci241, 64
-  %298 = add nsw i64 2940032, %297
-  %299 = mul nsw i64 %0, 32
-  %300 = add nsw i64 %299, %prepare.co252
-  %301 = add nsw i64 %298, %300
-  %arena60 = getelementptr inbounds float, ptr %arena, i64 %301
-  store float %w51, ptr %arena60, align 4
+  %296 = mul nsw i64 %prepare.ci241, 64
+  %297 = add nsw i64 26624, %296
+  %298 = mul nsw i64 %0, 32
+  %299 = add nsw i64 %298, %prepare.co252
+  %300 = add nsw i64 %297, %299
+  %prepared60 = getelementptr inbounds float, ptr %prepared, i64 %300
+  store float %w51, ptr %prepared60, align 4
   %w52 = load float, ptr %prepare.w52, align 4
-  %302 = mul nsw i64 %prepare.ci241, 64
-  %303 = add nsw i64 2942080, %302
-  %304 = mul nsw i64 %0, 32
-  %305 = add nsw i64 %304, %prepare.co252
-  %306 = add nsw i64 %303, %305
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %306
-  store float %w52, ptr %arena61, align 4
+  %301 = mul nsw i64 %prepare.ci241, 64
+  %302 = add nsw i64 28672, %301
+  %303 = mul nsw i64 %0, 32
+  %304 = add nsw i64 %303, %prepare.co252
+  %305 = add nsw i64 %302, %304
+  %prepared61 = getelementptr inbounds float, ptr %prepared, i64 %305
+  store float %w52, ptr %prepared61, align 4
   %w53 = load float, ptr %prepare.w53, align 4
-  %307 = mul nsw i64 %prepare.ci241, 64
-  %308 = add nsw i64 2944128, %307
-  %309 = mul nsw i64 %0, 32
-  %310 = add nsw i64 %309, %prepare.co252
-  %311 = add nsw i64 %308, %310
-  %arena62 = getelementptr inbounds float, ptr %arena, i64 %311
-  store float %w53, ptr %arena62, align 4
+  %306 = mul nsw i64 %prepare.ci241, 64
+  %307 = add nsw i64 30720, %306
+  %308 = mul nsw i64 %0, 32
+  %309 = add nsw i64 %308, %prepare.co252
+  %310 = add nsw i64 %307, %309
+  %prepared62 = getelementptr inbounds float, ptr %prepared, i64 %310
+  store float %w53, ptr %prepared62, align 4
   %co25.next = add nsw i64 %prepare.co252, 1
-  %312 = icmp slt i64 %co25.next, 32
-  br i1 %312, label %prepare.co25, label %prepare.co25.end
+  %311 = icmp slt i64 %co25.next, 32
+  br i1 %311, label %prepare.co25, label %prepare.co25.end
 
 prepare.co25.end:                                 ; preds = %prepare.co25
   %ci24.next = add nsw i64 %prepare.ci241, 1
-  %313 = icmp slt i64 %ci24.next, 32
-  br i1 %313, label %prepare.ci24, label %prepare.ci24.end
+  %312 = icmp slt i64 %ci24.next, 32
+  br i1 %312, label %prepare.ci24, label %prepare.ci24.end
 }
 
 define internal void @mnistnet_infer_b64.part23.task(ptr %0, i64 %1) {
 entry:
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
   %3 = load ptr, ptr %2, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
   %5 = load ptr, ptr %4, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
   %7 = load ptr, ptr %6, align 8
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
   %9 = load ptr, ptr %8, align 8
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
   %11 = load ptr, ptr %10, align 8
-  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
   %13 = load ptr, ptr %12, align 8
-  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
   %15 = load ptr, ptr %14, align 8
-  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
-  %17 = load float, ptr %16, align 4
-  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
-  %19 = load i64, ptr %18, align 4
-  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
+  %17 = load ptr, ptr %16, align 8
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
+  %19 = load float, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
   %21 = load i64, ptr %20, align 4
-  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
-  %23 = load ptr, ptr %22, align 8
-  call void @mnistnet_infer_b64.part23(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
+  %23 = load i64, ptr %22, align 4
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 11
+  %25 = load ptr, ptr %24, align 8
+  call void @mnistnet_infer_b64.part23(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, ptr %17, float %19, i64 %21, i64 %23, ptr %25, i64 %1)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_infer_b64.k0.conv1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @mnistnet_infer_b64.k0.conv1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %part11.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
+  %part11.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
   br label %conv1.g1
 
 conv1.g1:                                         ; preds = %conv1.part11.done, %entry
@@ -11404,32 +11407,34 @@ conv1.j2:                                         ; preds = %conv1.c3.end, %conv
   br label %conv1.c3
 
 conv1.j2.end:                                     ; preds = %conv1.c3.end
-  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part11.context, i32 0, i32 0
+  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part11.context, i32 0, i32 0
   store ptr %params, ptr %0, align 8
-  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part11.context, i32 0, i32 1
+  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part11.context, i32 0, i32 1
   store ptr %grads, ptr %1, align 8
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part11.context, i32 0, i32 2
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part11.context, i32 0, i32 2
   store ptr %m, ptr %2, align 8
-  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part11.context, i32 0, i32 3
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part11.context, i32 0, i32 3
   store ptr %v, ptr %3, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part11.context, i32 0, i32 4
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part11.context, i32 0, i32 4
   store ptr %arena, ptr %4, align 8
-  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part11.context, i32 0, i32 5
-  store ptr %images, ptr %5, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part11.context, i32 0, i32 6
-  store ptr %labels, ptr %6, align 8
-  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part11.context, i32 0, i32 7
-  store float %lr, ptr %7, align 4
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part11.context, i32 0, i32 8
-  store i64 %step, ptr %8, align 4
-  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part11.context, i32 0, i32 9
-  store i64 %seed, ptr %9, align 4
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part11.context, i32 0, i32 10
-  store ptr %pool, ptr %10, align 8
-  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part11.context, i32 0, i32 11
-  store i64 %conv1.g11, ptr %11, align 4
-  %12 = icmp eq ptr %pool, null
-  br i1 %12, label %conv1.part11.serial, label %conv1.part11.pool
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part11.context, i32 0, i32 5
+  store ptr %prepared, ptr %5, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part11.context, i32 0, i32 6
+  store ptr %images, ptr %6, align 8
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part11.context, i32 0, i32 7
+  store ptr %labels, ptr %7, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part11.context, i32 0, i32 8
+  store float %lr, ptr %8, align 4
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part11.context, i32 0, i32 9
+  store i64 %step, ptr %9, align 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part11.context, i32 0, i32 10
+  store i64 %seed, ptr %10, align 4
+  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part11.context, i32 0, i32 11
+  store ptr %pool, ptr %11, align 8
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part11.context, i32 0, i32 12
+  store i64 %conv1.g11, ptr %12, align 4
+  %13 = icmp eq ptr %pool, null
+  br i1 %13, label %conv1.part11.serial, label %conv1.part11.pool
 
 conv1.c3:                                         ; preds = %conv1.ky4.end, %conv1.j2
   %conv1.c33 = phi i64 [ 0, %conv1.j2 ], [ %c3.next, %conv1.ky4.end ]
@@ -11437,8 +11442,8 @@ conv1.c3:                                         ; preds = %conv1.ky4.end, %con
 
 conv1.c3.end:                                     ; preds = %conv1.ky4.end
   %j2.next = add nsw i64 %conv1.j22, 1
-  %13 = icmp slt i64 %j2.next, 8
-  br i1 %13, label %conv1.j2, label %conv1.j2.end
+  %14 = icmp slt i64 %j2.next, 8
+  br i1 %14, label %conv1.j2, label %conv1.j2.end
 
 conv1.ky4:                                        ; preds = %conv1.oy9.end, %conv1.c3
   %conv1.ky44 = phi i64 [ 0, %conv1.c3 ], [ %ky4.next, %conv1.oy9.end ]
@@ -11446,8 +11451,8 @@ conv1.ky4:                                        ; preds = %conv1.oy9.end, %con
 
 conv1.ky4.end:                                    ; preds = %conv1.oy9.end
   %c3.next = add nsw i64 %conv1.c33, 1
-  %14 = icmp slt i64 %c3.next, 1
-  br i1 %14, label %conv1.c3, label %conv1.c3.end
+  %15 = icmp slt i64 %c3.next, 1
+  br i1 %15, label %conv1.c3, label %conv1.c3.end
 
 conv1.oy5:                                        ; preds = %conv1.ox6.end, %conv1.ky4
   %conv1.oy55 = phi i64 [ 0, %conv1.ky4 ], [ %oy5.next, %conv1.ox6.end ]
@@ -11458,37 +11463,37 @@ conv1.oy5.end:                                    ; preds = %conv1.ox6.end
 
 conv1.ox6:                                        ; preds = %conv1.ox6, %conv1.oy5
   %conv1.ox66 = phi i64 [ 0, %conv1.oy5 ], [ %ox6.next, %conv1.ox6 ]
-  %15 = mul nsw i64 %conv1.g11, 8
-  %16 = add nsw i64 %15, %conv1.j22
-  %17 = mul nsw i64 %16, 784
-  %18 = mul nsw i64 %conv1.c33, 784
-  %19 = add nsw i64 %17, %18
-  %20 = add nsw i64 %conv1.oy55, %conv1.ky44
-  %21 = mul nsw i64 %20, 28
-  %22 = add nsw i64 %19, %21
-  %23 = add nsw i64 %22, %conv1.ox66
-  %images7 = getelementptr inbounds float, ptr %images, i64 %23
-  %24 = load float, ptr %images7, align 4
-  %25 = mul nsw i64 %conv1.c33, 3
-  %26 = add nsw i64 %25, %conv1.ky44
-  %27 = mul nsw i64 %26, 3
-  %28 = mul nsw i64 %27, 5424
-  %29 = add nsw i64 1384448, %28
-  %30 = mul nsw i64 %conv1.j22, 676
-  %31 = add nsw i64 %29, %30
-  %32 = mul nsw i64 %conv1.oy55, 26
-  %33 = add nsw i64 %32, %conv1.ox66
-  %34 = add nsw i64 %31, %33
-  %arena8 = getelementptr inbounds float, ptr %arena, i64 %34
-  store float %24, ptr %arena8, align 4
+  %16 = mul nsw i64 %conv1.g11, 8
+  %17 = add nsw i64 %16, %conv1.j22
+  %18 = mul nsw i64 %17, 784
+  %19 = mul nsw i64 %conv1.c33, 784
+  %20 = add nsw i64 %18, %19
+  %21 = add nsw i64 %conv1.oy55, %conv1.ky44
+  %22 = mul nsw i64 %21, 28
+  %23 = add nsw i64 %20, %22
+  %24 = add nsw i64 %23, %conv1.ox66
+  %images7 = getelementptr inbounds float, ptr %images, i64 %24
+  %25 = load float, ptr %images7, align 4
+  %26 = mul nsw i64 %conv1.c33, 3
+  %27 = add nsw i64 %26, %conv1.ky44
+  %28 = mul nsw i64 %27, 3
+  %29 = mul nsw i64 %28, 5424
+  %30 = add nsw i64 1384448, %29
+  %31 = mul nsw i64 %conv1.j22, 676
+  %32 = add nsw i64 %30, %31
+  %33 = mul nsw i64 %conv1.oy55, 26
+  %34 = add nsw i64 %33, %conv1.ox66
+  %35 = add nsw i64 %32, %34
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %35
+  store float %25, ptr %arena8, align 4
   %ox6.next = add nsw i64 %conv1.ox66, 1
-  %35 = icmp slt i64 %ox6.next, 26
-  br i1 %35, label %conv1.ox6, label %conv1.ox6.end
+  %36 = icmp slt i64 %ox6.next, 26
+  br i1 %36, label %conv1.ox6, label %conv1.ox6.end
 
 conv1.ox6.end:                                    ; preds = %conv1.ox6
   %oy5.next = add nsw i64 %conv1.oy55, 1
-  %36 = icmp slt i64 %oy5.next, 26
-  br i1 %36, label %conv1.oy5, label %conv1.oy5.end
+  %37 = icmp slt i64 %oy5.next, 26
+  br i1 %37, label %conv1.oy5, label %conv1.oy5.end
 
 conv1.oy7:                                        ; preds = %conv1.ox8.end, %conv1.oy5.end
   %conv1.oy79 = phi i64 [ 0, %conv1.oy5.end ], [ %oy7.next, %conv1.ox8.end ]
@@ -11499,39 +11504,39 @@ conv1.oy7.end:                                    ; preds = %conv1.ox8.end
 
 conv1.ox8:                                        ; preds = %conv1.ox8, %conv1.oy7
   %conv1.ox810 = phi i64 [ 0, %conv1.oy7 ], [ %ox8.next, %conv1.ox8 ]
-  %37 = mul nsw i64 %conv1.g11, 8
-  %38 = add nsw i64 %37, %conv1.j22
-  %39 = mul nsw i64 %38, 784
-  %40 = mul nsw i64 %conv1.c33, 784
-  %41 = add nsw i64 %39, %40
-  %42 = add nsw i64 %conv1.oy79, %conv1.ky44
-  %43 = mul nsw i64 %42, 28
-  %44 = add nsw i64 %41, %43
-  %45 = add nsw i64 %conv1.ox810, 1
-  %46 = add nsw i64 %44, %45
-  %images11 = getelementptr inbounds float, ptr %images, i64 %46
-  %47 = load float, ptr %images11, align 4
-  %48 = mul nsw i64 %conv1.c33, 3
-  %49 = add nsw i64 %48, %conv1.ky44
-  %50 = mul nsw i64 %49, 3
-  %51 = add nsw i64 %50, 1
-  %52 = mul nsw i64 %51, 5424
-  %53 = add nsw i64 1384448, %52
-  %54 = mul nsw i64 %conv1.j22, 676
-  %55 = add nsw i64 %53, %54
-  %56 = mul nsw i64 %conv1.oy79, 26
-  %57 = add nsw i64 %56, %conv1.ox810
-  %58 = add nsw i64 %55, %57
-  %arena12 = getelementptr inbounds float, ptr %arena, i64 %58
-  store float %47, ptr %arena12, align 4
+  %38 = mul nsw i64 %conv1.g11, 8
+  %39 = add nsw i64 %38, %conv1.j22
+  %40 = mul nsw i64 %39, 784
+  %41 = mul nsw i64 %conv1.c33, 784
+  %42 = add nsw i64 %40, %41
+  %43 = add nsw i64 %conv1.oy79, %conv1.ky44
+  %44 = mul nsw i64 %43, 28
+  %45 = add nsw i64 %42, %44
+  %46 = add nsw i64 %conv1.ox810, 1
+  %47 = add nsw i64 %45, %46
+  %images11 = getelementptr inbounds float, ptr %images, i64 %47
+  %48 = load float, ptr %images11, align 4
+  %49 = mul nsw i64 %conv1.c33, 3
+  %50 = add nsw i64 %49, %conv1.ky44
+  %51 = mul nsw i64 %50, 3
+  %52 = add nsw i64 %51, 1
+  %53 = mul nsw i64 %52, 5424
+  %54 = add nsw i64 1384448, %53
+  %55 = mul nsw i64 %conv1.j22, 676
+  %56 = add nsw i64 %54, %55
+  %57 = mul nsw i64 %conv1.oy79, 26
+  %58 = add nsw i64 %57, %conv1.ox810
+  %59 = add nsw i64 %56, %58
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 %59
+  store float %48, ptr %arena12, align 4
   %ox8.next = add nsw i64 %conv1.ox810, 1
-  %59 = icmp slt i64 %ox8.next, 26
-  br i1 %59, label %conv1.ox8, label %conv1.ox8.end
+  %60 = icmp slt i64 %ox8.next, 26
+  br i1 %60, label %conv1.ox8, label %conv1.ox8.end
 
 conv1.ox8.end:                                    ; preds = %conv1.ox8
   %oy7.next = add nsw i64 %conv1.oy79, 1
-  %60 = icmp slt i64 %oy7.next, 26
-  br i1 %60, label %conv1.oy7, label %conv1.oy7.end
+  %61 = icmp slt i64 %oy7.next, 26
+  br i1 %61, label %conv1.oy7, label %conv1.oy7.end
 
 conv1.oy9:                                        ; preds = %conv1.ox10.end, %conv1.oy7.end
   %conv1.oy913 = phi i64 [ 0, %conv1.oy7.end ], [ %oy9.next, %conv1.ox10.end ]
@@ -11539,44 +11544,44 @@ conv1.oy9:                                        ; preds = %conv1.ox10.end, %co
 
 conv1.oy9.end:                                    ; preds = %conv1.ox10.end
   %ky4.next = add nsw i64 %conv1.ky44, 1
-  %61 = icmp slt i64 %ky4.next, 3
-  br i1 %61, label %conv1.ky4, label %conv1.ky4.end
+  %62 = icmp slt i64 %ky4.next, 3
+  br i1 %62, label %conv1.ky4, label %conv1.ky4.end
 
 conv1.ox10:                                       ; preds = %conv1.ox10, %conv1.oy9
   %conv1.ox1014 = phi i64 [ 0, %conv1.oy9 ], [ %ox10.next, %conv1.ox10 ]
-  %62 = mul nsw i64 %conv1.g11, 8
-  %63 = add nsw i64 %62, %conv1.j22
-  %64 = mul nsw i64 %63, 784
-  %65 = mul nsw i64 %conv1.c33, 784
-  %66 = add nsw i64 %64, %65
-  %67 = add nsw i64 %conv1.oy913, %conv1.ky44
-  %68 = mul nsw i64 %67, 28
-  %69 = add nsw i64 %66, %68
-  %70 = add nsw i64 %conv1.ox1014, 2
-  %71 = add nsw i64 %69, %70
-  %images15 = getelementptr inbounds float, ptr %images, i64 %71
-  %72 = load float, ptr %images15, align 4
-  %73 = mul nsw i64 %conv1.c33, 3
-  %74 = add nsw i64 %73, %conv1.ky44
-  %75 = mul nsw i64 %74, 3
-  %76 = add nsw i64 %75, 2
-  %77 = mul nsw i64 %76, 5424
-  %78 = add nsw i64 1384448, %77
-  %79 = mul nsw i64 %conv1.j22, 676
-  %80 = add nsw i64 %78, %79
-  %81 = mul nsw i64 %conv1.oy913, 26
-  %82 = add nsw i64 %81, %conv1.ox1014
-  %83 = add nsw i64 %80, %82
-  %arena16 = getelementptr inbounds float, ptr %arena, i64 %83
-  store float %72, ptr %arena16, align 4
+  %63 = mul nsw i64 %conv1.g11, 8
+  %64 = add nsw i64 %63, %conv1.j22
+  %65 = mul nsw i64 %64, 784
+  %66 = mul nsw i64 %conv1.c33, 784
+  %67 = add nsw i64 %65, %66
+  %68 = add nsw i64 %conv1.oy913, %conv1.ky44
+  %69 = mul nsw i64 %68, 28
+  %70 = add nsw i64 %67, %69
+  %71 = add nsw i64 %conv1.ox1014, 2
+  %72 = add nsw i64 %70, %71
+  %images15 = getelementptr inbounds float, ptr %images, i64 %72
+  %73 = load float, ptr %images15, align 4
+  %74 = mul nsw i64 %conv1.c33, 3
+  %75 = add nsw i64 %74, %conv1.ky44
+  %76 = mul nsw i64 %75, 3
+  %77 = add nsw i64 %76, 2
+  %78 = mul nsw i64 %77, 5424
+  %79 = add nsw i64 1384448, %78
+  %80 = mul nsw i64 %conv1.j22, 676
+  %81 = add nsw i64 %79, %80
+  %82 = mul nsw i64 %conv1.oy913, 26
+  %83 = add nsw i64 %82, %conv1.ox1014
+  %84 = add nsw i64 %81, %83
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %84
+  store float %73, ptr %arena16, align 4
   %ox10.next = add nsw i64 %conv1.ox1014, 1
-  %84 = icmp slt i64 %ox10.next, 26
-  br i1 %84, label %conv1.ox10, label %conv1.ox10.end
+  %85 = icmp slt i64 %ox10.next, 26
+  br i1 %85, label %conv1.ox10, label %conv1.ox10.end
 
 conv1.ox10.end:                                   ; preds = %conv1.ox10
   %oy9.next = add nsw i64 %conv1.oy913, 1
-  %85 = icmp slt i64 %oy9.next, 26
-  br i1 %85, label %conv1.oy9, label %conv1.oy9.end
+  %86 = icmp slt i64 %oy9.next, 26
+  br i1 %86, label %conv1.oy9, label %conv1.oy9.end
 
 conv1.part11.pool:                                ; preds = %conv1.j2.end
   %run = load ptr, ptr %pool, align 8
@@ -11588,24 +11593,24 @@ conv1.part11.serial:                              ; preds = %conv1.j2.end
 
 conv1.part11.done:                                ; preds = %conv1.part11.end, %conv1.part11.pool
   %g1.next = add nsw i64 %conv1.g11, 1
-  %86 = icmp slt i64 %g1.next, 8
-  br i1 %86, label %conv1.g1, label %conv1.g1.end
+  %87 = icmp slt i64 %g1.next, 8
+  br i1 %87, label %conv1.g1, label %conv1.g1.end
 
 conv1.part11:                                     ; preds = %conv1.part11, %conv1.part11.serial
   %conv1.part1117 = phi i64 [ 0, %conv1.part11.serial ], [ %part11.next, %conv1.part11 ]
-  call void @mnistnet_infer_b64.k0.conv1.part11(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv1.g11, i64 %conv1.part1117)
+  call void @mnistnet_infer_b64.k0.conv1.part11(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv1.g11, i64 %conv1.part1117)
   %part11.next = add nsw i64 %conv1.part1117, 1
-  %87 = icmp slt i64 %part11.next, 2
-  br i1 %87, label %conv1.part11, label %conv1.part11.end
+  %88 = icmp slt i64 %part11.next, 2
+  br i1 %88, label %conv1.part11, label %conv1.part11.end
 
 conv1.part11.end:                                 ; preds = %conv1.part11
   br label %conv1.part11.done
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_infer_b64.k0.conv1.part11(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
+define internal void @mnistnet_infer_b64.k0.conv1.part11(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
 entry:
-  call void @mnistnet_infer_b64.k0.conv1.part11.gemm19(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %1)
+  call void @mnistnet_infer_b64.k0.conv1.part11.gemm19(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %1)
   br label %conv1.j20
 
 conv1.j20:                                        ; preds = %conv1.f21.end, %entry
@@ -11679,7 +11684,7 @@ conv1.i22.end:                                    ; preds = %conv1.i22
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_infer_b64.k0.conv1.part11.gemm19(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+define internal void @mnistnet_infer_b64.k0.conv1.part11.gemm19(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
 entry:
   %conv1.t17_a3 = alloca <8 x float>, align 32
   %conv1.t17_a2 = alloca <8 x float>, align 32
@@ -12170,39 +12175,41 @@ conv1.k18.end:                                    ; preds = %conv1.k18
 
 define internal void @mnistnet_infer_b64.k0.conv1.part11.task(ptr %0, i64 %1) {
 entry:
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
   %3 = load ptr, ptr %2, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 1
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 1
   %5 = load ptr, ptr %4, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 2
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 2
   %7 = load ptr, ptr %6, align 8
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 3
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 3
   %9 = load ptr, ptr %8, align 8
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 4
   %11 = load ptr, ptr %10, align 8
-  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 5
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 5
   %13 = load ptr, ptr %12, align 8
-  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 6
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 6
   %15 = load ptr, ptr %14, align 8
-  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 7
-  %17 = load float, ptr %16, align 4
-  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 8
-  %19 = load i64, ptr %18, align 4
-  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 9
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 7
+  %17 = load ptr, ptr %16, align 8
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 8
+  %19 = load float, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 9
   %21 = load i64, ptr %20, align 4
-  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 10
-  %23 = load ptr, ptr %22, align 8
-  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
-  %25 = load i64, ptr %24, align 4
-  call void @mnistnet_infer_b64.k0.conv1.part11(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 10
+  %23 = load i64, ptr %22, align 4
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
+  %25 = load ptr, ptr %24, align 8
+  %26 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 12
+  %27 = load i64, ptr %26, align 4
+  call void @mnistnet_infer_b64.k0.conv1.part11(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, ptr %17, float %19, i64 %21, i64 %23, ptr %25, i64 %27, i64 %1)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_infer_b64.k1.conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @mnistnet_infer_b64.k1.conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %part97.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
-  %part60.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
+  %part97.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
+  %part60.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
   br label %conv2.i54
 
 conv2.i54:                                        ; preds = %conv2.i54, %entry
@@ -12229,30 +12236,32 @@ conv2.j56:                                        ; preds = %conv2.iy57.end, %co
   br label %conv2.iy57
 
 conv2.j56.end:                                    ; preds = %conv2.iy57.end
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part60.context, i32 0, i32 0
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part60.context, i32 0, i32 0
   store ptr %params, ptr %2, align 8
-  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part60.context, i32 0, i32 1
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part60.context, i32 0, i32 1
   store ptr %grads, ptr %3, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part60.context, i32 0, i32 2
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part60.context, i32 0, i32 2
   store ptr %m, ptr %4, align 8
-  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part60.context, i32 0, i32 3
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part60.context, i32 0, i32 3
   store ptr %v, ptr %5, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part60.context, i32 0, i32 4
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part60.context, i32 0, i32 4
   store ptr %arena, ptr %6, align 8
-  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part60.context, i32 0, i32 5
-  store ptr %images, ptr %7, align 8
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part60.context, i32 0, i32 6
-  store ptr %labels, ptr %8, align 8
-  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part60.context, i32 0, i32 7
-  store float %lr, ptr %9, align 4
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part60.context, i32 0, i32 8
-  store i64 %step, ptr %10, align 4
-  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part60.context, i32 0, i32 9
-  store i64 %seed, ptr %11, align 4
-  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part60.context, i32 0, i32 10
-  store ptr %pool, ptr %12, align 8
-  %13 = icmp eq ptr %pool, null
-  br i1 %13, label %conv2.part60.serial, label %conv2.part60.pool
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part60.context, i32 0, i32 5
+  store ptr %prepared, ptr %7, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part60.context, i32 0, i32 6
+  store ptr %images, ptr %8, align 8
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part60.context, i32 0, i32 7
+  store ptr %labels, ptr %9, align 8
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part60.context, i32 0, i32 8
+  store float %lr, ptr %10, align 4
+  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part60.context, i32 0, i32 9
+  store i64 %step, ptr %11, align 4
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part60.context, i32 0, i32 10
+  store i64 %seed, ptr %12, align 4
+  %13 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part60.context, i32 0, i32 11
+  store ptr %pool, ptr %13, align 8
+  %14 = icmp eq ptr %pool, null
+  br i1 %14, label %conv2.part60.serial, label %conv2.part60.pool
 
 conv2.iy57:                                       ; preds = %conv2.c58.end, %conv2.j56
   %conv2.iy575 = phi i64 [ 0, %conv2.j56 ], [ %iy57.next, %conv2.c58.end ]
@@ -12260,8 +12269,8 @@ conv2.iy57:                                       ; preds = %conv2.c58.end, %con
 
 conv2.iy57.end:                                   ; preds = %conv2.c58.end
   %j56.next = add nsw i64 %conv2.j564, 1
-  %14 = icmp slt i64 %j56.next, 1
-  br i1 %14, label %conv2.j56, label %conv2.j56.end
+  %15 = icmp slt i64 %j56.next, 1
+  br i1 %15, label %conv2.j56, label %conv2.j56.end
 
 conv2.c58:                                        ; preds = %conv2.ix59.end, %conv2.iy57
   %conv2.c586 = phi i64 [ 0, %conv2.iy57 ], [ %c58.next, %conv2.ix59.end ]
@@ -12269,37 +12278,37 @@ conv2.c58:                                        ; preds = %conv2.ix59.end, %co
 
 conv2.c58.end:                                    ; preds = %conv2.ix59.end
   %iy57.next = add nsw i64 %conv2.iy575, 1
-  %15 = icmp slt i64 %iy57.next, 26
-  br i1 %15, label %conv2.iy57, label %conv2.iy57.end
+  %16 = icmp slt i64 %iy57.next, 26
+  br i1 %16, label %conv2.iy57, label %conv2.iy57.end
 
 conv2.ix59:                                       ; preds = %conv2.ix59, %conv2.c58
   %conv2.ix597 = phi i64 [ 0, %conv2.c58 ], [ %ix59.next, %conv2.ix59 ]
-  %16 = add nsw i64 %conv2.g553, %conv2.j564
-  %17 = mul nsw i64 %16, 21632
-  %18 = mul nsw i64 %conv2.c586, 676
-  %19 = add nsw i64 %17, %18
-  %20 = mul nsw i64 %conv2.iy575, 26
-  %21 = add nsw i64 %19, %20
-  %22 = add nsw i64 %21, %conv2.ix597
-  %arena8 = getelementptr inbounds float, ptr %arena, i64 %22
-  %23 = load float, ptr %arena8, align 4
-  %24 = mul nsw i64 %conv2.j564, 21632
-  %25 = mul nsw i64 %conv2.iy575, 832
-  %26 = add nsw i64 %24, %25
-  %27 = mul nsw i64 %conv2.ix597, 32
-  %28 = add nsw i64 %26, %27
-  %29 = add nsw i64 %28, %conv2.c586
-  %30 = add nsw i64 2596864, %29
-  %arena9 = getelementptr inbounds float, ptr %arena, i64 %30
-  store float %23, ptr %arena9, align 4
+  %17 = add nsw i64 %conv2.g553, %conv2.j564
+  %18 = mul nsw i64 %17, 21632
+  %19 = mul nsw i64 %conv2.c586, 676
+  %20 = add nsw i64 %18, %19
+  %21 = mul nsw i64 %conv2.iy575, 26
+  %22 = add nsw i64 %20, %21
+  %23 = add nsw i64 %22, %conv2.ix597
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %23
+  %24 = load float, ptr %arena8, align 4
+  %25 = mul nsw i64 %conv2.j564, 21632
+  %26 = mul nsw i64 %conv2.iy575, 832
+  %27 = add nsw i64 %25, %26
+  %28 = mul nsw i64 %conv2.ix597, 32
+  %29 = add nsw i64 %27, %28
+  %30 = add nsw i64 %29, %conv2.c586
+  %31 = add nsw i64 2596864, %30
+  %arena9 = getelementptr inbounds float, ptr %arena, i64 %31
+  store float %24, ptr %arena9, align 4
   %ix59.next = add nsw i64 %conv2.ix597, 1
-  %31 = icmp slt i64 %ix59.next, 26
-  br i1 %31, label %conv2.ix59, label %conv2.ix59.end
+  %32 = icmp slt i64 %ix59.next, 26
+  br i1 %32, label %conv2.ix59, label %conv2.ix59.end
 
 conv2.ix59.end:                                   ; preds = %conv2.ix59
   %c58.next = add nsw i64 %conv2.c586, 1
-  %32 = icmp slt i64 %c58.next, 32
-  br i1 %32, label %conv2.c58, label %conv2.c58.end
+  %33 = icmp slt i64 %c58.next, 32
+  br i1 %33, label %conv2.c58, label %conv2.c58.end
 
 conv2.part60.pool:                                ; preds = %conv2.j56.end
   %run = load ptr, ptr %pool, align 8
@@ -12310,39 +12319,41 @@ conv2.part60.serial:                              ; preds = %conv2.j56.end
   br label %conv2.part60
 
 conv2.part60.done:                                ; preds = %conv2.part60.end, %conv2.part60.pool
-  %33 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part97.context, i32 0, i32 0
-  store ptr %params, ptr %33, align 8
-  %34 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part97.context, i32 0, i32 1
-  store ptr %grads, ptr %34, align 8
-  %35 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part97.context, i32 0, i32 2
-  store ptr %m, ptr %35, align 8
-  %36 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part97.context, i32 0, i32 3
-  store ptr %v, ptr %36, align 8
-  %37 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part97.context, i32 0, i32 4
-  store ptr %arena, ptr %37, align 8
-  %38 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part97.context, i32 0, i32 5
-  store ptr %images, ptr %38, align 8
-  %39 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part97.context, i32 0, i32 6
-  store ptr %labels, ptr %39, align 8
-  %40 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part97.context, i32 0, i32 7
-  store float %lr, ptr %40, align 4
-  %41 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part97.context, i32 0, i32 8
-  store i64 %step, ptr %41, align 4
-  %42 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part97.context, i32 0, i32 9
-  store i64 %seed, ptr %42, align 4
-  %43 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part97.context, i32 0, i32 10
-  store ptr %pool, ptr %43, align 8
-  %44 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part97.context, i32 0, i32 11
-  store i64 %conv2.g553, ptr %44, align 4
-  %45 = icmp eq ptr %pool, null
-  br i1 %45, label %conv2.part97.serial, label %conv2.part97.pool
+  %34 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part97.context, i32 0, i32 0
+  store ptr %params, ptr %34, align 8
+  %35 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part97.context, i32 0, i32 1
+  store ptr %grads, ptr %35, align 8
+  %36 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part97.context, i32 0, i32 2
+  store ptr %m, ptr %36, align 8
+  %37 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part97.context, i32 0, i32 3
+  store ptr %v, ptr %37, align 8
+  %38 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part97.context, i32 0, i32 4
+  store ptr %arena, ptr %38, align 8
+  %39 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part97.context, i32 0, i32 5
+  store ptr %prepared, ptr %39, align 8
+  %40 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part97.context, i32 0, i32 6
+  store ptr %images, ptr %40, align 8
+  %41 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part97.context, i32 0, i32 7
+  store ptr %labels, ptr %41, align 8
+  %42 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part97.context, i32 0, i32 8
+  store float %lr, ptr %42, align 4
+  %43 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part97.context, i32 0, i32 9
+  store i64 %step, ptr %43, align 4
+  %44 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part97.context, i32 0, i32 10
+  store i64 %seed, ptr %44, align 4
+  %45 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part97.context, i32 0, i32 11
+  store ptr %pool, ptr %45, align 8
+  %46 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part97.context, i32 0, i32 12
+  store i64 %conv2.g553, ptr %46, align 4
+  %47 = icmp eq ptr %pool, null
+  br i1 %47, label %conv2.part97.serial, label %conv2.part97.pool
 
 conv2.part60:                                     ; preds = %conv2.part60, %conv2.part60.serial
   %conv2.part6010 = phi i64 [ 0, %conv2.part60.serial ], [ %part60.next, %conv2.part60 ]
-  call void @mnistnet_infer_b64.k1.conv2.part60(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.part6010)
+  call void @mnistnet_infer_b64.k1.conv2.part60(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.part6010)
   %part60.next = add nsw i64 %conv2.part6010, 1
-  %46 = icmp slt i64 %part60.next, 2
-  br i1 %46, label %conv2.part60, label %conv2.part60.end
+  %48 = icmp slt i64 %part60.next, 2
+  br i1 %48, label %conv2.part60, label %conv2.part60.end
 
 conv2.part60.end:                                 ; preds = %conv2.part60
   br label %conv2.part60.done
@@ -12357,22 +12368,22 @@ conv2.part97.serial:                              ; preds = %conv2.part60.done
 
 conv2.part97.done:                                ; preds = %conv2.part97.end, %conv2.part97.pool
   %g55.next = add nsw i64 %conv2.g553, 1
-  %47 = icmp slt i64 %g55.next, 64
-  br i1 %47, label %conv2.g55, label %conv2.g55.end
+  %49 = icmp slt i64 %g55.next, 64
+  br i1 %49, label %conv2.g55, label %conv2.g55.end
 
 conv2.part97:                                     ; preds = %conv2.part97, %conv2.part97.serial
   %conv2.part9712 = phi i64 [ 0, %conv2.part97.serial ], [ %part97.next, %conv2.part97 ]
-  call void @mnistnet_infer_b64.k1.conv2.part97(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.g553, i64 %conv2.part9712)
+  call void @mnistnet_infer_b64.k1.conv2.part97(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.g553, i64 %conv2.part9712)
   %part97.next = add nsw i64 %conv2.part9712, 1
-  %48 = icmp slt i64 %part97.next, 2
-  br i1 %48, label %conv2.part97, label %conv2.part97.end
+  %50 = icmp slt i64 %part97.next, 2
+  br i1 %50, label %conv2.part97, label %conv2.part97.end
 
 conv2.part97.end:                                 ; preds = %conv2.part97
   br label %conv2.part97.done
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_infer_b64.k1.conv2.part60(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+define internal void @mnistnet_infer_b64.k1.conv2.part60(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
 entry:
   %conv2.w96 = alloca <8 x float>, align 32
   %conv2.w95 = alloca <8 x float>, align 32
@@ -13251,34 +13262,36 @@ conv2.cv64.end:                                   ; preds = %conv2.cv64
 
 define internal void @mnistnet_infer_b64.k1.conv2.part60.task(ptr %0, i64 %1) {
 entry:
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
   %3 = load ptr, ptr %2, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
   %5 = load ptr, ptr %4, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
   %7 = load ptr, ptr %6, align 8
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
   %9 = load ptr, ptr %8, align 8
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
   %11 = load ptr, ptr %10, align 8
-  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
   %13 = load ptr, ptr %12, align 8
-  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
   %15 = load ptr, ptr %14, align 8
-  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
-  %17 = load float, ptr %16, align 4
-  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
-  %19 = load i64, ptr %18, align 4
-  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
+  %17 = load ptr, ptr %16, align 8
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
+  %19 = load float, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
   %21 = load i64, ptr %20, align 4
-  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
-  %23 = load ptr, ptr %22, align 8
-  call void @mnistnet_infer_b64.k1.conv2.part60(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
+  %23 = load i64, ptr %22, align 4
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 11
+  %25 = load ptr, ptr %24, align 8
+  call void @mnistnet_infer_b64.k1.conv2.part60(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, ptr %17, float %19, i64 %21, i64 %23, ptr %25, i64 %1)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_infer_b64.k1.conv2.part97(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
+define internal void @mnistnet_infer_b64.k1.conv2.part97(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
 entry:
   %conv2.at131 = alloca <8 x float>, align 32
   %conv2.best130 = alloca <8 x float>, align 32
@@ -13308,7 +13321,7 @@ entry:
 
 conv2.xi98:                                       ; preds = %conv2.xi98, %entry
   %conv2.xi981 = phi i64 [ 0, %entry ], [ %xi98.next, %conv2.xi98 ]
-  call void @mnistnet_infer_b64.k1.conv2.part97.gemm103(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.xi981, i64 %1)
+  call void @mnistnet_infer_b64.k1.conv2.part97.gemm103(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.xi981, i64 %1)
   %xi98.next = add nsw i64 %conv2.xi981, 1
   %2 = icmp slt i64 %xi98.next, 16
   br i1 %2, label %conv2.xi98, label %conv2.xi98.end
@@ -14026,7 +14039,7 @@ conv2.q143.end:                                   ; preds = %conv2.q143
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_infer_b64.k1.conv2.part97.gemm103(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
+define internal void @mnistnet_infer_b64.k1.conv2.part97.gemm103(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
 entry:
   %conv2.t101_a5 = alloca <8 x float>, align 32
   %conv2.t101_a4 = alloca <8 x float>, align 32
@@ -14081,373 +14094,373 @@ conv2.mb100.end:                                  ; preds = %conv2.k102.end
 conv2.k102:                                       ; preds = %conv2.k102, %conv2.mb100
   %conv2.k1023 = phi i64 [ 0, %conv2.mb100 ], [ %k102.next, %conv2.k102 ]
   %3 = mul nsw i64 %0, 2048
-  %4 = add nsw i64 2913408, %3
-  %5 = mul nsw i64 %1, 32
-  %6 = add nsw i64 %4, %5
-  %7 = mul nsw i64 %conv2.k1023, 64
-  %8 = add nsw i64 %6, %7
-  %9 = mul nsw i64 %conv2.nb991, 16
-  %10 = add nsw i64 %8, %9
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %10
-  %11 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %11, ptr %conv2.t101_b0, align 32
-  %12 = mul nsw i64 %0, 2048
-  %13 = add nsw i64 2913408, %12
-  %14 = mul nsw i64 %1, 32
+  %4 = mul nsw i64 %1, 32
+  %5 = add nsw i64 %3, %4
+  %6 = mul nsw i64 %conv2.k1023, 64
+  %7 = add nsw i64 %5, %6
+  %8 = mul nsw i64 %conv2.nb991, 16
+  %9 = add nsw i64 %7, %8
+  %prepared4 = getelementptr inbounds float, ptr %prepared, i64 %9
+  %10 = load <8 x float>, ptr %prepared4, align 4
+  store <8 x float> %10, ptr %conv2.t101_b0, align 32
+  %11 = mul nsw i64 %0, 2048
+  %12 = mul nsw i64 %1, 32
+  %13 = add nsw i64 %11, %12
+  %14 = mul nsw i64 %conv2.k1023, 64
   %15 = add nsw i64 %13, %14
-  %16 = mul nsw i64 %conv2.k1023, 64
+  %16 = mul nsw i64 %conv2.nb991, 16
   %17 = add nsw i64 %15, %16
-  %18 = mul nsw i64 %conv2.nb991, 16
-  %19 = add nsw i64 %17, %18
-  %20 = add nsw i64 %19, 8
-  %arena5 = getelementptr inbounds float, ptr %arena, i64 %20
-  %21 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %21, ptr %conv2.t101_b1, align 32
-  %22 = mul nsw i64 %0, 4608
-  %23 = add nsw i64 2618496, %22
-  %24 = mul nsw i64 %conv2.mb1002, 6
-  %25 = mul nsw i64 %24, 32
-  %26 = add nsw i64 %23, %25
-  %27 = add nsw i64 %26, %conv2.k1023
-  %arena6 = getelementptr inbounds float, ptr %arena, i64 %27
-  %28 = load float, ptr %arena6, align 4
-  %29 = insertelement <8 x float> undef, float %28, i32 0
-  %30 = shufflevector <8 x float> %29, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %30, ptr %conv2.t101_a0, align 32
+  %18 = add nsw i64 %17, 8
+  %prepared5 = getelementptr inbounds float, ptr %prepared, i64 %18
+  %19 = load <8 x float>, ptr %prepared5, align 4
+  store <8 x float> %19, ptr %conv2.t101_b1, align 32
+  %20 = mul nsw i64 %0, 4608
+  %21 = add nsw i64 2618496, %20
+  %22 = mul nsw i64 %conv2.mb1002, 6
+  %23 = mul nsw i64 %22, 32
+  %24 = add nsw i64 %21, %23
+  %25 = add nsw i64 %24, %conv2.k1023
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %25
+  %26 = load float, ptr %arena6, align 4
+  %27 = insertelement <8 x float> undef, float %26, i32 0
+  %28 = shufflevector <8 x float> %27, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %28, ptr %conv2.t101_a0, align 32
   %t101_a0 = load <8 x float>, ptr %conv2.t101_a0, align 32
   %t101_b0 = load <8 x float>, ptr %conv2.t101_b0, align 32
   %t101_c0_0 = load <8 x float>, ptr %conv2.t101_c0_0, align 32
-  %31 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t101_a0, <8 x float> %t101_b0, <8 x float> %t101_c0_0)
-  store <8 x float> %31, ptr %conv2.t101_c0_0, align 32
+  %29 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t101_a0, <8 x float> %t101_b0, <8 x float> %t101_c0_0)
+  store <8 x float> %29, ptr %conv2.t101_c0_0, align 32
   %t101_a07 = load <8 x float>, ptr %conv2.t101_a0, align 32
   %t101_b1 = load <8 x float>, ptr %conv2.t101_b1, align 32
   %t101_c0_1 = load <8 x float>, ptr %conv2.t101_c0_1, align 32
-  %32 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t101_a07, <8 x float> %t101_b1, <8 x float> %t101_c0_1)
-  store <8 x float> %32, ptr %conv2.t101_c0_1, align 32
-  %33 = mul nsw i64 %0, 4608
-  %34 = add nsw i64 2618496, %33
-  %35 = mul nsw i64 %conv2.mb1002, 6
-  %36 = add nsw i64 %35, 1
-  %37 = mul nsw i64 %36, 32
-  %38 = add nsw i64 %34, %37
-  %39 = add nsw i64 %38, %conv2.k1023
-  %arena8 = getelementptr inbounds float, ptr %arena, i64 %39
-  %40 = load float, ptr %arena8, align 4
-  %41 = insertelement <8 x float> undef, float %40, i32 0
-  %42 = shufflevector <8 x float> %41, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %42, ptr %conv2.t101_a1, align 32
+  %30 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t101_a07, <8 x float> %t101_b1, <8 x float> %t101_c0_1)
+  store <8 x float> %30, ptr %conv2.t101_c0_1, align 32
+  %31 = mul nsw i64 %0, 4608
+  %32 = add nsw i64 2618496, %31
+  %33 = mul nsw i64 %conv2.mb1002, 6
+  %34 = add nsw i64 %33, 1
+  %35 = mul nsw i64 %34, 32
+  %36 = add nsw i64 %32, %35
+  %37 = add nsw i64 %36, %conv2.k1023
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %37
+  %38 = load float, ptr %arena8, align 4
+  %39 = insertelement <8 x float> undef, float %38, i32 0
+  %40 = shufflevector <8 x float> %39, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %40, ptr %conv2.t101_a1, align 32
   %t101_a1 = load <8 x float>, ptr %conv2.t101_a1, align 32
   %t101_b09 = load <8 x float>, ptr %conv2.t101_b0, align 32
   %t101_c1_0 = load <8 x float>, ptr %conv2.t101_c1_0, align 32
-  %43 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t101_a1, <8 x float> %t101_b09, <8 x float> %t101_c1_0)
-  store <8 x float> %43, ptr %conv2.t101_c1_0, align 32
+  %41 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t101_a1, <8 x float> %t101_b09, <8 x float> %t101_c1_0)
+  store <8 x float> %41, ptr %conv2.t101_c1_0, align 32
   %t101_a110 = load <8 x float>, ptr %conv2.t101_a1, align 32
   %t101_b111 = load <8 x float>, ptr %conv2.t101_b1, align 32
   %t101_c1_1 = load <8 x float>, ptr %conv2.t101_c1_1, align 32
-  %44 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t101_a110, <8 x float> %t101_b111, <8 x float> %t101_c1_1)
-  store <8 x float> %44, ptr %conv2.t101_c1_1, align 32
-  %45 = mul nsw i64 %0, 4608
-  %46 = add nsw i64 2618496, %45
-  %47 = mul nsw i64 %conv2.mb1002, 6
-  %48 = add nsw i64 %47, 2
-  %49 = mul nsw i64 %48, 32
-  %50 = add nsw i64 %46, %49
-  %51 = add nsw i64 %50, %conv2.k1023
-  %arena12 = getelementptr inbounds float, ptr %arena, i64 %51
-  %52 = load float, ptr %arena12, align 4
-  %53 = insertelement <8 x float> undef, float %52, i32 0
-  %54 = shufflevector <8 x float> %53, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %54, ptr %conv2.t101_a2, align 32
+  %42 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t101_a110, <8 x float> %t101_b111, <8 x float> %t101_c1_1)
+  store <8 x float> %42, ptr %conv2.t101_c1_1, align 32
+  %43 = mul nsw i64 %0, 4608
+  %44 = add nsw i64 2618496, %43
+  %45 = mul nsw i64 %conv2.mb1002, 6
+  %46 = add nsw i64 %45, 2
+  %47 = mul nsw i64 %46, 32
+  %48 = add nsw i64 %44, %47
+  %49 = add nsw i64 %48, %conv2.k1023
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 %49
+  %50 = load float, ptr %arena12, align 4
+  %51 = insertelement <8 x float> undef, float %50, i32 0
+  %52 = shufflevector <8 x float> %51, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %52, ptr %conv2.t101_a2, align 32
   %t101_a2 = load <8 x float>, ptr %conv2.t101_a2, align 32
   %t101_b013 = load <8 x float>, ptr %conv2.t101_b0, align 32
   %t101_c2_0 = load <8 x float>, ptr %conv2.t101_c2_0, align 32
-  %55 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t101_a2, <8 x float> %t101_b013, <8 x float> %t101_c2_0)
-  store <8 x float> %55, ptr %conv2.t101_c2_0, align 32
+  %53 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t101_a2, <8 x float> %t101_b013, <8 x float> %t101_c2_0)
+  store <8 x float> %53, ptr %conv2.t101_c2_0, align 32
   %t101_a214 = load <8 x float>, ptr %conv2.t101_a2, align 32
   %t101_b115 = load <8 x float>, ptr %conv2.t101_b1, align 32
   %t101_c2_1 = load <8 x float>, ptr %conv2.t101_c2_1, align 32
-  %56 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t101_a214, <8 x float> %t101_b115, <8 x float> %t101_c2_1)
-  store <8 x float> %56, ptr %conv2.t101_c2_1, align 32
-  %57 = mul nsw i64 %0, 4608
-  %58 = add nsw i64 2618496, %57
-  %59 = mul nsw i64 %conv2.mb1002, 6
-  %60 = add nsw i64 %59, 3
-  %61 = mul nsw i64 %60, 32
-  %62 = add nsw i64 %58, %61
-  %63 = add nsw i64 %62, %conv2.k1023
-  %arena16 = getelementptr inbounds float, ptr %arena, i64 %63
-  %64 = load float, ptr %arena16, align 4
-  %65 = insertelement <8 x float> undef, float %64, i32 0
-  %66 = shufflevector <8 x float> %65, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %66, ptr %conv2.t101_a3, align 32
+  %54 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t101_a214, <8 x float> %t101_b115, <8 x float> %t101_c2_1)
+  store <8 x float> %54, ptr %conv2.t101_c2_1, align 32
+  %55 = mul nsw i64 %0, 4608
+  %56 = add nsw i64 2618496, %55
+  %57 = mul nsw i64 %conv2.mb1002, 6
+  %58 = add nsw i64 %57, 3
+  %59 = mul nsw i64 %58, 32
+  %60 = add nsw i64 %56, %59
+  %61 = add nsw i64 %60, %conv2.k1023
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %61
+  %62 = load float, ptr %arena16, align 4
+  %63 = insertelement <8 x float> undef, float %62, i32 0
+  %64 = shufflevector <8 x float> %63, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %64, ptr %conv2.t101_a3, align 32
   %t101_a3 = load <8 x float>, ptr %conv2.t101_a3, align 32
   %t101_b017 = load <8 x float>, ptr %conv2.t101_b0, align 32
   %t101_c3_0 = load <8 x float>, ptr %conv2.t101_c3_0, align 32
-  %67 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t101_a3, <8 x float> %t101_b017, <8 x float> %t101_c3_0)
-  store <8 x float> %67, ptr %conv2.t101_c3_0, align 32
+  %65 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t101_a3, <8 x float> %t101_b017, <8 x float> %t101_c3_0)
+  store <8 x float> %65, ptr %conv2.t101_c3_0, align 32
   %t101_a318 = load <8 x float>, ptr %conv2.t101_a3, align 32
   %t101_b119 = load <8 x float>, ptr %conv2.t101_b1, align 32
   %t101_c3_1 = load <8 x float>, ptr %conv2.t101_c3_1, align 32
-  %68 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t101_a318, <8 x float> %t101_b119, <8 x float> %t101_c3_1)
-  store <8 x float> %68, ptr %conv2.t101_c3_1, align 32
-  %69 = mul nsw i64 %0, 4608
-  %70 = add nsw i64 2618496, %69
-  %71 = mul nsw i64 %conv2.mb1002, 6
-  %72 = add nsw i64 %71, 4
-  %73 = mul nsw i64 %72, 32
-  %74 = add nsw i64 %70, %73
-  %75 = add nsw i64 %74, %conv2.k1023
-  %arena20 = getelementptr inbounds float, ptr %arena, i64 %75
-  %76 = load float, ptr %arena20, align 4
-  %77 = insertelement <8 x float> undef, float %76, i32 0
-  %78 = shufflevector <8 x float> %77, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %78, ptr %conv2.t101_a4, align 32
+  %66 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t101_a318, <8 x float> %t101_b119, <8 x float> %t101_c3_1)
+  store <8 x float> %66, ptr %conv2.t101_c3_1, align 32
+  %67 = mul nsw i64 %0, 4608
+  %68 = add nsw i64 2618496, %67
+  %69 = mul nsw i64 %conv2.mb1002, 6
+  %70 = add nsw i64 %69, 4
+  %71 = mul nsw i64 %70, 32
+  %72 = add nsw i64 %68, %71
+  %73 = add nsw i64 %72, %conv2.k1023
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %73
+  %74 = load float, ptr %arena20, align 4
+  %75 = insertelement <8 x float> undef, float %74, i32 0
+  %76 = shufflevector <8 x float> %75, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %76, ptr %conv2.t101_a4, align 32
   %t101_a4 = load <8 x float>, ptr %conv2.t101_a4, align 32
   %t101_b021 = load <8 x float>, ptr %conv2.t101_b0, align 32
   %t101_c4_0 = load <8 x float>, ptr %conv2.t101_c4_0, align 32
-  %79 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t101_a4, <8 x float> %t101_b021, <8 x float> %t101_c4_0)
-  store <8 x float> %79, ptr %conv2.t101_c4_0, align 32
+  %77 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t101_a4, <8 x float> %t101_b021, <8 x float> %t101_c4_0)
+  store <8 x float> %77, ptr %conv2.t101_c4_0, align 32
   %t101_a422 = load <8 x float>, ptr %conv2.t101_a4, align 32
   %t101_b123 = load <8 x float>, ptr %conv2.t101_b1, align 32
   %t101_c4_1 = load <8 x float>, ptr %conv2.t101_c4_1, align 32
-  %80 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t101_a422, <8 x float> %t101_b123, <8 x float> %t101_c4_1)
-  store <8 x float> %80, ptr %conv2.t101_c4_1, align 32
-  %81 = mul nsw i64 %0, 4608
-  %82 = add nsw i64 2618496, %81
-  %83 = mul nsw i64 %conv2.mb1002, 6
-  %84 = add nsw i64 %83, 5
-  %85 = mul nsw i64 %84, 32
-  %86 = add nsw i64 %82, %85
-  %87 = add nsw i64 %86, %conv2.k1023
-  %arena24 = getelementptr inbounds float, ptr %arena, i64 %87
-  %88 = load float, ptr %arena24, align 4
-  %89 = insertelement <8 x float> undef, float %88, i32 0
-  %90 = shufflevector <8 x float> %89, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %90, ptr %conv2.t101_a5, align 32
+  %78 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t101_a422, <8 x float> %t101_b123, <8 x float> %t101_c4_1)
+  store <8 x float> %78, ptr %conv2.t101_c4_1, align 32
+  %79 = mul nsw i64 %0, 4608
+  %80 = add nsw i64 2618496, %79
+  %81 = mul nsw i64 %conv2.mb1002, 6
+  %82 = add nsw i64 %81, 5
+  %83 = mul nsw i64 %82, 32
+  %84 = add nsw i64 %80, %83
+  %85 = add nsw i64 %84, %conv2.k1023
+  %arena24 = getelementptr inbounds float, ptr %arena, i64 %85
+  %86 = load float, ptr %arena24, align 4
+  %87 = insertelement <8 x float> undef, float %86, i32 0
+  %88 = shufflevector <8 x float> %87, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %88, ptr %conv2.t101_a5, align 32
   %t101_a5 = load <8 x float>, ptr %conv2.t101_a5, align 32
   %t101_b025 = load <8 x float>, ptr %conv2.t101_b0, align 32
   %t101_c5_0 = load <8 x float>, ptr %conv2.t101_c5_0, align 32
-  %91 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t101_a5, <8 x float> %t101_b025, <8 x float> %t101_c5_0)
-  store <8 x float> %91, ptr %conv2.t101_c5_0, align 32
+  %89 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t101_a5, <8 x float> %t101_b025, <8 x float> %t101_c5_0)
+  store <8 x float> %89, ptr %conv2.t101_c5_0, align 32
   %t101_a526 = load <8 x float>, ptr %conv2.t101_a5, align 32
   %t101_b127 = load <8 x float>, ptr %conv2.t101_b1, align 32
   %t101_c5_1 = load <8 x float>, ptr %conv2.t101_c5_1, align 32
-  %92 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t101_a526, <8 x float> %t101_b127, <8 x float> %t101_c5_1)
-  store <8 x float> %92, ptr %conv2.t101_c5_1, align 32
+  %90 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t101_a526, <8 x float> %t101_b127, <8 x float> %t101_c5_1)
+  store <8 x float> %90, ptr %conv2.t101_c5_1, align 32
   %k102.next = add nsw i64 %conv2.k1023, 1
-  %93 = icmp slt i64 %k102.next, 32
-  br i1 %93, label %conv2.k102, label %conv2.k102.end
+  %91 = icmp slt i64 %k102.next, 32
+  br i1 %91, label %conv2.k102, label %conv2.k102.end
 
 conv2.k102.end:                                   ; preds = %conv2.k102
   %t101_c0_028 = load <8 x float>, ptr %conv2.t101_c0_0, align 32
-  %94 = mul nsw i64 %0, 9216
-  %95 = add nsw i64 2692224, %94
-  %96 = mul nsw i64 %1, 32
-  %97 = add nsw i64 %95, %96
-  %98 = mul nsw i64 %conv2.mb1002, 6
-  %99 = mul nsw i64 %98, 64
-  %100 = add nsw i64 %97, %99
-  %101 = mul nsw i64 %conv2.nb991, 16
-  %102 = add nsw i64 %100, %101
-  %arena29 = getelementptr inbounds float, ptr %arena, i64 %102
+  %92 = mul nsw i64 %0, 9216
+  %93 = add nsw i64 2692224, %92
+  %94 = mul nsw i64 %1, 32
+  %95 = add nsw i64 %93, %94
+  %96 = mul nsw i64 %conv2.mb1002, 6
+  %97 = mul nsw i64 %96, 64
+  %98 = add nsw i64 %95, %97
+  %99 = mul nsw i64 %conv2.nb991, 16
+  %100 = add nsw i64 %98, %99
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %100
   store <8 x float> %t101_c0_028, ptr %arena29, align 4
   %t101_c0_130 = load <8 x float>, ptr %conv2.t101_c0_1, align 32
-  %103 = mul nsw i64 %0, 9216
-  %104 = add nsw i64 2692224, %103
-  %105 = mul nsw i64 %1, 32
-  %106 = add nsw i64 %104, %105
-  %107 = mul nsw i64 %conv2.mb1002, 6
-  %108 = mul nsw i64 %107, 64
-  %109 = add nsw i64 %106, %108
-  %110 = mul nsw i64 %conv2.nb991, 16
-  %111 = add nsw i64 %109, %110
-  %112 = add nsw i64 %111, 8
-  %arena31 = getelementptr inbounds float, ptr %arena, i64 %112
+  %101 = mul nsw i64 %0, 9216
+  %102 = add nsw i64 2692224, %101
+  %103 = mul nsw i64 %1, 32
+  %104 = add nsw i64 %102, %103
+  %105 = mul nsw i64 %conv2.mb1002, 6
+  %106 = mul nsw i64 %105, 64
+  %107 = add nsw i64 %104, %106
+  %108 = mul nsw i64 %conv2.nb991, 16
+  %109 = add nsw i64 %107, %108
+  %110 = add nsw i64 %109, 8
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %110
   store <8 x float> %t101_c0_130, ptr %arena31, align 4
   %t101_c1_032 = load <8 x float>, ptr %conv2.t101_c1_0, align 32
-  %113 = mul nsw i64 %0, 9216
-  %114 = add nsw i64 2692224, %113
-  %115 = mul nsw i64 %1, 32
-  %116 = add nsw i64 %114, %115
-  %117 = mul nsw i64 %conv2.mb1002, 6
-  %118 = add nsw i64 %117, 1
-  %119 = mul nsw i64 %118, 64
-  %120 = add nsw i64 %116, %119
-  %121 = mul nsw i64 %conv2.nb991, 16
-  %122 = add nsw i64 %120, %121
-  %arena33 = getelementptr inbounds float, ptr %arena, i64 %122
+  %111 = mul nsw i64 %0, 9216
+  %112 = add nsw i64 2692224, %111
+  %113 = mul nsw i64 %1, 32
+  %114 = add nsw i64 %112, %113
+  %115 = mul nsw i64 %conv2.mb1002, 6
+  %116 = add nsw i64 %115, 1
+  %117 = mul nsw i64 %116, 64
+  %118 = add nsw i64 %114, %117
+  %119 = mul nsw i64 %conv2.nb991, 16
+  %120 = add nsw i64 %118, %119
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 %120
   store <8 x float> %t101_c1_032, ptr %arena33, align 4
   %t101_c1_134 = load <8 x float>, ptr %conv2.t101_c1_1, align 32
-  %123 = mul nsw i64 %0, 9216
-  %124 = add nsw i64 2692224, %123
-  %125 = mul nsw i64 %1, 32
-  %126 = add nsw i64 %124, %125
-  %127 = mul nsw i64 %conv2.mb1002, 6
-  %128 = add nsw i64 %127, 1
-  %129 = mul nsw i64 %128, 64
-  %130 = add nsw i64 %126, %129
-  %131 = mul nsw i64 %conv2.nb991, 16
-  %132 = add nsw i64 %130, %131
-  %133 = add nsw i64 %132, 8
-  %arena35 = getelementptr inbounds float, ptr %arena, i64 %133
+  %121 = mul nsw i64 %0, 9216
+  %122 = add nsw i64 2692224, %121
+  %123 = mul nsw i64 %1, 32
+  %124 = add nsw i64 %122, %123
+  %125 = mul nsw i64 %conv2.mb1002, 6
+  %126 = add nsw i64 %125, 1
+  %127 = mul nsw i64 %126, 64
+  %128 = add nsw i64 %124, %127
+  %129 = mul nsw i64 %conv2.nb991, 16
+  %130 = add nsw i64 %128, %129
+  %131 = add nsw i64 %130, 8
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %131
   store <8 x float> %t101_c1_134, ptr %arena35, align 4
   %t101_c2_036 = load <8 x float>, ptr %conv2.t101_c2_0, align 32
-  %134 = mul nsw i64 %0, 9216
-  %135 = add nsw i64 2692224, %134
-  %136 = mul nsw i64 %1, 32
-  %137 = add nsw i64 %135, %136
-  %138 = mul nsw i64 %conv2.mb1002, 6
-  %139 = add nsw i64 %138, 2
-  %140 = mul nsw i64 %139, 64
-  %141 = add nsw i64 %137, %140
-  %142 = mul nsw i64 %conv2.nb991, 16
-  %143 = add nsw i64 %141, %142
-  %arena37 = getelementptr inbounds float, ptr %arena, i64 %143
+  %132 = mul nsw i64 %0, 9216
+  %133 = add nsw i64 2692224, %132
+  %134 = mul nsw i64 %1, 32
+  %135 = add nsw i64 %133, %134
+  %136 = mul nsw i64 %conv2.mb1002, 6
+  %137 = add nsw i64 %136, 2
+  %138 = mul nsw i64 %137, 64
+  %139 = add nsw i64 %135, %138
+  %140 = mul nsw i64 %conv2.nb991, 16
+  %141 = add nsw i64 %139, %140
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %141
   store <8 x float> %t101_c2_036, ptr %arena37, align 4
   %t101_c2_138 = load <8 x float>, ptr %conv2.t101_c2_1, align 32
-  %144 = mul nsw i64 %0, 9216
-  %145 = add nsw i64 2692224, %144
-  %146 = mul nsw i64 %1, 32
-  %147 = add nsw i64 %145, %146
-  %148 = mul nsw i64 %conv2.mb1002, 6
-  %149 = add nsw i64 %148, 2
-  %150 = mul nsw i64 %149, 64
-  %151 = add nsw i64 %147, %150
-  %152 = mul nsw i64 %conv2.nb991, 16
-  %153 = add nsw i64 %151, %152
-  %154 = add nsw i64 %153, 8
-  %arena39 = getelementptr inbounds float, ptr %arena, i64 %154
+  %142 = mul nsw i64 %0, 9216
+  %143 = add nsw i64 2692224, %142
+  %144 = mul nsw i64 %1, 32
+  %145 = add nsw i64 %143, %144
+  %146 = mul nsw i64 %conv2.mb1002, 6
+  %147 = add nsw i64 %146, 2
+  %148 = mul nsw i64 %147, 64
+  %149 = add nsw i64 %145, %148
+  %150 = mul nsw i64 %conv2.nb991, 16
+  %151 = add nsw i64 %149, %150
+  %152 = add nsw i64 %151, 8
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %152
   store <8 x float> %t101_c2_138, ptr %arena39, align 4
   %t101_c3_040 = load <8 x float>, ptr %conv2.t101_c3_0, align 32
-  %155 = mul nsw i64 %0, 9216
-  %156 = add nsw i64 2692224, %155
-  %157 = mul nsw i64 %1, 32
-  %158 = add nsw i64 %156, %157
-  %159 = mul nsw i64 %conv2.mb1002, 6
-  %160 = add nsw i64 %159, 3
-  %161 = mul nsw i64 %160, 64
-  %162 = add nsw i64 %158, %161
-  %163 = mul nsw i64 %conv2.nb991, 16
-  %164 = add nsw i64 %162, %163
-  %arena41 = getelementptr inbounds float, ptr %arena, i64 %164
+  %153 = mul nsw i64 %0, 9216
+  %154 = add nsw i64 2692224, %153
+  %155 = mul nsw i64 %1, 32
+  %156 = add nsw i64 %154, %155
+  %157 = mul nsw i64 %conv2.mb1002, 6
+  %158 = add nsw i64 %157, 3
+  %159 = mul nsw i64 %158, 64
+  %160 = add nsw i64 %156, %159
+  %161 = mul nsw i64 %conv2.nb991, 16
+  %162 = add nsw i64 %160, %161
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %162
   store <8 x float> %t101_c3_040, ptr %arena41, align 4
   %t101_c3_142 = load <8 x float>, ptr %conv2.t101_c3_1, align 32
-  %165 = mul nsw i64 %0, 9216
-  %166 = add nsw i64 2692224, %165
-  %167 = mul nsw i64 %1, 32
-  %168 = add nsw i64 %166, %167
-  %169 = mul nsw i64 %conv2.mb1002, 6
-  %170 = add nsw i64 %169, 3
-  %171 = mul nsw i64 %170, 64
-  %172 = add nsw i64 %168, %171
-  %173 = mul nsw i64 %conv2.nb991, 16
-  %174 = add nsw i64 %172, %173
-  %175 = add nsw i64 %174, 8
-  %arena43 = getelementptr inbounds float, ptr %arena, i64 %175
+  %163 = mul nsw i64 %0, 9216
+  %164 = add nsw i64 2692224, %163
+  %165 = mul nsw i64 %1, 32
+  %166 = add nsw i64 %164, %165
+  %167 = mul nsw i64 %conv2.mb1002, 6
+  %168 = add nsw i64 %167, 3
+  %169 = mul nsw i64 %168, 64
+  %170 = add nsw i64 %166, %169
+  %171 = mul nsw i64 %conv2.nb991, 16
+  %172 = add nsw i64 %170, %171
+  %173 = add nsw i64 %172, 8
+  %arena43 = getelementptr inbounds float, ptr %arena, i64 %173
   store <8 x float> %t101_c3_142, ptr %arena43, align 4
   %t101_c4_044 = load <8 x float>, ptr %conv2.t101_c4_0, align 32
-  %176 = mul nsw i64 %0, 9216
-  %177 = add nsw i64 2692224, %176
-  %178 = mul nsw i64 %1, 32
-  %179 = add nsw i64 %177, %178
-  %180 = mul nsw i64 %conv2.mb1002, 6
-  %181 = add nsw i64 %180, 4
-  %182 = mul nsw i64 %181, 64
-  %183 = add nsw i64 %179, %182
-  %184 = mul nsw i64 %conv2.nb991, 16
-  %185 = add nsw i64 %183, %184
-  %arena45 = getelementptr inbounds float, ptr %arena, i64 %185
+  %174 = mul nsw i64 %0, 9216
+  %175 = add nsw i64 2692224, %174
+  %176 = mul nsw i64 %1, 32
+  %177 = add nsw i64 %175, %176
+  %178 = mul nsw i64 %conv2.mb1002, 6
+  %179 = add nsw i64 %178, 4
+  %180 = mul nsw i64 %179, 64
+  %181 = add nsw i64 %177, %180
+  %182 = mul nsw i64 %conv2.nb991, 16
+  %183 = add nsw i64 %181, %182
+  %arena45 = getelementptr inbounds float, ptr %arena, i64 %183
   store <8 x float> %t101_c4_044, ptr %arena45, align 4
   %t101_c4_146 = load <8 x float>, ptr %conv2.t101_c4_1, align 32
-  %186 = mul nsw i64 %0, 9216
-  %187 = add nsw i64 2692224, %186
-  %188 = mul nsw i64 %1, 32
-  %189 = add nsw i64 %187, %188
-  %190 = mul nsw i64 %conv2.mb1002, 6
-  %191 = add nsw i64 %190, 4
-  %192 = mul nsw i64 %191, 64
-  %193 = add nsw i64 %189, %192
-  %194 = mul nsw i64 %conv2.nb991, 16
-  %195 = add nsw i64 %193, %194
-  %196 = add nsw i64 %195, 8
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %196
+  %184 = mul nsw i64 %0, 9216
+  %185 = add nsw i64 2692224, %184
+  %186 = mul nsw i64 %1, 32
+  %187 = add nsw i64 %185, %186
+  %188 = mul nsw i64 %conv2.mb1002, 6
+  %189 = add nsw i64 %188, 4
+  %190 = mul nsw i64 %189, 64
+  %191 = add nsw i64 %187, %190
+  %192 = mul nsw i64 %conv2.nb991, 16
+  %193 = add nsw i64 %191, %192
+  %194 = add nsw i64 %193, 8
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %194
   store <8 x float> %t101_c4_146, ptr %arena47, align 4
   %t101_c5_048 = load <8 x float>, ptr %conv2.t101_c5_0, align 32
-  %197 = mul nsw i64 %0, 9216
-  %198 = add nsw i64 2692224, %197
-  %199 = mul nsw i64 %1, 32
-  %200 = add nsw i64 %198, %199
-  %201 = mul nsw i64 %conv2.mb1002, 6
-  %202 = add nsw i64 %201, 5
-  %203 = mul nsw i64 %202, 64
-  %204 = add nsw i64 %200, %203
-  %205 = mul nsw i64 %conv2.nb991, 16
-  %206 = add nsw i64 %204, %205
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %206
+  %195 = mul nsw i64 %0, 9216
+  %196 = add nsw i64 2692224, %195
+  %197 = mul nsw i64 %1, 32
+  %198 = add nsw i64 %196, %197
+  %199 = mul nsw i64 %conv2.mb1002, 6
+  %200 = add nsw i64 %199, 5
+  %201 = mul nsw i64 %200, 64
+  %202 = add nsw i64 %198, %201
+  %203 = mul nsw i64 %conv2.nb991, 16
+  %204 = add nsw i64 %202, %203
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %204
   store <8 x float> %t101_c5_048, ptr %arena49, align 4
   %t101_c5_150 = load <8 x float>, ptr %conv2.t101_c5_1, align 32
-  %207 = mul nsw i64 %0, 9216
-  %208 = add nsw i64 2692224, %207
-  %209 = mul nsw i64 %1, 32
-  %210 = add nsw i64 %208, %209
-  %211 = mul nsw i64 %conv2.mb1002, 6
-  %212 = add nsw i64 %211, 5
-  %213 = mul nsw i64 %212, 64
-  %214 = add nsw i64 %210, %213
-  %215 = mul nsw i64 %conv2.nb991, 16
-  %216 = add nsw i64 %214, %215
-  %217 = add nsw i64 %216, 8
-  %arena51 = getelementptr inbounds float, ptr %arena, i64 %217
+  %205 = mul nsw i64 %0, 9216
+  %206 = add nsw i64 2692224, %205
+  %207 = mul nsw i64 %1, 32
+  %208 = add nsw i64 %206, %207
+  %209 = mul nsw i64 %conv2.mb1002, 6
+  %210 = add nsw i64 %209, 5
+  %211 = mul nsw i64 %210, 64
+  %212 = add nsw i64 %208, %211
+  %213 = mul nsw i64 %conv2.nb991, 16
+  %214 = add nsw i64 %212, %213
+  %215 = add nsw i64 %214, 8
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %215
   store <8 x float> %t101_c5_150, ptr %arena51, align 4
   %mb100.next = add nsw i64 %conv2.mb1002, 1
-  %218 = icmp slt i64 %mb100.next, 24
-  br i1 %218, label %conv2.mb100, label %conv2.mb100.end
+  %216 = icmp slt i64 %mb100.next, 24
+  br i1 %216, label %conv2.mb100, label %conv2.mb100.end
 }
 
 define internal void @mnistnet_infer_b64.k1.conv2.part97.task(ptr %0, i64 %1) {
 entry:
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
   %3 = load ptr, ptr %2, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 1
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 1
   %5 = load ptr, ptr %4, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 2
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 2
   %7 = load ptr, ptr %6, align 8
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 3
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 3
   %9 = load ptr, ptr %8, align 8
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 4
   %11 = load ptr, ptr %10, align 8
-  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 5
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 5
   %13 = load ptr, ptr %12, align 8
-  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 6
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 6
   %15 = load ptr, ptr %14, align 8
-  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 7
-  %17 = load float, ptr %16, align 4
-  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 8
-  %19 = load i64, ptr %18, align 4
-  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 9
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 7
+  %17 = load ptr, ptr %16, align 8
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 8
+  %19 = load float, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 9
   %21 = load i64, ptr %20, align 4
-  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 10
-  %23 = load ptr, ptr %22, align 8
-  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
-  %25 = load i64, ptr %24, align 4
-  call void @mnistnet_infer_b64.k1.conv2.part97(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 10
+  %23 = load i64, ptr %22, align 4
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
+  %25 = load ptr, ptr %24, align 8
+  %26 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 12
+  %27 = load i64, ptr %26, align 4
+  call void @mnistnet_infer_b64.k1.conv2.part97(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, ptr %17, float %19, i64 %21, i64 %23, ptr %25, i64 %27, i64 %1)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_infer_b64.k2.drop1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @mnistnet_infer_b64.k2.drop1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_infer_b64.k3.flat(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @mnistnet_infer_b64.k3.flat(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_infer_b64.k4.fc1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @mnistnet_infer_b64.k4.fc1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %fc1.n144
 
@@ -14456,7 +14469,7 @@ fc1.n144:                                         ; preds = %fc1.k145.end, %entr
   br label %fc1.k145
 
 fc1.n144.end:                                     ; preds = %fc1.k145.end
-  call void @mnistnet_infer_b64.k4.fc1.gemm156(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_infer_b64.k4.fc1.gemm156(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   br label %fc1.n157
 
 fc1.k145:                                         ; preds = %fc1.k145, %fc1.n144
@@ -14524,7 +14537,7 @@ fc1.u158.end:                                     ; preds = %fc1.u158
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_infer_b64.k4.fc1.gemm156(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @mnistnet_infer_b64.k4.fc1.gemm156(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %fc1.t154_a3 = alloca <8 x float>, align 32
   %fc1.t154_a2 = alloca <8 x float>, align 32
@@ -15238,13 +15251,13 @@ fc1.k155.end:                                     ; preds = %fc1.k155
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_infer_b64.k5.drop2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @mnistnet_infer_b64.k5.drop2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_infer_b64.k6.fc2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @mnistnet_infer_b64.k6.fc2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %arena1 = getelementptr inbounds float, ptr %arena, i64 0
   %params2 = getelementptr inbounds float, ptr %params, i64 1198592
@@ -15286,7 +15299,7 @@ fc2.u160.end:                                     ; preds = %fc2.u160
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_infer_b64.k7.probs(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @mnistnet_infer_b64.k7.probs(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %probs.s163 = alloca float, align 4
   %probs.m162 = alloca float, align 4

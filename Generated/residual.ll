@@ -3,45 +3,45 @@
 source_filename = "residual"
 target triple = "x86_64-unknown-linux-gnu"
 
-define void @residual_train_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
+define void @residual_train_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
 entry:
-  call void @residual_train_b64.k0.conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @residual_train_b64.k1.act1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @residual_train_b64.k2.conv2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @residual_train_b64.k3.act2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @residual_train_b64.k4.res(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @residual_train_b64.k5.pool(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @residual_train_b64.k6.conv3(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @residual_train_b64.k7.act3(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @residual_train_b64.k8.gap(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @residual_train_b64.k9.flat(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @residual_train_b64.k10.fc(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @residual_train_b64.k11.loss(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @residual_train_b64.k12.fc_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @residual_train_b64.k13.fc_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @residual_train_b64.k14.fc_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @residual_train_b64.k15.flat_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @residual_train_b64.k16.gap_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @residual_train_b64.k17.act3_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @residual_train_b64.k18.conv3_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @residual_train_b64.k19.conv3_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @residual_train_b64.k20.conv3_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @residual_train_b64.k21.pool_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @residual_train_b64.k22.res_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @residual_train_b64.k23.conv2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @residual_train_b64.k24.conv2_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @residual_train_b64.k25.conv2_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @residual_train_b64.k26.act1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @residual_train_b64.k27.act1_grad_sum(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @residual_train_b64.k28.conv1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @residual_train_b64.k29.conv1_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @residual_train_b64.k30.conv1_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @residual_train_b64.k31.adam(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @residual_train_b64.k0.conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @residual_train_b64.k1.act1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @residual_train_b64.k2.conv2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @residual_train_b64.k3.act2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @residual_train_b64.k4.res(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @residual_train_b64.k5.pool(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @residual_train_b64.k6.conv3(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @residual_train_b64.k7.act3(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @residual_train_b64.k8.gap(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @residual_train_b64.k9.flat(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @residual_train_b64.k10.fc(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @residual_train_b64.k11.loss(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @residual_train_b64.k12.fc_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @residual_train_b64.k13.fc_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @residual_train_b64.k14.fc_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @residual_train_b64.k15.flat_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @residual_train_b64.k16.gap_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @residual_train_b64.k17.act3_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @residual_train_b64.k18.conv3_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @residual_train_b64.k19.conv3_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @residual_train_b64.k20.conv3_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @residual_train_b64.k21.pool_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @residual_train_b64.k22.res_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @residual_train_b64.k23.conv2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @residual_train_b64.k24.conv2_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @residual_train_b64.k25.conv2_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @residual_train_b64.k26.act1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @residual_train_b64.k27.act1_grad_sum(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @residual_train_b64.k28.conv1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @residual_train_b64.k29.conv1_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @residual_train_b64.k30.conv1_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @residual_train_b64.k31.adam(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @residual_train_b64.k0.conv1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @residual_train_b64.k0.conv1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %conv1.g1
 
@@ -57,7 +57,7 @@ conv1.j2:                                         ; preds = %conv1.c3.end, %conv
   br label %conv1.c3
 
 conv1.j2.end:                                     ; preds = %conv1.c3.end
-  call void @residual_train_b64.k0.conv1.gemm23(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @residual_train_b64.k0.conv1.gemm23(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   br label %conv1.j24
 
 conv1.c3:                                         ; preds = %conv1.ky4.end, %conv1.j2
@@ -529,7 +529,7 @@ conv1.i26.end:                                    ; preds = %conv1.i26
 }
 
 ; Function Attrs: noinline
-define internal void @residual_train_b64.k0.conv1.gemm23(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @residual_train_b64.k0.conv1.gemm23(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv1.t21_a3 = alloca <8 x float>, align 32
   %conv1.t21_a2 = alloca <8 x float>, align 32
@@ -1021,7 +1021,7 @@ conv1.k22.end:                                    ; preds = %conv1.k22
 declare <8 x float> @llvm.fma.v8f32(<8 x float>, <8 x float>, <8 x float>) #2
 
 ; Function Attrs: noinline
-define internal void @residual_train_b64.k1.act1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @residual_train_b64.k1.act1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %act1.i27
 
@@ -1048,7 +1048,7 @@ act1.i27.end:                                     ; preds = %act1.i27
 }
 
 ; Function Attrs: noinline
-define internal void @residual_train_b64.k2.conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @residual_train_b64.k2.conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv2.w123 = alloca <8 x float>, align 32
   %conv2.w122 = alloca <8 x float>, align 32
@@ -2327,7 +2327,7 @@ conv2.cv67.end:                                   ; preds = %conv2.cv67
 
 conv2.xi100:                                      ; preds = %conv2.xi100, %conv2.j64.end
   %conv2.xi100140 = phi i64 [ 0, %conv2.j64.end ], [ %xi100.next, %conv2.xi100 ]
-  call void @residual_train_b64.k2.conv2.gemm107(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.xi100140)
+  call void @residual_train_b64.k2.conv2.gemm107(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.xi100140)
   %xi100.next = add nsw i64 %conv2.xi100140, 1
   %825 = icmp slt i64 %xi100.next, 16
   br i1 %825, label %conv2.xi100, label %conv2.xi100.end
@@ -2829,7 +2829,7 @@ conv2.q129.end:                                   ; preds = %conv2.q129
 }
 
 ; Function Attrs: noinline
-define internal void @residual_train_b64.k2.conv2.gemm107(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+define internal void @residual_train_b64.k2.conv2.gemm107(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
 entry:
   %conv2.t105_a3 = alloca <8 x float>, align 32
   %conv2.t105_a2 = alloca <8 x float>, align 32
@@ -3374,7 +3374,7 @@ conv2.k106.end:                                   ; preds = %conv2.k106
 }
 
 ; Function Attrs: noinline
-define internal void @residual_train_b64.k3.act2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @residual_train_b64.k3.act2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %act2.i130
 
@@ -3439,7 +3439,7 @@ act2.i130.end:                                    ; preds = %act2.i130
 declare float @llvm.floor.f32(float) #2
 
 ; Function Attrs: noinline
-define internal void @residual_train_b64.k4.res(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @residual_train_b64.k4.res(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %res.i131
 
@@ -3464,7 +3464,7 @@ res.i131.end:                                     ; preds = %res.i131
 }
 
 ; Function Attrs: noinline
-define internal void @residual_train_b64.k5.pool(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @residual_train_b64.k5.pool(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %pool.acc135 = alloca float, align 4
   br label %pool.q132
@@ -3567,7 +3567,7 @@ pool.px134.end:                                   ; preds = %pool.px134
 }
 
 ; Function Attrs: noinline
-define internal void @residual_train_b64.k6.conv3(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @residual_train_b64.k6.conv3(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv3.w231 = alloca <8 x float>, align 32
   %conv3.w230 = alloca <8 x float>, align 32
@@ -4846,7 +4846,7 @@ conv3.cv175.end:                                  ; preds = %conv3.cv175
 
 conv3.xi208:                                      ; preds = %conv3.xi208, %conv3.j172.end
   %conv3.xi208140 = phi i64 [ 0, %conv3.j172.end ], [ %xi208.next, %conv3.xi208 ]
-  call void @residual_train_b64.k6.conv3.gemm215(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv3.xi208140)
+  call void @residual_train_b64.k6.conv3.gemm215(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv3.xi208140)
   %xi208.next = add nsw i64 %conv3.xi208140, 1
   %825 = icmp slt i64 %xi208.next, 16
   br i1 %825, label %conv3.xi208, label %conv3.xi208.end
@@ -5348,7 +5348,7 @@ conv3.q237.end:                                   ; preds = %conv3.q237
 }
 
 ; Function Attrs: noinline
-define internal void @residual_train_b64.k6.conv3.gemm215(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+define internal void @residual_train_b64.k6.conv3.gemm215(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
 entry:
   %conv3.t213_a3 = alloca <8 x float>, align 32
   %conv3.t213_a2 = alloca <8 x float>, align 32
@@ -5843,7 +5843,7 @@ conv3.k214.end:                                   ; preds = %conv3.k214
 }
 
 ; Function Attrs: noinline
-define internal void @residual_train_b64.k7.act3(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @residual_train_b64.k7.act3(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %act3.i238
 
@@ -5904,7 +5904,7 @@ act3.i238.end:                                    ; preds = %act3.i238
 }
 
 ; Function Attrs: noinline
-define internal void @residual_train_b64.k8.gap(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @residual_train_b64.k8.gap(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %gap.sum248 = alloca float, align 4
   %gap.sum247 = alloca float, align 4
@@ -6001,13 +6001,13 @@ gap.cv241.end:                                    ; preds = %gap.cv241
 declare <8 x float> @llvm.masked.load.v8f32.p0(ptr nocapture, i32 immarg, <8 x i1>, <8 x float>) #3
 
 ; Function Attrs: noinline
-define internal void @residual_train_b64.k9.flat(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @residual_train_b64.k9.flat(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @residual_train_b64.k10.fc(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @residual_train_b64.k10.fc(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %arena1 = getelementptr inbounds float, ptr %arena, i64 3411968
   %params2 = getelementptr inbounds float, ptr %params, i64 7120
@@ -6051,7 +6051,7 @@ fc.u250.end:                                      ; preds = %fc.u250
 declare void @cblas_sgemm(i32, i32, i32, i32, i32, i32, float, ptr, i32, ptr, i32, float, ptr, i32)
 
 ; Function Attrs: noinline
-define internal void @residual_train_b64.k11.loss(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @residual_train_b64.k11.loss(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %loss.s254 = alloca float, align 4
   %loss.m253 = alloca float, align 4
@@ -6173,7 +6173,7 @@ loss.k256.end:                                    ; preds = %loss.k256
 declare float @llvm.log.f32(float) #2
 
 ; Function Attrs: noinline
-define internal void @residual_train_b64.k12.fc_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @residual_train_b64.k12.fc_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %fc_grad.s259 = alloca float, align 4
   %fc_grad.m258 = alloca float, align 4
@@ -6383,7 +6383,7 @@ fc_grad.k262.end:                                 ; preds = %fc_grad.k262
 }
 
 ; Function Attrs: noinline
-define internal void @residual_train_b64.k13.fc_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @residual_train_b64.k13.fc_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %arena1 = getelementptr inbounds float, ptr %arena, i64 3414672
   %arena2 = getelementptr inbounds float, ptr %arena, i64 3411968
@@ -6393,7 +6393,7 @@ entry:
 }
 
 ; Function Attrs: noinline
-define internal void @residual_train_b64.k14.fc_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @residual_train_b64.k14.fc_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %fc_bias_grad.acc264 = alloca float, align 4
   br label %fc_bias_grad.u263
@@ -6431,7 +6431,7 @@ fc_bias_grad.n265.end:                            ; preds = %fc_bias_grad.n265
 }
 
 ; Function Attrs: noinline
-define internal void @residual_train_b64.k15.flat_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @residual_train_b64.k15.flat_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %arena1 = getelementptr inbounds float, ptr %arena, i64 3414672
   %params2 = getelementptr inbounds float, ptr %params, i64 7120
@@ -6441,13 +6441,13 @@ entry:
 }
 
 ; Function Attrs: noinline
-define internal void @residual_train_b64.k16.gap_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @residual_train_b64.k16.gap_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @residual_train_b64.k17.act3_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @residual_train_b64.k17.act3_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %act3_grad.q266
 
@@ -6480,7 +6480,7 @@ act3_grad.i267.end:                               ; preds = %act3_grad.i267
 }
 
 ; Function Attrs: noinline
-define internal void @residual_train_b64.k18.conv3_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @residual_train_b64.k18.conv3_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %conv3_grad.i268
 
@@ -6510,7 +6510,7 @@ conv3_grad.i268.end:                              ; preds = %conv3_grad.i268
 }
 
 ; Function Attrs: noinline
-define internal void @residual_train_b64.k19.conv3_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @residual_train_b64.k19.conv3_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv3_weight_grad.w368 = alloca float, align 4
   %conv3_weight_grad.w367 = alloca float, align 4
@@ -8325,7 +8325,7 @@ conv3_weight_grad.c347.end:                       ; preds = %conv3_weight_grad.c
 }
 
 ; Function Attrs: noinline
-define internal void @residual_train_b64.k20.conv3_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @residual_train_b64.k20.conv3_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv3_bias_grad.sum379 = alloca float, align 4
   %conv3_bias_grad.sum378 = alloca float, align 4
@@ -8431,7 +8431,7 @@ conv3_bias_grad.i372.end:                         ; preds = %conv3_bias_grad.i37
 }
 
 ; Function Attrs: noinline
-define internal void @residual_train_b64.k21.pool_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @residual_train_b64.k21.pool_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %pool_grad.w475 = alloca <8 x float>, align 32
   %pool_grad.w474 = alloca <8 x float>, align 32
@@ -9710,7 +9710,7 @@ pool_grad.cv419.end:                              ; preds = %pool_grad.cv419
 
 pool_grad.xi452:                                  ; preds = %pool_grad.xi452, %pool_grad.j416.end
   %pool_grad.xi452140 = phi i64 [ 0, %pool_grad.j416.end ], [ %xi452.next, %pool_grad.xi452 ]
-  call void @residual_train_b64.k21.pool_grad.gemm459(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %pool_grad.xi452140)
+  call void @residual_train_b64.k21.pool_grad.gemm459(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %pool_grad.xi452140)
   %xi452.next = add nsw i64 %pool_grad.xi452140, 1
   %825 = icmp slt i64 %xi452.next, 16
   br i1 %825, label %pool_grad.xi452, label %pool_grad.xi452.end
@@ -10192,7 +10192,7 @@ pool_grad.q481.end:                               ; preds = %pool_grad.q481
 }
 
 ; Function Attrs: noinline
-define internal void @residual_train_b64.k21.pool_grad.gemm459(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+define internal void @residual_train_b64.k21.pool_grad.gemm459(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
 entry:
   %pool_grad.t457_a3 = alloca <8 x float>, align 32
   %pool_grad.t457_a2 = alloca <8 x float>, align 32
@@ -10687,7 +10687,7 @@ pool_grad.k458.end:                               ; preds = %pool_grad.k458
 }
 
 ; Function Attrs: noinline
-define internal void @residual_train_b64.k22.res_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @residual_train_b64.k22.res_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %res_grad.bi487 = alloca float, align 4
   %res_grad.best486 = alloca float, align 4
@@ -10940,7 +10940,7 @@ res_grad.px485.end:                               ; preds = %res_grad.px485
 }
 
 ; Function Attrs: noinline
-define internal void @residual_train_b64.k23.conv2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @residual_train_b64.k23.conv2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %conv2_grad.i488
 
@@ -10970,7 +10970,7 @@ conv2_grad.i488.end:                              ; preds = %conv2_grad.i488
 }
 
 ; Function Attrs: noinline
-define internal void @residual_train_b64.k24.conv2_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @residual_train_b64.k24.conv2_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv2_weight_grad.w588 = alloca float, align 4
   %conv2_weight_grad.w587 = alloca float, align 4
@@ -12785,7 +12785,7 @@ conv2_weight_grad.c567.end:                       ; preds = %conv2_weight_grad.c
 }
 
 ; Function Attrs: noinline
-define internal void @residual_train_b64.k25.conv2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @residual_train_b64.k25.conv2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv2_bias_grad.sum599 = alloca float, align 4
   %conv2_bias_grad.sum598 = alloca float, align 4
@@ -12881,7 +12881,7 @@ conv2_bias_grad.i592.end:                         ; preds = %conv2_bias_grad.i59
 }
 
 ; Function Attrs: noinline
-define internal void @residual_train_b64.k26.act1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @residual_train_b64.k26.act1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %act1_grad.w695 = alloca <8 x float>, align 32
   %act1_grad.w694 = alloca <8 x float>, align 32
@@ -14160,7 +14160,7 @@ act1_grad.cv639.end:                              ; preds = %act1_grad.cv639
 
 act1_grad.xi672:                                  ; preds = %act1_grad.xi672, %act1_grad.j636.end
   %act1_grad.xi672140 = phi i64 [ 0, %act1_grad.j636.end ], [ %xi672.next, %act1_grad.xi672 ]
-  call void @residual_train_b64.k26.act1_grad.gemm679(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %act1_grad.xi672140)
+  call void @residual_train_b64.k26.act1_grad.gemm679(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %act1_grad.xi672140)
   %xi672.next = add nsw i64 %act1_grad.xi672140, 1
   %825 = icmp slt i64 %xi672.next, 16
   br i1 %825, label %act1_grad.xi672, label %act1_grad.xi672.end
@@ -14642,7 +14642,7 @@ act1_grad.q701.end:                               ; preds = %act1_grad.q701
 }
 
 ; Function Attrs: noinline
-define internal void @residual_train_b64.k26.act1_grad.gemm679(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+define internal void @residual_train_b64.k26.act1_grad.gemm679(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
 entry:
   %act1_grad.t677_a3 = alloca <8 x float>, align 32
   %act1_grad.t677_a2 = alloca <8 x float>, align 32
@@ -15187,7 +15187,7 @@ act1_grad.k678.end:                               ; preds = %act1_grad.k678
 }
 
 ; Function Attrs: noinline
-define internal void @residual_train_b64.k27.act1_grad_sum(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @residual_train_b64.k27.act1_grad_sum(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %act1_grad_sum.i702
 
@@ -15212,7 +15212,7 @@ act1_grad_sum.i702.end:                           ; preds = %act1_grad_sum.i702
 }
 
 ; Function Attrs: noinline
-define internal void @residual_train_b64.k28.conv1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @residual_train_b64.k28.conv1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %conv1_grad.i703
 
@@ -15241,7 +15241,7 @@ conv1_grad.i703.end:                              ; preds = %conv1_grad.i703
 }
 
 ; Function Attrs: noinline
-define internal void @residual_train_b64.k29.conv1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @residual_train_b64.k29.conv1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %conv1_weight_grad.i704
 
@@ -15684,7 +15684,7 @@ conv1_weight_grad.j720:                           ; preds = %conv1_weight_grad.i
   br label %conv1_weight_grad.i721
 
 conv1_weight_grad.j720.end:                       ; preds = %conv1_weight_grad.i721.end
-  call void @residual_train_b64.k29.conv1_weight_grad.gemm730(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @residual_train_b64.k29.conv1_weight_grad.gemm730(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   %g705.next = add nsw i64 %conv1_weight_grad.g7053, 1
   %202 = icmp slt i64 %g705.next, 4
   br i1 %202, label %conv1_weight_grad.g705, label %conv1_weight_grad.g705.end
@@ -15754,7 +15754,7 @@ conv1_weight_grad.r732.end:                       ; preds = %conv1_weight_grad.r
 }
 
 ; Function Attrs: noinline
-define internal void @residual_train_b64.k29.conv1_weight_grad.gemm730(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @residual_train_b64.k29.conv1_weight_grad.gemm730(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv1_weight_grad.t728_a3 = alloca <8 x float>, align 32
   %conv1_weight_grad.t728_a2 = alloca <8 x float>, align 32
@@ -16324,7 +16324,7 @@ conv1_weight_grad.k729.end:                       ; preds = %conv1_weight_grad.k
 }
 
 ; Function Attrs: noinline
-define internal void @residual_train_b64.k30.conv1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @residual_train_b64.k30.conv1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv1_bias_grad.sum743 = alloca float, align 4
   %conv1_bias_grad.sum742 = alloca float, align 4
@@ -16420,7 +16420,7 @@ conv1_bias_grad.i736.end:                         ; preds = %conv1_bias_grad.i73
 }
 
 ; Function Attrs: noinline
-define internal void @residual_train_b64.k31.adam(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @residual_train_b64.k31.adam(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %adam.v_new = alloca float, align 4
   %adam.m_new = alloca float, align 4
@@ -16569,48 +16569,50 @@ adam.i746.end:                                    ; preds = %adam.i746
 ; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
 declare float @llvm.sqrt.f32(float) #2
 
-define void @residual_infer_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
+define void @residual_infer_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
 entry:
-  %part226.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
-  %part21.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
+  %part226.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
+  %part21.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
   %0 = icmp uge i64 0, %step
   br i1 %0, label %entry.then, label %entry.endif
 
 entry.then:                                       ; preds = %entry
-  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part21.context, i32 0, i32 0
+  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part21.context, i32 0, i32 0
   store ptr %params, ptr %1, align 8
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part21.context, i32 0, i32 1
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part21.context, i32 0, i32 1
   store ptr %grads, ptr %2, align 8
-  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part21.context, i32 0, i32 2
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part21.context, i32 0, i32 2
   store ptr %m, ptr %3, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part21.context, i32 0, i32 3
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part21.context, i32 0, i32 3
   store ptr %v, ptr %4, align 8
-  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part21.context, i32 0, i32 4
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part21.context, i32 0, i32 4
   store ptr %arena, ptr %5, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part21.context, i32 0, i32 5
-  store ptr %images, ptr %6, align 8
-  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part21.context, i32 0, i32 6
-  store ptr %labels, ptr %7, align 8
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part21.context, i32 0, i32 7
-  store float %lr, ptr %8, align 4
-  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part21.context, i32 0, i32 8
-  store i64 %step, ptr %9, align 4
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part21.context, i32 0, i32 9
-  store i64 %seed, ptr %10, align 4
-  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part21.context, i32 0, i32 10
-  store ptr %pool, ptr %11, align 8
-  %12 = icmp eq ptr %pool, null
-  br i1 %12, label %prepare.part21.serial, label %prepare.part21.pool
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part21.context, i32 0, i32 5
+  store ptr %prepared, ptr %6, align 8
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part21.context, i32 0, i32 6
+  store ptr %images, ptr %7, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part21.context, i32 0, i32 7
+  store ptr %labels, ptr %8, align 8
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part21.context, i32 0, i32 8
+  store float %lr, ptr %9, align 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part21.context, i32 0, i32 9
+  store i64 %step, ptr %10, align 4
+  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part21.context, i32 0, i32 10
+  store i64 %seed, ptr %11, align 4
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part21.context, i32 0, i32 11
+  store ptr %pool, ptr %12, align 8
+  %13 = icmp eq ptr %pool, null
+  br i1 %13, label %prepare.part21.serial, label %prepare.part21.pool
 
 entry.endif:                                      ; preds = %prepare.part226.done, %entry
-  call void @residual_infer_b64.k0.conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @residual_infer_b64.k1.conv2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @residual_infer_b64.k2.res(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @residual_infer_b64.k3.pool(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @residual_infer_b64.k4.conv3(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @residual_infer_b64.k5.gap(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @residual_infer_b64.k6.flat(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @residual_infer_b64.k7.fc(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @residual_infer_b64.k0.conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @residual_infer_b64.k1.conv2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @residual_infer_b64.k2.res(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @residual_infer_b64.k3.pool(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @residual_infer_b64.k4.conv3(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @residual_infer_b64.k5.gap(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @residual_infer_b64.k6.flat(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @residual_infer_b64.k7.fc(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   ret void
 
 prepare.part21.pool:                              ; preds = %entry.then
@@ -16622,37 +16624,39 @@ prepare.part21.serial:                            ; preds = %entry.then
   br label %prepare.part21
 
 prepare.part21.done:                              ; preds = %prepare.part21.end, %prepare.part21.pool
-  %13 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part226.context, i32 0, i32 0
-  store ptr %params, ptr %13, align 8
-  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part226.context, i32 0, i32 1
-  store ptr %grads, ptr %14, align 8
-  %15 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part226.context, i32 0, i32 2
-  store ptr %m, ptr %15, align 8
-  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part226.context, i32 0, i32 3
-  store ptr %v, ptr %16, align 8
-  %17 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part226.context, i32 0, i32 4
-  store ptr %arena, ptr %17, align 8
-  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part226.context, i32 0, i32 5
-  store ptr %images, ptr %18, align 8
-  %19 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part226.context, i32 0, i32 6
-  store ptr %labels, ptr %19, align 8
-  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part226.context, i32 0, i32 7
-  store float %lr, ptr %20, align 4
-  %21 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part226.context, i32 0, i32 8
-  store i64 %step, ptr %21, align 4
-  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part226.context, i32 0, i32 9
-  store i64 %seed, ptr %22, align 4
-  %23 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part226.context, i32 0, i32 10
-  store ptr %pool, ptr %23, align 8
-  %24 = icmp eq ptr %pool, null
-  br i1 %24, label %prepare.part226.serial, label %prepare.part226.pool
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part226.context, i32 0, i32 0
+  store ptr %params, ptr %14, align 8
+  %15 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part226.context, i32 0, i32 1
+  store ptr %grads, ptr %15, align 8
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part226.context, i32 0, i32 2
+  store ptr %m, ptr %16, align 8
+  %17 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part226.context, i32 0, i32 3
+  store ptr %v, ptr %17, align 8
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part226.context, i32 0, i32 4
+  store ptr %arena, ptr %18, align 8
+  %19 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part226.context, i32 0, i32 5
+  store ptr %prepared, ptr %19, align 8
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part226.context, i32 0, i32 6
+  store ptr %images, ptr %20, align 8
+  %21 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part226.context, i32 0, i32 7
+  store ptr %labels, ptr %21, align 8
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part226.context, i32 0, i32 8
+  store float %lr, ptr %22, align 4
+  %23 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part226.context, i32 0, i32 9
+  store i64 %step, ptr %23, align 4
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part226.context, i32 0, i32 10
+  store i64 %seed, ptr %24, align 4
+  %25 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part226.context, i32 0, i32 11
+  store ptr %pool, ptr %25, align 8
+  %26 = icmp eq ptr %pool, null
+  br i1 %26, label %prepare.part226.serial, label %prepare.part226.pool
 
 prepare.part21:                                   ; preds = %prepare.part21, %prepare.part21.serial
   %prepare.part211 = phi i64 [ 0, %prepare.part21.serial ], [ %part21.next, %prepare.part21 ]
-  call void @residual_infer_b64.part21(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %prepare.part211)
+  call void @residual_infer_b64.part21(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %prepare.part211)
   %part21.next = add nsw i64 %prepare.part211, 1
-  %25 = icmp slt i64 %part21.next, 2
-  br i1 %25, label %prepare.part21, label %prepare.part21.end
+  %27 = icmp slt i64 %part21.next, 2
+  br i1 %27, label %prepare.part21, label %prepare.part21.end
 
 prepare.part21.end:                               ; preds = %prepare.part21
   br label %prepare.part21.done
@@ -16670,17 +16674,17 @@ prepare.part226.done:                             ; preds = %prepare.part226.end
 
 prepare.part226:                                  ; preds = %prepare.part226, %prepare.part226.serial
   %prepare.part2263 = phi i64 [ 0, %prepare.part226.serial ], [ %part226.next, %prepare.part226 ]
-  call void @residual_infer_b64.part226(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %prepare.part2263)
+  call void @residual_infer_b64.part226(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %prepare.part2263)
   %part226.next = add nsw i64 %prepare.part2263, 1
-  %26 = icmp slt i64 %part226.next, 2
-  br i1 %26, label %prepare.part226, label %prepare.part226.end
+  %28 = icmp slt i64 %part226.next, 2
+  br i1 %28, label %prepare.part226, label %prepare.part226.end
 
 prepare.part226.end:                              ; preds = %prepare.part226
   br label %prepare.part226.done
 }
 
 ; Function Attrs: noinline
-define internal void @residual_infer_b64.part21(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+define internal void @residual_infer_b64.part21(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
 entry:
   %prepare.w77 = alloca float, align 4
   %prepare.w76 = alloca float, align 4
@@ -17422,332 +17426,333 @@ prepare.co23:                                     ; preds = %prepare.co23, %prep
   store float %w41110, ptr %prepare.w77, align 4
   %w42 = load float, ptr %prepare.w42, align 4
   %494 = mul nsw i64 %prepare.ci221, 16
-  %495 = add nsw i64 2408448, %494
-  %496 = mul nsw i64 %0, 8
-  %497 = add nsw i64 %496, %prepare.co232
-  %498 = add nsw i64 %495, %497
-  %arena111 = getelementptr inbounds float, ptr %arena, i64 %498
-  store float %w42, ptr %arena111, align 4
+  %495 = mul nsw i64 %0, 8
+  %496 = add nsw i64 %495, %prepare.co232
+  %497 = add nsw i64 %494, %496
+  %prepared111 = getelementptr inbounds float, ptr %prepared, i64 %497
+  store float %w42, ptr %prepared111, align 4
   %w43 = load float, ptr %prepare.w43, align 4
-  %499 = mul nsw i64 %prepare.ci221, 16
-  %500 = add nsw i64 2408704, %499
-  %501 = mul nsw i64 %0, 8
-  %502 = add nsw i64 %501, %prepare.co232
-  %503 = add nsw i64 %500, %502
-  %arena112 = getelementptr inbounds float, ptr %arena, i64 %503
-  store float %w43, ptr %arena112, align 4
+  %498 = mul nsw i64 %prepare.ci221, 16
+  %499 = add nsw i64 256, %498
+  %500 = mul nsw i64 %0, 8
+  %501 = add nsw i64 %500, %prepare.co232
+  %502 = add nsw i64 %499, %501
+  %prepared112 = getelementptr inbounds float, ptr %prepared, i64 %502
+  store float %w43, ptr %prepared112, align 4
   %w44 = load float, ptr %prepare.w44, align 4
-  %504 = mul nsw i64 %prepare.ci221, 16
-  %505 = add nsw i64 2408960, %504
-  %506 = mul nsw i64 %0, 8
-  %507 = add nsw i64 %506, %prepare.co232
-  %508 = add nsw i64 %505, %507
-  %arena113 = getelementptr inbounds float, ptr %arena, i64 %508
-  store float %w44, ptr %arena113, align 4
+  %503 = mul nsw i64 %prepare.ci221, 16
+  %504 = add nsw i64 512, %503
+  %505 = mul nsw i64 %0, 8
+  %506 = add nsw i64 %505, %prepare.co232
+  %507 = add nsw i64 %504, %506
+  %prepared113 = getelementptr inbounds float, ptr %prepared, i64 %507
+  store float %w44, ptr %prepared113, align 4
   %w45 = load float, ptr %prepare.w45, align 4
-  %509 = mul nsw i64 %prepare.ci221, 16
-  %510 = add nsw i64 2409216, %509
-  %511 = mul nsw i64 %0, 8
-  %512 = add nsw i64 %511, %prepare.co232
-  %513 = add nsw i64 %510, %512
-  %arena114 = getelementptr inbounds float, ptr %arena, i64 %513
-  store float %w45, ptr %arena114, align 4
+  %508 = mul nsw i64 %prepare.ci221, 16
+  %509 = add nsw i64 768, %508
+  %510 = mul nsw i64 %0, 8
+  %511 = add nsw i64 %510, %prepare.co232
+  %512 = add nsw i64 %509, %511
+  %prepared114 = getelementptr inbounds float, ptr %prepared, i64 %512
+  store float %w45, ptr %prepared114, align 4
   %w46 = load float, ptr %prepare.w46, align 4
-  %514 = mul nsw i64 %prepare.ci221, 16
-  %515 = add nsw i64 2409472, %514
-  %516 = mul nsw i64 %0, 8
-  %517 = add nsw i64 %516, %prepare.co232
-  %518 = add nsw i64 %515, %517
-  %arena115 = getelementptr inbounds float, ptr %arena, i64 %518
-  store float %w46, ptr %arena115, align 4
+  %513 = mul nsw i64 %prepare.ci221, 16
+  %514 = add nsw i64 1024, %513
+  %515 = mul nsw i64 %0, 8
+  %516 = add nsw i64 %515, %prepare.co232
+  %517 = add nsw i64 %514, %516
+  %prepared115 = getelementptr inbounds float, ptr %prepared, i64 %517
+  store float %w46, ptr %prepared115, align 4
   %w47 = load float, ptr %prepare.w47, align 4
-  %519 = mul nsw i64 %prepare.ci221, 16
-  %520 = add nsw i64 2409728, %519
-  %521 = mul nsw i64 %0, 8
-  %522 = add nsw i64 %521, %prepare.co232
-  %523 = add nsw i64 %520, %522
-  %arena116 = getelementptr inbounds float, ptr %arena, i64 %523
-  store float %w47, ptr %arena116, align 4
+  %518 = mul nsw i64 %prepare.ci221, 16
+  %519 = add nsw i64 1280, %518
+  %520 = mul nsw i64 %0, 8
+  %521 = add nsw i64 %520, %prepare.co232
+  %522 = add nsw i64 %519, %521
+  %prepared116 = getelementptr inbounds float, ptr %prepared, i64 %522
+  store float %w47, ptr %prepared116, align 4
   %w48 = load float, ptr %prepare.w48, align 4
-  %524 = mul nsw i64 %prepare.ci221, 16
-  %525 = add nsw i64 2409984, %524
-  %526 = mul nsw i64 %0, 8
-  %527 = add nsw i64 %526, %prepare.co232
-  %528 = add nsw i64 %525, %527
-  %arena117 = getelementptr inbounds float, ptr %arena, i64 %528
-  store float %w48, ptr %arena117, align 4
+  %523 = mul nsw i64 %prepare.ci221, 16
+  %524 = add nsw i64 1536, %523
+  %525 = mul nsw i64 %0, 8
+  %526 = add nsw i64 %525, %prepare.co232
+  %527 = add nsw i64 %524, %526
+  %prepared117 = getelementptr inbounds float, ptr %prepared, i64 %527
+  store float %w48, ptr %prepared117, align 4
   %w49 = load float, ptr %prepare.w49, align 4
-  %529 = mul nsw i64 %prepare.ci221, 16
-  %530 = add nsw i64 2410240, %529
-  %531 = mul nsw i64 %0, 8
-  %532 = add nsw i64 %531, %prepare.co232
-  %533 = add nsw i64 %530, %532
-  %arena118 = getelementptr inbounds float, ptr %arena, i64 %533
-  store float %w49, ptr %arena118, align 4
+  %528 = mul nsw i64 %prepare.ci221, 16
+  %529 = add nsw i64 1792, %528
+  %530 = mul nsw i64 %0, 8
+  %531 = add nsw i64 %530, %prepare.co232
+  %532 = add nsw i64 %529, %531
+  %prepared118 = getelementptr inbounds float, ptr %prepared, i64 %532
+  store float %w49, ptr %prepared118, align 4
   %w50 = load float, ptr %prepare.w50, align 4
-  %534 = mul nsw i64 %prepare.ci221, 16
-  %535 = add nsw i64 2410496, %534
-  %536 = mul nsw i64 %0, 8
-  %537 = add nsw i64 %536, %prepare.co232
-  %538 = add nsw i64 %535, %537
-  %arena119 = getelementptr inbounds float, ptr %arena, i64 %538
-  store float %w50, ptr %arena119, align 4
+  %533 = mul nsw i64 %prepare.ci221, 16
+  %534 = add nsw i64 2048, %533
+  %535 = mul nsw i64 %0, 8
+  %536 = add nsw i64 %535, %prepare.co232
+  %537 = add nsw i64 %534, %536
+  %prepared119 = getelementptr inbounds float, ptr %prepared, i64 %537
+  store float %w50, ptr %prepared119, align 4
   %w51 = load float, ptr %prepare.w51, align 4
-  %539 = mul nsw i64 %prepare.ci221, 16
-  %540 = add nsw i64 2410752, %539
-  %541 = mul nsw i64 %0, 8
-  %542 = add nsw i64 %541, %prepare.co232
-  %543 = add nsw i64 %540, %542
-  %arena120 = getelementptr inbounds float, ptr %arena, i64 %543
-  store float %w51, ptr %arena120, align 4
+  %538 = mul nsw i64 %prepare.ci221, 16
+  %539 = add nsw i64 2304, %538
+  %540 = mul nsw i64 %0, 8
+  %541 = add nsw i64 %540, %prepare.co232
+  %542 = add nsw i64 %539, %541
+  %prepared120 = getelementptr inbounds float, ptr %prepared, i64 %542
+  store float %w51, ptr %prepared120, align 4
   %w52 = load float, ptr %prepare.w52, align 4
-  %544 = mul nsw i64 %prepare.ci221, 16
-  %545 = add nsw i64 2411008, %544
-  %546 = mul nsw i64 %0, 8
-  %547 = add nsw i64 %546, %prepare.co232
-  %548 = add nsw i64 %545, %547
-  %arena121 = getelementptr inbounds float, ptr %arena, i64 %548
-  store float %w52, ptr %arena121, align 4
+  %543 = mul nsw i64 %prepare.ci221, 16
+  %544 = add nsw i64 2560, %543
+  %545 = mul nsw i64 %0, 8
+  %546 = add nsw i64 %545, %prepare.co232
+  %547 = add nsw i64 %544, %546
+  %prepared121 = getelementptr inbounds float, ptr %prepared, i64 %547
+  store float %w52, ptr %prepared121, align 4
   %w53 = load float, ptr %prepare.w53, align 4
-  %549 = mul nsw i64 %prepare.ci221, 16
-  %550 = add nsw i64 2411264, %549
-  %551 = mul nsw i64 %0, 8
-  %552 = add nsw i64 %551, %prepare.co232
-  %553 = add nsw i64 %550, %552
-  %arena122 = getelementptr inbounds float, ptr %arena, i64 %553
-  store float %w53, ptr %arena122, align 4
+  %548 = mul nsw i64 %prepare.ci221, 16
+  %549 = add nsw i64 2816, %548
+  %550 = mul nsw i64 %0, 8
+  %551 = add nsw i64 %550, %prepare.co232
+  %552 = add nsw i64 %549, %551
+  %prepared122 = getelementptr inbounds float, ptr %prepared, i64 %552
+  store float %w53, ptr %prepared122, align 4
   %w54 = load float, ptr %prepare.w54, align 4
-  %554 = mul nsw i64 %prepare.ci221, 16
-  %555 = add nsw i64 2411520, %554
-  %556 = mul nsw i64 %0, 8
-  %557 = add nsw i64 %556, %prepare.co232
-  %558 = add nsw i64 %555, %557
-  %arena123 = getelementptr inbounds float, ptr %arena, i64 %558
-  store float %w54, ptr %arena123, align 4
+  %553 = mul nsw i64 %prepare.ci221, 16
+  %554 = add nsw i64 3072, %553
+  %555 = mul nsw i64 %0, 8
+  %556 = add nsw i64 %555, %prepare.co232
+  %557 = add nsw i64 %554, %556
+  %prepared123 = getelementptr inbounds float, ptr %prepared, i64 %557
+  store float %w54, ptr %prepared123, align 4
   %w55 = load float, ptr %prepare.w55, align 4
-  %559 = mul nsw i64 %prepare.ci221, 16
-  %560 = add nsw i64 2411776, %559
-  %561 = mul nsw i64 %0, 8
-  %562 = add nsw i64 %561, %prepare.co232
-  %563 = add nsw i64 %560, %562
-  %arena124 = getelementptr inbounds float, ptr %arena, i64 %563
-  store float %w55, ptr %arena124, align 4
+  %558 = mul nsw i64 %prepare.ci221, 16
+  %559 = add nsw i64 3328, %558
+  %560 = mul nsw i64 %0, 8
+  %561 = add nsw i64 %560, %prepare.co232
+  %562 = add nsw i64 %559, %561
+  %prepared124 = getelementptr inbounds float, ptr %prepared, i64 %562
+  store float %w55, ptr %prepared124, align 4
   %w56 = load float, ptr %prepare.w56, align 4
-  %564 = mul nsw i64 %prepare.ci221, 16
-  %565 = add nsw i64 2412032, %564
-  %566 = mul nsw i64 %0, 8
-  %567 = add nsw i64 %566, %prepare.co232
-  %568 = add nsw i64 %565, %567
-  %arena125 = getelementptr inbounds float, ptr %arena, i64 %568
-  store float %w56, ptr %arena125, align 4
+  %563 = mul nsw i64 %prepare.ci221, 16
+  %564 = add nsw i64 3584, %563
+  %565 = mul nsw i64 %0, 8
+  %566 = add nsw i64 %565, %prepare.co232
+  %567 = add nsw i64 %564, %566
+  %prepared125 = getelementptr inbounds float, ptr %prepared, i64 %567
+  store float %w56, ptr %prepared125, align 4
   %w57 = load float, ptr %prepare.w57, align 4
-  %569 = mul nsw i64 %prepare.ci221, 16
-  %570 = add nsw i64 2412288, %569
-  %571 = mul nsw i64 %0, 8
-  %572 = add nsw i64 %571, %prepare.co232
-  %573 = add nsw i64 %570, %572
-  %arena126 = getelementptr inbounds float, ptr %arena, i64 %573
-  store float %w57, ptr %arena126, align 4
+  %568 = mul nsw i64 %prepare.ci221, 16
+  %569 = add nsw i64 3840, %568
+  %570 = mul nsw i64 %0, 8
+  %571 = add nsw i64 %570, %prepare.co232
+  %572 = add nsw i64 %569, %571
+  %prepared126 = getelementptr inbounds float, ptr %prepared, i64 %572
+  store float %w57, ptr %prepared126, align 4
   %w58 = load float, ptr %prepare.w58, align 4
-  %574 = mul nsw i64 %prepare.ci221, 16
-  %575 = add nsw i64 2412544, %574
-  %576 = mul nsw i64 %0, 8
-  %577 = add nsw i64 %576, %prepare.co232
-  %578 = add nsw i64 %575, %577
-  %arena127 = getelementptr inbounds float, ptr %arena, i64 %578
-  store float %w58, ptr %arena127, align 4
+  %573 = mul nsw i64 %prepare.ci221, 16
+  %574 = add nsw i64 4096, %573
+  %575 = mul nsw i64 %0, 8
+  %576 = add nsw i64 %575, %prepare.co232
+  %577 = add nsw i64 %574, %576
+  %prepared127 = getelementptr inbounds float, ptr %prepared, i64 %577
+  store float %w58, ptr %prepared127, align 4
   %w59 = load float, ptr %prepare.w59, align 4
-  %579 = mul nsw i64 %prepare.ci221, 16
-  %580 = add nsw i64 2412800, %579
-  %581 = mul nsw i64 %0, 8
-  %582 = add nsw i64 %581, %prepare.co232
-  %583 = add nsw i64 %580, %582
-  %arena128 = getelementptr inbounds float, ptr %arena, i64 %583
-  store float %w59, ptr %arena128, align 4
+  %578 = mul nsw i64 %prepare.ci221, 16
+  %579 = add nsw i64 4352, %578
+  %580 = mul nsw i64 %0, 8
+  %581 = add nsw i64 %580, %prepare.co232
+  %582 = add nsw i64 %579, %581
+  %prepared128 = getelementptr inbounds float, ptr %prepared, i64 %582
+  store float %w59, ptr %prepared128, align 4
   %w60 = load float, ptr %prepare.w60, align 4
-  %584 = mul nsw i64 %prepare.ci221, 16
-  %585 = add nsw i64 2413056, %584
-  %586 = mul nsw i64 %0, 8
-  %587 = add nsw i64 %586, %prepare.co232
-  %588 = add nsw i64 %585, %587
-  %arena129 = getelementptr inbounds float, ptr %arena, i64 %588
-  store float %w60, ptr %arena129, align 4
+  %583 = mul nsw i64 %prepare.ci221, 16
+  %584 = add nsw i64 4608, %583
+  %585 = mul nsw i64 %0, 8
+  %586 = add nsw i64 %585, %prepare.co232
+  %587 = add nsw i64 %584, %586
+  %prepared129 = getelementptr inbounds float, ptr %prepared, i64 %587
+  store float %w60, ptr %prepared129, align 4
   %w61 = load float, ptr %prepare.w61, align 4
-  %589 = mul nsw i64 %prepare.ci221, 16
-  %590 = add nsw i64 2413312, %589
-  %591 = mul nsw i64 %0, 8
-  %592 = add nsw i64 %591, %prepare.co232
-  %593 = add nsw i64 %590, %592
-  %arena130 = getelementptr inbounds float, ptr %arena, i64 %593
-  store float %w61, ptr %arena130, align 4
+  %588 = mul nsw i64 %prepare.ci221, 16
+  %589 = add nsw i64 4864, %588
+  %590 = mul nsw i64 %0, 8
+  %591 = add nsw i64 %590, %prepare.co232
+  %592 = add nsw i64 %589, %591
+  %prepared130 = getelementptr inbounds float, ptr %prepared, i64 %592
+  store float %w61, ptr %prepared130, align 4
   %w62 = load float, ptr %prepare.w62, align 4
-  %594 = mul nsw i64 %prepare.ci221, 16
-  %595 = add nsw i64 2413568, %594
-  %596 = mul nsw i64 %0, 8
-  %597 = add nsw i64 %596, %prepare.co232
-  %598 = add nsw i64 %595, %597
-  %arena131 = getelementptr inbounds float, ptr %arena, i64 %598
-  store float %w62, ptr %arena131, align 4
+  %593 = mul nsw i64 %prepare.ci221, 16
+  %594 = add nsw i64 5120, %593
+  %595 = mul nsw i64 %0, 8
+  %596 = add nsw i64 %595, %prepare.co232
+  %597 = add nsw i64 %594, %596
+  %prepared131 = getelementptr inbounds float, ptr %prepared, i64 %597
+  store float %w62, ptr %prepared131, align 4
   %w63 = load float, ptr %prepare.w63, align 4
-  %599 = mul nsw i64 %prepare.ci221, 16
-  %600 = add nsw i64 2413824, %599
-  %601 = mul nsw i64 %0, 8
-  %602 = add nsw i64 %601, %prepare.co232
-  %603 = add nsw i64 %600, %602
-  %arena132 = getelementptr inbounds float, ptr %arena, i64 %603
-  store float %w63, ptr %arena132, align 4
+  %598 = mul nsw i64 %prepare.ci221, 16
+  %599 = add nsw i64 5376, %598
+  %600 = mul nsw i64 %0, 8
+  %601 = add nsw i64 %600, %prepare.co232
+  %602 = add nsw i64 %599, %601
+  %prepared132 = getelementptr inbounds float, ptr %prepared, i64 %602
+  store float %w63, ptr %prepared132, align 4
   %w64 = load float, ptr %prepare.w64, align 4
-  %604 = mul nsw i64 %prepare.ci221, 16
-  %605 = add nsw i64 2414080, %604
-  %606 = mul nsw i64 %0, 8
-  %607 = add nsw i64 %606, %prepare.co232
-  %608 = add nsw i64 %605, %607
-  %arena133 = getelementptr inbounds float, ptr %arena, i64 %608
-  store float %w64, ptr %arena133, align 4
+  %603 = mul nsw i64 %prepare.ci221, 16
+  %604 = add nsw i64 5632, %603
+  %605 = mul nsw i64 %0, 8
+  %606 = add nsw i64 %605, %prepare.co232
+  %607 = add nsw i64 %604, %606
+  %prepared133 = getelementptr inbounds float, ptr %prepared, i64 %607
+  store float %w64, ptr %prepared133, align 4
   %w65 = load float, ptr %prepare.w65, align 4
-  %609 = mul nsw i64 %prepare.ci221, 16
-  %610 = add nsw i64 2414336, %609
-  %611 = mul nsw i64 %0, 8
-  %612 = add nsw i64 %611, %prepare.co232
-  %613 = add nsw i64 %610, %612
-  %arena134 = getelementptr inbounds float, ptr %arena, i64 %613
-  store float %w65, ptr %arena134, align 4
+  %608 = mul nsw i64 %prepare.ci221, 16
+  %609 = add nsw i64 5888, %608
+  %610 = mul nsw i64 %0, 8
+  %611 = add nsw i64 %610, %prepare.co232
+  %612 = add nsw i64 %609, %611
+  %prepared134 = getelementptr inbounds float, ptr %prepared, i64 %612
+  store float %w65, ptr %prepared134, align 4
   %w66 = load float, ptr %prepare.w66, align 4
-  %614 = mul nsw i64 %prepare.ci221, 16
-  %615 = add nsw i64 2414592, %614
-  %616 = mul nsw i64 %0, 8
-  %617 = add nsw i64 %616, %prepare.co232
-  %618 = add nsw i64 %615, %617
-  %arena135 = getelementptr inbounds float, ptr %arena, i64 %618
-  store float %w66, ptr %arena135, align 4
+  %613 = mul nsw i64 %prepare.ci221, 16
+  %614 = add nsw i64 6144, %613
+  %615 = mul nsw i64 %0, 8
+  %616 = add nsw i64 %615, %prepare.co232
+  %617 = add nsw i64 %614, %616
+  %prepared135 = getelementptr inbounds float, ptr %prepared, i64 %617
+  store float %w66, ptr %prepared135, align 4
   %w67 = load float, ptr %prepare.w67, align 4
-  %619 = mul nsw i64 %prepare.ci221, 16
-  %620 = add nsw i64 2414848, %619
-  %621 = mul nsw i64 %0, 8
-  %622 = add nsw i64 %621, %prepare.co232
-  %623 = add nsw i64 %620, %622
-  %arena136 = getelementptr inbounds float, ptr %arena, i64 %623
-  store float %w67, ptr %arena136, align 4
+  %618 = mul nsw i64 %prepare.ci221, 16
+  %619 = add nsw i64 6400, %618
+  %620 = mul nsw i64 %0, 8
+  %621 = add nsw i64 %620, %prepare.co232
+  %622 = add nsw i64 %619, %621
+  %prepared136 = getelementptr inbounds float, ptr %prepared, i64 %622
+  store float %w67, ptr %prepared136, align 4
   %w68 = load float, ptr %prepare.w68, align 4
-  %624 = mul nsw i64 %prepare.ci221, 16
-  %625 = add nsw i64 2415104, %624
-  %626 = mul nsw i64 %0, 8
-  %627 = add nsw i64 %626, %prepare.co232
-  %628 = add nsw i64 %625, %627
-  %arena137 = getelementptr inbounds float, ptr %arena, i64 %628
-  store float %w68, ptr %arena137, align 4
+  %623 = mul nsw i64 %prepare.ci221, 16
+  %624 = add nsw i64 6656, %623
+  %625 = mul nsw i64 %0, 8
+  %626 = add nsw i64 %625, %prepare.co232
+  %627 = add nsw i64 %624, %626
+  %prepared137 = getelementptr inbounds float, ptr %prepared, i64 %627
+  store float %w68, ptr %prepared137, align 4
   %w69 = load float, ptr %prepare.w69, align 4
-  %629 = mul nsw i64 %prepare.ci221, 16
-  %630 = add nsw i64 2415360, %629
-  %631 = mul nsw i64 %0, 8
-  %632 = add nsw i64 %631, %prepare.co232
-  %633 = add nsw i64 %630, %632
-  %arena138 = getelementptr inbounds float, ptr %arena, i64 %633
-  store float %w69, ptr %arena138, align 4
+  %628 = mul nsw i64 %prepare.ci221, 16
+  %629 = add nsw i64 6912, %628
+  %630 = mul nsw i64 %0, 8
+  %631 = add nsw i64 %630, %prepare.co232
+  %632 = add nsw i64 %629, %631
+  %prepared138 = getelementptr inbounds float, ptr %prepared, i64 %632
+  store float %w69, ptr %prepared138, align 4
   %w70 = load float, ptr %prepare.w70, align 4
-  %634 = mul nsw i64 %prepare.ci221, 16
-  %635 = add nsw i64 2415616, %634
-  %636 = mul nsw i64 %0, 8
-  %637 = add nsw i64 %636, %prepare.co232
-  %638 = add nsw i64 %635, %637
-  %arena139 = getelementptr inbounds float, ptr %arena, i64 %638
-  store float %w70, ptr %arena139, align 4
+  %633 = mul nsw i64 %prepare.ci221, 16
+  %634 = add nsw i64 7168, %633
+  %635 = mul nsw i64 %0, 8
+  %636 = add nsw i64 %635, %prepare.co232
+  %637 = add nsw i64 %634, %636
+  %prepared139 = getelementptr inbounds float, ptr %prepared, i64 %637
+  store float %w70, ptr %prepared139, align 4
   %w71 = load float, ptr %prepare.w71, align 4
-  %639 = mul nsw i64 %prepare.ci221, 16
-  %640 = add nsw i64 2415872, %639
-  %641 = mul nsw i64 %0, 8
-  %642 = add nsw i64 %641, %prepare.co232
-  %643 = add nsw i64 %640, %642
-  %arena140 = getelementptr inbounds float, ptr %arena, i64 %643
-  store float %w71, ptr %arena140, align 4
+  %638 = mul nsw i64 %prepare.ci221, 16
+  %639 = add nsw i64 7424, %638
+  %640 = mul nsw i64 %0, 8
+  %641 = add nsw i64 %640, %prepare.co232
+  %642 = add nsw i64 %639, %641
+  %prepared140 = getelementptr inbounds float, ptr %prepared, i64 %642
+  store float %w71, ptr %prepared140, align 4
   %w72 = load float, ptr %prepare.w72, align 4
-  %644 = mul nsw i64 %prepare.ci221, 16
-  %645 = add nsw i64 2416128, %644
-  %646 = mul nsw i64 %0, 8
-  %647 = add nsw i64 %646, %prepare.co232
-  %648 = add nsw i64 %645, %647
-  %arena141 = getelementptr inbounds float, ptr %arena, i64 %648
-  store float %w72, ptr %arena141, align 4
+  %643 = mul nsw i64 %prepare.ci221, 16
+  %644 = add nsw i64 7680, %643
+  %645 = mul nsw i64 %0, 8
+  %646 = add nsw i64 %645, %prepare.co232
+  %647 = add nsw i64 %644, %646
+  %prepared141 = getelementptr inbounds float, ptr %prepared, i64 %647
+  store float %w72, ptr %prepared141, align 4
   %w73 = load float, ptr %prepare.w73, align 4
-  %649 = mul nsw i64 %prepare.ci221, 16
-  %650 = add nsw i64 2416384, %649
-  %651 = mul nsw i64 %0, 8
-  %652 = add nsw i64 %651, %prepare.co232
-  %653 = add nsw i64 %650, %652
-  %arena142 = getelementptr inbounds float, ptr %arena, i64 %653
-  store float %w73, ptr %arena142, align 4
+  %648 = mul nsw i64 %prepare.ci221, 16
+  %649 = add nsw i64 7936, %648
+  %650 = mul nsw i64 %0, 8
+  %651 = add nsw i64 %650, %prepare.co232
+  %652 = add nsw i64 %649, %651
+  %prepared142 = getelementptr inbounds float, ptr %prepared, i64 %652
+  store float %w73, ptr %prepared142, align 4
   %w74 = load float, ptr %prepare.w74, align 4
-  %654 = mul nsw i64 %prepare.ci221, 16
-  %655 = add nsw i64 2416640, %654
-  %656 = mul nsw i64 %0, 8
-  %657 = add nsw i64 %656, %prepare.co232
-  %658 = add nsw i64 %655, %657
-  %arena143 = getelementptr inbounds float, ptr %arena, i64 %658
-  store float %w74, ptr %arena143, align 4
+  %653 = mul nsw i64 %prepare.ci221, 16
+  %654 = add nsw i64 8192, %653
+  %655 = mul nsw i64 %0, 8
+  %656 = add nsw i64 %655, %prepare.co232
+  %657 = add nsw i64 %654, %656
+  %prepared143 = getelementptr inbounds float, ptr %prepared, i64 %657
+  store float %w74, ptr %prepared143, align 4
   %w75 = load float, ptr %prepare.w75, align 4
-  %659 = mul nsw i64 %prepare.ci221, 16
-  %660 = add nsw i64 2416896, %659
-  %661 = mul nsw i64 %0, 8
-  %662 = add nsw i64 %661, %prepare.co232
-  %663 = add nsw i64 %660, %662
-  %arena144 = getelementptr inbounds float, ptr %arena, i64 %663
-  store float %w75, ptr %arena144, align 4
+  %658 = mul nsw i64 %prepare.ci221, 16
+  %659 = add nsw i64 8448, %658
+  %660 = mul nsw i64 %0, 8
+  %661 = add nsw i64 %660, %prepare.co232
+  %662 = add nsw i64 %659, %661
+  %prepared144 = getelementptr inbounds float, ptr %prepared, i64 %662
+  store float %w75, ptr %prepared144, align 4
   %w76 = load float, ptr %prepare.w76, align 4
-  %664 = mul nsw i64 %prepare.ci221, 16
-  %665 = add nsw i64 2417152, %664
-  %666 = mul nsw i64 %0, 8
-  %667 = add nsw i64 %666, %prepare.co232
-  %668 = add nsw i64 %665, %667
-  %arena145 = getelementptr inbounds float, ptr %arena, i64 %668
-  store float %w76, ptr %arena145, align 4
+  %663 = mul nsw i64 %prepare.ci221, 16
+  %664 = add nsw i64 8704, %663
+  %665 = mul nsw i64 %0, 8
+  %666 = add nsw i64 %665, %prepare.co232
+  %667 = add nsw i64 %664, %666
+  %prepared145 = getelementptr inbounds float, ptr %prepared, i64 %667
+  store float %w76, ptr %prepared145, align 4
   %w77 = load float, ptr %prepare.w77, align 4
-  %669 = mul nsw i64 %prepare.ci221, 16
-  %670 = add nsw i64 2417408, %669
-  %671 = mul nsw i64 %0, 8
-  %672 = add nsw i64 %671, %prepare.co232
-  %673 = add nsw i64 %670, %672
-  %arena146 = getelementptr inbounds float, ptr %arena, i64 %673
-  store float %w77, ptr %arena146, align 4
+  %668 = mul nsw i64 %prepare.ci221, 16
+  %669 = add nsw i64 8960, %668
+  %670 = mul nsw i64 %0, 8
+  %671 = add nsw i64 %670, %prepare.co232
+  %672 = add nsw i64 %669, %671
+  %prepared146 = getelementptr inbounds float, ptr %prepared, i64 %672
+  store float %w77, ptr %prepared146, align 4
   %co23.next = add nsw i64 %prepare.co232, 1
-  %674 = icmp slt i64 %co23.next, 8
-  br i1 %674, label %prepare.co23, label %prepare.co23.end
+  %673 = icmp slt i64 %co23.next, 8
+  br i1 %673, label %prepare.co23, label %prepare.co23.end
 
 prepare.co23.end:                                 ; preds = %prepare.co23
   %ci22.next = add nsw i64 %prepare.ci221, 1
-  %675 = icmp slt i64 %ci22.next, 16
-  br i1 %675, label %prepare.ci22, label %prepare.ci22.end
+  %674 = icmp slt i64 %ci22.next, 16
+  br i1 %674, label %prepare.ci22, label %prepare.ci22.end
 }
 
 define internal void @residual_infer_b64.part21.task(ptr %0, i64 %1) {
 entry:
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
   %3 = load ptr, ptr %2, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
   %5 = load ptr, ptr %4, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
   %7 = load ptr, ptr %6, align 8
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
   %9 = load ptr, ptr %8, align 8
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
   %11 = load ptr, ptr %10, align 8
-  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
   %13 = load ptr, ptr %12, align 8
-  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
   %15 = load ptr, ptr %14, align 8
-  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
-  %17 = load float, ptr %16, align 4
-  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
-  %19 = load i64, ptr %18, align 4
-  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
+  %17 = load ptr, ptr %16, align 8
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
+  %19 = load float, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
   %21 = load i64, ptr %20, align 4
-  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
-  %23 = load ptr, ptr %22, align 8
-  call void @residual_infer_b64.part21(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
+  %23 = load i64, ptr %22, align 4
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 11
+  %25 = load ptr, ptr %24, align 8
+  call void @residual_infer_b64.part21(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, ptr %17, float %19, i64 %21, i64 %23, ptr %25, i64 %1)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @residual_infer_b64.part226(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+define internal void @residual_infer_b64.part226(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
 entry:
   %prepare.w282 = alloca float, align 4
   %prepare.w281 = alloca float, align 4
@@ -18489,292 +18494,292 @@ prepare.co228:                                    ; preds = %prepare.co228, %pre
   store float %w246110, ptr %prepare.w282, align 4
   %w247 = load float, ptr %prepare.w247, align 4
   %494 = mul nsw i64 %prepare.ci2271, 32
-  %495 = add nsw i64 2417664, %494
+  %495 = add nsw i64 9216, %494
   %496 = mul nsw i64 %0, 16
   %497 = add nsw i64 %496, %prepare.co2282
   %498 = add nsw i64 %495, %497
-  %arena111 = getelementptr inbounds float, ptr %arena, i64 %498
-  store float %w247, ptr %arena111, align 4
+  %prepared111 = getelementptr inbounds float, ptr %prepared, i64 %498
+  store float %w247, ptr %prepared111, align 4
   %w248 = load float, ptr %prepare.w248, align 4
   %499 = mul nsw i64 %prepare.ci2271, 32
-  %500 = add nsw i64 2418176, %499
+  %500 = add nsw i64 9728, %499
   %501 = mul nsw i64 %0, 16
   %502 = add nsw i64 %501, %prepare.co2282
   %503 = add nsw i64 %500, %502
-  %arena112 = getelementptr inbounds float, ptr %arena, i64 %503
-  store float %w248, ptr %arena112, align 4
+  %prepared112 = getelementptr inbounds float, ptr %prepared, i64 %503
+  store float %w248, ptr %prepared112, align 4
   %w249 = load float, ptr %prepare.w249, align 4
   %504 = mul nsw i64 %prepare.ci2271, 32
-  %505 = add nsw i64 2418688, %504
+  %505 = add nsw i64 10240, %504
   %506 = mul nsw i64 %0, 16
   %507 = add nsw i64 %506, %prepare.co2282
   %508 = add nsw i64 %505, %507
-  %arena113 = getelementptr inbounds float, ptr %arena, i64 %508
-  store float %w249, ptr %arena113, align 4
+  %prepared113 = getelementptr inbounds float, ptr %prepared, i64 %508
+  store float %w249, ptr %prepared113, align 4
   %w250 = load float, ptr %prepare.w250, align 4
   %509 = mul nsw i64 %prepare.ci2271, 32
-  %510 = add nsw i64 2419200, %509
+  %510 = add nsw i64 10752, %509
   %511 = mul nsw i64 %0, 16
   %512 = add nsw i64 %511, %prepare.co2282
   %513 = add nsw i64 %510, %512
-  %arena114 = getelementptr inbounds float, ptr %arena, i64 %513
-  store float %w250, ptr %arena114, align 4
+  %prepared114 = getelementptr inbounds float, ptr %prepared, i64 %513
+  store float %w250, ptr %prepared114, align 4
   %w251 = load float, ptr %prepare.w251, align 4
   %514 = mul nsw i64 %prepare.ci2271, 32
-  %515 = add nsw i64 2419712, %514
+  %515 = add nsw i64 11264, %514
   %516 = mul nsw i64 %0, 16
   %517 = add nsw i64 %516, %prepare.co2282
   %518 = add nsw i64 %515, %517
-  %arena115 = getelementptr inbounds float, ptr %arena, i64 %518
-  store float %w251, ptr %arena115, align 4
+  %prepared115 = getelementptr inbounds float, ptr %prepared, i64 %518
+  store float %w251, ptr %prepared115, align 4
   %w252 = load float, ptr %prepare.w252, align 4
   %519 = mul nsw i64 %prepare.ci2271, 32
-  %520 = add nsw i64 2420224, %519
+  %520 = add nsw i64 11776, %519
   %521 = mul nsw i64 %0, 16
   %522 = add nsw i64 %521, %prepare.co2282
   %523 = add nsw i64 %520, %522
-  %arena116 = getelementptr inbounds float, ptr %arena, i64 %523
-  store float %w252, ptr %arena116, align 4
+  %prepared116 = getelementptr inbounds float, ptr %prepared, i64 %523
+  store float %w252, ptr %prepared116, align 4
   %w253 = load float, ptr %prepare.w253, align 4
   %524 = mul nsw i64 %prepare.ci2271, 32
-  %525 = add nsw i64 2420736, %524
+  %525 = add nsw i64 12288, %524
   %526 = mul nsw i64 %0, 16
   %527 = add nsw i64 %526, %prepare.co2282
   %528 = add nsw i64 %525, %527
-  %arena117 = getelementptr inbounds float, ptr %arena, i64 %528
-  store float %w253, ptr %arena117, align 4
+  %prepared117 = getelementptr inbounds float, ptr %prepared, i64 %528
+  store float %w253, ptr %prepared117, align 4
   %w254 = load float, ptr %prepare.w254, align 4
   %529 = mul nsw i64 %prepare.ci2271, 32
-  %530 = add nsw i64 2421248, %529
+  %530 = add nsw i64 12800, %529
   %531 = mul nsw i64 %0, 16
   %532 = add nsw i64 %531, %prepare.co2282
   %533 = add nsw i64 %530, %532
-  %arena118 = getelementptr inbounds float, ptr %arena, i64 %533
-  store float %w254, ptr %arena118, align 4
+  %prepared118 = getelementptr inbounds float, ptr %prepared, i64 %533
+  store float %w254, ptr %prepared118, align 4
   %w255 = load float, ptr %prepare.w255, align 4
   %534 = mul nsw i64 %prepare.ci2271, 32
-  %535 = add nsw i64 2421760, %534
+  %535 = add nsw i64 13312, %534
   %536 = mul nsw i64 %0, 16
   %537 = add nsw i64 %536, %prepare.co2282
   %538 = add nsw i64 %535, %537
-  %arena119 = getelementptr inbounds float, ptr %arena, i64 %538
-  store float %w255, ptr %arena119, align 4
+  %prepared119 = getelementptr inbounds float, ptr %prepared, i64 %538
+  store float %w255, ptr %prepared119, align 4
   %w256 = load float, ptr %prepare.w256, align 4
   %539 = mul nsw i64 %prepare.ci2271, 32
-  %540 = add nsw i64 2422272, %539
+  %540 = add nsw i64 13824, %539
   %541 = mul nsw i64 %0, 16
   %542 = add nsw i64 %541, %prepare.co2282
   %543 = add nsw i64 %540, %542
-  %arena120 = getelementptr inbounds float, ptr %arena, i64 %543
-  store float %w256, ptr %arena120, align 4
+  %prepared120 = getelementptr inbounds float, ptr %prepared, i64 %543
+  store float %w256, ptr %prepared120, align 4
   %w257 = load float, ptr %prepare.w257, align 4
   %544 = mul nsw i64 %prepare.ci2271, 32
-  %545 = add nsw i64 2422784, %544
+  %545 = add nsw i64 14336, %544
   %546 = mul nsw i64 %0, 16
   %547 = add nsw i64 %546, %prepare.co2282
   %548 = add nsw i64 %545, %547
-  %arena121 = getelementptr inbounds float, ptr %arena, i64 %548
-  store float %w257, ptr %arena121, align 4
+  %prepared121 = getelementptr inbounds float, ptr %prepared, i64 %548
+  store float %w257, ptr %prepared121, align 4
   %w258 = load float, ptr %prepare.w258, align 4
   %549 = mul nsw i64 %prepare.ci2271, 32
-  %550 = add nsw i64 2423296, %549
+  %550 = add nsw i64 14848, %549
   %551 = mul nsw i64 %0, 16
   %552 = add nsw i64 %551, %prepare.co2282
   %553 = add nsw i64 %550, %552
-  %arena122 = getelementptr inbounds float, ptr %arena, i64 %553
-  store float %w258, ptr %arena122, align 4
+  %prepared122 = getelementptr inbounds float, ptr %prepared, i64 %553
+  store float %w258, ptr %prepared122, align 4
   %w259 = load float, ptr %prepare.w259, align 4
   %554 = mul nsw i64 %prepare.ci2271, 32
-  %555 = add nsw i64 2423808, %554
+  %555 = add nsw i64 15360, %554
   %556 = mul nsw i64 %0, 16
   %557 = add nsw i64 %556, %prepare.co2282
   %558 = add nsw i64 %555, %557
-  %arena123 = getelementptr inbounds float, ptr %arena, i64 %558
-  store float %w259, ptr %arena123, align 4
+  %prepared123 = getelementptr inbounds float, ptr %prepared, i64 %558
+  store float %w259, ptr %prepared123, align 4
   %w260 = load float, ptr %prepare.w260, align 4
   %559 = mul nsw i64 %prepare.ci2271, 32
-  %560 = add nsw i64 2424320, %559
+  %560 = add nsw i64 15872, %559
   %561 = mul nsw i64 %0, 16
   %562 = add nsw i64 %561, %prepare.co2282
   %563 = add nsw i64 %560, %562
-  %arena124 = getelementptr inbounds float, ptr %arena, i64 %563
-  store float %w260, ptr %arena124, align 4
+  %prepared124 = getelementptr inbounds float, ptr %prepared, i64 %563
+  store float %w260, ptr %prepared124, align 4
   %w261 = load float, ptr %prepare.w261, align 4
   %564 = mul nsw i64 %prepare.ci2271, 32
-  %565 = add nsw i64 2424832, %564
+  %565 = add nsw i64 16384, %564
   %566 = mul nsw i64 %0, 16
   %567 = add nsw i64 %566, %prepare.co2282
   %568 = add nsw i64 %565, %567
-  %arena125 = getelementptr inbounds float, ptr %arena, i64 %568
-  store float %w261, ptr %arena125, align 4
+  %prepared125 = getelementptr inbounds float, ptr %prepared, i64 %568
+  store float %w261, ptr %prepared125, align 4
   %w262 = load float, ptr %prepare.w262, align 4
   %569 = mul nsw i64 %prepare.ci2271, 32
-  %570 = add nsw i64 2425344, %569
+  %570 = add nsw i64 16896, %569
   %571 = mul nsw i64 %0, 16
   %572 = add nsw i64 %571, %prepare.co2282
   %573 = add nsw i64 %570, %572
-  %arena126 = getelementptr inbounds float, ptr %arena, i64 %573
-  store float %w262, ptr %arena126, align 4
+  %prepared126 = getelementptr inbounds float, ptr %prepared, i64 %573
+  store float %w262, ptr %prepared126, align 4
   %w263 = load float, ptr %prepare.w263, align 4
   %574 = mul nsw i64 %prepare.ci2271, 32
-  %575 = add nsw i64 2425856, %574
+  %575 = add nsw i64 17408, %574
   %576 = mul nsw i64 %0, 16
   %577 = add nsw i64 %576, %prepare.co2282
   %578 = add nsw i64 %575, %577
-  %arena127 = getelementptr inbounds float, ptr %arena, i64 %578
-  store float %w263, ptr %arena127, align 4
+  %prepared127 = getelementptr inbounds float, ptr %prepared, i64 %578
+  store float %w263, ptr %prepared127, align 4
   %w264 = load float, ptr %prepare.w264, align 4
   %579 = mul nsw i64 %prepare.ci2271, 32
-  %580 = add nsw i64 2426368, %579
+  %580 = add nsw i64 17920, %579
   %581 = mul nsw i64 %0, 16
   %582 = add nsw i64 %581, %prepare.co2282
   %583 = add nsw i64 %580, %582
-  %arena128 = getelementptr inbounds float, ptr %arena, i64 %583
-  store float %w264, ptr %arena128, align 4
+  %prepared128 = getelementptr inbounds float, ptr %prepared, i64 %583
+  store float %w264, ptr %prepared128, align 4
   %w265 = load float, ptr %prepare.w265, align 4
   %584 = mul nsw i64 %prepare.ci2271, 32
-  %585 = add nsw i64 2426880, %584
+  %585 = add nsw i64 18432, %584
   %586 = mul nsw i64 %0, 16
   %587 = add nsw i64 %586, %prepare.co2282
   %588 = add nsw i64 %585, %587
-  %arena129 = getelementptr inbounds float, ptr %arena, i64 %588
-  store float %w265, ptr %arena129, align 4
+  %prepared129 = getelementptr inbounds float, ptr %prepared, i64 %588
+  store float %w265, ptr %prepared129, align 4
   %w266 = load float, ptr %prepare.w266, align 4
   %589 = mul nsw i64 %prepare.ci2271, 32
-  %590 = add nsw i64 2427392, %589
+  %590 = add nsw i64 18944, %589
   %591 = mul nsw i64 %0, 16
   %592 = add nsw i64 %591, %prepare.co2282
   %593 = add nsw i64 %590, %592
-  %arena130 = getelementptr inbounds float, ptr %arena, i64 %593
-  store float %w266, ptr %arena130, align 4
+  %prepared130 = getelementptr inbounds float, ptr %prepared, i64 %593
+  store float %w266, ptr %prepared130, align 4
   %w267 = load float, ptr %prepare.w267, align 4
   %594 = mul nsw i64 %prepare.ci2271, 32
-  %595 = add nsw i64 2427904, %594
+  %595 = add nsw i64 19456, %594
   %596 = mul nsw i64 %0, 16
   %597 = add nsw i64 %596, %prepare.co2282
   %598 = add nsw i64 %595, %597
-  %arena131 = getelementptr inbounds float, ptr %arena, i64 %598
-  store float %w267, ptr %arena131, align 4
+  %prepared131 = getelementptr inbounds float, ptr %prepared, i64 %598
+  store float %w267, ptr %prepared131, align 4
   %w268 = load float, ptr %prepare.w268, align 4
   %599 = mul nsw i64 %prepare.ci2271, 32
-  %600 = add nsw i64 2428416, %599
+  %600 = add nsw i64 19968, %599
   %601 = mul nsw i64 %0, 16
   %602 = add nsw i64 %601, %prepare.co2282
   %603 = add nsw i64 %600, %602
-  %arena132 = getelementptr inbounds float, ptr %arena, i64 %603
-  store float %w268, ptr %arena132, align 4
+  %prepared132 = getelementptr inbounds float, ptr %prepared, i64 %603
+  store float %w268, ptr %prepared132, align 4
   %w269 = load float, ptr %prepare.w269, align 4
   %604 = mul nsw i64 %prepare.ci2271, 32
-  %605 = add nsw i64 2428928, %604
+  %605 = add nsw i64 20480, %604
   %606 = mul nsw i64 %0, 16
   %607 = add nsw i64 %606, %prepare.co2282
   %608 = add nsw i64 %605, %607
-  %arena133 = getelementptr inbounds float, ptr %arena, i64 %608
-  store float %w269, ptr %arena133, align 4
+  %prepared133 = getelementptr inbounds float, ptr %prepared, i64 %608
+  store float %w269, ptr %prepared133, align 4
   %w270 = load float, ptr %prepare.w270, align 4
   %609 = mul nsw i64 %prepare.ci2271, 32
-  %610 = add nsw i64 2429440, %609
+  %610 = add nsw i64 20992, %609
   %611 = mul nsw i64 %0, 16
   %612 = add nsw i64 %611, %prepare.co2282
   %613 = add nsw i64 %610, %612
-  %arena134 = getelementptr inbounds float, ptr %arena, i64 %613
-  store float %w270, ptr %arena134, align 4
+  %prepared134 = getelementptr inbounds float, ptr %prepared, i64 %613
+  store float %w270, ptr %prepared134, align 4
   %w271 = load float, ptr %prepare.w271, align 4
   %614 = mul nsw i64 %prepare.ci2271, 32
-  %615 = add nsw i64 2429952, %614
+  %615 = add nsw i64 21504, %614
   %616 = mul nsw i64 %0, 16
   %617 = add nsw i64 %616, %prepare.co2282
   %618 = add nsw i64 %615, %617
-  %arena135 = getelementptr inbounds float, ptr %arena, i64 %618
-  store float %w271, ptr %arena135, align 4
+  %prepared135 = getelementptr inbounds float, ptr %prepared, i64 %618
+  store float %w271, ptr %prepared135, align 4
   %w272 = load float, ptr %prepare.w272, align 4
   %619 = mul nsw i64 %prepare.ci2271, 32
-  %620 = add nsw i64 2430464, %619
+  %620 = add nsw i64 22016, %619
   %621 = mul nsw i64 %0, 16
   %622 = add nsw i64 %621, %prepare.co2282
   %623 = add nsw i64 %620, %622
-  %arena136 = getelementptr inbounds float, ptr %arena, i64 %623
-  store float %w272, ptr %arena136, align 4
+  %prepared136 = getelementptr inbounds float, ptr %prepared, i64 %623
+  store float %w272, ptr %prepared136, align 4
   %w273 = load float, ptr %prepare.w273, align 4
   %624 = mul nsw i64 %prepare.ci2271, 32
-  %625 = add nsw i64 2430976, %624
+  %625 = add nsw i64 22528, %624
   %626 = mul nsw i64 %0, 16
   %627 = add nsw i64 %626, %prepare.co2282
   %628 = add nsw i64 %625, %627
-  %arena137 = getelementptr inbounds float, ptr %arena, i64 %628
-  store float %w273, ptr %arena137, align 4
+  %prepared137 = getelementptr inbounds float, ptr %prepared, i64 %628
+  store float %w273, ptr %prepared137, align 4
   %w274 = load float, ptr %prepare.w274, align 4
   %629 = mul nsw i64 %prepare.ci2271, 32
-  %630 = add nsw i64 2431488, %629
+  %630 = add nsw i64 23040, %629
   %631 = mul nsw i64 %0, 16
   %632 = add nsw i64 %631, %prepare.co2282
   %633 = add nsw i64 %630, %632
-  %arena138 = getelementptr inbounds float, ptr %arena, i64 %633
-  store float %w274, ptr %arena138, align 4
+  %prepared138 = getelementptr inbounds float, ptr %prepared, i64 %633
+  store float %w274, ptr %prepared138, align 4
   %w275 = load float, ptr %prepare.w275, align 4
   %634 = mul nsw i64 %prepare.ci2271, 32
-  %635 = add nsw i64 2432000, %634
+  %635 = add nsw i64 23552, %634
   %636 = mul nsw i64 %0, 16
   %637 = add nsw i64 %636, %prepare.co2282
   %638 = add nsw i64 %635, %637
-  %arena139 = getelementptr inbounds float, ptr %arena, i64 %638
-  store float %w275, ptr %arena139, align 4
+  %prepared139 = getelementptr inbounds float, ptr %prepared, i64 %638
+  store float %w275, ptr %prepared139, align 4
   %w276 = load float, ptr %prepare.w276, align 4
   %639 = mul nsw i64 %prepare.ci2271, 32
-  %640 = add nsw i64 2432512, %639
+  %640 = add nsw i64 24064, %639
   %641 = mul nsw i64 %0, 16
   %642 = add nsw i64 %641, %prepare.co2282
   %643 = add nsw i64 %640, %642
-  %arena140 = getelementptr inbounds float, ptr %arena, i64 %643
-  store float %w276, ptr %arena140, align 4
+  %prepared140 = getelementptr inbounds float, ptr %prepared, i64 %643
+  store float %w276, ptr %prepared140, align 4
   %w277 = load float, ptr %prepare.w277, align 4
   %644 = mul nsw i64 %prepare.ci2271, 32
-  %645 = add nsw i64 2433024, %644
+  %645 = add nsw i64 24576, %644
   %646 = mul nsw i64 %0, 16
   %647 = add nsw i64 %646, %prepare.co2282
   %648 = add nsw i64 %645, %647
-  %arena141 = getelementptr inbounds float, ptr %arena, i64 %648
-  store float %w277, ptr %arena141, align 4
+  %prepared141 = getelementptr inbounds float, ptr %prepared, i64 %648
+  store float %w277, ptr %prepared141, align 4
   %w278 = load float, ptr %prepare.w278, align 4
   %649 = mul nsw i64 %prepare.ci2271, 32
-  %650 = add nsw i64 2433536, %649
+  %650 = add nsw i64 25088, %649
   %651 = mul nsw i64 %0, 16
   %652 = add nsw i64 %651, %prepare.co2282
   %653 = add nsw i64 %650, %652
-  %arena142 = getelementptr inbounds float, ptr %arena, i64 %653
-  store float %w278, ptr %arena142, align 4
+  %prepared142 = getelementptr inbounds float, ptr %prepared, i64 %653
+  store float %w278, ptr %prepared142, align 4
   %w279 = load float, ptr %prepare.w279, align 4
   %654 = mul nsw i64 %prepare.ci2271, 32
-  %655 = add nsw i64 2434048, %654
+  %655 = add nsw i64 25600, %654
   %656 = mul nsw i64 %0, 16
   %657 = add nsw i64 %656, %prepare.co2282
   %658 = add nsw i64 %655, %657
-  %arena143 = getelementptr inbounds float, ptr %arena, i64 %658
-  store float %w279, ptr %arena143, align 4
+  %prepared143 = getelementptr inbounds float, ptr %prepared, i64 %658
+  store float %w279, ptr %prepared143, align 4
   %w280 = load float, ptr %prepare.w280, align 4
   %659 = mul nsw i64 %prepare.ci2271, 32
-  %660 = add nsw i64 2434560, %659
+  %660 = add nsw i64 26112, %659
   %661 = mul nsw i64 %0, 16
   %662 = add nsw i64 %661, %prepare.co2282
   %663 = add nsw i64 %660, %662
-  %arena144 = getelementptr inbounds float, ptr %arena, i64 %663
-  store float %w280, ptr %arena144, align 4
+  %prepared144 = getelementptr inbounds float, ptr %prepared, i64 %663
+  store float %w280, ptr %prepared144, align 4
   %w281 = load float, ptr %prepare.w281, align 4
   %664 = mul nsw i64 %prepare.ci2271, 32
-  %665 = add nsw i64 2435072, %664
+  %665 = add nsw i64 26624, %664
   %666 = mul nsw i64 %0, 16
   %667 = add nsw i64 %666, %prepare.co2282
   %668 = add nsw i64 %665, %667
-  %arena145 = getelementptr inbounds float, ptr %arena, i64 %668
-  store float %w281, ptr %arena145, align 4
+  %prepared145 = getelementptr inbounds float, ptr %prepared, i64 %668
+  store float %w281, ptr %prepared145, align 4
   %w282 = load float, ptr %prepare.w282, align 4
   %669 = mul nsw i64 %prepare.ci2271, 32
-  %670 = add nsw i64 2435584, %669
+  %670 = add nsw i64 27136, %669
   %671 = mul nsw i64 %0, 16
   %672 = add nsw i64 %671, %prepare.co2282
   %673 = add nsw i64 %670, %672
-  %arena146 = getelementptr inbounds float, ptr %arena, i64 %673
-  store float %w282, ptr %arena146, align 4
+  %prepared146 = getelementptr inbounds float, ptr %prepared, i64 %673
+  store float %w282, ptr %prepared146, align 4
   %co228.next = add nsw i64 %prepare.co2282, 1
   %674 = icmp slt i64 %co228.next, 16
   br i1 %674, label %prepare.co228, label %prepare.co228.end
@@ -18787,36 +18792,38 @@ prepare.co228.end:                                ; preds = %prepare.co228
 
 define internal void @residual_infer_b64.part226.task(ptr %0, i64 %1) {
 entry:
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
   %3 = load ptr, ptr %2, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
   %5 = load ptr, ptr %4, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
   %7 = load ptr, ptr %6, align 8
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
   %9 = load ptr, ptr %8, align 8
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
   %11 = load ptr, ptr %10, align 8
-  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
   %13 = load ptr, ptr %12, align 8
-  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
   %15 = load ptr, ptr %14, align 8
-  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
-  %17 = load float, ptr %16, align 4
-  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
-  %19 = load i64, ptr %18, align 4
-  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
+  %17 = load ptr, ptr %16, align 8
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
+  %19 = load float, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
   %21 = load i64, ptr %20, align 4
-  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
-  %23 = load ptr, ptr %22, align 8
-  call void @residual_infer_b64.part226(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
+  %23 = load i64, ptr %22, align 4
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 11
+  %25 = load ptr, ptr %24, align 8
+  call void @residual_infer_b64.part226(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, ptr %17, float %19, i64 %21, i64 %23, ptr %25, i64 %1)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @residual_infer_b64.k0.conv1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @residual_infer_b64.k0.conv1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %part16.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
+  %part16.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
   br label %conv1.g1
 
 conv1.g1:                                         ; preds = %conv1.part16.done, %entry
@@ -18831,32 +18838,34 @@ conv1.j2:                                         ; preds = %conv1.c3.end, %conv
   br label %conv1.c3
 
 conv1.j2.end:                                     ; preds = %conv1.c3.end
-  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 0
+  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 0
   store ptr %params, ptr %0, align 8
-  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 1
+  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 1
   store ptr %grads, ptr %1, align 8
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 2
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 2
   store ptr %m, ptr %2, align 8
-  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 3
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 3
   store ptr %v, ptr %3, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 4
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 4
   store ptr %arena, ptr %4, align 8
-  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 5
-  store ptr %images, ptr %5, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 6
-  store ptr %labels, ptr %6, align 8
-  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 7
-  store float %lr, ptr %7, align 4
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 8
-  store i64 %step, ptr %8, align 4
-  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 9
-  store i64 %seed, ptr %9, align 4
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 10
-  store ptr %pool, ptr %10, align 8
-  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 11
-  store i64 %conv1.g11, ptr %11, align 4
-  %12 = icmp eq ptr %pool, null
-  br i1 %12, label %conv1.part16.serial, label %conv1.part16.pool
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 5
+  store ptr %prepared, ptr %5, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 6
+  store ptr %images, ptr %6, align 8
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 7
+  store ptr %labels, ptr %7, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 8
+  store float %lr, ptr %8, align 4
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 9
+  store i64 %step, ptr %9, align 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 10
+  store i64 %seed, ptr %10, align 4
+  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 11
+  store ptr %pool, ptr %11, align 8
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part16.context, i32 0, i32 12
+  store i64 %conv1.g11, ptr %12, align 4
+  %13 = icmp eq ptr %pool, null
+  br i1 %13, label %conv1.part16.serial, label %conv1.part16.pool
 
 conv1.c3:                                         ; preds = %conv1.ky4.end, %conv1.j2
   %conv1.c33 = phi i64 [ 0, %conv1.j2 ], [ %c3.next, %conv1.ky4.end ]
@@ -18864,8 +18873,8 @@ conv1.c3:                                         ; preds = %conv1.ky4.end, %con
 
 conv1.c3.end:                                     ; preds = %conv1.ky4.end
   %j2.next = add nsw i64 %conv1.j22, 1
-  %13 = icmp slt i64 %j2.next, 8
-  br i1 %13, label %conv1.j2, label %conv1.j2.end
+  %14 = icmp slt i64 %j2.next, 8
+  br i1 %14, label %conv1.j2, label %conv1.j2.end
 
 conv1.ky4:                                        ; preds = %conv1.oy12.end, %conv1.c3
   %conv1.ky44 = phi i64 [ 0, %conv1.c3 ], [ %ky4.next, %conv1.oy12.end ]
@@ -18873,19 +18882,19 @@ conv1.ky4:                                        ; preds = %conv1.oy12.end, %co
 
 conv1.ky4.end:                                    ; preds = %conv1.oy12.end
   %c3.next = add nsw i64 %conv1.c33, 1
-  %14 = icmp slt i64 %c3.next, 1
-  br i1 %14, label %conv1.c3, label %conv1.c3.end
+  %15 = icmp slt i64 %c3.next, 1
+  br i1 %15, label %conv1.c3, label %conv1.c3.end
 
 conv1.oy5:                                        ; preds = %conv1.endif16, %conv1.ky4
   %conv1.oy55 = phi i64 [ 0, %conv1.ky4 ], [ %oy5.next, %conv1.endif16 ]
-  %15 = add nsw i64 %conv1.oy55, %conv1.ky44
-  %16 = add nsw i64 %15, -1
-  %17 = icmp slt i64 -1, %16
-  %18 = add nsw i64 %conv1.oy55, %conv1.ky44
-  %19 = add nsw i64 %18, -1
-  %20 = icmp slt i64 %19, 28
-  %21 = and i1 %17, %20
-  br i1 %21, label %conv1.then, label %conv1.endif
+  %16 = add nsw i64 %conv1.oy55, %conv1.ky44
+  %17 = add nsw i64 %16, -1
+  %18 = icmp slt i64 -1, %17
+  %19 = add nsw i64 %conv1.oy55, %conv1.ky44
+  %20 = add nsw i64 %19, -1
+  %21 = icmp slt i64 %20, 28
+  %22 = and i1 %18, %21
+  br i1 %22, label %conv1.then, label %conv1.endif
 
 conv1.oy5.end:                                    ; preds = %conv1.endif16
   br label %conv1.oy9
@@ -18894,64 +18903,64 @@ conv1.then:                                       ; preds = %conv1.oy5
   br label %conv1.ox6
 
 conv1.endif:                                      ; preds = %conv1.ox7.end, %conv1.oy5
-  %22 = add nsw i64 %conv1.oy55, %conv1.ky44
-  %23 = add nsw i64 %22, -1
-  %24 = icmp slt i64 %23, 0
-  br i1 %24, label %conv1.then11, label %conv1.endif12
+  %23 = add nsw i64 %conv1.oy55, %conv1.ky44
+  %24 = add nsw i64 %23, -1
+  %25 = icmp slt i64 %24, 0
+  br i1 %25, label %conv1.then11, label %conv1.endif12
 
 conv1.ox6:                                        ; preds = %conv1.ox6, %conv1.then
   %conv1.ox66 = phi i64 [ 0, %conv1.then ], [ %ox6.next, %conv1.ox6 ]
-  %25 = mul nsw i64 %conv1.g11, 8
-  %26 = add nsw i64 %25, %conv1.j22
-  %27 = mul nsw i64 %26, 784
-  %28 = mul nsw i64 %conv1.c33, 784
-  %29 = add nsw i64 %27, %28
-  %30 = add nsw i64 %conv1.oy55, %conv1.ky44
-  %31 = add nsw i64 %30, -1
-  %32 = mul nsw i64 %31, 28
-  %33 = add nsw i64 %29, %32
-  %34 = add nsw i64 %conv1.ox66, 1
-  %35 = add nsw i64 %34, -1
-  %36 = add nsw i64 %33, %35
-  %images7 = getelementptr inbounds float, ptr %images, i64 %36
-  %37 = load float, ptr %images7, align 4
-  %38 = mul nsw i64 %conv1.c33, 3
-  %39 = add nsw i64 %38, %conv1.ky44
-  %40 = mul nsw i64 %39, 3
-  %41 = mul nsw i64 %40, 6288
-  %42 = add nsw i64 802816, %41
-  %43 = mul nsw i64 %conv1.j22, 784
-  %44 = add nsw i64 %42, %43
-  %45 = mul nsw i64 %conv1.oy55, 28
-  %46 = add nsw i64 %conv1.ox66, 1
-  %47 = add nsw i64 %45, %46
-  %48 = add nsw i64 %44, %47
-  %arena8 = getelementptr inbounds float, ptr %arena, i64 %48
-  store float %37, ptr %arena8, align 4
+  %26 = mul nsw i64 %conv1.g11, 8
+  %27 = add nsw i64 %26, %conv1.j22
+  %28 = mul nsw i64 %27, 784
+  %29 = mul nsw i64 %conv1.c33, 784
+  %30 = add nsw i64 %28, %29
+  %31 = add nsw i64 %conv1.oy55, %conv1.ky44
+  %32 = add nsw i64 %31, -1
+  %33 = mul nsw i64 %32, 28
+  %34 = add nsw i64 %30, %33
+  %35 = add nsw i64 %conv1.ox66, 1
+  %36 = add nsw i64 %35, -1
+  %37 = add nsw i64 %34, %36
+  %images7 = getelementptr inbounds float, ptr %images, i64 %37
+  %38 = load float, ptr %images7, align 4
+  %39 = mul nsw i64 %conv1.c33, 3
+  %40 = add nsw i64 %39, %conv1.ky44
+  %41 = mul nsw i64 %40, 3
+  %42 = mul nsw i64 %41, 6288
+  %43 = add nsw i64 802816, %42
+  %44 = mul nsw i64 %conv1.j22, 784
+  %45 = add nsw i64 %43, %44
+  %46 = mul nsw i64 %conv1.oy55, 28
+  %47 = add nsw i64 %conv1.ox66, 1
+  %48 = add nsw i64 %46, %47
+  %49 = add nsw i64 %45, %48
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %49
+  store float %38, ptr %arena8, align 4
   %ox6.next = add nsw i64 %conv1.ox66, 1
-  %49 = icmp slt i64 %ox6.next, 27
-  br i1 %49, label %conv1.ox6, label %conv1.ox6.end
+  %50 = icmp slt i64 %ox6.next, 27
+  br i1 %50, label %conv1.ox6, label %conv1.ox6.end
 
 conv1.ox6.end:                                    ; preds = %conv1.ox6
   br label %conv1.ox7
 
 conv1.ox7:                                        ; preds = %conv1.ox7, %conv1.ox6.end
   %conv1.ox79 = phi i64 [ 0, %conv1.ox6.end ], [ %ox7.next, %conv1.ox7 ]
-  %50 = mul nsw i64 %conv1.c33, 3
-  %51 = add nsw i64 %50, %conv1.ky44
-  %52 = mul nsw i64 %51, 3
-  %53 = mul nsw i64 %52, 6288
-  %54 = add nsw i64 802816, %53
-  %55 = mul nsw i64 %conv1.j22, 784
-  %56 = add nsw i64 %54, %55
-  %57 = mul nsw i64 %conv1.oy55, 28
-  %58 = add nsw i64 %57, %conv1.ox79
-  %59 = add nsw i64 %56, %58
-  %arena10 = getelementptr inbounds float, ptr %arena, i64 %59
+  %51 = mul nsw i64 %conv1.c33, 3
+  %52 = add nsw i64 %51, %conv1.ky44
+  %53 = mul nsw i64 %52, 3
+  %54 = mul nsw i64 %53, 6288
+  %55 = add nsw i64 802816, %54
+  %56 = mul nsw i64 %conv1.j22, 784
+  %57 = add nsw i64 %55, %56
+  %58 = mul nsw i64 %conv1.oy55, 28
+  %59 = add nsw i64 %58, %conv1.ox79
+  %60 = add nsw i64 %57, %59
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 %60
   store float 0.000000e+00, ptr %arena10, align 4
   %ox7.next = add nsw i64 %conv1.ox79, 1
-  %60 = icmp slt i64 %ox7.next, 1
-  br i1 %60, label %conv1.ox7, label %conv1.ox7.end
+  %61 = icmp slt i64 %ox7.next, 1
+  br i1 %61, label %conv1.ox7, label %conv1.ox7.end
 
 conv1.ox7.end:                                    ; preds = %conv1.ox7
   br label %conv1.endif
@@ -18960,28 +18969,28 @@ conv1.then11:                                     ; preds = %conv1.endif
   br label %conv1.ox8
 
 conv1.endif12:                                    ; preds = %conv1.ox8.end, %conv1.endif
-  %61 = add nsw i64 %conv1.oy55, %conv1.ky44
-  %62 = add nsw i64 %61, -1
-  %63 = icmp slt i64 27, %62
-  br i1 %63, label %conv1.then15, label %conv1.endif16
+  %62 = add nsw i64 %conv1.oy55, %conv1.ky44
+  %63 = add nsw i64 %62, -1
+  %64 = icmp slt i64 27, %63
+  br i1 %64, label %conv1.then15, label %conv1.endif16
 
 conv1.ox8:                                        ; preds = %conv1.ox8, %conv1.then11
   %conv1.ox813 = phi i64 [ 0, %conv1.then11 ], [ %ox8.next, %conv1.ox8 ]
-  %64 = mul nsw i64 %conv1.c33, 3
-  %65 = add nsw i64 %64, %conv1.ky44
-  %66 = mul nsw i64 %65, 3
-  %67 = mul nsw i64 %66, 6288
-  %68 = add nsw i64 802816, %67
-  %69 = mul nsw i64 %conv1.j22, 784
-  %70 = add nsw i64 %68, %69
-  %71 = mul nsw i64 %conv1.oy55, 28
-  %72 = add nsw i64 %71, %conv1.ox813
-  %73 = add nsw i64 %70, %72
-  %arena14 = getelementptr inbounds float, ptr %arena, i64 %73
+  %65 = mul nsw i64 %conv1.c33, 3
+  %66 = add nsw i64 %65, %conv1.ky44
+  %67 = mul nsw i64 %66, 3
+  %68 = mul nsw i64 %67, 6288
+  %69 = add nsw i64 802816, %68
+  %70 = mul nsw i64 %conv1.j22, 784
+  %71 = add nsw i64 %69, %70
+  %72 = mul nsw i64 %conv1.oy55, 28
+  %73 = add nsw i64 %72, %conv1.ox813
+  %74 = add nsw i64 %71, %73
+  %arena14 = getelementptr inbounds float, ptr %arena, i64 %74
   store float 0.000000e+00, ptr %arena14, align 4
   %ox8.next = add nsw i64 %conv1.ox813, 1
-  %74 = icmp slt i64 %ox8.next, 28
-  br i1 %74, label %conv1.ox8, label %conv1.ox8.end
+  %75 = icmp slt i64 %ox8.next, 28
+  br i1 %75, label %conv1.ox8, label %conv1.ox8.end
 
 conv1.ox8.end:                                    ; preds = %conv1.ox8
   br label %conv1.endif12
@@ -18991,40 +19000,40 @@ conv1.then15:                                     ; preds = %conv1.endif12
 
 conv1.endif16:                                    ; preds = %conv1.ox8.end18, %conv1.endif12
   %oy5.next = add nsw i64 %conv1.oy55, 1
-  %75 = icmp slt i64 %oy5.next, 28
-  br i1 %75, label %conv1.oy5, label %conv1.oy5.end
+  %76 = icmp slt i64 %oy5.next, 28
+  br i1 %76, label %conv1.oy5, label %conv1.oy5.end
 
 conv1.ox817:                                      ; preds = %conv1.ox817, %conv1.then15
   %conv1.ox819 = phi i64 [ 0, %conv1.then15 ], [ %ox8.next21, %conv1.ox817 ]
-  %76 = mul nsw i64 %conv1.c33, 3
-  %77 = add nsw i64 %76, %conv1.ky44
-  %78 = mul nsw i64 %77, 3
-  %79 = mul nsw i64 %78, 6288
-  %80 = add nsw i64 802816, %79
-  %81 = mul nsw i64 %conv1.j22, 784
-  %82 = add nsw i64 %80, %81
-  %83 = mul nsw i64 %conv1.oy55, 28
-  %84 = add nsw i64 %83, %conv1.ox819
-  %85 = add nsw i64 %82, %84
-  %arena20 = getelementptr inbounds float, ptr %arena, i64 %85
+  %77 = mul nsw i64 %conv1.c33, 3
+  %78 = add nsw i64 %77, %conv1.ky44
+  %79 = mul nsw i64 %78, 3
+  %80 = mul nsw i64 %79, 6288
+  %81 = add nsw i64 802816, %80
+  %82 = mul nsw i64 %conv1.j22, 784
+  %83 = add nsw i64 %81, %82
+  %84 = mul nsw i64 %conv1.oy55, 28
+  %85 = add nsw i64 %84, %conv1.ox819
+  %86 = add nsw i64 %83, %85
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %86
   store float 0.000000e+00, ptr %arena20, align 4
   %ox8.next21 = add nsw i64 %conv1.ox819, 1
-  %86 = icmp slt i64 %ox8.next21, 28
-  br i1 %86, label %conv1.ox817, label %conv1.ox8.end18
+  %87 = icmp slt i64 %ox8.next21, 28
+  br i1 %87, label %conv1.ox817, label %conv1.ox8.end18
 
 conv1.ox8.end18:                                  ; preds = %conv1.ox817
   br label %conv1.endif16
 
 conv1.oy9:                                        ; preds = %conv1.endif33, %conv1.oy5.end
   %conv1.oy922 = phi i64 [ 0, %conv1.oy5.end ], [ %oy9.next, %conv1.endif33 ]
-  %87 = add nsw i64 %conv1.oy922, %conv1.ky44
-  %88 = add nsw i64 %87, -1
-  %89 = icmp slt i64 -1, %88
-  %90 = add nsw i64 %conv1.oy922, %conv1.ky44
-  %91 = add nsw i64 %90, -1
-  %92 = icmp slt i64 %91, 28
-  %93 = and i1 %89, %92
-  br i1 %93, label %conv1.then23, label %conv1.endif24
+  %88 = add nsw i64 %conv1.oy922, %conv1.ky44
+  %89 = add nsw i64 %88, -1
+  %90 = icmp slt i64 -1, %89
+  %91 = add nsw i64 %conv1.oy922, %conv1.ky44
+  %92 = add nsw i64 %91, -1
+  %93 = icmp slt i64 %92, 28
+  %94 = and i1 %90, %93
+  br i1 %94, label %conv1.then23, label %conv1.endif24
 
 conv1.oy9.end:                                    ; preds = %conv1.endif33
   br label %conv1.oy12
@@ -19033,41 +19042,41 @@ conv1.then23:                                     ; preds = %conv1.oy9
   br label %conv1.ox10
 
 conv1.endif24:                                    ; preds = %conv1.ox10.end, %conv1.oy9
-  %94 = add nsw i64 %conv1.oy922, %conv1.ky44
-  %95 = add nsw i64 %94, -1
-  %96 = icmp slt i64 %95, 0
-  br i1 %96, label %conv1.then28, label %conv1.endif29
+  %95 = add nsw i64 %conv1.oy922, %conv1.ky44
+  %96 = add nsw i64 %95, -1
+  %97 = icmp slt i64 %96, 0
+  br i1 %97, label %conv1.then28, label %conv1.endif29
 
 conv1.ox10:                                       ; preds = %conv1.ox10, %conv1.then23
   %conv1.ox1025 = phi i64 [ 0, %conv1.then23 ], [ %ox10.next, %conv1.ox10 ]
-  %97 = mul nsw i64 %conv1.g11, 8
-  %98 = add nsw i64 %97, %conv1.j22
-  %99 = mul nsw i64 %98, 784
-  %100 = mul nsw i64 %conv1.c33, 784
-  %101 = add nsw i64 %99, %100
-  %102 = add nsw i64 %conv1.oy922, %conv1.ky44
-  %103 = add nsw i64 %102, -1
-  %104 = mul nsw i64 %103, 28
-  %105 = add nsw i64 %101, %104
-  %106 = add nsw i64 %105, %conv1.ox1025
-  %images26 = getelementptr inbounds float, ptr %images, i64 %106
-  %107 = load float, ptr %images26, align 4
-  %108 = mul nsw i64 %conv1.c33, 3
-  %109 = add nsw i64 %108, %conv1.ky44
-  %110 = mul nsw i64 %109, 3
-  %111 = add nsw i64 %110, 1
-  %112 = mul nsw i64 %111, 6288
-  %113 = add nsw i64 802816, %112
-  %114 = mul nsw i64 %conv1.j22, 784
-  %115 = add nsw i64 %113, %114
-  %116 = mul nsw i64 %conv1.oy922, 28
-  %117 = add nsw i64 %116, %conv1.ox1025
-  %118 = add nsw i64 %115, %117
-  %arena27 = getelementptr inbounds float, ptr %arena, i64 %118
-  store float %107, ptr %arena27, align 4
+  %98 = mul nsw i64 %conv1.g11, 8
+  %99 = add nsw i64 %98, %conv1.j22
+  %100 = mul nsw i64 %99, 784
+  %101 = mul nsw i64 %conv1.c33, 784
+  %102 = add nsw i64 %100, %101
+  %103 = add nsw i64 %conv1.oy922, %conv1.ky44
+  %104 = add nsw i64 %103, -1
+  %105 = mul nsw i64 %104, 28
+  %106 = add nsw i64 %102, %105
+  %107 = add nsw i64 %106, %conv1.ox1025
+  %images26 = getelementptr inbounds float, ptr %images, i64 %107
+  %108 = load float, ptr %images26, align 4
+  %109 = mul nsw i64 %conv1.c33, 3
+  %110 = add nsw i64 %109, %conv1.ky44
+  %111 = mul nsw i64 %110, 3
+  %112 = add nsw i64 %111, 1
+  %113 = mul nsw i64 %112, 6288
+  %114 = add nsw i64 802816, %113
+  %115 = mul nsw i64 %conv1.j22, 784
+  %116 = add nsw i64 %114, %115
+  %117 = mul nsw i64 %conv1.oy922, 28
+  %118 = add nsw i64 %117, %conv1.ox1025
+  %119 = add nsw i64 %116, %118
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 %119
+  store float %108, ptr %arena27, align 4
   %ox10.next = add nsw i64 %conv1.ox1025, 1
-  %119 = icmp slt i64 %ox10.next, 28
-  br i1 %119, label %conv1.ox10, label %conv1.ox10.end
+  %120 = icmp slt i64 %ox10.next, 28
+  br i1 %120, label %conv1.ox10, label %conv1.ox10.end
 
 conv1.ox10.end:                                   ; preds = %conv1.ox10
   br label %conv1.endif24
@@ -19076,29 +19085,29 @@ conv1.then28:                                     ; preds = %conv1.endif24
   br label %conv1.ox11
 
 conv1.endif29:                                    ; preds = %conv1.ox11.end, %conv1.endif24
-  %120 = add nsw i64 %conv1.oy922, %conv1.ky44
-  %121 = add nsw i64 %120, -1
-  %122 = icmp slt i64 27, %121
-  br i1 %122, label %conv1.then32, label %conv1.endif33
+  %121 = add nsw i64 %conv1.oy922, %conv1.ky44
+  %122 = add nsw i64 %121, -1
+  %123 = icmp slt i64 27, %122
+  br i1 %123, label %conv1.then32, label %conv1.endif33
 
 conv1.ox11:                                       ; preds = %conv1.ox11, %conv1.then28
   %conv1.ox1130 = phi i64 [ 0, %conv1.then28 ], [ %ox11.next, %conv1.ox11 ]
-  %123 = mul nsw i64 %conv1.c33, 3
-  %124 = add nsw i64 %123, %conv1.ky44
-  %125 = mul nsw i64 %124, 3
-  %126 = add nsw i64 %125, 1
-  %127 = mul nsw i64 %126, 6288
-  %128 = add nsw i64 802816, %127
-  %129 = mul nsw i64 %conv1.j22, 784
-  %130 = add nsw i64 %128, %129
-  %131 = mul nsw i64 %conv1.oy922, 28
-  %132 = add nsw i64 %131, %conv1.ox1130
-  %133 = add nsw i64 %130, %132
-  %arena31 = getelementptr inbounds float, ptr %arena, i64 %133
+  %124 = mul nsw i64 %conv1.c33, 3
+  %125 = add nsw i64 %124, %conv1.ky44
+  %126 = mul nsw i64 %125, 3
+  %127 = add nsw i64 %126, 1
+  %128 = mul nsw i64 %127, 6288
+  %129 = add nsw i64 802816, %128
+  %130 = mul nsw i64 %conv1.j22, 784
+  %131 = add nsw i64 %129, %130
+  %132 = mul nsw i64 %conv1.oy922, 28
+  %133 = add nsw i64 %132, %conv1.ox1130
+  %134 = add nsw i64 %131, %133
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %134
   store float 0.000000e+00, ptr %arena31, align 4
   %ox11.next = add nsw i64 %conv1.ox1130, 1
-  %134 = icmp slt i64 %ox11.next, 28
-  br i1 %134, label %conv1.ox11, label %conv1.ox11.end
+  %135 = icmp slt i64 %ox11.next, 28
+  br i1 %135, label %conv1.ox11, label %conv1.ox11.end
 
 conv1.ox11.end:                                   ; preds = %conv1.ox11
   br label %conv1.endif29
@@ -19108,110 +19117,110 @@ conv1.then32:                                     ; preds = %conv1.endif29
 
 conv1.endif33:                                    ; preds = %conv1.ox11.end35, %conv1.endif29
   %oy9.next = add nsw i64 %conv1.oy922, 1
-  %135 = icmp slt i64 %oy9.next, 28
-  br i1 %135, label %conv1.oy9, label %conv1.oy9.end
+  %136 = icmp slt i64 %oy9.next, 28
+  br i1 %136, label %conv1.oy9, label %conv1.oy9.end
 
 conv1.ox1134:                                     ; preds = %conv1.ox1134, %conv1.then32
   %conv1.ox1136 = phi i64 [ 0, %conv1.then32 ], [ %ox11.next38, %conv1.ox1134 ]
-  %136 = mul nsw i64 %conv1.c33, 3
-  %137 = add nsw i64 %136, %conv1.ky44
-  %138 = mul nsw i64 %137, 3
-  %139 = add nsw i64 %138, 1
-  %140 = mul nsw i64 %139, 6288
-  %141 = add nsw i64 802816, %140
-  %142 = mul nsw i64 %conv1.j22, 784
-  %143 = add nsw i64 %141, %142
-  %144 = mul nsw i64 %conv1.oy922, 28
-  %145 = add nsw i64 %144, %conv1.ox1136
-  %146 = add nsw i64 %143, %145
-  %arena37 = getelementptr inbounds float, ptr %arena, i64 %146
+  %137 = mul nsw i64 %conv1.c33, 3
+  %138 = add nsw i64 %137, %conv1.ky44
+  %139 = mul nsw i64 %138, 3
+  %140 = add nsw i64 %139, 1
+  %141 = mul nsw i64 %140, 6288
+  %142 = add nsw i64 802816, %141
+  %143 = mul nsw i64 %conv1.j22, 784
+  %144 = add nsw i64 %142, %143
+  %145 = mul nsw i64 %conv1.oy922, 28
+  %146 = add nsw i64 %145, %conv1.ox1136
+  %147 = add nsw i64 %144, %146
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %147
   store float 0.000000e+00, ptr %arena37, align 4
   %ox11.next38 = add nsw i64 %conv1.ox1136, 1
-  %147 = icmp slt i64 %ox11.next38, 28
-  br i1 %147, label %conv1.ox1134, label %conv1.ox11.end35
+  %148 = icmp slt i64 %ox11.next38, 28
+  br i1 %148, label %conv1.ox1134, label %conv1.ox11.end35
 
 conv1.ox11.end35:                                 ; preds = %conv1.ox1134
   br label %conv1.endif33
 
 conv1.oy12:                                       ; preds = %conv1.endif52, %conv1.oy9.end
   %conv1.oy1239 = phi i64 [ 0, %conv1.oy9.end ], [ %oy12.next, %conv1.endif52 ]
-  %148 = add nsw i64 %conv1.oy1239, %conv1.ky44
-  %149 = add nsw i64 %148, -1
-  %150 = icmp slt i64 -1, %149
-  %151 = add nsw i64 %conv1.oy1239, %conv1.ky44
-  %152 = add nsw i64 %151, -1
-  %153 = icmp slt i64 %152, 28
-  %154 = and i1 %150, %153
-  br i1 %154, label %conv1.then40, label %conv1.endif41
+  %149 = add nsw i64 %conv1.oy1239, %conv1.ky44
+  %150 = add nsw i64 %149, -1
+  %151 = icmp slt i64 -1, %150
+  %152 = add nsw i64 %conv1.oy1239, %conv1.ky44
+  %153 = add nsw i64 %152, -1
+  %154 = icmp slt i64 %153, 28
+  %155 = and i1 %151, %154
+  br i1 %155, label %conv1.then40, label %conv1.endif41
 
 conv1.oy12.end:                                   ; preds = %conv1.endif52
   %ky4.next = add nsw i64 %conv1.ky44, 1
-  %155 = icmp slt i64 %ky4.next, 3
-  br i1 %155, label %conv1.ky4, label %conv1.ky4.end
+  %156 = icmp slt i64 %ky4.next, 3
+  br i1 %156, label %conv1.ky4, label %conv1.ky4.end
 
 conv1.then40:                                     ; preds = %conv1.oy12
   br label %conv1.ox13
 
 conv1.endif41:                                    ; preds = %conv1.ox14.end, %conv1.oy12
-  %156 = add nsw i64 %conv1.oy1239, %conv1.ky44
-  %157 = add nsw i64 %156, -1
-  %158 = icmp slt i64 %157, 0
-  br i1 %158, label %conv1.then47, label %conv1.endif48
+  %157 = add nsw i64 %conv1.oy1239, %conv1.ky44
+  %158 = add nsw i64 %157, -1
+  %159 = icmp slt i64 %158, 0
+  br i1 %159, label %conv1.then47, label %conv1.endif48
 
 conv1.ox13:                                       ; preds = %conv1.ox13, %conv1.then40
   %conv1.ox1342 = phi i64 [ 0, %conv1.then40 ], [ %ox13.next, %conv1.ox13 ]
-  %159 = mul nsw i64 %conv1.g11, 8
-  %160 = add nsw i64 %159, %conv1.j22
-  %161 = mul nsw i64 %160, 784
-  %162 = mul nsw i64 %conv1.c33, 784
-  %163 = add nsw i64 %161, %162
-  %164 = add nsw i64 %conv1.oy1239, %conv1.ky44
-  %165 = add nsw i64 %164, -1
-  %166 = mul nsw i64 %165, 28
-  %167 = add nsw i64 %163, %166
-  %168 = add nsw i64 %conv1.ox1342, 1
-  %169 = add nsw i64 %167, %168
-  %images43 = getelementptr inbounds float, ptr %images, i64 %169
-  %170 = load float, ptr %images43, align 4
-  %171 = mul nsw i64 %conv1.c33, 3
-  %172 = add nsw i64 %171, %conv1.ky44
-  %173 = mul nsw i64 %172, 3
-  %174 = add nsw i64 %173, 2
-  %175 = mul nsw i64 %174, 6288
-  %176 = add nsw i64 802816, %175
-  %177 = mul nsw i64 %conv1.j22, 784
-  %178 = add nsw i64 %176, %177
-  %179 = mul nsw i64 %conv1.oy1239, 28
-  %180 = add nsw i64 %179, %conv1.ox1342
-  %181 = add nsw i64 %178, %180
-  %arena44 = getelementptr inbounds float, ptr %arena, i64 %181
-  store float %170, ptr %arena44, align 4
+  %160 = mul nsw i64 %conv1.g11, 8
+  %161 = add nsw i64 %160, %conv1.j22
+  %162 = mul nsw i64 %161, 784
+  %163 = mul nsw i64 %conv1.c33, 784
+  %164 = add nsw i64 %162, %163
+  %165 = add nsw i64 %conv1.oy1239, %conv1.ky44
+  %166 = add nsw i64 %165, -1
+  %167 = mul nsw i64 %166, 28
+  %168 = add nsw i64 %164, %167
+  %169 = add nsw i64 %conv1.ox1342, 1
+  %170 = add nsw i64 %168, %169
+  %images43 = getelementptr inbounds float, ptr %images, i64 %170
+  %171 = load float, ptr %images43, align 4
+  %172 = mul nsw i64 %conv1.c33, 3
+  %173 = add nsw i64 %172, %conv1.ky44
+  %174 = mul nsw i64 %173, 3
+  %175 = add nsw i64 %174, 2
+  %176 = mul nsw i64 %175, 6288
+  %177 = add nsw i64 802816, %176
+  %178 = mul nsw i64 %conv1.j22, 784
+  %179 = add nsw i64 %177, %178
+  %180 = mul nsw i64 %conv1.oy1239, 28
+  %181 = add nsw i64 %180, %conv1.ox1342
+  %182 = add nsw i64 %179, %181
+  %arena44 = getelementptr inbounds float, ptr %arena, i64 %182
+  store float %171, ptr %arena44, align 4
   %ox13.next = add nsw i64 %conv1.ox1342, 1
-  %182 = icmp slt i64 %ox13.next, 27
-  br i1 %182, label %conv1.ox13, label %conv1.ox13.end
+  %183 = icmp slt i64 %ox13.next, 27
+  br i1 %183, label %conv1.ox13, label %conv1.ox13.end
 
 conv1.ox13.end:                                   ; preds = %conv1.ox13
   br label %conv1.ox14
 
 conv1.ox14:                                       ; preds = %conv1.ox14, %conv1.ox13.end
   %conv1.ox1445 = phi i64 [ 0, %conv1.ox13.end ], [ %ox14.next, %conv1.ox14 ]
-  %183 = mul nsw i64 %conv1.c33, 3
-  %184 = add nsw i64 %183, %conv1.ky44
-  %185 = mul nsw i64 %184, 3
-  %186 = add nsw i64 %185, 2
-  %187 = mul nsw i64 %186, 6288
-  %188 = add nsw i64 802816, %187
-  %189 = mul nsw i64 %conv1.j22, 784
-  %190 = add nsw i64 %188, %189
-  %191 = mul nsw i64 %conv1.oy1239, 28
-  %192 = add nsw i64 %conv1.ox1445, 27
-  %193 = add nsw i64 %191, %192
-  %194 = add nsw i64 %190, %193
-  %arena46 = getelementptr inbounds float, ptr %arena, i64 %194
+  %184 = mul nsw i64 %conv1.c33, 3
+  %185 = add nsw i64 %184, %conv1.ky44
+  %186 = mul nsw i64 %185, 3
+  %187 = add nsw i64 %186, 2
+  %188 = mul nsw i64 %187, 6288
+  %189 = add nsw i64 802816, %188
+  %190 = mul nsw i64 %conv1.j22, 784
+  %191 = add nsw i64 %189, %190
+  %192 = mul nsw i64 %conv1.oy1239, 28
+  %193 = add nsw i64 %conv1.ox1445, 27
+  %194 = add nsw i64 %192, %193
+  %195 = add nsw i64 %191, %194
+  %arena46 = getelementptr inbounds float, ptr %arena, i64 %195
   store float 0.000000e+00, ptr %arena46, align 4
   %ox14.next = add nsw i64 %conv1.ox1445, 1
-  %195 = icmp slt i64 %ox14.next, 1
-  br i1 %195, label %conv1.ox14, label %conv1.ox14.end
+  %196 = icmp slt i64 %ox14.next, 1
+  br i1 %196, label %conv1.ox14, label %conv1.ox14.end
 
 conv1.ox14.end:                                   ; preds = %conv1.ox14
   br label %conv1.endif41
@@ -19220,29 +19229,29 @@ conv1.then47:                                     ; preds = %conv1.endif41
   br label %conv1.ox15
 
 conv1.endif48:                                    ; preds = %conv1.ox15.end, %conv1.endif41
-  %196 = add nsw i64 %conv1.oy1239, %conv1.ky44
-  %197 = add nsw i64 %196, -1
-  %198 = icmp slt i64 27, %197
-  br i1 %198, label %conv1.then51, label %conv1.endif52
+  %197 = add nsw i64 %conv1.oy1239, %conv1.ky44
+  %198 = add nsw i64 %197, -1
+  %199 = icmp slt i64 27, %198
+  br i1 %199, label %conv1.then51, label %conv1.endif52
 
 conv1.ox15:                                       ; preds = %conv1.ox15, %conv1.then47
   %conv1.ox1549 = phi i64 [ 0, %conv1.then47 ], [ %ox15.next, %conv1.ox15 ]
-  %199 = mul nsw i64 %conv1.c33, 3
-  %200 = add nsw i64 %199, %conv1.ky44
-  %201 = mul nsw i64 %200, 3
-  %202 = add nsw i64 %201, 2
-  %203 = mul nsw i64 %202, 6288
-  %204 = add nsw i64 802816, %203
-  %205 = mul nsw i64 %conv1.j22, 784
-  %206 = add nsw i64 %204, %205
-  %207 = mul nsw i64 %conv1.oy1239, 28
-  %208 = add nsw i64 %207, %conv1.ox1549
-  %209 = add nsw i64 %206, %208
-  %arena50 = getelementptr inbounds float, ptr %arena, i64 %209
+  %200 = mul nsw i64 %conv1.c33, 3
+  %201 = add nsw i64 %200, %conv1.ky44
+  %202 = mul nsw i64 %201, 3
+  %203 = add nsw i64 %202, 2
+  %204 = mul nsw i64 %203, 6288
+  %205 = add nsw i64 802816, %204
+  %206 = mul nsw i64 %conv1.j22, 784
+  %207 = add nsw i64 %205, %206
+  %208 = mul nsw i64 %conv1.oy1239, 28
+  %209 = add nsw i64 %208, %conv1.ox1549
+  %210 = add nsw i64 %207, %209
+  %arena50 = getelementptr inbounds float, ptr %arena, i64 %210
   store float 0.000000e+00, ptr %arena50, align 4
   %ox15.next = add nsw i64 %conv1.ox1549, 1
-  %210 = icmp slt i64 %ox15.next, 28
-  br i1 %210, label %conv1.ox15, label %conv1.ox15.end
+  %211 = icmp slt i64 %ox15.next, 28
+  br i1 %211, label %conv1.ox15, label %conv1.ox15.end
 
 conv1.ox15.end:                                   ; preds = %conv1.ox15
   br label %conv1.endif48
@@ -19252,27 +19261,27 @@ conv1.then51:                                     ; preds = %conv1.endif48
 
 conv1.endif52:                                    ; preds = %conv1.ox15.end54, %conv1.endif48
   %oy12.next = add nsw i64 %conv1.oy1239, 1
-  %211 = icmp slt i64 %oy12.next, 28
-  br i1 %211, label %conv1.oy12, label %conv1.oy12.end
+  %212 = icmp slt i64 %oy12.next, 28
+  br i1 %212, label %conv1.oy12, label %conv1.oy12.end
 
 conv1.ox1553:                                     ; preds = %conv1.ox1553, %conv1.then51
   %conv1.ox1555 = phi i64 [ 0, %conv1.then51 ], [ %ox15.next57, %conv1.ox1553 ]
-  %212 = mul nsw i64 %conv1.c33, 3
-  %213 = add nsw i64 %212, %conv1.ky44
-  %214 = mul nsw i64 %213, 3
-  %215 = add nsw i64 %214, 2
-  %216 = mul nsw i64 %215, 6288
-  %217 = add nsw i64 802816, %216
-  %218 = mul nsw i64 %conv1.j22, 784
-  %219 = add nsw i64 %217, %218
-  %220 = mul nsw i64 %conv1.oy1239, 28
-  %221 = add nsw i64 %220, %conv1.ox1555
-  %222 = add nsw i64 %219, %221
-  %arena56 = getelementptr inbounds float, ptr %arena, i64 %222
+  %213 = mul nsw i64 %conv1.c33, 3
+  %214 = add nsw i64 %213, %conv1.ky44
+  %215 = mul nsw i64 %214, 3
+  %216 = add nsw i64 %215, 2
+  %217 = mul nsw i64 %216, 6288
+  %218 = add nsw i64 802816, %217
+  %219 = mul nsw i64 %conv1.j22, 784
+  %220 = add nsw i64 %218, %219
+  %221 = mul nsw i64 %conv1.oy1239, 28
+  %222 = add nsw i64 %221, %conv1.ox1555
+  %223 = add nsw i64 %220, %222
+  %arena56 = getelementptr inbounds float, ptr %arena, i64 %223
   store float 0.000000e+00, ptr %arena56, align 4
   %ox15.next57 = add nsw i64 %conv1.ox1555, 1
-  %223 = icmp slt i64 %ox15.next57, 28
-  br i1 %223, label %conv1.ox1553, label %conv1.ox15.end54
+  %224 = icmp slt i64 %ox15.next57, 28
+  br i1 %224, label %conv1.ox1553, label %conv1.ox15.end54
 
 conv1.ox15.end54:                                 ; preds = %conv1.ox1553
   br label %conv1.endif52
@@ -19287,22 +19296,22 @@ conv1.part16.serial:                              ; preds = %conv1.j2.end
 
 conv1.part16.done:                                ; preds = %conv1.part16.end, %conv1.part16.pool
   %g1.next = add nsw i64 %conv1.g11, 1
-  %224 = icmp slt i64 %g1.next, 8
-  br i1 %224, label %conv1.g1, label %conv1.g1.end
+  %225 = icmp slt i64 %g1.next, 8
+  br i1 %225, label %conv1.g1, label %conv1.g1.end
 
 conv1.part16:                                     ; preds = %conv1.part16, %conv1.part16.serial
   %conv1.part1658 = phi i64 [ 0, %conv1.part16.serial ], [ %part16.next, %conv1.part16 ]
-  call void @residual_infer_b64.k0.conv1.part16(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv1.g11, i64 %conv1.part1658)
+  call void @residual_infer_b64.k0.conv1.part16(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv1.g11, i64 %conv1.part1658)
   %part16.next = add nsw i64 %conv1.part1658, 1
-  %225 = icmp slt i64 %part16.next, 2
-  br i1 %225, label %conv1.part16, label %conv1.part16.end
+  %226 = icmp slt i64 %part16.next, 2
+  br i1 %226, label %conv1.part16, label %conv1.part16.end
 
 conv1.part16.end:                                 ; preds = %conv1.part16
   br label %conv1.part16.done
 }
 
 ; Function Attrs: noinline
-define internal void @residual_infer_b64.k0.conv1.part16(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
+define internal void @residual_infer_b64.k0.conv1.part16(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
 entry:
   %conv1.t20 = alloca float, align 4
   %2 = mul nsw i64 %1, 8
@@ -19378,38 +19387,40 @@ conv1.i19.end:                                    ; preds = %conv1.i19
 
 define internal void @residual_infer_b64.k0.conv1.part16.task(ptr %0, i64 %1) {
 entry:
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
   %3 = load ptr, ptr %2, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 1
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 1
   %5 = load ptr, ptr %4, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 2
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 2
   %7 = load ptr, ptr %6, align 8
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 3
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 3
   %9 = load ptr, ptr %8, align 8
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 4
   %11 = load ptr, ptr %10, align 8
-  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 5
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 5
   %13 = load ptr, ptr %12, align 8
-  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 6
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 6
   %15 = load ptr, ptr %14, align 8
-  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 7
-  %17 = load float, ptr %16, align 4
-  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 8
-  %19 = load i64, ptr %18, align 4
-  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 9
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 7
+  %17 = load ptr, ptr %16, align 8
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 8
+  %19 = load float, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 9
   %21 = load i64, ptr %20, align 4
-  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 10
-  %23 = load ptr, ptr %22, align 8
-  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
-  %25 = load i64, ptr %24, align 4
-  call void @residual_infer_b64.k0.conv1.part16(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 10
+  %23 = load i64, ptr %22, align 4
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
+  %25 = load ptr, ptr %24, align 8
+  %26 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 12
+  %27 = load i64, ptr %26, align 4
+  call void @residual_infer_b64.k0.conv1.part16(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, ptr %17, float %19, i64 %21, i64 %23, ptr %25, i64 %27, i64 %1)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @residual_infer_b64.k1.conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @residual_infer_b64.k1.conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %part160.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
+  %part160.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
   %conv2.w159 = alloca <8 x float>, align 32
   %conv2.w158 = alloca <8 x float>, align 32
   %conv2.w157 = alloca <8 x float>, align 32
@@ -19564,32 +19575,34 @@ conv2.j84:                                        ; preds = %conv2.ty85.end, %co
   br label %conv2.ty85
 
 conv2.j84.end:                                    ; preds = %conv2.ty85.end
-  %23 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part160.context, i32 0, i32 0
+  %23 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part160.context, i32 0, i32 0
   store ptr %params, ptr %23, align 8
-  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part160.context, i32 0, i32 1
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part160.context, i32 0, i32 1
   store ptr %grads, ptr %24, align 8
-  %25 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part160.context, i32 0, i32 2
+  %25 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part160.context, i32 0, i32 2
   store ptr %m, ptr %25, align 8
-  %26 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part160.context, i32 0, i32 3
+  %26 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part160.context, i32 0, i32 3
   store ptr %v, ptr %26, align 8
-  %27 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part160.context, i32 0, i32 4
+  %27 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part160.context, i32 0, i32 4
   store ptr %arena, ptr %27, align 8
-  %28 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part160.context, i32 0, i32 5
-  store ptr %images, ptr %28, align 8
-  %29 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part160.context, i32 0, i32 6
-  store ptr %labels, ptr %29, align 8
-  %30 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part160.context, i32 0, i32 7
-  store float %lr, ptr %30, align 4
-  %31 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part160.context, i32 0, i32 8
-  store i64 %step, ptr %31, align 4
-  %32 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part160.context, i32 0, i32 9
-  store i64 %seed, ptr %32, align 4
-  %33 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part160.context, i32 0, i32 10
-  store ptr %pool, ptr %33, align 8
-  %34 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part160.context, i32 0, i32 11
-  store i64 %conv2.g793, ptr %34, align 4
-  %35 = icmp eq ptr %pool, null
-  br i1 %35, label %conv2.part160.serial, label %conv2.part160.pool
+  %28 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part160.context, i32 0, i32 5
+  store ptr %prepared, ptr %28, align 8
+  %29 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part160.context, i32 0, i32 6
+  store ptr %images, ptr %29, align 8
+  %30 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part160.context, i32 0, i32 7
+  store ptr %labels, ptr %30, align 8
+  %31 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part160.context, i32 0, i32 8
+  store float %lr, ptr %31, align 4
+  %32 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part160.context, i32 0, i32 9
+  store i64 %step, ptr %32, align 4
+  %33 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part160.context, i32 0, i32 10
+  store i64 %seed, ptr %33, align 4
+  %34 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part160.context, i32 0, i32 11
+  store ptr %pool, ptr %34, align 8
+  %35 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part160.context, i32 0, i32 12
+  store i64 %conv2.g793, ptr %35, align 4
+  %36 = icmp eq ptr %pool, null
+  br i1 %36, label %conv2.part160.serial, label %conv2.part160.pool
 
 conv2.ty85:                                       ; preds = %conv2.tx86.end, %conv2.j84
   %conv2.ty8511 = phi i64 [ 0, %conv2.j84 ], [ %ty85.next, %conv2.tx86.end ]
@@ -19597,8 +19610,8 @@ conv2.ty85:                                       ; preds = %conv2.tx86.end, %co
 
 conv2.ty85.end:                                   ; preds = %conv2.tx86.end
   %j84.next = add nsw i64 %conv2.j8410, 1
-  %36 = icmp slt i64 %j84.next, 1
-  br i1 %36, label %conv2.j84, label %conv2.j84.end
+  %37 = icmp slt i64 %j84.next, 1
+  br i1 %37, label %conv2.j84, label %conv2.j84.end
 
 conv2.tx86:                                       ; preds = %conv2.cv87.end, %conv2.ty85
   %conv2.tx8612 = phi i64 [ 0, %conv2.ty85 ], [ %tx86.next, %conv2.cv87.end ]
@@ -19606,2895 +19619,2895 @@ conv2.tx86:                                       ; preds = %conv2.cv87.end, %co
 
 conv2.tx86.end:                                   ; preds = %conv2.cv87.end
   %ty85.next = add nsw i64 %conv2.ty8511, 1
-  %37 = icmp slt i64 %ty85.next, 7
-  br i1 %37, label %conv2.ty85, label %conv2.ty85.end
+  %38 = icmp slt i64 %ty85.next, 7
+  br i1 %38, label %conv2.ty85, label %conv2.ty85.end
 
 conv2.cv87:                                       ; preds = %conv2.cv87, %conv2.tx86
   %conv2.cv8713 = phi i64 [ 0, %conv2.tx86 ], [ %cv87.next, %conv2.cv87 ]
-  %38 = mul nsw i64 %conv2.j8410, 14400
-  %39 = mul nsw i64 %conv2.ty8511, 4
-  %40 = mul nsw i64 %39, 480
-  %41 = add nsw i64 %38, %40
-  %42 = mul nsw i64 %conv2.tx8612, 4
-  %43 = mul nsw i64 %42, 16
-  %44 = add nsw i64 %41, %43
-  %45 = mul nsw i64 %conv2.cv8713, 8
-  %46 = add nsw i64 %44, %45
-  %47 = add nsw i64 1614848, %46
-  %arena14 = getelementptr inbounds float, ptr %arena, i64 %47
-  %48 = load <8 x float>, ptr %arena14, align 4
-  %49 = fmul <8 x float> %48, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %50 = mul nsw i64 %conv2.j8410, 14400
-  %51 = mul nsw i64 %conv2.ty8511, 4
-  %52 = add nsw i64 %51, 4
-  %53 = mul nsw i64 %52, 480
-  %54 = add nsw i64 %50, %53
-  %55 = mul nsw i64 %conv2.tx8612, 4
-  %56 = mul nsw i64 %55, 16
-  %57 = add nsw i64 %54, %56
-  %58 = mul nsw i64 %conv2.cv8713, 8
-  %59 = add nsw i64 %57, %58
-  %60 = add nsw i64 1614848, %59
-  %arena15 = getelementptr inbounds float, ptr %arena, i64 %60
-  %61 = load <8 x float>, ptr %arena15, align 4
-  %62 = fmul <8 x float> %61, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %63 = fadd <8 x float> %49, %62
-  %64 = mul nsw i64 %conv2.j8410, 14400
-  %65 = mul nsw i64 %conv2.ty8511, 4
-  %66 = add nsw i64 %65, 2
-  %67 = mul nsw i64 %66, 480
-  %68 = add nsw i64 %64, %67
-  %69 = mul nsw i64 %conv2.tx8612, 4
-  %70 = mul nsw i64 %69, 16
-  %71 = add nsw i64 %68, %70
-  %72 = mul nsw i64 %conv2.cv8713, 8
-  %73 = add nsw i64 %71, %72
-  %74 = add nsw i64 1614848, %73
-  %arena16 = getelementptr inbounds float, ptr %arena, i64 %74
-  %75 = load <8 x float>, ptr %arena16, align 4
-  %76 = fmul <8 x float> %75, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
-  %77 = fsub <8 x float> %63, %76
-  store <8 x float> %77, ptr %conv2.w88, align 32
-  %78 = mul nsw i64 %conv2.j8410, 14400
-  %79 = mul nsw i64 %conv2.ty8511, 4
-  %80 = add nsw i64 %79, 3
-  %81 = mul nsw i64 %80, 480
-  %82 = add nsw i64 %78, %81
-  %83 = mul nsw i64 %conv2.tx8612, 4
-  %84 = mul nsw i64 %83, 16
-  %85 = add nsw i64 %82, %84
-  %86 = mul nsw i64 %conv2.cv8713, 8
-  %87 = add nsw i64 %85, %86
-  %88 = add nsw i64 1614848, %87
-  %arena17 = getelementptr inbounds float, ptr %arena, i64 %88
-  %89 = load <8 x float>, ptr %arena17, align 4
-  %90 = fmul <8 x float> %89, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %91 = mul nsw i64 %conv2.j8410, 14400
-  %92 = mul nsw i64 %conv2.ty8511, 4
-  %93 = add nsw i64 %92, 4
-  %94 = mul nsw i64 %93, 480
-  %95 = add nsw i64 %91, %94
-  %96 = mul nsw i64 %conv2.tx8612, 4
-  %97 = mul nsw i64 %96, 16
-  %98 = add nsw i64 %95, %97
-  %99 = mul nsw i64 %conv2.cv8713, 8
-  %100 = add nsw i64 %98, %99
-  %101 = add nsw i64 1614848, %100
-  %arena18 = getelementptr inbounds float, ptr %arena, i64 %101
-  %102 = load <8 x float>, ptr %arena18, align 4
-  %103 = fmul <8 x float> %102, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %104 = fadd <8 x float> %90, %103
-  %105 = mul nsw i64 %conv2.j8410, 14400
-  %106 = mul nsw i64 %conv2.ty8511, 4
-  %107 = add nsw i64 %106, 1
-  %108 = mul nsw i64 %107, 480
-  %109 = add nsw i64 %105, %108
-  %110 = mul nsw i64 %conv2.tx8612, 4
-  %111 = mul nsw i64 %110, 16
-  %112 = add nsw i64 %109, %111
-  %113 = mul nsw i64 %conv2.cv8713, 8
-  %114 = add nsw i64 %112, %113
-  %115 = add nsw i64 1614848, %114
-  %arena19 = getelementptr inbounds float, ptr %arena, i64 %115
-  %116 = load <8 x float>, ptr %arena19, align 4
-  %117 = fmul <8 x float> %116, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %118 = fsub <8 x float> %104, %117
-  %119 = mul nsw i64 %conv2.j8410, 14400
-  %120 = mul nsw i64 %conv2.ty8511, 4
-  %121 = add nsw i64 %120, 2
-  %122 = mul nsw i64 %121, 480
-  %123 = add nsw i64 %119, %122
-  %124 = mul nsw i64 %conv2.tx8612, 4
-  %125 = mul nsw i64 %124, 16
-  %126 = add nsw i64 %123, %125
-  %127 = mul nsw i64 %conv2.cv8713, 8
-  %128 = add nsw i64 %126, %127
-  %129 = add nsw i64 1614848, %128
-  %arena20 = getelementptr inbounds float, ptr %arena, i64 %129
-  %130 = load <8 x float>, ptr %arena20, align 4
-  %131 = fmul <8 x float> %130, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %132 = fsub <8 x float> %118, %131
-  store <8 x float> %132, ptr %conv2.w89, align 32
-  %133 = mul nsw i64 %conv2.j8410, 14400
-  %134 = mul nsw i64 %conv2.ty8511, 4
-  %135 = add nsw i64 %134, 1
-  %136 = mul nsw i64 %135, 480
-  %137 = add nsw i64 %133, %136
-  %138 = mul nsw i64 %conv2.tx8612, 4
-  %139 = mul nsw i64 %138, 16
-  %140 = add nsw i64 %137, %139
-  %141 = mul nsw i64 %conv2.cv8713, 8
-  %142 = add nsw i64 %140, %141
-  %143 = add nsw i64 1614848, %142
-  %arena21 = getelementptr inbounds float, ptr %arena, i64 %143
-  %144 = load <8 x float>, ptr %arena21, align 4
-  %145 = fmul <8 x float> %144, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %146 = mul nsw i64 %conv2.j8410, 14400
-  %147 = mul nsw i64 %conv2.ty8511, 4
-  %148 = add nsw i64 %147, 4
-  %149 = mul nsw i64 %148, 480
-  %150 = add nsw i64 %146, %149
-  %151 = mul nsw i64 %conv2.tx8612, 4
-  %152 = mul nsw i64 %151, 16
-  %153 = add nsw i64 %150, %152
-  %154 = mul nsw i64 %conv2.cv8713, 8
-  %155 = add nsw i64 %153, %154
-  %156 = add nsw i64 1614848, %155
-  %arena22 = getelementptr inbounds float, ptr %arena, i64 %156
-  %157 = load <8 x float>, ptr %arena22, align 4
-  %158 = fmul <8 x float> %157, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %159 = fadd <8 x float> %145, %158
-  %160 = mul nsw i64 %conv2.j8410, 14400
-  %161 = mul nsw i64 %conv2.ty8511, 4
-  %162 = add nsw i64 %161, 2
-  %163 = mul nsw i64 %162, 480
-  %164 = add nsw i64 %160, %163
-  %165 = mul nsw i64 %conv2.tx8612, 4
-  %166 = mul nsw i64 %165, 16
-  %167 = add nsw i64 %164, %166
-  %168 = mul nsw i64 %conv2.cv8713, 8
-  %169 = add nsw i64 %167, %168
-  %170 = add nsw i64 1614848, %169
-  %arena23 = getelementptr inbounds float, ptr %arena, i64 %170
-  %171 = load <8 x float>, ptr %arena23, align 4
-  %172 = fmul <8 x float> %171, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %173 = fsub <8 x float> %159, %172
-  %174 = mul nsw i64 %conv2.j8410, 14400
-  %175 = mul nsw i64 %conv2.ty8511, 4
-  %176 = add nsw i64 %175, 3
-  %177 = mul nsw i64 %176, 480
-  %178 = add nsw i64 %174, %177
-  %179 = mul nsw i64 %conv2.tx8612, 4
-  %180 = mul nsw i64 %179, 16
-  %181 = add nsw i64 %178, %180
-  %182 = mul nsw i64 %conv2.cv8713, 8
-  %183 = add nsw i64 %181, %182
-  %184 = add nsw i64 1614848, %183
-  %arena24 = getelementptr inbounds float, ptr %arena, i64 %184
-  %185 = load <8 x float>, ptr %arena24, align 4
-  %186 = fmul <8 x float> %185, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %187 = fsub <8 x float> %173, %186
-  store <8 x float> %187, ptr %conv2.w90, align 32
-  %188 = mul nsw i64 %conv2.j8410, 14400
-  %189 = mul nsw i64 %conv2.ty8511, 4
-  %190 = add nsw i64 %189, 3
-  %191 = mul nsw i64 %190, 480
-  %192 = add nsw i64 %188, %191
-  %193 = mul nsw i64 %conv2.tx8612, 4
-  %194 = mul nsw i64 %193, 16
-  %195 = add nsw i64 %192, %194
-  %196 = mul nsw i64 %conv2.cv8713, 8
-  %197 = add nsw i64 %195, %196
-  %198 = add nsw i64 1614848, %197
-  %arena25 = getelementptr inbounds float, ptr %arena, i64 %198
-  %199 = load <8 x float>, ptr %arena25, align 4
-  %200 = fmul <8 x float> %199, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
-  %201 = mul nsw i64 %conv2.j8410, 14400
-  %202 = mul nsw i64 %conv2.ty8511, 4
-  %203 = add nsw i64 %202, 4
-  %204 = mul nsw i64 %203, 480
-  %205 = add nsw i64 %201, %204
-  %206 = mul nsw i64 %conv2.tx8612, 4
-  %207 = mul nsw i64 %206, 16
-  %208 = add nsw i64 %205, %207
-  %209 = mul nsw i64 %conv2.cv8713, 8
-  %210 = add nsw i64 %208, %209
-  %211 = add nsw i64 1614848, %210
-  %arena26 = getelementptr inbounds float, ptr %arena, i64 %211
-  %212 = load <8 x float>, ptr %arena26, align 4
-  %213 = fmul <8 x float> %212, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %214 = fadd <8 x float> %200, %213
-  %215 = mul nsw i64 %conv2.j8410, 14400
-  %216 = mul nsw i64 %conv2.ty8511, 4
-  %217 = add nsw i64 %216, 1
-  %218 = mul nsw i64 %217, 480
-  %219 = add nsw i64 %215, %218
-  %220 = mul nsw i64 %conv2.tx8612, 4
-  %221 = mul nsw i64 %220, 16
-  %222 = add nsw i64 %219, %221
-  %223 = mul nsw i64 %conv2.cv8713, 8
-  %224 = add nsw i64 %222, %223
-  %225 = add nsw i64 1614848, %224
-  %arena27 = getelementptr inbounds float, ptr %arena, i64 %225
-  %226 = load <8 x float>, ptr %arena27, align 4
-  %227 = fmul <8 x float> %226, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
-  %228 = fsub <8 x float> %214, %227
-  %229 = mul nsw i64 %conv2.j8410, 14400
-  %230 = mul nsw i64 %conv2.ty8511, 4
-  %231 = add nsw i64 %230, 2
-  %232 = mul nsw i64 %231, 480
-  %233 = add nsw i64 %229, %232
-  %234 = mul nsw i64 %conv2.tx8612, 4
-  %235 = mul nsw i64 %234, 16
-  %236 = add nsw i64 %233, %235
-  %237 = mul nsw i64 %conv2.cv8713, 8
-  %238 = add nsw i64 %236, %237
-  %239 = add nsw i64 1614848, %238
-  %arena28 = getelementptr inbounds float, ptr %arena, i64 %239
-  %240 = load <8 x float>, ptr %arena28, align 4
-  %241 = fmul <8 x float> %240, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %242 = fsub <8 x float> %228, %241
-  store <8 x float> %242, ptr %conv2.w91, align 32
-  %243 = mul nsw i64 %conv2.j8410, 14400
-  %244 = mul nsw i64 %conv2.ty8511, 4
-  %245 = add nsw i64 %244, 1
-  %246 = mul nsw i64 %245, 480
-  %247 = add nsw i64 %243, %246
-  %248 = mul nsw i64 %conv2.tx8612, 4
-  %249 = mul nsw i64 %248, 16
-  %250 = add nsw i64 %247, %249
-  %251 = mul nsw i64 %conv2.cv8713, 8
-  %252 = add nsw i64 %250, %251
-  %253 = add nsw i64 1614848, %252
-  %arena29 = getelementptr inbounds float, ptr %arena, i64 %253
-  %254 = load <8 x float>, ptr %arena29, align 4
-  %255 = fmul <8 x float> %254, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
-  %256 = mul nsw i64 %conv2.j8410, 14400
-  %257 = mul nsw i64 %conv2.ty8511, 4
-  %258 = add nsw i64 %257, 4
-  %259 = mul nsw i64 %258, 480
-  %260 = add nsw i64 %256, %259
-  %261 = mul nsw i64 %conv2.tx8612, 4
-  %262 = mul nsw i64 %261, 16
-  %263 = add nsw i64 %260, %262
-  %264 = mul nsw i64 %conv2.cv8713, 8
-  %265 = add nsw i64 %263, %264
-  %266 = add nsw i64 1614848, %265
-  %arena30 = getelementptr inbounds float, ptr %arena, i64 %266
-  %267 = load <8 x float>, ptr %arena30, align 4
-  %268 = fmul <8 x float> %267, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %269 = fadd <8 x float> %255, %268
-  %270 = mul nsw i64 %conv2.j8410, 14400
-  %271 = mul nsw i64 %conv2.ty8511, 4
-  %272 = add nsw i64 %271, 2
-  %273 = mul nsw i64 %272, 480
-  %274 = add nsw i64 %270, %273
-  %275 = mul nsw i64 %conv2.tx8612, 4
-  %276 = mul nsw i64 %275, 16
-  %277 = add nsw i64 %274, %276
-  %278 = mul nsw i64 %conv2.cv8713, 8
-  %279 = add nsw i64 %277, %278
-  %280 = add nsw i64 1614848, %279
-  %arena31 = getelementptr inbounds float, ptr %arena, i64 %280
-  %281 = load <8 x float>, ptr %arena31, align 4
-  %282 = fmul <8 x float> %281, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %283 = fsub <8 x float> %269, %282
-  %284 = mul nsw i64 %conv2.j8410, 14400
-  %285 = mul nsw i64 %conv2.ty8511, 4
-  %286 = add nsw i64 %285, 3
-  %287 = mul nsw i64 %286, 480
-  %288 = add nsw i64 %284, %287
-  %289 = mul nsw i64 %conv2.tx8612, 4
-  %290 = mul nsw i64 %289, 16
-  %291 = add nsw i64 %288, %290
-  %292 = mul nsw i64 %conv2.cv8713, 8
-  %293 = add nsw i64 %291, %292
-  %294 = add nsw i64 1614848, %293
-  %arena32 = getelementptr inbounds float, ptr %arena, i64 %294
-  %295 = load <8 x float>, ptr %arena32, align 4
-  %296 = fmul <8 x float> %295, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
-  %297 = fsub <8 x float> %283, %296
-  store <8 x float> %297, ptr %conv2.w92, align 32
-  %298 = mul nsw i64 %conv2.j8410, 14400
-  %299 = mul nsw i64 %conv2.ty8511, 4
-  %300 = add nsw i64 %299, 1
-  %301 = mul nsw i64 %300, 480
-  %302 = add nsw i64 %298, %301
-  %303 = mul nsw i64 %conv2.tx8612, 4
-  %304 = mul nsw i64 %303, 16
-  %305 = add nsw i64 %302, %304
-  %306 = mul nsw i64 %conv2.cv8713, 8
-  %307 = add nsw i64 %305, %306
-  %308 = add nsw i64 1614848, %307
-  %arena33 = getelementptr inbounds float, ptr %arena, i64 %308
-  %309 = load <8 x float>, ptr %arena33, align 4
-  %310 = fmul <8 x float> %309, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %311 = mul nsw i64 %conv2.j8410, 14400
-  %312 = mul nsw i64 %conv2.ty8511, 4
-  %313 = add nsw i64 %312, 5
-  %314 = mul nsw i64 %313, 480
-  %315 = add nsw i64 %311, %314
-  %316 = mul nsw i64 %conv2.tx8612, 4
-  %317 = mul nsw i64 %316, 16
-  %318 = add nsw i64 %315, %317
-  %319 = mul nsw i64 %conv2.cv8713, 8
-  %320 = add nsw i64 %318, %319
-  %321 = add nsw i64 1614848, %320
-  %arena34 = getelementptr inbounds float, ptr %arena, i64 %321
-  %322 = load <8 x float>, ptr %arena34, align 4
-  %323 = fmul <8 x float> %322, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %324 = fadd <8 x float> %310, %323
-  %325 = mul nsw i64 %conv2.j8410, 14400
-  %326 = mul nsw i64 %conv2.ty8511, 4
-  %327 = add nsw i64 %326, 3
-  %328 = mul nsw i64 %327, 480
-  %329 = add nsw i64 %325, %328
-  %330 = mul nsw i64 %conv2.tx8612, 4
-  %331 = mul nsw i64 %330, 16
-  %332 = add nsw i64 %329, %331
-  %333 = mul nsw i64 %conv2.cv8713, 8
-  %334 = add nsw i64 %332, %333
-  %335 = add nsw i64 1614848, %334
-  %arena35 = getelementptr inbounds float, ptr %arena, i64 %335
-  %336 = load <8 x float>, ptr %arena35, align 4
-  %337 = fmul <8 x float> %336, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
-  %338 = fsub <8 x float> %324, %337
-  store <8 x float> %338, ptr %conv2.w93, align 32
-  %339 = mul nsw i64 %conv2.j8410, 14400
-  %340 = mul nsw i64 %conv2.ty8511, 4
-  %341 = mul nsw i64 %340, 480
-  %342 = add nsw i64 %339, %341
-  %343 = mul nsw i64 %conv2.tx8612, 4
-  %344 = add nsw i64 %343, 1
-  %345 = mul nsw i64 %344, 16
-  %346 = add nsw i64 %342, %345
-  %347 = mul nsw i64 %conv2.cv8713, 8
-  %348 = add nsw i64 %346, %347
-  %349 = add nsw i64 1614848, %348
-  %arena36 = getelementptr inbounds float, ptr %arena, i64 %349
-  %350 = load <8 x float>, ptr %arena36, align 4
-  %351 = fmul <8 x float> %350, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %352 = mul nsw i64 %conv2.j8410, 14400
-  %353 = mul nsw i64 %conv2.ty8511, 4
-  %354 = add nsw i64 %353, 4
-  %355 = mul nsw i64 %354, 480
-  %356 = add nsw i64 %352, %355
-  %357 = mul nsw i64 %conv2.tx8612, 4
-  %358 = add nsw i64 %357, 1
-  %359 = mul nsw i64 %358, 16
-  %360 = add nsw i64 %356, %359
-  %361 = mul nsw i64 %conv2.cv8713, 8
-  %362 = add nsw i64 %360, %361
-  %363 = add nsw i64 1614848, %362
-  %arena37 = getelementptr inbounds float, ptr %arena, i64 %363
-  %364 = load <8 x float>, ptr %arena37, align 4
-  %365 = fmul <8 x float> %364, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %366 = fadd <8 x float> %351, %365
-  %367 = mul nsw i64 %conv2.j8410, 14400
-  %368 = mul nsw i64 %conv2.ty8511, 4
-  %369 = add nsw i64 %368, 2
-  %370 = mul nsw i64 %369, 480
-  %371 = add nsw i64 %367, %370
-  %372 = mul nsw i64 %conv2.tx8612, 4
-  %373 = add nsw i64 %372, 1
-  %374 = mul nsw i64 %373, 16
-  %375 = add nsw i64 %371, %374
-  %376 = mul nsw i64 %conv2.cv8713, 8
-  %377 = add nsw i64 %375, %376
-  %378 = add nsw i64 1614848, %377
-  %arena38 = getelementptr inbounds float, ptr %arena, i64 %378
-  %379 = load <8 x float>, ptr %arena38, align 4
-  %380 = fmul <8 x float> %379, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
-  %381 = fsub <8 x float> %366, %380
-  store <8 x float> %381, ptr %conv2.w94, align 32
-  %382 = mul nsw i64 %conv2.j8410, 14400
-  %383 = mul nsw i64 %conv2.ty8511, 4
-  %384 = add nsw i64 %383, 3
-  %385 = mul nsw i64 %384, 480
-  %386 = add nsw i64 %382, %385
-  %387 = mul nsw i64 %conv2.tx8612, 4
-  %388 = add nsw i64 %387, 1
-  %389 = mul nsw i64 %388, 16
-  %390 = add nsw i64 %386, %389
-  %391 = mul nsw i64 %conv2.cv8713, 8
-  %392 = add nsw i64 %390, %391
-  %393 = add nsw i64 1614848, %392
-  %arena39 = getelementptr inbounds float, ptr %arena, i64 %393
-  %394 = load <8 x float>, ptr %arena39, align 4
-  %395 = fmul <8 x float> %394, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %396 = mul nsw i64 %conv2.j8410, 14400
-  %397 = mul nsw i64 %conv2.ty8511, 4
-  %398 = add nsw i64 %397, 4
-  %399 = mul nsw i64 %398, 480
-  %400 = add nsw i64 %396, %399
-  %401 = mul nsw i64 %conv2.tx8612, 4
-  %402 = add nsw i64 %401, 1
-  %403 = mul nsw i64 %402, 16
-  %404 = add nsw i64 %400, %403
-  %405 = mul nsw i64 %conv2.cv8713, 8
-  %406 = add nsw i64 %404, %405
-  %407 = add nsw i64 1614848, %406
-  %arena40 = getelementptr inbounds float, ptr %arena, i64 %407
-  %408 = load <8 x float>, ptr %arena40, align 4
-  %409 = fmul <8 x float> %408, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %410 = fadd <8 x float> %395, %409
-  %411 = mul nsw i64 %conv2.j8410, 14400
-  %412 = mul nsw i64 %conv2.ty8511, 4
-  %413 = add nsw i64 %412, 1
-  %414 = mul nsw i64 %413, 480
-  %415 = add nsw i64 %411, %414
-  %416 = mul nsw i64 %conv2.tx8612, 4
-  %417 = add nsw i64 %416, 1
-  %418 = mul nsw i64 %417, 16
-  %419 = add nsw i64 %415, %418
-  %420 = mul nsw i64 %conv2.cv8713, 8
-  %421 = add nsw i64 %419, %420
-  %422 = add nsw i64 1614848, %421
-  %arena41 = getelementptr inbounds float, ptr %arena, i64 %422
-  %423 = load <8 x float>, ptr %arena41, align 4
-  %424 = fmul <8 x float> %423, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %425 = fsub <8 x float> %410, %424
-  %426 = mul nsw i64 %conv2.j8410, 14400
-  %427 = mul nsw i64 %conv2.ty8511, 4
-  %428 = add nsw i64 %427, 2
-  %429 = mul nsw i64 %428, 480
-  %430 = add nsw i64 %426, %429
-  %431 = mul nsw i64 %conv2.tx8612, 4
-  %432 = add nsw i64 %431, 1
-  %433 = mul nsw i64 %432, 16
-  %434 = add nsw i64 %430, %433
-  %435 = mul nsw i64 %conv2.cv8713, 8
-  %436 = add nsw i64 %434, %435
-  %437 = add nsw i64 1614848, %436
-  %arena42 = getelementptr inbounds float, ptr %arena, i64 %437
-  %438 = load <8 x float>, ptr %arena42, align 4
-  %439 = fmul <8 x float> %438, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %440 = fsub <8 x float> %425, %439
-  store <8 x float> %440, ptr %conv2.w95, align 32
-  %441 = mul nsw i64 %conv2.j8410, 14400
-  %442 = mul nsw i64 %conv2.ty8511, 4
-  %443 = add nsw i64 %442, 1
-  %444 = mul nsw i64 %443, 480
-  %445 = add nsw i64 %441, %444
-  %446 = mul nsw i64 %conv2.tx8612, 4
-  %447 = add nsw i64 %446, 1
-  %448 = mul nsw i64 %447, 16
-  %449 = add nsw i64 %445, %448
-  %450 = mul nsw i64 %conv2.cv8713, 8
-  %451 = add nsw i64 %449, %450
-  %452 = add nsw i64 1614848, %451
-  %arena43 = getelementptr inbounds float, ptr %arena, i64 %452
-  %453 = load <8 x float>, ptr %arena43, align 4
-  %454 = fmul <8 x float> %453, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %455 = mul nsw i64 %conv2.j8410, 14400
-  %456 = mul nsw i64 %conv2.ty8511, 4
-  %457 = add nsw i64 %456, 4
-  %458 = mul nsw i64 %457, 480
-  %459 = add nsw i64 %455, %458
-  %460 = mul nsw i64 %conv2.tx8612, 4
-  %461 = add nsw i64 %460, 1
-  %462 = mul nsw i64 %461, 16
-  %463 = add nsw i64 %459, %462
-  %464 = mul nsw i64 %conv2.cv8713, 8
-  %465 = add nsw i64 %463, %464
-  %466 = add nsw i64 1614848, %465
-  %arena44 = getelementptr inbounds float, ptr %arena, i64 %466
-  %467 = load <8 x float>, ptr %arena44, align 4
-  %468 = fmul <8 x float> %467, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %469 = fadd <8 x float> %454, %468
-  %470 = mul nsw i64 %conv2.j8410, 14400
-  %471 = mul nsw i64 %conv2.ty8511, 4
-  %472 = add nsw i64 %471, 2
-  %473 = mul nsw i64 %472, 480
-  %474 = add nsw i64 %470, %473
-  %475 = mul nsw i64 %conv2.tx8612, 4
-  %476 = add nsw i64 %475, 1
-  %477 = mul nsw i64 %476, 16
-  %478 = add nsw i64 %474, %477
-  %479 = mul nsw i64 %conv2.cv8713, 8
-  %480 = add nsw i64 %478, %479
-  %481 = add nsw i64 1614848, %480
-  %arena45 = getelementptr inbounds float, ptr %arena, i64 %481
-  %482 = load <8 x float>, ptr %arena45, align 4
-  %483 = fmul <8 x float> %482, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %484 = fsub <8 x float> %469, %483
-  %485 = mul nsw i64 %conv2.j8410, 14400
-  %486 = mul nsw i64 %conv2.ty8511, 4
-  %487 = add nsw i64 %486, 3
-  %488 = mul nsw i64 %487, 480
-  %489 = add nsw i64 %485, %488
-  %490 = mul nsw i64 %conv2.tx8612, 4
-  %491 = add nsw i64 %490, 1
-  %492 = mul nsw i64 %491, 16
-  %493 = add nsw i64 %489, %492
-  %494 = mul nsw i64 %conv2.cv8713, 8
-  %495 = add nsw i64 %493, %494
-  %496 = add nsw i64 1614848, %495
-  %arena46 = getelementptr inbounds float, ptr %arena, i64 %496
-  %497 = load <8 x float>, ptr %arena46, align 4
-  %498 = fmul <8 x float> %497, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %499 = fsub <8 x float> %484, %498
-  store <8 x float> %499, ptr %conv2.w96, align 32
-  %500 = mul nsw i64 %conv2.j8410, 14400
-  %501 = mul nsw i64 %conv2.ty8511, 4
-  %502 = add nsw i64 %501, 3
-  %503 = mul nsw i64 %502, 480
-  %504 = add nsw i64 %500, %503
-  %505 = mul nsw i64 %conv2.tx8612, 4
-  %506 = add nsw i64 %505, 1
-  %507 = mul nsw i64 %506, 16
-  %508 = add nsw i64 %504, %507
-  %509 = mul nsw i64 %conv2.cv8713, 8
-  %510 = add nsw i64 %508, %509
-  %511 = add nsw i64 1614848, %510
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %511
-  %512 = load <8 x float>, ptr %arena47, align 4
-  %513 = fmul <8 x float> %512, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
-  %514 = mul nsw i64 %conv2.j8410, 14400
-  %515 = mul nsw i64 %conv2.ty8511, 4
-  %516 = add nsw i64 %515, 4
-  %517 = mul nsw i64 %516, 480
-  %518 = add nsw i64 %514, %517
-  %519 = mul nsw i64 %conv2.tx8612, 4
-  %520 = add nsw i64 %519, 1
-  %521 = mul nsw i64 %520, 16
-  %522 = add nsw i64 %518, %521
-  %523 = mul nsw i64 %conv2.cv8713, 8
-  %524 = add nsw i64 %522, %523
-  %525 = add nsw i64 1614848, %524
-  %arena48 = getelementptr inbounds float, ptr %arena, i64 %525
-  %526 = load <8 x float>, ptr %arena48, align 4
-  %527 = fmul <8 x float> %526, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %528 = fadd <8 x float> %513, %527
-  %529 = mul nsw i64 %conv2.j8410, 14400
-  %530 = mul nsw i64 %conv2.ty8511, 4
-  %531 = add nsw i64 %530, 1
-  %532 = mul nsw i64 %531, 480
-  %533 = add nsw i64 %529, %532
-  %534 = mul nsw i64 %conv2.tx8612, 4
-  %535 = add nsw i64 %534, 1
-  %536 = mul nsw i64 %535, 16
-  %537 = add nsw i64 %533, %536
-  %538 = mul nsw i64 %conv2.cv8713, 8
-  %539 = add nsw i64 %537, %538
-  %540 = add nsw i64 1614848, %539
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %540
-  %541 = load <8 x float>, ptr %arena49, align 4
-  %542 = fmul <8 x float> %541, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
-  %543 = fsub <8 x float> %528, %542
-  %544 = mul nsw i64 %conv2.j8410, 14400
-  %545 = mul nsw i64 %conv2.ty8511, 4
-  %546 = add nsw i64 %545, 2
-  %547 = mul nsw i64 %546, 480
-  %548 = add nsw i64 %544, %547
-  %549 = mul nsw i64 %conv2.tx8612, 4
-  %550 = add nsw i64 %549, 1
-  %551 = mul nsw i64 %550, 16
-  %552 = add nsw i64 %548, %551
-  %553 = mul nsw i64 %conv2.cv8713, 8
-  %554 = add nsw i64 %552, %553
-  %555 = add nsw i64 1614848, %554
-  %arena50 = getelementptr inbounds float, ptr %arena, i64 %555
-  %556 = load <8 x float>, ptr %arena50, align 4
-  %557 = fmul <8 x float> %556, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %558 = fsub <8 x float> %543, %557
-  store <8 x float> %558, ptr %conv2.w97, align 32
-  %559 = mul nsw i64 %conv2.j8410, 14400
-  %560 = mul nsw i64 %conv2.ty8511, 4
-  %561 = add nsw i64 %560, 1
-  %562 = mul nsw i64 %561, 480
-  %563 = add nsw i64 %559, %562
-  %564 = mul nsw i64 %conv2.tx8612, 4
-  %565 = add nsw i64 %564, 1
-  %566 = mul nsw i64 %565, 16
-  %567 = add nsw i64 %563, %566
-  %568 = mul nsw i64 %conv2.cv8713, 8
-  %569 = add nsw i64 %567, %568
-  %570 = add nsw i64 1614848, %569
-  %arena51 = getelementptr inbounds float, ptr %arena, i64 %570
-  %571 = load <8 x float>, ptr %arena51, align 4
-  %572 = fmul <8 x float> %571, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
-  %573 = mul nsw i64 %conv2.j8410, 14400
-  %574 = mul nsw i64 %conv2.ty8511, 4
-  %575 = add nsw i64 %574, 4
-  %576 = mul nsw i64 %575, 480
-  %577 = add nsw i64 %573, %576
-  %578 = mul nsw i64 %conv2.tx8612, 4
-  %579 = add nsw i64 %578, 1
-  %580 = mul nsw i64 %579, 16
-  %581 = add nsw i64 %577, %580
-  %582 = mul nsw i64 %conv2.cv8713, 8
-  %583 = add nsw i64 %581, %582
-  %584 = add nsw i64 1614848, %583
-  %arena52 = getelementptr inbounds float, ptr %arena, i64 %584
-  %585 = load <8 x float>, ptr %arena52, align 4
-  %586 = fmul <8 x float> %585, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %587 = fadd <8 x float> %572, %586
-  %588 = mul nsw i64 %conv2.j8410, 14400
-  %589 = mul nsw i64 %conv2.ty8511, 4
-  %590 = add nsw i64 %589, 2
-  %591 = mul nsw i64 %590, 480
-  %592 = add nsw i64 %588, %591
-  %593 = mul nsw i64 %conv2.tx8612, 4
-  %594 = add nsw i64 %593, 1
-  %595 = mul nsw i64 %594, 16
-  %596 = add nsw i64 %592, %595
-  %597 = mul nsw i64 %conv2.cv8713, 8
-  %598 = add nsw i64 %596, %597
-  %599 = add nsw i64 1614848, %598
-  %arena53 = getelementptr inbounds float, ptr %arena, i64 %599
-  %600 = load <8 x float>, ptr %arena53, align 4
-  %601 = fmul <8 x float> %600, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %602 = fsub <8 x float> %587, %601
-  %603 = mul nsw i64 %conv2.j8410, 14400
-  %604 = mul nsw i64 %conv2.ty8511, 4
-  %605 = add nsw i64 %604, 3
-  %606 = mul nsw i64 %605, 480
-  %607 = add nsw i64 %603, %606
-  %608 = mul nsw i64 %conv2.tx8612, 4
-  %609 = add nsw i64 %608, 1
-  %610 = mul nsw i64 %609, 16
-  %611 = add nsw i64 %607, %610
-  %612 = mul nsw i64 %conv2.cv8713, 8
-  %613 = add nsw i64 %611, %612
-  %614 = add nsw i64 1614848, %613
-  %arena54 = getelementptr inbounds float, ptr %arena, i64 %614
-  %615 = load <8 x float>, ptr %arena54, align 4
-  %616 = fmul <8 x float> %615, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
-  %617 = fsub <8 x float> %602, %616
-  store <8 x float> %617, ptr %conv2.w98, align 32
-  %618 = mul nsw i64 %conv2.j8410, 14400
-  %619 = mul nsw i64 %conv2.ty8511, 4
-  %620 = add nsw i64 %619, 1
-  %621 = mul nsw i64 %620, 480
-  %622 = add nsw i64 %618, %621
-  %623 = mul nsw i64 %conv2.tx8612, 4
-  %624 = add nsw i64 %623, 1
-  %625 = mul nsw i64 %624, 16
-  %626 = add nsw i64 %622, %625
-  %627 = mul nsw i64 %conv2.cv8713, 8
-  %628 = add nsw i64 %626, %627
-  %629 = add nsw i64 1614848, %628
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %629
-  %630 = load <8 x float>, ptr %arena55, align 4
-  %631 = fmul <8 x float> %630, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %632 = mul nsw i64 %conv2.j8410, 14400
-  %633 = mul nsw i64 %conv2.ty8511, 4
-  %634 = add nsw i64 %633, 5
-  %635 = mul nsw i64 %634, 480
-  %636 = add nsw i64 %632, %635
-  %637 = mul nsw i64 %conv2.tx8612, 4
-  %638 = add nsw i64 %637, 1
-  %639 = mul nsw i64 %638, 16
-  %640 = add nsw i64 %636, %639
-  %641 = mul nsw i64 %conv2.cv8713, 8
-  %642 = add nsw i64 %640, %641
-  %643 = add nsw i64 1614848, %642
-  %arena56 = getelementptr inbounds float, ptr %arena, i64 %643
-  %644 = load <8 x float>, ptr %arena56, align 4
-  %645 = fmul <8 x float> %644, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %646 = fadd <8 x float> %631, %645
-  %647 = mul nsw i64 %conv2.j8410, 14400
-  %648 = mul nsw i64 %conv2.ty8511, 4
-  %649 = add nsw i64 %648, 3
-  %650 = mul nsw i64 %649, 480
-  %651 = add nsw i64 %647, %650
-  %652 = mul nsw i64 %conv2.tx8612, 4
-  %653 = add nsw i64 %652, 1
-  %654 = mul nsw i64 %653, 16
-  %655 = add nsw i64 %651, %654
-  %656 = mul nsw i64 %conv2.cv8713, 8
-  %657 = add nsw i64 %655, %656
-  %658 = add nsw i64 1614848, %657
-  %arena57 = getelementptr inbounds float, ptr %arena, i64 %658
-  %659 = load <8 x float>, ptr %arena57, align 4
-  %660 = fmul <8 x float> %659, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
-  %661 = fsub <8 x float> %646, %660
-  store <8 x float> %661, ptr %conv2.w99, align 32
-  %662 = mul nsw i64 %conv2.j8410, 14400
-  %663 = mul nsw i64 %conv2.ty8511, 4
-  %664 = mul nsw i64 %663, 480
-  %665 = add nsw i64 %662, %664
-  %666 = mul nsw i64 %conv2.tx8612, 4
-  %667 = add nsw i64 %666, 2
-  %668 = mul nsw i64 %667, 16
-  %669 = add nsw i64 %665, %668
-  %670 = mul nsw i64 %conv2.cv8713, 8
-  %671 = add nsw i64 %669, %670
-  %672 = add nsw i64 1614848, %671
-  %arena58 = getelementptr inbounds float, ptr %arena, i64 %672
-  %673 = load <8 x float>, ptr %arena58, align 4
-  %674 = fmul <8 x float> %673, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %675 = mul nsw i64 %conv2.j8410, 14400
-  %676 = mul nsw i64 %conv2.ty8511, 4
-  %677 = add nsw i64 %676, 4
-  %678 = mul nsw i64 %677, 480
-  %679 = add nsw i64 %675, %678
-  %680 = mul nsw i64 %conv2.tx8612, 4
-  %681 = add nsw i64 %680, 2
-  %682 = mul nsw i64 %681, 16
-  %683 = add nsw i64 %679, %682
-  %684 = mul nsw i64 %conv2.cv8713, 8
-  %685 = add nsw i64 %683, %684
-  %686 = add nsw i64 1614848, %685
-  %arena59 = getelementptr inbounds float, ptr %arena, i64 %686
-  %687 = load <8 x float>, ptr %arena59, align 4
-  %688 = fmul <8 x float> %687, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %689 = fadd <8 x float> %674, %688
-  %690 = mul nsw i64 %conv2.j8410, 14400
-  %691 = mul nsw i64 %conv2.ty8511, 4
-  %692 = add nsw i64 %691, 2
-  %693 = mul nsw i64 %692, 480
-  %694 = add nsw i64 %690, %693
-  %695 = mul nsw i64 %conv2.tx8612, 4
-  %696 = add nsw i64 %695, 2
-  %697 = mul nsw i64 %696, 16
-  %698 = add nsw i64 %694, %697
-  %699 = mul nsw i64 %conv2.cv8713, 8
-  %700 = add nsw i64 %698, %699
-  %701 = add nsw i64 1614848, %700
-  %arena60 = getelementptr inbounds float, ptr %arena, i64 %701
-  %702 = load <8 x float>, ptr %arena60, align 4
-  %703 = fmul <8 x float> %702, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
-  %704 = fsub <8 x float> %689, %703
-  store <8 x float> %704, ptr %conv2.w100, align 32
-  %705 = mul nsw i64 %conv2.j8410, 14400
-  %706 = mul nsw i64 %conv2.ty8511, 4
-  %707 = add nsw i64 %706, 3
-  %708 = mul nsw i64 %707, 480
-  %709 = add nsw i64 %705, %708
-  %710 = mul nsw i64 %conv2.tx8612, 4
-  %711 = add nsw i64 %710, 2
-  %712 = mul nsw i64 %711, 16
-  %713 = add nsw i64 %709, %712
-  %714 = mul nsw i64 %conv2.cv8713, 8
-  %715 = add nsw i64 %713, %714
-  %716 = add nsw i64 1614848, %715
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %716
-  %717 = load <8 x float>, ptr %arena61, align 4
-  %718 = fmul <8 x float> %717, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %719 = mul nsw i64 %conv2.j8410, 14400
-  %720 = mul nsw i64 %conv2.ty8511, 4
-  %721 = add nsw i64 %720, 4
-  %722 = mul nsw i64 %721, 480
-  %723 = add nsw i64 %719, %722
-  %724 = mul nsw i64 %conv2.tx8612, 4
-  %725 = add nsw i64 %724, 2
-  %726 = mul nsw i64 %725, 16
-  %727 = add nsw i64 %723, %726
-  %728 = mul nsw i64 %conv2.cv8713, 8
-  %729 = add nsw i64 %727, %728
-  %730 = add nsw i64 1614848, %729
-  %arena62 = getelementptr inbounds float, ptr %arena, i64 %730
-  %731 = load <8 x float>, ptr %arena62, align 4
-  %732 = fmul <8 x float> %731, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %733 = fadd <8 x float> %718, %732
-  %734 = mul nsw i64 %conv2.j8410, 14400
-  %735 = mul nsw i64 %conv2.ty8511, 4
-  %736 = add nsw i64 %735, 1
-  %737 = mul nsw i64 %736, 480
-  %738 = add nsw i64 %734, %737
-  %739 = mul nsw i64 %conv2.tx8612, 4
-  %740 = add nsw i64 %739, 2
-  %741 = mul nsw i64 %740, 16
-  %742 = add nsw i64 %738, %741
-  %743 = mul nsw i64 %conv2.cv8713, 8
-  %744 = add nsw i64 %742, %743
-  %745 = add nsw i64 1614848, %744
-  %arena63 = getelementptr inbounds float, ptr %arena, i64 %745
-  %746 = load <8 x float>, ptr %arena63, align 4
-  %747 = fmul <8 x float> %746, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %748 = fsub <8 x float> %733, %747
-  %749 = mul nsw i64 %conv2.j8410, 14400
-  %750 = mul nsw i64 %conv2.ty8511, 4
-  %751 = add nsw i64 %750, 2
-  %752 = mul nsw i64 %751, 480
-  %753 = add nsw i64 %749, %752
-  %754 = mul nsw i64 %conv2.tx8612, 4
-  %755 = add nsw i64 %754, 2
-  %756 = mul nsw i64 %755, 16
-  %757 = add nsw i64 %753, %756
-  %758 = mul nsw i64 %conv2.cv8713, 8
-  %759 = add nsw i64 %757, %758
-  %760 = add nsw i64 1614848, %759
-  %arena64 = getelementptr inbounds float, ptr %arena, i64 %760
-  %761 = load <8 x float>, ptr %arena64, align 4
-  %762 = fmul <8 x float> %761, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %763 = fsub <8 x float> %748, %762
-  store <8 x float> %763, ptr %conv2.w101, align 32
-  %764 = mul nsw i64 %conv2.j8410, 14400
-  %765 = mul nsw i64 %conv2.ty8511, 4
-  %766 = add nsw i64 %765, 1
-  %767 = mul nsw i64 %766, 480
-  %768 = add nsw i64 %764, %767
-  %769 = mul nsw i64 %conv2.tx8612, 4
-  %770 = add nsw i64 %769, 2
-  %771 = mul nsw i64 %770, 16
-  %772 = add nsw i64 %768, %771
-  %773 = mul nsw i64 %conv2.cv8713, 8
-  %774 = add nsw i64 %772, %773
-  %775 = add nsw i64 1614848, %774
-  %arena65 = getelementptr inbounds float, ptr %arena, i64 %775
-  %776 = load <8 x float>, ptr %arena65, align 4
-  %777 = fmul <8 x float> %776, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %778 = mul nsw i64 %conv2.j8410, 14400
-  %779 = mul nsw i64 %conv2.ty8511, 4
-  %780 = add nsw i64 %779, 4
-  %781 = mul nsw i64 %780, 480
-  %782 = add nsw i64 %778, %781
-  %783 = mul nsw i64 %conv2.tx8612, 4
-  %784 = add nsw i64 %783, 2
-  %785 = mul nsw i64 %784, 16
-  %786 = add nsw i64 %782, %785
-  %787 = mul nsw i64 %conv2.cv8713, 8
-  %788 = add nsw i64 %786, %787
-  %789 = add nsw i64 1614848, %788
-  %arena66 = getelementptr inbounds float, ptr %arena, i64 %789
-  %790 = load <8 x float>, ptr %arena66, align 4
-  %791 = fmul <8 x float> %790, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %792 = fadd <8 x float> %777, %791
-  %793 = mul nsw i64 %conv2.j8410, 14400
-  %794 = mul nsw i64 %conv2.ty8511, 4
-  %795 = add nsw i64 %794, 2
-  %796 = mul nsw i64 %795, 480
-  %797 = add nsw i64 %793, %796
-  %798 = mul nsw i64 %conv2.tx8612, 4
-  %799 = add nsw i64 %798, 2
-  %800 = mul nsw i64 %799, 16
-  %801 = add nsw i64 %797, %800
-  %802 = mul nsw i64 %conv2.cv8713, 8
-  %803 = add nsw i64 %801, %802
-  %804 = add nsw i64 1614848, %803
-  %arena67 = getelementptr inbounds float, ptr %arena, i64 %804
-  %805 = load <8 x float>, ptr %arena67, align 4
-  %806 = fmul <8 x float> %805, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %807 = fsub <8 x float> %792, %806
-  %808 = mul nsw i64 %conv2.j8410, 14400
-  %809 = mul nsw i64 %conv2.ty8511, 4
-  %810 = add nsw i64 %809, 3
-  %811 = mul nsw i64 %810, 480
-  %812 = add nsw i64 %808, %811
-  %813 = mul nsw i64 %conv2.tx8612, 4
-  %814 = add nsw i64 %813, 2
-  %815 = mul nsw i64 %814, 16
-  %816 = add nsw i64 %812, %815
-  %817 = mul nsw i64 %conv2.cv8713, 8
-  %818 = add nsw i64 %816, %817
-  %819 = add nsw i64 1614848, %818
-  %arena68 = getelementptr inbounds float, ptr %arena, i64 %819
-  %820 = load <8 x float>, ptr %arena68, align 4
-  %821 = fmul <8 x float> %820, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %822 = fsub <8 x float> %807, %821
-  store <8 x float> %822, ptr %conv2.w102, align 32
-  %823 = mul nsw i64 %conv2.j8410, 14400
-  %824 = mul nsw i64 %conv2.ty8511, 4
-  %825 = add nsw i64 %824, 3
-  %826 = mul nsw i64 %825, 480
-  %827 = add nsw i64 %823, %826
-  %828 = mul nsw i64 %conv2.tx8612, 4
-  %829 = add nsw i64 %828, 2
-  %830 = mul nsw i64 %829, 16
-  %831 = add nsw i64 %827, %830
-  %832 = mul nsw i64 %conv2.cv8713, 8
-  %833 = add nsw i64 %831, %832
-  %834 = add nsw i64 1614848, %833
-  %arena69 = getelementptr inbounds float, ptr %arena, i64 %834
-  %835 = load <8 x float>, ptr %arena69, align 4
-  %836 = fmul <8 x float> %835, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
-  %837 = mul nsw i64 %conv2.j8410, 14400
-  %838 = mul nsw i64 %conv2.ty8511, 4
-  %839 = add nsw i64 %838, 4
-  %840 = mul nsw i64 %839, 480
-  %841 = add nsw i64 %837, %840
-  %842 = mul nsw i64 %conv2.tx8612, 4
-  %843 = add nsw i64 %842, 2
-  %844 = mul nsw i64 %843, 16
-  %845 = add nsw i64 %841, %844
-  %846 = mul nsw i64 %conv2.cv8713, 8
-  %847 = add nsw i64 %845, %846
-  %848 = add nsw i64 1614848, %847
-  %arena70 = getelementptr inbounds float, ptr %arena, i64 %848
-  %849 = load <8 x float>, ptr %arena70, align 4
-  %850 = fmul <8 x float> %849, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %851 = fadd <8 x float> %836, %850
-  %852 = mul nsw i64 %conv2.j8410, 14400
-  %853 = mul nsw i64 %conv2.ty8511, 4
-  %854 = add nsw i64 %853, 1
-  %855 = mul nsw i64 %854, 480
-  %856 = add nsw i64 %852, %855
-  %857 = mul nsw i64 %conv2.tx8612, 4
-  %858 = add nsw i64 %857, 2
-  %859 = mul nsw i64 %858, 16
-  %860 = add nsw i64 %856, %859
-  %861 = mul nsw i64 %conv2.cv8713, 8
-  %862 = add nsw i64 %860, %861
-  %863 = add nsw i64 1614848, %862
-  %arena71 = getelementptr inbounds float, ptr %arena, i64 %863
-  %864 = load <8 x float>, ptr %arena71, align 4
-  %865 = fmul <8 x float> %864, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
-  %866 = fsub <8 x float> %851, %865
-  %867 = mul nsw i64 %conv2.j8410, 14400
-  %868 = mul nsw i64 %conv2.ty8511, 4
-  %869 = add nsw i64 %868, 2
-  %870 = mul nsw i64 %869, 480
-  %871 = add nsw i64 %867, %870
-  %872 = mul nsw i64 %conv2.tx8612, 4
-  %873 = add nsw i64 %872, 2
-  %874 = mul nsw i64 %873, 16
-  %875 = add nsw i64 %871, %874
-  %876 = mul nsw i64 %conv2.cv8713, 8
-  %877 = add nsw i64 %875, %876
-  %878 = add nsw i64 1614848, %877
-  %arena72 = getelementptr inbounds float, ptr %arena, i64 %878
-  %879 = load <8 x float>, ptr %arena72, align 4
-  %880 = fmul <8 x float> %879, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %881 = fsub <8 x float> %866, %880
-  store <8 x float> %881, ptr %conv2.w103, align 32
-  %882 = mul nsw i64 %conv2.j8410, 14400
-  %883 = mul nsw i64 %conv2.ty8511, 4
-  %884 = add nsw i64 %883, 1
-  %885 = mul nsw i64 %884, 480
-  %886 = add nsw i64 %882, %885
-  %887 = mul nsw i64 %conv2.tx8612, 4
-  %888 = add nsw i64 %887, 2
-  %889 = mul nsw i64 %888, 16
-  %890 = add nsw i64 %886, %889
-  %891 = mul nsw i64 %conv2.cv8713, 8
-  %892 = add nsw i64 %890, %891
-  %893 = add nsw i64 1614848, %892
-  %arena73 = getelementptr inbounds float, ptr %arena, i64 %893
-  %894 = load <8 x float>, ptr %arena73, align 4
-  %895 = fmul <8 x float> %894, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
-  %896 = mul nsw i64 %conv2.j8410, 14400
-  %897 = mul nsw i64 %conv2.ty8511, 4
-  %898 = add nsw i64 %897, 4
-  %899 = mul nsw i64 %898, 480
-  %900 = add nsw i64 %896, %899
-  %901 = mul nsw i64 %conv2.tx8612, 4
-  %902 = add nsw i64 %901, 2
-  %903 = mul nsw i64 %902, 16
-  %904 = add nsw i64 %900, %903
-  %905 = mul nsw i64 %conv2.cv8713, 8
-  %906 = add nsw i64 %904, %905
-  %907 = add nsw i64 1614848, %906
-  %arena74 = getelementptr inbounds float, ptr %arena, i64 %907
-  %908 = load <8 x float>, ptr %arena74, align 4
-  %909 = fmul <8 x float> %908, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %910 = fadd <8 x float> %895, %909
-  %911 = mul nsw i64 %conv2.j8410, 14400
-  %912 = mul nsw i64 %conv2.ty8511, 4
-  %913 = add nsw i64 %912, 2
-  %914 = mul nsw i64 %913, 480
-  %915 = add nsw i64 %911, %914
-  %916 = mul nsw i64 %conv2.tx8612, 4
-  %917 = add nsw i64 %916, 2
-  %918 = mul nsw i64 %917, 16
-  %919 = add nsw i64 %915, %918
-  %920 = mul nsw i64 %conv2.cv8713, 8
-  %921 = add nsw i64 %919, %920
-  %922 = add nsw i64 1614848, %921
-  %arena75 = getelementptr inbounds float, ptr %arena, i64 %922
-  %923 = load <8 x float>, ptr %arena75, align 4
-  %924 = fmul <8 x float> %923, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %925 = fsub <8 x float> %910, %924
-  %926 = mul nsw i64 %conv2.j8410, 14400
-  %927 = mul nsw i64 %conv2.ty8511, 4
-  %928 = add nsw i64 %927, 3
-  %929 = mul nsw i64 %928, 480
-  %930 = add nsw i64 %926, %929
-  %931 = mul nsw i64 %conv2.tx8612, 4
-  %932 = add nsw i64 %931, 2
-  %933 = mul nsw i64 %932, 16
-  %934 = add nsw i64 %930, %933
-  %935 = mul nsw i64 %conv2.cv8713, 8
-  %936 = add nsw i64 %934, %935
-  %937 = add nsw i64 1614848, %936
-  %arena76 = getelementptr inbounds float, ptr %arena, i64 %937
-  %938 = load <8 x float>, ptr %arena76, align 4
-  %939 = fmul <8 x float> %938, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
-  %940 = fsub <8 x float> %925, %939
-  store <8 x float> %940, ptr %conv2.w104, align 32
-  %941 = mul nsw i64 %conv2.j8410, 14400
-  %942 = mul nsw i64 %conv2.ty8511, 4
-  %943 = add nsw i64 %942, 1
-  %944 = mul nsw i64 %943, 480
-  %945 = add nsw i64 %941, %944
-  %946 = mul nsw i64 %conv2.tx8612, 4
-  %947 = add nsw i64 %946, 2
-  %948 = mul nsw i64 %947, 16
-  %949 = add nsw i64 %945, %948
-  %950 = mul nsw i64 %conv2.cv8713, 8
-  %951 = add nsw i64 %949, %950
-  %952 = add nsw i64 1614848, %951
-  %arena77 = getelementptr inbounds float, ptr %arena, i64 %952
-  %953 = load <8 x float>, ptr %arena77, align 4
-  %954 = fmul <8 x float> %953, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %955 = mul nsw i64 %conv2.j8410, 14400
-  %956 = mul nsw i64 %conv2.ty8511, 4
-  %957 = add nsw i64 %956, 5
-  %958 = mul nsw i64 %957, 480
-  %959 = add nsw i64 %955, %958
-  %960 = mul nsw i64 %conv2.tx8612, 4
-  %961 = add nsw i64 %960, 2
-  %962 = mul nsw i64 %961, 16
-  %963 = add nsw i64 %959, %962
-  %964 = mul nsw i64 %conv2.cv8713, 8
-  %965 = add nsw i64 %963, %964
-  %966 = add nsw i64 1614848, %965
-  %arena78 = getelementptr inbounds float, ptr %arena, i64 %966
-  %967 = load <8 x float>, ptr %arena78, align 4
-  %968 = fmul <8 x float> %967, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %969 = fadd <8 x float> %954, %968
-  %970 = mul nsw i64 %conv2.j8410, 14400
-  %971 = mul nsw i64 %conv2.ty8511, 4
-  %972 = add nsw i64 %971, 3
-  %973 = mul nsw i64 %972, 480
-  %974 = add nsw i64 %970, %973
-  %975 = mul nsw i64 %conv2.tx8612, 4
-  %976 = add nsw i64 %975, 2
-  %977 = mul nsw i64 %976, 16
-  %978 = add nsw i64 %974, %977
-  %979 = mul nsw i64 %conv2.cv8713, 8
-  %980 = add nsw i64 %978, %979
-  %981 = add nsw i64 1614848, %980
-  %arena79 = getelementptr inbounds float, ptr %arena, i64 %981
-  %982 = load <8 x float>, ptr %arena79, align 4
-  %983 = fmul <8 x float> %982, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
-  %984 = fsub <8 x float> %969, %983
-  store <8 x float> %984, ptr %conv2.w105, align 32
-  %985 = mul nsw i64 %conv2.j8410, 14400
-  %986 = mul nsw i64 %conv2.ty8511, 4
-  %987 = mul nsw i64 %986, 480
-  %988 = add nsw i64 %985, %987
-  %989 = mul nsw i64 %conv2.tx8612, 4
-  %990 = add nsw i64 %989, 3
-  %991 = mul nsw i64 %990, 16
-  %992 = add nsw i64 %988, %991
-  %993 = mul nsw i64 %conv2.cv8713, 8
-  %994 = add nsw i64 %992, %993
-  %995 = add nsw i64 1614848, %994
-  %arena80 = getelementptr inbounds float, ptr %arena, i64 %995
-  %996 = load <8 x float>, ptr %arena80, align 4
-  %997 = fmul <8 x float> %996, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %998 = mul nsw i64 %conv2.j8410, 14400
-  %999 = mul nsw i64 %conv2.ty8511, 4
-  %1000 = add nsw i64 %999, 4
-  %1001 = mul nsw i64 %1000, 480
-  %1002 = add nsw i64 %998, %1001
-  %1003 = mul nsw i64 %conv2.tx8612, 4
-  %1004 = add nsw i64 %1003, 3
-  %1005 = mul nsw i64 %1004, 16
-  %1006 = add nsw i64 %1002, %1005
-  %1007 = mul nsw i64 %conv2.cv8713, 8
-  %1008 = add nsw i64 %1006, %1007
-  %1009 = add nsw i64 1614848, %1008
-  %arena81 = getelementptr inbounds float, ptr %arena, i64 %1009
-  %1010 = load <8 x float>, ptr %arena81, align 4
-  %1011 = fmul <8 x float> %1010, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1012 = fadd <8 x float> %997, %1011
-  %1013 = mul nsw i64 %conv2.j8410, 14400
-  %1014 = mul nsw i64 %conv2.ty8511, 4
-  %1015 = add nsw i64 %1014, 2
-  %1016 = mul nsw i64 %1015, 480
-  %1017 = add nsw i64 %1013, %1016
-  %1018 = mul nsw i64 %conv2.tx8612, 4
-  %1019 = add nsw i64 %1018, 3
-  %1020 = mul nsw i64 %1019, 16
-  %1021 = add nsw i64 %1017, %1020
-  %1022 = mul nsw i64 %conv2.cv8713, 8
-  %1023 = add nsw i64 %1021, %1022
-  %1024 = add nsw i64 1614848, %1023
-  %arena82 = getelementptr inbounds float, ptr %arena, i64 %1024
-  %1025 = load <8 x float>, ptr %arena82, align 4
-  %1026 = fmul <8 x float> %1025, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
-  %1027 = fsub <8 x float> %1012, %1026
-  store <8 x float> %1027, ptr %conv2.w106, align 32
-  %1028 = mul nsw i64 %conv2.j8410, 14400
-  %1029 = mul nsw i64 %conv2.ty8511, 4
-  %1030 = add nsw i64 %1029, 3
-  %1031 = mul nsw i64 %1030, 480
-  %1032 = add nsw i64 %1028, %1031
-  %1033 = mul nsw i64 %conv2.tx8612, 4
-  %1034 = add nsw i64 %1033, 3
-  %1035 = mul nsw i64 %1034, 16
-  %1036 = add nsw i64 %1032, %1035
-  %1037 = mul nsw i64 %conv2.cv8713, 8
-  %1038 = add nsw i64 %1036, %1037
-  %1039 = add nsw i64 1614848, %1038
-  %arena83 = getelementptr inbounds float, ptr %arena, i64 %1039
-  %1040 = load <8 x float>, ptr %arena83, align 4
-  %1041 = fmul <8 x float> %1040, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1042 = mul nsw i64 %conv2.j8410, 14400
-  %1043 = mul nsw i64 %conv2.ty8511, 4
-  %1044 = add nsw i64 %1043, 4
-  %1045 = mul nsw i64 %1044, 480
-  %1046 = add nsw i64 %1042, %1045
-  %1047 = mul nsw i64 %conv2.tx8612, 4
-  %1048 = add nsw i64 %1047, 3
-  %1049 = mul nsw i64 %1048, 16
-  %1050 = add nsw i64 %1046, %1049
-  %1051 = mul nsw i64 %conv2.cv8713, 8
-  %1052 = add nsw i64 %1050, %1051
-  %1053 = add nsw i64 1614848, %1052
-  %arena84 = getelementptr inbounds float, ptr %arena, i64 %1053
-  %1054 = load <8 x float>, ptr %arena84, align 4
-  %1055 = fmul <8 x float> %1054, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1056 = fadd <8 x float> %1041, %1055
-  %1057 = mul nsw i64 %conv2.j8410, 14400
-  %1058 = mul nsw i64 %conv2.ty8511, 4
-  %1059 = add nsw i64 %1058, 1
-  %1060 = mul nsw i64 %1059, 480
-  %1061 = add nsw i64 %1057, %1060
-  %1062 = mul nsw i64 %conv2.tx8612, 4
-  %1063 = add nsw i64 %1062, 3
-  %1064 = mul nsw i64 %1063, 16
-  %1065 = add nsw i64 %1061, %1064
-  %1066 = mul nsw i64 %conv2.cv8713, 8
-  %1067 = add nsw i64 %1065, %1066
-  %1068 = add nsw i64 1614848, %1067
-  %arena85 = getelementptr inbounds float, ptr %arena, i64 %1068
-  %1069 = load <8 x float>, ptr %arena85, align 4
-  %1070 = fmul <8 x float> %1069, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %1071 = fsub <8 x float> %1056, %1070
-  %1072 = mul nsw i64 %conv2.j8410, 14400
-  %1073 = mul nsw i64 %conv2.ty8511, 4
-  %1074 = add nsw i64 %1073, 2
-  %1075 = mul nsw i64 %1074, 480
-  %1076 = add nsw i64 %1072, %1075
-  %1077 = mul nsw i64 %conv2.tx8612, 4
-  %1078 = add nsw i64 %1077, 3
-  %1079 = mul nsw i64 %1078, 16
-  %1080 = add nsw i64 %1076, %1079
-  %1081 = mul nsw i64 %conv2.cv8713, 8
-  %1082 = add nsw i64 %1080, %1081
-  %1083 = add nsw i64 1614848, %1082
-  %arena86 = getelementptr inbounds float, ptr %arena, i64 %1083
-  %1084 = load <8 x float>, ptr %arena86, align 4
-  %1085 = fmul <8 x float> %1084, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %1086 = fsub <8 x float> %1071, %1085
-  store <8 x float> %1086, ptr %conv2.w107, align 32
-  %1087 = mul nsw i64 %conv2.j8410, 14400
-  %1088 = mul nsw i64 %conv2.ty8511, 4
-  %1089 = add nsw i64 %1088, 1
-  %1090 = mul nsw i64 %1089, 480
-  %1091 = add nsw i64 %1087, %1090
-  %1092 = mul nsw i64 %conv2.tx8612, 4
-  %1093 = add nsw i64 %1092, 3
-  %1094 = mul nsw i64 %1093, 16
-  %1095 = add nsw i64 %1091, %1094
-  %1096 = mul nsw i64 %conv2.cv8713, 8
-  %1097 = add nsw i64 %1095, %1096
-  %1098 = add nsw i64 1614848, %1097
-  %arena87 = getelementptr inbounds float, ptr %arena, i64 %1098
-  %1099 = load <8 x float>, ptr %arena87, align 4
-  %1100 = fmul <8 x float> %1099, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %1101 = mul nsw i64 %conv2.j8410, 14400
-  %1102 = mul nsw i64 %conv2.ty8511, 4
-  %1103 = add nsw i64 %1102, 4
-  %1104 = mul nsw i64 %1103, 480
-  %1105 = add nsw i64 %1101, %1104
-  %1106 = mul nsw i64 %conv2.tx8612, 4
-  %1107 = add nsw i64 %1106, 3
-  %1108 = mul nsw i64 %1107, 16
-  %1109 = add nsw i64 %1105, %1108
-  %1110 = mul nsw i64 %conv2.cv8713, 8
-  %1111 = add nsw i64 %1109, %1110
-  %1112 = add nsw i64 1614848, %1111
-  %arena88 = getelementptr inbounds float, ptr %arena, i64 %1112
-  %1113 = load <8 x float>, ptr %arena88, align 4
-  %1114 = fmul <8 x float> %1113, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1115 = fadd <8 x float> %1100, %1114
-  %1116 = mul nsw i64 %conv2.j8410, 14400
-  %1117 = mul nsw i64 %conv2.ty8511, 4
-  %1118 = add nsw i64 %1117, 2
-  %1119 = mul nsw i64 %1118, 480
-  %1120 = add nsw i64 %1116, %1119
-  %1121 = mul nsw i64 %conv2.tx8612, 4
-  %1122 = add nsw i64 %1121, 3
-  %1123 = mul nsw i64 %1122, 16
-  %1124 = add nsw i64 %1120, %1123
-  %1125 = mul nsw i64 %conv2.cv8713, 8
-  %1126 = add nsw i64 %1124, %1125
-  %1127 = add nsw i64 1614848, %1126
-  %arena89 = getelementptr inbounds float, ptr %arena, i64 %1127
-  %1128 = load <8 x float>, ptr %arena89, align 4
-  %1129 = fmul <8 x float> %1128, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %1130 = fsub <8 x float> %1115, %1129
-  %1131 = mul nsw i64 %conv2.j8410, 14400
-  %1132 = mul nsw i64 %conv2.ty8511, 4
-  %1133 = add nsw i64 %1132, 3
-  %1134 = mul nsw i64 %1133, 480
-  %1135 = add nsw i64 %1131, %1134
-  %1136 = mul nsw i64 %conv2.tx8612, 4
-  %1137 = add nsw i64 %1136, 3
-  %1138 = mul nsw i64 %1137, 16
-  %1139 = add nsw i64 %1135, %1138
-  %1140 = mul nsw i64 %conv2.cv8713, 8
-  %1141 = add nsw i64 %1139, %1140
-  %1142 = add nsw i64 1614848, %1141
-  %arena90 = getelementptr inbounds float, ptr %arena, i64 %1142
-  %1143 = load <8 x float>, ptr %arena90, align 4
-  %1144 = fmul <8 x float> %1143, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1145 = fsub <8 x float> %1130, %1144
-  store <8 x float> %1145, ptr %conv2.w108, align 32
-  %1146 = mul nsw i64 %conv2.j8410, 14400
-  %1147 = mul nsw i64 %conv2.ty8511, 4
-  %1148 = add nsw i64 %1147, 3
-  %1149 = mul nsw i64 %1148, 480
-  %1150 = add nsw i64 %1146, %1149
-  %1151 = mul nsw i64 %conv2.tx8612, 4
-  %1152 = add nsw i64 %1151, 3
-  %1153 = mul nsw i64 %1152, 16
-  %1154 = add nsw i64 %1150, %1153
-  %1155 = mul nsw i64 %conv2.cv8713, 8
-  %1156 = add nsw i64 %1154, %1155
-  %1157 = add nsw i64 1614848, %1156
-  %arena91 = getelementptr inbounds float, ptr %arena, i64 %1157
-  %1158 = load <8 x float>, ptr %arena91, align 4
-  %1159 = fmul <8 x float> %1158, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
-  %1160 = mul nsw i64 %conv2.j8410, 14400
-  %1161 = mul nsw i64 %conv2.ty8511, 4
-  %1162 = add nsw i64 %1161, 4
-  %1163 = mul nsw i64 %1162, 480
-  %1164 = add nsw i64 %1160, %1163
-  %1165 = mul nsw i64 %conv2.tx8612, 4
-  %1166 = add nsw i64 %1165, 3
-  %1167 = mul nsw i64 %1166, 16
-  %1168 = add nsw i64 %1164, %1167
-  %1169 = mul nsw i64 %conv2.cv8713, 8
-  %1170 = add nsw i64 %1168, %1169
-  %1171 = add nsw i64 1614848, %1170
-  %arena92 = getelementptr inbounds float, ptr %arena, i64 %1171
-  %1172 = load <8 x float>, ptr %arena92, align 4
-  %1173 = fmul <8 x float> %1172, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1174 = fadd <8 x float> %1159, %1173
-  %1175 = mul nsw i64 %conv2.j8410, 14400
-  %1176 = mul nsw i64 %conv2.ty8511, 4
-  %1177 = add nsw i64 %1176, 1
-  %1178 = mul nsw i64 %1177, 480
-  %1179 = add nsw i64 %1175, %1178
-  %1180 = mul nsw i64 %conv2.tx8612, 4
-  %1181 = add nsw i64 %1180, 3
-  %1182 = mul nsw i64 %1181, 16
-  %1183 = add nsw i64 %1179, %1182
-  %1184 = mul nsw i64 %conv2.cv8713, 8
-  %1185 = add nsw i64 %1183, %1184
-  %1186 = add nsw i64 1614848, %1185
-  %arena93 = getelementptr inbounds float, ptr %arena, i64 %1186
-  %1187 = load <8 x float>, ptr %arena93, align 4
-  %1188 = fmul <8 x float> %1187, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
-  %1189 = fsub <8 x float> %1174, %1188
-  %1190 = mul nsw i64 %conv2.j8410, 14400
-  %1191 = mul nsw i64 %conv2.ty8511, 4
-  %1192 = add nsw i64 %1191, 2
-  %1193 = mul nsw i64 %1192, 480
-  %1194 = add nsw i64 %1190, %1193
-  %1195 = mul nsw i64 %conv2.tx8612, 4
-  %1196 = add nsw i64 %1195, 3
-  %1197 = mul nsw i64 %1196, 16
-  %1198 = add nsw i64 %1194, %1197
-  %1199 = mul nsw i64 %conv2.cv8713, 8
-  %1200 = add nsw i64 %1198, %1199
-  %1201 = add nsw i64 1614848, %1200
-  %arena94 = getelementptr inbounds float, ptr %arena, i64 %1201
-  %1202 = load <8 x float>, ptr %arena94, align 4
-  %1203 = fmul <8 x float> %1202, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1204 = fsub <8 x float> %1189, %1203
-  store <8 x float> %1204, ptr %conv2.w109, align 32
-  %1205 = mul nsw i64 %conv2.j8410, 14400
-  %1206 = mul nsw i64 %conv2.ty8511, 4
-  %1207 = add nsw i64 %1206, 1
-  %1208 = mul nsw i64 %1207, 480
-  %1209 = add nsw i64 %1205, %1208
-  %1210 = mul nsw i64 %conv2.tx8612, 4
-  %1211 = add nsw i64 %1210, 3
-  %1212 = mul nsw i64 %1211, 16
-  %1213 = add nsw i64 %1209, %1212
-  %1214 = mul nsw i64 %conv2.cv8713, 8
-  %1215 = add nsw i64 %1213, %1214
-  %1216 = add nsw i64 1614848, %1215
-  %arena95 = getelementptr inbounds float, ptr %arena, i64 %1216
-  %1217 = load <8 x float>, ptr %arena95, align 4
-  %1218 = fmul <8 x float> %1217, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
-  %1219 = mul nsw i64 %conv2.j8410, 14400
-  %1220 = mul nsw i64 %conv2.ty8511, 4
-  %1221 = add nsw i64 %1220, 4
-  %1222 = mul nsw i64 %1221, 480
-  %1223 = add nsw i64 %1219, %1222
-  %1224 = mul nsw i64 %conv2.tx8612, 4
-  %1225 = add nsw i64 %1224, 3
-  %1226 = mul nsw i64 %1225, 16
-  %1227 = add nsw i64 %1223, %1226
-  %1228 = mul nsw i64 %conv2.cv8713, 8
-  %1229 = add nsw i64 %1227, %1228
-  %1230 = add nsw i64 1614848, %1229
-  %arena96 = getelementptr inbounds float, ptr %arena, i64 %1230
-  %1231 = load <8 x float>, ptr %arena96, align 4
-  %1232 = fmul <8 x float> %1231, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1233 = fadd <8 x float> %1218, %1232
-  %1234 = mul nsw i64 %conv2.j8410, 14400
-  %1235 = mul nsw i64 %conv2.ty8511, 4
-  %1236 = add nsw i64 %1235, 2
-  %1237 = mul nsw i64 %1236, 480
-  %1238 = add nsw i64 %1234, %1237
-  %1239 = mul nsw i64 %conv2.tx8612, 4
-  %1240 = add nsw i64 %1239, 3
-  %1241 = mul nsw i64 %1240, 16
-  %1242 = add nsw i64 %1238, %1241
-  %1243 = mul nsw i64 %conv2.cv8713, 8
-  %1244 = add nsw i64 %1242, %1243
-  %1245 = add nsw i64 1614848, %1244
-  %arena97 = getelementptr inbounds float, ptr %arena, i64 %1245
-  %1246 = load <8 x float>, ptr %arena97, align 4
-  %1247 = fmul <8 x float> %1246, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1248 = fsub <8 x float> %1233, %1247
-  %1249 = mul nsw i64 %conv2.j8410, 14400
-  %1250 = mul nsw i64 %conv2.ty8511, 4
-  %1251 = add nsw i64 %1250, 3
-  %1252 = mul nsw i64 %1251, 480
-  %1253 = add nsw i64 %1249, %1252
-  %1254 = mul nsw i64 %conv2.tx8612, 4
-  %1255 = add nsw i64 %1254, 3
-  %1256 = mul nsw i64 %1255, 16
-  %1257 = add nsw i64 %1253, %1256
-  %1258 = mul nsw i64 %conv2.cv8713, 8
-  %1259 = add nsw i64 %1257, %1258
-  %1260 = add nsw i64 1614848, %1259
-  %arena98 = getelementptr inbounds float, ptr %arena, i64 %1260
-  %1261 = load <8 x float>, ptr %arena98, align 4
-  %1262 = fmul <8 x float> %1261, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
-  %1263 = fsub <8 x float> %1248, %1262
-  store <8 x float> %1263, ptr %conv2.w110, align 32
-  %1264 = mul nsw i64 %conv2.j8410, 14400
-  %1265 = mul nsw i64 %conv2.ty8511, 4
-  %1266 = add nsw i64 %1265, 1
-  %1267 = mul nsw i64 %1266, 480
-  %1268 = add nsw i64 %1264, %1267
-  %1269 = mul nsw i64 %conv2.tx8612, 4
-  %1270 = add nsw i64 %1269, 3
-  %1271 = mul nsw i64 %1270, 16
-  %1272 = add nsw i64 %1268, %1271
-  %1273 = mul nsw i64 %conv2.cv8713, 8
-  %1274 = add nsw i64 %1272, %1273
-  %1275 = add nsw i64 1614848, %1274
-  %arena99 = getelementptr inbounds float, ptr %arena, i64 %1275
-  %1276 = load <8 x float>, ptr %arena99, align 4
-  %1277 = fmul <8 x float> %1276, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %1278 = mul nsw i64 %conv2.j8410, 14400
-  %1279 = mul nsw i64 %conv2.ty8511, 4
-  %1280 = add nsw i64 %1279, 5
-  %1281 = mul nsw i64 %1280, 480
-  %1282 = add nsw i64 %1278, %1281
-  %1283 = mul nsw i64 %conv2.tx8612, 4
-  %1284 = add nsw i64 %1283, 3
-  %1285 = mul nsw i64 %1284, 16
-  %1286 = add nsw i64 %1282, %1285
-  %1287 = mul nsw i64 %conv2.cv8713, 8
-  %1288 = add nsw i64 %1286, %1287
-  %1289 = add nsw i64 1614848, %1288
-  %arena100 = getelementptr inbounds float, ptr %arena, i64 %1289
-  %1290 = load <8 x float>, ptr %arena100, align 4
-  %1291 = fmul <8 x float> %1290, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1292 = fadd <8 x float> %1277, %1291
-  %1293 = mul nsw i64 %conv2.j8410, 14400
-  %1294 = mul nsw i64 %conv2.ty8511, 4
-  %1295 = add nsw i64 %1294, 3
-  %1296 = mul nsw i64 %1295, 480
-  %1297 = add nsw i64 %1293, %1296
-  %1298 = mul nsw i64 %conv2.tx8612, 4
-  %1299 = add nsw i64 %1298, 3
-  %1300 = mul nsw i64 %1299, 16
-  %1301 = add nsw i64 %1297, %1300
-  %1302 = mul nsw i64 %conv2.cv8713, 8
-  %1303 = add nsw i64 %1301, %1302
-  %1304 = add nsw i64 1614848, %1303
-  %arena101 = getelementptr inbounds float, ptr %arena, i64 %1304
-  %1305 = load <8 x float>, ptr %arena101, align 4
-  %1306 = fmul <8 x float> %1305, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
-  %1307 = fsub <8 x float> %1292, %1306
-  store <8 x float> %1307, ptr %conv2.w111, align 32
-  %1308 = mul nsw i64 %conv2.j8410, 14400
-  %1309 = mul nsw i64 %conv2.ty8511, 4
-  %1310 = mul nsw i64 %1309, 480
-  %1311 = add nsw i64 %1308, %1310
-  %1312 = mul nsw i64 %conv2.tx8612, 4
-  %1313 = add nsw i64 %1312, 4
-  %1314 = mul nsw i64 %1313, 16
-  %1315 = add nsw i64 %1311, %1314
-  %1316 = mul nsw i64 %conv2.cv8713, 8
-  %1317 = add nsw i64 %1315, %1316
-  %1318 = add nsw i64 1614848, %1317
-  %arena102 = getelementptr inbounds float, ptr %arena, i64 %1318
-  %1319 = load <8 x float>, ptr %arena102, align 4
-  %1320 = fmul <8 x float> %1319, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %1321 = mul nsw i64 %conv2.j8410, 14400
-  %1322 = mul nsw i64 %conv2.ty8511, 4
-  %1323 = add nsw i64 %1322, 4
-  %1324 = mul nsw i64 %1323, 480
-  %1325 = add nsw i64 %1321, %1324
-  %1326 = mul nsw i64 %conv2.tx8612, 4
-  %1327 = add nsw i64 %1326, 4
-  %1328 = mul nsw i64 %1327, 16
-  %1329 = add nsw i64 %1325, %1328
-  %1330 = mul nsw i64 %conv2.cv8713, 8
-  %1331 = add nsw i64 %1329, %1330
-  %1332 = add nsw i64 1614848, %1331
-  %arena103 = getelementptr inbounds float, ptr %arena, i64 %1332
-  %1333 = load <8 x float>, ptr %arena103, align 4
-  %1334 = fmul <8 x float> %1333, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1335 = fadd <8 x float> %1320, %1334
-  %1336 = mul nsw i64 %conv2.j8410, 14400
-  %1337 = mul nsw i64 %conv2.ty8511, 4
-  %1338 = add nsw i64 %1337, 2
-  %1339 = mul nsw i64 %1338, 480
-  %1340 = add nsw i64 %1336, %1339
-  %1341 = mul nsw i64 %conv2.tx8612, 4
-  %1342 = add nsw i64 %1341, 4
-  %1343 = mul nsw i64 %1342, 16
-  %1344 = add nsw i64 %1340, %1343
-  %1345 = mul nsw i64 %conv2.cv8713, 8
-  %1346 = add nsw i64 %1344, %1345
-  %1347 = add nsw i64 1614848, %1346
-  %arena104 = getelementptr inbounds float, ptr %arena, i64 %1347
-  %1348 = load <8 x float>, ptr %arena104, align 4
-  %1349 = fmul <8 x float> %1348, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
-  %1350 = fsub <8 x float> %1335, %1349
-  store <8 x float> %1350, ptr %conv2.w112, align 32
-  %1351 = mul nsw i64 %conv2.j8410, 14400
-  %1352 = mul nsw i64 %conv2.ty8511, 4
-  %1353 = add nsw i64 %1352, 3
-  %1354 = mul nsw i64 %1353, 480
-  %1355 = add nsw i64 %1351, %1354
-  %1356 = mul nsw i64 %conv2.tx8612, 4
-  %1357 = add nsw i64 %1356, 4
-  %1358 = mul nsw i64 %1357, 16
-  %1359 = add nsw i64 %1355, %1358
-  %1360 = mul nsw i64 %conv2.cv8713, 8
-  %1361 = add nsw i64 %1359, %1360
-  %1362 = add nsw i64 1614848, %1361
-  %arena105 = getelementptr inbounds float, ptr %arena, i64 %1362
-  %1363 = load <8 x float>, ptr %arena105, align 4
-  %1364 = fmul <8 x float> %1363, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1365 = mul nsw i64 %conv2.j8410, 14400
-  %1366 = mul nsw i64 %conv2.ty8511, 4
-  %1367 = add nsw i64 %1366, 4
-  %1368 = mul nsw i64 %1367, 480
-  %1369 = add nsw i64 %1365, %1368
-  %1370 = mul nsw i64 %conv2.tx8612, 4
-  %1371 = add nsw i64 %1370, 4
-  %1372 = mul nsw i64 %1371, 16
-  %1373 = add nsw i64 %1369, %1372
-  %1374 = mul nsw i64 %conv2.cv8713, 8
-  %1375 = add nsw i64 %1373, %1374
-  %1376 = add nsw i64 1614848, %1375
-  %arena106 = getelementptr inbounds float, ptr %arena, i64 %1376
-  %1377 = load <8 x float>, ptr %arena106, align 4
-  %1378 = fmul <8 x float> %1377, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1379 = fadd <8 x float> %1364, %1378
-  %1380 = mul nsw i64 %conv2.j8410, 14400
-  %1381 = mul nsw i64 %conv2.ty8511, 4
-  %1382 = add nsw i64 %1381, 1
-  %1383 = mul nsw i64 %1382, 480
-  %1384 = add nsw i64 %1380, %1383
-  %1385 = mul nsw i64 %conv2.tx8612, 4
-  %1386 = add nsw i64 %1385, 4
-  %1387 = mul nsw i64 %1386, 16
-  %1388 = add nsw i64 %1384, %1387
-  %1389 = mul nsw i64 %conv2.cv8713, 8
-  %1390 = add nsw i64 %1388, %1389
-  %1391 = add nsw i64 1614848, %1390
-  %arena107 = getelementptr inbounds float, ptr %arena, i64 %1391
-  %1392 = load <8 x float>, ptr %arena107, align 4
-  %1393 = fmul <8 x float> %1392, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %1394 = fsub <8 x float> %1379, %1393
-  %1395 = mul nsw i64 %conv2.j8410, 14400
-  %1396 = mul nsw i64 %conv2.ty8511, 4
-  %1397 = add nsw i64 %1396, 2
-  %1398 = mul nsw i64 %1397, 480
-  %1399 = add nsw i64 %1395, %1398
-  %1400 = mul nsw i64 %conv2.tx8612, 4
-  %1401 = add nsw i64 %1400, 4
-  %1402 = mul nsw i64 %1401, 16
-  %1403 = add nsw i64 %1399, %1402
-  %1404 = mul nsw i64 %conv2.cv8713, 8
-  %1405 = add nsw i64 %1403, %1404
-  %1406 = add nsw i64 1614848, %1405
-  %arena108 = getelementptr inbounds float, ptr %arena, i64 %1406
-  %1407 = load <8 x float>, ptr %arena108, align 4
-  %1408 = fmul <8 x float> %1407, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %1409 = fsub <8 x float> %1394, %1408
-  store <8 x float> %1409, ptr %conv2.w113, align 32
-  %1410 = mul nsw i64 %conv2.j8410, 14400
-  %1411 = mul nsw i64 %conv2.ty8511, 4
-  %1412 = add nsw i64 %1411, 1
-  %1413 = mul nsw i64 %1412, 480
-  %1414 = add nsw i64 %1410, %1413
-  %1415 = mul nsw i64 %conv2.tx8612, 4
-  %1416 = add nsw i64 %1415, 4
-  %1417 = mul nsw i64 %1416, 16
-  %1418 = add nsw i64 %1414, %1417
-  %1419 = mul nsw i64 %conv2.cv8713, 8
-  %1420 = add nsw i64 %1418, %1419
-  %1421 = add nsw i64 1614848, %1420
-  %arena109 = getelementptr inbounds float, ptr %arena, i64 %1421
-  %1422 = load <8 x float>, ptr %arena109, align 4
-  %1423 = fmul <8 x float> %1422, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %1424 = mul nsw i64 %conv2.j8410, 14400
-  %1425 = mul nsw i64 %conv2.ty8511, 4
-  %1426 = add nsw i64 %1425, 4
-  %1427 = mul nsw i64 %1426, 480
-  %1428 = add nsw i64 %1424, %1427
-  %1429 = mul nsw i64 %conv2.tx8612, 4
-  %1430 = add nsw i64 %1429, 4
-  %1431 = mul nsw i64 %1430, 16
-  %1432 = add nsw i64 %1428, %1431
-  %1433 = mul nsw i64 %conv2.cv8713, 8
-  %1434 = add nsw i64 %1432, %1433
-  %1435 = add nsw i64 1614848, %1434
-  %arena110 = getelementptr inbounds float, ptr %arena, i64 %1435
-  %1436 = load <8 x float>, ptr %arena110, align 4
-  %1437 = fmul <8 x float> %1436, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1438 = fadd <8 x float> %1423, %1437
-  %1439 = mul nsw i64 %conv2.j8410, 14400
-  %1440 = mul nsw i64 %conv2.ty8511, 4
-  %1441 = add nsw i64 %1440, 2
-  %1442 = mul nsw i64 %1441, 480
-  %1443 = add nsw i64 %1439, %1442
-  %1444 = mul nsw i64 %conv2.tx8612, 4
-  %1445 = add nsw i64 %1444, 4
-  %1446 = mul nsw i64 %1445, 16
-  %1447 = add nsw i64 %1443, %1446
-  %1448 = mul nsw i64 %conv2.cv8713, 8
-  %1449 = add nsw i64 %1447, %1448
-  %1450 = add nsw i64 1614848, %1449
-  %arena111 = getelementptr inbounds float, ptr %arena, i64 %1450
-  %1451 = load <8 x float>, ptr %arena111, align 4
-  %1452 = fmul <8 x float> %1451, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %1453 = fsub <8 x float> %1438, %1452
-  %1454 = mul nsw i64 %conv2.j8410, 14400
-  %1455 = mul nsw i64 %conv2.ty8511, 4
-  %1456 = add nsw i64 %1455, 3
-  %1457 = mul nsw i64 %1456, 480
-  %1458 = add nsw i64 %1454, %1457
-  %1459 = mul nsw i64 %conv2.tx8612, 4
-  %1460 = add nsw i64 %1459, 4
-  %1461 = mul nsw i64 %1460, 16
-  %1462 = add nsw i64 %1458, %1461
-  %1463 = mul nsw i64 %conv2.cv8713, 8
-  %1464 = add nsw i64 %1462, %1463
-  %1465 = add nsw i64 1614848, %1464
-  %arena112 = getelementptr inbounds float, ptr %arena, i64 %1465
-  %1466 = load <8 x float>, ptr %arena112, align 4
-  %1467 = fmul <8 x float> %1466, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1468 = fsub <8 x float> %1453, %1467
-  store <8 x float> %1468, ptr %conv2.w114, align 32
-  %1469 = mul nsw i64 %conv2.j8410, 14400
-  %1470 = mul nsw i64 %conv2.ty8511, 4
-  %1471 = add nsw i64 %1470, 3
-  %1472 = mul nsw i64 %1471, 480
-  %1473 = add nsw i64 %1469, %1472
-  %1474 = mul nsw i64 %conv2.tx8612, 4
-  %1475 = add nsw i64 %1474, 4
-  %1476 = mul nsw i64 %1475, 16
-  %1477 = add nsw i64 %1473, %1476
-  %1478 = mul nsw i64 %conv2.cv8713, 8
-  %1479 = add nsw i64 %1477, %1478
-  %1480 = add nsw i64 1614848, %1479
-  %arena113 = getelementptr inbounds float, ptr %arena, i64 %1480
-  %1481 = load <8 x float>, ptr %arena113, align 4
-  %1482 = fmul <8 x float> %1481, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
-  %1483 = mul nsw i64 %conv2.j8410, 14400
-  %1484 = mul nsw i64 %conv2.ty8511, 4
-  %1485 = add nsw i64 %1484, 4
-  %1486 = mul nsw i64 %1485, 480
-  %1487 = add nsw i64 %1483, %1486
-  %1488 = mul nsw i64 %conv2.tx8612, 4
-  %1489 = add nsw i64 %1488, 4
-  %1490 = mul nsw i64 %1489, 16
-  %1491 = add nsw i64 %1487, %1490
-  %1492 = mul nsw i64 %conv2.cv8713, 8
-  %1493 = add nsw i64 %1491, %1492
-  %1494 = add nsw i64 1614848, %1493
-  %arena114 = getelementptr inbounds float, ptr %arena, i64 %1494
-  %1495 = load <8 x float>, ptr %arena114, align 4
-  %1496 = fmul <8 x float> %1495, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1497 = fadd <8 x float> %1482, %1496
-  %1498 = mul nsw i64 %conv2.j8410, 14400
-  %1499 = mul nsw i64 %conv2.ty8511, 4
-  %1500 = add nsw i64 %1499, 1
-  %1501 = mul nsw i64 %1500, 480
-  %1502 = add nsw i64 %1498, %1501
-  %1503 = mul nsw i64 %conv2.tx8612, 4
-  %1504 = add nsw i64 %1503, 4
-  %1505 = mul nsw i64 %1504, 16
-  %1506 = add nsw i64 %1502, %1505
-  %1507 = mul nsw i64 %conv2.cv8713, 8
-  %1508 = add nsw i64 %1506, %1507
-  %1509 = add nsw i64 1614848, %1508
-  %arena115 = getelementptr inbounds float, ptr %arena, i64 %1509
-  %1510 = load <8 x float>, ptr %arena115, align 4
-  %1511 = fmul <8 x float> %1510, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
-  %1512 = fsub <8 x float> %1497, %1511
-  %1513 = mul nsw i64 %conv2.j8410, 14400
-  %1514 = mul nsw i64 %conv2.ty8511, 4
-  %1515 = add nsw i64 %1514, 2
-  %1516 = mul nsw i64 %1515, 480
-  %1517 = add nsw i64 %1513, %1516
-  %1518 = mul nsw i64 %conv2.tx8612, 4
-  %1519 = add nsw i64 %1518, 4
-  %1520 = mul nsw i64 %1519, 16
-  %1521 = add nsw i64 %1517, %1520
-  %1522 = mul nsw i64 %conv2.cv8713, 8
-  %1523 = add nsw i64 %1521, %1522
-  %1524 = add nsw i64 1614848, %1523
-  %arena116 = getelementptr inbounds float, ptr %arena, i64 %1524
-  %1525 = load <8 x float>, ptr %arena116, align 4
-  %1526 = fmul <8 x float> %1525, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1527 = fsub <8 x float> %1512, %1526
-  store <8 x float> %1527, ptr %conv2.w115, align 32
-  %1528 = mul nsw i64 %conv2.j8410, 14400
-  %1529 = mul nsw i64 %conv2.ty8511, 4
-  %1530 = add nsw i64 %1529, 1
-  %1531 = mul nsw i64 %1530, 480
-  %1532 = add nsw i64 %1528, %1531
-  %1533 = mul nsw i64 %conv2.tx8612, 4
-  %1534 = add nsw i64 %1533, 4
-  %1535 = mul nsw i64 %1534, 16
-  %1536 = add nsw i64 %1532, %1535
-  %1537 = mul nsw i64 %conv2.cv8713, 8
-  %1538 = add nsw i64 %1536, %1537
-  %1539 = add nsw i64 1614848, %1538
-  %arena117 = getelementptr inbounds float, ptr %arena, i64 %1539
-  %1540 = load <8 x float>, ptr %arena117, align 4
-  %1541 = fmul <8 x float> %1540, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
-  %1542 = mul nsw i64 %conv2.j8410, 14400
-  %1543 = mul nsw i64 %conv2.ty8511, 4
-  %1544 = add nsw i64 %1543, 4
-  %1545 = mul nsw i64 %1544, 480
-  %1546 = add nsw i64 %1542, %1545
-  %1547 = mul nsw i64 %conv2.tx8612, 4
-  %1548 = add nsw i64 %1547, 4
-  %1549 = mul nsw i64 %1548, 16
-  %1550 = add nsw i64 %1546, %1549
-  %1551 = mul nsw i64 %conv2.cv8713, 8
-  %1552 = add nsw i64 %1550, %1551
-  %1553 = add nsw i64 1614848, %1552
-  %arena118 = getelementptr inbounds float, ptr %arena, i64 %1553
-  %1554 = load <8 x float>, ptr %arena118, align 4
-  %1555 = fmul <8 x float> %1554, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1556 = fadd <8 x float> %1541, %1555
-  %1557 = mul nsw i64 %conv2.j8410, 14400
-  %1558 = mul nsw i64 %conv2.ty8511, 4
-  %1559 = add nsw i64 %1558, 2
-  %1560 = mul nsw i64 %1559, 480
-  %1561 = add nsw i64 %1557, %1560
-  %1562 = mul nsw i64 %conv2.tx8612, 4
-  %1563 = add nsw i64 %1562, 4
-  %1564 = mul nsw i64 %1563, 16
-  %1565 = add nsw i64 %1561, %1564
-  %1566 = mul nsw i64 %conv2.cv8713, 8
-  %1567 = add nsw i64 %1565, %1566
-  %1568 = add nsw i64 1614848, %1567
-  %arena119 = getelementptr inbounds float, ptr %arena, i64 %1568
-  %1569 = load <8 x float>, ptr %arena119, align 4
-  %1570 = fmul <8 x float> %1569, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1571 = fsub <8 x float> %1556, %1570
-  %1572 = mul nsw i64 %conv2.j8410, 14400
-  %1573 = mul nsw i64 %conv2.ty8511, 4
-  %1574 = add nsw i64 %1573, 3
-  %1575 = mul nsw i64 %1574, 480
-  %1576 = add nsw i64 %1572, %1575
-  %1577 = mul nsw i64 %conv2.tx8612, 4
-  %1578 = add nsw i64 %1577, 4
-  %1579 = mul nsw i64 %1578, 16
-  %1580 = add nsw i64 %1576, %1579
-  %1581 = mul nsw i64 %conv2.cv8713, 8
-  %1582 = add nsw i64 %1580, %1581
-  %1583 = add nsw i64 1614848, %1582
-  %arena120 = getelementptr inbounds float, ptr %arena, i64 %1583
-  %1584 = load <8 x float>, ptr %arena120, align 4
-  %1585 = fmul <8 x float> %1584, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
-  %1586 = fsub <8 x float> %1571, %1585
-  store <8 x float> %1586, ptr %conv2.w116, align 32
-  %1587 = mul nsw i64 %conv2.j8410, 14400
-  %1588 = mul nsw i64 %conv2.ty8511, 4
-  %1589 = add nsw i64 %1588, 1
-  %1590 = mul nsw i64 %1589, 480
-  %1591 = add nsw i64 %1587, %1590
-  %1592 = mul nsw i64 %conv2.tx8612, 4
-  %1593 = add nsw i64 %1592, 4
-  %1594 = mul nsw i64 %1593, 16
-  %1595 = add nsw i64 %1591, %1594
-  %1596 = mul nsw i64 %conv2.cv8713, 8
-  %1597 = add nsw i64 %1595, %1596
-  %1598 = add nsw i64 1614848, %1597
-  %arena121 = getelementptr inbounds float, ptr %arena, i64 %1598
-  %1599 = load <8 x float>, ptr %arena121, align 4
-  %1600 = fmul <8 x float> %1599, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %1601 = mul nsw i64 %conv2.j8410, 14400
-  %1602 = mul nsw i64 %conv2.ty8511, 4
-  %1603 = add nsw i64 %1602, 5
-  %1604 = mul nsw i64 %1603, 480
-  %1605 = add nsw i64 %1601, %1604
-  %1606 = mul nsw i64 %conv2.tx8612, 4
-  %1607 = add nsw i64 %1606, 4
-  %1608 = mul nsw i64 %1607, 16
-  %1609 = add nsw i64 %1605, %1608
-  %1610 = mul nsw i64 %conv2.cv8713, 8
-  %1611 = add nsw i64 %1609, %1610
-  %1612 = add nsw i64 1614848, %1611
-  %arena122 = getelementptr inbounds float, ptr %arena, i64 %1612
-  %1613 = load <8 x float>, ptr %arena122, align 4
-  %1614 = fmul <8 x float> %1613, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1615 = fadd <8 x float> %1600, %1614
-  %1616 = mul nsw i64 %conv2.j8410, 14400
-  %1617 = mul nsw i64 %conv2.ty8511, 4
-  %1618 = add nsw i64 %1617, 3
-  %1619 = mul nsw i64 %1618, 480
-  %1620 = add nsw i64 %1616, %1619
-  %1621 = mul nsw i64 %conv2.tx8612, 4
-  %1622 = add nsw i64 %1621, 4
-  %1623 = mul nsw i64 %1622, 16
-  %1624 = add nsw i64 %1620, %1623
-  %1625 = mul nsw i64 %conv2.cv8713, 8
-  %1626 = add nsw i64 %1624, %1625
-  %1627 = add nsw i64 1614848, %1626
-  %arena123 = getelementptr inbounds float, ptr %arena, i64 %1627
-  %1628 = load <8 x float>, ptr %arena123, align 4
-  %1629 = fmul <8 x float> %1628, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
-  %1630 = fsub <8 x float> %1615, %1629
-  store <8 x float> %1630, ptr %conv2.w117, align 32
-  %1631 = mul nsw i64 %conv2.j8410, 14400
-  %1632 = mul nsw i64 %conv2.ty8511, 4
-  %1633 = mul nsw i64 %1632, 480
-  %1634 = add nsw i64 %1631, %1633
-  %1635 = mul nsw i64 %conv2.tx8612, 4
-  %1636 = add nsw i64 %1635, 5
-  %1637 = mul nsw i64 %1636, 16
-  %1638 = add nsw i64 %1634, %1637
-  %1639 = mul nsw i64 %conv2.cv8713, 8
-  %1640 = add nsw i64 %1638, %1639
-  %1641 = add nsw i64 1614848, %1640
-  %arena124 = getelementptr inbounds float, ptr %arena, i64 %1641
-  %1642 = load <8 x float>, ptr %arena124, align 4
-  %1643 = fmul <8 x float> %1642, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %1644 = mul nsw i64 %conv2.j8410, 14400
-  %1645 = mul nsw i64 %conv2.ty8511, 4
-  %1646 = add nsw i64 %1645, 4
-  %1647 = mul nsw i64 %1646, 480
-  %1648 = add nsw i64 %1644, %1647
-  %1649 = mul nsw i64 %conv2.tx8612, 4
-  %1650 = add nsw i64 %1649, 5
-  %1651 = mul nsw i64 %1650, 16
-  %1652 = add nsw i64 %1648, %1651
-  %1653 = mul nsw i64 %conv2.cv8713, 8
-  %1654 = add nsw i64 %1652, %1653
-  %1655 = add nsw i64 1614848, %1654
-  %arena125 = getelementptr inbounds float, ptr %arena, i64 %1655
-  %1656 = load <8 x float>, ptr %arena125, align 4
-  %1657 = fmul <8 x float> %1656, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1658 = fadd <8 x float> %1643, %1657
-  %1659 = mul nsw i64 %conv2.j8410, 14400
-  %1660 = mul nsw i64 %conv2.ty8511, 4
-  %1661 = add nsw i64 %1660, 2
-  %1662 = mul nsw i64 %1661, 480
-  %1663 = add nsw i64 %1659, %1662
-  %1664 = mul nsw i64 %conv2.tx8612, 4
-  %1665 = add nsw i64 %1664, 5
-  %1666 = mul nsw i64 %1665, 16
-  %1667 = add nsw i64 %1663, %1666
-  %1668 = mul nsw i64 %conv2.cv8713, 8
-  %1669 = add nsw i64 %1667, %1668
-  %1670 = add nsw i64 1614848, %1669
-  %arena126 = getelementptr inbounds float, ptr %arena, i64 %1670
-  %1671 = load <8 x float>, ptr %arena126, align 4
-  %1672 = fmul <8 x float> %1671, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
-  %1673 = fsub <8 x float> %1658, %1672
-  store <8 x float> %1673, ptr %conv2.w118, align 32
-  %1674 = mul nsw i64 %conv2.j8410, 14400
-  %1675 = mul nsw i64 %conv2.ty8511, 4
-  %1676 = add nsw i64 %1675, 3
-  %1677 = mul nsw i64 %1676, 480
-  %1678 = add nsw i64 %1674, %1677
-  %1679 = mul nsw i64 %conv2.tx8612, 4
-  %1680 = add nsw i64 %1679, 5
-  %1681 = mul nsw i64 %1680, 16
-  %1682 = add nsw i64 %1678, %1681
-  %1683 = mul nsw i64 %conv2.cv8713, 8
-  %1684 = add nsw i64 %1682, %1683
-  %1685 = add nsw i64 1614848, %1684
-  %arena127 = getelementptr inbounds float, ptr %arena, i64 %1685
-  %1686 = load <8 x float>, ptr %arena127, align 4
-  %1687 = fmul <8 x float> %1686, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1688 = mul nsw i64 %conv2.j8410, 14400
-  %1689 = mul nsw i64 %conv2.ty8511, 4
-  %1690 = add nsw i64 %1689, 4
-  %1691 = mul nsw i64 %1690, 480
-  %1692 = add nsw i64 %1688, %1691
-  %1693 = mul nsw i64 %conv2.tx8612, 4
-  %1694 = add nsw i64 %1693, 5
-  %1695 = mul nsw i64 %1694, 16
-  %1696 = add nsw i64 %1692, %1695
-  %1697 = mul nsw i64 %conv2.cv8713, 8
-  %1698 = add nsw i64 %1696, %1697
-  %1699 = add nsw i64 1614848, %1698
-  %arena128 = getelementptr inbounds float, ptr %arena, i64 %1699
-  %1700 = load <8 x float>, ptr %arena128, align 4
-  %1701 = fmul <8 x float> %1700, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1702 = fadd <8 x float> %1687, %1701
-  %1703 = mul nsw i64 %conv2.j8410, 14400
-  %1704 = mul nsw i64 %conv2.ty8511, 4
-  %1705 = add nsw i64 %1704, 1
-  %1706 = mul nsw i64 %1705, 480
-  %1707 = add nsw i64 %1703, %1706
-  %1708 = mul nsw i64 %conv2.tx8612, 4
-  %1709 = add nsw i64 %1708, 5
-  %1710 = mul nsw i64 %1709, 16
-  %1711 = add nsw i64 %1707, %1710
-  %1712 = mul nsw i64 %conv2.cv8713, 8
-  %1713 = add nsw i64 %1711, %1712
-  %1714 = add nsw i64 1614848, %1713
-  %arena129 = getelementptr inbounds float, ptr %arena, i64 %1714
-  %1715 = load <8 x float>, ptr %arena129, align 4
-  %1716 = fmul <8 x float> %1715, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %1717 = fsub <8 x float> %1702, %1716
-  %1718 = mul nsw i64 %conv2.j8410, 14400
-  %1719 = mul nsw i64 %conv2.ty8511, 4
-  %1720 = add nsw i64 %1719, 2
-  %1721 = mul nsw i64 %1720, 480
-  %1722 = add nsw i64 %1718, %1721
-  %1723 = mul nsw i64 %conv2.tx8612, 4
-  %1724 = add nsw i64 %1723, 5
-  %1725 = mul nsw i64 %1724, 16
-  %1726 = add nsw i64 %1722, %1725
-  %1727 = mul nsw i64 %conv2.cv8713, 8
-  %1728 = add nsw i64 %1726, %1727
-  %1729 = add nsw i64 1614848, %1728
-  %arena130 = getelementptr inbounds float, ptr %arena, i64 %1729
-  %1730 = load <8 x float>, ptr %arena130, align 4
-  %1731 = fmul <8 x float> %1730, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %1732 = fsub <8 x float> %1717, %1731
-  store <8 x float> %1732, ptr %conv2.w119, align 32
-  %1733 = mul nsw i64 %conv2.j8410, 14400
-  %1734 = mul nsw i64 %conv2.ty8511, 4
-  %1735 = add nsw i64 %1734, 1
-  %1736 = mul nsw i64 %1735, 480
-  %1737 = add nsw i64 %1733, %1736
-  %1738 = mul nsw i64 %conv2.tx8612, 4
-  %1739 = add nsw i64 %1738, 5
-  %1740 = mul nsw i64 %1739, 16
-  %1741 = add nsw i64 %1737, %1740
-  %1742 = mul nsw i64 %conv2.cv8713, 8
-  %1743 = add nsw i64 %1741, %1742
-  %1744 = add nsw i64 1614848, %1743
-  %arena131 = getelementptr inbounds float, ptr %arena, i64 %1744
-  %1745 = load <8 x float>, ptr %arena131, align 4
-  %1746 = fmul <8 x float> %1745, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %1747 = mul nsw i64 %conv2.j8410, 14400
-  %1748 = mul nsw i64 %conv2.ty8511, 4
-  %1749 = add nsw i64 %1748, 4
-  %1750 = mul nsw i64 %1749, 480
-  %1751 = add nsw i64 %1747, %1750
-  %1752 = mul nsw i64 %conv2.tx8612, 4
-  %1753 = add nsw i64 %1752, 5
-  %1754 = mul nsw i64 %1753, 16
-  %1755 = add nsw i64 %1751, %1754
-  %1756 = mul nsw i64 %conv2.cv8713, 8
-  %1757 = add nsw i64 %1755, %1756
-  %1758 = add nsw i64 1614848, %1757
-  %arena132 = getelementptr inbounds float, ptr %arena, i64 %1758
-  %1759 = load <8 x float>, ptr %arena132, align 4
-  %1760 = fmul <8 x float> %1759, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1761 = fadd <8 x float> %1746, %1760
-  %1762 = mul nsw i64 %conv2.j8410, 14400
-  %1763 = mul nsw i64 %conv2.ty8511, 4
-  %1764 = add nsw i64 %1763, 2
-  %1765 = mul nsw i64 %1764, 480
-  %1766 = add nsw i64 %1762, %1765
-  %1767 = mul nsw i64 %conv2.tx8612, 4
-  %1768 = add nsw i64 %1767, 5
-  %1769 = mul nsw i64 %1768, 16
-  %1770 = add nsw i64 %1766, %1769
-  %1771 = mul nsw i64 %conv2.cv8713, 8
-  %1772 = add nsw i64 %1770, %1771
-  %1773 = add nsw i64 1614848, %1772
-  %arena133 = getelementptr inbounds float, ptr %arena, i64 %1773
-  %1774 = load <8 x float>, ptr %arena133, align 4
-  %1775 = fmul <8 x float> %1774, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %1776 = fsub <8 x float> %1761, %1775
-  %1777 = mul nsw i64 %conv2.j8410, 14400
-  %1778 = mul nsw i64 %conv2.ty8511, 4
-  %1779 = add nsw i64 %1778, 3
-  %1780 = mul nsw i64 %1779, 480
-  %1781 = add nsw i64 %1777, %1780
-  %1782 = mul nsw i64 %conv2.tx8612, 4
-  %1783 = add nsw i64 %1782, 5
-  %1784 = mul nsw i64 %1783, 16
-  %1785 = add nsw i64 %1781, %1784
-  %1786 = mul nsw i64 %conv2.cv8713, 8
-  %1787 = add nsw i64 %1785, %1786
-  %1788 = add nsw i64 1614848, %1787
-  %arena134 = getelementptr inbounds float, ptr %arena, i64 %1788
-  %1789 = load <8 x float>, ptr %arena134, align 4
-  %1790 = fmul <8 x float> %1789, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1791 = fsub <8 x float> %1776, %1790
-  store <8 x float> %1791, ptr %conv2.w120, align 32
-  %1792 = mul nsw i64 %conv2.j8410, 14400
-  %1793 = mul nsw i64 %conv2.ty8511, 4
-  %1794 = add nsw i64 %1793, 3
-  %1795 = mul nsw i64 %1794, 480
-  %1796 = add nsw i64 %1792, %1795
-  %1797 = mul nsw i64 %conv2.tx8612, 4
-  %1798 = add nsw i64 %1797, 5
-  %1799 = mul nsw i64 %1798, 16
-  %1800 = add nsw i64 %1796, %1799
-  %1801 = mul nsw i64 %conv2.cv8713, 8
-  %1802 = add nsw i64 %1800, %1801
-  %1803 = add nsw i64 1614848, %1802
-  %arena135 = getelementptr inbounds float, ptr %arena, i64 %1803
-  %1804 = load <8 x float>, ptr %arena135, align 4
-  %1805 = fmul <8 x float> %1804, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
-  %1806 = mul nsw i64 %conv2.j8410, 14400
-  %1807 = mul nsw i64 %conv2.ty8511, 4
-  %1808 = add nsw i64 %1807, 4
-  %1809 = mul nsw i64 %1808, 480
-  %1810 = add nsw i64 %1806, %1809
-  %1811 = mul nsw i64 %conv2.tx8612, 4
-  %1812 = add nsw i64 %1811, 5
-  %1813 = mul nsw i64 %1812, 16
-  %1814 = add nsw i64 %1810, %1813
-  %1815 = mul nsw i64 %conv2.cv8713, 8
-  %1816 = add nsw i64 %1814, %1815
-  %1817 = add nsw i64 1614848, %1816
-  %arena136 = getelementptr inbounds float, ptr %arena, i64 %1817
-  %1818 = load <8 x float>, ptr %arena136, align 4
-  %1819 = fmul <8 x float> %1818, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1820 = fadd <8 x float> %1805, %1819
-  %1821 = mul nsw i64 %conv2.j8410, 14400
-  %1822 = mul nsw i64 %conv2.ty8511, 4
-  %1823 = add nsw i64 %1822, 1
-  %1824 = mul nsw i64 %1823, 480
-  %1825 = add nsw i64 %1821, %1824
-  %1826 = mul nsw i64 %conv2.tx8612, 4
-  %1827 = add nsw i64 %1826, 5
-  %1828 = mul nsw i64 %1827, 16
-  %1829 = add nsw i64 %1825, %1828
-  %1830 = mul nsw i64 %conv2.cv8713, 8
-  %1831 = add nsw i64 %1829, %1830
-  %1832 = add nsw i64 1614848, %1831
-  %arena137 = getelementptr inbounds float, ptr %arena, i64 %1832
-  %1833 = load <8 x float>, ptr %arena137, align 4
-  %1834 = fmul <8 x float> %1833, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
-  %1835 = fsub <8 x float> %1820, %1834
-  %1836 = mul nsw i64 %conv2.j8410, 14400
-  %1837 = mul nsw i64 %conv2.ty8511, 4
-  %1838 = add nsw i64 %1837, 2
-  %1839 = mul nsw i64 %1838, 480
-  %1840 = add nsw i64 %1836, %1839
-  %1841 = mul nsw i64 %conv2.tx8612, 4
-  %1842 = add nsw i64 %1841, 5
-  %1843 = mul nsw i64 %1842, 16
-  %1844 = add nsw i64 %1840, %1843
-  %1845 = mul nsw i64 %conv2.cv8713, 8
-  %1846 = add nsw i64 %1844, %1845
-  %1847 = add nsw i64 1614848, %1846
-  %arena138 = getelementptr inbounds float, ptr %arena, i64 %1847
-  %1848 = load <8 x float>, ptr %arena138, align 4
-  %1849 = fmul <8 x float> %1848, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1850 = fsub <8 x float> %1835, %1849
-  store <8 x float> %1850, ptr %conv2.w121, align 32
-  %1851 = mul nsw i64 %conv2.j8410, 14400
-  %1852 = mul nsw i64 %conv2.ty8511, 4
-  %1853 = add nsw i64 %1852, 1
-  %1854 = mul nsw i64 %1853, 480
-  %1855 = add nsw i64 %1851, %1854
-  %1856 = mul nsw i64 %conv2.tx8612, 4
-  %1857 = add nsw i64 %1856, 5
-  %1858 = mul nsw i64 %1857, 16
-  %1859 = add nsw i64 %1855, %1858
-  %1860 = mul nsw i64 %conv2.cv8713, 8
-  %1861 = add nsw i64 %1859, %1860
-  %1862 = add nsw i64 1614848, %1861
-  %arena139 = getelementptr inbounds float, ptr %arena, i64 %1862
-  %1863 = load <8 x float>, ptr %arena139, align 4
-  %1864 = fmul <8 x float> %1863, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
-  %1865 = mul nsw i64 %conv2.j8410, 14400
-  %1866 = mul nsw i64 %conv2.ty8511, 4
-  %1867 = add nsw i64 %1866, 4
-  %1868 = mul nsw i64 %1867, 480
-  %1869 = add nsw i64 %1865, %1868
-  %1870 = mul nsw i64 %conv2.tx8612, 4
-  %1871 = add nsw i64 %1870, 5
-  %1872 = mul nsw i64 %1871, 16
-  %1873 = add nsw i64 %1869, %1872
-  %1874 = mul nsw i64 %conv2.cv8713, 8
-  %1875 = add nsw i64 %1873, %1874
-  %1876 = add nsw i64 1614848, %1875
-  %arena140 = getelementptr inbounds float, ptr %arena, i64 %1876
-  %1877 = load <8 x float>, ptr %arena140, align 4
-  %1878 = fmul <8 x float> %1877, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1879 = fadd <8 x float> %1864, %1878
-  %1880 = mul nsw i64 %conv2.j8410, 14400
-  %1881 = mul nsw i64 %conv2.ty8511, 4
-  %1882 = add nsw i64 %1881, 2
-  %1883 = mul nsw i64 %1882, 480
-  %1884 = add nsw i64 %1880, %1883
-  %1885 = mul nsw i64 %conv2.tx8612, 4
-  %1886 = add nsw i64 %1885, 5
-  %1887 = mul nsw i64 %1886, 16
-  %1888 = add nsw i64 %1884, %1887
-  %1889 = mul nsw i64 %conv2.cv8713, 8
-  %1890 = add nsw i64 %1888, %1889
-  %1891 = add nsw i64 1614848, %1890
-  %arena141 = getelementptr inbounds float, ptr %arena, i64 %1891
-  %1892 = load <8 x float>, ptr %arena141, align 4
-  %1893 = fmul <8 x float> %1892, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1894 = fsub <8 x float> %1879, %1893
-  %1895 = mul nsw i64 %conv2.j8410, 14400
-  %1896 = mul nsw i64 %conv2.ty8511, 4
-  %1897 = add nsw i64 %1896, 3
-  %1898 = mul nsw i64 %1897, 480
-  %1899 = add nsw i64 %1895, %1898
-  %1900 = mul nsw i64 %conv2.tx8612, 4
-  %1901 = add nsw i64 %1900, 5
-  %1902 = mul nsw i64 %1901, 16
-  %1903 = add nsw i64 %1899, %1902
-  %1904 = mul nsw i64 %conv2.cv8713, 8
-  %1905 = add nsw i64 %1903, %1904
-  %1906 = add nsw i64 1614848, %1905
-  %arena142 = getelementptr inbounds float, ptr %arena, i64 %1906
-  %1907 = load <8 x float>, ptr %arena142, align 4
-  %1908 = fmul <8 x float> %1907, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
-  %1909 = fsub <8 x float> %1894, %1908
-  store <8 x float> %1909, ptr %conv2.w122, align 32
-  %1910 = mul nsw i64 %conv2.j8410, 14400
-  %1911 = mul nsw i64 %conv2.ty8511, 4
-  %1912 = add nsw i64 %1911, 1
-  %1913 = mul nsw i64 %1912, 480
-  %1914 = add nsw i64 %1910, %1913
-  %1915 = mul nsw i64 %conv2.tx8612, 4
-  %1916 = add nsw i64 %1915, 5
-  %1917 = mul nsw i64 %1916, 16
-  %1918 = add nsw i64 %1914, %1917
-  %1919 = mul nsw i64 %conv2.cv8713, 8
-  %1920 = add nsw i64 %1918, %1919
-  %1921 = add nsw i64 1614848, %1920
-  %arena143 = getelementptr inbounds float, ptr %arena, i64 %1921
-  %1922 = load <8 x float>, ptr %arena143, align 4
-  %1923 = fmul <8 x float> %1922, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %1924 = mul nsw i64 %conv2.j8410, 14400
-  %1925 = mul nsw i64 %conv2.ty8511, 4
-  %1926 = add nsw i64 %1925, 5
-  %1927 = mul nsw i64 %1926, 480
-  %1928 = add nsw i64 %1924, %1927
-  %1929 = mul nsw i64 %conv2.tx8612, 4
-  %1930 = add nsw i64 %1929, 5
-  %1931 = mul nsw i64 %1930, 16
-  %1932 = add nsw i64 %1928, %1931
-  %1933 = mul nsw i64 %conv2.cv8713, 8
-  %1934 = add nsw i64 %1932, %1933
-  %1935 = add nsw i64 1614848, %1934
-  %arena144 = getelementptr inbounds float, ptr %arena, i64 %1935
-  %1936 = load <8 x float>, ptr %arena144, align 4
-  %1937 = fmul <8 x float> %1936, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1938 = fadd <8 x float> %1923, %1937
-  %1939 = mul nsw i64 %conv2.j8410, 14400
-  %1940 = mul nsw i64 %conv2.ty8511, 4
-  %1941 = add nsw i64 %1940, 3
-  %1942 = mul nsw i64 %1941, 480
-  %1943 = add nsw i64 %1939, %1942
-  %1944 = mul nsw i64 %conv2.tx8612, 4
-  %1945 = add nsw i64 %1944, 5
-  %1946 = mul nsw i64 %1945, 16
-  %1947 = add nsw i64 %1943, %1946
-  %1948 = mul nsw i64 %conv2.cv8713, 8
-  %1949 = add nsw i64 %1947, %1948
-  %1950 = add nsw i64 1614848, %1949
-  %arena145 = getelementptr inbounds float, ptr %arena, i64 %1950
-  %1951 = load <8 x float>, ptr %arena145, align 4
-  %1952 = fmul <8 x float> %1951, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
-  %1953 = fsub <8 x float> %1938, %1952
-  store <8 x float> %1953, ptr %conv2.w123, align 32
+  %39 = mul nsw i64 %conv2.j8410, 14400
+  %40 = mul nsw i64 %conv2.ty8511, 4
+  %41 = mul nsw i64 %40, 480
+  %42 = add nsw i64 %39, %41
+  %43 = mul nsw i64 %conv2.tx8612, 4
+  %44 = mul nsw i64 %43, 16
+  %45 = add nsw i64 %42, %44
+  %46 = mul nsw i64 %conv2.cv8713, 8
+  %47 = add nsw i64 %45, %46
+  %48 = add nsw i64 1614848, %47
+  %arena14 = getelementptr inbounds float, ptr %arena, i64 %48
+  %49 = load <8 x float>, ptr %arena14, align 4
+  %50 = fmul <8 x float> %49, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %51 = mul nsw i64 %conv2.j8410, 14400
+  %52 = mul nsw i64 %conv2.ty8511, 4
+  %53 = add nsw i64 %52, 4
+  %54 = mul nsw i64 %53, 480
+  %55 = add nsw i64 %51, %54
+  %56 = mul nsw i64 %conv2.tx8612, 4
+  %57 = mul nsw i64 %56, 16
+  %58 = add nsw i64 %55, %57
+  %59 = mul nsw i64 %conv2.cv8713, 8
+  %60 = add nsw i64 %58, %59
+  %61 = add nsw i64 1614848, %60
+  %arena15 = getelementptr inbounds float, ptr %arena, i64 %61
+  %62 = load <8 x float>, ptr %arena15, align 4
+  %63 = fmul <8 x float> %62, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %64 = fadd <8 x float> %50, %63
+  %65 = mul nsw i64 %conv2.j8410, 14400
+  %66 = mul nsw i64 %conv2.ty8511, 4
+  %67 = add nsw i64 %66, 2
+  %68 = mul nsw i64 %67, 480
+  %69 = add nsw i64 %65, %68
+  %70 = mul nsw i64 %conv2.tx8612, 4
+  %71 = mul nsw i64 %70, 16
+  %72 = add nsw i64 %69, %71
+  %73 = mul nsw i64 %conv2.cv8713, 8
+  %74 = add nsw i64 %72, %73
+  %75 = add nsw i64 1614848, %74
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %75
+  %76 = load <8 x float>, ptr %arena16, align 4
+  %77 = fmul <8 x float> %76, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
+  %78 = fsub <8 x float> %64, %77
+  store <8 x float> %78, ptr %conv2.w88, align 32
+  %79 = mul nsw i64 %conv2.j8410, 14400
+  %80 = mul nsw i64 %conv2.ty8511, 4
+  %81 = add nsw i64 %80, 3
+  %82 = mul nsw i64 %81, 480
+  %83 = add nsw i64 %79, %82
+  %84 = mul nsw i64 %conv2.tx8612, 4
+  %85 = mul nsw i64 %84, 16
+  %86 = add nsw i64 %83, %85
+  %87 = mul nsw i64 %conv2.cv8713, 8
+  %88 = add nsw i64 %86, %87
+  %89 = add nsw i64 1614848, %88
+  %arena17 = getelementptr inbounds float, ptr %arena, i64 %89
+  %90 = load <8 x float>, ptr %arena17, align 4
+  %91 = fmul <8 x float> %90, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %92 = mul nsw i64 %conv2.j8410, 14400
+  %93 = mul nsw i64 %conv2.ty8511, 4
+  %94 = add nsw i64 %93, 4
+  %95 = mul nsw i64 %94, 480
+  %96 = add nsw i64 %92, %95
+  %97 = mul nsw i64 %conv2.tx8612, 4
+  %98 = mul nsw i64 %97, 16
+  %99 = add nsw i64 %96, %98
+  %100 = mul nsw i64 %conv2.cv8713, 8
+  %101 = add nsw i64 %99, %100
+  %102 = add nsw i64 1614848, %101
+  %arena18 = getelementptr inbounds float, ptr %arena, i64 %102
+  %103 = load <8 x float>, ptr %arena18, align 4
+  %104 = fmul <8 x float> %103, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %105 = fadd <8 x float> %91, %104
+  %106 = mul nsw i64 %conv2.j8410, 14400
+  %107 = mul nsw i64 %conv2.ty8511, 4
+  %108 = add nsw i64 %107, 1
+  %109 = mul nsw i64 %108, 480
+  %110 = add nsw i64 %106, %109
+  %111 = mul nsw i64 %conv2.tx8612, 4
+  %112 = mul nsw i64 %111, 16
+  %113 = add nsw i64 %110, %112
+  %114 = mul nsw i64 %conv2.cv8713, 8
+  %115 = add nsw i64 %113, %114
+  %116 = add nsw i64 1614848, %115
+  %arena19 = getelementptr inbounds float, ptr %arena, i64 %116
+  %117 = load <8 x float>, ptr %arena19, align 4
+  %118 = fmul <8 x float> %117, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %119 = fsub <8 x float> %105, %118
+  %120 = mul nsw i64 %conv2.j8410, 14400
+  %121 = mul nsw i64 %conv2.ty8511, 4
+  %122 = add nsw i64 %121, 2
+  %123 = mul nsw i64 %122, 480
+  %124 = add nsw i64 %120, %123
+  %125 = mul nsw i64 %conv2.tx8612, 4
+  %126 = mul nsw i64 %125, 16
+  %127 = add nsw i64 %124, %126
+  %128 = mul nsw i64 %conv2.cv8713, 8
+  %129 = add nsw i64 %127, %128
+  %130 = add nsw i64 1614848, %129
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %130
+  %131 = load <8 x float>, ptr %arena20, align 4
+  %132 = fmul <8 x float> %131, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %133 = fsub <8 x float> %119, %132
+  store <8 x float> %133, ptr %conv2.w89, align 32
+  %134 = mul nsw i64 %conv2.j8410, 14400
+  %135 = mul nsw i64 %conv2.ty8511, 4
+  %136 = add nsw i64 %135, 1
+  %137 = mul nsw i64 %136, 480
+  %138 = add nsw i64 %134, %137
+  %139 = mul nsw i64 %conv2.tx8612, 4
+  %140 = mul nsw i64 %139, 16
+  %141 = add nsw i64 %138, %140
+  %142 = mul nsw i64 %conv2.cv8713, 8
+  %143 = add nsw i64 %141, %142
+  %144 = add nsw i64 1614848, %143
+  %arena21 = getelementptr inbounds float, ptr %arena, i64 %144
+  %145 = load <8 x float>, ptr %arena21, align 4
+  %146 = fmul <8 x float> %145, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %147 = mul nsw i64 %conv2.j8410, 14400
+  %148 = mul nsw i64 %conv2.ty8511, 4
+  %149 = add nsw i64 %148, 4
+  %150 = mul nsw i64 %149, 480
+  %151 = add nsw i64 %147, %150
+  %152 = mul nsw i64 %conv2.tx8612, 4
+  %153 = mul nsw i64 %152, 16
+  %154 = add nsw i64 %151, %153
+  %155 = mul nsw i64 %conv2.cv8713, 8
+  %156 = add nsw i64 %154, %155
+  %157 = add nsw i64 1614848, %156
+  %arena22 = getelementptr inbounds float, ptr %arena, i64 %157
+  %158 = load <8 x float>, ptr %arena22, align 4
+  %159 = fmul <8 x float> %158, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %160 = fadd <8 x float> %146, %159
+  %161 = mul nsw i64 %conv2.j8410, 14400
+  %162 = mul nsw i64 %conv2.ty8511, 4
+  %163 = add nsw i64 %162, 2
+  %164 = mul nsw i64 %163, 480
+  %165 = add nsw i64 %161, %164
+  %166 = mul nsw i64 %conv2.tx8612, 4
+  %167 = mul nsw i64 %166, 16
+  %168 = add nsw i64 %165, %167
+  %169 = mul nsw i64 %conv2.cv8713, 8
+  %170 = add nsw i64 %168, %169
+  %171 = add nsw i64 1614848, %170
+  %arena23 = getelementptr inbounds float, ptr %arena, i64 %171
+  %172 = load <8 x float>, ptr %arena23, align 4
+  %173 = fmul <8 x float> %172, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %174 = fsub <8 x float> %160, %173
+  %175 = mul nsw i64 %conv2.j8410, 14400
+  %176 = mul nsw i64 %conv2.ty8511, 4
+  %177 = add nsw i64 %176, 3
+  %178 = mul nsw i64 %177, 480
+  %179 = add nsw i64 %175, %178
+  %180 = mul nsw i64 %conv2.tx8612, 4
+  %181 = mul nsw i64 %180, 16
+  %182 = add nsw i64 %179, %181
+  %183 = mul nsw i64 %conv2.cv8713, 8
+  %184 = add nsw i64 %182, %183
+  %185 = add nsw i64 1614848, %184
+  %arena24 = getelementptr inbounds float, ptr %arena, i64 %185
+  %186 = load <8 x float>, ptr %arena24, align 4
+  %187 = fmul <8 x float> %186, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %188 = fsub <8 x float> %174, %187
+  store <8 x float> %188, ptr %conv2.w90, align 32
+  %189 = mul nsw i64 %conv2.j8410, 14400
+  %190 = mul nsw i64 %conv2.ty8511, 4
+  %191 = add nsw i64 %190, 3
+  %192 = mul nsw i64 %191, 480
+  %193 = add nsw i64 %189, %192
+  %194 = mul nsw i64 %conv2.tx8612, 4
+  %195 = mul nsw i64 %194, 16
+  %196 = add nsw i64 %193, %195
+  %197 = mul nsw i64 %conv2.cv8713, 8
+  %198 = add nsw i64 %196, %197
+  %199 = add nsw i64 1614848, %198
+  %arena25 = getelementptr inbounds float, ptr %arena, i64 %199
+  %200 = load <8 x float>, ptr %arena25, align 4
+  %201 = fmul <8 x float> %200, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %202 = mul nsw i64 %conv2.j8410, 14400
+  %203 = mul nsw i64 %conv2.ty8511, 4
+  %204 = add nsw i64 %203, 4
+  %205 = mul nsw i64 %204, 480
+  %206 = add nsw i64 %202, %205
+  %207 = mul nsw i64 %conv2.tx8612, 4
+  %208 = mul nsw i64 %207, 16
+  %209 = add nsw i64 %206, %208
+  %210 = mul nsw i64 %conv2.cv8713, 8
+  %211 = add nsw i64 %209, %210
+  %212 = add nsw i64 1614848, %211
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 %212
+  %213 = load <8 x float>, ptr %arena26, align 4
+  %214 = fmul <8 x float> %213, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %215 = fadd <8 x float> %201, %214
+  %216 = mul nsw i64 %conv2.j8410, 14400
+  %217 = mul nsw i64 %conv2.ty8511, 4
+  %218 = add nsw i64 %217, 1
+  %219 = mul nsw i64 %218, 480
+  %220 = add nsw i64 %216, %219
+  %221 = mul nsw i64 %conv2.tx8612, 4
+  %222 = mul nsw i64 %221, 16
+  %223 = add nsw i64 %220, %222
+  %224 = mul nsw i64 %conv2.cv8713, 8
+  %225 = add nsw i64 %223, %224
+  %226 = add nsw i64 1614848, %225
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 %226
+  %227 = load <8 x float>, ptr %arena27, align 4
+  %228 = fmul <8 x float> %227, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %229 = fsub <8 x float> %215, %228
+  %230 = mul nsw i64 %conv2.j8410, 14400
+  %231 = mul nsw i64 %conv2.ty8511, 4
+  %232 = add nsw i64 %231, 2
+  %233 = mul nsw i64 %232, 480
+  %234 = add nsw i64 %230, %233
+  %235 = mul nsw i64 %conv2.tx8612, 4
+  %236 = mul nsw i64 %235, 16
+  %237 = add nsw i64 %234, %236
+  %238 = mul nsw i64 %conv2.cv8713, 8
+  %239 = add nsw i64 %237, %238
+  %240 = add nsw i64 1614848, %239
+  %arena28 = getelementptr inbounds float, ptr %arena, i64 %240
+  %241 = load <8 x float>, ptr %arena28, align 4
+  %242 = fmul <8 x float> %241, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %243 = fsub <8 x float> %229, %242
+  store <8 x float> %243, ptr %conv2.w91, align 32
+  %244 = mul nsw i64 %conv2.j8410, 14400
+  %245 = mul nsw i64 %conv2.ty8511, 4
+  %246 = add nsw i64 %245, 1
+  %247 = mul nsw i64 %246, 480
+  %248 = add nsw i64 %244, %247
+  %249 = mul nsw i64 %conv2.tx8612, 4
+  %250 = mul nsw i64 %249, 16
+  %251 = add nsw i64 %248, %250
+  %252 = mul nsw i64 %conv2.cv8713, 8
+  %253 = add nsw i64 %251, %252
+  %254 = add nsw i64 1614848, %253
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %254
+  %255 = load <8 x float>, ptr %arena29, align 4
+  %256 = fmul <8 x float> %255, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %257 = mul nsw i64 %conv2.j8410, 14400
+  %258 = mul nsw i64 %conv2.ty8511, 4
+  %259 = add nsw i64 %258, 4
+  %260 = mul nsw i64 %259, 480
+  %261 = add nsw i64 %257, %260
+  %262 = mul nsw i64 %conv2.tx8612, 4
+  %263 = mul nsw i64 %262, 16
+  %264 = add nsw i64 %261, %263
+  %265 = mul nsw i64 %conv2.cv8713, 8
+  %266 = add nsw i64 %264, %265
+  %267 = add nsw i64 1614848, %266
+  %arena30 = getelementptr inbounds float, ptr %arena, i64 %267
+  %268 = load <8 x float>, ptr %arena30, align 4
+  %269 = fmul <8 x float> %268, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %270 = fadd <8 x float> %256, %269
+  %271 = mul nsw i64 %conv2.j8410, 14400
+  %272 = mul nsw i64 %conv2.ty8511, 4
+  %273 = add nsw i64 %272, 2
+  %274 = mul nsw i64 %273, 480
+  %275 = add nsw i64 %271, %274
+  %276 = mul nsw i64 %conv2.tx8612, 4
+  %277 = mul nsw i64 %276, 16
+  %278 = add nsw i64 %275, %277
+  %279 = mul nsw i64 %conv2.cv8713, 8
+  %280 = add nsw i64 %278, %279
+  %281 = add nsw i64 1614848, %280
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %281
+  %282 = load <8 x float>, ptr %arena31, align 4
+  %283 = fmul <8 x float> %282, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %284 = fsub <8 x float> %270, %283
+  %285 = mul nsw i64 %conv2.j8410, 14400
+  %286 = mul nsw i64 %conv2.ty8511, 4
+  %287 = add nsw i64 %286, 3
+  %288 = mul nsw i64 %287, 480
+  %289 = add nsw i64 %285, %288
+  %290 = mul nsw i64 %conv2.tx8612, 4
+  %291 = mul nsw i64 %290, 16
+  %292 = add nsw i64 %289, %291
+  %293 = mul nsw i64 %conv2.cv8713, 8
+  %294 = add nsw i64 %292, %293
+  %295 = add nsw i64 1614848, %294
+  %arena32 = getelementptr inbounds float, ptr %arena, i64 %295
+  %296 = load <8 x float>, ptr %arena32, align 4
+  %297 = fmul <8 x float> %296, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %298 = fsub <8 x float> %284, %297
+  store <8 x float> %298, ptr %conv2.w92, align 32
+  %299 = mul nsw i64 %conv2.j8410, 14400
+  %300 = mul nsw i64 %conv2.ty8511, 4
+  %301 = add nsw i64 %300, 1
+  %302 = mul nsw i64 %301, 480
+  %303 = add nsw i64 %299, %302
+  %304 = mul nsw i64 %conv2.tx8612, 4
+  %305 = mul nsw i64 %304, 16
+  %306 = add nsw i64 %303, %305
+  %307 = mul nsw i64 %conv2.cv8713, 8
+  %308 = add nsw i64 %306, %307
+  %309 = add nsw i64 1614848, %308
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 %309
+  %310 = load <8 x float>, ptr %arena33, align 4
+  %311 = fmul <8 x float> %310, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %312 = mul nsw i64 %conv2.j8410, 14400
+  %313 = mul nsw i64 %conv2.ty8511, 4
+  %314 = add nsw i64 %313, 5
+  %315 = mul nsw i64 %314, 480
+  %316 = add nsw i64 %312, %315
+  %317 = mul nsw i64 %conv2.tx8612, 4
+  %318 = mul nsw i64 %317, 16
+  %319 = add nsw i64 %316, %318
+  %320 = mul nsw i64 %conv2.cv8713, 8
+  %321 = add nsw i64 %319, %320
+  %322 = add nsw i64 1614848, %321
+  %arena34 = getelementptr inbounds float, ptr %arena, i64 %322
+  %323 = load <8 x float>, ptr %arena34, align 4
+  %324 = fmul <8 x float> %323, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %325 = fadd <8 x float> %311, %324
+  %326 = mul nsw i64 %conv2.j8410, 14400
+  %327 = mul nsw i64 %conv2.ty8511, 4
+  %328 = add nsw i64 %327, 3
+  %329 = mul nsw i64 %328, 480
+  %330 = add nsw i64 %326, %329
+  %331 = mul nsw i64 %conv2.tx8612, 4
+  %332 = mul nsw i64 %331, 16
+  %333 = add nsw i64 %330, %332
+  %334 = mul nsw i64 %conv2.cv8713, 8
+  %335 = add nsw i64 %333, %334
+  %336 = add nsw i64 1614848, %335
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %336
+  %337 = load <8 x float>, ptr %arena35, align 4
+  %338 = fmul <8 x float> %337, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
+  %339 = fsub <8 x float> %325, %338
+  store <8 x float> %339, ptr %conv2.w93, align 32
+  %340 = mul nsw i64 %conv2.j8410, 14400
+  %341 = mul nsw i64 %conv2.ty8511, 4
+  %342 = mul nsw i64 %341, 480
+  %343 = add nsw i64 %340, %342
+  %344 = mul nsw i64 %conv2.tx8612, 4
+  %345 = add nsw i64 %344, 1
+  %346 = mul nsw i64 %345, 16
+  %347 = add nsw i64 %343, %346
+  %348 = mul nsw i64 %conv2.cv8713, 8
+  %349 = add nsw i64 %347, %348
+  %350 = add nsw i64 1614848, %349
+  %arena36 = getelementptr inbounds float, ptr %arena, i64 %350
+  %351 = load <8 x float>, ptr %arena36, align 4
+  %352 = fmul <8 x float> %351, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %353 = mul nsw i64 %conv2.j8410, 14400
+  %354 = mul nsw i64 %conv2.ty8511, 4
+  %355 = add nsw i64 %354, 4
+  %356 = mul nsw i64 %355, 480
+  %357 = add nsw i64 %353, %356
+  %358 = mul nsw i64 %conv2.tx8612, 4
+  %359 = add nsw i64 %358, 1
+  %360 = mul nsw i64 %359, 16
+  %361 = add nsw i64 %357, %360
+  %362 = mul nsw i64 %conv2.cv8713, 8
+  %363 = add nsw i64 %361, %362
+  %364 = add nsw i64 1614848, %363
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %364
+  %365 = load <8 x float>, ptr %arena37, align 4
+  %366 = fmul <8 x float> %365, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %367 = fadd <8 x float> %352, %366
+  %368 = mul nsw i64 %conv2.j8410, 14400
+  %369 = mul nsw i64 %conv2.ty8511, 4
+  %370 = add nsw i64 %369, 2
+  %371 = mul nsw i64 %370, 480
+  %372 = add nsw i64 %368, %371
+  %373 = mul nsw i64 %conv2.tx8612, 4
+  %374 = add nsw i64 %373, 1
+  %375 = mul nsw i64 %374, 16
+  %376 = add nsw i64 %372, %375
+  %377 = mul nsw i64 %conv2.cv8713, 8
+  %378 = add nsw i64 %376, %377
+  %379 = add nsw i64 1614848, %378
+  %arena38 = getelementptr inbounds float, ptr %arena, i64 %379
+  %380 = load <8 x float>, ptr %arena38, align 4
+  %381 = fmul <8 x float> %380, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
+  %382 = fsub <8 x float> %367, %381
+  store <8 x float> %382, ptr %conv2.w94, align 32
+  %383 = mul nsw i64 %conv2.j8410, 14400
+  %384 = mul nsw i64 %conv2.ty8511, 4
+  %385 = add nsw i64 %384, 3
+  %386 = mul nsw i64 %385, 480
+  %387 = add nsw i64 %383, %386
+  %388 = mul nsw i64 %conv2.tx8612, 4
+  %389 = add nsw i64 %388, 1
+  %390 = mul nsw i64 %389, 16
+  %391 = add nsw i64 %387, %390
+  %392 = mul nsw i64 %conv2.cv8713, 8
+  %393 = add nsw i64 %391, %392
+  %394 = add nsw i64 1614848, %393
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %394
+  %395 = load <8 x float>, ptr %arena39, align 4
+  %396 = fmul <8 x float> %395, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %397 = mul nsw i64 %conv2.j8410, 14400
+  %398 = mul nsw i64 %conv2.ty8511, 4
+  %399 = add nsw i64 %398, 4
+  %400 = mul nsw i64 %399, 480
+  %401 = add nsw i64 %397, %400
+  %402 = mul nsw i64 %conv2.tx8612, 4
+  %403 = add nsw i64 %402, 1
+  %404 = mul nsw i64 %403, 16
+  %405 = add nsw i64 %401, %404
+  %406 = mul nsw i64 %conv2.cv8713, 8
+  %407 = add nsw i64 %405, %406
+  %408 = add nsw i64 1614848, %407
+  %arena40 = getelementptr inbounds float, ptr %arena, i64 %408
+  %409 = load <8 x float>, ptr %arena40, align 4
+  %410 = fmul <8 x float> %409, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %411 = fadd <8 x float> %396, %410
+  %412 = mul nsw i64 %conv2.j8410, 14400
+  %413 = mul nsw i64 %conv2.ty8511, 4
+  %414 = add nsw i64 %413, 1
+  %415 = mul nsw i64 %414, 480
+  %416 = add nsw i64 %412, %415
+  %417 = mul nsw i64 %conv2.tx8612, 4
+  %418 = add nsw i64 %417, 1
+  %419 = mul nsw i64 %418, 16
+  %420 = add nsw i64 %416, %419
+  %421 = mul nsw i64 %conv2.cv8713, 8
+  %422 = add nsw i64 %420, %421
+  %423 = add nsw i64 1614848, %422
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %423
+  %424 = load <8 x float>, ptr %arena41, align 4
+  %425 = fmul <8 x float> %424, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %426 = fsub <8 x float> %411, %425
+  %427 = mul nsw i64 %conv2.j8410, 14400
+  %428 = mul nsw i64 %conv2.ty8511, 4
+  %429 = add nsw i64 %428, 2
+  %430 = mul nsw i64 %429, 480
+  %431 = add nsw i64 %427, %430
+  %432 = mul nsw i64 %conv2.tx8612, 4
+  %433 = add nsw i64 %432, 1
+  %434 = mul nsw i64 %433, 16
+  %435 = add nsw i64 %431, %434
+  %436 = mul nsw i64 %conv2.cv8713, 8
+  %437 = add nsw i64 %435, %436
+  %438 = add nsw i64 1614848, %437
+  %arena42 = getelementptr inbounds float, ptr %arena, i64 %438
+  %439 = load <8 x float>, ptr %arena42, align 4
+  %440 = fmul <8 x float> %439, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %441 = fsub <8 x float> %426, %440
+  store <8 x float> %441, ptr %conv2.w95, align 32
+  %442 = mul nsw i64 %conv2.j8410, 14400
+  %443 = mul nsw i64 %conv2.ty8511, 4
+  %444 = add nsw i64 %443, 1
+  %445 = mul nsw i64 %444, 480
+  %446 = add nsw i64 %442, %445
+  %447 = mul nsw i64 %conv2.tx8612, 4
+  %448 = add nsw i64 %447, 1
+  %449 = mul nsw i64 %448, 16
+  %450 = add nsw i64 %446, %449
+  %451 = mul nsw i64 %conv2.cv8713, 8
+  %452 = add nsw i64 %450, %451
+  %453 = add nsw i64 1614848, %452
+  %arena43 = getelementptr inbounds float, ptr %arena, i64 %453
+  %454 = load <8 x float>, ptr %arena43, align 4
+  %455 = fmul <8 x float> %454, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %456 = mul nsw i64 %conv2.j8410, 14400
+  %457 = mul nsw i64 %conv2.ty8511, 4
+  %458 = add nsw i64 %457, 4
+  %459 = mul nsw i64 %458, 480
+  %460 = add nsw i64 %456, %459
+  %461 = mul nsw i64 %conv2.tx8612, 4
+  %462 = add nsw i64 %461, 1
+  %463 = mul nsw i64 %462, 16
+  %464 = add nsw i64 %460, %463
+  %465 = mul nsw i64 %conv2.cv8713, 8
+  %466 = add nsw i64 %464, %465
+  %467 = add nsw i64 1614848, %466
+  %arena44 = getelementptr inbounds float, ptr %arena, i64 %467
+  %468 = load <8 x float>, ptr %arena44, align 4
+  %469 = fmul <8 x float> %468, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %470 = fadd <8 x float> %455, %469
+  %471 = mul nsw i64 %conv2.j8410, 14400
+  %472 = mul nsw i64 %conv2.ty8511, 4
+  %473 = add nsw i64 %472, 2
+  %474 = mul nsw i64 %473, 480
+  %475 = add nsw i64 %471, %474
+  %476 = mul nsw i64 %conv2.tx8612, 4
+  %477 = add nsw i64 %476, 1
+  %478 = mul nsw i64 %477, 16
+  %479 = add nsw i64 %475, %478
+  %480 = mul nsw i64 %conv2.cv8713, 8
+  %481 = add nsw i64 %479, %480
+  %482 = add nsw i64 1614848, %481
+  %arena45 = getelementptr inbounds float, ptr %arena, i64 %482
+  %483 = load <8 x float>, ptr %arena45, align 4
+  %484 = fmul <8 x float> %483, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %485 = fsub <8 x float> %470, %484
+  %486 = mul nsw i64 %conv2.j8410, 14400
+  %487 = mul nsw i64 %conv2.ty8511, 4
+  %488 = add nsw i64 %487, 3
+  %489 = mul nsw i64 %488, 480
+  %490 = add nsw i64 %486, %489
+  %491 = mul nsw i64 %conv2.tx8612, 4
+  %492 = add nsw i64 %491, 1
+  %493 = mul nsw i64 %492, 16
+  %494 = add nsw i64 %490, %493
+  %495 = mul nsw i64 %conv2.cv8713, 8
+  %496 = add nsw i64 %494, %495
+  %497 = add nsw i64 1614848, %496
+  %arena46 = getelementptr inbounds float, ptr %arena, i64 %497
+  %498 = load <8 x float>, ptr %arena46, align 4
+  %499 = fmul <8 x float> %498, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %500 = fsub <8 x float> %485, %499
+  store <8 x float> %500, ptr %conv2.w96, align 32
+  %501 = mul nsw i64 %conv2.j8410, 14400
+  %502 = mul nsw i64 %conv2.ty8511, 4
+  %503 = add nsw i64 %502, 3
+  %504 = mul nsw i64 %503, 480
+  %505 = add nsw i64 %501, %504
+  %506 = mul nsw i64 %conv2.tx8612, 4
+  %507 = add nsw i64 %506, 1
+  %508 = mul nsw i64 %507, 16
+  %509 = add nsw i64 %505, %508
+  %510 = mul nsw i64 %conv2.cv8713, 8
+  %511 = add nsw i64 %509, %510
+  %512 = add nsw i64 1614848, %511
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %512
+  %513 = load <8 x float>, ptr %arena47, align 4
+  %514 = fmul <8 x float> %513, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %515 = mul nsw i64 %conv2.j8410, 14400
+  %516 = mul nsw i64 %conv2.ty8511, 4
+  %517 = add nsw i64 %516, 4
+  %518 = mul nsw i64 %517, 480
+  %519 = add nsw i64 %515, %518
+  %520 = mul nsw i64 %conv2.tx8612, 4
+  %521 = add nsw i64 %520, 1
+  %522 = mul nsw i64 %521, 16
+  %523 = add nsw i64 %519, %522
+  %524 = mul nsw i64 %conv2.cv8713, 8
+  %525 = add nsw i64 %523, %524
+  %526 = add nsw i64 1614848, %525
+  %arena48 = getelementptr inbounds float, ptr %arena, i64 %526
+  %527 = load <8 x float>, ptr %arena48, align 4
+  %528 = fmul <8 x float> %527, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %529 = fadd <8 x float> %514, %528
+  %530 = mul nsw i64 %conv2.j8410, 14400
+  %531 = mul nsw i64 %conv2.ty8511, 4
+  %532 = add nsw i64 %531, 1
+  %533 = mul nsw i64 %532, 480
+  %534 = add nsw i64 %530, %533
+  %535 = mul nsw i64 %conv2.tx8612, 4
+  %536 = add nsw i64 %535, 1
+  %537 = mul nsw i64 %536, 16
+  %538 = add nsw i64 %534, %537
+  %539 = mul nsw i64 %conv2.cv8713, 8
+  %540 = add nsw i64 %538, %539
+  %541 = add nsw i64 1614848, %540
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %541
+  %542 = load <8 x float>, ptr %arena49, align 4
+  %543 = fmul <8 x float> %542, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %544 = fsub <8 x float> %529, %543
+  %545 = mul nsw i64 %conv2.j8410, 14400
+  %546 = mul nsw i64 %conv2.ty8511, 4
+  %547 = add nsw i64 %546, 2
+  %548 = mul nsw i64 %547, 480
+  %549 = add nsw i64 %545, %548
+  %550 = mul nsw i64 %conv2.tx8612, 4
+  %551 = add nsw i64 %550, 1
+  %552 = mul nsw i64 %551, 16
+  %553 = add nsw i64 %549, %552
+  %554 = mul nsw i64 %conv2.cv8713, 8
+  %555 = add nsw i64 %553, %554
+  %556 = add nsw i64 1614848, %555
+  %arena50 = getelementptr inbounds float, ptr %arena, i64 %556
+  %557 = load <8 x float>, ptr %arena50, align 4
+  %558 = fmul <8 x float> %557, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %559 = fsub <8 x float> %544, %558
+  store <8 x float> %559, ptr %conv2.w97, align 32
+  %560 = mul nsw i64 %conv2.j8410, 14400
+  %561 = mul nsw i64 %conv2.ty8511, 4
+  %562 = add nsw i64 %561, 1
+  %563 = mul nsw i64 %562, 480
+  %564 = add nsw i64 %560, %563
+  %565 = mul nsw i64 %conv2.tx8612, 4
+  %566 = add nsw i64 %565, 1
+  %567 = mul nsw i64 %566, 16
+  %568 = add nsw i64 %564, %567
+  %569 = mul nsw i64 %conv2.cv8713, 8
+  %570 = add nsw i64 %568, %569
+  %571 = add nsw i64 1614848, %570
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %571
+  %572 = load <8 x float>, ptr %arena51, align 4
+  %573 = fmul <8 x float> %572, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %574 = mul nsw i64 %conv2.j8410, 14400
+  %575 = mul nsw i64 %conv2.ty8511, 4
+  %576 = add nsw i64 %575, 4
+  %577 = mul nsw i64 %576, 480
+  %578 = add nsw i64 %574, %577
+  %579 = mul nsw i64 %conv2.tx8612, 4
+  %580 = add nsw i64 %579, 1
+  %581 = mul nsw i64 %580, 16
+  %582 = add nsw i64 %578, %581
+  %583 = mul nsw i64 %conv2.cv8713, 8
+  %584 = add nsw i64 %582, %583
+  %585 = add nsw i64 1614848, %584
+  %arena52 = getelementptr inbounds float, ptr %arena, i64 %585
+  %586 = load <8 x float>, ptr %arena52, align 4
+  %587 = fmul <8 x float> %586, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %588 = fadd <8 x float> %573, %587
+  %589 = mul nsw i64 %conv2.j8410, 14400
+  %590 = mul nsw i64 %conv2.ty8511, 4
+  %591 = add nsw i64 %590, 2
+  %592 = mul nsw i64 %591, 480
+  %593 = add nsw i64 %589, %592
+  %594 = mul nsw i64 %conv2.tx8612, 4
+  %595 = add nsw i64 %594, 1
+  %596 = mul nsw i64 %595, 16
+  %597 = add nsw i64 %593, %596
+  %598 = mul nsw i64 %conv2.cv8713, 8
+  %599 = add nsw i64 %597, %598
+  %600 = add nsw i64 1614848, %599
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %600
+  %601 = load <8 x float>, ptr %arena53, align 4
+  %602 = fmul <8 x float> %601, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %603 = fsub <8 x float> %588, %602
+  %604 = mul nsw i64 %conv2.j8410, 14400
+  %605 = mul nsw i64 %conv2.ty8511, 4
+  %606 = add nsw i64 %605, 3
+  %607 = mul nsw i64 %606, 480
+  %608 = add nsw i64 %604, %607
+  %609 = mul nsw i64 %conv2.tx8612, 4
+  %610 = add nsw i64 %609, 1
+  %611 = mul nsw i64 %610, 16
+  %612 = add nsw i64 %608, %611
+  %613 = mul nsw i64 %conv2.cv8713, 8
+  %614 = add nsw i64 %612, %613
+  %615 = add nsw i64 1614848, %614
+  %arena54 = getelementptr inbounds float, ptr %arena, i64 %615
+  %616 = load <8 x float>, ptr %arena54, align 4
+  %617 = fmul <8 x float> %616, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %618 = fsub <8 x float> %603, %617
+  store <8 x float> %618, ptr %conv2.w98, align 32
+  %619 = mul nsw i64 %conv2.j8410, 14400
+  %620 = mul nsw i64 %conv2.ty8511, 4
+  %621 = add nsw i64 %620, 1
+  %622 = mul nsw i64 %621, 480
+  %623 = add nsw i64 %619, %622
+  %624 = mul nsw i64 %conv2.tx8612, 4
+  %625 = add nsw i64 %624, 1
+  %626 = mul nsw i64 %625, 16
+  %627 = add nsw i64 %623, %626
+  %628 = mul nsw i64 %conv2.cv8713, 8
+  %629 = add nsw i64 %627, %628
+  %630 = add nsw i64 1614848, %629
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %630
+  %631 = load <8 x float>, ptr %arena55, align 4
+  %632 = fmul <8 x float> %631, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %633 = mul nsw i64 %conv2.j8410, 14400
+  %634 = mul nsw i64 %conv2.ty8511, 4
+  %635 = add nsw i64 %634, 5
+  %636 = mul nsw i64 %635, 480
+  %637 = add nsw i64 %633, %636
+  %638 = mul nsw i64 %conv2.tx8612, 4
+  %639 = add nsw i64 %638, 1
+  %640 = mul nsw i64 %639, 16
+  %641 = add nsw i64 %637, %640
+  %642 = mul nsw i64 %conv2.cv8713, 8
+  %643 = add nsw i64 %641, %642
+  %644 = add nsw i64 1614848, %643
+  %arena56 = getelementptr inbounds float, ptr %arena, i64 %644
+  %645 = load <8 x float>, ptr %arena56, align 4
+  %646 = fmul <8 x float> %645, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %647 = fadd <8 x float> %632, %646
+  %648 = mul nsw i64 %conv2.j8410, 14400
+  %649 = mul nsw i64 %conv2.ty8511, 4
+  %650 = add nsw i64 %649, 3
+  %651 = mul nsw i64 %650, 480
+  %652 = add nsw i64 %648, %651
+  %653 = mul nsw i64 %conv2.tx8612, 4
+  %654 = add nsw i64 %653, 1
+  %655 = mul nsw i64 %654, 16
+  %656 = add nsw i64 %652, %655
+  %657 = mul nsw i64 %conv2.cv8713, 8
+  %658 = add nsw i64 %656, %657
+  %659 = add nsw i64 1614848, %658
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %659
+  %660 = load <8 x float>, ptr %arena57, align 4
+  %661 = fmul <8 x float> %660, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
+  %662 = fsub <8 x float> %647, %661
+  store <8 x float> %662, ptr %conv2.w99, align 32
+  %663 = mul nsw i64 %conv2.j8410, 14400
+  %664 = mul nsw i64 %conv2.ty8511, 4
+  %665 = mul nsw i64 %664, 480
+  %666 = add nsw i64 %663, %665
+  %667 = mul nsw i64 %conv2.tx8612, 4
+  %668 = add nsw i64 %667, 2
+  %669 = mul nsw i64 %668, 16
+  %670 = add nsw i64 %666, %669
+  %671 = mul nsw i64 %conv2.cv8713, 8
+  %672 = add nsw i64 %670, %671
+  %673 = add nsw i64 1614848, %672
+  %arena58 = getelementptr inbounds float, ptr %arena, i64 %673
+  %674 = load <8 x float>, ptr %arena58, align 4
+  %675 = fmul <8 x float> %674, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %676 = mul nsw i64 %conv2.j8410, 14400
+  %677 = mul nsw i64 %conv2.ty8511, 4
+  %678 = add nsw i64 %677, 4
+  %679 = mul nsw i64 %678, 480
+  %680 = add nsw i64 %676, %679
+  %681 = mul nsw i64 %conv2.tx8612, 4
+  %682 = add nsw i64 %681, 2
+  %683 = mul nsw i64 %682, 16
+  %684 = add nsw i64 %680, %683
+  %685 = mul nsw i64 %conv2.cv8713, 8
+  %686 = add nsw i64 %684, %685
+  %687 = add nsw i64 1614848, %686
+  %arena59 = getelementptr inbounds float, ptr %arena, i64 %687
+  %688 = load <8 x float>, ptr %arena59, align 4
+  %689 = fmul <8 x float> %688, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %690 = fadd <8 x float> %675, %689
+  %691 = mul nsw i64 %conv2.j8410, 14400
+  %692 = mul nsw i64 %conv2.ty8511, 4
+  %693 = add nsw i64 %692, 2
+  %694 = mul nsw i64 %693, 480
+  %695 = add nsw i64 %691, %694
+  %696 = mul nsw i64 %conv2.tx8612, 4
+  %697 = add nsw i64 %696, 2
+  %698 = mul nsw i64 %697, 16
+  %699 = add nsw i64 %695, %698
+  %700 = mul nsw i64 %conv2.cv8713, 8
+  %701 = add nsw i64 %699, %700
+  %702 = add nsw i64 1614848, %701
+  %arena60 = getelementptr inbounds float, ptr %arena, i64 %702
+  %703 = load <8 x float>, ptr %arena60, align 4
+  %704 = fmul <8 x float> %703, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
+  %705 = fsub <8 x float> %690, %704
+  store <8 x float> %705, ptr %conv2.w100, align 32
+  %706 = mul nsw i64 %conv2.j8410, 14400
+  %707 = mul nsw i64 %conv2.ty8511, 4
+  %708 = add nsw i64 %707, 3
+  %709 = mul nsw i64 %708, 480
+  %710 = add nsw i64 %706, %709
+  %711 = mul nsw i64 %conv2.tx8612, 4
+  %712 = add nsw i64 %711, 2
+  %713 = mul nsw i64 %712, 16
+  %714 = add nsw i64 %710, %713
+  %715 = mul nsw i64 %conv2.cv8713, 8
+  %716 = add nsw i64 %714, %715
+  %717 = add nsw i64 1614848, %716
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %717
+  %718 = load <8 x float>, ptr %arena61, align 4
+  %719 = fmul <8 x float> %718, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %720 = mul nsw i64 %conv2.j8410, 14400
+  %721 = mul nsw i64 %conv2.ty8511, 4
+  %722 = add nsw i64 %721, 4
+  %723 = mul nsw i64 %722, 480
+  %724 = add nsw i64 %720, %723
+  %725 = mul nsw i64 %conv2.tx8612, 4
+  %726 = add nsw i64 %725, 2
+  %727 = mul nsw i64 %726, 16
+  %728 = add nsw i64 %724, %727
+  %729 = mul nsw i64 %conv2.cv8713, 8
+  %730 = add nsw i64 %728, %729
+  %731 = add nsw i64 1614848, %730
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %731
+  %732 = load <8 x float>, ptr %arena62, align 4
+  %733 = fmul <8 x float> %732, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %734 = fadd <8 x float> %719, %733
+  %735 = mul nsw i64 %conv2.j8410, 14400
+  %736 = mul nsw i64 %conv2.ty8511, 4
+  %737 = add nsw i64 %736, 1
+  %738 = mul nsw i64 %737, 480
+  %739 = add nsw i64 %735, %738
+  %740 = mul nsw i64 %conv2.tx8612, 4
+  %741 = add nsw i64 %740, 2
+  %742 = mul nsw i64 %741, 16
+  %743 = add nsw i64 %739, %742
+  %744 = mul nsw i64 %conv2.cv8713, 8
+  %745 = add nsw i64 %743, %744
+  %746 = add nsw i64 1614848, %745
+  %arena63 = getelementptr inbounds float, ptr %arena, i64 %746
+  %747 = load <8 x float>, ptr %arena63, align 4
+  %748 = fmul <8 x float> %747, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %749 = fsub <8 x float> %734, %748
+  %750 = mul nsw i64 %conv2.j8410, 14400
+  %751 = mul nsw i64 %conv2.ty8511, 4
+  %752 = add nsw i64 %751, 2
+  %753 = mul nsw i64 %752, 480
+  %754 = add nsw i64 %750, %753
+  %755 = mul nsw i64 %conv2.tx8612, 4
+  %756 = add nsw i64 %755, 2
+  %757 = mul nsw i64 %756, 16
+  %758 = add nsw i64 %754, %757
+  %759 = mul nsw i64 %conv2.cv8713, 8
+  %760 = add nsw i64 %758, %759
+  %761 = add nsw i64 1614848, %760
+  %arena64 = getelementptr inbounds float, ptr %arena, i64 %761
+  %762 = load <8 x float>, ptr %arena64, align 4
+  %763 = fmul <8 x float> %762, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %764 = fsub <8 x float> %749, %763
+  store <8 x float> %764, ptr %conv2.w101, align 32
+  %765 = mul nsw i64 %conv2.j8410, 14400
+  %766 = mul nsw i64 %conv2.ty8511, 4
+  %767 = add nsw i64 %766, 1
+  %768 = mul nsw i64 %767, 480
+  %769 = add nsw i64 %765, %768
+  %770 = mul nsw i64 %conv2.tx8612, 4
+  %771 = add nsw i64 %770, 2
+  %772 = mul nsw i64 %771, 16
+  %773 = add nsw i64 %769, %772
+  %774 = mul nsw i64 %conv2.cv8713, 8
+  %775 = add nsw i64 %773, %774
+  %776 = add nsw i64 1614848, %775
+  %arena65 = getelementptr inbounds float, ptr %arena, i64 %776
+  %777 = load <8 x float>, ptr %arena65, align 4
+  %778 = fmul <8 x float> %777, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %779 = mul nsw i64 %conv2.j8410, 14400
+  %780 = mul nsw i64 %conv2.ty8511, 4
+  %781 = add nsw i64 %780, 4
+  %782 = mul nsw i64 %781, 480
+  %783 = add nsw i64 %779, %782
+  %784 = mul nsw i64 %conv2.tx8612, 4
+  %785 = add nsw i64 %784, 2
+  %786 = mul nsw i64 %785, 16
+  %787 = add nsw i64 %783, %786
+  %788 = mul nsw i64 %conv2.cv8713, 8
+  %789 = add nsw i64 %787, %788
+  %790 = add nsw i64 1614848, %789
+  %arena66 = getelementptr inbounds float, ptr %arena, i64 %790
+  %791 = load <8 x float>, ptr %arena66, align 4
+  %792 = fmul <8 x float> %791, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %793 = fadd <8 x float> %778, %792
+  %794 = mul nsw i64 %conv2.j8410, 14400
+  %795 = mul nsw i64 %conv2.ty8511, 4
+  %796 = add nsw i64 %795, 2
+  %797 = mul nsw i64 %796, 480
+  %798 = add nsw i64 %794, %797
+  %799 = mul nsw i64 %conv2.tx8612, 4
+  %800 = add nsw i64 %799, 2
+  %801 = mul nsw i64 %800, 16
+  %802 = add nsw i64 %798, %801
+  %803 = mul nsw i64 %conv2.cv8713, 8
+  %804 = add nsw i64 %802, %803
+  %805 = add nsw i64 1614848, %804
+  %arena67 = getelementptr inbounds float, ptr %arena, i64 %805
+  %806 = load <8 x float>, ptr %arena67, align 4
+  %807 = fmul <8 x float> %806, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %808 = fsub <8 x float> %793, %807
+  %809 = mul nsw i64 %conv2.j8410, 14400
+  %810 = mul nsw i64 %conv2.ty8511, 4
+  %811 = add nsw i64 %810, 3
+  %812 = mul nsw i64 %811, 480
+  %813 = add nsw i64 %809, %812
+  %814 = mul nsw i64 %conv2.tx8612, 4
+  %815 = add nsw i64 %814, 2
+  %816 = mul nsw i64 %815, 16
+  %817 = add nsw i64 %813, %816
+  %818 = mul nsw i64 %conv2.cv8713, 8
+  %819 = add nsw i64 %817, %818
+  %820 = add nsw i64 1614848, %819
+  %arena68 = getelementptr inbounds float, ptr %arena, i64 %820
+  %821 = load <8 x float>, ptr %arena68, align 4
+  %822 = fmul <8 x float> %821, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %823 = fsub <8 x float> %808, %822
+  store <8 x float> %823, ptr %conv2.w102, align 32
+  %824 = mul nsw i64 %conv2.j8410, 14400
+  %825 = mul nsw i64 %conv2.ty8511, 4
+  %826 = add nsw i64 %825, 3
+  %827 = mul nsw i64 %826, 480
+  %828 = add nsw i64 %824, %827
+  %829 = mul nsw i64 %conv2.tx8612, 4
+  %830 = add nsw i64 %829, 2
+  %831 = mul nsw i64 %830, 16
+  %832 = add nsw i64 %828, %831
+  %833 = mul nsw i64 %conv2.cv8713, 8
+  %834 = add nsw i64 %832, %833
+  %835 = add nsw i64 1614848, %834
+  %arena69 = getelementptr inbounds float, ptr %arena, i64 %835
+  %836 = load <8 x float>, ptr %arena69, align 4
+  %837 = fmul <8 x float> %836, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %838 = mul nsw i64 %conv2.j8410, 14400
+  %839 = mul nsw i64 %conv2.ty8511, 4
+  %840 = add nsw i64 %839, 4
+  %841 = mul nsw i64 %840, 480
+  %842 = add nsw i64 %838, %841
+  %843 = mul nsw i64 %conv2.tx8612, 4
+  %844 = add nsw i64 %843, 2
+  %845 = mul nsw i64 %844, 16
+  %846 = add nsw i64 %842, %845
+  %847 = mul nsw i64 %conv2.cv8713, 8
+  %848 = add nsw i64 %846, %847
+  %849 = add nsw i64 1614848, %848
+  %arena70 = getelementptr inbounds float, ptr %arena, i64 %849
+  %850 = load <8 x float>, ptr %arena70, align 4
+  %851 = fmul <8 x float> %850, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %852 = fadd <8 x float> %837, %851
+  %853 = mul nsw i64 %conv2.j8410, 14400
+  %854 = mul nsw i64 %conv2.ty8511, 4
+  %855 = add nsw i64 %854, 1
+  %856 = mul nsw i64 %855, 480
+  %857 = add nsw i64 %853, %856
+  %858 = mul nsw i64 %conv2.tx8612, 4
+  %859 = add nsw i64 %858, 2
+  %860 = mul nsw i64 %859, 16
+  %861 = add nsw i64 %857, %860
+  %862 = mul nsw i64 %conv2.cv8713, 8
+  %863 = add nsw i64 %861, %862
+  %864 = add nsw i64 1614848, %863
+  %arena71 = getelementptr inbounds float, ptr %arena, i64 %864
+  %865 = load <8 x float>, ptr %arena71, align 4
+  %866 = fmul <8 x float> %865, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %867 = fsub <8 x float> %852, %866
+  %868 = mul nsw i64 %conv2.j8410, 14400
+  %869 = mul nsw i64 %conv2.ty8511, 4
+  %870 = add nsw i64 %869, 2
+  %871 = mul nsw i64 %870, 480
+  %872 = add nsw i64 %868, %871
+  %873 = mul nsw i64 %conv2.tx8612, 4
+  %874 = add nsw i64 %873, 2
+  %875 = mul nsw i64 %874, 16
+  %876 = add nsw i64 %872, %875
+  %877 = mul nsw i64 %conv2.cv8713, 8
+  %878 = add nsw i64 %876, %877
+  %879 = add nsw i64 1614848, %878
+  %arena72 = getelementptr inbounds float, ptr %arena, i64 %879
+  %880 = load <8 x float>, ptr %arena72, align 4
+  %881 = fmul <8 x float> %880, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %882 = fsub <8 x float> %867, %881
+  store <8 x float> %882, ptr %conv2.w103, align 32
+  %883 = mul nsw i64 %conv2.j8410, 14400
+  %884 = mul nsw i64 %conv2.ty8511, 4
+  %885 = add nsw i64 %884, 1
+  %886 = mul nsw i64 %885, 480
+  %887 = add nsw i64 %883, %886
+  %888 = mul nsw i64 %conv2.tx8612, 4
+  %889 = add nsw i64 %888, 2
+  %890 = mul nsw i64 %889, 16
+  %891 = add nsw i64 %887, %890
+  %892 = mul nsw i64 %conv2.cv8713, 8
+  %893 = add nsw i64 %891, %892
+  %894 = add nsw i64 1614848, %893
+  %arena73 = getelementptr inbounds float, ptr %arena, i64 %894
+  %895 = load <8 x float>, ptr %arena73, align 4
+  %896 = fmul <8 x float> %895, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %897 = mul nsw i64 %conv2.j8410, 14400
+  %898 = mul nsw i64 %conv2.ty8511, 4
+  %899 = add nsw i64 %898, 4
+  %900 = mul nsw i64 %899, 480
+  %901 = add nsw i64 %897, %900
+  %902 = mul nsw i64 %conv2.tx8612, 4
+  %903 = add nsw i64 %902, 2
+  %904 = mul nsw i64 %903, 16
+  %905 = add nsw i64 %901, %904
+  %906 = mul nsw i64 %conv2.cv8713, 8
+  %907 = add nsw i64 %905, %906
+  %908 = add nsw i64 1614848, %907
+  %arena74 = getelementptr inbounds float, ptr %arena, i64 %908
+  %909 = load <8 x float>, ptr %arena74, align 4
+  %910 = fmul <8 x float> %909, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %911 = fadd <8 x float> %896, %910
+  %912 = mul nsw i64 %conv2.j8410, 14400
+  %913 = mul nsw i64 %conv2.ty8511, 4
+  %914 = add nsw i64 %913, 2
+  %915 = mul nsw i64 %914, 480
+  %916 = add nsw i64 %912, %915
+  %917 = mul nsw i64 %conv2.tx8612, 4
+  %918 = add nsw i64 %917, 2
+  %919 = mul nsw i64 %918, 16
+  %920 = add nsw i64 %916, %919
+  %921 = mul nsw i64 %conv2.cv8713, 8
+  %922 = add nsw i64 %920, %921
+  %923 = add nsw i64 1614848, %922
+  %arena75 = getelementptr inbounds float, ptr %arena, i64 %923
+  %924 = load <8 x float>, ptr %arena75, align 4
+  %925 = fmul <8 x float> %924, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %926 = fsub <8 x float> %911, %925
+  %927 = mul nsw i64 %conv2.j8410, 14400
+  %928 = mul nsw i64 %conv2.ty8511, 4
+  %929 = add nsw i64 %928, 3
+  %930 = mul nsw i64 %929, 480
+  %931 = add nsw i64 %927, %930
+  %932 = mul nsw i64 %conv2.tx8612, 4
+  %933 = add nsw i64 %932, 2
+  %934 = mul nsw i64 %933, 16
+  %935 = add nsw i64 %931, %934
+  %936 = mul nsw i64 %conv2.cv8713, 8
+  %937 = add nsw i64 %935, %936
+  %938 = add nsw i64 1614848, %937
+  %arena76 = getelementptr inbounds float, ptr %arena, i64 %938
+  %939 = load <8 x float>, ptr %arena76, align 4
+  %940 = fmul <8 x float> %939, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %941 = fsub <8 x float> %926, %940
+  store <8 x float> %941, ptr %conv2.w104, align 32
+  %942 = mul nsw i64 %conv2.j8410, 14400
+  %943 = mul nsw i64 %conv2.ty8511, 4
+  %944 = add nsw i64 %943, 1
+  %945 = mul nsw i64 %944, 480
+  %946 = add nsw i64 %942, %945
+  %947 = mul nsw i64 %conv2.tx8612, 4
+  %948 = add nsw i64 %947, 2
+  %949 = mul nsw i64 %948, 16
+  %950 = add nsw i64 %946, %949
+  %951 = mul nsw i64 %conv2.cv8713, 8
+  %952 = add nsw i64 %950, %951
+  %953 = add nsw i64 1614848, %952
+  %arena77 = getelementptr inbounds float, ptr %arena, i64 %953
+  %954 = load <8 x float>, ptr %arena77, align 4
+  %955 = fmul <8 x float> %954, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %956 = mul nsw i64 %conv2.j8410, 14400
+  %957 = mul nsw i64 %conv2.ty8511, 4
+  %958 = add nsw i64 %957, 5
+  %959 = mul nsw i64 %958, 480
+  %960 = add nsw i64 %956, %959
+  %961 = mul nsw i64 %conv2.tx8612, 4
+  %962 = add nsw i64 %961, 2
+  %963 = mul nsw i64 %962, 16
+  %964 = add nsw i64 %960, %963
+  %965 = mul nsw i64 %conv2.cv8713, 8
+  %966 = add nsw i64 %964, %965
+  %967 = add nsw i64 1614848, %966
+  %arena78 = getelementptr inbounds float, ptr %arena, i64 %967
+  %968 = load <8 x float>, ptr %arena78, align 4
+  %969 = fmul <8 x float> %968, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %970 = fadd <8 x float> %955, %969
+  %971 = mul nsw i64 %conv2.j8410, 14400
+  %972 = mul nsw i64 %conv2.ty8511, 4
+  %973 = add nsw i64 %972, 3
+  %974 = mul nsw i64 %973, 480
+  %975 = add nsw i64 %971, %974
+  %976 = mul nsw i64 %conv2.tx8612, 4
+  %977 = add nsw i64 %976, 2
+  %978 = mul nsw i64 %977, 16
+  %979 = add nsw i64 %975, %978
+  %980 = mul nsw i64 %conv2.cv8713, 8
+  %981 = add nsw i64 %979, %980
+  %982 = add nsw i64 1614848, %981
+  %arena79 = getelementptr inbounds float, ptr %arena, i64 %982
+  %983 = load <8 x float>, ptr %arena79, align 4
+  %984 = fmul <8 x float> %983, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
+  %985 = fsub <8 x float> %970, %984
+  store <8 x float> %985, ptr %conv2.w105, align 32
+  %986 = mul nsw i64 %conv2.j8410, 14400
+  %987 = mul nsw i64 %conv2.ty8511, 4
+  %988 = mul nsw i64 %987, 480
+  %989 = add nsw i64 %986, %988
+  %990 = mul nsw i64 %conv2.tx8612, 4
+  %991 = add nsw i64 %990, 3
+  %992 = mul nsw i64 %991, 16
+  %993 = add nsw i64 %989, %992
+  %994 = mul nsw i64 %conv2.cv8713, 8
+  %995 = add nsw i64 %993, %994
+  %996 = add nsw i64 1614848, %995
+  %arena80 = getelementptr inbounds float, ptr %arena, i64 %996
+  %997 = load <8 x float>, ptr %arena80, align 4
+  %998 = fmul <8 x float> %997, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %999 = mul nsw i64 %conv2.j8410, 14400
+  %1000 = mul nsw i64 %conv2.ty8511, 4
+  %1001 = add nsw i64 %1000, 4
+  %1002 = mul nsw i64 %1001, 480
+  %1003 = add nsw i64 %999, %1002
+  %1004 = mul nsw i64 %conv2.tx8612, 4
+  %1005 = add nsw i64 %1004, 3
+  %1006 = mul nsw i64 %1005, 16
+  %1007 = add nsw i64 %1003, %1006
+  %1008 = mul nsw i64 %conv2.cv8713, 8
+  %1009 = add nsw i64 %1007, %1008
+  %1010 = add nsw i64 1614848, %1009
+  %arena81 = getelementptr inbounds float, ptr %arena, i64 %1010
+  %1011 = load <8 x float>, ptr %arena81, align 4
+  %1012 = fmul <8 x float> %1011, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1013 = fadd <8 x float> %998, %1012
+  %1014 = mul nsw i64 %conv2.j8410, 14400
+  %1015 = mul nsw i64 %conv2.ty8511, 4
+  %1016 = add nsw i64 %1015, 2
+  %1017 = mul nsw i64 %1016, 480
+  %1018 = add nsw i64 %1014, %1017
+  %1019 = mul nsw i64 %conv2.tx8612, 4
+  %1020 = add nsw i64 %1019, 3
+  %1021 = mul nsw i64 %1020, 16
+  %1022 = add nsw i64 %1018, %1021
+  %1023 = mul nsw i64 %conv2.cv8713, 8
+  %1024 = add nsw i64 %1022, %1023
+  %1025 = add nsw i64 1614848, %1024
+  %arena82 = getelementptr inbounds float, ptr %arena, i64 %1025
+  %1026 = load <8 x float>, ptr %arena82, align 4
+  %1027 = fmul <8 x float> %1026, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
+  %1028 = fsub <8 x float> %1013, %1027
+  store <8 x float> %1028, ptr %conv2.w106, align 32
+  %1029 = mul nsw i64 %conv2.j8410, 14400
+  %1030 = mul nsw i64 %conv2.ty8511, 4
+  %1031 = add nsw i64 %1030, 3
+  %1032 = mul nsw i64 %1031, 480
+  %1033 = add nsw i64 %1029, %1032
+  %1034 = mul nsw i64 %conv2.tx8612, 4
+  %1035 = add nsw i64 %1034, 3
+  %1036 = mul nsw i64 %1035, 16
+  %1037 = add nsw i64 %1033, %1036
+  %1038 = mul nsw i64 %conv2.cv8713, 8
+  %1039 = add nsw i64 %1037, %1038
+  %1040 = add nsw i64 1614848, %1039
+  %arena83 = getelementptr inbounds float, ptr %arena, i64 %1040
+  %1041 = load <8 x float>, ptr %arena83, align 4
+  %1042 = fmul <8 x float> %1041, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1043 = mul nsw i64 %conv2.j8410, 14400
+  %1044 = mul nsw i64 %conv2.ty8511, 4
+  %1045 = add nsw i64 %1044, 4
+  %1046 = mul nsw i64 %1045, 480
+  %1047 = add nsw i64 %1043, %1046
+  %1048 = mul nsw i64 %conv2.tx8612, 4
+  %1049 = add nsw i64 %1048, 3
+  %1050 = mul nsw i64 %1049, 16
+  %1051 = add nsw i64 %1047, %1050
+  %1052 = mul nsw i64 %conv2.cv8713, 8
+  %1053 = add nsw i64 %1051, %1052
+  %1054 = add nsw i64 1614848, %1053
+  %arena84 = getelementptr inbounds float, ptr %arena, i64 %1054
+  %1055 = load <8 x float>, ptr %arena84, align 4
+  %1056 = fmul <8 x float> %1055, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1057 = fadd <8 x float> %1042, %1056
+  %1058 = mul nsw i64 %conv2.j8410, 14400
+  %1059 = mul nsw i64 %conv2.ty8511, 4
+  %1060 = add nsw i64 %1059, 1
+  %1061 = mul nsw i64 %1060, 480
+  %1062 = add nsw i64 %1058, %1061
+  %1063 = mul nsw i64 %conv2.tx8612, 4
+  %1064 = add nsw i64 %1063, 3
+  %1065 = mul nsw i64 %1064, 16
+  %1066 = add nsw i64 %1062, %1065
+  %1067 = mul nsw i64 %conv2.cv8713, 8
+  %1068 = add nsw i64 %1066, %1067
+  %1069 = add nsw i64 1614848, %1068
+  %arena85 = getelementptr inbounds float, ptr %arena, i64 %1069
+  %1070 = load <8 x float>, ptr %arena85, align 4
+  %1071 = fmul <8 x float> %1070, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %1072 = fsub <8 x float> %1057, %1071
+  %1073 = mul nsw i64 %conv2.j8410, 14400
+  %1074 = mul nsw i64 %conv2.ty8511, 4
+  %1075 = add nsw i64 %1074, 2
+  %1076 = mul nsw i64 %1075, 480
+  %1077 = add nsw i64 %1073, %1076
+  %1078 = mul nsw i64 %conv2.tx8612, 4
+  %1079 = add nsw i64 %1078, 3
+  %1080 = mul nsw i64 %1079, 16
+  %1081 = add nsw i64 %1077, %1080
+  %1082 = mul nsw i64 %conv2.cv8713, 8
+  %1083 = add nsw i64 %1081, %1082
+  %1084 = add nsw i64 1614848, %1083
+  %arena86 = getelementptr inbounds float, ptr %arena, i64 %1084
+  %1085 = load <8 x float>, ptr %arena86, align 4
+  %1086 = fmul <8 x float> %1085, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %1087 = fsub <8 x float> %1072, %1086
+  store <8 x float> %1087, ptr %conv2.w107, align 32
+  %1088 = mul nsw i64 %conv2.j8410, 14400
+  %1089 = mul nsw i64 %conv2.ty8511, 4
+  %1090 = add nsw i64 %1089, 1
+  %1091 = mul nsw i64 %1090, 480
+  %1092 = add nsw i64 %1088, %1091
+  %1093 = mul nsw i64 %conv2.tx8612, 4
+  %1094 = add nsw i64 %1093, 3
+  %1095 = mul nsw i64 %1094, 16
+  %1096 = add nsw i64 %1092, %1095
+  %1097 = mul nsw i64 %conv2.cv8713, 8
+  %1098 = add nsw i64 %1096, %1097
+  %1099 = add nsw i64 1614848, %1098
+  %arena87 = getelementptr inbounds float, ptr %arena, i64 %1099
+  %1100 = load <8 x float>, ptr %arena87, align 4
+  %1101 = fmul <8 x float> %1100, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %1102 = mul nsw i64 %conv2.j8410, 14400
+  %1103 = mul nsw i64 %conv2.ty8511, 4
+  %1104 = add nsw i64 %1103, 4
+  %1105 = mul nsw i64 %1104, 480
+  %1106 = add nsw i64 %1102, %1105
+  %1107 = mul nsw i64 %conv2.tx8612, 4
+  %1108 = add nsw i64 %1107, 3
+  %1109 = mul nsw i64 %1108, 16
+  %1110 = add nsw i64 %1106, %1109
+  %1111 = mul nsw i64 %conv2.cv8713, 8
+  %1112 = add nsw i64 %1110, %1111
+  %1113 = add nsw i64 1614848, %1112
+  %arena88 = getelementptr inbounds float, ptr %arena, i64 %1113
+  %1114 = load <8 x float>, ptr %arena88, align 4
+  %1115 = fmul <8 x float> %1114, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1116 = fadd <8 x float> %1101, %1115
+  %1117 = mul nsw i64 %conv2.j8410, 14400
+  %1118 = mul nsw i64 %conv2.ty8511, 4
+  %1119 = add nsw i64 %1118, 2
+  %1120 = mul nsw i64 %1119, 480
+  %1121 = add nsw i64 %1117, %1120
+  %1122 = mul nsw i64 %conv2.tx8612, 4
+  %1123 = add nsw i64 %1122, 3
+  %1124 = mul nsw i64 %1123, 16
+  %1125 = add nsw i64 %1121, %1124
+  %1126 = mul nsw i64 %conv2.cv8713, 8
+  %1127 = add nsw i64 %1125, %1126
+  %1128 = add nsw i64 1614848, %1127
+  %arena89 = getelementptr inbounds float, ptr %arena, i64 %1128
+  %1129 = load <8 x float>, ptr %arena89, align 4
+  %1130 = fmul <8 x float> %1129, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %1131 = fsub <8 x float> %1116, %1130
+  %1132 = mul nsw i64 %conv2.j8410, 14400
+  %1133 = mul nsw i64 %conv2.ty8511, 4
+  %1134 = add nsw i64 %1133, 3
+  %1135 = mul nsw i64 %1134, 480
+  %1136 = add nsw i64 %1132, %1135
+  %1137 = mul nsw i64 %conv2.tx8612, 4
+  %1138 = add nsw i64 %1137, 3
+  %1139 = mul nsw i64 %1138, 16
+  %1140 = add nsw i64 %1136, %1139
+  %1141 = mul nsw i64 %conv2.cv8713, 8
+  %1142 = add nsw i64 %1140, %1141
+  %1143 = add nsw i64 1614848, %1142
+  %arena90 = getelementptr inbounds float, ptr %arena, i64 %1143
+  %1144 = load <8 x float>, ptr %arena90, align 4
+  %1145 = fmul <8 x float> %1144, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1146 = fsub <8 x float> %1131, %1145
+  store <8 x float> %1146, ptr %conv2.w108, align 32
+  %1147 = mul nsw i64 %conv2.j8410, 14400
+  %1148 = mul nsw i64 %conv2.ty8511, 4
+  %1149 = add nsw i64 %1148, 3
+  %1150 = mul nsw i64 %1149, 480
+  %1151 = add nsw i64 %1147, %1150
+  %1152 = mul nsw i64 %conv2.tx8612, 4
+  %1153 = add nsw i64 %1152, 3
+  %1154 = mul nsw i64 %1153, 16
+  %1155 = add nsw i64 %1151, %1154
+  %1156 = mul nsw i64 %conv2.cv8713, 8
+  %1157 = add nsw i64 %1155, %1156
+  %1158 = add nsw i64 1614848, %1157
+  %arena91 = getelementptr inbounds float, ptr %arena, i64 %1158
+  %1159 = load <8 x float>, ptr %arena91, align 4
+  %1160 = fmul <8 x float> %1159, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %1161 = mul nsw i64 %conv2.j8410, 14400
+  %1162 = mul nsw i64 %conv2.ty8511, 4
+  %1163 = add nsw i64 %1162, 4
+  %1164 = mul nsw i64 %1163, 480
+  %1165 = add nsw i64 %1161, %1164
+  %1166 = mul nsw i64 %conv2.tx8612, 4
+  %1167 = add nsw i64 %1166, 3
+  %1168 = mul nsw i64 %1167, 16
+  %1169 = add nsw i64 %1165, %1168
+  %1170 = mul nsw i64 %conv2.cv8713, 8
+  %1171 = add nsw i64 %1169, %1170
+  %1172 = add nsw i64 1614848, %1171
+  %arena92 = getelementptr inbounds float, ptr %arena, i64 %1172
+  %1173 = load <8 x float>, ptr %arena92, align 4
+  %1174 = fmul <8 x float> %1173, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1175 = fadd <8 x float> %1160, %1174
+  %1176 = mul nsw i64 %conv2.j8410, 14400
+  %1177 = mul nsw i64 %conv2.ty8511, 4
+  %1178 = add nsw i64 %1177, 1
+  %1179 = mul nsw i64 %1178, 480
+  %1180 = add nsw i64 %1176, %1179
+  %1181 = mul nsw i64 %conv2.tx8612, 4
+  %1182 = add nsw i64 %1181, 3
+  %1183 = mul nsw i64 %1182, 16
+  %1184 = add nsw i64 %1180, %1183
+  %1185 = mul nsw i64 %conv2.cv8713, 8
+  %1186 = add nsw i64 %1184, %1185
+  %1187 = add nsw i64 1614848, %1186
+  %arena93 = getelementptr inbounds float, ptr %arena, i64 %1187
+  %1188 = load <8 x float>, ptr %arena93, align 4
+  %1189 = fmul <8 x float> %1188, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %1190 = fsub <8 x float> %1175, %1189
+  %1191 = mul nsw i64 %conv2.j8410, 14400
+  %1192 = mul nsw i64 %conv2.ty8511, 4
+  %1193 = add nsw i64 %1192, 2
+  %1194 = mul nsw i64 %1193, 480
+  %1195 = add nsw i64 %1191, %1194
+  %1196 = mul nsw i64 %conv2.tx8612, 4
+  %1197 = add nsw i64 %1196, 3
+  %1198 = mul nsw i64 %1197, 16
+  %1199 = add nsw i64 %1195, %1198
+  %1200 = mul nsw i64 %conv2.cv8713, 8
+  %1201 = add nsw i64 %1199, %1200
+  %1202 = add nsw i64 1614848, %1201
+  %arena94 = getelementptr inbounds float, ptr %arena, i64 %1202
+  %1203 = load <8 x float>, ptr %arena94, align 4
+  %1204 = fmul <8 x float> %1203, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1205 = fsub <8 x float> %1190, %1204
+  store <8 x float> %1205, ptr %conv2.w109, align 32
+  %1206 = mul nsw i64 %conv2.j8410, 14400
+  %1207 = mul nsw i64 %conv2.ty8511, 4
+  %1208 = add nsw i64 %1207, 1
+  %1209 = mul nsw i64 %1208, 480
+  %1210 = add nsw i64 %1206, %1209
+  %1211 = mul nsw i64 %conv2.tx8612, 4
+  %1212 = add nsw i64 %1211, 3
+  %1213 = mul nsw i64 %1212, 16
+  %1214 = add nsw i64 %1210, %1213
+  %1215 = mul nsw i64 %conv2.cv8713, 8
+  %1216 = add nsw i64 %1214, %1215
+  %1217 = add nsw i64 1614848, %1216
+  %arena95 = getelementptr inbounds float, ptr %arena, i64 %1217
+  %1218 = load <8 x float>, ptr %arena95, align 4
+  %1219 = fmul <8 x float> %1218, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %1220 = mul nsw i64 %conv2.j8410, 14400
+  %1221 = mul nsw i64 %conv2.ty8511, 4
+  %1222 = add nsw i64 %1221, 4
+  %1223 = mul nsw i64 %1222, 480
+  %1224 = add nsw i64 %1220, %1223
+  %1225 = mul nsw i64 %conv2.tx8612, 4
+  %1226 = add nsw i64 %1225, 3
+  %1227 = mul nsw i64 %1226, 16
+  %1228 = add nsw i64 %1224, %1227
+  %1229 = mul nsw i64 %conv2.cv8713, 8
+  %1230 = add nsw i64 %1228, %1229
+  %1231 = add nsw i64 1614848, %1230
+  %arena96 = getelementptr inbounds float, ptr %arena, i64 %1231
+  %1232 = load <8 x float>, ptr %arena96, align 4
+  %1233 = fmul <8 x float> %1232, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1234 = fadd <8 x float> %1219, %1233
+  %1235 = mul nsw i64 %conv2.j8410, 14400
+  %1236 = mul nsw i64 %conv2.ty8511, 4
+  %1237 = add nsw i64 %1236, 2
+  %1238 = mul nsw i64 %1237, 480
+  %1239 = add nsw i64 %1235, %1238
+  %1240 = mul nsw i64 %conv2.tx8612, 4
+  %1241 = add nsw i64 %1240, 3
+  %1242 = mul nsw i64 %1241, 16
+  %1243 = add nsw i64 %1239, %1242
+  %1244 = mul nsw i64 %conv2.cv8713, 8
+  %1245 = add nsw i64 %1243, %1244
+  %1246 = add nsw i64 1614848, %1245
+  %arena97 = getelementptr inbounds float, ptr %arena, i64 %1246
+  %1247 = load <8 x float>, ptr %arena97, align 4
+  %1248 = fmul <8 x float> %1247, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1249 = fsub <8 x float> %1234, %1248
+  %1250 = mul nsw i64 %conv2.j8410, 14400
+  %1251 = mul nsw i64 %conv2.ty8511, 4
+  %1252 = add nsw i64 %1251, 3
+  %1253 = mul nsw i64 %1252, 480
+  %1254 = add nsw i64 %1250, %1253
+  %1255 = mul nsw i64 %conv2.tx8612, 4
+  %1256 = add nsw i64 %1255, 3
+  %1257 = mul nsw i64 %1256, 16
+  %1258 = add nsw i64 %1254, %1257
+  %1259 = mul nsw i64 %conv2.cv8713, 8
+  %1260 = add nsw i64 %1258, %1259
+  %1261 = add nsw i64 1614848, %1260
+  %arena98 = getelementptr inbounds float, ptr %arena, i64 %1261
+  %1262 = load <8 x float>, ptr %arena98, align 4
+  %1263 = fmul <8 x float> %1262, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %1264 = fsub <8 x float> %1249, %1263
+  store <8 x float> %1264, ptr %conv2.w110, align 32
+  %1265 = mul nsw i64 %conv2.j8410, 14400
+  %1266 = mul nsw i64 %conv2.ty8511, 4
+  %1267 = add nsw i64 %1266, 1
+  %1268 = mul nsw i64 %1267, 480
+  %1269 = add nsw i64 %1265, %1268
+  %1270 = mul nsw i64 %conv2.tx8612, 4
+  %1271 = add nsw i64 %1270, 3
+  %1272 = mul nsw i64 %1271, 16
+  %1273 = add nsw i64 %1269, %1272
+  %1274 = mul nsw i64 %conv2.cv8713, 8
+  %1275 = add nsw i64 %1273, %1274
+  %1276 = add nsw i64 1614848, %1275
+  %arena99 = getelementptr inbounds float, ptr %arena, i64 %1276
+  %1277 = load <8 x float>, ptr %arena99, align 4
+  %1278 = fmul <8 x float> %1277, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %1279 = mul nsw i64 %conv2.j8410, 14400
+  %1280 = mul nsw i64 %conv2.ty8511, 4
+  %1281 = add nsw i64 %1280, 5
+  %1282 = mul nsw i64 %1281, 480
+  %1283 = add nsw i64 %1279, %1282
+  %1284 = mul nsw i64 %conv2.tx8612, 4
+  %1285 = add nsw i64 %1284, 3
+  %1286 = mul nsw i64 %1285, 16
+  %1287 = add nsw i64 %1283, %1286
+  %1288 = mul nsw i64 %conv2.cv8713, 8
+  %1289 = add nsw i64 %1287, %1288
+  %1290 = add nsw i64 1614848, %1289
+  %arena100 = getelementptr inbounds float, ptr %arena, i64 %1290
+  %1291 = load <8 x float>, ptr %arena100, align 4
+  %1292 = fmul <8 x float> %1291, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1293 = fadd <8 x float> %1278, %1292
+  %1294 = mul nsw i64 %conv2.j8410, 14400
+  %1295 = mul nsw i64 %conv2.ty8511, 4
+  %1296 = add nsw i64 %1295, 3
+  %1297 = mul nsw i64 %1296, 480
+  %1298 = add nsw i64 %1294, %1297
+  %1299 = mul nsw i64 %conv2.tx8612, 4
+  %1300 = add nsw i64 %1299, 3
+  %1301 = mul nsw i64 %1300, 16
+  %1302 = add nsw i64 %1298, %1301
+  %1303 = mul nsw i64 %conv2.cv8713, 8
+  %1304 = add nsw i64 %1302, %1303
+  %1305 = add nsw i64 1614848, %1304
+  %arena101 = getelementptr inbounds float, ptr %arena, i64 %1305
+  %1306 = load <8 x float>, ptr %arena101, align 4
+  %1307 = fmul <8 x float> %1306, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
+  %1308 = fsub <8 x float> %1293, %1307
+  store <8 x float> %1308, ptr %conv2.w111, align 32
+  %1309 = mul nsw i64 %conv2.j8410, 14400
+  %1310 = mul nsw i64 %conv2.ty8511, 4
+  %1311 = mul nsw i64 %1310, 480
+  %1312 = add nsw i64 %1309, %1311
+  %1313 = mul nsw i64 %conv2.tx8612, 4
+  %1314 = add nsw i64 %1313, 4
+  %1315 = mul nsw i64 %1314, 16
+  %1316 = add nsw i64 %1312, %1315
+  %1317 = mul nsw i64 %conv2.cv8713, 8
+  %1318 = add nsw i64 %1316, %1317
+  %1319 = add nsw i64 1614848, %1318
+  %arena102 = getelementptr inbounds float, ptr %arena, i64 %1319
+  %1320 = load <8 x float>, ptr %arena102, align 4
+  %1321 = fmul <8 x float> %1320, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %1322 = mul nsw i64 %conv2.j8410, 14400
+  %1323 = mul nsw i64 %conv2.ty8511, 4
+  %1324 = add nsw i64 %1323, 4
+  %1325 = mul nsw i64 %1324, 480
+  %1326 = add nsw i64 %1322, %1325
+  %1327 = mul nsw i64 %conv2.tx8612, 4
+  %1328 = add nsw i64 %1327, 4
+  %1329 = mul nsw i64 %1328, 16
+  %1330 = add nsw i64 %1326, %1329
+  %1331 = mul nsw i64 %conv2.cv8713, 8
+  %1332 = add nsw i64 %1330, %1331
+  %1333 = add nsw i64 1614848, %1332
+  %arena103 = getelementptr inbounds float, ptr %arena, i64 %1333
+  %1334 = load <8 x float>, ptr %arena103, align 4
+  %1335 = fmul <8 x float> %1334, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1336 = fadd <8 x float> %1321, %1335
+  %1337 = mul nsw i64 %conv2.j8410, 14400
+  %1338 = mul nsw i64 %conv2.ty8511, 4
+  %1339 = add nsw i64 %1338, 2
+  %1340 = mul nsw i64 %1339, 480
+  %1341 = add nsw i64 %1337, %1340
+  %1342 = mul nsw i64 %conv2.tx8612, 4
+  %1343 = add nsw i64 %1342, 4
+  %1344 = mul nsw i64 %1343, 16
+  %1345 = add nsw i64 %1341, %1344
+  %1346 = mul nsw i64 %conv2.cv8713, 8
+  %1347 = add nsw i64 %1345, %1346
+  %1348 = add nsw i64 1614848, %1347
+  %arena104 = getelementptr inbounds float, ptr %arena, i64 %1348
+  %1349 = load <8 x float>, ptr %arena104, align 4
+  %1350 = fmul <8 x float> %1349, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
+  %1351 = fsub <8 x float> %1336, %1350
+  store <8 x float> %1351, ptr %conv2.w112, align 32
+  %1352 = mul nsw i64 %conv2.j8410, 14400
+  %1353 = mul nsw i64 %conv2.ty8511, 4
+  %1354 = add nsw i64 %1353, 3
+  %1355 = mul nsw i64 %1354, 480
+  %1356 = add nsw i64 %1352, %1355
+  %1357 = mul nsw i64 %conv2.tx8612, 4
+  %1358 = add nsw i64 %1357, 4
+  %1359 = mul nsw i64 %1358, 16
+  %1360 = add nsw i64 %1356, %1359
+  %1361 = mul nsw i64 %conv2.cv8713, 8
+  %1362 = add nsw i64 %1360, %1361
+  %1363 = add nsw i64 1614848, %1362
+  %arena105 = getelementptr inbounds float, ptr %arena, i64 %1363
+  %1364 = load <8 x float>, ptr %arena105, align 4
+  %1365 = fmul <8 x float> %1364, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1366 = mul nsw i64 %conv2.j8410, 14400
+  %1367 = mul nsw i64 %conv2.ty8511, 4
+  %1368 = add nsw i64 %1367, 4
+  %1369 = mul nsw i64 %1368, 480
+  %1370 = add nsw i64 %1366, %1369
+  %1371 = mul nsw i64 %conv2.tx8612, 4
+  %1372 = add nsw i64 %1371, 4
+  %1373 = mul nsw i64 %1372, 16
+  %1374 = add nsw i64 %1370, %1373
+  %1375 = mul nsw i64 %conv2.cv8713, 8
+  %1376 = add nsw i64 %1374, %1375
+  %1377 = add nsw i64 1614848, %1376
+  %arena106 = getelementptr inbounds float, ptr %arena, i64 %1377
+  %1378 = load <8 x float>, ptr %arena106, align 4
+  %1379 = fmul <8 x float> %1378, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1380 = fadd <8 x float> %1365, %1379
+  %1381 = mul nsw i64 %conv2.j8410, 14400
+  %1382 = mul nsw i64 %conv2.ty8511, 4
+  %1383 = add nsw i64 %1382, 1
+  %1384 = mul nsw i64 %1383, 480
+  %1385 = add nsw i64 %1381, %1384
+  %1386 = mul nsw i64 %conv2.tx8612, 4
+  %1387 = add nsw i64 %1386, 4
+  %1388 = mul nsw i64 %1387, 16
+  %1389 = add nsw i64 %1385, %1388
+  %1390 = mul nsw i64 %conv2.cv8713, 8
+  %1391 = add nsw i64 %1389, %1390
+  %1392 = add nsw i64 1614848, %1391
+  %arena107 = getelementptr inbounds float, ptr %arena, i64 %1392
+  %1393 = load <8 x float>, ptr %arena107, align 4
+  %1394 = fmul <8 x float> %1393, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %1395 = fsub <8 x float> %1380, %1394
+  %1396 = mul nsw i64 %conv2.j8410, 14400
+  %1397 = mul nsw i64 %conv2.ty8511, 4
+  %1398 = add nsw i64 %1397, 2
+  %1399 = mul nsw i64 %1398, 480
+  %1400 = add nsw i64 %1396, %1399
+  %1401 = mul nsw i64 %conv2.tx8612, 4
+  %1402 = add nsw i64 %1401, 4
+  %1403 = mul nsw i64 %1402, 16
+  %1404 = add nsw i64 %1400, %1403
+  %1405 = mul nsw i64 %conv2.cv8713, 8
+  %1406 = add nsw i64 %1404, %1405
+  %1407 = add nsw i64 1614848, %1406
+  %arena108 = getelementptr inbounds float, ptr %arena, i64 %1407
+  %1408 = load <8 x float>, ptr %arena108, align 4
+  %1409 = fmul <8 x float> %1408, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %1410 = fsub <8 x float> %1395, %1409
+  store <8 x float> %1410, ptr %conv2.w113, align 32
+  %1411 = mul nsw i64 %conv2.j8410, 14400
+  %1412 = mul nsw i64 %conv2.ty8511, 4
+  %1413 = add nsw i64 %1412, 1
+  %1414 = mul nsw i64 %1413, 480
+  %1415 = add nsw i64 %1411, %1414
+  %1416 = mul nsw i64 %conv2.tx8612, 4
+  %1417 = add nsw i64 %1416, 4
+  %1418 = mul nsw i64 %1417, 16
+  %1419 = add nsw i64 %1415, %1418
+  %1420 = mul nsw i64 %conv2.cv8713, 8
+  %1421 = add nsw i64 %1419, %1420
+  %1422 = add nsw i64 1614848, %1421
+  %arena109 = getelementptr inbounds float, ptr %arena, i64 %1422
+  %1423 = load <8 x float>, ptr %arena109, align 4
+  %1424 = fmul <8 x float> %1423, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %1425 = mul nsw i64 %conv2.j8410, 14400
+  %1426 = mul nsw i64 %conv2.ty8511, 4
+  %1427 = add nsw i64 %1426, 4
+  %1428 = mul nsw i64 %1427, 480
+  %1429 = add nsw i64 %1425, %1428
+  %1430 = mul nsw i64 %conv2.tx8612, 4
+  %1431 = add nsw i64 %1430, 4
+  %1432 = mul nsw i64 %1431, 16
+  %1433 = add nsw i64 %1429, %1432
+  %1434 = mul nsw i64 %conv2.cv8713, 8
+  %1435 = add nsw i64 %1433, %1434
+  %1436 = add nsw i64 1614848, %1435
+  %arena110 = getelementptr inbounds float, ptr %arena, i64 %1436
+  %1437 = load <8 x float>, ptr %arena110, align 4
+  %1438 = fmul <8 x float> %1437, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1439 = fadd <8 x float> %1424, %1438
+  %1440 = mul nsw i64 %conv2.j8410, 14400
+  %1441 = mul nsw i64 %conv2.ty8511, 4
+  %1442 = add nsw i64 %1441, 2
+  %1443 = mul nsw i64 %1442, 480
+  %1444 = add nsw i64 %1440, %1443
+  %1445 = mul nsw i64 %conv2.tx8612, 4
+  %1446 = add nsw i64 %1445, 4
+  %1447 = mul nsw i64 %1446, 16
+  %1448 = add nsw i64 %1444, %1447
+  %1449 = mul nsw i64 %conv2.cv8713, 8
+  %1450 = add nsw i64 %1448, %1449
+  %1451 = add nsw i64 1614848, %1450
+  %arena111 = getelementptr inbounds float, ptr %arena, i64 %1451
+  %1452 = load <8 x float>, ptr %arena111, align 4
+  %1453 = fmul <8 x float> %1452, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %1454 = fsub <8 x float> %1439, %1453
+  %1455 = mul nsw i64 %conv2.j8410, 14400
+  %1456 = mul nsw i64 %conv2.ty8511, 4
+  %1457 = add nsw i64 %1456, 3
+  %1458 = mul nsw i64 %1457, 480
+  %1459 = add nsw i64 %1455, %1458
+  %1460 = mul nsw i64 %conv2.tx8612, 4
+  %1461 = add nsw i64 %1460, 4
+  %1462 = mul nsw i64 %1461, 16
+  %1463 = add nsw i64 %1459, %1462
+  %1464 = mul nsw i64 %conv2.cv8713, 8
+  %1465 = add nsw i64 %1463, %1464
+  %1466 = add nsw i64 1614848, %1465
+  %arena112 = getelementptr inbounds float, ptr %arena, i64 %1466
+  %1467 = load <8 x float>, ptr %arena112, align 4
+  %1468 = fmul <8 x float> %1467, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1469 = fsub <8 x float> %1454, %1468
+  store <8 x float> %1469, ptr %conv2.w114, align 32
+  %1470 = mul nsw i64 %conv2.j8410, 14400
+  %1471 = mul nsw i64 %conv2.ty8511, 4
+  %1472 = add nsw i64 %1471, 3
+  %1473 = mul nsw i64 %1472, 480
+  %1474 = add nsw i64 %1470, %1473
+  %1475 = mul nsw i64 %conv2.tx8612, 4
+  %1476 = add nsw i64 %1475, 4
+  %1477 = mul nsw i64 %1476, 16
+  %1478 = add nsw i64 %1474, %1477
+  %1479 = mul nsw i64 %conv2.cv8713, 8
+  %1480 = add nsw i64 %1478, %1479
+  %1481 = add nsw i64 1614848, %1480
+  %arena113 = getelementptr inbounds float, ptr %arena, i64 %1481
+  %1482 = load <8 x float>, ptr %arena113, align 4
+  %1483 = fmul <8 x float> %1482, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %1484 = mul nsw i64 %conv2.j8410, 14400
+  %1485 = mul nsw i64 %conv2.ty8511, 4
+  %1486 = add nsw i64 %1485, 4
+  %1487 = mul nsw i64 %1486, 480
+  %1488 = add nsw i64 %1484, %1487
+  %1489 = mul nsw i64 %conv2.tx8612, 4
+  %1490 = add nsw i64 %1489, 4
+  %1491 = mul nsw i64 %1490, 16
+  %1492 = add nsw i64 %1488, %1491
+  %1493 = mul nsw i64 %conv2.cv8713, 8
+  %1494 = add nsw i64 %1492, %1493
+  %1495 = add nsw i64 1614848, %1494
+  %arena114 = getelementptr inbounds float, ptr %arena, i64 %1495
+  %1496 = load <8 x float>, ptr %arena114, align 4
+  %1497 = fmul <8 x float> %1496, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1498 = fadd <8 x float> %1483, %1497
+  %1499 = mul nsw i64 %conv2.j8410, 14400
+  %1500 = mul nsw i64 %conv2.ty8511, 4
+  %1501 = add nsw i64 %1500, 1
+  %1502 = mul nsw i64 %1501, 480
+  %1503 = add nsw i64 %1499, %1502
+  %1504 = mul nsw i64 %conv2.tx8612, 4
+  %1505 = add nsw i64 %1504, 4
+  %1506 = mul nsw i64 %1505, 16
+  %1507 = add nsw i64 %1503, %1506
+  %1508 = mul nsw i64 %conv2.cv8713, 8
+  %1509 = add nsw i64 %1507, %1508
+  %1510 = add nsw i64 1614848, %1509
+  %arena115 = getelementptr inbounds float, ptr %arena, i64 %1510
+  %1511 = load <8 x float>, ptr %arena115, align 4
+  %1512 = fmul <8 x float> %1511, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %1513 = fsub <8 x float> %1498, %1512
+  %1514 = mul nsw i64 %conv2.j8410, 14400
+  %1515 = mul nsw i64 %conv2.ty8511, 4
+  %1516 = add nsw i64 %1515, 2
+  %1517 = mul nsw i64 %1516, 480
+  %1518 = add nsw i64 %1514, %1517
+  %1519 = mul nsw i64 %conv2.tx8612, 4
+  %1520 = add nsw i64 %1519, 4
+  %1521 = mul nsw i64 %1520, 16
+  %1522 = add nsw i64 %1518, %1521
+  %1523 = mul nsw i64 %conv2.cv8713, 8
+  %1524 = add nsw i64 %1522, %1523
+  %1525 = add nsw i64 1614848, %1524
+  %arena116 = getelementptr inbounds float, ptr %arena, i64 %1525
+  %1526 = load <8 x float>, ptr %arena116, align 4
+  %1527 = fmul <8 x float> %1526, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1528 = fsub <8 x float> %1513, %1527
+  store <8 x float> %1528, ptr %conv2.w115, align 32
+  %1529 = mul nsw i64 %conv2.j8410, 14400
+  %1530 = mul nsw i64 %conv2.ty8511, 4
+  %1531 = add nsw i64 %1530, 1
+  %1532 = mul nsw i64 %1531, 480
+  %1533 = add nsw i64 %1529, %1532
+  %1534 = mul nsw i64 %conv2.tx8612, 4
+  %1535 = add nsw i64 %1534, 4
+  %1536 = mul nsw i64 %1535, 16
+  %1537 = add nsw i64 %1533, %1536
+  %1538 = mul nsw i64 %conv2.cv8713, 8
+  %1539 = add nsw i64 %1537, %1538
+  %1540 = add nsw i64 1614848, %1539
+  %arena117 = getelementptr inbounds float, ptr %arena, i64 %1540
+  %1541 = load <8 x float>, ptr %arena117, align 4
+  %1542 = fmul <8 x float> %1541, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %1543 = mul nsw i64 %conv2.j8410, 14400
+  %1544 = mul nsw i64 %conv2.ty8511, 4
+  %1545 = add nsw i64 %1544, 4
+  %1546 = mul nsw i64 %1545, 480
+  %1547 = add nsw i64 %1543, %1546
+  %1548 = mul nsw i64 %conv2.tx8612, 4
+  %1549 = add nsw i64 %1548, 4
+  %1550 = mul nsw i64 %1549, 16
+  %1551 = add nsw i64 %1547, %1550
+  %1552 = mul nsw i64 %conv2.cv8713, 8
+  %1553 = add nsw i64 %1551, %1552
+  %1554 = add nsw i64 1614848, %1553
+  %arena118 = getelementptr inbounds float, ptr %arena, i64 %1554
+  %1555 = load <8 x float>, ptr %arena118, align 4
+  %1556 = fmul <8 x float> %1555, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1557 = fadd <8 x float> %1542, %1556
+  %1558 = mul nsw i64 %conv2.j8410, 14400
+  %1559 = mul nsw i64 %conv2.ty8511, 4
+  %1560 = add nsw i64 %1559, 2
+  %1561 = mul nsw i64 %1560, 480
+  %1562 = add nsw i64 %1558, %1561
+  %1563 = mul nsw i64 %conv2.tx8612, 4
+  %1564 = add nsw i64 %1563, 4
+  %1565 = mul nsw i64 %1564, 16
+  %1566 = add nsw i64 %1562, %1565
+  %1567 = mul nsw i64 %conv2.cv8713, 8
+  %1568 = add nsw i64 %1566, %1567
+  %1569 = add nsw i64 1614848, %1568
+  %arena119 = getelementptr inbounds float, ptr %arena, i64 %1569
+  %1570 = load <8 x float>, ptr %arena119, align 4
+  %1571 = fmul <8 x float> %1570, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1572 = fsub <8 x float> %1557, %1571
+  %1573 = mul nsw i64 %conv2.j8410, 14400
+  %1574 = mul nsw i64 %conv2.ty8511, 4
+  %1575 = add nsw i64 %1574, 3
+  %1576 = mul nsw i64 %1575, 480
+  %1577 = add nsw i64 %1573, %1576
+  %1578 = mul nsw i64 %conv2.tx8612, 4
+  %1579 = add nsw i64 %1578, 4
+  %1580 = mul nsw i64 %1579, 16
+  %1581 = add nsw i64 %1577, %1580
+  %1582 = mul nsw i64 %conv2.cv8713, 8
+  %1583 = add nsw i64 %1581, %1582
+  %1584 = add nsw i64 1614848, %1583
+  %arena120 = getelementptr inbounds float, ptr %arena, i64 %1584
+  %1585 = load <8 x float>, ptr %arena120, align 4
+  %1586 = fmul <8 x float> %1585, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %1587 = fsub <8 x float> %1572, %1586
+  store <8 x float> %1587, ptr %conv2.w116, align 32
+  %1588 = mul nsw i64 %conv2.j8410, 14400
+  %1589 = mul nsw i64 %conv2.ty8511, 4
+  %1590 = add nsw i64 %1589, 1
+  %1591 = mul nsw i64 %1590, 480
+  %1592 = add nsw i64 %1588, %1591
+  %1593 = mul nsw i64 %conv2.tx8612, 4
+  %1594 = add nsw i64 %1593, 4
+  %1595 = mul nsw i64 %1594, 16
+  %1596 = add nsw i64 %1592, %1595
+  %1597 = mul nsw i64 %conv2.cv8713, 8
+  %1598 = add nsw i64 %1596, %1597
+  %1599 = add nsw i64 1614848, %1598
+  %arena121 = getelementptr inbounds float, ptr %arena, i64 %1599
+  %1600 = load <8 x float>, ptr %arena121, align 4
+  %1601 = fmul <8 x float> %1600, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %1602 = mul nsw i64 %conv2.j8410, 14400
+  %1603 = mul nsw i64 %conv2.ty8511, 4
+  %1604 = add nsw i64 %1603, 5
+  %1605 = mul nsw i64 %1604, 480
+  %1606 = add nsw i64 %1602, %1605
+  %1607 = mul nsw i64 %conv2.tx8612, 4
+  %1608 = add nsw i64 %1607, 4
+  %1609 = mul nsw i64 %1608, 16
+  %1610 = add nsw i64 %1606, %1609
+  %1611 = mul nsw i64 %conv2.cv8713, 8
+  %1612 = add nsw i64 %1610, %1611
+  %1613 = add nsw i64 1614848, %1612
+  %arena122 = getelementptr inbounds float, ptr %arena, i64 %1613
+  %1614 = load <8 x float>, ptr %arena122, align 4
+  %1615 = fmul <8 x float> %1614, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1616 = fadd <8 x float> %1601, %1615
+  %1617 = mul nsw i64 %conv2.j8410, 14400
+  %1618 = mul nsw i64 %conv2.ty8511, 4
+  %1619 = add nsw i64 %1618, 3
+  %1620 = mul nsw i64 %1619, 480
+  %1621 = add nsw i64 %1617, %1620
+  %1622 = mul nsw i64 %conv2.tx8612, 4
+  %1623 = add nsw i64 %1622, 4
+  %1624 = mul nsw i64 %1623, 16
+  %1625 = add nsw i64 %1621, %1624
+  %1626 = mul nsw i64 %conv2.cv8713, 8
+  %1627 = add nsw i64 %1625, %1626
+  %1628 = add nsw i64 1614848, %1627
+  %arena123 = getelementptr inbounds float, ptr %arena, i64 %1628
+  %1629 = load <8 x float>, ptr %arena123, align 4
+  %1630 = fmul <8 x float> %1629, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
+  %1631 = fsub <8 x float> %1616, %1630
+  store <8 x float> %1631, ptr %conv2.w117, align 32
+  %1632 = mul nsw i64 %conv2.j8410, 14400
+  %1633 = mul nsw i64 %conv2.ty8511, 4
+  %1634 = mul nsw i64 %1633, 480
+  %1635 = add nsw i64 %1632, %1634
+  %1636 = mul nsw i64 %conv2.tx8612, 4
+  %1637 = add nsw i64 %1636, 5
+  %1638 = mul nsw i64 %1637, 16
+  %1639 = add nsw i64 %1635, %1638
+  %1640 = mul nsw i64 %conv2.cv8713, 8
+  %1641 = add nsw i64 %1639, %1640
+  %1642 = add nsw i64 1614848, %1641
+  %arena124 = getelementptr inbounds float, ptr %arena, i64 %1642
+  %1643 = load <8 x float>, ptr %arena124, align 4
+  %1644 = fmul <8 x float> %1643, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %1645 = mul nsw i64 %conv2.j8410, 14400
+  %1646 = mul nsw i64 %conv2.ty8511, 4
+  %1647 = add nsw i64 %1646, 4
+  %1648 = mul nsw i64 %1647, 480
+  %1649 = add nsw i64 %1645, %1648
+  %1650 = mul nsw i64 %conv2.tx8612, 4
+  %1651 = add nsw i64 %1650, 5
+  %1652 = mul nsw i64 %1651, 16
+  %1653 = add nsw i64 %1649, %1652
+  %1654 = mul nsw i64 %conv2.cv8713, 8
+  %1655 = add nsw i64 %1653, %1654
+  %1656 = add nsw i64 1614848, %1655
+  %arena125 = getelementptr inbounds float, ptr %arena, i64 %1656
+  %1657 = load <8 x float>, ptr %arena125, align 4
+  %1658 = fmul <8 x float> %1657, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1659 = fadd <8 x float> %1644, %1658
+  %1660 = mul nsw i64 %conv2.j8410, 14400
+  %1661 = mul nsw i64 %conv2.ty8511, 4
+  %1662 = add nsw i64 %1661, 2
+  %1663 = mul nsw i64 %1662, 480
+  %1664 = add nsw i64 %1660, %1663
+  %1665 = mul nsw i64 %conv2.tx8612, 4
+  %1666 = add nsw i64 %1665, 5
+  %1667 = mul nsw i64 %1666, 16
+  %1668 = add nsw i64 %1664, %1667
+  %1669 = mul nsw i64 %conv2.cv8713, 8
+  %1670 = add nsw i64 %1668, %1669
+  %1671 = add nsw i64 1614848, %1670
+  %arena126 = getelementptr inbounds float, ptr %arena, i64 %1671
+  %1672 = load <8 x float>, ptr %arena126, align 4
+  %1673 = fmul <8 x float> %1672, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
+  %1674 = fsub <8 x float> %1659, %1673
+  store <8 x float> %1674, ptr %conv2.w118, align 32
+  %1675 = mul nsw i64 %conv2.j8410, 14400
+  %1676 = mul nsw i64 %conv2.ty8511, 4
+  %1677 = add nsw i64 %1676, 3
+  %1678 = mul nsw i64 %1677, 480
+  %1679 = add nsw i64 %1675, %1678
+  %1680 = mul nsw i64 %conv2.tx8612, 4
+  %1681 = add nsw i64 %1680, 5
+  %1682 = mul nsw i64 %1681, 16
+  %1683 = add nsw i64 %1679, %1682
+  %1684 = mul nsw i64 %conv2.cv8713, 8
+  %1685 = add nsw i64 %1683, %1684
+  %1686 = add nsw i64 1614848, %1685
+  %arena127 = getelementptr inbounds float, ptr %arena, i64 %1686
+  %1687 = load <8 x float>, ptr %arena127, align 4
+  %1688 = fmul <8 x float> %1687, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1689 = mul nsw i64 %conv2.j8410, 14400
+  %1690 = mul nsw i64 %conv2.ty8511, 4
+  %1691 = add nsw i64 %1690, 4
+  %1692 = mul nsw i64 %1691, 480
+  %1693 = add nsw i64 %1689, %1692
+  %1694 = mul nsw i64 %conv2.tx8612, 4
+  %1695 = add nsw i64 %1694, 5
+  %1696 = mul nsw i64 %1695, 16
+  %1697 = add nsw i64 %1693, %1696
+  %1698 = mul nsw i64 %conv2.cv8713, 8
+  %1699 = add nsw i64 %1697, %1698
+  %1700 = add nsw i64 1614848, %1699
+  %arena128 = getelementptr inbounds float, ptr %arena, i64 %1700
+  %1701 = load <8 x float>, ptr %arena128, align 4
+  %1702 = fmul <8 x float> %1701, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1703 = fadd <8 x float> %1688, %1702
+  %1704 = mul nsw i64 %conv2.j8410, 14400
+  %1705 = mul nsw i64 %conv2.ty8511, 4
+  %1706 = add nsw i64 %1705, 1
+  %1707 = mul nsw i64 %1706, 480
+  %1708 = add nsw i64 %1704, %1707
+  %1709 = mul nsw i64 %conv2.tx8612, 4
+  %1710 = add nsw i64 %1709, 5
+  %1711 = mul nsw i64 %1710, 16
+  %1712 = add nsw i64 %1708, %1711
+  %1713 = mul nsw i64 %conv2.cv8713, 8
+  %1714 = add nsw i64 %1712, %1713
+  %1715 = add nsw i64 1614848, %1714
+  %arena129 = getelementptr inbounds float, ptr %arena, i64 %1715
+  %1716 = load <8 x float>, ptr %arena129, align 4
+  %1717 = fmul <8 x float> %1716, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %1718 = fsub <8 x float> %1703, %1717
+  %1719 = mul nsw i64 %conv2.j8410, 14400
+  %1720 = mul nsw i64 %conv2.ty8511, 4
+  %1721 = add nsw i64 %1720, 2
+  %1722 = mul nsw i64 %1721, 480
+  %1723 = add nsw i64 %1719, %1722
+  %1724 = mul nsw i64 %conv2.tx8612, 4
+  %1725 = add nsw i64 %1724, 5
+  %1726 = mul nsw i64 %1725, 16
+  %1727 = add nsw i64 %1723, %1726
+  %1728 = mul nsw i64 %conv2.cv8713, 8
+  %1729 = add nsw i64 %1727, %1728
+  %1730 = add nsw i64 1614848, %1729
+  %arena130 = getelementptr inbounds float, ptr %arena, i64 %1730
+  %1731 = load <8 x float>, ptr %arena130, align 4
+  %1732 = fmul <8 x float> %1731, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %1733 = fsub <8 x float> %1718, %1732
+  store <8 x float> %1733, ptr %conv2.w119, align 32
+  %1734 = mul nsw i64 %conv2.j8410, 14400
+  %1735 = mul nsw i64 %conv2.ty8511, 4
+  %1736 = add nsw i64 %1735, 1
+  %1737 = mul nsw i64 %1736, 480
+  %1738 = add nsw i64 %1734, %1737
+  %1739 = mul nsw i64 %conv2.tx8612, 4
+  %1740 = add nsw i64 %1739, 5
+  %1741 = mul nsw i64 %1740, 16
+  %1742 = add nsw i64 %1738, %1741
+  %1743 = mul nsw i64 %conv2.cv8713, 8
+  %1744 = add nsw i64 %1742, %1743
+  %1745 = add nsw i64 1614848, %1744
+  %arena131 = getelementptr inbounds float, ptr %arena, i64 %1745
+  %1746 = load <8 x float>, ptr %arena131, align 4
+  %1747 = fmul <8 x float> %1746, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %1748 = mul nsw i64 %conv2.j8410, 14400
+  %1749 = mul nsw i64 %conv2.ty8511, 4
+  %1750 = add nsw i64 %1749, 4
+  %1751 = mul nsw i64 %1750, 480
+  %1752 = add nsw i64 %1748, %1751
+  %1753 = mul nsw i64 %conv2.tx8612, 4
+  %1754 = add nsw i64 %1753, 5
+  %1755 = mul nsw i64 %1754, 16
+  %1756 = add nsw i64 %1752, %1755
+  %1757 = mul nsw i64 %conv2.cv8713, 8
+  %1758 = add nsw i64 %1756, %1757
+  %1759 = add nsw i64 1614848, %1758
+  %arena132 = getelementptr inbounds float, ptr %arena, i64 %1759
+  %1760 = load <8 x float>, ptr %arena132, align 4
+  %1761 = fmul <8 x float> %1760, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1762 = fadd <8 x float> %1747, %1761
+  %1763 = mul nsw i64 %conv2.j8410, 14400
+  %1764 = mul nsw i64 %conv2.ty8511, 4
+  %1765 = add nsw i64 %1764, 2
+  %1766 = mul nsw i64 %1765, 480
+  %1767 = add nsw i64 %1763, %1766
+  %1768 = mul nsw i64 %conv2.tx8612, 4
+  %1769 = add nsw i64 %1768, 5
+  %1770 = mul nsw i64 %1769, 16
+  %1771 = add nsw i64 %1767, %1770
+  %1772 = mul nsw i64 %conv2.cv8713, 8
+  %1773 = add nsw i64 %1771, %1772
+  %1774 = add nsw i64 1614848, %1773
+  %arena133 = getelementptr inbounds float, ptr %arena, i64 %1774
+  %1775 = load <8 x float>, ptr %arena133, align 4
+  %1776 = fmul <8 x float> %1775, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %1777 = fsub <8 x float> %1762, %1776
+  %1778 = mul nsw i64 %conv2.j8410, 14400
+  %1779 = mul nsw i64 %conv2.ty8511, 4
+  %1780 = add nsw i64 %1779, 3
+  %1781 = mul nsw i64 %1780, 480
+  %1782 = add nsw i64 %1778, %1781
+  %1783 = mul nsw i64 %conv2.tx8612, 4
+  %1784 = add nsw i64 %1783, 5
+  %1785 = mul nsw i64 %1784, 16
+  %1786 = add nsw i64 %1782, %1785
+  %1787 = mul nsw i64 %conv2.cv8713, 8
+  %1788 = add nsw i64 %1786, %1787
+  %1789 = add nsw i64 1614848, %1788
+  %arena134 = getelementptr inbounds float, ptr %arena, i64 %1789
+  %1790 = load <8 x float>, ptr %arena134, align 4
+  %1791 = fmul <8 x float> %1790, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1792 = fsub <8 x float> %1777, %1791
+  store <8 x float> %1792, ptr %conv2.w120, align 32
+  %1793 = mul nsw i64 %conv2.j8410, 14400
+  %1794 = mul nsw i64 %conv2.ty8511, 4
+  %1795 = add nsw i64 %1794, 3
+  %1796 = mul nsw i64 %1795, 480
+  %1797 = add nsw i64 %1793, %1796
+  %1798 = mul nsw i64 %conv2.tx8612, 4
+  %1799 = add nsw i64 %1798, 5
+  %1800 = mul nsw i64 %1799, 16
+  %1801 = add nsw i64 %1797, %1800
+  %1802 = mul nsw i64 %conv2.cv8713, 8
+  %1803 = add nsw i64 %1801, %1802
+  %1804 = add nsw i64 1614848, %1803
+  %arena135 = getelementptr inbounds float, ptr %arena, i64 %1804
+  %1805 = load <8 x float>, ptr %arena135, align 4
+  %1806 = fmul <8 x float> %1805, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %1807 = mul nsw i64 %conv2.j8410, 14400
+  %1808 = mul nsw i64 %conv2.ty8511, 4
+  %1809 = add nsw i64 %1808, 4
+  %1810 = mul nsw i64 %1809, 480
+  %1811 = add nsw i64 %1807, %1810
+  %1812 = mul nsw i64 %conv2.tx8612, 4
+  %1813 = add nsw i64 %1812, 5
+  %1814 = mul nsw i64 %1813, 16
+  %1815 = add nsw i64 %1811, %1814
+  %1816 = mul nsw i64 %conv2.cv8713, 8
+  %1817 = add nsw i64 %1815, %1816
+  %1818 = add nsw i64 1614848, %1817
+  %arena136 = getelementptr inbounds float, ptr %arena, i64 %1818
+  %1819 = load <8 x float>, ptr %arena136, align 4
+  %1820 = fmul <8 x float> %1819, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1821 = fadd <8 x float> %1806, %1820
+  %1822 = mul nsw i64 %conv2.j8410, 14400
+  %1823 = mul nsw i64 %conv2.ty8511, 4
+  %1824 = add nsw i64 %1823, 1
+  %1825 = mul nsw i64 %1824, 480
+  %1826 = add nsw i64 %1822, %1825
+  %1827 = mul nsw i64 %conv2.tx8612, 4
+  %1828 = add nsw i64 %1827, 5
+  %1829 = mul nsw i64 %1828, 16
+  %1830 = add nsw i64 %1826, %1829
+  %1831 = mul nsw i64 %conv2.cv8713, 8
+  %1832 = add nsw i64 %1830, %1831
+  %1833 = add nsw i64 1614848, %1832
+  %arena137 = getelementptr inbounds float, ptr %arena, i64 %1833
+  %1834 = load <8 x float>, ptr %arena137, align 4
+  %1835 = fmul <8 x float> %1834, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %1836 = fsub <8 x float> %1821, %1835
+  %1837 = mul nsw i64 %conv2.j8410, 14400
+  %1838 = mul nsw i64 %conv2.ty8511, 4
+  %1839 = add nsw i64 %1838, 2
+  %1840 = mul nsw i64 %1839, 480
+  %1841 = add nsw i64 %1837, %1840
+  %1842 = mul nsw i64 %conv2.tx8612, 4
+  %1843 = add nsw i64 %1842, 5
+  %1844 = mul nsw i64 %1843, 16
+  %1845 = add nsw i64 %1841, %1844
+  %1846 = mul nsw i64 %conv2.cv8713, 8
+  %1847 = add nsw i64 %1845, %1846
+  %1848 = add nsw i64 1614848, %1847
+  %arena138 = getelementptr inbounds float, ptr %arena, i64 %1848
+  %1849 = load <8 x float>, ptr %arena138, align 4
+  %1850 = fmul <8 x float> %1849, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1851 = fsub <8 x float> %1836, %1850
+  store <8 x float> %1851, ptr %conv2.w121, align 32
+  %1852 = mul nsw i64 %conv2.j8410, 14400
+  %1853 = mul nsw i64 %conv2.ty8511, 4
+  %1854 = add nsw i64 %1853, 1
+  %1855 = mul nsw i64 %1854, 480
+  %1856 = add nsw i64 %1852, %1855
+  %1857 = mul nsw i64 %conv2.tx8612, 4
+  %1858 = add nsw i64 %1857, 5
+  %1859 = mul nsw i64 %1858, 16
+  %1860 = add nsw i64 %1856, %1859
+  %1861 = mul nsw i64 %conv2.cv8713, 8
+  %1862 = add nsw i64 %1860, %1861
+  %1863 = add nsw i64 1614848, %1862
+  %arena139 = getelementptr inbounds float, ptr %arena, i64 %1863
+  %1864 = load <8 x float>, ptr %arena139, align 4
+  %1865 = fmul <8 x float> %1864, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %1866 = mul nsw i64 %conv2.j8410, 14400
+  %1867 = mul nsw i64 %conv2.ty8511, 4
+  %1868 = add nsw i64 %1867, 4
+  %1869 = mul nsw i64 %1868, 480
+  %1870 = add nsw i64 %1866, %1869
+  %1871 = mul nsw i64 %conv2.tx8612, 4
+  %1872 = add nsw i64 %1871, 5
+  %1873 = mul nsw i64 %1872, 16
+  %1874 = add nsw i64 %1870, %1873
+  %1875 = mul nsw i64 %conv2.cv8713, 8
+  %1876 = add nsw i64 %1874, %1875
+  %1877 = add nsw i64 1614848, %1876
+  %arena140 = getelementptr inbounds float, ptr %arena, i64 %1877
+  %1878 = load <8 x float>, ptr %arena140, align 4
+  %1879 = fmul <8 x float> %1878, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1880 = fadd <8 x float> %1865, %1879
+  %1881 = mul nsw i64 %conv2.j8410, 14400
+  %1882 = mul nsw i64 %conv2.ty8511, 4
+  %1883 = add nsw i64 %1882, 2
+  %1884 = mul nsw i64 %1883, 480
+  %1885 = add nsw i64 %1881, %1884
+  %1886 = mul nsw i64 %conv2.tx8612, 4
+  %1887 = add nsw i64 %1886, 5
+  %1888 = mul nsw i64 %1887, 16
+  %1889 = add nsw i64 %1885, %1888
+  %1890 = mul nsw i64 %conv2.cv8713, 8
+  %1891 = add nsw i64 %1889, %1890
+  %1892 = add nsw i64 1614848, %1891
+  %arena141 = getelementptr inbounds float, ptr %arena, i64 %1892
+  %1893 = load <8 x float>, ptr %arena141, align 4
+  %1894 = fmul <8 x float> %1893, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1895 = fsub <8 x float> %1880, %1894
+  %1896 = mul nsw i64 %conv2.j8410, 14400
+  %1897 = mul nsw i64 %conv2.ty8511, 4
+  %1898 = add nsw i64 %1897, 3
+  %1899 = mul nsw i64 %1898, 480
+  %1900 = add nsw i64 %1896, %1899
+  %1901 = mul nsw i64 %conv2.tx8612, 4
+  %1902 = add nsw i64 %1901, 5
+  %1903 = mul nsw i64 %1902, 16
+  %1904 = add nsw i64 %1900, %1903
+  %1905 = mul nsw i64 %conv2.cv8713, 8
+  %1906 = add nsw i64 %1904, %1905
+  %1907 = add nsw i64 1614848, %1906
+  %arena142 = getelementptr inbounds float, ptr %arena, i64 %1907
+  %1908 = load <8 x float>, ptr %arena142, align 4
+  %1909 = fmul <8 x float> %1908, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %1910 = fsub <8 x float> %1895, %1909
+  store <8 x float> %1910, ptr %conv2.w122, align 32
+  %1911 = mul nsw i64 %conv2.j8410, 14400
+  %1912 = mul nsw i64 %conv2.ty8511, 4
+  %1913 = add nsw i64 %1912, 1
+  %1914 = mul nsw i64 %1913, 480
+  %1915 = add nsw i64 %1911, %1914
+  %1916 = mul nsw i64 %conv2.tx8612, 4
+  %1917 = add nsw i64 %1916, 5
+  %1918 = mul nsw i64 %1917, 16
+  %1919 = add nsw i64 %1915, %1918
+  %1920 = mul nsw i64 %conv2.cv8713, 8
+  %1921 = add nsw i64 %1919, %1920
+  %1922 = add nsw i64 1614848, %1921
+  %arena143 = getelementptr inbounds float, ptr %arena, i64 %1922
+  %1923 = load <8 x float>, ptr %arena143, align 4
+  %1924 = fmul <8 x float> %1923, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %1925 = mul nsw i64 %conv2.j8410, 14400
+  %1926 = mul nsw i64 %conv2.ty8511, 4
+  %1927 = add nsw i64 %1926, 5
+  %1928 = mul nsw i64 %1927, 480
+  %1929 = add nsw i64 %1925, %1928
+  %1930 = mul nsw i64 %conv2.tx8612, 4
+  %1931 = add nsw i64 %1930, 5
+  %1932 = mul nsw i64 %1931, 16
+  %1933 = add nsw i64 %1929, %1932
+  %1934 = mul nsw i64 %conv2.cv8713, 8
+  %1935 = add nsw i64 %1933, %1934
+  %1936 = add nsw i64 1614848, %1935
+  %arena144 = getelementptr inbounds float, ptr %arena, i64 %1936
+  %1937 = load <8 x float>, ptr %arena144, align 4
+  %1938 = fmul <8 x float> %1937, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1939 = fadd <8 x float> %1924, %1938
+  %1940 = mul nsw i64 %conv2.j8410, 14400
+  %1941 = mul nsw i64 %conv2.ty8511, 4
+  %1942 = add nsw i64 %1941, 3
+  %1943 = mul nsw i64 %1942, 480
+  %1944 = add nsw i64 %1940, %1943
+  %1945 = mul nsw i64 %conv2.tx8612, 4
+  %1946 = add nsw i64 %1945, 5
+  %1947 = mul nsw i64 %1946, 16
+  %1948 = add nsw i64 %1944, %1947
+  %1949 = mul nsw i64 %conv2.cv8713, 8
+  %1950 = add nsw i64 %1948, %1949
+  %1951 = add nsw i64 1614848, %1950
+  %arena145 = getelementptr inbounds float, ptr %arena, i64 %1951
+  %1952 = load <8 x float>, ptr %arena145, align 4
+  %1953 = fmul <8 x float> %1952, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
+  %1954 = fsub <8 x float> %1939, %1953
+  store <8 x float> %1954, ptr %conv2.w123, align 32
   %w88 = load <8 x float>, ptr %conv2.w88, align 32
-  %1954 = fmul <8 x float> %w88, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %1955 = fmul <8 x float> %w88, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
   %w112 = load <8 x float>, ptr %conv2.w112, align 32
-  %1955 = fmul <8 x float> %w112, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1956 = fadd <8 x float> %1954, %1955
+  %1956 = fmul <8 x float> %w112, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1957 = fadd <8 x float> %1955, %1956
   %w100 = load <8 x float>, ptr %conv2.w100, align 32
-  %1957 = fmul <8 x float> %w100, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
-  %1958 = fsub <8 x float> %1956, %1957
-  store <8 x float> %1958, ptr %conv2.w124, align 32
+  %1958 = fmul <8 x float> %w100, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
+  %1959 = fsub <8 x float> %1957, %1958
+  store <8 x float> %1959, ptr %conv2.w124, align 32
   %w106 = load <8 x float>, ptr %conv2.w106, align 32
-  %1959 = fmul <8 x float> %w106, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1960 = fmul <8 x float> %w106, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
   %w112146 = load <8 x float>, ptr %conv2.w112, align 32
-  %1960 = fmul <8 x float> %w112146, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1961 = fadd <8 x float> %1959, %1960
+  %1961 = fmul <8 x float> %w112146, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1962 = fadd <8 x float> %1960, %1961
   %w94 = load <8 x float>, ptr %conv2.w94, align 32
-  %1962 = fmul <8 x float> %w94, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %1963 = fsub <8 x float> %1961, %1962
+  %1963 = fmul <8 x float> %w94, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %1964 = fsub <8 x float> %1962, %1963
   %w100147 = load <8 x float>, ptr %conv2.w100, align 32
-  %1964 = fmul <8 x float> %w100147, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %1965 = fsub <8 x float> %1963, %1964
-  store <8 x float> %1965, ptr %conv2.w125, align 32
+  %1965 = fmul <8 x float> %w100147, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %1966 = fsub <8 x float> %1964, %1965
+  store <8 x float> %1966, ptr %conv2.w125, align 32
   %w94148 = load <8 x float>, ptr %conv2.w94, align 32
-  %1966 = fmul <8 x float> %w94148, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %1967 = fmul <8 x float> %w94148, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
   %w112149 = load <8 x float>, ptr %conv2.w112, align 32
-  %1967 = fmul <8 x float> %w112149, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1968 = fadd <8 x float> %1966, %1967
+  %1968 = fmul <8 x float> %w112149, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1969 = fadd <8 x float> %1967, %1968
   %w100150 = load <8 x float>, ptr %conv2.w100, align 32
-  %1969 = fmul <8 x float> %w100150, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %1970 = fsub <8 x float> %1968, %1969
+  %1970 = fmul <8 x float> %w100150, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %1971 = fsub <8 x float> %1969, %1970
   %w106151 = load <8 x float>, ptr %conv2.w106, align 32
-  %1971 = fmul <8 x float> %w106151, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1972 = fsub <8 x float> %1970, %1971
-  store <8 x float> %1972, ptr %conv2.w126, align 32
+  %1972 = fmul <8 x float> %w106151, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1973 = fsub <8 x float> %1971, %1972
+  store <8 x float> %1973, ptr %conv2.w126, align 32
   %w106152 = load <8 x float>, ptr %conv2.w106, align 32
-  %1973 = fmul <8 x float> %w106152, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %1974 = fmul <8 x float> %w106152, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
   %w112153 = load <8 x float>, ptr %conv2.w112, align 32
-  %1974 = fmul <8 x float> %w112153, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1975 = fadd <8 x float> %1973, %1974
+  %1975 = fmul <8 x float> %w112153, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1976 = fadd <8 x float> %1974, %1975
   %w94154 = load <8 x float>, ptr %conv2.w94, align 32
-  %1976 = fmul <8 x float> %w94154, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
-  %1977 = fsub <8 x float> %1975, %1976
+  %1977 = fmul <8 x float> %w94154, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %1978 = fsub <8 x float> %1976, %1977
   %w100155 = load <8 x float>, ptr %conv2.w100, align 32
-  %1978 = fmul <8 x float> %w100155, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1979 = fsub <8 x float> %1977, %1978
-  store <8 x float> %1979, ptr %conv2.w127, align 32
+  %1979 = fmul <8 x float> %w100155, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1980 = fsub <8 x float> %1978, %1979
+  store <8 x float> %1980, ptr %conv2.w127, align 32
   %w94156 = load <8 x float>, ptr %conv2.w94, align 32
-  %1980 = fmul <8 x float> %w94156, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %1981 = fmul <8 x float> %w94156, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
   %w112157 = load <8 x float>, ptr %conv2.w112, align 32
-  %1981 = fmul <8 x float> %w112157, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1982 = fadd <8 x float> %1980, %1981
+  %1982 = fmul <8 x float> %w112157, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1983 = fadd <8 x float> %1981, %1982
   %w100158 = load <8 x float>, ptr %conv2.w100, align 32
-  %1983 = fmul <8 x float> %w100158, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1984 = fsub <8 x float> %1982, %1983
+  %1984 = fmul <8 x float> %w100158, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1985 = fsub <8 x float> %1983, %1984
   %w106159 = load <8 x float>, ptr %conv2.w106, align 32
-  %1985 = fmul <8 x float> %w106159, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
-  %1986 = fsub <8 x float> %1984, %1985
-  store <8 x float> %1986, ptr %conv2.w128, align 32
+  %1986 = fmul <8 x float> %w106159, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %1987 = fsub <8 x float> %1985, %1986
+  store <8 x float> %1987, ptr %conv2.w128, align 32
   %w94160 = load <8 x float>, ptr %conv2.w94, align 32
-  %1987 = fmul <8 x float> %w94160, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %1988 = fmul <8 x float> %w94160, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
   %w118 = load <8 x float>, ptr %conv2.w118, align 32
-  %1988 = fmul <8 x float> %w118, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1989 = fadd <8 x float> %1987, %1988
+  %1989 = fmul <8 x float> %w118, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1990 = fadd <8 x float> %1988, %1989
   %w106161 = load <8 x float>, ptr %conv2.w106, align 32
-  %1990 = fmul <8 x float> %w106161, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
-  %1991 = fsub <8 x float> %1989, %1990
-  store <8 x float> %1991, ptr %conv2.w129, align 32
+  %1991 = fmul <8 x float> %w106161, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
+  %1992 = fsub <8 x float> %1990, %1991
+  store <8 x float> %1992, ptr %conv2.w129, align 32
   %w89 = load <8 x float>, ptr %conv2.w89, align 32
-  %1992 = fmul <8 x float> %w89, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %1993 = fmul <8 x float> %w89, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
   %w113 = load <8 x float>, ptr %conv2.w113, align 32
-  %1993 = fmul <8 x float> %w113, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1994 = fadd <8 x float> %1992, %1993
+  %1994 = fmul <8 x float> %w113, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1995 = fadd <8 x float> %1993, %1994
   %w101 = load <8 x float>, ptr %conv2.w101, align 32
-  %1995 = fmul <8 x float> %w101, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
-  %1996 = fsub <8 x float> %1994, %1995
-  store <8 x float> %1996, ptr %conv2.w130, align 32
+  %1996 = fmul <8 x float> %w101, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
+  %1997 = fsub <8 x float> %1995, %1996
+  store <8 x float> %1997, ptr %conv2.w130, align 32
   %w107 = load <8 x float>, ptr %conv2.w107, align 32
-  %1997 = fmul <8 x float> %w107, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1998 = fmul <8 x float> %w107, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
   %w113162 = load <8 x float>, ptr %conv2.w113, align 32
-  %1998 = fmul <8 x float> %w113162, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1999 = fadd <8 x float> %1997, %1998
+  %1999 = fmul <8 x float> %w113162, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2000 = fadd <8 x float> %1998, %1999
   %w95 = load <8 x float>, ptr %conv2.w95, align 32
-  %2000 = fmul <8 x float> %w95, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %2001 = fsub <8 x float> %1999, %2000
+  %2001 = fmul <8 x float> %w95, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %2002 = fsub <8 x float> %2000, %2001
   %w101163 = load <8 x float>, ptr %conv2.w101, align 32
-  %2002 = fmul <8 x float> %w101163, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %2003 = fsub <8 x float> %2001, %2002
-  store <8 x float> %2003, ptr %conv2.w131, align 32
+  %2003 = fmul <8 x float> %w101163, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %2004 = fsub <8 x float> %2002, %2003
+  store <8 x float> %2004, ptr %conv2.w131, align 32
   %w95164 = load <8 x float>, ptr %conv2.w95, align 32
-  %2004 = fmul <8 x float> %w95164, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %2005 = fmul <8 x float> %w95164, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
   %w113165 = load <8 x float>, ptr %conv2.w113, align 32
-  %2005 = fmul <8 x float> %w113165, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2006 = fadd <8 x float> %2004, %2005
+  %2006 = fmul <8 x float> %w113165, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2007 = fadd <8 x float> %2005, %2006
   %w101166 = load <8 x float>, ptr %conv2.w101, align 32
-  %2007 = fmul <8 x float> %w101166, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %2008 = fsub <8 x float> %2006, %2007
+  %2008 = fmul <8 x float> %w101166, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %2009 = fsub <8 x float> %2007, %2008
   %w107167 = load <8 x float>, ptr %conv2.w107, align 32
-  %2009 = fmul <8 x float> %w107167, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2010 = fsub <8 x float> %2008, %2009
-  store <8 x float> %2010, ptr %conv2.w132, align 32
+  %2010 = fmul <8 x float> %w107167, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2011 = fsub <8 x float> %2009, %2010
+  store <8 x float> %2011, ptr %conv2.w132, align 32
   %w107168 = load <8 x float>, ptr %conv2.w107, align 32
-  %2011 = fmul <8 x float> %w107168, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %2012 = fmul <8 x float> %w107168, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
   %w113169 = load <8 x float>, ptr %conv2.w113, align 32
-  %2012 = fmul <8 x float> %w113169, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2013 = fadd <8 x float> %2011, %2012
+  %2013 = fmul <8 x float> %w113169, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2014 = fadd <8 x float> %2012, %2013
   %w95170 = load <8 x float>, ptr %conv2.w95, align 32
-  %2014 = fmul <8 x float> %w95170, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
-  %2015 = fsub <8 x float> %2013, %2014
+  %2015 = fmul <8 x float> %w95170, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %2016 = fsub <8 x float> %2014, %2015
   %w101171 = load <8 x float>, ptr %conv2.w101, align 32
-  %2016 = fmul <8 x float> %w101171, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2017 = fsub <8 x float> %2015, %2016
-  store <8 x float> %2017, ptr %conv2.w133, align 32
+  %2017 = fmul <8 x float> %w101171, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2018 = fsub <8 x float> %2016, %2017
+  store <8 x float> %2018, ptr %conv2.w133, align 32
   %w95172 = load <8 x float>, ptr %conv2.w95, align 32
-  %2018 = fmul <8 x float> %w95172, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %2019 = fmul <8 x float> %w95172, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
   %w113173 = load <8 x float>, ptr %conv2.w113, align 32
-  %2019 = fmul <8 x float> %w113173, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2020 = fadd <8 x float> %2018, %2019
+  %2020 = fmul <8 x float> %w113173, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2021 = fadd <8 x float> %2019, %2020
   %w101174 = load <8 x float>, ptr %conv2.w101, align 32
-  %2021 = fmul <8 x float> %w101174, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2022 = fsub <8 x float> %2020, %2021
+  %2022 = fmul <8 x float> %w101174, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2023 = fsub <8 x float> %2021, %2022
   %w107175 = load <8 x float>, ptr %conv2.w107, align 32
-  %2023 = fmul <8 x float> %w107175, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
-  %2024 = fsub <8 x float> %2022, %2023
-  store <8 x float> %2024, ptr %conv2.w134, align 32
+  %2024 = fmul <8 x float> %w107175, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %2025 = fsub <8 x float> %2023, %2024
+  store <8 x float> %2025, ptr %conv2.w134, align 32
   %w95176 = load <8 x float>, ptr %conv2.w95, align 32
-  %2025 = fmul <8 x float> %w95176, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %2026 = fmul <8 x float> %w95176, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
   %w119 = load <8 x float>, ptr %conv2.w119, align 32
-  %2026 = fmul <8 x float> %w119, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2027 = fadd <8 x float> %2025, %2026
+  %2027 = fmul <8 x float> %w119, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2028 = fadd <8 x float> %2026, %2027
   %w107177 = load <8 x float>, ptr %conv2.w107, align 32
-  %2028 = fmul <8 x float> %w107177, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
-  %2029 = fsub <8 x float> %2027, %2028
-  store <8 x float> %2029, ptr %conv2.w135, align 32
+  %2029 = fmul <8 x float> %w107177, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
+  %2030 = fsub <8 x float> %2028, %2029
+  store <8 x float> %2030, ptr %conv2.w135, align 32
   %w90 = load <8 x float>, ptr %conv2.w90, align 32
-  %2030 = fmul <8 x float> %w90, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %2031 = fmul <8 x float> %w90, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
   %w114 = load <8 x float>, ptr %conv2.w114, align 32
-  %2031 = fmul <8 x float> %w114, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2032 = fadd <8 x float> %2030, %2031
+  %2032 = fmul <8 x float> %w114, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2033 = fadd <8 x float> %2031, %2032
   %w102 = load <8 x float>, ptr %conv2.w102, align 32
-  %2033 = fmul <8 x float> %w102, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
-  %2034 = fsub <8 x float> %2032, %2033
-  store <8 x float> %2034, ptr %conv2.w136, align 32
+  %2034 = fmul <8 x float> %w102, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
+  %2035 = fsub <8 x float> %2033, %2034
+  store <8 x float> %2035, ptr %conv2.w136, align 32
   %w108 = load <8 x float>, ptr %conv2.w108, align 32
-  %2035 = fmul <8 x float> %w108, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2036 = fmul <8 x float> %w108, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
   %w114178 = load <8 x float>, ptr %conv2.w114, align 32
-  %2036 = fmul <8 x float> %w114178, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2037 = fadd <8 x float> %2035, %2036
+  %2037 = fmul <8 x float> %w114178, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2038 = fadd <8 x float> %2036, %2037
   %w96 = load <8 x float>, ptr %conv2.w96, align 32
-  %2038 = fmul <8 x float> %w96, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %2039 = fsub <8 x float> %2037, %2038
+  %2039 = fmul <8 x float> %w96, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %2040 = fsub <8 x float> %2038, %2039
   %w102179 = load <8 x float>, ptr %conv2.w102, align 32
-  %2040 = fmul <8 x float> %w102179, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %2041 = fsub <8 x float> %2039, %2040
-  store <8 x float> %2041, ptr %conv2.w137, align 32
+  %2041 = fmul <8 x float> %w102179, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %2042 = fsub <8 x float> %2040, %2041
+  store <8 x float> %2042, ptr %conv2.w137, align 32
   %w96180 = load <8 x float>, ptr %conv2.w96, align 32
-  %2042 = fmul <8 x float> %w96180, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %2043 = fmul <8 x float> %w96180, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
   %w114181 = load <8 x float>, ptr %conv2.w114, align 32
-  %2043 = fmul <8 x float> %w114181, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2044 = fadd <8 x float> %2042, %2043
+  %2044 = fmul <8 x float> %w114181, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2045 = fadd <8 x float> %2043, %2044
   %w102182 = load <8 x float>, ptr %conv2.w102, align 32
-  %2045 = fmul <8 x float> %w102182, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %2046 = fsub <8 x float> %2044, %2045
+  %2046 = fmul <8 x float> %w102182, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %2047 = fsub <8 x float> %2045, %2046
   %w108183 = load <8 x float>, ptr %conv2.w108, align 32
-  %2047 = fmul <8 x float> %w108183, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2048 = fsub <8 x float> %2046, %2047
-  store <8 x float> %2048, ptr %conv2.w138, align 32
+  %2048 = fmul <8 x float> %w108183, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2049 = fsub <8 x float> %2047, %2048
+  store <8 x float> %2049, ptr %conv2.w138, align 32
   %w108184 = load <8 x float>, ptr %conv2.w108, align 32
-  %2049 = fmul <8 x float> %w108184, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %2050 = fmul <8 x float> %w108184, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
   %w114185 = load <8 x float>, ptr %conv2.w114, align 32
-  %2050 = fmul <8 x float> %w114185, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2051 = fadd <8 x float> %2049, %2050
+  %2051 = fmul <8 x float> %w114185, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2052 = fadd <8 x float> %2050, %2051
   %w96186 = load <8 x float>, ptr %conv2.w96, align 32
-  %2052 = fmul <8 x float> %w96186, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
-  %2053 = fsub <8 x float> %2051, %2052
+  %2053 = fmul <8 x float> %w96186, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %2054 = fsub <8 x float> %2052, %2053
   %w102187 = load <8 x float>, ptr %conv2.w102, align 32
-  %2054 = fmul <8 x float> %w102187, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2055 = fsub <8 x float> %2053, %2054
-  store <8 x float> %2055, ptr %conv2.w139, align 32
+  %2055 = fmul <8 x float> %w102187, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2056 = fsub <8 x float> %2054, %2055
+  store <8 x float> %2056, ptr %conv2.w139, align 32
   %w96188 = load <8 x float>, ptr %conv2.w96, align 32
-  %2056 = fmul <8 x float> %w96188, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %2057 = fmul <8 x float> %w96188, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
   %w114189 = load <8 x float>, ptr %conv2.w114, align 32
-  %2057 = fmul <8 x float> %w114189, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2058 = fadd <8 x float> %2056, %2057
+  %2058 = fmul <8 x float> %w114189, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2059 = fadd <8 x float> %2057, %2058
   %w102190 = load <8 x float>, ptr %conv2.w102, align 32
-  %2059 = fmul <8 x float> %w102190, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2060 = fsub <8 x float> %2058, %2059
+  %2060 = fmul <8 x float> %w102190, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2061 = fsub <8 x float> %2059, %2060
   %w108191 = load <8 x float>, ptr %conv2.w108, align 32
-  %2061 = fmul <8 x float> %w108191, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
-  %2062 = fsub <8 x float> %2060, %2061
-  store <8 x float> %2062, ptr %conv2.w140, align 32
+  %2062 = fmul <8 x float> %w108191, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %2063 = fsub <8 x float> %2061, %2062
+  store <8 x float> %2063, ptr %conv2.w140, align 32
   %w96192 = load <8 x float>, ptr %conv2.w96, align 32
-  %2063 = fmul <8 x float> %w96192, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %2064 = fmul <8 x float> %w96192, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
   %w120 = load <8 x float>, ptr %conv2.w120, align 32
-  %2064 = fmul <8 x float> %w120, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2065 = fadd <8 x float> %2063, %2064
+  %2065 = fmul <8 x float> %w120, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2066 = fadd <8 x float> %2064, %2065
   %w108193 = load <8 x float>, ptr %conv2.w108, align 32
-  %2066 = fmul <8 x float> %w108193, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
-  %2067 = fsub <8 x float> %2065, %2066
-  store <8 x float> %2067, ptr %conv2.w141, align 32
+  %2067 = fmul <8 x float> %w108193, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
+  %2068 = fsub <8 x float> %2066, %2067
+  store <8 x float> %2068, ptr %conv2.w141, align 32
   %w91 = load <8 x float>, ptr %conv2.w91, align 32
-  %2068 = fmul <8 x float> %w91, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %2069 = fmul <8 x float> %w91, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
   %w115 = load <8 x float>, ptr %conv2.w115, align 32
-  %2069 = fmul <8 x float> %w115, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2070 = fadd <8 x float> %2068, %2069
+  %2070 = fmul <8 x float> %w115, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2071 = fadd <8 x float> %2069, %2070
   %w103 = load <8 x float>, ptr %conv2.w103, align 32
-  %2071 = fmul <8 x float> %w103, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
-  %2072 = fsub <8 x float> %2070, %2071
-  store <8 x float> %2072, ptr %conv2.w142, align 32
+  %2072 = fmul <8 x float> %w103, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
+  %2073 = fsub <8 x float> %2071, %2072
+  store <8 x float> %2073, ptr %conv2.w142, align 32
   %w109 = load <8 x float>, ptr %conv2.w109, align 32
-  %2073 = fmul <8 x float> %w109, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2074 = fmul <8 x float> %w109, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
   %w115194 = load <8 x float>, ptr %conv2.w115, align 32
-  %2074 = fmul <8 x float> %w115194, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2075 = fadd <8 x float> %2073, %2074
+  %2075 = fmul <8 x float> %w115194, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2076 = fadd <8 x float> %2074, %2075
   %w97 = load <8 x float>, ptr %conv2.w97, align 32
-  %2076 = fmul <8 x float> %w97, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %2077 = fsub <8 x float> %2075, %2076
+  %2077 = fmul <8 x float> %w97, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %2078 = fsub <8 x float> %2076, %2077
   %w103195 = load <8 x float>, ptr %conv2.w103, align 32
-  %2078 = fmul <8 x float> %w103195, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %2079 = fsub <8 x float> %2077, %2078
-  store <8 x float> %2079, ptr %conv2.w143, align 32
+  %2079 = fmul <8 x float> %w103195, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %2080 = fsub <8 x float> %2078, %2079
+  store <8 x float> %2080, ptr %conv2.w143, align 32
   %w97196 = load <8 x float>, ptr %conv2.w97, align 32
-  %2080 = fmul <8 x float> %w97196, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %2081 = fmul <8 x float> %w97196, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
   %w115197 = load <8 x float>, ptr %conv2.w115, align 32
-  %2081 = fmul <8 x float> %w115197, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2082 = fadd <8 x float> %2080, %2081
+  %2082 = fmul <8 x float> %w115197, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2083 = fadd <8 x float> %2081, %2082
   %w103198 = load <8 x float>, ptr %conv2.w103, align 32
-  %2083 = fmul <8 x float> %w103198, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %2084 = fsub <8 x float> %2082, %2083
+  %2084 = fmul <8 x float> %w103198, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %2085 = fsub <8 x float> %2083, %2084
   %w109199 = load <8 x float>, ptr %conv2.w109, align 32
-  %2085 = fmul <8 x float> %w109199, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2086 = fsub <8 x float> %2084, %2085
-  store <8 x float> %2086, ptr %conv2.w144, align 32
+  %2086 = fmul <8 x float> %w109199, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2087 = fsub <8 x float> %2085, %2086
+  store <8 x float> %2087, ptr %conv2.w144, align 32
   %w109200 = load <8 x float>, ptr %conv2.w109, align 32
-  %2087 = fmul <8 x float> %w109200, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %2088 = fmul <8 x float> %w109200, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
   %w115201 = load <8 x float>, ptr %conv2.w115, align 32
-  %2088 = fmul <8 x float> %w115201, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2089 = fadd <8 x float> %2087, %2088
+  %2089 = fmul <8 x float> %w115201, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2090 = fadd <8 x float> %2088, %2089
   %w97202 = load <8 x float>, ptr %conv2.w97, align 32
-  %2090 = fmul <8 x float> %w97202, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
-  %2091 = fsub <8 x float> %2089, %2090
+  %2091 = fmul <8 x float> %w97202, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %2092 = fsub <8 x float> %2090, %2091
   %w103203 = load <8 x float>, ptr %conv2.w103, align 32
-  %2092 = fmul <8 x float> %w103203, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2093 = fsub <8 x float> %2091, %2092
-  store <8 x float> %2093, ptr %conv2.w145, align 32
+  %2093 = fmul <8 x float> %w103203, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2094 = fsub <8 x float> %2092, %2093
+  store <8 x float> %2094, ptr %conv2.w145, align 32
   %w97204 = load <8 x float>, ptr %conv2.w97, align 32
-  %2094 = fmul <8 x float> %w97204, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %2095 = fmul <8 x float> %w97204, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
   %w115205 = load <8 x float>, ptr %conv2.w115, align 32
-  %2095 = fmul <8 x float> %w115205, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2096 = fadd <8 x float> %2094, %2095
+  %2096 = fmul <8 x float> %w115205, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2097 = fadd <8 x float> %2095, %2096
   %w103206 = load <8 x float>, ptr %conv2.w103, align 32
-  %2097 = fmul <8 x float> %w103206, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2098 = fsub <8 x float> %2096, %2097
+  %2098 = fmul <8 x float> %w103206, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2099 = fsub <8 x float> %2097, %2098
   %w109207 = load <8 x float>, ptr %conv2.w109, align 32
-  %2099 = fmul <8 x float> %w109207, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
-  %2100 = fsub <8 x float> %2098, %2099
-  store <8 x float> %2100, ptr %conv2.w146, align 32
+  %2100 = fmul <8 x float> %w109207, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %2101 = fsub <8 x float> %2099, %2100
+  store <8 x float> %2101, ptr %conv2.w146, align 32
   %w97208 = load <8 x float>, ptr %conv2.w97, align 32
-  %2101 = fmul <8 x float> %w97208, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %2102 = fmul <8 x float> %w97208, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
   %w121 = load <8 x float>, ptr %conv2.w121, align 32
-  %2102 = fmul <8 x float> %w121, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2103 = fadd <8 x float> %2101, %2102
+  %2103 = fmul <8 x float> %w121, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2104 = fadd <8 x float> %2102, %2103
   %w109209 = load <8 x float>, ptr %conv2.w109, align 32
-  %2104 = fmul <8 x float> %w109209, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
-  %2105 = fsub <8 x float> %2103, %2104
-  store <8 x float> %2105, ptr %conv2.w147, align 32
+  %2105 = fmul <8 x float> %w109209, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
+  %2106 = fsub <8 x float> %2104, %2105
+  store <8 x float> %2106, ptr %conv2.w147, align 32
   %w92 = load <8 x float>, ptr %conv2.w92, align 32
-  %2106 = fmul <8 x float> %w92, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %2107 = fmul <8 x float> %w92, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
   %w116 = load <8 x float>, ptr %conv2.w116, align 32
-  %2107 = fmul <8 x float> %w116, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2108 = fadd <8 x float> %2106, %2107
+  %2108 = fmul <8 x float> %w116, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2109 = fadd <8 x float> %2107, %2108
   %w104 = load <8 x float>, ptr %conv2.w104, align 32
-  %2109 = fmul <8 x float> %w104, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
-  %2110 = fsub <8 x float> %2108, %2109
-  store <8 x float> %2110, ptr %conv2.w148, align 32
+  %2110 = fmul <8 x float> %w104, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
+  %2111 = fsub <8 x float> %2109, %2110
+  store <8 x float> %2111, ptr %conv2.w148, align 32
   %w110 = load <8 x float>, ptr %conv2.w110, align 32
-  %2111 = fmul <8 x float> %w110, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2112 = fmul <8 x float> %w110, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
   %w116210 = load <8 x float>, ptr %conv2.w116, align 32
-  %2112 = fmul <8 x float> %w116210, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2113 = fadd <8 x float> %2111, %2112
+  %2113 = fmul <8 x float> %w116210, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2114 = fadd <8 x float> %2112, %2113
   %w98 = load <8 x float>, ptr %conv2.w98, align 32
-  %2114 = fmul <8 x float> %w98, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %2115 = fsub <8 x float> %2113, %2114
+  %2115 = fmul <8 x float> %w98, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %2116 = fsub <8 x float> %2114, %2115
   %w104211 = load <8 x float>, ptr %conv2.w104, align 32
-  %2116 = fmul <8 x float> %w104211, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %2117 = fsub <8 x float> %2115, %2116
-  store <8 x float> %2117, ptr %conv2.w149, align 32
+  %2117 = fmul <8 x float> %w104211, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %2118 = fsub <8 x float> %2116, %2117
+  store <8 x float> %2118, ptr %conv2.w149, align 32
   %w98212 = load <8 x float>, ptr %conv2.w98, align 32
-  %2118 = fmul <8 x float> %w98212, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %2119 = fmul <8 x float> %w98212, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
   %w116213 = load <8 x float>, ptr %conv2.w116, align 32
-  %2119 = fmul <8 x float> %w116213, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2120 = fadd <8 x float> %2118, %2119
+  %2120 = fmul <8 x float> %w116213, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2121 = fadd <8 x float> %2119, %2120
   %w104214 = load <8 x float>, ptr %conv2.w104, align 32
-  %2121 = fmul <8 x float> %w104214, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %2122 = fsub <8 x float> %2120, %2121
+  %2122 = fmul <8 x float> %w104214, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %2123 = fsub <8 x float> %2121, %2122
   %w110215 = load <8 x float>, ptr %conv2.w110, align 32
-  %2123 = fmul <8 x float> %w110215, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2124 = fsub <8 x float> %2122, %2123
-  store <8 x float> %2124, ptr %conv2.w150, align 32
+  %2124 = fmul <8 x float> %w110215, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2125 = fsub <8 x float> %2123, %2124
+  store <8 x float> %2125, ptr %conv2.w150, align 32
   %w110216 = load <8 x float>, ptr %conv2.w110, align 32
-  %2125 = fmul <8 x float> %w110216, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %2126 = fmul <8 x float> %w110216, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
   %w116217 = load <8 x float>, ptr %conv2.w116, align 32
-  %2126 = fmul <8 x float> %w116217, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2127 = fadd <8 x float> %2125, %2126
+  %2127 = fmul <8 x float> %w116217, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2128 = fadd <8 x float> %2126, %2127
   %w98218 = load <8 x float>, ptr %conv2.w98, align 32
-  %2128 = fmul <8 x float> %w98218, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
-  %2129 = fsub <8 x float> %2127, %2128
+  %2129 = fmul <8 x float> %w98218, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %2130 = fsub <8 x float> %2128, %2129
   %w104219 = load <8 x float>, ptr %conv2.w104, align 32
-  %2130 = fmul <8 x float> %w104219, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2131 = fsub <8 x float> %2129, %2130
-  store <8 x float> %2131, ptr %conv2.w151, align 32
+  %2131 = fmul <8 x float> %w104219, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2132 = fsub <8 x float> %2130, %2131
+  store <8 x float> %2132, ptr %conv2.w151, align 32
   %w98220 = load <8 x float>, ptr %conv2.w98, align 32
-  %2132 = fmul <8 x float> %w98220, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %2133 = fmul <8 x float> %w98220, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
   %w116221 = load <8 x float>, ptr %conv2.w116, align 32
-  %2133 = fmul <8 x float> %w116221, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2134 = fadd <8 x float> %2132, %2133
+  %2134 = fmul <8 x float> %w116221, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2135 = fadd <8 x float> %2133, %2134
   %w104222 = load <8 x float>, ptr %conv2.w104, align 32
-  %2135 = fmul <8 x float> %w104222, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2136 = fsub <8 x float> %2134, %2135
+  %2136 = fmul <8 x float> %w104222, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2137 = fsub <8 x float> %2135, %2136
   %w110223 = load <8 x float>, ptr %conv2.w110, align 32
-  %2137 = fmul <8 x float> %w110223, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
-  %2138 = fsub <8 x float> %2136, %2137
-  store <8 x float> %2138, ptr %conv2.w152, align 32
+  %2138 = fmul <8 x float> %w110223, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %2139 = fsub <8 x float> %2137, %2138
+  store <8 x float> %2139, ptr %conv2.w152, align 32
   %w98224 = load <8 x float>, ptr %conv2.w98, align 32
-  %2139 = fmul <8 x float> %w98224, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %2140 = fmul <8 x float> %w98224, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
   %w122 = load <8 x float>, ptr %conv2.w122, align 32
-  %2140 = fmul <8 x float> %w122, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2141 = fadd <8 x float> %2139, %2140
+  %2141 = fmul <8 x float> %w122, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2142 = fadd <8 x float> %2140, %2141
   %w110225 = load <8 x float>, ptr %conv2.w110, align 32
-  %2142 = fmul <8 x float> %w110225, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
-  %2143 = fsub <8 x float> %2141, %2142
-  store <8 x float> %2143, ptr %conv2.w153, align 32
+  %2143 = fmul <8 x float> %w110225, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
+  %2144 = fsub <8 x float> %2142, %2143
+  store <8 x float> %2144, ptr %conv2.w153, align 32
   %w93 = load <8 x float>, ptr %conv2.w93, align 32
-  %2144 = fmul <8 x float> %w93, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %2145 = fmul <8 x float> %w93, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
   %w117 = load <8 x float>, ptr %conv2.w117, align 32
-  %2145 = fmul <8 x float> %w117, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2146 = fadd <8 x float> %2144, %2145
+  %2146 = fmul <8 x float> %w117, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2147 = fadd <8 x float> %2145, %2146
   %w105 = load <8 x float>, ptr %conv2.w105, align 32
-  %2147 = fmul <8 x float> %w105, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
-  %2148 = fsub <8 x float> %2146, %2147
-  store <8 x float> %2148, ptr %conv2.w154, align 32
+  %2148 = fmul <8 x float> %w105, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
+  %2149 = fsub <8 x float> %2147, %2148
+  store <8 x float> %2149, ptr %conv2.w154, align 32
   %w111 = load <8 x float>, ptr %conv2.w111, align 32
-  %2149 = fmul <8 x float> %w111, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2150 = fmul <8 x float> %w111, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
   %w117226 = load <8 x float>, ptr %conv2.w117, align 32
-  %2150 = fmul <8 x float> %w117226, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2151 = fadd <8 x float> %2149, %2150
+  %2151 = fmul <8 x float> %w117226, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2152 = fadd <8 x float> %2150, %2151
   %w99 = load <8 x float>, ptr %conv2.w99, align 32
-  %2152 = fmul <8 x float> %w99, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %2153 = fsub <8 x float> %2151, %2152
+  %2153 = fmul <8 x float> %w99, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %2154 = fsub <8 x float> %2152, %2153
   %w105227 = load <8 x float>, ptr %conv2.w105, align 32
-  %2154 = fmul <8 x float> %w105227, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %2155 = fsub <8 x float> %2153, %2154
-  store <8 x float> %2155, ptr %conv2.w155, align 32
+  %2155 = fmul <8 x float> %w105227, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %2156 = fsub <8 x float> %2154, %2155
+  store <8 x float> %2156, ptr %conv2.w155, align 32
   %w99228 = load <8 x float>, ptr %conv2.w99, align 32
-  %2156 = fmul <8 x float> %w99228, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %2157 = fmul <8 x float> %w99228, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
   %w117229 = load <8 x float>, ptr %conv2.w117, align 32
-  %2157 = fmul <8 x float> %w117229, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2158 = fadd <8 x float> %2156, %2157
+  %2158 = fmul <8 x float> %w117229, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2159 = fadd <8 x float> %2157, %2158
   %w105230 = load <8 x float>, ptr %conv2.w105, align 32
-  %2159 = fmul <8 x float> %w105230, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %2160 = fsub <8 x float> %2158, %2159
+  %2160 = fmul <8 x float> %w105230, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %2161 = fsub <8 x float> %2159, %2160
   %w111231 = load <8 x float>, ptr %conv2.w111, align 32
-  %2161 = fmul <8 x float> %w111231, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2162 = fsub <8 x float> %2160, %2161
-  store <8 x float> %2162, ptr %conv2.w156, align 32
+  %2162 = fmul <8 x float> %w111231, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2163 = fsub <8 x float> %2161, %2162
+  store <8 x float> %2163, ptr %conv2.w156, align 32
   %w111232 = load <8 x float>, ptr %conv2.w111, align 32
-  %2163 = fmul <8 x float> %w111232, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %2164 = fmul <8 x float> %w111232, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
   %w117233 = load <8 x float>, ptr %conv2.w117, align 32
-  %2164 = fmul <8 x float> %w117233, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2165 = fadd <8 x float> %2163, %2164
+  %2165 = fmul <8 x float> %w117233, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2166 = fadd <8 x float> %2164, %2165
   %w99234 = load <8 x float>, ptr %conv2.w99, align 32
-  %2166 = fmul <8 x float> %w99234, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
-  %2167 = fsub <8 x float> %2165, %2166
+  %2167 = fmul <8 x float> %w99234, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %2168 = fsub <8 x float> %2166, %2167
   %w105235 = load <8 x float>, ptr %conv2.w105, align 32
-  %2168 = fmul <8 x float> %w105235, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2169 = fsub <8 x float> %2167, %2168
-  store <8 x float> %2169, ptr %conv2.w157, align 32
+  %2169 = fmul <8 x float> %w105235, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2170 = fsub <8 x float> %2168, %2169
+  store <8 x float> %2170, ptr %conv2.w157, align 32
   %w99236 = load <8 x float>, ptr %conv2.w99, align 32
-  %2170 = fmul <8 x float> %w99236, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %2171 = fmul <8 x float> %w99236, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
   %w117237 = load <8 x float>, ptr %conv2.w117, align 32
-  %2171 = fmul <8 x float> %w117237, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2172 = fadd <8 x float> %2170, %2171
+  %2172 = fmul <8 x float> %w117237, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2173 = fadd <8 x float> %2171, %2172
   %w105238 = load <8 x float>, ptr %conv2.w105, align 32
-  %2173 = fmul <8 x float> %w105238, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2174 = fsub <8 x float> %2172, %2173
+  %2174 = fmul <8 x float> %w105238, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2175 = fsub <8 x float> %2173, %2174
   %w111239 = load <8 x float>, ptr %conv2.w111, align 32
-  %2175 = fmul <8 x float> %w111239, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
-  %2176 = fsub <8 x float> %2174, %2175
-  store <8 x float> %2176, ptr %conv2.w158, align 32
+  %2176 = fmul <8 x float> %w111239, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %2177 = fsub <8 x float> %2175, %2176
+  store <8 x float> %2177, ptr %conv2.w158, align 32
   %w99240 = load <8 x float>, ptr %conv2.w99, align 32
-  %2177 = fmul <8 x float> %w99240, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %2178 = fmul <8 x float> %w99240, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
   %w123 = load <8 x float>, ptr %conv2.w123, align 32
-  %2178 = fmul <8 x float> %w123, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2179 = fadd <8 x float> %2177, %2178
+  %2179 = fmul <8 x float> %w123, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2180 = fadd <8 x float> %2178, %2179
   %w111241 = load <8 x float>, ptr %conv2.w111, align 32
-  %2180 = fmul <8 x float> %w111241, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
-  %2181 = fsub <8 x float> %2179, %2180
-  store <8 x float> %2181, ptr %conv2.w159, align 32
+  %2181 = fmul <8 x float> %w111241, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
+  %2182 = fsub <8 x float> %2180, %2181
+  store <8 x float> %2182, ptr %conv2.w159, align 32
   %w124 = load <8 x float>, ptr %conv2.w124, align 32
-  %2182 = mul nsw i64 %conv2.j8410, 49
-  %2183 = mul nsw i64 %conv2.ty8511, 7
-  %2184 = add nsw i64 %2182, %2183
-  %2185 = add nsw i64 %2184, %conv2.tx8612
-  %2186 = mul nsw i64 %2185, 16
-  %2187 = add nsw i64 1629248, %2186
-  %2188 = mul nsw i64 %conv2.cv8713, 8
-  %2189 = add nsw i64 %2187, %2188
-  %arena242 = getelementptr inbounds float, ptr %arena, i64 %2189
+  %2183 = mul nsw i64 %conv2.j8410, 49
+  %2184 = mul nsw i64 %conv2.ty8511, 7
+  %2185 = add nsw i64 %2183, %2184
+  %2186 = add nsw i64 %2185, %conv2.tx8612
+  %2187 = mul nsw i64 %2186, 16
+  %2188 = add nsw i64 1629248, %2187
+  %2189 = mul nsw i64 %conv2.cv8713, 8
+  %2190 = add nsw i64 %2188, %2189
+  %arena242 = getelementptr inbounds float, ptr %arena, i64 %2190
   store <8 x float> %w124, ptr %arena242, align 4
   %w125 = load <8 x float>, ptr %conv2.w125, align 32
-  %2190 = mul nsw i64 %conv2.j8410, 49
-  %2191 = mul nsw i64 %conv2.ty8511, 7
-  %2192 = add nsw i64 %2190, %2191
-  %2193 = add nsw i64 %2192, %conv2.tx8612
-  %2194 = mul nsw i64 %2193, 16
-  %2195 = add nsw i64 1630032, %2194
-  %2196 = mul nsw i64 %conv2.cv8713, 8
-  %2197 = add nsw i64 %2195, %2196
-  %arena243 = getelementptr inbounds float, ptr %arena, i64 %2197
+  %2191 = mul nsw i64 %conv2.j8410, 49
+  %2192 = mul nsw i64 %conv2.ty8511, 7
+  %2193 = add nsw i64 %2191, %2192
+  %2194 = add nsw i64 %2193, %conv2.tx8612
+  %2195 = mul nsw i64 %2194, 16
+  %2196 = add nsw i64 1630032, %2195
+  %2197 = mul nsw i64 %conv2.cv8713, 8
+  %2198 = add nsw i64 %2196, %2197
+  %arena243 = getelementptr inbounds float, ptr %arena, i64 %2198
   store <8 x float> %w125, ptr %arena243, align 4
   %w126 = load <8 x float>, ptr %conv2.w126, align 32
-  %2198 = mul nsw i64 %conv2.j8410, 49
-  %2199 = mul nsw i64 %conv2.ty8511, 7
-  %2200 = add nsw i64 %2198, %2199
-  %2201 = add nsw i64 %2200, %conv2.tx8612
-  %2202 = mul nsw i64 %2201, 16
-  %2203 = add nsw i64 1630816, %2202
-  %2204 = mul nsw i64 %conv2.cv8713, 8
-  %2205 = add nsw i64 %2203, %2204
-  %arena244 = getelementptr inbounds float, ptr %arena, i64 %2205
+  %2199 = mul nsw i64 %conv2.j8410, 49
+  %2200 = mul nsw i64 %conv2.ty8511, 7
+  %2201 = add nsw i64 %2199, %2200
+  %2202 = add nsw i64 %2201, %conv2.tx8612
+  %2203 = mul nsw i64 %2202, 16
+  %2204 = add nsw i64 1630816, %2203
+  %2205 = mul nsw i64 %conv2.cv8713, 8
+  %2206 = add nsw i64 %2204, %2205
+  %arena244 = getelementptr inbounds float, ptr %arena, i64 %2206
   store <8 x float> %w126, ptr %arena244, align 4
   %w127 = load <8 x float>, ptr %conv2.w127, align 32
-  %2206 = mul nsw i64 %conv2.j8410, 49
-  %2207 = mul nsw i64 %conv2.ty8511, 7
-  %2208 = add nsw i64 %2206, %2207
-  %2209 = add nsw i64 %2208, %conv2.tx8612
-  %2210 = mul nsw i64 %2209, 16
-  %2211 = add nsw i64 1631600, %2210
-  %2212 = mul nsw i64 %conv2.cv8713, 8
-  %2213 = add nsw i64 %2211, %2212
-  %arena245 = getelementptr inbounds float, ptr %arena, i64 %2213
+  %2207 = mul nsw i64 %conv2.j8410, 49
+  %2208 = mul nsw i64 %conv2.ty8511, 7
+  %2209 = add nsw i64 %2207, %2208
+  %2210 = add nsw i64 %2209, %conv2.tx8612
+  %2211 = mul nsw i64 %2210, 16
+  %2212 = add nsw i64 1631600, %2211
+  %2213 = mul nsw i64 %conv2.cv8713, 8
+  %2214 = add nsw i64 %2212, %2213
+  %arena245 = getelementptr inbounds float, ptr %arena, i64 %2214
   store <8 x float> %w127, ptr %arena245, align 4
   %w128 = load <8 x float>, ptr %conv2.w128, align 32
-  %2214 = mul nsw i64 %conv2.j8410, 49
-  %2215 = mul nsw i64 %conv2.ty8511, 7
-  %2216 = add nsw i64 %2214, %2215
-  %2217 = add nsw i64 %2216, %conv2.tx8612
-  %2218 = mul nsw i64 %2217, 16
-  %2219 = add nsw i64 1632384, %2218
-  %2220 = mul nsw i64 %conv2.cv8713, 8
-  %2221 = add nsw i64 %2219, %2220
-  %arena246 = getelementptr inbounds float, ptr %arena, i64 %2221
+  %2215 = mul nsw i64 %conv2.j8410, 49
+  %2216 = mul nsw i64 %conv2.ty8511, 7
+  %2217 = add nsw i64 %2215, %2216
+  %2218 = add nsw i64 %2217, %conv2.tx8612
+  %2219 = mul nsw i64 %2218, 16
+  %2220 = add nsw i64 1632384, %2219
+  %2221 = mul nsw i64 %conv2.cv8713, 8
+  %2222 = add nsw i64 %2220, %2221
+  %arena246 = getelementptr inbounds float, ptr %arena, i64 %2222
   store <8 x float> %w128, ptr %arena246, align 4
   %w129 = load <8 x float>, ptr %conv2.w129, align 32
-  %2222 = mul nsw i64 %conv2.j8410, 49
-  %2223 = mul nsw i64 %conv2.ty8511, 7
-  %2224 = add nsw i64 %2222, %2223
-  %2225 = add nsw i64 %2224, %conv2.tx8612
-  %2226 = mul nsw i64 %2225, 16
-  %2227 = add nsw i64 1633168, %2226
-  %2228 = mul nsw i64 %conv2.cv8713, 8
-  %2229 = add nsw i64 %2227, %2228
-  %arena247 = getelementptr inbounds float, ptr %arena, i64 %2229
+  %2223 = mul nsw i64 %conv2.j8410, 49
+  %2224 = mul nsw i64 %conv2.ty8511, 7
+  %2225 = add nsw i64 %2223, %2224
+  %2226 = add nsw i64 %2225, %conv2.tx8612
+  %2227 = mul nsw i64 %2226, 16
+  %2228 = add nsw i64 1633168, %2227
+  %2229 = mul nsw i64 %conv2.cv8713, 8
+  %2230 = add nsw i64 %2228, %2229
+  %arena247 = getelementptr inbounds float, ptr %arena, i64 %2230
   store <8 x float> %w129, ptr %arena247, align 4
   %w130 = load <8 x float>, ptr %conv2.w130, align 32
-  %2230 = mul nsw i64 %conv2.j8410, 49
-  %2231 = mul nsw i64 %conv2.ty8511, 7
-  %2232 = add nsw i64 %2230, %2231
-  %2233 = add nsw i64 %2232, %conv2.tx8612
-  %2234 = mul nsw i64 %2233, 16
-  %2235 = add nsw i64 1633952, %2234
-  %2236 = mul nsw i64 %conv2.cv8713, 8
-  %2237 = add nsw i64 %2235, %2236
-  %arena248 = getelementptr inbounds float, ptr %arena, i64 %2237
+  %2231 = mul nsw i64 %conv2.j8410, 49
+  %2232 = mul nsw i64 %conv2.ty8511, 7
+  %2233 = add nsw i64 %2231, %2232
+  %2234 = add nsw i64 %2233, %conv2.tx8612
+  %2235 = mul nsw i64 %2234, 16
+  %2236 = add nsw i64 1633952, %2235
+  %2237 = mul nsw i64 %conv2.cv8713, 8
+  %2238 = add nsw i64 %2236, %2237
+  %arena248 = getelementptr inbounds float, ptr %arena, i64 %2238
   store <8 x float> %w130, ptr %arena248, align 4
   %w131 = load <8 x float>, ptr %conv2.w131, align 32
-  %2238 = mul nsw i64 %conv2.j8410, 49
-  %2239 = mul nsw i64 %conv2.ty8511, 7
-  %2240 = add nsw i64 %2238, %2239
-  %2241 = add nsw i64 %2240, %conv2.tx8612
-  %2242 = mul nsw i64 %2241, 16
-  %2243 = add nsw i64 1634736, %2242
-  %2244 = mul nsw i64 %conv2.cv8713, 8
-  %2245 = add nsw i64 %2243, %2244
-  %arena249 = getelementptr inbounds float, ptr %arena, i64 %2245
+  %2239 = mul nsw i64 %conv2.j8410, 49
+  %2240 = mul nsw i64 %conv2.ty8511, 7
+  %2241 = add nsw i64 %2239, %2240
+  %2242 = add nsw i64 %2241, %conv2.tx8612
+  %2243 = mul nsw i64 %2242, 16
+  %2244 = add nsw i64 1634736, %2243
+  %2245 = mul nsw i64 %conv2.cv8713, 8
+  %2246 = add nsw i64 %2244, %2245
+  %arena249 = getelementptr inbounds float, ptr %arena, i64 %2246
   store <8 x float> %w131, ptr %arena249, align 4
   %w132 = load <8 x float>, ptr %conv2.w132, align 32
-  %2246 = mul nsw i64 %conv2.j8410, 49
-  %2247 = mul nsw i64 %conv2.ty8511, 7
-  %2248 = add nsw i64 %2246, %2247
-  %2249 = add nsw i64 %2248, %conv2.tx8612
-  %2250 = mul nsw i64 %2249, 16
-  %2251 = add nsw i64 1635520, %2250
-  %2252 = mul nsw i64 %conv2.cv8713, 8
-  %2253 = add nsw i64 %2251, %2252
-  %arena250 = getelementptr inbounds float, ptr %arena, i64 %2253
+  %2247 = mul nsw i64 %conv2.j8410, 49
+  %2248 = mul nsw i64 %conv2.ty8511, 7
+  %2249 = add nsw i64 %2247, %2248
+  %2250 = add nsw i64 %2249, %conv2.tx8612
+  %2251 = mul nsw i64 %2250, 16
+  %2252 = add nsw i64 1635520, %2251
+  %2253 = mul nsw i64 %conv2.cv8713, 8
+  %2254 = add nsw i64 %2252, %2253
+  %arena250 = getelementptr inbounds float, ptr %arena, i64 %2254
   store <8 x float> %w132, ptr %arena250, align 4
   %w133 = load <8 x float>, ptr %conv2.w133, align 32
-  %2254 = mul nsw i64 %conv2.j8410, 49
-  %2255 = mul nsw i64 %conv2.ty8511, 7
-  %2256 = add nsw i64 %2254, %2255
-  %2257 = add nsw i64 %2256, %conv2.tx8612
-  %2258 = mul nsw i64 %2257, 16
-  %2259 = add nsw i64 1636304, %2258
-  %2260 = mul nsw i64 %conv2.cv8713, 8
-  %2261 = add nsw i64 %2259, %2260
-  %arena251 = getelementptr inbounds float, ptr %arena, i64 %2261
+  %2255 = mul nsw i64 %conv2.j8410, 49
+  %2256 = mul nsw i64 %conv2.ty8511, 7
+  %2257 = add nsw i64 %2255, %2256
+  %2258 = add nsw i64 %2257, %conv2.tx8612
+  %2259 = mul nsw i64 %2258, 16
+  %2260 = add nsw i64 1636304, %2259
+  %2261 = mul nsw i64 %conv2.cv8713, 8
+  %2262 = add nsw i64 %2260, %2261
+  %arena251 = getelementptr inbounds float, ptr %arena, i64 %2262
   store <8 x float> %w133, ptr %arena251, align 4
   %w134 = load <8 x float>, ptr %conv2.w134, align 32
-  %2262 = mul nsw i64 %conv2.j8410, 49
-  %2263 = mul nsw i64 %conv2.ty8511, 7
-  %2264 = add nsw i64 %2262, %2263
-  %2265 = add nsw i64 %2264, %conv2.tx8612
-  %2266 = mul nsw i64 %2265, 16
-  %2267 = add nsw i64 1637088, %2266
-  %2268 = mul nsw i64 %conv2.cv8713, 8
-  %2269 = add nsw i64 %2267, %2268
-  %arena252 = getelementptr inbounds float, ptr %arena, i64 %2269
+  %2263 = mul nsw i64 %conv2.j8410, 49
+  %2264 = mul nsw i64 %conv2.ty8511, 7
+  %2265 = add nsw i64 %2263, %2264
+  %2266 = add nsw i64 %2265, %conv2.tx8612
+  %2267 = mul nsw i64 %2266, 16
+  %2268 = add nsw i64 1637088, %2267
+  %2269 = mul nsw i64 %conv2.cv8713, 8
+  %2270 = add nsw i64 %2268, %2269
+  %arena252 = getelementptr inbounds float, ptr %arena, i64 %2270
   store <8 x float> %w134, ptr %arena252, align 4
   %w135 = load <8 x float>, ptr %conv2.w135, align 32
-  %2270 = mul nsw i64 %conv2.j8410, 49
-  %2271 = mul nsw i64 %conv2.ty8511, 7
-  %2272 = add nsw i64 %2270, %2271
-  %2273 = add nsw i64 %2272, %conv2.tx8612
-  %2274 = mul nsw i64 %2273, 16
-  %2275 = add nsw i64 1637872, %2274
-  %2276 = mul nsw i64 %conv2.cv8713, 8
-  %2277 = add nsw i64 %2275, %2276
-  %arena253 = getelementptr inbounds float, ptr %arena, i64 %2277
+  %2271 = mul nsw i64 %conv2.j8410, 49
+  %2272 = mul nsw i64 %conv2.ty8511, 7
+  %2273 = add nsw i64 %2271, %2272
+  %2274 = add nsw i64 %2273, %conv2.tx8612
+  %2275 = mul nsw i64 %2274, 16
+  %2276 = add nsw i64 1637872, %2275
+  %2277 = mul nsw i64 %conv2.cv8713, 8
+  %2278 = add nsw i64 %2276, %2277
+  %arena253 = getelementptr inbounds float, ptr %arena, i64 %2278
   store <8 x float> %w135, ptr %arena253, align 4
   %w136 = load <8 x float>, ptr %conv2.w136, align 32
-  %2278 = mul nsw i64 %conv2.j8410, 49
-  %2279 = mul nsw i64 %conv2.ty8511, 7
-  %2280 = add nsw i64 %2278, %2279
-  %2281 = add nsw i64 %2280, %conv2.tx8612
-  %2282 = mul nsw i64 %2281, 16
-  %2283 = add nsw i64 1638656, %2282
-  %2284 = mul nsw i64 %conv2.cv8713, 8
-  %2285 = add nsw i64 %2283, %2284
-  %arena254 = getelementptr inbounds float, ptr %arena, i64 %2285
+  %2279 = mul nsw i64 %conv2.j8410, 49
+  %2280 = mul nsw i64 %conv2.ty8511, 7
+  %2281 = add nsw i64 %2279, %2280
+  %2282 = add nsw i64 %2281, %conv2.tx8612
+  %2283 = mul nsw i64 %2282, 16
+  %2284 = add nsw i64 1638656, %2283
+  %2285 = mul nsw i64 %conv2.cv8713, 8
+  %2286 = add nsw i64 %2284, %2285
+  %arena254 = getelementptr inbounds float, ptr %arena, i64 %2286
   store <8 x float> %w136, ptr %arena254, align 4
   %w137 = load <8 x float>, ptr %conv2.w137, align 32
-  %2286 = mul nsw i64 %conv2.j8410, 49
-  %2287 = mul nsw i64 %conv2.ty8511, 7
-  %2288 = add nsw i64 %2286, %2287
-  %2289 = add nsw i64 %2288, %conv2.tx8612
-  %2290 = mul nsw i64 %2289, 16
-  %2291 = add nsw i64 1639440, %2290
-  %2292 = mul nsw i64 %conv2.cv8713, 8
-  %2293 = add nsw i64 %2291, %2292
-  %arena255 = getelementptr inbounds float, ptr %arena, i64 %2293
+  %2287 = mul nsw i64 %conv2.j8410, 49
+  %2288 = mul nsw i64 %conv2.ty8511, 7
+  %2289 = add nsw i64 %2287, %2288
+  %2290 = add nsw i64 %2289, %conv2.tx8612
+  %2291 = mul nsw i64 %2290, 16
+  %2292 = add nsw i64 1639440, %2291
+  %2293 = mul nsw i64 %conv2.cv8713, 8
+  %2294 = add nsw i64 %2292, %2293
+  %arena255 = getelementptr inbounds float, ptr %arena, i64 %2294
   store <8 x float> %w137, ptr %arena255, align 4
   %w138 = load <8 x float>, ptr %conv2.w138, align 32
-  %2294 = mul nsw i64 %conv2.j8410, 49
-  %2295 = mul nsw i64 %conv2.ty8511, 7
-  %2296 = add nsw i64 %2294, %2295
-  %2297 = add nsw i64 %2296, %conv2.tx8612
-  %2298 = mul nsw i64 %2297, 16
-  %2299 = add nsw i64 1640224, %2298
-  %2300 = mul nsw i64 %conv2.cv8713, 8
-  %2301 = add nsw i64 %2299, %2300
-  %arena256 = getelementptr inbounds float, ptr %arena, i64 %2301
+  %2295 = mul nsw i64 %conv2.j8410, 49
+  %2296 = mul nsw i64 %conv2.ty8511, 7
+  %2297 = add nsw i64 %2295, %2296
+  %2298 = add nsw i64 %2297, %conv2.tx8612
+  %2299 = mul nsw i64 %2298, 16
+  %2300 = add nsw i64 1640224, %2299
+  %2301 = mul nsw i64 %conv2.cv8713, 8
+  %2302 = add nsw i64 %2300, %2301
+  %arena256 = getelementptr inbounds float, ptr %arena, i64 %2302
   store <8 x float> %w138, ptr %arena256, align 4
   %w139 = load <8 x float>, ptr %conv2.w139, align 32
-  %2302 = mul nsw i64 %conv2.j8410, 49
-  %2303 = mul nsw i64 %conv2.ty8511, 7
-  %2304 = add nsw i64 %2302, %2303
-  %2305 = add nsw i64 %2304, %conv2.tx8612
-  %2306 = mul nsw i64 %2305, 16
-  %2307 = add nsw i64 1641008, %2306
-  %2308 = mul nsw i64 %conv2.cv8713, 8
-  %2309 = add nsw i64 %2307, %2308
-  %arena257 = getelementptr inbounds float, ptr %arena, i64 %2309
+  %2303 = mul nsw i64 %conv2.j8410, 49
+  %2304 = mul nsw i64 %conv2.ty8511, 7
+  %2305 = add nsw i64 %2303, %2304
+  %2306 = add nsw i64 %2305, %conv2.tx8612
+  %2307 = mul nsw i64 %2306, 16
+  %2308 = add nsw i64 1641008, %2307
+  %2309 = mul nsw i64 %conv2.cv8713, 8
+  %2310 = add nsw i64 %2308, %2309
+  %arena257 = getelementptr inbounds float, ptr %arena, i64 %2310
   store <8 x float> %w139, ptr %arena257, align 4
   %w140 = load <8 x float>, ptr %conv2.w140, align 32
-  %2310 = mul nsw i64 %conv2.j8410, 49
-  %2311 = mul nsw i64 %conv2.ty8511, 7
-  %2312 = add nsw i64 %2310, %2311
-  %2313 = add nsw i64 %2312, %conv2.tx8612
-  %2314 = mul nsw i64 %2313, 16
-  %2315 = add nsw i64 1641792, %2314
-  %2316 = mul nsw i64 %conv2.cv8713, 8
-  %2317 = add nsw i64 %2315, %2316
-  %arena258 = getelementptr inbounds float, ptr %arena, i64 %2317
+  %2311 = mul nsw i64 %conv2.j8410, 49
+  %2312 = mul nsw i64 %conv2.ty8511, 7
+  %2313 = add nsw i64 %2311, %2312
+  %2314 = add nsw i64 %2313, %conv2.tx8612
+  %2315 = mul nsw i64 %2314, 16
+  %2316 = add nsw i64 1641792, %2315
+  %2317 = mul nsw i64 %conv2.cv8713, 8
+  %2318 = add nsw i64 %2316, %2317
+  %arena258 = getelementptr inbounds float, ptr %arena, i64 %2318
   store <8 x float> %w140, ptr %arena258, align 4
   %w141 = load <8 x float>, ptr %conv2.w141, align 32
-  %2318 = mul nsw i64 %conv2.j8410, 49
-  %2319 = mul nsw i64 %conv2.ty8511, 7
-  %2320 = add nsw i64 %2318, %2319
-  %2321 = add nsw i64 %2320, %conv2.tx8612
-  %2322 = mul nsw i64 %2321, 16
-  %2323 = add nsw i64 1642576, %2322
-  %2324 = mul nsw i64 %conv2.cv8713, 8
-  %2325 = add nsw i64 %2323, %2324
-  %arena259 = getelementptr inbounds float, ptr %arena, i64 %2325
+  %2319 = mul nsw i64 %conv2.j8410, 49
+  %2320 = mul nsw i64 %conv2.ty8511, 7
+  %2321 = add nsw i64 %2319, %2320
+  %2322 = add nsw i64 %2321, %conv2.tx8612
+  %2323 = mul nsw i64 %2322, 16
+  %2324 = add nsw i64 1642576, %2323
+  %2325 = mul nsw i64 %conv2.cv8713, 8
+  %2326 = add nsw i64 %2324, %2325
+  %arena259 = getelementptr inbounds float, ptr %arena, i64 %2326
   store <8 x float> %w141, ptr %arena259, align 4
   %w142 = load <8 x float>, ptr %conv2.w142, align 32
-  %2326 = mul nsw i64 %conv2.j8410, 49
-  %2327 = mul nsw i64 %conv2.ty8511, 7
-  %2328 = add nsw i64 %2326, %2327
-  %2329 = add nsw i64 %2328, %conv2.tx8612
-  %2330 = mul nsw i64 %2329, 16
-  %2331 = add nsw i64 1643360, %2330
-  %2332 = mul nsw i64 %conv2.cv8713, 8
-  %2333 = add nsw i64 %2331, %2332
-  %arena260 = getelementptr inbounds float, ptr %arena, i64 %2333
+  %2327 = mul nsw i64 %conv2.j8410, 49
+  %2328 = mul nsw i64 %conv2.ty8511, 7
+  %2329 = add nsw i64 %2327, %2328
+  %2330 = add nsw i64 %2329, %conv2.tx8612
+  %2331 = mul nsw i64 %2330, 16
+  %2332 = add nsw i64 1643360, %2331
+  %2333 = mul nsw i64 %conv2.cv8713, 8
+  %2334 = add nsw i64 %2332, %2333
+  %arena260 = getelementptr inbounds float, ptr %arena, i64 %2334
   store <8 x float> %w142, ptr %arena260, align 4
   %w143 = load <8 x float>, ptr %conv2.w143, align 32
-  %2334 = mul nsw i64 %conv2.j8410, 49
-  %2335 = mul nsw i64 %conv2.ty8511, 7
-  %2336 = add nsw i64 %2334, %2335
-  %2337 = add nsw i64 %2336, %conv2.tx8612
-  %2338 = mul nsw i64 %2337, 16
-  %2339 = add nsw i64 1644144, %2338
-  %2340 = mul nsw i64 %conv2.cv8713, 8
-  %2341 = add nsw i64 %2339, %2340
-  %arena261 = getelementptr inbounds float, ptr %arena, i64 %2341
+  %2335 = mul nsw i64 %conv2.j8410, 49
+  %2336 = mul nsw i64 %conv2.ty8511, 7
+  %2337 = add nsw i64 %2335, %2336
+  %2338 = add nsw i64 %2337, %conv2.tx8612
+  %2339 = mul nsw i64 %2338, 16
+  %2340 = add nsw i64 1644144, %2339
+  %2341 = mul nsw i64 %conv2.cv8713, 8
+  %2342 = add nsw i64 %2340, %2341
+  %arena261 = getelementptr inbounds float, ptr %arena, i64 %2342
   store <8 x float> %w143, ptr %arena261, align 4
   %w144 = load <8 x float>, ptr %conv2.w144, align 32
-  %2342 = mul nsw i64 %conv2.j8410, 49
-  %2343 = mul nsw i64 %conv2.ty8511, 7
-  %2344 = add nsw i64 %2342, %2343
-  %2345 = add nsw i64 %2344, %conv2.tx8612
-  %2346 = mul nsw i64 %2345, 16
-  %2347 = add nsw i64 1644928, %2346
-  %2348 = mul nsw i64 %conv2.cv8713, 8
-  %2349 = add nsw i64 %2347, %2348
-  %arena262 = getelementptr inbounds float, ptr %arena, i64 %2349
+  %2343 = mul nsw i64 %conv2.j8410, 49
+  %2344 = mul nsw i64 %conv2.ty8511, 7
+  %2345 = add nsw i64 %2343, %2344
+  %2346 = add nsw i64 %2345, %conv2.tx8612
+  %2347 = mul nsw i64 %2346, 16
+  %2348 = add nsw i64 1644928, %2347
+  %2349 = mul nsw i64 %conv2.cv8713, 8
+  %2350 = add nsw i64 %2348, %2349
+  %arena262 = getelementptr inbounds float, ptr %arena, i64 %2350
   store <8 x float> %w144, ptr %arena262, align 4
   %w145 = load <8 x float>, ptr %conv2.w145, align 32
-  %2350 = mul nsw i64 %conv2.j8410, 49
-  %2351 = mul nsw i64 %conv2.ty8511, 7
-  %2352 = add nsw i64 %2350, %2351
-  %2353 = add nsw i64 %2352, %conv2.tx8612
-  %2354 = mul nsw i64 %2353, 16
-  %2355 = add nsw i64 1645712, %2354
-  %2356 = mul nsw i64 %conv2.cv8713, 8
-  %2357 = add nsw i64 %2355, %2356
-  %arena263 = getelementptr inbounds float, ptr %arena, i64 %2357
+  %2351 = mul nsw i64 %conv2.j8410, 49
+  %2352 = mul nsw i64 %conv2.ty8511, 7
+  %2353 = add nsw i64 %2351, %2352
+  %2354 = add nsw i64 %2353, %conv2.tx8612
+  %2355 = mul nsw i64 %2354, 16
+  %2356 = add nsw i64 1645712, %2355
+  %2357 = mul nsw i64 %conv2.cv8713, 8
+  %2358 = add nsw i64 %2356, %2357
+  %arena263 = getelementptr inbounds float, ptr %arena, i64 %2358
   store <8 x float> %w145, ptr %arena263, align 4
   %w146 = load <8 x float>, ptr %conv2.w146, align 32
-  %2358 = mul nsw i64 %conv2.j8410, 49
-  %2359 = mul nsw i64 %conv2.ty8511, 7
-  %2360 = add nsw i64 %2358, %2359
-  %2361 = add nsw i64 %2360, %conv2.tx8612
-  %2362 = mul nsw i64 %2361, 16
-  %2363 = add nsw i64 1646496, %2362
-  %2364 = mul nsw i64 %conv2.cv8713, 8
-  %2365 = add nsw i64 %2363, %2364
-  %arena264 = getelementptr inbounds float, ptr %arena, i64 %2365
+  %2359 = mul nsw i64 %conv2.j8410, 49
+  %2360 = mul nsw i64 %conv2.ty8511, 7
+  %2361 = add nsw i64 %2359, %2360
+  %2362 = add nsw i64 %2361, %conv2.tx8612
+  %2363 = mul nsw i64 %2362, 16
+  %2364 = add nsw i64 1646496, %2363
+  %2365 = mul nsw i64 %conv2.cv8713, 8
+  %2366 = add nsw i64 %2364, %2365
+  %arena264 = getelementptr inbounds float, ptr %arena, i64 %2366
   store <8 x float> %w146, ptr %arena264, align 4
   %w147 = load <8 x float>, ptr %conv2.w147, align 32
-  %2366 = mul nsw i64 %conv2.j8410, 49
-  %2367 = mul nsw i64 %conv2.ty8511, 7
-  %2368 = add nsw i64 %2366, %2367
-  %2369 = add nsw i64 %2368, %conv2.tx8612
-  %2370 = mul nsw i64 %2369, 16
-  %2371 = add nsw i64 1647280, %2370
-  %2372 = mul nsw i64 %conv2.cv8713, 8
-  %2373 = add nsw i64 %2371, %2372
-  %arena265 = getelementptr inbounds float, ptr %arena, i64 %2373
+  %2367 = mul nsw i64 %conv2.j8410, 49
+  %2368 = mul nsw i64 %conv2.ty8511, 7
+  %2369 = add nsw i64 %2367, %2368
+  %2370 = add nsw i64 %2369, %conv2.tx8612
+  %2371 = mul nsw i64 %2370, 16
+  %2372 = add nsw i64 1647280, %2371
+  %2373 = mul nsw i64 %conv2.cv8713, 8
+  %2374 = add nsw i64 %2372, %2373
+  %arena265 = getelementptr inbounds float, ptr %arena, i64 %2374
   store <8 x float> %w147, ptr %arena265, align 4
   %w148 = load <8 x float>, ptr %conv2.w148, align 32
-  %2374 = mul nsw i64 %conv2.j8410, 49
-  %2375 = mul nsw i64 %conv2.ty8511, 7
-  %2376 = add nsw i64 %2374, %2375
-  %2377 = add nsw i64 %2376, %conv2.tx8612
-  %2378 = mul nsw i64 %2377, 16
-  %2379 = add nsw i64 1648064, %2378
-  %2380 = mul nsw i64 %conv2.cv8713, 8
-  %2381 = add nsw i64 %2379, %2380
-  %arena266 = getelementptr inbounds float, ptr %arena, i64 %2381
+  %2375 = mul nsw i64 %conv2.j8410, 49
+  %2376 = mul nsw i64 %conv2.ty8511, 7
+  %2377 = add nsw i64 %2375, %2376
+  %2378 = add nsw i64 %2377, %conv2.tx8612
+  %2379 = mul nsw i64 %2378, 16
+  %2380 = add nsw i64 1648064, %2379
+  %2381 = mul nsw i64 %conv2.cv8713, 8
+  %2382 = add nsw i64 %2380, %2381
+  %arena266 = getelementptr inbounds float, ptr %arena, i64 %2382
   store <8 x float> %w148, ptr %arena266, align 4
   %w149 = load <8 x float>, ptr %conv2.w149, align 32
-  %2382 = mul nsw i64 %conv2.j8410, 49
-  %2383 = mul nsw i64 %conv2.ty8511, 7
-  %2384 = add nsw i64 %2382, %2383
-  %2385 = add nsw i64 %2384, %conv2.tx8612
-  %2386 = mul nsw i64 %2385, 16
-  %2387 = add nsw i64 1648848, %2386
-  %2388 = mul nsw i64 %conv2.cv8713, 8
-  %2389 = add nsw i64 %2387, %2388
-  %arena267 = getelementptr inbounds float, ptr %arena, i64 %2389
+  %2383 = mul nsw i64 %conv2.j8410, 49
+  %2384 = mul nsw i64 %conv2.ty8511, 7
+  %2385 = add nsw i64 %2383, %2384
+  %2386 = add nsw i64 %2385, %conv2.tx8612
+  %2387 = mul nsw i64 %2386, 16
+  %2388 = add nsw i64 1648848, %2387
+  %2389 = mul nsw i64 %conv2.cv8713, 8
+  %2390 = add nsw i64 %2388, %2389
+  %arena267 = getelementptr inbounds float, ptr %arena, i64 %2390
   store <8 x float> %w149, ptr %arena267, align 4
   %w150 = load <8 x float>, ptr %conv2.w150, align 32
-  %2390 = mul nsw i64 %conv2.j8410, 49
-  %2391 = mul nsw i64 %conv2.ty8511, 7
-  %2392 = add nsw i64 %2390, %2391
-  %2393 = add nsw i64 %2392, %conv2.tx8612
-  %2394 = mul nsw i64 %2393, 16
-  %2395 = add nsw i64 1649632, %2394
-  %2396 = mul nsw i64 %conv2.cv8713, 8
-  %2397 = add nsw i64 %2395, %2396
-  %arena268 = getelementptr inbounds float, ptr %arena, i64 %2397
+  %2391 = mul nsw i64 %conv2.j8410, 49
+  %2392 = mul nsw i64 %conv2.ty8511, 7
+  %2393 = add nsw i64 %2391, %2392
+  %2394 = add nsw i64 %2393, %conv2.tx8612
+  %2395 = mul nsw i64 %2394, 16
+  %2396 = add nsw i64 1649632, %2395
+  %2397 = mul nsw i64 %conv2.cv8713, 8
+  %2398 = add nsw i64 %2396, %2397
+  %arena268 = getelementptr inbounds float, ptr %arena, i64 %2398
   store <8 x float> %w150, ptr %arena268, align 4
   %w151 = load <8 x float>, ptr %conv2.w151, align 32
-  %2398 = mul nsw i64 %conv2.j8410, 49
-  %2399 = mul nsw i64 %conv2.ty8511, 7
-  %2400 = add nsw i64 %2398, %2399
-  %2401 = add nsw i64 %2400, %conv2.tx8612
-  %2402 = mul nsw i64 %2401, 16
-  %2403 = add nsw i64 1650416, %2402
-  %2404 = mul nsw i64 %conv2.cv8713, 8
-  %2405 = add nsw i64 %2403, %2404
-  %arena269 = getelementptr inbounds float, ptr %arena, i64 %2405
+  %2399 = mul nsw i64 %conv2.j8410, 49
+  %2400 = mul nsw i64 %conv2.ty8511, 7
+  %2401 = add nsw i64 %2399, %2400
+  %2402 = add nsw i64 %2401, %conv2.tx8612
+  %2403 = mul nsw i64 %2402, 16
+  %2404 = add nsw i64 1650416, %2403
+  %2405 = mul nsw i64 %conv2.cv8713, 8
+  %2406 = add nsw i64 %2404, %2405
+  %arena269 = getelementptr inbounds float, ptr %arena, i64 %2406
   store <8 x float> %w151, ptr %arena269, align 4
   %w152 = load <8 x float>, ptr %conv2.w152, align 32
-  %2406 = mul nsw i64 %conv2.j8410, 49
-  %2407 = mul nsw i64 %conv2.ty8511, 7
-  %2408 = add nsw i64 %2406, %2407
-  %2409 = add nsw i64 %2408, %conv2.tx8612
-  %2410 = mul nsw i64 %2409, 16
-  %2411 = add nsw i64 1651200, %2410
-  %2412 = mul nsw i64 %conv2.cv8713, 8
-  %2413 = add nsw i64 %2411, %2412
-  %arena270 = getelementptr inbounds float, ptr %arena, i64 %2413
+  %2407 = mul nsw i64 %conv2.j8410, 49
+  %2408 = mul nsw i64 %conv2.ty8511, 7
+  %2409 = add nsw i64 %2407, %2408
+  %2410 = add nsw i64 %2409, %conv2.tx8612
+  %2411 = mul nsw i64 %2410, 16
+  %2412 = add nsw i64 1651200, %2411
+  %2413 = mul nsw i64 %conv2.cv8713, 8
+  %2414 = add nsw i64 %2412, %2413
+  %arena270 = getelementptr inbounds float, ptr %arena, i64 %2414
   store <8 x float> %w152, ptr %arena270, align 4
   %w153 = load <8 x float>, ptr %conv2.w153, align 32
-  %2414 = mul nsw i64 %conv2.j8410, 49
-  %2415 = mul nsw i64 %conv2.ty8511, 7
-  %2416 = add nsw i64 %2414, %2415
-  %2417 = add nsw i64 %2416, %conv2.tx8612
-  %2418 = mul nsw i64 %2417, 16
-  %2419 = add nsw i64 1651984, %2418
-  %2420 = mul nsw i64 %conv2.cv8713, 8
-  %2421 = add nsw i64 %2419, %2420
-  %arena271 = getelementptr inbounds float, ptr %arena, i64 %2421
+  %2415 = mul nsw i64 %conv2.j8410, 49
+  %2416 = mul nsw i64 %conv2.ty8511, 7
+  %2417 = add nsw i64 %2415, %2416
+  %2418 = add nsw i64 %2417, %conv2.tx8612
+  %2419 = mul nsw i64 %2418, 16
+  %2420 = add nsw i64 1651984, %2419
+  %2421 = mul nsw i64 %conv2.cv8713, 8
+  %2422 = add nsw i64 %2420, %2421
+  %arena271 = getelementptr inbounds float, ptr %arena, i64 %2422
   store <8 x float> %w153, ptr %arena271, align 4
   %w154 = load <8 x float>, ptr %conv2.w154, align 32
-  %2422 = mul nsw i64 %conv2.j8410, 49
-  %2423 = mul nsw i64 %conv2.ty8511, 7
-  %2424 = add nsw i64 %2422, %2423
-  %2425 = add nsw i64 %2424, %conv2.tx8612
-  %2426 = mul nsw i64 %2425, 16
-  %2427 = add nsw i64 1652768, %2426
-  %2428 = mul nsw i64 %conv2.cv8713, 8
-  %2429 = add nsw i64 %2427, %2428
-  %arena272 = getelementptr inbounds float, ptr %arena, i64 %2429
+  %2423 = mul nsw i64 %conv2.j8410, 49
+  %2424 = mul nsw i64 %conv2.ty8511, 7
+  %2425 = add nsw i64 %2423, %2424
+  %2426 = add nsw i64 %2425, %conv2.tx8612
+  %2427 = mul nsw i64 %2426, 16
+  %2428 = add nsw i64 1652768, %2427
+  %2429 = mul nsw i64 %conv2.cv8713, 8
+  %2430 = add nsw i64 %2428, %2429
+  %arena272 = getelementptr inbounds float, ptr %arena, i64 %2430
   store <8 x float> %w154, ptr %arena272, align 4
   %w155 = load <8 x float>, ptr %conv2.w155, align 32
-  %2430 = mul nsw i64 %conv2.j8410, 49
-  %2431 = mul nsw i64 %conv2.ty8511, 7
-  %2432 = add nsw i64 %2430, %2431
-  %2433 = add nsw i64 %2432, %conv2.tx8612
-  %2434 = mul nsw i64 %2433, 16
-  %2435 = add nsw i64 1653552, %2434
-  %2436 = mul nsw i64 %conv2.cv8713, 8
-  %2437 = add nsw i64 %2435, %2436
-  %arena273 = getelementptr inbounds float, ptr %arena, i64 %2437
+  %2431 = mul nsw i64 %conv2.j8410, 49
+  %2432 = mul nsw i64 %conv2.ty8511, 7
+  %2433 = add nsw i64 %2431, %2432
+  %2434 = add nsw i64 %2433, %conv2.tx8612
+  %2435 = mul nsw i64 %2434, 16
+  %2436 = add nsw i64 1653552, %2435
+  %2437 = mul nsw i64 %conv2.cv8713, 8
+  %2438 = add nsw i64 %2436, %2437
+  %arena273 = getelementptr inbounds float, ptr %arena, i64 %2438
   store <8 x float> %w155, ptr %arena273, align 4
   %w156 = load <8 x float>, ptr %conv2.w156, align 32
-  %2438 = mul nsw i64 %conv2.j8410, 49
-  %2439 = mul nsw i64 %conv2.ty8511, 7
-  %2440 = add nsw i64 %2438, %2439
-  %2441 = add nsw i64 %2440, %conv2.tx8612
-  %2442 = mul nsw i64 %2441, 16
-  %2443 = add nsw i64 1654336, %2442
-  %2444 = mul nsw i64 %conv2.cv8713, 8
-  %2445 = add nsw i64 %2443, %2444
-  %arena274 = getelementptr inbounds float, ptr %arena, i64 %2445
+  %2439 = mul nsw i64 %conv2.j8410, 49
+  %2440 = mul nsw i64 %conv2.ty8511, 7
+  %2441 = add nsw i64 %2439, %2440
+  %2442 = add nsw i64 %2441, %conv2.tx8612
+  %2443 = mul nsw i64 %2442, 16
+  %2444 = add nsw i64 1654336, %2443
+  %2445 = mul nsw i64 %conv2.cv8713, 8
+  %2446 = add nsw i64 %2444, %2445
+  %arena274 = getelementptr inbounds float, ptr %arena, i64 %2446
   store <8 x float> %w156, ptr %arena274, align 4
   %w157 = load <8 x float>, ptr %conv2.w157, align 32
-  %2446 = mul nsw i64 %conv2.j8410, 49
-  %2447 = mul nsw i64 %conv2.ty8511, 7
-  %2448 = add nsw i64 %2446, %2447
-  %2449 = add nsw i64 %2448, %conv2.tx8612
-  %2450 = mul nsw i64 %2449, 16
-  %2451 = add nsw i64 1655120, %2450
-  %2452 = mul nsw i64 %conv2.cv8713, 8
-  %2453 = add nsw i64 %2451, %2452
-  %arena275 = getelementptr inbounds float, ptr %arena, i64 %2453
+  %2447 = mul nsw i64 %conv2.j8410, 49
+  %2448 = mul nsw i64 %conv2.ty8511, 7
+  %2449 = add nsw i64 %2447, %2448
+  %2450 = add nsw i64 %2449, %conv2.tx8612
+  %2451 = mul nsw i64 %2450, 16
+  %2452 = add nsw i64 1655120, %2451
+  %2453 = mul nsw i64 %conv2.cv8713, 8
+  %2454 = add nsw i64 %2452, %2453
+  %arena275 = getelementptr inbounds float, ptr %arena, i64 %2454
   store <8 x float> %w157, ptr %arena275, align 4
   %w158 = load <8 x float>, ptr %conv2.w158, align 32
-  %2454 = mul nsw i64 %conv2.j8410, 49
-  %2455 = mul nsw i64 %conv2.ty8511, 7
-  %2456 = add nsw i64 %2454, %2455
-  %2457 = add nsw i64 %2456, %conv2.tx8612
-  %2458 = mul nsw i64 %2457, 16
-  %2459 = add nsw i64 1655904, %2458
-  %2460 = mul nsw i64 %conv2.cv8713, 8
-  %2461 = add nsw i64 %2459, %2460
-  %arena276 = getelementptr inbounds float, ptr %arena, i64 %2461
+  %2455 = mul nsw i64 %conv2.j8410, 49
+  %2456 = mul nsw i64 %conv2.ty8511, 7
+  %2457 = add nsw i64 %2455, %2456
+  %2458 = add nsw i64 %2457, %conv2.tx8612
+  %2459 = mul nsw i64 %2458, 16
+  %2460 = add nsw i64 1655904, %2459
+  %2461 = mul nsw i64 %conv2.cv8713, 8
+  %2462 = add nsw i64 %2460, %2461
+  %arena276 = getelementptr inbounds float, ptr %arena, i64 %2462
   store <8 x float> %w158, ptr %arena276, align 4
   %w159 = load <8 x float>, ptr %conv2.w159, align 32
-  %2462 = mul nsw i64 %conv2.j8410, 49
-  %2463 = mul nsw i64 %conv2.ty8511, 7
-  %2464 = add nsw i64 %2462, %2463
-  %2465 = add nsw i64 %2464, %conv2.tx8612
-  %2466 = mul nsw i64 %2465, 16
-  %2467 = add nsw i64 1656688, %2466
-  %2468 = mul nsw i64 %conv2.cv8713, 8
-  %2469 = add nsw i64 %2467, %2468
-  %arena277 = getelementptr inbounds float, ptr %arena, i64 %2469
+  %2463 = mul nsw i64 %conv2.j8410, 49
+  %2464 = mul nsw i64 %conv2.ty8511, 7
+  %2465 = add nsw i64 %2463, %2464
+  %2466 = add nsw i64 %2465, %conv2.tx8612
+  %2467 = mul nsw i64 %2466, 16
+  %2468 = add nsw i64 1656688, %2467
+  %2469 = mul nsw i64 %conv2.cv8713, 8
+  %2470 = add nsw i64 %2468, %2469
+  %arena277 = getelementptr inbounds float, ptr %arena, i64 %2470
   store <8 x float> %w159, ptr %arena277, align 4
   %cv87.next = add nsw i64 %conv2.cv8713, 1
-  %2470 = icmp slt i64 %cv87.next, 2
-  br i1 %2470, label %conv2.cv87, label %conv2.cv87.end
+  %2471 = icmp slt i64 %cv87.next, 2
+  br i1 %2471, label %conv2.cv87, label %conv2.cv87.end
 
 conv2.cv87.end:                                   ; preds = %conv2.cv87
   %tx86.next = add nsw i64 %conv2.tx8612, 1
-  %2471 = icmp slt i64 %tx86.next, 7
-  br i1 %2471, label %conv2.tx86, label %conv2.tx86.end
+  %2472 = icmp slt i64 %tx86.next, 7
+  br i1 %2472, label %conv2.tx86, label %conv2.tx86.end
 
 conv2.part160.pool:                               ; preds = %conv2.j84.end
   %run = load ptr, ptr %pool, align 8
@@ -22506,22 +22519,22 @@ conv2.part160.serial:                             ; preds = %conv2.j84.end
 
 conv2.part160.done:                               ; preds = %conv2.part160.end, %conv2.part160.pool
   %g79.next = add nsw i64 %conv2.g793, 1
-  %2472 = icmp slt i64 %g79.next, 64
-  br i1 %2472, label %conv2.g79, label %conv2.g79.end
+  %2473 = icmp slt i64 %g79.next, 64
+  br i1 %2473, label %conv2.g79, label %conv2.g79.end
 
 conv2.part160:                                    ; preds = %conv2.part160, %conv2.part160.serial
   %conv2.part160278 = phi i64 [ 0, %conv2.part160.serial ], [ %part160.next, %conv2.part160 ]
-  call void @residual_infer_b64.k1.conv2.part160(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.g793, i64 %conv2.part160278)
+  call void @residual_infer_b64.k1.conv2.part160(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.g793, i64 %conv2.part160278)
   %part160.next = add nsw i64 %conv2.part160278, 1
-  %2473 = icmp slt i64 %part160.next, 2
-  br i1 %2473, label %conv2.part160, label %conv2.part160.end
+  %2474 = icmp slt i64 %part160.next, 2
+  br i1 %2474, label %conv2.part160, label %conv2.part160.end
 
 conv2.part160.end:                                ; preds = %conv2.part160
   br label %conv2.part160.done
 }
 
 ; Function Attrs: noinline
-define internal void @residual_infer_b64.k1.conv2.part160(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
+define internal void @residual_infer_b64.k1.conv2.part160(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
 entry:
   %conv2.w212 = alloca <8 x float>, align 32
   %conv2.w211 = alloca <8 x float>, align 32
@@ -22567,7 +22580,7 @@ entry:
 
 conv2.xi161:                                      ; preds = %conv2.xi161, %entry
   %conv2.xi1611 = phi i64 [ 0, %entry ], [ %xi161.next, %conv2.xi161 ]
-  call void @residual_infer_b64.k1.conv2.part160.gemm168(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.xi1611, i64 %1)
+  call void @residual_infer_b64.k1.conv2.part160.gemm168(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.xi1611, i64 %1)
   %xi161.next = add nsw i64 %conv2.xi1611, 1
   %2 = icmp slt i64 %xi161.next, 36
   br i1 %2, label %conv2.xi161, label %conv2.xi161.end
@@ -24847,7 +24860,7 @@ conv2.q218.end:                                   ; preds = %conv2.q218
 }
 
 ; Function Attrs: noinline
-define internal void @residual_infer_b64.k1.conv2.part160.gemm168(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
+define internal void @residual_infer_b64.k1.conv2.part160.gemm168(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
 entry:
   %conv2.t166_a6 = alloca <8 x float>, align 32
   %conv2.t166_a5 = alloca <8 x float>, align 32
@@ -24933,692 +24946,694 @@ conv2.mb163.end:                                  ; preds = %conv2.k165.end
 conv2.k165:                                       ; preds = %conv2.k165, %conv2.mb163
   %conv2.k1653 = phi i64 [ 0, %conv2.mb163 ], [ %k165.next, %conv2.k165 ]
   %2 = mul nsw i64 %0, 256
-  %3 = add nsw i64 2408448, %2
-  %4 = mul nsw i64 %1, 8
-  %5 = add nsw i64 %3, %4
-  %6 = mul nsw i64 %conv2.k1653, 16
-  %7 = add nsw i64 %5, %6
-  %8 = mul nsw i64 %conv2.nb1621, 8
-  %9 = add nsw i64 %7, %8
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %9
-  %10 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %10, ptr %conv2.t164_b0, align 32
-  %11 = mul nsw i64 %0, 784
-  %12 = add nsw i64 1629248, %11
-  %13 = mul nsw i64 %conv2.mb1632, 14
-  %14 = mul nsw i64 %13, 16
-  %15 = add nsw i64 %12, %14
-  %16 = add nsw i64 %15, %conv2.k1653
-  %arena5 = getelementptr inbounds float, ptr %arena, i64 %16
-  %17 = load float, ptr %arena5, align 4
-  %18 = insertelement <8 x float> undef, float %17, i32 0
-  %19 = shufflevector <8 x float> %18, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %19, ptr %conv2.t164_a0, align 32
+  %3 = mul nsw i64 %1, 8
+  %4 = add nsw i64 %2, %3
+  %5 = mul nsw i64 %conv2.k1653, 16
+  %6 = add nsw i64 %4, %5
+  %7 = mul nsw i64 %conv2.nb1621, 8
+  %8 = add nsw i64 %6, %7
+  %prepared4 = getelementptr inbounds float, ptr %prepared, i64 %8
+  %9 = load <8 x float>, ptr %prepared4, align 4
+  store <8 x float> %9, ptr %conv2.t164_b0, align 32
+  %10 = mul nsw i64 %0, 784
+  %11 = add nsw i64 1629248, %10
+  %12 = mul nsw i64 %conv2.mb1632, 14
+  %13 = mul nsw i64 %12, 16
+  %14 = add nsw i64 %11, %13
+  %15 = add nsw i64 %14, %conv2.k1653
+  %arena5 = getelementptr inbounds float, ptr %arena, i64 %15
+  %16 = load float, ptr %arena5, align 4
+  %17 = insertelement <8 x float> undef, float %16, i32 0
+  %18 = shufflevector <8 x float> %17, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %18, ptr %conv2.t164_a0, align 32
   %t164_a0 = load <8 x float>, ptr %conv2.t164_a0, align 32
   %t164_b0 = load <8 x float>, ptr %conv2.t164_b0, align 32
   %t164_c0_0 = load <8 x float>, ptr %conv2.t164_c0_0, align 32
-  %20 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t164_a0, <8 x float> %t164_b0, <8 x float> %t164_c0_0)
-  store <8 x float> %20, ptr %conv2.t164_c0_0, align 32
-  %21 = mul nsw i64 %0, 784
-  %22 = add nsw i64 1629248, %21
-  %23 = mul nsw i64 %conv2.mb1632, 14
-  %24 = add nsw i64 %23, 1
-  %25 = mul nsw i64 %24, 16
-  %26 = add nsw i64 %22, %25
-  %27 = add nsw i64 %26, %conv2.k1653
-  %arena6 = getelementptr inbounds float, ptr %arena, i64 %27
-  %28 = load float, ptr %arena6, align 4
-  %29 = insertelement <8 x float> undef, float %28, i32 0
-  %30 = shufflevector <8 x float> %29, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %30, ptr %conv2.t164_a1, align 32
+  %19 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t164_a0, <8 x float> %t164_b0, <8 x float> %t164_c0_0)
+  store <8 x float> %19, ptr %conv2.t164_c0_0, align 32
+  %20 = mul nsw i64 %0, 784
+  %21 = add nsw i64 1629248, %20
+  %22 = mul nsw i64 %conv2.mb1632, 14
+  %23 = add nsw i64 %22, 1
+  %24 = mul nsw i64 %23, 16
+  %25 = add nsw i64 %21, %24
+  %26 = add nsw i64 %25, %conv2.k1653
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %26
+  %27 = load float, ptr %arena6, align 4
+  %28 = insertelement <8 x float> undef, float %27, i32 0
+  %29 = shufflevector <8 x float> %28, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %29, ptr %conv2.t164_a1, align 32
   %t164_a1 = load <8 x float>, ptr %conv2.t164_a1, align 32
   %t164_b07 = load <8 x float>, ptr %conv2.t164_b0, align 32
   %t164_c1_0 = load <8 x float>, ptr %conv2.t164_c1_0, align 32
-  %31 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t164_a1, <8 x float> %t164_b07, <8 x float> %t164_c1_0)
-  store <8 x float> %31, ptr %conv2.t164_c1_0, align 32
-  %32 = mul nsw i64 %0, 784
-  %33 = add nsw i64 1629248, %32
-  %34 = mul nsw i64 %conv2.mb1632, 14
-  %35 = add nsw i64 %34, 2
-  %36 = mul nsw i64 %35, 16
-  %37 = add nsw i64 %33, %36
-  %38 = add nsw i64 %37, %conv2.k1653
-  %arena8 = getelementptr inbounds float, ptr %arena, i64 %38
-  %39 = load float, ptr %arena8, align 4
-  %40 = insertelement <8 x float> undef, float %39, i32 0
-  %41 = shufflevector <8 x float> %40, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %41, ptr %conv2.t164_a2, align 32
+  %30 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t164_a1, <8 x float> %t164_b07, <8 x float> %t164_c1_0)
+  store <8 x float> %30, ptr %conv2.t164_c1_0, align 32
+  %31 = mul nsw i64 %0, 784
+  %32 = add nsw i64 1629248, %31
+  %33 = mul nsw i64 %conv2.mb1632, 14
+  %34 = add nsw i64 %33, 2
+  %35 = mul nsw i64 %34, 16
+  %36 = add nsw i64 %32, %35
+  %37 = add nsw i64 %36, %conv2.k1653
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %37
+  %38 = load float, ptr %arena8, align 4
+  %39 = insertelement <8 x float> undef, float %38, i32 0
+  %40 = shufflevector <8 x float> %39, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %40, ptr %conv2.t164_a2, align 32
   %t164_a2 = load <8 x float>, ptr %conv2.t164_a2, align 32
   %t164_b09 = load <8 x float>, ptr %conv2.t164_b0, align 32
   %t164_c2_0 = load <8 x float>, ptr %conv2.t164_c2_0, align 32
-  %42 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t164_a2, <8 x float> %t164_b09, <8 x float> %t164_c2_0)
-  store <8 x float> %42, ptr %conv2.t164_c2_0, align 32
-  %43 = mul nsw i64 %0, 784
-  %44 = add nsw i64 1629248, %43
-  %45 = mul nsw i64 %conv2.mb1632, 14
-  %46 = add nsw i64 %45, 3
-  %47 = mul nsw i64 %46, 16
-  %48 = add nsw i64 %44, %47
-  %49 = add nsw i64 %48, %conv2.k1653
-  %arena10 = getelementptr inbounds float, ptr %arena, i64 %49
-  %50 = load float, ptr %arena10, align 4
-  %51 = insertelement <8 x float> undef, float %50, i32 0
-  %52 = shufflevector <8 x float> %51, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %52, ptr %conv2.t164_a3, align 32
+  %41 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t164_a2, <8 x float> %t164_b09, <8 x float> %t164_c2_0)
+  store <8 x float> %41, ptr %conv2.t164_c2_0, align 32
+  %42 = mul nsw i64 %0, 784
+  %43 = add nsw i64 1629248, %42
+  %44 = mul nsw i64 %conv2.mb1632, 14
+  %45 = add nsw i64 %44, 3
+  %46 = mul nsw i64 %45, 16
+  %47 = add nsw i64 %43, %46
+  %48 = add nsw i64 %47, %conv2.k1653
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 %48
+  %49 = load float, ptr %arena10, align 4
+  %50 = insertelement <8 x float> undef, float %49, i32 0
+  %51 = shufflevector <8 x float> %50, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %51, ptr %conv2.t164_a3, align 32
   %t164_a3 = load <8 x float>, ptr %conv2.t164_a3, align 32
   %t164_b011 = load <8 x float>, ptr %conv2.t164_b0, align 32
   %t164_c3_0 = load <8 x float>, ptr %conv2.t164_c3_0, align 32
-  %53 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t164_a3, <8 x float> %t164_b011, <8 x float> %t164_c3_0)
-  store <8 x float> %53, ptr %conv2.t164_c3_0, align 32
-  %54 = mul nsw i64 %0, 784
-  %55 = add nsw i64 1629248, %54
-  %56 = mul nsw i64 %conv2.mb1632, 14
-  %57 = add nsw i64 %56, 4
-  %58 = mul nsw i64 %57, 16
-  %59 = add nsw i64 %55, %58
-  %60 = add nsw i64 %59, %conv2.k1653
-  %arena12 = getelementptr inbounds float, ptr %arena, i64 %60
-  %61 = load float, ptr %arena12, align 4
-  %62 = insertelement <8 x float> undef, float %61, i32 0
-  %63 = shufflevector <8 x float> %62, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %63, ptr %conv2.t164_a4, align 32
+  %52 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t164_a3, <8 x float> %t164_b011, <8 x float> %t164_c3_0)
+  store <8 x float> %52, ptr %conv2.t164_c3_0, align 32
+  %53 = mul nsw i64 %0, 784
+  %54 = add nsw i64 1629248, %53
+  %55 = mul nsw i64 %conv2.mb1632, 14
+  %56 = add nsw i64 %55, 4
+  %57 = mul nsw i64 %56, 16
+  %58 = add nsw i64 %54, %57
+  %59 = add nsw i64 %58, %conv2.k1653
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 %59
+  %60 = load float, ptr %arena12, align 4
+  %61 = insertelement <8 x float> undef, float %60, i32 0
+  %62 = shufflevector <8 x float> %61, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %62, ptr %conv2.t164_a4, align 32
   %t164_a4 = load <8 x float>, ptr %conv2.t164_a4, align 32
   %t164_b013 = load <8 x float>, ptr %conv2.t164_b0, align 32
   %t164_c4_0 = load <8 x float>, ptr %conv2.t164_c4_0, align 32
-  %64 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t164_a4, <8 x float> %t164_b013, <8 x float> %t164_c4_0)
-  store <8 x float> %64, ptr %conv2.t164_c4_0, align 32
-  %65 = mul nsw i64 %0, 784
-  %66 = add nsw i64 1629248, %65
-  %67 = mul nsw i64 %conv2.mb1632, 14
-  %68 = add nsw i64 %67, 5
-  %69 = mul nsw i64 %68, 16
-  %70 = add nsw i64 %66, %69
-  %71 = add nsw i64 %70, %conv2.k1653
-  %arena14 = getelementptr inbounds float, ptr %arena, i64 %71
-  %72 = load float, ptr %arena14, align 4
-  %73 = insertelement <8 x float> undef, float %72, i32 0
-  %74 = shufflevector <8 x float> %73, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %74, ptr %conv2.t164_a5, align 32
+  %63 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t164_a4, <8 x float> %t164_b013, <8 x float> %t164_c4_0)
+  store <8 x float> %63, ptr %conv2.t164_c4_0, align 32
+  %64 = mul nsw i64 %0, 784
+  %65 = add nsw i64 1629248, %64
+  %66 = mul nsw i64 %conv2.mb1632, 14
+  %67 = add nsw i64 %66, 5
+  %68 = mul nsw i64 %67, 16
+  %69 = add nsw i64 %65, %68
+  %70 = add nsw i64 %69, %conv2.k1653
+  %arena14 = getelementptr inbounds float, ptr %arena, i64 %70
+  %71 = load float, ptr %arena14, align 4
+  %72 = insertelement <8 x float> undef, float %71, i32 0
+  %73 = shufflevector <8 x float> %72, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %73, ptr %conv2.t164_a5, align 32
   %t164_a5 = load <8 x float>, ptr %conv2.t164_a5, align 32
   %t164_b015 = load <8 x float>, ptr %conv2.t164_b0, align 32
   %t164_c5_0 = load <8 x float>, ptr %conv2.t164_c5_0, align 32
-  %75 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t164_a5, <8 x float> %t164_b015, <8 x float> %t164_c5_0)
-  store <8 x float> %75, ptr %conv2.t164_c5_0, align 32
-  %76 = mul nsw i64 %0, 784
-  %77 = add nsw i64 1629248, %76
-  %78 = mul nsw i64 %conv2.mb1632, 14
-  %79 = add nsw i64 %78, 6
-  %80 = mul nsw i64 %79, 16
-  %81 = add nsw i64 %77, %80
-  %82 = add nsw i64 %81, %conv2.k1653
-  %arena16 = getelementptr inbounds float, ptr %arena, i64 %82
-  %83 = load float, ptr %arena16, align 4
-  %84 = insertelement <8 x float> undef, float %83, i32 0
-  %85 = shufflevector <8 x float> %84, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %85, ptr %conv2.t164_a6, align 32
+  %74 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t164_a5, <8 x float> %t164_b015, <8 x float> %t164_c5_0)
+  store <8 x float> %74, ptr %conv2.t164_c5_0, align 32
+  %75 = mul nsw i64 %0, 784
+  %76 = add nsw i64 1629248, %75
+  %77 = mul nsw i64 %conv2.mb1632, 14
+  %78 = add nsw i64 %77, 6
+  %79 = mul nsw i64 %78, 16
+  %80 = add nsw i64 %76, %79
+  %81 = add nsw i64 %80, %conv2.k1653
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %81
+  %82 = load float, ptr %arena16, align 4
+  %83 = insertelement <8 x float> undef, float %82, i32 0
+  %84 = shufflevector <8 x float> %83, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %84, ptr %conv2.t164_a6, align 32
   %t164_a6 = load <8 x float>, ptr %conv2.t164_a6, align 32
   %t164_b017 = load <8 x float>, ptr %conv2.t164_b0, align 32
   %t164_c6_0 = load <8 x float>, ptr %conv2.t164_c6_0, align 32
-  %86 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t164_a6, <8 x float> %t164_b017, <8 x float> %t164_c6_0)
-  store <8 x float> %86, ptr %conv2.t164_c6_0, align 32
-  %87 = mul nsw i64 %0, 784
-  %88 = add nsw i64 1629248, %87
-  %89 = mul nsw i64 %conv2.mb1632, 14
-  %90 = add nsw i64 %89, 7
-  %91 = mul nsw i64 %90, 16
-  %92 = add nsw i64 %88, %91
-  %93 = add nsw i64 %92, %conv2.k1653
-  %arena18 = getelementptr inbounds float, ptr %arena, i64 %93
-  %94 = load float, ptr %arena18, align 4
-  %95 = insertelement <8 x float> undef, float %94, i32 0
-  %96 = shufflevector <8 x float> %95, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %96, ptr %conv2.t164_a7, align 32
+  %85 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t164_a6, <8 x float> %t164_b017, <8 x float> %t164_c6_0)
+  store <8 x float> %85, ptr %conv2.t164_c6_0, align 32
+  %86 = mul nsw i64 %0, 784
+  %87 = add nsw i64 1629248, %86
+  %88 = mul nsw i64 %conv2.mb1632, 14
+  %89 = add nsw i64 %88, 7
+  %90 = mul nsw i64 %89, 16
+  %91 = add nsw i64 %87, %90
+  %92 = add nsw i64 %91, %conv2.k1653
+  %arena18 = getelementptr inbounds float, ptr %arena, i64 %92
+  %93 = load float, ptr %arena18, align 4
+  %94 = insertelement <8 x float> undef, float %93, i32 0
+  %95 = shufflevector <8 x float> %94, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %95, ptr %conv2.t164_a7, align 32
   %t164_a7 = load <8 x float>, ptr %conv2.t164_a7, align 32
   %t164_b019 = load <8 x float>, ptr %conv2.t164_b0, align 32
   %t164_c7_0 = load <8 x float>, ptr %conv2.t164_c7_0, align 32
-  %97 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t164_a7, <8 x float> %t164_b019, <8 x float> %t164_c7_0)
-  store <8 x float> %97, ptr %conv2.t164_c7_0, align 32
-  %98 = mul nsw i64 %0, 784
-  %99 = add nsw i64 1629248, %98
-  %100 = mul nsw i64 %conv2.mb1632, 14
-  %101 = add nsw i64 %100, 8
-  %102 = mul nsw i64 %101, 16
-  %103 = add nsw i64 %99, %102
-  %104 = add nsw i64 %103, %conv2.k1653
-  %arena20 = getelementptr inbounds float, ptr %arena, i64 %104
-  %105 = load float, ptr %arena20, align 4
-  %106 = insertelement <8 x float> undef, float %105, i32 0
-  %107 = shufflevector <8 x float> %106, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %107, ptr %conv2.t164_a8, align 32
+  %96 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t164_a7, <8 x float> %t164_b019, <8 x float> %t164_c7_0)
+  store <8 x float> %96, ptr %conv2.t164_c7_0, align 32
+  %97 = mul nsw i64 %0, 784
+  %98 = add nsw i64 1629248, %97
+  %99 = mul nsw i64 %conv2.mb1632, 14
+  %100 = add nsw i64 %99, 8
+  %101 = mul nsw i64 %100, 16
+  %102 = add nsw i64 %98, %101
+  %103 = add nsw i64 %102, %conv2.k1653
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %103
+  %104 = load float, ptr %arena20, align 4
+  %105 = insertelement <8 x float> undef, float %104, i32 0
+  %106 = shufflevector <8 x float> %105, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %106, ptr %conv2.t164_a8, align 32
   %t164_a8 = load <8 x float>, ptr %conv2.t164_a8, align 32
   %t164_b021 = load <8 x float>, ptr %conv2.t164_b0, align 32
   %t164_c8_0 = load <8 x float>, ptr %conv2.t164_c8_0, align 32
-  %108 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t164_a8, <8 x float> %t164_b021, <8 x float> %t164_c8_0)
-  store <8 x float> %108, ptr %conv2.t164_c8_0, align 32
-  %109 = mul nsw i64 %0, 784
-  %110 = add nsw i64 1629248, %109
-  %111 = mul nsw i64 %conv2.mb1632, 14
-  %112 = add nsw i64 %111, 9
-  %113 = mul nsw i64 %112, 16
-  %114 = add nsw i64 %110, %113
-  %115 = add nsw i64 %114, %conv2.k1653
-  %arena22 = getelementptr inbounds float, ptr %arena, i64 %115
-  %116 = load float, ptr %arena22, align 4
-  %117 = insertelement <8 x float> undef, float %116, i32 0
-  %118 = shufflevector <8 x float> %117, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %118, ptr %conv2.t164_a9, align 32
+  %107 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t164_a8, <8 x float> %t164_b021, <8 x float> %t164_c8_0)
+  store <8 x float> %107, ptr %conv2.t164_c8_0, align 32
+  %108 = mul nsw i64 %0, 784
+  %109 = add nsw i64 1629248, %108
+  %110 = mul nsw i64 %conv2.mb1632, 14
+  %111 = add nsw i64 %110, 9
+  %112 = mul nsw i64 %111, 16
+  %113 = add nsw i64 %109, %112
+  %114 = add nsw i64 %113, %conv2.k1653
+  %arena22 = getelementptr inbounds float, ptr %arena, i64 %114
+  %115 = load float, ptr %arena22, align 4
+  %116 = insertelement <8 x float> undef, float %115, i32 0
+  %117 = shufflevector <8 x float> %116, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %117, ptr %conv2.t164_a9, align 32
   %t164_a9 = load <8 x float>, ptr %conv2.t164_a9, align 32
   %t164_b023 = load <8 x float>, ptr %conv2.t164_b0, align 32
   %t164_c9_0 = load <8 x float>, ptr %conv2.t164_c9_0, align 32
-  %119 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t164_a9, <8 x float> %t164_b023, <8 x float> %t164_c9_0)
-  store <8 x float> %119, ptr %conv2.t164_c9_0, align 32
-  %120 = mul nsw i64 %0, 784
-  %121 = add nsw i64 1629248, %120
-  %122 = mul nsw i64 %conv2.mb1632, 14
-  %123 = add nsw i64 %122, 10
-  %124 = mul nsw i64 %123, 16
-  %125 = add nsw i64 %121, %124
-  %126 = add nsw i64 %125, %conv2.k1653
-  %arena24 = getelementptr inbounds float, ptr %arena, i64 %126
-  %127 = load float, ptr %arena24, align 4
-  %128 = insertelement <8 x float> undef, float %127, i32 0
-  %129 = shufflevector <8 x float> %128, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %129, ptr %conv2.t164_a10, align 32
+  %118 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t164_a9, <8 x float> %t164_b023, <8 x float> %t164_c9_0)
+  store <8 x float> %118, ptr %conv2.t164_c9_0, align 32
+  %119 = mul nsw i64 %0, 784
+  %120 = add nsw i64 1629248, %119
+  %121 = mul nsw i64 %conv2.mb1632, 14
+  %122 = add nsw i64 %121, 10
+  %123 = mul nsw i64 %122, 16
+  %124 = add nsw i64 %120, %123
+  %125 = add nsw i64 %124, %conv2.k1653
+  %arena24 = getelementptr inbounds float, ptr %arena, i64 %125
+  %126 = load float, ptr %arena24, align 4
+  %127 = insertelement <8 x float> undef, float %126, i32 0
+  %128 = shufflevector <8 x float> %127, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %128, ptr %conv2.t164_a10, align 32
   %t164_a10 = load <8 x float>, ptr %conv2.t164_a10, align 32
   %t164_b025 = load <8 x float>, ptr %conv2.t164_b0, align 32
   %t164_c10_0 = load <8 x float>, ptr %conv2.t164_c10_0, align 32
-  %130 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t164_a10, <8 x float> %t164_b025, <8 x float> %t164_c10_0)
-  store <8 x float> %130, ptr %conv2.t164_c10_0, align 32
-  %131 = mul nsw i64 %0, 784
-  %132 = add nsw i64 1629248, %131
-  %133 = mul nsw i64 %conv2.mb1632, 14
-  %134 = add nsw i64 %133, 11
-  %135 = mul nsw i64 %134, 16
-  %136 = add nsw i64 %132, %135
-  %137 = add nsw i64 %136, %conv2.k1653
-  %arena26 = getelementptr inbounds float, ptr %arena, i64 %137
-  %138 = load float, ptr %arena26, align 4
-  %139 = insertelement <8 x float> undef, float %138, i32 0
-  %140 = shufflevector <8 x float> %139, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %140, ptr %conv2.t164_a11, align 32
+  %129 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t164_a10, <8 x float> %t164_b025, <8 x float> %t164_c10_0)
+  store <8 x float> %129, ptr %conv2.t164_c10_0, align 32
+  %130 = mul nsw i64 %0, 784
+  %131 = add nsw i64 1629248, %130
+  %132 = mul nsw i64 %conv2.mb1632, 14
+  %133 = add nsw i64 %132, 11
+  %134 = mul nsw i64 %133, 16
+  %135 = add nsw i64 %131, %134
+  %136 = add nsw i64 %135, %conv2.k1653
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 %136
+  %137 = load float, ptr %arena26, align 4
+  %138 = insertelement <8 x float> undef, float %137, i32 0
+  %139 = shufflevector <8 x float> %138, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %139, ptr %conv2.t164_a11, align 32
   %t164_a11 = load <8 x float>, ptr %conv2.t164_a11, align 32
   %t164_b027 = load <8 x float>, ptr %conv2.t164_b0, align 32
   %t164_c11_0 = load <8 x float>, ptr %conv2.t164_c11_0, align 32
-  %141 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t164_a11, <8 x float> %t164_b027, <8 x float> %t164_c11_0)
-  store <8 x float> %141, ptr %conv2.t164_c11_0, align 32
-  %142 = mul nsw i64 %0, 784
-  %143 = add nsw i64 1629248, %142
-  %144 = mul nsw i64 %conv2.mb1632, 14
-  %145 = add nsw i64 %144, 12
-  %146 = mul nsw i64 %145, 16
-  %147 = add nsw i64 %143, %146
-  %148 = add nsw i64 %147, %conv2.k1653
-  %arena28 = getelementptr inbounds float, ptr %arena, i64 %148
-  %149 = load float, ptr %arena28, align 4
-  %150 = insertelement <8 x float> undef, float %149, i32 0
-  %151 = shufflevector <8 x float> %150, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %151, ptr %conv2.t164_a12, align 32
+  %140 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t164_a11, <8 x float> %t164_b027, <8 x float> %t164_c11_0)
+  store <8 x float> %140, ptr %conv2.t164_c11_0, align 32
+  %141 = mul nsw i64 %0, 784
+  %142 = add nsw i64 1629248, %141
+  %143 = mul nsw i64 %conv2.mb1632, 14
+  %144 = add nsw i64 %143, 12
+  %145 = mul nsw i64 %144, 16
+  %146 = add nsw i64 %142, %145
+  %147 = add nsw i64 %146, %conv2.k1653
+  %arena28 = getelementptr inbounds float, ptr %arena, i64 %147
+  %148 = load float, ptr %arena28, align 4
+  %149 = insertelement <8 x float> undef, float %148, i32 0
+  %150 = shufflevector <8 x float> %149, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %150, ptr %conv2.t164_a12, align 32
   %t164_a12 = load <8 x float>, ptr %conv2.t164_a12, align 32
   %t164_b029 = load <8 x float>, ptr %conv2.t164_b0, align 32
   %t164_c12_0 = load <8 x float>, ptr %conv2.t164_c12_0, align 32
-  %152 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t164_a12, <8 x float> %t164_b029, <8 x float> %t164_c12_0)
-  store <8 x float> %152, ptr %conv2.t164_c12_0, align 32
-  %153 = mul nsw i64 %0, 784
-  %154 = add nsw i64 1629248, %153
-  %155 = mul nsw i64 %conv2.mb1632, 14
-  %156 = add nsw i64 %155, 13
-  %157 = mul nsw i64 %156, 16
-  %158 = add nsw i64 %154, %157
-  %159 = add nsw i64 %158, %conv2.k1653
-  %arena30 = getelementptr inbounds float, ptr %arena, i64 %159
-  %160 = load float, ptr %arena30, align 4
-  %161 = insertelement <8 x float> undef, float %160, i32 0
-  %162 = shufflevector <8 x float> %161, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %162, ptr %conv2.t164_a13, align 32
+  %151 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t164_a12, <8 x float> %t164_b029, <8 x float> %t164_c12_0)
+  store <8 x float> %151, ptr %conv2.t164_c12_0, align 32
+  %152 = mul nsw i64 %0, 784
+  %153 = add nsw i64 1629248, %152
+  %154 = mul nsw i64 %conv2.mb1632, 14
+  %155 = add nsw i64 %154, 13
+  %156 = mul nsw i64 %155, 16
+  %157 = add nsw i64 %153, %156
+  %158 = add nsw i64 %157, %conv2.k1653
+  %arena30 = getelementptr inbounds float, ptr %arena, i64 %158
+  %159 = load float, ptr %arena30, align 4
+  %160 = insertelement <8 x float> undef, float %159, i32 0
+  %161 = shufflevector <8 x float> %160, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %161, ptr %conv2.t164_a13, align 32
   %t164_a13 = load <8 x float>, ptr %conv2.t164_a13, align 32
   %t164_b031 = load <8 x float>, ptr %conv2.t164_b0, align 32
   %t164_c13_0 = load <8 x float>, ptr %conv2.t164_c13_0, align 32
-  %163 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t164_a13, <8 x float> %t164_b031, <8 x float> %t164_c13_0)
-  store <8 x float> %163, ptr %conv2.t164_c13_0, align 32
+  %162 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t164_a13, <8 x float> %t164_b031, <8 x float> %t164_c13_0)
+  store <8 x float> %162, ptr %conv2.t164_c13_0, align 32
   %k165.next = add nsw i64 %conv2.k1653, 1
-  %164 = icmp slt i64 %k165.next, 16
-  br i1 %164, label %conv2.k165, label %conv2.k165.end
+  %163 = icmp slt i64 %k165.next, 16
+  br i1 %163, label %conv2.k165, label %conv2.k165.end
 
 conv2.k165.end:                                   ; preds = %conv2.k165
   %t164_c0_032 = load <8 x float>, ptr %conv2.t164_c0_0, align 32
-  %165 = mul nsw i64 %0, 784
-  %166 = add nsw i64 1657472, %165
-  %167 = mul nsw i64 %1, 8
-  %168 = add nsw i64 %166, %167
-  %169 = mul nsw i64 %conv2.mb1632, 14
-  %170 = mul nsw i64 %169, 16
-  %171 = add nsw i64 %168, %170
-  %172 = mul nsw i64 %conv2.nb1621, 8
-  %173 = add nsw i64 %171, %172
-  %arena33 = getelementptr inbounds float, ptr %arena, i64 %173
+  %164 = mul nsw i64 %0, 784
+  %165 = add nsw i64 1657472, %164
+  %166 = mul nsw i64 %1, 8
+  %167 = add nsw i64 %165, %166
+  %168 = mul nsw i64 %conv2.mb1632, 14
+  %169 = mul nsw i64 %168, 16
+  %170 = add nsw i64 %167, %169
+  %171 = mul nsw i64 %conv2.nb1621, 8
+  %172 = add nsw i64 %170, %171
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 %172
   store <8 x float> %t164_c0_032, ptr %arena33, align 4
   %t164_c1_034 = load <8 x float>, ptr %conv2.t164_c1_0, align 32
-  %174 = mul nsw i64 %0, 784
-  %175 = add nsw i64 1657472, %174
-  %176 = mul nsw i64 %1, 8
-  %177 = add nsw i64 %175, %176
-  %178 = mul nsw i64 %conv2.mb1632, 14
-  %179 = add nsw i64 %178, 1
-  %180 = mul nsw i64 %179, 16
-  %181 = add nsw i64 %177, %180
-  %182 = mul nsw i64 %conv2.nb1621, 8
-  %183 = add nsw i64 %181, %182
-  %arena35 = getelementptr inbounds float, ptr %arena, i64 %183
+  %173 = mul nsw i64 %0, 784
+  %174 = add nsw i64 1657472, %173
+  %175 = mul nsw i64 %1, 8
+  %176 = add nsw i64 %174, %175
+  %177 = mul nsw i64 %conv2.mb1632, 14
+  %178 = add nsw i64 %177, 1
+  %179 = mul nsw i64 %178, 16
+  %180 = add nsw i64 %176, %179
+  %181 = mul nsw i64 %conv2.nb1621, 8
+  %182 = add nsw i64 %180, %181
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %182
   store <8 x float> %t164_c1_034, ptr %arena35, align 4
   %t164_c2_036 = load <8 x float>, ptr %conv2.t164_c2_0, align 32
-  %184 = mul nsw i64 %0, 784
-  %185 = add nsw i64 1657472, %184
-  %186 = mul nsw i64 %1, 8
-  %187 = add nsw i64 %185, %186
-  %188 = mul nsw i64 %conv2.mb1632, 14
-  %189 = add nsw i64 %188, 2
-  %190 = mul nsw i64 %189, 16
-  %191 = add nsw i64 %187, %190
-  %192 = mul nsw i64 %conv2.nb1621, 8
-  %193 = add nsw i64 %191, %192
-  %arena37 = getelementptr inbounds float, ptr %arena, i64 %193
+  %183 = mul nsw i64 %0, 784
+  %184 = add nsw i64 1657472, %183
+  %185 = mul nsw i64 %1, 8
+  %186 = add nsw i64 %184, %185
+  %187 = mul nsw i64 %conv2.mb1632, 14
+  %188 = add nsw i64 %187, 2
+  %189 = mul nsw i64 %188, 16
+  %190 = add nsw i64 %186, %189
+  %191 = mul nsw i64 %conv2.nb1621, 8
+  %192 = add nsw i64 %190, %191
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %192
   store <8 x float> %t164_c2_036, ptr %arena37, align 4
   %t164_c3_038 = load <8 x float>, ptr %conv2.t164_c3_0, align 32
-  %194 = mul nsw i64 %0, 784
-  %195 = add nsw i64 1657472, %194
-  %196 = mul nsw i64 %1, 8
-  %197 = add nsw i64 %195, %196
-  %198 = mul nsw i64 %conv2.mb1632, 14
-  %199 = add nsw i64 %198, 3
-  %200 = mul nsw i64 %199, 16
-  %201 = add nsw i64 %197, %200
-  %202 = mul nsw i64 %conv2.nb1621, 8
-  %203 = add nsw i64 %201, %202
-  %arena39 = getelementptr inbounds float, ptr %arena, i64 %203
+  %193 = mul nsw i64 %0, 784
+  %194 = add nsw i64 1657472, %193
+  %195 = mul nsw i64 %1, 8
+  %196 = add nsw i64 %194, %195
+  %197 = mul nsw i64 %conv2.mb1632, 14
+  %198 = add nsw i64 %197, 3
+  %199 = mul nsw i64 %198, 16
+  %200 = add nsw i64 %196, %199
+  %201 = mul nsw i64 %conv2.nb1621, 8
+  %202 = add nsw i64 %200, %201
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %202
   store <8 x float> %t164_c3_038, ptr %arena39, align 4
   %t164_c4_040 = load <8 x float>, ptr %conv2.t164_c4_0, align 32
-  %204 = mul nsw i64 %0, 784
-  %205 = add nsw i64 1657472, %204
-  %206 = mul nsw i64 %1, 8
-  %207 = add nsw i64 %205, %206
-  %208 = mul nsw i64 %conv2.mb1632, 14
-  %209 = add nsw i64 %208, 4
-  %210 = mul nsw i64 %209, 16
-  %211 = add nsw i64 %207, %210
-  %212 = mul nsw i64 %conv2.nb1621, 8
-  %213 = add nsw i64 %211, %212
-  %arena41 = getelementptr inbounds float, ptr %arena, i64 %213
+  %203 = mul nsw i64 %0, 784
+  %204 = add nsw i64 1657472, %203
+  %205 = mul nsw i64 %1, 8
+  %206 = add nsw i64 %204, %205
+  %207 = mul nsw i64 %conv2.mb1632, 14
+  %208 = add nsw i64 %207, 4
+  %209 = mul nsw i64 %208, 16
+  %210 = add nsw i64 %206, %209
+  %211 = mul nsw i64 %conv2.nb1621, 8
+  %212 = add nsw i64 %210, %211
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %212
   store <8 x float> %t164_c4_040, ptr %arena41, align 4
   %t164_c5_042 = load <8 x float>, ptr %conv2.t164_c5_0, align 32
-  %214 = mul nsw i64 %0, 784
-  %215 = add nsw i64 1657472, %214
-  %216 = mul nsw i64 %1, 8
-  %217 = add nsw i64 %215, %216
-  %218 = mul nsw i64 %conv2.mb1632, 14
-  %219 = add nsw i64 %218, 5
-  %220 = mul nsw i64 %219, 16
-  %221 = add nsw i64 %217, %220
-  %222 = mul nsw i64 %conv2.nb1621, 8
-  %223 = add nsw i64 %221, %222
-  %arena43 = getelementptr inbounds float, ptr %arena, i64 %223
+  %213 = mul nsw i64 %0, 784
+  %214 = add nsw i64 1657472, %213
+  %215 = mul nsw i64 %1, 8
+  %216 = add nsw i64 %214, %215
+  %217 = mul nsw i64 %conv2.mb1632, 14
+  %218 = add nsw i64 %217, 5
+  %219 = mul nsw i64 %218, 16
+  %220 = add nsw i64 %216, %219
+  %221 = mul nsw i64 %conv2.nb1621, 8
+  %222 = add nsw i64 %220, %221
+  %arena43 = getelementptr inbounds float, ptr %arena, i64 %222
   store <8 x float> %t164_c5_042, ptr %arena43, align 4
   %t164_c6_044 = load <8 x float>, ptr %conv2.t164_c6_0, align 32
-  %224 = mul nsw i64 %0, 784
-  %225 = add nsw i64 1657472, %224
-  %226 = mul nsw i64 %1, 8
-  %227 = add nsw i64 %225, %226
-  %228 = mul nsw i64 %conv2.mb1632, 14
-  %229 = add nsw i64 %228, 6
-  %230 = mul nsw i64 %229, 16
-  %231 = add nsw i64 %227, %230
-  %232 = mul nsw i64 %conv2.nb1621, 8
-  %233 = add nsw i64 %231, %232
-  %arena45 = getelementptr inbounds float, ptr %arena, i64 %233
+  %223 = mul nsw i64 %0, 784
+  %224 = add nsw i64 1657472, %223
+  %225 = mul nsw i64 %1, 8
+  %226 = add nsw i64 %224, %225
+  %227 = mul nsw i64 %conv2.mb1632, 14
+  %228 = add nsw i64 %227, 6
+  %229 = mul nsw i64 %228, 16
+  %230 = add nsw i64 %226, %229
+  %231 = mul nsw i64 %conv2.nb1621, 8
+  %232 = add nsw i64 %230, %231
+  %arena45 = getelementptr inbounds float, ptr %arena, i64 %232
   store <8 x float> %t164_c6_044, ptr %arena45, align 4
   %t164_c7_046 = load <8 x float>, ptr %conv2.t164_c7_0, align 32
-  %234 = mul nsw i64 %0, 784
-  %235 = add nsw i64 1657472, %234
-  %236 = mul nsw i64 %1, 8
-  %237 = add nsw i64 %235, %236
-  %238 = mul nsw i64 %conv2.mb1632, 14
-  %239 = add nsw i64 %238, 7
-  %240 = mul nsw i64 %239, 16
-  %241 = add nsw i64 %237, %240
-  %242 = mul nsw i64 %conv2.nb1621, 8
-  %243 = add nsw i64 %241, %242
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %243
+  %233 = mul nsw i64 %0, 784
+  %234 = add nsw i64 1657472, %233
+  %235 = mul nsw i64 %1, 8
+  %236 = add nsw i64 %234, %235
+  %237 = mul nsw i64 %conv2.mb1632, 14
+  %238 = add nsw i64 %237, 7
+  %239 = mul nsw i64 %238, 16
+  %240 = add nsw i64 %236, %239
+  %241 = mul nsw i64 %conv2.nb1621, 8
+  %242 = add nsw i64 %240, %241
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %242
   store <8 x float> %t164_c7_046, ptr %arena47, align 4
   %t164_c8_048 = load <8 x float>, ptr %conv2.t164_c8_0, align 32
-  %244 = mul nsw i64 %0, 784
-  %245 = add nsw i64 1657472, %244
-  %246 = mul nsw i64 %1, 8
-  %247 = add nsw i64 %245, %246
-  %248 = mul nsw i64 %conv2.mb1632, 14
-  %249 = add nsw i64 %248, 8
-  %250 = mul nsw i64 %249, 16
-  %251 = add nsw i64 %247, %250
-  %252 = mul nsw i64 %conv2.nb1621, 8
-  %253 = add nsw i64 %251, %252
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %253
+  %243 = mul nsw i64 %0, 784
+  %244 = add nsw i64 1657472, %243
+  %245 = mul nsw i64 %1, 8
+  %246 = add nsw i64 %244, %245
+  %247 = mul nsw i64 %conv2.mb1632, 14
+  %248 = add nsw i64 %247, 8
+  %249 = mul nsw i64 %248, 16
+  %250 = add nsw i64 %246, %249
+  %251 = mul nsw i64 %conv2.nb1621, 8
+  %252 = add nsw i64 %250, %251
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %252
   store <8 x float> %t164_c8_048, ptr %arena49, align 4
   %t164_c9_050 = load <8 x float>, ptr %conv2.t164_c9_0, align 32
-  %254 = mul nsw i64 %0, 784
-  %255 = add nsw i64 1657472, %254
-  %256 = mul nsw i64 %1, 8
-  %257 = add nsw i64 %255, %256
-  %258 = mul nsw i64 %conv2.mb1632, 14
-  %259 = add nsw i64 %258, 9
-  %260 = mul nsw i64 %259, 16
-  %261 = add nsw i64 %257, %260
-  %262 = mul nsw i64 %conv2.nb1621, 8
-  %263 = add nsw i64 %261, %262
-  %arena51 = getelementptr inbounds float, ptr %arena, i64 %263
+  %253 = mul nsw i64 %0, 784
+  %254 = add nsw i64 1657472, %253
+  %255 = mul nsw i64 %1, 8
+  %256 = add nsw i64 %254, %255
+  %257 = mul nsw i64 %conv2.mb1632, 14
+  %258 = add nsw i64 %257, 9
+  %259 = mul nsw i64 %258, 16
+  %260 = add nsw i64 %256, %259
+  %261 = mul nsw i64 %conv2.nb1621, 8
+  %262 = add nsw i64 %260, %261
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %262
   store <8 x float> %t164_c9_050, ptr %arena51, align 4
   %t164_c10_052 = load <8 x float>, ptr %conv2.t164_c10_0, align 32
-  %264 = mul nsw i64 %0, 784
-  %265 = add nsw i64 1657472, %264
-  %266 = mul nsw i64 %1, 8
-  %267 = add nsw i64 %265, %266
-  %268 = mul nsw i64 %conv2.mb1632, 14
-  %269 = add nsw i64 %268, 10
-  %270 = mul nsw i64 %269, 16
-  %271 = add nsw i64 %267, %270
-  %272 = mul nsw i64 %conv2.nb1621, 8
-  %273 = add nsw i64 %271, %272
-  %arena53 = getelementptr inbounds float, ptr %arena, i64 %273
+  %263 = mul nsw i64 %0, 784
+  %264 = add nsw i64 1657472, %263
+  %265 = mul nsw i64 %1, 8
+  %266 = add nsw i64 %264, %265
+  %267 = mul nsw i64 %conv2.mb1632, 14
+  %268 = add nsw i64 %267, 10
+  %269 = mul nsw i64 %268, 16
+  %270 = add nsw i64 %266, %269
+  %271 = mul nsw i64 %conv2.nb1621, 8
+  %272 = add nsw i64 %270, %271
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %272
   store <8 x float> %t164_c10_052, ptr %arena53, align 4
   %t164_c11_054 = load <8 x float>, ptr %conv2.t164_c11_0, align 32
-  %274 = mul nsw i64 %0, 784
-  %275 = add nsw i64 1657472, %274
-  %276 = mul nsw i64 %1, 8
-  %277 = add nsw i64 %275, %276
-  %278 = mul nsw i64 %conv2.mb1632, 14
-  %279 = add nsw i64 %278, 11
-  %280 = mul nsw i64 %279, 16
-  %281 = add nsw i64 %277, %280
-  %282 = mul nsw i64 %conv2.nb1621, 8
-  %283 = add nsw i64 %281, %282
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %283
+  %273 = mul nsw i64 %0, 784
+  %274 = add nsw i64 1657472, %273
+  %275 = mul nsw i64 %1, 8
+  %276 = add nsw i64 %274, %275
+  %277 = mul nsw i64 %conv2.mb1632, 14
+  %278 = add nsw i64 %277, 11
+  %279 = mul nsw i64 %278, 16
+  %280 = add nsw i64 %276, %279
+  %281 = mul nsw i64 %conv2.nb1621, 8
+  %282 = add nsw i64 %280, %281
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %282
   store <8 x float> %t164_c11_054, ptr %arena55, align 4
   %t164_c12_056 = load <8 x float>, ptr %conv2.t164_c12_0, align 32
-  %284 = mul nsw i64 %0, 784
-  %285 = add nsw i64 1657472, %284
-  %286 = mul nsw i64 %1, 8
-  %287 = add nsw i64 %285, %286
-  %288 = mul nsw i64 %conv2.mb1632, 14
-  %289 = add nsw i64 %288, 12
-  %290 = mul nsw i64 %289, 16
-  %291 = add nsw i64 %287, %290
-  %292 = mul nsw i64 %conv2.nb1621, 8
-  %293 = add nsw i64 %291, %292
-  %arena57 = getelementptr inbounds float, ptr %arena, i64 %293
+  %283 = mul nsw i64 %0, 784
+  %284 = add nsw i64 1657472, %283
+  %285 = mul nsw i64 %1, 8
+  %286 = add nsw i64 %284, %285
+  %287 = mul nsw i64 %conv2.mb1632, 14
+  %288 = add nsw i64 %287, 12
+  %289 = mul nsw i64 %288, 16
+  %290 = add nsw i64 %286, %289
+  %291 = mul nsw i64 %conv2.nb1621, 8
+  %292 = add nsw i64 %290, %291
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %292
   store <8 x float> %t164_c12_056, ptr %arena57, align 4
   %t164_c13_058 = load <8 x float>, ptr %conv2.t164_c13_0, align 32
-  %294 = mul nsw i64 %0, 784
-  %295 = add nsw i64 1657472, %294
-  %296 = mul nsw i64 %1, 8
-  %297 = add nsw i64 %295, %296
-  %298 = mul nsw i64 %conv2.mb1632, 14
-  %299 = add nsw i64 %298, 13
-  %300 = mul nsw i64 %299, 16
-  %301 = add nsw i64 %297, %300
-  %302 = mul nsw i64 %conv2.nb1621, 8
-  %303 = add nsw i64 %301, %302
-  %arena59 = getelementptr inbounds float, ptr %arena, i64 %303
+  %293 = mul nsw i64 %0, 784
+  %294 = add nsw i64 1657472, %293
+  %295 = mul nsw i64 %1, 8
+  %296 = add nsw i64 %294, %295
+  %297 = mul nsw i64 %conv2.mb1632, 14
+  %298 = add nsw i64 %297, 13
+  %299 = mul nsw i64 %298, 16
+  %300 = add nsw i64 %296, %299
+  %301 = mul nsw i64 %conv2.nb1621, 8
+  %302 = add nsw i64 %300, %301
+  %arena59 = getelementptr inbounds float, ptr %arena, i64 %302
   store <8 x float> %t164_c13_058, ptr %arena59, align 4
   %mb163.next = add nsw i64 %conv2.mb1632, 1
-  %304 = icmp slt i64 %mb163.next, 3
-  br i1 %304, label %conv2.mb163, label %conv2.mb163.end
+  %303 = icmp slt i64 %mb163.next, 3
+  br i1 %303, label %conv2.mb163, label %conv2.mb163.end
 
 conv2.k167:                                       ; preds = %conv2.k167, %conv2.mb163.end
   %conv2.k16760 = phi i64 [ 0, %conv2.mb163.end ], [ %k167.next, %conv2.k167 ]
-  %305 = mul nsw i64 %0, 256
-  %306 = add nsw i64 2408448, %305
-  %307 = mul nsw i64 %1, 8
+  %304 = mul nsw i64 %0, 256
+  %305 = mul nsw i64 %1, 8
+  %306 = add nsw i64 %304, %305
+  %307 = mul nsw i64 %conv2.k16760, 16
   %308 = add nsw i64 %306, %307
-  %309 = mul nsw i64 %conv2.k16760, 16
+  %309 = mul nsw i64 %conv2.nb1621, 8
   %310 = add nsw i64 %308, %309
-  %311 = mul nsw i64 %conv2.nb1621, 8
-  %312 = add nsw i64 %310, %311
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %312
-  %313 = load <8 x float>, ptr %arena61, align 4
-  store <8 x float> %313, ptr %conv2.t166_b0, align 32
-  %314 = mul nsw i64 %0, 784
-  %315 = add nsw i64 1629248, %314
-  %316 = add nsw i64 %315, 672
-  %317 = add nsw i64 %316, %conv2.k16760
-  %arena62 = getelementptr inbounds float, ptr %arena, i64 %317
-  %318 = load float, ptr %arena62, align 4
-  %319 = insertelement <8 x float> undef, float %318, i32 0
-  %320 = shufflevector <8 x float> %319, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %320, ptr %conv2.t166_a0, align 32
+  %prepared61 = getelementptr inbounds float, ptr %prepared, i64 %310
+  %311 = load <8 x float>, ptr %prepared61, align 4
+  store <8 x float> %311, ptr %conv2.t166_b0, align 32
+  %312 = mul nsw i64 %0, 784
+  %313 = add nsw i64 1629248, %312
+  %314 = add nsw i64 %313, 672
+  %315 = add nsw i64 %314, %conv2.k16760
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %315
+  %316 = load float, ptr %arena62, align 4
+  %317 = insertelement <8 x float> undef, float %316, i32 0
+  %318 = shufflevector <8 x float> %317, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %318, ptr %conv2.t166_a0, align 32
   %t166_a0 = load <8 x float>, ptr %conv2.t166_a0, align 32
   %t166_b0 = load <8 x float>, ptr %conv2.t166_b0, align 32
   %t166_c0_0 = load <8 x float>, ptr %conv2.t166_c0_0, align 32
-  %321 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t166_a0, <8 x float> %t166_b0, <8 x float> %t166_c0_0)
-  store <8 x float> %321, ptr %conv2.t166_c0_0, align 32
-  %322 = mul nsw i64 %0, 784
-  %323 = add nsw i64 1629248, %322
-  %324 = add nsw i64 %323, 688
-  %325 = add nsw i64 %324, %conv2.k16760
-  %arena63 = getelementptr inbounds float, ptr %arena, i64 %325
-  %326 = load float, ptr %arena63, align 4
-  %327 = insertelement <8 x float> undef, float %326, i32 0
-  %328 = shufflevector <8 x float> %327, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %328, ptr %conv2.t166_a1, align 32
+  %319 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t166_a0, <8 x float> %t166_b0, <8 x float> %t166_c0_0)
+  store <8 x float> %319, ptr %conv2.t166_c0_0, align 32
+  %320 = mul nsw i64 %0, 784
+  %321 = add nsw i64 1629248, %320
+  %322 = add nsw i64 %321, 688
+  %323 = add nsw i64 %322, %conv2.k16760
+  %arena63 = getelementptr inbounds float, ptr %arena, i64 %323
+  %324 = load float, ptr %arena63, align 4
+  %325 = insertelement <8 x float> undef, float %324, i32 0
+  %326 = shufflevector <8 x float> %325, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %326, ptr %conv2.t166_a1, align 32
   %t166_a1 = load <8 x float>, ptr %conv2.t166_a1, align 32
   %t166_b064 = load <8 x float>, ptr %conv2.t166_b0, align 32
   %t166_c1_0 = load <8 x float>, ptr %conv2.t166_c1_0, align 32
-  %329 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t166_a1, <8 x float> %t166_b064, <8 x float> %t166_c1_0)
-  store <8 x float> %329, ptr %conv2.t166_c1_0, align 32
-  %330 = mul nsw i64 %0, 784
-  %331 = add nsw i64 1629248, %330
-  %332 = add nsw i64 %331, 704
-  %333 = add nsw i64 %332, %conv2.k16760
-  %arena65 = getelementptr inbounds float, ptr %arena, i64 %333
-  %334 = load float, ptr %arena65, align 4
-  %335 = insertelement <8 x float> undef, float %334, i32 0
-  %336 = shufflevector <8 x float> %335, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %336, ptr %conv2.t166_a2, align 32
+  %327 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t166_a1, <8 x float> %t166_b064, <8 x float> %t166_c1_0)
+  store <8 x float> %327, ptr %conv2.t166_c1_0, align 32
+  %328 = mul nsw i64 %0, 784
+  %329 = add nsw i64 1629248, %328
+  %330 = add nsw i64 %329, 704
+  %331 = add nsw i64 %330, %conv2.k16760
+  %arena65 = getelementptr inbounds float, ptr %arena, i64 %331
+  %332 = load float, ptr %arena65, align 4
+  %333 = insertelement <8 x float> undef, float %332, i32 0
+  %334 = shufflevector <8 x float> %333, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %334, ptr %conv2.t166_a2, align 32
   %t166_a2 = load <8 x float>, ptr %conv2.t166_a2, align 32
   %t166_b066 = load <8 x float>, ptr %conv2.t166_b0, align 32
   %t166_c2_0 = load <8 x float>, ptr %conv2.t166_c2_0, align 32
-  %337 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t166_a2, <8 x float> %t166_b066, <8 x float> %t166_c2_0)
-  store <8 x float> %337, ptr %conv2.t166_c2_0, align 32
-  %338 = mul nsw i64 %0, 784
-  %339 = add nsw i64 1629248, %338
-  %340 = add nsw i64 %339, 720
-  %341 = add nsw i64 %340, %conv2.k16760
-  %arena67 = getelementptr inbounds float, ptr %arena, i64 %341
-  %342 = load float, ptr %arena67, align 4
-  %343 = insertelement <8 x float> undef, float %342, i32 0
-  %344 = shufflevector <8 x float> %343, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %344, ptr %conv2.t166_a3, align 32
+  %335 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t166_a2, <8 x float> %t166_b066, <8 x float> %t166_c2_0)
+  store <8 x float> %335, ptr %conv2.t166_c2_0, align 32
+  %336 = mul nsw i64 %0, 784
+  %337 = add nsw i64 1629248, %336
+  %338 = add nsw i64 %337, 720
+  %339 = add nsw i64 %338, %conv2.k16760
+  %arena67 = getelementptr inbounds float, ptr %arena, i64 %339
+  %340 = load float, ptr %arena67, align 4
+  %341 = insertelement <8 x float> undef, float %340, i32 0
+  %342 = shufflevector <8 x float> %341, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %342, ptr %conv2.t166_a3, align 32
   %t166_a3 = load <8 x float>, ptr %conv2.t166_a3, align 32
   %t166_b068 = load <8 x float>, ptr %conv2.t166_b0, align 32
   %t166_c3_0 = load <8 x float>, ptr %conv2.t166_c3_0, align 32
-  %345 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t166_a3, <8 x float> %t166_b068, <8 x float> %t166_c3_0)
-  store <8 x float> %345, ptr %conv2.t166_c3_0, align 32
-  %346 = mul nsw i64 %0, 784
-  %347 = add nsw i64 1629248, %346
-  %348 = add nsw i64 %347, 736
-  %349 = add nsw i64 %348, %conv2.k16760
-  %arena69 = getelementptr inbounds float, ptr %arena, i64 %349
-  %350 = load float, ptr %arena69, align 4
-  %351 = insertelement <8 x float> undef, float %350, i32 0
-  %352 = shufflevector <8 x float> %351, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %352, ptr %conv2.t166_a4, align 32
+  %343 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t166_a3, <8 x float> %t166_b068, <8 x float> %t166_c3_0)
+  store <8 x float> %343, ptr %conv2.t166_c3_0, align 32
+  %344 = mul nsw i64 %0, 784
+  %345 = add nsw i64 1629248, %344
+  %346 = add nsw i64 %345, 736
+  %347 = add nsw i64 %346, %conv2.k16760
+  %arena69 = getelementptr inbounds float, ptr %arena, i64 %347
+  %348 = load float, ptr %arena69, align 4
+  %349 = insertelement <8 x float> undef, float %348, i32 0
+  %350 = shufflevector <8 x float> %349, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %350, ptr %conv2.t166_a4, align 32
   %t166_a4 = load <8 x float>, ptr %conv2.t166_a4, align 32
   %t166_b070 = load <8 x float>, ptr %conv2.t166_b0, align 32
   %t166_c4_0 = load <8 x float>, ptr %conv2.t166_c4_0, align 32
-  %353 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t166_a4, <8 x float> %t166_b070, <8 x float> %t166_c4_0)
-  store <8 x float> %353, ptr %conv2.t166_c4_0, align 32
-  %354 = mul nsw i64 %0, 784
-  %355 = add nsw i64 1629248, %354
-  %356 = add nsw i64 %355, 752
-  %357 = add nsw i64 %356, %conv2.k16760
-  %arena71 = getelementptr inbounds float, ptr %arena, i64 %357
-  %358 = load float, ptr %arena71, align 4
-  %359 = insertelement <8 x float> undef, float %358, i32 0
-  %360 = shufflevector <8 x float> %359, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %360, ptr %conv2.t166_a5, align 32
+  %351 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t166_a4, <8 x float> %t166_b070, <8 x float> %t166_c4_0)
+  store <8 x float> %351, ptr %conv2.t166_c4_0, align 32
+  %352 = mul nsw i64 %0, 784
+  %353 = add nsw i64 1629248, %352
+  %354 = add nsw i64 %353, 752
+  %355 = add nsw i64 %354, %conv2.k16760
+  %arena71 = getelementptr inbounds float, ptr %arena, i64 %355
+  %356 = load float, ptr %arena71, align 4
+  %357 = insertelement <8 x float> undef, float %356, i32 0
+  %358 = shufflevector <8 x float> %357, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %358, ptr %conv2.t166_a5, align 32
   %t166_a5 = load <8 x float>, ptr %conv2.t166_a5, align 32
   %t166_b072 = load <8 x float>, ptr %conv2.t166_b0, align 32
   %t166_c5_0 = load <8 x float>, ptr %conv2.t166_c5_0, align 32
-  %361 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t166_a5, <8 x float> %t166_b072, <8 x float> %t166_c5_0)
-  store <8 x float> %361, ptr %conv2.t166_c5_0, align 32
-  %362 = mul nsw i64 %0, 784
-  %363 = add nsw i64 1629248, %362
-  %364 = add nsw i64 %363, 768
-  %365 = add nsw i64 %364, %conv2.k16760
-  %arena73 = getelementptr inbounds float, ptr %arena, i64 %365
-  %366 = load float, ptr %arena73, align 4
-  %367 = insertelement <8 x float> undef, float %366, i32 0
-  %368 = shufflevector <8 x float> %367, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %368, ptr %conv2.t166_a6, align 32
+  %359 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t166_a5, <8 x float> %t166_b072, <8 x float> %t166_c5_0)
+  store <8 x float> %359, ptr %conv2.t166_c5_0, align 32
+  %360 = mul nsw i64 %0, 784
+  %361 = add nsw i64 1629248, %360
+  %362 = add nsw i64 %361, 768
+  %363 = add nsw i64 %362, %conv2.k16760
+  %arena73 = getelementptr inbounds float, ptr %arena, i64 %363
+  %364 = load float, ptr %arena73, align 4
+  %365 = insertelement <8 x float> undef, float %364, i32 0
+  %366 = shufflevector <8 x float> %365, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %366, ptr %conv2.t166_a6, align 32
   %t166_a6 = load <8 x float>, ptr %conv2.t166_a6, align 32
   %t166_b074 = load <8 x float>, ptr %conv2.t166_b0, align 32
   %t166_c6_0 = load <8 x float>, ptr %conv2.t166_c6_0, align 32
-  %369 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t166_a6, <8 x float> %t166_b074, <8 x float> %t166_c6_0)
-  store <8 x float> %369, ptr %conv2.t166_c6_0, align 32
+  %367 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t166_a6, <8 x float> %t166_b074, <8 x float> %t166_c6_0)
+  store <8 x float> %367, ptr %conv2.t166_c6_0, align 32
   %k167.next = add nsw i64 %conv2.k16760, 1
-  %370 = icmp slt i64 %k167.next, 16
-  br i1 %370, label %conv2.k167, label %conv2.k167.end
+  %368 = icmp slt i64 %k167.next, 16
+  br i1 %368, label %conv2.k167, label %conv2.k167.end
 
 conv2.k167.end:                                   ; preds = %conv2.k167
   %t166_c0_075 = load <8 x float>, ptr %conv2.t166_c0_0, align 32
-  %371 = mul nsw i64 %0, 784
-  %372 = add nsw i64 1657472, %371
-  %373 = mul nsw i64 %1, 8
-  %374 = add nsw i64 %372, %373
-  %375 = add nsw i64 %374, 672
-  %376 = mul nsw i64 %conv2.nb1621, 8
-  %377 = add nsw i64 %375, %376
-  %arena76 = getelementptr inbounds float, ptr %arena, i64 %377
+  %369 = mul nsw i64 %0, 784
+  %370 = add nsw i64 1657472, %369
+  %371 = mul nsw i64 %1, 8
+  %372 = add nsw i64 %370, %371
+  %373 = add nsw i64 %372, 672
+  %374 = mul nsw i64 %conv2.nb1621, 8
+  %375 = add nsw i64 %373, %374
+  %arena76 = getelementptr inbounds float, ptr %arena, i64 %375
   store <8 x float> %t166_c0_075, ptr %arena76, align 4
   %t166_c1_077 = load <8 x float>, ptr %conv2.t166_c1_0, align 32
-  %378 = mul nsw i64 %0, 784
-  %379 = add nsw i64 1657472, %378
-  %380 = mul nsw i64 %1, 8
-  %381 = add nsw i64 %379, %380
-  %382 = add nsw i64 %381, 688
-  %383 = mul nsw i64 %conv2.nb1621, 8
-  %384 = add nsw i64 %382, %383
-  %arena78 = getelementptr inbounds float, ptr %arena, i64 %384
+  %376 = mul nsw i64 %0, 784
+  %377 = add nsw i64 1657472, %376
+  %378 = mul nsw i64 %1, 8
+  %379 = add nsw i64 %377, %378
+  %380 = add nsw i64 %379, 688
+  %381 = mul nsw i64 %conv2.nb1621, 8
+  %382 = add nsw i64 %380, %381
+  %arena78 = getelementptr inbounds float, ptr %arena, i64 %382
   store <8 x float> %t166_c1_077, ptr %arena78, align 4
   %t166_c2_079 = load <8 x float>, ptr %conv2.t166_c2_0, align 32
-  %385 = mul nsw i64 %0, 784
-  %386 = add nsw i64 1657472, %385
-  %387 = mul nsw i64 %1, 8
-  %388 = add nsw i64 %386, %387
-  %389 = add nsw i64 %388, 704
-  %390 = mul nsw i64 %conv2.nb1621, 8
-  %391 = add nsw i64 %389, %390
-  %arena80 = getelementptr inbounds float, ptr %arena, i64 %391
+  %383 = mul nsw i64 %0, 784
+  %384 = add nsw i64 1657472, %383
+  %385 = mul nsw i64 %1, 8
+  %386 = add nsw i64 %384, %385
+  %387 = add nsw i64 %386, 704
+  %388 = mul nsw i64 %conv2.nb1621, 8
+  %389 = add nsw i64 %387, %388
+  %arena80 = getelementptr inbounds float, ptr %arena, i64 %389
   store <8 x float> %t166_c2_079, ptr %arena80, align 4
   %t166_c3_081 = load <8 x float>, ptr %conv2.t166_c3_0, align 32
-  %392 = mul nsw i64 %0, 784
-  %393 = add nsw i64 1657472, %392
-  %394 = mul nsw i64 %1, 8
-  %395 = add nsw i64 %393, %394
-  %396 = add nsw i64 %395, 720
-  %397 = mul nsw i64 %conv2.nb1621, 8
-  %398 = add nsw i64 %396, %397
-  %arena82 = getelementptr inbounds float, ptr %arena, i64 %398
+  %390 = mul nsw i64 %0, 784
+  %391 = add nsw i64 1657472, %390
+  %392 = mul nsw i64 %1, 8
+  %393 = add nsw i64 %391, %392
+  %394 = add nsw i64 %393, 720
+  %395 = mul nsw i64 %conv2.nb1621, 8
+  %396 = add nsw i64 %394, %395
+  %arena82 = getelementptr inbounds float, ptr %arena, i64 %396
   store <8 x float> %t166_c3_081, ptr %arena82, align 4
   %t166_c4_083 = load <8 x float>, ptr %conv2.t166_c4_0, align 32
-  %399 = mul nsw i64 %0, 784
-  %400 = add nsw i64 1657472, %399
-  %401 = mul nsw i64 %1, 8
-  %402 = add nsw i64 %400, %401
-  %403 = add nsw i64 %402, 736
-  %404 = mul nsw i64 %conv2.nb1621, 8
-  %405 = add nsw i64 %403, %404
-  %arena84 = getelementptr inbounds float, ptr %arena, i64 %405
+  %397 = mul nsw i64 %0, 784
+  %398 = add nsw i64 1657472, %397
+  %399 = mul nsw i64 %1, 8
+  %400 = add nsw i64 %398, %399
+  %401 = add nsw i64 %400, 736
+  %402 = mul nsw i64 %conv2.nb1621, 8
+  %403 = add nsw i64 %401, %402
+  %arena84 = getelementptr inbounds float, ptr %arena, i64 %403
   store <8 x float> %t166_c4_083, ptr %arena84, align 4
   %t166_c5_085 = load <8 x float>, ptr %conv2.t166_c5_0, align 32
-  %406 = mul nsw i64 %0, 784
-  %407 = add nsw i64 1657472, %406
-  %408 = mul nsw i64 %1, 8
-  %409 = add nsw i64 %407, %408
-  %410 = add nsw i64 %409, 752
-  %411 = mul nsw i64 %conv2.nb1621, 8
-  %412 = add nsw i64 %410, %411
-  %arena86 = getelementptr inbounds float, ptr %arena, i64 %412
+  %404 = mul nsw i64 %0, 784
+  %405 = add nsw i64 1657472, %404
+  %406 = mul nsw i64 %1, 8
+  %407 = add nsw i64 %405, %406
+  %408 = add nsw i64 %407, 752
+  %409 = mul nsw i64 %conv2.nb1621, 8
+  %410 = add nsw i64 %408, %409
+  %arena86 = getelementptr inbounds float, ptr %arena, i64 %410
   store <8 x float> %t166_c5_085, ptr %arena86, align 4
   %t166_c6_087 = load <8 x float>, ptr %conv2.t166_c6_0, align 32
-  %413 = mul nsw i64 %0, 784
-  %414 = add nsw i64 1657472, %413
-  %415 = mul nsw i64 %1, 8
-  %416 = add nsw i64 %414, %415
-  %417 = add nsw i64 %416, 768
-  %418 = mul nsw i64 %conv2.nb1621, 8
-  %419 = add nsw i64 %417, %418
-  %arena88 = getelementptr inbounds float, ptr %arena, i64 %419
+  %411 = mul nsw i64 %0, 784
+  %412 = add nsw i64 1657472, %411
+  %413 = mul nsw i64 %1, 8
+  %414 = add nsw i64 %412, %413
+  %415 = add nsw i64 %414, 768
+  %416 = mul nsw i64 %conv2.nb1621, 8
+  %417 = add nsw i64 %415, %416
+  %arena88 = getelementptr inbounds float, ptr %arena, i64 %417
   store <8 x float> %t166_c6_087, ptr %arena88, align 4
   %nb162.next = add nsw i64 %conv2.nb1621, 1
-  %420 = icmp slt i64 %nb162.next, 1
-  br i1 %420, label %conv2.nb162, label %conv2.nb162.end
+  %418 = icmp slt i64 %nb162.next, 1
+  br i1 %418, label %conv2.nb162, label %conv2.nb162.end
 }
 
 define internal void @residual_infer_b64.k1.conv2.part160.task(ptr %0, i64 %1) {
 entry:
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
   %3 = load ptr, ptr %2, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 1
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 1
   %5 = load ptr, ptr %4, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 2
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 2
   %7 = load ptr, ptr %6, align 8
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 3
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 3
   %9 = load ptr, ptr %8, align 8
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 4
   %11 = load ptr, ptr %10, align 8
-  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 5
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 5
   %13 = load ptr, ptr %12, align 8
-  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 6
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 6
   %15 = load ptr, ptr %14, align 8
-  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 7
-  %17 = load float, ptr %16, align 4
-  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 8
-  %19 = load i64, ptr %18, align 4
-  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 9
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 7
+  %17 = load ptr, ptr %16, align 8
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 8
+  %19 = load float, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 9
   %21 = load i64, ptr %20, align 4
-  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 10
-  %23 = load ptr, ptr %22, align 8
-  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
-  %25 = load i64, ptr %24, align 4
-  call void @residual_infer_b64.k1.conv2.part160(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 10
+  %23 = load i64, ptr %22, align 4
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
+  %25 = load ptr, ptr %24, align 8
+  %26 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 12
+  %27 = load i64, ptr %26, align 4
+  call void @residual_infer_b64.k1.conv2.part160(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, ptr %17, float %19, i64 %21, i64 %23, ptr %25, i64 %27, i64 %1)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @residual_infer_b64.k2.res(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @residual_infer_b64.k2.res(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %part219.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
-  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part219.context, i32 0, i32 0
+  %part219.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
+  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part219.context, i32 0, i32 0
   store ptr %params, ptr %0, align 8
-  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part219.context, i32 0, i32 1
+  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part219.context, i32 0, i32 1
   store ptr %grads, ptr %1, align 8
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part219.context, i32 0, i32 2
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part219.context, i32 0, i32 2
   store ptr %m, ptr %2, align 8
-  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part219.context, i32 0, i32 3
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part219.context, i32 0, i32 3
   store ptr %v, ptr %3, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part219.context, i32 0, i32 4
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part219.context, i32 0, i32 4
   store ptr %arena, ptr %4, align 8
-  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part219.context, i32 0, i32 5
-  store ptr %images, ptr %5, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part219.context, i32 0, i32 6
-  store ptr %labels, ptr %6, align 8
-  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part219.context, i32 0, i32 7
-  store float %lr, ptr %7, align 4
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part219.context, i32 0, i32 8
-  store i64 %step, ptr %8, align 4
-  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part219.context, i32 0, i32 9
-  store i64 %seed, ptr %9, align 4
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part219.context, i32 0, i32 10
-  store ptr %pool, ptr %10, align 8
-  %11 = icmp eq ptr %pool, null
-  br i1 %11, label %res.part219.serial, label %res.part219.pool
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part219.context, i32 0, i32 5
+  store ptr %prepared, ptr %5, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part219.context, i32 0, i32 6
+  store ptr %images, ptr %6, align 8
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part219.context, i32 0, i32 7
+  store ptr %labels, ptr %7, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part219.context, i32 0, i32 8
+  store float %lr, ptr %8, align 4
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part219.context, i32 0, i32 9
+  store i64 %step, ptr %9, align 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part219.context, i32 0, i32 10
+  store i64 %seed, ptr %10, align 4
+  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part219.context, i32 0, i32 11
+  store ptr %pool, ptr %11, align 8
+  %12 = icmp eq ptr %pool, null
+  br i1 %12, label %res.part219.serial, label %res.part219.pool
 
 res.part219.pool:                                 ; preds = %entry
   %run = load ptr, ptr %pool, align 8
@@ -25633,17 +25648,17 @@ res.part219.done:                                 ; preds = %res.part219.end, %r
 
 res.part219:                                      ; preds = %res.part219, %res.part219.serial
   %res.part2191 = phi i64 [ 0, %res.part219.serial ], [ %part219.next, %res.part219 ]
-  call void @residual_infer_b64.k2.res.part219(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %res.part2191)
+  call void @residual_infer_b64.k2.res.part219(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %res.part2191)
   %part219.next = add nsw i64 %res.part2191, 1
-  %12 = icmp slt i64 %part219.next, 2
-  br i1 %12, label %res.part219, label %res.part219.end
+  %13 = icmp slt i64 %part219.next, 2
+  br i1 %13, label %res.part219, label %res.part219.end
 
 res.part219.end:                                  ; preds = %res.part219
   br label %res.part219.done
 }
 
 ; Function Attrs: noinline
-define internal void @residual_infer_b64.k2.res.part219(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+define internal void @residual_infer_b64.k2.res.part219(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
 entry:
   br label %res.i220
 
@@ -25674,60 +25689,64 @@ res.i220.end:                                     ; preds = %res.i220
 
 define internal void @residual_infer_b64.k2.res.part219.task(ptr %0, i64 %1) {
 entry:
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
   %3 = load ptr, ptr %2, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
   %5 = load ptr, ptr %4, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
   %7 = load ptr, ptr %6, align 8
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
   %9 = load ptr, ptr %8, align 8
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
   %11 = load ptr, ptr %10, align 8
-  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
   %13 = load ptr, ptr %12, align 8
-  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
   %15 = load ptr, ptr %14, align 8
-  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
-  %17 = load float, ptr %16, align 4
-  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
-  %19 = load i64, ptr %18, align 4
-  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
+  %17 = load ptr, ptr %16, align 8
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
+  %19 = load float, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
   %21 = load i64, ptr %20, align 4
-  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
-  %23 = load ptr, ptr %22, align 8
-  call void @residual_infer_b64.k2.res.part219(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
+  %23 = load i64, ptr %22, align 4
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 11
+  %25 = load ptr, ptr %24, align 8
+  call void @residual_infer_b64.k2.res.part219(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, ptr %17, float %19, i64 %21, i64 %23, ptr %25, i64 %1)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @residual_infer_b64.k3.pool(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @residual_infer_b64.k3.pool(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %part221.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
-  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part221.context, i32 0, i32 0
+  %part221.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
+  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part221.context, i32 0, i32 0
   store ptr %params, ptr %0, align 8
-  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part221.context, i32 0, i32 1
+  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part221.context, i32 0, i32 1
   store ptr %grads, ptr %1, align 8
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part221.context, i32 0, i32 2
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part221.context, i32 0, i32 2
   store ptr %m, ptr %2, align 8
-  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part221.context, i32 0, i32 3
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part221.context, i32 0, i32 3
   store ptr %v, ptr %3, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part221.context, i32 0, i32 4
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part221.context, i32 0, i32 4
   store ptr %arena, ptr %4, align 8
-  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part221.context, i32 0, i32 5
-  store ptr %images, ptr %5, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part221.context, i32 0, i32 6
-  store ptr %labels, ptr %6, align 8
-  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part221.context, i32 0, i32 7
-  store float %lr, ptr %7, align 4
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part221.context, i32 0, i32 8
-  store i64 %step, ptr %8, align 4
-  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part221.context, i32 0, i32 9
-  store i64 %seed, ptr %9, align 4
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part221.context, i32 0, i32 10
-  store ptr %pool, ptr %10, align 8
-  %11 = icmp eq ptr %pool, null
-  br i1 %11, label %pool.part221.serial, label %pool.part221.pool
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part221.context, i32 0, i32 5
+  store ptr %prepared, ptr %5, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part221.context, i32 0, i32 6
+  store ptr %images, ptr %6, align 8
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part221.context, i32 0, i32 7
+  store ptr %labels, ptr %7, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part221.context, i32 0, i32 8
+  store float %lr, ptr %8, align 4
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part221.context, i32 0, i32 9
+  store i64 %step, ptr %9, align 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part221.context, i32 0, i32 10
+  store i64 %seed, ptr %10, align 4
+  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part221.context, i32 0, i32 11
+  store ptr %pool, ptr %11, align 8
+  %12 = icmp eq ptr %pool, null
+  br i1 %12, label %pool.part221.serial, label %pool.part221.pool
 
 pool.part221.pool:                                ; preds = %entry
   %run = load ptr, ptr %pool, align 8
@@ -25742,17 +25761,17 @@ pool.part221.done:                                ; preds = %pool.part221.end, %
 
 pool.part221:                                     ; preds = %pool.part221, %pool.part221.serial
   %pool.part2211 = phi i64 [ 0, %pool.part221.serial ], [ %part221.next, %pool.part221 ]
-  call void @residual_infer_b64.k3.pool.part221(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %pool.part2211)
+  call void @residual_infer_b64.k3.pool.part221(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %pool.part2211)
   %part221.next = add nsw i64 %pool.part2211, 1
-  %12 = icmp slt i64 %part221.next, 2
-  br i1 %12, label %pool.part221, label %pool.part221.end
+  %13 = icmp slt i64 %part221.next, 2
+  br i1 %13, label %pool.part221, label %pool.part221.end
 
 pool.part221.end:                                 ; preds = %pool.part221
   br label %pool.part221.done
 }
 
 ; Function Attrs: noinline
-define internal void @residual_infer_b64.k3.pool.part221(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+define internal void @residual_infer_b64.k3.pool.part221(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
 entry:
   %pool.acc225 = alloca float, align 4
   br label %pool.q222
@@ -25867,36 +25886,38 @@ pool.px224.end:                                   ; preds = %pool.px224
 
 define internal void @residual_infer_b64.k3.pool.part221.task(ptr %0, i64 %1) {
 entry:
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
   %3 = load ptr, ptr %2, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
   %5 = load ptr, ptr %4, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
   %7 = load ptr, ptr %6, align 8
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
   %9 = load ptr, ptr %8, align 8
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
   %11 = load ptr, ptr %10, align 8
-  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
   %13 = load ptr, ptr %12, align 8
-  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
   %15 = load ptr, ptr %14, align 8
-  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
-  %17 = load float, ptr %16, align 4
-  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
-  %19 = load i64, ptr %18, align 4
-  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
+  %17 = load ptr, ptr %16, align 8
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
+  %19 = load float, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
   %21 = load i64, ptr %20, align 4
-  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
-  %23 = load ptr, ptr %22, align 8
-  call void @residual_infer_b64.k3.pool.part221(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
+  %23 = load i64, ptr %22, align 4
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 11
+  %25 = load ptr, ptr %24, align 8
+  call void @residual_infer_b64.k3.pool.part221(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, ptr %17, float %19, i64 %21, i64 %23, ptr %25, i64 %1)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @residual_infer_b64.k4.conv3(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @residual_infer_b64.k4.conv3(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %part365.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
+  %part365.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
   %conv3.w364 = alloca <8 x float>, align 32
   %conv3.w363 = alloca <8 x float>, align 32
   %conv3.w362 = alloca <8 x float>, align 32
@@ -26051,32 +26072,34 @@ conv3.j289:                                       ; preds = %conv3.ty290.end, %c
   br label %conv3.ty290
 
 conv3.j289.end:                                   ; preds = %conv3.ty290.end
-  %23 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part365.context, i32 0, i32 0
+  %23 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part365.context, i32 0, i32 0
   store ptr %params, ptr %23, align 8
-  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part365.context, i32 0, i32 1
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part365.context, i32 0, i32 1
   store ptr %grads, ptr %24, align 8
-  %25 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part365.context, i32 0, i32 2
+  %25 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part365.context, i32 0, i32 2
   store ptr %m, ptr %25, align 8
-  %26 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part365.context, i32 0, i32 3
+  %26 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part365.context, i32 0, i32 3
   store ptr %v, ptr %26, align 8
-  %27 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part365.context, i32 0, i32 4
+  %27 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part365.context, i32 0, i32 4
   store ptr %arena, ptr %27, align 8
-  %28 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part365.context, i32 0, i32 5
-  store ptr %images, ptr %28, align 8
-  %29 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part365.context, i32 0, i32 6
-  store ptr %labels, ptr %29, align 8
-  %30 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part365.context, i32 0, i32 7
-  store float %lr, ptr %30, align 4
-  %31 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part365.context, i32 0, i32 8
-  store i64 %step, ptr %31, align 4
-  %32 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part365.context, i32 0, i32 9
-  store i64 %seed, ptr %32, align 4
-  %33 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part365.context, i32 0, i32 10
-  store ptr %pool, ptr %33, align 8
-  %34 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part365.context, i32 0, i32 11
-  store i64 %conv3.g2843, ptr %34, align 4
-  %35 = icmp eq ptr %pool, null
-  br i1 %35, label %conv3.part365.serial, label %conv3.part365.pool
+  %28 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part365.context, i32 0, i32 5
+  store ptr %prepared, ptr %28, align 8
+  %29 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part365.context, i32 0, i32 6
+  store ptr %images, ptr %29, align 8
+  %30 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part365.context, i32 0, i32 7
+  store ptr %labels, ptr %30, align 8
+  %31 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part365.context, i32 0, i32 8
+  store float %lr, ptr %31, align 4
+  %32 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part365.context, i32 0, i32 9
+  store i64 %step, ptr %32, align 4
+  %33 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part365.context, i32 0, i32 10
+  store i64 %seed, ptr %33, align 4
+  %34 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part365.context, i32 0, i32 11
+  store ptr %pool, ptr %34, align 8
+  %35 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part365.context, i32 0, i32 12
+  store i64 %conv3.g2843, ptr %35, align 4
+  %36 = icmp eq ptr %pool, null
+  br i1 %36, label %conv3.part365.serial, label %conv3.part365.pool
 
 conv3.ty290:                                      ; preds = %conv3.tx291.end, %conv3.j289
   %conv3.ty29011 = phi i64 [ 0, %conv3.j289 ], [ %ty290.next, %conv3.tx291.end ]
@@ -26084,8 +26107,8 @@ conv3.ty290:                                      ; preds = %conv3.tx291.end, %c
 
 conv3.ty290.end:                                  ; preds = %conv3.tx291.end
   %j289.next = add nsw i64 %conv3.j28910, 1
-  %36 = icmp slt i64 %j289.next, 1
-  br i1 %36, label %conv3.j289, label %conv3.j289.end
+  %37 = icmp slt i64 %j289.next, 1
+  br i1 %37, label %conv3.j289, label %conv3.j289.end
 
 conv3.tx291:                                      ; preds = %conv3.cv292.end, %conv3.ty290
   %conv3.tx29112 = phi i64 [ 0, %conv3.ty290 ], [ %tx291.next, %conv3.cv292.end ]
@@ -26093,2895 +26116,2895 @@ conv3.tx291:                                      ; preds = %conv3.cv292.end, %c
 
 conv3.tx291.end:                                  ; preds = %conv3.cv292.end
   %ty290.next = add nsw i64 %conv3.ty29011, 1
-  %37 = icmp slt i64 %ty290.next, 4
-  br i1 %37, label %conv3.ty290, label %conv3.ty290.end
+  %38 = icmp slt i64 %ty290.next, 4
+  br i1 %38, label %conv3.ty290, label %conv3.ty290.end
 
 conv3.cv292:                                      ; preds = %conv3.cv292, %conv3.tx291
   %conv3.cv29213 = phi i64 [ 0, %conv3.tx291 ], [ %cv292.next, %conv3.cv292 ]
-  %38 = mul nsw i64 %conv3.j28910, 5184
-  %39 = mul nsw i64 %conv3.ty29011, 4
-  %40 = mul nsw i64 %39, 288
-  %41 = add nsw i64 %38, %40
-  %42 = mul nsw i64 %conv3.tx29112, 4
-  %43 = mul nsw i64 %42, 16
-  %44 = add nsw i64 %41, %43
-  %45 = mul nsw i64 %conv3.cv29213, 8
-  %46 = add nsw i64 %44, %45
-  %47 = add nsw i64 620544, %46
-  %arena14 = getelementptr inbounds float, ptr %arena, i64 %47
-  %48 = load <8 x float>, ptr %arena14, align 4
-  %49 = fmul <8 x float> %48, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %50 = mul nsw i64 %conv3.j28910, 5184
-  %51 = mul nsw i64 %conv3.ty29011, 4
-  %52 = add nsw i64 %51, 4
-  %53 = mul nsw i64 %52, 288
-  %54 = add nsw i64 %50, %53
-  %55 = mul nsw i64 %conv3.tx29112, 4
-  %56 = mul nsw i64 %55, 16
-  %57 = add nsw i64 %54, %56
-  %58 = mul nsw i64 %conv3.cv29213, 8
-  %59 = add nsw i64 %57, %58
-  %60 = add nsw i64 620544, %59
-  %arena15 = getelementptr inbounds float, ptr %arena, i64 %60
-  %61 = load <8 x float>, ptr %arena15, align 4
-  %62 = fmul <8 x float> %61, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %63 = fadd <8 x float> %49, %62
-  %64 = mul nsw i64 %conv3.j28910, 5184
-  %65 = mul nsw i64 %conv3.ty29011, 4
-  %66 = add nsw i64 %65, 2
-  %67 = mul nsw i64 %66, 288
-  %68 = add nsw i64 %64, %67
-  %69 = mul nsw i64 %conv3.tx29112, 4
-  %70 = mul nsw i64 %69, 16
-  %71 = add nsw i64 %68, %70
-  %72 = mul nsw i64 %conv3.cv29213, 8
-  %73 = add nsw i64 %71, %72
-  %74 = add nsw i64 620544, %73
-  %arena16 = getelementptr inbounds float, ptr %arena, i64 %74
-  %75 = load <8 x float>, ptr %arena16, align 4
-  %76 = fmul <8 x float> %75, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
-  %77 = fsub <8 x float> %63, %76
-  store <8 x float> %77, ptr %conv3.w293, align 32
-  %78 = mul nsw i64 %conv3.j28910, 5184
-  %79 = mul nsw i64 %conv3.ty29011, 4
-  %80 = add nsw i64 %79, 3
-  %81 = mul nsw i64 %80, 288
-  %82 = add nsw i64 %78, %81
-  %83 = mul nsw i64 %conv3.tx29112, 4
-  %84 = mul nsw i64 %83, 16
-  %85 = add nsw i64 %82, %84
-  %86 = mul nsw i64 %conv3.cv29213, 8
-  %87 = add nsw i64 %85, %86
-  %88 = add nsw i64 620544, %87
-  %arena17 = getelementptr inbounds float, ptr %arena, i64 %88
-  %89 = load <8 x float>, ptr %arena17, align 4
-  %90 = fmul <8 x float> %89, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %91 = mul nsw i64 %conv3.j28910, 5184
-  %92 = mul nsw i64 %conv3.ty29011, 4
-  %93 = add nsw i64 %92, 4
-  %94 = mul nsw i64 %93, 288
-  %95 = add nsw i64 %91, %94
-  %96 = mul nsw i64 %conv3.tx29112, 4
-  %97 = mul nsw i64 %96, 16
-  %98 = add nsw i64 %95, %97
-  %99 = mul nsw i64 %conv3.cv29213, 8
-  %100 = add nsw i64 %98, %99
-  %101 = add nsw i64 620544, %100
-  %arena18 = getelementptr inbounds float, ptr %arena, i64 %101
-  %102 = load <8 x float>, ptr %arena18, align 4
-  %103 = fmul <8 x float> %102, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %104 = fadd <8 x float> %90, %103
-  %105 = mul nsw i64 %conv3.j28910, 5184
-  %106 = mul nsw i64 %conv3.ty29011, 4
-  %107 = add nsw i64 %106, 1
-  %108 = mul nsw i64 %107, 288
-  %109 = add nsw i64 %105, %108
-  %110 = mul nsw i64 %conv3.tx29112, 4
-  %111 = mul nsw i64 %110, 16
-  %112 = add nsw i64 %109, %111
-  %113 = mul nsw i64 %conv3.cv29213, 8
-  %114 = add nsw i64 %112, %113
-  %115 = add nsw i64 620544, %114
-  %arena19 = getelementptr inbounds float, ptr %arena, i64 %115
-  %116 = load <8 x float>, ptr %arena19, align 4
-  %117 = fmul <8 x float> %116, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %118 = fsub <8 x float> %104, %117
-  %119 = mul nsw i64 %conv3.j28910, 5184
-  %120 = mul nsw i64 %conv3.ty29011, 4
-  %121 = add nsw i64 %120, 2
-  %122 = mul nsw i64 %121, 288
-  %123 = add nsw i64 %119, %122
-  %124 = mul nsw i64 %conv3.tx29112, 4
-  %125 = mul nsw i64 %124, 16
-  %126 = add nsw i64 %123, %125
-  %127 = mul nsw i64 %conv3.cv29213, 8
-  %128 = add nsw i64 %126, %127
-  %129 = add nsw i64 620544, %128
-  %arena20 = getelementptr inbounds float, ptr %arena, i64 %129
-  %130 = load <8 x float>, ptr %arena20, align 4
-  %131 = fmul <8 x float> %130, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %132 = fsub <8 x float> %118, %131
-  store <8 x float> %132, ptr %conv3.w294, align 32
-  %133 = mul nsw i64 %conv3.j28910, 5184
-  %134 = mul nsw i64 %conv3.ty29011, 4
-  %135 = add nsw i64 %134, 1
-  %136 = mul nsw i64 %135, 288
-  %137 = add nsw i64 %133, %136
-  %138 = mul nsw i64 %conv3.tx29112, 4
-  %139 = mul nsw i64 %138, 16
-  %140 = add nsw i64 %137, %139
-  %141 = mul nsw i64 %conv3.cv29213, 8
-  %142 = add nsw i64 %140, %141
-  %143 = add nsw i64 620544, %142
-  %arena21 = getelementptr inbounds float, ptr %arena, i64 %143
-  %144 = load <8 x float>, ptr %arena21, align 4
-  %145 = fmul <8 x float> %144, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %146 = mul nsw i64 %conv3.j28910, 5184
-  %147 = mul nsw i64 %conv3.ty29011, 4
-  %148 = add nsw i64 %147, 4
-  %149 = mul nsw i64 %148, 288
-  %150 = add nsw i64 %146, %149
-  %151 = mul nsw i64 %conv3.tx29112, 4
-  %152 = mul nsw i64 %151, 16
-  %153 = add nsw i64 %150, %152
-  %154 = mul nsw i64 %conv3.cv29213, 8
-  %155 = add nsw i64 %153, %154
-  %156 = add nsw i64 620544, %155
-  %arena22 = getelementptr inbounds float, ptr %arena, i64 %156
-  %157 = load <8 x float>, ptr %arena22, align 4
-  %158 = fmul <8 x float> %157, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %159 = fadd <8 x float> %145, %158
-  %160 = mul nsw i64 %conv3.j28910, 5184
-  %161 = mul nsw i64 %conv3.ty29011, 4
-  %162 = add nsw i64 %161, 2
-  %163 = mul nsw i64 %162, 288
-  %164 = add nsw i64 %160, %163
-  %165 = mul nsw i64 %conv3.tx29112, 4
-  %166 = mul nsw i64 %165, 16
-  %167 = add nsw i64 %164, %166
-  %168 = mul nsw i64 %conv3.cv29213, 8
-  %169 = add nsw i64 %167, %168
-  %170 = add nsw i64 620544, %169
-  %arena23 = getelementptr inbounds float, ptr %arena, i64 %170
-  %171 = load <8 x float>, ptr %arena23, align 4
-  %172 = fmul <8 x float> %171, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %173 = fsub <8 x float> %159, %172
-  %174 = mul nsw i64 %conv3.j28910, 5184
-  %175 = mul nsw i64 %conv3.ty29011, 4
-  %176 = add nsw i64 %175, 3
-  %177 = mul nsw i64 %176, 288
-  %178 = add nsw i64 %174, %177
-  %179 = mul nsw i64 %conv3.tx29112, 4
-  %180 = mul nsw i64 %179, 16
-  %181 = add nsw i64 %178, %180
-  %182 = mul nsw i64 %conv3.cv29213, 8
-  %183 = add nsw i64 %181, %182
-  %184 = add nsw i64 620544, %183
-  %arena24 = getelementptr inbounds float, ptr %arena, i64 %184
-  %185 = load <8 x float>, ptr %arena24, align 4
-  %186 = fmul <8 x float> %185, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %187 = fsub <8 x float> %173, %186
-  store <8 x float> %187, ptr %conv3.w295, align 32
-  %188 = mul nsw i64 %conv3.j28910, 5184
-  %189 = mul nsw i64 %conv3.ty29011, 4
-  %190 = add nsw i64 %189, 3
-  %191 = mul nsw i64 %190, 288
-  %192 = add nsw i64 %188, %191
-  %193 = mul nsw i64 %conv3.tx29112, 4
-  %194 = mul nsw i64 %193, 16
-  %195 = add nsw i64 %192, %194
-  %196 = mul nsw i64 %conv3.cv29213, 8
-  %197 = add nsw i64 %195, %196
-  %198 = add nsw i64 620544, %197
-  %arena25 = getelementptr inbounds float, ptr %arena, i64 %198
-  %199 = load <8 x float>, ptr %arena25, align 4
-  %200 = fmul <8 x float> %199, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
-  %201 = mul nsw i64 %conv3.j28910, 5184
-  %202 = mul nsw i64 %conv3.ty29011, 4
-  %203 = add nsw i64 %202, 4
-  %204 = mul nsw i64 %203, 288
-  %205 = add nsw i64 %201, %204
-  %206 = mul nsw i64 %conv3.tx29112, 4
-  %207 = mul nsw i64 %206, 16
-  %208 = add nsw i64 %205, %207
-  %209 = mul nsw i64 %conv3.cv29213, 8
-  %210 = add nsw i64 %208, %209
-  %211 = add nsw i64 620544, %210
-  %arena26 = getelementptr inbounds float, ptr %arena, i64 %211
-  %212 = load <8 x float>, ptr %arena26, align 4
-  %213 = fmul <8 x float> %212, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %214 = fadd <8 x float> %200, %213
-  %215 = mul nsw i64 %conv3.j28910, 5184
-  %216 = mul nsw i64 %conv3.ty29011, 4
-  %217 = add nsw i64 %216, 1
-  %218 = mul nsw i64 %217, 288
-  %219 = add nsw i64 %215, %218
-  %220 = mul nsw i64 %conv3.tx29112, 4
-  %221 = mul nsw i64 %220, 16
-  %222 = add nsw i64 %219, %221
-  %223 = mul nsw i64 %conv3.cv29213, 8
-  %224 = add nsw i64 %222, %223
-  %225 = add nsw i64 620544, %224
-  %arena27 = getelementptr inbounds float, ptr %arena, i64 %225
-  %226 = load <8 x float>, ptr %arena27, align 4
-  %227 = fmul <8 x float> %226, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
-  %228 = fsub <8 x float> %214, %227
-  %229 = mul nsw i64 %conv3.j28910, 5184
-  %230 = mul nsw i64 %conv3.ty29011, 4
-  %231 = add nsw i64 %230, 2
-  %232 = mul nsw i64 %231, 288
-  %233 = add nsw i64 %229, %232
-  %234 = mul nsw i64 %conv3.tx29112, 4
-  %235 = mul nsw i64 %234, 16
-  %236 = add nsw i64 %233, %235
-  %237 = mul nsw i64 %conv3.cv29213, 8
-  %238 = add nsw i64 %236, %237
-  %239 = add nsw i64 620544, %238
-  %arena28 = getelementptr inbounds float, ptr %arena, i64 %239
-  %240 = load <8 x float>, ptr %arena28, align 4
-  %241 = fmul <8 x float> %240, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %242 = fsub <8 x float> %228, %241
-  store <8 x float> %242, ptr %conv3.w296, align 32
-  %243 = mul nsw i64 %conv3.j28910, 5184
-  %244 = mul nsw i64 %conv3.ty29011, 4
-  %245 = add nsw i64 %244, 1
-  %246 = mul nsw i64 %245, 288
-  %247 = add nsw i64 %243, %246
-  %248 = mul nsw i64 %conv3.tx29112, 4
-  %249 = mul nsw i64 %248, 16
-  %250 = add nsw i64 %247, %249
-  %251 = mul nsw i64 %conv3.cv29213, 8
-  %252 = add nsw i64 %250, %251
-  %253 = add nsw i64 620544, %252
-  %arena29 = getelementptr inbounds float, ptr %arena, i64 %253
-  %254 = load <8 x float>, ptr %arena29, align 4
-  %255 = fmul <8 x float> %254, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
-  %256 = mul nsw i64 %conv3.j28910, 5184
-  %257 = mul nsw i64 %conv3.ty29011, 4
-  %258 = add nsw i64 %257, 4
-  %259 = mul nsw i64 %258, 288
-  %260 = add nsw i64 %256, %259
-  %261 = mul nsw i64 %conv3.tx29112, 4
-  %262 = mul nsw i64 %261, 16
-  %263 = add nsw i64 %260, %262
-  %264 = mul nsw i64 %conv3.cv29213, 8
-  %265 = add nsw i64 %263, %264
-  %266 = add nsw i64 620544, %265
-  %arena30 = getelementptr inbounds float, ptr %arena, i64 %266
-  %267 = load <8 x float>, ptr %arena30, align 4
-  %268 = fmul <8 x float> %267, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %269 = fadd <8 x float> %255, %268
-  %270 = mul nsw i64 %conv3.j28910, 5184
-  %271 = mul nsw i64 %conv3.ty29011, 4
-  %272 = add nsw i64 %271, 2
-  %273 = mul nsw i64 %272, 288
-  %274 = add nsw i64 %270, %273
-  %275 = mul nsw i64 %conv3.tx29112, 4
-  %276 = mul nsw i64 %275, 16
-  %277 = add nsw i64 %274, %276
-  %278 = mul nsw i64 %conv3.cv29213, 8
-  %279 = add nsw i64 %277, %278
-  %280 = add nsw i64 620544, %279
-  %arena31 = getelementptr inbounds float, ptr %arena, i64 %280
-  %281 = load <8 x float>, ptr %arena31, align 4
-  %282 = fmul <8 x float> %281, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %283 = fsub <8 x float> %269, %282
-  %284 = mul nsw i64 %conv3.j28910, 5184
-  %285 = mul nsw i64 %conv3.ty29011, 4
-  %286 = add nsw i64 %285, 3
-  %287 = mul nsw i64 %286, 288
-  %288 = add nsw i64 %284, %287
-  %289 = mul nsw i64 %conv3.tx29112, 4
-  %290 = mul nsw i64 %289, 16
-  %291 = add nsw i64 %288, %290
-  %292 = mul nsw i64 %conv3.cv29213, 8
-  %293 = add nsw i64 %291, %292
-  %294 = add nsw i64 620544, %293
-  %arena32 = getelementptr inbounds float, ptr %arena, i64 %294
-  %295 = load <8 x float>, ptr %arena32, align 4
-  %296 = fmul <8 x float> %295, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
-  %297 = fsub <8 x float> %283, %296
-  store <8 x float> %297, ptr %conv3.w297, align 32
-  %298 = mul nsw i64 %conv3.j28910, 5184
-  %299 = mul nsw i64 %conv3.ty29011, 4
-  %300 = add nsw i64 %299, 1
-  %301 = mul nsw i64 %300, 288
-  %302 = add nsw i64 %298, %301
-  %303 = mul nsw i64 %conv3.tx29112, 4
-  %304 = mul nsw i64 %303, 16
-  %305 = add nsw i64 %302, %304
-  %306 = mul nsw i64 %conv3.cv29213, 8
-  %307 = add nsw i64 %305, %306
-  %308 = add nsw i64 620544, %307
-  %arena33 = getelementptr inbounds float, ptr %arena, i64 %308
-  %309 = load <8 x float>, ptr %arena33, align 4
-  %310 = fmul <8 x float> %309, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %311 = mul nsw i64 %conv3.j28910, 5184
-  %312 = mul nsw i64 %conv3.ty29011, 4
-  %313 = add nsw i64 %312, 5
-  %314 = mul nsw i64 %313, 288
-  %315 = add nsw i64 %311, %314
-  %316 = mul nsw i64 %conv3.tx29112, 4
-  %317 = mul nsw i64 %316, 16
-  %318 = add nsw i64 %315, %317
-  %319 = mul nsw i64 %conv3.cv29213, 8
-  %320 = add nsw i64 %318, %319
-  %321 = add nsw i64 620544, %320
-  %arena34 = getelementptr inbounds float, ptr %arena, i64 %321
-  %322 = load <8 x float>, ptr %arena34, align 4
-  %323 = fmul <8 x float> %322, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %324 = fadd <8 x float> %310, %323
-  %325 = mul nsw i64 %conv3.j28910, 5184
-  %326 = mul nsw i64 %conv3.ty29011, 4
-  %327 = add nsw i64 %326, 3
-  %328 = mul nsw i64 %327, 288
-  %329 = add nsw i64 %325, %328
-  %330 = mul nsw i64 %conv3.tx29112, 4
-  %331 = mul nsw i64 %330, 16
-  %332 = add nsw i64 %329, %331
-  %333 = mul nsw i64 %conv3.cv29213, 8
-  %334 = add nsw i64 %332, %333
-  %335 = add nsw i64 620544, %334
-  %arena35 = getelementptr inbounds float, ptr %arena, i64 %335
-  %336 = load <8 x float>, ptr %arena35, align 4
-  %337 = fmul <8 x float> %336, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
-  %338 = fsub <8 x float> %324, %337
-  store <8 x float> %338, ptr %conv3.w298, align 32
-  %339 = mul nsw i64 %conv3.j28910, 5184
-  %340 = mul nsw i64 %conv3.ty29011, 4
-  %341 = mul nsw i64 %340, 288
-  %342 = add nsw i64 %339, %341
-  %343 = mul nsw i64 %conv3.tx29112, 4
-  %344 = add nsw i64 %343, 1
-  %345 = mul nsw i64 %344, 16
-  %346 = add nsw i64 %342, %345
-  %347 = mul nsw i64 %conv3.cv29213, 8
-  %348 = add nsw i64 %346, %347
-  %349 = add nsw i64 620544, %348
-  %arena36 = getelementptr inbounds float, ptr %arena, i64 %349
-  %350 = load <8 x float>, ptr %arena36, align 4
-  %351 = fmul <8 x float> %350, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %352 = mul nsw i64 %conv3.j28910, 5184
-  %353 = mul nsw i64 %conv3.ty29011, 4
-  %354 = add nsw i64 %353, 4
-  %355 = mul nsw i64 %354, 288
-  %356 = add nsw i64 %352, %355
-  %357 = mul nsw i64 %conv3.tx29112, 4
-  %358 = add nsw i64 %357, 1
-  %359 = mul nsw i64 %358, 16
-  %360 = add nsw i64 %356, %359
-  %361 = mul nsw i64 %conv3.cv29213, 8
-  %362 = add nsw i64 %360, %361
-  %363 = add nsw i64 620544, %362
-  %arena37 = getelementptr inbounds float, ptr %arena, i64 %363
-  %364 = load <8 x float>, ptr %arena37, align 4
-  %365 = fmul <8 x float> %364, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %366 = fadd <8 x float> %351, %365
-  %367 = mul nsw i64 %conv3.j28910, 5184
-  %368 = mul nsw i64 %conv3.ty29011, 4
-  %369 = add nsw i64 %368, 2
-  %370 = mul nsw i64 %369, 288
-  %371 = add nsw i64 %367, %370
-  %372 = mul nsw i64 %conv3.tx29112, 4
-  %373 = add nsw i64 %372, 1
-  %374 = mul nsw i64 %373, 16
-  %375 = add nsw i64 %371, %374
-  %376 = mul nsw i64 %conv3.cv29213, 8
-  %377 = add nsw i64 %375, %376
-  %378 = add nsw i64 620544, %377
-  %arena38 = getelementptr inbounds float, ptr %arena, i64 %378
-  %379 = load <8 x float>, ptr %arena38, align 4
-  %380 = fmul <8 x float> %379, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
-  %381 = fsub <8 x float> %366, %380
-  store <8 x float> %381, ptr %conv3.w299, align 32
-  %382 = mul nsw i64 %conv3.j28910, 5184
-  %383 = mul nsw i64 %conv3.ty29011, 4
-  %384 = add nsw i64 %383, 3
-  %385 = mul nsw i64 %384, 288
-  %386 = add nsw i64 %382, %385
-  %387 = mul nsw i64 %conv3.tx29112, 4
-  %388 = add nsw i64 %387, 1
-  %389 = mul nsw i64 %388, 16
-  %390 = add nsw i64 %386, %389
-  %391 = mul nsw i64 %conv3.cv29213, 8
-  %392 = add nsw i64 %390, %391
-  %393 = add nsw i64 620544, %392
-  %arena39 = getelementptr inbounds float, ptr %arena, i64 %393
-  %394 = load <8 x float>, ptr %arena39, align 4
-  %395 = fmul <8 x float> %394, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %396 = mul nsw i64 %conv3.j28910, 5184
-  %397 = mul nsw i64 %conv3.ty29011, 4
-  %398 = add nsw i64 %397, 4
-  %399 = mul nsw i64 %398, 288
-  %400 = add nsw i64 %396, %399
-  %401 = mul nsw i64 %conv3.tx29112, 4
-  %402 = add nsw i64 %401, 1
-  %403 = mul nsw i64 %402, 16
-  %404 = add nsw i64 %400, %403
-  %405 = mul nsw i64 %conv3.cv29213, 8
-  %406 = add nsw i64 %404, %405
-  %407 = add nsw i64 620544, %406
-  %arena40 = getelementptr inbounds float, ptr %arena, i64 %407
-  %408 = load <8 x float>, ptr %arena40, align 4
-  %409 = fmul <8 x float> %408, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %410 = fadd <8 x float> %395, %409
-  %411 = mul nsw i64 %conv3.j28910, 5184
-  %412 = mul nsw i64 %conv3.ty29011, 4
-  %413 = add nsw i64 %412, 1
-  %414 = mul nsw i64 %413, 288
-  %415 = add nsw i64 %411, %414
-  %416 = mul nsw i64 %conv3.tx29112, 4
-  %417 = add nsw i64 %416, 1
-  %418 = mul nsw i64 %417, 16
-  %419 = add nsw i64 %415, %418
-  %420 = mul nsw i64 %conv3.cv29213, 8
-  %421 = add nsw i64 %419, %420
-  %422 = add nsw i64 620544, %421
-  %arena41 = getelementptr inbounds float, ptr %arena, i64 %422
-  %423 = load <8 x float>, ptr %arena41, align 4
-  %424 = fmul <8 x float> %423, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %425 = fsub <8 x float> %410, %424
-  %426 = mul nsw i64 %conv3.j28910, 5184
-  %427 = mul nsw i64 %conv3.ty29011, 4
-  %428 = add nsw i64 %427, 2
-  %429 = mul nsw i64 %428, 288
-  %430 = add nsw i64 %426, %429
-  %431 = mul nsw i64 %conv3.tx29112, 4
-  %432 = add nsw i64 %431, 1
-  %433 = mul nsw i64 %432, 16
-  %434 = add nsw i64 %430, %433
-  %435 = mul nsw i64 %conv3.cv29213, 8
-  %436 = add nsw i64 %434, %435
-  %437 = add nsw i64 620544, %436
-  %arena42 = getelementptr inbounds float, ptr %arena, i64 %437
-  %438 = load <8 x float>, ptr %arena42, align 4
-  %439 = fmul <8 x float> %438, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %440 = fsub <8 x float> %425, %439
-  store <8 x float> %440, ptr %conv3.w300, align 32
-  %441 = mul nsw i64 %conv3.j28910, 5184
-  %442 = mul nsw i64 %conv3.ty29011, 4
-  %443 = add nsw i64 %442, 1
-  %444 = mul nsw i64 %443, 288
-  %445 = add nsw i64 %441, %444
-  %446 = mul nsw i64 %conv3.tx29112, 4
-  %447 = add nsw i64 %446, 1
-  %448 = mul nsw i64 %447, 16
-  %449 = add nsw i64 %445, %448
-  %450 = mul nsw i64 %conv3.cv29213, 8
-  %451 = add nsw i64 %449, %450
-  %452 = add nsw i64 620544, %451
-  %arena43 = getelementptr inbounds float, ptr %arena, i64 %452
-  %453 = load <8 x float>, ptr %arena43, align 4
-  %454 = fmul <8 x float> %453, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %455 = mul nsw i64 %conv3.j28910, 5184
-  %456 = mul nsw i64 %conv3.ty29011, 4
-  %457 = add nsw i64 %456, 4
-  %458 = mul nsw i64 %457, 288
-  %459 = add nsw i64 %455, %458
-  %460 = mul nsw i64 %conv3.tx29112, 4
-  %461 = add nsw i64 %460, 1
-  %462 = mul nsw i64 %461, 16
-  %463 = add nsw i64 %459, %462
-  %464 = mul nsw i64 %conv3.cv29213, 8
-  %465 = add nsw i64 %463, %464
-  %466 = add nsw i64 620544, %465
-  %arena44 = getelementptr inbounds float, ptr %arena, i64 %466
-  %467 = load <8 x float>, ptr %arena44, align 4
-  %468 = fmul <8 x float> %467, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %469 = fadd <8 x float> %454, %468
-  %470 = mul nsw i64 %conv3.j28910, 5184
-  %471 = mul nsw i64 %conv3.ty29011, 4
-  %472 = add nsw i64 %471, 2
-  %473 = mul nsw i64 %472, 288
-  %474 = add nsw i64 %470, %473
-  %475 = mul nsw i64 %conv3.tx29112, 4
-  %476 = add nsw i64 %475, 1
-  %477 = mul nsw i64 %476, 16
-  %478 = add nsw i64 %474, %477
-  %479 = mul nsw i64 %conv3.cv29213, 8
-  %480 = add nsw i64 %478, %479
-  %481 = add nsw i64 620544, %480
-  %arena45 = getelementptr inbounds float, ptr %arena, i64 %481
-  %482 = load <8 x float>, ptr %arena45, align 4
-  %483 = fmul <8 x float> %482, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %484 = fsub <8 x float> %469, %483
-  %485 = mul nsw i64 %conv3.j28910, 5184
-  %486 = mul nsw i64 %conv3.ty29011, 4
-  %487 = add nsw i64 %486, 3
-  %488 = mul nsw i64 %487, 288
-  %489 = add nsw i64 %485, %488
-  %490 = mul nsw i64 %conv3.tx29112, 4
-  %491 = add nsw i64 %490, 1
-  %492 = mul nsw i64 %491, 16
-  %493 = add nsw i64 %489, %492
-  %494 = mul nsw i64 %conv3.cv29213, 8
-  %495 = add nsw i64 %493, %494
-  %496 = add nsw i64 620544, %495
-  %arena46 = getelementptr inbounds float, ptr %arena, i64 %496
-  %497 = load <8 x float>, ptr %arena46, align 4
-  %498 = fmul <8 x float> %497, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %499 = fsub <8 x float> %484, %498
-  store <8 x float> %499, ptr %conv3.w301, align 32
-  %500 = mul nsw i64 %conv3.j28910, 5184
-  %501 = mul nsw i64 %conv3.ty29011, 4
-  %502 = add nsw i64 %501, 3
-  %503 = mul nsw i64 %502, 288
-  %504 = add nsw i64 %500, %503
-  %505 = mul nsw i64 %conv3.tx29112, 4
-  %506 = add nsw i64 %505, 1
-  %507 = mul nsw i64 %506, 16
-  %508 = add nsw i64 %504, %507
-  %509 = mul nsw i64 %conv3.cv29213, 8
-  %510 = add nsw i64 %508, %509
-  %511 = add nsw i64 620544, %510
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %511
-  %512 = load <8 x float>, ptr %arena47, align 4
-  %513 = fmul <8 x float> %512, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
-  %514 = mul nsw i64 %conv3.j28910, 5184
-  %515 = mul nsw i64 %conv3.ty29011, 4
-  %516 = add nsw i64 %515, 4
-  %517 = mul nsw i64 %516, 288
-  %518 = add nsw i64 %514, %517
-  %519 = mul nsw i64 %conv3.tx29112, 4
-  %520 = add nsw i64 %519, 1
-  %521 = mul nsw i64 %520, 16
-  %522 = add nsw i64 %518, %521
-  %523 = mul nsw i64 %conv3.cv29213, 8
-  %524 = add nsw i64 %522, %523
-  %525 = add nsw i64 620544, %524
-  %arena48 = getelementptr inbounds float, ptr %arena, i64 %525
-  %526 = load <8 x float>, ptr %arena48, align 4
-  %527 = fmul <8 x float> %526, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %528 = fadd <8 x float> %513, %527
-  %529 = mul nsw i64 %conv3.j28910, 5184
-  %530 = mul nsw i64 %conv3.ty29011, 4
-  %531 = add nsw i64 %530, 1
-  %532 = mul nsw i64 %531, 288
-  %533 = add nsw i64 %529, %532
-  %534 = mul nsw i64 %conv3.tx29112, 4
-  %535 = add nsw i64 %534, 1
-  %536 = mul nsw i64 %535, 16
-  %537 = add nsw i64 %533, %536
-  %538 = mul nsw i64 %conv3.cv29213, 8
-  %539 = add nsw i64 %537, %538
-  %540 = add nsw i64 620544, %539
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %540
-  %541 = load <8 x float>, ptr %arena49, align 4
-  %542 = fmul <8 x float> %541, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
-  %543 = fsub <8 x float> %528, %542
-  %544 = mul nsw i64 %conv3.j28910, 5184
-  %545 = mul nsw i64 %conv3.ty29011, 4
-  %546 = add nsw i64 %545, 2
-  %547 = mul nsw i64 %546, 288
-  %548 = add nsw i64 %544, %547
-  %549 = mul nsw i64 %conv3.tx29112, 4
-  %550 = add nsw i64 %549, 1
-  %551 = mul nsw i64 %550, 16
-  %552 = add nsw i64 %548, %551
-  %553 = mul nsw i64 %conv3.cv29213, 8
-  %554 = add nsw i64 %552, %553
-  %555 = add nsw i64 620544, %554
-  %arena50 = getelementptr inbounds float, ptr %arena, i64 %555
-  %556 = load <8 x float>, ptr %arena50, align 4
-  %557 = fmul <8 x float> %556, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %558 = fsub <8 x float> %543, %557
-  store <8 x float> %558, ptr %conv3.w302, align 32
-  %559 = mul nsw i64 %conv3.j28910, 5184
-  %560 = mul nsw i64 %conv3.ty29011, 4
-  %561 = add nsw i64 %560, 1
-  %562 = mul nsw i64 %561, 288
-  %563 = add nsw i64 %559, %562
-  %564 = mul nsw i64 %conv3.tx29112, 4
-  %565 = add nsw i64 %564, 1
-  %566 = mul nsw i64 %565, 16
-  %567 = add nsw i64 %563, %566
-  %568 = mul nsw i64 %conv3.cv29213, 8
-  %569 = add nsw i64 %567, %568
-  %570 = add nsw i64 620544, %569
-  %arena51 = getelementptr inbounds float, ptr %arena, i64 %570
-  %571 = load <8 x float>, ptr %arena51, align 4
-  %572 = fmul <8 x float> %571, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
-  %573 = mul nsw i64 %conv3.j28910, 5184
-  %574 = mul nsw i64 %conv3.ty29011, 4
-  %575 = add nsw i64 %574, 4
-  %576 = mul nsw i64 %575, 288
-  %577 = add nsw i64 %573, %576
-  %578 = mul nsw i64 %conv3.tx29112, 4
-  %579 = add nsw i64 %578, 1
-  %580 = mul nsw i64 %579, 16
-  %581 = add nsw i64 %577, %580
-  %582 = mul nsw i64 %conv3.cv29213, 8
-  %583 = add nsw i64 %581, %582
-  %584 = add nsw i64 620544, %583
-  %arena52 = getelementptr inbounds float, ptr %arena, i64 %584
-  %585 = load <8 x float>, ptr %arena52, align 4
-  %586 = fmul <8 x float> %585, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %587 = fadd <8 x float> %572, %586
-  %588 = mul nsw i64 %conv3.j28910, 5184
-  %589 = mul nsw i64 %conv3.ty29011, 4
-  %590 = add nsw i64 %589, 2
-  %591 = mul nsw i64 %590, 288
-  %592 = add nsw i64 %588, %591
-  %593 = mul nsw i64 %conv3.tx29112, 4
-  %594 = add nsw i64 %593, 1
-  %595 = mul nsw i64 %594, 16
-  %596 = add nsw i64 %592, %595
-  %597 = mul nsw i64 %conv3.cv29213, 8
-  %598 = add nsw i64 %596, %597
-  %599 = add nsw i64 620544, %598
-  %arena53 = getelementptr inbounds float, ptr %arena, i64 %599
-  %600 = load <8 x float>, ptr %arena53, align 4
-  %601 = fmul <8 x float> %600, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %602 = fsub <8 x float> %587, %601
-  %603 = mul nsw i64 %conv3.j28910, 5184
-  %604 = mul nsw i64 %conv3.ty29011, 4
-  %605 = add nsw i64 %604, 3
-  %606 = mul nsw i64 %605, 288
-  %607 = add nsw i64 %603, %606
-  %608 = mul nsw i64 %conv3.tx29112, 4
-  %609 = add nsw i64 %608, 1
-  %610 = mul nsw i64 %609, 16
-  %611 = add nsw i64 %607, %610
-  %612 = mul nsw i64 %conv3.cv29213, 8
-  %613 = add nsw i64 %611, %612
-  %614 = add nsw i64 620544, %613
-  %arena54 = getelementptr inbounds float, ptr %arena, i64 %614
-  %615 = load <8 x float>, ptr %arena54, align 4
-  %616 = fmul <8 x float> %615, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
-  %617 = fsub <8 x float> %602, %616
-  store <8 x float> %617, ptr %conv3.w303, align 32
-  %618 = mul nsw i64 %conv3.j28910, 5184
-  %619 = mul nsw i64 %conv3.ty29011, 4
-  %620 = add nsw i64 %619, 1
-  %621 = mul nsw i64 %620, 288
-  %622 = add nsw i64 %618, %621
-  %623 = mul nsw i64 %conv3.tx29112, 4
-  %624 = add nsw i64 %623, 1
-  %625 = mul nsw i64 %624, 16
-  %626 = add nsw i64 %622, %625
-  %627 = mul nsw i64 %conv3.cv29213, 8
-  %628 = add nsw i64 %626, %627
-  %629 = add nsw i64 620544, %628
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %629
-  %630 = load <8 x float>, ptr %arena55, align 4
-  %631 = fmul <8 x float> %630, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %632 = mul nsw i64 %conv3.j28910, 5184
-  %633 = mul nsw i64 %conv3.ty29011, 4
-  %634 = add nsw i64 %633, 5
-  %635 = mul nsw i64 %634, 288
-  %636 = add nsw i64 %632, %635
-  %637 = mul nsw i64 %conv3.tx29112, 4
-  %638 = add nsw i64 %637, 1
-  %639 = mul nsw i64 %638, 16
-  %640 = add nsw i64 %636, %639
-  %641 = mul nsw i64 %conv3.cv29213, 8
-  %642 = add nsw i64 %640, %641
-  %643 = add nsw i64 620544, %642
-  %arena56 = getelementptr inbounds float, ptr %arena, i64 %643
-  %644 = load <8 x float>, ptr %arena56, align 4
-  %645 = fmul <8 x float> %644, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %646 = fadd <8 x float> %631, %645
-  %647 = mul nsw i64 %conv3.j28910, 5184
-  %648 = mul nsw i64 %conv3.ty29011, 4
-  %649 = add nsw i64 %648, 3
-  %650 = mul nsw i64 %649, 288
-  %651 = add nsw i64 %647, %650
-  %652 = mul nsw i64 %conv3.tx29112, 4
-  %653 = add nsw i64 %652, 1
-  %654 = mul nsw i64 %653, 16
-  %655 = add nsw i64 %651, %654
-  %656 = mul nsw i64 %conv3.cv29213, 8
-  %657 = add nsw i64 %655, %656
-  %658 = add nsw i64 620544, %657
-  %arena57 = getelementptr inbounds float, ptr %arena, i64 %658
-  %659 = load <8 x float>, ptr %arena57, align 4
-  %660 = fmul <8 x float> %659, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
-  %661 = fsub <8 x float> %646, %660
-  store <8 x float> %661, ptr %conv3.w304, align 32
-  %662 = mul nsw i64 %conv3.j28910, 5184
-  %663 = mul nsw i64 %conv3.ty29011, 4
-  %664 = mul nsw i64 %663, 288
-  %665 = add nsw i64 %662, %664
-  %666 = mul nsw i64 %conv3.tx29112, 4
-  %667 = add nsw i64 %666, 2
-  %668 = mul nsw i64 %667, 16
-  %669 = add nsw i64 %665, %668
-  %670 = mul nsw i64 %conv3.cv29213, 8
-  %671 = add nsw i64 %669, %670
-  %672 = add nsw i64 620544, %671
-  %arena58 = getelementptr inbounds float, ptr %arena, i64 %672
-  %673 = load <8 x float>, ptr %arena58, align 4
-  %674 = fmul <8 x float> %673, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %675 = mul nsw i64 %conv3.j28910, 5184
-  %676 = mul nsw i64 %conv3.ty29011, 4
-  %677 = add nsw i64 %676, 4
-  %678 = mul nsw i64 %677, 288
-  %679 = add nsw i64 %675, %678
-  %680 = mul nsw i64 %conv3.tx29112, 4
-  %681 = add nsw i64 %680, 2
-  %682 = mul nsw i64 %681, 16
-  %683 = add nsw i64 %679, %682
-  %684 = mul nsw i64 %conv3.cv29213, 8
-  %685 = add nsw i64 %683, %684
-  %686 = add nsw i64 620544, %685
-  %arena59 = getelementptr inbounds float, ptr %arena, i64 %686
-  %687 = load <8 x float>, ptr %arena59, align 4
-  %688 = fmul <8 x float> %687, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %689 = fadd <8 x float> %674, %688
-  %690 = mul nsw i64 %conv3.j28910, 5184
-  %691 = mul nsw i64 %conv3.ty29011, 4
-  %692 = add nsw i64 %691, 2
-  %693 = mul nsw i64 %692, 288
-  %694 = add nsw i64 %690, %693
-  %695 = mul nsw i64 %conv3.tx29112, 4
-  %696 = add nsw i64 %695, 2
-  %697 = mul nsw i64 %696, 16
-  %698 = add nsw i64 %694, %697
-  %699 = mul nsw i64 %conv3.cv29213, 8
-  %700 = add nsw i64 %698, %699
-  %701 = add nsw i64 620544, %700
-  %arena60 = getelementptr inbounds float, ptr %arena, i64 %701
-  %702 = load <8 x float>, ptr %arena60, align 4
-  %703 = fmul <8 x float> %702, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
-  %704 = fsub <8 x float> %689, %703
-  store <8 x float> %704, ptr %conv3.w305, align 32
-  %705 = mul nsw i64 %conv3.j28910, 5184
-  %706 = mul nsw i64 %conv3.ty29011, 4
-  %707 = add nsw i64 %706, 3
-  %708 = mul nsw i64 %707, 288
-  %709 = add nsw i64 %705, %708
-  %710 = mul nsw i64 %conv3.tx29112, 4
-  %711 = add nsw i64 %710, 2
-  %712 = mul nsw i64 %711, 16
-  %713 = add nsw i64 %709, %712
-  %714 = mul nsw i64 %conv3.cv29213, 8
-  %715 = add nsw i64 %713, %714
-  %716 = add nsw i64 620544, %715
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %716
-  %717 = load <8 x float>, ptr %arena61, align 4
-  %718 = fmul <8 x float> %717, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %719 = mul nsw i64 %conv3.j28910, 5184
-  %720 = mul nsw i64 %conv3.ty29011, 4
-  %721 = add nsw i64 %720, 4
-  %722 = mul nsw i64 %721, 288
-  %723 = add nsw i64 %719, %722
-  %724 = mul nsw i64 %conv3.tx29112, 4
-  %725 = add nsw i64 %724, 2
-  %726 = mul nsw i64 %725, 16
-  %727 = add nsw i64 %723, %726
-  %728 = mul nsw i64 %conv3.cv29213, 8
-  %729 = add nsw i64 %727, %728
-  %730 = add nsw i64 620544, %729
-  %arena62 = getelementptr inbounds float, ptr %arena, i64 %730
-  %731 = load <8 x float>, ptr %arena62, align 4
-  %732 = fmul <8 x float> %731, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %733 = fadd <8 x float> %718, %732
-  %734 = mul nsw i64 %conv3.j28910, 5184
-  %735 = mul nsw i64 %conv3.ty29011, 4
-  %736 = add nsw i64 %735, 1
-  %737 = mul nsw i64 %736, 288
-  %738 = add nsw i64 %734, %737
-  %739 = mul nsw i64 %conv3.tx29112, 4
-  %740 = add nsw i64 %739, 2
-  %741 = mul nsw i64 %740, 16
-  %742 = add nsw i64 %738, %741
-  %743 = mul nsw i64 %conv3.cv29213, 8
-  %744 = add nsw i64 %742, %743
-  %745 = add nsw i64 620544, %744
-  %arena63 = getelementptr inbounds float, ptr %arena, i64 %745
-  %746 = load <8 x float>, ptr %arena63, align 4
-  %747 = fmul <8 x float> %746, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %748 = fsub <8 x float> %733, %747
-  %749 = mul nsw i64 %conv3.j28910, 5184
-  %750 = mul nsw i64 %conv3.ty29011, 4
-  %751 = add nsw i64 %750, 2
-  %752 = mul nsw i64 %751, 288
-  %753 = add nsw i64 %749, %752
-  %754 = mul nsw i64 %conv3.tx29112, 4
-  %755 = add nsw i64 %754, 2
-  %756 = mul nsw i64 %755, 16
-  %757 = add nsw i64 %753, %756
-  %758 = mul nsw i64 %conv3.cv29213, 8
-  %759 = add nsw i64 %757, %758
-  %760 = add nsw i64 620544, %759
-  %arena64 = getelementptr inbounds float, ptr %arena, i64 %760
-  %761 = load <8 x float>, ptr %arena64, align 4
-  %762 = fmul <8 x float> %761, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %763 = fsub <8 x float> %748, %762
-  store <8 x float> %763, ptr %conv3.w306, align 32
-  %764 = mul nsw i64 %conv3.j28910, 5184
-  %765 = mul nsw i64 %conv3.ty29011, 4
-  %766 = add nsw i64 %765, 1
-  %767 = mul nsw i64 %766, 288
-  %768 = add nsw i64 %764, %767
-  %769 = mul nsw i64 %conv3.tx29112, 4
-  %770 = add nsw i64 %769, 2
-  %771 = mul nsw i64 %770, 16
-  %772 = add nsw i64 %768, %771
-  %773 = mul nsw i64 %conv3.cv29213, 8
-  %774 = add nsw i64 %772, %773
-  %775 = add nsw i64 620544, %774
-  %arena65 = getelementptr inbounds float, ptr %arena, i64 %775
-  %776 = load <8 x float>, ptr %arena65, align 4
-  %777 = fmul <8 x float> %776, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %778 = mul nsw i64 %conv3.j28910, 5184
-  %779 = mul nsw i64 %conv3.ty29011, 4
-  %780 = add nsw i64 %779, 4
-  %781 = mul nsw i64 %780, 288
-  %782 = add nsw i64 %778, %781
-  %783 = mul nsw i64 %conv3.tx29112, 4
-  %784 = add nsw i64 %783, 2
-  %785 = mul nsw i64 %784, 16
-  %786 = add nsw i64 %782, %785
-  %787 = mul nsw i64 %conv3.cv29213, 8
-  %788 = add nsw i64 %786, %787
-  %789 = add nsw i64 620544, %788
-  %arena66 = getelementptr inbounds float, ptr %arena, i64 %789
-  %790 = load <8 x float>, ptr %arena66, align 4
-  %791 = fmul <8 x float> %790, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %792 = fadd <8 x float> %777, %791
-  %793 = mul nsw i64 %conv3.j28910, 5184
-  %794 = mul nsw i64 %conv3.ty29011, 4
-  %795 = add nsw i64 %794, 2
-  %796 = mul nsw i64 %795, 288
-  %797 = add nsw i64 %793, %796
-  %798 = mul nsw i64 %conv3.tx29112, 4
-  %799 = add nsw i64 %798, 2
-  %800 = mul nsw i64 %799, 16
-  %801 = add nsw i64 %797, %800
-  %802 = mul nsw i64 %conv3.cv29213, 8
-  %803 = add nsw i64 %801, %802
-  %804 = add nsw i64 620544, %803
-  %arena67 = getelementptr inbounds float, ptr %arena, i64 %804
-  %805 = load <8 x float>, ptr %arena67, align 4
-  %806 = fmul <8 x float> %805, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %807 = fsub <8 x float> %792, %806
-  %808 = mul nsw i64 %conv3.j28910, 5184
-  %809 = mul nsw i64 %conv3.ty29011, 4
-  %810 = add nsw i64 %809, 3
-  %811 = mul nsw i64 %810, 288
-  %812 = add nsw i64 %808, %811
-  %813 = mul nsw i64 %conv3.tx29112, 4
-  %814 = add nsw i64 %813, 2
-  %815 = mul nsw i64 %814, 16
-  %816 = add nsw i64 %812, %815
-  %817 = mul nsw i64 %conv3.cv29213, 8
-  %818 = add nsw i64 %816, %817
-  %819 = add nsw i64 620544, %818
-  %arena68 = getelementptr inbounds float, ptr %arena, i64 %819
-  %820 = load <8 x float>, ptr %arena68, align 4
-  %821 = fmul <8 x float> %820, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %822 = fsub <8 x float> %807, %821
-  store <8 x float> %822, ptr %conv3.w307, align 32
-  %823 = mul nsw i64 %conv3.j28910, 5184
-  %824 = mul nsw i64 %conv3.ty29011, 4
-  %825 = add nsw i64 %824, 3
-  %826 = mul nsw i64 %825, 288
-  %827 = add nsw i64 %823, %826
-  %828 = mul nsw i64 %conv3.tx29112, 4
-  %829 = add nsw i64 %828, 2
-  %830 = mul nsw i64 %829, 16
-  %831 = add nsw i64 %827, %830
-  %832 = mul nsw i64 %conv3.cv29213, 8
-  %833 = add nsw i64 %831, %832
-  %834 = add nsw i64 620544, %833
-  %arena69 = getelementptr inbounds float, ptr %arena, i64 %834
-  %835 = load <8 x float>, ptr %arena69, align 4
-  %836 = fmul <8 x float> %835, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
-  %837 = mul nsw i64 %conv3.j28910, 5184
-  %838 = mul nsw i64 %conv3.ty29011, 4
-  %839 = add nsw i64 %838, 4
-  %840 = mul nsw i64 %839, 288
-  %841 = add nsw i64 %837, %840
-  %842 = mul nsw i64 %conv3.tx29112, 4
-  %843 = add nsw i64 %842, 2
-  %844 = mul nsw i64 %843, 16
-  %845 = add nsw i64 %841, %844
-  %846 = mul nsw i64 %conv3.cv29213, 8
-  %847 = add nsw i64 %845, %846
-  %848 = add nsw i64 620544, %847
-  %arena70 = getelementptr inbounds float, ptr %arena, i64 %848
-  %849 = load <8 x float>, ptr %arena70, align 4
-  %850 = fmul <8 x float> %849, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %851 = fadd <8 x float> %836, %850
-  %852 = mul nsw i64 %conv3.j28910, 5184
-  %853 = mul nsw i64 %conv3.ty29011, 4
-  %854 = add nsw i64 %853, 1
-  %855 = mul nsw i64 %854, 288
-  %856 = add nsw i64 %852, %855
-  %857 = mul nsw i64 %conv3.tx29112, 4
-  %858 = add nsw i64 %857, 2
-  %859 = mul nsw i64 %858, 16
-  %860 = add nsw i64 %856, %859
-  %861 = mul nsw i64 %conv3.cv29213, 8
-  %862 = add nsw i64 %860, %861
-  %863 = add nsw i64 620544, %862
-  %arena71 = getelementptr inbounds float, ptr %arena, i64 %863
-  %864 = load <8 x float>, ptr %arena71, align 4
-  %865 = fmul <8 x float> %864, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
-  %866 = fsub <8 x float> %851, %865
-  %867 = mul nsw i64 %conv3.j28910, 5184
-  %868 = mul nsw i64 %conv3.ty29011, 4
-  %869 = add nsw i64 %868, 2
-  %870 = mul nsw i64 %869, 288
-  %871 = add nsw i64 %867, %870
-  %872 = mul nsw i64 %conv3.tx29112, 4
-  %873 = add nsw i64 %872, 2
-  %874 = mul nsw i64 %873, 16
-  %875 = add nsw i64 %871, %874
-  %876 = mul nsw i64 %conv3.cv29213, 8
-  %877 = add nsw i64 %875, %876
-  %878 = add nsw i64 620544, %877
-  %arena72 = getelementptr inbounds float, ptr %arena, i64 %878
-  %879 = load <8 x float>, ptr %arena72, align 4
-  %880 = fmul <8 x float> %879, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %881 = fsub <8 x float> %866, %880
-  store <8 x float> %881, ptr %conv3.w308, align 32
-  %882 = mul nsw i64 %conv3.j28910, 5184
-  %883 = mul nsw i64 %conv3.ty29011, 4
-  %884 = add nsw i64 %883, 1
-  %885 = mul nsw i64 %884, 288
-  %886 = add nsw i64 %882, %885
-  %887 = mul nsw i64 %conv3.tx29112, 4
-  %888 = add nsw i64 %887, 2
-  %889 = mul nsw i64 %888, 16
-  %890 = add nsw i64 %886, %889
-  %891 = mul nsw i64 %conv3.cv29213, 8
-  %892 = add nsw i64 %890, %891
-  %893 = add nsw i64 620544, %892
-  %arena73 = getelementptr inbounds float, ptr %arena, i64 %893
-  %894 = load <8 x float>, ptr %arena73, align 4
-  %895 = fmul <8 x float> %894, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
-  %896 = mul nsw i64 %conv3.j28910, 5184
-  %897 = mul nsw i64 %conv3.ty29011, 4
-  %898 = add nsw i64 %897, 4
-  %899 = mul nsw i64 %898, 288
-  %900 = add nsw i64 %896, %899
-  %901 = mul nsw i64 %conv3.tx29112, 4
-  %902 = add nsw i64 %901, 2
-  %903 = mul nsw i64 %902, 16
-  %904 = add nsw i64 %900, %903
-  %905 = mul nsw i64 %conv3.cv29213, 8
-  %906 = add nsw i64 %904, %905
-  %907 = add nsw i64 620544, %906
-  %arena74 = getelementptr inbounds float, ptr %arena, i64 %907
-  %908 = load <8 x float>, ptr %arena74, align 4
-  %909 = fmul <8 x float> %908, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %910 = fadd <8 x float> %895, %909
-  %911 = mul nsw i64 %conv3.j28910, 5184
-  %912 = mul nsw i64 %conv3.ty29011, 4
-  %913 = add nsw i64 %912, 2
-  %914 = mul nsw i64 %913, 288
-  %915 = add nsw i64 %911, %914
-  %916 = mul nsw i64 %conv3.tx29112, 4
-  %917 = add nsw i64 %916, 2
-  %918 = mul nsw i64 %917, 16
-  %919 = add nsw i64 %915, %918
-  %920 = mul nsw i64 %conv3.cv29213, 8
-  %921 = add nsw i64 %919, %920
-  %922 = add nsw i64 620544, %921
-  %arena75 = getelementptr inbounds float, ptr %arena, i64 %922
-  %923 = load <8 x float>, ptr %arena75, align 4
-  %924 = fmul <8 x float> %923, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %925 = fsub <8 x float> %910, %924
-  %926 = mul nsw i64 %conv3.j28910, 5184
-  %927 = mul nsw i64 %conv3.ty29011, 4
-  %928 = add nsw i64 %927, 3
-  %929 = mul nsw i64 %928, 288
-  %930 = add nsw i64 %926, %929
-  %931 = mul nsw i64 %conv3.tx29112, 4
-  %932 = add nsw i64 %931, 2
-  %933 = mul nsw i64 %932, 16
-  %934 = add nsw i64 %930, %933
-  %935 = mul nsw i64 %conv3.cv29213, 8
-  %936 = add nsw i64 %934, %935
-  %937 = add nsw i64 620544, %936
-  %arena76 = getelementptr inbounds float, ptr %arena, i64 %937
-  %938 = load <8 x float>, ptr %arena76, align 4
-  %939 = fmul <8 x float> %938, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
-  %940 = fsub <8 x float> %925, %939
-  store <8 x float> %940, ptr %conv3.w309, align 32
-  %941 = mul nsw i64 %conv3.j28910, 5184
-  %942 = mul nsw i64 %conv3.ty29011, 4
-  %943 = add nsw i64 %942, 1
-  %944 = mul nsw i64 %943, 288
-  %945 = add nsw i64 %941, %944
-  %946 = mul nsw i64 %conv3.tx29112, 4
-  %947 = add nsw i64 %946, 2
-  %948 = mul nsw i64 %947, 16
-  %949 = add nsw i64 %945, %948
-  %950 = mul nsw i64 %conv3.cv29213, 8
-  %951 = add nsw i64 %949, %950
-  %952 = add nsw i64 620544, %951
-  %arena77 = getelementptr inbounds float, ptr %arena, i64 %952
-  %953 = load <8 x float>, ptr %arena77, align 4
-  %954 = fmul <8 x float> %953, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %955 = mul nsw i64 %conv3.j28910, 5184
-  %956 = mul nsw i64 %conv3.ty29011, 4
-  %957 = add nsw i64 %956, 5
-  %958 = mul nsw i64 %957, 288
-  %959 = add nsw i64 %955, %958
-  %960 = mul nsw i64 %conv3.tx29112, 4
-  %961 = add nsw i64 %960, 2
-  %962 = mul nsw i64 %961, 16
-  %963 = add nsw i64 %959, %962
-  %964 = mul nsw i64 %conv3.cv29213, 8
-  %965 = add nsw i64 %963, %964
-  %966 = add nsw i64 620544, %965
-  %arena78 = getelementptr inbounds float, ptr %arena, i64 %966
-  %967 = load <8 x float>, ptr %arena78, align 4
-  %968 = fmul <8 x float> %967, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %969 = fadd <8 x float> %954, %968
-  %970 = mul nsw i64 %conv3.j28910, 5184
-  %971 = mul nsw i64 %conv3.ty29011, 4
-  %972 = add nsw i64 %971, 3
-  %973 = mul nsw i64 %972, 288
-  %974 = add nsw i64 %970, %973
-  %975 = mul nsw i64 %conv3.tx29112, 4
-  %976 = add nsw i64 %975, 2
-  %977 = mul nsw i64 %976, 16
-  %978 = add nsw i64 %974, %977
-  %979 = mul nsw i64 %conv3.cv29213, 8
-  %980 = add nsw i64 %978, %979
-  %981 = add nsw i64 620544, %980
-  %arena79 = getelementptr inbounds float, ptr %arena, i64 %981
-  %982 = load <8 x float>, ptr %arena79, align 4
-  %983 = fmul <8 x float> %982, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
-  %984 = fsub <8 x float> %969, %983
-  store <8 x float> %984, ptr %conv3.w310, align 32
-  %985 = mul nsw i64 %conv3.j28910, 5184
-  %986 = mul nsw i64 %conv3.ty29011, 4
-  %987 = mul nsw i64 %986, 288
-  %988 = add nsw i64 %985, %987
-  %989 = mul nsw i64 %conv3.tx29112, 4
-  %990 = add nsw i64 %989, 3
-  %991 = mul nsw i64 %990, 16
-  %992 = add nsw i64 %988, %991
-  %993 = mul nsw i64 %conv3.cv29213, 8
-  %994 = add nsw i64 %992, %993
-  %995 = add nsw i64 620544, %994
-  %arena80 = getelementptr inbounds float, ptr %arena, i64 %995
-  %996 = load <8 x float>, ptr %arena80, align 4
-  %997 = fmul <8 x float> %996, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %998 = mul nsw i64 %conv3.j28910, 5184
-  %999 = mul nsw i64 %conv3.ty29011, 4
-  %1000 = add nsw i64 %999, 4
-  %1001 = mul nsw i64 %1000, 288
-  %1002 = add nsw i64 %998, %1001
-  %1003 = mul nsw i64 %conv3.tx29112, 4
-  %1004 = add nsw i64 %1003, 3
-  %1005 = mul nsw i64 %1004, 16
-  %1006 = add nsw i64 %1002, %1005
-  %1007 = mul nsw i64 %conv3.cv29213, 8
-  %1008 = add nsw i64 %1006, %1007
-  %1009 = add nsw i64 620544, %1008
-  %arena81 = getelementptr inbounds float, ptr %arena, i64 %1009
-  %1010 = load <8 x float>, ptr %arena81, align 4
-  %1011 = fmul <8 x float> %1010, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1012 = fadd <8 x float> %997, %1011
-  %1013 = mul nsw i64 %conv3.j28910, 5184
-  %1014 = mul nsw i64 %conv3.ty29011, 4
-  %1015 = add nsw i64 %1014, 2
-  %1016 = mul nsw i64 %1015, 288
-  %1017 = add nsw i64 %1013, %1016
-  %1018 = mul nsw i64 %conv3.tx29112, 4
-  %1019 = add nsw i64 %1018, 3
-  %1020 = mul nsw i64 %1019, 16
-  %1021 = add nsw i64 %1017, %1020
-  %1022 = mul nsw i64 %conv3.cv29213, 8
-  %1023 = add nsw i64 %1021, %1022
-  %1024 = add nsw i64 620544, %1023
-  %arena82 = getelementptr inbounds float, ptr %arena, i64 %1024
-  %1025 = load <8 x float>, ptr %arena82, align 4
-  %1026 = fmul <8 x float> %1025, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
-  %1027 = fsub <8 x float> %1012, %1026
-  store <8 x float> %1027, ptr %conv3.w311, align 32
-  %1028 = mul nsw i64 %conv3.j28910, 5184
-  %1029 = mul nsw i64 %conv3.ty29011, 4
-  %1030 = add nsw i64 %1029, 3
-  %1031 = mul nsw i64 %1030, 288
-  %1032 = add nsw i64 %1028, %1031
-  %1033 = mul nsw i64 %conv3.tx29112, 4
-  %1034 = add nsw i64 %1033, 3
-  %1035 = mul nsw i64 %1034, 16
-  %1036 = add nsw i64 %1032, %1035
-  %1037 = mul nsw i64 %conv3.cv29213, 8
-  %1038 = add nsw i64 %1036, %1037
-  %1039 = add nsw i64 620544, %1038
-  %arena83 = getelementptr inbounds float, ptr %arena, i64 %1039
-  %1040 = load <8 x float>, ptr %arena83, align 4
-  %1041 = fmul <8 x float> %1040, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1042 = mul nsw i64 %conv3.j28910, 5184
-  %1043 = mul nsw i64 %conv3.ty29011, 4
-  %1044 = add nsw i64 %1043, 4
-  %1045 = mul nsw i64 %1044, 288
-  %1046 = add nsw i64 %1042, %1045
-  %1047 = mul nsw i64 %conv3.tx29112, 4
-  %1048 = add nsw i64 %1047, 3
-  %1049 = mul nsw i64 %1048, 16
-  %1050 = add nsw i64 %1046, %1049
-  %1051 = mul nsw i64 %conv3.cv29213, 8
-  %1052 = add nsw i64 %1050, %1051
-  %1053 = add nsw i64 620544, %1052
-  %arena84 = getelementptr inbounds float, ptr %arena, i64 %1053
-  %1054 = load <8 x float>, ptr %arena84, align 4
-  %1055 = fmul <8 x float> %1054, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1056 = fadd <8 x float> %1041, %1055
-  %1057 = mul nsw i64 %conv3.j28910, 5184
-  %1058 = mul nsw i64 %conv3.ty29011, 4
-  %1059 = add nsw i64 %1058, 1
-  %1060 = mul nsw i64 %1059, 288
-  %1061 = add nsw i64 %1057, %1060
-  %1062 = mul nsw i64 %conv3.tx29112, 4
-  %1063 = add nsw i64 %1062, 3
-  %1064 = mul nsw i64 %1063, 16
-  %1065 = add nsw i64 %1061, %1064
-  %1066 = mul nsw i64 %conv3.cv29213, 8
-  %1067 = add nsw i64 %1065, %1066
-  %1068 = add nsw i64 620544, %1067
-  %arena85 = getelementptr inbounds float, ptr %arena, i64 %1068
-  %1069 = load <8 x float>, ptr %arena85, align 4
-  %1070 = fmul <8 x float> %1069, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %1071 = fsub <8 x float> %1056, %1070
-  %1072 = mul nsw i64 %conv3.j28910, 5184
-  %1073 = mul nsw i64 %conv3.ty29011, 4
-  %1074 = add nsw i64 %1073, 2
-  %1075 = mul nsw i64 %1074, 288
-  %1076 = add nsw i64 %1072, %1075
-  %1077 = mul nsw i64 %conv3.tx29112, 4
-  %1078 = add nsw i64 %1077, 3
-  %1079 = mul nsw i64 %1078, 16
-  %1080 = add nsw i64 %1076, %1079
-  %1081 = mul nsw i64 %conv3.cv29213, 8
-  %1082 = add nsw i64 %1080, %1081
-  %1083 = add nsw i64 620544, %1082
-  %arena86 = getelementptr inbounds float, ptr %arena, i64 %1083
-  %1084 = load <8 x float>, ptr %arena86, align 4
-  %1085 = fmul <8 x float> %1084, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %1086 = fsub <8 x float> %1071, %1085
-  store <8 x float> %1086, ptr %conv3.w312, align 32
-  %1087 = mul nsw i64 %conv3.j28910, 5184
-  %1088 = mul nsw i64 %conv3.ty29011, 4
-  %1089 = add nsw i64 %1088, 1
-  %1090 = mul nsw i64 %1089, 288
-  %1091 = add nsw i64 %1087, %1090
-  %1092 = mul nsw i64 %conv3.tx29112, 4
-  %1093 = add nsw i64 %1092, 3
-  %1094 = mul nsw i64 %1093, 16
-  %1095 = add nsw i64 %1091, %1094
-  %1096 = mul nsw i64 %conv3.cv29213, 8
-  %1097 = add nsw i64 %1095, %1096
-  %1098 = add nsw i64 620544, %1097
-  %arena87 = getelementptr inbounds float, ptr %arena, i64 %1098
-  %1099 = load <8 x float>, ptr %arena87, align 4
-  %1100 = fmul <8 x float> %1099, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %1101 = mul nsw i64 %conv3.j28910, 5184
-  %1102 = mul nsw i64 %conv3.ty29011, 4
-  %1103 = add nsw i64 %1102, 4
-  %1104 = mul nsw i64 %1103, 288
-  %1105 = add nsw i64 %1101, %1104
-  %1106 = mul nsw i64 %conv3.tx29112, 4
-  %1107 = add nsw i64 %1106, 3
-  %1108 = mul nsw i64 %1107, 16
-  %1109 = add nsw i64 %1105, %1108
-  %1110 = mul nsw i64 %conv3.cv29213, 8
-  %1111 = add nsw i64 %1109, %1110
-  %1112 = add nsw i64 620544, %1111
-  %arena88 = getelementptr inbounds float, ptr %arena, i64 %1112
-  %1113 = load <8 x float>, ptr %arena88, align 4
-  %1114 = fmul <8 x float> %1113, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1115 = fadd <8 x float> %1100, %1114
-  %1116 = mul nsw i64 %conv3.j28910, 5184
-  %1117 = mul nsw i64 %conv3.ty29011, 4
-  %1118 = add nsw i64 %1117, 2
-  %1119 = mul nsw i64 %1118, 288
-  %1120 = add nsw i64 %1116, %1119
-  %1121 = mul nsw i64 %conv3.tx29112, 4
-  %1122 = add nsw i64 %1121, 3
-  %1123 = mul nsw i64 %1122, 16
-  %1124 = add nsw i64 %1120, %1123
-  %1125 = mul nsw i64 %conv3.cv29213, 8
-  %1126 = add nsw i64 %1124, %1125
-  %1127 = add nsw i64 620544, %1126
-  %arena89 = getelementptr inbounds float, ptr %arena, i64 %1127
-  %1128 = load <8 x float>, ptr %arena89, align 4
-  %1129 = fmul <8 x float> %1128, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %1130 = fsub <8 x float> %1115, %1129
-  %1131 = mul nsw i64 %conv3.j28910, 5184
-  %1132 = mul nsw i64 %conv3.ty29011, 4
-  %1133 = add nsw i64 %1132, 3
-  %1134 = mul nsw i64 %1133, 288
-  %1135 = add nsw i64 %1131, %1134
-  %1136 = mul nsw i64 %conv3.tx29112, 4
-  %1137 = add nsw i64 %1136, 3
-  %1138 = mul nsw i64 %1137, 16
-  %1139 = add nsw i64 %1135, %1138
-  %1140 = mul nsw i64 %conv3.cv29213, 8
-  %1141 = add nsw i64 %1139, %1140
-  %1142 = add nsw i64 620544, %1141
-  %arena90 = getelementptr inbounds float, ptr %arena, i64 %1142
-  %1143 = load <8 x float>, ptr %arena90, align 4
-  %1144 = fmul <8 x float> %1143, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1145 = fsub <8 x float> %1130, %1144
-  store <8 x float> %1145, ptr %conv3.w313, align 32
-  %1146 = mul nsw i64 %conv3.j28910, 5184
-  %1147 = mul nsw i64 %conv3.ty29011, 4
-  %1148 = add nsw i64 %1147, 3
-  %1149 = mul nsw i64 %1148, 288
-  %1150 = add nsw i64 %1146, %1149
-  %1151 = mul nsw i64 %conv3.tx29112, 4
-  %1152 = add nsw i64 %1151, 3
-  %1153 = mul nsw i64 %1152, 16
-  %1154 = add nsw i64 %1150, %1153
-  %1155 = mul nsw i64 %conv3.cv29213, 8
-  %1156 = add nsw i64 %1154, %1155
-  %1157 = add nsw i64 620544, %1156
-  %arena91 = getelementptr inbounds float, ptr %arena, i64 %1157
-  %1158 = load <8 x float>, ptr %arena91, align 4
-  %1159 = fmul <8 x float> %1158, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
-  %1160 = mul nsw i64 %conv3.j28910, 5184
-  %1161 = mul nsw i64 %conv3.ty29011, 4
-  %1162 = add nsw i64 %1161, 4
-  %1163 = mul nsw i64 %1162, 288
-  %1164 = add nsw i64 %1160, %1163
-  %1165 = mul nsw i64 %conv3.tx29112, 4
-  %1166 = add nsw i64 %1165, 3
-  %1167 = mul nsw i64 %1166, 16
-  %1168 = add nsw i64 %1164, %1167
-  %1169 = mul nsw i64 %conv3.cv29213, 8
-  %1170 = add nsw i64 %1168, %1169
-  %1171 = add nsw i64 620544, %1170
-  %arena92 = getelementptr inbounds float, ptr %arena, i64 %1171
-  %1172 = load <8 x float>, ptr %arena92, align 4
-  %1173 = fmul <8 x float> %1172, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1174 = fadd <8 x float> %1159, %1173
-  %1175 = mul nsw i64 %conv3.j28910, 5184
-  %1176 = mul nsw i64 %conv3.ty29011, 4
-  %1177 = add nsw i64 %1176, 1
-  %1178 = mul nsw i64 %1177, 288
-  %1179 = add nsw i64 %1175, %1178
-  %1180 = mul nsw i64 %conv3.tx29112, 4
-  %1181 = add nsw i64 %1180, 3
-  %1182 = mul nsw i64 %1181, 16
-  %1183 = add nsw i64 %1179, %1182
-  %1184 = mul nsw i64 %conv3.cv29213, 8
-  %1185 = add nsw i64 %1183, %1184
-  %1186 = add nsw i64 620544, %1185
-  %arena93 = getelementptr inbounds float, ptr %arena, i64 %1186
-  %1187 = load <8 x float>, ptr %arena93, align 4
-  %1188 = fmul <8 x float> %1187, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
-  %1189 = fsub <8 x float> %1174, %1188
-  %1190 = mul nsw i64 %conv3.j28910, 5184
-  %1191 = mul nsw i64 %conv3.ty29011, 4
-  %1192 = add nsw i64 %1191, 2
-  %1193 = mul nsw i64 %1192, 288
-  %1194 = add nsw i64 %1190, %1193
-  %1195 = mul nsw i64 %conv3.tx29112, 4
-  %1196 = add nsw i64 %1195, 3
-  %1197 = mul nsw i64 %1196, 16
-  %1198 = add nsw i64 %1194, %1197
-  %1199 = mul nsw i64 %conv3.cv29213, 8
-  %1200 = add nsw i64 %1198, %1199
-  %1201 = add nsw i64 620544, %1200
-  %arena94 = getelementptr inbounds float, ptr %arena, i64 %1201
-  %1202 = load <8 x float>, ptr %arena94, align 4
-  %1203 = fmul <8 x float> %1202, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1204 = fsub <8 x float> %1189, %1203
-  store <8 x float> %1204, ptr %conv3.w314, align 32
-  %1205 = mul nsw i64 %conv3.j28910, 5184
-  %1206 = mul nsw i64 %conv3.ty29011, 4
-  %1207 = add nsw i64 %1206, 1
-  %1208 = mul nsw i64 %1207, 288
-  %1209 = add nsw i64 %1205, %1208
-  %1210 = mul nsw i64 %conv3.tx29112, 4
-  %1211 = add nsw i64 %1210, 3
-  %1212 = mul nsw i64 %1211, 16
-  %1213 = add nsw i64 %1209, %1212
-  %1214 = mul nsw i64 %conv3.cv29213, 8
-  %1215 = add nsw i64 %1213, %1214
-  %1216 = add nsw i64 620544, %1215
-  %arena95 = getelementptr inbounds float, ptr %arena, i64 %1216
-  %1217 = load <8 x float>, ptr %arena95, align 4
-  %1218 = fmul <8 x float> %1217, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
-  %1219 = mul nsw i64 %conv3.j28910, 5184
-  %1220 = mul nsw i64 %conv3.ty29011, 4
-  %1221 = add nsw i64 %1220, 4
-  %1222 = mul nsw i64 %1221, 288
-  %1223 = add nsw i64 %1219, %1222
-  %1224 = mul nsw i64 %conv3.tx29112, 4
-  %1225 = add nsw i64 %1224, 3
-  %1226 = mul nsw i64 %1225, 16
-  %1227 = add nsw i64 %1223, %1226
-  %1228 = mul nsw i64 %conv3.cv29213, 8
-  %1229 = add nsw i64 %1227, %1228
-  %1230 = add nsw i64 620544, %1229
-  %arena96 = getelementptr inbounds float, ptr %arena, i64 %1230
-  %1231 = load <8 x float>, ptr %arena96, align 4
-  %1232 = fmul <8 x float> %1231, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1233 = fadd <8 x float> %1218, %1232
-  %1234 = mul nsw i64 %conv3.j28910, 5184
-  %1235 = mul nsw i64 %conv3.ty29011, 4
-  %1236 = add nsw i64 %1235, 2
-  %1237 = mul nsw i64 %1236, 288
-  %1238 = add nsw i64 %1234, %1237
-  %1239 = mul nsw i64 %conv3.tx29112, 4
-  %1240 = add nsw i64 %1239, 3
-  %1241 = mul nsw i64 %1240, 16
-  %1242 = add nsw i64 %1238, %1241
-  %1243 = mul nsw i64 %conv3.cv29213, 8
-  %1244 = add nsw i64 %1242, %1243
-  %1245 = add nsw i64 620544, %1244
-  %arena97 = getelementptr inbounds float, ptr %arena, i64 %1245
-  %1246 = load <8 x float>, ptr %arena97, align 4
-  %1247 = fmul <8 x float> %1246, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1248 = fsub <8 x float> %1233, %1247
-  %1249 = mul nsw i64 %conv3.j28910, 5184
-  %1250 = mul nsw i64 %conv3.ty29011, 4
-  %1251 = add nsw i64 %1250, 3
-  %1252 = mul nsw i64 %1251, 288
-  %1253 = add nsw i64 %1249, %1252
-  %1254 = mul nsw i64 %conv3.tx29112, 4
-  %1255 = add nsw i64 %1254, 3
-  %1256 = mul nsw i64 %1255, 16
-  %1257 = add nsw i64 %1253, %1256
-  %1258 = mul nsw i64 %conv3.cv29213, 8
-  %1259 = add nsw i64 %1257, %1258
-  %1260 = add nsw i64 620544, %1259
-  %arena98 = getelementptr inbounds float, ptr %arena, i64 %1260
-  %1261 = load <8 x float>, ptr %arena98, align 4
-  %1262 = fmul <8 x float> %1261, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
-  %1263 = fsub <8 x float> %1248, %1262
-  store <8 x float> %1263, ptr %conv3.w315, align 32
-  %1264 = mul nsw i64 %conv3.j28910, 5184
-  %1265 = mul nsw i64 %conv3.ty29011, 4
-  %1266 = add nsw i64 %1265, 1
-  %1267 = mul nsw i64 %1266, 288
-  %1268 = add nsw i64 %1264, %1267
-  %1269 = mul nsw i64 %conv3.tx29112, 4
-  %1270 = add nsw i64 %1269, 3
-  %1271 = mul nsw i64 %1270, 16
-  %1272 = add nsw i64 %1268, %1271
-  %1273 = mul nsw i64 %conv3.cv29213, 8
-  %1274 = add nsw i64 %1272, %1273
-  %1275 = add nsw i64 620544, %1274
-  %arena99 = getelementptr inbounds float, ptr %arena, i64 %1275
-  %1276 = load <8 x float>, ptr %arena99, align 4
-  %1277 = fmul <8 x float> %1276, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %1278 = mul nsw i64 %conv3.j28910, 5184
-  %1279 = mul nsw i64 %conv3.ty29011, 4
-  %1280 = add nsw i64 %1279, 5
-  %1281 = mul nsw i64 %1280, 288
-  %1282 = add nsw i64 %1278, %1281
-  %1283 = mul nsw i64 %conv3.tx29112, 4
-  %1284 = add nsw i64 %1283, 3
-  %1285 = mul nsw i64 %1284, 16
-  %1286 = add nsw i64 %1282, %1285
-  %1287 = mul nsw i64 %conv3.cv29213, 8
-  %1288 = add nsw i64 %1286, %1287
-  %1289 = add nsw i64 620544, %1288
-  %arena100 = getelementptr inbounds float, ptr %arena, i64 %1289
-  %1290 = load <8 x float>, ptr %arena100, align 4
-  %1291 = fmul <8 x float> %1290, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1292 = fadd <8 x float> %1277, %1291
-  %1293 = mul nsw i64 %conv3.j28910, 5184
-  %1294 = mul nsw i64 %conv3.ty29011, 4
-  %1295 = add nsw i64 %1294, 3
-  %1296 = mul nsw i64 %1295, 288
-  %1297 = add nsw i64 %1293, %1296
-  %1298 = mul nsw i64 %conv3.tx29112, 4
-  %1299 = add nsw i64 %1298, 3
-  %1300 = mul nsw i64 %1299, 16
-  %1301 = add nsw i64 %1297, %1300
-  %1302 = mul nsw i64 %conv3.cv29213, 8
-  %1303 = add nsw i64 %1301, %1302
-  %1304 = add nsw i64 620544, %1303
-  %arena101 = getelementptr inbounds float, ptr %arena, i64 %1304
-  %1305 = load <8 x float>, ptr %arena101, align 4
-  %1306 = fmul <8 x float> %1305, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
-  %1307 = fsub <8 x float> %1292, %1306
-  store <8 x float> %1307, ptr %conv3.w316, align 32
-  %1308 = mul nsw i64 %conv3.j28910, 5184
-  %1309 = mul nsw i64 %conv3.ty29011, 4
-  %1310 = mul nsw i64 %1309, 288
-  %1311 = add nsw i64 %1308, %1310
-  %1312 = mul nsw i64 %conv3.tx29112, 4
-  %1313 = add nsw i64 %1312, 4
-  %1314 = mul nsw i64 %1313, 16
-  %1315 = add nsw i64 %1311, %1314
-  %1316 = mul nsw i64 %conv3.cv29213, 8
-  %1317 = add nsw i64 %1315, %1316
-  %1318 = add nsw i64 620544, %1317
-  %arena102 = getelementptr inbounds float, ptr %arena, i64 %1318
-  %1319 = load <8 x float>, ptr %arena102, align 4
-  %1320 = fmul <8 x float> %1319, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %1321 = mul nsw i64 %conv3.j28910, 5184
-  %1322 = mul nsw i64 %conv3.ty29011, 4
-  %1323 = add nsw i64 %1322, 4
-  %1324 = mul nsw i64 %1323, 288
-  %1325 = add nsw i64 %1321, %1324
-  %1326 = mul nsw i64 %conv3.tx29112, 4
-  %1327 = add nsw i64 %1326, 4
-  %1328 = mul nsw i64 %1327, 16
-  %1329 = add nsw i64 %1325, %1328
-  %1330 = mul nsw i64 %conv3.cv29213, 8
-  %1331 = add nsw i64 %1329, %1330
-  %1332 = add nsw i64 620544, %1331
-  %arena103 = getelementptr inbounds float, ptr %arena, i64 %1332
-  %1333 = load <8 x float>, ptr %arena103, align 4
-  %1334 = fmul <8 x float> %1333, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1335 = fadd <8 x float> %1320, %1334
-  %1336 = mul nsw i64 %conv3.j28910, 5184
-  %1337 = mul nsw i64 %conv3.ty29011, 4
-  %1338 = add nsw i64 %1337, 2
-  %1339 = mul nsw i64 %1338, 288
-  %1340 = add nsw i64 %1336, %1339
-  %1341 = mul nsw i64 %conv3.tx29112, 4
-  %1342 = add nsw i64 %1341, 4
-  %1343 = mul nsw i64 %1342, 16
-  %1344 = add nsw i64 %1340, %1343
-  %1345 = mul nsw i64 %conv3.cv29213, 8
-  %1346 = add nsw i64 %1344, %1345
-  %1347 = add nsw i64 620544, %1346
-  %arena104 = getelementptr inbounds float, ptr %arena, i64 %1347
-  %1348 = load <8 x float>, ptr %arena104, align 4
-  %1349 = fmul <8 x float> %1348, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
-  %1350 = fsub <8 x float> %1335, %1349
-  store <8 x float> %1350, ptr %conv3.w317, align 32
-  %1351 = mul nsw i64 %conv3.j28910, 5184
-  %1352 = mul nsw i64 %conv3.ty29011, 4
-  %1353 = add nsw i64 %1352, 3
-  %1354 = mul nsw i64 %1353, 288
-  %1355 = add nsw i64 %1351, %1354
-  %1356 = mul nsw i64 %conv3.tx29112, 4
-  %1357 = add nsw i64 %1356, 4
-  %1358 = mul nsw i64 %1357, 16
-  %1359 = add nsw i64 %1355, %1358
-  %1360 = mul nsw i64 %conv3.cv29213, 8
-  %1361 = add nsw i64 %1359, %1360
-  %1362 = add nsw i64 620544, %1361
-  %arena105 = getelementptr inbounds float, ptr %arena, i64 %1362
-  %1363 = load <8 x float>, ptr %arena105, align 4
-  %1364 = fmul <8 x float> %1363, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1365 = mul nsw i64 %conv3.j28910, 5184
-  %1366 = mul nsw i64 %conv3.ty29011, 4
-  %1367 = add nsw i64 %1366, 4
-  %1368 = mul nsw i64 %1367, 288
-  %1369 = add nsw i64 %1365, %1368
-  %1370 = mul nsw i64 %conv3.tx29112, 4
-  %1371 = add nsw i64 %1370, 4
-  %1372 = mul nsw i64 %1371, 16
-  %1373 = add nsw i64 %1369, %1372
-  %1374 = mul nsw i64 %conv3.cv29213, 8
-  %1375 = add nsw i64 %1373, %1374
-  %1376 = add nsw i64 620544, %1375
-  %arena106 = getelementptr inbounds float, ptr %arena, i64 %1376
-  %1377 = load <8 x float>, ptr %arena106, align 4
-  %1378 = fmul <8 x float> %1377, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1379 = fadd <8 x float> %1364, %1378
-  %1380 = mul nsw i64 %conv3.j28910, 5184
-  %1381 = mul nsw i64 %conv3.ty29011, 4
-  %1382 = add nsw i64 %1381, 1
-  %1383 = mul nsw i64 %1382, 288
-  %1384 = add nsw i64 %1380, %1383
-  %1385 = mul nsw i64 %conv3.tx29112, 4
-  %1386 = add nsw i64 %1385, 4
-  %1387 = mul nsw i64 %1386, 16
-  %1388 = add nsw i64 %1384, %1387
-  %1389 = mul nsw i64 %conv3.cv29213, 8
-  %1390 = add nsw i64 %1388, %1389
-  %1391 = add nsw i64 620544, %1390
-  %arena107 = getelementptr inbounds float, ptr %arena, i64 %1391
-  %1392 = load <8 x float>, ptr %arena107, align 4
-  %1393 = fmul <8 x float> %1392, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %1394 = fsub <8 x float> %1379, %1393
-  %1395 = mul nsw i64 %conv3.j28910, 5184
-  %1396 = mul nsw i64 %conv3.ty29011, 4
-  %1397 = add nsw i64 %1396, 2
-  %1398 = mul nsw i64 %1397, 288
-  %1399 = add nsw i64 %1395, %1398
-  %1400 = mul nsw i64 %conv3.tx29112, 4
-  %1401 = add nsw i64 %1400, 4
-  %1402 = mul nsw i64 %1401, 16
-  %1403 = add nsw i64 %1399, %1402
-  %1404 = mul nsw i64 %conv3.cv29213, 8
-  %1405 = add nsw i64 %1403, %1404
-  %1406 = add nsw i64 620544, %1405
-  %arena108 = getelementptr inbounds float, ptr %arena, i64 %1406
-  %1407 = load <8 x float>, ptr %arena108, align 4
-  %1408 = fmul <8 x float> %1407, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %1409 = fsub <8 x float> %1394, %1408
-  store <8 x float> %1409, ptr %conv3.w318, align 32
-  %1410 = mul nsw i64 %conv3.j28910, 5184
-  %1411 = mul nsw i64 %conv3.ty29011, 4
-  %1412 = add nsw i64 %1411, 1
-  %1413 = mul nsw i64 %1412, 288
-  %1414 = add nsw i64 %1410, %1413
-  %1415 = mul nsw i64 %conv3.tx29112, 4
-  %1416 = add nsw i64 %1415, 4
-  %1417 = mul nsw i64 %1416, 16
-  %1418 = add nsw i64 %1414, %1417
-  %1419 = mul nsw i64 %conv3.cv29213, 8
-  %1420 = add nsw i64 %1418, %1419
-  %1421 = add nsw i64 620544, %1420
-  %arena109 = getelementptr inbounds float, ptr %arena, i64 %1421
-  %1422 = load <8 x float>, ptr %arena109, align 4
-  %1423 = fmul <8 x float> %1422, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %1424 = mul nsw i64 %conv3.j28910, 5184
-  %1425 = mul nsw i64 %conv3.ty29011, 4
-  %1426 = add nsw i64 %1425, 4
-  %1427 = mul nsw i64 %1426, 288
-  %1428 = add nsw i64 %1424, %1427
-  %1429 = mul nsw i64 %conv3.tx29112, 4
-  %1430 = add nsw i64 %1429, 4
-  %1431 = mul nsw i64 %1430, 16
-  %1432 = add nsw i64 %1428, %1431
-  %1433 = mul nsw i64 %conv3.cv29213, 8
-  %1434 = add nsw i64 %1432, %1433
-  %1435 = add nsw i64 620544, %1434
-  %arena110 = getelementptr inbounds float, ptr %arena, i64 %1435
-  %1436 = load <8 x float>, ptr %arena110, align 4
-  %1437 = fmul <8 x float> %1436, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1438 = fadd <8 x float> %1423, %1437
-  %1439 = mul nsw i64 %conv3.j28910, 5184
-  %1440 = mul nsw i64 %conv3.ty29011, 4
-  %1441 = add nsw i64 %1440, 2
-  %1442 = mul nsw i64 %1441, 288
-  %1443 = add nsw i64 %1439, %1442
-  %1444 = mul nsw i64 %conv3.tx29112, 4
-  %1445 = add nsw i64 %1444, 4
-  %1446 = mul nsw i64 %1445, 16
-  %1447 = add nsw i64 %1443, %1446
-  %1448 = mul nsw i64 %conv3.cv29213, 8
-  %1449 = add nsw i64 %1447, %1448
-  %1450 = add nsw i64 620544, %1449
-  %arena111 = getelementptr inbounds float, ptr %arena, i64 %1450
-  %1451 = load <8 x float>, ptr %arena111, align 4
-  %1452 = fmul <8 x float> %1451, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %1453 = fsub <8 x float> %1438, %1452
-  %1454 = mul nsw i64 %conv3.j28910, 5184
-  %1455 = mul nsw i64 %conv3.ty29011, 4
-  %1456 = add nsw i64 %1455, 3
-  %1457 = mul nsw i64 %1456, 288
-  %1458 = add nsw i64 %1454, %1457
-  %1459 = mul nsw i64 %conv3.tx29112, 4
-  %1460 = add nsw i64 %1459, 4
-  %1461 = mul nsw i64 %1460, 16
-  %1462 = add nsw i64 %1458, %1461
-  %1463 = mul nsw i64 %conv3.cv29213, 8
-  %1464 = add nsw i64 %1462, %1463
-  %1465 = add nsw i64 620544, %1464
-  %arena112 = getelementptr inbounds float, ptr %arena, i64 %1465
-  %1466 = load <8 x float>, ptr %arena112, align 4
-  %1467 = fmul <8 x float> %1466, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1468 = fsub <8 x float> %1453, %1467
-  store <8 x float> %1468, ptr %conv3.w319, align 32
-  %1469 = mul nsw i64 %conv3.j28910, 5184
-  %1470 = mul nsw i64 %conv3.ty29011, 4
-  %1471 = add nsw i64 %1470, 3
-  %1472 = mul nsw i64 %1471, 288
-  %1473 = add nsw i64 %1469, %1472
-  %1474 = mul nsw i64 %conv3.tx29112, 4
-  %1475 = add nsw i64 %1474, 4
-  %1476 = mul nsw i64 %1475, 16
-  %1477 = add nsw i64 %1473, %1476
-  %1478 = mul nsw i64 %conv3.cv29213, 8
-  %1479 = add nsw i64 %1477, %1478
-  %1480 = add nsw i64 620544, %1479
-  %arena113 = getelementptr inbounds float, ptr %arena, i64 %1480
-  %1481 = load <8 x float>, ptr %arena113, align 4
-  %1482 = fmul <8 x float> %1481, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
-  %1483 = mul nsw i64 %conv3.j28910, 5184
-  %1484 = mul nsw i64 %conv3.ty29011, 4
-  %1485 = add nsw i64 %1484, 4
-  %1486 = mul nsw i64 %1485, 288
-  %1487 = add nsw i64 %1483, %1486
-  %1488 = mul nsw i64 %conv3.tx29112, 4
-  %1489 = add nsw i64 %1488, 4
-  %1490 = mul nsw i64 %1489, 16
-  %1491 = add nsw i64 %1487, %1490
-  %1492 = mul nsw i64 %conv3.cv29213, 8
-  %1493 = add nsw i64 %1491, %1492
-  %1494 = add nsw i64 620544, %1493
-  %arena114 = getelementptr inbounds float, ptr %arena, i64 %1494
-  %1495 = load <8 x float>, ptr %arena114, align 4
-  %1496 = fmul <8 x float> %1495, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1497 = fadd <8 x float> %1482, %1496
-  %1498 = mul nsw i64 %conv3.j28910, 5184
-  %1499 = mul nsw i64 %conv3.ty29011, 4
-  %1500 = add nsw i64 %1499, 1
-  %1501 = mul nsw i64 %1500, 288
-  %1502 = add nsw i64 %1498, %1501
-  %1503 = mul nsw i64 %conv3.tx29112, 4
-  %1504 = add nsw i64 %1503, 4
-  %1505 = mul nsw i64 %1504, 16
-  %1506 = add nsw i64 %1502, %1505
-  %1507 = mul nsw i64 %conv3.cv29213, 8
-  %1508 = add nsw i64 %1506, %1507
-  %1509 = add nsw i64 620544, %1508
-  %arena115 = getelementptr inbounds float, ptr %arena, i64 %1509
-  %1510 = load <8 x float>, ptr %arena115, align 4
-  %1511 = fmul <8 x float> %1510, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
-  %1512 = fsub <8 x float> %1497, %1511
-  %1513 = mul nsw i64 %conv3.j28910, 5184
-  %1514 = mul nsw i64 %conv3.ty29011, 4
-  %1515 = add nsw i64 %1514, 2
-  %1516 = mul nsw i64 %1515, 288
-  %1517 = add nsw i64 %1513, %1516
-  %1518 = mul nsw i64 %conv3.tx29112, 4
-  %1519 = add nsw i64 %1518, 4
-  %1520 = mul nsw i64 %1519, 16
-  %1521 = add nsw i64 %1517, %1520
-  %1522 = mul nsw i64 %conv3.cv29213, 8
-  %1523 = add nsw i64 %1521, %1522
-  %1524 = add nsw i64 620544, %1523
-  %arena116 = getelementptr inbounds float, ptr %arena, i64 %1524
-  %1525 = load <8 x float>, ptr %arena116, align 4
-  %1526 = fmul <8 x float> %1525, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1527 = fsub <8 x float> %1512, %1526
-  store <8 x float> %1527, ptr %conv3.w320, align 32
-  %1528 = mul nsw i64 %conv3.j28910, 5184
-  %1529 = mul nsw i64 %conv3.ty29011, 4
-  %1530 = add nsw i64 %1529, 1
-  %1531 = mul nsw i64 %1530, 288
-  %1532 = add nsw i64 %1528, %1531
-  %1533 = mul nsw i64 %conv3.tx29112, 4
-  %1534 = add nsw i64 %1533, 4
-  %1535 = mul nsw i64 %1534, 16
-  %1536 = add nsw i64 %1532, %1535
-  %1537 = mul nsw i64 %conv3.cv29213, 8
-  %1538 = add nsw i64 %1536, %1537
-  %1539 = add nsw i64 620544, %1538
-  %arena117 = getelementptr inbounds float, ptr %arena, i64 %1539
-  %1540 = load <8 x float>, ptr %arena117, align 4
-  %1541 = fmul <8 x float> %1540, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
-  %1542 = mul nsw i64 %conv3.j28910, 5184
-  %1543 = mul nsw i64 %conv3.ty29011, 4
-  %1544 = add nsw i64 %1543, 4
-  %1545 = mul nsw i64 %1544, 288
-  %1546 = add nsw i64 %1542, %1545
-  %1547 = mul nsw i64 %conv3.tx29112, 4
-  %1548 = add nsw i64 %1547, 4
-  %1549 = mul nsw i64 %1548, 16
-  %1550 = add nsw i64 %1546, %1549
-  %1551 = mul nsw i64 %conv3.cv29213, 8
-  %1552 = add nsw i64 %1550, %1551
-  %1553 = add nsw i64 620544, %1552
-  %arena118 = getelementptr inbounds float, ptr %arena, i64 %1553
-  %1554 = load <8 x float>, ptr %arena118, align 4
-  %1555 = fmul <8 x float> %1554, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1556 = fadd <8 x float> %1541, %1555
-  %1557 = mul nsw i64 %conv3.j28910, 5184
-  %1558 = mul nsw i64 %conv3.ty29011, 4
-  %1559 = add nsw i64 %1558, 2
-  %1560 = mul nsw i64 %1559, 288
-  %1561 = add nsw i64 %1557, %1560
-  %1562 = mul nsw i64 %conv3.tx29112, 4
-  %1563 = add nsw i64 %1562, 4
-  %1564 = mul nsw i64 %1563, 16
-  %1565 = add nsw i64 %1561, %1564
-  %1566 = mul nsw i64 %conv3.cv29213, 8
-  %1567 = add nsw i64 %1565, %1566
-  %1568 = add nsw i64 620544, %1567
-  %arena119 = getelementptr inbounds float, ptr %arena, i64 %1568
-  %1569 = load <8 x float>, ptr %arena119, align 4
-  %1570 = fmul <8 x float> %1569, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1571 = fsub <8 x float> %1556, %1570
-  %1572 = mul nsw i64 %conv3.j28910, 5184
-  %1573 = mul nsw i64 %conv3.ty29011, 4
-  %1574 = add nsw i64 %1573, 3
-  %1575 = mul nsw i64 %1574, 288
-  %1576 = add nsw i64 %1572, %1575
-  %1577 = mul nsw i64 %conv3.tx29112, 4
-  %1578 = add nsw i64 %1577, 4
-  %1579 = mul nsw i64 %1578, 16
-  %1580 = add nsw i64 %1576, %1579
-  %1581 = mul nsw i64 %conv3.cv29213, 8
-  %1582 = add nsw i64 %1580, %1581
-  %1583 = add nsw i64 620544, %1582
-  %arena120 = getelementptr inbounds float, ptr %arena, i64 %1583
-  %1584 = load <8 x float>, ptr %arena120, align 4
-  %1585 = fmul <8 x float> %1584, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
-  %1586 = fsub <8 x float> %1571, %1585
-  store <8 x float> %1586, ptr %conv3.w321, align 32
-  %1587 = mul nsw i64 %conv3.j28910, 5184
-  %1588 = mul nsw i64 %conv3.ty29011, 4
-  %1589 = add nsw i64 %1588, 1
-  %1590 = mul nsw i64 %1589, 288
-  %1591 = add nsw i64 %1587, %1590
-  %1592 = mul nsw i64 %conv3.tx29112, 4
-  %1593 = add nsw i64 %1592, 4
-  %1594 = mul nsw i64 %1593, 16
-  %1595 = add nsw i64 %1591, %1594
-  %1596 = mul nsw i64 %conv3.cv29213, 8
-  %1597 = add nsw i64 %1595, %1596
-  %1598 = add nsw i64 620544, %1597
-  %arena121 = getelementptr inbounds float, ptr %arena, i64 %1598
-  %1599 = load <8 x float>, ptr %arena121, align 4
-  %1600 = fmul <8 x float> %1599, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %1601 = mul nsw i64 %conv3.j28910, 5184
-  %1602 = mul nsw i64 %conv3.ty29011, 4
-  %1603 = add nsw i64 %1602, 5
-  %1604 = mul nsw i64 %1603, 288
-  %1605 = add nsw i64 %1601, %1604
-  %1606 = mul nsw i64 %conv3.tx29112, 4
-  %1607 = add nsw i64 %1606, 4
-  %1608 = mul nsw i64 %1607, 16
-  %1609 = add nsw i64 %1605, %1608
-  %1610 = mul nsw i64 %conv3.cv29213, 8
-  %1611 = add nsw i64 %1609, %1610
-  %1612 = add nsw i64 620544, %1611
-  %arena122 = getelementptr inbounds float, ptr %arena, i64 %1612
-  %1613 = load <8 x float>, ptr %arena122, align 4
-  %1614 = fmul <8 x float> %1613, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1615 = fadd <8 x float> %1600, %1614
-  %1616 = mul nsw i64 %conv3.j28910, 5184
-  %1617 = mul nsw i64 %conv3.ty29011, 4
-  %1618 = add nsw i64 %1617, 3
-  %1619 = mul nsw i64 %1618, 288
-  %1620 = add nsw i64 %1616, %1619
-  %1621 = mul nsw i64 %conv3.tx29112, 4
-  %1622 = add nsw i64 %1621, 4
-  %1623 = mul nsw i64 %1622, 16
-  %1624 = add nsw i64 %1620, %1623
-  %1625 = mul nsw i64 %conv3.cv29213, 8
-  %1626 = add nsw i64 %1624, %1625
-  %1627 = add nsw i64 620544, %1626
-  %arena123 = getelementptr inbounds float, ptr %arena, i64 %1627
-  %1628 = load <8 x float>, ptr %arena123, align 4
-  %1629 = fmul <8 x float> %1628, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
-  %1630 = fsub <8 x float> %1615, %1629
-  store <8 x float> %1630, ptr %conv3.w322, align 32
-  %1631 = mul nsw i64 %conv3.j28910, 5184
-  %1632 = mul nsw i64 %conv3.ty29011, 4
-  %1633 = mul nsw i64 %1632, 288
-  %1634 = add nsw i64 %1631, %1633
-  %1635 = mul nsw i64 %conv3.tx29112, 4
-  %1636 = add nsw i64 %1635, 5
-  %1637 = mul nsw i64 %1636, 16
-  %1638 = add nsw i64 %1634, %1637
-  %1639 = mul nsw i64 %conv3.cv29213, 8
-  %1640 = add nsw i64 %1638, %1639
-  %1641 = add nsw i64 620544, %1640
-  %arena124 = getelementptr inbounds float, ptr %arena, i64 %1641
-  %1642 = load <8 x float>, ptr %arena124, align 4
-  %1643 = fmul <8 x float> %1642, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %1644 = mul nsw i64 %conv3.j28910, 5184
-  %1645 = mul nsw i64 %conv3.ty29011, 4
-  %1646 = add nsw i64 %1645, 4
-  %1647 = mul nsw i64 %1646, 288
-  %1648 = add nsw i64 %1644, %1647
-  %1649 = mul nsw i64 %conv3.tx29112, 4
-  %1650 = add nsw i64 %1649, 5
-  %1651 = mul nsw i64 %1650, 16
-  %1652 = add nsw i64 %1648, %1651
-  %1653 = mul nsw i64 %conv3.cv29213, 8
-  %1654 = add nsw i64 %1652, %1653
-  %1655 = add nsw i64 620544, %1654
-  %arena125 = getelementptr inbounds float, ptr %arena, i64 %1655
-  %1656 = load <8 x float>, ptr %arena125, align 4
-  %1657 = fmul <8 x float> %1656, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1658 = fadd <8 x float> %1643, %1657
-  %1659 = mul nsw i64 %conv3.j28910, 5184
-  %1660 = mul nsw i64 %conv3.ty29011, 4
-  %1661 = add nsw i64 %1660, 2
-  %1662 = mul nsw i64 %1661, 288
-  %1663 = add nsw i64 %1659, %1662
-  %1664 = mul nsw i64 %conv3.tx29112, 4
-  %1665 = add nsw i64 %1664, 5
-  %1666 = mul nsw i64 %1665, 16
-  %1667 = add nsw i64 %1663, %1666
-  %1668 = mul nsw i64 %conv3.cv29213, 8
-  %1669 = add nsw i64 %1667, %1668
-  %1670 = add nsw i64 620544, %1669
-  %arena126 = getelementptr inbounds float, ptr %arena, i64 %1670
-  %1671 = load <8 x float>, ptr %arena126, align 4
-  %1672 = fmul <8 x float> %1671, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
-  %1673 = fsub <8 x float> %1658, %1672
-  store <8 x float> %1673, ptr %conv3.w323, align 32
-  %1674 = mul nsw i64 %conv3.j28910, 5184
-  %1675 = mul nsw i64 %conv3.ty29011, 4
-  %1676 = add nsw i64 %1675, 3
-  %1677 = mul nsw i64 %1676, 288
-  %1678 = add nsw i64 %1674, %1677
-  %1679 = mul nsw i64 %conv3.tx29112, 4
-  %1680 = add nsw i64 %1679, 5
-  %1681 = mul nsw i64 %1680, 16
-  %1682 = add nsw i64 %1678, %1681
-  %1683 = mul nsw i64 %conv3.cv29213, 8
-  %1684 = add nsw i64 %1682, %1683
-  %1685 = add nsw i64 620544, %1684
-  %arena127 = getelementptr inbounds float, ptr %arena, i64 %1685
-  %1686 = load <8 x float>, ptr %arena127, align 4
-  %1687 = fmul <8 x float> %1686, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1688 = mul nsw i64 %conv3.j28910, 5184
-  %1689 = mul nsw i64 %conv3.ty29011, 4
-  %1690 = add nsw i64 %1689, 4
-  %1691 = mul nsw i64 %1690, 288
-  %1692 = add nsw i64 %1688, %1691
-  %1693 = mul nsw i64 %conv3.tx29112, 4
-  %1694 = add nsw i64 %1693, 5
-  %1695 = mul nsw i64 %1694, 16
-  %1696 = add nsw i64 %1692, %1695
-  %1697 = mul nsw i64 %conv3.cv29213, 8
-  %1698 = add nsw i64 %1696, %1697
-  %1699 = add nsw i64 620544, %1698
-  %arena128 = getelementptr inbounds float, ptr %arena, i64 %1699
-  %1700 = load <8 x float>, ptr %arena128, align 4
-  %1701 = fmul <8 x float> %1700, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1702 = fadd <8 x float> %1687, %1701
-  %1703 = mul nsw i64 %conv3.j28910, 5184
-  %1704 = mul nsw i64 %conv3.ty29011, 4
-  %1705 = add nsw i64 %1704, 1
-  %1706 = mul nsw i64 %1705, 288
-  %1707 = add nsw i64 %1703, %1706
-  %1708 = mul nsw i64 %conv3.tx29112, 4
-  %1709 = add nsw i64 %1708, 5
-  %1710 = mul nsw i64 %1709, 16
-  %1711 = add nsw i64 %1707, %1710
-  %1712 = mul nsw i64 %conv3.cv29213, 8
-  %1713 = add nsw i64 %1711, %1712
-  %1714 = add nsw i64 620544, %1713
-  %arena129 = getelementptr inbounds float, ptr %arena, i64 %1714
-  %1715 = load <8 x float>, ptr %arena129, align 4
-  %1716 = fmul <8 x float> %1715, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %1717 = fsub <8 x float> %1702, %1716
-  %1718 = mul nsw i64 %conv3.j28910, 5184
-  %1719 = mul nsw i64 %conv3.ty29011, 4
-  %1720 = add nsw i64 %1719, 2
-  %1721 = mul nsw i64 %1720, 288
-  %1722 = add nsw i64 %1718, %1721
-  %1723 = mul nsw i64 %conv3.tx29112, 4
-  %1724 = add nsw i64 %1723, 5
-  %1725 = mul nsw i64 %1724, 16
-  %1726 = add nsw i64 %1722, %1725
-  %1727 = mul nsw i64 %conv3.cv29213, 8
-  %1728 = add nsw i64 %1726, %1727
-  %1729 = add nsw i64 620544, %1728
-  %arena130 = getelementptr inbounds float, ptr %arena, i64 %1729
-  %1730 = load <8 x float>, ptr %arena130, align 4
-  %1731 = fmul <8 x float> %1730, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %1732 = fsub <8 x float> %1717, %1731
-  store <8 x float> %1732, ptr %conv3.w324, align 32
-  %1733 = mul nsw i64 %conv3.j28910, 5184
-  %1734 = mul nsw i64 %conv3.ty29011, 4
-  %1735 = add nsw i64 %1734, 1
-  %1736 = mul nsw i64 %1735, 288
-  %1737 = add nsw i64 %1733, %1736
-  %1738 = mul nsw i64 %conv3.tx29112, 4
-  %1739 = add nsw i64 %1738, 5
-  %1740 = mul nsw i64 %1739, 16
-  %1741 = add nsw i64 %1737, %1740
-  %1742 = mul nsw i64 %conv3.cv29213, 8
-  %1743 = add nsw i64 %1741, %1742
-  %1744 = add nsw i64 620544, %1743
-  %arena131 = getelementptr inbounds float, ptr %arena, i64 %1744
-  %1745 = load <8 x float>, ptr %arena131, align 4
-  %1746 = fmul <8 x float> %1745, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %1747 = mul nsw i64 %conv3.j28910, 5184
-  %1748 = mul nsw i64 %conv3.ty29011, 4
-  %1749 = add nsw i64 %1748, 4
-  %1750 = mul nsw i64 %1749, 288
-  %1751 = add nsw i64 %1747, %1750
-  %1752 = mul nsw i64 %conv3.tx29112, 4
-  %1753 = add nsw i64 %1752, 5
-  %1754 = mul nsw i64 %1753, 16
-  %1755 = add nsw i64 %1751, %1754
-  %1756 = mul nsw i64 %conv3.cv29213, 8
-  %1757 = add nsw i64 %1755, %1756
-  %1758 = add nsw i64 620544, %1757
-  %arena132 = getelementptr inbounds float, ptr %arena, i64 %1758
-  %1759 = load <8 x float>, ptr %arena132, align 4
-  %1760 = fmul <8 x float> %1759, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1761 = fadd <8 x float> %1746, %1760
-  %1762 = mul nsw i64 %conv3.j28910, 5184
-  %1763 = mul nsw i64 %conv3.ty29011, 4
-  %1764 = add nsw i64 %1763, 2
-  %1765 = mul nsw i64 %1764, 288
-  %1766 = add nsw i64 %1762, %1765
-  %1767 = mul nsw i64 %conv3.tx29112, 4
-  %1768 = add nsw i64 %1767, 5
-  %1769 = mul nsw i64 %1768, 16
-  %1770 = add nsw i64 %1766, %1769
-  %1771 = mul nsw i64 %conv3.cv29213, 8
-  %1772 = add nsw i64 %1770, %1771
-  %1773 = add nsw i64 620544, %1772
-  %arena133 = getelementptr inbounds float, ptr %arena, i64 %1773
-  %1774 = load <8 x float>, ptr %arena133, align 4
-  %1775 = fmul <8 x float> %1774, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %1776 = fsub <8 x float> %1761, %1775
-  %1777 = mul nsw i64 %conv3.j28910, 5184
-  %1778 = mul nsw i64 %conv3.ty29011, 4
-  %1779 = add nsw i64 %1778, 3
-  %1780 = mul nsw i64 %1779, 288
-  %1781 = add nsw i64 %1777, %1780
-  %1782 = mul nsw i64 %conv3.tx29112, 4
-  %1783 = add nsw i64 %1782, 5
-  %1784 = mul nsw i64 %1783, 16
-  %1785 = add nsw i64 %1781, %1784
-  %1786 = mul nsw i64 %conv3.cv29213, 8
-  %1787 = add nsw i64 %1785, %1786
-  %1788 = add nsw i64 620544, %1787
-  %arena134 = getelementptr inbounds float, ptr %arena, i64 %1788
-  %1789 = load <8 x float>, ptr %arena134, align 4
-  %1790 = fmul <8 x float> %1789, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1791 = fsub <8 x float> %1776, %1790
-  store <8 x float> %1791, ptr %conv3.w325, align 32
-  %1792 = mul nsw i64 %conv3.j28910, 5184
-  %1793 = mul nsw i64 %conv3.ty29011, 4
-  %1794 = add nsw i64 %1793, 3
-  %1795 = mul nsw i64 %1794, 288
-  %1796 = add nsw i64 %1792, %1795
-  %1797 = mul nsw i64 %conv3.tx29112, 4
-  %1798 = add nsw i64 %1797, 5
-  %1799 = mul nsw i64 %1798, 16
-  %1800 = add nsw i64 %1796, %1799
-  %1801 = mul nsw i64 %conv3.cv29213, 8
-  %1802 = add nsw i64 %1800, %1801
-  %1803 = add nsw i64 620544, %1802
-  %arena135 = getelementptr inbounds float, ptr %arena, i64 %1803
-  %1804 = load <8 x float>, ptr %arena135, align 4
-  %1805 = fmul <8 x float> %1804, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
-  %1806 = mul nsw i64 %conv3.j28910, 5184
-  %1807 = mul nsw i64 %conv3.ty29011, 4
-  %1808 = add nsw i64 %1807, 4
-  %1809 = mul nsw i64 %1808, 288
-  %1810 = add nsw i64 %1806, %1809
-  %1811 = mul nsw i64 %conv3.tx29112, 4
-  %1812 = add nsw i64 %1811, 5
-  %1813 = mul nsw i64 %1812, 16
-  %1814 = add nsw i64 %1810, %1813
-  %1815 = mul nsw i64 %conv3.cv29213, 8
-  %1816 = add nsw i64 %1814, %1815
-  %1817 = add nsw i64 620544, %1816
-  %arena136 = getelementptr inbounds float, ptr %arena, i64 %1817
-  %1818 = load <8 x float>, ptr %arena136, align 4
-  %1819 = fmul <8 x float> %1818, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1820 = fadd <8 x float> %1805, %1819
-  %1821 = mul nsw i64 %conv3.j28910, 5184
-  %1822 = mul nsw i64 %conv3.ty29011, 4
-  %1823 = add nsw i64 %1822, 1
-  %1824 = mul nsw i64 %1823, 288
-  %1825 = add nsw i64 %1821, %1824
-  %1826 = mul nsw i64 %conv3.tx29112, 4
-  %1827 = add nsw i64 %1826, 5
-  %1828 = mul nsw i64 %1827, 16
-  %1829 = add nsw i64 %1825, %1828
-  %1830 = mul nsw i64 %conv3.cv29213, 8
-  %1831 = add nsw i64 %1829, %1830
-  %1832 = add nsw i64 620544, %1831
-  %arena137 = getelementptr inbounds float, ptr %arena, i64 %1832
-  %1833 = load <8 x float>, ptr %arena137, align 4
-  %1834 = fmul <8 x float> %1833, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
-  %1835 = fsub <8 x float> %1820, %1834
-  %1836 = mul nsw i64 %conv3.j28910, 5184
-  %1837 = mul nsw i64 %conv3.ty29011, 4
-  %1838 = add nsw i64 %1837, 2
-  %1839 = mul nsw i64 %1838, 288
-  %1840 = add nsw i64 %1836, %1839
-  %1841 = mul nsw i64 %conv3.tx29112, 4
-  %1842 = add nsw i64 %1841, 5
-  %1843 = mul nsw i64 %1842, 16
-  %1844 = add nsw i64 %1840, %1843
-  %1845 = mul nsw i64 %conv3.cv29213, 8
-  %1846 = add nsw i64 %1844, %1845
-  %1847 = add nsw i64 620544, %1846
-  %arena138 = getelementptr inbounds float, ptr %arena, i64 %1847
-  %1848 = load <8 x float>, ptr %arena138, align 4
-  %1849 = fmul <8 x float> %1848, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1850 = fsub <8 x float> %1835, %1849
-  store <8 x float> %1850, ptr %conv3.w326, align 32
-  %1851 = mul nsw i64 %conv3.j28910, 5184
-  %1852 = mul nsw i64 %conv3.ty29011, 4
-  %1853 = add nsw i64 %1852, 1
-  %1854 = mul nsw i64 %1853, 288
-  %1855 = add nsw i64 %1851, %1854
-  %1856 = mul nsw i64 %conv3.tx29112, 4
-  %1857 = add nsw i64 %1856, 5
-  %1858 = mul nsw i64 %1857, 16
-  %1859 = add nsw i64 %1855, %1858
-  %1860 = mul nsw i64 %conv3.cv29213, 8
-  %1861 = add nsw i64 %1859, %1860
-  %1862 = add nsw i64 620544, %1861
-  %arena139 = getelementptr inbounds float, ptr %arena, i64 %1862
-  %1863 = load <8 x float>, ptr %arena139, align 4
-  %1864 = fmul <8 x float> %1863, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
-  %1865 = mul nsw i64 %conv3.j28910, 5184
-  %1866 = mul nsw i64 %conv3.ty29011, 4
-  %1867 = add nsw i64 %1866, 4
-  %1868 = mul nsw i64 %1867, 288
-  %1869 = add nsw i64 %1865, %1868
-  %1870 = mul nsw i64 %conv3.tx29112, 4
-  %1871 = add nsw i64 %1870, 5
-  %1872 = mul nsw i64 %1871, 16
-  %1873 = add nsw i64 %1869, %1872
-  %1874 = mul nsw i64 %conv3.cv29213, 8
-  %1875 = add nsw i64 %1873, %1874
-  %1876 = add nsw i64 620544, %1875
-  %arena140 = getelementptr inbounds float, ptr %arena, i64 %1876
-  %1877 = load <8 x float>, ptr %arena140, align 4
-  %1878 = fmul <8 x float> %1877, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1879 = fadd <8 x float> %1864, %1878
-  %1880 = mul nsw i64 %conv3.j28910, 5184
-  %1881 = mul nsw i64 %conv3.ty29011, 4
-  %1882 = add nsw i64 %1881, 2
-  %1883 = mul nsw i64 %1882, 288
-  %1884 = add nsw i64 %1880, %1883
-  %1885 = mul nsw i64 %conv3.tx29112, 4
-  %1886 = add nsw i64 %1885, 5
-  %1887 = mul nsw i64 %1886, 16
-  %1888 = add nsw i64 %1884, %1887
-  %1889 = mul nsw i64 %conv3.cv29213, 8
-  %1890 = add nsw i64 %1888, %1889
-  %1891 = add nsw i64 620544, %1890
-  %arena141 = getelementptr inbounds float, ptr %arena, i64 %1891
-  %1892 = load <8 x float>, ptr %arena141, align 4
-  %1893 = fmul <8 x float> %1892, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1894 = fsub <8 x float> %1879, %1893
-  %1895 = mul nsw i64 %conv3.j28910, 5184
-  %1896 = mul nsw i64 %conv3.ty29011, 4
-  %1897 = add nsw i64 %1896, 3
-  %1898 = mul nsw i64 %1897, 288
-  %1899 = add nsw i64 %1895, %1898
-  %1900 = mul nsw i64 %conv3.tx29112, 4
-  %1901 = add nsw i64 %1900, 5
-  %1902 = mul nsw i64 %1901, 16
-  %1903 = add nsw i64 %1899, %1902
-  %1904 = mul nsw i64 %conv3.cv29213, 8
-  %1905 = add nsw i64 %1903, %1904
-  %1906 = add nsw i64 620544, %1905
-  %arena142 = getelementptr inbounds float, ptr %arena, i64 %1906
-  %1907 = load <8 x float>, ptr %arena142, align 4
-  %1908 = fmul <8 x float> %1907, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
-  %1909 = fsub <8 x float> %1894, %1908
-  store <8 x float> %1909, ptr %conv3.w327, align 32
-  %1910 = mul nsw i64 %conv3.j28910, 5184
-  %1911 = mul nsw i64 %conv3.ty29011, 4
-  %1912 = add nsw i64 %1911, 1
-  %1913 = mul nsw i64 %1912, 288
-  %1914 = add nsw i64 %1910, %1913
-  %1915 = mul nsw i64 %conv3.tx29112, 4
-  %1916 = add nsw i64 %1915, 5
-  %1917 = mul nsw i64 %1916, 16
-  %1918 = add nsw i64 %1914, %1917
-  %1919 = mul nsw i64 %conv3.cv29213, 8
-  %1920 = add nsw i64 %1918, %1919
-  %1921 = add nsw i64 620544, %1920
-  %arena143 = getelementptr inbounds float, ptr %arena, i64 %1921
-  %1922 = load <8 x float>, ptr %arena143, align 4
-  %1923 = fmul <8 x float> %1922, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %1924 = mul nsw i64 %conv3.j28910, 5184
-  %1925 = mul nsw i64 %conv3.ty29011, 4
-  %1926 = add nsw i64 %1925, 5
-  %1927 = mul nsw i64 %1926, 288
-  %1928 = add nsw i64 %1924, %1927
-  %1929 = mul nsw i64 %conv3.tx29112, 4
-  %1930 = add nsw i64 %1929, 5
-  %1931 = mul nsw i64 %1930, 16
-  %1932 = add nsw i64 %1928, %1931
-  %1933 = mul nsw i64 %conv3.cv29213, 8
-  %1934 = add nsw i64 %1932, %1933
-  %1935 = add nsw i64 620544, %1934
-  %arena144 = getelementptr inbounds float, ptr %arena, i64 %1935
-  %1936 = load <8 x float>, ptr %arena144, align 4
-  %1937 = fmul <8 x float> %1936, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1938 = fadd <8 x float> %1923, %1937
-  %1939 = mul nsw i64 %conv3.j28910, 5184
-  %1940 = mul nsw i64 %conv3.ty29011, 4
-  %1941 = add nsw i64 %1940, 3
-  %1942 = mul nsw i64 %1941, 288
-  %1943 = add nsw i64 %1939, %1942
-  %1944 = mul nsw i64 %conv3.tx29112, 4
-  %1945 = add nsw i64 %1944, 5
-  %1946 = mul nsw i64 %1945, 16
-  %1947 = add nsw i64 %1943, %1946
-  %1948 = mul nsw i64 %conv3.cv29213, 8
-  %1949 = add nsw i64 %1947, %1948
-  %1950 = add nsw i64 620544, %1949
-  %arena145 = getelementptr inbounds float, ptr %arena, i64 %1950
-  %1951 = load <8 x float>, ptr %arena145, align 4
-  %1952 = fmul <8 x float> %1951, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
-  %1953 = fsub <8 x float> %1938, %1952
-  store <8 x float> %1953, ptr %conv3.w328, align 32
+  %39 = mul nsw i64 %conv3.j28910, 5184
+  %40 = mul nsw i64 %conv3.ty29011, 4
+  %41 = mul nsw i64 %40, 288
+  %42 = add nsw i64 %39, %41
+  %43 = mul nsw i64 %conv3.tx29112, 4
+  %44 = mul nsw i64 %43, 16
+  %45 = add nsw i64 %42, %44
+  %46 = mul nsw i64 %conv3.cv29213, 8
+  %47 = add nsw i64 %45, %46
+  %48 = add nsw i64 620544, %47
+  %arena14 = getelementptr inbounds float, ptr %arena, i64 %48
+  %49 = load <8 x float>, ptr %arena14, align 4
+  %50 = fmul <8 x float> %49, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %51 = mul nsw i64 %conv3.j28910, 5184
+  %52 = mul nsw i64 %conv3.ty29011, 4
+  %53 = add nsw i64 %52, 4
+  %54 = mul nsw i64 %53, 288
+  %55 = add nsw i64 %51, %54
+  %56 = mul nsw i64 %conv3.tx29112, 4
+  %57 = mul nsw i64 %56, 16
+  %58 = add nsw i64 %55, %57
+  %59 = mul nsw i64 %conv3.cv29213, 8
+  %60 = add nsw i64 %58, %59
+  %61 = add nsw i64 620544, %60
+  %arena15 = getelementptr inbounds float, ptr %arena, i64 %61
+  %62 = load <8 x float>, ptr %arena15, align 4
+  %63 = fmul <8 x float> %62, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %64 = fadd <8 x float> %50, %63
+  %65 = mul nsw i64 %conv3.j28910, 5184
+  %66 = mul nsw i64 %conv3.ty29011, 4
+  %67 = add nsw i64 %66, 2
+  %68 = mul nsw i64 %67, 288
+  %69 = add nsw i64 %65, %68
+  %70 = mul nsw i64 %conv3.tx29112, 4
+  %71 = mul nsw i64 %70, 16
+  %72 = add nsw i64 %69, %71
+  %73 = mul nsw i64 %conv3.cv29213, 8
+  %74 = add nsw i64 %72, %73
+  %75 = add nsw i64 620544, %74
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %75
+  %76 = load <8 x float>, ptr %arena16, align 4
+  %77 = fmul <8 x float> %76, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
+  %78 = fsub <8 x float> %64, %77
+  store <8 x float> %78, ptr %conv3.w293, align 32
+  %79 = mul nsw i64 %conv3.j28910, 5184
+  %80 = mul nsw i64 %conv3.ty29011, 4
+  %81 = add nsw i64 %80, 3
+  %82 = mul nsw i64 %81, 288
+  %83 = add nsw i64 %79, %82
+  %84 = mul nsw i64 %conv3.tx29112, 4
+  %85 = mul nsw i64 %84, 16
+  %86 = add nsw i64 %83, %85
+  %87 = mul nsw i64 %conv3.cv29213, 8
+  %88 = add nsw i64 %86, %87
+  %89 = add nsw i64 620544, %88
+  %arena17 = getelementptr inbounds float, ptr %arena, i64 %89
+  %90 = load <8 x float>, ptr %arena17, align 4
+  %91 = fmul <8 x float> %90, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %92 = mul nsw i64 %conv3.j28910, 5184
+  %93 = mul nsw i64 %conv3.ty29011, 4
+  %94 = add nsw i64 %93, 4
+  %95 = mul nsw i64 %94, 288
+  %96 = add nsw i64 %92, %95
+  %97 = mul nsw i64 %conv3.tx29112, 4
+  %98 = mul nsw i64 %97, 16
+  %99 = add nsw i64 %96, %98
+  %100 = mul nsw i64 %conv3.cv29213, 8
+  %101 = add nsw i64 %99, %100
+  %102 = add nsw i64 620544, %101
+  %arena18 = getelementptr inbounds float, ptr %arena, i64 %102
+  %103 = load <8 x float>, ptr %arena18, align 4
+  %104 = fmul <8 x float> %103, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %105 = fadd <8 x float> %91, %104
+  %106 = mul nsw i64 %conv3.j28910, 5184
+  %107 = mul nsw i64 %conv3.ty29011, 4
+  %108 = add nsw i64 %107, 1
+  %109 = mul nsw i64 %108, 288
+  %110 = add nsw i64 %106, %109
+  %111 = mul nsw i64 %conv3.tx29112, 4
+  %112 = mul nsw i64 %111, 16
+  %113 = add nsw i64 %110, %112
+  %114 = mul nsw i64 %conv3.cv29213, 8
+  %115 = add nsw i64 %113, %114
+  %116 = add nsw i64 620544, %115
+  %arena19 = getelementptr inbounds float, ptr %arena, i64 %116
+  %117 = load <8 x float>, ptr %arena19, align 4
+  %118 = fmul <8 x float> %117, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %119 = fsub <8 x float> %105, %118
+  %120 = mul nsw i64 %conv3.j28910, 5184
+  %121 = mul nsw i64 %conv3.ty29011, 4
+  %122 = add nsw i64 %121, 2
+  %123 = mul nsw i64 %122, 288
+  %124 = add nsw i64 %120, %123
+  %125 = mul nsw i64 %conv3.tx29112, 4
+  %126 = mul nsw i64 %125, 16
+  %127 = add nsw i64 %124, %126
+  %128 = mul nsw i64 %conv3.cv29213, 8
+  %129 = add nsw i64 %127, %128
+  %130 = add nsw i64 620544, %129
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %130
+  %131 = load <8 x float>, ptr %arena20, align 4
+  %132 = fmul <8 x float> %131, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %133 = fsub <8 x float> %119, %132
+  store <8 x float> %133, ptr %conv3.w294, align 32
+  %134 = mul nsw i64 %conv3.j28910, 5184
+  %135 = mul nsw i64 %conv3.ty29011, 4
+  %136 = add nsw i64 %135, 1
+  %137 = mul nsw i64 %136, 288
+  %138 = add nsw i64 %134, %137
+  %139 = mul nsw i64 %conv3.tx29112, 4
+  %140 = mul nsw i64 %139, 16
+  %141 = add nsw i64 %138, %140
+  %142 = mul nsw i64 %conv3.cv29213, 8
+  %143 = add nsw i64 %141, %142
+  %144 = add nsw i64 620544, %143
+  %arena21 = getelementptr inbounds float, ptr %arena, i64 %144
+  %145 = load <8 x float>, ptr %arena21, align 4
+  %146 = fmul <8 x float> %145, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %147 = mul nsw i64 %conv3.j28910, 5184
+  %148 = mul nsw i64 %conv3.ty29011, 4
+  %149 = add nsw i64 %148, 4
+  %150 = mul nsw i64 %149, 288
+  %151 = add nsw i64 %147, %150
+  %152 = mul nsw i64 %conv3.tx29112, 4
+  %153 = mul nsw i64 %152, 16
+  %154 = add nsw i64 %151, %153
+  %155 = mul nsw i64 %conv3.cv29213, 8
+  %156 = add nsw i64 %154, %155
+  %157 = add nsw i64 620544, %156
+  %arena22 = getelementptr inbounds float, ptr %arena, i64 %157
+  %158 = load <8 x float>, ptr %arena22, align 4
+  %159 = fmul <8 x float> %158, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %160 = fadd <8 x float> %146, %159
+  %161 = mul nsw i64 %conv3.j28910, 5184
+  %162 = mul nsw i64 %conv3.ty29011, 4
+  %163 = add nsw i64 %162, 2
+  %164 = mul nsw i64 %163, 288
+  %165 = add nsw i64 %161, %164
+  %166 = mul nsw i64 %conv3.tx29112, 4
+  %167 = mul nsw i64 %166, 16
+  %168 = add nsw i64 %165, %167
+  %169 = mul nsw i64 %conv3.cv29213, 8
+  %170 = add nsw i64 %168, %169
+  %171 = add nsw i64 620544, %170
+  %arena23 = getelementptr inbounds float, ptr %arena, i64 %171
+  %172 = load <8 x float>, ptr %arena23, align 4
+  %173 = fmul <8 x float> %172, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %174 = fsub <8 x float> %160, %173
+  %175 = mul nsw i64 %conv3.j28910, 5184
+  %176 = mul nsw i64 %conv3.ty29011, 4
+  %177 = add nsw i64 %176, 3
+  %178 = mul nsw i64 %177, 288
+  %179 = add nsw i64 %175, %178
+  %180 = mul nsw i64 %conv3.tx29112, 4
+  %181 = mul nsw i64 %180, 16
+  %182 = add nsw i64 %179, %181
+  %183 = mul nsw i64 %conv3.cv29213, 8
+  %184 = add nsw i64 %182, %183
+  %185 = add nsw i64 620544, %184
+  %arena24 = getelementptr inbounds float, ptr %arena, i64 %185
+  %186 = load <8 x float>, ptr %arena24, align 4
+  %187 = fmul <8 x float> %186, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %188 = fsub <8 x float> %174, %187
+  store <8 x float> %188, ptr %conv3.w295, align 32
+  %189 = mul nsw i64 %conv3.j28910, 5184
+  %190 = mul nsw i64 %conv3.ty29011, 4
+  %191 = add nsw i64 %190, 3
+  %192 = mul nsw i64 %191, 288
+  %193 = add nsw i64 %189, %192
+  %194 = mul nsw i64 %conv3.tx29112, 4
+  %195 = mul nsw i64 %194, 16
+  %196 = add nsw i64 %193, %195
+  %197 = mul nsw i64 %conv3.cv29213, 8
+  %198 = add nsw i64 %196, %197
+  %199 = add nsw i64 620544, %198
+  %arena25 = getelementptr inbounds float, ptr %arena, i64 %199
+  %200 = load <8 x float>, ptr %arena25, align 4
+  %201 = fmul <8 x float> %200, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %202 = mul nsw i64 %conv3.j28910, 5184
+  %203 = mul nsw i64 %conv3.ty29011, 4
+  %204 = add nsw i64 %203, 4
+  %205 = mul nsw i64 %204, 288
+  %206 = add nsw i64 %202, %205
+  %207 = mul nsw i64 %conv3.tx29112, 4
+  %208 = mul nsw i64 %207, 16
+  %209 = add nsw i64 %206, %208
+  %210 = mul nsw i64 %conv3.cv29213, 8
+  %211 = add nsw i64 %209, %210
+  %212 = add nsw i64 620544, %211
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 %212
+  %213 = load <8 x float>, ptr %arena26, align 4
+  %214 = fmul <8 x float> %213, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %215 = fadd <8 x float> %201, %214
+  %216 = mul nsw i64 %conv3.j28910, 5184
+  %217 = mul nsw i64 %conv3.ty29011, 4
+  %218 = add nsw i64 %217, 1
+  %219 = mul nsw i64 %218, 288
+  %220 = add nsw i64 %216, %219
+  %221 = mul nsw i64 %conv3.tx29112, 4
+  %222 = mul nsw i64 %221, 16
+  %223 = add nsw i64 %220, %222
+  %224 = mul nsw i64 %conv3.cv29213, 8
+  %225 = add nsw i64 %223, %224
+  %226 = add nsw i64 620544, %225
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 %226
+  %227 = load <8 x float>, ptr %arena27, align 4
+  %228 = fmul <8 x float> %227, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %229 = fsub <8 x float> %215, %228
+  %230 = mul nsw i64 %conv3.j28910, 5184
+  %231 = mul nsw i64 %conv3.ty29011, 4
+  %232 = add nsw i64 %231, 2
+  %233 = mul nsw i64 %232, 288
+  %234 = add nsw i64 %230, %233
+  %235 = mul nsw i64 %conv3.tx29112, 4
+  %236 = mul nsw i64 %235, 16
+  %237 = add nsw i64 %234, %236
+  %238 = mul nsw i64 %conv3.cv29213, 8
+  %239 = add nsw i64 %237, %238
+  %240 = add nsw i64 620544, %239
+  %arena28 = getelementptr inbounds float, ptr %arena, i64 %240
+  %241 = load <8 x float>, ptr %arena28, align 4
+  %242 = fmul <8 x float> %241, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %243 = fsub <8 x float> %229, %242
+  store <8 x float> %243, ptr %conv3.w296, align 32
+  %244 = mul nsw i64 %conv3.j28910, 5184
+  %245 = mul nsw i64 %conv3.ty29011, 4
+  %246 = add nsw i64 %245, 1
+  %247 = mul nsw i64 %246, 288
+  %248 = add nsw i64 %244, %247
+  %249 = mul nsw i64 %conv3.tx29112, 4
+  %250 = mul nsw i64 %249, 16
+  %251 = add nsw i64 %248, %250
+  %252 = mul nsw i64 %conv3.cv29213, 8
+  %253 = add nsw i64 %251, %252
+  %254 = add nsw i64 620544, %253
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %254
+  %255 = load <8 x float>, ptr %arena29, align 4
+  %256 = fmul <8 x float> %255, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %257 = mul nsw i64 %conv3.j28910, 5184
+  %258 = mul nsw i64 %conv3.ty29011, 4
+  %259 = add nsw i64 %258, 4
+  %260 = mul nsw i64 %259, 288
+  %261 = add nsw i64 %257, %260
+  %262 = mul nsw i64 %conv3.tx29112, 4
+  %263 = mul nsw i64 %262, 16
+  %264 = add nsw i64 %261, %263
+  %265 = mul nsw i64 %conv3.cv29213, 8
+  %266 = add nsw i64 %264, %265
+  %267 = add nsw i64 620544, %266
+  %arena30 = getelementptr inbounds float, ptr %arena, i64 %267
+  %268 = load <8 x float>, ptr %arena30, align 4
+  %269 = fmul <8 x float> %268, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %270 = fadd <8 x float> %256, %269
+  %271 = mul nsw i64 %conv3.j28910, 5184
+  %272 = mul nsw i64 %conv3.ty29011, 4
+  %273 = add nsw i64 %272, 2
+  %274 = mul nsw i64 %273, 288
+  %275 = add nsw i64 %271, %274
+  %276 = mul nsw i64 %conv3.tx29112, 4
+  %277 = mul nsw i64 %276, 16
+  %278 = add nsw i64 %275, %277
+  %279 = mul nsw i64 %conv3.cv29213, 8
+  %280 = add nsw i64 %278, %279
+  %281 = add nsw i64 620544, %280
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %281
+  %282 = load <8 x float>, ptr %arena31, align 4
+  %283 = fmul <8 x float> %282, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %284 = fsub <8 x float> %270, %283
+  %285 = mul nsw i64 %conv3.j28910, 5184
+  %286 = mul nsw i64 %conv3.ty29011, 4
+  %287 = add nsw i64 %286, 3
+  %288 = mul nsw i64 %287, 288
+  %289 = add nsw i64 %285, %288
+  %290 = mul nsw i64 %conv3.tx29112, 4
+  %291 = mul nsw i64 %290, 16
+  %292 = add nsw i64 %289, %291
+  %293 = mul nsw i64 %conv3.cv29213, 8
+  %294 = add nsw i64 %292, %293
+  %295 = add nsw i64 620544, %294
+  %arena32 = getelementptr inbounds float, ptr %arena, i64 %295
+  %296 = load <8 x float>, ptr %arena32, align 4
+  %297 = fmul <8 x float> %296, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %298 = fsub <8 x float> %284, %297
+  store <8 x float> %298, ptr %conv3.w297, align 32
+  %299 = mul nsw i64 %conv3.j28910, 5184
+  %300 = mul nsw i64 %conv3.ty29011, 4
+  %301 = add nsw i64 %300, 1
+  %302 = mul nsw i64 %301, 288
+  %303 = add nsw i64 %299, %302
+  %304 = mul nsw i64 %conv3.tx29112, 4
+  %305 = mul nsw i64 %304, 16
+  %306 = add nsw i64 %303, %305
+  %307 = mul nsw i64 %conv3.cv29213, 8
+  %308 = add nsw i64 %306, %307
+  %309 = add nsw i64 620544, %308
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 %309
+  %310 = load <8 x float>, ptr %arena33, align 4
+  %311 = fmul <8 x float> %310, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %312 = mul nsw i64 %conv3.j28910, 5184
+  %313 = mul nsw i64 %conv3.ty29011, 4
+  %314 = add nsw i64 %313, 5
+  %315 = mul nsw i64 %314, 288
+  %316 = add nsw i64 %312, %315
+  %317 = mul nsw i64 %conv3.tx29112, 4
+  %318 = mul nsw i64 %317, 16
+  %319 = add nsw i64 %316, %318
+  %320 = mul nsw i64 %conv3.cv29213, 8
+  %321 = add nsw i64 %319, %320
+  %322 = add nsw i64 620544, %321
+  %arena34 = getelementptr inbounds float, ptr %arena, i64 %322
+  %323 = load <8 x float>, ptr %arena34, align 4
+  %324 = fmul <8 x float> %323, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %325 = fadd <8 x float> %311, %324
+  %326 = mul nsw i64 %conv3.j28910, 5184
+  %327 = mul nsw i64 %conv3.ty29011, 4
+  %328 = add nsw i64 %327, 3
+  %329 = mul nsw i64 %328, 288
+  %330 = add nsw i64 %326, %329
+  %331 = mul nsw i64 %conv3.tx29112, 4
+  %332 = mul nsw i64 %331, 16
+  %333 = add nsw i64 %330, %332
+  %334 = mul nsw i64 %conv3.cv29213, 8
+  %335 = add nsw i64 %333, %334
+  %336 = add nsw i64 620544, %335
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %336
+  %337 = load <8 x float>, ptr %arena35, align 4
+  %338 = fmul <8 x float> %337, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
+  %339 = fsub <8 x float> %325, %338
+  store <8 x float> %339, ptr %conv3.w298, align 32
+  %340 = mul nsw i64 %conv3.j28910, 5184
+  %341 = mul nsw i64 %conv3.ty29011, 4
+  %342 = mul nsw i64 %341, 288
+  %343 = add nsw i64 %340, %342
+  %344 = mul nsw i64 %conv3.tx29112, 4
+  %345 = add nsw i64 %344, 1
+  %346 = mul nsw i64 %345, 16
+  %347 = add nsw i64 %343, %346
+  %348 = mul nsw i64 %conv3.cv29213, 8
+  %349 = add nsw i64 %347, %348
+  %350 = add nsw i64 620544, %349
+  %arena36 = getelementptr inbounds float, ptr %arena, i64 %350
+  %351 = load <8 x float>, ptr %arena36, align 4
+  %352 = fmul <8 x float> %351, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %353 = mul nsw i64 %conv3.j28910, 5184
+  %354 = mul nsw i64 %conv3.ty29011, 4
+  %355 = add nsw i64 %354, 4
+  %356 = mul nsw i64 %355, 288
+  %357 = add nsw i64 %353, %356
+  %358 = mul nsw i64 %conv3.tx29112, 4
+  %359 = add nsw i64 %358, 1
+  %360 = mul nsw i64 %359, 16
+  %361 = add nsw i64 %357, %360
+  %362 = mul nsw i64 %conv3.cv29213, 8
+  %363 = add nsw i64 %361, %362
+  %364 = add nsw i64 620544, %363
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %364
+  %365 = load <8 x float>, ptr %arena37, align 4
+  %366 = fmul <8 x float> %365, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %367 = fadd <8 x float> %352, %366
+  %368 = mul nsw i64 %conv3.j28910, 5184
+  %369 = mul nsw i64 %conv3.ty29011, 4
+  %370 = add nsw i64 %369, 2
+  %371 = mul nsw i64 %370, 288
+  %372 = add nsw i64 %368, %371
+  %373 = mul nsw i64 %conv3.tx29112, 4
+  %374 = add nsw i64 %373, 1
+  %375 = mul nsw i64 %374, 16
+  %376 = add nsw i64 %372, %375
+  %377 = mul nsw i64 %conv3.cv29213, 8
+  %378 = add nsw i64 %376, %377
+  %379 = add nsw i64 620544, %378
+  %arena38 = getelementptr inbounds float, ptr %arena, i64 %379
+  %380 = load <8 x float>, ptr %arena38, align 4
+  %381 = fmul <8 x float> %380, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
+  %382 = fsub <8 x float> %367, %381
+  store <8 x float> %382, ptr %conv3.w299, align 32
+  %383 = mul nsw i64 %conv3.j28910, 5184
+  %384 = mul nsw i64 %conv3.ty29011, 4
+  %385 = add nsw i64 %384, 3
+  %386 = mul nsw i64 %385, 288
+  %387 = add nsw i64 %383, %386
+  %388 = mul nsw i64 %conv3.tx29112, 4
+  %389 = add nsw i64 %388, 1
+  %390 = mul nsw i64 %389, 16
+  %391 = add nsw i64 %387, %390
+  %392 = mul nsw i64 %conv3.cv29213, 8
+  %393 = add nsw i64 %391, %392
+  %394 = add nsw i64 620544, %393
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %394
+  %395 = load <8 x float>, ptr %arena39, align 4
+  %396 = fmul <8 x float> %395, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %397 = mul nsw i64 %conv3.j28910, 5184
+  %398 = mul nsw i64 %conv3.ty29011, 4
+  %399 = add nsw i64 %398, 4
+  %400 = mul nsw i64 %399, 288
+  %401 = add nsw i64 %397, %400
+  %402 = mul nsw i64 %conv3.tx29112, 4
+  %403 = add nsw i64 %402, 1
+  %404 = mul nsw i64 %403, 16
+  %405 = add nsw i64 %401, %404
+  %406 = mul nsw i64 %conv3.cv29213, 8
+  %407 = add nsw i64 %405, %406
+  %408 = add nsw i64 620544, %407
+  %arena40 = getelementptr inbounds float, ptr %arena, i64 %408
+  %409 = load <8 x float>, ptr %arena40, align 4
+  %410 = fmul <8 x float> %409, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %411 = fadd <8 x float> %396, %410
+  %412 = mul nsw i64 %conv3.j28910, 5184
+  %413 = mul nsw i64 %conv3.ty29011, 4
+  %414 = add nsw i64 %413, 1
+  %415 = mul nsw i64 %414, 288
+  %416 = add nsw i64 %412, %415
+  %417 = mul nsw i64 %conv3.tx29112, 4
+  %418 = add nsw i64 %417, 1
+  %419 = mul nsw i64 %418, 16
+  %420 = add nsw i64 %416, %419
+  %421 = mul nsw i64 %conv3.cv29213, 8
+  %422 = add nsw i64 %420, %421
+  %423 = add nsw i64 620544, %422
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %423
+  %424 = load <8 x float>, ptr %arena41, align 4
+  %425 = fmul <8 x float> %424, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %426 = fsub <8 x float> %411, %425
+  %427 = mul nsw i64 %conv3.j28910, 5184
+  %428 = mul nsw i64 %conv3.ty29011, 4
+  %429 = add nsw i64 %428, 2
+  %430 = mul nsw i64 %429, 288
+  %431 = add nsw i64 %427, %430
+  %432 = mul nsw i64 %conv3.tx29112, 4
+  %433 = add nsw i64 %432, 1
+  %434 = mul nsw i64 %433, 16
+  %435 = add nsw i64 %431, %434
+  %436 = mul nsw i64 %conv3.cv29213, 8
+  %437 = add nsw i64 %435, %436
+  %438 = add nsw i64 620544, %437
+  %arena42 = getelementptr inbounds float, ptr %arena, i64 %438
+  %439 = load <8 x float>, ptr %arena42, align 4
+  %440 = fmul <8 x float> %439, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %441 = fsub <8 x float> %426, %440
+  store <8 x float> %441, ptr %conv3.w300, align 32
+  %442 = mul nsw i64 %conv3.j28910, 5184
+  %443 = mul nsw i64 %conv3.ty29011, 4
+  %444 = add nsw i64 %443, 1
+  %445 = mul nsw i64 %444, 288
+  %446 = add nsw i64 %442, %445
+  %447 = mul nsw i64 %conv3.tx29112, 4
+  %448 = add nsw i64 %447, 1
+  %449 = mul nsw i64 %448, 16
+  %450 = add nsw i64 %446, %449
+  %451 = mul nsw i64 %conv3.cv29213, 8
+  %452 = add nsw i64 %450, %451
+  %453 = add nsw i64 620544, %452
+  %arena43 = getelementptr inbounds float, ptr %arena, i64 %453
+  %454 = load <8 x float>, ptr %arena43, align 4
+  %455 = fmul <8 x float> %454, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %456 = mul nsw i64 %conv3.j28910, 5184
+  %457 = mul nsw i64 %conv3.ty29011, 4
+  %458 = add nsw i64 %457, 4
+  %459 = mul nsw i64 %458, 288
+  %460 = add nsw i64 %456, %459
+  %461 = mul nsw i64 %conv3.tx29112, 4
+  %462 = add nsw i64 %461, 1
+  %463 = mul nsw i64 %462, 16
+  %464 = add nsw i64 %460, %463
+  %465 = mul nsw i64 %conv3.cv29213, 8
+  %466 = add nsw i64 %464, %465
+  %467 = add nsw i64 620544, %466
+  %arena44 = getelementptr inbounds float, ptr %arena, i64 %467
+  %468 = load <8 x float>, ptr %arena44, align 4
+  %469 = fmul <8 x float> %468, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %470 = fadd <8 x float> %455, %469
+  %471 = mul nsw i64 %conv3.j28910, 5184
+  %472 = mul nsw i64 %conv3.ty29011, 4
+  %473 = add nsw i64 %472, 2
+  %474 = mul nsw i64 %473, 288
+  %475 = add nsw i64 %471, %474
+  %476 = mul nsw i64 %conv3.tx29112, 4
+  %477 = add nsw i64 %476, 1
+  %478 = mul nsw i64 %477, 16
+  %479 = add nsw i64 %475, %478
+  %480 = mul nsw i64 %conv3.cv29213, 8
+  %481 = add nsw i64 %479, %480
+  %482 = add nsw i64 620544, %481
+  %arena45 = getelementptr inbounds float, ptr %arena, i64 %482
+  %483 = load <8 x float>, ptr %arena45, align 4
+  %484 = fmul <8 x float> %483, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %485 = fsub <8 x float> %470, %484
+  %486 = mul nsw i64 %conv3.j28910, 5184
+  %487 = mul nsw i64 %conv3.ty29011, 4
+  %488 = add nsw i64 %487, 3
+  %489 = mul nsw i64 %488, 288
+  %490 = add nsw i64 %486, %489
+  %491 = mul nsw i64 %conv3.tx29112, 4
+  %492 = add nsw i64 %491, 1
+  %493 = mul nsw i64 %492, 16
+  %494 = add nsw i64 %490, %493
+  %495 = mul nsw i64 %conv3.cv29213, 8
+  %496 = add nsw i64 %494, %495
+  %497 = add nsw i64 620544, %496
+  %arena46 = getelementptr inbounds float, ptr %arena, i64 %497
+  %498 = load <8 x float>, ptr %arena46, align 4
+  %499 = fmul <8 x float> %498, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %500 = fsub <8 x float> %485, %499
+  store <8 x float> %500, ptr %conv3.w301, align 32
+  %501 = mul nsw i64 %conv3.j28910, 5184
+  %502 = mul nsw i64 %conv3.ty29011, 4
+  %503 = add nsw i64 %502, 3
+  %504 = mul nsw i64 %503, 288
+  %505 = add nsw i64 %501, %504
+  %506 = mul nsw i64 %conv3.tx29112, 4
+  %507 = add nsw i64 %506, 1
+  %508 = mul nsw i64 %507, 16
+  %509 = add nsw i64 %505, %508
+  %510 = mul nsw i64 %conv3.cv29213, 8
+  %511 = add nsw i64 %509, %510
+  %512 = add nsw i64 620544, %511
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %512
+  %513 = load <8 x float>, ptr %arena47, align 4
+  %514 = fmul <8 x float> %513, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %515 = mul nsw i64 %conv3.j28910, 5184
+  %516 = mul nsw i64 %conv3.ty29011, 4
+  %517 = add nsw i64 %516, 4
+  %518 = mul nsw i64 %517, 288
+  %519 = add nsw i64 %515, %518
+  %520 = mul nsw i64 %conv3.tx29112, 4
+  %521 = add nsw i64 %520, 1
+  %522 = mul nsw i64 %521, 16
+  %523 = add nsw i64 %519, %522
+  %524 = mul nsw i64 %conv3.cv29213, 8
+  %525 = add nsw i64 %523, %524
+  %526 = add nsw i64 620544, %525
+  %arena48 = getelementptr inbounds float, ptr %arena, i64 %526
+  %527 = load <8 x float>, ptr %arena48, align 4
+  %528 = fmul <8 x float> %527, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %529 = fadd <8 x float> %514, %528
+  %530 = mul nsw i64 %conv3.j28910, 5184
+  %531 = mul nsw i64 %conv3.ty29011, 4
+  %532 = add nsw i64 %531, 1
+  %533 = mul nsw i64 %532, 288
+  %534 = add nsw i64 %530, %533
+  %535 = mul nsw i64 %conv3.tx29112, 4
+  %536 = add nsw i64 %535, 1
+  %537 = mul nsw i64 %536, 16
+  %538 = add nsw i64 %534, %537
+  %539 = mul nsw i64 %conv3.cv29213, 8
+  %540 = add nsw i64 %538, %539
+  %541 = add nsw i64 620544, %540
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %541
+  %542 = load <8 x float>, ptr %arena49, align 4
+  %543 = fmul <8 x float> %542, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %544 = fsub <8 x float> %529, %543
+  %545 = mul nsw i64 %conv3.j28910, 5184
+  %546 = mul nsw i64 %conv3.ty29011, 4
+  %547 = add nsw i64 %546, 2
+  %548 = mul nsw i64 %547, 288
+  %549 = add nsw i64 %545, %548
+  %550 = mul nsw i64 %conv3.tx29112, 4
+  %551 = add nsw i64 %550, 1
+  %552 = mul nsw i64 %551, 16
+  %553 = add nsw i64 %549, %552
+  %554 = mul nsw i64 %conv3.cv29213, 8
+  %555 = add nsw i64 %553, %554
+  %556 = add nsw i64 620544, %555
+  %arena50 = getelementptr inbounds float, ptr %arena, i64 %556
+  %557 = load <8 x float>, ptr %arena50, align 4
+  %558 = fmul <8 x float> %557, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %559 = fsub <8 x float> %544, %558
+  store <8 x float> %559, ptr %conv3.w302, align 32
+  %560 = mul nsw i64 %conv3.j28910, 5184
+  %561 = mul nsw i64 %conv3.ty29011, 4
+  %562 = add nsw i64 %561, 1
+  %563 = mul nsw i64 %562, 288
+  %564 = add nsw i64 %560, %563
+  %565 = mul nsw i64 %conv3.tx29112, 4
+  %566 = add nsw i64 %565, 1
+  %567 = mul nsw i64 %566, 16
+  %568 = add nsw i64 %564, %567
+  %569 = mul nsw i64 %conv3.cv29213, 8
+  %570 = add nsw i64 %568, %569
+  %571 = add nsw i64 620544, %570
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %571
+  %572 = load <8 x float>, ptr %arena51, align 4
+  %573 = fmul <8 x float> %572, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %574 = mul nsw i64 %conv3.j28910, 5184
+  %575 = mul nsw i64 %conv3.ty29011, 4
+  %576 = add nsw i64 %575, 4
+  %577 = mul nsw i64 %576, 288
+  %578 = add nsw i64 %574, %577
+  %579 = mul nsw i64 %conv3.tx29112, 4
+  %580 = add nsw i64 %579, 1
+  %581 = mul nsw i64 %580, 16
+  %582 = add nsw i64 %578, %581
+  %583 = mul nsw i64 %conv3.cv29213, 8
+  %584 = add nsw i64 %582, %583
+  %585 = add nsw i64 620544, %584
+  %arena52 = getelementptr inbounds float, ptr %arena, i64 %585
+  %586 = load <8 x float>, ptr %arena52, align 4
+  %587 = fmul <8 x float> %586, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %588 = fadd <8 x float> %573, %587
+  %589 = mul nsw i64 %conv3.j28910, 5184
+  %590 = mul nsw i64 %conv3.ty29011, 4
+  %591 = add nsw i64 %590, 2
+  %592 = mul nsw i64 %591, 288
+  %593 = add nsw i64 %589, %592
+  %594 = mul nsw i64 %conv3.tx29112, 4
+  %595 = add nsw i64 %594, 1
+  %596 = mul nsw i64 %595, 16
+  %597 = add nsw i64 %593, %596
+  %598 = mul nsw i64 %conv3.cv29213, 8
+  %599 = add nsw i64 %597, %598
+  %600 = add nsw i64 620544, %599
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %600
+  %601 = load <8 x float>, ptr %arena53, align 4
+  %602 = fmul <8 x float> %601, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %603 = fsub <8 x float> %588, %602
+  %604 = mul nsw i64 %conv3.j28910, 5184
+  %605 = mul nsw i64 %conv3.ty29011, 4
+  %606 = add nsw i64 %605, 3
+  %607 = mul nsw i64 %606, 288
+  %608 = add nsw i64 %604, %607
+  %609 = mul nsw i64 %conv3.tx29112, 4
+  %610 = add nsw i64 %609, 1
+  %611 = mul nsw i64 %610, 16
+  %612 = add nsw i64 %608, %611
+  %613 = mul nsw i64 %conv3.cv29213, 8
+  %614 = add nsw i64 %612, %613
+  %615 = add nsw i64 620544, %614
+  %arena54 = getelementptr inbounds float, ptr %arena, i64 %615
+  %616 = load <8 x float>, ptr %arena54, align 4
+  %617 = fmul <8 x float> %616, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %618 = fsub <8 x float> %603, %617
+  store <8 x float> %618, ptr %conv3.w303, align 32
+  %619 = mul nsw i64 %conv3.j28910, 5184
+  %620 = mul nsw i64 %conv3.ty29011, 4
+  %621 = add nsw i64 %620, 1
+  %622 = mul nsw i64 %621, 288
+  %623 = add nsw i64 %619, %622
+  %624 = mul nsw i64 %conv3.tx29112, 4
+  %625 = add nsw i64 %624, 1
+  %626 = mul nsw i64 %625, 16
+  %627 = add nsw i64 %623, %626
+  %628 = mul nsw i64 %conv3.cv29213, 8
+  %629 = add nsw i64 %627, %628
+  %630 = add nsw i64 620544, %629
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %630
+  %631 = load <8 x float>, ptr %arena55, align 4
+  %632 = fmul <8 x float> %631, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %633 = mul nsw i64 %conv3.j28910, 5184
+  %634 = mul nsw i64 %conv3.ty29011, 4
+  %635 = add nsw i64 %634, 5
+  %636 = mul nsw i64 %635, 288
+  %637 = add nsw i64 %633, %636
+  %638 = mul nsw i64 %conv3.tx29112, 4
+  %639 = add nsw i64 %638, 1
+  %640 = mul nsw i64 %639, 16
+  %641 = add nsw i64 %637, %640
+  %642 = mul nsw i64 %conv3.cv29213, 8
+  %643 = add nsw i64 %641, %642
+  %644 = add nsw i64 620544, %643
+  %arena56 = getelementptr inbounds float, ptr %arena, i64 %644
+  %645 = load <8 x float>, ptr %arena56, align 4
+  %646 = fmul <8 x float> %645, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %647 = fadd <8 x float> %632, %646
+  %648 = mul nsw i64 %conv3.j28910, 5184
+  %649 = mul nsw i64 %conv3.ty29011, 4
+  %650 = add nsw i64 %649, 3
+  %651 = mul nsw i64 %650, 288
+  %652 = add nsw i64 %648, %651
+  %653 = mul nsw i64 %conv3.tx29112, 4
+  %654 = add nsw i64 %653, 1
+  %655 = mul nsw i64 %654, 16
+  %656 = add nsw i64 %652, %655
+  %657 = mul nsw i64 %conv3.cv29213, 8
+  %658 = add nsw i64 %656, %657
+  %659 = add nsw i64 620544, %658
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %659
+  %660 = load <8 x float>, ptr %arena57, align 4
+  %661 = fmul <8 x float> %660, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
+  %662 = fsub <8 x float> %647, %661
+  store <8 x float> %662, ptr %conv3.w304, align 32
+  %663 = mul nsw i64 %conv3.j28910, 5184
+  %664 = mul nsw i64 %conv3.ty29011, 4
+  %665 = mul nsw i64 %664, 288
+  %666 = add nsw i64 %663, %665
+  %667 = mul nsw i64 %conv3.tx29112, 4
+  %668 = add nsw i64 %667, 2
+  %669 = mul nsw i64 %668, 16
+  %670 = add nsw i64 %666, %669
+  %671 = mul nsw i64 %conv3.cv29213, 8
+  %672 = add nsw i64 %670, %671
+  %673 = add nsw i64 620544, %672
+  %arena58 = getelementptr inbounds float, ptr %arena, i64 %673
+  %674 = load <8 x float>, ptr %arena58, align 4
+  %675 = fmul <8 x float> %674, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %676 = mul nsw i64 %conv3.j28910, 5184
+  %677 = mul nsw i64 %conv3.ty29011, 4
+  %678 = add nsw i64 %677, 4
+  %679 = mul nsw i64 %678, 288
+  %680 = add nsw i64 %676, %679
+  %681 = mul nsw i64 %conv3.tx29112, 4
+  %682 = add nsw i64 %681, 2
+  %683 = mul nsw i64 %682, 16
+  %684 = add nsw i64 %680, %683
+  %685 = mul nsw i64 %conv3.cv29213, 8
+  %686 = add nsw i64 %684, %685
+  %687 = add nsw i64 620544, %686
+  %arena59 = getelementptr inbounds float, ptr %arena, i64 %687
+  %688 = load <8 x float>, ptr %arena59, align 4
+  %689 = fmul <8 x float> %688, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %690 = fadd <8 x float> %675, %689
+  %691 = mul nsw i64 %conv3.j28910, 5184
+  %692 = mul nsw i64 %conv3.ty29011, 4
+  %693 = add nsw i64 %692, 2
+  %694 = mul nsw i64 %693, 288
+  %695 = add nsw i64 %691, %694
+  %696 = mul nsw i64 %conv3.tx29112, 4
+  %697 = add nsw i64 %696, 2
+  %698 = mul nsw i64 %697, 16
+  %699 = add nsw i64 %695, %698
+  %700 = mul nsw i64 %conv3.cv29213, 8
+  %701 = add nsw i64 %699, %700
+  %702 = add nsw i64 620544, %701
+  %arena60 = getelementptr inbounds float, ptr %arena, i64 %702
+  %703 = load <8 x float>, ptr %arena60, align 4
+  %704 = fmul <8 x float> %703, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
+  %705 = fsub <8 x float> %690, %704
+  store <8 x float> %705, ptr %conv3.w305, align 32
+  %706 = mul nsw i64 %conv3.j28910, 5184
+  %707 = mul nsw i64 %conv3.ty29011, 4
+  %708 = add nsw i64 %707, 3
+  %709 = mul nsw i64 %708, 288
+  %710 = add nsw i64 %706, %709
+  %711 = mul nsw i64 %conv3.tx29112, 4
+  %712 = add nsw i64 %711, 2
+  %713 = mul nsw i64 %712, 16
+  %714 = add nsw i64 %710, %713
+  %715 = mul nsw i64 %conv3.cv29213, 8
+  %716 = add nsw i64 %714, %715
+  %717 = add nsw i64 620544, %716
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %717
+  %718 = load <8 x float>, ptr %arena61, align 4
+  %719 = fmul <8 x float> %718, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %720 = mul nsw i64 %conv3.j28910, 5184
+  %721 = mul nsw i64 %conv3.ty29011, 4
+  %722 = add nsw i64 %721, 4
+  %723 = mul nsw i64 %722, 288
+  %724 = add nsw i64 %720, %723
+  %725 = mul nsw i64 %conv3.tx29112, 4
+  %726 = add nsw i64 %725, 2
+  %727 = mul nsw i64 %726, 16
+  %728 = add nsw i64 %724, %727
+  %729 = mul nsw i64 %conv3.cv29213, 8
+  %730 = add nsw i64 %728, %729
+  %731 = add nsw i64 620544, %730
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %731
+  %732 = load <8 x float>, ptr %arena62, align 4
+  %733 = fmul <8 x float> %732, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %734 = fadd <8 x float> %719, %733
+  %735 = mul nsw i64 %conv3.j28910, 5184
+  %736 = mul nsw i64 %conv3.ty29011, 4
+  %737 = add nsw i64 %736, 1
+  %738 = mul nsw i64 %737, 288
+  %739 = add nsw i64 %735, %738
+  %740 = mul nsw i64 %conv3.tx29112, 4
+  %741 = add nsw i64 %740, 2
+  %742 = mul nsw i64 %741, 16
+  %743 = add nsw i64 %739, %742
+  %744 = mul nsw i64 %conv3.cv29213, 8
+  %745 = add nsw i64 %743, %744
+  %746 = add nsw i64 620544, %745
+  %arena63 = getelementptr inbounds float, ptr %arena, i64 %746
+  %747 = load <8 x float>, ptr %arena63, align 4
+  %748 = fmul <8 x float> %747, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %749 = fsub <8 x float> %734, %748
+  %750 = mul nsw i64 %conv3.j28910, 5184
+  %751 = mul nsw i64 %conv3.ty29011, 4
+  %752 = add nsw i64 %751, 2
+  %753 = mul nsw i64 %752, 288
+  %754 = add nsw i64 %750, %753
+  %755 = mul nsw i64 %conv3.tx29112, 4
+  %756 = add nsw i64 %755, 2
+  %757 = mul nsw i64 %756, 16
+  %758 = add nsw i64 %754, %757
+  %759 = mul nsw i64 %conv3.cv29213, 8
+  %760 = add nsw i64 %758, %759
+  %761 = add nsw i64 620544, %760
+  %arena64 = getelementptr inbounds float, ptr %arena, i64 %761
+  %762 = load <8 x float>, ptr %arena64, align 4
+  %763 = fmul <8 x float> %762, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %764 = fsub <8 x float> %749, %763
+  store <8 x float> %764, ptr %conv3.w306, align 32
+  %765 = mul nsw i64 %conv3.j28910, 5184
+  %766 = mul nsw i64 %conv3.ty29011, 4
+  %767 = add nsw i64 %766, 1
+  %768 = mul nsw i64 %767, 288
+  %769 = add nsw i64 %765, %768
+  %770 = mul nsw i64 %conv3.tx29112, 4
+  %771 = add nsw i64 %770, 2
+  %772 = mul nsw i64 %771, 16
+  %773 = add nsw i64 %769, %772
+  %774 = mul nsw i64 %conv3.cv29213, 8
+  %775 = add nsw i64 %773, %774
+  %776 = add nsw i64 620544, %775
+  %arena65 = getelementptr inbounds float, ptr %arena, i64 %776
+  %777 = load <8 x float>, ptr %arena65, align 4
+  %778 = fmul <8 x float> %777, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %779 = mul nsw i64 %conv3.j28910, 5184
+  %780 = mul nsw i64 %conv3.ty29011, 4
+  %781 = add nsw i64 %780, 4
+  %782 = mul nsw i64 %781, 288
+  %783 = add nsw i64 %779, %782
+  %784 = mul nsw i64 %conv3.tx29112, 4
+  %785 = add nsw i64 %784, 2
+  %786 = mul nsw i64 %785, 16
+  %787 = add nsw i64 %783, %786
+  %788 = mul nsw i64 %conv3.cv29213, 8
+  %789 = add nsw i64 %787, %788
+  %790 = add nsw i64 620544, %789
+  %arena66 = getelementptr inbounds float, ptr %arena, i64 %790
+  %791 = load <8 x float>, ptr %arena66, align 4
+  %792 = fmul <8 x float> %791, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %793 = fadd <8 x float> %778, %792
+  %794 = mul nsw i64 %conv3.j28910, 5184
+  %795 = mul nsw i64 %conv3.ty29011, 4
+  %796 = add nsw i64 %795, 2
+  %797 = mul nsw i64 %796, 288
+  %798 = add nsw i64 %794, %797
+  %799 = mul nsw i64 %conv3.tx29112, 4
+  %800 = add nsw i64 %799, 2
+  %801 = mul nsw i64 %800, 16
+  %802 = add nsw i64 %798, %801
+  %803 = mul nsw i64 %conv3.cv29213, 8
+  %804 = add nsw i64 %802, %803
+  %805 = add nsw i64 620544, %804
+  %arena67 = getelementptr inbounds float, ptr %arena, i64 %805
+  %806 = load <8 x float>, ptr %arena67, align 4
+  %807 = fmul <8 x float> %806, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %808 = fsub <8 x float> %793, %807
+  %809 = mul nsw i64 %conv3.j28910, 5184
+  %810 = mul nsw i64 %conv3.ty29011, 4
+  %811 = add nsw i64 %810, 3
+  %812 = mul nsw i64 %811, 288
+  %813 = add nsw i64 %809, %812
+  %814 = mul nsw i64 %conv3.tx29112, 4
+  %815 = add nsw i64 %814, 2
+  %816 = mul nsw i64 %815, 16
+  %817 = add nsw i64 %813, %816
+  %818 = mul nsw i64 %conv3.cv29213, 8
+  %819 = add nsw i64 %817, %818
+  %820 = add nsw i64 620544, %819
+  %arena68 = getelementptr inbounds float, ptr %arena, i64 %820
+  %821 = load <8 x float>, ptr %arena68, align 4
+  %822 = fmul <8 x float> %821, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %823 = fsub <8 x float> %808, %822
+  store <8 x float> %823, ptr %conv3.w307, align 32
+  %824 = mul nsw i64 %conv3.j28910, 5184
+  %825 = mul nsw i64 %conv3.ty29011, 4
+  %826 = add nsw i64 %825, 3
+  %827 = mul nsw i64 %826, 288
+  %828 = add nsw i64 %824, %827
+  %829 = mul nsw i64 %conv3.tx29112, 4
+  %830 = add nsw i64 %829, 2
+  %831 = mul nsw i64 %830, 16
+  %832 = add nsw i64 %828, %831
+  %833 = mul nsw i64 %conv3.cv29213, 8
+  %834 = add nsw i64 %832, %833
+  %835 = add nsw i64 620544, %834
+  %arena69 = getelementptr inbounds float, ptr %arena, i64 %835
+  %836 = load <8 x float>, ptr %arena69, align 4
+  %837 = fmul <8 x float> %836, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %838 = mul nsw i64 %conv3.j28910, 5184
+  %839 = mul nsw i64 %conv3.ty29011, 4
+  %840 = add nsw i64 %839, 4
+  %841 = mul nsw i64 %840, 288
+  %842 = add nsw i64 %838, %841
+  %843 = mul nsw i64 %conv3.tx29112, 4
+  %844 = add nsw i64 %843, 2
+  %845 = mul nsw i64 %844, 16
+  %846 = add nsw i64 %842, %845
+  %847 = mul nsw i64 %conv3.cv29213, 8
+  %848 = add nsw i64 %846, %847
+  %849 = add nsw i64 620544, %848
+  %arena70 = getelementptr inbounds float, ptr %arena, i64 %849
+  %850 = load <8 x float>, ptr %arena70, align 4
+  %851 = fmul <8 x float> %850, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %852 = fadd <8 x float> %837, %851
+  %853 = mul nsw i64 %conv3.j28910, 5184
+  %854 = mul nsw i64 %conv3.ty29011, 4
+  %855 = add nsw i64 %854, 1
+  %856 = mul nsw i64 %855, 288
+  %857 = add nsw i64 %853, %856
+  %858 = mul nsw i64 %conv3.tx29112, 4
+  %859 = add nsw i64 %858, 2
+  %860 = mul nsw i64 %859, 16
+  %861 = add nsw i64 %857, %860
+  %862 = mul nsw i64 %conv3.cv29213, 8
+  %863 = add nsw i64 %861, %862
+  %864 = add nsw i64 620544, %863
+  %arena71 = getelementptr inbounds float, ptr %arena, i64 %864
+  %865 = load <8 x float>, ptr %arena71, align 4
+  %866 = fmul <8 x float> %865, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %867 = fsub <8 x float> %852, %866
+  %868 = mul nsw i64 %conv3.j28910, 5184
+  %869 = mul nsw i64 %conv3.ty29011, 4
+  %870 = add nsw i64 %869, 2
+  %871 = mul nsw i64 %870, 288
+  %872 = add nsw i64 %868, %871
+  %873 = mul nsw i64 %conv3.tx29112, 4
+  %874 = add nsw i64 %873, 2
+  %875 = mul nsw i64 %874, 16
+  %876 = add nsw i64 %872, %875
+  %877 = mul nsw i64 %conv3.cv29213, 8
+  %878 = add nsw i64 %876, %877
+  %879 = add nsw i64 620544, %878
+  %arena72 = getelementptr inbounds float, ptr %arena, i64 %879
+  %880 = load <8 x float>, ptr %arena72, align 4
+  %881 = fmul <8 x float> %880, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %882 = fsub <8 x float> %867, %881
+  store <8 x float> %882, ptr %conv3.w308, align 32
+  %883 = mul nsw i64 %conv3.j28910, 5184
+  %884 = mul nsw i64 %conv3.ty29011, 4
+  %885 = add nsw i64 %884, 1
+  %886 = mul nsw i64 %885, 288
+  %887 = add nsw i64 %883, %886
+  %888 = mul nsw i64 %conv3.tx29112, 4
+  %889 = add nsw i64 %888, 2
+  %890 = mul nsw i64 %889, 16
+  %891 = add nsw i64 %887, %890
+  %892 = mul nsw i64 %conv3.cv29213, 8
+  %893 = add nsw i64 %891, %892
+  %894 = add nsw i64 620544, %893
+  %arena73 = getelementptr inbounds float, ptr %arena, i64 %894
+  %895 = load <8 x float>, ptr %arena73, align 4
+  %896 = fmul <8 x float> %895, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %897 = mul nsw i64 %conv3.j28910, 5184
+  %898 = mul nsw i64 %conv3.ty29011, 4
+  %899 = add nsw i64 %898, 4
+  %900 = mul nsw i64 %899, 288
+  %901 = add nsw i64 %897, %900
+  %902 = mul nsw i64 %conv3.tx29112, 4
+  %903 = add nsw i64 %902, 2
+  %904 = mul nsw i64 %903, 16
+  %905 = add nsw i64 %901, %904
+  %906 = mul nsw i64 %conv3.cv29213, 8
+  %907 = add nsw i64 %905, %906
+  %908 = add nsw i64 620544, %907
+  %arena74 = getelementptr inbounds float, ptr %arena, i64 %908
+  %909 = load <8 x float>, ptr %arena74, align 4
+  %910 = fmul <8 x float> %909, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %911 = fadd <8 x float> %896, %910
+  %912 = mul nsw i64 %conv3.j28910, 5184
+  %913 = mul nsw i64 %conv3.ty29011, 4
+  %914 = add nsw i64 %913, 2
+  %915 = mul nsw i64 %914, 288
+  %916 = add nsw i64 %912, %915
+  %917 = mul nsw i64 %conv3.tx29112, 4
+  %918 = add nsw i64 %917, 2
+  %919 = mul nsw i64 %918, 16
+  %920 = add nsw i64 %916, %919
+  %921 = mul nsw i64 %conv3.cv29213, 8
+  %922 = add nsw i64 %920, %921
+  %923 = add nsw i64 620544, %922
+  %arena75 = getelementptr inbounds float, ptr %arena, i64 %923
+  %924 = load <8 x float>, ptr %arena75, align 4
+  %925 = fmul <8 x float> %924, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %926 = fsub <8 x float> %911, %925
+  %927 = mul nsw i64 %conv3.j28910, 5184
+  %928 = mul nsw i64 %conv3.ty29011, 4
+  %929 = add nsw i64 %928, 3
+  %930 = mul nsw i64 %929, 288
+  %931 = add nsw i64 %927, %930
+  %932 = mul nsw i64 %conv3.tx29112, 4
+  %933 = add nsw i64 %932, 2
+  %934 = mul nsw i64 %933, 16
+  %935 = add nsw i64 %931, %934
+  %936 = mul nsw i64 %conv3.cv29213, 8
+  %937 = add nsw i64 %935, %936
+  %938 = add nsw i64 620544, %937
+  %arena76 = getelementptr inbounds float, ptr %arena, i64 %938
+  %939 = load <8 x float>, ptr %arena76, align 4
+  %940 = fmul <8 x float> %939, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %941 = fsub <8 x float> %926, %940
+  store <8 x float> %941, ptr %conv3.w309, align 32
+  %942 = mul nsw i64 %conv3.j28910, 5184
+  %943 = mul nsw i64 %conv3.ty29011, 4
+  %944 = add nsw i64 %943, 1
+  %945 = mul nsw i64 %944, 288
+  %946 = add nsw i64 %942, %945
+  %947 = mul nsw i64 %conv3.tx29112, 4
+  %948 = add nsw i64 %947, 2
+  %949 = mul nsw i64 %948, 16
+  %950 = add nsw i64 %946, %949
+  %951 = mul nsw i64 %conv3.cv29213, 8
+  %952 = add nsw i64 %950, %951
+  %953 = add nsw i64 620544, %952
+  %arena77 = getelementptr inbounds float, ptr %arena, i64 %953
+  %954 = load <8 x float>, ptr %arena77, align 4
+  %955 = fmul <8 x float> %954, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %956 = mul nsw i64 %conv3.j28910, 5184
+  %957 = mul nsw i64 %conv3.ty29011, 4
+  %958 = add nsw i64 %957, 5
+  %959 = mul nsw i64 %958, 288
+  %960 = add nsw i64 %956, %959
+  %961 = mul nsw i64 %conv3.tx29112, 4
+  %962 = add nsw i64 %961, 2
+  %963 = mul nsw i64 %962, 16
+  %964 = add nsw i64 %960, %963
+  %965 = mul nsw i64 %conv3.cv29213, 8
+  %966 = add nsw i64 %964, %965
+  %967 = add nsw i64 620544, %966
+  %arena78 = getelementptr inbounds float, ptr %arena, i64 %967
+  %968 = load <8 x float>, ptr %arena78, align 4
+  %969 = fmul <8 x float> %968, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %970 = fadd <8 x float> %955, %969
+  %971 = mul nsw i64 %conv3.j28910, 5184
+  %972 = mul nsw i64 %conv3.ty29011, 4
+  %973 = add nsw i64 %972, 3
+  %974 = mul nsw i64 %973, 288
+  %975 = add nsw i64 %971, %974
+  %976 = mul nsw i64 %conv3.tx29112, 4
+  %977 = add nsw i64 %976, 2
+  %978 = mul nsw i64 %977, 16
+  %979 = add nsw i64 %975, %978
+  %980 = mul nsw i64 %conv3.cv29213, 8
+  %981 = add nsw i64 %979, %980
+  %982 = add nsw i64 620544, %981
+  %arena79 = getelementptr inbounds float, ptr %arena, i64 %982
+  %983 = load <8 x float>, ptr %arena79, align 4
+  %984 = fmul <8 x float> %983, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
+  %985 = fsub <8 x float> %970, %984
+  store <8 x float> %985, ptr %conv3.w310, align 32
+  %986 = mul nsw i64 %conv3.j28910, 5184
+  %987 = mul nsw i64 %conv3.ty29011, 4
+  %988 = mul nsw i64 %987, 288
+  %989 = add nsw i64 %986, %988
+  %990 = mul nsw i64 %conv3.tx29112, 4
+  %991 = add nsw i64 %990, 3
+  %992 = mul nsw i64 %991, 16
+  %993 = add nsw i64 %989, %992
+  %994 = mul nsw i64 %conv3.cv29213, 8
+  %995 = add nsw i64 %993, %994
+  %996 = add nsw i64 620544, %995
+  %arena80 = getelementptr inbounds float, ptr %arena, i64 %996
+  %997 = load <8 x float>, ptr %arena80, align 4
+  %998 = fmul <8 x float> %997, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %999 = mul nsw i64 %conv3.j28910, 5184
+  %1000 = mul nsw i64 %conv3.ty29011, 4
+  %1001 = add nsw i64 %1000, 4
+  %1002 = mul nsw i64 %1001, 288
+  %1003 = add nsw i64 %999, %1002
+  %1004 = mul nsw i64 %conv3.tx29112, 4
+  %1005 = add nsw i64 %1004, 3
+  %1006 = mul nsw i64 %1005, 16
+  %1007 = add nsw i64 %1003, %1006
+  %1008 = mul nsw i64 %conv3.cv29213, 8
+  %1009 = add nsw i64 %1007, %1008
+  %1010 = add nsw i64 620544, %1009
+  %arena81 = getelementptr inbounds float, ptr %arena, i64 %1010
+  %1011 = load <8 x float>, ptr %arena81, align 4
+  %1012 = fmul <8 x float> %1011, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1013 = fadd <8 x float> %998, %1012
+  %1014 = mul nsw i64 %conv3.j28910, 5184
+  %1015 = mul nsw i64 %conv3.ty29011, 4
+  %1016 = add nsw i64 %1015, 2
+  %1017 = mul nsw i64 %1016, 288
+  %1018 = add nsw i64 %1014, %1017
+  %1019 = mul nsw i64 %conv3.tx29112, 4
+  %1020 = add nsw i64 %1019, 3
+  %1021 = mul nsw i64 %1020, 16
+  %1022 = add nsw i64 %1018, %1021
+  %1023 = mul nsw i64 %conv3.cv29213, 8
+  %1024 = add nsw i64 %1022, %1023
+  %1025 = add nsw i64 620544, %1024
+  %arena82 = getelementptr inbounds float, ptr %arena, i64 %1025
+  %1026 = load <8 x float>, ptr %arena82, align 4
+  %1027 = fmul <8 x float> %1026, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
+  %1028 = fsub <8 x float> %1013, %1027
+  store <8 x float> %1028, ptr %conv3.w311, align 32
+  %1029 = mul nsw i64 %conv3.j28910, 5184
+  %1030 = mul nsw i64 %conv3.ty29011, 4
+  %1031 = add nsw i64 %1030, 3
+  %1032 = mul nsw i64 %1031, 288
+  %1033 = add nsw i64 %1029, %1032
+  %1034 = mul nsw i64 %conv3.tx29112, 4
+  %1035 = add nsw i64 %1034, 3
+  %1036 = mul nsw i64 %1035, 16
+  %1037 = add nsw i64 %1033, %1036
+  %1038 = mul nsw i64 %conv3.cv29213, 8
+  %1039 = add nsw i64 %1037, %1038
+  %1040 = add nsw i64 620544, %1039
+  %arena83 = getelementptr inbounds float, ptr %arena, i64 %1040
+  %1041 = load <8 x float>, ptr %arena83, align 4
+  %1042 = fmul <8 x float> %1041, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1043 = mul nsw i64 %conv3.j28910, 5184
+  %1044 = mul nsw i64 %conv3.ty29011, 4
+  %1045 = add nsw i64 %1044, 4
+  %1046 = mul nsw i64 %1045, 288
+  %1047 = add nsw i64 %1043, %1046
+  %1048 = mul nsw i64 %conv3.tx29112, 4
+  %1049 = add nsw i64 %1048, 3
+  %1050 = mul nsw i64 %1049, 16
+  %1051 = add nsw i64 %1047, %1050
+  %1052 = mul nsw i64 %conv3.cv29213, 8
+  %1053 = add nsw i64 %1051, %1052
+  %1054 = add nsw i64 620544, %1053
+  %arena84 = getelementptr inbounds float, ptr %arena, i64 %1054
+  %1055 = load <8 x float>, ptr %arena84, align 4
+  %1056 = fmul <8 x float> %1055, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1057 = fadd <8 x float> %1042, %1056
+  %1058 = mul nsw i64 %conv3.j28910, 5184
+  %1059 = mul nsw i64 %conv3.ty29011, 4
+  %1060 = add nsw i64 %1059, 1
+  %1061 = mul nsw i64 %1060, 288
+  %1062 = add nsw i64 %1058, %1061
+  %1063 = mul nsw i64 %conv3.tx29112, 4
+  %1064 = add nsw i64 %1063, 3
+  %1065 = mul nsw i64 %1064, 16
+  %1066 = add nsw i64 %1062, %1065
+  %1067 = mul nsw i64 %conv3.cv29213, 8
+  %1068 = add nsw i64 %1066, %1067
+  %1069 = add nsw i64 620544, %1068
+  %arena85 = getelementptr inbounds float, ptr %arena, i64 %1069
+  %1070 = load <8 x float>, ptr %arena85, align 4
+  %1071 = fmul <8 x float> %1070, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %1072 = fsub <8 x float> %1057, %1071
+  %1073 = mul nsw i64 %conv3.j28910, 5184
+  %1074 = mul nsw i64 %conv3.ty29011, 4
+  %1075 = add nsw i64 %1074, 2
+  %1076 = mul nsw i64 %1075, 288
+  %1077 = add nsw i64 %1073, %1076
+  %1078 = mul nsw i64 %conv3.tx29112, 4
+  %1079 = add nsw i64 %1078, 3
+  %1080 = mul nsw i64 %1079, 16
+  %1081 = add nsw i64 %1077, %1080
+  %1082 = mul nsw i64 %conv3.cv29213, 8
+  %1083 = add nsw i64 %1081, %1082
+  %1084 = add nsw i64 620544, %1083
+  %arena86 = getelementptr inbounds float, ptr %arena, i64 %1084
+  %1085 = load <8 x float>, ptr %arena86, align 4
+  %1086 = fmul <8 x float> %1085, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %1087 = fsub <8 x float> %1072, %1086
+  store <8 x float> %1087, ptr %conv3.w312, align 32
+  %1088 = mul nsw i64 %conv3.j28910, 5184
+  %1089 = mul nsw i64 %conv3.ty29011, 4
+  %1090 = add nsw i64 %1089, 1
+  %1091 = mul nsw i64 %1090, 288
+  %1092 = add nsw i64 %1088, %1091
+  %1093 = mul nsw i64 %conv3.tx29112, 4
+  %1094 = add nsw i64 %1093, 3
+  %1095 = mul nsw i64 %1094, 16
+  %1096 = add nsw i64 %1092, %1095
+  %1097 = mul nsw i64 %conv3.cv29213, 8
+  %1098 = add nsw i64 %1096, %1097
+  %1099 = add nsw i64 620544, %1098
+  %arena87 = getelementptr inbounds float, ptr %arena, i64 %1099
+  %1100 = load <8 x float>, ptr %arena87, align 4
+  %1101 = fmul <8 x float> %1100, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %1102 = mul nsw i64 %conv3.j28910, 5184
+  %1103 = mul nsw i64 %conv3.ty29011, 4
+  %1104 = add nsw i64 %1103, 4
+  %1105 = mul nsw i64 %1104, 288
+  %1106 = add nsw i64 %1102, %1105
+  %1107 = mul nsw i64 %conv3.tx29112, 4
+  %1108 = add nsw i64 %1107, 3
+  %1109 = mul nsw i64 %1108, 16
+  %1110 = add nsw i64 %1106, %1109
+  %1111 = mul nsw i64 %conv3.cv29213, 8
+  %1112 = add nsw i64 %1110, %1111
+  %1113 = add nsw i64 620544, %1112
+  %arena88 = getelementptr inbounds float, ptr %arena, i64 %1113
+  %1114 = load <8 x float>, ptr %arena88, align 4
+  %1115 = fmul <8 x float> %1114, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1116 = fadd <8 x float> %1101, %1115
+  %1117 = mul nsw i64 %conv3.j28910, 5184
+  %1118 = mul nsw i64 %conv3.ty29011, 4
+  %1119 = add nsw i64 %1118, 2
+  %1120 = mul nsw i64 %1119, 288
+  %1121 = add nsw i64 %1117, %1120
+  %1122 = mul nsw i64 %conv3.tx29112, 4
+  %1123 = add nsw i64 %1122, 3
+  %1124 = mul nsw i64 %1123, 16
+  %1125 = add nsw i64 %1121, %1124
+  %1126 = mul nsw i64 %conv3.cv29213, 8
+  %1127 = add nsw i64 %1125, %1126
+  %1128 = add nsw i64 620544, %1127
+  %arena89 = getelementptr inbounds float, ptr %arena, i64 %1128
+  %1129 = load <8 x float>, ptr %arena89, align 4
+  %1130 = fmul <8 x float> %1129, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %1131 = fsub <8 x float> %1116, %1130
+  %1132 = mul nsw i64 %conv3.j28910, 5184
+  %1133 = mul nsw i64 %conv3.ty29011, 4
+  %1134 = add nsw i64 %1133, 3
+  %1135 = mul nsw i64 %1134, 288
+  %1136 = add nsw i64 %1132, %1135
+  %1137 = mul nsw i64 %conv3.tx29112, 4
+  %1138 = add nsw i64 %1137, 3
+  %1139 = mul nsw i64 %1138, 16
+  %1140 = add nsw i64 %1136, %1139
+  %1141 = mul nsw i64 %conv3.cv29213, 8
+  %1142 = add nsw i64 %1140, %1141
+  %1143 = add nsw i64 620544, %1142
+  %arena90 = getelementptr inbounds float, ptr %arena, i64 %1143
+  %1144 = load <8 x float>, ptr %arena90, align 4
+  %1145 = fmul <8 x float> %1144, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1146 = fsub <8 x float> %1131, %1145
+  store <8 x float> %1146, ptr %conv3.w313, align 32
+  %1147 = mul nsw i64 %conv3.j28910, 5184
+  %1148 = mul nsw i64 %conv3.ty29011, 4
+  %1149 = add nsw i64 %1148, 3
+  %1150 = mul nsw i64 %1149, 288
+  %1151 = add nsw i64 %1147, %1150
+  %1152 = mul nsw i64 %conv3.tx29112, 4
+  %1153 = add nsw i64 %1152, 3
+  %1154 = mul nsw i64 %1153, 16
+  %1155 = add nsw i64 %1151, %1154
+  %1156 = mul nsw i64 %conv3.cv29213, 8
+  %1157 = add nsw i64 %1155, %1156
+  %1158 = add nsw i64 620544, %1157
+  %arena91 = getelementptr inbounds float, ptr %arena, i64 %1158
+  %1159 = load <8 x float>, ptr %arena91, align 4
+  %1160 = fmul <8 x float> %1159, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %1161 = mul nsw i64 %conv3.j28910, 5184
+  %1162 = mul nsw i64 %conv3.ty29011, 4
+  %1163 = add nsw i64 %1162, 4
+  %1164 = mul nsw i64 %1163, 288
+  %1165 = add nsw i64 %1161, %1164
+  %1166 = mul nsw i64 %conv3.tx29112, 4
+  %1167 = add nsw i64 %1166, 3
+  %1168 = mul nsw i64 %1167, 16
+  %1169 = add nsw i64 %1165, %1168
+  %1170 = mul nsw i64 %conv3.cv29213, 8
+  %1171 = add nsw i64 %1169, %1170
+  %1172 = add nsw i64 620544, %1171
+  %arena92 = getelementptr inbounds float, ptr %arena, i64 %1172
+  %1173 = load <8 x float>, ptr %arena92, align 4
+  %1174 = fmul <8 x float> %1173, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1175 = fadd <8 x float> %1160, %1174
+  %1176 = mul nsw i64 %conv3.j28910, 5184
+  %1177 = mul nsw i64 %conv3.ty29011, 4
+  %1178 = add nsw i64 %1177, 1
+  %1179 = mul nsw i64 %1178, 288
+  %1180 = add nsw i64 %1176, %1179
+  %1181 = mul nsw i64 %conv3.tx29112, 4
+  %1182 = add nsw i64 %1181, 3
+  %1183 = mul nsw i64 %1182, 16
+  %1184 = add nsw i64 %1180, %1183
+  %1185 = mul nsw i64 %conv3.cv29213, 8
+  %1186 = add nsw i64 %1184, %1185
+  %1187 = add nsw i64 620544, %1186
+  %arena93 = getelementptr inbounds float, ptr %arena, i64 %1187
+  %1188 = load <8 x float>, ptr %arena93, align 4
+  %1189 = fmul <8 x float> %1188, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %1190 = fsub <8 x float> %1175, %1189
+  %1191 = mul nsw i64 %conv3.j28910, 5184
+  %1192 = mul nsw i64 %conv3.ty29011, 4
+  %1193 = add nsw i64 %1192, 2
+  %1194 = mul nsw i64 %1193, 288
+  %1195 = add nsw i64 %1191, %1194
+  %1196 = mul nsw i64 %conv3.tx29112, 4
+  %1197 = add nsw i64 %1196, 3
+  %1198 = mul nsw i64 %1197, 16
+  %1199 = add nsw i64 %1195, %1198
+  %1200 = mul nsw i64 %conv3.cv29213, 8
+  %1201 = add nsw i64 %1199, %1200
+  %1202 = add nsw i64 620544, %1201
+  %arena94 = getelementptr inbounds float, ptr %arena, i64 %1202
+  %1203 = load <8 x float>, ptr %arena94, align 4
+  %1204 = fmul <8 x float> %1203, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1205 = fsub <8 x float> %1190, %1204
+  store <8 x float> %1205, ptr %conv3.w314, align 32
+  %1206 = mul nsw i64 %conv3.j28910, 5184
+  %1207 = mul nsw i64 %conv3.ty29011, 4
+  %1208 = add nsw i64 %1207, 1
+  %1209 = mul nsw i64 %1208, 288
+  %1210 = add nsw i64 %1206, %1209
+  %1211 = mul nsw i64 %conv3.tx29112, 4
+  %1212 = add nsw i64 %1211, 3
+  %1213 = mul nsw i64 %1212, 16
+  %1214 = add nsw i64 %1210, %1213
+  %1215 = mul nsw i64 %conv3.cv29213, 8
+  %1216 = add nsw i64 %1214, %1215
+  %1217 = add nsw i64 620544, %1216
+  %arena95 = getelementptr inbounds float, ptr %arena, i64 %1217
+  %1218 = load <8 x float>, ptr %arena95, align 4
+  %1219 = fmul <8 x float> %1218, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %1220 = mul nsw i64 %conv3.j28910, 5184
+  %1221 = mul nsw i64 %conv3.ty29011, 4
+  %1222 = add nsw i64 %1221, 4
+  %1223 = mul nsw i64 %1222, 288
+  %1224 = add nsw i64 %1220, %1223
+  %1225 = mul nsw i64 %conv3.tx29112, 4
+  %1226 = add nsw i64 %1225, 3
+  %1227 = mul nsw i64 %1226, 16
+  %1228 = add nsw i64 %1224, %1227
+  %1229 = mul nsw i64 %conv3.cv29213, 8
+  %1230 = add nsw i64 %1228, %1229
+  %1231 = add nsw i64 620544, %1230
+  %arena96 = getelementptr inbounds float, ptr %arena, i64 %1231
+  %1232 = load <8 x float>, ptr %arena96, align 4
+  %1233 = fmul <8 x float> %1232, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1234 = fadd <8 x float> %1219, %1233
+  %1235 = mul nsw i64 %conv3.j28910, 5184
+  %1236 = mul nsw i64 %conv3.ty29011, 4
+  %1237 = add nsw i64 %1236, 2
+  %1238 = mul nsw i64 %1237, 288
+  %1239 = add nsw i64 %1235, %1238
+  %1240 = mul nsw i64 %conv3.tx29112, 4
+  %1241 = add nsw i64 %1240, 3
+  %1242 = mul nsw i64 %1241, 16
+  %1243 = add nsw i64 %1239, %1242
+  %1244 = mul nsw i64 %conv3.cv29213, 8
+  %1245 = add nsw i64 %1243, %1244
+  %1246 = add nsw i64 620544, %1245
+  %arena97 = getelementptr inbounds float, ptr %arena, i64 %1246
+  %1247 = load <8 x float>, ptr %arena97, align 4
+  %1248 = fmul <8 x float> %1247, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1249 = fsub <8 x float> %1234, %1248
+  %1250 = mul nsw i64 %conv3.j28910, 5184
+  %1251 = mul nsw i64 %conv3.ty29011, 4
+  %1252 = add nsw i64 %1251, 3
+  %1253 = mul nsw i64 %1252, 288
+  %1254 = add nsw i64 %1250, %1253
+  %1255 = mul nsw i64 %conv3.tx29112, 4
+  %1256 = add nsw i64 %1255, 3
+  %1257 = mul nsw i64 %1256, 16
+  %1258 = add nsw i64 %1254, %1257
+  %1259 = mul nsw i64 %conv3.cv29213, 8
+  %1260 = add nsw i64 %1258, %1259
+  %1261 = add nsw i64 620544, %1260
+  %arena98 = getelementptr inbounds float, ptr %arena, i64 %1261
+  %1262 = load <8 x float>, ptr %arena98, align 4
+  %1263 = fmul <8 x float> %1262, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %1264 = fsub <8 x float> %1249, %1263
+  store <8 x float> %1264, ptr %conv3.w315, align 32
+  %1265 = mul nsw i64 %conv3.j28910, 5184
+  %1266 = mul nsw i64 %conv3.ty29011, 4
+  %1267 = add nsw i64 %1266, 1
+  %1268 = mul nsw i64 %1267, 288
+  %1269 = add nsw i64 %1265, %1268
+  %1270 = mul nsw i64 %conv3.tx29112, 4
+  %1271 = add nsw i64 %1270, 3
+  %1272 = mul nsw i64 %1271, 16
+  %1273 = add nsw i64 %1269, %1272
+  %1274 = mul nsw i64 %conv3.cv29213, 8
+  %1275 = add nsw i64 %1273, %1274
+  %1276 = add nsw i64 620544, %1275
+  %arena99 = getelementptr inbounds float, ptr %arena, i64 %1276
+  %1277 = load <8 x float>, ptr %arena99, align 4
+  %1278 = fmul <8 x float> %1277, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %1279 = mul nsw i64 %conv3.j28910, 5184
+  %1280 = mul nsw i64 %conv3.ty29011, 4
+  %1281 = add nsw i64 %1280, 5
+  %1282 = mul nsw i64 %1281, 288
+  %1283 = add nsw i64 %1279, %1282
+  %1284 = mul nsw i64 %conv3.tx29112, 4
+  %1285 = add nsw i64 %1284, 3
+  %1286 = mul nsw i64 %1285, 16
+  %1287 = add nsw i64 %1283, %1286
+  %1288 = mul nsw i64 %conv3.cv29213, 8
+  %1289 = add nsw i64 %1287, %1288
+  %1290 = add nsw i64 620544, %1289
+  %arena100 = getelementptr inbounds float, ptr %arena, i64 %1290
+  %1291 = load <8 x float>, ptr %arena100, align 4
+  %1292 = fmul <8 x float> %1291, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1293 = fadd <8 x float> %1278, %1292
+  %1294 = mul nsw i64 %conv3.j28910, 5184
+  %1295 = mul nsw i64 %conv3.ty29011, 4
+  %1296 = add nsw i64 %1295, 3
+  %1297 = mul nsw i64 %1296, 288
+  %1298 = add nsw i64 %1294, %1297
+  %1299 = mul nsw i64 %conv3.tx29112, 4
+  %1300 = add nsw i64 %1299, 3
+  %1301 = mul nsw i64 %1300, 16
+  %1302 = add nsw i64 %1298, %1301
+  %1303 = mul nsw i64 %conv3.cv29213, 8
+  %1304 = add nsw i64 %1302, %1303
+  %1305 = add nsw i64 620544, %1304
+  %arena101 = getelementptr inbounds float, ptr %arena, i64 %1305
+  %1306 = load <8 x float>, ptr %arena101, align 4
+  %1307 = fmul <8 x float> %1306, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
+  %1308 = fsub <8 x float> %1293, %1307
+  store <8 x float> %1308, ptr %conv3.w316, align 32
+  %1309 = mul nsw i64 %conv3.j28910, 5184
+  %1310 = mul nsw i64 %conv3.ty29011, 4
+  %1311 = mul nsw i64 %1310, 288
+  %1312 = add nsw i64 %1309, %1311
+  %1313 = mul nsw i64 %conv3.tx29112, 4
+  %1314 = add nsw i64 %1313, 4
+  %1315 = mul nsw i64 %1314, 16
+  %1316 = add nsw i64 %1312, %1315
+  %1317 = mul nsw i64 %conv3.cv29213, 8
+  %1318 = add nsw i64 %1316, %1317
+  %1319 = add nsw i64 620544, %1318
+  %arena102 = getelementptr inbounds float, ptr %arena, i64 %1319
+  %1320 = load <8 x float>, ptr %arena102, align 4
+  %1321 = fmul <8 x float> %1320, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %1322 = mul nsw i64 %conv3.j28910, 5184
+  %1323 = mul nsw i64 %conv3.ty29011, 4
+  %1324 = add nsw i64 %1323, 4
+  %1325 = mul nsw i64 %1324, 288
+  %1326 = add nsw i64 %1322, %1325
+  %1327 = mul nsw i64 %conv3.tx29112, 4
+  %1328 = add nsw i64 %1327, 4
+  %1329 = mul nsw i64 %1328, 16
+  %1330 = add nsw i64 %1326, %1329
+  %1331 = mul nsw i64 %conv3.cv29213, 8
+  %1332 = add nsw i64 %1330, %1331
+  %1333 = add nsw i64 620544, %1332
+  %arena103 = getelementptr inbounds float, ptr %arena, i64 %1333
+  %1334 = load <8 x float>, ptr %arena103, align 4
+  %1335 = fmul <8 x float> %1334, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1336 = fadd <8 x float> %1321, %1335
+  %1337 = mul nsw i64 %conv3.j28910, 5184
+  %1338 = mul nsw i64 %conv3.ty29011, 4
+  %1339 = add nsw i64 %1338, 2
+  %1340 = mul nsw i64 %1339, 288
+  %1341 = add nsw i64 %1337, %1340
+  %1342 = mul nsw i64 %conv3.tx29112, 4
+  %1343 = add nsw i64 %1342, 4
+  %1344 = mul nsw i64 %1343, 16
+  %1345 = add nsw i64 %1341, %1344
+  %1346 = mul nsw i64 %conv3.cv29213, 8
+  %1347 = add nsw i64 %1345, %1346
+  %1348 = add nsw i64 620544, %1347
+  %arena104 = getelementptr inbounds float, ptr %arena, i64 %1348
+  %1349 = load <8 x float>, ptr %arena104, align 4
+  %1350 = fmul <8 x float> %1349, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
+  %1351 = fsub <8 x float> %1336, %1350
+  store <8 x float> %1351, ptr %conv3.w317, align 32
+  %1352 = mul nsw i64 %conv3.j28910, 5184
+  %1353 = mul nsw i64 %conv3.ty29011, 4
+  %1354 = add nsw i64 %1353, 3
+  %1355 = mul nsw i64 %1354, 288
+  %1356 = add nsw i64 %1352, %1355
+  %1357 = mul nsw i64 %conv3.tx29112, 4
+  %1358 = add nsw i64 %1357, 4
+  %1359 = mul nsw i64 %1358, 16
+  %1360 = add nsw i64 %1356, %1359
+  %1361 = mul nsw i64 %conv3.cv29213, 8
+  %1362 = add nsw i64 %1360, %1361
+  %1363 = add nsw i64 620544, %1362
+  %arena105 = getelementptr inbounds float, ptr %arena, i64 %1363
+  %1364 = load <8 x float>, ptr %arena105, align 4
+  %1365 = fmul <8 x float> %1364, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1366 = mul nsw i64 %conv3.j28910, 5184
+  %1367 = mul nsw i64 %conv3.ty29011, 4
+  %1368 = add nsw i64 %1367, 4
+  %1369 = mul nsw i64 %1368, 288
+  %1370 = add nsw i64 %1366, %1369
+  %1371 = mul nsw i64 %conv3.tx29112, 4
+  %1372 = add nsw i64 %1371, 4
+  %1373 = mul nsw i64 %1372, 16
+  %1374 = add nsw i64 %1370, %1373
+  %1375 = mul nsw i64 %conv3.cv29213, 8
+  %1376 = add nsw i64 %1374, %1375
+  %1377 = add nsw i64 620544, %1376
+  %arena106 = getelementptr inbounds float, ptr %arena, i64 %1377
+  %1378 = load <8 x float>, ptr %arena106, align 4
+  %1379 = fmul <8 x float> %1378, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1380 = fadd <8 x float> %1365, %1379
+  %1381 = mul nsw i64 %conv3.j28910, 5184
+  %1382 = mul nsw i64 %conv3.ty29011, 4
+  %1383 = add nsw i64 %1382, 1
+  %1384 = mul nsw i64 %1383, 288
+  %1385 = add nsw i64 %1381, %1384
+  %1386 = mul nsw i64 %conv3.tx29112, 4
+  %1387 = add nsw i64 %1386, 4
+  %1388 = mul nsw i64 %1387, 16
+  %1389 = add nsw i64 %1385, %1388
+  %1390 = mul nsw i64 %conv3.cv29213, 8
+  %1391 = add nsw i64 %1389, %1390
+  %1392 = add nsw i64 620544, %1391
+  %arena107 = getelementptr inbounds float, ptr %arena, i64 %1392
+  %1393 = load <8 x float>, ptr %arena107, align 4
+  %1394 = fmul <8 x float> %1393, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %1395 = fsub <8 x float> %1380, %1394
+  %1396 = mul nsw i64 %conv3.j28910, 5184
+  %1397 = mul nsw i64 %conv3.ty29011, 4
+  %1398 = add nsw i64 %1397, 2
+  %1399 = mul nsw i64 %1398, 288
+  %1400 = add nsw i64 %1396, %1399
+  %1401 = mul nsw i64 %conv3.tx29112, 4
+  %1402 = add nsw i64 %1401, 4
+  %1403 = mul nsw i64 %1402, 16
+  %1404 = add nsw i64 %1400, %1403
+  %1405 = mul nsw i64 %conv3.cv29213, 8
+  %1406 = add nsw i64 %1404, %1405
+  %1407 = add nsw i64 620544, %1406
+  %arena108 = getelementptr inbounds float, ptr %arena, i64 %1407
+  %1408 = load <8 x float>, ptr %arena108, align 4
+  %1409 = fmul <8 x float> %1408, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %1410 = fsub <8 x float> %1395, %1409
+  store <8 x float> %1410, ptr %conv3.w318, align 32
+  %1411 = mul nsw i64 %conv3.j28910, 5184
+  %1412 = mul nsw i64 %conv3.ty29011, 4
+  %1413 = add nsw i64 %1412, 1
+  %1414 = mul nsw i64 %1413, 288
+  %1415 = add nsw i64 %1411, %1414
+  %1416 = mul nsw i64 %conv3.tx29112, 4
+  %1417 = add nsw i64 %1416, 4
+  %1418 = mul nsw i64 %1417, 16
+  %1419 = add nsw i64 %1415, %1418
+  %1420 = mul nsw i64 %conv3.cv29213, 8
+  %1421 = add nsw i64 %1419, %1420
+  %1422 = add nsw i64 620544, %1421
+  %arena109 = getelementptr inbounds float, ptr %arena, i64 %1422
+  %1423 = load <8 x float>, ptr %arena109, align 4
+  %1424 = fmul <8 x float> %1423, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %1425 = mul nsw i64 %conv3.j28910, 5184
+  %1426 = mul nsw i64 %conv3.ty29011, 4
+  %1427 = add nsw i64 %1426, 4
+  %1428 = mul nsw i64 %1427, 288
+  %1429 = add nsw i64 %1425, %1428
+  %1430 = mul nsw i64 %conv3.tx29112, 4
+  %1431 = add nsw i64 %1430, 4
+  %1432 = mul nsw i64 %1431, 16
+  %1433 = add nsw i64 %1429, %1432
+  %1434 = mul nsw i64 %conv3.cv29213, 8
+  %1435 = add nsw i64 %1433, %1434
+  %1436 = add nsw i64 620544, %1435
+  %arena110 = getelementptr inbounds float, ptr %arena, i64 %1436
+  %1437 = load <8 x float>, ptr %arena110, align 4
+  %1438 = fmul <8 x float> %1437, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1439 = fadd <8 x float> %1424, %1438
+  %1440 = mul nsw i64 %conv3.j28910, 5184
+  %1441 = mul nsw i64 %conv3.ty29011, 4
+  %1442 = add nsw i64 %1441, 2
+  %1443 = mul nsw i64 %1442, 288
+  %1444 = add nsw i64 %1440, %1443
+  %1445 = mul nsw i64 %conv3.tx29112, 4
+  %1446 = add nsw i64 %1445, 4
+  %1447 = mul nsw i64 %1446, 16
+  %1448 = add nsw i64 %1444, %1447
+  %1449 = mul nsw i64 %conv3.cv29213, 8
+  %1450 = add nsw i64 %1448, %1449
+  %1451 = add nsw i64 620544, %1450
+  %arena111 = getelementptr inbounds float, ptr %arena, i64 %1451
+  %1452 = load <8 x float>, ptr %arena111, align 4
+  %1453 = fmul <8 x float> %1452, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %1454 = fsub <8 x float> %1439, %1453
+  %1455 = mul nsw i64 %conv3.j28910, 5184
+  %1456 = mul nsw i64 %conv3.ty29011, 4
+  %1457 = add nsw i64 %1456, 3
+  %1458 = mul nsw i64 %1457, 288
+  %1459 = add nsw i64 %1455, %1458
+  %1460 = mul nsw i64 %conv3.tx29112, 4
+  %1461 = add nsw i64 %1460, 4
+  %1462 = mul nsw i64 %1461, 16
+  %1463 = add nsw i64 %1459, %1462
+  %1464 = mul nsw i64 %conv3.cv29213, 8
+  %1465 = add nsw i64 %1463, %1464
+  %1466 = add nsw i64 620544, %1465
+  %arena112 = getelementptr inbounds float, ptr %arena, i64 %1466
+  %1467 = load <8 x float>, ptr %arena112, align 4
+  %1468 = fmul <8 x float> %1467, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1469 = fsub <8 x float> %1454, %1468
+  store <8 x float> %1469, ptr %conv3.w319, align 32
+  %1470 = mul nsw i64 %conv3.j28910, 5184
+  %1471 = mul nsw i64 %conv3.ty29011, 4
+  %1472 = add nsw i64 %1471, 3
+  %1473 = mul nsw i64 %1472, 288
+  %1474 = add nsw i64 %1470, %1473
+  %1475 = mul nsw i64 %conv3.tx29112, 4
+  %1476 = add nsw i64 %1475, 4
+  %1477 = mul nsw i64 %1476, 16
+  %1478 = add nsw i64 %1474, %1477
+  %1479 = mul nsw i64 %conv3.cv29213, 8
+  %1480 = add nsw i64 %1478, %1479
+  %1481 = add nsw i64 620544, %1480
+  %arena113 = getelementptr inbounds float, ptr %arena, i64 %1481
+  %1482 = load <8 x float>, ptr %arena113, align 4
+  %1483 = fmul <8 x float> %1482, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %1484 = mul nsw i64 %conv3.j28910, 5184
+  %1485 = mul nsw i64 %conv3.ty29011, 4
+  %1486 = add nsw i64 %1485, 4
+  %1487 = mul nsw i64 %1486, 288
+  %1488 = add nsw i64 %1484, %1487
+  %1489 = mul nsw i64 %conv3.tx29112, 4
+  %1490 = add nsw i64 %1489, 4
+  %1491 = mul nsw i64 %1490, 16
+  %1492 = add nsw i64 %1488, %1491
+  %1493 = mul nsw i64 %conv3.cv29213, 8
+  %1494 = add nsw i64 %1492, %1493
+  %1495 = add nsw i64 620544, %1494
+  %arena114 = getelementptr inbounds float, ptr %arena, i64 %1495
+  %1496 = load <8 x float>, ptr %arena114, align 4
+  %1497 = fmul <8 x float> %1496, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1498 = fadd <8 x float> %1483, %1497
+  %1499 = mul nsw i64 %conv3.j28910, 5184
+  %1500 = mul nsw i64 %conv3.ty29011, 4
+  %1501 = add nsw i64 %1500, 1
+  %1502 = mul nsw i64 %1501, 288
+  %1503 = add nsw i64 %1499, %1502
+  %1504 = mul nsw i64 %conv3.tx29112, 4
+  %1505 = add nsw i64 %1504, 4
+  %1506 = mul nsw i64 %1505, 16
+  %1507 = add nsw i64 %1503, %1506
+  %1508 = mul nsw i64 %conv3.cv29213, 8
+  %1509 = add nsw i64 %1507, %1508
+  %1510 = add nsw i64 620544, %1509
+  %arena115 = getelementptr inbounds float, ptr %arena, i64 %1510
+  %1511 = load <8 x float>, ptr %arena115, align 4
+  %1512 = fmul <8 x float> %1511, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %1513 = fsub <8 x float> %1498, %1512
+  %1514 = mul nsw i64 %conv3.j28910, 5184
+  %1515 = mul nsw i64 %conv3.ty29011, 4
+  %1516 = add nsw i64 %1515, 2
+  %1517 = mul nsw i64 %1516, 288
+  %1518 = add nsw i64 %1514, %1517
+  %1519 = mul nsw i64 %conv3.tx29112, 4
+  %1520 = add nsw i64 %1519, 4
+  %1521 = mul nsw i64 %1520, 16
+  %1522 = add nsw i64 %1518, %1521
+  %1523 = mul nsw i64 %conv3.cv29213, 8
+  %1524 = add nsw i64 %1522, %1523
+  %1525 = add nsw i64 620544, %1524
+  %arena116 = getelementptr inbounds float, ptr %arena, i64 %1525
+  %1526 = load <8 x float>, ptr %arena116, align 4
+  %1527 = fmul <8 x float> %1526, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1528 = fsub <8 x float> %1513, %1527
+  store <8 x float> %1528, ptr %conv3.w320, align 32
+  %1529 = mul nsw i64 %conv3.j28910, 5184
+  %1530 = mul nsw i64 %conv3.ty29011, 4
+  %1531 = add nsw i64 %1530, 1
+  %1532 = mul nsw i64 %1531, 288
+  %1533 = add nsw i64 %1529, %1532
+  %1534 = mul nsw i64 %conv3.tx29112, 4
+  %1535 = add nsw i64 %1534, 4
+  %1536 = mul nsw i64 %1535, 16
+  %1537 = add nsw i64 %1533, %1536
+  %1538 = mul nsw i64 %conv3.cv29213, 8
+  %1539 = add nsw i64 %1537, %1538
+  %1540 = add nsw i64 620544, %1539
+  %arena117 = getelementptr inbounds float, ptr %arena, i64 %1540
+  %1541 = load <8 x float>, ptr %arena117, align 4
+  %1542 = fmul <8 x float> %1541, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %1543 = mul nsw i64 %conv3.j28910, 5184
+  %1544 = mul nsw i64 %conv3.ty29011, 4
+  %1545 = add nsw i64 %1544, 4
+  %1546 = mul nsw i64 %1545, 288
+  %1547 = add nsw i64 %1543, %1546
+  %1548 = mul nsw i64 %conv3.tx29112, 4
+  %1549 = add nsw i64 %1548, 4
+  %1550 = mul nsw i64 %1549, 16
+  %1551 = add nsw i64 %1547, %1550
+  %1552 = mul nsw i64 %conv3.cv29213, 8
+  %1553 = add nsw i64 %1551, %1552
+  %1554 = add nsw i64 620544, %1553
+  %arena118 = getelementptr inbounds float, ptr %arena, i64 %1554
+  %1555 = load <8 x float>, ptr %arena118, align 4
+  %1556 = fmul <8 x float> %1555, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1557 = fadd <8 x float> %1542, %1556
+  %1558 = mul nsw i64 %conv3.j28910, 5184
+  %1559 = mul nsw i64 %conv3.ty29011, 4
+  %1560 = add nsw i64 %1559, 2
+  %1561 = mul nsw i64 %1560, 288
+  %1562 = add nsw i64 %1558, %1561
+  %1563 = mul nsw i64 %conv3.tx29112, 4
+  %1564 = add nsw i64 %1563, 4
+  %1565 = mul nsw i64 %1564, 16
+  %1566 = add nsw i64 %1562, %1565
+  %1567 = mul nsw i64 %conv3.cv29213, 8
+  %1568 = add nsw i64 %1566, %1567
+  %1569 = add nsw i64 620544, %1568
+  %arena119 = getelementptr inbounds float, ptr %arena, i64 %1569
+  %1570 = load <8 x float>, ptr %arena119, align 4
+  %1571 = fmul <8 x float> %1570, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1572 = fsub <8 x float> %1557, %1571
+  %1573 = mul nsw i64 %conv3.j28910, 5184
+  %1574 = mul nsw i64 %conv3.ty29011, 4
+  %1575 = add nsw i64 %1574, 3
+  %1576 = mul nsw i64 %1575, 288
+  %1577 = add nsw i64 %1573, %1576
+  %1578 = mul nsw i64 %conv3.tx29112, 4
+  %1579 = add nsw i64 %1578, 4
+  %1580 = mul nsw i64 %1579, 16
+  %1581 = add nsw i64 %1577, %1580
+  %1582 = mul nsw i64 %conv3.cv29213, 8
+  %1583 = add nsw i64 %1581, %1582
+  %1584 = add nsw i64 620544, %1583
+  %arena120 = getelementptr inbounds float, ptr %arena, i64 %1584
+  %1585 = load <8 x float>, ptr %arena120, align 4
+  %1586 = fmul <8 x float> %1585, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %1587 = fsub <8 x float> %1572, %1586
+  store <8 x float> %1587, ptr %conv3.w321, align 32
+  %1588 = mul nsw i64 %conv3.j28910, 5184
+  %1589 = mul nsw i64 %conv3.ty29011, 4
+  %1590 = add nsw i64 %1589, 1
+  %1591 = mul nsw i64 %1590, 288
+  %1592 = add nsw i64 %1588, %1591
+  %1593 = mul nsw i64 %conv3.tx29112, 4
+  %1594 = add nsw i64 %1593, 4
+  %1595 = mul nsw i64 %1594, 16
+  %1596 = add nsw i64 %1592, %1595
+  %1597 = mul nsw i64 %conv3.cv29213, 8
+  %1598 = add nsw i64 %1596, %1597
+  %1599 = add nsw i64 620544, %1598
+  %arena121 = getelementptr inbounds float, ptr %arena, i64 %1599
+  %1600 = load <8 x float>, ptr %arena121, align 4
+  %1601 = fmul <8 x float> %1600, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %1602 = mul nsw i64 %conv3.j28910, 5184
+  %1603 = mul nsw i64 %conv3.ty29011, 4
+  %1604 = add nsw i64 %1603, 5
+  %1605 = mul nsw i64 %1604, 288
+  %1606 = add nsw i64 %1602, %1605
+  %1607 = mul nsw i64 %conv3.tx29112, 4
+  %1608 = add nsw i64 %1607, 4
+  %1609 = mul nsw i64 %1608, 16
+  %1610 = add nsw i64 %1606, %1609
+  %1611 = mul nsw i64 %conv3.cv29213, 8
+  %1612 = add nsw i64 %1610, %1611
+  %1613 = add nsw i64 620544, %1612
+  %arena122 = getelementptr inbounds float, ptr %arena, i64 %1613
+  %1614 = load <8 x float>, ptr %arena122, align 4
+  %1615 = fmul <8 x float> %1614, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1616 = fadd <8 x float> %1601, %1615
+  %1617 = mul nsw i64 %conv3.j28910, 5184
+  %1618 = mul nsw i64 %conv3.ty29011, 4
+  %1619 = add nsw i64 %1618, 3
+  %1620 = mul nsw i64 %1619, 288
+  %1621 = add nsw i64 %1617, %1620
+  %1622 = mul nsw i64 %conv3.tx29112, 4
+  %1623 = add nsw i64 %1622, 4
+  %1624 = mul nsw i64 %1623, 16
+  %1625 = add nsw i64 %1621, %1624
+  %1626 = mul nsw i64 %conv3.cv29213, 8
+  %1627 = add nsw i64 %1625, %1626
+  %1628 = add nsw i64 620544, %1627
+  %arena123 = getelementptr inbounds float, ptr %arena, i64 %1628
+  %1629 = load <8 x float>, ptr %arena123, align 4
+  %1630 = fmul <8 x float> %1629, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
+  %1631 = fsub <8 x float> %1616, %1630
+  store <8 x float> %1631, ptr %conv3.w322, align 32
+  %1632 = mul nsw i64 %conv3.j28910, 5184
+  %1633 = mul nsw i64 %conv3.ty29011, 4
+  %1634 = mul nsw i64 %1633, 288
+  %1635 = add nsw i64 %1632, %1634
+  %1636 = mul nsw i64 %conv3.tx29112, 4
+  %1637 = add nsw i64 %1636, 5
+  %1638 = mul nsw i64 %1637, 16
+  %1639 = add nsw i64 %1635, %1638
+  %1640 = mul nsw i64 %conv3.cv29213, 8
+  %1641 = add nsw i64 %1639, %1640
+  %1642 = add nsw i64 620544, %1641
+  %arena124 = getelementptr inbounds float, ptr %arena, i64 %1642
+  %1643 = load <8 x float>, ptr %arena124, align 4
+  %1644 = fmul <8 x float> %1643, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %1645 = mul nsw i64 %conv3.j28910, 5184
+  %1646 = mul nsw i64 %conv3.ty29011, 4
+  %1647 = add nsw i64 %1646, 4
+  %1648 = mul nsw i64 %1647, 288
+  %1649 = add nsw i64 %1645, %1648
+  %1650 = mul nsw i64 %conv3.tx29112, 4
+  %1651 = add nsw i64 %1650, 5
+  %1652 = mul nsw i64 %1651, 16
+  %1653 = add nsw i64 %1649, %1652
+  %1654 = mul nsw i64 %conv3.cv29213, 8
+  %1655 = add nsw i64 %1653, %1654
+  %1656 = add nsw i64 620544, %1655
+  %arena125 = getelementptr inbounds float, ptr %arena, i64 %1656
+  %1657 = load <8 x float>, ptr %arena125, align 4
+  %1658 = fmul <8 x float> %1657, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1659 = fadd <8 x float> %1644, %1658
+  %1660 = mul nsw i64 %conv3.j28910, 5184
+  %1661 = mul nsw i64 %conv3.ty29011, 4
+  %1662 = add nsw i64 %1661, 2
+  %1663 = mul nsw i64 %1662, 288
+  %1664 = add nsw i64 %1660, %1663
+  %1665 = mul nsw i64 %conv3.tx29112, 4
+  %1666 = add nsw i64 %1665, 5
+  %1667 = mul nsw i64 %1666, 16
+  %1668 = add nsw i64 %1664, %1667
+  %1669 = mul nsw i64 %conv3.cv29213, 8
+  %1670 = add nsw i64 %1668, %1669
+  %1671 = add nsw i64 620544, %1670
+  %arena126 = getelementptr inbounds float, ptr %arena, i64 %1671
+  %1672 = load <8 x float>, ptr %arena126, align 4
+  %1673 = fmul <8 x float> %1672, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
+  %1674 = fsub <8 x float> %1659, %1673
+  store <8 x float> %1674, ptr %conv3.w323, align 32
+  %1675 = mul nsw i64 %conv3.j28910, 5184
+  %1676 = mul nsw i64 %conv3.ty29011, 4
+  %1677 = add nsw i64 %1676, 3
+  %1678 = mul nsw i64 %1677, 288
+  %1679 = add nsw i64 %1675, %1678
+  %1680 = mul nsw i64 %conv3.tx29112, 4
+  %1681 = add nsw i64 %1680, 5
+  %1682 = mul nsw i64 %1681, 16
+  %1683 = add nsw i64 %1679, %1682
+  %1684 = mul nsw i64 %conv3.cv29213, 8
+  %1685 = add nsw i64 %1683, %1684
+  %1686 = add nsw i64 620544, %1685
+  %arena127 = getelementptr inbounds float, ptr %arena, i64 %1686
+  %1687 = load <8 x float>, ptr %arena127, align 4
+  %1688 = fmul <8 x float> %1687, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1689 = mul nsw i64 %conv3.j28910, 5184
+  %1690 = mul nsw i64 %conv3.ty29011, 4
+  %1691 = add nsw i64 %1690, 4
+  %1692 = mul nsw i64 %1691, 288
+  %1693 = add nsw i64 %1689, %1692
+  %1694 = mul nsw i64 %conv3.tx29112, 4
+  %1695 = add nsw i64 %1694, 5
+  %1696 = mul nsw i64 %1695, 16
+  %1697 = add nsw i64 %1693, %1696
+  %1698 = mul nsw i64 %conv3.cv29213, 8
+  %1699 = add nsw i64 %1697, %1698
+  %1700 = add nsw i64 620544, %1699
+  %arena128 = getelementptr inbounds float, ptr %arena, i64 %1700
+  %1701 = load <8 x float>, ptr %arena128, align 4
+  %1702 = fmul <8 x float> %1701, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1703 = fadd <8 x float> %1688, %1702
+  %1704 = mul nsw i64 %conv3.j28910, 5184
+  %1705 = mul nsw i64 %conv3.ty29011, 4
+  %1706 = add nsw i64 %1705, 1
+  %1707 = mul nsw i64 %1706, 288
+  %1708 = add nsw i64 %1704, %1707
+  %1709 = mul nsw i64 %conv3.tx29112, 4
+  %1710 = add nsw i64 %1709, 5
+  %1711 = mul nsw i64 %1710, 16
+  %1712 = add nsw i64 %1708, %1711
+  %1713 = mul nsw i64 %conv3.cv29213, 8
+  %1714 = add nsw i64 %1712, %1713
+  %1715 = add nsw i64 620544, %1714
+  %arena129 = getelementptr inbounds float, ptr %arena, i64 %1715
+  %1716 = load <8 x float>, ptr %arena129, align 4
+  %1717 = fmul <8 x float> %1716, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %1718 = fsub <8 x float> %1703, %1717
+  %1719 = mul nsw i64 %conv3.j28910, 5184
+  %1720 = mul nsw i64 %conv3.ty29011, 4
+  %1721 = add nsw i64 %1720, 2
+  %1722 = mul nsw i64 %1721, 288
+  %1723 = add nsw i64 %1719, %1722
+  %1724 = mul nsw i64 %conv3.tx29112, 4
+  %1725 = add nsw i64 %1724, 5
+  %1726 = mul nsw i64 %1725, 16
+  %1727 = add nsw i64 %1723, %1726
+  %1728 = mul nsw i64 %conv3.cv29213, 8
+  %1729 = add nsw i64 %1727, %1728
+  %1730 = add nsw i64 620544, %1729
+  %arena130 = getelementptr inbounds float, ptr %arena, i64 %1730
+  %1731 = load <8 x float>, ptr %arena130, align 4
+  %1732 = fmul <8 x float> %1731, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %1733 = fsub <8 x float> %1718, %1732
+  store <8 x float> %1733, ptr %conv3.w324, align 32
+  %1734 = mul nsw i64 %conv3.j28910, 5184
+  %1735 = mul nsw i64 %conv3.ty29011, 4
+  %1736 = add nsw i64 %1735, 1
+  %1737 = mul nsw i64 %1736, 288
+  %1738 = add nsw i64 %1734, %1737
+  %1739 = mul nsw i64 %conv3.tx29112, 4
+  %1740 = add nsw i64 %1739, 5
+  %1741 = mul nsw i64 %1740, 16
+  %1742 = add nsw i64 %1738, %1741
+  %1743 = mul nsw i64 %conv3.cv29213, 8
+  %1744 = add nsw i64 %1742, %1743
+  %1745 = add nsw i64 620544, %1744
+  %arena131 = getelementptr inbounds float, ptr %arena, i64 %1745
+  %1746 = load <8 x float>, ptr %arena131, align 4
+  %1747 = fmul <8 x float> %1746, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %1748 = mul nsw i64 %conv3.j28910, 5184
+  %1749 = mul nsw i64 %conv3.ty29011, 4
+  %1750 = add nsw i64 %1749, 4
+  %1751 = mul nsw i64 %1750, 288
+  %1752 = add nsw i64 %1748, %1751
+  %1753 = mul nsw i64 %conv3.tx29112, 4
+  %1754 = add nsw i64 %1753, 5
+  %1755 = mul nsw i64 %1754, 16
+  %1756 = add nsw i64 %1752, %1755
+  %1757 = mul nsw i64 %conv3.cv29213, 8
+  %1758 = add nsw i64 %1756, %1757
+  %1759 = add nsw i64 620544, %1758
+  %arena132 = getelementptr inbounds float, ptr %arena, i64 %1759
+  %1760 = load <8 x float>, ptr %arena132, align 4
+  %1761 = fmul <8 x float> %1760, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1762 = fadd <8 x float> %1747, %1761
+  %1763 = mul nsw i64 %conv3.j28910, 5184
+  %1764 = mul nsw i64 %conv3.ty29011, 4
+  %1765 = add nsw i64 %1764, 2
+  %1766 = mul nsw i64 %1765, 288
+  %1767 = add nsw i64 %1763, %1766
+  %1768 = mul nsw i64 %conv3.tx29112, 4
+  %1769 = add nsw i64 %1768, 5
+  %1770 = mul nsw i64 %1769, 16
+  %1771 = add nsw i64 %1767, %1770
+  %1772 = mul nsw i64 %conv3.cv29213, 8
+  %1773 = add nsw i64 %1771, %1772
+  %1774 = add nsw i64 620544, %1773
+  %arena133 = getelementptr inbounds float, ptr %arena, i64 %1774
+  %1775 = load <8 x float>, ptr %arena133, align 4
+  %1776 = fmul <8 x float> %1775, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %1777 = fsub <8 x float> %1762, %1776
+  %1778 = mul nsw i64 %conv3.j28910, 5184
+  %1779 = mul nsw i64 %conv3.ty29011, 4
+  %1780 = add nsw i64 %1779, 3
+  %1781 = mul nsw i64 %1780, 288
+  %1782 = add nsw i64 %1778, %1781
+  %1783 = mul nsw i64 %conv3.tx29112, 4
+  %1784 = add nsw i64 %1783, 5
+  %1785 = mul nsw i64 %1784, 16
+  %1786 = add nsw i64 %1782, %1785
+  %1787 = mul nsw i64 %conv3.cv29213, 8
+  %1788 = add nsw i64 %1786, %1787
+  %1789 = add nsw i64 620544, %1788
+  %arena134 = getelementptr inbounds float, ptr %arena, i64 %1789
+  %1790 = load <8 x float>, ptr %arena134, align 4
+  %1791 = fmul <8 x float> %1790, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1792 = fsub <8 x float> %1777, %1791
+  store <8 x float> %1792, ptr %conv3.w325, align 32
+  %1793 = mul nsw i64 %conv3.j28910, 5184
+  %1794 = mul nsw i64 %conv3.ty29011, 4
+  %1795 = add nsw i64 %1794, 3
+  %1796 = mul nsw i64 %1795, 288
+  %1797 = add nsw i64 %1793, %1796
+  %1798 = mul nsw i64 %conv3.tx29112, 4
+  %1799 = add nsw i64 %1798, 5
+  %1800 = mul nsw i64 %1799, 16
+  %1801 = add nsw i64 %1797, %1800
+  %1802 = mul nsw i64 %conv3.cv29213, 8
+  %1803 = add nsw i64 %1801, %1802
+  %1804 = add nsw i64 620544, %1803
+  %arena135 = getelementptr inbounds float, ptr %arena, i64 %1804
+  %1805 = load <8 x float>, ptr %arena135, align 4
+  %1806 = fmul <8 x float> %1805, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %1807 = mul nsw i64 %conv3.j28910, 5184
+  %1808 = mul nsw i64 %conv3.ty29011, 4
+  %1809 = add nsw i64 %1808, 4
+  %1810 = mul nsw i64 %1809, 288
+  %1811 = add nsw i64 %1807, %1810
+  %1812 = mul nsw i64 %conv3.tx29112, 4
+  %1813 = add nsw i64 %1812, 5
+  %1814 = mul nsw i64 %1813, 16
+  %1815 = add nsw i64 %1811, %1814
+  %1816 = mul nsw i64 %conv3.cv29213, 8
+  %1817 = add nsw i64 %1815, %1816
+  %1818 = add nsw i64 620544, %1817
+  %arena136 = getelementptr inbounds float, ptr %arena, i64 %1818
+  %1819 = load <8 x float>, ptr %arena136, align 4
+  %1820 = fmul <8 x float> %1819, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1821 = fadd <8 x float> %1806, %1820
+  %1822 = mul nsw i64 %conv3.j28910, 5184
+  %1823 = mul nsw i64 %conv3.ty29011, 4
+  %1824 = add nsw i64 %1823, 1
+  %1825 = mul nsw i64 %1824, 288
+  %1826 = add nsw i64 %1822, %1825
+  %1827 = mul nsw i64 %conv3.tx29112, 4
+  %1828 = add nsw i64 %1827, 5
+  %1829 = mul nsw i64 %1828, 16
+  %1830 = add nsw i64 %1826, %1829
+  %1831 = mul nsw i64 %conv3.cv29213, 8
+  %1832 = add nsw i64 %1830, %1831
+  %1833 = add nsw i64 620544, %1832
+  %arena137 = getelementptr inbounds float, ptr %arena, i64 %1833
+  %1834 = load <8 x float>, ptr %arena137, align 4
+  %1835 = fmul <8 x float> %1834, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %1836 = fsub <8 x float> %1821, %1835
+  %1837 = mul nsw i64 %conv3.j28910, 5184
+  %1838 = mul nsw i64 %conv3.ty29011, 4
+  %1839 = add nsw i64 %1838, 2
+  %1840 = mul nsw i64 %1839, 288
+  %1841 = add nsw i64 %1837, %1840
+  %1842 = mul nsw i64 %conv3.tx29112, 4
+  %1843 = add nsw i64 %1842, 5
+  %1844 = mul nsw i64 %1843, 16
+  %1845 = add nsw i64 %1841, %1844
+  %1846 = mul nsw i64 %conv3.cv29213, 8
+  %1847 = add nsw i64 %1845, %1846
+  %1848 = add nsw i64 620544, %1847
+  %arena138 = getelementptr inbounds float, ptr %arena, i64 %1848
+  %1849 = load <8 x float>, ptr %arena138, align 4
+  %1850 = fmul <8 x float> %1849, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1851 = fsub <8 x float> %1836, %1850
+  store <8 x float> %1851, ptr %conv3.w326, align 32
+  %1852 = mul nsw i64 %conv3.j28910, 5184
+  %1853 = mul nsw i64 %conv3.ty29011, 4
+  %1854 = add nsw i64 %1853, 1
+  %1855 = mul nsw i64 %1854, 288
+  %1856 = add nsw i64 %1852, %1855
+  %1857 = mul nsw i64 %conv3.tx29112, 4
+  %1858 = add nsw i64 %1857, 5
+  %1859 = mul nsw i64 %1858, 16
+  %1860 = add nsw i64 %1856, %1859
+  %1861 = mul nsw i64 %conv3.cv29213, 8
+  %1862 = add nsw i64 %1860, %1861
+  %1863 = add nsw i64 620544, %1862
+  %arena139 = getelementptr inbounds float, ptr %arena, i64 %1863
+  %1864 = load <8 x float>, ptr %arena139, align 4
+  %1865 = fmul <8 x float> %1864, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %1866 = mul nsw i64 %conv3.j28910, 5184
+  %1867 = mul nsw i64 %conv3.ty29011, 4
+  %1868 = add nsw i64 %1867, 4
+  %1869 = mul nsw i64 %1868, 288
+  %1870 = add nsw i64 %1866, %1869
+  %1871 = mul nsw i64 %conv3.tx29112, 4
+  %1872 = add nsw i64 %1871, 5
+  %1873 = mul nsw i64 %1872, 16
+  %1874 = add nsw i64 %1870, %1873
+  %1875 = mul nsw i64 %conv3.cv29213, 8
+  %1876 = add nsw i64 %1874, %1875
+  %1877 = add nsw i64 620544, %1876
+  %arena140 = getelementptr inbounds float, ptr %arena, i64 %1877
+  %1878 = load <8 x float>, ptr %arena140, align 4
+  %1879 = fmul <8 x float> %1878, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1880 = fadd <8 x float> %1865, %1879
+  %1881 = mul nsw i64 %conv3.j28910, 5184
+  %1882 = mul nsw i64 %conv3.ty29011, 4
+  %1883 = add nsw i64 %1882, 2
+  %1884 = mul nsw i64 %1883, 288
+  %1885 = add nsw i64 %1881, %1884
+  %1886 = mul nsw i64 %conv3.tx29112, 4
+  %1887 = add nsw i64 %1886, 5
+  %1888 = mul nsw i64 %1887, 16
+  %1889 = add nsw i64 %1885, %1888
+  %1890 = mul nsw i64 %conv3.cv29213, 8
+  %1891 = add nsw i64 %1889, %1890
+  %1892 = add nsw i64 620544, %1891
+  %arena141 = getelementptr inbounds float, ptr %arena, i64 %1892
+  %1893 = load <8 x float>, ptr %arena141, align 4
+  %1894 = fmul <8 x float> %1893, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1895 = fsub <8 x float> %1880, %1894
+  %1896 = mul nsw i64 %conv3.j28910, 5184
+  %1897 = mul nsw i64 %conv3.ty29011, 4
+  %1898 = add nsw i64 %1897, 3
+  %1899 = mul nsw i64 %1898, 288
+  %1900 = add nsw i64 %1896, %1899
+  %1901 = mul nsw i64 %conv3.tx29112, 4
+  %1902 = add nsw i64 %1901, 5
+  %1903 = mul nsw i64 %1902, 16
+  %1904 = add nsw i64 %1900, %1903
+  %1905 = mul nsw i64 %conv3.cv29213, 8
+  %1906 = add nsw i64 %1904, %1905
+  %1907 = add nsw i64 620544, %1906
+  %arena142 = getelementptr inbounds float, ptr %arena, i64 %1907
+  %1908 = load <8 x float>, ptr %arena142, align 4
+  %1909 = fmul <8 x float> %1908, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %1910 = fsub <8 x float> %1895, %1909
+  store <8 x float> %1910, ptr %conv3.w327, align 32
+  %1911 = mul nsw i64 %conv3.j28910, 5184
+  %1912 = mul nsw i64 %conv3.ty29011, 4
+  %1913 = add nsw i64 %1912, 1
+  %1914 = mul nsw i64 %1913, 288
+  %1915 = add nsw i64 %1911, %1914
+  %1916 = mul nsw i64 %conv3.tx29112, 4
+  %1917 = add nsw i64 %1916, 5
+  %1918 = mul nsw i64 %1917, 16
+  %1919 = add nsw i64 %1915, %1918
+  %1920 = mul nsw i64 %conv3.cv29213, 8
+  %1921 = add nsw i64 %1919, %1920
+  %1922 = add nsw i64 620544, %1921
+  %arena143 = getelementptr inbounds float, ptr %arena, i64 %1922
+  %1923 = load <8 x float>, ptr %arena143, align 4
+  %1924 = fmul <8 x float> %1923, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %1925 = mul nsw i64 %conv3.j28910, 5184
+  %1926 = mul nsw i64 %conv3.ty29011, 4
+  %1927 = add nsw i64 %1926, 5
+  %1928 = mul nsw i64 %1927, 288
+  %1929 = add nsw i64 %1925, %1928
+  %1930 = mul nsw i64 %conv3.tx29112, 4
+  %1931 = add nsw i64 %1930, 5
+  %1932 = mul nsw i64 %1931, 16
+  %1933 = add nsw i64 %1929, %1932
+  %1934 = mul nsw i64 %conv3.cv29213, 8
+  %1935 = add nsw i64 %1933, %1934
+  %1936 = add nsw i64 620544, %1935
+  %arena144 = getelementptr inbounds float, ptr %arena, i64 %1936
+  %1937 = load <8 x float>, ptr %arena144, align 4
+  %1938 = fmul <8 x float> %1937, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1939 = fadd <8 x float> %1924, %1938
+  %1940 = mul nsw i64 %conv3.j28910, 5184
+  %1941 = mul nsw i64 %conv3.ty29011, 4
+  %1942 = add nsw i64 %1941, 3
+  %1943 = mul nsw i64 %1942, 288
+  %1944 = add nsw i64 %1940, %1943
+  %1945 = mul nsw i64 %conv3.tx29112, 4
+  %1946 = add nsw i64 %1945, 5
+  %1947 = mul nsw i64 %1946, 16
+  %1948 = add nsw i64 %1944, %1947
+  %1949 = mul nsw i64 %conv3.cv29213, 8
+  %1950 = add nsw i64 %1948, %1949
+  %1951 = add nsw i64 620544, %1950
+  %arena145 = getelementptr inbounds float, ptr %arena, i64 %1951
+  %1952 = load <8 x float>, ptr %arena145, align 4
+  %1953 = fmul <8 x float> %1952, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
+  %1954 = fsub <8 x float> %1939, %1953
+  store <8 x float> %1954, ptr %conv3.w328, align 32
   %w293 = load <8 x float>, ptr %conv3.w293, align 32
-  %1954 = fmul <8 x float> %w293, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %1955 = fmul <8 x float> %w293, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
   %w317 = load <8 x float>, ptr %conv3.w317, align 32
-  %1955 = fmul <8 x float> %w317, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1956 = fadd <8 x float> %1954, %1955
+  %1956 = fmul <8 x float> %w317, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1957 = fadd <8 x float> %1955, %1956
   %w305 = load <8 x float>, ptr %conv3.w305, align 32
-  %1957 = fmul <8 x float> %w305, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
-  %1958 = fsub <8 x float> %1956, %1957
-  store <8 x float> %1958, ptr %conv3.w329, align 32
+  %1958 = fmul <8 x float> %w305, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
+  %1959 = fsub <8 x float> %1957, %1958
+  store <8 x float> %1959, ptr %conv3.w329, align 32
   %w311 = load <8 x float>, ptr %conv3.w311, align 32
-  %1959 = fmul <8 x float> %w311, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1960 = fmul <8 x float> %w311, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
   %w317146 = load <8 x float>, ptr %conv3.w317, align 32
-  %1960 = fmul <8 x float> %w317146, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1961 = fadd <8 x float> %1959, %1960
+  %1961 = fmul <8 x float> %w317146, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1962 = fadd <8 x float> %1960, %1961
   %w299 = load <8 x float>, ptr %conv3.w299, align 32
-  %1962 = fmul <8 x float> %w299, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %1963 = fsub <8 x float> %1961, %1962
+  %1963 = fmul <8 x float> %w299, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %1964 = fsub <8 x float> %1962, %1963
   %w305147 = load <8 x float>, ptr %conv3.w305, align 32
-  %1964 = fmul <8 x float> %w305147, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %1965 = fsub <8 x float> %1963, %1964
-  store <8 x float> %1965, ptr %conv3.w330, align 32
+  %1965 = fmul <8 x float> %w305147, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %1966 = fsub <8 x float> %1964, %1965
+  store <8 x float> %1966, ptr %conv3.w330, align 32
   %w299148 = load <8 x float>, ptr %conv3.w299, align 32
-  %1966 = fmul <8 x float> %w299148, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %1967 = fmul <8 x float> %w299148, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
   %w317149 = load <8 x float>, ptr %conv3.w317, align 32
-  %1967 = fmul <8 x float> %w317149, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1968 = fadd <8 x float> %1966, %1967
+  %1968 = fmul <8 x float> %w317149, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1969 = fadd <8 x float> %1967, %1968
   %w305150 = load <8 x float>, ptr %conv3.w305, align 32
-  %1969 = fmul <8 x float> %w305150, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %1970 = fsub <8 x float> %1968, %1969
+  %1970 = fmul <8 x float> %w305150, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %1971 = fsub <8 x float> %1969, %1970
   %w311151 = load <8 x float>, ptr %conv3.w311, align 32
-  %1971 = fmul <8 x float> %w311151, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1972 = fsub <8 x float> %1970, %1971
-  store <8 x float> %1972, ptr %conv3.w331, align 32
+  %1972 = fmul <8 x float> %w311151, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1973 = fsub <8 x float> %1971, %1972
+  store <8 x float> %1973, ptr %conv3.w331, align 32
   %w311152 = load <8 x float>, ptr %conv3.w311, align 32
-  %1973 = fmul <8 x float> %w311152, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %1974 = fmul <8 x float> %w311152, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
   %w317153 = load <8 x float>, ptr %conv3.w317, align 32
-  %1974 = fmul <8 x float> %w317153, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1975 = fadd <8 x float> %1973, %1974
+  %1975 = fmul <8 x float> %w317153, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1976 = fadd <8 x float> %1974, %1975
   %w299154 = load <8 x float>, ptr %conv3.w299, align 32
-  %1976 = fmul <8 x float> %w299154, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
-  %1977 = fsub <8 x float> %1975, %1976
+  %1977 = fmul <8 x float> %w299154, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %1978 = fsub <8 x float> %1976, %1977
   %w305155 = load <8 x float>, ptr %conv3.w305, align 32
-  %1978 = fmul <8 x float> %w305155, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1979 = fsub <8 x float> %1977, %1978
-  store <8 x float> %1979, ptr %conv3.w332, align 32
+  %1979 = fmul <8 x float> %w305155, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1980 = fsub <8 x float> %1978, %1979
+  store <8 x float> %1980, ptr %conv3.w332, align 32
   %w299156 = load <8 x float>, ptr %conv3.w299, align 32
-  %1980 = fmul <8 x float> %w299156, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %1981 = fmul <8 x float> %w299156, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
   %w317157 = load <8 x float>, ptr %conv3.w317, align 32
-  %1981 = fmul <8 x float> %w317157, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1982 = fadd <8 x float> %1980, %1981
+  %1982 = fmul <8 x float> %w317157, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1983 = fadd <8 x float> %1981, %1982
   %w305158 = load <8 x float>, ptr %conv3.w305, align 32
-  %1983 = fmul <8 x float> %w305158, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1984 = fsub <8 x float> %1982, %1983
+  %1984 = fmul <8 x float> %w305158, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1985 = fsub <8 x float> %1983, %1984
   %w311159 = load <8 x float>, ptr %conv3.w311, align 32
-  %1985 = fmul <8 x float> %w311159, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
-  %1986 = fsub <8 x float> %1984, %1985
-  store <8 x float> %1986, ptr %conv3.w333, align 32
+  %1986 = fmul <8 x float> %w311159, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %1987 = fsub <8 x float> %1985, %1986
+  store <8 x float> %1987, ptr %conv3.w333, align 32
   %w299160 = load <8 x float>, ptr %conv3.w299, align 32
-  %1987 = fmul <8 x float> %w299160, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %1988 = fmul <8 x float> %w299160, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
   %w323 = load <8 x float>, ptr %conv3.w323, align 32
-  %1988 = fmul <8 x float> %w323, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1989 = fadd <8 x float> %1987, %1988
+  %1989 = fmul <8 x float> %w323, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1990 = fadd <8 x float> %1988, %1989
   %w311161 = load <8 x float>, ptr %conv3.w311, align 32
-  %1990 = fmul <8 x float> %w311161, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
-  %1991 = fsub <8 x float> %1989, %1990
-  store <8 x float> %1991, ptr %conv3.w334, align 32
+  %1991 = fmul <8 x float> %w311161, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
+  %1992 = fsub <8 x float> %1990, %1991
+  store <8 x float> %1992, ptr %conv3.w334, align 32
   %w294 = load <8 x float>, ptr %conv3.w294, align 32
-  %1992 = fmul <8 x float> %w294, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %1993 = fmul <8 x float> %w294, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
   %w318 = load <8 x float>, ptr %conv3.w318, align 32
-  %1993 = fmul <8 x float> %w318, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1994 = fadd <8 x float> %1992, %1993
+  %1994 = fmul <8 x float> %w318, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1995 = fadd <8 x float> %1993, %1994
   %w306 = load <8 x float>, ptr %conv3.w306, align 32
-  %1995 = fmul <8 x float> %w306, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
-  %1996 = fsub <8 x float> %1994, %1995
-  store <8 x float> %1996, ptr %conv3.w335, align 32
+  %1996 = fmul <8 x float> %w306, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
+  %1997 = fsub <8 x float> %1995, %1996
+  store <8 x float> %1997, ptr %conv3.w335, align 32
   %w312 = load <8 x float>, ptr %conv3.w312, align 32
-  %1997 = fmul <8 x float> %w312, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %1998 = fmul <8 x float> %w312, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
   %w318162 = load <8 x float>, ptr %conv3.w318, align 32
-  %1998 = fmul <8 x float> %w318162, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %1999 = fadd <8 x float> %1997, %1998
+  %1999 = fmul <8 x float> %w318162, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2000 = fadd <8 x float> %1998, %1999
   %w300 = load <8 x float>, ptr %conv3.w300, align 32
-  %2000 = fmul <8 x float> %w300, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %2001 = fsub <8 x float> %1999, %2000
+  %2001 = fmul <8 x float> %w300, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %2002 = fsub <8 x float> %2000, %2001
   %w306163 = load <8 x float>, ptr %conv3.w306, align 32
-  %2002 = fmul <8 x float> %w306163, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %2003 = fsub <8 x float> %2001, %2002
-  store <8 x float> %2003, ptr %conv3.w336, align 32
+  %2003 = fmul <8 x float> %w306163, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %2004 = fsub <8 x float> %2002, %2003
+  store <8 x float> %2004, ptr %conv3.w336, align 32
   %w300164 = load <8 x float>, ptr %conv3.w300, align 32
-  %2004 = fmul <8 x float> %w300164, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %2005 = fmul <8 x float> %w300164, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
   %w318165 = load <8 x float>, ptr %conv3.w318, align 32
-  %2005 = fmul <8 x float> %w318165, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2006 = fadd <8 x float> %2004, %2005
+  %2006 = fmul <8 x float> %w318165, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2007 = fadd <8 x float> %2005, %2006
   %w306166 = load <8 x float>, ptr %conv3.w306, align 32
-  %2007 = fmul <8 x float> %w306166, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %2008 = fsub <8 x float> %2006, %2007
+  %2008 = fmul <8 x float> %w306166, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %2009 = fsub <8 x float> %2007, %2008
   %w312167 = load <8 x float>, ptr %conv3.w312, align 32
-  %2009 = fmul <8 x float> %w312167, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2010 = fsub <8 x float> %2008, %2009
-  store <8 x float> %2010, ptr %conv3.w337, align 32
+  %2010 = fmul <8 x float> %w312167, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2011 = fsub <8 x float> %2009, %2010
+  store <8 x float> %2011, ptr %conv3.w337, align 32
   %w312168 = load <8 x float>, ptr %conv3.w312, align 32
-  %2011 = fmul <8 x float> %w312168, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %2012 = fmul <8 x float> %w312168, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
   %w318169 = load <8 x float>, ptr %conv3.w318, align 32
-  %2012 = fmul <8 x float> %w318169, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2013 = fadd <8 x float> %2011, %2012
+  %2013 = fmul <8 x float> %w318169, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2014 = fadd <8 x float> %2012, %2013
   %w300170 = load <8 x float>, ptr %conv3.w300, align 32
-  %2014 = fmul <8 x float> %w300170, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
-  %2015 = fsub <8 x float> %2013, %2014
+  %2015 = fmul <8 x float> %w300170, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %2016 = fsub <8 x float> %2014, %2015
   %w306171 = load <8 x float>, ptr %conv3.w306, align 32
-  %2016 = fmul <8 x float> %w306171, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2017 = fsub <8 x float> %2015, %2016
-  store <8 x float> %2017, ptr %conv3.w338, align 32
+  %2017 = fmul <8 x float> %w306171, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2018 = fsub <8 x float> %2016, %2017
+  store <8 x float> %2018, ptr %conv3.w338, align 32
   %w300172 = load <8 x float>, ptr %conv3.w300, align 32
-  %2018 = fmul <8 x float> %w300172, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %2019 = fmul <8 x float> %w300172, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
   %w318173 = load <8 x float>, ptr %conv3.w318, align 32
-  %2019 = fmul <8 x float> %w318173, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2020 = fadd <8 x float> %2018, %2019
+  %2020 = fmul <8 x float> %w318173, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2021 = fadd <8 x float> %2019, %2020
   %w306174 = load <8 x float>, ptr %conv3.w306, align 32
-  %2021 = fmul <8 x float> %w306174, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2022 = fsub <8 x float> %2020, %2021
+  %2022 = fmul <8 x float> %w306174, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2023 = fsub <8 x float> %2021, %2022
   %w312175 = load <8 x float>, ptr %conv3.w312, align 32
-  %2023 = fmul <8 x float> %w312175, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
-  %2024 = fsub <8 x float> %2022, %2023
-  store <8 x float> %2024, ptr %conv3.w339, align 32
+  %2024 = fmul <8 x float> %w312175, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %2025 = fsub <8 x float> %2023, %2024
+  store <8 x float> %2025, ptr %conv3.w339, align 32
   %w300176 = load <8 x float>, ptr %conv3.w300, align 32
-  %2025 = fmul <8 x float> %w300176, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %2026 = fmul <8 x float> %w300176, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
   %w324 = load <8 x float>, ptr %conv3.w324, align 32
-  %2026 = fmul <8 x float> %w324, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2027 = fadd <8 x float> %2025, %2026
+  %2027 = fmul <8 x float> %w324, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2028 = fadd <8 x float> %2026, %2027
   %w312177 = load <8 x float>, ptr %conv3.w312, align 32
-  %2028 = fmul <8 x float> %w312177, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
-  %2029 = fsub <8 x float> %2027, %2028
-  store <8 x float> %2029, ptr %conv3.w340, align 32
+  %2029 = fmul <8 x float> %w312177, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
+  %2030 = fsub <8 x float> %2028, %2029
+  store <8 x float> %2030, ptr %conv3.w340, align 32
   %w295 = load <8 x float>, ptr %conv3.w295, align 32
-  %2030 = fmul <8 x float> %w295, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %2031 = fmul <8 x float> %w295, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
   %w319 = load <8 x float>, ptr %conv3.w319, align 32
-  %2031 = fmul <8 x float> %w319, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2032 = fadd <8 x float> %2030, %2031
+  %2032 = fmul <8 x float> %w319, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2033 = fadd <8 x float> %2031, %2032
   %w307 = load <8 x float>, ptr %conv3.w307, align 32
-  %2033 = fmul <8 x float> %w307, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
-  %2034 = fsub <8 x float> %2032, %2033
-  store <8 x float> %2034, ptr %conv3.w341, align 32
+  %2034 = fmul <8 x float> %w307, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
+  %2035 = fsub <8 x float> %2033, %2034
+  store <8 x float> %2035, ptr %conv3.w341, align 32
   %w313 = load <8 x float>, ptr %conv3.w313, align 32
-  %2035 = fmul <8 x float> %w313, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2036 = fmul <8 x float> %w313, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
   %w319178 = load <8 x float>, ptr %conv3.w319, align 32
-  %2036 = fmul <8 x float> %w319178, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2037 = fadd <8 x float> %2035, %2036
+  %2037 = fmul <8 x float> %w319178, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2038 = fadd <8 x float> %2036, %2037
   %w301 = load <8 x float>, ptr %conv3.w301, align 32
-  %2038 = fmul <8 x float> %w301, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %2039 = fsub <8 x float> %2037, %2038
+  %2039 = fmul <8 x float> %w301, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %2040 = fsub <8 x float> %2038, %2039
   %w307179 = load <8 x float>, ptr %conv3.w307, align 32
-  %2040 = fmul <8 x float> %w307179, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %2041 = fsub <8 x float> %2039, %2040
-  store <8 x float> %2041, ptr %conv3.w342, align 32
+  %2041 = fmul <8 x float> %w307179, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %2042 = fsub <8 x float> %2040, %2041
+  store <8 x float> %2042, ptr %conv3.w342, align 32
   %w301180 = load <8 x float>, ptr %conv3.w301, align 32
-  %2042 = fmul <8 x float> %w301180, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %2043 = fmul <8 x float> %w301180, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
   %w319181 = load <8 x float>, ptr %conv3.w319, align 32
-  %2043 = fmul <8 x float> %w319181, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2044 = fadd <8 x float> %2042, %2043
+  %2044 = fmul <8 x float> %w319181, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2045 = fadd <8 x float> %2043, %2044
   %w307182 = load <8 x float>, ptr %conv3.w307, align 32
-  %2045 = fmul <8 x float> %w307182, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %2046 = fsub <8 x float> %2044, %2045
+  %2046 = fmul <8 x float> %w307182, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %2047 = fsub <8 x float> %2045, %2046
   %w313183 = load <8 x float>, ptr %conv3.w313, align 32
-  %2047 = fmul <8 x float> %w313183, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2048 = fsub <8 x float> %2046, %2047
-  store <8 x float> %2048, ptr %conv3.w343, align 32
+  %2048 = fmul <8 x float> %w313183, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2049 = fsub <8 x float> %2047, %2048
+  store <8 x float> %2049, ptr %conv3.w343, align 32
   %w313184 = load <8 x float>, ptr %conv3.w313, align 32
-  %2049 = fmul <8 x float> %w313184, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %2050 = fmul <8 x float> %w313184, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
   %w319185 = load <8 x float>, ptr %conv3.w319, align 32
-  %2050 = fmul <8 x float> %w319185, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2051 = fadd <8 x float> %2049, %2050
+  %2051 = fmul <8 x float> %w319185, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2052 = fadd <8 x float> %2050, %2051
   %w301186 = load <8 x float>, ptr %conv3.w301, align 32
-  %2052 = fmul <8 x float> %w301186, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
-  %2053 = fsub <8 x float> %2051, %2052
+  %2053 = fmul <8 x float> %w301186, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %2054 = fsub <8 x float> %2052, %2053
   %w307187 = load <8 x float>, ptr %conv3.w307, align 32
-  %2054 = fmul <8 x float> %w307187, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2055 = fsub <8 x float> %2053, %2054
-  store <8 x float> %2055, ptr %conv3.w344, align 32
+  %2055 = fmul <8 x float> %w307187, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2056 = fsub <8 x float> %2054, %2055
+  store <8 x float> %2056, ptr %conv3.w344, align 32
   %w301188 = load <8 x float>, ptr %conv3.w301, align 32
-  %2056 = fmul <8 x float> %w301188, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %2057 = fmul <8 x float> %w301188, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
   %w319189 = load <8 x float>, ptr %conv3.w319, align 32
-  %2057 = fmul <8 x float> %w319189, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2058 = fadd <8 x float> %2056, %2057
+  %2058 = fmul <8 x float> %w319189, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2059 = fadd <8 x float> %2057, %2058
   %w307190 = load <8 x float>, ptr %conv3.w307, align 32
-  %2059 = fmul <8 x float> %w307190, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2060 = fsub <8 x float> %2058, %2059
+  %2060 = fmul <8 x float> %w307190, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2061 = fsub <8 x float> %2059, %2060
   %w313191 = load <8 x float>, ptr %conv3.w313, align 32
-  %2061 = fmul <8 x float> %w313191, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
-  %2062 = fsub <8 x float> %2060, %2061
-  store <8 x float> %2062, ptr %conv3.w345, align 32
+  %2062 = fmul <8 x float> %w313191, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %2063 = fsub <8 x float> %2061, %2062
+  store <8 x float> %2063, ptr %conv3.w345, align 32
   %w301192 = load <8 x float>, ptr %conv3.w301, align 32
-  %2063 = fmul <8 x float> %w301192, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %2064 = fmul <8 x float> %w301192, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
   %w325 = load <8 x float>, ptr %conv3.w325, align 32
-  %2064 = fmul <8 x float> %w325, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2065 = fadd <8 x float> %2063, %2064
+  %2065 = fmul <8 x float> %w325, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2066 = fadd <8 x float> %2064, %2065
   %w313193 = load <8 x float>, ptr %conv3.w313, align 32
-  %2066 = fmul <8 x float> %w313193, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
-  %2067 = fsub <8 x float> %2065, %2066
-  store <8 x float> %2067, ptr %conv3.w346, align 32
+  %2067 = fmul <8 x float> %w313193, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
+  %2068 = fsub <8 x float> %2066, %2067
+  store <8 x float> %2068, ptr %conv3.w346, align 32
   %w296 = load <8 x float>, ptr %conv3.w296, align 32
-  %2068 = fmul <8 x float> %w296, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %2069 = fmul <8 x float> %w296, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
   %w320 = load <8 x float>, ptr %conv3.w320, align 32
-  %2069 = fmul <8 x float> %w320, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2070 = fadd <8 x float> %2068, %2069
+  %2070 = fmul <8 x float> %w320, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2071 = fadd <8 x float> %2069, %2070
   %w308 = load <8 x float>, ptr %conv3.w308, align 32
-  %2071 = fmul <8 x float> %w308, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
-  %2072 = fsub <8 x float> %2070, %2071
-  store <8 x float> %2072, ptr %conv3.w347, align 32
+  %2072 = fmul <8 x float> %w308, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
+  %2073 = fsub <8 x float> %2071, %2072
+  store <8 x float> %2073, ptr %conv3.w347, align 32
   %w314 = load <8 x float>, ptr %conv3.w314, align 32
-  %2073 = fmul <8 x float> %w314, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2074 = fmul <8 x float> %w314, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
   %w320194 = load <8 x float>, ptr %conv3.w320, align 32
-  %2074 = fmul <8 x float> %w320194, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2075 = fadd <8 x float> %2073, %2074
+  %2075 = fmul <8 x float> %w320194, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2076 = fadd <8 x float> %2074, %2075
   %w302 = load <8 x float>, ptr %conv3.w302, align 32
-  %2076 = fmul <8 x float> %w302, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %2077 = fsub <8 x float> %2075, %2076
+  %2077 = fmul <8 x float> %w302, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %2078 = fsub <8 x float> %2076, %2077
   %w308195 = load <8 x float>, ptr %conv3.w308, align 32
-  %2078 = fmul <8 x float> %w308195, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %2079 = fsub <8 x float> %2077, %2078
-  store <8 x float> %2079, ptr %conv3.w348, align 32
+  %2079 = fmul <8 x float> %w308195, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %2080 = fsub <8 x float> %2078, %2079
+  store <8 x float> %2080, ptr %conv3.w348, align 32
   %w302196 = load <8 x float>, ptr %conv3.w302, align 32
-  %2080 = fmul <8 x float> %w302196, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %2081 = fmul <8 x float> %w302196, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
   %w320197 = load <8 x float>, ptr %conv3.w320, align 32
-  %2081 = fmul <8 x float> %w320197, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2082 = fadd <8 x float> %2080, %2081
+  %2082 = fmul <8 x float> %w320197, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2083 = fadd <8 x float> %2081, %2082
   %w308198 = load <8 x float>, ptr %conv3.w308, align 32
-  %2083 = fmul <8 x float> %w308198, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %2084 = fsub <8 x float> %2082, %2083
+  %2084 = fmul <8 x float> %w308198, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %2085 = fsub <8 x float> %2083, %2084
   %w314199 = load <8 x float>, ptr %conv3.w314, align 32
-  %2085 = fmul <8 x float> %w314199, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2086 = fsub <8 x float> %2084, %2085
-  store <8 x float> %2086, ptr %conv3.w349, align 32
+  %2086 = fmul <8 x float> %w314199, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2087 = fsub <8 x float> %2085, %2086
+  store <8 x float> %2087, ptr %conv3.w349, align 32
   %w314200 = load <8 x float>, ptr %conv3.w314, align 32
-  %2087 = fmul <8 x float> %w314200, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %2088 = fmul <8 x float> %w314200, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
   %w320201 = load <8 x float>, ptr %conv3.w320, align 32
-  %2088 = fmul <8 x float> %w320201, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2089 = fadd <8 x float> %2087, %2088
+  %2089 = fmul <8 x float> %w320201, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2090 = fadd <8 x float> %2088, %2089
   %w302202 = load <8 x float>, ptr %conv3.w302, align 32
-  %2090 = fmul <8 x float> %w302202, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
-  %2091 = fsub <8 x float> %2089, %2090
+  %2091 = fmul <8 x float> %w302202, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %2092 = fsub <8 x float> %2090, %2091
   %w308203 = load <8 x float>, ptr %conv3.w308, align 32
-  %2092 = fmul <8 x float> %w308203, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2093 = fsub <8 x float> %2091, %2092
-  store <8 x float> %2093, ptr %conv3.w350, align 32
+  %2093 = fmul <8 x float> %w308203, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2094 = fsub <8 x float> %2092, %2093
+  store <8 x float> %2094, ptr %conv3.w350, align 32
   %w302204 = load <8 x float>, ptr %conv3.w302, align 32
-  %2094 = fmul <8 x float> %w302204, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %2095 = fmul <8 x float> %w302204, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
   %w320205 = load <8 x float>, ptr %conv3.w320, align 32
-  %2095 = fmul <8 x float> %w320205, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2096 = fadd <8 x float> %2094, %2095
+  %2096 = fmul <8 x float> %w320205, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2097 = fadd <8 x float> %2095, %2096
   %w308206 = load <8 x float>, ptr %conv3.w308, align 32
-  %2097 = fmul <8 x float> %w308206, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2098 = fsub <8 x float> %2096, %2097
+  %2098 = fmul <8 x float> %w308206, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2099 = fsub <8 x float> %2097, %2098
   %w314207 = load <8 x float>, ptr %conv3.w314, align 32
-  %2099 = fmul <8 x float> %w314207, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
-  %2100 = fsub <8 x float> %2098, %2099
-  store <8 x float> %2100, ptr %conv3.w351, align 32
+  %2100 = fmul <8 x float> %w314207, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %2101 = fsub <8 x float> %2099, %2100
+  store <8 x float> %2101, ptr %conv3.w351, align 32
   %w302208 = load <8 x float>, ptr %conv3.w302, align 32
-  %2101 = fmul <8 x float> %w302208, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %2102 = fmul <8 x float> %w302208, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
   %w326 = load <8 x float>, ptr %conv3.w326, align 32
-  %2102 = fmul <8 x float> %w326, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2103 = fadd <8 x float> %2101, %2102
+  %2103 = fmul <8 x float> %w326, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2104 = fadd <8 x float> %2102, %2103
   %w314209 = load <8 x float>, ptr %conv3.w314, align 32
-  %2104 = fmul <8 x float> %w314209, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
-  %2105 = fsub <8 x float> %2103, %2104
-  store <8 x float> %2105, ptr %conv3.w352, align 32
+  %2105 = fmul <8 x float> %w314209, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
+  %2106 = fsub <8 x float> %2104, %2105
+  store <8 x float> %2106, ptr %conv3.w352, align 32
   %w297 = load <8 x float>, ptr %conv3.w297, align 32
-  %2106 = fmul <8 x float> %w297, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %2107 = fmul <8 x float> %w297, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
   %w321 = load <8 x float>, ptr %conv3.w321, align 32
-  %2107 = fmul <8 x float> %w321, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2108 = fadd <8 x float> %2106, %2107
+  %2108 = fmul <8 x float> %w321, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2109 = fadd <8 x float> %2107, %2108
   %w309 = load <8 x float>, ptr %conv3.w309, align 32
-  %2109 = fmul <8 x float> %w309, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
-  %2110 = fsub <8 x float> %2108, %2109
-  store <8 x float> %2110, ptr %conv3.w353, align 32
+  %2110 = fmul <8 x float> %w309, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
+  %2111 = fsub <8 x float> %2109, %2110
+  store <8 x float> %2111, ptr %conv3.w353, align 32
   %w315 = load <8 x float>, ptr %conv3.w315, align 32
-  %2111 = fmul <8 x float> %w315, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2112 = fmul <8 x float> %w315, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
   %w321210 = load <8 x float>, ptr %conv3.w321, align 32
-  %2112 = fmul <8 x float> %w321210, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2113 = fadd <8 x float> %2111, %2112
+  %2113 = fmul <8 x float> %w321210, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2114 = fadd <8 x float> %2112, %2113
   %w303 = load <8 x float>, ptr %conv3.w303, align 32
-  %2114 = fmul <8 x float> %w303, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %2115 = fsub <8 x float> %2113, %2114
+  %2115 = fmul <8 x float> %w303, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %2116 = fsub <8 x float> %2114, %2115
   %w309211 = load <8 x float>, ptr %conv3.w309, align 32
-  %2116 = fmul <8 x float> %w309211, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %2117 = fsub <8 x float> %2115, %2116
-  store <8 x float> %2117, ptr %conv3.w354, align 32
+  %2117 = fmul <8 x float> %w309211, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %2118 = fsub <8 x float> %2116, %2117
+  store <8 x float> %2118, ptr %conv3.w354, align 32
   %w303212 = load <8 x float>, ptr %conv3.w303, align 32
-  %2118 = fmul <8 x float> %w303212, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %2119 = fmul <8 x float> %w303212, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
   %w321213 = load <8 x float>, ptr %conv3.w321, align 32
-  %2119 = fmul <8 x float> %w321213, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2120 = fadd <8 x float> %2118, %2119
+  %2120 = fmul <8 x float> %w321213, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2121 = fadd <8 x float> %2119, %2120
   %w309214 = load <8 x float>, ptr %conv3.w309, align 32
-  %2121 = fmul <8 x float> %w309214, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %2122 = fsub <8 x float> %2120, %2121
+  %2122 = fmul <8 x float> %w309214, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %2123 = fsub <8 x float> %2121, %2122
   %w315215 = load <8 x float>, ptr %conv3.w315, align 32
-  %2123 = fmul <8 x float> %w315215, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2124 = fsub <8 x float> %2122, %2123
-  store <8 x float> %2124, ptr %conv3.w355, align 32
+  %2124 = fmul <8 x float> %w315215, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2125 = fsub <8 x float> %2123, %2124
+  store <8 x float> %2125, ptr %conv3.w355, align 32
   %w315216 = load <8 x float>, ptr %conv3.w315, align 32
-  %2125 = fmul <8 x float> %w315216, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %2126 = fmul <8 x float> %w315216, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
   %w321217 = load <8 x float>, ptr %conv3.w321, align 32
-  %2126 = fmul <8 x float> %w321217, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2127 = fadd <8 x float> %2125, %2126
+  %2127 = fmul <8 x float> %w321217, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2128 = fadd <8 x float> %2126, %2127
   %w303218 = load <8 x float>, ptr %conv3.w303, align 32
-  %2128 = fmul <8 x float> %w303218, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
-  %2129 = fsub <8 x float> %2127, %2128
+  %2129 = fmul <8 x float> %w303218, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %2130 = fsub <8 x float> %2128, %2129
   %w309219 = load <8 x float>, ptr %conv3.w309, align 32
-  %2130 = fmul <8 x float> %w309219, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2131 = fsub <8 x float> %2129, %2130
-  store <8 x float> %2131, ptr %conv3.w356, align 32
+  %2131 = fmul <8 x float> %w309219, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2132 = fsub <8 x float> %2130, %2131
+  store <8 x float> %2132, ptr %conv3.w356, align 32
   %w303220 = load <8 x float>, ptr %conv3.w303, align 32
-  %2132 = fmul <8 x float> %w303220, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %2133 = fmul <8 x float> %w303220, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
   %w321221 = load <8 x float>, ptr %conv3.w321, align 32
-  %2133 = fmul <8 x float> %w321221, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2134 = fadd <8 x float> %2132, %2133
+  %2134 = fmul <8 x float> %w321221, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2135 = fadd <8 x float> %2133, %2134
   %w309222 = load <8 x float>, ptr %conv3.w309, align 32
-  %2135 = fmul <8 x float> %w309222, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2136 = fsub <8 x float> %2134, %2135
+  %2136 = fmul <8 x float> %w309222, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2137 = fsub <8 x float> %2135, %2136
   %w315223 = load <8 x float>, ptr %conv3.w315, align 32
-  %2137 = fmul <8 x float> %w315223, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
-  %2138 = fsub <8 x float> %2136, %2137
-  store <8 x float> %2138, ptr %conv3.w357, align 32
+  %2138 = fmul <8 x float> %w315223, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %2139 = fsub <8 x float> %2137, %2138
+  store <8 x float> %2139, ptr %conv3.w357, align 32
   %w303224 = load <8 x float>, ptr %conv3.w303, align 32
-  %2139 = fmul <8 x float> %w303224, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %2140 = fmul <8 x float> %w303224, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
   %w327 = load <8 x float>, ptr %conv3.w327, align 32
-  %2140 = fmul <8 x float> %w327, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2141 = fadd <8 x float> %2139, %2140
+  %2141 = fmul <8 x float> %w327, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2142 = fadd <8 x float> %2140, %2141
   %w315225 = load <8 x float>, ptr %conv3.w315, align 32
-  %2142 = fmul <8 x float> %w315225, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
-  %2143 = fsub <8 x float> %2141, %2142
-  store <8 x float> %2143, ptr %conv3.w358, align 32
+  %2143 = fmul <8 x float> %w315225, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
+  %2144 = fsub <8 x float> %2142, %2143
+  store <8 x float> %2144, ptr %conv3.w358, align 32
   %w298 = load <8 x float>, ptr %conv3.w298, align 32
-  %2144 = fmul <8 x float> %w298, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %2145 = fmul <8 x float> %w298, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
   %w322 = load <8 x float>, ptr %conv3.w322, align 32
-  %2145 = fmul <8 x float> %w322, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2146 = fadd <8 x float> %2144, %2145
+  %2146 = fmul <8 x float> %w322, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2147 = fadd <8 x float> %2145, %2146
   %w310 = load <8 x float>, ptr %conv3.w310, align 32
-  %2147 = fmul <8 x float> %w310, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
-  %2148 = fsub <8 x float> %2146, %2147
-  store <8 x float> %2148, ptr %conv3.w359, align 32
+  %2148 = fmul <8 x float> %w310, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
+  %2149 = fsub <8 x float> %2147, %2148
+  store <8 x float> %2149, ptr %conv3.w359, align 32
   %w316 = load <8 x float>, ptr %conv3.w316, align 32
-  %2149 = fmul <8 x float> %w316, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2150 = fmul <8 x float> %w316, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
   %w322226 = load <8 x float>, ptr %conv3.w322, align 32
-  %2150 = fmul <8 x float> %w322226, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2151 = fadd <8 x float> %2149, %2150
+  %2151 = fmul <8 x float> %w322226, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2152 = fadd <8 x float> %2150, %2151
   %w304 = load <8 x float>, ptr %conv3.w304, align 32
-  %2152 = fmul <8 x float> %w304, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %2153 = fsub <8 x float> %2151, %2152
+  %2153 = fmul <8 x float> %w304, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %2154 = fsub <8 x float> %2152, %2153
   %w310227 = load <8 x float>, ptr %conv3.w310, align 32
-  %2154 = fmul <8 x float> %w310227, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %2155 = fsub <8 x float> %2153, %2154
-  store <8 x float> %2155, ptr %conv3.w360, align 32
+  %2155 = fmul <8 x float> %w310227, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %2156 = fsub <8 x float> %2154, %2155
+  store <8 x float> %2156, ptr %conv3.w360, align 32
   %w304228 = load <8 x float>, ptr %conv3.w304, align 32
-  %2156 = fmul <8 x float> %w304228, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %2157 = fmul <8 x float> %w304228, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
   %w322229 = load <8 x float>, ptr %conv3.w322, align 32
-  %2157 = fmul <8 x float> %w322229, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2158 = fadd <8 x float> %2156, %2157
+  %2158 = fmul <8 x float> %w322229, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2159 = fadd <8 x float> %2157, %2158
   %w310230 = load <8 x float>, ptr %conv3.w310, align 32
-  %2159 = fmul <8 x float> %w310230, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
-  %2160 = fsub <8 x float> %2158, %2159
+  %2160 = fmul <8 x float> %w310230, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %2161 = fsub <8 x float> %2159, %2160
   %w316231 = load <8 x float>, ptr %conv3.w316, align 32
-  %2161 = fmul <8 x float> %w316231, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2162 = fsub <8 x float> %2160, %2161
-  store <8 x float> %2162, ptr %conv3.w361, align 32
+  %2162 = fmul <8 x float> %w316231, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2163 = fsub <8 x float> %2161, %2162
+  store <8 x float> %2163, ptr %conv3.w361, align 32
   %w316232 = load <8 x float>, ptr %conv3.w316, align 32
-  %2163 = fmul <8 x float> %w316232, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %2164 = fmul <8 x float> %w316232, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
   %w322233 = load <8 x float>, ptr %conv3.w322, align 32
-  %2164 = fmul <8 x float> %w322233, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2165 = fadd <8 x float> %2163, %2164
+  %2165 = fmul <8 x float> %w322233, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2166 = fadd <8 x float> %2164, %2165
   %w304234 = load <8 x float>, ptr %conv3.w304, align 32
-  %2166 = fmul <8 x float> %w304234, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
-  %2167 = fsub <8 x float> %2165, %2166
+  %2167 = fmul <8 x float> %w304234, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %2168 = fsub <8 x float> %2166, %2167
   %w310235 = load <8 x float>, ptr %conv3.w310, align 32
-  %2168 = fmul <8 x float> %w310235, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2169 = fsub <8 x float> %2167, %2168
-  store <8 x float> %2169, ptr %conv3.w362, align 32
+  %2169 = fmul <8 x float> %w310235, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2170 = fsub <8 x float> %2168, %2169
+  store <8 x float> %2170, ptr %conv3.w362, align 32
   %w304236 = load <8 x float>, ptr %conv3.w304, align 32
-  %2170 = fmul <8 x float> %w304236, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %2171 = fmul <8 x float> %w304236, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
   %w322237 = load <8 x float>, ptr %conv3.w322, align 32
-  %2171 = fmul <8 x float> %w322237, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2172 = fadd <8 x float> %2170, %2171
+  %2172 = fmul <8 x float> %w322237, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2173 = fadd <8 x float> %2171, %2172
   %w310238 = load <8 x float>, ptr %conv3.w310, align 32
-  %2173 = fmul <8 x float> %w310238, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2174 = fsub <8 x float> %2172, %2173
+  %2174 = fmul <8 x float> %w310238, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2175 = fsub <8 x float> %2173, %2174
   %w316239 = load <8 x float>, ptr %conv3.w316, align 32
-  %2175 = fmul <8 x float> %w316239, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
-  %2176 = fsub <8 x float> %2174, %2175
-  store <8 x float> %2176, ptr %conv3.w363, align 32
+  %2176 = fmul <8 x float> %w316239, <float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00, float 2.000000e+00>
+  %2177 = fsub <8 x float> %2175, %2176
+  store <8 x float> %2177, ptr %conv3.w363, align 32
   %w304240 = load <8 x float>, ptr %conv3.w304, align 32
-  %2177 = fmul <8 x float> %w304240, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
+  %2178 = fmul <8 x float> %w304240, <float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00, float 4.000000e+00>
   %w328 = load <8 x float>, ptr %conv3.w328, align 32
-  %2178 = fmul <8 x float> %w328, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
-  %2179 = fadd <8 x float> %2177, %2178
+  %2179 = fmul <8 x float> %w328, <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>
+  %2180 = fadd <8 x float> %2178, %2179
   %w316241 = load <8 x float>, ptr %conv3.w316, align 32
-  %2180 = fmul <8 x float> %w316241, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
-  %2181 = fsub <8 x float> %2179, %2180
-  store <8 x float> %2181, ptr %conv3.w364, align 32
+  %2181 = fmul <8 x float> %w316241, <float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00, float 5.000000e+00>
+  %2182 = fsub <8 x float> %2180, %2181
+  store <8 x float> %2182, ptr %conv3.w364, align 32
   %w329 = load <8 x float>, ptr %conv3.w329, align 32
-  %2182 = mul nsw i64 %conv3.j28910, 16
-  %2183 = mul nsw i64 %conv3.ty29011, 4
-  %2184 = add nsw i64 %2182, %2183
-  %2185 = add nsw i64 %2184, %conv3.tx29112
-  %2186 = mul nsw i64 %2185, 16
-  %2187 = add nsw i64 625728, %2186
-  %2188 = mul nsw i64 %conv3.cv29213, 8
-  %2189 = add nsw i64 %2187, %2188
-  %arena242 = getelementptr inbounds float, ptr %arena, i64 %2189
+  %2183 = mul nsw i64 %conv3.j28910, 16
+  %2184 = mul nsw i64 %conv3.ty29011, 4
+  %2185 = add nsw i64 %2183, %2184
+  %2186 = add nsw i64 %2185, %conv3.tx29112
+  %2187 = mul nsw i64 %2186, 16
+  %2188 = add nsw i64 625728, %2187
+  %2189 = mul nsw i64 %conv3.cv29213, 8
+  %2190 = add nsw i64 %2188, %2189
+  %arena242 = getelementptr inbounds float, ptr %arena, i64 %2190
   store <8 x float> %w329, ptr %arena242, align 4
   %w330 = load <8 x float>, ptr %conv3.w330, align 32
-  %2190 = mul nsw i64 %conv3.j28910, 16
-  %2191 = mul nsw i64 %conv3.ty29011, 4
-  %2192 = add nsw i64 %2190, %2191
-  %2193 = add nsw i64 %2192, %conv3.tx29112
-  %2194 = mul nsw i64 %2193, 16
-  %2195 = add nsw i64 625984, %2194
-  %2196 = mul nsw i64 %conv3.cv29213, 8
-  %2197 = add nsw i64 %2195, %2196
-  %arena243 = getelementptr inbounds float, ptr %arena, i64 %2197
+  %2191 = mul nsw i64 %conv3.j28910, 16
+  %2192 = mul nsw i64 %conv3.ty29011, 4
+  %2193 = add nsw i64 %2191, %2192
+  %2194 = add nsw i64 %2193, %conv3.tx29112
+  %2195 = mul nsw i64 %2194, 16
+  %2196 = add nsw i64 625984, %2195
+  %2197 = mul nsw i64 %conv3.cv29213, 8
+  %2198 = add nsw i64 %2196, %2197
+  %arena243 = getelementptr inbounds float, ptr %arena, i64 %2198
   store <8 x float> %w330, ptr %arena243, align 4
   %w331 = load <8 x float>, ptr %conv3.w331, align 32
-  %2198 = mul nsw i64 %conv3.j28910, 16
-  %2199 = mul nsw i64 %conv3.ty29011, 4
-  %2200 = add nsw i64 %2198, %2199
-  %2201 = add nsw i64 %2200, %conv3.tx29112
-  %2202 = mul nsw i64 %2201, 16
-  %2203 = add nsw i64 626240, %2202
-  %2204 = mul nsw i64 %conv3.cv29213, 8
-  %2205 = add nsw i64 %2203, %2204
-  %arena244 = getelementptr inbounds float, ptr %arena, i64 %2205
+  %2199 = mul nsw i64 %conv3.j28910, 16
+  %2200 = mul nsw i64 %conv3.ty29011, 4
+  %2201 = add nsw i64 %2199, %2200
+  %2202 = add nsw i64 %2201, %conv3.tx29112
+  %2203 = mul nsw i64 %2202, 16
+  %2204 = add nsw i64 626240, %2203
+  %2205 = mul nsw i64 %conv3.cv29213, 8
+  %2206 = add nsw i64 %2204, %2205
+  %arena244 = getelementptr inbounds float, ptr %arena, i64 %2206
   store <8 x float> %w331, ptr %arena244, align 4
   %w332 = load <8 x float>, ptr %conv3.w332, align 32
-  %2206 = mul nsw i64 %conv3.j28910, 16
-  %2207 = mul nsw i64 %conv3.ty29011, 4
-  %2208 = add nsw i64 %2206, %2207
-  %2209 = add nsw i64 %2208, %conv3.tx29112
-  %2210 = mul nsw i64 %2209, 16
-  %2211 = add nsw i64 626496, %2210
-  %2212 = mul nsw i64 %conv3.cv29213, 8
-  %2213 = add nsw i64 %2211, %2212
-  %arena245 = getelementptr inbounds float, ptr %arena, i64 %2213
+  %2207 = mul nsw i64 %conv3.j28910, 16
+  %2208 = mul nsw i64 %conv3.ty29011, 4
+  %2209 = add nsw i64 %2207, %2208
+  %2210 = add nsw i64 %2209, %conv3.tx29112
+  %2211 = mul nsw i64 %2210, 16
+  %2212 = add nsw i64 626496, %2211
+  %2213 = mul nsw i64 %conv3.cv29213, 8
+  %2214 = add nsw i64 %2212, %2213
+  %arena245 = getelementptr inbounds float, ptr %arena, i64 %2214
   store <8 x float> %w332, ptr %arena245, align 4
   %w333 = load <8 x float>, ptr %conv3.w333, align 32
-  %2214 = mul nsw i64 %conv3.j28910, 16
-  %2215 = mul nsw i64 %conv3.ty29011, 4
-  %2216 = add nsw i64 %2214, %2215
-  %2217 = add nsw i64 %2216, %conv3.tx29112
-  %2218 = mul nsw i64 %2217, 16
-  %2219 = add nsw i64 626752, %2218
-  %2220 = mul nsw i64 %conv3.cv29213, 8
-  %2221 = add nsw i64 %2219, %2220
-  %arena246 = getelementptr inbounds float, ptr %arena, i64 %2221
+  %2215 = mul nsw i64 %conv3.j28910, 16
+  %2216 = mul nsw i64 %conv3.ty29011, 4
+  %2217 = add nsw i64 %2215, %2216
+  %2218 = add nsw i64 %2217, %conv3.tx29112
+  %2219 = mul nsw i64 %2218, 16
+  %2220 = add nsw i64 626752, %2219
+  %2221 = mul nsw i64 %conv3.cv29213, 8
+  %2222 = add nsw i64 %2220, %2221
+  %arena246 = getelementptr inbounds float, ptr %arena, i64 %2222
   store <8 x float> %w333, ptr %arena246, align 4
   %w334 = load <8 x float>, ptr %conv3.w334, align 32
-  %2222 = mul nsw i64 %conv3.j28910, 16
-  %2223 = mul nsw i64 %conv3.ty29011, 4
-  %2224 = add nsw i64 %2222, %2223
-  %2225 = add nsw i64 %2224, %conv3.tx29112
-  %2226 = mul nsw i64 %2225, 16
-  %2227 = add nsw i64 627008, %2226
-  %2228 = mul nsw i64 %conv3.cv29213, 8
-  %2229 = add nsw i64 %2227, %2228
-  %arena247 = getelementptr inbounds float, ptr %arena, i64 %2229
+  %2223 = mul nsw i64 %conv3.j28910, 16
+  %2224 = mul nsw i64 %conv3.ty29011, 4
+  %2225 = add nsw i64 %2223, %2224
+  %2226 = add nsw i64 %2225, %conv3.tx29112
+  %2227 = mul nsw i64 %2226, 16
+  %2228 = add nsw i64 627008, %2227
+  %2229 = mul nsw i64 %conv3.cv29213, 8
+  %2230 = add nsw i64 %2228, %2229
+  %arena247 = getelementptr inbounds float, ptr %arena, i64 %2230
   store <8 x float> %w334, ptr %arena247, align 4
   %w335 = load <8 x float>, ptr %conv3.w335, align 32
-  %2230 = mul nsw i64 %conv3.j28910, 16
-  %2231 = mul nsw i64 %conv3.ty29011, 4
-  %2232 = add nsw i64 %2230, %2231
-  %2233 = add nsw i64 %2232, %conv3.tx29112
-  %2234 = mul nsw i64 %2233, 16
-  %2235 = add nsw i64 627264, %2234
-  %2236 = mul nsw i64 %conv3.cv29213, 8
-  %2237 = add nsw i64 %2235, %2236
-  %arena248 = getelementptr inbounds float, ptr %arena, i64 %2237
+  %2231 = mul nsw i64 %conv3.j28910, 16
+  %2232 = mul nsw i64 %conv3.ty29011, 4
+  %2233 = add nsw i64 %2231, %2232
+  %2234 = add nsw i64 %2233, %conv3.tx29112
+  %2235 = mul nsw i64 %2234, 16
+  %2236 = add nsw i64 627264, %2235
+  %2237 = mul nsw i64 %conv3.cv29213, 8
+  %2238 = add nsw i64 %2236, %2237
+  %arena248 = getelementptr inbounds float, ptr %arena, i64 %2238
   store <8 x float> %w335, ptr %arena248, align 4
   %w336 = load <8 x float>, ptr %conv3.w336, align 32
-  %2238 = mul nsw i64 %conv3.j28910, 16
-  %2239 = mul nsw i64 %conv3.ty29011, 4
-  %2240 = add nsw i64 %2238, %2239
-  %2241 = add nsw i64 %2240, %conv3.tx29112
-  %2242 = mul nsw i64 %2241, 16
-  %2243 = add nsw i64 627520, %2242
-  %2244 = mul nsw i64 %conv3.cv29213, 8
-  %2245 = add nsw i64 %2243, %2244
-  %arena249 = getelementptr inbounds float, ptr %arena, i64 %2245
+  %2239 = mul nsw i64 %conv3.j28910, 16
+  %2240 = mul nsw i64 %conv3.ty29011, 4
+  %2241 = add nsw i64 %2239, %2240
+  %2242 = add nsw i64 %2241, %conv3.tx29112
+  %2243 = mul nsw i64 %2242, 16
+  %2244 = add nsw i64 627520, %2243
+  %2245 = mul nsw i64 %conv3.cv29213, 8
+  %2246 = add nsw i64 %2244, %2245
+  %arena249 = getelementptr inbounds float, ptr %arena, i64 %2246
   store <8 x float> %w336, ptr %arena249, align 4
   %w337 = load <8 x float>, ptr %conv3.w337, align 32
-  %2246 = mul nsw i64 %conv3.j28910, 16
-  %2247 = mul nsw i64 %conv3.ty29011, 4
-  %2248 = add nsw i64 %2246, %2247
-  %2249 = add nsw i64 %2248, %conv3.tx29112
-  %2250 = mul nsw i64 %2249, 16
-  %2251 = add nsw i64 627776, %2250
-  %2252 = mul nsw i64 %conv3.cv29213, 8
-  %2253 = add nsw i64 %2251, %2252
-  %arena250 = getelementptr inbounds float, ptr %arena, i64 %2253
+  %2247 = mul nsw i64 %conv3.j28910, 16
+  %2248 = mul nsw i64 %conv3.ty29011, 4
+  %2249 = add nsw i64 %2247, %2248
+  %2250 = add nsw i64 %2249, %conv3.tx29112
+  %2251 = mul nsw i64 %2250, 16
+  %2252 = add nsw i64 627776, %2251
+  %2253 = mul nsw i64 %conv3.cv29213, 8
+  %2254 = add nsw i64 %2252, %2253
+  %arena250 = getelementptr inbounds float, ptr %arena, i64 %2254
   store <8 x float> %w337, ptr %arena250, align 4
   %w338 = load <8 x float>, ptr %conv3.w338, align 32
-  %2254 = mul nsw i64 %conv3.j28910, 16
-  %2255 = mul nsw i64 %conv3.ty29011, 4
-  %2256 = add nsw i64 %2254, %2255
-  %2257 = add nsw i64 %2256, %conv3.tx29112
-  %2258 = mul nsw i64 %2257, 16
-  %2259 = add nsw i64 628032, %2258
-  %2260 = mul nsw i64 %conv3.cv29213, 8
-  %2261 = add nsw i64 %2259, %2260
-  %arena251 = getelementptr inbounds float, ptr %arena, i64 %2261
+  %2255 = mul nsw i64 %conv3.j28910, 16
+  %2256 = mul nsw i64 %conv3.ty29011, 4
+  %2257 = add nsw i64 %2255, %2256
+  %2258 = add nsw i64 %2257, %conv3.tx29112
+  %2259 = mul nsw i64 %2258, 16
+  %2260 = add nsw i64 628032, %2259
+  %2261 = mul nsw i64 %conv3.cv29213, 8
+  %2262 = add nsw i64 %2260, %2261
+  %arena251 = getelementptr inbounds float, ptr %arena, i64 %2262
   store <8 x float> %w338, ptr %arena251, align 4
   %w339 = load <8 x float>, ptr %conv3.w339, align 32
-  %2262 = mul nsw i64 %conv3.j28910, 16
-  %2263 = mul nsw i64 %conv3.ty29011, 4
-  %2264 = add nsw i64 %2262, %2263
-  %2265 = add nsw i64 %2264, %conv3.tx29112
-  %2266 = mul nsw i64 %2265, 16
-  %2267 = add nsw i64 628288, %2266
-  %2268 = mul nsw i64 %conv3.cv29213, 8
-  %2269 = add nsw i64 %2267, %2268
-  %arena252 = getelementptr inbounds float, ptr %arena, i64 %2269
+  %2263 = mul nsw i64 %conv3.j28910, 16
+  %2264 = mul nsw i64 %conv3.ty29011, 4
+  %2265 = add nsw i64 %2263, %2264
+  %2266 = add nsw i64 %2265, %conv3.tx29112
+  %2267 = mul nsw i64 %2266, 16
+  %2268 = add nsw i64 628288, %2267
+  %2269 = mul nsw i64 %conv3.cv29213, 8
+  %2270 = add nsw i64 %2268, %2269
+  %arena252 = getelementptr inbounds float, ptr %arena, i64 %2270
   store <8 x float> %w339, ptr %arena252, align 4
   %w340 = load <8 x float>, ptr %conv3.w340, align 32
-  %2270 = mul nsw i64 %conv3.j28910, 16
-  %2271 = mul nsw i64 %conv3.ty29011, 4
-  %2272 = add nsw i64 %2270, %2271
-  %2273 = add nsw i64 %2272, %conv3.tx29112
-  %2274 = mul nsw i64 %2273, 16
-  %2275 = add nsw i64 628544, %2274
-  %2276 = mul nsw i64 %conv3.cv29213, 8
-  %2277 = add nsw i64 %2275, %2276
-  %arena253 = getelementptr inbounds float, ptr %arena, i64 %2277
+  %2271 = mul nsw i64 %conv3.j28910, 16
+  %2272 = mul nsw i64 %conv3.ty29011, 4
+  %2273 = add nsw i64 %2271, %2272
+  %2274 = add nsw i64 %2273, %conv3.tx29112
+  %2275 = mul nsw i64 %2274, 16
+  %2276 = add nsw i64 628544, %2275
+  %2277 = mul nsw i64 %conv3.cv29213, 8
+  %2278 = add nsw i64 %2276, %2277
+  %arena253 = getelementptr inbounds float, ptr %arena, i64 %2278
   store <8 x float> %w340, ptr %arena253, align 4
   %w341 = load <8 x float>, ptr %conv3.w341, align 32
-  %2278 = mul nsw i64 %conv3.j28910, 16
-  %2279 = mul nsw i64 %conv3.ty29011, 4
-  %2280 = add nsw i64 %2278, %2279
-  %2281 = add nsw i64 %2280, %conv3.tx29112
-  %2282 = mul nsw i64 %2281, 16
-  %2283 = add nsw i64 628800, %2282
-  %2284 = mul nsw i64 %conv3.cv29213, 8
-  %2285 = add nsw i64 %2283, %2284
-  %arena254 = getelementptr inbounds float, ptr %arena, i64 %2285
+  %2279 = mul nsw i64 %conv3.j28910, 16
+  %2280 = mul nsw i64 %conv3.ty29011, 4
+  %2281 = add nsw i64 %2279, %2280
+  %2282 = add nsw i64 %2281, %conv3.tx29112
+  %2283 = mul nsw i64 %2282, 16
+  %2284 = add nsw i64 628800, %2283
+  %2285 = mul nsw i64 %conv3.cv29213, 8
+  %2286 = add nsw i64 %2284, %2285
+  %arena254 = getelementptr inbounds float, ptr %arena, i64 %2286
   store <8 x float> %w341, ptr %arena254, align 4
   %w342 = load <8 x float>, ptr %conv3.w342, align 32
-  %2286 = mul nsw i64 %conv3.j28910, 16
-  %2287 = mul nsw i64 %conv3.ty29011, 4
-  %2288 = add nsw i64 %2286, %2287
-  %2289 = add nsw i64 %2288, %conv3.tx29112
-  %2290 = mul nsw i64 %2289, 16
-  %2291 = add nsw i64 629056, %2290
-  %2292 = mul nsw i64 %conv3.cv29213, 8
-  %2293 = add nsw i64 %2291, %2292
-  %arena255 = getelementptr inbounds float, ptr %arena, i64 %2293
+  %2287 = mul nsw i64 %conv3.j28910, 16
+  %2288 = mul nsw i64 %conv3.ty29011, 4
+  %2289 = add nsw i64 %2287, %2288
+  %2290 = add nsw i64 %2289, %conv3.tx29112
+  %2291 = mul nsw i64 %2290, 16
+  %2292 = add nsw i64 629056, %2291
+  %2293 = mul nsw i64 %conv3.cv29213, 8
+  %2294 = add nsw i64 %2292, %2293
+  %arena255 = getelementptr inbounds float, ptr %arena, i64 %2294
   store <8 x float> %w342, ptr %arena255, align 4
   %w343 = load <8 x float>, ptr %conv3.w343, align 32
-  %2294 = mul nsw i64 %conv3.j28910, 16
-  %2295 = mul nsw i64 %conv3.ty29011, 4
-  %2296 = add nsw i64 %2294, %2295
-  %2297 = add nsw i64 %2296, %conv3.tx29112
-  %2298 = mul nsw i64 %2297, 16
-  %2299 = add nsw i64 629312, %2298
-  %2300 = mul nsw i64 %conv3.cv29213, 8
-  %2301 = add nsw i64 %2299, %2300
-  %arena256 = getelementptr inbounds float, ptr %arena, i64 %2301
+  %2295 = mul nsw i64 %conv3.j28910, 16
+  %2296 = mul nsw i64 %conv3.ty29011, 4
+  %2297 = add nsw i64 %2295, %2296
+  %2298 = add nsw i64 %2297, %conv3.tx29112
+  %2299 = mul nsw i64 %2298, 16
+  %2300 = add nsw i64 629312, %2299
+  %2301 = mul nsw i64 %conv3.cv29213, 8
+  %2302 = add nsw i64 %2300, %2301
+  %arena256 = getelementptr inbounds float, ptr %arena, i64 %2302
   store <8 x float> %w343, ptr %arena256, align 4
   %w344 = load <8 x float>, ptr %conv3.w344, align 32
-  %2302 = mul nsw i64 %conv3.j28910, 16
-  %2303 = mul nsw i64 %conv3.ty29011, 4
-  %2304 = add nsw i64 %2302, %2303
-  %2305 = add nsw i64 %2304, %conv3.tx29112
-  %2306 = mul nsw i64 %2305, 16
-  %2307 = add nsw i64 629568, %2306
-  %2308 = mul nsw i64 %conv3.cv29213, 8
-  %2309 = add nsw i64 %2307, %2308
-  %arena257 = getelementptr inbounds float, ptr %arena, i64 %2309
+  %2303 = mul nsw i64 %conv3.j28910, 16
+  %2304 = mul nsw i64 %conv3.ty29011, 4
+  %2305 = add nsw i64 %2303, %2304
+  %2306 = add nsw i64 %2305, %conv3.tx29112
+  %2307 = mul nsw i64 %2306, 16
+  %2308 = add nsw i64 629568, %2307
+  %2309 = mul nsw i64 %conv3.cv29213, 8
+  %2310 = add nsw i64 %2308, %2309
+  %arena257 = getelementptr inbounds float, ptr %arena, i64 %2310
   store <8 x float> %w344, ptr %arena257, align 4
   %w345 = load <8 x float>, ptr %conv3.w345, align 32
-  %2310 = mul nsw i64 %conv3.j28910, 16
-  %2311 = mul nsw i64 %conv3.ty29011, 4
-  %2312 = add nsw i64 %2310, %2311
-  %2313 = add nsw i64 %2312, %conv3.tx29112
-  %2314 = mul nsw i64 %2313, 16
-  %2315 = add nsw i64 629824, %2314
-  %2316 = mul nsw i64 %conv3.cv29213, 8
-  %2317 = add nsw i64 %2315, %2316
-  %arena258 = getelementptr inbounds float, ptr %arena, i64 %2317
+  %2311 = mul nsw i64 %conv3.j28910, 16
+  %2312 = mul nsw i64 %conv3.ty29011, 4
+  %2313 = add nsw i64 %2311, %2312
+  %2314 = add nsw i64 %2313, %conv3.tx29112
+  %2315 = mul nsw i64 %2314, 16
+  %2316 = add nsw i64 629824, %2315
+  %2317 = mul nsw i64 %conv3.cv29213, 8
+  %2318 = add nsw i64 %2316, %2317
+  %arena258 = getelementptr inbounds float, ptr %arena, i64 %2318
   store <8 x float> %w345, ptr %arena258, align 4
   %w346 = load <8 x float>, ptr %conv3.w346, align 32
-  %2318 = mul nsw i64 %conv3.j28910, 16
-  %2319 = mul nsw i64 %conv3.ty29011, 4
-  %2320 = add nsw i64 %2318, %2319
-  %2321 = add nsw i64 %2320, %conv3.tx29112
-  %2322 = mul nsw i64 %2321, 16
-  %2323 = add nsw i64 630080, %2322
-  %2324 = mul nsw i64 %conv3.cv29213, 8
-  %2325 = add nsw i64 %2323, %2324
-  %arena259 = getelementptr inbounds float, ptr %arena, i64 %2325
+  %2319 = mul nsw i64 %conv3.j28910, 16
+  %2320 = mul nsw i64 %conv3.ty29011, 4
+  %2321 = add nsw i64 %2319, %2320
+  %2322 = add nsw i64 %2321, %conv3.tx29112
+  %2323 = mul nsw i64 %2322, 16
+  %2324 = add nsw i64 630080, %2323
+  %2325 = mul nsw i64 %conv3.cv29213, 8
+  %2326 = add nsw i64 %2324, %2325
+  %arena259 = getelementptr inbounds float, ptr %arena, i64 %2326
   store <8 x float> %w346, ptr %arena259, align 4
   %w347 = load <8 x float>, ptr %conv3.w347, align 32
-  %2326 = mul nsw i64 %conv3.j28910, 16
-  %2327 = mul nsw i64 %conv3.ty29011, 4
-  %2328 = add nsw i64 %2326, %2327
-  %2329 = add nsw i64 %2328, %conv3.tx29112
-  %2330 = mul nsw i64 %2329, 16
-  %2331 = add nsw i64 630336, %2330
-  %2332 = mul nsw i64 %conv3.cv29213, 8
-  %2333 = add nsw i64 %2331, %2332
-  %arena260 = getelementptr inbounds float, ptr %arena, i64 %2333
+  %2327 = mul nsw i64 %conv3.j28910, 16
+  %2328 = mul nsw i64 %conv3.ty29011, 4
+  %2329 = add nsw i64 %2327, %2328
+  %2330 = add nsw i64 %2329, %conv3.tx29112
+  %2331 = mul nsw i64 %2330, 16
+  %2332 = add nsw i64 630336, %2331
+  %2333 = mul nsw i64 %conv3.cv29213, 8
+  %2334 = add nsw i64 %2332, %2333
+  %arena260 = getelementptr inbounds float, ptr %arena, i64 %2334
   store <8 x float> %w347, ptr %arena260, align 4
   %w348 = load <8 x float>, ptr %conv3.w348, align 32
-  %2334 = mul nsw i64 %conv3.j28910, 16
-  %2335 = mul nsw i64 %conv3.ty29011, 4
-  %2336 = add nsw i64 %2334, %2335
-  %2337 = add nsw i64 %2336, %conv3.tx29112
-  %2338 = mul nsw i64 %2337, 16
-  %2339 = add nsw i64 630592, %2338
-  %2340 = mul nsw i64 %conv3.cv29213, 8
-  %2341 = add nsw i64 %2339, %2340
-  %arena261 = getelementptr inbounds float, ptr %arena, i64 %2341
+  %2335 = mul nsw i64 %conv3.j28910, 16
+  %2336 = mul nsw i64 %conv3.ty29011, 4
+  %2337 = add nsw i64 %2335, %2336
+  %2338 = add nsw i64 %2337, %conv3.tx29112
+  %2339 = mul nsw i64 %2338, 16
+  %2340 = add nsw i64 630592, %2339
+  %2341 = mul nsw i64 %conv3.cv29213, 8
+  %2342 = add nsw i64 %2340, %2341
+  %arena261 = getelementptr inbounds float, ptr %arena, i64 %2342
   store <8 x float> %w348, ptr %arena261, align 4
   %w349 = load <8 x float>, ptr %conv3.w349, align 32
-  %2342 = mul nsw i64 %conv3.j28910, 16
-  %2343 = mul nsw i64 %conv3.ty29011, 4
-  %2344 = add nsw i64 %2342, %2343
-  %2345 = add nsw i64 %2344, %conv3.tx29112
-  %2346 = mul nsw i64 %2345, 16
-  %2347 = add nsw i64 630848, %2346
-  %2348 = mul nsw i64 %conv3.cv29213, 8
-  %2349 = add nsw i64 %2347, %2348
-  %arena262 = getelementptr inbounds float, ptr %arena, i64 %2349
+  %2343 = mul nsw i64 %conv3.j28910, 16
+  %2344 = mul nsw i64 %conv3.ty29011, 4
+  %2345 = add nsw i64 %2343, %2344
+  %2346 = add nsw i64 %2345, %conv3.tx29112
+  %2347 = mul nsw i64 %2346, 16
+  %2348 = add nsw i64 630848, %2347
+  %2349 = mul nsw i64 %conv3.cv29213, 8
+  %2350 = add nsw i64 %2348, %2349
+  %arena262 = getelementptr inbounds float, ptr %arena, i64 %2350
   store <8 x float> %w349, ptr %arena262, align 4
   %w350 = load <8 x float>, ptr %conv3.w350, align 32
-  %2350 = mul nsw i64 %conv3.j28910, 16
-  %2351 = mul nsw i64 %conv3.ty29011, 4
-  %2352 = add nsw i64 %2350, %2351
-  %2353 = add nsw i64 %2352, %conv3.tx29112
-  %2354 = mul nsw i64 %2353, 16
-  %2355 = add nsw i64 631104, %2354
-  %2356 = mul nsw i64 %conv3.cv29213, 8
-  %2357 = add nsw i64 %2355, %2356
-  %arena263 = getelementptr inbounds float, ptr %arena, i64 %2357
+  %2351 = mul nsw i64 %conv3.j28910, 16
+  %2352 = mul nsw i64 %conv3.ty29011, 4
+  %2353 = add nsw i64 %2351, %2352
+  %2354 = add nsw i64 %2353, %conv3.tx29112
+  %2355 = mul nsw i64 %2354, 16
+  %2356 = add nsw i64 631104, %2355
+  %2357 = mul nsw i64 %conv3.cv29213, 8
+  %2358 = add nsw i64 %2356, %2357
+  %arena263 = getelementptr inbounds float, ptr %arena, i64 %2358
   store <8 x float> %w350, ptr %arena263, align 4
   %w351 = load <8 x float>, ptr %conv3.w351, align 32
-  %2358 = mul nsw i64 %conv3.j28910, 16
-  %2359 = mul nsw i64 %conv3.ty29011, 4
-  %2360 = add nsw i64 %2358, %2359
-  %2361 = add nsw i64 %2360, %conv3.tx29112
-  %2362 = mul nsw i64 %2361, 16
-  %2363 = add nsw i64 631360, %2362
-  %2364 = mul nsw i64 %conv3.cv29213, 8
-  %2365 = add nsw i64 %2363, %2364
-  %arena264 = getelementptr inbounds float, ptr %arena, i64 %2365
+  %2359 = mul nsw i64 %conv3.j28910, 16
+  %2360 = mul nsw i64 %conv3.ty29011, 4
+  %2361 = add nsw i64 %2359, %2360
+  %2362 = add nsw i64 %2361, %conv3.tx29112
+  %2363 = mul nsw i64 %2362, 16
+  %2364 = add nsw i64 631360, %2363
+  %2365 = mul nsw i64 %conv3.cv29213, 8
+  %2366 = add nsw i64 %2364, %2365
+  %arena264 = getelementptr inbounds float, ptr %arena, i64 %2366
   store <8 x float> %w351, ptr %arena264, align 4
   %w352 = load <8 x float>, ptr %conv3.w352, align 32
-  %2366 = mul nsw i64 %conv3.j28910, 16
-  %2367 = mul nsw i64 %conv3.ty29011, 4
-  %2368 = add nsw i64 %2366, %2367
-  %2369 = add nsw i64 %2368, %conv3.tx29112
-  %2370 = mul nsw i64 %2369, 16
-  %2371 = add nsw i64 631616, %2370
-  %2372 = mul nsw i64 %conv3.cv29213, 8
-  %2373 = add nsw i64 %2371, %2372
-  %arena265 = getelementptr inbounds float, ptr %arena, i64 %2373
+  %2367 = mul nsw i64 %conv3.j28910, 16
+  %2368 = mul nsw i64 %conv3.ty29011, 4
+  %2369 = add nsw i64 %2367, %2368
+  %2370 = add nsw i64 %2369, %conv3.tx29112
+  %2371 = mul nsw i64 %2370, 16
+  %2372 = add nsw i64 631616, %2371
+  %2373 = mul nsw i64 %conv3.cv29213, 8
+  %2374 = add nsw i64 %2372, %2373
+  %arena265 = getelementptr inbounds float, ptr %arena, i64 %2374
   store <8 x float> %w352, ptr %arena265, align 4
   %w353 = load <8 x float>, ptr %conv3.w353, align 32
-  %2374 = mul nsw i64 %conv3.j28910, 16
-  %2375 = mul nsw i64 %conv3.ty29011, 4
-  %2376 = add nsw i64 %2374, %2375
-  %2377 = add nsw i64 %2376, %conv3.tx29112
-  %2378 = mul nsw i64 %2377, 16
-  %2379 = add nsw i64 631872, %2378
-  %2380 = mul nsw i64 %conv3.cv29213, 8
-  %2381 = add nsw i64 %2379, %2380
-  %arena266 = getelementptr inbounds float, ptr %arena, i64 %2381
+  %2375 = mul nsw i64 %conv3.j28910, 16
+  %2376 = mul nsw i64 %conv3.ty29011, 4
+  %2377 = add nsw i64 %2375, %2376
+  %2378 = add nsw i64 %2377, %conv3.tx29112
+  %2379 = mul nsw i64 %2378, 16
+  %2380 = add nsw i64 631872, %2379
+  %2381 = mul nsw i64 %conv3.cv29213, 8
+  %2382 = add nsw i64 %2380, %2381
+  %arena266 = getelementptr inbounds float, ptr %arena, i64 %2382
   store <8 x float> %w353, ptr %arena266, align 4
   %w354 = load <8 x float>, ptr %conv3.w354, align 32
-  %2382 = mul nsw i64 %conv3.j28910, 16
-  %2383 = mul nsw i64 %conv3.ty29011, 4
-  %2384 = add nsw i64 %2382, %2383
-  %2385 = add nsw i64 %2384, %conv3.tx29112
-  %2386 = mul nsw i64 %2385, 16
-  %2387 = add nsw i64 632128, %2386
-  %2388 = mul nsw i64 %conv3.cv29213, 8
-  %2389 = add nsw i64 %2387, %2388
-  %arena267 = getelementptr inbounds float, ptr %arena, i64 %2389
+  %2383 = mul nsw i64 %conv3.j28910, 16
+  %2384 = mul nsw i64 %conv3.ty29011, 4
+  %2385 = add nsw i64 %2383, %2384
+  %2386 = add nsw i64 %2385, %conv3.tx29112
+  %2387 = mul nsw i64 %2386, 16
+  %2388 = add nsw i64 632128, %2387
+  %2389 = mul nsw i64 %conv3.cv29213, 8
+  %2390 = add nsw i64 %2388, %2389
+  %arena267 = getelementptr inbounds float, ptr %arena, i64 %2390
   store <8 x float> %w354, ptr %arena267, align 4
   %w355 = load <8 x float>, ptr %conv3.w355, align 32
-  %2390 = mul nsw i64 %conv3.j28910, 16
-  %2391 = mul nsw i64 %conv3.ty29011, 4
-  %2392 = add nsw i64 %2390, %2391
-  %2393 = add nsw i64 %2392, %conv3.tx29112
-  %2394 = mul nsw i64 %2393, 16
-  %2395 = add nsw i64 632384, %2394
-  %2396 = mul nsw i64 %conv3.cv29213, 8
-  %2397 = add nsw i64 %2395, %2396
-  %arena268 = getelementptr inbounds float, ptr %arena, i64 %2397
+  %2391 = mul nsw i64 %conv3.j28910, 16
+  %2392 = mul nsw i64 %conv3.ty29011, 4
+  %2393 = add nsw i64 %2391, %2392
+  %2394 = add nsw i64 %2393, %conv3.tx29112
+  %2395 = mul nsw i64 %2394, 16
+  %2396 = add nsw i64 632384, %2395
+  %2397 = mul nsw i64 %conv3.cv29213, 8
+  %2398 = add nsw i64 %2396, %2397
+  %arena268 = getelementptr inbounds float, ptr %arena, i64 %2398
   store <8 x float> %w355, ptr %arena268, align 4
   %w356 = load <8 x float>, ptr %conv3.w356, align 32
-  %2398 = mul nsw i64 %conv3.j28910, 16
-  %2399 = mul nsw i64 %conv3.ty29011, 4
-  %2400 = add nsw i64 %2398, %2399
-  %2401 = add nsw i64 %2400, %conv3.tx29112
-  %2402 = mul nsw i64 %2401, 16
-  %2403 = add nsw i64 632640, %2402
-  %2404 = mul nsw i64 %conv3.cv29213, 8
-  %2405 = add nsw i64 %2403, %2404
-  %arena269 = getelementptr inbounds float, ptr %arena, i64 %2405
+  %2399 = mul nsw i64 %conv3.j28910, 16
+  %2400 = mul nsw i64 %conv3.ty29011, 4
+  %2401 = add nsw i64 %2399, %2400
+  %2402 = add nsw i64 %2401, %conv3.tx29112
+  %2403 = mul nsw i64 %2402, 16
+  %2404 = add nsw i64 632640, %2403
+  %2405 = mul nsw i64 %conv3.cv29213, 8
+  %2406 = add nsw i64 %2404, %2405
+  %arena269 = getelementptr inbounds float, ptr %arena, i64 %2406
   store <8 x float> %w356, ptr %arena269, align 4
   %w357 = load <8 x float>, ptr %conv3.w357, align 32
-  %2406 = mul nsw i64 %conv3.j28910, 16
-  %2407 = mul nsw i64 %conv3.ty29011, 4
-  %2408 = add nsw i64 %2406, %2407
-  %2409 = add nsw i64 %2408, %conv3.tx29112
-  %2410 = mul nsw i64 %2409, 16
-  %2411 = add nsw i64 632896, %2410
-  %2412 = mul nsw i64 %conv3.cv29213, 8
-  %2413 = add nsw i64 %2411, %2412
-  %arena270 = getelementptr inbounds float, ptr %arena, i64 %2413
+  %2407 = mul nsw i64 %conv3.j28910, 16
+  %2408 = mul nsw i64 %conv3.ty29011, 4
+  %2409 = add nsw i64 %2407, %2408
+  %2410 = add nsw i64 %2409, %conv3.tx29112
+  %2411 = mul nsw i64 %2410, 16
+  %2412 = add nsw i64 632896, %2411
+  %2413 = mul nsw i64 %conv3.cv29213, 8
+  %2414 = add nsw i64 %2412, %2413
+  %arena270 = getelementptr inbounds float, ptr %arena, i64 %2414
   store <8 x float> %w357, ptr %arena270, align 4
   %w358 = load <8 x float>, ptr %conv3.w358, align 32
-  %2414 = mul nsw i64 %conv3.j28910, 16
-  %2415 = mul nsw i64 %conv3.ty29011, 4
-  %2416 = add nsw i64 %2414, %2415
-  %2417 = add nsw i64 %2416, %conv3.tx29112
-  %2418 = mul nsw i64 %2417, 16
-  %2419 = add nsw i64 633152, %2418
-  %2420 = mul nsw i64 %conv3.cv29213, 8
-  %2421 = add nsw i64 %2419, %2420
-  %arena271 = getelementptr inbounds float, ptr %arena, i64 %2421
+  %2415 = mul nsw i64 %conv3.j28910, 16
+  %2416 = mul nsw i64 %conv3.ty29011, 4
+  %2417 = add nsw i64 %2415, %2416
+  %2418 = add nsw i64 %2417, %conv3.tx29112
+  %2419 = mul nsw i64 %2418, 16
+  %2420 = add nsw i64 633152, %2419
+  %2421 = mul nsw i64 %conv3.cv29213, 8
+  %2422 = add nsw i64 %2420, %2421
+  %arena271 = getelementptr inbounds float, ptr %arena, i64 %2422
   store <8 x float> %w358, ptr %arena271, align 4
   %w359 = load <8 x float>, ptr %conv3.w359, align 32
-  %2422 = mul nsw i64 %conv3.j28910, 16
-  %2423 = mul nsw i64 %conv3.ty29011, 4
-  %2424 = add nsw i64 %2422, %2423
-  %2425 = add nsw i64 %2424, %conv3.tx29112
-  %2426 = mul nsw i64 %2425, 16
-  %2427 = add nsw i64 633408, %2426
-  %2428 = mul nsw i64 %conv3.cv29213, 8
-  %2429 = add nsw i64 %2427, %2428
-  %arena272 = getelementptr inbounds float, ptr %arena, i64 %2429
+  %2423 = mul nsw i64 %conv3.j28910, 16
+  %2424 = mul nsw i64 %conv3.ty29011, 4
+  %2425 = add nsw i64 %2423, %2424
+  %2426 = add nsw i64 %2425, %conv3.tx29112
+  %2427 = mul nsw i64 %2426, 16
+  %2428 = add nsw i64 633408, %2427
+  %2429 = mul nsw i64 %conv3.cv29213, 8
+  %2430 = add nsw i64 %2428, %2429
+  %arena272 = getelementptr inbounds float, ptr %arena, i64 %2430
   store <8 x float> %w359, ptr %arena272, align 4
   %w360 = load <8 x float>, ptr %conv3.w360, align 32
-  %2430 = mul nsw i64 %conv3.j28910, 16
-  %2431 = mul nsw i64 %conv3.ty29011, 4
-  %2432 = add nsw i64 %2430, %2431
-  %2433 = add nsw i64 %2432, %conv3.tx29112
-  %2434 = mul nsw i64 %2433, 16
-  %2435 = add nsw i64 633664, %2434
-  %2436 = mul nsw i64 %conv3.cv29213, 8
-  %2437 = add nsw i64 %2435, %2436
-  %arena273 = getelementptr inbounds float, ptr %arena, i64 %2437
+  %2431 = mul nsw i64 %conv3.j28910, 16
+  %2432 = mul nsw i64 %conv3.ty29011, 4
+  %2433 = add nsw i64 %2431, %2432
+  %2434 = add nsw i64 %2433, %conv3.tx29112
+  %2435 = mul nsw i64 %2434, 16
+  %2436 = add nsw i64 633664, %2435
+  %2437 = mul nsw i64 %conv3.cv29213, 8
+  %2438 = add nsw i64 %2436, %2437
+  %arena273 = getelementptr inbounds float, ptr %arena, i64 %2438
   store <8 x float> %w360, ptr %arena273, align 4
   %w361 = load <8 x float>, ptr %conv3.w361, align 32
-  %2438 = mul nsw i64 %conv3.j28910, 16
-  %2439 = mul nsw i64 %conv3.ty29011, 4
-  %2440 = add nsw i64 %2438, %2439
-  %2441 = add nsw i64 %2440, %conv3.tx29112
-  %2442 = mul nsw i64 %2441, 16
-  %2443 = add nsw i64 633920, %2442
-  %2444 = mul nsw i64 %conv3.cv29213, 8
-  %2445 = add nsw i64 %2443, %2444
-  %arena274 = getelementptr inbounds float, ptr %arena, i64 %2445
+  %2439 = mul nsw i64 %conv3.j28910, 16
+  %2440 = mul nsw i64 %conv3.ty29011, 4
+  %2441 = add nsw i64 %2439, %2440
+  %2442 = add nsw i64 %2441, %conv3.tx29112
+  %2443 = mul nsw i64 %2442, 16
+  %2444 = add nsw i64 633920, %2443
+  %2445 = mul nsw i64 %conv3.cv29213, 8
+  %2446 = add nsw i64 %2444, %2445
+  %arena274 = getelementptr inbounds float, ptr %arena, i64 %2446
   store <8 x float> %w361, ptr %arena274, align 4
   %w362 = load <8 x float>, ptr %conv3.w362, align 32
-  %2446 = mul nsw i64 %conv3.j28910, 16
-  %2447 = mul nsw i64 %conv3.ty29011, 4
-  %2448 = add nsw i64 %2446, %2447
-  %2449 = add nsw i64 %2448, %conv3.tx29112
-  %2450 = mul nsw i64 %2449, 16
-  %2451 = add nsw i64 634176, %2450
-  %2452 = mul nsw i64 %conv3.cv29213, 8
-  %2453 = add nsw i64 %2451, %2452
-  %arena275 = getelementptr inbounds float, ptr %arena, i64 %2453
+  %2447 = mul nsw i64 %conv3.j28910, 16
+  %2448 = mul nsw i64 %conv3.ty29011, 4
+  %2449 = add nsw i64 %2447, %2448
+  %2450 = add nsw i64 %2449, %conv3.tx29112
+  %2451 = mul nsw i64 %2450, 16
+  %2452 = add nsw i64 634176, %2451
+  %2453 = mul nsw i64 %conv3.cv29213, 8
+  %2454 = add nsw i64 %2452, %2453
+  %arena275 = getelementptr inbounds float, ptr %arena, i64 %2454
   store <8 x float> %w362, ptr %arena275, align 4
   %w363 = load <8 x float>, ptr %conv3.w363, align 32
-  %2454 = mul nsw i64 %conv3.j28910, 16
-  %2455 = mul nsw i64 %conv3.ty29011, 4
-  %2456 = add nsw i64 %2454, %2455
-  %2457 = add nsw i64 %2456, %conv3.tx29112
-  %2458 = mul nsw i64 %2457, 16
-  %2459 = add nsw i64 634432, %2458
-  %2460 = mul nsw i64 %conv3.cv29213, 8
-  %2461 = add nsw i64 %2459, %2460
-  %arena276 = getelementptr inbounds float, ptr %arena, i64 %2461
+  %2455 = mul nsw i64 %conv3.j28910, 16
+  %2456 = mul nsw i64 %conv3.ty29011, 4
+  %2457 = add nsw i64 %2455, %2456
+  %2458 = add nsw i64 %2457, %conv3.tx29112
+  %2459 = mul nsw i64 %2458, 16
+  %2460 = add nsw i64 634432, %2459
+  %2461 = mul nsw i64 %conv3.cv29213, 8
+  %2462 = add nsw i64 %2460, %2461
+  %arena276 = getelementptr inbounds float, ptr %arena, i64 %2462
   store <8 x float> %w363, ptr %arena276, align 4
   %w364 = load <8 x float>, ptr %conv3.w364, align 32
-  %2462 = mul nsw i64 %conv3.j28910, 16
-  %2463 = mul nsw i64 %conv3.ty29011, 4
-  %2464 = add nsw i64 %2462, %2463
-  %2465 = add nsw i64 %2464, %conv3.tx29112
-  %2466 = mul nsw i64 %2465, 16
-  %2467 = add nsw i64 634688, %2466
-  %2468 = mul nsw i64 %conv3.cv29213, 8
-  %2469 = add nsw i64 %2467, %2468
-  %arena277 = getelementptr inbounds float, ptr %arena, i64 %2469
+  %2463 = mul nsw i64 %conv3.j28910, 16
+  %2464 = mul nsw i64 %conv3.ty29011, 4
+  %2465 = add nsw i64 %2463, %2464
+  %2466 = add nsw i64 %2465, %conv3.tx29112
+  %2467 = mul nsw i64 %2466, 16
+  %2468 = add nsw i64 634688, %2467
+  %2469 = mul nsw i64 %conv3.cv29213, 8
+  %2470 = add nsw i64 %2468, %2469
+  %arena277 = getelementptr inbounds float, ptr %arena, i64 %2470
   store <8 x float> %w364, ptr %arena277, align 4
   %cv292.next = add nsw i64 %conv3.cv29213, 1
-  %2470 = icmp slt i64 %cv292.next, 2
-  br i1 %2470, label %conv3.cv292, label %conv3.cv292.end
+  %2471 = icmp slt i64 %cv292.next, 2
+  br i1 %2471, label %conv3.cv292, label %conv3.cv292.end
 
 conv3.cv292.end:                                  ; preds = %conv3.cv292
   %tx291.next = add nsw i64 %conv3.tx29112, 1
-  %2471 = icmp slt i64 %tx291.next, 4
-  br i1 %2471, label %conv3.tx291, label %conv3.tx291.end
+  %2472 = icmp slt i64 %tx291.next, 4
+  br i1 %2472, label %conv3.tx291, label %conv3.tx291.end
 
 conv3.part365.pool:                               ; preds = %conv3.j289.end
   %run = load ptr, ptr %pool, align 8
@@ -28993,22 +29016,22 @@ conv3.part365.serial:                             ; preds = %conv3.j289.end
 
 conv3.part365.done:                               ; preds = %conv3.part365.end, %conv3.part365.pool
   %g284.next = add nsw i64 %conv3.g2843, 1
-  %2472 = icmp slt i64 %g284.next, 64
-  br i1 %2472, label %conv3.g284, label %conv3.g284.end
+  %2473 = icmp slt i64 %g284.next, 64
+  br i1 %2473, label %conv3.g284, label %conv3.g284.end
 
 conv3.part365:                                    ; preds = %conv3.part365, %conv3.part365.serial
   %conv3.part365278 = phi i64 [ 0, %conv3.part365.serial ], [ %part365.next, %conv3.part365 ]
-  call void @residual_infer_b64.k4.conv3.part365(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv3.g2843, i64 %conv3.part365278)
+  call void @residual_infer_b64.k4.conv3.part365(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv3.g2843, i64 %conv3.part365278)
   %part365.next = add nsw i64 %conv3.part365278, 1
-  %2473 = icmp slt i64 %part365.next, 2
-  br i1 %2473, label %conv3.part365, label %conv3.part365.end
+  %2474 = icmp slt i64 %part365.next, 2
+  br i1 %2474, label %conv3.part365, label %conv3.part365.end
 
 conv3.part365.end:                                ; preds = %conv3.part365
   br label %conv3.part365.done
 }
 
 ; Function Attrs: noinline
-define internal void @residual_infer_b64.k4.conv3.part365(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
+define internal void @residual_infer_b64.k4.conv3.part365(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
 entry:
   %conv3.w497 = alloca <8 x float>, align 32
   %conv3.w496 = alloca <8 x float>, align 32
@@ -29122,7 +29145,7 @@ entry:
 
 conv3.xi366:                                      ; preds = %conv3.xi366, %entry
   %conv3.xi3661 = phi i64 [ 0, %entry ], [ %xi366.next, %conv3.xi366 ]
-  call void @residual_infer_b64.k4.conv3.part365.gemm373(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv3.xi3661, i64 %1)
+  call void @residual_infer_b64.k4.conv3.part365.gemm373(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv3.xi3661, i64 %1)
   %xi366.next = add nsw i64 %conv3.xi3661, 1
   %2 = icmp slt i64 %xi366.next, 36
   br i1 %2, label %conv3.xi366, label %conv3.xi366.end
@@ -35338,7 +35361,7 @@ conv3.c500.end:                                   ; preds = %conv3.c500
 }
 
 ; Function Attrs: noinline
-define internal void @residual_infer_b64.k4.conv3.part365.gemm373(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
+define internal void @residual_infer_b64.k4.conv3.part365.gemm373(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
 entry:
   %conv3.t371_a3 = alloca <8 x float>, align 32
   %conv3.t371_a2 = alloca <8 x float>, align 32
@@ -35413,18 +35436,18 @@ conv3.mb368.end:                                  ; preds = %conv3.k370.end
 conv3.k370:                                       ; preds = %conv3.k370, %conv3.mb368
   %conv3.k3703 = phi i64 [ 0, %conv3.mb368 ], [ %k370.next, %conv3.k370 ]
   %2 = mul nsw i64 %0, 512
-  %3 = add nsw i64 2417664, %2
+  %3 = add nsw i64 9216, %2
   %4 = mul nsw i64 %1, 16
   %5 = add nsw i64 %3, %4
   %6 = mul nsw i64 %conv3.k3703, 32
   %7 = add nsw i64 %5, %6
   %8 = mul nsw i64 %conv3.nb3671, 16
   %9 = add nsw i64 %7, %8
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %9
-  %10 = load <8 x float>, ptr %arena4, align 4
+  %prepared4 = getelementptr inbounds float, ptr %prepared, i64 %9
+  %10 = load <8 x float>, ptr %prepared4, align 4
   store <8 x float> %10, ptr %conv3.t369_b0, align 32
   %11 = mul nsw i64 %0, 512
-  %12 = add nsw i64 2417664, %11
+  %12 = add nsw i64 9216, %11
   %13 = mul nsw i64 %1, 16
   %14 = add nsw i64 %12, %13
   %15 = mul nsw i64 %conv3.k3703, 32
@@ -35432,8 +35455,8 @@ conv3.k370:                                       ; preds = %conv3.k370, %conv3.
   %17 = mul nsw i64 %conv3.nb3671, 16
   %18 = add nsw i64 %16, %17
   %19 = add nsw i64 %18, 8
-  %arena5 = getelementptr inbounds float, ptr %arena, i64 %19
-  %20 = load <8 x float>, ptr %arena5, align 4
+  %prepared5 = getelementptr inbounds float, ptr %prepared, i64 %19
+  %20 = load <8 x float>, ptr %prepared5, align 4
   store <8 x float> %20, ptr %conv3.t369_b1, align 32
   %21 = mul nsw i64 %0, 256
   %22 = add nsw i64 625728, %21
@@ -35738,18 +35761,18 @@ conv3.k370.end:                                   ; preds = %conv3.k370
 conv3.k372:                                       ; preds = %conv3.k372, %conv3.mb368.end
   %conv3.k37252 = phi i64 [ 0, %conv3.mb368.end ], [ %k372.next, %conv3.k372 ]
   %218 = mul nsw i64 %0, 512
-  %219 = add nsw i64 2417664, %218
+  %219 = add nsw i64 9216, %218
   %220 = mul nsw i64 %1, 16
   %221 = add nsw i64 %219, %220
   %222 = mul nsw i64 %conv3.k37252, 32
   %223 = add nsw i64 %221, %222
   %224 = mul nsw i64 %conv3.nb3671, 16
   %225 = add nsw i64 %223, %224
-  %arena53 = getelementptr inbounds float, ptr %arena, i64 %225
-  %226 = load <8 x float>, ptr %arena53, align 4
+  %prepared53 = getelementptr inbounds float, ptr %prepared, i64 %225
+  %226 = load <8 x float>, ptr %prepared53, align 4
   store <8 x float> %226, ptr %conv3.t371_b0, align 32
   %227 = mul nsw i64 %0, 512
-  %228 = add nsw i64 2417664, %227
+  %228 = add nsw i64 9216, %227
   %229 = mul nsw i64 %1, 16
   %230 = add nsw i64 %228, %229
   %231 = mul nsw i64 %conv3.k37252, 32
@@ -35757,8 +35780,8 @@ conv3.k372:                                       ; preds = %conv3.k372, %conv3.
   %233 = mul nsw i64 %conv3.nb3671, 16
   %234 = add nsw i64 %232, %233
   %235 = add nsw i64 %234, 8
-  %arena54 = getelementptr inbounds float, ptr %arena, i64 %235
-  %236 = load <8 x float>, ptr %arena54, align 4
+  %prepared54 = getelementptr inbounds float, ptr %prepared, i64 %235
+  %236 = load <8 x float>, ptr %prepared54, align 4
   store <8 x float> %236, ptr %conv3.t371_b1, align 32
   %237 = mul nsw i64 %0, 256
   %238 = add nsw i64 625728, %237
@@ -35932,62 +35955,66 @@ conv3.k372.end:                                   ; preds = %conv3.k372
 
 define internal void @residual_infer_b64.k4.conv3.part365.task(ptr %0, i64 %1) {
 entry:
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
   %3 = load ptr, ptr %2, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 1
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 1
   %5 = load ptr, ptr %4, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 2
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 2
   %7 = load ptr, ptr %6, align 8
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 3
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 3
   %9 = load ptr, ptr %8, align 8
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 4
   %11 = load ptr, ptr %10, align 8
-  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 5
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 5
   %13 = load ptr, ptr %12, align 8
-  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 6
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 6
   %15 = load ptr, ptr %14, align 8
-  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 7
-  %17 = load float, ptr %16, align 4
-  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 8
-  %19 = load i64, ptr %18, align 4
-  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 9
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 7
+  %17 = load ptr, ptr %16, align 8
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 8
+  %19 = load float, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 9
   %21 = load i64, ptr %20, align 4
-  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 10
-  %23 = load ptr, ptr %22, align 8
-  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
-  %25 = load i64, ptr %24, align 4
-  call void @residual_infer_b64.k4.conv3.part365(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 10
+  %23 = load i64, ptr %22, align 4
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
+  %25 = load ptr, ptr %24, align 8
+  %26 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 12
+  %27 = load i64, ptr %26, align 4
+  call void @residual_infer_b64.k4.conv3.part365(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, ptr %17, float %19, i64 %21, i64 %23, ptr %25, i64 %27, i64 %1)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @residual_infer_b64.k5.gap(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @residual_infer_b64.k5.gap(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %part501.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
-  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part501.context, i32 0, i32 0
+  %part501.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
+  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part501.context, i32 0, i32 0
   store ptr %params, ptr %0, align 8
-  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part501.context, i32 0, i32 1
+  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part501.context, i32 0, i32 1
   store ptr %grads, ptr %1, align 8
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part501.context, i32 0, i32 2
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part501.context, i32 0, i32 2
   store ptr %m, ptr %2, align 8
-  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part501.context, i32 0, i32 3
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part501.context, i32 0, i32 3
   store ptr %v, ptr %3, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part501.context, i32 0, i32 4
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part501.context, i32 0, i32 4
   store ptr %arena, ptr %4, align 8
-  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part501.context, i32 0, i32 5
-  store ptr %images, ptr %5, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part501.context, i32 0, i32 6
-  store ptr %labels, ptr %6, align 8
-  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part501.context, i32 0, i32 7
-  store float %lr, ptr %7, align 4
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part501.context, i32 0, i32 8
-  store i64 %step, ptr %8, align 4
-  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part501.context, i32 0, i32 9
-  store i64 %seed, ptr %9, align 4
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part501.context, i32 0, i32 10
-  store ptr %pool, ptr %10, align 8
-  %11 = icmp eq ptr %pool, null
-  br i1 %11, label %gap.part501.serial, label %gap.part501.pool
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part501.context, i32 0, i32 5
+  store ptr %prepared, ptr %5, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part501.context, i32 0, i32 6
+  store ptr %images, ptr %6, align 8
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part501.context, i32 0, i32 7
+  store ptr %labels, ptr %7, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part501.context, i32 0, i32 8
+  store float %lr, ptr %8, align 4
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part501.context, i32 0, i32 9
+  store i64 %step, ptr %9, align 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part501.context, i32 0, i32 10
+  store i64 %seed, ptr %10, align 4
+  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part501.context, i32 0, i32 11
+  store ptr %pool, ptr %11, align 8
+  %12 = icmp eq ptr %pool, null
+  br i1 %12, label %gap.part501.serial, label %gap.part501.pool
 
 gap.part501.pool:                                 ; preds = %entry
   %run = load ptr, ptr %pool, align 8
@@ -36002,17 +36029,17 @@ gap.part501.done:                                 ; preds = %gap.part501.end, %g
 
 gap.part501:                                      ; preds = %gap.part501, %gap.part501.serial
   %gap.part5011 = phi i64 [ 0, %gap.part501.serial ], [ %part501.next, %gap.part501 ]
-  call void @residual_infer_b64.k5.gap.part501(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %gap.part5011)
+  call void @residual_infer_b64.k5.gap.part501(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %gap.part5011)
   %part501.next = add nsw i64 %gap.part5011, 1
-  %12 = icmp slt i64 %part501.next, 2
-  br i1 %12, label %gap.part501, label %gap.part501.end
+  %13 = icmp slt i64 %part501.next, 2
+  br i1 %13, label %gap.part501, label %gap.part501.end
 
 gap.part501.end:                                  ; preds = %gap.part501
   br label %gap.part501.done
 }
 
 ; Function Attrs: noinline
-define internal void @residual_infer_b64.k5.gap.part501(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+define internal void @residual_infer_b64.k5.gap.part501(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
 entry:
   %gap.acc504 = alloca <8 x float>, align 32
   br label %gap.b502
@@ -36070,40 +36097,42 @@ gap.p505.end:                                     ; preds = %gap.p505
 
 define internal void @residual_infer_b64.k5.gap.part501.task(ptr %0, i64 %1) {
 entry:
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
   %3 = load ptr, ptr %2, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
   %5 = load ptr, ptr %4, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
   %7 = load ptr, ptr %6, align 8
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
   %9 = load ptr, ptr %8, align 8
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
   %11 = load ptr, ptr %10, align 8
-  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
   %13 = load ptr, ptr %12, align 8
-  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
   %15 = load ptr, ptr %14, align 8
-  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
-  %17 = load float, ptr %16, align 4
-  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
-  %19 = load i64, ptr %18, align 4
-  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
+  %17 = load ptr, ptr %16, align 8
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
+  %19 = load float, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
   %21 = load i64, ptr %20, align 4
-  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
-  %23 = load ptr, ptr %22, align 8
-  call void @residual_infer_b64.k5.gap.part501(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
+  %23 = load i64, ptr %22, align 4
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 11
+  %25 = load ptr, ptr %24, align 8
+  call void @residual_infer_b64.k5.gap.part501(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, ptr %17, float %19, i64 %21, i64 %23, ptr %25, i64 %1)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @residual_infer_b64.k6.flat(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @residual_infer_b64.k6.flat(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @residual_infer_b64.k7.fc(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @residual_infer_b64.k7.fc(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %arena1 = getelementptr inbounds float, ptr %arena, i64 0
   %params2 = getelementptr inbounds float, ptr %params, i64 7120

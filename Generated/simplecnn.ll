@@ -3,38 +3,38 @@
 source_filename = "simplecnn"
 target triple = "x86_64-unknown-linux-gnu"
 
-define void @simplecnn_train_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
+define void @simplecnn_train_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
 entry:
-  call void @simplecnn_train_b64.k0.conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @simplecnn_train_b64.k1.conv2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @simplecnn_train_b64.k2.flat(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @simplecnn_train_b64.k3.fc1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @simplecnn_train_b64.k4.drop(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @simplecnn_train_b64.k5.fc2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @simplecnn_train_b64.k6.loss(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @simplecnn_train_b64.k7.fc2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @simplecnn_train_b64.k8.fc2_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @simplecnn_train_b64.k9.fc2_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @simplecnn_train_b64.k10.drop_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @simplecnn_train_b64.k11.relu3_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @simplecnn_train_b64.k12.fc1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @simplecnn_train_b64.k13.fc1_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @simplecnn_train_b64.k14.fc1_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @simplecnn_train_b64.k15.flat_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @simplecnn_train_b64.k16.pool2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @simplecnn_train_b64.k17.conv2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @simplecnn_train_b64.k18.conv2_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @simplecnn_train_b64.k19.conv2_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @simplecnn_train_b64.k20.pool1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @simplecnn_train_b64.k21.conv1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @simplecnn_train_b64.k22.conv1_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @simplecnn_train_b64.k23.conv1_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @simplecnn_train_b64.k24.adam(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k0.conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k1.conv2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k2.flat(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k3.fc1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k4.drop(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k5.fc2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k6.loss(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k7.fc2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k8.fc2_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k9.fc2_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k10.drop_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k11.relu3_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k12.fc1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k13.fc1_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k14.fc1_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k15.flat_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k16.pool2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k17.conv2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k18.conv2_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k19.conv2_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k20.pool1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k21.conv1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k22.conv1_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k23.conv1_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k24.adam(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k0.conv1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_train_b64.k0.conv1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv1.best48 = alloca float, align 4
   %conv1.at49 = alloca float, align 4
@@ -339,7 +339,7 @@ conv1.j20:                                        ; preds = %conv1.c21.end, %con
   br label %conv1.c21
 
 conv1.j20.end:                                    ; preds = %conv1.c21.end
-  call void @simplecnn_train_b64.k0.conv1.gemm35(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k0.conv1.gemm35(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   br label %conv1.j36
 
 conv1.c21:                                        ; preds = %conv1.ky22.end, %conv1.j20
@@ -641,7 +641,7 @@ declare <8 x float> @llvm.masked.load.v8f32.p0(ptr nocapture, i32 immarg, <8 x i
 declare void @llvm.masked.store.v8f32.p0(<8 x float>, ptr nocapture, i32 immarg, <8 x i1>) #3
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k0.conv1.gemm35(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_train_b64.k0.conv1.gemm35(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv1.t33_a3 = alloca <8 x float>, align 32
   %conv1.t33_a2 = alloca <8 x float>, align 32
@@ -1133,7 +1133,7 @@ conv1.k34.end:                                    ; preds = %conv1.k34
 declare <8 x float> @llvm.fma.v8f32(<8 x float>, <8 x float>, <8 x float>) #4
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k1.conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_train_b64.k1.conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv2.at157 = alloca <8 x float>, align 32
   %conv2.best156 = alloca <8 x float>, align 32
@@ -2423,7 +2423,7 @@ conv2.cv89.end:                                   ; preds = %conv2.cv89
 
 conv2.xi122:                                      ; preds = %conv2.xi122, %conv2.j86.end
   %conv2.xi122140 = phi i64 [ 0, %conv2.j86.end ], [ %xi122.next, %conv2.xi122 ]
-  call void @simplecnn_train_b64.k1.conv2.gemm129(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.xi122140)
+  call void @simplecnn_train_b64.k1.conv2.gemm129(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.xi122140)
   %xi122.next = add nsw i64 %conv2.xi122140, 1
   %824 = icmp slt i64 %xi122.next, 16
   br i1 %824, label %conv2.xi122, label %conv2.xi122.end
@@ -2971,7 +2971,7 @@ conv2.q163.end:                                   ; preds = %conv2.q163
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k1.conv2.gemm129(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+define internal void @simplecnn_train_b64.k1.conv2.gemm129(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
 entry:
   %conv2.t127_a3 = alloca <8 x float>, align 32
   %conv2.t127_a2 = alloca <8 x float>, align 32
@@ -3466,13 +3466,13 @@ conv2.k128.end:                                   ; preds = %conv2.k128
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k2.flat(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_train_b64.k2.flat(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k3.fc1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_train_b64.k3.fc1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %fc1.n164
 
@@ -3481,7 +3481,7 @@ fc1.n164:                                         ; preds = %fc1.k165.end, %entr
   br label %fc1.k165
 
 fc1.n164.end:                                     ; preds = %fc1.k165.end
-  call void @simplecnn_train_b64.k3.fc1.gemm176(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k3.fc1.gemm176(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   br label %fc1.n177
 
 fc1.k165:                                         ; preds = %fc1.k165, %fc1.n164
@@ -3550,7 +3550,7 @@ fc1.u178.end:                                     ; preds = %fc1.u178
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k3.fc1.gemm176(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_train_b64.k3.fc1.gemm176(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %fc1.t174_a3 = alloca <8 x float>, align 32
   %fc1.t174_a2 = alloca <8 x float>, align 32
@@ -4264,7 +4264,7 @@ fc1.k175.end:                                     ; preds = %fc1.k175
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k4.drop(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_train_b64.k4.drop(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %0 = xor i64 %seed, -1035080904108319828
   %1 = lshr i64 %0, 30
@@ -4317,7 +4317,7 @@ drop.i187.end:                                    ; preds = %drop.i187
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k5.fc2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_train_b64.k5.fc2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %arena1 = getelementptr inbounds float, ptr %arena, i64 1212416
   %params2 = getelementptr inbounds float, ptr %params, i64 420352
@@ -4361,7 +4361,7 @@ fc2.u193.end:                                     ; preds = %fc2.u193
 declare void @cblas_sgemm(i32, i32, i32, i32, i32, i32, float, ptr, i32, ptr, i32, float, ptr, i32)
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k6.loss(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_train_b64.k6.loss(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %loss.s197 = alloca float, align 4
   %loss.m196 = alloca float, align 4
@@ -4486,7 +4486,7 @@ declare float @llvm.floor.f32(float) #4
 declare float @llvm.log.f32(float) #4
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k7.fc2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_train_b64.k7.fc2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %fc2_grad.s202 = alloca float, align 4
   %fc2_grad.m201 = alloca float, align 4
@@ -4696,7 +4696,7 @@ fc2_grad.k205.end:                                ; preds = %fc2_grad.k205
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k8.fc2_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_train_b64.k8.fc2_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %arena1 = getelementptr inbounds float, ptr %arena, i64 1221264
   %arena2 = getelementptr inbounds float, ptr %arena, i64 1212416
@@ -4706,7 +4706,7 @@ entry:
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k9.fc2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_train_b64.k9.fc2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %fc2_bias_grad.acc207 = alloca float, align 4
   br label %fc2_bias_grad.u206
@@ -4744,7 +4744,7 @@ fc2_bias_grad.n208.end:                           ; preds = %fc2_bias_grad.n208
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k10.drop_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_train_b64.k10.drop_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %arena1 = getelementptr inbounds float, ptr %arena, i64 1221264
   %params2 = getelementptr inbounds float, ptr %params, i64 420352
@@ -4754,7 +4754,7 @@ entry:
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k11.relu3_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_train_b64.k11.relu3_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %0 = xor i64 %seed, -1035080904108319828
   %1 = lshr i64 %0, 30
@@ -4807,7 +4807,7 @@ relu3_grad.i217.end:                              ; preds = %relu3_grad.i217
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k12.fc1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_train_b64.k12.fc1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %fc1_grad.i222
 
@@ -4833,14 +4833,14 @@ fc1_grad.i222.end:                                ; preds = %fc1_grad.i222
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k13.fc1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_train_b64.k13.fc1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  call void @simplecnn_train_b64.k13.fc1_weight_grad.gemm230(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k13.fc1_weight_grad.gemm230(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k13.fc1_weight_grad.gemm230(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_train_b64.k13.fc1_weight_grad.gemm230(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %fc1_weight_grad.t228_a3 = alloca <8 x float>, align 32
   %fc1_weight_grad.t228_a2 = alloca <8 x float>, align 32
@@ -5337,7 +5337,7 @@ fc1_weight_grad.k229.end:                         ; preds = %fc1_weight_grad.k22
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k14.fc1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_train_b64.k14.fc1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %fc1_bias_grad.acc232 = alloca float, align 4
   br label %fc1_bias_grad.u231
@@ -5375,14 +5375,14 @@ fc1_bias_grad.n233.end:                           ; preds = %fc1_bias_grad.n233
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k15.flat_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_train_b64.k15.flat_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  call void @simplecnn_train_b64.k15.flat_grad.gemm241(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k15.flat_grad.gemm241(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k15.flat_grad.gemm241(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_train_b64.k15.flat_grad.gemm241(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %flat_grad.t239_a3 = alloca <8 x float>, align 32
   %flat_grad.t239_a2 = alloca <8 x float>, align 32
@@ -5879,13 +5879,13 @@ flat_grad.k240.end:                               ; preds = %flat_grad.k240
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k16.pool2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_train_b64.k16.pool2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k17.conv2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_train_b64.k17.conv2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %conv2_grad.i242
 
@@ -5951,7 +5951,7 @@ conv2_grad.endif:                                 ; preds = %conv2_grad.then, %c
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k18.conv2_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_train_b64.k18.conv2_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv2_weight_grad.w344 = alloca float, align 4
   %conv2_weight_grad.w343 = alloca float, align 4
@@ -7765,7 +7765,7 @@ conv2_weight_grad.c323.end:                       ; preds = %conv2_weight_grad.c
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k19.conv2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_train_b64.k19.conv2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv2_bias_grad.sum355 = alloca float, align 4
   %conv2_bias_grad.sum354 = alloca float, align 4
@@ -7871,7 +7871,7 @@ conv2_bias_grad.i348.end:                         ; preds = %conv2_bias_grad.i34
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k20.pool1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_train_b64.k20.pool1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %pool1_grad.w451 = alloca <8 x float>, align 32
   %pool1_grad.w450 = alloca <8 x float>, align 32
@@ -9150,7 +9150,7 @@ pool1_grad.cv395.end:                             ; preds = %pool1_grad.cv395
 
 pool1_grad.xi428:                                 ; preds = %pool1_grad.xi428, %pool1_grad.j392.end
   %pool1_grad.xi428140 = phi i64 [ 0, %pool1_grad.j392.end ], [ %xi428.next, %pool1_grad.xi428 ]
-  call void @simplecnn_train_b64.k20.pool1_grad.gemm435(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %pool1_grad.xi428140)
+  call void @simplecnn_train_b64.k20.pool1_grad.gemm435(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %pool1_grad.xi428140)
   %xi428.next = add nsw i64 %pool1_grad.xi428140, 1
   %825 = icmp slt i64 %xi428.next, 16
   br i1 %825, label %pool1_grad.xi428, label %pool1_grad.xi428.end
@@ -9632,7 +9632,7 @@ pool1_grad.q457.end:                              ; preds = %pool1_grad.q457
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k20.pool1_grad.gemm435(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+define internal void @simplecnn_train_b64.k20.pool1_grad.gemm435(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
 entry:
   %pool1_grad.t433_a3 = alloca <8 x float>, align 32
   %pool1_grad.t433_a2 = alloca <8 x float>, align 32
@@ -10127,7 +10127,7 @@ pool1_grad.k434.end:                              ; preds = %pool1_grad.k434
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k21.conv1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_train_b64.k21.conv1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %conv1_grad.i458
 
@@ -10192,7 +10192,7 @@ conv1_grad.endif:                                 ; preds = %conv1_grad.then, %c
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k22.conv1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_train_b64.k22.conv1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %conv1_weight_grad.i461
 
@@ -10635,7 +10635,7 @@ conv1_weight_grad.j477:                           ; preds = %conv1_weight_grad.i
   br label %conv1_weight_grad.i478
 
 conv1_weight_grad.j477.end:                       ; preds = %conv1_weight_grad.i478.end
-  call void @simplecnn_train_b64.k22.conv1_weight_grad.gemm487(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k22.conv1_weight_grad.gemm487(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   %g462.next = add nsw i64 %conv1_weight_grad.g4623, 1
   %202 = icmp slt i64 %g462.next, 4
   br i1 %202, label %conv1_weight_grad.g462, label %conv1_weight_grad.g462.end
@@ -10705,7 +10705,7 @@ conv1_weight_grad.r489.end:                       ; preds = %conv1_weight_grad.r
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k22.conv1_weight_grad.gemm487(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_train_b64.k22.conv1_weight_grad.gemm487(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv1_weight_grad.t485_a3 = alloca <8 x float>, align 32
   %conv1_weight_grad.t485_a2 = alloca <8 x float>, align 32
@@ -11275,7 +11275,7 @@ conv1_weight_grad.k486.end:                       ; preds = %conv1_weight_grad.k
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k23.conv1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_train_b64.k23.conv1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv1_bias_grad.sum500 = alloca float, align 4
   %conv1_bias_grad.sum499 = alloca float, align 4
@@ -11371,7 +11371,7 @@ conv1_bias_grad.i493.end:                         ; preds = %conv1_bias_grad.i49
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k24.adam(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_train_b64.k24.adam(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %adam.v_new = alloca float, align 4
   %adam.m_new = alloca float, align 4
@@ -11520,45 +11520,47 @@ adam.i503.end:                                    ; preds = %adam.i503
 ; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
 declare float @llvm.sqrt.f32(float) #4
 
-define void @simplecnn_infer_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
+define void @simplecnn_infer_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
 entry:
-  %part50.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
+  %part50.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
   %0 = icmp uge i64 0, %step
   br i1 %0, label %entry.then, label %entry.endif
 
 entry.then:                                       ; preds = %entry
-  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 0
+  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 0
   store ptr %params, ptr %1, align 8
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 1
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 1
   store ptr %grads, ptr %2, align 8
-  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 2
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 2
   store ptr %m, ptr %3, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 3
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 3
   store ptr %v, ptr %4, align 8
-  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 4
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 4
   store ptr %arena, ptr %5, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 5
-  store ptr %images, ptr %6, align 8
-  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 6
-  store ptr %labels, ptr %7, align 8
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 7
-  store float %lr, ptr %8, align 4
-  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 8
-  store i64 %step, ptr %9, align 4
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 9
-  store i64 %seed, ptr %10, align 4
-  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 10
-  store ptr %pool, ptr %11, align 8
-  %12 = icmp eq ptr %pool, null
-  br i1 %12, label %prepare.part50.serial, label %prepare.part50.pool
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 5
+  store ptr %prepared, ptr %6, align 8
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 6
+  store ptr %images, ptr %7, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 7
+  store ptr %labels, ptr %8, align 8
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 8
+  store float %lr, ptr %9, align 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 9
+  store i64 %step, ptr %10, align 4
+  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 10
+  store i64 %seed, ptr %11, align 4
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 11
+  store ptr %pool, ptr %12, align 8
+  %13 = icmp eq ptr %pool, null
+  br i1 %13, label %prepare.part50.serial, label %prepare.part50.pool
 
 entry.endif:                                      ; preds = %prepare.part50.done, %entry
-  call void @simplecnn_infer_b64.k0.conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @simplecnn_infer_b64.k1.conv2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @simplecnn_infer_b64.k2.flat(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @simplecnn_infer_b64.k3.fc1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @simplecnn_infer_b64.k4.drop(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @simplecnn_infer_b64.k5.fc2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_infer_b64.k0.conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_infer_b64.k1.conv2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_infer_b64.k2.flat(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_infer_b64.k3.fc1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_infer_b64.k4.drop(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_infer_b64.k5.fc2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   ret void
 
 prepare.part50.pool:                              ; preds = %entry.then
@@ -11574,17 +11576,17 @@ prepare.part50.done:                              ; preds = %prepare.part50.end,
 
 prepare.part50:                                   ; preds = %prepare.part50, %prepare.part50.serial
   %prepare.part501 = phi i64 [ 0, %prepare.part50.serial ], [ %part50.next, %prepare.part50 ]
-  call void @simplecnn_infer_b64.part50(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %prepare.part501)
+  call void @simplecnn_infer_b64.part50(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %prepare.part501)
   %part50.next = add nsw i64 %prepare.part501, 1
-  %13 = icmp slt i64 %part50.next, 2
-  br i1 %13, label %prepare.part50, label %prepare.part50.end
+  %14 = icmp slt i64 %part50.next, 2
+  br i1 %14, label %prepare.part50, label %prepare.part50.end
 
 prepare.part50.end:                               ; preds = %prepare.part50
   br label %prepare.part50.done
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_infer_b64.part50(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+define internal void @simplecnn_infer_b64.part50(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
 entry:
   %prepare.w80 = alloca float, align 4
   %prepare.w79 = alloca float, align 4
@@ -11942,172 +11944,173 @@ prepare.co52:                                     ; preds = %prepare.co52, %prep
   store float %w6446, ptr %prepare.w80, align 4
   %w65 = load float, ptr %prepare.w65, align 4
   %232 = mul nsw i64 %prepare.ci511, 64
-  %233 = add nsw i64 1074096, %232
-  %234 = mul nsw i64 %0, 32
-  %235 = add nsw i64 %234, %prepare.co522
-  %236 = add nsw i64 %233, %235
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %236
-  store float %w65, ptr %arena47, align 4
+  %233 = mul nsw i64 %0, 32
+  %234 = add nsw i64 %233, %prepare.co522
+  %235 = add nsw i64 %232, %234
+  %prepared47 = getelementptr inbounds float, ptr %prepared, i64 %235
+  store float %w65, ptr %prepared47, align 4
   %w66 = load float, ptr %prepare.w66, align 4
-  %237 = mul nsw i64 %prepare.ci511, 64
-  %238 = add nsw i64 1076144, %237
-  %239 = mul nsw i64 %0, 32
-  %240 = add nsw i64 %239, %prepare.co522
-  %241 = add nsw i64 %238, %240
-  %arena48 = getelementptr inbounds float, ptr %arena, i64 %241
-  store float %w66, ptr %arena48, align 4
+  %236 = mul nsw i64 %prepare.ci511, 64
+  %237 = add nsw i64 2048, %236
+  %238 = mul nsw i64 %0, 32
+  %239 = add nsw i64 %238, %prepare.co522
+  %240 = add nsw i64 %237, %239
+  %prepared48 = getelementptr inbounds float, ptr %prepared, i64 %240
+  store float %w66, ptr %prepared48, align 4
   %w67 = load float, ptr %prepare.w67, align 4
-  %242 = mul nsw i64 %prepare.ci511, 64
-  %243 = add nsw i64 1078192, %242
-  %244 = mul nsw i64 %0, 32
-  %245 = add nsw i64 %244, %prepare.co522
-  %246 = add nsw i64 %243, %245
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %246
-  store float %w67, ptr %arena49, align 4
+  %241 = mul nsw i64 %prepare.ci511, 64
+  %242 = add nsw i64 4096, %241
+  %243 = mul nsw i64 %0, 32
+  %244 = add nsw i64 %243, %prepare.co522
+  %245 = add nsw i64 %242, %244
+  %prepared49 = getelementptr inbounds float, ptr %prepared, i64 %245
+  store float %w67, ptr %prepared49, align 4
   %w68 = load float, ptr %prepare.w68, align 4
-  %247 = mul nsw i64 %prepare.ci511, 64
-  %248 = add nsw i64 1080240, %247
-  %249 = mul nsw i64 %0, 32
-  %250 = add nsw i64 %249, %prepare.co522
-  %251 = add nsw i64 %248, %250
-  %arena50 = getelementptr inbounds float, ptr %arena, i64 %251
-  store float %w68, ptr %arena50, align 4
+  %246 = mul nsw i64 %prepare.ci511, 64
+  %247 = add nsw i64 6144, %246
+  %248 = mul nsw i64 %0, 32
+  %249 = add nsw i64 %248, %prepare.co522
+  %250 = add nsw i64 %247, %249
+  %prepared50 = getelementptr inbounds float, ptr %prepared, i64 %250
+  store float %w68, ptr %prepared50, align 4
   %w69 = load float, ptr %prepare.w69, align 4
-  %252 = mul nsw i64 %prepare.ci511, 64
-  %253 = add nsw i64 1082288, %252
-  %254 = mul nsw i64 %0, 32
-  %255 = add nsw i64 %254, %prepare.co522
-  %256 = add nsw i64 %253, %255
-  %arena51 = getelementptr inbounds float, ptr %arena, i64 %256
-  store float %w69, ptr %arena51, align 4
+  %251 = mul nsw i64 %prepare.ci511, 64
+  %252 = add nsw i64 8192, %251
+  %253 = mul nsw i64 %0, 32
+  %254 = add nsw i64 %253, %prepare.co522
+  %255 = add nsw i64 %252, %254
+  %prepared51 = getelementptr inbounds float, ptr %prepared, i64 %255
+  store float %w69, ptr %prepared51, align 4
   %w70 = load float, ptr %prepare.w70, align 4
-  %257 = mul nsw i64 %prepare.ci511, 64
-  %258 = add nsw i64 1084336, %257
-  %259 = mul nsw i64 %0, 32
-  %260 = add nsw i64 %259, %prepare.co522
-  %261 = add nsw i64 %258, %260
-  %arena52 = getelementptr inbounds float, ptr %arena, i64 %261
-  store float %w70, ptr %arena52, align 4
+  %256 = mul nsw i64 %prepare.ci511, 64
+  %257 = add nsw i64 10240, %256
+  %258 = mul nsw i64 %0, 32
+  %259 = add nsw i64 %258, %prepare.co522
+  %260 = add nsw i64 %257, %259
+  %prepared52 = getelementptr inbounds float, ptr %prepared, i64 %260
+  store float %w70, ptr %prepared52, align 4
   %w71 = load float, ptr %prepare.w71, align 4
-  %262 = mul nsw i64 %prepare.ci511, 64
-  %263 = add nsw i64 1086384, %262
-  %264 = mul nsw i64 %0, 32
-  %265 = add nsw i64 %264, %prepare.co522
-  %266 = add nsw i64 %263, %265
-  %arena53 = getelementptr inbounds float, ptr %arena, i64 %266
-  store float %w71, ptr %arena53, align 4
+  %261 = mul nsw i64 %prepare.ci511, 64
+  %262 = add nsw i64 12288, %261
+  %263 = mul nsw i64 %0, 32
+  %264 = add nsw i64 %263, %prepare.co522
+  %265 = add nsw i64 %262, %264
+  %prepared53 = getelementptr inbounds float, ptr %prepared, i64 %265
+  store float %w71, ptr %prepared53, align 4
   %w72 = load float, ptr %prepare.w72, align 4
-  %267 = mul nsw i64 %prepare.ci511, 64
-  %268 = add nsw i64 1088432, %267
-  %269 = mul nsw i64 %0, 32
-  %270 = add nsw i64 %269, %prepare.co522
-  %271 = add nsw i64 %268, %270
-  %arena54 = getelementptr inbounds float, ptr %arena, i64 %271
-  store float %w72, ptr %arena54, align 4
+  %266 = mul nsw i64 %prepare.ci511, 64
+  %267 = add nsw i64 14336, %266
+  %268 = mul nsw i64 %0, 32
+  %269 = add nsw i64 %268, %prepare.co522
+  %270 = add nsw i64 %267, %269
+  %prepared54 = getelementptr inbounds float, ptr %prepared, i64 %270
+  store float %w72, ptr %prepared54, align 4
   %w73 = load float, ptr %prepare.w73, align 4
-  %272 = mul nsw i64 %prepare.ci511, 64
-  %273 = add nsw i64 1090480, %272
-  %274 = mul nsw i64 %0, 32
-  %275 = add nsw i64 %274, %prepare.co522
-  %276 = add nsw i64 %273, %275
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %276
-  store float %w73, ptr %arena55, align 4
+  %271 = mul nsw i64 %prepare.ci511, 64
+  %272 = add nsw i64 16384, %271
+  %273 = mul nsw i64 %0, 32
+  %274 = add nsw i64 %273, %prepare.co522
+  %275 = add nsw i64 %272, %274
+  %prepared55 = getelementptr inbounds float, ptr %prepared, i64 %275
+  store float %w73, ptr %prepared55, align 4
   %w74 = load float, ptr %prepare.w74, align 4
-  %277 = mul nsw i64 %prepare.ci511, 64
-  %278 = add nsw i64 1092528, %277
-  %279 = mul nsw i64 %0, 32
-  %280 = add nsw i64 %279, %prepare.co522
-  %281 = add nsw i64 %278, %280
-  %arena56 = getelementptr inbounds float, ptr %arena, i64 %281
-  store float %w74, ptr %arena56, align 4
+  %276 = mul nsw i64 %prepare.ci511, 64
+  %277 = add nsw i64 18432, %276
+  %278 = mul nsw i64 %0, 32
+  %279 = add nsw i64 %278, %prepare.co522
+  %280 = add nsw i64 %277, %279
+  %prepared56 = getelementptr inbounds float, ptr %prepared, i64 %280
+  store float %w74, ptr %prepared56, align 4
   %w75 = load float, ptr %prepare.w75, align 4
-  %282 = mul nsw i64 %prepare.ci511, 64
-  %283 = add nsw i64 1094576, %282
-  %284 = mul nsw i64 %0, 32
-  %285 = add nsw i64 %284, %prepare.co522
-  %286 = add nsw i64 %283, %285
-  %arena57 = getelementptr inbounds float, ptr %arena, i64 %286
-  store float %w75, ptr %arena57, align 4
+  %281 = mul nsw i64 %prepare.ci511, 64
+  %282 = add nsw i64 20480, %281
+  %283 = mul nsw i64 %0, 32
+  %284 = add nsw i64 %283, %prepare.co522
+  %285 = add nsw i64 %282, %284
+  %prepared57 = getelementptr inbounds float, ptr %prepared, i64 %285
+  store float %w75, ptr %prepared57, align 4
   %w76 = load float, ptr %prepare.w76, align 4
-  %287 = mul nsw i64 %prepare.ci511, 64
-  %288 = add nsw i64 1096624, %287
-  %289 = mul nsw i64 %0, 32
-  %290 = add nsw i64 %289, %prepare.co522
-  %291 = add nsw i64 %288, %290
-  %arena58 = getelementptr inbounds float, ptr %arena, i64 %291
-  store float %w76, ptr %arena58, align 4
+  %286 = mul nsw i64 %prepare.ci511, 64
+  %287 = add nsw i64 22528, %286
+  %288 = mul nsw i64 %0, 32
+  %289 = add nsw i64 %288, %prepare.co522
+  %290 = add nsw i64 %287, %289
+  %prepared58 = getelementptr inbounds float, ptr %prepared, i64 %290
+  store float %w76, ptr %prepared58, align 4
   %w77 = load float, ptr %prepare.w77, align 4
-  %292 = mul nsw i64 %prepare.ci511, 64
-  %293 = add nsw i64 1098672, %292
-  %294 = mul nsw i64 %0, 32
-  %295 = add nsw i64 %294, %prepare.co522
-  %296 = add nsw i64 %293, %295
-  %arena59 = getelementptr inbounds float, ptr %arena, i64 %296
-  store float %w77, ptr %arena59, align 4
+  %291 = mul nsw i64 %prepare.ci511, 64
+  %292 = add nsw i64 24576, %291
+  %293 = mul nsw i64 %0, 32
+  %294 = add nsw i64 %293, %prepare.co522
+  %295 = add nsw i64 %292, %294
+  %prepared59 = getelementptr inbounds float, ptr %prepared, i64 %295
+  store float %w77, ptr %prepared59, align 4
   %w78 = load float, ptr %prepare.w78, align 4
-  %297 = mul nsw i64 %prepare.ci511, 64
-  %298 = add nsw i64 1100720, %297
-  %299 = mul nsw i64 %0, 32
-  %300 = add nsw i64 %299, %prepare.co522
-  %301 = add nsw i64 %298, %300
-  %arena60 = getelementptr inbounds float, ptr %arena, i64 %301
-  store float %w78, ptr %arena60, align 4
+  %296 = mul nsw i64 %prepare.ci511, 64
+  %297 = add nsw i64 26624, %296
+  %298 = mul nsw i64 %0, 32
+  %299 = add nsw i64 %298, %prepare.co522
+  %300 = add nsw i64 %297, %299
+  %prepared60 = getelementptr inbounds float, ptr %prepared, i64 %300
+  store float %w78, ptr %prepared60, align 4
   %w79 = load float, ptr %prepare.w79, align 4
-  %302 = mul nsw i64 %prepare.ci511, 64
-  %303 = add nsw i64 1102768, %302
-  %304 = mul nsw i64 %0, 32
-  %305 = add nsw i64 %304, %prepare.co522
-  %306 = add nsw i64 %303, %305
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %306
-  store float %w79, ptr %arena61, align 4
+  %301 = mul nsw i64 %prepare.ci511, 64
+  %302 = add nsw i64 28672, %301
+  %303 = mul nsw i64 %0, 32
+  %304 = add nsw i64 %303, %prepare.co522
+  %305 = add nsw i64 %302, %304
+  %prepared61 = getelementptr inbounds float, ptr %prepared, i64 %305
+  store float %w79, ptr %prepared61, align 4
   %w80 = load float, ptr %prepare.w80, align 4
-  %307 = mul nsw i64 %prepare.ci511, 64
-  %308 = add nsw i64 1104816, %307
-  %309 = mul nsw i64 %0, 32
-  %310 = add nsw i64 %309, %prepare.co522
-  %311 = add nsw i64 %308, %310
-  %arena62 = getelementptr inbounds float, ptr %arena, i64 %311
-  store float %w80, ptr %arena62, align 4
+  %306 = mul nsw i64 %prepare.ci511, 64
+  %307 = add nsw i64 30720, %306
+  %308 = mul nsw i64 %0, 32
+  %309 = add nsw i64 %308, %prepare.co522
+  %310 = add nsw i64 %307, %309
+  %prepared62 = getelementptr inbounds float, ptr %prepared, i64 %310
+  store float %w80, ptr %prepared62, align 4
   %co52.next = add nsw i64 %prepare.co522, 1
-  %312 = icmp slt i64 %co52.next, 32
-  br i1 %312, label %prepare.co52, label %prepare.co52.end
+  %311 = icmp slt i64 %co52.next, 32
+  br i1 %311, label %prepare.co52, label %prepare.co52.end
 
 prepare.co52.end:                                 ; preds = %prepare.co52
   %ci51.next = add nsw i64 %prepare.ci511, 1
-  %313 = icmp slt i64 %ci51.next, 32
-  br i1 %313, label %prepare.ci51, label %prepare.ci51.end
+  %312 = icmp slt i64 %ci51.next, 32
+  br i1 %312, label %prepare.ci51, label %prepare.ci51.end
 }
 
 define internal void @simplecnn_infer_b64.part50.task(ptr %0, i64 %1) {
 entry:
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
   %3 = load ptr, ptr %2, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
   %5 = load ptr, ptr %4, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
   %7 = load ptr, ptr %6, align 8
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
   %9 = load ptr, ptr %8, align 8
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
   %11 = load ptr, ptr %10, align 8
-  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
   %13 = load ptr, ptr %12, align 8
-  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
   %15 = load ptr, ptr %14, align 8
-  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
-  %17 = load float, ptr %16, align 4
-  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
-  %19 = load i64, ptr %18, align 4
-  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
+  %17 = load ptr, ptr %16, align 8
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
+  %19 = load float, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
   %21 = load i64, ptr %20, align 4
-  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
-  %23 = load ptr, ptr %22, align 8
-  call void @simplecnn_infer_b64.part50(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
+  %23 = load i64, ptr %22, align 4
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 11
+  %25 = load ptr, ptr %24, align 8
+  call void @simplecnn_infer_b64.part50(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, ptr %17, float %19, i64 %21, i64 %23, ptr %25, i64 %1)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_infer_b64.k0.conv1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_infer_b64.k0.conv1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv1.best48 = alloca float, align 4
   %conv1.at49 = alloca float, align 4
@@ -12412,7 +12415,7 @@ conv1.j20:                                        ; preds = %conv1.c21.end, %con
   br label %conv1.c21
 
 conv1.j20.end:                                    ; preds = %conv1.c21.end
-  call void @simplecnn_infer_b64.k0.conv1.gemm35(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_infer_b64.k0.conv1.gemm35(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   br label %conv1.j36
 
 conv1.c21:                                        ; preds = %conv1.ky22.end, %conv1.j20
@@ -12708,7 +12711,7 @@ conv1.q38.end:                                    ; preds = %conv1.q38
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_infer_b64.k0.conv1.gemm35(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_infer_b64.k0.conv1.gemm35(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv1.t33_a3 = alloca <8 x float>, align 32
   %conv1.t33_a2 = alloca <8 x float>, align 32
@@ -13126,9 +13129,9 @@ conv1.k34.end:                                    ; preds = %conv1.k34
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_infer_b64.k1.conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_infer_b64.k1.conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %part123.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
+  %part123.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
   %conv2.w122 = alloca <8 x float>, align 32
   %conv2.w121 = alloca <8 x float>, align 32
   %conv2.w120 = alloca <8 x float>, align 32
@@ -13243,32 +13246,34 @@ conv2.j87:                                        ; preds = %conv2.ty88.end, %co
   br label %conv2.ty88
 
 conv2.j87.end:                                    ; preds = %conv2.ty88.end
-  %23 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 0
+  %23 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 0
   store ptr %params, ptr %23, align 8
-  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 1
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 1
   store ptr %grads, ptr %24, align 8
-  %25 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 2
+  %25 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 2
   store ptr %m, ptr %25, align 8
-  %26 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 3
+  %26 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 3
   store ptr %v, ptr %26, align 8
-  %27 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 4
+  %27 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 4
   store ptr %arena, ptr %27, align 8
-  %28 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 5
-  store ptr %images, ptr %28, align 8
-  %29 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 6
-  store ptr %labels, ptr %29, align 8
-  %30 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 7
-  store float %lr, ptr %30, align 4
-  %31 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 8
-  store i64 %step, ptr %31, align 4
-  %32 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 9
-  store i64 %seed, ptr %32, align 4
-  %33 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 10
-  store ptr %pool, ptr %33, align 8
-  %34 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 11
-  store i64 %conv2.g823, ptr %34, align 4
-  %35 = icmp eq ptr %pool, null
-  br i1 %35, label %conv2.part123.serial, label %conv2.part123.pool
+  %28 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 5
+  store ptr %prepared, ptr %28, align 8
+  %29 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 6
+  store ptr %images, ptr %29, align 8
+  %30 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 7
+  store ptr %labels, ptr %30, align 8
+  %31 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 8
+  store float %lr, ptr %31, align 4
+  %32 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 9
+  store i64 %step, ptr %32, align 4
+  %33 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 10
+  store i64 %seed, ptr %33, align 4
+  %34 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 11
+  store ptr %pool, ptr %34, align 8
+  %35 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 12
+  store i64 %conv2.g823, ptr %35, align 4
+  %36 = icmp eq ptr %pool, null
+  br i1 %36, label %conv2.part123.serial, label %conv2.part123.pool
 
 conv2.ty88:                                       ; preds = %conv2.tx89.end, %conv2.j87
   %conv2.ty8811 = phi i64 [ 0, %conv2.j87 ], [ %ty88.next, %conv2.tx89.end ]
@@ -13276,8 +13281,8 @@ conv2.ty88:                                       ; preds = %conv2.tx89.end, %co
 
 conv2.ty88.end:                                   ; preds = %conv2.tx89.end
   %j87.next = add nsw i64 %conv2.j8710, 1
-  %36 = icmp slt i64 %j87.next, 1
-  br i1 %36, label %conv2.j87, label %conv2.j87.end
+  %37 = icmp slt i64 %j87.next, 1
+  br i1 %37, label %conv2.j87, label %conv2.j87.end
 
 conv2.tx89:                                       ; preds = %conv2.cv90.end, %conv2.ty88
   %conv2.tx8912 = phi i64 [ 0, %conv2.ty88 ], [ %tx89.next, %conv2.cv90.end ]
@@ -13285,727 +13290,727 @@ conv2.tx89:                                       ; preds = %conv2.cv90.end, %co
 
 conv2.tx89.end:                                   ; preds = %conv2.cv90.end
   %ty88.next = add nsw i64 %conv2.ty8811, 1
-  %37 = icmp slt i64 %ty88.next, 7
-  br i1 %37, label %conv2.ty88, label %conv2.ty88.end
+  %38 = icmp slt i64 %ty88.next, 7
+  br i1 %38, label %conv2.ty88, label %conv2.ty88.end
 
 conv2.cv90:                                       ; preds = %conv2.cv90, %conv2.tx89
   %conv2.cv9013 = phi i64 [ 0, %conv2.tx89 ], [ %cv90.next, %conv2.cv90 ]
-  %38 = mul nsw i64 %conv2.j8710, 8192
-  %39 = mul nsw i64 %conv2.ty8811, 2
-  %40 = mul nsw i64 %39, 512
-  %41 = add nsw i64 %38, %40
-  %42 = mul nsw i64 %conv2.tx8912, 2
-  %43 = mul nsw i64 %42, 32
-  %44 = add nsw i64 %41, %43
-  %45 = mul nsw i64 %conv2.cv9013, 8
-  %46 = add nsw i64 %44, %45
-  %47 = add nsw i64 835584, %46
-  %arena14 = getelementptr inbounds float, ptr %arena, i64 %47
-  %48 = load <8 x float>, ptr %arena14, align 4
-  %49 = mul nsw i64 %conv2.j8710, 8192
-  %50 = mul nsw i64 %conv2.ty8811, 2
-  %51 = add nsw i64 %50, 2
-  %52 = mul nsw i64 %51, 512
-  %53 = add nsw i64 %49, %52
-  %54 = mul nsw i64 %conv2.tx8912, 2
-  %55 = mul nsw i64 %54, 32
-  %56 = add nsw i64 %53, %55
-  %57 = mul nsw i64 %conv2.cv9013, 8
-  %58 = add nsw i64 %56, %57
-  %59 = add nsw i64 835584, %58
-  %arena15 = getelementptr inbounds float, ptr %arena, i64 %59
-  %60 = load <8 x float>, ptr %arena15, align 4
-  %61 = fsub <8 x float> %48, %60
-  store <8 x float> %61, ptr %conv2.w91, align 32
-  %62 = mul nsw i64 %conv2.j8710, 8192
-  %63 = mul nsw i64 %conv2.ty8811, 2
-  %64 = add nsw i64 %63, 1
-  %65 = mul nsw i64 %64, 512
-  %66 = add nsw i64 %62, %65
-  %67 = mul nsw i64 %conv2.tx8912, 2
-  %68 = mul nsw i64 %67, 32
-  %69 = add nsw i64 %66, %68
-  %70 = mul nsw i64 %conv2.cv9013, 8
-  %71 = add nsw i64 %69, %70
-  %72 = add nsw i64 835584, %71
-  %arena16 = getelementptr inbounds float, ptr %arena, i64 %72
-  %73 = load <8 x float>, ptr %arena16, align 4
-  %74 = mul nsw i64 %conv2.j8710, 8192
-  %75 = mul nsw i64 %conv2.ty8811, 2
-  %76 = add nsw i64 %75, 2
-  %77 = mul nsw i64 %76, 512
-  %78 = add nsw i64 %74, %77
-  %79 = mul nsw i64 %conv2.tx8912, 2
-  %80 = mul nsw i64 %79, 32
-  %81 = add nsw i64 %78, %80
-  %82 = mul nsw i64 %conv2.cv9013, 8
-  %83 = add nsw i64 %81, %82
-  %84 = add nsw i64 835584, %83
-  %arena17 = getelementptr inbounds float, ptr %arena, i64 %84
-  %85 = load <8 x float>, ptr %arena17, align 4
-  %86 = fadd <8 x float> %73, %85
-  store <8 x float> %86, ptr %conv2.w92, align 32
-  %87 = mul nsw i64 %conv2.j8710, 8192
-  %88 = mul nsw i64 %conv2.ty8811, 2
-  %89 = add nsw i64 %88, 2
-  %90 = mul nsw i64 %89, 512
-  %91 = add nsw i64 %87, %90
-  %92 = mul nsw i64 %conv2.tx8912, 2
-  %93 = mul nsw i64 %92, 32
-  %94 = add nsw i64 %91, %93
-  %95 = mul nsw i64 %conv2.cv9013, 8
-  %96 = add nsw i64 %94, %95
-  %97 = add nsw i64 835584, %96
-  %arena18 = getelementptr inbounds float, ptr %arena, i64 %97
-  %98 = load <8 x float>, ptr %arena18, align 4
-  %99 = mul nsw i64 %conv2.j8710, 8192
-  %100 = mul nsw i64 %conv2.ty8811, 2
-  %101 = add nsw i64 %100, 1
-  %102 = mul nsw i64 %101, 512
-  %103 = add nsw i64 %99, %102
-  %104 = mul nsw i64 %conv2.tx8912, 2
-  %105 = mul nsw i64 %104, 32
-  %106 = add nsw i64 %103, %105
-  %107 = mul nsw i64 %conv2.cv9013, 8
-  %108 = add nsw i64 %106, %107
-  %109 = add nsw i64 835584, %108
-  %arena19 = getelementptr inbounds float, ptr %arena, i64 %109
-  %110 = load <8 x float>, ptr %arena19, align 4
-  %111 = fsub <8 x float> %98, %110
-  store <8 x float> %111, ptr %conv2.w93, align 32
-  %112 = mul nsw i64 %conv2.j8710, 8192
-  %113 = mul nsw i64 %conv2.ty8811, 2
-  %114 = add nsw i64 %113, 1
-  %115 = mul nsw i64 %114, 512
-  %116 = add nsw i64 %112, %115
-  %117 = mul nsw i64 %conv2.tx8912, 2
-  %118 = mul nsw i64 %117, 32
-  %119 = add nsw i64 %116, %118
-  %120 = mul nsw i64 %conv2.cv9013, 8
-  %121 = add nsw i64 %119, %120
-  %122 = add nsw i64 835584, %121
-  %arena20 = getelementptr inbounds float, ptr %arena, i64 %122
-  %123 = load <8 x float>, ptr %arena20, align 4
-  %124 = mul nsw i64 %conv2.j8710, 8192
-  %125 = mul nsw i64 %conv2.ty8811, 2
-  %126 = add nsw i64 %125, 3
-  %127 = mul nsw i64 %126, 512
-  %128 = add nsw i64 %124, %127
-  %129 = mul nsw i64 %conv2.tx8912, 2
-  %130 = mul nsw i64 %129, 32
-  %131 = add nsw i64 %128, %130
-  %132 = mul nsw i64 %conv2.cv9013, 8
-  %133 = add nsw i64 %131, %132
-  %134 = add nsw i64 835584, %133
-  %arena21 = getelementptr inbounds float, ptr %arena, i64 %134
-  %135 = load <8 x float>, ptr %arena21, align 4
-  %136 = fsub <8 x float> %123, %135
-  store <8 x float> %136, ptr %conv2.w94, align 32
-  %137 = mul nsw i64 %conv2.j8710, 8192
-  %138 = mul nsw i64 %conv2.ty8811, 2
-  %139 = mul nsw i64 %138, 512
-  %140 = add nsw i64 %137, %139
-  %141 = mul nsw i64 %conv2.tx8912, 2
-  %142 = add nsw i64 %141, 1
-  %143 = mul nsw i64 %142, 32
-  %144 = add nsw i64 %140, %143
-  %145 = mul nsw i64 %conv2.cv9013, 8
-  %146 = add nsw i64 %144, %145
-  %147 = add nsw i64 835584, %146
-  %arena22 = getelementptr inbounds float, ptr %arena, i64 %147
-  %148 = load <8 x float>, ptr %arena22, align 4
-  %149 = mul nsw i64 %conv2.j8710, 8192
-  %150 = mul nsw i64 %conv2.ty8811, 2
-  %151 = add nsw i64 %150, 2
-  %152 = mul nsw i64 %151, 512
-  %153 = add nsw i64 %149, %152
-  %154 = mul nsw i64 %conv2.tx8912, 2
-  %155 = add nsw i64 %154, 1
-  %156 = mul nsw i64 %155, 32
-  %157 = add nsw i64 %153, %156
-  %158 = mul nsw i64 %conv2.cv9013, 8
-  %159 = add nsw i64 %157, %158
-  %160 = add nsw i64 835584, %159
-  %arena23 = getelementptr inbounds float, ptr %arena, i64 %160
-  %161 = load <8 x float>, ptr %arena23, align 4
-  %162 = fsub <8 x float> %148, %161
-  store <8 x float> %162, ptr %conv2.w95, align 32
-  %163 = mul nsw i64 %conv2.j8710, 8192
-  %164 = mul nsw i64 %conv2.ty8811, 2
-  %165 = add nsw i64 %164, 1
-  %166 = mul nsw i64 %165, 512
-  %167 = add nsw i64 %163, %166
-  %168 = mul nsw i64 %conv2.tx8912, 2
-  %169 = add nsw i64 %168, 1
-  %170 = mul nsw i64 %169, 32
-  %171 = add nsw i64 %167, %170
-  %172 = mul nsw i64 %conv2.cv9013, 8
-  %173 = add nsw i64 %171, %172
-  %174 = add nsw i64 835584, %173
-  %arena24 = getelementptr inbounds float, ptr %arena, i64 %174
-  %175 = load <8 x float>, ptr %arena24, align 4
-  %176 = mul nsw i64 %conv2.j8710, 8192
-  %177 = mul nsw i64 %conv2.ty8811, 2
-  %178 = add nsw i64 %177, 2
-  %179 = mul nsw i64 %178, 512
-  %180 = add nsw i64 %176, %179
-  %181 = mul nsw i64 %conv2.tx8912, 2
-  %182 = add nsw i64 %181, 1
-  %183 = mul nsw i64 %182, 32
-  %184 = add nsw i64 %180, %183
-  %185 = mul nsw i64 %conv2.cv9013, 8
-  %186 = add nsw i64 %184, %185
-  %187 = add nsw i64 835584, %186
-  %arena25 = getelementptr inbounds float, ptr %arena, i64 %187
-  %188 = load <8 x float>, ptr %arena25, align 4
-  %189 = fadd <8 x float> %175, %188
-  store <8 x float> %189, ptr %conv2.w96, align 32
-  %190 = mul nsw i64 %conv2.j8710, 8192
-  %191 = mul nsw i64 %conv2.ty8811, 2
-  %192 = add nsw i64 %191, 2
-  %193 = mul nsw i64 %192, 512
-  %194 = add nsw i64 %190, %193
-  %195 = mul nsw i64 %conv2.tx8912, 2
-  %196 = add nsw i64 %195, 1
-  %197 = mul nsw i64 %196, 32
-  %198 = add nsw i64 %194, %197
-  %199 = mul nsw i64 %conv2.cv9013, 8
-  %200 = add nsw i64 %198, %199
-  %201 = add nsw i64 835584, %200
-  %arena26 = getelementptr inbounds float, ptr %arena, i64 %201
-  %202 = load <8 x float>, ptr %arena26, align 4
-  %203 = mul nsw i64 %conv2.j8710, 8192
-  %204 = mul nsw i64 %conv2.ty8811, 2
-  %205 = add nsw i64 %204, 1
-  %206 = mul nsw i64 %205, 512
-  %207 = add nsw i64 %203, %206
-  %208 = mul nsw i64 %conv2.tx8912, 2
-  %209 = add nsw i64 %208, 1
-  %210 = mul nsw i64 %209, 32
-  %211 = add nsw i64 %207, %210
-  %212 = mul nsw i64 %conv2.cv9013, 8
-  %213 = add nsw i64 %211, %212
-  %214 = add nsw i64 835584, %213
-  %arena27 = getelementptr inbounds float, ptr %arena, i64 %214
-  %215 = load <8 x float>, ptr %arena27, align 4
-  %216 = fsub <8 x float> %202, %215
-  store <8 x float> %216, ptr %conv2.w97, align 32
-  %217 = mul nsw i64 %conv2.j8710, 8192
-  %218 = mul nsw i64 %conv2.ty8811, 2
-  %219 = add nsw i64 %218, 1
-  %220 = mul nsw i64 %219, 512
-  %221 = add nsw i64 %217, %220
-  %222 = mul nsw i64 %conv2.tx8912, 2
-  %223 = add nsw i64 %222, 1
-  %224 = mul nsw i64 %223, 32
-  %225 = add nsw i64 %221, %224
-  %226 = mul nsw i64 %conv2.cv9013, 8
-  %227 = add nsw i64 %225, %226
-  %228 = add nsw i64 835584, %227
-  %arena28 = getelementptr inbounds float, ptr %arena, i64 %228
-  %229 = load <8 x float>, ptr %arena28, align 4
-  %230 = mul nsw i64 %conv2.j8710, 8192
-  %231 = mul nsw i64 %conv2.ty8811, 2
-  %232 = add nsw i64 %231, 3
-  %233 = mul nsw i64 %232, 512
-  %234 = add nsw i64 %230, %233
-  %235 = mul nsw i64 %conv2.tx8912, 2
-  %236 = add nsw i64 %235, 1
-  %237 = mul nsw i64 %236, 32
-  %238 = add nsw i64 %234, %237
-  %239 = mul nsw i64 %conv2.cv9013, 8
-  %240 = add nsw i64 %238, %239
-  %241 = add nsw i64 835584, %240
-  %arena29 = getelementptr inbounds float, ptr %arena, i64 %241
-  %242 = load <8 x float>, ptr %arena29, align 4
-  %243 = fsub <8 x float> %229, %242
-  store <8 x float> %243, ptr %conv2.w98, align 32
-  %244 = mul nsw i64 %conv2.j8710, 8192
-  %245 = mul nsw i64 %conv2.ty8811, 2
-  %246 = mul nsw i64 %245, 512
-  %247 = add nsw i64 %244, %246
-  %248 = mul nsw i64 %conv2.tx8912, 2
-  %249 = add nsw i64 %248, 2
-  %250 = mul nsw i64 %249, 32
-  %251 = add nsw i64 %247, %250
-  %252 = mul nsw i64 %conv2.cv9013, 8
-  %253 = add nsw i64 %251, %252
-  %254 = add nsw i64 835584, %253
-  %arena30 = getelementptr inbounds float, ptr %arena, i64 %254
-  %255 = load <8 x float>, ptr %arena30, align 4
-  %256 = mul nsw i64 %conv2.j8710, 8192
-  %257 = mul nsw i64 %conv2.ty8811, 2
-  %258 = add nsw i64 %257, 2
-  %259 = mul nsw i64 %258, 512
-  %260 = add nsw i64 %256, %259
-  %261 = mul nsw i64 %conv2.tx8912, 2
-  %262 = add nsw i64 %261, 2
-  %263 = mul nsw i64 %262, 32
-  %264 = add nsw i64 %260, %263
-  %265 = mul nsw i64 %conv2.cv9013, 8
-  %266 = add nsw i64 %264, %265
-  %267 = add nsw i64 835584, %266
-  %arena31 = getelementptr inbounds float, ptr %arena, i64 %267
-  %268 = load <8 x float>, ptr %arena31, align 4
-  %269 = fsub <8 x float> %255, %268
-  store <8 x float> %269, ptr %conv2.w99, align 32
-  %270 = mul nsw i64 %conv2.j8710, 8192
-  %271 = mul nsw i64 %conv2.ty8811, 2
-  %272 = add nsw i64 %271, 1
-  %273 = mul nsw i64 %272, 512
-  %274 = add nsw i64 %270, %273
-  %275 = mul nsw i64 %conv2.tx8912, 2
-  %276 = add nsw i64 %275, 2
-  %277 = mul nsw i64 %276, 32
-  %278 = add nsw i64 %274, %277
-  %279 = mul nsw i64 %conv2.cv9013, 8
-  %280 = add nsw i64 %278, %279
-  %281 = add nsw i64 835584, %280
-  %arena32 = getelementptr inbounds float, ptr %arena, i64 %281
-  %282 = load <8 x float>, ptr %arena32, align 4
-  %283 = mul nsw i64 %conv2.j8710, 8192
-  %284 = mul nsw i64 %conv2.ty8811, 2
-  %285 = add nsw i64 %284, 2
-  %286 = mul nsw i64 %285, 512
-  %287 = add nsw i64 %283, %286
-  %288 = mul nsw i64 %conv2.tx8912, 2
-  %289 = add nsw i64 %288, 2
-  %290 = mul nsw i64 %289, 32
-  %291 = add nsw i64 %287, %290
-  %292 = mul nsw i64 %conv2.cv9013, 8
-  %293 = add nsw i64 %291, %292
-  %294 = add nsw i64 835584, %293
-  %arena33 = getelementptr inbounds float, ptr %arena, i64 %294
-  %295 = load <8 x float>, ptr %arena33, align 4
-  %296 = fadd <8 x float> %282, %295
-  store <8 x float> %296, ptr %conv2.w100, align 32
-  %297 = mul nsw i64 %conv2.j8710, 8192
-  %298 = mul nsw i64 %conv2.ty8811, 2
-  %299 = add nsw i64 %298, 2
-  %300 = mul nsw i64 %299, 512
-  %301 = add nsw i64 %297, %300
-  %302 = mul nsw i64 %conv2.tx8912, 2
-  %303 = add nsw i64 %302, 2
-  %304 = mul nsw i64 %303, 32
-  %305 = add nsw i64 %301, %304
-  %306 = mul nsw i64 %conv2.cv9013, 8
-  %307 = add nsw i64 %305, %306
-  %308 = add nsw i64 835584, %307
-  %arena34 = getelementptr inbounds float, ptr %arena, i64 %308
-  %309 = load <8 x float>, ptr %arena34, align 4
-  %310 = mul nsw i64 %conv2.j8710, 8192
-  %311 = mul nsw i64 %conv2.ty8811, 2
-  %312 = add nsw i64 %311, 1
-  %313 = mul nsw i64 %312, 512
-  %314 = add nsw i64 %310, %313
-  %315 = mul nsw i64 %conv2.tx8912, 2
-  %316 = add nsw i64 %315, 2
-  %317 = mul nsw i64 %316, 32
-  %318 = add nsw i64 %314, %317
-  %319 = mul nsw i64 %conv2.cv9013, 8
-  %320 = add nsw i64 %318, %319
-  %321 = add nsw i64 835584, %320
-  %arena35 = getelementptr inbounds float, ptr %arena, i64 %321
-  %322 = load <8 x float>, ptr %arena35, align 4
-  %323 = fsub <8 x float> %309, %322
-  store <8 x float> %323, ptr %conv2.w101, align 32
-  %324 = mul nsw i64 %conv2.j8710, 8192
-  %325 = mul nsw i64 %conv2.ty8811, 2
-  %326 = add nsw i64 %325, 1
-  %327 = mul nsw i64 %326, 512
-  %328 = add nsw i64 %324, %327
-  %329 = mul nsw i64 %conv2.tx8912, 2
-  %330 = add nsw i64 %329, 2
-  %331 = mul nsw i64 %330, 32
-  %332 = add nsw i64 %328, %331
-  %333 = mul nsw i64 %conv2.cv9013, 8
-  %334 = add nsw i64 %332, %333
-  %335 = add nsw i64 835584, %334
-  %arena36 = getelementptr inbounds float, ptr %arena, i64 %335
-  %336 = load <8 x float>, ptr %arena36, align 4
-  %337 = mul nsw i64 %conv2.j8710, 8192
-  %338 = mul nsw i64 %conv2.ty8811, 2
-  %339 = add nsw i64 %338, 3
-  %340 = mul nsw i64 %339, 512
-  %341 = add nsw i64 %337, %340
-  %342 = mul nsw i64 %conv2.tx8912, 2
-  %343 = add nsw i64 %342, 2
-  %344 = mul nsw i64 %343, 32
-  %345 = add nsw i64 %341, %344
-  %346 = mul nsw i64 %conv2.cv9013, 8
-  %347 = add nsw i64 %345, %346
-  %348 = add nsw i64 835584, %347
-  %arena37 = getelementptr inbounds float, ptr %arena, i64 %348
-  %349 = load <8 x float>, ptr %arena37, align 4
-  %350 = fsub <8 x float> %336, %349
-  store <8 x float> %350, ptr %conv2.w102, align 32
-  %351 = mul nsw i64 %conv2.j8710, 8192
-  %352 = mul nsw i64 %conv2.ty8811, 2
-  %353 = mul nsw i64 %352, 512
-  %354 = add nsw i64 %351, %353
-  %355 = mul nsw i64 %conv2.tx8912, 2
-  %356 = add nsw i64 %355, 3
-  %357 = mul nsw i64 %356, 32
-  %358 = add nsw i64 %354, %357
-  %359 = mul nsw i64 %conv2.cv9013, 8
-  %360 = add nsw i64 %358, %359
-  %361 = add nsw i64 835584, %360
-  %arena38 = getelementptr inbounds float, ptr %arena, i64 %361
-  %362 = load <8 x float>, ptr %arena38, align 4
-  %363 = mul nsw i64 %conv2.j8710, 8192
-  %364 = mul nsw i64 %conv2.ty8811, 2
-  %365 = add nsw i64 %364, 2
-  %366 = mul nsw i64 %365, 512
-  %367 = add nsw i64 %363, %366
-  %368 = mul nsw i64 %conv2.tx8912, 2
-  %369 = add nsw i64 %368, 3
-  %370 = mul nsw i64 %369, 32
-  %371 = add nsw i64 %367, %370
-  %372 = mul nsw i64 %conv2.cv9013, 8
-  %373 = add nsw i64 %371, %372
-  %374 = add nsw i64 835584, %373
-  %arena39 = getelementptr inbounds float, ptr %arena, i64 %374
-  %375 = load <8 x float>, ptr %arena39, align 4
-  %376 = fsub <8 x float> %362, %375
-  store <8 x float> %376, ptr %conv2.w103, align 32
-  %377 = mul nsw i64 %conv2.j8710, 8192
-  %378 = mul nsw i64 %conv2.ty8811, 2
-  %379 = add nsw i64 %378, 1
-  %380 = mul nsw i64 %379, 512
-  %381 = add nsw i64 %377, %380
-  %382 = mul nsw i64 %conv2.tx8912, 2
-  %383 = add nsw i64 %382, 3
-  %384 = mul nsw i64 %383, 32
-  %385 = add nsw i64 %381, %384
-  %386 = mul nsw i64 %conv2.cv9013, 8
-  %387 = add nsw i64 %385, %386
-  %388 = add nsw i64 835584, %387
-  %arena40 = getelementptr inbounds float, ptr %arena, i64 %388
-  %389 = load <8 x float>, ptr %arena40, align 4
-  %390 = mul nsw i64 %conv2.j8710, 8192
-  %391 = mul nsw i64 %conv2.ty8811, 2
-  %392 = add nsw i64 %391, 2
-  %393 = mul nsw i64 %392, 512
-  %394 = add nsw i64 %390, %393
-  %395 = mul nsw i64 %conv2.tx8912, 2
-  %396 = add nsw i64 %395, 3
-  %397 = mul nsw i64 %396, 32
-  %398 = add nsw i64 %394, %397
-  %399 = mul nsw i64 %conv2.cv9013, 8
-  %400 = add nsw i64 %398, %399
-  %401 = add nsw i64 835584, %400
-  %arena41 = getelementptr inbounds float, ptr %arena, i64 %401
-  %402 = load <8 x float>, ptr %arena41, align 4
-  %403 = fadd <8 x float> %389, %402
-  store <8 x float> %403, ptr %conv2.w104, align 32
-  %404 = mul nsw i64 %conv2.j8710, 8192
-  %405 = mul nsw i64 %conv2.ty8811, 2
-  %406 = add nsw i64 %405, 2
-  %407 = mul nsw i64 %406, 512
-  %408 = add nsw i64 %404, %407
-  %409 = mul nsw i64 %conv2.tx8912, 2
-  %410 = add nsw i64 %409, 3
-  %411 = mul nsw i64 %410, 32
-  %412 = add nsw i64 %408, %411
-  %413 = mul nsw i64 %conv2.cv9013, 8
-  %414 = add nsw i64 %412, %413
-  %415 = add nsw i64 835584, %414
-  %arena42 = getelementptr inbounds float, ptr %arena, i64 %415
-  %416 = load <8 x float>, ptr %arena42, align 4
-  %417 = mul nsw i64 %conv2.j8710, 8192
-  %418 = mul nsw i64 %conv2.ty8811, 2
-  %419 = add nsw i64 %418, 1
-  %420 = mul nsw i64 %419, 512
-  %421 = add nsw i64 %417, %420
-  %422 = mul nsw i64 %conv2.tx8912, 2
-  %423 = add nsw i64 %422, 3
-  %424 = mul nsw i64 %423, 32
-  %425 = add nsw i64 %421, %424
-  %426 = mul nsw i64 %conv2.cv9013, 8
-  %427 = add nsw i64 %425, %426
-  %428 = add nsw i64 835584, %427
-  %arena43 = getelementptr inbounds float, ptr %arena, i64 %428
-  %429 = load <8 x float>, ptr %arena43, align 4
-  %430 = fsub <8 x float> %416, %429
-  store <8 x float> %430, ptr %conv2.w105, align 32
-  %431 = mul nsw i64 %conv2.j8710, 8192
-  %432 = mul nsw i64 %conv2.ty8811, 2
-  %433 = add nsw i64 %432, 1
-  %434 = mul nsw i64 %433, 512
-  %435 = add nsw i64 %431, %434
-  %436 = mul nsw i64 %conv2.tx8912, 2
-  %437 = add nsw i64 %436, 3
-  %438 = mul nsw i64 %437, 32
-  %439 = add nsw i64 %435, %438
-  %440 = mul nsw i64 %conv2.cv9013, 8
-  %441 = add nsw i64 %439, %440
-  %442 = add nsw i64 835584, %441
-  %arena44 = getelementptr inbounds float, ptr %arena, i64 %442
-  %443 = load <8 x float>, ptr %arena44, align 4
-  %444 = mul nsw i64 %conv2.j8710, 8192
-  %445 = mul nsw i64 %conv2.ty8811, 2
-  %446 = add nsw i64 %445, 3
-  %447 = mul nsw i64 %446, 512
-  %448 = add nsw i64 %444, %447
-  %449 = mul nsw i64 %conv2.tx8912, 2
-  %450 = add nsw i64 %449, 3
-  %451 = mul nsw i64 %450, 32
-  %452 = add nsw i64 %448, %451
-  %453 = mul nsw i64 %conv2.cv9013, 8
-  %454 = add nsw i64 %452, %453
-  %455 = add nsw i64 835584, %454
-  %arena45 = getelementptr inbounds float, ptr %arena, i64 %455
-  %456 = load <8 x float>, ptr %arena45, align 4
-  %457 = fsub <8 x float> %443, %456
-  store <8 x float> %457, ptr %conv2.w106, align 32
+  %39 = mul nsw i64 %conv2.j8710, 8192
+  %40 = mul nsw i64 %conv2.ty8811, 2
+  %41 = mul nsw i64 %40, 512
+  %42 = add nsw i64 %39, %41
+  %43 = mul nsw i64 %conv2.tx8912, 2
+  %44 = mul nsw i64 %43, 32
+  %45 = add nsw i64 %42, %44
+  %46 = mul nsw i64 %conv2.cv9013, 8
+  %47 = add nsw i64 %45, %46
+  %48 = add nsw i64 835584, %47
+  %arena14 = getelementptr inbounds float, ptr %arena, i64 %48
+  %49 = load <8 x float>, ptr %arena14, align 4
+  %50 = mul nsw i64 %conv2.j8710, 8192
+  %51 = mul nsw i64 %conv2.ty8811, 2
+  %52 = add nsw i64 %51, 2
+  %53 = mul nsw i64 %52, 512
+  %54 = add nsw i64 %50, %53
+  %55 = mul nsw i64 %conv2.tx8912, 2
+  %56 = mul nsw i64 %55, 32
+  %57 = add nsw i64 %54, %56
+  %58 = mul nsw i64 %conv2.cv9013, 8
+  %59 = add nsw i64 %57, %58
+  %60 = add nsw i64 835584, %59
+  %arena15 = getelementptr inbounds float, ptr %arena, i64 %60
+  %61 = load <8 x float>, ptr %arena15, align 4
+  %62 = fsub <8 x float> %49, %61
+  store <8 x float> %62, ptr %conv2.w91, align 32
+  %63 = mul nsw i64 %conv2.j8710, 8192
+  %64 = mul nsw i64 %conv2.ty8811, 2
+  %65 = add nsw i64 %64, 1
+  %66 = mul nsw i64 %65, 512
+  %67 = add nsw i64 %63, %66
+  %68 = mul nsw i64 %conv2.tx8912, 2
+  %69 = mul nsw i64 %68, 32
+  %70 = add nsw i64 %67, %69
+  %71 = mul nsw i64 %conv2.cv9013, 8
+  %72 = add nsw i64 %70, %71
+  %73 = add nsw i64 835584, %72
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %73
+  %74 = load <8 x float>, ptr %arena16, align 4
+  %75 = mul nsw i64 %conv2.j8710, 8192
+  %76 = mul nsw i64 %conv2.ty8811, 2
+  %77 = add nsw i64 %76, 2
+  %78 = mul nsw i64 %77, 512
+  %79 = add nsw i64 %75, %78
+  %80 = mul nsw i64 %conv2.tx8912, 2
+  %81 = mul nsw i64 %80, 32
+  %82 = add nsw i64 %79, %81
+  %83 = mul nsw i64 %conv2.cv9013, 8
+  %84 = add nsw i64 %82, %83
+  %85 = add nsw i64 835584, %84
+  %arena17 = getelementptr inbounds float, ptr %arena, i64 %85
+  %86 = load <8 x float>, ptr %arena17, align 4
+  %87 = fadd <8 x float> %74, %86
+  store <8 x float> %87, ptr %conv2.w92, align 32
+  %88 = mul nsw i64 %conv2.j8710, 8192
+  %89 = mul nsw i64 %conv2.ty8811, 2
+  %90 = add nsw i64 %89, 2
+  %91 = mul nsw i64 %90, 512
+  %92 = add nsw i64 %88, %91
+  %93 = mul nsw i64 %conv2.tx8912, 2
+  %94 = mul nsw i64 %93, 32
+  %95 = add nsw i64 %92, %94
+  %96 = mul nsw i64 %conv2.cv9013, 8
+  %97 = add nsw i64 %95, %96
+  %98 = add nsw i64 835584, %97
+  %arena18 = getelementptr inbounds float, ptr %arena, i64 %98
+  %99 = load <8 x float>, ptr %arena18, align 4
+  %100 = mul nsw i64 %conv2.j8710, 8192
+  %101 = mul nsw i64 %conv2.ty8811, 2
+  %102 = add nsw i64 %101, 1
+  %103 = mul nsw i64 %102, 512
+  %104 = add nsw i64 %100, %103
+  %105 = mul nsw i64 %conv2.tx8912, 2
+  %106 = mul nsw i64 %105, 32
+  %107 = add nsw i64 %104, %106
+  %108 = mul nsw i64 %conv2.cv9013, 8
+  %109 = add nsw i64 %107, %108
+  %110 = add nsw i64 835584, %109
+  %arena19 = getelementptr inbounds float, ptr %arena, i64 %110
+  %111 = load <8 x float>, ptr %arena19, align 4
+  %112 = fsub <8 x float> %99, %111
+  store <8 x float> %112, ptr %conv2.w93, align 32
+  %113 = mul nsw i64 %conv2.j8710, 8192
+  %114 = mul nsw i64 %conv2.ty8811, 2
+  %115 = add nsw i64 %114, 1
+  %116 = mul nsw i64 %115, 512
+  %117 = add nsw i64 %113, %116
+  %118 = mul nsw i64 %conv2.tx8912, 2
+  %119 = mul nsw i64 %118, 32
+  %120 = add nsw i64 %117, %119
+  %121 = mul nsw i64 %conv2.cv9013, 8
+  %122 = add nsw i64 %120, %121
+  %123 = add nsw i64 835584, %122
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %123
+  %124 = load <8 x float>, ptr %arena20, align 4
+  %125 = mul nsw i64 %conv2.j8710, 8192
+  %126 = mul nsw i64 %conv2.ty8811, 2
+  %127 = add nsw i64 %126, 3
+  %128 = mul nsw i64 %127, 512
+  %129 = add nsw i64 %125, %128
+  %130 = mul nsw i64 %conv2.tx8912, 2
+  %131 = mul nsw i64 %130, 32
+  %132 = add nsw i64 %129, %131
+  %133 = mul nsw i64 %conv2.cv9013, 8
+  %134 = add nsw i64 %132, %133
+  %135 = add nsw i64 835584, %134
+  %arena21 = getelementptr inbounds float, ptr %arena, i64 %135
+  %136 = load <8 x float>, ptr %arena21, align 4
+  %137 = fsub <8 x float> %124, %136
+  store <8 x float> %137, ptr %conv2.w94, align 32
+  %138 = mul nsw i64 %conv2.j8710, 8192
+  %139 = mul nsw i64 %conv2.ty8811, 2
+  %140 = mul nsw i64 %139, 512
+  %141 = add nsw i64 %138, %140
+  %142 = mul nsw i64 %conv2.tx8912, 2
+  %143 = add nsw i64 %142, 1
+  %144 = mul nsw i64 %143, 32
+  %145 = add nsw i64 %141, %144
+  %146 = mul nsw i64 %conv2.cv9013, 8
+  %147 = add nsw i64 %145, %146
+  %148 = add nsw i64 835584, %147
+  %arena22 = getelementptr inbounds float, ptr %arena, i64 %148
+  %149 = load <8 x float>, ptr %arena22, align 4
+  %150 = mul nsw i64 %conv2.j8710, 8192
+  %151 = mul nsw i64 %conv2.ty8811, 2
+  %152 = add nsw i64 %151, 2
+  %153 = mul nsw i64 %152, 512
+  %154 = add nsw i64 %150, %153
+  %155 = mul nsw i64 %conv2.tx8912, 2
+  %156 = add nsw i64 %155, 1
+  %157 = mul nsw i64 %156, 32
+  %158 = add nsw i64 %154, %157
+  %159 = mul nsw i64 %conv2.cv9013, 8
+  %160 = add nsw i64 %158, %159
+  %161 = add nsw i64 835584, %160
+  %arena23 = getelementptr inbounds float, ptr %arena, i64 %161
+  %162 = load <8 x float>, ptr %arena23, align 4
+  %163 = fsub <8 x float> %149, %162
+  store <8 x float> %163, ptr %conv2.w95, align 32
+  %164 = mul nsw i64 %conv2.j8710, 8192
+  %165 = mul nsw i64 %conv2.ty8811, 2
+  %166 = add nsw i64 %165, 1
+  %167 = mul nsw i64 %166, 512
+  %168 = add nsw i64 %164, %167
+  %169 = mul nsw i64 %conv2.tx8912, 2
+  %170 = add nsw i64 %169, 1
+  %171 = mul nsw i64 %170, 32
+  %172 = add nsw i64 %168, %171
+  %173 = mul nsw i64 %conv2.cv9013, 8
+  %174 = add nsw i64 %172, %173
+  %175 = add nsw i64 835584, %174
+  %arena24 = getelementptr inbounds float, ptr %arena, i64 %175
+  %176 = load <8 x float>, ptr %arena24, align 4
+  %177 = mul nsw i64 %conv2.j8710, 8192
+  %178 = mul nsw i64 %conv2.ty8811, 2
+  %179 = add nsw i64 %178, 2
+  %180 = mul nsw i64 %179, 512
+  %181 = add nsw i64 %177, %180
+  %182 = mul nsw i64 %conv2.tx8912, 2
+  %183 = add nsw i64 %182, 1
+  %184 = mul nsw i64 %183, 32
+  %185 = add nsw i64 %181, %184
+  %186 = mul nsw i64 %conv2.cv9013, 8
+  %187 = add nsw i64 %185, %186
+  %188 = add nsw i64 835584, %187
+  %arena25 = getelementptr inbounds float, ptr %arena, i64 %188
+  %189 = load <8 x float>, ptr %arena25, align 4
+  %190 = fadd <8 x float> %176, %189
+  store <8 x float> %190, ptr %conv2.w96, align 32
+  %191 = mul nsw i64 %conv2.j8710, 8192
+  %192 = mul nsw i64 %conv2.ty8811, 2
+  %193 = add nsw i64 %192, 2
+  %194 = mul nsw i64 %193, 512
+  %195 = add nsw i64 %191, %194
+  %196 = mul nsw i64 %conv2.tx8912, 2
+  %197 = add nsw i64 %196, 1
+  %198 = mul nsw i64 %197, 32
+  %199 = add nsw i64 %195, %198
+  %200 = mul nsw i64 %conv2.cv9013, 8
+  %201 = add nsw i64 %199, %200
+  %202 = add nsw i64 835584, %201
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 %202
+  %203 = load <8 x float>, ptr %arena26, align 4
+  %204 = mul nsw i64 %conv2.j8710, 8192
+  %205 = mul nsw i64 %conv2.ty8811, 2
+  %206 = add nsw i64 %205, 1
+  %207 = mul nsw i64 %206, 512
+  %208 = add nsw i64 %204, %207
+  %209 = mul nsw i64 %conv2.tx8912, 2
+  %210 = add nsw i64 %209, 1
+  %211 = mul nsw i64 %210, 32
+  %212 = add nsw i64 %208, %211
+  %213 = mul nsw i64 %conv2.cv9013, 8
+  %214 = add nsw i64 %212, %213
+  %215 = add nsw i64 835584, %214
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 %215
+  %216 = load <8 x float>, ptr %arena27, align 4
+  %217 = fsub <8 x float> %203, %216
+  store <8 x float> %217, ptr %conv2.w97, align 32
+  %218 = mul nsw i64 %conv2.j8710, 8192
+  %219 = mul nsw i64 %conv2.ty8811, 2
+  %220 = add nsw i64 %219, 1
+  %221 = mul nsw i64 %220, 512
+  %222 = add nsw i64 %218, %221
+  %223 = mul nsw i64 %conv2.tx8912, 2
+  %224 = add nsw i64 %223, 1
+  %225 = mul nsw i64 %224, 32
+  %226 = add nsw i64 %222, %225
+  %227 = mul nsw i64 %conv2.cv9013, 8
+  %228 = add nsw i64 %226, %227
+  %229 = add nsw i64 835584, %228
+  %arena28 = getelementptr inbounds float, ptr %arena, i64 %229
+  %230 = load <8 x float>, ptr %arena28, align 4
+  %231 = mul nsw i64 %conv2.j8710, 8192
+  %232 = mul nsw i64 %conv2.ty8811, 2
+  %233 = add nsw i64 %232, 3
+  %234 = mul nsw i64 %233, 512
+  %235 = add nsw i64 %231, %234
+  %236 = mul nsw i64 %conv2.tx8912, 2
+  %237 = add nsw i64 %236, 1
+  %238 = mul nsw i64 %237, 32
+  %239 = add nsw i64 %235, %238
+  %240 = mul nsw i64 %conv2.cv9013, 8
+  %241 = add nsw i64 %239, %240
+  %242 = add nsw i64 835584, %241
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %242
+  %243 = load <8 x float>, ptr %arena29, align 4
+  %244 = fsub <8 x float> %230, %243
+  store <8 x float> %244, ptr %conv2.w98, align 32
+  %245 = mul nsw i64 %conv2.j8710, 8192
+  %246 = mul nsw i64 %conv2.ty8811, 2
+  %247 = mul nsw i64 %246, 512
+  %248 = add nsw i64 %245, %247
+  %249 = mul nsw i64 %conv2.tx8912, 2
+  %250 = add nsw i64 %249, 2
+  %251 = mul nsw i64 %250, 32
+  %252 = add nsw i64 %248, %251
+  %253 = mul nsw i64 %conv2.cv9013, 8
+  %254 = add nsw i64 %252, %253
+  %255 = add nsw i64 835584, %254
+  %arena30 = getelementptr inbounds float, ptr %arena, i64 %255
+  %256 = load <8 x float>, ptr %arena30, align 4
+  %257 = mul nsw i64 %conv2.j8710, 8192
+  %258 = mul nsw i64 %conv2.ty8811, 2
+  %259 = add nsw i64 %258, 2
+  %260 = mul nsw i64 %259, 512
+  %261 = add nsw i64 %257, %260
+  %262 = mul nsw i64 %conv2.tx8912, 2
+  %263 = add nsw i64 %262, 2
+  %264 = mul nsw i64 %263, 32
+  %265 = add nsw i64 %261, %264
+  %266 = mul nsw i64 %conv2.cv9013, 8
+  %267 = add nsw i64 %265, %266
+  %268 = add nsw i64 835584, %267
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %268
+  %269 = load <8 x float>, ptr %arena31, align 4
+  %270 = fsub <8 x float> %256, %269
+  store <8 x float> %270, ptr %conv2.w99, align 32
+  %271 = mul nsw i64 %conv2.j8710, 8192
+  %272 = mul nsw i64 %conv2.ty8811, 2
+  %273 = add nsw i64 %272, 1
+  %274 = mul nsw i64 %273, 512
+  %275 = add nsw i64 %271, %274
+  %276 = mul nsw i64 %conv2.tx8912, 2
+  %277 = add nsw i64 %276, 2
+  %278 = mul nsw i64 %277, 32
+  %279 = add nsw i64 %275, %278
+  %280 = mul nsw i64 %conv2.cv9013, 8
+  %281 = add nsw i64 %279, %280
+  %282 = add nsw i64 835584, %281
+  %arena32 = getelementptr inbounds float, ptr %arena, i64 %282
+  %283 = load <8 x float>, ptr %arena32, align 4
+  %284 = mul nsw i64 %conv2.j8710, 8192
+  %285 = mul nsw i64 %conv2.ty8811, 2
+  %286 = add nsw i64 %285, 2
+  %287 = mul nsw i64 %286, 512
+  %288 = add nsw i64 %284, %287
+  %289 = mul nsw i64 %conv2.tx8912, 2
+  %290 = add nsw i64 %289, 2
+  %291 = mul nsw i64 %290, 32
+  %292 = add nsw i64 %288, %291
+  %293 = mul nsw i64 %conv2.cv9013, 8
+  %294 = add nsw i64 %292, %293
+  %295 = add nsw i64 835584, %294
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 %295
+  %296 = load <8 x float>, ptr %arena33, align 4
+  %297 = fadd <8 x float> %283, %296
+  store <8 x float> %297, ptr %conv2.w100, align 32
+  %298 = mul nsw i64 %conv2.j8710, 8192
+  %299 = mul nsw i64 %conv2.ty8811, 2
+  %300 = add nsw i64 %299, 2
+  %301 = mul nsw i64 %300, 512
+  %302 = add nsw i64 %298, %301
+  %303 = mul nsw i64 %conv2.tx8912, 2
+  %304 = add nsw i64 %303, 2
+  %305 = mul nsw i64 %304, 32
+  %306 = add nsw i64 %302, %305
+  %307 = mul nsw i64 %conv2.cv9013, 8
+  %308 = add nsw i64 %306, %307
+  %309 = add nsw i64 835584, %308
+  %arena34 = getelementptr inbounds float, ptr %arena, i64 %309
+  %310 = load <8 x float>, ptr %arena34, align 4
+  %311 = mul nsw i64 %conv2.j8710, 8192
+  %312 = mul nsw i64 %conv2.ty8811, 2
+  %313 = add nsw i64 %312, 1
+  %314 = mul nsw i64 %313, 512
+  %315 = add nsw i64 %311, %314
+  %316 = mul nsw i64 %conv2.tx8912, 2
+  %317 = add nsw i64 %316, 2
+  %318 = mul nsw i64 %317, 32
+  %319 = add nsw i64 %315, %318
+  %320 = mul nsw i64 %conv2.cv9013, 8
+  %321 = add nsw i64 %319, %320
+  %322 = add nsw i64 835584, %321
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %322
+  %323 = load <8 x float>, ptr %arena35, align 4
+  %324 = fsub <8 x float> %310, %323
+  store <8 x float> %324, ptr %conv2.w101, align 32
+  %325 = mul nsw i64 %conv2.j8710, 8192
+  %326 = mul nsw i64 %conv2.ty8811, 2
+  %327 = add nsw i64 %326, 1
+  %328 = mul nsw i64 %327, 512
+  %329 = add nsw i64 %325, %328
+  %330 = mul nsw i64 %conv2.tx8912, 2
+  %331 = add nsw i64 %330, 2
+  %332 = mul nsw i64 %331, 32
+  %333 = add nsw i64 %329, %332
+  %334 = mul nsw i64 %conv2.cv9013, 8
+  %335 = add nsw i64 %333, %334
+  %336 = add nsw i64 835584, %335
+  %arena36 = getelementptr inbounds float, ptr %arena, i64 %336
+  %337 = load <8 x float>, ptr %arena36, align 4
+  %338 = mul nsw i64 %conv2.j8710, 8192
+  %339 = mul nsw i64 %conv2.ty8811, 2
+  %340 = add nsw i64 %339, 3
+  %341 = mul nsw i64 %340, 512
+  %342 = add nsw i64 %338, %341
+  %343 = mul nsw i64 %conv2.tx8912, 2
+  %344 = add nsw i64 %343, 2
+  %345 = mul nsw i64 %344, 32
+  %346 = add nsw i64 %342, %345
+  %347 = mul nsw i64 %conv2.cv9013, 8
+  %348 = add nsw i64 %346, %347
+  %349 = add nsw i64 835584, %348
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %349
+  %350 = load <8 x float>, ptr %arena37, align 4
+  %351 = fsub <8 x float> %337, %350
+  store <8 x float> %351, ptr %conv2.w102, align 32
+  %352 = mul nsw i64 %conv2.j8710, 8192
+  %353 = mul nsw i64 %conv2.ty8811, 2
+  %354 = mul nsw i64 %353, 512
+  %355 = add nsw i64 %352, %354
+  %356 = mul nsw i64 %conv2.tx8912, 2
+  %357 = add nsw i64 %356, 3
+  %358 = mul nsw i64 %357, 32
+  %359 = add nsw i64 %355, %358
+  %360 = mul nsw i64 %conv2.cv9013, 8
+  %361 = add nsw i64 %359, %360
+  %362 = add nsw i64 835584, %361
+  %arena38 = getelementptr inbounds float, ptr %arena, i64 %362
+  %363 = load <8 x float>, ptr %arena38, align 4
+  %364 = mul nsw i64 %conv2.j8710, 8192
+  %365 = mul nsw i64 %conv2.ty8811, 2
+  %366 = add nsw i64 %365, 2
+  %367 = mul nsw i64 %366, 512
+  %368 = add nsw i64 %364, %367
+  %369 = mul nsw i64 %conv2.tx8912, 2
+  %370 = add nsw i64 %369, 3
+  %371 = mul nsw i64 %370, 32
+  %372 = add nsw i64 %368, %371
+  %373 = mul nsw i64 %conv2.cv9013, 8
+  %374 = add nsw i64 %372, %373
+  %375 = add nsw i64 835584, %374
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %375
+  %376 = load <8 x float>, ptr %arena39, align 4
+  %377 = fsub <8 x float> %363, %376
+  store <8 x float> %377, ptr %conv2.w103, align 32
+  %378 = mul nsw i64 %conv2.j8710, 8192
+  %379 = mul nsw i64 %conv2.ty8811, 2
+  %380 = add nsw i64 %379, 1
+  %381 = mul nsw i64 %380, 512
+  %382 = add nsw i64 %378, %381
+  %383 = mul nsw i64 %conv2.tx8912, 2
+  %384 = add nsw i64 %383, 3
+  %385 = mul nsw i64 %384, 32
+  %386 = add nsw i64 %382, %385
+  %387 = mul nsw i64 %conv2.cv9013, 8
+  %388 = add nsw i64 %386, %387
+  %389 = add nsw i64 835584, %388
+  %arena40 = getelementptr inbounds float, ptr %arena, i64 %389
+  %390 = load <8 x float>, ptr %arena40, align 4
+  %391 = mul nsw i64 %conv2.j8710, 8192
+  %392 = mul nsw i64 %conv2.ty8811, 2
+  %393 = add nsw i64 %392, 2
+  %394 = mul nsw i64 %393, 512
+  %395 = add nsw i64 %391, %394
+  %396 = mul nsw i64 %conv2.tx8912, 2
+  %397 = add nsw i64 %396, 3
+  %398 = mul nsw i64 %397, 32
+  %399 = add nsw i64 %395, %398
+  %400 = mul nsw i64 %conv2.cv9013, 8
+  %401 = add nsw i64 %399, %400
+  %402 = add nsw i64 835584, %401
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %402
+  %403 = load <8 x float>, ptr %arena41, align 4
+  %404 = fadd <8 x float> %390, %403
+  store <8 x float> %404, ptr %conv2.w104, align 32
+  %405 = mul nsw i64 %conv2.j8710, 8192
+  %406 = mul nsw i64 %conv2.ty8811, 2
+  %407 = add nsw i64 %406, 2
+  %408 = mul nsw i64 %407, 512
+  %409 = add nsw i64 %405, %408
+  %410 = mul nsw i64 %conv2.tx8912, 2
+  %411 = add nsw i64 %410, 3
+  %412 = mul nsw i64 %411, 32
+  %413 = add nsw i64 %409, %412
+  %414 = mul nsw i64 %conv2.cv9013, 8
+  %415 = add nsw i64 %413, %414
+  %416 = add nsw i64 835584, %415
+  %arena42 = getelementptr inbounds float, ptr %arena, i64 %416
+  %417 = load <8 x float>, ptr %arena42, align 4
+  %418 = mul nsw i64 %conv2.j8710, 8192
+  %419 = mul nsw i64 %conv2.ty8811, 2
+  %420 = add nsw i64 %419, 1
+  %421 = mul nsw i64 %420, 512
+  %422 = add nsw i64 %418, %421
+  %423 = mul nsw i64 %conv2.tx8912, 2
+  %424 = add nsw i64 %423, 3
+  %425 = mul nsw i64 %424, 32
+  %426 = add nsw i64 %422, %425
+  %427 = mul nsw i64 %conv2.cv9013, 8
+  %428 = add nsw i64 %426, %427
+  %429 = add nsw i64 835584, %428
+  %arena43 = getelementptr inbounds float, ptr %arena, i64 %429
+  %430 = load <8 x float>, ptr %arena43, align 4
+  %431 = fsub <8 x float> %417, %430
+  store <8 x float> %431, ptr %conv2.w105, align 32
+  %432 = mul nsw i64 %conv2.j8710, 8192
+  %433 = mul nsw i64 %conv2.ty8811, 2
+  %434 = add nsw i64 %433, 1
+  %435 = mul nsw i64 %434, 512
+  %436 = add nsw i64 %432, %435
+  %437 = mul nsw i64 %conv2.tx8912, 2
+  %438 = add nsw i64 %437, 3
+  %439 = mul nsw i64 %438, 32
+  %440 = add nsw i64 %436, %439
+  %441 = mul nsw i64 %conv2.cv9013, 8
+  %442 = add nsw i64 %440, %441
+  %443 = add nsw i64 835584, %442
+  %arena44 = getelementptr inbounds float, ptr %arena, i64 %443
+  %444 = load <8 x float>, ptr %arena44, align 4
+  %445 = mul nsw i64 %conv2.j8710, 8192
+  %446 = mul nsw i64 %conv2.ty8811, 2
+  %447 = add nsw i64 %446, 3
+  %448 = mul nsw i64 %447, 512
+  %449 = add nsw i64 %445, %448
+  %450 = mul nsw i64 %conv2.tx8912, 2
+  %451 = add nsw i64 %450, 3
+  %452 = mul nsw i64 %451, 32
+  %453 = add nsw i64 %449, %452
+  %454 = mul nsw i64 %conv2.cv9013, 8
+  %455 = add nsw i64 %453, %454
+  %456 = add nsw i64 835584, %455
+  %arena45 = getelementptr inbounds float, ptr %arena, i64 %456
+  %457 = load <8 x float>, ptr %arena45, align 4
+  %458 = fsub <8 x float> %444, %457
+  store <8 x float> %458, ptr %conv2.w106, align 32
   %w91 = load <8 x float>, ptr %conv2.w91, align 32
   %w99 = load <8 x float>, ptr %conv2.w99, align 32
-  %458 = fsub <8 x float> %w91, %w99
-  store <8 x float> %458, ptr %conv2.w107, align 32
+  %459 = fsub <8 x float> %w91, %w99
+  store <8 x float> %459, ptr %conv2.w107, align 32
   %w95 = load <8 x float>, ptr %conv2.w95, align 32
   %w9946 = load <8 x float>, ptr %conv2.w99, align 32
-  %459 = fadd <8 x float> %w95, %w9946
-  store <8 x float> %459, ptr %conv2.w108, align 32
+  %460 = fadd <8 x float> %w95, %w9946
+  store <8 x float> %460, ptr %conv2.w108, align 32
   %w9947 = load <8 x float>, ptr %conv2.w99, align 32
   %w9548 = load <8 x float>, ptr %conv2.w95, align 32
-  %460 = fsub <8 x float> %w9947, %w9548
-  store <8 x float> %460, ptr %conv2.w109, align 32
+  %461 = fsub <8 x float> %w9947, %w9548
+  store <8 x float> %461, ptr %conv2.w109, align 32
   %w9549 = load <8 x float>, ptr %conv2.w95, align 32
   %w103 = load <8 x float>, ptr %conv2.w103, align 32
-  %461 = fsub <8 x float> %w9549, %w103
-  store <8 x float> %461, ptr %conv2.w110, align 32
+  %462 = fsub <8 x float> %w9549, %w103
+  store <8 x float> %462, ptr %conv2.w110, align 32
   %w92 = load <8 x float>, ptr %conv2.w92, align 32
   %w100 = load <8 x float>, ptr %conv2.w100, align 32
-  %462 = fsub <8 x float> %w92, %w100
-  store <8 x float> %462, ptr %conv2.w111, align 32
+  %463 = fsub <8 x float> %w92, %w100
+  store <8 x float> %463, ptr %conv2.w111, align 32
   %w96 = load <8 x float>, ptr %conv2.w96, align 32
   %w10050 = load <8 x float>, ptr %conv2.w100, align 32
-  %463 = fadd <8 x float> %w96, %w10050
-  store <8 x float> %463, ptr %conv2.w112, align 32
+  %464 = fadd <8 x float> %w96, %w10050
+  store <8 x float> %464, ptr %conv2.w112, align 32
   %w10051 = load <8 x float>, ptr %conv2.w100, align 32
   %w9652 = load <8 x float>, ptr %conv2.w96, align 32
-  %464 = fsub <8 x float> %w10051, %w9652
-  store <8 x float> %464, ptr %conv2.w113, align 32
+  %465 = fsub <8 x float> %w10051, %w9652
+  store <8 x float> %465, ptr %conv2.w113, align 32
   %w9653 = load <8 x float>, ptr %conv2.w96, align 32
   %w104 = load <8 x float>, ptr %conv2.w104, align 32
-  %465 = fsub <8 x float> %w9653, %w104
-  store <8 x float> %465, ptr %conv2.w114, align 32
+  %466 = fsub <8 x float> %w9653, %w104
+  store <8 x float> %466, ptr %conv2.w114, align 32
   %w93 = load <8 x float>, ptr %conv2.w93, align 32
   %w101 = load <8 x float>, ptr %conv2.w101, align 32
-  %466 = fsub <8 x float> %w93, %w101
-  store <8 x float> %466, ptr %conv2.w115, align 32
+  %467 = fsub <8 x float> %w93, %w101
+  store <8 x float> %467, ptr %conv2.w115, align 32
   %w97 = load <8 x float>, ptr %conv2.w97, align 32
   %w10154 = load <8 x float>, ptr %conv2.w101, align 32
-  %467 = fadd <8 x float> %w97, %w10154
-  store <8 x float> %467, ptr %conv2.w116, align 32
+  %468 = fadd <8 x float> %w97, %w10154
+  store <8 x float> %468, ptr %conv2.w116, align 32
   %w10155 = load <8 x float>, ptr %conv2.w101, align 32
   %w9756 = load <8 x float>, ptr %conv2.w97, align 32
-  %468 = fsub <8 x float> %w10155, %w9756
-  store <8 x float> %468, ptr %conv2.w117, align 32
+  %469 = fsub <8 x float> %w10155, %w9756
+  store <8 x float> %469, ptr %conv2.w117, align 32
   %w9757 = load <8 x float>, ptr %conv2.w97, align 32
   %w105 = load <8 x float>, ptr %conv2.w105, align 32
-  %469 = fsub <8 x float> %w9757, %w105
-  store <8 x float> %469, ptr %conv2.w118, align 32
+  %470 = fsub <8 x float> %w9757, %w105
+  store <8 x float> %470, ptr %conv2.w118, align 32
   %w94 = load <8 x float>, ptr %conv2.w94, align 32
   %w102 = load <8 x float>, ptr %conv2.w102, align 32
-  %470 = fsub <8 x float> %w94, %w102
-  store <8 x float> %470, ptr %conv2.w119, align 32
+  %471 = fsub <8 x float> %w94, %w102
+  store <8 x float> %471, ptr %conv2.w119, align 32
   %w98 = load <8 x float>, ptr %conv2.w98, align 32
   %w10258 = load <8 x float>, ptr %conv2.w102, align 32
-  %471 = fadd <8 x float> %w98, %w10258
-  store <8 x float> %471, ptr %conv2.w120, align 32
+  %472 = fadd <8 x float> %w98, %w10258
+  store <8 x float> %472, ptr %conv2.w120, align 32
   %w10259 = load <8 x float>, ptr %conv2.w102, align 32
   %w9860 = load <8 x float>, ptr %conv2.w98, align 32
-  %472 = fsub <8 x float> %w10259, %w9860
-  store <8 x float> %472, ptr %conv2.w121, align 32
+  %473 = fsub <8 x float> %w10259, %w9860
+  store <8 x float> %473, ptr %conv2.w121, align 32
   %w9861 = load <8 x float>, ptr %conv2.w98, align 32
   %w106 = load <8 x float>, ptr %conv2.w106, align 32
-  %473 = fsub <8 x float> %w9861, %w106
-  store <8 x float> %473, ptr %conv2.w122, align 32
+  %474 = fsub <8 x float> %w9861, %w106
+  store <8 x float> %474, ptr %conv2.w122, align 32
   %w107 = load <8 x float>, ptr %conv2.w107, align 32
-  %474 = mul nsw i64 %conv2.j8710, 49
-  %475 = mul nsw i64 %conv2.ty8811, 7
-  %476 = add nsw i64 %474, %475
-  %477 = add nsw i64 %476, %conv2.tx8912
-  %478 = mul nsw i64 %477, 32
-  %479 = add nsw i64 843776, %478
-  %480 = mul nsw i64 %conv2.cv9013, 8
-  %481 = add nsw i64 %479, %480
-  %arena62 = getelementptr inbounds float, ptr %arena, i64 %481
+  %475 = mul nsw i64 %conv2.j8710, 49
+  %476 = mul nsw i64 %conv2.ty8811, 7
+  %477 = add nsw i64 %475, %476
+  %478 = add nsw i64 %477, %conv2.tx8912
+  %479 = mul nsw i64 %478, 32
+  %480 = add nsw i64 843776, %479
+  %481 = mul nsw i64 %conv2.cv9013, 8
+  %482 = add nsw i64 %480, %481
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %482
   store <8 x float> %w107, ptr %arena62, align 4
   %w108 = load <8 x float>, ptr %conv2.w108, align 32
-  %482 = mul nsw i64 %conv2.j8710, 49
-  %483 = mul nsw i64 %conv2.ty8811, 7
-  %484 = add nsw i64 %482, %483
-  %485 = add nsw i64 %484, %conv2.tx8912
-  %486 = mul nsw i64 %485, 32
-  %487 = add nsw i64 845344, %486
-  %488 = mul nsw i64 %conv2.cv9013, 8
-  %489 = add nsw i64 %487, %488
-  %arena63 = getelementptr inbounds float, ptr %arena, i64 %489
+  %483 = mul nsw i64 %conv2.j8710, 49
+  %484 = mul nsw i64 %conv2.ty8811, 7
+  %485 = add nsw i64 %483, %484
+  %486 = add nsw i64 %485, %conv2.tx8912
+  %487 = mul nsw i64 %486, 32
+  %488 = add nsw i64 845344, %487
+  %489 = mul nsw i64 %conv2.cv9013, 8
+  %490 = add nsw i64 %488, %489
+  %arena63 = getelementptr inbounds float, ptr %arena, i64 %490
   store <8 x float> %w108, ptr %arena63, align 4
   %w109 = load <8 x float>, ptr %conv2.w109, align 32
-  %490 = mul nsw i64 %conv2.j8710, 49
-  %491 = mul nsw i64 %conv2.ty8811, 7
-  %492 = add nsw i64 %490, %491
-  %493 = add nsw i64 %492, %conv2.tx8912
-  %494 = mul nsw i64 %493, 32
-  %495 = add nsw i64 846912, %494
-  %496 = mul nsw i64 %conv2.cv9013, 8
-  %497 = add nsw i64 %495, %496
-  %arena64 = getelementptr inbounds float, ptr %arena, i64 %497
+  %491 = mul nsw i64 %conv2.j8710, 49
+  %492 = mul nsw i64 %conv2.ty8811, 7
+  %493 = add nsw i64 %491, %492
+  %494 = add nsw i64 %493, %conv2.tx8912
+  %495 = mul nsw i64 %494, 32
+  %496 = add nsw i64 846912, %495
+  %497 = mul nsw i64 %conv2.cv9013, 8
+  %498 = add nsw i64 %496, %497
+  %arena64 = getelementptr inbounds float, ptr %arena, i64 %498
   store <8 x float> %w109, ptr %arena64, align 4
   %w110 = load <8 x float>, ptr %conv2.w110, align 32
-  %498 = mul nsw i64 %conv2.j8710, 49
-  %499 = mul nsw i64 %conv2.ty8811, 7
-  %500 = add nsw i64 %498, %499
-  %501 = add nsw i64 %500, %conv2.tx8912
-  %502 = mul nsw i64 %501, 32
-  %503 = add nsw i64 848480, %502
-  %504 = mul nsw i64 %conv2.cv9013, 8
-  %505 = add nsw i64 %503, %504
-  %arena65 = getelementptr inbounds float, ptr %arena, i64 %505
+  %499 = mul nsw i64 %conv2.j8710, 49
+  %500 = mul nsw i64 %conv2.ty8811, 7
+  %501 = add nsw i64 %499, %500
+  %502 = add nsw i64 %501, %conv2.tx8912
+  %503 = mul nsw i64 %502, 32
+  %504 = add nsw i64 848480, %503
+  %505 = mul nsw i64 %conv2.cv9013, 8
+  %506 = add nsw i64 %504, %505
+  %arena65 = getelementptr inbounds float, ptr %arena, i64 %506
   store <8 x float> %w110, ptr %arena65, align 4
   %w111 = load <8 x float>, ptr %conv2.w111, align 32
-  %506 = mul nsw i64 %conv2.j8710, 49
-  %507 = mul nsw i64 %conv2.ty8811, 7
-  %508 = add nsw i64 %506, %507
-  %509 = add nsw i64 %508, %conv2.tx8912
-  %510 = mul nsw i64 %509, 32
-  %511 = add nsw i64 850048, %510
-  %512 = mul nsw i64 %conv2.cv9013, 8
-  %513 = add nsw i64 %511, %512
-  %arena66 = getelementptr inbounds float, ptr %arena, i64 %513
+  %507 = mul nsw i64 %conv2.j8710, 49
+  %508 = mul nsw i64 %conv2.ty8811, 7
+  %509 = add nsw i64 %507, %508
+  %510 = add nsw i64 %509, %conv2.tx8912
+  %511 = mul nsw i64 %510, 32
+  %512 = add nsw i64 850048, %511
+  %513 = mul nsw i64 %conv2.cv9013, 8
+  %514 = add nsw i64 %512, %513
+  %arena66 = getelementptr inbounds float, ptr %arena, i64 %514
   store <8 x float> %w111, ptr %arena66, align 4
   %w112 = load <8 x float>, ptr %conv2.w112, align 32
-  %514 = mul nsw i64 %conv2.j8710, 49
-  %515 = mul nsw i64 %conv2.ty8811, 7
-  %516 = add nsw i64 %514, %515
-  %517 = add nsw i64 %516, %conv2.tx8912
-  %518 = mul nsw i64 %517, 32
-  %519 = add nsw i64 851616, %518
-  %520 = mul nsw i64 %conv2.cv9013, 8
-  %521 = add nsw i64 %519, %520
-  %arena67 = getelementptr inbounds float, ptr %arena, i64 %521
+  %515 = mul nsw i64 %conv2.j8710, 49
+  %516 = mul nsw i64 %conv2.ty8811, 7
+  %517 = add nsw i64 %515, %516
+  %518 = add nsw i64 %517, %conv2.tx8912
+  %519 = mul nsw i64 %518, 32
+  %520 = add nsw i64 851616, %519
+  %521 = mul nsw i64 %conv2.cv9013, 8
+  %522 = add nsw i64 %520, %521
+  %arena67 = getelementptr inbounds float, ptr %arena, i64 %522
   store <8 x float> %w112, ptr %arena67, align 4
   %w113 = load <8 x float>, ptr %conv2.w113, align 32
-  %522 = mul nsw i64 %conv2.j8710, 49
-  %523 = mul nsw i64 %conv2.ty8811, 7
-  %524 = add nsw i64 %522, %523
-  %525 = add nsw i64 %524, %conv2.tx8912
-  %526 = mul nsw i64 %525, 32
-  %527 = add nsw i64 853184, %526
-  %528 = mul nsw i64 %conv2.cv9013, 8
-  %529 = add nsw i64 %527, %528
-  %arena68 = getelementptr inbounds float, ptr %arena, i64 %529
+  %523 = mul nsw i64 %conv2.j8710, 49
+  %524 = mul nsw i64 %conv2.ty8811, 7
+  %525 = add nsw i64 %523, %524
+  %526 = add nsw i64 %525, %conv2.tx8912
+  %527 = mul nsw i64 %526, 32
+  %528 = add nsw i64 853184, %527
+  %529 = mul nsw i64 %conv2.cv9013, 8
+  %530 = add nsw i64 %528, %529
+  %arena68 = getelementptr inbounds float, ptr %arena, i64 %530
   store <8 x float> %w113, ptr %arena68, align 4
   %w114 = load <8 x float>, ptr %conv2.w114, align 32
-  %530 = mul nsw i64 %conv2.j8710, 49
-  %531 = mul nsw i64 %conv2.ty8811, 7
-  %532 = add nsw i64 %530, %531
-  %533 = add nsw i64 %532, %conv2.tx8912
-  %534 = mul nsw i64 %533, 32
-  %535 = add nsw i64 854752, %534
-  %536 = mul nsw i64 %conv2.cv9013, 8
-  %537 = add nsw i64 %535, %536
-  %arena69 = getelementptr inbounds float, ptr %arena, i64 %537
+  %531 = mul nsw i64 %conv2.j8710, 49
+  %532 = mul nsw i64 %conv2.ty8811, 7
+  %533 = add nsw i64 %531, %532
+  %534 = add nsw i64 %533, %conv2.tx8912
+  %535 = mul nsw i64 %534, 32
+  %536 = add nsw i64 854752, %535
+  %537 = mul nsw i64 %conv2.cv9013, 8
+  %538 = add nsw i64 %536, %537
+  %arena69 = getelementptr inbounds float, ptr %arena, i64 %538
   store <8 x float> %w114, ptr %arena69, align 4
   %w115 = load <8 x float>, ptr %conv2.w115, align 32
-  %538 = mul nsw i64 %conv2.j8710, 49
-  %539 = mul nsw i64 %conv2.ty8811, 7
-  %540 = add nsw i64 %538, %539
-  %541 = add nsw i64 %540, %conv2.tx8912
-  %542 = mul nsw i64 %541, 32
-  %543 = add nsw i64 856320, %542
-  %544 = mul nsw i64 %conv2.cv9013, 8
-  %545 = add nsw i64 %543, %544
-  %arena70 = getelementptr inbounds float, ptr %arena, i64 %545
+  %539 = mul nsw i64 %conv2.j8710, 49
+  %540 = mul nsw i64 %conv2.ty8811, 7
+  %541 = add nsw i64 %539, %540
+  %542 = add nsw i64 %541, %conv2.tx8912
+  %543 = mul nsw i64 %542, 32
+  %544 = add nsw i64 856320, %543
+  %545 = mul nsw i64 %conv2.cv9013, 8
+  %546 = add nsw i64 %544, %545
+  %arena70 = getelementptr inbounds float, ptr %arena, i64 %546
   store <8 x float> %w115, ptr %arena70, align 4
   %w116 = load <8 x float>, ptr %conv2.w116, align 32
-  %546 = mul nsw i64 %conv2.j8710, 49
-  %547 = mul nsw i64 %conv2.ty8811, 7
-  %548 = add nsw i64 %546, %547
-  %549 = add nsw i64 %548, %conv2.tx8912
-  %550 = mul nsw i64 %549, 32
-  %551 = add nsw i64 857888, %550
-  %552 = mul nsw i64 %conv2.cv9013, 8
-  %553 = add nsw i64 %551, %552
-  %arena71 = getelementptr inbounds float, ptr %arena, i64 %553
+  %547 = mul nsw i64 %conv2.j8710, 49
+  %548 = mul nsw i64 %conv2.ty8811, 7
+  %549 = add nsw i64 %547, %548
+  %550 = add nsw i64 %549, %conv2.tx8912
+  %551 = mul nsw i64 %550, 32
+  %552 = add nsw i64 857888, %551
+  %553 = mul nsw i64 %conv2.cv9013, 8
+  %554 = add nsw i64 %552, %553
+  %arena71 = getelementptr inbounds float, ptr %arena, i64 %554
   store <8 x float> %w116, ptr %arena71, align 4
   %w117 = load <8 x float>, ptr %conv2.w117, align 32
-  %554 = mul nsw i64 %conv2.j8710, 49
-  %555 = mul nsw i64 %conv2.ty8811, 7
-  %556 = add nsw i64 %554, %555
-  %557 = add nsw i64 %556, %conv2.tx8912
-  %558 = mul nsw i64 %557, 32
-  %559 = add nsw i64 859456, %558
-  %560 = mul nsw i64 %conv2.cv9013, 8
-  %561 = add nsw i64 %559, %560
-  %arena72 = getelementptr inbounds float, ptr %arena, i64 %561
+  %555 = mul nsw i64 %conv2.j8710, 49
+  %556 = mul nsw i64 %conv2.ty8811, 7
+  %557 = add nsw i64 %555, %556
+  %558 = add nsw i64 %557, %conv2.tx8912
+  %559 = mul nsw i64 %558, 32
+  %560 = add nsw i64 859456, %559
+  %561 = mul nsw i64 %conv2.cv9013, 8
+  %562 = add nsw i64 %560, %561
+  %arena72 = getelementptr inbounds float, ptr %arena, i64 %562
   store <8 x float> %w117, ptr %arena72, align 4
   %w118 = load <8 x float>, ptr %conv2.w118, align 32
-  %562 = mul nsw i64 %conv2.j8710, 49
-  %563 = mul nsw i64 %conv2.ty8811, 7
-  %564 = add nsw i64 %562, %563
-  %565 = add nsw i64 %564, %conv2.tx8912
-  %566 = mul nsw i64 %565, 32
-  %567 = add nsw i64 861024, %566
-  %568 = mul nsw i64 %conv2.cv9013, 8
-  %569 = add nsw i64 %567, %568
-  %arena73 = getelementptr inbounds float, ptr %arena, i64 %569
+  %563 = mul nsw i64 %conv2.j8710, 49
+  %564 = mul nsw i64 %conv2.ty8811, 7
+  %565 = add nsw i64 %563, %564
+  %566 = add nsw i64 %565, %conv2.tx8912
+  %567 = mul nsw i64 %566, 32
+  %568 = add nsw i64 861024, %567
+  %569 = mul nsw i64 %conv2.cv9013, 8
+  %570 = add nsw i64 %568, %569
+  %arena73 = getelementptr inbounds float, ptr %arena, i64 %570
   store <8 x float> %w118, ptr %arena73, align 4
   %w119 = load <8 x float>, ptr %conv2.w119, align 32
-  %570 = mul nsw i64 %conv2.j8710, 49
-  %571 = mul nsw i64 %conv2.ty8811, 7
-  %572 = add nsw i64 %570, %571
-  %573 = add nsw i64 %572, %conv2.tx8912
-  %574 = mul nsw i64 %573, 32
-  %575 = add nsw i64 862592, %574
-  %576 = mul nsw i64 %conv2.cv9013, 8
-  %577 = add nsw i64 %575, %576
-  %arena74 = getelementptr inbounds float, ptr %arena, i64 %577
+  %571 = mul nsw i64 %conv2.j8710, 49
+  %572 = mul nsw i64 %conv2.ty8811, 7
+  %573 = add nsw i64 %571, %572
+  %574 = add nsw i64 %573, %conv2.tx8912
+  %575 = mul nsw i64 %574, 32
+  %576 = add nsw i64 862592, %575
+  %577 = mul nsw i64 %conv2.cv9013, 8
+  %578 = add nsw i64 %576, %577
+  %arena74 = getelementptr inbounds float, ptr %arena, i64 %578
   store <8 x float> %w119, ptr %arena74, align 4
   %w120 = load <8 x float>, ptr %conv2.w120, align 32
-  %578 = mul nsw i64 %conv2.j8710, 49
-  %579 = mul nsw i64 %conv2.ty8811, 7
-  %580 = add nsw i64 %578, %579
-  %581 = add nsw i64 %580, %conv2.tx8912
-  %582 = mul nsw i64 %581, 32
-  %583 = add nsw i64 864160, %582
-  %584 = mul nsw i64 %conv2.cv9013, 8
-  %585 = add nsw i64 %583, %584
-  %arena75 = getelementptr inbounds float, ptr %arena, i64 %585
+  %579 = mul nsw i64 %conv2.j8710, 49
+  %580 = mul nsw i64 %conv2.ty8811, 7
+  %581 = add nsw i64 %579, %580
+  %582 = add nsw i64 %581, %conv2.tx8912
+  %583 = mul nsw i64 %582, 32
+  %584 = add nsw i64 864160, %583
+  %585 = mul nsw i64 %conv2.cv9013, 8
+  %586 = add nsw i64 %584, %585
+  %arena75 = getelementptr inbounds float, ptr %arena, i64 %586
   store <8 x float> %w120, ptr %arena75, align 4
   %w121 = load <8 x float>, ptr %conv2.w121, align 32
-  %586 = mul nsw i64 %conv2.j8710, 49
-  %587 = mul nsw i64 %conv2.ty8811, 7
-  %588 = add nsw i64 %586, %587
-  %589 = add nsw i64 %588, %conv2.tx8912
-  %590 = mul nsw i64 %589, 32
-  %591 = add nsw i64 865728, %590
-  %592 = mul nsw i64 %conv2.cv9013, 8
-  %593 = add nsw i64 %591, %592
-  %arena76 = getelementptr inbounds float, ptr %arena, i64 %593
+  %587 = mul nsw i64 %conv2.j8710, 49
+  %588 = mul nsw i64 %conv2.ty8811, 7
+  %589 = add nsw i64 %587, %588
+  %590 = add nsw i64 %589, %conv2.tx8912
+  %591 = mul nsw i64 %590, 32
+  %592 = add nsw i64 865728, %591
+  %593 = mul nsw i64 %conv2.cv9013, 8
+  %594 = add nsw i64 %592, %593
+  %arena76 = getelementptr inbounds float, ptr %arena, i64 %594
   store <8 x float> %w121, ptr %arena76, align 4
   %w122 = load <8 x float>, ptr %conv2.w122, align 32
-  %594 = mul nsw i64 %conv2.j8710, 49
-  %595 = mul nsw i64 %conv2.ty8811, 7
-  %596 = add nsw i64 %594, %595
-  %597 = add nsw i64 %596, %conv2.tx8912
-  %598 = mul nsw i64 %597, 32
-  %599 = add nsw i64 867296, %598
-  %600 = mul nsw i64 %conv2.cv9013, 8
-  %601 = add nsw i64 %599, %600
-  %arena77 = getelementptr inbounds float, ptr %arena, i64 %601
+  %595 = mul nsw i64 %conv2.j8710, 49
+  %596 = mul nsw i64 %conv2.ty8811, 7
+  %597 = add nsw i64 %595, %596
+  %598 = add nsw i64 %597, %conv2.tx8912
+  %599 = mul nsw i64 %598, 32
+  %600 = add nsw i64 867296, %599
+  %601 = mul nsw i64 %conv2.cv9013, 8
+  %602 = add nsw i64 %600, %601
+  %arena77 = getelementptr inbounds float, ptr %arena, i64 %602
   store <8 x float> %w122, ptr %arena77, align 4
   %cv90.next = add nsw i64 %conv2.cv9013, 1
-  %602 = icmp slt i64 %cv90.next, 4
-  br i1 %602, label %conv2.cv90, label %conv2.cv90.end
+  %603 = icmp slt i64 %cv90.next, 4
+  br i1 %603, label %conv2.cv90, label %conv2.cv90.end
 
 conv2.cv90.end:                                   ; preds = %conv2.cv90
   %tx89.next = add nsw i64 %conv2.tx8912, 1
-  %603 = icmp slt i64 %tx89.next, 7
-  br i1 %603, label %conv2.tx89, label %conv2.tx89.end
+  %604 = icmp slt i64 %tx89.next, 7
+  br i1 %604, label %conv2.tx89, label %conv2.tx89.end
 
 conv2.part123.pool:                               ; preds = %conv2.j87.end
   %run = load ptr, ptr %pool, align 8
@@ -14017,22 +14022,22 @@ conv2.part123.serial:                             ; preds = %conv2.j87.end
 
 conv2.part123.done:                               ; preds = %conv2.part123.end, %conv2.part123.pool
   %g82.next = add nsw i64 %conv2.g823, 1
-  %604 = icmp slt i64 %g82.next, 64
-  br i1 %604, label %conv2.g82, label %conv2.g82.end
+  %605 = icmp slt i64 %g82.next, 64
+  br i1 %605, label %conv2.g82, label %conv2.g82.end
 
 conv2.part123:                                    ; preds = %conv2.part123, %conv2.part123.serial
   %conv2.part12378 = phi i64 [ 0, %conv2.part123.serial ], [ %part123.next, %conv2.part123 ]
-  call void @simplecnn_infer_b64.k1.conv2.part123(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.g823, i64 %conv2.part12378)
+  call void @simplecnn_infer_b64.k1.conv2.part123(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.g823, i64 %conv2.part12378)
   %part123.next = add nsw i64 %conv2.part12378, 1
-  %605 = icmp slt i64 %part123.next, 2
-  br i1 %605, label %conv2.part123, label %conv2.part123.end
+  %606 = icmp slt i64 %part123.next, 2
+  br i1 %606, label %conv2.part123, label %conv2.part123.end
 
 conv2.part123.end:                                ; preds = %conv2.part123
   br label %conv2.part123.done
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_infer_b64.k1.conv2.part123(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
+define internal void @simplecnn_infer_b64.k1.conv2.part123(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
 entry:
   %conv2.at159 = alloca <8 x float>, align 32
   %conv2.best158 = alloca <8 x float>, align 32
@@ -14062,7 +14067,7 @@ entry:
 
 conv2.xi124:                                      ; preds = %conv2.xi124, %entry
   %conv2.xi1241 = phi i64 [ 0, %entry ], [ %xi124.next, %conv2.xi124 ]
-  call void @simplecnn_infer_b64.k1.conv2.part123.gemm131(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.xi1241, i64 %1)
+  call void @simplecnn_infer_b64.k1.conv2.part123.gemm131(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.xi1241, i64 %1)
   %xi124.next = add nsw i64 %conv2.xi1241, 1
   %2 = icmp slt i64 %xi124.next, 16
   br i1 %2, label %conv2.xi124, label %conv2.xi124.end
@@ -14676,7 +14681,7 @@ conv2.q165.end:                                   ; preds = %conv2.q165
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_infer_b64.k1.conv2.part123.gemm131(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
+define internal void @simplecnn_infer_b64.k1.conv2.part123.gemm131(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
 entry:
   %conv2.t129_a3 = alloca <8 x float>, align 32
   %conv2.t129_a2 = alloca <8 x float>, align 32
@@ -14746,512 +14751,510 @@ conv2.mb126.end:                                  ; preds = %conv2.k128.end
 conv2.k128:                                       ; preds = %conv2.k128, %conv2.mb126
   %conv2.k1283 = phi i64 [ 0, %conv2.mb126 ], [ %k128.next, %conv2.k128 ]
   %2 = mul nsw i64 %0, 2048
-  %3 = add nsw i64 1074096, %2
-  %4 = mul nsw i64 %1, 32
-  %5 = add nsw i64 %3, %4
-  %6 = mul nsw i64 %conv2.k1283, 64
-  %7 = add nsw i64 %5, %6
-  %8 = mul nsw i64 %conv2.nb1251, 16
-  %9 = add nsw i64 %7, %8
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %9
-  %10 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %10, ptr %conv2.t127_b0, align 32
-  %11 = mul nsw i64 %0, 2048
-  %12 = add nsw i64 1074096, %11
-  %13 = mul nsw i64 %1, 32
+  %3 = mul nsw i64 %1, 32
+  %4 = add nsw i64 %2, %3
+  %5 = mul nsw i64 %conv2.k1283, 64
+  %6 = add nsw i64 %4, %5
+  %7 = mul nsw i64 %conv2.nb1251, 16
+  %8 = add nsw i64 %6, %7
+  %prepared4 = getelementptr inbounds float, ptr %prepared, i64 %8
+  %9 = load <8 x float>, ptr %prepared4, align 4
+  store <8 x float> %9, ptr %conv2.t127_b0, align 32
+  %10 = mul nsw i64 %0, 2048
+  %11 = mul nsw i64 %1, 32
+  %12 = add nsw i64 %10, %11
+  %13 = mul nsw i64 %conv2.k1283, 64
   %14 = add nsw i64 %12, %13
-  %15 = mul nsw i64 %conv2.k1283, 64
+  %15 = mul nsw i64 %conv2.nb1251, 16
   %16 = add nsw i64 %14, %15
-  %17 = mul nsw i64 %conv2.nb1251, 16
-  %18 = add nsw i64 %16, %17
-  %19 = add nsw i64 %18, 8
-  %arena5 = getelementptr inbounds float, ptr %arena, i64 %19
-  %20 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %20, ptr %conv2.t127_b1, align 32
-  %21 = mul nsw i64 %0, 1568
-  %22 = add nsw i64 843776, %21
-  %23 = mul nsw i64 %conv2.mb1262, 5
-  %24 = mul nsw i64 %23, 32
-  %25 = add nsw i64 %22, %24
-  %26 = add nsw i64 %25, %conv2.k1283
-  %arena6 = getelementptr inbounds float, ptr %arena, i64 %26
-  %27 = load float, ptr %arena6, align 4
-  %28 = insertelement <8 x float> undef, float %27, i32 0
-  %29 = shufflevector <8 x float> %28, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %29, ptr %conv2.t127_a0, align 32
+  %17 = add nsw i64 %16, 8
+  %prepared5 = getelementptr inbounds float, ptr %prepared, i64 %17
+  %18 = load <8 x float>, ptr %prepared5, align 4
+  store <8 x float> %18, ptr %conv2.t127_b1, align 32
+  %19 = mul nsw i64 %0, 1568
+  %20 = add nsw i64 843776, %19
+  %21 = mul nsw i64 %conv2.mb1262, 5
+  %22 = mul nsw i64 %21, 32
+  %23 = add nsw i64 %20, %22
+  %24 = add nsw i64 %23, %conv2.k1283
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %24
+  %25 = load float, ptr %arena6, align 4
+  %26 = insertelement <8 x float> undef, float %25, i32 0
+  %27 = shufflevector <8 x float> %26, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %27, ptr %conv2.t127_a0, align 32
   %t127_a0 = load <8 x float>, ptr %conv2.t127_a0, align 32
   %t127_b0 = load <8 x float>, ptr %conv2.t127_b0, align 32
   %t127_c0_0 = load <8 x float>, ptr %conv2.t127_c0_0, align 32
-  %30 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t127_a0, <8 x float> %t127_b0, <8 x float> %t127_c0_0)
-  store <8 x float> %30, ptr %conv2.t127_c0_0, align 32
+  %28 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t127_a0, <8 x float> %t127_b0, <8 x float> %t127_c0_0)
+  store <8 x float> %28, ptr %conv2.t127_c0_0, align 32
   %t127_a07 = load <8 x float>, ptr %conv2.t127_a0, align 32
   %t127_b1 = load <8 x float>, ptr %conv2.t127_b1, align 32
   %t127_c0_1 = load <8 x float>, ptr %conv2.t127_c0_1, align 32
-  %31 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t127_a07, <8 x float> %t127_b1, <8 x float> %t127_c0_1)
-  store <8 x float> %31, ptr %conv2.t127_c0_1, align 32
-  %32 = mul nsw i64 %0, 1568
-  %33 = add nsw i64 843776, %32
-  %34 = mul nsw i64 %conv2.mb1262, 5
-  %35 = add nsw i64 %34, 1
-  %36 = mul nsw i64 %35, 32
-  %37 = add nsw i64 %33, %36
-  %38 = add nsw i64 %37, %conv2.k1283
-  %arena8 = getelementptr inbounds float, ptr %arena, i64 %38
-  %39 = load float, ptr %arena8, align 4
-  %40 = insertelement <8 x float> undef, float %39, i32 0
-  %41 = shufflevector <8 x float> %40, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %41, ptr %conv2.t127_a1, align 32
+  %29 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t127_a07, <8 x float> %t127_b1, <8 x float> %t127_c0_1)
+  store <8 x float> %29, ptr %conv2.t127_c0_1, align 32
+  %30 = mul nsw i64 %0, 1568
+  %31 = add nsw i64 843776, %30
+  %32 = mul nsw i64 %conv2.mb1262, 5
+  %33 = add nsw i64 %32, 1
+  %34 = mul nsw i64 %33, 32
+  %35 = add nsw i64 %31, %34
+  %36 = add nsw i64 %35, %conv2.k1283
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %36
+  %37 = load float, ptr %arena8, align 4
+  %38 = insertelement <8 x float> undef, float %37, i32 0
+  %39 = shufflevector <8 x float> %38, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %39, ptr %conv2.t127_a1, align 32
   %t127_a1 = load <8 x float>, ptr %conv2.t127_a1, align 32
   %t127_b09 = load <8 x float>, ptr %conv2.t127_b0, align 32
   %t127_c1_0 = load <8 x float>, ptr %conv2.t127_c1_0, align 32
-  %42 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t127_a1, <8 x float> %t127_b09, <8 x float> %t127_c1_0)
-  store <8 x float> %42, ptr %conv2.t127_c1_0, align 32
+  %40 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t127_a1, <8 x float> %t127_b09, <8 x float> %t127_c1_0)
+  store <8 x float> %40, ptr %conv2.t127_c1_0, align 32
   %t127_a110 = load <8 x float>, ptr %conv2.t127_a1, align 32
   %t127_b111 = load <8 x float>, ptr %conv2.t127_b1, align 32
   %t127_c1_1 = load <8 x float>, ptr %conv2.t127_c1_1, align 32
-  %43 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t127_a110, <8 x float> %t127_b111, <8 x float> %t127_c1_1)
-  store <8 x float> %43, ptr %conv2.t127_c1_1, align 32
-  %44 = mul nsw i64 %0, 1568
-  %45 = add nsw i64 843776, %44
-  %46 = mul nsw i64 %conv2.mb1262, 5
-  %47 = add nsw i64 %46, 2
-  %48 = mul nsw i64 %47, 32
-  %49 = add nsw i64 %45, %48
-  %50 = add nsw i64 %49, %conv2.k1283
-  %arena12 = getelementptr inbounds float, ptr %arena, i64 %50
-  %51 = load float, ptr %arena12, align 4
-  %52 = insertelement <8 x float> undef, float %51, i32 0
-  %53 = shufflevector <8 x float> %52, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %53, ptr %conv2.t127_a2, align 32
+  %41 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t127_a110, <8 x float> %t127_b111, <8 x float> %t127_c1_1)
+  store <8 x float> %41, ptr %conv2.t127_c1_1, align 32
+  %42 = mul nsw i64 %0, 1568
+  %43 = add nsw i64 843776, %42
+  %44 = mul nsw i64 %conv2.mb1262, 5
+  %45 = add nsw i64 %44, 2
+  %46 = mul nsw i64 %45, 32
+  %47 = add nsw i64 %43, %46
+  %48 = add nsw i64 %47, %conv2.k1283
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 %48
+  %49 = load float, ptr %arena12, align 4
+  %50 = insertelement <8 x float> undef, float %49, i32 0
+  %51 = shufflevector <8 x float> %50, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %51, ptr %conv2.t127_a2, align 32
   %t127_a2 = load <8 x float>, ptr %conv2.t127_a2, align 32
   %t127_b013 = load <8 x float>, ptr %conv2.t127_b0, align 32
   %t127_c2_0 = load <8 x float>, ptr %conv2.t127_c2_0, align 32
-  %54 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t127_a2, <8 x float> %t127_b013, <8 x float> %t127_c2_0)
-  store <8 x float> %54, ptr %conv2.t127_c2_0, align 32
+  %52 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t127_a2, <8 x float> %t127_b013, <8 x float> %t127_c2_0)
+  store <8 x float> %52, ptr %conv2.t127_c2_0, align 32
   %t127_a214 = load <8 x float>, ptr %conv2.t127_a2, align 32
   %t127_b115 = load <8 x float>, ptr %conv2.t127_b1, align 32
   %t127_c2_1 = load <8 x float>, ptr %conv2.t127_c2_1, align 32
-  %55 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t127_a214, <8 x float> %t127_b115, <8 x float> %t127_c2_1)
-  store <8 x float> %55, ptr %conv2.t127_c2_1, align 32
-  %56 = mul nsw i64 %0, 1568
-  %57 = add nsw i64 843776, %56
-  %58 = mul nsw i64 %conv2.mb1262, 5
-  %59 = add nsw i64 %58, 3
-  %60 = mul nsw i64 %59, 32
-  %61 = add nsw i64 %57, %60
-  %62 = add nsw i64 %61, %conv2.k1283
-  %arena16 = getelementptr inbounds float, ptr %arena, i64 %62
-  %63 = load float, ptr %arena16, align 4
-  %64 = insertelement <8 x float> undef, float %63, i32 0
-  %65 = shufflevector <8 x float> %64, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %65, ptr %conv2.t127_a3, align 32
+  %53 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t127_a214, <8 x float> %t127_b115, <8 x float> %t127_c2_1)
+  store <8 x float> %53, ptr %conv2.t127_c2_1, align 32
+  %54 = mul nsw i64 %0, 1568
+  %55 = add nsw i64 843776, %54
+  %56 = mul nsw i64 %conv2.mb1262, 5
+  %57 = add nsw i64 %56, 3
+  %58 = mul nsw i64 %57, 32
+  %59 = add nsw i64 %55, %58
+  %60 = add nsw i64 %59, %conv2.k1283
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %60
+  %61 = load float, ptr %arena16, align 4
+  %62 = insertelement <8 x float> undef, float %61, i32 0
+  %63 = shufflevector <8 x float> %62, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %63, ptr %conv2.t127_a3, align 32
   %t127_a3 = load <8 x float>, ptr %conv2.t127_a3, align 32
   %t127_b017 = load <8 x float>, ptr %conv2.t127_b0, align 32
   %t127_c3_0 = load <8 x float>, ptr %conv2.t127_c3_0, align 32
-  %66 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t127_a3, <8 x float> %t127_b017, <8 x float> %t127_c3_0)
-  store <8 x float> %66, ptr %conv2.t127_c3_0, align 32
+  %64 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t127_a3, <8 x float> %t127_b017, <8 x float> %t127_c3_0)
+  store <8 x float> %64, ptr %conv2.t127_c3_0, align 32
   %t127_a318 = load <8 x float>, ptr %conv2.t127_a3, align 32
   %t127_b119 = load <8 x float>, ptr %conv2.t127_b1, align 32
   %t127_c3_1 = load <8 x float>, ptr %conv2.t127_c3_1, align 32
-  %67 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t127_a318, <8 x float> %t127_b119, <8 x float> %t127_c3_1)
-  store <8 x float> %67, ptr %conv2.t127_c3_1, align 32
-  %68 = mul nsw i64 %0, 1568
-  %69 = add nsw i64 843776, %68
-  %70 = mul nsw i64 %conv2.mb1262, 5
-  %71 = add nsw i64 %70, 4
-  %72 = mul nsw i64 %71, 32
-  %73 = add nsw i64 %69, %72
-  %74 = add nsw i64 %73, %conv2.k1283
-  %arena20 = getelementptr inbounds float, ptr %arena, i64 %74
-  %75 = load float, ptr %arena20, align 4
-  %76 = insertelement <8 x float> undef, float %75, i32 0
-  %77 = shufflevector <8 x float> %76, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %77, ptr %conv2.t127_a4, align 32
+  %65 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t127_a318, <8 x float> %t127_b119, <8 x float> %t127_c3_1)
+  store <8 x float> %65, ptr %conv2.t127_c3_1, align 32
+  %66 = mul nsw i64 %0, 1568
+  %67 = add nsw i64 843776, %66
+  %68 = mul nsw i64 %conv2.mb1262, 5
+  %69 = add nsw i64 %68, 4
+  %70 = mul nsw i64 %69, 32
+  %71 = add nsw i64 %67, %70
+  %72 = add nsw i64 %71, %conv2.k1283
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %72
+  %73 = load float, ptr %arena20, align 4
+  %74 = insertelement <8 x float> undef, float %73, i32 0
+  %75 = shufflevector <8 x float> %74, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %75, ptr %conv2.t127_a4, align 32
   %t127_a4 = load <8 x float>, ptr %conv2.t127_a4, align 32
   %t127_b021 = load <8 x float>, ptr %conv2.t127_b0, align 32
   %t127_c4_0 = load <8 x float>, ptr %conv2.t127_c4_0, align 32
-  %78 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t127_a4, <8 x float> %t127_b021, <8 x float> %t127_c4_0)
-  store <8 x float> %78, ptr %conv2.t127_c4_0, align 32
+  %76 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t127_a4, <8 x float> %t127_b021, <8 x float> %t127_c4_0)
+  store <8 x float> %76, ptr %conv2.t127_c4_0, align 32
   %t127_a422 = load <8 x float>, ptr %conv2.t127_a4, align 32
   %t127_b123 = load <8 x float>, ptr %conv2.t127_b1, align 32
   %t127_c4_1 = load <8 x float>, ptr %conv2.t127_c4_1, align 32
-  %79 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t127_a422, <8 x float> %t127_b123, <8 x float> %t127_c4_1)
-  store <8 x float> %79, ptr %conv2.t127_c4_1, align 32
+  %77 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t127_a422, <8 x float> %t127_b123, <8 x float> %t127_c4_1)
+  store <8 x float> %77, ptr %conv2.t127_c4_1, align 32
   %k128.next = add nsw i64 %conv2.k1283, 1
-  %80 = icmp slt i64 %k128.next, 32
-  br i1 %80, label %conv2.k128, label %conv2.k128.end
+  %78 = icmp slt i64 %k128.next, 32
+  br i1 %78, label %conv2.k128, label %conv2.k128.end
 
 conv2.k128.end:                                   ; preds = %conv2.k128
   %t127_c0_024 = load <8 x float>, ptr %conv2.t127_c0_0, align 32
-  %81 = mul nsw i64 %0, 3136
-  %82 = add nsw i64 868864, %81
-  %83 = mul nsw i64 %1, 32
-  %84 = add nsw i64 %82, %83
-  %85 = mul nsw i64 %conv2.mb1262, 5
-  %86 = mul nsw i64 %85, 64
-  %87 = add nsw i64 %84, %86
-  %88 = mul nsw i64 %conv2.nb1251, 16
-  %89 = add nsw i64 %87, %88
-  %arena25 = getelementptr inbounds float, ptr %arena, i64 %89
+  %79 = mul nsw i64 %0, 3136
+  %80 = add nsw i64 868864, %79
+  %81 = mul nsw i64 %1, 32
+  %82 = add nsw i64 %80, %81
+  %83 = mul nsw i64 %conv2.mb1262, 5
+  %84 = mul nsw i64 %83, 64
+  %85 = add nsw i64 %82, %84
+  %86 = mul nsw i64 %conv2.nb1251, 16
+  %87 = add nsw i64 %85, %86
+  %arena25 = getelementptr inbounds float, ptr %arena, i64 %87
   store <8 x float> %t127_c0_024, ptr %arena25, align 4
   %t127_c0_126 = load <8 x float>, ptr %conv2.t127_c0_1, align 32
-  %90 = mul nsw i64 %0, 3136
-  %91 = add nsw i64 868864, %90
-  %92 = mul nsw i64 %1, 32
-  %93 = add nsw i64 %91, %92
-  %94 = mul nsw i64 %conv2.mb1262, 5
-  %95 = mul nsw i64 %94, 64
-  %96 = add nsw i64 %93, %95
-  %97 = mul nsw i64 %conv2.nb1251, 16
-  %98 = add nsw i64 %96, %97
-  %99 = add nsw i64 %98, 8
-  %arena27 = getelementptr inbounds float, ptr %arena, i64 %99
+  %88 = mul nsw i64 %0, 3136
+  %89 = add nsw i64 868864, %88
+  %90 = mul nsw i64 %1, 32
+  %91 = add nsw i64 %89, %90
+  %92 = mul nsw i64 %conv2.mb1262, 5
+  %93 = mul nsw i64 %92, 64
+  %94 = add nsw i64 %91, %93
+  %95 = mul nsw i64 %conv2.nb1251, 16
+  %96 = add nsw i64 %94, %95
+  %97 = add nsw i64 %96, 8
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 %97
   store <8 x float> %t127_c0_126, ptr %arena27, align 4
   %t127_c1_028 = load <8 x float>, ptr %conv2.t127_c1_0, align 32
-  %100 = mul nsw i64 %0, 3136
-  %101 = add nsw i64 868864, %100
-  %102 = mul nsw i64 %1, 32
-  %103 = add nsw i64 %101, %102
-  %104 = mul nsw i64 %conv2.mb1262, 5
-  %105 = add nsw i64 %104, 1
-  %106 = mul nsw i64 %105, 64
-  %107 = add nsw i64 %103, %106
-  %108 = mul nsw i64 %conv2.nb1251, 16
-  %109 = add nsw i64 %107, %108
-  %arena29 = getelementptr inbounds float, ptr %arena, i64 %109
+  %98 = mul nsw i64 %0, 3136
+  %99 = add nsw i64 868864, %98
+  %100 = mul nsw i64 %1, 32
+  %101 = add nsw i64 %99, %100
+  %102 = mul nsw i64 %conv2.mb1262, 5
+  %103 = add nsw i64 %102, 1
+  %104 = mul nsw i64 %103, 64
+  %105 = add nsw i64 %101, %104
+  %106 = mul nsw i64 %conv2.nb1251, 16
+  %107 = add nsw i64 %105, %106
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %107
   store <8 x float> %t127_c1_028, ptr %arena29, align 4
   %t127_c1_130 = load <8 x float>, ptr %conv2.t127_c1_1, align 32
-  %110 = mul nsw i64 %0, 3136
-  %111 = add nsw i64 868864, %110
-  %112 = mul nsw i64 %1, 32
-  %113 = add nsw i64 %111, %112
-  %114 = mul nsw i64 %conv2.mb1262, 5
-  %115 = add nsw i64 %114, 1
-  %116 = mul nsw i64 %115, 64
-  %117 = add nsw i64 %113, %116
-  %118 = mul nsw i64 %conv2.nb1251, 16
-  %119 = add nsw i64 %117, %118
-  %120 = add nsw i64 %119, 8
-  %arena31 = getelementptr inbounds float, ptr %arena, i64 %120
+  %108 = mul nsw i64 %0, 3136
+  %109 = add nsw i64 868864, %108
+  %110 = mul nsw i64 %1, 32
+  %111 = add nsw i64 %109, %110
+  %112 = mul nsw i64 %conv2.mb1262, 5
+  %113 = add nsw i64 %112, 1
+  %114 = mul nsw i64 %113, 64
+  %115 = add nsw i64 %111, %114
+  %116 = mul nsw i64 %conv2.nb1251, 16
+  %117 = add nsw i64 %115, %116
+  %118 = add nsw i64 %117, 8
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %118
   store <8 x float> %t127_c1_130, ptr %arena31, align 4
   %t127_c2_032 = load <8 x float>, ptr %conv2.t127_c2_0, align 32
-  %121 = mul nsw i64 %0, 3136
-  %122 = add nsw i64 868864, %121
-  %123 = mul nsw i64 %1, 32
-  %124 = add nsw i64 %122, %123
-  %125 = mul nsw i64 %conv2.mb1262, 5
-  %126 = add nsw i64 %125, 2
-  %127 = mul nsw i64 %126, 64
-  %128 = add nsw i64 %124, %127
-  %129 = mul nsw i64 %conv2.nb1251, 16
-  %130 = add nsw i64 %128, %129
-  %arena33 = getelementptr inbounds float, ptr %arena, i64 %130
+  %119 = mul nsw i64 %0, 3136
+  %120 = add nsw i64 868864, %119
+  %121 = mul nsw i64 %1, 32
+  %122 = add nsw i64 %120, %121
+  %123 = mul nsw i64 %conv2.mb1262, 5
+  %124 = add nsw i64 %123, 2
+  %125 = mul nsw i64 %124, 64
+  %126 = add nsw i64 %122, %125
+  %127 = mul nsw i64 %conv2.nb1251, 16
+  %128 = add nsw i64 %126, %127
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 %128
   store <8 x float> %t127_c2_032, ptr %arena33, align 4
   %t127_c2_134 = load <8 x float>, ptr %conv2.t127_c2_1, align 32
-  %131 = mul nsw i64 %0, 3136
-  %132 = add nsw i64 868864, %131
-  %133 = mul nsw i64 %1, 32
-  %134 = add nsw i64 %132, %133
-  %135 = mul nsw i64 %conv2.mb1262, 5
-  %136 = add nsw i64 %135, 2
-  %137 = mul nsw i64 %136, 64
-  %138 = add nsw i64 %134, %137
-  %139 = mul nsw i64 %conv2.nb1251, 16
-  %140 = add nsw i64 %138, %139
-  %141 = add nsw i64 %140, 8
-  %arena35 = getelementptr inbounds float, ptr %arena, i64 %141
+  %129 = mul nsw i64 %0, 3136
+  %130 = add nsw i64 868864, %129
+  %131 = mul nsw i64 %1, 32
+  %132 = add nsw i64 %130, %131
+  %133 = mul nsw i64 %conv2.mb1262, 5
+  %134 = add nsw i64 %133, 2
+  %135 = mul nsw i64 %134, 64
+  %136 = add nsw i64 %132, %135
+  %137 = mul nsw i64 %conv2.nb1251, 16
+  %138 = add nsw i64 %136, %137
+  %139 = add nsw i64 %138, 8
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %139
   store <8 x float> %t127_c2_134, ptr %arena35, align 4
   %t127_c3_036 = load <8 x float>, ptr %conv2.t127_c3_0, align 32
-  %142 = mul nsw i64 %0, 3136
-  %143 = add nsw i64 868864, %142
-  %144 = mul nsw i64 %1, 32
-  %145 = add nsw i64 %143, %144
-  %146 = mul nsw i64 %conv2.mb1262, 5
-  %147 = add nsw i64 %146, 3
-  %148 = mul nsw i64 %147, 64
-  %149 = add nsw i64 %145, %148
-  %150 = mul nsw i64 %conv2.nb1251, 16
-  %151 = add nsw i64 %149, %150
-  %arena37 = getelementptr inbounds float, ptr %arena, i64 %151
+  %140 = mul nsw i64 %0, 3136
+  %141 = add nsw i64 868864, %140
+  %142 = mul nsw i64 %1, 32
+  %143 = add nsw i64 %141, %142
+  %144 = mul nsw i64 %conv2.mb1262, 5
+  %145 = add nsw i64 %144, 3
+  %146 = mul nsw i64 %145, 64
+  %147 = add nsw i64 %143, %146
+  %148 = mul nsw i64 %conv2.nb1251, 16
+  %149 = add nsw i64 %147, %148
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %149
   store <8 x float> %t127_c3_036, ptr %arena37, align 4
   %t127_c3_138 = load <8 x float>, ptr %conv2.t127_c3_1, align 32
-  %152 = mul nsw i64 %0, 3136
-  %153 = add nsw i64 868864, %152
-  %154 = mul nsw i64 %1, 32
-  %155 = add nsw i64 %153, %154
-  %156 = mul nsw i64 %conv2.mb1262, 5
-  %157 = add nsw i64 %156, 3
-  %158 = mul nsw i64 %157, 64
-  %159 = add nsw i64 %155, %158
-  %160 = mul nsw i64 %conv2.nb1251, 16
-  %161 = add nsw i64 %159, %160
-  %162 = add nsw i64 %161, 8
-  %arena39 = getelementptr inbounds float, ptr %arena, i64 %162
+  %150 = mul nsw i64 %0, 3136
+  %151 = add nsw i64 868864, %150
+  %152 = mul nsw i64 %1, 32
+  %153 = add nsw i64 %151, %152
+  %154 = mul nsw i64 %conv2.mb1262, 5
+  %155 = add nsw i64 %154, 3
+  %156 = mul nsw i64 %155, 64
+  %157 = add nsw i64 %153, %156
+  %158 = mul nsw i64 %conv2.nb1251, 16
+  %159 = add nsw i64 %157, %158
+  %160 = add nsw i64 %159, 8
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %160
   store <8 x float> %t127_c3_138, ptr %arena39, align 4
   %t127_c4_040 = load <8 x float>, ptr %conv2.t127_c4_0, align 32
-  %163 = mul nsw i64 %0, 3136
-  %164 = add nsw i64 868864, %163
-  %165 = mul nsw i64 %1, 32
-  %166 = add nsw i64 %164, %165
-  %167 = mul nsw i64 %conv2.mb1262, 5
-  %168 = add nsw i64 %167, 4
-  %169 = mul nsw i64 %168, 64
-  %170 = add nsw i64 %166, %169
-  %171 = mul nsw i64 %conv2.nb1251, 16
-  %172 = add nsw i64 %170, %171
-  %arena41 = getelementptr inbounds float, ptr %arena, i64 %172
+  %161 = mul nsw i64 %0, 3136
+  %162 = add nsw i64 868864, %161
+  %163 = mul nsw i64 %1, 32
+  %164 = add nsw i64 %162, %163
+  %165 = mul nsw i64 %conv2.mb1262, 5
+  %166 = add nsw i64 %165, 4
+  %167 = mul nsw i64 %166, 64
+  %168 = add nsw i64 %164, %167
+  %169 = mul nsw i64 %conv2.nb1251, 16
+  %170 = add nsw i64 %168, %169
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %170
   store <8 x float> %t127_c4_040, ptr %arena41, align 4
   %t127_c4_142 = load <8 x float>, ptr %conv2.t127_c4_1, align 32
-  %173 = mul nsw i64 %0, 3136
-  %174 = add nsw i64 868864, %173
-  %175 = mul nsw i64 %1, 32
-  %176 = add nsw i64 %174, %175
-  %177 = mul nsw i64 %conv2.mb1262, 5
-  %178 = add nsw i64 %177, 4
-  %179 = mul nsw i64 %178, 64
-  %180 = add nsw i64 %176, %179
-  %181 = mul nsw i64 %conv2.nb1251, 16
-  %182 = add nsw i64 %180, %181
-  %183 = add nsw i64 %182, 8
-  %arena43 = getelementptr inbounds float, ptr %arena, i64 %183
+  %171 = mul nsw i64 %0, 3136
+  %172 = add nsw i64 868864, %171
+  %173 = mul nsw i64 %1, 32
+  %174 = add nsw i64 %172, %173
+  %175 = mul nsw i64 %conv2.mb1262, 5
+  %176 = add nsw i64 %175, 4
+  %177 = mul nsw i64 %176, 64
+  %178 = add nsw i64 %174, %177
+  %179 = mul nsw i64 %conv2.nb1251, 16
+  %180 = add nsw i64 %178, %179
+  %181 = add nsw i64 %180, 8
+  %arena43 = getelementptr inbounds float, ptr %arena, i64 %181
   store <8 x float> %t127_c4_142, ptr %arena43, align 4
   %mb126.next = add nsw i64 %conv2.mb1262, 1
-  %184 = icmp slt i64 %mb126.next, 9
-  br i1 %184, label %conv2.mb126, label %conv2.mb126.end
+  %182 = icmp slt i64 %mb126.next, 9
+  br i1 %182, label %conv2.mb126, label %conv2.mb126.end
 
 conv2.k130:                                       ; preds = %conv2.k130, %conv2.mb126.end
   %conv2.k13044 = phi i64 [ 0, %conv2.mb126.end ], [ %k130.next, %conv2.k130 ]
-  %185 = mul nsw i64 %0, 2048
-  %186 = add nsw i64 1074096, %185
-  %187 = mul nsw i64 %1, 32
-  %188 = add nsw i64 %186, %187
-  %189 = mul nsw i64 %conv2.k13044, 64
-  %190 = add nsw i64 %188, %189
-  %191 = mul nsw i64 %conv2.nb1251, 16
-  %192 = add nsw i64 %190, %191
-  %arena45 = getelementptr inbounds float, ptr %arena, i64 %192
-  %193 = load <8 x float>, ptr %arena45, align 4
-  store <8 x float> %193, ptr %conv2.t129_b0, align 32
-  %194 = mul nsw i64 %0, 2048
-  %195 = add nsw i64 1074096, %194
-  %196 = mul nsw i64 %1, 32
+  %183 = mul nsw i64 %0, 2048
+  %184 = mul nsw i64 %1, 32
+  %185 = add nsw i64 %183, %184
+  %186 = mul nsw i64 %conv2.k13044, 64
+  %187 = add nsw i64 %185, %186
+  %188 = mul nsw i64 %conv2.nb1251, 16
+  %189 = add nsw i64 %187, %188
+  %prepared45 = getelementptr inbounds float, ptr %prepared, i64 %189
+  %190 = load <8 x float>, ptr %prepared45, align 4
+  store <8 x float> %190, ptr %conv2.t129_b0, align 32
+  %191 = mul nsw i64 %0, 2048
+  %192 = mul nsw i64 %1, 32
+  %193 = add nsw i64 %191, %192
+  %194 = mul nsw i64 %conv2.k13044, 64
+  %195 = add nsw i64 %193, %194
+  %196 = mul nsw i64 %conv2.nb1251, 16
   %197 = add nsw i64 %195, %196
-  %198 = mul nsw i64 %conv2.k13044, 64
-  %199 = add nsw i64 %197, %198
-  %200 = mul nsw i64 %conv2.nb1251, 16
-  %201 = add nsw i64 %199, %200
-  %202 = add nsw i64 %201, 8
-  %arena46 = getelementptr inbounds float, ptr %arena, i64 %202
-  %203 = load <8 x float>, ptr %arena46, align 4
-  store <8 x float> %203, ptr %conv2.t129_b1, align 32
-  %204 = mul nsw i64 %0, 1568
-  %205 = add nsw i64 843776, %204
-  %206 = add nsw i64 %205, 1440
-  %207 = add nsw i64 %206, %conv2.k13044
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %207
-  %208 = load float, ptr %arena47, align 4
-  %209 = insertelement <8 x float> undef, float %208, i32 0
-  %210 = shufflevector <8 x float> %209, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %210, ptr %conv2.t129_a0, align 32
+  %198 = add nsw i64 %197, 8
+  %prepared46 = getelementptr inbounds float, ptr %prepared, i64 %198
+  %199 = load <8 x float>, ptr %prepared46, align 4
+  store <8 x float> %199, ptr %conv2.t129_b1, align 32
+  %200 = mul nsw i64 %0, 1568
+  %201 = add nsw i64 843776, %200
+  %202 = add nsw i64 %201, 1440
+  %203 = add nsw i64 %202, %conv2.k13044
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %203
+  %204 = load float, ptr %arena47, align 4
+  %205 = insertelement <8 x float> undef, float %204, i32 0
+  %206 = shufflevector <8 x float> %205, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %206, ptr %conv2.t129_a0, align 32
   %t129_a0 = load <8 x float>, ptr %conv2.t129_a0, align 32
   %t129_b0 = load <8 x float>, ptr %conv2.t129_b0, align 32
   %t129_c0_0 = load <8 x float>, ptr %conv2.t129_c0_0, align 32
-  %211 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t129_a0, <8 x float> %t129_b0, <8 x float> %t129_c0_0)
-  store <8 x float> %211, ptr %conv2.t129_c0_0, align 32
+  %207 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t129_a0, <8 x float> %t129_b0, <8 x float> %t129_c0_0)
+  store <8 x float> %207, ptr %conv2.t129_c0_0, align 32
   %t129_a048 = load <8 x float>, ptr %conv2.t129_a0, align 32
   %t129_b1 = load <8 x float>, ptr %conv2.t129_b1, align 32
   %t129_c0_1 = load <8 x float>, ptr %conv2.t129_c0_1, align 32
-  %212 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t129_a048, <8 x float> %t129_b1, <8 x float> %t129_c0_1)
-  store <8 x float> %212, ptr %conv2.t129_c0_1, align 32
-  %213 = mul nsw i64 %0, 1568
-  %214 = add nsw i64 843776, %213
-  %215 = add nsw i64 %214, 1472
-  %216 = add nsw i64 %215, %conv2.k13044
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %216
-  %217 = load float, ptr %arena49, align 4
-  %218 = insertelement <8 x float> undef, float %217, i32 0
-  %219 = shufflevector <8 x float> %218, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %219, ptr %conv2.t129_a1, align 32
+  %208 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t129_a048, <8 x float> %t129_b1, <8 x float> %t129_c0_1)
+  store <8 x float> %208, ptr %conv2.t129_c0_1, align 32
+  %209 = mul nsw i64 %0, 1568
+  %210 = add nsw i64 843776, %209
+  %211 = add nsw i64 %210, 1472
+  %212 = add nsw i64 %211, %conv2.k13044
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %212
+  %213 = load float, ptr %arena49, align 4
+  %214 = insertelement <8 x float> undef, float %213, i32 0
+  %215 = shufflevector <8 x float> %214, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %215, ptr %conv2.t129_a1, align 32
   %t129_a1 = load <8 x float>, ptr %conv2.t129_a1, align 32
   %t129_b050 = load <8 x float>, ptr %conv2.t129_b0, align 32
   %t129_c1_0 = load <8 x float>, ptr %conv2.t129_c1_0, align 32
-  %220 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t129_a1, <8 x float> %t129_b050, <8 x float> %t129_c1_0)
-  store <8 x float> %220, ptr %conv2.t129_c1_0, align 32
+  %216 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t129_a1, <8 x float> %t129_b050, <8 x float> %t129_c1_0)
+  store <8 x float> %216, ptr %conv2.t129_c1_0, align 32
   %t129_a151 = load <8 x float>, ptr %conv2.t129_a1, align 32
   %t129_b152 = load <8 x float>, ptr %conv2.t129_b1, align 32
   %t129_c1_1 = load <8 x float>, ptr %conv2.t129_c1_1, align 32
-  %221 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t129_a151, <8 x float> %t129_b152, <8 x float> %t129_c1_1)
-  store <8 x float> %221, ptr %conv2.t129_c1_1, align 32
-  %222 = mul nsw i64 %0, 1568
-  %223 = add nsw i64 843776, %222
-  %224 = add nsw i64 %223, 1504
-  %225 = add nsw i64 %224, %conv2.k13044
-  %arena53 = getelementptr inbounds float, ptr %arena, i64 %225
-  %226 = load float, ptr %arena53, align 4
-  %227 = insertelement <8 x float> undef, float %226, i32 0
-  %228 = shufflevector <8 x float> %227, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %228, ptr %conv2.t129_a2, align 32
+  %217 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t129_a151, <8 x float> %t129_b152, <8 x float> %t129_c1_1)
+  store <8 x float> %217, ptr %conv2.t129_c1_1, align 32
+  %218 = mul nsw i64 %0, 1568
+  %219 = add nsw i64 843776, %218
+  %220 = add nsw i64 %219, 1504
+  %221 = add nsw i64 %220, %conv2.k13044
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %221
+  %222 = load float, ptr %arena53, align 4
+  %223 = insertelement <8 x float> undef, float %222, i32 0
+  %224 = shufflevector <8 x float> %223, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %224, ptr %conv2.t129_a2, align 32
   %t129_a2 = load <8 x float>, ptr %conv2.t129_a2, align 32
   %t129_b054 = load <8 x float>, ptr %conv2.t129_b0, align 32
   %t129_c2_0 = load <8 x float>, ptr %conv2.t129_c2_0, align 32
-  %229 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t129_a2, <8 x float> %t129_b054, <8 x float> %t129_c2_0)
-  store <8 x float> %229, ptr %conv2.t129_c2_0, align 32
+  %225 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t129_a2, <8 x float> %t129_b054, <8 x float> %t129_c2_0)
+  store <8 x float> %225, ptr %conv2.t129_c2_0, align 32
   %t129_a255 = load <8 x float>, ptr %conv2.t129_a2, align 32
   %t129_b156 = load <8 x float>, ptr %conv2.t129_b1, align 32
   %t129_c2_1 = load <8 x float>, ptr %conv2.t129_c2_1, align 32
-  %230 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t129_a255, <8 x float> %t129_b156, <8 x float> %t129_c2_1)
-  store <8 x float> %230, ptr %conv2.t129_c2_1, align 32
-  %231 = mul nsw i64 %0, 1568
-  %232 = add nsw i64 843776, %231
-  %233 = add nsw i64 %232, 1536
-  %234 = add nsw i64 %233, %conv2.k13044
-  %arena57 = getelementptr inbounds float, ptr %arena, i64 %234
-  %235 = load float, ptr %arena57, align 4
-  %236 = insertelement <8 x float> undef, float %235, i32 0
-  %237 = shufflevector <8 x float> %236, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %237, ptr %conv2.t129_a3, align 32
+  %226 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t129_a255, <8 x float> %t129_b156, <8 x float> %t129_c2_1)
+  store <8 x float> %226, ptr %conv2.t129_c2_1, align 32
+  %227 = mul nsw i64 %0, 1568
+  %228 = add nsw i64 843776, %227
+  %229 = add nsw i64 %228, 1536
+  %230 = add nsw i64 %229, %conv2.k13044
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %230
+  %231 = load float, ptr %arena57, align 4
+  %232 = insertelement <8 x float> undef, float %231, i32 0
+  %233 = shufflevector <8 x float> %232, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %233, ptr %conv2.t129_a3, align 32
   %t129_a3 = load <8 x float>, ptr %conv2.t129_a3, align 32
   %t129_b058 = load <8 x float>, ptr %conv2.t129_b0, align 32
   %t129_c3_0 = load <8 x float>, ptr %conv2.t129_c3_0, align 32
-  %238 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t129_a3, <8 x float> %t129_b058, <8 x float> %t129_c3_0)
-  store <8 x float> %238, ptr %conv2.t129_c3_0, align 32
+  %234 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t129_a3, <8 x float> %t129_b058, <8 x float> %t129_c3_0)
+  store <8 x float> %234, ptr %conv2.t129_c3_0, align 32
   %t129_a359 = load <8 x float>, ptr %conv2.t129_a3, align 32
   %t129_b160 = load <8 x float>, ptr %conv2.t129_b1, align 32
   %t129_c3_1 = load <8 x float>, ptr %conv2.t129_c3_1, align 32
-  %239 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t129_a359, <8 x float> %t129_b160, <8 x float> %t129_c3_1)
-  store <8 x float> %239, ptr %conv2.t129_c3_1, align 32
+  %235 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t129_a359, <8 x float> %t129_b160, <8 x float> %t129_c3_1)
+  store <8 x float> %235, ptr %conv2.t129_c3_1, align 32
   %k130.next = add nsw i64 %conv2.k13044, 1
-  %240 = icmp slt i64 %k130.next, 32
-  br i1 %240, label %conv2.k130, label %conv2.k130.end
+  %236 = icmp slt i64 %k130.next, 32
+  br i1 %236, label %conv2.k130, label %conv2.k130.end
 
 conv2.k130.end:                                   ; preds = %conv2.k130
   %t129_c0_061 = load <8 x float>, ptr %conv2.t129_c0_0, align 32
-  %241 = mul nsw i64 %0, 3136
-  %242 = add nsw i64 868864, %241
-  %243 = mul nsw i64 %1, 32
-  %244 = add nsw i64 %242, %243
-  %245 = add nsw i64 %244, 2880
-  %246 = mul nsw i64 %conv2.nb1251, 16
-  %247 = add nsw i64 %245, %246
-  %arena62 = getelementptr inbounds float, ptr %arena, i64 %247
+  %237 = mul nsw i64 %0, 3136
+  %238 = add nsw i64 868864, %237
+  %239 = mul nsw i64 %1, 32
+  %240 = add nsw i64 %238, %239
+  %241 = add nsw i64 %240, 2880
+  %242 = mul nsw i64 %conv2.nb1251, 16
+  %243 = add nsw i64 %241, %242
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %243
   store <8 x float> %t129_c0_061, ptr %arena62, align 4
   %t129_c0_163 = load <8 x float>, ptr %conv2.t129_c0_1, align 32
-  %248 = mul nsw i64 %0, 3136
-  %249 = add nsw i64 868864, %248
-  %250 = mul nsw i64 %1, 32
-  %251 = add nsw i64 %249, %250
-  %252 = add nsw i64 %251, 2880
-  %253 = mul nsw i64 %conv2.nb1251, 16
-  %254 = add nsw i64 %252, %253
-  %255 = add nsw i64 %254, 8
-  %arena64 = getelementptr inbounds float, ptr %arena, i64 %255
+  %244 = mul nsw i64 %0, 3136
+  %245 = add nsw i64 868864, %244
+  %246 = mul nsw i64 %1, 32
+  %247 = add nsw i64 %245, %246
+  %248 = add nsw i64 %247, 2880
+  %249 = mul nsw i64 %conv2.nb1251, 16
+  %250 = add nsw i64 %248, %249
+  %251 = add nsw i64 %250, 8
+  %arena64 = getelementptr inbounds float, ptr %arena, i64 %251
   store <8 x float> %t129_c0_163, ptr %arena64, align 4
   %t129_c1_065 = load <8 x float>, ptr %conv2.t129_c1_0, align 32
-  %256 = mul nsw i64 %0, 3136
-  %257 = add nsw i64 868864, %256
-  %258 = mul nsw i64 %1, 32
-  %259 = add nsw i64 %257, %258
-  %260 = add nsw i64 %259, 2944
-  %261 = mul nsw i64 %conv2.nb1251, 16
-  %262 = add nsw i64 %260, %261
-  %arena66 = getelementptr inbounds float, ptr %arena, i64 %262
+  %252 = mul nsw i64 %0, 3136
+  %253 = add nsw i64 868864, %252
+  %254 = mul nsw i64 %1, 32
+  %255 = add nsw i64 %253, %254
+  %256 = add nsw i64 %255, 2944
+  %257 = mul nsw i64 %conv2.nb1251, 16
+  %258 = add nsw i64 %256, %257
+  %arena66 = getelementptr inbounds float, ptr %arena, i64 %258
   store <8 x float> %t129_c1_065, ptr %arena66, align 4
   %t129_c1_167 = load <8 x float>, ptr %conv2.t129_c1_1, align 32
-  %263 = mul nsw i64 %0, 3136
-  %264 = add nsw i64 868864, %263
-  %265 = mul nsw i64 %1, 32
-  %266 = add nsw i64 %264, %265
-  %267 = add nsw i64 %266, 2944
-  %268 = mul nsw i64 %conv2.nb1251, 16
-  %269 = add nsw i64 %267, %268
-  %270 = add nsw i64 %269, 8
-  %arena68 = getelementptr inbounds float, ptr %arena, i64 %270
+  %259 = mul nsw i64 %0, 3136
+  %260 = add nsw i64 868864, %259
+  %261 = mul nsw i64 %1, 32
+  %262 = add nsw i64 %260, %261
+  %263 = add nsw i64 %262, 2944
+  %264 = mul nsw i64 %conv2.nb1251, 16
+  %265 = add nsw i64 %263, %264
+  %266 = add nsw i64 %265, 8
+  %arena68 = getelementptr inbounds float, ptr %arena, i64 %266
   store <8 x float> %t129_c1_167, ptr %arena68, align 4
   %t129_c2_069 = load <8 x float>, ptr %conv2.t129_c2_0, align 32
-  %271 = mul nsw i64 %0, 3136
-  %272 = add nsw i64 868864, %271
-  %273 = mul nsw i64 %1, 32
-  %274 = add nsw i64 %272, %273
-  %275 = add nsw i64 %274, 3008
-  %276 = mul nsw i64 %conv2.nb1251, 16
-  %277 = add nsw i64 %275, %276
-  %arena70 = getelementptr inbounds float, ptr %arena, i64 %277
+  %267 = mul nsw i64 %0, 3136
+  %268 = add nsw i64 868864, %267
+  %269 = mul nsw i64 %1, 32
+  %270 = add nsw i64 %268, %269
+  %271 = add nsw i64 %270, 3008
+  %272 = mul nsw i64 %conv2.nb1251, 16
+  %273 = add nsw i64 %271, %272
+  %arena70 = getelementptr inbounds float, ptr %arena, i64 %273
   store <8 x float> %t129_c2_069, ptr %arena70, align 4
   %t129_c2_171 = load <8 x float>, ptr %conv2.t129_c2_1, align 32
-  %278 = mul nsw i64 %0, 3136
-  %279 = add nsw i64 868864, %278
-  %280 = mul nsw i64 %1, 32
-  %281 = add nsw i64 %279, %280
-  %282 = add nsw i64 %281, 3008
-  %283 = mul nsw i64 %conv2.nb1251, 16
-  %284 = add nsw i64 %282, %283
-  %285 = add nsw i64 %284, 8
-  %arena72 = getelementptr inbounds float, ptr %arena, i64 %285
+  %274 = mul nsw i64 %0, 3136
+  %275 = add nsw i64 868864, %274
+  %276 = mul nsw i64 %1, 32
+  %277 = add nsw i64 %275, %276
+  %278 = add nsw i64 %277, 3008
+  %279 = mul nsw i64 %conv2.nb1251, 16
+  %280 = add nsw i64 %278, %279
+  %281 = add nsw i64 %280, 8
+  %arena72 = getelementptr inbounds float, ptr %arena, i64 %281
   store <8 x float> %t129_c2_171, ptr %arena72, align 4
   %t129_c3_073 = load <8 x float>, ptr %conv2.t129_c3_0, align 32
-  %286 = mul nsw i64 %0, 3136
-  %287 = add nsw i64 868864, %286
-  %288 = mul nsw i64 %1, 32
-  %289 = add nsw i64 %287, %288
-  %290 = add nsw i64 %289, 3072
-  %291 = mul nsw i64 %conv2.nb1251, 16
-  %292 = add nsw i64 %290, %291
-  %arena74 = getelementptr inbounds float, ptr %arena, i64 %292
+  %282 = mul nsw i64 %0, 3136
+  %283 = add nsw i64 868864, %282
+  %284 = mul nsw i64 %1, 32
+  %285 = add nsw i64 %283, %284
+  %286 = add nsw i64 %285, 3072
+  %287 = mul nsw i64 %conv2.nb1251, 16
+  %288 = add nsw i64 %286, %287
+  %arena74 = getelementptr inbounds float, ptr %arena, i64 %288
   store <8 x float> %t129_c3_073, ptr %arena74, align 4
   %t129_c3_175 = load <8 x float>, ptr %conv2.t129_c3_1, align 32
-  %293 = mul nsw i64 %0, 3136
-  %294 = add nsw i64 868864, %293
-  %295 = mul nsw i64 %1, 32
-  %296 = add nsw i64 %294, %295
-  %297 = add nsw i64 %296, 3072
-  %298 = mul nsw i64 %conv2.nb1251, 16
-  %299 = add nsw i64 %297, %298
-  %300 = add nsw i64 %299, 8
-  %arena76 = getelementptr inbounds float, ptr %arena, i64 %300
+  %289 = mul nsw i64 %0, 3136
+  %290 = add nsw i64 868864, %289
+  %291 = mul nsw i64 %1, 32
+  %292 = add nsw i64 %290, %291
+  %293 = add nsw i64 %292, 3072
+  %294 = mul nsw i64 %conv2.nb1251, 16
+  %295 = add nsw i64 %293, %294
+  %296 = add nsw i64 %295, 8
+  %arena76 = getelementptr inbounds float, ptr %arena, i64 %296
   store <8 x float> %t129_c3_175, ptr %arena76, align 4
   %nb125.next = add nsw i64 %conv2.nb1251, 1
-  %301 = icmp slt i64 %nb125.next, 2
-  br i1 %301, label %conv2.nb125, label %conv2.nb125.end
+  %297 = icmp slt i64 %nb125.next, 2
+  br i1 %297, label %conv2.nb125, label %conv2.nb125.end
 }
 
 define internal void @simplecnn_infer_b64.k1.conv2.part123.task(ptr %0, i64 %1) {
 entry:
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
   %3 = load ptr, ptr %2, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 1
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 1
   %5 = load ptr, ptr %4, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 2
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 2
   %7 = load ptr, ptr %6, align 8
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 3
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 3
   %9 = load ptr, ptr %8, align 8
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 4
   %11 = load ptr, ptr %10, align 8
-  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 5
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 5
   %13 = load ptr, ptr %12, align 8
-  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 6
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 6
   %15 = load ptr, ptr %14, align 8
-  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 7
-  %17 = load float, ptr %16, align 4
-  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 8
-  %19 = load i64, ptr %18, align 4
-  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 9
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 7
+  %17 = load ptr, ptr %16, align 8
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 8
+  %19 = load float, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 9
   %21 = load i64, ptr %20, align 4
-  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 10
-  %23 = load ptr, ptr %22, align 8
-  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
-  %25 = load i64, ptr %24, align 4
-  call void @simplecnn_infer_b64.k1.conv2.part123(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 10
+  %23 = load i64, ptr %22, align 4
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
+  %25 = load ptr, ptr %24, align 8
+  %26 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 12
+  %27 = load i64, ptr %26, align 4
+  call void @simplecnn_infer_b64.k1.conv2.part123(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, ptr %17, float %19, i64 %21, i64 %23, ptr %25, i64 %27, i64 %1)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_infer_b64.k2.flat(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_infer_b64.k2.flat(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_infer_b64.k3.fc1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_infer_b64.k3.fc1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %fc1.n166
 
@@ -15260,7 +15263,7 @@ fc1.n166:                                         ; preds = %fc1.k167.end, %entr
   br label %fc1.k167
 
 fc1.n166.end:                                     ; preds = %fc1.k167.end
-  call void @simplecnn_infer_b64.k3.fc1.gemm178(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_infer_b64.k3.fc1.gemm178(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   br label %fc1.n179
 
 fc1.k167:                                         ; preds = %fc1.k167, %fc1.n166
@@ -15328,7 +15331,7 @@ fc1.u180.end:                                     ; preds = %fc1.u180
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_infer_b64.k3.fc1.gemm178(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_infer_b64.k3.fc1.gemm178(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %fc1.t176_a3 = alloca <8 x float>, align 32
   %fc1.t176_a2 = alloca <8 x float>, align 32
@@ -16042,13 +16045,13 @@ fc1.k177.end:                                     ; preds = %fc1.k177
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_infer_b64.k4.drop(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_infer_b64.k4.drop(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_infer_b64.k5.fc2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_infer_b64.k5.fc2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %arena1 = getelementptr inbounds float, ptr %arena, i64 0
   %params2 = getelementptr inbounds float, ptr %params, i64 420352

@@ -3,38 +3,38 @@
 source_filename = "simplecnn"
 target triple = "x86_64-unknown-linux-gnu"
 
-define void @simplecnn_train_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
+define void @simplecnn_train_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
 entry:
-  call void @simplecnn_train_b64.k0.conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @simplecnn_train_b64.k1.conv2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @simplecnn_train_b64.k2.flat(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @simplecnn_train_b64.k3.fc1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @simplecnn_train_b64.k4.drop(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @simplecnn_train_b64.k5.fc2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @simplecnn_train_b64.k6.loss(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @simplecnn_train_b64.k7.fc2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @simplecnn_train_b64.k8.fc2_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @simplecnn_train_b64.k9.fc2_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @simplecnn_train_b64.k10.drop_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @simplecnn_train_b64.k11.relu3_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @simplecnn_train_b64.k12.fc1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @simplecnn_train_b64.k13.fc1_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @simplecnn_train_b64.k14.fc1_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @simplecnn_train_b64.k15.flat_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @simplecnn_train_b64.k16.pool2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @simplecnn_train_b64.k17.conv2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @simplecnn_train_b64.k18.conv2_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @simplecnn_train_b64.k19.conv2_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @simplecnn_train_b64.k20.pool1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @simplecnn_train_b64.k21.conv1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @simplecnn_train_b64.k22.conv1_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @simplecnn_train_b64.k23.conv1_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @simplecnn_train_b64.k24.adam(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k0.conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k1.conv2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k2.flat(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k3.fc1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k4.drop(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k5.fc2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k6.loss(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k7.fc2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k8.fc2_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k9.fc2_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k10.drop_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k11.relu3_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k12.fc1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k13.fc1_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k14.fc1_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k15.flat_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k16.pool2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k17.conv2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k18.conv2_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k19.conv2_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k20.pool1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k21.conv1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k22.conv1_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k23.conv1_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k24.adam(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k0.conv1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_train_b64.k0.conv1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv1.best46 = alloca float, align 4
   %conv1.at47 = alloca float, align 4
@@ -339,7 +339,7 @@ conv1.j20:                                        ; preds = %conv1.c21.end, %con
   br label %conv1.c21
 
 conv1.j20.end:                                    ; preds = %conv1.c21.end
-  call void @simplecnn_train_b64.k0.conv1.gemm33(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k0.conv1.gemm33(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   br label %conv1.j34
 
 conv1.c21:                                        ; preds = %conv1.ky22.end, %conv1.j20
@@ -589,7 +589,7 @@ declare <16 x float> @llvm.masked.load.v16f32.p0(ptr nocapture, i32 immarg, <16 
 declare void @llvm.masked.store.v16f32.p0(<16 x float>, ptr nocapture, i32 immarg, <16 x i1>) #3
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k0.conv1.gemm33(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_train_b64.k0.conv1.gemm33(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv1.t31_a1 = alloca <16 x float>, align 64
   %conv1.t31_a0 = alloca <16 x float>, align 64
@@ -1277,7 +1277,7 @@ conv1.k32.end:                                    ; preds = %conv1.k32
 declare <16 x float> @llvm.fma.v16f32(<16 x float>, <16 x float>, <16 x float>) #4
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k1.conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_train_b64.k1.conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv2.at155 = alloca <16 x float>, align 64
   %conv2.best154 = alloca <16 x float>, align 64
@@ -2567,7 +2567,7 @@ conv2.cv87.end:                                   ; preds = %conv2.cv87
 
 conv2.xi120:                                      ; preds = %conv2.xi120, %conv2.j84.end
   %conv2.xi120140 = phi i64 [ 0, %conv2.j84.end ], [ %xi120.next, %conv2.xi120 ]
-  call void @simplecnn_train_b64.k1.conv2.gemm127(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.xi120140)
+  call void @simplecnn_train_b64.k1.conv2.gemm127(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.xi120140)
   %xi120.next = add nsw i64 %conv2.xi120140, 1
   %824 = icmp slt i64 %xi120.next, 16
   br i1 %824, label %conv2.xi120, label %conv2.xi120.end
@@ -3115,7 +3115,7 @@ conv2.q161.end:                                   ; preds = %conv2.q161
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k1.conv2.gemm127(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+define internal void @simplecnn_train_b64.k1.conv2.gemm127(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
 entry:
   %conv2.t125_a0 = alloca <16 x float>, align 64
   %conv2.t125_b3 = alloca <16 x float>, align 64
@@ -3839,13 +3839,13 @@ conv2.k126.end:                                   ; preds = %conv2.k126
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k2.flat(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_train_b64.k2.flat(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k3.fc1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_train_b64.k3.fc1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %fc1.n162
 
@@ -3854,7 +3854,7 @@ fc1.n162:                                         ; preds = %fc1.k163.end, %entr
   br label %fc1.k163
 
 fc1.n162.end:                                     ; preds = %fc1.k163.end
-  call void @simplecnn_train_b64.k3.fc1.gemm173(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k3.fc1.gemm173(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   br label %fc1.n174
 
 fc1.k163:                                         ; preds = %fc1.k163, %fc1.n162
@@ -3923,7 +3923,7 @@ fc1.u175.end:                                     ; preds = %fc1.u175
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k3.fc1.gemm173(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_train_b64.k3.fc1.gemm173(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %fc1.t171_a1 = alloca <16 x float>, align 64
   %fc1.t171_a0 = alloca <16 x float>, align 64
@@ -4922,7 +4922,7 @@ fc1.k172.end:                                     ; preds = %fc1.k172
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k4.drop(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_train_b64.k4.drop(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %0 = xor i64 %seed, -1035080904108319828
   %1 = lshr i64 %0, 30
@@ -4975,7 +4975,7 @@ drop.i184.end:                                    ; preds = %drop.i184
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k5.fc2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_train_b64.k5.fc2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %arena1 = getelementptr inbounds float, ptr %arena, i64 1212416
   %params2 = getelementptr inbounds float, ptr %params, i64 420352
@@ -5019,7 +5019,7 @@ fc2.u190.end:                                     ; preds = %fc2.u190
 declare void @cblas_sgemm(i32, i32, i32, i32, i32, i32, float, ptr, i32, ptr, i32, float, ptr, i32)
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k6.loss(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_train_b64.k6.loss(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %loss.s194 = alloca float, align 4
   %loss.m193 = alloca float, align 4
@@ -5144,7 +5144,7 @@ declare float @llvm.floor.f32(float) #4
 declare float @llvm.log.f32(float) #4
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k7.fc2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_train_b64.k7.fc2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %fc2_grad.s199 = alloca float, align 4
   %fc2_grad.m198 = alloca float, align 4
@@ -5354,7 +5354,7 @@ fc2_grad.k202.end:                                ; preds = %fc2_grad.k202
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k8.fc2_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_train_b64.k8.fc2_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %arena1 = getelementptr inbounds float, ptr %arena, i64 1221264
   %arena2 = getelementptr inbounds float, ptr %arena, i64 1212416
@@ -5364,7 +5364,7 @@ entry:
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k9.fc2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_train_b64.k9.fc2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %fc2_bias_grad.acc204 = alloca float, align 4
   br label %fc2_bias_grad.u203
@@ -5402,7 +5402,7 @@ fc2_bias_grad.n205.end:                           ; preds = %fc2_bias_grad.n205
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k10.drop_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_train_b64.k10.drop_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %arena1 = getelementptr inbounds float, ptr %arena, i64 1221264
   %params2 = getelementptr inbounds float, ptr %params, i64 420352
@@ -5412,7 +5412,7 @@ entry:
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k11.relu3_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_train_b64.k11.relu3_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %0 = xor i64 %seed, -1035080904108319828
   %1 = lshr i64 %0, 30
@@ -5465,7 +5465,7 @@ relu3_grad.i214.end:                              ; preds = %relu3_grad.i214
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k12.fc1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_train_b64.k12.fc1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %fc1_grad.i219
 
@@ -5491,14 +5491,14 @@ fc1_grad.i219.end:                                ; preds = %fc1_grad.i219
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k13.fc1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_train_b64.k13.fc1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  call void @simplecnn_train_b64.k13.fc1_weight_grad.gemm226(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k13.fc1_weight_grad.gemm226(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k13.fc1_weight_grad.gemm226(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_train_b64.k13.fc1_weight_grad.gemm226(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %fc1_weight_grad.t224_a1 = alloca <16 x float>, align 64
   %fc1_weight_grad.t224_a0 = alloca <16 x float>, align 64
@@ -6191,7 +6191,7 @@ fc1_weight_grad.k225.end:                         ; preds = %fc1_weight_grad.k22
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k14.fc1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_train_b64.k14.fc1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %fc1_bias_grad.acc228 = alloca float, align 4
   br label %fc1_bias_grad.u227
@@ -6229,14 +6229,14 @@ fc1_bias_grad.n229.end:                           ; preds = %fc1_bias_grad.n229
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k15.flat_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_train_b64.k15.flat_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  call void @simplecnn_train_b64.k15.flat_grad.gemm236(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k15.flat_grad.gemm236(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k15.flat_grad.gemm236(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_train_b64.k15.flat_grad.gemm236(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %flat_grad.t234_a3 = alloca <16 x float>, align 64
   %flat_grad.t234_a2 = alloca <16 x float>, align 64
@@ -7043,13 +7043,13 @@ flat_grad.k235.end:                               ; preds = %flat_grad.k235
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k16.pool2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_train_b64.k16.pool2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k17.conv2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_train_b64.k17.conv2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %conv2_grad.i237
 
@@ -7115,7 +7115,7 @@ conv2_grad.endif:                                 ; preds = %conv2_grad.then, %c
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k18.conv2_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_train_b64.k18.conv2_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv2_weight_grad.w339 = alloca float, align 4
   %conv2_weight_grad.w338 = alloca float, align 4
@@ -8929,7 +8929,7 @@ conv2_weight_grad.c318.end:                       ; preds = %conv2_weight_grad.c
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k19.conv2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_train_b64.k19.conv2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv2_bias_grad.sum358 = alloca float, align 4
   %conv2_bias_grad.sum357 = alloca float, align 4
@@ -9083,7 +9083,7 @@ conv2_bias_grad.i343.end:                         ; preds = %conv2_bias_grad.i34
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k20.pool1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_train_b64.k20.pool1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %pool1_grad.w454 = alloca <16 x float>, align 64
   %pool1_grad.w453 = alloca <16 x float>, align 64
@@ -10362,7 +10362,7 @@ pool1_grad.cv398.end:                             ; preds = %pool1_grad.cv398
 
 pool1_grad.xi431:                                 ; preds = %pool1_grad.xi431, %pool1_grad.j395.end
   %pool1_grad.xi431140 = phi i64 [ 0, %pool1_grad.j395.end ], [ %xi431.next, %pool1_grad.xi431 ]
-  call void @simplecnn_train_b64.k20.pool1_grad.gemm438(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %pool1_grad.xi431140)
+  call void @simplecnn_train_b64.k20.pool1_grad.gemm438(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %pool1_grad.xi431140)
   %xi431.next = add nsw i64 %pool1_grad.xi431140, 1
   %825 = icmp slt i64 %xi431.next, 16
   br i1 %825, label %pool1_grad.xi431, label %pool1_grad.xi431.end
@@ -10844,7 +10844,7 @@ pool1_grad.q460.end:                              ; preds = %pool1_grad.q460
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k20.pool1_grad.gemm438(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+define internal void @simplecnn_train_b64.k20.pool1_grad.gemm438(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
 entry:
   %pool1_grad.t436_a6 = alloca <16 x float>, align 64
   %pool1_grad.t436_a5 = alloca <16 x float>, align 64
@@ -11912,7 +11912,7 @@ pool1_grad.k437.end:                              ; preds = %pool1_grad.k437
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k21.conv1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_train_b64.k21.conv1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %conv1_grad.i461
 
@@ -11977,7 +11977,7 @@ conv1_grad.endif:                                 ; preds = %conv1_grad.then, %c
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k22.conv1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_train_b64.k22.conv1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %conv1_weight_grad.i464
 
@@ -12420,7 +12420,7 @@ conv1_weight_grad.j480:                           ; preds = %conv1_weight_grad.i
   br label %conv1_weight_grad.i481
 
 conv1_weight_grad.j480.end:                       ; preds = %conv1_weight_grad.i481.end
-  call void @simplecnn_train_b64.k22.conv1_weight_grad.gemm488(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k22.conv1_weight_grad.gemm488(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   %g465.next = add nsw i64 %conv1_weight_grad.g4653, 1
   %202 = icmp slt i64 %g465.next, 4
   br i1 %202, label %conv1_weight_grad.g465, label %conv1_weight_grad.g465.end
@@ -12490,7 +12490,7 @@ conv1_weight_grad.r490.end:                       ; preds = %conv1_weight_grad.r
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k22.conv1_weight_grad.gemm488(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_train_b64.k22.conv1_weight_grad.gemm488(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv1_weight_grad.t486_a8 = alloca <16 x float>, align 64
   %conv1_weight_grad.t486_a7 = alloca <16 x float>, align 64
@@ -13106,7 +13106,7 @@ conv1_weight_grad.k487.end:                       ; preds = %conv1_weight_grad.k
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k23.conv1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_train_b64.k23.conv1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv1_bias_grad.sum509 = alloca float, align 4
   %conv1_bias_grad.sum508 = alloca float, align 4
@@ -13250,7 +13250,7 @@ conv1_bias_grad.i494.end:                         ; preds = %conv1_bias_grad.i49
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k24.adam(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_train_b64.k24.adam(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %adam.v_new = alloca float, align 4
   %adam.m_new = alloca float, align 4
@@ -13399,45 +13399,47 @@ adam.i512.end:                                    ; preds = %adam.i512
 ; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
 declare float @llvm.sqrt.f32(float) #4
 
-define void @simplecnn_infer_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
+define void @simplecnn_infer_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
 entry:
-  %part48.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
+  %part48.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
   %0 = icmp uge i64 0, %step
   br i1 %0, label %entry.then, label %entry.endif
 
 entry.then:                                       ; preds = %entry
-  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part48.context, i32 0, i32 0
+  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part48.context, i32 0, i32 0
   store ptr %params, ptr %1, align 8
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part48.context, i32 0, i32 1
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part48.context, i32 0, i32 1
   store ptr %grads, ptr %2, align 8
-  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part48.context, i32 0, i32 2
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part48.context, i32 0, i32 2
   store ptr %m, ptr %3, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part48.context, i32 0, i32 3
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part48.context, i32 0, i32 3
   store ptr %v, ptr %4, align 8
-  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part48.context, i32 0, i32 4
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part48.context, i32 0, i32 4
   store ptr %arena, ptr %5, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part48.context, i32 0, i32 5
-  store ptr %images, ptr %6, align 8
-  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part48.context, i32 0, i32 6
-  store ptr %labels, ptr %7, align 8
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part48.context, i32 0, i32 7
-  store float %lr, ptr %8, align 4
-  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part48.context, i32 0, i32 8
-  store i64 %step, ptr %9, align 4
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part48.context, i32 0, i32 9
-  store i64 %seed, ptr %10, align 4
-  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part48.context, i32 0, i32 10
-  store ptr %pool, ptr %11, align 8
-  %12 = icmp eq ptr %pool, null
-  br i1 %12, label %prepare.part48.serial, label %prepare.part48.pool
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part48.context, i32 0, i32 5
+  store ptr %prepared, ptr %6, align 8
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part48.context, i32 0, i32 6
+  store ptr %images, ptr %7, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part48.context, i32 0, i32 7
+  store ptr %labels, ptr %8, align 8
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part48.context, i32 0, i32 8
+  store float %lr, ptr %9, align 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part48.context, i32 0, i32 9
+  store i64 %step, ptr %10, align 4
+  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part48.context, i32 0, i32 10
+  store i64 %seed, ptr %11, align 4
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part48.context, i32 0, i32 11
+  store ptr %pool, ptr %12, align 8
+  %13 = icmp eq ptr %pool, null
+  br i1 %13, label %prepare.part48.serial, label %prepare.part48.pool
 
 entry.endif:                                      ; preds = %prepare.part48.done, %entry
-  call void @simplecnn_infer_b64.k0.conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @simplecnn_infer_b64.k1.conv2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @simplecnn_infer_b64.k2.flat(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @simplecnn_infer_b64.k3.fc1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @simplecnn_infer_b64.k4.drop(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @simplecnn_infer_b64.k5.fc2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_infer_b64.k0.conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_infer_b64.k1.conv2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_infer_b64.k2.flat(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_infer_b64.k3.fc1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_infer_b64.k4.drop(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_infer_b64.k5.fc2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   ret void
 
 prepare.part48.pool:                              ; preds = %entry.then
@@ -13453,17 +13455,17 @@ prepare.part48.done:                              ; preds = %prepare.part48.end,
 
 prepare.part48:                                   ; preds = %prepare.part48, %prepare.part48.serial
   %prepare.part481 = phi i64 [ 0, %prepare.part48.serial ], [ %part48.next, %prepare.part48 ]
-  call void @simplecnn_infer_b64.part48(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %prepare.part481)
+  call void @simplecnn_infer_b64.part48(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %prepare.part481)
   %part48.next = add nsw i64 %prepare.part481, 1
-  %13 = icmp slt i64 %part48.next, 2
-  br i1 %13, label %prepare.part48, label %prepare.part48.end
+  %14 = icmp slt i64 %part48.next, 2
+  br i1 %14, label %prepare.part48, label %prepare.part48.end
 
 prepare.part48.end:                               ; preds = %prepare.part48
   br label %prepare.part48.done
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_infer_b64.part48(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+define internal void @simplecnn_infer_b64.part48(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
 entry:
   %prepare.w78 = alloca float, align 4
   %prepare.w77 = alloca float, align 4
@@ -13821,172 +13823,173 @@ prepare.co50:                                     ; preds = %prepare.co50, %prep
   store float %w6246, ptr %prepare.w78, align 4
   %w63 = load float, ptr %prepare.w63, align 4
   %232 = mul nsw i64 %prepare.ci491, 64
-  %233 = add nsw i64 1344720, %232
-  %234 = mul nsw i64 %0, 32
-  %235 = add nsw i64 %234, %prepare.co502
-  %236 = add nsw i64 %233, %235
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %236
-  store float %w63, ptr %arena47, align 4
+  %233 = mul nsw i64 %0, 32
+  %234 = add nsw i64 %233, %prepare.co502
+  %235 = add nsw i64 %232, %234
+  %prepared47 = getelementptr inbounds float, ptr %prepared, i64 %235
+  store float %w63, ptr %prepared47, align 4
   %w64 = load float, ptr %prepare.w64, align 4
-  %237 = mul nsw i64 %prepare.ci491, 64
-  %238 = add nsw i64 1346768, %237
-  %239 = mul nsw i64 %0, 32
-  %240 = add nsw i64 %239, %prepare.co502
-  %241 = add nsw i64 %238, %240
-  %arena48 = getelementptr inbounds float, ptr %arena, i64 %241
-  store float %w64, ptr %arena48, align 4
+  %236 = mul nsw i64 %prepare.ci491, 64
+  %237 = add nsw i64 2048, %236
+  %238 = mul nsw i64 %0, 32
+  %239 = add nsw i64 %238, %prepare.co502
+  %240 = add nsw i64 %237, %239
+  %prepared48 = getelementptr inbounds float, ptr %prepared, i64 %240
+  store float %w64, ptr %prepared48, align 4
   %w65 = load float, ptr %prepare.w65, align 4
-  %242 = mul nsw i64 %prepare.ci491, 64
-  %243 = add nsw i64 1348816, %242
-  %244 = mul nsw i64 %0, 32
-  %245 = add nsw i64 %244, %prepare.co502
-  %246 = add nsw i64 %243, %245
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %246
-  store float %w65, ptr %arena49, align 4
+  %241 = mul nsw i64 %prepare.ci491, 64
+  %242 = add nsw i64 4096, %241
+  %243 = mul nsw i64 %0, 32
+  %244 = add nsw i64 %243, %prepare.co502
+  %245 = add nsw i64 %242, %244
+  %prepared49 = getelementptr inbounds float, ptr %prepared, i64 %245
+  store float %w65, ptr %prepared49, align 4
   %w66 = load float, ptr %prepare.w66, align 4
-  %247 = mul nsw i64 %prepare.ci491, 64
-  %248 = add nsw i64 1350864, %247
-  %249 = mul nsw i64 %0, 32
-  %250 = add nsw i64 %249, %prepare.co502
-  %251 = add nsw i64 %248, %250
-  %arena50 = getelementptr inbounds float, ptr %arena, i64 %251
-  store float %w66, ptr %arena50, align 4
+  %246 = mul nsw i64 %prepare.ci491, 64
+  %247 = add nsw i64 6144, %246
+  %248 = mul nsw i64 %0, 32
+  %249 = add nsw i64 %248, %prepare.co502
+  %250 = add nsw i64 %247, %249
+  %prepared50 = getelementptr inbounds float, ptr %prepared, i64 %250
+  store float %w66, ptr %prepared50, align 4
   %w67 = load float, ptr %prepare.w67, align 4
-  %252 = mul nsw i64 %prepare.ci491, 64
-  %253 = add nsw i64 1352912, %252
-  %254 = mul nsw i64 %0, 32
-  %255 = add nsw i64 %254, %prepare.co502
-  %256 = add nsw i64 %253, %255
-  %arena51 = getelementptr inbounds float, ptr %arena, i64 %256
-  store float %w67, ptr %arena51, align 4
+  %251 = mul nsw i64 %prepare.ci491, 64
+  %252 = add nsw i64 8192, %251
+  %253 = mul nsw i64 %0, 32
+  %254 = add nsw i64 %253, %prepare.co502
+  %255 = add nsw i64 %252, %254
+  %prepared51 = getelementptr inbounds float, ptr %prepared, i64 %255
+  store float %w67, ptr %prepared51, align 4
   %w68 = load float, ptr %prepare.w68, align 4
-  %257 = mul nsw i64 %prepare.ci491, 64
-  %258 = add nsw i64 1354960, %257
-  %259 = mul nsw i64 %0, 32
-  %260 = add nsw i64 %259, %prepare.co502
-  %261 = add nsw i64 %258, %260
-  %arena52 = getelementptr inbounds float, ptr %arena, i64 %261
-  store float %w68, ptr %arena52, align 4
+  %256 = mul nsw i64 %prepare.ci491, 64
+  %257 = add nsw i64 10240, %256
+  %258 = mul nsw i64 %0, 32
+  %259 = add nsw i64 %258, %prepare.co502
+  %260 = add nsw i64 %257, %259
+  %prepared52 = getelementptr inbounds float, ptr %prepared, i64 %260
+  store float %w68, ptr %prepared52, align 4
   %w69 = load float, ptr %prepare.w69, align 4
-  %262 = mul nsw i64 %prepare.ci491, 64
-  %263 = add nsw i64 1357008, %262
-  %264 = mul nsw i64 %0, 32
-  %265 = add nsw i64 %264, %prepare.co502
-  %266 = add nsw i64 %263, %265
-  %arena53 = getelementptr inbounds float, ptr %arena, i64 %266
-  store float %w69, ptr %arena53, align 4
+  %261 = mul nsw i64 %prepare.ci491, 64
+  %262 = add nsw i64 12288, %261
+  %263 = mul nsw i64 %0, 32
+  %264 = add nsw i64 %263, %prepare.co502
+  %265 = add nsw i64 %262, %264
+  %prepared53 = getelementptr inbounds float, ptr %prepared, i64 %265
+  store float %w69, ptr %prepared53, align 4
   %w70 = load float, ptr %prepare.w70, align 4
-  %267 = mul nsw i64 %prepare.ci491, 64
-  %268 = add nsw i64 1359056, %267
-  %269 = mul nsw i64 %0, 32
-  %270 = add nsw i64 %269, %prepare.co502
-  %271 = add nsw i64 %268, %270
-  %arena54 = getelementptr inbounds float, ptr %arena, i64 %271
-  store float %w70, ptr %arena54, align 4
+  %266 = mul nsw i64 %prepare.ci491, 64
+  %267 = add nsw i64 14336, %266
+  %268 = mul nsw i64 %0, 32
+  %269 = add nsw i64 %268, %prepare.co502
+  %270 = add nsw i64 %267, %269
+  %prepared54 = getelementptr inbounds float, ptr %prepared, i64 %270
+  store float %w70, ptr %prepared54, align 4
   %w71 = load float, ptr %prepare.w71, align 4
-  %272 = mul nsw i64 %prepare.ci491, 64
-  %273 = add nsw i64 1361104, %272
-  %274 = mul nsw i64 %0, 32
-  %275 = add nsw i64 %274, %prepare.co502
-  %276 = add nsw i64 %273, %275
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %276
-  store float %w71, ptr %arena55, align 4
+  %271 = mul nsw i64 %prepare.ci491, 64
+  %272 = add nsw i64 16384, %271
+  %273 = mul nsw i64 %0, 32
+  %274 = add nsw i64 %273, %prepare.co502
+  %275 = add nsw i64 %272, %274
+  %prepared55 = getelementptr inbounds float, ptr %prepared, i64 %275
+  store float %w71, ptr %prepared55, align 4
   %w72 = load float, ptr %prepare.w72, align 4
-  %277 = mul nsw i64 %prepare.ci491, 64
-  %278 = add nsw i64 1363152, %277
-  %279 = mul nsw i64 %0, 32
-  %280 = add nsw i64 %279, %prepare.co502
-  %281 = add nsw i64 %278, %280
-  %arena56 = getelementptr inbounds float, ptr %arena, i64 %281
-  store float %w72, ptr %arena56, align 4
+  %276 = mul nsw i64 %prepare.ci491, 64
+  %277 = add nsw i64 18432, %276
+  %278 = mul nsw i64 %0, 32
+  %279 = add nsw i64 %278, %prepare.co502
+  %280 = add nsw i64 %277, %279
+  %prepared56 = getelementptr inbounds float, ptr %prepared, i64 %280
+  store float %w72, ptr %prepared56, align 4
   %w73 = load float, ptr %prepare.w73, align 4
-  %282 = mul nsw i64 %prepare.ci491, 64
-  %283 = add nsw i64 1365200, %282
-  %284 = mul nsw i64 %0, 32
-  %285 = add nsw i64 %284, %prepare.co502
-  %286 = add nsw i64 %283, %285
-  %arena57 = getelementptr inbounds float, ptr %arena, i64 %286
-  store float %w73, ptr %arena57, align 4
+  %281 = mul nsw i64 %prepare.ci491, 64
+  %282 = add nsw i64 20480, %281
+  %283 = mul nsw i64 %0, 32
+  %284 = add nsw i64 %283, %prepare.co502
+  %285 = add nsw i64 %282, %284
+  %prepared57 = getelementptr inbounds float, ptr %prepared, i64 %285
+  store float %w73, ptr %prepared57, align 4
   %w74 = load float, ptr %prepare.w74, align 4
-  %287 = mul nsw i64 %prepare.ci491, 64
-  %288 = add nsw i64 1367248, %287
-  %289 = mul nsw i64 %0, 32
-  %290 = add nsw i64 %289, %prepare.co502
-  %291 = add nsw i64 %288, %290
-  %arena58 = getelementptr inbounds float, ptr %arena, i64 %291
-  store float %w74, ptr %arena58, align 4
+  %286 = mul nsw i64 %prepare.ci491, 64
+  %287 = add nsw i64 22528, %286
+  %288 = mul nsw i64 %0, 32
+  %289 = add nsw i64 %288, %prepare.co502
+  %290 = add nsw i64 %287, %289
+  %prepared58 = getelementptr inbounds float, ptr %prepared, i64 %290
+  store float %w74, ptr %prepared58, align 4
   %w75 = load float, ptr %prepare.w75, align 4
-  %292 = mul nsw i64 %prepare.ci491, 64
-  %293 = add nsw i64 1369296, %292
-  %294 = mul nsw i64 %0, 32
-  %295 = add nsw i64 %294, %prepare.co502
-  %296 = add nsw i64 %293, %295
-  %arena59 = getelementptr inbounds float, ptr %arena, i64 %296
-  store float %w75, ptr %arena59, align 4
+  %291 = mul nsw i64 %prepare.ci491, 64
+  %292 = add nsw i64 24576, %291
+  %293 = mul nsw i64 %0, 32
+  %294 = add nsw i64 %293, %prepare.co502
+  %295 = add nsw i64 %292, %294
+  %prepared59 = getelementptr inbounds float, ptr %prepared, i64 %295
+  store float %w75, ptr %prepared59, align 4
   %w76 = load float, ptr %prepare.w76, align 4
-  %297 = mul nsw i64 %prepare.ci491, 64
-  %298 = add nsw i64 1371344, %297
-  %299 = mul nsw i64 %0, 32
-  %300 = add nsw i64 %299, %prepare.co502
-  %301 = add nsw i64 %298, %300
-  %arena60 = getelementptr inbounds float, ptr %arena, i64 %301
-  store float %w76, ptr %arena60, align 4
+  %296 = mul nsw i64 %prepare.ci491, 64
+  %297 = add nsw i64 26624, %296
+  %298 = mul nsw i64 %0, 32
+  %299 = add nsw i64 %298, %prepare.co502
+  %300 = add nsw i64 %297, %299
+  %prepared60 = getelementptr inbounds float, ptr %prepared, i64 %300
+  store float %w76, ptr %prepared60, align 4
   %w77 = load float, ptr %prepare.w77, align 4
-  %302 = mul nsw i64 %prepare.ci491, 64
-  %303 = add nsw i64 1373392, %302
-  %304 = mul nsw i64 %0, 32
-  %305 = add nsw i64 %304, %prepare.co502
-  %306 = add nsw i64 %303, %305
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %306
-  store float %w77, ptr %arena61, align 4
+  %301 = mul nsw i64 %prepare.ci491, 64
+  %302 = add nsw i64 28672, %301
+  %303 = mul nsw i64 %0, 32
+  %304 = add nsw i64 %303, %prepare.co502
+  %305 = add nsw i64 %302, %304
+  %prepared61 = getelementptr inbounds float, ptr %prepared, i64 %305
+  store float %w77, ptr %prepared61, align 4
   %w78 = load float, ptr %prepare.w78, align 4
-  %307 = mul nsw i64 %prepare.ci491, 64
-  %308 = add nsw i64 1375440, %307
-  %309 = mul nsw i64 %0, 32
-  %310 = add nsw i64 %309, %prepare.co502
-  %311 = add nsw i64 %308, %310
-  %arena62 = getelementptr inbounds float, ptr %arena, i64 %311
-  store float %w78, ptr %arena62, align 4
+  %306 = mul nsw i64 %prepare.ci491, 64
+  %307 = add nsw i64 30720, %306
+  %308 = mul nsw i64 %0, 32
+  %309 = add nsw i64 %308, %prepare.co502
+  %310 = add nsw i64 %307, %309
+  %prepared62 = getelementptr inbounds float, ptr %prepared, i64 %310
+  store float %w78, ptr %prepared62, align 4
   %co50.next = add nsw i64 %prepare.co502, 1
-  %312 = icmp slt i64 %co50.next, 32
-  br i1 %312, label %prepare.co50, label %prepare.co50.end
+  %311 = icmp slt i64 %co50.next, 32
+  br i1 %311, label %prepare.co50, label %prepare.co50.end
 
 prepare.co50.end:                                 ; preds = %prepare.co50
   %ci49.next = add nsw i64 %prepare.ci491, 1
-  %313 = icmp slt i64 %ci49.next, 32
-  br i1 %313, label %prepare.ci49, label %prepare.ci49.end
+  %312 = icmp slt i64 %ci49.next, 32
+  br i1 %312, label %prepare.ci49, label %prepare.ci49.end
 }
 
 define internal void @simplecnn_infer_b64.part48.task(ptr %0, i64 %1) {
 entry:
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
   %3 = load ptr, ptr %2, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
   %5 = load ptr, ptr %4, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
   %7 = load ptr, ptr %6, align 8
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
   %9 = load ptr, ptr %8, align 8
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
   %11 = load ptr, ptr %10, align 8
-  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
   %13 = load ptr, ptr %12, align 8
-  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
   %15 = load ptr, ptr %14, align 8
-  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
-  %17 = load float, ptr %16, align 4
-  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
-  %19 = load i64, ptr %18, align 4
-  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
+  %17 = load ptr, ptr %16, align 8
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
+  %19 = load float, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
   %21 = load i64, ptr %20, align 4
-  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
-  %23 = load ptr, ptr %22, align 8
-  call void @simplecnn_infer_b64.part48(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
+  %23 = load i64, ptr %22, align 4
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 11
+  %25 = load ptr, ptr %24, align 8
+  call void @simplecnn_infer_b64.part48(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, ptr %17, float %19, i64 %21, i64 %23, ptr %25, i64 %1)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_infer_b64.k0.conv1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_infer_b64.k0.conv1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv1.best46 = alloca float, align 4
   %conv1.at47 = alloca float, align 4
@@ -14291,7 +14294,7 @@ conv1.j20:                                        ; preds = %conv1.c21.end, %con
   br label %conv1.c21
 
 conv1.j20.end:                                    ; preds = %conv1.c21.end
-  call void @simplecnn_infer_b64.k0.conv1.gemm33(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_infer_b64.k0.conv1.gemm33(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   br label %conv1.j34
 
 conv1.c21:                                        ; preds = %conv1.ky22.end, %conv1.j20
@@ -14535,7 +14538,7 @@ conv1.q36.end:                                    ; preds = %conv1.q36
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_infer_b64.k0.conv1.gemm33(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_infer_b64.k0.conv1.gemm33(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv1.t31_a1 = alloca <16 x float>, align 64
   %conv1.t31_a0 = alloca <16 x float>, align 64
@@ -15220,9 +15223,9 @@ conv1.k32.end:                                    ; preds = %conv1.k32
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_infer_b64.k1.conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_infer_b64.k1.conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %part121.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
+  %part121.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
   %conv2.w120 = alloca <16 x float>, align 64
   %conv2.w119 = alloca <16 x float>, align 64
   %conv2.w118 = alloca <16 x float>, align 64
@@ -15337,32 +15340,34 @@ conv2.j85:                                        ; preds = %conv2.ty86.end, %co
   br label %conv2.ty86
 
 conv2.j85.end:                                    ; preds = %conv2.ty86.end
-  %23 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part121.context, i32 0, i32 0
+  %23 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part121.context, i32 0, i32 0
   store ptr %params, ptr %23, align 8
-  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part121.context, i32 0, i32 1
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part121.context, i32 0, i32 1
   store ptr %grads, ptr %24, align 8
-  %25 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part121.context, i32 0, i32 2
+  %25 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part121.context, i32 0, i32 2
   store ptr %m, ptr %25, align 8
-  %26 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part121.context, i32 0, i32 3
+  %26 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part121.context, i32 0, i32 3
   store ptr %v, ptr %26, align 8
-  %27 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part121.context, i32 0, i32 4
+  %27 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part121.context, i32 0, i32 4
   store ptr %arena, ptr %27, align 8
-  %28 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part121.context, i32 0, i32 5
-  store ptr %images, ptr %28, align 8
-  %29 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part121.context, i32 0, i32 6
-  store ptr %labels, ptr %29, align 8
-  %30 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part121.context, i32 0, i32 7
-  store float %lr, ptr %30, align 4
-  %31 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part121.context, i32 0, i32 8
-  store i64 %step, ptr %31, align 4
-  %32 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part121.context, i32 0, i32 9
-  store i64 %seed, ptr %32, align 4
-  %33 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part121.context, i32 0, i32 10
-  store ptr %pool, ptr %33, align 8
-  %34 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part121.context, i32 0, i32 11
-  store i64 %conv2.g803, ptr %34, align 4
-  %35 = icmp eq ptr %pool, null
-  br i1 %35, label %conv2.part121.serial, label %conv2.part121.pool
+  %28 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part121.context, i32 0, i32 5
+  store ptr %prepared, ptr %28, align 8
+  %29 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part121.context, i32 0, i32 6
+  store ptr %images, ptr %29, align 8
+  %30 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part121.context, i32 0, i32 7
+  store ptr %labels, ptr %30, align 8
+  %31 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part121.context, i32 0, i32 8
+  store float %lr, ptr %31, align 4
+  %32 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part121.context, i32 0, i32 9
+  store i64 %step, ptr %32, align 4
+  %33 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part121.context, i32 0, i32 10
+  store i64 %seed, ptr %33, align 4
+  %34 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part121.context, i32 0, i32 11
+  store ptr %pool, ptr %34, align 8
+  %35 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part121.context, i32 0, i32 12
+  store i64 %conv2.g803, ptr %35, align 4
+  %36 = icmp eq ptr %pool, null
+  br i1 %36, label %conv2.part121.serial, label %conv2.part121.pool
 
 conv2.ty86:                                       ; preds = %conv2.tx87.end, %conv2.j85
   %conv2.ty8611 = phi i64 [ 0, %conv2.j85 ], [ %ty86.next, %conv2.tx87.end ]
@@ -15370,8 +15375,8 @@ conv2.ty86:                                       ; preds = %conv2.tx87.end, %co
 
 conv2.ty86.end:                                   ; preds = %conv2.tx87.end
   %j85.next = add nsw i64 %conv2.j8510, 1
-  %36 = icmp slt i64 %j85.next, 1
-  br i1 %36, label %conv2.j85, label %conv2.j85.end
+  %37 = icmp slt i64 %j85.next, 1
+  br i1 %37, label %conv2.j85, label %conv2.j85.end
 
 conv2.tx87:                                       ; preds = %conv2.cv88.end, %conv2.ty86
   %conv2.tx8712 = phi i64 [ 0, %conv2.ty86 ], [ %tx87.next, %conv2.cv88.end ]
@@ -15379,727 +15384,727 @@ conv2.tx87:                                       ; preds = %conv2.cv88.end, %co
 
 conv2.tx87.end:                                   ; preds = %conv2.cv88.end
   %ty86.next = add nsw i64 %conv2.ty8611, 1
-  %37 = icmp slt i64 %ty86.next, 7
-  br i1 %37, label %conv2.ty86, label %conv2.ty86.end
+  %38 = icmp slt i64 %ty86.next, 7
+  br i1 %38, label %conv2.ty86, label %conv2.ty86.end
 
 conv2.cv88:                                       ; preds = %conv2.cv88, %conv2.tx87
   %conv2.cv8813 = phi i64 [ 0, %conv2.tx87 ], [ %cv88.next, %conv2.cv88 ]
-  %38 = mul nsw i64 %conv2.j8510, 8192
-  %39 = mul nsw i64 %conv2.ty8611, 2
-  %40 = mul nsw i64 %39, 512
-  %41 = add nsw i64 %38, %40
-  %42 = mul nsw i64 %conv2.tx8712, 2
-  %43 = mul nsw i64 %42, 32
-  %44 = add nsw i64 %41, %43
-  %45 = mul nsw i64 %conv2.cv8813, 16
-  %46 = add nsw i64 %44, %45
-  %47 = add nsw i64 835584, %46
-  %arena14 = getelementptr inbounds float, ptr %arena, i64 %47
-  %48 = load <16 x float>, ptr %arena14, align 4
-  %49 = mul nsw i64 %conv2.j8510, 8192
-  %50 = mul nsw i64 %conv2.ty8611, 2
-  %51 = add nsw i64 %50, 2
-  %52 = mul nsw i64 %51, 512
-  %53 = add nsw i64 %49, %52
-  %54 = mul nsw i64 %conv2.tx8712, 2
-  %55 = mul nsw i64 %54, 32
-  %56 = add nsw i64 %53, %55
-  %57 = mul nsw i64 %conv2.cv8813, 16
-  %58 = add nsw i64 %56, %57
-  %59 = add nsw i64 835584, %58
-  %arena15 = getelementptr inbounds float, ptr %arena, i64 %59
-  %60 = load <16 x float>, ptr %arena15, align 4
-  %61 = fsub <16 x float> %48, %60
-  store <16 x float> %61, ptr %conv2.w89, align 64
-  %62 = mul nsw i64 %conv2.j8510, 8192
-  %63 = mul nsw i64 %conv2.ty8611, 2
-  %64 = add nsw i64 %63, 1
-  %65 = mul nsw i64 %64, 512
-  %66 = add nsw i64 %62, %65
-  %67 = mul nsw i64 %conv2.tx8712, 2
-  %68 = mul nsw i64 %67, 32
-  %69 = add nsw i64 %66, %68
-  %70 = mul nsw i64 %conv2.cv8813, 16
-  %71 = add nsw i64 %69, %70
-  %72 = add nsw i64 835584, %71
-  %arena16 = getelementptr inbounds float, ptr %arena, i64 %72
-  %73 = load <16 x float>, ptr %arena16, align 4
-  %74 = mul nsw i64 %conv2.j8510, 8192
-  %75 = mul nsw i64 %conv2.ty8611, 2
-  %76 = add nsw i64 %75, 2
-  %77 = mul nsw i64 %76, 512
-  %78 = add nsw i64 %74, %77
-  %79 = mul nsw i64 %conv2.tx8712, 2
-  %80 = mul nsw i64 %79, 32
-  %81 = add nsw i64 %78, %80
-  %82 = mul nsw i64 %conv2.cv8813, 16
-  %83 = add nsw i64 %81, %82
-  %84 = add nsw i64 835584, %83
-  %arena17 = getelementptr inbounds float, ptr %arena, i64 %84
-  %85 = load <16 x float>, ptr %arena17, align 4
-  %86 = fadd <16 x float> %73, %85
-  store <16 x float> %86, ptr %conv2.w90, align 64
-  %87 = mul nsw i64 %conv2.j8510, 8192
-  %88 = mul nsw i64 %conv2.ty8611, 2
-  %89 = add nsw i64 %88, 2
-  %90 = mul nsw i64 %89, 512
-  %91 = add nsw i64 %87, %90
-  %92 = mul nsw i64 %conv2.tx8712, 2
-  %93 = mul nsw i64 %92, 32
-  %94 = add nsw i64 %91, %93
-  %95 = mul nsw i64 %conv2.cv8813, 16
-  %96 = add nsw i64 %94, %95
-  %97 = add nsw i64 835584, %96
-  %arena18 = getelementptr inbounds float, ptr %arena, i64 %97
-  %98 = load <16 x float>, ptr %arena18, align 4
-  %99 = mul nsw i64 %conv2.j8510, 8192
-  %100 = mul nsw i64 %conv2.ty8611, 2
-  %101 = add nsw i64 %100, 1
-  %102 = mul nsw i64 %101, 512
-  %103 = add nsw i64 %99, %102
-  %104 = mul nsw i64 %conv2.tx8712, 2
-  %105 = mul nsw i64 %104, 32
-  %106 = add nsw i64 %103, %105
-  %107 = mul nsw i64 %conv2.cv8813, 16
-  %108 = add nsw i64 %106, %107
-  %109 = add nsw i64 835584, %108
-  %arena19 = getelementptr inbounds float, ptr %arena, i64 %109
-  %110 = load <16 x float>, ptr %arena19, align 4
-  %111 = fsub <16 x float> %98, %110
-  store <16 x float> %111, ptr %conv2.w91, align 64
-  %112 = mul nsw i64 %conv2.j8510, 8192
-  %113 = mul nsw i64 %conv2.ty8611, 2
-  %114 = add nsw i64 %113, 1
-  %115 = mul nsw i64 %114, 512
-  %116 = add nsw i64 %112, %115
-  %117 = mul nsw i64 %conv2.tx8712, 2
-  %118 = mul nsw i64 %117, 32
-  %119 = add nsw i64 %116, %118
-  %120 = mul nsw i64 %conv2.cv8813, 16
-  %121 = add nsw i64 %119, %120
-  %122 = add nsw i64 835584, %121
-  %arena20 = getelementptr inbounds float, ptr %arena, i64 %122
-  %123 = load <16 x float>, ptr %arena20, align 4
-  %124 = mul nsw i64 %conv2.j8510, 8192
-  %125 = mul nsw i64 %conv2.ty8611, 2
-  %126 = add nsw i64 %125, 3
-  %127 = mul nsw i64 %126, 512
-  %128 = add nsw i64 %124, %127
-  %129 = mul nsw i64 %conv2.tx8712, 2
-  %130 = mul nsw i64 %129, 32
-  %131 = add nsw i64 %128, %130
-  %132 = mul nsw i64 %conv2.cv8813, 16
-  %133 = add nsw i64 %131, %132
-  %134 = add nsw i64 835584, %133
-  %arena21 = getelementptr inbounds float, ptr %arena, i64 %134
-  %135 = load <16 x float>, ptr %arena21, align 4
-  %136 = fsub <16 x float> %123, %135
-  store <16 x float> %136, ptr %conv2.w92, align 64
-  %137 = mul nsw i64 %conv2.j8510, 8192
-  %138 = mul nsw i64 %conv2.ty8611, 2
-  %139 = mul nsw i64 %138, 512
-  %140 = add nsw i64 %137, %139
-  %141 = mul nsw i64 %conv2.tx8712, 2
-  %142 = add nsw i64 %141, 1
-  %143 = mul nsw i64 %142, 32
-  %144 = add nsw i64 %140, %143
-  %145 = mul nsw i64 %conv2.cv8813, 16
-  %146 = add nsw i64 %144, %145
-  %147 = add nsw i64 835584, %146
-  %arena22 = getelementptr inbounds float, ptr %arena, i64 %147
-  %148 = load <16 x float>, ptr %arena22, align 4
-  %149 = mul nsw i64 %conv2.j8510, 8192
-  %150 = mul nsw i64 %conv2.ty8611, 2
-  %151 = add nsw i64 %150, 2
-  %152 = mul nsw i64 %151, 512
-  %153 = add nsw i64 %149, %152
-  %154 = mul nsw i64 %conv2.tx8712, 2
-  %155 = add nsw i64 %154, 1
-  %156 = mul nsw i64 %155, 32
-  %157 = add nsw i64 %153, %156
-  %158 = mul nsw i64 %conv2.cv8813, 16
-  %159 = add nsw i64 %157, %158
-  %160 = add nsw i64 835584, %159
-  %arena23 = getelementptr inbounds float, ptr %arena, i64 %160
-  %161 = load <16 x float>, ptr %arena23, align 4
-  %162 = fsub <16 x float> %148, %161
-  store <16 x float> %162, ptr %conv2.w93, align 64
-  %163 = mul nsw i64 %conv2.j8510, 8192
-  %164 = mul nsw i64 %conv2.ty8611, 2
-  %165 = add nsw i64 %164, 1
-  %166 = mul nsw i64 %165, 512
-  %167 = add nsw i64 %163, %166
-  %168 = mul nsw i64 %conv2.tx8712, 2
-  %169 = add nsw i64 %168, 1
-  %170 = mul nsw i64 %169, 32
-  %171 = add nsw i64 %167, %170
-  %172 = mul nsw i64 %conv2.cv8813, 16
-  %173 = add nsw i64 %171, %172
-  %174 = add nsw i64 835584, %173
-  %arena24 = getelementptr inbounds float, ptr %arena, i64 %174
-  %175 = load <16 x float>, ptr %arena24, align 4
-  %176 = mul nsw i64 %conv2.j8510, 8192
-  %177 = mul nsw i64 %conv2.ty8611, 2
-  %178 = add nsw i64 %177, 2
-  %179 = mul nsw i64 %178, 512
-  %180 = add nsw i64 %176, %179
-  %181 = mul nsw i64 %conv2.tx8712, 2
-  %182 = add nsw i64 %181, 1
-  %183 = mul nsw i64 %182, 32
-  %184 = add nsw i64 %180, %183
-  %185 = mul nsw i64 %conv2.cv8813, 16
-  %186 = add nsw i64 %184, %185
-  %187 = add nsw i64 835584, %186
-  %arena25 = getelementptr inbounds float, ptr %arena, i64 %187
-  %188 = load <16 x float>, ptr %arena25, align 4
-  %189 = fadd <16 x float> %175, %188
-  store <16 x float> %189, ptr %conv2.w94, align 64
-  %190 = mul nsw i64 %conv2.j8510, 8192
-  %191 = mul nsw i64 %conv2.ty8611, 2
-  %192 = add nsw i64 %191, 2
-  %193 = mul nsw i64 %192, 512
-  %194 = add nsw i64 %190, %193
-  %195 = mul nsw i64 %conv2.tx8712, 2
-  %196 = add nsw i64 %195, 1
-  %197 = mul nsw i64 %196, 32
-  %198 = add nsw i64 %194, %197
-  %199 = mul nsw i64 %conv2.cv8813, 16
-  %200 = add nsw i64 %198, %199
-  %201 = add nsw i64 835584, %200
-  %arena26 = getelementptr inbounds float, ptr %arena, i64 %201
-  %202 = load <16 x float>, ptr %arena26, align 4
-  %203 = mul nsw i64 %conv2.j8510, 8192
-  %204 = mul nsw i64 %conv2.ty8611, 2
-  %205 = add nsw i64 %204, 1
-  %206 = mul nsw i64 %205, 512
-  %207 = add nsw i64 %203, %206
-  %208 = mul nsw i64 %conv2.tx8712, 2
-  %209 = add nsw i64 %208, 1
-  %210 = mul nsw i64 %209, 32
-  %211 = add nsw i64 %207, %210
-  %212 = mul nsw i64 %conv2.cv8813, 16
-  %213 = add nsw i64 %211, %212
-  %214 = add nsw i64 835584, %213
-  %arena27 = getelementptr inbounds float, ptr %arena, i64 %214
-  %215 = load <16 x float>, ptr %arena27, align 4
-  %216 = fsub <16 x float> %202, %215
-  store <16 x float> %216, ptr %conv2.w95, align 64
-  %217 = mul nsw i64 %conv2.j8510, 8192
-  %218 = mul nsw i64 %conv2.ty8611, 2
-  %219 = add nsw i64 %218, 1
-  %220 = mul nsw i64 %219, 512
-  %221 = add nsw i64 %217, %220
-  %222 = mul nsw i64 %conv2.tx8712, 2
-  %223 = add nsw i64 %222, 1
-  %224 = mul nsw i64 %223, 32
-  %225 = add nsw i64 %221, %224
-  %226 = mul nsw i64 %conv2.cv8813, 16
-  %227 = add nsw i64 %225, %226
-  %228 = add nsw i64 835584, %227
-  %arena28 = getelementptr inbounds float, ptr %arena, i64 %228
-  %229 = load <16 x float>, ptr %arena28, align 4
-  %230 = mul nsw i64 %conv2.j8510, 8192
-  %231 = mul nsw i64 %conv2.ty8611, 2
-  %232 = add nsw i64 %231, 3
-  %233 = mul nsw i64 %232, 512
-  %234 = add nsw i64 %230, %233
-  %235 = mul nsw i64 %conv2.tx8712, 2
-  %236 = add nsw i64 %235, 1
-  %237 = mul nsw i64 %236, 32
-  %238 = add nsw i64 %234, %237
-  %239 = mul nsw i64 %conv2.cv8813, 16
-  %240 = add nsw i64 %238, %239
-  %241 = add nsw i64 835584, %240
-  %arena29 = getelementptr inbounds float, ptr %arena, i64 %241
-  %242 = load <16 x float>, ptr %arena29, align 4
-  %243 = fsub <16 x float> %229, %242
-  store <16 x float> %243, ptr %conv2.w96, align 64
-  %244 = mul nsw i64 %conv2.j8510, 8192
-  %245 = mul nsw i64 %conv2.ty8611, 2
-  %246 = mul nsw i64 %245, 512
-  %247 = add nsw i64 %244, %246
-  %248 = mul nsw i64 %conv2.tx8712, 2
-  %249 = add nsw i64 %248, 2
-  %250 = mul nsw i64 %249, 32
-  %251 = add nsw i64 %247, %250
-  %252 = mul nsw i64 %conv2.cv8813, 16
-  %253 = add nsw i64 %251, %252
-  %254 = add nsw i64 835584, %253
-  %arena30 = getelementptr inbounds float, ptr %arena, i64 %254
-  %255 = load <16 x float>, ptr %arena30, align 4
-  %256 = mul nsw i64 %conv2.j8510, 8192
-  %257 = mul nsw i64 %conv2.ty8611, 2
-  %258 = add nsw i64 %257, 2
-  %259 = mul nsw i64 %258, 512
-  %260 = add nsw i64 %256, %259
-  %261 = mul nsw i64 %conv2.tx8712, 2
-  %262 = add nsw i64 %261, 2
-  %263 = mul nsw i64 %262, 32
-  %264 = add nsw i64 %260, %263
-  %265 = mul nsw i64 %conv2.cv8813, 16
-  %266 = add nsw i64 %264, %265
-  %267 = add nsw i64 835584, %266
-  %arena31 = getelementptr inbounds float, ptr %arena, i64 %267
-  %268 = load <16 x float>, ptr %arena31, align 4
-  %269 = fsub <16 x float> %255, %268
-  store <16 x float> %269, ptr %conv2.w97, align 64
-  %270 = mul nsw i64 %conv2.j8510, 8192
-  %271 = mul nsw i64 %conv2.ty8611, 2
-  %272 = add nsw i64 %271, 1
-  %273 = mul nsw i64 %272, 512
-  %274 = add nsw i64 %270, %273
-  %275 = mul nsw i64 %conv2.tx8712, 2
-  %276 = add nsw i64 %275, 2
-  %277 = mul nsw i64 %276, 32
-  %278 = add nsw i64 %274, %277
-  %279 = mul nsw i64 %conv2.cv8813, 16
-  %280 = add nsw i64 %278, %279
-  %281 = add nsw i64 835584, %280
-  %arena32 = getelementptr inbounds float, ptr %arena, i64 %281
-  %282 = load <16 x float>, ptr %arena32, align 4
-  %283 = mul nsw i64 %conv2.j8510, 8192
-  %284 = mul nsw i64 %conv2.ty8611, 2
-  %285 = add nsw i64 %284, 2
-  %286 = mul nsw i64 %285, 512
-  %287 = add nsw i64 %283, %286
-  %288 = mul nsw i64 %conv2.tx8712, 2
-  %289 = add nsw i64 %288, 2
-  %290 = mul nsw i64 %289, 32
-  %291 = add nsw i64 %287, %290
-  %292 = mul nsw i64 %conv2.cv8813, 16
-  %293 = add nsw i64 %291, %292
-  %294 = add nsw i64 835584, %293
-  %arena33 = getelementptr inbounds float, ptr %arena, i64 %294
-  %295 = load <16 x float>, ptr %arena33, align 4
-  %296 = fadd <16 x float> %282, %295
-  store <16 x float> %296, ptr %conv2.w98, align 64
-  %297 = mul nsw i64 %conv2.j8510, 8192
-  %298 = mul nsw i64 %conv2.ty8611, 2
-  %299 = add nsw i64 %298, 2
-  %300 = mul nsw i64 %299, 512
-  %301 = add nsw i64 %297, %300
-  %302 = mul nsw i64 %conv2.tx8712, 2
-  %303 = add nsw i64 %302, 2
-  %304 = mul nsw i64 %303, 32
-  %305 = add nsw i64 %301, %304
-  %306 = mul nsw i64 %conv2.cv8813, 16
-  %307 = add nsw i64 %305, %306
-  %308 = add nsw i64 835584, %307
-  %arena34 = getelementptr inbounds float, ptr %arena, i64 %308
-  %309 = load <16 x float>, ptr %arena34, align 4
-  %310 = mul nsw i64 %conv2.j8510, 8192
-  %311 = mul nsw i64 %conv2.ty8611, 2
-  %312 = add nsw i64 %311, 1
-  %313 = mul nsw i64 %312, 512
-  %314 = add nsw i64 %310, %313
-  %315 = mul nsw i64 %conv2.tx8712, 2
-  %316 = add nsw i64 %315, 2
-  %317 = mul nsw i64 %316, 32
-  %318 = add nsw i64 %314, %317
-  %319 = mul nsw i64 %conv2.cv8813, 16
-  %320 = add nsw i64 %318, %319
-  %321 = add nsw i64 835584, %320
-  %arena35 = getelementptr inbounds float, ptr %arena, i64 %321
-  %322 = load <16 x float>, ptr %arena35, align 4
-  %323 = fsub <16 x float> %309, %322
-  store <16 x float> %323, ptr %conv2.w99, align 64
-  %324 = mul nsw i64 %conv2.j8510, 8192
-  %325 = mul nsw i64 %conv2.ty8611, 2
-  %326 = add nsw i64 %325, 1
-  %327 = mul nsw i64 %326, 512
-  %328 = add nsw i64 %324, %327
-  %329 = mul nsw i64 %conv2.tx8712, 2
-  %330 = add nsw i64 %329, 2
-  %331 = mul nsw i64 %330, 32
-  %332 = add nsw i64 %328, %331
-  %333 = mul nsw i64 %conv2.cv8813, 16
-  %334 = add nsw i64 %332, %333
-  %335 = add nsw i64 835584, %334
-  %arena36 = getelementptr inbounds float, ptr %arena, i64 %335
-  %336 = load <16 x float>, ptr %arena36, align 4
-  %337 = mul nsw i64 %conv2.j8510, 8192
-  %338 = mul nsw i64 %conv2.ty8611, 2
-  %339 = add nsw i64 %338, 3
-  %340 = mul nsw i64 %339, 512
-  %341 = add nsw i64 %337, %340
-  %342 = mul nsw i64 %conv2.tx8712, 2
-  %343 = add nsw i64 %342, 2
-  %344 = mul nsw i64 %343, 32
-  %345 = add nsw i64 %341, %344
-  %346 = mul nsw i64 %conv2.cv8813, 16
-  %347 = add nsw i64 %345, %346
-  %348 = add nsw i64 835584, %347
-  %arena37 = getelementptr inbounds float, ptr %arena, i64 %348
-  %349 = load <16 x float>, ptr %arena37, align 4
-  %350 = fsub <16 x float> %336, %349
-  store <16 x float> %350, ptr %conv2.w100, align 64
-  %351 = mul nsw i64 %conv2.j8510, 8192
-  %352 = mul nsw i64 %conv2.ty8611, 2
-  %353 = mul nsw i64 %352, 512
-  %354 = add nsw i64 %351, %353
-  %355 = mul nsw i64 %conv2.tx8712, 2
-  %356 = add nsw i64 %355, 3
-  %357 = mul nsw i64 %356, 32
-  %358 = add nsw i64 %354, %357
-  %359 = mul nsw i64 %conv2.cv8813, 16
-  %360 = add nsw i64 %358, %359
-  %361 = add nsw i64 835584, %360
-  %arena38 = getelementptr inbounds float, ptr %arena, i64 %361
-  %362 = load <16 x float>, ptr %arena38, align 4
-  %363 = mul nsw i64 %conv2.j8510, 8192
-  %364 = mul nsw i64 %conv2.ty8611, 2
-  %365 = add nsw i64 %364, 2
-  %366 = mul nsw i64 %365, 512
-  %367 = add nsw i64 %363, %366
-  %368 = mul nsw i64 %conv2.tx8712, 2
-  %369 = add nsw i64 %368, 3
-  %370 = mul nsw i64 %369, 32
-  %371 = add nsw i64 %367, %370
-  %372 = mul nsw i64 %conv2.cv8813, 16
-  %373 = add nsw i64 %371, %372
-  %374 = add nsw i64 835584, %373
-  %arena39 = getelementptr inbounds float, ptr %arena, i64 %374
-  %375 = load <16 x float>, ptr %arena39, align 4
-  %376 = fsub <16 x float> %362, %375
-  store <16 x float> %376, ptr %conv2.w101, align 64
-  %377 = mul nsw i64 %conv2.j8510, 8192
-  %378 = mul nsw i64 %conv2.ty8611, 2
-  %379 = add nsw i64 %378, 1
-  %380 = mul nsw i64 %379, 512
-  %381 = add nsw i64 %377, %380
-  %382 = mul nsw i64 %conv2.tx8712, 2
-  %383 = add nsw i64 %382, 3
-  %384 = mul nsw i64 %383, 32
-  %385 = add nsw i64 %381, %384
-  %386 = mul nsw i64 %conv2.cv8813, 16
-  %387 = add nsw i64 %385, %386
-  %388 = add nsw i64 835584, %387
-  %arena40 = getelementptr inbounds float, ptr %arena, i64 %388
-  %389 = load <16 x float>, ptr %arena40, align 4
-  %390 = mul nsw i64 %conv2.j8510, 8192
-  %391 = mul nsw i64 %conv2.ty8611, 2
-  %392 = add nsw i64 %391, 2
-  %393 = mul nsw i64 %392, 512
-  %394 = add nsw i64 %390, %393
-  %395 = mul nsw i64 %conv2.tx8712, 2
-  %396 = add nsw i64 %395, 3
-  %397 = mul nsw i64 %396, 32
-  %398 = add nsw i64 %394, %397
-  %399 = mul nsw i64 %conv2.cv8813, 16
-  %400 = add nsw i64 %398, %399
-  %401 = add nsw i64 835584, %400
-  %arena41 = getelementptr inbounds float, ptr %arena, i64 %401
-  %402 = load <16 x float>, ptr %arena41, align 4
-  %403 = fadd <16 x float> %389, %402
-  store <16 x float> %403, ptr %conv2.w102, align 64
-  %404 = mul nsw i64 %conv2.j8510, 8192
-  %405 = mul nsw i64 %conv2.ty8611, 2
-  %406 = add nsw i64 %405, 2
-  %407 = mul nsw i64 %406, 512
-  %408 = add nsw i64 %404, %407
-  %409 = mul nsw i64 %conv2.tx8712, 2
-  %410 = add nsw i64 %409, 3
-  %411 = mul nsw i64 %410, 32
-  %412 = add nsw i64 %408, %411
-  %413 = mul nsw i64 %conv2.cv8813, 16
-  %414 = add nsw i64 %412, %413
-  %415 = add nsw i64 835584, %414
-  %arena42 = getelementptr inbounds float, ptr %arena, i64 %415
-  %416 = load <16 x float>, ptr %arena42, align 4
-  %417 = mul nsw i64 %conv2.j8510, 8192
-  %418 = mul nsw i64 %conv2.ty8611, 2
-  %419 = add nsw i64 %418, 1
-  %420 = mul nsw i64 %419, 512
-  %421 = add nsw i64 %417, %420
-  %422 = mul nsw i64 %conv2.tx8712, 2
-  %423 = add nsw i64 %422, 3
-  %424 = mul nsw i64 %423, 32
-  %425 = add nsw i64 %421, %424
-  %426 = mul nsw i64 %conv2.cv8813, 16
-  %427 = add nsw i64 %425, %426
-  %428 = add nsw i64 835584, %427
-  %arena43 = getelementptr inbounds float, ptr %arena, i64 %428
-  %429 = load <16 x float>, ptr %arena43, align 4
-  %430 = fsub <16 x float> %416, %429
-  store <16 x float> %430, ptr %conv2.w103, align 64
-  %431 = mul nsw i64 %conv2.j8510, 8192
-  %432 = mul nsw i64 %conv2.ty8611, 2
-  %433 = add nsw i64 %432, 1
-  %434 = mul nsw i64 %433, 512
-  %435 = add nsw i64 %431, %434
-  %436 = mul nsw i64 %conv2.tx8712, 2
-  %437 = add nsw i64 %436, 3
-  %438 = mul nsw i64 %437, 32
-  %439 = add nsw i64 %435, %438
-  %440 = mul nsw i64 %conv2.cv8813, 16
-  %441 = add nsw i64 %439, %440
-  %442 = add nsw i64 835584, %441
-  %arena44 = getelementptr inbounds float, ptr %arena, i64 %442
-  %443 = load <16 x float>, ptr %arena44, align 4
-  %444 = mul nsw i64 %conv2.j8510, 8192
-  %445 = mul nsw i64 %conv2.ty8611, 2
-  %446 = add nsw i64 %445, 3
-  %447 = mul nsw i64 %446, 512
-  %448 = add nsw i64 %444, %447
-  %449 = mul nsw i64 %conv2.tx8712, 2
-  %450 = add nsw i64 %449, 3
-  %451 = mul nsw i64 %450, 32
-  %452 = add nsw i64 %448, %451
-  %453 = mul nsw i64 %conv2.cv8813, 16
-  %454 = add nsw i64 %452, %453
-  %455 = add nsw i64 835584, %454
-  %arena45 = getelementptr inbounds float, ptr %arena, i64 %455
-  %456 = load <16 x float>, ptr %arena45, align 4
-  %457 = fsub <16 x float> %443, %456
-  store <16 x float> %457, ptr %conv2.w104, align 64
+  %39 = mul nsw i64 %conv2.j8510, 8192
+  %40 = mul nsw i64 %conv2.ty8611, 2
+  %41 = mul nsw i64 %40, 512
+  %42 = add nsw i64 %39, %41
+  %43 = mul nsw i64 %conv2.tx8712, 2
+  %44 = mul nsw i64 %43, 32
+  %45 = add nsw i64 %42, %44
+  %46 = mul nsw i64 %conv2.cv8813, 16
+  %47 = add nsw i64 %45, %46
+  %48 = add nsw i64 835584, %47
+  %arena14 = getelementptr inbounds float, ptr %arena, i64 %48
+  %49 = load <16 x float>, ptr %arena14, align 4
+  %50 = mul nsw i64 %conv2.j8510, 8192
+  %51 = mul nsw i64 %conv2.ty8611, 2
+  %52 = add nsw i64 %51, 2
+  %53 = mul nsw i64 %52, 512
+  %54 = add nsw i64 %50, %53
+  %55 = mul nsw i64 %conv2.tx8712, 2
+  %56 = mul nsw i64 %55, 32
+  %57 = add nsw i64 %54, %56
+  %58 = mul nsw i64 %conv2.cv8813, 16
+  %59 = add nsw i64 %57, %58
+  %60 = add nsw i64 835584, %59
+  %arena15 = getelementptr inbounds float, ptr %arena, i64 %60
+  %61 = load <16 x float>, ptr %arena15, align 4
+  %62 = fsub <16 x float> %49, %61
+  store <16 x float> %62, ptr %conv2.w89, align 64
+  %63 = mul nsw i64 %conv2.j8510, 8192
+  %64 = mul nsw i64 %conv2.ty8611, 2
+  %65 = add nsw i64 %64, 1
+  %66 = mul nsw i64 %65, 512
+  %67 = add nsw i64 %63, %66
+  %68 = mul nsw i64 %conv2.tx8712, 2
+  %69 = mul nsw i64 %68, 32
+  %70 = add nsw i64 %67, %69
+  %71 = mul nsw i64 %conv2.cv8813, 16
+  %72 = add nsw i64 %70, %71
+  %73 = add nsw i64 835584, %72
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %73
+  %74 = load <16 x float>, ptr %arena16, align 4
+  %75 = mul nsw i64 %conv2.j8510, 8192
+  %76 = mul nsw i64 %conv2.ty8611, 2
+  %77 = add nsw i64 %76, 2
+  %78 = mul nsw i64 %77, 512
+  %79 = add nsw i64 %75, %78
+  %80 = mul nsw i64 %conv2.tx8712, 2
+  %81 = mul nsw i64 %80, 32
+  %82 = add nsw i64 %79, %81
+  %83 = mul nsw i64 %conv2.cv8813, 16
+  %84 = add nsw i64 %82, %83
+  %85 = add nsw i64 835584, %84
+  %arena17 = getelementptr inbounds float, ptr %arena, i64 %85
+  %86 = load <16 x float>, ptr %arena17, align 4
+  %87 = fadd <16 x float> %74, %86
+  store <16 x float> %87, ptr %conv2.w90, align 64
+  %88 = mul nsw i64 %conv2.j8510, 8192
+  %89 = mul nsw i64 %conv2.ty8611, 2
+  %90 = add nsw i64 %89, 2
+  %91 = mul nsw i64 %90, 512
+  %92 = add nsw i64 %88, %91
+  %93 = mul nsw i64 %conv2.tx8712, 2
+  %94 = mul nsw i64 %93, 32
+  %95 = add nsw i64 %92, %94
+  %96 = mul nsw i64 %conv2.cv8813, 16
+  %97 = add nsw i64 %95, %96
+  %98 = add nsw i64 835584, %97
+  %arena18 = getelementptr inbounds float, ptr %arena, i64 %98
+  %99 = load <16 x float>, ptr %arena18, align 4
+  %100 = mul nsw i64 %conv2.j8510, 8192
+  %101 = mul nsw i64 %conv2.ty8611, 2
+  %102 = add nsw i64 %101, 1
+  %103 = mul nsw i64 %102, 512
+  %104 = add nsw i64 %100, %103
+  %105 = mul nsw i64 %conv2.tx8712, 2
+  %106 = mul nsw i64 %105, 32
+  %107 = add nsw i64 %104, %106
+  %108 = mul nsw i64 %conv2.cv8813, 16
+  %109 = add nsw i64 %107, %108
+  %110 = add nsw i64 835584, %109
+  %arena19 = getelementptr inbounds float, ptr %arena, i64 %110
+  %111 = load <16 x float>, ptr %arena19, align 4
+  %112 = fsub <16 x float> %99, %111
+  store <16 x float> %112, ptr %conv2.w91, align 64
+  %113 = mul nsw i64 %conv2.j8510, 8192
+  %114 = mul nsw i64 %conv2.ty8611, 2
+  %115 = add nsw i64 %114, 1
+  %116 = mul nsw i64 %115, 512
+  %117 = add nsw i64 %113, %116
+  %118 = mul nsw i64 %conv2.tx8712, 2
+  %119 = mul nsw i64 %118, 32
+  %120 = add nsw i64 %117, %119
+  %121 = mul nsw i64 %conv2.cv8813, 16
+  %122 = add nsw i64 %120, %121
+  %123 = add nsw i64 835584, %122
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %123
+  %124 = load <16 x float>, ptr %arena20, align 4
+  %125 = mul nsw i64 %conv2.j8510, 8192
+  %126 = mul nsw i64 %conv2.ty8611, 2
+  %127 = add nsw i64 %126, 3
+  %128 = mul nsw i64 %127, 512
+  %129 = add nsw i64 %125, %128
+  %130 = mul nsw i64 %conv2.tx8712, 2
+  %131 = mul nsw i64 %130, 32
+  %132 = add nsw i64 %129, %131
+  %133 = mul nsw i64 %conv2.cv8813, 16
+  %134 = add nsw i64 %132, %133
+  %135 = add nsw i64 835584, %134
+  %arena21 = getelementptr inbounds float, ptr %arena, i64 %135
+  %136 = load <16 x float>, ptr %arena21, align 4
+  %137 = fsub <16 x float> %124, %136
+  store <16 x float> %137, ptr %conv2.w92, align 64
+  %138 = mul nsw i64 %conv2.j8510, 8192
+  %139 = mul nsw i64 %conv2.ty8611, 2
+  %140 = mul nsw i64 %139, 512
+  %141 = add nsw i64 %138, %140
+  %142 = mul nsw i64 %conv2.tx8712, 2
+  %143 = add nsw i64 %142, 1
+  %144 = mul nsw i64 %143, 32
+  %145 = add nsw i64 %141, %144
+  %146 = mul nsw i64 %conv2.cv8813, 16
+  %147 = add nsw i64 %145, %146
+  %148 = add nsw i64 835584, %147
+  %arena22 = getelementptr inbounds float, ptr %arena, i64 %148
+  %149 = load <16 x float>, ptr %arena22, align 4
+  %150 = mul nsw i64 %conv2.j8510, 8192
+  %151 = mul nsw i64 %conv2.ty8611, 2
+  %152 = add nsw i64 %151, 2
+  %153 = mul nsw i64 %152, 512
+  %154 = add nsw i64 %150, %153
+  %155 = mul nsw i64 %conv2.tx8712, 2
+  %156 = add nsw i64 %155, 1
+  %157 = mul nsw i64 %156, 32
+  %158 = add nsw i64 %154, %157
+  %159 = mul nsw i64 %conv2.cv8813, 16
+  %160 = add nsw i64 %158, %159
+  %161 = add nsw i64 835584, %160
+  %arena23 = getelementptr inbounds float, ptr %arena, i64 %161
+  %162 = load <16 x float>, ptr %arena23, align 4
+  %163 = fsub <16 x float> %149, %162
+  store <16 x float> %163, ptr %conv2.w93, align 64
+  %164 = mul nsw i64 %conv2.j8510, 8192
+  %165 = mul nsw i64 %conv2.ty8611, 2
+  %166 = add nsw i64 %165, 1
+  %167 = mul nsw i64 %166, 512
+  %168 = add nsw i64 %164, %167
+  %169 = mul nsw i64 %conv2.tx8712, 2
+  %170 = add nsw i64 %169, 1
+  %171 = mul nsw i64 %170, 32
+  %172 = add nsw i64 %168, %171
+  %173 = mul nsw i64 %conv2.cv8813, 16
+  %174 = add nsw i64 %172, %173
+  %175 = add nsw i64 835584, %174
+  %arena24 = getelementptr inbounds float, ptr %arena, i64 %175
+  %176 = load <16 x float>, ptr %arena24, align 4
+  %177 = mul nsw i64 %conv2.j8510, 8192
+  %178 = mul nsw i64 %conv2.ty8611, 2
+  %179 = add nsw i64 %178, 2
+  %180 = mul nsw i64 %179, 512
+  %181 = add nsw i64 %177, %180
+  %182 = mul nsw i64 %conv2.tx8712, 2
+  %183 = add nsw i64 %182, 1
+  %184 = mul nsw i64 %183, 32
+  %185 = add nsw i64 %181, %184
+  %186 = mul nsw i64 %conv2.cv8813, 16
+  %187 = add nsw i64 %185, %186
+  %188 = add nsw i64 835584, %187
+  %arena25 = getelementptr inbounds float, ptr %arena, i64 %188
+  %189 = load <16 x float>, ptr %arena25, align 4
+  %190 = fadd <16 x float> %176, %189
+  store <16 x float> %190, ptr %conv2.w94, align 64
+  %191 = mul nsw i64 %conv2.j8510, 8192
+  %192 = mul nsw i64 %conv2.ty8611, 2
+  %193 = add nsw i64 %192, 2
+  %194 = mul nsw i64 %193, 512
+  %195 = add nsw i64 %191, %194
+  %196 = mul nsw i64 %conv2.tx8712, 2
+  %197 = add nsw i64 %196, 1
+  %198 = mul nsw i64 %197, 32
+  %199 = add nsw i64 %195, %198
+  %200 = mul nsw i64 %conv2.cv8813, 16
+  %201 = add nsw i64 %199, %200
+  %202 = add nsw i64 835584, %201
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 %202
+  %203 = load <16 x float>, ptr %arena26, align 4
+  %204 = mul nsw i64 %conv2.j8510, 8192
+  %205 = mul nsw i64 %conv2.ty8611, 2
+  %206 = add nsw i64 %205, 1
+  %207 = mul nsw i64 %206, 512
+  %208 = add nsw i64 %204, %207
+  %209 = mul nsw i64 %conv2.tx8712, 2
+  %210 = add nsw i64 %209, 1
+  %211 = mul nsw i64 %210, 32
+  %212 = add nsw i64 %208, %211
+  %213 = mul nsw i64 %conv2.cv8813, 16
+  %214 = add nsw i64 %212, %213
+  %215 = add nsw i64 835584, %214
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 %215
+  %216 = load <16 x float>, ptr %arena27, align 4
+  %217 = fsub <16 x float> %203, %216
+  store <16 x float> %217, ptr %conv2.w95, align 64
+  %218 = mul nsw i64 %conv2.j8510, 8192
+  %219 = mul nsw i64 %conv2.ty8611, 2
+  %220 = add nsw i64 %219, 1
+  %221 = mul nsw i64 %220, 512
+  %222 = add nsw i64 %218, %221
+  %223 = mul nsw i64 %conv2.tx8712, 2
+  %224 = add nsw i64 %223, 1
+  %225 = mul nsw i64 %224, 32
+  %226 = add nsw i64 %222, %225
+  %227 = mul nsw i64 %conv2.cv8813, 16
+  %228 = add nsw i64 %226, %227
+  %229 = add nsw i64 835584, %228
+  %arena28 = getelementptr inbounds float, ptr %arena, i64 %229
+  %230 = load <16 x float>, ptr %arena28, align 4
+  %231 = mul nsw i64 %conv2.j8510, 8192
+  %232 = mul nsw i64 %conv2.ty8611, 2
+  %233 = add nsw i64 %232, 3
+  %234 = mul nsw i64 %233, 512
+  %235 = add nsw i64 %231, %234
+  %236 = mul nsw i64 %conv2.tx8712, 2
+  %237 = add nsw i64 %236, 1
+  %238 = mul nsw i64 %237, 32
+  %239 = add nsw i64 %235, %238
+  %240 = mul nsw i64 %conv2.cv8813, 16
+  %241 = add nsw i64 %239, %240
+  %242 = add nsw i64 835584, %241
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %242
+  %243 = load <16 x float>, ptr %arena29, align 4
+  %244 = fsub <16 x float> %230, %243
+  store <16 x float> %244, ptr %conv2.w96, align 64
+  %245 = mul nsw i64 %conv2.j8510, 8192
+  %246 = mul nsw i64 %conv2.ty8611, 2
+  %247 = mul nsw i64 %246, 512
+  %248 = add nsw i64 %245, %247
+  %249 = mul nsw i64 %conv2.tx8712, 2
+  %250 = add nsw i64 %249, 2
+  %251 = mul nsw i64 %250, 32
+  %252 = add nsw i64 %248, %251
+  %253 = mul nsw i64 %conv2.cv8813, 16
+  %254 = add nsw i64 %252, %253
+  %255 = add nsw i64 835584, %254
+  %arena30 = getelementptr inbounds float, ptr %arena, i64 %255
+  %256 = load <16 x float>, ptr %arena30, align 4
+  %257 = mul nsw i64 %conv2.j8510, 8192
+  %258 = mul nsw i64 %conv2.ty8611, 2
+  %259 = add nsw i64 %258, 2
+  %260 = mul nsw i64 %259, 512
+  %261 = add nsw i64 %257, %260
+  %262 = mul nsw i64 %conv2.tx8712, 2
+  %263 = add nsw i64 %262, 2
+  %264 = mul nsw i64 %263, 32
+  %265 = add nsw i64 %261, %264
+  %266 = mul nsw i64 %conv2.cv8813, 16
+  %267 = add nsw i64 %265, %266
+  %268 = add nsw i64 835584, %267
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %268
+  %269 = load <16 x float>, ptr %arena31, align 4
+  %270 = fsub <16 x float> %256, %269
+  store <16 x float> %270, ptr %conv2.w97, align 64
+  %271 = mul nsw i64 %conv2.j8510, 8192
+  %272 = mul nsw i64 %conv2.ty8611, 2
+  %273 = add nsw i64 %272, 1
+  %274 = mul nsw i64 %273, 512
+  %275 = add nsw i64 %271, %274
+  %276 = mul nsw i64 %conv2.tx8712, 2
+  %277 = add nsw i64 %276, 2
+  %278 = mul nsw i64 %277, 32
+  %279 = add nsw i64 %275, %278
+  %280 = mul nsw i64 %conv2.cv8813, 16
+  %281 = add nsw i64 %279, %280
+  %282 = add nsw i64 835584, %281
+  %arena32 = getelementptr inbounds float, ptr %arena, i64 %282
+  %283 = load <16 x float>, ptr %arena32, align 4
+  %284 = mul nsw i64 %conv2.j8510, 8192
+  %285 = mul nsw i64 %conv2.ty8611, 2
+  %286 = add nsw i64 %285, 2
+  %287 = mul nsw i64 %286, 512
+  %288 = add nsw i64 %284, %287
+  %289 = mul nsw i64 %conv2.tx8712, 2
+  %290 = add nsw i64 %289, 2
+  %291 = mul nsw i64 %290, 32
+  %292 = add nsw i64 %288, %291
+  %293 = mul nsw i64 %conv2.cv8813, 16
+  %294 = add nsw i64 %292, %293
+  %295 = add nsw i64 835584, %294
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 %295
+  %296 = load <16 x float>, ptr %arena33, align 4
+  %297 = fadd <16 x float> %283, %296
+  store <16 x float> %297, ptr %conv2.w98, align 64
+  %298 = mul nsw i64 %conv2.j8510, 8192
+  %299 = mul nsw i64 %conv2.ty8611, 2
+  %300 = add nsw i64 %299, 2
+  %301 = mul nsw i64 %300, 512
+  %302 = add nsw i64 %298, %301
+  %303 = mul nsw i64 %conv2.tx8712, 2
+  %304 = add nsw i64 %303, 2
+  %305 = mul nsw i64 %304, 32
+  %306 = add nsw i64 %302, %305
+  %307 = mul nsw i64 %conv2.cv8813, 16
+  %308 = add nsw i64 %306, %307
+  %309 = add nsw i64 835584, %308
+  %arena34 = getelementptr inbounds float, ptr %arena, i64 %309
+  %310 = load <16 x float>, ptr %arena34, align 4
+  %311 = mul nsw i64 %conv2.j8510, 8192
+  %312 = mul nsw i64 %conv2.ty8611, 2
+  %313 = add nsw i64 %312, 1
+  %314 = mul nsw i64 %313, 512
+  %315 = add nsw i64 %311, %314
+  %316 = mul nsw i64 %conv2.tx8712, 2
+  %317 = add nsw i64 %316, 2
+  %318 = mul nsw i64 %317, 32
+  %319 = add nsw i64 %315, %318
+  %320 = mul nsw i64 %conv2.cv8813, 16
+  %321 = add nsw i64 %319, %320
+  %322 = add nsw i64 835584, %321
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %322
+  %323 = load <16 x float>, ptr %arena35, align 4
+  %324 = fsub <16 x float> %310, %323
+  store <16 x float> %324, ptr %conv2.w99, align 64
+  %325 = mul nsw i64 %conv2.j8510, 8192
+  %326 = mul nsw i64 %conv2.ty8611, 2
+  %327 = add nsw i64 %326, 1
+  %328 = mul nsw i64 %327, 512
+  %329 = add nsw i64 %325, %328
+  %330 = mul nsw i64 %conv2.tx8712, 2
+  %331 = add nsw i64 %330, 2
+  %332 = mul nsw i64 %331, 32
+  %333 = add nsw i64 %329, %332
+  %334 = mul nsw i64 %conv2.cv8813, 16
+  %335 = add nsw i64 %333, %334
+  %336 = add nsw i64 835584, %335
+  %arena36 = getelementptr inbounds float, ptr %arena, i64 %336
+  %337 = load <16 x float>, ptr %arena36, align 4
+  %338 = mul nsw i64 %conv2.j8510, 8192
+  %339 = mul nsw i64 %conv2.ty8611, 2
+  %340 = add nsw i64 %339, 3
+  %341 = mul nsw i64 %340, 512
+  %342 = add nsw i64 %338, %341
+  %343 = mul nsw i64 %conv2.tx8712, 2
+  %344 = add nsw i64 %343, 2
+  %345 = mul nsw i64 %344, 32
+  %346 = add nsw i64 %342, %345
+  %347 = mul nsw i64 %conv2.cv8813, 16
+  %348 = add nsw i64 %346, %347
+  %349 = add nsw i64 835584, %348
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %349
+  %350 = load <16 x float>, ptr %arena37, align 4
+  %351 = fsub <16 x float> %337, %350
+  store <16 x float> %351, ptr %conv2.w100, align 64
+  %352 = mul nsw i64 %conv2.j8510, 8192
+  %353 = mul nsw i64 %conv2.ty8611, 2
+  %354 = mul nsw i64 %353, 512
+  %355 = add nsw i64 %352, %354
+  %356 = mul nsw i64 %conv2.tx8712, 2
+  %357 = add nsw i64 %356, 3
+  %358 = mul nsw i64 %357, 32
+  %359 = add nsw i64 %355, %358
+  %360 = mul nsw i64 %conv2.cv8813, 16
+  %361 = add nsw i64 %359, %360
+  %362 = add nsw i64 835584, %361
+  %arena38 = getelementptr inbounds float, ptr %arena, i64 %362
+  %363 = load <16 x float>, ptr %arena38, align 4
+  %364 = mul nsw i64 %conv2.j8510, 8192
+  %365 = mul nsw i64 %conv2.ty8611, 2
+  %366 = add nsw i64 %365, 2
+  %367 = mul nsw i64 %366, 512
+  %368 = add nsw i64 %364, %367
+  %369 = mul nsw i64 %conv2.tx8712, 2
+  %370 = add nsw i64 %369, 3
+  %371 = mul nsw i64 %370, 32
+  %372 = add nsw i64 %368, %371
+  %373 = mul nsw i64 %conv2.cv8813, 16
+  %374 = add nsw i64 %372, %373
+  %375 = add nsw i64 835584, %374
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %375
+  %376 = load <16 x float>, ptr %arena39, align 4
+  %377 = fsub <16 x float> %363, %376
+  store <16 x float> %377, ptr %conv2.w101, align 64
+  %378 = mul nsw i64 %conv2.j8510, 8192
+  %379 = mul nsw i64 %conv2.ty8611, 2
+  %380 = add nsw i64 %379, 1
+  %381 = mul nsw i64 %380, 512
+  %382 = add nsw i64 %378, %381
+  %383 = mul nsw i64 %conv2.tx8712, 2
+  %384 = add nsw i64 %383, 3
+  %385 = mul nsw i64 %384, 32
+  %386 = add nsw i64 %382, %385
+  %387 = mul nsw i64 %conv2.cv8813, 16
+  %388 = add nsw i64 %386, %387
+  %389 = add nsw i64 835584, %388
+  %arena40 = getelementptr inbounds float, ptr %arena, i64 %389
+  %390 = load <16 x float>, ptr %arena40, align 4
+  %391 = mul nsw i64 %conv2.j8510, 8192
+  %392 = mul nsw i64 %conv2.ty8611, 2
+  %393 = add nsw i64 %392, 2
+  %394 = mul nsw i64 %393, 512
+  %395 = add nsw i64 %391, %394
+  %396 = mul nsw i64 %conv2.tx8712, 2
+  %397 = add nsw i64 %396, 3
+  %398 = mul nsw i64 %397, 32
+  %399 = add nsw i64 %395, %398
+  %400 = mul nsw i64 %conv2.cv8813, 16
+  %401 = add nsw i64 %399, %400
+  %402 = add nsw i64 835584, %401
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %402
+  %403 = load <16 x float>, ptr %arena41, align 4
+  %404 = fadd <16 x float> %390, %403
+  store <16 x float> %404, ptr %conv2.w102, align 64
+  %405 = mul nsw i64 %conv2.j8510, 8192
+  %406 = mul nsw i64 %conv2.ty8611, 2
+  %407 = add nsw i64 %406, 2
+  %408 = mul nsw i64 %407, 512
+  %409 = add nsw i64 %405, %408
+  %410 = mul nsw i64 %conv2.tx8712, 2
+  %411 = add nsw i64 %410, 3
+  %412 = mul nsw i64 %411, 32
+  %413 = add nsw i64 %409, %412
+  %414 = mul nsw i64 %conv2.cv8813, 16
+  %415 = add nsw i64 %413, %414
+  %416 = add nsw i64 835584, %415
+  %arena42 = getelementptr inbounds float, ptr %arena, i64 %416
+  %417 = load <16 x float>, ptr %arena42, align 4
+  %418 = mul nsw i64 %conv2.j8510, 8192
+  %419 = mul nsw i64 %conv2.ty8611, 2
+  %420 = add nsw i64 %419, 1
+  %421 = mul nsw i64 %420, 512
+  %422 = add nsw i64 %418, %421
+  %423 = mul nsw i64 %conv2.tx8712, 2
+  %424 = add nsw i64 %423, 3
+  %425 = mul nsw i64 %424, 32
+  %426 = add nsw i64 %422, %425
+  %427 = mul nsw i64 %conv2.cv8813, 16
+  %428 = add nsw i64 %426, %427
+  %429 = add nsw i64 835584, %428
+  %arena43 = getelementptr inbounds float, ptr %arena, i64 %429
+  %430 = load <16 x float>, ptr %arena43, align 4
+  %431 = fsub <16 x float> %417, %430
+  store <16 x float> %431, ptr %conv2.w103, align 64
+  %432 = mul nsw i64 %conv2.j8510, 8192
+  %433 = mul nsw i64 %conv2.ty8611, 2
+  %434 = add nsw i64 %433, 1
+  %435 = mul nsw i64 %434, 512
+  %436 = add nsw i64 %432, %435
+  %437 = mul nsw i64 %conv2.tx8712, 2
+  %438 = add nsw i64 %437, 3
+  %439 = mul nsw i64 %438, 32
+  %440 = add nsw i64 %436, %439
+  %441 = mul nsw i64 %conv2.cv8813, 16
+  %442 = add nsw i64 %440, %441
+  %443 = add nsw i64 835584, %442
+  %arena44 = getelementptr inbounds float, ptr %arena, i64 %443
+  %444 = load <16 x float>, ptr %arena44, align 4
+  %445 = mul nsw i64 %conv2.j8510, 8192
+  %446 = mul nsw i64 %conv2.ty8611, 2
+  %447 = add nsw i64 %446, 3
+  %448 = mul nsw i64 %447, 512
+  %449 = add nsw i64 %445, %448
+  %450 = mul nsw i64 %conv2.tx8712, 2
+  %451 = add nsw i64 %450, 3
+  %452 = mul nsw i64 %451, 32
+  %453 = add nsw i64 %449, %452
+  %454 = mul nsw i64 %conv2.cv8813, 16
+  %455 = add nsw i64 %453, %454
+  %456 = add nsw i64 835584, %455
+  %arena45 = getelementptr inbounds float, ptr %arena, i64 %456
+  %457 = load <16 x float>, ptr %arena45, align 4
+  %458 = fsub <16 x float> %444, %457
+  store <16 x float> %458, ptr %conv2.w104, align 64
   %w89 = load <16 x float>, ptr %conv2.w89, align 64
   %w97 = load <16 x float>, ptr %conv2.w97, align 64
-  %458 = fsub <16 x float> %w89, %w97
-  store <16 x float> %458, ptr %conv2.w105, align 64
+  %459 = fsub <16 x float> %w89, %w97
+  store <16 x float> %459, ptr %conv2.w105, align 64
   %w93 = load <16 x float>, ptr %conv2.w93, align 64
   %w9746 = load <16 x float>, ptr %conv2.w97, align 64
-  %459 = fadd <16 x float> %w93, %w9746
-  store <16 x float> %459, ptr %conv2.w106, align 64
+  %460 = fadd <16 x float> %w93, %w9746
+  store <16 x float> %460, ptr %conv2.w106, align 64
   %w9747 = load <16 x float>, ptr %conv2.w97, align 64
   %w9348 = load <16 x float>, ptr %conv2.w93, align 64
-  %460 = fsub <16 x float> %w9747, %w9348
-  store <16 x float> %460, ptr %conv2.w107, align 64
+  %461 = fsub <16 x float> %w9747, %w9348
+  store <16 x float> %461, ptr %conv2.w107, align 64
   %w9349 = load <16 x float>, ptr %conv2.w93, align 64
   %w101 = load <16 x float>, ptr %conv2.w101, align 64
-  %461 = fsub <16 x float> %w9349, %w101
-  store <16 x float> %461, ptr %conv2.w108, align 64
+  %462 = fsub <16 x float> %w9349, %w101
+  store <16 x float> %462, ptr %conv2.w108, align 64
   %w90 = load <16 x float>, ptr %conv2.w90, align 64
   %w98 = load <16 x float>, ptr %conv2.w98, align 64
-  %462 = fsub <16 x float> %w90, %w98
-  store <16 x float> %462, ptr %conv2.w109, align 64
+  %463 = fsub <16 x float> %w90, %w98
+  store <16 x float> %463, ptr %conv2.w109, align 64
   %w94 = load <16 x float>, ptr %conv2.w94, align 64
   %w9850 = load <16 x float>, ptr %conv2.w98, align 64
-  %463 = fadd <16 x float> %w94, %w9850
-  store <16 x float> %463, ptr %conv2.w110, align 64
+  %464 = fadd <16 x float> %w94, %w9850
+  store <16 x float> %464, ptr %conv2.w110, align 64
   %w9851 = load <16 x float>, ptr %conv2.w98, align 64
   %w9452 = load <16 x float>, ptr %conv2.w94, align 64
-  %464 = fsub <16 x float> %w9851, %w9452
-  store <16 x float> %464, ptr %conv2.w111, align 64
+  %465 = fsub <16 x float> %w9851, %w9452
+  store <16 x float> %465, ptr %conv2.w111, align 64
   %w9453 = load <16 x float>, ptr %conv2.w94, align 64
   %w102 = load <16 x float>, ptr %conv2.w102, align 64
-  %465 = fsub <16 x float> %w9453, %w102
-  store <16 x float> %465, ptr %conv2.w112, align 64
+  %466 = fsub <16 x float> %w9453, %w102
+  store <16 x float> %466, ptr %conv2.w112, align 64
   %w91 = load <16 x float>, ptr %conv2.w91, align 64
   %w99 = load <16 x float>, ptr %conv2.w99, align 64
-  %466 = fsub <16 x float> %w91, %w99
-  store <16 x float> %466, ptr %conv2.w113, align 64
+  %467 = fsub <16 x float> %w91, %w99
+  store <16 x float> %467, ptr %conv2.w113, align 64
   %w95 = load <16 x float>, ptr %conv2.w95, align 64
   %w9954 = load <16 x float>, ptr %conv2.w99, align 64
-  %467 = fadd <16 x float> %w95, %w9954
-  store <16 x float> %467, ptr %conv2.w114, align 64
+  %468 = fadd <16 x float> %w95, %w9954
+  store <16 x float> %468, ptr %conv2.w114, align 64
   %w9955 = load <16 x float>, ptr %conv2.w99, align 64
   %w9556 = load <16 x float>, ptr %conv2.w95, align 64
-  %468 = fsub <16 x float> %w9955, %w9556
-  store <16 x float> %468, ptr %conv2.w115, align 64
+  %469 = fsub <16 x float> %w9955, %w9556
+  store <16 x float> %469, ptr %conv2.w115, align 64
   %w9557 = load <16 x float>, ptr %conv2.w95, align 64
   %w103 = load <16 x float>, ptr %conv2.w103, align 64
-  %469 = fsub <16 x float> %w9557, %w103
-  store <16 x float> %469, ptr %conv2.w116, align 64
+  %470 = fsub <16 x float> %w9557, %w103
+  store <16 x float> %470, ptr %conv2.w116, align 64
   %w92 = load <16 x float>, ptr %conv2.w92, align 64
   %w100 = load <16 x float>, ptr %conv2.w100, align 64
-  %470 = fsub <16 x float> %w92, %w100
-  store <16 x float> %470, ptr %conv2.w117, align 64
+  %471 = fsub <16 x float> %w92, %w100
+  store <16 x float> %471, ptr %conv2.w117, align 64
   %w96 = load <16 x float>, ptr %conv2.w96, align 64
   %w10058 = load <16 x float>, ptr %conv2.w100, align 64
-  %471 = fadd <16 x float> %w96, %w10058
-  store <16 x float> %471, ptr %conv2.w118, align 64
+  %472 = fadd <16 x float> %w96, %w10058
+  store <16 x float> %472, ptr %conv2.w118, align 64
   %w10059 = load <16 x float>, ptr %conv2.w100, align 64
   %w9660 = load <16 x float>, ptr %conv2.w96, align 64
-  %472 = fsub <16 x float> %w10059, %w9660
-  store <16 x float> %472, ptr %conv2.w119, align 64
+  %473 = fsub <16 x float> %w10059, %w9660
+  store <16 x float> %473, ptr %conv2.w119, align 64
   %w9661 = load <16 x float>, ptr %conv2.w96, align 64
   %w104 = load <16 x float>, ptr %conv2.w104, align 64
-  %473 = fsub <16 x float> %w9661, %w104
-  store <16 x float> %473, ptr %conv2.w120, align 64
+  %474 = fsub <16 x float> %w9661, %w104
+  store <16 x float> %474, ptr %conv2.w120, align 64
   %w105 = load <16 x float>, ptr %conv2.w105, align 64
-  %474 = mul nsw i64 %conv2.j8510, 49
-  %475 = mul nsw i64 %conv2.ty8611, 7
-  %476 = add nsw i64 %474, %475
-  %477 = add nsw i64 %476, %conv2.tx8712
-  %478 = mul nsw i64 %477, 32
-  %479 = add nsw i64 843776, %478
-  %480 = mul nsw i64 %conv2.cv8813, 16
-  %481 = add nsw i64 %479, %480
-  %arena62 = getelementptr inbounds float, ptr %arena, i64 %481
+  %475 = mul nsw i64 %conv2.j8510, 49
+  %476 = mul nsw i64 %conv2.ty8611, 7
+  %477 = add nsw i64 %475, %476
+  %478 = add nsw i64 %477, %conv2.tx8712
+  %479 = mul nsw i64 %478, 32
+  %480 = add nsw i64 843776, %479
+  %481 = mul nsw i64 %conv2.cv8813, 16
+  %482 = add nsw i64 %480, %481
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %482
   store <16 x float> %w105, ptr %arena62, align 4
   %w106 = load <16 x float>, ptr %conv2.w106, align 64
-  %482 = mul nsw i64 %conv2.j8510, 49
-  %483 = mul nsw i64 %conv2.ty8611, 7
-  %484 = add nsw i64 %482, %483
-  %485 = add nsw i64 %484, %conv2.tx8712
-  %486 = mul nsw i64 %485, 32
-  %487 = add nsw i64 845344, %486
-  %488 = mul nsw i64 %conv2.cv8813, 16
-  %489 = add nsw i64 %487, %488
-  %arena63 = getelementptr inbounds float, ptr %arena, i64 %489
+  %483 = mul nsw i64 %conv2.j8510, 49
+  %484 = mul nsw i64 %conv2.ty8611, 7
+  %485 = add nsw i64 %483, %484
+  %486 = add nsw i64 %485, %conv2.tx8712
+  %487 = mul nsw i64 %486, 32
+  %488 = add nsw i64 845344, %487
+  %489 = mul nsw i64 %conv2.cv8813, 16
+  %490 = add nsw i64 %488, %489
+  %arena63 = getelementptr inbounds float, ptr %arena, i64 %490
   store <16 x float> %w106, ptr %arena63, align 4
   %w107 = load <16 x float>, ptr %conv2.w107, align 64
-  %490 = mul nsw i64 %conv2.j8510, 49
-  %491 = mul nsw i64 %conv2.ty8611, 7
-  %492 = add nsw i64 %490, %491
-  %493 = add nsw i64 %492, %conv2.tx8712
-  %494 = mul nsw i64 %493, 32
-  %495 = add nsw i64 846912, %494
-  %496 = mul nsw i64 %conv2.cv8813, 16
-  %497 = add nsw i64 %495, %496
-  %arena64 = getelementptr inbounds float, ptr %arena, i64 %497
+  %491 = mul nsw i64 %conv2.j8510, 49
+  %492 = mul nsw i64 %conv2.ty8611, 7
+  %493 = add nsw i64 %491, %492
+  %494 = add nsw i64 %493, %conv2.tx8712
+  %495 = mul nsw i64 %494, 32
+  %496 = add nsw i64 846912, %495
+  %497 = mul nsw i64 %conv2.cv8813, 16
+  %498 = add nsw i64 %496, %497
+  %arena64 = getelementptr inbounds float, ptr %arena, i64 %498
   store <16 x float> %w107, ptr %arena64, align 4
   %w108 = load <16 x float>, ptr %conv2.w108, align 64
-  %498 = mul nsw i64 %conv2.j8510, 49
-  %499 = mul nsw i64 %conv2.ty8611, 7
-  %500 = add nsw i64 %498, %499
-  %501 = add nsw i64 %500, %conv2.tx8712
-  %502 = mul nsw i64 %501, 32
-  %503 = add nsw i64 848480, %502
-  %504 = mul nsw i64 %conv2.cv8813, 16
-  %505 = add nsw i64 %503, %504
-  %arena65 = getelementptr inbounds float, ptr %arena, i64 %505
+  %499 = mul nsw i64 %conv2.j8510, 49
+  %500 = mul nsw i64 %conv2.ty8611, 7
+  %501 = add nsw i64 %499, %500
+  %502 = add nsw i64 %501, %conv2.tx8712
+  %503 = mul nsw i64 %502, 32
+  %504 = add nsw i64 848480, %503
+  %505 = mul nsw i64 %conv2.cv8813, 16
+  %506 = add nsw i64 %504, %505
+  %arena65 = getelementptr inbounds float, ptr %arena, i64 %506
   store <16 x float> %w108, ptr %arena65, align 4
   %w109 = load <16 x float>, ptr %conv2.w109, align 64
-  %506 = mul nsw i64 %conv2.j8510, 49
-  %507 = mul nsw i64 %conv2.ty8611, 7
-  %508 = add nsw i64 %506, %507
-  %509 = add nsw i64 %508, %conv2.tx8712
-  %510 = mul nsw i64 %509, 32
-  %511 = add nsw i64 850048, %510
-  %512 = mul nsw i64 %conv2.cv8813, 16
-  %513 = add nsw i64 %511, %512
-  %arena66 = getelementptr inbounds float, ptr %arena, i64 %513
+  %507 = mul nsw i64 %conv2.j8510, 49
+  %508 = mul nsw i64 %conv2.ty8611, 7
+  %509 = add nsw i64 %507, %508
+  %510 = add nsw i64 %509, %conv2.tx8712
+  %511 = mul nsw i64 %510, 32
+  %512 = add nsw i64 850048, %511
+  %513 = mul nsw i64 %conv2.cv8813, 16
+  %514 = add nsw i64 %512, %513
+  %arena66 = getelementptr inbounds float, ptr %arena, i64 %514
   store <16 x float> %w109, ptr %arena66, align 4
   %w110 = load <16 x float>, ptr %conv2.w110, align 64
-  %514 = mul nsw i64 %conv2.j8510, 49
-  %515 = mul nsw i64 %conv2.ty8611, 7
-  %516 = add nsw i64 %514, %515
-  %517 = add nsw i64 %516, %conv2.tx8712
-  %518 = mul nsw i64 %517, 32
-  %519 = add nsw i64 851616, %518
-  %520 = mul nsw i64 %conv2.cv8813, 16
-  %521 = add nsw i64 %519, %520
-  %arena67 = getelementptr inbounds float, ptr %arena, i64 %521
+  %515 = mul nsw i64 %conv2.j8510, 49
+  %516 = mul nsw i64 %conv2.ty8611, 7
+  %517 = add nsw i64 %515, %516
+  %518 = add nsw i64 %517, %conv2.tx8712
+  %519 = mul nsw i64 %518, 32
+  %520 = add nsw i64 851616, %519
+  %521 = mul nsw i64 %conv2.cv8813, 16
+  %522 = add nsw i64 %520, %521
+  %arena67 = getelementptr inbounds float, ptr %arena, i64 %522
   store <16 x float> %w110, ptr %arena67, align 4
   %w111 = load <16 x float>, ptr %conv2.w111, align 64
-  %522 = mul nsw i64 %conv2.j8510, 49
-  %523 = mul nsw i64 %conv2.ty8611, 7
-  %524 = add nsw i64 %522, %523
-  %525 = add nsw i64 %524, %conv2.tx8712
-  %526 = mul nsw i64 %525, 32
-  %527 = add nsw i64 853184, %526
-  %528 = mul nsw i64 %conv2.cv8813, 16
-  %529 = add nsw i64 %527, %528
-  %arena68 = getelementptr inbounds float, ptr %arena, i64 %529
+  %523 = mul nsw i64 %conv2.j8510, 49
+  %524 = mul nsw i64 %conv2.ty8611, 7
+  %525 = add nsw i64 %523, %524
+  %526 = add nsw i64 %525, %conv2.tx8712
+  %527 = mul nsw i64 %526, 32
+  %528 = add nsw i64 853184, %527
+  %529 = mul nsw i64 %conv2.cv8813, 16
+  %530 = add nsw i64 %528, %529
+  %arena68 = getelementptr inbounds float, ptr %arena, i64 %530
   store <16 x float> %w111, ptr %arena68, align 4
   %w112 = load <16 x float>, ptr %conv2.w112, align 64
-  %530 = mul nsw i64 %conv2.j8510, 49
-  %531 = mul nsw i64 %conv2.ty8611, 7
-  %532 = add nsw i64 %530, %531
-  %533 = add nsw i64 %532, %conv2.tx8712
-  %534 = mul nsw i64 %533, 32
-  %535 = add nsw i64 854752, %534
-  %536 = mul nsw i64 %conv2.cv8813, 16
-  %537 = add nsw i64 %535, %536
-  %arena69 = getelementptr inbounds float, ptr %arena, i64 %537
+  %531 = mul nsw i64 %conv2.j8510, 49
+  %532 = mul nsw i64 %conv2.ty8611, 7
+  %533 = add nsw i64 %531, %532
+  %534 = add nsw i64 %533, %conv2.tx8712
+  %535 = mul nsw i64 %534, 32
+  %536 = add nsw i64 854752, %535
+  %537 = mul nsw i64 %conv2.cv8813, 16
+  %538 = add nsw i64 %536, %537
+  %arena69 = getelementptr inbounds float, ptr %arena, i64 %538
   store <16 x float> %w112, ptr %arena69, align 4
   %w113 = load <16 x float>, ptr %conv2.w113, align 64
-  %538 = mul nsw i64 %conv2.j8510, 49
-  %539 = mul nsw i64 %conv2.ty8611, 7
-  %540 = add nsw i64 %538, %539
-  %541 = add nsw i64 %540, %conv2.tx8712
-  %542 = mul nsw i64 %541, 32
-  %543 = add nsw i64 856320, %542
-  %544 = mul nsw i64 %conv2.cv8813, 16
-  %545 = add nsw i64 %543, %544
-  %arena70 = getelementptr inbounds float, ptr %arena, i64 %545
+  %539 = mul nsw i64 %conv2.j8510, 49
+  %540 = mul nsw i64 %conv2.ty8611, 7
+  %541 = add nsw i64 %539, %540
+  %542 = add nsw i64 %541, %conv2.tx8712
+  %543 = mul nsw i64 %542, 32
+  %544 = add nsw i64 856320, %543
+  %545 = mul nsw i64 %conv2.cv8813, 16
+  %546 = add nsw i64 %544, %545
+  %arena70 = getelementptr inbounds float, ptr %arena, i64 %546
   store <16 x float> %w113, ptr %arena70, align 4
   %w114 = load <16 x float>, ptr %conv2.w114, align 64
-  %546 = mul nsw i64 %conv2.j8510, 49
-  %547 = mul nsw i64 %conv2.ty8611, 7
-  %548 = add nsw i64 %546, %547
-  %549 = add nsw i64 %548, %conv2.tx8712
-  %550 = mul nsw i64 %549, 32
-  %551 = add nsw i64 857888, %550
-  %552 = mul nsw i64 %conv2.cv8813, 16
-  %553 = add nsw i64 %551, %552
-  %arena71 = getelementptr inbounds float, ptr %arena, i64 %553
+  %547 = mul nsw i64 %conv2.j8510, 49
+  %548 = mul nsw i64 %conv2.ty8611, 7
+  %549 = add nsw i64 %547, %548
+  %550 = add nsw i64 %549, %conv2.tx8712
+  %551 = mul nsw i64 %550, 32
+  %552 = add nsw i64 857888, %551
+  %553 = mul nsw i64 %conv2.cv8813, 16
+  %554 = add nsw i64 %552, %553
+  %arena71 = getelementptr inbounds float, ptr %arena, i64 %554
   store <16 x float> %w114, ptr %arena71, align 4
   %w115 = load <16 x float>, ptr %conv2.w115, align 64
-  %554 = mul nsw i64 %conv2.j8510, 49
-  %555 = mul nsw i64 %conv2.ty8611, 7
-  %556 = add nsw i64 %554, %555
-  %557 = add nsw i64 %556, %conv2.tx8712
-  %558 = mul nsw i64 %557, 32
-  %559 = add nsw i64 859456, %558
-  %560 = mul nsw i64 %conv2.cv8813, 16
-  %561 = add nsw i64 %559, %560
-  %arena72 = getelementptr inbounds float, ptr %arena, i64 %561
+  %555 = mul nsw i64 %conv2.j8510, 49
+  %556 = mul nsw i64 %conv2.ty8611, 7
+  %557 = add nsw i64 %555, %556
+  %558 = add nsw i64 %557, %conv2.tx8712
+  %559 = mul nsw i64 %558, 32
+  %560 = add nsw i64 859456, %559
+  %561 = mul nsw i64 %conv2.cv8813, 16
+  %562 = add nsw i64 %560, %561
+  %arena72 = getelementptr inbounds float, ptr %arena, i64 %562
   store <16 x float> %w115, ptr %arena72, align 4
   %w116 = load <16 x float>, ptr %conv2.w116, align 64
-  %562 = mul nsw i64 %conv2.j8510, 49
-  %563 = mul nsw i64 %conv2.ty8611, 7
-  %564 = add nsw i64 %562, %563
-  %565 = add nsw i64 %564, %conv2.tx8712
-  %566 = mul nsw i64 %565, 32
-  %567 = add nsw i64 861024, %566
-  %568 = mul nsw i64 %conv2.cv8813, 16
-  %569 = add nsw i64 %567, %568
-  %arena73 = getelementptr inbounds float, ptr %arena, i64 %569
+  %563 = mul nsw i64 %conv2.j8510, 49
+  %564 = mul nsw i64 %conv2.ty8611, 7
+  %565 = add nsw i64 %563, %564
+  %566 = add nsw i64 %565, %conv2.tx8712
+  %567 = mul nsw i64 %566, 32
+  %568 = add nsw i64 861024, %567
+  %569 = mul nsw i64 %conv2.cv8813, 16
+  %570 = add nsw i64 %568, %569
+  %arena73 = getelementptr inbounds float, ptr %arena, i64 %570
   store <16 x float> %w116, ptr %arena73, align 4
   %w117 = load <16 x float>, ptr %conv2.w117, align 64
-  %570 = mul nsw i64 %conv2.j8510, 49
-  %571 = mul nsw i64 %conv2.ty8611, 7
-  %572 = add nsw i64 %570, %571
-  %573 = add nsw i64 %572, %conv2.tx8712
-  %574 = mul nsw i64 %573, 32
-  %575 = add nsw i64 862592, %574
-  %576 = mul nsw i64 %conv2.cv8813, 16
-  %577 = add nsw i64 %575, %576
-  %arena74 = getelementptr inbounds float, ptr %arena, i64 %577
+  %571 = mul nsw i64 %conv2.j8510, 49
+  %572 = mul nsw i64 %conv2.ty8611, 7
+  %573 = add nsw i64 %571, %572
+  %574 = add nsw i64 %573, %conv2.tx8712
+  %575 = mul nsw i64 %574, 32
+  %576 = add nsw i64 862592, %575
+  %577 = mul nsw i64 %conv2.cv8813, 16
+  %578 = add nsw i64 %576, %577
+  %arena74 = getelementptr inbounds float, ptr %arena, i64 %578
   store <16 x float> %w117, ptr %arena74, align 4
   %w118 = load <16 x float>, ptr %conv2.w118, align 64
-  %578 = mul nsw i64 %conv2.j8510, 49
-  %579 = mul nsw i64 %conv2.ty8611, 7
-  %580 = add nsw i64 %578, %579
-  %581 = add nsw i64 %580, %conv2.tx8712
-  %582 = mul nsw i64 %581, 32
-  %583 = add nsw i64 864160, %582
-  %584 = mul nsw i64 %conv2.cv8813, 16
-  %585 = add nsw i64 %583, %584
-  %arena75 = getelementptr inbounds float, ptr %arena, i64 %585
+  %579 = mul nsw i64 %conv2.j8510, 49
+  %580 = mul nsw i64 %conv2.ty8611, 7
+  %581 = add nsw i64 %579, %580
+  %582 = add nsw i64 %581, %conv2.tx8712
+  %583 = mul nsw i64 %582, 32
+  %584 = add nsw i64 864160, %583
+  %585 = mul nsw i64 %conv2.cv8813, 16
+  %586 = add nsw i64 %584, %585
+  %arena75 = getelementptr inbounds float, ptr %arena, i64 %586
   store <16 x float> %w118, ptr %arena75, align 4
   %w119 = load <16 x float>, ptr %conv2.w119, align 64
-  %586 = mul nsw i64 %conv2.j8510, 49
-  %587 = mul nsw i64 %conv2.ty8611, 7
-  %588 = add nsw i64 %586, %587
-  %589 = add nsw i64 %588, %conv2.tx8712
-  %590 = mul nsw i64 %589, 32
-  %591 = add nsw i64 865728, %590
-  %592 = mul nsw i64 %conv2.cv8813, 16
-  %593 = add nsw i64 %591, %592
-  %arena76 = getelementptr inbounds float, ptr %arena, i64 %593
+  %587 = mul nsw i64 %conv2.j8510, 49
+  %588 = mul nsw i64 %conv2.ty8611, 7
+  %589 = add nsw i64 %587, %588
+  %590 = add nsw i64 %589, %conv2.tx8712
+  %591 = mul nsw i64 %590, 32
+  %592 = add nsw i64 865728, %591
+  %593 = mul nsw i64 %conv2.cv8813, 16
+  %594 = add nsw i64 %592, %593
+  %arena76 = getelementptr inbounds float, ptr %arena, i64 %594
   store <16 x float> %w119, ptr %arena76, align 4
   %w120 = load <16 x float>, ptr %conv2.w120, align 64
-  %594 = mul nsw i64 %conv2.j8510, 49
-  %595 = mul nsw i64 %conv2.ty8611, 7
-  %596 = add nsw i64 %594, %595
-  %597 = add nsw i64 %596, %conv2.tx8712
-  %598 = mul nsw i64 %597, 32
-  %599 = add nsw i64 867296, %598
-  %600 = mul nsw i64 %conv2.cv8813, 16
-  %601 = add nsw i64 %599, %600
-  %arena77 = getelementptr inbounds float, ptr %arena, i64 %601
+  %595 = mul nsw i64 %conv2.j8510, 49
+  %596 = mul nsw i64 %conv2.ty8611, 7
+  %597 = add nsw i64 %595, %596
+  %598 = add nsw i64 %597, %conv2.tx8712
+  %599 = mul nsw i64 %598, 32
+  %600 = add nsw i64 867296, %599
+  %601 = mul nsw i64 %conv2.cv8813, 16
+  %602 = add nsw i64 %600, %601
+  %arena77 = getelementptr inbounds float, ptr %arena, i64 %602
   store <16 x float> %w120, ptr %arena77, align 4
   %cv88.next = add nsw i64 %conv2.cv8813, 1
-  %602 = icmp slt i64 %cv88.next, 2
-  br i1 %602, label %conv2.cv88, label %conv2.cv88.end
+  %603 = icmp slt i64 %cv88.next, 2
+  br i1 %603, label %conv2.cv88, label %conv2.cv88.end
 
 conv2.cv88.end:                                   ; preds = %conv2.cv88
   %tx87.next = add nsw i64 %conv2.tx8712, 1
-  %603 = icmp slt i64 %tx87.next, 7
-  br i1 %603, label %conv2.tx87, label %conv2.tx87.end
+  %604 = icmp slt i64 %tx87.next, 7
+  br i1 %604, label %conv2.tx87, label %conv2.tx87.end
 
 conv2.part121.pool:                               ; preds = %conv2.j85.end
   %run = load ptr, ptr %pool, align 8
@@ -16111,22 +16116,22 @@ conv2.part121.serial:                             ; preds = %conv2.j85.end
 
 conv2.part121.done:                               ; preds = %conv2.part121.end, %conv2.part121.pool
   %g80.next = add nsw i64 %conv2.g803, 1
-  %604 = icmp slt i64 %g80.next, 64
-  br i1 %604, label %conv2.g80, label %conv2.g80.end
+  %605 = icmp slt i64 %g80.next, 64
+  br i1 %605, label %conv2.g80, label %conv2.g80.end
 
 conv2.part121:                                    ; preds = %conv2.part121, %conv2.part121.serial
   %conv2.part12178 = phi i64 [ 0, %conv2.part121.serial ], [ %part121.next, %conv2.part121 ]
-  call void @simplecnn_infer_b64.k1.conv2.part121(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.g803, i64 %conv2.part12178)
+  call void @simplecnn_infer_b64.k1.conv2.part121(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.g803, i64 %conv2.part12178)
   %part121.next = add nsw i64 %conv2.part12178, 1
-  %605 = icmp slt i64 %part121.next, 2
-  br i1 %605, label %conv2.part121, label %conv2.part121.end
+  %606 = icmp slt i64 %part121.next, 2
+  br i1 %606, label %conv2.part121, label %conv2.part121.end
 
 conv2.part121.end:                                ; preds = %conv2.part121
   br label %conv2.part121.done
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_infer_b64.k1.conv2.part121(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
+define internal void @simplecnn_infer_b64.k1.conv2.part121(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
 entry:
   %conv2.at157 = alloca <16 x float>, align 64
   %conv2.best156 = alloca <16 x float>, align 64
@@ -16156,7 +16161,7 @@ entry:
 
 conv2.xi122:                                      ; preds = %conv2.xi122, %entry
   %conv2.xi1221 = phi i64 [ 0, %entry ], [ %xi122.next, %conv2.xi122 ]
-  call void @simplecnn_infer_b64.k1.conv2.part121.gemm129(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.xi1221, i64 %1)
+  call void @simplecnn_infer_b64.k1.conv2.part121.gemm129(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.xi1221, i64 %1)
   %xi122.next = add nsw i64 %conv2.xi1221, 1
   %2 = icmp slt i64 %xi122.next, 16
   br i1 %2, label %conv2.xi122, label %conv2.xi122.end
@@ -16770,7 +16775,7 @@ conv2.q163.end:                                   ; preds = %conv2.q163
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_infer_b64.k1.conv2.part121.gemm129(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
+define internal void @simplecnn_infer_b64.k1.conv2.part121.gemm129(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
 entry:
   %conv2.t127_a6 = alloca <16 x float>, align 64
   %conv2.t127_a5 = alloca <16 x float>, align 64
@@ -16900,1073 +16905,1071 @@ conv2.mb124.end:                                  ; preds = %conv2.k126.end
 conv2.k126:                                       ; preds = %conv2.k126, %conv2.mb124
   %conv2.k1263 = phi i64 [ 0, %conv2.mb124 ], [ %k126.next, %conv2.k126 ]
   %2 = mul nsw i64 %0, 2048
-  %3 = add nsw i64 1344720, %2
-  %4 = mul nsw i64 %1, 32
-  %5 = add nsw i64 %3, %4
-  %6 = mul nsw i64 %conv2.k1263, 64
-  %7 = add nsw i64 %5, %6
-  %8 = mul nsw i64 %conv2.nb1231, 32
-  %9 = add nsw i64 %7, %8
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %9
-  %10 = load <16 x float>, ptr %arena4, align 4
-  store <16 x float> %10, ptr %conv2.t125_b0, align 64
-  %11 = mul nsw i64 %0, 2048
-  %12 = add nsw i64 1344720, %11
-  %13 = mul nsw i64 %1, 32
+  %3 = mul nsw i64 %1, 32
+  %4 = add nsw i64 %2, %3
+  %5 = mul nsw i64 %conv2.k1263, 64
+  %6 = add nsw i64 %4, %5
+  %7 = mul nsw i64 %conv2.nb1231, 32
+  %8 = add nsw i64 %6, %7
+  %prepared4 = getelementptr inbounds float, ptr %prepared, i64 %8
+  %9 = load <16 x float>, ptr %prepared4, align 4
+  store <16 x float> %9, ptr %conv2.t125_b0, align 64
+  %10 = mul nsw i64 %0, 2048
+  %11 = mul nsw i64 %1, 32
+  %12 = add nsw i64 %10, %11
+  %13 = mul nsw i64 %conv2.k1263, 64
   %14 = add nsw i64 %12, %13
-  %15 = mul nsw i64 %conv2.k1263, 64
+  %15 = mul nsw i64 %conv2.nb1231, 32
   %16 = add nsw i64 %14, %15
-  %17 = mul nsw i64 %conv2.nb1231, 32
-  %18 = add nsw i64 %16, %17
-  %19 = add nsw i64 %18, 16
-  %arena5 = getelementptr inbounds float, ptr %arena, i64 %19
-  %20 = load <16 x float>, ptr %arena5, align 4
-  store <16 x float> %20, ptr %conv2.t125_b1, align 64
-  %21 = mul nsw i64 %0, 1568
-  %22 = add nsw i64 843776, %21
-  %23 = mul nsw i64 %conv2.mb1242, 14
-  %24 = mul nsw i64 %23, 32
-  %25 = add nsw i64 %22, %24
-  %26 = add nsw i64 %25, %conv2.k1263
-  %arena6 = getelementptr inbounds float, ptr %arena, i64 %26
-  %27 = load float, ptr %arena6, align 4
-  %28 = insertelement <16 x float> undef, float %27, i32 0
-  %29 = shufflevector <16 x float> %28, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %29, ptr %conv2.t125_a0, align 64
+  %17 = add nsw i64 %16, 16
+  %prepared5 = getelementptr inbounds float, ptr %prepared, i64 %17
+  %18 = load <16 x float>, ptr %prepared5, align 4
+  store <16 x float> %18, ptr %conv2.t125_b1, align 64
+  %19 = mul nsw i64 %0, 1568
+  %20 = add nsw i64 843776, %19
+  %21 = mul nsw i64 %conv2.mb1242, 14
+  %22 = mul nsw i64 %21, 32
+  %23 = add nsw i64 %20, %22
+  %24 = add nsw i64 %23, %conv2.k1263
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %24
+  %25 = load float, ptr %arena6, align 4
+  %26 = insertelement <16 x float> undef, float %25, i32 0
+  %27 = shufflevector <16 x float> %26, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %27, ptr %conv2.t125_a0, align 64
   %t125_a0 = load <16 x float>, ptr %conv2.t125_a0, align 64
   %t125_b0 = load <16 x float>, ptr %conv2.t125_b0, align 64
   %t125_c0_0 = load <16 x float>, ptr %conv2.t125_c0_0, align 64
-  %30 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t125_a0, <16 x float> %t125_b0, <16 x float> %t125_c0_0)
-  store <16 x float> %30, ptr %conv2.t125_c0_0, align 64
+  %28 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t125_a0, <16 x float> %t125_b0, <16 x float> %t125_c0_0)
+  store <16 x float> %28, ptr %conv2.t125_c0_0, align 64
   %t125_a07 = load <16 x float>, ptr %conv2.t125_a0, align 64
   %t125_b1 = load <16 x float>, ptr %conv2.t125_b1, align 64
   %t125_c0_1 = load <16 x float>, ptr %conv2.t125_c0_1, align 64
-  %31 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t125_a07, <16 x float> %t125_b1, <16 x float> %t125_c0_1)
-  store <16 x float> %31, ptr %conv2.t125_c0_1, align 64
-  %32 = mul nsw i64 %0, 1568
-  %33 = add nsw i64 843776, %32
-  %34 = mul nsw i64 %conv2.mb1242, 14
-  %35 = add nsw i64 %34, 1
-  %36 = mul nsw i64 %35, 32
-  %37 = add nsw i64 %33, %36
-  %38 = add nsw i64 %37, %conv2.k1263
-  %arena8 = getelementptr inbounds float, ptr %arena, i64 %38
-  %39 = load float, ptr %arena8, align 4
-  %40 = insertelement <16 x float> undef, float %39, i32 0
-  %41 = shufflevector <16 x float> %40, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %41, ptr %conv2.t125_a1, align 64
+  %29 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t125_a07, <16 x float> %t125_b1, <16 x float> %t125_c0_1)
+  store <16 x float> %29, ptr %conv2.t125_c0_1, align 64
+  %30 = mul nsw i64 %0, 1568
+  %31 = add nsw i64 843776, %30
+  %32 = mul nsw i64 %conv2.mb1242, 14
+  %33 = add nsw i64 %32, 1
+  %34 = mul nsw i64 %33, 32
+  %35 = add nsw i64 %31, %34
+  %36 = add nsw i64 %35, %conv2.k1263
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %36
+  %37 = load float, ptr %arena8, align 4
+  %38 = insertelement <16 x float> undef, float %37, i32 0
+  %39 = shufflevector <16 x float> %38, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %39, ptr %conv2.t125_a1, align 64
   %t125_a1 = load <16 x float>, ptr %conv2.t125_a1, align 64
   %t125_b09 = load <16 x float>, ptr %conv2.t125_b0, align 64
   %t125_c1_0 = load <16 x float>, ptr %conv2.t125_c1_0, align 64
-  %42 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t125_a1, <16 x float> %t125_b09, <16 x float> %t125_c1_0)
-  store <16 x float> %42, ptr %conv2.t125_c1_0, align 64
+  %40 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t125_a1, <16 x float> %t125_b09, <16 x float> %t125_c1_0)
+  store <16 x float> %40, ptr %conv2.t125_c1_0, align 64
   %t125_a110 = load <16 x float>, ptr %conv2.t125_a1, align 64
   %t125_b111 = load <16 x float>, ptr %conv2.t125_b1, align 64
   %t125_c1_1 = load <16 x float>, ptr %conv2.t125_c1_1, align 64
-  %43 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t125_a110, <16 x float> %t125_b111, <16 x float> %t125_c1_1)
-  store <16 x float> %43, ptr %conv2.t125_c1_1, align 64
-  %44 = mul nsw i64 %0, 1568
-  %45 = add nsw i64 843776, %44
-  %46 = mul nsw i64 %conv2.mb1242, 14
-  %47 = add nsw i64 %46, 2
-  %48 = mul nsw i64 %47, 32
-  %49 = add nsw i64 %45, %48
-  %50 = add nsw i64 %49, %conv2.k1263
-  %arena12 = getelementptr inbounds float, ptr %arena, i64 %50
-  %51 = load float, ptr %arena12, align 4
-  %52 = insertelement <16 x float> undef, float %51, i32 0
-  %53 = shufflevector <16 x float> %52, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %53, ptr %conv2.t125_a2, align 64
+  %41 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t125_a110, <16 x float> %t125_b111, <16 x float> %t125_c1_1)
+  store <16 x float> %41, ptr %conv2.t125_c1_1, align 64
+  %42 = mul nsw i64 %0, 1568
+  %43 = add nsw i64 843776, %42
+  %44 = mul nsw i64 %conv2.mb1242, 14
+  %45 = add nsw i64 %44, 2
+  %46 = mul nsw i64 %45, 32
+  %47 = add nsw i64 %43, %46
+  %48 = add nsw i64 %47, %conv2.k1263
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 %48
+  %49 = load float, ptr %arena12, align 4
+  %50 = insertelement <16 x float> undef, float %49, i32 0
+  %51 = shufflevector <16 x float> %50, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %51, ptr %conv2.t125_a2, align 64
   %t125_a2 = load <16 x float>, ptr %conv2.t125_a2, align 64
   %t125_b013 = load <16 x float>, ptr %conv2.t125_b0, align 64
   %t125_c2_0 = load <16 x float>, ptr %conv2.t125_c2_0, align 64
-  %54 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t125_a2, <16 x float> %t125_b013, <16 x float> %t125_c2_0)
-  store <16 x float> %54, ptr %conv2.t125_c2_0, align 64
+  %52 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t125_a2, <16 x float> %t125_b013, <16 x float> %t125_c2_0)
+  store <16 x float> %52, ptr %conv2.t125_c2_0, align 64
   %t125_a214 = load <16 x float>, ptr %conv2.t125_a2, align 64
   %t125_b115 = load <16 x float>, ptr %conv2.t125_b1, align 64
   %t125_c2_1 = load <16 x float>, ptr %conv2.t125_c2_1, align 64
-  %55 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t125_a214, <16 x float> %t125_b115, <16 x float> %t125_c2_1)
-  store <16 x float> %55, ptr %conv2.t125_c2_1, align 64
-  %56 = mul nsw i64 %0, 1568
-  %57 = add nsw i64 843776, %56
-  %58 = mul nsw i64 %conv2.mb1242, 14
-  %59 = add nsw i64 %58, 3
-  %60 = mul nsw i64 %59, 32
-  %61 = add nsw i64 %57, %60
-  %62 = add nsw i64 %61, %conv2.k1263
-  %arena16 = getelementptr inbounds float, ptr %arena, i64 %62
-  %63 = load float, ptr %arena16, align 4
-  %64 = insertelement <16 x float> undef, float %63, i32 0
-  %65 = shufflevector <16 x float> %64, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %65, ptr %conv2.t125_a3, align 64
+  %53 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t125_a214, <16 x float> %t125_b115, <16 x float> %t125_c2_1)
+  store <16 x float> %53, ptr %conv2.t125_c2_1, align 64
+  %54 = mul nsw i64 %0, 1568
+  %55 = add nsw i64 843776, %54
+  %56 = mul nsw i64 %conv2.mb1242, 14
+  %57 = add nsw i64 %56, 3
+  %58 = mul nsw i64 %57, 32
+  %59 = add nsw i64 %55, %58
+  %60 = add nsw i64 %59, %conv2.k1263
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %60
+  %61 = load float, ptr %arena16, align 4
+  %62 = insertelement <16 x float> undef, float %61, i32 0
+  %63 = shufflevector <16 x float> %62, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %63, ptr %conv2.t125_a3, align 64
   %t125_a3 = load <16 x float>, ptr %conv2.t125_a3, align 64
   %t125_b017 = load <16 x float>, ptr %conv2.t125_b0, align 64
   %t125_c3_0 = load <16 x float>, ptr %conv2.t125_c3_0, align 64
-  %66 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t125_a3, <16 x float> %t125_b017, <16 x float> %t125_c3_0)
-  store <16 x float> %66, ptr %conv2.t125_c3_0, align 64
+  %64 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t125_a3, <16 x float> %t125_b017, <16 x float> %t125_c3_0)
+  store <16 x float> %64, ptr %conv2.t125_c3_0, align 64
   %t125_a318 = load <16 x float>, ptr %conv2.t125_a3, align 64
   %t125_b119 = load <16 x float>, ptr %conv2.t125_b1, align 64
   %t125_c3_1 = load <16 x float>, ptr %conv2.t125_c3_1, align 64
-  %67 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t125_a318, <16 x float> %t125_b119, <16 x float> %t125_c3_1)
-  store <16 x float> %67, ptr %conv2.t125_c3_1, align 64
-  %68 = mul nsw i64 %0, 1568
-  %69 = add nsw i64 843776, %68
-  %70 = mul nsw i64 %conv2.mb1242, 14
-  %71 = add nsw i64 %70, 4
-  %72 = mul nsw i64 %71, 32
-  %73 = add nsw i64 %69, %72
-  %74 = add nsw i64 %73, %conv2.k1263
-  %arena20 = getelementptr inbounds float, ptr %arena, i64 %74
-  %75 = load float, ptr %arena20, align 4
-  %76 = insertelement <16 x float> undef, float %75, i32 0
-  %77 = shufflevector <16 x float> %76, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %77, ptr %conv2.t125_a4, align 64
+  %65 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t125_a318, <16 x float> %t125_b119, <16 x float> %t125_c3_1)
+  store <16 x float> %65, ptr %conv2.t125_c3_1, align 64
+  %66 = mul nsw i64 %0, 1568
+  %67 = add nsw i64 843776, %66
+  %68 = mul nsw i64 %conv2.mb1242, 14
+  %69 = add nsw i64 %68, 4
+  %70 = mul nsw i64 %69, 32
+  %71 = add nsw i64 %67, %70
+  %72 = add nsw i64 %71, %conv2.k1263
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %72
+  %73 = load float, ptr %arena20, align 4
+  %74 = insertelement <16 x float> undef, float %73, i32 0
+  %75 = shufflevector <16 x float> %74, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %75, ptr %conv2.t125_a4, align 64
   %t125_a4 = load <16 x float>, ptr %conv2.t125_a4, align 64
   %t125_b021 = load <16 x float>, ptr %conv2.t125_b0, align 64
   %t125_c4_0 = load <16 x float>, ptr %conv2.t125_c4_0, align 64
-  %78 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t125_a4, <16 x float> %t125_b021, <16 x float> %t125_c4_0)
-  store <16 x float> %78, ptr %conv2.t125_c4_0, align 64
+  %76 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t125_a4, <16 x float> %t125_b021, <16 x float> %t125_c4_0)
+  store <16 x float> %76, ptr %conv2.t125_c4_0, align 64
   %t125_a422 = load <16 x float>, ptr %conv2.t125_a4, align 64
   %t125_b123 = load <16 x float>, ptr %conv2.t125_b1, align 64
   %t125_c4_1 = load <16 x float>, ptr %conv2.t125_c4_1, align 64
-  %79 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t125_a422, <16 x float> %t125_b123, <16 x float> %t125_c4_1)
-  store <16 x float> %79, ptr %conv2.t125_c4_1, align 64
-  %80 = mul nsw i64 %0, 1568
-  %81 = add nsw i64 843776, %80
-  %82 = mul nsw i64 %conv2.mb1242, 14
-  %83 = add nsw i64 %82, 5
-  %84 = mul nsw i64 %83, 32
-  %85 = add nsw i64 %81, %84
-  %86 = add nsw i64 %85, %conv2.k1263
-  %arena24 = getelementptr inbounds float, ptr %arena, i64 %86
-  %87 = load float, ptr %arena24, align 4
-  %88 = insertelement <16 x float> undef, float %87, i32 0
-  %89 = shufflevector <16 x float> %88, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %89, ptr %conv2.t125_a5, align 64
+  %77 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t125_a422, <16 x float> %t125_b123, <16 x float> %t125_c4_1)
+  store <16 x float> %77, ptr %conv2.t125_c4_1, align 64
+  %78 = mul nsw i64 %0, 1568
+  %79 = add nsw i64 843776, %78
+  %80 = mul nsw i64 %conv2.mb1242, 14
+  %81 = add nsw i64 %80, 5
+  %82 = mul nsw i64 %81, 32
+  %83 = add nsw i64 %79, %82
+  %84 = add nsw i64 %83, %conv2.k1263
+  %arena24 = getelementptr inbounds float, ptr %arena, i64 %84
+  %85 = load float, ptr %arena24, align 4
+  %86 = insertelement <16 x float> undef, float %85, i32 0
+  %87 = shufflevector <16 x float> %86, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %87, ptr %conv2.t125_a5, align 64
   %t125_a5 = load <16 x float>, ptr %conv2.t125_a5, align 64
   %t125_b025 = load <16 x float>, ptr %conv2.t125_b0, align 64
   %t125_c5_0 = load <16 x float>, ptr %conv2.t125_c5_0, align 64
-  %90 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t125_a5, <16 x float> %t125_b025, <16 x float> %t125_c5_0)
-  store <16 x float> %90, ptr %conv2.t125_c5_0, align 64
+  %88 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t125_a5, <16 x float> %t125_b025, <16 x float> %t125_c5_0)
+  store <16 x float> %88, ptr %conv2.t125_c5_0, align 64
   %t125_a526 = load <16 x float>, ptr %conv2.t125_a5, align 64
   %t125_b127 = load <16 x float>, ptr %conv2.t125_b1, align 64
   %t125_c5_1 = load <16 x float>, ptr %conv2.t125_c5_1, align 64
-  %91 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t125_a526, <16 x float> %t125_b127, <16 x float> %t125_c5_1)
-  store <16 x float> %91, ptr %conv2.t125_c5_1, align 64
-  %92 = mul nsw i64 %0, 1568
-  %93 = add nsw i64 843776, %92
-  %94 = mul nsw i64 %conv2.mb1242, 14
-  %95 = add nsw i64 %94, 6
-  %96 = mul nsw i64 %95, 32
-  %97 = add nsw i64 %93, %96
-  %98 = add nsw i64 %97, %conv2.k1263
-  %arena28 = getelementptr inbounds float, ptr %arena, i64 %98
-  %99 = load float, ptr %arena28, align 4
-  %100 = insertelement <16 x float> undef, float %99, i32 0
-  %101 = shufflevector <16 x float> %100, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %101, ptr %conv2.t125_a6, align 64
+  %89 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t125_a526, <16 x float> %t125_b127, <16 x float> %t125_c5_1)
+  store <16 x float> %89, ptr %conv2.t125_c5_1, align 64
+  %90 = mul nsw i64 %0, 1568
+  %91 = add nsw i64 843776, %90
+  %92 = mul nsw i64 %conv2.mb1242, 14
+  %93 = add nsw i64 %92, 6
+  %94 = mul nsw i64 %93, 32
+  %95 = add nsw i64 %91, %94
+  %96 = add nsw i64 %95, %conv2.k1263
+  %arena28 = getelementptr inbounds float, ptr %arena, i64 %96
+  %97 = load float, ptr %arena28, align 4
+  %98 = insertelement <16 x float> undef, float %97, i32 0
+  %99 = shufflevector <16 x float> %98, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %99, ptr %conv2.t125_a6, align 64
   %t125_a6 = load <16 x float>, ptr %conv2.t125_a6, align 64
   %t125_b029 = load <16 x float>, ptr %conv2.t125_b0, align 64
   %t125_c6_0 = load <16 x float>, ptr %conv2.t125_c6_0, align 64
-  %102 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t125_a6, <16 x float> %t125_b029, <16 x float> %t125_c6_0)
-  store <16 x float> %102, ptr %conv2.t125_c6_0, align 64
+  %100 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t125_a6, <16 x float> %t125_b029, <16 x float> %t125_c6_0)
+  store <16 x float> %100, ptr %conv2.t125_c6_0, align 64
   %t125_a630 = load <16 x float>, ptr %conv2.t125_a6, align 64
   %t125_b131 = load <16 x float>, ptr %conv2.t125_b1, align 64
   %t125_c6_1 = load <16 x float>, ptr %conv2.t125_c6_1, align 64
-  %103 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t125_a630, <16 x float> %t125_b131, <16 x float> %t125_c6_1)
-  store <16 x float> %103, ptr %conv2.t125_c6_1, align 64
-  %104 = mul nsw i64 %0, 1568
-  %105 = add nsw i64 843776, %104
-  %106 = mul nsw i64 %conv2.mb1242, 14
-  %107 = add nsw i64 %106, 7
-  %108 = mul nsw i64 %107, 32
-  %109 = add nsw i64 %105, %108
-  %110 = add nsw i64 %109, %conv2.k1263
-  %arena32 = getelementptr inbounds float, ptr %arena, i64 %110
-  %111 = load float, ptr %arena32, align 4
-  %112 = insertelement <16 x float> undef, float %111, i32 0
-  %113 = shufflevector <16 x float> %112, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %113, ptr %conv2.t125_a7, align 64
+  %101 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t125_a630, <16 x float> %t125_b131, <16 x float> %t125_c6_1)
+  store <16 x float> %101, ptr %conv2.t125_c6_1, align 64
+  %102 = mul nsw i64 %0, 1568
+  %103 = add nsw i64 843776, %102
+  %104 = mul nsw i64 %conv2.mb1242, 14
+  %105 = add nsw i64 %104, 7
+  %106 = mul nsw i64 %105, 32
+  %107 = add nsw i64 %103, %106
+  %108 = add nsw i64 %107, %conv2.k1263
+  %arena32 = getelementptr inbounds float, ptr %arena, i64 %108
+  %109 = load float, ptr %arena32, align 4
+  %110 = insertelement <16 x float> undef, float %109, i32 0
+  %111 = shufflevector <16 x float> %110, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %111, ptr %conv2.t125_a7, align 64
   %t125_a7 = load <16 x float>, ptr %conv2.t125_a7, align 64
   %t125_b033 = load <16 x float>, ptr %conv2.t125_b0, align 64
   %t125_c7_0 = load <16 x float>, ptr %conv2.t125_c7_0, align 64
-  %114 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t125_a7, <16 x float> %t125_b033, <16 x float> %t125_c7_0)
-  store <16 x float> %114, ptr %conv2.t125_c7_0, align 64
+  %112 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t125_a7, <16 x float> %t125_b033, <16 x float> %t125_c7_0)
+  store <16 x float> %112, ptr %conv2.t125_c7_0, align 64
   %t125_a734 = load <16 x float>, ptr %conv2.t125_a7, align 64
   %t125_b135 = load <16 x float>, ptr %conv2.t125_b1, align 64
   %t125_c7_1 = load <16 x float>, ptr %conv2.t125_c7_1, align 64
-  %115 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t125_a734, <16 x float> %t125_b135, <16 x float> %t125_c7_1)
-  store <16 x float> %115, ptr %conv2.t125_c7_1, align 64
-  %116 = mul nsw i64 %0, 1568
-  %117 = add nsw i64 843776, %116
-  %118 = mul nsw i64 %conv2.mb1242, 14
-  %119 = add nsw i64 %118, 8
-  %120 = mul nsw i64 %119, 32
-  %121 = add nsw i64 %117, %120
-  %122 = add nsw i64 %121, %conv2.k1263
-  %arena36 = getelementptr inbounds float, ptr %arena, i64 %122
-  %123 = load float, ptr %arena36, align 4
-  %124 = insertelement <16 x float> undef, float %123, i32 0
-  %125 = shufflevector <16 x float> %124, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %125, ptr %conv2.t125_a8, align 64
+  %113 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t125_a734, <16 x float> %t125_b135, <16 x float> %t125_c7_1)
+  store <16 x float> %113, ptr %conv2.t125_c7_1, align 64
+  %114 = mul nsw i64 %0, 1568
+  %115 = add nsw i64 843776, %114
+  %116 = mul nsw i64 %conv2.mb1242, 14
+  %117 = add nsw i64 %116, 8
+  %118 = mul nsw i64 %117, 32
+  %119 = add nsw i64 %115, %118
+  %120 = add nsw i64 %119, %conv2.k1263
+  %arena36 = getelementptr inbounds float, ptr %arena, i64 %120
+  %121 = load float, ptr %arena36, align 4
+  %122 = insertelement <16 x float> undef, float %121, i32 0
+  %123 = shufflevector <16 x float> %122, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %123, ptr %conv2.t125_a8, align 64
   %t125_a8 = load <16 x float>, ptr %conv2.t125_a8, align 64
   %t125_b037 = load <16 x float>, ptr %conv2.t125_b0, align 64
   %t125_c8_0 = load <16 x float>, ptr %conv2.t125_c8_0, align 64
-  %126 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t125_a8, <16 x float> %t125_b037, <16 x float> %t125_c8_0)
-  store <16 x float> %126, ptr %conv2.t125_c8_0, align 64
+  %124 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t125_a8, <16 x float> %t125_b037, <16 x float> %t125_c8_0)
+  store <16 x float> %124, ptr %conv2.t125_c8_0, align 64
   %t125_a838 = load <16 x float>, ptr %conv2.t125_a8, align 64
   %t125_b139 = load <16 x float>, ptr %conv2.t125_b1, align 64
   %t125_c8_1 = load <16 x float>, ptr %conv2.t125_c8_1, align 64
-  %127 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t125_a838, <16 x float> %t125_b139, <16 x float> %t125_c8_1)
-  store <16 x float> %127, ptr %conv2.t125_c8_1, align 64
-  %128 = mul nsw i64 %0, 1568
-  %129 = add nsw i64 843776, %128
-  %130 = mul nsw i64 %conv2.mb1242, 14
-  %131 = add nsw i64 %130, 9
-  %132 = mul nsw i64 %131, 32
-  %133 = add nsw i64 %129, %132
-  %134 = add nsw i64 %133, %conv2.k1263
-  %arena40 = getelementptr inbounds float, ptr %arena, i64 %134
-  %135 = load float, ptr %arena40, align 4
-  %136 = insertelement <16 x float> undef, float %135, i32 0
-  %137 = shufflevector <16 x float> %136, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %137, ptr %conv2.t125_a9, align 64
+  %125 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t125_a838, <16 x float> %t125_b139, <16 x float> %t125_c8_1)
+  store <16 x float> %125, ptr %conv2.t125_c8_1, align 64
+  %126 = mul nsw i64 %0, 1568
+  %127 = add nsw i64 843776, %126
+  %128 = mul nsw i64 %conv2.mb1242, 14
+  %129 = add nsw i64 %128, 9
+  %130 = mul nsw i64 %129, 32
+  %131 = add nsw i64 %127, %130
+  %132 = add nsw i64 %131, %conv2.k1263
+  %arena40 = getelementptr inbounds float, ptr %arena, i64 %132
+  %133 = load float, ptr %arena40, align 4
+  %134 = insertelement <16 x float> undef, float %133, i32 0
+  %135 = shufflevector <16 x float> %134, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %135, ptr %conv2.t125_a9, align 64
   %t125_a9 = load <16 x float>, ptr %conv2.t125_a9, align 64
   %t125_b041 = load <16 x float>, ptr %conv2.t125_b0, align 64
   %t125_c9_0 = load <16 x float>, ptr %conv2.t125_c9_0, align 64
-  %138 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t125_a9, <16 x float> %t125_b041, <16 x float> %t125_c9_0)
-  store <16 x float> %138, ptr %conv2.t125_c9_0, align 64
+  %136 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t125_a9, <16 x float> %t125_b041, <16 x float> %t125_c9_0)
+  store <16 x float> %136, ptr %conv2.t125_c9_0, align 64
   %t125_a942 = load <16 x float>, ptr %conv2.t125_a9, align 64
   %t125_b143 = load <16 x float>, ptr %conv2.t125_b1, align 64
   %t125_c9_1 = load <16 x float>, ptr %conv2.t125_c9_1, align 64
-  %139 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t125_a942, <16 x float> %t125_b143, <16 x float> %t125_c9_1)
-  store <16 x float> %139, ptr %conv2.t125_c9_1, align 64
-  %140 = mul nsw i64 %0, 1568
-  %141 = add nsw i64 843776, %140
-  %142 = mul nsw i64 %conv2.mb1242, 14
-  %143 = add nsw i64 %142, 10
-  %144 = mul nsw i64 %143, 32
-  %145 = add nsw i64 %141, %144
-  %146 = add nsw i64 %145, %conv2.k1263
-  %arena44 = getelementptr inbounds float, ptr %arena, i64 %146
-  %147 = load float, ptr %arena44, align 4
-  %148 = insertelement <16 x float> undef, float %147, i32 0
-  %149 = shufflevector <16 x float> %148, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %149, ptr %conv2.t125_a10, align 64
+  %137 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t125_a942, <16 x float> %t125_b143, <16 x float> %t125_c9_1)
+  store <16 x float> %137, ptr %conv2.t125_c9_1, align 64
+  %138 = mul nsw i64 %0, 1568
+  %139 = add nsw i64 843776, %138
+  %140 = mul nsw i64 %conv2.mb1242, 14
+  %141 = add nsw i64 %140, 10
+  %142 = mul nsw i64 %141, 32
+  %143 = add nsw i64 %139, %142
+  %144 = add nsw i64 %143, %conv2.k1263
+  %arena44 = getelementptr inbounds float, ptr %arena, i64 %144
+  %145 = load float, ptr %arena44, align 4
+  %146 = insertelement <16 x float> undef, float %145, i32 0
+  %147 = shufflevector <16 x float> %146, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %147, ptr %conv2.t125_a10, align 64
   %t125_a10 = load <16 x float>, ptr %conv2.t125_a10, align 64
   %t125_b045 = load <16 x float>, ptr %conv2.t125_b0, align 64
   %t125_c10_0 = load <16 x float>, ptr %conv2.t125_c10_0, align 64
-  %150 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t125_a10, <16 x float> %t125_b045, <16 x float> %t125_c10_0)
-  store <16 x float> %150, ptr %conv2.t125_c10_0, align 64
+  %148 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t125_a10, <16 x float> %t125_b045, <16 x float> %t125_c10_0)
+  store <16 x float> %148, ptr %conv2.t125_c10_0, align 64
   %t125_a1046 = load <16 x float>, ptr %conv2.t125_a10, align 64
   %t125_b147 = load <16 x float>, ptr %conv2.t125_b1, align 64
   %t125_c10_1 = load <16 x float>, ptr %conv2.t125_c10_1, align 64
-  %151 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t125_a1046, <16 x float> %t125_b147, <16 x float> %t125_c10_1)
-  store <16 x float> %151, ptr %conv2.t125_c10_1, align 64
-  %152 = mul nsw i64 %0, 1568
-  %153 = add nsw i64 843776, %152
-  %154 = mul nsw i64 %conv2.mb1242, 14
-  %155 = add nsw i64 %154, 11
-  %156 = mul nsw i64 %155, 32
-  %157 = add nsw i64 %153, %156
-  %158 = add nsw i64 %157, %conv2.k1263
-  %arena48 = getelementptr inbounds float, ptr %arena, i64 %158
-  %159 = load float, ptr %arena48, align 4
-  %160 = insertelement <16 x float> undef, float %159, i32 0
-  %161 = shufflevector <16 x float> %160, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %161, ptr %conv2.t125_a11, align 64
+  %149 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t125_a1046, <16 x float> %t125_b147, <16 x float> %t125_c10_1)
+  store <16 x float> %149, ptr %conv2.t125_c10_1, align 64
+  %150 = mul nsw i64 %0, 1568
+  %151 = add nsw i64 843776, %150
+  %152 = mul nsw i64 %conv2.mb1242, 14
+  %153 = add nsw i64 %152, 11
+  %154 = mul nsw i64 %153, 32
+  %155 = add nsw i64 %151, %154
+  %156 = add nsw i64 %155, %conv2.k1263
+  %arena48 = getelementptr inbounds float, ptr %arena, i64 %156
+  %157 = load float, ptr %arena48, align 4
+  %158 = insertelement <16 x float> undef, float %157, i32 0
+  %159 = shufflevector <16 x float> %158, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %159, ptr %conv2.t125_a11, align 64
   %t125_a11 = load <16 x float>, ptr %conv2.t125_a11, align 64
   %t125_b049 = load <16 x float>, ptr %conv2.t125_b0, align 64
   %t125_c11_0 = load <16 x float>, ptr %conv2.t125_c11_0, align 64
-  %162 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t125_a11, <16 x float> %t125_b049, <16 x float> %t125_c11_0)
-  store <16 x float> %162, ptr %conv2.t125_c11_0, align 64
+  %160 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t125_a11, <16 x float> %t125_b049, <16 x float> %t125_c11_0)
+  store <16 x float> %160, ptr %conv2.t125_c11_0, align 64
   %t125_a1150 = load <16 x float>, ptr %conv2.t125_a11, align 64
   %t125_b151 = load <16 x float>, ptr %conv2.t125_b1, align 64
   %t125_c11_1 = load <16 x float>, ptr %conv2.t125_c11_1, align 64
-  %163 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t125_a1150, <16 x float> %t125_b151, <16 x float> %t125_c11_1)
-  store <16 x float> %163, ptr %conv2.t125_c11_1, align 64
-  %164 = mul nsw i64 %0, 1568
-  %165 = add nsw i64 843776, %164
-  %166 = mul nsw i64 %conv2.mb1242, 14
-  %167 = add nsw i64 %166, 12
-  %168 = mul nsw i64 %167, 32
-  %169 = add nsw i64 %165, %168
-  %170 = add nsw i64 %169, %conv2.k1263
-  %arena52 = getelementptr inbounds float, ptr %arena, i64 %170
-  %171 = load float, ptr %arena52, align 4
-  %172 = insertelement <16 x float> undef, float %171, i32 0
-  %173 = shufflevector <16 x float> %172, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %173, ptr %conv2.t125_a12, align 64
+  %161 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t125_a1150, <16 x float> %t125_b151, <16 x float> %t125_c11_1)
+  store <16 x float> %161, ptr %conv2.t125_c11_1, align 64
+  %162 = mul nsw i64 %0, 1568
+  %163 = add nsw i64 843776, %162
+  %164 = mul nsw i64 %conv2.mb1242, 14
+  %165 = add nsw i64 %164, 12
+  %166 = mul nsw i64 %165, 32
+  %167 = add nsw i64 %163, %166
+  %168 = add nsw i64 %167, %conv2.k1263
+  %arena52 = getelementptr inbounds float, ptr %arena, i64 %168
+  %169 = load float, ptr %arena52, align 4
+  %170 = insertelement <16 x float> undef, float %169, i32 0
+  %171 = shufflevector <16 x float> %170, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %171, ptr %conv2.t125_a12, align 64
   %t125_a12 = load <16 x float>, ptr %conv2.t125_a12, align 64
   %t125_b053 = load <16 x float>, ptr %conv2.t125_b0, align 64
   %t125_c12_0 = load <16 x float>, ptr %conv2.t125_c12_0, align 64
-  %174 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t125_a12, <16 x float> %t125_b053, <16 x float> %t125_c12_0)
-  store <16 x float> %174, ptr %conv2.t125_c12_0, align 64
+  %172 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t125_a12, <16 x float> %t125_b053, <16 x float> %t125_c12_0)
+  store <16 x float> %172, ptr %conv2.t125_c12_0, align 64
   %t125_a1254 = load <16 x float>, ptr %conv2.t125_a12, align 64
   %t125_b155 = load <16 x float>, ptr %conv2.t125_b1, align 64
   %t125_c12_1 = load <16 x float>, ptr %conv2.t125_c12_1, align 64
-  %175 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t125_a1254, <16 x float> %t125_b155, <16 x float> %t125_c12_1)
-  store <16 x float> %175, ptr %conv2.t125_c12_1, align 64
-  %176 = mul nsw i64 %0, 1568
-  %177 = add nsw i64 843776, %176
-  %178 = mul nsw i64 %conv2.mb1242, 14
-  %179 = add nsw i64 %178, 13
-  %180 = mul nsw i64 %179, 32
-  %181 = add nsw i64 %177, %180
-  %182 = add nsw i64 %181, %conv2.k1263
-  %arena56 = getelementptr inbounds float, ptr %arena, i64 %182
-  %183 = load float, ptr %arena56, align 4
-  %184 = insertelement <16 x float> undef, float %183, i32 0
-  %185 = shufflevector <16 x float> %184, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %185, ptr %conv2.t125_a13, align 64
+  %173 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t125_a1254, <16 x float> %t125_b155, <16 x float> %t125_c12_1)
+  store <16 x float> %173, ptr %conv2.t125_c12_1, align 64
+  %174 = mul nsw i64 %0, 1568
+  %175 = add nsw i64 843776, %174
+  %176 = mul nsw i64 %conv2.mb1242, 14
+  %177 = add nsw i64 %176, 13
+  %178 = mul nsw i64 %177, 32
+  %179 = add nsw i64 %175, %178
+  %180 = add nsw i64 %179, %conv2.k1263
+  %arena56 = getelementptr inbounds float, ptr %arena, i64 %180
+  %181 = load float, ptr %arena56, align 4
+  %182 = insertelement <16 x float> undef, float %181, i32 0
+  %183 = shufflevector <16 x float> %182, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %183, ptr %conv2.t125_a13, align 64
   %t125_a13 = load <16 x float>, ptr %conv2.t125_a13, align 64
   %t125_b057 = load <16 x float>, ptr %conv2.t125_b0, align 64
   %t125_c13_0 = load <16 x float>, ptr %conv2.t125_c13_0, align 64
-  %186 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t125_a13, <16 x float> %t125_b057, <16 x float> %t125_c13_0)
-  store <16 x float> %186, ptr %conv2.t125_c13_0, align 64
+  %184 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t125_a13, <16 x float> %t125_b057, <16 x float> %t125_c13_0)
+  store <16 x float> %184, ptr %conv2.t125_c13_0, align 64
   %t125_a1358 = load <16 x float>, ptr %conv2.t125_a13, align 64
   %t125_b159 = load <16 x float>, ptr %conv2.t125_b1, align 64
   %t125_c13_1 = load <16 x float>, ptr %conv2.t125_c13_1, align 64
-  %187 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t125_a1358, <16 x float> %t125_b159, <16 x float> %t125_c13_1)
-  store <16 x float> %187, ptr %conv2.t125_c13_1, align 64
+  %185 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t125_a1358, <16 x float> %t125_b159, <16 x float> %t125_c13_1)
+  store <16 x float> %185, ptr %conv2.t125_c13_1, align 64
   %k126.next = add nsw i64 %conv2.k1263, 1
-  %188 = icmp slt i64 %k126.next, 32
-  br i1 %188, label %conv2.k126, label %conv2.k126.end
+  %186 = icmp slt i64 %k126.next, 32
+  br i1 %186, label %conv2.k126, label %conv2.k126.end
 
 conv2.k126.end:                                   ; preds = %conv2.k126
   %t125_c0_060 = load <16 x float>, ptr %conv2.t125_c0_0, align 64
-  %189 = mul nsw i64 %0, 3136
-  %190 = add nsw i64 868864, %189
-  %191 = mul nsw i64 %1, 32
-  %192 = add nsw i64 %190, %191
-  %193 = mul nsw i64 %conv2.mb1242, 14
-  %194 = mul nsw i64 %193, 64
-  %195 = add nsw i64 %192, %194
-  %196 = mul nsw i64 %conv2.nb1231, 32
-  %197 = add nsw i64 %195, %196
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %197
+  %187 = mul nsw i64 %0, 3136
+  %188 = add nsw i64 868864, %187
+  %189 = mul nsw i64 %1, 32
+  %190 = add nsw i64 %188, %189
+  %191 = mul nsw i64 %conv2.mb1242, 14
+  %192 = mul nsw i64 %191, 64
+  %193 = add nsw i64 %190, %192
+  %194 = mul nsw i64 %conv2.nb1231, 32
+  %195 = add nsw i64 %193, %194
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %195
   store <16 x float> %t125_c0_060, ptr %arena61, align 4
   %t125_c0_162 = load <16 x float>, ptr %conv2.t125_c0_1, align 64
-  %198 = mul nsw i64 %0, 3136
-  %199 = add nsw i64 868864, %198
-  %200 = mul nsw i64 %1, 32
-  %201 = add nsw i64 %199, %200
-  %202 = mul nsw i64 %conv2.mb1242, 14
-  %203 = mul nsw i64 %202, 64
-  %204 = add nsw i64 %201, %203
-  %205 = mul nsw i64 %conv2.nb1231, 32
-  %206 = add nsw i64 %204, %205
-  %207 = add nsw i64 %206, 16
-  %arena63 = getelementptr inbounds float, ptr %arena, i64 %207
+  %196 = mul nsw i64 %0, 3136
+  %197 = add nsw i64 868864, %196
+  %198 = mul nsw i64 %1, 32
+  %199 = add nsw i64 %197, %198
+  %200 = mul nsw i64 %conv2.mb1242, 14
+  %201 = mul nsw i64 %200, 64
+  %202 = add nsw i64 %199, %201
+  %203 = mul nsw i64 %conv2.nb1231, 32
+  %204 = add nsw i64 %202, %203
+  %205 = add nsw i64 %204, 16
+  %arena63 = getelementptr inbounds float, ptr %arena, i64 %205
   store <16 x float> %t125_c0_162, ptr %arena63, align 4
   %t125_c1_064 = load <16 x float>, ptr %conv2.t125_c1_0, align 64
-  %208 = mul nsw i64 %0, 3136
-  %209 = add nsw i64 868864, %208
-  %210 = mul nsw i64 %1, 32
-  %211 = add nsw i64 %209, %210
-  %212 = mul nsw i64 %conv2.mb1242, 14
-  %213 = add nsw i64 %212, 1
-  %214 = mul nsw i64 %213, 64
-  %215 = add nsw i64 %211, %214
-  %216 = mul nsw i64 %conv2.nb1231, 32
-  %217 = add nsw i64 %215, %216
-  %arena65 = getelementptr inbounds float, ptr %arena, i64 %217
+  %206 = mul nsw i64 %0, 3136
+  %207 = add nsw i64 868864, %206
+  %208 = mul nsw i64 %1, 32
+  %209 = add nsw i64 %207, %208
+  %210 = mul nsw i64 %conv2.mb1242, 14
+  %211 = add nsw i64 %210, 1
+  %212 = mul nsw i64 %211, 64
+  %213 = add nsw i64 %209, %212
+  %214 = mul nsw i64 %conv2.nb1231, 32
+  %215 = add nsw i64 %213, %214
+  %arena65 = getelementptr inbounds float, ptr %arena, i64 %215
   store <16 x float> %t125_c1_064, ptr %arena65, align 4
   %t125_c1_166 = load <16 x float>, ptr %conv2.t125_c1_1, align 64
-  %218 = mul nsw i64 %0, 3136
-  %219 = add nsw i64 868864, %218
-  %220 = mul nsw i64 %1, 32
-  %221 = add nsw i64 %219, %220
-  %222 = mul nsw i64 %conv2.mb1242, 14
-  %223 = add nsw i64 %222, 1
-  %224 = mul nsw i64 %223, 64
-  %225 = add nsw i64 %221, %224
-  %226 = mul nsw i64 %conv2.nb1231, 32
-  %227 = add nsw i64 %225, %226
-  %228 = add nsw i64 %227, 16
-  %arena67 = getelementptr inbounds float, ptr %arena, i64 %228
+  %216 = mul nsw i64 %0, 3136
+  %217 = add nsw i64 868864, %216
+  %218 = mul nsw i64 %1, 32
+  %219 = add nsw i64 %217, %218
+  %220 = mul nsw i64 %conv2.mb1242, 14
+  %221 = add nsw i64 %220, 1
+  %222 = mul nsw i64 %221, 64
+  %223 = add nsw i64 %219, %222
+  %224 = mul nsw i64 %conv2.nb1231, 32
+  %225 = add nsw i64 %223, %224
+  %226 = add nsw i64 %225, 16
+  %arena67 = getelementptr inbounds float, ptr %arena, i64 %226
   store <16 x float> %t125_c1_166, ptr %arena67, align 4
   %t125_c2_068 = load <16 x float>, ptr %conv2.t125_c2_0, align 64
-  %229 = mul nsw i64 %0, 3136
-  %230 = add nsw i64 868864, %229
-  %231 = mul nsw i64 %1, 32
-  %232 = add nsw i64 %230, %231
-  %233 = mul nsw i64 %conv2.mb1242, 14
-  %234 = add nsw i64 %233, 2
-  %235 = mul nsw i64 %234, 64
-  %236 = add nsw i64 %232, %235
-  %237 = mul nsw i64 %conv2.nb1231, 32
-  %238 = add nsw i64 %236, %237
-  %arena69 = getelementptr inbounds float, ptr %arena, i64 %238
+  %227 = mul nsw i64 %0, 3136
+  %228 = add nsw i64 868864, %227
+  %229 = mul nsw i64 %1, 32
+  %230 = add nsw i64 %228, %229
+  %231 = mul nsw i64 %conv2.mb1242, 14
+  %232 = add nsw i64 %231, 2
+  %233 = mul nsw i64 %232, 64
+  %234 = add nsw i64 %230, %233
+  %235 = mul nsw i64 %conv2.nb1231, 32
+  %236 = add nsw i64 %234, %235
+  %arena69 = getelementptr inbounds float, ptr %arena, i64 %236
   store <16 x float> %t125_c2_068, ptr %arena69, align 4
   %t125_c2_170 = load <16 x float>, ptr %conv2.t125_c2_1, align 64
-  %239 = mul nsw i64 %0, 3136
-  %240 = add nsw i64 868864, %239
-  %241 = mul nsw i64 %1, 32
-  %242 = add nsw i64 %240, %241
-  %243 = mul nsw i64 %conv2.mb1242, 14
-  %244 = add nsw i64 %243, 2
-  %245 = mul nsw i64 %244, 64
-  %246 = add nsw i64 %242, %245
-  %247 = mul nsw i64 %conv2.nb1231, 32
-  %248 = add nsw i64 %246, %247
-  %249 = add nsw i64 %248, 16
-  %arena71 = getelementptr inbounds float, ptr %arena, i64 %249
+  %237 = mul nsw i64 %0, 3136
+  %238 = add nsw i64 868864, %237
+  %239 = mul nsw i64 %1, 32
+  %240 = add nsw i64 %238, %239
+  %241 = mul nsw i64 %conv2.mb1242, 14
+  %242 = add nsw i64 %241, 2
+  %243 = mul nsw i64 %242, 64
+  %244 = add nsw i64 %240, %243
+  %245 = mul nsw i64 %conv2.nb1231, 32
+  %246 = add nsw i64 %244, %245
+  %247 = add nsw i64 %246, 16
+  %arena71 = getelementptr inbounds float, ptr %arena, i64 %247
   store <16 x float> %t125_c2_170, ptr %arena71, align 4
   %t125_c3_072 = load <16 x float>, ptr %conv2.t125_c3_0, align 64
-  %250 = mul nsw i64 %0, 3136
-  %251 = add nsw i64 868864, %250
-  %252 = mul nsw i64 %1, 32
-  %253 = add nsw i64 %251, %252
-  %254 = mul nsw i64 %conv2.mb1242, 14
-  %255 = add nsw i64 %254, 3
-  %256 = mul nsw i64 %255, 64
-  %257 = add nsw i64 %253, %256
-  %258 = mul nsw i64 %conv2.nb1231, 32
-  %259 = add nsw i64 %257, %258
-  %arena73 = getelementptr inbounds float, ptr %arena, i64 %259
+  %248 = mul nsw i64 %0, 3136
+  %249 = add nsw i64 868864, %248
+  %250 = mul nsw i64 %1, 32
+  %251 = add nsw i64 %249, %250
+  %252 = mul nsw i64 %conv2.mb1242, 14
+  %253 = add nsw i64 %252, 3
+  %254 = mul nsw i64 %253, 64
+  %255 = add nsw i64 %251, %254
+  %256 = mul nsw i64 %conv2.nb1231, 32
+  %257 = add nsw i64 %255, %256
+  %arena73 = getelementptr inbounds float, ptr %arena, i64 %257
   store <16 x float> %t125_c3_072, ptr %arena73, align 4
   %t125_c3_174 = load <16 x float>, ptr %conv2.t125_c3_1, align 64
-  %260 = mul nsw i64 %0, 3136
-  %261 = add nsw i64 868864, %260
-  %262 = mul nsw i64 %1, 32
-  %263 = add nsw i64 %261, %262
-  %264 = mul nsw i64 %conv2.mb1242, 14
-  %265 = add nsw i64 %264, 3
-  %266 = mul nsw i64 %265, 64
-  %267 = add nsw i64 %263, %266
-  %268 = mul nsw i64 %conv2.nb1231, 32
-  %269 = add nsw i64 %267, %268
-  %270 = add nsw i64 %269, 16
-  %arena75 = getelementptr inbounds float, ptr %arena, i64 %270
+  %258 = mul nsw i64 %0, 3136
+  %259 = add nsw i64 868864, %258
+  %260 = mul nsw i64 %1, 32
+  %261 = add nsw i64 %259, %260
+  %262 = mul nsw i64 %conv2.mb1242, 14
+  %263 = add nsw i64 %262, 3
+  %264 = mul nsw i64 %263, 64
+  %265 = add nsw i64 %261, %264
+  %266 = mul nsw i64 %conv2.nb1231, 32
+  %267 = add nsw i64 %265, %266
+  %268 = add nsw i64 %267, 16
+  %arena75 = getelementptr inbounds float, ptr %arena, i64 %268
   store <16 x float> %t125_c3_174, ptr %arena75, align 4
   %t125_c4_076 = load <16 x float>, ptr %conv2.t125_c4_0, align 64
-  %271 = mul nsw i64 %0, 3136
-  %272 = add nsw i64 868864, %271
-  %273 = mul nsw i64 %1, 32
-  %274 = add nsw i64 %272, %273
-  %275 = mul nsw i64 %conv2.mb1242, 14
-  %276 = add nsw i64 %275, 4
-  %277 = mul nsw i64 %276, 64
-  %278 = add nsw i64 %274, %277
-  %279 = mul nsw i64 %conv2.nb1231, 32
-  %280 = add nsw i64 %278, %279
-  %arena77 = getelementptr inbounds float, ptr %arena, i64 %280
+  %269 = mul nsw i64 %0, 3136
+  %270 = add nsw i64 868864, %269
+  %271 = mul nsw i64 %1, 32
+  %272 = add nsw i64 %270, %271
+  %273 = mul nsw i64 %conv2.mb1242, 14
+  %274 = add nsw i64 %273, 4
+  %275 = mul nsw i64 %274, 64
+  %276 = add nsw i64 %272, %275
+  %277 = mul nsw i64 %conv2.nb1231, 32
+  %278 = add nsw i64 %276, %277
+  %arena77 = getelementptr inbounds float, ptr %arena, i64 %278
   store <16 x float> %t125_c4_076, ptr %arena77, align 4
   %t125_c4_178 = load <16 x float>, ptr %conv2.t125_c4_1, align 64
-  %281 = mul nsw i64 %0, 3136
-  %282 = add nsw i64 868864, %281
-  %283 = mul nsw i64 %1, 32
-  %284 = add nsw i64 %282, %283
-  %285 = mul nsw i64 %conv2.mb1242, 14
-  %286 = add nsw i64 %285, 4
-  %287 = mul nsw i64 %286, 64
-  %288 = add nsw i64 %284, %287
-  %289 = mul nsw i64 %conv2.nb1231, 32
-  %290 = add nsw i64 %288, %289
-  %291 = add nsw i64 %290, 16
-  %arena79 = getelementptr inbounds float, ptr %arena, i64 %291
+  %279 = mul nsw i64 %0, 3136
+  %280 = add nsw i64 868864, %279
+  %281 = mul nsw i64 %1, 32
+  %282 = add nsw i64 %280, %281
+  %283 = mul nsw i64 %conv2.mb1242, 14
+  %284 = add nsw i64 %283, 4
+  %285 = mul nsw i64 %284, 64
+  %286 = add nsw i64 %282, %285
+  %287 = mul nsw i64 %conv2.nb1231, 32
+  %288 = add nsw i64 %286, %287
+  %289 = add nsw i64 %288, 16
+  %arena79 = getelementptr inbounds float, ptr %arena, i64 %289
   store <16 x float> %t125_c4_178, ptr %arena79, align 4
   %t125_c5_080 = load <16 x float>, ptr %conv2.t125_c5_0, align 64
-  %292 = mul nsw i64 %0, 3136
-  %293 = add nsw i64 868864, %292
-  %294 = mul nsw i64 %1, 32
-  %295 = add nsw i64 %293, %294
-  %296 = mul nsw i64 %conv2.mb1242, 14
-  %297 = add nsw i64 %296, 5
-  %298 = mul nsw i64 %297, 64
-  %299 = add nsw i64 %295, %298
-  %300 = mul nsw i64 %conv2.nb1231, 32
-  %301 = add nsw i64 %299, %300
-  %arena81 = getelementptr inbounds float, ptr %arena, i64 %301
+  %290 = mul nsw i64 %0, 3136
+  %291 = add nsw i64 868864, %290
+  %292 = mul nsw i64 %1, 32
+  %293 = add nsw i64 %291, %292
+  %294 = mul nsw i64 %conv2.mb1242, 14
+  %295 = add nsw i64 %294, 5
+  %296 = mul nsw i64 %295, 64
+  %297 = add nsw i64 %293, %296
+  %298 = mul nsw i64 %conv2.nb1231, 32
+  %299 = add nsw i64 %297, %298
+  %arena81 = getelementptr inbounds float, ptr %arena, i64 %299
   store <16 x float> %t125_c5_080, ptr %arena81, align 4
   %t125_c5_182 = load <16 x float>, ptr %conv2.t125_c5_1, align 64
-  %302 = mul nsw i64 %0, 3136
-  %303 = add nsw i64 868864, %302
-  %304 = mul nsw i64 %1, 32
-  %305 = add nsw i64 %303, %304
-  %306 = mul nsw i64 %conv2.mb1242, 14
-  %307 = add nsw i64 %306, 5
-  %308 = mul nsw i64 %307, 64
-  %309 = add nsw i64 %305, %308
-  %310 = mul nsw i64 %conv2.nb1231, 32
-  %311 = add nsw i64 %309, %310
-  %312 = add nsw i64 %311, 16
-  %arena83 = getelementptr inbounds float, ptr %arena, i64 %312
+  %300 = mul nsw i64 %0, 3136
+  %301 = add nsw i64 868864, %300
+  %302 = mul nsw i64 %1, 32
+  %303 = add nsw i64 %301, %302
+  %304 = mul nsw i64 %conv2.mb1242, 14
+  %305 = add nsw i64 %304, 5
+  %306 = mul nsw i64 %305, 64
+  %307 = add nsw i64 %303, %306
+  %308 = mul nsw i64 %conv2.nb1231, 32
+  %309 = add nsw i64 %307, %308
+  %310 = add nsw i64 %309, 16
+  %arena83 = getelementptr inbounds float, ptr %arena, i64 %310
   store <16 x float> %t125_c5_182, ptr %arena83, align 4
   %t125_c6_084 = load <16 x float>, ptr %conv2.t125_c6_0, align 64
-  %313 = mul nsw i64 %0, 3136
-  %314 = add nsw i64 868864, %313
-  %315 = mul nsw i64 %1, 32
-  %316 = add nsw i64 %314, %315
-  %317 = mul nsw i64 %conv2.mb1242, 14
-  %318 = add nsw i64 %317, 6
-  %319 = mul nsw i64 %318, 64
-  %320 = add nsw i64 %316, %319
-  %321 = mul nsw i64 %conv2.nb1231, 32
-  %322 = add nsw i64 %320, %321
-  %arena85 = getelementptr inbounds float, ptr %arena, i64 %322
+  %311 = mul nsw i64 %0, 3136
+  %312 = add nsw i64 868864, %311
+  %313 = mul nsw i64 %1, 32
+  %314 = add nsw i64 %312, %313
+  %315 = mul nsw i64 %conv2.mb1242, 14
+  %316 = add nsw i64 %315, 6
+  %317 = mul nsw i64 %316, 64
+  %318 = add nsw i64 %314, %317
+  %319 = mul nsw i64 %conv2.nb1231, 32
+  %320 = add nsw i64 %318, %319
+  %arena85 = getelementptr inbounds float, ptr %arena, i64 %320
   store <16 x float> %t125_c6_084, ptr %arena85, align 4
   %t125_c6_186 = load <16 x float>, ptr %conv2.t125_c6_1, align 64
-  %323 = mul nsw i64 %0, 3136
-  %324 = add nsw i64 868864, %323
-  %325 = mul nsw i64 %1, 32
-  %326 = add nsw i64 %324, %325
-  %327 = mul nsw i64 %conv2.mb1242, 14
-  %328 = add nsw i64 %327, 6
-  %329 = mul nsw i64 %328, 64
-  %330 = add nsw i64 %326, %329
-  %331 = mul nsw i64 %conv2.nb1231, 32
-  %332 = add nsw i64 %330, %331
-  %333 = add nsw i64 %332, 16
-  %arena87 = getelementptr inbounds float, ptr %arena, i64 %333
+  %321 = mul nsw i64 %0, 3136
+  %322 = add nsw i64 868864, %321
+  %323 = mul nsw i64 %1, 32
+  %324 = add nsw i64 %322, %323
+  %325 = mul nsw i64 %conv2.mb1242, 14
+  %326 = add nsw i64 %325, 6
+  %327 = mul nsw i64 %326, 64
+  %328 = add nsw i64 %324, %327
+  %329 = mul nsw i64 %conv2.nb1231, 32
+  %330 = add nsw i64 %328, %329
+  %331 = add nsw i64 %330, 16
+  %arena87 = getelementptr inbounds float, ptr %arena, i64 %331
   store <16 x float> %t125_c6_186, ptr %arena87, align 4
   %t125_c7_088 = load <16 x float>, ptr %conv2.t125_c7_0, align 64
-  %334 = mul nsw i64 %0, 3136
-  %335 = add nsw i64 868864, %334
-  %336 = mul nsw i64 %1, 32
-  %337 = add nsw i64 %335, %336
-  %338 = mul nsw i64 %conv2.mb1242, 14
-  %339 = add nsw i64 %338, 7
-  %340 = mul nsw i64 %339, 64
-  %341 = add nsw i64 %337, %340
-  %342 = mul nsw i64 %conv2.nb1231, 32
-  %343 = add nsw i64 %341, %342
-  %arena89 = getelementptr inbounds float, ptr %arena, i64 %343
+  %332 = mul nsw i64 %0, 3136
+  %333 = add nsw i64 868864, %332
+  %334 = mul nsw i64 %1, 32
+  %335 = add nsw i64 %333, %334
+  %336 = mul nsw i64 %conv2.mb1242, 14
+  %337 = add nsw i64 %336, 7
+  %338 = mul nsw i64 %337, 64
+  %339 = add nsw i64 %335, %338
+  %340 = mul nsw i64 %conv2.nb1231, 32
+  %341 = add nsw i64 %339, %340
+  %arena89 = getelementptr inbounds float, ptr %arena, i64 %341
   store <16 x float> %t125_c7_088, ptr %arena89, align 4
   %t125_c7_190 = load <16 x float>, ptr %conv2.t125_c7_1, align 64
-  %344 = mul nsw i64 %0, 3136
-  %345 = add nsw i64 868864, %344
-  %346 = mul nsw i64 %1, 32
-  %347 = add nsw i64 %345, %346
-  %348 = mul nsw i64 %conv2.mb1242, 14
-  %349 = add nsw i64 %348, 7
-  %350 = mul nsw i64 %349, 64
-  %351 = add nsw i64 %347, %350
-  %352 = mul nsw i64 %conv2.nb1231, 32
-  %353 = add nsw i64 %351, %352
-  %354 = add nsw i64 %353, 16
-  %arena91 = getelementptr inbounds float, ptr %arena, i64 %354
+  %342 = mul nsw i64 %0, 3136
+  %343 = add nsw i64 868864, %342
+  %344 = mul nsw i64 %1, 32
+  %345 = add nsw i64 %343, %344
+  %346 = mul nsw i64 %conv2.mb1242, 14
+  %347 = add nsw i64 %346, 7
+  %348 = mul nsw i64 %347, 64
+  %349 = add nsw i64 %345, %348
+  %350 = mul nsw i64 %conv2.nb1231, 32
+  %351 = add nsw i64 %349, %350
+  %352 = add nsw i64 %351, 16
+  %arena91 = getelementptr inbounds float, ptr %arena, i64 %352
   store <16 x float> %t125_c7_190, ptr %arena91, align 4
   %t125_c8_092 = load <16 x float>, ptr %conv2.t125_c8_0, align 64
-  %355 = mul nsw i64 %0, 3136
-  %356 = add nsw i64 868864, %355
-  %357 = mul nsw i64 %1, 32
-  %358 = add nsw i64 %356, %357
-  %359 = mul nsw i64 %conv2.mb1242, 14
-  %360 = add nsw i64 %359, 8
-  %361 = mul nsw i64 %360, 64
-  %362 = add nsw i64 %358, %361
-  %363 = mul nsw i64 %conv2.nb1231, 32
-  %364 = add nsw i64 %362, %363
-  %arena93 = getelementptr inbounds float, ptr %arena, i64 %364
+  %353 = mul nsw i64 %0, 3136
+  %354 = add nsw i64 868864, %353
+  %355 = mul nsw i64 %1, 32
+  %356 = add nsw i64 %354, %355
+  %357 = mul nsw i64 %conv2.mb1242, 14
+  %358 = add nsw i64 %357, 8
+  %359 = mul nsw i64 %358, 64
+  %360 = add nsw i64 %356, %359
+  %361 = mul nsw i64 %conv2.nb1231, 32
+  %362 = add nsw i64 %360, %361
+  %arena93 = getelementptr inbounds float, ptr %arena, i64 %362
   store <16 x float> %t125_c8_092, ptr %arena93, align 4
   %t125_c8_194 = load <16 x float>, ptr %conv2.t125_c8_1, align 64
-  %365 = mul nsw i64 %0, 3136
-  %366 = add nsw i64 868864, %365
-  %367 = mul nsw i64 %1, 32
-  %368 = add nsw i64 %366, %367
-  %369 = mul nsw i64 %conv2.mb1242, 14
-  %370 = add nsw i64 %369, 8
-  %371 = mul nsw i64 %370, 64
-  %372 = add nsw i64 %368, %371
-  %373 = mul nsw i64 %conv2.nb1231, 32
-  %374 = add nsw i64 %372, %373
-  %375 = add nsw i64 %374, 16
-  %arena95 = getelementptr inbounds float, ptr %arena, i64 %375
+  %363 = mul nsw i64 %0, 3136
+  %364 = add nsw i64 868864, %363
+  %365 = mul nsw i64 %1, 32
+  %366 = add nsw i64 %364, %365
+  %367 = mul nsw i64 %conv2.mb1242, 14
+  %368 = add nsw i64 %367, 8
+  %369 = mul nsw i64 %368, 64
+  %370 = add nsw i64 %366, %369
+  %371 = mul nsw i64 %conv2.nb1231, 32
+  %372 = add nsw i64 %370, %371
+  %373 = add nsw i64 %372, 16
+  %arena95 = getelementptr inbounds float, ptr %arena, i64 %373
   store <16 x float> %t125_c8_194, ptr %arena95, align 4
   %t125_c9_096 = load <16 x float>, ptr %conv2.t125_c9_0, align 64
-  %376 = mul nsw i64 %0, 3136
-  %377 = add nsw i64 868864, %376
-  %378 = mul nsw i64 %1, 32
-  %379 = add nsw i64 %377, %378
-  %380 = mul nsw i64 %conv2.mb1242, 14
-  %381 = add nsw i64 %380, 9
-  %382 = mul nsw i64 %381, 64
-  %383 = add nsw i64 %379, %382
-  %384 = mul nsw i64 %conv2.nb1231, 32
-  %385 = add nsw i64 %383, %384
-  %arena97 = getelementptr inbounds float, ptr %arena, i64 %385
+  %374 = mul nsw i64 %0, 3136
+  %375 = add nsw i64 868864, %374
+  %376 = mul nsw i64 %1, 32
+  %377 = add nsw i64 %375, %376
+  %378 = mul nsw i64 %conv2.mb1242, 14
+  %379 = add nsw i64 %378, 9
+  %380 = mul nsw i64 %379, 64
+  %381 = add nsw i64 %377, %380
+  %382 = mul nsw i64 %conv2.nb1231, 32
+  %383 = add nsw i64 %381, %382
+  %arena97 = getelementptr inbounds float, ptr %arena, i64 %383
   store <16 x float> %t125_c9_096, ptr %arena97, align 4
   %t125_c9_198 = load <16 x float>, ptr %conv2.t125_c9_1, align 64
-  %386 = mul nsw i64 %0, 3136
-  %387 = add nsw i64 868864, %386
-  %388 = mul nsw i64 %1, 32
-  %389 = add nsw i64 %387, %388
-  %390 = mul nsw i64 %conv2.mb1242, 14
-  %391 = add nsw i64 %390, 9
-  %392 = mul nsw i64 %391, 64
-  %393 = add nsw i64 %389, %392
-  %394 = mul nsw i64 %conv2.nb1231, 32
-  %395 = add nsw i64 %393, %394
-  %396 = add nsw i64 %395, 16
-  %arena99 = getelementptr inbounds float, ptr %arena, i64 %396
+  %384 = mul nsw i64 %0, 3136
+  %385 = add nsw i64 868864, %384
+  %386 = mul nsw i64 %1, 32
+  %387 = add nsw i64 %385, %386
+  %388 = mul nsw i64 %conv2.mb1242, 14
+  %389 = add nsw i64 %388, 9
+  %390 = mul nsw i64 %389, 64
+  %391 = add nsw i64 %387, %390
+  %392 = mul nsw i64 %conv2.nb1231, 32
+  %393 = add nsw i64 %391, %392
+  %394 = add nsw i64 %393, 16
+  %arena99 = getelementptr inbounds float, ptr %arena, i64 %394
   store <16 x float> %t125_c9_198, ptr %arena99, align 4
   %t125_c10_0100 = load <16 x float>, ptr %conv2.t125_c10_0, align 64
-  %397 = mul nsw i64 %0, 3136
-  %398 = add nsw i64 868864, %397
-  %399 = mul nsw i64 %1, 32
-  %400 = add nsw i64 %398, %399
-  %401 = mul nsw i64 %conv2.mb1242, 14
-  %402 = add nsw i64 %401, 10
-  %403 = mul nsw i64 %402, 64
-  %404 = add nsw i64 %400, %403
-  %405 = mul nsw i64 %conv2.nb1231, 32
-  %406 = add nsw i64 %404, %405
-  %arena101 = getelementptr inbounds float, ptr %arena, i64 %406
+  %395 = mul nsw i64 %0, 3136
+  %396 = add nsw i64 868864, %395
+  %397 = mul nsw i64 %1, 32
+  %398 = add nsw i64 %396, %397
+  %399 = mul nsw i64 %conv2.mb1242, 14
+  %400 = add nsw i64 %399, 10
+  %401 = mul nsw i64 %400, 64
+  %402 = add nsw i64 %398, %401
+  %403 = mul nsw i64 %conv2.nb1231, 32
+  %404 = add nsw i64 %402, %403
+  %arena101 = getelementptr inbounds float, ptr %arena, i64 %404
   store <16 x float> %t125_c10_0100, ptr %arena101, align 4
   %t125_c10_1102 = load <16 x float>, ptr %conv2.t125_c10_1, align 64
-  %407 = mul nsw i64 %0, 3136
-  %408 = add nsw i64 868864, %407
-  %409 = mul nsw i64 %1, 32
-  %410 = add nsw i64 %408, %409
-  %411 = mul nsw i64 %conv2.mb1242, 14
-  %412 = add nsw i64 %411, 10
-  %413 = mul nsw i64 %412, 64
-  %414 = add nsw i64 %410, %413
-  %415 = mul nsw i64 %conv2.nb1231, 32
-  %416 = add nsw i64 %414, %415
-  %417 = add nsw i64 %416, 16
-  %arena103 = getelementptr inbounds float, ptr %arena, i64 %417
+  %405 = mul nsw i64 %0, 3136
+  %406 = add nsw i64 868864, %405
+  %407 = mul nsw i64 %1, 32
+  %408 = add nsw i64 %406, %407
+  %409 = mul nsw i64 %conv2.mb1242, 14
+  %410 = add nsw i64 %409, 10
+  %411 = mul nsw i64 %410, 64
+  %412 = add nsw i64 %408, %411
+  %413 = mul nsw i64 %conv2.nb1231, 32
+  %414 = add nsw i64 %412, %413
+  %415 = add nsw i64 %414, 16
+  %arena103 = getelementptr inbounds float, ptr %arena, i64 %415
   store <16 x float> %t125_c10_1102, ptr %arena103, align 4
   %t125_c11_0104 = load <16 x float>, ptr %conv2.t125_c11_0, align 64
-  %418 = mul nsw i64 %0, 3136
-  %419 = add nsw i64 868864, %418
-  %420 = mul nsw i64 %1, 32
-  %421 = add nsw i64 %419, %420
-  %422 = mul nsw i64 %conv2.mb1242, 14
-  %423 = add nsw i64 %422, 11
-  %424 = mul nsw i64 %423, 64
-  %425 = add nsw i64 %421, %424
-  %426 = mul nsw i64 %conv2.nb1231, 32
-  %427 = add nsw i64 %425, %426
-  %arena105 = getelementptr inbounds float, ptr %arena, i64 %427
+  %416 = mul nsw i64 %0, 3136
+  %417 = add nsw i64 868864, %416
+  %418 = mul nsw i64 %1, 32
+  %419 = add nsw i64 %417, %418
+  %420 = mul nsw i64 %conv2.mb1242, 14
+  %421 = add nsw i64 %420, 11
+  %422 = mul nsw i64 %421, 64
+  %423 = add nsw i64 %419, %422
+  %424 = mul nsw i64 %conv2.nb1231, 32
+  %425 = add nsw i64 %423, %424
+  %arena105 = getelementptr inbounds float, ptr %arena, i64 %425
   store <16 x float> %t125_c11_0104, ptr %arena105, align 4
   %t125_c11_1106 = load <16 x float>, ptr %conv2.t125_c11_1, align 64
-  %428 = mul nsw i64 %0, 3136
-  %429 = add nsw i64 868864, %428
-  %430 = mul nsw i64 %1, 32
-  %431 = add nsw i64 %429, %430
-  %432 = mul nsw i64 %conv2.mb1242, 14
-  %433 = add nsw i64 %432, 11
-  %434 = mul nsw i64 %433, 64
-  %435 = add nsw i64 %431, %434
-  %436 = mul nsw i64 %conv2.nb1231, 32
-  %437 = add nsw i64 %435, %436
-  %438 = add nsw i64 %437, 16
-  %arena107 = getelementptr inbounds float, ptr %arena, i64 %438
+  %426 = mul nsw i64 %0, 3136
+  %427 = add nsw i64 868864, %426
+  %428 = mul nsw i64 %1, 32
+  %429 = add nsw i64 %427, %428
+  %430 = mul nsw i64 %conv2.mb1242, 14
+  %431 = add nsw i64 %430, 11
+  %432 = mul nsw i64 %431, 64
+  %433 = add nsw i64 %429, %432
+  %434 = mul nsw i64 %conv2.nb1231, 32
+  %435 = add nsw i64 %433, %434
+  %436 = add nsw i64 %435, 16
+  %arena107 = getelementptr inbounds float, ptr %arena, i64 %436
   store <16 x float> %t125_c11_1106, ptr %arena107, align 4
   %t125_c12_0108 = load <16 x float>, ptr %conv2.t125_c12_0, align 64
-  %439 = mul nsw i64 %0, 3136
-  %440 = add nsw i64 868864, %439
-  %441 = mul nsw i64 %1, 32
-  %442 = add nsw i64 %440, %441
-  %443 = mul nsw i64 %conv2.mb1242, 14
-  %444 = add nsw i64 %443, 12
-  %445 = mul nsw i64 %444, 64
-  %446 = add nsw i64 %442, %445
-  %447 = mul nsw i64 %conv2.nb1231, 32
-  %448 = add nsw i64 %446, %447
-  %arena109 = getelementptr inbounds float, ptr %arena, i64 %448
+  %437 = mul nsw i64 %0, 3136
+  %438 = add nsw i64 868864, %437
+  %439 = mul nsw i64 %1, 32
+  %440 = add nsw i64 %438, %439
+  %441 = mul nsw i64 %conv2.mb1242, 14
+  %442 = add nsw i64 %441, 12
+  %443 = mul nsw i64 %442, 64
+  %444 = add nsw i64 %440, %443
+  %445 = mul nsw i64 %conv2.nb1231, 32
+  %446 = add nsw i64 %444, %445
+  %arena109 = getelementptr inbounds float, ptr %arena, i64 %446
   store <16 x float> %t125_c12_0108, ptr %arena109, align 4
   %t125_c12_1110 = load <16 x float>, ptr %conv2.t125_c12_1, align 64
-  %449 = mul nsw i64 %0, 3136
-  %450 = add nsw i64 868864, %449
-  %451 = mul nsw i64 %1, 32
-  %452 = add nsw i64 %450, %451
-  %453 = mul nsw i64 %conv2.mb1242, 14
-  %454 = add nsw i64 %453, 12
-  %455 = mul nsw i64 %454, 64
-  %456 = add nsw i64 %452, %455
-  %457 = mul nsw i64 %conv2.nb1231, 32
-  %458 = add nsw i64 %456, %457
-  %459 = add nsw i64 %458, 16
-  %arena111 = getelementptr inbounds float, ptr %arena, i64 %459
+  %447 = mul nsw i64 %0, 3136
+  %448 = add nsw i64 868864, %447
+  %449 = mul nsw i64 %1, 32
+  %450 = add nsw i64 %448, %449
+  %451 = mul nsw i64 %conv2.mb1242, 14
+  %452 = add nsw i64 %451, 12
+  %453 = mul nsw i64 %452, 64
+  %454 = add nsw i64 %450, %453
+  %455 = mul nsw i64 %conv2.nb1231, 32
+  %456 = add nsw i64 %454, %455
+  %457 = add nsw i64 %456, 16
+  %arena111 = getelementptr inbounds float, ptr %arena, i64 %457
   store <16 x float> %t125_c12_1110, ptr %arena111, align 4
   %t125_c13_0112 = load <16 x float>, ptr %conv2.t125_c13_0, align 64
-  %460 = mul nsw i64 %0, 3136
-  %461 = add nsw i64 868864, %460
-  %462 = mul nsw i64 %1, 32
-  %463 = add nsw i64 %461, %462
-  %464 = mul nsw i64 %conv2.mb1242, 14
-  %465 = add nsw i64 %464, 13
-  %466 = mul nsw i64 %465, 64
-  %467 = add nsw i64 %463, %466
-  %468 = mul nsw i64 %conv2.nb1231, 32
-  %469 = add nsw i64 %467, %468
-  %arena113 = getelementptr inbounds float, ptr %arena, i64 %469
+  %458 = mul nsw i64 %0, 3136
+  %459 = add nsw i64 868864, %458
+  %460 = mul nsw i64 %1, 32
+  %461 = add nsw i64 %459, %460
+  %462 = mul nsw i64 %conv2.mb1242, 14
+  %463 = add nsw i64 %462, 13
+  %464 = mul nsw i64 %463, 64
+  %465 = add nsw i64 %461, %464
+  %466 = mul nsw i64 %conv2.nb1231, 32
+  %467 = add nsw i64 %465, %466
+  %arena113 = getelementptr inbounds float, ptr %arena, i64 %467
   store <16 x float> %t125_c13_0112, ptr %arena113, align 4
   %t125_c13_1114 = load <16 x float>, ptr %conv2.t125_c13_1, align 64
-  %470 = mul nsw i64 %0, 3136
-  %471 = add nsw i64 868864, %470
-  %472 = mul nsw i64 %1, 32
-  %473 = add nsw i64 %471, %472
-  %474 = mul nsw i64 %conv2.mb1242, 14
-  %475 = add nsw i64 %474, 13
-  %476 = mul nsw i64 %475, 64
-  %477 = add nsw i64 %473, %476
-  %478 = mul nsw i64 %conv2.nb1231, 32
-  %479 = add nsw i64 %477, %478
-  %480 = add nsw i64 %479, 16
-  %arena115 = getelementptr inbounds float, ptr %arena, i64 %480
+  %468 = mul nsw i64 %0, 3136
+  %469 = add nsw i64 868864, %468
+  %470 = mul nsw i64 %1, 32
+  %471 = add nsw i64 %469, %470
+  %472 = mul nsw i64 %conv2.mb1242, 14
+  %473 = add nsw i64 %472, 13
+  %474 = mul nsw i64 %473, 64
+  %475 = add nsw i64 %471, %474
+  %476 = mul nsw i64 %conv2.nb1231, 32
+  %477 = add nsw i64 %475, %476
+  %478 = add nsw i64 %477, 16
+  %arena115 = getelementptr inbounds float, ptr %arena, i64 %478
   store <16 x float> %t125_c13_1114, ptr %arena115, align 4
   %mb124.next = add nsw i64 %conv2.mb1242, 1
-  %481 = icmp slt i64 %mb124.next, 3
-  br i1 %481, label %conv2.mb124, label %conv2.mb124.end
+  %479 = icmp slt i64 %mb124.next, 3
+  br i1 %479, label %conv2.mb124, label %conv2.mb124.end
 
 conv2.k128:                                       ; preds = %conv2.k128, %conv2.mb124.end
   %conv2.k128116 = phi i64 [ 0, %conv2.mb124.end ], [ %k128.next, %conv2.k128 ]
-  %482 = mul nsw i64 %0, 2048
-  %483 = add nsw i64 1344720, %482
-  %484 = mul nsw i64 %1, 32
-  %485 = add nsw i64 %483, %484
-  %486 = mul nsw i64 %conv2.k128116, 64
-  %487 = add nsw i64 %485, %486
-  %488 = mul nsw i64 %conv2.nb1231, 32
-  %489 = add nsw i64 %487, %488
-  %arena117 = getelementptr inbounds float, ptr %arena, i64 %489
-  %490 = load <16 x float>, ptr %arena117, align 4
-  store <16 x float> %490, ptr %conv2.t127_b0, align 64
-  %491 = mul nsw i64 %0, 2048
-  %492 = add nsw i64 1344720, %491
-  %493 = mul nsw i64 %1, 32
+  %480 = mul nsw i64 %0, 2048
+  %481 = mul nsw i64 %1, 32
+  %482 = add nsw i64 %480, %481
+  %483 = mul nsw i64 %conv2.k128116, 64
+  %484 = add nsw i64 %482, %483
+  %485 = mul nsw i64 %conv2.nb1231, 32
+  %486 = add nsw i64 %484, %485
+  %prepared117 = getelementptr inbounds float, ptr %prepared, i64 %486
+  %487 = load <16 x float>, ptr %prepared117, align 4
+  store <16 x float> %487, ptr %conv2.t127_b0, align 64
+  %488 = mul nsw i64 %0, 2048
+  %489 = mul nsw i64 %1, 32
+  %490 = add nsw i64 %488, %489
+  %491 = mul nsw i64 %conv2.k128116, 64
+  %492 = add nsw i64 %490, %491
+  %493 = mul nsw i64 %conv2.nb1231, 32
   %494 = add nsw i64 %492, %493
-  %495 = mul nsw i64 %conv2.k128116, 64
-  %496 = add nsw i64 %494, %495
-  %497 = mul nsw i64 %conv2.nb1231, 32
-  %498 = add nsw i64 %496, %497
-  %499 = add nsw i64 %498, 16
-  %arena118 = getelementptr inbounds float, ptr %arena, i64 %499
-  %500 = load <16 x float>, ptr %arena118, align 4
-  store <16 x float> %500, ptr %conv2.t127_b1, align 64
-  %501 = mul nsw i64 %0, 1568
-  %502 = add nsw i64 843776, %501
-  %503 = add nsw i64 %502, 1344
-  %504 = add nsw i64 %503, %conv2.k128116
-  %arena119 = getelementptr inbounds float, ptr %arena, i64 %504
-  %505 = load float, ptr %arena119, align 4
-  %506 = insertelement <16 x float> undef, float %505, i32 0
-  %507 = shufflevector <16 x float> %506, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %507, ptr %conv2.t127_a0, align 64
+  %495 = add nsw i64 %494, 16
+  %prepared118 = getelementptr inbounds float, ptr %prepared, i64 %495
+  %496 = load <16 x float>, ptr %prepared118, align 4
+  store <16 x float> %496, ptr %conv2.t127_b1, align 64
+  %497 = mul nsw i64 %0, 1568
+  %498 = add nsw i64 843776, %497
+  %499 = add nsw i64 %498, 1344
+  %500 = add nsw i64 %499, %conv2.k128116
+  %arena119 = getelementptr inbounds float, ptr %arena, i64 %500
+  %501 = load float, ptr %arena119, align 4
+  %502 = insertelement <16 x float> undef, float %501, i32 0
+  %503 = shufflevector <16 x float> %502, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %503, ptr %conv2.t127_a0, align 64
   %t127_a0 = load <16 x float>, ptr %conv2.t127_a0, align 64
   %t127_b0 = load <16 x float>, ptr %conv2.t127_b0, align 64
   %t127_c0_0 = load <16 x float>, ptr %conv2.t127_c0_0, align 64
-  %508 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t127_a0, <16 x float> %t127_b0, <16 x float> %t127_c0_0)
-  store <16 x float> %508, ptr %conv2.t127_c0_0, align 64
+  %504 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t127_a0, <16 x float> %t127_b0, <16 x float> %t127_c0_0)
+  store <16 x float> %504, ptr %conv2.t127_c0_0, align 64
   %t127_a0120 = load <16 x float>, ptr %conv2.t127_a0, align 64
   %t127_b1 = load <16 x float>, ptr %conv2.t127_b1, align 64
   %t127_c0_1 = load <16 x float>, ptr %conv2.t127_c0_1, align 64
-  %509 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t127_a0120, <16 x float> %t127_b1, <16 x float> %t127_c0_1)
-  store <16 x float> %509, ptr %conv2.t127_c0_1, align 64
-  %510 = mul nsw i64 %0, 1568
-  %511 = add nsw i64 843776, %510
-  %512 = add nsw i64 %511, 1376
-  %513 = add nsw i64 %512, %conv2.k128116
-  %arena121 = getelementptr inbounds float, ptr %arena, i64 %513
-  %514 = load float, ptr %arena121, align 4
-  %515 = insertelement <16 x float> undef, float %514, i32 0
-  %516 = shufflevector <16 x float> %515, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %516, ptr %conv2.t127_a1, align 64
+  %505 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t127_a0120, <16 x float> %t127_b1, <16 x float> %t127_c0_1)
+  store <16 x float> %505, ptr %conv2.t127_c0_1, align 64
+  %506 = mul nsw i64 %0, 1568
+  %507 = add nsw i64 843776, %506
+  %508 = add nsw i64 %507, 1376
+  %509 = add nsw i64 %508, %conv2.k128116
+  %arena121 = getelementptr inbounds float, ptr %arena, i64 %509
+  %510 = load float, ptr %arena121, align 4
+  %511 = insertelement <16 x float> undef, float %510, i32 0
+  %512 = shufflevector <16 x float> %511, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %512, ptr %conv2.t127_a1, align 64
   %t127_a1 = load <16 x float>, ptr %conv2.t127_a1, align 64
   %t127_b0122 = load <16 x float>, ptr %conv2.t127_b0, align 64
   %t127_c1_0 = load <16 x float>, ptr %conv2.t127_c1_0, align 64
-  %517 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t127_a1, <16 x float> %t127_b0122, <16 x float> %t127_c1_0)
-  store <16 x float> %517, ptr %conv2.t127_c1_0, align 64
+  %513 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t127_a1, <16 x float> %t127_b0122, <16 x float> %t127_c1_0)
+  store <16 x float> %513, ptr %conv2.t127_c1_0, align 64
   %t127_a1123 = load <16 x float>, ptr %conv2.t127_a1, align 64
   %t127_b1124 = load <16 x float>, ptr %conv2.t127_b1, align 64
   %t127_c1_1 = load <16 x float>, ptr %conv2.t127_c1_1, align 64
-  %518 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t127_a1123, <16 x float> %t127_b1124, <16 x float> %t127_c1_1)
-  store <16 x float> %518, ptr %conv2.t127_c1_1, align 64
-  %519 = mul nsw i64 %0, 1568
-  %520 = add nsw i64 843776, %519
-  %521 = add nsw i64 %520, 1408
-  %522 = add nsw i64 %521, %conv2.k128116
-  %arena125 = getelementptr inbounds float, ptr %arena, i64 %522
-  %523 = load float, ptr %arena125, align 4
-  %524 = insertelement <16 x float> undef, float %523, i32 0
-  %525 = shufflevector <16 x float> %524, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %525, ptr %conv2.t127_a2, align 64
+  %514 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t127_a1123, <16 x float> %t127_b1124, <16 x float> %t127_c1_1)
+  store <16 x float> %514, ptr %conv2.t127_c1_1, align 64
+  %515 = mul nsw i64 %0, 1568
+  %516 = add nsw i64 843776, %515
+  %517 = add nsw i64 %516, 1408
+  %518 = add nsw i64 %517, %conv2.k128116
+  %arena125 = getelementptr inbounds float, ptr %arena, i64 %518
+  %519 = load float, ptr %arena125, align 4
+  %520 = insertelement <16 x float> undef, float %519, i32 0
+  %521 = shufflevector <16 x float> %520, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %521, ptr %conv2.t127_a2, align 64
   %t127_a2 = load <16 x float>, ptr %conv2.t127_a2, align 64
   %t127_b0126 = load <16 x float>, ptr %conv2.t127_b0, align 64
   %t127_c2_0 = load <16 x float>, ptr %conv2.t127_c2_0, align 64
-  %526 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t127_a2, <16 x float> %t127_b0126, <16 x float> %t127_c2_0)
-  store <16 x float> %526, ptr %conv2.t127_c2_0, align 64
+  %522 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t127_a2, <16 x float> %t127_b0126, <16 x float> %t127_c2_0)
+  store <16 x float> %522, ptr %conv2.t127_c2_0, align 64
   %t127_a2127 = load <16 x float>, ptr %conv2.t127_a2, align 64
   %t127_b1128 = load <16 x float>, ptr %conv2.t127_b1, align 64
   %t127_c2_1 = load <16 x float>, ptr %conv2.t127_c2_1, align 64
-  %527 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t127_a2127, <16 x float> %t127_b1128, <16 x float> %t127_c2_1)
-  store <16 x float> %527, ptr %conv2.t127_c2_1, align 64
-  %528 = mul nsw i64 %0, 1568
-  %529 = add nsw i64 843776, %528
-  %530 = add nsw i64 %529, 1440
-  %531 = add nsw i64 %530, %conv2.k128116
-  %arena129 = getelementptr inbounds float, ptr %arena, i64 %531
-  %532 = load float, ptr %arena129, align 4
-  %533 = insertelement <16 x float> undef, float %532, i32 0
-  %534 = shufflevector <16 x float> %533, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %534, ptr %conv2.t127_a3, align 64
+  %523 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t127_a2127, <16 x float> %t127_b1128, <16 x float> %t127_c2_1)
+  store <16 x float> %523, ptr %conv2.t127_c2_1, align 64
+  %524 = mul nsw i64 %0, 1568
+  %525 = add nsw i64 843776, %524
+  %526 = add nsw i64 %525, 1440
+  %527 = add nsw i64 %526, %conv2.k128116
+  %arena129 = getelementptr inbounds float, ptr %arena, i64 %527
+  %528 = load float, ptr %arena129, align 4
+  %529 = insertelement <16 x float> undef, float %528, i32 0
+  %530 = shufflevector <16 x float> %529, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %530, ptr %conv2.t127_a3, align 64
   %t127_a3 = load <16 x float>, ptr %conv2.t127_a3, align 64
   %t127_b0130 = load <16 x float>, ptr %conv2.t127_b0, align 64
   %t127_c3_0 = load <16 x float>, ptr %conv2.t127_c3_0, align 64
-  %535 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t127_a3, <16 x float> %t127_b0130, <16 x float> %t127_c3_0)
-  store <16 x float> %535, ptr %conv2.t127_c3_0, align 64
+  %531 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t127_a3, <16 x float> %t127_b0130, <16 x float> %t127_c3_0)
+  store <16 x float> %531, ptr %conv2.t127_c3_0, align 64
   %t127_a3131 = load <16 x float>, ptr %conv2.t127_a3, align 64
   %t127_b1132 = load <16 x float>, ptr %conv2.t127_b1, align 64
   %t127_c3_1 = load <16 x float>, ptr %conv2.t127_c3_1, align 64
-  %536 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t127_a3131, <16 x float> %t127_b1132, <16 x float> %t127_c3_1)
-  store <16 x float> %536, ptr %conv2.t127_c3_1, align 64
-  %537 = mul nsw i64 %0, 1568
-  %538 = add nsw i64 843776, %537
-  %539 = add nsw i64 %538, 1472
-  %540 = add nsw i64 %539, %conv2.k128116
-  %arena133 = getelementptr inbounds float, ptr %arena, i64 %540
-  %541 = load float, ptr %arena133, align 4
-  %542 = insertelement <16 x float> undef, float %541, i32 0
-  %543 = shufflevector <16 x float> %542, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %543, ptr %conv2.t127_a4, align 64
+  %532 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t127_a3131, <16 x float> %t127_b1132, <16 x float> %t127_c3_1)
+  store <16 x float> %532, ptr %conv2.t127_c3_1, align 64
+  %533 = mul nsw i64 %0, 1568
+  %534 = add nsw i64 843776, %533
+  %535 = add nsw i64 %534, 1472
+  %536 = add nsw i64 %535, %conv2.k128116
+  %arena133 = getelementptr inbounds float, ptr %arena, i64 %536
+  %537 = load float, ptr %arena133, align 4
+  %538 = insertelement <16 x float> undef, float %537, i32 0
+  %539 = shufflevector <16 x float> %538, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %539, ptr %conv2.t127_a4, align 64
   %t127_a4 = load <16 x float>, ptr %conv2.t127_a4, align 64
   %t127_b0134 = load <16 x float>, ptr %conv2.t127_b0, align 64
   %t127_c4_0 = load <16 x float>, ptr %conv2.t127_c4_0, align 64
-  %544 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t127_a4, <16 x float> %t127_b0134, <16 x float> %t127_c4_0)
-  store <16 x float> %544, ptr %conv2.t127_c4_0, align 64
+  %540 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t127_a4, <16 x float> %t127_b0134, <16 x float> %t127_c4_0)
+  store <16 x float> %540, ptr %conv2.t127_c4_0, align 64
   %t127_a4135 = load <16 x float>, ptr %conv2.t127_a4, align 64
   %t127_b1136 = load <16 x float>, ptr %conv2.t127_b1, align 64
   %t127_c4_1 = load <16 x float>, ptr %conv2.t127_c4_1, align 64
-  %545 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t127_a4135, <16 x float> %t127_b1136, <16 x float> %t127_c4_1)
-  store <16 x float> %545, ptr %conv2.t127_c4_1, align 64
-  %546 = mul nsw i64 %0, 1568
-  %547 = add nsw i64 843776, %546
-  %548 = add nsw i64 %547, 1504
-  %549 = add nsw i64 %548, %conv2.k128116
-  %arena137 = getelementptr inbounds float, ptr %arena, i64 %549
-  %550 = load float, ptr %arena137, align 4
-  %551 = insertelement <16 x float> undef, float %550, i32 0
-  %552 = shufflevector <16 x float> %551, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %552, ptr %conv2.t127_a5, align 64
+  %541 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t127_a4135, <16 x float> %t127_b1136, <16 x float> %t127_c4_1)
+  store <16 x float> %541, ptr %conv2.t127_c4_1, align 64
+  %542 = mul nsw i64 %0, 1568
+  %543 = add nsw i64 843776, %542
+  %544 = add nsw i64 %543, 1504
+  %545 = add nsw i64 %544, %conv2.k128116
+  %arena137 = getelementptr inbounds float, ptr %arena, i64 %545
+  %546 = load float, ptr %arena137, align 4
+  %547 = insertelement <16 x float> undef, float %546, i32 0
+  %548 = shufflevector <16 x float> %547, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %548, ptr %conv2.t127_a5, align 64
   %t127_a5 = load <16 x float>, ptr %conv2.t127_a5, align 64
   %t127_b0138 = load <16 x float>, ptr %conv2.t127_b0, align 64
   %t127_c5_0 = load <16 x float>, ptr %conv2.t127_c5_0, align 64
-  %553 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t127_a5, <16 x float> %t127_b0138, <16 x float> %t127_c5_0)
-  store <16 x float> %553, ptr %conv2.t127_c5_0, align 64
+  %549 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t127_a5, <16 x float> %t127_b0138, <16 x float> %t127_c5_0)
+  store <16 x float> %549, ptr %conv2.t127_c5_0, align 64
   %t127_a5139 = load <16 x float>, ptr %conv2.t127_a5, align 64
   %t127_b1140 = load <16 x float>, ptr %conv2.t127_b1, align 64
   %t127_c5_1 = load <16 x float>, ptr %conv2.t127_c5_1, align 64
-  %554 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t127_a5139, <16 x float> %t127_b1140, <16 x float> %t127_c5_1)
-  store <16 x float> %554, ptr %conv2.t127_c5_1, align 64
-  %555 = mul nsw i64 %0, 1568
-  %556 = add nsw i64 843776, %555
-  %557 = add nsw i64 %556, 1536
-  %558 = add nsw i64 %557, %conv2.k128116
-  %arena141 = getelementptr inbounds float, ptr %arena, i64 %558
-  %559 = load float, ptr %arena141, align 4
-  %560 = insertelement <16 x float> undef, float %559, i32 0
-  %561 = shufflevector <16 x float> %560, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %561, ptr %conv2.t127_a6, align 64
+  %550 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t127_a5139, <16 x float> %t127_b1140, <16 x float> %t127_c5_1)
+  store <16 x float> %550, ptr %conv2.t127_c5_1, align 64
+  %551 = mul nsw i64 %0, 1568
+  %552 = add nsw i64 843776, %551
+  %553 = add nsw i64 %552, 1536
+  %554 = add nsw i64 %553, %conv2.k128116
+  %arena141 = getelementptr inbounds float, ptr %arena, i64 %554
+  %555 = load float, ptr %arena141, align 4
+  %556 = insertelement <16 x float> undef, float %555, i32 0
+  %557 = shufflevector <16 x float> %556, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %557, ptr %conv2.t127_a6, align 64
   %t127_a6 = load <16 x float>, ptr %conv2.t127_a6, align 64
   %t127_b0142 = load <16 x float>, ptr %conv2.t127_b0, align 64
   %t127_c6_0 = load <16 x float>, ptr %conv2.t127_c6_0, align 64
-  %562 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t127_a6, <16 x float> %t127_b0142, <16 x float> %t127_c6_0)
-  store <16 x float> %562, ptr %conv2.t127_c6_0, align 64
+  %558 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t127_a6, <16 x float> %t127_b0142, <16 x float> %t127_c6_0)
+  store <16 x float> %558, ptr %conv2.t127_c6_0, align 64
   %t127_a6143 = load <16 x float>, ptr %conv2.t127_a6, align 64
   %t127_b1144 = load <16 x float>, ptr %conv2.t127_b1, align 64
   %t127_c6_1 = load <16 x float>, ptr %conv2.t127_c6_1, align 64
-  %563 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t127_a6143, <16 x float> %t127_b1144, <16 x float> %t127_c6_1)
-  store <16 x float> %563, ptr %conv2.t127_c6_1, align 64
+  %559 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t127_a6143, <16 x float> %t127_b1144, <16 x float> %t127_c6_1)
+  store <16 x float> %559, ptr %conv2.t127_c6_1, align 64
   %k128.next = add nsw i64 %conv2.k128116, 1
-  %564 = icmp slt i64 %k128.next, 32
-  br i1 %564, label %conv2.k128, label %conv2.k128.end
+  %560 = icmp slt i64 %k128.next, 32
+  br i1 %560, label %conv2.k128, label %conv2.k128.end
 
 conv2.k128.end:                                   ; preds = %conv2.k128
   %t127_c0_0145 = load <16 x float>, ptr %conv2.t127_c0_0, align 64
-  %565 = mul nsw i64 %0, 3136
-  %566 = add nsw i64 868864, %565
-  %567 = mul nsw i64 %1, 32
-  %568 = add nsw i64 %566, %567
-  %569 = add nsw i64 %568, 2688
-  %570 = mul nsw i64 %conv2.nb1231, 32
-  %571 = add nsw i64 %569, %570
-  %arena146 = getelementptr inbounds float, ptr %arena, i64 %571
+  %561 = mul nsw i64 %0, 3136
+  %562 = add nsw i64 868864, %561
+  %563 = mul nsw i64 %1, 32
+  %564 = add nsw i64 %562, %563
+  %565 = add nsw i64 %564, 2688
+  %566 = mul nsw i64 %conv2.nb1231, 32
+  %567 = add nsw i64 %565, %566
+  %arena146 = getelementptr inbounds float, ptr %arena, i64 %567
   store <16 x float> %t127_c0_0145, ptr %arena146, align 4
   %t127_c0_1147 = load <16 x float>, ptr %conv2.t127_c0_1, align 64
-  %572 = mul nsw i64 %0, 3136
-  %573 = add nsw i64 868864, %572
-  %574 = mul nsw i64 %1, 32
-  %575 = add nsw i64 %573, %574
-  %576 = add nsw i64 %575, 2688
-  %577 = mul nsw i64 %conv2.nb1231, 32
-  %578 = add nsw i64 %576, %577
-  %579 = add nsw i64 %578, 16
-  %arena148 = getelementptr inbounds float, ptr %arena, i64 %579
+  %568 = mul nsw i64 %0, 3136
+  %569 = add nsw i64 868864, %568
+  %570 = mul nsw i64 %1, 32
+  %571 = add nsw i64 %569, %570
+  %572 = add nsw i64 %571, 2688
+  %573 = mul nsw i64 %conv2.nb1231, 32
+  %574 = add nsw i64 %572, %573
+  %575 = add nsw i64 %574, 16
+  %arena148 = getelementptr inbounds float, ptr %arena, i64 %575
   store <16 x float> %t127_c0_1147, ptr %arena148, align 4
   %t127_c1_0149 = load <16 x float>, ptr %conv2.t127_c1_0, align 64
-  %580 = mul nsw i64 %0, 3136
-  %581 = add nsw i64 868864, %580
-  %582 = mul nsw i64 %1, 32
-  %583 = add nsw i64 %581, %582
-  %584 = add nsw i64 %583, 2752
-  %585 = mul nsw i64 %conv2.nb1231, 32
-  %586 = add nsw i64 %584, %585
-  %arena150 = getelementptr inbounds float, ptr %arena, i64 %586
+  %576 = mul nsw i64 %0, 3136
+  %577 = add nsw i64 868864, %576
+  %578 = mul nsw i64 %1, 32
+  %579 = add nsw i64 %577, %578
+  %580 = add nsw i64 %579, 2752
+  %581 = mul nsw i64 %conv2.nb1231, 32
+  %582 = add nsw i64 %580, %581
+  %arena150 = getelementptr inbounds float, ptr %arena, i64 %582
   store <16 x float> %t127_c1_0149, ptr %arena150, align 4
   %t127_c1_1151 = load <16 x float>, ptr %conv2.t127_c1_1, align 64
-  %587 = mul nsw i64 %0, 3136
-  %588 = add nsw i64 868864, %587
-  %589 = mul nsw i64 %1, 32
-  %590 = add nsw i64 %588, %589
-  %591 = add nsw i64 %590, 2752
-  %592 = mul nsw i64 %conv2.nb1231, 32
-  %593 = add nsw i64 %591, %592
-  %594 = add nsw i64 %593, 16
-  %arena152 = getelementptr inbounds float, ptr %arena, i64 %594
+  %583 = mul nsw i64 %0, 3136
+  %584 = add nsw i64 868864, %583
+  %585 = mul nsw i64 %1, 32
+  %586 = add nsw i64 %584, %585
+  %587 = add nsw i64 %586, 2752
+  %588 = mul nsw i64 %conv2.nb1231, 32
+  %589 = add nsw i64 %587, %588
+  %590 = add nsw i64 %589, 16
+  %arena152 = getelementptr inbounds float, ptr %arena, i64 %590
   store <16 x float> %t127_c1_1151, ptr %arena152, align 4
   %t127_c2_0153 = load <16 x float>, ptr %conv2.t127_c2_0, align 64
-  %595 = mul nsw i64 %0, 3136
-  %596 = add nsw i64 868864, %595
-  %597 = mul nsw i64 %1, 32
-  %598 = add nsw i64 %596, %597
-  %599 = add nsw i64 %598, 2816
-  %600 = mul nsw i64 %conv2.nb1231, 32
-  %601 = add nsw i64 %599, %600
-  %arena154 = getelementptr inbounds float, ptr %arena, i64 %601
+  %591 = mul nsw i64 %0, 3136
+  %592 = add nsw i64 868864, %591
+  %593 = mul nsw i64 %1, 32
+  %594 = add nsw i64 %592, %593
+  %595 = add nsw i64 %594, 2816
+  %596 = mul nsw i64 %conv2.nb1231, 32
+  %597 = add nsw i64 %595, %596
+  %arena154 = getelementptr inbounds float, ptr %arena, i64 %597
   store <16 x float> %t127_c2_0153, ptr %arena154, align 4
   %t127_c2_1155 = load <16 x float>, ptr %conv2.t127_c2_1, align 64
-  %602 = mul nsw i64 %0, 3136
-  %603 = add nsw i64 868864, %602
-  %604 = mul nsw i64 %1, 32
-  %605 = add nsw i64 %603, %604
-  %606 = add nsw i64 %605, 2816
-  %607 = mul nsw i64 %conv2.nb1231, 32
-  %608 = add nsw i64 %606, %607
-  %609 = add nsw i64 %608, 16
-  %arena156 = getelementptr inbounds float, ptr %arena, i64 %609
+  %598 = mul nsw i64 %0, 3136
+  %599 = add nsw i64 868864, %598
+  %600 = mul nsw i64 %1, 32
+  %601 = add nsw i64 %599, %600
+  %602 = add nsw i64 %601, 2816
+  %603 = mul nsw i64 %conv2.nb1231, 32
+  %604 = add nsw i64 %602, %603
+  %605 = add nsw i64 %604, 16
+  %arena156 = getelementptr inbounds float, ptr %arena, i64 %605
   store <16 x float> %t127_c2_1155, ptr %arena156, align 4
   %t127_c3_0157 = load <16 x float>, ptr %conv2.t127_c3_0, align 64
-  %610 = mul nsw i64 %0, 3136
-  %611 = add nsw i64 868864, %610
-  %612 = mul nsw i64 %1, 32
-  %613 = add nsw i64 %611, %612
-  %614 = add nsw i64 %613, 2880
-  %615 = mul nsw i64 %conv2.nb1231, 32
-  %616 = add nsw i64 %614, %615
-  %arena158 = getelementptr inbounds float, ptr %arena, i64 %616
+  %606 = mul nsw i64 %0, 3136
+  %607 = add nsw i64 868864, %606
+  %608 = mul nsw i64 %1, 32
+  %609 = add nsw i64 %607, %608
+  %610 = add nsw i64 %609, 2880
+  %611 = mul nsw i64 %conv2.nb1231, 32
+  %612 = add nsw i64 %610, %611
+  %arena158 = getelementptr inbounds float, ptr %arena, i64 %612
   store <16 x float> %t127_c3_0157, ptr %arena158, align 4
   %t127_c3_1159 = load <16 x float>, ptr %conv2.t127_c3_1, align 64
-  %617 = mul nsw i64 %0, 3136
-  %618 = add nsw i64 868864, %617
-  %619 = mul nsw i64 %1, 32
-  %620 = add nsw i64 %618, %619
-  %621 = add nsw i64 %620, 2880
-  %622 = mul nsw i64 %conv2.nb1231, 32
-  %623 = add nsw i64 %621, %622
-  %624 = add nsw i64 %623, 16
-  %arena160 = getelementptr inbounds float, ptr %arena, i64 %624
+  %613 = mul nsw i64 %0, 3136
+  %614 = add nsw i64 868864, %613
+  %615 = mul nsw i64 %1, 32
+  %616 = add nsw i64 %614, %615
+  %617 = add nsw i64 %616, 2880
+  %618 = mul nsw i64 %conv2.nb1231, 32
+  %619 = add nsw i64 %617, %618
+  %620 = add nsw i64 %619, 16
+  %arena160 = getelementptr inbounds float, ptr %arena, i64 %620
   store <16 x float> %t127_c3_1159, ptr %arena160, align 4
   %t127_c4_0161 = load <16 x float>, ptr %conv2.t127_c4_0, align 64
-  %625 = mul nsw i64 %0, 3136
-  %626 = add nsw i64 868864, %625
-  %627 = mul nsw i64 %1, 32
-  %628 = add nsw i64 %626, %627
-  %629 = add nsw i64 %628, 2944
-  %630 = mul nsw i64 %conv2.nb1231, 32
-  %631 = add nsw i64 %629, %630
-  %arena162 = getelementptr inbounds float, ptr %arena, i64 %631
+  %621 = mul nsw i64 %0, 3136
+  %622 = add nsw i64 868864, %621
+  %623 = mul nsw i64 %1, 32
+  %624 = add nsw i64 %622, %623
+  %625 = add nsw i64 %624, 2944
+  %626 = mul nsw i64 %conv2.nb1231, 32
+  %627 = add nsw i64 %625, %626
+  %arena162 = getelementptr inbounds float, ptr %arena, i64 %627
   store <16 x float> %t127_c4_0161, ptr %arena162, align 4
   %t127_c4_1163 = load <16 x float>, ptr %conv2.t127_c4_1, align 64
-  %632 = mul nsw i64 %0, 3136
-  %633 = add nsw i64 868864, %632
-  %634 = mul nsw i64 %1, 32
-  %635 = add nsw i64 %633, %634
-  %636 = add nsw i64 %635, 2944
-  %637 = mul nsw i64 %conv2.nb1231, 32
-  %638 = add nsw i64 %636, %637
-  %639 = add nsw i64 %638, 16
-  %arena164 = getelementptr inbounds float, ptr %arena, i64 %639
+  %628 = mul nsw i64 %0, 3136
+  %629 = add nsw i64 868864, %628
+  %630 = mul nsw i64 %1, 32
+  %631 = add nsw i64 %629, %630
+  %632 = add nsw i64 %631, 2944
+  %633 = mul nsw i64 %conv2.nb1231, 32
+  %634 = add nsw i64 %632, %633
+  %635 = add nsw i64 %634, 16
+  %arena164 = getelementptr inbounds float, ptr %arena, i64 %635
   store <16 x float> %t127_c4_1163, ptr %arena164, align 4
   %t127_c5_0165 = load <16 x float>, ptr %conv2.t127_c5_0, align 64
-  %640 = mul nsw i64 %0, 3136
-  %641 = add nsw i64 868864, %640
-  %642 = mul nsw i64 %1, 32
-  %643 = add nsw i64 %641, %642
-  %644 = add nsw i64 %643, 3008
-  %645 = mul nsw i64 %conv2.nb1231, 32
-  %646 = add nsw i64 %644, %645
-  %arena166 = getelementptr inbounds float, ptr %arena, i64 %646
+  %636 = mul nsw i64 %0, 3136
+  %637 = add nsw i64 868864, %636
+  %638 = mul nsw i64 %1, 32
+  %639 = add nsw i64 %637, %638
+  %640 = add nsw i64 %639, 3008
+  %641 = mul nsw i64 %conv2.nb1231, 32
+  %642 = add nsw i64 %640, %641
+  %arena166 = getelementptr inbounds float, ptr %arena, i64 %642
   store <16 x float> %t127_c5_0165, ptr %arena166, align 4
   %t127_c5_1167 = load <16 x float>, ptr %conv2.t127_c5_1, align 64
-  %647 = mul nsw i64 %0, 3136
-  %648 = add nsw i64 868864, %647
-  %649 = mul nsw i64 %1, 32
-  %650 = add nsw i64 %648, %649
-  %651 = add nsw i64 %650, 3008
-  %652 = mul nsw i64 %conv2.nb1231, 32
-  %653 = add nsw i64 %651, %652
-  %654 = add nsw i64 %653, 16
-  %arena168 = getelementptr inbounds float, ptr %arena, i64 %654
+  %643 = mul nsw i64 %0, 3136
+  %644 = add nsw i64 868864, %643
+  %645 = mul nsw i64 %1, 32
+  %646 = add nsw i64 %644, %645
+  %647 = add nsw i64 %646, 3008
+  %648 = mul nsw i64 %conv2.nb1231, 32
+  %649 = add nsw i64 %647, %648
+  %650 = add nsw i64 %649, 16
+  %arena168 = getelementptr inbounds float, ptr %arena, i64 %650
   store <16 x float> %t127_c5_1167, ptr %arena168, align 4
   %t127_c6_0169 = load <16 x float>, ptr %conv2.t127_c6_0, align 64
-  %655 = mul nsw i64 %0, 3136
-  %656 = add nsw i64 868864, %655
-  %657 = mul nsw i64 %1, 32
-  %658 = add nsw i64 %656, %657
-  %659 = add nsw i64 %658, 3072
-  %660 = mul nsw i64 %conv2.nb1231, 32
-  %661 = add nsw i64 %659, %660
-  %arena170 = getelementptr inbounds float, ptr %arena, i64 %661
+  %651 = mul nsw i64 %0, 3136
+  %652 = add nsw i64 868864, %651
+  %653 = mul nsw i64 %1, 32
+  %654 = add nsw i64 %652, %653
+  %655 = add nsw i64 %654, 3072
+  %656 = mul nsw i64 %conv2.nb1231, 32
+  %657 = add nsw i64 %655, %656
+  %arena170 = getelementptr inbounds float, ptr %arena, i64 %657
   store <16 x float> %t127_c6_0169, ptr %arena170, align 4
   %t127_c6_1171 = load <16 x float>, ptr %conv2.t127_c6_1, align 64
-  %662 = mul nsw i64 %0, 3136
-  %663 = add nsw i64 868864, %662
-  %664 = mul nsw i64 %1, 32
-  %665 = add nsw i64 %663, %664
-  %666 = add nsw i64 %665, 3072
-  %667 = mul nsw i64 %conv2.nb1231, 32
-  %668 = add nsw i64 %666, %667
-  %669 = add nsw i64 %668, 16
-  %arena172 = getelementptr inbounds float, ptr %arena, i64 %669
+  %658 = mul nsw i64 %0, 3136
+  %659 = add nsw i64 868864, %658
+  %660 = mul nsw i64 %1, 32
+  %661 = add nsw i64 %659, %660
+  %662 = add nsw i64 %661, 3072
+  %663 = mul nsw i64 %conv2.nb1231, 32
+  %664 = add nsw i64 %662, %663
+  %665 = add nsw i64 %664, 16
+  %arena172 = getelementptr inbounds float, ptr %arena, i64 %665
   store <16 x float> %t127_c6_1171, ptr %arena172, align 4
   %nb123.next = add nsw i64 %conv2.nb1231, 1
-  %670 = icmp slt i64 %nb123.next, 1
-  br i1 %670, label %conv2.nb123, label %conv2.nb123.end
+  %666 = icmp slt i64 %nb123.next, 1
+  br i1 %666, label %conv2.nb123, label %conv2.nb123.end
 }
 
 define internal void @simplecnn_infer_b64.k1.conv2.part121.task(ptr %0, i64 %1) {
 entry:
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
   %3 = load ptr, ptr %2, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 1
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 1
   %5 = load ptr, ptr %4, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 2
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 2
   %7 = load ptr, ptr %6, align 8
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 3
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 3
   %9 = load ptr, ptr %8, align 8
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 4
   %11 = load ptr, ptr %10, align 8
-  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 5
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 5
   %13 = load ptr, ptr %12, align 8
-  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 6
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 6
   %15 = load ptr, ptr %14, align 8
-  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 7
-  %17 = load float, ptr %16, align 4
-  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 8
-  %19 = load i64, ptr %18, align 4
-  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 9
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 7
+  %17 = load ptr, ptr %16, align 8
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 8
+  %19 = load float, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 9
   %21 = load i64, ptr %20, align 4
-  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 10
-  %23 = load ptr, ptr %22, align 8
-  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
-  %25 = load i64, ptr %24, align 4
-  call void @simplecnn_infer_b64.k1.conv2.part121(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 10
+  %23 = load i64, ptr %22, align 4
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
+  %25 = load ptr, ptr %24, align 8
+  %26 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 12
+  %27 = load i64, ptr %26, align 4
+  call void @simplecnn_infer_b64.k1.conv2.part121(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, ptr %17, float %19, i64 %21, i64 %23, ptr %25, i64 %27, i64 %1)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_infer_b64.k2.flat(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_infer_b64.k2.flat(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_infer_b64.k3.fc1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_infer_b64.k3.fc1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %fc1.n164
 
@@ -17975,7 +17978,7 @@ fc1.n164:                                         ; preds = %fc1.k165.end, %entr
   br label %fc1.k165
 
 fc1.n164.end:                                     ; preds = %fc1.k165.end
-  call void @simplecnn_infer_b64.k3.fc1.gemm175(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_infer_b64.k3.fc1.gemm175(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   br label %fc1.n176
 
 fc1.k165:                                         ; preds = %fc1.k165, %fc1.n164
@@ -18043,7 +18046,7 @@ fc1.u177.end:                                     ; preds = %fc1.u177
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_infer_b64.k3.fc1.gemm175(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_infer_b64.k3.fc1.gemm175(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %fc1.t173_a1 = alloca <16 x float>, align 64
   %fc1.t173_a0 = alloca <16 x float>, align 64
@@ -19042,13 +19045,13 @@ fc1.k174.end:                                     ; preds = %fc1.k174
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_infer_b64.k4.drop(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_infer_b64.k4.drop(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_infer_b64.k5.fc2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_infer_b64.k5.fc2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %arena1 = getelementptr inbounds float, ptr %arena, i64 0
   %params2 = getelementptr inbounds float, ptr %params, i64 420352

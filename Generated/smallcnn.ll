@@ -3,36 +3,36 @@
 source_filename = "smallcnn"
 target triple = "x86_64-unknown-linux-gnu"
 
-define void @smallcnn_train_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
+define void @smallcnn_train_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
 entry:
-  call void @smallcnn_train_b64.k0.conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @smallcnn_train_b64.k1.conv2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @smallcnn_train_b64.k2.flat(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @smallcnn_train_b64.k3.fc1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @smallcnn_train_b64.k4.fc2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @smallcnn_train_b64.k5.loss(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @smallcnn_train_b64.k6.fc2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @smallcnn_train_b64.k7.fc2_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @smallcnn_train_b64.k8.fc2_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @smallcnn_train_b64.k9.relu3_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @smallcnn_train_b64.k10.fc1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @smallcnn_train_b64.k11.fc1_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @smallcnn_train_b64.k12.fc1_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @smallcnn_train_b64.k13.flat_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @smallcnn_train_b64.k14.pool2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @smallcnn_train_b64.k15.conv2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @smallcnn_train_b64.k16.conv2_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @smallcnn_train_b64.k17.conv2_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @smallcnn_train_b64.k18.pool1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @smallcnn_train_b64.k19.conv1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @smallcnn_train_b64.k20.conv1_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @smallcnn_train_b64.k21.conv1_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @smallcnn_train_b64.k22.adam(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @smallcnn_train_b64.k0.conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @smallcnn_train_b64.k1.conv2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @smallcnn_train_b64.k2.flat(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @smallcnn_train_b64.k3.fc1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @smallcnn_train_b64.k4.fc2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @smallcnn_train_b64.k5.loss(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @smallcnn_train_b64.k6.fc2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @smallcnn_train_b64.k7.fc2_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @smallcnn_train_b64.k8.fc2_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @smallcnn_train_b64.k9.relu3_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @smallcnn_train_b64.k10.fc1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @smallcnn_train_b64.k11.fc1_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @smallcnn_train_b64.k12.fc1_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @smallcnn_train_b64.k13.flat_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @smallcnn_train_b64.k14.pool2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @smallcnn_train_b64.k15.conv2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @smallcnn_train_b64.k16.conv2_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @smallcnn_train_b64.k17.conv2_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @smallcnn_train_b64.k18.pool1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @smallcnn_train_b64.k19.conv1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @smallcnn_train_b64.k20.conv1_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @smallcnn_train_b64.k21.conv1_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @smallcnn_train_b64.k22.adam(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_train_b64.k0.conv1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @smallcnn_train_b64.k0.conv1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv1.best48 = alloca float, align 4
   %conv1.at49 = alloca float, align 4
@@ -337,7 +337,7 @@ conv1.j20:                                        ; preds = %conv1.c21.end, %con
   br label %conv1.c21
 
 conv1.j20.end:                                    ; preds = %conv1.c21.end
-  call void @smallcnn_train_b64.k0.conv1.gemm35(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @smallcnn_train_b64.k0.conv1.gemm35(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   br label %conv1.j36
 
 conv1.c21:                                        ; preds = %conv1.ky22.end, %conv1.j20
@@ -639,7 +639,7 @@ declare <8 x float> @llvm.masked.load.v8f32.p0(ptr nocapture, i32 immarg, <8 x i
 declare void @llvm.masked.store.v8f32.p0(<8 x float>, ptr nocapture, i32 immarg, <8 x i1>) #3
 
 ; Function Attrs: noinline
-define internal void @smallcnn_train_b64.k0.conv1.gemm35(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @smallcnn_train_b64.k0.conv1.gemm35(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv1.t33_a3 = alloca <8 x float>, align 32
   %conv1.t33_a2 = alloca <8 x float>, align 32
@@ -1131,7 +1131,7 @@ conv1.k34.end:                                    ; preds = %conv1.k34
 declare <8 x float> @llvm.fma.v8f32(<8 x float>, <8 x float>, <8 x float>) #4
 
 ; Function Attrs: noinline
-define internal void @smallcnn_train_b64.k1.conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @smallcnn_train_b64.k1.conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv2.at157 = alloca <8 x float>, align 32
   %conv2.best156 = alloca <8 x float>, align 32
@@ -2421,7 +2421,7 @@ conv2.cv89.end:                                   ; preds = %conv2.cv89
 
 conv2.xi122:                                      ; preds = %conv2.xi122, %conv2.j86.end
   %conv2.xi122140 = phi i64 [ 0, %conv2.j86.end ], [ %xi122.next, %conv2.xi122 ]
-  call void @smallcnn_train_b64.k1.conv2.gemm129(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.xi122140)
+  call void @smallcnn_train_b64.k1.conv2.gemm129(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.xi122140)
   %xi122.next = add nsw i64 %conv2.xi122140, 1
   %824 = icmp slt i64 %xi122.next, 16
   br i1 %824, label %conv2.xi122, label %conv2.xi122.end
@@ -2969,7 +2969,7 @@ conv2.q163.end:                                   ; preds = %conv2.q163
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_train_b64.k1.conv2.gemm129(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+define internal void @smallcnn_train_b64.k1.conv2.gemm129(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
 entry:
   %conv2.t127_a3 = alloca <8 x float>, align 32
   %conv2.t127_a2 = alloca <8 x float>, align 32
@@ -3464,13 +3464,13 @@ conv2.k128.end:                                   ; preds = %conv2.k128
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_train_b64.k2.flat(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @smallcnn_train_b64.k2.flat(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_train_b64.k3.fc1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @smallcnn_train_b64.k3.fc1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %fc1.n164
 
@@ -3479,7 +3479,7 @@ fc1.n164:                                         ; preds = %fc1.k165.end, %entr
   br label %fc1.k165
 
 fc1.n164.end:                                     ; preds = %fc1.k165.end
-  call void @smallcnn_train_b64.k3.fc1.gemm176(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @smallcnn_train_b64.k3.fc1.gemm176(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   br label %fc1.n177
 
 fc1.k165:                                         ; preds = %fc1.k165, %fc1.n164
@@ -3548,7 +3548,7 @@ fc1.u178.end:                                     ; preds = %fc1.u178
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_train_b64.k3.fc1.gemm176(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @smallcnn_train_b64.k3.fc1.gemm176(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %fc1.t174_a3 = alloca <8 x float>, align 32
   %fc1.t174_a2 = alloca <8 x float>, align 32
@@ -4262,7 +4262,7 @@ fc1.k175.end:                                     ; preds = %fc1.k175
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_train_b64.k4.fc2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @smallcnn_train_b64.k4.fc2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %arena1 = getelementptr inbounds float, ptr %arena, i64 602112
   %params2 = getelementptr inbounds float, ptr %params, i64 205632
@@ -4306,7 +4306,7 @@ fc2.u180.end:                                     ; preds = %fc2.u180
 declare void @cblas_sgemm(i32, i32, i32, i32, i32, i32, float, ptr, i32, ptr, i32, float, ptr, i32)
 
 ; Function Attrs: noinline
-define internal void @smallcnn_train_b64.k5.loss(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @smallcnn_train_b64.k5.loss(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %loss.s184 = alloca float, align 4
   %loss.m183 = alloca float, align 4
@@ -4431,7 +4431,7 @@ declare float @llvm.floor.f32(float) #4
 declare float @llvm.log.f32(float) #4
 
 ; Function Attrs: noinline
-define internal void @smallcnn_train_b64.k6.fc2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @smallcnn_train_b64.k6.fc2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %fc2_grad.s189 = alloca float, align 4
   %fc2_grad.m188 = alloca float, align 4
@@ -4641,7 +4641,7 @@ fc2_grad.k192.end:                                ; preds = %fc2_grad.k192
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_train_b64.k7.fc2_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @smallcnn_train_b64.k7.fc2_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %arena1 = getelementptr inbounds float, ptr %arena, i64 610960
   %arena2 = getelementptr inbounds float, ptr %arena, i64 602112
@@ -4651,7 +4651,7 @@ entry:
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_train_b64.k8.fc2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @smallcnn_train_b64.k8.fc2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %fc2_bias_grad.acc194 = alloca float, align 4
   br label %fc2_bias_grad.u193
@@ -4689,7 +4689,7 @@ fc2_bias_grad.n195.end:                           ; preds = %fc2_bias_grad.n195
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_train_b64.k9.relu3_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @smallcnn_train_b64.k9.relu3_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %arena1 = getelementptr inbounds float, ptr %arena, i64 610960
   %params2 = getelementptr inbounds float, ptr %params, i64 205632
@@ -4699,7 +4699,7 @@ entry:
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_train_b64.k10.fc1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @smallcnn_train_b64.k10.fc1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %fc1_grad.i196
 
@@ -4725,14 +4725,14 @@ fc1_grad.i196.end:                                ; preds = %fc1_grad.i196
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_train_b64.k11.fc1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @smallcnn_train_b64.k11.fc1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  call void @smallcnn_train_b64.k11.fc1_weight_grad.gemm204(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @smallcnn_train_b64.k11.fc1_weight_grad.gemm204(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_train_b64.k11.fc1_weight_grad.gemm204(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @smallcnn_train_b64.k11.fc1_weight_grad.gemm204(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %fc1_weight_grad.t202_a3 = alloca <8 x float>, align 32
   %fc1_weight_grad.t202_a2 = alloca <8 x float>, align 32
@@ -5158,7 +5158,7 @@ fc1_weight_grad.k203.end:                         ; preds = %fc1_weight_grad.k20
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_train_b64.k12.fc1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @smallcnn_train_b64.k12.fc1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %fc1_bias_grad.acc206 = alloca float, align 4
   br label %fc1_bias_grad.u205
@@ -5196,14 +5196,14 @@ fc1_bias_grad.n207.end:                           ; preds = %fc1_bias_grad.n207
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_train_b64.k13.flat_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @smallcnn_train_b64.k13.flat_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  call void @smallcnn_train_b64.k13.flat_grad.gemm215(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @smallcnn_train_b64.k13.flat_grad.gemm215(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_train_b64.k13.flat_grad.gemm215(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @smallcnn_train_b64.k13.flat_grad.gemm215(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %flat_grad.t213_a3 = alloca <8 x float>, align 32
   %flat_grad.t213_a2 = alloca <8 x float>, align 32
@@ -5629,13 +5629,13 @@ flat_grad.k214.end:                               ; preds = %flat_grad.k214
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_train_b64.k14.pool2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @smallcnn_train_b64.k14.pool2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_train_b64.k15.conv2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @smallcnn_train_b64.k15.conv2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %conv2_grad.i216
 
@@ -5701,7 +5701,7 @@ conv2_grad.endif:                                 ; preds = %conv2_grad.then, %c
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_train_b64.k16.conv2_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @smallcnn_train_b64.k16.conv2_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv2_weight_grad.w318 = alloca float, align 4
   %conv2_weight_grad.w317 = alloca float, align 4
@@ -7515,7 +7515,7 @@ conv2_weight_grad.c297.end:                       ; preds = %conv2_weight_grad.c
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_train_b64.k17.conv2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @smallcnn_train_b64.k17.conv2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv2_bias_grad.sum329 = alloca float, align 4
   %conv2_bias_grad.sum328 = alloca float, align 4
@@ -7621,7 +7621,7 @@ conv2_bias_grad.i322.end:                         ; preds = %conv2_bias_grad.i32
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_train_b64.k18.pool1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @smallcnn_train_b64.k18.pool1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %pool1_grad.w425 = alloca <8 x float>, align 32
   %pool1_grad.w424 = alloca <8 x float>, align 32
@@ -8900,7 +8900,7 @@ pool1_grad.cv369.end:                             ; preds = %pool1_grad.cv369
 
 pool1_grad.xi402:                                 ; preds = %pool1_grad.xi402, %pool1_grad.j366.end
   %pool1_grad.xi402140 = phi i64 [ 0, %pool1_grad.j366.end ], [ %xi402.next, %pool1_grad.xi402 ]
-  call void @smallcnn_train_b64.k18.pool1_grad.gemm409(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %pool1_grad.xi402140)
+  call void @smallcnn_train_b64.k18.pool1_grad.gemm409(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %pool1_grad.xi402140)
   %xi402.next = add nsw i64 %pool1_grad.xi402140, 1
   %825 = icmp slt i64 %xi402.next, 16
   br i1 %825, label %pool1_grad.xi402, label %pool1_grad.xi402.end
@@ -9382,7 +9382,7 @@ pool1_grad.q431.end:                              ; preds = %pool1_grad.q431
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_train_b64.k18.pool1_grad.gemm409(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+define internal void @smallcnn_train_b64.k18.pool1_grad.gemm409(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
 entry:
   %pool1_grad.t407_a3 = alloca <8 x float>, align 32
   %pool1_grad.t407_a2 = alloca <8 x float>, align 32
@@ -9877,7 +9877,7 @@ pool1_grad.k408.end:                              ; preds = %pool1_grad.k408
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_train_b64.k19.conv1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @smallcnn_train_b64.k19.conv1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %conv1_grad.i432
 
@@ -9942,7 +9942,7 @@ conv1_grad.endif:                                 ; preds = %conv1_grad.then, %c
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_train_b64.k20.conv1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @smallcnn_train_b64.k20.conv1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %conv1_weight_grad.i435
 
@@ -10385,7 +10385,7 @@ conv1_weight_grad.j451:                           ; preds = %conv1_weight_grad.i
   br label %conv1_weight_grad.i452
 
 conv1_weight_grad.j451.end:                       ; preds = %conv1_weight_grad.i452.end
-  call void @smallcnn_train_b64.k20.conv1_weight_grad.gemm461(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @smallcnn_train_b64.k20.conv1_weight_grad.gemm461(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   %g436.next = add nsw i64 %conv1_weight_grad.g4363, 1
   %202 = icmp slt i64 %g436.next, 4
   br i1 %202, label %conv1_weight_grad.g436, label %conv1_weight_grad.g436.end
@@ -10455,7 +10455,7 @@ conv1_weight_grad.r463.end:                       ; preds = %conv1_weight_grad.r
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_train_b64.k20.conv1_weight_grad.gemm461(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @smallcnn_train_b64.k20.conv1_weight_grad.gemm461(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv1_weight_grad.t459_a3 = alloca <8 x float>, align 32
   %conv1_weight_grad.t459_a2 = alloca <8 x float>, align 32
@@ -11025,7 +11025,7 @@ conv1_weight_grad.k460.end:                       ; preds = %conv1_weight_grad.k
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_train_b64.k21.conv1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @smallcnn_train_b64.k21.conv1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv1_bias_grad.sum474 = alloca float, align 4
   %conv1_bias_grad.sum473 = alloca float, align 4
@@ -11121,7 +11121,7 @@ conv1_bias_grad.i467.end:                         ; preds = %conv1_bias_grad.i46
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_train_b64.k22.adam(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @smallcnn_train_b64.k22.adam(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %adam.v_new = alloca float, align 4
   %adam.m_new = alloca float, align 4
@@ -11270,44 +11270,46 @@ adam.i477.end:                                    ; preds = %adam.i477
 ; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
 declare float @llvm.sqrt.f32(float) #4
 
-define void @smallcnn_infer_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
+define void @smallcnn_infer_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
 entry:
-  %part42.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
+  %part42.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
   %0 = icmp uge i64 0, %step
   br i1 %0, label %entry.then, label %entry.endif
 
 entry.then:                                       ; preds = %entry
-  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part42.context, i32 0, i32 0
+  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part42.context, i32 0, i32 0
   store ptr %params, ptr %1, align 8
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part42.context, i32 0, i32 1
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part42.context, i32 0, i32 1
   store ptr %grads, ptr %2, align 8
-  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part42.context, i32 0, i32 2
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part42.context, i32 0, i32 2
   store ptr %m, ptr %3, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part42.context, i32 0, i32 3
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part42.context, i32 0, i32 3
   store ptr %v, ptr %4, align 8
-  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part42.context, i32 0, i32 4
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part42.context, i32 0, i32 4
   store ptr %arena, ptr %5, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part42.context, i32 0, i32 5
-  store ptr %images, ptr %6, align 8
-  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part42.context, i32 0, i32 6
-  store ptr %labels, ptr %7, align 8
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part42.context, i32 0, i32 7
-  store float %lr, ptr %8, align 4
-  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part42.context, i32 0, i32 8
-  store i64 %step, ptr %9, align 4
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part42.context, i32 0, i32 9
-  store i64 %seed, ptr %10, align 4
-  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part42.context, i32 0, i32 10
-  store ptr %pool, ptr %11, align 8
-  %12 = icmp eq ptr %pool, null
-  br i1 %12, label %prepare.part42.serial, label %prepare.part42.pool
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part42.context, i32 0, i32 5
+  store ptr %prepared, ptr %6, align 8
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part42.context, i32 0, i32 6
+  store ptr %images, ptr %7, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part42.context, i32 0, i32 7
+  store ptr %labels, ptr %8, align 8
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part42.context, i32 0, i32 8
+  store float %lr, ptr %9, align 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part42.context, i32 0, i32 9
+  store i64 %step, ptr %10, align 4
+  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part42.context, i32 0, i32 10
+  store i64 %seed, ptr %11, align 4
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part42.context, i32 0, i32 11
+  store ptr %pool, ptr %12, align 8
+  %13 = icmp eq ptr %pool, null
+  br i1 %13, label %prepare.part42.serial, label %prepare.part42.pool
 
 entry.endif:                                      ; preds = %prepare.part42.done, %entry
-  call void @smallcnn_infer_b64.k0.conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @smallcnn_infer_b64.k1.conv2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @smallcnn_infer_b64.k2.flat(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @smallcnn_infer_b64.k3.fc1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  call void @smallcnn_infer_b64.k4.fc2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @smallcnn_infer_b64.k0.conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @smallcnn_infer_b64.k1.conv2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @smallcnn_infer_b64.k2.flat(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @smallcnn_infer_b64.k3.fc1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @smallcnn_infer_b64.k4.fc2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   ret void
 
 prepare.part42.pool:                              ; preds = %entry.then
@@ -11323,17 +11325,17 @@ prepare.part42.done:                              ; preds = %prepare.part42.end,
 
 prepare.part42:                                   ; preds = %prepare.part42, %prepare.part42.serial
   %prepare.part421 = phi i64 [ 0, %prepare.part42.serial ], [ %part42.next, %prepare.part42 ]
-  call void @smallcnn_infer_b64.part42(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %prepare.part421)
+  call void @smallcnn_infer_b64.part42(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %prepare.part421)
   %part42.next = add nsw i64 %prepare.part421, 1
-  %13 = icmp slt i64 %part42.next, 2
-  br i1 %13, label %prepare.part42, label %prepare.part42.end
+  %14 = icmp slt i64 %part42.next, 2
+  br i1 %14, label %prepare.part42, label %prepare.part42.end
 
 prepare.part42.end:                               ; preds = %prepare.part42
   br label %prepare.part42.done
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_infer_b64.part42(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+define internal void @smallcnn_infer_b64.part42(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
 entry:
   %prepare.w72 = alloca float, align 4
   %prepare.w71 = alloca float, align 4
@@ -11691,172 +11693,173 @@ prepare.co44:                                     ; preds = %prepare.co44, %prep
   store float %w5646, ptr %prepare.w72, align 4
   %w57 = load float, ptr %prepare.w57, align 4
   %232 = mul nsw i64 %prepare.ci431, 32
-  %233 = add nsw i64 572080, %232
-  %234 = mul nsw i64 %0, 16
-  %235 = add nsw i64 %234, %prepare.co442
-  %236 = add nsw i64 %233, %235
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %236
-  store float %w57, ptr %arena47, align 4
+  %233 = mul nsw i64 %0, 16
+  %234 = add nsw i64 %233, %prepare.co442
+  %235 = add nsw i64 %232, %234
+  %prepared47 = getelementptr inbounds float, ptr %prepared, i64 %235
+  store float %w57, ptr %prepared47, align 4
   %w58 = load float, ptr %prepare.w58, align 4
-  %237 = mul nsw i64 %prepare.ci431, 32
-  %238 = add nsw i64 572592, %237
-  %239 = mul nsw i64 %0, 16
-  %240 = add nsw i64 %239, %prepare.co442
-  %241 = add nsw i64 %238, %240
-  %arena48 = getelementptr inbounds float, ptr %arena, i64 %241
-  store float %w58, ptr %arena48, align 4
+  %236 = mul nsw i64 %prepare.ci431, 32
+  %237 = add nsw i64 512, %236
+  %238 = mul nsw i64 %0, 16
+  %239 = add nsw i64 %238, %prepare.co442
+  %240 = add nsw i64 %237, %239
+  %prepared48 = getelementptr inbounds float, ptr %prepared, i64 %240
+  store float %w58, ptr %prepared48, align 4
   %w59 = load float, ptr %prepare.w59, align 4
-  %242 = mul nsw i64 %prepare.ci431, 32
-  %243 = add nsw i64 573104, %242
-  %244 = mul nsw i64 %0, 16
-  %245 = add nsw i64 %244, %prepare.co442
-  %246 = add nsw i64 %243, %245
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %246
-  store float %w59, ptr %arena49, align 4
+  %241 = mul nsw i64 %prepare.ci431, 32
+  %242 = add nsw i64 1024, %241
+  %243 = mul nsw i64 %0, 16
+  %244 = add nsw i64 %243, %prepare.co442
+  %245 = add nsw i64 %242, %244
+  %prepared49 = getelementptr inbounds float, ptr %prepared, i64 %245
+  store float %w59, ptr %prepared49, align 4
   %w60 = load float, ptr %prepare.w60, align 4
-  %247 = mul nsw i64 %prepare.ci431, 32
-  %248 = add nsw i64 573616, %247
-  %249 = mul nsw i64 %0, 16
-  %250 = add nsw i64 %249, %prepare.co442
-  %251 = add nsw i64 %248, %250
-  %arena50 = getelementptr inbounds float, ptr %arena, i64 %251
-  store float %w60, ptr %arena50, align 4
+  %246 = mul nsw i64 %prepare.ci431, 32
+  %247 = add nsw i64 1536, %246
+  %248 = mul nsw i64 %0, 16
+  %249 = add nsw i64 %248, %prepare.co442
+  %250 = add nsw i64 %247, %249
+  %prepared50 = getelementptr inbounds float, ptr %prepared, i64 %250
+  store float %w60, ptr %prepared50, align 4
   %w61 = load float, ptr %prepare.w61, align 4
-  %252 = mul nsw i64 %prepare.ci431, 32
-  %253 = add nsw i64 574128, %252
-  %254 = mul nsw i64 %0, 16
-  %255 = add nsw i64 %254, %prepare.co442
-  %256 = add nsw i64 %253, %255
-  %arena51 = getelementptr inbounds float, ptr %arena, i64 %256
-  store float %w61, ptr %arena51, align 4
+  %251 = mul nsw i64 %prepare.ci431, 32
+  %252 = add nsw i64 2048, %251
+  %253 = mul nsw i64 %0, 16
+  %254 = add nsw i64 %253, %prepare.co442
+  %255 = add nsw i64 %252, %254
+  %prepared51 = getelementptr inbounds float, ptr %prepared, i64 %255
+  store float %w61, ptr %prepared51, align 4
   %w62 = load float, ptr %prepare.w62, align 4
-  %257 = mul nsw i64 %prepare.ci431, 32
-  %258 = add nsw i64 574640, %257
-  %259 = mul nsw i64 %0, 16
-  %260 = add nsw i64 %259, %prepare.co442
-  %261 = add nsw i64 %258, %260
-  %arena52 = getelementptr inbounds float, ptr %arena, i64 %261
-  store float %w62, ptr %arena52, align 4
+  %256 = mul nsw i64 %prepare.ci431, 32
+  %257 = add nsw i64 2560, %256
+  %258 = mul nsw i64 %0, 16
+  %259 = add nsw i64 %258, %prepare.co442
+  %260 = add nsw i64 %257, %259
+  %prepared52 = getelementptr inbounds float, ptr %prepared, i64 %260
+  store float %w62, ptr %prepared52, align 4
   %w63 = load float, ptr %prepare.w63, align 4
-  %262 = mul nsw i64 %prepare.ci431, 32
-  %263 = add nsw i64 575152, %262
-  %264 = mul nsw i64 %0, 16
-  %265 = add nsw i64 %264, %prepare.co442
-  %266 = add nsw i64 %263, %265
-  %arena53 = getelementptr inbounds float, ptr %arena, i64 %266
-  store float %w63, ptr %arena53, align 4
+  %261 = mul nsw i64 %prepare.ci431, 32
+  %262 = add nsw i64 3072, %261
+  %263 = mul nsw i64 %0, 16
+  %264 = add nsw i64 %263, %prepare.co442
+  %265 = add nsw i64 %262, %264
+  %prepared53 = getelementptr inbounds float, ptr %prepared, i64 %265
+  store float %w63, ptr %prepared53, align 4
   %w64 = load float, ptr %prepare.w64, align 4
-  %267 = mul nsw i64 %prepare.ci431, 32
-  %268 = add nsw i64 575664, %267
-  %269 = mul nsw i64 %0, 16
-  %270 = add nsw i64 %269, %prepare.co442
-  %271 = add nsw i64 %268, %270
-  %arena54 = getelementptr inbounds float, ptr %arena, i64 %271
-  store float %w64, ptr %arena54, align 4
+  %266 = mul nsw i64 %prepare.ci431, 32
+  %267 = add nsw i64 3584, %266
+  %268 = mul nsw i64 %0, 16
+  %269 = add nsw i64 %268, %prepare.co442
+  %270 = add nsw i64 %267, %269
+  %prepared54 = getelementptr inbounds float, ptr %prepared, i64 %270
+  store float %w64, ptr %prepared54, align 4
   %w65 = load float, ptr %prepare.w65, align 4
-  %272 = mul nsw i64 %prepare.ci431, 32
-  %273 = add nsw i64 576176, %272
-  %274 = mul nsw i64 %0, 16
-  %275 = add nsw i64 %274, %prepare.co442
-  %276 = add nsw i64 %273, %275
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %276
-  store float %w65, ptr %arena55, align 4
+  %271 = mul nsw i64 %prepare.ci431, 32
+  %272 = add nsw i64 4096, %271
+  %273 = mul nsw i64 %0, 16
+  %274 = add nsw i64 %273, %prepare.co442
+  %275 = add nsw i64 %272, %274
+  %prepared55 = getelementptr inbounds float, ptr %prepared, i64 %275
+  store float %w65, ptr %prepared55, align 4
   %w66 = load float, ptr %prepare.w66, align 4
-  %277 = mul nsw i64 %prepare.ci431, 32
-  %278 = add nsw i64 576688, %277
-  %279 = mul nsw i64 %0, 16
-  %280 = add nsw i64 %279, %prepare.co442
-  %281 = add nsw i64 %278, %280
-  %arena56 = getelementptr inbounds float, ptr %arena, i64 %281
-  store float %w66, ptr %arena56, align 4
+  %276 = mul nsw i64 %prepare.ci431, 32
+  %277 = add nsw i64 4608, %276
+  %278 = mul nsw i64 %0, 16
+  %279 = add nsw i64 %278, %prepare.co442
+  %280 = add nsw i64 %277, %279
+  %prepared56 = getelementptr inbounds float, ptr %prepared, i64 %280
+  store float %w66, ptr %prepared56, align 4
   %w67 = load float, ptr %prepare.w67, align 4
-  %282 = mul nsw i64 %prepare.ci431, 32
-  %283 = add nsw i64 577200, %282
-  %284 = mul nsw i64 %0, 16
-  %285 = add nsw i64 %284, %prepare.co442
-  %286 = add nsw i64 %283, %285
-  %arena57 = getelementptr inbounds float, ptr %arena, i64 %286
-  store float %w67, ptr %arena57, align 4
+  %281 = mul nsw i64 %prepare.ci431, 32
+  %282 = add nsw i64 5120, %281
+  %283 = mul nsw i64 %0, 16
+  %284 = add nsw i64 %283, %prepare.co442
+  %285 = add nsw i64 %282, %284
+  %prepared57 = getelementptr inbounds float, ptr %prepared, i64 %285
+  store float %w67, ptr %prepared57, align 4
   %w68 = load float, ptr %prepare.w68, align 4
-  %287 = mul nsw i64 %prepare.ci431, 32
-  %288 = add nsw i64 577712, %287
-  %289 = mul nsw i64 %0, 16
-  %290 = add nsw i64 %289, %prepare.co442
-  %291 = add nsw i64 %288, %290
-  %arena58 = getelementptr inbounds float, ptr %arena, i64 %291
-  store float %w68, ptr %arena58, align 4
+  %286 = mul nsw i64 %prepare.ci431, 32
+  %287 = add nsw i64 5632, %286
+  %288 = mul nsw i64 %0, 16
+  %289 = add nsw i64 %288, %prepare.co442
+  %290 = add nsw i64 %287, %289
+  %prepared58 = getelementptr inbounds float, ptr %prepared, i64 %290
+  store float %w68, ptr %prepared58, align 4
   %w69 = load float, ptr %prepare.w69, align 4
-  %292 = mul nsw i64 %prepare.ci431, 32
-  %293 = add nsw i64 578224, %292
-  %294 = mul nsw i64 %0, 16
-  %295 = add nsw i64 %294, %prepare.co442
-  %296 = add nsw i64 %293, %295
-  %arena59 = getelementptr inbounds float, ptr %arena, i64 %296
-  store float %w69, ptr %arena59, align 4
+  %291 = mul nsw i64 %prepare.ci431, 32
+  %292 = add nsw i64 6144, %291
+  %293 = mul nsw i64 %0, 16
+  %294 = add nsw i64 %293, %prepare.co442
+  %295 = add nsw i64 %292, %294
+  %prepared59 = getelementptr inbounds float, ptr %prepared, i64 %295
+  store float %w69, ptr %prepared59, align 4
   %w70 = load float, ptr %prepare.w70, align 4
-  %297 = mul nsw i64 %prepare.ci431, 32
-  %298 = add nsw i64 578736, %297
-  %299 = mul nsw i64 %0, 16
-  %300 = add nsw i64 %299, %prepare.co442
-  %301 = add nsw i64 %298, %300
-  %arena60 = getelementptr inbounds float, ptr %arena, i64 %301
-  store float %w70, ptr %arena60, align 4
+  %296 = mul nsw i64 %prepare.ci431, 32
+  %297 = add nsw i64 6656, %296
+  %298 = mul nsw i64 %0, 16
+  %299 = add nsw i64 %298, %prepare.co442
+  %300 = add nsw i64 %297, %299
+  %prepared60 = getelementptr inbounds float, ptr %prepared, i64 %300
+  store float %w70, ptr %prepared60, align 4
   %w71 = load float, ptr %prepare.w71, align 4
-  %302 = mul nsw i64 %prepare.ci431, 32
-  %303 = add nsw i64 579248, %302
-  %304 = mul nsw i64 %0, 16
-  %305 = add nsw i64 %304, %prepare.co442
-  %306 = add nsw i64 %303, %305
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %306
-  store float %w71, ptr %arena61, align 4
+  %301 = mul nsw i64 %prepare.ci431, 32
+  %302 = add nsw i64 7168, %301
+  %303 = mul nsw i64 %0, 16
+  %304 = add nsw i64 %303, %prepare.co442
+  %305 = add nsw i64 %302, %304
+  %prepared61 = getelementptr inbounds float, ptr %prepared, i64 %305
+  store float %w71, ptr %prepared61, align 4
   %w72 = load float, ptr %prepare.w72, align 4
-  %307 = mul nsw i64 %prepare.ci431, 32
-  %308 = add nsw i64 579760, %307
-  %309 = mul nsw i64 %0, 16
-  %310 = add nsw i64 %309, %prepare.co442
-  %311 = add nsw i64 %308, %310
-  %arena62 = getelementptr inbounds float, ptr %arena, i64 %311
-  store float %w72, ptr %arena62, align 4
+  %306 = mul nsw i64 %prepare.ci431, 32
+  %307 = add nsw i64 7680, %306
+  %308 = mul nsw i64 %0, 16
+  %309 = add nsw i64 %308, %prepare.co442
+  %310 = add nsw i64 %307, %309
+  %prepared62 = getelementptr inbounds float, ptr %prepared, i64 %310
+  store float %w72, ptr %prepared62, align 4
   %co44.next = add nsw i64 %prepare.co442, 1
-  %312 = icmp slt i64 %co44.next, 16
-  br i1 %312, label %prepare.co44, label %prepare.co44.end
+  %311 = icmp slt i64 %co44.next, 16
+  br i1 %311, label %prepare.co44, label %prepare.co44.end
 
 prepare.co44.end:                                 ; preds = %prepare.co44
   %ci43.next = add nsw i64 %prepare.ci431, 1
-  %313 = icmp slt i64 %ci43.next, 16
-  br i1 %313, label %prepare.ci43, label %prepare.ci43.end
+  %312 = icmp slt i64 %ci43.next, 16
+  br i1 %312, label %prepare.ci43, label %prepare.ci43.end
 }
 
 define internal void @smallcnn_infer_b64.part42.task(ptr %0, i64 %1) {
 entry:
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
   %3 = load ptr, ptr %2, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
   %5 = load ptr, ptr %4, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
   %7 = load ptr, ptr %6, align 8
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
   %9 = load ptr, ptr %8, align 8
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
   %11 = load ptr, ptr %10, align 8
-  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
   %13 = load ptr, ptr %12, align 8
-  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
   %15 = load ptr, ptr %14, align 8
-  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
-  %17 = load float, ptr %16, align 4
-  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
-  %19 = load i64, ptr %18, align 4
-  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
+  %17 = load ptr, ptr %16, align 8
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
+  %19 = load float, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
   %21 = load i64, ptr %20, align 4
-  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
-  %23 = load ptr, ptr %22, align 8
-  call void @smallcnn_infer_b64.part42(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
+  %23 = load i64, ptr %22, align 4
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 11
+  %25 = load ptr, ptr %24, align 8
+  call void @smallcnn_infer_b64.part42(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, ptr %17, float %19, i64 %21, i64 %23, ptr %25, i64 %1)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_infer_b64.k0.conv1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @smallcnn_infer_b64.k0.conv1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv1.best40 = alloca float, align 4
   %conv1.at41 = alloca float, align 4
@@ -12460,9 +12463,9 @@ conv1.q30.end:                                    ; preds = %conv1.q30
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_infer_b64.k1.conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @smallcnn_infer_b64.k1.conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %part115.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
+  %part115.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
   %conv2.w114 = alloca <8 x float>, align 32
   %conv2.w113 = alloca <8 x float>, align 32
   %conv2.w112 = alloca <8 x float>, align 32
@@ -12577,32 +12580,34 @@ conv2.j79:                                        ; preds = %conv2.ty80.end, %co
   br label %conv2.ty80
 
 conv2.j79.end:                                    ; preds = %conv2.ty80.end
-  %23 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part115.context, i32 0, i32 0
+  %23 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part115.context, i32 0, i32 0
   store ptr %params, ptr %23, align 8
-  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part115.context, i32 0, i32 1
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part115.context, i32 0, i32 1
   store ptr %grads, ptr %24, align 8
-  %25 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part115.context, i32 0, i32 2
+  %25 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part115.context, i32 0, i32 2
   store ptr %m, ptr %25, align 8
-  %26 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part115.context, i32 0, i32 3
+  %26 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part115.context, i32 0, i32 3
   store ptr %v, ptr %26, align 8
-  %27 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part115.context, i32 0, i32 4
+  %27 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part115.context, i32 0, i32 4
   store ptr %arena, ptr %27, align 8
-  %28 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part115.context, i32 0, i32 5
-  store ptr %images, ptr %28, align 8
-  %29 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part115.context, i32 0, i32 6
-  store ptr %labels, ptr %29, align 8
-  %30 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part115.context, i32 0, i32 7
-  store float %lr, ptr %30, align 4
-  %31 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part115.context, i32 0, i32 8
-  store i64 %step, ptr %31, align 4
-  %32 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part115.context, i32 0, i32 9
-  store i64 %seed, ptr %32, align 4
-  %33 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part115.context, i32 0, i32 10
-  store ptr %pool, ptr %33, align 8
-  %34 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part115.context, i32 0, i32 11
-  store i64 %conv2.g743, ptr %34, align 4
-  %35 = icmp eq ptr %pool, null
-  br i1 %35, label %conv2.part115.serial, label %conv2.part115.pool
+  %28 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part115.context, i32 0, i32 5
+  store ptr %prepared, ptr %28, align 8
+  %29 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part115.context, i32 0, i32 6
+  store ptr %images, ptr %29, align 8
+  %30 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part115.context, i32 0, i32 7
+  store ptr %labels, ptr %30, align 8
+  %31 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part115.context, i32 0, i32 8
+  store float %lr, ptr %31, align 4
+  %32 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part115.context, i32 0, i32 9
+  store i64 %step, ptr %32, align 4
+  %33 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part115.context, i32 0, i32 10
+  store i64 %seed, ptr %33, align 4
+  %34 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part115.context, i32 0, i32 11
+  store ptr %pool, ptr %34, align 8
+  %35 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part115.context, i32 0, i32 12
+  store i64 %conv2.g743, ptr %35, align 4
+  %36 = icmp eq ptr %pool, null
+  br i1 %36, label %conv2.part115.serial, label %conv2.part115.pool
 
 conv2.ty80:                                       ; preds = %conv2.tx81.end, %conv2.j79
   %conv2.ty8011 = phi i64 [ 0, %conv2.j79 ], [ %ty80.next, %conv2.tx81.end ]
@@ -12610,8 +12615,8 @@ conv2.ty80:                                       ; preds = %conv2.tx81.end, %co
 
 conv2.ty80.end:                                   ; preds = %conv2.tx81.end
   %j79.next = add nsw i64 %conv2.j7910, 1
-  %36 = icmp slt i64 %j79.next, 1
-  br i1 %36, label %conv2.j79, label %conv2.j79.end
+  %37 = icmp slt i64 %j79.next, 1
+  br i1 %37, label %conv2.j79, label %conv2.j79.end
 
 conv2.tx81:                                       ; preds = %conv2.cv82.end, %conv2.ty80
   %conv2.tx8112 = phi i64 [ 0, %conv2.ty80 ], [ %tx81.next, %conv2.cv82.end ]
@@ -12619,727 +12624,727 @@ conv2.tx81:                                       ; preds = %conv2.cv82.end, %co
 
 conv2.tx81.end:                                   ; preds = %conv2.cv82.end
   %ty80.next = add nsw i64 %conv2.ty8011, 1
-  %37 = icmp slt i64 %ty80.next, 7
-  br i1 %37, label %conv2.ty80, label %conv2.ty80.end
+  %38 = icmp slt i64 %ty80.next, 7
+  br i1 %38, label %conv2.ty80, label %conv2.ty80.end
 
 conv2.cv82:                                       ; preds = %conv2.cv82, %conv2.tx81
   %conv2.cv8213 = phi i64 [ 0, %conv2.tx81 ], [ %cv82.next, %conv2.cv82 ]
-  %38 = mul nsw i64 %conv2.j7910, 4096
-  %39 = mul nsw i64 %conv2.ty8011, 2
-  %40 = mul nsw i64 %39, 256
-  %41 = add nsw i64 %38, %40
-  %42 = mul nsw i64 %conv2.tx8112, 2
-  %43 = mul nsw i64 %42, 16
-  %44 = add nsw i64 %41, %43
-  %45 = mul nsw i64 %conv2.cv8213, 8
-  %46 = add nsw i64 %44, %45
-  %47 = add nsw i64 409600, %46
-  %arena14 = getelementptr inbounds float, ptr %arena, i64 %47
-  %48 = load <8 x float>, ptr %arena14, align 4
-  %49 = mul nsw i64 %conv2.j7910, 4096
-  %50 = mul nsw i64 %conv2.ty8011, 2
-  %51 = add nsw i64 %50, 2
-  %52 = mul nsw i64 %51, 256
-  %53 = add nsw i64 %49, %52
-  %54 = mul nsw i64 %conv2.tx8112, 2
-  %55 = mul nsw i64 %54, 16
-  %56 = add nsw i64 %53, %55
-  %57 = mul nsw i64 %conv2.cv8213, 8
-  %58 = add nsw i64 %56, %57
-  %59 = add nsw i64 409600, %58
-  %arena15 = getelementptr inbounds float, ptr %arena, i64 %59
-  %60 = load <8 x float>, ptr %arena15, align 4
-  %61 = fsub <8 x float> %48, %60
-  store <8 x float> %61, ptr %conv2.w83, align 32
-  %62 = mul nsw i64 %conv2.j7910, 4096
-  %63 = mul nsw i64 %conv2.ty8011, 2
-  %64 = add nsw i64 %63, 1
-  %65 = mul nsw i64 %64, 256
-  %66 = add nsw i64 %62, %65
-  %67 = mul nsw i64 %conv2.tx8112, 2
-  %68 = mul nsw i64 %67, 16
-  %69 = add nsw i64 %66, %68
-  %70 = mul nsw i64 %conv2.cv8213, 8
-  %71 = add nsw i64 %69, %70
-  %72 = add nsw i64 409600, %71
-  %arena16 = getelementptr inbounds float, ptr %arena, i64 %72
-  %73 = load <8 x float>, ptr %arena16, align 4
-  %74 = mul nsw i64 %conv2.j7910, 4096
-  %75 = mul nsw i64 %conv2.ty8011, 2
-  %76 = add nsw i64 %75, 2
-  %77 = mul nsw i64 %76, 256
-  %78 = add nsw i64 %74, %77
-  %79 = mul nsw i64 %conv2.tx8112, 2
-  %80 = mul nsw i64 %79, 16
-  %81 = add nsw i64 %78, %80
-  %82 = mul nsw i64 %conv2.cv8213, 8
-  %83 = add nsw i64 %81, %82
-  %84 = add nsw i64 409600, %83
-  %arena17 = getelementptr inbounds float, ptr %arena, i64 %84
-  %85 = load <8 x float>, ptr %arena17, align 4
-  %86 = fadd <8 x float> %73, %85
-  store <8 x float> %86, ptr %conv2.w84, align 32
-  %87 = mul nsw i64 %conv2.j7910, 4096
-  %88 = mul nsw i64 %conv2.ty8011, 2
-  %89 = add nsw i64 %88, 2
-  %90 = mul nsw i64 %89, 256
-  %91 = add nsw i64 %87, %90
-  %92 = mul nsw i64 %conv2.tx8112, 2
-  %93 = mul nsw i64 %92, 16
-  %94 = add nsw i64 %91, %93
-  %95 = mul nsw i64 %conv2.cv8213, 8
-  %96 = add nsw i64 %94, %95
-  %97 = add nsw i64 409600, %96
-  %arena18 = getelementptr inbounds float, ptr %arena, i64 %97
-  %98 = load <8 x float>, ptr %arena18, align 4
-  %99 = mul nsw i64 %conv2.j7910, 4096
-  %100 = mul nsw i64 %conv2.ty8011, 2
-  %101 = add nsw i64 %100, 1
-  %102 = mul nsw i64 %101, 256
-  %103 = add nsw i64 %99, %102
-  %104 = mul nsw i64 %conv2.tx8112, 2
-  %105 = mul nsw i64 %104, 16
-  %106 = add nsw i64 %103, %105
-  %107 = mul nsw i64 %conv2.cv8213, 8
-  %108 = add nsw i64 %106, %107
-  %109 = add nsw i64 409600, %108
-  %arena19 = getelementptr inbounds float, ptr %arena, i64 %109
-  %110 = load <8 x float>, ptr %arena19, align 4
-  %111 = fsub <8 x float> %98, %110
-  store <8 x float> %111, ptr %conv2.w85, align 32
-  %112 = mul nsw i64 %conv2.j7910, 4096
-  %113 = mul nsw i64 %conv2.ty8011, 2
-  %114 = add nsw i64 %113, 1
-  %115 = mul nsw i64 %114, 256
-  %116 = add nsw i64 %112, %115
-  %117 = mul nsw i64 %conv2.tx8112, 2
-  %118 = mul nsw i64 %117, 16
-  %119 = add nsw i64 %116, %118
-  %120 = mul nsw i64 %conv2.cv8213, 8
-  %121 = add nsw i64 %119, %120
-  %122 = add nsw i64 409600, %121
-  %arena20 = getelementptr inbounds float, ptr %arena, i64 %122
-  %123 = load <8 x float>, ptr %arena20, align 4
-  %124 = mul nsw i64 %conv2.j7910, 4096
-  %125 = mul nsw i64 %conv2.ty8011, 2
-  %126 = add nsw i64 %125, 3
-  %127 = mul nsw i64 %126, 256
-  %128 = add nsw i64 %124, %127
-  %129 = mul nsw i64 %conv2.tx8112, 2
-  %130 = mul nsw i64 %129, 16
-  %131 = add nsw i64 %128, %130
-  %132 = mul nsw i64 %conv2.cv8213, 8
-  %133 = add nsw i64 %131, %132
-  %134 = add nsw i64 409600, %133
-  %arena21 = getelementptr inbounds float, ptr %arena, i64 %134
-  %135 = load <8 x float>, ptr %arena21, align 4
-  %136 = fsub <8 x float> %123, %135
-  store <8 x float> %136, ptr %conv2.w86, align 32
-  %137 = mul nsw i64 %conv2.j7910, 4096
-  %138 = mul nsw i64 %conv2.ty8011, 2
-  %139 = mul nsw i64 %138, 256
-  %140 = add nsw i64 %137, %139
-  %141 = mul nsw i64 %conv2.tx8112, 2
-  %142 = add nsw i64 %141, 1
-  %143 = mul nsw i64 %142, 16
-  %144 = add nsw i64 %140, %143
-  %145 = mul nsw i64 %conv2.cv8213, 8
-  %146 = add nsw i64 %144, %145
-  %147 = add nsw i64 409600, %146
-  %arena22 = getelementptr inbounds float, ptr %arena, i64 %147
-  %148 = load <8 x float>, ptr %arena22, align 4
-  %149 = mul nsw i64 %conv2.j7910, 4096
-  %150 = mul nsw i64 %conv2.ty8011, 2
-  %151 = add nsw i64 %150, 2
-  %152 = mul nsw i64 %151, 256
-  %153 = add nsw i64 %149, %152
-  %154 = mul nsw i64 %conv2.tx8112, 2
-  %155 = add nsw i64 %154, 1
-  %156 = mul nsw i64 %155, 16
-  %157 = add nsw i64 %153, %156
-  %158 = mul nsw i64 %conv2.cv8213, 8
-  %159 = add nsw i64 %157, %158
-  %160 = add nsw i64 409600, %159
-  %arena23 = getelementptr inbounds float, ptr %arena, i64 %160
-  %161 = load <8 x float>, ptr %arena23, align 4
-  %162 = fsub <8 x float> %148, %161
-  store <8 x float> %162, ptr %conv2.w87, align 32
-  %163 = mul nsw i64 %conv2.j7910, 4096
-  %164 = mul nsw i64 %conv2.ty8011, 2
-  %165 = add nsw i64 %164, 1
-  %166 = mul nsw i64 %165, 256
-  %167 = add nsw i64 %163, %166
-  %168 = mul nsw i64 %conv2.tx8112, 2
-  %169 = add nsw i64 %168, 1
-  %170 = mul nsw i64 %169, 16
-  %171 = add nsw i64 %167, %170
-  %172 = mul nsw i64 %conv2.cv8213, 8
-  %173 = add nsw i64 %171, %172
-  %174 = add nsw i64 409600, %173
-  %arena24 = getelementptr inbounds float, ptr %arena, i64 %174
-  %175 = load <8 x float>, ptr %arena24, align 4
-  %176 = mul nsw i64 %conv2.j7910, 4096
-  %177 = mul nsw i64 %conv2.ty8011, 2
-  %178 = add nsw i64 %177, 2
-  %179 = mul nsw i64 %178, 256
-  %180 = add nsw i64 %176, %179
-  %181 = mul nsw i64 %conv2.tx8112, 2
-  %182 = add nsw i64 %181, 1
-  %183 = mul nsw i64 %182, 16
-  %184 = add nsw i64 %180, %183
-  %185 = mul nsw i64 %conv2.cv8213, 8
-  %186 = add nsw i64 %184, %185
-  %187 = add nsw i64 409600, %186
-  %arena25 = getelementptr inbounds float, ptr %arena, i64 %187
-  %188 = load <8 x float>, ptr %arena25, align 4
-  %189 = fadd <8 x float> %175, %188
-  store <8 x float> %189, ptr %conv2.w88, align 32
-  %190 = mul nsw i64 %conv2.j7910, 4096
-  %191 = mul nsw i64 %conv2.ty8011, 2
-  %192 = add nsw i64 %191, 2
-  %193 = mul nsw i64 %192, 256
-  %194 = add nsw i64 %190, %193
-  %195 = mul nsw i64 %conv2.tx8112, 2
-  %196 = add nsw i64 %195, 1
-  %197 = mul nsw i64 %196, 16
-  %198 = add nsw i64 %194, %197
-  %199 = mul nsw i64 %conv2.cv8213, 8
-  %200 = add nsw i64 %198, %199
-  %201 = add nsw i64 409600, %200
-  %arena26 = getelementptr inbounds float, ptr %arena, i64 %201
-  %202 = load <8 x float>, ptr %arena26, align 4
-  %203 = mul nsw i64 %conv2.j7910, 4096
-  %204 = mul nsw i64 %conv2.ty8011, 2
-  %205 = add nsw i64 %204, 1
-  %206 = mul nsw i64 %205, 256
-  %207 = add nsw i64 %203, %206
-  %208 = mul nsw i64 %conv2.tx8112, 2
-  %209 = add nsw i64 %208, 1
-  %210 = mul nsw i64 %209, 16
-  %211 = add nsw i64 %207, %210
-  %212 = mul nsw i64 %conv2.cv8213, 8
-  %213 = add nsw i64 %211, %212
-  %214 = add nsw i64 409600, %213
-  %arena27 = getelementptr inbounds float, ptr %arena, i64 %214
-  %215 = load <8 x float>, ptr %arena27, align 4
-  %216 = fsub <8 x float> %202, %215
-  store <8 x float> %216, ptr %conv2.w89, align 32
-  %217 = mul nsw i64 %conv2.j7910, 4096
-  %218 = mul nsw i64 %conv2.ty8011, 2
-  %219 = add nsw i64 %218, 1
-  %220 = mul nsw i64 %219, 256
-  %221 = add nsw i64 %217, %220
-  %222 = mul nsw i64 %conv2.tx8112, 2
-  %223 = add nsw i64 %222, 1
-  %224 = mul nsw i64 %223, 16
-  %225 = add nsw i64 %221, %224
-  %226 = mul nsw i64 %conv2.cv8213, 8
-  %227 = add nsw i64 %225, %226
-  %228 = add nsw i64 409600, %227
-  %arena28 = getelementptr inbounds float, ptr %arena, i64 %228
-  %229 = load <8 x float>, ptr %arena28, align 4
-  %230 = mul nsw i64 %conv2.j7910, 4096
-  %231 = mul nsw i64 %conv2.ty8011, 2
-  %232 = add nsw i64 %231, 3
-  %233 = mul nsw i64 %232, 256
-  %234 = add nsw i64 %230, %233
-  %235 = mul nsw i64 %conv2.tx8112, 2
-  %236 = add nsw i64 %235, 1
-  %237 = mul nsw i64 %236, 16
-  %238 = add nsw i64 %234, %237
-  %239 = mul nsw i64 %conv2.cv8213, 8
-  %240 = add nsw i64 %238, %239
-  %241 = add nsw i64 409600, %240
-  %arena29 = getelementptr inbounds float, ptr %arena, i64 %241
-  %242 = load <8 x float>, ptr %arena29, align 4
-  %243 = fsub <8 x float> %229, %242
-  store <8 x float> %243, ptr %conv2.w90, align 32
-  %244 = mul nsw i64 %conv2.j7910, 4096
-  %245 = mul nsw i64 %conv2.ty8011, 2
-  %246 = mul nsw i64 %245, 256
-  %247 = add nsw i64 %244, %246
-  %248 = mul nsw i64 %conv2.tx8112, 2
-  %249 = add nsw i64 %248, 2
-  %250 = mul nsw i64 %249, 16
-  %251 = add nsw i64 %247, %250
-  %252 = mul nsw i64 %conv2.cv8213, 8
-  %253 = add nsw i64 %251, %252
-  %254 = add nsw i64 409600, %253
-  %arena30 = getelementptr inbounds float, ptr %arena, i64 %254
-  %255 = load <8 x float>, ptr %arena30, align 4
-  %256 = mul nsw i64 %conv2.j7910, 4096
-  %257 = mul nsw i64 %conv2.ty8011, 2
-  %258 = add nsw i64 %257, 2
-  %259 = mul nsw i64 %258, 256
-  %260 = add nsw i64 %256, %259
-  %261 = mul nsw i64 %conv2.tx8112, 2
-  %262 = add nsw i64 %261, 2
-  %263 = mul nsw i64 %262, 16
-  %264 = add nsw i64 %260, %263
-  %265 = mul nsw i64 %conv2.cv8213, 8
-  %266 = add nsw i64 %264, %265
-  %267 = add nsw i64 409600, %266
-  %arena31 = getelementptr inbounds float, ptr %arena, i64 %267
-  %268 = load <8 x float>, ptr %arena31, align 4
-  %269 = fsub <8 x float> %255, %268
-  store <8 x float> %269, ptr %conv2.w91, align 32
-  %270 = mul nsw i64 %conv2.j7910, 4096
-  %271 = mul nsw i64 %conv2.ty8011, 2
-  %272 = add nsw i64 %271, 1
-  %273 = mul nsw i64 %272, 256
-  %274 = add nsw i64 %270, %273
-  %275 = mul nsw i64 %conv2.tx8112, 2
-  %276 = add nsw i64 %275, 2
-  %277 = mul nsw i64 %276, 16
-  %278 = add nsw i64 %274, %277
-  %279 = mul nsw i64 %conv2.cv8213, 8
-  %280 = add nsw i64 %278, %279
-  %281 = add nsw i64 409600, %280
-  %arena32 = getelementptr inbounds float, ptr %arena, i64 %281
-  %282 = load <8 x float>, ptr %arena32, align 4
-  %283 = mul nsw i64 %conv2.j7910, 4096
-  %284 = mul nsw i64 %conv2.ty8011, 2
-  %285 = add nsw i64 %284, 2
-  %286 = mul nsw i64 %285, 256
-  %287 = add nsw i64 %283, %286
-  %288 = mul nsw i64 %conv2.tx8112, 2
-  %289 = add nsw i64 %288, 2
-  %290 = mul nsw i64 %289, 16
-  %291 = add nsw i64 %287, %290
-  %292 = mul nsw i64 %conv2.cv8213, 8
-  %293 = add nsw i64 %291, %292
-  %294 = add nsw i64 409600, %293
-  %arena33 = getelementptr inbounds float, ptr %arena, i64 %294
-  %295 = load <8 x float>, ptr %arena33, align 4
-  %296 = fadd <8 x float> %282, %295
-  store <8 x float> %296, ptr %conv2.w92, align 32
-  %297 = mul nsw i64 %conv2.j7910, 4096
-  %298 = mul nsw i64 %conv2.ty8011, 2
-  %299 = add nsw i64 %298, 2
-  %300 = mul nsw i64 %299, 256
-  %301 = add nsw i64 %297, %300
-  %302 = mul nsw i64 %conv2.tx8112, 2
-  %303 = add nsw i64 %302, 2
-  %304 = mul nsw i64 %303, 16
-  %305 = add nsw i64 %301, %304
-  %306 = mul nsw i64 %conv2.cv8213, 8
-  %307 = add nsw i64 %305, %306
-  %308 = add nsw i64 409600, %307
-  %arena34 = getelementptr inbounds float, ptr %arena, i64 %308
-  %309 = load <8 x float>, ptr %arena34, align 4
-  %310 = mul nsw i64 %conv2.j7910, 4096
-  %311 = mul nsw i64 %conv2.ty8011, 2
-  %312 = add nsw i64 %311, 1
-  %313 = mul nsw i64 %312, 256
-  %314 = add nsw i64 %310, %313
-  %315 = mul nsw i64 %conv2.tx8112, 2
-  %316 = add nsw i64 %315, 2
-  %317 = mul nsw i64 %316, 16
-  %318 = add nsw i64 %314, %317
-  %319 = mul nsw i64 %conv2.cv8213, 8
-  %320 = add nsw i64 %318, %319
-  %321 = add nsw i64 409600, %320
-  %arena35 = getelementptr inbounds float, ptr %arena, i64 %321
-  %322 = load <8 x float>, ptr %arena35, align 4
-  %323 = fsub <8 x float> %309, %322
-  store <8 x float> %323, ptr %conv2.w93, align 32
-  %324 = mul nsw i64 %conv2.j7910, 4096
-  %325 = mul nsw i64 %conv2.ty8011, 2
-  %326 = add nsw i64 %325, 1
-  %327 = mul nsw i64 %326, 256
-  %328 = add nsw i64 %324, %327
-  %329 = mul nsw i64 %conv2.tx8112, 2
-  %330 = add nsw i64 %329, 2
-  %331 = mul nsw i64 %330, 16
-  %332 = add nsw i64 %328, %331
-  %333 = mul nsw i64 %conv2.cv8213, 8
-  %334 = add nsw i64 %332, %333
-  %335 = add nsw i64 409600, %334
-  %arena36 = getelementptr inbounds float, ptr %arena, i64 %335
-  %336 = load <8 x float>, ptr %arena36, align 4
-  %337 = mul nsw i64 %conv2.j7910, 4096
-  %338 = mul nsw i64 %conv2.ty8011, 2
-  %339 = add nsw i64 %338, 3
-  %340 = mul nsw i64 %339, 256
-  %341 = add nsw i64 %337, %340
-  %342 = mul nsw i64 %conv2.tx8112, 2
-  %343 = add nsw i64 %342, 2
-  %344 = mul nsw i64 %343, 16
-  %345 = add nsw i64 %341, %344
-  %346 = mul nsw i64 %conv2.cv8213, 8
-  %347 = add nsw i64 %345, %346
-  %348 = add nsw i64 409600, %347
-  %arena37 = getelementptr inbounds float, ptr %arena, i64 %348
-  %349 = load <8 x float>, ptr %arena37, align 4
-  %350 = fsub <8 x float> %336, %349
-  store <8 x float> %350, ptr %conv2.w94, align 32
-  %351 = mul nsw i64 %conv2.j7910, 4096
-  %352 = mul nsw i64 %conv2.ty8011, 2
-  %353 = mul nsw i64 %352, 256
-  %354 = add nsw i64 %351, %353
-  %355 = mul nsw i64 %conv2.tx8112, 2
-  %356 = add nsw i64 %355, 3
-  %357 = mul nsw i64 %356, 16
-  %358 = add nsw i64 %354, %357
-  %359 = mul nsw i64 %conv2.cv8213, 8
-  %360 = add nsw i64 %358, %359
-  %361 = add nsw i64 409600, %360
-  %arena38 = getelementptr inbounds float, ptr %arena, i64 %361
-  %362 = load <8 x float>, ptr %arena38, align 4
-  %363 = mul nsw i64 %conv2.j7910, 4096
-  %364 = mul nsw i64 %conv2.ty8011, 2
-  %365 = add nsw i64 %364, 2
-  %366 = mul nsw i64 %365, 256
-  %367 = add nsw i64 %363, %366
-  %368 = mul nsw i64 %conv2.tx8112, 2
-  %369 = add nsw i64 %368, 3
-  %370 = mul nsw i64 %369, 16
-  %371 = add nsw i64 %367, %370
-  %372 = mul nsw i64 %conv2.cv8213, 8
-  %373 = add nsw i64 %371, %372
-  %374 = add nsw i64 409600, %373
-  %arena39 = getelementptr inbounds float, ptr %arena, i64 %374
-  %375 = load <8 x float>, ptr %arena39, align 4
-  %376 = fsub <8 x float> %362, %375
-  store <8 x float> %376, ptr %conv2.w95, align 32
-  %377 = mul nsw i64 %conv2.j7910, 4096
-  %378 = mul nsw i64 %conv2.ty8011, 2
-  %379 = add nsw i64 %378, 1
-  %380 = mul nsw i64 %379, 256
-  %381 = add nsw i64 %377, %380
-  %382 = mul nsw i64 %conv2.tx8112, 2
-  %383 = add nsw i64 %382, 3
-  %384 = mul nsw i64 %383, 16
-  %385 = add nsw i64 %381, %384
-  %386 = mul nsw i64 %conv2.cv8213, 8
-  %387 = add nsw i64 %385, %386
-  %388 = add nsw i64 409600, %387
-  %arena40 = getelementptr inbounds float, ptr %arena, i64 %388
-  %389 = load <8 x float>, ptr %arena40, align 4
-  %390 = mul nsw i64 %conv2.j7910, 4096
-  %391 = mul nsw i64 %conv2.ty8011, 2
-  %392 = add nsw i64 %391, 2
-  %393 = mul nsw i64 %392, 256
-  %394 = add nsw i64 %390, %393
-  %395 = mul nsw i64 %conv2.tx8112, 2
-  %396 = add nsw i64 %395, 3
-  %397 = mul nsw i64 %396, 16
-  %398 = add nsw i64 %394, %397
-  %399 = mul nsw i64 %conv2.cv8213, 8
-  %400 = add nsw i64 %398, %399
-  %401 = add nsw i64 409600, %400
-  %arena41 = getelementptr inbounds float, ptr %arena, i64 %401
-  %402 = load <8 x float>, ptr %arena41, align 4
-  %403 = fadd <8 x float> %389, %402
-  store <8 x float> %403, ptr %conv2.w96, align 32
-  %404 = mul nsw i64 %conv2.j7910, 4096
-  %405 = mul nsw i64 %conv2.ty8011, 2
-  %406 = add nsw i64 %405, 2
-  %407 = mul nsw i64 %406, 256
-  %408 = add nsw i64 %404, %407
-  %409 = mul nsw i64 %conv2.tx8112, 2
-  %410 = add nsw i64 %409, 3
-  %411 = mul nsw i64 %410, 16
-  %412 = add nsw i64 %408, %411
-  %413 = mul nsw i64 %conv2.cv8213, 8
-  %414 = add nsw i64 %412, %413
-  %415 = add nsw i64 409600, %414
-  %arena42 = getelementptr inbounds float, ptr %arena, i64 %415
-  %416 = load <8 x float>, ptr %arena42, align 4
-  %417 = mul nsw i64 %conv2.j7910, 4096
-  %418 = mul nsw i64 %conv2.ty8011, 2
-  %419 = add nsw i64 %418, 1
-  %420 = mul nsw i64 %419, 256
-  %421 = add nsw i64 %417, %420
-  %422 = mul nsw i64 %conv2.tx8112, 2
-  %423 = add nsw i64 %422, 3
-  %424 = mul nsw i64 %423, 16
-  %425 = add nsw i64 %421, %424
-  %426 = mul nsw i64 %conv2.cv8213, 8
-  %427 = add nsw i64 %425, %426
-  %428 = add nsw i64 409600, %427
-  %arena43 = getelementptr inbounds float, ptr %arena, i64 %428
-  %429 = load <8 x float>, ptr %arena43, align 4
-  %430 = fsub <8 x float> %416, %429
-  store <8 x float> %430, ptr %conv2.w97, align 32
-  %431 = mul nsw i64 %conv2.j7910, 4096
-  %432 = mul nsw i64 %conv2.ty8011, 2
-  %433 = add nsw i64 %432, 1
-  %434 = mul nsw i64 %433, 256
-  %435 = add nsw i64 %431, %434
-  %436 = mul nsw i64 %conv2.tx8112, 2
-  %437 = add nsw i64 %436, 3
-  %438 = mul nsw i64 %437, 16
-  %439 = add nsw i64 %435, %438
-  %440 = mul nsw i64 %conv2.cv8213, 8
-  %441 = add nsw i64 %439, %440
-  %442 = add nsw i64 409600, %441
-  %arena44 = getelementptr inbounds float, ptr %arena, i64 %442
-  %443 = load <8 x float>, ptr %arena44, align 4
-  %444 = mul nsw i64 %conv2.j7910, 4096
-  %445 = mul nsw i64 %conv2.ty8011, 2
-  %446 = add nsw i64 %445, 3
-  %447 = mul nsw i64 %446, 256
-  %448 = add nsw i64 %444, %447
-  %449 = mul nsw i64 %conv2.tx8112, 2
-  %450 = add nsw i64 %449, 3
-  %451 = mul nsw i64 %450, 16
-  %452 = add nsw i64 %448, %451
-  %453 = mul nsw i64 %conv2.cv8213, 8
-  %454 = add nsw i64 %452, %453
-  %455 = add nsw i64 409600, %454
-  %arena45 = getelementptr inbounds float, ptr %arena, i64 %455
-  %456 = load <8 x float>, ptr %arena45, align 4
-  %457 = fsub <8 x float> %443, %456
-  store <8 x float> %457, ptr %conv2.w98, align 32
+  %39 = mul nsw i64 %conv2.j7910, 4096
+  %40 = mul nsw i64 %conv2.ty8011, 2
+  %41 = mul nsw i64 %40, 256
+  %42 = add nsw i64 %39, %41
+  %43 = mul nsw i64 %conv2.tx8112, 2
+  %44 = mul nsw i64 %43, 16
+  %45 = add nsw i64 %42, %44
+  %46 = mul nsw i64 %conv2.cv8213, 8
+  %47 = add nsw i64 %45, %46
+  %48 = add nsw i64 409600, %47
+  %arena14 = getelementptr inbounds float, ptr %arena, i64 %48
+  %49 = load <8 x float>, ptr %arena14, align 4
+  %50 = mul nsw i64 %conv2.j7910, 4096
+  %51 = mul nsw i64 %conv2.ty8011, 2
+  %52 = add nsw i64 %51, 2
+  %53 = mul nsw i64 %52, 256
+  %54 = add nsw i64 %50, %53
+  %55 = mul nsw i64 %conv2.tx8112, 2
+  %56 = mul nsw i64 %55, 16
+  %57 = add nsw i64 %54, %56
+  %58 = mul nsw i64 %conv2.cv8213, 8
+  %59 = add nsw i64 %57, %58
+  %60 = add nsw i64 409600, %59
+  %arena15 = getelementptr inbounds float, ptr %arena, i64 %60
+  %61 = load <8 x float>, ptr %arena15, align 4
+  %62 = fsub <8 x float> %49, %61
+  store <8 x float> %62, ptr %conv2.w83, align 32
+  %63 = mul nsw i64 %conv2.j7910, 4096
+  %64 = mul nsw i64 %conv2.ty8011, 2
+  %65 = add nsw i64 %64, 1
+  %66 = mul nsw i64 %65, 256
+  %67 = add nsw i64 %63, %66
+  %68 = mul nsw i64 %conv2.tx8112, 2
+  %69 = mul nsw i64 %68, 16
+  %70 = add nsw i64 %67, %69
+  %71 = mul nsw i64 %conv2.cv8213, 8
+  %72 = add nsw i64 %70, %71
+  %73 = add nsw i64 409600, %72
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %73
+  %74 = load <8 x float>, ptr %arena16, align 4
+  %75 = mul nsw i64 %conv2.j7910, 4096
+  %76 = mul nsw i64 %conv2.ty8011, 2
+  %77 = add nsw i64 %76, 2
+  %78 = mul nsw i64 %77, 256
+  %79 = add nsw i64 %75, %78
+  %80 = mul nsw i64 %conv2.tx8112, 2
+  %81 = mul nsw i64 %80, 16
+  %82 = add nsw i64 %79, %81
+  %83 = mul nsw i64 %conv2.cv8213, 8
+  %84 = add nsw i64 %82, %83
+  %85 = add nsw i64 409600, %84
+  %arena17 = getelementptr inbounds float, ptr %arena, i64 %85
+  %86 = load <8 x float>, ptr %arena17, align 4
+  %87 = fadd <8 x float> %74, %86
+  store <8 x float> %87, ptr %conv2.w84, align 32
+  %88 = mul nsw i64 %conv2.j7910, 4096
+  %89 = mul nsw i64 %conv2.ty8011, 2
+  %90 = add nsw i64 %89, 2
+  %91 = mul nsw i64 %90, 256
+  %92 = add nsw i64 %88, %91
+  %93 = mul nsw i64 %conv2.tx8112, 2
+  %94 = mul nsw i64 %93, 16
+  %95 = add nsw i64 %92, %94
+  %96 = mul nsw i64 %conv2.cv8213, 8
+  %97 = add nsw i64 %95, %96
+  %98 = add nsw i64 409600, %97
+  %arena18 = getelementptr inbounds float, ptr %arena, i64 %98
+  %99 = load <8 x float>, ptr %arena18, align 4
+  %100 = mul nsw i64 %conv2.j7910, 4096
+  %101 = mul nsw i64 %conv2.ty8011, 2
+  %102 = add nsw i64 %101, 1
+  %103 = mul nsw i64 %102, 256
+  %104 = add nsw i64 %100, %103
+  %105 = mul nsw i64 %conv2.tx8112, 2
+  %106 = mul nsw i64 %105, 16
+  %107 = add nsw i64 %104, %106
+  %108 = mul nsw i64 %conv2.cv8213, 8
+  %109 = add nsw i64 %107, %108
+  %110 = add nsw i64 409600, %109
+  %arena19 = getelementptr inbounds float, ptr %arena, i64 %110
+  %111 = load <8 x float>, ptr %arena19, align 4
+  %112 = fsub <8 x float> %99, %111
+  store <8 x float> %112, ptr %conv2.w85, align 32
+  %113 = mul nsw i64 %conv2.j7910, 4096
+  %114 = mul nsw i64 %conv2.ty8011, 2
+  %115 = add nsw i64 %114, 1
+  %116 = mul nsw i64 %115, 256
+  %117 = add nsw i64 %113, %116
+  %118 = mul nsw i64 %conv2.tx8112, 2
+  %119 = mul nsw i64 %118, 16
+  %120 = add nsw i64 %117, %119
+  %121 = mul nsw i64 %conv2.cv8213, 8
+  %122 = add nsw i64 %120, %121
+  %123 = add nsw i64 409600, %122
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %123
+  %124 = load <8 x float>, ptr %arena20, align 4
+  %125 = mul nsw i64 %conv2.j7910, 4096
+  %126 = mul nsw i64 %conv2.ty8011, 2
+  %127 = add nsw i64 %126, 3
+  %128 = mul nsw i64 %127, 256
+  %129 = add nsw i64 %125, %128
+  %130 = mul nsw i64 %conv2.tx8112, 2
+  %131 = mul nsw i64 %130, 16
+  %132 = add nsw i64 %129, %131
+  %133 = mul nsw i64 %conv2.cv8213, 8
+  %134 = add nsw i64 %132, %133
+  %135 = add nsw i64 409600, %134
+  %arena21 = getelementptr inbounds float, ptr %arena, i64 %135
+  %136 = load <8 x float>, ptr %arena21, align 4
+  %137 = fsub <8 x float> %124, %136
+  store <8 x float> %137, ptr %conv2.w86, align 32
+  %138 = mul nsw i64 %conv2.j7910, 4096
+  %139 = mul nsw i64 %conv2.ty8011, 2
+  %140 = mul nsw i64 %139, 256
+  %141 = add nsw i64 %138, %140
+  %142 = mul nsw i64 %conv2.tx8112, 2
+  %143 = add nsw i64 %142, 1
+  %144 = mul nsw i64 %143, 16
+  %145 = add nsw i64 %141, %144
+  %146 = mul nsw i64 %conv2.cv8213, 8
+  %147 = add nsw i64 %145, %146
+  %148 = add nsw i64 409600, %147
+  %arena22 = getelementptr inbounds float, ptr %arena, i64 %148
+  %149 = load <8 x float>, ptr %arena22, align 4
+  %150 = mul nsw i64 %conv2.j7910, 4096
+  %151 = mul nsw i64 %conv2.ty8011, 2
+  %152 = add nsw i64 %151, 2
+  %153 = mul nsw i64 %152, 256
+  %154 = add nsw i64 %150, %153
+  %155 = mul nsw i64 %conv2.tx8112, 2
+  %156 = add nsw i64 %155, 1
+  %157 = mul nsw i64 %156, 16
+  %158 = add nsw i64 %154, %157
+  %159 = mul nsw i64 %conv2.cv8213, 8
+  %160 = add nsw i64 %158, %159
+  %161 = add nsw i64 409600, %160
+  %arena23 = getelementptr inbounds float, ptr %arena, i64 %161
+  %162 = load <8 x float>, ptr %arena23, align 4
+  %163 = fsub <8 x float> %149, %162
+  store <8 x float> %163, ptr %conv2.w87, align 32
+  %164 = mul nsw i64 %conv2.j7910, 4096
+  %165 = mul nsw i64 %conv2.ty8011, 2
+  %166 = add nsw i64 %165, 1
+  %167 = mul nsw i64 %166, 256
+  %168 = add nsw i64 %164, %167
+  %169 = mul nsw i64 %conv2.tx8112, 2
+  %170 = add nsw i64 %169, 1
+  %171 = mul nsw i64 %170, 16
+  %172 = add nsw i64 %168, %171
+  %173 = mul nsw i64 %conv2.cv8213, 8
+  %174 = add nsw i64 %172, %173
+  %175 = add nsw i64 409600, %174
+  %arena24 = getelementptr inbounds float, ptr %arena, i64 %175
+  %176 = load <8 x float>, ptr %arena24, align 4
+  %177 = mul nsw i64 %conv2.j7910, 4096
+  %178 = mul nsw i64 %conv2.ty8011, 2
+  %179 = add nsw i64 %178, 2
+  %180 = mul nsw i64 %179, 256
+  %181 = add nsw i64 %177, %180
+  %182 = mul nsw i64 %conv2.tx8112, 2
+  %183 = add nsw i64 %182, 1
+  %184 = mul nsw i64 %183, 16
+  %185 = add nsw i64 %181, %184
+  %186 = mul nsw i64 %conv2.cv8213, 8
+  %187 = add nsw i64 %185, %186
+  %188 = add nsw i64 409600, %187
+  %arena25 = getelementptr inbounds float, ptr %arena, i64 %188
+  %189 = load <8 x float>, ptr %arena25, align 4
+  %190 = fadd <8 x float> %176, %189
+  store <8 x float> %190, ptr %conv2.w88, align 32
+  %191 = mul nsw i64 %conv2.j7910, 4096
+  %192 = mul nsw i64 %conv2.ty8011, 2
+  %193 = add nsw i64 %192, 2
+  %194 = mul nsw i64 %193, 256
+  %195 = add nsw i64 %191, %194
+  %196 = mul nsw i64 %conv2.tx8112, 2
+  %197 = add nsw i64 %196, 1
+  %198 = mul nsw i64 %197, 16
+  %199 = add nsw i64 %195, %198
+  %200 = mul nsw i64 %conv2.cv8213, 8
+  %201 = add nsw i64 %199, %200
+  %202 = add nsw i64 409600, %201
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 %202
+  %203 = load <8 x float>, ptr %arena26, align 4
+  %204 = mul nsw i64 %conv2.j7910, 4096
+  %205 = mul nsw i64 %conv2.ty8011, 2
+  %206 = add nsw i64 %205, 1
+  %207 = mul nsw i64 %206, 256
+  %208 = add nsw i64 %204, %207
+  %209 = mul nsw i64 %conv2.tx8112, 2
+  %210 = add nsw i64 %209, 1
+  %211 = mul nsw i64 %210, 16
+  %212 = add nsw i64 %208, %211
+  %213 = mul nsw i64 %conv2.cv8213, 8
+  %214 = add nsw i64 %212, %213
+  %215 = add nsw i64 409600, %214
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 %215
+  %216 = load <8 x float>, ptr %arena27, align 4
+  %217 = fsub <8 x float> %203, %216
+  store <8 x float> %217, ptr %conv2.w89, align 32
+  %218 = mul nsw i64 %conv2.j7910, 4096
+  %219 = mul nsw i64 %conv2.ty8011, 2
+  %220 = add nsw i64 %219, 1
+  %221 = mul nsw i64 %220, 256
+  %222 = add nsw i64 %218, %221
+  %223 = mul nsw i64 %conv2.tx8112, 2
+  %224 = add nsw i64 %223, 1
+  %225 = mul nsw i64 %224, 16
+  %226 = add nsw i64 %222, %225
+  %227 = mul nsw i64 %conv2.cv8213, 8
+  %228 = add nsw i64 %226, %227
+  %229 = add nsw i64 409600, %228
+  %arena28 = getelementptr inbounds float, ptr %arena, i64 %229
+  %230 = load <8 x float>, ptr %arena28, align 4
+  %231 = mul nsw i64 %conv2.j7910, 4096
+  %232 = mul nsw i64 %conv2.ty8011, 2
+  %233 = add nsw i64 %232, 3
+  %234 = mul nsw i64 %233, 256
+  %235 = add nsw i64 %231, %234
+  %236 = mul nsw i64 %conv2.tx8112, 2
+  %237 = add nsw i64 %236, 1
+  %238 = mul nsw i64 %237, 16
+  %239 = add nsw i64 %235, %238
+  %240 = mul nsw i64 %conv2.cv8213, 8
+  %241 = add nsw i64 %239, %240
+  %242 = add nsw i64 409600, %241
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %242
+  %243 = load <8 x float>, ptr %arena29, align 4
+  %244 = fsub <8 x float> %230, %243
+  store <8 x float> %244, ptr %conv2.w90, align 32
+  %245 = mul nsw i64 %conv2.j7910, 4096
+  %246 = mul nsw i64 %conv2.ty8011, 2
+  %247 = mul nsw i64 %246, 256
+  %248 = add nsw i64 %245, %247
+  %249 = mul nsw i64 %conv2.tx8112, 2
+  %250 = add nsw i64 %249, 2
+  %251 = mul nsw i64 %250, 16
+  %252 = add nsw i64 %248, %251
+  %253 = mul nsw i64 %conv2.cv8213, 8
+  %254 = add nsw i64 %252, %253
+  %255 = add nsw i64 409600, %254
+  %arena30 = getelementptr inbounds float, ptr %arena, i64 %255
+  %256 = load <8 x float>, ptr %arena30, align 4
+  %257 = mul nsw i64 %conv2.j7910, 4096
+  %258 = mul nsw i64 %conv2.ty8011, 2
+  %259 = add nsw i64 %258, 2
+  %260 = mul nsw i64 %259, 256
+  %261 = add nsw i64 %257, %260
+  %262 = mul nsw i64 %conv2.tx8112, 2
+  %263 = add nsw i64 %262, 2
+  %264 = mul nsw i64 %263, 16
+  %265 = add nsw i64 %261, %264
+  %266 = mul nsw i64 %conv2.cv8213, 8
+  %267 = add nsw i64 %265, %266
+  %268 = add nsw i64 409600, %267
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %268
+  %269 = load <8 x float>, ptr %arena31, align 4
+  %270 = fsub <8 x float> %256, %269
+  store <8 x float> %270, ptr %conv2.w91, align 32
+  %271 = mul nsw i64 %conv2.j7910, 4096
+  %272 = mul nsw i64 %conv2.ty8011, 2
+  %273 = add nsw i64 %272, 1
+  %274 = mul nsw i64 %273, 256
+  %275 = add nsw i64 %271, %274
+  %276 = mul nsw i64 %conv2.tx8112, 2
+  %277 = add nsw i64 %276, 2
+  %278 = mul nsw i64 %277, 16
+  %279 = add nsw i64 %275, %278
+  %280 = mul nsw i64 %conv2.cv8213, 8
+  %281 = add nsw i64 %279, %280
+  %282 = add nsw i64 409600, %281
+  %arena32 = getelementptr inbounds float, ptr %arena, i64 %282
+  %283 = load <8 x float>, ptr %arena32, align 4
+  %284 = mul nsw i64 %conv2.j7910, 4096
+  %285 = mul nsw i64 %conv2.ty8011, 2
+  %286 = add nsw i64 %285, 2
+  %287 = mul nsw i64 %286, 256
+  %288 = add nsw i64 %284, %287
+  %289 = mul nsw i64 %conv2.tx8112, 2
+  %290 = add nsw i64 %289, 2
+  %291 = mul nsw i64 %290, 16
+  %292 = add nsw i64 %288, %291
+  %293 = mul nsw i64 %conv2.cv8213, 8
+  %294 = add nsw i64 %292, %293
+  %295 = add nsw i64 409600, %294
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 %295
+  %296 = load <8 x float>, ptr %arena33, align 4
+  %297 = fadd <8 x float> %283, %296
+  store <8 x float> %297, ptr %conv2.w92, align 32
+  %298 = mul nsw i64 %conv2.j7910, 4096
+  %299 = mul nsw i64 %conv2.ty8011, 2
+  %300 = add nsw i64 %299, 2
+  %301 = mul nsw i64 %300, 256
+  %302 = add nsw i64 %298, %301
+  %303 = mul nsw i64 %conv2.tx8112, 2
+  %304 = add nsw i64 %303, 2
+  %305 = mul nsw i64 %304, 16
+  %306 = add nsw i64 %302, %305
+  %307 = mul nsw i64 %conv2.cv8213, 8
+  %308 = add nsw i64 %306, %307
+  %309 = add nsw i64 409600, %308
+  %arena34 = getelementptr inbounds float, ptr %arena, i64 %309
+  %310 = load <8 x float>, ptr %arena34, align 4
+  %311 = mul nsw i64 %conv2.j7910, 4096
+  %312 = mul nsw i64 %conv2.ty8011, 2
+  %313 = add nsw i64 %312, 1
+  %314 = mul nsw i64 %313, 256
+  %315 = add nsw i64 %311, %314
+  %316 = mul nsw i64 %conv2.tx8112, 2
+  %317 = add nsw i64 %316, 2
+  %318 = mul nsw i64 %317, 16
+  %319 = add nsw i64 %315, %318
+  %320 = mul nsw i64 %conv2.cv8213, 8
+  %321 = add nsw i64 %319, %320
+  %322 = add nsw i64 409600, %321
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %322
+  %323 = load <8 x float>, ptr %arena35, align 4
+  %324 = fsub <8 x float> %310, %323
+  store <8 x float> %324, ptr %conv2.w93, align 32
+  %325 = mul nsw i64 %conv2.j7910, 4096
+  %326 = mul nsw i64 %conv2.ty8011, 2
+  %327 = add nsw i64 %326, 1
+  %328 = mul nsw i64 %327, 256
+  %329 = add nsw i64 %325, %328
+  %330 = mul nsw i64 %conv2.tx8112, 2
+  %331 = add nsw i64 %330, 2
+  %332 = mul nsw i64 %331, 16
+  %333 = add nsw i64 %329, %332
+  %334 = mul nsw i64 %conv2.cv8213, 8
+  %335 = add nsw i64 %333, %334
+  %336 = add nsw i64 409600, %335
+  %arena36 = getelementptr inbounds float, ptr %arena, i64 %336
+  %337 = load <8 x float>, ptr %arena36, align 4
+  %338 = mul nsw i64 %conv2.j7910, 4096
+  %339 = mul nsw i64 %conv2.ty8011, 2
+  %340 = add nsw i64 %339, 3
+  %341 = mul nsw i64 %340, 256
+  %342 = add nsw i64 %338, %341
+  %343 = mul nsw i64 %conv2.tx8112, 2
+  %344 = add nsw i64 %343, 2
+  %345 = mul nsw i64 %344, 16
+  %346 = add nsw i64 %342, %345
+  %347 = mul nsw i64 %conv2.cv8213, 8
+  %348 = add nsw i64 %346, %347
+  %349 = add nsw i64 409600, %348
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %349
+  %350 = load <8 x float>, ptr %arena37, align 4
+  %351 = fsub <8 x float> %337, %350
+  store <8 x float> %351, ptr %conv2.w94, align 32
+  %352 = mul nsw i64 %conv2.j7910, 4096
+  %353 = mul nsw i64 %conv2.ty8011, 2
+  %354 = mul nsw i64 %353, 256
+  %355 = add nsw i64 %352, %354
+  %356 = mul nsw i64 %conv2.tx8112, 2
+  %357 = add nsw i64 %356, 3
+  %358 = mul nsw i64 %357, 16
+  %359 = add nsw i64 %355, %358
+  %360 = mul nsw i64 %conv2.cv8213, 8
+  %361 = add nsw i64 %359, %360
+  %362 = add nsw i64 409600, %361
+  %arena38 = getelementptr inbounds float, ptr %arena, i64 %362
+  %363 = load <8 x float>, ptr %arena38, align 4
+  %364 = mul nsw i64 %conv2.j7910, 4096
+  %365 = mul nsw i64 %conv2.ty8011, 2
+  %366 = add nsw i64 %365, 2
+  %367 = mul nsw i64 %366, 256
+  %368 = add nsw i64 %364, %367
+  %369 = mul nsw i64 %conv2.tx8112, 2
+  %370 = add nsw i64 %369, 3
+  %371 = mul nsw i64 %370, 16
+  %372 = add nsw i64 %368, %371
+  %373 = mul nsw i64 %conv2.cv8213, 8
+  %374 = add nsw i64 %372, %373
+  %375 = add nsw i64 409600, %374
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %375
+  %376 = load <8 x float>, ptr %arena39, align 4
+  %377 = fsub <8 x float> %363, %376
+  store <8 x float> %377, ptr %conv2.w95, align 32
+  %378 = mul nsw i64 %conv2.j7910, 4096
+  %379 = mul nsw i64 %conv2.ty8011, 2
+  %380 = add nsw i64 %379, 1
+  %381 = mul nsw i64 %380, 256
+  %382 = add nsw i64 %378, %381
+  %383 = mul nsw i64 %conv2.tx8112, 2
+  %384 = add nsw i64 %383, 3
+  %385 = mul nsw i64 %384, 16
+  %386 = add nsw i64 %382, %385
+  %387 = mul nsw i64 %conv2.cv8213, 8
+  %388 = add nsw i64 %386, %387
+  %389 = add nsw i64 409600, %388
+  %arena40 = getelementptr inbounds float, ptr %arena, i64 %389
+  %390 = load <8 x float>, ptr %arena40, align 4
+  %391 = mul nsw i64 %conv2.j7910, 4096
+  %392 = mul nsw i64 %conv2.ty8011, 2
+  %393 = add nsw i64 %392, 2
+  %394 = mul nsw i64 %393, 256
+  %395 = add nsw i64 %391, %394
+  %396 = mul nsw i64 %conv2.tx8112, 2
+  %397 = add nsw i64 %396, 3
+  %398 = mul nsw i64 %397, 16
+  %399 = add nsw i64 %395, %398
+  %400 = mul nsw i64 %conv2.cv8213, 8
+  %401 = add nsw i64 %399, %400
+  %402 = add nsw i64 409600, %401
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %402
+  %403 = load <8 x float>, ptr %arena41, align 4
+  %404 = fadd <8 x float> %390, %403
+  store <8 x float> %404, ptr %conv2.w96, align 32
+  %405 = mul nsw i64 %conv2.j7910, 4096
+  %406 = mul nsw i64 %conv2.ty8011, 2
+  %407 = add nsw i64 %406, 2
+  %408 = mul nsw i64 %407, 256
+  %409 = add nsw i64 %405, %408
+  %410 = mul nsw i64 %conv2.tx8112, 2
+  %411 = add nsw i64 %410, 3
+  %412 = mul nsw i64 %411, 16
+  %413 = add nsw i64 %409, %412
+  %414 = mul nsw i64 %conv2.cv8213, 8
+  %415 = add nsw i64 %413, %414
+  %416 = add nsw i64 409600, %415
+  %arena42 = getelementptr inbounds float, ptr %arena, i64 %416
+  %417 = load <8 x float>, ptr %arena42, align 4
+  %418 = mul nsw i64 %conv2.j7910, 4096
+  %419 = mul nsw i64 %conv2.ty8011, 2
+  %420 = add nsw i64 %419, 1
+  %421 = mul nsw i64 %420, 256
+  %422 = add nsw i64 %418, %421
+  %423 = mul nsw i64 %conv2.tx8112, 2
+  %424 = add nsw i64 %423, 3
+  %425 = mul nsw i64 %424, 16
+  %426 = add nsw i64 %422, %425
+  %427 = mul nsw i64 %conv2.cv8213, 8
+  %428 = add nsw i64 %426, %427
+  %429 = add nsw i64 409600, %428
+  %arena43 = getelementptr inbounds float, ptr %arena, i64 %429
+  %430 = load <8 x float>, ptr %arena43, align 4
+  %431 = fsub <8 x float> %417, %430
+  store <8 x float> %431, ptr %conv2.w97, align 32
+  %432 = mul nsw i64 %conv2.j7910, 4096
+  %433 = mul nsw i64 %conv2.ty8011, 2
+  %434 = add nsw i64 %433, 1
+  %435 = mul nsw i64 %434, 256
+  %436 = add nsw i64 %432, %435
+  %437 = mul nsw i64 %conv2.tx8112, 2
+  %438 = add nsw i64 %437, 3
+  %439 = mul nsw i64 %438, 16
+  %440 = add nsw i64 %436, %439
+  %441 = mul nsw i64 %conv2.cv8213, 8
+  %442 = add nsw i64 %440, %441
+  %443 = add nsw i64 409600, %442
+  %arena44 = getelementptr inbounds float, ptr %arena, i64 %443
+  %444 = load <8 x float>, ptr %arena44, align 4
+  %445 = mul nsw i64 %conv2.j7910, 4096
+  %446 = mul nsw i64 %conv2.ty8011, 2
+  %447 = add nsw i64 %446, 3
+  %448 = mul nsw i64 %447, 256
+  %449 = add nsw i64 %445, %448
+  %450 = mul nsw i64 %conv2.tx8112, 2
+  %451 = add nsw i64 %450, 3
+  %452 = mul nsw i64 %451, 16
+  %453 = add nsw i64 %449, %452
+  %454 = mul nsw i64 %conv2.cv8213, 8
+  %455 = add nsw i64 %453, %454
+  %456 = add nsw i64 409600, %455
+  %arena45 = getelementptr inbounds float, ptr %arena, i64 %456
+  %457 = load <8 x float>, ptr %arena45, align 4
+  %458 = fsub <8 x float> %444, %457
+  store <8 x float> %458, ptr %conv2.w98, align 32
   %w83 = load <8 x float>, ptr %conv2.w83, align 32
   %w91 = load <8 x float>, ptr %conv2.w91, align 32
-  %458 = fsub <8 x float> %w83, %w91
-  store <8 x float> %458, ptr %conv2.w99, align 32
+  %459 = fsub <8 x float> %w83, %w91
+  store <8 x float> %459, ptr %conv2.w99, align 32
   %w87 = load <8 x float>, ptr %conv2.w87, align 32
   %w9146 = load <8 x float>, ptr %conv2.w91, align 32
-  %459 = fadd <8 x float> %w87, %w9146
-  store <8 x float> %459, ptr %conv2.w100, align 32
+  %460 = fadd <8 x float> %w87, %w9146
+  store <8 x float> %460, ptr %conv2.w100, align 32
   %w9147 = load <8 x float>, ptr %conv2.w91, align 32
   %w8748 = load <8 x float>, ptr %conv2.w87, align 32
-  %460 = fsub <8 x float> %w9147, %w8748
-  store <8 x float> %460, ptr %conv2.w101, align 32
+  %461 = fsub <8 x float> %w9147, %w8748
+  store <8 x float> %461, ptr %conv2.w101, align 32
   %w8749 = load <8 x float>, ptr %conv2.w87, align 32
   %w95 = load <8 x float>, ptr %conv2.w95, align 32
-  %461 = fsub <8 x float> %w8749, %w95
-  store <8 x float> %461, ptr %conv2.w102, align 32
+  %462 = fsub <8 x float> %w8749, %w95
+  store <8 x float> %462, ptr %conv2.w102, align 32
   %w84 = load <8 x float>, ptr %conv2.w84, align 32
   %w92 = load <8 x float>, ptr %conv2.w92, align 32
-  %462 = fsub <8 x float> %w84, %w92
-  store <8 x float> %462, ptr %conv2.w103, align 32
+  %463 = fsub <8 x float> %w84, %w92
+  store <8 x float> %463, ptr %conv2.w103, align 32
   %w88 = load <8 x float>, ptr %conv2.w88, align 32
   %w9250 = load <8 x float>, ptr %conv2.w92, align 32
-  %463 = fadd <8 x float> %w88, %w9250
-  store <8 x float> %463, ptr %conv2.w104, align 32
+  %464 = fadd <8 x float> %w88, %w9250
+  store <8 x float> %464, ptr %conv2.w104, align 32
   %w9251 = load <8 x float>, ptr %conv2.w92, align 32
   %w8852 = load <8 x float>, ptr %conv2.w88, align 32
-  %464 = fsub <8 x float> %w9251, %w8852
-  store <8 x float> %464, ptr %conv2.w105, align 32
+  %465 = fsub <8 x float> %w9251, %w8852
+  store <8 x float> %465, ptr %conv2.w105, align 32
   %w8853 = load <8 x float>, ptr %conv2.w88, align 32
   %w96 = load <8 x float>, ptr %conv2.w96, align 32
-  %465 = fsub <8 x float> %w8853, %w96
-  store <8 x float> %465, ptr %conv2.w106, align 32
+  %466 = fsub <8 x float> %w8853, %w96
+  store <8 x float> %466, ptr %conv2.w106, align 32
   %w85 = load <8 x float>, ptr %conv2.w85, align 32
   %w93 = load <8 x float>, ptr %conv2.w93, align 32
-  %466 = fsub <8 x float> %w85, %w93
-  store <8 x float> %466, ptr %conv2.w107, align 32
+  %467 = fsub <8 x float> %w85, %w93
+  store <8 x float> %467, ptr %conv2.w107, align 32
   %w89 = load <8 x float>, ptr %conv2.w89, align 32
   %w9354 = load <8 x float>, ptr %conv2.w93, align 32
-  %467 = fadd <8 x float> %w89, %w9354
-  store <8 x float> %467, ptr %conv2.w108, align 32
+  %468 = fadd <8 x float> %w89, %w9354
+  store <8 x float> %468, ptr %conv2.w108, align 32
   %w9355 = load <8 x float>, ptr %conv2.w93, align 32
   %w8956 = load <8 x float>, ptr %conv2.w89, align 32
-  %468 = fsub <8 x float> %w9355, %w8956
-  store <8 x float> %468, ptr %conv2.w109, align 32
+  %469 = fsub <8 x float> %w9355, %w8956
+  store <8 x float> %469, ptr %conv2.w109, align 32
   %w8957 = load <8 x float>, ptr %conv2.w89, align 32
   %w97 = load <8 x float>, ptr %conv2.w97, align 32
-  %469 = fsub <8 x float> %w8957, %w97
-  store <8 x float> %469, ptr %conv2.w110, align 32
+  %470 = fsub <8 x float> %w8957, %w97
+  store <8 x float> %470, ptr %conv2.w110, align 32
   %w86 = load <8 x float>, ptr %conv2.w86, align 32
   %w94 = load <8 x float>, ptr %conv2.w94, align 32
-  %470 = fsub <8 x float> %w86, %w94
-  store <8 x float> %470, ptr %conv2.w111, align 32
+  %471 = fsub <8 x float> %w86, %w94
+  store <8 x float> %471, ptr %conv2.w111, align 32
   %w90 = load <8 x float>, ptr %conv2.w90, align 32
   %w9458 = load <8 x float>, ptr %conv2.w94, align 32
-  %471 = fadd <8 x float> %w90, %w9458
-  store <8 x float> %471, ptr %conv2.w112, align 32
+  %472 = fadd <8 x float> %w90, %w9458
+  store <8 x float> %472, ptr %conv2.w112, align 32
   %w9459 = load <8 x float>, ptr %conv2.w94, align 32
   %w9060 = load <8 x float>, ptr %conv2.w90, align 32
-  %472 = fsub <8 x float> %w9459, %w9060
-  store <8 x float> %472, ptr %conv2.w113, align 32
+  %473 = fsub <8 x float> %w9459, %w9060
+  store <8 x float> %473, ptr %conv2.w113, align 32
   %w9061 = load <8 x float>, ptr %conv2.w90, align 32
   %w98 = load <8 x float>, ptr %conv2.w98, align 32
-  %473 = fsub <8 x float> %w9061, %w98
-  store <8 x float> %473, ptr %conv2.w114, align 32
+  %474 = fsub <8 x float> %w9061, %w98
+  store <8 x float> %474, ptr %conv2.w114, align 32
   %w99 = load <8 x float>, ptr %conv2.w99, align 32
-  %474 = mul nsw i64 %conv2.j7910, 49
-  %475 = mul nsw i64 %conv2.ty8011, 7
-  %476 = add nsw i64 %474, %475
-  %477 = add nsw i64 %476, %conv2.tx8112
-  %478 = mul nsw i64 %477, 16
-  %479 = add nsw i64 413696, %478
-  %480 = mul nsw i64 %conv2.cv8213, 8
-  %481 = add nsw i64 %479, %480
-  %arena62 = getelementptr inbounds float, ptr %arena, i64 %481
+  %475 = mul nsw i64 %conv2.j7910, 49
+  %476 = mul nsw i64 %conv2.ty8011, 7
+  %477 = add nsw i64 %475, %476
+  %478 = add nsw i64 %477, %conv2.tx8112
+  %479 = mul nsw i64 %478, 16
+  %480 = add nsw i64 413696, %479
+  %481 = mul nsw i64 %conv2.cv8213, 8
+  %482 = add nsw i64 %480, %481
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %482
   store <8 x float> %w99, ptr %arena62, align 4
   %w100 = load <8 x float>, ptr %conv2.w100, align 32
-  %482 = mul nsw i64 %conv2.j7910, 49
-  %483 = mul nsw i64 %conv2.ty8011, 7
-  %484 = add nsw i64 %482, %483
-  %485 = add nsw i64 %484, %conv2.tx8112
-  %486 = mul nsw i64 %485, 16
-  %487 = add nsw i64 414480, %486
-  %488 = mul nsw i64 %conv2.cv8213, 8
-  %489 = add nsw i64 %487, %488
-  %arena63 = getelementptr inbounds float, ptr %arena, i64 %489
+  %483 = mul nsw i64 %conv2.j7910, 49
+  %484 = mul nsw i64 %conv2.ty8011, 7
+  %485 = add nsw i64 %483, %484
+  %486 = add nsw i64 %485, %conv2.tx8112
+  %487 = mul nsw i64 %486, 16
+  %488 = add nsw i64 414480, %487
+  %489 = mul nsw i64 %conv2.cv8213, 8
+  %490 = add nsw i64 %488, %489
+  %arena63 = getelementptr inbounds float, ptr %arena, i64 %490
   store <8 x float> %w100, ptr %arena63, align 4
   %w101 = load <8 x float>, ptr %conv2.w101, align 32
-  %490 = mul nsw i64 %conv2.j7910, 49
-  %491 = mul nsw i64 %conv2.ty8011, 7
-  %492 = add nsw i64 %490, %491
-  %493 = add nsw i64 %492, %conv2.tx8112
-  %494 = mul nsw i64 %493, 16
-  %495 = add nsw i64 415264, %494
-  %496 = mul nsw i64 %conv2.cv8213, 8
-  %497 = add nsw i64 %495, %496
-  %arena64 = getelementptr inbounds float, ptr %arena, i64 %497
+  %491 = mul nsw i64 %conv2.j7910, 49
+  %492 = mul nsw i64 %conv2.ty8011, 7
+  %493 = add nsw i64 %491, %492
+  %494 = add nsw i64 %493, %conv2.tx8112
+  %495 = mul nsw i64 %494, 16
+  %496 = add nsw i64 415264, %495
+  %497 = mul nsw i64 %conv2.cv8213, 8
+  %498 = add nsw i64 %496, %497
+  %arena64 = getelementptr inbounds float, ptr %arena, i64 %498
   store <8 x float> %w101, ptr %arena64, align 4
   %w102 = load <8 x float>, ptr %conv2.w102, align 32
-  %498 = mul nsw i64 %conv2.j7910, 49
-  %499 = mul nsw i64 %conv2.ty8011, 7
-  %500 = add nsw i64 %498, %499
-  %501 = add nsw i64 %500, %conv2.tx8112
-  %502 = mul nsw i64 %501, 16
-  %503 = add nsw i64 416048, %502
-  %504 = mul nsw i64 %conv2.cv8213, 8
-  %505 = add nsw i64 %503, %504
-  %arena65 = getelementptr inbounds float, ptr %arena, i64 %505
+  %499 = mul nsw i64 %conv2.j7910, 49
+  %500 = mul nsw i64 %conv2.ty8011, 7
+  %501 = add nsw i64 %499, %500
+  %502 = add nsw i64 %501, %conv2.tx8112
+  %503 = mul nsw i64 %502, 16
+  %504 = add nsw i64 416048, %503
+  %505 = mul nsw i64 %conv2.cv8213, 8
+  %506 = add nsw i64 %504, %505
+  %arena65 = getelementptr inbounds float, ptr %arena, i64 %506
   store <8 x float> %w102, ptr %arena65, align 4
   %w103 = load <8 x float>, ptr %conv2.w103, align 32
-  %506 = mul nsw i64 %conv2.j7910, 49
-  %507 = mul nsw i64 %conv2.ty8011, 7
-  %508 = add nsw i64 %506, %507
-  %509 = add nsw i64 %508, %conv2.tx8112
-  %510 = mul nsw i64 %509, 16
-  %511 = add nsw i64 416832, %510
-  %512 = mul nsw i64 %conv2.cv8213, 8
-  %513 = add nsw i64 %511, %512
-  %arena66 = getelementptr inbounds float, ptr %arena, i64 %513
+  %507 = mul nsw i64 %conv2.j7910, 49
+  %508 = mul nsw i64 %conv2.ty8011, 7
+  %509 = add nsw i64 %507, %508
+  %510 = add nsw i64 %509, %conv2.tx8112
+  %511 = mul nsw i64 %510, 16
+  %512 = add nsw i64 416832, %511
+  %513 = mul nsw i64 %conv2.cv8213, 8
+  %514 = add nsw i64 %512, %513
+  %arena66 = getelementptr inbounds float, ptr %arena, i64 %514
   store <8 x float> %w103, ptr %arena66, align 4
   %w104 = load <8 x float>, ptr %conv2.w104, align 32
-  %514 = mul nsw i64 %conv2.j7910, 49
-  %515 = mul nsw i64 %conv2.ty8011, 7
-  %516 = add nsw i64 %514, %515
-  %517 = add nsw i64 %516, %conv2.tx8112
-  %518 = mul nsw i64 %517, 16
-  %519 = add nsw i64 417616, %518
-  %520 = mul nsw i64 %conv2.cv8213, 8
-  %521 = add nsw i64 %519, %520
-  %arena67 = getelementptr inbounds float, ptr %arena, i64 %521
+  %515 = mul nsw i64 %conv2.j7910, 49
+  %516 = mul nsw i64 %conv2.ty8011, 7
+  %517 = add nsw i64 %515, %516
+  %518 = add nsw i64 %517, %conv2.tx8112
+  %519 = mul nsw i64 %518, 16
+  %520 = add nsw i64 417616, %519
+  %521 = mul nsw i64 %conv2.cv8213, 8
+  %522 = add nsw i64 %520, %521
+  %arena67 = getelementptr inbounds float, ptr %arena, i64 %522
   store <8 x float> %w104, ptr %arena67, align 4
   %w105 = load <8 x float>, ptr %conv2.w105, align 32
-  %522 = mul nsw i64 %conv2.j7910, 49
-  %523 = mul nsw i64 %conv2.ty8011, 7
-  %524 = add nsw i64 %522, %523
-  %525 = add nsw i64 %524, %conv2.tx8112
-  %526 = mul nsw i64 %525, 16
-  %527 = add nsw i64 418400, %526
-  %528 = mul nsw i64 %conv2.cv8213, 8
-  %529 = add nsw i64 %527, %528
-  %arena68 = getelementptr inbounds float, ptr %arena, i64 %529
+  %523 = mul nsw i64 %conv2.j7910, 49
+  %524 = mul nsw i64 %conv2.ty8011, 7
+  %525 = add nsw i64 %523, %524
+  %526 = add nsw i64 %525, %conv2.tx8112
+  %527 = mul nsw i64 %526, 16
+  %528 = add nsw i64 418400, %527
+  %529 = mul nsw i64 %conv2.cv8213, 8
+  %530 = add nsw i64 %528, %529
+  %arena68 = getelementptr inbounds float, ptr %arena, i64 %530
   store <8 x float> %w105, ptr %arena68, align 4
   %w106 = load <8 x float>, ptr %conv2.w106, align 32
-  %530 = mul nsw i64 %conv2.j7910, 49
-  %531 = mul nsw i64 %conv2.ty8011, 7
-  %532 = add nsw i64 %530, %531
-  %533 = add nsw i64 %532, %conv2.tx8112
-  %534 = mul nsw i64 %533, 16
-  %535 = add nsw i64 419184, %534
-  %536 = mul nsw i64 %conv2.cv8213, 8
-  %537 = add nsw i64 %535, %536
-  %arena69 = getelementptr inbounds float, ptr %arena, i64 %537
+  %531 = mul nsw i64 %conv2.j7910, 49
+  %532 = mul nsw i64 %conv2.ty8011, 7
+  %533 = add nsw i64 %531, %532
+  %534 = add nsw i64 %533, %conv2.tx8112
+  %535 = mul nsw i64 %534, 16
+  %536 = add nsw i64 419184, %535
+  %537 = mul nsw i64 %conv2.cv8213, 8
+  %538 = add nsw i64 %536, %537
+  %arena69 = getelementptr inbounds float, ptr %arena, i64 %538
   store <8 x float> %w106, ptr %arena69, align 4
   %w107 = load <8 x float>, ptr %conv2.w107, align 32
-  %538 = mul nsw i64 %conv2.j7910, 49
-  %539 = mul nsw i64 %conv2.ty8011, 7
-  %540 = add nsw i64 %538, %539
-  %541 = add nsw i64 %540, %conv2.tx8112
-  %542 = mul nsw i64 %541, 16
-  %543 = add nsw i64 419968, %542
-  %544 = mul nsw i64 %conv2.cv8213, 8
-  %545 = add nsw i64 %543, %544
-  %arena70 = getelementptr inbounds float, ptr %arena, i64 %545
+  %539 = mul nsw i64 %conv2.j7910, 49
+  %540 = mul nsw i64 %conv2.ty8011, 7
+  %541 = add nsw i64 %539, %540
+  %542 = add nsw i64 %541, %conv2.tx8112
+  %543 = mul nsw i64 %542, 16
+  %544 = add nsw i64 419968, %543
+  %545 = mul nsw i64 %conv2.cv8213, 8
+  %546 = add nsw i64 %544, %545
+  %arena70 = getelementptr inbounds float, ptr %arena, i64 %546
   store <8 x float> %w107, ptr %arena70, align 4
   %w108 = load <8 x float>, ptr %conv2.w108, align 32
-  %546 = mul nsw i64 %conv2.j7910, 49
-  %547 = mul nsw i64 %conv2.ty8011, 7
-  %548 = add nsw i64 %546, %547
-  %549 = add nsw i64 %548, %conv2.tx8112
-  %550 = mul nsw i64 %549, 16
-  %551 = add nsw i64 420752, %550
-  %552 = mul nsw i64 %conv2.cv8213, 8
-  %553 = add nsw i64 %551, %552
-  %arena71 = getelementptr inbounds float, ptr %arena, i64 %553
+  %547 = mul nsw i64 %conv2.j7910, 49
+  %548 = mul nsw i64 %conv2.ty8011, 7
+  %549 = add nsw i64 %547, %548
+  %550 = add nsw i64 %549, %conv2.tx8112
+  %551 = mul nsw i64 %550, 16
+  %552 = add nsw i64 420752, %551
+  %553 = mul nsw i64 %conv2.cv8213, 8
+  %554 = add nsw i64 %552, %553
+  %arena71 = getelementptr inbounds float, ptr %arena, i64 %554
   store <8 x float> %w108, ptr %arena71, align 4
   %w109 = load <8 x float>, ptr %conv2.w109, align 32
-  %554 = mul nsw i64 %conv2.j7910, 49
-  %555 = mul nsw i64 %conv2.ty8011, 7
-  %556 = add nsw i64 %554, %555
-  %557 = add nsw i64 %556, %conv2.tx8112
-  %558 = mul nsw i64 %557, 16
-  %559 = add nsw i64 421536, %558
-  %560 = mul nsw i64 %conv2.cv8213, 8
-  %561 = add nsw i64 %559, %560
-  %arena72 = getelementptr inbounds float, ptr %arena, i64 %561
+  %555 = mul nsw i64 %conv2.j7910, 49
+  %556 = mul nsw i64 %conv2.ty8011, 7
+  %557 = add nsw i64 %555, %556
+  %558 = add nsw i64 %557, %conv2.tx8112
+  %559 = mul nsw i64 %558, 16
+  %560 = add nsw i64 421536, %559
+  %561 = mul nsw i64 %conv2.cv8213, 8
+  %562 = add nsw i64 %560, %561
+  %arena72 = getelementptr inbounds float, ptr %arena, i64 %562
   store <8 x float> %w109, ptr %arena72, align 4
   %w110 = load <8 x float>, ptr %conv2.w110, align 32
-  %562 = mul nsw i64 %conv2.j7910, 49
-  %563 = mul nsw i64 %conv2.ty8011, 7
-  %564 = add nsw i64 %562, %563
-  %565 = add nsw i64 %564, %conv2.tx8112
-  %566 = mul nsw i64 %565, 16
-  %567 = add nsw i64 422320, %566
-  %568 = mul nsw i64 %conv2.cv8213, 8
-  %569 = add nsw i64 %567, %568
-  %arena73 = getelementptr inbounds float, ptr %arena, i64 %569
+  %563 = mul nsw i64 %conv2.j7910, 49
+  %564 = mul nsw i64 %conv2.ty8011, 7
+  %565 = add nsw i64 %563, %564
+  %566 = add nsw i64 %565, %conv2.tx8112
+  %567 = mul nsw i64 %566, 16
+  %568 = add nsw i64 422320, %567
+  %569 = mul nsw i64 %conv2.cv8213, 8
+  %570 = add nsw i64 %568, %569
+  %arena73 = getelementptr inbounds float, ptr %arena, i64 %570
   store <8 x float> %w110, ptr %arena73, align 4
   %w111 = load <8 x float>, ptr %conv2.w111, align 32
-  %570 = mul nsw i64 %conv2.j7910, 49
-  %571 = mul nsw i64 %conv2.ty8011, 7
-  %572 = add nsw i64 %570, %571
-  %573 = add nsw i64 %572, %conv2.tx8112
-  %574 = mul nsw i64 %573, 16
-  %575 = add nsw i64 423104, %574
-  %576 = mul nsw i64 %conv2.cv8213, 8
-  %577 = add nsw i64 %575, %576
-  %arena74 = getelementptr inbounds float, ptr %arena, i64 %577
+  %571 = mul nsw i64 %conv2.j7910, 49
+  %572 = mul nsw i64 %conv2.ty8011, 7
+  %573 = add nsw i64 %571, %572
+  %574 = add nsw i64 %573, %conv2.tx8112
+  %575 = mul nsw i64 %574, 16
+  %576 = add nsw i64 423104, %575
+  %577 = mul nsw i64 %conv2.cv8213, 8
+  %578 = add nsw i64 %576, %577
+  %arena74 = getelementptr inbounds float, ptr %arena, i64 %578
   store <8 x float> %w111, ptr %arena74, align 4
   %w112 = load <8 x float>, ptr %conv2.w112, align 32
-  %578 = mul nsw i64 %conv2.j7910, 49
-  %579 = mul nsw i64 %conv2.ty8011, 7
-  %580 = add nsw i64 %578, %579
-  %581 = add nsw i64 %580, %conv2.tx8112
-  %582 = mul nsw i64 %581, 16
-  %583 = add nsw i64 423888, %582
-  %584 = mul nsw i64 %conv2.cv8213, 8
-  %585 = add nsw i64 %583, %584
-  %arena75 = getelementptr inbounds float, ptr %arena, i64 %585
+  %579 = mul nsw i64 %conv2.j7910, 49
+  %580 = mul nsw i64 %conv2.ty8011, 7
+  %581 = add nsw i64 %579, %580
+  %582 = add nsw i64 %581, %conv2.tx8112
+  %583 = mul nsw i64 %582, 16
+  %584 = add nsw i64 423888, %583
+  %585 = mul nsw i64 %conv2.cv8213, 8
+  %586 = add nsw i64 %584, %585
+  %arena75 = getelementptr inbounds float, ptr %arena, i64 %586
   store <8 x float> %w112, ptr %arena75, align 4
   %w113 = load <8 x float>, ptr %conv2.w113, align 32
-  %586 = mul nsw i64 %conv2.j7910, 49
-  %587 = mul nsw i64 %conv2.ty8011, 7
-  %588 = add nsw i64 %586, %587
-  %589 = add nsw i64 %588, %conv2.tx8112
-  %590 = mul nsw i64 %589, 16
-  %591 = add nsw i64 424672, %590
-  %592 = mul nsw i64 %conv2.cv8213, 8
-  %593 = add nsw i64 %591, %592
-  %arena76 = getelementptr inbounds float, ptr %arena, i64 %593
+  %587 = mul nsw i64 %conv2.j7910, 49
+  %588 = mul nsw i64 %conv2.ty8011, 7
+  %589 = add nsw i64 %587, %588
+  %590 = add nsw i64 %589, %conv2.tx8112
+  %591 = mul nsw i64 %590, 16
+  %592 = add nsw i64 424672, %591
+  %593 = mul nsw i64 %conv2.cv8213, 8
+  %594 = add nsw i64 %592, %593
+  %arena76 = getelementptr inbounds float, ptr %arena, i64 %594
   store <8 x float> %w113, ptr %arena76, align 4
   %w114 = load <8 x float>, ptr %conv2.w114, align 32
-  %594 = mul nsw i64 %conv2.j7910, 49
-  %595 = mul nsw i64 %conv2.ty8011, 7
-  %596 = add nsw i64 %594, %595
-  %597 = add nsw i64 %596, %conv2.tx8112
-  %598 = mul nsw i64 %597, 16
-  %599 = add nsw i64 425456, %598
-  %600 = mul nsw i64 %conv2.cv8213, 8
-  %601 = add nsw i64 %599, %600
-  %arena77 = getelementptr inbounds float, ptr %arena, i64 %601
+  %595 = mul nsw i64 %conv2.j7910, 49
+  %596 = mul nsw i64 %conv2.ty8011, 7
+  %597 = add nsw i64 %595, %596
+  %598 = add nsw i64 %597, %conv2.tx8112
+  %599 = mul nsw i64 %598, 16
+  %600 = add nsw i64 425456, %599
+  %601 = mul nsw i64 %conv2.cv8213, 8
+  %602 = add nsw i64 %600, %601
+  %arena77 = getelementptr inbounds float, ptr %arena, i64 %602
   store <8 x float> %w114, ptr %arena77, align 4
   %cv82.next = add nsw i64 %conv2.cv8213, 1
-  %602 = icmp slt i64 %cv82.next, 2
-  br i1 %602, label %conv2.cv82, label %conv2.cv82.end
+  %603 = icmp slt i64 %cv82.next, 2
+  br i1 %603, label %conv2.cv82, label %conv2.cv82.end
 
 conv2.cv82.end:                                   ; preds = %conv2.cv82
   %tx81.next = add nsw i64 %conv2.tx8112, 1
-  %603 = icmp slt i64 %tx81.next, 7
-  br i1 %603, label %conv2.tx81, label %conv2.tx81.end
+  %604 = icmp slt i64 %tx81.next, 7
+  br i1 %604, label %conv2.tx81, label %conv2.tx81.end
 
 conv2.part115.pool:                               ; preds = %conv2.j79.end
   %run = load ptr, ptr %pool, align 8
@@ -13351,22 +13356,22 @@ conv2.part115.serial:                             ; preds = %conv2.j79.end
 
 conv2.part115.done:                               ; preds = %conv2.part115.end, %conv2.part115.pool
   %g74.next = add nsw i64 %conv2.g743, 1
-  %604 = icmp slt i64 %g74.next, 64
-  br i1 %604, label %conv2.g74, label %conv2.g74.end
+  %605 = icmp slt i64 %g74.next, 64
+  br i1 %605, label %conv2.g74, label %conv2.g74.end
 
 conv2.part115:                                    ; preds = %conv2.part115, %conv2.part115.serial
   %conv2.part11578 = phi i64 [ 0, %conv2.part115.serial ], [ %part115.next, %conv2.part115 ]
-  call void @smallcnn_infer_b64.k1.conv2.part115(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.g743, i64 %conv2.part11578)
+  call void @smallcnn_infer_b64.k1.conv2.part115(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.g743, i64 %conv2.part11578)
   %part115.next = add nsw i64 %conv2.part11578, 1
-  %605 = icmp slt i64 %part115.next, 2
-  br i1 %605, label %conv2.part115, label %conv2.part115.end
+  %606 = icmp slt i64 %part115.next, 2
+  br i1 %606, label %conv2.part115, label %conv2.part115.end
 
 conv2.part115.end:                                ; preds = %conv2.part115
   br label %conv2.part115.done
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_infer_b64.k1.conv2.part115(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
+define internal void @smallcnn_infer_b64.k1.conv2.part115(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
 entry:
   %conv2.at151 = alloca <8 x float>, align 32
   %conv2.best150 = alloca <8 x float>, align 32
@@ -13396,7 +13401,7 @@ entry:
 
 conv2.xi116:                                      ; preds = %conv2.xi116, %entry
   %conv2.xi1161 = phi i64 [ 0, %entry ], [ %xi116.next, %conv2.xi116 ]
-  call void @smallcnn_infer_b64.k1.conv2.part115.gemm123(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.xi1161, i64 %1)
+  call void @smallcnn_infer_b64.k1.conv2.part115.gemm123(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.xi1161, i64 %1)
   %xi116.next = add nsw i64 %conv2.xi1161, 1
   %2 = icmp slt i64 %xi116.next, 16
   br i1 %2, label %conv2.xi116, label %conv2.xi116.end
@@ -14010,7 +14015,7 @@ conv2.q157.end:                                   ; preds = %conv2.q157
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_infer_b64.k1.conv2.part115.gemm123(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
+define internal void @smallcnn_infer_b64.k1.conv2.part115.gemm123(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
 entry:
   %conv2.t121_a3 = alloca <8 x float>, align 32
   %conv2.t121_a2 = alloca <8 x float>, align 32
@@ -14080,512 +14085,510 @@ conv2.mb118.end:                                  ; preds = %conv2.k120.end
 conv2.k120:                                       ; preds = %conv2.k120, %conv2.mb118
   %conv2.k1203 = phi i64 [ 0, %conv2.mb118 ], [ %k120.next, %conv2.k120 ]
   %2 = mul nsw i64 %0, 512
-  %3 = add nsw i64 572080, %2
-  %4 = mul nsw i64 %1, 16
-  %5 = add nsw i64 %3, %4
-  %6 = mul nsw i64 %conv2.k1203, 32
-  %7 = add nsw i64 %5, %6
-  %8 = mul nsw i64 %conv2.nb1171, 16
-  %9 = add nsw i64 %7, %8
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %9
-  %10 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %10, ptr %conv2.t119_b0, align 32
-  %11 = mul nsw i64 %0, 512
-  %12 = add nsw i64 572080, %11
-  %13 = mul nsw i64 %1, 16
+  %3 = mul nsw i64 %1, 16
+  %4 = add nsw i64 %2, %3
+  %5 = mul nsw i64 %conv2.k1203, 32
+  %6 = add nsw i64 %4, %5
+  %7 = mul nsw i64 %conv2.nb1171, 16
+  %8 = add nsw i64 %6, %7
+  %prepared4 = getelementptr inbounds float, ptr %prepared, i64 %8
+  %9 = load <8 x float>, ptr %prepared4, align 4
+  store <8 x float> %9, ptr %conv2.t119_b0, align 32
+  %10 = mul nsw i64 %0, 512
+  %11 = mul nsw i64 %1, 16
+  %12 = add nsw i64 %10, %11
+  %13 = mul nsw i64 %conv2.k1203, 32
   %14 = add nsw i64 %12, %13
-  %15 = mul nsw i64 %conv2.k1203, 32
+  %15 = mul nsw i64 %conv2.nb1171, 16
   %16 = add nsw i64 %14, %15
-  %17 = mul nsw i64 %conv2.nb1171, 16
-  %18 = add nsw i64 %16, %17
-  %19 = add nsw i64 %18, 8
-  %arena5 = getelementptr inbounds float, ptr %arena, i64 %19
-  %20 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %20, ptr %conv2.t119_b1, align 32
-  %21 = mul nsw i64 %0, 784
-  %22 = add nsw i64 413696, %21
-  %23 = mul nsw i64 %conv2.mb1182, 5
-  %24 = mul nsw i64 %23, 16
-  %25 = add nsw i64 %22, %24
-  %26 = add nsw i64 %25, %conv2.k1203
-  %arena6 = getelementptr inbounds float, ptr %arena, i64 %26
-  %27 = load float, ptr %arena6, align 4
-  %28 = insertelement <8 x float> undef, float %27, i32 0
-  %29 = shufflevector <8 x float> %28, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %29, ptr %conv2.t119_a0, align 32
+  %17 = add nsw i64 %16, 8
+  %prepared5 = getelementptr inbounds float, ptr %prepared, i64 %17
+  %18 = load <8 x float>, ptr %prepared5, align 4
+  store <8 x float> %18, ptr %conv2.t119_b1, align 32
+  %19 = mul nsw i64 %0, 784
+  %20 = add nsw i64 413696, %19
+  %21 = mul nsw i64 %conv2.mb1182, 5
+  %22 = mul nsw i64 %21, 16
+  %23 = add nsw i64 %20, %22
+  %24 = add nsw i64 %23, %conv2.k1203
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %24
+  %25 = load float, ptr %arena6, align 4
+  %26 = insertelement <8 x float> undef, float %25, i32 0
+  %27 = shufflevector <8 x float> %26, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %27, ptr %conv2.t119_a0, align 32
   %t119_a0 = load <8 x float>, ptr %conv2.t119_a0, align 32
   %t119_b0 = load <8 x float>, ptr %conv2.t119_b0, align 32
   %t119_c0_0 = load <8 x float>, ptr %conv2.t119_c0_0, align 32
-  %30 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t119_a0, <8 x float> %t119_b0, <8 x float> %t119_c0_0)
-  store <8 x float> %30, ptr %conv2.t119_c0_0, align 32
+  %28 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t119_a0, <8 x float> %t119_b0, <8 x float> %t119_c0_0)
+  store <8 x float> %28, ptr %conv2.t119_c0_0, align 32
   %t119_a07 = load <8 x float>, ptr %conv2.t119_a0, align 32
   %t119_b1 = load <8 x float>, ptr %conv2.t119_b1, align 32
   %t119_c0_1 = load <8 x float>, ptr %conv2.t119_c0_1, align 32
-  %31 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t119_a07, <8 x float> %t119_b1, <8 x float> %t119_c0_1)
-  store <8 x float> %31, ptr %conv2.t119_c0_1, align 32
-  %32 = mul nsw i64 %0, 784
-  %33 = add nsw i64 413696, %32
-  %34 = mul nsw i64 %conv2.mb1182, 5
-  %35 = add nsw i64 %34, 1
-  %36 = mul nsw i64 %35, 16
-  %37 = add nsw i64 %33, %36
-  %38 = add nsw i64 %37, %conv2.k1203
-  %arena8 = getelementptr inbounds float, ptr %arena, i64 %38
-  %39 = load float, ptr %arena8, align 4
-  %40 = insertelement <8 x float> undef, float %39, i32 0
-  %41 = shufflevector <8 x float> %40, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %41, ptr %conv2.t119_a1, align 32
+  %29 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t119_a07, <8 x float> %t119_b1, <8 x float> %t119_c0_1)
+  store <8 x float> %29, ptr %conv2.t119_c0_1, align 32
+  %30 = mul nsw i64 %0, 784
+  %31 = add nsw i64 413696, %30
+  %32 = mul nsw i64 %conv2.mb1182, 5
+  %33 = add nsw i64 %32, 1
+  %34 = mul nsw i64 %33, 16
+  %35 = add nsw i64 %31, %34
+  %36 = add nsw i64 %35, %conv2.k1203
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %36
+  %37 = load float, ptr %arena8, align 4
+  %38 = insertelement <8 x float> undef, float %37, i32 0
+  %39 = shufflevector <8 x float> %38, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %39, ptr %conv2.t119_a1, align 32
   %t119_a1 = load <8 x float>, ptr %conv2.t119_a1, align 32
   %t119_b09 = load <8 x float>, ptr %conv2.t119_b0, align 32
   %t119_c1_0 = load <8 x float>, ptr %conv2.t119_c1_0, align 32
-  %42 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t119_a1, <8 x float> %t119_b09, <8 x float> %t119_c1_0)
-  store <8 x float> %42, ptr %conv2.t119_c1_0, align 32
+  %40 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t119_a1, <8 x float> %t119_b09, <8 x float> %t119_c1_0)
+  store <8 x float> %40, ptr %conv2.t119_c1_0, align 32
   %t119_a110 = load <8 x float>, ptr %conv2.t119_a1, align 32
   %t119_b111 = load <8 x float>, ptr %conv2.t119_b1, align 32
   %t119_c1_1 = load <8 x float>, ptr %conv2.t119_c1_1, align 32
-  %43 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t119_a110, <8 x float> %t119_b111, <8 x float> %t119_c1_1)
-  store <8 x float> %43, ptr %conv2.t119_c1_1, align 32
-  %44 = mul nsw i64 %0, 784
-  %45 = add nsw i64 413696, %44
-  %46 = mul nsw i64 %conv2.mb1182, 5
-  %47 = add nsw i64 %46, 2
-  %48 = mul nsw i64 %47, 16
-  %49 = add nsw i64 %45, %48
-  %50 = add nsw i64 %49, %conv2.k1203
-  %arena12 = getelementptr inbounds float, ptr %arena, i64 %50
-  %51 = load float, ptr %arena12, align 4
-  %52 = insertelement <8 x float> undef, float %51, i32 0
-  %53 = shufflevector <8 x float> %52, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %53, ptr %conv2.t119_a2, align 32
+  %41 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t119_a110, <8 x float> %t119_b111, <8 x float> %t119_c1_1)
+  store <8 x float> %41, ptr %conv2.t119_c1_1, align 32
+  %42 = mul nsw i64 %0, 784
+  %43 = add nsw i64 413696, %42
+  %44 = mul nsw i64 %conv2.mb1182, 5
+  %45 = add nsw i64 %44, 2
+  %46 = mul nsw i64 %45, 16
+  %47 = add nsw i64 %43, %46
+  %48 = add nsw i64 %47, %conv2.k1203
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 %48
+  %49 = load float, ptr %arena12, align 4
+  %50 = insertelement <8 x float> undef, float %49, i32 0
+  %51 = shufflevector <8 x float> %50, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %51, ptr %conv2.t119_a2, align 32
   %t119_a2 = load <8 x float>, ptr %conv2.t119_a2, align 32
   %t119_b013 = load <8 x float>, ptr %conv2.t119_b0, align 32
   %t119_c2_0 = load <8 x float>, ptr %conv2.t119_c2_0, align 32
-  %54 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t119_a2, <8 x float> %t119_b013, <8 x float> %t119_c2_0)
-  store <8 x float> %54, ptr %conv2.t119_c2_0, align 32
+  %52 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t119_a2, <8 x float> %t119_b013, <8 x float> %t119_c2_0)
+  store <8 x float> %52, ptr %conv2.t119_c2_0, align 32
   %t119_a214 = load <8 x float>, ptr %conv2.t119_a2, align 32
   %t119_b115 = load <8 x float>, ptr %conv2.t119_b1, align 32
   %t119_c2_1 = load <8 x float>, ptr %conv2.t119_c2_1, align 32
-  %55 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t119_a214, <8 x float> %t119_b115, <8 x float> %t119_c2_1)
-  store <8 x float> %55, ptr %conv2.t119_c2_1, align 32
-  %56 = mul nsw i64 %0, 784
-  %57 = add nsw i64 413696, %56
-  %58 = mul nsw i64 %conv2.mb1182, 5
-  %59 = add nsw i64 %58, 3
-  %60 = mul nsw i64 %59, 16
-  %61 = add nsw i64 %57, %60
-  %62 = add nsw i64 %61, %conv2.k1203
-  %arena16 = getelementptr inbounds float, ptr %arena, i64 %62
-  %63 = load float, ptr %arena16, align 4
-  %64 = insertelement <8 x float> undef, float %63, i32 0
-  %65 = shufflevector <8 x float> %64, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %65, ptr %conv2.t119_a3, align 32
+  %53 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t119_a214, <8 x float> %t119_b115, <8 x float> %t119_c2_1)
+  store <8 x float> %53, ptr %conv2.t119_c2_1, align 32
+  %54 = mul nsw i64 %0, 784
+  %55 = add nsw i64 413696, %54
+  %56 = mul nsw i64 %conv2.mb1182, 5
+  %57 = add nsw i64 %56, 3
+  %58 = mul nsw i64 %57, 16
+  %59 = add nsw i64 %55, %58
+  %60 = add nsw i64 %59, %conv2.k1203
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %60
+  %61 = load float, ptr %arena16, align 4
+  %62 = insertelement <8 x float> undef, float %61, i32 0
+  %63 = shufflevector <8 x float> %62, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %63, ptr %conv2.t119_a3, align 32
   %t119_a3 = load <8 x float>, ptr %conv2.t119_a3, align 32
   %t119_b017 = load <8 x float>, ptr %conv2.t119_b0, align 32
   %t119_c3_0 = load <8 x float>, ptr %conv2.t119_c3_0, align 32
-  %66 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t119_a3, <8 x float> %t119_b017, <8 x float> %t119_c3_0)
-  store <8 x float> %66, ptr %conv2.t119_c3_0, align 32
+  %64 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t119_a3, <8 x float> %t119_b017, <8 x float> %t119_c3_0)
+  store <8 x float> %64, ptr %conv2.t119_c3_0, align 32
   %t119_a318 = load <8 x float>, ptr %conv2.t119_a3, align 32
   %t119_b119 = load <8 x float>, ptr %conv2.t119_b1, align 32
   %t119_c3_1 = load <8 x float>, ptr %conv2.t119_c3_1, align 32
-  %67 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t119_a318, <8 x float> %t119_b119, <8 x float> %t119_c3_1)
-  store <8 x float> %67, ptr %conv2.t119_c3_1, align 32
-  %68 = mul nsw i64 %0, 784
-  %69 = add nsw i64 413696, %68
-  %70 = mul nsw i64 %conv2.mb1182, 5
-  %71 = add nsw i64 %70, 4
-  %72 = mul nsw i64 %71, 16
-  %73 = add nsw i64 %69, %72
-  %74 = add nsw i64 %73, %conv2.k1203
-  %arena20 = getelementptr inbounds float, ptr %arena, i64 %74
-  %75 = load float, ptr %arena20, align 4
-  %76 = insertelement <8 x float> undef, float %75, i32 0
-  %77 = shufflevector <8 x float> %76, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %77, ptr %conv2.t119_a4, align 32
+  %65 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t119_a318, <8 x float> %t119_b119, <8 x float> %t119_c3_1)
+  store <8 x float> %65, ptr %conv2.t119_c3_1, align 32
+  %66 = mul nsw i64 %0, 784
+  %67 = add nsw i64 413696, %66
+  %68 = mul nsw i64 %conv2.mb1182, 5
+  %69 = add nsw i64 %68, 4
+  %70 = mul nsw i64 %69, 16
+  %71 = add nsw i64 %67, %70
+  %72 = add nsw i64 %71, %conv2.k1203
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %72
+  %73 = load float, ptr %arena20, align 4
+  %74 = insertelement <8 x float> undef, float %73, i32 0
+  %75 = shufflevector <8 x float> %74, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %75, ptr %conv2.t119_a4, align 32
   %t119_a4 = load <8 x float>, ptr %conv2.t119_a4, align 32
   %t119_b021 = load <8 x float>, ptr %conv2.t119_b0, align 32
   %t119_c4_0 = load <8 x float>, ptr %conv2.t119_c4_0, align 32
-  %78 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t119_a4, <8 x float> %t119_b021, <8 x float> %t119_c4_0)
-  store <8 x float> %78, ptr %conv2.t119_c4_0, align 32
+  %76 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t119_a4, <8 x float> %t119_b021, <8 x float> %t119_c4_0)
+  store <8 x float> %76, ptr %conv2.t119_c4_0, align 32
   %t119_a422 = load <8 x float>, ptr %conv2.t119_a4, align 32
   %t119_b123 = load <8 x float>, ptr %conv2.t119_b1, align 32
   %t119_c4_1 = load <8 x float>, ptr %conv2.t119_c4_1, align 32
-  %79 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t119_a422, <8 x float> %t119_b123, <8 x float> %t119_c4_1)
-  store <8 x float> %79, ptr %conv2.t119_c4_1, align 32
+  %77 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t119_a422, <8 x float> %t119_b123, <8 x float> %t119_c4_1)
+  store <8 x float> %77, ptr %conv2.t119_c4_1, align 32
   %k120.next = add nsw i64 %conv2.k1203, 1
-  %80 = icmp slt i64 %k120.next, 16
-  br i1 %80, label %conv2.k120, label %conv2.k120.end
+  %78 = icmp slt i64 %k120.next, 16
+  br i1 %78, label %conv2.k120, label %conv2.k120.end
 
 conv2.k120.end:                                   ; preds = %conv2.k120
   %t119_c0_024 = load <8 x float>, ptr %conv2.t119_c0_0, align 32
-  %81 = mul nsw i64 %0, 1568
-  %82 = add nsw i64 426240, %81
-  %83 = mul nsw i64 %1, 16
-  %84 = add nsw i64 %82, %83
-  %85 = mul nsw i64 %conv2.mb1182, 5
-  %86 = mul nsw i64 %85, 32
-  %87 = add nsw i64 %84, %86
-  %88 = mul nsw i64 %conv2.nb1171, 16
-  %89 = add nsw i64 %87, %88
-  %arena25 = getelementptr inbounds float, ptr %arena, i64 %89
+  %79 = mul nsw i64 %0, 1568
+  %80 = add nsw i64 426240, %79
+  %81 = mul nsw i64 %1, 16
+  %82 = add nsw i64 %80, %81
+  %83 = mul nsw i64 %conv2.mb1182, 5
+  %84 = mul nsw i64 %83, 32
+  %85 = add nsw i64 %82, %84
+  %86 = mul nsw i64 %conv2.nb1171, 16
+  %87 = add nsw i64 %85, %86
+  %arena25 = getelementptr inbounds float, ptr %arena, i64 %87
   store <8 x float> %t119_c0_024, ptr %arena25, align 4
   %t119_c0_126 = load <8 x float>, ptr %conv2.t119_c0_1, align 32
-  %90 = mul nsw i64 %0, 1568
-  %91 = add nsw i64 426240, %90
-  %92 = mul nsw i64 %1, 16
-  %93 = add nsw i64 %91, %92
-  %94 = mul nsw i64 %conv2.mb1182, 5
-  %95 = mul nsw i64 %94, 32
-  %96 = add nsw i64 %93, %95
-  %97 = mul nsw i64 %conv2.nb1171, 16
-  %98 = add nsw i64 %96, %97
-  %99 = add nsw i64 %98, 8
-  %arena27 = getelementptr inbounds float, ptr %arena, i64 %99
+  %88 = mul nsw i64 %0, 1568
+  %89 = add nsw i64 426240, %88
+  %90 = mul nsw i64 %1, 16
+  %91 = add nsw i64 %89, %90
+  %92 = mul nsw i64 %conv2.mb1182, 5
+  %93 = mul nsw i64 %92, 32
+  %94 = add nsw i64 %91, %93
+  %95 = mul nsw i64 %conv2.nb1171, 16
+  %96 = add nsw i64 %94, %95
+  %97 = add nsw i64 %96, 8
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 %97
   store <8 x float> %t119_c0_126, ptr %arena27, align 4
   %t119_c1_028 = load <8 x float>, ptr %conv2.t119_c1_0, align 32
-  %100 = mul nsw i64 %0, 1568
-  %101 = add nsw i64 426240, %100
-  %102 = mul nsw i64 %1, 16
-  %103 = add nsw i64 %101, %102
-  %104 = mul nsw i64 %conv2.mb1182, 5
-  %105 = add nsw i64 %104, 1
-  %106 = mul nsw i64 %105, 32
-  %107 = add nsw i64 %103, %106
-  %108 = mul nsw i64 %conv2.nb1171, 16
-  %109 = add nsw i64 %107, %108
-  %arena29 = getelementptr inbounds float, ptr %arena, i64 %109
+  %98 = mul nsw i64 %0, 1568
+  %99 = add nsw i64 426240, %98
+  %100 = mul nsw i64 %1, 16
+  %101 = add nsw i64 %99, %100
+  %102 = mul nsw i64 %conv2.mb1182, 5
+  %103 = add nsw i64 %102, 1
+  %104 = mul nsw i64 %103, 32
+  %105 = add nsw i64 %101, %104
+  %106 = mul nsw i64 %conv2.nb1171, 16
+  %107 = add nsw i64 %105, %106
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %107
   store <8 x float> %t119_c1_028, ptr %arena29, align 4
   %t119_c1_130 = load <8 x float>, ptr %conv2.t119_c1_1, align 32
-  %110 = mul nsw i64 %0, 1568
-  %111 = add nsw i64 426240, %110
-  %112 = mul nsw i64 %1, 16
-  %113 = add nsw i64 %111, %112
-  %114 = mul nsw i64 %conv2.mb1182, 5
-  %115 = add nsw i64 %114, 1
-  %116 = mul nsw i64 %115, 32
-  %117 = add nsw i64 %113, %116
-  %118 = mul nsw i64 %conv2.nb1171, 16
-  %119 = add nsw i64 %117, %118
-  %120 = add nsw i64 %119, 8
-  %arena31 = getelementptr inbounds float, ptr %arena, i64 %120
+  %108 = mul nsw i64 %0, 1568
+  %109 = add nsw i64 426240, %108
+  %110 = mul nsw i64 %1, 16
+  %111 = add nsw i64 %109, %110
+  %112 = mul nsw i64 %conv2.mb1182, 5
+  %113 = add nsw i64 %112, 1
+  %114 = mul nsw i64 %113, 32
+  %115 = add nsw i64 %111, %114
+  %116 = mul nsw i64 %conv2.nb1171, 16
+  %117 = add nsw i64 %115, %116
+  %118 = add nsw i64 %117, 8
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %118
   store <8 x float> %t119_c1_130, ptr %arena31, align 4
   %t119_c2_032 = load <8 x float>, ptr %conv2.t119_c2_0, align 32
-  %121 = mul nsw i64 %0, 1568
-  %122 = add nsw i64 426240, %121
-  %123 = mul nsw i64 %1, 16
-  %124 = add nsw i64 %122, %123
-  %125 = mul nsw i64 %conv2.mb1182, 5
-  %126 = add nsw i64 %125, 2
-  %127 = mul nsw i64 %126, 32
-  %128 = add nsw i64 %124, %127
-  %129 = mul nsw i64 %conv2.nb1171, 16
-  %130 = add nsw i64 %128, %129
-  %arena33 = getelementptr inbounds float, ptr %arena, i64 %130
+  %119 = mul nsw i64 %0, 1568
+  %120 = add nsw i64 426240, %119
+  %121 = mul nsw i64 %1, 16
+  %122 = add nsw i64 %120, %121
+  %123 = mul nsw i64 %conv2.mb1182, 5
+  %124 = add nsw i64 %123, 2
+  %125 = mul nsw i64 %124, 32
+  %126 = add nsw i64 %122, %125
+  %127 = mul nsw i64 %conv2.nb1171, 16
+  %128 = add nsw i64 %126, %127
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 %128
   store <8 x float> %t119_c2_032, ptr %arena33, align 4
   %t119_c2_134 = load <8 x float>, ptr %conv2.t119_c2_1, align 32
-  %131 = mul nsw i64 %0, 1568
-  %132 = add nsw i64 426240, %131
-  %133 = mul nsw i64 %1, 16
-  %134 = add nsw i64 %132, %133
-  %135 = mul nsw i64 %conv2.mb1182, 5
-  %136 = add nsw i64 %135, 2
-  %137 = mul nsw i64 %136, 32
-  %138 = add nsw i64 %134, %137
-  %139 = mul nsw i64 %conv2.nb1171, 16
-  %140 = add nsw i64 %138, %139
-  %141 = add nsw i64 %140, 8
-  %arena35 = getelementptr inbounds float, ptr %arena, i64 %141
+  %129 = mul nsw i64 %0, 1568
+  %130 = add nsw i64 426240, %129
+  %131 = mul nsw i64 %1, 16
+  %132 = add nsw i64 %130, %131
+  %133 = mul nsw i64 %conv2.mb1182, 5
+  %134 = add nsw i64 %133, 2
+  %135 = mul nsw i64 %134, 32
+  %136 = add nsw i64 %132, %135
+  %137 = mul nsw i64 %conv2.nb1171, 16
+  %138 = add nsw i64 %136, %137
+  %139 = add nsw i64 %138, 8
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %139
   store <8 x float> %t119_c2_134, ptr %arena35, align 4
   %t119_c3_036 = load <8 x float>, ptr %conv2.t119_c3_0, align 32
-  %142 = mul nsw i64 %0, 1568
-  %143 = add nsw i64 426240, %142
-  %144 = mul nsw i64 %1, 16
-  %145 = add nsw i64 %143, %144
-  %146 = mul nsw i64 %conv2.mb1182, 5
-  %147 = add nsw i64 %146, 3
-  %148 = mul nsw i64 %147, 32
-  %149 = add nsw i64 %145, %148
-  %150 = mul nsw i64 %conv2.nb1171, 16
-  %151 = add nsw i64 %149, %150
-  %arena37 = getelementptr inbounds float, ptr %arena, i64 %151
+  %140 = mul nsw i64 %0, 1568
+  %141 = add nsw i64 426240, %140
+  %142 = mul nsw i64 %1, 16
+  %143 = add nsw i64 %141, %142
+  %144 = mul nsw i64 %conv2.mb1182, 5
+  %145 = add nsw i64 %144, 3
+  %146 = mul nsw i64 %145, 32
+  %147 = add nsw i64 %143, %146
+  %148 = mul nsw i64 %conv2.nb1171, 16
+  %149 = add nsw i64 %147, %148
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %149
   store <8 x float> %t119_c3_036, ptr %arena37, align 4
   %t119_c3_138 = load <8 x float>, ptr %conv2.t119_c3_1, align 32
-  %152 = mul nsw i64 %0, 1568
-  %153 = add nsw i64 426240, %152
-  %154 = mul nsw i64 %1, 16
-  %155 = add nsw i64 %153, %154
-  %156 = mul nsw i64 %conv2.mb1182, 5
-  %157 = add nsw i64 %156, 3
-  %158 = mul nsw i64 %157, 32
-  %159 = add nsw i64 %155, %158
-  %160 = mul nsw i64 %conv2.nb1171, 16
-  %161 = add nsw i64 %159, %160
-  %162 = add nsw i64 %161, 8
-  %arena39 = getelementptr inbounds float, ptr %arena, i64 %162
+  %150 = mul nsw i64 %0, 1568
+  %151 = add nsw i64 426240, %150
+  %152 = mul nsw i64 %1, 16
+  %153 = add nsw i64 %151, %152
+  %154 = mul nsw i64 %conv2.mb1182, 5
+  %155 = add nsw i64 %154, 3
+  %156 = mul nsw i64 %155, 32
+  %157 = add nsw i64 %153, %156
+  %158 = mul nsw i64 %conv2.nb1171, 16
+  %159 = add nsw i64 %157, %158
+  %160 = add nsw i64 %159, 8
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %160
   store <8 x float> %t119_c3_138, ptr %arena39, align 4
   %t119_c4_040 = load <8 x float>, ptr %conv2.t119_c4_0, align 32
-  %163 = mul nsw i64 %0, 1568
-  %164 = add nsw i64 426240, %163
-  %165 = mul nsw i64 %1, 16
-  %166 = add nsw i64 %164, %165
-  %167 = mul nsw i64 %conv2.mb1182, 5
-  %168 = add nsw i64 %167, 4
-  %169 = mul nsw i64 %168, 32
-  %170 = add nsw i64 %166, %169
-  %171 = mul nsw i64 %conv2.nb1171, 16
-  %172 = add nsw i64 %170, %171
-  %arena41 = getelementptr inbounds float, ptr %arena, i64 %172
+  %161 = mul nsw i64 %0, 1568
+  %162 = add nsw i64 426240, %161
+  %163 = mul nsw i64 %1, 16
+  %164 = add nsw i64 %162, %163
+  %165 = mul nsw i64 %conv2.mb1182, 5
+  %166 = add nsw i64 %165, 4
+  %167 = mul nsw i64 %166, 32
+  %168 = add nsw i64 %164, %167
+  %169 = mul nsw i64 %conv2.nb1171, 16
+  %170 = add nsw i64 %168, %169
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %170
   store <8 x float> %t119_c4_040, ptr %arena41, align 4
   %t119_c4_142 = load <8 x float>, ptr %conv2.t119_c4_1, align 32
-  %173 = mul nsw i64 %0, 1568
-  %174 = add nsw i64 426240, %173
-  %175 = mul nsw i64 %1, 16
-  %176 = add nsw i64 %174, %175
-  %177 = mul nsw i64 %conv2.mb1182, 5
-  %178 = add nsw i64 %177, 4
-  %179 = mul nsw i64 %178, 32
-  %180 = add nsw i64 %176, %179
-  %181 = mul nsw i64 %conv2.nb1171, 16
-  %182 = add nsw i64 %180, %181
-  %183 = add nsw i64 %182, 8
-  %arena43 = getelementptr inbounds float, ptr %arena, i64 %183
+  %171 = mul nsw i64 %0, 1568
+  %172 = add nsw i64 426240, %171
+  %173 = mul nsw i64 %1, 16
+  %174 = add nsw i64 %172, %173
+  %175 = mul nsw i64 %conv2.mb1182, 5
+  %176 = add nsw i64 %175, 4
+  %177 = mul nsw i64 %176, 32
+  %178 = add nsw i64 %174, %177
+  %179 = mul nsw i64 %conv2.nb1171, 16
+  %180 = add nsw i64 %178, %179
+  %181 = add nsw i64 %180, 8
+  %arena43 = getelementptr inbounds float, ptr %arena, i64 %181
   store <8 x float> %t119_c4_142, ptr %arena43, align 4
   %mb118.next = add nsw i64 %conv2.mb1182, 1
-  %184 = icmp slt i64 %mb118.next, 9
-  br i1 %184, label %conv2.mb118, label %conv2.mb118.end
+  %182 = icmp slt i64 %mb118.next, 9
+  br i1 %182, label %conv2.mb118, label %conv2.mb118.end
 
 conv2.k122:                                       ; preds = %conv2.k122, %conv2.mb118.end
   %conv2.k12244 = phi i64 [ 0, %conv2.mb118.end ], [ %k122.next, %conv2.k122 ]
-  %185 = mul nsw i64 %0, 512
-  %186 = add nsw i64 572080, %185
-  %187 = mul nsw i64 %1, 16
-  %188 = add nsw i64 %186, %187
-  %189 = mul nsw i64 %conv2.k12244, 32
-  %190 = add nsw i64 %188, %189
-  %191 = mul nsw i64 %conv2.nb1171, 16
-  %192 = add nsw i64 %190, %191
-  %arena45 = getelementptr inbounds float, ptr %arena, i64 %192
-  %193 = load <8 x float>, ptr %arena45, align 4
-  store <8 x float> %193, ptr %conv2.t121_b0, align 32
-  %194 = mul nsw i64 %0, 512
-  %195 = add nsw i64 572080, %194
-  %196 = mul nsw i64 %1, 16
+  %183 = mul nsw i64 %0, 512
+  %184 = mul nsw i64 %1, 16
+  %185 = add nsw i64 %183, %184
+  %186 = mul nsw i64 %conv2.k12244, 32
+  %187 = add nsw i64 %185, %186
+  %188 = mul nsw i64 %conv2.nb1171, 16
+  %189 = add nsw i64 %187, %188
+  %prepared45 = getelementptr inbounds float, ptr %prepared, i64 %189
+  %190 = load <8 x float>, ptr %prepared45, align 4
+  store <8 x float> %190, ptr %conv2.t121_b0, align 32
+  %191 = mul nsw i64 %0, 512
+  %192 = mul nsw i64 %1, 16
+  %193 = add nsw i64 %191, %192
+  %194 = mul nsw i64 %conv2.k12244, 32
+  %195 = add nsw i64 %193, %194
+  %196 = mul nsw i64 %conv2.nb1171, 16
   %197 = add nsw i64 %195, %196
-  %198 = mul nsw i64 %conv2.k12244, 32
-  %199 = add nsw i64 %197, %198
-  %200 = mul nsw i64 %conv2.nb1171, 16
-  %201 = add nsw i64 %199, %200
-  %202 = add nsw i64 %201, 8
-  %arena46 = getelementptr inbounds float, ptr %arena, i64 %202
-  %203 = load <8 x float>, ptr %arena46, align 4
-  store <8 x float> %203, ptr %conv2.t121_b1, align 32
-  %204 = mul nsw i64 %0, 784
-  %205 = add nsw i64 413696, %204
-  %206 = add nsw i64 %205, 720
-  %207 = add nsw i64 %206, %conv2.k12244
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %207
-  %208 = load float, ptr %arena47, align 4
-  %209 = insertelement <8 x float> undef, float %208, i32 0
-  %210 = shufflevector <8 x float> %209, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %210, ptr %conv2.t121_a0, align 32
+  %198 = add nsw i64 %197, 8
+  %prepared46 = getelementptr inbounds float, ptr %prepared, i64 %198
+  %199 = load <8 x float>, ptr %prepared46, align 4
+  store <8 x float> %199, ptr %conv2.t121_b1, align 32
+  %200 = mul nsw i64 %0, 784
+  %201 = add nsw i64 413696, %200
+  %202 = add nsw i64 %201, 720
+  %203 = add nsw i64 %202, %conv2.k12244
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %203
+  %204 = load float, ptr %arena47, align 4
+  %205 = insertelement <8 x float> undef, float %204, i32 0
+  %206 = shufflevector <8 x float> %205, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %206, ptr %conv2.t121_a0, align 32
   %t121_a0 = load <8 x float>, ptr %conv2.t121_a0, align 32
   %t121_b0 = load <8 x float>, ptr %conv2.t121_b0, align 32
   %t121_c0_0 = load <8 x float>, ptr %conv2.t121_c0_0, align 32
-  %211 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t121_a0, <8 x float> %t121_b0, <8 x float> %t121_c0_0)
-  store <8 x float> %211, ptr %conv2.t121_c0_0, align 32
+  %207 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t121_a0, <8 x float> %t121_b0, <8 x float> %t121_c0_0)
+  store <8 x float> %207, ptr %conv2.t121_c0_0, align 32
   %t121_a048 = load <8 x float>, ptr %conv2.t121_a0, align 32
   %t121_b1 = load <8 x float>, ptr %conv2.t121_b1, align 32
   %t121_c0_1 = load <8 x float>, ptr %conv2.t121_c0_1, align 32
-  %212 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t121_a048, <8 x float> %t121_b1, <8 x float> %t121_c0_1)
-  store <8 x float> %212, ptr %conv2.t121_c0_1, align 32
-  %213 = mul nsw i64 %0, 784
-  %214 = add nsw i64 413696, %213
-  %215 = add nsw i64 %214, 736
-  %216 = add nsw i64 %215, %conv2.k12244
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %216
-  %217 = load float, ptr %arena49, align 4
-  %218 = insertelement <8 x float> undef, float %217, i32 0
-  %219 = shufflevector <8 x float> %218, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %219, ptr %conv2.t121_a1, align 32
+  %208 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t121_a048, <8 x float> %t121_b1, <8 x float> %t121_c0_1)
+  store <8 x float> %208, ptr %conv2.t121_c0_1, align 32
+  %209 = mul nsw i64 %0, 784
+  %210 = add nsw i64 413696, %209
+  %211 = add nsw i64 %210, 736
+  %212 = add nsw i64 %211, %conv2.k12244
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %212
+  %213 = load float, ptr %arena49, align 4
+  %214 = insertelement <8 x float> undef, float %213, i32 0
+  %215 = shufflevector <8 x float> %214, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %215, ptr %conv2.t121_a1, align 32
   %t121_a1 = load <8 x float>, ptr %conv2.t121_a1, align 32
   %t121_b050 = load <8 x float>, ptr %conv2.t121_b0, align 32
   %t121_c1_0 = load <8 x float>, ptr %conv2.t121_c1_0, align 32
-  %220 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t121_a1, <8 x float> %t121_b050, <8 x float> %t121_c1_0)
-  store <8 x float> %220, ptr %conv2.t121_c1_0, align 32
+  %216 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t121_a1, <8 x float> %t121_b050, <8 x float> %t121_c1_0)
+  store <8 x float> %216, ptr %conv2.t121_c1_0, align 32
   %t121_a151 = load <8 x float>, ptr %conv2.t121_a1, align 32
   %t121_b152 = load <8 x float>, ptr %conv2.t121_b1, align 32
   %t121_c1_1 = load <8 x float>, ptr %conv2.t121_c1_1, align 32
-  %221 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t121_a151, <8 x float> %t121_b152, <8 x float> %t121_c1_1)
-  store <8 x float> %221, ptr %conv2.t121_c1_1, align 32
-  %222 = mul nsw i64 %0, 784
-  %223 = add nsw i64 413696, %222
-  %224 = add nsw i64 %223, 752
-  %225 = add nsw i64 %224, %conv2.k12244
-  %arena53 = getelementptr inbounds float, ptr %arena, i64 %225
-  %226 = load float, ptr %arena53, align 4
-  %227 = insertelement <8 x float> undef, float %226, i32 0
-  %228 = shufflevector <8 x float> %227, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %228, ptr %conv2.t121_a2, align 32
+  %217 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t121_a151, <8 x float> %t121_b152, <8 x float> %t121_c1_1)
+  store <8 x float> %217, ptr %conv2.t121_c1_1, align 32
+  %218 = mul nsw i64 %0, 784
+  %219 = add nsw i64 413696, %218
+  %220 = add nsw i64 %219, 752
+  %221 = add nsw i64 %220, %conv2.k12244
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %221
+  %222 = load float, ptr %arena53, align 4
+  %223 = insertelement <8 x float> undef, float %222, i32 0
+  %224 = shufflevector <8 x float> %223, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %224, ptr %conv2.t121_a2, align 32
   %t121_a2 = load <8 x float>, ptr %conv2.t121_a2, align 32
   %t121_b054 = load <8 x float>, ptr %conv2.t121_b0, align 32
   %t121_c2_0 = load <8 x float>, ptr %conv2.t121_c2_0, align 32
-  %229 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t121_a2, <8 x float> %t121_b054, <8 x float> %t121_c2_0)
-  store <8 x float> %229, ptr %conv2.t121_c2_0, align 32
+  %225 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t121_a2, <8 x float> %t121_b054, <8 x float> %t121_c2_0)
+  store <8 x float> %225, ptr %conv2.t121_c2_0, align 32
   %t121_a255 = load <8 x float>, ptr %conv2.t121_a2, align 32
   %t121_b156 = load <8 x float>, ptr %conv2.t121_b1, align 32
   %t121_c2_1 = load <8 x float>, ptr %conv2.t121_c2_1, align 32
-  %230 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t121_a255, <8 x float> %t121_b156, <8 x float> %t121_c2_1)
-  store <8 x float> %230, ptr %conv2.t121_c2_1, align 32
-  %231 = mul nsw i64 %0, 784
-  %232 = add nsw i64 413696, %231
-  %233 = add nsw i64 %232, 768
-  %234 = add nsw i64 %233, %conv2.k12244
-  %arena57 = getelementptr inbounds float, ptr %arena, i64 %234
-  %235 = load float, ptr %arena57, align 4
-  %236 = insertelement <8 x float> undef, float %235, i32 0
-  %237 = shufflevector <8 x float> %236, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %237, ptr %conv2.t121_a3, align 32
+  %226 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t121_a255, <8 x float> %t121_b156, <8 x float> %t121_c2_1)
+  store <8 x float> %226, ptr %conv2.t121_c2_1, align 32
+  %227 = mul nsw i64 %0, 784
+  %228 = add nsw i64 413696, %227
+  %229 = add nsw i64 %228, 768
+  %230 = add nsw i64 %229, %conv2.k12244
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %230
+  %231 = load float, ptr %arena57, align 4
+  %232 = insertelement <8 x float> undef, float %231, i32 0
+  %233 = shufflevector <8 x float> %232, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %233, ptr %conv2.t121_a3, align 32
   %t121_a3 = load <8 x float>, ptr %conv2.t121_a3, align 32
   %t121_b058 = load <8 x float>, ptr %conv2.t121_b0, align 32
   %t121_c3_0 = load <8 x float>, ptr %conv2.t121_c3_0, align 32
-  %238 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t121_a3, <8 x float> %t121_b058, <8 x float> %t121_c3_0)
-  store <8 x float> %238, ptr %conv2.t121_c3_0, align 32
+  %234 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t121_a3, <8 x float> %t121_b058, <8 x float> %t121_c3_0)
+  store <8 x float> %234, ptr %conv2.t121_c3_0, align 32
   %t121_a359 = load <8 x float>, ptr %conv2.t121_a3, align 32
   %t121_b160 = load <8 x float>, ptr %conv2.t121_b1, align 32
   %t121_c3_1 = load <8 x float>, ptr %conv2.t121_c3_1, align 32
-  %239 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t121_a359, <8 x float> %t121_b160, <8 x float> %t121_c3_1)
-  store <8 x float> %239, ptr %conv2.t121_c3_1, align 32
+  %235 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t121_a359, <8 x float> %t121_b160, <8 x float> %t121_c3_1)
+  store <8 x float> %235, ptr %conv2.t121_c3_1, align 32
   %k122.next = add nsw i64 %conv2.k12244, 1
-  %240 = icmp slt i64 %k122.next, 16
-  br i1 %240, label %conv2.k122, label %conv2.k122.end
+  %236 = icmp slt i64 %k122.next, 16
+  br i1 %236, label %conv2.k122, label %conv2.k122.end
 
 conv2.k122.end:                                   ; preds = %conv2.k122
   %t121_c0_061 = load <8 x float>, ptr %conv2.t121_c0_0, align 32
-  %241 = mul nsw i64 %0, 1568
-  %242 = add nsw i64 426240, %241
-  %243 = mul nsw i64 %1, 16
-  %244 = add nsw i64 %242, %243
-  %245 = add nsw i64 %244, 1440
-  %246 = mul nsw i64 %conv2.nb1171, 16
-  %247 = add nsw i64 %245, %246
-  %arena62 = getelementptr inbounds float, ptr %arena, i64 %247
+  %237 = mul nsw i64 %0, 1568
+  %238 = add nsw i64 426240, %237
+  %239 = mul nsw i64 %1, 16
+  %240 = add nsw i64 %238, %239
+  %241 = add nsw i64 %240, 1440
+  %242 = mul nsw i64 %conv2.nb1171, 16
+  %243 = add nsw i64 %241, %242
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %243
   store <8 x float> %t121_c0_061, ptr %arena62, align 4
   %t121_c0_163 = load <8 x float>, ptr %conv2.t121_c0_1, align 32
-  %248 = mul nsw i64 %0, 1568
-  %249 = add nsw i64 426240, %248
-  %250 = mul nsw i64 %1, 16
-  %251 = add nsw i64 %249, %250
-  %252 = add nsw i64 %251, 1440
-  %253 = mul nsw i64 %conv2.nb1171, 16
-  %254 = add nsw i64 %252, %253
-  %255 = add nsw i64 %254, 8
-  %arena64 = getelementptr inbounds float, ptr %arena, i64 %255
+  %244 = mul nsw i64 %0, 1568
+  %245 = add nsw i64 426240, %244
+  %246 = mul nsw i64 %1, 16
+  %247 = add nsw i64 %245, %246
+  %248 = add nsw i64 %247, 1440
+  %249 = mul nsw i64 %conv2.nb1171, 16
+  %250 = add nsw i64 %248, %249
+  %251 = add nsw i64 %250, 8
+  %arena64 = getelementptr inbounds float, ptr %arena, i64 %251
   store <8 x float> %t121_c0_163, ptr %arena64, align 4
   %t121_c1_065 = load <8 x float>, ptr %conv2.t121_c1_0, align 32
-  %256 = mul nsw i64 %0, 1568
-  %257 = add nsw i64 426240, %256
-  %258 = mul nsw i64 %1, 16
-  %259 = add nsw i64 %257, %258
-  %260 = add nsw i64 %259, 1472
-  %261 = mul nsw i64 %conv2.nb1171, 16
-  %262 = add nsw i64 %260, %261
-  %arena66 = getelementptr inbounds float, ptr %arena, i64 %262
+  %252 = mul nsw i64 %0, 1568
+  %253 = add nsw i64 426240, %252
+  %254 = mul nsw i64 %1, 16
+  %255 = add nsw i64 %253, %254
+  %256 = add nsw i64 %255, 1472
+  %257 = mul nsw i64 %conv2.nb1171, 16
+  %258 = add nsw i64 %256, %257
+  %arena66 = getelementptr inbounds float, ptr %arena, i64 %258
   store <8 x float> %t121_c1_065, ptr %arena66, align 4
   %t121_c1_167 = load <8 x float>, ptr %conv2.t121_c1_1, align 32
-  %263 = mul nsw i64 %0, 1568
-  %264 = add nsw i64 426240, %263
-  %265 = mul nsw i64 %1, 16
-  %266 = add nsw i64 %264, %265
-  %267 = add nsw i64 %266, 1472
-  %268 = mul nsw i64 %conv2.nb1171, 16
-  %269 = add nsw i64 %267, %268
-  %270 = add nsw i64 %269, 8
-  %arena68 = getelementptr inbounds float, ptr %arena, i64 %270
+  %259 = mul nsw i64 %0, 1568
+  %260 = add nsw i64 426240, %259
+  %261 = mul nsw i64 %1, 16
+  %262 = add nsw i64 %260, %261
+  %263 = add nsw i64 %262, 1472
+  %264 = mul nsw i64 %conv2.nb1171, 16
+  %265 = add nsw i64 %263, %264
+  %266 = add nsw i64 %265, 8
+  %arena68 = getelementptr inbounds float, ptr %arena, i64 %266
   store <8 x float> %t121_c1_167, ptr %arena68, align 4
   %t121_c2_069 = load <8 x float>, ptr %conv2.t121_c2_0, align 32
-  %271 = mul nsw i64 %0, 1568
-  %272 = add nsw i64 426240, %271
-  %273 = mul nsw i64 %1, 16
-  %274 = add nsw i64 %272, %273
-  %275 = add nsw i64 %274, 1504
-  %276 = mul nsw i64 %conv2.nb1171, 16
-  %277 = add nsw i64 %275, %276
-  %arena70 = getelementptr inbounds float, ptr %arena, i64 %277
+  %267 = mul nsw i64 %0, 1568
+  %268 = add nsw i64 426240, %267
+  %269 = mul nsw i64 %1, 16
+  %270 = add nsw i64 %268, %269
+  %271 = add nsw i64 %270, 1504
+  %272 = mul nsw i64 %conv2.nb1171, 16
+  %273 = add nsw i64 %271, %272
+  %arena70 = getelementptr inbounds float, ptr %arena, i64 %273
   store <8 x float> %t121_c2_069, ptr %arena70, align 4
   %t121_c2_171 = load <8 x float>, ptr %conv2.t121_c2_1, align 32
-  %278 = mul nsw i64 %0, 1568
-  %279 = add nsw i64 426240, %278
-  %280 = mul nsw i64 %1, 16
-  %281 = add nsw i64 %279, %280
-  %282 = add nsw i64 %281, 1504
-  %283 = mul nsw i64 %conv2.nb1171, 16
-  %284 = add nsw i64 %282, %283
-  %285 = add nsw i64 %284, 8
-  %arena72 = getelementptr inbounds float, ptr %arena, i64 %285
+  %274 = mul nsw i64 %0, 1568
+  %275 = add nsw i64 426240, %274
+  %276 = mul nsw i64 %1, 16
+  %277 = add nsw i64 %275, %276
+  %278 = add nsw i64 %277, 1504
+  %279 = mul nsw i64 %conv2.nb1171, 16
+  %280 = add nsw i64 %278, %279
+  %281 = add nsw i64 %280, 8
+  %arena72 = getelementptr inbounds float, ptr %arena, i64 %281
   store <8 x float> %t121_c2_171, ptr %arena72, align 4
   %t121_c3_073 = load <8 x float>, ptr %conv2.t121_c3_0, align 32
-  %286 = mul nsw i64 %0, 1568
-  %287 = add nsw i64 426240, %286
-  %288 = mul nsw i64 %1, 16
-  %289 = add nsw i64 %287, %288
-  %290 = add nsw i64 %289, 1536
-  %291 = mul nsw i64 %conv2.nb1171, 16
-  %292 = add nsw i64 %290, %291
-  %arena74 = getelementptr inbounds float, ptr %arena, i64 %292
+  %282 = mul nsw i64 %0, 1568
+  %283 = add nsw i64 426240, %282
+  %284 = mul nsw i64 %1, 16
+  %285 = add nsw i64 %283, %284
+  %286 = add nsw i64 %285, 1536
+  %287 = mul nsw i64 %conv2.nb1171, 16
+  %288 = add nsw i64 %286, %287
+  %arena74 = getelementptr inbounds float, ptr %arena, i64 %288
   store <8 x float> %t121_c3_073, ptr %arena74, align 4
   %t121_c3_175 = load <8 x float>, ptr %conv2.t121_c3_1, align 32
-  %293 = mul nsw i64 %0, 1568
-  %294 = add nsw i64 426240, %293
-  %295 = mul nsw i64 %1, 16
-  %296 = add nsw i64 %294, %295
-  %297 = add nsw i64 %296, 1536
-  %298 = mul nsw i64 %conv2.nb1171, 16
-  %299 = add nsw i64 %297, %298
-  %300 = add nsw i64 %299, 8
-  %arena76 = getelementptr inbounds float, ptr %arena, i64 %300
+  %289 = mul nsw i64 %0, 1568
+  %290 = add nsw i64 426240, %289
+  %291 = mul nsw i64 %1, 16
+  %292 = add nsw i64 %290, %291
+  %293 = add nsw i64 %292, 1536
+  %294 = mul nsw i64 %conv2.nb1171, 16
+  %295 = add nsw i64 %293, %294
+  %296 = add nsw i64 %295, 8
+  %arena76 = getelementptr inbounds float, ptr %arena, i64 %296
   store <8 x float> %t121_c3_175, ptr %arena76, align 4
   %nb117.next = add nsw i64 %conv2.nb1171, 1
-  %301 = icmp slt i64 %nb117.next, 1
-  br i1 %301, label %conv2.nb117, label %conv2.nb117.end
+  %297 = icmp slt i64 %nb117.next, 1
+  br i1 %297, label %conv2.nb117, label %conv2.nb117.end
 }
 
 define internal void @smallcnn_infer_b64.k1.conv2.part115.task(ptr %0, i64 %1) {
 entry:
-  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
   %3 = load ptr, ptr %2, align 8
-  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 1
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 1
   %5 = load ptr, ptr %4, align 8
-  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 2
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 2
   %7 = load ptr, ptr %6, align 8
-  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 3
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 3
   %9 = load ptr, ptr %8, align 8
-  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 4
   %11 = load ptr, ptr %10, align 8
-  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 5
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 5
   %13 = load ptr, ptr %12, align 8
-  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 6
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 6
   %15 = load ptr, ptr %14, align 8
-  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 7
-  %17 = load float, ptr %16, align 4
-  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 8
-  %19 = load i64, ptr %18, align 4
-  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 9
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 7
+  %17 = load ptr, ptr %16, align 8
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 8
+  %19 = load float, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 9
   %21 = load i64, ptr %20, align 4
-  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 10
-  %23 = load ptr, ptr %22, align 8
-  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
-  %25 = load i64, ptr %24, align 4
-  call void @smallcnn_infer_b64.k1.conv2.part115(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 10
+  %23 = load i64, ptr %22, align 4
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
+  %25 = load ptr, ptr %24, align 8
+  %26 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 12
+  %27 = load i64, ptr %26, align 4
+  call void @smallcnn_infer_b64.k1.conv2.part115(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, ptr %17, float %19, i64 %21, i64 %23, ptr %25, i64 %27, i64 %1)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_infer_b64.k2.flat(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @smallcnn_infer_b64.k2.flat(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_infer_b64.k3.fc1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @smallcnn_infer_b64.k3.fc1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %fc1.n158
 
@@ -14594,7 +14597,7 @@ fc1.n158:                                         ; preds = %fc1.k159.end, %entr
   br label %fc1.k159
 
 fc1.n158.end:                                     ; preds = %fc1.k159.end
-  call void @smallcnn_infer_b64.k3.fc1.gemm170(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @smallcnn_infer_b64.k3.fc1.gemm170(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   br label %fc1.n171
 
 fc1.k159:                                         ; preds = %fc1.k159, %fc1.n158
@@ -14662,7 +14665,7 @@ fc1.u172.end:                                     ; preds = %fc1.u172
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_infer_b64.k3.fc1.gemm170(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @smallcnn_infer_b64.k3.fc1.gemm170(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %fc1.t168_a3 = alloca <8 x float>, align 32
   %fc1.t168_a2 = alloca <8 x float>, align 32
@@ -15376,7 +15379,7 @@ fc1.k169.end:                                     ; preds = %fc1.k169
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_infer_b64.k4.fc2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @smallcnn_infer_b64.k4.fc2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %arena1 = getelementptr inbounds float, ptr %arena, i64 0
   %params2 = getelementptr inbounds float, ptr %params, i64 205632

@@ -83,6 +83,8 @@ int main(int argc, char **argv) {
   float *m = calloc(SIMPLECNN_PARAM_FLOATS, sizeof(float)), *v = calloc(SIMPLECNN_PARAM_FLOATS, sizeof(float));
   size_t arenaFloats = SIMPLECNN_TRAIN_B64_ARENA_FLOATS > SIMPLECNN_INFER_B64_ARENA_FLOATS ? SIMPLECNN_TRAIN_B64_ARENA_FLOATS : SIMPLECNN_INFER_B64_ARENA_FLOATS;
   float *arena = calloc(arenaFloats, sizeof(float)), *images = malloc(B * PIXELS * sizeof(float));
+  // What inference derives from the weights once (step 0 writes it); SimpleCNN's may be empty.
+  float *prepared = calloc(SIMPLECNN_INFER_B64_PREPARED_FLOATS + 1, sizeof(float));
   int32_t labels[B];
   init(params, SIMPLECNN_CONV1_WEIGHT_OFFSET, SIMPLECNN_CONV1_BIAS_OFFSET, 32 * 1 * 9, 32, 1 * 9);
   init(params, SIMPLECNN_CONV2_WEIGHT_OFFSET, SIMPLECNN_CONV2_BIAS_OFFSET, 64 * 32 * 9, 64, 32 * 9);
@@ -100,7 +102,7 @@ int main(int argc, char **argv) {
       normalise(trainImages + (size_t)k * PIXELS, images + b * PIXELS, PIXELS);
       labels[b] = trainLabels[k];
     }
-    simplecnn_train_b64(params, grads, m, v, arena, images, labels, 1e-3f, step, 1, NULL);
+    simplecnn_train_b64(params, grads, m, v, arena, NULL, images, labels, 1e-3f, step, 1, NULL);
     sum += arena[SIMPLECNN_TRAIN_B64_LOSS_OFFSET];
     if (step % 100 == 0 || step == steps) {
       printf("step %d loss %.6f\n", step, sum / (step % 100 ? step % 100 : 100));
@@ -114,7 +116,7 @@ int main(int argc, char **argv) {
     int n = testCount - first < B ? testCount - first : B;
     memset(images, 0, B * PIXELS * sizeof(float));
     normalise(testImages + (size_t)first * PIXELS, images, n * PIXELS);
-    simplecnn_infer_b64(params, NULL, NULL, NULL, arena, images, NULL, 0, 0, 0, NULL);
+    simplecnn_infer_b64(params, NULL, NULL, NULL, arena, prepared, images, NULL, 0, 0, 0, NULL);
     if (first == 0) {
       printf("logits of test image 0:");
       for (int c = 0; c < CLASSES; c++) printf(" %.6g", arena[SIMPLECNN_INFER_B64_OUTPUT_OFFSET + c]);

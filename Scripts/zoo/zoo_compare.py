@@ -4,11 +4,14 @@ Each model, with random seeded weights in eval mode, is exported once by torch.o
 17, a dynamic batch), and the same file is timed by the three: `cnnc bench MODEL --inference-only`, ONNX Runtime's
 CPU provider and OpenVINO's CPU plugin (fp32: INFERENCE_PRECISION_HINT f32), each on 2 threads, at batch 1 and 16,
 on random inputs. Each engine warms up, then times single calls until 2 s have passed (at least 5); the median
-call divided by the batch is the time per image. One JSON line per model, then a table with cnnc's time against
-the better of the two engines (below 1 is faster). CNNC_FLAGS (e.g. "--cpu x86-64-v3") go to cnnc only: the
-engines run at the machine's full ISA.
+call divided by the batch is the time per image. Each engine runs in a process of its own (this script with
+--engine, which imports only numpy and that engine), so its peak resident memory over both batches (the kernel's
+VmHWM, as cnnc reports its own) is comparable with cnnc's `peak_rss_mb`. One JSON line per model, then a table with
+cnnc's time against the better of the two engines (below 1 is faster) and the three peaks. CNNC_FLAGS (e.g.
+"--cpu x86-64-v3") go to cnnc only: the engines run at the machine's full ISA.
 
 usage: zoo_compare.py CNNC WORK_DIR [MODEL ...]
+       zoo_compare.py --engine onnxruntime|openvino MODEL.onnx   (one engine's JSON: us per image, peak MB)
 """
 import json
 import os
@@ -18,11 +21,7 @@ import sys
 import time
 
 import numpy as np
-import torch
-import torchvision
 
-cnnc, work = sys.argv[1], sys.argv[2]
-MODELS = sys.argv[3:] or ["resnet18", "mobilenet_v2", "efficientnet_b0", "shufflenet_v2_x1_0", "resnet50"]
 BATCHES = [1, 16]
 THREADS = 2
 SECONDS = 2.0
@@ -31,10 +30,20 @@ WARMUP_CALLS = 2
 CNNC_FLAGS = os.environ.get("CNNC_FLAGS", "").split()
 
 
+def peak_mb():
+    """This process's peak resident memory: VmHWM (getrusage would also count the image exec replaced)."""
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return None
+
+
 def export(name):
     path = f"{work}/{name}.onnx"
     if os.path.exists(path):
         return path
+    import torch
+    import torchvision
     torch.manual_seed(0)
     model = getattr(torchvision.models, name)(weights=None).eval()
     torch.onnx.export(model, (torch.zeros(1, 3, 224, 224),), path, input_names=["image"], output_names=["logits"],
@@ -83,6 +92,15 @@ def openvino_us(path):
     return out
 
 
+def engine_us(engine, path):
+    """One engine's times per image and peak memory, from a process of its own."""
+    r = subprocess.run([sys.executable, __file__, "--engine", engine, path], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError((r.stderr.strip().splitlines() or ["exit status %d" % r.returncode])[-1])
+    report = json.loads(r.stdout)
+    return report["us_per_image"], report["peak_rss_mb"]
+
+
 def cnnc_us(path):
     r = subprocess.run([cnnc, "bench", path, "--inference-only", "--batches", ",".join(map(str, BATCHES)), "--seconds", str(SECONDS),
                         "--threads", str(THREADS)] + CNNC_FLAGS, capture_output=True, text=True)
@@ -92,6 +110,14 @@ def cnnc_us(path):
     return report["inference_us_per_image"], report["target"]["cpu"], report["peak_rss_mb"]
 
 
+if sys.argv[1] == "--engine":
+    engine, path = sys.argv[2], sys.argv[3]
+    us = {"onnxruntime": onnxruntime_us, "openvino": openvino_us}[engine](path)
+    print(json.dumps({"us_per_image": us, "peak_rss_mb": round(peak_mb(), 1)}))
+    sys.exit(0)
+
+cnnc, work = sys.argv[1], sys.argv[2]
+MODELS = sys.argv[3:] or ["resnet18", "mobilenet_v2", "efficientnet_b0", "shufflenet_v2_x1_0", "resnet50"]
 rows = []
 for name in MODELS:
     path = export(name)
@@ -100,9 +126,9 @@ for name in MODELS:
         row["cnnc_us_per_image"], row["cnnc_cpu"], row["cnnc_peak_rss_mb"] = cnnc_us(path)
     except Exception as e:
         row["cnnc_error"] = str(e)[:400]
-    for engine, run in [("onnxruntime", onnxruntime_us), ("openvino", openvino_us)]:
+    for engine in ["onnxruntime", "openvino"]:
         try:
-            row[f"{engine}_us_per_image"] = run(path)
+            row[f"{engine}_us_per_image"], row[f"{engine}_peak_rss_mb"] = engine_us(engine, path)
         except Exception as e:  # an engine that cannot run the file is reported, not counted
             row[f"{engine}_error"] = str(e).splitlines()[0][:300]
     print(json.dumps(row), flush=True)
@@ -120,3 +146,14 @@ for row in rows:
         cell = lambda v: f"{v:,.0f}" if v else "-"
         print(f"| {row['model']} | {b} | {cell(ours)} | {cell(peers[0])} | {cell(peers[1])} | {ours / best:.2f} |" if ours and best
               else f"| {row['model']} | {b} | {cell(ours)} | {cell(peers[0])} | {cell(peers[1])} | - |")
+
+print(f"\nPeak resident memory of each process (MB; batches 1 and 16 in one process, as `cnnc bench` runs them)")
+print(f"| model | cnnc | ONNX Runtime | OpenVINO | ratio |")
+print(f"|---|---|---|---|---|")
+for row in rows:
+    ours = row.get("cnnc_peak_rss_mb")
+    peers = [row.get(f"{e}_peak_rss_mb") for e in ["onnxruntime", "openvino"]]
+    best = min([p for p in peers if p], default=None)
+    cell = lambda v: f"{v:,.0f}" if v else "-"
+    print(f"| {row['model']} | {cell(ours)} | {cell(peers[0])} | {cell(peers[1])} | {ours / best:.2f} |" if ours and best
+          else f"| {row['model']} | {cell(ours)} | {cell(peers[0])} | {cell(peers[1])} | - |")

@@ -86,7 +86,8 @@ public enum CHeader {
     for p in programs {
       let f = p.functions[0].name
       let F = f.uppercased()
-      h += "\n#define \(F)_BATCH \(p.batch)\n#define \(F)_ARENA_FLOATS \(p.arenaFloats)\n#define \(F)_IMAGE_FLOATS \(p.imageFloats)\n"
+      h += "\n#define \(F)_BATCH \(p.batch)\n#define \(F)_ARENA_FLOATS \(p.arenaFloats)\n#define \(F)_PREPARED_FLOATS \(p.preparedFloats)\n"
+        + "#define \(F)_IMAGE_FLOATS \(p.imageFloats)\n"
       h += "#define \(F)_OUTPUT_OFFSET \(p.output.offset)  /* [\(p.batch), \(p.classes)] logits in the arena */\n"
       if let l = p.loss { h += "#define \(F)_LOSS_OFFSET \(l.offset)  /* the scalar loss in the arena */\n" }
       for st in p.statistics {
@@ -137,10 +138,12 @@ public enum CHeader {
        * The train step runs forward, backward and one Adam update with PyTorch's constants (beta1 \(adam.beta1),
        * beta2 \(adam.beta2), eps \(adam.epsilon), weight decay \(adam.weightDecay), bias correction by the 1-based
        * step); lr is its argument. Each call takes exactly BATCH images and labels: drop a short last batch
-       * (as cnnc's trainer does) or pad it. Dropout is keyed by (seed, step). Inference reads params, arena
-       * and images only (pass NULL for the rest) and its step: with 0 each call first derives what it needs
-       * from the weights (such as transformed conv kernels) into the arena; pass 1 to skip that when the
-       * previous call on this arena was to the same entry point with the same parameters.
+       * (as cnnc's trainer does) or pad it. Dropout is keyed by (seed, step). Inference reads params, arena,
+       * prepared and images only (pass NULL for the rest) and its step: with 0 a call first derives what it
+       * needs from the weights (such as transformed conv kernels) into prepared (PREPARED_FLOATS floats; NULL
+       * where that is 0); pass 1 to skip that when an earlier call of the same entry point wrote this prepared
+       * buffer from the same parameters. Calls with step 1 only read prepared: threads running one entry point
+       * on arenas of their own may share it.
        *
        * pool: NULL runs everything on the calling thread. A cnnc_pool lets an inference call split its large
        * layers (by output channels or units, a fixed partition): its run function must call task(context, i)

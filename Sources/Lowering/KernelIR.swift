@@ -7,6 +7,10 @@ public enum Base: String, CaseIterable, Sendable {
   case params, grads, m, v
   /// Activations, saved values and scratch of one step (the planned arena).
   case arena
+  /// What an inference program derives from the weights once per set of weights (`Emitter.prepare`: Winograd's
+  /// transformed kernels, packed weight matrices): one buffer every arena running the program shares, since
+  /// calls only read it. A model's largest buffer after its weights (F(4x4, 3x3) kernels take 4x the weights).
+  case prepared
   /// The normalised input batch, NCHW.
   case images
   /// The batch's labels (int32).
@@ -267,7 +271,7 @@ extension Stmt {
   }
 }
 
-/// The one signature of every compiled entry point, `void NAME(params, grads, m, v, arena, images,
+/// The one signature of every compiled entry point, `void NAME(params, grads, m, v, arena, prepared, images,
 /// labels, lr, step, seed, pool)`, defined here and rendered from here by both back ends, the C header and the
 /// listing (the runtime's `EntryPoint` is the same signature as a Swift type).
 public enum EntryABI {
@@ -297,7 +301,8 @@ public enum EntryABI {
   public static let arguments: [Argument] = [
     Argument(name: "params", kind: .floats, base: .params), Argument(name: "grads", kind: .floats, base: .grads),
     Argument(name: "m", kind: .floats, base: .m), Argument(name: "v", kind: .floats, base: .v),
-    Argument(name: "arena", kind: .floats, base: .arena), Argument(name: "images", kind: .readOnlyFloats, base: .images),
+    Argument(name: "arena", kind: .floats, base: .arena), Argument(name: "prepared", kind: .floats, base: .prepared),
+    Argument(name: "images", kind: .readOnlyFloats, base: .images),
     Argument(name: "labels", kind: .labels, base: .labels),
     Argument(name: "lr", kind: .float, base: nil), Argument(name: "step", kind: .int64, base: nil), Argument(name: "seed", kind: .int64, base: nil),
     Argument(name: "pool", kind: .pool, base: nil),
@@ -356,6 +361,8 @@ public struct Program: Equatable, Sendable {
   public var sharedKernels: [SharedKernel] = []
   /// Floats in the arena (activations, saved values and scratch).
   public var arenaFloats: Int
+  /// Floats in the prepared buffer (`Base.prepared`; 0 for a program that prepares nothing, a training one).
+  public var preparedFloats = 0
   /// Parameter layout in `state_dict` order: name, shape, offset (floats) into params/grads/m/v.
   public var parameters: [(name: String, shape: [Int], offset: Int)]
   public var parameterFloats: Int
@@ -386,6 +393,7 @@ public struct Program: Equatable, Sendable {
 
   public static func == (a: Program, b: Program) -> Bool {
     a.graphName == b.graphName && a.batch == b.batch && a.target == b.target && a.functions == b.functions && a.sharedKernels == b.sharedKernels && a.arenaFloats == b.arenaFloats
+      && a.preparedFloats == b.preparedFloats
       && a.parameters.map(\.name) == b.parameters.map(\.name) && a.parameterFloats == b.parameterFloats
       && a.buffers.map(\.name) == b.buffers.map(\.name) && a.statistics == b.statistics
   }

@@ -63,7 +63,6 @@ public func lower(_ graph: Graph, batch: Int, mode: LoweringMode, target: Target
     e.kernel(spec.kind.rawValue) { e in e.emitOptimizer(spec) }
   }
   e.placePrepare()
-  plan.arenaFloats += e.preparedFloats
   // Profiling keeps one 64-bit timestamp per kernel boundary after that.
   let profileOffset = plan.arenaFloats
   if profile {
@@ -78,7 +77,7 @@ public func lower(_ graph: Graph, batch: Int, mode: LoweringMode, target: Target
   let out = plan.placements[g.output!]!, outType = shapes[g.output!]!
   var program = Program(
     graphName: g.name, batch: batch, functions: [Function(name: "\(g.name)_\(suffix)", body: e.body)],
-    arenaFloats: plan.arenaFloats,
+    arenaFloats: plan.arenaFloats, preparedFloats: e.preparedFloats,
     parameters: state.parameterNames.map { ($0, shapes[$0]!.dims, plan.placements[$0]!.offset) },
     parameterFloats: plan.parameterFloats, imageFloats: shapes[g.inputs.first { $0.dtype == .f32 }!.name]!.count,
     output: out, loss: g.minimize.flatMap { plan.placements[$0] }, classes: outType.dims.last ?? 1,
@@ -164,9 +163,9 @@ struct Emitter {
   /// Whether a kernel whose result shares its first operand's layout (a pool, a depthwise conv) runs channels-last:
   /// its result is, or it is neutral (one pixel, [N, C, 1, 1], the same bytes in both layouts) and the operand is.
   func sharesChannelsLast(_ n: Node) -> Bool { channelsLast.contains(n.name) || channelsLast.contains(n.args[0]) }
-  /// Statements an inference program skips when the caller says they already ran on this arena for these
-  /// weights (step 1): what it derives from the weights (Winograd's transformed kernels) once instead of on
-  /// every call, into `preparedFloats` floats of the arena from the planned arena's end.
+  /// Statements an inference program skips when the caller says they already ran into its prepared buffer for
+  /// these weights (step 1): what it derives from the weights (Winograd's transformed kernels) once instead of
+  /// on every call, into the `preparedFloats` floats of `Base.prepared`.
   var prepare: [Stmt] = []
   private(set) var preparedFloats = 0
   private var counter = 0
@@ -180,17 +179,18 @@ struct Emitter {
     channelsLast = training ? [] : chooseChannelsLast(graph, shapes, target: target)
   }
 
-  /// Puts what the program prepares from the weights (`prepare`) first, into the arena after the planned values,
-  /// unless the caller says the arena already holds it for these weights (step 1): a caller that knows nothing
-  /// of it (step 0) gets a correct call.
+  /// Puts what the program prepares from the weights (`prepare`) first, into the prepared buffer, unless the
+  /// caller says that buffer already holds it for these weights (step 1): a caller that knows nothing of it
+  /// (step 0) gets a correct call.
   mutating func placePrepare() {
     if !prepare.isEmpty { body.insert(.when(.uge(.c(0), .step), [.kernel("prepare", prepare)]), at: 0) }
   }
 
-  /// Arena room for `count` floats that `prepare` writes and the program's calls then read.
+  /// Room for `count` floats in the prepared buffer (`Base.prepared`), which `prepare` writes and the program's
+  /// calls then read: its offset there.
   mutating func prepared(_ count: Int) -> Int {
     defer { preparedFloats += count }
-    return plan.arenaFloats + preparedFloats
+    return preparedFloats
   }
 
   /// A fresh loop variable name.

@@ -1,8 +1,9 @@
 /// The C signature of every compiled entry point (`EntryABI`, in this order and these types):
-/// `void f(params, grads, m, v, arena, images, labels, lr, step, seed, pool)`.
+/// `void f(params, grads, m, v, arena, prepared, images, labels, lr, step, seed, pool)`.
 public typealias EntryPoint = @convention(c) (
   UnsafeMutablePointer<Float>?, UnsafeMutablePointer<Float>?, UnsafeMutablePointer<Float>?, UnsafeMutablePointer<Float>?,
-  UnsafeMutablePointer<Float>?, UnsafePointer<Float>?, UnsafePointer<Int32>?, Float, Int64, Int64, UnsafeMutableRawPointer?
+  UnsafeMutablePointer<Float>?, UnsafeMutablePointer<Float>?, UnsafePointer<Float>?, UnsafePointer<Int32>?, Float, Int64, Int64,
+  UnsafeMutableRawPointer?
 ) -> Void
 
 /// Turns lowered programs into callable entry points (the LLVM JIT, or compiled Swift source): what a back end

@@ -1,6 +1,7 @@
 import FileSystem
 import Foundation
 import GraphIR
+import SwiftProtobuf
 
 /// An ONNX model read as a `.graph`: its text (the forward ops, plus a label input and a cross-entropy loss on
 /// the output so that it trains), the parsed graph, and its initializers under the `state_dict` names the
@@ -40,19 +41,29 @@ public enum ONNXImport {
 
   /// Reads and translates the model at `path`.
   public static func read(_ path: String) throws -> ImportedModel {
-    let data: [UInt8]
-    do { data = try readRegularFile(path, maxBytes: maxFileBytes) } catch let e as FileError { throw ONNXError("\(e)") }
-    return try translate(Data(data), path: path)
+    // The file's bytes live only until they parse: with the parsed weights and the translated ones, a third copy
+    // of a large model would set the import's peak memory.
+    let model: Onnx_ModelProto
+    do { model = try parse(try readRegularFile(path, maxBytes: maxFileBytes), path: path) } catch let e as FileError { throw ONNXError("\(e)") }
+    return try translate(model, path: path)
   }
 
   /// Translates the bytes of an ONNX model; `path` names it in messages.
   public static func translate(_ data: Data, path: String) throws -> ImportedModel {
-    let model: Onnx_ModelProto
+    try translate(try parse(data, path: path), path: path)
+  }
+
+  /// The model the bytes `data` hold.
+  static func parse<Bytes: SwiftProtobufContiguousBytes>(_ data: Bytes, path: String) throws -> Onnx_ModelProto {
     do {
-      model = try Onnx_ModelProto(serializedBytes: data)
+      return try Onnx_ModelProto(serializedBytes: data)
     } catch {
       throw ONNXError("\(path): not an ONNX model (the protobuf does not parse: \(error))")
     }
+  }
+
+  /// Translates a parsed ONNX model.
+  static func translate(_ model: Onnx_ModelProto, path: String) throws -> ImportedModel {
     guard model.hasGraph, !model.graph.node.isEmpty else { throw ONNXError("\(path): the model has no graph (no nodes)") }
     // Named after the file: exporters name every graph alike (torch.onnx: "main_graph").
     var t = Translator(path: path, name: identifier(Path.stem(path)))

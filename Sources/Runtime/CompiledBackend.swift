@@ -1,6 +1,8 @@
 import COpenBLAS
+import CSpin
 import Dispatch
 import Foundation
+
 import GraphIR
 import Lowering
 
@@ -8,13 +10,23 @@ import Lowering
 final class FloatBuffer {
   let pointer: UnsafeMutablePointer<Float>
   let count: Int
+  /// What `calloc` returned (`pointer` is its first 64-byte boundary).
+  private let allocation: UnsafeMutableRawPointer
+  /// Zeroed by `calloc`, whose large blocks are fresh pages the kernel zeroes on first touch: a buffer takes resident
+  /// memory only as it is written (an inference program's prepared buffer at another batch, never), where zeroing it
+  /// here would make all of it resident at once.
   init(_ count: Int) {
     self.count = max(count, 1)
-    let raw = UnsafeMutableRawPointer.allocate(byteCount: self.count * 4, alignment: 64)
-    raw.initializeMemory(as: Float.self, repeating: 0, count: self.count)
-    pointer = raw.assumingMemoryBound(to: Float.self)
+    guard let raw = calloc(self.count * MemoryLayout<Float>.size + Self.alignment, 1) else {
+      fatalError("out of memory allocating \(self.count) floats")
+    }
+    allocation = raw
+    let aligned = (Int(bitPattern: raw) + Self.alignment - 1) / Self.alignment * Self.alignment
+    pointer = UnsafeMutablePointer(bitPattern: aligned)!
   }
-  deinit { pointer.deallocate() }
+  deinit { free(allocation) }
+  /// Vector loads of every width the targets have stay within one cache line.
+  static let alignment = 64
 }
 
 /// A back end that runs compiled programs: the train step at the training batch, and the inference
@@ -59,11 +71,11 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
   /// One arena per shard this process runs.
   var arenas: [FloatBuffer]
   /// Bumped whenever the parameters change (a load, a training step): an inference program then prepares what it
-  /// derives from the weights (Winograd's transformed kernels) again, on its next call in each arena.
+  /// derives from the weights (Winograd's transformed kernels) again, on its next call.
   private var parametersVersion = 0
-  /// Per arena, the inference program (by batch) whose prepared weights it holds and their parameters' version;
-  /// nil until one has run there. Any other program's run overwrites them.
-  private var preparedIn: [(batch: Int, version: Int)?] = []
+  /// Per inference program (by batch), its prepared buffer (`Base.prepared`), which every arena running it shares,
+  /// and the parameters' version it was prepared from (nil: never).
+  private var prepared: [Int: (buffer: FloatBuffer, version: Int?)] = [:]
   /// Data-parallel training over MPI: this rank runs shards rank*L ..< (rank+1)*L of the S shards.
   let mpi: MPIRuntime?
   var localShards: Int { shards / (mpi?.size ?? 1) }
@@ -114,13 +126,14 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
     let set = try ProgramSet(graph: graph, batch: batch, shards: shards, optimizer: optimizerSpec, inferenceCalls: inferenceCalls,
                              target: compiler.target, fuse: fuse, profile: profile, inferenceOnly: inferenceOnly)
     for p in set.evaluation where p.batch > 1 {
-      try checkMemory(bytes: 4 * p.arenaFloats * max(shards, inferenceThreads), what: "inference at batch \(p.batch)")
+      try checkMemory(bytes: 4 * (p.arenaFloats * max(shards, inferenceThreads) + p.preparedFloats), what: "inference at batch \(p.batch)")
     }
     inferenceBytesPerImage = set.inferenceBytesPerImage
     // The training step is compiled now; its inference programs, which only evaluation runs, on a thread
     // of their own meanwhile.
     let entries = try self.compiler.compile(set.compiledFirst)
     inference = Dictionary(uniqueKeysWithValues: set.evaluation.map { ($0.batch, $0) })
+    prepared = inference.mapValues { (FloatBuffer($0.preparedFloats), nil) }
     if inferenceOnly {
       compiledInference = Dictionary(uniqueKeysWithValues: zip(set.evaluation.map(\.batch), entries))
       pending = nil
@@ -128,6 +141,8 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
       pending = BackgroundCompile(set.evaluation, compiler: self.compiler)
     }
     compileSeconds = Date().timeIntervalSince(start)
+    // Code generation frees tens of MB in blocks the allocator would keep; the buffers below then come on top of less.
+    cnnc_return_freed_memory()
     train = set.step
     trainEntry = entries[0]
     update = set.update.map { ($0, entries[1]) }
@@ -269,14 +284,14 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
     guard images.count == train.imageFloats * shards, labels.count == train.batch * shards else {
       throw DataError("the compiled train step takes \(train.batch * shards) images of \(train.imageFloats / max(1, train.batch)) values and as many labels; got \(images.count) values and \(labels.count) labels")
     }
-    parametersVersion += 1  // new weights, and arenas overwritten: inference prepares again
+    parametersVersion += 1  // new weights: inference prepares again
     let (px, b, n, local, first) = (train.imageFloats, train.batch, train.parameterFloats, localShards, firstShard)
     let started = Date()
     images.withUnsafeBufferPointer { img in
       labels.withUnsafeBufferPointer { lab in
         forEachShard(local) { i in
           let s = first + i
-          trainEntry(params.pointer, gradient(s), m.pointer, v.pointer, arenas[i].pointer, img.baseAddress! + s * px,
+          trainEntry(params.pointer, gradient(s), m.pointer, v.pointer, arenas[i].pointer, nil, img.baseAddress! + s * px,
                      lab.baseAddress! + s * b, learningRate, Int64(step), shardSeed(seed, s), nil)
         }
       }
@@ -311,7 +326,7 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
         for i in 0..<n { g0[i] += gs[i] }
       }
       for i in 0..<n { g0[i] *= scale }
-      entry(params.pointer, g0, m.pointer, v.pointer, arenas[0].pointer, nil, nil, learningRate, Int64(step), 0, nil)
+      entry(params.pointer, g0, m.pointer, v.pointer, arenas[0].pointer, nil, nil, nil, learningRate, Int64(step), 0, nil)
     }
     foldStatistics(stats, statsSize: statsSize)
     stepsTaken = step
@@ -409,19 +424,29 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
     guard let p = inference[count], !p.profile.isEmpty, let entry = try inferenceEntries()[count] else {
       throw DataError("no profiled inference program at batch \(count) was compiled")
     }
-    let arena = FloatBuffer(p.arenaFloats)
+    let arena = FloatBuffer(p.arenaFloats), own = FloatBuffer(p.preparedFloats)
     var ticks = [Double](repeating: 0, count: p.profile.count)
     let start = Date()
     images.withUnsafeBufferPointer { img in
       for r in 0..<repeats {
-        // Its own arena: prepared on the first call (before the first timestamp, so outside the profile).
-        entry(params.pointer, nil, nil, nil, arena.pointer, img.baseAddress!, nil, 0, r == 0 ? 0 : 1, 0, singleCallPool()?.pointer)
+        // Its own buffers: prepared on the first call (before the first timestamp, so outside the profile).
+        entry(params.pointer, nil, nil, nil, arena.pointer, own.pointer, img.baseAddress!, nil, 0, r == 0 ? 0 : 1, 0, singleCallPool()?.pointer)
         ticks = zip(ticks, Self.kernelTicks(p, arena: arena.pointer)).map(+)
       }
     }
     let wall = Date().timeIntervalSince(start), total = ticks.reduce(0, +)
     guard repeats > 0, total > 0 else { return [] }
     return zip(p.profile, ticks).map { r, t in (r.name, r.op, r.line, t * wall / total / Double(repeats) * 1000, t / total) }
+  }
+
+  /// The bytes of the buffers the plan gave this back end, as they stand: parameters (and buffers), the arenas,
+  /// the prepared buffers of the inference programs that have run (the others are never touched), and the
+  /// training state (Adam's moments and the gradients).
+  public var bufferBytes: (parameters: Int, arenas: Int, prepared: Int, training: Int) {
+    let bytes = MemoryLayout<Float>.size
+    return (bytes * params.count, bytes * arenas.map(\.count).reduce(0, +),
+            bytes * prepared.values.filter { $0.version != nil }.map(\.buffer.count).reduce(0, +),
+            bytes * (train.loss == nil ? 0 : m.count + v.count + grads.count))
   }
 
   /// The most images one inference call runs at once. Larger requests run in chunks of this size, so the
@@ -458,35 +483,37 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
     let workers = min(inferenceThreads, chunks.count)
     // Every program's arena fits the arenas made at init; inference may use more workers than shards.
     while arenas.count < workers { arenas.append(FloatBuffer(arenas[0].count)) }
-    while preparedIn.count < arenas.count { preparedIn.append(nil) }
-    let version = parametersVersion
     let entries = try inferenceEntries()
     // One chunk has the cores to itself: its large layers split over the pool (the same bits as without).
     let pool = workers == 1 ? singleCallPool()?.pointer : nil
     let padded = chunks.contains { $0.count < $0.batch } ? (0..<workers).map { _ in FloatBuffer(chunks.map(\.batch).max()! * px) } : []
+    // The first chunk of each program whose prepared buffer is stale runs alone with step 0, which writes the buffer;
+    // every other chunk then reads it with step 1, from any worker. Each image's bits do not depend on the order.
+    let stale = Set(chunks.map(\.batch).filter { prepared[$0]?.version != parametersVersion })
+    let first = stale.sorted().map { b in chunks.firstIndex { $0.batch == b }! }
+    let rest = chunks.indices.filter { !first.contains($0) }, buffers = prepared.mapValues(\.buffer.pointer)
     images.withUnsafeBufferPointer { img in
-      out.withUnsafeMutableBufferPointer { o in preparedIn.withUnsafeMutableBufferPointer { prepared in
-        let result = UncheckedSendable(value: o.baseAddress!), states = UncheckedSendable(value: prepared.baseAddress!)
-        let run = { (w: Int) in
-          for (first, n, batch) in stride(from: w, to: chunks.count, by: workers).map({ chunks[$0] }) {
-            let (p, entry) = (self.inference[batch]!, entries[batch]!)
-            var input = UnsafeMutablePointer(mutating: img.baseAddress! + first * px)
-            if n < batch {
-              padded[w].pointer.update(from: input, count: n * px)
-              (padded[w].pointer + n * px).update(repeating: 0, count: (batch - n) * px)
-              input = padded[w].pointer
-            }
-            // Step 1 tells the program its prepared weights are in this arena: same weights, no other program since.
-            let fresh = states.value[w].map { $0.batch == batch && $0.version == version } ?? false
-            entry(self.params.pointer, nil, nil, nil, self.arenas[w].pointer, input, nil, 0, fresh ? 1 : 0, 0, pool)
-            states.value[w] = (batch, version)
-            let base = p.output.base == .images ? input : self.arenas[w].pointer
-            (result.value + first * perImage).update(from: base + p.output.offset, count: n * perImage)
+      out.withUnsafeMutableBufferPointer { o in
+        let result = UncheckedSendable(value: o.baseAddress!)
+        let run = { (w: Int, c: Int, step: Int64, pool: UnsafeMutableRawPointer?) in
+          let (first, n, batch) = chunks[c]
+          let (p, entry) = (self.inference[batch]!, entries[batch]!)
+          var input = UnsafeMutablePointer(mutating: img.baseAddress! + first * px)
+          if n < batch {
+            padded[w].pointer.update(from: input, count: n * px)
+            (padded[w].pointer + n * px).update(repeating: 0, count: (batch - n) * px)
+            input = padded[w].pointer
           }
+          entry(self.params.pointer, nil, nil, nil, self.arenas[w].pointer, buffers[batch]!, input, nil, 0, step, 0, pool)
+          let base = p.output.base == .images ? input : self.arenas[w].pointer
+          (result.value + first * perImage).update(from: base + p.output.offset, count: n * perImage)
         }
-        if workers > 1 { forEachShard(workers, threads: workers, run) } else { run(0) }
-      } }
+        for c in first { run(0, c, 0, singleCallPool()?.pointer) }
+        let dealt = { (w: Int) in for i in stride(from: w, to: rest.count, by: workers) { run(w, rest[i], 1, pool) } }
+        if workers > 1 { forEachShard(workers, threads: workers, dealt) } else { dealt(0) }
+      }
     }
+    for b in stale { prepared[b]!.version = parametersVersion }
     return out
   }
 }

@@ -592,9 +592,48 @@ import Testing
     }
   }
 
-  /// An inference program prepares Winograd's transformed kernels once per set of weights, in its arena: after a
-  /// load, after a training step, and after another program used the arena, the next call prepares again, so
-  /// every result is the interpreter's for the weights of the moment.
+  /// A conv the cost rule gives Winograd (its kernels prepared once per set of weights).
+  static let preparedConvSource = """
+    input x: f32[N, 32, 12, 12]
+    input y: i32[N]
+    c = conv2d(x, filters: 32, kernel: 3, padding: 1)
+    r = relu(c)
+    p = global_avgpool(r)
+    f = flatten(p)
+    o = dense(f, units: 4)
+    loss = cross_entropy(o, y)
+    output o
+    minimize loss
+    """
+
+  /// The workers of a call share each program's prepared buffer: the first chunk prepares it alone, the others only
+  /// read it, and a load makes the next call prepare again. Every result is the interpreter's for the weights of the
+  /// moment, and the same bits on one thread as on two.
+  @Test(arguments: TestTargets.names) func preparedWeightsAreSharedByWorkers(_ target: String) throws {
+    let d = try Differential(source: Self.preparedConvSource, batch: 6)
+    let resolved = try TestTargets.resolve(target)
+    func backend(threads: Int) throws -> CompiledBackend<JITCompiler> {
+      try CompiledBackend(inferenceOf: d.graph, compiler: try JITCompiler(target: resolved), inferenceCalls: [6], threads: threads)
+    }
+    let (two, one) = (try backend(threads: 2), try backend(threads: 1))
+    #expect(two.inferencePlan(6).count >= 2, "\(two.inferencePlan(6))")
+    var halved = d.parameters
+    halved.values["c.weight"] = halved.values["c.weight"]!.map { -0.5 * $0 }
+    for (parameters, what) in [(d.parameters, "first weights"), (halved, "after a load")] {
+      try two.loadParameters(parameters)
+      try one.loadParameters(parameters)
+      var interp = try InterpreterBackend(graph: d.graph)
+      interp.load(parameters, Optimizer(kind: .adam, learningRate: 0))
+      let shared = try two.infer(images: d.images, count: 6)
+      expectClose(try interp.infer(images: d.images, count: 6), shared, "\(what) on \(target)")
+      #expect(shared.map(\.bitPattern) == (try one.infer(images: d.images, count: 6)).map(\.bitPattern), "\(what) on \(target)")
+      #expect(shared.map(\.bitPattern) == (try two.infer(images: d.images, count: 6)).map(\.bitPattern), "\(what), prepared, on \(target)")
+    }
+  }
+
+  /// An inference program prepares Winograd's transformed kernels once per set of weights: after a load, after a
+  /// training step, and after another program ran, the next call prepares again, so every result is the
+  /// interpreter's for the weights of the moment.
   @Test(arguments: TestTargets.names) func preparedWeightsFollowEveryChange(_ target: String) throws {
     let source = """
       input x: f32[N, 32, 12, 12]

@@ -120,7 +120,7 @@ import Testing
         m.withUnsafeMutableBufferPointer { mp in
           v.withUnsafeMutableBufferPointer { vp in
             arena.withUnsafeMutableBufferPointer { ap in
-              entry(pp.baseAddress, gp.baseAddress, mp.baseAddress, vp.baseAddress, ap.baseAddress, images, labels, 1e-3, 1, 7, nil)
+              entry(pp.baseAddress, gp.baseAddress, mp.baseAddress, vp.baseAddress, ap.baseAddress, nil, images, labels, 1e-3, 1, 7, nil)
             }
           }
         }

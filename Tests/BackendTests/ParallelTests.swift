@@ -50,10 +50,10 @@ import Testing
   /// The program's output after one call with `pool`, as bit patterns.
   static func run(_ entry: EntryPoint, _ p: Program, pool: ThreadPool?) -> [UInt32] {
     var params = (0..<(p.parameterFloats + p.bufferFloats)).map { Float(sin(Double($0) * 0.37)) * 0.05 }
-    var arena = [Float](repeating: .nan, count: p.arenaFloats)
+    var arena = [Float](repeating: .nan, count: p.arenaFloats), prepared = [Float](repeating: .nan, count: p.preparedFloats + 1)
     let images = (0..<p.imageFloats).map { Float(cos(Double($0) * 0.21)) }
     images.withUnsafeBufferPointer { img in
-      entry(&params, nil, nil, nil, &arena, img.baseAddress, nil, 0, 0, 0, pool?.pointer)
+      entry(&params, nil, nil, nil, &arena, &prepared, img.baseAddress, nil, 0, 0, 0, pool?.pointer)
     }
     return arena[p.output.offset..<(p.output.offset + p.output.count)].map(\.bitPattern)
   }

@@ -163,7 +163,7 @@ enum TestTargets {
     let bStart: Int = line((m - 1) * aRow + k)
     let c: Int = line(bStart + (k - 1) * ldb + n)
     let (a, b) = (arena, Array(arena[bStart...]))
-    arena.withUnsafeMutableBufferPointer { entry(nil, nil, nil, nil, $0.baseAddress!, nil, nil, 0, 0, 0, nil) }
+    arena.withUnsafeMutableBufferPointer { entry(nil, nil, nil, nil, $0.baseAddress!, nil, nil, nil, 0, 0, 0, nil) }
     #expect(p.arenaFloats == c + (m - 1) * ldc + n)
     for i in 0..<m {
       var expected = [Float](repeating: 0, count: n)

@@ -17,11 +17,11 @@ int main(void) {
   for (int i = 0; i < B; i++) labels[i] = i % TINY_CLASSES;
   float first = 0, last = 0;
   for (int step = 1; step <= 60; step++) {
-    tiny_train_b8(params, grads, m, v, arena, images, labels, 0.01f, step, 7, NULL);
+    tiny_train_b8(params, grads, m, v, arena, NULL, images, labels, 0.01f, step, 7, NULL);
     last = arena[TINY_TRAIN_B8_LOSS_OFFSET];
     if (step == 1) first = last;
   }
-  tiny_infer_b8(params, NULL, NULL, NULL, arena, images, NULL, 0, 0, 0, NULL);
+  tiny_infer_b8(params, NULL, NULL, NULL, arena, calloc(TINY_INFER_B8_PREPARED_FLOATS + 1, sizeof(float)), images, NULL, 0, 0, 0, NULL);
   int correct = 0;
   for (int i = 0; i < B; i++) {
     const float *row = arena + TINY_INFER_B8_OUTPUT_OFFSET + i * TINY_CLASSES;

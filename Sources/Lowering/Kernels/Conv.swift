@@ -420,7 +420,7 @@ extension Emitter {
         let (aBase, aRow, aCol): (IExpr, Int, Int) = inputLast ? (.c(x.offset) + r0 * s.c, s.c, 1) : (.c(x.offset) + g * (s.c * s.plane) + r0, 1, s.plane)
         let first = g * m + r0, (f0, fs) = filters ?? (.c(0), s.f)
         var gemm = TiledGemm(m: count, n: fs, k: s.ckk, a: (x.base, aBase), aRow: aRow, aCol: aCol,
-                             b: (.arena, .c(wt) + f0 * s.ckk), ldb: width, c: (epilogue.y.base, .c(epilogue.y.offset) + f0 + first * s.f), ldc: s.f,
+                             b: (.prepared, .c(wt) + f0 * s.ckk), ldb: width, c: (epilogue.y.base, .c(epilogue.y.offset) + f0 + first * s.f), ldc: s.f,
                              accumulate: false, calls: blocks * parts)
         gemm.packedVectors = vectors
         gemm.epilogue = { row, column, v in epilogue.finished(v, column + f0, relu: relu, tail: tail, at: (first + row) * s.f + column + f0) }

@@ -66,7 +66,7 @@ extension Emitter {
     // The GEMM of a band's columns for the filters (first, count): a first filter on a panel of W^T.
     func gemm(_ e: inout Emitter, col: IExpr, image: IExpr, first: IExpr, filters: (first: IExpr, count: Int)? = nil) -> [Stmt] {
       let start = image * s.plane + first * s.ow, (f0, fs) = filters ?? (.c(0), s.f)
-      var gemm = TiledGemm(m: pixels, n: fs, k: s.ckk, a: (.arena, col), aRow: s.ckk, aCol: 1, b: (.arena, .c(wt) + f0 * s.ckk), ldb: width,
+      var gemm = TiledGemm(m: pixels, n: fs, k: s.ckk, a: (.arena, col), aRow: s.ckk, aCol: 1, b: (.prepared, .c(wt) + f0 * s.ckk), ldb: width,
                            c: (epilogue.y.base, .c(epilogue.y.offset) + f0 + start * s.f), ldc: s.f, accumulate: false, calls: bands)
       gemm.packedVectors = vectors
       gemm.epilogue = { row, column, v in epilogue.finished(v, column + f0, relu: relu, tail: tail, at: (start + row) * s.f + column + f0) }
@@ -99,11 +99,11 @@ extension Emitter {
   }
 
   /// W^T[k*k*C x F] of conv weights `w` ([F][C][k][k]) packed once per set of weights in column panels of `width`
-  /// filters (`TiledGemm.packedVectors`), row p(c, tap) holding channel c's tap: the prepared arena offset.
+  /// filters (`TiledGemm.packedVectors`), row p(c, tap) holding channel c's tap: its offset in the prepared buffer.
   mutating func preparedWeightsT(_ w: Placement, _ s: ConvShape, taps: Int, width: Int, p: (IExpr, Int) -> IExpr) -> Int {
     let wt = prepared((s.f + width - 1) / width * width * s.ckk)
     prepare.append(loop("c", s.c) { e, c in (0..<taps).map { tap in e.loop("f", s.f) { _, f in
-      [.store(.arena, .c(wt) + GemmBlocking.packedIndex(p(c, tap), f, k: s.ckk, width: width), .load(.params, .c(w.offset) + f * s.ckk + c * taps + tap))]
+      [.store(.prepared, .c(wt) + GemmBlocking.packedIndex(p(c, tap), f, k: s.ckk, width: width), .load(.params, .c(w.offset) + f * s.ckk + c * taps + tap))]
     } } })
     return wt
   }

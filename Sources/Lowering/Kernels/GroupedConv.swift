@@ -125,7 +125,7 @@ extension Emitter {
       var run: [Stmt] = [.vlocal(acc, bias.map { .load(.params, .c($0.offset) + c0, lanes: lanes) } ?? .zero)]
       for ky in kys { for kx in kxs {
         let input = (b * s.h + oy * s.stride + (ky * s.dilation - s.padding)) * s.w + ox * s.stride + (kx * s.dilation - s.padding)
-        let weight = VExpr.load(.arena, .c(wt) + (ky * s.k + kx) * s.c + c0, lanes: lanes)
+        let weight = VExpr.load(.prepared, .c(wt) + (ky * s.k + kx) * s.c + c0, lanes: lanes)
         run.append(.vset(acc, .fma(.load(x.base, .c(x.offset) + input * s.c + c0, lanes: lanes), weight, .local(acc))))
       } }
       if let fold {
@@ -167,12 +167,12 @@ extension Emitter {
     body += split
   }
 
-  /// Arena room the prepare program fills with a depthwise conv's weights tap-major ([k*k][C]: per tap, a vector
+  /// Prepared-buffer room the prepare program fills with a depthwise conv's weights tap-major ([k*k][C]: per tap, a vector
   /// per channel vector), once per set of weights.
   mutating func prepareTapMajor(_ n: Node, _ s: DirectConvShape) -> Int {
     let w = at("\(n.name).weight"), taps = s.k * s.k, wt = prepared(taps * s.c)
     prepare.append(loop("t", taps) { e, t in [e.loop("c", s.c) { _, c in
-      [.store(.arena, .c(wt) + t * s.c + c, .load(.params, .c(w.offset) + c * taps + t))]
+      [.store(.prepared, .c(wt) + t * s.c + c, .load(.params, .c(w.offset) + c * taps + t))]
     }] })
     return wt
   }

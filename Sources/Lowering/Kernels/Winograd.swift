@@ -317,13 +317,13 @@ extension Emitter {
 
   /// Ut[xi][ci][co] = (G g G^T)[xi] for every kernel g = `weight(co, ci, ky, kx)` (rows of the GEMMs' B),
   /// of the output channels `channels` (first, count).
-  mutating func transformKernels(_ s: WinogradShape, into u: Int, channels: (IExpr, Int), weight: (IExpr, IExpr, Int, Int) -> FExpr) -> Stmt {
+  mutating func transformKernels(_ s: WinogradShape, into u: (base: Base, offset: Int), channels: (IExpr, Int), weight: (IExpr, IExpr, Int, Int) -> FExpr) -> Stmt {
     loop("ci", s.cin) { e, ci in [e.loop("co", channels.1) { e, c in
       let co = channels.0 + c
       let g = (0..<3).map { ky in (0..<3).map { kx in weight(co, ci, ky, kx) } }
       var (out, t) = e.transform(s.tile.kernelTransform, g, s.tile.kernelTransform)
       for xi in 0..<s.tile.positions {
-        out.append(.store(.arena, .c(u + xi * s.cin * s.cout) + ci * s.cout + co, t[xi / s.tile.alpha][xi % s.tile.alpha]))
+        out.append(.store(u.base, .c(u.offset + xi * s.cin * s.cout) + ci * s.cout + co, t[xi / s.tile.alpha][xi % s.tile.alpha]))
       }
       return out
     }] }
@@ -379,10 +379,10 @@ extension Emitter {
 
   /// The 16 GEMMs of a group: Mt[xi] = V[xi] [tiles x cin] * Ut[xi] [cin x cout], the columns of the output
   /// channels `channels` (first, count).
-  mutating func tileProducts(_ s: WinogradShape, u: Int, v: Int, m: Int, channels: (IExpr, Int), groups: Int) -> Stmt {
+  mutating func tileProducts(_ s: WinogradShape, u: (base: Base, offset: Int), v: Int, m: Int, channels: (IExpr, Int), groups: Int) -> Stmt {
     loop("xi", s.tile.positions) { e, xi in
       e.tiledGemm(TiledGemm(m: s.tiles, n: channels.1, k: s.cin, a: (.arena, .c(v) + xi * (s.tiles * s.cin)), aRow: s.cin, aCol: 1,
-                            b: (.arena, .c(u) + xi * (s.cin * s.cout) + channels.0), ldb: s.cout,
+                            b: (u.base, .c(u.offset) + xi * (s.cin * s.cout) + channels.0), ldb: s.cout,
                             c: (.arena, .c(m) + xi * (s.tiles * s.cout) + channels.0), ldc: s.cout, accumulate: false,
                             calls: s.tile.positions * groups * (s.cout / channels.1)))
     }
@@ -489,7 +489,7 @@ extension Emitter {
   mutating func winogradBanded(_ s: WinogradShape, x: Placement, y: Placement, images: Int, scratch: Int, bandRows: Int,
                                layouts: (input: Bool, output: Bool) = (false, false), weight: (IExpr, IExpr, Int, Int) -> FExpr, tail: ConvTail,
                                finished: (VExpr, IExpr, Int) -> VExpr) {
-    let u = prepared(s.kernelFloats)
+    let u = (base: Base.prepared, offset: prepared(s.kernelFloats))
     let bands = s.tilesY / bandRows, tiles = bandRows * s.tilesX
     let parts = parallelParts(macs: s.tiles * s.tile.positions * s.cin * s.cout)
     // Each part's band of transformed tiles and products is rewritten band after band in place, so it stays in
@@ -512,7 +512,7 @@ extension Emitter {
           var out: [Stmt] = [e.transformInput(s, padded: padded, into: v, tileRows: (ty0, bandRows))]
           out.append(e.loop("xi", s.tile.positions) { e, xi in
             e.tiledGemm(TiledGemm(m: tiles, n: s.cout, k: s.cin, a: (.arena, v.at(xi, t0, .c(0), channels: s.cin)), aRow: s.cin, aCol: 1,
-                                  b: (.arena, .c(u) + xi * (s.cin * s.cout)), ldb: s.cout,
+                                  b: (u.base, .c(u.offset) + xi * (s.cin * s.cout)), ldb: s.cout,
                                   c: (.arena, m.at(xi, t0, .c(0), channels: s.cout)), ldc: s.cout, accumulate: false,
                                   calls: s.tile.positions * bands * images))
           })
@@ -539,8 +539,8 @@ extension Emitter {
                              weight: (IExpr, IExpr, Int, Int) -> FExpr,
                              output: (inout Emitter, IExpr, [[VExpr]], IExpr, IExpr, IExpr, Int, Int) -> [Stmt],
                              after: (inout Emitter, IExpr, Int, (IExpr, Int)) -> [Stmt]) {
-    // An inference program transforms the kernels once per set of weights (`prepare`), into arena room of their own.
-    let u = training ? scratch : prepared(s.kernelFloats)
+    // An inference program transforms the kernels once per set of weights (`prepare`), into the prepared buffer.
+    let u = training ? (base: Base.arena, offset: scratch) : (base: Base.prepared, offset: prepared(s.kernelFloats))
     let padded = scratch + s.kernelFloats, v = padded + s.paddedFloats, m = v + s.transformedFloats
     let staging = m + s.productFloats
     precondition(parts == 1 || s.cout % (parts * lanes) == 0, "Winograd parts split the output channels in whole vectors")

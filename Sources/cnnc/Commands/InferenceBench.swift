@@ -43,7 +43,7 @@ struct InferenceBench {
     }
     let per = dims.dropFirst().reduce(1, *)
     let flopsPerImage = summarize(file.graph, shapes).reduce(0) { $0 + $1.flopsPerImage }
-    var usPerImage: [(Int, Double)] = [], compileSeconds: [(Int, Double)] = [], profiles: [String] = []
+    var usPerImage: [(Int, Double)] = [], compileSeconds: [(Int, Double)] = [], profiles: [String] = [], planned: [(Int, String)] = []
     var rng = SeededRandom(seed: seed, stream: Self.inputStream)
     for batch in batches {
       let start = Date()
@@ -60,6 +60,10 @@ struct InferenceBench {
         calls.append(Date().timeIntervalSince(t))
       }
       usPerImage.append((batch, calls.sorted()[calls.count / 2] / Double(batch) * 1e6))
+      if let b = b as? InferencePlanning {
+        let (parameters, arenas, prepared, _) = b.bufferBytes, mb = { (bytes: Int) in String(format: "%.1f", Double(bytes) / 1_048_576) }
+        planned.append((batch, "{\"parameters\": \(mb(parameters)), \"arenas\": \(mb(arenas)), \"prepared\": \(mb(prepared)), \"total\": \(mb(parameters + arenas + prepared))}"))
+      }
       if profile, let b = b as? InferenceProfiling & InferencePlanning {
         // One call of the program that serves this batch (a large batch runs in chunks of its size).
         let chunk = b.inferencePlan(batch)[0].batch
@@ -76,6 +80,7 @@ struct InferenceBench {
       ("inference_us_per_image", keyed(usPerImage, 1)), ("inference_images_per_s", keyed(usPerImage.map { ($0.0, 1e6 / $0.1) }, 1)),
       ("inference_gflops", keyed(usPerImage.map { ($0.0, Double(flopsPerImage) / $0.1 / 1e3) }, 1)),
       ("compile_s", keyed(compileSeconds, 3)), ("peak_rss_mb", String(format: "%.1f", peak)),
+      ("planned_mb", "{" + planned.map { "\"\($0.0)\": \($0.1)" }.joined(separator: ", ") + "}"),
       ("threads", "\(threads ?? ProcessInfo.processInfo.activeProcessorCount)"),
       ("target", "{\"cpu\": \"\(target.cpu)\", \"host_cpu\": \"\(Target.host().cpu)\", \"isa\": \"\(target.isa.rawValue)\", \"lanes\": \(target.lanes), \"registers\": \(target.vectorRegisters)}"),
     ]
@@ -99,6 +104,7 @@ struct InferenceBench {
 /// A back end that runs large requests in chunks of its compiled batches.
 protocol InferencePlanning {
   func inferencePlan(_ count: Int) -> [(first: Int, count: Int, batch: Int)]
+  var bufferBytes: (parameters: Int, arenas: Int, prepared: Int, training: Int) { get }
 }
 
 extension CompiledBackend: InferencePlanning {}

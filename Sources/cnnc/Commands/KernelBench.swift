@@ -48,13 +48,13 @@ enum KernelBench {
     let arena = raw.bindMemory(to: Float.self, capacity: max(arenaFloats, 1))
     // Small values that stay finite through any number of accumulations.
     for i in 0..<arenaFloats { arena[i] = Float(i % 7) * 1e-3 }
-    entry(nil, nil, nil, nil, arena, nil, nil, 0, 0, 0, nil)
+    entry(nil, nil, nil, nil, arena, nil, nil, nil, 0, 0, 0, nil)
     var fastest = Double.infinity
     for _ in 0..<trials {
       var calls = 0
       let start = Date()
       repeat {
-        entry(nil, nil, nil, nil, arena, nil, nil, 0, 0, 0, nil)
+        entry(nil, nil, nil, nil, arena, nil, nil, nil, 0, 0, 0, nil)
         calls += 1
       } while Date().timeIntervalSince(start) < minimumSeconds
       fastest = min(fastest, Date().timeIntervalSince(start) / Double(calls))
