@@ -2,7 +2,7 @@
 SWIFT   ?= swift
 CNNC     = .build/release/cnnc
 GRAPHS   = $(wildcard Graphs/*.graph)
-APT_PKGS = llvm-19-dev libopenblas-dev zlib1g-dev gcc openmpi-bin libopenmpi-dev gcc-aarch64-linux-gnu qemu-user
+APT_PKGS = llvm-19-dev libopenblas-dev zlib1g-dev libturbojpeg0-dev gcc openmpi-bin libopenmpi-dev gcc-aarch64-linux-gnu qemu-user
 
 .PHONY: deps build release test train generate check-generated bench bench-compare fashion-compare onnx-check zoo-check zoo-compare zoo-train-check batchnorm-check interop fuzz fuzz-cli fuzz-graphs report-screenshot sz clean
 
@@ -77,11 +77,11 @@ fuzz-cli: release
 	CNNC_FUZZ_RUNS=$(FUZZ_CLI_RUNS) CNNC_FUZZ_SEED=$(FUZZ_CLI_SEED) $(SWIFT) test -c release --filter CLIFuzzTests
 
 # Coverage-guided fuzzing with libFuzzer: TARGET=graph (the whole pipeline to the memory plan), safetensors,
-# idx (raw and gzip), png, onnx (import, shapes, lowering), npy, or all (the default), FUZZ_SECONDS each. Crashes land in Fuzz/regressions/TARGET/,
+# idx (raw and gzip), png, jpeg, onnx (import, shapes, lowering), npy, or all (the default), FUZZ_SECONDS each. Crashes land in Fuzz/regressions/TARGET/,
 # which `make test` replays; commit them with the fix.
 FUZZ_SECONDS ?= 120
 TARGET ?= all
-FUZZ_TARGETS = graph safetensors idx png onnx npy
+FUZZ_TARGETS = graph safetensors idx png jpeg onnx npy
 FUZZ = .build-fuzz/release/cnnc-fuzz
 fuzz: release
 	$(SWIFT) build -c release --product cnnc-fuzz --scratch-path .build-fuzz -Xswiftc -sanitize=fuzzer,address -Xswiftc -DFUZZING -Xlinker --export-dynamic
@@ -91,6 +91,7 @@ fuzz: release
 	  case $$t in \
 	    graph) cp Graphs/*.graph Graphs/invalid/*.graph .build-fuzz/corpus/$$t/ ;; \
 	    png) cp Tests/Fixtures/*.png .build-fuzz/corpus/$$t/ ;; \
+	    jpeg) cp Tests/Fixtures/images/*.jpg .build-fuzz/corpus/$$t/ ;; \
 	    onnx) cp Tests/Fixtures/onnx/*.onnx .build-fuzz/corpus/$$t/ ;; \
 	    npy) cp Tests/Fixtures/npy/*.npy .build-fuzz/corpus/$$t/ ;; \
 	    idx) cp data/mnist/t10k-labels-idx1-ubyte.gz .build-fuzz/corpus/$$t/ ;; \

@@ -22,7 +22,9 @@ let package = Package(
     .target(name: "CLLVM", linkerSettings: [.linkedLibrary("LLVM-19")]),
     .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS"),
     .systemLibrary(name: "CZlib", path: "Sources/CZlib"),
-    // The spin-wait hint of the thread pool's workers.
+    // JPEG decoding: libjpeg-turbo's TurboJPEG API.
+    .systemLibrary(name: "CTurboJPEG", path: "Sources/CTurboJPEG"),
+    // The spin-wait hint of the thread pool's workers, and returning freed memory to the system.
     .target(name: "CSpin"),
 
     // Paths and checked file reads and writes, beneath everything that touches a file.
@@ -34,7 +36,7 @@ let package = Package(
     .target(name: "LLVMBackend", dependencies: ["CLLVM", "FileSystem", "GraphIR", "Lowering"]),
     .target(name: "SwiftBackend", dependencies: ["FileSystem", "GraphIR", "Lowering"]),
     // Executes compiled programs: training, evaluation, data, checkpoints.
-    .target(name: "Runtime", dependencies: ["FileSystem", "GraphIR", "Passes", "Lowering", "CZlib", "COpenBLAS", "CSpin"]),
+    .target(name: "Runtime", dependencies: ["FileSystem", "GraphIR", "Passes", "Lowering", "CZlib", "COpenBLAS", "CSpin", "CTurboJPEG"]),
     // A front end beside the .graph parser: ONNX models read into the .graph language.
     .target(name: "ONNX", dependencies: ["FileSystem", "GraphIR", "Passes", .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
     .executableTarget(

@@ -17,6 +17,8 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
   case idx
   /// A PNG image.
   case png
+  /// A JPEG image (decoded by libjpeg-turbo, its EXIF orientation read by cnnc).
+  case jpeg
   /// An ONNX model: imported, then its graph through shapes and the inference lowering.
   case onnx
   /// A NumPy `.npy` array (`cnnc infer`'s input).
@@ -30,6 +32,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     case .safetensors: Self.safetensors(bytes)
     case .idx: Self.idx(bytes)
     case .png: (try? PNG.decode(bytes, path: "fuzz.png")) != nil
+    case .jpeg: (try? ImageFile.decode(bytes, path: "fuzz.jpg")) != nil
     case .onnx: Self.onnx(bytes)
     case .npy: (try? NPYArray.parse(bytes, path: "fuzz.npy")) != nil
     }

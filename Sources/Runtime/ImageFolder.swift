@@ -1,8 +1,8 @@
 import FileSystem
 import Foundation
 
-/// Folders of PNG images, one subfolder per class (the ImageFolder layout): `DIR/train/CLASS/*.png` for
-/// training and `DIR/test/CLASS/*.png` (or `DIR/val/...`) for evaluation.
+/// Folders of PNG and JPEG images, one subfolder per class (the ImageFolder layout): `DIR/train/CLASS/*.png` (or
+/// `.jpg`, `.jpeg`, mixed) for training and `DIR/test/CLASS/...` (or `DIR/val/...`) for evaluation.
 extension ImageDataset {
   /// The split folders a data directory in this layout has, in the order they are looked for.
   public static let folderSplits = (training: ["train"], test: ["test", "val"])
@@ -31,7 +31,7 @@ extension ImageDataset {
     return names.sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) }
   }
 
-  /// Loads one split of a folder-layout directory: every PNG of every class folder, classes in
+  /// Loads one split of a folder-layout directory: every image of every class folder, classes in
   /// `folderClasses` order and files by name within a class. All images must have one size; any colour
   /// image makes the set three-channel (grey images are then replicated into the three planes).
   public static func loadFolders(directory dir: String, training: Bool) throws -> ImageDataset {
@@ -50,15 +50,17 @@ extension ImageDataset {
       let files = try FileManager.default.contentsOfDirectory(atPath: folder).filter { !$0.hasPrefix(".") }.sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) }
       for file in files {
         let path = Path.join(folder, file)
-        guard file.lowercased().hasSuffix(".png") else { throw DataError("\(path): only PNG images are read (class folders hold .png files)") }
-        let image = try PNG.decodePlanar(try readMaybeGzipped(path, limit: maxPNGBytes), path: path)
+        guard ImageFile.isImageName(file) else {
+          throw DataError("\(path): only PNG and JPEG images are read (class folders hold \(ImageFile.extensions.joined(separator: ", ")) files)")
+        }
+        let image = try ImageFile.decode(try readMaybeGzipped(path, limit: max(maxPNGBytes, JPEG.maxFileBytes)), path: path)
         if let first = decoded.first?.0, (first.width, first.height) != (image.width, image.height) {
           throw DataError("\(path) is \(image.width)x\(image.height), but the images before it are \(first.width)x\(first.height); every image of a data set has one size")
         }
         decoded.append((image, UInt8(label)))
       }
     }
-    guard let first = decoded.first?.0 else { throw DataError("\(root) holds no PNG images in its class folders") }
+    guard let first = decoded.first?.0 else { throw DataError("\(root) holds no PNG or JPEG images in its class folders") }
     let channels = decoded.contains { $0.0.channels == 3 } ? 3 : 1
     var images: [UInt8] = []
     images.reserveCapacity(decoded.count * channels * first.width * first.height)

@@ -300,6 +300,13 @@ import Testing
     #expect(e.status == 0 && e.stdout.contains(String(accuracy)), "eval: \(e.stdout) \(e.stderr) train: \(accuracy)")
     let p = try Self.run(["predict", graph, "--weights", out + "/weights.safetensors", "\(dir)/test/red/0.png", "--json"])
     #expect(p.status == 0 && p.stdout.contains("\"prediction\": 2"), "\(p.stdout) \(p.stderr)")
+    // A JPEG photo of the same kind, and a folder that mixes it with the PNGs.
+    let jpeg = Fixtures.root.appendingPathComponent("Tests/Fixtures/images/red8.jpg").path
+    let j = try Self.run(["predict", graph, "--weights", out + "/weights.safetensors", jpeg, "--json"])
+    #expect(j.status == 0 && j.stdout.contains("\"prediction\": 2"), "\(j.stdout) \(j.stderr)")
+    try FileManager.default.copyItem(atPath: jpeg, toPath: "\(dir)/test/red/photo.jpg")
+    let f = try Self.run(["predict", graph, "--weights", out + "/weights.safetensors", "\(dir)/test/red"])
+    #expect(f.status == 0 && f.stdout.contains("photo.jpg"), "\(f.stdout) \(f.stderr)")
   }
 
   /// An ONNX model through every command: import writes the .graph and weights, train starts from the model's

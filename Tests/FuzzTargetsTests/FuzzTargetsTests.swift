@@ -87,6 +87,12 @@ import Testing
     Self.fuzz(.npy, seeds: [small], count: 1500)
   }
 
+  @Test func mutatedJPEGsNeverCrash() throws {
+    let dir = Fixtures.root.appendingPathComponent("Tests/Fixtures/images")
+    let seeds = try ["colour.jpg", "progressive.jpg", "grey.jpg", "orientation6.jpg"].map { [UInt8](try Data(contentsOf: dir.appendingPathComponent($0))) }
+    Self.fuzz(.jpeg, seeds: seeds, count: 1500)
+  }
+
   @Test func mutatedPNGsNeverCrash() throws {
     let seven = try [UInt8](Data(contentsOf: Fixtures.root.appendingPathComponent("Tests/Fixtures/seven.png")))
     Self.fuzz(.png, seeds: [seven], count: 1500)

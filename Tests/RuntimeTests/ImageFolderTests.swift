@@ -64,7 +64,10 @@ import Testing
     let jpeg = Self.tempDir()
     try Self.write("\(jpeg)/train/a/1.png", value: 1)
     try Data([0xFF, 0xD8, 0xFF]).write(to: URL(fileURLWithPath: "\(jpeg)/train/a/2.jpg"))
-    #expect(Self.error { _ = try ImageDataset.loadSet(directory: jpeg, training: true) }.contains("2.jpg: only PNG images are read"))
+    #expect(Self.error { _ = try ImageDataset.loadSet(directory: jpeg, training: true) }.contains("2.jpg: truncated or corrupt JPEG header"))
+    try FileManager.default.removeItem(atPath: "\(jpeg)/train/a/2.jpg")
+    try Data("GIF89a".utf8).write(to: URL(fileURLWithPath: "\(jpeg)/train/a/3.gif"))
+    #expect(Self.error { _ = try ImageDataset.loadSet(directory: jpeg, training: true) }.contains("3.gif: only PNG and JPEG images are read"))
 
     let broken = Self.tempDir()
     try Self.write("\(broken)/train/a/1.png", value: 1)
@@ -75,6 +78,6 @@ import Testing
     try FileManager.default.createDirectory(atPath: "\(empty)/train", withIntermediateDirectories: true)
     #expect(Self.error { _ = try ImageDataset.loadSet(directory: empty, training: true) }.contains("holds no class folders"))
     try FileManager.default.createDirectory(atPath: "\(empty)/train/a", withIntermediateDirectories: true)
-    #expect(Self.error { _ = try ImageDataset.loadSet(directory: empty, training: true) }.contains("holds no PNG images in its class folders"))
+    #expect(Self.error { _ = try ImageDataset.loadSet(directory: empty, training: true) }.contains("holds no PNG or JPEG images in its class folders"))
   }
 }

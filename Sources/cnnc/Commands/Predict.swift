@@ -6,17 +6,17 @@ import LLVMBackend
 import Passes
 import Runtime
 
-/// `cnnc predict`: classifies images (a PNG, an image of an IDX file, or every PNG of a directory) with
+/// `cnnc predict`: classifies images (a PNG or JPEG, an image of an IDX file, or every PNG and JPEG of a directory) with
 /// trained weights, normalised as the checkpoint says.
 struct Predict: ParsableCommand {
   static let configuration = CommandConfiguration(
-    abstract: "Predict the class of an image (PNG, IDX with --index, or every PNG in a directory) with trained weights.",
+    abstract: "Predict the class of an image (PNG or JPEG, IDX with --index, or every PNG and JPEG in a directory) with trained weights.",
     discussion: "Images are white-on-black like MNIST; pass --invert for dark digits on a light background.")
 
   @Argument(help: "The .graph file or .onnx model.") var file: String
   @Option(parsing: .unconditional, help: "Weights in safetensors format; an .onnx model's own by default.") var weights: String?
   @OptionGroup var modelOptions: ModelFileOptions
-  @Argument(help: "A PNG image of the graph's input size, an IDX images file, or a directory of PNG images.") var image: String
+  @Argument(help: "A PNG or JPEG image of the graph's input size, an IDX images file, or a directory of PNG and JPEG images.") var image: String
   @Option(parsing: .unconditional, help: "Which image of an IDX file (0-based).") var index: Int = 0
   @Option(parsing: .unconditional, help: "How many images of an IDX file, from --index on.") var count: Int = 1
   @Flag(help: "Invert the image (255 - x) before classifying.") var invert = false
@@ -68,16 +68,16 @@ struct Predict: ParsableCommand {
     }
   }
 
-  /// The images the argument names: every PNG of a directory (sorted by name), one PNG, or one IDX image.
+  /// The images the argument names: every PNG and JPEG of a directory (sorted by name), one of them, or one IDX image.
   func items(height: Int, width: Int, channels: Int) throws -> [Item] {
     var isDirectory: ObjCBool = false
     if FileManager.default.fileExists(atPath: image, isDirectory: &isDirectory), isDirectory.boolValue {
-      let names = try FileManager.default.contentsOfDirectory(atPath: image).filter { $0.lowercased().hasSuffix(".png") }.sorted()
-      guard !names.isEmpty else { throw DataError("\(image) holds no .png files") }
-      return try names.map { try png(Path.join(image, $0), height: height, width: width, channels: channels) }
+      let names = try FileManager.default.contentsOfDirectory(atPath: image).filter(ImageFile.isImageName).sorted()
+      guard !names.isEmpty else { throw DataError("\(image) holds no \(ImageFile.extensions.joined(separator: ", ")) files") }
+      return try names.map { try picture(Path.join(image, $0), height: height, width: width, channels: channels) }
     }
-    if image.lowercased().hasSuffix(".png") { return [try png(image, height: height, width: width, channels: channels)] }
-    guard channels == 1 else { throw DataError("\(image): IDX images are grey; this graph takes \(channels)-channel images (give a PNG)") }
+    if ImageFile.isImageName(image) { return [try picture(image, height: height, width: width, channels: channels)] }
+    guard channels == 1 else { throw DataError("\(image): IDX images are grey; this graph takes \(channels)-channel images (give a PNG or JPEG)") }
     let bytes = try ImageDataset.readMaybeGzipped(image)
     let idx = try ImageDataset.parse(bytes, path: image, magic: 0x0000_0803)
     guard index < idx.dims[0], count <= idx.dims[0] - index else {
@@ -90,13 +90,13 @@ struct Predict: ParsableCommand {
     }
   }
 
-  /// A PNG as the graph's channels: grey for one (colour reduced to its luma), planar RGB for three.
-  func png(_ path: String, height: Int, width: Int, channels: Int) throws -> Item {
-    let png = try PNG.decodePlanar(try readRegularFile(path, maxBytes: ImageDataset.maxPNGBytes), path: path).converted(to: channels)
-    guard png.width == width, png.height == height else {
-      throw DataError("\(path) is \(png.width)x\(png.height); the graph takes \(width)x\(height) images")
+  /// A PNG or JPEG as the graph's channels: grey for one (colour reduced to its luma), planar RGB for three.
+  func picture(_ path: String, height: Int, width: Int, channels: Int) throws -> Item {
+    let picture = try ImageFile.read(path).converted(to: channels)
+    guard picture.width == width, picture.height == height else {
+      throw DataError("\(path) is \(picture.width)x\(picture.height); the graph takes \(width)x\(height) images")
     }
-    return Item(name: path, pixels: png.pixels, label: nil)
+    return Item(name: path, pixels: picture.pixels, label: nil)
   }
 
   /// The true labels from the labels file beside an IDX images file (`...-images-idx3-ubyte[.gz]` ->
