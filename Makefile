@@ -4,7 +4,7 @@ CNNC     = .build/release/cnnc
 GRAPHS   = $(wildcard Graphs/*.graph)
 APT_PKGS = llvm-19-dev libopenblas-dev zlib1g-dev libturbojpeg0-dev gcc openmpi-bin libopenmpi-dev gcc-aarch64-linux-gnu qemu-user
 
-.PHONY: deps build release test train generate check-generated bench bench-compare fashion-compare onnx-check zoo-check zoo-compare zoo-train-check batchnorm-check interop fuzz fuzz-cli fuzz-graphs report-screenshot sz clean
+.PHONY: deps build release test train generate check-generated bench bench-compare fashion-compare onnx-check zoo-check zoo-compare zoo-train-check transforms-check batchnorm-check interop fuzz fuzz-cli fuzz-graphs report-screenshot sz clean
 
 deps:
 	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -163,6 +163,15 @@ onnx-check: release $(PEERS)/bin/python
 	$(PEERS)/bin/pip install -q onnx onnxruntime onnxscript
 	@mkdir -p .build/onnx-check
 	$(PEERS)/bin/python Scripts/onnx/onnx_check.py $(CNNC) .build/onnx-check $(ONNX_STEPS)
+
+# The photo transforms (--transform, --augment) against the installed torchvision: its outputs on synthetic photos
+# rewritten into .build/transforms-check (the committed copies in Tests/Fixtures/transforms are what make test
+# checks), then cnnc's test on them: within 1/255 per pixel.
+transforms-check: $(PEERS)/bin/python
+	$(PEERS)/bin/pip install -q torchvision
+	@mkdir -p .build/transforms-check
+	$(PEERS)/bin/python Scripts/fixtures/make_transforms.py .build/transforms-check
+	CNNC_TRANSFORM_FIXTURES=$(CURDIR)/.build/transforms-check $(SWIFT) test -c release --filter ImageTransformsTests
 
 # torchvision's classification models (random seeded weights and batch-norm statistics, eval mode, both torch.onnx
 # exporters) through `cnnc infer` against ONNX Runtime on 4 random 224x224 images: logits within 1e-3 of the
