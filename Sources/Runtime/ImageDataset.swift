@@ -22,6 +22,10 @@ public struct Normalization: Equatable, Sendable, CustomStringConvertible {
   }
   /// MNIST's training-set statistics, the PyTorch tutorials' constants and the default.
   public static let mnist = Normalization(mean: 0.1307, std: 0.3081)
+  /// ImageNet's per-channel statistics, what torchvision's pretrained models expect (`--normalize imagenet`).
+  public static let imagenet = Normalization(means: [0.485, 0.456, 0.406], stds: [0.229, 0.224, 0.225])
+  /// The named presets `--normalize` takes.
+  public static let presets: [String: Normalization] = ["mnist": .mnist, "imagenet": .imagenet]
 
   /// The checkpoint metadata keys it is saved under (comma-separated values, one per channel or one).
   static let meanKey = "cnnc.normalize.mean", stdKey = "cnnc.normalize.std"
@@ -86,6 +90,20 @@ public struct ImageDataset: Sendable {
     self.path = path
   }
 
+  /// Every image after `transforms` (deterministic ones); they must leave every image one size.
+  public func transformed(by transforms: [ImageTransform]) throws -> ImageDataset {
+    var rng = SeededRandom(seed: 0)
+    var out: [UInt8] = [], size: (Int, Int)?
+    for i in 0..<count {
+      let image = transforms.apply(PlanarImage(width: cols, height: rows, channels: channels,
+                                               pixels: Array(images[(i * imageBytes)..<((i + 1) * imageBytes)])), &rng)
+      size = size ?? (image.height, image.width)
+      out += image.pixels
+    }
+    guard let (h, w) = size else { return self }
+    return ImageDataset(images: out, labels: labels, count: count, rows: h, cols: w, channels: channels, path: path)
+  }
+
   /// Checks that the images are what the graph's image input takes: channels x rows x cols, the input's
   /// dimensions after N. A mismatch would make every batch read past (or short of) its images.
   public func validateImages(forInput dims: [Int]) throws {
@@ -113,7 +131,15 @@ public struct ImageDataset: Sendable {
   /// (`train-images-idx3-ubyte[.gz]` and labels, `t10k-...`), CIFAR-10 binary (`data_batch_1.bin` ...
   /// `data_batch_5.bin`, `test_batch.bin`), CIFAR-100 binary (`train.bin`, `test.bin`; the fine labels) or
   /// PNG folders per class (`train/CLASS/*.png`, `test/CLASS/*.png`).
-  public static func loadSet(directory dir: String, training: Bool) throws -> ImageDataset {
+  /// `transforms` (deterministic ones: resize, centre crop) apply to every image as it is read: image folders may
+  /// then hold photos of any size.
+  public static func loadSet(directory dir: String, training: Bool, transforms: [ImageTransform] = []) throws -> ImageDataset {
+    if transforms.isEmpty { return try loadSet(directory: dir, training: training) }
+    if splitFolder(dir, training: true) != nil { return try loadFolders(directory: dir, training: training, transforms: transforms) }
+    return try loadSet(directory: dir, training: training).transformed(by: transforms)
+  }
+
+  static func loadSet(directory dir: String, training: Bool) throws -> ImageDataset {
     func exists(_ name: String) -> Bool { FileManager.default.fileExists(atPath: Path.join(dir, name)) }
     if splitFolder(dir, training: true) != nil { return try loadFolders(directory: dir, training: training) }
     if exists("data_batch_1.bin") || exists("test_batch.bin") {

@@ -32,9 +32,10 @@ extension ImageDataset {
   }
 
   /// Loads one split of a folder-layout directory: every image of every class folder, classes in
-  /// `folderClasses` order and files by name within a class. All images must have one size; any colour
-  /// image makes the set three-channel (grey images are then replicated into the three planes).
-  public static func loadFolders(directory dir: String, training: Bool) throws -> ImageDataset {
+  /// `folderClasses` order and files by name within a class, each after `transforms` (deterministic ones). All
+  /// images must then have one size; any colour image makes the set three-channel (grey images are then
+  /// replicated into the three planes).
+  public static func loadFolders(directory dir: String, training: Bool, transforms: [ImageTransform] = []) throws -> ImageDataset {
     let classes = try folderClasses(dir)
     guard let root = splitFolder(dir, training: training) else {
       throw DataError("\(dir) has a train/ folder but no \((training ? folderSplits.training : folderSplits.test).joined(separator: "/ or "))/ folder for \(training ? "training" : "evaluation")")
@@ -53,9 +54,12 @@ extension ImageDataset {
         guard ImageFile.isImageName(file) else {
           throw DataError("\(path): only PNG and JPEG images are read (class folders hold \(ImageFile.extensions.joined(separator: ", ")) files)")
         }
-        let image = try ImageFile.decode(try readMaybeGzipped(path, limit: max(maxPNGBytes, JPEG.maxFileBytes)), path: path)
+        var rng = SeededRandom(seed: 0)
+        let image = transforms.apply(try ImageFile.decode(try readMaybeGzipped(path, limit: max(maxPNGBytes, JPEG.maxFileBytes)), path: path), &rng)
         if let first = decoded.first?.0, (first.width, first.height) != (image.width, image.height) {
-          throw DataError("\(path) is \(image.width)x\(image.height), but the images before it are \(first.width)x\(first.height); every image of a data set has one size")
+          let how = transforms.isEmpty ? "every image of a data set has one size (--transform resize:N,center_crop:N makes photos of any size one)"
+                                       : "--transform \(transforms.spec) leaves images of two sizes; end it with a crop (center_crop:N) or resize:HxW"
+          throw DataError("\(path) is \(image.width)x\(image.height), but the images before it are \(first.width)x\(first.height); \(how)")
         }
         decoded.append((image, UInt8(label)))
       }

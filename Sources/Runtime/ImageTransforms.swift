@@ -25,6 +25,20 @@ public enum ImageTransform: Equatable, Sendable, CustomStringConvertible {
   /// Draws of a window before `RandomResizedCrop` falls back to the centre.
   public static let cropAttempts = 10
 
+  /// The checkpoint metadata key of the evaluation transforms a model was trained with.
+  public static let metadataKey = "cnnc.transform"
+
+  /// The metadata recording `transforms` (none when there are none).
+  public static func metadata(of transforms: [ImageTransform]) -> [String: String] {
+    transforms.isEmpty ? [:] : [metadataKey: transforms.spec]
+  }
+
+  /// The transforms a checkpoint records; none when it records none.
+  public static func recorded(in metadata: [String: String]) throws -> [ImageTransform] {
+    guard let spec = metadata[metadataKey] else { return [] }
+    do { return try parse(spec, option: "the checkpoint's \(metadataKey)") } catch { throw CheckpointError("\(error)") }
+  }
+
   /// Whether the transform draws random numbers (an augmentation, for training only).
   public var isRandom: Bool {
     switch self {

@@ -31,6 +31,10 @@ public struct TrainingOptions: Sendable {
   public var schedule = LRSchedule.constant
   /// How images are normalised (saved in checkpoints; eval and predict read it back).
   public var normalization = Normalization.mnist
+  /// The deterministic transforms every image was read with (`--transform`; saved in checkpoints for eval and predict).
+  public var transforms: [ImageTransform] = []
+  /// What checkpoints record of the inputs: the normalisation and the transforms.
+  var inputMetadata: [String: String] { normalization.metadata.merging(ImageTransform.metadata(of: transforms)) { $1 } }
   /// How training images are augmented (none by default); evaluation images never are.
   public var augmentation = Augmentation.none
   /// Evaluation batch: big enough to keep the GEMMs efficient, small enough to keep the arenas small.
@@ -198,7 +202,7 @@ public struct Trainer<B: Backend> {
     guard options.primary else { return }
     let parameters = self.parameters
     var meta = ["format": "pt", "cnnc.graph": graph.name, "cnnc.step": "\(optimizer.step)", "cnnc.seed": "\(options.seed)"]
-      .merging(options.normalization.metadata) { $1 }.merging(planMetadata) { $1 }
+      .merging(options.inputMetadata) { $1 }.merging(planMetadata) { $1 }
     if let d = options.dataFingerprint { meta["cnnc.data"] = d }
     var st = SafeTensors(metadata: meta.merging(["cnnc.optimizer": optimizer.kind.rawValue, "cnnc.lr": "\(optimizer.learningRate)",
                                                  "cnnc.lr_schedule": "\(options.schedule)", "cnnc.base_lr": "\(baseLearningRate)"]) { $1 }
@@ -388,7 +392,7 @@ public struct Trainer<B: Backend> {
       best = (report.epoch, v)
       sinceBest = 0
       if options.primary {
-        let meta = ["format": "pt", "cnnc.step": "\(optimizer.step)", "cnnc.epoch": "\(report.epoch)"].merging(options.normalization.metadata) { $1 }
+        let meta = ["format": "pt", "cnnc.step": "\(optimizer.step)", "cnnc.epoch": "\(report.epoch)"].merging(options.inputMetadata) { $1 }
         try parameters.safeTensors(metadata: meta, stateKey: graph.stateKey).write(to: bestPath)
       }
       return false

@@ -18,13 +18,18 @@ enum BackendKind: String, ExpressibleByArgument, CaseIterable, Sendable {
   }
 }
 
-/// A graph with trained weights and the normalisation they were trained with (the checkpoint's metadata, else
-/// MNIST's): what eval, predict, report and export read.
+/// A graph with trained weights and the inputs they were trained with (the checkpoint's normalisation and
+/// transforms): what eval, predict, report and export read.
 struct TrainedModel {
   let file: GraphFile
   let shapes: ShapeTable
   let parameters: Parameters
-  let normalization: Normalization
+  /// The normalisation the checkpoint records; nil for weights that record none (an ONNX model's own).
+  let recordedNormalization: Normalization?
+  /// The evaluation transforms the checkpoint records (none: images as they are).
+  let recordedTransforms: [ImageTransform]
+  /// The recorded normalisation, else MNIST's (what the commands without `InputOptions` use).
+  var normalization: Normalization { recordedNormalization ?? .mnist }
   /// Where the weights came from (a checkpoint, or the model file's own initializers).
   let weightsSource: String
 
@@ -36,7 +41,8 @@ struct TrainedModel {
     let (st, source) = try file.weights(weights)
     try parameters.load(st, path: source, stateKey: file.graph.stateKey)
     self.parameters = parameters
-    normalization = try Normalization(metadata: st.metadata) ?? .mnist
+    recordedNormalization = try Normalization(metadata: st.metadata)
+    recordedTransforms = try ImageTransform.recorded(in: st.metadata)
     weightsSource = source
   }
 

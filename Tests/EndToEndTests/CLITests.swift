@@ -162,7 +162,12 @@ import Testing
       (["train", "Graphs/tiny.graph", "--jit", "--out", "Graphs/tiny.graph"], "Graphs/tiny.graph exists and is not a directory"),
       (["compile", "Graphs/invalid/backward_dialect.graph"], "'relu_grad' is an op of the backward dialect"),
       (["compile", "Graphs"], "Graphs is a directory, not a regular file"),
-      (["train", "Graphs/tiny.graph", "--normalize", "imagenet"], "--normalize must be mnist or data, got 'imagenet'"),
+      (["train", "Graphs/tiny.graph", "--normalize", "imagine"], "--normalize must be mnist, imagenet or data, got 'imagine'"),
+      (["train", "Graphs/tiny.graph", "--normalize", "imagenet"], "the normalisation has 3 means and stds; the images have 1 channels"),
+      (["train", "Graphs/tiny.graph", "--transform", "flip"], "--transform flip is random"),
+      (["train", "Graphs/tiny.graph", "--transform", "resize:0"], "resize takes a size of 1 to 8192 pixels"),
+      (["eval", "Graphs/tiny.graph", "--weights", "x", "--normalize", "cifar"], "--normalize must be imagenet or mnist, got 'cifar'"),
+      (["predict", "Graphs/tiny.graph", "--weights", "x", "Tests/Fixtures/seven.png", "--mean", "0.5"], "--mean and --std go together"),
       (["train", "Graphs/tiny.graph", "--monitor", "train_loss"], "--monitor must be val_acc or val_loss, got 'train_loss'"),
       (["train", "Graphs/tiny.graph", "--min-delta=-1"], "--min-delta must be a non-negative number"),
       (["train", "Graphs/tiny.graph", "--log-every=-5"], "--log-every must be at least 0"),
@@ -309,6 +314,66 @@ import Testing
     #expect(f.status == 0 && f.stdout.contains("photo.jpg"), "\(f.stdout) \(f.stderr)")
   }
 
+  /// Photos of any size (PNG and JPEG) train through `--transform` with ImageNet's normalisation; the checkpoint
+  /// records both, so eval and predict prepare images the same way unasked, and flags override them.
+  @Test func photosOfAnySizeTrainThroughRecordedTransforms() throws {
+    let dir = NSTemporaryDirectory() + "cnnc-photos-\(UUID().uuidString)"
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    var seeded = UInt64(5)
+    func next() -> Int { seeded = seeded &* 6364136223846793005 &+ 1442695040888963407; return Int(seeded >> 33) }
+    func photo(_ k: Int, width: Int, height: Int) -> [UInt8] {
+      let pixels = (0..<(width * height)).flatMap { _ in (0..<3).map { c in UInt8(max(0, min(255, (c == 2 - k ? 170 : 60) + next() % 81 - 40))) } }
+      return PNGWriter.encode(width: width, height: height, channels: 3, pixels: pixels)
+    }
+    let classes = ["blue", "green", "red"]
+    for (split, count) in [("train", 30), ("test", 9)] {
+      for (k, name) in classes.enumerated() {
+        try FileManager.default.createDirectory(atPath: "\(dir)/\(split)/\(name)", withIntermediateDirectories: true)
+        for i in 0..<count {
+          try Data(photo(k, width: 9 + next() % 12, height: 9 + next() % 12)).write(to: URL(fileURLWithPath: "\(dir)/\(split)/\(name)/\(i).png"))
+        }
+      }
+    }
+    let jpeg = Fixtures.root.appendingPathComponent("Tests/Fixtures/images/red8.jpg").path
+    try FileManager.default.copyItem(atPath: jpeg, toPath: "\(dir)/train/red/photo.jpg")
+    let graph = dir + "/colour.graph"
+    try """
+      input image: f32[N, 3, 8, 8]
+      input label: i32[N]
+      conv = conv2d(image, filters: 8, kernel: 3, padding: 1)
+      relu = relu(conv)
+      pool = maxpool(relu, size: 2)
+      flat = flatten(pool)
+      fc = dense(flat, units: 3)
+      loss = cross_entropy(fc, label)
+      output fc
+      minimize loss
+      """.write(toFile: graph, atomically: true, encoding: .utf8)
+    // Without a transform the sizes differ, and the error says what makes them one.
+    let refused = try Self.run(["train", graph, "--jit", "--data", dir, "--epochs", "1", "--out", dir + "/no", "--no-report"])
+    #expect(refused.status != 0 && refused.stderr.contains("--transform resize:N,center_crop:N"), "\(refused.stderr)")
+    let out = dir + "/run"
+    let r = try Self.run(["train", graph, "--jit", "--data", dir, "--epochs", "5", "--batch", "10", "--transform", "resize:10,center_crop:8",
+                          "--normalize", "imagenet", "--out", out, "--no-report"])
+    #expect(r.status == 0, "\(r.stderr)")
+    #expect(r.stdout.contains("91 train, 27 test images") && r.stdout.contains("resize:10,center_crop:8, (x/255 - [0.485"), "\(r.stdout)")
+    let accuracy = try #require(r.stdout.split(separator: "\n").last { $0.hasPrefix("epoch 5:") }?.split(separator: " ").last { $0.hasSuffix("%") })
+    #expect(Double(accuracy.dropLast())! > 90, "\(r.stdout)")
+    let weights = out + "/weights.safetensors"
+    let e = try Self.run(["eval", graph, "--weights", weights, "--data", dir])
+    #expect(e.status == 0 && e.stdout.contains(String(accuracy)) && !e.stderr.contains("note:"), "eval: \(e.stdout) \(e.stderr) train: \(accuracy)")
+    // A large photo, resized and cropped as in training.
+    try Data(photo(2, width: 40, height: 25)).write(to: URL(fileURLWithPath: dir + "/big.png"))
+    let p = try Self.run(["predict", graph, "--weights", weights, dir + "/big.png", "--json"])
+    #expect(p.status == 0 && p.stdout.contains("\"prediction\": 2"), "\(p.stdout) \(p.stderr)")
+    let overridden = try Self.run(["predict", graph, "--weights", weights, dir + "/big.png", "--transform", "resize:8x8", "--normalize", "mnist"])
+    #expect(overridden.status == 0, "\(overridden.stderr)")
+    let bad = try Self.run(["predict", graph, "--weights", weights, dir + "/big.png", "--transform", "resize:9"])
+    #expect(bad.status != 0 && bad.stderr.contains("is 14x9 after --transform resize:9; the graph takes 8x8 images"), "\(bad.stderr)")
+    let random = try Self.run(["eval", graph, "--weights", weights, "--data", dir, "--transform", "random_resized_crop:8"])
+    #expect(random.status != 0 && random.stderr.contains("is random"), "\(random.stderr)")
+  }
+
   /// An ONNX model through every command: import writes the .graph and weights, train starts from the model's
   /// own weights, export writes the trained model, eval and predict read the exported one with its weights;
   /// an unsupported file is one error.
@@ -329,6 +394,8 @@ import Testing
     let accuracy = try #require(t.stdout.split(separator: "\n").last { $0.hasPrefix("epoch 1:") }?.split(separator: " ").last { $0.hasSuffix("%") })
     let back = try Self.run(["eval", dir + "/trained.onnx"])
     #expect(back.status == 0 && back.stdout.contains(String(accuracy)), "\(back.stdout) \(back.stderr) train: \(accuracy)")
+    // An ONNX model records no normalisation: the command says which it used.
+    #expect(back.stderr.contains("records no input normalisation; using MNIST's"), "\(back.stderr)")
     let p = try Self.run(["predict", dir + "/trained.onnx", "data/mnist/t10k-images-idx3-ubyte.gz", "--count", "2", "--json", "--backend", "jit"])
     #expect(p.status == 0 && p.stdout.split(separator: "\n").count == 2, "\(p.stdout) \(p.stderr)")
     try Data("not an onnx model".utf8).write(to: URL(fileURLWithPath: dir + "/bad.onnx"))

@@ -13,6 +13,7 @@ struct Eval: ParsableCommand {
   @Argument(help: "The .graph file or .onnx model.") var file: String
   @Option(parsing: .unconditional, help: "Weights in safetensors format (state_dict names); an .onnx model's own by default.") var weights: String?
   @OptionGroup var modelOptions: ModelFileOptions
+  @OptionGroup(title: "Inputs") var inputOptions: InputOptions
   @Option(parsing: .unconditional, help: "Data directory: IDX, CIFAR-10 or CIFAR-100 binary files (see cnnc train --help).") var data: String?
   @Option(parsing: .unconditional, help: "Evaluation batch size (at most the test set; inference itself runs in chunks of 64).") var batch: Int = 1000
   @Option(parsing: .unconditional, help: "Back end: jit or interp.") var backend: BackendKind = .jit
@@ -34,9 +35,10 @@ struct Eval: ParsableCommand {
   func run() throws {
     let model = try TrainedModel(try GraphFile(path: file, verbose: modelOptions.verbose), weights: weights)
     try reportingErrors {
-      let test = try ImageDataset.loadSet(directory: data ?? defaultDataDirectory(), training: false)
+      let (normalization, transforms) = try inputOptions.resolve(model)
+      let test = try ImageDataset.loadSet(directory: data ?? defaultDataDirectory(), training: false, transforms: transforms)
       // A batch beyond the test set would only allocate images that do not exist.
-      let evaluator = try Evaluator(graph: model.graph, shapes: model.shapes, normalization: model.normalization, batch: max(1, min(batch, test.count)))
+      let evaluator = try Evaluator(graph: model.graph, shapes: model.shapes, normalization: normalization, batch: max(1, min(batch, test.count)))
       try test.validateLabels(classes: evaluator.classes)
       var backend = try model.inferenceBackend(backend, inferenceCalls: TrainingOptions.evaluationCalls(test.count, batch: evaluator.batch),
                                                target: try targetOptions.resolve(runsHere: true), cache: cacheOptions.cache)

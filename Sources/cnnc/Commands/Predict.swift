@@ -16,6 +16,7 @@ struct Predict: ParsableCommand {
   @Argument(help: "The .graph file or .onnx model.") var file: String
   @Option(parsing: .unconditional, help: "Weights in safetensors format; an .onnx model's own by default.") var weights: String?
   @OptionGroup var modelOptions: ModelFileOptions
+  @OptionGroup(title: "Inputs") var inputOptions: InputOptions
   @Argument(help: "A PNG or JPEG image of the graph's input size, an IDX images file, or a directory of PNG and JPEG images.") var image: String
   @Option(parsing: .unconditional, help: "Which image of an IDX file (0-based).") var index: Int = 0
   @Option(parsing: .unconditional, help: "How many images of an IDX file, from --index on.") var count: Int = 1
@@ -49,8 +50,8 @@ struct Predict: ParsableCommand {
             dims[1] == 1 || dims[1] == 3 else {
         throw DataError("the graph's image input must be [N, 1, H, W] (grey) or [N, 3, H, W] (colour) to classify images")
       }
-      let items = try self.items(height: dims[2], width: dims[3], channels: dims[1])
-      let normalization = model.normalization
+      let (normalization, transforms) = try inputOptions.resolve(model)
+      let items = try self.items(height: dims[2], width: dims[3], channels: dims[1], transforms: transforms)
       try normalization.check(channels: dims[1])
       var backend = try model.inferenceBackend(backend, inferenceCalls: [1], target: try targetOptions.resolve(runsHere: true), cache: cacheOptions.cache)
       for item in items {
@@ -69,14 +70,15 @@ struct Predict: ParsableCommand {
   }
 
   /// The images the argument names: every PNG and JPEG of a directory (sorted by name), one of them, or one IDX image.
-  func items(height: Int, width: Int, channels: Int) throws -> [Item] {
+  /// Photos go through `transforms` first; an IDX file's images are used as they are.
+  func items(height: Int, width: Int, channels: Int, transforms: [ImageTransform]) throws -> [Item] {
     var isDirectory: ObjCBool = false
     if FileManager.default.fileExists(atPath: image, isDirectory: &isDirectory), isDirectory.boolValue {
       let names = try FileManager.default.contentsOfDirectory(atPath: image).filter(ImageFile.isImageName).sorted()
       guard !names.isEmpty else { throw DataError("\(image) holds no \(ImageFile.extensions.joined(separator: ", ")) files") }
-      return try names.map { try picture(Path.join(image, $0), height: height, width: width, channels: channels) }
+      return try names.map { try picture(Path.join(image, $0), height: height, width: width, channels: channels, transforms: transforms) }
     }
-    if ImageFile.isImageName(image) { return [try picture(image, height: height, width: width, channels: channels)] }
+    if ImageFile.isImageName(image) { return [try picture(image, height: height, width: width, channels: channels, transforms: transforms)] }
     guard channels == 1 else { throw DataError("\(image): IDX images are grey; this graph takes \(channels)-channel images (give a PNG or JPEG)") }
     let bytes = try ImageDataset.readMaybeGzipped(image)
     let idx = try ImageDataset.parse(bytes, path: image, magic: 0x0000_0803)
@@ -90,11 +92,16 @@ struct Predict: ParsableCommand {
     }
   }
 
-  /// A PNG or JPEG as the graph's channels: grey for one (colour reduced to its luma), planar RGB for three.
-  func picture(_ path: String, height: Int, width: Int, channels: Int) throws -> Item {
-    let picture = try ImageFile.read(path).converted(to: channels)
+  /// A PNG or JPEG after `transforms`, as the graph's channels: grey for one (colour reduced to its luma), planar
+  /// RGB for three.
+  func picture(_ path: String, height: Int, width: Int, channels: Int, transforms: [ImageTransform]) throws -> Item {
+    var rng = SeededRandom(seed: 0)
+    let picture = transforms.apply(try ImageFile.read(path), &rng).converted(to: channels)
     guard picture.width == width, picture.height == height else {
-      throw DataError("\(path) is \(picture.width)x\(picture.height); the graph takes \(width)x\(height) images")
+      let size = "\(picture.width)x\(picture.height)", takes = "the graph takes \(width)x\(height) images"
+      throw DataError(transforms.isEmpty
+        ? "\(path) is \(size); \(takes) (--transform resize:\(min(width, height)),center_crop:\(height)x\(width) makes any photo fit)"
+        : "\(path) is \(size) after --transform \(transforms.spec); \(takes)")
     }
     return Item(name: path, pixels: picture.pixels, label: nil)
   }

@@ -58,8 +58,10 @@ struct Train: ParsableCommand {
   var logEvery: Int?
   @Option(parsing: .unconditional, help: "Stop after this many steps in all.") var steps: Int?
   @Option(parsing: .unconditional, help: "Data directory: IDX files (train-/t10k-images-idx3-ubyte[.gz], ...), CIFAR-10 binary (data_batch_1.bin ... test_batch.bin) or CIFAR-100 binary (train.bin, test.bin).") var data: String?
-  @Option(parsing: .unconditional, help: "Input normalisation (x/255 - mean) / std: mnist (MNIST's 0.1307 and 0.3081, the default) or data (measured on the training images, per channel for colour data, e.g. Fashion-MNIST or CIFAR-10). Saved in the checkpoint; eval and predict use it.")
+  @Option(parsing: .unconditional, help: "Input normalisation (x/255 - mean) / std: mnist (MNIST's 0.1307 and 0.3081, the default), imagenet (0.485,0.456,0.406 and 0.229,0.224,0.225, torchvision's pretrained models') or data (measured on the training images, per channel for colour data, e.g. Fashion-MNIST or CIFAR-10). Saved in the checkpoint; eval and predict use it.")
   var normalize: String = "mnist"
+  @Option(parsing: .unconditional, help: "Transforms of every image as it is read, before augmentation and normalisation: resize:N (shorter side), resize:HxW, center_crop:N or HxW, comma-separated (resize:256,center_crop:224 reads photos of any size). Saved in the checkpoint; eval and predict use it.")
+  var transform: String?
   @Option(parsing: .unconditional, help: "Augment the training images, seeded and deterministic: crop:PAD (pad with zeros, cut a random window), flip (left-right, p = 1/2), shift:PX (random shift up to PX pixels), rotate:DEG (random angle up to DEG), comma-separated in the order they apply (crop:4,flip for CIFAR; shift:2,rotate:10 for MNIST).")
   var augment: String?
 
@@ -100,7 +102,8 @@ struct Train: ParsableCommand {
     guard TrainingOptions.Monitor(rawValue: monitor) != nil else { throw ValidationError("--monitor must be val_acc or val_loss, got '\(monitor)'") }
     guard minDelta >= 0, minDelta.isFinite else { throw ValidationError("--min-delta must be a non-negative number, got \(minDelta)") }
     if let logEvery, logEvery < 0 { throw ValidationError("--log-every must be at least 0, got \(logEvery)") }
-    guard ["mnist", "data"].contains(normalize) else { throw ValidationError("--normalize must be mnist or data, got '\(normalize)'") }
+    guard ["mnist", "imagenet", "data"].contains(normalize) else { throw ValidationError("--normalize must be mnist, imagenet or data, got '\(normalize)'") }
+    if let transform { _ = try InputOptions.transforms(transform) }
     guard (mean == nil) == (std == nil) else { throw ValidationError("--mean and --std go together") }
     if let augment {
       do { _ = try Augmentation(parsing: augment) } catch { throw ValidationError("\(error)") }
@@ -113,7 +116,7 @@ struct Train: ParsableCommand {
   /// The normalisation this run asks for: --mean/--std, else measured on the training set, else MNIST's.
   func normalization(_ train: ImageDataset) -> Normalization {
     if let mean, let std, let (means, stds) = Normalization.parse(mean, std) { return Normalization(means: means, stds: stds) }
-    return normalize == "data" ? train.measuredNormalization() : .mnist
+    return normalize == "data" ? train.measuredNormalization() : Normalization.presets[normalize]!
   }
 
   /// More epochs than any run could finish; keeps step arithmetic far from overflow.
@@ -148,6 +151,7 @@ struct Train: ParsableCommand {
       let opt = Optimizer(kind: Optimizer.Kind(rawValue: optimizer)!, learningRate: lr, momentum: momentum, weightDecay: weightDecay)
       var options = trainingOptions(outDir, primary: mpi.map { $0.rank == 0 } ?? true)
       options.normalization = normalization(trainSet)
+      options.transforms = try transform.map(InputOptions.transforms) ?? []
       options.dataFingerprint = trainSet.fingerprint()
       options.augmentation = try augment.map { try Augmentation(parsing: $0) } ?? .none
       // Only the primary evaluates; the evaluation programs are compiled with the training step.
@@ -207,8 +211,9 @@ struct Train: ParsableCommand {
   /// before anything is compiled or allocated for a batch that could never be filled.
   func loadData(_ dir: String, _ graph: Graph, _ shapes: ShapeTable) throws -> (train: ImageDataset, test: ImageDataset) {
     let start = Date()
-    let trainSet = try ImageDataset.loadSet(directory: dir, training: true)
-    let testSet = try ImageDataset.loadSet(directory: dir, training: false)
+    let transforms = try transform.map(InputOptions.transforms) ?? []
+    let trainSet = try ImageDataset.loadSet(directory: dir, training: true, transforms: transforms)
+    let testSet = try ImageDataset.loadSet(directory: dir, training: false, transforms: transforms)
     guard let img = graph.inputs.first(where: { $0.dtype == .f32 }) else { throw DataError("the graph has no f32 image input") }
     try trainSet.validateImages(forInput: shapes[img.name]!.dims)
     guard batch <= trainSet.count else { throw DataError("--batch \(batch) exceeds the \(trainSet.count) training examples in \(dir)") }
@@ -275,7 +280,7 @@ struct Train: ParsableCommand {
       }
       // The run directory keeps the graph it trained, so reports and evaluation need nothing else.
       if !quiet { try writeAtomically(graphSource, to: Path.join(outDir, "model.graph")) }
-      say("training \(trainer.graph.name) with the \(trainer.backend.name) back end: \(formatCount(trainer.parameters.count)) parameters, batch \(batch), \(trainer.optimizer.settings), seed \(seed), inputs \(trainer.options.normalization)\(trainer.options.augmentation.transforms.isEmpty ? "" : ", augment \(trainer.options.augmentation)")\(trainer.options.schedule == .constant ? "" : ", lr schedule \(trainer.options.schedule)")")
+      say("training \(trainer.graph.name) with the \(trainer.backend.name) back end: \(formatCount(trainer.parameters.count)) parameters, batch \(batch), \(trainer.optimizer.settings), seed \(seed), inputs \(trainer.options.transforms.isEmpty ? "" : "\(trainer.options.transforms.spec), ")\(trainer.options.normalization)\(trainer.options.augmentation.transforms.isEmpty ? "" : ", augment \(trainer.options.augmentation)")\(trainer.options.schedule == .constant ? "" : ", lr schedule \(trainer.options.schedule)")")
       attachProgress(&trainer)
       _ = try trainer.train(train: trainSet, test: testSet)
       // From here on (the last message, the report) Ctrl-C ends the process at once; one that came after
