@@ -77,6 +77,10 @@ public struct ImageDataset: Sendable {
   public var channels: Int
   /// The images file, for messages.
   public var path: String
+  /// The class names, label order, where the data names them (image folders: the class folders).
+  public var classNames: [String]?
+  /// The checkpoint metadata key of the class names (one per line, label order).
+  public static let classNamesKey = "cnnc.classes"
   /// Bytes of one image.
   public var imageBytes: Int { channels * rows * cols }
 
@@ -101,7 +105,9 @@ public struct ImageDataset: Sendable {
       out += image.pixels
     }
     guard let (h, w) = size else { return self }
-    return ImageDataset(images: out, labels: labels, count: count, rows: h, cols: w, channels: channels, path: path)
+    var set = ImageDataset(images: out, labels: labels, count: count, rows: h, cols: w, channels: channels, path: path)
+    set.classNames = classNames
+    return set
   }
 
   /// Checks that the images are what the graph's image input takes: channels x rows x cols, the input's

@@ -69,8 +69,10 @@ extension ImageDataset {
     var images: [UInt8] = []
     images.reserveCapacity(decoded.count * channels * first.width * first.height)
     for (image, _) in decoded { images += image.converted(to: channels).pixels }
-    return ImageDataset(images: images, labels: decoded.map(\.1), count: decoded.count, rows: first.height, cols: first.width,
+    var set = ImageDataset(images: images, labels: decoded.map(\.1), count: decoded.count, rows: first.height, cols: first.width,
                         channels: channels, path: root)
+    set.classNames = classes
+    return set
   }
 
   /// The largest PNG file read as one image.

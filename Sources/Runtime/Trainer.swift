@@ -44,6 +44,8 @@ public struct TrainingOptions: Sendable {
   /// The training set's `ImageDataset.fingerprint`, kept in checkpoints so that a resumed run trains on the data
   /// the checkpoint's steps counted (nil: not checked).
   public var dataFingerprint: String?
+  /// The training set's class names (image folders), kept in checkpoints for `predict`.
+  public var classNames: [String]?
   public init(outputDirectory: String) { self.outputDirectory = outputDirectory }
 
   /// The image counts one evaluation of `count` images passes to the back end's `infer` (`evalBatch` at a
@@ -204,6 +206,7 @@ public struct Trainer<B: Backend> {
     var meta = ["format": "pt", "cnnc.graph": graph.name, "cnnc.step": "\(optimizer.step)", "cnnc.seed": "\(options.seed)"]
       .merging(options.inputMetadata) { $1 }.merging(planMetadata) { $1 }
     if let d = options.dataFingerprint { meta["cnnc.data"] = d }
+    if let names = options.classNames { meta[ImageDataset.classNamesKey] = names.joined(separator: "\n") }
     var st = SafeTensors(metadata: meta.merging(["cnnc.optimizer": optimizer.kind.rawValue, "cnnc.lr": "\(optimizer.learningRate)",
                                                  "cnnc.lr_schedule": "\(options.schedule)", "cnnc.base_lr": "\(baseLearningRate)"]) { $1 }
       .merging(partial.metadata) { $1 })

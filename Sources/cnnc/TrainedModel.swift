@@ -28,6 +28,8 @@ struct TrainedModel {
   let recordedNormalization: Normalization?
   /// The evaluation transforms the checkpoint records (none: images as they are).
   let recordedTransforms: [ImageTransform]
+  /// The class names the checkpoint records (a model trained on image folders), label order.
+  let recordedClassNames: [String]?
   /// The recorded normalisation, else MNIST's (what the commands without `InputOptions` use).
   var normalization: Normalization { recordedNormalization ?? .mnist }
   /// Where the weights came from (a checkpoint, or the model file's own initializers).
@@ -43,6 +45,7 @@ struct TrainedModel {
     self.parameters = parameters
     recordedNormalization = try Normalization(metadata: st.metadata)
     recordedTransforms = try ImageTransform.recorded(in: st.metadata)
+    recordedClassNames = st.metadata[ImageDataset.classNamesKey].map { $0.split(separator: "\n", omittingEmptySubsequences: false).map(String.init) }
     weightsSource = source
   }
 

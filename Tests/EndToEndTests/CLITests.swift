@@ -365,7 +365,16 @@ import Testing
     // A large photo, resized and cropped as in training.
     try Data(photo(2, width: 40, height: 25)).write(to: URL(fileURLWithPath: dir + "/big.png"))
     let p = try Self.run(["predict", graph, "--weights", weights, dir + "/big.png", "--json"])
-    #expect(p.status == 0 && p.stdout.contains("\"prediction\": 2"), "\(p.stdout) \(p.stderr)")
+    #expect(p.status == 0 && p.stdout.contains("\"prediction\": 2, \"class\": \"red\""), "\(p.stdout) \(p.stderr)")
+    // The class folders' names, recorded; or a labels file's, one per line.
+    let named = try Self.run(["predict", graph, "--weights", weights, dir + "/big.png", "--top", "2"])
+    #expect(named.status == 0 && named.stdout.contains("prediction: 2 red (p = "), "\(named.stdout) \(named.stderr)")
+    try "azure\nemerald\nscarlet\n".write(toFile: dir + "/names.txt", atomically: true, encoding: .utf8)
+    let labelled = try Self.run(["predict", graph, "--weights", weights, "\(dir)/test/red", "--labels", dir + "/names.txt"])
+    #expect(labelled.status == 0 && labelled.stdout.contains("0.png: 2 scarlet (p = "), "\(labelled.stdout) \(labelled.stderr)")
+    try "azure\nemerald\n".write(toFile: dir + "/two.txt", atomically: true, encoding: .utf8)
+    let short = try Self.run(["predict", graph, "--weights", weights, dir + "/big.png", "--labels", dir + "/two.txt"])
+    #expect(short.status != 0 && short.stderr.contains("names 2 classes, one per line; the model has 3"), "\(short.stderr)")
     let overridden = try Self.run(["predict", graph, "--weights", weights, dir + "/big.png", "--transform", "resize:8x8", "--normalize", "mnist"])
     #expect(overridden.status == 0, "\(overridden.stderr)")
     let bad = try Self.run(["predict", graph, "--weights", weights, dir + "/big.png", "--transform", "resize:9"])

@@ -24,6 +24,8 @@ struct Predict: ParsableCommand {
   @Flag(help: "Also print the raw logits (the graph's output).") var logits = false
   @Option(parsing: .unconditional, help: "Print only the K most probable classes, most probable first.") var top: Int?
   @Flag(help: "One JSON object per image: file, prediction, probabilities (and logits, label).") var json = false
+  @Option(parsing: .unconditional, help: "A text file of class names, one per line in label order (as ImageNet's class list), printed beside each class number; a checkpoint trained on image folders records its folder names.")
+  var labels: String?
   @Option(parsing: .unconditional, help: "Back end: interp (the reference interpreter, no compile step) or jit (compiled first; faster for many images).")
   var backend: BackendKind = .interp
   @OptionGroup(title: "Target") var targetOptions: TargetOptions
@@ -53,6 +55,7 @@ struct Predict: ParsableCommand {
       let (normalization, transforms) = try inputOptions.resolve(model)
       let items = try self.items(height: dims[2], width: dims[3], channels: dims[1], transforms: transforms)
       try normalization.check(channels: dims[1])
+      let names = try classNames(model)
       var backend = try model.inferenceBackend(backend, inferenceCalls: [1], target: try targetOptions.resolve(runsHere: true), cache: cacheOptions.cache)
       for item in items {
         let pixels = invert ? item.pixels.map { 255 - $0 } : item.pixels
@@ -64,7 +67,7 @@ struct Predict: ParsableCommand {
         guard z.allSatisfy(\.isFinite) else {
           throw DataError("the network's output for \(item.name) is not finite (\(z.first { !$0.isFinite }!)): the weights in \(model.weightsSource) are diverged or damaged")
         }
-        report(item, logits: z, alone: items.count == 1)
+        report(item, logits: z, alone: items.count == 1, names: names)
       }
     }
   }
@@ -116,8 +119,26 @@ struct Predict: ParsableCommand {
     return l.data
   }
 
-  /// Prints one image's prediction: a table (one image) or a line (several), or a JSON object.
-  func report(_ item: Item, logits z: [Float], alone: Bool) {
+  /// The class names to print: `--labels`' lines (as many as the model has classes), else the checkpoint's, else none.
+  func classNames(_ model: TrainedModel) throws -> [String]? {
+    let classes = model.graph.output.flatMap { model.shapes[$0]?.dims.last } ?? 0
+    guard let labels else { return model.recordedClassNames?.count == classes ? model.recordedClassNames : nil }
+    let text = String(decoding: try readRegularFile(labels, maxBytes: Self.maxLabelsBytes), as: UTF8.self)
+    var lines = text.split(separator: "\n", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
+    while lines.last?.isEmpty == true { lines.removeLast() }
+    guard lines.count == classes else {
+      throw DataError("\(labels) names \(lines.count) classes, one per line; the model has \(classes)")
+    }
+    return lines
+  }
+
+  /// The largest class-name file read (ImageNet's 1,000 names take about 30 KB).
+  static let maxLabelsBytes = 16 << 20
+
+  /// Prints one image's prediction: a table (one image) or a line (several), or a JSON object; a class's name
+  /// follows its number when `names` gives one.
+  func report(_ item: Item, logits z: [Float], alone: Bool, names: [String]?) {
+    func named(_ k: Int) -> String { names.map { "\(k) \($0[k])" } ?? "\(k)" }
     let m = Double(z.max() ?? 0)
     let e = z.map { Foundation.exp(Double($0) - m) }
     let probs = e.map { $0 / e.reduce(0, +) }
@@ -126,6 +147,7 @@ struct Predict: ParsableCommand {
     let best = order[0]
     if json {
       var fields = ["\"image\": \(SafeTensors.jsonString(item.name))", "\"prediction\": \(best)"]
+      if let names { fields.append("\"class\": \(SafeTensors.jsonString(names[best]))") }
       if let l = item.label { fields.append("\"label\": \(l)") }
       fields.append("\"probabilities\": {" + shown.map { "\"\($0)\": \(probs[$0])" }.joined(separator: ", ") + "}")
       if logits { fields.append("\"logits\": [" + z.map { "\($0)" }.joined(separator: ", ") + "]") }
@@ -134,14 +156,15 @@ struct Predict: ParsableCommand {
     }
     let truth = item.label.map { ", true label \($0)\($0 == best ? "" : ": wrong")" } ?? ""
     guard alone else {
-      print("\(item.name): \(best) (p = \(String(format: "%.6f", probs[best])))\(truth)")
+      print("\(item.name): \(named(best)) (p = \(String(format: "%.6f", probs[best])))\(truth)")
       return
     }
-    print("prediction: \(best) (p = \(String(format: "%.6f", probs[best])))\(truth)")
+    print("prediction: \(named(best)) (p = \(String(format: "%.6f", probs[best])))\(truth)")
     // The classes in order, or the top K by probability; bars of 40 characters.
     for k in top == nil ? Array(probs.indices) : shown {
       let bar = String(repeating: "#", count: Int((probs[k] * 40).rounded()))
-      print(String(format: "  %2d  %.6f  ", k, probs[k]) + (logits ? String(format: "logit %9.4f  ", z[k]) : "") + bar)
+      let name = names.map { "  " + $0[k] } ?? ""
+      print(String(format: "  %2d", k) + name + String(format: "  %.6f  ", probs[k]) + (logits ? String(format: "logit %9.4f  ", z[k]) : "") + bar)
     }
   }
 }

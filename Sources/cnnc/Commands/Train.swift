@@ -153,6 +153,7 @@ struct Train: ParsableCommand {
       options.normalization = normalization(trainSet)
       options.transforms = try transform.map(InputOptions.transforms) ?? []
       options.dataFingerprint = trainSet.fingerprint()
+      options.classNames = trainSet.classNames
       options.augmentation = try augment.map { try Augmentation(parsing: $0) } ?? .none
       // Only the primary evaluates; the evaluation programs are compiled with the training step.
       let calls = options.primary ? options.trainingEvaluationCalls(trainCount: trainSet.count, testCount: testSet.count) : []
