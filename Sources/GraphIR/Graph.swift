@@ -78,6 +78,10 @@ public struct Graph: Sendable {
   /// Node name -> the `state_dict` prefix its parameters and buffers are saved under, where that is not the
   /// node's name (`layer1_0_conv1` -> `layer1.0.conv1`; `state` statements, format 1.3).
   public var stateNames: [String: String] = [:]
+  /// Parameters a training step keeps fixed (fine-tuning's `--freeze`): the backward graph computes no gradient
+  /// for them, nor for values only they need, and the optimiser leaves them alone. Set by a command, not written
+  /// in the `.graph` text.
+  public var frozen: Set<String> = []
   public var outputRange: SourceRange = .synthesized
   public var minimizeRange: SourceRange = .synthesized
 
@@ -128,6 +132,6 @@ public struct Graph: Sendable {
 extension Graph: Equatable {
   public static func == (a: Graph, b: Graph) -> Bool {
     a.name == b.name && a.inputs == b.inputs && a.nodes == b.nodes && a.output == b.output
-      && a.minimize == b.minimize && a.gradients == b.gradients && a.stateNames == b.stateNames
+      && a.minimize == b.minimize && a.gradients == b.gradients && a.stateNames == b.stateNames && a.frozen == b.frozen
   }
 }

@@ -3,9 +3,10 @@ import GraphIR
 /// Derives the backward graph symbolically: forward nodes, then the gradient nodes that the op
 /// rules emit in reverse order, with `gradient PARAM = VALUE` declarations for every parameter.
 ///
-/// Only needed gradients are built: a value gets one when it depends on a parameter and reaches the
+/// Only needed gradients are built: a value gets one when it depends on a trained parameter and reaches the
 /// loss (so there is no input gradient for the first conv). A value with several consumers sums
-/// their contributions with explicit `add` nodes.
+/// their contributions with explicit `add` nodes. Frozen parameters (`Graph.frozen`) get no gradient: backward
+/// stops where the trained ones begin, and nodes that only fed a frozen parameter's gradient are dropped.
 public func differentiate(_ g: Graph) throws(DiagnosticList) -> Graph {
   guard let loss = g.minimize else {
     throw DiagnosticList([.error("the graph has no 'minimize' statement; training needs a scalar loss to minimise", at: .synthesized)])
@@ -20,9 +21,10 @@ public func differentiate(_ g: Graph) throws(DiagnosticList) -> Graph {
              at: n.opRange)
     })
   }
-  // Forward: which values depend on a parameter.
+  // Forward: which values depend on a trained parameter.
   var dependsOnParameter = Set<String>()
-  for n in g.nodes where !n.op.parameterSuffixes.isEmpty || n.args.contains(where: dependsOnParameter.contains) {
+  for n in g.nodes where n.op.parameterSuffixes.contains(where: { !g.frozen.contains("\(n.name).\($0)") })
+    || n.args.contains(where: dependsOnParameter.contains) {
     dependsOnParameter.insert(n.name)
   }
   // Backward: which values reach the loss.
@@ -47,8 +49,16 @@ public func differentiate(_ g: Graph) throws(DiagnosticList) -> Graph {
       if let grad { contributions[arg, default: []].append(grad) }
     }
   }
+  // A rule emits its parameters' gradients whatever they are; a frozen one's is dropped with what only it needed.
+  let gradients = builder.parameterGradients.filter { !g.frozen.contains($0.parameter) }
+  var needed = Set(gradients.map(\.value))
+  var backward: [Node] = []
+  for n in builder.nodes.reversed() where needed.contains(n.name) {
+    backward.append(n)
+    needed.formUnion(n.args)
+  }
   var out = g
-  out.nodes += builder.nodes
-  out.gradients = builder.parameterGradients
+  out.nodes += backward.reversed()
+  out.gradients = gradients
   return out
 }

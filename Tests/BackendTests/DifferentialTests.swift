@@ -3,6 +3,7 @@ import Foundation
 import GraphIR
 import LLVMBackend
 import Lowering
+import Passes
 import Runtime
 import SwiftBackend
 import Testing
@@ -669,6 +670,43 @@ import Testing
     _ = try b.trainStep(images: d.images, labels: d.labels, seed: 1, step: 1, learningRate: 0.1)
     #expect(b.parameters().values["c.weight"] != halved.values["c.weight"])
     expectClose(try expected(b.parameters(), one, 1), try b.infer(images: one, count: 1), "after a training step on \(target)")
+  }
+
+  /// Frozen parameters (`--freeze`): after Adam steps with weight decay the compiled step's weights match the
+  /// interpreter's, the frozen ones keep their exact bits (one shard, and two with the separate optimiser program),
+  /// and the backward graph has no gradient kernel for them. Freezing the middle conv still trains the first one
+  /// through it; freezing both convs stops backward at the dense layers.
+  @Test(arguments: [(["conv2.weight", "conv2.bias"], 1), (["conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias"], 1),
+                    (["conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias"], 2)])
+  func frozenParametersStayFixed(_ frozen: [String], _ shards: Int) throws {
+    let d = try Differential(source: try Self.source("simplecnn.graph"), batch: 4)
+    var graph = d.graph
+    graph.frozen = Set(frozen)
+    let backward = try differentiate(graph)
+    #expect(Set(backward.gradients.map(\.parameter)) == Set(graph.parameterNames).subtracting(frozen))
+    let ops = backward.nodes.map(\.op.spelling)
+    #expect(ops.filter { $0 == "conv2d_grad_weight" }.count == 2 - frozen.filter { $0.hasSuffix(".weight") }.count, "\(ops)")
+    #expect(ops.contains("conv2d_grad_input") == !frozen.contains("conv1.weight"), "\(ops)")
+    let optimizer = Optimizer(kind: .adam, learningRate: 1e-3, weightDecay: 0.05)
+    var interp = try InterpreterBackend(graph: graph, shards: shards)
+    interp.load(d.parameters, optimizer)
+    let b = try CompiledBackend(name: "jit", graph: graph, batch: d.batch, optimizer: optimizer, compiler: try JITCompiler(target: try TestTargets.resolve("host")), inferenceCalls: [d.batch],
+                                shards: shards)
+    try b.load(d.parameters, optimizer)
+    for step in 1...3 {
+      _ = try interp.trainStep(images: d.images, labels: d.labels, seed: 5, step: step, learningRate: 1e-3)
+      _ = try b.trainStep(images: d.images, labels: d.labels, seed: 5, step: step, learningRate: 1e-3)
+    }
+    let p = interp.parameters(), q = b.parameters()
+    for n in p.names {
+      if frozen.contains(n) {
+        #expect(q.values[n]!.map(\.bitPattern) == d.parameters.values[n]!.map(\.bitPattern), "\(n) is frozen")
+        #expect(p.values[n]! == d.parameters.values[n]!, "\(n) is frozen in the interpreter")
+      } else {
+        #expect(q.values[n]! != d.parameters.values[n]!, "\(n) trains")
+        expectClose(p.values[n]!, q.values[n]!, rtol: 1e-3, atol: 1e-5, "\(n) after 3 steps, \(shards) shards")
+      }
+    }
   }
 
   @Test(arguments: ["simplecnn.graph", "odd"]) func weightsAfterAdamStepsWithDropoutMatch(_ name: String) throws {

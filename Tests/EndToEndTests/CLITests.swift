@@ -168,6 +168,8 @@ import Testing
       (["train", "Graphs/tiny.graph", "--transform", "resize:0"], "resize takes a size of 1 to 8192 pixels"),
       (["eval", "Graphs/tiny.graph", "--weights", "x", "--normalize", "cifar"], "--normalize must be imagenet or mnist, got 'cifar'"),
       (["predict", "Graphs/tiny.graph", "--weights", "x", "Tests/Fixtures/seven.png", "--mean", "0.5"], "--mean and --std go together"),
+      (["train", "Graphs/tiny.graph", "--freeze", "zzz"], "--freeze zzz names no parameter; they are conv1.weight, conv1.bias, fc1.weight, fc1.bias"),
+      (["train", "Graphs/tiny.graph", "--freeze-backbone", "--freeze", "fc1"], "--freeze leaves no parameter to train"),
       (["train", "Graphs/tiny.graph", "--monitor", "train_loss"], "--monitor must be val_acc or val_loss, got 'train_loss'"),
       (["train", "Graphs/tiny.graph", "--min-delta=-1"], "--min-delta must be a non-negative number"),
       (["train", "Graphs/tiny.graph", "--log-every=-5"], "--log-every must be at least 0"),
@@ -381,6 +383,11 @@ import Testing
     #expect(bad.status != 0 && bad.stderr.contains("is 14x9 after --transform resize:9; the graph takes 8x8 images"), "\(bad.stderr)")
     let random = try Self.run(["eval", graph, "--weights", weights, "--data", dir, "--transform", "random_resized_crop:8"])
     #expect(random.status != 0 && random.stderr.contains("is random"), "\(random.stderr)")
+    // The classifier alone: the conv's gradients are never computed, and the step says how much that saves.
+    let head = try Self.run(["train", graph, "--jit", "--data", dir, "--epochs", "1", "--batch", "10", "--transform", "resize:10,center_crop:8",
+                             "--freeze-backbone", "--out", dir + "/head", "--no-report"])
+    #expect(head.status == 0 && head.stdout.contains("frozen: 2 of 4 parameter tensors; the step takes") && head.stdout.contains("% less)"),
+            "\(head.stdout) \(head.stderr)")
   }
 
   /// An ONNX model through every command: import writes the .graph and weights, train starts from the model's

@@ -45,6 +45,8 @@ public struct Conv2DGradInputOp: BackwardOp {
   public func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType {
     try Conv2D.gradInputType(attrs, dy: x[0], weight: x[1], x: x[2])
   }
+  /// The forward conv's multiply-adds, transposed.
+  public func flopsPerImage(_ x: [TensorType], result: TensorType) -> Int { Conv2D.flopsPerImage(attrs, x[2], result: x[0]) }
   public func reference<T: Real>(_ x: Operands<T>, _ ctx: ReferenceContext) throws(EvaluationError) -> [Tensor<T>] {
     [Conv2D.backwardInput(attrs, dy: try x.f32(0), weight: try x.f32(1), xShape: try x.f32(2).shape)]
   }
@@ -59,6 +61,8 @@ public struct Conv2DGradWeightOp: BackwardOp {
   }
   public var printedAttributes: [(String, String)] { attrs.printed }
   public func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType { try Conv2D.gradWeightType(attrs, dy: x[0], x: x[1]) }
+  /// The forward conv's multiply-adds, summed over the batch into the kernel instead.
+  public func flopsPerImage(_ x: [TensorType], result: TensorType) -> Int { Conv2D.flopsPerImage(attrs, x[1], result: x[0]) }
   public func reference<T: Real>(_ x: Operands<T>, _ ctx: ReferenceContext) throws(EvaluationError) -> [Tensor<T>] {
     [Conv2D.backwardWeight(attrs, dy: try x.f32(0), x: try x.f32(1))]
   }

@@ -36,6 +36,7 @@ public struct DenseGradInputOp: BackwardOp {
   public init() {}
   public static let syntax = OpSyntax("dense_grad_input", operands: ["dy", "weight"]) { _ in .denseGradInput }
   public func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType { try Dense.gradInputType(dy: x[0], weight: x[1]) }
+  public func flopsPerImage(_ x: [TensorType], result: TensorType) -> Int { 2 * x[0].dims[1] * x[1].dims[1] }
   public func reference<T: Real>(_ x: Operands<T>, _ ctx: ReferenceContext) throws(EvaluationError) -> [Tensor<T>] {
     [Dense.backwardInput(dy: try x.f32(0), weight: try x.f32(1))]
   }
@@ -46,6 +47,7 @@ public struct DenseGradWeightOp: BackwardOp {
   public init() {}
   public static let syntax = OpSyntax("dense_grad_weight", operands: ["dy", "x"]) { _ in .denseGradWeight }
   public func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType { try Dense.gradWeightType(dy: x[0], x: x[1]) }
+  public func flopsPerImage(_ x: [TensorType], result: TensorType) -> Int { 2 * x[0].dims[1] * x[1].dims[1] }
   public func reference<T: Real>(_ x: Operands<T>, _ ctx: ReferenceContext) throws(EvaluationError) -> [Tensor<T>] {
     [Dense.backwardWeight(dy: try x.f32(0), x: try x.f32(1))]
   }

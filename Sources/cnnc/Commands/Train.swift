@@ -62,6 +62,10 @@ struct Train: ParsableCommand {
   var normalize: String = "mnist"
   @Option(parsing: .unconditional, help: "Transforms of every image as it is read, before augmentation and normalisation: resize:N (shorter side), resize:HxW, center_crop:N or HxW, comma-separated (resize:256,center_crop:224 reads photos of any size). Saved in the checkpoint; eval and predict use it.")
   var transform: String?
+  @Option(parsing: .unconditional, help: "Keep the parameters whose state_dict names start with one of these prefixes fixed (comma-separated, as layer1.,conv1): the step computes no gradient for them nor backward through what only they need.")
+  var freeze: String?
+  @Flag(name: .customLong("freeze-backbone"), help: "Keep every parameter fixed but the last layer's (the classifier, PyTorch's fc or classifier.N).")
+  var freezeBackbone = false
   @Option(parsing: .unconditional, help: "Augment the training images, seeded and deterministic: crop:PAD (pad with zeros, cut a random window), flip (left-right, p = 1/2), shift:PX (random shift up to PX pixels), rotate:DEG (random angle up to DEG), comma-separated in the order they apply (crop:4,flip for CIFAR; shift:2,rotate:10 for MNIST).")
   var augment: String?
 
@@ -133,6 +137,7 @@ struct Train: ParsableCommand {
     let f = try file.map { try GraphFile(path: $0, verbose: modelOptions.verbose) } ?? GraphFile(builtin: "simplecnn.graph", text: defaultGraph)
     let shapes = try f.run { () throws(DiagnosticList) in try inferShapes(f.graph, batch: batch) }
     guard f.graph.minimize != nil else { throw DataError("\(f.path): the graph has no 'minimize' statement; training needs a scalar loss") }
+    let graph = try reportingErrors { try frozen(f.graph) }
     let dir = data ?? defaultDataDirectory()
     let mpi = try distributedRuntime()
     let outDir = out ?? "runs/\(f.graph.name)"
@@ -161,27 +166,56 @@ struct Train: ParsableCommand {
       if kind != .interp { say("target: \(target)") }
       switch kind {
       case .jit:
-        let b = try CompiledBackend(name: "jit", graph: f.graph, batch: batch, optimizer: opt, compiler: try JITCompiler(target: target, cache: cacheOptions.cache),
+        let b = try CompiledBackend(name: "jit", graph: graph, batch: batch, optimizer: opt, compiler: try JITCompiler(target: target, cache: cacheOptions.cache),
                                     inferenceCalls: calls, shards: shards, threads: threads, mpi: mpi)
         let c = b.compiler
         let cached = c.modulesFromCache == 0 ? "" : c.modulesFromCache == c.modulesCompiled ? ", every module from the cache" : ", \(c.modulesFromCache) of \(c.modulesCompiled) modules from the cache"
         say(String(format: "jit: %.3f s before step 1 (lowering and IR %.3f s, optimisation (%@) and code generation on %d threads %.3f s%@, linking %.3f s); the evaluation programs compile meanwhile",
                    b.compileSeconds, b.compileSeconds - c.optimizeSeconds - c.codegenSeconds, Module.pipeline, c.compileThreads, c.optimizeSeconds, cached, c.codegenSeconds))
-        try runCompiled(b, Trainer(backend: b, graph: f.graph, parameters: params, optimizer: opt, options: options), trainSet, testSet, outDir, mpi, f.source)
+        try runCompiled(b, Trainer(backend: b, graph: graph, parameters: params, optimizer: opt, options: options), trainSet, testSet, outDir, mpi, f.source)
       case .swift:
-        let b = try CompiledBackend(name: "swift", graph: f.graph, batch: batch, optimizer: opt,
+        let b = try CompiledBackend(name: "swift", graph: graph, batch: batch, optimizer: opt,
                                     compiler: try SwiftCompiler(source: f.path, target: target), inferenceCalls: calls, shards: shards, threads: threads, mpi: mpi)
         say(String(format: "swift: generated, compiled (swiftc -Ounchecked) and loaded in %.3f s%@", b.compileSeconds,
                      b.compiler.cacheHits > 0 ? " (cached library)" : ""))
-        try runCompiled(b, Trainer(backend: b, graph: f.graph, parameters: params, optimizer: opt, options: options), trainSet, testSet, outDir, mpi, f.source)
+        try runCompiled(b, Trainer(backend: b, graph: graph, parameters: params, optimizer: opt, options: options), trainSet, testSet, outDir, mpi, f.source)
       case .interp:
-        try run(Trainer(backend: try InterpreterBackend(graph: f.graph, shards: shards), graph: f.graph, parameters: params, optimizer: opt, options: options), trainSet, testSet, outDir, f.source)
+        try run(Trainer(backend: try InterpreterBackend(graph: graph, shards: shards), graph: graph, parameters: params, optimizer: opt, options: options), trainSet, testSet, outDir, f.source)
       }
     }
     // Written once the training back end and its buffers are gone, so the report adds nothing to peak memory.
     if jit || backend != .interp, !quiet, !noReport {
       try reportingErrors { say("report: \(try writeReport(runDirectory: outDir, data: data ?? defaultDataDirectory()))") }
     }
+  }
+
+  /// The graph with the parameters `--freeze` and `--freeze-backbone` name frozen, and a line saying what that
+  /// saves: the step's FLOPs per image with and without them.
+  func frozen(_ g: Graph) throws -> Graph {
+    var names = Set<String>()
+    if freezeBackbone {
+      guard let head = g.nodes.last(where: { !$0.op.parameterSuffixes.isEmpty }) else { throw DataError("the graph has no parameters to freeze") }
+      names = Set(g.parameterNames.filter { !$0.hasPrefix(head.name + ".") })
+    }
+    for prefix in (freeze ?? "").split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) where !prefix.isEmpty {
+      let matched = g.parameterNames.filter { g.stateKey($0).hasPrefix(prefix) || $0.hasPrefix(prefix) }
+      guard !matched.isEmpty else {
+        throw DataError("--freeze \(prefix) names no parameter; they are \(g.parameterNames.prefix(6).map(g.stateKey).joined(separator: ", "))\(g.parameterNames.count > 6 ? ", ..." : "")")
+      }
+      names.formUnion(matched)
+    }
+    guard !names.isEmpty else { return g }
+    guard names.count < g.parameterNames.count else { throw DataError("--freeze leaves no parameter to train") }
+    var out = g
+    out.frozen = names
+    let flops = { (graph: Graph) throws -> Int in
+      let t = try Pipeline(batch: 1, purpose: .training, fuse: false).run(graph, to: .grad)
+      return summarize(t.graph, t.shapes).reduce(0) { $0 + $1.flopsPerImage }
+    }
+    let (all, kept) = (try flops(g), try flops(out))
+    say(String(format: "frozen: %d of %d parameter tensors; the step takes %.2f MFLOP per image instead of %.2f (%.0f%% less)", names.count, g.parameterNames.count,
+               Double(kept) / 1e6, Double(all) / 1e6, 100 * (1 - Double(kept) / Double(max(all, 1)))))
+    return out
   }
 
   /// Locks the run directory for this process, removes what killed runs left there, and refuses one that holds
