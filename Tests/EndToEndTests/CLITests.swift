@@ -1,5 +1,6 @@
 import CNNCTestSupport
 import Foundation
+import Runtime
 import Testing
 
 /// The built `cnnc` binary: exit codes, stdout and stderr of real invocations.
@@ -388,6 +389,26 @@ import Testing
                              "--freeze-backbone", "--out", dir + "/head", "--no-report"])
     #expect(head.status == 0 && head.stdout.contains("frozen: 2 of 4 parameter tensors; the step takes") && head.stdout.contains("% less)"),
             "\(head.stdout) \(head.stderr)")
+    // Transfer: the trained model as ONNX, a new two-class head on two of the classes, the backbone frozen: its
+    // weights come out as they went in, the head has two outputs, and eval reads the run's graph.
+    let exported = try Self.run(["export", graph, "--weights", weights, "-o", dir + "/colour.onnx"])
+    #expect(exported.status == 0, "\(exported.stderr)")
+    let two = dir + "/two"
+    for split in ["train", "test"] {
+      for name in ["blue", "red"] {
+        try FileManager.default.createDirectory(atPath: "\(two)/\(split)", withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: "\(dir)/\(split)/\(name)", toPath: "\(two)/\(split)/\(name)")
+      }
+    }
+    let tuned = dir + "/tuned"
+    let t = try Self.run(["train", dir + "/colour.onnx", "--jit", "--data", two, "--epochs", "3", "--batch", "10", "--transform", "resize:10,center_crop:8",
+                          "--normalize", "imagenet", "--replace-head", "2", "--freeze-backbone", "--out", tuned, "--no-report"])
+    #expect(t.status == 0 && t.stdout.contains("head: fc replaced by a dense layer of 2 outputs"), "\(t.stdout) \(t.stderr)")
+    let before = try SafeTensors.read(from: weights), after = try SafeTensors.read(from: tuned + "/weights.safetensors")
+    #expect(after.tensors["conv.weight"]!.data == before.tensors["conv.weight"]!.data && after.tensors["conv.bias"]!.data == before.tensors["conv.bias"]!.data)
+    #expect(after.tensors["fc.weight"]!.shape == [2, 128] && after.tensors["fc.bias"]!.shape == [2])
+    let back = try Self.run(["eval", tuned + "/model.graph", "--weights", tuned + "/weights.safetensors", "--data", two])
+    #expect(back.status == 0 && back.stdout.contains("test accuracy"), "\(back.stdout) \(back.stderr)")
   }
 
   /// An ONNX model through every command: import writes the .graph and weights, train starts from the model's

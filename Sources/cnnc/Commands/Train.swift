@@ -64,6 +64,8 @@ struct Train: ParsableCommand {
   var transform: String?
   @Option(parsing: .unconditional, help: "Keep the parameters whose state_dict names start with one of these prefixes fixed (comma-separated, as layer1.,conv1): the step computes no gradient for them nor backward through what only they need.")
   var freeze: String?
+  @Option(name: .customLong("replace-head"), parsing: .unconditional, help: "Give the last dense layer (the classifier, PyTorch's fc or classifier.N) N outputs, freshly initialised under its own name: an imported model's own weights then train for N classes of your data.")
+  var replaceHead: Int?
   @Flag(name: .customLong("freeze-backbone"), help: "Keep every parameter fixed but the last layer's (the classifier, PyTorch's fc or classifier.N).")
   var freezeBackbone = false
   @Option(parsing: .unconditional, help: "Augment the training images, seeded and deterministic: crop:PAD (pad with zeros, cut a random window), flip (left-right, p = 1/2), shift:PX (random shift up to PX pixels), rotate:DEG (random angle up to DEG), comma-separated in the order they apply (crop:4,flip for CIFAR; shift:2,rotate:10 for MNIST).")
@@ -108,6 +110,9 @@ struct Train: ParsableCommand {
     if let logEvery, logEvery < 0 { throw ValidationError("--log-every must be at least 0, got \(logEvery)") }
     guard ["mnist", "imagenet", "data"].contains(normalize) else { throw ValidationError("--normalize must be mnist, imagenet or data, got '\(normalize)'") }
     if let transform { _ = try InputOptions.transforms(transform) }
+    if let replaceHead, !(2...Self.mostClasses).contains(replaceHead) {
+      throw ValidationError("--replace-head takes 2 to \(Self.mostClasses) outputs, got \(replaceHead)")
+    }
     guard (mean == nil) == (std == nil) else { throw ValidationError("--mean and --std go together") }
     if let augment {
       do { _ = try Augmentation(parsing: augment) } catch { throw ValidationError("\(error)") }
@@ -123,6 +128,9 @@ struct Train: ParsableCommand {
     return normalize == "data" ? train.measuredNormalization() : Normalization.presets[normalize]!
   }
 
+  /// The most outputs `--replace-head` gives a classifier (ImageNet-21k has 21,841 classes).
+  static let mostClasses = 1 << 16
+
   /// More epochs than any run could finish; keeps step arithmetic far from overflow.
   static let maxEpochs = 1_000_000
 
@@ -135,9 +143,12 @@ struct Train: ParsableCommand {
   mutating func run() throws {
     lineBufferStandardOutput()
     let f = try file.map { try GraphFile(path: $0, verbose: modelOptions.verbose) } ?? GraphFile(builtin: "simplecnn.graph", text: defaultGraph)
-    let shapes = try f.run { () throws(DiagnosticList) in try inferShapes(f.graph, batch: batch) }
-    guard f.graph.minimize != nil else { throw DataError("\(f.path): the graph has no 'minimize' statement; training needs a scalar loss") }
-    let graph = try reportingErrors { try frozen(f.graph) }
+    let model = try reportingErrors { try headReplaced(f.graph) }
+    let shapes = try f.run { () throws(DiagnosticList) in try inferShapes(model, batch: batch) }
+    guard model.minimize != nil else { throw DataError("\(f.path): the graph has no 'minimize' statement; training needs a scalar loss") }
+    let graph = try reportingErrors { try frozen(model) }
+    // The run directory keeps the graph it trains: the file's, or with a new head the graph as now.
+    let source = replaceHead == nil ? f.source : Array(Printer.print(model).utf8)
     let dir = data ?? defaultDataDirectory()
     let mpi = try distributedRuntime()
     let outDir = out ?? "runs/\(f.graph.name)"
@@ -146,10 +157,10 @@ struct Train: ParsableCommand {
     try reportingErrors {
       // A target this machine cannot run is refused before the data is read.
       let target = try targetOptions.resolve(runsHere: true)
-      let (trainSet, testSet) = try loadData(dir, f.graph, shapes)
-      var params = Parameters(graph: f.graph, shapes: shapes, seed: seed)
-      // An imported model starts from its own weights.
-      if let w = f.initializers { try params.load(w, path: f.path, stateKey: f.graph.stateKey) }
+      let (trainSet, testSet) = try loadData(dir, model, shapes)
+      var params = Parameters(graph: model, shapes: shapes, seed: seed)
+      // An imported model starts from its own weights (a new head from its fresh ones).
+      if let w = f.initializers { try params.load(withNewHead(w, params, model), path: f.path, stateKey: model.stateKey) }
       // The run directory keeps the graph it trained, so reports and evaluation need nothing else.
       // One run per directory: the lock lives as long as this process, and what killed runs left is removed.
       if !quiet { lock = try claimRunDirectory(outDir) }
@@ -172,21 +183,46 @@ struct Train: ParsableCommand {
         let cached = c.modulesFromCache == 0 ? "" : c.modulesFromCache == c.modulesCompiled ? ", every module from the cache" : ", \(c.modulesFromCache) of \(c.modulesCompiled) modules from the cache"
         say(String(format: "jit: %.3f s before step 1 (lowering and IR %.3f s, optimisation (%@) and code generation on %d threads %.3f s%@, linking %.3f s); the evaluation programs compile meanwhile",
                    b.compileSeconds, b.compileSeconds - c.optimizeSeconds - c.codegenSeconds, Module.pipeline, c.compileThreads, c.optimizeSeconds, cached, c.codegenSeconds))
-        try runCompiled(b, Trainer(backend: b, graph: graph, parameters: params, optimizer: opt, options: options), trainSet, testSet, outDir, mpi, f.source)
+        try runCompiled(b, Trainer(backend: b, graph: graph, parameters: params, optimizer: opt, options: options), trainSet, testSet, outDir, mpi, source)
       case .swift:
         let b = try CompiledBackend(name: "swift", graph: graph, batch: batch, optimizer: opt,
                                     compiler: try SwiftCompiler(source: f.path, target: target), inferenceCalls: calls, shards: shards, threads: threads, mpi: mpi)
         say(String(format: "swift: generated, compiled (swiftc -Ounchecked) and loaded in %.3f s%@", b.compileSeconds,
                      b.compiler.cacheHits > 0 ? " (cached library)" : ""))
-        try runCompiled(b, Trainer(backend: b, graph: graph, parameters: params, optimizer: opt, options: options), trainSet, testSet, outDir, mpi, f.source)
+        try runCompiled(b, Trainer(backend: b, graph: graph, parameters: params, optimizer: opt, options: options), trainSet, testSet, outDir, mpi, source)
       case .interp:
-        try run(Trainer(backend: try InterpreterBackend(graph: graph, shards: shards), graph: graph, parameters: params, optimizer: opt, options: options), trainSet, testSet, outDir, f.source)
+        try run(Trainer(backend: try InterpreterBackend(graph: graph, shards: shards), graph: graph, parameters: params, optimizer: opt, options: options), trainSet, testSet, outDir, source)
       }
     }
     // Written once the training back end and its buffers are gone, so the report adds nothing to peak memory.
     if jit || backend != .interp, !quiet, !noReport {
       try reportingErrors { say("report: \(try writeReport(runDirectory: outDir, data: data ?? defaultDataDirectory()))") }
     }
+  }
+
+  /// The graph with its last dense layer (the classifier) given `--replace-head` outputs, under its own name.
+  func headReplaced(_ g: Graph) throws -> Graph {
+    guard let n = replaceHead else { return g }
+    guard let i = g.nodes.lastIndex(where: { !$0.op.parameterSuffixes.isEmpty }) else { throw DataError("--replace-head: the graph has no layer with parameters") }
+    guard case .dense(var attrs) = g.nodes[i].op, !attrs.scaled else {
+      throw DataError("--replace-head: the last layer with parameters, '\(g.stateKey(g.nodes[i].name))', is \(g.nodes[i].op.spelling), not a dense layer")
+    }
+    var out = g
+    attrs.units = n
+    out.nodes[i].op = .dense(attrs)
+    say("head: \(g.stateKey(g.nodes[i].name)) replaced by a dense layer of \(n) outputs, freshly initialised")
+    return out
+  }
+
+  /// `weights` with the new head's tensors (`--replace-head`) taken from `fresh`.
+  func withNewHead(_ weights: SafeTensors, _ fresh: Parameters, _ g: Graph) -> SafeTensors {
+    guard replaceHead != nil, let head = g.nodes.last(where: { !$0.op.parameterSuffixes.isEmpty }) else { return weights }
+    var st = weights
+    for suffix in head.op.parameterSuffixes {
+      let name = "\(head.name).\(suffix)"
+      st.tensors[g.stateKey(name)] = (shape: fresh.shapes[name]!, data: fresh.values[name]!)
+    }
+    return st
   }
 
   /// The graph with the parameters `--freeze` and `--freeze-backbone` name frozen, and a line saying what that
