@@ -8,10 +8,14 @@ public struct OptimizerSpec: Equatable, Sendable {
   public var kind: Kind
   public var beta1: Float = 0.9, beta2: Float = 0.999, epsilon: Float = 1e-8
   public var momentum: Float = 0, weightDecay: Float = 0
-  public init(kind: Kind, momentum: Float = 0, weightDecay: Float = 0) {
+  /// Per parameter, its learning rate over the step's (`lr` argument): a parameter group's own rate, as
+  /// fine-tuning's `--head-lr` gives the classifier. Absent: 1.
+  public var rateScales: [String: Float] = [:]
+  public init(kind: Kind, momentum: Float = 0, weightDecay: Float = 0, rateScales: [String: Float] = [:]) {
     self.kind = kind
     self.momentum = momentum
     self.weightDecay = weightDecay
+    self.rateScales = rateScales
   }
 }
 

@@ -119,7 +119,7 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
     self.threads = max(1, min(shards / (mpi?.size ?? 1), requested))
     inferenceThreads = max(1, requested)
     optimizerKind = optimizer.kind
-    optimizerSpec = OptimizerSpec(kind: optimizer.kind, momentum: optimizer.momentum, weightDecay: optimizer.weightDecay)
+    optimizerSpec = OptimizerSpec(kind: optimizer.kind, momentum: optimizer.momentum, weightDecay: optimizer.weightDecay, rateScales: optimizer.rateScales)
     // Parallelism comes from the shards (and inference chunks), in a fixed partition.
     if shards > 1 || inferenceThreads > 1 { openblas_set_num_threads(1) }
     let start = Date()

@@ -11,6 +11,8 @@ public struct Optimizer: Equatable, Sendable {
   public var epsilon: Float = 1e-8
   public var momentum: Float = 0
   public var weightDecay: Float = 0
+  /// Per parameter, its learning rate over `learningRate` (a parameter group's own rate); absent: 1.
+  public var rateScales: [String: Float] = [:]
   /// Steps taken so far (Adam's bias correction uses it).
   public var step = 0
   /// Named state tensors: `m.NAME`, `v.NAME` (Adam) or `momentum.NAME` (SGD).
@@ -37,6 +39,7 @@ public struct Optimizer: Equatable, Sendable {
     for name in params.names {
       guard let g = gradients[name] else { continue }  // no gradient: PyTorch skips the parameter too
       var p = params.values[name]!
+      let learningRate = self.learningRate * (rateScales[name] ?? 1)
       switch kind {
       case .adam:
         var m = state["m.\(name)"] ?? [Float](repeating: 0, count: p.count)

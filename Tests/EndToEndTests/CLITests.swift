@@ -169,6 +169,8 @@ import Testing
       (["train", "Graphs/tiny.graph", "--transform", "resize:0"], "resize takes a size of 1 to 8192 pixels"),
       (["eval", "Graphs/tiny.graph", "--weights", "x", "--normalize", "cifar"], "--normalize must be imagenet or mnist, got 'cifar'"),
       (["predict", "Graphs/tiny.graph", "--weights", "x", "Tests/Fixtures/seven.png", "--mean", "0.5"], "--mean and --std go together"),
+      (["train", "Graphs/tiny.graph", "--head-lr", "0"], "--head-lr must be a positive number, got 0.0"),
+      (["train", "Graphs/tiny.graph", "--replace-head", "1"], "--replace-head takes 2 to 65536 outputs, got 1"),
       (["train", "Graphs/tiny.graph", "--freeze", "zzz"], "--freeze zzz names no parameter; they are conv1.weight, conv1.bias, fc1.weight, fc1.bias"),
       (["train", "Graphs/tiny.graph", "--freeze-backbone", "--freeze", "fc1"], "--freeze leaves no parameter to train"),
       (["train", "Graphs/tiny.graph", "--monitor", "train_loss"], "--monitor must be val_acc or val_loss, got 'train_loss'"),
@@ -402,8 +404,9 @@ import Testing
     }
     let tuned = dir + "/tuned"
     let t = try Self.run(["train", dir + "/colour.onnx", "--jit", "--data", two, "--epochs", "3", "--batch", "10", "--transform", "resize:10,center_crop:8",
-                          "--normalize", "imagenet", "--replace-head", "2", "--freeze-backbone", "--out", tuned, "--no-report"])
-    #expect(t.status == 0 && t.stdout.contains("head: fc replaced by a dense layer of 2 outputs"), "\(t.stdout) \(t.stderr)")
+                          "--normalize", "imagenet", "--replace-head", "2", "--freeze-backbone", "--head-lr", "0.01", "--out", tuned, "--no-report"])
+    #expect(t.status == 0 && t.stdout.contains("head: fc replaced by a dense layer of 2 outputs") && t.stdout.contains("head: fc trains at lr 0.01, the rest at 0.001"),
+            "\(t.stdout) \(t.stderr)")
     let before = try SafeTensors.read(from: weights), after = try SafeTensors.read(from: tuned + "/weights.safetensors")
     #expect(after.tensors["conv.weight"]!.data == before.tensors["conv.weight"]!.data && after.tensors["conv.bias"]!.data == before.tensors["conv.bias"]!.data)
     #expect(after.tensors["fc.weight"]!.shape == [2, 128] && after.tensors["fc.bias"]!.shape == [2])

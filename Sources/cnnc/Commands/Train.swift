@@ -66,6 +66,8 @@ struct Train: ParsableCommand {
   var freeze: String?
   @Option(name: .customLong("replace-head"), parsing: .unconditional, help: "Give the last dense layer (the classifier, PyTorch's fc or classifier.N) N outputs, freshly initialised under its own name: an imported model's own weights then train for N classes of your data.")
   var replaceHead: Int?
+  @Option(name: .customLong("head-lr"), parsing: .unconditional, help: "The last layer's learning rate (a parameter group of its own, as in PyTorch), with --lr for the rest; a schedule scales both.")
+  var headLR: Float?
   @Flag(name: .customLong("freeze-backbone"), help: "Keep every parameter fixed but the last layer's (the classifier, PyTorch's fc or classifier.N).")
   var freezeBackbone = false
   @Option(parsing: .unconditional, help: "Augment the training images, seeded and deterministic: crop:PAD (pad with zeros, cut a random window), flip (left-right, p = 1/2), shift:PX (random shift up to PX pixels), rotate:DEG (random angle up to DEG), comma-separated in the order they apply (crop:4,flip for CIFAR; shift:2,rotate:10 for MNIST).")
@@ -110,6 +112,7 @@ struct Train: ParsableCommand {
     if let logEvery, logEvery < 0 { throw ValidationError("--log-every must be at least 0, got \(logEvery)") }
     guard ["mnist", "imagenet", "data"].contains(normalize) else { throw ValidationError("--normalize must be mnist, imagenet or data, got '\(normalize)'") }
     if let transform { _ = try InputOptions.transforms(transform) }
+    if let headLR, !(headLR.isFinite && headLR > 0) { throw ValidationError("--head-lr must be a positive number, got \(headLR)") }
     if let replaceHead, !(2...Self.mostClasses).contains(replaceHead) {
       throw ValidationError("--replace-head takes 2 to \(Self.mostClasses) outputs, got \(replaceHead)")
     }
@@ -164,7 +167,8 @@ struct Train: ParsableCommand {
       // The run directory keeps the graph it trained, so reports and evaluation need nothing else.
       // One run per directory: the lock lives as long as this process, and what killed runs left is removed.
       if !quiet { lock = try claimRunDirectory(outDir) }
-      let opt = Optimizer(kind: Optimizer.Kind(rawValue: optimizer)!, learningRate: lr, momentum: momentum, weightDecay: weightDecay)
+      var opt = Optimizer(kind: Optimizer.Kind(rawValue: optimizer)!, learningRate: lr, momentum: momentum, weightDecay: weightDecay)
+      opt.rateScales = headRates(model)
       var options = trainingOptions(outDir, primary: mpi.map { $0.rank == 0 } ?? true)
       options.normalization = normalization(trainSet)
       options.transforms = try transform.map(InputOptions.transforms) ?? []
@@ -212,6 +216,13 @@ struct Train: ParsableCommand {
     out.nodes[i].op = .dense(attrs)
     say("head: \(g.stateKey(g.nodes[i].name)) replaced by a dense layer of \(n) outputs, freshly initialised")
     return out
+  }
+
+  /// The classifier's learning rate over the others' (`--head-lr`, a parameter group of its own), by parameter.
+  func headRates(_ g: Graph) -> [String: Float] {
+    guard let headLR, let head = g.nodes.last(where: { !$0.op.parameterSuffixes.isEmpty }) else { return [:] }
+    say("head: \(g.stateKey(head.name)) trains at lr \(headLR), the rest at \(lr)")
+    return Dictionary(uniqueKeysWithValues: head.op.parameterSuffixes.map { ("\(head.name).\($0)", headLR / lr) })
   }
 
   /// `weights` with the new head's tensors (`--replace-head`) taken from `fresh`.
