@@ -636,19 +636,7 @@ import Testing
   /// training step, and after another program ran, the next call prepares again, so every result is the
   /// interpreter's for the weights of the moment.
   @Test(arguments: TestTargets.names) func preparedWeightsFollowEveryChange(_ target: String) throws {
-    let source = """
-      input x: f32[N, 32, 12, 12]
-      input y: i32[N]
-      c = conv2d(x, filters: 32, kernel: 3, padding: 1)
-      r = relu(c)
-      p = global_avgpool(r)
-      f = flatten(p)
-      o = dense(f, units: 4)
-      loss = cross_entropy(o, y)
-      output o
-      minimize loss
-      """
-    let d = try Differential(source: source, batch: 3)
+    let d = try Differential(source: Self.preparedConvSource, batch: 3)
     let resolved = try TestTargets.resolve(target)
     #expect(try lower(d.graph, batch: 1, mode: .infer, target: resolved).convs.map(\.algorithm) == [.winograd])
     let b = try CompiledBackend(name: "jit", graph: d.graph, batch: 3, optimizer: Optimizer(kind: .sgd, learningRate: 0.1),

@@ -270,23 +270,30 @@ import Testing
     #expect(Self.failedCleanly(bad) && bad.stderr.contains("2 means and stds; the images have 3 channels"), "\(bad.stderr)")
   }
 
-  /// A colour CNN trains on PNG folders per class (generated: each class one dominant colour under noise),
-  /// eval agrees with the last epoch, and predict classifies a colour PNG of the test set.
-  @Test func trainsOnPNGFoldersPerClassAndPredictsColourImages() throws {
-    let dir = NSTemporaryDirectory() + "cnnc-folders-\(UUID().uuidString)"
-    var seeded = UInt64(11)
-    func next() -> Int { seeded = seeded &* 6364136223846793005 &+ 1442695040888963407; return Int(seeded >> 33) }
-    let classes = ["blue", "green", "red"]
-    for (split, count) in [("train", 40), ("test", 12)] {
-      for (k, name) in classes.enumerated() {
+  /// A seeded linear congruential generator for generated test images.
+  struct Draws {
+    var state: UInt64
+    mutating func next() -> Int { state = state &* 6364136223846793005 &+ 1442695040888963407; return Int(state >> 33) }
+  }
+
+  /// PNG folders per class (blue, green, red) under `dir`, `counts` images per split: class k lifts plane 2 - k (blue
+  /// is the third) above the others, under noise of +-`noise`, each image of the size `size` draws.
+  static func colourFolders(_ dir: String, counts: [(String, Int)], noise: Int, seed: UInt64, size: (inout Draws) -> (width: Int, height: Int)) throws {
+    var draws = Draws(state: seed)
+    for (split, count) in counts {
+      for (k, name) in ["blue", "green", "red"].enumerated() {
         try FileManager.default.createDirectory(atPath: "\(dir)/\(split)/\(name)", withIntermediateDirectories: true)
         for i in 0..<count {
-          // Class k lifts channel 2 - k (blue is the third plane) above the others.
-          let pixels = (0..<64).flatMap { _ in (0..<3).map { c in UInt8(max(0, min(255, (c == 2 - k ? 170 : 60) + next() % 101 - 50))) } }
-          try Data(PNGWriter.encode(width: 8, height: 8, channels: 3, pixels: pixels)).write(to: URL(fileURLWithPath: "\(dir)/\(split)/\(name)/\(i).png"))
+          let (w, h) = size(&draws)
+          let pixels = (0..<(w * h)).flatMap { _ in (0..<3).map { c in UInt8(max(0, min(255, (c == 2 - k ? 170 : 60) + draws.next() % (2 * noise + 1) - noise))) } }
+          try Data(PNGWriter.encode(width: w, height: h, channels: 3, pixels: pixels)).write(to: URL(fileURLWithPath: "\(dir)/\(split)/\(name)/\(i).png"))
         }
       }
     }
+  }
+
+  /// A small colour CNN for 8x8 RGB images of the three classes of `colourFolders`, written into `dir`.
+  static func colourGraph(in dir: String) throws -> String {
     let graph = dir + "/colour.graph"
     try """
       input image: f32[N, 3, 8, 8]
@@ -300,6 +307,15 @@ import Testing
       output fc
       minimize loss
       """.write(toFile: graph, atomically: true, encoding: .utf8)
+    return graph
+  }
+
+  /// A colour CNN trains on PNG folders per class (generated: each class one dominant colour under noise),
+  /// eval agrees with the last epoch, and predict classifies a colour PNG of the test set.
+  @Test func trainsOnPNGFoldersPerClassAndPredictsColourImages() throws {
+    let dir = NSTemporaryDirectory() + "cnnc-folders-\(UUID().uuidString)"
+    try Self.colourFolders(dir, counts: [("train", 40), ("test", 12)], noise: 50, seed: 11) { _ in (8, 8) }
+    let graph = try Self.colourGraph(in: dir)
     let out = dir + "/run"
     let r = try Self.run(["train", graph, "--jit", "--data", dir, "--epochs", "4", "--batch", "16", "--normalize", "data", "--out", out, "--no-report"])
     #expect(r.status == 0, "\(r.stderr)")
@@ -324,36 +340,10 @@ import Testing
   @Test func photosOfAnySizeTrainThroughRecordedTransforms() throws {
     let dir = NSTemporaryDirectory() + "cnnc-photos-\(UUID().uuidString)"
     defer { try? FileManager.default.removeItem(atPath: dir) }
-    var seeded = UInt64(5)
-    func next() -> Int { seeded = seeded &* 6364136223846793005 &+ 1442695040888963407; return Int(seeded >> 33) }
-    func photo(_ k: Int, width: Int, height: Int) -> [UInt8] {
-      let pixels = (0..<(width * height)).flatMap { _ in (0..<3).map { c in UInt8(max(0, min(255, (c == 2 - k ? 170 : 60) + next() % 81 - 40))) } }
-      return PNGWriter.encode(width: width, height: height, channels: 3, pixels: pixels)
-    }
-    let classes = ["blue", "green", "red"]
-    for (split, count) in [("train", 30), ("test", 9)] {
-      for (k, name) in classes.enumerated() {
-        try FileManager.default.createDirectory(atPath: "\(dir)/\(split)/\(name)", withIntermediateDirectories: true)
-        for i in 0..<count {
-          try Data(photo(k, width: 9 + next() % 12, height: 9 + next() % 12)).write(to: URL(fileURLWithPath: "\(dir)/\(split)/\(name)/\(i).png"))
-        }
-      }
-    }
+    try Self.colourFolders(dir, counts: [("train", 30), ("test", 9)], noise: 40, seed: 5) { draws in (9 + draws.next() % 12, 9 + draws.next() % 12) }
     let jpeg = Fixtures.root.appendingPathComponent("Tests/Fixtures/images/red8.jpg").path
     try FileManager.default.copyItem(atPath: jpeg, toPath: "\(dir)/train/red/photo.jpg")
-    let graph = dir + "/colour.graph"
-    try """
-      input image: f32[N, 3, 8, 8]
-      input label: i32[N]
-      conv = conv2d(image, filters: 8, kernel: 3, padding: 1)
-      relu = relu(conv)
-      pool = maxpool(relu, size: 2)
-      flat = flatten(pool)
-      fc = dense(flat, units: 3)
-      loss = cross_entropy(fc, label)
-      output fc
-      minimize loss
-      """.write(toFile: graph, atomically: true, encoding: .utf8)
+    let graph = try Self.colourGraph(in: dir)
     // Without a transform the sizes differ, and the error says what makes them one.
     let refused = try Self.run(["train", graph, "--jit", "--data", dir, "--epochs", "1", "--out", dir + "/no", "--no-report"])
     #expect(refused.status != 0 && refused.stderr.contains("--transform resize:N,center_crop:N"), "\(refused.stderr)")
@@ -368,7 +358,8 @@ import Testing
     let e = try Self.run(["eval", graph, "--weights", weights, "--data", dir])
     #expect(e.status == 0 && e.stdout.contains(String(accuracy)) && !e.stderr.contains("note:"), "eval: \(e.stdout) \(e.stderr) train: \(accuracy)")
     // A large photo, resized and cropped as in training.
-    try Data(photo(2, width: 40, height: 25)).write(to: URL(fileURLWithPath: dir + "/big.png"))
+    try Self.colourFolders(dir + "/big", counts: [("red", 1)], noise: 40, seed: 9) { _ in (40, 25) }
+    try FileManager.default.copyItem(atPath: dir + "/big/red/red/0.png", toPath: dir + "/big.png")
     let p = try Self.run(["predict", graph, "--weights", weights, dir + "/big.png", "--json"])
     #expect(p.status == 0 && p.stdout.contains("\"prediction\": 2, \"class\": \"red\""), "\(p.stdout) \(p.stderr)")
     // The class folders' names, recorded; or a labels file's, one per line.
