@@ -4,7 +4,7 @@ CNNC     = .build/release/cnnc
 GRAPHS   = $(wildcard Graphs/*.graph)
 APT_PKGS = llvm-19-dev libopenblas-dev zlib1g-dev libturbojpeg0-dev gcc openmpi-bin libopenmpi-dev gcc-aarch64-linux-gnu qemu-user
 
-.PHONY: deps build release test train generate check-generated bench bench-compare fashion-compare onnx-check zoo-check zoo-compare zoo-train-check transforms-check batchnorm-check interop fuzz fuzz-cli fuzz-graphs report-screenshot sz clean
+.PHONY: deps build release test train generate check-generated bench bench-compare fashion-compare onnx-check zoo-check zoo-compare zoo-train-check transforms-check finetune-check batchnorm-check interop fuzz fuzz-cli fuzz-graphs report-screenshot sz clean
 
 deps:
 	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -199,6 +199,13 @@ zoo-train-check: release $(PEERS)/bin/python
 	$(PEERS)/bin/pip install -q torchvision onnx onnxscript safetensors
 	@mkdir -p .build/zoo-train
 	$(PEERS)/bin/python Scripts/zoo/train_check.py $(CNNC) .build/zoo-train $(ZOO_MODELS)
+
+# Fine-tuning ResNet-18 on a folder of synthetic JPEG photos, head-only and whole network, cnnc against PyTorch
+# under one protocol (Scripts/zoo/finetune_check.py): both accuracies and the training speed ratio.
+finetune-check: release $(PEERS)/bin/python
+	$(PEERS)/bin/pip install -q torchvision onnx onnxscript
+	@mkdir -p .build/finetune-check
+	$(PEERS)/bin/python Scripts/zoo/finetune_check.py $(CNNC) .build/finetune-check
 
 # Batch norm against PyTorch: a cnnc-trained bncnn loaded into nn.BatchNorm2d / nn.BatchNorm1d (strict state_dict,
 # buffers and num_batches_tracked included) must predict the MNIST test set exactly as `cnnc eval` does.
