@@ -375,6 +375,14 @@ import Testing
     #expect(overridden.status == 0, "\(overridden.stderr)")
     let bad = try Self.run(["predict", graph, "--weights", weights, dir + "/big.png", "--transform", "resize:9"])
     #expect(bad.status != 0 && bad.stderr.contains("is 14x9 after --transform resize:9; the graph takes 8x8 images"), "\(bad.stderr)")
+    // infer takes the photos too, prepared as the checkpoint records, and writes their logits in name order.
+    let inferred = try Self.run(["infer", graph, "--weights", weights, "--input", "\(dir)/test/red", "-o", dir + "/red.npy"])
+    #expect(inferred.status == 0 && inferred.stdout.contains("image 0: \(dir)/test/red/0.png") && inferred.stdout.contains("[9, 3]"), "\(inferred.stdout) \(inferred.stderr)")
+    let logits = try NPYArray.read(dir + "/red.npy")
+    let reds = (0..<9).filter { i in (0..<3).max { logits.values[i * 3 + $0] < logits.values[i * 3 + $1] } == 2 }.count
+    #expect(logits.shape == [9, 3] && reds >= 8, "\(logits.values)")
+    let arrayWithTransform = try Self.run(["infer", graph, "--weights", weights, "--input", dir + "/red.npy", "-o", dir + "/x.npy", "--transform", "resize:8x8"])
+    #expect(arrayWithTransform.status != 0 && arrayWithTransform.stderr.contains("is an array, used as it is"), "\(arrayWithTransform.stderr)")
     let random = try Self.run(["eval", graph, "--weights", weights, "--data", dir, "--transform", "random_resized_crop:8"])
     #expect(random.status != 0 && random.stderr.contains("is random"), "\(random.stderr)")
     // The classifier alone: the conv's gradients are never computed, and the step says how much that saves.

@@ -1,23 +1,59 @@
 import ArgumentParser
 import FileSystem
+import Foundation
 import GraphIR
 import Runtime
 
 /// `cnnc infer`: a model's output for a NumPy array of images, as ONNX Runtime's `session.run` gives it.
 struct Infer: ParsableCommand {
   static let configuration = CommandConfiguration(
-    abstract: "Run a model on a .npy array of images (float32 NCHW, any batch) and write its outputs (logits) as .npy.",
+    abstract: "Run a model on a .npy array of images (float32 NCHW, any batch), or on PNG and JPEG photos, and write its outputs (logits) as .npy.",
     discussion: "No normalisation is applied: the array is the model's input as it is, as an ONNX runtime takes it.")
 
   @Argument(help: "The .graph file (with --weights) or .onnx model.") var file: String
   @Option(parsing: .unconditional, help: "Weights in safetensors format; an .onnx model's own by default.") var weights: String?
   @OptionGroup var modelOptions: ModelFileOptions
-  @Option(parsing: .unconditional, help: "The input: a float32 array [N, C, H, W] of the model's image size.") var input: String
+  @Option(parsing: .unconditional, help: "The input: a float32 array [N, C, H, W] of the model's image size (.npy, used as it is), or a PNG or JPEG, or a directory of them (transformed and normalised as --transform and --normalize say, else as the checkpoint records).")
+  var input: String
+  @OptionGroup(title: "Inputs (photos only)") var inputOptions: InputOptions
   @Option(name: .shortAndLong, parsing: .unconditional, help: "The .npy file to write: the outputs, [N, ...].") var output: String
   @Option(parsing: .unconditional, help: "Images per call (1 to \(Infer.maxBatch)).") var batch: Int = 64
   @Option(parsing: .unconditional, help: "Back end: jit (compiled first) or interp (the reference interpreter).") var backend: BackendKind = .jit
   @OptionGroup(title: "Target") var targetOptions: TargetOptions
   @OptionGroup var cacheOptions: CacheOptions
+
+  /// The input as the model's array: the `.npy` file as it is, or the photos it names, each transformed, made the
+  /// model's channels and normalised (their order, a line each, on standard output).
+  func array(_ model: TrainedModel, dims: [Int]) throws -> NPYArray {
+    var isDirectory: ObjCBool = false
+    let directory = FileManager.default.fileExists(atPath: input, isDirectory: &isDirectory) && isDirectory.boolValue
+    guard directory || ImageFile.isImageName(input) else {
+      guard inputOptions.transform == nil, inputOptions.normalize == nil, inputOptions.mean == nil else {
+        throw DataError("--transform, --normalize, --mean and --std prepare photos; \(input) is an array, used as it is")
+      }
+      return try NPYArray.read(input)
+    }
+    guard dims.count == 4, dims[1] == 1 || dims[1] == 3 else {
+      throw DataError("the graph's image input must be [N, 1, H, W] or [N, 3, H, W] to take photos")
+    }
+    let names = directory ? try FileManager.default.contentsOfDirectory(atPath: input).filter(ImageFile.isImageName).sorted().map { Path.join(input, $0) } : [input]
+    guard !names.isEmpty else { throw DataError("\(input) holds no \(ImageFile.extensions.joined(separator: ", ")) files") }
+    let (normalization, transforms) = try inputOptions.resolve(model)
+    try normalization.check(channels: dims[1])
+    var pixels: [UInt8] = [], rng = SeededRandom(seed: 0)
+    for (k, path) in names.enumerated() {
+      let picture = transforms.apply(try ImageFile.read(path), &rng).converted(to: dims[1])
+      guard picture.width == dims[3], picture.height == dims[2] else {
+        throw DataError("\(path) is \(picture.width)x\(picture.height)\(transforms.isEmpty ? "" : " after --transform \(transforms.spec)"); the model takes \(dims[3])x\(dims[2]) images")
+      }
+      pixels += picture.pixels
+      print("image \(k): \(path)")
+    }
+    let set = ImageDataset(images: pixels, labels: [UInt8](repeating: 0, count: names.count), count: names.count, rows: dims[2], cols: dims[3], channels: dims[1])
+    var values = [Float](repeating: 0, count: pixels.count)
+    set.normalizedBatch(Array(0..<names.count)[...], into: &values, normalization)
+    return NPYArray(shape: [names.count] + Array(dims.dropFirst()), values: values)
+  }
 
   /// The most images one call may take (a compiled program's arena grows with it).
   static let maxBatch = 1024
@@ -31,11 +67,11 @@ struct Infer: ParsableCommand {
     let model = try TrainedModel(try GraphFile(path: file, verbose: modelOptions.verbose), weights: weights)
     try reportingErrors {
       try checkOutputFile(output)
-      let x = try NPYArray.read(input)
       guard let image = model.graph.inputs.first(where: { $0.dtype == .f32 }), let dims = model.shapes[image.name]?.dims,
             let out = model.graph.output, let outDims = model.shapes[out]?.dims else {
         throw DataError("\(file): the graph has no f32 image input or no output")
       }
+      let x = try array(model, dims: dims)
       let want = Array(dims.dropFirst())
       guard x.shape.count == dims.count, Array(x.shape.dropFirst()) == want else {
         throw DataError("\(input) is an array of shape \(x.shape); the model takes [N, \(want.map(String.init).joined(separator: ", "))]")
