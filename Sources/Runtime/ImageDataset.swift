@@ -99,7 +99,7 @@ public struct ImageDataset: Sendable {
     var rng = SeededRandom(seed: 0)
     var out: [UInt8] = [], size: (Int, Int)?
     for i in 0..<count {
-      let image = transforms.apply(PlanarImage(width: cols, height: rows, channels: channels,
+      let image = try transforms.apply(PlanarImage(width: cols, height: rows, channels: channels,
                                                pixels: Array(images[(i * imageBytes)..<((i + 1) * imageBytes)])), &rng)
       size = size ?? (image.height, image.width)
       out += image.pixels

@@ -55,7 +55,7 @@ extension ImageDataset {
           throw DataError("\(path): only PNG and JPEG images are read (class folders hold \(ImageFile.extensions.joined(separator: ", ")) files)")
         }
         var rng = SeededRandom(seed: 0)
-        let image = transforms.apply(try ImageFile.decode(try readMaybeGzipped(path, limit: max(maxPNGBytes, JPEG.maxFileBytes)), path: path), &rng)
+        let image = try transforms.apply(try ImageFile.decode(try readMaybeGzipped(path, limit: max(maxPNGBytes, JPEG.maxFileBytes)), path: path), &rng, path: path)
         if let first = decoded.first?.0, (first.width, first.height) != (image.width, image.height) {
           let how = transforms.isEmpty ? "every image of a data set has one size (--transform resize:N,center_crop:N makes photos of any size one)"
                                        : "--transform \(transforms.spec) leaves images of two sizes; end it with a crop (center_crop:N) or resize:HxW"

@@ -18,8 +18,10 @@ public enum ImageTransform: Equatable, Sendable, CustomStringConvertible {
   /// Mirrored left to right with probability 1/2: `RandomHorizontalFlip()`.
   case flip
 
-  /// The largest side a transform may produce.
+  /// The largest side a transform's size may name.
   public static let mostPixels = 8192
+  /// The most pixels an image may have after a transform: `resize:8192` of a 100:1 panorama would be 20 GB of RGB.
+  public static let mostImagePixels = JPEG.maxPixels
   /// `RandomResizedCrop`'s defaults: the window's share of the area, and its aspect ratio (width / height).
   public static let cropScale = (0.08, 1.0), cropRatio = (3.0 / 4.0, 4.0 / 3.0)
   /// Draws of a window before `RandomResizedCrop` falls back to the centre.
@@ -86,14 +88,18 @@ public enum ImageTransform: Equatable, Sendable, CustomStringConvertible {
     }
   }
 
-  /// The image after this transform; a random one draws from `rng`.
-  public func apply(_ image: PlanarImage, _ rng: inout SeededRandom) -> PlanarImage {
+  /// The image after this transform; a random one draws from `rng`. A resize that would pass `mostImagePixels` is
+  /// refused (`path` names the image).
+  public func apply(_ image: PlanarImage, _ rng: inout SeededRandom, path: String = "an image") throws -> PlanarImage {
     switch self {
     case .resize(let n):
       let (w, h) = (image.width, image.height)
       // The shorter side becomes n and the longer n * long / short, truncated (torchvision's rule).
-      let long = Int(Double(n) * Double(max(w, h)) / Double(min(w, h)))
-      return Resample.bilinear(image, width: w <= h ? n : long, height: w <= h ? long : n)
+      let long = Double(n) * Double(max(w, h)) / Double(min(w, h))
+      guard long * Double(n) <= Double(Self.mostImagePixels) else {
+        throw DataError("\(path): \(self) would make its \(w)x\(h) pixels \(Int(long)) long, more than \(Self.mostImagePixels >> 20) Mpx")
+      }
+      return Resample.bilinear(image, width: w <= h ? n : Int(long), height: w <= h ? Int(long) : n)
     case .resizeTo(let h, let w):
       return Resample.bilinear(image, width: w, height: h)
     case .centerCrop(let h, let w):
@@ -165,9 +171,11 @@ public enum ImageTransform: Equatable, Sendable, CustomStringConvertible {
 }
 
 extension Array where Element == ImageTransform {
-  /// The image after every transform in order.
-  public func apply(_ image: PlanarImage, _ rng: inout SeededRandom) -> PlanarImage {
-    reduce(image) { $1.apply($0, &rng) }
+  /// The image after every transform in order (`path` names it in errors).
+  public func apply(_ image: PlanarImage, _ rng: inout SeededRandom, path: String = "an image") throws -> PlanarImage {
+    var out = image
+    for t in self { out = try t.apply(out, &rng, path: path) }
+    return out
   }
 
   /// The height and width every image has after the transforms, when the last one fixes them.

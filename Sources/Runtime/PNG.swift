@@ -16,6 +16,11 @@ public struct PlanarImage: Sendable {
   public var channels: Int
   public var pixels: [UInt8]
 
+  /// `pixels` planar: `channels` planes of height x width bytes.
+  public init(width: Int, height: Int, channels: Int, pixels: [UInt8]) {
+    (self.width, self.height, self.channels, self.pixels) = (width, height, channels, pixels)
+  }
+
   /// The image with `count` channels: grey replicated into three planes, or RGB reduced to its luma.
   public func converted(to count: Int) -> PlanarImage {
     guard count != channels else { return self }

@@ -51,6 +51,17 @@ import Testing
     }
   }
 
+  /// A resize that would make a thin image enormous (resize:8192 of a 200:1 strip) is one error naming the file.
+  @Test func absurdResizesAreRefused() throws {
+    var rng = SeededRandom(seed: 1)
+    let strip = PlanarImage(width: 400, height: 2, channels: 1, pixels: [UInt8](repeating: 9, count: 800))
+    do {
+      _ = try [ImageTransform.resize(8192)].apply(strip, &rng, path: "strip.png")
+      Issue.record("a 1.6-gigapixel resize was made")
+    } catch let e as DataError { #expect(e.description.hasPrefix("strip.png: resize:8192 would make its 400x2 pixels 1638400 long"), "\(e)") }
+    #expect(try [ImageTransform.resize(4)].apply(strip, &rng).width == 800)
+  }
+
   /// The random crop's windows stay inside the image, cover 8% to all of it, keep the ratio range, and come from the
   /// seed alone; the flip mirrors about half of the draws.
   @Test func randomStepsAreSeededAndInRange() throws {
@@ -71,7 +82,7 @@ import Testing
     #expect(strip.height == 30 && strip.width == 40 && strip.left == 180, "\(strip)")
     let picture = try Self.image("landscape.png")
     var flips = SeededRandom(seed: 3), mirrored = 0
-    for _ in 0..<200 where ImageTransform.flip.apply(picture, &flips).pixels != picture.pixels { mirrored += 1 }
+    for _ in 0..<200 where try ImageTransform.flip.apply(picture, &flips).pixels != picture.pixels { mirrored += 1 }
     #expect(mirrored > 70 && mirrored < 130, "\(mirrored) of 200")
   }
 }

@@ -42,7 +42,7 @@ struct Infer: ParsableCommand {
     try normalization.check(channels: dims[1])
     var pixels: [UInt8] = [], rng = SeededRandom(seed: 0)
     for (k, path) in names.enumerated() {
-      let picture = transforms.apply(try ImageFile.read(path), &rng).converted(to: dims[1])
+      let picture = try transforms.apply(try ImageFile.read(path), &rng, path: path).converted(to: dims[1])
       guard picture.width == dims[3], picture.height == dims[2] else {
         throw DataError("\(path) is \(picture.width)x\(picture.height)\(transforms.isEmpty ? "" : " after --transform \(transforms.spec)"); the model takes \(dims[3])x\(dims[2]) images")
       }

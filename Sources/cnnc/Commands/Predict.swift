@@ -99,7 +99,7 @@ struct Predict: ParsableCommand {
   /// RGB for three.
   func picture(_ path: String, height: Int, width: Int, channels: Int, transforms: [ImageTransform]) throws -> Item {
     var rng = SeededRandom(seed: 0)
-    let picture = transforms.apply(try ImageFile.read(path), &rng).converted(to: channels)
+    let picture = try transforms.apply(try ImageFile.read(path), &rng, path: path).converted(to: channels)
     guard picture.width == width, picture.height == height else {
       let size = "\(picture.width)x\(picture.height)", takes = "the graph takes \(width)x\(height) images"
       throw DataError(transforms.isEmpty
