@@ -113,6 +113,7 @@ struct Train: ParsableCommand {
     guard ["mnist", "imagenet", "data"].contains(normalize) else { throw ValidationError("--normalize must be mnist, imagenet or data, got '\(normalize)'") }
     if let transform { _ = try InputOptions.transforms(transform) }
     if let headLR, !(headLR.isFinite && headLR > 0) { throw ValidationError("--head-lr must be a positive number, got \(headLR)") }
+    if let headLR, !(headLR / lr).isFinite { throw ValidationError("--head-lr \(headLR) over --lr \(lr) is not a finite ratio") }
     if let replaceHead, !(2...Self.mostClasses).contains(replaceHead) {
       throw ValidationError("--replace-head takes 2 to \(Self.mostClasses) outputs, got \(replaceHead)")
     }
