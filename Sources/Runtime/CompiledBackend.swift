@@ -2,7 +2,6 @@ import COpenBLAS
 import CSpin
 import Dispatch
 import Foundation
-
 import GraphIR
 import Lowering
 

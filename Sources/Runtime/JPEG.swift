@@ -130,6 +130,32 @@ public enum ImageFile {
     try decode(try readRegularFile(path, maxBytes: max(ImageDataset.maxPNGBytes, JPEG.maxFileBytes)), path: path)
   }
 
+  /// The image files `path` names: a directory's PNGs and JPEGs sorted by name (at least one), or the file itself
+  /// when its name is an image's; nil for anything else (an array or data file the caller reads its own way).
+  public static func paths(named path: String) throws -> [String]? {
+    var isDirectory: ObjCBool = false
+    if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue {
+      let names = try FileManager.default.contentsOfDirectory(atPath: path).filter(isImageName).sorted()
+      guard !names.isEmpty else { throw DataError("\(path) holds no \(extensions.joined(separator: ", ")) files") }
+      return names.map { Path.join(path, $0) }
+    }
+    return isImageName(path) ? [path] : nil
+  }
+
+  /// The file at `path` after `transforms`, with `channels` channels (grey's luma, or grey replicated), which must
+  /// then be `width` x `height`: what a model of that input takes.
+  public static func read(_ path: String, transforms: [ImageTransform], channels: Int, height: Int, width: Int) throws -> PlanarImage {
+    var rng = SeededRandom(seed: 0)
+    let picture = try transforms.apply(try read(path), &rng, path: path).converted(to: channels)
+    guard picture.width == width, picture.height == height else {
+      let size = "\(picture.width)x\(picture.height)", takes = "the graph takes \(width)x\(height) images"
+      throw DataError(transforms.isEmpty
+        ? "\(path) is \(size); \(takes) (--transform resize:\(min(width, height)),center_crop:\(height)x\(width) makes any photo fit)"
+        : "\(path) is \(size) after --transform \(transforms.spec); \(takes)")
+    }
+    return picture
+  }
+
   /// Decodes PNG or JPEG bytes; `path` names the file in messages.
   public static func decode(_ bytes: [UInt8], path: String) throws -> PlanarImage {
     if JPEG.isJPEG(bytes) { return try JPEG.decodePlanar(bytes, path: path) }

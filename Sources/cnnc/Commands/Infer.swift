@@ -25,9 +25,7 @@ struct Infer: ParsableCommand {
   /// The input as the model's array: the `.npy` file as it is, or the photos it names, each transformed, made the
   /// model's channels and normalised (their order, a line each, on standard output).
   func array(_ model: TrainedModel, dims: [Int]) throws -> NPYArray {
-    var isDirectory: ObjCBool = false
-    let directory = FileManager.default.fileExists(atPath: input, isDirectory: &isDirectory) && isDirectory.boolValue
-    guard directory || ImageFile.isImageName(input) else {
+    guard let names = try ImageFile.paths(named: input) else {
       guard inputOptions.transform == nil, inputOptions.normalize == nil, inputOptions.mean == nil else {
         throw DataError("--transform, --normalize, --mean and --std prepare photos; \(input) is an array, used as it is")
       }
@@ -36,17 +34,11 @@ struct Infer: ParsableCommand {
     guard dims.count == 4, dims[1] == 1 || dims[1] == 3 else {
       throw DataError("the graph's image input must be [N, 1, H, W] or [N, 3, H, W] to take photos")
     }
-    let names = directory ? try FileManager.default.contentsOfDirectory(atPath: input).filter(ImageFile.isImageName).sorted().map { Path.join(input, $0) } : [input]
-    guard !names.isEmpty else { throw DataError("\(input) holds no \(ImageFile.extensions.joined(separator: ", ")) files") }
     let (normalization, transforms) = try inputOptions.resolve(model)
     try normalization.check(channels: dims[1])
-    var pixels: [UInt8] = [], rng = SeededRandom(seed: 0)
+    var pixels: [UInt8] = []
     for (k, path) in names.enumerated() {
-      let picture = try transforms.apply(try ImageFile.read(path), &rng, path: path).converted(to: dims[1])
-      guard picture.width == dims[3], picture.height == dims[2] else {
-        throw DataError("\(path) is \(picture.width)x\(picture.height)\(transforms.isEmpty ? "" : " after --transform \(transforms.spec)"); the model takes \(dims[3])x\(dims[2]) images")
-      }
-      pixels += picture.pixels
+      pixels += try ImageFile.read(path, transforms: transforms, channels: dims[1], height: dims[2], width: dims[3]).pixels
       print("image \(k): \(path)")
     }
     let set = ImageDataset(images: pixels, labels: [UInt8](repeating: 0, count: names.count), count: names.count, rows: dims[2], cols: dims[3], channels: dims[1])

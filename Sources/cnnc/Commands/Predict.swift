@@ -75,13 +75,11 @@ struct Predict: ParsableCommand {
   /// The images the argument names: every PNG and JPEG of a directory (sorted by name), one of them, or one IDX image.
   /// Photos go through `transforms` first; an IDX file's images are used as they are.
   func items(height: Int, width: Int, channels: Int, transforms: [ImageTransform]) throws -> [Item] {
-    var isDirectory: ObjCBool = false
-    if FileManager.default.fileExists(atPath: image, isDirectory: &isDirectory), isDirectory.boolValue {
-      let names = try FileManager.default.contentsOfDirectory(atPath: image).filter(ImageFile.isImageName).sorted()
-      guard !names.isEmpty else { throw DataError("\(image) holds no \(ImageFile.extensions.joined(separator: ", ")) files") }
-      return try names.map { try picture(Path.join(image, $0), height: height, width: width, channels: channels, transforms: transforms) }
+    if let paths = try ImageFile.paths(named: image) {
+      return try paths.map { path in
+        Item(name: path, pixels: try ImageFile.read(path, transforms: transforms, channels: channels, height: height, width: width).pixels, label: nil)
+      }
     }
-    if ImageFile.isImageName(image) { return [try picture(image, height: height, width: width, channels: channels, transforms: transforms)] }
     guard channels == 1 else { throw DataError("\(image): IDX images are grey; this graph takes \(channels)-channel images (give a PNG or JPEG)") }
     let bytes = try ImageDataset.readMaybeGzipped(image)
     let idx = try ImageDataset.parse(bytes, path: image, magic: 0x0000_0803)
@@ -93,20 +91,6 @@ struct Predict: ParsableCommand {
     return (index..<(index + count)).map { i in
       Item(name: "\(image)[\(i)]", pixels: Array(idx.data[(i * px)..<((i + 1) * px)]), label: labels.map { Int($0[i]) })
     }
-  }
-
-  /// A PNG or JPEG after `transforms`, as the graph's channels: grey for one (colour reduced to its luma), planar
-  /// RGB for three.
-  func picture(_ path: String, height: Int, width: Int, channels: Int, transforms: [ImageTransform]) throws -> Item {
-    var rng = SeededRandom(seed: 0)
-    let picture = try transforms.apply(try ImageFile.read(path), &rng, path: path).converted(to: channels)
-    guard picture.width == width, picture.height == height else {
-      let size = "\(picture.width)x\(picture.height)", takes = "the graph takes \(width)x\(height) images"
-      throw DataError(transforms.isEmpty
-        ? "\(path) is \(size); \(takes) (--transform resize:\(min(width, height)),center_crop:\(height)x\(width) makes any photo fit)"
-        : "\(path) is \(size) after --transform \(transforms.spec); \(takes)")
-    }
-    return Item(name: path, pixels: picture.pixels, label: nil)
   }
 
   /// The true labels from the labels file beside an IDX images file (`...-images-idx3-ubyte[.gz]` ->

@@ -205,10 +205,14 @@ struct Train: ParsableCommand {
     }
   }
 
+  /// Where the head is: the last node with parameters (a classifier's dense layer, PyTorch's fc or classifier.N),
+  /// which --replace-head, --head-lr and --freeze-backbone name.
+  static func headIndex(_ g: Graph) -> Int? { g.nodes.lastIndex { !$0.op.parameterSuffixes.isEmpty } }
+
   /// The graph with its last dense layer (the classifier) given `--replace-head` outputs, under its own name.
   func headReplaced(_ g: Graph) throws -> Graph {
     guard let n = replaceHead else { return g }
-    guard let i = g.nodes.lastIndex(where: { !$0.op.parameterSuffixes.isEmpty }) else { throw DataError("--replace-head: the graph has no layer with parameters") }
+    guard let i = Self.headIndex(g) else { throw DataError("--replace-head: the graph has no layer with parameters") }
     guard case .dense(var attrs) = g.nodes[i].op, !attrs.scaled else {
       throw DataError("--replace-head: the last layer with parameters, '\(g.stateKey(g.nodes[i].name))', is \(g.nodes[i].op.spelling), not a dense layer")
     }
@@ -221,14 +225,14 @@ struct Train: ParsableCommand {
 
   /// The classifier's learning rate over the others' (`--head-lr`, a parameter group of its own), by parameter.
   func headRates(_ g: Graph) -> [String: Float] {
-    guard let headLR, let head = g.nodes.last(where: { !$0.op.parameterSuffixes.isEmpty }) else { return [:] }
+    guard let headLR, let head = Self.headIndex(g).map({ g.nodes[$0] }) else { return [:] }
     say("head: \(g.stateKey(head.name)) trains at lr \(headLR), the rest at \(lr)")
     return Dictionary(uniqueKeysWithValues: head.op.parameterSuffixes.map { ("\(head.name).\($0)", headLR / lr) })
   }
 
   /// `weights` with the new head's tensors (`--replace-head`) taken from `fresh`.
   func withNewHead(_ weights: SafeTensors, _ fresh: Parameters, _ g: Graph) -> SafeTensors {
-    guard replaceHead != nil, let head = g.nodes.last(where: { !$0.op.parameterSuffixes.isEmpty }) else { return weights }
+    guard replaceHead != nil, let head = Self.headIndex(g).map({ g.nodes[$0] }) else { return weights }
     var st = weights
     for suffix in head.op.parameterSuffixes {
       let name = "\(head.name).\(suffix)"
@@ -242,7 +246,7 @@ struct Train: ParsableCommand {
   func frozen(_ g: Graph) throws -> Graph {
     var names = Set<String>()
     if freezeBackbone {
-      guard let head = g.nodes.last(where: { !$0.op.parameterSuffixes.isEmpty }) else { throw DataError("the graph has no parameters to freeze") }
+      guard let head = Self.headIndex(g).map({ g.nodes[$0] }) else { throw DataError("the graph has no parameters to freeze") }
       names = Set(g.parameterNames.filter { !$0.hasPrefix(head.name + ".") })
     }
     for prefix in (freeze ?? "").split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) where !prefix.isEmpty {
