@@ -103,6 +103,26 @@ public struct Graph: Sendable {
     nodes.flatMap { n in n.op.parameterSuffixes.map { "\(n.name).\($0)" } }
   }
 
+  /// The values that depend on a trained parameter (one not `frozen`), in the forward nodes: the ones a gradient
+  /// can reach. Without frozen parameters, every node that has or follows a parameter.
+  public var trainedValues: Set<String> {
+    var trained = Set<String>()
+    for n in nodes where n.op.parameterSuffixes.contains(where: { !frozen.contains("\(n.name).\($0)") }) || n.args.contains(where: trained.contains) {
+      trained.insert(n.name)
+    }
+    return trained
+  }
+
+  /// The nodes of a fine-tuning step that run as in evaluation (PyTorch's `module.eval()` on the frozen part):
+  /// with frozen parameters, every forward node that no trained parameter feeds. Their batch norms normalise
+  /// with the running statistics and leave them unchanged, their dropout passes values through, and no gradient
+  /// reaches them. Empty when nothing is frozen.
+  public var evaluationNodes: Set<String> {
+    guard !frozen.isEmpty else { return [] }
+    let trained = trainedValues
+    return Set(nodes.filter { $0.op.definition is any ForwardOp && !trained.contains($0.name) }.map(\.name))
+  }
+
   /// Buffer names (`bn1.running_mean`, ...) in definition order: float state with no gradient.
   public var bufferNames: [String] {
     nodes.flatMap { n in n.op.bufferSuffixes.map { "\(n.name).\($0)" } }

@@ -42,7 +42,10 @@ public func lower(_ graph: Graph, batch: Int, mode: LoweringMode, target: Target
   }()
   let training = mode != .infer
   let kernels = try g.nodes.map { n throws(DiagnosticList) in try lowering(of: n) }
-  let refused = zip(g.nodes, kernels).compactMap { n, k in k.check(n, shapes, training: training).map { Diagnostic.error($0, at: n.opRange) } }
+  let evaluation = training ? g.evaluationNodes : []
+  let refused = zip(g.nodes, kernels).compactMap { n, k in
+    k.check(n, shapes, training: training && !evaluation.contains(n.name)).map { Diagnostic.error($0, at: n.opRange) }
+  }
   if !refused.isEmpty { throw DiagnosticList(refused) }
   var scratch: [String: Int] = [:]
   for (n, k) in zip(g.nodes, kernels) { scratch[n.name] = k.scratchFloats(n, shapes, target, training: training) }
@@ -94,7 +97,8 @@ public func lower(_ graph: Graph, batch: Int, mode: LoweringMode, target: Target
 
 /// Where each stateful op of a training program leaves its batch statistics, and the buffers they update.
 func batchStatistics(_ g: Graph, _ shapes: ShapeTable, _ plan: MemoryPlan) -> [BatchStatistics] {
-  g.nodes.compactMap { n in
+  let evaluation = g.evaluationNodes
+  return g.nodes.filter { !evaluation.contains($0.name) }.compactMap { n in
     (n.op.definition as? any StatefulOp).map { op in
       BatchStatistics(node: n.name, values: n.op.secondaryOutputs.map { plan.placements["\(n.name).\($0)"]! }, names: n.op.secondaryOutputs,
                       buffers: n.op.bufferSuffixes.map { plan.placements["\(n.name).\($0)"]! },
@@ -153,7 +157,11 @@ struct Emitter {
   let shapes: ShapeTable
   let plan: MemoryPlan
   let training: Bool
+  /// The nodes of a training program that run as in evaluation: a fine-tuning step's frozen part (`Graph.evaluationNodes`).
+  let evaluation: Set<String>
   let target: Target
+  /// Whether node `n` runs in training mode (batch statistics, dropout): a training program's, outside its frozen part.
+  func trains(_ n: Node) -> Bool { training && !evaluation.contains(n.name) }
   /// f32 lanes of the target's vectors: the width of every vector statement.
   var lanes: Int { target.lanes }
   var body: [Stmt] = []
@@ -179,6 +187,7 @@ struct Emitter {
     self.shapes = shapes
     self.plan = plan
     self.training = training
+    evaluation = training ? graph.evaluationNodes : []
     self.target = target
     channelsLast = training ? [] : chooseChannelsLast(graph, shapes, target: target)
   }

@@ -32,8 +32,10 @@ public func planMemory(_ g: Graph, _ shapes: ShapeTable, scratch: [String: Int],
   func rootOf(_ v: String) -> String { root[v].map(rootOf) ?? v }
   var start: [String: Int] = [:], end: [String: Int] = [:]
   let last = g.nodes.count
+  // A fine-tuning step's frozen part runs as in evaluation (`Graph.evaluationNodes`): no statistics, dropout an alias.
+  let evaluation = training ? g.evaluationNodes : []
   for (i, n) in g.nodes.enumerated() {
-    if let src = aliasSource(n, training: training) { root[n.name] = src }
+    if let src = aliasSource(n, training: training && !evaluation.contains(n.name)) { root[n.name] = src }
     for a in n.args { end[rootOf(a)] = max(end[rootOf(a)] ?? i, i) }
     let outs = [n.name] + n.op.secondaryOutputs.map { "\(n.name).\($0)" }
     for o in outs where root[o] == nil {
@@ -43,7 +45,7 @@ public func planMemory(_ g: Graph, _ shapes: ShapeTable, scratch: [String: Int],
   }
   for keep in [g.output, g.minimize].compactMap({ $0 }) { end[rootOf(keep)] = last }
   if training {
-    for n in g.nodes where n.op.definition is any StatefulOp {
+    for n in g.nodes where n.op.definition is any StatefulOp && !evaluation.contains(n.name) {
       for s in n.op.secondaryOutputs { end["\(n.name).\(s)"] = last }
     }
   }

@@ -9,11 +9,12 @@ import GraphIR
 /// whose epilogue applies it; the batch norm's users read `c`. The normalisation then costs no pass
 /// over the activations, and the conv fuses with a relu and pool after it. The fold node moves before
 /// the conv it feeds; the state layout is the source graph's, so node order does not change it.
-/// Training graphs are never folded: their batch norms normalise with batch statistics.
-public func foldBatchNorm(_ g: Graph) -> Graph {
+/// In a training graph only the batch norms `within` fold: those of its frozen part (`Graph.evaluationNodes`); the
+/// others normalise with batch statistics.
+public func foldBatchNorm(_ g: Graph, within: Set<String>? = nil) -> Graph {
   var r = GraphRewriter(g)
   let producers = Dictionary(g.nodes.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
-  for n in g.nodes {
+  for n in g.nodes where within?.contains(n.name) ?? true {
     guard case .batchNorm(let a) = n.op, let p = producers[n.args[0]], r.only(p.name) != nil, p.name != g.output,
           let (op, channels) = p.op.definition.batchNormFoldedForm else { continue }
     r.insertBefore[p.name] = [Node(name: n.name, op: .batchNormFold(BatchNormFoldAttrs(channels: channels, norm: a)), args: [],

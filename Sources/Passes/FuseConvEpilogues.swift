@@ -9,19 +9,22 @@ import GraphIR
 /// The fused node keeps the conv's name (its parameters keep their `state_dict` names) and stands where the
 /// last fused node stood, after the residual is computed. A conv whose only reader is a relu is left to
 /// `fuseConvReLUPool`, which runs next and may take a pool after the relu too.
-public func fuseConvEpilogues(_ g: Graph, shapes: ShapeTable) -> Graph {
+///
+/// In a training graph only nodes `within` fuse: its frozen part (`Graph.evaluationNodes`), which no gradient reads.
+public func fuseConvEpilogues(_ g: Graph, shapes: ShapeTable, within: Set<String>? = nil) -> Graph {
   var r = GraphRewriter(g)
+  let fusible = { (name: String) in within?.contains(name) ?? true }
   // Adds and activations already fused: a residual add of two convs is fused into the first only.
   var taken = Set<String>()
-  for n in g.nodes {
-    guard case .conv2d(let a) = n.op, !r.protected.contains(n.name), let user = r.only(n.name), !taken.contains(user.name) else { continue }
+  for n in g.nodes where fusible(n.name) {
+    guard case .conv2d(let a) = n.op, !r.protected.contains(n.name), let user = r.only(n.name), fusible(user.name), !taken.contains(user.name) else { continue }
     var last = user, residual: (name: String, range: SourceRange)?, activation: Op?
     if case .add = user.op, user.args.count == 2, user.args[0] != user.args[1] {
       let k = user.args[0] == n.name ? 1 : 0
       // A per-channel operand ([N, C, 1, 1]) is a broadcast, not a residual.
       guard shapes[user.args[k]]?.dims == shapes[n.name]?.dims else { continue }
       residual = (user.args[k], user.argRange(k))
-      if !r.protected.contains(user.name), let next = r.only(user.name), isEpilogueActivation(next.op) {
+      if !r.protected.contains(user.name), let next = r.only(user.name), fusible(next.name), isEpilogueActivation(next.op) {
         (last, activation) = (next, next.op)
       }
     } else if isEpilogueActivation(user.op), user.op != .relu {

@@ -55,13 +55,15 @@ public struct Pipeline: Sendable {
       t = TypedGraph(graph: g, shapes: try inferShapes(g, batch: batch, known: t.shapes))
     }
     if last >= .fused, fuse {
-      if purpose == .inference {
-        let g = foldBatchNorm(t.graph)
+      // A training step's frozen part (`Graph.evaluationNodes`) runs as inference does, so it is fused as inference is.
+      let evaluation = purpose == .inference ? nil : t.graph.evaluationNodes
+      if evaluation?.isEmpty != true {
+        let g = foldBatchNorm(t.graph, within: evaluation)
         t = TypedGraph(graph: g, shapes: try inferShapes(g, batch: batch))
       }
       // Fusion renames and retypes nodes (a fused conv takes its pool's shape), so its types are inferred anew.
       // Epilogues first, on the shapes they were inferred with (they leave conv + relu alone, for the pool fusion).
-      let epilogues = purpose == .inference ? fuseConvEpilogues(t.graph, shapes: t.shapes) : t.graph
+      let epilogues = evaluation?.isEmpty != true ? fuseConvEpilogues(t.graph, shapes: t.shapes, within: evaluation) : t.graph
       let g = fuseConvReLUPool(epilogues, shapes: t.shapes)
       t = TypedGraph(graph: g, shapes: try inferShapes(g, batch: batch))
     }

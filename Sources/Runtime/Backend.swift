@@ -98,7 +98,9 @@ public struct InterpreterBackend: Backend {
     var grads: [String: [Float]] = [:]
     var loss: Float = 0
     var logits: [Float] = []
-    let stateful = forward.nodes.filter { $0.op.definition is any StatefulOp }
+    // The frozen part of a fine-tuning step keeps its running statistics (`Graph.evaluationNodes`).
+    let evaluation = forward.evaluationNodes
+    let stateful = forward.nodes.filter { $0.op.definition is any StatefulOp && !evaluation.contains($0.name) }
     var statistics = [[[[Float]]]](repeating: [], count: stateful.count)
     for s in 0..<shards {
       let ctx = ReferenceContext(training: true, seed: UInt64(bitPattern: shardSeed(seed, s)), step: UInt64(step))

@@ -28,13 +28,17 @@ public struct Interpreter<T: Real> {
       env[decl.name] = v
     }
     for (name, t) in parameters { env[name] = .f32(t) }
+    // A fine-tuning step's frozen part runs as in evaluation (`Graph.evaluationNodes`).
+    let evaluation = context.training ? graph.evaluationNodes : []
+    var evaluating = context
+    evaluating.training = false
     for node in graph.nodes {
       var operands = node.args.map { env[$0]! }
       for suffix in node.op.parameterSuffixes + node.op.bufferSuffixes {
         guard let p = parameters["\(node.name).\(suffix)"] else { throw EvaluationError("missing parameter '\(node.name).\(suffix)'") }
         operands.append(.f32(p))
       }
-      let outputs = try node.op.referenceOutputs(node, operands, context)
+      let outputs = try node.op.referenceOutputs(node, operands, evaluation.contains(node.name) ? evaluating : context)
       env[node.name] = .f32(outputs[0])
       for (suffix, t) in zip(node.op.secondaryOutputs, outputs.dropFirst()) { env["\(node.name).\(suffix)"] = .f32(t) }
     }

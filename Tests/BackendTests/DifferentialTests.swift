@@ -697,6 +697,72 @@ import Testing
     }
   }
 
+  /// A frozen backbone runs as in evaluation, as PyTorch users set it with `backbone.eval()`: its batch norms
+  /// normalise with the running statistics and leave them (and their step counters) unchanged, so a step's
+  /// logits are the inference logits of the weights before it; the compiled step (its frozen part folded and
+  /// fused as inference is) matches the interpreter, in one shard and two. A batch norm outside the frozen part
+  /// (bncnn's bn3, after the trained fc1) still trains on batch statistics.
+  @Test(arguments: [("resnet8.graph", "fc", 1), ("resnet8.graph", "fc", 2), ("bncnn.graph", "fc1", 1), ("unfolded", "fc", 2)])
+  func frozenBackboneRunsAsInEvaluation(_ file: String, _ head: String, _ shards: Int) throws {
+    let d = try Differential(source: file == "unfolded" ? Self.unfoldedBatchNorms : try Self.source(file), batch: 4)
+    var graph = d.graph
+    let headIndex = graph.nodes.firstIndex { $0.name == head }!
+    graph.frozen = Set(graph.nodes[..<headIndex].flatMap { n in n.op.parameterSuffixes.map { "\(n.name).\($0)" } })
+    #expect(graph.evaluationNodes == Set(graph.nodes[..<headIndex].map(\.name)))
+    // The frozen part is folded and fused as inference is: a batch norm after a conv leaves no batchnorm node.
+    let fused = try Pipeline(batch: d.batch, purpose: .training).run(graph, to: .fused).graph
+    let left = fused.nodes.filter { graph.evaluationNodes.contains($0.name) && $0.op.spelling == "batchnorm" }.map(\.name)
+    #expect(left == (file == "unfolded" ? ["bn1"] : []), "\(left)")
+    // Running statistics far from PyTorch's initial (0, 1), so that evaluation mode shows in the logits.
+    var start = d.parameters
+    var rng = SeededRandom(seed: 9)
+    for name in graph.bufferNames {
+      start.values[name] = start.values[name]!.map { _ in name.hasSuffix("running_var") ? rng.uniform(0.5, 2) : rng.uniform(-0.5, 0.5) }
+    }
+    let optimizer = Optimizer(kind: .sgd, learningRate: 0.05, momentum: 0.9)
+    var interp = try InterpreterBackend(graph: graph, shards: shards)
+    interp.load(start, optimizer)
+    let before = try interp.infer(images: d.images, count: d.batch)
+    let b = try CompiledBackend(name: "jit", graph: graph, batch: d.batch, optimizer: optimizer, compiler: try JITCompiler(target: try TestTargets.resolve("host")),
+                                inferenceCalls: [d.batch], shards: shards)
+    try b.load(start, optimizer)
+    for step in 1...3 {
+      let r = try interp.trainStep(images: d.images, labels: d.labels, seed: 5, step: step, learningRate: 0.05)
+      let c = try b.trainStep(images: d.images, labels: d.labels, seed: 5, step: step, learningRate: 0.05)
+      expectClose(r.logits, c.logits, rtol: 1e-3, atol: 1e-4, "logits of step \(step)")
+      if step == 1, file != "bncnn.graph" { expectClose(r.logits, before, rtol: 1e-4, atol: 1e-5, "a step's logits are inference's") }
+    }
+    let p = interp.parameters(), q = b.parameters()
+    for name in graph.bufferNames + graph.counterNames {
+      let frozenPart = graph.evaluationNodes.contains(String(name.split(separator: ".")[0]))
+      if let v = q.values[name] {
+        #expect((v == start.values[name]!) == frozenPart, "\(name): frozen \(frozenPart)")
+        expectClose(p.values[name]!, v, rtol: 1e-4, atol: 1e-6, name)
+      } else {
+        #expect((q.counters[name] == 0) == frozenPart && (p.counters[name] == 0) == frozenPart, "\(name): frozen \(frozenPart)")
+      }
+    }
+    for name in graph.parameterNames where !graph.frozen.contains(name) {
+      expectClose(p.values[name]!, q.values[name]!, rtol: 1e-3, atol: 1e-5, "\(name) after 3 steps, \(shards) shards")
+    }
+  }
+
+  /// A frozen batch norm no conv feeds alone (after a relu), with dropout: both run in evaluation mode unfolded.
+  static let unfoldedBatchNorms = """
+    graph unfolded
+    input image: f32[N, 1, 8, 8]
+    input label: i32[N]
+    conv1 = conv2d(image, filters: 4, kernel: 3, padding: 1)
+    relu1 = relu(conv1)
+    bn1 = batchnorm(relu1)
+    drop = dropout(bn1, rate: 0.5)
+    flat = flatten(drop)
+    fc = dense(flat, units: 3)
+    loss = cross_entropy(fc, label)
+    output fc
+    minimize loss
+    """
+
   /// A parameter group's own learning rate (`--head-lr`): the classifier at 20x the rest, the first conv frozen, by
   /// Adam and by SGD with momentum, in one shard and two; the compiled weights match the interpreter's.
   @Test(arguments: [(OptimizerSpec.Kind.adam, 1), (.sgd, 1), (.adam, 2)]) func parameterGroupsTrainAtTheirOwnRates(_ kind: OptimizerSpec.Kind, _ shards: Int) throws {

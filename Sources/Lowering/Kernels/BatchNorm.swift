@@ -51,7 +51,7 @@ extension Emitter {
     body.append(loop("c", d[1]) { e, c in
       let mu = e.fresh("mean"), variance = e.fresh("var"), scale = e.fresh("scale")
       var stmts: [Stmt]
-      if e.training {
+      if e.trains(n) {
         let s = e.fresh("sum"), q = e.fresh("squares")
         let (xs, xv) = (Self.element(e.at(x)), Self.lanes(e.at(x)))
         stmts = e.channelSum(d, c, n, into: s, vector: xv, scalar: xs)

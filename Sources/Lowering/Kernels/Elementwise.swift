@@ -115,7 +115,7 @@ extension AddOp: Lowerable {
 
 extension DropoutOp: Lowerable {
   func lower(_ n: Node, _ e: inout Emitter) {
-    if e.training { e.dropout(n, attrs, key: n.name) }
+    if e.trains(n) { e.dropout(n, attrs, key: n.name) }
   }
   /// The identity at inference: the value is its operand.
   func aliasedOperand(training: Bool) -> Int? { training ? nil : 0 }
