@@ -2,9 +2,9 @@
 
 The photos: CLASSES classes of synthetic JPEGs of 160 to 320 pixels a side (each class a hue and a shape on a
 noisy background, drawn at a random place and size), TRAIN and TEST per class, seeded. The model: torchvision's
-resnet18 with random seeded weights (no weights can be downloaded), exported to ONNX twice: in eval mode (its batch
-norms folded into the convs, which is a frozen backbone's batch norms in evaluation mode) for the head-only run, and
-with its batch norms kept (training=PRESERVE) for the whole-network run. The protocol for both: Resize(256),
+resnet18 with random seeded weights (no weights can be downloaded), exported to ONNX with its batch norms kept
+(training=PRESERVE); head-only, cnnc runs the frozen backbone as in evaluation (running statistics, folded into the
+convs), as PyTorch's model.eval() does. The protocol for both: Resize(256),
 CenterCrop(224) and ImageNet's normalisation, applied once as the images are read; a new head of CLASSES outputs;
 Adam, lr 1e-3, batch 16, EPOCHS epochs, shuffled; head-only: the backbone frozen and in eval mode. PyTorch runs
 eager on the same transformed images held in memory (as cnnc holds them), 2 threads. cnnc trains the whole network
@@ -123,11 +123,11 @@ os.makedirs(work, exist_ok=True)
 data = f"{work}/photos"
 if not os.path.exists(f"{data}/test"):
     photos(data)
-models = {True: exported(f"{work}/resnet18_eval.onnx", preserve=False), False: exported(f"{work}/resnet18_train.onnx", preserve=True)}
+model = exported(f"{work}/resnet18_train.onnx", preserve=True)
 rows = []
 for head_only in [True, False]:
     mode = "head-only" if head_only else "whole network"
-    ours = cnnc_run(models[head_only], data, head_only)
+    ours = cnnc_run(model, data, head_only)
     theirs = pytorch_run(data, head_only)
     row = {"mode": mode, "cnnc_test_accuracy": ours[0], "pytorch_test_accuracy": theirs[0],
            "cnnc_train_images_per_s": ours[1], "pytorch_train_images_per_s": theirs[1]}

@@ -103,7 +103,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         _ = try? set.validateImages(forInput: [1, 1, 28, 28])
         if set.count > 0 {
           var out = [Float](repeating: 0, count: set.imageBytes)
-          set.normalizedBatch([0][...], into: &out)
+          try? set.normalizedBatch([0][...], into: &out)
         }
       }
       accepted = true

@@ -17,6 +17,10 @@ public struct Augmentation: Equatable, Sendable, CustomStringConvertible {
     case shift(Int)
     /// A rotation about the centre by an angle uniform in [-D, D] degrees.
     case rotate(Double)
+    /// torchvision's RandomResizedCrop: a window of a random area (scale (0.08, 1)) and aspect ratio ((3/4, 4/3)) of
+    /// the photo as read, resized to height x width (antialiased bilinear). First when given: it makes the size the
+    /// others see. Photo folders only (`ImageTransform.randomResizedCrop`).
+    case randomResizedCrop(height: Int, width: Int)
   }
 
   public var transforms: [Transform]
@@ -42,13 +46,17 @@ public struct Augmentation: Equatable, Sendable, CustomStringConvertible {
       case "crop": out.append(.crop(try pixels()))
       case "shift": out.append(.shift(try pixels()))
       case "flip" where parts.count == 1: out.append(.flip)
+      case "random_resized_crop":
+        guard out.isEmpty else { throw DataError("--augment \(item): random_resized_crop comes first (it sets the size the others see)") }
+        guard case .randomResizedCrop(let h, let w) = try ImageTransform.parse(item, option: "--augment").first! else { preconditionFailure() }
+        out.append(.randomResizedCrop(height: h, width: w))
       case "rotate":
         guard parts.count == 2, let d = Double(parts[1]), d > 0, d <= Self.mostDegrees else {
           throw DataError("--augment \(item): rotate takes degrees above 0 and at most \(Int(Self.mostDegrees)), as rotate:10")
         }
         out.append(.rotate(d))
       default:
-        throw DataError("--augment: '\(item)' is not an augmentation; the choices are crop:PAD, flip, shift:PX and rotate:DEG, comma-separated")
+        throw DataError("--augment: '\(item)' is not an augmentation; the choices are random_resized_crop:N (photo folders), crop:PAD, flip, shift:PX and rotate:DEG, comma-separated")
       }
     }
     transforms = out
@@ -61,8 +69,15 @@ public struct Augmentation: Equatable, Sendable, CustomStringConvertible {
       case .flip: "flip"
       case .shift(let n): "shift:\(n)"
       case .rotate(let d): "rotate:\(d == d.rounded() ? String(Int(d)) : String(d))"
+      case .randomResizedCrop(let h, let w): ImageTransform.randomResizedCrop(height: h, width: w).description
       }
     }.joined(separator: ",")
+  }
+
+  /// The transforms of the photo as read (`random_resized_crop`), which a streamed training set applies as it
+  /// reads each image: they replace the data set's `--transform` in training.
+  public var photoTransforms: [ImageTransform] {
+    transforms.compactMap { if case .randomResizedCrop(let h, let w) = $0 { .randomResizedCrop(height: h, width: w) } else { nil } }
   }
 
   /// The generator of image `index` of step `step`.
@@ -91,6 +106,8 @@ public struct Augmentation: Equatable, Sendable, CustomStringConvertible {
         m = m.after(Affine(y0: Double(dy), x0: Double(dx)))
       case .flip:
         if rng.next() & 1 == 1 { m = m.after(Affine(xx: -1, x0: Double(cols - 1))) }
+      case .randomResizedCrop:
+        continue  // drawn as the photo is read (`photoTransforms`)
       case .rotate(let d):
         let angle = Double(rng.uniform(Float(-d), Float(d))) * .pi / 180
         let (c, s) = (cos(angle), sin(angle))
@@ -137,8 +154,23 @@ public struct Augmentation: Equatable, Sendable, CustomStringConvertible {
 extension ImageDataset {
   /// `normalizedBatch` of augmented images: image j of the batch transformed by the draws of (seed, step, j),
   /// remapped and normalised in one pass.
+  /// A streamed set's photos are read here, their random transforms (`random_resized_crop`) drawing first.
   public func augmentedBatch(_ indices: ArraySlice<Int>, into out: inout [Float], _ n: Normalization, _ a: Augmentation,
-                             seed: UInt64, step: Int) {
+                             seed: UInt64, step: Int) throws {
+    if isStreamed {
+      let (scale, shift) = n.affine(channels: channels), plane = rows * cols
+      for (j, i) in indices.enumerated() {
+        var rng = Augmentation.generator(seed: seed, step: step, index: j)
+        let image = try pixels(i, &rng)
+        let m = a.map(rows: rows, cols: cols, rng: &rng)
+        image.withUnsafeBufferPointer { src in
+          Augmentation.remap(m, src, channels: channels, rows: rows, cols: cols) { k, v in
+            out[j * imageBytes + k] = Float(v) * scale[k / plane] - shift[k / plane]
+          }
+        }
+      }
+      return
+    }
     let px = imageBytes, plane = rows * cols
     let scale = (0..<channels).map { c in 1 / (255 * (n.std.count == 1 ? n.std[0] : n.std[c])) }
     let shift = (0..<channels).map { c in (n.mean.count == 1 ? n.mean[0] : n.mean[c]) / (n.std.count == 1 ? n.std[0] : n.std[c]) }

@@ -41,7 +41,7 @@ public struct Evaluator: Sendable {
     while start < data.count {
       let n = min(batch, data.count - start)
       if buffer.count != n * px { buffer = [Float](repeating: 0, count: n * px) }
-      data.normalizedBatch(Array(start..<(start + n))[...], into: &buffer, normalization)
+      try data.normalizedBatch(Array(start..<(start + n))[...], into: &buffer, normalization)
       let logits = try backend.infer(images: buffer, count: n)
       for i in 0..<n {
         let row = logits[(i * classes)..<((i + 1) * classes)]

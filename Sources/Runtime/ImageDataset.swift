@@ -79,6 +79,8 @@ public struct ImageDataset: Sendable {
   public var path: String
   /// The class names, label order, where the data names them (image folders: the class folders).
   public var classNames: [String]?
+  /// The photo files a streamed set reads per batch (then `images` is empty).
+  public var files: PhotoFiles?
   /// The checkpoint metadata key of the class names (one per line, label order).
   public static let classNamesKey = "cnnc.classes"
   /// Bytes of one image.
@@ -139,9 +141,13 @@ public struct ImageDataset: Sendable {
   /// PNG folders per class (`train/CLASS/*.png`, `test/CLASS/*.png`).
   /// `transforms` (deterministic ones: resize, centre crop) apply to every image as it is read: image folders may
   /// then hold photos of any size.
-  public static func loadSet(directory dir: String, training: Bool, transforms: [ImageTransform] = []) throws -> ImageDataset {
+  /// Folders stream when the transforms fix the size (`loadFolders`), with `channels` channels.
+  public static func loadSet(directory dir: String, training: Bool, transforms: [ImageTransform] = [], channels: Int? = nil) throws -> ImageDataset {
     if transforms.isEmpty { return try loadSet(directory: dir, training: training) }
-    if splitFolder(dir, training: true) != nil { return try loadFolders(directory: dir, training: training, transforms: transforms) }
+    if splitFolder(dir, training: true) != nil { return try loadFolders(directory: dir, training: training, transforms: transforms, channels: channels) }
+    guard !transforms.contains(where: \.isRandom) else {
+      throw DataError("random_resized_crop reads photo folders (train/CLASS/*.jpg); \(dir) holds a data set of one image size (crop:PAD and flip augment it)")
+    }
     return try loadSet(directory: dir, training: training).transformed(by: transforms)
   }
 
@@ -191,6 +197,7 @@ public struct ImageDataset: Sendable {
   /// A 64-bit hash of the images, labels and their shape, in hex: tells two data sets apart (a resumed run's from
   /// its checkpoint's) without keeping either. Eight bytes a step, so 47 MB take a few tens of milliseconds.
   public func fingerprint() -> String {
+    if let files { return streamedFingerprint(files) }
     var h: UInt64 = 0xcbf2_9ce4_8422_2325
     func mix(_ word: UInt64) { h = (h ^ word) &* 0x0000_0100_0000_01b3; h ^= h >> 29 }
     for v in [count, rows, cols, channels] { mix(UInt64(v)) }
@@ -289,7 +296,8 @@ public struct ImageDataset: Sendable {
 
   /// Writes the normalised images (x/255 - mean[c])/std[c] of `indices` into `out` (NCHW); the
   /// normalisation has one mean and std, or one per channel (`Normalization.check`).
-  public func normalizedBatch(_ indices: ArraySlice<Int>, into out: inout [Float], _ n: Normalization = .mnist) {
+  public func normalizedBatch(_ indices: ArraySlice<Int>, into out: inout [Float], _ n: Normalization = .mnist) throws {
+    if isStreamed { return try streamedBatch(indices, into: &out, n) }
     let plane = rows * cols, px = imageBytes
     var o = 0
     for i in indices {
@@ -306,10 +314,19 @@ public struct ImageDataset: Sendable {
 
   /// The mean and (population) standard deviation of every pixel of the set, as x/255: one pair for a
   /// one-channel set, one per channel otherwise (torchvision's per-channel recipe).
-  public func measuredNormalization() -> Normalization {
+  /// A streamed set's photos are read for it, one at a time.
+  public func measuredNormalization() throws -> Normalization {
     let plane = rows * cols
     var histograms = [[Int]](repeating: [Int](repeating: 0, count: 256), count: channels)
-    for (i, p) in images.enumerated() { histograms[(i / plane) % channels][Int(p)] += 1 }
+    func tally(_ bytes: [UInt8]) { for (i, p) in bytes.enumerated() { histograms[(i / plane) % channels][Int(p)] += 1 } }
+    if isStreamed {
+      for i in 0..<count {
+        var rng = SeededRandom(seed: 0)
+        tally(try pixels(i, &rng))
+      }
+    } else {
+      tally(images)
+    }
     var means: [Float] = [], stds: [Float] = []
     for histogram in histograms {
       let n = Double(max(1, histogram.reduce(0, +)))
@@ -326,6 +343,7 @@ public struct ImageDataset: Sendable {
 
   /// The examples at `indices`, in that order.
   public func subset(_ indices: [Int]) -> ImageDataset {
+    if let files { return streamedSubset(indices, files) }
     let px = imageBytes
     var images: [UInt8] = []
     images.reserveCapacity(indices.count * px)
@@ -348,6 +366,7 @@ public struct ImageDataset: Sendable {
 
   /// The first `n` examples and the rest (a fixed, unshuffled validation split).
   public func split(first n: Int) -> (ImageDataset, ImageDataset) {
+    if let files { return (streamedSubset(Array(0..<n), files), streamedSubset(Array(n..<count), files)) }
     let px = imageBytes
     let a = ImageDataset(images: Array(images[0..<(n * px)]), labels: Array(labels[0..<n]), count: n, rows: rows, cols: cols, channels: channels, path: path)
     let b = ImageDataset(images: Array(images[(n * px)...]), labels: Array(labels[n...]), count: count - n, rows: rows, cols: cols, channels: channels, path: path)

@@ -112,6 +112,8 @@ public struct EpochReport: Sendable, Codable {
   /// stopping ended the run after this epoch.
   public var bestEpoch: Int?
   public var stoppedEarly: Bool?
+  /// Seconds the epoch's steps waited for their photos (streamed sets only): near zero when reading keeps ahead.
+  public var inputWaitSeconds: Double?
 
   public init(epoch: Int, trainLoss: Double, trainAccuracy: Double, validationAccuracy: Double?, testAccuracy: Double,
               imagesPerSecond: Double, seconds: Double) {
@@ -320,6 +322,15 @@ public struct Trainer<B: Backend> {
       if partial.epoch != epoch { partial = EpochSums(epoch: epoch) }
       optimizer.learningRate = scheduledRate(epoch)
       let skip = optimizer.step - epoch * stepsPerEpoch
+      // A streamed set's photos are read a batch or two ahead, beside the step (`BatchQueue`); the time a step waits
+      // for its batch is reported. Held images are prepared by the step itself.
+      let options = self.options, firstStep = epoch * stepsPerEpoch + 1
+      let queue = train.isStreamed ? BatchQueue(steps: max(0, skip)..<stepsPerEpoch) { s in
+        var batch = [Float](repeating: 0, count: b * px)
+        try Self.prepare(order[(s * b)..<((s + 1) * b)], of: train, options, step: firstStep + s, into: &batch)
+        return batch
+      } : nil
+      var inputWait = 0.0
       for s in max(0, skip)..<stepsPerEpoch {
         if let m = options.maxSteps, optimizer.step >= m { break }
         if shouldStop() {
@@ -327,7 +338,15 @@ public struct Trainer<B: Backend> {
           try saveCheckpoint()
           return reports
         }
-        try step(order[(s * b)..<((s + 1) * b)], of: train, epoch: epoch, images: &images, labels: &labels)
+        let idx = order[(s * b)..<((s + 1) * b)]
+        if let queue {
+          let asked = Date()
+          images = try queue.take(s)
+          inputWait += Date().timeIntervalSince(asked)
+        } else {
+          try Self.prepare(idx, of: train, options, step: optimizer.step + 1, into: &images)
+        }
+        try step(idx, of: train, epoch: epoch, images: images, labels: &labels)
         let elapsed = Date().timeIntervalSince(start)
         let done = s + 1 - max(0, skip)
         onProgress(StepProgress(epoch: epoch + 1, step: s + 1, stepsInEpoch: stepsPerEpoch, runningLoss: partial.lossSum / Double(partial.seen / b),
@@ -342,6 +361,7 @@ public struct Trainer<B: Backend> {
       let finished = optimizer.step % stepsPerEpoch == 0
       var report = try epochReport(epoch, seconds: Date().timeIntervalSince(start), images: ranHere, validation: validation, test: test)
       report.stepsPerEpoch = stepsPerEpoch
+      if queue != nil { report.inputWaitSeconds = inputWait }
       if options.schedule != .constant { report.learningRate = Double(optimizer.learningRate) }
       // Early stopping decides before the checkpoint, so the history records the best epoch and the stop.
       let stop = try watch(report, sinceBest: &sinceBest)
@@ -464,14 +484,9 @@ public struct Trainer<B: Backend> {
 
   /// One training step on the examples `idx`: runs the back end, stops on a non-finite loss (naming the op
   /// that produced it under --check-numerics), and adds the step to the epoch's sums.
-  mutating func step(_ idx: ArraySlice<Int>, of train: ImageDataset, epoch: Int, images: inout [Float], labels: inout [Int32]) throws {
+  mutating func step(_ idx: ArraySlice<Int>, of train: ImageDataset, epoch: Int, images: [Float], labels: inout [Int32]) throws {
     let b = idx.count
     let before = checkNumerics ? parameters : nil
-    if options.augmentation.transforms.isEmpty {
-      train.normalizedBatch(idx, into: &images, options.normalization)
-    } else {
-      train.augmentedBatch(idx, into: &images, options.normalization, options.augmentation, seed: options.seed, step: optimizer.step + 1)
-    }
     for (j, i) in idx.enumerated() { labels[j] = Int32(train.labels[i]) }
     let r = try backend.trainStep(images: images, labels: labels, seed: options.seed, step: optimizer.step + 1,
                                   learningRate: optimizer.learningRate)
@@ -489,6 +504,18 @@ public struct Trainer<B: Backend> {
     partial.stepLosses.append(r.loss)
     for j in 0..<b where argmax(r.logits[(j * classes)..<((j + 1) * classes)]) == Int(labels[j]) { partial.correct += 1 }
     partial.seen += b
+  }
+}
+
+extension Trainer {
+  /// The images of training step `step` (1-based), examples `idx`: normalised, and augmented by the draws of
+  /// (seed, step, image) when the options augment.
+  static func prepare(_ idx: ArraySlice<Int>, of train: ImageDataset, _ options: TrainingOptions, step: Int, into images: inout [Float]) throws {
+    if options.augmentation.transforms.isEmpty {
+      try train.normalizedBatch(idx, into: &images, options.normalization)
+    } else {
+      try train.augmentedBatch(idx, into: &images, options.normalization, options.augmentation, seed: options.seed, step: step)
+    }
   }
 }
 

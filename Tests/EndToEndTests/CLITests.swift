@@ -337,6 +337,34 @@ import Testing
 
   /// Photos of any size (PNG and JPEG) train through `--transform` with ImageNet's normalisation; the checkpoint
   /// records both, so eval and predict prepare images the same way unasked, and flags override them.
+  /// Training photos read from disk per batch with torchvision's training recipe (random_resized_crop, flip) while
+  /// the test photos take --transform: the run learns, says how long its steps waited for photos, records the
+  /// evaluation transform, and is the same bytes with one thread or two; misuse is one clear error.
+  @Test func photosStreamWithRandomResizedCrops() throws {
+    let dir = NSTemporaryDirectory() + "cnnc-augment-\(UUID().uuidString)"
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    try Self.colourFolders(dir, counts: [("train", 30), ("test", 9)], noise: 40, seed: 6) { draws in (9 + draws.next() % 12, 9 + draws.next() % 12) }
+    let graph = try Self.colourGraph(in: dir)
+    var weights: [Data] = []
+    for threads in ["1", "2"] {
+      let out = "\(dir)/run\(threads)"
+      let r = try Self.run(["train", graph, "--jit", "--data", dir, "--epochs", "4", "--batch", "10", "--augment", "random_resized_crop:8,flip",
+                            "--transform", "resize:10,center_crop:8", "--normalize", "imagenet", "--threads", threads, "--out", out, "--no-report"])
+      #expect(r.status == 0, "\(r.stderr)")
+      #expect(r.stdout.contains("90 train, 27 test images, photos read per batch") && r.stdout.contains("waited"), "\(r.stdout)")
+      let accuracy = try #require(r.stdout.split(separator: "\n").last { $0.hasPrefix("epoch 4:") }?.split(separator: " ").first { $0.hasSuffix("%") && $0 != "acc" })
+      #expect(Double(accuracy.dropLast())! > 80, "\(r.stdout)")
+      weights.append(try Data(contentsOf: URL(fileURLWithPath: out + "/weights.safetensors")))
+      let e = try Self.run(["eval", graph, "--weights", out + "/weights.safetensors", "--data", dir])
+      #expect(e.status == 0 && !e.stderr.contains("note:"), "\(e.stderr)")
+    }
+    #expect(weights[0] == weights[1], "one thread and two train the same bytes")
+    let late = try Self.run(["train", graph, "--jit", "--data", dir, "--augment", "flip,random_resized_crop:8", "--out", dir + "/late", "--no-report"])
+    #expect(late.status != 0 && late.stderr.contains("random_resized_crop comes first"), "\(late.stderr)")
+    let idx = try Self.run(["train", "--jit", "--augment", "random_resized_crop:28", "--out", dir + "/idx", "--no-report"])
+    #expect(idx.status != 0 && idx.stderr.contains("random_resized_crop reads photo folders"), "\(idx.stderr)")
+  }
+
   @Test func photosOfAnySizeTrainThroughRecordedTransforms() throws {
     let dir = NSTemporaryDirectory() + "cnnc-photos-\(UUID().uuidString)"
     defer { try? FileManager.default.removeItem(atPath: dir) }

@@ -81,8 +81,8 @@ import Testing
     let set = ImageDataset(images: Self.image + Self.image, labels: [0, 1], count: 2, rows: Self.rows, cols: Self.cols, channels: Self.channels)
     var a = [Float](repeating: 0, count: 2 * Self.image.count), b = a
     let aug = try Augmentation(parsing: "shift:2,flip")
-    set.augmentedBatch([0, 1][...], into: &a, .mnist, aug, seed: 9, step: 5)
-    set.augmentedBatch([1, 0][...], into: &b, .mnist, aug, seed: 9, step: 5)
+    try set.augmentedBatch([0, 1][...], into: &a, .mnist, aug, seed: 9, step: 5)
+    try set.augmentedBatch([1, 0][...], into: &b, .mnist, aug, seed: 9, step: 5)
     #expect(a == b)
   }
 }

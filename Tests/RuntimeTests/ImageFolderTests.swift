@@ -45,7 +45,7 @@ import Testing
     #expect(Array(train.images[0..<48]) == [UInt8](repeating: 5, count: 16) + [UInt8](repeating: 10, count: 16) + [UInt8](repeating: 15, count: 16))
     #expect(Array(train.images[48..<96]) == [UInt8](repeating: 7, count: 48))
     #expect(try ImageDataset.loadSet(directory: dir, training: false).count == 1)
-    let m = train.measuredNormalization()
+    let m = try train.measuredNormalization()
     #expect(m.mean.count == 3)
   }
 

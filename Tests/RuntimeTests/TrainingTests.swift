@@ -75,7 +75,7 @@ import Testing
   @Test func normalizationIsSavedAndApplied() throws {
     let train = try ImageDataset.load(directory: Self.data, split: "train")
     let test = ImageDataset(images: Array(train.images.prefix(784 * 10)), labels: Array(train.labels.prefix(10)), count: 10, rows: 28, cols: 28)
-    let measured = train.measuredNormalization()
+    let measured = try train.measuredNormalization()
     // MNIST's published constants are its training set's statistics.
     #expect(measured.mean.count == 1 && abs(measured.mean[0] - 0.1307) < 1e-3 && abs(measured.std[0] - 0.3081) < 1e-3, "\(measured)")
     var runs: [Data] = []
@@ -92,7 +92,7 @@ import Testing
     #expect(throws: CheckpointError.self) { _ = try Normalization(metadata: ["cnnc.normalize.mean": "0.5", "cnnc.normalize.std": "-1"]) }
     #expect(try Normalization(metadata: [:]) == nil)
     var x = [Float](repeating: 0, count: 784)
-    test.normalizedBatch([0][...], into: &x, Normalization(mean: 0.5, std: 0.25))
+    try test.normalizedBatch([0][...], into: &x, Normalization(mean: 0.5, std: 0.25))
     #expect(x[0] == (Float(test.images[0]) / 255 - 0.5) / 0.25)
   }
 

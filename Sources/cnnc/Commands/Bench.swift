@@ -203,7 +203,7 @@ struct Bench: ParsableCommand {
       let order = rng.permutation(trainSet.count)
       for s in range {
         let idx = order[(s * batch)..<((s + 1) * batch)]
-        trainSet.normalizedBatch(idx, into: &images)
+        try trainSet.normalizedBatch(idx, into: &images)
         for (j, i) in idx.enumerated() { labels[j] = Int32(trainSet.labels[i]) }
         step += 1
         _ = try trainer.backend.trainStep(images: images, labels: labels, seed: seed, step: step, learningRate: 1e-3)
@@ -255,7 +255,7 @@ struct Bench: ParsableCommand {
     for c in 0..<5 {
       let t = Date()
       for i in 0..<per {
-        testSet.normalizedBatch([(c * per + i) % testSet.count][...], into: &one)
+        try testSet.normalizedBatch([(c * per + i) % testSet.count][...], into: &one)
         _ = try backend.infer(images: one, count: 1)
       }
       chunks.append(Date().timeIntervalSince(t) / Double(per))
@@ -276,7 +276,7 @@ struct Bench: ParsableCommand {
     var fields = ["  \"profile\": [\n" + rows.joined(separator: ",\n") + "\n  ]"]
     for (count, repeats) in [(1, 2000), (backend.inferencePlan(inferenceBatch)[0].batch, 50)] {
       var batch = [Float](repeating: 0, count: count * px)
-      testSet.normalizedBatch(Array(0..<count)[...], into: &batch)
+      try testSet.normalizedBatch(Array(0..<count)[...], into: &batch)
       fields.append(try backend.inferenceProfileField(images: batch, count: count, repeats: repeats))
     }
     return fields

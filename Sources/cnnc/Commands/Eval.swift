@@ -36,7 +36,8 @@ struct Eval: ParsableCommand {
     let model = try TrainedModel(try GraphFile(path: file, verbose: modelOptions.verbose), weights: weights)
     try reportingErrors {
       let (normalization, transforms) = try inputOptions.resolve(model)
-      let test = try ImageDataset.loadSet(directory: data ?? defaultDataDirectory(), training: false, transforms: transforms)
+      let channels = model.graph.inputs.first { $0.dtype == .f32 }.flatMap { model.shapes[$0.name]?.dims[1] }
+      let test = try ImageDataset.loadSet(directory: data ?? defaultDataDirectory(), training: false, transforms: transforms, channels: channels)
       // A batch beyond the test set would only allocate images that do not exist.
       let evaluator = try Evaluator(graph: model.graph, shapes: model.shapes, normalization: normalization, batch: max(1, min(batch, test.count)))
       try test.validateLabels(classes: evaluator.classes)

@@ -43,7 +43,7 @@ struct Infer: ParsableCommand {
     }
     let set = ImageDataset(images: pixels, labels: [UInt8](repeating: 0, count: names.count), count: names.count, rows: dims[2], cols: dims[3], channels: dims[1])
     var values = [Float](repeating: 0, count: pixels.count)
-    set.normalizedBatch(Array(0..<names.count)[...], into: &values, normalization)
+    try set.normalizedBatch(Array(0..<names.count)[...], into: &values, normalization)
     return NPYArray(shape: [names.count] + Array(dims.dropFirst()), values: values)
   }
 

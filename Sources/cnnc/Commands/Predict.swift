@@ -61,7 +61,7 @@ struct Predict: ParsableCommand {
         let pixels = invert ? item.pixels.map { 255 - $0 } : item.pixels
         let set = ImageDataset(images: pixels, labels: [0], count: 1, rows: dims[2], cols: dims[3], channels: dims[1])
         var x = [Float](repeating: 0, count: pixels.count)
-        set.normalizedBatch([0][...], into: &x, normalization)
+        try set.normalizedBatch([0][...], into: &x, normalization)
         let z = try backend.infer(images: x, count: 1)
         // No class is more probable than another when the output is not finite (diverged or damaged weights).
         guard z.allSatisfy(\.isFinite) else {

@@ -32,7 +32,8 @@ func writeReport(runDirectory dir: String, data: String) throws -> String {
     : try EpochReport.decodeHistory(Data(try readRegularFile(historyPath, maxBytes: EpochReport.maxHistoryBytes)), path: historyPath)
   let model = try TrainedModel(try GraphFile(path: Path.join(dir, "model.graph")), weights: Path.join(dir, RunDirectory.weightsFile))
   let (f, params) = (model.file, model.parameters)
-  let test = try ImageDataset.loadSet(directory: data, training: false)
+  let imageInput = f.graph.inputs.first { $0.dtype == .f32 }.flatMap { model.shapes[$0.name] }
+  let test = try ImageDataset.loadSet(directory: data, training: false, transforms: model.recordedTransforms, channels: imageInput?.dims[1])
   // Small batches keep the inference arena (and so peak memory) small; the test set takes a moment either way.
   let evaluator = try Evaluator(graph: f.graph, shapes: model.shapes, normalization: model.normalization, batch: 100)
   try test.validateLabels(classes: evaluator.classes)
@@ -42,9 +43,9 @@ func writeReport(runDirectory dir: String, data: String) throws -> String {
   let confusion = ConfusionMatrix(predictions: predictions, labels: test.labels, classes: evaluator.classes).counts
   let px = test.imageBytes
   var mistakes: [(pixels: [UInt8], label: Int, predicted: Int)] = []
+  var rng = SeededRandom(seed: 0)
   for i in predictions.indices where predictions[i] != Int(test.labels[i]) && mistakes.count < 40 {
-    let pixels = Array(test.images[(i * px)..<((i + 1) * px)])
-    mistakes.append((pixels: pixels, label: Int(test.labels[i]), predicted: predictions[i]))
+    mistakes.append((pixels: try test.pixels(i, &rng), label: Int(test.labels[i]), predicted: predictions[i]))
   }
   // First conv layer: its filters (every input plane of an RGB input, for colour; else the first); the first
   // two conv layers: their outputs for the first test image.
@@ -57,10 +58,10 @@ func writeReport(runDirectory dir: String, data: String) throws -> String {
     filters = (0..<a.filters).map { o in Array(w[(o * cin * a.kernel * a.kernel)..<(o * cin * a.kernel * a.kernel + drawn)]) }
   }
   var x = [Float](repeating: 0, count: px)
-  test.normalizedBatch([0][...], into: &x, model.normalization)
+  try test.normalizedBatch([0][...], into: &x, model.normalization)
   let maps = try featureMaps(f.graph, Array(convs), params, image: x)
   let report = ReportData(title: "cnnc report: \(f.graph.name)", history: history, confusion: confusion, mistakes: mistakes,
-                          rows: test.rows, cols: test.cols, channels: test.channels, filters: filters, kernel: kernel, digit: Array(test.images.prefix(px)),
+                          rows: test.rows, cols: test.cols, channels: test.channels, filters: filters, kernel: kernel, digit: try test.pixels(0, &rng),
                           featureMaps: maps)
   let out = Path.join(dir, "report.html")
   try writeAtomically(Array(Report.html(report).utf8), to: out)

@@ -70,7 +70,7 @@ struct Train: ParsableCommand {
   var headLR: Float?
   @Flag(name: .customLong("freeze-backbone"), help: "Keep every parameter fixed but the last layer's (the classifier, PyTorch's fc or classifier.N).")
   var freezeBackbone = false
-  @Option(parsing: .unconditional, help: "Augment the training images, seeded and deterministic: crop:PAD (pad with zeros, cut a random window), flip (left-right, p = 1/2), shift:PX (random shift up to PX pixels), rotate:DEG (random angle up to DEG), comma-separated in the order they apply (crop:4,flip for CIFAR; shift:2,rotate:10 for MNIST).")
+  @Option(parsing: .unconditional, help: "Augment the training images, seeded and deterministic: random_resized_crop:N (photo folders: a random window of 8-100% of the photo's area and aspect 3/4-4/3, resized to NxN; first, and it replaces --transform for the training photos), crop:PAD (pad with zeros, cut a random window), flip (left-right, p = 1/2), shift:PX (random shift up to PX pixels), rotate:DEG (random angle up to DEG), comma-separated in the order they apply (random_resized_crop:224,flip for photos; crop:4,flip for CIFAR; shift:2,rotate:10 for MNIST).")
   var augment: String?
 
   @Option(parsing: .unconditional, help: "Normalisation mean, or one per channel comma-separated (0.4914,0.4822,0.4465), instead of --normalize.") var mean: String?
@@ -127,9 +127,9 @@ struct Train: ParsableCommand {
   }
 
   /// The normalisation this run asks for: --mean/--std, else measured on the training set, else MNIST's.
-  func normalization(_ train: ImageDataset) -> Normalization {
+  func normalization(_ train: ImageDataset) throws -> Normalization {
     if let mean, let std, let (means, stds) = Normalization.parse(mean, std) { return Normalization(means: means, stds: stds) }
-    return normalize == "data" ? train.measuredNormalization() : Normalization.presets[normalize]!
+    return normalize == "data" ? try train.measuredNormalization() : Normalization.presets[normalize]!
   }
 
   /// The most outputs `--replace-head` gives a classifier (ImageNet-21k has 21,841 classes).
@@ -171,7 +171,7 @@ struct Train: ParsableCommand {
       var opt = Optimizer(kind: Optimizer.Kind(rawValue: optimizer)!, learningRate: lr, momentum: momentum, weightDecay: weightDecay)
       opt.rateScales = headRates(model)
       var options = trainingOptions(outDir, primary: mpi.map { $0.rank == 0 } ?? true)
-      options.normalization = normalization(trainSet)
+      options.normalization = try normalization(trainSet)
       options.transforms = try transform.map(InputOptions.transforms) ?? []
       options.dataFingerprint = trainSet.fingerprint()
       options.classNames = trainSet.classNames
@@ -299,13 +299,18 @@ struct Train: ParsableCommand {
   func loadData(_ dir: String, _ graph: Graph, _ shapes: ShapeTable) throws -> (train: ImageDataset, test: ImageDataset) {
     let start = Date()
     let transforms = try transform.map(InputOptions.transforms) ?? []
-    let trainSet = try ImageDataset.loadSet(directory: dir, training: true, transforms: transforms)
-    let testSet = try ImageDataset.loadSet(directory: dir, training: false, transforms: transforms)
     guard let img = graph.inputs.first(where: { $0.dtype == .f32 }) else { throw DataError("the graph has no f32 image input") }
+    // --augment random_resized_crop:N reads each training photo as it is, in place of --transform (which the test
+    // set and the checkpoint keep); folders read with either stream from disk in the graph's channels.
+    let photo = try augment.map { try Augmentation(parsing: $0).photoTransforms } ?? []
+    let channels = shapes[img.name]!.dims[1]
+    let trainSet = try ImageDataset.loadSet(directory: dir, training: true, transforms: photo.isEmpty ? transforms : photo, channels: channels)
+    let testSet = try ImageDataset.loadSet(directory: dir, training: false, transforms: transforms, channels: channels)
     try trainSet.validateImages(forInput: shapes[img.name]!.dims)
     guard batch <= trainSet.count else { throw DataError("--batch \(batch) exceeds the \(trainSet.count) training examples in \(dir)") }
     try testSet.validateImages(forInput: shapes[img.name]!.dims)
-    say(String(format: "data: %@ (%d train, %d test images) loaded in %.2f s", dir, trainSet.count, testSet.count, Date().timeIntervalSince(start)))
+    let streamed = trainSet.isStreamed ? ", photos read per batch" : ""
+    say(String(format: "data: %@ (%d train, %d test images%@) loaded in %.2f s", dir, trainSet.count, testSet.count, streamed, Date().timeIntervalSince(start)))
     return (trainSet, testSet)
   }
 
@@ -435,7 +440,8 @@ struct Train: ParsableCommand {
     line += String(format: "train loss %.4f, train acc %.2f%%, ", r.trainLoss, r.trainAccuracy * 100)
     if let v = r.validationAccuracy, let l = r.validationLoss { line += String(format: "val loss %.4f, val acc %.2f%%, ", l, v * 100) }
     if let l = r.testLoss { line += String(format: "test loss %.4f, ", l) }
-    line += String(format: "test acc %.2f%%  (%.1f s, %.0f img/s)", r.testAccuracy * 100, r.seconds, r.imagesPerSecond)
+    line += String(format: "test acc %.2f%%  (%.1f s, %.0f img/s%@)", r.testAccuracy * 100, r.seconds, r.imagesPerSecond,
+                   r.inputWaitSeconds.map { String(format: ", waited %.2f s for photos", $0) } ?? "")
     if let s = r.steps, let all = r.stepsPerEpoch, s < all { line += " - \(s) of \(all) steps (stopped by --steps)" }
     return line
   }
