@@ -2,12 +2,14 @@
 
 The photos: CLASSES classes of synthetic JPEGs of 160 to 320 pixels a side (each class a hue and a shape on a
 noisy background, drawn at a random place and size), TRAIN and TEST per class, seeded. The model: torchvision's
-resnet18 with random seeded weights (no weights can be downloaded), exported to ONNX with its batch norms kept
-(training=PRESERVE); head-only, cnnc runs the frozen backbone as in evaluation (running statistics, folded into the
-convs), as PyTorch's model.eval() does. The protocol for both: Resize(256),
+resnet18 (no weights can be downloaded) with random seeded weights, pretrained here by PyTorch for PRETRAIN_EPOCHS
+epochs on another task of the same photos (their shape, 2 classes), so that its backbone's features and batch-norm
+statistics mean something; exported to ONNX with its batch norms kept (training=PRESERVE). Both sides then
+fine-tune that model for the CLASSES hues; head-only, both run the frozen backbone as in evaluation (running
+statistics), as PyTorch's model.eval() does. The protocol for both: Resize(256),
 CenterCrop(224) and ImageNet's normalisation, applied once as the images are read; a new head of CLASSES outputs;
 Adam, lr 1e-3, batch 16, EPOCHS epochs, shuffled; head-only: the backbone frozen and in eval mode. PyTorch runs
-eager on the same transformed images held in memory (as cnnc holds them), 2 threads. cnnc trains the whole network
+eager on the same transformed images held in memory, 2 threads; cnnc reads the photos per batch (streamed). cnnc trains the whole network
 in one shard, so that its batch norms see the whole batch as PyTorch's do (two shards of 8 images normalise each
 with its own statistics, as data-parallel training without synchronised batch norm does: measured 63% against 98%
 after 3 epochs, 100% after 2), which leaves its step one thread; head-only, with no batch statistics, in two. One JSON line per run (test
@@ -15,6 +17,7 @@ accuracy, training images/s of the epochs after the first), then the differences
 
 usage: finetune_check.py CNNC WORK_DIR
 """
+import copy
 import json
 import os
 import re
@@ -29,7 +32,7 @@ import torchvision.transforms as T
 from PIL import Image, ImageDraw
 
 cnnc, work = sys.argv[1], sys.argv[2]
-CLASSES, TRAIN, TEST, EPOCHS, BATCH, LR, THREADS = 5, 32, 20, 3, 16, 1e-3, 2
+CLASSES, TRAIN, TEST, EPOCHS, BATCH, LR, THREADS, PRETRAIN_EPOCHS = 5, 32, 20, 3, 16, 1e-3, 2, 2
 torch.set_num_threads(THREADS)
 
 
@@ -52,15 +55,31 @@ def photos(root):
                 picture.save(f"{root}/{split}/c{k}/{i:03d}.jpg", quality=90)
 
 
-def exported(path, preserve):
+def pretrained(data):
+    """ResNet-18 from seeded random weights, trained for PRETRAIN_EPOCHS epochs to tell the photos' shapes apart
+    (rectangle or ellipse: class k % 2), then in eval mode: the state both sides fine-tune from."""
     torch.manual_seed(0)
-    model = torchvision.models.resnet18(weights=None).eval()
-    # In eval mode the exporter writes inference batch norms; PRESERVE without constant folding keeps them as nodes (which
-    # cnnc trains), EVAL folds them into the convs.
-    mode = torch.onnx.TrainingMode.PRESERVE if preserve else torch.onnx.TrainingMode.EVAL
+    model = torchvision.models.resnet18(weights=None, num_classes=2)
+    x, y = tensors(data, "train")
+    y = y % 2
+    optimizer = torch.optim.Adam(model.parameters(), lr=LR)
+    generator = torch.Generator().manual_seed(2)
+    model.train()
+    for _ in range(PRETRAIN_EPOCHS):
+        order = torch.randperm(len(x), generator=generator)
+        for s in range(len(x) // BATCH):
+            idx = order[s * BATCH:(s + 1) * BATCH]
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+            optimizer.step()
+    return model.eval()
+
+
+def exported(model, path):
+    # In eval mode, PRESERVE without constant folding keeps the batch norms as nodes (with the running statistics).
     torch.onnx.export(model, (torch.zeros(1, 3, 224, 224),), path, input_names=["image"], output_names=["logits"],
                       dynamic_axes={"image": {0: "N"}, "logits": {0: "N"}}, opset_version=17, dynamo=False,
-                      training=mode, do_constant_folding=not preserve)
+                      training=torch.onnx.TrainingMode.PRESERVE, do_constant_folding=False)
     return path
 
 
@@ -86,9 +105,10 @@ def tensors(data, split):
     return images, torch.tensor(folder.targets)
 
 
-def pytorch_run(data, head_only):
-    torch.manual_seed(0)
-    model = torchvision.models.resnet18(weights=None)
+def pytorch_run(data, head_only, start):
+    model = torchvision.models.resnet18(weights=None, num_classes=2)
+    model.load_state_dict(start)
+    torch.manual_seed(1)
     model.fc = torch.nn.Linear(512, CLASSES)
     if head_only:
         for name, p in model.named_parameters():
@@ -123,17 +143,20 @@ os.makedirs(work, exist_ok=True)
 data = f"{work}/photos"
 if not os.path.exists(f"{data}/test"):
     photos(data)
-model = exported(f"{work}/resnet18_train.onnx", preserve=True)
+backbone = pretrained(data)
+start = copy.deepcopy(backbone.state_dict())
+model = exported(backbone, f"{work}/resnet18_pretrained.onnx")
 rows = []
 for head_only in [True, False]:
     mode = "head-only" if head_only else "whole network"
     ours = cnnc_run(model, data, head_only)
-    theirs = pytorch_run(data, head_only)
+    theirs = pytorch_run(data, head_only, start)
     row = {"mode": mode, "cnnc_test_accuracy": ours[0], "pytorch_test_accuracy": theirs[0],
            "cnnc_train_images_per_s": ours[1], "pytorch_train_images_per_s": theirs[1]}
     print(json.dumps(row), flush=True)
     rows.append(row)
-print(f"\n{CLASSES} classes, {TRAIN} training and {TEST} test photos each, {EPOCHS} epochs, batch {BATCH}, {THREADS} threads")
+print(f"\n{CLASSES} classes, {TRAIN} training and {TEST} test photos each, a backbone pretrained {PRETRAIN_EPOCHS} epochs on their shapes, "
+      f"{EPOCHS} epochs, batch {BATCH}, {THREADS} threads")
 print("| run | cnnc accuracy | PyTorch accuracy | difference | cnnc img/s | PyTorch img/s | speed ratio |")
 print("|---|---|---|---|---|---|---|")
 for r in rows:
