@@ -43,9 +43,7 @@ public func lower(_ graph: Graph, batch: Int, mode: LoweringMode, target: Target
   let training = mode != .infer
   let kernels = try g.nodes.map { n throws(DiagnosticList) in try lowering(of: n) }
   let evaluation = training ? g.evaluationNodes : []
-  let refused = zip(g.nodes, kernels).compactMap { n, k in
-    k.check(n, shapes, training: training && !evaluation.contains(n.name)).map { Diagnostic.error($0, at: n.opRange) }
-  }
+  let refused = zip(g.nodes, kernels).compactMap { n, k in k.check(n, shapes, training: training && !evaluation.contains(n.name)).map { Diagnostic.error($0, at: n.opRange) } }
   if !refused.isEmpty { throw DiagnosticList(refused) }
   var scratch: [String: Int] = [:]
   for (n, k) in zip(g.nodes, kernels) { scratch[n.name] = k.scratchFloats(n, shapes, target, training: training) }

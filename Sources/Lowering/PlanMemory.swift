@@ -27,35 +27,13 @@ public func planMemory(_ g: Graph, _ shapes: ShapeTable, scratch: [String: Int],
   for d in g.gradients { placements[d.value] = Placement(base: .grads, offset: placements[d.parameter]!.offset, count: shapes[d.value]!.count) }
   for i in g.inputs { placements[i.name] = Placement(base: i.dtype == .i32 ? .labels : .images, offset: 0, count: shapes[i.name]!.count) }
 
-  // Alias roots and lifetimes (in node indices; the end of the program keeps outputs alive).
-  var root: [String: String] = [:]
-  func rootOf(_ v: String) -> String { root[v].map(rootOf) ?? v }
-  var start: [String: Int] = [:], end: [String: Int] = [:]
-  let last = g.nodes.count
-  // A fine-tuning step's frozen part runs as in evaluation (`Graph.evaluationNodes`): no statistics, dropout an alias.
-  let evaluation = training ? g.evaluationNodes : []
-  for (i, n) in g.nodes.enumerated() {
-    if let src = aliasSource(n, training: training && !evaluation.contains(n.name)) { root[n.name] = src }
-    for a in n.args { end[rootOf(a)] = max(end[rootOf(a)] ?? i, i) }
-    let outs = [n.name] + n.op.secondaryOutputs.map { "\(n.name).\($0)" }
-    for o in outs where root[o] == nil {
-      start[o] = i
-      end[o] = max(end[o] ?? i, i)
-    }
-  }
-  for keep in [g.output, g.minimize].compactMap({ $0 }) { end[rootOf(keep)] = last }
-  if training {
-    for n in g.nodes where n.op.definition is any StatefulOp && !evaluation.contains(n.name) {
-      for s in n.op.secondaryOutputs { end["\(n.name).\(s)"] = last }
-    }
-  }
-
+  let life = Lifetimes(g, training: training)
   struct Interval { var name: String; var start: Int; var end: Int; var count: Int }
   var intervals: [Interval] = []
   for (i, n) in g.nodes.enumerated() {
     let outs = [n.name] + n.op.secondaryOutputs.map { "\(n.name).\($0)" }
-    for o in outs where root[o] == nil && placements[o] == nil {
-      intervals.append(Interval(name: o, start: start[o]!, end: end[o]!, count: shapes[o]!.count))
+    for o in outs where life.root[o] == nil && placements[o] == nil {
+      intervals.append(Interval(name: o, start: life.start[o]!, end: life.end[o]!, count: shapes[o]!.count))
     }
     if let s = scratch[n.name], s > 0 { intervals.append(Interval(name: "scratch:\(n.name)", start: i, end: i, count: s)) }
   }
@@ -79,11 +57,38 @@ public func planMemory(_ g: Graph, _ shapes: ShapeTable, scratch: [String: Int],
     let p = Placement(base: .arena, offset: offset, count: iv.count)
     if iv.name.hasPrefix("scratch:") { scratchPlacements[String(iv.name.dropFirst(8))] = p } else { placements[iv.name] = p }
   }
-  for n in g.nodes where root[n.name] != nil { placements[n.name] = placements[rootOf(n.name)] }
+  for n in g.nodes where life.root[n.name] != nil { placements[n.name] = placements[life.rootOf(n.name)] }
   return MemoryPlan(placements: placements, scratch: scratchPlacements, arenaFloats: max(arena, 16),
                     parameterFloats: learnable, bufferFloats: paramOffset - learnable)
 }
 
+
+/// Each value's alias root (the value whose storage it shares) and lifetime in node indices, [start, end]: the end of
+/// the program keeps the outputs alive, and in training the batch statistics the runtime reads after the step.
+struct Lifetimes {
+  var root: [String: String] = [:]
+  var start: [String: Int] = [:], end: [String: Int] = [:]
+  func rootOf(_ v: String) -> String { root[v].map(rootOf) ?? v }
+
+  init(_ g: Graph, training: Bool) {
+    let last = g.nodes.count
+    // A fine-tuning step's frozen part runs as in evaluation (`Graph.evaluationNodes`): no statistics, dropout an alias.
+    let evaluation = training ? g.evaluationNodes : []
+    for (i, n) in g.nodes.enumerated() {
+      if let src = aliasSource(n, training: training && !evaluation.contains(n.name)) { root[n.name] = src }
+      for a in n.args { end[rootOf(a)] = max(end[rootOf(a)] ?? i, i) }
+      for o in [n.name] + n.op.secondaryOutputs.map({ "\(n.name).\($0)" }) where root[o] == nil {
+        start[o] = i
+        end[o] = max(end[o] ?? i, i)
+      }
+    }
+    for keep in [g.output, g.minimize].compactMap({ $0 }) { end[rootOf(keep)] = last }
+    guard training else { return }
+    for n in g.nodes where n.op.definition is any StatefulOp && !evaluation.contains(n.name) {
+      for s in n.op.secondaryOutputs { end["\(n.name).\(s)"] = last }
+    }
+  }
+}
 
 /// The params buffer: the learnable parameters in `state_dict` order, then the buffers. Returns their
 /// placements, the learnable floats and the total.

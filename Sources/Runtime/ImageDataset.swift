@@ -65,8 +65,16 @@ public struct Normalization: Equatable, Sendable, CustomStringConvertible {
   }
 }
 
-/// Images and labels of one split (IDX files, or the CIFAR-10/100 binary format), kept as bytes with each
-/// image's channels planar (CHW); normalised per batch.
+/// The 64-bit hash `ImageDataset.fingerprint` mixes words into (FNV-1a's constants, with a shift so that high bits
+/// reach the low ones).
+struct FingerprintHash {
+  private var h: UInt64 = 0xcbf2_9ce4_8422_2325
+  mutating func mix(_ word: UInt64) { h = (h ^ word) &* 0x0000_0100_0000_01b3; h ^= h >> 29 }
+  var hex: String { String(h, radix: 16) }
+}
+
+/// Images and labels of one split (IDX files, the CIFAR-10/100 binary format, image folders), kept as bytes with
+/// each image's channels planar (CHW), or as photo files read per batch (`files`); normalised per batch.
 public struct ImageDataset: Sendable {
   public var images: [UInt8]
   public var labels: [UInt8]
@@ -197,19 +205,18 @@ public struct ImageDataset: Sendable {
   /// A 64-bit hash of the images, labels and their shape, in hex: tells two data sets apart (a resumed run's from
   /// its checkpoint's) without keeping either. Eight bytes a step, so 47 MB take a few tens of milliseconds.
   public func fingerprint() -> String {
-    if let files { return streamedFingerprint(files) }
-    var h: UInt64 = 0xcbf2_9ce4_8422_2325
-    func mix(_ word: UInt64) { h = (h ^ word) &* 0x0000_0100_0000_01b3; h ^= h >> 29 }
-    for v in [count, rows, cols, channels] { mix(UInt64(v)) }
+    var h = FingerprintHash()
+    for v in [count, rows, cols, channels] { h.mix(UInt64(v)) }
+    if let files { return streamedFingerprint(files, &h) }
     for bytes in [images, labels] {
       bytes.withUnsafeBytes { raw in
         let words = raw.count / 8
-        for i in 0..<words { mix(raw.loadUnaligned(fromByteOffset: 8 * i, as: UInt64.self)) }
-        for i in (8 * words)..<raw.count { mix(UInt64(raw[i])) }
+        for i in 0..<words { h.mix(raw.loadUnaligned(fromByteOffset: 8 * i, as: UInt64.self)) }
+        for i in (8 * words)..<raw.count { h.mix(UInt64(raw[i])) }
       }
-      mix(UInt64(bytes.count))
+      h.mix(UInt64(bytes.count))
     }
-    return String(h, radix: 16)
+    return h.hex
   }
 
   /// Checks every label is below `classes`.

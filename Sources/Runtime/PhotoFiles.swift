@@ -58,19 +58,16 @@ extension ImageDataset {
     return set
   }
 
-  /// The streamed set's `fingerprint`: its files' names below the folder, sizes and labels, the transforms and the
-  /// image shape, without reading the photos.
-  func streamedFingerprint(_ files: PhotoFiles) -> String {
-    var h: UInt64 = 0xcbf2_9ce4_8422_2325
-    func mix(_ word: UInt64) { h = (h ^ word) &* 0x0000_0100_0000_01b3; h ^= h >> 29 }
-    for v in [count, rows, cols, channels] { mix(UInt64(v)) }
+  /// The streamed set's `fingerprint` (after its shape in `h`): its files' names below the folder, sizes and labels,
+  /// and the transforms, without reading the photos.
+  func streamedFingerprint(_ files: PhotoFiles, _ h: inout FingerprintHash) -> String {
     for (p, label) in zip(files.paths, labels) {
-      for byte in p.dropFirst(path.count).utf8 { mix(UInt64(byte)) }
-      mix(UInt64(max(0, fileStatus(p)?.st_size ?? 0)))
-      mix(UInt64(label))
+      for byte in p.dropFirst(path.count).utf8 { h.mix(UInt64(byte)) }
+      h.mix(UInt64(max(0, fileStatus(p)?.st_size ?? 0)))
+      h.mix(UInt64(label))
     }
-    for byte in files.transforms.spec.utf8 { mix(UInt64(byte)) }
-    return String(h, radix: 16)
+    for byte in files.transforms.spec.utf8 { h.mix(UInt64(byte)) }
+    return h.hex
   }
 }
 

@@ -305,9 +305,7 @@ public struct Trainer<B: Backend> {
     let (train, validation, stepsPerEpoch) = try plan(fullTrain, test)
     try options.normalization.check(channels: train.channels)
     let b = options.batchSize
-    let px = train.imageBytes
-    var images = [Float](repeating: 0, count: b * px)
-    var labels = [Int32](repeating: 0, count: b)
+    var (images, labels) = ([Float](repeating: 0, count: b * train.imageBytes), [Int32](repeating: 0, count: b))
     var reports: [EpochReport] = []
     best = bestInHistory()
     var sinceBest = best.map { b in history.filter { $0.epoch > b.epoch }.count } ?? 0
@@ -322,14 +320,7 @@ public struct Trainer<B: Backend> {
       if partial.epoch != epoch { partial = EpochSums(epoch: epoch) }
       optimizer.learningRate = scheduledRate(epoch)
       let skip = optimizer.step - epoch * stepsPerEpoch
-      // A streamed set's photos are read a batch or two ahead, beside the step (`BatchQueue`); the time a step waits
-      // for its batch is reported. Held images are prepared by the step itself.
-      let options = self.options, firstStep = epoch * stepsPerEpoch + 1
-      let queue = train.isStreamed ? BatchQueue(steps: max(0, skip)..<stepsPerEpoch) { s in
-        var batch = [Float](repeating: 0, count: b * px)
-        try Self.prepare(order[(s * b)..<((s + 1) * b)], of: train, options, step: firstStep + s, into: &batch)
-        return batch
-      } : nil
+      let queue = batchQueue(train, order: order, steps: max(0, skip)..<stepsPerEpoch, firstStep: epoch * stepsPerEpoch + 1)
       var inputWait = 0.0
       for s in max(0, skip)..<stepsPerEpoch {
         if let m = options.maxSteps, optimizer.step >= m { break }
@@ -339,22 +330,14 @@ public struct Trainer<B: Backend> {
           return reports
         }
         let idx = order[(s * b)..<((s + 1) * b)]
-        if let queue {
-          let asked = Date()
-          images = try queue.take(s)
-          inputWait += Date().timeIntervalSince(asked)
-        } else {
-          try Self.prepare(idx, of: train, options, step: optimizer.step + 1, into: &images)
-        }
+        try batch(s, idx, of: train, from: queue, into: &images, waited: &inputWait)
         try step(idx, of: train, epoch: epoch, images: images, labels: &labels)
         let elapsed = Date().timeIntervalSince(start)
         let done = s + 1 - max(0, skip)
         onProgress(StepProgress(epoch: epoch + 1, step: s + 1, stepsInEpoch: stepsPerEpoch, runningLoss: partial.lossSum / Double(partial.seen / b),
                                 imagesPerSecond: Double(done * b) / elapsed,
                                 etaSeconds: elapsed / Double(done) * Double(stepsPerEpoch - s - 1)))
-        if let every = options.saveEvery, optimizer.step % every == 0, s + 1 < stepsPerEpoch {
-          try saveCheckpoint()
-        }
+        if let every = options.saveEvery, optimizer.step % every == 0, s + 1 < stepsPerEpoch { try saveCheckpoint() }
       }
       // Throughput of the steps this process ran (a resumed epoch's earlier steps ran in another).
       let ranHere = (optimizer.step - max(skip, 0) - epoch * stepsPerEpoch) * b
@@ -508,6 +491,27 @@ public struct Trainer<B: Backend> {
 }
 
 extension Trainer {
+  /// For a streamed set, the queue that reads an epoch's batches a batch or two ahead, beside the step (`BatchQueue`):
+  /// batch s of `order` for step `firstStep + s`. Held images are prepared by the step itself (nil).
+  func batchQueue(_ train: ImageDataset, order: [Int], steps: Range<Int>, firstStep: Int) -> BatchQueue? {
+    guard train.isStreamed else { return nil }
+    let (options, b) = (self.options, self.options.batchSize)
+    return BatchQueue(steps: steps) { s in
+      var batch = [Float](repeating: 0, count: b * train.imageBytes)
+      try Self.prepare(order[(s * b)..<((s + 1) * b)], of: train, options, step: firstStep + s, into: &batch)
+      return batch
+    }
+  }
+
+  /// The images of the epoch's step `s`, examples `idx`: taken from the queue (the time it took added to `waited`),
+  /// or prepared here.
+  func batch(_ s: Int, _ idx: ArraySlice<Int>, of train: ImageDataset, from queue: BatchQueue?, into images: inout [Float], waited: inout Double) throws {
+    guard let queue else { return try Self.prepare(idx, of: train, options, step: optimizer.step + 1, into: &images) }
+    let asked = Date()
+    images = try queue.take(s)
+    waited += Date().timeIntervalSince(asked)
+  }
+
   /// The images of training step `step` (1-based), examples `idx`: normalised, and augmented by the draws of
   /// (seed, step, image) when the options augment.
   static func prepare(_ idx: ArraySlice<Int>, of train: ImageDataset, _ options: TrainingOptions, step: Int, into images: inout [Float]) throws {
