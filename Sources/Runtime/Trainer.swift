@@ -312,15 +312,14 @@ public struct Trainer<B: Backend> {
     let firstEpoch = optimizer.step / stepsPerEpoch
     // Checkpoint sums that belong to another epoch (a run written before they were saved) start afresh.
     if partial.epoch != firstEpoch || optimizer.step % stepsPerEpoch == 0 { partial = EpochSums(epoch: firstEpoch) }
+    var next: BatchQueue?  // the next epoch's, started while this one evaluates
     for epoch in firstEpoch..<options.epochs {
-      // The permutation depends only on (seed, epoch), so a resumed run sees the same order.
-      var rng = SeededRandom(seed: options.seed, stream: 0x5eed_0000 &+ UInt64(epoch))
-      let order = rng.permutation(train.count)
+      let order = epochOrder(epoch, train.count)
       let start = Date()
       if partial.epoch != epoch { partial = EpochSums(epoch: epoch) }
       optimizer.learningRate = scheduledRate(epoch)
       let skip = optimizer.step - epoch * stepsPerEpoch
-      let queue = batchQueue(train, order: order, steps: max(0, skip)..<stepsPerEpoch, firstStep: epoch * stepsPerEpoch + 1)
+      let queue = next ?? batchQueue(train, order: order, steps: max(0, skip)..<stepsPerEpoch, firstStep: epoch * stepsPerEpoch + 1)
       var inputWait = 0.0
       for s in max(0, skip)..<stepsPerEpoch {
         if let m = options.maxSteps, optimizer.step >= m { break }
@@ -342,6 +341,8 @@ public struct Trainer<B: Backend> {
       // Throughput of the steps this process ran (a resumed epoch's earlier steps ran in another).
       let ranHere = (optimizer.step - max(skip, 0) - epoch * stepsPerEpoch) * b
       let finished = optimizer.step % stepsPerEpoch == 0
+      next = finished && epoch + 1 < options.epochs
+        ? batchQueue(train, order: epochOrder(epoch + 1, train.count), steps: 0..<stepsPerEpoch, firstStep: optimizer.step + 1) : nil
       var report = try epochReport(epoch, seconds: Date().timeIntervalSince(start), images: ranHere, validation: validation, test: test)
       report.stepsPerEpoch = stepsPerEpoch
       if queue != nil { report.inputWaitSeconds = inputWait }
@@ -491,6 +492,13 @@ public struct Trainer<B: Backend> {
 }
 
 extension Trainer {
+  /// The order of the training examples in `epoch`: a permutation that depends only on (seed, epoch), so a resumed
+  /// run sees the same order.
+  func epochOrder(_ epoch: Int, _ count: Int) -> [Int] {
+    var rng = SeededRandom(seed: options.seed, stream: 0x5eed_0000 &+ UInt64(epoch))
+    return rng.permutation(count)
+  }
+
   /// For a streamed set, the queue that reads an epoch's batches a batch or two ahead, beside the step (`BatchQueue`):
   /// batch s of `order` for step `firstStep + s`. Held images are prepared by the step itself (nil).
   func batchQueue(_ train: ImageDataset, order: [Int], steps: Range<Int>, firstStep: Int) -> BatchQueue? {
