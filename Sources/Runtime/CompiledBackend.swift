@@ -81,6 +81,9 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
   var firstShard: Int { (mpi?.rank ?? 0) * localShards }
   /// Gradient pointer of shard s.
   func gradient(_ s: Int) -> UnsafeMutablePointer<Float> { grads.pointer + s * train.parameterFloats }
+  /// The parameter floats that train (all but the frozen parameters'), in runs: the shards' gradients are reduced
+  /// over these alone (fine-tuning a ResNet-18's head reduces 2,565 floats, not 11 million).
+  let trainedFloats: [Range<Int>]
   var optimizerKind: Optimizer.Kind
   var stepsTaken = 0
   /// The op of each of the train program's `statistics`, and the step counters of the graph's stateful ops.
@@ -147,7 +150,15 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
     update = set.update.map { ($0, entries[1]) }
     statefulOps = set.step.statistics.map { graph.node(named: $0.node)!.op.definition as! any StatefulOp }
     counters = Dictionary(uniqueKeysWithValues: graph.counterNames.map { ($0, 0) })
+    trainedFloats = Self.runs(set.step.parameters.filter { !graph.frozen.contains($0.name) }.map { $0.offset..<($0.offset + $0.shape.reduce(1, *)) })
     (params, m, v, grads, arenas) = try Self.buffers(set, shards: shards, localShards: shards / (mpi?.size ?? 1), what: "training \(graph.name) at batch \(batch)")
+  }
+
+  /// `ranges` sorted and neighbours merged.
+  static func runs(_ ranges: [Range<Int>]) -> [Range<Int>] {
+    ranges.sorted { $0.lowerBound < $1.lowerBound }.reduce(into: []) { out, r in
+      if let last = out.last, last.upperBound >= r.lowerBound { out[out.count - 1] = last.lowerBound..<max(last.upperBound, r.upperBound) } else { out.append(r) }
+    }
   }
 
   /// A back end that only runs inference: the programs for `inferenceCalls` (image counts per `infer` call),
@@ -320,11 +331,13 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
     if let (_, entry) = update {
       // Average the shard gradients in shard order (a fixed reduction), then one optimiser step.
       let g0 = gradient(0), scale = 1 / Float(shards)
-      for s in 1..<shards {
-        let gs = gradient(s)
-        for i in 0..<n { g0[i] += gs[i] }
+      for run in trainedFloats {
+        for s in 1..<shards {
+          let gs = gradient(s)
+          for i in run { g0[i] += gs[i] }
+        }
+        for i in run { g0[i] *= scale }
       }
-      for i in 0..<n { g0[i] *= scale }
       entry(params.pointer, g0, m.pointer, v.pointer, arenas[0].pointer, nil, nil, nil, learningRate, Int64(step), 0, nil)
     }
     foldStatistics(stats, statsSize: statsSize)
