@@ -154,6 +154,20 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
     (params, m, v, grads, arenas) = try Self.buffers(set, shards: shards, localShards: shards / (mpi?.size ?? 1), what: "training \(graph.name) at batch \(batch)")
   }
 
+  /// Shard 0's gradient buffer after it holds the mean of every shard's, summed in shard order (a fixed reduction),
+  /// over the trained floats; what the optimiser step reads.
+  func averagedGradients() -> UnsafeMutablePointer<Float> {
+    let g0 = gradient(0), scale = 1 / Float(shards)
+    for run in trainedFloats {
+      for s in 1..<shards {
+        let gs = gradient(s)
+        for i in run { g0[i] += gs[i] }
+      }
+      for i in run { g0[i] *= scale }
+    }
+    return g0
+  }
+
   /// `ranges` sorted and neighbours merged.
   static func runs(_ ranges: [Range<Int>]) -> [Range<Int>] {
     ranges.sorted { $0.lowerBound < $1.lowerBound }.reduce(into: []) { out, r in
@@ -329,15 +343,7 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
       }
     }
     if let (_, entry) = update {
-      // Average the shard gradients in shard order (a fixed reduction), then one optimiser step.
-      let g0 = gradient(0), scale = 1 / Float(shards)
-      for run in trainedFloats {
-        for s in 1..<shards {
-          let gs = gradient(s)
-          for i in run { g0[i] += gs[i] }
-        }
-        for i in run { g0[i] *= scale }
-      }
+      let g0 = averagedGradients()
       entry(params.pointer, g0, m.pointer, v.pointer, arenas[0].pointer, nil, nil, nil, learningRate, Int64(step), 0, nil)
     }
     foldStatistics(stats, statsSize: statsSize)
