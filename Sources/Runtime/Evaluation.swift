@@ -35,13 +35,12 @@ public struct Evaluator: Sendable {
     var predictions: [Int] = []
     predictions.reserveCapacity(data.count)
     var start = 0
-    let px = data.imageBytes
-    var buffer = [Float](repeating: 0, count: batch * px)
+    let queue = photoQueue(data)
+    var buffer: [Float] = []
     var lossSum = 0.0, nonFinite = 0
     while start < data.count {
       let n = min(batch, data.count - start)
-      if buffer.count != n * px { buffer = [Float](repeating: 0, count: n * px) }
-      try data.normalizedBatch(Array(start..<(start + n))[...], into: &buffer, normalization)
+      buffer = try queue?.take(start / batch) ?? Self.batch(data, start..<(start + n), normalization)
       let logits = try backend.infer(images: buffer, count: n)
       for i in 0..<n {
         let row = logits[(i * classes)..<((i + 1) * classes)]
@@ -54,6 +53,24 @@ public struct Evaluator: Sendable {
     let correct = zip(predictions, data.labels).filter { $0 == Int($1) }.count
     return Evaluation(accuracy: Double(correct) / Double(max(1, data.count)), loss: lossSum / Double(max(1, data.count)),
                       predictions: predictions, nonFinite: nonFinite)
+  }
+}
+
+extension Evaluator {
+  /// The normalised images of examples `range`.
+  static func batch(_ data: ImageDataset, _ range: Range<Int>, _ normalization: Normalization) throws -> [Float] {
+    var out = [Float](repeating: 0, count: range.count * data.imageBytes)
+    try data.normalizedBatch(Array(range)[...], into: &out, normalization)
+    return out
+  }
+
+  /// For a streamed set, its calls' batches read a call or two ahead of the one inferring (`BatchQueue`).
+  func photoQueue(_ data: ImageDataset) -> BatchQueue? {
+    guard data.isStreamed else { return nil }
+    let (batch, normalization) = (self.batch, self.normalization)
+    return BatchQueue(steps: 0..<((data.count + batch - 1) / batch)) { call in
+      try Self.batch(data, (call * batch)..<min(data.count, (call + 1) * batch), normalization)
+    }
   }
 }
 
