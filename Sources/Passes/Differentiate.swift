@@ -22,11 +22,7 @@ public func differentiate(_ g: Graph) throws(DiagnosticList) -> Graph {
     })
   }
   // Forward: which values depend on a trained parameter.
-  var dependsOnParameter = Set<String>()
-  for n in g.nodes where n.op.parameterSuffixes.contains(where: { !g.frozen.contains("\(n.name).\($0)") })
-    || n.args.contains(where: dependsOnParameter.contains) {
-    dependsOnParameter.insert(n.name)
-  }
+  let dependsOnParameter = g.trainedValues
   // Backward: which values reach the loss.
   var reachesLoss: Set<String> = [loss]
   for n in g.nodes.reversed() where reachesLoss.contains(n.name) { reachesLoss.formUnion(n.args) }

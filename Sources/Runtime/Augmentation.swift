@@ -172,8 +172,7 @@ extension ImageDataset {
       return
     }
     let px = imageBytes, plane = rows * cols
-    let scale = (0..<channels).map { c in 1 / (255 * (n.std.count == 1 ? n.std[0] : n.std[c])) }
-    let shift = (0..<channels).map { c in (n.mean.count == 1 ? n.mean[0] : n.mean[c]) / (n.std.count == 1 ? n.std[0] : n.std[c]) }
+    let (scale, shift) = n.affine(channels: channels)
     images.withUnsafeBufferPointer { all in
       out.withUnsafeMutableBufferPointer { dst in
         for (j, i) in indices.enumerated() {
