@@ -56,3 +56,115 @@ extension PoolAttrs {
     return r
   }
 }
+
+/// How the import reads a forward op from ONNX: the other half of its `onnx` form, defined beside it
+/// (`ForwardOp.onnxReading`, with no default, so an op without one does not compile). `ONNX/Import.swift` derives
+/// its table of op types from these and keeps only what exporters write around ops.
+public enum ONNXReading: Sendable {
+  /// A node of one of these standard op types is this op: `read` gives the op, or an error (from the node's
+  /// `fail`) naming what cnnc's op does not take.
+  case node([String], read: @Sendable (any ONNXNodeReader) throws -> ONNXRead)
+  /// The op is read from a pattern of nodes that exporters write, which the import matches; the text says which.
+  case pattern(String)
+  /// The import does not read the op, and why.
+  case none(reason: String)
+}
+
+/// A float tensor of an ONNX model: its dimensions and row-major values.
+public typealias ONNXTensor = (shape: [Int], data: [Float])
+
+/// What a node read as an op gives: the op, the node's inputs that are its operands, and its parameters and
+/// buffers.
+public struct ONNXRead {
+  public var op: Op
+  /// The node's inputs that are the op's operands, in order.
+  public var operands: [Int]
+  /// Parameters and buffers by `state_dict` suffix, in cnnc's layout (a Gemm's B transposed where ONNX keeps it
+  /// [in, out]).
+  public var tensors: [(suffix: String, value: ONNXTensor)]
+  /// The input whose initializer name (`PREFIX.weight`) names the layer, if any.
+  public var namedBy: Int?
+  public init(_ op: Op, operands: [Int] = [0], tensors: [(suffix: String, value: ONNXTensor)] = [], namedBy: Int? = nil) {
+    self.op = op
+    self.operands = operands
+    self.tensors = tensors
+    self.namedBy = namedBy
+  }
+}
+
+/// One ONNX node as a reading sees it; the import implements it over the parsed model.
+public protocol ONNXNodeReader {
+  var opType: String { get }
+  var inputCount: Int { get }
+  var outputCount: Int { get }
+  /// Whether output `i` is named (an optional output left out has an empty name).
+  func hasOutput(_ i: Int) -> Bool
+  /// Whether input `i` is present and an activation (neither left out nor a constant).
+  func isActivation(_ i: Int) -> Bool
+  /// Input `i` as a float32 constant, nil when it is left out; an error when it is present but not a constant.
+  func constant(_ i: Int) throws -> ONNXTensor?
+  func int(_ key: String) -> Int?
+  func ints(_ key: String) -> [Int]?
+  func float(_ key: String) -> Float?
+  func string(_ key: String) -> String?
+  /// An error naming the model, the node and its op type, then `message`.
+  func fail(_ message: String) -> any Error
+}
+
+extension ONNXNodeReader {
+  /// One value for a 2-D attribute that cnnc's square windows need equal on both axes (and, for pads, on both
+  /// sides).
+  public func square(_ key: String, default d: Int) throws -> Int {
+    guard let v = ints(key), !v.isEmpty else { return d }
+    guard Set(v).count == 1 else { throw fail("\(key) \(v) differ by axis or side; cnnc's convolutions and pools are square and symmetric") }
+    return v[0]
+  }
+
+  /// A float attribute (or `d` when absent) that must be finite and satisfy `ok`, else an error naming the
+  /// attribute, its value and `rule`.
+  public func finite(_ key: String, default d: Float, _ rule: String = "finite", _ ok: (Float) -> Bool = { _ in true }) throws -> Float {
+    let v = float(key) ?? d
+    guard v.isFinite, ok(v) else { throw fail("attribute '\(key)' is \(v); it must be \(rule)") }
+    return v
+  }
+
+  /// Input `i`, which must be a constant of rank `rank`, else an error saying what it must be.
+  public func constant(_ i: Int, rank: Int, _ what: String) throws -> ONNXTensor {
+    guard let t = try constant(i), t.shape.count == rank else { throw fail(what) }
+    return t
+  }
+
+  /// Refuses `auto_pad` (padding computed from the output size), which cnnc's explicit padding does not take.
+  public func explicitPadding() throws {
+    guard ["NOTSET", ""].contains(string("auto_pad") ?? "NOTSET") else { throw fail("auto_pad \(string("auto_pad")!): give explicit pads") }
+  }
+}
+
+/// A row-major [rows, columns] matrix transposed (ONNX's MatMul and Gemm without transB keep [in, out]; cnnc's
+/// dense weight is [out, in]).
+public func transposedMatrix(_ t: ONNXTensor) -> ONNXTensor {
+  let (r, c) = (t.shape[0], t.shape[1])
+  var out = [Float](repeating: 0, count: r * c)
+  for i in 0..<r { for j in 0..<c { out[j * r + i] = t.data[i * c + j] } }
+  return ([c, r], out)
+}
+
+extension PoolAttrs {
+  /// The pool a MaxPool or AveragePool node is: square windows, at most half a window of padding (PyTorch's
+  /// rule), no dilation or indices output.
+  static func read(_ n: any ONNXNodeReader, average: Bool) throws -> PoolAttrs {
+    let size = try n.square("kernel_shape", default: 0), stride = try n.square("strides", default: 1)
+    let padding = try n.square("pads", default: 0), ceilMode = (n.int("ceil_mode") ?? 0) != 0
+    guard size > 0 else { throw n.fail("attribute 'kernel_shape' is missing or not positive") }
+    guard stride >= 1 else { throw n.fail("attribute 'strides' is \(stride); strides must be at least 1") }
+    guard padding >= 0, padding <= size / 2 else {
+      throw n.fail("attribute 'pads' is \(padding); cnnc pads a pool by at most half its window (\(size / 2)), as PyTorch does")
+    }
+    try n.explicitPadding()
+    guard try n.square("dilations", default: 1) == 1 else { throw n.fail("dilated pooling is not supported") }
+    guard (n.int("storage_order") ?? 0) == 0, n.outputCount == 1 || !n.hasOutput(1) else { throw n.fail("the indices output of MaxPool is not supported") }
+    // ONNX's AveragePool leaves padding out of the average by default; PyTorch's (and cnnc's) counts it.
+    let countIncludePad = !(average && padding != 0 && (n.int("count_include_pad") ?? 0) == 0)
+    return PoolAttrs(size: size, stride: stride, padding: padding, ceilMode: ceilMode, countIncludePad: countIncludePad)
+  }
+}

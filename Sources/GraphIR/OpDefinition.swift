@@ -49,6 +49,8 @@ public protocol OpDefinition: Sendable {
 public protocol ForwardOp: OpDefinition {
   /// How the op is written as ONNX (no default: every forward op states its form, or why it has none).
   var onnx: ONNXForm { get }
+  /// How the import reads the op from ONNX (no default, as for `onnx`).
+  static var onnxReading: ONNXReading { get }
   /// Emits the backward nodes of `node` given its output gradient `dy`, and returns the gradient value of
   /// each operand that `wants` asks for (nil elsewhere).
   func gradient(_ node: Node, dy: String, wants: [Bool], _ b: inout GradientBuilder) -> [String?]

@@ -16,9 +16,8 @@ public enum Printer {
     let width = min(20, g.nodes.map(\.name.count).max() ?? 0)
     var lines: [String] = []
     for n in g.nodes {
-      let operands = n.args + n.op.printedAttributes.map { "\($0.0): \($0.1)" }
       let pad = String(repeating: " ", count: max(0, width - n.name.count))
-      lines.append("\(n.name)\(pad) = \(n.op.spelling)(\(operands.joined(separator: ", ")))")
+      lines.append("\(n.name)\(pad) = \(expression(n.op, n.args))")
     }
     if let types {
       let w = lines.map(\.count).max() ?? 0
@@ -35,5 +34,10 @@ public enum Printer {
     if let m = g.minimize { out += "minimize \(m)\n" }
     for d in g.gradients { out += "gradient \(d.parameter) = \(d.value)\n" }
     return out
+  }
+
+  /// `op` applied to the values `args`, as a statement's right-hand side: `conv2d(x, filters: 8, kernel: 3)`.
+  public static func expression(_ op: Op, _ args: [String]) -> String {
+    "\(op.spelling)(\((args + op.printedAttributes.map { "\($0.0): \($0.1)" }).joined(separator: ", ")))"
   }
 }

@@ -31,14 +31,6 @@ public enum ONNXImport {
   /// The largest file read: models with more weights than this keep them in external data, which cnnc does
   /// not read.
   public static let maxFileBytes = 1 << 30
-  /// The ONNX op types the import maps to `.graph` ops.
-  public static let supported = ["Conv", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Clip", "HardSigmoid (alpha 1/6, beta 1/2)", "HardSwish", "Gelu (approximate 'none'), and x * (1 + Erf(x / sqrt 2)) * 0.5 as GELU",
-                                 "Mul (of two activations, one may be a [N, C, 1, 1] gate; x times Sigmoid(x) is SiLU)", "Concat (of activations, over channels)", "Split (of channels into equal parts)",
-                                 "Reshape to [N, groups, C / groups, H, W], Transpose [0, 2, 1, 3, 4], Reshape back (a channel shuffle)", "MaxPool", "AveragePool", "GlobalAveragePool",
-                                 "Flatten", "Reshape", "ReduceMean (over H and W)", "Gemm", "MatMul", "Add", "BatchNormalization", "Dropout", "Identity",
-                                 "Softmax", "LogSoftmax", "Constant", "Slice (of channels into equal parts at bounds computed from the channel count)",
-                                 "Shape, Gather, Unsqueeze, Squeeze, Concat, Cast, Slice, Add, Sub, Mul, Div (computing a Reshape's shape or a Slice's bounds)"]
-
   /// Reads and translates the model at `path`.
   public static func read(_ path: String) throws -> ImportedModel {
     // The file's bytes live only until they parse: with the parsed weights and the translated ones, a third copy
@@ -287,22 +279,8 @@ struct Translator {
   func int(_ node: Onnx_NodeProto, _ key: String) -> Int? { node.attribute.first { $0.name == key }.map { Int($0.i) } }
   func float(_ node: Onnx_NodeProto, _ key: String) -> Float? { node.attribute.first { $0.name == key }.map { $0.f } }
 
-  /// A float attribute (or `d` when absent) that must be finite and satisfy `rule`, else an error naming the
-  /// node, the attribute and the value.
-  func finite(_ node: Onnx_NodeProto, _ key: String, default d: Float, _ rule: String = "finite", _ ok: (Float) -> Bool = { _ in true }) throws -> Float {
-    let v = float(node, key) ?? d
-    guard v.isFinite, ok(v) else { throw fail(node, "attribute '\(key)' is \(v); it must be \(rule)") }
-    return v
-  }
   func string(_ node: Onnx_NodeProto, _ key: String) -> String? {
     node.attribute.first { $0.name == key }.map { String(decoding: $0.s, as: UTF8.self) }
-  }
-
-  /// One value for a 2-D attribute that cnnc's square windows need equal on both axes (and, for pads, on both sides).
-  func square(_ node: Onnx_NodeProto, _ key: String, default d: Int) throws -> Int {
-    guard let v = ints(node, key), !v.isEmpty else { return d }
-    guard Set(v).count == 1 else { throw fail(node, "\(key) \(v) differ by axis or side; cnnc's convolutions and pools are square and symmetric") }
-    return v[0]
   }
 
   mutating func define(_ node: Onnx_NodeProto, _ name: String, _ expression: String) {
@@ -317,25 +295,6 @@ struct Translator {
     if try geluStep(node) { return }
     switch node.opType {
     case "Identity": values[node.output[0]] = try operand(node, 0)
-    case "Conv": try conv(node)
-    case "Relu": define(node, layerName(node, weight: nil), "relu(\(try operand(node, 0)))")
-    case "LeakyRelu":
-      let slope = try finite(node, "alpha", default: 0.01)
-      define(node, layerName(node, weight: nil), "leaky_relu(\(try operand(node, 0)), slope: \(formatFloat(Double(slope))))")
-    case "Sigmoid":
-      sigmoids[node.output[0]] = (statements.count, node.input[0])
-      define(node, layerName(node, weight: nil), "sigmoid(\(try operand(node, 0)))")
-    case "Clip": try clip(node)
-    case "HardSigmoid", "Gelu": try parameterisedActivation(node)
-    case "HardSwish": define(node, layerName(node, weight: nil), "hardswish(\(try operand(node, 0)))")
-    case "Mul": try mul(node)
-    case "Concat": try concat(node)
-    case "Tanh": define(node, layerName(node, weight: nil), "tanh(\(try operand(node, 0)))")
-    case "MaxPool", "AveragePool": try pool(node)
-    case "GlobalAveragePool": define(node, layerName(node, weight: nil), "global_avgpool(\(try operand(node, 0)))")
-    case "Flatten":
-      guard (int(node, "axis") ?? 1) == 1 else { throw fail(node, "axis \(int(node, "axis")!): cnnc flattens everything after the batch (axis 1)") }
-      define(node, layerName(node, weight: nil), "flatten(\(try operand(node, 0)))")
     case "Reshape" where try channelShuffle(node): break
     case "Transpose":
       guard let v = views[node.input[0]], ints(node, "perm") == [0, 2, 1, 3, 4] else {
@@ -344,29 +303,56 @@ struct Translator {
       transposed[node.output[0]] = v
     case "Split": try split(node)
     case "Slice": try sliceChannels(node)
-    case "Reshape":
-      // To [N, features]: a constant shape is checked; a computed one (x.view(x.size(0), -1)) is taken as that, and
-      // shape inference checks the layers after it.
-      if node.input.count > 1, let t = initializers[node.input[1]] {
-        let shape = int64s(t)
-        // A model exported for a fixed batch names it (the input's batch dimension, which cnnc makes N).
-        guard shape.count == 2, [0, -1, exportedBatch].contains(shape[0]) || shape[1] == -1 else {
-          throw fail(node, "reshape to \(shape): cnnc reshapes only to [N, features] (a flatten)")
-        }
-      } else if node.input.count < 2 || shapeValues[node.input[1]] == nil {
-        throw fail(node, "the target shape must be a constant or computed from shapes")
-      }
-      define(node, layerName(node, weight: nil), "flatten(\(try operand(node, 0)))")
+    case "Reshape": try reshape(node)
     case "ReduceMean": try reduceMean(node)
-    case "Gemm": try gemm(node)
     case "MatMul": try matmul(node)
-    case "Add": try add(node)
-    case "BatchNormalization": try batchNorm(node)
-    case "Dropout": try dropout(node)
-    case "Softmax", "LogSoftmax": try softmax(node, isLast: isLast)
+    case "Add" where try denseBias(node): break
+    case "Mul" where try siluProduct(node): break
+    case "Concat" where node.input.count == 1: values[node.output[0]] = try operand(node, 0)
+    case "Softmax" where isLast, "LogSoftmax" where isLast:
+      // The loss is cross_entropy on the logits: softmax and log-softmax there are folded into it.
+      values[node.output[0]] = try operand(node, 0)
+      notes.append("the final \(node.opType) is folded into the loss: the graph's output is the logits before it (the same predicted classes)")
+    case "LogSoftmax": throw fail(node, "LogSoftmax inside the network: cnnc has softmax, and folds only a final LogSoftmax into the loss")
     default:
-      throw fail(node, "not supported; cnnc imports \(ONNXImport.supported.joined(separator: ", "))")
+      guard let read = ONNXImport.readings[node.opType] else {
+        throw fail(node, "not supported; cnnc imports \(ONNXImport.supported.joined(separator: ", "))")
+      }
+      try define(node, read(NodeReader(translator: self, node: node)))
     }
+  }
+
+  /// Defines the op a node was read as, under its layer name, with its parameters and buffers.
+  mutating func define(_ node: Onnx_NodeProto, _ read: ONNXRead) throws {
+    let operands = try read.operands.map { try operand(node, $0) }
+    let name = layerName(node, weight: read.namedBy.map { node.input[$0] })
+    for (suffix, value) in read.tensors { tensors[key(name, suffix)] = value }
+    switch read.op {
+    // A Mul of x and this sigmoid becomes silu.
+    case .sigmoid: sigmoids[node.output[0]] = (statements.count, node.input[0])
+    case .batchNorm: sawBatchNorm = true
+    // The TorchScript exporter names folded weights `onnx::Conv_N`; the default exporter keeps the weight's name
+    // and calls the bias it makes `NAME.weight_bias`.
+    case .conv2d(let a) where a.bias:
+      if !node.input[1].hasSuffix(".weight") || node.input[2].hasSuffix(".weight_bias") { computedConvs += 1 }
+    default: break
+    }
+    define(node, name, Printer.expression(read.op, operands))
+  }
+
+  /// A Reshape to [N, features], as a flatten: a constant shape is checked; a computed one
+  /// (x.view(x.size(0), -1)) is taken as that, and shape inference checks the layers after it.
+  mutating func reshape(_ node: Onnx_NodeProto) throws {
+    if node.input.count > 1, let t = initializers[node.input[1]] {
+      let shape = int64s(t)
+      // A model exported for a fixed batch names it (the input's batch dimension, which cnnc makes N).
+      guard shape.count == 2, [0, -1, exportedBatch].contains(shape[0]) || shape[1] == -1 else {
+        throw fail(node, "reshape to \(shape): cnnc reshapes only to [N, features] (a flatten)")
+      }
+    } else if node.input.count < 2 || shapeValues[node.input[1]] == nil {
+      throw fail(node, "the target shape must be a constant or computed from shapes")
+    }
+    define(node, layerName(node, weight: nil), "flatten(\(try operand(node, 0)))")
   }
 
   /// Takes a node that only names a constant (true): an Identity of an initializer (torch.onnx's TorchScript
@@ -384,68 +370,6 @@ struct Translator {
       return true
     }
     return false
-  }
-
-  /// HardSigmoid and Gelu, whose attributes must be the ones of cnnc's op: PyTorch's alpha 1/6 and beta 1/2, and
-  /// the exact GELU.
-  mutating func parameterisedActivation(_ node: Onnx_NodeProto) throws {
-    if node.opType == "Gelu" {
-      guard (string(node, "approximate") ?? "none") == "none" else {
-        throw fail(node, "approximate '\(string(node, "approximate")!)': cnnc's gelu is the exact form (approximate 'none')")
-      }
-      return define(node, layerName(node, weight: nil), "gelu(\(try operand(node, 0)))")
-    }
-    let alpha = try finite(node, "alpha", default: 0.2), beta = try finite(node, "beta", default: 0.5)
-    guard abs(alpha - 1 / 6) < 1e-6, beta == 0.5 else {
-      throw fail(node, "alpha \(alpha), beta \(beta): cnnc's hardsigmoid is PyTorch's (alpha 1/6, beta 1/2)")
-    }
-    define(node, layerName(node, weight: nil), "hardsigmoid(\(try operand(node, 0)))")
-  }
-
-  /// Softmax inside the network; a final Softmax or LogSoftmax is folded into the cross-entropy loss.
-  mutating func softmax(_ node: Onnx_NodeProto, isLast: Bool) throws {
-    let x = try operand(node, 0)
-    // cnnc's softmax is over the last axis of [N, K]: ONNX's axis 1 or -1 (the default before and after opset 13).
-    if let axis = int(node, "axis"), axis != 1, axis != -1 {
-      throw fail(node, "attribute 'axis' is \(axis); cnnc takes \(node.opType) over the classes of [N, K] only (axis 1 or -1)")
-    }
-    if isLast {
-      // The loss is cross_entropy on the logits: softmax and log-softmax there are folded into it.
-      values[node.output[0]] = x
-      notes.append("the final \(node.opType) is folded into the loss: the graph's output is the logits before it (the same predicted classes)")
-    } else if node.opType == "Softmax" {
-      define(node, layerName(node, weight: nil), "softmax(\(x))")
-    } else {
-      throw fail(node, "LogSoftmax inside the network: cnnc has softmax, and folds only a final LogSoftmax into the loss")
-    }
-  }
-
-  mutating func conv(_ node: Onnx_NodeProto) throws {
-    let x = try operand(node, 0)
-    guard let w = try weight(node, 1), w.shape.count == 4 else { throw fail(node, "the weight must be a 4-D initializer [filters, channels, k, k]") }
-    guard w.shape[2] == w.shape[3] else { throw fail(node, "kernel \(w.shape[2])x\(w.shape[3]) is not square") }
-    let groups = int(node, "group") ?? 1, dilation = try square(node, "dilations", default: 1)
-    guard groups >= 1, w.shape[0] % groups == 0 else { throw fail(node, "group \(groups) must be positive and divide the \(w.shape[0]) filters") }
-    guard dilation >= 1 else { throw fail(node, "attribute 'dilations' is \(dilation); dilations must be at least 1") }
-    guard ["NOTSET", ""].contains(string(node, "auto_pad") ?? "NOTSET") else { throw fail(node, "auto_pad \(string(node, "auto_pad")!): give explicit pads") }
-    let stride = try square(node, "strides", default: 1), padding = try square(node, "pads", default: 0)
-    guard w.shape[0] > 0, w.shape[1] > 0, w.shape[2] > 0 else { throw fail(node, "the weight's shape \(w.shape) has a zero dimension (no filters, channels or kernel)") }
-    guard stride >= 1 else { throw fail(node, "attribute 'strides' is \(stride); strides must be at least 1") }
-    guard padding >= 0 else { throw fail(node, "attribute 'pads' is \(padding); negative padding (cropping) is not supported") }
-    let bias = try weight(node, 2)
-    // The TorchScript exporter names folded weights `onnx::Conv_N`; the default exporter keeps the weight's name
-    // and calls the bias it makes `NAME.weight_bias`.
-    if bias != nil, !node.input[1].hasSuffix(".weight") || node.input[2].hasSuffix(".weight_bias") { computedConvs += 1 }
-    let name = layerName(node, weight: node.input[1])
-    tensors[key(name, "weight")] = w
-    if let bias { tensors[key(name, "bias")] = bias }
-    var attrs = ["filters: \(w.shape[0])", "kernel: \(w.shape[2])"]
-    if stride != 1 { attrs.append("stride: \(stride)") }
-    if padding != 0 { attrs.append("padding: \(padding)") }
-    if bias == nil { attrs.append("bias: false") }
-    if groups != 1 { attrs.append("groups: \(groups)") }
-    if dilation != 1 { attrs.append("dilation: \(dilation)") }
-    define(node, name, "conv2d(\(x), \(attrs.joined(separator: ", ")))")
   }
 
   /// Takes a Reshape of a channel shuffle (true): to [N, groups, C / groups, H, W] (a constant target, or one
@@ -493,25 +417,10 @@ struct Translator {
     }
   }
 
-  /// Clip between constant bounds (ReLU6 is Clip(0, 6)): attributes before opset 11, initializer inputs from it.
-  mutating func clip(_ node: Onnx_NodeProto) throws {
-    var bounds = [float(node, "min"), float(node, "max")]
-    for i in [1, 2] where i < node.input.count && !node.input[i].isEmpty {
-      guard let t = initializers[node.input[i]], let v = try? floats(t, node), v.data.count == 1 else {
-        throw fail(node, "input \(i + 1) ('\(node.input[i])') must be a constant scalar bound")
-      }
-      bounds[i - 1] = v.data[0]
-    }
-    guard let lo = bounds[0], let hi = bounds[1], lo.isFinite, hi.isFinite, lo < hi else {
-      throw fail(node, "bounds \(bounds.map { $0.map { "\($0)" } ?? "none" }): cnnc clips between two finite bounds, min below max")
-    }
-    define(node, layerName(node, weight: nil), "clip(\(try operand(node, 0)), min: \(formatFloat(Double(lo))), max: \(formatFloat(Double(hi))))")
-  }
-
-  /// x times its own sigmoid (how SiLU is exported): the sigmoid's statement becomes `silu` when nothing else
-  /// reads it; any other product of two activations (a squeeze-excitation gate's) is `mul`.
-  mutating func mul(_ node: Onnx_NodeProto) throws {
-    guard node.input.count == 2 else { throw fail(node, "Mul takes two inputs") }
+  /// Takes x times its own sigmoid (true), as SiLU is exported: the sigmoid's statement becomes `silu` when
+  /// nothing else reads it. Any other product is the `mul` op's.
+  mutating func siluProduct(_ node: Onnx_NodeProto) throws -> Bool {
+    guard node.input.count == 2 else { return false }
     for (gate, x) in [(node.input[1], node.input[0]), (node.input[0], node.input[1])] {
       guard let s = sigmoids[gate], s.input == x else { continue }
       let operand = try operand(node, gate == node.input[1] ? 0 : 1)
@@ -522,49 +431,9 @@ struct Translator {
       } else {
         define(node, layerName(node, weight: nil), "silu(\(operand))")
       }
-      return
+      return true
     }
-    guard node.input.allSatisfy({ values[$0] != nil }) else {
-      throw fail(node, "a product with a constant is not supported; cnnc multiplies two activations (or one by a [N, C, 1, 1] gate)")
-    }
-    define(node, layerName(node, weight: nil), "mul(\(try operand(node, 0)), \(try operand(node, 1)))")
-  }
-
-  /// Activations joined along the channels.
-  mutating func concat(_ node: Onnx_NodeProto) throws {
-    guard let axis = int(node, "axis"), axis == 1 else {
-      throw fail(node, "attribute 'axis' is \(int(node, "axis").map(String.init) ?? "absent"); cnnc joins activations along the channels (axis 1)")
-    }
-    let parts = try node.input.indices.map { try operand(node, $0) }
-    if parts.count == 1 {
-      values[node.output[0]] = parts[0]
-      return
-    }
-    define(node, layerName(node, weight: nil), "concat(\(parts.joined(separator: ", ")))")
-  }
-
-  mutating func pool(_ node: Onnx_NodeProto) throws {
-    let x = try operand(node, 0)
-    let size = try square(node, "kernel_shape", default: 0), stride = try square(node, "strides", default: 1)
-    let padding = try square(node, "pads", default: 0), ceilMode = (int(node, "ceil_mode") ?? 0) != 0
-    guard size > 0 else { throw fail(node, "attribute 'kernel_shape' is missing or not positive") }
-    guard stride >= 1 else { throw fail(node, "attribute 'strides' is \(stride); strides must be at least 1") }
-    guard padding >= 0, padding <= size / 2 else {
-      throw fail(node, "attribute 'pads' is \(padding); cnnc pads a pool by at most half its window (\(size / 2)), as PyTorch does")
-    }
-    guard ["NOTSET", ""].contains(string(node, "auto_pad") ?? "NOTSET") else { throw fail(node, "auto_pad \(string(node, "auto_pad")!): give explicit pads") }
-    guard try square(node, "dilations", default: 1) == 1 else { throw fail(node, "dilated pooling is not supported") }
-    guard (int(node, "storage_order") ?? 0) == 0, node.output.count == 1 || node.output[1].isEmpty else {
-      throw fail(node, "the indices output of MaxPool is not supported")
-    }
-    let op = node.opType == "MaxPool" ? "maxpool" : "avgpool"
-    var attrs = ["size: \(size)"]
-    if stride != size { attrs.append("stride: \(stride)") }
-    if padding != 0 { attrs.append("padding: \(padding)") }
-    if ceilMode { attrs.append("ceil_mode: true") }
-    // ONNX's AveragePool leaves padding out of the average by default; PyTorch's (and cnnc's) counts it.
-    if op == "avgpool", padding != 0, (int(node, "count_include_pad") ?? 0) == 0 { attrs.append("count_include_pad: false") }
-    define(node, layerName(node, weight: nil), "\(op)(\(x), \(attrs.joined(separator: ", ")))")
+    return false
   }
 
   /// A mean over H and W (what the default exporter writes for adaptive average pooling to 1x1): a global
@@ -592,84 +461,27 @@ struct Translator {
     }
   }
 
-  mutating func gemm(_ node: Onnx_NodeProto) throws {
-    let x = try operand(node, 0)
-    guard (float(node, "alpha") ?? 1) == 1, (float(node, "beta") ?? 1) == 1, (int(node, "transA") ?? 0) == 0 else {
-      throw fail(node, "only alpha 1, beta 1 and an untransposed A are supported")
-    }
-    guard let b = try weight(node, 1), b.shape.count == 2 else { throw fail(node, "B must be a 2-D initializer") }
-    let w = (int(node, "transB") ?? 0) == 1 ? b : transposed(b)
-    let bias = try weight(node, 2)
-    if let bias, bias.shape != [w.shape[0]] { throw fail(node, "C must be a bias of \(w.shape[0]) values, got shape \(bias.shape)") }
-    let name = layerName(node, weight: node.input[1])
-    tensors[key(name, "weight")] = w
-    if let bias { tensors[key(name, "bias")] = bias }
-    define(node, name, "dense(\(x), units: \(w.shape[0])\(bias == nil ? ", bias: false" : ""))")
-  }
-
   mutating func matmul(_ node: Onnx_NodeProto) throws {
     let x = try operand(node, 0)
     guard let b = try weight(node, 1), b.shape.count == 2 else { throw fail(node, "the second operand must be a 2-D initializer [in, out]") }
     let name = layerName(node, weight: node.input[1])
-    tensors[key(name, "weight")] = transposed(b)
+    tensors[key(name, "weight")] = transposedMatrix(b)
     biasless[name] = (statements.count, b.shape[1])
     define(node, name, "dense(\(x), units: \(b.shape[1]), bias: false)")
   }
 
-  mutating func add(_ node: Onnx_NodeProto) throws {
-    guard node.input.count == 2 else { throw fail(node, "Add takes two inputs") }
-    // MatMul + Add of a constant vector is a dense layer with a bias.
-    if let c = node.input.firstIndex(where: { initializers[$0] != nil }) {
-      let x = try operand(node, 1 - c)
-      guard let dense = biasless[x], let bias = try weight(node, c), bias.shape == [dense.units] else {
-        throw fail(node, "adding a constant is supported only as the bias after a MatMul")
-      }
-      statements[dense.statement] = statements[dense.statement].replacingOccurrences(of: ", bias: false)", with: ")")
-      tensors[key(x, "bias")] = bias
-      biasless[x] = nil
-      values[node.output[0]] = x
-      return
+  /// Takes MatMul + Add of a constant vector (true): the dense layer the MatMul made gets the vector as its bias.
+  mutating func denseBias(_ node: Onnx_NodeProto) throws -> Bool {
+    guard node.input.count == 2, let c = node.input.firstIndex(where: { initializers[$0] != nil }) else { return false }
+    let x = try operand(node, 1 - c)
+    guard let dense = biasless[x], let bias = try weight(node, c), bias.shape == [dense.units] else {
+      throw fail(node, "adding a constant is supported only as the bias after a MatMul")
     }
-    define(node, layerName(node, weight: nil), "add(\(try operand(node, 0)), \(try operand(node, 1)))")
-  }
-
-  mutating func batchNorm(_ node: Onnx_NodeProto) throws {
-    sawBatchNorm = true
-    let x = try operand(node, 0)
-    guard (int(node, "training_mode") ?? 0) == 0, node.output.count == 1 else { throw fail(node, "a training-mode batch norm (running statistics as outputs) is not supported") }
-    guard node.input.count == 5 else { throw fail(node, "expects X, scale, B, mean and var") }
-    let parts = try (1...4).map { i -> (shape: [Int], data: [Float]) in
-      guard let t = try weight(node, i), t.shape.count == 1 else { throw fail(node, "input \(i + 1) must be a 1-D initializer") }
-      return t
-    }
-    guard Set(parts.map(\.shape)).count == 1 else { throw fail(node, "scale, B, mean and var differ in length") }
-    let name = layerName(node, weight: node.input[1])
-    for (suffix, t) in zip(["weight", "bias", "running_mean", "running_var"], parts) { tensors[key(name, suffix)] = t }
-    // ONNX's momentum weighs the running value; PyTorch's (and cnnc's) weighs the batch.
-    let momentum = 1 - Double(try finite(node, "momentum", default: 0.9, "in [0, 1]") { $0 >= 0 && $0 <= 1 })
-    let eps = Double(try finite(node, "epsilon", default: 1e-5, "a positive number") { $0 > 0 })
-    var attrs: [String] = []
-    if abs(momentum - BatchNormAttrs.defaultMomentum) > 1e-6 { attrs.append("momentum: \(formatFloat(Double(Float(momentum))))") }
-    if abs(eps - BatchNormAttrs.defaultEps) > 1e-9 { attrs.append("eps: \(formatFloat(eps))") }
-    define(node, name, "batchnorm(\(([x] + attrs).joined(separator: ", ")))")
-  }
-
-  mutating func dropout(_ node: Onnx_NodeProto) throws {
-    let x = try operand(node, 0)
-    guard node.output.count == 1 || node.output[1].isEmpty else { throw fail(node, "the dropout mask is used as a value; cnnc's dropout has none") }
-    var rate = Double(try finite(node, "ratio", default: 0.5, "in [0, 1)") { $0 >= 0 && $0 < 1 })
-    if node.input.count > 1, !node.input[1].isEmpty, let t = initializers[node.input[1]], let r = try? floats(t, node), r.data.count == 1 {
-      guard r.data[0].isFinite, r.data[0] >= 0, r.data[0] < 1 else { throw fail(node, "the ratio input is \(r.data[0]); it must be in [0, 1)") }
-      rate = Double(r.data[0])
-    }
-    define(node, layerName(node, weight: nil), "dropout(\(x), rate: \(formatFloat(rate)))")
-  }
-
-  func transposed(_ t: (shape: [Int], data: [Float])) -> (shape: [Int], data: [Float]) {
-    let (r, c) = (t.shape[0], t.shape[1])
-    var out = [Float](repeating: 0, count: r * c)
-    for i in 0..<r { for j in 0..<c { out[j * r + i] = t.data[i * c + j] } }
-    return ([c, r], out)
+    statements[dense.statement] = statements[dense.statement].replacingOccurrences(of: ", bias: false)", with: ")")
+    tensors[key(x, "bias")] = bias
+    biasless[x] = nil
+    values[node.output[0]] = x
+    return true
   }
 
   /// The `state_dict` key of a parameter or buffer of node `node`.

@@ -103,6 +103,29 @@ struct OpFormTests {
     #expect(original.count == back.count && zip(original, back).allSatisfy { abs($0 - $1) <= 1e-5 * max(1, abs($0)) }, "\(original) vs \(back)")
   }
 
+  /// Every op written as one standard node reads that node type back (dropout, written as Identity for inference,
+  /// reads Dropout); no node type is read by two ops; an op without a form has no reading either, and says why.
+  @Test func everyWrittenNodeTypeIsRead() throws {
+    var readers: [String: [String]] = [:]
+    for case let definition as any ForwardOp.Type in Op.definitions {
+      let name = definition.syntax.name
+      switch definition.onnxReading {
+      case .node(let types, _): for t in types { readers[t, default: []].append(name) }
+      case .pattern(let p): #expect(!p.isEmpty)
+      case .none(let reason): #expect(Self.withoutForm.contains(name) && !reason.isEmpty, "\(name) reads no ONNX")
+      }
+    }
+    #expect(readers.values.allSatisfy { $0.count == 1 }, "\(readers.filter { $0.value.count > 1 })")
+    for (name, body) in Self.bodies {
+      let g = try Self.graph(body)
+      for node in g.nodes where node.op.spelling == name {
+        guard case .node(let type, _, _)? = Self.form(of: node.op) else { continue }
+        #expect(readers[type] == [name] || (name, type) == ("dropout", "Identity"), "\(name) is written as \(type), which it does not read")
+      }
+    }
+    #expect(ONNXImport.supported.contains("Conv") && ONNXImport.supported.contains { $0.hasSuffix("(silu)") })
+  }
+
   /// The export refuses what has no form with the op's reason.
   @Test func aLossIsNotExported() throws {
     var g = try Self.graph("f = flatten(x)\nd = dense(f, units: 4)")

@@ -71,6 +71,7 @@ extension ActivationGradient {
 /// `relu(x)`: max(x, 0); its gradient passes dy where the output is positive.
 public struct ReLUOp: Activation {
   public var onnx: ONNXForm { .node("Relu", inputs: [.operand(0)], attributes: []) }
+  public static let onnxReading = ONNXReading.node(["Relu"]) { _ in ONNXRead(.relu) }
   public init() {}
   public static let syntax = OpSyntax("relu", operands: ["x"]) { _ in .relu }
   public var gradientOp: Op { .reluGrad }
@@ -90,6 +91,9 @@ public struct ReLUGradOp: ActivationGradient {
 /// slope (also a negative one) is differentiated correctly.
 public struct LeakyReLUOp: Activation {
   public var onnx: ONNXForm { .node("LeakyRelu", inputs: [.operand(0)], attributes: [ONNXAttribute("alpha", .float(slope))]) }
+  public static let onnxReading = ONNXReading.node(["LeakyRelu"]) { n in
+    ONNXRead(.leakyReLU(slope: Double(try n.finite("alpha", default: Float(defaultSlope)))))
+  }
   public var slope: Double
   public init(slope: Double) { self.slope = slope }
   /// PyTorch's default `negative_slope`.
@@ -117,6 +121,7 @@ public struct LeakyReLUGradOp: ActivationGradient {
 /// `sigmoid(x)`: 1 / (1 + exp(-x)); dx = dy * y * (1 - y).
 public struct SigmoidOp: Activation {
   public var onnx: ONNXForm { .node("Sigmoid", inputs: [.operand(0)], attributes: []) }
+  public static let onnxReading = ONNXReading.node(["Sigmoid"]) { _ in ONNXRead(.sigmoid) }
   public init() {}
   public static let syntax = OpSyntax("sigmoid", operands: ["x"]) { _ in .sigmoid }
   public var gradientOp: Op { .sigmoidGrad }
@@ -136,6 +141,7 @@ public struct SigmoidGradOp: ActivationGradient {
 /// dx = dy * (1 - y^2).
 public struct TanhOp: Activation {
   public var onnx: ONNXForm { .node("Tanh", inputs: [.operand(0)], attributes: []) }
+  public static let onnxReading = ONNXReading.node(["Tanh"]) { _ in ONNXRead(.tanh) }
   public init() {}
   public static let syntax = OpSyntax("tanh", operands: ["x"]) { _ in .tanh }
   public var gradientOp: Op { .tanhGrad }
@@ -158,6 +164,21 @@ public struct TanhGradOp: ActivationGradient {
 public struct ClipOp: Activation {
   public var onnx: ONNXForm {
     .node("Clip", inputs: [.operand(0), .scalar("min", value: Float(min)), .scalar("max", value: Float(max))], attributes: [])
+  }
+  /// Constant bounds (ReLU6 is Clip(0, 6)): attributes before opset 11, constant inputs from it.
+  public static let onnxReading = ONNXReading.node(["Clip"]) { n in
+    var bounds = [n.float("min"), n.float("max")]
+    for i in [1, 2] where i < n.inputCount {
+      let bound: ONNXTensor?
+      do { bound = try n.constant(i) } catch { throw n.fail("input \(i + 1) must be a constant scalar bound") }
+      guard let bound else { continue }
+      guard bound.data.count == 1 else { throw n.fail("input \(i + 1) must be a constant scalar bound") }
+      bounds[i - 1] = bound.data[0]
+    }
+    guard let lo = bounds[0], let hi = bounds[1], lo.isFinite, hi.isFinite, lo < hi else {
+      throw n.fail("bounds \(bounds.map { $0.map { "\($0)" } ?? "none" }): cnnc clips between two finite bounds, min below max")
+    }
+    return ONNXRead(.clip(min: Double(lo), max: Double(hi)))
   }
   public var min: Double
   public var max: Double
@@ -200,6 +221,14 @@ public struct ClipGradOp: ActivationGradient {
 /// `hardsigmoid(x)`: (x + 3) / 6 limited to [0, 1] (`nn.Hardsigmoid`); dx = dy / 6 strictly inside (-3, 3).
 public struct HardSigmoidOp: Activation {
   public var onnx: ONNXForm { .node("HardSigmoid", inputs: [.operand(0)], attributes: [ONNXAttribute("alpha", .float(1.0 / 6)), ONNXAttribute("beta", .float(0.5))]) }
+  /// Only PyTorch's slope and offset (ONNX's defaults are 0.2 and 0.5).
+  public static let onnxReading = ONNXReading.node(["HardSigmoid"]) { n in
+    let alpha = try n.finite("alpha", default: 0.2), beta = try n.finite("beta", default: 0.5)
+    guard abs(alpha - 1 / 6) < 1e-6, beta == 0.5 else {
+      throw n.fail("alpha \(alpha), beta \(beta): cnnc's hardsigmoid is PyTorch's (alpha 1/6, beta 1/2)")
+    }
+    return ONNXRead(.hardSigmoid)
+  }
   public init() {}
   public static let syntax = OpSyntax("hardsigmoid", operands: ["x"]) { _ in .hardSigmoid }
   public var gradientOp: Op { .hardSigmoidGrad }
@@ -223,6 +252,7 @@ public struct HardSigmoidGradOp: ActivationGradient {
 /// [-3, 3], as PyTorch's gradient (which is -dy/2 at -3).
 public struct HardSwishOp: Activation {
   public var onnx: ONNXForm { .node("HardSwish", inputs: [.operand(0)], attributes: []) }
+  public static let onnxReading = ONNXReading.node(["HardSwish"]) { _ in ONNXRead(.hardSwish) }
   public init() {}
   public static let syntax = OpSyntax("hardswish", operands: ["x"]) { _ in .hardSwish }
   public var gradientOp: Op { .hardSwishGrad }
@@ -246,6 +276,7 @@ public struct HardSwishGradOp: ActivationGradient {
 public struct SiLUOp: Activation {
   /// ONNX has no SiLU before opset 22's Swish; exporters write Sigmoid and Mul, which the import fuses back.
   public var onnx: ONNXForm { .gated(first: "Sigmoid", second: "Mul") }
+  public static let onnxReading = ONNXReading.pattern("Mul of x and Sigmoid(x)")
   public init() {}
   public static let syntax = OpSyntax("silu", operands: ["x"]) { _ in .silu }
   public var gradientOp: Op { .siluGrad }
@@ -271,6 +302,13 @@ public struct SiLUGradOp: ActivationGradient {
 public struct GELUOp: Activation {
   /// The Gelu op is opset 20's; before it exporters write the formula, which the import reads back.
   public var onnx: ONNXForm { .erfGELU }
+  /// Opset 20's Gelu, exact; the import also matches the Erf formula exporters write before it.
+  public static let onnxReading = ONNXReading.node(["Gelu"]) { n in
+    guard (n.string("approximate") ?? "none") == "none" else {
+      throw n.fail("approximate '\(n.string("approximate")!)': cnnc's gelu is the exact form (approximate 'none')")
+    }
+    return ONNXRead(.gelu)
+  }
   public init() {}
   public static let syntax = OpSyntax("gelu", operands: ["x"]) { _ in .gelu }
   public var gradientOp: Op { .geluGrad }

@@ -3,6 +3,11 @@
 /// value with several users.
 public struct AddOp: ForwardOp {
   public var onnx: ONNXForm { .node("Add", inputs: [.operand(0), .operand(1)], attributes: []) }
+  /// A sum of two activations (the import takes the sum with a constant after a MatMul as a dense layer's bias).
+  public static let onnxReading = ONNXReading.node(["Add"]) { n in
+    guard n.inputCount == 2 else { throw n.fail("Add takes two inputs") }
+    return ONNXRead(.add, operands: [0, 1])
+  }
   public init() {}
   public static let syntax = OpSyntax("add", operands: ["a", "b"]) { _ in .add }
   public func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType { try Channels.productType(spelling, x[0], x[1]) }

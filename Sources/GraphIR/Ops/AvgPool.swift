@@ -1,6 +1,7 @@
 /// `avgpool(x, size, stride, padding, ceil_mode, count_include_pad)`.
 public struct AvgPoolOp: ForwardOp {
   public var onnx: ONNXForm { .node("AveragePool", inputs: [.operand(0)], attributes: attrs.onnxAttributes(average: true)) }
+  public static let onnxReading = ONNXReading.node(["AveragePool"]) { n in ONNXRead(.avgPool(try PoolAttrs.read(n, average: true))) }
   public var attrs: PoolAttrs
   public init(_ attrs: PoolAttrs) { self.attrs = attrs }
   public static let syntax = OpSyntax("avgpool", operands: ["x"], attrs: PoolAttrs.averageSyntax) { a throws(AttrError) in .avgPool(try PoolAttrs(a)) }

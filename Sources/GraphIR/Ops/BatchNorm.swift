@@ -42,6 +42,20 @@ public struct BatchNormOp: StatefulOp {
     return .node("BatchNormalization", inputs: [.operand(0), scale, shift, .parameter("running_mean"), .parameter("running_var")],
                  attributes: [ONNXAttribute("epsilon", .float(attrs.eps)), ONNXAttribute("momentum", .float(1 - attrs.momentum))])
   }
+  /// Inference-mode BatchNormalization with constant scale, shift, mean and variance.
+  public static let onnxReading = ONNXReading.node(["BatchNormalization"]) { n in
+    guard (n.int("training_mode") ?? 0) == 0, n.outputCount == 1 else { throw n.fail("a training-mode batch norm (running statistics as outputs) is not supported") }
+    guard n.inputCount == 5 else { throw n.fail("expects X, scale, B, mean and var") }
+    let parts = try (1...4).map { i in try n.constant(i, rank: 1, "input \(i + 1) must be a 1-D initializer") }
+    guard Set(parts.map(\.shape)).count == 1 else { throw n.fail("scale, B, mean and var differ in length") }
+    // ONNX's momentum weighs the running value; PyTorch's (and cnnc's) weighs the batch. Values within rounding
+    // of the defaults are the defaults (a float32 attribute cannot hold 0.9 exactly).
+    let momentum = 1 - Double(try n.finite("momentum", default: 0.9, "in [0, 1]") { $0 >= 0 && $0 <= 1 })
+    let eps = Double(try n.finite("epsilon", default: 1e-5, "a positive number") { $0 > 0 })
+    let attrs = BatchNormAttrs(momentum: abs(momentum - BatchNormAttrs.defaultMomentum) > 1e-6 ? Double(Float(momentum)) : BatchNormAttrs.defaultMomentum,
+                               eps: abs(eps - BatchNormAttrs.defaultEps) > 1e-9 ? eps : BatchNormAttrs.defaultEps)
+    return ONNXRead(.batchNorm(attrs), tensors: Array(zip(["weight", "bias", "running_mean", "running_var"], parts)).map { ($0, $1) }, namedBy: 1)
+  }
   public var attrs: BatchNormAttrs
   public init(_ attrs: BatchNormAttrs) { self.attrs = attrs }
   public static let syntax = OpSyntax("batchnorm", operands: ["x"], attrs: BatchNormAttrs.syntax) { a throws(AttrError) in

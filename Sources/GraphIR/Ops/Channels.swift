@@ -6,6 +6,12 @@ public struct ConcatOp: ForwardOp {
   public static let syntax = OpSyntax("concat", operands: ["x1", "x2"]) { a throws(AttrError) in .concat(count: try a.variadicCount()) }
   public var operandNames: [String] { (1...count).map { "x\($0)" } }
   public var onnx: ONNXForm { .node("Concat", inputs: (0..<count).map { .operand($0) }, attributes: [ONNXAttribute("axis", .int(1))]) }
+  public static let onnxReading = ONNXReading.node(["Concat"]) { n in
+    guard let axis = n.int("axis"), axis == 1 else {
+      throw n.fail("attribute 'axis' is \(n.int("axis").map(String.init) ?? "absent"); cnnc joins activations along the channels (axis 1)")
+    }
+    return ONNXRead(.concat(count: n.inputCount), operands: Array(0..<n.inputCount))
+  }
   public func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType { try Channels.concatType(spelling, x) }
   public func gradient(_ node: Node, dy: String, wants: [Bool], _ b: inout GradientBuilder) -> [String?] {
     wants.indices.map { i in wants[i] ? b.emit("\(node.args[i])_grad", .concatGrad(part: i), [dy] + node.args) : nil }
@@ -59,6 +65,14 @@ public struct MulOp: ForwardOp {
   public init() {}
   public static let syntax = OpSyntax("mul", operands: ["a", "b"]) { _ in .mul }
   public var onnx: ONNXForm { .node("Mul", inputs: [.operand(0), .operand(1)], attributes: []) }
+  /// A product of two activations (a squeeze-excitation gate's); the import takes x times Sigmoid(x) as SiLU first.
+  public static let onnxReading = ONNXReading.node(["Mul"]) { n in
+    guard n.inputCount == 2 else { throw n.fail("Mul takes two inputs") }
+    guard n.isActivation(0), n.isActivation(1) else {
+      throw n.fail("a product with a constant is not supported; cnnc multiplies two activations (or one by a [N, C, 1, 1] gate)")
+    }
+    return ONNXRead(.mul, operands: [0, 1])
+  }
   public func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType { try Channels.productType(spelling, x[0], x[1]) }
   /// Each operand's gradient is dy times the other, summed over the planes for a gate.
   public func gradient(_ node: Node, dy: String, wants: [Bool], _ b: inout GradientBuilder) -> [String?] {
@@ -168,6 +182,7 @@ public struct ChunkOp: ForwardOp {
   public var printedAttributes: [(String, String)] { [("chunks", "\(chunks)"), ("index", "\(index)")] }
   /// Opset 17's Split and Slice name channel counts, which depend on the input's shape and not on the op alone.
   public var onnx: ONNXForm { .split(parts: chunks, index: index) }
+  public static let onnxReading = ONNXReading.pattern("Split of the channels into equal parts, or Slices at bounds computed from the channel count")
   public func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType { try Channels.chunkType(spelling, chunks, x[0]) }
   public func gradient(_ node: Node, dy: String, wants: [Bool], _ b: inout GradientBuilder) -> [String?] {
     [wants[0] ? b.emit("\(node.args[0])_grad", .chunkGrad(chunks: chunks, index: index), [dy, node.args[0]]) : nil]
@@ -217,6 +232,7 @@ public struct ChannelShuffleOp: ForwardOp {
   public var printedAttributes: [(String, String)] { [("groups", "\(groups)")] }
   /// Its ONNX form, Reshape to 5-D, Transpose and Reshape back, names the input's channels and spatial size.
   public var onnx: ONNXForm { .channelShuffle(groups: groups) }
+  public static let onnxReading = ONNXReading.pattern("Reshape to [N, groups, C / groups, H, W], Transpose [0, 2, 1, 3, 4], Reshape back")
   public func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType { try Channels.shuffleType(spelling, groups, x[0]) }
   public func gradient(_ node: Node, dy: String, wants: [Bool], _ b: inout GradientBuilder) -> [String?] {
     [wants[0] ? b.emit("\(node.args[0])_grad", .channelShuffleGrad(groups: groups), [dy]) : nil]

@@ -14,6 +14,22 @@ public struct Conv2DOp: ForwardOp {
                               ONNXAttribute("pads", .ints(Array(repeating: a.padding, count: 4))),
                               ONNXAttribute("dilations", .ints([a.dilation, a.dilation])), ONNXAttribute("group", .int(a.groups))])
   }
+  /// Conv with a constant [filters, channels / group, k, k] weight, square kernel, strides, pads and dilations.
+  public static let onnxReading = ONNXReading.node(["Conv"]) { n in
+    let w = try n.constant(1, rank: 4, "the weight must be a 4-D initializer [filters, channels, k, k]")
+    guard w.shape[2] == w.shape[3] else { throw n.fail("kernel \(w.shape[2])x\(w.shape[3]) is not square") }
+    let groups = n.int("group") ?? 1, dilation = try n.square("dilations", default: 1)
+    guard groups >= 1, w.shape[0] % groups == 0 else { throw n.fail("group \(groups) must be positive and divide the \(w.shape[0]) filters") }
+    guard dilation >= 1 else { throw n.fail("attribute 'dilations' is \(dilation); dilations must be at least 1") }
+    try n.explicitPadding()
+    let stride = try n.square("strides", default: 1), padding = try n.square("pads", default: 0)
+    guard w.shape[0] > 0, w.shape[1] > 0, w.shape[2] > 0 else { throw n.fail("the weight's shape \(w.shape) has a zero dimension (no filters, channels or kernel)") }
+    guard stride >= 1 else { throw n.fail("attribute 'strides' is \(stride); strides must be at least 1") }
+    guard padding >= 0 else { throw n.fail("attribute 'pads' is \(padding); negative padding (cropping) is not supported") }
+    let bias = n.inputCount > 2 ? try n.constant(2) : nil
+    let attrs = Conv2DAttrs(filters: w.shape[0], kernel: w.shape[2], stride: stride, padding: padding, bias: bias != nil, groups: groups, dilation: dilation)
+    return ONNXRead(.conv2d(attrs), tensors: [("weight", w)] + (bias.map { [("bias", $0)] } ?? []), namedBy: 1)
+  }
   public var batchNormFoldedForm: (op: Op, channels: Int)? {
     var a = attrs
     a.scaled = true

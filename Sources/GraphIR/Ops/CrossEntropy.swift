@@ -1,6 +1,7 @@
 /// `cross_entropy(logits, labels)`.
 public struct CrossEntropyOp: ForwardOp {
   public var onnx: ONNXForm { .none(reason: "the loss: an exported model is the inference graph, pruned to the output") }
+  public static let onnxReading = ONNXReading.none(reason: "an imported model's loss is added by the import (a final Softmax or LogSoftmax folds into it)")
   public init() {}
   public static let syntax = OpSyntax("cross_entropy", operands: ["logits", "labels"]) { _ in .crossEntropy }
   public func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType { try CrossEntropy.resultType(logits: x[0], labels: x[1]) }

@@ -11,6 +11,17 @@ public struct DenseOp: ForwardOp {
   public var onnx: ONNXForm {
     .node("Gemm", inputs: [.operand(0), .parameter("weight")] + (attrs.bias ? [.parameter("bias")] : []), attributes: [ONNXAttribute("transB", .int(1))])
   }
+  /// Gemm with alpha 1, beta 1, A as it is and a constant B ([out, in] with transB, else [in, out]) and bias.
+  public static let onnxReading = ONNXReading.node(["Gemm"]) { n in
+    guard (n.float("alpha") ?? 1) == 1, (n.float("beta") ?? 1) == 1, (n.int("transA") ?? 0) == 0 else {
+      throw n.fail("only alpha 1, beta 1 and an untransposed A are supported")
+    }
+    let b = try n.constant(1, rank: 2, "B must be a 2-D initializer")
+    let w = (n.int("transB") ?? 0) == 1 ? b : transposedMatrix(b)
+    let bias = n.inputCount > 2 ? try n.constant(2) : nil
+    if let bias, bias.shape != [w.shape[0]] { throw n.fail("C must be a bias of \(w.shape[0]) values, got shape \(bias.shape)") }
+    return ONNXRead(.dense(DenseAttrs(units: w.shape[0], bias: bias != nil)), tensors: [("weight", w)] + (bias.map { [("bias", $0)] } ?? []), namedBy: 1)
+  }
   public var batchNormFoldedForm: (op: Op, channels: Int)? {
     var a = attrs
     a.scaled = true

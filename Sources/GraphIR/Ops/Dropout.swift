@@ -2,6 +2,16 @@
 public struct DropoutOp: ForwardOp {
   /// An exported model is for inference, where dropout passes its input through.
   public var onnx: ONNXForm { .node("Identity", inputs: [.operand(0)], attributes: []) }
+  /// Dropout with a constant ratio (an attribute before opset 12, an input from it) and no mask output used.
+  public static let onnxReading = ONNXReading.node(["Dropout"]) { n in
+    guard n.outputCount == 1 || !n.hasOutput(1) else { throw n.fail("the dropout mask is used as a value; cnnc's dropout has none") }
+    var rate = Double(try n.finite("ratio", default: 0.5, "in [0, 1)") { $0 >= 0 && $0 < 1 })
+    if n.inputCount > 1, let r = try? n.constant(1), r.data.count == 1 {
+      guard r.data[0].isFinite, r.data[0] >= 0, r.data[0] < 1 else { throw n.fail("the ratio input is \(r.data[0]); it must be in [0, 1)") }
+      rate = Double(r.data[0])
+    }
+    return ONNXRead(.dropout(DropoutAttrs(rate: rate)))
+  }
   public var attrs: DropoutAttrs
   public init(_ attrs: DropoutAttrs) { self.attrs = attrs }
   public static let syntax = OpSyntax("dropout", operands: ["x"], attrs: DropoutAttrs.syntax) { a throws(AttrError) in .dropout(try DropoutAttrs(a)) }

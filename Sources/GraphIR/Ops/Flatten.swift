@@ -1,6 +1,11 @@
 /// `flatten(x)`.
 public struct FlattenOp: ForwardOp {
   public var onnx: ONNXForm { .node("Flatten", inputs: [.operand(0)], attributes: [ONNXAttribute("axis", .int(1))]) }
+  /// Flatten at axis 1 (the import also takes a Reshape to [N, features] as one).
+  public static let onnxReading = ONNXReading.node(["Flatten"]) { n in
+    guard (n.int("axis") ?? 1) == 1 else { throw n.fail("axis \(n.int("axis")!): cnnc flattens everything after the batch (axis 1)") }
+    return ONNXRead(.flatten)
+  }
   public init() {}
   public static let syntax = OpSyntax("flatten", operands: ["x"]) { _ in .flatten }
   public func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType { try Flatten.resultType(x[0]) }

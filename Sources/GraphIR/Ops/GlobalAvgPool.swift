@@ -2,6 +2,8 @@
 /// the gradient spreads dy / (H W) over the plane.
 public struct GlobalAvgPoolOp: ForwardOp {
   public var onnx: ONNXForm { .node("GlobalAveragePool", inputs: [.operand(0)], attributes: []) }
+  /// (The import also takes a ReduceMean over H and W as one.)
+  public static let onnxReading = ONNXReading.node(["GlobalAveragePool"]) { _ in ONNXRead(.globalAvgPool) }
   public init() {}
   public static let syntax = OpSyntax("global_avgpool", operands: ["x"]) { _ in .globalAvgPool }
   public func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType {

@@ -1,6 +1,7 @@
 /// `maxpool(x, size, stride, padding, ceil_mode)`.
 public struct MaxPoolOp: ForwardOp {
   public var onnx: ONNXForm { .node("MaxPool", inputs: [.operand(0)], attributes: attrs.onnxAttributes(average: false)) }
+  public static let onnxReading = ONNXReading.node(["MaxPool"]) { n in ONNXRead(.maxPool(try PoolAttrs.read(n, average: false))) }
   public var attrs: PoolAttrs
   public init(_ attrs: PoolAttrs) { self.attrs = attrs }
   public static let syntax = OpSyntax("maxpool", operands: ["x"], attrs: PoolAttrs.syntax) { a throws(AttrError) in .maxPool(try PoolAttrs(a)) }

@@ -1,6 +1,13 @@
 /// `softmax(x)`.
 public struct SoftmaxOp: ForwardOp {
   public var onnx: ONNXForm { .node("Softmax", inputs: [.operand(0)], attributes: [ONNXAttribute("axis", .int(1))]) }
+  /// Softmax over the classes of [N, K]: ONNX's axis 1, or -1 (the default before and after opset 13).
+  public static let onnxReading = ONNXReading.node(["Softmax"]) { n in
+    if let axis = n.int("axis"), axis != 1, axis != -1 {
+      throw n.fail("attribute 'axis' is \(axis); cnnc takes \(n.opType) over the classes of [N, K] only (axis 1 or -1)")
+    }
+    return ONNXRead(.softmax)
+  }
   public init() {}
   public static let syntax = OpSyntax("softmax", operands: ["x"]) { _ in .softmax }
   public func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType { try Softmax.resultType(x[0]) }
