@@ -114,13 +114,19 @@ public struct Graph: Sendable {
   }
 
   /// The nodes of a fine-tuning step that run as in evaluation (PyTorch's `module.eval()` on the frozen part):
-  /// with frozen parameters, every forward node that no trained parameter feeds. Their batch norms normalise
+  /// with frozen parameters, every forward node (or fusion of forward nodes) that no trained parameter feeds. Their batch norms normalise
   /// with the running statistics and leave them unchanged, their dropout passes values through, and no gradient
   /// reaches them. Empty when nothing is frozen.
   public var evaluationNodes: Set<String> {
     guard !frozen.isEmpty else { return [] }
     let trained = trainedValues
-    return Set(nodes.filter { $0.op.definition is any ForwardOp && !trained.contains($0.name) }.map(\.name))
+    return Set(nodes.filter { Self.isForward($0.op) && !trained.contains($0.name) }.map(\.name))
+  }
+
+  /// Whether `op` computes forward values: a forward op, or a fusion of forward ops.
+  static func isForward(_ op: Op) -> Bool {
+    let d = op.definition
+    return d is any ForwardOp || (type(of: d) as? any FusedOp.Type)?.isForward == true
   }
 
   /// Buffer names (`bn1.running_mean`, ...) in definition order: float state with no gradient.

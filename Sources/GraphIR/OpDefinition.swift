@@ -119,6 +119,12 @@ public protocol BackwardOp: OpDefinition {}
 public protocol FusedOp: OpDefinition {
   /// The ops it stands for, as a model file writes them.
   static var replaces: String { get }
+  /// Whether it stands for forward ops (false: for gradient ops).
+  static var isForward: Bool { get }
+}
+
+extension FusedOp {
+  public static var isForward: Bool { true }
 }
 
 extension ForwardOp {

@@ -25,6 +25,15 @@ public enum LoweringMode: Equatable, Sendable {
   case train(OptimizerSpec)
   case gradients
   case infer
+
+  /// How the entry point's name says what it computes (after the graph's name, before the batch).
+  var functionPrefix: String {
+    switch self {
+    case .train: "train"
+    case .gradients: "grad"
+    case .infer: "infer"
+    }
+  }
 }
 
 /// Lowers a graph to the backend-neutral kernel program at a fixed batch size.
@@ -46,7 +55,7 @@ public func lower(_ graph: Graph, batch: Int, mode: LoweringMode, target: Target
   let refused = zip(g.nodes, kernels).compactMap { n, k in k.check(n, shapes, training: training && !evaluation.contains(n.name)).map { Diagnostic.error($0, at: n.opRange) } }
   if !refused.isEmpty { throw DiagnosticList(refused) }
   var scratch: [String: Int] = [:]
-  for (n, k) in zip(g.nodes, kernels) { scratch[n.name] = k.scratchFloats(n, shapes, target, training: training) }
+  for (n, k) in zip(g.nodes, kernels) { scratch[n.name] = k.scratchFloats(n, shapes, target, training: training && !evaluation.contains(n.name)) }
   // The state's layout is the source graph's: the same for every program of the model, whatever its passes did.
   let state = pipeline.purpose == .inference ? prunedToOutput(graph) : graph
   var plan = planMemory(g, shapes, scratch: scratch, training: training, state: state)
@@ -54,18 +63,20 @@ public func lower(_ graph: Graph, batch: Int, mode: LoweringMode, target: Target
   var e = Emitter(graph: g, shapes: shapes, plan: plan, training: training, target: target)
   for (n, kernel) in zip(g.nodes, kernels) {
     e.node = n.name
+    e.training = e.trains(n)
     if profile {
       e.body.append(.tick(regions.count))
       regions.append((n.name, n.op.spelling, n.range.line))
     }
     e.kernel(n.name, "\(n.name) = \(n.op.spelling)(\(n.args.joined(separator: ", ")))") { e in e.emit(n, kernel) }
   }
+  e.training = training
   if case .train(let spec) = mode {
     if profile {
       e.body.append(.tick(regions.count))
       regions.append((spec.kind.rawValue, "optimizer", 0))
     }
-    e.kernel(spec.kind.rawValue) { e in e.emitOptimizer(spec) }
+    e.emitOptimizerKernel(spec)
   }
   e.placePrepare()
   // Profiling keeps one 64-bit timestamp per kernel boundary after that.
@@ -74,14 +85,9 @@ public func lower(_ graph: Graph, batch: Int, mode: LoweringMode, target: Target
     e.body.append(.tick(regions.count))
     plan.arenaFloats += 2 * (regions.count + 1)
   }
-  let suffix = switch mode {
-  case .train: "train_b\(batch)"
-  case .gradients: "grad_b\(batch)"
-  case .infer: "infer_b\(batch)"
-  }
   let out = plan.placements[g.output!]!, outType = shapes[g.output!]!
   var program = Program(
-    graphName: g.name, batch: batch, functions: [Function(name: "\(g.name)_\(suffix)", body: e.body)],
+    graphName: g.name, batch: batch, functions: [Function(name: "\(g.name)_\(mode.functionPrefix)_b\(batch)", body: e.body)],
     arenaFloats: plan.arenaFloats, preparedFloats: e.preparedFloats,
     parameters: state.parameterNames.map { ($0, shapes[$0]!.dims, plan.placements[$0]!.offset) },
     parameterFloats: plan.parameterFloats, imageFloats: shapes[g.inputs.first { $0.dtype == .f32 }!.name]!.count,
@@ -154,12 +160,17 @@ struct Emitter {
   let graph: Graph
   let shapes: ShapeTable
   let plan: MemoryPlan
-  let training: Bool
+  /// Whether the program is a training step (or a shard's gradients).
+  let trainingProgram: Bool
+  /// Whether the node being emitted trains: a training program's node outside its frozen part. A frozen node
+  /// (`evaluation`) is lowered as inference lowers it (the kernels' choices, what they prepare once from the
+  /// weights), since nothing reads its saved values or differentiates it.
+  var training: Bool
   /// The nodes of a training program that run as in evaluation: a fine-tuning step's frozen part (`Graph.evaluationNodes`).
   let evaluation: Set<String>
   let target: Target
   /// Whether node `n` runs in training mode (batch statistics, dropout): a training program's, outside its frozen part.
-  func trains(_ n: Node) -> Bool { training && !evaluation.contains(n.name) }
+  func trains(_ n: Node) -> Bool { trainingProgram && !evaluation.contains(n.name) }
   /// f32 lanes of the target's vectors: the width of every vector statement.
   var lanes: Int { target.lanes }
   var body: [Stmt] = []
@@ -185,9 +196,19 @@ struct Emitter {
     self.shapes = shapes
     self.plan = plan
     self.training = training
+    trainingProgram = training
     evaluation = training ? graph.evaluationNodes : []
     self.target = target
     channelsLast = training ? [] : chooseChannelsLast(graph, shapes, target: target)
+  }
+
+  /// The optimiser's kernel. A step that prepares (its frozen part's transformed weights) is first called with step
+  /// 0 to fill its prepared buffer; that call's gradients are thrown away, so it updates nothing.
+  mutating func emitOptimizerKernel(_ spec: OptimizerSpec) {
+    kernel(spec.kind.rawValue) { e in
+      e.emitOptimizer(spec)
+      if !e.prepare.isEmpty { e.body = [.when(.ilt(.c(0), .step), e.body)] }
+    }
   }
 
   /// Puts what the program prepares from the weights (`prepare`) first, into the prepared buffer, unless the
@@ -243,7 +264,8 @@ struct Emitter {
   /// (any count, without units); one in a training program (its shards already use every core) or below
   /// `Target.parallelWorkBelow`.
   func parallelParts(units: Int? = nil, macs: Int) -> Int {
-    guard !training, macs >= Target.parallelWorkBelow else { return 1 }
+    // A training program's shards are the threads: its parallel statements would run in order, split for nothing.
+    guard !trainingProgram, macs >= Target.parallelWorkBelow else { return 1 }
     guard let units else { return target.parallelParts }
     guard units > 1 else { return 1 }
     return (1...min(target.parallelParts, units)).last { units % $0 == 0 }!

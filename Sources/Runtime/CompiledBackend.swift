@@ -75,6 +75,12 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
   /// Per inference program (by batch), its prepared buffer (`Base.prepared`), which every arena running it shares,
   /// and the parameters' version it was prepared from (nil: never).
   private var prepared: [Int: (buffer: FloatBuffer, version: Int?)] = [:]
+  /// Bumped when weights are loaded: what the training step prepares depends only on frozen parameters, which
+  /// only a load changes.
+  private var loadVersion = 0
+  /// The training step's prepared buffer (its frozen part's transformed weights), which every shard reads, and
+  /// the load it was prepared from (nil: never).
+  private var stepPrepared: (buffer: FloatBuffer, version: Int?)
   /// Data-parallel training over MPI: this rank runs shards rank*L ..< (rank+1)*L of the S shards.
   let mpi: MPIRuntime?
   var localShards: Int { shards / (mpi?.size ?? 1) }
@@ -147,6 +153,7 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
     cnnc_return_freed_memory()
     train = set.step
     trainEntry = entries[0]
+    stepPrepared = (FloatBuffer(set.step.preparedFloats), nil)
     update = set.update.map { ($0, entries[1]) }
     statefulOps = set.step.statistics.map { graph.node(named: $0.node)!.op.definition as! any StatefulOp }
     counters = Dictionary(uniqueKeysWithValues: graph.counterNames.map { ($0, 0) })
@@ -252,6 +259,7 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
   /// Copies parameters, buffers and counters into the programs' layout; a missing or mis-sized one is an error.
   func copyIn(_ parameters: Parameters) throws {
     parametersVersion += 1
+    loadVersion += 1
     for p in train.parameters {
       guard let values = parameters.values[p.name], values.count == p.shape.reduce(1, *) else {
         throw CheckpointError("parameter '\(p.name)' is missing or has the wrong size")
@@ -303,6 +311,16 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
   }
 
 
+  /// The training step's prepared buffer, filled for the weights loaded last: once per load, a call with step 0 on
+  /// the first shard's images prepares it (and computes a step nobody reads, which updates nothing).
+  func prepareStep(images: UnsafePointer<Float>, labels: UnsafePointer<Int32>) -> UnsafeMutablePointer<Float> {
+    if train.preparedFloats > 0, stepPrepared.version != loadVersion {
+      trainEntry(params.pointer, gradient(firstShard), m.pointer, v.pointer, arenas[0].pointer, stepPrepared.buffer.pointer, images, labels, 0, 0, 0, nil)
+      stepPrepared.version = loadVersion
+    }
+    return stepPrepared.buffer.pointer
+  }
+
   public func trainStep(images: [Float], labels: [Int32], seed: UInt64, step: Int, learningRate: Float) throws -> (loss: Float, logits: [Float]) {
     guard train.loss != nil else { throw DataError("this back end was compiled for inference only") }
     guard images.count == train.imageFloats * shards, labels.count == train.batch * shards else {
@@ -313,9 +331,10 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
     let started = Date()
     images.withUnsafeBufferPointer { img in
       labels.withUnsafeBufferPointer { lab in
+        let ready = prepareStep(images: img.baseAddress! + first * px, labels: lab.baseAddress! + first * b)
         forEachShard(local) { i in
           let s = first + i
-          trainEntry(params.pointer, gradient(s), m.pointer, v.pointer, arenas[i].pointer, nil, img.baseAddress! + s * px,
+          trainEntry(params.pointer, gradient(s), m.pointer, v.pointer, arenas[i].pointer, ready, img.baseAddress! + s * px,
                      lab.baseAddress! + s * b, learningRate, Int64(step), shardSeed(seed, s), nil)
         }
       }

@@ -745,6 +745,19 @@ import Testing
     for name in graph.parameterNames where !graph.frozen.contains(name) {
       expectClose(p.values[name]!, q.values[name]!, rtol: 1e-3, atol: 1e-5, "\(name) after 3 steps, \(shards) shards")
     }
+    // The frozen convs are lowered as inference lowers them: ResNet-8's and bncnn's 3x3 convs take Winograd kernels
+    // the step prepares once per load (the 4-filter conv on 8x8 images takes none). New frozen weights loaded into
+    // both back ends must be prepared again.
+    let target = try TestTargets.resolve("host")
+    let step = try lower(graph, batch: d.batch / shards, mode: shards == 1 ? .train(OptimizerSpec(kind: .sgd, momentum: 0.9)) : .gradients, target: target)
+    #expect((step.preparedFloats > 0) == (file != "unfolded"), "\(step.preparedFloats) prepared floats")
+    var changed = p
+    for name in graph.frozen where name.hasSuffix("weight") { changed.values[name] = changed.values[name]!.map { -0.5 * $0 } }
+    interp.load(changed, optimizer)
+    try b.load(changed, optimizer)
+    let r = try interp.trainStep(images: d.images, labels: d.labels, seed: 5, step: 4, learningRate: 0.05)
+    let c = try b.trainStep(images: d.images, labels: d.labels, seed: 5, step: 4, learningRate: 0.05)
+    expectClose(r.logits, c.logits, rtol: 1e-3, atol: 1e-4, "logits after new frozen weights are loaded")
   }
 
   /// A frozen batch norm no conv feeds alone (after a relu), with dropout: both run in evaluation mode unfolded.

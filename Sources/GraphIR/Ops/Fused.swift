@@ -131,6 +131,7 @@ public struct ReLUMaxPoolGradOp: FusedOp {
     .reluMaxPoolGrad(try UnpoolAttrs(a))
   }
   public static let replaces = "conv2d, relu and maxpool (cnnc derives their gradients)"
+  public static let isForward = false
   /// The argmax must be the one saved by the `conv2d_relu_maxpool` that produced y.
   public func operandInvariant(_ node: Node, producer: (String) -> Op?) -> (message: String, operand: Int)? {
     let y = node.args[1]

@@ -86,6 +86,8 @@ struct Train: ParsableCommand {
   var saveEvery: Int?
   @Flag(name: .customLong("no-report"), help: "Do not write report.html at the end.") var noReport = false
   @Flag(name: .customLong("check-numerics"), help: "On a non-finite loss, name the first op that produced it.") var checkNumerics = false
+  @Flag(help: "At the end, print where one shard's training step spent its time, kernel by kernel (.graph line and statement), slowest first (compiled back ends; the step is timed throughout).")
+  var profile = false
 
   func validate() throws {
     guard batch >= 1 else { throw ValidationError("--batch must be at least 1, got \(batch)") }
@@ -183,7 +185,7 @@ struct Train: ParsableCommand {
       switch kind {
       case .jit:
         let b = try CompiledBackend(name: "jit", graph: graph, batch: batch, optimizer: opt, compiler: try JITCompiler(target: target, cache: cacheOptions.cache),
-                                    inferenceCalls: calls, shards: shards, threads: threads, mpi: mpi)
+                                    inferenceCalls: calls, shards: shards, threads: threads, profile: profile, mpi: mpi)
         let c = b.compiler
         let cached = c.modulesFromCache == 0 ? "" : c.modulesFromCache == c.modulesCompiled ? ", every module from the cache" : ", \(c.modulesFromCache) of \(c.modulesCompiled) modules from the cache"
         say(String(format: "jit: %.3f s before step 1 (lowering and IR %.3f s, optimisation (%@) and code generation on %d threads %.3f s%@, linking %.3f s); the evaluation programs compile meanwhile",
@@ -191,7 +193,7 @@ struct Train: ParsableCommand {
         try runCompiled(b, Trainer(backend: b, graph: graph, parameters: params, optimizer: opt, options: options), trainSet, testSet, outDir, mpi, source)
       case .swift:
         let b = try CompiledBackend(name: "swift", graph: graph, batch: batch, optimizer: opt,
-                                    compiler: try SwiftCompiler(source: f.path, target: target), inferenceCalls: calls, shards: shards, threads: threads, mpi: mpi)
+                                    compiler: try SwiftCompiler(source: f.path, target: target), inferenceCalls: calls, shards: shards, threads: threads, profile: profile, mpi: mpi)
         say(String(format: "swift: generated, compiled (swiftc -Ounchecked) and loaded in %.3f s%@", b.compileSeconds,
                      b.compiler.cacheHits > 0 ? " (cached library)" : ""))
         try runCompiled(b, Trainer(backend: b, graph: graph, parameters: params, optimizer: opt, options: options), trainSet, testSet, outDir, mpi, source)
@@ -336,9 +338,28 @@ struct Train: ParsableCommand {
   func runCompiled<C>(_ b: CompiledBackend<C>, _ t: Trainer<CompiledBackend<C>>, _ trainSet: ImageDataset, _ testSet: ImageDataset,
                       _ outDir: String, _ mpi: MPIRuntime?, _ graphSource: [UInt8]) throws {
     try run(t, trainSet, testSet, outDir, graphSource)
+    if profile { say(Self.profileTable(b.profileReport(), algorithms: b.convAlgorithms.mapValues(\.label))) }
     if let mpi, let h = try b.checkRanksAgree() {
       say("all \(mpi.size) ranks hold identical weights (hash \(String(h, radix: 16)))")
     }
+  }
+
+  /// The kernels that took the most of a step, slowest first, as a table: line, statement, op (and conv
+  /// algorithm), milliseconds per step and share; what the rest took in one line.
+  static func profileTable(_ rows: [(name: String, op: String, line: Int, msPerStep: Double, share: Double)], algorithms: [String: String]) -> String {
+    let shown = 20, sorted = rows.sorted { $0.msPerStep > $1.msPerStep }
+    var lines = ["profile of one shard's training step (\(String(format: "%.1f", rows.map(\.msPerStep).reduce(0, +))) ms), slowest first:",
+                 "  line  statement                      op                               ms/step  share"]
+    for r in sorted.prefix(shown) {
+      let op = r.op + (algorithms[r.name].map { " (\($0))" } ?? "")
+      lines.append(String(format: "  %4d  %@  %@  %7.2f  %4.1f%%", r.line, r.name.padding(toLength: 29, withPad: " ", startingAt: 0),
+                          op.padding(toLength: 31, withPad: " ", startingAt: 0), r.msPerStep, r.share * 100))
+    }
+    let rest = sorted.dropFirst(shown)
+    if !rest.isEmpty {
+      lines.append(String(format: "  the other %d kernels: %.2f ms/step, %.1f%%", rest.count, rest.map(\.msPerStep).reduce(0, +), rest.map(\.share).reduce(0, +) * 100))
+    }
+    return lines.joined(separator: "\n")
   }
 
   /// Trains; the run directory gets the graph once a resumed checkpoint is known to be this graph's.
