@@ -25,12 +25,16 @@ enum LayoutRule: Equatable {
 /// node's `LayoutRule`), kept only in connected groups that hold a kernel that gains by it (a depthwise conv, a
 /// conv lowered as a GEMM along its filters). The graph's input and output stay NCHW, as users give and read them,
 /// and no reorder is placed: a group's edges are convs that read NCHW and write channels-last, and neutral values.
-func chooseChannelsLast(_ g: Graph, _ shapes: ShapeTable, target: Target) -> Set<String> {
+/// `within`, when given, are the only nodes that may take channels-last values (a fine-tuning step's frozen part,
+/// lowered as inference is); every other node reads and writes NCHW.
+func chooseChannelsLast(_ g: Graph, _ shapes: ShapeTable, target: Target, within: Set<String>? = nil) -> Set<String> {
   func neutral(_ v: String) -> Bool {
     guard let d = shapes[v]?.dims, d.count == 4 else { return true }
     return d[2] * d[3] == 1
   }
-  let rules = g.nodes.map { n in (n.op.definition as? any Lowerable)?.layoutRule(n, shapes, target) ?? .planar }
+  let rules = g.nodes.map { n in
+    within.map { $0.contains(n.name) } ?? true ? (n.op.definition as? any Lowerable)?.layoutRule(n, shapes, target) ?? .planar : .planar
+  }
   var last = Set(zip(g.nodes, rules).compactMap { n, rule -> String? in
     switch rule {
     case .shared, .gemm: neutral(n.name) ? nil : n.name

@@ -179,7 +179,8 @@ struct Emitter {
   var gemms: [GemmChoice] = []
   var convs: [ConvChoice] = []
   var splits: [ParallelSplit] = []
-  /// The values this program keeps channels-last (`chooseChannelsLast`, at inference); the others are NCHW.
+  /// The values this program keeps channels-last (`chooseChannelsLast`: at inference, or in a training program's
+  /// frozen part); the others are NCHW.
   var channelsLast: Set<String>
   /// Whether a kernel whose result shares its first operand's layout (a pool, a depthwise conv) runs channels-last:
   /// its result is, or it is neutral (one pixel, [N, C, 1, 1], the same bytes in both layouts) and the operand is.
@@ -199,7 +200,9 @@ struct Emitter {
     trainingProgram = training
     evaluation = training ? graph.evaluationNodes : []
     self.target = target
-    channelsLast = training ? [] : chooseChannelsLast(graph, shapes, target: target)
+    // A training program's trained nodes and backward read and write NCHW; its frozen part runs as inference does.
+    channelsLast = training ? (evaluation.isEmpty ? [] : chooseChannelsLast(graph, shapes, target: target, within: evaluation))
+      : chooseChannelsLast(graph, shapes, target: target)
   }
 
   /// The optimiser's kernel. A step that prepares (its frozen part's transformed weights) is first called with step

@@ -745,12 +745,14 @@ import Testing
     for name in graph.parameterNames where !graph.frozen.contains(name) {
       expectClose(p.values[name]!, q.values[name]!, rtol: 1e-3, atol: 1e-5, "\(name) after 3 steps, \(shards) shards")
     }
-    // The frozen convs are lowered as inference lowers them: ResNet-8's and bncnn's 3x3 convs take Winograd kernels
+    // The frozen part is lowered as inference lowers it: ResNet-8's and bncnn's 3x3 convs take Winograd kernels
     // the step prepares once per load (the 4-filter conv on 8x8 images takes none). New frozen weights loaded into
     // both back ends must be prepared again.
     let target = try TestTargets.resolve("host")
     let step = try lower(graph, batch: d.batch / shards, mode: shards == 1 ? .train(OptimizerSpec(kind: .sgd, momentum: 0.9)) : .gradients, target: target)
     #expect((step.preparedFloats > 0) == (file != "unfolded"), "\(step.preparedFloats) prepared floats")
+    // ResNet-8's frozen stages keep channels-last values, as its inference does (the logits above cross them).
+    #expect(step.channelsLast.isEmpty == (file != "resnet8.graph"), "\(step.channelsLast)")
     var changed = p
     for name in graph.frozen where name.hasSuffix("weight") { changed.values[name] = changed.values[name]!.map { -0.5 * $0 } }
     interp.load(changed, optimizer)
