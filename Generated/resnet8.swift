@@ -5163,96 +5163,50 @@ public func resnet8_infer_b64(
     parallelFor(pool, 2) { part789 in
       for ci790 in 0..<64 {
         for co791 in 0..<32 {
-          var w792: Float = (params[(38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9))] * Float(bitPattern: 0x3e800000))
-          var w793: Float = ((((Float(-1) * params[(38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9))]) - params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 3)]) - params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 6)]) * Float(bitPattern: 0x3e2aaaab))
-          var w794: Float = (((params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 3)] - params[(38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9))]) - params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 6)]) * Float(bitPattern: 0x3e2aaaab))
-          var w795: Float = (((params[(38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9))] * Float(bitPattern: 0x3d2aaaab)) + (params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 3)] * Float(bitPattern: 0x3daaaaab))) + (params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 6)] * Float(bitPattern: 0x3e2aaaab)))
-          var w796: Float = (((params[(38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9))] * Float(bitPattern: 0x3d2aaaab)) + (params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 6)] * Float(bitPattern: 0x3e2aaaab))) - (params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 3)] * Float(bitPattern: 0x3daaaaab)))
-          var w797: Float = params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 6)]
-          var w798: Float = (params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 1)] * Float(bitPattern: 0x3e800000))
-          var w799: Float = ((((Float(-1) * params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 1)]) - params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 4)]) - params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 7)]) * Float(bitPattern: 0x3e2aaaab))
-          var w800: Float = (((params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 4)] - params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 1)]) - params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 7)]) * Float(bitPattern: 0x3e2aaaab))
-          var w801: Float = (((params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 1)] * Float(bitPattern: 0x3d2aaaab)) + (params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 4)] * Float(bitPattern: 0x3daaaaab))) + (params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 7)] * Float(bitPattern: 0x3e2aaaab)))
-          var w802: Float = (((params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 1)] * Float(bitPattern: 0x3d2aaaab)) + (params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 7)] * Float(bitPattern: 0x3e2aaaab))) - (params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 4)] * Float(bitPattern: 0x3daaaaab)))
-          var w803: Float = params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 7)]
-          var w804: Float = (params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 2)] * Float(bitPattern: 0x3e800000))
-          var w805: Float = ((((Float(-1) * params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 2)]) - params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 5)]) - params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 8)]) * Float(bitPattern: 0x3e2aaaab))
-          var w806: Float = (((params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 5)] - params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 2)]) - params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 8)]) * Float(bitPattern: 0x3e2aaaab))
-          var w807: Float = (((params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 2)] * Float(bitPattern: 0x3d2aaaab)) + (params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 5)] * Float(bitPattern: 0x3daaaaab))) + (params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 8)] * Float(bitPattern: 0x3e2aaaab)))
-          var w808: Float = (((params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 2)] * Float(bitPattern: 0x3d2aaaab)) + (params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 8)] * Float(bitPattern: 0x3e2aaaab))) - (params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 5)] * Float(bitPattern: 0x3daaaaab)))
-          var w809: Float = params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 8)]
-          var w810: Float = (w792 * Float(bitPattern: 0x3e800000))
-          var w811: Float = ((((Float(-1) * w792) - w798) - w804) * Float(bitPattern: 0x3e2aaaab))
-          var w812: Float = (((w798 - w792) - w804) * Float(bitPattern: 0x3e2aaaab))
-          var w813: Float = (((w792 * Float(bitPattern: 0x3d2aaaab)) + (w798 * Float(bitPattern: 0x3daaaaab))) + (w804 * Float(bitPattern: 0x3e2aaaab)))
-          var w814: Float = (((w792 * Float(bitPattern: 0x3d2aaaab)) + (w804 * Float(bitPattern: 0x3e2aaaab))) - (w798 * Float(bitPattern: 0x3daaaaab)))
-          var w815: Float = w804
-          var w816: Float = (w793 * Float(bitPattern: 0x3e800000))
-          var w817: Float = ((((Float(-1) * w793) - w799) - w805) * Float(bitPattern: 0x3e2aaaab))
-          var w818: Float = (((w799 - w793) - w805) * Float(bitPattern: 0x3e2aaaab))
-          var w819: Float = (((w793 * Float(bitPattern: 0x3d2aaaab)) + (w799 * Float(bitPattern: 0x3daaaaab))) + (w805 * Float(bitPattern: 0x3e2aaaab)))
-          var w820: Float = (((w793 * Float(bitPattern: 0x3d2aaaab)) + (w805 * Float(bitPattern: 0x3e2aaaab))) - (w799 * Float(bitPattern: 0x3daaaaab)))
-          var w821: Float = w805
-          var w822: Float = (w794 * Float(bitPattern: 0x3e800000))
-          var w823: Float = ((((Float(-1) * w794) - w800) - w806) * Float(bitPattern: 0x3e2aaaab))
-          var w824: Float = (((w800 - w794) - w806) * Float(bitPattern: 0x3e2aaaab))
-          var w825: Float = (((w794 * Float(bitPattern: 0x3d2aaaab)) + (w800 * Float(bitPattern: 0x3daaaaab))) + (w806 * Float(bitPattern: 0x3e2aaaab)))
-          var w826: Float = (((w794 * Float(bitPattern: 0x3d2aaaab)) + (w806 * Float(bitPattern: 0x3e2aaaab))) - (w800 * Float(bitPattern: 0x3daaaaab)))
-          var w827: Float = w806
-          var w828: Float = (w795 * Float(bitPattern: 0x3e800000))
-          var w829: Float = ((((Float(-1) * w795) - w801) - w807) * Float(bitPattern: 0x3e2aaaab))
-          var w830: Float = (((w801 - w795) - w807) * Float(bitPattern: 0x3e2aaaab))
-          var w831: Float = (((w795 * Float(bitPattern: 0x3d2aaaab)) + (w801 * Float(bitPattern: 0x3daaaaab))) + (w807 * Float(bitPattern: 0x3e2aaaab)))
-          var w832: Float = (((w795 * Float(bitPattern: 0x3d2aaaab)) + (w807 * Float(bitPattern: 0x3e2aaaab))) - (w801 * Float(bitPattern: 0x3daaaaab)))
-          var w833: Float = w807
-          var w834: Float = (w796 * Float(bitPattern: 0x3e800000))
-          var w835: Float = ((((Float(-1) * w796) - w802) - w808) * Float(bitPattern: 0x3e2aaaab))
-          var w836: Float = (((w802 - w796) - w808) * Float(bitPattern: 0x3e2aaaab))
-          var w837: Float = (((w796 * Float(bitPattern: 0x3d2aaaab)) + (w802 * Float(bitPattern: 0x3daaaaab))) + (w808 * Float(bitPattern: 0x3e2aaaab)))
-          var w838: Float = (((w796 * Float(bitPattern: 0x3d2aaaab)) + (w808 * Float(bitPattern: 0x3e2aaaab))) - (w802 * Float(bitPattern: 0x3daaaaab)))
-          var w839: Float = w808
-          var w840: Float = (w797 * Float(bitPattern: 0x3e800000))
-          var w841: Float = ((((Float(-1) * w797) - w803) - w809) * Float(bitPattern: 0x3e2aaaab))
-          var w842: Float = (((w803 - w797) - w809) * Float(bitPattern: 0x3e2aaaab))
-          var w843: Float = (((w797 * Float(bitPattern: 0x3d2aaaab)) + (w803 * Float(bitPattern: 0x3daaaaab))) + (w809 * Float(bitPattern: 0x3e2aaaab)))
-          var w844: Float = (((w797 * Float(bitPattern: 0x3d2aaaab)) + (w809 * Float(bitPattern: 0x3e2aaaab))) - (w803 * Float(bitPattern: 0x3daaaaab)))
-          var w845: Float = w809
-          prepared[((83456 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w810
-          prepared[((87552 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w811
-          prepared[((91648 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w812
-          prepared[((95744 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w813
-          prepared[((99840 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w814
-          prepared[((103936 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w815
-          prepared[((108032 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w816
-          prepared[((112128 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w817
-          prepared[((116224 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w818
-          prepared[((120320 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w819
-          prepared[((124416 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w820
-          prepared[((128512 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w821
-          prepared[((132608 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w822
-          prepared[((136704 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w823
-          prepared[((140800 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w824
-          prepared[((144896 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w825
-          prepared[((148992 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w826
-          prepared[((153088 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w827
-          prepared[((157184 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w828
-          prepared[((161280 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w829
-          prepared[((165376 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w830
-          prepared[((169472 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w831
-          prepared[((173568 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w832
-          prepared[((177664 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w833
-          prepared[((181760 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w834
-          prepared[((185856 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w835
-          prepared[((189952 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w836
-          prepared[((194048 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w837
-          prepared[((198144 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w838
-          prepared[((202240 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w839
-          prepared[((206336 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w840
-          prepared[((210432 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w841
-          prepared[((214528 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w842
-          prepared[((218624 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w843
-          prepared[((222720 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w844
-          prepared[((226816 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w845
+          var w792: Float = params[(38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9))]
+          var w793: Float = (((params[(38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9))] + params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 3)]) + params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+          var w794: Float = (((params[(38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9))] + params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 6)]) - params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+          var w795: Float = params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 6)]
+          var w796: Float = params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 1)]
+          var w797: Float = (((params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 1)] + params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 4)]) + params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+          var w798: Float = (((params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 1)] + params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 7)]) - params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+          var w799: Float = params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 7)]
+          var w800: Float = params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 2)]
+          var w801: Float = (((params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 2)] + params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 5)]) + params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+          var w802: Float = (((params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 2)] + params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 8)]) - params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+          var w803: Float = params[((38224 +% (((((part789 *% 32) +% co791) *% 64) +% ci790) *% 9)) +% 8)]
+          var w804: Float = w792
+          var w805: Float = (((w792 + w796) + w800) * Float(bitPattern: 0x3f000000))
+          var w806: Float = (((w792 + w800) - w796) * Float(bitPattern: 0x3f000000))
+          var w807: Float = w800
+          var w808: Float = w793
+          var w809: Float = (((w793 + w797) + w801) * Float(bitPattern: 0x3f000000))
+          var w810: Float = (((w793 + w801) - w797) * Float(bitPattern: 0x3f000000))
+          var w811: Float = w801
+          var w812: Float = w794
+          var w813: Float = (((w794 + w798) + w802) * Float(bitPattern: 0x3f000000))
+          var w814: Float = (((w794 + w802) - w798) * Float(bitPattern: 0x3f000000))
+          var w815: Float = w802
+          var w816: Float = w795
+          var w817: Float = (((w795 + w799) + w803) * Float(bitPattern: 0x3f000000))
+          var w818: Float = (((w795 + w803) - w799) * Float(bitPattern: 0x3f000000))
+          var w819: Float = w803
+          prepared[((83456 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w804
+          prepared[((87552 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w805
+          prepared[((91648 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w806
+          prepared[((95744 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w807
+          prepared[((99840 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w808
+          prepared[((103936 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w809
+          prepared[((108032 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w810
+          prepared[((112128 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w811
+          prepared[((116224 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w812
+          prepared[((120320 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w813
+          prepared[((124416 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w814
+          prepared[((128512 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w815
+          prepared[((132608 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w816
+          prepared[((136704 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w817
+          prepared[((140800 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w818
+          prepared[((144896 +% (ci790 *% 64)) +% ((part789 *% 32) +% co791))] = w819
         }
       }
     }
@@ -6926,270 +6880,216 @@ public func resnet8_infer_b64(
     }
   }
   // s3_conv2 = conv2d_act(s3_conv1, s3_bn2, s3_proj)
-  for i846 in 0..<800 {
-    storeVector(arena, ((i846 *% 8) +% 934144), Vector(repeating: Float(0)))
+  for i820 in 0..<800 {
+    storeVector(arena, ((i820 *% 8) +% 852224), Vector(repeating: Float(0)))
   }
-  for g847 in 0..<64 {
-    for j848 in 0..<1 {
-      for iy849 in 0..<8 {
-        for ix850 in 0..<8 {
-          for c851 in 0..<64 {
-            arena[(934144 +% ((((j848 *% 6400) +% ((iy849 +% 1) *% 640)) +% ((ix850 +% 1) *% 64)) +% c851))] = arena[((128 +% ((((((g847 +% j848) *% 8) +% iy849) *% 8) +% ix850) *% 64)) +% c851)]
+  for g821 in 0..<64 {
+    for j822 in 0..<1 {
+      for iy823 in 0..<8 {
+        for ix824 in 0..<8 {
+          for c825 in 0..<64 {
+            arena[(852224 +% ((((j822 *% 6400) +% ((iy823 +% 1) *% 640)) +% ((ix824 +% 1) *% 64)) +% c825))] = arena[((128 +% ((((((g821 +% j822) *% 8) +% iy823) *% 8) +% ix824) *% 64)) +% c825)]
           }
         }
       }
     }
-    for j852 in 0..<1 {
-      for ty853 in 0..<2 {
-        for tx854 in 0..<2 {
-          for cv855 in 0..<8 {
-            let w856 = (((loadVector(arena, (934144 +% ((((j852 *% 6400) +% ((ty853 *% 4) *% 640)) +% ((tx854 *% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 4) *% 640)) +% ((tx854 *% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 2) *% 640)) +% ((tx854 *% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(5))))
-            let w857 = ((((loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 3) *% 640)) +% ((tx854 *% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 4) *% 640)) +% ((tx854 *% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 1) *% 640)) +% ((tx854 *% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 2) *% 640)) +% ((tx854 *% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(4))))
-            let w858 = ((((loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 1) *% 640)) +% ((tx854 *% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 4) *% 640)) +% ((tx854 *% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 2) *% 640)) +% ((tx854 *% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 3) *% 640)) +% ((tx854 *% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1))))
-            let w859 = ((((loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 3) *% 640)) +% ((tx854 *% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 4) *% 640)) +% ((tx854 *% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 1) *% 640)) +% ((tx854 *% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 2) *% 640)) +% ((tx854 *% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1))))
-            let w860 = ((((loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 1) *% 640)) +% ((tx854 *% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 4) *% 640)) +% ((tx854 *% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 2) *% 640)) +% ((tx854 *% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 3) *% 640)) +% ((tx854 *% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(2))))
-            let w861 = (((loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 1) *% 640)) +% ((tx854 *% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 5) *% 640)) +% ((tx854 *% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 3) *% 640)) +% ((tx854 *% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(5))))
-            let w862 = (((loadVector(arena, (934144 +% ((((j852 *% 6400) +% ((ty853 *% 4) *% 640)) +% (((tx854 *% 4) +% 1) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 4) *% 640)) +% (((tx854 *% 4) +% 1) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 2) *% 640)) +% (((tx854 *% 4) +% 1) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(5))))
-            let w863 = ((((loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 3) *% 640)) +% (((tx854 *% 4) +% 1) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 4) *% 640)) +% (((tx854 *% 4) +% 1) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 1) *% 640)) +% (((tx854 *% 4) +% 1) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 2) *% 640)) +% (((tx854 *% 4) +% 1) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(4))))
-            let w864 = ((((loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 1) *% 640)) +% (((tx854 *% 4) +% 1) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 4) *% 640)) +% (((tx854 *% 4) +% 1) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 2) *% 640)) +% (((tx854 *% 4) +% 1) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 3) *% 640)) +% (((tx854 *% 4) +% 1) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1))))
-            let w865 = ((((loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 3) *% 640)) +% (((tx854 *% 4) +% 1) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 4) *% 640)) +% (((tx854 *% 4) +% 1) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 1) *% 640)) +% (((tx854 *% 4) +% 1) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 2) *% 640)) +% (((tx854 *% 4) +% 1) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1))))
-            let w866 = ((((loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 1) *% 640)) +% (((tx854 *% 4) +% 1) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 4) *% 640)) +% (((tx854 *% 4) +% 1) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 2) *% 640)) +% (((tx854 *% 4) +% 1) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 3) *% 640)) +% (((tx854 *% 4) +% 1) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(2))))
-            let w867 = (((loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 1) *% 640)) +% (((tx854 *% 4) +% 1) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 5) *% 640)) +% (((tx854 *% 4) +% 1) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 3) *% 640)) +% (((tx854 *% 4) +% 1) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(5))))
-            let w868 = (((loadVector(arena, (934144 +% ((((j852 *% 6400) +% ((ty853 *% 4) *% 640)) +% (((tx854 *% 4) +% 2) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 4) *% 640)) +% (((tx854 *% 4) +% 2) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 2) *% 640)) +% (((tx854 *% 4) +% 2) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(5))))
-            let w869 = ((((loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 3) *% 640)) +% (((tx854 *% 4) +% 2) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 4) *% 640)) +% (((tx854 *% 4) +% 2) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 1) *% 640)) +% (((tx854 *% 4) +% 2) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 2) *% 640)) +% (((tx854 *% 4) +% 2) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(4))))
-            let w870 = ((((loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 1) *% 640)) +% (((tx854 *% 4) +% 2) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 4) *% 640)) +% (((tx854 *% 4) +% 2) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 2) *% 640)) +% (((tx854 *% 4) +% 2) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 3) *% 640)) +% (((tx854 *% 4) +% 2) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1))))
-            let w871 = ((((loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 3) *% 640)) +% (((tx854 *% 4) +% 2) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 4) *% 640)) +% (((tx854 *% 4) +% 2) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 1) *% 640)) +% (((tx854 *% 4) +% 2) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 2) *% 640)) +% (((tx854 *% 4) +% 2) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1))))
-            let w872 = ((((loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 1) *% 640)) +% (((tx854 *% 4) +% 2) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 4) *% 640)) +% (((tx854 *% 4) +% 2) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 2) *% 640)) +% (((tx854 *% 4) +% 2) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 3) *% 640)) +% (((tx854 *% 4) +% 2) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(2))))
-            let w873 = (((loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 1) *% 640)) +% (((tx854 *% 4) +% 2) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 5) *% 640)) +% (((tx854 *% 4) +% 2) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 3) *% 640)) +% (((tx854 *% 4) +% 2) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(5))))
-            let w874 = (((loadVector(arena, (934144 +% ((((j852 *% 6400) +% ((ty853 *% 4) *% 640)) +% (((tx854 *% 4) +% 3) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 4) *% 640)) +% (((tx854 *% 4) +% 3) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 2) *% 640)) +% (((tx854 *% 4) +% 3) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(5))))
-            let w875 = ((((loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 3) *% 640)) +% (((tx854 *% 4) +% 3) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 4) *% 640)) +% (((tx854 *% 4) +% 3) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 1) *% 640)) +% (((tx854 *% 4) +% 3) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 2) *% 640)) +% (((tx854 *% 4) +% 3) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(4))))
-            let w876 = ((((loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 1) *% 640)) +% (((tx854 *% 4) +% 3) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 4) *% 640)) +% (((tx854 *% 4) +% 3) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 2) *% 640)) +% (((tx854 *% 4) +% 3) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 3) *% 640)) +% (((tx854 *% 4) +% 3) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1))))
-            let w877 = ((((loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 3) *% 640)) +% (((tx854 *% 4) +% 3) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 4) *% 640)) +% (((tx854 *% 4) +% 3) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 1) *% 640)) +% (((tx854 *% 4) +% 3) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 2) *% 640)) +% (((tx854 *% 4) +% 3) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1))))
-            let w878 = ((((loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 1) *% 640)) +% (((tx854 *% 4) +% 3) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 4) *% 640)) +% (((tx854 *% 4) +% 3) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 2) *% 640)) +% (((tx854 *% 4) +% 3) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 3) *% 640)) +% (((tx854 *% 4) +% 3) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(2))))
-            let w879 = (((loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 1) *% 640)) +% (((tx854 *% 4) +% 3) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 5) *% 640)) +% (((tx854 *% 4) +% 3) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 3) *% 640)) +% (((tx854 *% 4) +% 3) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(5))))
-            let w880 = (((loadVector(arena, (934144 +% ((((j852 *% 6400) +% ((ty853 *% 4) *% 640)) +% (((tx854 *% 4) +% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 4) *% 640)) +% (((tx854 *% 4) +% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 2) *% 640)) +% (((tx854 *% 4) +% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(5))))
-            let w881 = ((((loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 3) *% 640)) +% (((tx854 *% 4) +% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 4) *% 640)) +% (((tx854 *% 4) +% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 1) *% 640)) +% (((tx854 *% 4) +% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 2) *% 640)) +% (((tx854 *% 4) +% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(4))))
-            let w882 = ((((loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 1) *% 640)) +% (((tx854 *% 4) +% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 4) *% 640)) +% (((tx854 *% 4) +% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 2) *% 640)) +% (((tx854 *% 4) +% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 3) *% 640)) +% (((tx854 *% 4) +% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1))))
-            let w883 = ((((loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 3) *% 640)) +% (((tx854 *% 4) +% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 4) *% 640)) +% (((tx854 *% 4) +% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 1) *% 640)) +% (((tx854 *% 4) +% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 2) *% 640)) +% (((tx854 *% 4) +% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1))))
-            let w884 = ((((loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 1) *% 640)) +% (((tx854 *% 4) +% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 4) *% 640)) +% (((tx854 *% 4) +% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 2) *% 640)) +% (((tx854 *% 4) +% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 3) *% 640)) +% (((tx854 *% 4) +% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(2))))
-            let w885 = (((loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 1) *% 640)) +% (((tx854 *% 4) +% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 5) *% 640)) +% (((tx854 *% 4) +% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 3) *% 640)) +% (((tx854 *% 4) +% 4) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(5))))
-            let w886 = (((loadVector(arena, (934144 +% ((((j852 *% 6400) +% ((ty853 *% 4) *% 640)) +% (((tx854 *% 4) +% 5) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 4) *% 640)) +% (((tx854 *% 4) +% 5) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 2) *% 640)) +% (((tx854 *% 4) +% 5) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(5))))
-            let w887 = ((((loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 3) *% 640)) +% (((tx854 *% 4) +% 5) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 4) *% 640)) +% (((tx854 *% 4) +% 5) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 1) *% 640)) +% (((tx854 *% 4) +% 5) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 2) *% 640)) +% (((tx854 *% 4) +% 5) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(4))))
-            let w888 = ((((loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 1) *% 640)) +% (((tx854 *% 4) +% 5) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 4) *% 640)) +% (((tx854 *% 4) +% 5) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 2) *% 640)) +% (((tx854 *% 4) +% 5) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(4)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 3) *% 640)) +% (((tx854 *% 4) +% 5) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1))))
-            let w889 = ((((loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 3) *% 640)) +% (((tx854 *% 4) +% 5) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 4) *% 640)) +% (((tx854 *% 4) +% 5) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 1) *% 640)) +% (((tx854 *% 4) +% 5) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 2) *% 640)) +% (((tx854 *% 4) +% 5) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1))))
-            let w890 = ((((loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 1) *% 640)) +% (((tx854 *% 4) +% 5) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(2))) + (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 4) *% 640)) +% (((tx854 *% 4) +% 5) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 2) *% 640)) +% (((tx854 *% 4) +% 5) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 3) *% 640)) +% (((tx854 *% 4) +% 5) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(2))))
-            let w891 = (((loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 1) *% 640)) +% (((tx854 *% 4) +% 5) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(4))) + (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 5) *% 640)) +% (((tx854 *% 4) +% 5) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, (934144 +% ((((j852 *% 6400) +% (((ty853 *% 4) +% 3) *% 640)) +% (((tx854 *% 4) +% 5) *% 64)) +% (cv855 *% 8)))) * Vector(repeating: Float(5))))
-            let w892 = (((w856 * Vector(repeating: Float(4))) + (w880 * Vector(repeating: Float(1)))) - (w868 * Vector(repeating: Float(5))))
-            let w893 = ((((w874 * Vector(repeating: Float(1))) + (w880 * Vector(repeating: Float(1)))) - (w862 * Vector(repeating: Float(4)))) - (w868 * Vector(repeating: Float(4))))
-            let w894 = ((((w862 * Vector(repeating: Float(4))) + (w880 * Vector(repeating: Float(1)))) - (w868 * Vector(repeating: Float(4)))) - (w874 * Vector(repeating: Float(1))))
-            let w895 = ((((w874 * Vector(repeating: Float(2))) + (w880 * Vector(repeating: Float(1)))) - (w862 * Vector(repeating: Float(2)))) - (w868 * Vector(repeating: Float(1))))
-            let w896 = ((((w862 * Vector(repeating: Float(2))) + (w880 * Vector(repeating: Float(1)))) - (w868 * Vector(repeating: Float(1)))) - (w874 * Vector(repeating: Float(2))))
-            let w897 = (((w862 * Vector(repeating: Float(4))) + (w886 * Vector(repeating: Float(1)))) - (w874 * Vector(repeating: Float(5))))
-            let w898 = (((w857 * Vector(repeating: Float(4))) + (w881 * Vector(repeating: Float(1)))) - (w869 * Vector(repeating: Float(5))))
-            let w899 = ((((w875 * Vector(repeating: Float(1))) + (w881 * Vector(repeating: Float(1)))) - (w863 * Vector(repeating: Float(4)))) - (w869 * Vector(repeating: Float(4))))
-            let w900 = ((((w863 * Vector(repeating: Float(4))) + (w881 * Vector(repeating: Float(1)))) - (w869 * Vector(repeating: Float(4)))) - (w875 * Vector(repeating: Float(1))))
-            let w901 = ((((w875 * Vector(repeating: Float(2))) + (w881 * Vector(repeating: Float(1)))) - (w863 * Vector(repeating: Float(2)))) - (w869 * Vector(repeating: Float(1))))
-            let w902 = ((((w863 * Vector(repeating: Float(2))) + (w881 * Vector(repeating: Float(1)))) - (w869 * Vector(repeating: Float(1)))) - (w875 * Vector(repeating: Float(2))))
-            let w903 = (((w863 * Vector(repeating: Float(4))) + (w887 * Vector(repeating: Float(1)))) - (w875 * Vector(repeating: Float(5))))
-            let w904 = (((w858 * Vector(repeating: Float(4))) + (w882 * Vector(repeating: Float(1)))) - (w870 * Vector(repeating: Float(5))))
-            let w905 = ((((w876 * Vector(repeating: Float(1))) + (w882 * Vector(repeating: Float(1)))) - (w864 * Vector(repeating: Float(4)))) - (w870 * Vector(repeating: Float(4))))
-            let w906 = ((((w864 * Vector(repeating: Float(4))) + (w882 * Vector(repeating: Float(1)))) - (w870 * Vector(repeating: Float(4)))) - (w876 * Vector(repeating: Float(1))))
-            let w907 = ((((w876 * Vector(repeating: Float(2))) + (w882 * Vector(repeating: Float(1)))) - (w864 * Vector(repeating: Float(2)))) - (w870 * Vector(repeating: Float(1))))
-            let w908 = ((((w864 * Vector(repeating: Float(2))) + (w882 * Vector(repeating: Float(1)))) - (w870 * Vector(repeating: Float(1)))) - (w876 * Vector(repeating: Float(2))))
-            let w909 = (((w864 * Vector(repeating: Float(4))) + (w888 * Vector(repeating: Float(1)))) - (w876 * Vector(repeating: Float(5))))
-            let w910 = (((w859 * Vector(repeating: Float(4))) + (w883 * Vector(repeating: Float(1)))) - (w871 * Vector(repeating: Float(5))))
-            let w911 = ((((w877 * Vector(repeating: Float(1))) + (w883 * Vector(repeating: Float(1)))) - (w865 * Vector(repeating: Float(4)))) - (w871 * Vector(repeating: Float(4))))
-            let w912 = ((((w865 * Vector(repeating: Float(4))) + (w883 * Vector(repeating: Float(1)))) - (w871 * Vector(repeating: Float(4)))) - (w877 * Vector(repeating: Float(1))))
-            let w913 = ((((w877 * Vector(repeating: Float(2))) + (w883 * Vector(repeating: Float(1)))) - (w865 * Vector(repeating: Float(2)))) - (w871 * Vector(repeating: Float(1))))
-            let w914 = ((((w865 * Vector(repeating: Float(2))) + (w883 * Vector(repeating: Float(1)))) - (w871 * Vector(repeating: Float(1)))) - (w877 * Vector(repeating: Float(2))))
-            let w915 = (((w865 * Vector(repeating: Float(4))) + (w889 * Vector(repeating: Float(1)))) - (w877 * Vector(repeating: Float(5))))
-            let w916 = (((w860 * Vector(repeating: Float(4))) + (w884 * Vector(repeating: Float(1)))) - (w872 * Vector(repeating: Float(5))))
-            let w917 = ((((w878 * Vector(repeating: Float(1))) + (w884 * Vector(repeating: Float(1)))) - (w866 * Vector(repeating: Float(4)))) - (w872 * Vector(repeating: Float(4))))
-            let w918 = ((((w866 * Vector(repeating: Float(4))) + (w884 * Vector(repeating: Float(1)))) - (w872 * Vector(repeating: Float(4)))) - (w878 * Vector(repeating: Float(1))))
-            let w919 = ((((w878 * Vector(repeating: Float(2))) + (w884 * Vector(repeating: Float(1)))) - (w866 * Vector(repeating: Float(2)))) - (w872 * Vector(repeating: Float(1))))
-            let w920 = ((((w866 * Vector(repeating: Float(2))) + (w884 * Vector(repeating: Float(1)))) - (w872 * Vector(repeating: Float(1)))) - (w878 * Vector(repeating: Float(2))))
-            let w921 = (((w866 * Vector(repeating: Float(4))) + (w890 * Vector(repeating: Float(1)))) - (w878 * Vector(repeating: Float(5))))
-            let w922 = (((w861 * Vector(repeating: Float(4))) + (w885 * Vector(repeating: Float(1)))) - (w873 * Vector(repeating: Float(5))))
-            let w923 = ((((w879 * Vector(repeating: Float(1))) + (w885 * Vector(repeating: Float(1)))) - (w867 * Vector(repeating: Float(4)))) - (w873 * Vector(repeating: Float(4))))
-            let w924 = ((((w867 * Vector(repeating: Float(4))) + (w885 * Vector(repeating: Float(1)))) - (w873 * Vector(repeating: Float(4)))) - (w879 * Vector(repeating: Float(1))))
-            let w925 = ((((w879 * Vector(repeating: Float(2))) + (w885 * Vector(repeating: Float(1)))) - (w867 * Vector(repeating: Float(2)))) - (w873 * Vector(repeating: Float(1))))
-            let w926 = ((((w867 * Vector(repeating: Float(2))) + (w885 * Vector(repeating: Float(1)))) - (w873 * Vector(repeating: Float(1)))) - (w879 * Vector(repeating: Float(2))))
-            let w927 = (((w867 * Vector(repeating: Float(4))) + (w891 * Vector(repeating: Float(1)))) - (w879 * Vector(repeating: Float(5))))
-            storeVector(arena, ((940544 +% ((((j852 *% 4) +% (ty853 *% 2)) +% tx854) *% 64)) +% (cv855 *% 8)), w892)
-            storeVector(arena, ((940800 +% ((((j852 *% 4) +% (ty853 *% 2)) +% tx854) *% 64)) +% (cv855 *% 8)), w893)
-            storeVector(arena, ((941056 +% ((((j852 *% 4) +% (ty853 *% 2)) +% tx854) *% 64)) +% (cv855 *% 8)), w894)
-            storeVector(arena, ((941312 +% ((((j852 *% 4) +% (ty853 *% 2)) +% tx854) *% 64)) +% (cv855 *% 8)), w895)
-            storeVector(arena, ((941568 +% ((((j852 *% 4) +% (ty853 *% 2)) +% tx854) *% 64)) +% (cv855 *% 8)), w896)
-            storeVector(arena, ((941824 +% ((((j852 *% 4) +% (ty853 *% 2)) +% tx854) *% 64)) +% (cv855 *% 8)), w897)
-            storeVector(arena, ((942080 +% ((((j852 *% 4) +% (ty853 *% 2)) +% tx854) *% 64)) +% (cv855 *% 8)), w898)
-            storeVector(arena, ((942336 +% ((((j852 *% 4) +% (ty853 *% 2)) +% tx854) *% 64)) +% (cv855 *% 8)), w899)
-            storeVector(arena, ((942592 +% ((((j852 *% 4) +% (ty853 *% 2)) +% tx854) *% 64)) +% (cv855 *% 8)), w900)
-            storeVector(arena, ((942848 +% ((((j852 *% 4) +% (ty853 *% 2)) +% tx854) *% 64)) +% (cv855 *% 8)), w901)
-            storeVector(arena, ((943104 +% ((((j852 *% 4) +% (ty853 *% 2)) +% tx854) *% 64)) +% (cv855 *% 8)), w902)
-            storeVector(arena, ((943360 +% ((((j852 *% 4) +% (ty853 *% 2)) +% tx854) *% 64)) +% (cv855 *% 8)), w903)
-            storeVector(arena, ((943616 +% ((((j852 *% 4) +% (ty853 *% 2)) +% tx854) *% 64)) +% (cv855 *% 8)), w904)
-            storeVector(arena, ((943872 +% ((((j852 *% 4) +% (ty853 *% 2)) +% tx854) *% 64)) +% (cv855 *% 8)), w905)
-            storeVector(arena, ((944128 +% ((((j852 *% 4) +% (ty853 *% 2)) +% tx854) *% 64)) +% (cv855 *% 8)), w906)
-            storeVector(arena, ((944384 +% ((((j852 *% 4) +% (ty853 *% 2)) +% tx854) *% 64)) +% (cv855 *% 8)), w907)
-            storeVector(arena, ((944640 +% ((((j852 *% 4) +% (ty853 *% 2)) +% tx854) *% 64)) +% (cv855 *% 8)), w908)
-            storeVector(arena, ((944896 +% ((((j852 *% 4) +% (ty853 *% 2)) +% tx854) *% 64)) +% (cv855 *% 8)), w909)
-            storeVector(arena, ((945152 +% ((((j852 *% 4) +% (ty853 *% 2)) +% tx854) *% 64)) +% (cv855 *% 8)), w910)
-            storeVector(arena, ((945408 +% ((((j852 *% 4) +% (ty853 *% 2)) +% tx854) *% 64)) +% (cv855 *% 8)), w911)
-            storeVector(arena, ((945664 +% ((((j852 *% 4) +% (ty853 *% 2)) +% tx854) *% 64)) +% (cv855 *% 8)), w912)
-            storeVector(arena, ((945920 +% ((((j852 *% 4) +% (ty853 *% 2)) +% tx854) *% 64)) +% (cv855 *% 8)), w913)
-            storeVector(arena, ((946176 +% ((((j852 *% 4) +% (ty853 *% 2)) +% tx854) *% 64)) +% (cv855 *% 8)), w914)
-            storeVector(arena, ((946432 +% ((((j852 *% 4) +% (ty853 *% 2)) +% tx854) *% 64)) +% (cv855 *% 8)), w915)
-            storeVector(arena, ((946688 +% ((((j852 *% 4) +% (ty853 *% 2)) +% tx854) *% 64)) +% (cv855 *% 8)), w916)
-            storeVector(arena, ((946944 +% ((((j852 *% 4) +% (ty853 *% 2)) +% tx854) *% 64)) +% (cv855 *% 8)), w917)
-            storeVector(arena, ((947200 +% ((((j852 *% 4) +% (ty853 *% 2)) +% tx854) *% 64)) +% (cv855 *% 8)), w918)
-            storeVector(arena, ((947456 +% ((((j852 *% 4) +% (ty853 *% 2)) +% tx854) *% 64)) +% (cv855 *% 8)), w919)
-            storeVector(arena, ((947712 +% ((((j852 *% 4) +% (ty853 *% 2)) +% tx854) *% 64)) +% (cv855 *% 8)), w920)
-            storeVector(arena, ((947968 +% ((((j852 *% 4) +% (ty853 *% 2)) +% tx854) *% 64)) +% (cv855 *% 8)), w921)
-            storeVector(arena, ((948224 +% ((((j852 *% 4) +% (ty853 *% 2)) +% tx854) *% 64)) +% (cv855 *% 8)), w922)
-            storeVector(arena, ((948480 +% ((((j852 *% 4) +% (ty853 *% 2)) +% tx854) *% 64)) +% (cv855 *% 8)), w923)
-            storeVector(arena, ((948736 +% ((((j852 *% 4) +% (ty853 *% 2)) +% tx854) *% 64)) +% (cv855 *% 8)), w924)
-            storeVector(arena, ((948992 +% ((((j852 *% 4) +% (ty853 *% 2)) +% tx854) *% 64)) +% (cv855 *% 8)), w925)
-            storeVector(arena, ((949248 +% ((((j852 *% 4) +% (ty853 *% 2)) +% tx854) *% 64)) +% (cv855 *% 8)), w926)
-            storeVector(arena, ((949504 +% ((((j852 *% 4) +% (ty853 *% 2)) +% tx854) *% 64)) +% (cv855 *% 8)), w927)
+    for j826 in 0..<1 {
+      for ty827 in 0..<4 {
+        for tx828 in 0..<4 {
+          for cv829 in 0..<8 {
+            let w830 = (loadVector(arena, (852224 +% ((((j826 *% 6400) +% ((ty827 *% 2) *% 640)) +% ((tx828 *% 2) *% 64)) +% (cv829 *% 8)))) - loadVector(arena, (852224 +% ((((j826 *% 6400) +% (((ty827 *% 2) +% 2) *% 640)) +% ((tx828 *% 2) *% 64)) +% (cv829 *% 8)))))
+            let w831 = (loadVector(arena, (852224 +% ((((j826 *% 6400) +% (((ty827 *% 2) +% 1) *% 640)) +% ((tx828 *% 2) *% 64)) +% (cv829 *% 8)))) + loadVector(arena, (852224 +% ((((j826 *% 6400) +% (((ty827 *% 2) +% 2) *% 640)) +% ((tx828 *% 2) *% 64)) +% (cv829 *% 8)))))
+            let w832 = (loadVector(arena, (852224 +% ((((j826 *% 6400) +% (((ty827 *% 2) +% 2) *% 640)) +% ((tx828 *% 2) *% 64)) +% (cv829 *% 8)))) - loadVector(arena, (852224 +% ((((j826 *% 6400) +% (((ty827 *% 2) +% 1) *% 640)) +% ((tx828 *% 2) *% 64)) +% (cv829 *% 8)))))
+            let w833 = (loadVector(arena, (852224 +% ((((j826 *% 6400) +% (((ty827 *% 2) +% 1) *% 640)) +% ((tx828 *% 2) *% 64)) +% (cv829 *% 8)))) - loadVector(arena, (852224 +% ((((j826 *% 6400) +% (((ty827 *% 2) +% 3) *% 640)) +% ((tx828 *% 2) *% 64)) +% (cv829 *% 8)))))
+            let w834 = (loadVector(arena, (852224 +% ((((j826 *% 6400) +% ((ty827 *% 2) *% 640)) +% (((tx828 *% 2) +% 1) *% 64)) +% (cv829 *% 8)))) - loadVector(arena, (852224 +% ((((j826 *% 6400) +% (((ty827 *% 2) +% 2) *% 640)) +% (((tx828 *% 2) +% 1) *% 64)) +% (cv829 *% 8)))))
+            let w835 = (loadVector(arena, (852224 +% ((((j826 *% 6400) +% (((ty827 *% 2) +% 1) *% 640)) +% (((tx828 *% 2) +% 1) *% 64)) +% (cv829 *% 8)))) + loadVector(arena, (852224 +% ((((j826 *% 6400) +% (((ty827 *% 2) +% 2) *% 640)) +% (((tx828 *% 2) +% 1) *% 64)) +% (cv829 *% 8)))))
+            let w836 = (loadVector(arena, (852224 +% ((((j826 *% 6400) +% (((ty827 *% 2) +% 2) *% 640)) +% (((tx828 *% 2) +% 1) *% 64)) +% (cv829 *% 8)))) - loadVector(arena, (852224 +% ((((j826 *% 6400) +% (((ty827 *% 2) +% 1) *% 640)) +% (((tx828 *% 2) +% 1) *% 64)) +% (cv829 *% 8)))))
+            let w837 = (loadVector(arena, (852224 +% ((((j826 *% 6400) +% (((ty827 *% 2) +% 1) *% 640)) +% (((tx828 *% 2) +% 1) *% 64)) +% (cv829 *% 8)))) - loadVector(arena, (852224 +% ((((j826 *% 6400) +% (((ty827 *% 2) +% 3) *% 640)) +% (((tx828 *% 2) +% 1) *% 64)) +% (cv829 *% 8)))))
+            let w838 = (loadVector(arena, (852224 +% ((((j826 *% 6400) +% ((ty827 *% 2) *% 640)) +% (((tx828 *% 2) +% 2) *% 64)) +% (cv829 *% 8)))) - loadVector(arena, (852224 +% ((((j826 *% 6400) +% (((ty827 *% 2) +% 2) *% 640)) +% (((tx828 *% 2) +% 2) *% 64)) +% (cv829 *% 8)))))
+            let w839 = (loadVector(arena, (852224 +% ((((j826 *% 6400) +% (((ty827 *% 2) +% 1) *% 640)) +% (((tx828 *% 2) +% 2) *% 64)) +% (cv829 *% 8)))) + loadVector(arena, (852224 +% ((((j826 *% 6400) +% (((ty827 *% 2) +% 2) *% 640)) +% (((tx828 *% 2) +% 2) *% 64)) +% (cv829 *% 8)))))
+            let w840 = (loadVector(arena, (852224 +% ((((j826 *% 6400) +% (((ty827 *% 2) +% 2) *% 640)) +% (((tx828 *% 2) +% 2) *% 64)) +% (cv829 *% 8)))) - loadVector(arena, (852224 +% ((((j826 *% 6400) +% (((ty827 *% 2) +% 1) *% 640)) +% (((tx828 *% 2) +% 2) *% 64)) +% (cv829 *% 8)))))
+            let w841 = (loadVector(arena, (852224 +% ((((j826 *% 6400) +% (((ty827 *% 2) +% 1) *% 640)) +% (((tx828 *% 2) +% 2) *% 64)) +% (cv829 *% 8)))) - loadVector(arena, (852224 +% ((((j826 *% 6400) +% (((ty827 *% 2) +% 3) *% 640)) +% (((tx828 *% 2) +% 2) *% 64)) +% (cv829 *% 8)))))
+            let w842 = (loadVector(arena, (852224 +% ((((j826 *% 6400) +% ((ty827 *% 2) *% 640)) +% (((tx828 *% 2) +% 3) *% 64)) +% (cv829 *% 8)))) - loadVector(arena, (852224 +% ((((j826 *% 6400) +% (((ty827 *% 2) +% 2) *% 640)) +% (((tx828 *% 2) +% 3) *% 64)) +% (cv829 *% 8)))))
+            let w843 = (loadVector(arena, (852224 +% ((((j826 *% 6400) +% (((ty827 *% 2) +% 1) *% 640)) +% (((tx828 *% 2) +% 3) *% 64)) +% (cv829 *% 8)))) + loadVector(arena, (852224 +% ((((j826 *% 6400) +% (((ty827 *% 2) +% 2) *% 640)) +% (((tx828 *% 2) +% 3) *% 64)) +% (cv829 *% 8)))))
+            let w844 = (loadVector(arena, (852224 +% ((((j826 *% 6400) +% (((ty827 *% 2) +% 2) *% 640)) +% (((tx828 *% 2) +% 3) *% 64)) +% (cv829 *% 8)))) - loadVector(arena, (852224 +% ((((j826 *% 6400) +% (((ty827 *% 2) +% 1) *% 640)) +% (((tx828 *% 2) +% 3) *% 64)) +% (cv829 *% 8)))))
+            let w845 = (loadVector(arena, (852224 +% ((((j826 *% 6400) +% (((ty827 *% 2) +% 1) *% 640)) +% (((tx828 *% 2) +% 3) *% 64)) +% (cv829 *% 8)))) - loadVector(arena, (852224 +% ((((j826 *% 6400) +% (((ty827 *% 2) +% 3) *% 640)) +% (((tx828 *% 2) +% 3) *% 64)) +% (cv829 *% 8)))))
+            let w846 = (w830 - w838)
+            let w847 = (w834 + w838)
+            let w848 = (w838 - w834)
+            let w849 = (w834 - w842)
+            let w850 = (w831 - w839)
+            let w851 = (w835 + w839)
+            let w852 = (w839 - w835)
+            let w853 = (w835 - w843)
+            let w854 = (w832 - w840)
+            let w855 = (w836 + w840)
+            let w856 = (w840 - w836)
+            let w857 = (w836 - w844)
+            let w858 = (w833 - w841)
+            let w859 = (w837 + w841)
+            let w860 = (w841 - w837)
+            let w861 = (w837 - w845)
+            storeVector(arena, ((858624 +% ((((j826 *% 16) +% (ty827 *% 4)) +% tx828) *% 64)) +% (cv829 *% 8)), w846)
+            storeVector(arena, ((859648 +% ((((j826 *% 16) +% (ty827 *% 4)) +% tx828) *% 64)) +% (cv829 *% 8)), w847)
+            storeVector(arena, ((860672 +% ((((j826 *% 16) +% (ty827 *% 4)) +% tx828) *% 64)) +% (cv829 *% 8)), w848)
+            storeVector(arena, ((861696 +% ((((j826 *% 16) +% (ty827 *% 4)) +% tx828) *% 64)) +% (cv829 *% 8)), w849)
+            storeVector(arena, ((862720 +% ((((j826 *% 16) +% (ty827 *% 4)) +% tx828) *% 64)) +% (cv829 *% 8)), w850)
+            storeVector(arena, ((863744 +% ((((j826 *% 16) +% (ty827 *% 4)) +% tx828) *% 64)) +% (cv829 *% 8)), w851)
+            storeVector(arena, ((864768 +% ((((j826 *% 16) +% (ty827 *% 4)) +% tx828) *% 64)) +% (cv829 *% 8)), w852)
+            storeVector(arena, ((865792 +% ((((j826 *% 16) +% (ty827 *% 4)) +% tx828) *% 64)) +% (cv829 *% 8)), w853)
+            storeVector(arena, ((866816 +% ((((j826 *% 16) +% (ty827 *% 4)) +% tx828) *% 64)) +% (cv829 *% 8)), w854)
+            storeVector(arena, ((867840 +% ((((j826 *% 16) +% (ty827 *% 4)) +% tx828) *% 64)) +% (cv829 *% 8)), w855)
+            storeVector(arena, ((868864 +% ((((j826 *% 16) +% (ty827 *% 4)) +% tx828) *% 64)) +% (cv829 *% 8)), w856)
+            storeVector(arena, ((869888 +% ((((j826 *% 16) +% (ty827 *% 4)) +% tx828) *% 64)) +% (cv829 *% 8)), w857)
+            storeVector(arena, ((870912 +% ((((j826 *% 16) +% (ty827 *% 4)) +% tx828) *% 64)) +% (cv829 *% 8)), w858)
+            storeVector(arena, ((871936 +% ((((j826 *% 16) +% (ty827 *% 4)) +% tx828) *% 64)) +% (cv829 *% 8)), w859)
+            storeVector(arena, ((872960 +% ((((j826 *% 16) +% (ty827 *% 4)) +% tx828) *% 64)) +% (cv829 *% 8)), w860)
+            storeVector(arena, ((873984 +% ((((j826 *% 16) +% (ty827 *% 4)) +% tx828) *% 64)) +% (cv829 *% 8)), w861)
           }
         }
       }
     }
-    parallelFor(pool, 2) { part928 in
-      for xi929 in 0..<36 {
-        do {  // gemm934
-          for nb930 in 0..<1 {
-            for mb931 in 0..<2 {
-              var t932_c0_0 = Vector()
-              var t932_c0_1 = Vector()
-              var t932_c0_2 = Vector()
-              var t932_c0_3 = Vector()
-              var t932_c1_0 = Vector()
-              var t932_c1_1 = Vector()
-              var t932_c1_2 = Vector()
-              var t932_c1_3 = Vector()
-              for k933 in 0..<64 {
-                let t932_b0 = loadVector(prepared, ((((83456 +% (xi929 *% 4096)) +% (part928 *% 32)) +% (k933 *% 64)) +% (nb930 *% 32)))
-                let t932_b1 = loadVector(prepared, (((((83456 +% (xi929 *% 4096)) +% (part928 *% 32)) +% (k933 *% 64)) +% (nb930 *% 32)) +% 8))
-                let t932_b2 = loadVector(prepared, (((((83456 +% (xi929 *% 4096)) +% (part928 *% 32)) +% (k933 *% 64)) +% (nb930 *% 32)) +% 16))
-                let t932_b3 = loadVector(prepared, (((((83456 +% (xi929 *% 4096)) +% (part928 *% 32)) +% (k933 *% 64)) +% (nb930 *% 32)) +% 24))
-                let t932_a0 = Vector(repeating: arena[(((940544 +% (xi929 *% 256)) +% ((mb931 *% 2) *% 64)) +% k933)])
-                t932_c0_0 = t932_c0_0.addingProduct(t932_a0, t932_b0)
-                t932_c0_1 = t932_c0_1.addingProduct(t932_a0, t932_b1)
-                t932_c0_2 = t932_c0_2.addingProduct(t932_a0, t932_b2)
-                t932_c0_3 = t932_c0_3.addingProduct(t932_a0, t932_b3)
-                let t932_a1 = Vector(repeating: arena[(((940544 +% (xi929 *% 256)) +% (((mb931 *% 2) +% 1) *% 64)) +% k933)])
-                t932_c1_0 = t932_c1_0.addingProduct(t932_a1, t932_b0)
-                t932_c1_1 = t932_c1_1.addingProduct(t932_a1, t932_b1)
-                t932_c1_2 = t932_c1_2.addingProduct(t932_a1, t932_b2)
-                t932_c1_3 = t932_c1_3.addingProduct(t932_a1, t932_b3)
+    parallelFor(pool, 2) { part862 in
+      for xi863 in 0..<16 {
+        do {  // gemm870
+          for nb864 in 0..<2 {
+            for mb865 in 0..<2 {
+              var t866_c0_0 = Vector()
+              var t866_c0_1 = Vector()
+              var t866_c1_0 = Vector()
+              var t866_c1_1 = Vector()
+              var t866_c2_0 = Vector()
+              var t866_c2_1 = Vector()
+              var t866_c3_0 = Vector()
+              var t866_c3_1 = Vector()
+              var t866_c4_0 = Vector()
+              var t866_c4_1 = Vector()
+              var t866_c5_0 = Vector()
+              var t866_c5_1 = Vector()
+              for k867 in 0..<64 {
+                let t866_b0 = loadVector(prepared, ((((83456 +% (xi863 *% 4096)) +% (part862 *% 32)) +% (k867 *% 64)) +% (nb864 *% 16)))
+                let t866_b1 = loadVector(prepared, (((((83456 +% (xi863 *% 4096)) +% (part862 *% 32)) +% (k867 *% 64)) +% (nb864 *% 16)) +% 8))
+                let t866_a0 = Vector(repeating: arena[(((858624 +% (xi863 *% 1024)) +% ((mb865 *% 6) *% 64)) +% k867)])
+                t866_c0_0 = t866_c0_0.addingProduct(t866_a0, t866_b0)
+                t866_c0_1 = t866_c0_1.addingProduct(t866_a0, t866_b1)
+                let t866_a1 = Vector(repeating: arena[(((858624 +% (xi863 *% 1024)) +% (((mb865 *% 6) +% 1) *% 64)) +% k867)])
+                t866_c1_0 = t866_c1_0.addingProduct(t866_a1, t866_b0)
+                t866_c1_1 = t866_c1_1.addingProduct(t866_a1, t866_b1)
+                let t866_a2 = Vector(repeating: arena[(((858624 +% (xi863 *% 1024)) +% (((mb865 *% 6) +% 2) *% 64)) +% k867)])
+                t866_c2_0 = t866_c2_0.addingProduct(t866_a2, t866_b0)
+                t866_c2_1 = t866_c2_1.addingProduct(t866_a2, t866_b1)
+                let t866_a3 = Vector(repeating: arena[(((858624 +% (xi863 *% 1024)) +% (((mb865 *% 6) +% 3) *% 64)) +% k867)])
+                t866_c3_0 = t866_c3_0.addingProduct(t866_a3, t866_b0)
+                t866_c3_1 = t866_c3_1.addingProduct(t866_a3, t866_b1)
+                let t866_a4 = Vector(repeating: arena[(((858624 +% (xi863 *% 1024)) +% (((mb865 *% 6) +% 4) *% 64)) +% k867)])
+                t866_c4_0 = t866_c4_0.addingProduct(t866_a4, t866_b0)
+                t866_c4_1 = t866_c4_1.addingProduct(t866_a4, t866_b1)
+                let t866_a5 = Vector(repeating: arena[(((858624 +% (xi863 *% 1024)) +% (((mb865 *% 6) +% 5) *% 64)) +% k867)])
+                t866_c5_0 = t866_c5_0.addingProduct(t866_a5, t866_b0)
+                t866_c5_1 = t866_c5_1.addingProduct(t866_a5, t866_b1)
               }
-              storeVector(arena, ((((949760 +% (xi929 *% 256)) +% (part928 *% 32)) +% ((mb931 *% 2) *% 64)) +% (nb930 *% 32)), t932_c0_0)
-              storeVector(arena, (((((949760 +% (xi929 *% 256)) +% (part928 *% 32)) +% ((mb931 *% 2) *% 64)) +% (nb930 *% 32)) +% 8), t932_c0_1)
-              storeVector(arena, (((((949760 +% (xi929 *% 256)) +% (part928 *% 32)) +% ((mb931 *% 2) *% 64)) +% (nb930 *% 32)) +% 16), t932_c0_2)
-              storeVector(arena, (((((949760 +% (xi929 *% 256)) +% (part928 *% 32)) +% ((mb931 *% 2) *% 64)) +% (nb930 *% 32)) +% 24), t932_c0_3)
-              storeVector(arena, ((((949760 +% (xi929 *% 256)) +% (part928 *% 32)) +% (((mb931 *% 2) +% 1) *% 64)) +% (nb930 *% 32)), t932_c1_0)
-              storeVector(arena, (((((949760 +% (xi929 *% 256)) +% (part928 *% 32)) +% (((mb931 *% 2) +% 1) *% 64)) +% (nb930 *% 32)) +% 8), t932_c1_1)
-              storeVector(arena, (((((949760 +% (xi929 *% 256)) +% (part928 *% 32)) +% (((mb931 *% 2) +% 1) *% 64)) +% (nb930 *% 32)) +% 16), t932_c1_2)
-              storeVector(arena, (((((949760 +% (xi929 *% 256)) +% (part928 *% 32)) +% (((mb931 *% 2) +% 1) *% 64)) +% (nb930 *% 32)) +% 24), t932_c1_3)
+              storeVector(arena, ((((875008 +% (xi863 *% 1024)) +% (part862 *% 32)) +% ((mb865 *% 6) *% 64)) +% (nb864 *% 16)), t866_c0_0)
+              storeVector(arena, (((((875008 +% (xi863 *% 1024)) +% (part862 *% 32)) +% ((mb865 *% 6) *% 64)) +% (nb864 *% 16)) +% 8), t866_c0_1)
+              storeVector(arena, ((((875008 +% (xi863 *% 1024)) +% (part862 *% 32)) +% (((mb865 *% 6) +% 1) *% 64)) +% (nb864 *% 16)), t866_c1_0)
+              storeVector(arena, (((((875008 +% (xi863 *% 1024)) +% (part862 *% 32)) +% (((mb865 *% 6) +% 1) *% 64)) +% (nb864 *% 16)) +% 8), t866_c1_1)
+              storeVector(arena, ((((875008 +% (xi863 *% 1024)) +% (part862 *% 32)) +% (((mb865 *% 6) +% 2) *% 64)) +% (nb864 *% 16)), t866_c2_0)
+              storeVector(arena, (((((875008 +% (xi863 *% 1024)) +% (part862 *% 32)) +% (((mb865 *% 6) +% 2) *% 64)) +% (nb864 *% 16)) +% 8), t866_c2_1)
+              storeVector(arena, ((((875008 +% (xi863 *% 1024)) +% (part862 *% 32)) +% (((mb865 *% 6) +% 3) *% 64)) +% (nb864 *% 16)), t866_c3_0)
+              storeVector(arena, (((((875008 +% (xi863 *% 1024)) +% (part862 *% 32)) +% (((mb865 *% 6) +% 3) *% 64)) +% (nb864 *% 16)) +% 8), t866_c3_1)
+              storeVector(arena, ((((875008 +% (xi863 *% 1024)) +% (part862 *% 32)) +% (((mb865 *% 6) +% 4) *% 64)) +% (nb864 *% 16)), t866_c4_0)
+              storeVector(arena, (((((875008 +% (xi863 *% 1024)) +% (part862 *% 32)) +% (((mb865 *% 6) +% 4) *% 64)) +% (nb864 *% 16)) +% 8), t866_c4_1)
+              storeVector(arena, ((((875008 +% (xi863 *% 1024)) +% (part862 *% 32)) +% (((mb865 *% 6) +% 5) *% 64)) +% (nb864 *% 16)), t866_c5_0)
+              storeVector(arena, (((((875008 +% (xi863 *% 1024)) +% (part862 *% 32)) +% (((mb865 *% 6) +% 5) *% 64)) +% (nb864 *% 16)) +% 8), t866_c5_1)
+            }
+            var t868_c0_0 = Vector()
+            var t868_c0_1 = Vector()
+            var t868_c1_0 = Vector()
+            var t868_c1_1 = Vector()
+            var t868_c2_0 = Vector()
+            var t868_c2_1 = Vector()
+            var t868_c3_0 = Vector()
+            var t868_c3_1 = Vector()
+            for k869 in 0..<64 {
+              let t868_b0 = loadVector(prepared, ((((83456 +% (xi863 *% 4096)) +% (part862 *% 32)) +% (k869 *% 64)) +% (nb864 *% 16)))
+              let t868_b1 = loadVector(prepared, (((((83456 +% (xi863 *% 4096)) +% (part862 *% 32)) +% (k869 *% 64)) +% (nb864 *% 16)) +% 8))
+              let t868_a0 = Vector(repeating: arena[(((858624 +% (xi863 *% 1024)) +% 768) +% k869)])
+              t868_c0_0 = t868_c0_0.addingProduct(t868_a0, t868_b0)
+              t868_c0_1 = t868_c0_1.addingProduct(t868_a0, t868_b1)
+              let t868_a1 = Vector(repeating: arena[(((858624 +% (xi863 *% 1024)) +% 832) +% k869)])
+              t868_c1_0 = t868_c1_0.addingProduct(t868_a1, t868_b0)
+              t868_c1_1 = t868_c1_1.addingProduct(t868_a1, t868_b1)
+              let t868_a2 = Vector(repeating: arena[(((858624 +% (xi863 *% 1024)) +% 896) +% k869)])
+              t868_c2_0 = t868_c2_0.addingProduct(t868_a2, t868_b0)
+              t868_c2_1 = t868_c2_1.addingProduct(t868_a2, t868_b1)
+              let t868_a3 = Vector(repeating: arena[(((858624 +% (xi863 *% 1024)) +% 960) +% k869)])
+              t868_c3_0 = t868_c3_0.addingProduct(t868_a3, t868_b0)
+              t868_c3_1 = t868_c3_1.addingProduct(t868_a3, t868_b1)
+            }
+            storeVector(arena, ((((875008 +% (xi863 *% 1024)) +% (part862 *% 32)) +% 768) +% (nb864 *% 16)), t868_c0_0)
+            storeVector(arena, (((((875008 +% (xi863 *% 1024)) +% (part862 *% 32)) +% 768) +% (nb864 *% 16)) +% 8), t868_c0_1)
+            storeVector(arena, ((((875008 +% (xi863 *% 1024)) +% (part862 *% 32)) +% 832) +% (nb864 *% 16)), t868_c1_0)
+            storeVector(arena, (((((875008 +% (xi863 *% 1024)) +% (part862 *% 32)) +% 832) +% (nb864 *% 16)) +% 8), t868_c1_1)
+            storeVector(arena, ((((875008 +% (xi863 *% 1024)) +% (part862 *% 32)) +% 896) +% (nb864 *% 16)), t868_c2_0)
+            storeVector(arena, (((((875008 +% (xi863 *% 1024)) +% (part862 *% 32)) +% 896) +% (nb864 *% 16)) +% 8), t868_c2_1)
+            storeVector(arena, ((((875008 +% (xi863 *% 1024)) +% (part862 *% 32)) +% 960) +% (nb864 *% 16)), t868_c3_0)
+            storeVector(arena, (((((875008 +% (xi863 *% 1024)) +% (part862 *% 32)) +% 960) +% (nb864 *% 16)) +% 8), t868_c3_1)
+          }
+        }
+      }
+      for j871 in 0..<1 {
+        for ty872 in 0..<4 {
+          for tx873 in 0..<4 {
+            for cv874 in 0..<4 {
+              let w875 = ((loadVector(arena, ((875008 +% ((((j871 *% 16) +% (ty872 *% 4)) +% tx873) *% 64)) +% ((part862 *% 32) +% (cv874 *% 8)))) + loadVector(arena, ((879104 +% ((((j871 *% 16) +% (ty872 *% 4)) +% tx873) *% 64)) +% ((part862 *% 32) +% (cv874 *% 8))))) + loadVector(arena, ((883200 +% ((((j871 *% 16) +% (ty872 *% 4)) +% tx873) *% 64)) +% ((part862 *% 32) +% (cv874 *% 8)))))
+              let w876 = ((loadVector(arena, ((879104 +% ((((j871 *% 16) +% (ty872 *% 4)) +% tx873) *% 64)) +% ((part862 *% 32) +% (cv874 *% 8)))) - loadVector(arena, ((883200 +% ((((j871 *% 16) +% (ty872 *% 4)) +% tx873) *% 64)) +% ((part862 *% 32) +% (cv874 *% 8))))) - loadVector(arena, ((887296 +% ((((j871 *% 16) +% (ty872 *% 4)) +% tx873) *% 64)) +% ((part862 *% 32) +% (cv874 *% 8)))))
+              let w877 = ((loadVector(arena, ((876032 +% ((((j871 *% 16) +% (ty872 *% 4)) +% tx873) *% 64)) +% ((part862 *% 32) +% (cv874 *% 8)))) + loadVector(arena, ((880128 +% ((((j871 *% 16) +% (ty872 *% 4)) +% tx873) *% 64)) +% ((part862 *% 32) +% (cv874 *% 8))))) + loadVector(arena, ((884224 +% ((((j871 *% 16) +% (ty872 *% 4)) +% tx873) *% 64)) +% ((part862 *% 32) +% (cv874 *% 8)))))
+              let w878 = ((loadVector(arena, ((880128 +% ((((j871 *% 16) +% (ty872 *% 4)) +% tx873) *% 64)) +% ((part862 *% 32) +% (cv874 *% 8)))) - loadVector(arena, ((884224 +% ((((j871 *% 16) +% (ty872 *% 4)) +% tx873) *% 64)) +% ((part862 *% 32) +% (cv874 *% 8))))) - loadVector(arena, ((888320 +% ((((j871 *% 16) +% (ty872 *% 4)) +% tx873) *% 64)) +% ((part862 *% 32) +% (cv874 *% 8)))))
+              let w879 = ((loadVector(arena, ((877056 +% ((((j871 *% 16) +% (ty872 *% 4)) +% tx873) *% 64)) +% ((part862 *% 32) +% (cv874 *% 8)))) + loadVector(arena, ((881152 +% ((((j871 *% 16) +% (ty872 *% 4)) +% tx873) *% 64)) +% ((part862 *% 32) +% (cv874 *% 8))))) + loadVector(arena, ((885248 +% ((((j871 *% 16) +% (ty872 *% 4)) +% tx873) *% 64)) +% ((part862 *% 32) +% (cv874 *% 8)))))
+              let w880 = ((loadVector(arena, ((881152 +% ((((j871 *% 16) +% (ty872 *% 4)) +% tx873) *% 64)) +% ((part862 *% 32) +% (cv874 *% 8)))) - loadVector(arena, ((885248 +% ((((j871 *% 16) +% (ty872 *% 4)) +% tx873) *% 64)) +% ((part862 *% 32) +% (cv874 *% 8))))) - loadVector(arena, ((889344 +% ((((j871 *% 16) +% (ty872 *% 4)) +% tx873) *% 64)) +% ((part862 *% 32) +% (cv874 *% 8)))))
+              let w881 = ((loadVector(arena, ((878080 +% ((((j871 *% 16) +% (ty872 *% 4)) +% tx873) *% 64)) +% ((part862 *% 32) +% (cv874 *% 8)))) + loadVector(arena, ((882176 +% ((((j871 *% 16) +% (ty872 *% 4)) +% tx873) *% 64)) +% ((part862 *% 32) +% (cv874 *% 8))))) + loadVector(arena, ((886272 +% ((((j871 *% 16) +% (ty872 *% 4)) +% tx873) *% 64)) +% ((part862 *% 32) +% (cv874 *% 8)))))
+              let w882 = ((loadVector(arena, ((882176 +% ((((j871 *% 16) +% (ty872 *% 4)) +% tx873) *% 64)) +% ((part862 *% 32) +% (cv874 *% 8)))) - loadVector(arena, ((886272 +% ((((j871 *% 16) +% (ty872 *% 4)) +% tx873) *% 64)) +% ((part862 *% 32) +% (cv874 *% 8))))) - loadVector(arena, ((890368 +% ((((j871 *% 16) +% (ty872 *% 4)) +% tx873) *% 64)) +% ((part862 *% 32) +% (cv874 *% 8)))))
+              let w883 = ((w875 + w877) + w879)
+              let w884 = ((w877 - w879) - w881)
+              let w885 = ((w876 + w878) + w880)
+              let w886 = ((w878 - w880) - w882)
+              storeVector(arena, ((891392 +% (((((j871 *% 8) +% (ty872 *% 2)) *% 8) +% (tx873 *% 2)) *% 64)) +% ((part862 *% 32) +% (cv874 *% 8))), ((w883 * loadVector(arena, ((part862 *% 32) +% (cv874 *% 8)))) + loadVector(arena, (64 +% ((part862 *% 32) +% (cv874 *% 8))))))
+              storeVector(arena, ((891392 +% ((((((j871 *% 8) +% (ty872 *% 2)) *% 8) +% (tx873 *% 2)) +% 1) *% 64)) +% ((part862 *% 32) +% (cv874 *% 8))), ((w884 * loadVector(arena, ((part862 *% 32) +% (cv874 *% 8)))) + loadVector(arena, (64 +% ((part862 *% 32) +% (cv874 *% 8))))))
+              storeVector(arena, ((891392 +% ((((((j871 *% 8) +% (ty872 *% 2)) +% 1) *% 8) +% (tx873 *% 2)) *% 64)) +% ((part862 *% 32) +% (cv874 *% 8))), ((w885 * loadVector(arena, ((part862 *% 32) +% (cv874 *% 8)))) + loadVector(arena, (64 +% ((part862 *% 32) +% (cv874 *% 8))))))
+              storeVector(arena, ((891392 +% (((((((j871 *% 8) +% (ty872 *% 2)) +% 1) *% 8) +% (tx873 *% 2)) +% 1) *% 64)) +% ((part862 *% 32) +% (cv874 *% 8))), ((w886 * loadVector(arena, ((part862 *% 32) +% (cv874 *% 8)))) + loadVector(arena, (64 +% ((part862 *% 32) +% (cv874 *% 8))))))
             }
           }
         }
       }
-      for j935 in 0..<1 {
-        for ty936 in 0..<2 {
-          for tx937 in 0..<2 {
-            for cv938 in 0..<4 {
-              let w939 = ((((loadVector(arena, ((949760 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) + loadVector(arena, ((951296 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8))))) + loadVector(arena, ((952832 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8))))) + loadVector(arena, ((954368 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8))))) + loadVector(arena, ((955904 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))))
-              let w940 = ((((loadVector(arena, ((951296 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((954368 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((952832 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((955904 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(2))))
-              let w941 = ((((loadVector(arena, ((951296 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((952832 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((954368 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((955904 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(4))))
-              let w942 = (((((loadVector(arena, ((951296 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((954368 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((957440 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((952832 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((955904 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(8))))
-              let w943 = ((((loadVector(arena, ((950016 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) + loadVector(arena, ((951552 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8))))) + loadVector(arena, ((953088 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8))))) + loadVector(arena, ((954624 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8))))) + loadVector(arena, ((956160 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))))
-              let w944 = ((((loadVector(arena, ((951552 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((954624 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((953088 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((956160 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(2))))
-              let w945 = ((((loadVector(arena, ((951552 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((953088 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((954624 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((956160 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(4))))
-              let w946 = (((((loadVector(arena, ((951552 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((954624 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((957696 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((953088 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((956160 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(8))))
-              let w947 = ((((loadVector(arena, ((950272 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) + loadVector(arena, ((951808 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8))))) + loadVector(arena, ((953344 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8))))) + loadVector(arena, ((954880 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8))))) + loadVector(arena, ((956416 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))))
-              let w948 = ((((loadVector(arena, ((951808 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((954880 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((953344 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((956416 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(2))))
-              let w949 = ((((loadVector(arena, ((951808 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((953344 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((954880 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((956416 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(4))))
-              let w950 = (((((loadVector(arena, ((951808 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((954880 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((957952 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((953344 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((956416 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(8))))
-              let w951 = ((((loadVector(arena, ((950528 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) + loadVector(arena, ((952064 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8))))) + loadVector(arena, ((953600 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8))))) + loadVector(arena, ((955136 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8))))) + loadVector(arena, ((956672 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))))
-              let w952 = ((((loadVector(arena, ((952064 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((955136 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((953600 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((956672 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(2))))
-              let w953 = ((((loadVector(arena, ((952064 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((953600 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((955136 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((956672 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(4))))
-              let w954 = (((((loadVector(arena, ((952064 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((955136 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((958208 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((953600 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((956672 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(8))))
-              let w955 = ((((loadVector(arena, ((950784 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) + loadVector(arena, ((952320 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8))))) + loadVector(arena, ((953856 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8))))) + loadVector(arena, ((955392 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8))))) + loadVector(arena, ((956928 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))))
-              let w956 = ((((loadVector(arena, ((952320 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((955392 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((953856 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((956928 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(2))))
-              let w957 = ((((loadVector(arena, ((952320 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((953856 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((955392 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((956928 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(4))))
-              let w958 = (((((loadVector(arena, ((952320 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((955392 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((958464 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((953856 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((956928 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(8))))
-              let w959 = ((((loadVector(arena, ((951040 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) + loadVector(arena, ((952576 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8))))) + loadVector(arena, ((954112 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8))))) + loadVector(arena, ((955648 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8))))) + loadVector(arena, ((957184 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))))
-              let w960 = ((((loadVector(arena, ((952576 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((955648 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(2)))) - (loadVector(arena, ((954112 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((957184 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(2))))
-              let w961 = ((((loadVector(arena, ((952576 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((954112 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1)))) + (loadVector(arena, ((955648 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(4)))) + (loadVector(arena, ((957184 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(4))))
-              let w962 = (((((loadVector(arena, ((952576 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1))) + (loadVector(arena, ((955648 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(8)))) + (loadVector(arena, ((958720 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((954112 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(1)))) - (loadVector(arena, ((957184 +% ((((j935 *% 4) +% (ty936 *% 2)) +% tx937) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8)))) * Vector(repeating: Float(8))))
-              let w963 = ((((w939 + w943) + w947) + w951) + w955)
-              let w964 = ((((w943 * Vector(repeating: Float(1))) + (w951 * Vector(repeating: Float(2)))) - (w947 * Vector(repeating: Float(1)))) - (w955 * Vector(repeating: Float(2))))
-              let w965 = ((((w943 * Vector(repeating: Float(1))) + (w947 * Vector(repeating: Float(1)))) + (w951 * Vector(repeating: Float(4)))) + (w955 * Vector(repeating: Float(4))))
-              let w966 = (((((w943 * Vector(repeating: Float(1))) + (w951 * Vector(repeating: Float(8)))) + (w959 * Vector(repeating: Float(1)))) - (w947 * Vector(repeating: Float(1)))) - (w955 * Vector(repeating: Float(8))))
-              let w967 = ((((w940 + w944) + w948) + w952) + w956)
-              let w968 = ((((w944 * Vector(repeating: Float(1))) + (w952 * Vector(repeating: Float(2)))) - (w948 * Vector(repeating: Float(1)))) - (w956 * Vector(repeating: Float(2))))
-              let w969 = ((((w944 * Vector(repeating: Float(1))) + (w948 * Vector(repeating: Float(1)))) + (w952 * Vector(repeating: Float(4)))) + (w956 * Vector(repeating: Float(4))))
-              let w970 = (((((w944 * Vector(repeating: Float(1))) + (w952 * Vector(repeating: Float(8)))) + (w960 * Vector(repeating: Float(1)))) - (w948 * Vector(repeating: Float(1)))) - (w956 * Vector(repeating: Float(8))))
-              let w971 = ((((w941 + w945) + w949) + w953) + w957)
-              let w972 = ((((w945 * Vector(repeating: Float(1))) + (w953 * Vector(repeating: Float(2)))) - (w949 * Vector(repeating: Float(1)))) - (w957 * Vector(repeating: Float(2))))
-              let w973 = ((((w945 * Vector(repeating: Float(1))) + (w949 * Vector(repeating: Float(1)))) + (w953 * Vector(repeating: Float(4)))) + (w957 * Vector(repeating: Float(4))))
-              let w974 = (((((w945 * Vector(repeating: Float(1))) + (w953 * Vector(repeating: Float(8)))) + (w961 * Vector(repeating: Float(1)))) - (w949 * Vector(repeating: Float(1)))) - (w957 * Vector(repeating: Float(8))))
-              let w975 = ((((w942 + w946) + w950) + w954) + w958)
-              let w976 = ((((w946 * Vector(repeating: Float(1))) + (w954 * Vector(repeating: Float(2)))) - (w950 * Vector(repeating: Float(1)))) - (w958 * Vector(repeating: Float(2))))
-              let w977 = ((((w946 * Vector(repeating: Float(1))) + (w950 * Vector(repeating: Float(1)))) + (w954 * Vector(repeating: Float(4)))) + (w958 * Vector(repeating: Float(4))))
-              let w978 = (((((w946 * Vector(repeating: Float(1))) + (w954 * Vector(repeating: Float(8)))) + (w962 * Vector(repeating: Float(1)))) - (w950 * Vector(repeating: Float(1)))) - (w958 * Vector(repeating: Float(8))))
-              storeVector(arena, ((958976 +% (((((j935 *% 8) +% (ty936 *% 4)) *% 8) +% (tx937 *% 4)) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8))), ((w963 * loadVector(arena, ((part928 *% 32) +% (cv938 *% 8)))) + loadVector(arena, (64 +% ((part928 *% 32) +% (cv938 *% 8))))))
-              storeVector(arena, ((958976 +% ((((((j935 *% 8) +% (ty936 *% 4)) *% 8) +% (tx937 *% 4)) +% 1) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8))), ((w964 * loadVector(arena, ((part928 *% 32) +% (cv938 *% 8)))) + loadVector(arena, (64 +% ((part928 *% 32) +% (cv938 *% 8))))))
-              storeVector(arena, ((958976 +% ((((((j935 *% 8) +% (ty936 *% 4)) *% 8) +% (tx937 *% 4)) +% 2) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8))), ((w965 * loadVector(arena, ((part928 *% 32) +% (cv938 *% 8)))) + loadVector(arena, (64 +% ((part928 *% 32) +% (cv938 *% 8))))))
-              storeVector(arena, ((958976 +% ((((((j935 *% 8) +% (ty936 *% 4)) *% 8) +% (tx937 *% 4)) +% 3) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8))), ((w966 * loadVector(arena, ((part928 *% 32) +% (cv938 *% 8)))) + loadVector(arena, (64 +% ((part928 *% 32) +% (cv938 *% 8))))))
-              storeVector(arena, ((958976 +% ((((((j935 *% 8) +% (ty936 *% 4)) +% 1) *% 8) +% (tx937 *% 4)) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8))), ((w967 * loadVector(arena, ((part928 *% 32) +% (cv938 *% 8)))) + loadVector(arena, (64 +% ((part928 *% 32) +% (cv938 *% 8))))))
-              storeVector(arena, ((958976 +% (((((((j935 *% 8) +% (ty936 *% 4)) +% 1) *% 8) +% (tx937 *% 4)) +% 1) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8))), ((w968 * loadVector(arena, ((part928 *% 32) +% (cv938 *% 8)))) + loadVector(arena, (64 +% ((part928 *% 32) +% (cv938 *% 8))))))
-              storeVector(arena, ((958976 +% (((((((j935 *% 8) +% (ty936 *% 4)) +% 1) *% 8) +% (tx937 *% 4)) +% 2) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8))), ((w969 * loadVector(arena, ((part928 *% 32) +% (cv938 *% 8)))) + loadVector(arena, (64 +% ((part928 *% 32) +% (cv938 *% 8))))))
-              storeVector(arena, ((958976 +% (((((((j935 *% 8) +% (ty936 *% 4)) +% 1) *% 8) +% (tx937 *% 4)) +% 3) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8))), ((w970 * loadVector(arena, ((part928 *% 32) +% (cv938 *% 8)))) + loadVector(arena, (64 +% ((part928 *% 32) +% (cv938 *% 8))))))
-              storeVector(arena, ((958976 +% ((((((j935 *% 8) +% (ty936 *% 4)) +% 2) *% 8) +% (tx937 *% 4)) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8))), ((w971 * loadVector(arena, ((part928 *% 32) +% (cv938 *% 8)))) + loadVector(arena, (64 +% ((part928 *% 32) +% (cv938 *% 8))))))
-              storeVector(arena, ((958976 +% (((((((j935 *% 8) +% (ty936 *% 4)) +% 2) *% 8) +% (tx937 *% 4)) +% 1) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8))), ((w972 * loadVector(arena, ((part928 *% 32) +% (cv938 *% 8)))) + loadVector(arena, (64 +% ((part928 *% 32) +% (cv938 *% 8))))))
-              storeVector(arena, ((958976 +% (((((((j935 *% 8) +% (ty936 *% 4)) +% 2) *% 8) +% (tx937 *% 4)) +% 2) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8))), ((w973 * loadVector(arena, ((part928 *% 32) +% (cv938 *% 8)))) + loadVector(arena, (64 +% ((part928 *% 32) +% (cv938 *% 8))))))
-              storeVector(arena, ((958976 +% (((((((j935 *% 8) +% (ty936 *% 4)) +% 2) *% 8) +% (tx937 *% 4)) +% 3) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8))), ((w974 * loadVector(arena, ((part928 *% 32) +% (cv938 *% 8)))) + loadVector(arena, (64 +% ((part928 *% 32) +% (cv938 *% 8))))))
-              storeVector(arena, ((958976 +% ((((((j935 *% 8) +% (ty936 *% 4)) +% 3) *% 8) +% (tx937 *% 4)) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8))), ((w975 * loadVector(arena, ((part928 *% 32) +% (cv938 *% 8)))) + loadVector(arena, (64 +% ((part928 *% 32) +% (cv938 *% 8))))))
-              storeVector(arena, ((958976 +% (((((((j935 *% 8) +% (ty936 *% 4)) +% 3) *% 8) +% (tx937 *% 4)) +% 1) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8))), ((w976 * loadVector(arena, ((part928 *% 32) +% (cv938 *% 8)))) + loadVector(arena, (64 +% ((part928 *% 32) +% (cv938 *% 8))))))
-              storeVector(arena, ((958976 +% (((((((j935 *% 8) +% (ty936 *% 4)) +% 3) *% 8) +% (tx937 *% 4)) +% 2) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8))), ((w977 * loadVector(arena, ((part928 *% 32) +% (cv938 *% 8)))) + loadVector(arena, (64 +% ((part928 *% 32) +% (cv938 *% 8))))))
-              storeVector(arena, ((958976 +% (((((((j935 *% 8) +% (ty936 *% 4)) +% 3) *% 8) +% (tx937 *% 4)) +% 3) *% 64)) +% ((part928 *% 32) +% (cv938 *% 8))), ((w978 * loadVector(arena, ((part928 *% 32) +% (cv938 *% 8)))) + loadVector(arena, (64 +% ((part928 *% 32) +% (cv938 *% 8))))))
-            }
-          }
-        }
-      }
-      for j979 in 0..<1 {
-        for q980 in 0..<64 {
-          for c981 in 0..<32 {
-            arena[(524544 +% (((((g847 +% j979) *% 64) +% q980) *% 64) +% ((part928 *% 32) +% c981)))] = ((arena[((958976 +% (((j979 *% 64) +% q980) *% 64)) +% ((part928 *% 32) +% c981))] + arena[(262400 +% (((((g847 +% j979) *% 64) +% q980) *% 64) +% ((part928 *% 32) +% c981)))]) > Float(0) ? (arena[((958976 +% (((j979 *% 64) +% q980) *% 64)) +% ((part928 *% 32) +% c981))] + arena[(262400 +% (((((g847 +% j979) *% 64) +% q980) *% 64) +% ((part928 *% 32) +% c981)))]) : Float(0))
+      for j887 in 0..<1 {
+        for q888 in 0..<64 {
+          for c889 in 0..<32 {
+            arena[(524544 +% (((((g821 +% j887) *% 64) +% q888) *% 64) +% ((part862 *% 32) +% c889)))] = ((arena[((891392 +% (((j887 *% 64) +% q888) *% 64)) +% ((part862 *% 32) +% c889))] + arena[(262400 +% (((((g821 +% j887) *% 64) +% q888) *% 64) +% ((part862 *% 32) +% c889)))]) > Float(0) ? (arena[((891392 +% (((j887 *% 64) +% q888) *% 64)) +% ((part862 *% 32) +% c889))] + arena[(262400 +% (((((g821 +% j887) *% 64) +% q888) *% 64) +% ((part862 *% 32) +% c889)))]) : Float(0))
           }
         }
       }
     }
   }
   // gap = global_avgpool(s3_conv2)
-  parallelFor(pool, 2) { part982 in
-    for b983 in 0..<64 {
-      for cv984 in 0..<4 {
-        var acc985 = Vector()
-        for p986 in 0..<64 {
-          acc985 = (acc985 + loadVector(arena, ((524544 +% (((b983 *% 64) +% p986) *% 64)) +% ((cv984 +% (part982 *% 4)) *% 8))))
+  parallelFor(pool, 2) { part890 in
+    for b891 in 0..<64 {
+      for cv892 in 0..<4 {
+        var acc893 = Vector()
+        for p894 in 0..<64 {
+          acc893 = (acc893 + loadVector(arena, ((524544 +% (((b891 *% 64) +% p894) *% 64)) +% ((cv892 +% (part890 *% 4)) *% 8))))
         }
-        storeVector(arena, ((b983 *% 64) +% ((cv984 +% (part982 *% 4)) *% 8)), (acc985 / Vector(repeating: Float(64))))
+        storeVector(arena, ((b891 *% 64) +% ((cv892 +% (part890 *% 4)) *% 8)), (acc893 / Vector(repeating: Float(64))))
       }
     }
   }
   // flat = flatten(gap)
   // fc = dense(flat)
   sgemm(101, 111, 112, 64, 10, 64, 1, arena + 0, 64, params + 77392, 64, Float(bitPattern: 0x0), arena + 4096, 10)
-  for n987 in 0..<64 {
-    for u988 in 0..<1 {
-      storeVector(arena, ((u988 *% 8) +% (4096 +% (n987 *% 10))), (loadVector(arena, ((u988 *% 8) +% (4096 +% (n987 *% 10)))) + loadVector(params, ((u988 *% 8) +% 78032))))
+  for n895 in 0..<64 {
+    for u896 in 0..<1 {
+      storeVector(arena, ((u896 *% 8) +% (4096 +% (n895 *% 10))), (loadVector(arena, ((u896 *% 8) +% (4096 +% (n895 *% 10)))) + loadVector(params, ((u896 *% 8) +% 78032))))
     }
-    for u988 in 0..<1 {
-      storePartial(arena, ((u988 +% 8) +% (4096 +% (n987 *% 10))), (loadPartial(arena, ((u988 +% 8) +% (4096 +% (n987 *% 10))), 2) + loadPartial(params, ((u988 +% 8) +% 78032), 2)), 2)
+    for u896 in 0..<1 {
+      storePartial(arena, ((u896 +% 8) +% (4096 +% (n895 *% 10))), (loadPartial(arena, ((u896 +% 8) +% (4096 +% (n895 *% 10))), 2) + loadPartial(params, ((u896 +% 8) +% 78032), 2)), 2)
     }
   }
 }

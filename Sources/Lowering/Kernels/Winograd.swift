@@ -222,22 +222,30 @@ enum ConvCost {
   /// The transformed kernels are charged once per pass, so their share per image falls with the batch: at batch 1
   /// ResNet-18's 512-channel layers (7x7 outputs) spent more on transforming 2.4M weights than Winograd saved in
   /// multiplies, and an inference pass that has them prepared still streams (m + 2)^2 / 9 times the weights.
-  static func winogradCycles(_ tile: WinogradTile, c: Double, f: Double, oh: Int, ow: Int, images: Int, target: Target) -> Double {
+  ///
+  /// Transformed kernels larger than L2 are streamed from memory once per group of images the pass transforms
+  /// together (`group`), not once per pass: ResNet-18's 512-channel layers (7x7 outputs, 4 tiles an image, 38 MB
+  /// of F(4x4, 3x3) kernels, groups of one image) took 36 ms per 8 images against im2col's 23 (Zen 4, a training
+  /// step's frozen part), where charging the kernels once per batch had picked Winograd. Inference of ResNet-18 at
+  /// batch 16 then ran 1.25-1.3x faster, at batch 1 as before (where the group is the batch). Counting the stream
+  /// as overlapping the GEMMs (the longer of the two) instead picked Winograd at batch 1 where it lost 5%.
+  static func winogradCycles(_ tile: WinogradTile, c: Double, f: Double, oh: Int, ow: Int, images: Int, group: Int, target: Target) -> Double {
     let tiles = Double(((oh + tile.m - 1) / tile.m) * ((ow + tile.m - 1) / tile.m)), p = Double(tile.positions)
-    return cycles(macs: p * c * f * tiles, copied: p * (c + f) * tiles + p * c * f / Double(max(1, images)), target: target)
+    let kernels = p * c * f, streams = kernels * Double(MemoryLayout<Float>.size) > Double(target.l2) ? group : images
+    return cycles(macs: kernels * tiles, copied: p * (c + f) * tiles + kernels / Double(max(1, streams)), target: target)
   }
 
   /// The algorithm for a 3x3-or-other conv pass of `cin` channels to `cout` over an oh x ow output of each of
   /// `images` images, with `eligible` nil when Winograd applies (else why it does not), Winograd with the
   /// cheaper of `tiles` (F(2x2, 3x3) first: it wins a tie).
-  static func choose(cin: Int, cout: Int, oh: Int, ow: Int, images: Int, eligible: String?, tiles: [WinogradTile],
-                     target: Target) -> ConvPick {
+  static func choose(cin: Int, cout: Int, oh: Int, ow: Int, images: Int, group: (WinogradTile) -> Int = { _ in Int.max }, eligible: String?,
+                     tiles: [WinogradTile], target: Target) -> ConvPick {
     if let eligible { return ConvPick(algorithm: .im2col, reason: eligible) }
     let (c, f) = (Double(cin), Double(cout))
     let direct = cycles(macs: 9 * c * f * Double(oh * ow), copied: 9 * c * Double(oh * ow), target: target)
     // A forced tile is the only one costed; F(4x4, 3x3) only where `tiles` allows it.
     let tiles = target.convAlgorithm == .winograd ? [.f2] : target.convAlgorithm == .winogradF4 ? [tiles.last!] : tiles
-    let costs = tiles.map { ($0, winogradCycles($0, c: c, f: f, oh: oh, ow: ow, images: images, target: target)) }
+    let costs = tiles.map { ($0, winogradCycles($0, c: c, f: f, oh: oh, ow: ow, images: images, group: min(images, group($0)), target: target)) }
     let (tile, winograd) = costs.min { $0.1 < $1.1 }!
     func k(_ cycles: Double) -> String { "\(Int((cycles / 1000).rounded()))k" }
     let others = costs.filter { $0.0 != tile }.map { "\(k($0.1)) for F(\($0.0.m)x\($0.0.m), 3x3)" }
@@ -258,8 +266,8 @@ enum ConvCost {
     let o = a.output(x)
     let eligible: String? = a.kernel != 3 ? "kernel \(a.kernel)x\(a.kernel): Winograd F(2x2, 3x3) is for 3x3"
       : a.stride != 1 ? "stride \(a.stride): Winograd is for stride 1" : nil
-    return choose(cin: x[1], cout: a.filters, oh: o.h, ow: o.w, images: x[0], eligible: eligible, tiles: largeTiles ? [.f2, .f4] : [.f2],
-                  target: target)
+    return choose(cin: x[1], cout: a.filters, oh: o.h, ow: o.w, images: x[0], group: { WinogradShape.forward(a, x: x, tile: $0, target: target).images },
+                  eligible: eligible, tiles: largeTiles ? [.f2, .f4] : [.f2], target: target)
   }
 
   /// The choice for an input gradient: the forward algorithm on dy with padding 2 - padding.
