@@ -308,9 +308,13 @@ struct Translator {
     case "MatMul": try matmul(node)
     case "Add" where try denseBias(node): break
     case "Mul" where try siluProduct(node): break
-    case "Concat" where node.input.count == 1: values[node.output[0]] = try operand(node, 0)
+    case "Concat" where node.input.count == 1:
+      try checkReading(node, as: "Concat")
+      values[node.output[0]] = try operand(node, 0)
     case "Softmax" where isLast, "LogSoftmax" where isLast:
-      // The loss is cross_entropy on the logits: softmax and log-softmax there are folded into it.
+      // The loss is cross_entropy on the logits: softmax and log-softmax there are folded into it, over the axis
+      // cnnc's softmax takes.
+      try checkReading(node, as: "Softmax")
       values[node.output[0]] = try operand(node, 0)
       notes.append("the final \(node.opType) is folded into the loss: the graph's output is the logits before it (the same predicted classes)")
     case "LogSoftmax": throw fail(node, "LogSoftmax inside the network: cnnc has softmax, and folds only a final LogSoftmax into the loss")
@@ -320,6 +324,12 @@ struct Translator {
       }
       try define(node, read(NodeReader(translator: self, node: node)))
     }
+  }
+
+  /// Applies the rules of the op that reads `type` (its attributes' checks) to a node the import takes otherwise:
+  /// a one-input Concat is its input, a final softmax folds into the loss.
+  func checkReading(_ node: Onnx_NodeProto, as type: String) throws {
+    _ = try ONNXImport.readings[type]!(NodeReader(translator: self, node: node))
   }
 
   /// Defines the op a node was read as, under its layer name, with its parameters and buffers.

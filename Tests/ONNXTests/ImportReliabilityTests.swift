@@ -63,6 +63,9 @@ struct ImportReliabilityTests {
         b.node("Relu", ["s"], "y")
       })
       #expect(m.contains("(Softmax): attribute 'axis' is \(axis)"), "\(m)")
+      // A final one, folded into the loss, too.
+      let last = Self.message(ONNXBuilder.convModel { b, x in b.node("LogSoftmax", [x], "y", [("axis", .int(axis))]) })
+      #expect(last.contains("(LogSoftmax): attribute 'axis' is \(axis)"), "\(last)")
     }
     for axis in [1, -1] {
       let m = try ONNXImport.translate(ONNXBuilder.convModel { b, x in

@@ -238,7 +238,7 @@ enum ConvCost {
   /// The algorithm for a 3x3-or-other conv pass of `cin` channels to `cout` over an oh x ow output of each of
   /// `images` images, with `eligible` nil when Winograd applies (else why it does not), Winograd with the
   /// cheaper of `tiles` (F(2x2, 3x3) first: it wins a tie).
-  static func choose(cin: Int, cout: Int, oh: Int, ow: Int, images: Int, group: (WinogradTile) -> Int = { _ in Int.max }, eligible: String?,
+  static func choose(cin: Int, cout: Int, oh: Int, ow: Int, images: Int, group: (WinogradTile) -> Int, eligible: String?,
                      tiles: [WinogradTile], target: Target) -> ConvPick {
     if let eligible { return ConvPick(algorithm: .im2col, reason: eligible) }
     let (c, f) = (Double(cin), Double(cout))
