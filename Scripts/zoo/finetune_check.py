@@ -4,17 +4,20 @@ The photos: CLASSES classes of synthetic JPEGs of 160 to 320 pixels a side (each
 noisy background, drawn at a random place and size), TRAIN and TEST per class, seeded. The model: torchvision's
 resnet18 (no weights can be downloaded) with random seeded weights, pretrained here by PyTorch for PRETRAIN_EPOCHS
 epochs on another task of the same photos (their shape, 2 classes), so that its backbone's features and batch-norm
-statistics mean something; exported to ONNX with its batch norms kept (training=PRESERVE). Both sides then
-fine-tune that model for the CLASSES hues, with each seed of SEEDS (the new head's initialisation and the data
-order): Resize(256), CenterCrop(224) and ImageNet's normalisation; a new head of CLASSES outputs; SGD with momentum
-(the transfer-learning tutorial's), lr 1e-3 for the whole network and 1e-4 head-only (LR), batch 16, EPOCHS
-epochs, shuffled. Head-only, both run the frozen
-backbone as in evaluation (running statistics), as PyTorch's model.eval() does. PyTorch runs eager on the same
-transformed images held in memory, 2 threads; cnnc reads the photos per batch from disk. cnnc trains the whole
-network in one shard, so that its batch norms see the whole batch as PyTorch's do (two shards of 8 images normalise
-each with its own statistics, as data-parallel training without synchronised batch norm does), which leaves its
-step one thread; head-only, with no batch statistics, in two. One JSON line per run (test accuracies per seed,
-median training images/s of the epochs after the first), then a table of mean accuracies and speed ratios.
+statistics mean something. Both sides then fine-tune it for the CLASSES hues, once per seed of SEEDS, and each seed
+pairs the two runs: PyTorch gives the model a new head of CLASSES outputs from the seed (nn.Linear's
+initialisation) and exports it to ONNX with its batch norms kept (training=PRESERVE), which cnnc trains; and PyTorch
+takes its batches in the order cnnc's seed gives (the permutation is reproduced here), so the two runs differ only
+in arithmetic rounding and in the images' decoding and resizing (within 1/255 per pixel). Resize(256),
+CenterCrop(224) and ImageNet's normalisation; SGD with momentum (the transfer-learning tutorial's), lr 1e-3 for the
+whole network and 1e-4 head-only (LR), batch 16, EPOCHS epochs. Head-only, both run the frozen backbone as in
+evaluation (running statistics), as PyTorch's model.eval() does. PyTorch runs eager on the same transformed images
+held in memory, 2 threads; cnnc reads the photos per batch from disk. cnnc trains the whole network in one shard,
+so that its batch norms see the whole batch as PyTorch's do (two shards of 8 images normalise each with its own
+statistics, as data-parallel training without synchronised batch norm does), which leaves its step one thread;
+head-only, with no batch statistics, in two. One JSON line per mode (test accuracies and the training loss of the
+first and last step per seed, the largest difference of the two sides' step losses, median training images/s of
+the epochs after the first), then a table of mean accuracies and speed ratios.
 
 usage: finetune_check.py CNNC WORK_DIR
 """
@@ -94,7 +97,7 @@ def exported(model, path):
 def cnnc_run(model, data, head_only, seed):
     shards = 2 if head_only else 1
     out = f"{work}/run-{'head' if head_only else 'whole'}"
-    args = [cnnc, "train", model, "--jit", "--data", data, "--replace-head", str(CLASSES), "--transform", "resize:256,center_crop:224",
+    args = [cnnc, "train", model, "--jit", "--data", data, "--transform", "resize:256,center_crop:224",
             "--normalize", "imagenet", "--epochs", str(EPOCHS), "--batch", str(BATCH), "--optimizer", "sgd", "--lr", str(LR[head_only]),
             "--momentum", str(MOMENTUM), "--seed", str(seed), "--threads", str(THREADS), "--shards", str(shards), "--out", out,
             "--overwrite", "--no-report", "--log-every", "0"] + (["--freeze-backbone"] if head_only else [])
@@ -104,7 +107,33 @@ def cnnc_run(model, data, head_only, seed):
     epochs = [l for l in r.stdout.splitlines() if l.startswith("epoch ")]
     accuracy = float(re.search(r"test acc ([0-9.]+)%", epochs[-1]).group(1))
     speeds = [float(re.search(r"([0-9.]+) img/s", l).group(1)) for l in epochs[1:]]
-    return accuracy, float(np.median(speeds))
+    with open(f"{out}/history.json") as f:
+        losses = [loss for epoch in json.load(f) for loss in epoch["stepLosses"]]
+    return accuracy, float(np.median(speeds)), losses
+
+
+def cnnc_order(seed, epoch, count):
+    """cnnc's order of the training examples in an epoch: a Fisher-Yates permutation drawn from splitmix64 seeded
+    with the seed and a stream of the epoch (Runtime/Random.swift, Trainer.epochOrder)."""
+    mask = (1 << 64) - 1
+    state = (seed ^ ((0x5eed0000 + epoch) * 0xd1342543de82ef95)) & mask
+    order = list(range(count))
+    for i in range(count - 1, 0, -1):
+        state = (state + 0x9e3779b97f4a7c15) & mask
+        z = ((state ^ (state >> 30)) * 0xbf58476d1ce4e5b9) & mask
+        z = ((z ^ (z >> 27)) * 0x94d049bb133111eb) & mask
+        j = (z ^ (z >> 31)) % (i + 1)
+        order[i], order[j] = order[j], order[i]
+    return torch.tensor(order)
+
+
+def with_head(start, seed):
+    """The pretrained model with a new head of CLASSES outputs, initialised from the seed as nn.Linear does."""
+    model = torchvision.models.resnet18(weights=None, num_classes=2)
+    model.load_state_dict(start)
+    torch.manual_seed(seed)
+    model.fc = torch.nn.Linear(512, CLASSES)
+    return model.eval()
 
 
 def tensors(data, split):
@@ -114,11 +143,7 @@ def tensors(data, split):
     return images, torch.tensor(folder.targets)
 
 
-def pytorch_run(data, head_only, start, seed):
-    model = torchvision.models.resnet18(weights=None, num_classes=2)
-    model.load_state_dict(start)
-    torch.manual_seed(seed)
-    model.fc = torch.nn.Linear(512, CLASSES)
+def pytorch_run(data, head_only, model, seed):
     if head_only:
         for name, p in model.named_parameters():
             p.requires_grad = name.startswith("fc.")
@@ -126,13 +151,12 @@ def pytorch_run(data, head_only, start, seed):
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=LR[head_only], momentum=MOMENTUM)
     x, y = tensors(data, "train")
     tx, ty = tensors(data, "test")
-    generator = torch.Generator().manual_seed(seed)
-    speeds = []
+    speeds, losses = [], []
     for epoch in range(EPOCHS):
         model.train()
         if head_only:
             model.eval()  # the frozen backbone's batch norms in evaluation mode, as fine-tuning recipes set them
-        order = torch.randperm(len(x), generator=generator)
+        order = cnnc_order(seed, epoch, len(x))
         steps = len(x) // BATCH
         begin = time.perf_counter()
         for s in range(steps):
@@ -141,12 +165,13 @@ def pytorch_run(data, head_only, start, seed):
             loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
             loss.backward()
             optimizer.step()
+            losses.append(float(loss))
         if epoch > 0:
             speeds.append(steps * BATCH / (time.perf_counter() - begin))
     model.eval()
     with torch.no_grad():
         accuracy = float((model(tx).argmax(1) == ty).float().mean()) * 100
-    return accuracy, float(np.median(speeds))
+    return accuracy, float(np.median(speeds)), losses
 
 
 os.makedirs(work, exist_ok=True)
@@ -155,19 +180,23 @@ if not os.path.exists(f"{data}/test"):
     photos(data)
 backbone = pretrained(data)
 start = copy.deepcopy(backbone.state_dict())
-model = exported(backbone, f"{work}/resnet18_pretrained.onnx")
+exported(backbone, f"{work}/resnet18_pretrained.onnx")
+models = {seed: with_head(start, seed) for seed in SEEDS}
+paths = {seed: exported(models[seed], f"{work}/resnet18_head{seed}.onnx") for seed in SEEDS}
 rows = []
 for head_only in [True, False]:
     mode = "head-only" if head_only else "whole network"
-    ours = [cnnc_run(model, data, head_only, seed) for seed in SEEDS]
-    theirs = [pytorch_run(data, head_only, start, seed) for seed in SEEDS]
-    row = {"mode": mode, "seeds": list(SEEDS), "cnnc_test_accuracy": [a for a, _ in ours], "pytorch_test_accuracy": [a for a, _ in theirs],
-           "cnnc_train_images_per_s": float(np.median([v for _, v in ours])), "pytorch_train_images_per_s": float(np.median([v for _, v in theirs]))}
+    ours = [cnnc_run(paths[seed], data, head_only, seed) for seed in SEEDS]
+    theirs = [pytorch_run(data, head_only, copy.deepcopy(models[seed]), seed) for seed in SEEDS]
+    row = {"mode": mode, "seeds": list(SEEDS), "cnnc_test_accuracy": [a for a, _, _ in ours], "pytorch_test_accuracy": [a for a, _, _ in theirs],
+           "cnnc_first_last_loss": [[l[0], l[-1]] for _, _, l in ours], "pytorch_first_last_loss": [[l[0], l[-1]] for _, _, l in theirs],
+           "largest_step_loss_difference": max(float(np.max(np.abs(np.subtract(a, b)))) for (_, _, a), (_, _, b) in zip(ours, theirs)),
+           "cnnc_train_images_per_s": float(np.median([v for _, v, _ in ours])), "pytorch_train_images_per_s": float(np.median([v for _, v, _ in theirs]))}
     print(json.dumps(row), flush=True)
     rows.append(row)
 print(f"\n{CLASSES} classes, {TRAIN} training and {TEST} test photos each, a backbone pretrained {PRETRAIN_EPOCHS} epochs on their shapes, "
       f"SGD lr {LR[True]} head-only and {LR[False]} whole, momentum {MOMENTUM}, {EPOCHS} epochs, batch {BATCH}, {THREADS} threads, seeds {', '.join(map(str, SEEDS))} "
-      "(accuracy: mean, and the range over the seeds; speed: median)")
+      "(accuracy: mean, and the range over the seeds; each seed's runs paired: same head, same batches; speed: median)")
 print("| run | cnnc accuracy | PyTorch accuracy | difference of means | cnnc img/s | PyTorch img/s | speed ratio |")
 print("|---|---|---|---|---|---|---|")
 for r in rows:
